@@ -1,0 +1,83 @@
+"""`moesim estimate SCENARIO`: the analytical step estimate of one layout."""
+
+from __future__ import annotations
+
+import argparse
+
+from moesim.cli.output import kv_block, print_json, table
+from moesim.units import format_bytes, format_seconds
+
+
+def add_scenario_overrides(p: argparse.ArgumentParser, *, layout: bool = True) -> None:
+    """--hardware / --devices (and --layout) options shared by the scenario subcommands."""
+    p.add_argument("scenario", help="scenario file (TOML/YAML) or built-in scenario name")
+    p.add_argument("--hardware", help="hardware profile name or file, replacing the scenario's")
+    p.add_argument("--devices", type=int, help="device count, replacing the scenario's")
+    if layout:
+        p.add_argument("--layout", help="dp=..,tp=..,ep=..,pp=..[,etp=..][,order=tp-ep-dp-pp]; "
+                                        "omitted degrees take defaults")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("estimate", help="analytical step time, memory and communication of a layout",
+                              description="Analytical estimate of one training step: compute, communication per "
+                                          "collective and mesh axis, memory per device, MFU, tokens/s.")
+    add_scenario_overrides(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from moesim.estimate import estimate
+    from moesim.specs.load import load_scenario
+
+    scenario = load_scenario(args.scenario, hardware=args.hardware, devices=args.devices, layout=args.layout)
+    result = estimate(scenario, scenario.resolve(source="--layout" if args.layout else "layout"))
+    if args.json:
+        print_json(result.as_dict())
+        return 0
+    print(render(result))
+    return 0
+
+
+def render(result) -> str:
+    d = result.as_dict()
+    lay = d["layout"]
+    head = (f"{d['scenario']}: {d['devices']} x {d['hardware']}, layout dp={lay['dp']} tp={lay['tp']} ep={lay['ep']} "
+            f"pp={lay['pp']} etp={lay['etp']} (edp={lay['edp']}, order {'-'.join(lay['order'])}), "
+            f"micro-batches {lay['micro_batches']}, ZeRO-{lay['zero_stage']}, recompute {lay['recompute']}")
+    times = kv_block("step time", [
+        ("step (grad sync overlapped)", format_seconds(d["step_time_s"])),
+        ("step (no overlap)", format_seconds(d["step_time_no_overlap_s"])),
+        ("compute", format_seconds(d["compute_time_s"])),
+        ("communication, exposed", format_seconds(d["exposed_communication_time_s"])),
+        ("communication, all", format_seconds(d["communication_time_s"])),
+        ("pipeline bubble", format_seconds(d["bubble_time_s"])),
+        ("optimizer step", format_seconds(d["optimizer_time_s"])),
+        ("bottleneck", d["bottleneck"]),
+        ("MFU / HFU", f"{d['mfu']:.1%} / {d['hfu']:.1%}"),
+        ("tokens/s", f"{d['tokens_per_s']:,.0f}"),
+    ])
+    comm_rows = [(name, c["axis"], c["group_size"], c["op"], c["algorithm"], c["bottleneck"],
+                  f"{c['calls_per_step']:g}", format_bytes(c["size_bytes"]), format_bytes(c["bytes_per_device"]),
+                  format_seconds(c["time_s"]))
+                 for name, c in d["communication"].items()]
+    comm = table(comm_rows, ["collective", "axis", "group", "op", "algorithm", "bound by", "calls", "size/call",
+                             "sent/device", "time/step"], align="lllllllrrr") if comm_rows else "  (none)"
+    mem = d["memory_bytes_per_device"]
+    mem_rows = [(k, format_bytes(v)) for k, v in mem.items() if k != "total"]
+    mem_rows.append(("total", f"{format_bytes(mem['total'])} of {format_bytes(d['memory_capacity_bytes'])} usable -> "
+                              f"{'fits' if d['fits_in_memory'] else 'DOES NOT FIT'}"))
+    parts = [head, "", times, "", "communication per step (sent per device)", comm, "",
+             kv_block("memory per device (worst pipeline stage)", mem_rows)]
+    if d["moe"]:
+        moe = d["moe"]
+        drop = moe["expected_drop_fraction_uniform"]
+        parts += ["", kv_block("MoE routing", [
+            ("capacity factor / rule", f"{moe['capacity_factor']} / {moe['capacity_rule']}"),
+            ("tokens per device per layer", f"{moe['tokens_per_device_per_layer']:g}"),
+            ("routing group / capacity", f"{moe['routing_group_tokens']:g} tokens / {moe['expert_capacity']} slots "
+                                         "per expert"),
+            ("expected dropped (uniform)", "dropless" if drop is None else f"{drop:.3%}"),
+        ])]
+    return "\n".join(parts)

@@ -1,0 +1,267 @@
+"""The analytical step model over a batch of candidates.
+
+Per device, per micro-batch, per pipeline stage (1F1B or GPipe; Narayanan et al. 2021,
+arXiv 2104.04473):
+  T_mb(s)   = Σ_layers (fwd + bwd + recompute) + exposed per-micro-batch collectives (tp, ep, etp, pp)
+  T_pipe    = (m + pp − 1) · max_s T_mb(s)                          (bubble (pp−1)/m of the ideal)
+  T_dp      = gradient sync over dp (dense) and edp (experts), ZeRO-dependent
+  T_step    = T_pipe + max(0, T_dp − T_bwd(one micro-batch)) + T_opt      (overlapped grad reduce)
+  T_no_ovl  = T_pipe + T_dp + T_opt
+  MFU       = model FLOP per step / (T_step · devices · peak)   (PaLM, arXiv 2204.02311, App. B)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from moesim import memory as mem
+from moesim.collectives.base import CollectiveModel, bus_bw_factor
+from moesim.estimate.candidates import Candidates
+from moesim.estimate.pricing import CollectivePricer
+from moesim.estimate.strides import candidate_strides
+from moesim.estimate.terms import ClassTerms, TermBuilder
+from moesim.flops import training_flops_per_sequence
+from moesim.specs.scenario import Scenario
+from moesim.workload import Workload, build_workload, stage_class_counts
+
+PER_MB_AXES = ("tp", "ep", "etp", "pp")
+
+
+@dataclass
+class CommTotal:
+    """One named collective per candidate: per-step totals on the slowest stage."""
+
+    axis: str
+    op: str
+    size_bytes: np.ndarray  # per call (largest over layer classes)
+    calls_per_step: np.ndarray
+    bytes_per_device: np.ndarray  # sent per step
+    time_s: np.ndarray  # per step
+    costs: np.ndarray  # CollectiveCost of the largest call (algorithm, bottleneck)
+    overlappable: bool = False
+
+
+@dataclass
+class Evaluation:
+    """Arrays over candidates; `estimate()` turns one entry into a StepEstimate."""
+
+    candidates: Candidates
+    step_time_s: np.ndarray
+    step_time_no_overlap_s: np.ndarray
+    compute_time_s: np.ndarray
+    communication_time_s: np.ndarray
+    exposed_communication_time_s: np.ndarray
+    bubble_time_s: np.ndarray
+    optimizer_time_s: np.ndarray
+    memory: dict[str, np.ndarray]
+    memory_total_bytes: np.ndarray
+    memory_capacity_bytes: float
+    fits: np.ndarray
+    model_flops_per_step: float
+    hardware_flops_per_step: np.ndarray
+    mfu: np.ndarray
+    hfu: np.ndarray
+    tokens_per_s: np.ndarray
+    comms: dict[str, CommTotal] = field(default_factory=dict)
+    slowest_stage: np.ndarray | None = None
+    memory_stage: np.ndarray | None = None
+    expert_capacity: np.ndarray | None = None
+    tokens_per_device: np.ndarray | None = None
+
+
+def _per_stage(counts: np.ndarray, per_class: list[np.ndarray]) -> np.ndarray:
+    """Σ over classes of (layers of the class on each stage) × per-layer value: (N, S)."""
+    values = np.stack(per_class, axis=1)  # (N, C)
+    return np.einsum("nsc,nc->ns", counts, values)
+
+
+def _bus_factor(op: str, group_sizes: np.ndarray) -> np.ndarray:
+    return np.array([bus_bw_factor(op, int(n)) for n in group_sizes])
+
+
+def _stage_counts(workload: Workload, pp: np.ndarray) -> np.ndarray:
+    counts = np.zeros((len(pp), int(pp.max()), len(workload.classes)))
+    for p in np.unique(pp):
+        counts[pp == p, : int(p), :] = stage_class_counts(workload, int(p))
+    return counts
+
+
+def _boundary_tokens(workload: Workload, pp: np.ndarray) -> np.ndarray:
+    """Tokens per sequence a stage sends on: its stack's, plus the encoder output once past the encoder."""
+    out = np.zeros((len(pp), int(pp.max())))
+    for p in np.unique(pp):
+        per_stage = workload.num_layers // int(p)
+        for s in range(int(p) - 1):
+            cls = workload.classes[workload.layer_class_index[(s + 1) * per_stage - 1]]
+            out[pp == p, s] = cls.tokens + (workload.seq_len if cls.stack == "decoder" and cls.cross_attention else 0)
+    return out
+
+
+def evaluate(scenario: Scenario, cands: Candidates, collective_model: CollectiveModel) -> Evaluation:
+    """Evaluate every candidate of `cands` on `scenario` (see module docstring for the model)."""
+    model, hw, tr = scenario.model, scenario.hardware, scenario.training
+    seq, dec = scenario.seq_lens
+    wl = build_workload(model, seq, dec)
+    f = lambda a: np.asarray(a, dtype=float)  # noqa: E731
+    dp, tp, pp, ep, etp, m = f(cands.dp), f(cands.tp), f(cands.pp), f(cands.ep), f(cands.etp), f(cands.micro_batches)
+    edp = f(cands.edp)
+    n_cand, devices = len(cands), scenario.devices
+    b = tr.global_batch_sequences / (dp * m)
+    builder = TermBuilder(model, hw, tr, b, tp, ep, etp, cands.recompute, f(cands.capacity_factor))
+    terms: list[ClassTerms] = [builder.build(cls) for cls in wl.classes]
+    counts = _stage_counts(wl, cands.pp)
+    n_stages = counts.shape[1]
+    exists = np.arange(n_stages)[None, :] < pp[:, None]
+    first, last = np.arange(n_stages)[None, :] == 0, np.arange(n_stages)[None, :] == (pp[:, None] - 1)
+
+    # Compute per micro-batch per stage; logits on the last stage (2·h·V per output token, fwd).
+    logits_flops = 2 * b * wl.output_tokens * model.d_model * model.vocab_size / tp
+    logits_eff = hw.efficiency.matmul.at_array(logits_flops)
+    logits_time = (1 + 2) * logits_flops / (builder.peak * logits_eff)
+    fwd = _per_stage(counts, [t.fwd_time_s for t in terms])
+    bwd = _per_stage(counts, [t.bwd_time_s for t in terms])
+    recompute = _per_stage(counts, [t.recompute_time_s for t in terms])
+    compute_mb = fwd + bwd + recompute + np.where(last, logits_time[:, None], 0.0)
+    bwd_mb = bwd + np.where(last, (2 / 3) * logits_time[:, None], 0.0)
+    hw_flops_mb = _per_stage(counts, [t.hardware_flops for t in terms]) + np.where(last, 3 * logits_flops[:, None], 0)
+
+    strides = candidate_strides(cands)
+    sizes = {"tp": cands.tp, "dp": cands.dp, "pp": cands.pp, "ep": cands.ep, "etp": cands.etp, "edp": cands.edp}
+    pricer = CollectivePricer(collective_model, devices)
+    comm_stage: dict[str, list] = {}
+
+    def add(name: str, axis: str, op: str, size_bytes, calls_stage, overlappable=False) -> np.ndarray:
+        """Price `op` on `axis` and add calls (N, S) of it; returns time per stage (N, S)."""
+        size_bytes = np.broadcast_to(np.asarray(size_bytes, dtype=float), (n_cand,)) if np.ndim(size_bytes) <= 1 \
+            else size_bytes
+        if np.ndim(size_bytes) == 2:
+            flat = size_bytes.reshape(-1)
+            rep = lambda a: np.repeat(np.asarray(a), n_stages)  # noqa: E731
+            t, costs = pricer.price(op, flat, rep(sizes[axis]), rep(strides[axis]), rep(devices // sizes[axis]))
+            t, costs = t.reshape(n_cand, n_stages), costs.reshape(n_cand, n_stages)
+            per_call_size = size_bytes
+        else:
+            t, costs = pricer.price(op, size_bytes, sizes[axis], strides[axis], devices // sizes[axis])
+            t, costs = t[:, None], costs[:, None].repeat(n_stages, axis=1)
+            per_call_size = np.broadcast_to(size_bytes[:, None], (n_cand, n_stages))
+        calls_stage = np.asarray(calls_stage, dtype=float) * exists * (f(sizes[axis]) > 1)[:, None]
+        factor = _bus_factor(op, f(sizes[axis]))[:, None]
+        entry = comm_stage.setdefault(name, [axis, op, overlappable, [], [], [], [], []])
+        entry[3].append(per_call_size * (calls_stage > 0))
+        entry[4].append(calls_stage)
+        entry[5].append(calls_stage * per_call_size * factor)
+        entry[6].append(calls_stage * t)
+        entry[7].append(costs)
+        return calls_stage * t
+
+    per_mb_comm = np.zeros((n_cand, n_stages))
+    for c, term in enumerate(terms):
+        for call in term.comms:
+            per_mb_comm += add(call.name, call.axis, call.op, call.size_bytes,
+                               counts[:, :, c] * np.asarray(call.calls, dtype=float)[..., None] * 1.0)
+    pp_bytes = b[:, None] * _boundary_tokens(wl, cands.pp) * model.d_model * builder.q_a
+    pp_bytes = pp_bytes / (tp[:, None] if tr.sequence_parallel else 1)
+    # One activation forward and one gradient backward per stage boundary per micro-batch.
+    per_mb_comm += add("pp_send_recv", "pp", "send_recv", pp_bytes, np.where(last, 0, 2))
+
+    # Parameters per device on each stage.
+    dense_params = _per_stage(counts, [np.full(n_cand, c.params_shardable) / tp + c.params_replicated
+                                       for c in wl.classes])
+    dense_params += np.where(first, ((wl.embedding_params / tp) + wl.position_params)[:, None], 0)
+    dense_params += np.where(last, ((wl.lm_head_params / tp) + wl.final_norm_params)[:, None], 0)
+    expert_params = _per_stage(counts, [np.full(n_cand, c.params_experts) / (ep * etp) for c in wl.classes])
+    zero = cands.zero_stage[:, None]
+    q_g, q_p = tr.bytes_of("grad"), tr.bytes_of("param")
+    dp_time = np.zeros((n_cand, n_stages))
+    zero3_mb = np.zeros((n_cand, n_stages))
+    for axis, params in (("dp", dense_params), ("edp", expert_params)):
+        dp_time += add(f"{axis}_all_reduce", axis, "all_reduce", params * q_g, np.where(zero == 0, 1, 0), True)
+        dp_time += add(f"{axis}_reduce_scatter", axis, "reduce_scatter", params * q_g, np.where(zero >= 1, 1, 0),
+                       True)
+        dp_time += add(f"{axis}_all_gather", axis, "all_gather", params * q_p, np.where(zero >= 1, 1, 0), True)
+        # ZeRO-3 gathers every layer's parameters again in forward and backward (ZeRO §7).
+        zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", params * q_p,
+                        np.where(zero >= 3, 2 * m[:, None], 0)) / m[:, None]
+    per_mb_comm += zero3_mb
+
+    stage_mb = compute_mb + per_mb_comm
+    stage_mb = np.where(exists, stage_mb, -np.inf)
+    slow = np.argmax(stage_mb, axis=1)
+    pick = lambda a: np.take_along_axis(a, slow[:, None], axis=1)[:, 0]  # noqa: E731
+    t_mb, compute_1, comm_1 = pick(stage_mb), pick(compute_mb), pick(per_mb_comm)
+    pipe = (m + pp - 1) * t_mb
+    dp_sync = np.max(np.where(exists, dp_time, 0), axis=1)
+    window = pick(bwd_mb)
+    exposed_dp = np.maximum(0.0, dp_sync - window) if tr.overlap_grad_reduce else dp_sync
+
+    # Optimizer step: memory-bound pass over the device's (sharded) states.
+    opt_bpp = mem.optimizer_state_bytes_per_param(tr, model.d_model, model.d_ff)
+    shard_d = np.where(zero >= 1, dp[:, None], 1)
+    shard_e = np.where(zero >= 1, edp[:, None], 1)
+    local = dense_params / shard_d + expert_params / shard_e
+    opt_bytes = local * (q_g + q_p + 2 * opt_bpp)  # read grads, write params, read+write states
+    opt_time = np.max(np.where(exists, opt_bytes, 0), axis=1) / builder.hbm_bw
+
+    # Memory per stage.
+    w_d, g_d, o_d = mem.model_state_bytes(dense_params, dp[:, None], zero, tr, opt_bpp)
+    w_e, g_e, o_e = mem.model_state_bytes(expert_params, edp[:, None], zero, tr, opt_bpp)
+    stage_idx = np.arange(n_stages)[None, :]
+    in_flight = mem.in_flight_micro_batches(tr.pipeline_schedule, m[:, None], pp[:, None], stage_idx)
+    acts = _per_stage(counts, [t.activation_bytes for t in terms]) * in_flight
+    acts += np.where(last, mem.logits_bytes(b, wl.output_tokens, model.vocab_size, tp)[:, None], 0)
+    moe_terms = [t for t in terms if t.slots is not None]
+    buffers = np.zeros(n_cand)
+    if moe_terms:
+        # Dispatch send and receive buffers of one MoE layer in flight (Switch §5.4 [E, C, h] sizes).
+        buffers = max(2 * t.slots * model.d_model * tr.bytes_of("dispatch") for t in moe_terms)
+    layer_full = max(c.params_shardable + c.params_replicated + c.params_experts for c in wl.classes)
+    working = np.where(zero >= 3, 2 * layer_full * q_p / tp[:, None], 0)  # current + prefetched layer
+    memory = {
+        "weights": w_d + w_e + working, "gradients": g_d + g_e, "optimizer_states": o_d + o_e,
+        "activations": acts, "moe_buffers": np.broadcast_to(buffers[:, None], acts.shape),
+        "reserved": np.full(acts.shape, hw.memory_reserved_bytes),
+    }
+    total_stage = np.where(exists, sum(memory.values()), -np.inf)
+    mem_stage = np.argmax(total_stage, axis=1)
+    pick_m = lambda a: np.take_along_axis(np.asarray(a), mem_stage[:, None], axis=1)[:, 0]  # noqa: E731
+    memory = {k: pick_m(v) for k, v in memory.items()}
+    total_mem = pick_m(total_stage)
+    capacity_bytes = hw.chip.hbm_bytes * (1 - tr.memory_headroom_fraction)
+
+    comms: dict[str, CommTotal] = {}
+    for name, (axis, op, overlappable, size_l, calls_l, bytes_l, time_l, cost_l) in comm_stage.items():
+        calls = pick(sum(calls_l))
+        if not np.any(calls > 0):
+            continue
+        per_mb = axis in PER_MB_AXES or "param_all_gather" in name
+        scale = m if per_mb else 1.0
+        size = pick(np.max(np.stack(size_l), axis=0))
+        big = np.argmax(np.stack([pick(s) for s in size_l]), axis=0)
+        costs = np.array([pick(cost_l[j])[i] for i, j in enumerate(big)], dtype=object)
+        comms[name] = CommTotal(axis, op, size, calls * scale, pick(sum(bytes_l)) * scale,
+                                pick(sum(time_l)) * scale, costs, overlappable)
+
+    seq_tokens = seq
+    model_flops = tr.global_batch_sequences * training_flops_per_sequence(model, seq, dec)
+    hw_flops = pick(hw_flops_mb) * m * devices
+    compute_total = m * compute_1
+    comm_total = m * comm_1 + dp_sync
+    bubble = (pp - 1) * t_mb
+    step = pipe + exposed_dp + opt_time
+    step_no = pipe + dp_sync + opt_time
+    peak_total = devices * builder.peak
+    moe_term = moe_terms[0] if moe_terms else None
+    return Evaluation(
+        candidates=cands, step_time_s=step, step_time_no_overlap_s=step_no, compute_time_s=compute_total,
+        communication_time_s=comm_total, exposed_communication_time_s=m * comm_1 + exposed_dp,
+        bubble_time_s=bubble, optimizer_time_s=opt_time, memory=memory, memory_total_bytes=total_mem,
+        memory_capacity_bytes=capacity_bytes, fits=total_mem <= capacity_bytes,
+        model_flops_per_step=model_flops, hardware_flops_per_step=hw_flops,
+        mfu=model_flops / (step * peak_total), hfu=hw_flops / (step * peak_total),
+        tokens_per_s=tr.global_batch_sequences * seq_tokens / step, comms=comms, slowest_stage=slow,
+        memory_stage=mem_stage,
+        expert_capacity=moe_term.capacity if moe_term is not None else None,
+        tokens_per_device=moe_term.tokens_per_device if moe_term is not None else None,
+    )

@@ -1,0 +1,130 @@
+"""StepEstimate: one candidate's figures with their breakdown, and the bottleneck rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from moesim.capacity import expected_drop_fraction
+from moesim.estimate.core import PER_MB_AXES, Evaluation
+from moesim.specs.layout import Layout
+from moesim.specs.scenario import Scenario
+from moesim.specs.training import TrainingSpec
+
+
+def bottlenecks(ev: Evaluation) -> np.ndarray:
+    """Per candidate, the largest exposed part of the step: compute, a mesh axis's collectives,
+    the pipeline bubble, exposed gradient sync, or the optimizer step."""
+    parts = {"compute": ev.compute_time_s, "pipeline bubble": ev.bubble_time_s,
+             "optimizer step": ev.optimizer_time_s}
+    per_axis: dict[str, np.ndarray] = {}
+    for name, comm in ev.comms.items():
+        if comm.axis in PER_MB_AXES or "param_all_gather" in name:
+            label = f"{comm.axis} {comm.op}" if "param" not in name else f"{comm.axis} ZeRO-3 parameter gathers"
+            per_axis[label] = per_axis.get(label, 0) + comm.time_s
+    parts.update(per_axis)
+    parts["gradient sync (exposed)"] = ev.step_time_s - (ev.compute_time_s + ev.bubble_time_s + ev.optimizer_time_s
+                                                          + sum(per_axis.values(), np.zeros(len(ev.step_time_s))))
+    names = list(parts)
+    values = np.stack([np.broadcast_to(np.asarray(parts[n], dtype=float), ev.step_time_s.shape) for n in names])
+    return np.array(names, dtype=object)[np.argmax(values, axis=0)]
+
+
+@dataclass(frozen=True)
+class StepEstimate:
+    """The analytical estimate of one training step of one layout (all per device unless named)."""
+
+    scenario: str
+    hardware: str
+    devices: int
+    layout: Layout
+    training: TrainingSpec
+    step_time_s: float
+    step_time_no_overlap_s: float
+    compute_time_s: float
+    communication_time_s: float
+    exposed_communication_time_s: float
+    bubble_time_s: float
+    optimizer_time_s: float
+    communication: dict[str, dict]
+    memory_bytes_per_device: dict[str, float]
+    memory_capacity_bytes: float
+    fits_in_memory: bool
+    mfu: float
+    hfu: float
+    tokens_per_s: float
+    model_flops_per_step: float
+    hardware_flops_per_step: float
+    bottleneck: str
+    moe: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        """The stable JSON form (`moesim estimate --json`)."""
+        tr = self.training
+        layout = self.layout.as_dict() | {"micro_batches": tr.micro_batches, "zero_stage": tr.zero_stage,
+                                          "recompute": tr.recompute}
+        return {
+            "scenario": self.scenario, "hardware": self.hardware, "devices": self.devices, "layout": layout,
+            "step_time_s": self.step_time_s, "step_time_no_overlap_s": self.step_time_no_overlap_s,
+            "compute_time_s": self.compute_time_s, "communication_time_s": self.communication_time_s,
+            "exposed_communication_time_s": self.exposed_communication_time_s,
+            "bubble_time_s": self.bubble_time_s, "optimizer_time_s": self.optimizer_time_s,
+            "communication": self.communication,
+            "memory_bytes_per_device": self.memory_bytes_per_device,
+            "memory_capacity_bytes": self.memory_capacity_bytes, "fits_in_memory": self.fits_in_memory,
+            "mfu": self.mfu, "hfu": self.hfu, "tokens_per_s": self.tokens_per_s,
+            "model_flops_per_step": self.model_flops_per_step,
+            "hardware_flops_per_step": self.hardware_flops_per_step,
+            "bottleneck": self.bottleneck, "moe": self.moe,
+        }
+
+
+def step_estimate(scenario: Scenario, ev: Evaluation, i: int = 0) -> StepEstimate:
+    """Candidate `i` of `ev` as a StepEstimate."""
+    cands = ev.candidates
+    layout, training = cands.layout(i), cands.training(i, scenario.training)
+    communication = {}
+    for name, comm in ev.comms.items():
+        if comm.calls_per_step[i] <= 0:
+            continue
+        cost = comm.costs[i]
+        group = {"tp": layout.tp, "dp": layout.dp, "pp": layout.pp, "ep": layout.ep, "etp": layout.etp,
+                 "edp": layout.edp}[comm.axis]
+        communication[name] = {
+            "axis": comm.axis, "op": comm.op, "group_size": group,
+            "size_bytes": float(comm.size_bytes[i]), "calls_per_step": float(comm.calls_per_step[i]),
+            "bytes_per_device": float(comm.bytes_per_device[i]), "time_s": float(comm.time_s[i]),
+            "overlapped_with_backward": comm.overlappable,
+            "algorithm": cost.algorithm, "bottleneck": cost.bottleneck,
+        }
+    memory = {k: float(v[i]) for k, v in ev.memory.items()}
+    memory["total"] = float(ev.memory_total_bytes[i])
+    moe_info = {}
+    model = scenario.model
+    if model.moe is not None and ev.expert_capacity is not None:
+        capacity = int(ev.expert_capacity[i])
+        tokens = float(ev.tokens_per_device[i])
+        group = min(model.moe.group_size_tokens or tokens, tokens)
+        cf = training.capacity_factor if training.capacity_factor is not None else model.moe.capacity_factor_train
+        moe_info = {
+            "capacity_factor": cf, "capacity_rule": model.moe.capacity_rule,
+            "tokens_per_device_per_layer": tokens, "routing_group_tokens": group, "expert_capacity": capacity,
+            "expected_drop_fraction_uniform": (
+                None if cf is None else expected_drop_fraction(int(group), model.moe.num_experts,
+                                                               model.moe.top_k, capacity)),
+        }
+    return StepEstimate(
+        scenario=scenario.name, hardware=scenario.hardware.name, devices=scenario.devices, layout=layout,
+        training=training, step_time_s=float(ev.step_time_s[i]),
+        step_time_no_overlap_s=float(ev.step_time_no_overlap_s[i]), compute_time_s=float(ev.compute_time_s[i]),
+        communication_time_s=float(ev.communication_time_s[i]),
+        exposed_communication_time_s=float(ev.exposed_communication_time_s[i]),
+        bubble_time_s=float(ev.bubble_time_s[i]), optimizer_time_s=float(ev.optimizer_time_s[i]),
+        communication=communication, memory_bytes_per_device=memory,
+        memory_capacity_bytes=float(ev.memory_capacity_bytes), fits_in_memory=bool(ev.fits[i]),
+        mfu=float(ev.mfu[i]), hfu=float(ev.hfu[i]), tokens_per_s=float(ev.tokens_per_s[i]),
+        model_flops_per_step=float(ev.model_flops_per_step),
+        hardware_flops_per_step=float(ev.hardware_flops_per_step[i]), bottleneck=str(bottlenecks(ev)[i]),
+        moe=moe_info,
+    )

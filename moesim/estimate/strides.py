@@ -1,0 +1,34 @@
+"""Device-id strides of every mesh axis for a batch of candidates (vectorised topology.mapping)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.estimate.candidates import Candidates
+
+_EXPERT_NAME = {"tp": "etp", "ep": "ep", "dp": "edp", "pp": "pp"}
+
+
+def candidate_strides(cands: Candidates) -> dict[str, np.ndarray]:
+    """Stride of tp, dp, pp, etp, ep, edp per candidate; the rule of `topology.mapping.mesh_strides`.
+
+    The attention mesh (tp, dp, pp) is the order without ep; the expert mesh reads tp as etp and
+    dp as edp. Both cut the same pipeline stages (checked by the layout rules), so pp's stride is one.
+    """
+    sizes = {"tp": cands.tp, "dp": cands.dp, "pp": cands.pp, "etp": cands.etp, "ep": cands.ep, "edp": cands.edp}
+    out = {axis: np.ones(len(cands), dtype=np.int64) for axis in sizes}
+    for index, order in enumerate(cands.orders):
+        sel = cands.order == index
+        if not np.any(sel):
+            continue
+        stride = np.ones(int(sel.sum()), dtype=np.int64)
+        for axis in order:
+            if axis != "ep":
+                out[axis][sel] = stride
+                stride = stride * sizes[axis][sel]
+        stride = np.ones(int(sel.sum()), dtype=np.int64)
+        for axis in (_EXPERT_NAME[a] for a in order):
+            if axis != "pp":
+                out[axis][sel] = stride
+            stride = stride * sizes[axis][sel]
+    return out

@@ -1,0 +1,175 @@
+"""Per-layer-class cost terms for a batch of candidates: compute time, FLOP, activations, collectives.
+
+Shapes: every array is (N,) over candidates. All quantities are per device and per micro-batch.
+Notation: b micro-batch sequences, n tokens per sequence in the layer's stack, t_dev tokens
+entering an MoE layer on one device (b·n/tp: sequence parallelism splits tokens over tp), C expert
+capacity per group (the device's tokens), r token slots the device sends (E·C padded, k·t_dev
+dropless), q bytes per element.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from moesim.arithmetic import ffn_matrices, ffn_params
+from moesim.capacity import expert_capacity_array
+from moesim.flops import BACKWARD_TO_FORWARD, FLOPS_PER_MAC
+from moesim import memory as mem
+from moesim.specs.hardware import HardwareProfile
+from moesim.specs.model import ModelSpec
+from moesim.specs.training import TrainingSpec
+from moesim.workload import LayerClass
+
+ATTENTION_PROJECTIONS = 4  # Q, K, V, O matmuls per attention block
+PERMUTE_PASSES = 2  # permute before dispatch, unpermute after combine (Tutel App. B index dispatch)
+READ_WRITE = 2  # a copy reads and writes every byte
+
+
+@dataclass
+class CommCall:
+    """A collective issued per layer of a class per micro-batch."""
+
+    name: str
+    axis: str
+    op: str
+    size_bytes: np.ndarray
+    calls: np.ndarray  # per layer per micro-batch
+
+
+@dataclass
+class ClassTerms:
+    """Cost terms of one layer of a class, per device per micro-batch."""
+
+    fwd_time_s: np.ndarray
+    bwd_time_s: np.ndarray
+    recompute_time_s: np.ndarray
+    model_flops: np.ndarray  # fwd + bwd, no padding or recompute
+    hardware_flops: np.ndarray  # what the device executes: padding, einsum dispatch, recompute
+    activation_bytes: np.ndarray
+    comms: list[CommCall] = field(default_factory=list)
+    slots: np.ndarray | None = None
+    capacity: np.ndarray | None = None
+    tokens_per_device: np.ndarray | None = None
+
+
+class TermBuilder:
+    """Builds ClassTerms for each layer class from the candidates' degrees."""
+
+    def __init__(self, model: ModelSpec, hardware: HardwareProfile, training: TrainingSpec, b, tp, ep, etp,
+                 recompute, capacity_factor) -> None:
+        self.model, self.hw, self.tr = model, hardware, training
+        self.b, self.tp, self.ep, self.etp = b, tp, ep, etp
+        self.recompute, self.cf = recompute, capacity_factor
+        self.peak = hardware.chip.peak_for(training.compute_dtype)
+        self.q_a = training.bytes_of("compute")
+        self.q_dispatch = training.bytes_of("dispatch")
+        self.hbm_bw = hardware.chip.hbm_bw_bytes_per_s * hardware.efficiency.memory_bandwidth
+
+    def _matmul_time(self, flops, kernel_flops, peak=None):
+        eff = self.hw.efficiency.matmul.at_array(kernel_flops)
+        return flops / ((peak or self.peak) * eff)
+
+    def build(self, cls: LayerClass) -> ClassTerms:
+        model, b, tp = self.model, self.b, self.tp
+        h, n, fl = model.d_model, cls.tokens, cls.flops
+        rec = self.recompute
+        att_proj, scores = b * fl.attention_proj / tp, b * fl.attention_scores / tp
+        t_att = self._matmul_time(att_proj, att_proj / ATTENTION_PROJECTIONS) + self._matmul_time(scores, scores)
+        fwd_flops = att_proj + scores
+        fwd_time = t_att
+        mem_time = np.zeros_like(b)
+        padded_extra = np.zeros_like(b)
+        blocks = 2 if cls.cross_attention else 1  # attention blocks needing tp collectives
+        sp = self.tr.sequence_parallel
+        act = mem.attention_activation_bytes(b, n, n, h, model.attention.num_heads, tp, sp, rec)
+        if cls.cross_attention:
+            act = act + mem.attention_activation_bytes(b, n, cls.encoder_tokens, h, model.attention.num_heads,
+                                                       tp, sp, rec)
+        act = act + mem.norm_activation_bytes(b, n, h, tp, sp, 3 if cls.cross_attention else 2)
+        terms = ClassTerms(fwd_time, fwd_time, fwd_time, fwd_flops, fwd_flops, act)
+        if not cls.is_moe:
+            dense = b * fl.dense_ffn / tp
+            fwd_time = fwd_time + self._matmul_time(dense, dense / ffn_matrices(model.ffn_kind))
+            fwd_flops = fwd_flops + dense
+            act = act + mem.mlp_activation_bytes(b, n, h, model.d_ff, tp, sp, model.ffn_kind)
+            blocks += 1
+        else:
+            fwd_time, fwd_flops, act, mem_time, padded_extra = self._moe(cls, terms, fwd_time, fwd_flops, act)
+        matmul_time = fwd_time
+        fwd_time = fwd_time + mem_time
+        terms.fwd_time_s = fwd_time
+        terms.bwd_time_s = BACKWARD_TO_FORWARD * matmul_time + mem_time
+        full = rec == mem.RECOMPUTE_CODES["full"]
+        selective = rec == mem.RECOMPUTE_CODES["selective"]
+        score_time = self._matmul_time(scores, scores)
+        terms.recompute_time_s = np.where(full, fwd_time, np.where(selective, score_time, 0.0))
+        unpadded = fwd_flops - padded_extra
+        terms.model_flops = (1 + BACKWARD_TO_FORWARD) * unpadded
+        recompute_flops = np.where(full, fwd_flops, np.where(selective, scores, 0.0))
+        terms.hardware_flops = (1 + BACKWARD_TO_FORWARD) * fwd_flops + recompute_flops
+        terms.activation_bytes = np.where(full, mem.full_recompute_bytes(b, n, h, tp, sp), act)
+        self._tp_comms(terms, cls, blocks, full)
+        return terms
+
+    def _moe(self, cls: LayerClass, terms: ClassTerms, fwd_time, fwd_flops, act):
+        model, moe, b, tp = self.model, self.model.moe, self.b, self.tp
+        h, n, fl = model.d_model, cls.tokens, cls.flops
+        E, k = moe.num_experts, moe.top_k
+        t_dev = b * n / tp
+        # Routing groups (Switch §2.2 / T5X GROUP_SIZE): capacity is set per group of tokens.
+        group = np.minimum(moe.group_size_tokens, t_dev) if moe.group_size_tokens else t_dev
+        groups = t_dev / group
+        capacity = expert_capacity_array(np.floor(group), E, k, self.cf, moe.capacity_rule, moe.min_expert_capacity)
+        dropless = np.isnan(self.cf)
+        slots = np.where(dropless, k * t_dev, groups * E * capacity)
+        per_expert = ffn_params(h, moe.expert_d_ff, model.ffn_kind)
+        expert_flops = FLOPS_PER_MAC * slots * per_expert
+        kernel = expert_flops / (E / self.ep) / ffn_matrices(model.ffn_kind)
+        router = b * fl.router / tp
+        router_peak = self.hw.chip.peak_for(moe.router_dtype)
+        shared = b * fl.shared_experts / tp
+        fwd_time = fwd_time + self._matmul_time(expert_flops, kernel) + self._matmul_time(router, router, router_peak)
+        fwd_time = fwd_time + self._matmul_time(shared, shared / ffn_matrices(model.ffn_kind))
+        padded_extra = expert_flops - b * fl.experts / tp
+        fwd_flops = fwd_flops + expert_flops + router + shared
+        dense_einsum = self.tr.dispatch_impl == "dense_einsum"
+        if dense_einsum:
+            # Switch Eq. 7 / GShard einsum dispatch and combine: 2·t·E·C·h each (Tutel App. B).
+            einsum = 2 * FLOPS_PER_MAC * t_dev * E * capacity * h
+            fwd_time = fwd_time + self._matmul_time(einsum, einsum / 2)
+            fwd_flops = fwd_flops + einsum
+            padded_extra = padded_extra + einsum
+            mem_time = np.zeros_like(b)
+        else:
+            mem_time = PERMUTE_PASSES * READ_WRITE * slots * h * self.q_dispatch / self.hbm_bw
+        act = act + mem.moe_activation_bytes(t_dev, slots, h, moe.expert_d_ff, E, self.etp, model.ffn_kind,
+                                             dense_einsum, capacity)
+        if moe.num_shared_experts:
+            act = act + mem.mlp_activation_bytes(b, n, h, moe.num_shared_experts * moe.shared_expert_d_ff, tp,
+                                                 self.tr.sequence_parallel, model.ffn_kind)
+        terms.slots, terms.capacity, terms.tokens_per_device = slots, capacity, t_dev
+        full = self.recompute == mem.RECOMPUTE_CODES["full"]
+        extra = np.where(full, 1, 0)
+        q_c = self.q_a
+        # Dispatch and combine all-to-alls, forward and backward (Switch §5.4; FasterMoE §3.3: 4 per layer).
+        terms.comms.append(CommCall("ep_all_to_all_dispatch", "ep", "all_to_all", slots * h * self.q_dispatch,
+                                    2 + extra))
+        terms.comms.append(CommCall("ep_all_to_all_combine", "ep", "all_to_all", slots * h * q_c, 2 + extra))
+        gathered = slots * self.etp * h * q_c
+        # Expert tensor parallelism: A2A(EP) → AG(ETP) → experts → RS(ETP) → A2A(EP) (MCore token_dispatcher).
+        terms.comms.append(CommCall("etp_all_gather", "etp", "all_gather", gathered, 2 + extra))
+        terms.comms.append(CommCall("etp_reduce_scatter", "etp", "reduce_scatter", gathered, 2 + extra))
+        return fwd_time, fwd_flops, act, mem_time, padded_extra
+
+    def _tp_comms(self, terms: ClassTerms, cls: LayerClass, blocks: int, full) -> None:
+        """Megatron TP: per block an all-reduce forward and one backward, or with sequence parallelism an
+        all-gather + reduce-scatter of the same volume (Korthikanti §4.2.2)."""
+        size = self.b * cls.tokens * self.model.d_model * self.q_a
+        calls = blocks * (2 + np.where(full, 1, 0))
+        if self.tr.sequence_parallel:
+            terms.comms.append(CommCall("tp_all_gather", "tp", "all_gather", size, calls))
+            terms.comms.append(CommCall("tp_reduce_scatter", "tp", "reduce_scatter", size, calls))
+        else:
+            terms.comms.append(CommCall("tp_all_reduce", "tp", "all_reduce", size, calls))

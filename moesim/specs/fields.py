@@ -1,0 +1,123 @@
+"""Strict reading of one table (dict) from a data file.
+
+Every data file is read through `Table`: missing keys, unknown keys, wrong types and renamed
+keys are errors that name the file and the dotted key path. Nothing is silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from moesim.errors import SpecError
+
+_NUMBER = (int, float)
+_MISSING = object()
+
+
+def _type_name(kind: object) -> str:
+    names = {int: "integer", float: "number", str: "string", bool: "true/false", list: "list", dict: "table"}
+    if isinstance(kind, tuple):
+        return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kind))
+    return names.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+class Table:
+    """A dict read strictly: every key must be consumed, known and of the right type."""
+
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        *,
+        file: str,
+        path: str = "",
+        renamed: Mapping[str, str] | None = None,
+    ) -> None:
+        if not isinstance(data, Mapping):
+            raise SpecError(f"expected a table, got {type(data).__name__}", file=file, field=path or None)
+        self.data = dict(data)
+        self.file = file
+        self.path = path
+        self.renamed = dict(renamed or {})
+        self._used: set[str] = set()
+
+    def key_path(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str | None, message: str, *, value: object = None, allowed: Any = None) -> SpecError:
+        return SpecError(
+            message, file=self.file, field=self.key_path(key) if key else (self.path or None),
+            value=value, allowed=allowed,
+        )
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def _get(self, key: str, kind: Any, default: Any) -> Any:
+        self._used.add(key)
+        if key not in self.data:
+            if default is _MISSING:
+                raise self.error(key, "required key is missing")
+            return default
+        value = self.data[key]
+        if kind is float or kind == _NUMBER:
+            ok = isinstance(value, _NUMBER) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind is bool:
+            ok = isinstance(value, bool)
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            raise self.error(key, f"expected {_type_name(kind)}, got {value!r}", value=value)
+        return value
+
+    def req(self, key: str, kind: Any) -> Any:
+        """A required value of type `kind` (float accepts integers)."""
+        return self._get(key, kind, _MISSING)
+
+    def opt(self, key: str, kind: Any, default: Any = None) -> Any:
+        """An optional value of type `kind`, `default` when absent."""
+        return self._get(key, kind, default)
+
+    def choice(self, key: str, allowed: Iterable[str], default: Any = _MISSING) -> str:
+        """A string that must be one of `allowed`."""
+        allowed = tuple(allowed)
+        value = self._get(key, str, default)
+        if value not in allowed and not (default is not _MISSING and value == default):
+            raise self.error(key, f"'{value}' is not allowed", value=value, allowed=allowed)
+        return value
+
+    def sub(self, key: str, *, required: bool = True, renamed: Mapping[str, str] | None = None) -> "Table | None":
+        """A nested table, read strictly in turn."""
+        value = self._get(key, dict, _MISSING if required else None)
+        if value is None:
+            return None
+        return Table(value, file=self.file, path=self.key_path(key), renamed=renamed)
+
+    def sub_list(self, key: str, *, required: bool = True) -> list["Table"]:
+        """A list of tables (TOML array of tables)."""
+        value = self._get(key, list, _MISSING if required else [])
+        tables = []
+        for i, item in enumerate(value):
+            tables.append(Table(item, file=self.file, path=f"{self.key_path(key)}[{i}]"))
+        return tables
+
+    def finish(self) -> None:
+        """Fail on any key that was not read: unknown, misspelt or renamed."""
+        for key in self.data:
+            if key in self._used:
+                continue
+            if key in self.renamed:
+                raise self.error(key, f"key '{key}' is now '{self.renamed[key]}'")
+            known = sorted(self._used)
+            raise self.error(key, "unknown key", value=key, allowed=known or "no keys here")
+
+
+def check_schema_version(table: Table, supported: int) -> int:
+    """Every data file carries `schema_version`; only `supported` is read."""
+    version = table.req("schema_version", int)
+    if version != supported:
+        raise table.error("schema_version", f"version {version} is not supported", value=version,
+                          allowed=(supported,))
+    return version

@@ -1,0 +1,222 @@
+"""Hardware spec: the system noun — a chip and the interconnect levels that join the devices.
+
+A *device* is what a layout counts: a GPU, a CPU process, or a TPU TensorCore on TPU v2/v3
+(two per chip, as the Switch paper counts "TPU v3 cores"); `ChipSpec.devices_per_chip` says
+which. All figures here are per device and SI; the loader converts per-chip, human-unit figures
+from `hardware_profiles/*.toml` once.
+
+Interconnect levels go from the innermost (fastest, smallest domain) outwards. Level i joins
+`domain_devices` consecutive device ids; a group of devices that fits inside one level-i domain
+never touches levels above i.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from moesim.errors import SpecError
+
+DEVICE_KINDS = ("tpu_core", "tpu_chip", "gpu", "cpu")
+TOPOLOGIES = ("torus", "switch", "fat_tree", "rail_optimized", "ring", "loopback")
+# When a TPU slice's axis gets its wraparound link (../shared/reference/collectives.md, SB tpus.md):
+# "full_axis": only when the slice spans the pod's whole axis (v2/v3); "multiple_of_4": v4/v5p
+# cubes; "always"; "never".
+WRAPAROUND_RULES = ("full_axis", "multiple_of_4", "always", "never")
+DTYPES = ("float32", "tfloat32", "bfloat16", "float16", "float8")
+DTYPE_BYTES = {"float32": 4, "tfloat32": 4, "bfloat16": 2, "float16": 2, "float8": 1}
+
+
+@dataclass(frozen=True)
+class EfficiencyTable:
+    """Fraction of peak achieved as a function of problem size: [(size, efficiency), ...].
+
+    Interpolated linearly in log(size), clamped at both ends (Calculon-style step tables,
+    `calculon-ai/calculon: systems/a100_80g.json`). Size is FLOP per kernel for compute and
+    bytes per message for links.
+    """
+
+    points: tuple[tuple[float, float], ...]
+
+    def __post_init__(self) -> None:
+        if not self.points:
+            raise SpecError("an efficiency table needs at least one [size, efficiency] point")
+        sizes = [p[0] for p in self.points]
+        if any(b <= a for a, b in zip(sizes, sizes[1:])):
+            raise SpecError(f"efficiency table sizes must increase strictly, got {sizes}")
+        for size, eff in self.points:
+            if size <= 0 or not 0 < eff <= 1:
+                raise SpecError(f"efficiency point [{size}, {eff}] needs size > 0 and 0 < efficiency <= 1")
+
+    @classmethod
+    def constant(cls, efficiency: float) -> "EfficiencyTable":
+        return cls(((1.0, efficiency),))
+
+    def at(self, size: float) -> float:
+        """Efficiency at `size` (log-linear interpolation, clamped)."""
+        pts = self.points
+        if size <= pts[0][0]:
+            return pts[0][1]
+        if size >= pts[-1][0]:
+            return pts[-1][1]
+        i = bisect.bisect_right([p[0] for p in pts], size)
+        (s0, e0), (s1, e1) = pts[i - 1], pts[i]
+        w = (math.log(size) - math.log(s0)) / (math.log(s1) - math.log(s0))
+        return e0 + w * (e1 - e0)
+
+    def at_array(self, sizes):
+        """`at` over a numpy array of sizes."""
+        import numpy as np
+
+        sizes = np.maximum(np.asarray(sizes, dtype=float), 1e-30)
+        log_sizes = np.log([p[0] for p in self.points])
+        return np.interp(np.log(sizes), log_sizes, [p[1] for p in self.points])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChipSpec:
+    """One device's compute and memory (per device, SI)."""
+
+    name: str
+    devices_per_chip: int = 1
+    peak_flops_per_s: Mapping[str, float]
+    hbm_bytes: float
+    hbm_bw_bytes_per_s: float
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.devices_per_chip < 1:
+            raise SpecError("devices_per_chip must be >= 1", field="chip.devices_per_chip",
+                            value=self.devices_per_chip)
+        if not self.peak_flops_per_s:
+            raise SpecError("at least one peak FLOP/s figure is needed", field="chip.peak_tflops")
+        for dtype, rate in self.peak_flops_per_s.items():
+            if dtype not in DTYPES:
+                raise SpecError(f"unknown dtype '{dtype}'", field="chip.peak_tflops", value=dtype, allowed=DTYPES)
+            if rate <= 0:
+                raise SpecError(f"peak for {dtype} must be > 0", field="chip.peak_tflops", value=rate)
+        if self.hbm_bytes <= 0 or self.hbm_bw_bytes_per_s <= 0:
+            raise SpecError("HBM capacity and bandwidth must be > 0", field="chip")
+
+    def peak_for(self, dtype: str) -> float:
+        """Peak FLOP/s for `dtype`; float32 matmuls fall back to tfloat32 if that is all that is given."""
+        if dtype in self.peak_flops_per_s:
+            return self.peak_flops_per_s[dtype]
+        fallback = {"float32": "tfloat32", "float16": "bfloat16", "bfloat16": "float16"}.get(dtype)
+        if fallback in self.peak_flops_per_s:
+            return self.peak_flops_per_s[fallback]
+        raise SpecError(f"no peak FLOP/s for {dtype} on {self.name}", field="chip.peak_tflops",
+                        value=dtype, allowed=tuple(self.peak_flops_per_s))
+
+
+@dataclass(frozen=True, kw_only=True)
+class InterconnectLevel:
+    """One tier of the network, innermost first.
+
+    `link_bw_bytes_per_s` is one direction of one link: for a torus, one neighbour link; for a
+    switch or fat tree, one device's injection port (NVLink total per GPU, or its NIC).
+    """
+
+    name: str
+    topology: str
+    domain_devices: int
+    link_bw_bytes_per_s: float
+    latency_s: float
+    dims: tuple[int, ...] = ()  # torus shape of the full pod, in chips
+    wraparound: str = "always"
+    links_per_chip: int = 0
+    bw_efficiency: EfficiencyTable = field(default_factory=lambda: EfficiencyTable.constant(1.0))
+    oversubscription: float = 1.0
+    switch_radix: int = 0
+    rails: int = 1
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        path = f"interconnect.{self.name}"
+        if self.topology not in TOPOLOGIES:
+            raise SpecError(f"unknown topology '{self.topology}'", field=f"{path}.topology",
+                            value=self.topology, allowed=TOPOLOGIES)
+        if self.wraparound not in WRAPAROUND_RULES:
+            raise SpecError(f"unknown wraparound rule '{self.wraparound}'", field=f"{path}.wraparound",
+                            value=self.wraparound, allowed=WRAPAROUND_RULES)
+        if self.domain_devices < 1:
+            raise SpecError("domain_devices must be >= 1", field=f"{path}.domain_devices", value=self.domain_devices)
+        if self.link_bw_bytes_per_s <= 0:
+            raise SpecError("link bandwidth must be > 0", field=f"{path}.link_gb_per_s_unidir")
+        if self.latency_s < 0:
+            raise SpecError("latency must be >= 0", field=f"{path}.latency_us", value=self.latency_s)
+        if self.topology == "torus":
+            if not self.dims or any(d < 1 for d in self.dims):
+                raise SpecError("a torus needs dims, e.g. [32, 32]", field=f"{path}.dims", value=self.dims)
+            if self.links_per_chip == 0:
+                object.__setattr__(self, "links_per_chip", 2 * len(self.dims))
+        if self.oversubscription < 1:
+            raise SpecError("oversubscription is >= 1 (1 = full bisection)", field=f"{path}.oversubscription",
+                            value=self.oversubscription)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComputeEfficiency:
+    """Achieved fractions of peak: matmul by FLOP per kernel, memory-bound ops by HBM bandwidth."""
+
+    matmul: EfficiencyTable
+    memory_bandwidth: float
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.memory_bandwidth <= 1:
+            raise SpecError("memory_bandwidth efficiency must be in (0, 1]", field="efficiency.memory_bandwidth",
+                            value=self.memory_bandwidth)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HardwareProfile:
+    """A system: device kind, chip, compute efficiency and interconnect levels."""
+
+    name: str
+    description: str
+    device_kind: str
+    max_devices: int
+    chip: ChipSpec
+    efficiency: ComputeEfficiency
+    interconnect: tuple[InterconnectLevel, ...]
+    memory_reserved_bytes: float = 0.0  # runtime / framework / communication buffers, per device
+    price_per_device_hour_usd: float | None = None
+    price_source: str = ""
+    calibrated_from: str = ""
+
+    def __post_init__(self) -> None:
+        if self.device_kind not in DEVICE_KINDS:
+            raise SpecError(f"unknown device kind '{self.device_kind}'", field="device_kind",
+                            value=self.device_kind, allowed=DEVICE_KINDS)
+        if self.max_devices < 1:
+            raise SpecError("max_devices must be >= 1", field="max_devices", value=self.max_devices)
+        if not self.interconnect:
+            raise SpecError("at least one interconnect level is needed", field="interconnect")
+        domains = [level.domain_devices for level in self.interconnect]
+        for inner, outer in zip(domains, domains[1:]):
+            if outer % inner:
+                raise SpecError(f"interconnect domains must nest: {outer} devices is not a multiple of {inner}",
+                                field="interconnect", value=domains)
+        if domains[-1] < self.max_devices:
+            raise SpecError(f"the outermost interconnect level joins {domains[-1]} devices but max_devices is "
+                            f"{self.max_devices}", field="interconnect", value=domains)
+
+    def check_devices(self, devices: int) -> None:
+        """Raise unless `devices` is a device count this system can hold."""
+        if devices < 1 or devices > self.max_devices:
+            raise SpecError(f"{devices} devices is outside 1..{self.max_devices} for {self.name}",
+                            field="devices", value=devices, allowed=f"1..{self.max_devices}")
+        per_chip = self.chip.devices_per_chip
+        if devices % per_chip:
+            raise SpecError(f"{self.name} has {per_chip} devices per chip; {devices} is not a multiple",
+                            field="devices", value=devices)
+
+    def level_for_span(self, span_devices: int) -> int:
+        """Index of the innermost level whose domain holds `span_devices` consecutive devices."""
+        for i, level in enumerate(self.interconnect):
+            if span_devices <= level.domain_devices:
+                return i
+        return len(self.interconnect) - 1

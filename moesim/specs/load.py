@@ -1,0 +1,375 @@
+"""Loading specs from data files: TOML (and YAML/JSON for scenarios), strict, with units converted.
+
+Built-in names resolve to the files shipped with moesim: models in `moesim/models/library/`,
+hardware profiles in `hardware_profiles/`, scenarios in `scenarios/`. Anything else is read as a
+path. Every file carries `schema_version`; unknown and missing keys are errors naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from moesim import units
+from moesim.errors import SpecError
+from moesim.paths import builtin_dir, builtin_names
+from moesim.specs.fields import Table, check_schema_version
+from moesim.specs.hardware import (
+    ChipSpec, ComputeEfficiency, EfficiencyTable, HardwareProfile, InterconnectLevel, TOPOLOGIES,
+    WRAPAROUND_RULES, DEVICE_KINDS,
+)
+from moesim.specs.layout import LAYOUT_KEYS, parse_layout_text
+from moesim.specs.model import (
+    ARCHITECTURES, ATTENTION_KINDS, CAPACITY_RULES, FFN_KINDS, MOE_STACKS, NORM_KINDS, POSITION_KINDS,
+    ROUTER_SCORES, AttentionSpec, ModelSpec, MoESpec,
+)
+from moesim.specs.scenario import Scenario, SearchSpace
+from moesim.specs.training import TrainingSpec
+
+SCHEMA_VERSION = 1
+DATA_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
+
+
+def read_data_file(path: Path) -> dict[str, Any]:
+    """Parse a TOML, YAML or JSON file into a dict; syntax errors become SpecErrors naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise SpecError(f"cannot read file: {err.strerror}", file=str(path)) from None
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise SpecError(f"unknown file type '{path.suffix}'", file=str(path), allowed=DATA_SUFFIXES)
+    except SpecError:
+        raise
+    except Exception as err:  # every parser's syntax error, reported with the file name
+        raise SpecError(f"not valid {path.suffix[1:].upper()}: {err}", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise SpecError("the file must hold a table of keys at the top level", file=str(path))
+    return data
+
+
+def resolve_ref(ref: str | Path, kind: str, *, relative_to: Path | None = None) -> Path:
+    """A built-in name of `kind` (models, hardware_profiles, scenarios) or a path to a file."""
+    ref_text = str(ref)
+    candidate = Path(ref_text)
+    if relative_to is not None and not candidate.is_absolute():
+        near = relative_to / candidate
+        if near.suffix in DATA_SUFFIXES and near.is_file():
+            return near
+    if candidate.suffix in DATA_SUFFIXES or "/" in ref_text or candidate.is_file():
+        if candidate.is_file():
+            return candidate
+        raise SpecError(f"no such file: {ref_text}", file=ref_text)
+    directory = builtin_dir(kind)
+    for suffix in DATA_SUFFIXES:
+        path = directory / f"{ref_text}{suffix}"
+        if path.is_file():
+            return path
+    raise SpecError(f"unknown {kind.rstrip('s').replace('_', ' ')} '{ref_text}'", field=kind.rstrip("s"),
+                    value=ref_text, allowed=builtin_names(kind) or "none shipped")
+
+
+# --- models -------------------------------------------------------------------------------
+
+def model_from_table(t: Table) -> ModelSpec:
+    """Build a ModelSpec from a strict table (a model file, or a scenario's inline [model])."""
+    check_schema_version(t, SCHEMA_VERSION)
+    arch = t.choice("architecture", ARCHITECTURES)
+    att_t = t.sub("attention")
+    attention = AttentionSpec(
+        kind=att_t.choice("kind", ATTENTION_KINDS, "mha"),
+        num_heads=att_t.req("num_heads", int),
+        head_dim=att_t.req("head_dim", int),
+        num_kv_heads=att_t.opt("num_kv_heads", int, 0),
+        qkv_bias=att_t.opt("qkv_bias", bool, False),
+        out_bias=att_t.opt("out_bias", bool, False),
+        q_lora_rank=att_t.opt("q_lora_rank", int, 0),
+        kv_lora_rank=att_t.opt("kv_lora_rank", int, 0),
+        qk_rope_head_dim=att_t.opt("qk_rope_head_dim", int, 0),
+        v_head_dim=att_t.opt("v_head_dim", int, 0),
+    )
+    att_t.finish()
+    moe = None
+    moe_t = t.sub("moe", required=False)
+    if moe_t is not None:
+        rule = moe_t.choice("capacity_rule", CAPACITY_RULES, "switch")
+        dropless = rule == "dropless"
+        cf_train = moe_t.opt("capacity_factor_train", float, None)
+        cf_eval = moe_t.opt("capacity_factor_eval", float, None)
+        if not dropless and cf_train is None:
+            raise moe_t.error("capacity_factor_train", "required unless capacity_rule = 'dropless'")
+        moe = MoESpec(
+            num_experts=moe_t.req("num_experts", int),
+            top_k=moe_t.opt("top_k", int, 1),
+            expert_d_ff=moe_t.req("expert_d_ff", int),
+            layer_freq=moe_t.opt("layer_freq", int, 1),
+            leading_dense_layers=moe_t.opt("leading_dense_layers", int, 0),
+            stacks=tuple(_str_list(moe_t, "stacks", MOE_STACKS, default=list(MOE_STACKS))),
+            num_shared_experts=moe_t.opt("num_shared_experts", int, 0),
+            shared_expert_d_ff=moe_t.opt("shared_expert_d_ff", int, 0),
+            shared_expert_gate=moe_t.opt("shared_expert_gate", bool, False),
+            capacity_factor_train=None if dropless else cf_train,
+            capacity_factor_eval=cf_eval,
+            capacity_rule=rule,
+            min_expert_capacity=moe_t.opt("min_expert_capacity", int, 0),
+            group_size_tokens=moe_t.opt("group_size_tokens", int, 0),
+            router_score=moe_t.choice("router_score", ROUTER_SCORES, "softmax"),
+            router_dtype=moe_t.opt("router_dtype", str, "float32"),
+            router_bias=moe_t.opt("router_bias", bool, False),
+        )
+        moe_t.finish()
+    if arch == "encoder_decoder":
+        enc, dec = t.req("encoder_layers", int), t.req("decoder_layers", int)
+    else:
+        enc, dec = 0, t.req("layers", int)
+    spec = ModelSpec(
+        name=t.req("name", str),
+        family=t.opt("family", str, ""),
+        aliases=tuple(t.opt("aliases", list, [])),
+        architecture=arch,
+        d_model=t.req("d_model", int),
+        encoder_layers=enc,
+        decoder_layers=dec,
+        vocab_size=t.req("vocab_size", int),
+        tied_embeddings=t.req("tied_embeddings", bool),
+        ffn_kind=t.choice("ffn_kind", FFN_KINDS),
+        d_ff=t.req("d_ff", int),
+        ffn_bias=t.opt("ffn_bias", bool, False),
+        attention=attention,
+        norm_kind=t.choice("norm_kind", NORM_KINDS, "rmsnorm"),
+        position_embedding=t.choice("position_embedding", POSITION_KINDS, "rope"),
+        relative_attention_num_buckets=t.opt("relative_attention_num_buckets", int, 32),
+        max_position_embeddings=t.opt("max_position_embeddings", int, 0),
+        moe=moe,
+        default_seq_len=t.opt("default_seq_len", int, 2048),
+        default_decoder_seq_len=t.opt("default_decoder_seq_len", int, 0),
+        source=t.req("source", str),
+        notes=t.opt("notes", str, ""),
+    )
+    t.finish()
+    return spec
+
+
+def load_model(ref: str | Path, *, relative_to: Path | None = None) -> ModelSpec:
+    """A model by built-in name (e.g. `switch-c-2048`), or from a model TOML or HF `config.json`."""
+    path = resolve_ref(ref, "models", relative_to=relative_to)
+    if path.name == "config.json" or (path.suffix == ".json" and "model_type" in read_data_file(path)):
+        from moesim.models.hf import model_from_hf_config
+
+        return model_from_hf_config(path)
+    return _with_file(path, lambda: model_from_table(Table(read_data_file(path), file=str(path))))
+
+
+# --- hardware -----------------------------------------------------------------------------
+
+def _efficiency(t: Table, key: str, default: float | None = None) -> EfficiencyTable:
+    value = t.opt(key, (int, float, list), default)
+    if value is None:
+        raise t.error(key, "required key is missing")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return EfficiencyTable.constant(float(value))
+    try:
+        points = tuple((float(p[0]), float(p[1])) for p in value)
+        if any(len(p) != 2 for p in value):
+            raise ValueError
+    except (TypeError, ValueError, IndexError):
+        raise t.error(key, "expected a number or a list of [size, efficiency] pairs", value=value) from None
+    try:
+        return EfficiencyTable(points)
+    except SpecError as err:
+        raise t.error(key, str(err), value=value) from None
+
+
+def _level_from_table(t: Table, devices_per_chip: int) -> InterconnectLevel:
+    bw_keys = [k for k in ("link_gb_per_s_unidir", "link_gbit_per_s_unidir") if t.has(k)]
+    if len(bw_keys) != 1:
+        raise t.error("link_gb_per_s_unidir", "give exactly one of link_gb_per_s_unidir (GB/s, one direction) "
+                      "or link_gbit_per_s_unidir (Gbit/s, one direction)")
+    if bw_keys[0] == "link_gb_per_s_unidir":
+        bw = units.gb_per_s_to_bytes_per_s(t.req("link_gb_per_s_unidir", float))
+    else:
+        bw = units.gbit_per_s_to_bytes_per_s(t.req("link_gbit_per_s_unidir", float))
+    if t.has("domain_chips"):
+        domain = t.req("domain_chips", int) * devices_per_chip
+    else:
+        domain = t.req("domain_devices", int)
+    return InterconnectLevel(
+        name=t.req("name", str),
+        topology=t.choice("topology", TOPOLOGIES),
+        domain_devices=domain,
+        link_bw_bytes_per_s=bw,
+        latency_s=units.us_to_s(t.req("latency_us", float)),
+        dims=tuple(t.opt("dims", list, [])),
+        wraparound=t.choice("wraparound", WRAPAROUND_RULES, "always"),
+        links_per_chip=t.opt("links_per_chip", int, 0),
+        bw_efficiency=_efficiency(t, "bw_efficiency", 1.0),
+        oversubscription=t.opt("oversubscription", float, 1.0),
+        switch_radix=t.opt("switch_radix", int, 0),
+        rails=t.opt("rails", int, 1),
+        source=t.req("source", str),
+    )
+
+
+def hardware_from_table(t: Table) -> HardwareProfile:
+    """Build a HardwareProfile; per-chip figures become per-device, human units become SI."""
+    check_schema_version(t, SCHEMA_VERSION)
+    chip_t = t.sub("chip")
+    per_chip = chip_t.opt("devices_per_chip", int, 1)
+    if per_chip < 1:
+        raise chip_t.error("devices_per_chip", "must be >= 1", value=per_chip)
+    peaks_t = chip_t.sub("peak_tflops_per_chip")
+    peaks = {dtype: units.tflops_to_flops_per_s(peaks_t.req(dtype, float)) / per_chip
+             for dtype in list(peaks_t.data)}
+    peaks_t.finish()
+    hbm_keys = [k for k in ("hbm_gib_per_chip", "hbm_gb_per_chip") if chip_t.has(k)]
+    if len(hbm_keys) != 1:
+        raise chip_t.error("hbm_gib_per_chip", "give exactly one of hbm_gib_per_chip or hbm_gb_per_chip")
+    hbm_bytes = (units.gib_to_bytes(chip_t.req("hbm_gib_per_chip", float)) if hbm_keys[0] == "hbm_gib_per_chip"
+                 else units.gb_to_bytes(chip_t.req("hbm_gb_per_chip", float)))
+    chip = ChipSpec(
+        name=chip_t.req("name", str),
+        devices_per_chip=per_chip,
+        peak_flops_per_s=peaks,
+        hbm_bytes=hbm_bytes / per_chip,
+        hbm_bw_bytes_per_s=units.gb_per_s_to_bytes_per_s(chip_t.req("hbm_bw_gb_per_s_per_chip", float)) / per_chip,
+        source=chip_t.req("source", str),
+    )
+    chip_t.finish()
+    eff_t = t.sub("efficiency")
+    efficiency = ComputeEfficiency(
+        matmul=_efficiency(eff_t, "matmul"),
+        memory_bandwidth=eff_t.req("memory_bandwidth", float),
+        source=eff_t.req("source", str),
+    )
+    eff_t.finish()
+    levels = []
+    for level_t in t.sub_list("interconnect"):
+        levels.append(_level_from_table(level_t, per_chip))
+        level_t.finish()
+    profile = HardwareProfile(
+        name=t.req("name", str),
+        description=t.req("description", str),
+        device_kind=t.choice("device_kind", DEVICE_KINDS),
+        max_devices=t.req("max_devices", int),
+        chip=chip,
+        efficiency=efficiency,
+        interconnect=tuple(levels),
+        memory_reserved_bytes=units.gib_to_bytes(t.opt("memory_reserved_gib", float, 0.0)),
+        price_per_device_hour_usd=t.opt("price_per_device_hour_usd", float, None),
+        price_source=t.opt("price_source", str, ""),
+        calibrated_from=t.opt("calibrated_from", str, ""),
+    )
+    t.finish()
+    return profile
+
+
+def load_hardware(ref: str | Path, *, relative_to: Path | None = None) -> HardwareProfile:
+    """A hardware profile by built-in name (e.g. `tpu-v3`) or path."""
+    path = resolve_ref(ref, "hardware_profiles", relative_to=relative_to)
+    return _with_file(path, lambda: hardware_from_table(Table(read_data_file(path), file=str(path))))
+
+
+# --- scenarios ----------------------------------------------------------------------------
+
+_FIELD_TYPES = {"int": int, "float": float, "float | None": float, "bool": bool, "str": str}
+
+
+def training_from_table(t: Table) -> TrainingSpec:
+    known = TrainingSpec.__dataclass_fields__
+    kwargs = {key: t.opt(key, _FIELD_TYPES[known[key].type]) for key in list(t.data) if key in known}
+    t.req("global_batch_sequences", int)
+    t.finish()
+    return TrainingSpec(**kwargs)
+
+
+def _str_list(t: Table, key: str, allowed: tuple, default: list) -> list:
+    values = t.opt(key, list, default)
+    for v in values:
+        if v not in allowed:
+            raise t.error(key, f"'{v}' is not allowed", value=v, allowed=allowed)
+    return values
+
+
+def search_from_table(t: Table) -> SearchSpace:
+    space = SearchSpace(
+        capacity_factors=tuple(float(x) for x in t.opt("capacity_factors", list, [])),
+        zero_stages=tuple(_str_list(t, "zero_stages", (0, 1, 2, 3), [0, 1, 2, 3])),
+        recompute_modes=tuple(_str_list(t, "recompute_modes", ("none", "selective", "full"),
+                                        ["none", "selective", "full"])),
+        max_micro_batches=t.opt("max_micro_batches", int, 64),
+        orders=tuple(tuple(o.split("-")) for o in t.opt("orders", list, [])),
+    )
+    t.finish()
+    return space
+
+
+def layout_from_table(t: Table) -> dict[str, object]:
+    given: dict[str, object] = {}
+    for key in LAYOUT_KEYS:
+        if t.has(key):
+            if key == "order":
+                order = t.req(key, (str, list))
+                given[key] = tuple(order.split("-") if isinstance(order, str) else order)
+            else:
+                given[key] = t.req(key, int)
+    t.finish()
+    return given
+
+
+def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] | None = None) -> Scenario:
+    """Build a Scenario; `overrides` (hardware, devices, layout text) come from the command line."""
+    overrides = overrides or {}
+    check_schema_version(t, SCHEMA_VERSION)
+    name = t.req("name", str)
+    model_ref = t.req("model", (str, dict))
+    if isinstance(model_ref, dict):
+        model = model_from_table(Table(model_ref, file=t.file, path="model"))
+    else:
+        model = load_model(model_ref, relative_to=base_dir)
+    hardware = load_hardware(overrides.get("hardware") or t.req("hardware", str), relative_to=base_dir)
+    if overrides.get("hardware"):
+        t.opt("hardware", str)
+    devices = overrides.get("devices") or t.req("devices", int)
+    if overrides.get("devices"):
+        t.opt("devices", int)
+    training = training_from_table(t.sub("training"))
+    layout_t = t.sub("layout", required=False)
+    layout_given = layout_from_table(layout_t) if layout_t is not None else {}
+    if overrides.get("layout"):
+        layout_given = parse_layout_text(overrides["layout"])
+    elif overrides.get("devices") or overrides.get("hardware"):
+        layout_given = {k: v for k, v in layout_given.items() if k in ("tp", "pp", "etp", "order")}
+    search_t = t.sub("search", required=False)
+    search = search_from_table(search_t) if search_t is not None else SearchSpace()
+    scenario = Scenario(
+        name=name, model=model, hardware=hardware, devices=devices, training=training,
+        layout_given=layout_given, search=search, description=t.opt("description", str, ""),
+        source=t.opt("source", str, ""), file=t.file,
+    )
+    t.finish()
+    return scenario
+
+
+def load_scenario(ref: str | Path, **overrides: Any) -> Scenario:
+    """A scenario by built-in name or path; keyword overrides: hardware, devices, layout."""
+    path = resolve_ref(ref, "scenarios")
+    return _with_file(path, lambda: scenario_from_table(Table(read_data_file(path), file=str(path)),
+                                                        base_dir=path.parent, overrides=overrides))
+
+
+def _with_file(path: Path, build):
+    """Run `build`; a SpecError without a file gets this one."""
+    try:
+        return build()
+    except SpecError as err:
+        raise err.in_file(str(path)) from None

@@ -1,0 +1,82 @@
+"""Scenario spec: a model on a system with a training set-up and, optionally, a layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from moesim.errors import SpecError
+from moesim.specs.hardware import HardwareProfile
+from moesim.specs.layout import Layout, layout_problems, resolve_layout
+from moesim.specs.model import ModelSpec
+from moesim.specs.training import TrainingSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchSpace:
+    """What a layout search may vary beyond the parallel degrees (empty = scenario's own value)."""
+
+    capacity_factors: tuple[float, ...] = ()
+    zero_stages: tuple[int, ...] = (0, 1, 2, 3)
+    recompute_modes: tuple[str, ...] = ("none", "selective", "full")
+    max_micro_batches: int = 64
+    orders: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    """Everything one estimate needs. `layout` is None when the scenario leaves it to the defaults."""
+
+    name: str
+    model: ModelSpec
+    hardware: HardwareProfile
+    devices: int
+    training: TrainingSpec
+    layout_given: dict = field(default_factory=dict)
+    search: SearchSpace = field(default_factory=SearchSpace)
+    description: str = ""
+    source: str = ""
+    file: str = ""
+
+    def __post_init__(self) -> None:
+        try:
+            self.hardware.check_devices(self.devices)
+        except SpecError as err:
+            raise err.in_file(self.file) if self.file else err
+        if self.model.architecture == "encoder_decoder" and not self.seq_lens[1]:
+            raise SpecError("an encoder-decoder model needs decoder_seq_len", file=self.file or None,
+                            field="training.decoder_seq_len")
+
+    @property
+    def seq_lens(self) -> tuple[int, int]:
+        """(encoder or decoder-only length, decoder target length; 0 for decoder-only), in tokens."""
+        seq = self.training.seq_len or self.model.default_seq_len
+        if self.model.architecture != "encoder_decoder":
+            return seq, 0
+        return seq, self.training.decoder_seq_len or self.model.default_decoder_seq_len
+
+    def resolve(self, given: dict | None = None, *, source: str = "layout") -> Layout:
+        """The layout from `given` (else the scenario's own), defaults filled, checked; raises SpecError."""
+        given = self.layout_given if given is None else given
+        moe = self.model.moe
+        layout = resolve_layout(given, devices=self.devices, num_experts=moe.num_experts if moe else 1,
+                                source=source)
+        self.check(layout, source=source)
+        return layout
+
+    def check(self, layout: Layout, *, source: str = "layout") -> None:
+        """Raise a SpecError listing every reason `layout` cannot run this scenario."""
+        problems = self.problems(layout)
+        if problems:
+            raise SpecError("impossible layout: " + "; ".join(problems), file=self.file or None, field=source,
+                            value=layout.describe())
+
+    def problems(self, layout: Layout, micro_batches: int | None = None) -> list[str]:
+        moe = self.model.moe
+        att = self.model.attention
+        return layout_problems(
+            layout, devices=self.devices, num_experts=moe.num_experts if moe else 1,
+            num_heads=att.num_heads, num_kv_heads=att.num_kv_heads, d_ff=self.model.d_ff,
+            expert_d_ff=moe.expert_d_ff if moe else self.model.d_ff, num_layers=self.model.num_layers,
+            global_batch_sequences=self.training.global_batch_sequences,
+            micro_batches=micro_batches or self.training.micro_batches,
+        )

@@ -1,0 +1,1 @@
+"""Topology: the physical device graph and how a layout's mesh axes land on it."""

@@ -1,0 +1,105 @@
+"""Layout-independent per-layer quantities of a scenario, grouped into layer classes, and how a
+pipeline of `pp` stages splits them.
+
+A layer class is every layer sharing (stack, MoE or dense): they have identical parameters,
+FLOPs and activations, so the cost model works on at most four classes per stage
+(encoder-dense, encoder-MoE, decoder-dense, decoder-MoE) with a layer count each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from moesim.arithmetic import (
+    LayerShape, layer_params, layer_shapes, norm_params, param_counts, position_params,
+)
+from moesim.flops import LayerFlops, layer_forward_flops
+from moesim.specs.model import ModelSpec
+
+
+@dataclass(frozen=True)
+class LayerClass:
+    """Layers sharing stack and kind, for a given sequence layout (per sequence, whole layer)."""
+
+    stack: str
+    is_moe: bool
+    cross_attention: bool
+    tokens: int  # tokens per sequence through this layer
+    encoder_tokens: int  # cross-attended encoder tokens per sequence (0 without cross-attention)
+    params_shardable: int  # attention + dense FFN + shared experts: split by tp
+    params_replicated: int  # router + norms: every tp rank holds a copy
+    params_experts: int  # all routed experts of one layer
+    per_expert: int
+    flops: LayerFlops  # forward FLOP per sequence
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A model at a sequence length: its layer classes and whole-model extras."""
+
+    model: ModelSpec
+    seq_len: int
+    decoder_seq_len: int
+    classes: tuple[LayerClass, ...]
+    layer_class_index: tuple[int, ...]  # class of every layer, execution order
+    embedding_params: int  # input embedding (+ learned positions): first stage
+    lm_head_params: int  # untied output projection: last stage
+    position_params: int  # relative-bias tables (replicated, negligible): first stage
+    final_norm_params: int
+    output_tokens: int  # tokens per sequence through the logits
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layer_class_index)
+
+
+def _class_key(shape: LayerShape) -> tuple[str, bool]:
+    return (shape.stack, shape.is_moe)
+
+
+@lru_cache(maxsize=64)
+def build_workload(model: ModelSpec, seq_len: int, decoder_seq_len: int) -> Workload:
+    """Group the layers of `model` into classes at the given sequence lengths."""
+    shapes = layer_shapes(model)
+    tokens = {"encoder": seq_len, "decoder": decoder_seq_len} if model.architecture == "encoder_decoder" \
+        else {"decoder": seq_len}
+    n_enc = tokens.get("encoder", 0)
+    keys: list[tuple[str, bool]] = []
+    classes: list[LayerClass] = []
+    index: list[int] = []
+    for shape in shapes:
+        key = _class_key(shape)
+        if key not in keys:
+            keys.append(key)
+            p = layer_params(model, shape)
+            classes.append(LayerClass(
+                stack=shape.stack, is_moe=shape.is_moe, cross_attention=shape.cross_attention,
+                tokens=tokens[shape.stack], encoder_tokens=n_enc if shape.cross_attention else 0,
+                params_shardable=p.attention + p.dense_ffn + p.shared_experts,
+                params_replicated=p.router + p.norms,
+                params_experts=p.experts, per_expert=p.per_expert,
+                flops=layer_forward_flops(model, shape, tokens[shape.stack], n_enc),
+            ))
+        index.append(keys.index(key))
+    counts = param_counts(model)
+    return Workload(
+        model=model, seq_len=seq_len, decoder_seq_len=decoder_seq_len, classes=tuple(classes),
+        layer_class_index=tuple(index), embedding_params=counts.embedding,
+        lm_head_params=counts.lm_head, position_params=position_params(model),
+        final_norm_params=len(model.stacks()) * norm_params(model.d_model, model.norm_kind),
+        output_tokens=tokens["decoder"],
+    )
+
+
+@lru_cache(maxsize=256)
+def stage_class_counts(workload: Workload, pp: int) -> np.ndarray:
+    """Layers of each class on each of `pp` contiguous, equal-count stages: shape (pp, classes)."""
+    layers = workload.num_layers
+    per_stage = layers // pp
+    counts = np.zeros((pp, len(workload.classes)))
+    for layer, cls in enumerate(workload.layer_class_index):
+        counts[min(layer // per_stage, pp - 1), cls] += 1
+    return counts

@@ -74,11 +74,20 @@ def expected_drop_fraction(tokens: int, num_experts: int, top_k: int, capacity: 
 
 
 def expected_max_load(tokens: int, num_groups: int, top_k: int = 1) -> float:
-    """E[max_i X_i] for m = t·k balls in `num_groups` bins: μ + σ·√(2 ln n) (balls into bins,
-    Raab & Steger, RANDOM'98; valid for m ≫ n ln n). Used for the dropless straggler factor."""
+    """E[max_i X_i] for m = t·k assignments spread uniformly over `num_groups` bins, X_i ~ Bin(m, 1/n).
+
+    E[max] = Σ_x P(max > x) = Σ_x (1 − F(x)^n), treating the bins as independent (the balls-into-
+    bins extreme value, Raab & Steger, RANDOM'98, whose leading term is μ + σ·√(2 ln n));
+    summed over μ ± 12σ. Used for the dropless straggler factor (modeling.md §5.4).
+    """
     m = tokens * top_k
-    mean = m / num_groups
     if num_groups <= 1:
-        return float(mean)
-    sigma = math.sqrt(mean * (1 - 1 / num_groups))
-    return mean + sigma * math.sqrt(2 * math.log(num_groups))
+        return float(m)
+    p = 1.0 / num_groups
+    mean = m * p
+    sigma = math.sqrt(mean * (1 - p))
+    low = max(0, int(mean - 12 * sigma) - 1)
+    high = min(m, int(mean + 12 * sigma) + 2)
+    x = np.arange(low, high + 1)
+    tail = 1.0 - stats.binom.cdf(x, m, p) ** num_groups
+    return float(low + np.sum(tail))

@@ -163,8 +163,11 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                                counts[:, :, c] * np.asarray(call.calls, dtype=float)[..., None] * 1.0)
     pp_bytes = b[:, None] * _boundary_tokens(wl, cands.pp) * model.d_model * builder.q_a
     pp_bytes = pp_bytes / (tp[:, None] if tr.sequence_parallel else 1)
-    # One activation forward and one gradient backward per stage boundary per micro-batch.
-    per_mb_comm += add("pp_send_recv", "pp", "send_recv", pp_bytes, np.where(last, 0, 2))
+    # Per micro-batch a stage sends its activations forward (all but the last stage) and the
+    # gradient of its input backward (all but the first), each the size of that boundary.
+    per_mb_comm += add("pp_send_recv", "pp", "send_recv", pp_bytes, np.where(last, 0, 1))
+    previous = np.concatenate([pp_bytes[:, :1], pp_bytes[:, :-1]], axis=1)
+    per_mb_comm += add("pp_send_recv", "pp", "send_recv", previous, np.where(first, 0, 1))
 
     # Parameters per device on each stage.
     dense_params = _per_stage(counts, [np.full(n_cand, c.params_shardable) / tp + c.params_replicated

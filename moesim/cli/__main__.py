@@ -1,0 +1,7 @@
+"""`python -m moesim.cli`: the same as the `moesim` console script."""
+
+import sys
+
+from moesim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,140 @@
+"""The analytical step model: closed-form volumes, consistency of the breakdown, invariants."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from moesim.arithmetic import param_counts
+from moesim.collectives.select import default_model
+from moesim.estimate import estimate, evaluate
+from moesim.estimate.candidates import Candidates, single
+from moesim.specs.layout import Layout
+from moesim.specs.load import load_hardware, load_model
+from moesim.specs.scenario import Scenario
+from moesim.specs.training import TrainingSpec
+
+TINY = str(Path(__file__).parent / "data" / "tiny-moe-decoder.toml")
+
+
+def tiny(devices=16, batch=64, **training) -> Scenario:
+    spec = TrainingSpec(global_batch_sequences=batch, seq_len=1024, **training)
+    return Scenario(name="tiny", model=load_model(TINY), hardware=load_hardware("h100-sxm"), devices=devices,
+                    training=spec)
+
+
+def test_breakdown_adds_up(switch_c, switch_base):
+    for scenario in (switch_c, switch_base):
+        e = estimate(scenario)
+        parts = e.compute_time_s + e.exposed_communication_time_s + e.bubble_time_s + e.optimizer_time_s
+        assert e.step_time_s == pytest.approx(parts, rel=1e-12)
+        assert e.step_time_s <= e.step_time_no_overlap_s
+        assert e.memory_bytes_per_device["total"] == pytest.approx(
+            sum(v for k, v in e.memory_bytes_per_device.items() if k != "total"))
+        assert 0 < e.mfu <= e.hfu < 1
+
+
+def test_expert_all_to_all_volume_closed_form(switch_base):
+    """Switch §5.4: each core sends [E, C, d_model] bf16 per dispatch; fwd + bwd = 2 calls per layer each
+    way; (ep − 1)/ep of it leaves the core. Encoder: 2048·512/32 = 32768 tokens per core in groups of
+    8192 (T5X GROUP_SIZE), C = floor(8192·1.25/128) = 80; decoder: 7296 tokens, one group, C = 71."""
+    e = estimate(switch_base)
+    h, experts, ep, q = 768, 128, 32, 2
+    enc_bytes = (32768 // 8192) * experts * 80 * h * q
+    dec_bytes = experts * 71 * h * q
+    expected = 6 * 2 * (enc_bytes + dec_bytes) * (ep - 1) / ep  # 6 sparse layers per stack
+    dispatch = e.communication["ep_all_to_all_dispatch"]
+    assert dispatch["bytes_per_device"] == pytest.approx(expected)
+    assert dispatch["size_bytes"] == enc_bytes
+    assert dispatch["calls_per_step"] == 24
+
+
+def test_gradient_all_reduce_volume(switch_base):
+    """Ring all-reduce sends 2(n−1)/n of the buffer (nccl-tests busbw factor); the buffer is every
+    non-expert parameter in fp32 (tp = pp = 1), experts are not data-parallel here (edp = 1)."""
+    e = estimate(switch_base)
+    counts = param_counts(switch_base.model)
+    ar = e.communication["dp_all_reduce"]
+    assert ar["size_bytes"] == pytest.approx(counts.non_expert * 4)
+    assert ar["bytes_per_device"] == pytest.approx(2 * 31 / 32 * counts.non_expert * 4)
+    assert "edp_all_reduce" not in e.communication
+
+
+def test_batch_evaluation_equals_single_estimates():
+    scenario = tiny()
+    layouts = [Layout(dp=16, ep=16), Layout(dp=8, tp=2, ep=8), Layout(dp=4, tp=2, pp=2, ep=8),
+               Layout(dp=16, ep=4, order=("tp", "dp", "ep", "pp"))]
+    trainings = [scenario.training, dataclasses.replace(scenario.training, micro_batches=2, zero_stage=1),
+                 dataclasses.replace(scenario.training, micro_batches=4, recompute="full"),
+                 dataclasses.replace(scenario.training, zero_stage=3, recompute="selective")]
+    singles = [single(scenario, lay, tr) for lay, tr in zip(layouts, trainings)]
+    orders = tuple(dict.fromkeys(lay.order for lay in layouts))
+    batch = Candidates(**{f: np.concatenate([getattr(c, f) for c in singles]) for f in
+                          ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute",
+                           "capacity_factor")},
+                       order=np.array([orders.index(lay.order) for lay in layouts]), orders=orders)
+    ev = evaluate(scenario, batch, default_model(scenario.hardware))
+    for i, (lay, tr) in enumerate(zip(layouts, trainings)):
+        one = estimate(scenario, lay, tr)
+        assert ev.step_time_s[i] == pytest.approx(one.step_time_s, rel=1e-12)
+        assert ev.memory_total_bytes[i] == pytest.approx(one.memory_bytes_per_device["total"], rel=1e-12)
+
+
+def test_model_flops_linear_in_batch():
+    small, large = estimate(tiny(batch=64)), estimate(tiny(batch=128))
+    assert large.model_flops_per_step == pytest.approx(2 * small.model_flops_per_step)
+    # Bigger kernels run at higher efficiency: time grows, but never faster than the FLOPs.
+    assert small.compute_time_s < large.compute_time_s <= 2 * small.compute_time_s
+
+
+def test_capacity_factor_scales_padded_expert_work():
+    lo = estimate(tiny(), Layout(dp=16, ep=16), dataclasses.replace(tiny().training, capacity_factor=1.0))
+    hi = estimate(tiny(), Layout(dp=16, ep=16), dataclasses.replace(tiny().training, capacity_factor=2.0))
+    a2a_lo = lo.communication["ep_all_to_all_dispatch"]["bytes_per_device"]
+    a2a_hi = hi.communication["ep_all_to_all_dispatch"]["bytes_per_device"]
+    assert a2a_hi == pytest.approx(2 * a2a_lo, rel=0.01)  # Megatron ceil() rounding
+    assert hi.hardware_flops_per_step > lo.hardware_flops_per_step and hi.mfu < lo.mfu
+
+
+def test_without_overlap_grad_sync_is_exposed():
+    scenario = tiny(overlap_grad_reduce=False)
+    e = estimate(scenario, Layout(dp=16, ep=16))
+    assert e.step_time_s == pytest.approx(e.step_time_no_overlap_s)
+
+
+def test_pipeline_bubble():
+    """1F1B: T_pipe = (m + pp − 1)·T_mb, so the bubble is (pp − 1)/m of the m micro-batches' time
+    (Narayanan et al. 2021, arXiv 2104.04473, §2.2)."""
+    m, pp = 4, 2
+    scenario = tiny(micro_batches=m, overlap_grad_reduce=False)
+    e = estimate(scenario, Layout(dp=4, tp=2, pp=pp, ep=8))
+    grad_sync = sum(c["time_s"] for c in e.communication.values() if c["overlapped_with_backward"])
+    per_micro_batches = e.compute_time_s + e.exposed_communication_time_s - grad_sync
+    assert e.bubble_time_s == pytest.approx((pp - 1) / m * per_micro_batches, rel=1e-12)
+    # Each stage of two sends once per micro-batch: activations forward, or input gradients backward.
+    assert e.communication["pp_send_recv"]["calls_per_step"] == m
+
+
+DEGREES = st.sampled_from([1, 2, 4])
+
+
+@settings(max_examples=40, deadline=None)
+@given(dp=DEGREES, tp=DEGREES, ep=DEGREES, pp=DEGREES, zero=st.sampled_from([0, 1, 2, 3]),
+       recompute=st.sampled_from(["none", "selective", "full"]), axis=st.sampled_from(["dp", "tp", "ep", "pp"]))
+def test_memory_never_rises_when_a_degree_grows(dp, tp, ep, pp, zero, recompute, axis):
+    """Doubling one degree (and the device count with it) never raises memory per device."""
+    base = Layout(dp=dp, tp=tp, ep=ep, pp=pp)
+    grown = dataclasses.replace(base, **{axis: getattr(base, axis) * 2})
+    if axis == "ep" and grown.ep > grown.dp * grown.tp:
+        return
+    results = []
+    for layout in (base, grown):
+        scenario = tiny(devices=layout.devices, batch=64, micro_batches=4, zero_stage=zero, recompute=recompute)
+        if scenario.problems(layout):
+            return
+        results.append(estimate(scenario, layout).memory_bytes_per_device["total"])
+    assert results[1] <= results[0] * (1 + 1e-12)

@@ -6,6 +6,7 @@ keys are errors that name the file and the dotted key path. Nothing is silently 
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Iterable, Mapping
 
 from moesim.errors import SpecError
@@ -56,7 +57,9 @@ class Table:
         self._used.add(key)
         if key not in self.data:
             if default is _MISSING:
-                raise self.error(key, "required key is missing")
+                near = difflib.get_close_matches(key, [k for k in self.data if k not in self._used], n=1)
+                hint = f" (is '{near[0]}' a misspelling?)" if near else ""
+                raise self.error(key, f"required key is missing{hint}")
             return default
         value = self.data[key]
         if kind is float or kind == _NUMBER:

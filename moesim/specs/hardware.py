@@ -91,12 +91,13 @@ class ChipSpec:
             raise SpecError("devices_per_chip must be >= 1", field="chip.devices_per_chip",
                             value=self.devices_per_chip)
         if not self.peak_flops_per_s:
-            raise SpecError("at least one peak FLOP/s figure is needed", field="chip.peak_tflops")
+            raise SpecError("at least one peak FLOP/s figure is needed", field="chip.peak_tflops_per_chip")
         for dtype, rate in self.peak_flops_per_s.items():
             if dtype not in DTYPES:
-                raise SpecError(f"unknown dtype '{dtype}'", field="chip.peak_tflops", value=dtype, allowed=DTYPES)
+                raise SpecError(f"unknown dtype '{dtype}'", field=f"chip.peak_tflops_per_chip.{dtype}", value=dtype,
+                                allowed=DTYPES)
             if rate <= 0:
-                raise SpecError(f"peak for {dtype} must be > 0", field="chip.peak_tflops", value=rate)
+                raise SpecError(f"peak for {dtype} must be > 0", field=f"chip.peak_tflops_per_chip.{dtype}", value=rate)
         if self.hbm_bytes <= 0 or self.hbm_bw_bytes_per_s <= 0:
             raise SpecError("HBM capacity and bandwidth must be > 0", field="chip")
 
@@ -107,7 +108,7 @@ class ChipSpec:
         fallback = {"float32": "tfloat32", "float16": "bfloat16", "bfloat16": "float16"}.get(dtype)
         if fallback in self.peak_flops_per_s:
             return self.peak_flops_per_s[fallback]
-        raise SpecError(f"no peak FLOP/s for {dtype} on {self.name}", field="chip.peak_tflops",
+        raise SpecError(f"no peak FLOP/s for {dtype} on {self.name}", field="chip.peak_tflops_per_chip",
                         value=dtype, allowed=tuple(self.peak_flops_per_s))
 
 

@@ -203,7 +203,7 @@ def _level_from_table(t: Table, devices_per_chip: int) -> InterconnectLevel:
         domain = t.req("domain_chips", int) * devices_per_chip
     else:
         domain = t.req("domain_devices", int)
-    return InterconnectLevel(
+    kwargs = dict(
         name=t.req("name", str),
         topology=t.choice("topology", TOPOLOGIES),
         domain_devices=domain,
@@ -218,6 +218,12 @@ def _level_from_table(t: Table, devices_per_chip: int) -> InterconnectLevel:
         rails=t.opt("rails", int, 1),
         source=t.req("source", str),
     )
+    try:
+        return InterconnectLevel(**kwargs)
+    except SpecError as err:  # report the level by its position in the file, as the loader does
+        key = (err.field or "").rsplit(".", 1)[-1] or None
+        message = str(err).split(": ", 1)[-1].rsplit(" (allowed: ", 1)[0]
+        raise t.error(key, message, value=err.value, allowed=err.allowed) from None
 
 
 def hardware_from_table(t: Table) -> HardwareProfile:

@@ -20,11 +20,12 @@ from moesim import memory as mem
 from moesim.collectives.base import CollectiveModel, bus_bw_factor
 from moesim.estimate.candidates import Candidates
 from moesim.estimate.pricing import CollectivePricer
+from moesim.estimate.stages import pipeline_stages
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, TermBuilder
 from moesim.flops import training_flops_per_sequence
 from moesim.specs.scenario import Scenario
-from moesim.workload import Workload, build_workload, stage_class_counts
+from moesim.workload import build_workload
 
 PER_MB_AXES = ("tp", "ep", "etp", "pp")
 
@@ -78,25 +79,8 @@ def _per_stage(counts: np.ndarray, per_class: list[np.ndarray]) -> np.ndarray:
 
 
 def _bus_factor(op: str, group_sizes: np.ndarray) -> np.ndarray:
-    return np.array([bus_bw_factor(op, int(n)) for n in group_sizes])
-
-
-def _stage_counts(workload: Workload, pp: np.ndarray) -> np.ndarray:
-    counts = np.zeros((len(pp), int(pp.max()), len(workload.classes)))
-    for p in np.unique(pp):
-        counts[pp == p, : int(p), :] = stage_class_counts(workload, int(p))
-    return counts
-
-
-def _boundary_tokens(workload: Workload, pp: np.ndarray) -> np.ndarray:
-    """Tokens per sequence a stage sends on: its stack's, plus the encoder output once past the encoder."""
-    out = np.zeros((len(pp), int(pp.max())))
-    for p in np.unique(pp):
-        per_stage = workload.num_layers // int(p)
-        for s in range(int(p) - 1):
-            cls = workload.classes[workload.layer_class_index[(s + 1) * per_stage - 1]]
-            out[pp == p, s] = cls.tokens + (workload.seq_len if cls.stack == "decoder" and cls.cross_attention else 0)
-    return out
+    unique, inverse = np.unique(group_sizes, return_inverse=True)
+    return np.array([bus_bw_factor(op, int(n)) for n in unique])[inverse.reshape(-1)]
 
 
 def evaluate(scenario: Scenario, cands: Candidates, collective_model: CollectiveModel) -> Evaluation:
@@ -111,10 +95,11 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     b = tr.global_batch_sequences / (dp * m)
     builder = TermBuilder(model, hw, tr, b, tp, ep, etp, cands.recompute, f(cands.capacity_factor))
     terms: list[ClassTerms] = [builder.build(cls) for cls in wl.classes]
-    counts = _stage_counts(wl, cands.pp)
+    stages = pipeline_stages(wl, cands.pp)  # one representative per kind of stage (see stages.py)
+    counts = stages.counts
     n_stages = counts.shape[1]
-    exists = np.arange(n_stages)[None, :] < pp[:, None]
-    first, last = np.arange(n_stages)[None, :] == 0, np.arange(n_stages)[None, :] == (pp[:, None] - 1)
+    exists = stages.index >= 0
+    first, last = stages.index == 0, stages.index == (pp[:, None] - 1)
 
     # Compute per micro-batch per stage; logits on the last stage (2·h·V per output token, fwd).
     logits_flops = 2 * b * wl.output_tokens * model.d_model * model.vocab_size / tp
@@ -161,12 +146,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         for call in term.comms:
             per_mb_comm += add(call.name, call.axis, call.op, call.size_bytes,
                                counts[:, :, c] * np.asarray(call.calls, dtype=float)[..., None] * 1.0)
-    pp_bytes = b[:, None] * _boundary_tokens(wl, cands.pp) * model.d_model * builder.q_a
-    pp_bytes = pp_bytes / (tp[:, None] if tr.sequence_parallel else 1)
+    sp_split = tp[:, None] if tr.sequence_parallel else 1
+    pp_bytes = b[:, None] * stages.tokens_out * model.d_model * builder.q_a / sp_split
     # Per micro-batch a stage sends its activations forward (all but the last stage) and the
     # gradient of its input backward (all but the first), each the size of that boundary.
     per_mb_comm += add("pp_send_recv", "pp", "send_recv", pp_bytes, np.where(last, 0, 1))
-    previous = np.concatenate([pp_bytes[:, :1], pp_bytes[:, :-1]], axis=1)
+    previous = b[:, None] * stages.tokens_in * model.d_model * builder.q_a / sp_split
     per_mb_comm += add("pp_send_recv", "pp", "send_recv", previous, np.where(first, 0, 1))
 
     # Parameters per device on each stage.
@@ -210,15 +195,14 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # Memory per stage.
     w_d, g_d, o_d = mem.model_state_bytes(dense_params, dp[:, None], zero, tr, opt_bpp)
     w_e, g_e, o_e = mem.model_state_bytes(expert_params, edp[:, None], zero, tr, opt_bpp)
-    stage_idx = np.arange(n_stages)[None, :]
-    in_flight = mem.in_flight_micro_batches(tr.pipeline_schedule, m[:, None], pp[:, None], stage_idx)
+    in_flight = mem.in_flight_micro_batches(tr.pipeline_schedule, m[:, None], pp[:, None], stages.index)
     acts = _per_stage(counts, [t.activation_bytes for t in terms]) * in_flight
     acts += np.where(last, mem.logits_bytes(b, wl.output_tokens, model.vocab_size, tp)[:, None], 0)
     moe_terms = [t for t in terms if t.slots is not None]
     buffers = np.zeros(n_cand)
     if moe_terms:
         # Dispatch send and receive buffers of one MoE layer in flight (Switch §5.4 [E, C, h] sizes).
-        buffers = max(2 * t.slots * model.d_model * tr.bytes_of("dispatch") for t in moe_terms)
+        buffers = np.maximum.reduce([2 * t.slots * model.d_model * tr.bytes_of("dispatch") for t in moe_terms])
     layer_full = max(c.params_shardable + c.params_replicated + c.params_experts for c in wl.classes)
     working = np.where(zero >= 3, 2 * layer_full * q_p / tp[:, None], 0)  # current + prefetched layer
     memory = {
@@ -242,7 +226,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         scale = m if per_mb else 1.0
         size = pick(np.max(np.stack(size_l), axis=0))
         big = np.argmax(np.stack([pick(s) for s in size_l]), axis=0)
-        costs = np.array([pick(cost_l[j])[i] for i, j in enumerate(big)], dtype=object)
+        costs = np.stack([pick(c) for c in cost_l])[big, np.arange(n_cand)]
         comms[name] = CommTotal(axis, op, size, calls * scale, pick(sum(bytes_l)) * scale,
                                 pick(sum(time_l)) * scale, costs, overlappable)
 
@@ -263,8 +247,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         memory_capacity_bytes=capacity_bytes, fits=total_mem <= capacity_bytes,
         model_flops_per_step=model_flops, hardware_flops_per_step=hw_flops,
         mfu=model_flops / (step * peak_total), hfu=hw_flops / (step * peak_total),
-        tokens_per_s=tr.global_batch_sequences * seq_tokens / step, comms=comms, slowest_stage=slow,
-        memory_stage=mem_stage,
+        tokens_per_s=tr.global_batch_sequences * seq_tokens / step, comms=comms,
+        slowest_stage=pick(stages.index), memory_stage=pick_m(stages.index),
         expert_capacity=moe_term.capacity if moe_term is not None else None,
         tokens_per_device=moe_term.tokens_per_device if moe_term is not None else None,
     )

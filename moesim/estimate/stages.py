@@ -1,0 +1,68 @@
+"""Pipeline stages of a batch of candidates, one representative per distinct kind of stage.
+
+Stages holding the same layers (layer-class counts), in the same place (first, last) and sending
+and receiving the same boundary activations take the same time per micro-batch. Of such a
+kind, the earliest stage holds the most micro-batches in flight (1F1B: min(m, pp − s); GPipe: m
+everywhere), so it also needs the most memory. Every maximum the cost model takes over stages
+(slowest stage, largest memory, longest gradient sync, optimizer pass) is therefore reached on
+the earliest stage of some kind, and the earliest index still wins ties: evaluating only those
+representatives gives the same figures as evaluating all pp stages, with at most a handful of
+stage columns instead of up to pp (a decoder-only model has three kinds: first, middle, last).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from moesim.workload import Workload, stage_class_counts
+
+
+@dataclass(frozen=True)
+class Stages:
+    """Representative stages per candidate; arrays (N, S) over candidates and representatives."""
+
+    index: np.ndarray  # the stage's position in the pipeline, 0-based; -1 pads a shorter pipeline
+    counts: np.ndarray  # (N, S, classes): layers of each class on the stage
+    tokens_out: np.ndarray  # tokens per sequence sent to the next stage (0 on the last)
+    tokens_in: np.ndarray  # tokens per sequence received from the previous stage (first: its own out)
+
+
+def _boundary_tokens(workload: Workload, p: int) -> np.ndarray:
+    """Tokens per sequence each of p stages sends on: its stack's, plus the encoder output once past the encoder."""
+    out = np.zeros(p)
+    per_stage = workload.num_layers // p
+    for s in range(p - 1):
+        cls = workload.classes[workload.layer_class_index[(s + 1) * per_stage - 1]]
+        out[s] = cls.tokens + (workload.seq_len if cls.stack == "decoder" and cls.cross_attention else 0)
+    return out
+
+
+@lru_cache(maxsize=256)
+def _representatives(workload: Workload, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(stage indices, class counts, tokens out, tokens in) of the earliest stage of each kind, in order."""
+    counts = stage_class_counts(workload, p)
+    out = _boundary_tokens(workload, p)
+    into = np.concatenate([out[:1], out[:-1]])
+    seen: dict[tuple, int] = {}
+    for s in range(p):
+        key = (tuple(counts[s]), s == 0, s == p - 1, out[s], into[s])
+        seen.setdefault(key, s)
+    index = np.array(sorted(seen.values()))
+    return index, counts[index], out[index], into[index]
+
+
+def pipeline_stages(workload: Workload, pp: np.ndarray) -> Stages:
+    """The representative stages of every candidate (pp holds each candidate's pipeline degree)."""
+    reps = {int(p): _representatives(workload, int(p)) for p in np.unique(pp)}
+    width = max(len(r[0]) for r in reps.values())
+    n = len(pp)
+    index = np.full((n, width), -1)
+    counts = np.zeros((n, width, len(workload.classes)))
+    tokens_out, tokens_in = np.zeros((n, width)), np.zeros((n, width))
+    for p, (idx, cnt, out, into) in reps.items():
+        sel, k = pp == p, len(idx)
+        index[sel, :k], counts[sel, :k], tokens_out[sel, :k], tokens_in[sel, :k] = idx, cnt, out, into
+    return Stages(index=index, counts=counts, tokens_out=tokens_out, tokens_in=tokens_in)

@@ -83,8 +83,12 @@ def _bus_factor(op: str, group_sizes: np.ndarray) -> np.ndarray:
     return np.array([bus_bw_factor(op, int(n)) for n in unique])[inverse.reshape(-1)]
 
 
-def evaluate(scenario: Scenario, cands: Candidates, collective_model: CollectiveModel) -> Evaluation:
-    """Evaluate every candidate of `cands` on `scenario` (see module docstring for the model)."""
+def evaluate(scenario: Scenario, cands: Candidates, collective_model: CollectiveModel, *,
+             breakdown: bool = True) -> Evaluation:
+    """Evaluate every candidate of `cands` on `scenario` (see module docstring for the model).
+
+    With `breakdown=False` the per-collective totals (`Evaluation.comms`) are left out and every
+    other figure is the same: the layout search ranks that way, then evaluates its top few again."""
     model, hw, tr = scenario.model, scenario.hardware, scenario.training
     seq, dec = scenario.seq_lens
     wl = build_workload(model, seq, dec)
@@ -124,14 +128,19 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         if np.ndim(size_bytes) == 2:
             flat = size_bytes.reshape(-1)
             rep = lambda a: np.repeat(np.asarray(a), n_stages)  # noqa: E731
-            t, costs = pricer.price(op, flat, rep(sizes[axis]), rep(strides[axis]), rep(devices // sizes[axis]))
-            t, costs = t.reshape(n_cand, n_stages), costs.reshape(n_cand, n_stages)
+            t, costs = pricer.price(op, flat, rep(sizes[axis]), rep(strides[axis]), rep(devices // sizes[axis]),
+                                    breakdown)
+            t = t.reshape(n_cand, n_stages)
+            costs = costs.reshape(n_cand, n_stages) if breakdown else None
             per_call_size = size_bytes
         else:
-            t, costs = pricer.price(op, size_bytes, sizes[axis], strides[axis], devices // sizes[axis])
-            t, costs = t[:, None], costs[:, None].repeat(n_stages, axis=1)
+            t, costs = pricer.price(op, size_bytes, sizes[axis], strides[axis], devices // sizes[axis], breakdown)
+            t = t[:, None]
+            costs = costs[:, None].repeat(n_stages, axis=1) if breakdown else None
             per_call_size = np.broadcast_to(size_bytes[:, None], (n_cand, n_stages))
         calls_stage = np.asarray(calls_stage, dtype=float) * exists * (f(sizes[axis]) > 1)[:, None]
+        if not breakdown:
+            return calls_stage * t
         factor = _bus_factor(op, f(sizes[axis]))[:, None]
         entry = comm_stage.setdefault(name, [axis, op, overlappable, [], [], [], [], []])
         entry[3].append(per_call_size * (calls_stage > 0))

@@ -7,22 +7,29 @@ import numpy as np
 from moesim.collectives.base import CollectiveCost, CollectiveModel, Group
 
 
-_MIX = np.int64(0x9E3779B97F4A7C15 - (1 << 64))  # odd 64-bit multiplier (golden ratio); wraps
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser (Steele, Lea & Flood, OOPSLA 2014): every input bit reaches every output bit."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 def _distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(index of one row per distinct row, distinct-row number of every row) of a float array (R, k).
 
-    The grouping of np.unique(rows, axis=0), found by one 1-D sort of a 64-bit mix of each row's
+    The grouping of np.unique(rows, axis=0), found by one 1-D sort of a 64-bit hash of each row's
     bits instead of a sort of rows as byte strings (the layout search prices millions of rows);
-    a collision of the mix is detected and answered by the exact method."""
-    bits = np.ascontiguousarray(rows).view(np.int64)
-    key = np.zeros(len(rows), dtype=np.int64)
-    with np.errstate(over="ignore"):
-        for column in bits.T:
-            key = (key ^ column) * _MIX
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    a hash collision is detected and answered by the exact method."""
+    bits = np.ascontiguousarray(rows).view(np.uint64)
+    key = np.zeros(len(rows), dtype=np.uint64)
+    for column in bits.T:
+        key = _mix64(key ^ column)
+    order = np.argsort(key)  # introsort: several times faster than np.unique's stable sort here
+    ordered = key[order]
+    starts = np.concatenate([[True], ordered[1:] != ordered[:-1]])
+    first = order[starts]
+    inverse = np.empty(len(key), dtype=np.int64)
+    inverse[order] = np.cumsum(starts) - 1
     if not np.array_equal(bits[first][inverse], bits):
         _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
@@ -46,8 +53,10 @@ class CollectivePricer:
             self._cache[key] = cost
         return cost
 
-    def price(self, op: str, size_bytes, size, stride, concurrent) -> tuple[np.ndarray, np.ndarray]:
-        """(time_s array, CollectiveCost object array); size 1 or zero bytes cost nothing."""
+    def price(self, op: str, size_bytes, size, stride, concurrent,
+              with_costs: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """(time_s array, CollectiveCost object array or None without `with_costs`); size 1 or zero
+        bytes cost nothing."""
         size_bytes, size, stride, concurrent = np.broadcast_arrays(
             np.asarray(size_bytes, dtype=float), np.asarray(size), np.asarray(stride), np.asarray(concurrent))
         rows = np.stack([size_bytes, size, stride, concurrent], axis=1)
@@ -62,4 +71,4 @@ class CollectivePricer:
             costs[i] = self.one(op, nbytes, int(n), int(st), int(conc))
             times[i] = costs[i].time_s
         inverse = inverse.reshape(-1)
-        return times[inverse], costs[inverse]
+        return times[inverse], (costs[inverse] if with_costs else None)

@@ -1,0 +1,38 @@
+"""`moesim report SCENARIO -o report.html`: one self-contained HTML page of figures for a scenario."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    from moesim.cli.estimate_cmd import add_scenario_overrides
+
+    p = subparsers.add_parser(
+        "report", help="HTML report: step-time breakdown, memory, Pareto front, communication, sensitivity",
+        description="Write one self-contained HTML page (plotly inlined, opens offline) with the step-time "
+                    "breakdown of the scenario's layout and alternatives, memory per device against HBM, their "
+                    "Pareto front, communication per mesh axis, sensitivity to capacity factor and expert count, "
+                    "and optionally the simulated timeline and measured-vs-predicted Switch-layer phases.")
+    add_scenario_overrides(p)
+    p.add_argument("-o", "--output", default="report.html", help="HTML file to write (default: report.html)")
+    p.add_argument("--results", help="validate/ results (JSONL with \"kind\": \"switch_layer\" records) to plot "
+                                     "against the analytical prediction")
+    p.add_argument("--results-hardware", help="hardware profile the results were measured on (default: the "
+                                              "scenario's)")
+    p.add_argument("--simulate", action="store_true", help="add the simulated timeline (needs moesim.des)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from moesim.report import write_report
+    from moesim.specs.load import load_scenario
+
+    scenario = load_scenario(args.scenario, hardware=args.hardware, devices=args.devices, layout=args.layout)
+    layout = scenario.resolve(source="--layout" if args.layout else "layout")
+    report = write_report(args.output, scenario, layout, results=args.results,
+                          results_hardware=args.results_hardware, simulate=args.simulate)
+    print(f"wrote {args.output}: {len(report.figures)} figures ({', '.join(report.figures)})")
+    for note in report.notes:
+        print(f"  note: {note}")
+    return 0

@@ -1,0 +1,113 @@
+"""Numbers behind the report's figures, from step estimates; no plotting here.
+
+  breakdown      one step split into parts that add up to the step time:
+                 compute + per-micro-batch communication (tp, ep, etp, pp, ZeRO-3 gathers)
+                 + pipeline bubble + exposed gradient sync + optimizer step
+  memory         per device, by kind, against the device's memory (estimate's worst stage)
+  per-axis comm  time and bytes sent per device per step, summed over the collectives of each axis
+  pareto         layouts not beaten on both step time and memory per device
+  sensitivity    step time when the capacity factor or the expert count changes (specs replaced
+                 with dataclasses.replace and re-estimated on the same layout)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from moesim.errors import SpecError
+from moesim.estimate import StepEstimate, estimate
+from moesim.specs.layout import Layout
+from moesim.specs.scenario import Scenario
+
+BREAKDOWN_PARTS = ("compute", "communication (per micro-batch)", "pipeline bubble", "gradient sync (exposed)",
+                   "optimizer step")
+MEMORY_KINDS = ("weights", "gradients", "optimizer_states", "activations", "moe_buffers", "reserved")
+AXES = ("tp", "ep", "etp", "pp", "dp", "edp")
+CAPACITY_FACTORS = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0)
+EXPERT_MULTIPLES = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def breakdown_s(est: StepEstimate) -> dict[str, float]:
+    """The step's parts in seconds (module docstring); they sum to `step_time_s`."""
+    per_mb = sum(c["time_s"] for c in est.communication.values() if not c["overlapped_with_backward"])
+    grad_sync = max(0.0, est.exposed_communication_time_s - per_mb)
+    return dict(zip(BREAKDOWN_PARTS, (est.compute_time_s, per_mb, est.bubble_time_s, grad_sync,
+                                      est.optimizer_time_s)))
+
+
+def memory_bytes(est: StepEstimate) -> dict[str, float]:
+    """Bytes per device by kind (the estimate's worst pipeline stage)."""
+    return {k: est.memory_bytes_per_device.get(k, 0.0) for k in MEMORY_KINDS}
+
+
+def comm_per_axis(est: StepEstimate) -> dict[str, dict[str, float]]:
+    """{axis: {"time_s", "bytes_per_device"}} per step, summed over that axis's collectives."""
+    out = {axis: {"time_s": 0.0, "bytes_per_device": 0.0} for axis in AXES}
+    for c in est.communication.values():
+        out[c["axis"]]["time_s"] += c["time_s"]
+        out[c["axis"]]["bytes_per_device"] += c["bytes_per_device"]
+    return out
+
+
+def pareto_front(estimates: list[StepEstimate]) -> list[int]:
+    """Indices of the layouts that fit in memory and that no other fitting layout beats on both step
+    time and memory per device, sorted by step time."""
+    fit = [i for i, e in enumerate(estimates) if e.fits_in_memory]
+    mem = lambda i: estimates[i].memory_bytes_per_device["total"]  # noqa: E731
+    front = [i for i in fit if not any(
+        estimates[j].step_time_s <= estimates[i].step_time_s and mem(j) <= mem(i)
+        and (estimates[j].step_time_s < estimates[i].step_time_s or mem(j) < mem(i)) for j in fit)]
+    return sorted(front, key=lambda i: estimates[i].step_time_s)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Step time (and memory) of one layout as one model or training value changes."""
+
+    name: str
+    unit: str
+    values: tuple[float, ...]
+    step_time_s: tuple[float, ...]
+    memory_bytes: tuple[float, ...]
+    baseline: float
+    note: str = ""
+
+
+def capacity_factor_sweep(scenario: Scenario, layout: Layout, training=None) -> Sweep:
+    """Step time against the training capacity factor (dropless models have none to vary)."""
+    training = training or scenario.training
+    moe = scenario.model.moe
+    if moe is None or moe.dropless:
+        kind = "dense" if moe is None else "dropless"
+        return Sweep("capacity factor", "", (), (), (), math.nan,
+                     note=f"{kind} model: no capacity factor to vary")
+    base = training.capacity_factor if training.capacity_factor is not None else moe.capacity_factor_train
+    values = tuple(sorted(set(CAPACITY_FACTORS) | {base}))
+    ests = [estimate(scenario, layout, dataclasses.replace(training, capacity_factor=cf)) for cf in values]
+    return Sweep("capacity factor", "", values, tuple(e.step_time_s for e in ests),
+                 tuple(e.memory_bytes_per_device["total"] for e in ests), base)
+
+
+def expert_count_sweep(scenario: Scenario, layout: Layout, training=None) -> Sweep:
+    """Step time against routed experts per MoE layer, on the same layout (counts the layout's ep divides)."""
+    training = training or scenario.training
+    moe = scenario.model.moe
+    if moe is None:
+        return Sweep("routed experts per MoE layer", "", (), (), (), math.nan, note="dense model: no experts")
+    counts = sorted({int(moe.num_experts * f) for f in EXPERT_MULTIPLES})
+    values, times, memory = [], [], []
+    for n in counts:
+        if n < moe.top_k or n % layout.ep:
+            continue
+        model = dataclasses.replace(scenario.model, moe=dataclasses.replace(moe, num_experts=n))
+        try:
+            est = estimate(dataclasses.replace(scenario, model=model), layout, training)
+        except SpecError:
+            continue
+        values.append(float(n))
+        times.append(est.step_time_s)
+        memory.append(est.memory_bytes_per_device["total"])
+    return Sweep("routed experts per MoE layer", "", tuple(values), tuple(times), tuple(memory),
+                 float(moe.num_experts), note=f"expert counts divisible by ep = {layout.ep}")

@@ -1,0 +1,139 @@
+"""The report: its numbers add up, every figure is labelled, the page is self-contained, and the
+optional collaborators (moesim.search, moesim.des, validate/ results) degrade with a note."""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+
+import pytest
+
+from moesim.cli import main
+from moesim.errors import SpecError
+from moesim.report import build_report, report_figures
+from moesim.report.analysis import (
+    breakdown_s, capacity_factor_sweep, comm_per_axis, expert_count_sweep, memory_bytes, pareto_front,
+)
+from moesim.report.calibration import phase_points, predict_phases, read_switch_records
+from moesim.report.layouts import layouts_to_compare
+from moesim.specs.load import load_hardware
+
+
+def test_breakdown_adds_up_to_step_time(mixtral, st_moe):
+    for scenario in (mixtral, st_moe):
+        for est in layouts_to_compare(scenario, scenario.resolve()).estimates:
+            parts = breakdown_s(est)
+            assert all(v >= 0 for v in parts.values())
+            assert sum(parts.values()) == pytest.approx(est.step_time_s, rel=1e-9)
+            assert sum(memory_bytes(est).values()) == pytest.approx(est.memory_bytes_per_device["total"], rel=1e-9)
+            per_axis = comm_per_axis(est)
+            assert sum(a["time_s"] for a in per_axis.values()) == pytest.approx(
+                sum(c["time_s"] for c in est.communication.values()))
+
+
+def test_alternatives_are_valid_distinct_layouts(mixtral):
+    compared = layouts_to_compare(mixtral, mixtral.resolve())
+    described = [e.layout.describe() for e in compared.estimates]
+    assert described[0] == mixtral.resolve().describe()
+    assert len(set(described)) == len(described) >= 3
+    assert all(e.layout.devices == mixtral.devices for e in compared.estimates)
+
+
+def test_pareto_front_is_not_dominated(st_moe):
+    ests = list(layouts_to_compare(st_moe, st_moe.resolve()).estimates)
+    for i in pareto_front(ests):
+        for j, e in enumerate(ests):
+            if e.fits_in_memory and j != i:
+                assert not (e.step_time_s < ests[i].step_time_s
+                            and e.memory_bytes_per_device["total"] < ests[i].memory_bytes_per_device["total"])
+
+
+def test_sensitivity_sweeps(st_moe, mixtral):
+    cf = capacity_factor_sweep(st_moe, st_moe.resolve())
+    assert 1.25 in cf.values and cf.baseline == 1.25
+    assert list(cf.step_time_s) == sorted(cf.step_time_s)  # more capacity, more padded work
+    assert capacity_factor_sweep(mixtral, mixtral.resolve()).note.startswith("dropless")
+    experts = expert_count_sweep(mixtral, mixtral.resolve())
+    assert 8.0 in experts.values and all(v % 8 == 0 for v in experts.values)
+
+
+def test_every_figure_has_title_axis_titles_and_hover(mixtral, results_file):
+    figs, notes, _ = report_figures(mixtral, results=results_file, results_hardware="cpu-localhost")
+    assert [k for k, _ in figs] == ["step-breakdown", "memory", "pareto", "communication", "sensitivity",
+                                    "calibration"]
+    for key, fig in figs:
+        assert fig.layout.title.text, key
+        axes = [a for name, a in fig.layout.to_plotly_json().items() if re.fullmatch(r"[xy]axis\d*", name)]
+        assert axes and all(a.get("title", {}).get("text") for a in axes), key
+        for trace in fig.data:
+            assert trace.hovertemplate or trace.hoverinfo == "skip", (key, trace.name)
+    assert any("2 switch_layer records" in n and "2 other lines skipped" in n for n in notes)
+
+
+def test_page_is_self_contained(mixtral):
+    report = build_report(mixtral)
+    page = report.html
+    assert page.startswith("<!DOCTYPE html>") and page.count("<section class=\"figure\"") == len(report.figures)
+    assert "Plotly.newPlot" in page and len(page) > 1_000_000  # plotly.js is inlined
+    assert not re.search(r"<script[^>]+src=", page)
+    markup = re.sub(r"<script[^>]*>.*?</script>", "", page, flags=re.S)  # plotly.js's own strings aside
+    assert not re.search(r"<link|@import|url\(|src=|href=", markup)
+
+
+def test_calibration_prediction(results_file):
+    records, skipped = read_switch_records(results_file)
+    assert [r["config"]["name"] for r in records] == ["small", "large"] and skipped == 2
+    hw = load_hardware("cpu-localhost")
+    small, large = (predict_phases(r, hw) for r in records)
+    assert large["expert_compute"] > small["expert_compute"] > 0
+    assert small["backward"] > small["expert_compute"]
+    points = phase_points(records, hw)
+    assert {p.phase for p in points} == {"router", "dispatch_permute", "dispatch_a2a", "expert_compute", "combine_a2a",
+                                         "combine_unpermute", "backward"}
+    with pytest.raises(SpecError, match="cannot read results"):
+        read_switch_records(results_file.parent / "missing.jsonl")
+
+
+def test_simulate_without_des_says_so(mixtral):
+    report = build_report(mixtral, simulate=True)
+    assert "timeline" not in report.figures
+    assert any(n.startswith("simulated timeline:") for n in report.notes)
+
+
+def test_simulate_with_a_des_draws_the_timeline(mixtral, monkeypatch):
+    fake = types.ModuleType("moesim.des")
+    fake.simulate = lambda scenario, layout: {"traceEvents": [
+        {"ph": "X", "name": "expert FFN", "pid": 0, "tid": 0, "ts": 0.0, "dur": 1500.0},
+        {"ph": "X", "name": "dispatch all-to-all", "pid": 0, "tid": 1, "ts": 1500.0, "dur": 400.0},
+        {"ph": "M", "name": "process_name", "pid": 0}]}
+    monkeypatch.setitem(sys.modules, "moesim.des", fake)
+    report = build_report(mixtral, simulate=True)
+    assert "timeline" in report.figures and "2 events from moesim.des" in " ".join(report.notes)
+
+
+def test_search_results_are_used_when_search_exists(mixtral, monkeypatch):
+    from moesim.estimate import estimate
+    from moesim.specs.layout import Layout
+
+    other = Layout(dp=16, tp=2, ep=8, pp=2)
+    fake = types.ModuleType("moesim.search")
+    fake.search = lambda scenario: [estimate(scenario, other)]
+    monkeypatch.setitem(sys.modules, "moesim.search", fake)
+    compared = layouts_to_compare(mixtral, mixtral.resolve())
+    assert compared.origin == "moesim.search"
+    assert [e.layout.describe() for e in compared.estimates][1:] == [other.describe()]
+    fake.search = lambda scenario: 1 / 0
+    compared = layouts_to_compare(mixtral, mixtral.resolve())
+    assert compared.origin == "built-in alternatives" and "ZeroDivisionError" in compared.note
+
+
+def test_cli_report(tmp_path, capsys, results_file):
+    out = tmp_path / "r.html"
+    assert main(["report", "mixtral-8x7b-h100", "-o", str(out), "--layout", "dp=16,tp=2,ep=8,pp=2",
+                 "--results", str(results_file), "--results-hardware", "cpu-localhost"]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out}: 6 figures" in text and out.stat().st_size > 1_000_000
+    assert "dp=16 tp=2 ep=8 pp=2" in out.read_text()
+    assert main(["report", "mixtral-8x7b-h100", "-o", str(out), "--layout", "dp=3"]) == 2
+    assert "impossible layout" in capsys.readouterr().err

@@ -52,6 +52,11 @@ class ClassTerms:
     slots: np.ndarray | None = None
     capacity: np.ndarray | None = None
     tokens_per_device: np.ndarray | None = None
+    # Forward and backward time by MoE pipeline stage (attention, dense_ffn, router, permute,
+    # expert_ffn, unpermute, shared_experts), in execution order; they sum to fwd/bwd_time_s.
+    # The simulator (moesim.des) runs them as separate kernels.
+    fwd_parts_s: dict[str, np.ndarray] = field(default_factory=dict)
+    bwd_parts_s: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class TermBuilder:
@@ -71,6 +76,14 @@ class TermBuilder:
         eff = self.hw.efficiency.matmul.at_array(kernel_flops)
         return flops / ((peak or self.peak) * eff)
 
+    def expert_ffn_time_s(self, slots):
+        """Forward time of the routed experts on one device for `slots` token slots:
+        2·slots·P_expert FLOP at the efficiency of one expert's GEMM, (2·slots·P_expert)/(E/ep)/matrices FLOP."""
+        model, moe = self.model, self.model.moe
+        expert_flops = FLOPS_PER_MAC * slots * ffn_params(model.d_model, moe.expert_d_ff, model.ffn_kind)
+        kernel = expert_flops / (moe.num_experts / self.ep) / ffn_matrices(model.ffn_kind)
+        return self._matmul_time(expert_flops, kernel)
+
     def build(self, cls: LayerClass) -> ClassTerms:
         model, b, tp = self.model, self.b, self.tp
         h, n, fl = model.d_model, cls.tokens, cls.flops
@@ -89,9 +102,11 @@ class TermBuilder:
                                                        tp, sp, rec)
         act = act + mem.norm_activation_bytes(b, n, h, tp, sp, 3 if cls.cross_attention else 2)
         terms = ClassTerms(fwd_time, fwd_time, fwd_time, fwd_flops, fwd_flops, act)
+        terms.fwd_parts_s["attention"] = t_att
         if not cls.is_moe:
             dense = b * fl.dense_ffn / tp
-            fwd_time = fwd_time + self._matmul_time(dense, dense / ffn_matrices(model.ffn_kind))
+            terms.fwd_parts_s["dense_ffn"] = self._matmul_time(dense, dense / ffn_matrices(model.ffn_kind))
+            fwd_time = fwd_time + terms.fwd_parts_s["dense_ffn"]
             fwd_flops = fwd_flops + dense
             act = act + mem.mlp_activation_bytes(b, n, h, model.d_ff, tp, sp, model.ffn_kind)
             blocks += 1
@@ -101,6 +116,9 @@ class TermBuilder:
         fwd_time = fwd_time + mem_time
         terms.fwd_time_s = fwd_time
         terms.bwd_time_s = BACKWARD_TO_FORWARD * matmul_time + mem_time
+        memory_bound = ("permute", "unpermute") if self.tr.dispatch_impl != "dense_einsum" else ()
+        terms.bwd_parts_s = {name: part if name in memory_bound else BACKWARD_TO_FORWARD * part
+                             for name, part in terms.fwd_parts_s.items()}
         full = rec == mem.RECOMPUTE_CODES["full"]
         selective = rec == mem.RECOMPUTE_CODES["selective"]
         score_time = self._matmul_time(scores, scores)
@@ -126,24 +144,32 @@ class TermBuilder:
         slots = np.where(dropless, k * t_dev, groups * E * capacity)
         per_expert = ffn_params(h, moe.expert_d_ff, model.ffn_kind)
         expert_flops = FLOPS_PER_MAC * slots * per_expert
-        kernel = expert_flops / (E / self.ep) / ffn_matrices(model.ffn_kind)
         router = b * fl.router / tp
         router_peak = self.hw.chip.peak_for(moe.router_dtype)
         shared = b * fl.shared_experts / tp
-        fwd_time = fwd_time + self._matmul_time(expert_flops, kernel) + self._matmul_time(router, router, router_peak)
-        fwd_time = fwd_time + self._matmul_time(shared, shared / ffn_matrices(model.ffn_kind))
+        parts = terms.fwd_parts_s
+        parts["router"] = self._matmul_time(router, router, router_peak)
+        expert_time = self.expert_ffn_time_s(slots)
+        fwd_time = fwd_time + expert_time + parts["router"]
+        shared_time = self._matmul_time(shared, shared / ffn_matrices(model.ffn_kind))
+        fwd_time = fwd_time + shared_time
         padded_extra = expert_flops - b * fl.experts / tp
         fwd_flops = fwd_flops + expert_flops + router + shared
         dense_einsum = self.tr.dispatch_impl == "dense_einsum"
         if dense_einsum:
             # Switch Eq. 7 / GShard einsum dispatch and combine: 2·t·E·C·h each (Tutel App. B).
             einsum = 2 * FLOPS_PER_MAC * t_dev * E * capacity * h
-            fwd_time = fwd_time + self._matmul_time(einsum, einsum / 2)
+            einsum_time = self._matmul_time(einsum, einsum / 2)
+            fwd_time = fwd_time + einsum_time
             fwd_flops = fwd_flops + einsum
             padded_extra = padded_extra + einsum
             mem_time = np.zeros_like(b)
+            permute = einsum_time / 2  # dispatch einsum, then the same-sized combine einsum
         else:
             mem_time = PERMUTE_PASSES * READ_WRITE * slots * h * self.q_dispatch / self.hbm_bw
+            permute = mem_time / PERMUTE_PASSES
+        parts["permute"], parts["expert_ffn"], parts["unpermute"] = permute, expert_time, permute
+        parts["shared_experts"] = shared_time
         act = act + mem.moe_activation_bytes(t_dev, slots, h, moe.expert_d_ff, E, self.etp, model.ffn_kind,
                                              dense_einsum, capacity)
         if moe.num_shared_experts:

@@ -126,12 +126,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         size_bytes = np.broadcast_to(np.asarray(size_bytes, dtype=float), (n_cand,)) if np.ndim(size_bytes) <= 1 \
             else size_bytes
         if np.ndim(size_bytes) == 2:
-            flat = size_bytes.reshape(-1)
-            rep = lambda a: np.repeat(np.asarray(a), n_stages)  # noqa: E731
+            # Stage-major rows: neighbouring candidates often share a row, which the pricer folds.
+            flat = size_bytes.T.reshape(-1)
+            rep = lambda a: np.tile(np.asarray(a), n_stages)  # noqa: E731
             t, costs = pricer.price(op, flat, rep(sizes[axis]), rep(strides[axis]), rep(devices // sizes[axis]),
                                     breakdown)
-            t = t.reshape(n_cand, n_stages)
-            costs = costs.reshape(n_cand, n_stages) if breakdown else None
+            t = t.reshape(n_stages, n_cand).T
+            costs = costs.reshape(n_stages, n_cand).T if breakdown else None
             per_call_size = size_bytes
         else:
             t, costs = pricer.price(op, size_bytes, sizes[axis], strides[axis], devices // sizes[axis], breakdown)

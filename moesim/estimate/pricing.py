@@ -14,26 +14,35 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def _distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(index of one row per distinct row, distinct-row number of every row) of a float array (R, k).
+def _distinct_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(index of one row per distinct row, distinct-row number of every row) of equal-length 64-bit columns.
 
-    The grouping of np.unique(rows, axis=0), found by one 1-D sort of a 64-bit hash of each row's
-    bits instead of a sort of rows as byte strings (the layout search prices millions of rows);
-    a hash collision is detected and answered by the exact method."""
-    bits = np.ascontiguousarray(rows).view(np.uint64)
-    key = np.zeros(len(rows), dtype=np.uint64)
-    for column in bits.T:
+    The grouping np.unique(rows, axis=0) finds, computed faster for the millions of rows a layout
+    search prices: runs of equal neighbouring rows (candidates differing only in options that do
+    not change a collective) collapse first; the remaining rows are grouped by one 1-D sort of a
+    64-bit hash of their bits; a hash collision is detected and answered by the exact method."""
+    change = np.zeros(len(columns[0]), dtype=bool)
+    change[:1] = True
+    for column in columns:
+        change[1:] |= column[1:] != column[:-1]
+    starts = np.flatnonzero(change)
+    run = np.cumsum(change) - 1
+    bits = [np.ascontiguousarray(column[starts]).view(np.uint64) for column in columns]
+    key = np.zeros(len(starts), dtype=np.uint64)
+    for column in bits:
         key = _mix64(key ^ column)
     order = np.argsort(key)  # introsort: several times faster than np.unique's stable sort here
     ordered = key[order]
-    starts = np.concatenate([[True], ordered[1:] != ordered[:-1]])
-    first = order[starts]
+    new_key = np.concatenate([[True], ordered[1:] != ordered[:-1]])
+    first = order[new_key]
     inverse = np.empty(len(key), dtype=np.int64)
-    inverse[order] = np.cumsum(starts) - 1
-    if not np.array_equal(bits[first][inverse], bits):
+    inverse[order] = np.cumsum(new_key) - 1
+    if not all(np.array_equal(column[first][inverse], column) for column in bits):
+        rows = np.stack([column.view(np.float64) if c.dtype.kind == "f" else column.view(np.int64)
+                         for column, c in zip(bits, columns)], axis=1)
         _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
-    return first, inverse
+    return starts[first], inverse[run]
 
 
 class CollectivePricer:
@@ -57,13 +66,13 @@ class CollectivePricer:
               with_costs: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """(time_s array, CollectiveCost object array or None without `with_costs`); size 1 or zero
         bytes cost nothing."""
-        size_bytes, size, stride, concurrent = np.broadcast_arrays(
-            np.asarray(size_bytes, dtype=float), np.asarray(size), np.asarray(stride), np.asarray(concurrent))
-        rows = np.stack([size_bytes, size, stride, concurrent], axis=1)
-        first, inverse = _distinct_rows(rows)
-        unique = rows[first]
-        costs = np.empty(len(unique), dtype=object)
-        times = np.zeros(len(unique))
+        columns = np.broadcast_arrays(np.asarray(size_bytes, dtype=float), np.asarray(size, dtype=np.int64),
+                                      np.asarray(stride, dtype=np.int64), np.asarray(concurrent, dtype=np.int64))
+        columns = [c.reshape(-1) for c in columns]
+        first, inverse = _distinct_rows(columns)
+        unique = zip(*(c[first].tolist() for c in columns))
+        costs = np.empty(len(first), dtype=object)
+        times = np.zeros(len(first))
         for i, (nbytes, n, st, conc) in enumerate(unique):
             if n <= 1 or nbytes <= 0:
                 costs[i] = CollectiveCost(op, nbytes, int(n), 0.0, "none", "none")

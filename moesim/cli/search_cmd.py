@@ -1,0 +1,98 @@
+"""`moesim search SCENARIO`: every valid layout, ranked; rejections by rule; the Pareto front."""
+
+from __future__ import annotations
+
+import argparse
+
+from moesim.cli.estimate_cmd import add_scenario_overrides
+from moesim.cli.output import kv_block, print_json, table
+from moesim.units import format_bytes, format_seconds
+
+OBJECTIVE_CHOICES = ("step_time", "cost", "mfu")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "search", help="search every valid layout: ranked results, rejections, Pareto front",
+        description="Enumerate every valid layout (dp, tp, ep, pp, etp degrees, their order on the mesh, "
+                    "micro-batches, ZeRO stage, recomputation, and capacity factor when the scenario's [search] "
+                    "lists capacity_factors), reject the invalid and those that do not fit in memory, rank the "
+                    "rest. Objective cost: USD per step when the hardware profile has a price, else "
+                    "device-seconds per step.")
+    add_scenario_overrides(p, layout=False)
+    p.add_argument("--top", type=int, default=5, metavar="K", help="layouts to show with a breakdown (default 5)")
+    p.add_argument("--objective", choices=OBJECTIVE_CHOICES, default="step_time", help="ranking (default step_time)")
+    p.add_argument("--refine-des", type=int, default=0, metavar="K",
+                   help="also simulate the top K layouts with the discrete-event simulator (moesim.des)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from moesim.errors import SpecError
+    from moesim.search.report import search_report
+    from moesim.specs.load import load_scenario
+
+    if args.top < 0:
+        raise SpecError("must be >= 0", field="--top", value=args.top)
+    scenario = load_scenario(args.scenario, hardware=args.hardware, devices=args.devices)
+    report = search_report(scenario, objective=args.objective, top=args.top, refine_des=args.refine_des)
+    if args.json:
+        print_json(report)
+    else:
+        print(render(report))
+    return 0
+
+
+def layout_text(lay: dict) -> str:
+    """One line per layout: degrees, mesh order, micro-batches, ZeRO, recomputation, capacity factor."""
+    cf = "dropless" if lay["capacity_factor"] is None else f"cf={lay['capacity_factor']:g}"
+    return (f"dp={lay['dp']} tp={lay['tp']} ep={lay['ep']} pp={lay['pp']} etp={lay['etp']} edp={lay['edp']} "
+            f"order={'-'.join(lay['order'])} mb={lay['micro_batches']} zero={lay['zero_stage']} "
+            f"recompute={lay['recompute']} {cf}")
+
+
+def _objective(value: float, unit: str) -> str:
+    return f"{value:.4g} {unit}" if unit != "fraction of peak" else f"{value:.1%} MFU"
+
+
+def render(r: dict) -> str:
+    unit = r["objective_unit"]
+    head = (f"{r['scenario']}: {r['devices']} x {r['hardware']}, layout search by {r['objective']} ({unit}); "
+            f"usable memory {format_bytes(r['memory_capacity_bytes'])} per device")
+    rejected = sum(r["rejected"].values())
+    counts = [(f"{r['rejection_rules'][k]}  [{k}]", f"{v:,}") for k, v in r["rejected"].items() if v]
+    parts = [head, f"considered {r['considered']:,} layouts: {r['ranked']:,} ranked, {rejected:,} rejected"]
+    if counts:
+        parts.append(table(counts, ["rejected because", "layouts"], align="lr"))
+    if not r["results"]:
+        parts.append("no layout is valid and fits in memory")
+    rows = [(res["rank"], format_seconds(res["step_time_s"]), format_bytes(res["memory_bytes_per_device"]),
+             f"{res['mfu']:.1%}", _objective(res["objective_value"], unit), res["bottleneck"],
+             layout_text(res["layout"])) for res in r["results"]]
+    if rows:
+        parts += ["", f"top {len(rows)}", table(rows, ["rank", "step time", "memory/device", "MFU", r["objective"],
+                                                       "bottleneck", "layout"], align="rrrrlll")]
+    for res in r["results"]:
+        e = res["estimate"]
+        mem = e["memory_bytes_per_device"]
+        parts += ["", kv_block(f"#{res['rank']} breakdown per step", [
+            ("compute", format_seconds(e["compute_time_s"])),
+            ("communication, exposed / all", f"{format_seconds(e['exposed_communication_time_s'])} / "
+                                             f"{format_seconds(e['communication_time_s'])}"),
+            ("pipeline bubble", format_seconds(e["bubble_time_s"])),
+            ("optimizer step", format_seconds(e["optimizer_time_s"])),
+            ("memory per device", ", ".join(f"{k} {format_bytes(v)}" for k, v in mem.items() if k != "total")),
+            ("bottleneck", res["bottleneck"]),
+        ])]
+    if r.get("refined"):
+        rows = [(x["rank"], format_seconds(x["analytical_step_time_s"]), format_seconds(x["simulated_step_time_s"]),
+                 f"{x['simulated_over_analytical']:.3f}", layout_text(x["layout"])) for x in r["refined"]]
+        parts += ["", "refined with the discrete-event simulator (fastest simulated first)",
+                  table(rows, ["rank", "analytical", "simulated", "ratio", "layout"], align="rrrrl")]
+    if r["pareto"]:
+        rows = [(p["rank"], format_seconds(p["step_time_s"]), format_bytes(p["memory_bytes_per_device"]),
+                 f"{p['mfu']:.1%}", layout_text(p["layout"])) for p in r["pareto"]]
+        parts += ["", f"Pareto front: step time vs memory per device ({len(rows)} layouts)",
+                  table(rows, ["rank", "step time", "memory/device", "MFU", "layout"], align="rrrrl")]
+    return "\n".join(parts)

@@ -1,0 +1,70 @@
+"""`moesim sweep SCENARIO --vary KEY=V1,V2,...`: the best layout at every point of a what-if grid."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from moesim.cli.estimate_cmd import add_scenario_overrides
+from moesim.cli.output import print_json, table
+from moesim.units import format_bytes, format_seconds
+
+OBJECTIVE_CHOICES = ("step_time", "cost", "mfu")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "sweep", help="what-if sweep: the best layout at every point of a grid of scenario changes",
+        description="Search the best layout at every point of the cartesian product of the --vary values. Keys: "
+                    "experts, capacity_factor, hardware, devices, seq_len, batch (aliases), any training.* field, "
+                    "model.*, model.moe.*, model.attention.*, model, hardware.price_per_device_hour_usd, "
+                    "search.max_micro_batches. Points run in parallel worker processes, or on a Dask cluster.")
+    add_scenario_overrides(p, layout=False)
+    p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...", required=True,
+                   help="a field and its values; repeat for a grid")
+    p.add_argument("--objective", choices=OBJECTIVE_CHOICES, default="step_time", help="ranking (default step_time)")
+    p.add_argument("-o", "--output", metavar="FILE.csv", help="also write the results as CSV")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: the cores; 1 = in process)")
+    p.add_argument("--dask", metavar="tcp://HOST:PORT", help="run the points on this Dask scheduler instead")
+    p.add_argument("--json", action="store_true", help="machine-readable output (no progress bar)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from moesim.search.sweep import parse_vary, run_sweep, to_csv
+    from moesim.specs.load import load_scenario
+
+    axes = [parse_vary(text) for text in args.vary]
+    scenario = load_scenario(args.scenario, hardware=args.hardware, devices=args.devices)
+    sweep = run_sweep(scenario, axes, objective=args.objective, workers=args.workers, dask_address=args.dask,
+                      progress=not args.json and sys.stderr.isatty())
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as handle:
+            handle.write(to_csv(sweep))
+    if args.json:
+        print_json(sweep)
+    else:
+        print(render(sweep))
+    return 0
+
+
+def render(sweep: dict) -> str:
+    keys = list(sweep["vary"])
+    rows = []
+    for p in sweep["points"]:
+        values = [("none" if v is None else v) for v in p["point"].values()]
+        if p["status"] != "ok":
+            rows.append(values + ["-", "-", "-", "-", "-", p["status"]])
+            continue
+        lay = p["layout"]
+        cf = "dropless" if lay["capacity_factor"] is None else f"{lay['capacity_factor']:g}"
+        text = (f"dp={lay['dp']} tp={lay['tp']} ep={lay['ep']} pp={lay['pp']} etp={lay['etp']} "
+                f"order={'-'.join(lay['order'])} mb={lay['micro_batches']} zero={lay['zero_stage']} "
+                f"recompute={lay['recompute']} cf={cf}")
+        objective = f"{p['objective_value']:.4g} {p['objective_unit']}" if sweep["objective"] != "mfu" \
+            else f"{p['objective_value']:.1%}"
+        rows.append(values + [objective, format_seconds(p["step_time_s"]), format_bytes(p["memory_bytes_per_device"]),
+                              f"{p['mfu']:.1%}", p["bottleneck"], text])
+    head = f"{sweep['scenario']}: best layout by {sweep['objective']} at {len(rows)} points"
+    headers = keys + [sweep["objective"], "step time", "memory/device", "MFU", "bottleneck", "best layout"]
+    return head + "\n" + table(rows, headers, align="l" * len(keys) + "rrrrll")

@@ -1,0 +1,165 @@
+"""Every layout a search considers, the rule that rejects each invalid one, and the valid rest as Candidates.
+
+The space (vectorised; counts never materialise the rejected layouts):
+  degrees      pp | D, tp | D/pp, dp = D/(tp·pp)           so tp·dp·pp = D holds by construction
+               ep·etp | tp·dp (MoE; edp = tp·dp/(etp·ep))  so etp·ep·edp·pp = D holds too
+               a dense model has no expert mesh: ep = etp = 1
+  placement    the distinct orders of tp/ep/dp/pp on the mesh (`placement.distinct_placements`)
+  micro-batch  the divisors m of the per-replica batch B/dp with m ≤ max_micro_batches
+               (one entry, rejected, when dp does not divide B)
+  options      ZeRO stage × recomputation × capacity factor, from the scenario's [search]
+Each considered layout lands in exactly one bucket: valid (then evaluated: ranked or out of
+memory) or the first rule it breaks, in the order of `specs.layout.layout_problems`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from moesim.errors import SpecError
+from moesim.estimate.candidates import Candidates, effective_capacity_factor
+from moesim.memory import RECOMPUTE_CODES
+from moesim.search.placement import distinct_placements, search_orders
+from moesim.specs.scenario import Scenario
+
+# Rejection reasons, first failing rule first (as specs.layout.layout_problems lists them).
+REASONS = {
+    "experts_not_divisible_by_ep": "num_experts % ep != 0",
+    "heads_not_divisible_by_tp": "num_heads % tp != 0",
+    "kv_heads_incompatible_with_tp": "neither of num_kv_heads and tp divides the other",
+    "d_ff_not_divisible_by_tp": "d_ff % tp != 0",
+    "expert_d_ff_not_divisible_by_etp": "expert_d_ff % etp != 0",
+    "layers_not_divisible_by_pp": "num_layers % pp != 0",
+    "pipeline_stage_mismatch": "the order cuts different pipeline stages in the attention and expert meshes",
+    "batch_not_divisible_by_dp_micro_batches": "global batch % (dp·micro_batches) != 0",
+    "out_of_memory": "memory per device above the usable HBM",
+}
+_DEGREE_REASONS = tuple(REASONS)[:6]
+
+
+def divisors(n: int) -> np.ndarray:
+    """Positive divisors of n, ascending."""
+    small = np.arange(1, int(n ** 0.5) + 1)
+    small = small[n % small == 0]
+    return np.unique(np.concatenate([small, n // small]))
+
+
+@dataclass(frozen=True)
+class Enumeration:
+    """The valid candidates of a search space, and how many layouts were considered and rejected."""
+
+    candidates: Candidates
+    considered: int
+    rejected: dict[str, int]  # by rule, before evaluation (out_of_memory is added by the ranking)
+
+
+def degree_grid(scenario: Scenario) -> dict[str, np.ndarray]:
+    """All (dp, tp, pp, ep, etp) that tile the devices in both meshes, as int64 arrays."""
+    devices = scenario.devices
+    moe = scenario.model.moe
+    rows = []
+    for pp in divisors(devices):
+        for tp in divisors(devices // pp):
+            dp = devices // (pp * tp)
+            for ep in (divisors(tp * dp) if moe else (1,)):
+                for etp in (divisors(tp * dp // ep) if moe else (1,)):
+                    rows.append((dp, tp, pp, ep, etp))
+    grid = np.array(rows, dtype=np.int64).reshape(-1, 5)
+    return {name: grid[:, i] for i, name in enumerate(("dp", "tp", "pp", "ep", "etp"))}
+
+
+def degree_reason(scenario: Scenario, g: dict[str, np.ndarray]) -> np.ndarray:
+    """Index into REASONS of the first degree rule each combination breaks; -1 when none."""
+    model, moe, att = scenario.model, scenario.model.moe, scenario.model.attention
+    tp = g["tp"]
+    kv = att.num_kv_heads
+    fails = [
+        (model.moe.num_experts % g["ep"] != 0) if moe else np.zeros(len(tp), bool),
+        att.num_heads % tp != 0,
+        (kv % tp != 0) & (tp % kv != 0),
+        model.d_ff % tp != 0,
+        (moe.expert_d_ff % g["etp"] != 0) if moe else np.zeros(len(tp), bool),
+        model.num_layers % g["pp"] != 0,
+    ]
+    reason = np.full(len(tp), -1)
+    for index in reversed(range(len(fails))):
+        reason = np.where(fails[index], index, reason)
+    return reason
+
+
+def option_grid(scenario: Scenario) -> dict[str, np.ndarray]:
+    """ZeRO stage × recompute code × capacity factor (NaN = dropless), one entry per combination."""
+    space, moe = scenario.search, scenario.model.moe
+    if space.max_micro_batches < 1:
+        raise SpecError("must be >= 1", field="search.max_micro_batches", value=space.max_micro_batches)
+    for name, values in (("zero_stages", space.zero_stages), ("recompute_modes", space.recompute_modes)):
+        if not values:
+            raise SpecError("needs at least one value", field=f"search.{name}")
+    cfs = tuple(space.capacity_factors)
+    if cfs and (moe is None or moe.dropless):
+        raise SpecError(f"model {scenario.model.name} has no capacity factor to vary "
+                        f"({'dense' if moe is None else 'dropless'})", field="search.capacity_factors", value=cfs)
+    if any(cf <= 0 for cf in cfs):
+        raise SpecError("capacity factors must be > 0", field="search.capacity_factors", value=cfs)
+    cfs = cfs or (effective_capacity_factor(scenario, scenario.training),)
+    zero, rec, cf = np.meshgrid(np.array(space.zero_stages, dtype=np.int64),
+                                np.array([RECOMPUTE_CODES[r] for r in space.recompute_modes], dtype=np.int64),
+                                np.array(cfs, dtype=float), indexing="ij")
+    return {"zero_stage": zero.ravel(), "recompute": rec.ravel(), "capacity_factor": cf.ravel()}
+
+
+def micro_batch_options(scenario: Scenario, dp: int) -> np.ndarray:
+    """Micro-batch counts for data-parallel degree dp: divisors of B/dp up to the search maximum."""
+    batch = scenario.training.global_batch_sequences
+    if batch % dp:
+        return np.array([1], dtype=np.int64)  # rejected by the batch rule whatever m is
+    counts = divisors(batch // dp)
+    return counts[counts <= scenario.search.max_micro_batches]
+
+
+def enumerate_layouts(scenario: Scenario) -> Enumeration:
+    """The search space of `scenario`: valid candidates (sorted by pp) plus considered and rejected counts."""
+    g = degree_grid(scenario)
+    options = option_grid(scenario)
+    n_opt = len(options["zero_stage"])
+    orders = search_orders(scenario.search.orders)
+    reason = degree_reason(scenario, g)
+    keep, mismatch = distinct_placements(orders, g["dp"], g["tp"], g["pp"], g["ep"], g["etp"])
+    # Micro-batch counts per data-parallel degree: a table padded with zeros, one row per dp value.
+    dps = np.unique(g["dp"])
+    mbs = [micro_batch_options(scenario, int(dp)) for dp in dps]
+    table = np.zeros((len(dps), max(len(v) for v in mbs)), dtype=np.int64)
+    for i, values in enumerate(mbs):
+        table[i, :len(values)] = values
+    dp_row = np.searchsorted(dps, g["dp"])
+    n_mb = np.count_nonzero(table, axis=1)[dp_row]
+    batch_ok = scenario.training.global_batch_sequences % g["dp"] == 0
+
+    rejected = dict.fromkeys(REASONS, 0)
+    placements = keep.sum(axis=0)
+    for index, name in enumerate(_DEGREE_REASONS):
+        rejected[name] = int(np.sum((placements * n_mb * n_opt)[reason == index]))
+    ok = reason < 0
+    rejected["pipeline_stage_mismatch"] = int(np.sum(((keep & mismatch).sum(axis=0) * n_mb * n_opt)[ok]))
+    good = keep & ~mismatch & ok[None, :]
+    rejected["batch_not_divisible_by_dp_micro_batches"] = int(np.sum(good.sum(axis=0)[~batch_ok]) * n_opt)
+    good &= batch_ok[None, :]
+    considered = int(np.sum(placements * n_mb)) * n_opt
+
+    # Materialise combination-major, so candidates come sorted by pp (the grid's outer loop).
+    combo, order_index = np.nonzero(good.T)
+    per_pair = n_mb[combo]
+    row = np.repeat(np.arange(len(combo)), per_pair)
+    offset = np.arange(len(row)) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)
+    m = table[dp_row[combo[row]], offset]
+    row, m = np.repeat(row, n_opt), np.repeat(m, n_opt)
+    opt = np.tile(np.arange(n_opt), len(row) // n_opt)
+    c = combo[row]
+    cands = Candidates(
+        dp=g["dp"][c], tp=g["tp"][c], pp=g["pp"][c], ep=g["ep"][c], etp=g["etp"][c], micro_batches=m,
+        zero_stage=options["zero_stage"][opt], recompute=options["recompute"][opt],
+        capacity_factor=options["capacity_factor"][opt], order=order_index[row], orders=orders,
+    )
+    return Enumeration(candidates=cands, considered=considered, rejected=rejected)

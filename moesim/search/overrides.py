@@ -1,0 +1,153 @@
+"""Scenario fields a what-if sweep may vary: key names, value parsing, and applying a point.
+
+Keys are dotted paths into the scenario (`training.seq_len`, `model.moe.num_experts`,
+`hardware.price_per_device_hour_usd`), the whole-object keys `hardware` (a profile name or
+file), `model` (a model name or file) and `devices`, `search.max_micro_batches`, or a short alias.
+Options the layout search chooses itself become restrictions of its space at that point:
+`training.zero_stage` and `training.recompute` pin the stage or mode, and
+`training.capacity_factor` replaces any capacity factors the scenario's [search] lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from moesim.errors import SpecError
+from moesim.specs.hardware import HardwareProfile
+from moesim.specs.model import AttentionSpec, ModelSpec, MoESpec
+from moesim.specs.scenario import Scenario, SearchSpace
+from moesim.specs.training import TrainingSpec
+
+ALIASES = {
+    "experts": "model.moe.num_experts",
+    "capacity_factor": "training.capacity_factor",
+    "hardware": "hardware",
+    "devices": "devices",
+    "seq_len": "training.seq_len",
+    "batch": "training.global_batch_sequences",
+}
+# Descriptive fields that change no figure; micro_batches is chosen by the search (vary
+# search.max_micro_batches instead).
+_SKIPPED = {"name", "source", "notes", "family", "description", "price_source", "calibrated_from", "device_kind",
+            "micro_batches"}
+_SCALAR_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "float | None": float, "int | None": int}
+_GROUPS = {"model": ModelSpec, "model.moe": MoESpec, "model.attention": AttentionSpec, "training": TrainingSpec,
+           "hardware": HardwareProfile}
+
+
+def _scalar_fields(cls) -> dict[str, str]:
+    return {f.name: f.type for f in dataclasses.fields(cls) if f.type in _SCALAR_TYPES and f.name not in _SKIPPED}
+
+
+FIELD_TYPES: dict[str, str] = {"devices": "int", "hardware": "profile", "model": "model",
+                               "search.max_micro_batches": "int"}
+for _prefix, _cls in _GROUPS.items():
+    FIELD_TYPES.update({f"{_prefix}.{name}": kind for name, kind in _scalar_fields(_cls).items()})
+ALLOWED_KEYS = tuple(ALIASES) + tuple(k for k in FIELD_TYPES if k not in ALIASES)
+
+
+def canonical_key(key: str) -> str:
+    """The dotted field path of `key` (an alias or a path); SpecError naming the allowed keys."""
+    path = ALIASES.get(key, key)
+    if path not in FIELD_TYPES:
+        hint = " (the search chooses micro_batches; vary search.max_micro_batches)" if "micro_batches" in key else ""
+        raise SpecError(f"cannot vary '{key}'{hint}", field="--vary", value=key, allowed=ALLOWED_KEYS)
+    return path
+
+
+def parse_value(key: str, text: str) -> object:
+    """`text` as a value of the field `key` names (int, float, bool, str; 'none' for optional numbers)."""
+    path = canonical_key(key)
+    kind = FIELD_TYPES[path]
+    text = text.strip()
+    where = {"field": f"--vary {key}", "value": text}
+    if kind in ("profile", "model", "str"):
+        if not text:
+            raise SpecError("empty value", **where)
+        return text
+    if kind.endswith("| None") and text.lower() in ("none", "null"):
+        return None
+    if kind == "bool":
+        lowered = text.lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no"):
+            raise SpecError(f"'{text}' is not true or false", **where, allowed=("true", "false"))
+        return lowered in ("true", "1", "yes")
+    try:
+        return int(text) if _SCALAR_TYPES[kind] is int else float(text)
+    except ValueError:
+        raise SpecError(f"'{text}' is not {'an integer' if _SCALAR_TYPES[kind] is int else 'a number'}",
+                        **where) from None
+
+
+def _replace(obj, key: str, **changes):
+    try:
+        return dataclasses.replace(obj, **changes)
+    except SpecError as err:
+        raise SpecError(f"{', '.join(f'{k}={v!r}' for k, v in changes.items())} is invalid: {err}",
+                        field=f"--vary {key}", value=next(iter(changes.values()))) from None
+
+
+def apply_point(scenario: Scenario, point: dict[str, object]) -> Scenario:
+    """`scenario` with the fields of `point` ({key: parsed value}) replaced; SpecError naming the key."""
+    from moesim.specs.load import load_hardware, load_model
+
+    parts: dict[str, object] = {"model": scenario.model, "hardware": scenario.hardware, "devices": scenario.devices,
+                                "training": scenario.training, "search": scenario.search}
+    for key, value in point.items():
+        path = canonical_key(key)
+        head, _, rest = path.partition(".")
+        if path == "hardware":
+            parts["hardware"] = _loaded(load_hardware, value, key)
+        elif path == "model":
+            parts["model"] = _loaded(load_model, value, key)
+        elif path == "devices":
+            parts["devices"] = value
+        elif head == "search":
+            parts["search"] = _replace(parts["search"], key, **{rest: value})
+        elif head == "hardware":
+            parts["hardware"] = _replace(parts["hardware"], key, **{rest: value})
+        elif head == "training":
+            parts["training"] = _replace(parts["training"], key, **{rest: value})
+            parts["search"] = _restrict_search(parts["search"], rest, value)
+        else:
+            parts["model"] = _model_with(parts["model"], key, rest, value)
+    moe = parts["model"].moe
+    if any(canonical_key(k) == "training.capacity_factor" for k in point) and (moe is None or moe.dropless):
+        raise SpecError(f"model {parts['model'].name} is {'dense' if moe is None else 'dropless'}: it has no capacity "
+                        "factor to vary", field="--vary", value=_point_text(point))
+    try:
+        return dataclasses.replace(scenario, **parts)
+    except SpecError as err:
+        raise SpecError(f"{_point_text(point)} is invalid: {err}", field="--vary", value=_point_text(point)) from None
+
+
+def _point_text(point: dict[str, object]) -> str:
+    return ",".join(f"{k}={v}" for k, v in point.items())
+
+
+def _loaded(loader, ref, key: str):
+    try:
+        return loader(ref)
+    except SpecError as err:
+        raise SpecError(str(err), field=f"--vary {key}", value=ref) from None
+
+
+def _restrict_search(space: SearchSpace, name: str, value) -> SearchSpace:
+    """Pin the search to a training option the sweep sets (see the module docstring)."""
+    if name == "zero_stage":
+        return dataclasses.replace(space, zero_stages=(value,))
+    if name == "recompute":
+        return dataclasses.replace(space, recompute_modes=(value,))
+    if name == "capacity_factor":
+        return dataclasses.replace(space, capacity_factors=())
+    return space
+
+
+def _model_with(model: ModelSpec, key: str, rest: str, value) -> ModelSpec:
+    group, _, name = rest.rpartition(".")
+    if not group:
+        return _replace(model, key, **{name: value})
+    sub = getattr(model, group)
+    if sub is None:
+        raise SpecError(f"model {model.name} has no [{group}] table to vary", field=f"--vary {key}", value=value)
+    return _replace(model, key, **{group: _replace(sub, key, **{name: value})})

@@ -1,0 +1,84 @@
+"""Placements of the mesh axes on the devices: which orders give distinct groups.
+
+An order lists tp, ep, dp, pp innermost first (see `moesim.specs.layout`). The cost model sees a
+placement only through each axis's group size and device-id stride (`estimate.strides`, and the
+`Group` every CollectiveModel prices), so two orders whose non-trivial axes have the same strides
+in both meshes are the same placement: with ep = 1, for instance, tp-ep-dp-pp and ep-tp-dp-pp
+coincide. An axis of size 1 has no group, so its stride does not count.
+
+Vectorised over degree combinations: arrays are (N,) over combinations, one pass per order.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from moesim.errors import SpecError
+from moesim.specs.layout import AXES, DEFAULT_ORDER
+
+_EXPERT_NAME = {"tp": "etp", "ep": "ep", "dp": "edp", "pp": "pp"}
+# Attention strides tp, dp, pp then expert strides etp, ep, edp, pp: the placement's signature.
+SIGNATURE_AXES = ("tp", "dp", "pp", "etp", "ep", "edp", "epp")
+
+
+def all_orders() -> tuple[tuple[str, ...], ...]:
+    """Every order of the four axes, the default (Megatron's tp-ep-dp-pp, DeepSpeed's E+D) first."""
+    rest = [o for o in itertools.permutations(AXES) if o != DEFAULT_ORDER]
+    return (DEFAULT_ORDER, *rest)
+
+
+def search_orders(orders: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
+    """The orders a search may use: the scenario's [search] orders, checked, or all of them."""
+    if not orders:
+        return all_orders()
+    for order in orders:
+        if sorted(order) != sorted(AXES):
+            raise SpecError(f"order {'-'.join(order)} must list each of {', '.join(AXES)} once",
+                            field="search.orders", value="-".join(order), allowed=AXES)
+    return tuple(dict.fromkeys(tuple(o) for o in orders))
+
+
+def _signature(order: tuple[str, ...], sizes: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(strides (N, 7) with 0 for size-1 axes, pipeline-stage mismatch (N,)) of one order."""
+    n = len(sizes["tp"])
+    strides = {}
+    stride = np.ones(n, dtype=np.int64)
+    for axis in order:
+        if axis != "ep":
+            strides[axis] = stride
+            stride = stride * sizes[axis]
+    stride = np.ones(n, dtype=np.int64)
+    for axis in order:
+        name = _EXPERT_NAME[axis]
+        strides["epp" if name == "pp" else name] = stride
+        stride = stride * sizes[name]
+    # Devices inside one pipeline stage in each mesh: they must agree (specs.layout.pipeline_stage_mismatch).
+    mismatch = strides["pp"] != strides["epp"]
+    size_of = {**sizes, "epp": sizes["pp"]}
+    sig = np.stack([np.where(size_of[a] > 1, strides[a], 0) for a in SIGNATURE_AXES], axis=1)
+    return sig, mismatch
+
+
+def distinct_placements(orders: tuple[tuple[str, ...], ...], dp, tp, pp, ep, etp) -> tuple[np.ndarray, np.ndarray]:
+    """For every order and degree combination: (keep (O, N), mismatch (O, N)).
+
+    `keep` marks the first order of each distinct placement (orders are tried in the given order);
+    `mismatch` marks placements whose attention and expert meshes cut different pipeline stages
+    (with pp = 1 the rule still applies; such an order is dropped when a valid order gives its groups).
+    """
+    sizes = {"tp": tp, "dp": dp, "pp": pp, "ep": ep, "etp": etp, "edp": (tp * dp) // (etp * ep)}
+    sigs, mismatches = zip(*(_signature(order, sizes) for order in orders))
+    mismatch = np.array(mismatches)
+    keep = np.ones((len(orders), len(dp)), dtype=bool)
+    for o in range(len(orders)):
+        for other in range(len(orders)):
+            if other == o:
+                continue
+            same = np.all(sigs[o] == sigs[other], axis=1)
+            # A mismatched order that gives the groups of a valid one (pp = 1) is that placement.
+            keep[o] &= ~(same & mismatch[o] & ~mismatch[other])
+            if other < o:
+                keep[o] &= ~(same & (mismatch[o] == mismatch[other]))
+    return keep, mismatch

@@ -1,0 +1,180 @@
+"""Layout search: enumerate, evaluate in a few vectorised batches, reject what does not fit, rank.
+
+Objectives (smaller is better after the sign): `step_time` s per step; `cost` per step,
+step time × devices × price per device-hour / 3600 in USD when the hardware profile has a price,
+else device-seconds per step; `mfu` (larger is better). Ties go to less memory per device, then
+to the enumeration order, so a search is deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from moesim.collectives.base import CollectiveCost, CollectiveModel, Group
+from moesim.collectives.select import default_model
+from moesim.errors import SpecError
+from moesim.estimate import Candidates, StepEstimate, evaluate, step_estimate
+from moesim.estimate.candidates import RECOMPUTE_NAMES
+from moesim.search.enumerate import enumerate_layouts
+from moesim.search.pareto import front_of_sorted, pareto_front
+from moesim.specs.layout import Layout
+from moesim.specs.scenario import Scenario
+from moesim.specs.training import TrainingSpec
+
+OBJECTIVES = ("step_time", "cost", "mfu")
+SECONDS_PER_HOUR = 3600.0
+CHUNK_CANDIDATES = 200_000  # evaluate at most this many at once: bounds the memory of one batch
+MAX_THREADS = 4  # evaluation threads by default (a few batches; more threads only add memory)
+
+
+def objective_unit(scenario: Scenario, objective: str) -> str:
+    """The unit the objective's figures are in."""
+    if objective == "step_time":
+        return "s/step"
+    if objective == "mfu":
+        return "fraction of peak"
+    return "USD/step" if scenario.hardware.price_per_device_hour_usd else "device-s/step"
+
+
+def objective_values(scenario: Scenario, objective: str, step_time_s: np.ndarray, mfu: np.ndarray) -> np.ndarray:
+    """The objective's figure per candidate, in `objective_unit`."""
+    if objective == "step_time":
+        return step_time_s
+    if objective == "mfu":
+        return mfu
+    device_seconds = step_time_s * scenario.devices
+    price = scenario.hardware.price_per_device_hour_usd
+    return device_seconds * price / SECONDS_PER_HOUR if price else device_seconds
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Every fitting layout, best first, with the counts of what was considered and rejected."""
+
+    scenario: Scenario
+    objective: str
+    objective_unit: str
+    considered: int
+    rejected: dict[str, int]
+    candidates: Candidates  # ranked, best first
+    step_time_s: np.ndarray
+    memory_bytes_per_device: np.ndarray
+    mfu: np.ndarray
+    tokens_per_s: np.ndarray
+    objective_value: np.ndarray
+    pareto: np.ndarray  # indices into the ranking, by ascending step time
+    memory_capacity_bytes: float
+
+    @property
+    def ranked(self) -> int:
+        return len(self.candidates)
+
+    def layout(self, i: int) -> Layout:
+        return self.candidates.layout(i)
+
+    def training(self, i: int) -> TrainingSpec:
+        return self.candidates.training(i, self.scenario.training)
+
+    def layout_dict(self, i: int) -> dict:
+        """Degrees, order and execution options of the i-th ranked layout."""
+        c = self.candidates
+        cf = float(c.capacity_factor[i])
+        return self.layout(i).as_dict() | {
+            "micro_batches": int(c.micro_batches[i]), "zero_stage": int(c.zero_stage[i]),
+            "recompute": RECOMPUTE_NAMES[int(c.recompute[i])], "capacity_factor": None if np.isnan(cf) else cf,
+        }
+
+    def summary(self, i: int) -> dict:
+        """The figures of the i-th ranked layout (JSON-ready)."""
+        return {"layout": self.layout_dict(i), "step_time_s": float(self.step_time_s[i]),
+                "memory_bytes_per_device": float(self.memory_bytes_per_device[i]), "fits_in_memory": True,
+                "mfu": float(self.mfu[i]), "tokens_per_s": float(self.tokens_per_s[i]),
+                "objective_value": float(self.objective_value[i])}
+
+    def estimates(self, indices, collective_model: CollectiveModel | None = None) -> list[StepEstimate]:
+        """Full step estimates (breakdown, bottleneck) of the given ranked layouts."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size == 0:
+            return []
+        model = collective_model or default_model(self.scenario.hardware)
+        ev = evaluate(self.scenario, self.candidates.take(indices), model)
+        return [step_estimate(self.scenario, ev, j) for j in range(len(indices))]
+
+
+class _MemoModel:
+    """A CollectiveModel's costs, each distinct call computed once per search: the batches of one
+    search (one per pipeline degree) price many of the same collectives."""
+
+    def __init__(self, model: CollectiveModel) -> None:
+        self.model = model
+        self._cache: dict[tuple, CollectiveCost] = {}
+
+    def cost(self, op: str, size_bytes: float, group: Group) -> CollectiveCost:
+        key = (op, size_bytes, group)
+        cost = self._cache.get(key)
+        if cost is None:
+            cost = self._cache[key] = self.model.cost(op, size_bytes, group)
+        return cost
+
+
+def _chunks(pp: np.ndarray) -> list[slice]:
+    """Runs of candidates evaluated together: one pipeline degree (pp-sorted input), at most CHUNK_CANDIDATES."""
+    bounds = np.concatenate([[0], np.flatnonzero(pp[1:] != pp[:-1]) + 1, [len(pp)]])
+    return [slice(i, min(i + CHUNK_CANDIDATES, end)) for start, end in zip(bounds[:-1], bounds[1:])
+            for i in range(start, end, CHUNK_CANDIDATES)]
+
+
+def _default_threads() -> int:
+    return max(1, min(MAX_THREADS, os.cpu_count() or 1))
+
+
+def search(scenario: Scenario, objective: str = "step_time", collective_model: CollectiveModel | None = None,
+           threads: int | None = None) -> SearchResult:
+    """Search every valid layout of `scenario`; rank those that fit by `objective`.
+
+    Candidates are evaluated in a few vectorised batches (one per pipeline degree), on up to
+    `threads` threads (numpy releases the GIL in its array loops; default: the cores, at most
+    MAX_THREADS; sweep workers pass 1).
+    """
+    if objective not in OBJECTIVES:
+        raise SpecError(f"unknown objective '{objective}'", field="--objective", value=objective, allowed=OBJECTIVES)
+    found = enumerate_layouts(scenario)
+    cands = found.candidates
+    model = _MemoModel(collective_model or default_model(scenario.hardware))
+    n = len(cands)
+    step, memory, mfu, tokens = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    fits = np.zeros(n, dtype=bool)
+
+    def run(index: slice) -> None:
+        ev = evaluate(scenario, cands.take(index), model, breakdown=False)
+        step[index], memory[index], mfu[index] = ev.step_time_s, ev.memory_total_bytes, ev.mfu
+        tokens[index], fits[index] = ev.tokens_per_s, ev.fits
+
+    chunks = _chunks(cands.pp)
+    threads = _default_threads() if threads is None else threads
+    if threads > 1 and len(chunks) > 1:
+        with ThreadPoolExecutor(min(threads, len(chunks))) as pool:
+            list(pool.map(run, chunks))
+    else:
+        for index in chunks:
+            run(index)
+    rejected = dict(found.rejected)
+    rejected["out_of_memory"] = int(np.count_nonzero(~fits))
+    value = objective_values(scenario, objective, step, mfu)
+    keep = np.flatnonzero(fits)
+    primary = -value[keep] if objective == "mfu" else value[keep]
+    order = keep[np.lexsort((keep, memory[keep], primary))]
+    step, memory = step[order], memory[order]
+    # Ranked by step time the points are already sorted as the Pareto sweep needs them.
+    pareto = np.flatnonzero(front_of_sorted(memory)) if objective == "step_time" else pareto_front(step, memory)
+    return SearchResult(
+        scenario=scenario, objective=objective, objective_unit=objective_unit(scenario, objective),
+        considered=found.considered, rejected=rejected, candidates=cands.take(order), step_time_s=step,
+        memory_bytes_per_device=memory, mfu=mfu[order], tokens_per_s=tokens[order], objective_value=value[order],
+        pareto=pareto,
+        memory_capacity_bytes=scenario.hardware.chip.hbm_bytes * (1 - scenario.training.memory_headroom_fraction),
+    )

@@ -1,0 +1,70 @@
+"""Refining a search's best layouts with the discrete-event simulator (`moesim.des`).
+
+The hook is any function `(scenario, layout, training) -> step time in seconds`
+(`StepTimeFn`). By default it is `moesim.des.step_time`, imported only when a refinement is asked
+for: moesim.des is built separately and may be missing, in which case `des_step_time()` raises a
+SpecError that says so. Tests and callers may pass their own function.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from moesim.errors import SpecError
+from moesim.search.rank import SearchResult
+from moesim.specs.layout import Layout
+from moesim.specs.scenario import Scenario
+from moesim.specs.training import TrainingSpec
+
+StepTimeFn = Callable[[Scenario, Layout, TrainingSpec], float]
+DES_MODULE = "moesim.des"
+DES_HOOK = "step_time"  # moesim.des.step_time(scenario, layout, training) -> seconds
+
+
+def des_step_time() -> StepTimeFn:
+    """The simulator's step-time function; a SpecError when moesim.des is missing or lacks it."""
+    try:
+        module = importlib.import_module(DES_MODULE)
+    except ModuleNotFoundError as err:
+        if err.name not in ("moesim.des", DES_MODULE):
+            raise
+        raise SpecError(f"--refine-des needs the discrete-event simulator, but {DES_MODULE} is not in this "
+                        "installation; run the search without --refine-des", field="--refine-des") from None
+    hook = getattr(module, DES_HOOK, None)
+    if not callable(hook):
+        raise SpecError(f"{DES_MODULE} has no {DES_HOOK}(scenario, layout, training) -> seconds function to refine "
+                        "with", field="--refine-des")
+    return hook
+
+
+@dataclass(frozen=True)
+class Refined:
+    """One ranked layout with its analytical and simulated step times."""
+
+    rank: int  # 0-based position in the analytical ranking
+    analytical_step_time_s: float
+    simulated_step_time_s: float
+
+    @property
+    def ratio(self) -> float:
+        """Simulated over analytical step time."""
+        return self.simulated_step_time_s / self.analytical_step_time_s
+
+    def as_dict(self) -> dict:
+        return {"rank": self.rank + 1, "analytical_step_time_s": self.analytical_step_time_s,
+                "simulated_step_time_s": self.simulated_step_time_s, "simulated_over_analytical": self.ratio}
+
+
+def refine(result: SearchResult, k: int, step_time: StepTimeFn | None = None) -> list[Refined]:
+    """Simulate the top `k` layouts of `result`; returned fastest simulated first (ties: analytical rank)."""
+    if k < 0:
+        raise SpecError("must be >= 0", field="--refine-des", value=k)
+    step_time = step_time or des_step_time()
+    refined = []
+    for i in range(min(k, result.ranked)):
+        simulated = float(step_time(result.scenario, result.layout(i), result.training(i)))
+        refined.append(Refined(rank=i, analytical_step_time_s=float(result.step_time_s[i]),
+                               simulated_step_time_s=simulated))
+    return sorted(refined, key=lambda r: (r.simulated_step_time_s, r.rank))

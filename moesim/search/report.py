@@ -1,0 +1,35 @@
+"""The JSON-ready report of a layout search (what `moesim search` prints)."""
+
+from __future__ import annotations
+
+from moesim.search.enumerate import REASONS
+from moesim.search.rank import search
+from moesim.search.refine import StepTimeFn, des_step_time, refine
+from moesim.specs.scenario import Scenario
+
+
+def search_report(scenario: Scenario, *, objective: str = "step_time", top: int = 5, refine_des: int = 0,
+                  step_time: StepTimeFn | None = None) -> dict:
+    """Search `scenario` and describe the top `top` layouts (with full estimates), the rejections
+    and the Pareto front; with `refine_des` > 0 also simulate that many of the best layouts."""
+    if refine_des and step_time is None:
+        step_time = des_step_time()  # fail before searching when the simulator is missing
+    result = search(scenario, objective)
+    top = max(0, min(top, result.ranked))
+    estimates = result.estimates(range(top))
+    results = []
+    for i, est in enumerate(estimates):
+        results.append({"rank": i + 1, **result.summary(i), "bottleneck": est.bottleneck,
+                        "estimate": est.as_dict()})
+    pareto = [{"rank": int(i) + 1, **result.summary(int(i))} for i in result.pareto]
+    report = {
+        "scenario": scenario.name, "hardware": scenario.hardware.name, "devices": scenario.devices,
+        "objective": objective, "objective_unit": result.objective_unit,
+        "memory_capacity_bytes": result.memory_capacity_bytes,
+        "considered": result.considered, "ranked": result.ranked, "rejected": result.rejected,
+        "rejection_rules": dict(REASONS), "results": results, "pareto": pareto,
+    }
+    if refine_des:
+        report["refined"] = [r.as_dict() | {"layout": result.layout_dict(r.rank)}
+                             for r in refine(result, refine_des, step_time)]
+    return report

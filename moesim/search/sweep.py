@@ -1,0 +1,114 @@
+"""What-if sweeps: a layout search at every point of a grid of scenario changes.
+
+`--vary KEY=V1,V2,...` per key (see `overrides` for the keys); the grid is the cartesian product
+in the order given, the last key varying fastest. Every point is searched by one pure function
+(`best_layout`), in this process, in worker processes or on a Dask cluster (`workers`), and
+reports its best layout by the search objective and that layout's figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from moesim.errors import SpecError
+from moesim.search.overrides import apply_point, canonical_key, parse_value
+from moesim.search.rank import OBJECTIVES, search
+from moesim.search.workers import map_items
+from moesim.specs.scenario import Scenario
+
+LAYOUT_COLUMNS = ("dp", "tp", "ep", "pp", "etp", "edp", "order", "micro_batches", "zero_stage", "recompute",
+                  "capacity_factor")
+FIGURE_COLUMNS = ("objective_value", "step_time_s", "memory_bytes_per_device", "mfu", "tokens_per_s", "bottleneck")
+COUNT_COLUMNS = ("considered", "ranked")
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One varied key and its values (parsed to the field's type)."""
+
+    key: str
+    values: tuple
+
+
+def parse_vary(text: str) -> Axis:
+    """`KEY=V1,V2,...` as an Axis; SpecError naming the key and the allowed keys."""
+    key, sep, values = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SpecError(f"'{text}' is not KEY=V1,V2,...", field="--vary", value=text)
+    canonical_key(key)
+    raw = [v for v in (part.strip() for part in values.split(",")) if v]
+    if not raw:
+        raise SpecError(f"'{key}' needs at least one value", field="--vary", value=text)
+    return Axis(key=key, values=tuple(parse_value(key, v) for v in raw))
+
+
+def grid(axes: list[Axis]) -> list[dict[str, object]]:
+    """The cartesian product of the axes as {key: value} points, the last axis varying fastest."""
+    paths = [canonical_key(a.key) for a in axes]
+    for path in set(paths):
+        if paths.count(path) > 1:
+            raise SpecError(f"'{path}' is varied twice", field="--vary", value=path)
+    return [dict(zip((a.key for a in axes), values)) for values in itertools.product(*(a.values for a in axes))]
+
+
+def best_layout(scenario: Scenario, objective: str) -> dict:
+    """Search `scenario` (one thread: sweeps parallelise over points); the best layout's figures."""
+    result = search(scenario, objective, threads=1)
+    row = {"considered": result.considered, "ranked": result.ranked, "rejected": result.rejected,
+           "objective_unit": result.objective_unit}
+    if not result.ranked:
+        return row | {"status": "no valid layout fits in memory"}
+    best = result.summary(0)
+    return row | best | {"status": "ok", "bottleneck": result.estimates([0])[0].bottleneck}
+
+
+def run_sweep(scenario: Scenario, axes: list[Axis], *, objective: str = "step_time", workers: int | None = None,
+              dask_address: str | None = None, progress: bool = False, connect_timeout_s: float = 10.0) -> dict:
+    """Every grid point's best layout: {"scenario", "objective", "vary": {key: values}, "points": [row, ...]};
+    points run in `workers` processes (1: in this process) or on the Dask scheduler at `dask_address`."""
+    if objective not in OBJECTIVES:
+        raise SpecError(f"unknown objective '{objective}'", field="--objective", value=objective, allowed=OBJECTIVES)
+    if not axes:
+        raise SpecError("give at least one --vary KEY=V1,V2,...", field="--vary")
+    points = grid(axes)
+    scenarios = [apply_point(scenario, point) for point in points]  # bad values fail here, before any work
+    rows = map_items(best_layout, [(s, objective) for s in scenarios], workers=workers, dask_address=dask_address,
+                     progress=progress and len(points) > 1, connect_timeout_s=connect_timeout_s)
+    return {"scenario": scenario.name, "objective": objective, "vary": {a.key: list(a.values) for a in axes},
+            "points": [{"point": point} | row for point, row in zip(points, rows)]}
+
+
+def flat_rows(sweep: dict) -> tuple[list[str], list[dict]]:
+    """(columns, one flat dict per point): the varied keys, status, objective, figures, best layout, counts."""
+    fixed = ["status", "objective", "objective_unit", *FIGURE_COLUMNS, *LAYOUT_COLUMNS, *COUNT_COLUMNS]
+    # A varied key named like a result column (capacity_factor) takes its dotted path instead.
+    names = {key: canonical_key(key) if key in fixed else key for key in sweep["vary"]}
+    columns = list(names.values()) + fixed
+    out = []
+    for p in sweep["points"]:
+        layout = p.get("layout") or {}
+        row = {names[k]: v for k, v in p["point"].items()} | {"status": p["status"], "objective": sweep["objective"],
+                                                              "objective_unit": p["objective_unit"]}
+        row |= {c: p.get(c) for c in FIGURE_COLUMNS} | {c: layout.get(c) for c in LAYOUT_COLUMNS}
+        row |= {c: p[c] for c in COUNT_COLUMNS}
+        if isinstance(row["order"], (list, tuple)):
+            row["order"] = "-".join(row["order"])
+        out.append(row)
+    return columns, out
+
+
+def to_csv(sweep: dict) -> str:
+    """The sweep as CSV text, one row per point (empty cells where no layout fits)."""
+    columns, rows = flat_rows(sweep)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None or (isinstance(v, float) and np.isnan(v)) else v for k, v in row.items()})
+    return buffer.getvalue()

@@ -1,0 +1,114 @@
+"""A brute-force layout enumerator for the tests: plain loops, `Scenario.problems` and `estimate` per layout.
+
+Independent of moesim.search: placements are compared through the device-id strides of
+`topology.mapping` (attention strides computed here), one layout per distinct placement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+from moesim.estimate import estimate
+from moesim.estimate.candidates import effective_capacity_factor
+from moesim.specs.layout import Layout
+from moesim.specs.scenario import Scenario
+from moesim.topology.mapping import mesh_strides
+
+AXES = ("tp", "ep", "dp", "pp")
+# First words of each Scenario.problems message, in the order of moesim.search.REASONS.
+PROBLEM_PREFIX = {
+    "num_experts = ": "experts_not_divisible_by_ep", "num_heads = ": "heads_not_divisible_by_tp",
+    "num_kv_heads = ": "kv_heads_incompatible_with_tp", "d_ff = ": "d_ff_not_divisible_by_tp",
+    "expert_d_ff = ": "expert_d_ff_not_divisible_by_etp", "layers = ": "layers_not_divisible_by_pp",
+    "order ": "pipeline_stage_mismatch", "global batch = ": "batch_not_divisible_by_dp_micro_batches",
+}
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def reason_of(problem: str) -> str:
+    for prefix, reason in PROBLEM_PREFIX.items():
+        if problem.startswith(prefix):
+            return reason
+    raise AssertionError(f"unexpected problem: {problem}")
+
+
+def placement(layout: Layout) -> tuple:
+    """Strides of every axis with a group (size > 1) in both meshes: equal tuples, equal groups."""
+    sizes = {"tp": layout.tp, "dp": layout.dp, "pp": layout.pp, "etp": layout.etp, "ep": layout.ep,
+             "edp": layout.edp}
+    stride, attention = 1, {}
+    for axis in layout.order:
+        if axis != "ep":
+            attention[axis] = stride
+            stride *= sizes[axis]
+    expert = mesh_strides(layout)
+    return tuple(sorted([(f"a.{a}", s) for a, s in attention.items() if sizes[a] > 1]
+                        + [(f"e.{a}", expert[a]) for a in ("etp", "ep", "edp", "pp") if sizes[a] > 1]))
+
+
+def layouts(scenario: Scenario):
+    """Every (layout, micro_batches) of the search space, all 24 orders."""
+    devices, moe = scenario.devices, scenario.model.moe
+    batch = scenario.training.global_batch_sequences
+    for pp in divisors(devices):
+        for tp in divisors(devices // pp):
+            dp = devices // (pp * tp)
+            for ep in divisors(tp * dp) if moe else [1]:
+                for etp in divisors(tp * dp // ep) if moe else [1]:
+                    mbs = [m for m in divisors(batch // dp) if m <= scenario.search.max_micro_batches] \
+                        if batch % dp == 0 else [1]
+                    for order in itertools.permutations(AXES):
+                        layout = Layout(dp=dp, tp=tp, ep=ep, pp=pp, etp=etp, order=order)
+                        for m in mbs:
+                            yield layout, m
+
+
+def classify(scenario: Scenario) -> dict[tuple, tuple[Layout, str | None]]:
+    """One entry per distinct (degrees, placement, micro-batches): a representative layout and the
+    first rule it breaks (None when valid); an order cutting mismatched stages yields to a valid one."""
+    out: dict[tuple, tuple[Layout, str | None]] = {}
+    for layout, m in layouts(scenario):
+        problems = scenario.problems(layout, m)
+        reason = reason_of(problems[0]) if problems else None
+        key = (layout.dp, layout.tp, layout.pp, layout.ep, layout.etp, placement(layout), m)
+        if key not in out or (out[key][1] == "pipeline_stage_mismatch" and reason != "pipeline_stage_mismatch"):
+            out[key] = (layout, reason)
+    return out
+
+
+def options(scenario: Scenario) -> list[tuple[int, str, float]]:
+    space = scenario.search
+    cfs = space.capacity_factors or (effective_capacity_factor(scenario, scenario.training),)
+    return list(itertools.product(space.zero_stages, space.recompute_modes, cfs))
+
+
+def fitting_step_times(scenario: Scenario) -> dict[tuple, float]:
+    """{(degrees, placement, m, zero, recompute, cf): step time} of every valid layout that fits."""
+    out = {}
+    for (dp, tp, pp, ep, etp, place, m), (layout, reason) in classify(scenario).items():
+        if reason is not None:
+            continue
+        for zero, recompute, cf in options(scenario):
+            training = dataclasses.replace(scenario.training, micro_batches=m, zero_stage=zero, recompute=recompute,
+                                           capacity_factor=None if math.isnan(cf) else cf)
+            est = estimate(scenario, layout, training)
+            if est.fits_in_memory:
+                out[(dp, tp, pp, ep, etp, place, m, zero, recompute, _cf_key(cf))] = est.step_time_s
+    return out
+
+
+def _cf_key(cf: float | None) -> float | None:
+    return None if cf is None or math.isnan(cf) else float(cf)
+
+
+def result_key(result, i: int) -> tuple:
+    """The brute-force key of the i-th ranked layout of a SearchResult."""
+    lay = result.layout_dict(i)
+    layout = result.layout(i)
+    return (lay["dp"], lay["tp"], lay["pp"], lay["ep"], lay["etp"], placement(layout), lay["micro_batches"],
+            lay["zero_stage"], lay["recompute"], _cf_key(lay["capacity_factor"]))

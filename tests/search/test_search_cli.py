@@ -1,0 +1,88 @@
+"""`moesim search` and `moesim sweep`: JSON contracts, text output, bad input → exit 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from moesim.cli import main
+from search_fixtures import DATA
+
+ODD_SCENARIO = str(DATA / "odd-moe-12-h100.toml")
+LAYOUT_KEYS = {"dp", "tp", "ep", "pp", "etp", "edp", "order", "micro_batches", "zero_stage", "recompute",
+               "capacity_factor"}
+
+
+def run_json(capsys, *argv):
+    code = main(list(argv) + ["--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads(captured.out)
+
+
+def test_search_json_contract(capsys):
+    data = run_json(capsys, "search", ODD_SCENARIO, "--top", "3")
+    assert {"results", "considered", "rejected", "pareto"} <= set(data)
+    assert data["considered"] == data["ranked"] + sum(data["rejected"].values())
+    assert len(data["results"]) == 3 and [r["rank"] for r in data["results"]] == [1, 2, 3]
+    for result in data["results"]:
+        assert {"layout", "step_time_s", "memory_bytes_per_device", "fits_in_memory", "mfu", "bottleneck",
+                "estimate"} <= set(result)
+        assert set(result["layout"]) == LAYOUT_KEYS and result["fits_in_memory"] is True
+        assert result["estimate"]["step_time_s"] == result["step_time_s"]
+    times = [r["step_time_s"] for r in data["results"]]
+    assert times == sorted(times)
+    assert data["pareto"][0]["step_time_s"] == times[0]
+    assert data["objective_unit"] == "s/step"
+
+
+def test_search_text_and_options(capsys):
+    assert main(["search", ODD_SCENARIO, "--top", "2", "--devices", "8", "--objective", "cost"]) == 0
+    out = capsys.readouterr().out
+    for text in ("considered", "rejected because", "top 2", "#1 breakdown per step", "Pareto front",
+                 "device-s/step", "8 x h100-sxm"):
+        assert text in out
+
+
+def test_search_shipped_scenario_with_hardware_override(capsys):
+    data = run_json(capsys, "search", "switch-base-128-tpu-v3", "--top", "1", "--devices", "16")
+    assert data["devices"] == 16 and data["results"][0]["layout"]["dp"] * data["results"][0]["layout"]["tp"] \
+        * data["results"][0]["layout"]["pp"] == 16
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", ODD_SCENARIO, "--top", "-1"], "--top"),
+    (["search", ODD_SCENARIO, "--devices", "4096"], "devices"),
+    (["sweep", ODD_SCENARIO, "--vary", "expert=4"], "allowed: experts"),
+    (["sweep", ODD_SCENARIO, "--vary", "experts=6", "--workers", "0"], "--workers"),
+])
+def test_bad_input_exits_2(capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_refine_des_without_a_simulator_hook_exits_2(capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("moesim.des") is not None:
+        import moesim.des
+
+        if callable(getattr(moesim.des, "step_time", None)):
+            pytest.skip("moesim.des provides step_time")
+    assert main(["search", ODD_SCENARIO, "--refine-des", "2"]) == 2
+    assert "moesim.des" in capsys.readouterr().err
+
+
+def test_sweep_cli_csv_json_and_table(capsys, tmp_path):
+    out_csv = tmp_path / "sweep.csv"
+    data = run_json(capsys, "sweep", ODD_SCENARIO, "--vary", "experts=3,6", "--vary", "batch=12,24",
+                    "--workers", "1", "-o", str(out_csv))
+    assert len(data["points"]) == 4
+    assert all(p["status"] == "ok" and set(p["layout"]) == LAYOUT_KEYS for p in data["points"])
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [(r["experts"], r["batch"]) for r in rows] == [("3", "12"), ("3", "24"), ("6", "12"), ("6", "24")]
+    assert main(["sweep", ODD_SCENARIO, "--vary", "seq_len=256,512", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "best layout by step_time at 2 points" in out and "seq_len" in out

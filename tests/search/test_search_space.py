@@ -1,0 +1,117 @@
+"""The search space: rejection counts per rule against a brute-force enumeration, order dedupe, options."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from brute_force import classify, options, placement
+from moesim.errors import SpecError
+from moesim.search import REASONS, enumerate_layouts, search
+from moesim.search.placement import all_orders, distinct_placements
+from moesim.specs.layout import Layout
+from moesim.specs.scenario import SearchSpace
+from search_fixtures import DENSE, ODD_MOE, TINY_MOE, build
+
+SMALL = SearchSpace(zero_stages=(0, 3), recompute_modes=("none", "full"), max_micro_batches=4)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: build(ODD_MOE, devices=12, search=SMALL),
+    lambda: build(ODD_MOE, devices=8, batch=12, search=SMALL),
+    lambda: build(TINY_MOE, devices=8, batch=16, seq_len=1024, search=SMALL),
+    lambda: build(DENSE, devices=8, batch=8, seq_len=1024, search=SMALL),
+], ids=["odd-moe-12", "odd-moe-8", "tiny-moe-8", "dense-8"])
+def test_rejections_match_brute_force(make):
+    """Every considered layout in exactly one bucket, the first rule it breaks, as Scenario.problems says."""
+    scenario = make()
+    found = enumerate_layouts(scenario)
+    brute = classify(scenario)
+    n_opt = len(options(scenario))
+    expected = Counter(reason for _, reason in brute.values())
+    assert found.considered == len(brute) * n_opt
+    assert len(found.candidates) == expected.pop(None, 0) * n_opt
+    for reason in REASONS:
+        if reason != "out_of_memory":
+            assert found.rejected[reason] == expected.get(reason, 0) * n_opt, reason
+    assert found.rejected["out_of_memory"] == 0  # counted by the ranking, after evaluation
+
+
+def test_every_rule_bites_on_the_odd_model():
+    found = enumerate_layouts(build(ODD_MOE, devices=24, batch=36, search=SMALL))
+    assert all(found.rejected[r] > 0 for r in REASONS if r != "out_of_memory")
+
+
+def test_counts_add_up_after_ranking(switch_c):
+    for scenario in (switch_c, build(ODD_MOE, devices=12)):
+        result = search(scenario)
+        assert result.ranked + sum(result.rejected.values()) == result.considered
+        assert result.rejected["out_of_memory"] >= 0
+
+
+def test_candidates_are_valid_and_distinct():
+    scenario = build(ODD_MOE, devices=12, search=SMALL)
+    cands = enumerate_layouts(scenario).candidates
+    keys = set()
+    for i in range(len(cands)):
+        layout = cands.layout(i)
+        assert scenario.problems(layout, int(cands.micro_batches[i])) == []
+        keys.add((placement(layout), layout.dp, layout.tp, layout.pp, layout.ep, layout.etp,
+                  int(cands.micro_batches[i]), int(cands.zero_stage[i]), int(cands.recompute[i])))
+    assert len(keys) == len(cands)
+    assert np.all(np.diff(cands.pp) >= 0)  # sorted by pp: the ranking evaluates one pp per batch
+
+
+def test_order_dedupe_e_plus_d_versus_d_plus_e():
+    """DeepSpeed's E+D (tp-ep-dp-pp) and D+E (tp-dp-ep-pp) are distinct when ep and edp are both > 1,
+    and the same placement when ep = 1."""
+    orders = all_orders()
+    assert orders[0] == ("tp", "ep", "dp", "pp") and len(set(orders)) == 24
+    arr = lambda *v: np.array(v, dtype=np.int64)  # noqa: E731
+    keep, mismatch = distinct_placements(orders, dp=arr(8, 8), tp=arr(1, 1), pp=arr(1, 1), ep=arr(4, 1),
+                                         etp=arr(1, 1))
+    e_d, d_e = orders.index(("tp", "ep", "dp", "pp")), orders.index(("tp", "dp", "ep", "pp"))
+    assert keep[e_d, 0] and keep[d_e, 0]
+    assert keep[e_d, 1] and not keep[d_e, 1]
+    assert keep[:, 1].sum() == 1  # only dp > 1: every order is the same placement
+
+
+def test_search_orders_restrict_and_validate():
+    only = SearchSpace(orders=(("tp", "dp", "ep", "pp"),))
+    cands = enumerate_layouts(build(ODD_MOE, devices=12, search=only)).candidates
+    assert cands.orders == (("tp", "dp", "ep", "pp"),)
+    with pytest.raises(SpecError, match="search.orders"):
+        enumerate_layouts(build(ODD_MOE, devices=12, search=SearchSpace(orders=(("tp", "dp", "pp"),))))
+
+
+def test_capacity_factors_from_search_table():
+    scenario = build(TINY_MOE, devices=8, batch=16, seq_len=1024,
+                     search=SearchSpace(capacity_factors=(1.0, 2.0), zero_stages=(0,), recompute_modes=("none",)))
+    cands = enumerate_layouts(scenario).candidates
+    assert set(cands.capacity_factor.tolist()) == {1.0, 2.0}
+    with pytest.raises(SpecError, match="search.capacity_factors"):
+        enumerate_layouts(build(DENSE, devices=8, batch=8, search=SearchSpace(capacity_factors=(1.0,))))
+
+
+def test_micro_batches_are_divisors_up_to_the_maximum():
+    scenario = build(TINY_MOE, devices=8, batch=48, seq_len=1024, search=SearchSpace(max_micro_batches=4))
+    cands = enumerate_layouts(scenario).candidates
+    for dp in np.unique(cands.dp):
+        got = set(cands.micro_batches[cands.dp == dp].tolist())
+        assert got == {m for m in range(1, 5) if (48 // dp) % m == 0}
+
+
+def test_dense_model_has_no_expert_mesh():
+    cands = enumerate_layouts(build(DENSE, devices=8, batch=8, search=SMALL)).candidates
+    assert set(cands.ep.tolist()) == {1} and set(cands.etp.tolist()) == {1}
+
+
+def test_layout_dict_round_trips():
+    result = search(build(ODD_MOE, devices=12, search=SMALL))
+    lay = result.layout_dict(0)
+    assert set(lay) == {"dp", "tp", "ep", "pp", "etp", "edp", "order", "micro_batches", "zero_stage", "recompute",
+                        "capacity_factor"}
+    layout = Layout(dp=lay["dp"], tp=lay["tp"], ep=lay["ep"], pp=lay["pp"], etp=lay["etp"], order=tuple(lay["order"]))
+    assert layout == result.layout(0) and layout.edp == lay["edp"]

@@ -1,0 +1,138 @@
+"""What-if sweeps: keys and values, the grid, CSV/JSON columns, worker processes and a Dask cluster."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from moesim.errors import SpecError
+from moesim.search import search
+from moesim.search.overrides import ALIASES, apply_point
+from moesim.search.sweep import LAYOUT_COLUMNS, grid, parse_vary, run_sweep, to_csv
+from search_fixtures import DENSE, ODD_MOE, TINY_MOE, build
+
+SMALL = dict(devices=8, batch=16, seq_len=512)
+
+
+def test_aliases_resolve_and_parse():
+    assert set(ALIASES) == {"experts", "capacity_factor", "hardware", "devices", "seq_len", "batch"}
+    assert parse_vary("experts=8,16").values == (8, 16)
+    assert parse_vary("capacity_factor=1, 1.25,none").values == (1.0, 1.25, None)
+    assert parse_vary("training.overlap_grad_reduce=true,no").values == (True, False)
+    assert parse_vary("hardware=h100-sxm,a100-80gb").values == ("h100-sxm", "a100-80gb")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("expert=8", "cannot vary 'expert'"),
+    ("training.micro_batches=2", "search.max_micro_batches"),
+    ("experts=8.5", "is not an integer"),
+    ("seq_len=", "needs at least one value"),
+    ("experts", "is not KEY=V1,V2"),
+    ("training.sequence_parallel=maybe", "is not true or false"),
+])
+def test_bad_keys_and_values_name_the_key(text, message):
+    with pytest.raises(SpecError, match=message) as err:
+        parse_vary(text)
+    assert "--vary" in str(err.value)
+    if "cannot vary" in message:
+        assert "allowed: experts, capacity_factor, hardware, devices, seq_len, batch" in str(err.value)
+
+
+def test_invalid_point_values_fail_before_any_search():
+    scenario = build(TINY_MOE, **SMALL)
+    with pytest.raises(SpecError, match="--vary experts"):
+        run_sweep(scenario, [parse_vary("experts=16,0")], workers=1)
+    with pytest.raises(SpecError, match="unknown hardware profile"):
+        run_sweep(scenario, [parse_vary("hardware=h100-sxm,no-such-gpu")], workers=1)
+    with pytest.raises(SpecError, match="devices"):
+        run_sweep(scenario, [parse_vary("devices=8,4096")], workers=1)
+    with pytest.raises(SpecError, match="no capacity factor"):
+        run_sweep(build(DENSE, **SMALL), [parse_vary("capacity_factor=1.0")], workers=1)
+    with pytest.raises(SpecError, match="varied twice"):
+        grid([parse_vary("experts=8"), parse_vary("model.moe.num_experts=16")])
+
+
+def test_grid_is_the_cartesian_product_last_key_fastest():
+    points = grid([parse_vary("experts=8,16"), parse_vary("seq_len=256,512,1024")])
+    assert len(points) == 6
+    assert points[0] == {"experts": 8, "seq_len": 256} and points[1] == {"experts": 8, "seq_len": 512}
+    assert points[-1] == {"experts": 16, "seq_len": 1024}
+
+
+def test_apply_point_changes_the_named_fields():
+    scenario = build(TINY_MOE, **SMALL)
+    point = {"experts": 8, "capacity_factor": 2.0, "batch": 32, "seq_len": 256, "training.zero_stage": 1,
+             "training.recompute": "full", "devices": 4, "hardware": "a100-80gb",
+             "hardware.price_per_device_hour_usd": 2.0, "model.attention.num_kv_heads": 8}
+    s = apply_point(scenario, point)
+    assert s.model.moe.num_experts == 8 and s.training.capacity_factor == 2.0
+    assert (s.training.global_batch_sequences, s.training.seq_len, s.devices) == (32, 256, 4)
+    assert s.hardware.name == "a100-80gb" and s.hardware.price_per_device_hour_usd == 2.0
+    assert s.model.attention.num_kv_heads == 8
+    assert s.search.zero_stages == (1,) and s.search.recompute_modes == ("full",)
+    assert scenario.model.moe.num_experts == 16  # the original is untouched
+
+
+def test_sweep_point_is_the_search_best():
+    scenario = build(TINY_MOE, **SMALL)
+    sweep = run_sweep(scenario, [parse_vary("experts=8,16")], workers=1)
+    for point in sweep["points"]:
+        best = search(apply_point(scenario, point["point"]))
+        assert point["status"] == "ok"
+        assert point["layout"] == best.layout_dict(0)
+        assert point["step_time_s"] == best.step_time_s[0]
+        assert point["considered"] == best.considered and point["ranked"] == best.ranked
+
+
+def test_csv_and_json_columns():
+    sweep = run_sweep(build(TINY_MOE, **SMALL), [parse_vary("experts=8,16"), parse_vary("capacity_factor=1,2")],
+                      objective="cost", workers=1)
+    rows = list(csv.DictReader(io.StringIO(to_csv(sweep))))
+    assert len(rows) == 4
+    header = list(rows[0])
+    assert header[:2] == ["experts", "training.capacity_factor"]  # renamed: a result column is capacity_factor
+    for column in ("status", "objective", "objective_unit", "objective_value", "step_time_s",
+                   "memory_bytes_per_device", "mfu", "bottleneck", "considered", "ranked", *LAYOUT_COLUMNS):
+        assert column in header
+    assert rows[0]["objective_unit"] == "device-s/step"
+    assert float(rows[0]["objective_value"]) == pytest.approx(8 * float(rows[0]["step_time_s"]))
+    assert [r["training.capacity_factor"] for r in rows] == ["1.0", "2.0", "1.0", "2.0"]
+    assert [r["capacity_factor"] for r in rows] == ["1.0", "2.0", "1.0", "2.0"]  # the best layout's, pinned
+    assert set(sweep) == {"scenario", "objective", "vary", "points"}
+    assert sweep["vary"] == {"experts": [8, 16], "capacity_factor": [1.0, 2.0]}
+
+
+def test_point_where_nothing_fits():
+    sweep = run_sweep(build(ODD_MOE, devices=12), [parse_vary("hardware.memory_reserved_bytes=0,1e12")],
+                      workers=1)
+    ok, full = sweep["points"]
+    assert ok["status"] == "ok" and full["status"] == "no valid layout fits in memory"
+    rows = list(csv.DictReader(io.StringIO(to_csv(sweep))))
+    assert rows[1]["step_time_s"] == "" and rows[1]["dp"] == ""
+
+
+def test_worker_processes_give_the_serial_answer():
+    scenario = build(TINY_MOE, **SMALL)
+    axes = [parse_vary("experts=8,16"), parse_vary("seq_len=256,512")]
+    serial = run_sweep(scenario, axes, workers=1)
+    parallel = run_sweep(scenario, axes, workers=2)
+    assert parallel == serial
+
+
+def test_dask_local_cluster_gives_the_serial_answer():
+    distributed = pytest.importorskip("distributed")
+    scenario = build(TINY_MOE, **SMALL)
+    axes = [parse_vary("experts=8,16")]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None,
+                                  silence_logs=40) as cluster:
+        on_dask = run_sweep(scenario, axes, dask_address=cluster.scheduler_address)
+    assert on_dask == run_sweep(scenario, axes, workers=1)
+
+
+def test_dask_unreachable_scheduler_is_a_spec_error():
+    pytest.importorskip("distributed")
+    with pytest.raises(SpecError, match="--dask"):
+        run_sweep(build(TINY_MOE, **SMALL), [parse_vary("experts=8")], dask_address="tcp://127.0.0.1:9",
+                  connect_timeout_s=0.5)

@@ -1,0 +1,207 @@
+"""The two library calls behind `moesim calibrate` and `moesim validate-report`, and their text output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import nnls
+
+from moesim.calibrate.fit import FIT_PHASES, FitResult, fit_profile
+from moesim.calibrate.predict import predict_layer, terms_time_s
+from moesim.calibrate.profile_io import (
+    Provenance, calibrated_table, file_digest, now_utc, profile_from_table, render_profile,
+)
+from moesim.calibrate.records import TOTAL, Measurements, read_measurements, split_holdout
+from moesim.calibrate.report import ValidationReport, validation_report
+from moesim.errors import SpecError
+from moesim.specs.hardware import HardwareProfile
+from moesim.specs.load import load_hardware, resolve_ref
+
+CONSISTENCY_RTOL = 1e-4  # written profile vs the fit's own predictions (6 significant digits are written)
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """A calibration: the fit, the profile written (reloaded from disk) and the held-out report."""
+
+    fit: FitResult
+    measurements: Measurements
+    profile: HardwareProfile
+    profile_path: Path
+    held_out: tuple[str, ...]
+    held_out_report: ValidationReport | None
+    gap: LayerGap | None
+
+    def as_dict(self) -> dict:
+        fit = self.fit
+        return {
+            "profile": str(self.profile_path),
+            "prior": fit.prior.name,
+            "records": {"switch_layer": len(self.measurements.layers), "fitted": len(fit.fitted_keys),
+                        "held_out": len(self.held_out), "collective_points": len(self.measurements.collectives),
+                        "skipped": list(self.measurements.skipped)},
+            "fit": {"loss": fit.loss, "parameters_fitted": fit.n_parameters, "observations": fit.overall.n,
+                    "mape": fit.overall.mape, "max_abs_pct_error": fit.overall.max_abs_pct_error,
+                    "r2_log": fit.overall.r2_log, "bootstrap": fit.bootstrap, "seed": fit.seed},
+            "parameters": [{"name": p.name, "unit": p.unit, "value": p.value, "prior": p.prior, "fitted": p.fitted,
+                            "rel_std": p.rel_std, "interval_90": list(p.interval) if p.interval else None}
+                           for p in fit.parameters],
+            "residuals": {label: vars(stats) for label, stats in fit.blocks.items()},
+            "collective_diagnostics": [vars(o) for o in fit.op_fits],
+            "unmodelled_layer_time": vars(self.gap) if self.gap else None,
+            "held_out": self.held_out_report.as_dict() if self.held_out_report else None,
+        }
+
+
+def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fraction: float = 0.3, seed: int = 0,
+              bootstrap: int = 100, loss: str = "soft_l1", name: str | None = None,
+              nccl_op: str | None = None) -> CalibrationResult:
+    """Fit `hardware` to the measurement files, write the calibrated profile to `out`, report held-out error."""
+    measurements = read_measurements(paths, nccl_op=nccl_op)
+    prior_path = resolve_ref(hardware, "hardware_profiles")
+    prior = load_hardware(prior_path)
+    keys = [r.key for r in measurements.layers]
+    fit_keys, held = split_holdout(keys, holdout_fraction, seed)
+    fit = fit_profile(measurements, prior, fit_keys=set(fit_keys), bootstrap=bootstrap, seed=seed, loss=loss)
+    provenance = Provenance(prior=str(prior_path), sources=tuple(f"{p}@sha256:{file_digest(p)}" for p in paths),
+                            holdout_fraction=holdout_fraction, seed=seed, fitted_on=tuple(fit_keys),
+                            held_out=tuple(held), created_utc=now_utc())
+    table = calibrated_table(prior_path, fit, provenance, name)
+    profile = profile_from_table(table, file=str(out))
+    report = validation_report(measurements, profile, only_keys=set(held)) if held else None
+    gap = layer_gap(measurements, profile, set(fit_keys), set(held))
+    out = Path(out)
+    try:
+        out.write_text(render_profile(table, header_lines(fit, measurements, report, gap)), encoding="utf-8")
+    except OSError as err:
+        raise SpecError(f"cannot write the calibrated profile: {err.strerror}", file=str(out)) from None
+    written = load_hardware(out)
+    _check_consistency(fit, written)
+    return CalibrationResult(fit, measurements, written, out, tuple(held), report, gap)
+
+
+def validate_report(paths: list[str], hardware: str, *, include_fitted: bool = False,
+                    nccl_op: str | None = None) -> ValidationReport:
+    """Held-out comparison of `hardware`'s predictions with the switch_layer records in `paths`."""
+    return validation_report(read_measurements(paths, nccl_op=nccl_op), load_hardware(hardware),
+                             include_fitted=include_fitted)
+
+
+@dataclass(frozen=True)
+class LayerGap:
+    """What the estimate leaves out of a layer: measured ≈ overhead_s + scale × predicted.
+
+    Fitted over the fitted records (non-negative least squares on relative error, scipy nnls); a
+    diagnostic, not written, since the hardware schema has no per-layer overhead field. `held_out_*`
+    say what the held-out error would become with it.
+    """
+
+    overhead_s: float
+    scale: float
+    held_out_mape: float | None
+    held_out_max_abs_pct_error: float | None
+
+
+def layer_gap(measurements: Measurements, profile: HardwareProfile, fit_keys: set[str],
+              held_keys: set[str]) -> LayerGap | None:
+    rows = {r.key: (r.measured_s[TOTAL], predict_layer(r, profile)[TOTAL]) for r in measurements.layers}
+    fitted = np.array([rows[k] for k in rows if k in fit_keys])
+    if len(fitted) < 2:
+        return None
+    measured, predicted = fitted[:, 0], fitted[:, 1]
+    (overhead, scale), _ = nnls(np.column_stack([1 / measured, predicted / measured]), np.ones(len(measured)))
+    held = np.array([rows[k] for k in rows if k in held_keys])
+    if not len(held):
+        return LayerGap(float(overhead), float(scale), None, None)
+    err = np.abs((overhead + scale * held[:, 1]) / held[:, 0] - 1)
+    return LayerGap(float(overhead), float(scale), float(err.mean()), float(err.max()))
+
+
+def _check_consistency(fit: FitResult, profile: HardwareProfile) -> None:
+    """The written profile, priced through the estimate's primitives, must give the fit's own predictions."""
+    for obs, expected in zip(fit.observations, fit.predicted_s):
+        got = terms_time_s(obs.terms, profile)
+        if abs(got - expected) > CONSISTENCY_RTOL * expected:
+            raise RuntimeError(f"calibrated profile predicts {got:.6g} s for a {obs.label} observation, the fit "
+                               f"{expected:.6g} s: the profile writer and the fit disagree")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def header_lines(fit: FitResult, measurements: Measurements, report: ValidationReport | None,
+                 gap: LayerGap | None = None) -> list[str]:
+    """Comment lines for the calibrated TOML: what was fitted, how well, and what was not."""
+    lines = [f"Calibrated by `moesim calibrate` from the prior profile '{fit.prior.name}'.",
+             f"Measurements: {', '.join(measurements.sources)}; {len(measurements.layers)} switch_layer records "
+             f"({len(fit.fitted_keys)} fitted), {len(measurements.collectives)} collective points.",
+             f"Fit: scipy least_squares, loss {fit.loss} on ln(predicted/measured), {fit.n_parameters} parameters, "
+             f"{fit.overall.n} observations; MAPE {_pct(fit.overall.mape)}, max {_pct(fit.overall.max_abs_pct_error)}, "
+             f"R2(ln t) {fit.overall.r2_log if fit.overall.r2_log is None else round(fit.overall.r2_log, 3)}.",
+             f"Parameters (value | prior | 90% bootstrap interval, {fit.bootstrap} resamples | covariance rel. std):"]
+    for p in fit.parameters:
+        if p.fitted:
+            interval = f"[{p.interval[0]:.4g}, {p.interval[1]:.4g}]" if p.interval else "-"
+            lines.append(f"  {p.name} ({p.unit}): {p.value:.4g} | {p.prior:.4g} | {interval} | {_pct(p.rel_std)}")
+    lines.append("Fit residuals per phase / collective (n, MAPE, max, mean signed):")
+    for label, s in fit.blocks.items():
+        lines.append(f"  {label}: {s.n}, {_pct(s.mape)}, {_pct(s.max_abs_pct_error)}, {s.mean_signed_error:+.1%}")
+    if report is not None:
+        t = report.total
+        lines.append(f"Held out ({len(report.comparisons)} records): layer MAPE {_pct(t.mape)}, max "
+                     f"{_pct(t.max_abs_pct_error)}, mean signed {t.mean_signed_error:+.1%}.")
+    if gap is not None:
+        lines.append(_gap_text(gap))
+    if fit.op_fits:
+        lines.append("Per-collective alpha-beta diagnostics (not written: the profile holds one latency and bandwidth "
+                     "per level):")
+        for o in fit.op_fits:
+            lines.append(f"  {o.op} over {o.group_size}: latency {o.latency_s * 1e6:.4g} us, algbw "
+                         f"{o.algbw_bytes_per_s / 1e9:.4g} GB/s, max error {_pct(o.max_abs_pct_error)}")
+    lines.append(f"Fitted phases: {', '.join(FIT_PHASES)}; the router phase is reported, not fitted. Figures not "
+                 "listed above keep their prior values (docs/calibration.md).")
+    return lines
+
+
+def _gap_text(gap: LayerGap) -> str:
+    text = (f"Unmodelled layer time: over the fitted records, measured layer = {gap.overhead_s * 1e3:.3g} ms + "
+            f"{gap.scale:.3g} x predicted (not written: the schema has no per-layer overhead)")
+    if gap.held_out_mape is not None:
+        text += (f"; with it the held-out layer MAPE would be {gap.held_out_mape:.1%} (max "
+                 f"{gap.held_out_max_abs_pct_error:.1%})")
+    return text + "."
+
+
+def render_calibration(result: CalibrationResult) -> str:
+    """Text summary for the CLI."""
+    from moesim.calibrate.report import render
+    from moesim.cli.output import table
+
+    fit = result.fit
+    rows = [(p.name, p.unit, f"{p.value:.4g}", f"{p.prior:.4g}",
+             f"[{p.interval[0]:.4g}, {p.interval[1]:.4g}]" if p.interval else "-", _pct(p.rel_std))
+            for p in fit.parameters if p.fitted]
+    params = table(rows, ["parameter", "unit", "fitted", "prior", "90% bootstrap", "rel. std"], align="llrrrr")
+    res_rows = [(label, s.n, _pct(s.mape), _pct(s.max_abs_pct_error), f"{s.mean_signed_error:+.1%}",
+                 "-" if s.r2_log is None else f"{s.r2_log:.3f}") for label, s in fit.blocks.items()]
+    residuals = table(res_rows, ["observations", "n", "MAPE", "max", "mean err", "R2 (ln t)"], align="lrrrrr")
+    m = result.measurements
+    parts = [f"calibrated {fit.prior.name} -> {result.profile_path} ({result.profile.name})",
+             f"  {len(m.layers)} switch_layer records: {len(fit.fitted_keys)} fitted, {len(result.held_out)} held out; "
+             f"{len(m.collectives)} collective points; {len(m.skipped)} records skipped",
+             "", params, "", "fit residuals (in-sample)", residuals]
+    if fit.op_fits:
+        diag = table([(o.op, o.group_size, o.n, f"{o.latency_s * 1e6:.4g}", f"{o.algbw_bytes_per_s / 1e9:.4g}",
+                       _pct(o.max_abs_pct_error)) for o in fit.op_fits],
+                     ["collective", "ranks", "n", "latency us", "algbw GB/s", "max err"], align="lrrrrr")
+        parts += ["", "per-collective alpha-beta (diagnostic, not written)", diag]
+    if result.gap is not None:
+        parts += ["", _gap_text(result.gap)]
+    if result.held_out_report is not None:
+        parts += ["", render(result.held_out_report)]
+    else:
+        parts += ["", "no records held out (--holdout-fraction 0 or fewer than 2 records)"]
+    return "\n".join(parts)

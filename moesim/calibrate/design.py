@@ -1,0 +1,241 @@
+"""The calibration model: predicted seconds of every observation as a function of a parameter vector θ.
+
+θ holds, in log space (all fitted quantities are positive):
+  z_0, δ_1 … δ_{K−1}  matmul efficiency at K knots (kernel FLOP): log η_j = z_0 + Σ_{i≤j} δ_i, δ_i ≥ 0,
+                      so the table is monotone non-decreasing (modeling.md §6: "η(FLOPs) as a monotone
+                      saturating curve or interpolated table"), interpolated log-linearly as
+                      EfficiencyTable.at does;
+  log s_d             peak scale of each dtype d other than the reference dtype (the one doing most FLOPs);
+  log W_mem           effective memory bandwidth (HBM bandwidth × memory efficiency);
+  log α_l, log W_l    latency and effective bandwidth (link bandwidth × bw efficiency) of level l.
+Compute and memory terms are the estimate's formulas in numpy. Collective terms go through
+`select.default_model` itself: each is linearised around the current θ as
+t = C + Σ_l (A_l·α_l + B_l / W_l), with A, B the model's own finite-difference slopes and C the rest
+(fixed base latencies, copies at the memory bandwidth). That is exact for any alpha-beta-type model
+(time affine in each level's α and 1/W, Hockney 1994); the fit re-probes at its solution until the
+slopes stop changing, which covers piecewise models (the fastest of several algorithms and
+protocols, as NCCL's tuner picks) and the memory-bandwidth copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from moesim.calibrate.predict import CollectiveTerm, ComputeTerm, MemoryTerm, Term
+from moesim.collectives.select import default_model
+from moesim.errors import SpecError
+from moesim.specs.hardware import EfficiencyTable, HardwareProfile
+
+PROBE_STEP = 1e-3  # relative finite-difference step for the collective slopes
+MIN_LATENCY_S = 1e-12  # lower bound keeping log α finite
+MIN_LATENCY_STEP_S = 1e-9  # absolute floor of the latency step (a relative step of ~0 loses all digits)
+MAX_KNOTS = 6
+MIN_KNOT_GAP = np.log(10.0) / 2  # half a decade of kernel FLOP between knots
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One measured time: `label` (a phase or "collective:op"), its terms, and the bootstrap `unit`."""
+
+    label: str
+    terms: tuple[Term, ...]
+    measured_s: float
+    unit: str  # observations sharing a unit (one layer record) are resampled together
+
+
+def choose_knots(observations: list[Observation], max_knots: int = MAX_KNOTS) -> tuple[float, ...]:
+    """Knot sizes: quantiles in log space of the kernel FLOP of each observation's largest compute term."""
+    sizes = []
+    for obs in observations:
+        compute = [t for t in obs.terms if isinstance(t, ComputeTerm)]
+        if compute:
+            sizes.append(max(compute, key=lambda t: t.flops).kernel_flops)
+    if not sizes:
+        return ()
+    logs = np.unique(np.round(np.log(sizes), 2))
+    grid = np.quantile(logs, np.linspace(0, 1, min(max_knots, len(logs))))
+    knots = [grid[0]]
+    for value in grid[1:]:  # knots at least MIN_KNOT_GAP apart; the largest size stays a knot
+        if value - knots[-1] >= MIN_KNOT_GAP:
+            knots.append(value)
+        elif value == grid[-1] and len(knots) > 1:
+            knots[-1] = value
+        elif value == grid[-1]:
+            knots.append(value)
+    return tuple(float(np.exp(v)) for v in knots)
+
+
+class Design:
+    """Observations compiled into arrays; `predict(θ)` gives their seconds."""
+
+    def __init__(self, observations: list[Observation], prior: HardwareProfile, knots: tuple[float, ...]) -> None:
+        if not observations:
+            raise SpecError("nothing to fit: no measured phases or collectives")
+        self.observations, self.prior, self.knots = observations, prior, tuple(knots)
+        self.measured = np.array([o.measured_s for o in observations])
+        self.levels = prior.interconnect
+        self._compile_compute()
+        self._compile_memory()
+        self._collective_terms = [(i, t) for i, o in enumerate(observations) for t in o.terms
+                                  if isinstance(t, CollectiveTerm)]
+        self.level_used = np.zeros((len(self.levels), 2), dtype=bool)  # [α used, W used]
+        self._names, self._free = self._parameters()
+        self.coef = self.probe(self.initial())
+
+    # --- parameter layout -------------------------------------------------------------
+    def _compile_compute(self) -> None:
+        rows = [(i, t) for i, o in enumerate(self.observations) for t in o.terms if isinstance(t, ComputeTerm)]
+        self.c_obs = np.array([i for i, _ in rows], dtype=int)
+        self.c_flops = np.array([t.flops for _, t in rows])
+        self.c_logk = np.log(np.maximum([t.kernel_flops for _, t in rows], 1.0)) if rows else np.zeros(0)
+        self.c_peak = np.array([self.prior.chip.peak_for(t.dtype) for _, t in rows])
+        flops_by_dtype: dict[str, float] = {}
+        dominant: set[str] = set()
+        for obs in self.observations:
+            compute = [t for t in obs.terms if isinstance(t, ComputeTerm)]
+            if compute:
+                dominant.add(max(compute, key=lambda t: t.flops).dtype)
+            for t in compute:
+                flops_by_dtype[t.dtype] = flops_by_dtype.get(t.dtype, 0.0) + t.flops
+        self.ref_dtype = max(flops_by_dtype, key=flops_by_dtype.get) if flops_by_dtype else ""
+        # a dtype's peak is fitted only if it does most of the FLOPs of some observation
+        self.scaled_dtypes = tuple(sorted(d for d in dominant if d != self.ref_dtype))
+        index = {d: j for j, d in enumerate(self.scaled_dtypes)}
+        self.c_scale = np.array([index.get(t.dtype, -1) for _, t in rows], dtype=int)
+        if rows and not self.knots:
+            raise SpecError("compute terms need efficiency knots")
+
+    def _compile_memory(self) -> None:
+        self.m_bytes = np.array([sum(t.bytes for t in o.terms if isinstance(t, MemoryTerm))
+                                 for o in self.observations])
+
+    def _parameters(self) -> tuple[list[str], np.ndarray]:
+        names = [f"efficiency@{k:.3g}" for k in self.knots]
+        names += [f"peak_scale.{d}" for d in self.scaled_dtypes]
+        names += ["memory_bw"]
+        for level in self.levels:
+            names += [f"{level.name}.latency", f"{level.name}.bandwidth"]
+        free = np.ones(len(names), dtype=bool)
+        free[len(self.knots) + len(self.scaled_dtypes)] = bool(self.m_bytes.any())
+        return names, free
+
+    @property
+    def names(self) -> list[str]:
+        return self._names
+
+    @property
+    def free(self) -> np.ndarray:
+        return self._free
+
+    def _offsets(self) -> tuple[int, int, int]:
+        k = len(self.knots)
+        return k, k + len(self.scaled_dtypes), k + len(self.scaled_dtypes) + 1
+
+    def initial(self) -> np.ndarray:
+        """θ at the prior profile's values."""
+        k, m, lev = self._offsets()
+        theta = np.zeros(len(self._names))
+        if self.knots:
+            eta = np.log([self.prior.efficiency.matmul.at(s) for s in self.knots])
+            theta[0] = eta[0]
+            theta[1:k] = np.maximum(np.diff(eta), 0.0)
+        chip = self.prior.chip
+        theta[m] = np.log(chip.hbm_bw_bytes_per_s * self.prior.efficiency.memory_bandwidth)
+        for j, level in enumerate(self.levels):
+            best_eff = max(p[1] for p in level.bw_efficiency.points)
+            theta[lev + 2 * j] = np.log(max(level.latency_s, MIN_LATENCY_S))
+            theta[lev + 2 * j + 1] = np.log(level.link_bw_bytes_per_s * best_eff)
+        return theta
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        k, m, lev = self._offsets()
+        lo, hi = np.full(len(self._names), -np.inf), np.full(len(self._names), np.inf)
+        lo[0], hi[0] = np.log(1e-6), np.log(1e3)
+        lo[1:k], hi[1:k] = 0.0, np.log(1e4)  # adjacent knots within 4 decades of efficiency
+        lo[k:m], hi[k:m] = -10.0, 10.0
+        lo[lev::2] = np.log(MIN_LATENCY_S)
+        return lo, hi
+
+    # --- physical values ------------------------------------------------------------------
+    def efficiency(self, theta: np.ndarray) -> np.ndarray:
+        k = len(self.knots)
+        return np.exp(theta[0] + np.concatenate([[0.0], np.cumsum(theta[1:k])])) if k else np.zeros(0)
+
+    def peak_scales(self, theta: np.ndarray) -> dict[str, float]:
+        k, m, _ = self._offsets()
+        return {d: float(np.exp(theta[k + j])) for j, d in enumerate(self.scaled_dtypes)}
+
+    def memory_bw(self, theta: np.ndarray) -> float:
+        return float(np.exp(theta[self._offsets()[1]]))
+
+    def level_values(self, theta: np.ndarray) -> list[tuple[float, float]]:
+        lev = self._offsets()[2]
+        return [(float(np.exp(theta[lev + 2 * j])), float(np.exp(theta[lev + 2 * j + 1])))
+                for j in range(len(self.levels))]
+
+    # --- collectives: linearisation through the real model ----------------------------------------
+    def _model_at(self, values: list[tuple[float, float]], memory_bw: float):
+        """The default collective model on the prior with these levels (and memory bandwidth, which
+        on-chip and hierarchical all-to-all copies use)."""
+        levels = tuple(replace(level, latency_s=a, link_bw_bytes_per_s=w, bw_efficiency=EfficiencyTable.constant(1.0))
+                       for level, (a, w) in zip(self.levels, values))
+        chip = replace(self.prior.chip, hbm_bw_bytes_per_s=memory_bw)
+        efficiency = replace(self.prior.efficiency, memory_bandwidth=1.0)
+        return default_model(replace(self.prior, interconnect=levels, chip=chip, efficiency=efficiency))
+
+    def probe(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(A, B, C): per observation, seconds per unit α_l, per unit 1/W_l, and the rest, at θ."""
+        n, n_lev = len(self.observations), len(self.levels)
+        a, b, c = np.zeros((n, n_lev)), np.zeros((n, n_lev)), np.zeros(n)
+        if not self._collective_terms:
+            return a, b, c
+        values, memory_bw = self.level_values(theta), self.memory_bw(theta)
+        unique = sorted({(t.op, t.size_bytes, t.group) for _, t in self._collective_terms}, key=repr)
+
+        def times(vals) -> dict:
+            model = self._model_at(vals, memory_bw)
+            return {u: model.cost(u[0], u[1], u[2]).time_s for u in unique}
+
+        base = times(values)
+        slopes_a, slopes_b = [], []
+        for j, (alpha, bw) in enumerate(values):
+            bumped = list(values)
+            step = max(alpha * PROBE_STEP, MIN_LATENCY_STEP_S)
+            bumped[j] = (alpha + step, bw)
+            up = times(bumped)
+            slopes_a.append({u: (up[u] - base[u]) / step for u in unique})
+            bumped[j] = (alpha, bw / (1 + PROBE_STEP))
+            up = times(bumped)
+            slopes_b.append({u: (up[u] - base[u]) * bw / PROBE_STEP for u in unique})
+        for i, t in self._collective_terms:
+            u = (t.op, t.size_bytes, t.group)
+            rest = base[u]
+            for j, (alpha, bw) in enumerate(values):
+                a[i, j] += slopes_a[j][u]
+                b[i, j] += slopes_b[j][u]
+                rest -= slopes_a[j][u] * alpha + slopes_b[j][u] / bw
+            c[i] += rest
+        tol = 1e-12 * np.abs(np.concatenate([a.ravel(), b.ravel()])).max(initial=0.0)
+        self.level_used = np.stack([(np.abs(a) > tol).any(axis=0), (np.abs(b) > tol).any(axis=0)], axis=1)
+        lev = self._offsets()[2]
+        self._free[lev::2] = self.level_used[:, 0]
+        self._free[lev + 1::2] = self.level_used[:, 1]
+        return a, b, c
+
+    # --- prediction --------------------------------------------------------------------------
+    def predict(self, theta: np.ndarray, coef=None) -> np.ndarray:
+        """Seconds of every observation at θ (collectives from the linearisation `coef`)."""
+        a, b, c = coef if coef is not None else self.coef
+        out = np.zeros(len(self.observations))
+        if len(self.c_obs):
+            eta = np.interp(self.c_logk, np.log(self.knots), self.efficiency(theta))
+            k = len(self.knots)
+            scale = np.where(self.c_scale >= 0, np.exp(theta[k + np.maximum(self.c_scale, 0)]), 1.0)
+            out += np.bincount(self.c_obs, self.c_flops / (self.c_peak * scale * eta), minlength=len(out))
+        out += self.m_bytes / self.memory_bw(theta)
+        if self._collective_terms:
+            values = np.array(self.level_values(theta))
+            out += a @ values[:, 0] + b @ (1.0 / values[:, 1]) + c
+        return out

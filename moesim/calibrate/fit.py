@@ -1,0 +1,302 @@
+"""Fitting a hardware profile to measurements: scipy least squares on relative error, with uncertainty.
+
+Procedure (moesim reference modeling.md §6, "Calibration procedure peers use"):
+1. Observations: every fitted phase of every layer record in the fit set, and every collective
+   point (validate/ "collective" records, nccl-tests rows).
+2. Residual r_i = √w_i · ln(t̂_i / t_i): the relative error to first order, symmetric for
+   over- and under-prediction, so sizes over many decades weigh alike. Loss ρ = soft-L1 with scale
+   F_SCALE by default (scipy.optimize.least_squares, `loss`): residuals beyond ~10 % count linearly,
+   so one scheduler hiccup does not drag a whole fit; `loss="linear"` is plain least squares.
+3. Parameters and model: moesim/calibrate/design.py. Collective slopes are re-probed at the
+   solution until they stop changing.
+4. Uncertainty: (a) the Gauss-Newton covariance s²(JᵀJ)⁻¹ at the solution, as a relative standard
+   error of each parameter; (b) a bootstrap: `bootstrap` refits on units (one layer record with all
+   its phases, or one collective point) resampled with replacement by numpy.random.default_rng(seed);
+   reported as the 5th-95th percentile interval.
+The router phase is predicted and reported but not fitted: on small problems it is dominated by
+the softmax / top-k / cumsum kernels around its matmul, which the estimate does not model, and fitting
+it would bend the matmul efficiency table that prices the expert FFNs (see docs/calibration.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import least_squares, nnls
+
+from moesim.calibrate.design import Design, Observation, choose_knots
+from moesim.calibrate.predict import check_fits, collective_terms, layer_terms
+from moesim.calibrate.records import CollectivePoint, Measurements
+from moesim.errors import SpecError
+from moesim.specs.hardware import HardwareProfile
+
+FIT_PHASES = ("dispatch_permute", "dispatch_a2a", "expert_compute", "combine_a2a", "combine_unpermute", "backward",
+              "grad_sync")
+LOSSES = ("soft_l1", "linear", "huber", "cauchy")
+F_SCALE = 0.1  # ln-ratio where the robust loss turns linear (~10 % error)
+# Ridge on the efficiency increments δ (extra residuals RIDGE·δ_j): a knot no observation reaches stays
+# level with its neighbour instead of drifting (matters in bootstrap resamples); on data that pins δ
+# it shifts the fit by O(RIDGE²), far below 0.1 %.
+RIDGE = 1e-2
+MAX_RELINEARISATIONS = 5
+INTERVAL_PERCENTILES = (5.0, 95.0)
+
+
+@dataclass(frozen=True)
+class BlockStats:
+    """Fit quality over a set of observations; errors are (predicted − measured) / measured."""
+
+    n: int
+    mape: float
+    max_abs_pct_error: float
+    mean_signed_error: float
+    r2_log: float | None  # 1 − SS_res / SS_tot of ln t; None with fewer than 2 observations
+
+
+@dataclass(frozen=True)
+class ParameterFit:
+    """One parameter: fitted value, prior, and uncertainty (None where not fitted)."""
+
+    name: str
+    unit: str
+    value: float
+    prior: float
+    fitted: bool
+    rel_std: float | None = None
+    interval: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class OpFit:
+    """Diagnostic per collective and group size: t = latency + S / algbw, weighted on relative error."""
+
+    op: str
+    group_size: int
+    n: int
+    latency_s: float
+    algbw_bytes_per_s: float
+    max_abs_pct_error: float
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What calibration found; profile_io turns it into a hardware profile."""
+
+    prior: HardwareProfile
+    knots_flops: tuple[float, ...]
+    efficiency: tuple[float, ...]  # η at the knots (above 1 when the prior peak is too low)
+    ref_dtype: str
+    peak_scales: dict[str, float]  # dtype -> effective peak / prior peak, reference dtype = 1
+    memory_bw_bytes_per_s: float | None  # effective (HBM × efficiency); None when not fitted
+    levels: tuple[tuple[str, float, float, bool, bool], ...]  # name, α (s), W (B/s), α fitted, W fitted
+    parameters: tuple[ParameterFit, ...]
+    blocks: dict[str, BlockStats]
+    overall: BlockStats
+    op_fits: tuple[OpFit, ...]
+    n_parameters: int
+    loss: str
+    bootstrap: int
+    seed: int
+    fitted_keys: tuple[str, ...]
+    relinearisations: int
+    observations: tuple[Observation, ...] = field(default=(), repr=False)
+    predicted_s: tuple[float, ...] = field(default=(), repr=False)
+
+
+def observations_for(measurements: Measurements, fit_keys: set[str], hardware: HardwareProfile) -> list[Observation]:
+    """The fitted observations: FIT_PHASES of layer records in `fit_keys`, and every collective point."""
+    out = []
+    for rec in measurements.layers:
+        if rec.key not in fit_keys:
+            continue
+        check_fits(rec, hardware)
+        terms = layer_terms(rec)
+        out += [Observation(phase, terms[phase], rec.measured_s[phase], rec.key)
+                for phase in FIT_PHASES if terms[phase]]
+    for i, point in enumerate(measurements.collectives):
+        check_fits(point, hardware)
+        out.append(Observation(f"collective:{point.op}", collective_terms(point), point.time_s, f"{point.source}#{i}"))
+    return out
+
+
+def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys: set[str],
+                knots_flops: tuple[float, ...] | None = None, bootstrap: int = 100, seed: int = 0,
+                loss: str = "soft_l1") -> FitResult:
+    """Fit `prior`'s efficiency table, peaks, memory bandwidth and per-level α, W to the measurements."""
+    if loss not in LOSSES:
+        raise SpecError(f"unknown loss '{loss}'", field="loss", value=loss, allowed=LOSSES)
+    if bootstrap < 0:
+        raise SpecError("bootstrap must be >= 0", field="bootstrap", value=bootstrap)
+    obs = observations_for(measurements, fit_keys, prior)
+    design = Design(obs, prior, knots_flops if knots_flops is not None else choose_knots(obs))
+    if int(design.free.sum()) >= len(obs):
+        raise SpecError(f"{len(obs)} observations cannot fit {int(design.free.sum())} parameters: measure more "
+                        "configurations or sizes")
+    theta, weights = design.initial(), np.ones(len(obs))
+    for relin in range(1, MAX_RELINEARISATIONS + 1):
+        theta, result = _solve(design, theta, weights, loss)
+        coef = design.probe(theta)
+        same = _same_slopes(coef, design.coef) and np.allclose(design.predict(theta, coef), design.predict(theta),
+                                                                rtol=1e-9, atol=0)
+        design.coef = coef
+        if same:
+            break
+    log_cov = _log_covariance(design, result)
+    samples = _bootstrap(design, theta, loss, bootstrap, seed)
+    pred = design.predict(theta)
+    labels = sorted({o.label for o in obs})
+    blocks = {lab: block_stats(pred[m], design.measured[m]) for lab in labels
+              for m in [np.array([o.label == lab for o in obs])]}
+    return FitResult(
+        prior=prior, knots_flops=design.knots, efficiency=tuple(design.efficiency(theta)), ref_dtype=design.ref_dtype,
+        peak_scales=design.peak_scales(theta),
+        memory_bw_bytes_per_s=design.memory_bw(theta) if design.m_bytes.any() else None,
+        levels=tuple((lv.name, a, w, bool(u[0]), bool(u[1]))
+                     for lv, (a, w), u in zip(design.levels, design.level_values(theta), design.level_used)),
+        parameters=_parameter_table(design, theta, log_cov, samples), blocks=blocks,
+        overall=block_stats(pred, design.measured), op_fits=op_fits(measurements.collectives),
+        n_parameters=int(design.free.sum()), loss=loss, bootstrap=bootstrap, seed=seed,
+        fitted_keys=tuple(sorted(fit_keys & {r.key for r in measurements.layers})), relinearisations=relin,
+        observations=tuple(obs), predicted_s=tuple(float(x) for x in pred),
+    )
+
+
+def _same_slopes(new, old) -> bool:
+    return all(np.allclose(n, o, rtol=1e-6, atol=1e-9 * np.abs(o).max(initial=0.0)) for n, o in zip(new[:2], old[:2]))
+
+
+def _solve(design: Design, theta0: np.ndarray, weights: np.ndarray, loss: str, free: np.ndarray | None = None):
+    free = design.free.copy() if free is None else free
+    lo, hi = design.bounds()
+    base = theta0.copy()
+
+    k = len(design.knots)
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        theta = base.copy()
+        theta[free] = x
+        pred = np.maximum(design.predict(theta), 1e-300)
+        return np.concatenate([np.sqrt(weights) * np.log(pred / design.measured), RIDGE * theta[1:k]])
+
+    x0 = np.clip(theta0[free], lo[free], hi[free])
+    result = least_squares(residuals, x0, bounds=(lo[free], hi[free]), loss=loss, f_scale=F_SCALE, method="trf",
+                           x_scale=1.0, xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
+    theta = base.copy()
+    theta[free] = result.x
+    return theta, result
+
+
+def _log_map(design: Design) -> np.ndarray:
+    """L such that L·θ is the log of every physical parameter (efficiency knots are cumulative sums)."""
+    n, k = len(design.names), len(design.knots)
+    lmap = np.eye(n)
+    for j in range(k):
+        lmap[j, :k] = 0.0
+        lmap[j, : j + 1] = 1.0
+    return lmap
+
+
+def _log_covariance(design: Design, result) -> np.ndarray | None:
+    free = design.free
+    m, p = result.fun.size - max(len(design.knots) - 1, 0), int(free.sum())
+    if m <= p:
+        return None
+    jac = result.jac
+    s2 = 2.0 * result.cost / (m - p)
+    cov_free = np.linalg.pinv(jac.T @ jac) * s2
+    cov = np.zeros((len(free), len(free)))
+    cov[np.ix_(free, free)] = cov_free
+    lmap = _log_map(design)
+    return lmap @ cov @ lmap.T
+
+
+def _dependence(design: Design, theta: np.ndarray) -> np.ndarray:
+    """(observations × parameters) True where an observation's prediction moves with the parameter."""
+    base = design.predict(theta)
+    dep = np.zeros((len(base), len(theta)), dtype=bool)
+    for j in np.flatnonzero(design.free):
+        bumped = theta.copy()
+        bumped[j] += 1e-3
+        dep[:, j] = np.abs(design.predict(bumped) - base) > 1e-9 * base
+    return dep
+
+
+def _bootstrap(design: Design, theta: np.ndarray, loss: str, reps: int, seed: int) -> np.ndarray | None:
+    """Log physical parameters of `reps` refits on resampled units (rows), or None.
+
+    A parameter no resampled observation depends on is held at the fit and counted as NaN.
+    """
+    if reps == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    units = sorted({o.unit for o in design.observations})
+    index = {u: i for i, u in enumerate(units)}
+    obs_unit = np.array([index[o.unit] for o in design.observations])
+    dep = _dependence(design, theta)
+    lmap, out = _log_map(design), []
+    for _ in range(reps):
+        counts = np.bincount(rng.integers(0, len(units), len(units)), minlength=len(units))
+        weights = counts[obs_unit].astype(float)
+        free = design.free & (weights @ dep > 0)
+        refit, _ = _solve(design, theta, weights, loss, free)
+        row = lmap @ refit
+        row[(np.abs(lmap[:, design.free & ~free]) > 0).any(axis=1)] = np.nan
+        out.append(row)
+    return np.array(out)
+
+
+def _parameter_table(design: Design, theta, log_cov, samples) -> tuple[ParameterFit, ...]:
+    prior = design.initial()
+    lmap, free = _log_map(design), design.free
+    free_phys = (np.abs(lmap[:, free]) > 0).any(axis=1)
+    rows = []
+    for j, name in enumerate(design.names):
+        unit = _unit_of(name)
+        value, before = float(np.exp(lmap[j] @ theta)), float(np.exp(lmap[j] @ prior))
+        fitted = bool(free_phys[j])
+        rel = float(np.sqrt(max(log_cov[j, j], 0.0))) if (log_cov is not None and fitted) else None
+        interval = None
+        if samples is not None and fitted and np.isfinite(samples[:, j]).sum() >= len(samples) / 2:
+            lo, hi = np.nanpercentile(samples[:, j], INTERVAL_PERCENTILES)
+            interval = (float(np.exp(lo)), float(np.exp(hi)))
+        rows.append(ParameterFit(name, unit, value, before, fitted, rel, interval))
+    return tuple(rows)
+
+
+def _unit_of(name: str) -> str:
+    if name.startswith("efficiency"):
+        return "fraction of peak"
+    if name.startswith("peak_scale"):
+        return "x prior peak"
+    return "s" if name.endswith(".latency") else "bytes/s"
+
+
+def block_stats(predicted: np.ndarray, measured: np.ndarray) -> BlockStats:
+    """MAPE, max |error|, mean signed error (fractions) and R² of ln t."""
+    predicted, measured = np.asarray(predicted, float), np.asarray(measured, float)
+    err = predicted / measured - 1.0
+    r2 = None
+    if len(measured) >= 2:
+        lm, lp = np.log(measured), np.log(np.maximum(predicted, 1e-300))
+        ss_tot = float(((lm - lm.mean()) ** 2).sum())
+        r2 = 1.0 - float(((lp - lm) ** 2).sum()) / ss_tot if ss_tot > 0 else None
+    return BlockStats(len(err), float(np.abs(err).mean()) if len(err) else 0.0,
+                      float(np.abs(err).max()) if len(err) else 0.0, float(err.mean()) if len(err) else 0.0, r2)
+
+
+def op_fits(points: tuple[CollectivePoint, ...]) -> tuple[OpFit, ...]:
+    """Per (op, group size): non-negative t = a + S·c minimising Σ((a + S·c)/t − 1)² (scipy nnls)."""
+    groups: dict[tuple[str, int], list[CollectivePoint]] = {}
+    for p in points:
+        groups.setdefault((p.op, p.group_size), []).append(p)
+    out = []
+    for (op, n), pts in sorted(groups.items()):
+        if len({p.size_bytes for p in pts}) < 2:
+            continue
+        t = np.array([p.time_s for p in pts])
+        s = np.array([p.size_bytes for p in pts])
+        (a, c), _ = nnls(np.column_stack([1.0 / t, s / t]), np.ones(len(t)))
+        err = np.abs((a + c * s) / t - 1.0).max()
+        out.append(OpFit(op, n, len(pts), float(a), float(1.0 / c) if c > 0 else float("inf"), float(err)))
+    return tuple(out)

@@ -1,0 +1,176 @@
+"""Reading the standard text output of NVIDIA nccl-tests (all_reduce_perf, alltoall_perf, ...).
+
+The output (NVIDIA/nccl-tests, src/common.cu; columns in doc/PERFORMANCE.md) is:
+  '#' header lines: an optional "# Collective test starting: all_reduce_perf" (nccl-tests >= 2.13),
+    "# Using devices" and one "#  Rank  r Group g Pid p on HOST device d [bus] NAME" line per rank,
+    then the column titles
+      size count type redop root | time algbw busbw #wrong | time algbw busbw #wrong
+    (out-of-place, then in-place) and a units line: (B) (elements) (us) (GB/s) (GB/s).
+  one row per message size.
+Size S follows nccl-tests' convention, which moesim's collectives share (base.py); time is in
+microseconds, algbw = S/t and busbw = algbw × factor in decimal GB/s (1 GB/s = 1e9 bytes/s).
+Lines an MPI launcher prefixes ("[1,0]<stdout>:") are unwrapped; launcher and NCCL INFO chatter
+(lines that are neither '#' lines nor rows starting with a number) is ignored. Every row must
+parse, its algbw must equal S/t and its busbw/algbw the factor of the collective over the counted
+ranks (a mismatch means a wrong collective or rank count); otherwise a SpecError names file:line.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from moesim.calibrate.records import CollectivePoint, Measurements
+from moesim.collectives.base import bus_bw_factor
+from moesim.errors import SpecError
+from moesim.units import GB_BYTES
+
+US_TO_S = 1e-6
+# nccl-tests binaries (NVIDIA/nccl-tests src/*.cu) -> moesim collectives; the others are not modelled.
+NCCL_TESTS_OPS = {"all_reduce": "all_reduce", "all_gather": "all_gather", "reduce_scatter": "reduce_scatter",
+                  "alltoall": "all_to_all", "broadcast": "broadcast", "sendrecv": "send_recv"}
+_NAME_PATTERNS = [(re.compile(p), op) for p, op in (
+    (r"all_?reduce", "all_reduce"), (r"all_?gather", "all_gather"), (r"reduce_?scatter", "reduce_scatter"),
+    (r"all_?to_?all", "all_to_all"), (r"broadcast|bcast", "broadcast"), (r"send_?recv", "send_recv"))]
+_MPI_PREFIX = re.compile(r"^\[\d+,\d+\]<(stdout|stderr)>:")
+_RANK_LINE = re.compile(r"^#\s+Rank\s+(\d+)\s+Group\s+\d+\s+Pid\s+\d+\s+on\s+(\S+)")
+_TEST_LINE = re.compile(r"^#\s*Collective test starting:\s*(\S+)")
+ALGBW_ABS_TOL = 0.006  # GB/s: the columns are printed with 2 decimals
+RELATIVE_TOL = 0.02  # time is printed with 4-6 significant digits; 2 % also absorbs rounding of busbw
+
+
+def op_from_name(name: str) -> str | None:
+    """The moesim collective a test or file name (all_reduce_perf, alltoall_perf.log, ...) refers to."""
+    name = name.lower()
+    base = name.split("/")[-1]
+    for binary, op in NCCL_TESTS_OPS.items():
+        if base.startswith(binary + "_perf"):
+            return op
+    for pattern, op in _NAME_PATTERNS:
+        if pattern.search(base):
+            return op
+    return None
+
+
+def read_nccl_tests(path: str | Path, op: str | None = None) -> Measurements:
+    """Points of an nccl-tests log.
+
+    The collective comes from the log's "# Collective test starting:" line, else from `op`, else from
+    the file name; `op` contradicting the log is an error.
+    """
+    path = Path(path)
+    if op is not None and op not in NCCL_TESTS_OPS.values():
+        raise SpecError(f"unknown collective '{op}'", file=str(path), value=op, allowed=tuple(NCCL_TESTS_OPS.values()))
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as err:
+        raise SpecError(f"cannot read file: {err.strerror}", file=str(path)) from None
+    state = _State(file_op=op or op_from_name(path.name), explicit_op=op)
+    points: list[CollectivePoint] = []
+    for number, raw in enumerate(lines, start=1):
+        where = f"{path}:{number}"
+        prefix = _MPI_PREFIX.match(raw)
+        if prefix and prefix.group(1) == "stderr":
+            continue
+        stripped = (raw[prefix.end():] if prefix else raw).strip()
+        if stripped.startswith("#"):
+            state.header_line(stripped, where)
+        elif stripped[:1].isdigit():
+            points.extend(state.row(stripped, where))
+    if not points:
+        raise SpecError("no nccl-tests result rows found (expected a '#  size  count  type ... time  algbw  busbw' "
+                        "header followed by rows)", file=str(path))
+    return Measurements(collectives=tuple(points), sources=(str(path),))
+
+
+class _State:
+    """Header context while scanning a log: collective, ranks, column layout."""
+
+    def __init__(self, file_op: str | None, explicit_op: str | None) -> None:
+        self.file_op, self.explicit_op = file_op, explicit_op
+        self.test_op: str | None = None
+        self.ranks: set[int] = set()
+        self.in_devices = False
+        self.columns: list[str] | None = None
+
+    def header_line(self, line: str, where: str) -> None:
+        test = _TEST_LINE.match(line)
+        if test:
+            self.test_op = op_from_name(test.group(1))
+            if self.test_op is None:
+                raise SpecError(f"nccl-tests binary '{test.group(1)}' is not a collective moesim models", file=where,
+                                allowed=tuple(f"{b}_perf" for b in NCCL_TESTS_OPS))
+            if self.explicit_op and self.explicit_op != self.test_op:
+                raise SpecError(f"the log measured {self.test_op} but {self.explicit_op} was given", file=where,
+                                value=self.explicit_op)
+            self.columns = None
+            return
+        if line.startswith("# Using devices"):
+            self.ranks, self.in_devices = set(), True
+            return
+        rank = _RANK_LINE.match(line)
+        if rank:
+            self.ranks.add(int(rank.group(1)))
+            return
+        tokens = line.lstrip("#").split()
+        if "size" in tokens and "time" in tokens:
+            self.columns = tokens
+        elif self.columns is not None and any(t.startswith("(") for t in tokens):
+            if "(us)" not in tokens or "(GB/s)" not in tokens or "(B)" not in tokens:
+                raise SpecError(f"unexpected units line {' '.join(tokens)!r}: expected (B), (us) and (GB/s)",
+                                file=where)
+
+    def row(self, line: str, where: str) -> list[CollectivePoint]:
+        if self.columns is None:
+            if self.ranks:
+                raise SpecError("a result row before the column titles ('#  size  count  type ...')", file=where)
+            return []  # chatter that happens to start with a digit, before any header
+        tokens = line.split()
+        if len(tokens) != len(self.columns):
+            raise SpecError(f"expected {len(self.columns)} columns ({' '.join(self.columns)}), got {len(tokens)}",
+                            file=where)
+        op = self.test_op or self.file_op
+        if op is None:
+            raise SpecError("cannot tell which collective this log measured: no '# Collective test starting:' "
+                            "line and no collective in the file name; rename it (e.g. all_reduce_perf.log) or pass "
+                            "the collective explicitly", file=where, allowed=tuple(NCCL_TESTS_OPS.values()))
+        if not self.ranks:
+            raise SpecError("no '#  Rank ...' lines before the results: cannot tell the group size", file=where)
+        n = len(self.ranks)
+        size = _number(tokens[self.columns.index("size")], "size", where, int)
+        if size <= 0:
+            raise SpecError(f"size must be > 0, got {size}", file=where, field="size")
+        out = []
+        starts = [i for i, name in enumerate(self.columns) if name == "time"]
+        for variant, start in zip(("out_of_place", "in_place"), starts):
+            if tokens[start] == "N/A":
+                continue
+            time_s = _number(tokens[start], "time", where) * US_TO_S
+            algbw = _number(tokens[start + 1], "algbw", where)
+            busbw = _number(tokens[start + 2], "busbw", where)
+            if time_s <= 0:
+                raise SpecError(f"time must be > 0, got {tokens[start]} us", file=where, field="time")
+            _check_bandwidths(op, n, size, time_s, algbw, busbw, where)
+            out.append(CollectivePoint(op=op, size_bytes=float(size), group_size=n, time_s=time_s, source=where,
+                                       variant=variant))
+        return out
+
+
+def _number(token: str, column: str, where: str, kind: type = float):
+    try:
+        return kind(token)
+    except ValueError:
+        raise SpecError(f"expected a number in column '{column}', got {token!r}", file=where, field=column,
+                        value=token) from None
+
+
+def _check_bandwidths(op: str, n: int, size: int, time_s: float, algbw: float, busbw: float, where: str) -> None:
+    """algbw = S/t (GB/s) and busbw = algbw × factor(op, n) (nccl-tests PERFORMANCE.md), within print rounding."""
+    expected = size / time_s / GB_BYTES
+    if abs(expected - algbw) > ALGBW_ABS_TOL + RELATIVE_TOL * algbw:
+        raise SpecError(f"algbw {algbw} GB/s is not size/time = {expected:.4g} GB/s: are time (us) and size (B) "
+                        "in the columns nccl-tests prints?", file=where, field="algbw", value=algbw)
+    factor = bus_bw_factor(op, n)
+    if algbw >= 1.0 and abs(busbw - algbw * factor) > ALGBW_ABS_TOL + RELATIVE_TOL * busbw:
+        raise SpecError(f"busbw/algbw = {busbw / algbw:.4g}, but {op} over {n} ranks has factor {factor:.4g}: wrong "
+                        "collective or rank count for this log?", file=where, field="busbw", value=busbw)

@@ -1,0 +1,157 @@
+"""Predicting measured phases from a HardwareProfile with the primitives the analytical estimate uses.
+
+Notation (per rank; "max" = the largest over ranks, since a phase lasts as long as its slowest rank):
+  T tokens per rank, d d_model, f d_ff, E experts (= ep · e, e experts per rank), k top-k,
+  ep/dp expert-/data-parallel degrees (world = ep · dp), q bytes per element,
+  R token rows a rank's experts process (max), r rows a rank sends, S_d / S_c bytes a rank sends
+  in the dispatch / combine all-to-all (max, own share included: nccl-tests' convention).
+
+A phase is a sum of terms, each priced exactly as moesim/estimate/terms.py prices it:
+  compute    F / (peak[dtype] · η(F_kernel))         η: the profile's matmul efficiency table
+  memory     B / (HBM bandwidth · memory efficiency) permute / unpermute copies
+  collective select.default_model(hardware).cost(op, S, group).time_s
+Terms per phase (validate/switch_layer.py names the phases):
+  router            2·T·d·E at the float32 peak (the harness's router is float32; Switch §2.4)
+  dispatch_permute  2·r·d·q bytes (read + write once)
+  dispatch_a2a      all-to-all of the E counts (8 bytes each) + all-to-all of S_d, over ep
+  expert_compute    F_e = 2·2·R·d·f (2 matmuls), kernel F_e / (e · 2)
+  combine_a2a       all-to-all of S_c over ep
+  combine_unpermute 2·R·d·q bytes
+  backward          2 × (router + expert compute) (Kaplan §2.1, BACKWARD_TO_FORWARD), both copies,
+                    and the reverse all-to-alls of S_c and S_d (Switch §5.4: 4 all-to-alls per layer)
+  grad_sync         all-reduce of the router gradient (E·d float32) over the world and, with dp > 1,
+                    of W_in and W_out (e·d·f·q each) over dp
+  layer             the sum of router ... backward (grad_sync runs after it)
+A collective over a group of one rank moves nothing and gets no term, as in the estimate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Union
+
+from moesim.arithmetic import ffn_matrices
+from moesim.calibrate.records import PHASES, TOTAL, CollectivePoint, LayerRecord, LAYER_PHASES
+from moesim.collectives.base import Group
+from moesim.collectives.select import default_model
+from moesim.errors import SpecError
+from moesim.estimate.terms import READ_WRITE
+from moesim.flops import BACKWARD_TO_FORWARD, FLOPS_PER_MAC
+from moesim.specs.hardware import DTYPE_BYTES, HardwareProfile
+
+ROUTER_DTYPE = "float32"  # validate/routing.py runs the router in float32 (Switch §2.4 selective precision)
+EXPERT_FFN_KIND = "relu"  # validate/switch_layer.py expert_ffn: ReLU(x W_in) W_out, 2 matrices
+COUNT_BYTES = 8  # the per-expert counts are int64
+
+
+@dataclass(frozen=True)
+class ComputeTerm:
+    """`flops` of matmuls of `kernel_flops` each, in `dtype`."""
+
+    flops: float
+    kernel_flops: float
+    dtype: str
+
+
+@dataclass(frozen=True)
+class MemoryTerm:
+    """A memory-bound copy moving `bytes` through HBM (reads and writes counted)."""
+
+    bytes: float
+
+
+@dataclass(frozen=True)
+class CollectiveTerm:
+    """One collective (moesim op name, nccl-tests size) over `group`."""
+
+    op: str
+    size_bytes: float
+    group: Group
+
+
+Term = Union[ComputeTerm, MemoryTerm, CollectiveTerm]
+
+
+def layer_terms(rec: LayerRecord) -> dict[str, tuple[Term, ...]]:
+    """The terms of every phase of a measured layer (see the module notation)."""
+    world, ep, dp = rec.world_size, rec.ep_size, rec.dp_size
+    ep_group = Group(size=ep, stride=1, concurrent=dp, devices=world)  # ranks [j·ep, (j+1)·ep)
+    dp_group = Group(size=dp, stride=ep, concurrent=ep, devices=world)  # ranks {i, i+ep, ...}
+    world_group = Group(size=world, devices=world)
+    q, d = rec.element_bytes, rec.d_model
+    router_flops = FLOPS_PER_MAC * rec.tokens_per_rank * d * rec.num_experts
+    router = ComputeTerm(router_flops, router_flops, ROUTER_DTYPE)
+    kernel = rec.expert_flops_forward / (rec.experts_per_rank * ffn_matrices(EXPERT_FFN_KIND))
+    experts = ComputeTerm(rec.expert_flops_forward, kernel, rec.dtype)
+    permute = MemoryTerm(READ_WRITE * rec.sent_rows * d * q)
+    unpermute = MemoryTerm(READ_WRITE * rec.received_rows * d * q)
+    dispatch = CollectiveTerm("all_to_all", rec.dispatch_bytes, ep_group)
+    combine = CollectiveTerm("all_to_all", rec.combine_bytes, ep_group)
+    counts = CollectiveTerm("all_to_all", rec.count_bytes, ep_group)
+    expert_weight_bytes = rec.experts_per_rank * d * rec.d_ff * q
+    grad_sync = [CollectiveTerm("all_reduce", rec.num_experts * d * DTYPE_BYTES[ROUTER_DTYPE], world_group)]
+    grad_sync += [CollectiveTerm("all_reduce", expert_weight_bytes, dp_group)] * ffn_matrices(EXPERT_FFN_KIND)
+    b = BACKWARD_TO_FORWARD
+    terms = {
+        "router": [router],
+        "dispatch_permute": [permute],
+        "dispatch_a2a": [counts, dispatch],
+        "expert_compute": [experts],
+        "combine_a2a": [combine],
+        "combine_unpermute": [unpermute],
+        "backward": [_scaled(experts, b), _scaled(router, b), unpermute, combine, dispatch, permute],
+        "grad_sync": grad_sync,
+    }
+    return {phase: tuple(t for t in terms[phase] if _moves_something(t)) for phase in PHASES}
+
+
+def collective_terms(point: CollectivePoint) -> tuple[Term, ...]:
+    """The single term of a measured collective (the group is `group_size` consecutive ranks)."""
+    return (CollectiveTerm(point.op, point.size_bytes, Group(size=point.group_size, devices=point.group_size)),)
+
+
+def _scaled(term: ComputeTerm, factor: float) -> ComputeTerm:
+    return replace(term, flops=term.flops * factor)
+
+
+def _moves_something(term: Term) -> bool:
+    if isinstance(term, CollectiveTerm):
+        return term.group.size > 1 and term.size_bytes > 0
+    if isinstance(term, ComputeTerm):
+        return term.flops > 0
+    return term.bytes > 0
+
+
+def term_time_s(term: Term, hardware: HardwareProfile, model=None) -> float:
+    """Seconds for one term on `hardware` (the estimate's formulas; see the module docstring)."""
+    if isinstance(term, ComputeTerm):
+        eff = hardware.efficiency.matmul.at(term.kernel_flops)
+        return term.flops / (hardware.chip.peak_for(term.dtype) * eff)
+    if isinstance(term, MemoryTerm):
+        return term.bytes / (hardware.chip.hbm_bw_bytes_per_s * hardware.efficiency.memory_bandwidth)
+    model = model or default_model(hardware)
+    return model.cost(term.op, term.size_bytes, term.group).time_s
+
+
+def terms_time_s(terms: tuple[Term, ...], hardware: HardwareProfile, model=None) -> float:
+    model = model or default_model(hardware)
+    return sum(term_time_s(t, hardware, model) for t in terms)
+
+
+def check_fits(rec: LayerRecord | CollectivePoint, hardware: HardwareProfile) -> None:
+    """A measurement whose ranks the profile cannot hold is an input error."""
+    ranks = rec.world_size if isinstance(rec, LayerRecord) else rec.group_size
+    if ranks > hardware.max_devices:
+        raise SpecError(f"{ranks} ranks measured, but {hardware.name} holds at most {hardware.max_devices} devices",
+                        file=rec.source, field="world_size", value=ranks)
+
+
+def predict_layer(rec: LayerRecord, hardware: HardwareProfile, model=None) -> dict[str, float | None]:
+    """Predicted seconds per phase and for the layer; None for a phase the model gives no term."""
+    check_fits(rec, hardware)
+    model = model or default_model(hardware)
+    out: dict[str, float | None] = {}
+    for phase, terms in layer_terms(rec).items():
+        out[phase] = terms_time_s(terms, hardware, model) if terms else None
+    out[TOTAL] = sum(out[p] or 0.0 for p in LAYER_PHASES)
+    return out

@@ -1,0 +1,172 @@
+"""Writing a calibrated hardware profile: the prior's TOML with fitted values in place of the priors.
+
+The file keeps the prior's schema and keys (so `moesim.specs.load.load_hardware` reads it and
+`moesim estimate --hardware FILE` uses it) and changes only fitted figures:
+  chip.peak_tflops_per_chip.<dtype>   × the fitted peak scale of that dtype, and × η_max when the
+                                      fitted efficiency exceeds 1 (measured throughput above the
+                                      prior peak: the peak was too low, so it is raised and the
+                                      table divided by η_max; times are unchanged);
+  efficiency.matmul                   the fitted table [[kernel FLOP, η], ...];
+  efficiency.memory_bandwidth         W_mem / HBM bandwidth (HBM bandwidth raised when W_mem is above it);
+  interconnect[i].latency_us          α_i;
+  interconnect[i].bw_efficiency       W_i / link bandwidth, a constant (link raised when W_i is above it);
+  name, description, calibrated_from, and the `source` lines.
+`calibrated_from` holds the provenance as "key: value" lines, among them `fitted_on:` (the
+switch_layer record keys the fit used), so `moesim validate-report` can leave them out.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from moesim.calibrate.fit import FitResult
+from moesim.errors import SpecError
+from moesim.specs.fields import Table
+from moesim.specs.hardware import HardwareProfile
+from moesim.specs.load import hardware_from_table, read_data_file
+from moesim.units import GB_BYTES
+
+PROVENANCE_HEAD = "moesim calibrate, provenance v1"
+SIGNIFICANT_DIGITS = 6
+TFLOPS = 1e12
+US_PER_S = 1e6
+BITS_PER_BYTE = 8
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a calibrated profile came from."""
+
+    prior: str
+    sources: tuple[str, ...]
+    holdout_fraction: float
+    seed: int
+    fitted_on: tuple[str, ...]
+    held_out: tuple[str, ...]
+    created_utc: str = ""
+
+
+def file_digest(path: str | Path) -> str:
+    """First 12 hex digits of the file's SHA-256 (identifies the measurements a profile was fitted on)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def format_provenance(p: Provenance) -> str:
+    lines = [PROVENANCE_HEAD, f"created_utc: {p.created_utc}", f"prior: {p.prior}",
+             "sources: " + " ".join(p.sources), f"holdout_fraction: {p.holdout_fraction:g}", f"seed: {p.seed}",
+             "fitted_on: " + " ".join(p.fitted_on), "held_out: " + " ".join(p.held_out)]
+    return "\n".join(lines)
+
+
+def parse_provenance(text: str) -> Provenance | None:
+    """The provenance in a `calibrated_from` string written by moesim calibrate, else None."""
+    lines = text.strip().splitlines()
+    if not lines or lines[0].strip() != PROVENANCE_HEAD:
+        return None
+    fields: dict[str, str] = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    try:
+        return Provenance(prior=fields.get("prior", ""), sources=tuple(fields.get("sources", "").split()),
+                          holdout_fraction=float(fields.get("holdout_fraction", "0")),
+                          seed=int(fields.get("seed", "0")),
+                          fitted_on=tuple(fields.get("fitted_on", "").split()),
+                          held_out=tuple(fields.get("held_out", "").split()), created_utc=fields.get("created_utc", ""))
+    except ValueError as err:
+        raise SpecError(f"calibrated_from: unreadable provenance ({err})", field="calibrated_from") from None
+
+
+def now_utc() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.{SIGNIFICANT_DIGITS}g}")
+
+
+def calibrated_table(prior_path: Path, fit: FitResult, provenance: Provenance, name: str | None = None) -> dict:
+    """The prior profile's TOML table with the fitted values (see the module docstring)."""
+    raw = copy.deepcopy(read_data_file(prior_path))
+    prior = fit.prior
+    per_chip = prior.chip.devices_per_chip
+    raw["name"] = name or f"{prior.name}-calibrated"
+    raw["description"] = f"Calibrated by moesim calibrate ({provenance.created_utc}). Prior: {prior.description}"
+    raw["calibrated_from"] = format_provenance(provenance)
+    boost = max(max(fit.efficiency, default=1.0), 1.0)
+    chip = raw["chip"]
+    peaks = chip["peak_tflops_per_chip"]
+    for dtype in sorted(set(peaks) | set(fit.peak_scales)):
+        scale = fit.peak_scales.get(dtype, 1.0) * boost
+        if scale != 1.0 or dtype not in peaks:
+            peaks[dtype] = _sig(prior.chip.peak_for(dtype) * per_chip * scale / TFLOPS)
+    eff = raw["efficiency"]
+    notes = []
+    if fit.knots_flops:
+        eff["matmul"] = [[_sig(k), min(_sig(e / boost), 1.0)] for k, e in zip(fit.knots_flops, fit.efficiency)]
+        notes.append(f"matmul table fitted on {len(fit.knots_flops)} knots (kernel FLOP)")
+        if boost > 1:
+            notes.append(f"measured throughput was {boost:.3g}x the prior peak: peaks raised by that factor")
+    if fit.memory_bw_bytes_per_s is not None:
+        hbm = prior.chip.hbm_bw_bytes_per_s
+        w_mem = fit.memory_bw_bytes_per_s
+        if w_mem > hbm:
+            chip["hbm_bw_gb_per_s_per_chip"] = _sig(w_mem * per_chip / GB_BYTES)
+            eff["memory_bandwidth"] = 1.0
+        else:
+            eff["memory_bandwidth"] = min(_sig(w_mem / hbm), 1.0)
+        notes.append(f"effective memory bandwidth {w_mem / GB_BYTES:.4g} GB/s")
+    eff["source"] = f"moesim calibrate ({provenance.created_utc}): " + "; ".join(notes) if notes else eff["source"]
+    for level_raw, level, (_, alpha, bw, alpha_fitted, bw_fitted) in zip(raw["interconnect"], prior.interconnect,
+                                                                         fit.levels):
+        _write_level(level_raw, level, alpha if alpha_fitted else None, bw if bw_fitted else None, provenance)
+    return raw
+
+
+def _write_level(raw: dict, level, alpha: float | None, bw: float | None, provenance: Provenance) -> None:
+    if alpha is None and bw is None:
+        return
+    notes = []
+    if alpha is not None:
+        raw["latency_us"] = _sig(alpha * US_PER_S)
+        notes.append(f"latency {alpha * US_PER_S:.4g} us")
+    if bw is not None:
+        link = level.link_bw_bytes_per_s
+        if bw > link:
+            key = "link_gb_per_s_unidir" if "link_gb_per_s_unidir" in raw else "link_gbit_per_s_unidir"
+            raw[key] = _sig(bw / GB_BYTES * (BITS_PER_BYTE if key.startswith("link_gbit") else 1))
+            raw["bw_efficiency"] = 1.0
+        else:
+            raw["bw_efficiency"] = min(_sig(bw / link), 1.0)
+        notes.append(f"effective bandwidth {bw / GB_BYTES:.4g} GB/s one way")
+    raw["source"] = f"moesim calibrate ({provenance.created_utc}): {', '.join(notes)}; prior: {raw.get('source', '')}"
+
+
+def profile_from_table(table: dict, file: str = "<calibrated profile>") -> HardwareProfile:
+    """Load a profile table exactly as load_hardware would."""
+    return hardware_from_table(Table(copy.deepcopy(table), file=file))
+
+
+def render_profile(table: dict, header: list[str]) -> str:
+    """TOML text: `header` as comment lines, then the table (tomli-w)."""
+    comments = "".join(f"# {line}".rstrip() + "\n" for line in header)
+    ordered = {k: table[k] for k in ("schema_version", "name", "description", "device_kind", "max_devices")
+               if k in table}
+    ordered.update({k: v for k, v in table.items() if k not in ordered})
+    return comments + tomli_w.dumps(_plain(ordered), multiline_strings=True)
+
+
+def _plain(value: Any) -> Any:
+    """Lists of tables stay tables; tuples become lists (tomli-w writes lists only)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,304 @@
+"""Measurements read for calibration: validate/ JSONL records and nccl-tests logs, read strictly.
+
+Two kinds of JSONL record come from the validate/ harness (`python -m validate.run`), one JSON
+object per line, `schema_version` 1:
+  "switch_layer"  one Switch MoE layer configuration: per-phase timings (order statistics of the
+                  per-repeat maximum over ranks), bytes moved, expert FLOPs;
+  "collective"    one collective over the whole world, median time per message size.
+Records whose `status` is not "ok" (a run that failed) are skipped and counted. Everything else
+that is malformed is a SpecError naming `file:line` and the field.
+
+Units: every time here is seconds (median over repeats), every size bytes, sizes of collectives in
+nccl-tests' convention (moesim/collectives/base.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from moesim.errors import SpecError
+from moesim.specs.hardware import DTYPE_BYTES, DTYPES
+
+RECORD_SCHEMA_VERSION = 1
+RECORD_KINDS = ("switch_layer", "collective")
+# Harness op names -> moesim collective names (moesim/collectives/base.py OPS).
+HARNESS_OPS = {"all_to_all_single": "all_to_all", "all_reduce": "all_reduce", "all_gather": "all_gather",
+               "reduce_scatter": "reduce_scatter"}
+# Phases of a switch_layer record, in pipeline order (validate/switch_layer.py); "layer" is the total.
+FORWARD_PHASES = ("router", "dispatch_permute", "dispatch_a2a", "expert_compute", "combine_a2a",
+                  "combine_unpermute")
+LAYER_PHASES = FORWARD_PHASES + ("backward",)  # the phases whose sum is one layer's forward+backward
+PHASES = LAYER_PHASES + ("grad_sync",)
+TOTAL = "layer"
+# The free-running forward+backward (no barrier between phases) is what a per-layer model predicts;
+# the instrumented "layer" also holds the barriers between phases and is used only when it is absent.
+TOTAL_SOURCES = ("layer_unsynced", "layer")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerRecord:
+    """One measured Switch layer configuration (per-rank figures are the maximum over ranks)."""
+
+    key: str
+    source: str  # "file:line"
+    name: str
+    config: Mapping[str, Any]  # the harness config, as written
+    world_size: int
+    ep_size: int
+    dp_size: int
+    experts_per_rank: int
+    tokens_per_rank: int
+    d_model: int
+    d_ff: int
+    top_k: int
+    dtype: str
+    element_bytes: int
+    dispatch_bytes: float  # bytes one rank sends in the token all-to-all (own share included), max
+    combine_bytes: float  # bytes one rank sends back in the combine all-to-all, max
+    count_bytes: float  # bytes of the per-expert count exchange before the dispatch
+    sent_rows: float  # token rows one rank sends (dispatch_bytes / (d_model × element bytes))
+    received_rows: float  # token rows one rank's experts process, max
+    expert_flops_forward: float  # forward FLOP of one rank's experts, max
+    measured_s: Mapping[str, float]  # phase (and "layer") -> median seconds
+    spread: Mapping[str, float]  # phase -> (p90 − p10) / (2 · median), the run-to-run noise
+    backend: str = ""
+    device_name: str = ""
+
+    @property
+    def num_experts(self) -> int:
+        return self.ep_size * self.experts_per_rank
+
+
+@dataclass(frozen=True, kw_only=True)
+class CollectivePoint:
+    """One measured collective: `op` over a group of `group_size` ranks moving `size_bytes`."""
+
+    op: str
+    size_bytes: float
+    group_size: int
+    time_s: float
+    source: str  # "file:line"
+    variant: str = ""  # nccl-tests: "out_of_place" / "in_place"
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """Everything read from the input files."""
+
+    layers: tuple[LayerRecord, ...] = ()
+    collectives: tuple[CollectivePoint, ...] = ()
+    sources: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = field(default=())  # "file:line: why" for records not used
+
+    def __add__(self, other: "Measurements") -> "Measurements":
+        return Measurements(self.layers + other.layers, self.collectives + other.collectives,
+                            self.sources + other.sources, self.skipped + other.skipped)
+
+
+# --- strict field access ------------------------------------------------------------------
+
+def _get(obj: Mapping[str, Any], path: str, kind: type | tuple, where: str, default: Any = ...) -> Any:
+    """The value at dotted `path`; SpecError naming `where` (file:line) and the field otherwise."""
+    value: Any = obj
+    for part in path.split("."):
+        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+            continue
+        if not isinstance(value, Mapping) or part not in value:
+            if default is not ...:
+                return default
+            raise SpecError("required field is missing", file=where, field=path)
+        value = value[part]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        raise SpecError(f"expected {getattr(kind, '__name__', kind)}, got {value!r}", file=where, field=path,
+                        value=value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(f"expected a finite number, got {value!r}", file=where, field=path, value=value)
+    return value
+
+
+def _positive(obj: Mapping[str, Any], path: str, where: str, kind: type = float, allow_zero: bool = False) -> Any:
+    value = _get(obj, path, kind, where)
+    if value < 0 or (value == 0 and not allow_zero):
+        raise SpecError(f"must be {'>= 0' if allow_zero else '> 0'}, got {value}", file=where, field=path,
+                        value=value)
+    return value
+
+
+def record_key(record: Mapping[str, Any]) -> str:
+    """The record's `key`, or 16 hex digits of SHA-256 over (kind, config, world size, backend)."""
+    if isinstance(record.get("key"), str) and record["key"]:
+        return record["key"]
+    blob = json.dumps({"kind": record.get("kind"), "config": record.get("config"),
+                       "world_size": (record.get("env") or {}).get("world_size"),
+                       "backend": (record.get("env") or {}).get("backend")}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --- switch_layer ---------------------------------------------------------------------------
+
+def layer_record(rec: Mapping[str, Any], where: str) -> LayerRecord:
+    """Build a LayerRecord from one parsed `switch_layer` JSON object."""
+    world = _positive(rec, "config.world_size", where, int)
+    env_world = _get(rec, "env.world_size", int, where)
+    if env_world != world:
+        raise SpecError(f"config.world_size {world} differs from env.world_size {env_world}", file=where,
+                        field="env.world_size", value=env_world)
+    ep = _positive(rec, "derived.ep_size", where, int)
+    dp = _positive(rec, "derived.dp_size", where, int)
+    if ep * dp != world:
+        raise SpecError(f"ep_size {ep} x dp_size {dp} is not world_size {world}", file=where,
+                        field="derived.ep_size", value=ep)
+    dtype = _get(rec, "config.dtype", str, where)
+    if dtype not in DTYPES:
+        raise SpecError(f"unknown dtype '{dtype}'", file=where, field="config.dtype", value=dtype, allowed=DTYPES)
+    elem = _positive(rec, "derived.element_bytes", where, int)
+    if elem != DTYPE_BYTES[dtype]:
+        raise SpecError(f"element_bytes {elem} does not match dtype {dtype} ({DTYPE_BYTES[dtype]} bytes)",
+                        file=where, field="derived.element_bytes", value=elem)
+    d_model = _positive(rec, "config.d_model", where, int)
+    measured, spread = {}, {}
+    for phase in PHASES:
+        measured[phase], spread[phase] = _phase(rec, phase, where)
+    total = next((name for name in TOTAL_SOURCES if name in (rec.get("phases") or {})), TOTAL_SOURCES[0])
+    measured[TOTAL], spread[TOTAL] = _phase(rec, total, where)
+    dispatch = _positive(rec, "bytes.dispatch_bytes_per_rank_max", where)
+    return LayerRecord(
+        key=record_key(rec), source=where, name=_get(rec, "config.name", str, where, default=""),
+        config=dict(_get(rec, "config", Mapping, where)), world_size=world, ep_size=ep, dp_size=dp,
+        experts_per_rank=_positive(rec, "config.experts_per_rank", where, int),
+        tokens_per_rank=_positive(rec, "config.tokens_per_rank", where, int), d_model=d_model,
+        d_ff=_positive(rec, "config.d_ff", where, int), top_k=_positive(rec, "config.top_k", where, int),
+        dtype=dtype, element_bytes=elem, dispatch_bytes=dispatch,
+        combine_bytes=_positive(rec, "bytes.combine_bytes_per_rank_max", where, allow_zero=True),
+        count_bytes=_positive(rec, "bytes.dispatch_count_bytes_per_rank", where),
+        sent_rows=dispatch / (d_model * elem),
+        received_rows=_positive(rec, "tokens.received_rows_per_rank_max", where, allow_zero=True),
+        expert_flops_forward=_positive(rec, "expert_flops_per_rank_forward", where, allow_zero=True),
+        measured_s=measured, spread=spread, backend=_get(rec, "env.backend", str, where, default=""),
+        device_name=_get(rec, "env.device_name", str, where, default=""),
+    )
+
+
+def _phase(rec: Mapping[str, Any], phase: str, where: str) -> tuple[float, float]:
+    median = _positive(rec, f"phases.{phase}.median_s", where)
+    p10 = _get(rec, f"phases.{phase}.p10_s", float, where, default=median)
+    p90 = _get(rec, f"phases.{phase}.p90_s", float, where, default=median)
+    return median, (p90 - p10) / (2 * median)
+
+
+# --- collective -----------------------------------------------------------------------------
+
+def collective_points(rec: Mapping[str, Any], where: str) -> list[CollectivePoint]:
+    """The points of one parsed `collective` record (the collective spans the whole world)."""
+    op = _get(rec, "config.op", str, where)
+    if op not in HARNESS_OPS:
+        raise SpecError(f"unknown collective op '{op}'", file=where, field="config.op", value=op,
+                        allowed=tuple(HARNESS_OPS))
+    world = _positive(rec, "env.world_size", where, int)
+    points = _get(rec, "points", list, where)
+    if not points:
+        raise SpecError("no measured points", file=where, field="points")
+    out = []
+    for i in range(len(points)):
+        size = float(_positive(rec, f"points.{i}.bytes", where, int))
+        out.append(CollectivePoint(op=HARNESS_OPS[op], size_bytes=size, group_size=world,
+                                   time_s=_positive(rec, f"points.{i}.median_s", where), source=where))
+    return out
+
+
+# --- files ----------------------------------------------------------------------------------
+
+def read_jsonl(path: str | Path) -> Measurements:
+    """All records of a validate/ JSONL file; a bad line is a SpecError naming `file:line`."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise SpecError(f"cannot read file: {err.strerror}", file=str(path)) from None
+    layers, collectives, skipped = [], [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise SpecError(f"not valid JSON ({err.msg} at column {err.colno}); a run cut short leaves a partial "
+                            "line: delete it", file=where) from None
+        if not isinstance(rec, dict):
+            raise SpecError("expected a JSON object per line", file=where)
+        version = _get(rec, "schema_version", int, where)
+        if version != RECORD_SCHEMA_VERSION:
+            raise SpecError(f"record schema version {version} is not supported", file=where, field="schema_version",
+                            value=version, allowed=(RECORD_SCHEMA_VERSION,))
+        kind = _get(rec, "kind", str, where)
+        if kind not in RECORD_KINDS:
+            raise SpecError(f"unknown record kind '{kind}'", file=where, field="kind", value=kind, allowed=RECORD_KINDS)
+        status = _get(rec, "status", str, where)
+        if status != "ok":
+            skipped.append(f"{where}: status '{status}'")
+            continue
+        if kind == "switch_layer":
+            layers.append(layer_record(rec, where))
+        else:
+            collectives.extend(collective_points(rec, where))
+    if not layers and not collectives:
+        raise SpecError("no usable records (every line blank or with a status other than 'ok')", file=str(path))
+    return Measurements(tuple(layers), tuple(collectives), (str(path),), tuple(skipped))
+
+
+def read_measurements(paths: list[str | Path], nccl_op: str | None = None) -> Measurements:
+    """Read JSONL records and nccl-tests logs (told apart by their first non-blank character).
+
+    `nccl_op` names the collective of nccl-tests logs that neither say it nor carry it in their name.
+    """
+    from moesim.calibrate.nccl_tests import read_nccl_tests
+
+    if not paths:
+        raise SpecError("no measurement files given")
+    total = Measurements()
+    for path in paths:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as err:
+            raise SpecError(f"cannot read file: {err.strerror}", file=str(path)) from None
+        first = text.lstrip()[:1]
+        total = total + (read_jsonl(path) if first == "{" else read_nccl_tests(path, nccl_op))
+    keys = [rec.key for rec in total.layers]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        where = [rec.source for rec in total.layers if rec.key == dupes[0]]
+        raise SpecError(f"configuration key {dupes[0]} appears more than once ({', '.join(where)}); give each "
+                        "measured configuration once")
+    return total
+
+
+def holdout_score(key: str, seed: int) -> float:
+    """A uniform number in [0, 1) from SHA-256 of "seed:key": the seeded hash behind the held-out split."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def split_holdout(keys: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(fit keys, held-out keys): the round(fraction·n) keys of lowest holdout_score are held out.
+
+    At least one key is held out and at least one kept when fraction > 0 and there are two or more;
+    the split depends only on the keys, the fraction and the seed.
+    """
+    if not 0 <= fraction < 1:
+        raise SpecError("holdout fraction must be in [0, 1)", field="holdout_fraction", value=fraction)
+    ordered = sorted(keys, key=lambda k: (holdout_score(k, seed), k))
+    n_hold = round(fraction * len(keys))
+    if fraction > 0 and len(keys) >= 2:
+        n_hold = min(max(n_hold, 1), len(keys) - 1)
+    held = set(ordered[:n_hold])
+    return [k for k in keys if k not in held], [k for k in keys if k in held]

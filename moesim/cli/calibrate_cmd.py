@@ -1,0 +1,69 @@
+"""`moesim calibrate` and `moesim validate-report`: fit a hardware profile to measurements, check it."""
+
+from __future__ import annotations
+
+import argparse
+
+from moesim.cli.output import print_json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "calibrate", help="fit a hardware profile to validate/ measurements and nccl-tests logs",
+        description="Fit the profile's matmul efficiency table, peaks, memory bandwidth and per-level collective "
+                    "latency and bandwidth to measurements (validate/ JSONL records, nccl-tests logs), write the "
+                    "calibrated profile, and report the error on switch_layer records held out of the fit.")
+    p.add_argument("measurements", nargs="+", metavar="FILE",
+                   help="validate/ results (.jsonl) and nccl-tests output logs")
+    p.add_argument("--hardware", required=True, help="prior hardware profile: built-in name or TOML file")
+    p.add_argument("-o", "--output", required=True, help="calibrated profile to write (TOML)")
+    p.add_argument("--holdout-fraction", type=float, default=0.3,
+                   help="share of switch_layer records held out of the fit, by a seeded hash of their key "
+                        "(default 0.3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split and the bootstrap (default 0)")
+    p.add_argument("--bootstrap", type=int, default=100,
+                   help="bootstrap resamples for the parameter intervals (default 100; 0: none)")
+    p.add_argument("--loss", default="soft_l1", choices=("soft_l1", "linear", "huber", "cauchy"),
+                   help="least-squares loss on ln(predicted/measured) (default soft_l1: robust to outliers)")
+    p.add_argument("--name", help="name of the calibrated profile (default PRIOR-calibrated)")
+    p.add_argument("--nccl-op", choices=("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast",
+                                         "send_recv"),
+                   help="collective of nccl-tests logs that neither name it nor carry it in their file name")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=run_calibrate)
+
+    r = subparsers.add_parser(
+        "validate-report", help="compare a profile's predictions with held-out switch_layer measurements",
+        description="Per-phase and layer-total error (MAPE, max, signed mean) of the profile's predictions on "
+                    "switch_layer records it was not fitted on: a profile written by `moesim calibrate` lists the "
+                    "records it was fitted on and those are left out; with any other profile every record counts.")
+    r.add_argument("measurements", nargs="+", metavar="FILE", help="validate/ results (.jsonl)")
+    r.add_argument("--hardware", required=True, help="hardware profile: built-in name or TOML file")
+    r.add_argument("--all", action="store_true", help="include the records the profile was fitted on (in-sample)")
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.set_defaults(run=run_validate_report)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from moesim.calibrate import calibrate, render_calibration
+
+    result = calibrate(args.measurements, args.hardware, args.output, holdout_fraction=args.holdout_fraction,
+                       seed=args.seed, bootstrap=args.bootstrap, loss=args.loss, name=args.name,
+                       nccl_op=args.nccl_op)
+    if args.json:
+        print_json(result.as_dict())
+    else:
+        print(render_calibration(result))
+    return 0
+
+
+def run_validate_report(args: argparse.Namespace) -> int:
+    from moesim.calibrate import validate_report
+    from moesim.calibrate.report import render
+
+    report = validate_report(args.measurements, args.hardware, include_fitted=args.all)
+    if args.json:
+        print_json(report.as_dict())
+    else:
+        print(render(report))
+    return 0

@@ -121,25 +121,31 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     pricer = CollectivePricer(collective_model, devices)
     comm_stage: dict[str, list] = {}
 
+    gates: dict[str, np.ndarray] = {}
+
+    def gate(axis: str) -> np.ndarray:
+        """1.0 where the stage exists and `axis` has a group (size > 1), else 0.0: (N, S)."""
+        if axis not in gates:
+            gates[axis] = (exists & (sizes[axis] > 1)[:, None]).astype(float)
+        return gates[axis]
+
     def add(name: str, axis: str, op: str, size_bytes, calls_stage, overlappable=False) -> np.ndarray:
         """Price `op` on `axis` and add calls (N, S) of it; returns time per stage (N, S)."""
         size_bytes = np.broadcast_to(np.asarray(size_bytes, dtype=float), (n_cand,)) if np.ndim(size_bytes) <= 1 \
             else size_bytes
         if np.ndim(size_bytes) == 2:
-            # Stage-major rows: neighbouring candidates often share a row, which the pricer folds.
-            flat = size_bytes.T.reshape(-1)
-            rep = lambda a: np.tile(np.asarray(a), n_stages)  # noqa: E731
-            t, costs = pricer.price(op, flat, rep(sizes[axis]), rep(strides[axis]), rep(devices // sizes[axis]),
-                                    breakdown)
-            t = t.reshape(n_stages, n_cand).T
-            costs = costs.reshape(n_stages, n_cand).T if breakdown else None
+            # One stage column at a time: neighbouring candidates often share a row, which the pricer folds.
+            priced = [pricer.price(op, size_bytes[:, s], sizes[axis], strides[axis], devices // sizes[axis], breakdown)
+                      for s in range(n_stages)]
+            t = np.stack([p[0] for p in priced], axis=1)
+            costs = np.stack([p[1] for p in priced], axis=1) if breakdown else None
             per_call_size = size_bytes
         else:
             t, costs = pricer.price(op, size_bytes, sizes[axis], strides[axis], devices // sizes[axis], breakdown)
             t = t[:, None]
             costs = costs[:, None].repeat(n_stages, axis=1) if breakdown else None
             per_call_size = np.broadcast_to(size_bytes[:, None], (n_cand, n_stages))
-        calls_stage = np.asarray(calls_stage, dtype=float) * exists * (f(sizes[axis]) > 1)[:, None]
+        calls_stage = np.asarray(calls_stage, dtype=float) * gate(axis)
         if not breakdown:
             return calls_stage * t
         factor = _bus_factor(op, f(sizes[axis]))[:, None]

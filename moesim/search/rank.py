@@ -167,7 +167,7 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
     value = objective_values(scenario, objective, step, mfu)
     keep = np.flatnonzero(fits)
     primary = -value[keep] if objective == "mfu" else value[keep]
-    order = keep[np.lexsort((keep, memory[keep], primary))]
+    order = keep[np.lexsort((memory[keep], primary))]  # stable: full ties keep the enumeration order
     step, memory = step[order], memory[order]
     # Ranked by step time the points are already sorted as the Pareto sweep needs them.
     pareto = np.flatnonzero(front_of_sorted(memory)) if objective == "step_time" else pareto_front(step, memory)

@@ -9,6 +9,7 @@ distributed.Client(address) (imported only then). Results must be picklable.
 from __future__ import annotations
 
 import concurrent.futures
+import multiprocessing
 import os
 import sys
 from contextlib import contextmanager
@@ -43,7 +44,11 @@ def _executor(workers: int | None, dask_address: str | None, n_items: int,
         with _InProcess() as pool:
             yield pool.submit, concurrent.futures.as_completed
         return
-    with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, n_items)) as pool:
+    # forkserver: workers start from a clean server process, not from a fork of this one, which may
+    # hold threads (a Dask client, numpy's thread pools) whose locks a fork would copy mid-use.
+    context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods()
+                                          else "spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, n_items), mp_context=context) as pool:
         yield pool.submit, concurrent.futures.as_completed
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from moesim.collectives.alphabeta import AlphaBetaModel
 from moesim.collectives.base import CollectiveModel
+from moesim.collectives.topo_model import TopologyModel
 from moesim.specs.hardware import HardwareProfile
 
 
 def default_model(hardware: HardwareProfile) -> CollectiveModel:
-    """The alpha-beta model on the slowest interconnect level a group spans."""
-    return AlphaBetaModel(hardware)
+    """The topology-aware model: groups placed on the torus slice or switch tiers of `hardware`,
+    the fastest (algorithm, protocol) per call (see topo_model.py)."""
+    return TopologyModel(hardware)

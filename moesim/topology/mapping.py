@@ -8,6 +8,8 @@ mesh (etp, ep, edp, pp) reads `tp` as etp and `dp` as edp.
 
 from __future__ import annotations
 
+import numpy as np
+
 from moesim.collectives.base import Group
 from moesim.specs.layout import Layout
 
@@ -50,3 +52,36 @@ def device_coordinates(layout: Layout, device: int) -> dict[str, int]:
     """Index of `device` along every axis of both meshes."""
     sizes = axis_sizes(layout)
     return {axis: (device // stride) % sizes[axis] for axis, stride in mesh_strides(layout).items()}
+
+
+def group_base(index: int, size: int, stride: int) -> int:
+    """First device of the `index`-th group of an axis with `size` members `stride` ids apart.
+
+    Groups of one axis partition the devices: the `stride` groups of a block of size·stride
+    consecutive ids interleave (bases 0..stride−1), then the next block starts.
+    """
+    return index % stride + (index // stride) * size * stride
+
+
+def active_groups(group: Group) -> np.ndarray:
+    """Device ids (concurrent, size) of the `group.concurrent` groups of an axis that run at once.
+
+    The first `concurrent` groups in the order of `group_base`: with concurrent = devices/size
+    this is every group of the axis, as the estimate runs them.
+    """
+    index = np.arange(group.concurrent, dtype=np.int64)
+    bases = index % group.stride + (index // group.stride) * group.size * group.stride
+    return bases[:, None] + np.arange(group.size, dtype=np.int64)[None, :] * group.stride
+
+
+def devices_spanned(group: Group) -> int:
+    """Devices a job needs to hold the concurrent groups: whole blocks of size·stride ids."""
+    blocks = -(-group.concurrent // group.stride)
+    if blocks == 1:
+        return (group.size - 1) * group.stride + group.concurrent
+    return blocks * group.size * group.stride
+
+
+def axis_devices(layout: Layout, axis: str) -> np.ndarray:
+    """Concrete device ids (groups, members) of every collective group of `axis` on the layout."""
+    return active_groups(axis_group(layout, axis))

@@ -1,0 +1,67 @@
+"""`moesim collective`: predicted nccl-tests-style timings of one collective on a hardware profile."""
+
+from __future__ import annotations
+
+import argparse
+
+from moesim.cli.output import print_json
+from moesim.units import parse_size_bytes, parse_size_range
+
+DEFAULT_SWEEP = "8B:8GiB"  # the range nccl-tests' README runs (-b 8 -e 8G -f 2)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "collective", help="predict a collective's time, algbw and busbw per size (nccl-tests layout)",
+        description="Predict one collective over a group of devices, in nccl-tests' output layout. Sizes "
+                    "count as nccl-tests does (all_gather/reduce_scatter: the full array; all_to_all: what "
+                    "each rank sends). Bandwidths in decimal GB/s.")
+    p.add_argument("op", help="all_reduce, all_gather, reduce_scatter, all_to_all, broadcast, send_recv")
+    p.add_argument("--hardware", required=True, help="built-in hardware profile name or a .toml path")
+    p.add_argument("--devices", required=True, type=int, help="ranks in the group")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--bytes", help="one size, e.g. 64MiB or 1e6")
+    size.add_argument("--sweep", help=f"MIN:MAX, doubling (nccl-tests -f 2); default {DEFAULT_SWEEP}")
+    p.add_argument("--group-stride", type=int, default=1, help="device-id distance between members (default 1)")
+    p.add_argument("--concurrent", type=int, default=1,
+                   help="groups of this shape running at once, sharing links (default 1)")
+    p.add_argument("--json", action="store_true", help='machine-readable output: {"results": [...], ...}')
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from moesim.collectives.sweep import collective_report, sweep_sizes
+
+    if args.bytes is not None:
+        sizes = [parse_size_bytes(args.bytes, field="--bytes")]
+    else:
+        sizes = sweep_sizes(*parse_size_range(args.sweep or DEFAULT_SWEEP, field="--sweep"))
+    report = collective_report(args.hardware, args.op, args.devices, sizes, args.group_stride, args.concurrent)
+    if args.json:
+        print_json(report)
+        return 0
+    print(render(report))
+    return 0
+
+
+def render(report: dict) -> str:
+    """nccl-tests' table: size, count, type, redop, root, time, algbw, busbw, then algorithm and bound."""
+    sysinfo = report["system"]
+    if "slice_dims" in sysinfo:
+        shape = "x".join(map(str, sysinfo["slice_dims"])) + " chips"
+    else:
+        shape = f"{sysinfo.get('nodes', 1)} node(s)"
+    lines = [
+        f"# moesim collective {report['op']}: {report['devices']} ranks on {report['hardware']} "
+        f"(stride {report['group_stride']}, {report['concurrent']} group(s) at once; job {sysinfo.get('devices')} "
+        f"devices, {shape})",
+        "# %10s  %12s  %6s  %6s  %6s  %9s  %7s  %7s  %-22s  %s" % (
+            "size", "count", "type", "redop", "root", "time", "algbw", "busbw", "algorithm", "bound"),
+        "# %10s  %12s  %6s  %6s  %6s  %9s  %7s  %7s" % ("(B)", "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)"),
+    ]
+    for r in report["results"]:
+        lines.append("%12d  %12d  %6s  %6s  %6d  %9.2f  %7.2f  %7.2f  %-22s  %s" % (
+            r["bytes"], r["count"], r["type"], r["redop"], r["root"], r["time_us"], r["algbw_GBps"],
+            r["busbw_GBps"], r["algorithm"], r["bottleneck"]))
+    lines.append(f"# Avg bus bandwidth    : {report['avg_busbw_GBps']:.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,223 @@
+"""The topology-aware collective model: place the group, price every algorithm × protocol, keep the fastest.
+
+Selection rule (as NCCL's tuner, NVIDIA/nccl src/graph/tuning.cc `ncclTopoGetAlgoTime`): for every
+algorithm that applies to the operation and the system, and every protocol (LL, LL128, Simple on GPUs;
+one on TPU ICI and CPU), time = base latency + algorithm latency + transfer, transfer from the tier
+that bounds it; the minimum wins and is reported with that tier as `bottleneck`.
+
+Algorithms (formulas in formulas.py, hierarchy.py, torus_costs.py):
+  torus (group inside one torus slice): torus_rings and halving-doubling (all-reduce, all-gather,
+      reduce-scatter), dimension_ordered all-to-all, scatter_allgather and binomial broadcast, direct send/recv
+  switch tiers (NVLink domain, NIC fabric, leaf uplinks), GPUs (what NCCL runs): ring, tree (all-reduce),
+      pairwise and hierarchical (2DH, Tutel / DeepSpeed on top of NCCL) all-to-all, ring broadcast, direct
+  switch tiers elsewhere (gloo on CPUs): ring, hierarchical_ring, rabenseifner / recursive_halving /
+      recursive_doubling, pairwise and hierarchical all-to-all, ring / binomial / scatter_allgather broadcast
+  members all on one chip (TPU v2/v3 cores): copies through HBM ("on_chip")
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from moesim.collectives import formulas, hierarchy, torus_costs
+from moesim.collectives.base import OPS, CollectiveCost, Group
+from moesim.collectives.formulas import Terms
+from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, Protocol, p2p_protocol
+from moesim.errors import SpecError
+from moesim.specs.hardware import HardwareProfile
+from moesim.topology.mapping import devices_spanned
+from moesim.topology.placement import GroupPlacement, place
+from moesim.topology.system import System, build_system
+
+ON_CHIP = "on_chip"
+_PASSES = {"all_reduce": 2, "all_gather": 1, "reduce_scatter": 1}
+_P2P_OPS = ("all_to_all", "send_recv")
+_HALVING_NAME = {"all_reduce": "rabenseifner", "all_gather": "recursive_doubling",
+                 "reduce_scatter": "recursive_halving"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One (algorithm, protocol) pricing of a collective."""
+
+    algorithm: str
+    protocol: str
+    terms: Terms
+    base_latency_s: float
+    bottleneck: str
+
+    @property
+    def latency_s(self) -> float:
+        return self.base_latency_s + self.terms.latency_s
+
+    @property
+    def time_s(self) -> float:
+        return self.base_latency_s + self.terms.time_s
+
+    @property
+    def label(self) -> str:
+        return f"{self.algorithm}/{self.protocol}" if self.protocol else self.algorithm
+
+
+@dataclass(frozen=True, eq=False)
+class TopologyModel:
+    """Collective costs on the physical topology of `hardware` (tori, NVLink domains, NIC fabrics)."""
+
+    hardware: HardwareProfile
+    _systems: dict = field(default_factory=dict, init=False, repr=False)
+    _placements: dict = field(default_factory=dict, init=False, repr=False)
+
+    def job_devices(self, group: Group) -> int:
+        """The job's device count: Group.devices, at least what the concurrent groups span, whole chips."""
+        per_chip = self.hardware.chip.devices_per_chip
+        need = max(group.devices, devices_spanned(group))
+        need = -(-need // per_chip) * per_chip
+        if need > self.hardware.max_devices:
+            raise SpecError(f"{need} devices are needed but {self.hardware.name} has at most "
+                            f"{self.hardware.max_devices}", field="devices", value=need,
+                            allowed=f"1..{self.hardware.max_devices}")
+        return need
+
+    def system(self, devices: int) -> System:
+        if devices not in self._systems:
+            self._systems[devices] = build_system(self.hardware, devices)
+        return self._systems[devices]
+
+    def placement(self, group: Group) -> tuple[System, GroupPlacement]:
+        devices = self.job_devices(group)
+        key = (group.size, group.stride, group.concurrent, devices)
+        if key not in self._placements:
+            system = self.system(devices)
+            self._placements[key] = (system, place(system, group))
+        return self._placements[key]
+
+    def cost(self, op: str, size_bytes: float, group: Group) -> CollectiveCost:
+        """The fastest candidate (ties: the first listed)."""
+        if group.size == 1:
+            check_op(op, size_bytes)
+            return CollectiveCost(op, size_bytes, 1, 0.0, "local", "none")
+        best = min(self.candidates(op, size_bytes, group), key=lambda c: c.time_s)
+        return CollectiveCost(op, size_bytes, group.size, best.time_s, best.label, best.bottleneck)
+
+    def candidates(self, op: str, size_bytes: float, group: Group) -> list[Candidate]:
+        """Every applicable (algorithm, protocol) with its time."""
+        check_op(op, size_bytes)
+        system, pl = self.placement(group)
+        if pl.torus is not None and pl.top == 0:
+            if pl.torus.chips == 1 or (op == "send_recv" and sum(pl.torus.pair_hops) == 0):
+                return [self._on_chip(op, size_bytes, group.size)]
+            return self._torus(op, size_bytes, group.size, system, pl)
+        return self._tiers(op, size_bytes, group.size, system, pl)
+
+    # -- members on one chip -------------------------------------------------------------------------
+    def _on_chip(self, op: str, size: float, n: int) -> Candidate:
+        """Cores of one chip exchange through its HBM: the flat formulas with α = 0 and W = HBM bandwidth
+        × memory efficiency (assumption: no published figure for core-to-core transfers on v2/v3)."""
+        w = self.hardware.chip.hbm_bw_bytes_per_s * self.hardware.efficiency.memory_bandwidth
+        flat = {"all_reduce": formulas.ring_all_reduce_s, "all_gather": formulas.ring_all_gather_s,
+                "reduce_scatter": formulas.ring_all_gather_s, "all_to_all": formulas.pairwise_all_to_all_s,
+                "broadcast": formulas.pipelined_ring_broadcast_s}
+        time = formulas.send_recv_s(size, 0.0, w) if op == "send_recv" else flat[op](n, size, 0.0, w)
+        return Candidate(ON_CHIP, "", Terms(0.0, (time,)), 0.0, ON_CHIP)
+
+    # -- groups inside one torus slice ---------------------------------------------------------------
+    def _torus(self, op: str, size: float, n: int, system: System, pl: GroupPlacement) -> list[Candidate]:
+        tier, tg = system.tiers[0], pl.torus
+        b = tier.bw_at(size / n if op in _PASSES or op == "all_to_all" else size)
+        alpha = tier.latency_s
+        if op in _PASSES:
+            found = [("torus_rings", torus_costs.torus_rings_terms(_PASSES[op], size, tg, b, alpha)),
+                     (_HALVING_NAME[op], torus_costs.torus_halving_doubling_terms(_PASSES[op], size, tg, b, alpha))]
+        elif op == "all_to_all":
+            found = [("dimension_ordered", torus_costs.torus_all_to_all_terms(tg.q * size, tg, b, alpha))]
+        elif op == "broadcast":
+            found = [(name, torus_costs.torus_broadcast_terms(name, size, tg, b, alpha))
+                     for name in ("scatter_allgather", "binomial")]
+        else:
+            found = [("direct", torus_costs.torus_send_recv_terms(size, tg, b, alpha))]
+        return [Candidate(name, "", terms, 0.0, tier.name) for name, terms in found]
+
+    # -- switch tiers (and anything spanning more than one torus slice) ------------------------------
+    def _tiers(self, op: str, size: float, n: int, system: System, pl: GroupPlacement) -> list[Candidate]:
+        top = pl.pair_tier if op == "send_recv" else pl.top
+        tiers = system.tiers[:top + 1]
+        counts = pl.counts[:top + 1]
+        message = size / n if op in _PASSES or op == "all_to_all" else size
+        port = [self._port_bw(system, pl, i, message) for i in range(len(tiers))]
+        protocols = NCCL_PROTOCOLS if system.nccl else (PLAIN,)
+        multi = top >= 1
+        rail = any(t.kind == "fabric" and self.hardware.interconnect[t.level_index].topology == "rail_optimized"
+                   for t in tiers)
+        copy_bw = self.hardware.chip.hbm_bw_bytes_per_s * self.hardware.efficiency.memory_bandwidth
+        out = []
+        for proto in protocols:
+            alpha = {family: [t.latency_s * proto.step_factor(t.kind, family) for t in tiers]
+                     for family in ("ring", "tree")}
+            bw = [w * proto.bw_factor(op == "all_reduce", multi) for w in port]
+            for name, terms in self._tier_algorithms(op, size, n, counts, alpha, bw, system, rail, copy_bw):
+                peer = _peer_bytes(name, size, n, counts)
+                if system.nccl and op in _P2P_OPS and proto.name != p2p_protocol(peer):
+                    continue  # send/recv picks its protocol by message size, not by the tuner
+                out.append(self._candidate(name, proto, terms, tiers))
+        return out
+
+    def _tier_algorithms(self, op, size, n, counts, alpha, bw, system, rail, copy_bw):
+        """The algorithms the system's library runs: NCCL's on GPUs (ring, tree, grouped send/recv,
+        plus the two-level all-to-all MoE libraries build on it), the textbook set elsewhere."""
+        multi = len(counts) > 1
+        nccl = system.nccl
+        alpha, tree_alpha = alpha["ring"], alpha["tree"]
+        if op in _PASSES:
+            passes = _PASSES[op]
+            yield "ring", hierarchy.ring_terms(passes, size, n, counts, alpha, bw)
+            if op == "all_reduce" and nccl:
+                yield "tree", hierarchy.double_binary_tree_terms(size, counts, tree_alpha, bw)
+            if not nccl:
+                if multi:
+                    yield "hierarchical_ring", hierarchy.hierarchical_ring_terms(passes, size, counts, alpha, bw)
+                yield _HALVING_NAME[op], hierarchy.halving_doubling_terms(passes, size, counts, alpha, bw)
+        elif op == "all_to_all":
+            yield "pairwise", hierarchy.pairwise_all_to_all_terms(size, n, counts, alpha, bw, rail)
+            if multi and counts[0] > 1 and n % counts[0] == 0:
+                yield "hierarchical", hierarchy.two_level_all_to_all_terms(size, n, counts, alpha, bw, copy_bw)
+        elif op == "broadcast":
+            for name in ("ring",) if nccl else ("ring", "binomial", "scatter_allgather"):
+                yield name, hierarchy.broadcast_terms(name, size, n, counts, alpha, bw)
+        else:
+            yield "direct", hierarchy.send_recv_terms(size, len(counts) - 1, len(counts), alpha, bw)
+
+    @staticmethod
+    def _candidate(name: str, proto: Protocol, terms: Terms, tiers) -> Candidate:
+        moving = any(t > 0 for t in terms.transfer_s)
+        bound = tiers[terms.bottleneck].name if moving else tiers[-1].name
+        return Candidate(name, proto.name, terms, proto.base_latency_s(name), bound)
+
+    def _port_bw(self, system: System, pl: GroupPlacement, index: int, message: float) -> float:
+        """Per-device bandwidth of tier `index`: the port × efficiency, an uplink's share × boost, or, for a
+        torus tier inside a larger group, the group's multi-axis ring bandwidth per device."""
+        tier = system.tiers[index]
+        if tier.kind == "torus" and pl.torus is not None:
+            tg = pl.torus
+            b = tier.bw_at(message)
+            rings = sum(torus_costs.axis_ring_bw(tg.m[a], tg.wrap[a], tg.share[a], b) for a in tg.axes)
+            return max(rings, b) / tg.q
+        return tier.bw_at(message) * pl.boost[index]
+
+
+def _peer_bytes(algorithm: str, size: float, n: int, counts) -> float:
+    """Bytes per send/recv message: S/n per peer (pairwise), S·g_0/n between nodes (2DH), S (send/recv)."""
+    if algorithm == "pairwise":
+        return size / n
+    if algorithm == "hierarchical":
+        return size * counts[0] / n
+    return size
+
+
+def check_op(op: str, size_bytes: float) -> None:
+    """SpecError unless `op` is a known collective and the size a non-negative number of bytes."""
+    if op not in OPS:
+        raise SpecError(f"unknown collective '{op}'", field="op", value=op, allowed=OPS)
+    if not isinstance(size_bytes, (int, float)) or math.isnan(size_bytes) or size_bytes < 0:
+        raise SpecError(f"size must be a non-negative number of bytes, got {size_bytes!r}", field="bytes",
+                        value=size_bytes)

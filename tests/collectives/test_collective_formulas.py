@@ -1,0 +1,130 @@
+"""Every algorithm against its closed-form alpha-beta cost on simple cases (Thakur et al. 2005; SB; NCCL)."""
+
+from __future__ import annotations
+
+import pytest
+
+from moesim.collectives import formulas
+from moesim.collectives.base import Group
+from moesim.collectives.hierarchy import TREE_EFFICIENCY
+from moesim.collectives.topo_model import TopologyModel
+from moesim.specs.load import load_hardware
+
+S = 256 * 2**20  # bytes
+
+
+def pick(model, op, size, group, algorithm, protocol=""):
+    found = [c for c in model.candidates(op, size, group) if c.algorithm == algorithm and c.protocol == protocol]
+    assert len(found) == 1, [c.label for c in model.candidates(op, size, group)]
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def cpu():
+    """gloo over loopback: one switch tier, 8 ranks, no protocol variants: the textbook formulas exactly."""
+    hw = load_hardware("cpu-localhost")
+    level = hw.interconnect[0]
+    return TopologyModel(hw), level.latency_s, level.link_bw_bytes_per_s * level.bw_efficiency.at(1.0)
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+@pytest.mark.parametrize("op,algorithm,formula", [
+    ("all_reduce", "ring", formulas.ring_all_reduce_s),
+    ("all_reduce", "rabenseifner", formulas.rabenseifner_all_reduce_s),
+    ("all_gather", "ring", formulas.ring_all_gather_s),
+    ("all_gather", "recursive_doubling", formulas.recursive_doubling_all_gather_s),
+    ("reduce_scatter", "ring", formulas.ring_all_gather_s),
+    ("reduce_scatter", "recursive_halving", formulas.recursive_doubling_all_gather_s),
+    ("all_to_all", "pairwise", formulas.pairwise_all_to_all_s),
+    ("broadcast", "ring", formulas.pipelined_ring_broadcast_s),
+    ("broadcast", "binomial", formulas.binomial_broadcast_s),
+    ("broadcast", "scatter_allgather", formulas.scatter_allgather_broadcast_s),
+])
+def test_flat_switch_matches_thakur(cpu, n, op, algorithm, formula):
+    model, alpha, w = cpu
+    got = pick(model, op, S, Group(size=n), algorithm)
+    assert got.time_s == pytest.approx(formula(n, S, alpha, w), rel=1e-12)
+
+
+def test_send_recv_is_hockney(cpu):
+    model, alpha, w = cpu
+    assert model.cost("send_recv", S, Group(size=2)).time_s == pytest.approx(formulas.send_recv_s(S, alpha, w))
+
+
+def test_model_picks_the_cheapest_candidate(cpu):
+    model, _, _ = cpu
+    for size in (8, 2**16, S):
+        for op in ("all_reduce", "all_gather", "broadcast"):
+            cost = model.cost(op, size, Group(size=8))
+            assert cost.time_s == min(c.time_s for c in model.candidates(op, size, Group(size=8)))
+    # latency-bound: halving-doubling's lg p steps beat the ring's p − 1; bandwidth-bound: a tie the ring wins
+    assert model.cost("all_reduce", 8, Group(size=8)).algorithm == "rabenseifner"
+
+
+@pytest.fixture(scope="module")
+def h100():
+    hw = load_hardware("h100-sxm")
+    return TopologyModel(hw), hw.interconnect[0], hw.interconnect[1]
+
+
+def test_nccl_ring_in_one_node(h100):
+    """NCCL ring/Simple in one NVLink domain = base latency 8.4 us + Thakur ring with the profile's α and W."""
+    model, nvl, _ = h100
+    got = pick(model, "all_reduce", S, Group(size=8), "ring", "Simple")
+    w = nvl.link_bw_bytes_per_s * nvl.bw_efficiency.at(S / 8)
+    assert got.time_s == pytest.approx(8.4e-6 + formulas.ring_all_reduce_s(8, S, nvl.latency_s, w), rel=1e-12)
+    ll128 = pick(model, "all_reduce", S, Group(size=8), "ring", "LL128")
+    assert ll128.terms.bandwidth_s == pytest.approx(got.terms.bandwidth_s / 0.92)
+
+
+def test_nccl_tree_across_nodes_is_a_double_binary_tree(h100):
+    """One GPU per node (stride 8): the tree spans N nodes over the NICs: 2·lg N·α + 2·S/(η·W) (Sanders 2009)."""
+    model, _, ib = h100
+    nodes = 16
+    got = pick(model, "all_reduce", S, Group(size=nodes, stride=8, devices=8 * nodes), "tree", "Simple")
+    alpha = ib.latency_s * 50 / 9.6  # NCCL tree/Simple hwLat on the network relative to ring/Simple
+    w = TREE_EFFICIENCY * ib.link_bw_bytes_per_s * ib.bw_efficiency.at(S / nodes)
+    assert got.time_s == pytest.approx(formulas.double_binary_tree_all_reduce_s(nodes, S, alpha, w), rel=1e-12)
+    two = pick(model, "all_reduce", S, Group(size=2, stride=8, devices=16), "tree", "Simple")
+    assert two.terms.bandwidth_s == pytest.approx(S / w)  # two ranks: each root of one tree, S each way
+
+
+def test_hierarchical_ring_is_the_scaling_book_tree_formula():
+    """SB gpus.md: T_AG = bytes · max_i (D_i − 1)/(D_i · W_link,i): node D=8 at W_GPU, SU D=32 at 8·W_NIC."""
+    from moesim.collectives.hierarchy import hierarchical_ring_terms
+
+    terms = hierarchical_ring_terms(1, 1e9, (8, 256), (0.0, 0.0), (450e9, 50e9))
+    assert terms.transfer_s == pytest.approx((1e9 * 7 / 8 / 450e9, 1e9 * 31 / 32 / (8 * 50e9)))
+    assert 1e9 / terms.bandwidth_s == pytest.approx(413e9, rel=0.001)  # SB: "413GB/s at the leaf level"
+
+
+def test_two_level_all_to_all_matches_tutel_form(h100):
+    """2DH (Tutel App. A): (G−1)α + S(G−1)/G/W_nvl, then (N−1)α + S(N−1)/N/W_nic, plus two copies 2S/W_hbm."""
+    model, nvl, ib = h100
+    hw = model.hardware
+    got = pick(model, "all_to_all", S, Group(size=32, devices=32), "hierarchical", "Simple")
+    w_nvl = nvl.link_bw_bytes_per_s * nvl.bw_efficiency.at(S / 32)
+    w_nic = ib.link_bw_bytes_per_s * ib.bw_efficiency.at(S / 32)
+    copies = 2 * S / (hw.chip.hbm_bw_bytes_per_s * hw.efficiency.memory_bandwidth)
+    expected = 8.4e-6 + 7 * nvl.latency_s + S * 7 / 8 / w_nvl + 3 * ib.latency_s + S * 3 / 4 / w_nic + copies
+    assert got.time_s == pytest.approx(expected, rel=1e-12)
+
+
+def test_torus_ring_on_one_closed_axis():
+    """v4, 16 chips along a closed x axis: bidirectional ring AG = ⌈15/2⌉·α + (15/16)·S/(2b) (SB sharding.md)."""
+    model = TopologyModel(load_hardware("tpu-v4"))
+    group = Group(size=16, devices=4096)
+    ag = pick(model, "all_gather", S, group, "torus_rings")
+    assert ag.time_s == pytest.approx(8 * 1e-6 + 15 / 16 * S / (2 * 45e9), rel=1e-12)
+    ar = pick(model, "all_reduce", S, group, "torus_rings")
+    assert ar.time_s == pytest.approx(2 * ag.time_s, rel=1e-12)
+    # An open axis (a 4x4x4 slice cut to 2 chips wide is closed only at multiples of 4): half the bandwidth.
+    open_line = pick(TopologyModel(load_hardware("tpu-v4")), "all_gather", S, Group(size=2, devices=8), "torus_rings")
+    assert open_line.terms.bandwidth_s == pytest.approx(1 / 2 * S / 45e9)
+
+
+def test_torus_multi_axis_all_gather_uses_every_axis():
+    """SB sharding.md: over n_axes axes T = V/(W_ICI,bidi · n_axes); 16x16x16 chips, 3 axes."""
+    model = TopologyModel(load_hardware("tpu-v4"))
+    ag = pick(model, "all_gather", S, Group(size=4096, devices=4096), "torus_rings")
+    assert ag.terms.bandwidth_s == pytest.approx(4095 / 4096 * S / (3 * 2 * 45e9), rel=1e-12)

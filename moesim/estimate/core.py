@@ -19,10 +19,10 @@ import numpy as np
 from moesim import memory as mem
 from moesim.collectives.base import CollectiveModel, bus_bw_factor
 from moesim.estimate.candidates import Candidates
-from moesim.estimate.pricing import CollectivePricer
-from moesim.estimate.stages import pipeline_stages
+from moesim.estimate.pricing import CollectivePricer, distinct_rows
+from moesim.estimate.stages import Stages, pipeline_stages
 from moesim.estimate.strides import candidate_strides
-from moesim.estimate.terms import ClassTerms, TermBuilder
+from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
 from moesim.flops import training_flops_per_sequence
 from moesim.specs.scenario import Scenario
 from moesim.workload import build_workload
@@ -83,6 +83,18 @@ def _bus_factor(op: str, group_sizes: np.ndarray) -> np.ndarray:
     return np.array([bus_bw_factor(op, int(n)) for n in unique])[inverse.reshape(-1)]
 
 
+def _order_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
+    """(one index per distinct candidate ignoring the mesh order, each candidate's row among them);
+    (all indices, None) when every candidate is distinct already."""
+    columns = [np.asarray(getattr(cands, name), dtype=np.int64) for name in
+               ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute")]
+    columns.append(np.asarray(cands.capacity_factor, dtype=float))
+    first, inverse = distinct_rows(columns)
+    if len(first) == len(cands):
+        return np.arange(len(cands)), None
+    return first, inverse
+
+
 def evaluate(scenario: Scenario, cands: Candidates, collective_model: CollectiveModel, *,
              breakdown: bool = True) -> Evaluation:
     """Evaluate every candidate of `cands` on `scenario` (see module docstring for the model).
@@ -95,7 +107,15 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     f = lambda a: np.asarray(a, dtype=float)  # noqa: E731
     dp, tp, pp, ep, etp, m = f(cands.dp), f(cands.tp), f(cands.pp), f(cands.ep), f(cands.etp), f(cands.micro_batches)
     edp = f(cands.edp)
-    n_cand, devices = len(cands), scenario.devices
+    full, devices = cands, scenario.devices
+    # Up to the collectives nothing depends on the mesh order: compute it once per distinct
+    # order-free row (a layout search has several orders per row), expand before the collectives.
+    base, of = _order_free_rows(cands)
+    if of is not None:
+        cands = cands.take(base)
+        dp, tp, pp, ep, etp, m = dp[base], tp[base], pp[base], ep[base], etp[base], m[base]
+        edp = edp[base]
+    n_cand = len(cands)
     b = tr.global_batch_sequences / (dp * m)
     builder = TermBuilder(model, hw, tr, b, tp, ep, etp, cands.recompute, f(cands.capacity_factor))
     terms: list[ClassTerms] = [builder.build(cls) for cls in wl.classes]
@@ -115,6 +135,67 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     compute_mb = fwd + bwd + recompute + np.where(last, logits_time[:, None], 0.0)
     bwd_mb = bwd + np.where(last, (2 / 3) * logits_time[:, None], 0.0)
     hw_flops_mb = _per_stage(counts, [t.hardware_flops for t in terms]) + np.where(last, 3 * logits_flops[:, None], 0)
+
+    # Parameters per device on each stage.
+    dense_params = _per_stage(counts, [np.full(n_cand, c.params_shardable) / tp + c.params_replicated
+                                       for c in wl.classes])
+    dense_params += np.where(first, ((wl.embedding_params / tp) + wl.position_params)[:, None], 0)
+    dense_params += np.where(last, ((wl.lm_head_params / tp) + wl.final_norm_params)[:, None], 0)
+    expert_params = _per_stage(counts, [np.full(n_cand, c.params_experts) / (ep * etp) for c in wl.classes])
+    zero = cands.zero_stage[:, None]
+    q_g, q_p = tr.bytes_of("grad"), tr.bytes_of("param")
+
+    # Optimizer step: memory-bound pass over the device's (sharded) states.
+    opt_bpp = mem.optimizer_state_bytes_per_param(tr, model.d_model, model.d_ff)
+    shard_d = np.where(zero >= 1, dp[:, None], 1)
+    shard_e = np.where(zero >= 1, edp[:, None], 1)
+    local = dense_params / shard_d + expert_params / shard_e
+    opt_bytes = local * (q_g + q_p + 2 * opt_bpp)  # read grads, write params, read+write states
+    opt_time = np.max(np.where(exists, opt_bytes, 0), axis=1) / builder.hbm_bw
+
+    # Memory per stage.
+    w_d, g_d, o_d = mem.model_state_bytes(dense_params, dp[:, None], zero, tr, opt_bpp)
+    w_e, g_e, o_e = mem.model_state_bytes(expert_params, edp[:, None], zero, tr, opt_bpp)
+    in_flight = mem.in_flight_micro_batches(tr.pipeline_schedule, m[:, None], pp[:, None], stages.index)
+    acts = _per_stage(counts, [t.activation_bytes for t in terms]) * in_flight
+    acts += np.where(last, mem.logits_bytes(b, wl.output_tokens, model.vocab_size, tp)[:, None], 0)
+    moe_terms = [t for t in terms if t.slots is not None]
+    buffers = np.zeros(n_cand)
+    if moe_terms:
+        # Dispatch send and receive buffers of one MoE layer in flight (Switch §5.4 [E, C, h] sizes).
+        buffers = np.maximum.reduce([2 * t.slots * model.d_model * tr.bytes_of("dispatch") for t in moe_terms])
+    layer_full = max(c.params_shardable + c.params_replicated + c.params_experts for c in wl.classes)
+    working = np.where(zero >= 3, 2 * layer_full * q_p / tp[:, None], 0)  # current + prefetched layer
+    memory = {
+        "weights": w_d + w_e + working, "gradients": g_d + g_e, "optimizer_states": o_d + o_e,
+        "activations": acts, "moe_buffers": np.broadcast_to(buffers[:, None], acts.shape),
+        "reserved": np.full(acts.shape, hw.memory_reserved_bytes),
+    }
+    total_stage = np.where(exists, sum(memory.values()), -np.inf)
+    mem_stage = np.argmax(total_stage, axis=1)
+    pick_m = lambda a: np.take_along_axis(np.asarray(a), mem_stage[:, None], axis=1)[:, 0]  # noqa: E731
+    memory = {k: pick_m(v) for k, v in memory.items()}
+    total_mem = pick_m(total_stage)
+    capacity_bytes = hw.chip.hbm_bytes * (1 - tr.memory_headroom_fraction)
+
+    moe_term = moe_terms[0] if moe_terms else None
+    capacity, tokens_per_device = (moe_term.capacity, moe_term.tokens_per_device) if moe_term else (None, None)
+    mem_index = pick_m(stages.index)
+    calls = [t.comms for t in terms]  # per layer class, the collectives each layer issues
+    if of is not None:  # back to every candidate: the collectives depend on the order
+        x = lambda a: a[of] if np.ndim(a) else a  # noqa: E731
+        cands, n_cand = full, len(full)
+        tp, pp, m, b = x(tp), x(pp), x(m), x(b)
+        stages = Stages(index=x(stages.index), counts=x(stages.counts), tokens_out=x(stages.tokens_out),
+                        tokens_in=x(stages.tokens_in))
+        counts, exists, first, last = stages.counts, x(exists), x(first), x(last)
+        compute_mb, bwd_mb, hw_flops_mb = x(compute_mb), x(bwd_mb), x(hw_flops_mb)
+        dense_params, expert_params, opt_time = x(dense_params), x(expert_params), x(opt_time)
+        memory, total_mem, mem_index = {k: x(v) for k, v in memory.items()}, x(total_mem), x(mem_index)
+        capacity, tokens_per_device = x(capacity), x(tokens_per_device)
+        calls = [[CommCall(c.name, c.axis, c.op, x(np.asarray(c.size_bytes)), x(np.asarray(c.calls)))
+                  for c in class_calls] for class_calls in calls]
+        zero = cands.zero_stage[:, None]
 
     strides = candidate_strides(cands)
     sizes = {"tp": cands.tp, "dp": cands.dp, "pp": cands.pp, "ep": cands.ep, "etp": cands.etp, "edp": cands.edp}
@@ -158,8 +239,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         return calls_stage * t
 
     per_mb_comm = np.zeros((n_cand, n_stages))
-    for c, term in enumerate(terms):
-        for call in term.comms:
+    for c, class_calls in enumerate(calls):
+        for call in class_calls:
             per_mb_comm += add(call.name, call.axis, call.op, call.size_bytes,
                                counts[:, :, c] * np.asarray(call.calls, dtype=float)[..., None] * 1.0)
     sp_split = tp[:, None] if tr.sequence_parallel else 1
@@ -170,14 +251,6 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     previous = b[:, None] * stages.tokens_in * model.d_model * builder.q_a / sp_split
     per_mb_comm += add("pp_send_recv", "pp", "send_recv", previous, np.where(first, 0, 1))
 
-    # Parameters per device on each stage.
-    dense_params = _per_stage(counts, [np.full(n_cand, c.params_shardable) / tp + c.params_replicated
-                                       for c in wl.classes])
-    dense_params += np.where(first, ((wl.embedding_params / tp) + wl.position_params)[:, None], 0)
-    dense_params += np.where(last, ((wl.lm_head_params / tp) + wl.final_norm_params)[:, None], 0)
-    expert_params = _per_stage(counts, [np.full(n_cand, c.params_experts) / (ep * etp) for c in wl.classes])
-    zero = cands.zero_stage[:, None]
-    q_g, q_p = tr.bytes_of("grad"), tr.bytes_of("param")
     dp_time = np.zeros((n_cand, n_stages))
     zero3_mb = np.zeros((n_cand, n_stages))
     for axis, params in (("dp", dense_params), ("edp", expert_params)):
@@ -199,39 +272,6 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     dp_sync = np.max(np.where(exists, dp_time, 0), axis=1)
     window = pick(bwd_mb)
     exposed_dp = np.maximum(0.0, dp_sync - window) if tr.overlap_grad_reduce else dp_sync
-
-    # Optimizer step: memory-bound pass over the device's (sharded) states.
-    opt_bpp = mem.optimizer_state_bytes_per_param(tr, model.d_model, model.d_ff)
-    shard_d = np.where(zero >= 1, dp[:, None], 1)
-    shard_e = np.where(zero >= 1, edp[:, None], 1)
-    local = dense_params / shard_d + expert_params / shard_e
-    opt_bytes = local * (q_g + q_p + 2 * opt_bpp)  # read grads, write params, read+write states
-    opt_time = np.max(np.where(exists, opt_bytes, 0), axis=1) / builder.hbm_bw
-
-    # Memory per stage.
-    w_d, g_d, o_d = mem.model_state_bytes(dense_params, dp[:, None], zero, tr, opt_bpp)
-    w_e, g_e, o_e = mem.model_state_bytes(expert_params, edp[:, None], zero, tr, opt_bpp)
-    in_flight = mem.in_flight_micro_batches(tr.pipeline_schedule, m[:, None], pp[:, None], stages.index)
-    acts = _per_stage(counts, [t.activation_bytes for t in terms]) * in_flight
-    acts += np.where(last, mem.logits_bytes(b, wl.output_tokens, model.vocab_size, tp)[:, None], 0)
-    moe_terms = [t for t in terms if t.slots is not None]
-    buffers = np.zeros(n_cand)
-    if moe_terms:
-        # Dispatch send and receive buffers of one MoE layer in flight (Switch §5.4 [E, C, h] sizes).
-        buffers = np.maximum.reduce([2 * t.slots * model.d_model * tr.bytes_of("dispatch") for t in moe_terms])
-    layer_full = max(c.params_shardable + c.params_replicated + c.params_experts for c in wl.classes)
-    working = np.where(zero >= 3, 2 * layer_full * q_p / tp[:, None], 0)  # current + prefetched layer
-    memory = {
-        "weights": w_d + w_e + working, "gradients": g_d + g_e, "optimizer_states": o_d + o_e,
-        "activations": acts, "moe_buffers": np.broadcast_to(buffers[:, None], acts.shape),
-        "reserved": np.full(acts.shape, hw.memory_reserved_bytes),
-    }
-    total_stage = np.where(exists, sum(memory.values()), -np.inf)
-    mem_stage = np.argmax(total_stage, axis=1)
-    pick_m = lambda a: np.take_along_axis(np.asarray(a), mem_stage[:, None], axis=1)[:, 0]  # noqa: E731
-    memory = {k: pick_m(v) for k, v in memory.items()}
-    total_mem = pick_m(total_stage)
-    capacity_bytes = hw.chip.hbm_bytes * (1 - tr.memory_headroom_fraction)
 
     comms: dict[str, CommTotal] = {}
     for name, (axis, op, overlappable, size_l, calls_l, bytes_l, time_l, cost_l) in comm_stage.items():
@@ -255,7 +295,6 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     step = pipe + exposed_dp + opt_time
     step_no = pipe + dp_sync + opt_time
     peak_total = devices * builder.peak
-    moe_term = moe_terms[0] if moe_terms else None
     return Evaluation(
         candidates=cands, step_time_s=step, step_time_no_overlap_s=step_no, compute_time_s=compute_total,
         communication_time_s=comm_total, exposed_communication_time_s=m * comm_1 + exposed_dp,
@@ -264,7 +303,6 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         model_flops_per_step=model_flops, hardware_flops_per_step=hw_flops,
         mfu=model_flops / (step * peak_total), hfu=hw_flops / (step * peak_total),
         tokens_per_s=tr.global_batch_sequences * seq_tokens / step, comms=comms,
-        slowest_stage=pick(stages.index), memory_stage=pick_m(stages.index),
-        expert_capacity=moe_term.capacity if moe_term is not None else None,
-        tokens_per_device=moe_term.tokens_per_device if moe_term is not None else None,
+        slowest_stage=pick(stages.index), memory_stage=mem_index,
+        expert_capacity=capacity, tokens_per_device=tokens_per_device,
     )

@@ -14,7 +14,7 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def _distinct_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def distinct_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(index of one row per distinct row, distinct-row number of every row) of equal-length 64-bit columns.
 
     The grouping np.unique(rows, axis=0) finds, computed faster for the millions of rows a layout
@@ -69,7 +69,7 @@ class CollectivePricer:
         columns = np.broadcast_arrays(np.asarray(size_bytes, dtype=float), np.asarray(size, dtype=np.int64),
                                       np.asarray(stride, dtype=np.int64), np.asarray(concurrent, dtype=np.int64))
         columns = [c.reshape(-1) for c in columns]
-        first, inverse = _distinct_rows(columns)
+        first, inverse = distinct_rows(columns)
         unique = zip(*(c[first].tolist() for c in columns))
         costs = np.empty(len(first), dtype=object)
         times = np.zeros(len(first))

@@ -62,7 +62,7 @@ def test_distinct_rows_groups_like_numpy_unique(monkeypatch):
     rows = np.stack(columns, axis=1)
 
     def check():
-        first, inverse = pricing._distinct_rows(columns)
+        first, inverse = pricing.distinct_rows(columns)
         assert np.array_equal(rows[first][inverse], rows)  # every row equals its representative
         assert len(first) == len(np.unique(rows, axis=0))  # and distinct rows stay apart
 

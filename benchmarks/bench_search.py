@@ -1,0 +1,121 @@
+"""Layout-search speed: Switch-C on 2048 TPU v3 cores and a 64-expert decoder on 1024 H100 GPUs.
+
+Run `python benchmarks/bench_search.py [--write]` for the table recorded in benchmarks/RESULTS.md
+(## Search), or `pytest benchmarks/bench_search.py --benchmark-enable` for pytest-benchmark statistics.
+Timings: wall clock of `moesim.search.search` (enumeration, evaluation, ranking, Pareto front);
+"cold" is the first search in a fresh process (workload and stage caches empty), "warm" the
+median of the following runs.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from moesim.collectives.select import default_model
+from moesim.search import search
+from moesim.search.enumerate import enumerate_layouts
+from moesim.specs.load import load_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = {
+    "switch-c-2048-tpu-v3": str(ROOT / "scenarios" / "switch-c-2048-tpu-v3.toml"),
+    "moe-64e-1024-h100": str(ROOT / "tests" / "search" / "data" / "moe-64e-1024-h100.toml"),
+}
+WARM_RUNS = 5
+
+
+def measure(name: str, threads: int | None) -> dict:
+    scenario = load_scenario(CASES[name])
+    start = time.perf_counter()
+    result = search(scenario, threads=threads)
+    cold = time.perf_counter() - start
+    warm = []
+    for _ in range(WARM_RUNS):
+        start = time.perf_counter()
+        search(scenario, threads=threads)
+        warm.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    found = enumerate_layouts(scenario)
+    enumeration = time.perf_counter() - start
+    best = result.layout_dict(0)
+    return {"case": name, "threads": threads or "default", "considered": result.considered,
+            "evaluated": len(found.candidates), "ranked": result.ranked, "cold_s": cold,
+            "warm_median_s": statistics.median(warm), "warm_min_s": min(warm), "enumerate_s": enumeration,
+            "model": type(default_model(scenario.hardware)).__name__, "pareto": len(result.pareto),
+            "best": f"dp={best['dp']} tp={best['tp']} ep={best['ep']} pp={best['pp']} etp={best['etp']} "
+                    f"{'-'.join(best['order'])} mb={best['micro_batches']} zero={best['zero_stage']} "
+                    f"{best['recompute']}", "best_step_s": float(result.step_time_s[0])}
+
+
+def markdown(rows: list[dict]) -> str:
+    head = ("| case | threads | considered | evaluated | ranked | enumerate | search cold | search warm (median/min) "
+            "| collective model | best layout (step) |\n|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['threads']} | {r['considered']:,} | {r['evaluated']:,} | {r['ranked']:,} "
+                     f"| {r['enumerate_s']:.3f} s | {r['cold_s']:.3f} s | {r['warm_median_s']:.3f} / "
+                     f"{r['warm_min_s']:.3f} s | {r['model']} | {r['best']} ({r['best_step_s'] * 1e3:.1f} ms) |")
+    return "\n".join(lines)
+
+
+def test_search_switch_c(benchmark):
+    scenario = load_scenario(CASES["switch-c-2048-tpu-v3"])
+    result = benchmark(search, scenario)
+    assert result.ranked > 0
+
+
+def test_search_64_experts_1024_gpus(benchmark):
+    scenario = load_scenario(CASES["moe-64e-1024-h100"])
+    result = benchmark(search, scenario)
+    assert result.ranked > 0
+
+
+NOTES = """\
+Considered = every degree combination that tiles the devices × distinct mesh placements ×
+micro-batch counts × ZeRO stages × recomputation modes (× capacity factors); evaluated = the valid
+ones (one vectorised `evaluate` batch per pipeline degree, `breakdown=False`, on up to 4 threads by
+default); ranked = those that fit. Where the time goes (py-spy, 64-expert case, one thread): 52% in
+`evaluate`'s array arithmetic (14% of it the per-collective call counts), 27% pricing collectives
+(row dedupe and the collective model's distinct calls, memoised across the batches of one search),
+16% ranking, Pareto sweep and result arrays, 5% enumeration. Speed-ups made in moesim/estimate for
+the search, all with bit-identical results (7,500 sampled and 9,000 order-grouped candidates
+compared with the evaluate of before, alpha-beta and topology-aware models): an O(N²) cost pick and
+a max() over arrays in `evaluate` fixed; the pricer's row dedupe by a 64-bit hash with run folding
+instead of np.unique(axis=0); one representative per kind of pipeline stage instead of all pp stages
+(estimate/stages.py); the order-free part of `evaluate` (compute, parameters, optimizer, memory)
+once per distinct row instead of once per mesh order; `evaluate(..., breakdown=False)`. Before them
+one evaluation of the Switch-C candidates took 276 s (the O(N²) pick) and of the 64-expert
+candidates 19 s."""
+
+
+def write_section(text: str, path: Path = ROOT / "benchmarks" / "RESULTS.md") -> None:
+    """Replace (or add) the "## Search" section of RESULTS.md, leaving the other sections as they are."""
+    content = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    lines = content.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "## Search"), None)
+    if start is None:
+        lines = lines + ([""] if lines and lines[-1].strip() else []) + text.splitlines()
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        lines = lines[:start] + text.splitlines() + ([""] if end < len(lines) else []) + lines[end:]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    import sys
+
+    rows = [measure(name, threads) for name in CASES for threads in (1, None)]
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+               f"numpy {np.__version__}")
+    section = "\n".join(["## Search", "", f"`python benchmarks/bench_search.py --write` on {machine}; "
+                          f"cold = first search in the process, warm = median / min of {WARM_RUNS} more.", "",
+                          markdown(rows), "", NOTES])
+    print(section)
+    if "--write" in sys.argv[1:]:
+        write_section(section)

@@ -23,6 +23,7 @@ from moesim.estimate.candidates import Candidates, effective_capacity_factor
 from moesim.memory import RECOMPUTE_CODES
 from moesim.search.placement import distinct_placements, search_orders
 from moesim.specs.scenario import Scenario
+from moesim.specs.training import RECOMPUTE_MODES, ZERO_STAGES
 
 # Rejection reasons, first failing rule first (as specs.layout.layout_problems lists them).
 REASONS = {
@@ -94,9 +95,11 @@ def option_grid(scenario: Scenario) -> dict[str, np.ndarray]:
     space, moe = scenario.search, scenario.model.moe
     if space.max_micro_batches < 1:
         raise SpecError("must be >= 1", field="search.max_micro_batches", value=space.max_micro_batches)
-    for name, values in (("zero_stages", space.zero_stages), ("recompute_modes", space.recompute_modes)):
-        if not values:
-            raise SpecError("needs at least one value", field=f"search.{name}")
+    for name, values, allowed in (("zero_stages", space.zero_stages, ZERO_STAGES),
+                                  ("recompute_modes", space.recompute_modes, RECOMPUTE_MODES)):
+        if not values or any(v not in allowed for v in values):
+            raise SpecError("needs one or more of the allowed values", field=f"search.{name}", value=values,
+                            allowed=allowed)
     cfs = tuple(space.capacity_factors)
     if cfs and (moe is None or moe.dropless):
         raise SpecError(f"model {scenario.model.name} has no capacity factor to vary "

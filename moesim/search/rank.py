@@ -68,6 +68,7 @@ class SearchResult:
     objective_value: np.ndarray
     pareto: np.ndarray  # indices into the ranking, by ascending step time
     memory_capacity_bytes: float
+    collective_model: CollectiveModel | None = None  # the one the search was given (None: the default)
 
     @property
     def ranked(self) -> int:
@@ -100,7 +101,7 @@ class SearchResult:
         indices = np.asarray(indices, dtype=np.int64)
         if indices.size == 0:
             return []
-        model = collective_model or default_model(self.scenario.hardware)
+        model = collective_model or self.collective_model or default_model(self.scenario.hardware)
         ev = evaluate(self.scenario, self.candidates.take(indices), model)
         return [step_estimate(self.scenario, ev, j) for j in range(len(indices))]
 
@@ -177,4 +178,5 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
         memory_bytes_per_device=memory, mfu=mfu[order], tokens_per_s=tokens[order], objective_value=value[order],
         pareto=pareto,
         memory_capacity_bytes=scenario.hardware.chip.hbm_bytes * (1 - scenario.training.memory_headroom_fraction),
+        collective_model=collective_model,
     )

@@ -1,9 +1,10 @@
 """Refining a search's best layouts with the discrete-event simulator (`moesim.des`).
 
 The hook is any function `(scenario, layout, training) -> step time in seconds`
-(`StepTimeFn`). By default it is `moesim.des.step_time`, imported only when a refinement is asked
-for: moesim.des is built separately and may be missing, in which case `des_step_time()` raises a
-SpecError that says so. Tests and callers may pass their own function.
+(`StepTimeFn`). By default it is `moesim.des.step_time` when the simulator defines one, else the
+mean step time of `moesim.des.simulate(scenario, layout, SimOptions(trace=False), training=...)`;
+moesim.des is imported only when a refinement is asked for, and when it is missing
+`des_step_time()` raises a SpecError that says so. Tests and callers may pass their own function.
 """
 
 from __future__ import annotations
@@ -33,10 +34,27 @@ def des_step_time() -> StepTimeFn:
         raise SpecError(f"--refine-des needs the discrete-event simulator, but {DES_MODULE} is not in this "
                         "installation; run the search without --refine-des", field="--refine-des") from None
     hook = getattr(module, DES_HOOK, None)
-    if not callable(hook):
-        raise SpecError(f"{DES_MODULE} has no {DES_HOOK}(scenario, layout, training) -> seconds function to refine "
-                        "with", field="--refine-des")
-    return hook
+    if callable(hook):
+        return hook
+    simulate, options = getattr(module, "simulate", None), getattr(module, "SimOptions", None)
+    if callable(simulate) and options is not None:
+        return _simulated_mean(simulate, options)
+    raise SpecError(f"{DES_MODULE} has neither {DES_HOOK}(scenario, layout, training) -> seconds nor "
+                    "simulate(scenario, layout, options, training=...) to refine with", field="--refine-des")
+
+
+def _simulated_mean(simulate, options_type) -> StepTimeFn:
+    """The hook over `moesim.des.simulate`: the mean simulated step time, default options, no trace."""
+    try:
+        options = options_type(trace=False)
+    except TypeError:
+        options = options_type()
+
+    def step_time(scenario: Scenario, layout: Layout, training: TrainingSpec) -> float:
+        result = simulate(scenario, layout, options, training=training)
+        return float(sum(result.step_times_s) / len(result.step_times_s))
+
+    return step_time
 
 
 @dataclass(frozen=True)

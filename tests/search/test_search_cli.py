@@ -63,16 +63,20 @@ def test_bad_input_exits_2(capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
-def test_refine_des_without_a_simulator_hook_exits_2(capsys):
-    import importlib.util
+def test_refine_des(capsys):
+    """--refine-des K: simulated step times beside the analytical ones, or exit 2 naming moesim.des."""
+    from moesim.errors import SpecError
+    from moesim.search.refine import des_step_time
 
-    if importlib.util.find_spec("moesim.des") is not None:
-        import moesim.des
-
-        if callable(getattr(moesim.des, "step_time", None)):
-            pytest.skip("moesim.des provides step_time")
-    assert main(["search", ODD_SCENARIO, "--refine-des", "2"]) == 2
-    assert "moesim.des" in capsys.readouterr().err
+    try:
+        des_step_time()
+    except SpecError:
+        assert main(["search", ODD_SCENARIO, "--refine-des", "2"]) == 2
+        assert "moesim.des" in capsys.readouterr().err
+        return
+    data = run_json(capsys, "search", ODD_SCENARIO, "--top", "1", "--refine-des", "2")
+    assert len(data["refined"]) == 2
+    assert {"rank", "analytical_step_time_s", "simulated_step_time_s", "layout"} <= set(data["refined"][0])
 
 
 def test_sweep_cli_csv_json_and_table(capsys, tmp_path):

@@ -95,6 +95,16 @@ def test_capacity_factors_from_search_table():
         enumerate_layouts(build(DENSE, devices=8, batch=8, search=SearchSpace(capacity_factors=(1.0,))))
 
 
+@pytest.mark.parametrize("space, field", [
+    (SearchSpace(zero_stages=(4,)), "search.zero_stages"),
+    (SearchSpace(recompute_modes=()), "search.recompute_modes"),
+    (SearchSpace(max_micro_batches=0), "search.max_micro_batches"),
+])
+def test_bad_search_space_is_a_spec_error(space, field):
+    with pytest.raises(SpecError, match=field):
+        enumerate_layouts(build(ODD_MOE, devices=12, search=space))
+
+
 def test_micro_batches_are_divisors_up_to_the_maximum():
     scenario = build(TINY_MOE, devices=8, batch=48, seq_len=1024, search=SearchSpace(max_micro_batches=4))
     cands = enumerate_layouts(scenario).candidates

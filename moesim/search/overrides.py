@@ -93,7 +93,8 @@ def apply_point(scenario: Scenario, point: dict[str, object]) -> Scenario:
 
     parts: dict[str, object] = {"model": scenario.model, "hardware": scenario.hardware, "devices": scenario.devices,
                                 "training": scenario.training, "search": scenario.search}
-    for key, value in point.items():
+    # Whole profiles and models first, so that their fields varied alongside apply on top of them.
+    for key, value in sorted(point.items(), key=lambda item: canonical_key(item[0]) not in ("hardware", "model")):
         path = canonical_key(key)
         head, _, rest = path.partition(".")
         if path == "hardware":

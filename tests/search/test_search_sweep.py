@@ -73,6 +73,8 @@ def test_apply_point_changes_the_named_fields():
     assert s.model.attention.num_kv_heads == 8
     assert s.search.zero_stages == (1,) and s.search.recompute_modes == ("full",)
     assert scenario.model.moe.num_experts == 16  # the original is untouched
+    priced_first = apply_point(scenario, {"hardware.price_per_device_hour_usd": 2.0, "hardware": "a100-80gb"})
+    assert priced_first.hardware.price_per_device_hour_usd == 2.0  # the profile loads before its fields
 
 
 def test_sweep_point_is_the_search_best():

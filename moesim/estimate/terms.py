@@ -84,6 +84,12 @@ class TermBuilder:
         kernel = expert_flops / (moe.num_experts / self.ep) / ffn_matrices(model.ffn_kind)
         return self._matmul_time(expert_flops, kernel)
 
+    def logits_time_s(self, output_tokens: int):
+        """Forward + backward time of the output logits (last stage): (1 + 2)·(2·b·n_out·h·V/tp) FLOP at the
+        efficiency of that one GEMM (backward ≈ 2 × forward, Kaplan et al. 2020 §2.1; as moesim.estimate.core)."""
+        flops = FLOPS_PER_MAC * self.b * output_tokens * self.model.d_model * self.model.vocab_size / self.tp
+        return (1 + BACKWARD_TO_FORWARD) * self._matmul_time(flops, flops)
+
     def build(self, cls: LayerClass) -> ClassTerms:
         model, b, tp = self.model, self.b, self.tp
         h, n, fl = model.d_model, cls.tokens, cls.flops

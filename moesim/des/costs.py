@@ -1,0 +1,200 @@
+"""Per-operation costs for the simulator, taken from the analytical model's own functions.
+
+Notation (per device, per micro-batch, as in moesim.estimate.terms): b sequences per micro-batch,
+n tokens per sequence of a layer's stack, h d_model, t = b·n/tp tokens entering an MoE layer, S a
+collective's size in nccl-tests convention, p its group size.
+
+Compute kernels come from `TermBuilder` (per-stage forward/backward parts, `expert_ffn_time_s`,
+`logits_time_s`); every collective is priced once by the collective model the estimate uses
+(`CollectivePricer` over `default_model(hw)`), split into its latency T(0) and a bandwidth part
+T(S) − T(0) during which each member moves its wire bytes S·busbw-factor (nccl-tests
+PERFORMANCE.md), so a collective alone takes exactly T(S). Gradient bytes per layer follow the
+estimate's parameter rule: dense (attention, dense FFN, shared experts) ÷ tp plus replicated
+(router, norms); routed experts ÷ (ep·etp); embedding on the first stage, output head on the last.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from moesim.collectives.base import CollectiveModel, wire_bytes_per_device
+from moesim.estimate.candidates import effective_capacity_factor
+from moesim.estimate.pricing import CollectivePricer
+from moesim.estimate.terms import ClassTerms, TermBuilder
+from moesim.memory import RECOMPUTE_CODES
+from moesim.specs.layout import Layout
+from moesim.specs.scenario import Scenario
+from moesim.specs.training import TrainingSpec
+from moesim.topology.mapping import axis_sizes, mesh_strides
+from moesim.workload import Workload, build_workload
+
+
+@dataclass(frozen=True)
+class CommSpec:
+    """One collective call as priced by the collective model, per member."""
+
+    name: str
+    axis: str
+    op: str
+    size_bytes: float
+    group_size: int
+    stride: int
+    time_s: float  # T(S), alone on the network
+    latency_s: float  # T(0)
+    wire_bytes: float  # each member's bytes on the wire (uniform case)
+
+    @property
+    def cap_bytes_per_s(self) -> float:
+        """The rate the model moves the wire bytes at: wire / (T(S) − T(0))."""
+        busy = self.time_s - self.latency_s
+        return self.wire_bytes / busy if busy > 0 and self.wire_bytes > 0 else math.inf
+
+    @property
+    def span(self) -> int:
+        return (self.group_size - 1) * self.stride + 1
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One layer of a class, per device per micro-batch."""
+
+    is_moe: bool
+    attention_blocks: int
+    fwd_s: dict[str, float]
+    bwd_s: dict[str, float]
+    recompute: str
+    recompute_s: float
+    comms: dict[str, CommSpec]  # by CommCall name (tp_all_gather, ep_all_to_all_dispatch, ...)
+    dense_grad_bytes: float
+    expert_grad_bytes: float
+    slots: float = 0.0  # token slots the device sends per MoE layer (padded or k·t)
+    capacity: int = 0  # per expert per routing group; 0 when dropless
+    tokens: int = 0  # t, tokens per device entering the MoE layer
+
+
+@dataclass(frozen=True)
+class StageCost:
+    """What differs between pipeline stages: layers, boundary transfers, extras."""
+
+    index: int
+    layers: tuple[int, ...]  # global layer indices, execution order
+    send_forward: CommSpec | None  # activations to the next stage
+    send_backward: CommSpec | None  # input gradient to the previous stage
+    logits_s: float  # forward + backward, last stage only
+    embedding_grad_bytes: float  # input embedding and position tables (first stage), ready last
+    head_grad_bytes: float  # output projection and final norms (last stage), ready first
+    param_dense_bytes: float  # whole-stage parameters per device, for ZeRO-3 gathers
+    param_expert_bytes: float
+
+
+@dataclass
+class Costs:
+    """Everything the schedule needs, for one scenario, layout and training spec."""
+
+    scenario: Scenario
+    layout: Layout
+    training: TrainingSpec
+    workload: Workload
+    builder: TermBuilder
+    classes: list[LayerCost]
+    stages: list[StageCost]
+    micro_batches: int
+    optimizer_s: float
+    capacity_factor: float  # NaN: dropless
+    pricer: CollectivePricer
+    strides: dict[str, int] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def price(self, name: str, axis: str, op: str, size_bytes: float) -> CommSpec | None:
+        """The collective `op` of `size_bytes` on mesh `axis`; None when it costs nothing (group of one)."""
+        p = self.sizes[axis]
+        if p <= 1 or size_bytes <= 0:
+            return None
+        devices = self.scenario.devices
+        args = (float(size_bytes), p, self.strides[axis], devices // p)
+        full = self.pricer.one(op, *args)
+        empty = self.pricer.one(op, 0.0, *args[1:])
+        wire = size_bytes if op == "send_recv" else wire_bytes_per_device(op, size_bytes, p)
+        return CommSpec(name, axis, op, float(size_bytes), p, self.strides[axis], full.time_s, empty.time_s, wire)
+
+    @property
+    def dropless(self) -> bool:
+        return bool(np.isnan(self.capacity_factor))
+
+
+def _f(x) -> float:
+    return float(np.asarray(x).reshape(-1)[0])
+
+
+def _boundary_tokens(workload: Workload, pp: int) -> list[int]:
+    """Tokens per sequence stage s sends on: its stack's, plus the encoder output once in the decoder
+    (the rule of moesim.estimate.stages)."""
+    out = [0] * pp
+    per_stage = workload.num_layers // pp
+    for s in range(pp - 1):
+        cls = workload.classes[workload.layer_class_index[(s + 1) * per_stage - 1]]
+        out[s] = cls.tokens + (workload.seq_len if cls.stack == "decoder" and cls.cross_attention else 0)
+    return out
+
+
+def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, model: CollectiveModel,
+                optimizer_s: float) -> Costs:
+    """Costs of every layer class and stage. `optimizer_s` is the estimate's optimizer step time."""
+    spec, hw, tr = scenario.model, scenario.hardware, training
+    seq, dec = scenario.seq_lens
+    wl = build_workload(spec, seq, dec)
+    m, pp, tp = tr.micro_batches, layout.pp, layout.tp
+    one = lambda v: np.array([v], dtype=float)  # noqa: E731
+    b = tr.global_batch_sequences / (layout.dp * m)
+    cf = effective_capacity_factor(scenario, tr)
+    builder = TermBuilder(spec, hw, tr, one(b), one(tp), one(layout.ep), one(layout.etp),
+                          np.array([RECOMPUTE_CODES[tr.recompute]]), one(cf))
+    costs = Costs(scenario, layout, tr, wl, builder, [], [], m, optimizer_s, cf,
+                  CollectivePricer(model, scenario.devices), dict(mesh_strides(layout)), dict(axis_sizes(layout)))
+    q_g, q_p, q_a = tr.bytes_of("grad"), tr.bytes_of("param"), tr.bytes_of("compute")
+    for cls in wl.classes:
+        terms: ClassTerms = builder.build(cls)
+        comms = {}
+        for call in terms.comms:
+            spec_ = costs.price(call.name, call.axis, call.op, _f(call.size_bytes))
+            if spec_ is not None and _f(call.calls) > 0:
+                comms[call.name] = spec_
+        dense = cls.params_shardable / tp + cls.params_replicated
+        costs.classes.append(LayerCost(
+            is_moe=cls.is_moe, attention_blocks=2 if cls.cross_attention else 1,
+            fwd_s={k: _f(v) for k, v in terms.fwd_parts_s.items()},
+            bwd_s={k: _f(v) for k, v in terms.bwd_parts_s.items()},
+            recompute=tr.recompute, recompute_s=_f(terms.recompute_time_s), comms=comms,
+            dense_grad_bytes=dense * q_g, expert_grad_bytes=cls.params_experts / (layout.ep * layout.etp) * q_g,
+            slots=_f(terms.slots) if terms.slots is not None else 0.0,
+            capacity=0 if np.isnan(cf) or terms.capacity is None else int(_f(terms.capacity)),
+            tokens=int(round(_f(terms.tokens_per_device))) if terms.tokens_per_device is not None else 0,
+        ))
+    per_stage = wl.num_layers // pp
+    out = _boundary_tokens(wl, pp)
+    sp_split = tp if tr.sequence_parallel else 1
+    logits = _f(builder.logits_time_s(wl.output_tokens))
+    for s in range(pp):
+        layers = tuple(range(s * per_stage, (s + 1) * per_stage))
+        first, last = s == 0, s == pp - 1
+        fwd_bytes = b * out[s] * spec.d_model * q_a / sp_split
+        bwd_bytes = b * (out[s - 1] if s else out[0]) * spec.d_model * q_a / sp_split
+        embedding = wl.embedding_params / tp + wl.position_params if first else 0.0
+        head = wl.lm_head_params / tp + wl.final_norm_params if last else 0.0
+        classes = [costs.classes[wl.layer_class_index[i]] for i in layers]
+        dense = sum(c.dense_grad_bytes for c in classes) / q_g + embedding + head
+        expert = sum(c.expert_grad_bytes for c in classes) / q_g
+        costs.stages.append(StageCost(
+            index=s, layers=layers,
+            send_forward=None if last else costs.price("pp_send_recv", "pp", "send_recv", fwd_bytes),
+            send_backward=None if first else costs.price("pp_send_recv", "pp", "send_recv", bwd_bytes),
+            logits_s=logits if last else 0.0, embedding_grad_bytes=embedding * q_g, head_grad_bytes=head * q_g,
+            param_dense_bytes=dense * q_p, param_expert_bytes=expert * q_p,
+        ))
+    return costs
+
+
+__all__ = ["CommSpec", "Costs", "LayerCost", "StageCost", "build_costs"]

@@ -1,0 +1,242 @@
+"""Token → expert routing as it happens in one training step (modeling.md §5.3).
+
+Notation: E experts, k experts per token, t tokens a device routes per MoE layer and micro-batch,
+split into routing groups of g tokens (the last may be shorter); C capacity per expert per group
+(None: dropless); p ∈ Δ^{E−1} expert popularity of a layer; ep devices per expert-parallel group,
+experts laid contiguously (rank r holds experts r·E/ep … (r+1)·E/ep − 1).
+
+1. Popularity per MoE layer: uniform p_i = 1/E; Zipf p_i ∝ i^{−s} under a random permutation per
+   layer; or a measured per-expert histogram (JSON/CSV, per layer or one for all).
+2. Assignments per group: exact top-k without replacement by Gumbel-top-k on log p (Plackett-Luce;
+   Vieira 2014, Kool et al. 2019, arXiv 1903.06059), or the fast path Multinomial(g·k, p), exact for
+   k = 1 and close when k·max p ≪ 1 (tests compare both on mean and variance).
+   With `expected` loads every group gets exactly g·k·p (no sampling noise).
+3. Capacity clips each group's per-expert count at C; the excess is dropped (Switch §2.2).
+4. Per device: tokens sent to other ranks, tokens received (all ranks), and drops.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from moesim.errors import SpecError
+
+ROUTING_FORMS = ("uniform", "zipf:S", "FILE.json", "FILE.csv")
+SAMPLERS = ("auto", "gumbel", "multinomial")
+GUMBEL_BUDGET = 4_000_000  # random numbers per (layer, micro-batch) above which `auto` uses multinomial
+GUMBEL_CHUNK = 1_000_000  # random numbers drawn at once by the exact sampler (bounds its memory)
+
+
+@dataclass(frozen=True)
+class RoutingSpec:
+    """Which popularity model; `histograms` rows are per MoE layer (cycled), already normalised."""
+
+    kind: str  # uniform | zipf | histogram
+    zipf_s: float = 0.0
+    histograms: tuple[tuple[float, ...], ...] = ()
+    text: str = "uniform"
+
+
+def _bad(message: str, path: Path | str, field: str = "routing") -> SpecError:
+    return SpecError(message, file=str(path), field=field)
+
+
+def _rows_from_json(path: Path) -> list[list]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise _bad(f"not valid JSON ({err.msg} at line {err.lineno})", path) from None
+    if isinstance(data, dict):
+        keys = [k for k in ("layers", "experts", "counts") if k in data]
+        if len(keys) != 1:
+            raise SpecError("a histogram object needs exactly one of the keys 'layers', 'experts', 'counts'",
+                            file=str(path), field="routing", value=sorted(data),
+                            allowed=("layers", "experts", "counts"))
+        data = data[keys[0]]
+    if isinstance(data, list) and data and all(isinstance(r, list) for r in data):
+        return data
+    if isinstance(data, list):
+        return [data]
+    raise _bad("expected a list of per-expert counts, a list of such lists (one per MoE layer), "
+               "or an object with 'layers' or 'experts'", path)
+
+
+def _rows_from_csv(path: Path) -> list[list]:
+    rows = [r for r in csv.reader(path.read_text().splitlines()) if any(c.strip() for c in r)]
+    if rows and not _numeric(rows[0]):
+        rows = rows[1:]  # a header line
+    if rows and all(len(r) == 1 for r in rows) and len(rows) > 1:
+        return [[r[0] for r in rows]]  # one column: one histogram
+    return rows
+
+
+def _numeric(row) -> bool:
+    try:
+        [float(c) for c in row]
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def load_histograms(path: str | Path, num_experts: int) -> tuple[tuple[float, ...], ...]:
+    """Per-expert popularity rows from a JSON or CSV file, each normalised to sum 1; raises SpecError."""
+    path = Path(path)
+    if path.suffix.lower() not in (".json", ".csv"):
+        raise SpecError(f"unknown histogram format '{path.suffix}'", file=str(path), field="routing",
+                        allowed=(".json", ".csv"))
+    if not path.is_file():
+        raise _bad("no such file", path)
+    rows = _rows_from_json(path) if path.suffix.lower() == ".json" else _rows_from_csv(path)
+    if not rows:
+        raise _bad("the histogram file holds no counts", path)
+    out = []
+    for i, row in enumerate(rows):
+        where = f"routing[{i}]" if len(rows) > 1 else "routing"
+        if not _numeric(row) or any(isinstance(v, bool) for v in row):
+            raise _bad(f"row {i + 1} holds a value that is not a number", path, where)
+        values = np.array([float(v) for v in row])
+        if len(values) != num_experts:
+            raise SpecError(f"row {i + 1} has {len(values)} entries but the model has {num_experts} experts",
+                            file=str(path), field=where, value=len(values), allowed=str(num_experts))
+        if not np.all(np.isfinite(values)) or np.any(values < 0):
+            raise _bad(f"row {i + 1} has a negative or non-finite count", path, where)
+        if values.sum() <= 0:
+            raise _bad(f"row {i + 1} sums to zero", path, where)
+        out.append(tuple(values / values.sum()))
+    return tuple(out)
+
+
+def parse_routing(text: str, num_experts: int, *, field: str = "--routing") -> RoutingSpec:
+    """`uniform`, `zipf:S` (S > 0) or a histogram file path."""
+    text = (text or "uniform").strip()
+    if text == "uniform":
+        return RoutingSpec("uniform", text=text)
+    if text.startswith("zipf:"):
+        try:
+            s = float(text[5:])
+        except ValueError:
+            s = float("nan")
+        if not math.isfinite(s) or s <= 0:
+            raise SpecError(f"'{text}': the Zipf exponent must be a number > 0", field=field, value=text,
+                            allowed=ROUTING_FORMS)
+        return RoutingSpec("zipf", zipf_s=s, text=text)
+    if text.lower().endswith((".json", ".csv")) or Path(text).exists():
+        return RoutingSpec("histogram", histograms=load_histograms(text, num_experts), text=text)
+    raise SpecError(f"unknown routing '{text}'", field=field, value=text, allowed=ROUTING_FORMS)
+
+
+def popularity(spec: RoutingSpec, num_experts: int, moe_layers: int, rng: np.random.Generator) -> np.ndarray:
+    """p per MoE layer, shape (moe_layers, E); Zipf draws one permutation per layer from `rng`."""
+    if spec.kind == "uniform":
+        return np.full((moe_layers, num_experts), 1.0 / num_experts)
+    if spec.kind == "zipf":
+        ranks = np.arange(1, num_experts + 1, dtype=float) ** -spec.zipf_s
+        base = ranks / ranks.sum()
+        return np.stack([base[rng.permutation(num_experts)] for _ in range(moe_layers)])
+    rows = spec.histograms
+    return np.array([rows[i % len(rows)] for i in range(moe_layers)])
+
+
+def sample_gumbel_top_k(tokens: int, top_k: int, p: np.ndarray, rng: np.random.Generator,
+                        groups: int = 1) -> np.ndarray:
+    """Exact top-k without replacement for `groups` × `tokens` tokens: per-expert counts (groups, E).
+
+    Gumbel-top-k: the k largest of log p_i + G_i, G_i ~ Gumbel(0, 1), are a Plackett-Luce sample
+    without replacement (Kool, van Hoof & Welling 2019, arXiv 1903.06059, §3). Drawn as the same
+    race in exponential form: G_i = −log X_i with X_i ~ Exp(1), so the winners are the k smallest
+    X_i / p_i (float32 keys; an expert with p_i = 0 is never chosen)."""
+    num_experts = len(p)
+    with np.errstate(divide="ignore"):
+        inverse = (1.0 / np.asarray(p, dtype=float)).astype(np.float32)
+    out = np.zeros((groups, num_experts), dtype=np.int64)
+    step = max(1, GUMBEL_CHUNK // max(1, tokens * num_experts))
+    for first in range(0, groups, step):
+        n = min(step, groups - first)
+        keys = rng.standard_exponential(size=(n, tokens, num_experts), dtype=np.float32) * inverse
+        if top_k == 1:
+            chosen = np.argmin(keys, axis=2)[..., None]
+        else:
+            chosen = np.argpartition(keys, top_k - 1, axis=2)[..., :top_k]
+        flat = (np.arange(n)[:, None, None] * num_experts + chosen).reshape(-1)
+        out[first:first + n] = np.bincount(flat, minlength=n * num_experts).reshape(n, num_experts)
+    return out
+
+
+def sample_multinomial(tokens: int, top_k: int, p: np.ndarray, rng: np.random.Generator,
+                       groups: int = 1) -> np.ndarray:
+    """Multinomial(tokens·k, p) per group: (groups, E); exact for k = 1 (modeling.md §5.3, fast path).
+
+    Drawn as numpy's conditional-binomial multinomial when there are more draws than experts per group,
+    else as tokens·k categorical draws counted per group (the same distribution, cheaper when E is large)."""
+    num_experts = len(p)
+    draws = tokens * top_k
+    if draws >= num_experts:
+        return rng.multinomial(draws, p, size=groups)
+    if np.all(p == p[0]):
+        picks = rng.integers(0, num_experts, size=(groups, draws))
+    else:
+        cdf = np.cumsum(p)
+        picks = np.minimum(np.searchsorted(cdf, rng.random((groups, draws)) * cdf[-1], side="right"),
+                           num_experts - 1)
+    flat = (np.arange(groups)[:, None] * num_experts + picks).reshape(-1)
+    return np.bincount(flat, minlength=groups * num_experts).reshape(groups, num_experts)
+
+
+@dataclass(frozen=True)
+class LayerLoads:
+    """One MoE layer and micro-batch over a set of devices (arrays over devices, in tokens)."""
+
+    sent_remote: np.ndarray  # tokens a device sends to other ranks of its EP group
+    received: np.ndarray  # tokens a device's experts process (its own included)
+    received_remote: np.ndarray  # of which from other ranks
+    dropped: float
+    assigned: float
+
+
+def route_layer(p: np.ndarray, ep_groups: np.ndarray, tokens: int, group_tokens: int, top_k: int,
+                capacity: int | None, rng: np.random.Generator, *, expected: bool = False,
+                sampler: str = "auto") -> LayerLoads:
+    """Route every device's `tokens` for one MoE layer; `ep_groups` (G, ep) holds device ids by EP rank.
+
+    Returns arrays indexed like ep_groups.reshape(-1) (devices in group-major, rank-minor order).
+    """
+    n_groups, ep = ep_groups.shape
+    num_experts = len(p)
+    devices = n_groups * ep
+    g = max(1, min(group_tokens or tokens, tokens))
+    sizes = [g] * (tokens // g) + ([tokens % g] if tokens % g else [])
+    counts = np.zeros((devices, num_experts))
+    dropped = 0.0
+    for size in sorted(set(sizes)):
+        reps = sizes.count(size)
+        if expected:
+            c = np.broadcast_to(size * top_k * p, (devices * reps, num_experts))
+        else:
+            method = sampler
+            if method == "auto":
+                method = "multinomial" if top_k == 1 or devices * reps * size * num_experts > GUMBEL_BUDGET \
+                    else "gumbel"
+            draw = sample_gumbel_top_k if method == "gumbel" else sample_multinomial
+            c = draw(size, top_k, p, rng, groups=devices * reps).astype(float)
+        if capacity is not None:
+            kept = np.minimum(c, capacity)
+            dropped += float(np.sum(c - kept))
+            c = kept
+        counts += c.reshape(devices, reps, num_experts).sum(axis=1)
+    per_rank = counts.reshape(n_groups, ep, ep, num_experts // ep).sum(axis=3)  # (G, src, dst)
+    local = np.einsum("gii->gi", per_rank)
+    received = per_rank.sum(axis=1)
+    sent = per_rank.sum(axis=2)
+    return LayerLoads(sent_remote=(sent - local).reshape(-1), received=received.reshape(-1),
+                      received_remote=(received - local).reshape(-1), dropped=dropped,
+                      assigned=float(devices * tokens * top_k))
+
+
+__all__ = ["GUMBEL_BUDGET", "LayerLoads", "ROUTING_FORMS", "RoutingSpec", "SAMPLERS", "load_histograms",
+           "parse_routing", "popularity", "route_layer", "sample_gumbel_top_k", "sample_multinomial"]

@@ -1,0 +1,283 @@
+"""Per-device operation sequences for one training step: layers, micro-batches, pipeline order.
+
+Every device of a pipeline stage runs the same program (`StageProgram`); what differs between
+them (routing loads, stragglers, noise) is applied to its durations and bytes (`variation`).
+Streams, as on a GPU: `compute` (kernels), `comm` (per-micro-batch collectives: tp, ep, etp,
+ZeRO-3 gathers), `p2p` (pipeline sends), `grad` (gradient sync). A stream runs its operations in
+order; an operation also waits for its `deps` (operations on other streams) and, for the first
+operation of a micro-batch on a later stage, for the neighbour's transfer (`recv`).
+
+One MoE layer forward (MCore token dispatcher; Switch §5.4), with c = `chunks` (Tutel's
+a2a_ffn_overlap_degree; Tutel §3.2): router → permute → dispatch all-to-all_j (→ ETP all-gather_j)
+→ expert FFN_j (→ ETP reduce-scatter_j) → combine all-to-all_j → unpermute → shared experts,
+j = 1..c, all dispatches queued ahead of the combines on the comm stream. Backward runs the same
+stages in reverse (the gradient of a combine is a dispatch-shaped all-to-all). TP blocks: all-gather
+→ kernel → reduce-scatter with sequence parallelism, kernel → all-reduce without (Korthikanti §4.2.2).
+Full recomputation replays the layer's forward before its backward; selective recomputes attention
+scores. Pipeline order: GPipe (all forwards, then all backwards) or 1F1B (warm-up of pp − s − 1
+forwards, then alternate; Narayanan et al. 2021, arXiv 2104.04473, §2.2). Gradients of each layer
+are reduced on the grad stream in buckets as the last micro-batch's backward fills them (MCore
+--overlap-grad-reduce; buckets of 40e6 parameters, MCore's default floor - MCore scales it to
+1e6·dp above dp = 40, which at dp = 2048 leaves one bucket and no overlap; `bucket_params` sets
+it); the optimizer step follows the last bucket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moesim.des.costs import CommSpec, Costs, LayerCost
+from moesim.flops import BACKWARD_TO_FORWARD
+
+STREAMS = ("compute", "comm", "p2p", "grad")
+DEFAULT_BUCKET_PARAMS = 40_000_000  # Megatron-Core's default bucket floor, in parameters
+COMPUTE, COLLECTIVE, SEND = "compute", "collective", "send"
+# How routing loads change an operation (see variation.py).
+TO_EXPERTS, FROM_EXPERTS, EXPERT, GATHER = "to_experts", "from_experts", "expert", "gather"
+STAGE_NAMES = {"attention": "attention", "dense_ffn": "dense FFN", "router": "router", "permute": "permute",
+               "expert_ffn": "expert FFN", "unpermute": "unpermute", "shared_experts": "shared experts"}
+COMM_NAMES = {"tp_all_gather": "TP all-gather", "tp_reduce_scatter": "TP reduce-scatter",
+              "tp_all_reduce": "TP all-reduce", "ep_all_to_all_dispatch": "dispatch all-to-all",
+              "ep_all_to_all_combine": "combine all-to-all", "etp_all_gather": "ETP all-gather",
+              "etp_reduce_scatter": "ETP reduce-scatter"}
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One operation of a stage's program."""
+
+    index: int
+    stream: str
+    kind: str
+    name: str
+    phase: str  # fwd | bwd | recompute | grad | step
+    layer: int
+    mb: int
+    deps: tuple[int, ...]
+    duration_s: float = 0.0
+    comm: CommSpec | None = None
+    load: str = ""
+    moe: int = -1  # MoE layer number (routing), -1 when none
+    chunks: int = 1
+    backward: bool = False
+    recv: tuple[str, int] | None = None  # ("act" | "grad", micro-batch) from a neighbour stage
+    peer: int = 0  # SEND: +1 next stage, −1 previous
+
+
+@dataclass(frozen=True)
+class StageProgram:
+    """The operations of one pipeline stage and their split into streams."""
+
+    stage: int
+    ops: tuple[Op, ...]
+    streams: dict[str, tuple[int, ...]]
+    needed: frozenset[int]  # operations some other operation waits for
+
+
+def pipeline_order(schedule: str, micro_batches: int, pp: int, stage: int) -> list[tuple[str, int]]:
+    """("F"|"B", micro-batch) in execution order on `stage`: GPipe or 1F1B (Megatron's warm-up rule)."""
+    m = micro_batches
+    if schedule == "gpipe":
+        return [("F", i) for i in range(m)] + [("B", i) for i in range(m)]
+    warm = min(pp - stage - 1, m)
+    order = [("F", i) for i in range(warm)]
+    for i in range(m - warm):
+        order += [("F", warm + i), ("B", i)]
+    return order + [("B", i) for i in range(m - warm, m)]
+
+
+class _Builder:
+    """Appends operations; `last` is the operation the next one in the data chain waits for."""
+
+    def __init__(self, costs: Costs, stage: int, chunks: int, bucket_params: int) -> None:
+        self.costs, self.stage, self.chunks, self.bucket_params = costs, stage, chunks, bucket_params
+        self.ops: list[Op] = []
+        self.last: int | None = None
+        self.recv: tuple[str, int] | None = None
+        self.pending = {"dp": 0.0, "edp": 0.0}  # gradient bytes waiting for their bucket
+        self.moe_number = {}
+        n = 0
+        for layer, cls in enumerate(costs.workload.layer_class_index):
+            if costs.workload.classes[cls].is_moe:
+                self.moe_number[layer] = n
+                n += 1
+
+    def add(self, stream: str, kind: str, name: str, phase: str, layer: int, mb: int, deps=(), *,
+            chain: bool = True, **kw) -> int:
+        deps = tuple(d for d in deps if d is not None)
+        if chain and self.last is not None:
+            deps = deps + (self.last,)
+        deps = tuple(sorted({d for d in deps if self.ops[d].stream != stream}))
+        recv, self.recv = (self.recv, None) if chain else (None, self.recv)
+        op = Op(len(self.ops), stream, kind, name, phase, layer, mb, deps, recv=recv, **kw)
+        self.ops.append(op)
+        if chain:
+            self.last = op.index
+        return op.index
+
+    def compute(self, name: str, phase: str, layer: int, mb: int, duration_s: float, **kw) -> int | None:
+        if duration_s <= 0 and not kw.get("load"):
+            return None
+        return self.add("compute", COMPUTE, name, phase, layer, mb, duration_s=duration_s, **kw)
+
+    def comm(self, spec: CommSpec | None, phase: str, layer: int, mb: int, **kw) -> int | None:
+        if spec is None:
+            return None
+        return self.add("comm", COLLECTIVE, COMM_NAMES.get(spec.name, spec.name), phase, layer, mb, comm=spec, **kw)
+
+    # Layers ----------------------------------------------------------------------------------
+
+    def _block(self, lc: LayerCost, name: str, duration_s: float, phase: str, layer: int, mb: int) -> None:
+        self.comm(lc.comms.get("tp_all_gather"), phase, layer, mb)
+        self.compute(name, phase, layer, mb, duration_s)
+        self.comm(lc.comms.get("tp_reduce_scatter"), phase, layer, mb)
+        self.comm(lc.comms.get("tp_all_reduce"), phase, layer, mb)
+
+    def _chunk_spec(self, lc: LayerCost, name: str) -> CommSpec | None:
+        spec = lc.comms.get(name)
+        if spec is None or self.chunks == 1:
+            return spec
+        return self.costs.price(spec.name, spec.axis, spec.op, spec.size_bytes / self.chunks)
+
+    def _moe(self, lc: LayerCost, phase: str, layer: int, mb: int, backward: bool) -> None:
+        c, parts = self.chunks, (lc.bwd_s if backward else lc.fwd_s)
+        first, second = ("ep_all_to_all_combine", "ep_all_to_all_dispatch") if backward else \
+            ("ep_all_to_all_dispatch", "ep_all_to_all_combine")
+        into, back = self._chunk_spec(lc, first), self._chunk_spec(lc, second)
+        gather, scatter = self._chunk_spec(lc, "etp_all_gather"), self._chunk_spec(lc, "etp_reduce_scatter")
+        moe = self.moe_number[layer]
+        expert_s = float(self.costs.builder.expert_ffn_time_s(lc.slots / c)[0])
+        expert_s *= BACKWARD_TO_FORWARD if backward else 1
+        kw = dict(moe=moe, chunks=c, backward=backward)
+        order = ("shared_experts", "unpermute") if backward else ("router", "permute")
+        for part in order:
+            self.compute(STAGE_NAMES[part], phase, layer, mb, parts[part])
+        start = self.last
+        arrived = []
+        for _ in range(c):
+            a = self.add("comm", COLLECTIVE, COMM_NAMES[into.name], phase, layer, mb, (start,), chain=False,
+                         comm=into, load=TO_EXPERTS, **kw) if into else start
+            if gather:
+                a = self.add("comm", COLLECTIVE, COMM_NAMES[gather.name], phase, layer, mb, (a,), chain=False,
+                             comm=gather, load=GATHER, **kw)
+            arrived.append(a)
+        computed = [self.add("compute", COMPUTE, STAGE_NAMES["expert_ffn"], phase, layer, mb, (a,), chain=False,
+                             duration_s=expert_s, load=EXPERT, **kw) for a in arrived]
+        for e in computed:
+            r = e
+            if scatter:
+                r = self.add("comm", COLLECTIVE, COMM_NAMES[scatter.name], phase, layer, mb, (r,), chain=False,
+                             comm=scatter, load=GATHER, **kw)
+            if back:
+                r = self.add("comm", COLLECTIVE, COMM_NAMES[back.name], phase, layer, mb, (r,), chain=False,
+                             comm=back, load=FROM_EXPERTS, **kw)
+            self.last = r
+        order = ("permute", "router") if backward else ("unpermute", "shared_experts")
+        for part in order:
+            self.compute(STAGE_NAMES[part], phase, layer, mb, parts[part])
+
+    def layer_forward(self, layer: int, mb: int, phase: str = "fwd") -> None:
+        lc = self.costs.classes[self.costs.workload.layer_class_index[layer]]
+        attention = lc.fwd_s["attention"] / lc.attention_blocks
+        for _ in range(lc.attention_blocks):
+            self._block(lc, "attention", attention, phase, layer, mb)
+        if lc.is_moe:
+            self._moe(lc, phase, layer, mb, backward=False)
+        else:
+            self._block(lc, "dense FFN", lc.fwd_s["dense_ffn"], phase, layer, mb)
+
+    def layer_backward(self, layer: int, mb: int) -> None:
+        lc = self.costs.classes[self.costs.workload.layer_class_index[layer]]
+        if lc.recompute == "full":
+            self.layer_forward(layer, mb, "recompute")
+        elif lc.recompute == "selective":
+            self.compute("attention recompute", "recompute", layer, mb, lc.recompute_s)
+        if lc.is_moe:
+            self._moe(lc, "bwd", layer, mb, backward=True)
+        else:
+            self._block(lc, "dense FFN", lc.bwd_s["dense_ffn"], "bwd", layer, mb)
+        attention = lc.bwd_s["attention"] / lc.attention_blocks
+        for _ in range(lc.attention_blocks):
+            self._block(lc, "attention", attention, "bwd", layer, mb)
+
+    # Gradient sync, ZeRO-3, pipeline -------------------------------------------------------------
+
+    def grad_bucket(self, dense_bytes: float, expert_bytes: float, layer: int, flush: bool = False) -> None:
+        """Add one layer's gradients to the open buckets; reduce a bucket once it holds `bucket_params`
+        parameters or when `flush` (end of backward). ZeRO-0: all-reduce; ZeRO ≥ 1: reduce-scatter +
+        all-gather, all on the grad stream after the operation that produced the last gradient."""
+        tr, ready = self.costs.training, self.last
+        q_g = tr.bytes_of("grad")
+        q_ratio = tr.bytes_of("param") / q_g
+        for axis, nbytes in (("dp", dense_bytes), ("edp", expert_bytes)):
+            self.pending[axis] += nbytes
+            threshold = self.bucket_params * q_g
+            if self.pending[axis] <= 0 or (self.pending[axis] < threshold and not flush):
+                continue
+            size, self.pending[axis] = self.pending[axis], 0.0
+            if tr.zero_stage == 0:
+                steps = ((f"{axis}_all_reduce", "all_reduce", size),)
+            else:
+                steps = ((f"{axis}_reduce_scatter", "reduce_scatter", size),
+                         (f"{axis}_all_gather", "all_gather", size * q_ratio))
+            for name, op, nbytes_call in steps:
+                spec = self.costs.price(name, axis, op, nbytes_call)
+                if spec is not None:
+                    label = f"gradient {op.replace('_', '-')} ({axis})"
+                    self.add("grad", COLLECTIVE, label, "grad", layer, -1, (ready,), chain=False, comm=spec)
+
+    def zero3_gather(self, mb: int, phase: str) -> None:
+        st = self.costs.stages[self.stage]
+        for axis, nbytes in (("dp", st.param_dense_bytes), ("edp", st.param_expert_bytes)):
+            spec = self.costs.price(f"{axis}_param_all_gather", axis, "all_gather", nbytes)
+            if spec is not None:
+                self.add("comm", COLLECTIVE, f"ZeRO-3 parameter all-gather ({axis})", phase, -1, mb, comm=spec)
+
+    def send(self, spec: CommSpec | None, peer: int, mb: int, phase: str) -> None:
+        if spec is not None:
+            self.add("p2p", SEND, "pipeline send", phase, -1, mb, (self.last,), chain=False, comm=spec, peer=peer)
+
+
+def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
+                        bucket_params: int = DEFAULT_BUCKET_PARAMS) -> StageProgram:
+    """The program of every device of pipeline `stage` for one training step."""
+    b = _Builder(costs, stage, chunks, bucket_params)
+    st, tr = costs.stages[stage], costs.training
+    pp, m = costs.layout.pp, costs.micro_batches
+    first, last = stage == 0, stage == pp - 1
+    zero3 = tr.zero_stage >= 3
+    for kind, mb in pipeline_order(tr.pipeline_schedule, m, pp, stage):
+        if kind == "F":
+            b.recv = None if first else ("act", mb)
+            if zero3:
+                b.zero3_gather(mb, "fwd")
+            for layer in st.layers:
+                b.layer_forward(layer, mb)
+            if last:
+                b.compute("logits", "fwd", -1, mb, st.logits_s / (1 + BACKWARD_TO_FORWARD))
+            b.send(st.send_forward, +1, mb, "fwd")
+            continue
+        b.recv = None if last else ("grad", mb)
+        if zero3:
+            b.zero3_gather(mb, "bwd")
+        final = mb == m - 1
+        if last:
+            b.compute("logits", "bwd", -1, mb, st.logits_s * BACKWARD_TO_FORWARD / (1 + BACKWARD_TO_FORWARD))
+        for n, layer in enumerate(reversed(st.layers)):
+            b.layer_backward(layer, mb)
+            if final:
+                lc = costs.classes[costs.workload.layer_class_index[layer]]
+                end = n == len(st.layers) - 1
+                extra = (st.embedding_grad_bytes if end else 0.0) + (st.head_grad_bytes if n == 0 else 0.0)
+                b.grad_bucket(lc.dense_grad_bytes + extra, lc.expert_grad_bytes, layer, flush=end)
+        b.send(st.send_backward, -1, mb, "bwd")
+    grads = [op.index for op in b.ops if op.stream == "grad"]
+    b.add("compute", COMPUTE, "optimizer", "step", -1, -1, tuple(grads[-1:]), duration_s=costs.optimizer_s)
+    ops = tuple(b.ops)
+    streams = {s: tuple(op.index for op in ops if op.stream == s) for s in STREAMS}
+    needed = frozenset(d for op in ops for d in op.deps)
+    return StageProgram(stage, ops, {s: v for s, v in streams.items() if v}, needed)
+
+
+__all__ = ["COLLECTIVE", "COMPUTE", "EXPERT", "FROM_EXPERTS", "GATHER", "Op", "SEND", "STREAMS", "StageProgram",
+           "TO_EXPERTS", "build_stage_program", "pipeline_order"]

@@ -1,0 +1,49 @@
+"""With uniform expected routing, no stragglers, no noise and no contention the simulator adds
+nothing the analytical model leaves out, so the two agree (within 2 %) over scenarios and layouts.
+
+Where they still differ, the simulator's schedule is the finer one: a real 1F1B/GPipe pipeline
+instead of (m + pp − 1)·max-stage, gradient buckets that overlap backward collectives too, and a
+last bucket that nothing can hide (see benchmarks/RESULTS.md, Simulator)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from moesim.des import SimOptions, simulate
+from moesim.specs.layout import Layout
+from moesim.specs.load import load_scenario
+
+TOLERANCE = 0.02
+GLAM_1024 = str(Path(__file__).parent / "data" / "glam-64e-1024-h100.toml")
+
+CASES = [
+    # (id, scenario, training changes, layout or None for the scenario's)
+    ("switch-base-128", "switch-base-128-tpu-v3", {}, None),
+    ("switch-base-128 dp32 ep16", "switch-base-128-tpu-v3", {}, Layout(dp=32, ep=16)),
+    ("switch-base-128 tp2 dp16 ep16", "switch-base-128-tpu-v3", {}, Layout(dp=16, tp=2, ep=16)),
+    ("switch-base-128 zero1 index", "switch-base-128-tpu-v3", {"zero_stage": 1, "dispatch_impl": "index"}, None),
+    ("switch-c-2048", "switch-c-2048-tpu-v3", {}, None),
+    ("mixtral-8x7b pp4 m16 1f1b", "mixtral-8x7b-h100", {}, None),
+    ("mixtral-8x7b pp4 m16 gpipe", "mixtral-8x7b-h100", {"pipeline_schedule": "gpipe"}, None),
+    ("mixtral-8x7b full recompute", "mixtral-8x7b-h100", {"recompute": "full"}, None),
+    ("mixtral-8x7b tp2 ep4 pp4", "mixtral-8x7b-h100", {"global_batch_sequences": 128}, Layout(dp=8, tp=2, ep=4, pp=4)),
+    ("mixtral-8x7b etp2 pp4", "mixtral-8x7b-h100", {"global_batch_sequences": 128},
+     Layout(dp=8, tp=2, ep=4, etp=2, pp=4)),
+    ("st-moe-32b", "st-moe-32b-tpu-v3", {}, None),
+    ("glam tpu-v4 zero3 recompute", "glam-64b-64e-tpu-v4", {}, None),
+    ("gshard-600b", "gshard-600b-tpu-v3", {}, None),
+    ("glam 1024 h100 pp4 m8", GLAM_1024, {}, None),
+]
+
+
+@pytest.mark.parametrize("name, scenario, changes, layout", CASES, ids=[c[0] for c in CASES])
+def test_simulated_step_agrees_with_the_estimate(name, scenario, changes, layout):
+    sc = load_scenario(scenario)
+    if changes:
+        sc = dataclasses.replace(sc, training=dataclasses.replace(sc.training, **changes))
+    result = simulate(sc, layout, SimOptions(contention=False, expected_loads=True, trace=False))
+    assert result.mode == "aggregated"
+    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=TOLERANCE)

@@ -90,8 +90,8 @@ def render(speed_rows: list[dict], agree_rows: list[dict]) -> str:
                      f"{r['analytical_s'] * 1e3:.2f} ms | {r['dropped']:.3%} |")
     lines += ["", "Wall time (all) includes the analytical estimate, pricing, and sampling the routing of every "
               "device, MoE layer and micro-batch (drop statistics): for Switch-C that sampling (2048 devices x "
-              "2048 experts x 30 layers) is most of it. Aggregated and full give the same step time (asserted on "
-              "small cases in tests/des/test_aggregation.py).", "",
+              "2048 experts x 30 layers) is most of it. Aggregated and full give the same step time (identical in "
+              "the table above; asserted equal on small cases in tests/des/test_des_aggregation.py).", "",
               "Agreement with the analytical model (`moesim.estimate`): expected uniform loads, no stragglers, no "
               "noise; \"no contention\" is the analytical model's own assumption, \"contention\" adds max-min "
               "sharing of ports.", "",

@@ -80,3 +80,34 @@ def test_contention_on_a_shared_link_slows_both_flows():
     assert timeline == [(0.0, 2.0, 0, "send"), (0.0, 4.0, 1, "send")]
     timeline, end = _two_transfers(contention=False)
     assert timeline == [(0.0, 0.1, 0, "send"), (0.0, 0.3, 1, "send")]
+
+
+def test_pipeline_timeline_follows_sends_and_the_1f1b_order():
+    from des_helpers import tiny_scenario
+    from moesim.des import SimOptions, simulate
+    from moesim.specs.layout import Layout
+
+    scenario = tiny_scenario(4, micro_batches=3, global_batch_sequences=12)
+    result = simulate(scenario, Layout(dp=2, ep=2, pp=2), SimOptions(expected_loads=True, contention=False))
+    rec = result.trace_records
+    stage_dev = {0: 0, 1: 2}  # representatives: the pipeline group of device 0
+    sends = {(r[0], r[3], r[5]): r for r in rec if r[2] == "pipeline send"}
+    first_op = {}
+    for r in rec:
+        if r[1] in ("compute", "comm") and r[5] >= 0:
+            first_op.setdefault((r[0], r[3], r[5]), r)
+    for mb in range(3):
+        # stage 1's forward of micro-batch mb starts the moment stage 0's activations arrive
+        assert first_op[(2, "fwd", mb)][6] >= sends[(0, "fwd", mb)][7]
+        # stage 0's backward waits for stage 1's input gradient
+        assert first_op[(0, "bwd", mb)][6] >= sends[(2, "bwd", mb)][7]
+    assert first_op[(2, "fwd", 0)][6] == sends[(0, "fwd", 0)][7]  # nothing else to wait for
+    order = {}
+    for dev in stage_dev.values():
+        seen = []
+        for r in rec:
+            if r[0] == dev and r[1] == "compute" and r[5] >= 0 and (r[3], r[5]) not in seen:
+                seen.append((r[3], r[5]))
+        order[dev] = [("F" if p == "fwd" else "B", mb) for p, mb in seen]
+    assert order[0] == [("F", 0), ("F", 1), ("B", 0), ("F", 2), ("B", 1), ("B", 2)]
+    assert order[2] == [("F", 0), ("B", 0), ("F", 1), ("B", 1), ("F", 2), ("B", 2)]

@@ -95,10 +95,17 @@ def test_calibration_prediction(results_file):
         read_switch_records(results_file.parent / "missing.jsonl")
 
 
-def test_simulate_without_des_says_so(mixtral):
+def test_simulate_without_des_says_so(mixtral, monkeypatch):
+    monkeypatch.setitem(sys.modules, "moesim.des", None)  # as if the simulator were not installed
     report = build_report(mixtral, simulate=True)
     assert "timeline" not in report.figures
-    assert any(n.startswith("simulated timeline:") for n in report.notes)
+    assert any(n.startswith("simulated timeline: moesim.des is not available") for n in report.notes)
+
+
+def test_simulate_draws_the_real_simulator_timeline(mixtral):
+    report = build_report(mixtral, simulate=True)
+    assert "timeline" in report.figures
+    assert any(n.startswith("simulated timeline:") and "events from moesim.des" in n for n in report.notes)
 
 
 def test_simulate_with_a_des_draws_the_timeline(mixtral, monkeypatch):

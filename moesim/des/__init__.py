@@ -6,6 +6,6 @@ dropped tokens, compute/communication overlap, pipeline schedules, stragglers an
     result.step_time_stats, result.analytical_step_time_s, result.chrome_trace()
 """
 
-from moesim.des.run import MODES, SimOptions, SimResult, simulate
+from moesim.des.run import MODES, SimOptions, SimResult, simulate, step_time
 
-__all__ = ["MODES", "SimOptions", "SimResult", "simulate"]
+__all__ = ["MODES", "SimOptions", "SimResult", "simulate", "step_time"]

@@ -271,8 +271,8 @@ def simulate(scenario: Scenario, layout: Layout | None = None, options: SimOptio
     wall = time.perf_counter()
     options = options or SimOptions()
     layout = layout if layout is not None else scenario.resolve()
-    scenario.check(layout)
     training = training or scenario.training
+    scenario.check(layout, micro_batches=training.micro_batches)
     model = collective_model or default_model(scenario.hardware)
     est = estimate(scenario, layout, training, model)
     costs = build_costs(scenario, layout, training, model, est.optimizer_time_s)
@@ -315,4 +315,11 @@ def simulate(scenario: Scenario, layout: Layout | None = None, options: SimOptio
     )
 
 
-__all__ = ["MODES", "SimOptions", "SimResult", "simulate"]
+def step_time(scenario: Scenario, layout: Layout, training: TrainingSpec | None = None,
+              options: SimOptions | None = None) -> float:
+    """Mean simulated step time in seconds (default options, no trace): the search's refinement hook."""
+    result = simulate(scenario, layout, options or SimOptions(trace=False), training=training)
+    return float(np.mean(result.step_times_s))
+
+
+__all__ = ["MODES", "SimOptions", "SimResult", "simulate", "step_time"]

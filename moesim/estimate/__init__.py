@@ -16,7 +16,7 @@ def estimate(scenario: Scenario, layout: Layout | None = None, training: Trainin
              collective_model: CollectiveModel | None = None) -> StepEstimate:
     """Estimate one training step of `scenario` with `layout` (default: the scenario's, resolved)."""
     layout = layout if layout is not None else scenario.resolve()
-    scenario.check(layout)
+    scenario.check(layout, micro_batches=(training or scenario.training).micro_batches)
     model = collective_model or default_model(scenario.hardware)
     ev = evaluate(scenario, single(scenario, layout, training), model)
     return step_estimate(scenario, ev, 0)

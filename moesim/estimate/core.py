@@ -5,7 +5,8 @@ arXiv 2104.04473):
   T_mb(s)   = Σ_layers (fwd + bwd + recompute) + exposed per-micro-batch collectives (tp, ep, etp, pp)
   T_pipe    = (m + pp − 1) · max_s T_mb(s)                          (bubble (pp−1)/m of the ideal)
   T_dp      = gradient sync over dp (dense) and edp (experts), ZeRO-dependent
-  T_step    = T_pipe + max(0, T_dp − T_bwd(one micro-batch)) + T_opt      (overlapped grad reduce)
+  T_step    = T_pipe + max(0, T_dp − T_bwd(one micro-batch)) + T_opt      (overlapped grad reduce;
+              T_bwd = the last micro-batch's backward compute and backward collectives)
   T_no_ovl  = T_pipe + T_dp + T_opt
   MFU       = model FLOP per step / (T_step · devices · peak)   (PaLM, arXiv 2204.02311, App. B)
 """
@@ -127,8 +128,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
 
     # Compute per micro-batch per stage; logits on the last stage (2·h·V per output token, fwd).
     logits_flops = 2 * b * wl.output_tokens * model.d_model * model.vocab_size / tp
-    logits_eff = hw.efficiency.matmul.at_array(logits_flops)
-    logits_time = (1 + 2) * logits_flops / (builder.peak * logits_eff)
+    logits_time = builder.logits_time_s(wl.output_tokens)
     fwd = _per_stage(counts, [t.fwd_time_s for t in terms])
     bwd = _per_stage(counts, [t.bwd_time_s for t in terms])
     recompute = _per_stage(counts, [t.recompute_time_s for t in terms])
@@ -239,17 +239,25 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         return calls_stage * t
 
     per_mb_comm = np.zeros((n_cand, n_stages))
+    # Every per-layer collective runs once forward and once backward, plus once more forward when the
+    # layer is recomputed in full; the backward share is what the gradient sync can hide under.
+    backward_share = 1.0 / (2 + (f(cands.recompute) == mem.RECOMPUTE_CODES["full"]))[:, None]
+    bwd_comm = np.zeros((n_cand, n_stages))
     for c, class_calls in enumerate(calls):
         for call in class_calls:
-            per_mb_comm += add(call.name, call.axis, call.op, call.size_bytes,
-                               counts[:, :, c] * np.asarray(call.calls, dtype=float)[..., None] * 1.0)
+            t_call = add(call.name, call.axis, call.op, call.size_bytes,
+                         counts[:, :, c] * np.asarray(call.calls, dtype=float)[..., None] * 1.0)
+            per_mb_comm += t_call
+            bwd_comm += t_call * backward_share
     sp_split = tp[:, None] if tr.sequence_parallel else 1
     pp_bytes = b[:, None] * stages.tokens_out * model.d_model * builder.q_a / sp_split
     # Per micro-batch a stage sends its activations forward (all but the last stage) and the
     # gradient of its input backward (all but the first), each the size of that boundary.
     per_mb_comm += add("pp_send_recv", "pp", "send_recv", pp_bytes, np.where(last, 0, 1))
     previous = b[:, None] * stages.tokens_in * model.d_model * builder.q_a / sp_split
-    per_mb_comm += add("pp_send_recv", "pp", "send_recv", previous, np.where(first, 0, 1))
+    pp_backward = add("pp_send_recv", "pp", "send_recv", previous, np.where(first, 0, 1))
+    per_mb_comm += pp_backward
+    bwd_comm += pp_backward
 
     dp_time = np.zeros((n_cand, n_stages))
     zero3_mb = np.zeros((n_cand, n_stages))
@@ -262,6 +270,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", params * q_p,
                         np.where(zero >= 3, 2 * m[:, None], 0)) / m[:, None]
     per_mb_comm += zero3_mb
+    bwd_comm += zero3_mb / 2  # the backward half of the ZeRO-3 parameter gathers
 
     stage_mb = compute_mb + per_mb_comm
     stage_mb = np.where(exists, stage_mb, -np.inf)
@@ -270,7 +279,9 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     t_mb, compute_1, comm_1 = pick(stage_mb), pick(compute_mb), pick(per_mb_comm)
     pipe = (m + pp - 1) * t_mb
     dp_sync = np.max(np.where(exists, dp_time, 0), axis=1)
-    window = pick(bwd_mb)
+    # Gradient buckets reduce while the last micro-batch runs backward: its backward compute and its
+    # backward collectives (the simulator's grad stream overlaps both; contention is the simulator's).
+    window = pick(bwd_mb) + pick(bwd_comm)
     exposed_dp = np.maximum(0.0, dp_sync - window) if tr.overlap_grad_reduce else dp_sync
 
     comms: dict[str, CommTotal] = {}

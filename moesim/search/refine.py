@@ -1,10 +1,9 @@
 """Refining a search's best layouts with the discrete-event simulator (`moesim.des`).
 
 The hook is any function `(scenario, layout, training) -> step time in seconds`
-(`StepTimeFn`). By default it is `moesim.des.step_time` when the simulator defines one, else the
-mean step time of `moesim.des.simulate(scenario, layout, SimOptions(trace=False), training=...)`;
-moesim.des is imported only when a refinement is asked for, and when it is missing
-`des_step_time()` raises a SpecError that says so. Tests and callers may pass their own function.
+(`StepTimeFn`). By default it is `moesim.des.step_time` (the mean simulated step time); moesim.des
+is imported only when a refinement is asked for, and when it is missing `des_step_time()` raises
+a SpecError that says so. Tests and callers may pass their own function.
 """
 
 from __future__ import annotations
@@ -25,36 +24,15 @@ DES_HOOK = "step_time"  # moesim.des.step_time(scenario, layout, training) -> se
 
 
 def des_step_time() -> StepTimeFn:
-    """The simulator's step-time function; a SpecError when moesim.des is missing or lacks it."""
+    """The simulator's step-time function; a SpecError when moesim.des is missing."""
     try:
         module = importlib.import_module(DES_MODULE)
     except ModuleNotFoundError as err:
-        if err.name not in ("moesim.des", DES_MODULE):
+        if err.name != DES_MODULE:
             raise
         raise SpecError(f"--refine-des needs the discrete-event simulator, but {DES_MODULE} is not in this "
                         "installation; run the search without --refine-des", field="--refine-des") from None
-    hook = getattr(module, DES_HOOK, None)
-    if callable(hook):
-        return hook
-    simulate, options = getattr(module, "simulate", None), getattr(module, "SimOptions", None)
-    if callable(simulate) and options is not None:
-        return _simulated_mean(simulate, options)
-    raise SpecError(f"{DES_MODULE} has neither {DES_HOOK}(scenario, layout, training) -> seconds nor "
-                    "simulate(scenario, layout, options, training=...) to refine with", field="--refine-des")
-
-
-def _simulated_mean(simulate, options_type) -> StepTimeFn:
-    """The hook over `moesim.des.simulate`: the mean simulated step time, default options, no trace."""
-    try:
-        options = options_type(trace=False)
-    except TypeError:
-        options = options_type()
-
-    def step_time(scenario: Scenario, layout: Layout, training: TrainingSpec) -> float:
-        result = simulate(scenario, layout, options, training=training)
-        return float(sum(result.step_times_s) / len(result.step_times_s))
-
-    return step_time
+    return getattr(module, DES_HOOK)
 
 
 @dataclass(frozen=True)

@@ -63,9 +63,10 @@ class Scenario:
         self.check(layout, source=source)
         return layout
 
-    def check(self, layout: Layout, *, source: str = "layout") -> None:
-        """Raise a SpecError listing every reason `layout` cannot run this scenario."""
-        problems = self.problems(layout)
+    def check(self, layout: Layout, *, source: str = "layout", micro_batches: int | None = None) -> None:
+        """Raise a SpecError listing every reason `layout` cannot run this scenario (with `micro_batches`
+        per step, default the scenario's)."""
+        problems = self.problems(layout, micro_batches)
         if problems:
             raise SpecError("impossible layout: " + "; ".join(problems), file=self.file or None, field=source,
                             value=layout.describe())

@@ -41,9 +41,12 @@ def report_figures(scenario: Scenario, layout: Layout | None = None, *, results:
     ests = list(compared.estimates)
     own = ests[0]
     notes = [compared.note]
+    key = lambda e: (e.layout.describe(), e.training.micro_batches, e.training.zero_stage,  # noqa: E731
+                     e.training.recompute)
+    pareto_ests = ests + [e for e in compared.search_front if key(e) not in {key(x) for x in ests}]
     figs = [("step-breakdown", F.step_breakdown(ests, compared.origin)),
             ("memory", F.memory_per_device(ests, scenario.hardware.chip.hbm_bytes)),
-            ("pareto", F.pareto(ests, pareto_front(ests), compared.origin)),
+            ("pareto", F.pareto(pareto_ests, pareto_front(pareto_ests), compared.origin)),
             ("communication", F.communication_per_axis(ests))]
     sweeps = [capacity_factor_sweep(scenario, own.layout, own.training),
               expert_count_sweep(scenario, own.layout, own.training)]

@@ -17,8 +17,8 @@ from moesim.report.simulation import TimelineEvent
 
 GIB = 2**30
 COLORS = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D")
-LAYOUT_DEFAULTS = dict(template="plotly_white", height=460, margin=dict(l=70, r=30, t=80, b=110),
-                       legend=dict(orientation="h", yanchor="top", y=-0.22, x=0))
+LAYOUT_DEFAULTS = dict(template="plotly_white", height=500, margin=dict(l=70, r=30, t=110, b=150),
+                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
 
 
 def layout_label(est: StepEstimate, own: bool = False) -> str:
@@ -28,7 +28,18 @@ def layout_label(est: StepEstimate, own: bool = False) -> str:
 
 
 def _labels(estimates: list[StepEstimate]) -> list[str]:
-    return [layout_label(e, i == 0) for i, e in enumerate(estimates)]
+    """Bar labels; layouts that differ only in mesh order or execution options get those added, so no
+    two bars share a category (plotly would stack them)."""
+    short = [layout_label(e, i == 0) for i, e in enumerate(estimates)]
+    labels = list(short)
+    for i, e in enumerate(estimates):
+        if short.count(short[i]) > 1:
+            tr = e.training
+            labels[i] += (f" {'-'.join(e.layout.order)} mb{tr.micro_batches} z{tr.zero_stage} {tr.recompute}")
+    for i in range(len(labels)):  # still equal: number them
+        if labels.count(labels[i]) > 1:
+            labels[i] += f" #{i}"
+    return labels
 
 
 def step_breakdown(estimates: list[StepEstimate], origin: str) -> go.Figure:

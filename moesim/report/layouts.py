@@ -1,14 +1,13 @@
 """Which layouts a report compares: the scenario's own, then `moesim.search`'s or a built-in handful.
 
-`moesim.search` is optional (imported lazily): when it offers `search(scenario)` returning step
-estimates, its best layouts are used; otherwise (not installed, other interface, or an error) a
-small built-in set of neighbours of the scenario's layout is estimated and the report says why.
+The alternatives are `moesim.search`'s fastest layouts and its Pareto front (step time against
+memory per device); when no layout fits, a small built-in set of neighbours of the scenario's
+layout is estimated instead and the report says why.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass
 from math import gcd
 
@@ -17,6 +16,7 @@ from moesim.specs.layout import Layout
 from moesim.specs.scenario import Scenario
 
 MAX_ALTERNATIVES = 7  # besides the scenario's own layout
+MAX_PARETO = 40  # Pareto-front layouts drawn from the search
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class LayoutSet:
     estimates: tuple[StepEstimate, ...]
     origin: str  # "moesim.search" or "built-in alternatives"
     note: str
+    search_front: tuple[StepEstimate, ...] = ()  # the search's Pareto front (empty without it)
 
 
 def _neighbours(base: Layout, num_experts: int) -> list[Layout]:
@@ -80,29 +81,29 @@ def builtin_alternatives(scenario: Scenario, base: Layout) -> list[StepEstimate]
     return out
 
 
-def _from_search(scenario: Scenario) -> tuple[list[StepEstimate] | None, str]:
+def _from_search(scenario: Scenario) -> tuple[list[StepEstimate] | None, list[StepEstimate], str]:
+    """(the search's fastest layouts, its Pareto front, a note), or (None, [], why not)."""
     try:
-        search_module = importlib.import_module("moesim.search")
+        from moesim.search import search
     except ImportError as err:
-        return None, f"moesim.search is not available ({err}); built-in alternatives shown"
-    search = getattr(search_module, "search", None)
-    if search is None:
-        return None, "moesim.search has no search(scenario) yet; built-in alternatives shown"
-    try:
-        found = [e for e in search(scenario) if isinstance(e, StepEstimate)]
-    except Exception as err:  # an optional collaborator: any failure falls back, and says so
-        return None, f"moesim.search failed ({type(err).__name__}: {err}); built-in alternatives shown"
-    if not found:
-        return None, "moesim.search returned no step estimates; built-in alternatives shown"
-    found.sort(key=lambda e: e.step_time_s)
-    return found[:MAX_ALTERNATIVES], "layouts from moesim.search (fastest first)"
+        return None, [], f"moesim.search is not available ({err}); built-in alternatives shown"
+    result = search(scenario)
+    if result.ranked == 0:
+        return None, [], "moesim.search found no layout that fits; built-in alternatives shown"
+    top = list(range(min(MAX_ALTERNATIVES, result.ranked)))
+    front = [int(i) for i in result.pareto[:MAX_PARETO]]
+    estimates = result.estimates(sorted(set(top) | set(front)))
+    by_rank = dict(zip(sorted(set(top) | set(front)), estimates))
+    note = (f"layouts from moesim.search: the {len(top)} fastest of {result.ranked:,} that fit "
+            f"({result.considered:,} considered) and {len(front)} of its Pareto front")
+    return [by_rank[i] for i in top], [by_rank[i] for i in front], note
 
 
 def layouts_to_compare(scenario: Scenario, base: Layout) -> LayoutSet:
     """The scenario's layout first, then up to MAX_ALTERNATIVES others (see module docstring)."""
     own = estimate(scenario, base)
-    found, note = _from_search(scenario)
+    found, front, note = _from_search(scenario)
     origin = "moesim.search" if found else "built-in alternatives"
     others = found if found else builtin_alternatives(scenario, base)
     others = [e for e in others if e.layout.describe() != base.describe()]
-    return LayoutSet(estimates=(own, *others), origin=origin, note=note)
+    return LayoutSet(estimates=(own, *others), origin=origin, note=note, search_front=tuple(front))

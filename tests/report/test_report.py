@@ -3,6 +3,8 @@ optional collaborators (moesim.search, moesim.des, validate/ results) degrade wi
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 import sys
 import types
@@ -119,20 +121,24 @@ def test_simulate_with_a_des_draws_the_timeline(mixtral, monkeypatch):
     assert "timeline" in report.figures and "2 events from moesim.des" in " ".join(report.notes)
 
 
-def test_search_results_are_used_when_search_exists(mixtral, monkeypatch):
-    from moesim.estimate import estimate
-    from moesim.specs.layout import Layout
+def test_search_results_are_used(mixtral):
+    from moesim.search import search
 
-    other = Layout(dp=16, tp=2, ep=8, pp=2)
-    fake = types.ModuleType("moesim.search")
-    fake.search = lambda scenario: [estimate(scenario, other)]
-    monkeypatch.setitem(sys.modules, "moesim.search", fake)
+    result = search(mixtral)
     compared = layouts_to_compare(mixtral, mixtral.resolve())
     assert compared.origin == "moesim.search"
-    assert [e.layout.describe() for e in compared.estimates][1:] == [other.describe()]
-    fake.search = lambda scenario: 1 / 0
-    compared = layouts_to_compare(mixtral, mixtral.resolve())
-    assert compared.origin == "built-in alternatives" and "ZeroDivisionError" in compared.note
+    fastest = compared.estimates[1]
+    assert fastest.step_time_s == pytest.approx(float(result.step_time_s[0]))
+    front = [e.memory_bytes_per_device["total"] for e in compared.search_front]
+    assert front == sorted(front, reverse=True) and len(front) == min(len(result.pareto), 40)
+
+
+def test_builtin_alternatives_when_nothing_fits(mixtral):
+    tiny_hbm = dataclasses.replace(mixtral.hardware.chip, hbm_bytes=1e9)
+    starved = dataclasses.replace(mixtral, hardware=dataclasses.replace(mixtral.hardware, chip=tiny_hbm))
+    compared = layouts_to_compare(starved, starved.resolve())
+    assert compared.origin == "built-in alternatives" and "no layout that fits" in compared.note
+    assert len(compared.estimates) > 1
 
 
 def test_cli_report(tmp_path, capsys, results_file):

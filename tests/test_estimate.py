@@ -138,3 +138,40 @@ def test_memory_never_rises_when_a_degree_grows(dp, tp, ep, pp, zero, recompute,
             return
         results.append(estimate(scenario, layout).memory_bytes_per_device["total"])
     assert results[1] <= results[0] * (1 + 1e-12)
+
+
+def _with_overhead(scenario: Scenario, overhead_s: float) -> Scenario:
+    hw = scenario.hardware
+    efficiency = dataclasses.replace(hw.efficiency, layer_overhead_s=overhead_s)
+    return dataclasses.replace(scenario, hardware=dataclasses.replace(hw, efficiency=efficiency))
+
+
+@pytest.mark.parametrize("recompute, passes", [("none", 2), ("selective", 2), ("full", 3)])
+def test_layer_overhead_is_paid_once_per_layer_per_pass(recompute, passes):
+    """pp = 1: T_step grows by L · passes · overhead · m (forward + backward, + the full recompute's
+    forward); the grad sync is not overlapped so the window cannot absorb any of it."""
+    m, overhead = 4, 70e-6
+    scenario = tiny(micro_batches=m, overlap_grad_reduce=False, recompute=recompute)
+    layout = Layout(dp=16, ep=16)
+    base, slow = estimate(scenario, layout), estimate(_with_overhead(scenario, overhead), layout)
+    layers = scenario.model.num_layers
+    growth = layers * passes * overhead * m
+    assert slow.step_time_s - base.step_time_s == pytest.approx(growth, rel=1e-9)
+    assert slow.compute_time_s - base.compute_time_s == pytest.approx(growth, rel=1e-9)
+    assert slow.model_flops_per_step == base.model_flops_per_step and slow.mfu < base.mfu
+
+
+def test_layer_overhead_in_a_pipeline_scales_with_m_plus_pp_minus_1():
+    """T_pipe = (m + pp − 1) · max_s T_mb(s): each stage's T_mb grows by its L/pp layers' two passes."""
+    m, pp, overhead = 4, 2, 70e-6
+    scenario = tiny(micro_batches=m, overlap_grad_reduce=False)
+    layout = Layout(dp=4, tp=2, pp=pp, ep=8)
+    base, slow = estimate(scenario, layout), estimate(_with_overhead(scenario, overhead), layout)
+    per_stage = scenario.model.num_layers // pp * 2 * overhead
+    assert slow.step_time_s - base.step_time_s == pytest.approx((m + pp - 1) * per_stage, rel=1e-9)
+
+
+def test_zero_layer_overhead_changes_nothing():
+    scenario = tiny(micro_batches=2)
+    layout = Layout(dp=4, tp=2, pp=2, ep=8)
+    assert estimate(_with_overhead(scenario, 0.0), layout) == estimate(scenario, layout)

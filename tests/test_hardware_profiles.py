@@ -92,7 +92,7 @@ def test_torus_dims_match_the_domain(name):
 # block right above it saying where the number comes from.
 _FIGURE_KEYS = re.compile(
     r"^\s*(hbm_gib_per_chip|hbm_gb_per_chip|hbm_bw_gb_per_s_per_chip|float32|tfloat32|bfloat16|float16|float8"
-    r"|link_gb_per_s_unidir|link_gbit_per_s_unidir|latency_us|memory_bandwidth)\s*="
+    r"|link_gb_per_s_unidir|link_gbit_per_s_unidir|latency_us|memory_bandwidth|layer_overhead_us)\s*="
 )
 
 
@@ -384,6 +384,31 @@ def test_both_hbm_units(tmp_path):
     err, path = load_error(tmp_path, lambda d: d["chip"].update(hbm_gib_per_chip=80))
     assert str(path) in str(err)
     assert "exactly one" in str(err)
+
+
+def test_layer_overhead_defaults_to_zero_and_reads_microseconds(tmp_path):
+    assert all(load_hardware(name).efficiency.layer_overhead_s == 0.0 for name in ALL_PROFILES)
+    data = copy.deepcopy(raw(BASE_PROFILE))
+    data["efficiency"]["layer_overhead_us"] = 250
+    hw = load_hardware(write_variant(tmp_path, data))
+    assert hw.efficiency.layer_overhead_s == pytest.approx(250e-6, rel=1e-12)
+    assert hw.efficiency.matmul == load_hardware(BASE_PROFILE).efficiency.matmul
+
+
+@pytest.mark.parametrize("value", [-1.0, float("inf"), float("nan")])
+def test_layer_overhead_must_be_finite_and_not_negative(tmp_path, value):
+    err, path = load_error(tmp_path, lambda d: d["efficiency"].update(layer_overhead_us=value))
+    assert str(path) in str(err)
+    assert err.field == "efficiency.layer_overhead_us"
+    assert ">= 0" in str(err)
+
+
+def test_layer_overhead_in_seconds_is_validated_by_the_spec():
+    from moesim.specs.hardware import ComputeEfficiency, EfficiencyTable
+
+    with pytest.raises(SpecError, match="layer overhead") as info:
+        ComputeEfficiency(matmul=EfficiencyTable.constant(0.5), memory_bandwidth=0.8, layer_overhead_s=-1e-6)
+    assert info.value.field == "efficiency.layer_overhead_s"
 
 
 # --- property: dropping keys yields a SpecError, never another exception --------------------

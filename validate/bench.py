@@ -3,7 +3,8 @@
 Each repeat runs two iterations on every rank:
 
 - an *instrumented* one: every phase starts after a device synchronise + barrier and is timed on
-  its own (``router`` ... ``combine_unpermute``, ``backward``); ``layer`` spans the whole
+  its own (``router_matmul``, ``router_gating``, ``dispatch_permute`` ... ``combine_unpermute``,
+  ``backward``; ``router`` is router_matmul + router_gating on each rank); ``layer`` spans the whole
   forward+backward of that iteration (so it contains every phase plus the barriers between them);
   ``grad_sync`` (the data-parallel gradient all-reduces) is timed after it, outside ``layer``;
 - a *free-running* one (``layer_unsynced``): forward+backward with synchronisation only before and
@@ -25,10 +26,11 @@ import torch.distributed as dist
 from validate import data
 from validate.comm import gather_rows, parallel_groups
 from validate.config import DTYPE_BYTES, LayerConfig
-from validate.switch_layer import FORWARD_PHASES, SwitchMoELayer
+from validate.switch_layer import FORWARD_PHASES, ROUTER_PARTS, SwitchMoELayer
 from validate.timing import PhaseTimer, max_over_ranks, summarize
 
-PHASES = FORWARD_PHASES + ("backward", "layer", "layer_unsynced", "grad_sync")
+PHASES = FORWARD_PHASES[:1] + ROUTER_PARTS + FORWARD_PHASES[1:] + ("backward", "layer", "layer_unsynced",
+                                                                    "grad_sync")
 
 
 class Progress:
@@ -67,7 +69,9 @@ def _iteration(layer: SwitchMoELayer, x: torch.Tensor, up: torch.Tensor, device:
         with timer.phase("grad_sync"):
             layer.sync_gradients()
     durations = timer.durations_s()
-    if not instrumented:
+    if instrumented:
+        durations[FORWARD_PHASES[0]] = sum(durations[p] for p in ROUTER_PARTS)
+    else:
         durations.pop("backward")
     progress.timer = None
     return durations

@@ -30,13 +30,17 @@ class Routing:
     num_kept: int                # assignments that fit in capacity
 
 
-def router_probs(x: torch.Tensor, w_router: torch.Tensor) -> torch.Tensor:
-    """Softmax router probabilities computed in float32.
+def router_logits(x: torch.Tensor, w_router: torch.Tensor) -> torch.Tensor:
+    """The router matmul h(x) = W_r x in float32 ([T, E]): the harness's `router_matmul` phase.
 
     Selective precision (Switch §2.4): the router input is cast to float32 inside the router only.
     """
-    logits = x.float() @ w_router.float().t()  # Switch Eq. 1: h(x) = W_r x
-    return torch.softmax(logits, dim=-1)       # Switch Eq. 1: p_i(x) = softmax(h(x))_i
+    return x.float() @ w_router.float().t()  # Switch Eq. 1: h(x) = W_r x
+
+
+def router_probs(x: torch.Tensor, w_router: torch.Tensor) -> torch.Tensor:
+    """Softmax router probabilities computed in float32 (Switch Eq. 1: p_i(x) = softmax(h(x))_i)."""
+    return torch.softmax(router_logits(x, w_router), dim=-1)
 
 
 def top_k_gates(probs: torch.Tensor, top_k: int, normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,21 +71,29 @@ def load_balancing_loss(probs: torch.Tensor, expert: torch.Tensor, coef: float) 
 
 def route(x: torch.Tensor, w_router: torch.Tensor, top_k: int, capacity: int,
           normalize_gates: bool, aux_loss_coef: float) -> Routing:
-    """Route ``x`` ([T, d_model]) to experts with per-expert ``capacity`` for this source rank.
+    """Route ``x`` ([T, d_model]) to experts with per-expert ``capacity`` for this source rank:
+    :func:`router_logits`, then :func:`gate_logits`."""
+    return gate_logits(router_logits(x, w_router), top_k, capacity, normalize_gates, aux_loss_coef)
+
+
+def gate_logits(logits: torch.Tensor, top_k: int, capacity: int, normalize_gates: bool,
+                aux_loss_coef: float) -> Routing:
+    """The routing bookkeeping after the router matmul (the harness's `router_gating` phase): softmax,
+    top-k, aux loss, capacity positions (one-hot cumsum), the kept-assignment mask and its ordering.
 
     Dropping is by position: assignments are ranked slot-major (all first choices in token order,
     then all second choices, ...), as in GShard Alg. 1 / Mesh-TF ``_top_2_gating`` where second
     choices queue behind every first choice; an assignment whose position within its expert is
     ``>= capacity`` is dropped (the token gets no contribution from that expert).
     """
-    probs = router_probs(x, w_router)
+    probs = torch.softmax(logits, dim=-1)  # Switch Eq. 1: p_i(x) = softmax(h(x))_i
     num_tokens, num_experts = probs.shape
     gate, expert = top_k_gates(probs, top_k, normalize_gates)
     aux = load_balancing_loss(probs, expert, aux_loss_coef)
 
     flat_expert = expert.t().reshape(-1)                                   # [k*T] slot-major
     flat_gate = gate.t().reshape(-1)
-    flat_token = torch.arange(num_tokens, device=x.device).repeat(top_k)
+    flat_token = torch.arange(num_tokens, device=logits.device).repeat(top_k)
     one_hot = F.one_hot(flat_expert, num_experts)                          # [k*T, E]
     position = (torch.cumsum(one_hot, dim=0) * one_hot).sum(dim=1) - 1     # Switch App. F cumsum
     kept = torch.nonzero(position < capacity, as_tuple=False).squeeze(1)

@@ -2,7 +2,8 @@
 
 Per rank, forward:
 
-1. ``router``            fp32 router, softmax, top-k, capacity/position dropping, aux loss
+1. ``router``            ``router_matmul`` (the fp32 router matmul x·W_r) then ``router_gating`` (softmax,
+                         top-k, aux loss, capacity positions and dropping); ``router`` is their sum
 2. ``dispatch_permute``  gather the kept tokens, grouped by expert (hence by destination rank)
 3. ``dispatch_a2a``      exchange per-expert counts (even ``all_to_all_single``), then the tokens
                          (uneven ``all_to_all_single``; only kept tokens travel, no capacity padding)
@@ -26,11 +27,14 @@ from torch import nn
 from validate import data
 from validate.comm import ParallelGroups, all_to_all
 from validate.config import DTYPE_BYTES, LayerConfig
-from validate.routing import route
+from validate.routing import gate_logits, router_logits
 from validate.timing import NullTimer
 
 FORWARD_PHASES = ("router", "dispatch_permute", "dispatch_a2a", "expert_compute", "combine_a2a",
                   "combine_unpermute")
+# The router phase is timed in two parts; on each rank "router" = their sum (its record name is kept
+# for readers of older records).
+ROUTER_PARTS = ("router_matmul", "router_gating")
 
 
 @dataclass(frozen=True)
@@ -77,9 +81,10 @@ class SwitchMoELayer(nn.Module):
         cfg, g = self.cfg, self.groups
         timer = timer or NullTimer()
         ep, epr = g.ep, cfg.experts_per_rank
-        with timer.phase("router"):
-            r = route(x, self.w_router, cfg.top_k, self.capacity, cfg.normalize_gates,
-                      cfg.aux_loss_coef)
+        with timer.phase("router_matmul"):
+            logits = router_logits(x, self.w_router)
+        with timer.phase("router_gating"):
+            r = gate_logits(logits, cfg.top_k, self.capacity, cfg.normalize_gates, cfg.aux_loss_coef)
         with timer.phase("dispatch_permute"):
             send = x[r.token_index]                      # [kept, d], grouped by destination
         with timer.phase("dispatch_a2a"):

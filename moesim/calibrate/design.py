@@ -7,8 +7,11 @@
                       EfficiencyTable.at does;
   log s_d             peak scale of each dtype d other than the reference dtype (the one doing most FLOPs);
   log W_mem           effective memory bandwidth (HBM bandwidth × memory efficiency);
-  log α_l, log W_l    latency and effective bandwidth (link bandwidth × bw efficiency) of level l.
-Compute and memory terms are the estimate's formulas in numpy. Collective terms go through
+  log α_l, log W_l    latency and effective bandwidth (link bandwidth × bw efficiency) of level l;
+  log o               the fixed host overhead per layer pass (efficiency.layer_overhead_s), fitted
+                      when some observation is a layer total; bounded to [MIN_OVERHEAD_S,
+                      MAX_OVERHEAD_S], so it is non-negative and can fall to ~0 when the data show none.
+Compute, memory and overhead terms are the estimate's formulas in numpy. Collective terms go through
 `select.default_model` itself: each is linearised around the current θ as
 t = C + Σ_l (A_l·α_l + B_l / W_l), with A, B the model's own finite-difference slopes and C the rest
 (fixed base latencies, copies at the memory bandwidth). That is exact for any alpha-beta-type model
@@ -23,7 +26,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from moesim.calibrate.predict import CollectiveTerm, ComputeTerm, MemoryTerm, Term
+from moesim.calibrate.predict import CollectiveTerm, ComputeTerm, MemoryTerm, OverheadTerm, Term
 from moesim.collectives.select import default_model
 from moesim.errors import SpecError
 from moesim.specs.hardware import EfficiencyTable, HardwareProfile
@@ -31,6 +34,9 @@ from moesim.specs.hardware import EfficiencyTable, HardwareProfile
 PROBE_STEP = 1e-3  # relative finite-difference step for the collective slopes
 MIN_LATENCY_S = 1e-12  # lower bound keeping log α finite
 MIN_LATENCY_STEP_S = 1e-9  # absolute floor of the latency step (a relative step of ~0 loses all digits)
+MIN_OVERHEAD_S = 1e-9  # lower bound keeping log o finite: 1 ns per layer pass is nothing next to a layer
+START_OVERHEAD_S = 1e-5  # where the fit starts the overhead when the prior has none (10 µs)
+MAX_OVERHEAD_S = 1.0  # upper bound: a second of host time per layer pass is no overhead but a fault
 MAX_KNOTS = 6
 MIN_KNOT_GAP = np.log(10.0) / 2  # half a decade of kernel FLOP between knots
 
@@ -78,6 +84,8 @@ class Design:
         self.levels = prior.interconnect
         self._compile_compute()
         self._compile_memory()
+        self.o_passes = np.array([sum(t.passes for t in o.terms if isinstance(t, OverheadTerm))
+                                  for o in observations], dtype=float)
         self._collective_terms = [(i, t) for i, o in enumerate(observations) for t in o.terms
                                   if isinstance(t, CollectiveTerm)]
         self.level_used = np.zeros((len(self.levels), 2), dtype=bool)  # [α used, W used]
@@ -117,8 +125,10 @@ class Design:
         names += ["memory_bw"]
         for level in self.levels:
             names += [f"{level.name}.latency", f"{level.name}.bandwidth"]
+        names += ["layer_overhead"]
         free = np.ones(len(names), dtype=bool)
         free[len(self.knots) + len(self.scaled_dtypes)] = bool(self.m_bytes.any())
+        free[-1] = bool(self.o_passes.any())
         return names, free
 
     @property
@@ -147,6 +157,8 @@ class Design:
             best_eff = max(p[1] for p in level.bw_efficiency.points)
             theta[lev + 2 * j] = np.log(max(level.latency_s, MIN_LATENCY_S))
             theta[lev + 2 * j + 1] = np.log(level.link_bw_bytes_per_s * best_eff)
+        prior_overhead = self.prior.efficiency.layer_overhead_s
+        theta[-1] = np.log(prior_overhead if prior_overhead > MIN_OVERHEAD_S else START_OVERHEAD_S)
         return theta
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +167,8 @@ class Design:
         lo[0], hi[0] = np.log(1e-6), np.log(1e3)
         lo[1:k], hi[1:k] = 0.0, np.log(1e4)  # adjacent knots within 4 decades of efficiency
         lo[k:m], hi[k:m] = -10.0, 10.0
-        lo[lev::2] = np.log(MIN_LATENCY_S)
+        lo[lev:-1:2] = np.log(MIN_LATENCY_S)
+        lo[-1], hi[-1] = np.log(MIN_OVERHEAD_S), np.log(MAX_OVERHEAD_S)
         return lo, hi
 
     # --- physical values ------------------------------------------------------------------
@@ -169,6 +182,9 @@ class Design:
 
     def memory_bw(self, theta: np.ndarray) -> float:
         return float(np.exp(theta[self._offsets()[1]]))
+
+    def layer_overhead(self, theta: np.ndarray) -> float:
+        return float(np.exp(theta[-1]))
 
     def level_values(self, theta: np.ndarray) -> list[tuple[float, float]]:
         lev = self._offsets()[2]
@@ -219,9 +235,9 @@ class Design:
             c[i] += rest
         tol = 1e-12 * np.abs(np.concatenate([a.ravel(), b.ravel()])).max(initial=0.0)
         self.level_used = np.stack([(np.abs(a) > tol).any(axis=0), (np.abs(b) > tol).any(axis=0)], axis=1)
-        lev = self._offsets()[2]
-        self._free[lev::2] = self.level_used[:, 0]
-        self._free[lev + 1::2] = self.level_used[:, 1]
+        lev, n_lev = self._offsets()[2], len(self.levels)
+        self._free[lev:lev + 2 * n_lev:2] = self.level_used[:, 0]
+        self._free[lev + 1:lev + 2 * n_lev:2] = self.level_used[:, 1]
         return a, b, c
 
     # --- prediction --------------------------------------------------------------------------
@@ -235,6 +251,7 @@ class Design:
             scale = np.where(self.c_scale >= 0, np.exp(theta[k + np.maximum(self.c_scale, 0)]), 1.0)
             out += np.bincount(self.c_obs, self.c_flops / (self.c_peak * scale * eta), minlength=len(out))
         out += self.m_bytes / self.memory_bw(theta)
+        out += self.o_passes * self.layer_overhead(theta)
         if self._collective_terms:
             values = np.array(self.level_values(theta))
             out += a @ values[:, 0] + b @ (1.0 / values[:, 1]) + c

@@ -1,8 +1,9 @@
 """Fitting a hardware profile to measurements: scipy least squares on relative error, with uncertainty.
 
 Procedure (moesim reference modeling.md §6, "Calibration procedure peers use"):
-1. Observations: every fitted phase of every layer record in the fit set, and every collective
-   point (validate/ "collective" records, nccl-tests rows).
+1. Observations: every fitted phase of every layer record in the fit set, its measured layer total
+   (`layer_unsynced`: the phases' terms plus the layer overhead of one forward and one backward
+   pass), and every collective point (validate/ "collective" records, nccl-tests rows).
 2. Residual r_i = √w_i · ln(t̂_i / t_i): the relative error to first order, symmetric for
    over- and under-prediction, so sizes over many decades weigh alike. Loss ρ = soft-L1 with scale
    F_SCALE by default (scipy.optimize.least_squares, `loss`): residuals beyond ~10 % count linearly,
@@ -13,9 +14,13 @@ Procedure (moesim reference modeling.md §6, "Calibration procedure peers use"):
    error of each parameter; (b) a bootstrap: `bootstrap` refits on units (one layer record with all
    its phases, or one collective point) resampled with replacement by numpy.random.default_rng(seed);
    reported as the 5th-95th percentile interval.
-The router phase is predicted and reported but not fitted: on small problems it is dominated by
-the softmax / top-k / cumsum kernels around its matmul, which the estimate does not model, and fitting
-it would bend the matmul efficiency table that prices the expert FFNs (see docs/calibration.md).
+The router phases are predicted and reported; only its matmul (`router_matmul`, a float32 matmul
+priced by the efficiency table) can be fitted, on request (`fit_router_matmul`): its skinny GEMM runs
+far below the efficiency of the expert FFN kernels of the same FLOP count, so by default it is left out
+rather than bend the table that prices the experts. `router_gating` (softmax, top-k, capacity cumsum)
+is never fitted: on small problems it is a fixed cost of many small kernels, far above its
+memory-bound time, and fitting it would drag the memory bandwidth that prices the permutes. The layer
+total's observation carries that fixed cost into the fitted layer overhead (docs/calibration.md).
 """
 
 from __future__ import annotations
@@ -26,13 +31,16 @@ import numpy as np
 from scipy.optimize import least_squares, nnls
 
 from moesim.calibrate.design import Design, Observation, choose_knots
-from moesim.calibrate.predict import check_fits, collective_terms, layer_terms
-from moesim.calibrate.records import CollectivePoint, Measurements
+from moesim.calibrate.predict import check_fits, collective_terms, layer_terms, layer_total_terms
+from moesim.calibrate.records import TOTAL, CollectivePoint, Measurements
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 
 FIT_PHASES = ("dispatch_permute", "dispatch_a2a", "expert_compute", "combine_a2a", "combine_unpermute", "backward",
               "grad_sync")
+# Fitted on request (fit_router_matmul): the router's skinny [T, d]·[d, E] GEMM shares the FLOP-keyed
+# efficiency table with the expert FFNs, whose kernel sizes it overlaps (docs/calibration.md).
+ROUTER_MATMUL = "router_matmul"
 LOSSES = ("soft_l1", "linear", "huber", "cauchy")
 F_SCALE = 0.1  # ln-ratio where the robust loss turns linear (~10 % error)
 # Ridge on the efficiency increments δ (extra residuals RIDGE·δ_j): a knot no observation reaches stays
@@ -89,6 +97,7 @@ class FitResult:
     ref_dtype: str
     peak_scales: dict[str, float]  # dtype -> effective peak / prior peak, reference dtype = 1
     memory_bw_bytes_per_s: float | None  # effective (HBM × efficiency); None when not fitted
+    layer_overhead_s: float | None  # fixed host cost per layer pass; None when not fitted (no layer totals)
     levels: tuple[tuple[str, float, float, bool, bool], ...]  # name, α (s), W (B/s), α fitted, W fitted
     parameters: tuple[ParameterFit, ...]
     blocks: dict[str, BlockStats]
@@ -104,8 +113,11 @@ class FitResult:
     predicted_s: tuple[float, ...] = field(default=(), repr=False)
 
 
-def observations_for(measurements: Measurements, fit_keys: set[str], hardware: HardwareProfile) -> list[Observation]:
-    """The fitted observations: FIT_PHASES of layer records in `fit_keys`, and every collective point."""
+def observations_for(measurements: Measurements, fit_keys: set[str], hardware: HardwareProfile,
+                     fit_router_matmul: bool = False) -> list[Observation]:
+    """The fitted observations: the measured FIT_PHASES (and ROUTER_MATMUL on request) and the layer total
+    of layer records in `fit_keys`, and every collective point."""
+    phases = FIT_PHASES + ((ROUTER_MATMUL,) if fit_router_matmul else ())
     out = []
     for rec in measurements.layers:
         if rec.key not in fit_keys:
@@ -113,7 +125,8 @@ def observations_for(measurements: Measurements, fit_keys: set[str], hardware: H
         check_fits(rec, hardware)
         terms = layer_terms(rec)
         out += [Observation(phase, terms[phase], rec.measured_s[phase], rec.key)
-                for phase in FIT_PHASES if terms[phase]]
+                for phase in phases if terms[phase] and phase in rec.measured_s]
+        out.append(Observation(TOTAL, layer_total_terms(rec, terms), rec.measured_s[TOTAL], rec.key))
     for i, point in enumerate(measurements.collectives):
         check_fits(point, hardware)
         out.append(Observation(f"collective:{point.op}", collective_terms(point), point.time_s, f"{point.source}#{i}"))
@@ -122,13 +135,14 @@ def observations_for(measurements: Measurements, fit_keys: set[str], hardware: H
 
 def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys: set[str],
                 knots_flops: tuple[float, ...] | None = None, bootstrap: int = 100, seed: int = 0,
-                loss: str = "soft_l1") -> FitResult:
-    """Fit `prior`'s efficiency table, peaks, memory bandwidth and per-level α, W to the measurements."""
+                loss: str = "soft_l1", fit_router_matmul: bool = False) -> FitResult:
+    """Fit `prior`'s efficiency table, peaks, memory bandwidth, per-level α, W and layer overhead to the
+    measurements."""
     if loss not in LOSSES:
         raise SpecError(f"unknown loss '{loss}'", field="loss", value=loss, allowed=LOSSES)
     if bootstrap < 0:
         raise SpecError("bootstrap must be >= 0", field="bootstrap", value=bootstrap)
-    obs = observations_for(measurements, fit_keys, prior)
+    obs = observations_for(measurements, fit_keys, prior, fit_router_matmul)
     design = Design(obs, prior, knots_flops if knots_flops is not None else choose_knots(obs))
     if int(design.free.sum()) >= len(obs):
         raise SpecError(f"{len(obs)} observations cannot fit {int(design.free.sum())} parameters: measure more "
@@ -152,6 +166,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         prior=prior, knots_flops=design.knots, efficiency=tuple(design.efficiency(theta)), ref_dtype=design.ref_dtype,
         peak_scales=design.peak_scales(theta),
         memory_bw_bytes_per_s=design.memory_bw(theta) if design.m_bytes.any() else None,
+        layer_overhead_s=design.layer_overhead(theta) if design.o_passes.any() else None,
         levels=tuple((lv.name, a, w, bool(u[0]), bool(u[1]))
                      for lv, (a, w), u in zip(design.levels, design.level_values(theta), design.level_used)),
         parameters=_parameter_table(design, theta, log_cov, samples), blocks=blocks,
@@ -254,6 +269,8 @@ def _parameter_table(design: Design, theta, log_cov, samples) -> tuple[Parameter
     for j, name in enumerate(design.names):
         unit = _unit_of(name)
         value, before = float(np.exp(lmap[j] @ theta)), float(np.exp(lmap[j] @ prior))
+        if name == "layer_overhead":  # the fit starts a zero prior at START_OVERHEAD_S; report the prior itself
+            before = design.prior.efficiency.layer_overhead_s
         fitted = bool(free_phys[j])
         rel = float(np.sqrt(max(log_cov[j, j], 0.0))) if (log_cov is not None and fitted) else None
         interval = None
@@ -269,7 +286,7 @@ def _unit_of(name: str) -> str:
         return "fraction of peak"
     if name.startswith("peak_scale"):
         return "x prior peak"
-    return "s" if name.endswith(".latency") else "bytes/s"
+    return "s" if name.endswith(".latency") or name == "layer_overhead" else "bytes/s"
 
 
 def block_stats(predicted: np.ndarray, measured: np.ndarray) -> BlockStats:

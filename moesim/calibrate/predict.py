@@ -8,10 +8,15 @@ Notation (per rank; "max" = the largest over ranks, since a phase lasts as long 
 
 A phase is a sum of terms, each priced exactly as moesim/estimate/terms.py prices it:
   compute    F / (peak[dtype] · η(F_kernel))         η: the profile's matmul efficiency table
-  memory     B / (HBM bandwidth · memory efficiency) permute / unpermute copies
+  memory     B / (HBM bandwidth · memory efficiency) permute / unpermute copies, routing bookkeeping
   collective select.default_model(hardware).cost(op, S, group).time_s
+  overhead   n · layer_overhead_s                    the profile's fixed host cost per layer pass
 Terms per phase (validate/switch_layer.py names the phases):
-  router            2·T·d·E at the float32 peak (the harness's router is float32; Switch §2.4)
+  router_matmul     2·T·d·E at the float32 peak (the harness's router is float32; Switch §2.4)
+  router_gating     2·(T·E·4 + k·T·E·8) bytes: the [T, E] float32 probabilities (softmax) and the
+                    [k·T, E] int64 one-hot of the capacity cumsum (Switch App. F), each written and
+                    read once; a lower bound that leaves out per-kernel launch cost
+  router            router_matmul + router_gating (the harness times it as their sum)
   dispatch_permute  2·r·d·q bytes (read + write once)
   dispatch_a2a      all-to-all of the E counts (8 bytes each) + all-to-all of S_d, over ep
   expert_compute    F_e = 2·2·R·d·f (2 matmuls), kernel F_e / (e · 2)
@@ -21,7 +26,9 @@ Terms per phase (validate/switch_layer.py names the phases):
                     and the reverse all-to-alls of S_c and S_d (Switch §5.4: 4 all-to-alls per layer)
   grad_sync         all-reduce of the router gradient (E·d float32) over the world and, with dp > 1,
                     of W_in and W_out (e·d·f·q each) over dp
-  layer             the sum of router ... backward (grad_sync runs after it)
+  layer             the sum of router ... backward (grad_sync runs after it), plus the layer overhead
+                    twice: the harness's free-running `layer_unsynced` is one forward and one backward
+                    pass of one MoE layer (validate/bench.py), as moesim/estimate/terms.py charges it
 A collective over a group of one rank moves nothing and gets no term, as in the estimate.
 """
 
@@ -31,7 +38,7 @@ from dataclasses import dataclass, replace
 from typing import Union
 
 from moesim.arithmetic import ffn_matrices
-from moesim.calibrate.records import PHASES, TOTAL, CollectivePoint, LayerRecord, LAYER_PHASES
+from moesim.calibrate.records import LAYER_PHASES, PHASES, ROUTER_PARTS, TOTAL, CollectivePoint, LayerRecord
 from moesim.collectives.base import Group
 from moesim.collectives.select import default_model
 from moesim.errors import SpecError
@@ -42,6 +49,8 @@ from moesim.specs.hardware import DTYPE_BYTES, HardwareProfile
 ROUTER_DTYPE = "float32"  # validate/routing.py runs the router in float32 (Switch §2.4 selective precision)
 EXPERT_FFN_KIND = "relu"  # validate/switch_layer.py expert_ffn: ReLU(x W_in) W_out, 2 matrices
 COUNT_BYTES = 8  # the per-expert counts are int64
+INDEX_BYTES = 8  # the routing one-hot and positions are int64 (validate/routing.py F.one_hot)
+LAYER_PASSES = 2  # layer_unsynced: one forward and one backward pass of the layer
 
 
 @dataclass(frozen=True)
@@ -69,7 +78,14 @@ class CollectiveTerm:
     group: Group
 
 
-Term = Union[ComputeTerm, MemoryTerm, CollectiveTerm]
+@dataclass(frozen=True)
+class OverheadTerm:
+    """The profile's fixed host overhead of one layer pass (efficiency.layer_overhead_s), `passes` times."""
+
+    passes: int
+
+
+Term = Union[ComputeTerm, MemoryTerm, CollectiveTerm, OverheadTerm]
 
 
 def layer_terms(rec: LayerRecord) -> dict[str, tuple[Term, ...]]:
@@ -81,6 +97,8 @@ def layer_terms(rec: LayerRecord) -> dict[str, tuple[Term, ...]]:
     q, d = rec.element_bytes, rec.d_model
     router_flops = FLOPS_PER_MAC * rec.tokens_per_rank * d * rec.num_experts
     router = ComputeTerm(router_flops, router_flops, ROUTER_DTYPE)
+    routing_elements = rec.tokens_per_rank * rec.num_experts  # T·E
+    gating = MemoryTerm(READ_WRITE * routing_elements * (DTYPE_BYTES[ROUTER_DTYPE] + rec.top_k * INDEX_BYTES))
     kernel = rec.expert_flops_forward / (rec.experts_per_rank * ffn_matrices(EXPERT_FFN_KIND))
     experts = ComputeTerm(rec.expert_flops_forward, kernel, rec.dtype)
     permute = MemoryTerm(READ_WRITE * rec.sent_rows * d * q)
@@ -93,7 +111,9 @@ def layer_terms(rec: LayerRecord) -> dict[str, tuple[Term, ...]]:
     grad_sync += [CollectiveTerm("all_reduce", expert_weight_bytes, dp_group)] * ffn_matrices(EXPERT_FFN_KIND)
     b = BACKWARD_TO_FORWARD
     terms = {
-        "router": [router],
+        "router_matmul": [router],
+        "router_gating": [gating],
+        "router": [router, gating],
         "dispatch_permute": [permute],
         "dispatch_a2a": [counts, dispatch],
         "expert_compute": [experts],
@@ -102,7 +122,13 @@ def layer_terms(rec: LayerRecord) -> dict[str, tuple[Term, ...]]:
         "backward": [_scaled(experts, b), _scaled(router, b), unpermute, combine, dispatch, permute],
         "grad_sync": grad_sync,
     }
-    return {phase: tuple(t for t in terms[phase] if _moves_something(t)) for phase in PHASES}
+    return {phase: tuple(t for t in terms[phase] if _moves_something(t)) for phase in ROUTER_PARTS + PHASES}
+
+
+def layer_total_terms(rec: LayerRecord, phase_terms: dict[str, tuple[Term, ...]] | None = None) -> tuple[Term, ...]:
+    """The terms of the measured layer total: every LAYER_PHASES term, plus the overhead of two passes."""
+    phase_terms = phase_terms or layer_terms(rec)
+    return tuple(t for p in LAYER_PHASES for t in phase_terms[p]) + (OverheadTerm(LAYER_PASSES),)
 
 
 def collective_terms(point: CollectivePoint) -> tuple[Term, ...]:
@@ -119,6 +145,8 @@ def _moves_something(term: Term) -> bool:
         return term.group.size > 1 and term.size_bytes > 0
     if isinstance(term, ComputeTerm):
         return term.flops > 0
+    if isinstance(term, OverheadTerm):
+        return term.passes > 0
     return term.bytes > 0
 
 
@@ -129,6 +157,8 @@ def term_time_s(term: Term, hardware: HardwareProfile, model=None) -> float:
         return term.flops / (hardware.chip.peak_for(term.dtype) * eff)
     if isinstance(term, MemoryTerm):
         return term.bytes / (hardware.chip.hbm_bw_bytes_per_s * hardware.efficiency.memory_bandwidth)
+    if isinstance(term, OverheadTerm):
+        return term.passes * hardware.efficiency.layer_overhead_s
     model = model or default_model(hardware)
     return model.cost(term.op, term.size_bytes, term.group).time_s
 
@@ -147,11 +177,13 @@ def check_fits(rec: LayerRecord | CollectivePoint, hardware: HardwareProfile) ->
 
 
 def predict_layer(rec: LayerRecord, hardware: HardwareProfile, model=None) -> dict[str, float | None]:
-    """Predicted seconds per phase and for the layer; None for a phase the model gives no term."""
+    """Predicted seconds per phase (ROUTER_PARTS and PHASES) and for the layer total (with the overhead
+    of its two passes); None for a phase the model gives no term."""
     check_fits(rec, hardware)
     model = model or default_model(hardware)
     out: dict[str, float | None] = {}
     for phase, terms in layer_terms(rec).items():
         out[phase] = terms_time_s(terms, hardware, model) if terms else None
-    out[TOTAL] = sum(out[p] or 0.0 for p in LAYER_PHASES)
+    out[TOTAL] = (sum(out[p] or 0.0 for p in LAYER_PHASES)
+                  + term_time_s(OverheadTerm(LAYER_PASSES), hardware, model))
     return out

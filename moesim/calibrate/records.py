@@ -33,7 +33,11 @@ HARNESS_OPS = {"all_to_all_single": "all_to_all", "all_reduce": "all_reduce", "a
 FORWARD_PHASES = ("router", "dispatch_permute", "dispatch_a2a", "expert_compute", "combine_a2a",
                   "combine_unpermute")
 LAYER_PHASES = FORWARD_PHASES + ("backward",)  # the phases whose sum is one layer's forward+backward
-PHASES = LAYER_PHASES + ("grad_sync",)
+PHASES = LAYER_PHASES + ("grad_sync",)  # required in every record
+# The router phase timed in two parts (router = router_matmul + router_gating on each rank); records
+# written before the harness split it lack them, so they are read when present.
+ROUTER_PARTS = ("router_matmul", "router_gating")
+OPTIONAL_PHASES = ROUTER_PARTS
 TOTAL = "layer"
 # The free-running forward+backward (no barrier between phases) is what a per-layer model predicts;
 # the instrumented "layer" also holds the barriers between phases and is used only when it is absent.
@@ -64,7 +68,7 @@ class LayerRecord:
     sent_rows: float  # token rows one rank sends (dispatch_bytes / (d_model × element bytes))
     received_rows: float  # token rows one rank's experts process, max
     expert_flops_forward: float  # forward FLOP of one rank's experts, max
-    measured_s: Mapping[str, float]  # phase (and "layer") -> median seconds
+    measured_s: Mapping[str, float]  # phase (and "layer") -> median seconds; OPTIONAL_PHASES only when measured
     spread: Mapping[str, float]  # phase -> (p90 − p10) / (2 · median), the run-to-run noise
     backend: str = ""
     device_name: str = ""
@@ -167,6 +171,9 @@ def layer_record(rec: Mapping[str, Any], where: str) -> LayerRecord:
     measured, spread = {}, {}
     for phase in PHASES:
         measured[phase], spread[phase] = _phase(rec, phase, where)
+    for phase in OPTIONAL_PHASES:
+        if phase in (rec.get("phases") or {}):
+            measured[phase], spread[phase] = _phase(rec, phase, where)
     total = next((name for name in TOTAL_SOURCES if name in (rec.get("phases") or {})), TOTAL_SOURCES[0])
     measured[TOTAL], spread[TOTAL] = _phase(rec, total, where)
     dispatch = _positive(rec, "bytes.dispatch_bytes_per_rank_max", where)

@@ -8,8 +8,10 @@ Which records (docs/calibration.md, "Which records a report uses"):
 Errors are signed fractions e = (predicted − measured) / measured: MAPE = mean |e|, max |e|, and the
 mean e (bias: > 0 means the model predicts slower than measured). A phase the model gives no term
 (an all-to-all over a group of one rank) is listed under `not_modelled` and left out of that phase's
-statistics; the layer total always counts. `noise` is the median over records of the measurement's
-(p90 − p10) / (2 · median): errors below it cannot be told from run-to-run jitter.
+statistics; the layer total always counts. `router_matmul` and `router_gating` count only in records
+that measured them (validate/ records written before the router split lack them). `noise` is the
+median over records of the measurement's (p90 − p10) / (2 · median): errors below it cannot be told
+from run-to-run jitter.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ import numpy as np
 from moesim.calibrate.fit import BlockStats, block_stats
 from moesim.calibrate.predict import predict_layer
 from moesim.calibrate.profile_io import parse_provenance
-from moesim.calibrate.records import PHASES, TOTAL, LayerRecord, Measurements
+from moesim.calibrate.records import PHASES, ROUTER_PARTS, TOTAL, LayerRecord, Measurements
 from moesim.collectives.select import default_model
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 
-REPORT_PHASES = PHASES + (TOTAL,)
+REPORT_PHASES = PHASES[:1] + ROUTER_PARTS + PHASES[1:] + (TOTAL,)  # ROUTER_PARTS where a record measured them
 CONFIG_FIELDS = ("name", "world_size", "ep_size", "tokens_per_rank", "d_model", "d_ff", "experts_per_rank", "top_k",
                  "capacity_factor", "dtype")
 
@@ -40,8 +42,8 @@ class RecordComparison:
     in_sample: bool
 
     def error(self, phase: str) -> float | None:
-        pred = self.predicted.get(phase)
-        return None if pred is None else pred / self.record.measured_s[phase] - 1.0
+        pred, measured = self.predicted.get(phase), self.record.measured_s.get(phase)
+        return None if pred is None or measured is None else pred / measured - 1.0
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ def _record_dict(c: RecordComparison) -> dict:
     rec = c.record
     return {"key": rec.key, "source": rec.source, "in_sample": c.in_sample,
             "config": {k: rec.config.get(k) for k in CONFIG_FIELDS if k in rec.config} | {"ep_size": rec.ep_size},
-            "measured": {p: rec.measured_s[p] for p in REPORT_PHASES},
+            "measured": {p: rec.measured_s.get(p) for p in REPORT_PHASES},
             "predicted": {p: c.predicted[p] for p in REPORT_PHASES},
             "error": {p: c.error(p) for p in REPORT_PHASES}}
 
@@ -115,7 +117,7 @@ def validation_report(measurements: Measurements, hardware: HardwareProfile, *, 
     comparisons = tuple(RecordComparison(r, predict_layer(r, hardware, model), r.key in fitted) for r in chosen)
     phases, noise = {}, {}
     for phase in REPORT_PHASES:
-        rows = [c for c in comparisons if c.predicted[phase] is not None]
+        rows = [c for c in comparisons if c.error(phase) is not None]
         if rows:
             phases[phase] = block_stats(np.array([c.predicted[phase] for c in rows]),
                                         np.array([c.record.measured_s[phase] for c in rows]))

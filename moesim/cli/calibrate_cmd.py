@@ -10,8 +10,9 @@ from moesim.cli.output import print_json
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "calibrate", help="fit a hardware profile to validate/ measurements and nccl-tests logs",
-        description="Fit the profile's matmul efficiency table, peaks, memory bandwidth and per-level collective "
-                    "latency and bandwidth to measurements (validate/ JSONL records, nccl-tests logs), write the "
+        description="Fit the profile's matmul efficiency table, peaks, memory bandwidth, per-level collective "
+                    "latency and bandwidth, and per-layer overhead to measurements (validate/ JSONL records, "
+                    "nccl-tests logs), write the "
                     "calibrated profile, and report the error on switch_layer records held out of the fit.")
     p.add_argument("measurements", nargs="+", metavar="FILE",
                    help="validate/ results (.jsonl) and nccl-tests output logs")
@@ -25,6 +26,10 @@ def register(subparsers) -> None:
                    help="bootstrap resamples for the parameter intervals (default 100; 0: none)")
     p.add_argument("--loss", default="soft_l1", choices=("soft_l1", "linear", "huber", "cauchy"),
                    help="least-squares loss on ln(predicted/measured) (default soft_l1: robust to outliers)")
+    p.add_argument("--fit-router-matmul", action="store_true",
+                   help="also fit the efficiency table to the measured router matmuls (router_matmul phase); "
+                        "off by default: the router's skinny GEMM runs far below the expert FFNs of the same FLOP "
+                        "count and would bend the table that prices them")
     p.add_argument("--name", help="name of the calibrated profile (default PRIOR-calibrated)")
     p.add_argument("--nccl-op", choices=("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast",
                                          "send_recv"),
@@ -49,7 +54,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     result = calibrate(args.measurements, args.hardware, args.output, holdout_fraction=args.holdout_fraction,
                        seed=args.seed, bootstrap=args.bootstrap, loss=args.loss, name=args.name,
-                       nccl_op=args.nccl_op)
+                       nccl_op=args.nccl_op, fit_router_matmul=args.fit_router_matmul)
     if args.json:
         print_json(result.as_dict())
     else:

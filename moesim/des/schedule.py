@@ -14,7 +14,9 @@ j = 1..c, all dispatches queued ahead of the combines on the comm stream. Backwa
 stages in reverse (the gradient of a combine is a dispatch-shaped all-to-all). TP blocks: all-gather
 → kernel → reduce-scatter with sequence parallelism, kernel → all-reduce without (Korthikanti §4.2.2).
 Full recomputation replays the layer's forward before its backward; selective recomputes attention
-scores. Pipeline order: GPipe (all forwards, then all backwards) or 1F1B (warm-up of pp − s − 1
+scores. Each layer pass (forward, backward, full recompute) opens with the profile's fixed host cost
+(`layer overhead`, ComputeEfficiency.layer_overhead_s) on the compute stream; none when it is 0.
+Pipeline order: GPipe (all forwards, then all backwards) or 1F1B (warm-up of pp − s − 1
 forwards, then alternate; Narayanan et al. 2021, arXiv 2104.04473, §2.2). Gradients of each layer
 are reduced on the grad stream in buckets as the last micro-batch's backward fills them (MCore
 --overlap-grad-reduce; buckets of 40e6 parameters, MCore's default floor - MCore scales it to
@@ -34,7 +36,8 @@ DEFAULT_BUCKET_PARAMS = 40_000_000  # Megatron-Core's default bucket floor, in p
 COMPUTE, COLLECTIVE, SEND = "compute", "collective", "send"
 # How routing loads change an operation (see variation.py).
 TO_EXPERTS, FROM_EXPERTS, EXPERT, GATHER = "to_experts", "from_experts", "expert", "gather"
-STAGE_NAMES = {"attention": "attention", "dense_ffn": "dense FFN", "router": "router", "permute": "permute",
+STAGE_NAMES = {"layer_overhead": "layer overhead", "attention": "attention", "dense_ffn": "dense FFN",
+               "router": "router", "permute": "permute",
                "expert_ffn": "expert FFN", "unpermute": "unpermute", "shared_experts": "shared experts"}
 COMM_NAMES = {"tp_all_gather": "TP all-gather", "tp_reduce_scatter": "TP reduce-scatter",
               "tp_all_reduce": "TP all-reduce", "ep_all_to_all_dispatch": "dispatch all-to-all",
@@ -178,6 +181,7 @@ class _Builder:
 
     def layer_forward(self, layer: int, mb: int, phase: str = "fwd") -> None:
         lc = self.costs.classes[self.costs.workload.layer_class_index[layer]]
+        self.compute(STAGE_NAMES["layer_overhead"], phase, layer, mb, lc.fwd_s["layer_overhead"])
         attention = lc.fwd_s["attention"] / lc.attention_blocks
         for _ in range(lc.attention_blocks):
             self._block(lc, "attention", attention, phase, layer, mb)
@@ -192,6 +196,7 @@ class _Builder:
             self.layer_forward(layer, mb, "recompute")
         elif lc.recompute == "selective":
             self.compute("attention recompute", "recompute", layer, mb, lc.recompute_s)
+        self.compute(STAGE_NAMES["layer_overhead"], "bwd", layer, mb, lc.bwd_s["layer_overhead"])
         if lc.is_moe:
             self._moe(lc, "bwd", layer, mb, backward=True)
         else:

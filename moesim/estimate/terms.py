@@ -52,8 +52,9 @@ class ClassTerms:
     slots: np.ndarray | None = None
     capacity: np.ndarray | None = None
     tokens_per_device: np.ndarray | None = None
-    # Forward and backward time by MoE pipeline stage (attention, dense_ffn, router, permute,
-    # expert_ffn, unpermute, shared_experts), in execution order; they sum to fwd/bwd_time_s.
+    # Forward and backward time by MoE pipeline stage (layer_overhead, attention, dense_ffn, router,
+    # permute, expert_ffn, unpermute, shared_experts), in execution order; they sum to fwd/bwd_time_s.
+    # layer_overhead is the profile's fixed host cost per layer per pass (the same both ways).
     # The simulator (moesim.des) runs them as separate kernels.
     fwd_parts_s: dict[str, np.ndarray] = field(default_factory=dict)
     bwd_parts_s: dict[str, np.ndarray] = field(default_factory=dict)
@@ -119,11 +120,16 @@ class TermBuilder:
         else:
             fwd_time, fwd_flops, act, mem_time, padded_extra = self._moe(cls, terms, fwd_time, fwd_flops, act)
         matmul_time = fwd_time
-        fwd_time = fwd_time + mem_time
+        # Host overhead: once per layer per pass, forward and backward alike (and in a full recompute,
+        # which replays the forward); modeling.md §6 "host overheads: per-layer fixed cost".
+        overhead = np.full_like(b, self.hw.efficiency.layer_overhead_s, dtype=float)
+        fwd_time = fwd_time + mem_time + overhead
         terms.fwd_time_s = fwd_time
-        terms.bwd_time_s = BACKWARD_TO_FORWARD * matmul_time + mem_time
-        memory_bound = ("permute", "unpermute") if self.tr.dispatch_impl != "dense_einsum" else ()
-        terms.bwd_parts_s = {name: part if name in memory_bound else BACKWARD_TO_FORWARD * part
+        terms.bwd_time_s = BACKWARD_TO_FORWARD * matmul_time + mem_time + overhead
+        terms.fwd_parts_s = {"layer_overhead": overhead, **terms.fwd_parts_s}
+        unscaled = ("layer_overhead", "permute", "unpermute") if self.tr.dispatch_impl != "dense_einsum" \
+            else ("layer_overhead",)
+        terms.bwd_parts_s = {name: part if name in unscaled else BACKWARD_TO_FORWARD * part
                              for name, part in terms.fwd_parts_s.items()}
         full = rec == mem.RECOMPUTE_CODES["full"]
         selective = rec == mem.RECOMPUTE_CODES["selective"]

@@ -160,16 +160,27 @@ class InterconnectLevel:
 
 @dataclass(frozen=True, kw_only=True)
 class ComputeEfficiency:
-    """Achieved fractions of peak: matmul by FLOP per kernel, memory-bound ops by HBM bandwidth."""
+    """Achieved fractions of peak: matmul by FLOP per kernel, memory-bound ops by HBM bandwidth; and the
+    fixed host cost of one transformer layer per pass.
+
+    `layer_overhead_s` is paid once per layer forward, once per layer backward (and once more when a
+    layer is recomputed in full): kernel launches, host synchronisation of split sizes, framework
+    dispatch (moesim reference modeling.md §6, "host overheads: per-layer fixed cost, calibrated";
+    MCore token_dispatcher.py `_maybe_dtoh_and_synchronize`). Default 0; `moesim calibrate` fits it.
+    """
 
     matmul: EfficiencyTable
     memory_bandwidth: float
+    layer_overhead_s: float = 0.0
     source: str = ""
 
     def __post_init__(self) -> None:
         if not 0 < self.memory_bandwidth <= 1:
             raise SpecError("memory_bandwidth efficiency must be in (0, 1]", field="efficiency.memory_bandwidth",
                             value=self.memory_bandwidth)
+        if not 0 <= self.layer_overhead_s < math.inf:
+            raise SpecError("layer overhead must be a finite number >= 0", field="efficiency.layer_overhead_s",
+                            value=self.layer_overhead_s)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -252,9 +252,14 @@ def hardware_from_table(t: Table) -> HardwareProfile:
     )
     chip_t.finish()
     eff_t = t.sub("efficiency")
+    overhead_us = eff_t.opt("layer_overhead_us", float, 0.0)
+    if not 0 <= overhead_us < float("inf"):
+        raise eff_t.error("layer_overhead_us", "must be a finite number >= 0 (microseconds per layer per pass)",
+                          value=overhead_us)
     efficiency = ComputeEfficiency(
         matmul=_efficiency(eff_t, "matmul"),
         memory_bandwidth=eff_t.req("memory_bandwidth", float),
+        layer_overhead_s=units.us_to_s(overhead_us),
         source=eff_t.req("source", str),
     )
     eff_t.finish()

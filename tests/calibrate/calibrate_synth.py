@@ -31,10 +31,12 @@ def layer_record_dict(*, tokens=1024, d_model=128, d_ff=512, experts_per_rank=2,
     dp = world // ep
     q = DTYPE_BYTES[dtype]
     rows = tokens * top_k  # even split, no drops: every rank sends and receives T·k rows
-    phases = phase_s or {p: 1e-3 for p in ("router", "dispatch_permute", "dispatch_a2a", "expert_compute",
-                                           "combine_a2a", "combine_unpermute", "backward", "grad_sync")}
+    phases = phase_s or {p: 1e-3 for p in ("router", "router_matmul", "router_gating", "dispatch_permute",
+                                           "dispatch_a2a", "expert_compute", "combine_a2a", "combine_unpermute",
+                                           "backward", "grad_sync")}
     phases = dict(phases)
-    phases.setdefault("layer_unsynced", sum(v for k, v in phases.items() if k != "grad_sync"))
+    phases.setdefault("layer_unsynced", sum(v for k, v in phases.items()
+                                            if k not in ("grad_sync", "router_matmul", "router_gating")))
     phases.setdefault("layer", phases["layer_unsynced"] * 1.05)
     rec = {
         "schema_version": 1, "kind": "switch_layer", "status": "ok",
@@ -64,7 +66,8 @@ def layer_record_dict(*, tokens=1024, d_model=128, d_ff=512, experts_per_rank=2,
 
 
 def priced_layer_record(hardware, **kwargs) -> dict:
-    """A switch_layer record whose phase medians are `hardware`'s own predictions."""
+    """A switch_layer record whose phase medians (router parts and layer total included) are `hardware`'s own
+    predictions."""
     rec = layer_record_dict(**kwargs)
     predicted = predict_layer(layer_record(rec, "synthetic:1"), hardware)
     # a phase the model leaves out (an all-to-all over one rank) gets a token measured time
@@ -95,6 +98,7 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 TRUE_KNOTS = (1e6, 1e7, 1e8, 1e9)
 TRUE_EFFICIENCY = (0.15, 0.45, 0.7, 0.8)
+TRUE_LAYER_OVERHEAD_S = 150e-6
 
 
 def true_cpu_profile():
@@ -104,7 +108,7 @@ def true_cpu_profile():
                                 bw_efficiency=EfficiencyTable.constant(1.0))
     chip = dataclasses.replace(prior.chip, peak_flops_per_s={"float32": 96e9, "bfloat16": 2.5 * 96e9})
     eff = dataclasses.replace(prior.efficiency, matmul=EfficiencyTable(tuple(zip(TRUE_KNOTS, TRUE_EFFICIENCY))),
-                              memory_bandwidth=0.45)
+                              memory_bandwidth=0.45, layer_overhead_s=TRUE_LAYER_OVERHEAD_S)
     return dataclasses.replace(prior, chip=chip, efficiency=eff, interconnect=(level,))
 
 

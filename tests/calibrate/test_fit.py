@@ -13,7 +13,7 @@ from moesim.calibrate.records import read_measurements, split_holdout
 from moesim.errors import SpecError
 from moesim.specs.load import load_hardware
 
-from calibrate_synth import TRUE_EFFICIENCY, TRUE_KNOTS, synthetic_records, write_jsonl
+from calibrate_synth import TRUE_EFFICIENCY, TRUE_KNOTS, TRUE_LAYER_OVERHEAD_S, synthetic_records, write_jsonl
 
 
 def _param(fit, name):
@@ -34,6 +34,7 @@ def test_recovers_exact_parameters_with_true_knots(synthetic_jsonl):
     assert fit.peak_scales["bfloat16"] == pytest.approx(2.5, rel=0.01)
     true_mem = 15e9 * 0.45  # cpu-localhost HBM share 15 GB/s x the true efficiency
     assert fit.memory_bw_bytes_per_s == pytest.approx(true_mem, rel=1e-3)
+    assert fit.layer_overhead_s == pytest.approx(TRUE_LAYER_OVERHEAD_S, rel=1e-3)
     assert fit.overall.max_abs_pct_error < 0.005
     assert fit.overall.r2_log == pytest.approx(1.0, abs=1e-4)
 
@@ -68,7 +69,7 @@ def test_bootstrap_intervals_bracket_the_truth_on_noisy_data(tmp_path, true_hw):
     fit = fit_profile(m, load_hardware("cpu-localhost"), fit_keys={r.key for r in m.layers}, knots_flops=TRUE_KNOTS,
                       bootstrap=60, seed=5)
     truth = {"loopback.latency": 55e-6, "loopback.bandwidth": 3.1e9, "peak_scale.bfloat16": 2.5,
-             "memory_bw": 15e9 * 0.45,
+             "memory_bw": 15e9 * 0.45, "layer_overhead": TRUE_LAYER_OVERHEAD_S,
              **{f"efficiency@{k:.3g}": e for k, e in zip(TRUE_KNOTS[1:], TRUE_EFFICIENCY[1:])}}
     for name, true in truth.items():
         p = _param(fit, name)
@@ -105,10 +106,48 @@ def test_fitted_phases_exclude_router_and_group_of_one(synthetic_jsonl):
     m = read_measurements([synthetic_jsonl])
     obs = observations_for(m, {r.key for r in m.layers}, load_hardware("cpu-localhost"))
     labels = {o.label for o in obs}
-    assert "router" not in labels and "layer" not in labels
-    assert {"expert_compute", "backward", "dispatch_a2a", "collective:all_to_all"} <= labels
+    assert not {"router", "router_matmul", "router_gating"} & labels
+    assert {"expert_compute", "backward", "dispatch_a2a", "collective:all_to_all", "layer"} <= labels
     ep1 = next(r for r in m.layers if r.ep_size == 1)
     assert not [o for o in obs if o.unit == ep1.key and o.label in ("dispatch_a2a", "combine_a2a")]
+    with_router = observations_for(m, {r.key for r in m.layers}, load_hardware("cpu-localhost"),
+                                   fit_router_matmul=True)
+    assert {o.label for o in with_router} - labels == {"router_matmul"}
+
+
+def test_layer_total_observation_is_the_phases_plus_two_passes_of_overhead(synthetic_jsonl):
+    """layer_unsynced = one forward and one backward pass of the layer: every LAYER_PHASES term, and the
+    per-layer overhead twice (validate/bench.py; moesim.estimate.terms charges it per pass)."""
+    from moesim.calibrate.predict import OverheadTerm, layer_terms
+    from moesim.calibrate.records import LAYER_PHASES
+
+    m = read_measurements([synthetic_jsonl])
+    rec = m.layers[0]
+    (total,) = [o for o in observations_for(m, {rec.key}, load_hardware("cpu-localhost")) if o.label == "layer"]
+    phases = layer_terms(rec)
+    assert total.terms == tuple(t for p in LAYER_PHASES for t in phases[p]) + (OverheadTerm(2),)
+    assert total.measured_s == rec.measured_s["layer"] and total.unit == rec.key
+
+
+def test_router_matmul_is_fitted_on_request(synthetic_jsonl):
+    m = read_measurements([synthetic_jsonl])
+    fit = fit_profile(m, load_hardware("cpu-localhost"), fit_keys={r.key for r in m.layers}, knots_flops=TRUE_KNOTS,
+                      bootstrap=0, loss="linear", fit_router_matmul=True)
+    assert "router_matmul" in fit.blocks and fit.blocks["router_matmul"].max_abs_pct_error < 0.005
+    assert fit.efficiency == pytest.approx(TRUE_EFFICIENCY, rel=0.01)
+    assert fit.layer_overhead_s == pytest.approx(TRUE_LAYER_OVERHEAD_S, rel=1e-3)
+
+
+def test_no_layer_overhead_in_the_data_fits_to_about_zero(tmp_path, true_hw):
+    """The overhead is bounded below by MIN_OVERHEAD_S (1 ns), not pushed negative."""
+    from moesim.calibrate.design import MIN_OVERHEAD_S
+
+    none = dataclasses.replace(true_hw, efficiency=dataclasses.replace(true_hw.efficiency, layer_overhead_s=0.0))
+    m = read_measurements([write_jsonl(tmp_path / "none.jsonl", synthetic_records(none))])
+    fit = fit_profile(m, load_hardware("cpu-localhost"), fit_keys={r.key for r in m.layers}, knots_flops=TRUE_KNOTS,
+                      bootstrap=0, loss="linear")
+    assert MIN_OVERHEAD_S <= fit.layer_overhead_s < 1e-7
+    assert fit.overall.max_abs_pct_error < 0.005
 
 
 def test_knots_are_half_a_decade_apart(synthetic_jsonl):
@@ -156,3 +195,21 @@ def test_predictions_scale_with_the_profile(true_hw):
     assert b["expert_compute"] == pytest.approx(2 * a["expert_compute"])
     assert b["dispatch_a2a"] == pytest.approx(a["dispatch_a2a"])
     assert json.dumps(a)  # plain floats
+
+
+def test_layer_prediction_holds_two_passes_of_overhead_and_router_is_its_two_parts(true_hw):
+    from calibrate_synth import layer_record_dict
+    from moesim.calibrate.records import LAYER_PHASES, layer_record
+
+    rec = layer_record(layer_record_dict(tokens=512, d_model=64, experts_per_rank=4, top_k=2), "x:1")
+    p = predict_layer(rec, true_hw)
+    assert p["router"] == pytest.approx(p["router_matmul"] + p["router_gating"], rel=1e-12)
+    assert p["layer"] == pytest.approx(sum(p[q] for q in LAYER_PHASES) + 2 * true_hw.efficiency.layer_overhead_s,
+                                       rel=1e-12)
+    # router_gating: 2·T·E·(4 + k·8) bytes (float32 probabilities, int64 one-hot of k·T assignments) at W_mem
+    w_mem = true_hw.chip.hbm_bw_bytes_per_s * true_hw.efficiency.memory_bandwidth
+    assert p["router_gating"] == pytest.approx(2 * 512 * 8 * (4 + 2 * 8) / w_mem, rel=1e-12)
+    # router_matmul: 2·T·d·E FLOP at the float32 peak and the table's efficiency at that kernel
+    flops = 2 * 512 * 64 * 8
+    assert p["router_matmul"] == pytest.approx(
+        flops / (true_hw.chip.peak_for("float32") * true_hw.efficiency.matmul.at(flops)), rel=1e-12)

@@ -38,6 +38,16 @@ def test_instrumented_layer_is_the_fallback_total(tmp_path):
     assert r.measured_s[TOTAL] == rec["phases"]["layer"]["median_s"]
 
 
+def test_router_parts_are_read_when_present(tmp_path):
+    split, whole = layer_record_dict(name="split"), layer_record_dict(name="whole", tokens=512)
+    for part in ("router_matmul", "router_gating"):
+        del whole["phases"][part]
+    a, b = read_jsonl(_write(tmp_path, [split, whole])).layers
+    assert a.measured_s["router_matmul"] == a.measured_s["router_gating"] == 1e-3
+    assert "router_matmul" not in b.measured_s and "router_gating" not in b.spread
+    assert b.measured_s["router"] == 1e-3
+
+
 def test_collective_records_become_points(tmp_path):
     rec = collective_record_dict(true_cpu_profile(), "all_to_all_single", sizes=[1024, 4096])
     m = read_jsonl(_write(tmp_path, [rec]))

@@ -77,6 +77,8 @@ def test_cli_calibrate_and_report_json(tmp_path, synthetic_jsonl, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["records"]["held_out"] == 4 and data["held_out"]["n_records"] == 4
     assert {"parameters", "residuals", "collective_diagnostics", "fit"} <= data.keys()
+    assert data["fit"]["layer_overhead_s"] > 0 and "layer" in data["residuals"]
+    assert "router_matmul" not in data["residuals"]
     assert main(["validate-report", str(synthetic_jsonl), "--hardware", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert REPORT_KEYS <= report.keys() and report["n_records"] == 4
@@ -85,6 +87,10 @@ def test_cli_calibrate_and_report_json(tmp_path, synthetic_jsonl, capsys):
     assert "MAPE" in text and "layer total" in text
     assert main(["calibrate", str(synthetic_jsonl), "--hardware", "cpu-localhost", "-o", str(out)]) == 0
     assert "90% bootstrap" in capsys.readouterr().out
+    assert main(["calibrate", str(synthetic_jsonl), "--hardware", "cpu-localhost", "-o", str(out), "--bootstrap", "0",
+                 "--fit-router-matmul", "--json"]) == 0
+    assert "router_matmul" in json.loads(capsys.readouterr().out)["residuals"]
+    assert "Fitted phases: dispatch_permute" in out.read_text() and ", router_matmul, and the layer" in out.read_text()
 
 
 def test_cli_bad_input_exits_2_naming_file_and_line(tmp_path, capsys):
@@ -98,16 +104,38 @@ def test_cli_bad_input_exits_2_naming_file_and_line(tmp_path, capsys):
                  "--holdout-fraction", "1.5"]) == 2
 
 
-def test_unmodelled_layer_time_is_recovered(tmp_path, true_hw):
-    from calibrate_synth import synthetic_records, write_jsonl
+def test_layer_overhead_is_fitted_written_and_leaves_no_gap(tmp_path, true_hw):
+    from calibrate_synth import TRUE_LAYER_OVERHEAD_S, synthetic_records, write_jsonl
+    from moesim.specs.load import load_hardware
 
     recs = synthetic_records(true_hw)
-    for rec in recs:  # 2 ms the model has no term for, on every layer
+    for rec in recs:  # 2 ms more per layer: 1 ms more per pass (forward, backward)
         if rec["kind"] == "switch_layer":
             rec["phases"]["layer_unsynced"]["median_s"] += 2e-3
     path = write_jsonl(tmp_path / "overhead.jsonl", recs)
     result = calibrate([str(path)], "cpu-localhost", tmp_path / "o.toml", bootstrap=0)
-    assert result.gap.overhead_s == pytest.approx(2e-3, rel=0.02)  # the auto knots price within ~1 %
-    assert result.gap.scale == pytest.approx(1.0, rel=0.02)
-    assert result.gap.held_out_mape < 0.02 < result.held_out_report.total.mape
-    assert "Unmodelled layer time: over the fitted records, measured layer = 2" in (tmp_path / "o.toml").read_text()
+    per_pass = TRUE_LAYER_OVERHEAD_S + 1e-3
+    assert result.fit.layer_overhead_s == pytest.approx(per_pass, rel=0.02)  # the auto knots price within ~1 %
+    assert abs(result.gap.overhead_s) < 2e-5 and result.gap.scale == pytest.approx(1.0, rel=0.02)
+    assert result.held_out_report.total.mape < 0.02
+    text = (tmp_path / "o.toml").read_text()
+    assert "layer_overhead_us = " in text and "layer overhead" in text
+    assert load_hardware(tmp_path / "o.toml").efficiency.layer_overhead_s == pytest.approx(per_pass, rel=0.02)
+    assert "Unmodelled layer time: over the fitted records, measured layer = " in text
+
+
+def test_router_parts_are_reported_when_measured(tmp_path, synthetic_jsonl, true_hw):
+    """Records from before the harness split the router phase lack router_matmul / router_gating: they are
+    left out of those phases' statistics, and the layer total still counts."""
+    from calibrate_synth import priced_layer_record, write_jsonl
+
+    new, old = priced_layer_record(true_hw, name="new"), priced_layer_record(true_hw, name="old", tokens=512)
+    for part in ("router_matmul", "router_gating"):
+        del old["phases"][part]
+    m = read_measurements([write_jsonl(tmp_path / "mixed.jsonl", [new, old])])
+    report = validation_report(m, true_hw)
+    assert report.phases["router_matmul"].n == report.phases["router_gating"].n == 1
+    assert report.phases["router"].n == report.total.n == 2
+    assert report.total.max_abs_pct_error < 1e-12
+    old_dict = next(r for r in report.as_dict()["records"] if r["config"]["name"] == "old")
+    assert old_dict["measured"]["router_matmul"] is None and old_dict["error"]["router_gating"] is None

@@ -47,3 +47,26 @@ def test_simulated_step_agrees_with_the_estimate(name, scenario, changes, layout
     result = simulate(sc, layout, SimOptions(contention=False, expected_loads=True, trace=False))
     assert result.mode == "aggregated"
     assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=TOLERANCE)
+
+
+OVERHEAD_CASES = [
+    ("mixtral-8x7b pp4 m16 1f1b", "mixtral-8x7b-h100", {}),
+    ("mixtral-8x7b full recompute", "mixtral-8x7b-h100", {"recompute": "full"}),
+    ("switch-base-128", "switch-base-128-tpu-v3", {}),
+]
+
+
+@pytest.mark.parametrize("name, scenario, changes", OVERHEAD_CASES, ids=[c[0] for c in OVERHEAD_CASES])
+def test_layer_overhead_keeps_the_simulator_in_agreement(name, scenario, changes):
+    """A per-layer host overhead (here 200 µs per pass, large against these layers) runs in the simulator as
+    one compute op per layer pass, so the two still agree and both grow."""
+    sc = load_scenario(scenario)
+    sc = dataclasses.replace(sc, training=dataclasses.replace(sc.training, **changes))
+    hw = sc.hardware
+    slow = dataclasses.replace(sc, hardware=dataclasses.replace(
+        hw, efficiency=dataclasses.replace(hw.efficiency, layer_overhead_s=200e-6)))
+    options = SimOptions(contention=False, expected_loads=True, trace=False)
+    base, result = simulate(sc, None, options), simulate(slow, None, options)
+    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=TOLERANCE)
+    assert result.step_times_s[0] > base.step_times_s[0]
+    assert result.analytical_step_time_s > base.analytical_step_time_s

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from des_helpers import tiny_scenario
@@ -96,3 +98,29 @@ def test_pipeline_sends_and_receives_pair_up():
     receives = [o.recv for o in last.ops if o.recv is not None]
     assert receives == [("act", 0), ("act", 1), ("act", 2), ("act", 3)]
     assert [o.recv for o in first.ops if o.recv is not None] == [("grad", 0), ("grad", 1), ("grad", 2), ("grad", 3)]
+
+
+def _overhead(scenario, overhead_s):
+    hw = scenario.hardware
+    eff = dataclasses.replace(hw.efficiency, layer_overhead_s=overhead_s)
+    return dataclasses.replace(scenario, hardware=dataclasses.replace(hw, efficiency=eff))
+
+
+def test_layer_overhead_opens_every_pass_and_matches_the_estimate():
+    scenario = _overhead(tiny_scenario(8, recompute="full"), 40e-6)
+    layout = Layout(dp=8, ep=4)
+    prog = build_stage_program(_costs(scenario, layout), 0)
+    for phase in ("fwd", "recompute", "bwd"):
+        ops = [o for o in prog.ops if o.layer == 0 and o.phase == phase]
+        assert (ops[0].name, ops[0].duration_s) == ("layer overhead", 40e-6), phase
+        assert [o.name for o in ops].count("layer overhead") == 1
+    est = estimate(scenario, layout)
+    compute = sum(o.duration_s for o in prog.ops if o.kind == "compute" and o.name != "optimizer")
+    assert compute == pytest.approx(est.compute_time_s, rel=1e-12)
+    overheads = [o for o in prog.ops if o.name == "layer overhead"]
+    assert len(overheads) == 3 * scenario.model.num_layers * scenario.training.micro_batches
+
+
+def test_no_overhead_ops_when_the_profile_has_none():
+    prog = build_stage_program(_costs(tiny_scenario(8), Layout(dp=8, ep=8)), 0)
+    assert not [o for o in prog.ops if o.name == "layer overhead"]

@@ -57,8 +57,8 @@ LAYER_KEYS = {"schema_version", "kind", "key", "created_utc", "env", "config", "
               "bytes", "tokens", "dropped_token_fraction", "expert_flops_per_rank_forward",
               "expert_flops_per_rank_forward_mean", "peak_memory_bytes", "peak_memory_kind",
               "status", "wall_s"}
-PHASES = {"router", "dispatch_permute", "dispatch_a2a", "expert_compute", "combine_a2a",
-          "combine_unpermute", "backward", "layer", "layer_unsynced", "grad_sync"}
+PHASES = {"router", "router_matmul", "router_gating", "dispatch_permute", "dispatch_a2a", "expert_compute",
+          "combine_a2a", "combine_unpermute", "backward", "layer", "layer_unsynced", "grad_sync"}
 STATS = {"median_s", "p10_s", "p90_s", "min_s", "max_s", "mean_s", "n"}
 ENV = {"torch_version", "backend", "device", "device_name", "world_size", "hostname", "num_threads"}
 
@@ -85,6 +85,10 @@ def _check_layer_record(rec):
     inner = PHASES - {"layer", "layer_unsynced", "grad_sync"}
     for key in ("median_s", "min_s", "max_s", "p10_s", "p90_s"):
         assert ph["layer"][key] >= max(ph[p][key] for p in inner)
+        # per repeat, router = router_matmul + router_gating on each rank (then the max over ranks), so
+        # every order statistic of router is at least that of either part
+        assert ph["router"][key] >= max(ph["router_matmul"][key], ph["router_gating"][key])
+    assert ph["router"]["max_s"] <= ph["router_matmul"]["max_s"] + ph["router_gating"]["max_s"] * (1 + 1e-12)
     b = rec["bytes"]
     d, elem = rec["config"]["d_model"], rec["derived"]["element_bytes"]
     assert 0 < b["dispatch_bytes_per_rank_mean"] <= b["dispatch_bytes_per_rank_max"]

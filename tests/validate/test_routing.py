@@ -6,7 +6,7 @@ import torch
 from validate import data
 from validate.config import LayerConfig
 from validate.reference import full_weights, reference_group
-from validate.routing import load_balancing_loss, route, router_probs
+from validate.routing import gate_logits, load_balancing_loss, route, router_logits, router_probs
 
 
 def test_position_dropping_keeps_first_tokens_per_expert():
@@ -51,3 +51,16 @@ def test_route_kept_set_matches_dense_reference(top_k, cf):
     assert r.num_kept == kept
     assert torch.equal(r.aux_loss, aux)
     assert (kept < 40 * top_k) == (cf < 1.0)
+
+
+def test_route_is_the_router_matmul_then_the_gating():
+    """The two timed router parts (router_matmul, router_gating) compose to route()."""
+    g = torch.Generator().manual_seed(3)
+    x, w = torch.randn(32, 8, generator=g).to(torch.bfloat16), torch.randn(4, 8, generator=g)
+    logits = router_logits(x, w)
+    assert logits.dtype == torch.float32 and logits.shape == (32, 4)
+    assert torch.equal(logits, x.float() @ w.t())
+    whole, parts = route(x, w, 2, 10, True, 0.01), gate_logits(logits, 2, 10, True, 0.01)
+    for field in ("token_index", "expert_index", "gate", "expert_counts", "aux_loss", "probs"):
+        assert torch.equal(getattr(whole, field), getattr(parts, field)), field
+    assert whole.num_kept == parts.num_kept

@@ -1,5 +1,5 @@
 """Layout-independent per-layer quantities of a scenario, grouped into layer classes, and how a
-pipeline of `pp` stages splits them.
+pipeline of `pp` stages splits them (contiguous layers; uneven counts by `specs.layout.stage_layers`).
 
 A layer class is every layer sharing (stack, MoE or dense): they have identical parameters,
 FLOPs and activations, so the cost model works on at most four classes per stage
@@ -17,6 +17,7 @@ from moesim.arithmetic import (
     LayerShape, layer_params, layer_shapes, norm_params, param_counts, position_params,
 )
 from moesim.flops import LayerFlops, layer_forward_flops
+from moesim.specs.layout import stage_layers
 from moesim.specs.model import ModelSpec
 
 
@@ -95,11 +96,18 @@ def build_workload(model: ModelSpec, seq_len: int, decoder_seq_len: int) -> Work
 
 
 @lru_cache(maxsize=256)
-def stage_class_counts(workload: Workload, pp: int) -> np.ndarray:
-    """Layers of each class on each of `pp` contiguous, equal-count stages: shape (pp, classes)."""
-    layers = workload.num_layers
-    per_stage = layers // pp
+def stage_ranges(workload: Workload, pp: int, first: int | None = None, last: int | None = None) -> tuple[range, ...]:
+    """Global layer indices of each of `pp` contiguous stages, split by `specs.layout.stage_layers`
+    (L/pp each when pp | L; else the leftover layers on the middle stages, latest first)."""
+    ends = np.cumsum(stage_layers(workload.num_layers, pp, first, last))
+    return tuple(range(int(end - size), int(end)) for end, size in zip(ends, np.diff(ends, prepend=0)))
+
+
+@lru_cache(maxsize=256)
+def stage_class_counts(workload: Workload, pp: int, first: int | None = None, last: int | None = None) -> np.ndarray:
+    """Layers of each class on each of `pp` contiguous stages (`stage_ranges`): shape (pp, classes)."""
     counts = np.zeros((pp, len(workload.classes)))
-    for layer, cls in enumerate(workload.layer_class_index):
-        counts[min(layer // per_stage, pp - 1), cls] += 1
+    for s, layers in enumerate(stage_ranges(workload, pp, first, last)):
+        for layer in layers:
+            counts[s, workload.layer_class_index[layer]] += 1
     return counts

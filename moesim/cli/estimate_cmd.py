@@ -14,7 +14,8 @@ def add_scenario_overrides(p: argparse.ArgumentParser, *, layout: bool = True) -
     p.add_argument("--hardware", help="hardware profile name or file, replacing the scenario's")
     p.add_argument("--devices", type=int, help="device count, replacing the scenario's")
     if layout:
-        p.add_argument("--layout", help="dp=..,tp=..,ep=..,pp=..[,etp=..][,order=tp-ep-dp-pp]; "
+        p.add_argument("--layout", help="dp=..,tp=..,ep=..,pp=..[,etp=..][,order=tp-ep-dp-pp]"
+                                        "[,first_stage_layers=..][,last_stage_layers=..]; "
                                         "omitted degrees take defaults")
 
 

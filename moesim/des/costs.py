@@ -29,7 +29,7 @@ from moesim.specs.layout import Layout
 from moesim.specs.scenario import Scenario
 from moesim.specs.training import TrainingSpec
 from moesim.topology.mapping import axis_sizes, mesh_strides
-from moesim.workload import Workload, build_workload
+from moesim.workload import Workload, build_workload, stage_ranges
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class StageCost:
     """What differs between pipeline stages: layers, boundary transfers, extras."""
 
     index: int
-    layers: tuple[int, ...]  # global layer indices, execution order
+    layers: tuple[int, ...]  # global layer indices, execution order (uneven splits: workload.stage_ranges)
     send_forward: CommSpec | None  # activations to the next stage
     send_backward: CommSpec | None  # input gradient to the previous stage
     logits_s: float  # forward + backward, last stage only
@@ -129,13 +129,12 @@ def _f(x) -> float:
     return float(np.asarray(x).reshape(-1)[0])
 
 
-def _boundary_tokens(workload: Workload, pp: int) -> list[int]:
+def _boundary_tokens(workload: Workload, ranges: tuple[range, ...]) -> list[int]:
     """Tokens per sequence stage s sends on: its stack's, plus the encoder output once in the decoder
     (the rule of moesim.estimate.stages)."""
-    out = [0] * pp
-    per_stage = workload.num_layers // pp
-    for s in range(pp - 1):
-        cls = workload.classes[workload.layer_class_index[(s + 1) * per_stage - 1]]
+    out = [0] * len(ranges)
+    for s in range(len(ranges) - 1):
+        cls = workload.classes[workload.layer_class_index[ranges[s][-1]]]
         out[s] = cls.tokens + (workload.seq_len if cls.stack == "decoder" and cls.cross_attention else 0)
     return out
 
@@ -173,12 +172,12 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
             capacity=0 if np.isnan(cf) or terms.capacity is None else int(_f(terms.capacity)),
             tokens=int(round(_f(terms.tokens_per_device))) if terms.tokens_per_device is not None else 0,
         ))
-    per_stage = wl.num_layers // pp
-    out = _boundary_tokens(wl, pp)
+    ranges = stage_ranges(wl, pp, layout.first_stage_layers, layout.last_stage_layers)
+    out = _boundary_tokens(wl, ranges)
     sp_split = tp if tr.sequence_parallel else 1
     logits = _f(builder.logits_time_s(wl.output_tokens))
     for s in range(pp):
-        layers = tuple(range(s * per_stage, (s + 1) * per_stage))
+        layers = tuple(ranges[s])
         first, last = s == 0, s == pp - 1
         fwd_bytes = b * out[s] * spec.d_model * q_a / sp_split
         bwd_bytes = b * (out[s - 1] if s else out[0]) * spec.d_model * q_a / sp_split

@@ -165,18 +165,18 @@ class _Router:
         stage_of = _stage_of(costs)
         self.groups = [_ep_groups(costs, stage_of, s) for s in range(costs.layout.pp)] if moe else []
         self.uniform = self.spec is None or self.spec.kind == "uniform"
+        self.stage_of_layer = {layer: st.index for st in costs.stages for layer in st.layers}
 
     def step(self) -> tuple[Loads | None, float, float]:
         """(loads by (moe, mb) or None, dropped assignments, all assignments)."""
         if not self.layers:
             return None, 0.0, 0.0
         c, moe, o = self.costs, self.costs.scenario.model.moe, self.options
-        per_stage = c.workload.num_layers // c.layout.pp
         loads: Loads = {}
         dropped = assigned = 0.0
         for n, layer in enumerate(self.layers):
             lc = c.classes[c.workload.layer_class_index[layer]]
-            groups = self.groups[layer // per_stage]
+            groups = self.groups[self.stage_of_layer[layer]]
             order = groups.reshape(-1)
             for mb in range(c.micro_batches):
                 r = route_layer(self.p[n], groups, lc.tokens, moe.group_size_tokens, moe.top_k,

@@ -10,18 +10,20 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from moesim.memory import RECOMPUTE_CODES
-from moesim.specs.layout import Layout
+from moesim.specs.layout import STAGE_KEYS, Layout
 from moesim.specs.scenario import Scenario
 from moesim.specs.training import RECOMPUTE_MODES, TrainingSpec
 
 RECOMPUTE_NAMES = {code: name for name, code in RECOMPUTE_CODES.items()}
+STAGE_FIELDS = STAGE_KEYS  # first_stage_layers, last_stage_layers: Candidates fields named as Layout's
 
 
 @dataclass(frozen=True)
 class Candidates:
     """Parallel degrees and execution options, one entry per candidate.
 
-    `capacity_factor` is NaN for dropless routing; `order` indexes `orders`.
+    `capacity_factor` is NaN for dropless routing; `order` indexes `orders`; `first_stage_layers` /
+    `last_stage_layers` fix the end stages' layer counts (Layout's keys), 0 (or absent) for the automatic split.
     """
 
     dp: np.ndarray
@@ -35,6 +37,13 @@ class Candidates:
     capacity_factor: np.ndarray
     order: np.ndarray
     orders: tuple[tuple[str, ...], ...]
+    first_stage_layers: np.ndarray | None = None
+    last_stage_layers: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        for name in STAGE_FIELDS:
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.zeros(len(self.dp), dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.dp)
@@ -48,8 +57,9 @@ class Candidates:
         return self.tp * self.dp * self.pp
 
     def layout(self, i: int) -> Layout:
+        stages = {name: int(getattr(self, name)[i]) for name in STAGE_FIELDS if getattr(self, name)[i]}
         return Layout(dp=int(self.dp[i]), tp=int(self.tp[i]), ep=int(self.ep[i]), pp=int(self.pp[i]),
-                      etp=int(self.etp[i]), order=self.orders[int(self.order[i])])
+                      etp=int(self.etp[i]), order=self.orders[int(self.order[i])], **stages)
 
     def training(self, i: int, base: TrainingSpec) -> TrainingSpec:
         cf = float(self.capacity_factor[i])
@@ -61,7 +71,7 @@ class Candidates:
         """The candidates at `index` (an index array or boolean mask)."""
         fields = {name: getattr(self, name)[index] for name in
                   ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute",
-                   "capacity_factor", "order")}
+                   "capacity_factor", "order") + STAGE_FIELDS}
         return Candidates(orders=self.orders, **fields)
 
 
@@ -84,4 +94,6 @@ def single(scenario: Scenario, layout: Layout, training: TrainingSpec | None = N
         zero_stage=np.array([training.zero_stage]), recompute=np.array([RECOMPUTE_CODES[training.recompute]]),
         capacity_factor=np.array([effective_capacity_factor(scenario, training)]), order=np.array([0]),
         orders=(layout.order,),
+        first_stage_layers=np.array([layout.first_stage_layers or 0]),
+        last_stage_layers=np.array([layout.last_stage_layers or 0]),
     )

@@ -3,7 +3,9 @@
 Per device, per micro-batch, per pipeline stage (1F1B or GPipe; Narayanan et al. 2021,
 arXiv 2104.04473):
   T_mb(s)   = Σ_layers (fwd + bwd + recompute) + exposed per-micro-batch collectives (tp, ep, etp, pp)
-  T_pipe    = (m + pp − 1) · max_s T_mb(s)                          (bubble (pp−1)/m of the ideal)
+  T_pipe    = (m + pp − 1) · max_s T_mb(s)                          (bubble (pp−1)/m of the ideal;
+              with uneven stages (specs.layout.stage_layers) an upper bound: the simulator's 1F1B
+              pipeline fills and drains through the lighter stages faster)
   T_dp      = gradient sync over dp (dense) and edp (experts), ZeRO-dependent
   T_step    = T_pipe + max(0, T_dp − T_bwd(one micro-batch)) + T_opt      (overlapped grad reduce;
               T_bwd = the last micro-batch's backward compute and backward collectives)
@@ -89,6 +91,7 @@ def _order_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
     (all indices, None) when every candidate is distinct already."""
     columns = [np.asarray(getattr(cands, name), dtype=np.int64) for name in
                ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute")]
+    columns += [np.asarray(c, dtype=np.int64) for c in (cands.first_stage_layers, cands.last_stage_layers) if c.any()]
     columns.append(np.asarray(cands.capacity_factor, dtype=float))
     first, inverse = distinct_rows(columns)
     if len(first) == len(cands):
@@ -120,7 +123,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     b = tr.global_batch_sequences / (dp * m)
     builder = TermBuilder(model, hw, tr, b, tp, ep, etp, cands.recompute, f(cands.capacity_factor))
     terms: list[ClassTerms] = [builder.build(cls) for cls in wl.classes]
-    stages = pipeline_stages(wl, cands.pp)  # one representative per kind of stage (see stages.py)
+    # One representative per kind of stage (see stages.py); uneven splits as specs.layout.stage_layers.
+    stages = pipeline_stages(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers)
     counts = stages.counts
     n_stages = counts.shape[1]
     exists = stages.index >= 0

@@ -1,13 +1,15 @@
 """Pipeline stages of a batch of candidates, one representative per distinct kind of stage.
 
-Stages holding the same layers (layer-class counts), in the same place (first, last) and sending
+Stages holding the same layers (layer-class counts: uneven splits give stages of ⌊L/pp⌋ and
+⌊L/pp⌋ + 1 layers, see specs.layout.stage_layers), in the same place (first, last) and sending
 and receiving the same boundary activations take the same time per micro-batch. Of such a
 kind, the earliest stage holds the most micro-batches in flight (1F1B: min(m, pp − s); GPipe: m
 everywhere), so it also needs the most memory. Every maximum the cost model takes over stages
 (slowest stage, largest memory, longest gradient sync, optimizer pass) is therefore reached on
 the earliest stage of some kind, and the earliest index still wins ties: evaluating only those
 representatives gives the same figures as evaluating all pp stages, with at most a handful of
-stage columns instead of up to pp (a decoder-only model has three kinds: first, middle, last).
+stage columns instead of up to pp (a decoder-only model has three kinds: first, middle, last; an
+uneven split adds middle stages of the other size and the boundaries between them).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from moesim.workload import Workload, stage_class_counts
+from moesim.workload import Workload, stage_class_counts, stage_ranges
 
 
 @dataclass(frozen=True)
@@ -30,21 +32,22 @@ class Stages:
     tokens_in: np.ndarray  # tokens per sequence received from the previous stage (first: its own out)
 
 
-def _boundary_tokens(workload: Workload, p: int) -> np.ndarray:
+def _boundary_tokens(workload: Workload, p: int, first: int | None, last: int | None) -> np.ndarray:
     """Tokens per sequence each of p stages sends on: its stack's, plus the encoder output once past the encoder."""
     out = np.zeros(p)
-    per_stage = workload.num_layers // p
+    ranges = stage_ranges(workload, p, first, last)
     for s in range(p - 1):
-        cls = workload.classes[workload.layer_class_index[(s + 1) * per_stage - 1]]
+        cls = workload.classes[workload.layer_class_index[ranges[s][-1]]]
         out[s] = cls.tokens + (workload.seq_len if cls.stack == "decoder" and cls.cross_attention else 0)
     return out
 
 
 @lru_cache(maxsize=256)
-def _representatives(workload: Workload, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _representatives(workload: Workload, p: int, first: int | None = None, last: int | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(stage indices, class counts, tokens out, tokens in) of the earliest stage of each kind, in order."""
-    counts = stage_class_counts(workload, p)
-    out = _boundary_tokens(workload, p)
+    counts = stage_class_counts(workload, p, first, last)
+    out = _boundary_tokens(workload, p, first, last)
     into = np.concatenate([out[:1], out[:-1]])
     seen: dict[tuple, int] = {}
     for s in range(p):
@@ -54,15 +57,21 @@ def _representatives(workload: Workload, p: int) -> tuple[np.ndarray, np.ndarray
     return index, counts[index], out[index], into[index]
 
 
-def pipeline_stages(workload: Workload, pp: np.ndarray) -> Stages:
-    """The representative stages of every candidate (pp holds each candidate's pipeline degree)."""
-    reps = {int(p): _representatives(workload, int(p)) for p in np.unique(pp)}
-    width = max(len(r[0]) for r in reps.values())
+def pipeline_stages(workload: Workload, pp: np.ndarray, first: np.ndarray | None = None,
+                    last: np.ndarray | None = None) -> Stages:
+    """The representative stages of every candidate (pp holds each candidate's pipeline degree;
+    first / last its fixed end-stage layer counts, 0 for the automatic split)."""
     n = len(pp)
+    first = np.zeros(n, dtype=np.int64) if first is None else np.asarray(first, dtype=np.int64)
+    last = np.zeros(n, dtype=np.int64) if last is None else np.asarray(last, dtype=np.int64)
+    keys = np.unique(np.stack([np.asarray(pp, dtype=np.int64), first, last], axis=1), axis=0)
+    reps = {(int(p), int(f), int(l_)): _representatives(workload, int(p), int(f) or None, int(l_) or None)
+            for p, f, l_ in keys}
+    width = max(len(r[0]) for r in reps.values())
     index = np.full((n, width), -1)
     counts = np.zeros((n, width, len(workload.classes)))
     tokens_out, tokens_in = np.zeros((n, width)), np.zeros((n, width))
-    for p, (idx, cnt, out, into) in reps.items():
-        sel, k = pp == p, len(idx)
+    for (p, f, l_), (idx, cnt, out, into) in reps.items():
+        sel, k = (pp == p) & (first == f) & (last == l_), len(idx)
         index[sel, :k], counts[sel, :k], tokens_out[sel, :k], tokens_in[sel, :k] = idx, cnt, out, into
     return Stages(index=index, counts=counts, tokens_out=tokens_out, tokens_in=tokens_in)

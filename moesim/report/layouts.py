@@ -35,6 +35,8 @@ def _neighbours(base: Layout, num_experts: int) -> list[Layout]:
 
     def add(**changes) -> None:
         values = dataclasses.asdict(base) | changes
+        if values["pp"] != base.pp:  # fixed end-stage layer counts belong to the base's pipeline
+            values |= {"first_stage_layers": None, "last_stage_layers": None}
         if all(isinstance(values[k], int) and values[k] >= 1 for k in ("dp", "tp", "ep", "pp", "etp")):
             out.append(Layout(**values))
 

@@ -32,7 +32,7 @@ REASONS = {
     "kv_heads_incompatible_with_tp": "neither of num_kv_heads and tp divides the other",
     "d_ff_not_divisible_by_tp": "d_ff % tp != 0",
     "expert_d_ff_not_divisible_by_etp": "expert_d_ff % etp != 0",
-    "layers_not_divisible_by_pp": "num_layers % pp != 0",
+    "more_stages_than_layers": "pp > num_layers (uneven splits are fine: specs.layout.stage_layers)",
     "pipeline_stage_mismatch": "the order cuts different pipeline stages in the attention and expert meshes",
     "batch_not_divisible_by_dp_micro_batches": "global batch % (dp·micro_batches) != 0",
     "out_of_memory": "memory per device above the usable HBM",
@@ -82,7 +82,7 @@ def degree_reason(scenario: Scenario, g: dict[str, np.ndarray]) -> np.ndarray:
         (kv % tp != 0) & (tp % kv != 0),
         model.d_ff % tp != 0,
         (moe.expert_d_ff % g["etp"] != 0) if moe else np.zeros(len(tp), bool),
-        model.num_layers % g["pp"] != 0,
+        g["pp"] > model.num_layers,
     ]
     reason = np.full(len(tp), -1)
     for index in reversed(range(len(fails))):

@@ -9,6 +9,20 @@ the devices of a pipeline stage and expert parallelism reuses the data axis.
 `order` lists the mesh axes innermost (fastest-varying device id) first. In the expert mesh
 `tp` stands for etp and `dp` for edp, so ("tp", "ep", "dp", "pp") puts expert groups on
 neighbouring devices (DeepSpeed's "E+D") and ("tp", "dp", "ep", "pp") spreads them ("D+E").
+
+Pipeline stages hold contiguous layers (`stage_layers`): L/pp each when pp divides the L layers.
+Otherwise each stage gets ⌊L/pp⌋ and the r = L mod pp leftover layers go one per stage to the
+middle stages first, last middle stage (pp − 2) first, then to the first stage; the last stage
+never gets one. Why: the first stage also carries the input embedding (its parameters and
+optimizer states) and the last the output logits (2·h·V FLOP per token forward: 0.3 of a
+Mixtral-8x7B layer, 1.2 of a DeepSeek-V3 layer), so the middle stages have the room; and under 1F1B
+stage s keeps min(m, pp − s) micro-batches of activations in flight, so a leftover layer costs the
+least memory on the latest middle stages (DeepSeek-V3, 61 layers on 16 stages: 3, 3, 13 × 4, 3).
+Megatron-Core itself requires pp | L unless `--decoder-first-pipeline-num-layers` /
+`--decoder-last-pipeline-num-layers` are given: a layout's `first_stage_layers` /
+`last_stage_layers` are those flags; the other layers then split over the remaining stages by the
+rule above (each stage ≥ 1 layer; Megatron wants them to divide evenly, moesim takes the leftovers
+too). The search splits automatically (it never sets them).
 """
 
 from __future__ import annotations
@@ -20,7 +34,48 @@ from moesim.errors import SpecError
 
 AXES = ("tp", "ep", "dp", "pp")
 DEFAULT_ORDER = ("tp", "ep", "dp", "pp")
-LAYOUT_KEYS = ("dp", "tp", "ep", "pp", "etp", "order")
+STAGE_KEYS = ("first_stage_layers", "last_stage_layers")
+LAYOUT_KEYS = ("dp", "tp", "ep", "pp", "etp", "order") + STAGE_KEYS
+
+
+def stage_split_problem(num_layers: int, pp: int, first: int | None = None, last: int | None = None) -> str | None:
+    """Why `num_layers` cannot split into `pp` stages of ≥ 1 layer with the given first/last sizes, or None."""
+    if pp > num_layers:
+        return f"layers = {num_layers} is fewer than pp = {pp} stages (each stage needs one layer or more)"
+    given = {k: v for k, v in zip(STAGE_KEYS, (first, last)) if v is not None}
+    if not given:
+        return None
+    text = ", ".join(f"{k} = {v}" for k, v in given.items())
+    if pp < 2:
+        return f"{text} needs pp >= 2 (pp = {pp})"
+    free = pp - len(given)
+    left = num_layers - sum(given.values())
+    if free == 0 and left != 0:
+        return f"{text} must add up to layers = {num_layers} with pp = {pp}"
+    if left < free:
+        return (f"{text} leaves {left} of layers = {num_layers} for the other {free} of pp = {pp} stages "
+                "(one or more each needed)")
+    return None
+
+
+def stage_layers(num_layers: int, pp: int, first: int | None = None, last: int | None = None) -> tuple[int, ...]:
+    """Layers on each of `pp` contiguous stages: L/pp each when pp | L, else ⌊L/pp⌋ plus one of the
+    L mod pp leftovers on stages pp − 2, pp − 3, …, 1, then 0 (see the module docstring); `first` /
+    `last` fix the end stages and the rest split the same way over the others."""
+    problem = stage_split_problem(num_layers, pp, first, last)
+    if problem:
+        raise SpecError(problem, field="layout", value=f"layers={num_layers}, pp={pp}")
+    sizes = [0] * pp
+    fixed = {i: v for i, v in ((0, first), (pp - 1, last)) if v is not None}
+    for i, v in fixed.items():
+        sizes[i] = v
+    # Leftover priority: middle stages from the last one back, then the first, then the last stage.
+    free = [s for s in [*range(pp - 2, 0, -1), 0, pp - 1][:pp] if s not in fixed]
+    if free:
+        base, extra = divmod(num_layers - sum(fixed.values()), len(free))
+        for n, s in enumerate(free):
+            sizes[s] = base + (n < extra)
+    return tuple(sizes)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,12 +88,19 @@ class Layout:
     pp: int = 1
     etp: int = 1
     order: tuple[str, ...] = DEFAULT_ORDER
+    first_stage_layers: int | None = None  # None: the automatic split (stage_layers)
+    last_stage_layers: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("dp", "tp", "ep", "pp", "etp"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"degree must be an integer >= 1, got {value!r}", field=f"layout.{name}",
+                                value=value)
+        for name in STAGE_KEYS:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise SpecError(f"must be an integer >= 1 (or left out), got {value!r}", field=f"layout.{name}",
                                 value=value)
         order = tuple(self.order)
         if sorted(order) != sorted(AXES):
@@ -61,11 +123,19 @@ class Layout:
             text += f",etp={self.etp}"
         if self.order != DEFAULT_ORDER:
             text += f",order={'-'.join(self.order)}"
+        for name in STAGE_KEYS:
+            if getattr(self, name) is not None:
+                text += f",{name}={getattr(self, name)}"
         return text
 
+    def stage_layers(self, num_layers: int) -> tuple[int, ...]:
+        """Layers on each pipeline stage (module docstring); raises SpecError when impossible."""
+        return stage_layers(num_layers, self.pp, self.first_stage_layers, self.last_stage_layers)
+
     def as_dict(self) -> dict[str, object]:
-        return {"dp": self.dp, "tp": self.tp, "ep": self.ep, "pp": self.pp, "etp": self.etp,
-                "edp": self.edp, "order": list(self.order)}
+        out: dict[str, object] = {"dp": self.dp, "tp": self.tp, "ep": self.ep, "pp": self.pp, "etp": self.etp,
+                                  "edp": self.edp, "order": list(self.order)}
+        return out | {k: getattr(self, k) for k in STAGE_KEYS if getattr(self, k) is not None}
 
 
 def _degrees_text(values: dict[str, int]) -> str:
@@ -73,7 +143,8 @@ def _degrees_text(values: dict[str, int]) -> str:
 
 
 def parse_layout_text(text: str, *, field: str = "--layout") -> dict[str, object]:
-    """Parse `dp=8,tp=2,ep=8,pp=1[,etp=1][,order=tp-ep-dp-pp]` into a dict of given keys."""
+    """Parse `dp=8,tp=2,ep=8,pp=1[,etp=1][,order=tp-ep-dp-pp][,first_stage_layers=3][,last_stage_layers=3]`
+    into a dict of given keys."""
     values: dict[str, object] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
@@ -89,7 +160,7 @@ def parse_layout_text(text: str, *, field: str = "--layout") -> dict[str, object
         try:
             values[key] = int(value)
         except ValueError:
-            raise SpecError(f"'{key}={value}' is not an integer degree", field=field, value=text) from None
+            raise SpecError(f"'{key}={value}' is not an integer", field=field, value=text) from None
     return values
 
 
@@ -119,7 +190,8 @@ def resolve_layout(
     else:
         ep = 1
     order = tuple(given.get("order", DEFAULT_ORDER))
-    return Layout(dp=dp, tp=tp, ep=ep, pp=pp, etp=etp, order=order)
+    stages = {k: int(given[k]) for k in STAGE_KEYS if given.get(k) is not None}
+    return Layout(dp=dp, tp=tp, ep=ep, pp=pp, etp=etp, order=order, **stages)
 
 
 def pipeline_stage_mismatch(layout: Layout) -> str | None:
@@ -175,8 +247,9 @@ def layout_problems(
         problems.append(f"d_ff = {d_ff} is not divisible by tp = {layout.tp}")
     if num_experts > 1 and expert_d_ff % layout.etp:
         problems.append(f"expert_d_ff = {expert_d_ff} is not divisible by etp = {layout.etp}")
-    if num_layers % layout.pp:
-        problems.append(f"layers = {num_layers} is not divisible by pp = {layout.pp}")
+    split = stage_split_problem(num_layers, layout.pp, layout.first_stage_layers, layout.last_stage_layers)
+    if split:
+        problems.append(split)
     mismatch = pipeline_stage_mismatch(layout) if not problems else None
     if mismatch:
         problems.append(mismatch)

@@ -20,7 +20,7 @@ from moesim.specs.hardware import (
     ChipSpec, ComputeEfficiency, EfficiencyTable, HardwareProfile, InterconnectLevel, TOPOLOGIES,
     WRAPAROUND_RULES, DEVICE_KINDS,
 )
-from moesim.specs.layout import LAYOUT_KEYS, parse_layout_text
+from moesim.specs.layout import LAYOUT_KEYS, STAGE_KEYS, parse_layout_text
 from moesim.specs.model import (
     ARCHITECTURES, ATTENTION_KINDS, CAPACITY_RULES, FFN_KINDS, MOE_STACKS, NORM_KINDS, POSITION_KINDS,
     ROUTER_SCORES, AttentionSpec, ModelSpec, MoESpec,
@@ -359,7 +359,7 @@ def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] |
     if overrides.get("layout"):
         layout_given = parse_layout_text(overrides["layout"])
     elif overrides.get("devices") or overrides.get("hardware"):
-        layout_given = {k: v for k, v in layout_given.items() if k in ("tp", "pp", "etp", "order")}
+        layout_given = {k: v for k, v in layout_given.items() if k in ("tp", "pp", "etp", "order") + STAGE_KEYS}
     search_t = t.sub("search", required=False)
     search = search_from_table(search_t) if search_t is not None else SearchSpace()
     scenario = Scenario(

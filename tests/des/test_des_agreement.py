@@ -70,3 +70,26 @@ def test_layer_overhead_keeps_the_simulator_in_agreement(name, scenario, changes
     assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=TOLERANCE)
     assert result.step_times_s[0] > base.step_times_s[0]
     assert result.analytical_step_time_s > base.analytical_step_time_s
+
+
+UNEVEN_CASES = [
+    # (id, scenario, devices, training changes, layout): pp ∤ layers, stages split by specs.layout.stage_layers
+    ("mixtral-8x7b pp3 (11, 11, 10) 1f1b", "mixtral-8x7b-h100", 48, {}, Layout(dp=16, ep=8, pp=3)),
+    ("mixtral-8x7b pp3 (11, 11, 10) gpipe", "mixtral-8x7b-h100", 48, {"pipeline_schedule": "gpipe"},
+     Layout(dp=16, ep=8, pp=3)),
+    ("deepseek-v3 61 layers pp16 (3, 3, 13 x 4, 3)", "deepseek-v3-h800", None, {}, None),
+]
+
+
+@pytest.mark.parametrize("name, scenario, devices, changes, layout", UNEVEN_CASES, ids=[c[0] for c in UNEVEN_CASES])
+def test_uneven_stages_agree_with_the_estimate(name, scenario, devices, changes, layout):
+    """Uneven stages: the estimate's (m + pp − 1) · slowest stage bounds the simulated pipeline from above
+    (lighter stages fill and drain it faster) and stays within 2 % of it here."""
+    sc = load_scenario(scenario, devices=devices)
+    if changes:
+        sc = dataclasses.replace(sc, training=dataclasses.replace(sc.training, **changes))
+    layout = layout or sc.resolve()
+    assert len(set(layout.stage_layers(sc.model.num_layers))) == 2
+    result = simulate(sc, layout, SimOptions(contention=False, expected_loads=True, trace=False))
+    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=TOLERANCE)
+    assert result.step_times_s[0] <= result.analytical_step_time_s

@@ -8,6 +8,7 @@ import pytest
 
 from des_helpers import tiny_scenario
 from moesim.collectives.select import default_model
+from moesim.des import SimOptions, simulate
 from moesim.des.costs import build_costs
 from moesim.des.schedule import build_stage_program, pipeline_order
 from moesim.estimate import estimate
@@ -124,3 +125,18 @@ def test_layer_overhead_opens_every_pass_and_matches_the_estimate():
 def test_no_overhead_ops_when_the_profile_has_none():
     prog = build_stage_program(_costs(tiny_scenario(8), Layout(dp=8, ep=8)), 0)
     assert not [o for o in prog.ops if o.name == "layer overhead"]
+
+
+def test_uneven_stage_programs_hold_their_layers():
+    """Each stage's program runs exactly its layers (specs.layout.stage_layers), first to last; routing of
+    sampled dropless loads uses the expert groups of the stage that holds each MoE layer."""
+    sc = tiny_scenario(devices=6, dropless=True, micro_batches=4, global_batch_sequences=8)
+    layout = Layout(dp=2, ep=2, pp=3)
+    costs = build_costs(sc, layout, sc.training, default_model(sc.hardware), 0.0)
+    assert [st.layers for st in costs.stages] == [(0, 1, 2), (3, 4, 5), (6, 7)]
+    assert costs.stages[-1].send_forward is None and costs.stages[0].send_backward is None
+    for st in costs.stages:
+        program = build_stage_program(costs, st.index)
+        assert sorted({op.layer for op in program.ops if op.layer >= 0}) == list(st.layers)
+    result = simulate(sc, layout, SimOptions(steps=1, seed=1, trace=False))
+    assert result.mode == "full" and 0 < result.step_times_s[0] < float("inf")

@@ -58,3 +58,6 @@ def test_deepseek_v3_scenario_layout_is_published_one():
     assert (lay.pp, lay.ep, lay.tp, lay.dp, s.devices) == (16, 64, 1, 128, 2048)
     assert s.training.zero_stage == 1 and s.training.global_batch_sequences == 15360 and s.training.seq_len == 4096
     assert "DualPipe" in s.description
+    # The library model's 61 layers on 16 uneven stages (no stand-in): leftovers on the middle stages, latest first.
+    assert s.model == load_model("deepseek-v3")
+    assert lay.stage_layers(s.model.num_layers) == (3, 3) + (4,) * 13 + (3,)

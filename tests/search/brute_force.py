@@ -21,7 +21,7 @@ AXES = ("tp", "ep", "dp", "pp")
 PROBLEM_PREFIX = {
     "num_experts = ": "experts_not_divisible_by_ep", "num_heads = ": "heads_not_divisible_by_tp",
     "num_kv_heads = ": "kv_heads_incompatible_with_tp", "d_ff = ": "d_ff_not_divisible_by_tp",
-    "expert_d_ff = ": "expert_d_ff_not_divisible_by_etp", "layers = ": "layers_not_divisible_by_pp",
+    "expert_d_ff = ": "expert_d_ff_not_divisible_by_etp", "layers = ": "more_stages_than_layers",
     "order ": "pipeline_stage_mismatch", "global batch = ": "batch_not_divisible_by_dp_micro_batches",
 }
 

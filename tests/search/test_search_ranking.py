@@ -35,7 +35,9 @@ def assert_valid_and_fitting(result, indices) -> None:
     lambda: with_hbm(build(ODD_MOE, devices=8, batch=12, search=BRUTE), 3.75 * 2**30),
     lambda: build(DENSE, devices=8, batch=8, seq_len=1024,
                   search=dataclasses.replace(BRUTE, capacity_factors=())),
-], ids=["odd-moe-8-tight-memory", "dense-8"])
+    # pp 3 splits the 4 layers unevenly (1, 2, 1); pp 6 has more stages than layers.
+    lambda: build(ODD_MOE, devices=6, batch=12, search=BRUTE),
+], ids=["odd-moe-8-tight-memory", "dense-8", "odd-moe-6-uneven-pp"])
 def test_ranking_matches_brute_force(make):
     """A brute-force enumeration (loops, one `estimate` per layout) finds no valid fitting layout
     the search misses, and the same step time for each; the search ranks nothing else."""
@@ -50,6 +52,23 @@ def test_ranking_matches_brute_force(make):
     assert np.all(np.diff(result.step_time_s) >= 0)
     if "tight" in scenario.name or result.rejected["out_of_memory"]:
         assert result.rejected["out_of_memory"] > 0
+
+
+def test_uneven_pipelines_are_ranked():
+    """pp ∤ layers is a valid layout now: the 4-layer model on 12 devices ranks pp = 3 (stages of 1, 2, 1
+    layers) with the estimate's step time, and counts pp = 6 and 12 as more stages than layers."""
+    scenario = build(ODD_MOE, devices=12)
+    result = search(scenario)
+    uneven = [i for i in range(result.ranked) if int(result.candidates.pp[i]) == 3]
+    assert uneven
+    for i in uneven[:3]:
+        layout = result.layout(i)
+        assert layout.stage_layers(scenario.model.num_layers) == (1, 2, 1)
+        training = result.candidates.training(i, scenario.training)
+        step = estimate(dataclasses.replace(scenario, training=training), layout).step_time_s
+        assert float(result.step_time_s[i]) == pytest.approx(step, rel=1e-12)
+    assert result.rejected["more_stages_than_layers"] > 0
+    assert "layers_not_divisible_by_pp" not in result.rejected
 
 
 def test_every_ranked_layout_valid_and_fitting_small():

@@ -41,11 +41,12 @@ def test_breakdown_adds_up(switch_c, switch_base):
 def test_expert_all_to_all_volume_closed_form(switch_base):
     """Switch §5.4: each core sends [E, C, d_model] bf16 per dispatch; fwd + bwd = 2 calls per layer each
     way; (ep − 1)/ep of it leaves the core. Encoder: 2048·512/32 = 32768 tokens per core in groups of
-    8192 (T5X GROUP_SIZE), C = floor(8192·1.25/128) = 80; decoder: 7296 tokens, one group, C = 71."""
+    1024 (the scenario's Mesh-TF group size), C = floor(1024·1.25/128) = 10; decoder: 7296 tokens, the
+    same groups (7296/1024 of them), C = 10."""
     e = estimate(switch_base)
     h, experts, ep, q = 768, 128, 32, 2
-    enc_bytes = (32768 // 8192) * experts * 80 * h * q
-    dec_bytes = experts * 71 * h * q
+    enc_bytes = (32768 // 1024) * experts * 10 * h * q
+    dec_bytes = (7296 / 1024) * experts * 10 * h * q
     expected = 6 * 2 * (enc_bytes + dec_bytes) * (ep - 1) / ep  # 6 sparse layers per stack
     dispatch = e.communication["ep_all_to_all_dispatch"]
     assert dispatch["bytes_per_device"] == pytest.approx(expected)
@@ -175,3 +176,49 @@ def test_zero_layer_overhead_changes_nothing():
     scenario = tiny(micro_batches=2)
     layout = Layout(dp=4, tp=2, pp=2, ep=8)
     assert estimate(_with_overhead(scenario, 0.0), layout) == estimate(scenario, layout)
+
+
+def _moe_terms(scenario):
+    """The TermBuilder terms of the first MoE layer class of `scenario` at its own layout."""
+    from moesim.estimate.terms import TermBuilder
+    from moesim.memory import RECOMPUTE_CODES
+    from moesim.workload import build_workload
+
+    tr, layout = scenario.training, scenario.resolve()
+    one = lambda x: np.array([float(x)])  # noqa: E731
+    builder = TermBuilder(scenario.model, scenario.hardware, tr, one(tr.global_batch_sequences / layout.dp),
+                          one(layout.tp), one(layout.ep), one(layout.etp), np.array([RECOMPUTE_CODES[tr.recompute]]),
+                          one(tr.capacity_factor or scenario.model.moe.capacity_factor_train))
+    cls = next(c for c in build_workload(scenario.model, *scenario.seq_lens).classes if c.is_moe)
+    return builder.build(cls)
+
+
+def test_einsum_dispatch_backward_is_one_einsum_combine_two(switch_base):
+    """Dense dispatch backward: the 0/1 dispatch mask takes no gradient (GShard §3.1), so the dispatch
+    einsum is differentiated once (w.r.t. its tokens), the combine einsum twice (expert outputs, combine
+    weights); the parts add up to the backward time, and the hardware FLOPs drop by one einsum."""
+    t = _moe_terms(switch_base)
+    fwd, bwd = t.fwd_parts_s, t.bwd_parts_s
+    assert fwd["permute"] == pytest.approx(fwd["unpermute"]) and fwd["permute"][0] > 0
+    assert bwd["permute"] == pytest.approx(fwd["permute"]) and bwd["unpermute"] == pytest.approx(2 * fwd["unpermute"])
+    assert bwd["expert_ffn"] == pytest.approx(2 * fwd["expert_ffn"])
+    assert t.bwd_time_s == pytest.approx(sum(bwd.values()), rel=1e-12)
+    index = _moe_terms(dataclasses.replace(switch_base, training=dataclasses.replace(
+        switch_base.training, dispatch_impl="index")))
+    assert index.bwd_parts_s["permute"] == pytest.approx(index.fwd_parts_s["permute"])
+    einsum_flops = 2 * 2 * t.tokens_per_device * 128 * t.capacity * 768 / 2  # one of the two forward einsums
+    assert t.hardware_flops - index.hardware_flops == pytest.approx(
+        (1 + 2) * 2 * einsum_flops - einsum_flops, rel=1e-9)  # both einsums fwd + bwd, less the dispatch's 2nd
+
+
+def test_combine_all_to_all_carries_the_combine_dtype():
+    """GShard keeps activations in float32 (§4.3) both ways through the all-to-all; left empty the
+    combine dtype is the compute dtype (bfloat16 here: half the bytes)."""
+    from moesim.specs.load import load_scenario
+
+    sc = load_scenario("gshard-600b-tpu-v3")
+    comm = estimate(sc).communication
+    assert comm["ep_all_to_all_combine"]["size_bytes"] == comm["ep_all_to_all_dispatch"]["size_bytes"]
+    default = dataclasses.replace(sc, training=dataclasses.replace(sc.training, combine_dtype=""))
+    assert estimate(default).communication["ep_all_to_all_combine"]["size_bytes"] == \
+        comm["ep_all_to_all_dispatch"]["size_bytes"] / 2

@@ -82,6 +82,28 @@ def test_scenario_unknown_training_key(tmp_path):
         load_scenario(str(tmp_path / "s.toml"))
 
 
+def test_scenario_moe_table_sets_routing_of_the_run():
+    """A scenario's [moe] table replaces the model's routing-group keys (Mesh-TF groups of 1024 for
+    Switch Table 1) and leaves the architecture alone."""
+    scenario, model = load_scenario("switch-base-128-tpu-v3"), load_model("switch-base-128")
+    assert (model.moe.group_size_tokens, model.moe.min_expert_capacity) == (8192, 0)
+    assert (scenario.model.moe.group_size_tokens, scenario.model.moe.min_expert_capacity) == (1024, 4)
+    assert scenario.model.moe.num_experts == model.moe.num_experts and scenario.model.d_model == model.d_model
+
+
+@pytest.mark.parametrize("edit,fragment", [
+    (lambda t: t.replace("group_size_tokens = 1024", "num_experts = 64"),
+     r"field 'moe\.num_experts': unknown key"),
+    (lambda t: t.replace("group_size_tokens = 1024", "group_size_tokens = -1"), "must be >= 0"),
+    (lambda t: t.replace('model = "switch-base-128"', 'model = "t5-base"'), "has no mixture-of-experts layers"),
+])
+def test_scenario_moe_table_errors(tmp_path, edit, fragment):
+    text = edit((REPO / "scenarios" / "switch-base-128-tpu-v3.toml").read_text())
+    (tmp_path / "s.toml").write_text(text)
+    with pytest.raises(SpecError, match=fragment):
+        load_scenario(str(tmp_path / "s.toml"))
+
+
 def test_devices_outside_profile():
     with pytest.raises(SpecError, match="outside 1..2048"):
         load_scenario("switch-c-2048-tpu-v3", devices=4096)

@@ -5,6 +5,16 @@ Notation: b micro-batch sequences, n tokens per sequence in the layer's stack, t
 entering an MoE layer on one device (b·n/tp: sequence parallelism splits tokens over tp), C expert
 capacity per group (the device's tokens), r token slots the device sends (E·C padded, k·t_dev
 dropless), q bytes per element.
+
+Dense one-hot einsum dispatch (GShard Algorithm 2; Mesh-TF moe.py): per routing group of g tokens
+the dispatch einsum GSEC,GSM->EGCM and the combine einsum GSEC,GECM->GSM are matmuls of 2·g·E·C·h
+FLOP each (per device 2·t_dev·E·C·h each). Both run on the matrix unit: their arithmetic intensity
+is about h FLOP per byte of the [g, E, C] one-hot operand (h = 768 for Switch-Base), above a TPU v3
+core's ridge of 61.5 TFLOP/s / 450 GB/s ≈ 137, so they are priced as matmuls. In the backward pass
+the dispatch einsum is differentiated only with respect to its tokens (the 0/1 dispatch mask is a
+cast of the combine weights to bool: GShard §3.1, Mesh-TF `_rand_1_gating`), the combine einsum
+with respect to the expert outputs and the combine weights (the router's gradient, Switch Eq. 2):
+backward = 1 + 2 einsums against 2 forward, not 2 × 2.
 """
 
 from __future__ import annotations
@@ -25,6 +35,10 @@ from moesim.workload import LayerClass
 ATTENTION_PROJECTIONS = 4  # Q, K, V, O matmuls per attention block
 PERMUTE_PASSES = 2  # permute before dispatch, unpermute after combine (Tutel App. B index dispatch)
 READ_WRITE = 2  # a copy reads and writes every byte
+# Backward einsums per forward einsum of the dense dispatch (module docstring): the dispatch einsum's
+# gradient w.r.t. its tokens only; the combine einsum's w.r.t. expert outputs and combine weights.
+DISPATCH_EINSUM_BACKWARD = 1
+COMBINE_EINSUM_BACKWARD = 2
 
 
 @dataclass
@@ -52,6 +66,7 @@ class ClassTerms:
     slots: np.ndarray | None = None
     capacity: np.ndarray | None = None
     tokens_per_device: np.ndarray | None = None
+    dispatch_einsum_flops: np.ndarray | float = 0.0  # forward FLOP of the dense dispatch einsum (one of two)
     # Forward and backward time by MoE pipeline stage (layer_overhead, attention, dense_ffn, router,
     # permute, expert_ffn, unpermute, shared_experts), in execution order; they sum to fwd/bwd_time_s.
     # layer_overhead is the profile's fixed host cost per layer per pass (the same both ways).
@@ -125,11 +140,16 @@ class TermBuilder:
         overhead = np.full_like(b, self.hw.efficiency.layer_overhead_s, dtype=float)
         fwd_time = fwd_time + mem_time + overhead
         terms.fwd_time_s = fwd_time
-        terms.bwd_time_s = BACKWARD_TO_FORWARD * matmul_time + mem_time + overhead
+        dense_einsum = cls.is_moe and self.tr.dispatch_impl == "dense_einsum"
+        # Backward multiple of each forward part: matmuls 2 (Kaplan §2.1), index permutes and the host
+        # overhead 1, the einsum dispatch and combine as in the module docstring.
+        multiple = {"layer_overhead": 1, "permute": 1, "unpermute": 1}
+        if dense_einsum:
+            multiple.update(permute=DISPATCH_EINSUM_BACKWARD, unpermute=COMBINE_EINSUM_BACKWARD)
+        saved = (BACKWARD_TO_FORWARD - DISPATCH_EINSUM_BACKWARD) * terms.fwd_parts_s["permute"] if dense_einsum else 0.0
+        terms.bwd_time_s = BACKWARD_TO_FORWARD * matmul_time - saved + mem_time + overhead
         terms.fwd_parts_s = {"layer_overhead": overhead, **terms.fwd_parts_s}
-        unscaled = ("layer_overhead", "permute", "unpermute") if self.tr.dispatch_impl != "dense_einsum" \
-            else ("layer_overhead",)
-        terms.bwd_parts_s = {name: part if name in unscaled else BACKWARD_TO_FORWARD * part
+        terms.bwd_parts_s = {name: multiple.get(name, BACKWARD_TO_FORWARD) * part
                              for name, part in terms.fwd_parts_s.items()}
         full = rec == mem.RECOMPUTE_CODES["full"]
         selective = rec == mem.RECOMPUTE_CODES["selective"]
@@ -138,7 +158,9 @@ class TermBuilder:
         unpadded = fwd_flops - padded_extra
         terms.model_flops = (1 + BACKWARD_TO_FORWARD) * unpadded
         recompute_flops = np.where(full, fwd_flops, np.where(selective, scores, 0.0))
-        terms.hardware_flops = (1 + BACKWARD_TO_FORWARD) * fwd_flops + recompute_flops
+        einsum_saved = (BACKWARD_TO_FORWARD - DISPATCH_EINSUM_BACKWARD) * terms.dispatch_einsum_flops \
+            if dense_einsum else 0.0
+        terms.hardware_flops = (1 + BACKWARD_TO_FORWARD) * fwd_flops - einsum_saved + recompute_flops
         terms.activation_bytes = np.where(full, mem.full_recompute_bytes(b, n, h, tp, sp), act)
         self._tp_comms(terms, cls, blocks, full)
         return terms
@@ -169,7 +191,8 @@ class TermBuilder:
         fwd_flops = fwd_flops + expert_flops + router + shared
         dense_einsum = self.tr.dispatch_impl == "dense_einsum"
         if dense_einsum:
-            # Switch Eq. 7 / GShard einsum dispatch and combine: 2·t·E·C·h each (Tutel App. B).
+            # GShard Algorithm 2 dispatch and combine einsums: 2·t·E·C·h FLOP each (Tutel App. B), on
+            # the matrix unit (module docstring).
             einsum = 2 * FLOPS_PER_MAC * t_dev * E * capacity * h
             einsum_time = self._matmul_time(einsum, einsum / 2)
             fwd_time = fwd_time + einsum_time
@@ -177,6 +200,7 @@ class TermBuilder:
             padded_extra = padded_extra + einsum
             mem_time = np.zeros_like(b)
             permute = einsum_time / 2  # dispatch einsum, then the same-sized combine einsum
+            terms.dispatch_einsum_flops = einsum / 2
         else:
             mem_time = PERMUTE_PASSES * READ_WRITE * slots * h * self.q_dispatch / self.hbm_bw
             permute = mem_time / PERMUTE_PASSES
@@ -190,12 +214,12 @@ class TermBuilder:
         terms.slots, terms.capacity, terms.tokens_per_device = slots, capacity, t_dev
         full = self.recompute == mem.RECOMPUTE_CODES["full"]
         extra = np.where(full, 1, 0)
-        q_c = self.q_a
+        q_c = self.tr.bytes_of("combine")
         # Dispatch and combine all-to-alls, forward and backward (Switch §5.4; FasterMoE §3.3: 4 per layer).
         terms.comms.append(CommCall("ep_all_to_all_dispatch", "ep", "all_to_all", slots * h * self.q_dispatch,
                                     2 + extra))
         terms.comms.append(CommCall("ep_all_to_all_combine", "ep", "all_to_all", slots * h * q_c, 2 + extra))
-        gathered = slots * self.etp * h * q_c
+        gathered = slots * self.etp * h * self.q_a
         # Expert tensor parallelism: A2A(EP) → AG(ETP) → experts → RS(ETP) → A2A(EP) (MCore token_dispatcher).
         terms.comms.append(CommCall("etp_all_gather", "etp", "all_gather", gathered, 2 + extra))
         terms.comms.append(CommCall("etp_reduce_scatter", "etp", "reduce_scatter", gathered, 2 + extra))

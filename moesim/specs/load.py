@@ -7,6 +7,7 @@ path. Every file carries `schema_version`; unknown and missing keys are errors n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from pathlib import Path
@@ -337,6 +338,21 @@ def layout_from_table(t: Table) -> dict[str, object]:
     return given
 
 
+# Keys a scenario's own [moe] table may set over the model's: how the framework of the published run
+# groups and bounds tokens for routing. They are implementation choices, not architecture: Mesh-TF,
+# T5X and GShard route the same model in routing groups of different sizes.
+SCENARIO_MOE_KEYS = ("group_size_tokens", "min_expert_capacity")
+
+
+def scenario_moe(model: ModelSpec, t: Table) -> ModelSpec:
+    """`model` with the routing keys of a scenario's [moe] table (SCENARIO_MOE_KEYS) replaced."""
+    changes = {key: value for key in SCENARIO_MOE_KEYS if (value := t.opt(key, int)) is not None}
+    t.finish()
+    if model.moe is None:
+        raise t.error(None, f"model '{model.name}' has no mixture-of-experts layers to set")
+    return dataclasses.replace(model, moe=dataclasses.replace(model.moe, **changes))
+
+
 def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] | None = None) -> Scenario:
     """Build a Scenario; `overrides` (hardware, devices, layout text) come from the command line."""
     overrides = overrides or {}
@@ -347,6 +363,9 @@ def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] |
         model = model_from_table(Table(model_ref, file=t.file, path="model"))
     else:
         model = load_model(model_ref, relative_to=base_dir)
+    moe_t = t.sub("moe", required=False)
+    if moe_t is not None:
+        model = scenario_moe(model, moe_t)
     hardware = load_hardware(overrides.get("hardware") or t.req("hardware", str), relative_to=base_dir)
     if overrides.get("hardware"):
         t.opt("hardware", str)

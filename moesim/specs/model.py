@@ -99,7 +99,9 @@ class MoESpec:
     capacity_factor_eval: float | None = 2.0
     capacity_rule: str = "switch"
     min_expert_capacity: int = 0
-    group_size_tokens: int = 0  # routing group (T5X GROUP_SIZE); 0 = a device's tokens per layer and micro-batch
+    # Routing group (T5X GROUP_SIZE, Mesh-TF moe_group_size: a scenario's [moe] table sets the run's own);
+    # 0 = a device's tokens per layer and micro-batch.
+    group_size_tokens: int = 0
     router_score: str = "softmax"
     router_dtype: str = "float32"
     router_bias: bool = False

@@ -29,7 +29,8 @@ class TrainingSpec:
     param_dtype: str = "bfloat16"
     compute_dtype: str = "bfloat16"
     grad_dtype: str = "float32"
-    dispatch_dtype: str = "bfloat16"
+    dispatch_dtype: str = "bfloat16"  # tokens on their way to the experts (the dispatch all-to-all)
+    combine_dtype: str = ""  # expert outputs on their way back (the combine all-to-all); "" = compute_dtype
     optimizer: str = "adam"
     optimizer_state_dtype: str = "float32"
     master_weights: bool = True
@@ -51,8 +52,9 @@ class TrainingSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise SpecError(f"must be an integer >= 0, got {value!r}", field=f"training.{name}", value=value)
-        for name in ("param_dtype", "compute_dtype", "grad_dtype", "dispatch_dtype", "optimizer_state_dtype"):
-            if getattr(self, name) not in DTYPES:
+        for name in ("param_dtype", "compute_dtype", "grad_dtype", "dispatch_dtype", "optimizer_state_dtype",
+                     "combine_dtype"):
+            if getattr(self, name) not in DTYPES and not (name == "combine_dtype" and getattr(self, name) == ""):
                 raise SpecError(f"unknown dtype '{getattr(self, name)}'", field=f"training.{name}",
                                 value=getattr(self, name), allowed=DTYPES)
         checks = (("optimizer", OPTIMIZERS), ("recompute", RECOMPUTE_MODES),
@@ -70,5 +72,7 @@ class TrainingSpec:
                             value=self.memory_headroom_fraction)
 
     def bytes_of(self, which: str) -> int:
-        """Bytes per element of `param`, `compute`, `grad`, `dispatch` or `optimizer_state`."""
+        """Bytes per element of `param`, `compute`, `grad`, `dispatch`, `combine` or `optimizer_state`."""
+        if which == "combine" and not self.combine_dtype:
+            which = "compute"
         return DTYPE_BYTES[getattr(self, f"{which}_dtype")]

@@ -102,10 +102,9 @@ def render(speed_rows: list[dict], agree_rows: list[dict]) -> str:
                      f"{r['diff']:+.2%} | {r['contention_diff']:+.2%} | {'yes' if r['asserted'] else 'no'} |")
     lines += ["", "Where the two differ by more, the simulator's schedule is the finer one: a real 1F1B/GPipe "
               "pipeline instead of (m + pp − 1) × the slowest stage (unequal stages: deepseek-v3 with its dense "
-              "first layers, pp8), and gradient buckets that also overlap the backward all-to-alls (switch-c tp2, "
-              "whose 6 GB expert-gradient all-reduce is exposed: the estimate's overlap window counts backward "
-              "compute only). Small toy steps (tens of ms) also show the last gradient bucket, which nothing can "
-              "hide, and per-bucket latency.", ""]
+              "first layers, pp8), and gradient buckets whose timing differs from the estimate's single overlap "
+              "window (the last micro-batch's backward compute and backward collectives). Small toy steps (tens "
+              "of ms) also show the last gradient bucket, which nothing can hide, and per-bucket latency.", ""]
     return "\n".join(lines)
 
 

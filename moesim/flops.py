@@ -128,13 +128,6 @@ def sequence_tokens(model: ModelSpec, seq_len: int, decoder_seq_len: int = 0) ->
     return sum(_stack_tokens(model, seq_len, decoder_seq_len).values())
 
 
-def forward_flops_per_token(model: ModelSpec, seq_len: int, decoder_seq_len: int = 0,
-                            convention: str = "exact") -> float:
-    """Forward FLOP per sequence divided by the tokens the sequence puts through the model."""
-    return forward_flops_per_sequence(model, seq_len, decoder_seq_len, convention) / sequence_tokens(
-        model, seq_len, decoder_seq_len)
-
-
 def training_flops_per_sequence(model: ModelSpec, seq_len: int, decoder_seq_len: int = 0,
                                 convention: str = "exact") -> float:
     """Forward + backward = 3 × forward (Kaplan §2.1)."""

@@ -222,3 +222,22 @@ def test_combine_all_to_all_carries_the_combine_dtype():
     default = dataclasses.replace(sc, training=dataclasses.replace(sc.training, combine_dtype=""))
     assert estimate(default).communication["ep_all_to_all_combine"]["size_bytes"] == \
         comm["ep_all_to_all_dispatch"]["size_bytes"] / 2
+
+
+ORDERS = [("tp", "ep", "dp", "pp"), ("tp", "dp", "ep", "pp"), ("ep", "tp", "dp", "pp"), ("pp", "tp", "ep", "dp")]
+
+
+@settings(max_examples=60, deadline=None)
+@given(dp=DEGREES, tp=DEGREES, ep=DEGREES, pp=DEGREES, etp=st.sampled_from([1, 2]), order=st.sampled_from(ORDERS))
+def test_vectorised_strides_equal_the_mapping(dp, tp, ep, pp, etp, order):
+    """estimate/strides.py is the batch form of topology.mapping.mesh_strides: they must agree."""
+    from moesim.estimate.strides import candidate_strides
+    from moesim.topology.mapping import mesh_strides
+
+    layout = Layout(dp=dp, tp=tp, ep=ep, pp=pp, etp=etp, order=order)
+    if (tp * dp) % (etp * ep):
+        return
+    batch = single(tiny(devices=layout.devices), layout)
+    vectorised = {axis: int(v[0]) for axis, v in candidate_strides(batch).items()}
+    scalar = mesh_strides(layout)
+    assert {axis: vectorised[axis] for axis in scalar} == scalar

@@ -48,7 +48,6 @@ from moesim.specs.hardware import DTYPE_BYTES, HardwareProfile
 
 ROUTER_DTYPE = "float32"  # validate/routing.py runs the router in float32 (Switch §2.4 selective precision)
 EXPERT_FFN_KIND = "relu"  # validate/switch_layer.py expert_ffn: ReLU(x W_in) W_out, 2 matrices
-COUNT_BYTES = 8  # the per-expert counts are int64
 INDEX_BYTES = 8  # the routing one-hot and positions are int64 (validate/routing.py F.one_hot)
 LAYER_PASSES = 2  # layer_unsynced: one forward and one backward pass of the layer
 

@@ -1,7 +1,6 @@
 """A first, topology-blind collective model: Hockney alpha-beta on the slowest level a group spans.
 
-Notation (Thakur, Rabenseifner & Gropp, IJHPCA 2005, §2): α latency per message (s), β = 1/W
-seconds per byte, p group size, S size in nccl-tests' convention (see base.py).
+Notation and formulas: moesim/collectives/formulas.py (Thakur, Rabenseifner & Gropp, IJHPCA 2005).
 A group uses the innermost interconnect level whose domain holds its whole span; its per-device
 bandwidth W is that level's injection bandwidth (a torus device drives a bidirectional ring over
 two links) times the level's efficiency at the message size.
@@ -9,10 +8,12 @@ two links) times the level's efficiency at the message size.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from moesim.collectives.base import CollectiveCost, Group
+from moesim.collectives.formulas import (
+    binomial_broadcast_s, pairwise_all_to_all_s, ring_all_gather_s, ring_all_reduce_s, send_recv_s,
+)
 from moesim.specs.hardware import HardwareProfile, InterconnectLevel
 
 TORUS_RING_LINKS = 2  # a bidirectional ring on one torus axis drives 2 links per chip (SB sharding.md)
@@ -23,32 +24,6 @@ def device_bw_bytes_per_s(level: InterconnectLevel, devices_per_chip: int, messa
     links = TORUS_RING_LINKS if level.topology == "torus" else 1
     share = devices_per_chip if level.topology == "torus" else 1  # cores of a chip share its links
     return links * level.link_bw_bytes_per_s * level.bw_efficiency.at(max(message_bytes, 1.0)) / share
-
-
-def ring_all_reduce_s(p: int, size_bytes: float, alpha_s: float, bw: float) -> float:
-    """2(p−1)α + 2(p−1)/p·S·β (Thakur 2005, ring all-reduce; reduction cost folded into β)."""
-    return 2 * (p - 1) * alpha_s + 2 * (p - 1) / p * size_bytes / bw
-
-
-def ring_all_gather_s(p: int, size_bytes: float, alpha_s: float, bw: float) -> float:
-    """(p−1)α + (p−1)/p·S·β, S the gathered size (Thakur 2005, ring all-gather; RS is symmetric)."""
-    return (p - 1) * alpha_s + (p - 1) / p * size_bytes / bw
-
-
-def pairwise_all_to_all_s(p: int, size_bytes: float, alpha_s: float, bw: float) -> float:
-    """(p−1)α + (p−1)/p·S·β, S the bytes each rank sends in total (Thakur 2005, pairwise exchange;
-    the local share never leaves the device)."""
-    return (p - 1) * alpha_s + (p - 1) / p * size_bytes / bw
-
-
-def binomial_broadcast_s(p: int, size_bytes: float, alpha_s: float, bw: float) -> float:
-    """⌈lg p⌉·(α + S·β) (Thakur 2005, binomial tree)."""
-    return math.ceil(math.log2(p)) * (alpha_s + size_bytes / bw)
-
-
-def send_recv_s(size_bytes: float, alpha_s: float, bw: float) -> float:
-    """α + S·β (Hockney)."""
-    return alpha_s + size_bytes / bw
 
 
 @dataclass(frozen=True)

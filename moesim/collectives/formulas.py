@@ -104,14 +104,6 @@ def pairwise_all_to_all_s(p: int, size_bytes: float, alpha_s: float, bw: float) 
     return (p - 1) * alpha_s + (p - 1) / p * size_bytes / bw
 
 
-def bruck_all_to_all_s(p: int, size_bytes: float, alpha_s: float, bw: float) -> float:
-    """lg p·α + (S/2)·lg p/W (p a power of two): fewer messages, more bytes.
-
-    Source: Thakur et al. 2005, §4.5 (Bruck et al. 1997).
-    """
-    return lg(p) * alpha_s + size_bytes / 2 * lg(p) / bw
-
-
 def binomial_broadcast_s(p: int, size_bytes: float, alpha_s: float, bw: float) -> float:
     """⌈lg p⌉·(α + S/W).
 

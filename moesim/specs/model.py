@@ -71,16 +71,6 @@ class AttentionSpec:
             raise SpecError("MLA needs kv_lora_rank and v_head_dim > 0", field="attention.kv_lora_rank",
                             value=self.kv_lora_rank)
 
-    @property
-    def q_dim(self) -> int:
-        """Width of all query heads: heads × (head_dim + rotary dim)."""
-        return self.num_heads * (self.head_dim + self.qk_rope_head_dim)
-
-    @property
-    def value_dim(self) -> int:
-        """Width of all value heads (attention output before the output projection)."""
-        return self.num_heads * (self.v_head_dim or self.head_dim)
-
 
 @dataclass(frozen=True, kw_only=True)
 class MoESpec:

@@ -13,8 +13,6 @@ import numpy as np
 from moesim.collectives.base import Group
 from moesim.specs.layout import Layout
 
-ATTENTION_AXES = ("tp", "dp", "pp")
-EXPERT_AXES = ("etp", "ep", "edp", "pp")
 _EXPERT_NAME = {"tp": "etp", "ep": "ep", "dp": "edp", "pp": "pp"}
 
 
@@ -54,11 +52,11 @@ def device_coordinates(layout: Layout, device: int) -> dict[str, int]:
     return {axis: (device // stride) % sizes[axis] for axis, stride in mesh_strides(layout).items()}
 
 
-def group_base(index: int, size: int, stride: int) -> int:
+def group_base(index, size: int, stride: int):
     """First device of the `index`-th group of an axis with `size` members `stride` ids apart.
 
     Groups of one axis partition the devices: the `stride` groups of a block of size·stride
-    consecutive ids interleave (bases 0..stride−1), then the next block starts.
+    consecutive ids interleave (bases 0..stride−1), then the next block starts. `index` may be an array.
     """
     return index % stride + (index // stride) * size * stride
 
@@ -69,8 +67,7 @@ def active_groups(group: Group) -> np.ndarray:
     The first `concurrent` groups in the order of `group_base`: with concurrent = devices/size
     this is every group of the axis, as the estimate runs them.
     """
-    index = np.arange(group.concurrent, dtype=np.int64)
-    bases = index % group.stride + (index // group.stride) * group.size * group.stride
+    bases = group_base(np.arange(group.concurrent, dtype=np.int64), group.size, group.stride)
     return bases[:, None] + np.arange(group.size, dtype=np.int64)[None, :] * group.stride
 
 

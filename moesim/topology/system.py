@@ -18,8 +18,6 @@ from moesim.specs.hardware import EfficiencyTable, HardwareProfile, Interconnect
 from moesim.topology.fabric import DEFAULT_SWITCH_RADIX, SwitchedFabric, build_fabric_graph
 from moesim.topology.torus import TorusSlice, build_torus_graph, make_slice
 
-TIER_KINDS = ("torus", "switch", "fabric", "uplink")
-SWITCH_TOPOLOGIES = ("switch", "loopback")
 FABRIC_TOPOLOGIES = ("fat_tree", "rail_optimized")
 TORUS_TOPOLOGIES = ("torus", "ring")
 
@@ -29,7 +27,7 @@ class Tier:
     """One level of the device hierarchy as the cost formulas see it."""
 
     name: str
-    kind: str
+    kind: str  # torus, switch, fabric or uplink
     domain_devices: int
     port_bw_bytes_per_s: float  # per device, one direction
     latency_s: float

@@ -5,7 +5,10 @@ arXiv 2104.04473):
   T_mb(s)   = Σ_layers (fwd + bwd + recompute) + exposed per-micro-batch collectives (tp, ep, etp, pp)
   T_pipe    = (m + pp − 1) · max_s T_mb(s)                          (bubble (pp−1)/m of the ideal;
               with uneven stages (specs.layout.stage_layers) an upper bound: the simulator's 1F1B
-              pipeline fills and drains through the lighter stages faster)
+              pipeline fills and drains through the lighter stages faster); other schedules
+              (interleaved, zb-h1, zb-v, dualpipe) as moesim.estimate.schedules
+  cp        context parallelism prices a layer as b/cp sequences plus its ring / all-to-all traffic
+              (moesim.estimate.context_parallel); the dense gradient sync runs over dp·cp
   T_dp      = gradient sync over dp (dense) and edp (experts), ZeRO-dependent
   T_step    = T_pipe + max(0, T_dp − T_bwd(one micro-batch)) + T_opt      (overlapped grad reduce;
               T_bwd = the last micro-batch's backward compute and backward collectives)
@@ -20,6 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from moesim import memory as mem
+from moesim.estimate import schedules as sch
+from moesim.estimate.context_parallel import exposed_ring_time_s, tokens_divisor
 from moesim.collectives.base import CollectiveModel, bus_bw_factor
 from moesim.estimate.candidates import Candidates
 from moesim.estimate.pricing import CollectivePricer, distinct_rows
@@ -30,7 +35,7 @@ from moesim.flops import training_flops_per_sequence
 from moesim.specs.scenario import Scenario
 from moesim.workload import build_workload
 
-PER_MB_AXES = ("tp", "ep", "etp", "pp")
+PER_MB_AXES = ("tp", "ep", "etp", "pp", "cp")
 
 
 @dataclass
@@ -92,6 +97,8 @@ def _order_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
     columns = [np.asarray(getattr(cands, name), dtype=np.int64) for name in
                ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute")]
     columns += [np.asarray(c, dtype=np.int64) for c in (cands.first_stage_layers, cands.last_stage_layers) if c.any()]
+    columns += [np.asarray(c, dtype=np.int64) for c in (cands.vp - 1, cands.cp - 1, cands.cp_comm, cands.schedule + 1)
+                if c.any()]
     columns.append(np.asarray(cands.capacity_factor, dtype=float))
     first, inverse = distinct_rows(columns)
     if len(first) == len(cands):
@@ -111,6 +118,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     f = lambda a: np.asarray(a, dtype=float)  # noqa: E731
     dp, tp, pp, ep, etp, m = f(cands.dp), f(cands.tp), f(cands.pp), f(cands.ep), f(cands.etp), f(cands.micro_batches)
     edp = f(cands.edp)
+    cp, vp, sched = f(cands.cp), f(cands.vp), cands.schedule_names(tr)
     full, devices = cands, scenario.devices
     # Up to the collectives nothing depends on the mesh order: compute it once per distinct
     # order-free row (a layout search has several orders per row), expand before the collectives.
@@ -119,9 +127,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         cands = cands.take(base)
         dp, tp, pp, ep, etp, m = dp[base], tp[base], pp[base], ep[base], etp[base], m[base]
         edp = edp[base]
+        cp, vp, sched = cp[base], vp[base], sched[base]
     n_cand = len(cands)
-    b = tr.global_batch_sequences / (dp * m)
-    builder = TermBuilder(model, hw, tr, b, tp, ep, etp, cands.recompute, f(cands.capacity_factor))
+    b = tr.global_batch_sequences / (dp * m) / tokens_divisor(cp)  # per device: the micro-batch over cp
+    builder = TermBuilder(model, hw, tr, b, tp, ep, etp, cands.recompute, f(cands.capacity_factor), cp, cands.cp_comm)
     terms: list[ClassTerms] = [builder.build(cls) for cls in wl.classes]
     # One representative per kind of stage (see stages.py); uneven splits as specs.layout.stage_layers.
     stages = pipeline_stages(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers)
@@ -138,6 +147,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     recompute = _per_stage(counts, [t.recompute_time_s for t in terms])
     compute_mb = fwd + bwd + recompute + np.where(last, logits_time[:, None], 0.0)
     bwd_mb = bwd + np.where(last, (2 / 3) * logits_time[:, None], 0.0)
+    # Weight-gradient part W (zero-bubble schedules) and the attention cores a CP ring hides under.
+    weight_mb = _per_stage(counts, [sch.weight_grad_time_s(t.fwd_parts_s, t.attention_core_time_s) for t in terms])
+    weight_mb += np.where(last, logits_time[:, None] / 3, 0.0)
+    core_mb = counts * np.stack([np.broadcast_to(t.attention_core_time_s, (n_cand,)) for t in terms], axis=1)[:, None]
     hw_flops_mb = _per_stage(counts, [t.hardware_flops for t in terms]) + np.where(last, 3 * logits_flops[:, None], 0)
 
     # Parameters per device on each stage.
@@ -145,22 +158,25 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                                        for c in wl.classes])
     dense_params += np.where(first, ((wl.embedding_params / tp) + wl.position_params)[:, None], 0)
     dense_params += np.where(last, ((wl.lm_head_params / tp) + wl.final_norm_params)[:, None], 0)
+    dense_params *= sch.parameter_multiple(sched)[:, None]
     expert_params = _per_stage(counts, [np.full(n_cand, c.params_experts) / (ep * etp) for c in wl.classes])
+    expert_params *= sch.parameter_multiple(sched)[:, None]
+    dcp = dp * cp  # CP ranks hold the same weights: gradients reduce and ZeRO shards over dp·cp
     zero = cands.zero_stage[:, None]
     q_g, q_p = tr.bytes_of("grad"), tr.bytes_of("param")
 
     # Optimizer step: memory-bound pass over the device's (sharded) states.
     opt_bpp = mem.optimizer_state_bytes_per_param(tr, model.d_model, model.d_ff)
-    shard_d = np.where(zero >= 1, dp[:, None], 1)
+    shard_d = np.where(zero >= 1, dcp[:, None], 1)
     shard_e = np.where(zero >= 1, edp[:, None], 1)
     local = dense_params / shard_d + expert_params / shard_e
     opt_bytes = local * (q_g + q_p + 2 * opt_bpp)  # read grads, write params, read+write states
     opt_time = np.max(np.where(exists, opt_bytes, 0), axis=1) / builder.hbm_bw
 
     # Memory per stage.
-    w_d, g_d, o_d = mem.model_state_bytes(dense_params, dp[:, None], zero, tr, opt_bpp)
+    w_d, g_d, o_d = mem.model_state_bytes(dense_params, dcp[:, None], zero, tr, opt_bpp)
     w_e, g_e, o_e = mem.model_state_bytes(expert_params, edp[:, None], zero, tr, opt_bpp)
-    in_flight = mem.in_flight_micro_batches(tr.pipeline_schedule, m[:, None], pp[:, None], stages.index)
+    in_flight = mem.in_flight_micro_batches(sched, m[:, None], pp[:, None], stages.index, vp[:, None])
     acts = _per_stage(counts, [t.activation_bytes for t in terms]) * in_flight
     acts += np.where(last, mem.logits_bytes(b, wl.output_tokens, model.vocab_size, tp)[:, None], 0)
     moe_terms = [t for t in terms if t.slots is not None]
@@ -190,10 +206,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         x = lambda a: a[of] if np.ndim(a) else a  # noqa: E731
         cands, n_cand = full, len(full)
         tp, pp, m, b = x(tp), x(pp), x(m), x(b)
+        cp, vp, sched, dcp = x(cp), x(vp), x(sched), x(dcp)
         stages = Stages(index=x(stages.index), counts=x(stages.counts), tokens_out=x(stages.tokens_out),
                         tokens_in=x(stages.tokens_in))
         counts, exists, first, last = stages.counts, x(exists), x(first), x(last)
         compute_mb, bwd_mb, hw_flops_mb = x(compute_mb), x(bwd_mb), x(hw_flops_mb)
+        fwd, weight_mb, core_mb = x(fwd), x(weight_mb), x(core_mb)
         dense_params, expert_params, opt_time = x(dense_params), x(expert_params), x(opt_time)
         memory, total_mem, mem_index = {k: x(v) for k, v in memory.items()}, x(total_mem), x(mem_index)
         capacity, tokens_per_device = x(capacity), x(tokens_per_device)
@@ -202,7 +220,9 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         zero = cands.zero_stage[:, None]
 
     strides = candidate_strides(cands)
-    sizes = {"tp": cands.tp, "dp": cands.dp, "pp": cands.pp, "ep": cands.ep, "etp": cands.etp, "edp": cands.edp}
+    sizes = {"tp": cands.tp, "dp": cands.dp * cands.cp, "pp": cands.pp, "ep": cands.ep, "etp": cands.etp,
+             "edp": cands.edp, "cp": cands.cp}
+    strides["dp"] = np.where(cands.cp > 1, strides["cp"], strides["dp"])  # dp·cp: exact when dp follows tp
     pricer = CollectivePricer(collective_model, devices)
     comm_stage: dict[str, list] = {}
 
@@ -251,15 +271,20 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         for call in class_calls:
             t_call = add(call.name, call.axis, call.op, call.size_bytes,
                          counts[:, :, c] * np.asarray(call.calls, dtype=float)[..., None] * 1.0)
+            if call.name == "cp_ring_send_recv":  # ring steps hide under the attention they feed
+                passes = 1 + 2 + (f(cands.recompute) == mem.RECOMPUTE_CODES["full"])
+                t_call = exposed_ring_time_s(t_call, core_mb[:, :, c] * passes[:, None])
             per_mb_comm += t_call
             bwd_comm += t_call * backward_share
     sp_split = tp[:, None] if tr.sequence_parallel else 1
     pp_bytes = b[:, None] * stages.tokens_out * model.d_model * builder.q_a / sp_split
     # Per micro-batch a stage sends its activations forward (all but the last stage) and the
-    # gradient of its input backward (all but the first), each the size of that boundary.
-    per_mb_comm += add("pp_send_recv", "pp", "send_recv", pp_bytes, np.where(last, 0, 1))
+    # gradient of its input backward (all but the first), each the size of that boundary;
+    # v times per micro-batch interleaved, twice for zb-v (moesim.estimate.schedules).
+    sends = sch.p2p_multiple(sched, vp)[:, None]
+    per_mb_comm += add("pp_send_recv", "pp", "send_recv", pp_bytes, np.where(last, 0, 1) * sends)
     previous = b[:, None] * stages.tokens_in * model.d_model * builder.q_a / sp_split
-    pp_backward = add("pp_send_recv", "pp", "send_recv", previous, np.where(first, 0, 1))
+    pp_backward = add("pp_send_recv", "pp", "send_recv", previous, np.where(first, 0, 1) * sends)
     per_mb_comm += pp_backward
     bwd_comm += pp_backward
 
@@ -281,7 +306,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     slow = np.argmax(stage_mb, axis=1)
     pick = lambda a: np.take_along_axis(a, slow[:, None], axis=1)[:, 0]  # noqa: E731
     t_mb, compute_1, comm_1 = pick(stage_mb), pick(compute_mb), pick(per_mb_comm)
-    pipe = (m + pp - 1) * t_mb
+    pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick(fwd), pick(bwd_mb) + pick(bwd_comm),
+                                       pick(weight_mb))
     dp_sync = np.max(np.where(exists, dp_time, 0), axis=1)
     # Gradient buckets reduce while the last micro-batch runs backward: its backward compute and its
     # backward collectives (the simulator's grad stream overlaps both; contention is the simulator's).
@@ -306,7 +332,6 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     hw_flops = pick(hw_flops_mb) * m * devices
     compute_total = m * compute_1
     comm_total = m * comm_1 + dp_sync
-    bubble = (pp - 1) * t_mb
     step = pipe + exposed_dp + opt_time
     step_no = pipe + dp_sync + opt_time
     peak_total = devices * builder.peak

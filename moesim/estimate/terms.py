@@ -27,6 +27,7 @@ from moesim.arithmetic import ffn_matrices, ffn_params
 from moesim.capacity import expert_capacity_array
 from moesim.flops import BACKWARD_TO_FORWARD, FLOPS_PER_MAC
 from moesim import memory as mem
+from moesim.estimate import context_parallel as cpar
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
@@ -73,15 +74,20 @@ class ClassTerms:
     # The simulator (moesim.des) runs them as separate kernels.
     fwd_parts_s: dict[str, np.ndarray] = field(default_factory=dict)
     bwd_parts_s: dict[str, np.ndarray] = field(default_factory=dict)
+    attention_core_time_s: np.ndarray | float = 0.0  # forward attention scores (what a CP ring hides under)
 
 
 class TermBuilder:
     """Builds ClassTerms for each layer class from the candidates' degrees."""
 
     def __init__(self, model: ModelSpec, hardware: HardwareProfile, training: TrainingSpec, b, tp, ep, etp,
-                 recompute, capacity_factor) -> None:
+                 recompute, capacity_factor, cp=None, cp_comm=None) -> None:
+        """`b` is the sequences per micro-batch a device works on: with context parallelism the
+        micro-batch's b sequences over cp (moesim.estimate.context_parallel.tokens_divisor)."""
         self.model, self.hw, self.tr = model, hardware, training
         self.b, self.tp, self.ep, self.etp = b, tp, ep, etp
+        self.cp = np.ones_like(np.asarray(b, dtype=float)) if cp is None else np.asarray(cp, dtype=float)
+        self.cp_comm = np.zeros(len(self.cp), dtype=np.int64) if cp_comm is None else np.asarray(cp_comm)
         self.recompute, self.cf = recompute, capacity_factor
         self.peak = hardware.chip.peak_for(training.compute_dtype)
         self.q_a = training.bytes_of("compute")
@@ -163,6 +169,18 @@ class TermBuilder:
         terms.hardware_flops = (1 + BACKWARD_TO_FORWARD) * fwd_flops - einsum_saved + recompute_flops
         terms.activation_bytes = np.where(full, mem.full_recompute_bytes(b, n, h, tp, sp), act)
         self._tp_comms(terms, cls, blocks, full)
+        # --- context parallelism (moesim.estimate.context_parallel) ---
+        terms.attention_core_time_s = score_time
+        if np.any(self.cp > 1):
+            att = model.attention
+            kv_width = att.num_kv_heads * att.head_dim
+            for name, op, size, calls in cpar.comm_calls(b * self.cp, n, self.cp, self.cp_comm, h, kv_width,
+                                                        self.q_a, full):
+                attention_blocks = 2 if cls.cross_attention else 1
+                terms.comms.append(CommCall(name, "cp", op, size / self.tp, calls * attention_blocks))
+            terms.activation_bytes = terms.activation_bytes + cpar.ring_buffer_bytes(
+                b * self.cp, n, self.cp, kv_width, self.q_a) * (self.cp_comm == 0) * (self.cp > 1) / self.tp
+        # --- end context parallelism ---
         return terms
 
     def _moe(self, cls: LayerClass, terms: ClassTerms, fwd_time, fwd_flops, act):

@@ -332,6 +332,8 @@ def layout_from_table(t: Table) -> dict[str, object]:
             if key == "order":
                 order = t.req(key, (str, list))
                 given[key] = tuple(order.split("-") if isinstance(order, str) else order)
+            elif key == "cp_comm":
+                given[key] = t.req(key, str)
             else:
                 given[key] = t.req(key, int)
     t.finish()
@@ -378,7 +380,7 @@ def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] |
     if overrides.get("layout"):
         layout_given = parse_layout_text(overrides["layout"])
     elif overrides.get("devices") or overrides.get("hardware"):
-        layout_given = {k: v for k, v in layout_given.items() if k in ("tp", "pp", "etp", "order") + STAGE_KEYS}
+        layout_given = {k: v for k, v in layout_given.items() if k in ("tp", "pp", "etp", "order", "vp", "cp", "cp_comm") + STAGE_KEYS}
     search_t = t.sub("search", required=False)
     search = search_from_table(search_t) if search_t is not None else SearchSpace()
     scenario = Scenario(

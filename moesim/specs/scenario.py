@@ -80,4 +80,5 @@ class Scenario:
             expert_d_ff=moe.expert_d_ff if moe else self.model.d_ff, num_layers=self.model.num_layers,
             global_batch_sequences=self.training.global_batch_sequences,
             micro_batches=micro_batches or self.training.micro_batches,
+            schedule=self.training.pipeline_schedule, seq_len=self.seq_lens[0],
         )

@@ -9,7 +9,7 @@ from moesim.specs.hardware import DTYPE_BYTES, DTYPES
 
 OPTIMIZERS = ("adam", "adafactor", "sgd")
 RECOMPUTE_MODES = ("none", "selective", "full")
-PIPELINE_SCHEDULES = ("1f1b", "gpipe")
+PIPELINE_SCHEDULES = ("1f1b", "gpipe", "interleaved", "zb-h1", "zb-v", "dualpipe")  # moesim.des.orders
 DISPATCH_IMPLS = ("index", "dense_einsum")
 ZERO_STAGES = (0, 1, 2, 3)
 

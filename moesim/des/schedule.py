@@ -175,7 +175,7 @@ class _Builder:
         gather, scatter = self._chunk_spec(lc, "etp_all_gather"), self._chunk_spec(lc, "etp_reduce_scatter")
         moe = self.moe_number[layer]
         expert_s = float(self.costs.builder.expert_ffn_time_s(lc.slots / c)[0])
-        expert_s *= BACKWARD_TO_FORWARD if backward else 1
+        expert_s *= BACKWARD_TO_FORWARD * self.scale if backward else 1
         kw = dict(moe=moe, chunks=c, backward=backward)
         order = ("shared_experts", "unpermute") if backward else ("router", "permute")
         for part in order:
@@ -404,28 +404,30 @@ def _overlapped(b: _Builder, costs: Costs, slot: Slot, left: dict, pieces_left: 
     start = b.last
     fwd_layers, bwd_layers = costs.stages[slot.vs].layers, tuple(reversed(costs.stages[vs_b].layers))
     b.key = b.key + (0, 0)
-    b.vs = slot.vs
-    b.recv = ("act", slot.mb, slot.vs) if slot.vs and _peer(costs, slot.vs - 1, slot.mb, b.stage) else None
+    recv_f = ("act", slot.mb, slot.vs) if slot.vs and _peer(costs, slot.vs - 1, slot.mb, b.stage) else None
     chain_f = start
     b.last = start
     _backward_start(b, costs, mb_b, vs_b)
+    recv_b, b.recv = b.recv, None  # the backward's receive, unless its logits took it
     chain_b = b.last
     steps = max(len(fwd_layers), len(bwd_layers))
     for i in range(steps):
         if i < len(fwd_layers):
             b.key, b.last, b.vs = b.key[:1] + (1 + i, 0), chain_f, slot.vs
+            b.recv, recv_f = recv_f, None
             b.segment = 0
             b.layer_forward(fwd_layers[i], slot.mb)
             chain_f = b.last
         if i < len(bwd_layers):
             b.key, b.last, b.vs = b.key[:1] + (1 + i, 1), chain_b, vs_b
+            b.recv, recv_b = recv_b, None
             _backward_layer(b, costs, mb_b, vs_b, i, kind_b, left, pieces_left)
             chain_b = b.last
     b.key = b.key[:1] + (steps + 1, 0)
     b.last, b.vs = chain_f, slot.vs
     _forward_end(b, costs, slot.mb, slot.vs)
     b.key = b.key[:1] + (steps + 1, 1)
-    b.last = chain_b
+    b.last, b.vs = chain_b, vs_b
     _backward_end(b, costs, mb_b, vs_b, kind_b, left, pieces_left)
     b.key = b.key[:1] + (steps + 2, 0)
     b.last = max(i for i in (chain_f, chain_b, b.last) if i is not None)

@@ -282,9 +282,11 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # gradient of its input backward (all but the first), each the size of that boundary;
     # v times per micro-batch interleaved, twice for zb-v (moesim.estimate.schedules).
     sends = sch.p2p_multiple(sched, vp)[:, None]
-    per_mb_comm += add("pp_send_recv", "pp", "send_recv", pp_bytes, np.where(last, 0, 1) * sends)
+    pp_forward = add("pp_send_recv", "pp", "send_recv", pp_bytes, np.where(last, 0, 1) * sends)
+    per_mb_comm += pp_forward
     previous = b[:, None] * stages.tokens_in * model.d_model * builder.q_a / sp_split
     pp_backward = add("pp_send_recv", "pp", "send_recv", previous, np.where(first, 0, 1) * sends)
+    pp_comm = pp_forward + pp_backward
     per_mb_comm += pp_backward
     bwd_comm += pp_backward
 
@@ -302,12 +304,21 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     bwd_comm += zero3_mb / 2  # the backward half of the ZeRO-3 parameter gathers
 
     stage_mb = compute_mb + per_mb_comm
+    # DualPipe overlaps each forward chunk with another micro-batch's backward chunk, hiding their
+    # collectives (EP all-to-alls, PP sends) under each other's compute (DeepSeek-V3 §3.2.1, Figure 4).
+    dual = (sched == "dualpipe")[:, None]
+    stage_mb = np.where(dual, np.maximum(compute_mb, per_mb_comm), stage_mb)
+    # Interleaved: Megatron overlaps the v-fold pipeline sends with compute (--overlap-p2p-communication,
+    # on by default with virtual stages); what the compute cannot hide stays exposed.
+    inter = (sched == "interleaved")[:, None]
+    stage_mb = np.where(inter, stage_mb - pp_comm + np.maximum(0.0, pp_comm - compute_mb), stage_mb)
     stage_mb = np.where(exists, stage_mb, -np.inf)
     slow = np.argmax(stage_mb, axis=1)
     pick = lambda a: np.take_along_axis(a, slow[:, None], axis=1)[:, 0]  # noqa: E731
     t_mb, compute_1, comm_1 = pick(stage_mb), pick(compute_mb), pick(per_mb_comm)
+    hop = pick(pp_comm) / (2 * sends[:, 0])  # one pipeline send
     pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick(fwd), pick(bwd_mb) + pick(bwd_comm),
-                                       pick(weight_mb))
+                                       pick(weight_mb), hop)
     dp_sync = np.max(np.where(exists, dp_time, 0), axis=1)
     # Gradient buckets reduce while the last micro-batch runs backward: its backward compute and its
     # backward collectives (the simulator's grad stream overlaps both; contention is the simulator's).
@@ -332,12 +343,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     hw_flops = pick(hw_flops_mb) * m * devices
     compute_total = m * compute_1
     comm_total = m * comm_1 + dp_sync
+    exposed_mb = t_mb - compute_1  # the collectives' share of the slowest stage's time per micro-batch
     step = pipe + exposed_dp + opt_time
     step_no = pipe + dp_sync + opt_time
     peak_total = devices * builder.peak
     return Evaluation(
         candidates=cands, step_time_s=step, step_time_no_overlap_s=step_no, compute_time_s=compute_total,
-        communication_time_s=comm_total, exposed_communication_time_s=m * comm_1 + exposed_dp,
+        communication_time_s=comm_total, exposed_communication_time_s=m * exposed_mb + exposed_dp,
         bubble_time_s=bubble, optimizer_time_s=opt_time, memory=memory, memory_total_bytes=total_mem,
         memory_capacity_bytes=capacity_bytes, fits=total_mem <= capacity_bytes,
         model_flops_per_step=model_flops, hardware_flops_per_step=hw_flops,

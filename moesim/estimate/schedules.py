@@ -7,10 +7,15 @@ backward product: one forward's time each), B_full = B + W.
 
   schedule     T_pipe                                   bubble / device            source
   1f1b, gpipe  (m + p − 1)·t                            (p − 1)·t                  Narayanan et al. 2021 §2.2.1
-  interleaved  m·t + (p − 1)·t/v                        (p − 1)·t/v                Narayanan §2.2.2, (p−1)/(v·m)
+  interleaved  m·t + (p − 1)·t/v + 2(p·v − 1)·t_send     (p − 1)·t/v + sends        Narayanan §2.2.2, (p−1)/(v·m)
   zb-h1        m·t + (p − 1)·(F + B − W)                (p − 1)(t − 2W)            Qi et al. ICLR'24 Table 2
   zb-v         m·t + (p − 1)·max(0, F + B − 2W)         ZB-H2's, at ZB-H1 memory   Qi et al. Table 2, §6
   dualpipe     m·t + (p/2 − 1)·(F&B + B_full − 3W)      F&B = t (one F, one B)     DeepSeek-V3 Table 2
+
+Interleaved: t leaves out the pipeline sends, which Megatron overlaps with compute
+(--overlap-p2p-communication), but the first micro-batch's forward crosses p·v − 1 chunk boundaries
+and the last one's backward as many, each send t_send on the critical path (DERIVED; 1F1B has its
+2(p − 1) sends inside (p − 1)·t).
 
 Activations in flight on stage s, in micro-batches of the device's layers: 1f1b and zb-h1 min(m, p − s),
 gpipe m, interleaved min(m·v, 2(p − s − 1) + (v − 1)·p + 1)/v (Megatron's warm-up plus one; stage 0:
@@ -24,12 +29,13 @@ from __future__ import annotations
 import numpy as np
 
 
-def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, weight_s) -> tuple[np.ndarray, np.ndarray]:
+def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, weight_s, send_s=0.0
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """(T_pipe, bubble) per candidate (module table); arrays over candidates, `schedule` holds names."""
     m, p, v = (np.asarray(a, dtype=float) for a in (m, pp, vp))
     t, w, bf = np.asarray(t_mb, dtype=float), np.asarray(weight_s, dtype=float), np.asarray(bwd_full_s, dtype=float)
     bubble = (p - 1) * t
-    bubble = np.where(schedule == "interleaved", (p - 1) * t / v, bubble)
+    bubble = np.where(schedule == "interleaved", (p - 1) * t / v + 2 * (p * v - 1) * np.asarray(send_s), bubble)
     bubble = np.where(schedule == "zb-h1", (p - 1) * np.maximum(0.0, t - 2 * w), bubble)
     bubble = np.where(schedule == "zb-v", (p - 1) * np.maximum(0.0, t - 3 * w), bubble)
     bubble = np.where(schedule == "dualpipe", np.maximum(0.0, p / 2 - 1) * np.maximum(0.0, t + bf - 3 * w), bubble)

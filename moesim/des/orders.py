@@ -231,4 +231,47 @@ def _dualpipe(m: int, p: int, rank: int) -> list[Slot]:
     return order
 
 
-__all__ = ["SCHEDULES", "Slot", "device_of", "device_order", "virtual_stages"]
+def order_makespan(schedule: str, micro_batches: int, pp: int, vp: int, f_s: float, b_s: float, w_s: float) -> float:
+    """Step time of the orders when a device's stage takes F = f_s, I = b_s, W = w_s per micro-batch
+    (split evenly over its pieces; B = I + W, FB = F + B), transfers free and each slot starting once
+    its inputs are there: the pure schedule whose bubble the published formulas give."""
+    m, p = micro_batches, pp
+    V = virtual_stages(schedule, p, vp)
+    share = p / V
+    time = {"F": f_s * share, "I": b_s * share, "W": w_s * share, "B": (b_s + w_s) * share}
+    orders = [device_order(schedule, m, p, vp, d) for d in range(p)]
+    done: dict[tuple[str, int, int], float] = {}
+    clock, position = [0.0] * p, [0] * p
+
+    def ready(kind: str, mb: int, vs: int) -> float | None:
+        if kind == "F":
+            return 0.0 if vs == 0 else done.get(("F", mb, vs - 1))
+        if kind == "W":
+            return 0.0
+        if ("F", mb, vs) not in done:
+            return None
+        return done[("F", mb, vs)] if vs == V - 1 else done.get(("B", mb, vs + 1))
+
+    left = sum(len(o) for o in orders)
+    while left:
+        moved = False
+        for d in range(p):
+            if position[d] == len(orders[d]):
+                continue
+            slot = orders[d][position[d]]
+            items = [("F" if slot.kind == "FB" else slot.kind, slot.mb, slot.vs)] + ([slot.pair] if slot.pair else [])
+            starts = [ready(*item) for item in items]
+            if any(t is None for t in starts):
+                continue
+            clock[d] = max([clock[d], *starts]) + sum(time[item[0]] for item in items)
+            for kind, mb, vs in items:
+                done[("B" if kind in ("B", "I") else kind, mb, vs)] = clock[d]
+            position[d] += 1
+            left -= 1
+            moved = True
+        if not moved:
+            raise ValueError(f"{schedule}: the orders wait on each other (m={m}, pp={p}, vp={vp})")
+    return max(clock)
+
+
+__all__ = ["SCHEDULES", "Slot", "device_of", "device_order", "order_makespan", "virtual_stages"]

@@ -87,6 +87,7 @@ class SearchResult:
         return self.layout(i).as_dict() | {
             "micro_batches": int(c.micro_batches[i]), "zero_stage": int(c.zero_stage[i]),
             "recompute": RECOMPUTE_NAMES[int(c.recompute[i])], "capacity_factor": None if np.isnan(cf) else cf,
+            "pipeline_schedule": str(c.schedule_names(self.scenario.training)[i]),
         }
 
     def summary(self, i: int) -> dict:

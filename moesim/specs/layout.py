@@ -282,6 +282,9 @@ def layout_problems(
     split = stage_split_problem(num_layers, layout.pp, layout.first_stage_layers, layout.last_stage_layers)
     if split:
         problems.append(split)
+    if layout.cp > 1 and seq_len and seq_len % (2 * layout.cp):
+        # Causal balance splits each sequence into 2·cp chunks (TE DualChunkSwap: s divisible by 2·cp).
+        problems.append(f"cp = {layout.cp} needs seq_len = {seq_len} divisible by 2·cp = {2 * layout.cp}")
     mismatch = pipeline_stage_mismatch(layout) if not problems else None
     if mismatch:
         problems.append(mismatch)
@@ -289,7 +292,9 @@ def layout_problems(
         problems.append(f"global batch = {global_batch_sequences} sequences is not divisible by "
                         f"dp·micro_batches = {layout.dp}·{micro_batches}")
     problems += schedule_problems(schedule, layout.pp, layout.vp, num_layers, micro_batches)
-    problems += context_parallel_problems(layout, num_heads, seq_len, tp_text)
+    if layout.cp > 1 and layout.cp_comm == "a2a" and num_heads % (layout.tp * layout.cp):
+        # Ulysses scatters heads over the CP group (SimuMax asserts head_num % cp_size == 0).
+        problems.append(f"cp_comm = a2a needs num_heads = {num_heads} divisible by {tp_text}")
     return problems
 
 
@@ -309,21 +314,10 @@ def schedule_problems(schedule: str, pp: int, vp: int, num_layers: int, micro_ba
             out.append(f"vp = {vp} needs layers = {num_layers} divisible by pp·vp = {pp}·{vp}")
         if m % pp:
             out.append(f"the interleaved schedule needs micro_batches = {m} divisible by pp = {pp}")
+        if pp < 2:
+            out.append("the interleaved schedule needs pp >= 2")
     if schedule == "zb-v" and num_layers < 2 * pp:
         out.append(f"zb-v needs layers = {num_layers} >= 2·pp = {2 * pp} (two chunks per device)")
     if schedule == "dualpipe" and (pp % 2 or m % 2 or m < 2 * pp):
         out.append(f"dualpipe needs pp = {pp} even and micro_batches = {m} even and >= 2·pp")
-    return out
-
-
-def context_parallel_problems(layout: Layout, num_heads: int, seq_len: int, tp_text: str) -> list[str]:
-    """cp splits the sequence into 2·cp chunks for causal balance (TE DualChunkSwap: s divisible by 2·cp);
-    the a2a (Ulysses) variant scatters heads, so tp·cp must divide them (SimuMax asserts head_num % cp == 0)."""
-    if layout.cp == 1:
-        return []
-    out = []
-    if seq_len and seq_len % (2 * layout.cp):
-        out.append(f"cp = {layout.cp} needs seq_len = {seq_len} divisible by 2·cp = {2 * layout.cp}")
-    if layout.cp_comm == "a2a" and num_heads % (layout.tp * layout.cp):
-        out.append(f"cp_comm = a2a needs num_heads = {num_heads} divisible by {tp_text}")
     return out

@@ -21,13 +21,13 @@ from moesim.specs.hardware import (
     ChipSpec, ComputeEfficiency, EfficiencyTable, HardwareProfile, InterconnectLevel, TOPOLOGIES,
     WRAPAROUND_RULES, DEVICE_KINDS,
 )
-from moesim.specs.layout import LAYOUT_KEYS, STAGE_KEYS, parse_layout_text
+from moesim.specs.layout import CP_COMMS, LAYOUT_KEYS, STAGE_KEYS, parse_layout_text
 from moesim.specs.model import (
     ARCHITECTURES, ATTENTION_KINDS, CAPACITY_RULES, FFN_KINDS, MOE_STACKS, NORM_KINDS, POSITION_KINDS,
     ROUTER_SCORES, AttentionSpec, ModelSpec, MoESpec,
 )
 from moesim.specs.scenario import Scenario, SearchSpace
-from moesim.specs.training import TrainingSpec
+from moesim.specs.training import PIPELINE_SCHEDULES, TrainingSpec
 
 SCHEMA_VERSION = 1
 DATA_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
@@ -320,6 +320,10 @@ def search_from_table(t: Table) -> SearchSpace:
                                         ["none", "selective", "full"])),
         max_micro_batches=t.opt("max_micro_batches", int, 64),
         orders=tuple(tuple(o.split("-")) for o in t.opt("orders", list, [])),
+        pipeline_schedules=tuple(_str_list(t, "pipeline_schedules", PIPELINE_SCHEDULES, [])),
+        virtual_stages=tuple(int(v) for v in t.opt("virtual_stages", list, [2, 4, 8])),
+        context_parallel=tuple(int(v) for v in t.opt("context_parallel", list, [1])),
+        cp_comms=tuple(_str_list(t, "cp_comms", CP_COMMS, ["p2p"])),
     )
     t.finish()
     return space

@@ -20,6 +20,10 @@ class SearchSpace:
     recompute_modes: tuple[str, ...] = ("none", "selective", "full")
     max_micro_batches: int = 64
     orders: tuple[tuple[str, ...], ...] = ()
+    pipeline_schedules: tuple[str, ...] = ()  # empty: the training's own schedule
+    virtual_stages: tuple[int, ...] = (2, 4, 8)  # vp choices of the interleaved schedule (others: vp = 1)
+    context_parallel: tuple[int, ...] = (1,)  # cp degrees
+    cp_comms: tuple[str, ...] = ("p2p",)  # cp variants tried where cp > 1
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -94,6 +94,7 @@ class _Builder:
         self.keys: list[tuple] = []  # stream order: by key (creation order unless a DualPipe pair merges)
         self.key: tuple = (0,)  # prefix of the next operation's key
         self.segment = 0  # collectives so far in the current layer pass (DualPipe pairs merge by it)
+        self.side = 0  # in a DualPipe pair: 0 forward chain, 1 backward chain
         self.last: int | None = None
         self.recv: tuple[str, int, int] | None = None
         self.vs = -1
@@ -115,7 +116,9 @@ class _Builder:
         recv, self.recv = (self.recv, None) if chain else (None, self.recv)
         op = Op(len(self.ops), stream, kind, name, phase, layer, mb, deps, recv=recv, vs=self.vs, **kw)
         self.ops.append(op)
-        self.keys.append(self.key + ((self.segment,) if len(self.key) > 1 else ()) + (len(self.ops),))
+        # DualPipe pairs: the backward's segment j sorts between the forward's j − 1 and j (see _overlapped).
+        merged = (2 * self.segment - self.side,) if len(self.key) > 1 else ()
+        self.keys.append(self.key + merged + (len(self.ops),))
         if kind == COLLECTIVE:
             self.segment += 1
         if chain:
@@ -398,12 +401,14 @@ def _gradient_of(b: _Builder, costs: Costs, vs: int, n: int, last_piece: bool) -
 
 
 def _overlapped(b: _Builder, costs: Costs, slot: Slot, left: dict, pieces_left: list) -> None:
-    """DualPipe's F&B: forward of (mb, vs) and backward of `slot.pair`, layer by layer in two chains whose
-    operations sort by (step, segment, side): each stream alternates the two between collectives."""
+    """DualPipe's F&B: forward of (mb, vs) and backward of `slot.pair`, layer by layer in two chains merged
+    on each stream: the backward's j-th stage part (between its collectives) before the forward's j-th, so
+    that, as in DeepSeek-V3 Figure 4, the compute stream runs F attention | B MLP | F MLP | B attention
+    while the comm stream runs B combine | F dispatch | B dispatch | F combine."""
     kind_b, mb_b, vs_b = slot.pair
     start = b.last
     fwd_layers, bwd_layers = costs.stages[slot.vs].layers, tuple(reversed(costs.stages[vs_b].layers))
-    b.key = b.key + (0, 0)
+    b.key, b.side = b.key + (0,), 0
     recv_f = ("act", slot.mb, slot.vs) if slot.vs and _peer(costs, slot.vs - 1, slot.mb, b.stage) else None
     chain_f = start
     b.last = start
@@ -413,23 +418,23 @@ def _overlapped(b: _Builder, costs: Costs, slot: Slot, left: dict, pieces_left: 
     steps = max(len(fwd_layers), len(bwd_layers))
     for i in range(steps):
         if i < len(fwd_layers):
-            b.key, b.last, b.vs = b.key[:1] + (1 + i, 0), chain_f, slot.vs
+            b.key, b.side, b.last, b.vs = b.key[:1] + (1 + i,), 0, chain_f, slot.vs
             b.recv, recv_f = recv_f, None
             b.segment = 0
             b.layer_forward(fwd_layers[i], slot.mb)
             chain_f = b.last
         if i < len(bwd_layers):
-            b.key, b.last, b.vs = b.key[:1] + (1 + i, 1), chain_b, vs_b
+            b.key, b.side, b.last, b.vs = b.key[:1] + (1 + i,), 1, chain_b, vs_b
             b.recv, recv_b = recv_b, None
             _backward_layer(b, costs, mb_b, vs_b, i, kind_b, left, pieces_left)
             chain_b = b.last
-    b.key = b.key[:1] + (steps + 1, 0)
+    b.key, b.side, b.segment = b.key[:1] + (steps + 1,), 0, 0
     b.last, b.vs = chain_f, slot.vs
     _forward_end(b, costs, slot.mb, slot.vs)
-    b.key = b.key[:1] + (steps + 1, 1)
+    b.side = 1
     b.last, b.vs = chain_b, vs_b
     _backward_end(b, costs, mb_b, vs_b, kind_b, left, pieces_left)
-    b.key = b.key[:1] + (steps + 2, 0)
+    b.key, b.side = b.key[:1] + (steps + 2,), 0
     b.last = max(i for i in (chain_f, chain_b, b.last) if i is not None)
 
 

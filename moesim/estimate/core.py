@@ -304,10 +304,6 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     bwd_comm += zero3_mb / 2  # the backward half of the ZeRO-3 parameter gathers
 
     stage_mb = compute_mb + per_mb_comm
-    # DualPipe overlaps each forward chunk with another micro-batch's backward chunk, hiding their
-    # collectives (EP all-to-alls, PP sends) under each other's compute (DeepSeek-V3 §3.2.1, Figure 4).
-    dual = (sched == "dualpipe")[:, None]
-    stage_mb = np.where(dual, np.maximum(compute_mb, per_mb_comm), stage_mb)
     # Interleaved: Megatron overlaps the v-fold pipeline sends with compute (--overlap-p2p-communication,
     # on by default with virtual stages); what the compute cannot hide stays exposed.
     inter = (sched == "interleaved")[:, None]
@@ -316,9 +312,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     slow = np.argmax(stage_mb, axis=1)
     pick = lambda a: np.take_along_axis(a, slow[:, None], axis=1)[:, 0]  # noqa: E731
     t_mb, compute_1, comm_1 = pick(stage_mb), pick(compute_mb), pick(per_mb_comm)
+    # DualPipe overlaps a forward chunk with another micro-batch's backward chunk, hiding their
+    # collectives under each other's compute (DeepSeek-V3 §3.2.1, Figure 4): max, not sum, for those.
+    overlapped = np.maximum(compute_1, t_mb - compute_1)
     hop = pick(pp_comm) / (2 * sends[:, 0])  # one pipeline send
     pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick(fwd), pick(bwd_mb) + pick(bwd_comm),
-                                       pick(weight_mb), hop)
+                                       pick(weight_mb), hop, overlapped)
     dp_sync = np.max(np.where(exists, dp_time, 0), axis=1)
     # Gradient buckets reduce while the last micro-batch runs backward: its backward compute and its
     # backward collectives (the simulator's grad stream overlaps both; contention is the simulator's).
@@ -343,7 +342,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     hw_flops = pick(hw_flops_mb) * m * devices
     compute_total = m * compute_1
     comm_total = m * comm_1 + dp_sync
-    exposed_mb = t_mb - compute_1  # the collectives' share of the slowest stage's time per micro-batch
+    exposed_mb = (pipe - bubble) / m - compute_1  # the collectives' share of the slowest stage's time per mb
     step = pipe + exposed_dp + opt_time
     step_no = pipe + dp_sync + opt_time
     peak_total = devices * builder.peak

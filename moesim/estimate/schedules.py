@@ -10,8 +10,12 @@ backward product: one forward's time each), B_full = B + W.
   interleaved  m·t + (p − 1)·t/v + 2(p·v − 1)·t_send     (p − 1)·t/v + sends        Narayanan §2.2.2, (p−1)/(v·m)
   zb-h1        m·t + (p − 1)·(F + B − W)                (p − 1)(t − 2W)            Qi et al. ICLR'24 Table 2
   zb-v         m·t + (p − 1)·max(0, F + B − 2W)         ZB-H2's, at ZB-H1 memory   Qi et al. Table 2, §6
-  dualpipe     m·t + (p/2 − 1)·(F&B + B_full − 3W)      F&B = t (one F, one B)     DeepSeek-V3 Table 2
+  dualpipe     n·t_o + (m − n)·t + (p/2 − 1)·(F&B + B_full − 3W)                   DeepSeek-V3 Table 2
 
+DualPipe: n = min(m − 1.5p + 1, m − p − 1) micro-batches run in overlapped F&B pairs on the rank with
+the fewest (the eight steps of `deepseek-ai/DualPipe`: 2(m/2 − p + h + 1) + (p/2 − h − 1) pairs on
+rank h from the end, one fewer on the middle ranks), each taking t_o = max(compute, collectives): the
+pair hides one chunk's collectives under the other's compute; the rest take t; F&B = t.
 Interleaved: t leaves out the pipeline sends, which Megatron overlaps with compute
 (--overlap-p2p-communication), but the first micro-batch's forward crosses p·v − 1 chunk boundaries
 and the last one's backward as many, each send t_send on the critical path (DERIVED; 1F1B has its
@@ -29,8 +33,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, weight_s, send_s=0.0
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, weight_s, send_s=0.0,
+                    overlapped_s=None) -> tuple[np.ndarray, np.ndarray]:
     """(T_pipe, bubble) per candidate (module table); arrays over candidates, `schedule` holds names."""
     m, p, v = (np.asarray(a, dtype=float) for a in (m, pp, vp))
     t, w, bf = np.asarray(t_mb, dtype=float), np.asarray(weight_s, dtype=float), np.asarray(bwd_full_s, dtype=float)
@@ -39,7 +43,11 @@ def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, we
     bubble = np.where(schedule == "zb-h1", (p - 1) * np.maximum(0.0, t - 2 * w), bubble)
     bubble = np.where(schedule == "zb-v", (p - 1) * np.maximum(0.0, t - 3 * w), bubble)
     bubble = np.where(schedule == "dualpipe", np.maximum(0.0, p / 2 - 1) * np.maximum(0.0, t + bf - 3 * w), bubble)
-    return m * t + bubble, bubble
+    work = m * t
+    if overlapped_s is not None:
+        pairs = np.clip(np.minimum(m - 1.5 * p + 1, m - p - 1), 0, m)
+        work = np.where(schedule == "dualpipe", pairs * np.asarray(overlapped_s) + (m - pairs) * t, work)
+    return work + bubble, bubble
 
 
 def in_flight(schedule: np.ndarray, m, pp, vp, stage) -> np.ndarray:

@@ -163,7 +163,7 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
                           np.array([CP_COMM_CODES[layout.cp_comm]]))
     strides, sizes = dict(mesh_strides(layout)), dict(axis_sizes(layout))
     if layout.cp > 1:  # gradients reduce over dp·cp (as the estimate: exact when dp follows tp·cp)
-        sizes["dp"], strides["dp"] = layout.dp * layout.cp, strides["cp"]
+        sizes["dp"], strides["dp"] = layout.dp * layout.cp, min(strides["cp"], strides["dp"])
     costs = Costs(scenario, layout, tr, wl, builder, [], [], m, optimizer_s, cf,
                   CollectivePricer(model, scenario.devices), strides, sizes)
     q_g, q_p, q_a = tr.bytes_of("grad"), tr.bytes_of("param"), tr.bytes_of("compute")

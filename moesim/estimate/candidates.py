@@ -52,6 +52,10 @@ class Candidates:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, np.full(len(self.dp), fill, dtype=np.int64))
 
+    def schedule_codes(self, base: TrainingSpec) -> np.ndarray:
+        """Each candidate's pipeline schedule as an index into PIPELINE_SCHEDULES (-1 resolved to `base`'s)."""
+        return np.where(self.schedule < 0, PIPELINE_SCHEDULES.index(base.pipeline_schedule), self.schedule)
+
     def schedule_names(self, base: TrainingSpec) -> np.ndarray:
         """Each candidate's pipeline schedule by name (-1 resolved to `base.pipeline_schedule`)."""
         names = np.array(PIPELINE_SCHEDULES + (base.pipeline_schedule,))

@@ -118,7 +118,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     f = lambda a: np.asarray(a, dtype=float)  # noqa: E731
     dp, tp, pp, ep, etp, m = f(cands.dp), f(cands.tp), f(cands.pp), f(cands.ep), f(cands.etp), f(cands.micro_batches)
     edp = f(cands.edp)
-    cp, vp, sched = f(cands.cp), f(cands.vp), cands.schedule_names(tr)
+    cp, vp, sched = f(cands.cp), f(cands.vp), cands.schedule_codes(tr)
     full, devices = cands, scenario.devices
     # Up to the collectives nothing depends on the mesh order: compute it once per distinct
     # order-free row (a layout search has several orders per row), expand before the collectives.
@@ -150,7 +150,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # Weight-gradient part W (zero-bubble schedules) and the attention cores a CP ring hides under.
     weight_mb = _per_stage(counts, [sch.weight_grad_time_s(t.fwd_parts_s, t.attention_core_time_s) for t in terms])
     weight_mb += np.where(last, logits_time[:, None] / 3, 0.0)
-    core_mb = counts * np.stack([np.broadcast_to(t.attention_core_time_s, (n_cand,)) for t in terms], axis=1)[:, None]
+    core_mb = counts * np.stack([np.broadcast_to(t.attention_core_time_s, (n_cand,)) for t in terms], axis=1)[:, None] \
+        if np.any(cp > 1) else None
     hw_flops_mb = _per_stage(counts, [t.hardware_flops for t in terms]) + np.where(last, 3 * logits_flops[:, None], 0)
 
     # Parameters per device on each stage.
@@ -211,7 +212,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                         tokens_in=x(stages.tokens_in))
         counts, exists, first, last = stages.counts, x(exists), x(first), x(last)
         compute_mb, bwd_mb, hw_flops_mb = x(compute_mb), x(bwd_mb), x(hw_flops_mb)
-        fwd, weight_mb, core_mb = x(fwd), x(weight_mb), x(core_mb)
+        fwd, weight_mb = x(fwd), x(weight_mb)
+        core_mb = None if core_mb is None else x(core_mb)
         dense_params, expert_params, opt_time = x(dense_params), x(expert_params), x(opt_time)
         memory, total_mem, mem_index = {k: x(v) for k, v in memory.items()}, x(total_mem), x(mem_index)
         capacity, tokens_per_device = x(capacity), x(tokens_per_device)
@@ -222,7 +224,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     strides = candidate_strides(cands)
     sizes = {"tp": cands.tp, "dp": cands.dp * cands.cp, "pp": cands.pp, "ep": cands.ep, "etp": cands.etp,
              "edp": cands.edp, "cp": cands.cp}
-    strides["dp"] = np.where(cands.cp > 1, strides["cp"], strides["dp"])  # dp·cp: exact when dp follows tp
+    # dp·cp as one group: exact when dp follows cp on the mesh (tp-cp-dp, Megatron's order), else the inner stride.
+    strides["dp"] = np.where(cands.cp > 1, np.minimum(strides["cp"], strides["dp"]), strides["dp"])
     pricer = CollectivePricer(collective_model, devices)
     comm_stage: dict[str, list] = {}
 
@@ -306,7 +309,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     stage_mb = compute_mb + per_mb_comm
     # Interleaved: Megatron overlaps the v-fold pipeline sends with compute (--overlap-p2p-communication,
     # on by default with virtual stages); what the compute cannot hide stays exposed.
-    inter = (sched == "interleaved")[:, None]
+    inter = sch.is_schedule(sched, "interleaved")[:, None]
     stage_mb = np.where(inter, stage_mb - pp_comm + np.maximum(0.0, pp_comm - compute_mb), stage_mb)
     stage_mb = np.where(exists, stage_mb, -np.inf)
     slow = np.argmax(stage_mb, axis=1)

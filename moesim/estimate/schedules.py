@@ -32,6 +32,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from moesim.specs.training import PIPELINE_SCHEDULES
+
+
+def is_schedule(schedule, name: str) -> np.ndarray:
+    """schedule == name, for names or codes (indices into PIPELINE_SCHEDULES; the search passes codes)."""
+    schedule = np.asarray(schedule)
+    return schedule == (PIPELINE_SCHEDULES.index(name) if schedule.dtype.kind in "iu" else name)
+
 
 def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, weight_s, send_s=0.0,
                     overlapped_s=None) -> tuple[np.ndarray, np.ndarray]:
@@ -39,14 +47,14 @@ def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, we
     m, p, v = (np.asarray(a, dtype=float) for a in (m, pp, vp))
     t, w, bf = np.asarray(t_mb, dtype=float), np.asarray(weight_s, dtype=float), np.asarray(bwd_full_s, dtype=float)
     bubble = (p - 1) * t
-    bubble = np.where(schedule == "interleaved", (p - 1) * t / v + 2 * (p * v - 1) * np.asarray(send_s), bubble)
-    bubble = np.where(schedule == "zb-h1", (p - 1) * np.maximum(0.0, t - 2 * w), bubble)
-    bubble = np.where(schedule == "zb-v", (p - 1) * np.maximum(0.0, t - 3 * w), bubble)
-    bubble = np.where(schedule == "dualpipe", np.maximum(0.0, p / 2 - 1) * np.maximum(0.0, t + bf - 3 * w), bubble)
+    bubble = np.where(is_schedule(schedule, "interleaved"), (p - 1) * t / v + 2 * (p * v - 1) * np.asarray(send_s), bubble)
+    bubble = np.where(is_schedule(schedule, "zb-h1"), (p - 1) * np.maximum(0.0, t - 2 * w), bubble)
+    bubble = np.where(is_schedule(schedule, "zb-v"), (p - 1) * np.maximum(0.0, t - 3 * w), bubble)
+    bubble = np.where(is_schedule(schedule, "dualpipe"), np.maximum(0.0, p / 2 - 1) * np.maximum(0.0, t + bf - 3 * w), bubble)
     work = m * t
     if overlapped_s is not None:
         pairs = np.clip(np.minimum(m - 1.5 * p + 1, m - p - 1), 0, m)
-        work = np.where(schedule == "dualpipe", pairs * np.asarray(overlapped_s) + (m - pairs) * t, work)
+        work = np.where(is_schedule(schedule, "dualpipe"), pairs * np.asarray(overlapped_s) + (m - pairs) * t, work)
     return work + bubble, bubble
 
 
@@ -55,21 +63,21 @@ def in_flight(schedule: np.ndarray, m, pp, vp, stage) -> np.ndarray:
     m, p, v, s = (np.asarray(a, dtype=float) for a in (m, pp, vp, stage))
     sched = np.asarray(schedule)[..., None] if np.ndim(s) == 2 and np.ndim(schedule) == 1 else schedule
     one_f_one_b = np.minimum(m, p - s)
-    out = np.where(sched == "gpipe", m, one_f_one_b)
-    out = np.where(sched == "interleaved", np.minimum(m * v, 2 * (p - s - 1) + (v - 1) * p + 1) / v, out)
-    out = np.where(sched == "zb-v", np.minimum(m, p), out)
-    return np.where(sched == "dualpipe", np.minimum(m, p + 1), out)
+    out = np.where(is_schedule(sched, "gpipe"), m, one_f_one_b)
+    out = np.where(is_schedule(sched, "interleaved"), np.minimum(m * v, 2 * (p - s - 1) + (v - 1) * p + 1) / v, out)
+    out = np.where(is_schedule(sched, "zb-v"), np.minimum(m, p), out)
+    return np.where(is_schedule(sched, "dualpipe"), np.minimum(m, p + 1), out)
 
 
 def p2p_multiple(schedule: np.ndarray, vp) -> np.ndarray:
     """Pipeline sends per micro-batch relative to 1F1B: v (interleaved), 2 (zb-v), 1 otherwise."""
     v = np.asarray(vp, dtype=float)
-    return np.where(schedule == "interleaved", v, np.where(schedule == "zb-v", 2.0, 1.0))
+    return np.where(is_schedule(schedule, "interleaved"), v, np.where(is_schedule(schedule, "zb-v"), 2.0, 1.0))
 
 
 def parameter_multiple(schedule: np.ndarray) -> np.ndarray:
     """Parameter copies per device: 2 for dualpipe (DeepSeek-V3 Table 2), else 1."""
-    return np.where(schedule == "dualpipe", 2.0, 1.0)
+    return np.where(is_schedule(schedule, "dualpipe"), 2.0, 1.0)
 
 
 WEIGHT_PARTS = ("dense_ffn", "router", "expert_ffn", "shared_experts")

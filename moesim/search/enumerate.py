@@ -111,16 +111,16 @@ def pipeline_grid(scenario: Scenario) -> dict[str, np.ndarray]:
     return {"schedule": grid[:, 0], "vp": grid[:, 1], "cp_comm": grid[:, 2]}
 
 
-def pipeline_reason(scenario: Scenario, c: Candidates) -> np.ndarray:
-    """Index into _PIPELINE_REASONS (+ the a2a rule) of the first schedule/cp rule each candidate breaks;
-    -1 when none (the order of specs.layout.schedule_problems, then the Ulysses head rule)."""
+def pipeline_reason(scenario: Scenario, pp, tp, cp, micro_batches, schedule, vp, cp_comm) -> np.ndarray:
+    """Index into _PIPELINE_REASONS of the first schedule/cp rule each row breaks; -1 when none (the order
+    of specs.layout.schedule_problems, then the Ulysses head rule). Arrays of equal length; schedule codes."""
     layers, heads = scenario.model.num_layers, scenario.model.attention.num_heads
-    names = np.array(PIPELINE_SCHEDULES)[c.schedule]
-    inter, m, pp = names == "interleaved", c.micro_batches, c.pp
-    fails = [inter & (layers % (pp * c.vp) != 0), inter & (m % pp != 0), inter & (pp < 2),
+    names = np.array(PIPELINE_SCHEDULES)[schedule]
+    inter, m = names == "interleaved", micro_batches
+    fails = [inter & (layers % (pp * vp) != 0), inter & (m % pp != 0), inter & (pp < 2),
              (names == "zb-v") & (layers < 2 * pp),
              (names == "dualpipe") & ((pp % 2 != 0) | (m % 2 != 0) | (m < 2 * pp)),
-             (c.cp > 1) & (c.cp_comm == CP_COMMS.index("a2a")) & (heads % (c.tp * c.cp) != 0)]
+             (cp > 1) & (cp_comm == CP_COMMS.index("a2a")) & (heads % (tp * cp) != 0)]
     reason = np.full(len(m), -1)
     for index in reversed(range(len(fails))):
         reason = np.where(fails[index], index, reason)
@@ -218,21 +218,25 @@ def enumerate_layouts(scenario: Scenario) -> Enumeration:
     row = np.repeat(np.arange(len(combo)), per_pair)
     offset = np.arange(len(row)) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)
     m = table[dp_row[combo[row]], offset]
+    # Pipeline choices per (combination, order, m), checked before the options multiply them.
     n_pipes = len(pipes["schedule"])
-    row, m = np.repeat(row, n_opt * n_pipes), np.repeat(m, n_opt * n_pipes)
-    opt = np.tile(np.repeat(np.arange(n_opt), n_pipes), len(row) // (n_opt * n_pipes))
-    pipe = np.tile(np.arange(n_pipes), len(row) // n_pipes)
-    c = combo[row]
+    at = np.repeat(np.arange(len(row)), n_pipes)
+    pipe = np.tile(np.arange(n_pipes), len(row))
+    c, m = combo[row[at]], m[at]
     # A cp variant other than the first is no choice where cp = 1.
     real = (g["cp"][c] > 1) | (pipes["cp_comm"][pipe] == pipes["cp_comm"][0])
-    row, m, opt, pipe, c = row[real], m[real], opt[real], pipe[real], c[real]
+    at, pipe, c, m = at[real], pipe[real], c[real], m[real]
+    late = pipeline_reason(scenario, g["pp"][c], g["tp"][c], g["cp"][c], m, pipes["schedule"][pipe],
+                           pipes["vp"][pipe], pipes["cp_comm"][pipe])
+    for index, name in enumerate(_PIPELINE_REASONS):
+        rejected[name] = int(np.sum(late == index)) * n_opt
+    ok = late < 0
+    at, pipe, c, m = (np.repeat(a[ok], n_opt) for a in (at, pipe, c, m))
+    opt = np.tile(np.arange(n_opt), int(ok.sum()))
     cands = Candidates(
         dp=g["dp"][c], tp=g["tp"][c], pp=g["pp"][c], ep=g["ep"][c], etp=g["etp"][c], micro_batches=m,
         zero_stage=options["zero_stage"][opt], recompute=options["recompute"][opt],
-        capacity_factor=options["capacity_factor"][opt], order=order_index[row], orders=orders,
+        capacity_factor=options["capacity_factor"][opt], order=order_index[row[at]], orders=orders,
         cp=g["cp"][c], vp=pipes["vp"][pipe], cp_comm=pipes["cp_comm"][pipe], schedule=pipes["schedule"][pipe],
     )
-    late = pipeline_reason(scenario, cands)
-    for index, name in enumerate(_PIPELINE_REASONS):
-        rejected[name] = int(np.sum(late == index))
-    return Enumeration(candidates=cands.take(late < 0), considered=considered, rejected=rejected)
+    return Enumeration(candidates=cands, considered=considered, rejected=rejected)

@@ -106,6 +106,20 @@ def _order_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
     return first, inverse
 
 
+def _schedule_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
+    """(one index per distinct candidate ignoring schedule and vp, each candidate's row among them), as
+    _order_free_rows: no collective's size depends on the schedule (its counts do: see evaluate)."""
+    columns = [np.asarray(getattr(cands, name), dtype=np.int64) for name in
+               ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute", "order")]
+    columns += [np.asarray(c, dtype=np.int64) for c in (cands.first_stage_layers, cands.last_stage_layers,
+                                                        cands.cp - 1, cands.cp_comm) if c.any()]
+    columns.append(np.asarray(cands.capacity_factor, dtype=float))
+    first, inverse = distinct_rows(columns)
+    if len(first) == len(cands):
+        return np.arange(len(cands)), None
+    return first, inverse
+
+
 def evaluate(scenario: Scenario, cands: Candidates, collective_model: CollectiveModel, *,
              breakdown: bool = True) -> Evaluation:
     """Evaluate every candidate of `cands` on `scenario` (see module docstring for the model).
@@ -221,6 +235,26 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                   for c in class_calls] for class_calls in calls]
         zero = cands.zero_stage[:, None]
 
+    # Collectives once per row without schedule and vp (a search tries several per row): sizes do not
+    # depend on them; the pipeline sends' count (× v interleaved, × 2 zb-v) and DualPipe's second
+    # parameter copy (its gradients synced like the first's: twice the time) scale the results below.
+    pm = sch.parameter_multiple(sched)[:, None]
+    sends = sch.p2p_multiple(sched, vp)[:, None]
+    sf, sf_inv = _schedule_free_rows(cands)
+    every = dict(cands=cands, n_cand=n_cand, tp=tp, pp=pp, m=m, b=b, exists=exists, first=first, last=last,
+                 stages=stages, dense_params=dense_params, expert_params=expert_params, calls=calls, core_mb=core_mb)
+    dense_1, expert_1 = dense_params / pm, expert_params / pm
+    if sf_inv is not None:
+        y = lambda a: a[sf] if np.ndim(a) else a  # noqa: E731
+        cands, n_cand = cands.take(sf), len(sf)
+        tp, pp, m, b, exists, first, last = y(tp), y(pp), y(m), y(b), y(exists), y(first), y(last)
+        stages = Stages(index=y(stages.index), counts=y(stages.counts), tokens_out=y(stages.tokens_out),
+                        tokens_in=y(stages.tokens_in))
+        dense_1, expert_1 = y(dense_1), y(expert_1)
+        calls = [[CommCall(c.name, c.axis, c.op, y(np.asarray(c.size_bytes)), y(np.asarray(c.calls)))
+                  for c in class_calls] for class_calls in calls]
+        core_mb = None if core_mb is None else y(core_mb)
+    counts, zero = stages.counts, cands.zero_stage[:, None]
     strides = candidate_strides(cands)
     sizes = {"tp": cands.tp, "dp": cands.dp * cands.cp, "pp": cands.pp, "ep": cands.ep, "etp": cands.etp,
              "edp": cands.edp, "cp": cands.cp}
@@ -284,18 +318,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # Per micro-batch a stage sends its activations forward (all but the last stage) and the
     # gradient of its input backward (all but the first), each the size of that boundary;
     # v times per micro-batch interleaved, twice for zb-v (moesim.estimate.schedules).
-    sends = sch.p2p_multiple(sched, vp)[:, None]
-    pp_forward = add("pp_send_recv", "pp", "send_recv", pp_bytes, np.where(last, 0, 1) * sends)
-    per_mb_comm += pp_forward
+    pp_forward = add("pp_send_recv", "pp", "send_recv", pp_bytes, np.where(last, 0, 1))
     previous = b[:, None] * stages.tokens_in * model.d_model * builder.q_a / sp_split
-    pp_backward = add("pp_send_recv", "pp", "send_recv", previous, np.where(first, 0, 1) * sends)
-    pp_comm = pp_forward + pp_backward
-    per_mb_comm += pp_backward
-    bwd_comm += pp_backward
+    pp_backward = add("pp_send_recv", "pp", "send_recv", previous, np.where(first, 0, 1))
 
     dp_time = np.zeros((n_cand, n_stages))
     zero3_mb = np.zeros((n_cand, n_stages))
-    for axis, params in (("dp", dense_params), ("edp", expert_params)):
+    for axis, params in (("dp", dense_1), ("edp", expert_1)):
         dp_time += add(f"{axis}_all_reduce", axis, "all_reduce", params * q_g, np.where(zero == 0, 1, 0), True)
         dp_time += add(f"{axis}_reduce_scatter", axis, "reduce_scatter", params * q_g, np.where(zero >= 1, 1, 0),
                        True)
@@ -303,8 +332,23 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         # ZeRO-3 gathers every layer's parameters again in forward and backward (ZeRO §7).
         zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", params * q_p,
                         np.where(zero >= 3, 2 * m[:, None], 0)) / m[:, None]
-    per_mb_comm += zero3_mb
-    bwd_comm += zero3_mb / 2  # the backward half of the ZeRO-3 parameter gathers
+
+    # Back to every candidate; the schedule's multiples.
+    z = (lambda a: a[sf_inv]) if sf_inv is not None else (lambda a: a)  # noqa: E731
+    per_mb_comm, bwd_comm, pp_forward, pp_backward = z(per_mb_comm), z(bwd_comm), z(pp_forward), z(pp_backward)
+    dp_time, zero3_mb = z(dp_time) * pm, z(zero3_mb) * pm
+    for name, entry in comm_stage.items():
+        scale = sends if name == "pp_send_recv" else pm if entry[0] in ("dp", "edp") else 1.0
+        entry[3] = [z(a) for a in entry[3]]
+        entry[4:7] = [[z(a) * scale for a in lst] for lst in entry[4:7]]
+        entry[7] = [z(a) for a in entry[7]]
+    (cands, n_cand, tp, pp, m, b, exists, first, last, stages, dense_params, expert_params, calls,
+     core_mb) = every.values()
+    counts, zero = stages.counts, cands.zero_stage[:, None]
+    pp_forward, pp_backward = pp_forward * sends, pp_backward * sends
+    pp_comm = pp_forward + pp_backward
+    per_mb_comm += pp_comm + zero3_mb
+    bwd_comm += pp_backward + zero3_mb / 2  # the backward half of the ZeRO-3 parameter gathers
 
     stage_mb = compute_mb + per_mb_comm
     # Interleaved: Megatron overlaps the v-fold pipeline sends with compute (--overlap-p2p-communication,

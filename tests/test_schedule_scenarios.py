@@ -41,7 +41,8 @@ def test_mixtral_vp8_reference_mapping():
     """Megatron-Core MoE README reference mapping: Mixtral 8x7B on 64 H100, TP1 EP8 PP4 VP8."""
     sc = load_scenario("mixtral-8x7b-h100-vp8")
     lay = sc.resolve()
-    assert (lay.tp, lay.ep, lay.pp, lay.vp, sc.devices, sc.training.pipeline_schedule) == (1, 8, 4, 8, 64, "interleaved")
+    assert (lay.tp, lay.ep, lay.pp, lay.vp, sc.devices) == (1, 8, 4, 8, 64)
+    assert sc.training.pipeline_schedule == "interleaved"
     est = estimate(sc)
     assert est.fits_in_memory  # the reference mapping runs on 80 GB H100s
     plain = estimate(load_scenario("mixtral-8x7b-h100"))

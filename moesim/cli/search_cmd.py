@@ -49,7 +49,9 @@ def layout_text(lay: dict) -> str:
     cf = "dropless" if lay["capacity_factor"] is None else f"cf={lay['capacity_factor']:g}"
     return (f"dp={lay['dp']} tp={lay['tp']} ep={lay['ep']} pp={lay['pp']} etp={lay['etp']} edp={lay['edp']} "
             f"order={'-'.join(lay['order'])} mb={lay['micro_batches']} zero={lay['zero_stage']} "
-            f"recompute={lay['recompute']} {cf}")
+            f"recompute={lay['recompute']} {cf}"
+            + "".join(f" {k}={lay[k]}" for k in ("pipeline_schedule", "vp", "cp", "cp_comm")
+                      if k in lay and lay[k] != "1f1b"))
 
 
 def _objective(value: float, unit: str) -> str:

@@ -23,10 +23,11 @@ Orders:
   zb-h1, zb-v    greedy list scheduling on equal unit times: a device runs, when free, a ready
                  I before a ready F before a pending W; an F waits while the device holds its
                  activation limit of pieces not yet consumed by their I: ZB-H1 1F1B's p − d,
-                 ZB-V p micro-batches (2p pieces) on every device, first leg only (Qi et al. §6). Qi et al. build their schedules
-                 by a search over W placements; this greedy order reaches ZB-H1's (p−1)(F+B−W)
-                 at equal times (tests/des/test_des_pipeline_schedules.py).
-  dualpipe       the eight steps of `deepseek-ai/DualPipe:dualpipe/dualpipe.py@HEAD` (`step`):
+                 ZB-V p micro-batches (2p pieces) on every device, first leg only (Qi et al. §6).
+                 Qi et al. build their schedules by a search over W placements; this greedy order
+                 reaches ZB-H1's (p−1)(F+B−W) at equal times (tests/des/test_des_pipeline_schedules.py);
+                 for ZB-V it leaves (p−1)·F/2 where theirs leaves about 0 (not the published schedule).
+  dualpipe       the eight steps of `deepseek-ai/DualPipe:dualpipe/dualpipe.py@3da1bbea` (`step`):
                  nF0, nF0F1, nB1W1F1, nF0B1F1B0 (main, overlapped pairs), nB1F1B0, nB1B0, nWB0, nW.
 """
 

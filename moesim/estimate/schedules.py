@@ -47,10 +47,12 @@ def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, we
     m, p, v = (np.asarray(a, dtype=float) for a in (m, pp, vp))
     t, w, bf = np.asarray(t_mb, dtype=float), np.asarray(weight_s, dtype=float), np.asarray(bwd_full_s, dtype=float)
     bubble = (p - 1) * t
-    bubble = np.where(is_schedule(schedule, "interleaved"), (p - 1) * t / v + 2 * (p * v - 1) * np.asarray(send_s), bubble)
+    fill_sends = 2 * (p * v - 1) * np.asarray(send_s)
+    bubble = np.where(is_schedule(schedule, "interleaved"), (p - 1) * t / v + fill_sends, bubble)
     bubble = np.where(is_schedule(schedule, "zb-h1"), (p - 1) * np.maximum(0.0, t - 2 * w), bubble)
     bubble = np.where(is_schedule(schedule, "zb-v"), (p - 1) * np.maximum(0.0, t - 3 * w), bubble)
-    bubble = np.where(is_schedule(schedule, "dualpipe"), np.maximum(0.0, p / 2 - 1) * np.maximum(0.0, t + bf - 3 * w), bubble)
+    dual = np.maximum(0.0, p / 2 - 1) * np.maximum(0.0, t + bf - 3 * w)
+    bubble = np.where(is_schedule(schedule, "dualpipe"), dual, bubble)
     work = m * t
     if overlapped_s is not None:
         pairs = np.clip(np.minimum(m - 1.5 * p + 1, m - p - 1), 0, m)

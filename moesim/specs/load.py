@@ -384,7 +384,8 @@ def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] |
     if overrides.get("layout"):
         layout_given = parse_layout_text(overrides["layout"])
     elif overrides.get("devices") or overrides.get("hardware"):
-        layout_given = {k: v for k, v in layout_given.items() if k in ("tp", "pp", "etp", "order", "vp", "cp", "cp_comm") + STAGE_KEYS}
+        kept = ("tp", "pp", "etp", "order", "vp", "cp", "cp_comm") + STAGE_KEYS
+        layout_given = {k: v for k, v in layout_given.items() if k in kept}
     search_t = t.sub("search", required=False)
     search = search_from_table(search_t) if search_t is not None else SearchSpace()
     scenario = Scenario(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from moesim.errors import SpecError
 from moesim.estimate import estimate
 from moesim.estimate.schedules import in_flight, pipeline_time_s
 from moesim.specs.layout import Layout
@@ -65,3 +67,19 @@ def test_llama2_7b_128k_with_cp4_fits_and_meets_the_published_throughput():
     # Without CP the same 128 GPUs as TP4 DP32 hold a whole 128K sequence each: no longer fits.
     one = dataclasses.replace(sc.training, micro_batches=1)
     assert not estimate(sc, Layout(dp=32, tp=4), one).fits_in_memory
+
+
+def test_search_keys_and_layout_keys_load_from_a_scenario_file(tmp_path):
+    text = (Path(__file__).parents[1] / "scenarios" / "mixtral-8x7b-h100.toml").read_text()
+    good = text + ('\n[search]\npipeline_schedules = ["1f1b", "interleaved", "dualpipe"]\nvirtual_stages = [2, 8]\n'
+                   'context_parallel = [1, 2]\ncp_comms = ["p2p", "a2a"]\n')
+    (tmp_path / "good.toml").write_text(good)
+    space = load_scenario(str(tmp_path / "good.toml")).search
+    assert space.pipeline_schedules == ("1f1b", "interleaved", "dualpipe") and space.virtual_stages == (2, 8)
+    assert space.context_parallel == (1, 2) and space.cp_comms == ("p2p", "a2a")
+    (tmp_path / "bad.toml").write_text(text + '\n[search]\npipeline_schedules = ["chimera"]\n')
+    with pytest.raises(SpecError, match="'chimera' is not allowed"):
+        load_scenario(str(tmp_path / "bad.toml"))
+    (tmp_path / "vp.toml").write_text(text.replace("pp = 4", "pp = 4\nvp = 3\ncp_comm = \"a2a\""))
+    with pytest.raises(SpecError, match="vp = 3 needs pipeline_schedule = interleaved"):
+        load_scenario(str(tmp_path / "vp.toml")).resolve()

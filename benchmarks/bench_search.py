@@ -102,7 +102,8 @@ Considered = every degree combination that tiles the devices × distinct mesh pl
 micro-batch counts × ZeRO stages × recomputation modes (× capacity factors); evaluated = the valid
 ones (one vectorised `evaluate` batch per pipeline degree, `breakdown=False`, on up to 4 threads by
 default); ranked = those that fit. "+schedules" adds 1f1b / interleaved (vp 2, 4, 8) / zb-h1 /
-dualpipe, "+cp" context parallelism 1, 2, 4 (ring), each to the scenario's own space (2 warm runs). Where the time goes (py-spy, 64-expert case, one thread): 52% in
+dualpipe, "+cp" context parallelism 1, 2, 4 (ring), each to the scenario's own space (2 warm runs).
+Where the time goes (py-spy, 64-expert case, one thread): 52% in
 `evaluate`'s array arithmetic (14% of it the per-collective call counts), 27% pricing collectives
 (row dedupe and the collective model's distinct calls, memoised across the batches of one search),
 16% ranking, Pareto sweep and result arrays, 5% enumeration. Speed-ups made in moesim/estimate for

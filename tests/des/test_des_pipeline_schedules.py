@@ -137,3 +137,39 @@ def test_schedule_rules_reject_impossible_layouts():
         _scenario("dualpipe", m=6).check(Layout(dp=1, pp=P), micro_batches=6)
     with pytest.raises(SpecError, match="vp = 2 needs pipeline_schedule = interleaved"):
         _scenario("1f1b").check(Layout(dp=1, pp=P, vp=2))
+
+
+@pytest.mark.parametrize("schedule", ["zb-v", "dualpipe"])
+def test_simulator_runs_exactly_the_order(schedule, monkeypatch):
+    """With free transfers and no collectives the simulated step is the order's own makespan with the
+    model's F, B (input gradient) and W: the simulator executes the schedule, nothing else. (A DualPipe
+    pair may start its forward before the backward's gradient arrives, which the order's slot-level
+    makespan does not: up to 1 % earlier there.)"""
+    sc, layout = _scenario(schedule), Layout(dp=1, pp=P)
+    real = build_costs
+
+    def free_sends(*args, **kwargs):
+        costs = real(*args, **kwargs)
+        free = lambda s: s and dataclasses.replace(s, time_s=0.0, latency_s=0.0, wire_bytes=0.0)  # noqa: E731
+        costs.stages[:] = [dataclasses.replace(st, send_forward=free(st.send_forward), logits_s=0.0,
+                                               send_backward=free(st.send_backward)) for st in costs.stages]
+        return costs
+
+    monkeypatch.setattr(des_run, "build_costs", free_sends)
+    result = simulate(sc, layout, SimOptions(contention=False, trace=False))
+    est = estimate(sc, layout)
+    layer = real(sc, layout, sc.training, default_model(sc.hardware), est.optimizer_time_s).classes[0]
+    per_stage = 16 // P
+    f, full, w = (per_stage * x for x in (sum(layer.fwd_s.values()), sum(layer.bwd_s.values()), layer.weight_grad_s))
+    expected = order_makespan(schedule, M, P, 1, f, full - w, w) + est.optimizer_time_s
+    if schedule == "dualpipe":
+        assert 0.99 * expected <= result.step_times_s[0] <= expected * (1 + 1e-9)
+    else:
+        assert result.step_times_s[0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_mixtral_vp8_simulated_within_two_percent():
+    from moesim.specs.load import load_scenario
+    sc = load_scenario("mixtral-8x7b-h100-vp8")
+    result = simulate(sc, None, SimOptions(contention=False, expected_loads=True, trace=False))
+    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.02)

@@ -74,6 +74,7 @@ class LayerCost:
     dense_grad_bytes: float
     expert_grad_bytes: float
     weight_grad_s: float = 0.0  # W: the weight-gradient part of bwd_s (zero-bubble schedules split it off)
+    attention_core_s: float = 0.0  # forward attention scores, the part of fwd_s["attention"] a CP ring hides under
     slots: float = 0.0  # token slots the device sends per MoE layer (padded or k·t)
     capacity: int = 0  # per expert per routing group; 0 when dropless
     tokens: int = 0  # t, tokens per device entering the MoE layer
@@ -182,6 +183,7 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
             recompute=tr.recompute, recompute_s=_f(terms.recompute_time_s), comms=comms,
             dense_grad_bytes=dense * q_g, expert_grad_bytes=cls.params_experts / (layout.ep * layout.etp) * q_g,
             weight_grad_s=_f(weight_grad_time_s(terms.fwd_parts_s, terms.attention_core_time_s)),
+            attention_core_s=_f(terms.attention_core_time_s),
             slots=_f(terms.slots) if terms.slots is not None else 0.0,
             capacity=0 if np.isnan(cf) or terms.capacity is None else int(_f(terms.capacity)),
             tokens=int(round(_f(terms.tokens_per_device))) if terms.tokens_per_device is not None else 0,

@@ -31,6 +31,7 @@ it); the optimizer step follows the last bucket.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from moesim.des.costs import CommSpec, Costs, LayerCost
@@ -159,11 +160,20 @@ class _Builder:
             self.comm(lc.comms.get("cp_all_to_all_out"), phase, layer, mb)
             return
         steps = (self.costs.layout.cp - 1) * (RING_BACKWARD_MULTIPLE if phase == "bwd" else 1)
-        spec = self.costs.price(ring.name, ring.axis, ring.op, ring.size_bytes * steps)
+        # The ring's steps one after another, each a send/recv of one KV chunk (as the estimate counts them).
+        spec = dataclasses.replace(ring, size_bytes=ring.size_bytes * steps, time_s=ring.time_s * steps,
+                                   latency_s=ring.latency_s * steps, wire_bytes=ring.wire_bytes * steps)
+        # The ring moves KV while the attention core runs; Q, K, V projections come before it, the output
+        # projection after (3 : 1 of the projections' time; backward scales every part alike).
+        total = lc.fwd_s["attention"] / lc.attention_blocks
+        core = duration_s * (lc.attention_core_s / lc.attention_blocks) / total if total > 0 else 0.0
+        projections = duration_s - core
+        self.compute("attention QKV projections", phase, layer, mb, projections * 3 / 4)
         moving = self.add("comm", COLLECTIVE, "CP ring send/recv", phase, layer, mb, (self.last,), chain=False,
                           comm=spec)
-        self.compute("attention", phase, layer, mb, duration_s)
+        self.compute("attention", phase, layer, mb, core)
         self.add("compute", COMPUTE, "CP ring wait", phase, layer, mb, (moving,), duration_s=0.0)
+        self.compute("attention output projection", phase, layer, mb, projections / 4)
 
     def _chunk_spec(self, lc: LayerCost, name: str) -> CommSpec | None:
         spec = lc.comms.get(name)

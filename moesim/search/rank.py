@@ -21,7 +21,7 @@ from moesim.estimate import Candidates, StepEstimate, evaluate, step_estimate
 from moesim.estimate.candidates import RECOMPUTE_NAMES
 from moesim.search.enumerate import enumerate_layouts
 from moesim.search.pareto import front_of_sorted, pareto_front
-from moesim.specs.layout import Layout
+from moesim.specs.layout import Layout, layout_arg
 from moesim.specs.scenario import Scenario
 from moesim.specs.training import TrainingSpec
 
@@ -91,7 +91,8 @@ class SearchResult:
 
     def summary(self, i: int) -> dict:
         """The figures of the i-th ranked layout (JSON-ready)."""
-        return {"layout": self.layout_dict(i), "step_time_s": float(self.step_time_s[i]),
+        lay = self.layout_dict(i)
+        return {"layout": lay, "layout_arg": layout_arg(lay), "step_time_s": float(self.step_time_s[i]),
                 "memory_bytes_per_device": float(self.memory_bytes_per_device[i]), "fits_in_memory": True,
                 "mfu": float(self.mfu[i]), "tokens_per_s": float(self.tokens_per_s[i]),
                 "objective_value": float(self.objective_value[i])}

@@ -40,6 +40,7 @@ class Table:
         self.path = path
         self.renamed = dict(renamed or {})
         self._used: set[str] = set()
+        self._asked: set[str] = set()  # keys the loader looked for (has()): allowed, even when absent
 
     def key_path(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
@@ -51,6 +52,7 @@ class Table:
         )
 
     def has(self, key: str) -> bool:
+        self._asked.add(key)
         return key in self.data
 
     def _get(self, key: str, kind: Any, default: Any) -> Any:
@@ -106,15 +108,18 @@ class Table:
             tables.append(Table(item, file=self.file, path=f"{self.key_path(key)}[{i}]"))
         return tables
 
-    def finish(self) -> None:
-        """Fail on any key that was not read: unknown, misspelt or renamed."""
+    def finish(self, allowed: Iterable[str] | None = None) -> None:
+        """Fail on any key that was not read: unknown, misspelt or renamed. The error lists the keys this
+        table allows (`allowed`, from the spec; default: every key the loader asked for) and the closest."""
+        known = sorted(set(allowed) if allowed is not None else self._used | self._asked)
         for key in self.data:
-            if key in self._used:
+            if key in self._used or (allowed is not None and key in known):
                 continue
             if key in self.renamed:
                 raise self.error(key, f"key '{key}' is now '{self.renamed[key]}'")
-            known = sorted(self._used)
-            raise self.error(key, "unknown key", value=key, allowed=known or "no keys here")
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise self.error(key, f"unknown key{hint}", value=key, allowed=known or "no keys here")
 
 
 def check_schema_version(table: Table, supported: int) -> int:

@@ -71,8 +71,13 @@ def render(r: dict) -> str:
              f"{res['mfu']:.1%}", _objective(res["objective_value"], unit), res["bottleneck"],
              layout_text(res["layout"])) for res in r["results"]]
     if rows:
-        parts += ["", f"top {len(rows)}", table(rows, ["rank", "step time", "memory/device", "MFU", r["objective"],
-                                                       "bottleneck", "layout"], align="rrrrlll")]
+        headers, align = ["rank", "step time", "memory/device", "MFU", r["objective"], "bottleneck", "layout"], "rrrrlll"
+        if r["objective"] == "step_time":  # the objective column would repeat the step time
+            rows = [row[:4] + row[5:] for row in rows]
+            headers, align = headers[:4] + headers[5:], align[:4] + align[5:]
+        parts += ["", f"top {len(rows)}", table(rows, headers, align=align)]
+    warnings = dict.fromkeys(w for res in r["results"] for w in res["estimate"].get("warnings", ()))
+    parts += [f"warning: {w}" for w in warnings]
     for res in r["results"]:
         e = res["estimate"]
         mem = e["memory_bytes_per_device"]

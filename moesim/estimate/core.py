@@ -141,7 +141,6 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     recompute = _per_stage(counts, [t.recompute_time_s for t in terms])
     compute_mb = fwd + bwd + recompute + np.where(last, logits_time[:, None], 0.0)
     bwd_mb = bwd + np.where(last, (2 / 3) * logits_time[:, None], 0.0)
-    hw_flops_mb = _per_stage(counts, [t.hardware_flops for t in terms]) + np.where(last, 3 * logits_flops[:, None], 0)
 
     # Parameters per device on each stage.
     dense_params = _per_stage(counts, [np.full(n_cand, c.params_shardable) / tp + c.params_replicated
@@ -194,11 +193,19 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             continue
         group = np.minimum(model.moe.group_size_tokens, t.tokens_per_device) if model.moe.group_size_tokens \
             else t.tokens_per_device  # the routing group, as terms prices it
-        drop = expected_drop_fraction_array(group, model.moe.num_experts, model.moe.top_k, t.capacity,
-                                            np.isnan(f(cands.capacity_factor)))
+        dropless = np.isnan(f(cands.capacity_factor))
+        drop = expected_drop_fraction_array(group, model.moe.num_experts, model.moe.top_k, t.capacity, dropless)
+        # Never more processed than the slots priced (a fractional group, t_dev = b·n/tp, rounds down).
+        assigned = model.moe.top_k * t.tokens_per_device
+        drop = np.where(dropless, 0.0, np.maximum(drop, 1 - t.slots / assigned))
         drop_fraction = np.maximum(drop_fraction, drop)
         layers = wl.layer_class_index.count(c)
         model_flops -= (1 + BACKWARD_TO_FORWARD) * tr.global_batch_sequences * layers * cls.flops.experts * drop
+
+    # Hardware FLOPs of the whole model per micro-batch, as one device of each stage executes them
+    # (every layer and the logits once); the devices / pp of each stage each run their share.
+    hw_model_mb = sum(wl.layer_class_index.count(c) * t.hardware_flops for c, t in enumerate(terms)) \
+        + 3 * logits_flops
 
     moe_term = moe_terms[0] if moe_terms else None
     capacity, tokens_per_device = (moe_term.capacity, moe_term.tokens_per_device) if moe_term else (None, None)
@@ -211,11 +218,11 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         stages = Stages(index=x(stages.index), counts=x(stages.counts), tokens_out=x(stages.tokens_out),
                         tokens_in=x(stages.tokens_in))
         counts, exists, first, last = stages.counts, x(exists), x(first), x(last)
-        compute_mb, bwd_mb, hw_flops_mb = x(compute_mb), x(bwd_mb), x(hw_flops_mb)
+        compute_mb, bwd_mb = x(compute_mb), x(bwd_mb)
         dense_params, expert_params, opt_time = x(dense_params), x(expert_params), x(opt_time)
         memory, total_mem, mem_index = {k: x(v) for k, v in memory.items()}, x(total_mem), x(mem_index)
         capacity, tokens_per_device = x(capacity), x(tokens_per_device)
-        model_flops, drop_fraction = x(model_flops), x(drop_fraction)
+        model_flops, drop_fraction, hw_model_mb = x(model_flops), x(drop_fraction), x(hw_model_mb)
         calls = [[CommCall(c.name, c.axis, c.op, x(np.asarray(c.size_bytes)), x(np.asarray(c.calls)))
                   for c in class_calls] for class_calls in calls]
         zero = cands.zero_stage[:, None]
@@ -327,7 +334,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                                 pick_at(sum(time_l)) * scale, costs, overlappable)
 
     seq_tokens = seq
-    hw_flops = pick(hw_flops_mb) * m * devices
+    hw_flops = hw_model_mb * m * devices / pp
     compute_total = m * compute_1
     comm_total = m * comm_1 + dp_sync
     bubble = (pp - 1) * t_mb

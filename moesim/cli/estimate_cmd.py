@@ -75,10 +75,12 @@ def render(result) -> str:
         moe = d["moe"]
         drop = moe["expected_drop_fraction_uniform"]
         parts += ["", kv_block("MoE routing", [
-            ("capacity factor / rule", f"{moe['capacity_factor']} / {moe['capacity_rule']}"),
+            ("capacity factor / rule", f"{'none' if moe['capacity_factor'] is None else moe['capacity_factor']} / "
+                                       f"{moe['capacity_rule']}"),
             ("tokens per device per layer", f"{moe['tokens_per_device_per_layer']:g}"),
             ("routing group / capacity", f"{moe['routing_group_tokens']:g} tokens / {moe['expert_capacity']} slots "
                                          "per expert"),
             ("expected dropped (uniform)", "dropless" if drop is None else f"{drop:.3%}"),
         ])]
+    parts += [f"warning: {w}" for w in d.get("warnings", ())]
     return "\n".join(parts)

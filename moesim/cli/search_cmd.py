@@ -52,6 +52,22 @@ def layout_text(lay: dict) -> str:
             f"recompute={lay['recompute']} {cf}")
 
 
+def _closest_miss_text(miss: dict | None, capacity: float) -> list[str]:
+    """The closest layouts, the smallest memory found and each lever tried (search.closest)."""
+    if not miss or not miss["closest"]:
+        return []
+    rows = [(format_bytes(c["memory_bytes_per_device"]), format_bytes(c["over_capacity_bytes"]),
+             format_seconds(c["step_time_s"]), layout_text(c["layout"])) for c in miss["closest"]]
+    best = miss["closest"][0]
+    parts = ["", f"closest: {format_bytes(miss['smallest_memory_bytes'])} per device is the least any valid layout "
+                 f"needs ({format_bytes(capacity)} usable); "
+                 + ", ".join(f"{k} {format_bytes(v)}" for k, v in best["memory_breakdown_bytes"].items()),
+             table(rows, ["memory/device", "over by", "step time", "layout"], align="rrrl"),
+             "", "what would make it fit (tried on the closest layout):"]
+    parts += [f"  {'yes' if lv['fits'] else 'no '}  {lv['lever']}: {lv['detail']}" for lv in miss["levers"]]
+    return parts
+
+
 def _objective(value: float, unit: str) -> str:
     return f"{value:.4g} {unit}" if unit != "fraction of peak" else f"{value:.1%} MFU"
 
@@ -67,6 +83,7 @@ def render(r: dict) -> str:
         parts.append(table(counts, ["rejected because", "layouts"], align="lr"))
     if not r["results"]:
         parts.append("no layout is valid and fits in memory")
+        parts += _closest_miss_text(r.get("closest_miss"), r["memory_capacity_bytes"])
     rows = [(res["rank"], format_seconds(res["step_time_s"]), format_bytes(res["memory_bytes_per_device"]),
              f"{res['mfu']:.1%}", _objective(res["objective_value"], unit), res["bottleneck"],
              layout_text(res["layout"])) for res in r["results"]]

@@ -130,8 +130,16 @@ def step_estimate(scenario: Scenario, ev: Evaluation, i: int = 0) -> StepEstimat
         }
     memory = {k: float(v[i]) for k, v in ev.memory.items()}
     memory["total"] = float(ev.memory_total_bytes[i])
-    moe_info = {}
     warnings: list[str] = []
+    if not ev.fits[i]:
+        gib = 2.0 ** 30
+        largest = sorted(((v, k) for k, v in memory.items() if k != "total"), reverse=True)[:3]
+        warnings.append(f"does not fit: {memory['total'] / gib:.2f} GiB per device, "
+                        f"{(memory['total'] - ev.memory_capacity_bytes) / gib:.2f} GiB over the "
+                        f"{ev.memory_capacity_bytes / gib:.2f} GiB usable (largest: "
+                        + ", ".join(f"{k} {v / gib:.2f} GiB" for v, k in largest)
+                        + "); `moesim search` ranks the layouts that fit, or says what would make one fit")
+    moe_info = {}
     model = scenario.model
     if model.moe is not None and ev.expert_capacity is not None:
         capacity = int(ev.expert_capacity[i])

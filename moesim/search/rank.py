@@ -29,6 +29,7 @@ OBJECTIVES = ("step_time", "cost", "mfu")
 SECONDS_PER_HOUR = 3600.0
 CHUNK_CANDIDATES = 200_000  # evaluate at most this many at once: bounds the memory of one batch
 MAX_THREADS = 4  # evaluation threads by default (a few batches; more threads only add memory)
+MISSES_KEPT = 5  # when nothing fits: the valid layouts needing the least memory that a search reports
 
 
 def objective_unit(scenario: Scenario, objective: str) -> str:
@@ -69,6 +70,10 @@ class SearchResult:
     pareto: np.ndarray  # indices into the ranking, by ascending step time
     memory_capacity_bytes: float
     collective_model: CollectiveModel | None = None  # the one the search was given (None: the default)
+    equivalent_orders: np.ndarray | None = None  # per ranked layout, mesh orders folded into it (itself included)
+    misses: Candidates | None = None  # when nothing fits: the valid layouts needing the least memory, least first
+    miss_memory_bytes: np.ndarray | None = None
+    miss_step_time_s: np.ndarray | None = None
 
     @property
     def ranked(self) -> int:
@@ -92,10 +97,13 @@ class SearchResult:
     def summary(self, i: int) -> dict:
         """The figures of the i-th ranked layout (JSON-ready)."""
         lay = self.layout_dict(i)
-        return {"layout": lay, "layout_arg": layout_arg(lay), "step_time_s": float(self.step_time_s[i]),
-                "memory_bytes_per_device": float(self.memory_bytes_per_device[i]), "fits_in_memory": True,
-                "mfu": float(self.mfu[i]), "tokens_per_s": float(self.tokens_per_s[i]),
-                "objective_value": float(self.objective_value[i])}
+        out = {"layout": lay, "layout_arg": layout_arg(lay), "step_time_s": float(self.step_time_s[i]),
+               "memory_bytes_per_device": float(self.memory_bytes_per_device[i]), "fits_in_memory": True,
+               "mfu": float(self.mfu[i]), "tokens_per_s": float(self.tokens_per_s[i]),
+               "objective_value": float(self.objective_value[i])}
+        if self.equivalent_orders is not None:
+            out["equivalent_orders"] = int(self.equivalent_orders[i])
+        return out
 
     def estimates(self, indices, collective_model: CollectiveModel | None = None) -> list[StepEstimate]:
         """Full step estimates (breakdown, bottleneck) of the given ranked layouts."""
@@ -170,6 +178,15 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
     keep = np.flatnonzero(fits)
     primary = -value[keep] if objective == "mfu" else value[keep]
     order = keep[np.lexsort((memory[keep], primary))]  # stable: full ties keep the enumeration order
+    order, equivalent = _fold_equivalent_orders(cands, order, step, memory)
+    rejected["equivalent_order"] = len(keep) - len(order)
+    misses = miss_memory = miss_step = None
+    if not len(order) and n:
+        near = np.flatnonzero(~fits)
+        near = near[np.lexsort((step[near], memory[near]))]
+        near, _ = _fold_equivalent_orders(cands, near, np.zeros_like(step), memory)  # one order per layout
+        near = near[:MISSES_KEPT]
+        misses, miss_memory, miss_step = cands.take(near), memory[near], step[near]
     step, memory = step[order], memory[order]
     # Ranked by step time the points are already sorted as the Pareto sweep needs them.
     pareto = np.flatnonzero(front_of_sorted(memory)) if objective == "step_time" else pareto_front(step, memory)
@@ -179,5 +196,24 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
         memory_bytes_per_device=memory, mfu=mfu[order], tokens_per_s=tokens[order], objective_value=value[order],
         pareto=pareto,
         memory_capacity_bytes=scenario.hardware.chip.hbm_bytes * (1 - scenario.training.memory_headroom_fraction),
-        collective_model=collective_model,
+        collective_model=collective_model, equivalent_orders=equivalent, misses=misses,
+        miss_memory_bytes=miss_memory, miss_step_time_s=miss_step,
     )
+
+
+def _fold_equivalent_orders(cands: Candidates, order: np.ndarray, step: np.ndarray, memory: np.ndarray
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """`order` (ranked candidate indices) without the layouts that differ from a better-ranked one only in
+    the mesh order and have the same step time and memory (e.g. tp = 1 anywhere in the order), and per
+    kept layout how many orders it stands for."""
+    if not len(order):
+        return order, np.zeros(0, dtype=np.int64)
+    columns = [np.asarray(getattr(cands, name), dtype=float)[order] for name in
+               ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute", "first_stage_layers",
+                "last_stage_layers")]
+    columns += [np.nan_to_num(np.asarray(cands.capacity_factor, dtype=float)[order], nan=-1.0), step[order],
+                memory[order]]
+    _, first, inverse, counts = np.unique(np.stack(columns, axis=1), axis=0, return_index=True,
+                                          return_inverse=True, return_counts=True)
+    kept = np.sort(first)
+    return order[kept], counts[inverse.reshape(-1)[kept]]

@@ -29,6 +29,11 @@ def search_report(scenario: Scenario, *, objective: str = "step_time", top: int 
         "considered": result.considered, "ranked": result.ranked, "rejected": result.rejected,
         "rejection_rules": dict(REASONS), "results": results, "pareto": pareto,
     }
+    if not results:
+        from moesim.search.closest import closest_miss
+
+        report["closest_miss"] = closest_miss(result)
+    report["equivalent_orders_folded"] = result.rejected.get("equivalent_order", 0)
     if refine_des:
         report["refined"] = [r.as_dict() | {"layout": result.layout_dict(r.rank)}
                              for r in refine(result, refine_des, step_time)]

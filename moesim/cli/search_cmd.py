@@ -79,6 +79,8 @@ def render(r: dict) -> str:
     rejected = sum(r["rejected"].values())
     counts = [(f"{r['rejection_rules'][k]}  [{k}]", f"{v:,}") for k, v in r["rejected"].items() if v]
     parts = [head, f"considered {r['considered']:,} layouts: {r['ranked']:,} ranked, {rejected:,} rejected"]
+    if r["objective"] == "cost":
+        parts.append(f"cost: {r['cost_note']}")
     if counts:
         parts.append(table(counts, ["rejected because", "layouts"], align="lr"))
     if not r["results"]:
@@ -104,6 +106,8 @@ def render(r: dict) -> str:
                                              f"{format_seconds(e['communication_time_s'])}"),
             ("pipeline bubble", format_seconds(e["bubble_time_s"])),
             ("optimizer step", format_seconds(e["optimizer_time_s"])),
+            *([("cost", f"{res['usd_per_step']:.4g} USD/step, {res['usd_per_trillion_tokens']:,.0f} USD per "
+                        "trillion tokens")] if res.get("usd_per_step") is not None else []),
             ("memory per device", ", ".join(f"{k} {format_bytes(v)}" for k, v in mem.items() if k != "total")),
             ("bottleneck", res["bottleneck"]),
         ])]

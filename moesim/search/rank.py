@@ -52,6 +52,26 @@ def objective_values(scenario: Scenario, objective: str, step_time_s: np.ndarray
     return device_seconds * price / SECONDS_PER_HOUR if price else device_seconds
 
 
+def cost_figures(scenario: Scenario, step_time_s: float) -> dict:
+    """USD per step and per trillion tokens at the profile's list price (None without a price)."""
+    price = scenario.hardware.price_per_device_hour_usd
+    if not price:
+        return {"usd_per_step": None, "usd_per_trillion_tokens": None}
+    usd = step_time_s * scenario.devices * price / SECONDS_PER_HOUR
+    tokens = scenario.training.global_batch_sequences * sum(scenario.seq_lens)
+    return {"usd_per_step": usd, "usd_per_trillion_tokens": usd / tokens * 1e12}
+
+
+def cost_note(scenario: Scenario) -> str:
+    """Where the cost objective's figures come from, or that the profile has no price."""
+    hw = scenario.hardware
+    if hw.price_per_device_hour_usd:
+        return (f"{hw.name} at {hw.price_per_device_hour_usd:g} USD per device-hour "
+                f"({hw.price_source or 'no source given'})")
+    return (f"hardware profile '{hw.name}' has no price_per_device_hour_usd: the cost objective ranks by "
+            "device-seconds per step (step time x devices), not dollars")
+
+
 @dataclass(frozen=True)
 class SearchResult:
     """Every fitting layout, best first, with the counts of what was considered and rejected."""
@@ -103,7 +123,7 @@ class SearchResult:
                "objective_value": float(self.objective_value[i])}
         if self.equivalent_orders is not None:
             out["equivalent_orders"] = int(self.equivalent_orders[i])
-        return out
+        return out | cost_figures(self.scenario, float(self.step_time_s[i]))
 
     def estimates(self, indices, collective_model: CollectiveModel | None = None) -> list[StepEstimate]:
         """Full step estimates (breakdown, bottleneck) of the given ranked layouts."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from moesim.search.enumerate import REASONS
-from moesim.search.rank import search
+from moesim.search.rank import cost_note, search
 from moesim.search.refine import StepTimeFn, des_step_time, refine
 from moesim.specs.scenario import Scenario
 
@@ -24,7 +24,7 @@ def search_report(scenario: Scenario, *, objective: str = "step_time", top: int 
     pareto = [{"rank": int(i) + 1, **result.summary(int(i))} for i in result.pareto]
     report = {
         "scenario": scenario.name, "hardware": scenario.hardware.name, "devices": scenario.devices,
-        "objective": objective, "objective_unit": result.objective_unit,
+        "objective": objective, "objective_unit": result.objective_unit, "cost_note": cost_note(scenario),
         "memory_capacity_bytes": result.memory_capacity_bytes,
         "considered": result.considered, "ranked": result.ranked, "rejected": result.rejected,
         "rejection_rules": dict(REASONS), "results": results, "pareto": pareto,

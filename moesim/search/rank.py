@@ -99,6 +99,27 @@ class SearchResult:
     def ranked(self) -> int:
         return len(self.candidates)
 
+    @property
+    def best_layout_arg(self) -> str | None:
+        """The best layout as `--layout` / moesim.estimate(layout=...) takes it (None when nothing fits)."""
+        return self.summary(0)["layout_arg"] if self.ranked else None
+
+    def to_dict(self, top: int = 5) -> dict:
+        """The `moesim search --json` form: top layouts with breakdowns, rejections, Pareto front, closest miss."""
+        from moesim.search.report import describe_search
+
+        return describe_search(self, top=top)
+
+    def __repr__(self) -> str:
+        from moesim.api_repr import search_repr
+
+        return search_repr(self)
+
+    def _repr_html_(self) -> str:
+        from moesim.api_repr import search_html
+
+        return search_html(self)
+
     def layout(self, i: int) -> Layout:
         return self.candidates.layout(i)
 

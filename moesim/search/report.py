@@ -14,7 +14,14 @@ def search_report(scenario: Scenario, *, objective: str = "step_time", top: int 
     and the Pareto front; with `refine_des` > 0 also simulate that many of the best layouts."""
     if refine_des and step_time is None:
         step_time = des_step_time()  # fail before searching when the simulator is missing
-    result = search(scenario, objective)
+    return describe_search(search(scenario, objective), top=top, refine_des=refine_des, step_time=step_time)
+
+
+def describe_search(result, *, top: int = 5, refine_des: int = 0, step_time: StepTimeFn | None = None) -> dict:
+    """The JSON-ready report of a finished search (SearchResult.to_dict): see search_report."""
+    scenario, objective = result.scenario, result.objective
+    if refine_des and step_time is None:
+        step_time = des_step_time()
     top = max(0, min(top, result.ranked))
     estimates = result.estimates(range(top))
     results = []

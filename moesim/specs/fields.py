@@ -22,6 +22,17 @@ def _type_name(kind: object) -> str:
     return names.get(kind, getattr(kind, "__name__", str(kind)))
 
 
+# When a list, every key a loader asks for is appended as (file, table path, key, kind, default, allowed):
+# docs/make_keys.py records the loaders reading the shipped files to generate the key reference.
+RECORDER: list | None = None
+
+
+def _record(table: "Table", key: str, kind: Any, default: Any, allowed: Any = None) -> None:
+    if RECORDER is not None:
+        path = "".join(c for c in table.path if not c.isdigit()).replace("[]", "")
+        RECORDER.append((table.file, path, key, kind, default, allowed))
+
+
 class Table:
     """A dict read strictly: every key must be consumed, known and of the right type."""
 
@@ -53,10 +64,12 @@ class Table:
 
     def has(self, key: str) -> bool:
         self._asked.add(key)
+        _record(self, key, None, _MISSING)
         return key in self.data
 
     def _get(self, key: str, kind: Any, default: Any) -> Any:
         self._used.add(key)
+        _record(self, key, kind, default)
         if key not in self.data:
             if default is _MISSING:
                 near = difflib.get_close_matches(key, [k for k in self.data if k not in self._used], n=1)
@@ -88,6 +101,7 @@ class Table:
     def choice(self, key: str, allowed: Iterable[str], default: Any = _MISSING) -> str:
         """A string that must be one of `allowed`."""
         allowed = tuple(allowed)
+        _record(self, key, str, default, allowed)
         value = self._get(key, str, default)
         if value not in allowed and not (default is not _MISSING and value == default):
             raise self.error(key, f"'{value}' is not allowed", value=value, allowed=allowed)

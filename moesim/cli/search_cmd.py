@@ -83,6 +83,9 @@ def render(r: dict) -> str:
         parts.append(f"cost: {r['cost_note']}")
     if counts:
         parts.append(table(counts, ["rejected because", "layouts"], align="lr"))
+    if r.get("equivalent_orders_folded"):
+        parts.append(f"{r['equivalent_orders_folded']:,} ranked layouts repeat a better-ranked one in another mesh "
+                     "order with the same figures: folded into it below (equivalent_orders in --json)")
     if not r["results"]:
         parts.append("no layout is valid and fits in memory")
         parts += _closest_miss_text(r.get("closest_miss"), r["memory_capacity_bytes"])

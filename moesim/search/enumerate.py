@@ -36,7 +36,6 @@ REASONS = {
     "pipeline_stage_mismatch": "the order cuts different pipeline stages in the attention and expert meshes",
     "batch_not_divisible_by_dp_micro_batches": "global batch % (dp·micro_batches) != 0",
     "out_of_memory": "memory per device above the usable HBM",
-    "equivalent_order": "same degrees, options and figures as a better-ranked mesh order (folded into it)",
 }
 _DEGREE_REASONS = tuple(REASONS)[:6]
 

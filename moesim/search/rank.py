@@ -90,7 +90,9 @@ class SearchResult:
     pareto: np.ndarray  # indices into the ranking, by ascending step time
     memory_capacity_bytes: float
     collective_model: CollectiveModel | None = None  # the one the search was given (None: the default)
-    equivalent_orders: np.ndarray | None = None  # per ranked layout, mesh orders folded into it (itself included)
+    # Per ranked layout, how many mesh orders give it the same figures (itself included) on its first,
+    # best-ranked row, and 0 on the later rows that repeat it in another order (reports fold those).
+    equivalent_orders: np.ndarray | None = None
     misses: Candidates | None = None  # when nothing fits: the valid layouts needing the least memory, least first
     miss_memory_bytes: np.ndarray | None = None
     miss_step_time_s: np.ndarray | None = None
@@ -98,6 +100,13 @@ class SearchResult:
     @property
     def ranked(self) -> int:
         return len(self.candidates)
+
+    def distinct(self, k: int | None = None) -> np.ndarray:
+        """Indices of the first k ranked layouts that are not another order of a better-ranked one with the
+        same figures (all of them when k is None)."""
+        keep = np.flatnonzero(self.equivalent_orders > 0) if self.equivalent_orders is not None \
+            else np.arange(self.ranked)
+        return keep if k is None else keep[:k]
 
     @property
     def best_layout_arg(self) -> str | None:
@@ -142,7 +151,7 @@ class SearchResult:
                "memory_bytes_per_device": float(self.memory_bytes_per_device[i]), "fits_in_memory": True,
                "mfu": float(self.mfu[i]), "tokens_per_s": float(self.tokens_per_s[i]),
                "objective_value": float(self.objective_value[i])}
-        if self.equivalent_orders is not None:
+        if self.equivalent_orders is not None and self.equivalent_orders[i]:
             out["equivalent_orders"] = int(self.equivalent_orders[i])
         return out | cost_figures(self.scenario, float(self.step_time_s[i]))
 
@@ -219,13 +228,13 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
     keep = np.flatnonzero(fits)
     primary = -value[keep] if objective == "mfu" else value[keep]
     order = keep[np.lexsort((memory[keep], primary))]  # stable: full ties keep the enumeration order
-    order, equivalent = _fold_equivalent_orders(cands, order, step, memory)
-    rejected["equivalent_order"] = len(keep) - len(order)
+    first, counts = _equivalent_orders(cands, order, step, memory)
+    equivalent = np.where(first, counts, 0)
     misses = miss_memory = miss_step = None
     if not len(order) and n:
         near = np.flatnonzero(~fits)
         near = near[np.lexsort((step[near], memory[near]))]
-        near, _ = _fold_equivalent_orders(cands, near, np.zeros_like(step), memory)  # one order per layout
+        near = near[_equivalent_orders(cands, near, np.zeros_like(step), memory)[0]]  # one order per layout
         near = near[:MISSES_KEPT]
         misses, miss_memory, miss_step = cands.take(near), memory[near], step[near]
     step, memory = step[order], memory[order]
@@ -242,13 +251,13 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
     )
 
 
-def _fold_equivalent_orders(cands: Candidates, order: np.ndarray, step: np.ndarray, memory: np.ndarray
-                            ) -> tuple[np.ndarray, np.ndarray]:
-    """`order` (ranked candidate indices) without the layouts that differ from a better-ranked one only in
-    the mesh order and have the same step time and memory (e.g. tp = 1 anywhere in the order), and per
-    kept layout how many orders it stands for."""
+def _equivalent_orders(cands: Candidates, order: np.ndarray, step: np.ndarray, memory: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Over the ranked candidate indices `order`: whether each is the first (best-ranked) of the layouts
+    that differ only in the mesh order and have the same step time and memory (e.g. tp = 1 anywhere in
+    the order), and how many such layouts its class holds."""
     if not len(order):
-        return order, np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
     columns = [np.asarray(getattr(cands, name), dtype=float)[order] for name in
                ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute", "first_stage_layers",
                 "last_stage_layers")]
@@ -256,5 +265,6 @@ def _fold_equivalent_orders(cands: Candidates, order: np.ndarray, step: np.ndarr
                 memory[order]]
     _, first, inverse, counts = np.unique(np.stack(columns, axis=1), axis=0, return_index=True,
                                           return_inverse=True, return_counts=True)
-    kept = np.sort(first)
-    return order[kept], counts[inverse.reshape(-1)[kept]]
+    is_first = np.zeros(len(order), dtype=bool)
+    is_first[first] = True
+    return is_first, counts[inverse.reshape(-1)]

@@ -22,13 +22,16 @@ def describe_search(result, *, top: int = 5, refine_des: int = 0, step_time: Ste
     scenario, objective = result.scenario, result.objective
     if refine_des and step_time is None:
         step_time = des_step_time()
-    top = max(0, min(top, result.ranked))
-    estimates = result.estimates(range(top))
+    # Layouts that repeat a better-ranked one in another mesh order with the same figures are folded
+    # into it (its `equivalent_orders`); ranks stay positions in the full ranking.
+    shown = result.distinct(max(0, top))
+    estimates = result.estimates(shown)
     results = []
-    for i, est in enumerate(estimates):
-        results.append({"rank": i + 1, **result.summary(i), "bottleneck": est.bottleneck,
+    for i, est in zip(shown, estimates):
+        results.append({"rank": int(i) + 1, **result.summary(int(i)), "bottleneck": est.bottleneck,
                         "estimate": est.as_dict()})
-    pareto = [{"rank": int(i) + 1, **result.summary(int(i))} for i in result.pareto]
+    distinct = set(result.distinct().tolist())
+    pareto = [{"rank": int(i) + 1, **result.summary(int(i))} for i in result.pareto if int(i) in distinct]
     report = {
         "scenario": scenario.name, "hardware": scenario.hardware.name, "devices": scenario.devices,
         "objective": objective, "objective_unit": result.objective_unit, "cost_note": cost_note(scenario),
@@ -40,7 +43,7 @@ def describe_search(result, *, top: int = 5, refine_des: int = 0, step_time: Ste
         from moesim.search.closest import closest_miss
 
         report["closest_miss"] = closest_miss(result)
-    report["equivalent_orders_folded"] = result.rejected.get("equivalent_order", 0)
+    report["equivalent_orders_folded"] = result.ranked - len(distinct)
     if refine_des:
         report["refined"] = [r.as_dict() | {"layout": result.layout_dict(r.rank)}
                              for r in refine(result, refine_des, step_time)]

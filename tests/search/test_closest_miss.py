@@ -10,6 +10,7 @@ import numpy as np
 from moesim.cli import main
 from moesim.search.rank import search
 from moesim.search.report import search_report
+from moesim.specs.load import load_scenario
 
 from tests.search.search_fixtures import ODD_MOE, build, with_hbm
 
@@ -65,9 +66,24 @@ def test_cli_prints_the_closest_miss(capsys):
 
 def test_equivalent_orders_are_folded():
     result = search(build(ODD_MOE, devices=12, batch=24))
+    shown = result.distinct()
     keys = [(tuple(np.asarray(getattr(result.candidates, k))[i] for k in
                    ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute")),
-             float(result.step_time_s[i]), float(result.memory_bytes_per_device[i])) for i in range(result.ranked)]
-    assert len(keys) == len(set(keys))  # no two ranked layouts differ only in an order that changes nothing
-    assert result.rejected["equivalent_order"] == int(np.sum(result.equivalent_orders - 1)) > 0
-    assert result.ranked + sum(result.rejected.values()) == result.considered
+             float(result.step_time_s[i]), float(result.memory_bytes_per_device[i])) for i in shown]
+    assert len(keys) == len(set(keys))  # no two shown layouts differ only in an order that changes nothing
+    assert int(result.equivalent_orders.sum()) == result.ranked > len(shown)  # every ranked layout in one class
+    assert shown[0] == 0
+    report = search_report(build(ODD_MOE, devices=12, batch=24), top=5)
+    assert report["equivalent_orders_folded"] == result.ranked - len(shown)
+    ranks = [r["rank"] for r in report["results"]]
+    assert ranks == [int(i) + 1 for i in shown[:5]]
+    assert all(r.get("equivalent_orders", 1) >= 1 for r in report["results"])
+
+
+def test_issue_case_tp1_orders_are_not_listed_twice():
+    """Mixtral-8x7B on 64 H100s: tp = 1 made tp-ep-dp-pp and ep-tp-dp-pp #1 and #2 with the same figures."""
+    report = search_report(load_scenario("mixtral-8x7b-h100"), top=2)
+    a, b = report["results"]
+    assert (a["step_time_s"], a["memory_bytes_per_device"]) != (b["step_time_s"], b["memory_bytes_per_device"]) or \
+        {k: v for k, v in a["layout"].items() if k != "order"} != {k: v for k, v in b["layout"].items() if k != "order"}
+    assert a["equivalent_orders"] >= 2

@@ -14,8 +14,10 @@ def add_scenario_overrides(p: argparse.ArgumentParser, *, layout: bool = True) -
     p.add_argument("--hardware", help="hardware profile name or file, replacing the scenario's")
     p.add_argument("--devices", type=int, help="device count, replacing the scenario's")
     if layout:
-        p.add_argument("--layout", help="dp=..,tp=..,ep=..,pp=..[,etp=..][,order=tp-ep-dp-pp]"
-                                        "[,first_stage_layers=..][,last_stage_layers=..]; "
+        p.add_argument("--layout", help="dp=..,tp=..,ep=..,pp=..[,etp=..][,edp=..][,order=tp-ep-dp-pp]"
+                                        "[,first_stage_layers=..][,last_stage_layers=..][,mb=..][,zero=..]"
+                                        "[,recompute=none|selective|full][,cf=..|dropless] (commas or spaces: "
+                                        "the line `moesim search` prints, or its layout_arg); "
                                         "omitted degrees take defaults")
 
 

@@ -263,8 +263,21 @@ def _equivalent_orders(cands: Candidates, order: np.ndarray, step: np.ndarray, m
                 "last_stage_layers")]
     columns += [np.nan_to_num(np.asarray(cands.capacity_factor, dtype=float)[order], nan=-1.0), step[order],
                 memory[order]]
-    _, first, inverse, counts = np.unique(np.stack(columns, axis=1), axis=0, return_index=True,
-                                          return_inverse=True, return_counts=True)
+    rows = np.ascontiguousarray(np.stack(columns, axis=1))
+    # Group by a 64-bit hash of each row's bits (1-D unique: fast), then check every row equals its group's
+    # first; on a hash collision (never seen) fall back to the exact row-wise unique.
+    bits = rows.view(np.uint64)
+    key = np.zeros(len(rows), dtype=np.uint64)
+    for j in range(bits.shape[1]):  # splitmix64's finaliser after each column (Steele et al., OOPSLA 2014)
+        z = key ^ bits[:, j]
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        key = z ^ (z >> np.uint64(31))
+    _, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    if not np.array_equal(rows, rows[first[inverse]]):
+        _, first, inverse, counts = np.unique(rows, axis=0, return_index=True, return_inverse=True,
+                                              return_counts=True)
     is_first = np.zeros(len(order), dtype=bool)
     is_first[first] = True
     return is_first, counts[inverse.reshape(-1)]

@@ -87,3 +87,25 @@ def test_issue_case_tp1_orders_are_not_listed_twice():
     assert (a["step_time_s"], a["memory_bytes_per_device"]) != (b["step_time_s"], b["memory_bytes_per_device"]) or \
         {k: v for k, v in a["layout"].items() if k != "order"} != {k: v for k, v in b["layout"].items() if k != "order"}
     assert a["equivalent_orders"] >= 2
+
+
+def test_equivalence_classes_match_an_exact_row_unique():
+    from moesim.search.enumerate import enumerate_layouts
+    from moesim.search.rank import _equivalent_orders
+
+    cands = enumerate_layouts(build(ODD_MOE, devices=12, batch=24)).candidates
+    rng = np.random.default_rng(7)
+    step, memory = rng.integers(0, 3, len(cands)).astype(float), rng.integers(0, 2, len(cands)).astype(float)
+    order = rng.permutation(len(cands))
+    first, counts = _equivalent_orders(cands, order, step, memory)
+    columns = [np.asarray(getattr(cands, n), dtype=float)[order] for n in
+               ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute", "first_stage_layers",
+                "last_stage_layers")]
+    columns += [np.nan_to_num(np.asarray(cands.capacity_factor, dtype=float)[order], nan=-1.0), step[order],
+                memory[order]]
+    _, f, inv, cnt = np.unique(np.stack(columns, axis=1), axis=0, return_index=True, return_inverse=True,
+                               return_counts=True)
+    expected = np.zeros(len(order), dtype=bool)
+    expected[f] = True
+    assert np.array_equal(first, expected) and np.array_equal(counts, cnt[inv.reshape(-1)])
+    assert 0 < first.sum() < len(order)

@@ -43,7 +43,7 @@ def with_layout(scenario: Scenario | str | Path, layout: Layout | str | None = N
         scenario.check(layout)
         return scenario, layout
     from moesim.specs.layout import parse_layout_text, split_layout_options
-    from moesim.specs.load import apply_layout_options
+    from moesim.specs.layout_options import apply_layout_options
 
     given, options = split_layout_options(parse_layout_text(layout, field="layout"))
     training = apply_layout_options(scenario.training, scenario.model, options, explicit={}, source="layout")

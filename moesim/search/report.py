@@ -45,6 +45,7 @@ def describe_search(result, *, top: int = 5, refine_des: int = 0, step_time: Ste
         report["closest_miss"] = closest_miss(result)
     report["equivalent_orders_folded"] = result.ranked - len(distinct)
     if refine_des:
-        report["refined"] = [r.as_dict() | {"layout": result.layout_dict(r.rank)}
+        report["refined"] = [r.as_dict() | {"layout": result.layout_dict(r.rank),
+                                            "layout_arg": result.summary(r.rank)["layout_arg"]}
                              for r in refine(result, refine_des, step_time)]
     return report

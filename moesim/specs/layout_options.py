@@ -24,6 +24,9 @@ def layout_from_table(t: Table) -> dict[str, object]:
             raise t.error(key, f"'{name}' is given twice (as '{key}' and another spelling)")
         if key == "order":
             order = t.req(key, (str, list))
+            if isinstance(order, list) and any(not isinstance(axis, str) for axis in order):
+                raise t.error(key, "expected axis names such as 'tp-ep-dp-pp' or ['tp', 'ep', 'dp', 'pp']",
+                              value=order)
             given[key] = tuple(order.split("-") if isinstance(order, str) else order)
         elif name == "recompute":
             given[name] = t.req(key, str)

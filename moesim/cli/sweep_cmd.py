@@ -57,14 +57,23 @@ def render(sweep: dict) -> str:
             rows.append(values + ["-", "-", "-", "-", "-", p["status"]])
             continue
         lay = p["layout"]
-        cf = "dropless" if lay["capacity_factor"] is None else f"{lay['capacity_factor']:g}"
+        cf = "-" if "capacity_factor" not in lay else "dropless" if lay["capacity_factor"] is None \
+            else f"{lay['capacity_factor']:g}"  # a dense model has none
         text = (f"dp={lay['dp']} tp={lay['tp']} ep={lay['ep']} pp={lay['pp']} etp={lay['etp']} "
                 f"order={'-'.join(lay['order'])} mb={lay['micro_batches']} zero={lay['zero_stage']} "
-                f"recompute={lay['recompute']} cf={cf}")
+                f"recompute={lay['recompute']} cf={cf}"
+                + "".join(f" {k}={lay[k]}" for k in ("pipeline_schedule", "vp", "cp", "cp_comm")
+                          if k in lay and lay[k] != "1f1b"))
         objective = f"{p['objective_value']:.4g} {p['objective_unit']}" if sweep["objective"] != "mfu" \
             else f"{p['objective_value']:.1%}"
         rows.append(values + [objective, format_seconds(p["step_time_s"]), format_bytes(p["memory_bytes_per_device"]),
                               f"{p['mfu']:.1%}", p["bottleneck"], text])
     head = f"{sweep['scenario']}: best layout by {sweep['objective']} at {len(rows)} points"
     headers = keys + [sweep["objective"], "step time", "memory/device", "MFU", "bottleneck", "best layout"]
-    return head + "\n" + table(rows, headers, align="l" * len(keys) + "rrrrll")
+    align = "l" * len(keys) + "rrrrll"
+    if sweep["objective"] == "step_time":  # the objective column would repeat the step time
+        rows = [r[:len(keys)] + r[len(keys) + 1:] for r in rows]
+        headers, align = headers[:len(keys)] + headers[len(keys) + 1:], align[:len(keys)] + align[len(keys) + 1:]
+    notes = [f"warning at {', '.join(f'{k}={v}' for k, v in p['point'].items())}: {w}"
+             for p in sweep["points"] for w in p.get("warnings", ())]
+    return "\n".join([head, table(rows, headers, align=align), *notes])

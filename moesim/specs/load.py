@@ -217,6 +217,8 @@ def _level_from_table(t: Table, devices_per_chip: int) -> InterconnectLevel:
         oversubscription=t.opt("oversubscription", float, 1.0),
         switch_radix=t.opt("switch_radix", int, 0),
         rails=t.opt("rails", int, 1),
+        nvls_efficiency=t.opt("nvls_efficiency", float, 0.0),
+        nccl_arch=t.opt("nccl_arch", str, ""),
         source=t.req("source", str),
     )
     try:

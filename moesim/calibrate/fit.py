@@ -47,7 +47,8 @@ F_SCALE = 0.1  # ln-ratio where the robust loss turns linear (~10 % error)
 # level with its neighbour instead of drifting (matters in bootstrap resamples); on data that pins δ
 # it shifts the fit by O(RIDGE²), far below 0.1 %.
 RIDGE = 1e-2
-MAX_RELINEARISATIONS = 5
+MAX_RELINEARISATIONS = 12
+TRUST_LOG = np.log(2.0)  # first trust region of the interconnect parameters per relinearisation: a factor 2
 INTERVAL_PERCENTILES = (5.0, 95.0)
 
 
@@ -148,15 +149,28 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         raise SpecError(f"{len(obs)} observations cannot fit {int(design.free.sum())} parameters: measure more "
                         "configurations or sizes")
     theta, weights = design.initial(), np.ones(len(obs))
+    trust, best = TRUST_LOG, _model_loss(design, theta)
     for relin in range(1, MAX_RELINEARISATIONS + 1):
-        theta, result = _solve(design, theta, weights, loss)
-        coef = design.probe(theta)
-        same = _same_slopes(coef, design.coef) and np.allclose(design.predict(theta, coef), design.predict(theta),
+        free_used = design.free.copy()  # re-probing can change which parameters move: keep the solve's own
+        old_coef = design.coef
+        step, result = _solve(design, theta, weights, loss, trust=trust if design.has_collectives else None)
+        coef = design.probe(step)
+        loss_at_step = _model_loss(design, step, coef)
+        if design.has_collectives and loss_at_step > best:
+            # the linearisation left its range (another algorithm became the fastest): step back, smaller
+            trust /= 2
+            design.coef = design.probe(theta)
+            if trust < TRUST_LOG / 64:
+                design.coef = old_coef if old_coef is not None else design.coef
+                break
+            continue
+        same = _same_slopes(coef, design.coef) and np.allclose(design.predict(step, coef), design.predict(step),
                                                                 rtol=1e-9, atol=0)
+        theta, best = step, loss_at_step
         design.coef = coef
         if same:
             break
-    log_cov = _log_covariance(design, result)
+    log_cov = _log_covariance(design, result, free_used)
     samples = _bootstrap(design, theta, loss, bootstrap, seed)
     pred = design.predict(theta)
     labels = sorted({o.label for o in obs})
@@ -177,13 +191,25 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
     )
 
 
+def _model_loss(design: Design, theta: np.ndarray, coef=None) -> float:
+    """Mean squared ln(predicted/measured) with the collectives linearised exactly at θ (`coef` probed there)."""
+    return float(np.mean(np.log(np.maximum(design.predict(theta, coef), 1e-300) / design.measured) ** 2))
+
+
 def _same_slopes(new, old) -> bool:
     return all(np.allclose(n, o, rtol=1e-6, atol=1e-9 * np.abs(o).max(initial=0.0)) for n, o in zip(new[:2], old[:2]))
 
 
-def _solve(design: Design, theta0: np.ndarray, weights: np.ndarray, loss: str, free: np.ndarray | None = None):
+def _solve(design: Design, theta0: np.ndarray, weights: np.ndarray, loss: str, free: np.ndarray | None = None,
+           trust: float | None = None):
+    """Least squares on the current linearisation; `trust` bounds the interconnect parameters to
+    θ0 ± trust (ln units) so a step stays where the linearisation (the same fastest algorithms) holds."""
     free = design.free.copy() if free is None else free
     lo, hi = design.bounds()
+    if trust is not None:
+        lev = design.level_slice()
+        lo[lev] = np.maximum(lo[lev], theta0[lev] - trust)
+        hi[lev] = np.minimum(hi[lev], theta0[lev] + trust)
     base = theta0.copy()
 
     k = len(design.knots)
@@ -212,8 +238,8 @@ def _log_map(design: Design) -> np.ndarray:
     return lmap
 
 
-def _log_covariance(design: Design, result) -> np.ndarray | None:
-    free = design.free
+def _log_covariance(design: Design, result, free: np.ndarray | None = None) -> np.ndarray | None:
+    free = design.free if free is None else free
     m, p = result.fun.size - max(len(design.knots) - 1, 0), int(free.sum())
     if m <= p:
         return None

@@ -173,3 +173,17 @@ def test_calibrating_on_one_log_of_a_cluster_helps_the_others(tmp_path):
     for held in ("h100-ib-4node-gjaion_all_reduce_perf.log", "h100-ib-8node-gjaion_all_reduce_perf.log"):
         prior, fitted = errors(held), errors(held, result.profile)
         assert fitted.mape_large < prior.mape_large - 0.03, (held, prior.mape_large, fitted.mape_large)
+
+
+def test_collectives_doc_table_is_current():
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("make_collectives_table", root / "docs" / "make_collectives_table.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    from moesim.calibrate.nccl_table import render
+
+    doc = script.DOC.read_text(encoding="utf-8")
+    assert doc.split(script.MARKER)[1].strip() == render(script.MANIFEST).strip(), \
+        "run: python docs/make_collectives_table.py"

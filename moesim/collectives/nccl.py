@@ -104,23 +104,42 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     nodes = max(1, n // counts[0])
     nvls_eff = getattr(tiers[0], "nvls_efficiency", 0.0)
     ll_cap = _ll_cap(tiers[0], nodes)
+    ramp = fill_factor(size_bytes, fill_bytes(multi))
+    hops = _hop_tables(tiers)
     out = []
-    for p, proto in enumerate(PROTOCOLS):
-        if "ring" in allowed:
-            alpha = [hop_latency_s("ring", p, tier) for tier in tiers]
-            bw = _capped([w * t["protocol_bw_factor"]["ring"][p] for w in port_bw], counts, ll_cap if p == 0 else 0)
-            terms = hierarchy.ring_terms(passes, size_bytes, n, counts, alpha, bw)
-            out.append(("ring", proto, _ramp(terms, size_bytes, multi),
-                        t["base_latency_us"]["ring"][p] * US))
-        if op == "all_reduce" and "tree" in allowed and n > 2:
-            alpha = [hop_latency_s("tree", p, tier) for tier in tiers]
-            bw = _capped([w * t["protocol_bw_factor"]["tree"][p] for w in port_bw], counts, ll_cap if p == 0 else 0)
-            terms = hierarchy.double_binary_tree_terms(size_bytes, counts, alpha, bw)
-            out.append(("tree", proto, _ramp(terms, size_bytes, multi),
-                        t["base_latency_us"]["tree"][p] * US))
+    for algo in ("ring", "tree"):
+        if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
+            continue
+        factors, bases = t["protocol_bw_factor"][algo], t["base_latency_us"][algo]
+        for p, proto in enumerate(PROTOCOLS):
+            alpha = [h[algo][p] for h in hops]
+            bw = _capped([w * factors[p] for w in port_bw], counts, ll_cap if p == 0 else 0)
+            if algo == "ring":
+                terms = hierarchy.ring_terms(passes, size_bytes, n, counts, alpha, bw)
+            else:
+                terms = hierarchy.double_binary_tree_terms(size_bytes, counts, alpha, bw)
+            out.append((algo, proto, _scaled(terms, ramp), bases[p] * US))
     if nvls_eff > 0 and counts[0] > 1:
         out.extend(_nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, allowed))
     return out
+
+
+def _hop_tables(tiers) -> list[dict]:
+    """Per tier, {algorithm: [hop s for LL, LL128, Simple]}: hop_latency_s for every pair at once."""
+    key = tuple((tier.kind, tier.latency_s) for tier in tiers)
+    found = _HOPS.get(key)
+    if found is None:
+        t = tuning()
+        found = []
+        for kind, latency in key:
+            link = _link(kind)
+            scale = latency / t["reference_hop_us"][link]
+            found.append({a: [scale * x for x in t["hop_latency_us"][link][a]] for a in ALGORITHMS})
+        _HOPS[key] = found
+    return found
+
+
+_HOPS: dict = {}
 
 
 def _ll_cap(tier, nodes: int) -> float:
@@ -169,9 +188,13 @@ def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, all
 
 def _ramp(terms: Terms, size_bytes: float, multi_node: bool) -> Terms:
     """The bottleneck transfer × fill_factor (every protocol fills the same channels' slots)."""
+    return _scaled(terms, fill_factor(size_bytes, fill_bytes(multi_node)))
+
+
+def _scaled(terms: Terms, k: float) -> Terms:
+    """`terms` with its bottleneck transfer × k."""
     if not terms.transfer_s:
         return terms
-    k = fill_factor(size_bytes, fill_bytes(multi_node))
     worst = terms.bottleneck
     transfer = tuple(x * k if i == worst else x for i, x in enumerate(terms.transfer_s))
     return Terms(terms.latency_s, transfer, terms.overlapped)

@@ -67,7 +67,8 @@ def calibration_rows(manifest: Path, cluster: str, hardware: str) -> list[tuple]
     with tempfile.TemporaryDirectory() as tmp:
         for fit_on in logs:
             out = Path(tmp) / "cal.toml"
-            profile = calibrate([str(folder / fit_on["file"])], hardware, out, bootstrap=0, holdout_fraction=0.0).profile
+            profile = calibrate([str(folder / fit_on["file"])], hardware, out, bootstrap=0,
+                                holdout_fraction=0.0).profile
             for held in logs:
                 if held is fit_on:
                     continue

@@ -19,7 +19,6 @@ Constants: moesim/collectives/nccl_tuning.toml (NCCL 2.30.7 tuning.cc, cited the
 
 from __future__ import annotations
 
-import math
 import tomllib
 from functools import lru_cache
 from pathlib import Path
@@ -199,6 +198,3 @@ def _scaled(terms: Terms, k: float) -> Terms:
     transfer = tuple(x * k if i == worst else x for i, x in enumerate(terms.transfer_s))
     return Terms(terms.latency_s, transfer, terms.overlapped)
 
-
-def nodes_of(n: int, ppn: int) -> int:
-    return max(1, math.ceil(n / max(ppn, 1)))

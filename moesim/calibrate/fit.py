@@ -49,10 +49,8 @@ F_SCALE = 0.1  # ln-ratio where the robust loss turns linear (~10 % error)
 RIDGE = 1e-2
 MAX_RELINEARISATIONS = 20
 TRUST_LOG = np.log(2.0)  # first trust region of the interconnect parameters per relinearisation: a factor 2
-# The trust region doubles only while a step cut by it still lowers the loss by more than this fraction: far
-# from the optimum (exact data) it opens up; near it (real logs, a model that cannot fit every row) it does
-# not let the interconnect figures drift for a marginal gain.
-TRUST_GROW_GAIN = 0.1
+# The trust region doubles while a step cut by it still lowers the loss by more than this fraction.
+TRUST_GROW_GAIN = 0.0
 # A log-normal prior on every interconnect figure (latency, bandwidth) around the profile's value: one extra
 # residual σ · LEVEL_PRIOR_WEIGHT · ln(value / prior) each, σ the RMS of the data residuals (the misfit's
 # own scale, as a MAP fit with unknown noise weighs its prior). Where the model fits the data exactly the
@@ -160,13 +158,13 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         raise SpecError(f"{len(obs)} observations cannot fit {int(design.free.sum())} parameters: measure more "
                         "configurations or sizes")
     theta, weights = design.initial(), np.ones(len(obs))
-    trust, best = TRUST_LOG, _model_loss(design, theta)
+    trust, best = TRUST_LOG, _model_loss(design, theta, loss=loss)
     for relin in range(1, MAX_RELINEARISATIONS + 1):
         free_used = design.free.copy()  # re-probing can change which parameters move: keep the solve's own
         old_coef = design.coef
         step, result = _solve(design, theta, weights, loss, trust=trust if design.has_collectives else None)
         coef = design.probe(step)
-        loss_at_step = _model_loss(design, step, coef)
+        loss_at_step = _model_loss(design, step, coef, loss)
         if design.has_collectives and loss_at_step > best:
             # the linearisation left its range (another algorithm became the fastest): step back, smaller
             trust /= 2
@@ -208,9 +206,14 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
     )
 
 
-def _model_loss(design: Design, theta: np.ndarray, coef=None) -> float:
-    """Mean squared ln(predicted/measured) with the collectives linearised exactly at θ (`coef` probed there)."""
-    return float(np.mean(np.log(np.maximum(design.predict(theta, coef), 1e-300) / design.measured) ** 2))
+def _model_loss(design: Design, theta: np.ndarray, coef=None, loss: str = "soft_l1") -> float:
+    """The solver's own robust loss (scipy's ρ at F_SCALE) of ln(predicted/measured), with the collectives
+    linearised exactly at θ (`coef` probed there)."""
+    r = np.log(np.maximum(design.predict(theta, coef), 1e-300) / design.measured)
+    z = (r / F_SCALE) ** 2
+    rho = {"linear": z, "soft_l1": 2 * (np.sqrt(1 + z) - 1), "huber": np.where(z <= 1, z, 2 * np.sqrt(z) - 1),
+           "cauchy": np.log1p(z)}[loss]
+    return float(F_SCALE**2 * np.sum(rho))
 
 
 def _same_slopes(new, old) -> bool:

@@ -113,7 +113,9 @@ class DispatchModel:
             best = min(found, key=lambda c: c.time_s)
             return CollectiveCost(op, size_bytes, group.size, best.time_s, best.label, best.bottleneck)
         time_s, bound = deepep_time_s(self.backend, size_bytes, self.shape(group.size), *self._links(size_bytes, group))
-        return CollectiveCost(op, size_bytes, group.size, time_s, self.backend, bound)
+        levels = self.hardware.interconnect
+        name = levels[0].name if bound == "nvlink" or len(levels) == 1 else levels[1].name
+        return CollectiveCost(op, size_bytes, group.size, time_s, self.backend, name)
 
     def shape(self, ranks: int) -> RoutingShape:
         key = ("shape", ranks)

@@ -58,7 +58,7 @@ def test_deepep_normal_kernels_reproduce_the_published_bandwidths(ep, dispatch_g
         cost = model.cost("all_to_all", size, Group(size=ep, devices=ep))
         got = deepep_logical_bw("deepep", size, cost.time_s, model.shape(ep)) / 1e9
         assert abs(got - measured) / measured <= tolerance, (ep, got, measured)
-    assert model.cost("all_to_all", 4096 * 8 * FP8_TOKEN, Group(size=64, devices=64)).bottleneck == "network"
+    assert model.cost("all_to_all", 4096 * 8 * FP8_TOKEN, Group(size=64, devices=64)).bottleneck == "infiniband"
 
 
 # V1 low-latency kernels (128 tokens, top-8; docs/legacy.md): dispatch / combine latency in us.

@@ -23,5 +23,10 @@ def model_for(scenario) -> CollectiveModel:
     if backend == "nccl" or moe is None:
         return base
     from moesim.collectives.dispatch import DispatchModel
+    from moesim.errors import SpecError
 
+    if backend.startswith("deepep") and scenario.hardware.device_kind != "gpu":
+        raise SpecError(f"dispatch backend '{backend}' runs on GPUs (NVLink + RDMA); {scenario.hardware.name} has "
+                        f"{scenario.hardware.device_kind} devices", field="training.dispatch_backend", value=backend,
+                        allowed=("nccl", "pairwise", "hierarchical"))
     return DispatchModel(base, backend, moe.num_experts, moe.top_k, moe.max_nodes_per_token)

@@ -121,6 +121,9 @@ def test_estimate_prices_the_expert_all_to_all_by_backend():
     assert a2a[("deepep", 4)] < a2a[("deepep", 0)] < a2a[("nccl", 0)]
     assert isinstance(model_for(dsv3("deepep", 4)), DispatchModel)
     assert not isinstance(model_for(dsv3("nccl", 4)), DispatchModel)
+    tpu = load_scenario("switch-base-128-tpu-v3")
+    with pytest.raises(SpecError, match="runs on GPUs"):
+        model_for(dataclasses.replace(tpu, training=dataclasses.replace(tpu.training, dispatch_backend="deepep")))
 
 
 def test_node_limited_sampling_keeps_every_token_within_m_nodes():

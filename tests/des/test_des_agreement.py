@@ -77,7 +77,8 @@ UNEVEN_CASES = [
     ("mixtral-8x7b pp3 (11, 11, 10) 1f1b", "mixtral-8x7b-h100", 48, {}, Layout(dp=16, ep=8, pp=3)),
     ("mixtral-8x7b pp3 (11, 11, 10) gpipe", "mixtral-8x7b-h100", 48, {"pipeline_schedule": "gpipe"},
      Layout(dp=16, ep=8, pp=3)),
-    ("deepseek-v3 61 layers pp16 (3, 3, 13 x 4, 3)", "deepseek-v3-h800", None, {}, None),
+    # The scenario runs DualPipe (tests/des/test_des_pipeline_schedules.py); the uneven split under 1F1B here.
+    ("deepseek-v3 61 layers pp16 (3, 3, 13 x 4, 3)", "deepseek-v3-h800", None, {"pipeline_schedule": "1f1b"}, None),
 ]
 
 

@@ -77,14 +77,15 @@ def table_efficiency(table: OpTable, shape: tuple, n: int | None = None) -> np.n
 
 def select_table(tables: tuple[OpTable, ...], kind: str, dtype: str, pass_: str, names: tuple[str, ...]) -> OpTable | None:
     """The table for an operator: same kind and dtype (memory tables serve every dtype: a copy's bandwidth
-    does not depend on what it copies); a table of its own pass before one for "any", one for its name (or
-    mask) before one for "any" operator; None when the profile has none."""
+    does not depend on what it copies, though one of the operator's own dtype is preferred); a table of its
+    own pass before one for "any", one for its name (or mask) before one for "any" operator; None when the
+    profile has none."""
     best, best_score = None, -1
     for t in tables:
         if t.kind != kind or (t.dtype != dtype and kind != "memory") or t.pass_ not in (pass_, "any") \
                 or t.op not in names + ("any",):
             continue
-        score = 2 * (t.pass_ == pass_) + (t.op != "any")
+        score = 4 * (t.pass_ == pass_) + 2 * (t.op != "any") + (t.dtype == dtype)
         if score > best_score:
             best, best_score = t, score
     return best

@@ -137,13 +137,21 @@ class TermBuilder:
 
     def logits_time_s(self, output_tokens: int):
         """Forward + backward time of the output head on the last stage (moesim.ops.layer.logits_ops)."""
-        fwd, bwd = logits_ops(self.model, self.tr, self.b, self.tp, output_tokens)
-        return sum(np.asarray(op_time_s(op, self.hw), dtype=float) for op in fwd + bwd)
+        return self._logits(output_tokens, backward_only=False)
 
     def logits_bwd_time_s(self, output_tokens: int):
         """Backward part of `logits_time_s`."""
-        _, bwd = logits_ops(self.model, self.tr, self.b, self.tp, output_tokens)
-        return sum(np.asarray(op_time_s(op, self.hw), dtype=float) for op in bwd)
+        return self._logits(output_tokens, backward_only=True)
+
+    def _logits(self, output_tokens: int, backward_only: bool):
+        b, tp = self._rows[0], self._rows[1]
+        fwd, bwd = logits_ops(self.model, self.tr, b, tp, output_tokens)
+        ops = bwd if backward_only else fwd + bwd
+        n = len(np.asarray(b).reshape(-1))
+        t = sum(np.broadcast_to(np.asarray(op_time_s(op, self.hw), dtype=float), (n,)) for op in ops)
+        if self._inverse is not None:
+            return t[self._inverse]
+        return t.reshape(np.shape(self.b)) if np.ndim(self.b) else t
 
     def build(self, cls: LayerClass) -> ClassTerms:
         if self._inverse is None:

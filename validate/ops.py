@@ -5,9 +5,10 @@
 Each record (one JSON line) is one operator at one shape, in moesim's operator conventions
 (moesim/ops/base.py): kind (gemm, grouped_gemm, attention, memory), pass (fwd, dgrad, wgrad, bwd), op
 (the operator name; memory ops: layer_norm, activation, softmax, permute), dtype, shape (OP_DIMS order,
-specs/hardware.py), flops (kernel work; attention: the computed tiles of its mask) or bytes, and the
-median of `repeats` timings after a warm-up. Timing: CUDA events around each call on a GPU, else
-time.perf_counter. `moesim calibrate ops.jsonl --hardware P -o OUT.toml` fits a profile's operator
+specs/hardware.py), flops (kernel work; attention: the computed tiles of its mask) or bytes, and its
+time over `repeats` timed calls after a warm-up: the median on a GPU (CUDA events around each call);
+on a CPU (time.perf_counter) the minimum, since other processes on a shared host only ever add time
+(a 2-core box under load shows single calls 10-200x slower than their neighbours). `moesim calibrate ops.jsonl --hardware P -o OUT.toml` fits a profile's operator
 tables from them (moesim/calibrate/ops.py).
 
 GEMM passes: fwd C[m, n] = A[m, k]·B[k, n]; dgrad [m, n]·[n, k]; wgrad [k, m]·[m, n] (moesim.ops.base).
@@ -114,7 +115,7 @@ def attention_records(dtype, device, repeats, quick):
 
         t_fwd = _time(fwd, repeats, device)
         t_both = _time(both, repeats, device)
-        t_bwd = [max(b - statistics.median(t_fwd), 1e-9) for b in t_both]
+        t_bwd = [max(b - min(t_fwd), 1e-9) for b in t_both]
         out.append(_record("attention", "fwd", "causal", dtype, (s, bh, d), fwd_flops, 0.0, t_fwd))
         out.append(_record("attention", "bwd", "causal", dtype, (s, bh, d), 2.5 * fwd_flops, 0.0, t_bwd))
     return out
@@ -140,11 +141,15 @@ def memory_records(dtype, device, repeats, quick):
     return out
 
 
+ESTIMATOR = {"cuda": statistics.median, "cpu": min}
+
+
 def _record(kind, pass_, op, dtype, shape, flops, nbytes, times) -> dict:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     return {"schema_version": SCHEMA_VERSION, "record": "op", "kind": kind, "pass": pass_, "op": op,
             "dtype": {torch.float32: "float32", torch.bfloat16: "bfloat16"}[dtype],
             "shape": [float(x) for x in shape], "flops": float(flops), "bytes": float(nbytes),
-            "time_s": statistics.median(times), "samples_s": [float(t) for t in times]}
+            "time_s": ESTIMATOR[device](times), "samples_s": [float(t) for t in times]}
 
 
 def main(argv=None) -> int:
@@ -152,7 +157,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true", help="a small sweep (CI)")
     ap.add_argument("--dtypes", default="float32,bfloat16")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = ap.parse_args(argv)

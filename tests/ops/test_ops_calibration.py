@@ -17,7 +17,7 @@ from moesim.specs.load import load_hardware  # noqa: E402
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
     out = tmp_path_factory.mktemp("ops") / "ops.jsonl"
-    subprocess.run([sys.executable, "-m", "validate.ops", "--out", str(out), "--quick", "--repeats", "3"],
+    subprocess.run([sys.executable, "-m", "validate.ops", "--out", str(out), "--quick", "--repeats", "7"],
                    check=True, capture_output=True)
     return out
 

@@ -141,15 +141,15 @@ def memory_records(dtype, device, repeats, quick):
     return out
 
 
-ESTIMATOR = {"cuda": statistics.median, "cpu": min}
+ESTIMATORS = {"median": statistics.median, "min": min}
+ESTIMATOR = [statistics.median if torch.cuda.is_available() else min]  # set by --estimator
 
 
 def _record(kind, pass_, op, dtype, shape, flops, nbytes, times) -> dict:
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     return {"schema_version": SCHEMA_VERSION, "record": "op", "kind": kind, "pass": pass_, "op": op,
             "dtype": {torch.float32: "float32", torch.bfloat16: "bfloat16"}[dtype],
             "shape": [float(x) for x in shape], "flops": float(flops), "bytes": float(nbytes),
-            "time_s": ESTIMATOR[device](times), "samples_s": [float(t) for t in times]}
+            "time_s": ESTIMATOR[0](times), "samples_s": [float(t) for t in times]}
 
 
 def main(argv=None) -> int:
@@ -160,7 +160,25 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--estimator", choices=tuple(ESTIMATORS), default=None,
+                    help="time of a record from its timed calls (default: median on a GPU, min on a CPU)")
+    ap.add_argument("--procs", type=int, default=1,
+                    help="run the sweep in this many processes at once and keep the first one's records: "
+                         "the contention of the harness's ranks on a shared CPU (default 1)")
     args = ap.parse_args(argv)
+    if args.estimator:
+        ESTIMATOR[0] = ESTIMATORS[args.estimator]
+    shadows = []
+    if args.procs > 1:
+        import os
+        import subprocess
+        import tempfile
+
+        extra = [a for a in (argv if argv is not None else sys.argv[1:])]
+        for i in range(1, args.procs):
+            out = os.path.join(tempfile.gettempdir(), f"validate-ops-shadow-{os.getpid()}-{i}.jsonl")
+            cmd = [sys.executable, "-m", "validate.ops", *_replace_arg(extra, "--out", out), "--procs", "1"]
+            shadows.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
     dtypes = [d for d in args.dtypes.split(",") if d]
     bad = [d for d in dtypes if d not in DTYPES]
     if bad or args.repeats < 1:
@@ -173,7 +191,7 @@ def main(argv=None) -> int:
 
     rng = random.Random(args.seed)
     meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__, "threads": args.threads, "timer": "cuda_events" if device.type == "cuda"
+            "torch": torch.__version__, "threads": args.threads, "procs": args.procs, "timer": "cuda_events" if device.type == "cuda"
             else "perf_counter", "seed": args.seed}
     records = []
     for name in dtypes:
@@ -190,8 +208,29 @@ def main(argv=None) -> int:
     except OSError as err:
         print(f"error: cannot write {args.out}: {err.strerror}", file=sys.stderr)
         return 2
-    print(f"wrote {len(records)} operator records to {args.out} ({meta['device']}, {meta['timer']})")
+    for proc in shadows:
+        proc.wait()
+    print(f"wrote {len(records)} operator records to {args.out} ({meta['device']}, {meta['timer']}, "
+          f"{args.procs} process(es) at once)")
     return 0
+
+
+def _replace_arg(argv: list[str], flag: str, value: str) -> list[str]:
+    out, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if a == flag:
+            out += [flag, value]
+            skip = True
+        elif a.startswith(flag + "="):
+            out += [flag, value]
+        elif a == "--procs":
+            skip = True
+        elif not a.startswith("--procs="):
+            out.append(a)
+    return out
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@
   log o               the fixed host overhead per layer pass (efficiency.layer_overhead_s), fitted
                       when some observation is a layer total; bounded to [MIN_OVERHEAD_S,
                       MAX_OVERHEAD_S], so it is non-negative and can fall to ~0 when the data show none.
-Compute, memory and overhead terms are the estimate's formulas in numpy. Collective terms go through
+Compute, memory and overhead terms are the estimate's formulas in numpy; operator terms (OpTerm, when the
+prior has measured operator tables, fitted by `moesim calibrate ops.jsonl`) are fixed at the prior's price. Collective terms go through
 `select.default_model` itself: each is linearised around the current θ as
 t = C + Σ_l (A_l·α_l + B_l / W_l), with A, B the model's own finite-difference slopes and C the rest
 (fixed base latencies, copies at the memory bandwidth). That is exact for any alpha-beta-type model
@@ -26,7 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from moesim.calibrate.predict import CollectiveTerm, ComputeTerm, MemoryTerm, OverheadTerm, Term
+from moesim.calibrate.predict import CollectiveTerm, ComputeTerm, MemoryTerm, OpTerm, OverheadTerm, Term, term_time_s
 from moesim.collectives.select import default_model
 from moesim.errors import SpecError
 from moesim.specs.hardware import EfficiencyTable, HardwareProfile
@@ -84,6 +85,9 @@ class Design:
         self.levels = prior.interconnect
         self._compile_compute()
         self._compile_memory()
+        # Operator terms are priced from the prior's measured operator tables and held fixed (docs/operators.md).
+        self.fixed_s = np.array([sum(term_time_s(t, prior) for t in o.terms if isinstance(t, OpTerm)) + 0.0
+                                 for o in observations], dtype=float)
         self.o_passes = np.array([sum(t.passes for t in o.terms if isinstance(t, OverheadTerm))
                                   for o in observations], dtype=float)
         self._collective_terms = [(i, t) for i, o in enumerate(observations) for t in o.terms
@@ -244,7 +248,7 @@ class Design:
     def predict(self, theta: np.ndarray, coef=None) -> np.ndarray:
         """Seconds of every observation at θ (collectives from the linearisation `coef`)."""
         a, b, c = coef if coef is not None else self.coef
-        out = np.zeros(len(self.observations))
+        out = self.fixed_s.copy()
         if len(self.c_obs):
             eta = np.interp(self.c_logk, np.log(self.knots), self.efficiency(theta))
             k = len(self.knots)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -53,3 +54,53 @@ def test_bad_record_is_a_one_line_error(tmp_path):
                                "shape": [1], "time_s": 1.0}) + "\n")
     with pytest.raises(SpecError, match="bad.jsonl:1"):
         read_op_records([str(bad)])
+
+
+def test_layer_records_are_priced_by_operator_when_the_profile_has_tables(tmp_path):
+    """With a profile whose GEMM tables cover the record's dtype, the harness's phases are operator sums
+    (moesim.calibrate.predict._op_terms); the layer fit holds them fixed and fits the rest."""
+    import dataclasses
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "calibrate"))
+    from calibrate_synth import layer_record_dict, write_jsonl
+
+    from moesim.calibrate import calibrate
+    from moesim.calibrate.predict import OpTerm, layer_terms, predict_layer, uses_ops
+    from moesim.calibrate.records import layer_record
+    from moesim.ops.price import op_time_s
+    from moesim.specs.hardware import OpTable
+
+    prior = load_hardware("cpu-localhost")
+    tables = (OpTable(kind="gemm", dtype="float32", points=((64.0, 64.0, 64.0, 0.2), (1024.0, 1024.0, 1024.0, 0.8)),
+                      measured_on="test", source="test"),)
+    hw = dataclasses.replace(prior, efficiency=dataclasses.replace(prior.efficiency, op_tables=tables))
+    rec = layer_record(layer_record_dict(tokens=512, d_model=128, d_ff=512), "synthetic:1")
+    assert uses_ops(hw, "float32") and not uses_ops(prior, "float32")
+    terms = layer_terms(rec, hw)
+    experts = terms["expert_compute"]
+    assert all(isinstance(t, OpTerm) for t in experts)
+    assert [t.op.name for t in experts] == ["expert_fc1", "activation", "expert_fc2"]
+    assert {t.op.pass_ for t in terms["backward"] if isinstance(t, OpTerm) and t.op.kind == "gemm"} == {"dgrad", "wgrad"}
+    predicted = predict_layer(rec, hw)
+    assert predicted["expert_compute"] == pytest.approx(sum(float(np.asarray(op_time_s(t.op, hw)).reshape(-1)[0]) for t in experts))
+    # The layer fit: records generated from hw's own prediction (+0.5 ms overhead per pass) are reproduced.
+    profile = tmp_path / "ops-prior.toml"
+    from moesim.calibrate.profile_io import render_profile
+    from moesim.specs.load import read_data_file, resolve_ref
+
+    raw = read_data_file(resolve_ref("cpu-localhost", "hardware_profiles"))
+    raw["efficiency"]["op_table"] = [{"kind": "gemm", "dtype": "float32", "status": "measured", "measured_on": "test",
+                                      "source": "test", "points": [list(p) for p in tables[0].points]}]
+    profile.write_text(render_profile(raw, ["test prior"]), encoding="utf-8")
+    records = []
+    for tokens in (256, 512, 1024, 2048):
+        r = layer_record(layer_record_dict(tokens=tokens, d_model=128, d_ff=512, name=f"t{tokens}"), "synthetic:1")
+        phases = {p: (v if v is not None else 1e-4) for p, v in predict_layer(r, hw).items() if p != "layer"}
+        phases["layer_unsynced"] = predict_layer(r, hw)["layer"] + 2 * 5e-4
+        records.append(layer_record_dict(tokens=tokens, d_model=128, d_ff=512, name=f"t{tokens}", phase_s=phases))
+    data = write_jsonl(tmp_path / "layers.jsonl", records)
+    result = calibrate([str(data)], str(profile), tmp_path / "out.toml", holdout_fraction=0.25, bootstrap=0)
+    assert result.fit.layer_overhead_s == pytest.approx(5e-4, rel=0.05)
+    assert result.held_out_report.total.mape < 0.02

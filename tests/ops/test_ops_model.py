@@ -115,3 +115,19 @@ def test_causal_attention_time_uses_computed_tiles_and_mfu_the_full_matrix():
     causal, full = estimate(sc, layout), estimate(dataclasses.replace(sc, model=full_model), layout)
     assert causal.compute_time_s < full.compute_time_s
     assert causal.model_flops_per_step == full.model_flops_per_step  # PaLM convention either way
+
+
+def test_sparsity_comparison_doc_is_current_and_sparse_masks_are_faster():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "make_sparsity.py"
+    spec = importlib.util.spec_from_file_location("make_sparsity", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.DOC.read_text(encoding="utf-8") == mod.render_markdown(), "run: python docs/make_sparsity.py"
+    from moesim.ops.sparsity import compare
+
+    rows = {(r["mask"], r["experts"]): r for r in compare(load_scenario(mod.SCENARIO))}
+    assert rows[("block_sparse_fixed", 1)]["step_time_s"] < rows[("causal", 1)]["step_time_s"]
+    assert rows[("causal", 8)]["params"] > 4 * rows[("causal", 1)]["params"]

@@ -30,11 +30,11 @@ def held_out_by_kind(hw: HardwareProfile, fraction: float = 0.3, seed: int = 0) 
         fit = set(fit_keys)
         kept = tuple(p for k, p in zip(keys, table.points) if k in fit)
         sub = dataclasses.replace(table, points=kept)
-        for k, p in zip(keys, table.points):
-            if k in fit:
-                continue
-            predicted = float(table_efficiency(sub, tuple(np.array([x]) for x in p[:-1]))[0])
-            errors.setdefault(table.kind, []).append(p[-1] / predicted - 1)
+        held_points = np.array([p for k, p in zip(keys, table.points) if k not in fit])
+        if not len(held_points):
+            continue
+        predicted = table_efficiency(sub, tuple(held_points[:, j] for j in range(held_points.shape[1] - 1)))
+        errors.setdefault(table.kind, []).extend((held_points[:, -1] / predicted - 1).tolist())
     out = {}
     for kind, errs in errors.items():
         e = np.array(errs)

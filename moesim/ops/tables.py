@@ -4,10 +4,12 @@ A table's points are shapes (OP_DIMS[kind] coordinates) with a measured efficien
 taken as logarithms (GEMM efficiency varies with the order of magnitude of m, n, k: tile and wave
 quantisation, NVIDIA Matrix Multiplication Background guide); coordinates constant over the whole
 table are dropped. Inside the convex hull of the measured shapes the efficiency is the linear
-interpolation on their Delaunay triangulation (scipy.interpolate.LinearNDInterpolator); outside it,
+interpolation on their Delaunay triangulation (as scipy.interpolate.LinearNDInterpolator); outside it,
 the efficiency of the nearest measured shape (NearestNDInterpolator); one varying coordinate is
 np.interp, which clamps to the end points (the same rule). A degenerate table (points on a plane of
-fewer dimensions than it varies in) is answered by the nearest shape.
+fewer dimensions than it varies in) is answered by the nearest shape. The barycentric coordinates are
+computed here with numpy (one batched inverse per triangulation) rather than by scipy's lazily built
+`Delaunay.transform`, whose per-simplex LAPACK calls took seconds on a loaded 2-core host.
 """
 
 from __future__ import annotations
@@ -15,10 +17,41 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
-from scipy.spatial import QhullError
 
 from moesim.specs.hardware import OpTable
+
+INSIDE_TOL = 1e-9  # barycentric coordinates this far below 0 still count as inside (shapes on a face)
+QUERY_CHUNK = 256
+
+
+class _Linear:
+    """Piecewise-linear interpolation on a Delaunay triangulation (scipy.spatial.Delaunay, qhull); NaN outside."""
+
+    def __init__(self, points: np.ndarray, values: np.ndarray) -> None:
+        from scipy.spatial import Delaunay
+
+        tri = Delaunay(points)
+        verts = points[tri.simplices]  # (s, d + 1, d)
+        edges = (verts[:, :-1] - verts[:, -1:]).transpose(0, 2, 1)  # columns v_i − v_d
+        det = np.linalg.det(edges)
+        ok = np.abs(det) > 1e-12
+        self.inv = np.linalg.inv(edges[ok])
+        self.origin = verts[ok, -1]
+        self.values = values[tri.simplices[ok]]  # (s, d + 1)
+
+    def __call__(self, q: np.ndarray) -> np.ndarray:
+        out = np.full(len(q), np.nan)
+        for start in range(0, len(q), QUERY_CHUNK):
+            x = q[start:start + QUERY_CHUNK]
+            lam = np.einsum("sij,qsj->qsi", self.inv, x[:, None, :] - self.origin[None])
+            lam = np.concatenate([lam, 1 - lam.sum(axis=2, keepdims=True)], axis=2)  # (q, s, d + 1)
+            inside = (lam >= -INSIDE_TOL).all(axis=2)
+            hit = inside.any(axis=1)
+            first = inside.argmax(axis=1)
+            rows = np.flatnonzero(hit)
+            chosen = first[rows]
+            out[start + rows] = (lam[rows, chosen] * self.values[chosen]).sum(axis=1)
+        return out
 
 
 class _Interpolant:
@@ -39,11 +72,14 @@ class _Interpolant:
             order = np.argsort(uniq[:, 0])
             self.x, self.y = uniq[order, 0], mean[order]
         elif self.dim >= 2:
+            from scipy.interpolate import NearestNDInterpolator
+            from scipy.spatial import QhullError
+
             self.nearest = NearestNDInterpolator(uniq, mean)
             if len(uniq) > self.dim:
                 try:
-                    self.linear = LinearNDInterpolator(uniq, mean)
-                except QhullError:
+                    self.linear = _Linear(uniq, mean)
+                except (QhullError, np.linalg.LinAlgError):
                     self.linear = None
 
     def __call__(self, log_coords: np.ndarray) -> np.ndarray:

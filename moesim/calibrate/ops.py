@@ -10,7 +10,8 @@ Procedure (fit only on operator measurements; docs/operators.md):
    shared by every kernel (efficiency.kernel_launch_us).
 3. Peak per dtype, measured: the highest FLOP/s any fitted GEMM or grouped-GEMM record of that dtype
    reaches after L, so each dtype (bfloat16 included) gets its own peak (chip.peak_tflops_per_chip).
-4. Tables: per (kind, dtype, pass, op) the fitted records' efficiencies, η = work / (peak · (t − L))
+4. Tables: per (kind, dtype, pass, op) the fitted records' efficiencies (memory: the records of every
+   dtype, by bytes), η = work / (peak · (t − L))
    (compute) or bytes / (HBM · (t − L)) (memory), as the points of an [[efficiency.op_table]] at their
    shapes (status "measured"), interpolated by moesim.ops.tables; HBM bandwidth is raised to the
    fastest memory record when a record beats it.
@@ -168,12 +169,16 @@ def calibrate_ops(paths: list[str], hardware: str, out: str | Path, *, holdout_f
     if mem_rates and max(mem_rates) > hbm:
         hbm = max(mem_rates)
     groups: dict[tuple, list] = defaultdict(list)
+    mem_dtypes = sorted({r.dtype for r in fit if r.kind == "memory"})
     for r in fit:
         if r.kind == "memory":
-            eff = r.bytes / (hbm * busy(r))
-        else:
-            peak = peaks.get(r.dtype) or prior.chip.peak_for(r.dtype)
-            eff = r.flops / (peak * busy(r))
+            # A copy's bandwidth depends on its bytes, not its dtype: every dtype's table holds them all.
+            eff = min(max(r.bytes / (hbm * busy(r)), 1e-6), 2.0)
+            for dtype in mem_dtypes:
+                groups[(r.kind, dtype, r.pass_, r.op)].append((*r.shape, eff))
+            continue
+        peak = peaks.get(r.dtype) or prior.chip.peak_for(r.dtype)
+        eff = r.flops / (peak * busy(r))
         groups[(r.kind, r.dtype, r.pass_, r.op)].append((*r.shape, min(max(eff, 1e-6), 2.0)))
     table = read_data_file(prior_path)
     per_chip = prior.chip.devices_per_chip

@@ -38,12 +38,13 @@ def test_calibration_beats_the_prior_held_out_by_shape(records, tmp_path, seed):
     assert set(result.peaks_flops_per_s) == {"float32", "bfloat16"}  # each dtype its own measured peak
     assert prof.chip.peak_for("bfloat16") == pytest.approx(result.peaks_flops_per_s["bfloat16"], rel=1e-5)
     assert {t.kind for t in prof.efficiency.op_tables} >= {"gemm", "grouped_gemm", "attention", "memory"}
-    for kind in ("gemm", "grouped_gemm", "attention"):
+    for kind in ("gemm", "grouped_gemm", "attention", "memory"):
         err = result.held_out.get(kind)
         if err is None:
             continue
         assert err.mape < err.prior_mape, (kind, err)  # calibration never worsens the prior
-        assert err.mape < 0.6, (kind, err)
+        if kind != "memory":  # memory ops straddle cache and DRAM regimes on a CPU (docs/operators.md)
+            assert err.mape < 0.6, (kind, err)
 
 
 def test_bad_record_is_a_one_line_error(tmp_path):

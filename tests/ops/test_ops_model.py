@@ -143,3 +143,11 @@ def test_b200_tables_predict_held_out_shapes(seed):
     assert res["gemm"]["n"] > 100 and res["grouped_gemm"]["n"] > 25 and res["attention"]["n"] > 15
     assert res["gemm"]["mape"] < 0.15 and res["grouped_gemm"]["mape"] < 0.18 and res["attention"]["mape"] < 0.15
     assert all(abs(r["mean_signed"]) < 0.1 for r in res.values())
+
+
+def test_every_shipped_op_table_says_what_it_was_measured_on_and_cites_a_source():
+    from moesim.paths import builtin_names
+
+    for name in builtin_names("hardware_profiles"):
+        for t in load_hardware(name).efficiency.op_tables:
+            assert t.source and t.measured_on and t.status in ("measured", "derived", "assumed"), (name, t.kind)

@@ -45,7 +45,7 @@ def _fields(key: str) -> dict[str, str]:
     return dict(part.strip().split("=", 1) for part in key.split(",") if "=" in part)
 
 
-def convert(system: dict, peak_tflops: float, hbm_gb_per_s: float) -> dict[tuple, list]:
+def convert(system: dict, peak_tflops: float, hbm_gb_per_s: float, memory: bool = True) -> dict[tuple, list]:
     """{(kind, dtype, pass, op): [points]} in moesim's conventions (module docstring)."""
     out: dict[tuple, list] = defaultdict(list)
     acc = system["accelerator"]
@@ -76,21 +76,21 @@ def convert(system: dict, peak_tflops: float, hbm_gb_per_s: float) -> dict[tuple
     names = {"permute_fwd": [("permute", "fwd"), ("unpermute", "fwd")],
              "permute_bwd": [("permute", "bwd"), ("unpermute", "bwd")],
              "ce": [("cross_entropy", "any")], "default": [("any", "any")]}
-    for name, entry in acc.get("bandwidth", {}).items():
+    for name, entry in (acc.get("bandwidth", {}) if memory else {}).items():
         eff = entry["efficient_factor"] * entry["gbps"] * GIB / hbm
         for op, pass_ in names.get(name, []):
             out[("memory", "bfloat16", pass_, op)].append((1e9, eff))
     return out
 
 
-def render(tables: dict[tuple, list], source: str, measured_on: str) -> str:
+def render(tables: dict[tuple, list], source: str, measured_on: str, status: str = "measured") -> str:
     lines = []
     for (kind, dtype, pass_, op), points in sorted(tables.items()):
         points = sorted(set(points))
         lines += ["", "[[efficiency.op_table]]", f'kind = "{kind}"', f'dtype = "{dtype}"', f'pass = "{pass_}"']
         if op != "any":
             lines.append(f'op = "{op}"')
-        lines += ['status = "measured"', f"measured_on = {json.dumps(measured_on)}", f"source = {json.dumps(source)}",
+        lines += [f'status = "{status}"', f"measured_on = {json.dumps(measured_on)}", f"source = {json.dumps(source)}",
                   "points = ["]
         lines += ["  [" + ", ".join(_num(x) for x in p[:-1]) + f", {p[-1]:.4f}]," for p in points]
         lines.append("]")
@@ -108,14 +108,17 @@ def main(argv=None) -> int:
     ap.add_argument("--hbm-gb-per-s", type=float, required=True, help="the moesim profile's HBM bandwidth")
     ap.add_argument("--source", required=True)
     ap.add_argument("--measured-on", required=True)
+    ap.add_argument("--status", choices=("measured", "derived"), default="measured",
+                    help="derived: measured on another SKU than the profile's")
+    ap.add_argument("--no-memory", action="store_true", help="leave out the memory-bound fractions")
     args = ap.parse_args(argv)
     try:
         system = json.loads(Path(args.system_json).read_text(encoding="utf-8"))
-        tables = convert(system, args.peak_tflops, args.hbm_gb_per_s)
+        tables = convert(system, args.peak_tflops, args.hbm_gb_per_s, memory=not args.no_memory)
     except (OSError, ValueError, KeyError) as err:
         print(f"error: {args.system_json}: {err}", file=sys.stderr)
         return 2
-    sys.stdout.write(render(tables, args.source, args.measured_on))
+    sys.stdout.write(render(tables, args.source, args.measured_on, args.status))
     return 0
 
 

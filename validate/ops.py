@@ -1,6 +1,7 @@
 """Operator micro-benchmarks: time moesim's operator kinds over a shape sweep on the machine at hand.
 
-    python -m validate.ops --out ops.jsonl [--quick] [--dtypes float32,bfloat16] [--repeats 5] [--seed 0]
+    python -m validate.ops --out ops.jsonl [--quick] [--dtypes float32,bfloat16] [--repeats 7] [--seed 0]
+        [--threads 1] [--estimator median|min] [--procs N]
 
 Each record (one JSON line) is one operator at one shape, in moesim's operator conventions
 (moesim/ops/base.py): kind (gemm, grouped_gemm, attention, memory), pass (fwd, dgrad, wgrad, bwd), op
@@ -8,7 +9,8 @@ Each record (one JSON line) is one operator at one shape, in moesim's operator c
 specs/hardware.py), flops (kernel work; attention: the computed tiles of its mask) or bytes, and its
 time over `repeats` timed calls after a warm-up: the median on a GPU (CUDA events around each call);
 on a CPU (time.perf_counter) the minimum, since other processes on a shared host only ever add time
-(a 2-core box under load shows single calls 10-200x slower than their neighbours). `moesim calibrate ops.jsonl --hardware P -o OUT.toml` fits a profile's operator
+(a 2-core box under load shows single calls 10-200x slower than their neighbours).
+`moesim calibrate ops.jsonl --hardware P -o OUT.toml` fits a profile's operator
 tables from them (moesim/calibrate/ops.py).
 
 GEMM passes: fwd C[m, n] = A[m, k]·B[k, n]; dgrad [m, n]·[n, k]; wgrad [k, m]·[m, n] (moesim.ops.base).
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import statistics
 import sys
@@ -191,8 +192,8 @@ def main(argv=None) -> int:
 
     rng = random.Random(args.seed)
     meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__, "threads": args.threads, "procs": args.procs, "timer": "cuda_events" if device.type == "cuda"
-            else "perf_counter", "seed": args.seed}
+            "torch": torch.__version__, "threads": args.threads, "procs": args.procs,
+            "timer": "cuda_events" if device.type == "cuda" else "perf_counter", "seed": args.seed}
     records = []
     for name in dtypes:
         dtype = DTYPES[name]

@@ -12,7 +12,8 @@
                       when some observation is a layer total; bounded to [MIN_OVERHEAD_S,
                       MAX_OVERHEAD_S], so it is non-negative and can fall to ~0 when the data show none.
 Compute, memory and overhead terms are the estimate's formulas in numpy; operator terms (OpTerm, when the
-prior has measured operator tables, fitted by `moesim calibrate ops.jsonl`) are fixed at the prior's price. Collective terms go through
+prior has measured operator tables, fitted by `moesim calibrate ops.jsonl`) are fixed at the prior's price.
+Collective terms go through
 `select.default_model` itself: each is linearised around the current θ as
 t = C + Σ_l (A_l·α_l + B_l / W_l), with A, B the model's own finite-difference slopes and C the rest
 (fixed base latencies, copies at the memory bandwidth). That is exact for any alpha-beta-type model

@@ -184,7 +184,8 @@ def calibrate_ops(paths: list[str], hardware: str, out: str | Path, *, holdout_f
     per_chip = prior.chip.devices_per_chip
     table["name"] = name or f"{prior.name}-calibrated"
     chip = table.setdefault("chip", {})
-    chip.setdefault("peak_tflops_per_chip", {}).update({d: float(f"{p * per_chip / 1e12:.6g}") for d, p in peaks.items()})
+    chip.setdefault("peak_tflops_per_chip", {}).update(
+        {d: float(f"{p * per_chip / 1e12:.6g}") for d, p in peaks.items()})
     chip["hbm_bw_gb_per_s_per_chip"] = float(f"{hbm * per_chip / 1e9:.6g}")
     eff_t = table.setdefault("efficiency", {})
     eff_t["kernel_launch_us"] = float(f"{launch * 1e6:.6g}")
@@ -225,7 +226,8 @@ def _device(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as fh:
             r = json.loads(fh.readline())
-        return f"{r.get('device', '?')} ({r.get('timer', '?')}, torch {r.get('torch', '?')}, {r.get('threads', '?')} threads)"
+        return (f"{r.get('device', '?')} ({r.get('timer', '?')}, torch {r.get('torch', '?')}, "
+                f"{r.get('threads', '?')} threads)")
     except (OSError, ValueError):
         return "?"
 
@@ -260,5 +262,6 @@ def render_ops_calibration(result: OpCalibration) -> str:
              ", ".join(f"{d} {p / 1e9:.4g} GFLOP/s" for d, p in result.peaks_flops_per_s.items()),
              "", "held out by shape: kind  n  MAPE  max  mean signed  (prior MAPE)"]
     for kind, e in result.held_out.items():
-        lines.append(f"  {kind:<13} {e.n:>4}  {e.mape:6.1%}  {e.max_abs:6.1%}  {e.mean_signed:+6.1%}  ({e.prior_mape:.1%})")
+        lines.append(f"  {kind:<13} {e.n:>4}  {e.mape:6.1%}  {e.max_abs:6.1%}  {e.mean_signed:+6.1%}  "
+                     f"({e.prior_mape:.1%})")
     return "\n".join(lines)

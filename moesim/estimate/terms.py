@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from moesim.arithmetic import ffn_matrices, ffn_params
+from moesim.arithmetic import ffn_params
 from moesim.capacity import expert_capacity_array
 from moesim.flops import BACKWARD_TO_FORWARD, FLOPS_PER_MAC
 from moesim import memory as mem
@@ -36,13 +36,11 @@ from moesim.ops.layer import LayerOps, backward_ops, logits_ops
 from moesim.ops.price import op_time_s, ops_time_by_part
 from moesim.workload import LayerClass
 
-ATTENTION_PROJECTIONS = 4  # Q, K, V, O matmuls per attention block
-PERMUTE_PASSES = 2  # permute before dispatch, unpermute after combine (Tutel App. B index dispatch)
 READ_WRITE = 2  # a copy reads and writes every byte
 # Backward einsums per forward einsum of the dense dispatch (module docstring): the dispatch einsum's
-# gradient w.r.t. its tokens only; the combine einsum's w.r.t. expert outputs and combine weights.
+# gradient w.r.t. its tokens only (its operator has no wgrad, moesim.ops.layer); the combine einsum's
+# w.r.t. expert outputs and combine weights (dgrad and wgrad).
 DISPATCH_EINSUM_BACKWARD = 1
-COMBINE_EINSUM_BACKWARD = 2
 
 
 @dataclass

@@ -34,8 +34,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
-
 from moesim.arithmetic import ffn_matrices
 from moesim.flops import FLOPS_PER_MAC, _score_flops
 from moesim.ops.attention import work_fraction
@@ -46,6 +44,7 @@ from moesim.specs.training import TrainingSpec
 from moesim.workload import LayerClass
 
 READ_WRITE = 2
+ATTENTION_PROJECTIONS = 4  # Q, K, V, O: the FLOP-keyed fallback reads its table at a quarter of their FLOP
 RESIDUAL_PASSES = 3  # a + b -> c: two reads, one write
 NORM_BACKWARD_FACTOR = 1.5  # reads x and dy, writes dx: 3 passes against the forward's 2
 FP32_BYTES = 4
@@ -129,7 +128,7 @@ class LayerOps:
         d_v = att.v_head_dim or att.head_dim
         proj = b * cls.flops.attention_proj / tp
         out_flops = blocks * FLOPS_PER_MAC * b * n * h * att.num_heads * d_v / tp
-        fallback = proj / 4  # the estimate's convention before operator tables: 4 equal projections
+        fallback = proj / ATTENTION_PROJECTIONS  # the estimate's convention before operator tables
         m = b * n
         ops = [_norm("attention", "attn_norm", dt_mem, q, tn, h)]
         qkv_n = (proj - out_flops) / (FLOPS_PER_MAC * m * h)
@@ -155,7 +154,8 @@ class LayerOps:
         ops = _ffn_ops("dense_ffn", "", self.model, self.dtype["gemm"], self.q, self.b * n, self.model.d_ff,
                        self.tp, self.norm_tokens(n), with_norm=True)
         return [replace(ops[0], name="mlp_norm")] + ops[1:] + [
-            _residual("dense_ffn", "mlp_residual", self.dtype["memory"], self.q, self.norm_tokens(n), self.model.d_model)]
+            _residual("dense_ffn", "mlp_residual", self.dtype["memory"], self.q, self.norm_tokens(n),
+                      self.model.d_model)]
 
     def router(self, cls: LayerClass, t_dev) -> list[Op]:
         model, moe = self.model, self.model.moe

@@ -55,7 +55,8 @@ def compare(scenario: Scenario) -> list[dict]:
             est = estimate(sc, layout)
             conv = est.flop_conventions["self_attention"]["decoder"]
             rows.append({"mask": mask, "experts": experts, "step_time_s": est.step_time_s,
-                         "tokens_per_s": est.tokens_per_s, "mfu": est.mfu, "computed_fraction": conv["computed_fraction"],
+                         "tokens_per_s": est.tokens_per_s, "mfu": est.mfu,
+                         "computed_fraction": conv["computed_fraction"],
                          "params": _params(sc), "memory_gib": est.memory_bytes_per_device["total"] / 2**30,
                          "fits": est.fits_in_memory})
     base = rows[0]["step_time_s"]

@@ -111,7 +111,8 @@ def table_efficiency(table: OpTable, shape: tuple, n: int | None = None) -> np.n
     return values if values.size == size else np.broadcast_to(values, (size,))
 
 
-def select_table(tables: tuple[OpTable, ...], kind: str, dtype: str, pass_: str, names: tuple[str, ...]) -> OpTable | None:
+def select_table(tables: tuple[OpTable, ...], kind: str, dtype: str, pass_: str,
+                 names: tuple[str, ...]) -> OpTable | None:
     """The table for an operator: same kind and dtype (memory tables serve every dtype: a copy's bandwidth
     does not depend on what it copies, though one of the operator's own dtype is preferred); a table of its
     own pass before one for "any", one for its name (or mask) before one for "any" operator; None when the

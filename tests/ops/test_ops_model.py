@@ -11,7 +11,6 @@ from moesim.errors import SpecError
 from moesim.estimate import estimate
 from moesim.ops.attention import work_fraction
 from moesim.ops.base import backward, gemm
-from moesim.ops.price import op_time_s
 from moesim.ops.tables import select_table, table_efficiency
 from moesim.specs.hardware import OpTable
 from moesim.specs.layout import Layout

@@ -150,3 +150,22 @@ def test_every_shipped_op_table_says_what_it_was_measured_on_and_cites_a_source(
     for name in builtin_names("hardware_profiles"):
         for t in load_hardware(name).efficiency.op_tables:
             assert t.source and t.measured_on and t.status in ("measured", "derived", "assumed"), (name, t.kind)
+
+
+# Published 8-GPU B200 Megatron-LM step times (SimuMax docs/b200/b200_release_v1.2_summary.md @ 4dcaae51,
+# "real ms"): validation only, never fitted. Measured here: llama3 -34.8 % (prior -47.9 %), deepseek-v2
+# -25.5 % (prior -49.0 %) at 4 micro-batches.
+PUBLISHED_B200_MS = {"llama3-70b-l12-b200-tp8": 280.9,  # llama3_70b_l12_tp8_pp1_dp1_mbc4_cef
+                     "deepseek-v2-l4-b200-ep8": 366.6}  # deepseekv2_tp1_ep8_pp1_dp8_l4_mbc4_cef
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_B200_MS))
+def test_b200_operator_tables_move_published_runs_closer(name):
+    sc = load_scenario(name)
+    bare = dataclasses.replace(sc, hardware=dataclasses.replace(
+        sc.hardware, efficiency=dataclasses.replace(sc.hardware.efficiency, op_tables=())))
+    published = PUBLISHED_B200_MS[name] / 1e3
+    err = estimate(sc).step_time_s / published - 1
+    prior_err = estimate(bare).step_time_s / published - 1
+    assert abs(err) < abs(prior_err) - 0.1
+    assert -0.40 < err < -0.15  # still too fast: known gap (docs/operators.md)

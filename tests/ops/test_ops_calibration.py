@@ -60,7 +60,8 @@ def test_bad_record_is_a_one_line_error(tmp_path):
 
 def test_layer_records_are_priced_by_operator_when_the_profile_has_tables(tmp_path):
     """With a profile whose GEMM tables cover the record's dtype, the harness's phases are operator sums
-    (moesim.calibrate.predict._op_terms); the layer fit holds them fixed and fits the rest."""
+    (moesim.calibrate.predict._op_terms); the layer fit keeps the tables' shape dependence and fits the
+    dtype's peak, the collectives and the overhead."""
     import dataclasses
     import sys
     from pathlib import Path
@@ -89,7 +90,11 @@ def test_layer_records_are_priced_by_operator_when_the_profile_has_tables(tmp_pa
     predicted = predict_layer(rec, hw)
     seconds = sum(float(np.asarray(op_time_s(t.op, hw)).reshape(-1)[0]) for t in experts)
     assert predicted["expert_compute"] == pytest.approx(seconds)
-    # The layer fit: records generated from hw's own prediction (+0.5 ms overhead per pass) are reproduced.
+    # The layer fit: records generated from a profile with these tables at half the float32 peak (+0.5 ms
+    # overhead per pass) are reproduced, the peak scale and the overhead recovered.
+    slow_chip = dataclasses.replace(hw.chip, peak_flops_per_s={**hw.chip.peak_flops_per_s,
+                                                               "float32": hw.chip.peak_for("float32") / 2})
+    truth = dataclasses.replace(hw, chip=slow_chip)
     profile = tmp_path / "ops-prior.toml"
     from moesim.calibrate.profile_io import render_profile
     from moesim.specs.load import read_data_file, resolve_ref
@@ -101,10 +106,11 @@ def test_layer_records_are_priced_by_operator_when_the_profile_has_tables(tmp_pa
     records = []
     for tokens in (256, 512, 1024, 2048):
         r = layer_record(layer_record_dict(tokens=tokens, d_model=128, d_ff=512, name=f"t{tokens}"), "synthetic:1")
-        phases = {p: (v if v is not None else 1e-4) for p, v in predict_layer(r, hw).items() if p != "layer"}
-        phases["layer_unsynced"] = predict_layer(r, hw)["layer"] + 2 * 5e-4
+        phases = {p: (v if v is not None else 1e-4) for p, v in predict_layer(r, truth).items() if p != "layer"}
+        phases["layer_unsynced"] = predict_layer(r, truth)["layer"] + 2 * 5e-4
         records.append(layer_record_dict(tokens=tokens, d_model=128, d_ff=512, name=f"t{tokens}", phase_s=phases))
     data = write_jsonl(tmp_path / "layers.jsonl", records)
     result = calibrate([str(data)], str(profile), tmp_path / "out.toml", holdout_fraction=0.25, bootstrap=0)
     assert result.fit.layer_overhead_s == pytest.approx(5e-4, rel=0.05)
+    assert result.fit.peak_scales["float32"] == pytest.approx(0.5, rel=0.02)
     assert result.held_out_report.total.mape < 0.02

@@ -100,6 +100,8 @@ def read_op_records(paths: list[str]) -> list[OpRecord]:
                     raise SpecError(f"bad kind/dtype/shape {kind}/{dtype}/{r['shape']}", file=where)
                 rec = OpRecord(kind, r["pass"], r.get("op", "any"), dtype, tuple(float(x) for x in r["shape"]),
                                float(r.get("flops", 0.0)), float(r.get("bytes", 0.0)), float(r["time_s"]))
+            except SpecError:
+                raise
             except (KeyError, TypeError, ValueError) as err:
                 raise SpecError(f"malformed operator record ({err})", file=where) from None
             if rec.time_s <= 0 or any(x <= 0 for x in rec.shape):

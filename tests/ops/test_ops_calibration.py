@@ -114,3 +114,18 @@ def test_layer_records_are_priced_by_operator_when_the_profile_has_tables(tmp_pa
     assert result.fit.layer_overhead_s == pytest.approx(5e-4, rel=0.05)
     assert result.fit.peak_scales["float32"] == pytest.approx(0.5, rel=0.02)
     assert result.held_out_report.total.mape < 0.02
+
+
+def test_cli_calibrates_operator_records_and_rejects_bad_ones(records, tmp_path):
+    out = tmp_path / "cpu.toml"
+    run = subprocess.run([sys.executable, "-m", "moesim", "calibrate", str(records), "--hardware", "cpu-localhost",
+                          "-o", str(out), "--json"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    assert set(data["peak_tflops"]) == {"float32", "bfloat16"} and "gemm" in data["held_out"]
+    assert load_hardware(out).efficiency.op_tables
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"schema_version": 1, "record": "op", "kind": "gemm"}\n')
+    run = subprocess.run([sys.executable, "-m", "moesim", "calibrate", str(bad), "--hardware", "cpu-localhost",
+                          "-o", str(out)], capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "bad.jsonl:1" in run.stderr

@@ -153,8 +153,8 @@ def test_every_shipped_op_table_says_what_it_was_measured_on_and_cites_a_source(
 
 
 # Published 8-GPU B200 Megatron-LM step times (SimuMax docs/b200/b200_release_v1.2_summary.md @ 4dcaae51,
-# "real ms"): validation only, never fitted. Measured here: llama3 -34.8 % (prior -47.9 %), deepseek-v2
-# -25.5 % (prior -49.0 %) at 4 micro-batches.
+# "real ms"): validation only, never fitted. Measured here: llama3 -32.2 % (prior -45.2 %), deepseek-v2
+# -25.4 % (prior -48.9 %) at 4 micro-batches.
 PUBLISHED_B200_MS = {"llama3-70b-l12-b200-tp8": 280.9,  # llama3_70b_l12_tp8_pp1_dp1_mbc4_cef
                      "deepseek-v2-l4-b200-ep8": 366.6}  # deepseekv2_tp1_ep8_pp1_dp8_l4_mbc4_cef
 

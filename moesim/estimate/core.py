@@ -167,8 +167,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # Weight-gradient part W (zero-bubble schedules) and the attention cores a CP ring hides under.
     weight_mb = _per_stage(counts, [sch.weight_grad_time_s(t.fwd_parts_s, t.attention_core_time_s) for t in terms])
     weight_mb += np.where(last, logits_time[:, None] / 3, 0.0)
-    core_mb = counts * np.stack([np.broadcast_to(t.attention_core_time_s, (n_cand,)) for t in terms], axis=1)[:, None] \
-        if np.any(cp > 1) else None
+    # Ring window per layer: the forward core, its backward (the attention part's backward/forward ratio,
+    # as the simulator scales it) and a full recompute's replay.
+    full_rec = (f(cands.recompute) == mem.RECOMPUTE_CODES["full"])
+    core_mb = counts * np.stack([np.broadcast_to(t.attention_core_time_s, (n_cand,)) * (
+        1 + full_rec + np.divide(t.bwd_parts_s["attention"], t.fwd_parts_s["attention"],
+                                 out=np.full(n_cand, 2.0), where=np.asarray(t.fwd_parts_s["attention"]) > 0))
+        for t in terms], axis=1)[:, None] if np.any(cp > 1) else None
 
     # Parameters per device on each stage.
     dense_params = _per_stage(counts, [np.full(n_cand, c.params_shardable) / tp + c.params_replicated
@@ -335,8 +340,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             t_call = add(call.name, call.axis, call.op, call.size_bytes,
                          counts[:, :, c] * np.asarray(call.calls, dtype=float)[..., None] * 1.0)
             if call.name == "cp_ring_send_recv":  # ring steps hide under the attention they feed
-                passes = 1 + 2 + (f(cands.recompute) == mem.RECOMPUTE_CODES["full"])
-                t_call = exposed_ring_time_s(t_call, core_mb[:, :, c] * passes[:, None])
+                t_call = exposed_ring_time_s(t_call, core_mb[:, :, c])
             per_mb_comm += t_call
             bwd_comm += t_call * backward_share
     sp_split = tp[:, None] if tr.sequence_parallel else 1

@@ -27,6 +27,7 @@ from moesim.estimate.stages import Stages, pipeline_stages
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
 from moesim.flops import training_flops_per_sequence
+from moesim.precision import quantise_cost
 from moesim.specs.scenario import Scenario
 from moesim.workload import build_workload
 
@@ -130,9 +131,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     exists = stages.index >= 0
     first, last = stages.index == 0, stages.index == (pp[:, None] - 1)
 
-    # Compute per micro-batch per stage; logits on the last stage (2·h·V per output token, fwd).
-    logits_flops = 2 * b * wl.output_tokens * model.d_model * model.vocab_size / tp
-    logits_time = builder.logits_time_s(wl.output_tokens)
+    # Compute per micro-batch per stage; logits on the last stage (2·h·V per output token, fwd), once per
+    # output head (the main model's and one per MTP module).
+    logits_flops = wl.logit_heads * 2 * b * wl.output_tokens * model.d_model * model.vocab_size / tp
+    logits_time = builder.logits_time_s(wl.output_tokens, wl.logit_heads)
     fwd = _per_stage(counts, [t.fwd_time_s for t in terms])
     bwd = _per_stage(counts, [t.bwd_time_s for t in terms])
     recompute = _per_stage(counts, [t.recompute_time_s for t in terms])
@@ -145,6 +147,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                                        for c in wl.classes])
     dense_params += np.where(first, ((wl.embedding_params / tp) + wl.position_params)[:, None], 0)
     dense_params += np.where(last, ((wl.lm_head_params / tp) + wl.final_norm_params)[:, None], 0)
+    # MTP modules read the embedding on the last stage: a copy there unless it is also the first (pp = 1).
+    dense_params += np.where(last & ~first, (wl.mtp_embedding_params / tp)[:, None], 0)
     expert_params = _per_stage(counts, [np.full(n_cand, c.params_experts) / (ep * etp) for c in wl.classes])
     zero = cands.zero_stage[:, None]
     q_g, q_p = tr.bytes_of("grad"), tr.bytes_of("param")
@@ -155,6 +159,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     shard_e = np.where(zero >= 1, edp[:, None], 1)
     local = dense_params / shard_d + expert_params / shard_e
     opt_bytes = local * (q_g + q_p + 2 * opt_bpp)  # read grads, write params, read+write states
+    # FP8 GEMMs: the updated weights are quantised once per step (TE caches them across micro-batches).
+    opt_bytes = opt_bytes + quantise_cost(local, tr.fp8_scaling, q_p).bytes_moved
     opt_time = np.max(np.where(exists, opt_bytes, 0), axis=1) / builder.hbm_bw
 
     # Memory per stage.
@@ -162,7 +168,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     w_e, g_e, o_e = mem.model_state_bytes(expert_params, edp[:, None], zero, tr, opt_bpp)
     in_flight = mem.in_flight_micro_batches(tr.pipeline_schedule, m[:, None], pp[:, None], stages.index)
     acts = _per_stage(counts, [t.activation_bytes for t in terms]) * in_flight
-    acts += np.where(last, mem.logits_bytes(b, wl.output_tokens, model.vocab_size, tp)[:, None], 0)
+    acts += np.where(last, mem.logits_bytes(b, wl.output_tokens, model.vocab_size, tp, tr.fused_cross_entropy,
+                                            tr.bytes_of("head"), wl.logit_heads)[:, None], 0)
     moe_terms = [t for t in terms if t.slots is not None]
     buffers = np.zeros(n_cand)
     if moe_terms:

@@ -27,6 +27,7 @@ from moesim.arithmetic import ffn_matrices, ffn_params
 from moesim.capacity import expert_capacity_array
 from moesim.flops import BACKWARD_TO_FORWARD, FLOPS_PER_MAC
 from moesim import memory as mem
+from moesim.estimate.precision_terms import quantise_parts_s, quantised_elements
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
@@ -83,9 +84,15 @@ class TermBuilder:
         self.model, self.hw, self.tr = model, hardware, training
         self.b, self.tp, self.ep, self.etp = b, tp, ep, etp
         self.recompute, self.cf = recompute, capacity_factor
-        self.peak = hardware.chip.peak_for(training.compute_dtype)
-        self.q_a = training.bytes_of("compute")
-        self.q_dispatch = training.bytes_of("dispatch")
+        # Precision per tensor class (issue 12): GEMMs at the GEMM dtype's peak, the attention core and the
+        # output head at theirs; activations on the wire (tp, pp, etp) in the working activation dtype;
+        # dispatch bytes with their FP8 scales; GEMM inputs stored for backward in activation_storage.
+        self.peak = hardware.chip.peak_for(training.dtype_for("gemm"))
+        self.peak_attention = hardware.chip.peak_for(training.dtype_for("attention"))
+        self.peak_head = hardware.chip.peak_for(training.dtype_for("head"))
+        self.q_a = training.bytes_of("activation")
+        self.q_dispatch = training.element_bytes("dispatch")
+        self.q_store = training.element_bytes("activation_storage")
         self.hbm_bw = hardware.chip.hbm_bw_bytes_per_s * hardware.efficiency.memory_bandwidth
 
     def _matmul_time(self, flops, kernel_flops, peak=None):
@@ -100,29 +107,37 @@ class TermBuilder:
         kernel = expert_flops / (moe.num_experts / self.ep) / ffn_matrices(model.ffn_kind)
         return self._matmul_time(expert_flops, kernel)
 
-    def logits_time_s(self, output_tokens: int):
-        """Forward + backward time of the output logits (last stage): (1 + 2)·(2·b·n_out·h·V/tp) FLOP at the
-        efficiency of that one GEMM (backward ≈ 2 × forward, Kaplan et al. 2020 §2.1; as moesim.estimate.core)."""
+    def logits_time_s(self, output_tokens: int, heads: int = 1):
+        """Forward + backward time of the output logits (last stage): heads·(1 + 2)·(2·b·n_out·h·V/tp) FLOP at
+        the efficiency of that one GEMM and the head dtype's peak (backward ≈ 2 × forward, Kaplan et al. 2020
+        §2.1; as moesim.estimate.core); heads = 1 + MTP modules (Workload.logit_heads)."""
         flops = FLOPS_PER_MAC * self.b * output_tokens * self.model.d_model * self.model.vocab_size / self.tp
-        return (1 + BACKWARD_TO_FORWARD) * self._matmul_time(flops, flops)
+        return heads * (1 + BACKWARD_TO_FORWARD) * self._matmul_time(flops, flops, self.peak_head)
 
     def build(self, cls: LayerClass) -> ClassTerms:
         model, b, tp = self.model, self.b, self.tp
         h, n, fl = model.d_model, cls.tokens, cls.flops
         rec = self.recompute
         att_proj, scores = b * fl.attention_proj / tp, b * fl.attention_scores / tp
-        t_att = self._matmul_time(att_proj, att_proj / ATTENTION_PROJECTIONS) + self._matmul_time(scores, scores)
+        t_att = self._matmul_time(att_proj, att_proj / ATTENTION_PROJECTIONS) \
+            + self._matmul_time(scores, scores, self.peak_attention)
+        if fl.mtp_projection:  # an MTP module's M_k GEMM, run just before its block (DeepSeek-V3 eq. 21)
+            mtp_proj = b * fl.mtp_projection / tp
+            t_att, att_proj = t_att + self._matmul_time(mtp_proj, mtp_proj), att_proj + mtp_proj
         fwd_flops = att_proj + scores
         fwd_time = t_att
         mem_time = np.zeros_like(b)
         padded_extra = np.zeros_like(b)
         blocks = 2 if cls.cross_attention else 1  # attention blocks needing tp collectives
         sp = self.tr.sequence_parallel
-        act = mem.attention_activation_bytes(b, n, n, h, model.attention.num_heads, tp, sp, rec)
+        q_st = self.q_store
+        act = mem.attention_activation_bytes(b, n, n, h, model.attention.num_heads, tp, sp, rec, q_st)
         if cls.cross_attention:
             act = act + mem.attention_activation_bytes(b, n, cls.encoder_tokens, h, model.attention.num_heads,
-                                                       tp, sp, rec)
+                                                       tp, sp, rec, q_st)
         act = act + mem.norm_activation_bytes(b, n, h, tp, sp, 3 if cls.cross_attention else 2)
+        if cls.mtp:
+            act = act + mem.mtp_input_activation_bytes(b, n, h, tp, sp, q_st)
         terms = ClassTerms(fwd_time, fwd_time, fwd_time, fwd_flops, fwd_flops, act)
         terms.fwd_parts_s["attention"] = t_att
         if not cls.is_moe:
@@ -130,7 +145,7 @@ class TermBuilder:
             terms.fwd_parts_s["dense_ffn"] = self._matmul_time(dense, dense / ffn_matrices(model.ffn_kind))
             fwd_time = fwd_time + terms.fwd_parts_s["dense_ffn"]
             fwd_flops = fwd_flops + dense
-            act = act + mem.mlp_activation_bytes(b, n, h, model.d_ff, tp, sp, model.ffn_kind)
+            act = act + mem.mlp_activation_bytes(b, n, h, model.d_ff, tp, sp, model.ffn_kind, q_st)
             blocks += 1
         else:
             fwd_time, fwd_flops, act, mem_time, padded_extra = self._moe(cls, terms, fwd_time, fwd_flops, act)
@@ -151,9 +166,18 @@ class TermBuilder:
         terms.fwd_parts_s = {"layer_overhead": overhead, **terms.fwd_parts_s}
         terms.bwd_parts_s = {name: multiple.get(name, BACKWARD_TO_FORWARD) * part
                              for name, part in terms.fwd_parts_s.items()}
+        # FP8 quantise casts (issue 12): memory-bound time in the parts whose GEMMs consume them.
+        q_fwd, q_bwd = quantise_parts_s(self.tr, self.hbm_bw, quantised_elements(
+            model, cls, b, tp, self.etp, terms.slots if terms.slots is not None else 0.0))
+        for name in q_fwd:
+            terms.fwd_parts_s[name] = terms.fwd_parts_s[name] + q_fwd[name]
+            terms.bwd_parts_s[name] = terms.bwd_parts_s[name] + q_bwd[name]
+        fwd_time = fwd_time + sum(q_fwd.values(), 0.0)
+        terms.fwd_time_s = fwd_time
+        terms.bwd_time_s = terms.bwd_time_s + sum(q_bwd.values(), 0.0)
         full = rec == mem.RECOMPUTE_CODES["full"]
         selective = rec == mem.RECOMPUTE_CODES["selective"]
-        score_time = self._matmul_time(scores, scores)
+        score_time = self._matmul_time(scores, scores, self.peak_attention)
         terms.recompute_time_s = np.where(full, fwd_time, np.where(selective, score_time, 0.0))
         unpadded = fwd_flops - padded_extra
         terms.model_flops = (1 + BACKWARD_TO_FORWARD) * unpadded
@@ -206,15 +230,17 @@ class TermBuilder:
             permute = mem_time / PERMUTE_PASSES
         parts["permute"], parts["expert_ffn"], parts["unpermute"] = permute, expert_time, permute
         parts["shared_experts"] = shared_time
+        recompute_act_fn = self.tr.moe_activation_recompute
         act = act + mem.moe_activation_bytes(t_dev, slots, h, moe.expert_d_ff, E, self.etp, model.ffn_kind,
-                                             dense_einsum, capacity)
+                                             dense_einsum, capacity, self.q_store, recompute_act_fn)
         if moe.num_shared_experts:
             act = act + mem.mlp_activation_bytes(b, n, h, moe.num_shared_experts * moe.shared_expert_d_ff, tp,
-                                                 self.tr.sequence_parallel, model.ffn_kind)
+                                                 self.tr.sequence_parallel, model.ffn_kind, self.q_store,
+                                                 recompute_act_fn)
         terms.slots, terms.capacity, terms.tokens_per_device = slots, capacity, t_dev
         full = self.recompute == mem.RECOMPUTE_CODES["full"]
         extra = np.where(full, 1, 0)
-        q_c = self.tr.bytes_of("combine")
+        q_c = self.tr.element_bytes("combine")
         # Dispatch and combine all-to-alls, forward and backward (Switch §5.4; FasterMoE §3.3: 4 per layer).
         terms.comms.append(CommCall("ep_all_to_all_dispatch", "ep", "all_to_all", slots * h * self.q_dispatch,
                                     2 + extra))

@@ -173,8 +173,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     moe_terms = [t for t in terms if t.slots is not None]
     buffers = np.zeros(n_cand)
     if moe_terms:
-        # Dispatch send and receive buffers of one MoE layer in flight (Switch §5.4 [E, C, h] sizes).
-        buffers = np.maximum.reduce([2 * t.slots * model.d_model * tr.bytes_of("dispatch") for t in moe_terms])
+        # Dispatch send and receive buffers of one MoE layer in flight (Switch §5.4 [E, C, h] sizes), sized
+        # for the wider of the dispatch and combine elements (FP8 dispatch, BF16 combine: DeepSeek-V3 §3.3.4).
+        q_buf = max(tr.element_bytes("dispatch"), tr.element_bytes("combine"))
+        buffers = np.maximum.reduce([2 * t.slots * model.d_model * q_buf for t in moe_terms])
     layer_full = max(c.params_shardable + c.params_replicated + c.params_experts for c in wl.classes)
     working = np.where(zero >= 3, 2 * layer_full * q_p / tp[:, None], 0)  # current + prefetched layer
     memory = {

@@ -245,10 +245,11 @@ class TermBuilder:
         terms.comms.append(CommCall("ep_all_to_all_dispatch", "ep", "all_to_all", slots * h * self.q_dispatch,
                                     2 + extra))
         terms.comms.append(CommCall("ep_all_to_all_combine", "ep", "all_to_all", slots * h * q_c, 2 + extra))
-        gathered = slots * self.etp * h * self.q_a
-        # Expert tensor parallelism: A2A(EP) → AG(ETP) → experts → RS(ETP) → A2A(EP) (MCore token_dispatcher).
-        terms.comms.append(CommCall("etp_all_gather", "etp", "all_gather", gathered, 2 + extra))
-        terms.comms.append(CommCall("etp_reduce_scatter", "etp", "reduce_scatter", gathered, 2 + extra))
+        gathered = slots * self.etp * h
+        # Expert tensor parallelism: A2A(EP) → AG(ETP) → experts → RS(ETP) → A2A(EP) (MCore token_dispatcher);
+        # the gather moves dispatched tokens (dispatch dtype), the scatter expert outputs (combine dtype).
+        terms.comms.append(CommCall("etp_all_gather", "etp", "all_gather", gathered * self.q_dispatch, 2 + extra))
+        terms.comms.append(CommCall("etp_reduce_scatter", "etp", "reduce_scatter", gathered * q_c, 2 + extra))
         return fwd_time, fwd_flops, act, mem_time, padded_extra
 
     def _tp_comms(self, terms: ClassTerms, cls: LayerClass, blocks: int, full) -> None:

@@ -122,3 +122,18 @@ def test_the_simulator_agrees_with_fp8_recipes(recipe):
 def test_recipe_values_are_what_the_scenario_runs():
     sc = load_scenario("deepseek-v3-h800")
     assert all(getattr(sc.training, k) == v for k, v in recipe_values("deepseek-v3-fp8").items())
+
+
+def test_moe_activation_recompute_costs_a_memory_bound_pass_in_backward():
+    """Per routed slot: read the SwiGLU input 2f at 1 + 4/128 bytes, write its output f in BF16 (DeepSeek-V3 §3.3.4)."""
+    sc = load_scenario("deepseek-v3-h800")
+    kept = dataclasses.replace(sc, training=dataclasses.replace(sc.training, moe_activation_recompute=False))
+    cls = build_workload(sc.model, 4096, 0).classes[1]
+    b = builder(sc)
+    on, off = b.build(cls), builder(kept).build(cls)
+    f = sc.model.moe.expert_d_ff
+    per_slot = f * (2 * (1 + 4 / 128) + 2)
+    assert on.bwd_time_s - off.bwd_time_s == pytest.approx(on.slots * per_slot / b.hbm_bw)
+    assert on.fwd_time_s == pytest.approx(off.fwd_time_s)
+    shared = on.bwd_parts_s["shared_experts"] - off.bwd_parts_s["shared_experts"]
+    assert shared == pytest.approx(4096 * sc.model.moe.shared_expert_d_ff * (2 * (1 + 4 / 128) + 2) / b.hbm_bw)

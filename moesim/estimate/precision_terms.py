@@ -62,3 +62,23 @@ def quantise_parts_s(training: TrainingSpec, hbm_bw_bytes_per_s: float, elements
     fwd = {name: quantise_time_s(e[0], scaling, hbm_bw_bytes_per_s, q_src) for name, e in elements.items()}
     bwd = {name: quantise_time_s(e[1], scaling, hbm_bw_bytes_per_s, q_src) for name, e in elements.items()}
     return fwd, bwd
+
+
+def activation_recompute_s(model: ModelSpec, training: TrainingSpec, hbm_bw_bytes_per_s: float, cls: LayerClass,
+                           b, tp, etp, slots) -> dict[str, np.ndarray]:
+    """Backward time of recomputing the MoE activation function from its stored input (moe_activation_recompute):
+    read the input (2f gated, f otherwise) at q_st, write the output f at q_a, per routed slot (part "permute",
+    f/etp) and per token of the shared experts (f_s/tp); memory-bound. DeepSeek-V3 §3.3.4; Megatron "moe_act"."""
+    if not (cls.is_moe and training.moe_activation_recompute):
+        return {}
+    moe, q_in, q_out = model.moe, training.element_bytes("activation_storage"), training.bytes_of("activation")
+    widths = ffn_matrices(model.ffn_kind) - 1  # activation inputs per output element: 2 gated, 1 otherwise
+
+    def per_row(f):
+        return f * (widths * q_in + q_out)
+
+    parts = {"permute": slots * per_row(moe.expert_d_ff / etp) / hbm_bw_bytes_per_s}
+    if moe.num_shared_experts:
+        shared = moe.num_shared_experts * moe.shared_expert_d_ff / tp
+        parts["shared_experts"] = b * cls.tokens * per_row(shared) / hbm_bw_bytes_per_s
+    return parts

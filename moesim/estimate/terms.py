@@ -27,7 +27,7 @@ from moesim.arithmetic import ffn_matrices, ffn_params
 from moesim.capacity import expert_capacity_array
 from moesim.flops import BACKWARD_TO_FORWARD, FLOPS_PER_MAC
 from moesim import memory as mem
-from moesim.estimate.precision_terms import quantise_parts_s, quantised_elements
+from moesim.estimate.precision_terms import activation_recompute_s, quantise_parts_s, quantised_elements
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
@@ -167,8 +167,11 @@ class TermBuilder:
         terms.bwd_parts_s = {name: multiple.get(name, BACKWARD_TO_FORWARD) * part
                              for name, part in terms.fwd_parts_s.items()}
         # FP8 quantise casts (issue 12): memory-bound time in the parts whose GEMMs consume them.
-        q_fwd, q_bwd = quantise_parts_s(self.tr, self.hbm_bw, quantised_elements(
-            model, cls, b, tp, self.etp, terms.slots if terms.slots is not None else 0.0))
+        slots = terms.slots if terms.slots is not None else 0.0
+        q_fwd, q_bwd = quantise_parts_s(self.tr, self.hbm_bw, quantised_elements(model, cls, b, tp, self.etp, slots))
+        for name, extra in activation_recompute_s(model, self.tr, self.hbm_bw, cls, b, tp, self.etp, slots).items():
+            q_fwd.setdefault(name, 0.0)
+            q_bwd[name] = q_bwd.get(name, 0.0) + extra  # the expert activation recomputed in backward
         for name in q_fwd:
             terms.fwd_parts_s[name] = terms.fwd_parts_s[name] + q_fwd[name]
             terms.bwd_parts_s[name] = terms.bwd_parts_s[name] + q_bwd[name]

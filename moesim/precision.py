@@ -59,6 +59,30 @@ def scale_bytes_per_element(scaling: str) -> float:
     return 0.0
 
 
+def weight_scale_bytes_per_element(scaling: str) -> float:
+    """s_w of a weight: 128×128 blocks for blockwise (4/16384), else as the activations.
+
+    Source: DeepSeek-V3 (arXiv 2412.19437) §3.3.2 (128×128 weight blocks); TE MXFP8 (1×32 both)."""
+    if scaling == "blockwise":
+        return FP32_SCALE_BYTES / (BLOCKWISE_TILE * BLOCKWISE_TILE)
+    return scale_bytes_per_element(scaling)
+
+
+def fp8_weight_copy_bytes(params, scaling: str):
+    """Bytes of the FP8 copies of `params` GEMM weights: c·P·(1 + s_w) (rowwise + transposed/columnwise, as
+    the activations: Dgrad needs Wᵀ on Hopper's TN-only FP8 GEMMs); 0 without FP8."""
+    if scaling == "none":
+        return 0.0 * params
+    return QUANTISED_COPIES * params * (1 + weight_scale_bytes_per_element(scaling))
+
+
+def weight_quantise_cost(params, scaling: str, param_bytes: float = 2.0) -> QuantiseCost:
+    """Casting `params` weights to FP8: read q_p·P, write fp8_weight_copy_bytes; 2P amax FLOP."""
+    if scaling == "none":
+        return QuantiseCost(0.0 * params, 0.0 * params, 0.0 * params)
+    return QuantiseCost(param_bytes * params, fp8_weight_copy_bytes(params, scaling), 2.0 * params)
+
+
 def amax_read_passes(scaling: str) -> int:
     """Reads of the source tensor per cast: 2 for current per-tensor scaling (amax pass, then cast), else 1.
 

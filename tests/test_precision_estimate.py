@@ -138,3 +138,20 @@ def test_moe_activation_recompute_costs_a_memory_bound_pass_in_backward():
     assert on.fwd_time_s == pytest.approx(off.fwd_time_s)
     shared = on.bwd_parts_s["shared_experts"] - off.bwd_parts_s["shared_experts"]
     assert shared == pytest.approx(4096 * sc.model.moe.shared_expert_d_ff * (2 * (1 + 4 / 128) + 2) / b.hbm_bw)
+
+
+def test_fp8_weight_copies_cost_memory_when_cached_and_time_when_not(mixtral):
+    """Cached (TE is_first_microbatch): 2 FP8 copies per weight in memory, one cast per step in the optimizer pass.
+    Not cached: no memory, a cast of every layer's weights in every micro-batch's forward."""
+    from moesim.precision import fp8_weight_copy_bytes, weight_scale_bytes_per_element
+
+    bf16 = estimate(with_precision(mixtral, precision_recipe="te-delayed-scaling", gemm_dtype="bfloat16"))
+    cached = estimate(with_precision(mixtral, precision_recipe="te-delayed-scaling"))
+    recast = estimate(with_precision(mixtral, precision_recipe="te-delayed-scaling", fp8_weight_cache=False))
+    params = bf16.memory_bytes_per_device["weights"] / 2  # BF16 parameters on the device
+    assert cached.memory_bytes_per_device["weights"] - bf16.memory_bytes_per_device["weights"] == \
+        pytest.approx(fp8_weight_copy_bytes(params, "per_tensor_delayed")) == pytest.approx(2 * params)
+    assert recast.memory_bytes_per_device["weights"] == bf16.memory_bytes_per_device["weights"]
+    assert cached.optimizer_time_s > recast.optimizer_time_s
+    assert recast.compute_time_s > cached.compute_time_s
+    assert weight_scale_bytes_per_element("blockwise") == 4 / (128 * 128)  # DeepSeek-V3 128×128 weight blocks

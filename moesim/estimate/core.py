@@ -27,7 +27,7 @@ from moesim.estimate.stages import Stages, pipeline_stages
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
 from moesim.flops import training_flops_per_sequence
-from moesim.precision import quantise_cost
+from moesim.precision import fp8_weight_copy_bytes, weight_quantise_cost
 from moesim.specs.scenario import Scenario
 from moesim.workload import build_workload
 
@@ -159,8 +159,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     shard_e = np.where(zero >= 1, edp[:, None], 1)
     local = dense_params / shard_d + expert_params / shard_e
     opt_bytes = local * (q_g + q_p + 2 * opt_bpp)  # read grads, write params, read+write states
-    # FP8 GEMMs: the updated weights are quantised once per step (TE caches them across micro-batches).
-    opt_bytes = opt_bytes + quantise_cost(local, tr.fp8_scaling, q_p).bytes_moved
+    # FP8 GEMMs with cached weight copies: the updated weights are quantised once per step (TE caches them
+    # across micro-batches); without the cache every micro-batch casts them (terms.py, precision_terms.py).
+    if tr.fp8_weight_cache:
+        opt_bytes = opt_bytes + weight_quantise_cost(local, tr.fp8_scaling, q_p).bytes_moved
     opt_time = np.max(np.where(exists, opt_bytes, 0), axis=1) / builder.hbm_bw
 
     # Memory per stage.
@@ -179,8 +181,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         buffers = np.maximum.reduce([2 * t.slots * model.d_model * q_buf for t in moe_terms])
     layer_full = max(c.params_shardable + c.params_replicated + c.params_experts for c in wl.classes)
     working = np.where(zero >= 3, 2 * layer_full * q_p / tp[:, None], 0)  # current + prefetched layer
+    # Cached FP8 copies of the stage's weights (all of them under ZeRO-3's gathers: an upper bound there).
+    fp8_weights = fp8_weight_copy_bytes(dense_params + expert_params, tr.fp8_scaling) if tr.fp8_weight_cache else 0.0
     memory = {
-        "weights": w_d + w_e + working, "gradients": g_d + g_e, "optimizer_states": o_d + o_e,
+        "weights": w_d + w_e + working + fp8_weights, "gradients": g_d + g_e, "optimizer_states": o_d + o_e,
         "activations": acts, "moe_buffers": np.broadcast_to(buffers[:, None], acts.shape),
         "reserved": np.full(acts.shape, hw.memory_reserved_bytes),
     }

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.arithmetic import MTP_PROJECTION_INPUTS, attention_gemm_widths, ffn_matrices
-from moesim.precision import quantise_time_s
+from moesim.precision import quantise_time_s, weight_quantise_cost
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
 from moesim.workload import LayerClass
@@ -62,6 +62,24 @@ def quantise_parts_s(training: TrainingSpec, hbm_bw_bytes_per_s: float, elements
     fwd = {name: quantise_time_s(e[0], scaling, hbm_bw_bytes_per_s, q_src) for name, e in elements.items()}
     bwd = {name: quantise_time_s(e[1], scaling, hbm_bw_bytes_per_s, q_src) for name, e in elements.items()}
     return fwd, bwd
+
+
+def weight_cast_s(training: TrainingSpec, hbm_bw_bytes_per_s: float, cls: LayerClass, tp, ep, etp
+                  ) -> dict[str, np.ndarray]:
+    """Forward time of casting one layer's weights to FP8 in every micro-batch (fp8_weight_cache off):
+    non-expert weights in "attention" (the first GEMMs to run), the device's experts in "permute"."""
+    scaling = training.fp8_scaling
+    if scaling == "none" or training.fp8_weight_cache:
+        return {}
+    q_p = training.bytes_of("param")
+
+    def cast(params):
+        return weight_quantise_cost(params, scaling, q_p).bytes_moved / hbm_bw_bytes_per_s
+
+    parts = {"attention": cast(cls.params_shardable / tp)}
+    if cls.is_moe:
+        parts["permute"] = cast(cls.params_experts / (ep * etp))
+    return parts
 
 
 def activation_recompute_s(model: ModelSpec, training: TrainingSpec, hbm_bw_bytes_per_s: float, cls: LayerClass,

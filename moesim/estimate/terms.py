@@ -27,7 +27,9 @@ from moesim.arithmetic import ffn_matrices, ffn_params
 from moesim.capacity import expert_capacity_array
 from moesim.flops import BACKWARD_TO_FORWARD, FLOPS_PER_MAC
 from moesim import memory as mem
-from moesim.estimate.precision_terms import activation_recompute_s, quantise_parts_s, quantised_elements
+from moesim.estimate.precision_terms import (
+    activation_recompute_s, quantise_parts_s, quantised_elements, weight_cast_s,
+)
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
@@ -172,6 +174,9 @@ class TermBuilder:
         for name, extra in activation_recompute_s(model, self.tr, self.hbm_bw, cls, b, tp, self.etp, slots).items():
             q_fwd.setdefault(name, 0.0)
             q_bwd[name] = q_bwd.get(name, 0.0) + extra  # the expert activation recomputed in backward
+        for name, extra in weight_cast_s(self.tr, self.hbm_bw, cls, tp, self.ep, self.etp).items():
+            q_fwd[name] = q_fwd.get(name, 0.0) + extra  # FP8 weights cast again every micro-batch
+            q_bwd.setdefault(name, 0.0)
         for name in q_fwd:
             terms.fwd_parts_s[name] = terms.fwd_parts_s[name] + q_fwd[name]
             terms.bwd_parts_s[name] = terms.bwd_parts_s[name] + q_bwd[name]

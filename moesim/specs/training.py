@@ -26,7 +26,8 @@ TENSOR_CLASSES = ("gemm", "attention", "activation", "head", "dispatch", "combin
 # Training keys a precision recipe may set (moesim/precision_recipes.toml).
 PRECISION_KEYS = ("param_dtype", "compute_dtype", "gemm_dtype", "gemm_scaling", "attention_dtype", "activation_dtype",
                   "grad_dtype", "dispatch_dtype", "combine_dtype", "activation_storage_dtype",
-                  "moe_activation_recompute", "optimizer_state_dtype", "master_weights", "fused_cross_entropy")
+                  "moe_activation_recompute", "optimizer_state_dtype", "master_weights", "fused_cross_entropy",
+                  "fp8_weight_cache")
 # Dtype fields that may be left "" (= derived, see dtype_for).
 _DERIVED_DTYPES = ("combine_dtype", "gemm_dtype", "attention_dtype", "activation_dtype", "activation_storage_dtype")
 FP8 = "float8"
@@ -57,6 +58,9 @@ class TrainingSpec:
     activation_storage_dtype: str = ""  # GEMM inputs kept for the backward pass; "" = activation dtype
     moe_activation_recompute: bool = False  # expert SwiGLU recomputed from its stored input (DeepSeek-V3 §3.3.4)
     fused_cross_entropy: bool = False  # CE keeps the logits in their own dtype, not an FP32 softmax (TE fused CE)
+    # FP8 GEMMs: keep the FP8 weight copies from the first micro-batch to the optimizer step (memory, one cast
+    # per step; TE `is_first_microbatch`), or cast the weights again every micro-batch (time, no memory).
+    fp8_weight_cache: bool = True
     optimizer: str = "adam"
     optimizer_state_dtype: str = "float32"
     master_weights: bool = True

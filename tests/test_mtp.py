@@ -108,6 +108,9 @@ def test_deepseek_v3_scenario_fits_in_80_gb_and_its_cost_is_reported():
     MTP) fits in an 80 GB H800. The published 180K H800 GPU hours per trillion tokens (DeepSeek-V3 §1, Table 1)
     is validation only: the error is stated in moesim/models/published.py, not fitted."""
     sc = load_scenario("deepseek-v3-h800")
+    layout = sc.resolve()
+    # EP64 over 8 nodes: ep is the innermost axis (tp = 1), so each group is 64 consecutive GPUs = 8 nodes of 8.
+    assert layout.order[:2] == ("tp", "ep") and layout.ep == 64 and sc.hardware.interconnect[0].domain_devices == 8
     e = estimate(sc)
     total = sum(v for k, v in e.memory_bytes_per_device.items() if k != "total")
     assert e.fits_in_memory and total <= 80e9 * (1 - sc.training.memory_headroom_fraction)

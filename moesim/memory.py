@@ -57,16 +57,22 @@ def model_state_bytes(params, shard_group, zero_stage, training: TrainingSpec, o
     return weights, grads, optimizer
 
 
-def attention_activation_bytes(b, n_q, n_kv, h, a, tp, sequence_parallel, recompute, q_store=ACT_BYTES):
+def attention_activation_bytes(b, n_q, n_kv, h, a, tp, sequence_parallel, recompute, q_store=ACT_BYTES,
+                               q_input=None, mask=MASK_BYTES, qkv_per_token=None):
     """One attention block, Korthikanti §4.1: 11·n·b·h + 5·a·n_q·n_kv·b bytes (q_st = 2).
 
-    Unsharded by tp without sequence parallelism: block input q_st·nbh (the QKV GEMM's input) and
-    output dropout mask nbh; the rest (Q, K, V 6nbh, scores, softmax, dropout, projection input
-    q_st·nbh) splits over tp. Selective recomputation drops the attention core 5·a·n_q·n_kv·b (Korthikanti §5).
+    Unsharded by tp without sequence parallelism: block input q_in·nbh (the QKV GEMM's input, q_st;
+    0 when the norm before it is recomputed) and output dropout mask nbh; the rest (Q, K, V 6nbh —
+    2·qkv per token, e.g. MLA's latents r_q + r_kv + d_r when its up-projections are recomputed —
+    scores, softmax, dropout, projection input q_st·nbh) splits over tp. The core is 5·a·n_q·n_kv·b
+    with dropout (softmax output 2, mask 1, dropout output 2), 2·a·n_q·n_kv·b without; selective
+    recomputation drops it (Korthikanti §5).
     """
-    replicated = (q_store + MASK_BYTES) * n_q * b * h
-    core = 5 * a * n_q * n_kv * b
-    sharded = (3 * ACT_BYTES + q_store) * n_q * b * h + np.where(recompute >= 1, 0.0, core)
+    q_input = q_store if q_input is None else q_input
+    qkv = 3 * h if qkv_per_token is None else qkv_per_token
+    replicated = (q_input + mask) * n_q * b * h
+    core = (2 + (3 if mask else 0)) * a * n_q * n_kv * b
+    sharded = (ACT_BYTES * qkv + q_store * h) * n_q * b + np.where(recompute >= 1, 0.0, core)
     return _split(replicated, sharded, tp, sequence_parallel)
 
 
@@ -81,11 +87,12 @@ def ffn_inner_bytes_per_token(f, ffn_kind: str, q_store=ACT_BYTES, recompute_act
 
 
 def mlp_activation_bytes(b, n, h, f, tp, sequence_parallel, ffn_kind: str, q_store=ACT_BYTES,
-                         recompute_act_fn: bool = False):
-    """One dense MLP: input q_st·nbh + mask nbh (replicated w/o SP), FC1 out and activation 4nbf
-    (6nbf gated: FC1 emits 2f; `ffn_inner_bytes_per_token`) split by tp. f = 4h, q_st = 2 gives
-    Korthikanti's 19·nbh."""
-    replicated = (q_store + MASK_BYTES) * n * b * h
+                         recompute_act_fn: bool = False, q_input=None, mask=MASK_BYTES):
+    """One dense MLP: input q_in·nbh (q_st; 0 with the norm before it recomputed) + mask nbh (replicated
+    w/o SP), FC1 out and activation 4nbf (6nbf gated: FC1 emits 2f; `ffn_inner_bytes_per_token`) split
+    by tp. f = 4h, q_st = 2 gives Korthikanti's 19·nbh."""
+    q_input = q_store if q_input is None else q_input
+    replicated = (q_input + mask) * n * b * h
     sharded = n * b * ffn_inner_bytes_per_token(f, ffn_kind, q_store, recompute_act_fn)
     return _split(replicated, sharded, tp, sequence_parallel)
 
@@ -96,10 +103,11 @@ def norm_activation_bytes(b, n, h, tp, sequence_parallel, norms: int):
 
 
 def moe_activation_bytes(tokens_per_device, slots_per_device, h, f_e, num_experts, etp, ffn_kind: str,
-                         dense_einsum: bool, capacity, q_store=ACT_BYTES, recompute_act_fn: bool = False):
+                         dense_einsum: bool, capacity, q_store=ACT_BYTES, recompute_act_fn: bool = False,
+                         q_input=ACT_BYTES, mask=MASK_BYTES):
     """One MoE layer on one device (../shared/reference/modeling.md §4.2 [derived]).
 
-    Block input 2th + mask th; router logits and probabilities fp32 8·t·E; permuted input q_st·h·r
+    Block input q_in·th (the router's input, 2; 0 with the norm before it recomputed) + mask th; router logits and probabilities fp32 8·t·E; permuted input q_st·h·r
     (the experts' FC1 input); expert FC1 out and activation 4f·r (6f·r gated, q_st = 2;
     `ffn_inner_bytes_per_token`), split by etp; expert outputs 2h·r kept for the gate's gradient;
     the dense one-hot dispatch/combine tensor 4·t·E·C (fp32) when dispatch is an einsum
@@ -110,7 +118,7 @@ def moe_activation_bytes(tokens_per_device, slots_per_device, h, f_e, num_expert
     module; DeepSeek-V3 §3.3.4 recomputes the MoE SwiGLU from its cached FP8 input).
     """
     t, r = tokens_per_device, slots_per_device
-    total = (ACT_BYTES + MASK_BYTES) * t * h + 2 * FP32_BYTES * t * num_experts
+    total = (q_input + mask) * t * h + 2 * FP32_BYTES * t * num_experts
     total = total + (q_store + (0 if recompute_act_fn else ACT_BYTES)) * h * r
     total = total + r * ffn_inner_bytes_per_token(f_e, ffn_kind, q_store, recompute_act_fn) / etp
     if dense_einsum:
@@ -123,10 +131,11 @@ def full_recompute_bytes(b, n, h, tp, sequence_parallel):
     return _split(ACT_BYTES * n * b * h, 0.0, tp, sequence_parallel)
 
 
-def mtp_input_activation_bytes(b, n, h, tp, sequence_parallel, q_store=ACT_BYTES):
-    """An MTP module's inputs (DeepSeek-V3 eq. 21): M_k's input 2h per token at q_st plus the inputs of its
-    two RMSNorms (h_prev and Emb(t)) 2·2nbh; split by tp with sequence parallelism."""
-    return _split((2 * q_store + 2 * ACT_BYTES) * n * b * h, 0.0, tp, sequence_parallel)
+def mtp_input_activation_bytes(b, n, h, tp, sequence_parallel, q_store=ACT_BYTES, q_input=None):
+    """An MTP module's inputs (DeepSeek-V3 eq. 21): M_k's input 2h per token at q_in (q_st; 0 with the norms
+    recomputed) plus the inputs of its two RMSNorms (h_prev and Emb(t)) 2·2nbh; split by tp with SP."""
+    q_input = q_store if q_input is None else q_input
+    return _split((2 * q_input + 2 * ACT_BYTES) * n * b * h, 0.0, tp, sequence_parallel)
 
 
 CE_ROW_STATS = 2  # per-row FP32 statistics a fused CE keeps (max and sum of exponentials)

@@ -72,3 +72,19 @@ def test_mtp_module_inputs():
     """M_k's input 2h per token at q_st plus the inputs of its two RMSNorms (DeepSeek-V3 eq. 21)."""
     assert mem.mtp_input_activation_bytes(B, S, H, 1, False) == 8 * S * B * H
     assert mem.mtp_input_activation_bytes(B, S, H, 4, True, 1.0) == (2 + 4) * S * B * H / 4
+
+
+def test_recomputed_norms_mla_up_projections_and_no_dropout():
+    """DeepSeek-V3 §3.2.3: RMSNorm outputs and MLA up-projection outputs are not stored; without dropout no masks
+    and an attention core of 2·a·s² (softmax output only) instead of 5·a·s²."""
+    r_q, r_kv, d_r = 1536, 512, 64
+    full = mem.attention_activation_bytes(B, S, S, H, A, 1, False, NONE)
+    lean = mem.attention_activation_bytes(B, S, S, H, A, 1, False, NONE, 2, q_input=0.0, mask=0.0,
+                                          qkv_per_token=r_q + r_kv + d_r)
+    assert full - lean == pytest.approx((2 + 1) * S * B * H + 2 * (3 * H - (r_q + r_kv + d_r)) * S * B
+                                        + 3 * A * S * S * B)
+    assert mem.mlp_activation_bytes(B, S, H, F, 1, False, "swiglu", 2, False, 0.0, 0.0) == \
+        pytest.approx(S * B * (2 * 2 * F + 2 * F))
+    assert mem.moe_activation_bytes(S, R, H, F, E, 1, "swiglu", False, 0, 2, False, 0.0, 0.0) == \
+        pytest.approx(mem.moe_activation_bytes(S, R, H, F, E, 1, "swiglu", False, 0) - 3 * S * H)
+    assert mem.mtp_input_activation_bytes(B, S, H, 1, False, 1.0, 0.0) == 4 * S * B * H

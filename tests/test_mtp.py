@@ -121,3 +121,16 @@ def test_deepseek_v3_scenario_fits_in_80_gb_and_its_cost_is_reported():
     bf16_store = dataclasses.replace(sc, training=dataclasses.replace(
         sc.training, activation_storage_dtype="bfloat16", moe_activation_recompute=False))
     assert not estimate(bf16_store).fits_in_memory
+
+
+def test_deepseek_recompute_modules_trade_memory_for_time():
+    """§3.2.3: recomputing the RMSNorms and MLA up-projections, without dropout, lowers the activations and adds
+    recompute time (the up-projection GEMMs and a memory-bound pass per norm)."""
+    sc = load_scenario("deepseek-v3-h800")
+    assert sc.training.recompute_modules == ("core_attn", "layernorm", "mla_up_proj") and not sc.training.dropout
+    plain = dataclasses.replace(sc, training=dataclasses.replace(sc.training, recompute_modules=("core_attn",),
+                                                                 dropout=True))
+    a, b = estimate(sc), estimate(plain)
+    assert a.memory_bytes_per_device["activations"] < 0.7 * b.memory_bytes_per_device["activations"]
+    assert a.compute_time_s > b.compute_time_s and a.hardware_flops_per_step > b.hardware_flops_per_step
+    assert a.model_flops_per_step == b.model_flops_per_step

@@ -174,3 +174,19 @@ def test_quantise_cost_is_vectorised_and_linear():
     cost = quantise_cost(sizes, "per_tensor_current")
     assert np.allclose(cost.bytes_moved / sizes, 6.0)
     assert set(SCALINGS) == {"none", "per_tensor_delayed", "per_tensor_current", "blockwise", "mxfp8"}
+
+
+def test_recompute_modules_are_checked():
+    assert spec(recompute_modules=["core_attn", "layernorm"]).recompute_modules == ("core_attn", "layernorm")
+    with pytest.raises(SpecError, match="'mlp' is not allowed.*allowed: core_attn, layernorm, mla_up_proj"):
+        spec(recompute_modules=["core_attn", "mlp"])
+    with pytest.raises(SpecError, match="always covers 'core_attn'"):
+        spec(recompute_modules=["layernorm"])
+
+
+def test_mla_up_projection_recompute_needs_an_mla_model(tmp_path):
+    text = (REPO / "scenarios" / "mixtral-8x7b-h100.toml").read_text()
+    text = text.replace("[training]\n", '[training]\nrecompute_modules = ["core_attn", "mla_up_proj"]\n')
+    (tmp_path / "s.toml").write_text(text)
+    with pytest.raises(SpecError, match="recomputing MLA up-projections needs an MLA model"):
+        load_scenario(str(tmp_path / "s.toml"))

@@ -27,6 +27,7 @@ from moesim.arithmetic import ffn_matrices, ffn_params
 from moesim.capacity import expert_capacity_array
 from moesim.flops import BACKWARD_TO_FORWARD, FLOPS_PER_MAC
 from moesim import memory as mem
+from moesim.estimate.selective import recompute_extra, stored_inputs
 from moesim.estimate.precision_terms import (
     activation_recompute_s, quantise_parts_s, quantised_elements, weight_cast_s,
 )
@@ -133,13 +134,15 @@ class TermBuilder:
         blocks = 2 if cls.cross_attention else 1  # attention blocks needing tp collectives
         sp = self.tr.sequence_parallel
         q_st = self.q_store
-        act = mem.attention_activation_bytes(b, n, n, h, model.attention.num_heads, tp, sp, rec, q_st)
+        kept = self.kept = stored_inputs(model, self.tr, rec, q_st)  # recompute_modules, dropout (selective.py)
+        att_kw = dict(q_input=kept.q_gemm_input, mask=kept.mask, qkv_per_token=kept.qkv_per_token)
+        act = mem.attention_activation_bytes(b, n, n, h, model.attention.num_heads, tp, sp, rec, q_st, **att_kw)
         if cls.cross_attention:
             act = act + mem.attention_activation_bytes(b, n, cls.encoder_tokens, h, model.attention.num_heads,
-                                                       tp, sp, rec, q_st)
+                                                       tp, sp, rec, q_st, **att_kw)
         act = act + mem.norm_activation_bytes(b, n, h, tp, sp, 3 if cls.cross_attention else 2)
         if cls.mtp:
-            act = act + mem.mtp_input_activation_bytes(b, n, h, tp, sp, q_st)
+            act = act + mem.mtp_input_activation_bytes(b, n, h, tp, sp, q_st, kept.q_gemm_input)
         terms = ClassTerms(fwd_time, fwd_time, fwd_time, fwd_flops, fwd_flops, act)
         terms.fwd_parts_s["attention"] = t_att
         if not cls.is_moe:
@@ -147,7 +150,8 @@ class TermBuilder:
             terms.fwd_parts_s["dense_ffn"] = self._matmul_time(dense, dense / ffn_matrices(model.ffn_kind))
             fwd_time = fwd_time + terms.fwd_parts_s["dense_ffn"]
             fwd_flops = fwd_flops + dense
-            act = act + mem.mlp_activation_bytes(b, n, h, model.d_ff, tp, sp, model.ffn_kind, q_st)
+            act = act + mem.mlp_activation_bytes(b, n, h, model.d_ff, tp, sp, model.ffn_kind, q_st, False,
+                                                 kept.q_gemm_input, kept.mask)
             blocks += 1
         else:
             fwd_time, fwd_flops, act, mem_time, padded_extra = self._moe(cls, terms, fwd_time, fwd_flops, act)
@@ -186,10 +190,11 @@ class TermBuilder:
         full = rec == mem.RECOMPUTE_CODES["full"]
         selective = rec == mem.RECOMPUTE_CODES["selective"]
         score_time = self._matmul_time(scores, scores, self.peak_attention)
-        terms.recompute_time_s = np.where(full, fwd_time, np.where(selective, score_time, 0.0))
+        extra_time, extra_flops = recompute_extra(model, self.tr, cls, b, tp, rec, self.hbm_bw, self._matmul_time)
+        terms.recompute_time_s = np.where(full, fwd_time, np.where(selective, score_time + extra_time, 0.0))
         unpadded = fwd_flops - padded_extra
         terms.model_flops = (1 + BACKWARD_TO_FORWARD) * unpadded
-        recompute_flops = np.where(full, fwd_flops, np.where(selective, scores, 0.0))
+        recompute_flops = np.where(full, fwd_flops, np.where(selective, scores + extra_flops, 0.0))
         einsum_saved = (BACKWARD_TO_FORWARD - DISPATCH_EINSUM_BACKWARD) * terms.dispatch_einsum_flops \
             if dense_einsum else 0.0
         terms.hardware_flops = (1 + BACKWARD_TO_FORWARD) * fwd_flops - einsum_saved + recompute_flops
@@ -239,12 +244,14 @@ class TermBuilder:
         parts["permute"], parts["expert_ffn"], parts["unpermute"] = permute, expert_time, permute
         parts["shared_experts"] = shared_time
         recompute_act_fn = self.tr.moe_activation_recompute
+        kept = self.kept
         act = act + mem.moe_activation_bytes(t_dev, slots, h, moe.expert_d_ff, E, self.etp, model.ffn_kind,
-                                             dense_einsum, capacity, self.q_store, recompute_act_fn)
+                                             dense_einsum, capacity, self.q_store, recompute_act_fn,
+                                             kept.q_router_input, kept.mask)
         if moe.num_shared_experts:
             act = act + mem.mlp_activation_bytes(b, n, h, moe.num_shared_experts * moe.shared_expert_d_ff, tp,
                                                  self.tr.sequence_parallel, model.ffn_kind, self.q_store,
-                                                 recompute_act_fn)
+                                                 recompute_act_fn, kept.q_gemm_input, kept.mask)
         terms.slots, terms.capacity, terms.tokens_per_device = slots, capacity, t_dev
         full = self.recompute == mem.RECOMPUTE_CODES["full"]
         extra = np.where(full, 1, 0)

@@ -294,7 +294,7 @@ def load_hardware(ref: str | Path, *, relative_to: Path | None = None) -> Hardwa
 
 # --- scenarios ----------------------------------------------------------------------------
 
-_FIELD_TYPES = {"int": int, "float": float, "float | None": float, "bool": bool, "str": str}
+_FIELD_TYPES = {"int": int, "float": float, "float | None": float, "bool": bool, "str": str, "tuple[str, ...]": list}
 
 
 def training_from_table(t: Table) -> TrainingSpec:

@@ -17,6 +17,10 @@ from moesim.specs.hardware import DTYPE_BYTES, DTYPES
 
 OPTIMIZERS = ("adam", "adafactor", "sgd")
 RECOMPUTE_MODES = ("none", "selective", "full")
+# What selective recomputation covers (Megatron-Core --recompute-modules names): the attention core always
+# (moesim's "selective", Korthikanti §5); optionally the norms and the MLA up-projections, whose outputs are
+# then not stored (DeepSeek-V3 §3.2.3 recomputes "all RMSNorm operations and MLA up-projections").
+RECOMPUTE_MODULES = ("core_attn", "layernorm", "mla_up_proj")
 PIPELINE_SCHEDULES = ("1f1b", "gpipe")
 DISPATCH_IMPLS = ("index", "dense_einsum")
 ZERO_STAGES = (0, 1, 2, 3)
@@ -66,6 +70,8 @@ class TrainingSpec:
     master_weights: bool = True
     zero_stage: int = 0
     recompute: str = "none"
+    recompute_modules: tuple[str, ...] = ("core_attn",)  # with recompute = "selective" (RECOMPUTE_MODULES)
+    dropout: bool = True  # dropout masks stored, 1 byte per element (Korthikanti §4.1); false without dropout
     sequence_parallel: bool = True
     pipeline_schedule: str = "1f1b"
     overlap_grad_reduce: bool = True
@@ -104,6 +110,14 @@ class TrainingSpec:
             if getattr(self, name) not in allowed:
                 raise SpecError(f"'{getattr(self, name)}' is not allowed", field=f"training.{name}",
                                 value=getattr(self, name), allowed=allowed)
+        object.__setattr__(self, "recompute_modules", tuple(self.recompute_modules))  # a list from a file
+        for module in self.recompute_modules:
+            if module not in RECOMPUTE_MODULES:
+                raise SpecError(f"'{module}' is not allowed", field="training.recompute_modules", value=module,
+                                allowed=RECOMPUTE_MODULES)
+        if "core_attn" not in self.recompute_modules:
+            raise SpecError("selective recomputation always covers 'core_attn'", field="training.recompute_modules",
+                            value=list(self.recompute_modules), allowed=RECOMPUTE_MODULES)
         if self.capacity_factor is not None and self.capacity_factor <= 0:
             raise SpecError("capacity_factor must be > 0", field="training.capacity_factor",
                             value=self.capacity_factor)

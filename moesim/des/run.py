@@ -119,6 +119,20 @@ class SimResult:
             "events_per_s": self.events / self.engine_time_s if self.engine_time_s > 0 else None,
         }
 
+    def to_dict(self) -> dict:
+        """The JSON form (same as `moesim simulate --json`)."""
+        return self.as_dict()
+
+    def __repr__(self) -> str:
+        from moesim.api_repr import sim_repr
+
+        return sim_repr(self)
+
+    def _repr_html_(self) -> str:
+        from moesim.api_repr import sim_html
+
+        return sim_html(self)
+
     def chrome_trace(self) -> dict:
         """The first step as Chrome trace-event JSON (empty when not recorded)."""
         return chrome_trace(self.trace_records, labels=self.trace_labels,

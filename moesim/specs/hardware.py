@@ -219,8 +219,10 @@ class HardwareProfile:
     def check_devices(self, devices: int) -> None:
         """Raise unless `devices` is a device count this system can hold."""
         if devices < 1 or devices > self.max_devices:
-            raise SpecError(f"{devices} devices is outside 1..{self.max_devices} for {self.name}",
-                            field="devices", value=devices, allowed=f"1..{self.max_devices}")
+            cap = (f" (the profile's max_devices = {self.max_devices}: the largest system it describes; a copy "
+                   "of the profile with a larger max_devices lifts it)") if devices > self.max_devices else ""
+            raise SpecError(f"{devices} devices is outside 1..{self.max_devices} for hardware profile "
+                            f"'{self.name}'{cap}", field="devices", value=devices, allowed=f"1..{self.max_devices}")
         per_chip = self.chip.devices_per_chip
         if devices % per_chip:
             raise SpecError(f"{self.name} has {per_chip} devices per chip; {devices} is not a multiple",

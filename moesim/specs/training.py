@@ -54,7 +54,9 @@ class TrainingSpec:
     grad_dtype: str = "float32"
     dispatch_dtype: str = "bfloat16"  # tokens on their way to the experts (the dispatch all-to-all)
     combine_dtype: str = ""  # expert outputs on their way back (the combine all-to-all); "" = activation dtype
-    precision_recipe: str = ""  # a named preset of the precision keys (moesim/precision_recipes.toml)
+    # A named preset of the precision keys (moesim/precision_recipes.toml), applied under the given keys by the
+    # loader and TrainingSpec.with_recipe; the constructor itself only checks the name and records it.
+    precision_recipe: str = ""
     gemm_dtype: str = ""  # inputs of every Linear's Fprop/Dgrad/Wgrad GEMM; "" = compute_dtype
     gemm_scaling: str = ""  # FP8 scaling (precision.SCALINGS); "" = per_tensor_delayed for FP8 GEMMs
     attention_dtype: str = ""  # the attention core (QK^T, softmax, AV); "" = activation dtype

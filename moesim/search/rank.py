@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim.collectives.base import CollectiveCost, CollectiveModel, Group
-from moesim.collectives.select import default_model
+from moesim.collectives.select import model_for
 from moesim.errors import SpecError
 from moesim.estimate import Candidates, StepEstimate, evaluate, step_estimate
 from moesim.estimate.candidates import RECOMPUTE_NAMES
@@ -160,7 +160,7 @@ class SearchResult:
         indices = np.asarray(indices, dtype=np.int64)
         if indices.size == 0:
             return []
-        model = collective_model or self.collective_model or default_model(self.scenario.hardware)
+        model = collective_model or self.collective_model or model_for(self.scenario)
         ev = evaluate(self.scenario, self.candidates.take(indices), model)
         return [step_estimate(self.scenario, ev, j) for j in range(len(indices))]
 
@@ -204,7 +204,7 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
         raise SpecError(f"unknown objective '{objective}'", field="--objective", value=objective, allowed=OBJECTIVES)
     found = enumerate_layouts(scenario)
     cands = found.candidates
-    model = _MemoModel(collective_model or default_model(scenario.hardware))
+    model = _MemoModel(collective_model or model_for(scenario))
     n = len(cands)
     step, memory, mfu, tokens = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
     fits = np.zeros(n, dtype=bool)

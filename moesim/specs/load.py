@@ -128,6 +128,7 @@ def model_from_table(t: Table) -> ModelSpec:
             router_score=moe_t.choice("router_score", ROUTER_SCORES, "softmax"),
             router_dtype=moe_t.opt("router_dtype", str, "float32"),
             router_bias=moe_t.opt("router_bias", bool, False),
+            max_nodes_per_token=moe_t.opt("max_nodes_per_token", int, 0),
         )
         moe_t.finish()
     if arch == "encoder_decoder":
@@ -219,6 +220,8 @@ def _level_from_table(t: Table, devices_per_chip: int) -> InterconnectLevel:
         oversubscription=t.opt("oversubscription", float, 1.0),
         switch_radix=t.opt("switch_radix", int, 0),
         rails=t.opt("rails", int, 1),
+        nvls_efficiency=t.opt("nvls_efficiency", float, 0.0),
+        nccl_arch=t.opt("nccl_arch", str, ""),
         source=t.req("source", str),
     )
     try:
@@ -330,7 +333,7 @@ def search_from_table(t: Table) -> SearchSpace:
 # Keys a scenario's own [moe] table may set over the model's: how the framework of the published run
 # groups and bounds tokens for routing. They are implementation choices, not architecture: Mesh-TF,
 # T5X and GShard route the same model in routing groups of different sizes.
-SCENARIO_MOE_KEYS = ("group_size_tokens", "min_expert_capacity")
+SCENARIO_MOE_KEYS = ("group_size_tokens", "min_expert_capacity", "max_nodes_per_token")
 
 
 def scenario_moe(model: ModelSpec, t: Table) -> ModelSpec:

@@ -12,7 +12,7 @@ from moesim.arithmetic import mtp_params, param_counts
 from moesim.estimate import estimate
 from moesim.estimate.candidates import single
 from moesim.estimate.core import evaluate
-from moesim.collectives.select import default_model
+from moesim.collectives.select import model_for
 from moesim.flops import forward_flops_per_sequence, logits_flops, mtp_forward_flops, training_flops_per_sequence
 from moesim.specs.layout import Layout
 from moesim.specs.load import load_model, load_scenario
@@ -76,7 +76,7 @@ def test_mtp_costs_in_the_step_model():
     sc = load_scenario("deepseek-v3-h800")
     plain = dataclasses.replace(sc, model=dataclasses.replace(sc.model, mtp_depth=0))
     layout = Layout(dp=128, ep=64, pp=16, last_stage_layers=3)  # the last stage is then the slowest
-    ev, ev0 = (evaluate(s, single(s, layout), default_model(s.hardware)) for s in (sc, plain))
+    ev, ev0 = (evaluate(s, single(s, layout), model_for(s)) for s in (sc, plain))
     ratio = ev.model_flops_per_step / ev0.model_flops_per_step
     assert ratio == pytest.approx(training_flops_per_sequence(sc.model, 4096) /
                                   training_flops_per_sequence(sc.model, 4096, mtp=False))

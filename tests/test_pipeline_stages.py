@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from moesim.collectives.select import default_model
+from moesim.collectives.select import default_model, model_for
 from moesim.errors import SpecError
 from moesim.estimate import estimate, evaluate
 from moesim.estimate import stages as stages_module
@@ -206,7 +206,7 @@ def test_deepseek_v3_61_layers_on_16_stages():
     sc = load_scenario("deepseek-v3-h800")
     assert sc.model.num_layers == 61
     layout = sc.resolve()
-    ev = evaluate(sc, single(sc, layout), default_model(sc.hardware))
+    ev = evaluate(sc, single(sc, layout), model_for(sc))  # the scenario's DeepEP dispatch backend
     assert np.isfinite(ev.step_time_s[0]) and ev.step_time_s[0] > 0 and 0 < ev.mfu[0] < 1
     sizes = layout.stage_layers(61)
     assert sizes == (4,) * 15 + (1,)  # the scenario's last_stage_layers = 1

@@ -67,3 +67,5 @@ def test_deepseek_v3_scenario_layout_is_published_one():
     assert tr.precision_recipe == "deepseek-v3-fp8" and tr.combine_dtype == "bfloat16"
     assert (tr.dtype_for("gemm"), tr.dtype_for("dispatch"), tr.dtype_for("combine"), tr.dtype_for("attention")) == \
         ("float8", "float8", "bfloat16", "bfloat16")
+    # §3.2.2 / §2.1.2: DeepEP-style dispatch (IB once per node, NVLink forwarding), each token to at most 4 nodes.
+    assert tr.dispatch_backend == "deepep" and s.model.moe.max_nodes_per_token == 4

@@ -210,8 +210,9 @@ def test_deepseek_v3_61_layers_on_16_stages():
     assert np.isfinite(ev.step_time_s[0]) and ev.step_time_s[0] > 0 and 0 < ev.mfu[0] < 1
     sizes = layout.stage_layers(61)
     assert sizes == (4,) * 15 + (1,)  # the scenario's last_stage_layers = 1
-    # Four layers outweigh one plus the MTP module and two BF16 output-head passes.
-    assert sizes[int(ev.slowest_stage[0])] == 4 and int(ev.slowest_stage[0]) < 15
+    # One MoE layer, the MTP module and two BF16 output-head passes (with their cross-entropy) outweigh four
+    # MoE layers under the operator tables; two layers there would be slower still (23.6 s against 19.1 s).
+    assert int(ev.slowest_stage[0]) == 15
     # Memory peaks on the first stage: most micro-batches in flight (16), three dense layers of d_ff 18432 and one MoE.
     assert int(ev.memory_stage[0]) == 0
     assert estimate(sc).step_time_s == float(ev.step_time_s[0])

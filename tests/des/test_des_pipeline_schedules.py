@@ -176,12 +176,14 @@ def test_mixtral_vp8_simulated_within_two_percent():
 
 
 def test_deepseek_v3_dualpipe_simulated_near_the_estimate():
-    """DeepSeek-V3's DualPipe on uneven stages (3, 3, 13 x 4, 3): the estimate's pairs x max(compute,
-    collectives) + the unpaired micro-batches + the bubble formula, against the simulator's eight-step
-    order (-2.7 % when measured; 5 % asserted: the estimate counts each device's stage twice for DualPipe's
-    second copy where the simulator runs stage s and stage pp-1-s)."""
+    """DeepSeek-V3 under DualPipe on its uneven stages (15 x 4, last stage 1 layer + MTP): the estimate
+    charges every micro-batch the slowest stage's time where the simulator's eight-step order runs stage s
+    for one direction and stage pp-1-s for the other, so the estimate is an upper bound here (-10.9 % when
+    measured after merging the precision recipe; -2.7 % on the even split before it). Asserted: below the
+    estimate and within 15 %."""
     from moesim.specs.load import load_scenario
-    sc = load_scenario("deepseek-v3-h800")
-    assert sc.training.pipeline_schedule == "dualpipe"
+    sc = load_scenario("deepseek-v3-h800")  # the scenario file keeps 1F1B (DualPipe does not fit there: see report)
+    sc = dataclasses.replace(sc, training=dataclasses.replace(sc.training, pipeline_schedule="dualpipe"))
     result = simulate(sc, None, SimOptions(contention=False, expected_loads=True, trace=False))
-    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.05)
+    assert result.step_times_s[0] <= result.analytical_step_time_s * 1.001
+    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.15)

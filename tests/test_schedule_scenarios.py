@@ -23,9 +23,11 @@ def test_in_flight_micro_batches_per_schedule():
     assert in_flight("gpipe", 16, 4, 1, s).tolist() == [16] * 4
     # Interleaved, stage 0: p + (p − 1)/v micro-batches of its layers (Korthikanti §4.2.3: L(1 + (p−1)/(p·v))).
     assert in_flight("interleaved", 16, 4, 2, 0)[()] == pytest.approx(4 + 3 / 2)
-    # ZB-V p everywhere; DualPipe p + 1 (DeepSeek-V3 Table 2).
+    # ZB-V p everywhere. DualPipe: stage s holds p − s and shares its device with stage p − 1 − s, which
+    # holds s + 1: p + 1 per device (DeepSeek-V3 Table 2).
     assert in_flight("zb-v", 16, 4, 1, s).tolist() == [4] * 4
-    assert in_flight("dualpipe", 16, 4, 1, s).tolist() == [5] * 4
+    dual = in_flight("dualpipe", 16, 4, 1, s)
+    assert dual.tolist() == [4, 3, 2, 1] and (dual + dual[::-1]).tolist() == [5] * 4
 
 
 def test_bubble_fractions_are_the_published_ones():

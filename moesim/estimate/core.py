@@ -29,7 +29,7 @@ from moesim.estimate.context_parallel import exposed_ring_time_s, tokens_divisor
 from moesim.collectives.base import CollectiveModel, bus_bw_factor
 from moesim.estimate.candidates import Candidates
 from moesim.estimate.pricing import CollectivePricer, distinct_rows
-from moesim.estimate.stages import Stages, pipeline_stages
+from moesim.estimate.stages import Stages, dualpipe_pair_columns, pipeline_stages
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
 from moesim.capacity import expected_drop_fraction_array
@@ -204,12 +204,25 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     opt_time = np.max(np.where(exists, opt_bytes, 0), axis=1) / builder.hbm_bw
 
     # Memory per stage.
-    w_d, g_d, o_d = mem.model_state_bytes(dense_params, dcp[:, None], zero, tr, opt_bpp)
-    w_e, g_e, o_e = mem.model_state_bytes(expert_params, edp[:, None], zero, tr, opt_bpp)
+    # DualPipe: the device of stage s also holds stage p − 1 − s (its `pair` column), each with 1F1B's
+    # min(m, p − s) micro-batches in flight: PP + 1 per device and 2x parameters when stages are alike
+    # (DeepSeek-V3 Table 2); first and last share the embedding the MTP module reads (§3.2.3).
+    dual = sch.is_schedule(sched, "dualpipe")[:, None]
+    pair = dualpipe_pair_columns(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers)
+    pair = np.where(pair >= 0, pair, np.arange(n_stages)[None, :])
+    with_pair = lambda a: a + np.where(dual, np.take_along_axis(a, pair, axis=1), 0)  # noqa: E731
+    pm_mem = sch.parameter_multiple(sched)[:, None]
+    shared = np.where(dual & (first | last) & (pp[:, None] > 1), (wl.mtp_embedding_params / tp)[:, None], 0)
+    w_d, g_d, o_d = mem.model_state_bytes(with_pair(dense_params / pm_mem) - shared, dcp[:, None], zero, tr, opt_bpp)
+    w_e, g_e, o_e = mem.model_state_bytes(with_pair(expert_params / pm_mem), edp[:, None], zero, tr, opt_bpp)
     in_flight = mem.in_flight_micro_batches(sched, m[:, None], pp[:, None], stages.index, vp[:, None])
-    acts = _per_stage(counts, [t.activation_bytes for t in terms]) * in_flight
-    acts += np.where(last, mem.logits_bytes(b, wl.output_tokens, model.vocab_size, tp, tr.fused_cross_entropy,
-                                            tr.bytes_of("head"), wl.logit_heads)[:, None], 0)
+    acts_mb = _per_stage(counts, [t.activation_bytes for t in terms])
+    logits = np.where(last, mem.logits_bytes(b, wl.output_tokens, model.vocab_size, tp, tr.fused_cross_entropy,
+                                             tr.bytes_of("head"), wl.logit_heads)[:, None], 0)
+    # The partner stage p − 1 − s holds min(m, s + 1) micro-batches (schedules.in_flight).
+    pair_in_flight = np.minimum(m[:, None], stages.index + 1)
+    acts = acts_mb * in_flight + logits + np.where(
+        dual, np.take_along_axis(acts_mb, pair, axis=1) * pair_in_flight + np.take_along_axis(logits, pair, axis=1), 0)
     moe_terms = [t for t in terms if t.slots is not None]
     buffers = np.zeros(n_cand)
     if moe_terms:
@@ -217,8 +230,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         # for the wider of the dispatch and combine elements (FP8 dispatch, BF16 combine: DeepSeek-V3 §3.3.4).
         q_buf = max(tr.element_bytes("dispatch"), tr.element_bytes("combine"))
         buffers = np.maximum.reduce([2 * t.slots * model.d_model * q_buf for t in moe_terms])
-    layer_full = max(c.params_shardable + c.params_replicated + c.params_experts for c in wl.classes)
-    working = np.where(zero >= 3, 2 * layer_full * q_p / tp[:, None], 0)  # current + prefetched layer
+    # ZeRO-3 gathers one layer's parameters as this device uses them: its tp shard of the dense part
+    # (over dp·cp) and its ep·etp share of the experts (over edp); current + prefetched layer.
+    # Source: ZeRO, Rajbhandari et al., arXiv 1910.02054, §7.2.2 (params fetched before use, discarded after).
+    layer_gathered = np.max([c.params_shardable / tp + c.params_replicated + c.params_experts / (ep * etp)
+                             for c in wl.classes], axis=0)
+    working = np.where(zero >= 3, 2 * layer_gathered[:, None] * q_p, 0)
     # Cached FP8 copies of the stage's weights (all of them under ZeRO-3's gathers: an upper bound there).
     fp8_weights = fp8_weight_copy_bytes(dense_params + expert_params, tr.fp8_scaling) if tr.fp8_weight_cache else 0.0
     memory = {

@@ -23,9 +23,12 @@ and the last one's backward as many, each send t_send on the critical path (DERI
 
 Activations in flight on stage s, in micro-batches of the device's layers: 1f1b and zb-h1 min(m, p − s),
 gpipe m, interleaved min(m·v, 2(p − s − 1) + (v − 1)·p + 1)/v (Megatron's warm-up plus one; stage 0:
-p + (p − 1)/v, Korthikanti et al. 2022 §4.2.3), zb-v p, dualpipe p + 1 (DeepSeek-V3 Table 2).
+p + (p − 1)/v, Korthikanti et al. 2022 §4.2.3), zb-v p, dualpipe min(m, p − s) on stage s, whose device
+also holds stage p − 1 − s with s + 1: p + 1 per device (DeepSeek-V3 Table 2; DualPipe's steps 1-4 on
+rank h < p/2 run p − h forwards of its first chunk and h + 1 of its second before the first backward).
 Pipeline sends per micro-batch: v× for interleaved, 2× for zb-v (two chunks per device), 1× otherwise.
-Parameters: 2× for dualpipe (two model copies; DeepSeek-V3 Table 2), 1× otherwise.
+Parameters: 2× for dualpipe (two model copies; DeepSeek-V3 Table 2), 1× otherwise; in memory the device
+of stage s holds stages s and p − 1 − s (`deepseek-ai/DualPipe:examples/example_dualpipe.py`, moesim.estimate.core).
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def in_flight(schedule: np.ndarray, m, pp, vp, stage) -> np.ndarray:
     out = np.where(is_schedule(sched, "gpipe"), m, one_f_one_b)
     out = np.where(is_schedule(sched, "interleaved"), np.minimum(m * v, 2 * (p - s - 1) + (v - 1) * p + 1) / v, out)
     out = np.where(is_schedule(sched, "zb-v"), np.minimum(m, p), out)
-    return np.where(is_schedule(sched, "dualpipe"), np.minimum(m, p + 1), out)
+    return out  # dualpipe: 1F1B's per stage, two stages per device (module docstring)
 
 
 def p2p_multiple(schedule: np.ndarray, vp) -> np.ndarray:

@@ -75,3 +75,32 @@ def pipeline_stages(workload: Workload, pp: np.ndarray, first: np.ndarray | None
         sel, k = (pp == p) & (first == f) & (last == l_), len(idx)
         index[sel, :k], counts[sel, :k], tokens_out[sel, :k], tokens_in[sel, :k] = idx, cnt, out, into
     return Stages(index=index, counts=counts, tokens_out=tokens_out, tokens_in=tokens_in)
+
+
+def dualpipe_pair_columns(workload: Workload, pp: np.ndarray, first: np.ndarray | None = None,
+                          last: np.ndarray | None = None) -> np.ndarray:
+    """(N, S) column of the representative of the stage that shares a DualPipe device with each column's.
+
+    DualPipe rank r holds stages r and p − 1 − r of a p-stage split (`deepseek-ai/DualPipe:examples`,
+    `full_modules[rank]` and `full_modules[pp_size - 1 - rank]`; DeepSeek-V3 §3.2.3). The partner stage's
+    column is that of the earliest stage of its kind (the same key as `_representatives`); -1 pads."""
+    n = len(pp)
+    first = np.zeros(n, dtype=np.int64) if first is None else np.asarray(first, dtype=np.int64)
+    last = np.zeros(n, dtype=np.int64) if last is None else np.asarray(last, dtype=np.int64)
+    reps = pipeline_stages(workload, pp, first, last)
+    out = np.full(reps.index.shape, -1)
+    for p, f, l_ in np.unique(np.stack([np.asarray(pp, dtype=np.int64), first, last], axis=1), axis=0):
+        p, f, l_ = int(p), int(f) or None, int(l_) or None
+        counts = stage_class_counts(workload, p, f, l_)
+        tok_out = _boundary_tokens(workload, p, f, l_)
+        tok_in = np.concatenate([tok_out[:1], tok_out[:-1]])
+        key = lambda s: (tuple(counts[s]), s == 0, s == p - 1, tok_out[s], tok_in[s])  # noqa: E731
+        earliest: dict[tuple, int] = {}
+        for s in range(p):
+            earliest.setdefault(key(s), s)
+        index = _representatives(workload, p, f, l_)[0]
+        column = {int(s): c for c, s in enumerate(index)}
+        cols = [column[earliest[key(p - 1 - int(s))]] for s in index]
+        sel = (pp == p) & (first == (f or 0)) & (last == (l_ or 0))
+        out[sel, :len(cols)] = cols
+    return out

@@ -249,3 +249,27 @@ def test_vectorised_strides_equal_the_mapping(dp, tp, ep, pp, etp, order):
     vectorised = {axis: int(v[0]) for axis, v in candidate_strides(batch).items()}
     scalar = mesh_strides(layout)
     assert {axis: vectorised[axis] for axis in scalar} == scalar
+
+
+def test_zero3_working_memory_is_the_gathered_shard_of_one_layer_twice(switch_c):
+    """ZeRO-3 keeps the current and the prefetched layer gathered (ZeRO arXiv 1910.02054 §7.2.2): per device its
+    tp shard of the dense part and its ep·etp share of the experts, not a whole layer with every expert."""
+    from moesim.workload import build_workload  # noqa: PLC0415
+    dp, tp, ep = 1024, 2, 2048
+    e2, e3 = (estimate(switch_c, Layout(dp=dp, tp=tp, ep=ep, pp=1), dataclasses.replace(switch_c.training, zero_stage=z))
+              for z in (2, 3))
+    wl = build_workload(switch_c.model, *switch_c.seq_lens)
+    q_p = switch_c.training.bytes_of("param")
+    n = np.bincount(wl.layer_class_index, minlength=len(wl.classes))
+    dense = sum(k * (c.params_shardable / tp + c.params_replicated) for k, c in zip(n, wl.classes)) + (
+        wl.embedding_params / tp + wl.position_params + wl.lm_head_params / tp + wl.final_norm_params)
+    experts = sum(k * c.params_experts / ep for k, c in zip(n, wl.classes))  # etp = 1
+    edp = dp * tp // ep
+    assert e2.memory_bytes_per_device["weights"] == pytest.approx(q_p * (dense + experts), rel=1e-9)
+    layer = max(c.params_shardable / tp + c.params_replicated + c.params_experts / ep for c in wl.classes)
+    working = e3.memory_bytes_per_device["weights"] - q_p * (dense / dp + experts / edp)
+    assert working == pytest.approx(2 * layer * q_p, rel=1e-9)
+    # The old charge, a whole layer with all 2048 experts over tp, was larger than ZeRO-2's whole stage.
+    whole = max(c.params_shardable + c.params_replicated + c.params_experts for c in wl.classes)
+    assert 2 * whole * q_p / tp > e2.memory_bytes_per_device["weights"]
+    assert e3.memory_bytes_per_device["total"] < e2.memory_bytes_per_device["total"]

@@ -101,3 +101,25 @@ def test_search_keys_and_layout_keys_load_from_a_scenario_file(tmp_path):
     (tmp_path / "vp.toml").write_text(text.replace("pp = 4", "pp = 4\nvp = 3\ncp_comm = \"a2a\""))
     with pytest.raises(SpecError, match="vp = 3 needs pipeline_schedule = interleaved"):
         load_scenario(str(tmp_path / "vp.toml")).resolve()
+
+
+def test_dualpipe_device_holds_stages_s_and_p_minus_1_minus_s():
+    """DualPipe rank r holds stages r and p − 1 − r (`deepseek-ai/DualPipe:examples/example_dualpipe.py`:
+    full_modules[rank], full_modules[pp_size - 1 - rank]); its first rank therefore holds the first and the
+    last stage, and the MTP module reads the embedding there (DeepSeek-V3 §3.2.3): no second copy."""
+    from moesim.workload import build_workload, stage_class_counts  # noqa: PLC0415
+    sc = load_scenario("deepseek-v3-h800")
+    layout = sc.resolve()
+    tr = dataclasses.replace(sc.training, pipeline_schedule="dualpipe")
+    e = estimate(sc, layout, tr)
+    wl = build_workload(sc.model, *sc.seq_lens)
+    counts = stage_class_counts(wl, layout.pp, layout.first_stage_layers, layout.last_stage_layers)
+    per_layer = np.array([c.params_shardable + c.params_replicated + c.params_experts / layout.ep for c in wl.classes])
+    stage = counts @ per_layer  # tp = 1
+    stage[0] += wl.embedding_params + wl.position_params
+    stage[-1] += wl.lm_head_params + wl.final_norm_params  # the MTP module's embedding is the first stage's
+    device = stage + stage[::-1]
+    assert e.memory_bytes_per_device["weights"] == pytest.approx(tr.bytes_of("param") * device.max(), rel=1e-9)
+    assert e.memory_bytes_per_device["gradients"] == pytest.approx(tr.bytes_of("grad") * device.max(), rel=1e-9)
+    # Not twice the heaviest stage (first: 3 dense layers and the embedding), as a 2x of one stage would give.
+    assert device.max() < 2 * stage.max()

@@ -237,7 +237,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                              for c in wl.classes], axis=0)
     working = np.where(zero >= 3, 2 * layer_gathered[:, None] * q_p, 0)
     # Cached FP8 copies of the stage's weights (all of them under ZeRO-3's gathers: an upper bound there).
-    fp8_weights = fp8_weight_copy_bytes(dense_params + expert_params, tr.fp8_scaling) if tr.fp8_weight_cache else 0.0
+    device_params = with_pair(dense_params / pm_mem) - shared + with_pair(expert_params / pm_mem)
+    fp8_weights = fp8_weight_copy_bytes(device_params, tr.fp8_scaling) if tr.fp8_weight_cache else 0.0
     memory = {
         "weights": w_d + w_e + working + fp8_weights, "gradients": g_d + g_e, "optimizer_states": o_d + o_e,
         "activations": acts, "moe_buffers": np.broadcast_to(buffers[:, None], acts.shape),

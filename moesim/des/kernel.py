@@ -1,0 +1,428 @@
+"""The fast engine: engine.py's semantics without simpy's per-event cost, over folded devices.
+
+Same model as `moesim.des.engine` (read it first): streams run their operations in order, an
+operation waits for its dependencies and its pipeline receive; compute holds the stream; a
+collective waits for its group, pays T(0), then moves each member's egress and ingress as flows
+paced at the model's rate and shared max-min fairly on links (network.py); a send is one flow over
+both ports. What differs is how it is computed:
+
+- Compute does not touch the network, so a stream's compute operations are resolved as a
+  dataflow (start = max(stream free, dependencies' ends, receive), end = start + duration) the
+  moment their inputs are known, with no event at all. Only the network needs time order: one
+  heap of (time, sequence, action) holds collective launches, flow ends and pipeline transfers.
+  Every time derived from an event is at or after that event's time, so the heap never receives
+  the past, and the result is the simpy engine's (asserted on small cases, tests/des/test_des_fold.py).
+- Devices are a `Fold` (fold.py): the simulated ones stand for classes; a collective waits for one
+  representative per class in its group, a flow counts once per class member behind a link.
+- Bookkeeping is flat: per device one array of operation end times, durations and the bytes
+  routing loads set (variation.StageWork); a counter of events (operations completed + heap events).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from array import array
+
+from moesim.des.fabric import PortFabric
+from moesim.des.fold import Fold
+from moesim.des.network import LinkUse, max_min_rates
+from moesim.des.schedule import COLLECTIVE, COMPUTE, StageProgram
+
+_COMPUTE, _COLLECTIVE, _SEND = 0, 1, 2
+_NAN = float("nan")
+
+
+class Compiled:
+    """A stage program as flat lists, shared by every device of the stage."""
+
+    def __init__(self, program: StageProgram, cols) -> None:
+        ops = program.ops
+        self.program = program
+        self.ops = ops
+        self.kind = [_COMPUTE if op.kind == COMPUTE else _COLLECTIVE if op.kind == COLLECTIVE else _SEND for op in ops]
+        self.deps = [op.deps for op in ops]
+        self.recv = [op.recv for op in ops]
+        self.streams = [(name, list(idx)) for name, idx in program.streams.items()]
+        self.col = [-1] * len(ops)
+        for k, i in enumerate(cols):
+            self.col[int(i)] = k
+
+
+class Device:
+    """One simulated device: its work and its progress."""
+
+    __slots__ = ("device", "code", "dur", "wire", "egc", "inc", "weight", "end", "pos", "ready", "start", "issued",
+                 "waiters", "busy_s", "end_s")
+
+    def __init__(self, device: int, code: Compiled, durations, wire, egress_cols, ingress_cols, weight: int) -> None:
+        self.device, self.code, self.weight = device, code, weight
+        self.dur = array("d", durations)
+        self.wire = wire
+        self.egc = array("d", egress_cols) if egress_cols is not None else None
+        self.inc = array("d", ingress_cols) if ingress_cols is not None else None
+        self.end = array("d", [_NAN]) * len(durations)
+        n = len(code.streams)
+        self.pos, self.ready, self.start, self.issued = [0] * n, [0.0] * n, [0.0] * n, [False] * n
+        self.waiters: dict[int, list[int]] = {}
+        self.busy_s = 0.0
+        self.end_s = 0.0
+
+    def bytes(self, i: int) -> tuple[float, float]:
+        c = self.code.col[i]
+        if c >= 0 and self.egc is not None:
+            return self.egc[c], self.inc[c]
+        w = self.wire[i]
+        return w, w
+
+
+class _Flow:
+    __slots__ = ("path", "size_bytes", "cap_bytes_per_s", "done", "remaining_bytes", "rate_bytes_per_s", "updated_s",
+                 "version", "latency_s", "fid")
+
+    def __init__(self, path, size, cap, done, now, latency, fid) -> None:
+        self.path, self.size_bytes, self.cap_bytes_per_s, self.done = path, size, cap, done
+        self.remaining_bytes, self.rate_bytes_per_s, self.updated_s = size, 0.0, now
+        self.version, self.latency_s, self.fid = 0, latency, fid
+
+
+class Kernel:
+    """Runs Devices over the fabric's links; records trace tuples when `trace` is a list."""
+
+    def __init__(self, fabric: PortFabric, fold: Fold, stride_pp: int, *, contention: bool,
+                 trace: list | None = None) -> None:
+        self.fabric, self.fold, self.stride_pp = fabric, fold, stride_pp
+        self.contention, self.trace = contention, trace
+        self.now = 0.0
+        self.heap: list = []
+        self.seq = 0
+        self.events = 0
+        self.work: list = []  # (device, stream) to advance
+        self.instances: dict[tuple, list] = {}
+        self.arrivals: dict[tuple, float] = {}
+        self.recv_waiting: dict[tuple, tuple] = {}
+        self.links: list = []
+        self.index: dict[str, int] = {}
+        self.use: list[LinkUse] = []
+        self.on_link: list[dict] = []
+        self._paths: dict[tuple, tuple] = {}
+        self._next_fid = 0
+
+    # Structure -----------------------------------------------------------------------------------
+
+    def _add_link(self, link) -> int:
+        if link.name in self.index:
+            return self.index[link.name]
+        self.index[link.name] = len(self.links)
+        self.links.append(link)
+        self.use.append(LinkUse())
+        self.on_link.append({})
+        return self.index[link.name]
+
+    def path(self, direction: str, device: int, level: int) -> tuple[tuple[int, int], ...]:
+        key = (direction, device, level)
+        hit = self._paths.get(key)
+        if hit is None:
+            f = self.fabric
+            links = f.egress(device, level) if direction == "egress" else tuple(reversed(f.ingress(device, level)))
+            mates = f.mates(device, level)
+            pairs = []
+            for n, link in enumerate(links):
+                canonical, weight = self.fold.link(link, mates[min(n, len(mates) - 1)], device, (level, direction, n))
+                pairs.append((self._add_link(canonical), weight))
+            hit = self._paths[key] = tuple(pairs) if direction == "egress" else tuple(reversed(pairs))
+        return hit
+
+    # Time ----------------------------------------------------------------------------------------
+
+    def push(self, time_s: float, action, arg) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (time_s, self.seq, action, arg))
+
+    def run(self, devices: list[Device], progress=None) -> None:
+        """Run every device to the end of its program; `progress(done_fraction)` is called now and then."""
+        for d in devices:
+            for s in range(len(d.code.streams)):
+                self.work.append((d, s))
+        self._drain()
+        heap = self.heap
+        pop = heapq.heappop
+        tick = 0
+        while heap:
+            time_s, _, action, arg = pop(heap)
+            self.now = time_s
+            self.events += 1
+            action(arg)
+            if self.work:
+                self._drain()
+            tick += 1
+            if progress is not None and tick % 20000 == 0:
+                progress(time_s)
+        for d in devices:
+            if d.waiters or any(p < len(idx) for p, (_, idx) in zip(d.pos, d.code.streams)):
+                raise RuntimeError(f"device {d.device} did not finish its program (deadlock)")
+
+    def _drain(self) -> None:
+        work = self.work
+        while work:
+            d, s = work.pop()
+            self._advance(d, s)
+
+    def _wake(self, d: Device, i: int) -> None:
+        w = d.waiters.pop(i, None)
+        if w:
+            for s in w:
+                self.work.append((d, s))
+
+    def complete(self, d: Device, i: int, end_s: float) -> None:
+        d.end[i] = end_s
+        self._wake(d, i)
+
+    # Streams -------------------------------------------------------------------------------------
+
+    def _advance(self, d: Device, s: int) -> None:
+        code = d.code
+        name, idx = code.streams[s]
+        kind, deps, recv, end, dur = code.kind, code.deps, code.recv, d.end, d.dur
+        pos, ready = d.pos[s], d.ready[s]
+        n = len(idx)
+        trace = self.trace
+        while pos < n:
+            i = idx[pos]
+            if d.issued[s]:
+                e = end[i]
+                if e != e:
+                    break  # still in flight
+                d.issued[s] = False
+                if trace is not None:
+                    self._record(d, name, i, d.start[s], e)
+                ready = e
+                pos += 1
+                self.events += 1
+                continue
+            t = ready
+            blocked = False
+            for dep in deps[i]:
+                e = end[dep]
+                if e != e:
+                    d.waiters.setdefault(dep, []).append(s)
+                    blocked = True
+                    break
+                if e > t:
+                    t = e
+            if blocked:
+                break
+            rv = recv[i]
+            if rv is not None:
+                a = self.arrivals.get((rv[0], rv[1], d.device))
+                if a is None:
+                    self.recv_waiting[(rv[0], rv[1], d.device)] = (d, s)
+                    break
+                if a > t:
+                    t = a
+            k = kind[i]
+            if k == _COMPUTE:
+                x = dur[i]
+                e = t + x
+                d.busy_s += x
+                end[i] = e
+                if i in d.waiters:
+                    self._wake(d, i)
+                if trace is not None:
+                    self._record(d, name, i, t, e)
+                ready = e
+                pos += 1
+                self.events += 1
+                continue
+            d.issued[s] = True
+            d.start[s] = t
+            d.waiters.setdefault(i, []).append(s)
+            d.pos[s], d.ready[s] = pos, ready
+            if k == _COLLECTIVE:
+                self._join(d, i, t)
+            else:
+                self._send(d, i, t)
+            return
+        d.pos[s], d.ready[s] = pos, ready
+        if pos == n and ready > d.end_s:
+            d.end_s = ready
+
+    def _record(self, d: Device, stream: str, i: int, start: float, end: float) -> None:
+        op = d.code.ops[i]
+        self.trace.append((d.device, stream, op.name, op.phase, op.layer, op.mb, start, end))
+
+    # Collectives ---------------------------------------------------------------------------------
+
+    def _join(self, d: Device, i: int, t: float) -> None:
+        op = d.code.ops[i]
+        spec = op.comm
+        group, expected = self.fold.group(spec.axis, d.device)
+        key = (d.code.program.stage, i, group)
+        members = self.instances.get(key)
+        if members is None:
+            members = self.instances[key] = []
+        egress, ingress = d.bytes(i)
+        members.append((d, i, t, egress, ingress))
+        if len(members) == expected:
+            del self.instances[key]
+            self._launch(members, spec)
+
+    def _launch(self, members: list, spec) -> None:
+        start = max(m[2] for m in members)
+        level = self.fabric.level(spec.span)
+        if not self.contention:
+            cap = spec.cap_bytes_per_s
+            for d, i, _, egress, ingress in members:
+                self._account(self.path("egress", d.device, level), egress)
+                self._account(self.path("ingress", d.device, level), ingress)
+                most = max(egress, ingress)
+                self.complete(d, i, start + (spec.latency_s + (most / cap if most > 0 else 0.0)))
+            return
+        self.push(start + spec.latency_s if spec.latency_s > 0 else start, self._flows, (members, level, spec))
+
+    def _flows(self, arg) -> None:
+        members, level, spec = arg
+        cap = spec.cap_bytes_per_s
+        for d, i, _, egress, ingress in members:
+            done = [2, d, i, None]
+            self.transfer(self.path("egress", d.device, level), egress, cap, done)
+            self.transfer(self.path("ingress", d.device, level), ingress, cap, done)
+
+    def _send(self, d: Device, i: int, t: float) -> None:
+        op = d.code.ops[i]
+        spec = op.comm
+        peer = self.fold.rep(d.device + op.peer * self.stride_pp)
+        level = self.fabric.level(spec.span)
+        path = self.path("egress", d.device, level) + self.path("ingress", peer, level)
+        key = ("act" if op.peer > 0 else "grad", op.mb, peer)
+        nbytes = d.bytes(i)[0]
+        if not self.contention:
+            self._account(path, nbytes)
+            self._arrive(d, i, key, t + (spec.latency_s + nbytes / spec.cap_bytes_per_s))
+            return
+        self.push(t + spec.latency_s if spec.latency_s > 0 else t, self._start_send,
+                  (path, nbytes, spec.cap_bytes_per_s, [1, d, i, key]))
+
+    def _start_send(self, arg) -> None:
+        path, nbytes, cap, done = arg
+        self.transfer(path, nbytes, cap, done)
+
+    def _arrive(self, d: Device, i: int, key: tuple, time_s: float) -> None:
+        self.complete(d, i, time_s)
+        self.arrivals[key] = time_s
+        waiting = self.recv_waiting.pop(key, None)
+        if waiting is not None:
+            self.work.append(waiting)
+
+    def _flow_done(self, done: list) -> None:
+        done[0] -= 1
+        if done[0] == 0:
+            if done[3] is None:
+                self.complete(done[1], done[2], self.now)
+            else:
+                self._arrive(done[1], done[2], done[3], self.now)
+
+    # Flows (network.py's max-min sharing) ---------------------------------------------------------
+
+    def _account(self, path, size_bytes: float) -> None:
+        use = self.use
+        for link, mult in path:
+            use[link].carried_bytes += mult * size_bytes
+
+    def transfer(self, path, size_bytes: float, cap_bytes_per_s: float, done: list) -> None:
+        latency = sum(self.links[link].latency_s for link, _ in path)
+        self._account(path, size_bytes)
+        if size_bytes <= 0 or not path:
+            if size_bytes > 0:  # no link: paced at its cap alone
+                latency += size_bytes / cap_bytes_per_s
+            self._finish(done, latency)
+            return
+        self._next_fid += 1
+        flow = _Flow(path, size_bytes, cap_bytes_per_s, done, self.now, latency, self._next_fid)
+        for link, _ in path:
+            on = self.on_link[link]
+            on[flow.fid] = flow
+            if len(on) > self.use[link].peak_flows:
+                self.use[link].peak_flows = len(on)
+        self._reshare(path)
+
+    def _finish(self, done: list, latency_s: float) -> None:
+        if latency_s > 0:
+            self.push(self.now + latency_s, self._flow_done, done)
+        else:
+            self._flow_done(done)
+
+    def _component(self, seed) -> list:
+        if len(seed) == 1:
+            on = self.on_link[seed[0][0]]
+            if len(on) <= 1:
+                flows = list(on.values())
+                if all(len(f.path) == 1 for f in flows):
+                    return flows
+        seen = set()
+        stack = [link for link, _ in seed]
+        flows: dict = {}
+        on_link = self.on_link
+        while stack:
+            link = stack.pop()
+            if link in seen:
+                continue
+            seen.add(link)
+            for fid, flow in on_link[link].items():
+                if fid not in flows:
+                    flows[fid] = flow
+                    stack.extend(l for l, _ in flow.path if l not in seen)
+        return [flows[fid] for fid in sorted(flows)]
+
+    def _reshare(self, seed) -> None:
+        now = self.now
+        flows = self._component(seed)
+        if not flows:
+            return
+        for flow in flows:
+            flow.remaining_bytes -= flow.rate_bytes_per_s * (now - flow.updated_s)
+            flow.updated_s = now
+        if len(flows) == 1:
+            f = flows[0]
+            rate = f.cap_bytes_per_s
+            for link, w in f.path:
+                c = self.links[link].capacity_bytes_per_s / w
+                if c < rate:
+                    rate = c
+            rates = {f.fid: rate}
+        else:
+            capacity = {link: self.links[link].capacity_bytes_per_s for f in flows for link, _ in f.path}
+            rates = max_min_rates(flows, capacity)
+        for flow in flows:
+            flow.rate_bytes_per_s = rates[flow.fid]
+            flow.version += 1
+            delay = max(flow.remaining_bytes, 0.0) / flow.rate_bytes_per_s
+            self.push(now + delay, self._end, (flow, flow.version))
+
+    def _end(self, arg) -> None:
+        flow, version = arg
+        if version != flow.version:
+            return
+        flow.remaining_bytes = 0.0
+        flow.rate_bytes_per_s = 0.0
+        flow.version += 1
+        for link, _ in flow.path:
+            del self.on_link[link][flow.fid]
+        self._finish(flow.done, flow.latency_s)
+        self._reshare(flow.path)
+
+    def busiest(self, elapsed_s: float, count: int = 5) -> list[dict]:
+        """The `count` links with the highest utilisation, as Network.busiest."""
+        rows = []
+        for link, use in zip(self.links, self.use):
+            if use.carried_bytes <= 0 or elapsed_s <= 0:
+                continue
+            rows.append({"link": link.name, "carried_bytes": float(use.carried_bytes),
+                         "capacity_bytes_per_s": float(link.capacity_bytes_per_s),
+                         "utilisation": float(use.carried_bytes / (link.capacity_bytes_per_s * elapsed_s)),
+                         "peak_concurrent_flows": use.peak_flows})
+        rows.sort(key=lambda r: (-r["utilisation"], r["link"]))
+        return rows[:count]
+
+
+__all__ = ["Compiled", "Device", "Kernel"]

@@ -78,12 +78,13 @@ class Device:
 
 class _Flow:
     __slots__ = ("path", "size_bytes", "cap_bytes_per_s", "done", "remaining_bytes", "rate_bytes_per_s", "updated_s",
-                 "version", "latency_s", "fid")
+                 "version", "latency_s", "fid", "lazy", "end_s", "registered")
 
     def __init__(self, path, size, cap, done, now, latency, fid) -> None:
         self.path, self.size_bytes, self.cap_bytes_per_s, self.done = path, size, cap, done
         self.remaining_bytes, self.rate_bytes_per_s, self.updated_s = size, 0.0, now
         self.version, self.latency_s, self.fid = 0, latency, fid
+        self.lazy, self.end_s, self.registered = False, 0.0, True
 
 
 class Kernel:
@@ -106,6 +107,7 @@ class Kernel:
         self.use: list[LinkUse] = []
         self.on_link: list[dict] = []
         self._paths: dict[tuple, tuple] = {}
+        self._latency: dict[tuple, float] = {}
         self._next_fid = 0
 
     # Structure -----------------------------------------------------------------------------------
@@ -283,10 +285,16 @@ class Kernel:
     def _flows(self, arg) -> None:
         members, level, spec = arg
         cap = spec.cap_bytes_per_s
+        path = self.path
         for d, i, _, egress, ingress in members:
             done = [2, d, i, None]
-            self.transfer(self.path("egress", d.device, level), egress, cap, done)
-            self.transfer(self.path("ingress", d.device, level), ingress, cap, done)
+            a = self.transfer(path("egress", d.device, level), egress, cap, done)
+            b = self.transfer(path("ingress", d.device, level), ingress, cap, done)
+            if a is not None and b is not None:
+                self.push(a.end_s if a.end_s > b.end_s else b.end_s, self._lazy_end, (a, b))
+            elif a is not None or b is not None:
+                f = a if a is not None else b
+                self.push(f.end_s, self._lazy_end, (f,))
 
     def _send(self, d: Device, i: int, t: float) -> None:
         op = d.code.ops[i]
@@ -305,7 +313,9 @@ class Kernel:
 
     def _start_send(self, arg) -> None:
         path, nbytes, cap, done = arg
-        self.transfer(path, nbytes, cap, done)
+        f = self.transfer(path, nbytes, cap, done)
+        if f is not None:
+            self.push(f.end_s, self._lazy_end, (f,))
 
     def _arrive(self, d: Device, i: int, key: tuple, time_s: float) -> None:
         self.complete(d, i, time_s)
@@ -329,22 +339,66 @@ class Kernel:
         for link, mult in path:
             use[link].carried_bytes += mult * size_bytes
 
-    def transfer(self, path, size_bytes: float, cap_bytes_per_s: float, done: list) -> None:
-        latency = sum(self.links[link].latency_s for link, _ in path)
-        self._account(path, size_bytes)
+    def transfer(self, path, size_bytes: float, cap_bytes_per_s: float, done: list):
+        """Start a flow; returns it when it is alone on its links (lazy: the caller schedules its end with
+        `_lazy_end`, and a flow that joins it later turns it into an ordinary one), else None."""
+        latency = self._latency.get(path)
+        if latency is None:
+            latency = self._latency[path] = sum(self.links[link].latency_s for link, _ in path)
+        use = self.use
+        for link, mult in path:
+            use[link].carried_bytes += mult * size_bytes
         if size_bytes <= 0 or not path:
             if size_bytes > 0:  # no link: paced at its cap alone
                 latency += size_bytes / cap_bytes_per_s
             self._finish(done, latency)
-            return
+            return None
         self._next_fid += 1
-        flow = _Flow(path, size_bytes, cap_bytes_per_s, done, self.now, latency, self._next_fid)
+        now = self.now
+        flow = _Flow(path, size_bytes, cap_bytes_per_s, done, now, latency, self._next_fid)
+        alone = True
+        on_link = self.on_link
         for link, _ in path:
-            on = self.on_link[link]
+            on = on_link[link]
+            if on:
+                for other in [f for f in on.values() if f.lazy and f.end_s <= now]:
+                    self._purge(other)
+                if on:
+                    alone = False
             on[flow.fid] = flow
-            if len(on) > self.use[link].peak_flows:
-                self.use[link].peak_flows = len(on)
+            if len(on) > use[link].peak_flows:
+                use[link].peak_flows = len(on)
+        if alone and latency == 0:  # nothing else on its links: its cap or its tightest link, as _reshare gives
+            rate = cap_bytes_per_s
+            links = self.links
+            for link, w in path:
+                c = links[link].capacity_bytes_per_s / w
+                if c < rate:
+                    rate = c
+            flow.rate_bytes_per_s = rate
+            flow.version = 1
+            flow.lazy = True
+            flow.end_s = now + size_bytes / rate
+            return flow
         self._reshare(path)
+        return None
+
+    def _purge(self, flow: _Flow) -> None:
+        """Take a lazy flow whose end has passed off its links (its end is counted by `_lazy_end`)."""
+        if flow.registered:
+            flow.registered = False
+            for link, _ in flow.path:
+                del self.on_link[link][flow.fid]
+
+    def _lazy_end(self, flows) -> None:
+        for flow in flows:
+            if flow.lazy:  # not joined since: it ended at its own end_s, alone
+                flow.lazy = False
+                flow.version += 1
+                flow.remaining_bytes = 0.0
+                flow.rate_bytes_per_s = 0.0
+                self._purge(flow)
+                self._flow_done(flow.done)
 
     def _finish(self, done: list, latency_s: float) -> None:
         if latency_s > 0:
@@ -355,7 +409,7 @@ class Kernel:
     def _component(self, seed) -> list:
         if len(seed) == 1:
             on = self.on_link[seed[0][0]]
-            if len(on) <= 1:
+            if len(on) <= 1 and not any(f.lazy for f in on.values()):
                 flows = list(on.values())
                 if all(len(f.path) == 1 for f in flows):
                     return flows
@@ -368,6 +422,9 @@ class Kernel:
             if link in seen:
                 continue
             seen.add(link)
+            stale = [f for f in on_link[link].values() if f.lazy and f.end_s <= self.now]
+            for f in stale:
+                self._purge(f)
             for fid, flow in on_link[link].items():
                 if fid not in flows:
                     flows[fid] = flow
@@ -394,6 +451,7 @@ class Kernel:
             capacity = {link: self.links[link].capacity_bytes_per_s for f in flows for link, _ in f.path}
             rates = max_min_rates(flows, capacity)
         for flow in flows:
+            flow.lazy = False  # joined: from now on its end is an ordinary event
             flow.rate_bytes_per_s = rates[flow.fid]
             flow.version += 1
             delay = max(flow.remaining_bytes, 0.0) / flow.rate_bytes_per_s
@@ -406,10 +464,15 @@ class Kernel:
         flow.remaining_bytes = 0.0
         flow.rate_bytes_per_s = 0.0
         flow.version += 1
+        others = False
         for link, _ in flow.path:
-            del self.on_link[link][flow.fid]
+            on = self.on_link[link]
+            del on[flow.fid]
+            if on:
+                others = True
         self._finish(flow.done, flow.latency_s)
-        self._reshare(flow.path)
+        if others:
+            self._reshare(flow.path)
 
     def busiest(self, elapsed_s: float, count: int = 5) -> list[dict]:
         """The `count` links with the highest utilisation, as Network.busiest."""

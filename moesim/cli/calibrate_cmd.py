@@ -8,6 +8,8 @@ from moesim.cli.output import print_json
 
 
 def register(subparsers) -> None:
+    from moesim.cli.progress import add_quiet
+
     p = subparsers.add_parser(
         "calibrate", help="fit a hardware profile to validate/ measurements and nccl-tests logs",
         description="Fit the profile's matmul efficiency table, peaks, memory bandwidth, per-level collective "
@@ -35,6 +37,7 @@ def register(subparsers) -> None:
                                          "send_recv"),
                    help="collective of nccl-tests logs that neither name it nor carry it in their file name")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_quiet(p)
     p.set_defaults(run=run_calibrate)
 
     r = subparsers.add_parser(
@@ -51,10 +54,12 @@ def register(subparsers) -> None:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     from moesim.calibrate import calibrate, render_calibration
+    from moesim.cli.progress import progress_bar
 
-    result = calibrate(args.measurements, args.hardware, args.output, holdout_fraction=args.holdout_fraction,
-                       seed=args.seed, bootstrap=args.bootstrap, loss=args.loss, name=args.name,
-                       nccl_op=args.nccl_op, fit_router_matmul=args.fit_router_matmul)
+    with progress_bar(args, "calibrating") as progress:
+        result = calibrate(args.measurements, args.hardware, args.output, holdout_fraction=args.holdout_fraction,
+                           seed=args.seed, bootstrap=args.bootstrap, loss=args.loss, name=args.name,
+                           nccl_op=args.nccl_op, fit_router_matmul=args.fit_router_matmul, progress=progress)
     if args.json:
         print_json(result.as_dict())
     else:

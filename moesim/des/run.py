@@ -280,9 +280,9 @@ def simulate(scenario: Scenario, layout: Layout | None = None, options: SimOptio
 
 
 def step_time(scenario: Scenario, layout: Layout, training: TrainingSpec | None = None,
-              options: SimOptions | None = None) -> float:
+              options: SimOptions | None = None, progress: Callable[[float], None] | None = None) -> float:
     """Mean simulated step time in seconds (default options, no trace): the search's refinement hook."""
-    result = simulate(scenario, layout, options or SimOptions(trace=False), training=training)
+    result = simulate(scenario, layout, options or SimOptions(trace=False), training=training, progress=progress)
     return float(np.mean(result.step_times_s))
 
 

@@ -28,8 +28,9 @@ class Report:
 
 
 def report_figures(scenario: Scenario, layout: Layout | None = None, *, results: str | Path | None = None,
-                   results_hardware: str | None = None, simulate: bool = False):
-    """([(key, plotly figure)], notes, the scenario layout's StepEstimate): the page's content."""
+                   results_hardware: str | None = None, simulate: bool = False, progress=None):
+    """([(key, plotly figure)], notes, the scenario layout's StepEstimate): the page's content.
+    `progress(fraction)`: called while the timeline is simulated (when `simulate`)."""
     from moesim.report import figures as F
     from moesim.report.analysis import capacity_factor_sweep, expert_count_sweep, pareto_front
     from moesim.report.calibration import phase_points, read_switch_records
@@ -53,7 +54,7 @@ def report_figures(scenario: Scenario, layout: Layout | None = None, *, results:
     figs.append(("sensitivity", F.sensitivity(sweeps)))
     notes += [f"sensitivity, {s.name}: {s.note}" for s in sweeps if s.note]
     if simulate:
-        events, note = simulate_timeline(scenario, own.layout)
+        events, note = simulate_timeline(scenario, own.layout, progress=progress)
         notes.append(note)
         if events:
             figs.append(("timeline", F.timeline(events)))
@@ -75,7 +76,7 @@ def report_figures(scenario: Scenario, layout: Layout | None = None, *, results:
 
 def build_report(scenario: Scenario, layout: Layout | None = None, **options) -> Report:
     """Estimate `scenario` on `layout` (default: its own) and alternatives, and draw the page.
-    Options: results (JSONL path), results_hardware (profile name), simulate (bool)."""
+    Options: results (JSONL path), results_hardware (profile name), simulate (bool), progress (callable)."""
     from moesim.report.page import render_page
 
     figs, notes, own = report_figures(scenario, layout, **options)

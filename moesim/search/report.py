@@ -9,7 +9,7 @@ from moesim.specs.scenario import Scenario
 
 
 def search_report(scenario: Scenario, *, objective: str = "step_time", top: int = 5, refine_des: int = 0,
-                  step_time: StepTimeFn | None = None) -> dict:
+                  step_time: StepTimeFn | None = None, progress=None) -> dict:
     """Search `scenario` and describe the top `top` layouts (with full estimates), the rejections
     and the Pareto front; with `refine_des` > 0 also simulate that many of the best layouts."""
     if refine_des and step_time is None:
@@ -31,5 +31,5 @@ def search_report(scenario: Scenario, *, objective: str = "step_time", top: int 
     }
     if refine_des:
         report["refined"] = [r.as_dict() | {"layout": result.layout_dict(r.rank)}
-                             for r in refine(result, refine_des, step_time)]
+                             for r in refine(result, refine_des, step_time, progress)]
     return report

@@ -107,7 +107,7 @@ class Kernel:
         self.use: list[LinkUse] = []
         self.on_link: list[dict] = []
         self._paths: dict[tuple, tuple] = {}
-        self._latency: dict[tuple, float] = {}
+        self._latent = False  # some link has a latency of its own (PortFabric's have none)
         self._next_fid = 0
 
     # Structure -----------------------------------------------------------------------------------
@@ -116,6 +116,7 @@ class Kernel:
         if link.name in self.index:
             return self.index[link.name]
         self.index[link.name] = len(self.links)
+        self._latent = self._latent or link.latency_s > 0
         self.links.append(link)
         self.use.append(LinkUse())
         self.on_link.append({})
@@ -185,29 +186,31 @@ class Kernel:
     def _advance(self, d: Device, s: int) -> None:
         code = d.code
         name, idx = code.streams[s]
-        kind, deps, recv, end, dur = code.kind, code.deps, code.recv, d.end, d.dur
+        end = d.end
         pos, ready = d.pos[s], d.ready[s]
-        n = len(idx)
         trace = self.trace
+        done = 0
+        if d.issued[s]:  # woken by the end of the operation it issued
+            i = idx[pos]
+            e = end[i]
+            if e != e:
+                return  # still in flight
+            d.issued[s] = False
+            if trace is not None:
+                self._record(d, name, i, d.start[s], e)
+            ready = e
+            pos += 1
+            done += 1
+        kind, deps, recv, dur, waiters = code.kind, code.deps, code.recv, d.dur, d.waiters
+        n = len(idx)
         while pos < n:
             i = idx[pos]
-            if d.issued[s]:
-                e = end[i]
-                if e != e:
-                    break  # still in flight
-                d.issued[s] = False
-                if trace is not None:
-                    self._record(d, name, i, d.start[s], e)
-                ready = e
-                pos += 1
-                self.events += 1
-                continue
             t = ready
             blocked = False
             for dep in deps[i]:
                 e = end[dep]
                 if e != e:
-                    d.waiters.setdefault(dep, []).append(s)
+                    waiters.setdefault(dep, []).append(s)
                     blocked = True
                     break
                 if e > t:
@@ -216,35 +219,37 @@ class Kernel:
                 break
             rv = recv[i]
             if rv is not None:
-                a = self.arrivals.get((rv[0], rv[1], d.device))
+                key = (rv[0], rv[1], d.device)
+                a = self.arrivals.get(key)
                 if a is None:
-                    self.recv_waiting[(rv[0], rv[1], d.device)] = (d, s)
+                    self.recv_waiting[key] = (d, s)
                     break
                 if a > t:
                     t = a
-            k = kind[i]
-            if k == _COMPUTE:
+            if kind[i] == _COMPUTE:
                 x = dur[i]
                 e = t + x
                 d.busy_s += x
                 end[i] = e
-                if i in d.waiters:
+                if i in waiters:
                     self._wake(d, i)
                 if trace is not None:
                     self._record(d, name, i, t, e)
                 ready = e
                 pos += 1
-                self.events += 1
+                done += 1
                 continue
             d.issued[s] = True
             d.start[s] = t
-            d.waiters.setdefault(i, []).append(s)
+            waiters.setdefault(i, []).append(s)
             d.pos[s], d.ready[s] = pos, ready
-            if k == _COLLECTIVE:
+            self.events += done
+            if kind[i] == _COLLECTIVE:
                 self._join(d, i, t)
             else:
                 self._send(d, i, t)
             return
+        self.events += done
         d.pos[s], d.ready[s] = pos, ready
         if pos == n and ready > d.end_s:
             d.end_s = ready
@@ -258,7 +263,7 @@ class Kernel:
     def _join(self, d: Device, i: int, t: float) -> None:
         op = d.code.ops[i]
         spec = op.comm
-        group, expected = self.fold.group(spec.axis, d.device)
+        group, expected = self.fold.group(spec.axis, d.device)  # cached per (axis, group)
         key = (d.code.program.stage, i, group)
         members = self.instances.get(key)
         if members is None:
@@ -342,9 +347,7 @@ class Kernel:
     def transfer(self, path, size_bytes: float, cap_bytes_per_s: float, done: list):
         """Start a flow; returns it when it is alone on its links (lazy: the caller schedules its end with
         `_lazy_end`, and a flow that joins it later turns it into an ordinary one), else None."""
-        latency = self._latency.get(path)
-        if latency is None:
-            latency = self._latency[path] = sum(self.links[link].latency_s for link, _ in path)
+        latency = sum(self.links[link].latency_s for link, _ in path) if self._latent else 0.0
         use = self.use
         for link, mult in path:
             use[link].carried_bytes += mult * size_bytes

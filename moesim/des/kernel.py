@@ -268,8 +268,11 @@ class Kernel:
         members = self.instances.get(key)
         if members is None:
             members = self.instances[key] = []
-        egress, ingress = d.bytes(i)
-        members.append((d, i, t, egress, ingress))
+        c = d.code.col[i]
+        if c >= 0 and d.egc is not None:
+            members.append((d, i, t, d.egc[c], d.inc[c]))
+        else:
+            members.append((d, i, t, d.wire[i], d.wire[i]))
         if len(members) == expected:
             del self.instances[key]
             self._launch(members, spec)
@@ -393,21 +396,42 @@ class Kernel:
             for link, _ in flow.path:
                 del self.on_link[link][flow.fid]
 
-    def _lazy_end(self, flows) -> None:
-        for flow in flows:
-            if flow.lazy:  # not joined since: it ended at its own end_s, alone
-                flow.lazy = False
-                flow.version += 1
-                flow.remaining_bytes = 0.0
-                flow.rate_bytes_per_s = 0.0
-                self._purge(flow)
-                self._flow_done(flow.done)
-
     def _finish(self, done: list, latency_s: float) -> None:
         if latency_s > 0:
             self.push(self.now + latency_s, self._flow_done, done)
         else:
             self._flow_done(done)
+
+    def _purge(self, flow: _Flow) -> None:
+        """Take a lazy flow whose end has passed off its links (its end is counted by `_lazy_end`)."""
+        if flow.registered:
+            flow.registered = False
+            for link, _ in flow.path:
+                del self.on_link[link][flow.fid]
+
+    def _lazy_end(self, flows) -> None:
+        on_link, now = self.on_link, self.now
+        for flow in flows:
+            if not flow.lazy:
+                continue  # joined since: its own end event counts it
+            flow.lazy = False  # it ended at its own end_s, alone
+            flow.version += 1
+            flow.remaining_bytes = flow.rate_bytes_per_s = 0.0
+            if flow.registered:
+                flow.registered = False
+                for link, _ in flow.path:
+                    del on_link[link][flow.fid]
+            done = flow.done
+            done[0] -= 1
+            if done[0] == 0:
+                if done[3] is None:
+                    d, i = done[1], done[2]
+                    d.end[i] = now
+                    w = d.waiters.pop(i, None)
+                    if w:
+                        self.work.extend((d, s) for s in w)
+                else:
+                    self._arrive(done[1], done[2], done[3], now)
 
     def _component(self, seed) -> list:
         if len(seed) == 1:

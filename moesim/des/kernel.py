@@ -47,6 +47,9 @@ class Compiled:
         self.col = [-1] * len(ops)
         for k, i in enumerate(cols):
             self.col[int(i)] = k
+        # compute with nothing to wait for but its stream: resolved in a tight loop
+        self.plain = [op.kind == COMPUTE and not op.deps and op.recv is None for op in ops]
+        self.needed = [i in program.needed for i in range(len(ops))]
 
 
 class Device:
@@ -202,9 +205,20 @@ class Kernel:
             pos += 1
             done += 1
         kind, deps, recv, dur, waiters = code.kind, code.deps, code.recv, d.dur, d.waiters
+        plain, needed = code.plain, code.needed
         n = len(idx)
+        busy = d.busy_s
         while pos < n:
             i = idx[pos]
+            if plain[i] and trace is None:
+                ready += dur[i]
+                busy += dur[i]
+                end[i] = ready
+                if needed[i] and i in waiters:
+                    self._wake(d, i)
+                pos += 1
+                done += 1
+                continue
             t = ready
             blocked = False
             for dep in deps[i]:
@@ -229,7 +243,7 @@ class Kernel:
             if kind[i] == _COMPUTE:
                 x = dur[i]
                 e = t + x
-                d.busy_s += x
+                busy += x
                 end[i] = e
                 if i in waiters:
                     self._wake(d, i)
@@ -239,6 +253,7 @@ class Kernel:
                 pos += 1
                 done += 1
                 continue
+            d.busy_s = busy
             d.issued[s] = True
             d.start[s] = t
             waiters.setdefault(i, []).append(s)
@@ -249,6 +264,7 @@ class Kernel:
             else:
                 self._send(d, i, t)
             return
+        d.busy_s = busy
         self.events += done
         d.pos[s], d.ready[s] = pos, ready
         if pos == n and ready > d.end_s:

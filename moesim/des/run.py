@@ -252,7 +252,7 @@ def simulate(scenario: Scenario, layout: Layout | None = None, options: SimOptio
         dropped, assigned = dropped + d, assigned + a
         tell = None if progress is None else (lambda f, at=at: progress(at + share * (ROUTING_SHARE + (1 - ROUTING_SHARE) * f)))
         steps.append(run_step(setup, options, loads, rng, trace if options.trace and n == 0 else None, reasons,
-                              tell, est.step_time_s))
+                              tell))
         if progress is not None:
             progress((n + 1) / options.steps)
     last = steps[-1]

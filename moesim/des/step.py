@@ -84,8 +84,8 @@ def _fold(setup: Setup, works: list[StageWork], mode: str, reasons: list[str]) -
 
 
 def run_step(setup: Setup, options, loads: list | None, rng: np.random.Generator, trace: list | None,
-             reasons: list[str], progress: Callable[[float], None] | None = None, horizon_s: float = 0.0) -> Step:
-    """Simulate one step; `loads` per stage (run._Router), `progress(fraction)` now and then."""
+             reasons: list[str], progress: Callable[[float], None] | None = None) -> Step:
+    """Simulate one step; `loads` per stage (run._Router); `progress(fraction of operations done)` now and then."""
     costs = setup.costs
     devices = costs.scenario.devices
     slowdown = np.ones(devices)
@@ -97,41 +97,38 @@ def run_step(setup: Setup, options, loads: list | None, rng: np.random.Generator
              for s, (program, devs) in enumerate(zip(setup.programs, setup.stage_devices))]
     mode = "full" if options.engine == "simpy" else options.mode
     fold = _fold(setup, works, mode, reasons)
-    position = np.empty(devices, dtype=np.int64)
-    for w in works:
-        position[w.devices] = np.arange(len(w.devices))
-    stage_of = setup.stage_of
     started = time.perf_counter()
     if options.engine == "simpy":
-        runs, events, busiest = _simpy(setup, options, works, position, trace)
+        runs, events, busiest = _simpy(setup, options, works, trace)
     else:
-        if setup.compiled is None:
-            setup.compiled = [Compiled(p, w.cols) for p, w in zip(setup.programs, works)]
-        kernel = Kernel(setup.fabric, fold, costs.strides["pp"], contention=options.contention, trace=trace)
-        wires = [w.wire.tolist() for w in works]
-        runs = []
-        for rep in fold.reps:
-            s, j = int(stage_of[rep]), int(position[rep])
-            w = works[s]
-            durations = w.row(j)[0]
-            runs.append(Device(int(rep), setup.compiled[s], durations, wires[s],
-                               None if w.egress_cols is None else w.egress_cols[j],
-                               None if w.ingress_cols is None else w.ingress_cols[j], fold.weight(int(rep))))
-        tick = None
-        if progress is not None and horizon_s > 0:
-            tick = lambda now: progress(min(now / horizon_s, 0.99))  # noqa: E731
-        kernel.run(runs, tick)
-        events = kernel.events
-        step_time = float(max(run.end_s for run in runs))
-        busiest = kernel.busiest(step_time, BUSIEST_LINKS)
+        runs, events, busiest = _fast(setup, options, works, fold, trace, progress)
     engine_s = time.perf_counter() - started
     step_time = float(max(run.end_s for run in runs))
     idle = [(step_time - run.busy_s, run.weight) for run in runs]
-    return Step(step_time, idle, busiest if isinstance(busiest, list) else busiest(step_time), events, engine_s, fold,
-                reasons)
+    return Step(step_time, idle, busiest(step_time), events, engine_s, fold, reasons)
 
 
-def _simpy(setup: Setup, options, works: list[StageWork], position: np.ndarray, trace: list | None):
+def _fast(setup: Setup, options, works: list[StageWork], fold: Fold, trace: list | None, progress):
+    """The representatives of `fold` on the fast engine."""
+    if setup.compiled is None:
+        setup.compiled = [Compiled(p, w.cols) for p, w in zip(setup.programs, works)]
+    position = np.empty(setup.costs.scenario.devices, dtype=np.int64)
+    for w in works:
+        position[w.devices] = np.arange(len(w.devices))
+    kernel = Kernel(setup.fabric, fold, setup.costs.strides["pp"], contention=options.contention, trace=trace)
+    wires = [w.wire.tolist() for w in works]
+    runs = []
+    for rep in fold.reps:
+        s, j = int(setup.stage_of[rep]), int(position[rep])
+        w = works[s]
+        runs.append(Device(int(rep), setup.compiled[s], w.row(j)[0], wires[s],
+                           None if w.egress_cols is None else w.egress_cols[j],
+                           None if w.ingress_cols is None else w.ingress_cols[j], fold.weight(int(rep))))
+    kernel.run(runs, progress)
+    return runs, kernel.events, lambda elapsed: kernel.busiest(elapsed, BUSIEST_LINKS)
+
+
+def _simpy(setup: Setup, options, works: list[StageWork], trace: list | None):
     """Every device on the simpy engine (the reference the fast engine is tested against)."""
     env = CountingEnvironment()
     network = Network(env, contention=options.contention)

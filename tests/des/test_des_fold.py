@@ -119,3 +119,21 @@ def test_refinement_splits_by_groups_links_and_neighbours():
     # pipeline neighbour (5 receives from the straggler) and by chip (4 shares a chip with 5)
     assert len(set(labels[[0, 1, 2, 3]])) == 3 and labels[2] == labels[3]
     assert labels[5] != labels[4] and labels[6] == labels[7] != labels[4]
+
+
+def test_routing_loads_are_kept_per_stage():
+    """Kept loads hold a stage's devices only (memory grows with a stage, not the cluster)."""
+    from moesim.collectives.select import default_model
+    from moesim.des.costs import build_costs
+    from moesim.des.run import _Router
+
+    sc = tiny_scenario(16, dropless=True, micro_batches=2)
+    layout = Layout(dp=8, ep=8, pp=2)
+    costs = build_costs(sc, layout, sc.training, default_model(sc.hardware), 0.0)
+    router = _Router(costs, SimOptions(), np.random.default_rng(0), keep=True)
+    loads, dropped, assigned = router.step()
+    assert len(loads) == 2 and dropped == 0 and assigned > 0
+    for stage, per_stage in enumerate(loads):
+        layers = {n for n, _ in per_stage}
+        assert per_stage and all(len(a) == 8 for arrays in per_stage.values() for a in arrays)
+        assert all(router.stage_of_layer[router.layers[n]] == stage for n in layers)

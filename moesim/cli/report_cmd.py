@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     scenario = load_scenario(args.scenario, hardware=args.hardware, devices=args.devices, layout=args.layout)
     layout = scenario.resolve(source="--layout" if args.layout else "layout")
-    with progress_bar(args, "simulating the timeline", when=args.simulate) as progress:
+    with progress_bar(args, "building the report" + (" and simulating" if args.simulate else "")) as progress:
         report = write_report(args.output, scenario, layout, results=args.results,
                               results_hardware=args.results_hardware, simulate=args.simulate, progress=progress)
     print(f"wrote {args.output}: {len(report.figures)} figures ({', '.join(report.figures)})")

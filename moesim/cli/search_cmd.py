@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top < 0:
         raise SpecError("must be >= 0", field="--top", value=args.top)
     scenario = load_scenario(args.scenario, hardware=args.hardware, devices=args.devices)
-    with progress_bar(args, "simulating the top layouts", when=args.refine_des > 0) as progress:
+    with progress_bar(args, "searching" + (" and simulating the top layouts" if args.refine_des else "")) as progress:
         report = search_report(scenario, objective=args.objective, top=args.top, refine_des=args.refine_des,
                                progress=progress)
     if args.json:

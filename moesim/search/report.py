@@ -7,6 +7,8 @@ from moesim.search.rank import search
 from moesim.search.refine import StepTimeFn, des_step_time, refine
 from moesim.specs.scenario import Scenario
 
+SEARCH_SHARE = 0.1  # of the progress bar when --refine-des simulates afterwards
+
 
 def search_report(scenario: Scenario, *, objective: str = "step_time", top: int = 5, refine_des: int = 0,
                   step_time: StepTimeFn | None = None, progress=None) -> dict:
@@ -14,7 +16,8 @@ def search_report(scenario: Scenario, *, objective: str = "step_time", top: int 
     and the Pareto front; with `refine_des` > 0 also simulate that many of the best layouts."""
     if refine_des and step_time is None:
         step_time = des_step_time()  # fail before searching when the simulator is missing
-    result = search(scenario, objective)
+    share = SEARCH_SHARE if refine_des else 1.0  # of the progress bar
+    result = search(scenario, objective, progress=None if progress is None else (lambda f: progress(share * f)))
     top = max(0, min(top, result.ranked))
     estimates = result.estimates(range(top))
     results = []
@@ -31,5 +34,6 @@ def search_report(scenario: Scenario, *, objective: str = "step_time", top: int 
     }
     if refine_des:
         report["refined"] = [r.as_dict() | {"layout": result.layout_dict(r.rank)}
-                             for r in refine(result, refine_des, step_time, progress)]
+                             for r in refine(result, refine_des, step_time, None if progress is None else
+                                             (lambda f: progress(share + (1 - share) * f)))]
     return report

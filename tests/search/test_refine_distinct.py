@@ -30,3 +30,13 @@ def test_identical_layouts_are_simulated_once():
         [(1, 1.5, None), (0, 2.0, None), (2, 2.0, 0), (3, 2.0, 0)]
     assert refined[2].as_dict()["same_simulation_as_rank"] == 1
     assert seen == [0.5, 1.0]
+
+
+def test_search_reports_progress_to_the_end():
+    from moesim.search.rank import search
+    from moesim.specs.load import load_scenario
+
+    seen = []
+    result = search(load_scenario("switch-base-128-tpu-v3"), progress=seen.append)
+    assert result.ranked > 0 and seen[-1] == 1.0
+    assert all(0 < a <= b for a, b in zip(seen, seen[1:]))

@@ -82,12 +82,12 @@ def render(d: dict) -> str:
         what += f", stragglers {o['straggler_fraction']:g} x{o['straggler_slowdown']:g}"
     if o["noise_sigma"]:
         what += f", kernel noise sigma {o['noise_sigma']:g}"
-    mode = ("every device" if d["mode"] == "full"
-            else f"aggregated: {d['simulated_devices']} device classes, one representative each")
-    mode += f" - {d['mode_reason']}" if d.get("mode_reason") else ""
+    mode = (f"every device ({d['devices']:,})" if d["mode"] == "full"
+            else f"aggregated: {d['simulated_devices']:,} of {d['devices']:,} devices, one per class")
     idle = d["idle_time_s"]
     rows = [
         ("simulated", mode),
+        ("why", d["mode_reason"]),
         ("step time p50 / p99", f"{format_seconds(st['p50'])} / {format_seconds(st['p99'])}"),
         ("step time mean (min..max)", f"{format_seconds(st['mean'])} ({format_seconds(st['min'])}.."
                                       f"{format_seconds(st['max'])})"),

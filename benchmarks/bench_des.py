@@ -91,6 +91,40 @@ AGREEMENT = [  # (case, scenario, training changes, layout, asserted in tests/de
 ]
 
 
+PROXY = Path(__file__).with_name("des_proxy.json")
+PROXY_CHILD = """
+import dataclasses, json, resource, sys, time
+from moesim.des import SimOptions, simulate
+from moesim.specs.load import load_scenario
+sc = load_scenario(sys.argv[1])
+mb = int(sys.argv[2])
+sc = dataclasses.replace(sc, training=dataclasses.replace(sc.training, micro_batches=mb,
+                                                          global_batch_sequences=128 * mb))
+cpu, wall = time.process_time(), time.perf_counter()
+r = simulate(sc, None, SimOptions(steps=1, routing="zipf:1.2", straggler_fraction=0.02, straggler_slowdown=1.3,
+                                  trace=False))
+print(json.dumps({"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall, "events": r.events,
+                  "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  "step_s": r.step_times_s[0]}))
+"""
+PROXY_MICRO_BATCHES = 8  # DeepSeek-V3 with 8 instead of 120 micro-batches (128 x 8 sequences): 1/15 of the work
+
+
+def proxy(before: Path, rounds: int = 2) -> list[dict]:
+    """Before and after, alternately, on a 1/15-size DeepSeek-V3 step: a ratio that the machine's load
+    affects alike (both run under the same load, one after the other)."""
+    rows = []
+    for n in range(rounds):
+        for label, tree in (("before", before), ("after", ROOT)):
+            proc = subprocess.run([sys.executable, "-c", PROXY_CHILD, str(ROOT / "scenarios" / "deepseek-v3-h800.toml"),
+                                   str(PROXY_MICRO_BATCHES)], capture_output=True, text=True, check=True,
+                                  env=dict(os.environ, PYTHONPATH=str(tree)), cwd=str(tree))
+            rows.append({"round": n, "tree": label, **json.loads(proc.stdout.strip().splitlines()[-1]),
+                         "load_average": os.getloadavg()[0]})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def speed(case: str, tree: Path = ROOT, timeout_s: float = 3600.0) -> dict:
     """One SCALE case in a fresh child process with the moesim of `tree`."""
     env = dict(os.environ, PYTHONPATH=str(tree))
@@ -122,7 +156,7 @@ def _gb(x: float) -> str:
     return f"{x / 1e9:.2f} GB"
 
 
-def render(before: dict, after: dict, agree_rows: list[dict]) -> str:
+def render(before: dict, after: dict, agree_rows: list[dict], proxy_rows: list[dict] = ()) -> str:
     lines = [HEADING, "",
              f"`python benchmarks/bench_des.py [--before TREE] --write` on {platform.machine()}, Python "
              f"{platform.python_version()}, numpy {np.__version__}: one training step, seed 0, contention on, each "
@@ -143,6 +177,16 @@ def render(before: dict, after: dict, agree_rows: list[dict]) -> str:
                          f"{r['mode']} ({r['simulated']:,}) | {r['events']:,} | {r['wall_s']:.1f} s | "
                          f"{r['cpu_s']:.1f} s | {_gb(r['peak_bytes'])} | {r['load_average']:.1f} | "
                          f"{r['step_s'] * 1e3:,.1f} ms | {r['analytical_s'] * 1e3:,.1f} ms |")
+    if proxy_rows:
+        lines += ["", f"Same load for both: DeepSeek-V3 as above but {PROXY_MICRO_BATCHES} micro-batches (1/15 of the "
+                  "step), before and after run alternately (`--before TREE --proxy`):", "",
+                  "| round | | CPU | wall | peak memory | events | simulated step | load avg |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in proxy_rows:
+            lines.append(f"| {r['round'] + 1} | {r['tree']} | {r['cpu_s']:.1f} s | {r['wall_s']:.1f} s | "
+                         f"{_gb(r['peak_bytes'])} | {r['events']:,} | {r['step_s'] * 1e3:,.1f} ms | "
+                         f"{r['load_average']:.1f} |")
+        cpu = {t: np.mean([r["cpu_s"] for r in proxy_rows if r["tree"] == t]) for t in ("before", "after")}
+        lines += ["", f"CPU time after / before: {cpu['after'] / cpu['before']:.2f} (mean of the rounds)."]
     lines += ["", "Events are not comparable across engines: simpy counts every event it schedules (timeouts, "
               "process resumptions, flow ends); the fast engine counts operations completed plus its heap events "
               "(collective launches, flow ends, pipeline transfers) - compute needs no event. The simulated step "
@@ -186,7 +230,10 @@ def main() -> None:
     parser.add_argument("--before", metavar="TREE", help="run the cases with the moesim of TREE: the before rows")
     parser.add_argument("--no-speed", action="store_true", help="run no speed case (re-render, agreement)")
     parser.add_argument("--agreement", action="store_true", help="also run the agreement cases")
+    parser.add_argument("--proxy", action="store_true", help="with --before: the before/after proxy (1/15 DeepSeek)")
     args = parser.parse_args()
+    if args.proxy and args.before:
+        _store(PROXY, proxy(Path(args.before)))
     target = BEFORE if args.before else AFTER
     rows = _load(target)
     for case in ([] if args.no_speed else (args.only or list(SCALE))):
@@ -197,7 +244,7 @@ def main() -> None:
     if args.agreement:
         agree = [agreement(*case) for case in AGREEMENT]
         _store(AGREEMENT_ROWS, agree)
-    section = render(_load(BEFORE), _load(AFTER), agree)
+    section = render(_load(BEFORE), _load(AFTER), agree, _load(PROXY) or [])
     print(section)
     if args.write:
         write(section)

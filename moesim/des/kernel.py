@@ -24,6 +24,8 @@ from __future__ import annotations
 import heapq
 from array import array
 
+import numpy as np
+
 from moesim.des.fabric import PortFabric
 from moesim.des.fold import Fold
 from moesim.des.flows import FlowSharing
@@ -53,6 +55,13 @@ class Compiled:
         self.needed = [i in program.needed for i in range(len(ops))]
 
 
+def _doubles(values) -> array:
+    """A compact array of floats (indexing gives Python floats, fast), from a float64 numpy array."""
+    out = array("d")
+    out.frombytes(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+    return out
+
+
 class Device:
     """One simulated device: its work and its progress."""
 
@@ -61,10 +70,10 @@ class Device:
 
     def __init__(self, device: int, code: Compiled, durations, wire, egress_cols, ingress_cols, weight: int) -> None:
         self.device, self.code, self.weight = device, code, weight
-        self.dur = array("d", durations)
+        self.dur = _doubles(durations)
         self.wire = wire
-        self.egc = array("d", egress_cols) if egress_cols is not None else None
-        self.inc = array("d", ingress_cols) if ingress_cols is not None else None
+        self.egc = _doubles(egress_cols) if egress_cols is not None else None
+        self.inc = _doubles(ingress_cols) if ingress_cols is not None else None
         self.end = array("d", [_NAN]) * len(durations)
         n = len(code.streams)
         self.pos, self.ready, self.start, self.issued = [0] * n, [0.0] * n, [0.0] * n, [False] * n

@@ -69,10 +69,10 @@ def _fold(setup: Setup, works: list[StageWork], mode: str, reasons: list[str]) -
     work = np.zeros(n, dtype=np.int64)
     offset = 0
     for w in works:
-        rows = w.signature()
-        _, local = np.unique(rows, axis=0, return_inverse=True)
-        work[w.devices] = offset + local.reshape(-1)
-        offset += int(local.max()) + 1
+        seen: dict[bytes, int] = {}  # equal bytes, equal work (exact; by hash, not by sorting rows)
+        local = [seen.setdefault(row.tobytes(), len(seen)) for row in np.ascontiguousarray(w.signature())]
+        work[w.devices] = offset + np.array(local)
+        offset += len(seen)
     labels = refine(work, costs.sizes, costs.strides, setup.fabric, costs.layout.pp)
     fold = Fold(labels, costs.sizes, costs.strides, setup.fabric)
     if mode == "aggregated" and not fold.folded:

@@ -14,7 +14,6 @@ Z ~ N(0, 1), a lognormal with mean 1.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,10 +36,11 @@ def template(program: StageProgram) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _apply_loads(costs: Costs, program: StageProgram, devices: np.ndarray, loads: Loads,
-                 durations: np.ndarray, egress: np.ndarray, ingress: np.ndarray) -> None:
-    """Replace load-dependent entries of the (devices, ops) matrices in place."""
+                 durations: np.ndarray, egress: np.ndarray, ingress: np.ndarray, ops=None) -> None:
+    """Replace load-dependent entries of the (devices, ops) matrices in place; with `ops` (operations that
+    loads set), column k of the matrices belongs to ops[k] instead of operation k."""
     wl = costs.workload
-    for op in program.ops:
+    for k, op in (enumerate(ops) if ops is not None else ((op.index, op) for op in program.ops)):
         if not op.load:
             continue
         slots = costs.classes[wl.layer_class_index[op.layer]].slots
@@ -48,15 +48,15 @@ def _apply_loads(costs: Costs, program: StageProgram, devices: np.ndarray, loads
         c = op.chunks
         if op.load == EXPERT:
             t = costs.builder.expert_ffn_time_s(received / c)
-            durations[:, op.index] = t * (BACKWARD_TO_FORWARD if op.backward else 1)
+            durations[:, k] = t * (BACKWARD_TO_FORWARD if op.backward else 1)
             continue
         if op.load == GATHER:
-            egress[:, op.index] = ingress[:, op.index] = op.comm.wire_bytes * received / slots
+            egress[:, k] = ingress[:, k] = op.comm.wire_bytes * received / slots
             continue
         per_token = op.comm.size_bytes * c / slots
         out, back = (sent, received_remote) if op.load == TO_EXPERTS else (received_remote, sent)
-        egress[:, op.index] = out * per_token / c
-        ingress[:, op.index] = back * per_token / c
+        egress[:, k] = out * per_token / c
+        ingress[:, k] = back * per_token / c
 
 
 def device_runs(costs: Costs, program: StageProgram, devices: np.ndarray, *, loads: Loads | None,
@@ -129,13 +129,11 @@ def stage_work(costs: Costs, program: StageProgram, devices: np.ndarray, *, load
     cols = np.array([op.index for op in program.ops if op.load], dtype=int)
     dur_cols = egress_cols = ingress_cols = noise = None
     if loads is not None and len(cols):
-        sub = StageProgram(program.stage, tuple(program.ops[i] for i in cols), {}, frozenset())
-        sub_ops = tuple(dataclasses.replace(op, index=k) for k, op in enumerate(sub.ops))
-        sub = StageProgram(program.stage, sub_ops, {}, frozenset())
         dur_cols = np.repeat(durations[cols][None, :], n, axis=0)
         egress_cols = np.repeat(egress[cols][None, :], n, axis=0)
         ingress_cols = np.repeat(ingress[cols][None, :], n, axis=0)
-        _apply_loads(costs, sub, np.arange(n), loads, dur_cols, egress_cols, ingress_cols)
+        _apply_loads(costs, program, np.arange(n), loads, dur_cols, egress_cols, ingress_cols,
+                     ops=[program.ops[i] for i in cols])
     if noise_sigma > 0:
         z = rng.standard_normal((n, int(compute.sum())))
         noise = np.exp(noise_sigma * z - noise_sigma ** 2 / 2)

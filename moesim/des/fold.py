@@ -43,7 +43,7 @@ def _labels(rows: np.ndarray) -> np.ndarray:
 
 
 def _groups(n: int, size: int, stride: int) -> np.ndarray:
-    """Members of every group of an axis, (groups, size), and each device's group."""
+    """Members of every group of an axis, (groups, size)."""
     devices = np.arange(n)
     base = devices - ((devices // stride) % size) * stride
     bases = np.unique(base)

@@ -73,6 +73,9 @@ class SimOptions:
             raise SpecError(f"unknown mode '{self.mode}'", field="mode", value=self.mode, allowed=MODES)
         if self.engine not in ENGINES:
             raise SpecError(f"unknown engine '{self.engine}'", field="engine", value=self.engine, allowed=ENGINES)
+        if self.engine == "simpy" and self.mode == "aggregated":
+            raise SpecError("the simpy engine simulates every device: use the fast engine to aggregate",
+                            field="mode", value=self.mode)
         if self.sampler not in SAMPLERS:
             raise SpecError(f"unknown sampler '{self.sampler}'", field="sampler", value=self.sampler, allowed=SAMPLERS)
 

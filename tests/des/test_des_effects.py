@@ -109,7 +109,12 @@ def test_aggregation_is_refused_when_every_device_differs(dropless):
 
 @pytest.mark.parametrize("field, value", [("steps", 0), ("chunks", 0), ("straggler_fraction", 1.5),
                                           ("straggler_slowdown", 0.5), ("noise_sigma", -1), ("mode", "fast"),
-                                          ("sampler", "exact")])
+                                          ("sampler", "exact"), ("engine", "numba")])
 def test_bad_options_are_spec_errors(field, value):
     with pytest.raises(SpecError, match=f"field '{field}'"):
         SimOptions(**{field: value})
+
+
+def test_the_simpy_engine_does_not_aggregate():
+    with pytest.raises(SpecError, match="field 'mode'.*simpy engine simulates every device"):
+        SimOptions(engine="simpy", mode="aggregated")

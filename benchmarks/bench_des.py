@@ -36,6 +36,7 @@ BEFORE = Path(__file__).with_name("des_before.json")
 AFTER = Path(__file__).with_name("des_after.json")
 AGREEMENT_ROWS = Path(__file__).with_name("des_agreement.json")
 HEADING = "## Simulator"
+AFTER_COMMIT = "1feb80f"  # the commit the after rows in des_after.json were measured at
 GLAM_1024 = str(ROOT / "tests" / "des" / "data" / "glam-64e-1024-h100.toml")
 HISTOGRAM = str(ROOT / "benchmarks" / "data" / "deepseek-v3-zipf1.2-histogram.json")
 STRAGGLERS = ["--straggler-fraction", "0.02", "--straggler-slowdown", "1.3"]
@@ -164,7 +165,8 @@ def render(before: dict, after: dict, agree_rows: list[dict], proxy_rows: list[d
              "= its maximum resident set). The machine is a shared 2-core box with other engineers' jobs running: "
              "wall times include waiting for a core (load average beside each row), CPU times are the fairer "
              "figure. Before = the simpy engine of commit d716948 (every device, or one device per stage when "
-             "nothing differs); after = the fast engine with exact folding (moesim/des/kernel.py, fold.py).", "",
+             "nothing differs); after = the fast engine with exact folding (moesim/des/kernel.py, fold.py), "
+             f"measured at commit {AFTER_COMMIT} (later commits: refactoring and a faster set-up).", "",
              "| case | | mode (devices simulated) | events | wall | CPU | peak memory | load avg | simulated step | "
              "analytical |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -177,6 +179,23 @@ def render(before: dict, after: dict, agree_rows: list[dict], proxy_rows: list[d
                          f"{r['mode']} ({r['simulated']:,}) | {r['events']:,} | {r['wall_s']:.1f} s | "
                          f"{r['cpu_s']:.1f} s | {_gb(r['peak_bytes'])} | {r['load_average']:.1f} | "
                          f"{r['step_s'] * 1e3:,.1f} ms | {r['analytical_s'] * 1e3:,.1f} ms |")
+    notes = [f"{label} {SCALE[c][0]}: {rows[c]['note']} (load average {rows[c]['load_average']:.1f} at its start)."
+             for label, rows in (("Before,", before), ("After,", after)) for c in SCALE if "note" in rows.get(c, {})]
+    lines += [""] + notes if notes else []
+    missing = [SCALE[c][0] for c in SCALE if c in after and c not in before]
+    if missing:
+        lines += ["", "No before row (not re-measured: the old engine needs several CPU minutes per case, more than "
+                  "this busy machine gave in the time): " + "; ".join(missing) + "."]
+    if "dsv3-zipf" in before and "dsv3-zipf" in after and proxy_rows:
+        ratio = (np.mean([r["cpu_s"] for r in proxy_rows if r["tree"] == "after"])
+                 / np.mean([r["cpu_s"] for r in proxy_rows if r["tree"] == "before"]))
+        lines += ["", f"DeepSeek-V3 with Zipf routing and stragglers, the issue's target (< 60 s on one core): "
+                  f"{after['dsv3-zipf']['cpu_s']:.0f} s of CPU as measured after, at load average "
+                  f"{after['dsv3-zipf']['load_average']:.1f}, against {before['dsv3-zipf']['cpu_s']:.0f} s before at "
+                  f"{before['dsv3-zipf']['load_average']:.1f}: not comparable as they stand. At equal load (below) "
+                  f"the after run takes {ratio:.2f} of the before's CPU; {ratio:.2f} x "
+                  f"{before['dsv3-zipf']['cpu_s']:.0f} s = {ratio * before['dsv3-zipf']['cpu_s']:.0f} s is an "
+                  "extrapolation to the quieter machine, not a measurement."]
     if proxy_rows:
         lines += ["", f"Same load for both: DeepSeek-V3 as above but {PROXY_MICRO_BATCHES} micro-batches (1/15 of the "
                   "step), before and after run alternately (`--before TREE --proxy`):", "",

@@ -210,7 +210,7 @@ def _expected_drops(costs: Costs) -> float | None:
     return dropped / total if total else None
 
 
-def _mode_reason(fold, reasons: list[str], options: SimOptions, pp: int) -> str:
+def _mode_reason(fold, reasons: list[str], options: SimOptions) -> str:
     """Which mode ran and why, in one line (SimResult.mode_reason)."""
     if options.engine == "simpy":
         return "every device on the simpy reference engine (--engine simpy)"
@@ -277,7 +277,7 @@ def simulate(scenario: Scenario, layout: Layout | None = None, options: SimOptio
                      "max": float(idle.max()), "devices": int(weights.sum())},
         events=sum(st.events for st in steps), wall_time_s=time.perf_counter() - wall,
         engine_time_s=sum(st.engine_s for st in steps), trace_records=tuple(trace), trace_labels=labels,
-        mode_reason=_mode_reason(last.fold, reasons, options, layout.pp),
+        mode_reason=_mode_reason(last.fold, reasons, options),
         simulated_per_step=tuple(st.fold.classes for st in steps),
     )
 

@@ -166,9 +166,9 @@ def render(before: dict, after: dict, agree_rows: list[dict], proxy_rows: list[d
              "wall times include waiting for a core (load average beside each row), CPU times are the fairer "
              "figure. Before = the simpy engine of commit d716948 (every device, or one device per stage when "
              "nothing differs); after = the fast engine with exact folding (moesim/des/kernel.py, fold.py), "
-             f"measured at commit {AFTER_COMMIT} (later commits: refactoring, a faster set-up, and main's NCCL-tuner "
-             "collective model and operator pricing merged in, which move step times; the agreement table below is re-run after those "
-             "merges, the speed rows are not).", "",
+             f"measured at commit {AFTER_COMMIT} (later commits: refactoring, a faster set-up, and main's "
+             "NCCL-tuner collective model and operator pricing merged in, which move step times; the agreement "
+             "table below is re-run after those merges, the speed rows are not).", "",
              "| case | | mode (devices simulated) | events | wall | CPU | peak memory | load avg | simulated step | "
              "analytical |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]

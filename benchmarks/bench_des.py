@@ -201,7 +201,8 @@ def render(before: dict, after: dict, agree_rows: list[dict], proxy_rows: list[d
     if proxy_rows:
         lines += ["", f"Same load for both: DeepSeek-V3 as above but {PROXY_MICRO_BATCHES} micro-batches (1/15 of the "
                   "step), before and after run alternately (`--before TREE --proxy`):", "",
-                  "| round | | CPU | wall | peak memory | events | simulated step | load avg |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+                  "| round | | CPU | wall | peak memory | events | simulated step | load avg |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
         for r in proxy_rows:
             lines.append(f"| {r['round'] + 1} | {r['tree']} | {r['cpu_s']:.1f} s | {r['wall_s']:.1f} s | "
                          f"{_gb(r['peak_bytes'])} | {r['events']:,} | {r['step_s'] * 1e3:,.1f} ms | "

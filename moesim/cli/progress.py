@@ -26,7 +26,8 @@ def wanted(args: argparse.Namespace) -> bool:
 
 
 @contextmanager
-def progress_bar(args: argparse.Namespace, label: str, *, when: bool = True) -> Iterator[Callable[[float], None] | None]:
+def progress_bar(args: argparse.Namespace, label: str, *,
+                 when: bool = True) -> Iterator[Callable[[float], None] | None]:
     """Yields `progress(fraction)` drawing a tqdm bar on stderr, or None when no bar is wanted (or not `when`)."""
     if not when or not wanted(args):
         yield None

@@ -279,7 +279,8 @@ def simulate(scenario: Scenario, layout: Layout | None = None, options: SimOptio
         tell = None if progress is None else (lambda f, at=at: progress(at + share * ROUTING_SHARE * f))
         loads, d, a = router.step(tell)
         dropped, assigned = dropped + d, assigned + a
-        tell = None if progress is None else (lambda f, at=at: progress(at + share * (ROUTING_SHARE + (1 - ROUTING_SHARE) * f)))
+        tell = None if progress is None else (
+            lambda f, at=at: progress(at + share * (ROUTING_SHARE + (1 - ROUTING_SHARE) * f)))
         steps.append(run_step(setup, options, loads, rng, trace if options.trace and n == 0 else None, reasons,
                               tell))
         if progress is not None:

@@ -64,11 +64,12 @@ class CalibrationResult:
 def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fraction: float = 0.3, seed: int = 0,
               bootstrap: int = 100, loss: str = "soft_l1", name: str | None = None,
               nccl_op: str | None = None, fit_router_matmul: bool = False,
-              nccl_ranks: int | None = None) -> CalibrationResult:
+              nccl_ranks: int | None = None, progress=None) -> CalibrationResult:
     """Fit `hardware` to the measurement files, write the calibrated profile to `out`, report held-out error.
 
     Never ends in a traceback on a fit the profile cannot hold exactly: `consistency` lists the observations
     whose prediction from the written profile differs from the fit's own (the residual is reported).
+    `progress(fraction)` is called as the fit and its bootstrap refits go.
     """
     measurements = read_measurements(paths, nccl_op=nccl_op, nccl_ranks=nccl_ranks)
     prior_path = resolve_ref(hardware, "hardware_profiles")
@@ -76,7 +77,7 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     keys = [r.key for r in measurements.layers]
     fit_keys, held = split_holdout(keys, holdout_fraction, seed)
     fit = fit_profile(measurements, prior, fit_keys=set(fit_keys), bootstrap=bootstrap, seed=seed, loss=loss,
-                      fit_router_matmul=fit_router_matmul)
+                      fit_router_matmul=fit_router_matmul, progress=progress)
     provenance = Provenance(prior=str(prior_path), sources=tuple(f"{p}@sha256:{file_digest(p)}" for p in paths),
                             holdout_fraction=holdout_fraction, seed=seed, fitted_on=tuple(fit_keys),
                             held_out=tuple(held), created_utc=now_utc())

@@ -58,6 +58,7 @@ TRUST_GROW_GAIN = 0.0
 # they cannot tell two figures apart (NVLink vs network hop latency on a 2-node log) the prior decides.
 # The weight was chosen among 1, 3, 10, 30 on the gj-aion logs (docs/collectives.md says so).
 LEVEL_PRIOR_WEIGHT = 10.0
+BOOTSTRAP_FROM = 0.2  # progress fraction at which the bootstrap refits start (the fit itself is the first part)
 INTERVAL_PERCENTILES = (5.0, 95.0)
 
 
@@ -145,7 +146,7 @@ def observations_for(measurements: Measurements, fit_keys: set[str], hardware: H
 
 def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys: set[str],
                 knots_flops: tuple[float, ...] | None = None, bootstrap: int = 100, seed: int = 0,
-                loss: str = "soft_l1", fit_router_matmul: bool = False) -> FitResult:
+                loss: str = "soft_l1", fit_router_matmul: bool = False, progress=None) -> FitResult:
     """Fit `prior`'s efficiency table, peaks, memory bandwidth, per-level α, W and layer overhead to the
     measurements."""
     if loss not in LOSSES:
@@ -186,7 +187,9 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         if same:
             break
     log_cov = _log_covariance(design, result, free_used)
-    samples = _bootstrap(design, theta, loss, bootstrap, seed)
+    if progress is not None:
+        progress(BOOTSTRAP_FROM)
+    samples = _bootstrap(design, theta, loss, bootstrap, seed, progress)
     pred = design.predict(theta)
     labels = sorted({o.label for o in obs})
     blocks = {lab: block_stats(pred[m], design.measured[m]) for lab in labels
@@ -290,7 +293,8 @@ def _dependence(design: Design, theta: np.ndarray) -> np.ndarray:
     return dep
 
 
-def _bootstrap(design: Design, theta: np.ndarray, loss: str, reps: int, seed: int) -> np.ndarray | None:
+def _bootstrap(design: Design, theta: np.ndarray, loss: str, reps: int, seed: int,
+               progress=None) -> np.ndarray | None:
     """Log physical parameters of `reps` refits on resampled units (rows), or None.
 
     A parameter no resampled observation depends on is held at the fit and counted as NaN.
@@ -303,7 +307,9 @@ def _bootstrap(design: Design, theta: np.ndarray, loss: str, reps: int, seed: in
     obs_unit = np.array([index[o.unit] for o in design.observations])
     dep = _dependence(design, theta)
     lmap, out = _log_map(design), []
-    for _ in range(reps):
+    for rep in range(reps):
+        if progress is not None:
+            progress(BOOTSTRAP_FROM + (1 - BOOTSTRAP_FROM) * rep / reps)
         counts = np.bincount(rng.integers(0, len(units), len(units)), minlength=len(units))
         weights = counts[obs_unit].astype(float)
         free = design.free & (weights @ dep > 0)

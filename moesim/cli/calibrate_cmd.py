@@ -8,6 +8,8 @@ from moesim.cli.output import print_json
 
 
 def register(subparsers) -> None:
+    from moesim.cli.progress import add_quiet
+
     p = subparsers.add_parser(
         "calibrate", help="fit a hardware profile to validate/ measurements and nccl-tests logs",
         description="Fit the profile's matmul efficiency table, peaks, memory bandwidth, per-level collective "
@@ -37,6 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("--ranks", type=int, metavar="N",
                    help="group size of nccl-tests logs whose rank list was cut (default: largest listed rank + 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_quiet(p)
     p.set_defaults(run=run_calibrate)
 
     r = subparsers.add_parser(
@@ -54,6 +57,7 @@ def register(subparsers) -> None:
 def run_calibrate(args: argparse.Namespace) -> int:
     from moesim.calibrate import calibrate, render_calibration
     from moesim.calibrate.ops import calibrate_ops, is_op_file, render_ops_calibration
+    from moesim.cli.progress import progress_bar
 
     op_files = [path for path in args.measurements if is_op_file(path)]
     if op_files:  # operator records (python -m validate.ops): fit the per-operator tables
@@ -66,9 +70,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
         print_json(result.as_dict()) if args.json else print(render_ops_calibration(result))
         return 0
 
-    result = calibrate(args.measurements, args.hardware, args.output, holdout_fraction=args.holdout_fraction,
-                       seed=args.seed, bootstrap=args.bootstrap, loss=args.loss, name=args.name,
-                       nccl_op=args.nccl_op, fit_router_matmul=args.fit_router_matmul, nccl_ranks=args.ranks)
+    with progress_bar(args, "calibrating") as progress:
+        result = calibrate(args.measurements, args.hardware, args.output, holdout_fraction=args.holdout_fraction,
+                           seed=args.seed, bootstrap=args.bootstrap, loss=args.loss, name=args.name,
+                           nccl_op=args.nccl_op, fit_router_matmul=args.fit_router_matmul, nccl_ranks=args.ranks,
+                           progress=progress)
     if args.json:
         print_json(result.as_dict())
     else:

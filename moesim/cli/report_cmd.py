@@ -7,6 +7,7 @@ import argparse
 
 def register(subparsers) -> None:
     from moesim.cli.estimate_cmd import add_scenario_overrides
+    from moesim.cli.progress import add_quiet
 
     p = subparsers.add_parser(
         "report", help="HTML report: step-time breakdown, memory, Pareto front, communication, sensitivity",
@@ -21,17 +22,20 @@ def register(subparsers) -> None:
     p.add_argument("--results-hardware", help="hardware profile the results were measured on (default: the "
                                               "scenario's)")
     p.add_argument("--simulate", action="store_true", help="add the simulated timeline (needs moesim.des)")
+    add_quiet(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from moesim.cli.progress import progress_bar
     from moesim.report import write_report
     from moesim.specs.load import load_scenario
 
     scenario = load_scenario(args.scenario, hardware=args.hardware, devices=args.devices, layout=args.layout)
     layout = scenario.resolve(source="--layout" if args.layout else "layout")
-    report = write_report(args.output, scenario, layout, results=args.results,
-                          results_hardware=args.results_hardware, simulate=args.simulate)
+    with progress_bar(args, "building the report" + (" and simulating" if args.simulate else "")) as progress:
+        report = write_report(args.output, scenario, layout, results=args.results,
+                              results_hardware=args.results_hardware, simulate=args.simulate, progress=progress)
     print(f"wrote {args.output}: {len(report.figures)} figures ({', '.join(report.figures)})")
     for note in report.notes:
         print(f"  note: {note}")

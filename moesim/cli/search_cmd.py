@@ -6,6 +6,7 @@ import argparse
 
 from moesim.cli.estimate_cmd import add_scenario_overrides
 from moesim.cli.output import kv_block, print_json, table
+from moesim.cli.progress import add_quiet, progress_bar
 from moesim.units import format_bytes, format_seconds
 
 OBJECTIVE_CHOICES = ("step_time", "cost", "mfu")
@@ -25,6 +26,7 @@ def register(subparsers) -> None:
     p.add_argument("--refine-des", type=int, default=0, metavar="K",
                    help="also simulate the top K layouts with the discrete-event simulator (moesim.des)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_quiet(p)
     p.set_defaults(run=run)
 
 
@@ -36,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
     if args.top < 0:
         raise SpecError("must be >= 0", field="--top", value=args.top)
     scenario = load_scenario(args.scenario, hardware=args.hardware, devices=args.devices)
-    report = search_report(scenario, objective=args.objective, top=args.top, refine_des=args.refine_des)
+    with progress_bar(args, "searching" + (" and simulating the top layouts" if args.refine_des else "")) as progress:
+        report = search_report(scenario, objective=args.objective, top=args.top, refine_des=args.refine_des,
+                               progress=progress)
     if args.json:
         print_json(report)
     else:

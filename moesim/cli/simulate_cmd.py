@@ -6,6 +6,7 @@ import argparse
 
 from moesim.cli.estimate_cmd import add_scenario_overrides
 from moesim.cli.output import kv_block, print_json, table
+from moesim.cli.progress import add_quiet, progress_bar
 from moesim.units import format_bytes, format_seconds
 
 
@@ -32,9 +33,13 @@ def register(subparsers) -> None:
     p.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
                    help="per-kernel lognormal noise sigma (mean-one multiplier)")
     p.add_argument("--mode", default="auto", choices=("auto", "full", "aggregated"),
-                   help="aggregate symmetric devices (auto when exact), or simulate every device")
+                   help="fold devices with identical timelines into one (auto: whenever some do; exact), or "
+                        "simulate every device")
+    p.add_argument("--engine", default="fast", choices=("fast", "simpy"),
+                   help="fast (default) or the simpy reference engine (every device, slow; for checking)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--trace", metavar="FILE", help="write the first step as Chrome trace-event JSON (Perfetto)")
+    add_quiet(p)
     p.set_defaults(run=run)
 
 
@@ -47,8 +52,10 @@ def run(args: argparse.Namespace) -> int:
     options = SimOptions(routing=args.routing, expected_loads=args.expected_loads, steps=args.steps, seed=args.seed,
                          contention=not args.no_contention, chunks=args.chunks,
                          straggler_fraction=args.straggler_fraction, straggler_slowdown=args.straggler_slowdown,
-                         noise_sigma=args.noise, mode=args.mode, trace=bool(args.trace))
-    result = simulate(scenario, scenario.resolve(source="--layout" if args.layout else "layout"), options)
+                         noise_sigma=args.noise, mode=args.mode, trace=bool(args.trace), engine=args.engine)
+    layout = scenario.resolve(source="--layout" if args.layout else "layout")
+    with progress_bar(args, "simulating") as progress:
+        result = simulate(scenario, layout, options, progress=progress)
     data = result.as_dict()
     if args.trace:
         trace = result.chrome_trace()
@@ -86,11 +93,12 @@ def render(d: dict) -> str:
         what += f", stragglers {o['straggler_fraction']:g} x{o['straggler_slowdown']:g}"
     if o["noise_sigma"]:
         what += f", kernel noise sigma {o['noise_sigma']:g}"
-    mode = ("every device" if d["mode"] == "full"
-            else f"aggregated: one representative device per pipeline stage ({d['simulated_devices']} simulated)")
+    mode = (f"every device ({d['devices']:,})" if d["mode"] == "full"
+            else f"aggregated: {d['simulated_devices']:,} of {d['devices']:,} devices, one per class")
     idle = d["idle_time_s"]
     rows = [
         ("simulated", mode),
+        ("why", d["mode_reason"]),
         ("step time p50 / p99", f"{format_seconds(st['p50'])} / {format_seconds(st['p99'])}"),
         ("step time mean (min..max)", f"{format_seconds(st['mean'])} ({format_seconds(st['min'])}.."
                                       f"{format_seconds(st['max'])})"),

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from moesim.cli.estimate_cmd import add_scenario_overrides
 from moesim.cli.output import print_json, table
+from moesim.cli.progress import add_quiet, wanted
 from moesim.units import format_bytes, format_seconds
 
 OBJECTIVE_CHOICES = ("step_time", "cost", "mfu")
@@ -27,6 +27,7 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: the cores; 1 = in process)")
     p.add_argument("--dask", metavar="tcp://HOST:PORT", help="run the points on this Dask scheduler instead")
     p.add_argument("--json", action="store_true", help="machine-readable output (no progress bar)")
+    add_quiet(p)
     p.set_defaults(run=run)
 
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     axes = [parse_vary(text) for text in args.vary]
     scenario = load_scenario(args.scenario, hardware=args.hardware, devices=args.devices)
     sweep = run_sweep(scenario, axes, objective=args.objective, workers=args.workers, dask_address=args.dask,
-                      progress=not args.json and sys.stderr.isatty())
+                      progress=wanted(args))
     if args.output:
         with open(args.output, "w", encoding="utf-8", newline="") as handle:
             handle.write(to_csv(sweep))

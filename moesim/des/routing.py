@@ -10,7 +10,9 @@ experts laid contiguously (rank r holds experts r·E/ep … (r+1)·E/ep − 1).
 2. Assignments per group: exact top-k without replacement by Gumbel-top-k on log p (Plackett-Luce;
    Vieira 2014, Kool et al. 2019, arXiv 1903.06059), or the fast path Multinomial(g·k, p), exact for
    k = 1 and close when k·max p ≪ 1 (tests compare both on mean and variance).
-   With `expected` loads every group gets exactly g·k·p (no sampling noise).
+   With `expected` loads every group gets exactly g·k·p (no sampling noise). Dropless, the multinomial
+   is drawn over destination ranks (p summed over each rank's experts): the same law for the
+   per-rank counts, which are all a dropless step uses, with ep categories instead of E.
 3. Capacity clips each group's per-expert count at C; the excess is dropped (Switch §2.2).
 4. Per device: tokens sent to other ranks, tokens received (all ranks), and drops.
 """
@@ -234,6 +236,13 @@ class LayerLoads:
     assigned: float
 
 
+def _method(sampler: str, top_k: int, draws: int) -> str:
+    """The sampler `auto` picks: exact Gumbel-top-k unless k = 1 (multinomial is exact) or too many draws."""
+    if sampler != "auto":
+        return sampler
+    return "multinomial" if top_k == 1 or draws > GUMBEL_BUDGET else "gumbel"
+
+
 def route_layer(p: np.ndarray, ep_groups: np.ndarray, tokens: int, group_tokens: int, top_k: int,
                 capacity: int | None, rng: np.random.Generator, *, expected: bool = False,
                 sampler: str = "auto", node_limit: tuple[int, int] | None = None) -> LayerLoads:
@@ -249,18 +258,23 @@ def route_layer(p: np.ndarray, ep_groups: np.ndarray, tokens: int, group_tokens:
     devices = n_groups * ep
     g = max(1, min(group_tokens or tokens, tokens))
     sizes = [g] * (tokens // g) + ([tokens % g] if tokens % g else [])
-    counts = np.zeros((devices, num_experts))
+    width = num_experts
+    limited = node_limit is not None and 0 < node_limit[1] < node_limit[0]
+    if capacity is None and not expected and not limited and all(
+            _method(sampler, top_k, devices * sizes.count(size) * size * num_experts) == "multinomial"
+            for size in set(sizes)):
+        # Dropless: only the tokens per destination rank matter, and a multinomial's counts summed over
+        # each rank's experts are Multinomial(n, p summed per rank) - the same law, ep categories, not E.
+        p, width = np.asarray(p, dtype=float).reshape(ep, num_experts // ep).sum(axis=1), ep
+    counts = np.zeros((devices, width))
     dropped = 0.0
     for size in sorted(set(sizes)):
         reps = sizes.count(size)
         if expected:
-            c = np.broadcast_to(size * top_k * p, (devices * reps, num_experts))
+            c = np.broadcast_to(size * top_k * p, (devices * reps, width))
         else:
-            method = sampler
-            if method == "auto":
-                method = "multinomial" if top_k == 1 or devices * reps * size * num_experts > GUMBEL_BUDGET \
-                    else "gumbel"
-            if node_limit is not None and 0 < node_limit[1] < node_limit[0]:
+            method = _method(sampler, top_k, devices * reps * size * num_experts)
+            if limited:
                 c = sample_node_limited_top_k(size, top_k, p, node_limit[0], node_limit[1], rng,
                                               groups=devices * reps).astype(float)
             else:
@@ -270,8 +284,8 @@ def route_layer(p: np.ndarray, ep_groups: np.ndarray, tokens: int, group_tokens:
             kept = np.minimum(c, capacity)
             dropped += float(np.sum(c - kept))
             c = kept
-        counts += c.reshape(devices, reps, num_experts).sum(axis=1)
-    per_rank = counts.reshape(n_groups, ep, ep, num_experts // ep).sum(axis=3)  # (G, src, dst)
+        counts += c.reshape(devices, reps, width).sum(axis=1)
+    per_rank = counts.reshape(n_groups, ep, ep, width // ep).sum(axis=3)  # (G, src, dst)
     local = np.einsum("gii->gi", per_rank)
     received = per_rank.sum(axis=1)
     sent = per_rank.sum(axis=2)

@@ -1,19 +1,19 @@
 """`simulate()`: steps of a scenario through the engine, with the analytical estimate beside them.
 
-Aggregation (exact, not an approximation): devices of one pipeline stage run the same program.
-When nothing makes them differ - routing that does not change the work (capacity-padded, or
-dropless with expected uniform loads), no stragglers, no kernel noise - and every shared link (a
-chip's port, a domain's uplink) is shared only by devices of one stage, every device of a stage
-has the same timeline in the full simulation. One representative per stage (the devices of the
-pipeline group of device 0) is then simulated; its flows count once per device of the class on
-every link it shares (see engine.py), and a collective waits only for simulated members. The
-routing itself is still sampled for every device (drop statistics). Otherwise every device runs.
+Aggregation (exact, not an approximation): devices whose timelines cannot differ - same work
+(routing loads, stragglers, noise), same classes in their collective groups, behind their links and
+next to them in the pipeline - are one class; one representative per class is simulated (fold.py,
+kernel.py). `mode`: auto folds whenever some class has more than one device, full simulates every
+device, aggregated insists on folding. Capacity padding and expected loads fold to one device per
+stage (plus the classes stragglers make); sampled dropless loads make every device its own class.
+The routing itself is sampled for every device (drop statistics), one MoE layer at a time.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -21,13 +21,12 @@ from moesim.capacity import expected_drop_fraction
 from moesim.collectives.base import CollectiveModel
 from moesim.collectives.select import model_for
 from moesim.des.costs import Costs, build_costs
-from moesim.des.engine import CountingEnvironment, Engine
 from moesim.des.fabric import PortFabric
-from moesim.des.network import Network
 from moesim.des.routing import SAMPLERS, parse_routing, popularity, route_layer
 from moesim.des.schedule import DEFAULT_BUCKET_PARAMS, build_stage_program
 from moesim.des.trace import chrome_trace
-from moesim.des.variation import Loads, device_runs
+from moesim.des.step import ENGINES, Setup, Step, run_step, work_reasons
+from moesim.des.variation import Loads
 from moesim.errors import SpecError
 from moesim.estimate import estimate
 from moesim.specs.layout import Layout
@@ -35,7 +34,7 @@ from moesim.specs.scenario import Scenario
 from moesim.specs.training import TrainingSpec
 
 MODES = ("auto", "full", "aggregated")
-BUSIEST_LINKS = 5
+ROUTING_SHARE = 0.2  # of a step's progress bar: sampling the routing (the engine gets the rest)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +55,7 @@ class SimOptions:
     mode: str = "auto"
     trace: bool = True  # record the first step's timeline
     grad_bucket_params: int = DEFAULT_BUCKET_PARAMS  # gradient bucket (parameters), see schedule.py
+    engine: str = "fast"  # fast (kernel.py, folds identical devices) | simpy (engine.py, every device: reference)
 
     def __post_init__(self) -> None:
         for name in ("steps", "chunks", "grad_bucket_params"):
@@ -71,6 +71,11 @@ class SimOptions:
             raise SpecError("must be >= 0", field="noise_sigma", value=self.noise_sigma)
         if self.mode not in MODES:
             raise SpecError(f"unknown mode '{self.mode}'", field="mode", value=self.mode, allowed=MODES)
+        if self.engine not in ENGINES:
+            raise SpecError(f"unknown engine '{self.engine}'", field="engine", value=self.engine, allowed=ENGINES)
+        if self.engine == "simpy" and self.mode == "aggregated":
+            raise SpecError("the simpy engine simulates every device: use the fast engine to aggregate",
+                            field="mode", value=self.mode)
         if self.sampler not in SAMPLERS:
             raise SpecError(f"unknown sampler '{self.sampler}'", field="sampler", value=self.sampler, allowed=SAMPLERS)
 
@@ -97,6 +102,8 @@ class SimResult:
     engine_time_s: float
     trace_records: tuple[tuple, ...] = ()
     trace_labels: dict | None = None
+    mode_reason: str = ""
+    simulated_per_step: tuple[int, ...] = ()
 
     @property
     def step_time_stats(self) -> dict:
@@ -117,6 +124,8 @@ class SimResult:
             "busiest_links": list(self.busiest_links), "idle_time_s": self.idle_time_s,
             "events": self.events, "wall_time_s": self.wall_time_s, "engine_time_s": self.engine_time_s,
             "events_per_s": self.events / self.engine_time_s if self.engine_time_s > 0 else None,
+            "mode_reason": self.mode_reason, "engine": self.options.engine,
+            "simulated_devices_per_step": list(self.simulated_per_step),
         }
 
     def to_dict(self) -> dict:
@@ -144,21 +153,6 @@ def _stage_of(costs: Costs) -> np.ndarray:
     return (np.arange(costs.scenario.devices) // stride) % pp
 
 
-def _asymmetric_links(fabric: PortFabric, stage_of: np.ndarray) -> list[str]:
-    """Shared links whose devices sit on different stages (aggregation would be inexact)."""
-    problems = []
-    n = len(stage_of)
-    for level, lv in enumerate(fabric.hardware.interconnect):
-        for size, what in ((fabric.sharers(level), "port"), (fabric.inner_domain(level), "uplink")):
-            if size <= 1:
-                continue
-            blocks = np.arange(n) // size
-            first = stage_of[np.searchsorted(blocks, blocks)]
-            if np.any(first != stage_of):
-                problems.append(f"{lv.name} {what}s are shared by devices of different pipeline stages")
-    return problems
-
-
 def _ep_groups(costs: Costs, stage_of: np.ndarray, stage: int) -> np.ndarray:
     ep, stride = costs.sizes["ep"], costs.strides["ep"]
     devs = np.flatnonzero(stage_of == stage)
@@ -167,7 +161,11 @@ def _ep_groups(costs: Costs, stage_of: np.ndarray, stage: int) -> np.ndarray:
 
 
 class _Router:
-    """Samples every MoE layer's routing for a step; keeps loads when they set the work."""
+    """Samples every MoE layer's routing for a step, layer by layer; keeps loads when they set the work.
+
+    Kept loads are stage-local: the arrays of MoE layer n hold only the devices of the stage that
+    runs it (by position in that stage's device list), so memory grows with the stage, not the
+    cluster (a 2048-device run keeps 1/pp of what one array per device would)."""
 
     def __init__(self, costs: Costs, options: SimOptions, rng: np.random.Generator, keep: bool) -> None:
         self.costs, self.options, self.rng, self.keep = costs, options, rng, keep
@@ -177,22 +175,24 @@ class _Router:
         self.spec = parse_routing(options.routing, moe.num_experts) if moe else None
         self.p = popularity(self.spec, moe.num_experts, len(self.layers), rng) if moe else None
         stage_of = _stage_of(costs)
+        self.stage_devices = [np.flatnonzero(stage_of == s) for s in range(costs.layout.pp)]
         self.groups = [_ep_groups(costs, stage_of, s) for s in range(costs.layout.pp)] if moe else []
         self.uniform = self.spec is None or self.spec.kind == "uniform"
         self.stage_of_layer = {layer: costs.device_of(st.index) for st in costs.stages for layer in st.layers}
         self.node_limit = _node_limit(costs) if moe else None
 
-    def step(self) -> tuple[Loads | None, float, float]:
-        """(loads by (moe, mb) or None, dropped assignments, all assignments)."""
+    def step(self, progress: Callable[[float], None] | None = None) -> tuple[list | None, float, float]:
+        """(per stage: loads by (moe, mb), or None; dropped assignments; all assignments)."""
         if not self.layers:
             return None, 0.0, 0.0
         c, moe, o = self.costs, self.costs.scenario.model.moe, self.options
-        loads: Loads = {}
+        loads: list[Loads] = [{} for _ in self.stage_devices]
         dropped = assigned = 0.0
         for n, layer in enumerate(self.layers):
             lc = c.classes[c.workload.layer_class_index[layer]]
-            groups = self.groups[self.stage_of_layer[layer]]
-            order = groups.reshape(-1)
+            stage = self.stage_of_layer[layer]
+            groups = self.groups[stage]
+            position = np.searchsorted(self.stage_devices[stage], groups.reshape(-1))
             for mb in range(c.micro_batches):
                 r = route_layer(self.p[n], groups, lc.tokens, moe.group_size_tokens, moe.top_k,
                                 None if c.dropless else lc.capacity, self.rng, expected=o.expected_loads,
@@ -200,10 +200,12 @@ class _Router:
                 dropped += r.dropped
                 assigned += r.assigned
                 if self.keep:
-                    full = [np.zeros(c.scenario.devices) for _ in range(3)]
-                    for arr, value in zip(full, (r.sent_remote, r.received, r.received_remote)):
-                        arr[order] = value
-                    loads[(n, mb)] = tuple(full)
+                    local = [np.zeros(len(self.stage_devices[stage])) for _ in range(3)]
+                    for arr, value in zip(local, (r.sent_remote, r.received, r.received_remote)):
+                        arr[position] = value
+                    loads[stage][(n, mb)] = tuple(local)
+            if progress is not None:
+                progress((n + 1) / len(self.layers))
         return (loads if self.keep else None), dropped, assigned
 
 
@@ -234,66 +236,25 @@ def _expected_drops(costs: Costs) -> float | None:
     return dropped / total if total else None
 
 
-@dataclass
-class _Setup:
-    """Everything fixed across steps: costs, programs, fabric, which devices run."""
-
-    costs: Costs
-    programs: list
-    fabric: PortFabric
-    stage_of: np.ndarray
-    aggregated: bool
-    reps: np.ndarray  # one device per stage (the pipeline group of device 0)
-
-
-@dataclass
-class _Step:
-    """One simulated step's outcome."""
-
-    time_s: float
-    idle: list  # (idle seconds, devices it stands for) per simulated device
-    busiest: list
-    events: int
-    engine_s: float
-
-
-def _aggregation_blockers(fabric: PortFabric, stage_of: np.ndarray, options: SimOptions,
-                          load_timing: bool) -> list[str]:
-    reasons = [r for r, bad in (("routing loads set the work (dropless, sampled or skewed)", load_timing),
-                                ("stragglers", options.straggler_fraction > 0 and options.straggler_slowdown > 1),
-                                ("kernel noise", options.noise_sigma > 0)) if bad]
-    return reasons + _asymmetric_links(fabric, stage_of)
-
-
-def _run_step(setup: _Setup, options: SimOptions, loads, rng: np.random.Generator, trace: list | None) -> _Step:
-    devices = setup.costs.scenario.devices
-    slowdown = np.ones(devices)
-    n_slow = int(round(options.straggler_fraction * devices))
-    if n_slow and options.straggler_slowdown > 1:
-        slowdown[rng.choice(devices, size=n_slow, replace=False)] = options.straggler_slowdown
-    env = CountingEnvironment()
-    network = Network(env, contention=options.contention)
-    simulated = set(int(r) for r in setup.reps) if setup.aggregated else set(range(devices))
-    engine = Engine(env, network, setup.fabric, setup.costs, simulated, aggregated=setup.aggregated, trace=trace)
-    per_stage = devices // len(setup.programs)
-    runs = []
-    for s, program in enumerate(setup.programs):
-        devs = setup.reps[s:s + 1] if setup.aggregated else np.flatnonzero(setup.stage_of == s)
-        runs += device_runs(setup.costs, program, devs, loads=loads, slowdown=slowdown[devs],
-                            noise_sigma=options.noise_sigma, rng=rng, weight=per_stage if setup.aggregated else 1)
-    started = time.perf_counter()
-    for run in runs:
-        engine.start(run)
-    env.run()
-    engine_s = time.perf_counter() - started
-    step_time = float(max(run.end_s for run in runs))
-    return _Step(step_time, [(step_time - run.busy_s, run.weight) for run in runs],
-                 network.busiest(step_time, BUSIEST_LINKS), env.scheduled, engine_s)
+def _mode_reason(fold, reasons: list[str], options: SimOptions) -> str:
+    """Which mode ran and why, in one line (SimResult.mode_reason)."""
+    if options.engine == "simpy":
+        return "every device on the simpy reference engine (--engine simpy)"
+    if options.mode == "full":
+        return "every device, as asked (--mode full)"
+    if fold.folded:
+        why = "; ".join(reasons) if reasons else "devices of a stage do the same work"
+        return (f"{fold.classes} classes of devices with identical timelines (equal work, collective groups, "
+                f"link mates and pipeline neighbours; {why}): one representative each, exact")
+    return "every device differs (" + "; ".join(reasons or ["link sharing"]) + "): nothing to fold"
 
 
 def simulate(scenario: Scenario, layout: Layout | None = None, options: SimOptions | None = None, *,
-             training: TrainingSpec | None = None, collective_model: CollectiveModel | None = None) -> SimResult:
-    """Simulate `options.steps` training steps of `scenario` with `layout` (default: the scenario's)."""
+             training: TrainingSpec | None = None, collective_model: CollectiveModel | None = None,
+             progress: Callable[[float], None] | None = None) -> SimResult:
+    """Simulate `options.steps` training steps of `scenario` with `layout` (default: the scenario's).
+
+    `progress(fraction)`, when given, is called now and then with the fraction of the work done (0..1)."""
     wall = time.perf_counter()
     options = options or SimOptions()
     layout = layout if layout is not None else scenario.resolve()
@@ -304,47 +265,54 @@ def simulate(scenario: Scenario, layout: Layout | None = None, options: SimOptio
     costs = build_costs(scenario, layout, training, model, est.optimizer_time_s)
     programs = [build_stage_program(costs, s, options.chunks, options.grad_bucket_params) for s in range(layout.pp)]
     fabric = PortFabric(scenario.hardware, scenario.devices)
-    stage_of = _stage_of(costs)
+    setup = Setup(costs, programs, fabric, _stage_of(costs))
     rng = np.random.default_rng(options.seed)
     router = _Router(costs, options, rng, keep=False)
     router.keep = bool(router.layers) and costs.dropless and not (options.expected_loads and router.uniform)
-    reasons = _aggregation_blockers(fabric, stage_of, options, router.keep)
-    if options.mode == "aggregated" and reasons:
-        raise SpecError("cannot aggregate devices: " + "; ".join(reasons), field="mode", value="aggregated")
-    aggregated = options.mode == "aggregated" or (options.mode == "auto" and not reasons)
-    setup = _Setup(costs, programs, fabric, stage_of, aggregated, np.arange(layout.pp) * costs.strides["pp"])
-    steps: list[_Step] = []
+    reasons = work_reasons(options, router.keep)
+    steps: list[Step] = []
     trace: list = []
     dropped = assigned = 0.0
     for n in range(options.steps):
-        loads, d, a = router.step()
+        at = n / options.steps
+        share = 1 / options.steps
+        tell = None if progress is None else (lambda f, at=at: progress(at + share * ROUTING_SHARE * f))
+        loads, d, a = router.step(tell)
         dropped, assigned = dropped + d, assigned + a
-        steps.append(_run_step(setup, options, loads, rng, trace if options.trace and n == 0 else None))
-    idle = np.array([v for v, _ in steps[-1].idle])
-    weights = np.array([w for _, w in steps[-1].idle], dtype=float)
-    per_stage = scenario.devices // layout.pp
-    labels = {int(r): f"device {int(r)} (stage {s}, stands for {per_stage} devices)"
-              for s, r in enumerate(setup.reps)} if aggregated else None
+        tell = None if progress is None else (
+            lambda f, at=at: progress(at + share * (ROUTING_SHARE + (1 - ROUTING_SHARE) * f)))
+        steps.append(run_step(setup, options, loads, rng, trace if options.trace and n == 0 else None, reasons,
+                              tell))
+        if progress is not None:
+            progress((n + 1) / options.steps)
+    last = steps[-1]
+    idle = np.array([v for v, _ in last.idle])
+    weights = np.array([w for _, w in last.idle], dtype=float)
+    aggregated = last.fold.folded
+    labels = {int(r): f"device {int(r)} (stage {int(setup.stage_of[r])}, stands for {last.fold.weight(int(r))} "
+                      "devices)" for r in last.fold.reps} if aggregated else None
     return SimResult(
         scenario=scenario.name, hardware=scenario.hardware.name, devices=scenario.devices,
         layout=layout.as_dict() | {"micro_batches": training.micro_batches,
                                    "pipeline_schedule": training.pipeline_schedule},
         options=options, mode="aggregated" if aggregated else "full",
-        simulated_devices=len(setup.reps) if aggregated else scenario.devices,
+        simulated_devices=last.fold.classes if aggregated else scenario.devices,
         step_times_s=tuple(st.time_s for st in steps), analytical_step_time_s=est.step_time_s,
         dropped_token_fraction=dropped / assigned if assigned else None,
-        expected_drop_fraction_uniform=_expected_drops(costs), busiest_links=tuple(steps[-1].busiest),
+        expected_drop_fraction_uniform=_expected_drops(costs), busiest_links=tuple(last.busiest),
         idle_time_s={"mean": float(np.average(idle, weights=weights)), "min": float(idle.min()),
                      "max": float(idle.max()), "devices": int(weights.sum())},
         events=sum(st.events for st in steps), wall_time_s=time.perf_counter() - wall,
         engine_time_s=sum(st.engine_s for st in steps), trace_records=tuple(trace), trace_labels=labels,
+        mode_reason=_mode_reason(last.fold, reasons, options),
+        simulated_per_step=tuple(st.fold.classes for st in steps),
     )
 
 
 def step_time(scenario: Scenario, layout: Layout, training: TrainingSpec | None = None,
-              options: SimOptions | None = None) -> float:
+              options: SimOptions | None = None, progress: Callable[[float], None] | None = None) -> float:
     """Mean simulated step time in seconds (default options, no trace): the search's refinement hook."""
-    result = simulate(scenario, layout, options or SimOptions(trace=False), training=training)
+    result = simulate(scenario, layout, options or SimOptions(trace=False), training=training, progress=progress)
     return float(np.mean(result.step_times_s))
 
 

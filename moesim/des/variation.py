@@ -14,6 +14,8 @@ Z ~ N(0, 1), a lognormal with mean 1.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from moesim.des.costs import Costs
@@ -21,6 +23,8 @@ from moesim.des.engine import DeviceRun
 from moesim.des.schedule import COMPUTE, EXPERT, GATHER, TO_EXPERTS, StageProgram
 
 Loads = dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]  # (moe, mb) → sent, received, received remote
+# Arrays of a Loads entry are indexed by device id, or, when `Loads` holds a stage's devices only
+# (run.py streams them so), by position in `stage_devices` - see `stage_work`.
 
 
 def template(program: StageProgram) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -31,25 +35,26 @@ def template(program: StageProgram) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _apply_loads(costs: Costs, program: StageProgram, devices: np.ndarray, loads: Loads,
-                 durations: np.ndarray, egress: np.ndarray, ingress: np.ndarray) -> None:
-    """Replace load-dependent entries of the (devices, ops) matrices in place."""
+                 durations: np.ndarray, egress: np.ndarray, ingress: np.ndarray, ops=None) -> None:
+    """Replace load-dependent entries of the (devices, ops) matrices in place; with `ops` (operations that
+    loads set), column k of the matrices belongs to ops[k] instead of operation k."""
     wl = costs.workload
-    for op in program.ops:
+    for k, op in (enumerate(ops) if ops is not None else ((op.index, op) for op in program.ops)):
         if not op.load:
             continue
         slots = costs.classes[wl.layer_class_index[op.layer]].slots
         sent, received, received_remote = (a[devices] for a in loads[(op.moe, op.mb)])
         c = op.chunks
         if op.load == EXPERT:
-            durations[:, op.index] = costs.builder.expert_ffn_time_s(received / c, op.backward)
+            durations[:, k] = costs.builder.expert_ffn_time_s(received / c, op.backward)
             continue
         if op.load == GATHER:
-            egress[:, op.index] = ingress[:, op.index] = op.comm.wire_bytes * received / slots
+            egress[:, k] = ingress[:, k] = op.comm.wire_bytes * received / slots
             continue
         per_token = op.comm.size_bytes * c / slots
         out, back = (sent, received_remote) if op.load == TO_EXPERTS else (received_remote, sent)
-        egress[:, op.index] = out * per_token / c
-        ingress[:, op.index] = back * per_token / c
+        egress[:, k] = out * per_token / c
+        ingress[:, k] = back * per_token / c
 
 
 def device_runs(costs: Costs, program: StageProgram, devices: np.ndarray, *, loads: Loads | None,
@@ -72,4 +77,66 @@ def device_runs(costs: Costs, program: StageProgram, devices: np.ndarray, *, loa
     return [DeviceRun(int(d), program, durations[i], egress[i], ingress[i], weight) for i, d in enumerate(devices)]
 
 
-__all__ = ["Loads", "device_runs", "template"]
+@dataclass
+class StageWork:
+    """One step's work of a stage's devices, compactly: the program's template, the columns that
+    routing loads set (durations of expert FFNs, bytes of all-to-alls and ETP gathers), per-device
+    slowdown and kernel noise. `row(j)` gives device j's operation arrays, exactly as `device_runs`."""
+
+    program: StageProgram
+    devices: np.ndarray
+    durations: np.ndarray  # template, per operation
+    wire: np.ndarray  # template bytes, per operation
+    cols: np.ndarray  # operations loads set
+    dur_cols: np.ndarray | None  # (devices, cols)
+    egress_cols: np.ndarray | None
+    ingress_cols: np.ndarray | None
+    noise: np.ndarray | None  # (devices, compute operations): lognormal multipliers
+    slowdown: np.ndarray  # (devices,)
+    compute: np.ndarray  # bool per operation
+
+    def signature(self) -> np.ndarray:
+        """Rows that are equal exactly when two devices' work is (one row per device)."""
+        n = len(self.devices)
+        parts = [np.full((n, 1), float(self.program.stage)), self.slowdown[:, None]]
+        for m in (self.dur_cols, self.egress_cols, self.ingress_cols, self.noise):
+            if m is not None:
+                parts.append(m)
+        return np.hstack(parts)
+
+    def row(self, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(durations, egress, ingress) of the stage's j-th device, as `device_runs` builds them."""
+        durations, egress, ingress = self.durations.copy(), self.wire.copy(), self.wire.copy()
+        if self.dur_cols is not None:
+            durations[self.cols] = self.dur_cols[j]
+            egress[self.cols] = self.egress_cols[j]
+            ingress[self.cols] = self.ingress_cols[j]
+        if self.noise is not None:
+            durations[self.compute] *= self.noise[j]
+        durations[self.compute] *= self.slowdown[j]
+        return durations, egress, ingress
+
+
+def stage_work(costs: Costs, program: StageProgram, devices: np.ndarray, *, loads: Loads | None,
+               slowdown: np.ndarray, noise_sigma: float, rng: np.random.Generator) -> StageWork:
+    """The compact form of `device_runs(...)` for `devices` (the stage's devices, in order; `loads`
+    arrays indexed by position in `devices`). Draws the same random numbers as `device_runs`."""
+    durations, egress, ingress = template(program)
+    n = len(devices)
+    compute = np.array([op.kind == COMPUTE for op in program.ops])
+    cols = np.array([op.index for op in program.ops if op.load], dtype=int)
+    dur_cols = egress_cols = ingress_cols = noise = None
+    if loads is not None and len(cols):
+        dur_cols = np.repeat(durations[cols][None, :], n, axis=0)
+        egress_cols = np.repeat(egress[cols][None, :], n, axis=0)
+        ingress_cols = np.repeat(ingress[cols][None, :], n, axis=0)
+        _apply_loads(costs, program, np.arange(n), loads, dur_cols, egress_cols, ingress_cols,
+                     ops=[program.ops[i] for i in cols])
+    if noise_sigma > 0:
+        z = rng.standard_normal((n, int(compute.sum())))
+        noise = np.exp(noise_sigma * z - noise_sigma ** 2 / 2)
+    return StageWork(program, np.asarray(devices), durations, egress, cols, dur_cols, egress_cols, ingress_cols,
+                     noise, np.asarray(slowdown, dtype=float), compute)
+
+
+__all__ = ["Loads", "StageWork", "device_runs", "stage_work", "template"]

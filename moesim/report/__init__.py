@@ -17,6 +17,8 @@ from moesim.specs.load import load_hardware
 from moesim.specs.scenario import Scenario
 from moesim.units import format_bytes, format_seconds
 
+REPORT_SHARE = 0.3  # of the progress bar for the figures when the timeline is also simulated
+
 
 @dataclass(frozen=True)
 class Report:
@@ -28,8 +30,9 @@ class Report:
 
 
 def report_figures(scenario: Scenario, layout: Layout | None = None, *, results: str | Path | None = None,
-                   results_hardware: str | None = None, simulate: bool = False):
-    """([(key, plotly figure)], notes, the scenario layout's StepEstimate): the page's content."""
+                   results_hardware: str | None = None, simulate: bool = False, progress=None):
+    """([(key, plotly figure)], notes, the scenario layout's StepEstimate): the page's content.
+    `progress(fraction)`: called as the figures are computed (and the timeline simulated)."""
     from moesim.report import figures as F
     from moesim.report.analysis import capacity_factor_sweep, expert_count_sweep, pareto_front
     from moesim.report.calibration import phase_points, read_switch_records
@@ -37,7 +40,10 @@ def report_figures(scenario: Scenario, layout: Layout | None = None, *, results:
     from moesim.report.simulation import simulate_timeline
 
     layout = layout if layout is not None else scenario.resolve()
+    tell = progress if progress is not None else (lambda fraction: None)
+    done = REPORT_SHARE if simulate else 1.0  # of the progress bar for the figures (the simulation gets the rest)
     compared = layouts_to_compare(scenario, layout)
+    tell(0.6 * done)
     ests = list(compared.estimates)
     own = ests[0]
     notes = [compared.note]
@@ -51,9 +57,11 @@ def report_figures(scenario: Scenario, layout: Layout | None = None, *, results:
     sweeps = [capacity_factor_sweep(scenario, own.layout, own.training),
               expert_count_sweep(scenario, own.layout, own.training)]
     figs.append(("sensitivity", F.sensitivity(sweeps)))
+    tell(done)
     notes += [f"sensitivity, {s.name}: {s.note}" for s in sweeps if s.note]
     if simulate:
-        events, note = simulate_timeline(scenario, own.layout)
+        events, note = simulate_timeline(scenario, own.layout, progress=None if progress is None else
+                                         (lambda f: progress(done + (1 - done) * f)))
         notes.append(note)
         if events:
             figs.append(("timeline", F.timeline(events)))
@@ -75,7 +83,7 @@ def report_figures(scenario: Scenario, layout: Layout | None = None, *, results:
 
 def build_report(scenario: Scenario, layout: Layout | None = None, **options) -> Report:
     """Estimate `scenario` on `layout` (default: its own) and alternatives, and draw the page.
-    Options: results (JSONL path), results_hardware (profile name), simulate (bool)."""
+    Options: results (JSONL path), results_hardware (profile name), simulate (bool), progress (callable)."""
     from moesim.report.page import render_page
 
     figs, notes, own = report_figures(scenario, layout, **options)

@@ -37,8 +37,9 @@ def _trace_events(result) -> list[dict]:
     raise TypeError(f"cannot read a timeline from {type(result).__name__}")
 
 
-def simulate_timeline(scenario: Scenario, layout: Layout) -> tuple[list[TimelineEvent], str]:
-    """(events, note) of one simulated step; no events when the simulator is not there."""
+def simulate_timeline(scenario: Scenario, layout: Layout, progress=None) -> tuple[list[TimelineEvent], str]:
+    """(events, note) of one simulated step; no events when the simulator is not there.
+    `progress(fraction)` is handed to the simulator when given."""
     try:
         des = importlib.import_module("moesim.des")
     except ImportError as err:
@@ -47,7 +48,8 @@ def simulate_timeline(scenario: Scenario, layout: Layout) -> tuple[list[Timeline
     if simulate is None:
         return [], "simulated timeline: moesim.des has no simulate(scenario, layout) yet"
     try:
-        raw = _trace_events(simulate(scenario, layout))
+        raw = _trace_events(simulate(scenario, layout) if progress is None
+                            else simulate(scenario, layout, progress=progress))
     except Exception as err:  # an optional collaborator: report the failure, keep the page
         return [], f"simulated timeline: moesim.des failed ({type(err).__name__}: {err})"
     events = []

@@ -9,6 +9,7 @@ to the enumeration order, so a search is deterministic.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -201,12 +202,12 @@ def _default_threads() -> int:
 
 
 def search(scenario: Scenario, objective: str = "step_time", collective_model: CollectiveModel | None = None,
-           threads: int | None = None) -> SearchResult:
+           threads: int | None = None, progress=None) -> SearchResult:
     """Search every valid layout of `scenario`; rank those that fit by `objective`.
 
     Candidates are evaluated in a few vectorised batches (one per pipeline degree), on up to
     `threads` threads (numpy releases the GIL in its array loops; default: the cores, at most
-    MAX_THREADS; sweep workers pass 1).
+    MAX_THREADS; sweep workers pass 1). `progress(fraction)`, when given, is called as batches finish.
     """
     if objective not in OBJECTIVES:
         raise SpecError(f"unknown objective '{objective}'", field="--objective", value=objective, allowed=OBJECTIVES)
@@ -217,12 +218,19 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
     step, memory, mfu, tokens = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
     fits = np.zeros(n, dtype=bool)
 
+    chunks = _chunks(cands.pp)
+    finished = [0]
+    lock = threading.Lock()
+
     def run(index: slice) -> None:
         ev = evaluate(scenario, cands.take(index), model, breakdown=False)
         step[index], memory[index], mfu[index] = ev.step_time_s, ev.memory_total_bytes, ev.mfu
         tokens[index], fits[index] = ev.tokens_per_s, ev.fits
+        if progress is not None:
+            with lock:
+                finished[0] += index.stop - index.start
+                progress(finished[0] / max(1, n))
 
-    chunks = _chunks(cands.pp)
     threads = _default_threads() if threads is None else threads
     if threads > 1 and len(chunks) > 1:
         with ThreadPoolExecutor(min(threads, len(chunks))) as pool:

@@ -42,6 +42,7 @@ class Refined:
     rank: int  # 0-based position in the analytical ranking
     analytical_step_time_s: float
     simulated_step_time_s: float
+    same_as: int | None = None  # 0-based rank of the identical layout whose simulation this one shares
 
     @property
     def ratio(self) -> float:
@@ -50,17 +51,33 @@ class Refined:
 
     def as_dict(self) -> dict:
         return {"rank": self.rank + 1, "analytical_step_time_s": self.analytical_step_time_s,
-                "simulated_step_time_s": self.simulated_step_time_s, "simulated_over_analytical": self.ratio}
+                "simulated_step_time_s": self.simulated_step_time_s, "simulated_over_analytical": self.ratio,
+                "same_simulation_as_rank": None if self.same_as is None else self.same_as + 1}
 
 
-def refine(result: SearchResult, k: int, step_time: StepTimeFn | None = None) -> list[Refined]:
-    """Simulate the top `k` layouts of `result`; returned fastest simulated first (ties: analytical rank)."""
+def refine(result: SearchResult, k: int, step_time: StepTimeFn | None = None,
+           progress: Callable[[float], None] | None = None) -> list[Refined]:
+    """Simulate the top `k` layouts of `result`, each distinct (layout, training) once; returned fastest
+    simulated first (ties: analytical rank). `progress(fraction)` is called as simulations finish
+    (and within each, when the hook is the simulator's own)."""
     if k < 0:
         raise SpecError("must be >= 0", field="--refine-des", value=k)
+    default = step_time is None
     step_time = step_time or des_step_time()
-    refined = []
+    first: dict[str, int] = {}
+    keys = []
     for i in range(min(k, result.ranked)):
-        simulated = float(step_time(result.scenario, result.layout(i), result.training(i)))
-        refined.append(Refined(rank=i, analytical_step_time_s=float(result.step_time_s[i]),
-                               simulated_step_time_s=simulated))
+        keys.append(repr((result.layout(i), result.training(i))))
+        first.setdefault(keys[-1], i)
+    simulated: dict[str, float] = {}
+    for n, (key, i) in enumerate(first.items()):
+        kwargs = {}
+        if default and progress is not None:
+            kwargs["progress"] = lambda f, n=n: progress((n + f) / len(first))
+        simulated[key] = float(step_time(result.scenario, result.layout(i), result.training(i), **kwargs))
+        if progress is not None:
+            progress((n + 1) / len(first))
+    refined = [Refined(rank=i, analytical_step_time_s=float(result.step_time_s[i]),
+                       simulated_step_time_s=simulated[key], same_as=None if first[key] == i else first[key])
+               for i, key in enumerate(keys)]
     return sorted(refined, key=lambda r: (r.simulated_step_time_s, r.rank))

@@ -7,18 +7,25 @@ from moesim.search.rank import cost_note, search
 from moesim.search.refine import StepTimeFn, des_step_time, refine
 from moesim.specs.scenario import Scenario
 
+SEARCH_SHARE = 0.1  # of the progress bar when --refine-des simulates afterwards
+
 
 def search_report(scenario: Scenario, *, objective: str = "step_time", top: int = 5, refine_des: int = 0,
-                  step_time: StepTimeFn | None = None) -> dict:
+                  step_time: StepTimeFn | None = None, progress=None) -> dict:
     """Search `scenario` and describe the top `top` layouts (with full estimates), the rejections
     and the Pareto front; with `refine_des` > 0 also simulate that many of the best layouts."""
     if refine_des and step_time is None:
         step_time = des_step_time()  # fail before searching when the simulator is missing
-    return describe_search(search(scenario, objective), top=top, refine_des=refine_des, step_time=step_time)
+    share = SEARCH_SHARE if refine_des else 1.0  # of the progress bar
+    result = search(scenario, objective, progress=None if progress is None else (lambda f: progress(share * f)))
+    return describe_search(result, top=top, refine_des=refine_des, step_time=step_time,
+                           progress=None if progress is None else (lambda f: progress(share + (1 - share) * f)))
 
 
-def describe_search(result, *, top: int = 5, refine_des: int = 0, step_time: StepTimeFn | None = None) -> dict:
-    """The JSON-ready report of a finished search (SearchResult.to_dict): see search_report."""
+def describe_search(result, *, top: int = 5, refine_des: int = 0, step_time: StepTimeFn | None = None,
+                    progress=None) -> dict:
+    """The JSON-ready report of a finished search (SearchResult.to_dict): see search_report.
+    `progress(fraction)` follows the --refine-des simulations."""
     scenario, objective = result.scenario, result.objective
     if refine_des and step_time is None:
         step_time = des_step_time()
@@ -47,5 +54,5 @@ def describe_search(result, *, top: int = 5, refine_des: int = 0, step_time: Ste
     if refine_des:
         report["refined"] = [r.as_dict() | {"layout": result.layout_dict(r.rank),
                                             "layout_arg": result.summary(r.rank)["layout_arg"]}
-                             for r in refine(result, refine_des, step_time)]
+                             for r in refine(result, refine_des, step_time, progress)]
     return report

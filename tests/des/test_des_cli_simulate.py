@@ -7,7 +7,7 @@ import json
 from moesim.cli import main
 
 JSON_KEYS = {"step_time_s", "analytical_step_time_s", "dropped_token_fraction", "events", "wall_time_s",
-             "busiest_links", "idle_time_s", "mode"}
+             "busiest_links", "idle_time_s", "mode", "mode_reason", "engine", "simulated_devices_per_step"}
 
 
 def test_simulate_json_and_trace(capsys, tmp_path):
@@ -54,3 +54,13 @@ def test_report_timeline_reads_the_simulator():
     scenario = load_scenario("switch-base-128-tpu-v3")
     events, note = simulate_timeline(scenario, scenario.resolve())
     assert events and "events from moesim.des" in note
+
+
+def test_simulate_says_which_mode_ran_and_why(capsys):
+    assert main(["simulate", "switch-base-128-tpu-v3", "--steps", "2", "--json", "--quiet"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["mode"] == "aggregated" and data["engine"] == "fast"
+    assert data["simulated_devices_per_step"] == [data["simulated_devices"]] * 2
+    assert data["simulated_devices"] < data["devices"] and "exact" in data["mode_reason"]
+    assert main(["simulate", "switch-base-128-tpu-v3", "--steps", "1", "--mode", "full", "--quiet"]) == 0
+    assert "every device, as asked (--mode full)" in capsys.readouterr().out

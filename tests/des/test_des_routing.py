@@ -145,3 +145,20 @@ def test_same_seed_same_routing():
     a = route_layer(p, groups, 300, 0, 2, 40, np.random.default_rng(9))
     b = route_layer(p, groups, 300, 0, 2, 40, np.random.default_rng(9))
     assert np.array_equal(a.received, b.received) and a.dropped == b.dropped
+
+
+def test_dropless_multinomial_per_rank_has_the_per_expert_law():
+    """Dropless, route_layer draws per destination rank (p summed per rank); the loads it returns have
+    the mean and variance of per-expert multinomial counts summed per rank (same law)."""
+    rng = np.random.default_rng(4)
+    p = np.random.default_rng(1).dirichlet(np.ones(16))
+    groups = np.arange(4000).reshape(1000, 4)  # 4 ranks of 4 experts
+    r = route_layer(p, groups, tokens=256, group_tokens=0, top_k=1, capacity=None, rng=rng, sampler="multinomial")
+    per_expert = sample_multinomial(256, 1, p, np.random.default_rng(5), groups=4000)
+    rank_counts = per_expert.reshape(4000, 4, 4).sum(axis=2)  # (device, destination rank)
+    p_rank = p.reshape(4, 4).sum(axis=1)
+    received = r.received.reshape(1000, 4)  # per destination rank, summed over the 4 sources
+    assert received.mean(axis=0) == pytest.approx(4 * 256 * p_rank, rel=0.02)
+    assert received.var(axis=0) == pytest.approx(4 * 256 * p_rank * (1 - p_rank), rel=0.15)
+    reference = rank_counts.reshape(1000, 4, 4).sum(axis=1)
+    assert reference.var(axis=0) == pytest.approx(received.var(axis=0), rel=0.2)

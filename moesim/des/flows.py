@@ -1,0 +1,222 @@
+"""Max-min fair sharing of links by flows, as network.py computes it, for the fast engine (kernel.py).
+
+The rates and their recomputation are network.py's (progressive filling over the connected
+component of a flow's links, whenever a flow starts or ends); read its notation block. Two
+shortcuts that leave every time unchanged: a flow alone on its links runs at its cap or its
+tightest link, and until another flow joins one of its links it is `lazy` - it schedules no end of
+its own; the host schedules one event for a collective member's flows (`_lazy_end`), and a flow
+that arrives on a lazy flow's link first takes it off when it has ended, or else turns it into an
+ordinary flow (an end event per rate change).
+
+`FlowSharing` is a mixin: the host (kernel.Kernel) provides `now`, `push(time_s, action, arg)`,
+`work` (devices to advance) and `_arrive(device, op, key, time_s)`; a flow's `done` is a list
+[flows left, device, operation, receive key or None].
+"""
+
+from __future__ import annotations
+
+from moesim.des.network import LinkUse, max_min_rates
+
+
+class _Flow:
+    __slots__ = ("path", "size_bytes", "cap_bytes_per_s", "done", "remaining_bytes", "rate_bytes_per_s", "updated_s",
+                 "version", "latency_s", "fid", "lazy", "end_s", "registered")
+
+    def __init__(self, path, size, cap, done, now, latency, fid) -> None:
+        self.path, self.size_bytes, self.cap_bytes_per_s, self.done = path, size, cap, done
+        self.remaining_bytes, self.rate_bytes_per_s, self.updated_s = size, 0.0, now
+        self.version, self.latency_s, self.fid = 0, latency, fid
+        self.lazy, self.end_s, self.registered = False, 0.0, True
+
+
+
+class FlowSharing:
+    """Links, the flows on them, and their ends."""
+
+    def _init_links(self) -> None:
+        self.links: list = []
+        self.index: dict[str, int] = {}
+        self.use: list[LinkUse] = []
+        self.on_link: list[dict] = []
+        self._latent = False  # some link has a latency of its own (PortFabric's have none)
+        self._next_fid = 0
+
+    def _add_link(self, link) -> int:
+        if link.name in self.index:
+            return self.index[link.name]
+        self.index[link.name] = len(self.links)
+        self._latent = self._latent or link.latency_s > 0
+        self.links.append(link)
+        self.use.append(LinkUse())
+        self.on_link.append({})
+        return self.index[link.name]
+
+
+    def _account(self, path, size_bytes: float) -> None:
+        use = self.use
+        for link, mult in path:
+            use[link].carried_bytes += mult * size_bytes
+
+    def transfer(self, path, size_bytes: float, cap_bytes_per_s: float, done: list):
+        """Start a flow; returns it when it is alone on its links (lazy: the caller schedules its end with
+        `_lazy_end`, and a flow that joins it later turns it into an ordinary one), else None."""
+        latency = sum(self.links[link].latency_s for link, _ in path) if self._latent else 0.0
+        use = self.use
+        for link, mult in path:
+            use[link].carried_bytes += mult * size_bytes
+        if size_bytes <= 0 or not path:
+            if size_bytes > 0:  # no link: paced at its cap alone
+                latency += size_bytes / cap_bytes_per_s
+            self._finish(done, latency)
+            return None
+        self._next_fid += 1
+        now = self.now
+        flow = _Flow(path, size_bytes, cap_bytes_per_s, done, now, latency, self._next_fid)
+        alone = True
+        on_link = self.on_link
+        for link, _ in path:
+            on = on_link[link]
+            if on:
+                for other in [f for f in on.values() if f.lazy and f.end_s <= now]:
+                    self._purge(other)
+                if on:
+                    alone = False
+            on[flow.fid] = flow
+            if len(on) > use[link].peak_flows:
+                use[link].peak_flows = len(on)
+        if alone and latency == 0:  # nothing else on its links: its cap or its tightest link, as _reshare gives
+            rate = cap_bytes_per_s
+            links = self.links
+            for link, w in path:
+                c = links[link].capacity_bytes_per_s / w
+                if c < rate:
+                    rate = c
+            flow.rate_bytes_per_s = rate
+            flow.version = 1
+            flow.lazy = True
+            flow.end_s = now + size_bytes / rate
+            return flow
+        self._reshare(path)
+        return None
+
+    def _finish(self, done: list, latency_s: float) -> None:
+        if latency_s > 0:
+            self.push(self.now + latency_s, self._flow_done, done)
+        else:
+            self._flow_done(done)
+
+    def _purge(self, flow: _Flow) -> None:
+        """Take a lazy flow whose end has passed off its links (its end is counted by `_lazy_end`)."""
+        if flow.registered:
+            flow.registered = False
+            for link, _ in flow.path:
+                del self.on_link[link][flow.fid]
+
+    def _lazy_end(self, flows) -> None:
+        on_link, now = self.on_link, self.now
+        for flow in flows:
+            if not flow.lazy:
+                continue  # joined since: its own end event counts it
+            flow.lazy = False  # it ended at its own end_s, alone
+            flow.version += 1
+            flow.remaining_bytes = flow.rate_bytes_per_s = 0.0
+            if flow.registered:
+                flow.registered = False
+                for link, _ in flow.path:
+                    del on_link[link][flow.fid]
+            done = flow.done
+            done[0] -= 1
+            if done[0] == 0:
+                if done[3] is None:
+                    d, i = done[1], done[2]
+                    d.end[i] = now
+                    w = d.waiters.pop(i, None)
+                    if w:
+                        self.work.extend((d, s) for s in w)
+                else:
+                    self._arrive(done[1], done[2], done[3], now)
+
+    def _component(self, seed) -> list:
+        if len(seed) == 1:
+            on = self.on_link[seed[0][0]]
+            if len(on) <= 1 and not any(f.lazy for f in on.values()):
+                flows = list(on.values())
+                if all(len(f.path) == 1 for f in flows):
+                    return flows
+        seen = set()
+        stack = [link for link, _ in seed]
+        flows: dict = {}
+        on_link = self.on_link
+        while stack:
+            link = stack.pop()
+            if link in seen:
+                continue
+            seen.add(link)
+            stale = [f for f in on_link[link].values() if f.lazy and f.end_s <= self.now]
+            for f in stale:
+                self._purge(f)
+            for fid, flow in on_link[link].items():
+                if fid not in flows:
+                    flows[fid] = flow
+                    stack.extend(l for l, _ in flow.path if l not in seen)
+        return [flows[fid] for fid in sorted(flows)]
+
+    def _reshare(self, seed) -> None:
+        now = self.now
+        flows = self._component(seed)
+        if not flows:
+            return
+        for flow in flows:
+            flow.remaining_bytes -= flow.rate_bytes_per_s * (now - flow.updated_s)
+            flow.updated_s = now
+        if len(flows) == 1:
+            f = flows[0]
+            rate = f.cap_bytes_per_s
+            for link, w in f.path:
+                c = self.links[link].capacity_bytes_per_s / w
+                if c < rate:
+                    rate = c
+            rates = {f.fid: rate}
+        else:
+            capacity = {link: self.links[link].capacity_bytes_per_s for f in flows for link, _ in f.path}
+            rates = max_min_rates(flows, capacity)
+        for flow in flows:
+            flow.lazy = False  # joined: from now on its end is an ordinary event
+            flow.rate_bytes_per_s = rates[flow.fid]
+            flow.version += 1
+            delay = max(flow.remaining_bytes, 0.0) / flow.rate_bytes_per_s
+            self.push(now + delay, self._end, (flow, flow.version))
+
+    def _end(self, arg) -> None:
+        flow, version = arg
+        if version != flow.version:
+            return
+        flow.remaining_bytes = 0.0
+        flow.rate_bytes_per_s = 0.0
+        flow.version += 1
+        others = False
+        for link, _ in flow.path:
+            on = self.on_link[link]
+            del on[flow.fid]
+            if on:
+                others = True
+        self._finish(flow.done, flow.latency_s)
+        if others:
+            self._reshare(flow.path)
+
+    def busiest(self, elapsed_s: float, count: int = 5) -> list[dict]:
+        """The `count` links with the highest utilisation, as Network.busiest."""
+        rows = []
+        for link, use in zip(self.links, self.use):
+            if use.carried_bytes <= 0 or elapsed_s <= 0:
+                continue
+            rows.append({"link": link.name, "carried_bytes": float(use.carried_bytes),
+                         "capacity_bytes_per_s": float(link.capacity_bytes_per_s),
+                         "utilisation": float(use.carried_bytes / (link.capacity_bytes_per_s * elapsed_s)),
+                         "peak_concurrent_flows": use.peak_flows})
+        rows.sort(key=lambda r: (-r["utilisation"], r["link"]))
+        return rows[:count]
+
+
+
+__all__ = ["FlowSharing"]

@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass
 
 from moesim.errors import SpecError
+from moesim.specs.ranges import check_ranges
 
 AXES = ("tp", "ep", "dp", "pp")
 DEFAULT_ORDER = ("tp", "ep", "dp", "pp")
@@ -92,6 +93,7 @@ class Layout:
     last_stage_layers: int | None = None
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         for name in ("dp", "tp", "ep", "pp", "etp"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from moesim.errors import SpecError
+from moesim.specs.ranges import check_ranges
 
 ARCHITECTURES = ("encoder_decoder", "decoder_only")
 FFN_KINDS = ("relu", "gelu", "geglu", "swiglu")
@@ -52,6 +53,7 @@ class AttentionSpec:
     v_head_dim: int = 0
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         _one_of("attention.kind", self.kind, ATTENTION_KINDS)
         _positive("attention.num_heads", self.num_heads)
         _positive("attention.head_dim", self.head_dim)
@@ -97,6 +99,7 @@ class MoESpec:
     router_bias: bool = False
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         _positive("moe.num_experts", self.num_experts)
         _positive("moe.top_k", self.top_k)
         _positive("moe.expert_d_ff", self.expert_d_ff)
@@ -164,6 +167,7 @@ class ModelSpec:
     aliases: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         if not self.name:
             raise SpecError("a model needs a name", field="name")
         _one_of("architecture", self.architecture, ARCHITECTURES)

@@ -8,6 +8,7 @@ from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.layout import Layout, layout_problems, resolve_layout
 from moesim.specs.model import ModelSpec
+from moesim.specs.ranges import MAX_TOKENS_PER_STEP, check_ranges
 from moesim.specs.training import TrainingSpec
 
 
@@ -20,6 +21,9 @@ class SearchSpace:
     recompute_modes: tuple[str, ...] = ("none", "selective", "full")
     max_micro_batches: int = 64
     orders: tuple[tuple[str, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +42,7 @@ class Scenario:
     file: str = ""
 
     def __post_init__(self) -> None:
+        check_ranges(self, file=self.file or None)
         try:
             self.hardware.check_devices(self.devices)
         except SpecError as err:
@@ -45,6 +50,11 @@ class Scenario:
         if self.model.architecture == "encoder_decoder" and not self.seq_lens[1]:
             raise SpecError("an encoder-decoder model needs decoder_seq_len", file=self.file or None,
                             field="training.decoder_seq_len")
+        tokens = self.training.global_batch_sequences * sum(self.seq_lens)
+        if tokens > MAX_TOKENS_PER_STEP:
+            raise SpecError(f"{tokens:.3g} tokens per step is out of range", file=self.file or None,
+                            field="training.global_batch_sequences", value=self.training.global_batch_sequences,
+                            allowed=f"global_batch_sequences x sequence length <= 2^40 tokens")
 
     @property
     def seq_lens(self) -> tuple[int, int]:

@@ -29,6 +29,7 @@ from moesim.des.schedule import DEFAULT_BUCKET_PARAMS, build_stage_program
 from moesim.des.trace import chrome_trace
 from moesim.des.variation import Loads, device_runs
 from moesim.errors import SpecError
+from moesim.specs.ranges import check_ranges
 from moesim.estimate import estimate
 from moesim.specs.layout import Layout
 from moesim.specs.scenario import Scenario
@@ -58,6 +59,7 @@ class SimOptions:
     grad_bucket_params: int = DEFAULT_BUCKET_PARAMS  # gradient bucket (parameters), see schedule.py
 
     def __post_init__(self) -> None:
+        check_ranges(self, prefix="")
         for name in ("steps", "chunks", "grad_bucket_params"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from moesim.errors import SpecError
+from moesim.paths import parse_json_text, read_text_file
 from moesim.specs.model import ModelSpec
 
 _MISSING = object()
@@ -79,12 +80,7 @@ class HFConfig:
 def read_hf_config(path: str | Path) -> HFConfig:
     """Parse `path` as JSON; unreadable files and non-objects are SpecErrors naming the file."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise SpecError(f"cannot read file: {err.strerror}", file=str(p)) from None
-    except json.JSONDecodeError as err:
-        raise SpecError(f"not valid JSON: {err}", file=str(p)) from None
+    data = parse_json_text(read_text_file(p), file=str(p))
     if not isinstance(data, dict):
         raise SpecError("a HuggingFace config.json holds one JSON object", file=str(p))
     return HFConfig(data, file=str(p))

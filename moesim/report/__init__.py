@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from moesim.paths import write_text_file
 from moesim.specs.layout import Layout
 from moesim.specs.load import load_hardware
 from moesim.specs.scenario import Scenario
@@ -101,7 +102,7 @@ def build_report(scenario: Scenario, layout: Layout | None = None, **options) ->
 def write_report(path: str | Path, scenario: Scenario, layout: Layout | None = None, **options) -> Report:
     """`build_report` and write the page to `path` (UTF-8)."""
     report = build_report(scenario, layout, **options)
-    Path(path).write_text(report.html, encoding="utf-8")
+    write_text_file(path, report.html, field="--output")
     return report
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from moesim import units
 from moesim.errors import SpecError
-from moesim.paths import builtin_dir, builtin_names
+from moesim.paths import builtin_dir, builtin_names, path_problem, read_text_file
 from moesim.specs.fields import Table, check_schema_version
 from moesim.specs.hardware import (
     ChipSpec, ComputeEfficiency, EfficiencyTable, HardwareProfile, InterconnectLevel, TOPOLOGIES,
@@ -35,10 +35,7 @@ DATA_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 
 def read_data_file(path: Path) -> dict[str, Any]:
     """Parse a TOML, YAML or JSON file into a dict; syntax errors become SpecErrors naming the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise SpecError(f"cannot read file: {err.strerror}", file=str(path)) from None
+    text = read_text_file(path)
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
@@ -52,8 +49,11 @@ def read_data_file(path: Path) -> dict[str, Any]:
             raise SpecError(f"unknown file type '{path.suffix}'", file=str(path), allowed=DATA_SUFFIXES)
     except SpecError:
         raise
-    except Exception as err:  # every parser's syntax error, reported with the file name
-        raise SpecError(f"not valid {path.suffix[1:].upper()}: {err}", file=str(path)) from None
+    except RecursionError:
+        raise SpecError(f"not valid {path.suffix[1:].upper()} here: nested too deeply", file=str(path)) from None
+    except Exception as err:  # every parser's syntax error, reported with the file name, on one line
+        message = " ".join(str(err).split())
+        raise SpecError(f"not valid {path.suffix[1:].upper()}: {message}", file=str(path)) from None
     if not isinstance(data, dict):
         raise SpecError("the file must hold a table of keys at the top level", file=str(path))
     return data
@@ -63,6 +63,10 @@ def resolve_ref(ref: str | Path, kind: str, *, relative_to: Path | None = None) 
     """A built-in name of `kind` (models, hardware_profiles, scenarios) or a path to a file."""
     ref_text = str(ref)
     candidate = Path(ref_text)
+    problem = path_problem(candidate)
+    if problem:
+        raise SpecError(f"cannot read: {problem}", file=ref_text[:80] + ("..." if len(ref_text) > 80 else ""),
+                        field=kind.rstrip("s"))
     if relative_to is not None and not candidate.is_absolute():
         near = relative_to / candidate
         if near.suffix in DATA_SUFFIXES and near.is_file():
@@ -70,6 +74,7 @@ def resolve_ref(ref: str | Path, kind: str, *, relative_to: Path | None = None) 
     if candidate.suffix in DATA_SUFFIXES or "/" in ref_text or candidate.is_file():
         if candidate.is_file():
             return candidate
+        read_text_file(candidate)  # names the problem: too long a path, a directory, no such file
         raise SpecError(f"no such file: {ref_text}", file=ref_text)
     directory = builtin_dir(kind)
     for suffix in DATA_SUFFIXES:
@@ -313,13 +318,19 @@ def _str_list(t: Table, key: str, allowed: tuple, default: list) -> list:
 
 
 def search_from_table(t: Table) -> SearchSpace:
+    factors = t.opt("capacity_factors", list, [])
+    if any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in factors):
+        raise t.error("capacity_factors", "expected a list of numbers", value=factors)
+    orders = t.opt("orders", list, [])
+    if any(not isinstance(o, str) for o in orders):
+        raise t.error("orders", "expected a list of strings such as 'tp-ep-dp-pp'", value=orders)
     space = SearchSpace(
-        capacity_factors=tuple(float(x) for x in t.opt("capacity_factors", list, [])),
+        capacity_factors=tuple(float(x) for x in factors),
         zero_stages=tuple(_str_list(t, "zero_stages", (0, 1, 2, 3), [0, 1, 2, 3])),
         recompute_modes=tuple(_str_list(t, "recompute_modes", ("none", "selective", "full"),
                                         ["none", "selective", "full"])),
         max_micro_batches=t.opt("max_micro_batches", int, 64),
-        orders=tuple(tuple(o.split("-")) for o in t.opt("orders", list, [])),
+        orders=tuple(tuple(o.split("-")) for o in orders),
     )
     t.finish()
     return space
@@ -331,6 +342,9 @@ def layout_from_table(t: Table) -> dict[str, object]:
         if t.has(key):
             if key == "order":
                 order = t.req(key, (str, list))
+                if isinstance(order, list) and any(not isinstance(axis, str) for axis in order):
+                    raise t.error(key, "expected axis names such as 'tp-ep-dp-pp' or ['tp', 'ep', 'dp', 'pp']",
+                                  value=order)
                 given[key] = tuple(order.split("-") if isinstance(order, str) else order)
             else:
                 given[key] = t.req(key, int)

@@ -196,6 +196,35 @@ RANGES: dict[str, dict[str, Range]] = {
     "Scenario": {
         "devices": count(1, MAX_DEVICES, "devices"),
     },
+    "SimOptions": {
+        "steps": count(1, 10**4),
+        "seed": count(0, 2**63 - 1),
+        "chunks": count(1, 1024),
+        "straggler_fraction": Range(0, 1),
+        "straggler_slowdown": Range(1, 1000),
+        "noise_sigma": non_negative(10),  # σ of a log-normal: e^10 is already 22000x
+        "grad_bucket_params": count(1, 2**40, "parameters"),
+    },
+}
+
+# Numeric command-line values, by argparse `dest`, checked by the CLI before any command runs.
+ARG_RANGES: dict[str, Range] = {
+    "devices": count(1, MAX_DEVICES, "devices"),
+    "seq_len": count(1, MAX_SEQ_LEN, "tokens"),
+    "decoder_seq_len": count(1, MAX_SEQ_LEN, "tokens"),
+    "top": count(0, 10**4),
+    "refine_des": count(0, 10**4),
+    "steps": count(1, 10**4),
+    "seed": count(0, 2**63 - 1),
+    "chunks": count(1, 1024),
+    "straggler_fraction": Range(0, 1),
+    "straggler_slowdown": Range(1, 1000),
+    "noise": non_negative(10),
+    "workers": count(1, 4096),
+    "holdout_fraction": Range(0, 1, lo_open=True),
+    "bootstrap": count(0, 10**5),
+    "group_stride": count(1, MAX_DEVICES),
+    "concurrent": count(1, MAX_DEVICES),
 }
 
 # Field path prefixes the specs use in their own error messages.

@@ -28,6 +28,11 @@ COMMAND_MODULES = (
 )
 
 
+def one_line(text: str) -> str:
+    """`text` with control characters (newlines, carriage returns, escapes) shown as escapes: one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (`moesim: error: ...`) and exit status 2."""
 
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SpecError as err:
-        print(f"moesim: error: {err}", file=sys.stderr)
+        print(f"moesim: error: {one_line(str(err))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if not getattr(args, "run", None):
         parser.print_help()
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         check_args(args)
         return args.run(args) or 0
     except SpecError as err:
-        print(f"moesim: error: {err}", file=sys.stderr)
+        print(f"moesim: error: {one_line(str(err))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:
         return 0

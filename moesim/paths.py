@@ -31,6 +31,8 @@ def builtin_names(kind: str) -> list[str]:
 
 # Longest path the readers and writers accept (Linux PATH_MAX is 4096 bytes, NAME_MAX 255).
 MAX_PATH_CHARS = 4095
+# Largest input file read (scenario, profile, model, config.json, routing histogram, results JSONL).
+MAX_INPUT_BYTES = 256 * 2**20
 
 
 def short(path: object, limit: int = 80) -> str:
@@ -57,22 +59,37 @@ def read_text_file(path: str | Path, *, field: str | None = None) -> str:
     from moesim.errors import SpecError
 
     p = Path(path)
-    problem = path_problem(p)
-    if problem:
-        raise SpecError(f"cannot read: {problem}", file=short(path), field=field)
-    if p.is_dir():
-        raise SpecError("is a directory, not a file", file=str(p), field=field)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise SpecError("no such file", file=str(p), field=field) from None
-    except OSError as err:
-        raise SpecError(f"cannot read file: {err.strerror or err}", file=str(p), field=field) from None
+    data = read_bytes_file(p, field=field)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise SpecError(f"not UTF-8 text (byte {err.start}, line {line})", file=str(p), field=field) from None
+
+
+def read_bytes_file(path: str | Path, *, field: str | None = None) -> bytes:
+    """The bytes of the regular file `path` (at most MAX_INPUT_BYTES); every failure a SpecError naming it."""
+    from moesim.errors import SpecError
+
+    p = Path(path)
+    problem = path_problem(p)
+    if problem:
+        raise SpecError(f"cannot read: {problem}", file=short(path), field=field)
+    if p.is_dir():
+        raise SpecError("is a directory, not a file", file=str(p), field=field)
+    if p.exists() and not p.is_file():
+        raise SpecError("not a regular file (a device, a pipe or a socket)", file=str(p), field=field)
+    try:
+        with open(p, "rb") as handle:
+            data = handle.read(MAX_INPUT_BYTES + 1)
+    except FileNotFoundError:
+        raise SpecError("no such file", file=str(p), field=field) from None
+    except OSError as err:
+        raise SpecError(f"cannot read file: {err.strerror or err}", file=str(p), field=field) from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise SpecError(f"larger than {MAX_INPUT_BYTES // 2**20} MiB: not an input file moesim reads", file=str(p),
+                        field=field)
+    return data
 
 
 def check_output_path(path: str | Path | None, *, field: str) -> Path:

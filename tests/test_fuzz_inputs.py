@@ -78,9 +78,11 @@ def check_outcome(argv, code: int, out: str, err: str, *, json_out: bool = True)
     where = f"moesim {' '.join(map(str, argv))[:300]}"
     assert code in (0, 2), f"{where}: exit {code}\n{err[-2000:]}"
     assert "Traceback" not in err, f"{where}\n{err[-2000:]}"
+    lines = err.strip().splitlines()
+    # every stderr line is a one-line warning, except, on exit 2, the one error line
+    assert all(x.startswith("moesim: warning:") for x in lines[:-1 if code == 2 else None]), f"{where}: {err[-1000:]}"
     if code == 2:
-        lines = err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("moesim: error:"), f"{where}: {err[-1000:]}"
+        assert lines and lines[-1].startswith("moesim: error:"), f"{where}: {err[-1000:]}"
         return
     if json_out:
         data = json.loads(out, parse_constant=lambda c: float(c))  # NaN / Infinity become floats, then flagged

@@ -23,6 +23,7 @@ from pathlib import Path
 from moesim.calibrate.records import CollectivePoint, Measurements
 from moesim.collectives.base import bus_bw_factor
 from moesim.errors import SpecError
+from moesim.paths import read_bytes_file
 from moesim.units import GB_BYTES
 
 US_TO_S = 1e-6
@@ -61,10 +62,7 @@ def read_nccl_tests(path: str | Path, op: str | None = None) -> Measurements:
     path = Path(path)
     if op is not None and op not in NCCL_TESTS_OPS.values():
         raise SpecError(f"unknown collective '{op}'", file=str(path), value=op, allowed=tuple(NCCL_TESTS_OPS.values()))
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as err:
-        raise SpecError(f"cannot read file: {err.strerror}", file=str(path)) from None
+    lines = read_bytes_file(path, field="measurements").decode("utf-8", errors="replace").splitlines()
     state = _State(file_op=op or op_from_name(path.name), explicit_op=op)
     points: list[CollectivePoint] = []
     for number, raw in enumerate(lines, start=1):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from moesim import __version__
 from moesim.errors import SpecError
@@ -26,6 +27,11 @@ COMMAND_MODULES = (
     "moesim.cli.calibrate_cmd",
     "moesim.cli.report_cmd",
 )
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning (e.g. a skipped results line) as one `moesim: warning:` line on stderr."""
+    print(f"moesim: warning: {one_line(str(message))}", file=sys.stderr)
 
 
 def one_line(text: str) -> str:
@@ -97,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         check_args(args)
-        return args.run(args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.run(args) or 0
     except SpecError as err:
         print(f"moesim: error: {one_line(str(err))}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -18,7 +18,6 @@ experts laid contiguously (rank r holds experts r·E/ep … (r+1)·E/ep − 1).
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path

@@ -1,8 +1,9 @@
-"""JSONL results: stable config keys, crash-safe appends (flush + fsync), resume, environment info."""
+"""JSONL results: stable config keys, crash-safe keyed appends (flock + flush + fsync), resume, environment info."""
 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
 import json
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from moesim.jsonl import parse_jsonl_bytes
 from validate import SCHEMA_VERSION
 
 
@@ -27,26 +29,24 @@ def config_key(kind: str, config: dict, world_size: int, backend: str) -> str:
 def read_records(path: str | Path) -> tuple[list[dict], int]:
     """(records, unreadable line count) of a JSONL file; a missing file has none.
 
-    A line cut short by a crash mid-write is counted as unreadable and otherwise ignored.
+    A line cut short by a crash mid-write, a corrupt or non-UTF-8 line, or an object without a
+    "key" is skipped with a warning on stderr naming the file and the line (moesim.jsonl, the
+    reader every consumer of results files uses).
     """
     p = Path(path)
     if not p.exists():
         return [], 0
-    records, bad = [], 0
-    with p.open(encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-                continue
-            if isinstance(rec, dict) and "key" in rec:
-                records.append(rec)
-            else:
-                bad += 1
-    return records, bad
+    lines = parse_jsonl_bytes(p.read_bytes(), str(p))
+    warnings = list(lines.warnings)
+    records = []
+    for number, rec in lines.objects:
+        if "key" in rec:
+            records.append(rec)
+        else:
+            warnings.append(f"{p}:{number}: skipped a record without a 'key'")
+    for message in warnings:
+        print(f"[validate] warning: {message}", file=sys.stderr, flush=True)
+    return records, len(warnings)
 
 
 def done_keys(path: str | Path, include_errors: bool) -> set[str]:
@@ -55,20 +55,38 @@ def done_keys(path: str | Path, include_errors: bool) -> set[str]:
     return {r["key"] for r in read_records(path)[0] if r.get("status") in ok}
 
 
-def append_record(path: str | Path, record: dict) -> None:
-    """Append one JSON line and make it durable (flush + fsync) before returning."""
+def _ok_keys(data: bytes) -> set[str]:
+    """Keys with a status "ok" record in the JSONL bytes ``data`` (unreadable lines ignored, silently)."""
+    return {rec["key"] for _, rec in parse_jsonl_bytes(data, "").objects
+            if rec.get("status") == "ok" and isinstance(rec.get("key"), str)}
+
+
+def append_record(path: str | Path, record: dict) -> bool:
+    """Append one JSON line and make it durable (flush + fsync); False (nothing written) when the
+    record's key already has a status "ok" record in the file.
+
+    The check and the append happen under an exclusive ``flock`` on the file, so two writers on one
+    ``--out`` (a run left behind by a killed launcher and its rerun) never write a key twice. An
+    "error" record may be followed by an "ok" one for the same key (a retried configuration).
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, sort_keys=False, allow_nan=False) + "\n"
-    if p.exists() and p.stat().st_size > 0:
-        with p.open("rb") as r:
-            r.seek(-1, os.SEEK_END)
-            if r.read(1) != b"\n":   # previous writer died mid-line: start a fresh line
+    with p.open("a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            f.seek(0)
+            data = f.read()
+            if record.get("key") in _ok_keys(data):
+                return False
+            if data and not data.endswith(b"\n"):   # previous writer died mid-line: start a fresh line
                 line = "\n" + line
-    with p.open("ab") as f:
-        f.write(line.encode("utf-8"))
-        f.flush()
-        os.fsync(f.fileno())
+            f.write(line.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return True
 
 
 def _cpu_name() -> str:

@@ -21,6 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("--results-hardware", help="hardware profile the results were measured on (default: the "
                                               "scenario's)")
     p.add_argument("--simulate", action="store_true", help="add the simulated timeline (needs moesim.des)")
+    p.add_argument("--json", action="store_true",
+                   help='machine-readable output: {"output": FILE, "figures": [...], "notes": [...]}')
     p.set_defaults(run=run)
 
 
@@ -32,6 +34,11 @@ def run(args: argparse.Namespace) -> int:
     layout = scenario.resolve(source="--layout" if args.layout else "layout")
     report = write_report(args.output, scenario, layout, results=args.results,
                           results_hardware=args.results_hardware, simulate=args.simulate)
+    if args.json:
+        from moesim.cli.output import print_json
+
+        print_json({"output": str(args.output), "figures": list(report.figures), "notes": list(report.notes)})
+        return 0
     print(f"wrote {args.output}: {len(report.figures)} figures ({', '.join(report.figures)})")
     for note in report.notes:
         print(f"  note: {note}")

@@ -51,8 +51,11 @@ def report_figures(scenario: Scenario, layout: Layout | None = None, *, results:
             ("communication", F.communication_per_axis(ests))]
     sweeps = [capacity_factor_sweep(scenario, own.layout, own.training),
               expert_count_sweep(scenario, own.layout, own.training)]
-    figs.append(("sensitivity", F.sensitivity(sweeps)))
-    notes += [f"sensitivity, {s.name}: {s.note}" for s in sweeps if s.note]
+    panels = F.sensitivity(sweeps)
+    if panels is not None:
+        figs.append(("sensitivity", panels))
+    notes += [f"sensitivity, {s.name}: {s.note}" + ("" if s.values else " (panel left out)")
+              for s in sweeps if s.note]
     if simulate:
         events, note = simulate_timeline(scenario, own.layout)
         notes.append(note)

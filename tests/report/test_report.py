@@ -107,7 +107,7 @@ def test_simulate_without_des_says_so(mixtral, monkeypatch):
 def test_simulate_draws_the_real_simulator_timeline(mixtral):
     report = build_report(mixtral, simulate=True)
     assert "timeline" in report.figures
-    assert any(n.startswith("simulated timeline:") and "events from moesim.des" in n for n in report.notes)
+    assert any(n.startswith("simulated timeline: all ") and "events of one step" in n for n in report.notes)
 
 
 def test_simulate_with_a_des_draws_the_timeline(mixtral, monkeypatch):
@@ -118,7 +118,7 @@ def test_simulate_with_a_des_draws_the_timeline(mixtral, monkeypatch):
         {"ph": "M", "name": "process_name", "pid": 0}]}
     monkeypatch.setitem(sys.modules, "moesim.des", fake)
     report = build_report(mixtral, simulate=True)
-    assert "timeline" in report.figures and "2 events from moesim.des" in " ".join(report.notes)
+    assert "timeline" in report.figures and "all 2 events of one step" in " ".join(report.notes)
 
 
 def test_search_results_are_used(mixtral):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from moesim.errors import SpecError
 from moesim.paths import write_text_file
 from moesim.specs.layout import Layout
 from moesim.specs.load import load_hardware
@@ -64,6 +65,9 @@ def report_figures(scenario: Scenario, layout: Layout | None = None, *, results:
     if results is not None:
         hardware = load_hardware(results_hardware) if results_hardware else scenario.hardware
         records, skipped = read_switch_records(results)
+        if not records:
+            raise SpecError(f"holds no usable \"switch_layer\" record ({skipped} lines skipped)", file=str(results),
+                            field="--results")
         points = phase_points(records, hardware)
         notes.append(f"calibration: {len(records)} switch_layer records from {results} ({skipped} other lines "
                      f"skipped), predicted on the {hardware.name} profile")

@@ -8,6 +8,7 @@ path. Every file carries `schema_version`; unknown and missing keys are errors n
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import tomllib
 from pathlib import Path
@@ -59,7 +60,7 @@ def read_data_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def resolve_ref(ref: str | Path, kind: str, *, relative_to: Path | None = None) -> Path:
+def resolve_ref(ref: str | Path, kind: str, *, relative_to: Path | None = None, field: str | None = None) -> Path:
     """A built-in name of `kind` (models, hardware_profiles, scenarios) or a path to a file."""
     ref_text = str(ref)
     candidate = Path(ref_text)
@@ -81,7 +82,9 @@ def resolve_ref(ref: str | Path, kind: str, *, relative_to: Path | None = None) 
         path = directory / f"{ref_text}{suffix}"
         if path.is_file():
             return path
-    raise SpecError(f"unknown {kind.rstrip('s').replace('_', ' ')} '{ref_text}'", field=kind.rstrip("s"),
+    near = difflib.get_close_matches(ref_text, builtin_names(kind), n=1)
+    hint = f" (did you mean '{near[0]}'?)" if near else ""
+    raise SpecError(f"unknown {kind.rstrip('s').replace('_', ' ')} '{ref_text}'{hint}", field=field or kind.rstrip("s"),
                     value=ref_text, allowed=builtin_names(kind) or "none shipped")
 
 
@@ -290,9 +293,9 @@ def hardware_from_table(t: Table) -> HardwareProfile:
     return profile
 
 
-def load_hardware(ref: str | Path, *, relative_to: Path | None = None) -> HardwareProfile:
-    """A hardware profile by built-in name (e.g. `tpu-v3`) or path."""
-    path = resolve_ref(ref, "hardware_profiles", relative_to=relative_to)
+def load_hardware(ref: str | Path, *, relative_to: Path | None = None, field: str | None = None) -> HardwareProfile:
+    """A hardware profile by built-in name (e.g. `tpu-v3`) or path (`field`: the option that named it)."""
+    path = resolve_ref(ref, "hardware_profiles", relative_to=relative_to, field=field)
     return _with_file(path, lambda: hardware_from_table(Table(read_data_file(path), file=str(path))))
 
 
@@ -380,7 +383,8 @@ def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] |
     moe_t = t.sub("moe", required=False)
     if moe_t is not None:
         model = scenario_moe(model, moe_t)
-    hardware = load_hardware(overrides.get("hardware") or t.req("hardware", str), relative_to=base_dir)
+    hardware = load_hardware(overrides.get("hardware") or t.req("hardware", str), relative_to=base_dir,
+                             field="--hardware" if overrides.get("hardware") else None)
     if overrides.get("hardware"):
         t.opt("hardware", str)
     devices = overrides.get("devices") or t.req("devices", int)

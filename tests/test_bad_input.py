@@ -251,3 +251,46 @@ def test_dask_address_that_is_not_a_scheduler(capsys):
         server.close()
         for conn in held:
             conn.close()
+
+
+@pytest.mark.parametrize("key,value,fragment", [
+    ("decoder_sparse_step", -1, "moe.layer_freq"),         # halved the parameters before
+    ("num_hidden_layers", 100_000_000, "decoder_layers"),  # looped in the layer arithmetic before
+    ("num_hidden_layers", 2**64, "decoder_layers"),
+    ("moe_intermediate_size", 2**64, "moe.expert_d_ff"),
+])
+def test_hf_config_values(tmp_path, capsys, key, value, fragment):
+    data = json.loads((Path(__file__).parent / "models" / "data" / "qwen2-57b-a14b" / "config.json").read_text())
+    assert key in data
+    data[key] = value
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    run_bad(capsys, ["model", path], "config.json", fragment, "out of range")
+
+
+def test_report_results_must_hold_a_record(tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"a": 1}\n')
+    run_bad(capsys, ["report", "switch-base-128-tpu-v3", "--results", path, "-o", tmp_path / "r.html"],
+            "r.jsonl", "--results", "no usable")
+
+
+def test_hardware_option_error_names_the_option_and_the_closest_name(capsys):
+    line = run_bad(capsys, ["estimate", "switch-base-128-tpu-v3", "--hardware", "tpu-v33"],
+                   "field '--hardware'", "did you mean 'tpu-v3'?")
+    assert "scenarios" not in line  # not blamed on the scenario file
+
+
+def test_drop_fraction_is_a_fraction_for_huge_groups():
+    from moesim.capacity import expected_drop_fraction
+
+    assert 0 <= expected_drop_fraction(2**40, 2048, 2, 2**30) <= 1
+    assert expected_drop_fraction(100, 4, 1, 0) == 1.0
+
+
+def test_hf_config_zero_heads_is_one_line(tmp_path, capsys):
+    data = json.loads((Path(__file__).parent / "models" / "data" / "qwen2-57b-a14b" / "config.json").read_text())
+    data["num_attention_heads"] = 0  # hidden_size / num_attention_heads: ZeroDivisionError before
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    run_bad(capsys, ["model", path], "config.json", "impossible values")

@@ -12,6 +12,7 @@ SpecError listing the ones it can.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ class HFConfig:
             return None
         if kind is float:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok and not math.isfinite(value):
+                raise self.error(key, f"{value} is not a finite number", value=value)
         elif kind is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
         else:
@@ -101,6 +104,11 @@ def model_from_hf_config(path: str | Path) -> ModelSpec:
         return reader(cfg, p)
     except SpecError as err:
         raise err.in_file(str(p)) from None
+    except (ZeroDivisionError, OverflowError, ValueError, TypeError) as err:
+        # a reader's arithmetic on the file's raw numbers (e.g. hidden_size / num_attention_heads with 0
+        # heads) failed before any spec could check a range: the file holds impossible values
+        raise SpecError(f"impossible values for a {model_type} model ({type(err).__name__}: {err}); check the "
+                        "sizes and counts in the file", file=str(p)) from None
 
 
 def supported_model_types() -> tuple[str, ...]:

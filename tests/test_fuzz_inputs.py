@@ -325,3 +325,19 @@ def test_fuzz_paths(tmp_path, monkeypatch, command, raw):
     argv = command(raw)
     code, out, err = run_cli(argv)
     check_outcome(argv, code, out, err, json_out=argv[0] != "report")
+
+
+SMALL_FIELDS = [("scen", path) for name, path in SCENARIO_FIELDS if name == SMALL] + \
+               [("hw", path) for name, path in PROFILE_FIELDS if name == "tpu-v3"]
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=30,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(field=st.sampled_from(SMALL_FIELDS), value=values)
+def test_fuzz_simulate_fields(tmp_path, field, value):
+    """The simulator on the Switch-Base set-up with one field of its scenario or profile mutated."""
+    where, path = field
+    edit = {"scen_edit" if where == "scen" else "hw_edit": lambda d: _set(d, path, value)}
+    scenario = _write_scenario(tmp_path, SMALL, **edit)
+    argv = ["simulate", scenario, "--steps", "1", "--json"]
+    check_outcome(argv, *run_cli(argv))

@@ -198,9 +198,12 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             with tempfile.TemporaryDirectory() as tmp:
                 run_worker(argv, f"file://{os.path.join(tmp, 'rdzv')}", 0, 1)
-    except (HarnessError, ValueError) as exc:
+    except HarnessError as exc:   # a configuration failed while running
         print(f"validate.run: error: {exc}", file=sys.stderr, flush=True)
         return 1
+    except ValueError as exc:     # bad input (options, sweep file): one line, exit 2 as moesim's CLI
+        print(f"validate.run: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

@@ -273,3 +273,27 @@ def test_killing_torchruns_group_mid_sweep_leaves_each_record_once(tmp_path):
     records = read_records(out)[0]
     keys = [r["key"] for r in records if r["status"] == "ok"]
     assert len(keys) == 8 and len(set(keys)) == 8        # each configuration exactly once
+
+
+@pytest.mark.parametrize("extra,fragment", [
+    (["--timeout-s", "inf"], "--timeout-s must be a number of seconds"),
+    (["--timeout-s", "nan"], "--timeout-s must be a number of seconds"),
+    (["--timeout-s", "-1"], "--timeout-s must be a number of seconds"),
+])
+def test_bad_harness_options_exit_2_with_one_line(tmp_path, capsys, extra, fragment):
+    from validate.run import main
+
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(LAYER_A)
+    assert main(["--sweep", str(sweep), "--out", str(tmp_path / "o.jsonl"), *extra]) == 2
+    errors = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("[validate] RANK not set")]
+    assert len(errors) == 1 and errors[0].startswith("validate.run: error:") and fragment in errors[0]
+
+
+def test_non_utf8_sweep_names_the_file(tmp_path, capsys):
+    from validate.run import main
+
+    sweep = tmp_path / "s.toml"
+    sweep.write_bytes(b"[defaults]\nname = '\xff'\n")
+    assert main(["--sweep", str(sweep), "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert f"{sweep}: sweep file is not UTF-8" in capsys.readouterr().err

@@ -55,6 +55,25 @@ def expert_capacity_array(tokens: np.ndarray, num_experts: int, top_k: int, capa
     return np.where(dropless, tokens * top_k, cap)
 
 
+# Above this expected share of dropped assignments a capacity rule is worth a warning: Switch saw
+# "typically < 1%" of tokens dropped (Switch Transformers, arXiv 2101.03961, §2.2), so a few per cent
+# under uniform routing means the rule and capacity factor, not the routing, are the cause.
+DROP_WARNING_FRACTION = 0.02
+
+
+def drop_warning(moe, drop_fraction: float | None, capacity_factor: float | None) -> str | None:
+    """A one-line warning when the capacity rule drops more than DROP_WARNING_FRACTION of the token-expert
+    assignments under uniform routing (None otherwise); names the Switch rule's top-k blind spot."""
+    if drop_fraction is None or drop_fraction <= DROP_WARNING_FRACTION:
+        return None
+    text = (f"capacity rule '{moe.capacity_rule}' at capacity factor {capacity_factor:g} drops {drop_fraction:.1%} "
+            f"of token-expert assignments under uniform routing (model FLOPs and MFU count only those processed)")
+    if moe.capacity_rule == "switch" and moe.top_k > 1:
+        text += (f"; the switch rule sizes capacity as floor(t·CF/E), ignoring top_k = {moe.top_k}: rule "
+                 f"'megatron' or 'megablocks' counts k, or raise the capacity factor about {moe.top_k}x")
+    return text
+
+
 def expected_drop_fraction(tokens: int, num_experts: int, top_k: int, capacity: int) -> float:
     """Expected fraction of token-expert assignments dropped under uniform routing.
 
@@ -83,6 +102,21 @@ def expected_drop_fraction(tokens: int, num_experts: int, top_k: int, capacity: 
         x = np.arange(low, capacity + 1, step)
         overflow = mean - capacity + float(np.sum((capacity - x) * stats.binom.pmf(x, m, p))) * step
     return min(1.0, max(0.0, overflow / mean))  # a fraction: rounding may not push it past 1 (1.0000000000000004)
+
+
+def expected_drop_fraction_array(tokens: np.ndarray, num_experts: int, top_k: int, capacity: np.ndarray,
+                                 dropless: np.ndarray) -> np.ndarray:
+    """`expected_drop_fraction` over arrays (each distinct (tokens, capacity) pair computed once);
+    0 where `dropless`."""
+    tokens, capacity, dropless = np.broadcast_arrays(np.floor(np.asarray(tokens, dtype=float)),
+                                                     np.asarray(capacity, dtype=float), np.asarray(dropless))
+    out = np.zeros(tokens.shape)
+    pairs = np.stack([tokens[~dropless], capacity[~dropless]], axis=1)
+    if len(pairs):
+        unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
+        values = np.array([expected_drop_fraction(int(t), num_experts, top_k, int(c)) for t, c in unique])
+        out[~dropless] = values[inverse.reshape(-1)]
+    return out
 
 
 def expected_max_load(tokens: int, num_groups: int, top_k: int = 1) -> float:

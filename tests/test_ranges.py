@@ -72,3 +72,19 @@ def test_replace_is_checked_too():
         dataclasses.replace(moe, capacity_factor_train=math.nan)
     with pytest.raises(SpecError, match="noise_sigma.*not a finite number"):
         SimOptions(noise_sigma=math.inf)
+
+
+def test_every_numeric_command_line_option_has_a_range():
+    import argparse
+
+    from moesim.cli import build_parser
+    from moesim.specs.ranges import ARG_RANGES
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = set()
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if action.type in (int, float) and action.dest not in ARG_RANGES:
+                missing.add(f"{name} {action.option_strings[0] if action.option_strings else action.dest}")
+    assert not missing, f"declare a range in moesim/specs/ranges.py ARG_RANGES for: {sorted(missing)}"

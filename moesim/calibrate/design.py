@@ -139,6 +139,15 @@ class Design:
     def free(self) -> np.ndarray:
         return self._free
 
+    @property
+    def has_collectives(self) -> bool:
+        return bool(self._collective_terms)
+
+    def level_slice(self) -> slice:
+        """θ indices of the interconnect levels' (log α, log W) pairs."""
+        lev = self._offsets()[2]
+        return slice(lev, lev + 2 * len(self.levels))
+
     def _offsets(self) -> tuple[int, int, int]:
         k = len(self.knots)
         return k, k + len(self.scaled_dtypes), k + len(self.scaled_dtypes) + 1

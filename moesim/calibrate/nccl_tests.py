@@ -13,6 +13,17 @@ Lines an MPI launcher prefixes ("[1,0]<stdout>:") are unwrapped; launcher and NC
 (lines that are neither '#' lines nor rows starting with a number) is ignored. Every row must
 parse, its algbw must equal S/t and its busbw/algbw the factor of the collective over the counted
 ranks (a mismatch means a wrong collective or rank count); otherwise a SpecError names file:line.
+
+Layout variants real logs carry (../shared/reference/wave2.md §2; tests/data/nccl/SOURCES.md):
+  - launcher prefixes: Open MPI "[1,0]<stdout>:", srun --label " 0: " / "0: " (stripped);
+  - rank lines with or without "Group", with or without "on HOST", with the leading '#' lost
+    (markdown pastes), and cut rank lists ("#  Rank  7 ...", "#  Rank 15 ...", "..."): the group
+    size is the largest rank id + 1, or `ranks` when given (nccl-tests --ranks N, for lists cut
+    from the top);
+  - the redop column printed blank (alltoall before Sep 2022): the row is one token short;
+  - 0-byte rows (-b 0, or alltoall sizes rounded down to 0): skipped, never divided by;
+  - fragments of rows split by interleaved NCCL INFO output (first token not an integer): skipped.
+Skipped rows are listed in Measurements.skipped as "file:line: why".
 """
 
 from __future__ import annotations
@@ -34,7 +45,8 @@ _NAME_PATTERNS = [(re.compile(p), op) for p, op in (
     (r"all_?reduce", "all_reduce"), (r"all_?gather", "all_gather"), (r"reduce_?scatter", "reduce_scatter"),
     (r"all_?to_?all", "all_to_all"), (r"broadcast|bcast", "broadcast"), (r"send_?recv", "send_recv"))]
 _MPI_PREFIX = re.compile(r"^\[\d+,\d+\]<(stdout|stderr)>:")
-_RANK_LINE = re.compile(r"^#\s+Rank\s+(\d+)\s+Group\s+\d+\s+Pid\s+\d+\s+on\s+(\S+)")
+_SRUN_PREFIX = re.compile(r"^\s*\d+:\s")  # srun --label: "0: ", right-aligned " 0: " with >= 10 tasks
+_RANK_LINE = re.compile(r"^#?\s*Rank\s+(\d+)\s+(?:Group\s+\d+\s+)?Pid\s+\d+\s+(?:on\s+(\S+)\s+)?device\b")
 _TEST_LINE = re.compile(r"^#\s*Collective test starting:\s*(\S+)")
 ALGBW_ABS_TOL = 0.006  # GB/s: the columns are printed with 2 decimals
 RELATIVE_TOL = 0.02  # time is printed with 4-6 significant digits; 2 % also absorbs rounding of busbw
@@ -53,43 +65,52 @@ def op_from_name(name: str) -> str | None:
     return None
 
 
-def read_nccl_tests(path: str | Path, op: str | None = None) -> Measurements:
+def read_nccl_tests(path: str | Path, op: str | None = None, ranks: int | None = None) -> Measurements:
     """Points of an nccl-tests log.
 
     The collective comes from the log's "# Collective test starting:" line, else from `op`, else from
-    the file name; `op` contradicting the log is an error.
+    the file name; `op` contradicting the log is an error. `ranks` overrides the group size the rank
+    lines give (a log whose rank list was cut).
     """
     path = Path(path)
     if op is not None and op not in NCCL_TESTS_OPS.values():
         raise SpecError(f"unknown collective '{op}'", file=str(path), value=op, allowed=tuple(NCCL_TESTS_OPS.values()))
+    if ranks is not None and (not isinstance(ranks, int) or ranks < 1):
+        raise SpecError(f"--ranks must be a positive integer, got {ranks!r}", file=str(path), field="ranks",
+                        value=ranks)
     lines = read_bytes_file(path, field="measurements").decode("utf-8", errors="replace").splitlines()
-    state = _State(file_op=op or op_from_name(path.name), explicit_op=op)
+    state = _State(file_op=op or op_from_name(path.name), explicit_op=op, ranks=ranks)
     points: list[CollectivePoint] = []
     for number, raw in enumerate(lines, start=1):
         where = f"{path}:{number}"
         prefix = _MPI_PREFIX.match(raw)
         if prefix and prefix.group(1) == "stderr":
             continue
-        stripped = (raw[prefix.end():] if prefix else raw).strip()
-        if stripped.startswith("#"):
+        line = raw[prefix.end():] if prefix else raw
+        label = _SRUN_PREFIX.match(line)
+        if label:
+            line = line[label.end():]
+        stripped = line.strip()
+        if stripped.startswith("#") or _RANK_LINE.match(stripped):
             state.header_line(stripped, where)
         elif stripped[:1].isdigit():
             points.extend(state.row(stripped, where))
     if not points:
         raise SpecError("no nccl-tests result rows found (expected a '#  size  count  type ... time  algbw  busbw' "
                         "header followed by rows)", file=str(path))
-    return Measurements(collectives=tuple(points), sources=(str(path),))
+    return Measurements(collectives=tuple(points), sources=(str(path),), skipped=tuple(state.skipped))
 
 
 class _State:
     """Header context while scanning a log: collective, ranks, column layout."""
 
-    def __init__(self, file_op: str | None, explicit_op: str | None) -> None:
-        self.file_op, self.explicit_op = file_op, explicit_op
+    def __init__(self, file_op: str | None, explicit_op: str | None, ranks: int | None = None) -> None:
+        self.file_op, self.explicit_op, self.forced_ranks = file_op, explicit_op, ranks
         self.test_op: str | None = None
         self.ranks: set[int] = set()
         self.in_devices = False
         self.columns: list[str] | None = None
+        self.skipped: list[str] = []
 
     def header_line(self, line: str, where: str) -> None:
         test = _TEST_LINE.match(line)
@@ -112,11 +133,25 @@ class _State:
             return
         tokens = line.lstrip("#").split()
         if "size" in tokens and "time" in tokens:
+            missing = [c for c in ("size", "time", "algbw", "busbw") if c not in tokens]
+            if missing:
+                raise SpecError(f"unknown nccl-tests column layout {' '.join(tokens)!r}: no {', '.join(missing)} "
+                                "column", file=where)
             self.columns = tokens
         elif self.columns is not None and any(t.startswith("(") for t in tokens):
             if "(us)" not in tokens or "(GB/s)" not in tokens or "(B)" not in tokens:
                 raise SpecError(f"unexpected units line {' '.join(tokens)!r}: expected (B), (us) and (GB/s)",
                                 file=where)
+
+    def group_size(self) -> int:
+        """Ranks in the measured group: --ranks when given, else the largest rank id listed + 1."""
+        listed = max(self.ranks) + 1
+        if self.forced_ranks is not None:
+            if listed > self.forced_ranks:
+                raise SpecError(f"the log lists rank {listed - 1} but --ranks {self.forced_ranks} was given",
+                                field="ranks", value=self.forced_ranks)
+            return self.forced_ranks
+        return listed
 
     def row(self, line: str, where: str) -> list[CollectivePoint]:
         if self.columns is None:
@@ -124,6 +159,15 @@ class _State:
                 raise SpecError("a result row before the column titles ('#  size  count  type ...')", file=where)
             return []  # chatter that happens to start with a digit, before any header
         tokens = line.split()
+        if not tokens[0].isdigit():  # "579.3  0.00 ...": the tail of a row split by interleaved NCCL output
+            self.skipped.append(f"{where}: fragment of a row split by other output")
+            return []
+        if len(tokens) < 2 or not tokens[1].isdigit():  # "8 more processes have sent help message ...": chatter
+            self.skipped.append(f"{where}: not a result row")
+            return []
+        if len(tokens) == len(self.columns) - 1 and "redop" in self.columns:
+            # alltoall printed its redop blank (nccl-tests before Sep 2022): the column is there, the token is not
+            tokens.insert(self.columns.index("redop"), "")
         if len(tokens) != len(self.columns):
             raise SpecError(f"expected {len(self.columns)} columns ({' '.join(self.columns)}), got {len(tokens)}",
                             file=where)
@@ -132,12 +176,16 @@ class _State:
             raise SpecError("cannot tell which collective this log measured: no '# Collective test starting:' "
                             "line and no collective in the file name; rename it (e.g. all_reduce_perf.log) or pass "
                             "the collective explicitly", file=where, allowed=tuple(NCCL_TESTS_OPS.values()))
-        if not self.ranks:
-            raise SpecError("no '#  Rank ...' lines before the results: cannot tell the group size", file=where)
-        n = len(self.ranks)
+        if not self.ranks and self.forced_ranks is None:
+            raise SpecError("no '#  Rank ...' lines before the results: cannot tell the group size (pass --ranks N)",
+                            file=where)
+        n = self.group_size() if self.ranks else self.forced_ranks
         size = _number(tokens[self.columns.index("size")], "size", where, int)
-        if size <= 0:
-            raise SpecError(f"size must be > 0, got {size}", file=where, field="size")
+        if size < 0:
+            raise SpecError(f"size must be >= 0, got {size}", file=where, field="size")
+        if size == 0:
+            self.skipped.append(f"{where}: 0-byte row")
+            return []
         out = []
         starts = [i for i, name in enumerate(self.columns) if name == "time"]
         for variant, start in zip(("out_of_place", "in_place"), starts):
@@ -148,7 +196,8 @@ class _State:
             busbw = _number(tokens[start + 2], "busbw", where)
             if time_s <= 0:
                 raise SpecError(f"time must be > 0, got {tokens[start]} us", file=where, field="time")
-            _check_bandwidths(op, n, size, time_s, algbw, busbw, where)
+            _check_bandwidths(op, n, size, time_s, algbw, busbw, where, listed=len(self.ranks),
+                              forced=self.forced_ranks is not None)
             out.append(CollectivePoint(op=op, size_bytes=float(size), group_size=n, time_s=time_s, source=where,
                                        variant=variant))
         return out
@@ -162,7 +211,8 @@ def _number(token: str, column: str, where: str, kind: type = float):
                         value=token) from None
 
 
-def _check_bandwidths(op: str, n: int, size: int, time_s: float, algbw: float, busbw: float, where: str) -> None:
+def _check_bandwidths(op: str, n: int, size: int, time_s: float, algbw: float, busbw: float, where: str,
+                      listed: int | None = None, forced: bool = False) -> None:
     """algbw = S/t (GB/s) and busbw = algbw × factor(op, n) (nccl-tests PERFORMANCE.md), within print rounding."""
     expected = size / time_s / GB_BYTES
     if abs(expected - algbw) > ALGBW_ABS_TOL + RELATIVE_TOL * algbw:
@@ -170,5 +220,10 @@ def _check_bandwidths(op: str, n: int, size: int, time_s: float, algbw: float, b
                         "in the columns nccl-tests prints?", file=where, field="algbw", value=algbw)
     factor = bus_bw_factor(op, n)
     if algbw >= 1.0 and abs(busbw - algbw * factor) > ALGBW_ABS_TOL + RELATIVE_TOL * busbw:
+        hint = ""
+        if listed is not None and listed != n and not forced:
+            hint = f" (the log lists {listed} rank lines, the largest id says {n}: pass --ranks N if the list was cut)"
+        elif not forced:
+            hint = " (pass --ranks N if the rank list was cut)"
         raise SpecError(f"busbw/algbw = {busbw / algbw:.4g}, but {op} over {n} ranks has factor {factor:.4g}: wrong "
-                        "collective or rank count for this log?", file=where, field="busbw", value=busbw)
+                        f"collective or rank count for this log?{hint}", file=where, field="busbw", value=busbw)

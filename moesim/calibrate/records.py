@@ -262,10 +262,12 @@ def read_jsonl(path: str | Path) -> Measurements:
     return Measurements(tuple(layers), tuple(collectives), (str(path),), tuple(skipped))
 
 
-def read_measurements(paths: list[str | Path], nccl_op: str | None = None) -> Measurements:
+def read_measurements(paths: list[str | Path], nccl_op: str | None = None,
+                      nccl_ranks: int | None = None) -> Measurements:
     """Read JSONL records and nccl-tests logs (told apart by their first non-blank character).
 
-    `nccl_op` names the collective of nccl-tests logs that neither say it nor carry it in their name.
+    `nccl_op` names the collective of nccl-tests logs that neither say it nor carry it in their name;
+    `nccl_ranks` their group size where the log's rank list was cut.
     """
     from moesim.calibrate.nccl_tests import read_nccl_tests
 
@@ -275,7 +277,7 @@ def read_measurements(paths: list[str | Path], nccl_op: str | None = None) -> Me
     for path in paths:
         path = Path(path)
         first = read_bytes_file(path, field="measurements").lstrip()[:1].decode("latin-1")
-        total = total + (read_jsonl(path) if first == "{" else read_nccl_tests(path, nccl_op))
+        total = total + (read_jsonl(path) if first == "{" else read_nccl_tests(path, nccl_op, nccl_ranks))
     keys = [rec.key for rec in total.layers]
     dupes = sorted({k for k in keys if keys.count(k) > 1})
     if dupes:

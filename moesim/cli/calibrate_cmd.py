@@ -34,6 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--nccl-op", choices=("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast",
                                          "send_recv"),
                    help="collective of nccl-tests logs that neither name it nor carry it in their file name")
+    p.add_argument("--ranks", type=int, metavar="N",
+                   help="group size of nccl-tests logs whose rank list was cut (default: largest listed rank + 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=run_calibrate)
 
@@ -54,7 +56,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     result = calibrate(args.measurements, args.hardware, args.output, holdout_fraction=args.holdout_fraction,
                        seed=args.seed, bootstrap=args.bootstrap, loss=args.loss, name=args.name,
-                       nccl_op=args.nccl_op, fit_router_matmul=args.fit_router_matmul)
+                       nccl_op=args.nccl_op, fit_router_matmul=args.fit_router_matmul, nccl_ranks=args.ranks)
     if args.json:
         print_json(result.as_dict())
     else:

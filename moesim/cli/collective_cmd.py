@@ -25,6 +25,9 @@ def register(subparsers) -> None:
     p.add_argument("--group-stride", type=int, default=1, help="device-id distance between members (default 1)")
     p.add_argument("--concurrent", type=int, default=1,
                    help="groups of this shape running at once, sharing links (default 1)")
+    p.add_argument("--nccl-algo", default="", metavar="ALGOS",
+                   help="restrict NCCL's algorithms as NCCL_ALGO does: 'ring', 'ring,tree', '^nvls,nvlstree' "
+                        "(ring, tree, nvls, nvlstree; default: the fastest of all, as NCCL's tuner picks)")
     p.add_argument("--json", action="store_true", help='machine-readable output: {"results": [...], ...}')
     p.set_defaults(run=run)
 
@@ -36,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
         sizes = [parse_size_bytes(args.bytes, field="--bytes")]
     else:
         sizes = sweep_sizes(*parse_size_range(args.sweep or DEFAULT_SWEEP, field="--sweep"))
-    report = collective_report(args.hardware, args.op, args.devices, sizes, args.group_stride, args.concurrent)
+    report = collective_report(args.hardware, args.op, args.devices, sizes, args.group_stride, args.concurrent,
+                               args.nccl_algo)
     if args.json:
         print_json(report)
         return 0

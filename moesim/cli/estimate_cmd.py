@@ -14,8 +14,10 @@ def add_scenario_overrides(p: argparse.ArgumentParser, *, layout: bool = True) -
     p.add_argument("--hardware", help="hardware profile name or file, replacing the scenario's")
     p.add_argument("--devices", type=int, help="device count, replacing the scenario's")
     if layout:
-        p.add_argument("--layout", help="dp=..,tp=..,ep=..,pp=..[,etp=..][,order=tp-ep-dp-pp]"
-                                        "[,first_stage_layers=..][,last_stage_layers=..]; "
+        p.add_argument("--layout", help="dp=..,tp=..,ep=..,pp=..[,etp=..][,edp=..][,order=tp-ep-dp-pp]"
+                                        "[,first_stage_layers=..][,last_stage_layers=..][,mb=..][,zero=..]"
+                                        "[,recompute=none|selective|full][,cf=..|dropless] (commas or spaces: "
+                                        "the line `moesim search` prints, or its layout_arg); "
                                         "omitted degrees take defaults")
 
 
@@ -75,10 +77,12 @@ def render(result) -> str:
         moe = d["moe"]
         drop = moe["expected_drop_fraction_uniform"]
         parts += ["", kv_block("MoE routing", [
-            ("capacity factor / rule", f"{moe['capacity_factor']} / {moe['capacity_rule']}"),
+            ("capacity factor / rule", f"{'none' if moe['capacity_factor'] is None else moe['capacity_factor']} / "
+                                       f"{moe['capacity_rule']}"),
             ("tokens per device per layer", f"{moe['tokens_per_device_per_layer']:g}"),
             ("routing group / capacity", f"{moe['routing_group_tokens']:g} tokens / {moe['expert_capacity']} slots "
                                          "per expert"),
             ("expected dropped (uniform)", "dropless" if drop is None else f"{drop:.3%}"),
         ])]
+    parts += [f"warning: {w}" for w in d.get("warnings", ())]
     return "\n".join(parts)

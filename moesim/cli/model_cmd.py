@@ -42,9 +42,14 @@ def run(args: argparse.Namespace) -> int:
     ]
     if "moe" in summary:
         moe = summary["moe"]
+        if moe["capacity_factor_train"] is None:
+            capacity = "dropless routing (no capacity factor)"
+        else:
+            eval_cf = moe["capacity_factor_eval"]
+            capacity = (f"capacity factor {moe['capacity_factor_train']:g} train / "
+                        f"{'none set' if eval_cf is None else format(eval_cf, 'g')} eval, rule {moe['capacity_rule']}")
         rows.append(("experts", f"{moe['num_experts']} (top-{moe['top_k']}, {summary['layers']['moe']} MoE layers, "
-                                f"capacity factor {moe['capacity_factor_train']} train / {moe['capacity_factor_eval']} "
-                                f"eval, rule {moe['capacity_rule']})"))
+                                f"{capacity})"))
     print(kv_block(f"model {summary['name']}", rows))
     print(f"source: {summary['source']}")
     return 0

@@ -29,6 +29,7 @@ def profile_rows() -> list[dict]:
                               "link_bw_bytes_per_s": lv.link_bw_bytes_per_s, "latency_s": lv.latency_s}
                              for lv in hw.interconnect],
             "description": hw.description,
+            "price_per_device_hour_usd": hw.price_per_device_hour_usd, "price_source": hw.price_source,
         })
     return rows
 
@@ -43,9 +44,12 @@ def run(args: argparse.Namespace) -> int:
         peak = r["peak_flops_per_s"].get("bfloat16") or max(r["peak_flops_per_s"].values())
         levels = " > ".join(f"{lv['name']} {lv['topology']} {lv['domain_devices']} "
                             f"@{lv['link_bw_bytes_per_s'] / 1e9:g} GB/s" for lv in r["interconnect"])
+        price = r["price_per_device_hour_usd"]
         body.append((r["name"], r["device_kind"], r["max_devices"], f"{peak / 1e12:.1f}",
-                     format_bytes(r["hbm_bytes"]), f"{r['hbm_bw_bytes_per_s'] / 1e9:.0f}", levels))
-    print(table(body, ["profile", "device", "max", "bf16 TFLOP/s", "HBM", "HBM GB/s", "interconnect (per device, one way)"],
-                align="llrrrrl"))
-    print("Figures per device (a TPU v2/v3 device is one TensorCore). Sources in hardware_profiles/*.toml.")
+                     format_bytes(r["hbm_bytes"]), f"{r['hbm_bw_bytes_per_s'] / 1e9:.0f}",
+                     "-" if price is None else f"{price:.2f}", levels))
+    print(table(body, ["profile", "device", "max", "bf16 TFLOP/s", "HBM", "HBM GB/s", "USD/device-h",
+                       "interconnect (per device, one way)"], align="llrrrrrl"))
+    print("Figures per device (a TPU v2/v3 device is one TensorCore). Sources in hardware_profiles/*.toml; "
+          "prices are on-demand list prices with URL and date there ('-': none found).")
     return 0

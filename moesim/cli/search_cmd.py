@@ -52,6 +52,22 @@ def layout_text(lay: dict) -> str:
             f"recompute={lay['recompute']} {cf}")
 
 
+def _closest_miss_text(miss: dict | None, capacity: float) -> list[str]:
+    """The closest layouts, the smallest memory found and each lever tried (search.closest)."""
+    if not miss or not miss["closest"]:
+        return []
+    rows = [(format_bytes(c["memory_bytes_per_device"]), format_bytes(c["over_capacity_bytes"]),
+             format_seconds(c["step_time_s"]), layout_text(c["layout"])) for c in miss["closest"]]
+    best = miss["closest"][0]
+    parts = ["", f"closest: {format_bytes(miss['smallest_memory_bytes'])} per device is the least any valid layout "
+                 f"needs ({format_bytes(capacity)} usable); "
+                 + ", ".join(f"{k} {format_bytes(v)}" for k, v in best["memory_breakdown_bytes"].items()),
+             table(rows, ["memory/device", "over by", "step time", "layout"], align="rrrl"),
+             "", "what would make it fit (tried on the closest layout):"]
+    parts += [f"  {'yes' if lv['fits'] else 'no '}  {lv['lever']}: {lv['detail']}" for lv in miss["levers"]]
+    return parts
+
+
 def _objective(value: float, unit: str) -> str:
     return f"{value:.4g} {unit}" if unit != "fraction of peak" else f"{value:.1%} MFU"
 
@@ -63,16 +79,27 @@ def render(r: dict) -> str:
     rejected = sum(r["rejected"].values())
     counts = [(f"{r['rejection_rules'][k]}  [{k}]", f"{v:,}") for k, v in r["rejected"].items() if v]
     parts = [head, f"considered {r['considered']:,} layouts: {r['ranked']:,} ranked, {rejected:,} rejected"]
+    if r["objective"] == "cost":
+        parts.append(f"cost: {r['cost_note']}")
     if counts:
         parts.append(table(counts, ["rejected because", "layouts"], align="lr"))
+    if r.get("equivalent_orders_folded"):
+        parts.append(f"{r['equivalent_orders_folded']:,} ranked layouts repeat a better-ranked one in another mesh "
+                     "order with the same figures: folded into it below (equivalent_orders in --json)")
     if not r["results"]:
         parts.append("no layout is valid and fits in memory")
+        parts += _closest_miss_text(r.get("closest_miss"), r["memory_capacity_bytes"])
     rows = [(res["rank"], format_seconds(res["step_time_s"]), format_bytes(res["memory_bytes_per_device"]),
              f"{res['mfu']:.1%}", _objective(res["objective_value"], unit), res["bottleneck"],
              layout_text(res["layout"])) for res in r["results"]]
     if rows:
-        parts += ["", f"top {len(rows)}", table(rows, ["rank", "step time", "memory/device", "MFU", r["objective"],
-                                                       "bottleneck", "layout"], align="rrrrlll")]
+        headers, align = ["rank", "step time", "memory/device", "MFU", r["objective"], "bottleneck", "layout"], "rrrrlll"
+        if r["objective"] == "step_time":  # the objective column would repeat the step time
+            rows = [row[:4] + row[5:] for row in rows]
+            headers, align = headers[:4] + headers[5:], align[:4] + align[5:]
+        parts += ["", f"top {len(rows)}", table(rows, headers, align=align)]
+    warnings = dict.fromkeys(w for res in r["results"] for w in res["estimate"].get("warnings", ()))
+    parts += [f"warning: {w}" for w in warnings]
     for res in r["results"]:
         e = res["estimate"]
         mem = e["memory_bytes_per_device"]
@@ -82,6 +109,8 @@ def render(r: dict) -> str:
                                              f"{format_seconds(e['communication_time_s'])}"),
             ("pipeline bubble", format_seconds(e["bubble_time_s"])),
             ("optimizer step", format_seconds(e["optimizer_time_s"])),
+            *([("cost", f"{res['usd_per_step']:.4g} USD/step, {res['usd_per_trillion_tokens']:,.0f} USD per "
+                        "trillion tokens")] if res.get("usd_per_step") is not None else []),
             ("memory per device", ", ".join(f"{k} {format_bytes(v)}" for k, v in mem.items() if k != "total")),
             ("bottleneck", res["bottleneck"]),
         ])]

@@ -61,6 +61,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dropped_text(d: dict) -> str:
+    """Dropped share of token-expert assignments; says dropless / no MoE instead of a missing figure."""
+    if d["dropped_token_fraction"] is None:
+        return "none (no mixture-of-experts layers)"
+    if d["expected_drop_fraction_uniform"] is None:
+        return f"{_pct(d['dropped_token_fraction'])} (dropless routing: no capacity bound)"
+    return f"{_pct(d['dropped_token_fraction'])} (expected under uniform routing {_pct(d['expected_drop_fraction_uniform'])})"
+
+
 def _pct(value) -> str:
     return "n/a" if value is None else f"{value:.3%}"
 
@@ -85,9 +94,7 @@ def render(d: dict) -> str:
                                       f"{format_seconds(st['max'])})"),
         ("analytical estimate", f"{format_seconds(d['analytical_step_time_s'])} "
                                 f"(simulated mean {d['relative_difference']:+.2%})"),
-        ("dropped tokens", f"{_pct(d['dropped_token_fraction'])} (expected under uniform routing "
-                           f"{_pct(d['expected_drop_fraction_uniform'])})" if d["dropped_token_fraction"] is not None
-         else "n/a"),
+        ("dropped tokens", _dropped_text(d)),
         ("compute idle per device", f"mean {format_seconds(idle['mean'])}, min {format_seconds(idle['min'])}, "
                                     f"max {format_seconds(idle['max'])}"),
         ("events", f"{d['events']:,} in {d['engine_time_s']:.2f} s of engine time"

@@ -67,4 +67,10 @@ def render(sweep: dict) -> str:
                               f"{p['mfu']:.1%}", p["bottleneck"], text])
     head = f"{sweep['scenario']}: best layout by {sweep['objective']} at {len(rows)} points"
     headers = keys + [sweep["objective"], "step time", "memory/device", "MFU", "bottleneck", "best layout"]
-    return head + "\n" + table(rows, headers, align="l" * len(keys) + "rrrrll")
+    align = "l" * len(keys) + "rrrrll"
+    if sweep["objective"] == "step_time":  # the objective column would repeat the step time
+        rows = [r[:len(keys)] + r[len(keys) + 1:] for r in rows]
+        headers, align = headers[:len(keys)] + headers[len(keys) + 1:], align[:len(keys)] + align[len(keys) + 1:]
+    notes = [f"warning at {', '.join(f'{k}={v}' for k, v in p['point'].items())}: {w}"
+             for p in sweep["points"] for w in p.get("warnings", ())]
+    return "\n".join([head, table(rows, headers, align=align), *notes])

@@ -1,16 +1,19 @@
-"""NCCL's protocols as the model prices them: bandwidth factor, per-step latency factor, base latency.
+"""NCCL's protocols as the model prices its send/recv-based collectives (all-to-all, broadcast, send/recv):
+bandwidth factor, per-step latency factor, base latency. All-reduce, all-gather and reduce-scatter go
+through NCCL's tuner model in nccl.py, from the same NCCL version's constants (nccl_tuning.toml).
 
 NCCL times every (algorithm, protocol) pair as latency + bytes / bandwidth and runs the fastest
 (NVIDIA/nccl src/graph/tuning.cc, `ncclTopoGetAlgoTime`); moesim does the same with these factors.
-A profile's `latency_us` is read as the Simple protocol's latency per step and its `bw_efficiency`
-as Simple's achieved fraction of line rate (H100: ~370 of 450 GB/s, NVIDIA/nccl-tests#212), so the
-factors below are NCCL's ratios relative to Simple.
+A profile's `latency_us` is read as the Simple protocol's ring hop (NVLink 3.4 us, network 14 us in NCCL
+2.30.7) and its `bw_efficiency` as Simple's achieved fraction of line rate (H100: ~370 of 450 GB/s,
+NVIDIA/nccl-tests#212), so the factors below are NCCL's ratios relative to Simple.
 
-Source for every figure: NVIDIA/nccl src/graph/tuning.cc @01afd20a —
-  baseLat ring {LL 3.6, LL128 10.0, Simple 8.4} us, tree {4.4, 4.4, 0} us;
-  hwLat ring NVLink {.47, 1.9, 3.4} us, NET {2.7, 4.0, 9.6} us per step;
-  hwLat tree NVLink {.52, 1.2, 28} us, NET {5.0, 8.5, 50} us per step (Simple: a 256 kB chunk's latency);
-  ring LL busBw × 1/4 (all-reduce or several nodes) else × 1/3; LL128 × 0.92 (120 of 128 bytes).
+Source for every figure: NVIDIA/nccl src/graph/tuning.cc @5067397c (2.30.7; ../shared/reference/wave2.md
+§1.2-1.5) —
+  baseLat ring {LL 6.6, LL128 14.0, Simple 8.4} us, tree {6.8, 14.0, 8.4} us;
+  hwLat ring NVLink {.6, 1.9, 3.4} us, NET {2.7, 4.0, 14.0} us per step;
+  hwLat tree NVLink {.6, 1.25, 4.0} us, NET {5.0, 8.5, 14.0} us per step;
+  ring LL busBw × 0.5 (capped by llMaxBw, see nccl.py); LL128 × 0.92 (120 of 128 bytes).
 Non-NCCL systems (TPU ICI, gloo on CPU) have one protocol with factor 1 and no base latency.
 """
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 US = 1e-6
-_SIMPLE_NVLINK_STEP_US, _SIMPLE_NET_STEP_US = 3.4, 9.6
+_SIMPLE_NVLINK_STEP_US, _SIMPLE_NET_STEP_US = 3.4, 14.0
 
 
 @dataclass(frozen=True)
@@ -51,9 +54,9 @@ class Protocol:
 
 _NV, _NET = _SIMPLE_NVLINK_STEP_US, _SIMPLE_NET_STEP_US
 NCCL_PROTOCOLS = (
-    Protocol("LL", 1 / 3, 1 / 4, 0.47 / _NV, 2.7 / _NET, 0.52 / _NV, 5.0 / _NET, 3.6 * US, 4.4 * US),
-    Protocol("LL128", 0.92, 0.92, 1.9 / _NV, 4.0 / _NET, 1.2 / _NV, 8.5 / _NET, 10.0 * US, 4.4 * US),
-    Protocol("Simple", 1.0, 1.0, 1.0, 1.0, 28 / _NV, 50 / _NET, 8.4 * US, 0.0),
+    Protocol("LL", 0.5, 0.5, 0.6 / _NV, 2.7 / _NET, 0.6 / _NV, 5.0 / _NET, 6.6 * US, 6.8 * US),
+    Protocol("LL128", 0.92, 0.92, 1.9 / _NV, 4.0 / _NET, 1.25 / _NV, 8.5 / _NET, 14.0 * US, 14.0 * US),
+    Protocol("Simple", 1.0, 1.0, 1.0, 1.0, 4.0 / _NV, 14.0 / _NET, 8.4 * US, 8.4 * US),
 )
 PLAIN = Protocol("", 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0)
 

@@ -11,3 +11,22 @@ def default_model(hardware: HardwareProfile) -> CollectiveModel:
     """The topology-aware model: groups placed on the torus slice or switch tiers of `hardware`,
     the fastest (algorithm, protocol) per call (see topo_model.py)."""
     return TopologyModel(hardware)
+
+
+def model_for(scenario) -> CollectiveModel:
+    """The default model for `scenario`'s hardware, its expert all-to-all priced by the scenario's dispatch
+    backend (training.dispatch_backend) and node-limited routing (moe.max_nodes_per_token): dispatch.py.
+    With the default backend "nccl" this is default_model itself."""
+    base = default_model(scenario.hardware)
+    backend = scenario.training.dispatch_backend
+    moe = scenario.model.moe
+    if backend == "nccl" or moe is None:
+        return base
+    from moesim.collectives.dispatch import DispatchModel
+    from moesim.errors import SpecError
+
+    if backend.startswith("deepep") and scenario.hardware.device_kind != "gpu":
+        raise SpecError(f"dispatch backend '{backend}' runs on GPUs (NVLink + RDMA); {scenario.hardware.name} has "
+                        f"{scenario.hardware.device_kind} devices", field="training.dispatch_backend", value=backend,
+                        allowed=("nccl", "pairwise", "hierarchical"))
+    return DispatchModel(base, backend, moe.num_experts, moe.top_k, moe.max_nodes_per_token)

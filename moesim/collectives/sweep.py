@@ -68,11 +68,12 @@ def average_busbw_GBps(rows: list[dict]) -> float:
 
 
 def collective_report(hardware: str, op: str, devices: int, sizes: list[int], stride: int = 1,
-                      concurrent: int = 1) -> dict:
+                      concurrent: int = 1, nccl_algo: str = "") -> dict:
     """Everything `moesim collective` prints: the group, the system it lands on, one row per size.
 
     `devices` is the group size (nccl-tests' rank count); `stride` spaces its members on the device
-    ids; `concurrent` groups of the same shape run at once and share links (see topology/placement.py).
+    ids; `concurrent` groups of the same shape run at once and share links (see topology/placement.py);
+    `nccl_algo` restricts NCCL's algorithms as NCCL_ALGO does (collectives/nccl.py).
     """
     from moesim.collectives.select import default_model
     from moesim.specs.load import load_hardware
@@ -88,7 +89,11 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
                         allowed=f"1..{hw.max_devices}")
     group = Group(size=devices, stride=stride, concurrent=concurrent)
     model = default_model(hw)
+    if nccl_algo:
+        from moesim.collectives.topo_model import TopologyModel
+
+        model = TopologyModel(hw, nccl_algo=nccl_algo)
     rows = collective_rows(model, op, sizes, group)
     system = model.system(model.job_devices(group)).summary() if hasattr(model, "system") else {}
     return {"hardware": hw.name, "op": op, "devices": devices, "group_stride": stride, "concurrent": concurrent,
-            "system": system, "results": rows, "avg_busbw_GBps": average_busbw_GBps(rows)}
+            "nccl_algo": nccl_algo, "system": system, "results": rows, "avg_busbw_GBps": average_busbw_GBps(rows)}

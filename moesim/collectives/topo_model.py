@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from moesim.collectives import formulas, hierarchy, torus_costs
+from moesim.collectives import formulas, hierarchy, nccl, torus_costs
 from moesim.collectives.base import OPS, CollectiveCost, Group
 from moesim.collectives.formulas import Terms
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, Protocol, p2p_protocol
@@ -65,6 +65,8 @@ class TopologyModel:
     """Collective costs on the physical topology of `hardware` (tori, NVLink domains, NIC fabrics)."""
 
     hardware: HardwareProfile
+    nccl_algo: str = ""  # NCCL_ALGO syntax ("ring", "^nvls,nvlstree"): restrict NCCL's algorithms, as NCCL does
+    _algos: frozenset = field(default=frozenset(), init=False, repr=False)
     _systems: dict = field(default_factory=dict, init=False, repr=False)
     _placements: dict = field(default_factory=dict, init=False, repr=False)
 
@@ -150,6 +152,10 @@ class TopologyModel:
         rail = any(t.kind == "fabric" and self.hardware.interconnect[t.level_index].topology == "rail_optimized"
                    for t in tiers)
         copy_bw = self.hardware.chip.hbm_bw_bytes_per_s * self.hardware.efficiency.memory_bandwidth
+        if system.nccl and op in _PASSES:  # NCCL's tuner: nccl.py
+            allowed = self._allowed()
+            return [Candidate(name, proto, terms, base, _bound(terms, tiers))
+                    for name, proto, terms, base in nccl.candidates(op, size, n, counts, tiers, port, allowed)]
         out = []
         for proto in protocols:
             alpha = {family: [t.latency_s * proto.step_factor(t.kind, family) for t in tiers]
@@ -187,6 +193,12 @@ class TopologyModel:
         else:
             yield "direct", hierarchy.send_recv_terms(size, len(counts) - 1, len(counts), alpha, bw)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_algos", nccl.parse_nccl_algo(self.nccl_algo))
+
+    def _allowed(self) -> frozenset[str]:
+        return self._algos
+
     @staticmethod
     def _candidate(name: str, proto: Protocol, terms: Terms, tiers) -> Candidate:
         moving = any(t > 0 for t in terms.transfer_s)
@@ -203,6 +215,11 @@ class TopologyModel:
             rings = sum(torus_costs.axis_ring_bw(tg.m[a], tg.wrap[a], tg.share[a], b) for a in tg.axes)
             return max(rings, b) / tg.q
         return tier.bw_at(message) * pl.boost[index]
+
+
+def _bound(terms: Terms, tiers) -> str:
+    moving = any(t > 0 for t in terms.transfer_s)
+    return tiers[terms.bottleneck].name if moving else tiers[-1].name
 
 
 def _peer_bytes(algorithm: str, size: float, n: int, counts) -> float:

@@ -186,6 +186,41 @@ def sample_multinomial(tokens: int, top_k: int, p: np.ndarray, rng: np.random.Ge
     return np.bincount(flat, minlength=groups * num_experts).reshape(groups, num_experts)
 
 
+def sample_node_limited_top_k(tokens: int, top_k: int, p: np.ndarray, nodes: int, max_nodes: int,
+                              rng: np.random.Generator, groups: int = 1) -> np.ndarray:
+    """Node-limited top-k (each token's experts on at most `max_nodes` of `nodes` equal blocks of experts):
+    per-expert counts (groups, E).
+
+    DeepSeek-V3 §2.1.2: nodes are ranked by the sum of the highest K_r/M affinities of the experts they
+    hold; the top-K_r experts are then chosen inside the M best nodes. Drawn with the Gumbel race of
+    sample_gumbel_top_k (keys X_i/p_i, smaller wins): a node's score is the sum of its ⌈k/M⌉ smallest
+    keys, the M best nodes are kept, and the k smallest keys among their experts win.
+    """
+    num_experts = len(p)
+    if nodes < 1 or num_experts % nodes:
+        raise ValueError(f"{num_experts} experts do not split into {nodes} equal node blocks")
+    if max_nodes <= 0 or max_nodes >= nodes:
+        return sample_gumbel_top_k(tokens, top_k, p, rng, groups)
+    per_node = num_experts // nodes
+    best_per_node = min(per_node, -(-top_k // max_nodes))
+    with np.errstate(divide="ignore"):
+        inverse = (1.0 / np.asarray(p, dtype=float)).astype(np.float32)
+    out = np.zeros((groups, num_experts), dtype=np.int64)
+    step = max(1, GUMBEL_CHUNK // max(1, tokens * num_experts))
+    for first in range(0, groups, step):
+        n = min(step, groups - first)
+        keys = rng.standard_exponential(size=(n, tokens, num_experts), dtype=np.float32) * inverse
+        blocks = np.sort(keys.reshape(n, tokens, nodes, per_node), axis=3)[..., :best_per_node].sum(axis=3)
+        losers = np.argpartition(blocks, max_nodes - 1, axis=2)[..., max_nodes:]  # (n, tokens, nodes − M)
+        masked = keys.reshape(n, tokens, nodes, per_node)
+        np.put_along_axis(masked, losers[..., None], np.inf, axis=2)
+        keys = masked.reshape(n, tokens, num_experts)
+        chosen = np.argpartition(keys, top_k - 1, axis=2)[..., :top_k]
+        flat = (np.arange(n)[:, None, None] * num_experts + chosen).reshape(-1)
+        out[first:first + n] = np.bincount(flat, minlength=n * num_experts).reshape(n, num_experts)
+    return out
+
+
 @dataclass(frozen=True)
 class LayerLoads:
     """One MoE layer and micro-batch over a set of devices (arrays over devices, in tokens)."""
@@ -199,8 +234,11 @@ class LayerLoads:
 
 def route_layer(p: np.ndarray, ep_groups: np.ndarray, tokens: int, group_tokens: int, top_k: int,
                 capacity: int | None, rng: np.random.Generator, *, expected: bool = False,
-                sampler: str = "auto") -> LayerLoads:
+                sampler: str = "auto", node_limit: tuple[int, int] | None = None) -> LayerLoads:
     """Route every device's `tokens` for one MoE layer; `ep_groups` (G, ep) holds device ids by EP rank.
+
+    `node_limit` = (nodes of the EP group, max nodes per token) samples node-limited routing
+    (sample_node_limited_top_k) instead of the plain top-k.
 
     Returns arrays indexed like ep_groups.reshape(-1) (devices in group-major, rank-minor order).
     """
@@ -220,8 +258,12 @@ def route_layer(p: np.ndarray, ep_groups: np.ndarray, tokens: int, group_tokens:
             if method == "auto":
                 method = "multinomial" if top_k == 1 or devices * reps * size * num_experts > GUMBEL_BUDGET \
                     else "gumbel"
-            draw = sample_gumbel_top_k if method == "gumbel" else sample_multinomial
-            c = draw(size, top_k, p, rng, groups=devices * reps).astype(float)
+            if node_limit is not None and 0 < node_limit[1] < node_limit[0]:
+                c = sample_node_limited_top_k(size, top_k, p, node_limit[0], node_limit[1], rng,
+                                              groups=devices * reps).astype(float)
+            else:
+                draw = sample_gumbel_top_k if method == "gumbel" else sample_multinomial
+                c = draw(size, top_k, p, rng, groups=devices * reps).astype(float)
         if capacity is not None:
             kept = np.minimum(c, capacity)
             dropped += float(np.sum(c - kept))
@@ -237,4 +279,5 @@ def route_layer(p: np.ndarray, ep_groups: np.ndarray, tokens: int, group_tokens:
 
 
 __all__ = ["GUMBEL_BUDGET", "LayerLoads", "ROUTING_FORMS", "RoutingSpec", "SAMPLERS", "load_histograms",
-           "parse_routing", "popularity", "route_layer", "sample_gumbel_top_k", "sample_multinomial"]
+           "parse_routing", "popularity", "route_layer", "sample_gumbel_top_k", "sample_multinomial",
+           "sample_node_limited_top_k"]

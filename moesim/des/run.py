@@ -19,7 +19,7 @@ import numpy as np
 
 from moesim.capacity import expected_drop_fraction
 from moesim.collectives.base import CollectiveModel
-from moesim.collectives.select import default_model
+from moesim.collectives.select import model_for
 from moesim.des.costs import Costs, build_costs
 from moesim.des.engine import CountingEnvironment, Engine
 from moesim.des.fabric import PortFabric
@@ -121,6 +121,20 @@ class SimResult:
             "events_per_s": self.events / self.engine_time_s if self.engine_time_s > 0 else None,
         }
 
+    def to_dict(self) -> dict:
+        """The JSON form (same as `moesim simulate --json`)."""
+        return self.as_dict()
+
+    def __repr__(self) -> str:
+        from moesim.api_repr import sim_repr
+
+        return sim_repr(self)
+
+    def _repr_html_(self) -> str:
+        from moesim.api_repr import sim_html
+
+        return sim_html(self)
+
     def chrome_trace(self) -> dict:
         """The first step as Chrome trace-event JSON (empty when not recorded)."""
         return chrome_trace(self.trace_records, labels=self.trace_labels,
@@ -168,6 +182,7 @@ class _Router:
         self.groups = [_ep_groups(costs, stage_of, s) for s in range(costs.layout.pp)] if moe else []
         self.uniform = self.spec is None or self.spec.kind == "uniform"
         self.stage_of_layer = {layer: st.index for st in costs.stages for layer in st.layers}
+        self.node_limit = _node_limit(costs) if moe else None
 
     def step(self) -> tuple[Loads | None, float, float]:
         """(loads by (moe, mb) or None, dropped assignments, all assignments)."""
@@ -183,7 +198,7 @@ class _Router:
             for mb in range(c.micro_batches):
                 r = route_layer(self.p[n], groups, lc.tokens, moe.group_size_tokens, moe.top_k,
                                 None if c.dropless else lc.capacity, self.rng, expected=o.expected_loads,
-                                sampler=o.sampler)
+                                sampler=o.sampler, node_limit=self.node_limit)
                 dropped += r.dropped
                 assigned += r.assigned
                 if self.keep:
@@ -192,6 +207,17 @@ class _Router:
                         arr[order] = value
                     loads[(n, mb)] = tuple(full)
         return (loads if self.keep else None), dropped, assigned
+
+
+def _node_limit(costs: Costs) -> tuple[int, int] | None:
+    """(nodes the EP group spans, moe.max_nodes_per_token) when node-limited routing bounds it, else None."""
+    moe = costs.scenario.model.moe
+    ep = costs.layout.ep
+    per_node = costs.scenario.hardware.interconnect[0].domain_devices
+    nodes = -(-ep // per_node)
+    if moe.max_nodes_per_token <= 0 or moe.max_nodes_per_token >= nodes or moe.num_experts % nodes:
+        return None
+    return nodes, moe.max_nodes_per_token
 
 
 def _expected_drops(costs: Costs) -> float | None:
@@ -275,7 +301,7 @@ def simulate(scenario: Scenario, layout: Layout | None = None, options: SimOptio
     layout = layout if layout is not None else scenario.resolve()
     training = training or scenario.training
     scenario.check(layout, micro_batches=training.micro_batches)
-    model = collective_model or default_model(scenario.hardware)
+    model = collective_model or model_for(scenario)
     est = estimate(scenario, layout, training, model)
     costs = build_costs(scenario, layout, training, model, est.optimizer_time_s)
     programs = [build_stage_program(costs, s, options.chunks, options.grad_bucket_params) for s in range(layout.pp)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from moesim.collectives.base import CollectiveModel
-from moesim.collectives.select import default_model
+from moesim.collectives.select import model_for
 from moesim.estimate.candidates import Candidates, single
 from moesim.estimate.core import Evaluation, evaluate
 from moesim.estimate.result import StepEstimate, bottlenecks, step_estimate
@@ -17,7 +17,7 @@ def estimate(scenario: Scenario, layout: Layout | None = None, training: Trainin
     """Estimate one training step of `scenario` with `layout` (default: the scenario's, resolved)."""
     layout = layout if layout is not None else scenario.resolve()
     scenario.check(layout, micro_batches=(training or scenario.training).micro_batches)
-    model = collective_model or default_model(scenario.hardware)
+    model = collective_model or model_for(scenario)
     ev = evaluate(scenario, single(scenario, layout, training), model)
     return step_estimate(scenario, ev, 0)
 

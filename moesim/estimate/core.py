@@ -10,7 +10,8 @@ arXiv 2104.04473):
   T_step    = T_pipe + max(0, T_dp − T_bwd(one micro-batch)) + T_opt      (overlapped grad reduce;
               T_bwd = the last micro-batch's backward compute and backward collectives)
   T_no_ovl  = T_pipe + T_dp + T_opt
-  MFU       = model FLOP per step / (T_step · devices · peak)   (PaLM, arXiv 2204.02311, App. B)
+  MFU       = model FLOP per step / (T_step · devices · peak)   (PaLM, arXiv 2204.02311, App. B);
+              model FLOP count the expert assignments processed, not those a capacity rule drops
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from moesim.estimate.pricing import CollectivePricer, distinct_rows
 from moesim.estimate.stages import Stages, pipeline_stages
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
-from moesim.flops import training_flops_per_sequence
+from moesim.capacity import expected_drop_fraction_array
+from moesim.flops import BACKWARD_TO_FORWARD, training_flops_per_sequence
 from moesim.specs.scenario import Scenario
 from moesim.workload import build_workload
 
@@ -63,7 +65,7 @@ class Evaluation:
     memory_total_bytes: np.ndarray
     memory_capacity_bytes: float
     fits: np.ndarray
-    model_flops_per_step: float
+    model_flops_per_step: np.ndarray  # drop-aware: only the assignments experts process
     hardware_flops_per_step: np.ndarray
     mfu: np.ndarray
     hfu: np.ndarray
@@ -73,6 +75,7 @@ class Evaluation:
     memory_stage: np.ndarray | None = None
     expert_capacity: np.ndarray | None = None
     tokens_per_device: np.ndarray | None = None
+    drop_fraction: np.ndarray | None = None  # expected dropped share of assignments (uniform routing)
 
 
 def _per_stage(counts: np.ndarray, per_class: list[np.ndarray]) -> np.ndarray:
@@ -138,7 +141,6 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     recompute = _per_stage(counts, [t.recompute_time_s for t in terms])
     compute_mb = fwd + bwd + recompute + np.where(last, logits_time[:, None], 0.0)
     bwd_mb = bwd + np.where(last, (2 / 3) * logits_time[:, None], 0.0)
-    hw_flops_mb = _per_stage(counts, [t.hardware_flops for t in terms]) + np.where(last, 3 * logits_flops[:, None], 0)
 
     # Parameters per device on each stage.
     dense_params = _per_stage(counts, [np.full(n_cand, c.params_shardable) / tp + c.params_replicated
@@ -182,6 +184,29 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     total_mem = pick_m(total_stage)
     capacity_bytes = hw.chip.hbm_bytes * (1 - tr.memory_headroom_fraction)
 
+    # Model FLOPs count the token-expert assignments an expert processes: less the expected dropped
+    # share under uniform routing (capacity.expected_drop_fraction), so MFU <= HFU with any capacity rule.
+    model_flops = np.full(n_cand, tr.global_batch_sequences * training_flops_per_sequence(model, seq, dec))
+    drop_fraction = np.zeros(n_cand)
+    for c, (cls, t) in enumerate(zip(wl.classes, terms)):
+        if t.capacity is None:
+            continue
+        group = np.minimum(model.moe.group_size_tokens, t.tokens_per_device) if model.moe.group_size_tokens \
+            else t.tokens_per_device  # the routing group, as terms prices it
+        dropless = np.isnan(f(cands.capacity_factor))
+        drop = expected_drop_fraction_array(group, model.moe.num_experts, model.moe.top_k, t.capacity, dropless)
+        # Never more processed than the slots priced (a fractional group, t_dev = b·n/tp, rounds down).
+        assigned = model.moe.top_k * t.tokens_per_device
+        drop = np.where(dropless, 0.0, np.maximum(drop, 1 - t.slots / assigned))
+        drop_fraction = np.maximum(drop_fraction, drop)
+        layers = wl.layer_class_index.count(c)
+        model_flops -= (1 + BACKWARD_TO_FORWARD) * tr.global_batch_sequences * layers * cls.flops.experts * drop
+
+    # Hardware FLOPs of the whole model per micro-batch, as one device of each stage executes them
+    # (every layer and the logits once); the devices / pp of each stage each run their share.
+    hw_model_mb = sum(wl.layer_class_index.count(c) * t.hardware_flops for c, t in enumerate(terms)) \
+        + 3 * logits_flops
+
     moe_term = moe_terms[0] if moe_terms else None
     capacity, tokens_per_device = (moe_term.capacity, moe_term.tokens_per_device) if moe_term else (None, None)
     mem_index = pick_m(stages.index)
@@ -193,10 +218,11 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         stages = Stages(index=x(stages.index), counts=x(stages.counts), tokens_out=x(stages.tokens_out),
                         tokens_in=x(stages.tokens_in))
         counts, exists, first, last = stages.counts, x(exists), x(first), x(last)
-        compute_mb, bwd_mb, hw_flops_mb = x(compute_mb), x(bwd_mb), x(hw_flops_mb)
+        compute_mb, bwd_mb = x(compute_mb), x(bwd_mb)
         dense_params, expert_params, opt_time = x(dense_params), x(expert_params), x(opt_time)
         memory, total_mem, mem_index = {k: x(v) for k, v in memory.items()}, x(total_mem), x(mem_index)
         capacity, tokens_per_device = x(capacity), x(tokens_per_device)
+        model_flops, drop_fraction, hw_model_mb = x(model_flops), x(drop_fraction), x(hw_model_mb)
         calls = [[CommCall(c.name, c.axis, c.op, x(np.asarray(c.size_bytes)), x(np.asarray(c.calls)))
                   for c in class_calls] for class_calls in calls]
         zero = cands.zero_stage[:, None]
@@ -288,22 +314,27 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     window = pick(bwd_mb) + pick(bwd_comm)
     exposed_dp = np.maximum(0.0, dp_sync - window) if tr.overlap_grad_reduce else dp_sync
 
+    # Breakdown entries are what the step charges: per-micro-batch collectives (and the ZeRO-3
+    # parameter gathers, recorded per step) on the slowest stage, the gradient sync on its busiest stage.
+    dp_stage = np.argmax(np.where(exists, dp_time, -np.inf), axis=1)
     comms: dict[str, CommTotal] = {}
     for name, (axis, op, overlappable, size_l, calls_l, bytes_l, time_l, cost_l) in comm_stage.items():
-        calls = pick(sum(calls_l))
+        on_pipe = axis in PER_MB_AXES or "param_all_gather" in name
+        at = slow if on_pipe else dp_stage
+        pick_at = lambda a: np.take_along_axis(a, at[:, None], axis=1)[:, 0]  # noqa: E731,B023
+        calls = pick_at(sum(calls_l))
         if not np.any(calls > 0):
             continue
-        per_mb = axis in PER_MB_AXES or "param_all_gather" in name
-        scale = m if per_mb else 1.0
-        size = pick(np.max(np.stack(size_l), axis=0))
-        big = np.argmax(np.stack([pick(s) for s in size_l]), axis=0)
-        costs = np.stack([pick(c) for c in cost_l])[big, np.arange(n_cand)]
-        comms[name] = CommTotal(axis, op, size, calls * scale, pick(sum(bytes_l)) * scale,
-                                pick(sum(time_l)) * scale, costs, overlappable)
+        # Per-layer collectives are recorded per micro-batch; the ZeRO-3 gathers' calls (2·m) are per step.
+        scale = m if axis in PER_MB_AXES else 1.0
+        size = pick_at(np.max(np.stack(size_l), axis=0))
+        big = np.argmax(np.stack([pick_at(s) for s in size_l]), axis=0)
+        costs = np.stack([pick_at(c) for c in cost_l])[big, np.arange(n_cand)]
+        comms[name] = CommTotal(axis, op, size, calls * scale, pick_at(sum(bytes_l)) * scale,
+                                pick_at(sum(time_l)) * scale, costs, overlappable)
 
     seq_tokens = seq
-    model_flops = tr.global_batch_sequences * training_flops_per_sequence(model, seq, dec)
-    hw_flops = pick(hw_flops_mb) * m * devices
+    hw_flops = hw_model_mb * m * devices / pp
     compute_total = m * compute_1
     comm_total = m * comm_1 + dp_sync
     bubble = (pp - 1) * t_mb
@@ -319,5 +350,5 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         mfu=model_flops / (step * peak_total), hfu=hw_flops / (step * peak_total),
         tokens_per_s=tr.global_batch_sequences * seq_tokens / step, comms=comms,
         slowest_stage=pick(stages.index), memory_stage=mem_index,
-        expert_capacity=capacity, tokens_per_device=tokens_per_device,
+        expert_capacity=capacity, tokens_per_device=tokens_per_device, drop_fraction=drop_fraction,
     )

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from moesim.capacity import expected_drop_fraction
+from moesim.capacity import drop_warning, expected_drop_fraction
 from moesim.estimate.core import PER_MB_AXES, Evaluation
-from moesim.specs.layout import Layout
+from moesim.specs.layout import Layout, layout_arg
 from moesim.specs.scenario import Scenario
 from moesim.specs.training import TrainingSpec
 
@@ -58,6 +58,35 @@ class StepEstimate:
     hardware_flops_per_step: float
     bottleneck: str
     moe: dict = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def layout_dict(self) -> dict:
+        """Degrees, order and execution options (capacity factor None when dropless), as search lists them."""
+        tr = self.training
+        out = self.layout.as_dict() | {"micro_batches": tr.micro_batches, "zero_stage": tr.zero_stage,
+                                       "recompute": tr.recompute}
+        if self.moe:
+            out["capacity_factor"] = self.moe["capacity_factor"]
+        return out
+
+    @property
+    def layout_arg(self) -> str:
+        """The `--layout` value that reproduces this estimate (`moesim estimate SCENARIO --layout ...`)."""
+        return layout_arg(self.layout_dict())
+
+    def to_dict(self) -> dict:
+        """The JSON form (same as `moesim estimate --json`)."""
+        return self.as_dict()
+
+    def __repr__(self) -> str:
+        from moesim.api_repr import estimate_repr
+
+        return estimate_repr(self)
+
+    def _repr_html_(self) -> str:
+        from moesim.api_repr import estimate_html
+
+        return estimate_html(self)
 
     def as_dict(self) -> dict:
         """The stable JSON form (`moesim estimate --json`)."""
@@ -66,6 +95,7 @@ class StepEstimate:
                                           "recompute": tr.recompute}
         return {
             "scenario": self.scenario, "hardware": self.hardware, "devices": self.devices, "layout": layout,
+            "layout_arg": self.layout_arg,
             "step_time_s": self.step_time_s, "step_time_no_overlap_s": self.step_time_no_overlap_s,
             "compute_time_s": self.compute_time_s, "communication_time_s": self.communication_time_s,
             "exposed_communication_time_s": self.exposed_communication_time_s,
@@ -76,7 +106,7 @@ class StepEstimate:
             "mfu": self.mfu, "hfu": self.hfu, "tokens_per_s": self.tokens_per_s,
             "model_flops_per_step": self.model_flops_per_step,
             "hardware_flops_per_step": self.hardware_flops_per_step,
-            "bottleneck": self.bottleneck, "moe": self.moe,
+            "bottleneck": self.bottleneck, "moe": self.moe, "warnings": list(self.warnings),
         }
 
 
@@ -100,6 +130,15 @@ def step_estimate(scenario: Scenario, ev: Evaluation, i: int = 0) -> StepEstimat
         }
     memory = {k: float(v[i]) for k, v in ev.memory.items()}
     memory["total"] = float(ev.memory_total_bytes[i])
+    warnings: list[str] = []
+    if not ev.fits[i]:
+        gib = 2.0 ** 30
+        largest = sorted(((v, k) for k, v in memory.items() if k != "total"), reverse=True)[:3]
+        warnings.append(f"does not fit: {memory['total'] / gib:.2f} GiB per device, "
+                        f"{(memory['total'] - ev.memory_capacity_bytes) / gib:.2f} GiB over the "
+                        f"{ev.memory_capacity_bytes / gib:.2f} GiB usable (largest: "
+                        + ", ".join(f"{k} {v / gib:.2f} GiB" for v, k in largest)
+                        + "); `moesim search` ranks the layouts that fit, or says what would make one fit")
     moe_info = {}
     model = scenario.model
     if model.moe is not None and ev.expert_capacity is not None:
@@ -114,6 +153,9 @@ def step_estimate(scenario: Scenario, ev: Evaluation, i: int = 0) -> StepEstimat
                 None if cf is None else expected_drop_fraction(int(group), model.moe.num_experts,
                                                                model.moe.top_k, capacity)),
         }
+        text = drop_warning(model.moe, moe_info["expected_drop_fraction_uniform"], cf)
+        if text:
+            warnings.append(text)
     return StepEstimate(
         scenario=scenario.name, hardware=scenario.hardware.name, devices=scenario.devices, layout=layout,
         training=training, step_time_s=float(ev.step_time_s[i]),
@@ -124,7 +166,7 @@ def step_estimate(scenario: Scenario, ev: Evaluation, i: int = 0) -> StepEstimat
         communication=communication, memory_bytes_per_device=memory,
         memory_capacity_bytes=float(ev.memory_capacity_bytes), fits_in_memory=bool(ev.fits[i]),
         mfu=float(ev.mfu[i]), hfu=float(ev.hfu[i]), tokens_per_s=float(ev.tokens_per_s[i]),
-        model_flops_per_step=float(ev.model_flops_per_step),
+        model_flops_per_step=float(ev.model_flops_per_step[i]),
         hardware_flops_per_step=float(ev.hardware_flops_per_step[i]), bottleneck=str(bottlenecks(ev)[i]),
-        moe=moe_info,
+        moe=moe_info, warnings=tuple(warnings),
     )

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim.collectives.base import CollectiveCost, CollectiveModel, Group
-from moesim.collectives.select import default_model
+from moesim.collectives.select import model_for
 from moesim.errors import SpecError
 from moesim.estimate import Candidates, StepEstimate, evaluate, step_estimate
 from moesim.estimate.candidates import RECOMPUTE_NAMES
 from moesim.search.enumerate import enumerate_layouts
 from moesim.search.pareto import front_of_sorted, pareto_front
-from moesim.specs.layout import Layout
+from moesim.specs.layout import Layout, layout_arg
 from moesim.specs.scenario import Scenario
 from moesim.specs.training import TrainingSpec
 
@@ -29,6 +29,7 @@ OBJECTIVES = ("step_time", "cost", "mfu")
 SECONDS_PER_HOUR = 3600.0
 CHUNK_CANDIDATES = 200_000  # evaluate at most this many at once: bounds the memory of one batch
 MAX_THREADS = 4  # evaluation threads by default (a few batches; more threads only add memory)
+MISSES_KEPT = 5  # when nothing fits: the valid layouts needing the least memory that a search reports
 
 
 def objective_unit(scenario: Scenario, objective: str) -> str:
@@ -51,6 +52,26 @@ def objective_values(scenario: Scenario, objective: str, step_time_s: np.ndarray
     return device_seconds * price / SECONDS_PER_HOUR if price else device_seconds
 
 
+def cost_figures(scenario: Scenario, step_time_s: float) -> dict:
+    """USD per step and per trillion tokens at the profile's list price (None without a price)."""
+    price = scenario.hardware.price_per_device_hour_usd
+    if not price:
+        return {"usd_per_step": None, "usd_per_trillion_tokens": None}
+    usd = step_time_s * scenario.devices * price / SECONDS_PER_HOUR
+    tokens = scenario.training.global_batch_sequences * sum(scenario.seq_lens)
+    return {"usd_per_step": usd, "usd_per_trillion_tokens": usd / tokens * 1e12}
+
+
+def cost_note(scenario: Scenario) -> str:
+    """Where the cost objective's figures come from, or that the profile has no price."""
+    hw = scenario.hardware
+    if hw.price_per_device_hour_usd:
+        return (f"{hw.name} at {hw.price_per_device_hour_usd:g} USD per device-hour "
+                f"({hw.price_source or 'no source given'})")
+    return (f"hardware profile '{hw.name}' has no price_per_device_hour_usd: the cost objective ranks by "
+            "device-seconds per step (step time x devices), not dollars")
+
+
 @dataclass(frozen=True)
 class SearchResult:
     """Every fitting layout, best first, with the counts of what was considered and rejected."""
@@ -69,10 +90,44 @@ class SearchResult:
     pareto: np.ndarray  # indices into the ranking, by ascending step time
     memory_capacity_bytes: float
     collective_model: CollectiveModel | None = None  # the one the search was given (None: the default)
+    # Per ranked layout, how many mesh orders give it the same figures (itself included) on its first,
+    # best-ranked row, and 0 on the later rows that repeat it in another order (reports fold those).
+    equivalent_orders: np.ndarray | None = None
+    misses: Candidates | None = None  # when nothing fits: the valid layouts needing the least memory, least first
+    miss_memory_bytes: np.ndarray | None = None
+    miss_step_time_s: np.ndarray | None = None
 
     @property
     def ranked(self) -> int:
         return len(self.candidates)
+
+    def distinct(self, k: int | None = None) -> np.ndarray:
+        """Indices of the first k ranked layouts that are not another order of a better-ranked one with the
+        same figures (all of them when k is None)."""
+        keep = np.flatnonzero(self.equivalent_orders > 0) if self.equivalent_orders is not None \
+            else np.arange(self.ranked)
+        return keep if k is None else keep[:k]
+
+    @property
+    def best_layout_arg(self) -> str | None:
+        """The best layout as `--layout` / moesim.estimate(layout=...) takes it (None when nothing fits)."""
+        return self.summary(0)["layout_arg"] if self.ranked else None
+
+    def to_dict(self, top: int = 5) -> dict:
+        """The `moesim search --json` form: top layouts with breakdowns, rejections, Pareto front, closest miss."""
+        from moesim.search.report import describe_search
+
+        return describe_search(self, top=top)
+
+    def __repr__(self) -> str:
+        from moesim.api_repr import search_repr
+
+        return search_repr(self)
+
+    def _repr_html_(self) -> str:
+        from moesim.api_repr import search_html
+
+        return search_html(self)
 
     def layout(self, i: int) -> Layout:
         return self.candidates.layout(i)
@@ -91,17 +146,21 @@ class SearchResult:
 
     def summary(self, i: int) -> dict:
         """The figures of the i-th ranked layout (JSON-ready)."""
-        return {"layout": self.layout_dict(i), "step_time_s": float(self.step_time_s[i]),
-                "memory_bytes_per_device": float(self.memory_bytes_per_device[i]), "fits_in_memory": True,
-                "mfu": float(self.mfu[i]), "tokens_per_s": float(self.tokens_per_s[i]),
-                "objective_value": float(self.objective_value[i])}
+        lay = self.layout_dict(i)
+        out = {"layout": lay, "layout_arg": layout_arg(lay), "step_time_s": float(self.step_time_s[i]),
+               "memory_bytes_per_device": float(self.memory_bytes_per_device[i]), "fits_in_memory": True,
+               "mfu": float(self.mfu[i]), "tokens_per_s": float(self.tokens_per_s[i]),
+               "objective_value": float(self.objective_value[i])}
+        if self.equivalent_orders is not None and self.equivalent_orders[i]:
+            out["equivalent_orders"] = int(self.equivalent_orders[i])
+        return out | cost_figures(self.scenario, float(self.step_time_s[i]))
 
     def estimates(self, indices, collective_model: CollectiveModel | None = None) -> list[StepEstimate]:
         """Full step estimates (breakdown, bottleneck) of the given ranked layouts."""
         indices = np.asarray(indices, dtype=np.int64)
         if indices.size == 0:
             return []
-        model = collective_model or self.collective_model or default_model(self.scenario.hardware)
+        model = collective_model or self.collective_model or model_for(self.scenario)
         ev = evaluate(self.scenario, self.candidates.take(indices), model)
         return [step_estimate(self.scenario, ev, j) for j in range(len(indices))]
 
@@ -145,7 +204,7 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
         raise SpecError(f"unknown objective '{objective}'", field="--objective", value=objective, allowed=OBJECTIVES)
     found = enumerate_layouts(scenario)
     cands = found.candidates
-    model = _MemoModel(collective_model or default_model(scenario.hardware))
+    model = _MemoModel(collective_model or model_for(scenario))
     n = len(cands)
     step, memory, mfu, tokens = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
     fits = np.zeros(n, dtype=bool)
@@ -169,6 +228,15 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
     keep = np.flatnonzero(fits)
     primary = -value[keep] if objective == "mfu" else value[keep]
     order = keep[np.lexsort((memory[keep], primary))]  # stable: full ties keep the enumeration order
+    first, counts = _equivalent_orders(cands, order, step, memory)
+    equivalent = np.where(first, counts, 0)
+    misses = miss_memory = miss_step = None
+    if not len(order) and n:
+        near = np.flatnonzero(~fits)
+        near = near[np.lexsort((step[near], memory[near]))]
+        near = near[_equivalent_orders(cands, near, np.zeros_like(step), memory)[0]]  # one order per layout
+        near = near[:MISSES_KEPT]
+        misses, miss_memory, miss_step = cands.take(near), memory[near], step[near]
     step, memory = step[order], memory[order]
     # Ranked by step time the points are already sorted as the Pareto sweep needs them.
     pareto = np.flatnonzero(front_of_sorted(memory)) if objective == "step_time" else pareto_front(step, memory)
@@ -178,5 +246,38 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
         memory_bytes_per_device=memory, mfu=mfu[order], tokens_per_s=tokens[order], objective_value=value[order],
         pareto=pareto,
         memory_capacity_bytes=scenario.hardware.chip.hbm_bytes * (1 - scenario.training.memory_headroom_fraction),
-        collective_model=collective_model,
+        collective_model=collective_model, equivalent_orders=equivalent, misses=misses,
+        miss_memory_bytes=miss_memory, miss_step_time_s=miss_step,
     )
+
+
+def _equivalent_orders(cands: Candidates, order: np.ndarray, step: np.ndarray, memory: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Over the ranked candidate indices `order`: whether each is the first (best-ranked) of the layouts
+    that differ only in the mesh order and have the same step time and memory (e.g. tp = 1 anywhere in
+    the order), and how many such layouts its class holds."""
+    if not len(order):
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
+    columns = [np.asarray(getattr(cands, name), dtype=float)[order] for name in
+               ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute", "first_stage_layers",
+                "last_stage_layers")]
+    columns += [np.nan_to_num(np.asarray(cands.capacity_factor, dtype=float)[order], nan=-1.0), step[order],
+                memory[order]]
+    rows = np.ascontiguousarray(np.stack(columns, axis=1))
+    # Group by a 64-bit hash of each row's bits (1-D unique: fast), then check every row equals its group's
+    # first; on a hash collision (never seen) fall back to the exact row-wise unique.
+    bits = rows.view(np.uint64)
+    key = np.zeros(len(rows), dtype=np.uint64)
+    for j in range(bits.shape[1]):  # splitmix64's finaliser after each column (Steele et al., OOPSLA 2014)
+        z = key ^ bits[:, j]
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        key = z ^ (z >> np.uint64(31))
+    _, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    if not np.array_equal(rows, rows[first[inverse]]):
+        _, first, inverse, counts = np.unique(rows, axis=0, return_index=True, return_inverse=True,
+                                              return_counts=True)
+    is_first = np.zeros(len(order), dtype=bool)
+    is_first[first] = True
+    return is_first, counts[inverse.reshape(-1)]

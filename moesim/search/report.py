@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from moesim.search.enumerate import REASONS
-from moesim.search.rank import search
+from moesim.search.rank import cost_note, search
 from moesim.search.refine import StepTimeFn, des_step_time, refine
 from moesim.specs.scenario import Scenario
 
@@ -14,22 +14,38 @@ def search_report(scenario: Scenario, *, objective: str = "step_time", top: int 
     and the Pareto front; with `refine_des` > 0 also simulate that many of the best layouts."""
     if refine_des and step_time is None:
         step_time = des_step_time()  # fail before searching when the simulator is missing
-    result = search(scenario, objective)
-    top = max(0, min(top, result.ranked))
-    estimates = result.estimates(range(top))
+    return describe_search(search(scenario, objective), top=top, refine_des=refine_des, step_time=step_time)
+
+
+def describe_search(result, *, top: int = 5, refine_des: int = 0, step_time: StepTimeFn | None = None) -> dict:
+    """The JSON-ready report of a finished search (SearchResult.to_dict): see search_report."""
+    scenario, objective = result.scenario, result.objective
+    if refine_des and step_time is None:
+        step_time = des_step_time()
+    # Layouts that repeat a better-ranked one in another mesh order with the same figures are folded
+    # into it (its `equivalent_orders`); ranks stay positions in the full ranking.
+    shown = result.distinct(max(0, top))
+    estimates = result.estimates(shown)
     results = []
-    for i, est in enumerate(estimates):
-        results.append({"rank": i + 1, **result.summary(i), "bottleneck": est.bottleneck,
+    for i, est in zip(shown, estimates):
+        results.append({"rank": int(i) + 1, **result.summary(int(i)), "bottleneck": est.bottleneck,
                         "estimate": est.as_dict()})
-    pareto = [{"rank": int(i) + 1, **result.summary(int(i))} for i in result.pareto]
+    distinct = set(result.distinct().tolist())
+    pareto = [{"rank": int(i) + 1, **result.summary(int(i))} for i in result.pareto if int(i) in distinct]
     report = {
         "scenario": scenario.name, "hardware": scenario.hardware.name, "devices": scenario.devices,
-        "objective": objective, "objective_unit": result.objective_unit,
+        "objective": objective, "objective_unit": result.objective_unit, "cost_note": cost_note(scenario),
         "memory_capacity_bytes": result.memory_capacity_bytes,
         "considered": result.considered, "ranked": result.ranked, "rejected": result.rejected,
         "rejection_rules": dict(REASONS), "results": results, "pareto": pareto,
     }
+    if not results:
+        from moesim.search.closest import closest_miss
+
+        report["closest_miss"] = closest_miss(result)
+    report["equivalent_orders_folded"] = result.ranked - len(distinct)
     if refine_des:
-        report["refined"] = [r.as_dict() | {"layout": result.layout_dict(r.rank)}
+        report["refined"] = [r.as_dict() | {"layout": result.layout_dict(r.rank),
+                                            "layout_arg": result.summary(r.rank)["layout_arg"]}
                              for r in refine(result, refine_des, step_time)]
     return report

@@ -65,7 +65,8 @@ def best_layout(scenario: Scenario, objective: str) -> dict:
     if not result.ranked:
         return row | {"status": "no valid layout fits in memory"}
     best = result.summary(0)
-    return row | best | {"status": "ok", "bottleneck": result.estimates([0])[0].bottleneck}
+    est = result.estimates([0])[0]
+    return row | best | {"status": "ok", "bottleneck": est.bottleneck, "hfu": est.hfu, "warnings": list(est.warnings)}
 
 
 def run_sweep(scenario: Scenario, axes: list[Axis], *, objective: str = "step_time", workers: int | None = None,

@@ -22,6 +22,17 @@ def _type_name(kind: object) -> str:
     return names.get(kind, getattr(kind, "__name__", str(kind)))
 
 
+# When a list, every key a loader asks for is appended as (file, table path, key, kind, default, allowed):
+# docs/make_keys.py records the loaders reading the shipped files to generate the key reference.
+RECORDER: list | None = None
+
+
+def _record(table: "Table", key: str, kind: Any, default: Any, allowed: Any = None) -> None:
+    if RECORDER is not None:
+        path = "".join(c for c in table.path if not c.isdigit()).replace("[]", "")
+        RECORDER.append((table.file, path, key, kind, default, allowed))
+
+
 class Table:
     """A dict read strictly: every key must be consumed, known and of the right type."""
 
@@ -40,6 +51,7 @@ class Table:
         self.path = path
         self.renamed = dict(renamed or {})
         self._used: set[str] = set()
+        self._asked: set[str] = set()  # keys the loader looked for (has()): allowed, even when absent
 
     def key_path(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
@@ -51,10 +63,13 @@ class Table:
         )
 
     def has(self, key: str) -> bool:
+        self._asked.add(key)
+        _record(self, key, None, _MISSING)
         return key in self.data
 
     def _get(self, key: str, kind: Any, default: Any) -> Any:
         self._used.add(key)
+        _record(self, key, kind, default)
         if key not in self.data:
             if default is _MISSING:
                 near = difflib.get_close_matches(key, [k for k in self.data if k not in self._used], n=1)
@@ -86,6 +101,7 @@ class Table:
     def choice(self, key: str, allowed: Iterable[str], default: Any = _MISSING) -> str:
         """A string that must be one of `allowed`."""
         allowed = tuple(allowed)
+        _record(self, key, str, default, allowed)
         value = self._get(key, str, default)
         if value not in allowed and not (default is not _MISSING and value == default):
             raise self.error(key, f"'{value}' is not allowed", value=value, allowed=allowed)
@@ -106,15 +122,18 @@ class Table:
             tables.append(Table(item, file=self.file, path=f"{self.key_path(key)}[{i}]"))
         return tables
 
-    def finish(self) -> None:
-        """Fail on any key that was not read: unknown, misspelt or renamed."""
+    def finish(self, allowed: Iterable[str] | None = None) -> None:
+        """Fail on any key that was not read: unknown, misspelt or renamed. The error lists the keys this
+        table allows (`allowed`, from the spec; default: every key the loader asked for) and the closest."""
+        known = sorted(set(allowed) if allowed is not None else self._used | self._asked)
         for key in self.data:
-            if key in self._used:
+            if key in self._used or (allowed is not None and key in known):
                 continue
             if key in self.renamed:
                 raise self.error(key, f"key '{key}' is now '{self.renamed[key]}'")
-            known = sorted(self._used)
-            raise self.error(key, "unknown key", value=key, allowed=known or "no keys here")
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise self.error(key, f"unknown key{hint}", value=key, allowed=known or "no keys here")
 
 
 def check_schema_version(table: Table, supported: int) -> int:

@@ -26,6 +26,7 @@ TOPOLOGIES = ("torus", "switch", "fat_tree", "rail_optimized", "ring", "loopback
 # "full_axis": only when the slice spans the pod's whole axis (v2/v3); "multiple_of_4": v4/v5p
 # cubes; "always"; "never".
 WRAPAROUND_RULES = ("full_axis", "multiple_of_4", "always", "never")
+NCCL_ARCHS = ("", "volta", "ampere", "hopper", "blackwell")  # rows of moesim/collectives/nccl_tuning.toml
 DTYPES = ("float32", "tfloat32", "bfloat16", "float16", "float8")
 DTYPE_BYTES = {"float32": 4, "tfloat32": 4, "bfloat16": 2, "float16": 2, "float8": 1}
 
@@ -134,6 +135,11 @@ class InterconnectLevel:
     oversubscription: float = 1.0
     switch_radix: int = 0
     rails: int = 1
+    # NVLink SHARP (NCCL's NVLS): all-reduce algbw as a fraction of this level's usable bandwidth (link ×
+    # bw_efficiency); 0 where the switch has none (third-generation NVSwitch, Hopper, and later: NCCL
+    # env.rst NCCL_NVLS_ENABLE).
+    nvls_efficiency: float = 0.0
+    nccl_arch: str = ""  # GPU architecture whose NCCL per-protocol caps apply (NCCL_ARCHS); "" = none
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -159,6 +165,12 @@ class InterconnectLevel:
         if self.oversubscription < 1:
             raise SpecError("oversubscription is >= 1 (1 = full bisection)", field=f"{path}.oversubscription",
                             value=self.oversubscription)
+        if self.nccl_arch not in NCCL_ARCHS:
+            raise SpecError(f"unknown nccl_arch '{self.nccl_arch}'", field=f"{path}.nccl_arch", value=self.nccl_arch,
+                            allowed=NCCL_ARCHS)
+        if not 0 <= self.nvls_efficiency <= 1:
+            raise SpecError("nvls_efficiency is a fraction of the usable bandwidth in [0, 1] (0 = no NVLink SHARP)",
+                            field=f"{path}.nvls_efficiency", value=self.nvls_efficiency, allowed="0..1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -228,8 +240,10 @@ class HardwareProfile:
     def check_devices(self, devices: int) -> None:
         """Raise unless `devices` is a device count this system can hold."""
         if devices < 1 or devices > self.max_devices:
-            raise SpecError(f"{devices} devices is outside 1..{self.max_devices} for {self.name}",
-                            field="devices", value=devices, allowed=f"1..{self.max_devices}")
+            cap = (f" (the profile's max_devices = {self.max_devices}: the largest system it describes; a copy "
+                   "of the profile with a larger max_devices lifts it)") if devices > self.max_devices else ""
+            raise SpecError(f"{devices} devices is outside 1..{self.max_devices} for hardware profile "
+                            f"'{self.name}'{cap}", field="devices", value=devices, allowed=f"1..{self.max_devices}")
         per_chip = self.chip.devices_per_chip
         if devices % per_chip:
             raise SpecError(f"{self.name} has {per_chip} devices per chip; {devices} is not a multiple",

@@ -37,6 +37,13 @@ AXES = ("tp", "ep", "dp", "pp")
 DEFAULT_ORDER = ("tp", "ep", "dp", "pp")
 STAGE_KEYS = ("first_stage_layers", "last_stage_layers")
 LAYOUT_KEYS = ("dp", "tp", "ep", "pp", "etp", "order") + STAGE_KEYS
+# Execution options a layout line may carry too, as `moesim search` prints them (short spelling) or by
+# their TrainingSpec names; `edp` is derived and only checked. Short spelling -> TrainingSpec field.
+OPTION_KEYS = {"mb": "micro_batches", "micro_batches": "micro_batches", "zero": "zero_stage",
+               "zero_stage": "zero_stage", "recompute": "recompute", "cf": "capacity_factor",
+               "capacity_factor": "capacity_factor"}
+DROPLESS = "dropless"  # the capacity-factor value (and bare word) search prints for dropless routing
+LAYOUT_LINE_KEYS = LAYOUT_KEYS + ("edp",) + tuple(OPTION_KEYS)
 
 
 def stage_split_problem(num_layers: int, pp: int, first: int | None = None, last: int | None = None) -> str | None:
@@ -145,25 +152,65 @@ def _degrees_text(values: dict[str, int]) -> str:
 
 
 def parse_layout_text(text: str, *, field: str = "--layout") -> dict[str, object]:
-    """Parse `dp=8,tp=2,ep=8,pp=1[,etp=1][,order=tp-ep-dp-pp][,first_stage_layers=3][,last_stage_layers=3]`
-    into a dict of given keys."""
+    """Parse `dp=8,tp=2,ep=8,pp=1[,etp=1][,edp=2][,order=tp-ep-dp-pp][,first_stage_layers=3]
+    [,last_stage_layers=3][,mb=4][,zero=1][,recompute=selective][,cf=1.25|dropless]` (commas or spaces;
+    the line `moesim search` prints is accepted as it stands) into a dict of given keys; execution
+    options come back under their TrainingSpec names (OPTION_KEYS), `dropless` as capacity_factor None."""
     values: dict[str, object] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
+    for part in filter(None, (p.strip() for p in text.replace(",", " ").split())):
         key, sep, value = part.partition("=")
         key = key.strip()
-        if not sep or key not in LAYOUT_KEYS:
+        if key == DROPLESS and not sep:
+            key, sep, value = "cf", "=", DROPLESS
+        if not sep or key not in LAYOUT_LINE_KEYS:
             raise SpecError(f"'{part}' is not KEY=VALUE with a known key", field=field, value=text,
-                            allowed=LAYOUT_KEYS)
-        if key in values:
+                            allowed=LAYOUT_LINE_KEYS)
+        name = OPTION_KEYS.get(key, key)
+        if name in values:
             raise SpecError(f"'{key}' is given twice", field=field, value=text)
-        if key == "order":
-            values[key] = tuple(a.strip() for a in value.replace("/", "-").split("-"))
-            continue
-        try:
-            values[key] = int(value)
-        except ValueError:
-            raise SpecError(f"'{key}={value}' is not an integer", field=field, value=text) from None
+        values[name] = parse_layout_value(name, value.strip(), field=field, text=text)
     return values
+
+
+def parse_layout_value(name: str, value: str, *, field: str, text: str) -> object:
+    """One value of a layout line: the order as a tuple, recompute as text, the capacity factor as a
+    number (None for `dropless`), every other key as an integer."""
+    if name == "order":
+        return tuple(a.strip() for a in value.replace("/", "-").split("-"))
+    if name == "recompute":
+        return value
+    if name == "capacity_factor":
+        if value == DROPLESS:
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            raise SpecError(f"'{name}={value}' is not a number or '{DROPLESS}'", field=field, value=text) from None
+    try:
+        return int(value)
+    except ValueError:
+        raise SpecError(f"'{name}={value}' is not an integer", field=field, value=text) from None
+
+
+def split_layout_options(given: dict[str, object]) -> tuple[dict[str, object], dict[str, object]]:
+    """(layout keys, execution options by TrainingSpec field) of a parsed layout line or [layout] table."""
+    options = {k: v for k, v in given.items() if k in OPTION_KEYS.values()}
+    return {k: v for k, v in given.items() if k not in options}, options
+
+
+def layout_arg(lay: dict) -> str:
+    """The `--layout` line of a layout dict (degrees, order, stage sizes, and when present micro_batches,
+    zero_stage, recompute, capacity_factor; None = dropless): parse_layout_text reads it back exactly."""
+    parts = [f"{k}={lay[k]}" for k in ("dp", "tp", "ep", "pp", "etp", "edp") if k in lay]
+    if "order" in lay:
+        parts.append(f"order={'-'.join(lay['order'])}")
+    parts += [f"{k}={lay[k]}" for k in STAGE_KEYS if lay.get(k) is not None]
+    short = {"micro_batches": "mb", "zero_stage": "zero", "recompute": "recompute"}
+    parts += [f"{short[k]}={lay[k]}" for k in short if k in lay]
+    if "capacity_factor" in lay:
+        cf = lay["capacity_factor"]
+        parts.append(f"cf={DROPLESS if cf is None else repr(float(cf))}")
+    return ",".join(parts)
 
 
 def resolve_layout(
@@ -193,7 +240,12 @@ def resolve_layout(
         ep = 1
     order = tuple(given.get("order", DEFAULT_ORDER))
     stages = {k: int(given[k]) for k in STAGE_KEYS if given.get(k) is not None}
-    return Layout(dp=dp, tp=tp, ep=ep, pp=pp, etp=etp, order=order, **stages)
+    layout = Layout(dp=dp, tp=tp, ep=ep, pp=pp, etp=etp, order=order, **stages)
+    if "edp" in given and given["edp"] != layout.edp:
+        raise SpecError(f"edp = {given['edp']} but tp·dp/(etp·ep) = {tp}·{dp}/({etp}·{ep}) = {layout.edp} "
+                        "(edp is derived; leave it out or give the value search printed)", field=source,
+                        value=_degrees_text({"dp": dp, "tp": tp, "ep": ep, "etp": etp}))
+    return layout
 
 
 def pipeline_stage_mismatch(layout: Layout) -> str | None:

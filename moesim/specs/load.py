@@ -19,10 +19,11 @@ from moesim.errors import SpecError
 from moesim.paths import builtin_dir, builtin_names, path_problem, read_text_file
 from moesim.specs.fields import Table, check_schema_version
 from moesim.specs.hardware import (
-    ChipSpec, ComputeEfficiency, EfficiencyTable, HardwareProfile, InterconnectLevel, TOPOLOGIES,
+    DTYPES, ChipSpec, ComputeEfficiency, EfficiencyTable, HardwareProfile, InterconnectLevel, TOPOLOGIES,
     WRAPAROUND_RULES, DEVICE_KINDS,
 )
-from moesim.specs.layout import LAYOUT_KEYS, STAGE_KEYS, parse_layout_text
+from moesim.specs.layout import STAGE_KEYS, parse_layout_text, split_layout_options
+from moesim.specs.layout_options import apply_layout_options, layout_from_table
 from moesim.specs.model import (
     ARCHITECTURES, ATTENTION_KINDS, CAPACITY_RULES, FFN_KINDS, MOE_STACKS, NORM_KINDS, POSITION_KINDS,
     ROUTER_SCORES, AttentionSpec, ModelSpec, MoESpec,
@@ -135,6 +136,7 @@ def model_from_table(t: Table) -> ModelSpec:
             router_score=moe_t.choice("router_score", ROUTER_SCORES, "softmax"),
             router_dtype=moe_t.opt("router_dtype", str, "float32"),
             router_bias=moe_t.opt("router_bias", bool, False),
+            max_nodes_per_token=moe_t.opt("max_nodes_per_token", int, 0),
         )
         moe_t.finish()
     if arch == "encoder_decoder":
@@ -225,6 +227,8 @@ def _level_from_table(t: Table, devices_per_chip: int) -> InterconnectLevel:
         oversubscription=t.opt("oversubscription", float, 1.0),
         switch_radix=t.opt("switch_radix", int, 0),
         rails=t.opt("rails", int, 1),
+        nvls_efficiency=t.opt("nvls_efficiency", float, 0.0),
+        nccl_arch=t.opt("nccl_arch", str, ""),
         source=t.req("source", str),
     )
     try:
@@ -245,7 +249,7 @@ def hardware_from_table(t: Table) -> HardwareProfile:
     peaks_t = chip_t.sub("peak_tflops_per_chip")
     peaks = {dtype: units.tflops_to_flops_per_s(peaks_t.req(dtype, float)) / per_chip
              for dtype in list(peaks_t.data)}
-    peaks_t.finish()
+    peaks_t.finish(allowed=DTYPES)
     hbm_keys = [k for k in ("hbm_gib_per_chip", "hbm_gb_per_chip") if chip_t.has(k)]
     if len(hbm_keys) != 1:
         raise chip_t.error("hbm_gib_per_chip", "give exactly one of hbm_gib_per_chip or hbm_gb_per_chip")
@@ -308,7 +312,7 @@ def training_from_table(t: Table) -> TrainingSpec:
     known = TrainingSpec.__dataclass_fields__
     kwargs = {key: t.opt(key, _FIELD_TYPES[known[key].type]) for key in list(t.data) if key in known}
     t.req("global_batch_sequences", int)
-    t.finish()
+    t.finish(allowed=known)
     return TrainingSpec(**kwargs)
 
 
@@ -339,26 +343,10 @@ def search_from_table(t: Table) -> SearchSpace:
     return space
 
 
-def layout_from_table(t: Table) -> dict[str, object]:
-    given: dict[str, object] = {}
-    for key in LAYOUT_KEYS:
-        if t.has(key):
-            if key == "order":
-                order = t.req(key, (str, list))
-                if isinstance(order, list) and any(not isinstance(axis, str) for axis in order):
-                    raise t.error(key, "expected axis names such as 'tp-ep-dp-pp' or ['tp', 'ep', 'dp', 'pp']",
-                                  value=order)
-                given[key] = tuple(order.split("-") if isinstance(order, str) else order)
-            else:
-                given[key] = t.req(key, int)
-    t.finish()
-    return given
-
-
 # Keys a scenario's own [moe] table may set over the model's: how the framework of the published run
 # groups and bounds tokens for routing. They are implementation choices, not architecture: Mesh-TF,
 # T5X and GShard route the same model in routing groups of different sizes.
-SCENARIO_MOE_KEYS = ("group_size_tokens", "min_expert_capacity")
+SCENARIO_MOE_KEYS = ("group_size_tokens", "min_expert_capacity", "max_nodes_per_token")
 
 
 def scenario_moe(model: ModelSpec, t: Table) -> ModelSpec:
@@ -390,11 +378,15 @@ def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] |
     devices = overrides.get("devices") or t.req("devices", int)
     if overrides.get("devices"):
         t.opt("devices", int)
-    training = training_from_table(t.sub("training"))
+    training_t = t.sub("training")
+    training = training_from_table(training_t)
     layout_t = t.sub("layout", required=False)
     layout_given = layout_from_table(layout_t) if layout_t is not None else {}
+    layout_given, options = split_layout_options(layout_given)
+    training = apply_layout_options(training, model, options, explicit=training_t.data, source="layout")
     if overrides.get("layout"):
-        layout_given = parse_layout_text(overrides["layout"])
+        layout_given, options = split_layout_options(parse_layout_text(overrides["layout"]))
+        training = apply_layout_options(training, model, options, explicit={}, source="--layout")
     elif overrides.get("devices") or overrides.get("hardware"):
         layout_given = {k: v for k, v in layout_given.items() if k in ("tp", "pp", "etp", "order") + STAGE_KEYS}
     search_t = t.sub("search", required=False)

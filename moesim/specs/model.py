@@ -97,6 +97,8 @@ class MoESpec:
     router_score: str = "softmax"
     router_dtype: str = "float32"
     router_bias: bool = False
+    # Node-limited routing (DeepSeek-V3 §2.1.2: each token to at most M nodes, M = 4 of 8): 0 = no limit.
+    max_nodes_per_token: int = 0
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -105,7 +107,7 @@ class MoESpec:
         _positive("moe.expert_d_ff", self.expert_d_ff)
         _positive("moe.layer_freq", self.layer_freq)
         for name in ("leading_dense_layers", "num_shared_experts", "shared_expert_d_ff", "min_expert_capacity",
-                     "group_size_tokens"):
+                     "group_size_tokens", "max_nodes_per_token"):
             _positive(f"moe.{name}", getattr(self, name), allow_zero=True)
         if self.top_k > self.num_experts:
             raise SpecError(f"top_k={self.top_k} exceeds num_experts={self.num_experts}", field="moe.top_k",

@@ -132,6 +132,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "capacity_factor_eval": _CF,
         "min_expert_capacity": count(0, 2**30, "tokens"),
         "group_size_tokens": count(0, MAX_TOKENS_PER_STEP, "tokens"),
+        "max_nodes_per_token": count(0, MAX_DEVICES, "nodes"),  # 0 = no node limit
     },
     "ModelSpec": {
         "d_model": count(1, MAX_WIDTH),
@@ -173,6 +174,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "oversubscription": Range(1, 1024),
         "switch_radix": count(0, 2**16, "ports"),
         "rails": count(1, 1024),
+        "nvls_efficiency": Range(0, 1),  # 0 = no NVLink SHARP
     },
     "HardwareProfile": {
         "max_devices": count(1, MAX_DEVICES, "devices"),
@@ -225,6 +227,7 @@ ARG_RANGES: dict[str, Range] = {
     "bootstrap": count(0, 10**5),
     "group_stride": count(1, MAX_DEVICES),
     "concurrent": count(1, MAX_DEVICES),
+    "ranks": count(1, MAX_DEVICES),
 }
 
 # Field path prefixes the specs use in their own error messages.

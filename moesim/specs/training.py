@@ -12,6 +12,11 @@ OPTIMIZERS = ("adam", "adafactor", "sgd")
 RECOMPUTE_MODES = ("none", "selective", "full")
 PIPELINE_SCHEDULES = ("1f1b", "gpipe")
 DISPATCH_IMPLS = ("index", "dense_einsum")
+# How the expert all-to-all runs (moesim/collectives/dispatch.py): "nccl" the fastest of NCCL's pairwise
+# all-to-all and the two-level (hierarchical) one; "pairwise"; "hierarchical" (Tutel/DeepSpeed 2DH);
+# "deepep" DeepEP normal kernels (one copy per destination node over RDMA, NVLink forwarding);
+# "deepep_ll" DeepEP low-latency kernels (pure RDMA, one message per selected expert).
+DISPATCH_BACKENDS = ("nccl", "pairwise", "hierarchical", "deepep", "deepep_ll")
 ZERO_STAGES = (0, 1, 2, 3)
 
 
@@ -41,6 +46,7 @@ class TrainingSpec:
     pipeline_schedule: str = "1f1b"
     overlap_grad_reduce: bool = True
     dispatch_impl: str = "index"
+    dispatch_backend: str = "nccl"
     capacity_factor: float | None = None  # None: the model's train capacity factor
     memory_headroom_fraction: float = 0.05
 
@@ -61,6 +67,7 @@ class TrainingSpec:
                                 value=getattr(self, name), allowed=DTYPES)
         checks = (("optimizer", OPTIMIZERS), ("recompute", RECOMPUTE_MODES),
                   ("pipeline_schedule", PIPELINE_SCHEDULES), ("dispatch_impl", DISPATCH_IMPLS),
+                  ("dispatch_backend", DISPATCH_BACKENDS),
                   ("zero_stage", ZERO_STAGES))
         for name, allowed in checks:
             if getattr(self, name) not in allowed:

@@ -34,6 +34,8 @@ class Tier:
     efficiency: EfficiencyTable
     level_index: int
     rails: int = 1  # rail planes of a rail-optimized fabric: a leaf serves one NIC index of many nodes
+    nvls_efficiency: float = 0.0  # NVLink SHARP on this switch tier (InterconnectLevel.nvls_efficiency)
+    nccl_arch: str = ""  # InterconnectLevel.nccl_arch of the NVLink tier
 
     def bw_at(self, message_bytes: float) -> float:
         """Usable per-device bandwidth for messages of `message_bytes` (profile efficiency table)."""
@@ -133,7 +135,8 @@ def build_system(hardware: HardwareProfile, devices: int) -> System:
                 tiers.append(Tier(f"{level.name}-uplink", "uplink", level.domain_devices, port / level.oversubscription,
                                   level.latency_s, level.bw_efficiency, index, rails))
                 continue
-        tiers.append(Tier(level.name, kind, level.domain_devices, port, level.latency_s, level.bw_efficiency, index))
+        tiers.append(Tier(level.name, kind, level.domain_devices, port, level.latency_s, level.bw_efficiency, index,
+                          1, level.nvls_efficiency if kind == "switch" else 0.0, level.nccl_arch))
     fabric = None if torus is not None else _fabric_of(hardware, devices)
     return System(hardware=hardware, devices=devices, tiers=tuple(tiers), torus=torus, fabric=fabric)
 

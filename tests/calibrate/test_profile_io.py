@@ -57,18 +57,19 @@ def test_measured_throughput_above_the_prior_peak_raises_the_peak(tmp_path):
 
 def test_nccl_logs_calibrate_both_levels_of_a_gpu_profile(tmp_path):
     out = tmp_path / "h100.toml"
-    result = calibrate([str(DATA / "all_reduce_perf_16ranks_2nodes.synthetic.log"),
-                        str(DATA / "alltoall_perf_8ranks.synthetic.log")], "h100-sxm", out, bootstrap=10)
+    # a real 2-node H100 run (NVIDIA/nccl-tests#309; tests/data/nccl/SOURCES.md): NVLS inside the nodes, a tree
+    # over the NICs, so both levels' latencies move the predictions
+    log = DATA.parents[1] / "data" / "nccl" / "h100-hgx-2node-qoofyk_all_reduce_perf.log"
+    result = calibrate([str(log)], "h100-sxm", out, bootstrap=10)
     prior, loaded = load_hardware("h100-sxm"), load_hardware(out)
     assert [lv[3] for lv in result.fit.levels] == [True, True]  # both latencies; W where a tier bounds a call
     assert loaded.efficiency.matmul == prior.efficiency.matmul  # nothing measured compute
     assert loaded.chip.peak_flops_per_s == prior.chip.peak_flops_per_s
     assert result.held_out_report is None
-    # the logs come from flat ring / pairwise formulas while the default model picks the fastest of
-    # several algorithms and protocols: the fit cannot be exact, but must do far better than the prior
+    # the prior is already NCCL's own structure (9.2 % MAPE over every row); the fit must still improve on it
     points = result.measurements.collectives
     prior_mape = sum(abs(terms_time_s(collective_terms(p), prior) / p.time_s - 1) for p in points) / len(points)
-    assert result.fit.overall.mape < min(0.25, prior_mape / 2)
+    assert result.fit.overall.mape < min(0.10, prior_mape - 0.01)
     nvlink, ib = loaded.interconnect
     fitted_w = result.fit.levels[0][2]  # effective: the nominal link kept and its efficiency fitted, or the
     nominal = prior.interconnect[0].link_bw_bytes_per_s  # link raised (efficiency 1) if above the nominal
@@ -77,7 +78,7 @@ def test_nccl_logs_calibrate_both_levels_of_a_gpu_profile(tmp_path):
     assert (nvlink.link_bw_bytes_per_s == nominal and eff < 1) or (nvlink.link_bw_bytes_per_s > nominal and eff == 1)
     assert ib.latency_s > nvlink.latency_s
     raw_ib = tomllib.loads(out.read_text())["interconnect"][1]
-    assert "link_gbit_per_s_unidir" in raw_ib and raw_ib["latency_us"] != 5.0
+    assert "link_gbit_per_s_unidir" in raw_ib and raw_ib["latency_us"] != 14.0
 
 
 def test_estimate_runs_on_a_calibrated_profile(tmp_path, synthetic_jsonl, capsys):

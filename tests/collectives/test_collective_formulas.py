@@ -68,25 +68,33 @@ def h100():
 
 
 def test_nccl_ring_in_one_node(h100):
-    """NCCL ring/Simple in one NVLink domain = base latency 8.4 us + Thakur ring with the profile's α and W."""
+    """NCCL ring/Simple in one NVLink domain = base latency 8.4 us + Thakur ring with the profile's α (read as
+    NCCL's Simple ring NVLink hop) and W, its transfer × the pipeline ramp 1 + S_fill/(S + S_fill)."""
+    from moesim.collectives.nccl import fill_bytes, fill_factor
+
     model, nvl, _ = h100
     got = pick(model, "all_reduce", S, Group(size=8), "ring", "Simple")
     w = nvl.link_bw_bytes_per_s * nvl.bw_efficiency.at(S / 8)
-    assert got.time_s == pytest.approx(8.4e-6 + formulas.ring_all_reduce_s(8, S, nvl.latency_s, w), rel=1e-12)
+    ramp = fill_factor(S, fill_bytes(False))
+    assert got.time_s == pytest.approx(8.4e-6 + 14 * nvl.latency_s + 2 * 7 / 8 * S / w * ramp, rel=1e-12)
     ll128 = pick(model, "all_reduce", S, Group(size=8), "ring", "LL128")
     assert ll128.terms.bandwidth_s == pytest.approx(got.terms.bandwidth_s / 0.92)
 
 
 def test_nccl_tree_across_nodes_is_a_double_binary_tree(h100):
-    """One GPU per node (stride 8): the tree spans N nodes over the NICs: 2·lg N·α + 2·S/(η·W) (Sanders 2009)."""
+    """One GPU per node (stride 8): the tree spans N nodes over the NICs: 8.4 us + 2·lg N·α + 2·S/(η·W) × ramp
+    (Sanders 2009; NCCL 2.30 tree/Simple NET hop = ring/Simple NET hop = 14 us, so α is the profile's)."""
+    from moesim.collectives.nccl import fill_bytes, fill_factor
+
     model, _, ib = h100
     nodes = 16
     got = pick(model, "all_reduce", S, Group(size=nodes, stride=8, devices=8 * nodes), "tree", "Simple")
-    alpha = ib.latency_s * 50 / 9.6  # NCCL tree/Simple hwLat on the network relative to ring/Simple
     w = TREE_EFFICIENCY * ib.link_bw_bytes_per_s * ib.bw_efficiency.at(S / nodes)
-    assert got.time_s == pytest.approx(formulas.double_binary_tree_all_reduce_s(nodes, S, alpha, w), rel=1e-12)
-    two = pick(model, "all_reduce", S, Group(size=2, stride=8, devices=16), "tree", "Simple")
-    assert two.terms.bandwidth_s == pytest.approx(S / w)  # two ranks: each root of one tree, S each way
+    ramp = fill_factor(S, fill_bytes(True))
+    expected = 8.4e-6 + 2 * 4 * ib.latency_s + 2 * S / w * ramp
+    assert got.time_s == pytest.approx(expected, rel=1e-12)
+    assert formulas.double_binary_tree_all_reduce_s(nodes, S, ib.latency_s, w) == pytest.approx(
+        expected - 8.4e-6 - 2 * S / w * (ramp - 1), rel=1e-12)
 
 
 def test_hierarchical_ring_is_the_scaling_book_tree_formula():

@@ -150,8 +150,9 @@ def test_protocol_switches_with_size():
     """NCCL's tuner: LL for tiny messages, Simple for large (NVIDIA/nccl src/graph/tuning.cc)."""
     model = TopologyModel(H100)
     assert model.cost("all_reduce", 8, Group(size=8)).algorithm.endswith("/LL")
-    assert model.cost("all_reduce", 4 * GIB, Group(size=8)).algorithm == "ring/Simple"
+    assert model.cost("all_reduce", 4 * GIB, Group(size=8)).algorithm == "nvls/Simple"  # NVLink SHARP
     assert model.cost("all_reduce", 4 * GIB, Group(size=8)).bottleneck == "nvlink"
+    assert TopologyModel(H100, nccl_algo="^nvls").cost("all_reduce", 4 * GIB, Group(size=8)).algorithm == "ring/Simple"
     assert model.cost("all_gather", GIB, Group(size=16, stride=8, devices=128)).bottleneck == "infiniband"
 
 

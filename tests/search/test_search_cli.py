@@ -42,7 +42,7 @@ def test_search_text_and_options(capsys):
     assert main(["search", ODD_SCENARIO, "--top", "2", "--devices", "8", "--objective", "cost"]) == 0
     out = capsys.readouterr().out
     for text in ("considered", "rejected because", "top 2", "#1 breakdown per step", "Pareto front",
-                 "device-s/step", "8 x h100-sxm"):
+                 "USD/step", "cost: h100-sxm at 6.88 USD per device-hour", "8 x h100-sxm"):
         assert text in out
 
 

@@ -1,0 +1,200 @@
+"""NCCL's all-reduce / all-gather / reduce-scatter as its tuner prices them: algorithm × protocol latency
+floors, per-hop latencies, protocol bandwidth factors, NVLS and NVLSTree, and the pipeline ramp.
+
+Notation (tiers i = 0..t innermost first, as hierarchy.py; NCCL's names in brackets):
+  n        ranks;  ppn = g_0 ranks per node [localRanks];  N = n / g_0 nodes [nNodes]
+  S        size as nccl-tests counts it (base.py)
+  W_i      per-rank usable bandwidth of tier i (port × efficiency), one direction
+  h(a, p, link)  hop latency of algorithm a, protocol p over an NVLink or NIC hop [hwLatencies]
+  b(a, p)  base latency [baseLatencies]
+  η_nvls   NVLS algbw / W_0, the usable NVLink bandwidth (profile: nvls_efficiency)
+  S_fill   bytes in flight before a channel streams at full rate: channels × chunk × NCCL_STEPS
+Time of a candidate = b(a, p) + latency + transfer, transfer from the tier that bounds it, with the
+bottleneck transfer × (1 + S_fill / (S + S_fill)): half the peak rate for messages
+well below S_fill, the peak well above (the ramp nccl-tests shows between ~1 MiB and ~1 GiB).
+The fastest enabled candidate wins, as `ncclTopoGetAlgoTime` + `topoGetAlgoInfo` pick; `NCCL_ALGO`
+syntax (`parse_nccl_algo`) restricts the set.
+Constants: moesim/collectives/nccl_tuning.toml (NCCL 2.30.7 tuning.cc, cited there).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+
+from moesim.collectives import hierarchy
+from moesim.collectives.formulas import Terms, lg
+from moesim.errors import SpecError
+
+PROTOCOLS = ("LL", "LL128", "Simple")
+ALGORITHMS = ("ring", "tree", "nvls", "nvlstree")
+# NCCL_ALGO names moesim knows but does not model (CollNet needs SHARP switches; PAT is 1 GPU per node).
+UNMODELLED = ("collnet", "collnetdirect", "collnetchain", "pat")
+US = 1e-6
+_TUNING = Path(__file__).with_name("nccl_tuning.toml")
+
+
+@lru_cache(maxsize=1)
+def tuning() -> dict:
+    """The NCCL constants (nccl_tuning.toml), checked for its schema version once."""
+    data = tomllib.loads(_TUNING.read_text(encoding="utf-8"))
+    if data.get("schema_version") != 1:
+        raise SpecError("unsupported schema_version", file=str(_TUNING), field="schema_version",
+                        value=data.get("schema_version"), allowed=(1,))
+    return data
+
+
+def parse_nccl_algo(text: str | None) -> frozenset[str]:
+    """The algorithms NCCL_ALGO enables: "ring,tree" keeps those, "^nvls" drops those; "" keeps all.
+
+    Source: NCCL env.rst (NCCL_ALGO, 2.5+; NVLS 2.17+, NVLSTree 2.18+; a leading ^ excludes).
+    """
+    if not text:
+        return frozenset(ALGORITHMS)
+    exclude = text.startswith("^")
+    names = [t.strip().lower() for t in text.lstrip("^").split(",") if t.strip()]
+    for name in names:
+        if name in UNMODELLED:
+            raise SpecError(f"NCCL algorithm '{name}' is not modelled by moesim", field="nccl_algo", value=text,
+                            allowed=ALGORITHMS)
+        if name not in ALGORITHMS:
+            raise SpecError(f"unknown NCCL algorithm '{name}'", field="nccl_algo", value=text, allowed=ALGORITHMS)
+    chosen = frozenset(ALGORITHMS) - frozenset(names) if exclude else frozenset(names)
+    if not chosen:
+        raise SpecError("NCCL_ALGO leaves no algorithm", field="nccl_algo", value=text, allowed=ALGORITHMS)
+    return chosen
+
+
+def _link(kind: str) -> str:
+    return "nvlink" if kind in ("switch", "torus") else "net"
+
+
+def hop_latency_s(algorithm: str, protocol: int, tier) -> float:
+    """h(a, p, link) × latency_us / reference Simple ring hop: the profile's latency scales NCCL's table."""
+    t, link = tuning(), _link(tier.kind)
+    return tier.latency_s * t["hop_latency_us"][link][algorithm][protocol] / t["reference_hop_us"][link]
+
+
+def fill_factor(size_bytes: float, fill_bytes: float) -> float:
+    """1 + S_fill / (S + S_fill): the Simple pipeline's slow start (2 for tiny S, → 1 for S ≫ S_fill).
+
+    Derivation: a channel's NCCL_STEPS slots of one chunk each must fill before it streams at the peak;
+    moesim prices the first ~S_fill bytes at half the peak rate, smoothly (assumption on the shape;
+    S_fill from NCCL's own channels × chunk × steps).
+    """
+    return 1.0 + fill_bytes / (size_bytes + fill_bytes)
+
+
+def fill_bytes(multi_node: bool) -> float:
+    """S_fill = channels × chunk × NCCL_STEPS, the chunk of one node or of several (nccl_tuning.toml)."""
+    p = tuning()["pipeline"]
+    return p["channels"] * p["inter_chunk_bytes" if multi_node else "intra_chunk_bytes"] * p["steps"]
+
+
+def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str]):
+    """(algorithm, protocol, Terms, base latency s) of every enabled NCCL candidate for AR / AG / RS.
+
+    `port_bw` is W_i (usable, before protocol factors); `tiers` the System tiers of the group.
+    """
+    t = tuning()
+    passes = 2 if op == "all_reduce" else 1
+    multi = len(counts) > 1
+    nodes = max(1, n // counts[0])
+    nvls_eff = getattr(tiers[0], "nvls_efficiency", 0.0)
+    ll_cap = _ll_cap(tiers[0], nodes)
+    ramp = fill_factor(size_bytes, fill_bytes(multi))
+    hops = _hop_tables(tiers)
+    out = []
+    for algo in ("ring", "tree"):
+        if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
+            continue
+        factors, bases = t["protocol_bw_factor"][algo], t["base_latency_us"][algo]
+        for p, proto in enumerate(PROTOCOLS):
+            alpha = [h[algo][p] for h in hops]
+            bw = _capped([w * factors[p] for w in port_bw], counts, ll_cap if p == 0 else 0)
+            if algo == "ring":
+                terms = hierarchy.ring_terms(passes, size_bytes, n, counts, alpha, bw)
+            else:
+                terms = hierarchy.double_binary_tree_terms(size_bytes, counts, alpha, bw)
+            out.append((algo, proto, _scaled(terms, ramp), bases[p] * US))
+    if nvls_eff > 0 and counts[0] > 1:
+        out.extend(_nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, allowed))
+    return out
+
+
+def _hop_tables(tiers) -> list[dict]:
+    """Per tier, {algorithm: [hop s for LL, LL128, Simple]}: hop_latency_s for every pair at once."""
+    key = tuple((tier.kind, tier.latency_s) for tier in tiers)
+    found = _HOPS.get(key)
+    if found is None:
+        t = tuning()
+        found = []
+        for kind, latency in key:
+            link = _link(kind)
+            scale = latency / t["reference_hop_us"][link]
+            found.append({a: [scale * x for x in t["hop_latency_us"][link][a]] for a in ALGORITHMS})
+        _HOPS[key] = found
+    return found
+
+
+_HOPS: dict = {}
+
+
+def _ll_cap(tier, nodes: int) -> float:
+    """LL bus bandwidth cap of the NVLink tier's architecture for `nodes` nodes, bytes/s (0 = none)."""
+    arch = getattr(tier, "nccl_arch", "")
+    if not arch:
+        return 0.0
+    row = tuning()["ll_max_bus_gb_per_s"][arch]
+    return row[0 if nodes == 1 else 1 if nodes == 2 else 2] * 1e9
+
+
+def _capped(bw: list[float], counts, cap: float) -> list[float]:
+    """Per-tier bandwidths under a per-rank bus cap: tier i's c_i ports together carry at most `cap` per rank."""
+    if cap <= 0:
+        return bw
+    return [min(w, cap / (counts[i - 1] if i > 0 else 1)) for i, w in enumerate(bw)]
+
+
+def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, allowed):
+    """NVLink SHARP (Simple only). One node: the switch reduces (multimem.ld_reduce) and multicasts
+    (multimem.st), so each GPU moves S out and S in for an all-reduce and S(n−1)/n for all-gather /
+    reduce-scatter: transfer_0 = S·f/(η_nvls·W_0). Several nodes (NVLSTree, all-reduce only): NVLS
+    inside the node, a tree between nodes over the node's c_1 NICs: transfer_1 = S/(c_1·W_1) on ≤ 2
+    nodes (NCCL counts bwInter twice there), 2S/(c_1·W_1) beyond.
+    latency: NVLS h(nvls, Simple, nvlink); NVLSTree h(nvlstree, nvlink) + 2·lg N·h(nvlstree, net).
+    Source: wave2.md §1.4-1.6 (NCCL 2.30.7 tuning.cc gating and formulas); η_nvls from the maintainers'
+    ~480 GB/s busbw (algbw ~275 GB/s) on 8×H100 (NVIDIA/nccl-tests#212), set in the hardware profile.
+    """
+    simple = PROTOCOLS.index("Simple")
+    line0 = port_bw[0] * nvls_eff
+    if not multi:
+        if "nvls" not in allowed:
+            return []
+        share = 1.0 if op == "all_reduce" else (n - 1) / n
+        terms = Terms(hop_latency_s("nvls", simple, tiers[0]), (size_bytes * share / line0,))
+        return [("nvls", "Simple", _ramp(terms, size_bytes, False), 0.0)]
+    if op != "all_reduce" or "nvlstree" not in allowed:
+        return []
+    inter = port_bw[1] * counts[0]  # the node's NICs: c_1 = g_0 ports
+    outer = size_bytes / inter * (1 if nodes <= 2 else 2)
+    transfer = (size_bytes / line0, outer) + tuple(0.0 for _ in tiers[2:])
+    latency = hop_latency_s("nvlstree", simple, tiers[0]) + 2 * lg(nodes) * hop_latency_s("nvlstree", simple, tiers[1])
+    terms = Terms(latency, transfer)
+    return [("nvlstree", "Simple", _ramp(terms, size_bytes, True), 0.0)]
+
+
+def _ramp(terms: Terms, size_bytes: float, multi_node: bool) -> Terms:
+    """The bottleneck transfer × fill_factor (every protocol fills the same channels' slots)."""
+    return _scaled(terms, fill_factor(size_bytes, fill_bytes(multi_node)))
+
+
+def _scaled(terms: Terms, k: float) -> Terms:
+    """`terms` with its bottleneck transfer × k."""
+    if not terms.transfer_s:
+        return terms
+    worst = terms.bottleneck
+    transfer = tuple(x * k if i == worst else x for i, x in enumerate(terms.transfer_s))
+    return Terms(terms.latency_s, transfer, terms.overlapped)
+

@@ -1,0 +1,67 @@
+"""A layout line's or [layout] table's keys beyond the degrees: edp (checked) and the execution options
+search prints (mb, zero, recompute, cf), read strictly and applied to the TrainingSpec."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from moesim.errors import SpecError
+from moesim.specs.fields import Table
+from moesim.specs.layout import DROPLESS, LAYOUT_LINE_KEYS, OPTION_KEYS
+from moesim.specs.model import ModelSpec
+from moesim.specs.training import TrainingSpec
+
+
+def layout_from_table(t: Table) -> dict[str, object]:
+    """A scenario's [layout]: degrees, order, stage sizes, and (as search prints them) edp and the
+    execution options mb / zero / recompute / cf (OPTION_KEYS), keyed as parse_layout_text keys them."""
+    given: dict[str, object] = {}
+    for key in LAYOUT_LINE_KEYS:
+        if not t.has(key):
+            continue
+        name = OPTION_KEYS.get(key, key)
+        if name in given:
+            raise t.error(key, f"'{name}' is given twice (as '{key}' and another spelling)")
+        if key == "order":
+            order = t.req(key, (str, list))
+            if isinstance(order, list) and any(not isinstance(axis, str) for axis in order):
+                raise t.error(key, "expected axis names such as 'tp-ep-dp-pp' or ['tp', 'ep', 'dp', 'pp']",
+                              value=order)
+            given[key] = tuple(order.split("-") if isinstance(order, str) else order)
+        elif name == "recompute":
+            given[name] = t.req(key, str)
+        elif name == "capacity_factor":
+            value = t.req(key, (int, float, str))
+            if isinstance(value, str) and value != DROPLESS:
+                raise t.error(key, f"expected a number or '{DROPLESS}'", value=value)
+            given[name] = None if value == DROPLESS else float(value)
+        else:
+            given[name] = t.req(key, int)
+    t.finish(allowed=LAYOUT_LINE_KEYS)
+    return given
+
+
+def apply_layout_options(training: TrainingSpec, model: ModelSpec, options: dict[str, object], *,
+                         explicit: dict[str, object], source: str) -> TrainingSpec:
+    """`training` with a layout line's execution options (micro-batches, ZeRO stage, recomputation,
+    capacity factor); a [layout] option that contradicts the same key set in [training] is an error."""
+    if not options:
+        return training
+    for name, value in options.items():
+        if name in explicit and explicit[name] != value:
+            raise SpecError(f"'{name}' = {value!r} contradicts training.{name} = {explicit[name]!r}",
+                            field=f"{source}.{name}", value=value)
+    if "capacity_factor" in options and options["capacity_factor"] is None:
+        if model.moe is None or not model.moe.dropless:
+            rule = model.moe.capacity_rule if model.moe else "no experts"
+            raise SpecError(f"'{DROPLESS}' needs a dropless model (capacity rule here: {rule})",
+                            field=f"{source}.capacity_factor", value=DROPLESS)
+    try:
+        return dataclasses.replace(training, **options)
+    except SpecError as err:
+        message, prefix = str(err), f"field '{err.field}': "
+        message = message[len(prefix):] if message.startswith(prefix) else message
+        message = message.rsplit(" (allowed: ", 1)[0] if err.allowed is not None else message
+        key = (err.field or "").rsplit(".", 1)[-1]
+        raise SpecError(message, field=f"{source}.{key}" if key else source, value=err.value,
+                        allowed=err.allowed) from None

@@ -1,0 +1,189 @@
+"""Public nccl-tests outputs (tests/data/nccl, sources in SOURCES.md): every layout reads, bad ones fail with
+one line, the uncalibrated priors' busbw error per log, and calibrating on one log of a cluster helps its
+other logs. The per-log table in docs/collectives.md is written by docs/make_collectives_table.py from the
+same functions."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from moesim.calibrate import calibrate
+from moesim.calibrate.nccl_error import log_error
+from moesim.calibrate.nccl_tests import read_nccl_tests
+from moesim.cli import main
+from moesim.errors import SpecError
+from moesim.specs.load import load_hardware
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "nccl"
+MANIFEST = tomllib.loads((DATA / "logs.toml").read_text())
+LOGS = {entry["file"]: entry for entry in MANIFEST["log"]}
+HEALTHY = [name for name, e in LOGS.items() if e["healthy"]]
+
+# The issue's targets: busbw MAPE <= 20 % at >= 1 MiB and <= 40 % below 1 MiB on every healthy log. The logs
+# that miss them are listed with the bound they do meet, so a regression still fails (docs/collectives.md).
+TARGET_LARGE, TARGET_SMALL = 0.20, 0.40
+KNOWN_MISSES = {
+    ("h100-ib-8node-gjaion_all_reduce_perf.log", "large"): 0.22,  # 21.1 %: 8-node tree/LL128 at 2-16 MiB
+    ("a100-dkh-1node_all_reduce_perf.log", "small"): 1.30,  # 127 %: 35 us floor of 8 serial launches (-g 8)
+    ("a100-thanos-1node-mpirun_all_reduce_perf.log", "small"): 0.50,  # 48 %: 18-30 us floor vs NCCL's 15 us
+}
+
+
+def points(name):
+    entry = LOGS[name]
+    return read_nccl_tests(DATA / name, op=entry.get("op"), ranks=entry.get("ranks")).collectives
+
+
+def test_manifest_lists_every_log_once():
+    assert MANIFEST["schema_version"] == 1
+    assert sorted(LOGS) == sorted(p.name for p in DATA.glob("*.log"))
+    assert len(LOGS) >= 12
+    sources = (DATA / "SOURCES.md").read_text()
+    assert all(name in sources for name in LOGS)
+
+
+@pytest.mark.parametrize("name", sorted(LOGS))
+def test_every_collected_log_parses(name):
+    pts = points(name)
+    assert pts and all(p.time_s > 0 and p.size_bytes > 0 for p in pts)
+    assert len({p.group_size for p in pts}) == 1
+
+
+def test_layout_details_of_real_logs():
+    # nccl-tests 2.19.4 with "unalign" and "#wrong" padded: 25 sizes x 2
+    assert len(points("a100-dkh-1node_all_reduce_perf.log")) == 50
+    # Slurm machine-file chatter ("rank 0=GPU-6550 slot=0") before the header is ignored
+    assert len(points("h200-oci-2node_all_reduce_perf.log")) == 10
+    # "8 more processes have sent help message ..." between rows: skipped, listed
+    thanos = read_nccl_tests(DATA / "a100-thanos-1node-mpirun_all_reduce_perf.log")
+    assert len(thanos.collectives) == 60 and len(thanos.skipped) == 2
+    assert all("not a result row" in s for s in thanos.skipped)
+    # markdown lost the '#' of "nThread", "Using devices" and rank 0: the rank lines still count 16 ranks
+    assert {p.group_size for p in points("h100-a3mega-2node-mangled_all_reduce_perf.log")} == {16}
+
+
+def test_cut_rank_list_zero_byte_row_and_split_row():
+    path = DATA / "h200-cetus-2node-cut_all_reduce_perf.log"
+    log = read_nccl_tests(path)  # ranks 7 and 15 listed: the group is the largest id + 1
+    assert {p.group_size for p in log.collectives} == {16}
+    assert len(log.collectives) == 60  # 31 rows, less the 0-byte row, x 2
+    assert [s.split(": ", 1)[1] for s in log.skipped] == ["fragment of a row split by other output", "0-byte row"]
+    assert read_nccl_tests(path, ranks=16).collectives == log.collectives
+    with pytest.raises(SpecError, match="lists rank 15 but --ranks 8"):
+        read_nccl_tests(path, ranks=8)
+
+
+def test_wrong_rank_count_says_to_pass_ranks(tmp_path):
+    text = (DATA / "h100-ib-4node-gjaion_all_reduce_perf.log").read_text().splitlines()
+    cut = [line for line in text if not any(f"Rank {r} " in line for r in range(16, 32))]  # list cut to 16
+    path = tmp_path / "all_reduce_perf.log"
+    path.write_text("\n".join(cut) + "\n")
+    with pytest.raises(SpecError, match=r"all_reduce over 16 ranks has factor 1.875.*pass --ranks N"):
+        read_nccl_tests(path)
+    assert {p.group_size for p in read_nccl_tests(path, ranks=32).collectives} == {32}
+    # 14 against 16 ranks is within the print rounding of busbw (factor 1.857 vs 1.875): why --ranks exists
+    two = (DATA / "h100-ib-2node-gjaion_all_reduce_perf.log").read_text().splitlines()
+    path.write_text("\n".join(line for line in two if "Rank 14" not in line and "Rank 15" not in line) + "\n")
+    assert {p.group_size for p in read_nccl_tests(path).collectives} == {14}
+
+
+def test_srun_label_prefixes(tmp_path):
+    src = DATA / "h100-ib-2node-gjaion_all_reduce_perf.log"
+    labelled = tmp_path / "all_reduce_perf.log"
+    labelled.write_text("".join(f"{i % 16:2d}: {line}\n" for i, line in enumerate(src.read_text().splitlines())))
+    got = read_nccl_tests(labelled).collectives
+    assert [(p.size_bytes, p.time_s) for p in got] == [(p.size_bytes, p.time_s) for p in points(src.name)]
+
+
+def test_blank_redop_of_old_alltoall(tmp_path):
+    # nccl-tests before Sep 2022: alltoall printed its redop column blank (wave2.md §2)
+    lines = ["# nThread 1 nGpus 1 minBytes 1048576 maxBytes 1048576 step: 2(factor) warmup iters: 5 iters: 20",
+             "# Using devices"]
+    lines += [f"#   Rank {r:2d} Pid  {100 + r} on host device {r} [0x1a] Tesla V100-SXM2-32GB" for r in range(4)]
+    lines += ["#       size         count      type   redop     time   algbw   busbw  error     time   algbw   busbw"
+              "  error",
+              "#        (B)    (elements)                        (us)  (GB/s)  (GB/s)            (us)  (GB/s)  (GB/s)",
+              "     1048576         65536     float             100.0   10.49    7.86  0e+00    100.0   10.49    7.86"
+              "  0e+00"]
+    path = tmp_path / "alltoall_perf.log"
+    path.write_text("\n".join(lines) + "\n")
+    got = read_nccl_tests(path).collectives
+    assert [(p.op, p.group_size, p.size_bytes) for p in got] == [("all_to_all", 4, 1048576)] * 2
+
+
+def test_unknown_layout_fails_with_one_line(tmp_path, capsys):
+    path = tmp_path / "all_reduce_perf.log"
+    path.write_text("# Using devices\n#  Rank  0 Group  0 Pid 1 on h device 0 [0x1] GPU\n"
+                    "#  size  count  type  time  latency\n1024 256 float 10.0 3.0\n")
+    with pytest.raises(SpecError, match=r"unknown nccl-tests column layout .*no algbw, busbw column"):
+        read_nccl_tests(path)
+    assert main(["calibrate", str(path), "--hardware", "h100-sxm", "-o", str(tmp_path / "x.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", sorted(LOGS))
+def test_calibrate_never_ends_in_a_traceback(name, tmp_path, capsys):
+    entry = LOGS[name]
+    args = ["calibrate", str(DATA / name), "--hardware", entry["hardware"], "-o", str(tmp_path / "p.toml"),
+            "--bootstrap", "0"]
+    args += ["--nccl-op", entry["op"]] if "op" in entry else []
+    args += ["--ranks", str(entry["ranks"])] if "ranks" in entry else []
+    assert main(args) in (0, 2)
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err + out.out
+
+
+def errors(name, profile=None):
+    return log_error(points(name), profile or load_hardware(LOGS[name]["hardware"]))
+
+
+@pytest.mark.parametrize("name", HEALTHY)
+def test_uncalibrated_prior_busbw_error(name):
+    err = errors(name)
+    bound_large = KNOWN_MISSES.get((name, "large"), TARGET_LARGE)
+    bound_small = KNOWN_MISSES.get((name, "small"), TARGET_SMALL)
+    assert err.mape_large is not None and err.mape_large <= bound_large
+    assert err.mape_small is None or err.mape_small <= bound_small
+
+
+def test_known_misses_are_still_misses():
+    """The exceptions above are real misses, so the table in docs/collectives.md stays honest."""
+    for (name, kind), _ in KNOWN_MISSES.items():
+        err = errors(name)
+        value = err.mape_large if kind == "large" else err.mape_small
+        assert value > (TARGET_LARGE if kind == "large" else TARGET_SMALL)
+
+
+def test_nvls_and_nvlstree_are_what_hopper_runs():
+    two = errors("h100-hgx-2node-qoofyk_all_reduce_perf.log")
+    big = [e for e in two.sizes if e.size_bytes >= 2**26]
+    assert {e.algorithm for e in big} == {"nvlstree/Simple"}
+    tiny = [e for e in two.sizes if e.size_bytes <= 2**10]
+    assert {e.algorithm for e in tiny} == {"tree/LL"}
+    # the latency floor: 2 nodes measure 24.7-26.6 us below 1 KiB; NCCL's tree/LL gives 25.2 us
+    assert all(abs(e.busbw_error) < 0.07 for e in tiny)
+
+
+def test_calibrating_on_one_log_of_a_cluster_helps_the_others(tmp_path):
+    """gj-aion's cluster (NVIDIA/nccl-tests#309): fit on its 2-node log, hold out its 4- and 8-node logs."""
+    fit_on = "h100-ib-2node-gjaion_all_reduce_perf.log"
+    result = calibrate([str(DATA / fit_on)], "h100-sxm", tmp_path / "cal.toml", bootstrap=0, holdout_fraction=0.0)
+    for held in ("h100-ib-4node-gjaion_all_reduce_perf.log", "h100-ib-8node-gjaion_all_reduce_perf.log"):
+        prior, fitted = errors(held), errors(held, result.profile)
+        assert fitted.mape_large < prior.mape_large - 0.03, (held, prior.mape_large, fitted.mape_large)
+
+
+def test_collectives_doc_table_is_current():
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("make_collectives_table", root / "docs" / "make_collectives_table.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    from moesim.calibrate.nccl_table import render
+
+    doc = script.DOC.read_text(encoding="utf-8")
+    assert doc.split(script.MARKER)[1].strip() == render(script.MANIFEST).strip(), \
+        "run: python docs/make_collectives_table.py"

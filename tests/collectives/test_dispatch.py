@@ -1,0 +1,170 @@
+"""MoE dispatch backends (collectives/dispatch.py): routing shape, DeepEP's published tables, node-limited
+routing in the estimate, the search and the simulator's sampled routing."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from moesim.collectives.base import Group
+from moesim.collectives.dispatch import DispatchModel, deepep_logical_bw, miss_probability, routing_shape
+from moesim.collectives.select import default_model, model_for
+from moesim.des.routing import sample_node_limited_top_k
+from moesim.errors import SpecError
+from moesim.estimate import estimate
+from moesim.specs.load import load_hardware, load_scenario
+from moesim.specs.training import TrainingSpec
+
+H = 7168  # DeepSeek-V3 hidden (deepseek-ai/DeepEP docs/legacy.md test set-up)
+FP8_TOKEN = H + H // 128 * 4  # FP8 values + one FP32 scale per 128 channels (wave2.md §3.1)
+LL_FP8_TOKEN = FP8_TOKEN + 16  # low-latency kernels add 16 bytes per token (7408 for 7168)
+
+
+def test_miss_probability_is_the_hypergeometric_zero_term():
+    assert miss_probability(10, 3, 2) == pytest.approx(math.comb(7, 2) / math.comb(10, 2))
+    assert miss_probability(10, 0, 4) == 1.0 and miss_probability(10, 8, 3) == 0.0
+
+
+def test_routing_shape_matches_the_derived_dsv3_figures():
+    """wave2.md §3.3 (DERIVED, uniform routing, 8 nodes of 32 experts, top-8): 5.29 distinct nodes, 4.63 remote
+    with per-node dedup and no limit; with M = 4 a token reaches at most 4 nodes."""
+    free = routing_shape(256, 8, 64, 8)
+    assert free.distinct_nodes == pytest.approx(5.29, abs=0.01)
+    assert free.remote_nodes == pytest.approx(4.63, abs=0.01)
+    limited = routing_shape(256, 8, 64, 8, max_nodes=4)
+    assert limited.distinct_nodes <= 4 and limited.remote_nodes < free.remote_nodes
+    assert limited.distinct_nodes == pytest.approx(4 * (1 - math.comb(96, 8) / math.comb(128, 8)))
+    with pytest.raises(SpecError, match="do not spread evenly"):
+        routing_shape(100, 8, 64, 8)
+
+
+def deepep(backend, ep, max_nodes=4):
+    return DispatchModel(default_model(load_hardware("h800")), backend, 256, 8, max_nodes)
+
+
+# deepseek-ai/DeepEP docs/legacy.md (V1 normal kernels, H800, 4096 tokens, hidden 7168, top-4 groups, top-8,
+# FP8 dispatch, BF16 combine), logical GB/s: NVLink for EP8, RDMA for EP16-64. Tolerances are the model's
+# own errors rounded up: EP16 is NVLink-bound in the model (5.7 forwards per token over 160 GB/s) and comes
+# out 28-29 % fast; EP8's 153/158 GB/s are below NVLink's 160 x 8/7 that the model's count of own-GPU tokens gives.
+DEEPEP_NORMAL = [(8, 153.0, 158.0, 0.21), (16, 43.0, 43.0, 0.30), (32, 58.0, 57.0, 0.10), (64, 51.0, 50.0, 0.08)]
+
+
+@pytest.mark.parametrize("ep, dispatch_gbps, combine_gbps, tolerance", DEEPEP_NORMAL)
+def test_deepep_normal_kernels_reproduce_the_published_bandwidths(ep, dispatch_gbps, combine_gbps, tolerance):
+    model = deepep("deepep", ep)
+    for per_token, measured in ((FP8_TOKEN, dispatch_gbps), (2 * H, combine_gbps)):
+        size = 4096 * 8 * per_token
+        cost = model.cost("all_to_all", size, Group(size=ep, devices=ep))
+        got = deepep_logical_bw("deepep", size, cost.time_s, model.shape(ep)) / 1e9
+        assert abs(got - measured) / measured <= tolerance, (ep, got, measured)
+    assert model.cost("all_to_all", 4096 * 8 * FP8_TOKEN, Group(size=64, devices=64)).bottleneck == "infiniband"
+
+
+# V1 low-latency kernels (128 tokens, top-8; docs/legacy.md): dispatch / combine latency in us.
+DEEPEP_LL = [(8, 77, 114), (16, 118, 195), (32, 155, 273), (64, 173, 314), (128, 192, 369), (256, 194, 360)]
+
+
+@pytest.mark.parametrize("ep, dispatch_us, combine_us", DEEPEP_LL)
+def test_deepep_low_latency_kernels(ep, dispatch_us, combine_us):
+    """Predicted within 14 % (largest: EP128 combine, 321 vs 369 us)."""
+    model = deepep("deepep_ll", ep, max_nodes=0)
+    for per_token, measured in ((LL_FP8_TOKEN, dispatch_us), (2 * H, combine_us)):
+        got = model.cost("all_to_all", 128 * 8 * per_token, Group(size=ep, devices=ep)).time_s * 1e6
+        assert abs(got - measured) / measured <= 0.14, (ep, got, measured)
+
+
+def test_node_limit_cuts_deepep_time_only_where_it_binds():
+    size = 4096 * 8 * FP8_TOKEN
+    g64 = Group(size=64, devices=64)
+    limited, free = deepep("deepep", 64, 4), deepep("deepep", 64, 0)
+    assert limited.cost("all_to_all", size, g64).time_s < 0.75 * free.cost("all_to_all", size, g64).time_s
+    g32 = Group(size=32, devices=32)  # 4 nodes: a 4-node limit changes nothing
+    assert limited.cost("all_to_all", size, g32).time_s == free.cost("all_to_all", size, g32).time_s
+
+
+def test_pairwise_and_hierarchical_backends_force_the_algorithm():
+    base = default_model(load_hardware("h100-sxm"))
+    g = Group(size=32, devices=32)
+    size = 64 * 2**20
+    pair = DispatchModel(base, "pairwise").cost("all_to_all", size, g)
+    hier = DispatchModel(base, "hierarchical").cost("all_to_all", size, g)
+    assert pair.algorithm.startswith("pairwise") and hier.algorithm.startswith("hierarchical")
+    fastest = DispatchModel(base, "nccl").cost("all_to_all", size, g)
+    assert min(pair.time_s, hier.time_s) == pytest.approx(fastest.time_s)
+    assert DispatchModel(base, "deepep").cost("all_reduce", size, g) == base.cost("all_reduce", size, g)
+    with pytest.raises(SpecError, match="unknown dispatch backend"):
+        DispatchModel(base, "nvshmem")
+    with pytest.raises(SpecError, match="training.dispatch_backend"):
+        TrainingSpec(global_batch_sequences=1, dispatch_backend="nvshmem")
+
+
+def dsv3(backend, max_nodes):
+    sc = load_scenario("deepseek-v3-h800")
+    moe = dataclasses.replace(sc.model.moe, max_nodes_per_token=max_nodes)
+    return dataclasses.replace(sc, model=dataclasses.replace(sc.model, moe=moe),
+                               training=dataclasses.replace(sc.training, dispatch_backend=backend))
+
+
+def test_estimate_prices_the_expert_all_to_all_by_backend():
+    """DeepSeek-V3 on 2048 H800 (EP64 over 8 nodes): DeepEP with 4-node routing moves each token over IB to
+    ~3.2 remote nodes instead of 7 copies: the expert all-to-all time falls; the NCCL backend ignores the
+    limit (a per-selection all-to-all sends the same bytes)."""
+    a2a = {}
+    for backend, limit in (("nccl", 0), ("nccl", 4), ("deepep", 0), ("deepep", 4)):
+        est = estimate(dsv3(backend, limit))
+        a2a[(backend, limit)] = sum(c["time_s"] for name, c in est.communication.items()
+                                    if name.startswith("ep_all_to_all"))
+        if backend == "deepep":
+            assert est.communication["ep_all_to_all_dispatch"]["algorithm"] == "deepep"
+    assert a2a[("nccl", 0)] == a2a[("nccl", 4)]
+    assert a2a[("deepep", 4)] < a2a[("deepep", 0)] < a2a[("nccl", 0)]
+    assert isinstance(model_for(dsv3("deepep", 4)), DispatchModel)
+    assert not isinstance(model_for(dsv3("nccl", 4)), DispatchModel)
+    tpu = load_scenario("switch-base-128-tpu-v3")
+    with pytest.raises(SpecError, match="runs on GPUs"):
+        model_for(dataclasses.replace(tpu, training=dataclasses.replace(tpu.training, dispatch_backend="deepep")))
+
+
+def test_node_limited_sampling_keeps_every_token_within_m_nodes():
+    rng = np.random.default_rng(0)
+    p = np.full(64, 1 / 64)
+    counts = sample_node_limited_top_k(1, 8, p, nodes=8, max_nodes=2, rng=rng, groups=2000)
+    nodes_hit = (counts.reshape(2000, 8, 8).sum(axis=2) > 0).sum(axis=1)
+    assert counts.sum(axis=1).tolist() == [8] * 2000 and nodes_hit.max() <= 2
+    assert nodes_hit.min() >= 1
+    load = counts.sum(axis=0) / counts.sum()
+    assert np.abs(load * 64 - 1).max() < 0.15  # uniform popularity stays uniform on average
+    free = sample_node_limited_top_k(1, 8, p, nodes=8, max_nodes=0, rng=rng, groups=2000)
+    assert (free.reshape(2000, 8, 8).sum(axis=2) > 0).sum(axis=1).mean() > 4  # ~5.3 nodes unlimited
+
+
+def test_search_and_simulate_use_the_backend_and_the_node_limit():
+    """16 experts over EP16 on 2 H100 nodes, each token to at most 1 node: the search ranks layouts with the
+    DeepEP model, and the simulator samples node-limited routing (every token's experts on one node)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "des"))
+    from des_helpers import tiny_scenario
+
+    from moesim.des import SimOptions, simulate
+    from moesim.des.run import _node_limit
+    from moesim.search.rank import search
+    from moesim.specs.layout import Layout
+
+    sc = tiny_scenario(16, dropless=True, model_changes={"max_nodes_per_token": 1}, dispatch_backend="deepep")
+    found = search(sc, threads=1)
+    assert len(found.step_time_s) > 0 and (found.step_time_s > 0).all()
+    plain = search(dataclasses.replace(sc, training=dataclasses.replace(sc.training, dispatch_backend="nccl")),
+                   threads=1)
+    assert not np.array_equal(found.step_time_s, plain.step_time_s)
+    layout = Layout(dp=16, ep=16)
+    result = simulate(sc, layout, SimOptions(steps=1, seed=1))
+    assert result.step_times_s[0] > 0
+    from moesim.des.costs import build_costs
+
+    est = estimate(sc, layout)
+    costs = build_costs(sc, layout, sc.training, model_for(sc), est.optimizer_time_s)
+    assert _node_limit(costs) == (2, 1)
+    assert est.communication["ep_all_to_all_dispatch"]["algorithm"] == "deepep"

@@ -3,8 +3,9 @@
 Every reader of a results file — the harness resuming a sweep, `moesim calibrate`,
 `moesim validate-report`, `moesim report --results` — goes through `read_jsonl_objects`: a line cut
 short by a crash mid-write, a corrupt line, a line that is not UTF-8 or not a JSON object is
-skipped with a warning naming the file and the line, and the other lines are read. Pure
-standard library, so the torch-side harness can use it too.
+skipped with a warning naming the file and the line, and the other lines are read. The harness
+keeps a copy of `parse_jsonl_bytes` (`validate/records.py: parse_jsonl_lines`) so that its ranks
+need not import moesim; tests/validate/test_harness.py keeps the two in step.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from moesim.jsonl import parse_jsonl_bytes
 from validate import SCHEMA_VERSION
 
 
@@ -26,20 +25,53 @@ def config_key(kind: str, config: dict, world_size: int, backend: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def parse_jsonl_lines(data: bytes, source: str) -> tuple[list[tuple[int, dict]], list[str]]:
+    """([(line number, JSON object)], [warning per skipped line]) of JSONL bytes.
+
+    The same rules, and the same warning text, as moesim's reader (`moesim/jsonl.py`; a test
+    keeps the two in step): a line cut short by a crash, a corrupt or non-UTF-8 line, a line that
+    is not a JSON object is skipped with `FILE:LINE: skipped ...`. Kept here, standard library only,
+    so that the ranks do not import moesim (its package import takes seconds).
+    """
+    objects, warnings = [], []
+    lines = data.split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        cut = number == len(lines)  # no newline after it: the last write did not finish
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            warnings.append(f"{source}:{number}: skipped a line that is not UTF-8 (byte {err.start})")
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            why = "cut short (a write did not finish)" if cut else f"not valid JSON ({err.msg} at column {err.colno})"
+            warnings.append(f"{source}:{number}: skipped a line {why}")
+            continue
+        except RecursionError:
+            warnings.append(f"{source}:{number}: skipped a line nested too deeply")
+            continue
+        if not isinstance(obj, dict):
+            warnings.append(f"{source}:{number}: skipped a line that is not a JSON object")
+            continue
+        objects.append((number, obj))
+    return objects, warnings
+
+
 def read_records(path: str | Path) -> tuple[list[dict], int]:
     """(records, unreadable line count) of a JSONL file; a missing file has none.
 
     A line cut short by a crash mid-write, a corrupt or non-UTF-8 line, or an object without a
-    "key" is skipped with a warning on stderr naming the file and the line (moesim.jsonl, the
-    reader every consumer of results files uses).
+    "key" is skipped with a warning on stderr naming the file and the line (`parse_jsonl_lines`).
     """
     p = Path(path)
     if not p.exists():
         return [], 0
-    lines = parse_jsonl_bytes(p.read_bytes(), str(p))
-    warnings = list(lines.warnings)
+    objects, warnings = parse_jsonl_lines(p.read_bytes(), str(p))
     records = []
-    for number, rec in lines.objects:
+    for number, rec in objects:
         if "key" in rec:
             records.append(rec)
         else:
@@ -57,7 +89,7 @@ def done_keys(path: str | Path, include_errors: bool) -> set[str]:
 
 def _ok_keys(data: bytes) -> set[str]:
     """Keys with a status "ok" record in the JSONL bytes ``data`` (unreadable lines ignored, silently)."""
-    return {rec["key"] for _, rec in parse_jsonl_bytes(data, "").objects
+    return {rec["key"] for _, rec in parse_jsonl_lines(data, "")[0]
             if rec.get("status") == "ok" and isinstance(rec.get("key"), str)}
 
 

@@ -297,3 +297,14 @@ def test_non_utf8_sweep_names_the_file(tmp_path, capsys):
     sweep.write_bytes(b"[defaults]\nname = '\xff'\n")
     assert main(["--sweep", str(sweep), "--out", str(tmp_path / "o.jsonl")]) == 2
     assert f"{sweep}: sweep file is not UTF-8" in capsys.readouterr().err
+
+
+def test_harness_and_moesim_readers_skip_the_same_lines_with_the_same_words():
+    from moesim.jsonl import parse_jsonl_bytes
+    from validate.records import parse_jsonl_lines
+
+    data = (b'{"key": "a"}\n\xff\n{"key": \n[1]\n' + b"[" * 5000 + b"]" * 5000 + b'\n{"key": "b"}\n{"cut')
+    objects, warnings = parse_jsonl_lines(data, "f.jsonl")
+    theirs = parse_jsonl_bytes(data, "f.jsonl")
+    assert objects == list(theirs.objects) and warnings == list(theirs.warnings)
+    assert [n for n, _ in objects] == [1, 6] and len(warnings) == 5

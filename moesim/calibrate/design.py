@@ -11,7 +11,12 @@
   log o               the fixed host overhead per layer pass (efficiency.layer_overhead_s), fitted
                       when some observation is a layer total; bounded to [MIN_OVERHEAD_S,
                       MAX_OVERHEAD_S], so it is non-negative and can fall to ~0 when the data show none.
-Compute, memory and overhead terms are the estimate's formulas in numpy. Collective terms go through
+Compute, memory and overhead terms are the estimate's formulas in numpy. Operator terms (OpTerm, when the
+prior has measured operator tables, fitted by `moesim calibrate ops.jsonl`) keep the tables' shape
+dependence: their compute time scales as 1 / (peak scale of their dtype), a fitted parameter for every
+dtype doing most of some observation's operator time; memory-bound operators and kernel launches stay
+at the prior's price.
+Collective terms go through
 `select.default_model` itself: each is linearised around the current θ as
 t = C + Σ_l (A_l·α_l + B_l / W_l), with A, B the model's own finite-difference slopes and C the rest
 (fixed base latencies, copies at the memory bandwidth). That is exact for any alpha-beta-type model
@@ -26,9 +31,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from moesim.calibrate.predict import CollectiveTerm, ComputeTerm, MemoryTerm, OverheadTerm, Term
+from moesim.calibrate.predict import CollectiveTerm, ComputeTerm, MemoryTerm, OpTerm, OverheadTerm, Term, term_time_s
 from moesim.collectives.select import default_model
 from moesim.errors import SpecError
+from moesim.ops.price import op_efficiency
 from moesim.specs.hardware import EfficiencyTable, HardwareProfile
 
 PROBE_STEP = 1e-3  # relative finite-difference step for the collective slopes
@@ -38,6 +44,7 @@ MIN_OVERHEAD_S = 1e-9  # lower bound keeping log o finite: 1 ns per layer pass i
 START_OVERHEAD_S = 1e-5  # where the fit starts the overhead when the prior has none (10 µs)
 MAX_OVERHEAD_S = 1.0  # upper bound: a second of host time per layer pass is no overhead but a fault
 MAX_KNOTS = 6
+OP_COMPUTE_KINDS = ("gemm", "grouped_gemm", "attention")
 MIN_KNOT_GAP = np.log(10.0) / 2  # half a decade of kernel FLOP between knots
 
 
@@ -101,17 +108,43 @@ class Design:
         self.c_peak = np.array([self.prior.chip.peak_for(t.dtype) for _, t in rows])
         flops_by_dtype: dict[str, float] = {}
         dominant: set[str] = set()
-        for obs in self.observations:
+        # Operator terms (OpTerm): their compute parts at the prior's peaks and tables, per dtype; the rest
+        # (memory-bound operators, kernel launches) fixed at the prior's price.
+        n = len(self.observations)
+        op_compute: dict[str, np.ndarray] = {}
+        self.fixed_s = np.zeros(n)
+        for i, obs in enumerate(self.observations):
             compute = [t for t in obs.terms if isinstance(t, ComputeTerm)]
             if compute:
                 dominant.add(max(compute, key=lambda t: t.flops).dtype)
             for t in compute:
                 flops_by_dtype[t.dtype] = flops_by_dtype.get(t.dtype, 0.0) + t.flops
+            by_dtype: dict[str, float] = {}
+            for t in obs.terms:
+                if not isinstance(t, OpTerm):
+                    continue
+                total = term_time_s(t, self.prior)
+                if t.op.kind in OP_COMPUTE_KINDS:
+                    work = float(np.asarray(t.op.flops).reshape(-1)[0])
+                    busy = work / (self.prior.chip.peak_for(t.op.dtype) *
+                                   float(np.asarray(op_efficiency(t.op, self.prior)).reshape(-1)[0]))
+                    by_dtype[t.op.dtype] = by_dtype.get(t.op.dtype, 0.0) + busy
+                    self.fixed_s[i] += total - busy  # kernel launches
+                else:
+                    self.fixed_s[i] += total
+            for d, sec in by_dtype.items():
+                op_compute.setdefault(d, np.zeros(n))[i] += sec
+            if by_dtype and not compute:
+                dominant.add(max(by_dtype, key=by_dtype.get))
         self.ref_dtype = max(flops_by_dtype, key=flops_by_dtype.get) if flops_by_dtype else ""
-        # a dtype's peak is fitted only if it does most of the FLOPs of some observation
+        # a dtype's peak is fitted only if it does most of the FLOPs (or operator time) of some observation
         self.scaled_dtypes = tuple(sorted(d for d in dominant if d != self.ref_dtype))
         index = {d: j for j, d in enumerate(self.scaled_dtypes)}
         self.c_scale = np.array([index.get(t.dtype, -1) for _, t in rows], dtype=int)
+        self.op_scaled = [(index[d], sec) for d, sec in op_compute.items() if d in index]
+        for d, sec in op_compute.items():
+            if d not in index:
+                self.fixed_s += sec
         if rows and not self.knots:
             raise SpecError("compute terms need efficiency knots")
 
@@ -253,7 +286,10 @@ class Design:
     def predict(self, theta: np.ndarray, coef=None) -> np.ndarray:
         """Seconds of every observation at θ (collectives from the linearisation `coef`)."""
         a, b, c = coef if coef is not None else self.coef
-        out = np.zeros(len(self.observations))
+        out = self.fixed_s.copy()
+        k = len(self.knots)
+        for j, sec in self.op_scaled:  # operator compute at a fitted peak: time ∝ 1 / peak scale
+            out += sec / np.exp(theta[k + j])
         if len(self.c_obs):
             eta = np.interp(self.c_logk, np.log(self.knots), self.efficiency(theta))
             k = len(self.knots)

@@ -133,7 +133,7 @@ def observations_for(measurements: Measurements, fit_keys: set[str], hardware: H
         if rec.key not in fit_keys:
             continue
         check_fits(rec, hardware)
-        terms = layer_terms(rec)
+        terms = layer_terms(rec, hardware)
         out += [Observation(phase, terms[phase], rec.measured_s[phase], rec.key)
                 for phase in phases if terms[phase] and phase in rec.measured_s]
         out.append(Observation(TOTAL, layer_total_terms(rec, terms), rec.measured_s[TOTAL], rec.key))

@@ -37,6 +37,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Union
 
+import numpy as np
+
 from moesim.arithmetic import ffn_matrices
 from moesim.calibrate.records import LAYER_PHASES, PHASES, ROUTER_PARTS, TOTAL, CollectivePoint, LayerRecord
 from moesim.collectives.base import Group
@@ -45,6 +47,8 @@ from moesim.errors import SpecError
 from moesim.estimate.terms import READ_WRITE
 from moesim.flops import BACKWARD_TO_FORWARD, FLOPS_PER_MAC
 from moesim.specs.hardware import DTYPE_BYTES, HardwareProfile
+from moesim.ops.base import Op, backward as backward_op, gemm, memory
+from moesim.ops.price import op_time_s
 
 ROUTER_DTYPE = "float32"  # validate/routing.py runs the router in float32 (Switch §2.4 selective precision)
 EXPERT_FFN_KIND = "relu"  # validate/switch_layer.py expert_ffn: ReLU(x W_in) W_out, 2 matrices
@@ -84,11 +88,53 @@ class OverheadTerm:
     passes: int
 
 
-Term = Union[ComputeTerm, MemoryTerm, CollectiveTerm, OverheadTerm]
+@dataclass(frozen=True)
+class OpTerm:
+    """One operator of moesim.ops (shape, dtype, pass), priced by moesim.ops.price from the profile's
+    per-operator tables: the terms of a record when the profile has operator tables (`uses_ops`)."""
+
+    op: Op
 
 
-def layer_terms(rec: LayerRecord) -> dict[str, tuple[Term, ...]]:
-    """The terms of every phase of a measured layer (see the module notation)."""
+Term = Union[ComputeTerm, MemoryTerm, CollectiveTerm, OverheadTerm, OpTerm]
+RELU_PASSES = 2  # ReLU reads and writes every element
+RELU_BACKWARD_FACTOR = 1.5  # reads the mask and dy, writes dx
+
+
+def uses_ops(hardware: HardwareProfile | None, dtype: str) -> bool:
+    """Whether `hardware` prices a record of `dtype` by operator (it has a GEMM table of that dtype)."""
+    return hardware is not None and any(t.kind == "gemm" and t.dtype == dtype for t in hardware.efficiency.op_tables)
+
+
+def _op_terms(rec: LayerRecord) -> dict[str, list]:
+    """The operator terms of a record (validate/switch_layer.py): the float32 router GEMM [T, d]·[d, E], the
+    gating (softmax and top-k bookkeeping, memory), the permute copies, and per local expert the GEMMs
+    [R/e, d]·[d, f] and [R/e, f]·[f, d] with the ReLU between (the harness loops over its e experts);
+    backward: each GEMM's dgrad and wgrad, the ReLU's backward, the copies again."""
+    T, d, f, e, E = rec.tokens_per_rank, rec.d_model, rec.d_ff, rec.experts_per_rank, rec.num_experts
+    q, R = rec.element_bytes, rec.received_rows
+    router = gemm("router", "router", ROUTER_DTYPE, float(T), float(E), float(d))
+    gating = memory("router", "softmax", ROUTER_DTYPE,
+                    READ_WRITE * T * E * (DTYPE_BYTES[ROUTER_DTYPE] + rec.top_k * INDEX_BYTES))
+    rows = max(R / e, 1.0)
+    fc1 = gemm("expert_ffn", "expert_fc1", rec.dtype, rows, float(f), float(d), count=float(e))
+    relu = replace(memory("expert_ffn", "activation", rec.dtype, RELU_PASSES * R * f * q),
+                   meta={"bwd_bytes_factor": RELU_BACKWARD_FACTOR})
+    fc2 = gemm("expert_ffn", "expert_fc2", rec.dtype, rows, float(d), float(f), count=float(e))
+    permute = memory("permute", "permute", rec.dtype, READ_WRITE * rec.sent_rows * d * q)
+    unpermute = memory("unpermute", "permute", rec.dtype, READ_WRITE * R * d * q)
+    experts = [fc1, relu, fc2]
+    backward = [b for op in reversed(experts + [router]) for b in backward_op(op)]
+    backward += [replace(unpermute, pass_="bwd"), replace(permute, pass_="bwd")]
+    wrap = lambda ops: [OpTerm(op) for op in ops]  # noqa: E731
+    return {"router_matmul": wrap([router]), "router_gating": wrap([gating]), "router": wrap([router, gating]),
+            "dispatch_permute": wrap([permute]), "expert_compute": wrap(experts),
+            "combine_unpermute": wrap([unpermute]), "backward": wrap(backward)}
+
+
+def layer_terms(rec: LayerRecord, hardware: HardwareProfile | None = None) -> dict[str, tuple[Term, ...]]:
+    """The terms of every phase of a measured layer (see the module notation); by operator (OpTerm) when
+    `hardware` has operator tables for the record's dtype (`uses_ops`)."""
     world, ep, dp = rec.world_size, rec.ep_size, rec.dp_size
     ep_group = Group(size=ep, stride=1, concurrent=dp, devices=world)  # ranks [j·ep, (j+1)·ep)
     dp_group = Group(size=dp, stride=ep, concurrent=ep, devices=world)  # ranks {i, i+ep, ...}
@@ -121,6 +167,11 @@ def layer_terms(rec: LayerRecord) -> dict[str, tuple[Term, ...]]:
         "backward": [_scaled(experts, b), _scaled(router, b), unpermute, combine, dispatch, permute],
         "grad_sync": grad_sync,
     }
+    if uses_ops(hardware, rec.dtype):
+        ops = _op_terms(rec)
+        for phase in ops:
+            terms[phase] = ops[phase]
+        terms["backward"] = ops["backward"] + [combine, dispatch]
     return {phase: tuple(t for t in terms[phase] if _moves_something(t)) for phase in ROUTER_PARTS + PHASES}
 
 
@@ -146,6 +197,8 @@ def _moves_something(term: Term) -> bool:
         return term.flops > 0
     if isinstance(term, OverheadTerm):
         return term.passes > 0
+    if isinstance(term, OpTerm):
+        return bool(np.all(np.asarray(term.op.flops) > 0) or np.all(np.asarray(term.op.bytes) > 0))
     return term.bytes > 0
 
 
@@ -158,6 +211,8 @@ def term_time_s(term: Term, hardware: HardwareProfile, model=None) -> float:
         return term.bytes / (hardware.chip.hbm_bw_bytes_per_s * hardware.efficiency.memory_bandwidth)
     if isinstance(term, OverheadTerm):
         return term.passes * hardware.efficiency.layer_overhead_s
+    if isinstance(term, OpTerm):
+        return float(np.asarray(op_time_s(term.op, hardware)).reshape(-1)[0])
     model = model or default_model(hardware)
     return model.cost(term.op, term.size_bytes, term.group).time_s
 
@@ -181,7 +236,7 @@ def predict_layer(rec: LayerRecord, hardware: HardwareProfile, model=None) -> di
     check_fits(rec, hardware)
     model = model or default_model(hardware)
     out: dict[str, float | None] = {}
-    for phase, terms in layer_terms(rec).items():
+    for phase, terms in layer_terms(rec, hardware).items():
         out[phase] = terms_time_s(terms, hardware, model) if terms else None
     out[TOTAL] = (sum(out[p] or 0.0 for p in LAYER_PHASES)
                   + term_time_s(OverheadTerm(LAYER_PASSES), hardware, model))

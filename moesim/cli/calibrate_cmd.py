@@ -53,6 +53,18 @@ def register(subparsers) -> None:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     from moesim.calibrate import calibrate, render_calibration
+    from moesim.calibrate.ops import calibrate_ops, is_op_file, render_ops_calibration
+
+    op_files = [path for path in args.measurements if is_op_file(path)]
+    if op_files:  # operator records (python -m validate.ops): fit the per-operator tables
+        if len(op_files) != len(args.measurements):
+            from moesim.errors import SpecError
+            raise SpecError("give operator records (validate.ops) and layer/collective measurements in separate "
+                            "calibrate runs", file=", ".join(args.measurements))
+        result = calibrate_ops(op_files, args.hardware, args.output, holdout_fraction=args.holdout_fraction,
+                               seed=args.seed, name=args.name)
+        print_json(result.as_dict()) if args.json else print(render_ops_calibration(result))
+        return 0
 
     result = calibrate(args.measurements, args.hardware, args.output, holdout_fraction=args.holdout_fraction,
                        seed=args.seed, bootstrap=args.bootstrap, loss=args.loss, name=args.name,

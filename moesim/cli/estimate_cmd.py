@@ -59,6 +59,9 @@ def render(result) -> str:
         ("optimizer step", format_seconds(d["optimizer_time_s"])),
         ("bottleneck", d["bottleneck"]),
         ("MFU / HFU", f"{d['mfu']:.1%} / {d['hfu']:.1%}"),
+        ("attention FLOPs", "MFU: full score matrix (PaLM); time: computed tiles, " + ", ".join(
+            f"{stack} {m['mask']} {m['computed_fraction']:.1%}"
+            for stack, m in d.get("flop_conventions", {}).get("self_attention", {}).items())),
         ("tokens/s", f"{d['tokens_per_s']:,.0f}"),
     ])
     comm_rows = [(name, c["axis"], c["group_size"], c["op"], c["algorithm"], c["bottleneck"],

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from moesim.des.costs import CommSpec, Costs, LayerCost
 from moesim.flops import BACKWARD_TO_FORWARD
 
@@ -149,8 +151,7 @@ class _Builder:
         into, back = self._chunk_spec(lc, first), self._chunk_spec(lc, second)
         gather, scatter = self._chunk_spec(lc, "etp_all_gather"), self._chunk_spec(lc, "etp_reduce_scatter")
         moe = self.moe_number[layer]
-        expert_s = float(self.costs.builder.expert_ffn_time_s(lc.slots / c)[0])
-        expert_s *= BACKWARD_TO_FORWARD if backward else 1
+        expert_s = float(np.asarray(self.costs.builder.expert_ffn_time_s(lc.slots / c, backward)).reshape(-1)[0])
         kw = dict(moe=moe, chunks=c, backward=backward)
         order = ("shared_experts", "unpermute") if backward else ("router", "permute")
         for part in order:

@@ -19,7 +19,6 @@ import numpy as np
 from moesim.des.costs import Costs
 from moesim.des.engine import DeviceRun
 from moesim.des.schedule import COMPUTE, EXPERT, GATHER, TO_EXPERTS, StageProgram
-from moesim.flops import BACKWARD_TO_FORWARD
 
 Loads = dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]  # (moe, mb) → sent, received, received remote
 
@@ -42,8 +41,7 @@ def _apply_loads(costs: Costs, program: StageProgram, devices: np.ndarray, loads
         sent, received, received_remote = (a[devices] for a in loads[(op.moe, op.mb)])
         c = op.chunks
         if op.load == EXPERT:
-            t = costs.builder.expert_ffn_time_s(received / c)
-            durations[:, op.index] = t * (BACKWARD_TO_FORWARD if op.backward else 1)
+            durations[:, op.index] = costs.builder.expert_ffn_time_s(received / c, op.backward)
             continue
         if op.load == GATHER:
             egress[:, op.index] = ingress[:, op.index] = op.comm.wire_bytes * received / slots

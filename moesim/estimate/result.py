@@ -59,6 +59,9 @@ class StepEstimate:
     bottleneck: str
     moe: dict = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    # How FLOPs are counted (moesim/ops/attention.py): MFU on the full score matrix, attention time on the
+    # tiles the mask's kernel computes; per layer stack its self-attention mask and computed fraction.
+    flop_conventions: dict = field(default_factory=dict)
 
     def layout_dict(self) -> dict:
         """Degrees, order and execution options (capacity factor None when dropless), as search lists them."""
@@ -107,6 +110,7 @@ class StepEstimate:
             "model_flops_per_step": self.model_flops_per_step,
             "hardware_flops_per_step": self.hardware_flops_per_step,
             "bottleneck": self.bottleneck, "moe": self.moe, "warnings": list(self.warnings),
+            "flop_conventions": self.flop_conventions,
         }
 
 
@@ -168,5 +172,22 @@ def step_estimate(scenario: Scenario, ev: Evaluation, i: int = 0) -> StepEstimat
         mfu=float(ev.mfu[i]), hfu=float(ev.hfu[i]), tokens_per_s=float(ev.tokens_per_s[i]),
         model_flops_per_step=float(ev.model_flops_per_step[i]),
         hardware_flops_per_step=float(ev.hardware_flops_per_step[i]), bottleneck=str(bottlenecks(ev)[i]),
-        moe=moe_info, warnings=tuple(warnings),
+        moe=moe_info, warnings=tuple(warnings), flop_conventions=flop_conventions(scenario),
     )
+
+
+def flop_conventions(scenario: Scenario) -> dict:
+    """The two attention FLOP conventions of an estimate, and each stack's mask (moesim/ops/attention.py)."""
+    from moesim.ops.attention import work_fraction
+    from moesim.ops.layer import mask_params, self_attention_mask
+    from moesim.workload import build_workload
+
+    wl = build_workload(scenario.model, *scenario.seq_lens)
+    masks = {}
+    for cls in wl.classes:
+        mask = self_attention_mask(scenario.model, cls)
+        masks[cls.stack] = {"mask": mask, "tokens": cls.tokens,
+                            "computed_fraction": work_fraction(mask, cls.tokens, cls.tokens, **mask_params(scenario.model))}
+    return {"mfu_attention_flops": "full score matrix, 4·s²·d per head forward (PaLM, arXiv 2204.02311 App. B)",
+            "attention_time_flops": "tiles the mask's flash kernel computes (128 x 128), backward 2.5 x forward",
+            "self_attention": masks}

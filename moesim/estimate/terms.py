@@ -19,26 +19,28 @@ backward = 1 + 2 einsums against 2 forward, not 2 × 2.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from moesim.arithmetic import ffn_matrices, ffn_params
+from moesim.arithmetic import ffn_params
 from moesim.capacity import expert_capacity_array
 from moesim.flops import BACKWARD_TO_FORWARD, FLOPS_PER_MAC
 from moesim import memory as mem
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
+from moesim.estimate.pricing import distinct_rows
+from moesim.ops.base import PARTS, Op
+from moesim.ops.layer import LayerOps, backward_ops, logits_ops
+from moesim.ops.price import op_time_s, ops_time_by_part
 from moesim.workload import LayerClass
 
-ATTENTION_PROJECTIONS = 4  # Q, K, V, O matmuls per attention block
-PERMUTE_PASSES = 2  # permute before dispatch, unpermute after combine (Tutel App. B index dispatch)
 READ_WRITE = 2  # a copy reads and writes every byte
 # Backward einsums per forward einsum of the dense dispatch (module docstring): the dispatch einsum's
-# gradient w.r.t. its tokens only; the combine einsum's w.r.t. expert outputs and combine weights.
+# gradient w.r.t. its tokens only (its operator has no wgrad, moesim.ops.layer); the combine einsum's
+# w.r.t. expert outputs and combine weights (dgrad and wgrad).
 DISPATCH_EINSUM_BACKWARD = 1
-COMBINE_EINSUM_BACKWARD = 2
 
 
 @dataclass
@@ -73,10 +75,35 @@ class ClassTerms:
     # The simulator (moesim.des) runs them as separate kernels.
     fwd_parts_s: dict[str, np.ndarray] = field(default_factory=dict)
     bwd_parts_s: dict[str, np.ndarray] = field(default_factory=dict)
+    # The operator lists these times were priced from (moesim.ops), on the distinct candidate rows.
+    ops_fwd: list = field(default_factory=list, repr=False)
+    ops_bwd: list = field(default_factory=list, repr=False)
+
+
+MOE_PARTS = ("router", "permute", "expert_ffn", "unpermute", "shared_experts")
+
+
+def _expand(terms: ClassTerms, inverse: np.ndarray) -> ClassTerms:
+    """`terms` computed on distinct candidate rows, expanded to every candidate (row i takes inverse[i])."""
+    x = lambda a: a[inverse] if isinstance(a, np.ndarray) and a.ndim == 1 else a  # noqa: E731
+    out = ClassTerms(**{name: x(getattr(terms, name)) for name in
+                        ("fwd_time_s", "bwd_time_s", "recompute_time_s", "model_flops", "hardware_flops",
+                         "activation_bytes", "slots", "capacity", "tokens_per_device", "dispatch_einsum_flops")})
+    out.comms = [CommCall(c.name, c.axis, c.op, x(np.asarray(c.size_bytes)), x(np.asarray(c.calls)))
+                 for c in terms.comms]
+    out.fwd_parts_s = {k: x(v) for k, v in terms.fwd_parts_s.items()}
+    out.bwd_parts_s = {k: x(v) for k, v in terms.bwd_parts_s.items()}
+    out.ops_fwd, out.ops_bwd = terms.ops_fwd, terms.ops_bwd
+    return out
 
 
 class TermBuilder:
-    """Builds ClassTerms for each layer class from the candidates' degrees."""
+    """Builds ClassTerms for each layer class from the candidates' degrees.
+
+    Times come from one operator list per layer class and pass (moesim.ops.layer), priced by
+    moesim.ops.price; the simulator (moesim.des.costs) takes the same per-part times. The operator
+    lists are built once per distinct (b, tp, ep, etp, recompute, capacity factor) row of the
+    candidates (a layout search has few) and the results expanded back to every candidate."""
 
     def __init__(self, model: ModelSpec, hardware: HardwareProfile, training: TrainingSpec, b, tp, ep, etp,
                  recompute, capacity_factor) -> None:
@@ -87,34 +114,55 @@ class TermBuilder:
         self.q_a = training.bytes_of("compute")
         self.q_dispatch = training.bytes_of("dispatch")
         self.hbm_bw = hardware.chip.hbm_bw_bytes_per_s * hardware.efficiency.memory_bandwidth
+        self.ops = LayerOps(model, training, b, tp, ep, etp)
+        columns = [np.asarray(x, dtype=float).reshape(-1) for x in
+                   np.broadcast_arrays(b, tp, ep, etp, recompute, capacity_factor)]
+        self._n = len(columns[0])
+        self._inverse = None
+        if self._n > 1:
+            first, inverse = distinct_rows(columns)
+            if len(first) < self._n:
+                self._inverse = inverse
+                b, tp, ep, etp, recompute, capacity_factor = (c[first] for c in columns)
+        self._rows = (b, tp, ep, etp, recompute, capacity_factor)
 
-    def _matmul_time(self, flops, kernel_flops, peak=None):
-        eff = self.hw.efficiency.matmul.at_array(kernel_flops)
-        return flops / ((peak or self.peak) * eff)
-
-    def expert_ffn_time_s(self, slots):
-        """Forward time of the routed experts on one device for `slots` token slots:
-        2·slots·P_expert FLOP at the efficiency of one expert's GEMM, (2·slots·P_expert)/(E/ep)/matrices FLOP."""
-        model, moe = self.model, self.model.moe
-        expert_flops = FLOPS_PER_MAC * slots * ffn_params(model.d_model, moe.expert_d_ff, model.ffn_kind)
-        kernel = expert_flops / (moe.num_experts / self.ep) / ffn_matrices(model.ffn_kind)
-        return self._matmul_time(expert_flops, kernel)
+    def expert_ffn_time_s(self, slots, backward: bool = False):
+        """Time of the routed experts' operators on one device for `slots` token slots (forward, or with
+        `backward` their dgrad, wgrad and activation backward): the expert_ffn part of the operator list."""
+        fwd = self.ops.experts(slots)
+        ops = backward_ops(fwd) if backward else fwd
+        return sum(np.asarray(op_time_s(op, self.hw), dtype=float) for op in ops)
 
     def logits_time_s(self, output_tokens: int):
-        """Forward + backward time of the output logits (last stage): (1 + 2)·(2·b·n_out·h·V/tp) FLOP at the
-        efficiency of that one GEMM (backward ≈ 2 × forward, Kaplan et al. 2020 §2.1; as moesim.estimate.core)."""
-        flops = FLOPS_PER_MAC * self.b * output_tokens * self.model.d_model * self.model.vocab_size / self.tp
-        return (1 + BACKWARD_TO_FORWARD) * self._matmul_time(flops, flops)
+        """Forward + backward time of the output head on the last stage (moesim.ops.layer.logits_ops)."""
+        return self._logits(output_tokens, backward_only=False)
+
+    def logits_bwd_time_s(self, output_tokens: int):
+        """Backward part of `logits_time_s`."""
+        return self._logits(output_tokens, backward_only=True)
+
+    def _logits(self, output_tokens: int, backward_only: bool):
+        b, tp = self._rows[0], self._rows[1]
+        fwd, bwd = logits_ops(self.model, self.tr, b, tp, output_tokens)
+        ops = bwd if backward_only else fwd + bwd
+        n = len(np.asarray(b).reshape(-1))
+        t = sum(np.broadcast_to(np.asarray(op_time_s(op, self.hw), dtype=float), (n,)) for op in ops)
+        if self._inverse is not None:
+            return t[self._inverse]
+        return t.reshape(np.shape(self.b)) if np.ndim(self.b) else t
 
     def build(self, cls: LayerClass) -> ClassTerms:
-        model, b, tp = self.model, self.b, self.tp
+        if self._inverse is None:
+            return self._build(cls, *self._rows)
+        return _expand(self._build(cls, *self._rows), self._inverse)
+
+    def _build(self, cls: LayerClass, b, tp, ep, etp, rec, cf) -> ClassTerms:
+        model = self.model
         h, n, fl = model.d_model, cls.tokens, cls.flops
-        rec = self.recompute
+        n_rows = len(np.asarray(b).reshape(-1))
+        ops = LayerOps(model, self.tr, b, tp, ep, etp)
         att_proj, scores = b * fl.attention_proj / tp, b * fl.attention_scores / tp
-        t_att = self._matmul_time(att_proj, att_proj / ATTENTION_PROJECTIONS) + self._matmul_time(scores, scores)
         fwd_flops = att_proj + scores
-        fwd_time = t_att
-        mem_time = np.zeros_like(b)
         padded_extra = np.zeros_like(b)
         blocks = 2 if cls.cross_attention else 1  # attention blocks needing tp collectives
         sp = self.tr.sequence_parallel
@@ -123,38 +171,38 @@ class TermBuilder:
             act = act + mem.attention_activation_bytes(b, n, cls.encoder_tokens, h, model.attention.num_heads,
                                                        tp, sp, rec)
         act = act + mem.norm_activation_bytes(b, n, h, tp, sp, 3 if cls.cross_attention else 2)
-        terms = ClassTerms(fwd_time, fwd_time, fwd_time, fwd_flops, fwd_flops, act)
-        terms.fwd_parts_s["attention"] = t_att
+        zero = np.zeros_like(b, dtype=float)
+        terms = ClassTerms(zero, zero, zero, fwd_flops, fwd_flops, act)
+        fwd_ops = ops.attention(cls)
+        dense_einsum = cls.is_moe and self.tr.dispatch_impl == "dense_einsum"
         if not cls.is_moe:
-            dense = b * fl.dense_ffn / tp
-            terms.fwd_parts_s["dense_ffn"] = self._matmul_time(dense, dense / ffn_matrices(model.ffn_kind))
-            fwd_time = fwd_time + terms.fwd_parts_s["dense_ffn"]
-            fwd_flops = fwd_flops + dense
+            fwd_ops += ops.dense_ffn(cls)
+            fwd_flops = fwd_flops + b * fl.dense_ffn / tp
             act = act + mem.mlp_activation_bytes(b, n, h, model.d_ff, tp, sp, model.ffn_kind)
             blocks += 1
         else:
-            fwd_time, fwd_flops, act, mem_time, padded_extra = self._moe(cls, terms, fwd_time, fwd_flops, act)
-        matmul_time = fwd_time
+            moe_ops, fwd_flops, act, padded_extra = self._moe(cls, terms, ops, fwd_flops, act, b, tp, cf, rec)
+            fwd_ops += moe_ops
         # Host overhead: once per layer per pass, forward and backward alike (and in a full recompute,
         # which replays the forward); modeling.md §6 "host overheads: per-layer fixed cost".
         overhead = np.full_like(b, self.hw.efficiency.layer_overhead_s, dtype=float)
-        fwd_time = fwd_time + mem_time + overhead
-        terms.fwd_time_s = fwd_time
-        dense_einsum = cls.is_moe and self.tr.dispatch_impl == "dense_einsum"
-        # Backward multiple of each forward part: matmuls 2 (Kaplan §2.1), index permutes and the host
-        # overhead 1, the einsum dispatch and combine as in the module docstring.
-        multiple = {"layer_overhead": 1, "permute": 1, "unpermute": 1}
-        if dense_einsum:
-            multiple.update(permute=DISPATCH_EINSUM_BACKWARD, unpermute=COMBINE_EINSUM_BACKWARD)
-        saved = (BACKWARD_TO_FORWARD - DISPATCH_EINSUM_BACKWARD) * terms.fwd_parts_s["permute"] if dense_einsum else 0.0
-        terms.bwd_time_s = BACKWARD_TO_FORWARD * matmul_time - saved + mem_time + overhead
-        terms.fwd_parts_s = {"layer_overhead": overhead, **terms.fwd_parts_s}
-        terms.bwd_parts_s = {name: multiple.get(name, BACKWARD_TO_FORWARD) * part
-                             for name, part in terms.fwd_parts_s.items()}
+        host = Op("layer_overhead", "layer_overhead", "host", "fwd", "float32", time_s=overhead, kernels=0.0)
+        fwd_ops = [host] + fwd_ops
+        bwd_ops = [replace(host, pass_="bwd")] + backward_ops(fwd_ops[1:])
+        terms.ops_fwd, terms.ops_bwd = fwd_ops, bwd_ops
+        fwd_parts = ops_time_by_part(fwd_ops, self.hw, n_rows)
+        bwd_parts = ops_time_by_part(bwd_ops, self.hw, n_rows)
+        order = [p for p in PARTS if p in fwd_parts or (cls.is_moe and p in MOE_PARTS)]
+        zeros = np.zeros(n_rows)
+        terms.fwd_parts_s = {p: fwd_parts.get(p, zeros) for p in order}
+        terms.bwd_parts_s = {p: bwd_parts.get(p, zeros) for p in order}
+        terms.fwd_time_s = sum(terms.fwd_parts_s.values())
+        terms.bwd_time_s = sum(terms.bwd_parts_s.values())
         full = rec == mem.RECOMPUTE_CODES["full"]
         selective = rec == mem.RECOMPUTE_CODES["selective"]
-        score_time = self._matmul_time(scores, scores)
-        terms.recompute_time_s = np.where(full, fwd_time, np.where(selective, score_time, 0.0))
+        core = next(op for op in fwd_ops if op.kind == "attention")
+        score_time = np.broadcast_to(np.asarray(op_time_s(core, self.hw), dtype=float), (n_rows,))
+        terms.recompute_time_s = np.where(full, terms.fwd_time_s, np.where(selective, score_time, 0.0))
         unpadded = fwd_flops - padded_extra
         terms.model_flops = (1 + BACKWARD_TO_FORWARD) * unpadded
         recompute_flops = np.where(full, fwd_flops, np.where(selective, scores, 0.0))
@@ -162,73 +210,61 @@ class TermBuilder:
             if dense_einsum else 0.0
         terms.hardware_flops = (1 + BACKWARD_TO_FORWARD) * fwd_flops - einsum_saved + recompute_flops
         terms.activation_bytes = np.where(full, mem.full_recompute_bytes(b, n, h, tp, sp), act)
-        self._tp_comms(terms, cls, blocks, full)
+        self._tp_comms(terms, cls, blocks, full, b)
         return terms
 
-    def _moe(self, cls: LayerClass, terms: ClassTerms, fwd_time, fwd_flops, act):
-        model, moe, b, tp = self.model, self.model.moe, self.b, self.tp
+    def _moe(self, cls: LayerClass, terms: ClassTerms, ops: LayerOps, fwd_flops, act, b, tp, cf, rec):
+        model, moe = self.model, self.model.moe
         h, n, fl = model.d_model, cls.tokens, cls.flops
         E, k = moe.num_experts, moe.top_k
+        etp = ops.etp
         t_dev = b * n / tp
         # Routing groups (Switch §2.2 / T5X GROUP_SIZE): capacity is set per group of tokens.
         group = np.minimum(moe.group_size_tokens, t_dev) if moe.group_size_tokens else t_dev
         groups = t_dev / group
-        capacity = expert_capacity_array(np.floor(group), E, k, self.cf, moe.capacity_rule, moe.min_expert_capacity)
-        dropless = np.isnan(self.cf)
+        capacity = expert_capacity_array(np.floor(group), E, k, cf, moe.capacity_rule, moe.min_expert_capacity)
+        dropless = np.isnan(cf)
         slots = np.where(dropless, k * t_dev, groups * E * capacity)
         per_expert = ffn_params(h, moe.expert_d_ff, model.ffn_kind)
         expert_flops = FLOPS_PER_MAC * slots * per_expert
         router = b * fl.router / tp
-        router_peak = self.hw.chip.peak_for(moe.router_dtype)
         shared = b * fl.shared_experts / tp
-        parts = terms.fwd_parts_s
-        parts["router"] = self._matmul_time(router, router, router_peak)
-        expert_time = self.expert_ffn_time_s(slots)
-        fwd_time = fwd_time + expert_time + parts["router"]
-        shared_time = self._matmul_time(shared, shared / ffn_matrices(model.ffn_kind))
-        fwd_time = fwd_time + shared_time
         padded_extra = expert_flops - b * fl.experts / tp
         fwd_flops = fwd_flops + expert_flops + router + shared
         dense_einsum = self.tr.dispatch_impl == "dense_einsum"
+        permute, unpermute = ops.dispatch(slots, t_dev, capacity, dense_einsum)
         if dense_einsum:
             # GShard Algorithm 2 dispatch and combine einsums: 2·t·E·C·h FLOP each (Tutel App. B), on
             # the matrix unit (module docstring).
             einsum = 2 * FLOPS_PER_MAC * t_dev * E * capacity * h
-            einsum_time = self._matmul_time(einsum, einsum / 2)
-            fwd_time = fwd_time + einsum_time
             fwd_flops = fwd_flops + einsum
             padded_extra = padded_extra + einsum
-            mem_time = np.zeros_like(b)
-            permute = einsum_time / 2  # dispatch einsum, then the same-sized combine einsum
             terms.dispatch_einsum_flops = einsum / 2
-        else:
-            mem_time = PERMUTE_PASSES * READ_WRITE * slots * h * self.q_dispatch / self.hbm_bw
-            permute = mem_time / PERMUTE_PASSES
-        parts["permute"], parts["expert_ffn"], parts["unpermute"] = permute, expert_time, permute
-        parts["shared_experts"] = shared_time
-        act = act + mem.moe_activation_bytes(t_dev, slots, h, moe.expert_d_ff, E, self.etp, model.ffn_kind,
+        moe_ops = (ops.router(cls, t_dev) + permute + ops.experts(slots) + unpermute + [ops.moe_residual(cls)]
+                   + ops.shared_experts(cls))
+        act = act + mem.moe_activation_bytes(t_dev, slots, h, moe.expert_d_ff, E, etp, model.ffn_kind,
                                              dense_einsum, capacity)
         if moe.num_shared_experts:
             act = act + mem.mlp_activation_bytes(b, n, h, moe.num_shared_experts * moe.shared_expert_d_ff, tp,
                                                  self.tr.sequence_parallel, model.ffn_kind)
         terms.slots, terms.capacity, terms.tokens_per_device = slots, capacity, t_dev
-        full = self.recompute == mem.RECOMPUTE_CODES["full"]
+        full = rec == mem.RECOMPUTE_CODES["full"]
         extra = np.where(full, 1, 0)
         q_c = self.tr.bytes_of("combine")
         # Dispatch and combine all-to-alls, forward and backward (Switch §5.4; FasterMoE §3.3: 4 per layer).
         terms.comms.append(CommCall("ep_all_to_all_dispatch", "ep", "all_to_all", slots * h * self.q_dispatch,
                                     2 + extra))
         terms.comms.append(CommCall("ep_all_to_all_combine", "ep", "all_to_all", slots * h * q_c, 2 + extra))
-        gathered = slots * self.etp * h * self.q_a
+        gathered = slots * etp * h * self.q_a
         # Expert tensor parallelism: A2A(EP) → AG(ETP) → experts → RS(ETP) → A2A(EP) (MCore token_dispatcher).
         terms.comms.append(CommCall("etp_all_gather", "etp", "all_gather", gathered, 2 + extra))
         terms.comms.append(CommCall("etp_reduce_scatter", "etp", "reduce_scatter", gathered, 2 + extra))
-        return fwd_time, fwd_flops, act, mem_time, padded_extra
+        return moe_ops, fwd_flops, act, padded_extra
 
-    def _tp_comms(self, terms: ClassTerms, cls: LayerClass, blocks: int, full) -> None:
+    def _tp_comms(self, terms: ClassTerms, cls: LayerClass, blocks: int, full, b) -> None:
         """Megatron TP: per block an all-reduce forward and one backward, or with sequence parallelism an
         all-gather + reduce-scatter of the same volume (Korthikanti §4.2.2)."""
-        size = self.b * cls.tokens * self.model.d_model * self.q_a
+        size = b * cls.tokens * self.model.d_model * self.q_a
         calls = blocks * (2 + np.where(full, 1, 0))
         if self.tr.sequence_parallel:
             terms.comms.append(CommCall("tp_all_gather", "tp", "all_gather", size, calls))

@@ -147,7 +147,9 @@ class SearchResult:
     def summary(self, i: int) -> dict:
         """The figures of the i-th ranked layout (JSON-ready)."""
         lay = self.layout_dict(i)
-        out = {"layout": lay, "layout_arg": layout_arg(lay), "step_time_s": float(self.step_time_s[i]),
+        # A dense model has no capacity factor to round-trip (as StepEstimate.layout_arg leaves it out).
+        arg = lay if self.scenario.model.moe is not None else {k: v for k, v in lay.items() if k != "capacity_factor"}
+        out = {"layout": lay, "layout_arg": layout_arg(arg), "step_time_s": float(self.step_time_s[i]),
                "memory_bytes_per_device": float(self.memory_bytes_per_device[i]), "fits_in_memory": True,
                "mfu": float(self.mfu[i]), "tokens_per_s": float(self.tokens_per_s[i]),
                "objective_value": float(self.objective_value[i])}

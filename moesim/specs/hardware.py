@@ -173,6 +173,60 @@ class InterconnectLevel:
                             field=f"{path}.nvls_efficiency", value=self.nvls_efficiency, allowed="0..1")
 
 
+OP_KINDS = ("gemm", "grouped_gemm", "attention", "memory")
+OP_PASSES = ("fwd", "dgrad", "wgrad", "bwd", "any")
+# Shape coordinates of each operator kind's table, in the order a point lists them (moesim/ops/base.py).
+OP_DIMS = {"gemm": ("m", "n", "k"), "grouped_gemm": ("groups", "m", "n", "k"),
+           "attention": ("seq_len", "batch_heads", "head_dim"), "memory": ("bytes",)}
+OP_STATUS = ("measured", "derived", "assumed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpTable:
+    """Measured fraction of peak (compute kinds) or of HBM bandwidth (memory) of one operator kind,
+    dtype and pass, by shape: `points` are (coordinates in OP_DIMS[kind] order..., efficiency).
+
+    moesim/ops/tables.py interpolates them linearly in log-shape space and takes the nearest measured
+    shape outside their hull. `op` narrows a table to one operator name ("any": every operator of the
+    kind; e.g. a memory table for "permute" only, an attention table for "block_sparse" masks)."""
+
+    kind: str
+    dtype: str
+    points: tuple[tuple[float, ...], ...]
+    pass_: str = "any"
+    op: str = "any"
+    status: str = "measured"
+    measured_on: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        path = f"efficiency.op_table[{self.kind}/{self.dtype}/{self.pass_}]"
+        if self.kind not in OP_KINDS:
+            raise SpecError(f"unknown operator kind '{self.kind}'", field=f"{path}.kind", value=self.kind,
+                            allowed=OP_KINDS)
+        if self.dtype not in DTYPES:
+            raise SpecError(f"unknown dtype '{self.dtype}'", field=f"{path}.dtype", value=self.dtype, allowed=DTYPES)
+        if self.pass_ not in OP_PASSES:
+            raise SpecError(f"unknown pass '{self.pass_}'", field=f"{path}.pass", value=self.pass_, allowed=OP_PASSES)
+        if self.status not in OP_STATUS:
+            raise SpecError(f"unknown status '{self.status}'", field=f"{path}.status", value=self.status,
+                            allowed=OP_STATUS)
+        if not self.points:
+            raise SpecError("an operator table needs at least one point", field=f"{path}.points")
+        width = len(OP_DIMS[self.kind]) + 1
+        for point in self.points:
+            if len(point) != width:
+                raise SpecError(f"each point is [{', '.join(OP_DIMS[self.kind])}, efficiency]",
+                                field=f"{path}.points", value=list(point))
+            if any(x <= 0 for x in point[:-1]) or not 0 < point[-1] <= 2:
+                raise SpecError("shape coordinates must be > 0 and efficiency in (0, 2]", field=f"{path}.points",
+                                value=list(point))
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        return OP_DIMS[self.kind]
+
+
 @dataclass(frozen=True, kw_only=True)
 class ComputeEfficiency:
     """Achieved fractions of peak: matmul by FLOP per kernel, memory-bound ops by HBM bandwidth; and the
@@ -188,6 +242,9 @@ class ComputeEfficiency:
     memory_bandwidth: float
     layer_overhead_s: float = 0.0
     source: str = ""
+    # Per-operator measured tables (moesim/ops); `matmul` above prices any operator without one.
+    op_tables: tuple[OpTable, ...] = ()
+    kernel_launch_s: float = 0.0  # fixed cost of one kernel launch (moesim/ops: every operator pays it)
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -197,6 +254,9 @@ class ComputeEfficiency:
         if not 0 <= self.layer_overhead_s < math.inf:
             raise SpecError("layer overhead must be a finite number >= 0", field="efficiency.layer_overhead_s",
                             value=self.layer_overhead_s)
+        if not 0 <= self.kernel_launch_s < math.inf:
+            raise SpecError("kernel launch cost must be a finite number >= 0", field="efficiency.kernel_launch_us",
+                            value=self.kernel_launch_s)
 
 
 @dataclass(frozen=True, kw_only=True)

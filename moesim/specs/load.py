@@ -20,7 +20,7 @@ from moesim.paths import builtin_dir, builtin_names, path_problem, read_text_fil
 from moesim.specs.fields import Table, check_schema_version
 from moesim.specs.hardware import (
     DTYPES, ChipSpec, ComputeEfficiency, EfficiencyTable, HardwareProfile, InterconnectLevel, TOPOLOGIES,
-    WRAPAROUND_RULES, DEVICE_KINDS,
+    WRAPAROUND_RULES, DEVICE_KINDS, OP_DIMS, OP_KINDS, OP_PASSES, OP_STATUS, OpTable,
 )
 from moesim.specs.layout import STAGE_KEYS, parse_layout_text, split_layout_options
 from moesim.specs.layout_options import apply_layout_options, layout_from_table
@@ -107,6 +107,10 @@ def model_from_table(t: Table) -> ModelSpec:
         kv_lora_rank=att_t.opt("kv_lora_rank", int, 0),
         qk_rope_head_dim=att_t.opt("qk_rope_head_dim", int, 0),
         v_head_dim=att_t.opt("v_head_dim", int, 0),
+        mask=att_t.opt("mask", str, ""),
+        window_tokens=att_t.opt("window_tokens", int, 0),
+        sparse_stride_tokens=att_t.opt("sparse_stride_tokens", int, 0),
+        sparse_summary_tokens=att_t.opt("sparse_summary_tokens", int, 0),
     )
     att_t.finish()
     moe = None
@@ -201,6 +205,26 @@ def _efficiency(t: Table, key: str, default: float | None = None) -> EfficiencyT
         raise t.error(key, str(err), value=value) from None
 
 
+def _op_table(t: Table) -> OpTable:
+    """One [[efficiency.op_table]]: kind, dtype, pass, op, status, measured_on, source, dims, points."""
+    kind = t.choice("kind", OP_KINDS)
+    dims = t.opt("dims", list, list(OP_DIMS[kind]))
+    if tuple(dims) != OP_DIMS[kind]:
+        raise t.error("dims", f"a {kind} table lists its points as {list(OP_DIMS[kind])} + [efficiency]",
+                      value=dims, allowed=list(OP_DIMS[kind]))
+    raw = t.req("points", list)
+    try:
+        points = tuple(tuple(float(x) for x in p) for p in raw)
+    except (TypeError, ValueError):
+        raise t.error("points", "expected a list of [coordinates..., efficiency] lists", value=raw[:3]) from None
+    try:
+        return OpTable(kind=kind, dtype=t.choice("dtype", DTYPES), pass_=t.choice("pass", OP_PASSES, "any"),
+                       op=t.opt("op", str, "any"), status=t.choice("status", OP_STATUS, "measured"),
+                       measured_on=t.req("measured_on", str), source=t.req("source", str), points=points)
+    except SpecError as err:
+        raise t.error("points", str(err), value=err.value) from None
+
+
 def _level_from_table(t: Table, devices_per_chip: int) -> InterconnectLevel:
     bw_keys = [k for k in ("link_gb_per_s_unidir", "link_gbit_per_s_unidir") if t.has(k)]
     if len(bw_keys) != 1:
@@ -269,11 +293,21 @@ def hardware_from_table(t: Table) -> HardwareProfile:
     if not 0 <= overhead_us < float("inf"):
         raise eff_t.error("layer_overhead_us", "must be a finite number >= 0 (microseconds per layer per pass)",
                           value=overhead_us)
+    launch_us = eff_t.opt("kernel_launch_us", float, 0.0)
+    if not 0 <= launch_us < float("inf"):
+        raise eff_t.error("kernel_launch_us", "must be a finite number >= 0 (microseconds per kernel)",
+                          value=launch_us)
+    op_tables = []
+    for op_t in eff_t.sub_list("op_table", required=False):
+        op_tables.append(_op_table(op_t))
+        op_t.finish()
     efficiency = ComputeEfficiency(
         matmul=_efficiency(eff_t, "matmul"),
         memory_bandwidth=eff_t.req("memory_bandwidth", float),
         layer_overhead_s=units.us_to_s(overhead_us),
         source=eff_t.req("source", str),
+        op_tables=tuple(op_tables),
+        kernel_launch_s=units.us_to_s(launch_us),
     )
     eff_t.finish()
     levels = []

@@ -15,6 +15,7 @@ ARCHITECTURES = ("encoder_decoder", "decoder_only")
 FFN_KINDS = ("relu", "gelu", "geglu", "swiglu")
 GATED_FFN_KINDS = ("geglu", "swiglu")
 ATTENTION_KINDS = ("mha", "gqa", "mla")
+ATTENTION_MASKS = ("full", "causal", "sliding_window", "block_sparse_fixed", "block_sparse_strided")  # ops/attention
 NORM_KINDS = ("rmsnorm", "layernorm")
 POSITION_KINDS = ("relative_bias", "rope", "learned", "none")
 # Capacity rules (../shared/reference/modeling.md §1.2): Switch/Mesh-TF floor(t·CF/E) per group;
@@ -51,10 +52,23 @@ class AttentionSpec:
     kv_lora_rank: int = 0
     qk_rope_head_dim: int = 0
     v_head_dim: int = 0
+    # Self-attention mask (moesim/ops/attention.py): "" = causal in a decoder stack, full in an encoder.
+    mask: str = ""
+    window_tokens: int = 0  # sliding_window: band width
+    sparse_stride_tokens: int = 0  # block_sparse_*: Child et al. 2019's l
+    sparse_summary_tokens: int = 0  # block_sparse_fixed: Child et al.'s c
 
     def __post_init__(self) -> None:
         check_ranges(self)
         _one_of("attention.kind", self.kind, ATTENTION_KINDS)
+        if self.mask:
+            _one_of("attention.mask", self.mask, ATTENTION_MASKS)
+        if self.mask == "sliding_window" and self.window_tokens < 1:
+            raise SpecError("a sliding_window mask needs window_tokens >= 1", field="attention.window_tokens",
+                            value=self.window_tokens)
+        if self.mask.startswith("block_sparse") and self.sparse_stride_tokens < 1:
+            raise SpecError("a block-sparse mask needs sparse_stride_tokens >= 1",
+                            field="attention.sparse_stride_tokens", value=self.sparse_stride_tokens)
         _positive("attention.num_heads", self.num_heads)
         _positive("attention.head_dim", self.head_dim)
         for name in ("num_kv_heads", "q_lora_rank", "kv_lora_rank", "qk_rope_head_dim", "v_head_dim"):

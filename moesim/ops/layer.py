@@ -1,0 +1,235 @@
+"""The operators of one layer class, forward and backward, per device per micro-batch.
+
+Notation as moesim.estimate.terms: b sequences per micro-batch, n tokens per sequence, h d_model, tp
+tensor-parallel degree, t = b·n/tp tokens entering an MoE layer, r token slots the device processes in
+its experts (E·C padded, k·t dropless), g = E/ep local experts, q bytes per element. Shapes are per
+device: Megatron column-parallel GEMMs split n by tp, row-parallel ones k (Shoeybi et al. 2019 §3).
+
+Forward operators, in execution order, by stage part:
+  attention       attn_norm (memory: read + write t_n·h·q), qkv_proj (gemm m = b·n, k = h), attention_core
+                  (flash attention, the mask's computed tiles: moesim/ops/attention.py), out_proj (gemm
+                  m = b·n, n = h, k = a·d_v/tp), attn_residual (memory: 2 reads + 1 write of t_n·h·q)
+  dense_ffn       mlp_norm, fc1 (m = b·n, k = h, n = G·f/tp; G = 2 gated), activation (memory: read G, write
+                  1 of b·n·f/tp·q), fc2 (m = b·n, k = f/tp, n = h), mlp_residual
+  router          moe_norm, router (gemm [t, h]·[h, E] in the router dtype), router_gating (memory: softmax,
+                  top-k and aux loss over the [t, E] float32 scores: 3 passes of t·E·4 bytes + t·k·12 for the
+                  indices and weights; 4 kernels)
+  permute         permute (memory, 2·r·h·q) or the dense dispatch einsum (GShard Alg. 2; moesim.estimate.terms)
+  expert_ffn      expert_fc1 (grouped gemm: g groups of m = r·etp/g rows, n = G·f_e/etp, k = h), expert_activation,
+                  expert_fc2 (n = h, k = f_e/etp)
+  unpermute       unpermute (memory) or the combine einsum; moe_residual (routed + shared output + residual,
+                  summed once the combine is back)
+  shared_experts  shared_fc1, shared_activation, shared_fc2 (as fc1/fc2 with f = shared d_ff, split by tp)
+  layer_overhead  the profile's fixed host cost per layer pass (efficiency.layer_overhead_us)
+t_n = b·n/tp with sequence parallelism (norms and residuals on the sequence shard, Korthikanti et al. 2022
+§4.2.2), b·n without. GEMM FLOP totals equal moesim.flops' per-layer figures. Backward: moesim.ops.base.backward
+(dgrad and wgrad per GEMM, flash backward, memory ops at a bytes factor: norms and activations read the
+input and the output gradient and write the input gradient, ~1.5× forward; residual adds pass the gradient
+through).
+Not priced as operators: dropout (0 in the models moesim ships), rotary embeddings (fused into attention in
+FlashAttention-2/-3 pipelines), bias adds (fused into GEMM epilogues).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from moesim.arithmetic import ffn_matrices
+from moesim.flops import FLOPS_PER_MAC, _score_flops
+from moesim.ops.attention import work_fraction
+from moesim.ops.base import Op, backward, gemm, grouped_gemm, memory
+from moesim.ops.dtypes import op_dtype
+from moesim.specs.model import ModelSpec
+from moesim.specs.training import TrainingSpec
+from moesim.workload import LayerClass
+
+READ_WRITE = 2
+ATTENTION_PROJECTIONS = 4  # Q, K, V, O: the FLOP-keyed fallback reads its table at a quarter of their FLOP
+RESIDUAL_PASSES = 3  # a + b -> c: two reads, one write
+NORM_BACKWARD_FACTOR = 1.5  # reads x and dy, writes dx: 3 passes against the forward's 2
+FP32_BYTES = 4
+INDEX_AND_WEIGHT_BYTES = 12  # int64 expert index + float32 combine weight per (token, choice)
+GATING_KERNELS = 4  # softmax, top-k, aux loss, capacity/position bookkeeping
+
+
+def gate_factor(model: ModelSpec) -> int:
+    """Matrices in fc1: 2 for a gated FFN (SwiGLU/GeGLU: gate and up projections), else 1."""
+    return ffn_matrices(model.ffn_kind) - 1
+
+
+def self_attention_mask(model: ModelSpec, cls: LayerClass) -> str:
+    """The mask of a class's self-attention: the model's, or causal in a decoder, full in an encoder."""
+    if model.attention.mask:
+        return model.attention.mask
+    return "causal" if cls.stack == "decoder" else "full"
+
+
+def mask_params(model: ModelSpec) -> dict:
+    att = model.attention
+    return {"window_tokens": att.window_tokens, "stride_tokens": att.sparse_stride_tokens,
+            "summary_tokens": att.sparse_summary_tokens}
+
+
+def _ffn_ops(part: str, prefix: str, model: ModelSpec, dtype: str, q: float, tokens, d_ff, tp, norm_tokens,
+             with_norm: bool) -> list[Op]:
+    """norm (optional), fc1, activation, fc2, residual of a dense FFN block over `tokens` rows."""
+    h, g = model.d_model, gate_factor(model)
+    f = d_ff / tp
+    fallback = FLOPS_PER_MAC * tokens * (g + 1) * h * d_ff / tp / ffn_matrices(model.ffn_kind)
+    ops = []
+    if with_norm:
+        ops.append(_norm(part, f"{prefix}norm", dtype, q, norm_tokens, h))
+    ops.append(gemm(part, f"{prefix}fc1", dtype, tokens, g * f, h, fallback=fallback))
+    ops.append(_activation(part, f"{prefix}activation", dtype, q, tokens * f, g))
+    ops.append(gemm(part, f"{prefix}fc2", dtype, tokens, h, f, fallback=fallback))
+    return ops
+
+
+def _norm(part, name, dtype, q, tokens, h) -> Op:
+    op = memory(part, name, dtype, READ_WRITE * tokens * h * q)
+    return replace(op, meta={"bwd_bytes_factor": NORM_BACKWARD_FACTOR})
+
+
+def _residual(part, name, dtype, q, tokens, h) -> Op:
+    op = memory(part, name, dtype, RESIDUAL_PASSES * tokens * h * q)
+    return replace(op, meta={"bwd_bytes_factor": 0.0})
+
+
+def _activation(part, name, dtype, q, elements, g) -> Op:
+    op = memory(part, name, dtype, (g + 1) * elements * q)
+    return replace(op, meta={"bwd_bytes_factor": (2 * g + 1) / (g + 1)})
+
+
+def _no_weights(op: Op) -> Op:
+    return replace(op, meta={**op.meta, "weights": False})
+
+
+class LayerOps:
+    """Builds the forward operator list of a layer class over arrays of candidates (module docstring)."""
+
+    def __init__(self, model: ModelSpec, training: TrainingSpec, b, tp, ep, etp) -> None:
+        self.model, self.tr = model, training
+        self.b, self.tp, self.ep, self.etp = b, tp, ep, etp
+        self.dtype = {kind: op_dtype(training, kind) for kind in ("gemm", "grouped_gemm", "attention", "memory")}
+        self.q = training.bytes_of("compute")
+        self.q_dispatch = training.bytes_of("dispatch")
+        self.q_combine = training.bytes_of("combine")
+
+    def norm_tokens(self, n):
+        return self.b * n / self.tp if self.tr.sequence_parallel else self.b * n
+
+    def attention(self, cls: LayerClass) -> list[Op]:
+        """Attention block(s) of the class: self-attention, and cross-attention in a decoder that has it."""
+        model, b, tp = self.model, self.b, self.tp
+        att, h, n, q = model.attention, model.d_model, cls.tokens, self.q
+        dt, dt_att, dt_mem = self.dtype["gemm"], self.dtype["attention"], self.dtype["memory"]
+        tn = self.norm_tokens(n)
+        blocks = 2 if cls.cross_attention else 1
+        d_v = att.v_head_dim or att.head_dim
+        proj = b * cls.flops.attention_proj / tp
+        out_flops = blocks * FLOPS_PER_MAC * b * n * h * att.num_heads * d_v / tp
+        fallback = proj / ATTENTION_PROJECTIONS  # the estimate's convention before operator tables
+        m = b * n
+        ops = [_norm("attention", "attn_norm", dt_mem, q, tn, h)]
+        qkv_n = (proj - out_flops) / (FLOPS_PER_MAC * m * h)
+        ops.append(gemm("attention", "qkv_proj", dt, m, qkv_n, h, fallback=fallback))
+        mask = self_attention_mask(model, cls)
+        self_scores = _score_flops(model, n, n)
+        frac = work_fraction(mask, n, n, **mask_params(model))
+        cross = cls.flops.attention_scores - self_scores
+        work = b * (self_scores * frac + cross) / tp
+        heads = att.num_heads
+        d_qk = att.head_dim + att.qk_rope_head_dim
+        core = Op("attention", "attention_core", "attention", "fwd", dt_att, flops=work,
+                  shape=(n, b * heads / tp, d_qk), fallback_kernel_flops=b * cls.flops.attention_scores / tp,
+                  kernels=float(blocks), mask=mask,
+                  meta={"full_matrix_flops": b * cls.flops.attention_scores / tp, "work_fraction": frac})
+        ops.append(core)
+        ops.append(gemm("attention", "out_proj", dt, m, h, heads * d_v / tp * blocks, fallback=fallback))
+        ops.append(_residual("attention", "attn_residual", dt_mem, q, tn * blocks, h))
+        return ops
+
+    def dense_ffn(self, cls: LayerClass) -> list[Op]:
+        n = cls.tokens
+        ops = _ffn_ops("dense_ffn", "", self.model, self.dtype["gemm"], self.q, self.b * n, self.model.d_ff,
+                       self.tp, self.norm_tokens(n), with_norm=True)
+        return [replace(ops[0], name="mlp_norm")] + ops[1:] + [
+            _residual("dense_ffn", "mlp_residual", self.dtype["memory"], self.q, self.norm_tokens(n),
+                      self.model.d_model)]
+
+    def router(self, cls: LayerClass, t_dev) -> list[Op]:
+        model, moe = self.model, self.model.moe
+        h, E, k, dt_mem = model.d_model, moe.num_experts, moe.top_k, self.dtype["memory"]
+        ops = [_norm("router", "moe_norm", dt_mem, self.q, self.norm_tokens(cls.tokens), h)]
+        router = gemm("router", "router", moe.router_dtype, t_dev, E, h)
+        ops.append(router)
+        gating_bytes = 3 * t_dev * E * FP32_BYTES + t_dev * k * INDEX_AND_WEIGHT_BYTES
+        ops.append(replace(memory("router", "router_gating", "float32", gating_bytes, kernels=GATING_KERNELS),
+                           meta={"bwd_bytes_factor": 1.0}))
+        return ops
+
+    def experts(self, slots, part: str = "expert_ffn") -> list[Op]:
+        """Routed experts on one device for `slots` token slots (grouped GEMMs over its E/ep experts)."""
+        model, moe = self.model, self.model.moe
+        h, f, g = model.d_model, moe.expert_d_ff, gate_factor(model)
+        groups = moe.num_experts / self.ep
+        rows = slots * self.etp / groups
+        fe = f / self.etp
+        dt = self.dtype["grouped_gemm"]
+        total = FLOPS_PER_MAC * slots * (g + 1) * h * f
+        fallback = total / groups / ffn_matrices(model.ffn_kind)
+        return [grouped_gemm(part, "expert_fc1", dt, groups, rows, g * fe, h, fallback=fallback),
+                _activation(part, "expert_activation", self.dtype["memory"], self.q, slots * f, g),
+                grouped_gemm(part, "expert_fc2", dt, groups, rows, h, fe, fallback=fallback)]
+
+    def dispatch(self, slots, t_dev, capacity, dense_einsum: bool) -> tuple[list[Op], list[Op]]:
+        """(permute ops, unpermute ops): index copies, or GShard's dispatch and combine einsums."""
+        h, E, dt_mem = self.model.d_model, self.model.moe.num_experts, self.dtype["memory"]
+        if dense_einsum:
+            # Per routing group: [E·C, S]·[S, h] (dispatch) and [S, E·C]·[E·C, h] (combine); Σ S = t.
+            einsum = FLOPS_PER_MAC * t_dev * E * capacity * h
+            dispatch = gemm("permute", "dispatch_einsum", self.dtype["gemm"], E * capacity, h, t_dev,
+                            fallback=einsum)
+            combine = gemm("unpermute", "combine_einsum", self.dtype["gemm"], t_dev, h, E * capacity,
+                           fallback=einsum)
+            dispatch = _no_weights(dispatch)  # the 0/1 mask gets no gradient (terms.py docstring)
+            permute, unpermute = [dispatch], [combine]
+        else:
+            permute = [memory("permute", "permute", dt_mem, READ_WRITE * slots * h * self.q_dispatch)]
+            unpermute = [memory("unpermute", "unpermute", dt_mem, READ_WRITE * slots * h * self.q_dispatch)]
+        return permute, unpermute
+
+    def shared_experts(self, cls: LayerClass) -> list[Op]:
+        moe = self.model.moe
+        if not moe.num_shared_experts:
+            return []
+        return _ffn_ops("shared_experts", "shared_", self.model, self.dtype["gemm"], self.q, self.b * cls.tokens,
+                        moe.num_shared_experts * moe.shared_expert_d_ff, self.tp, 0, with_norm=False)
+
+    def moe_residual(self, cls: LayerClass) -> Op:
+        return _residual("unpermute", "moe_residual", self.dtype["memory"], self.q, self.norm_tokens(cls.tokens),
+                         self.model.d_model)
+
+
+def backward_ops(forward: list[Op]) -> list[Op]:
+    """The backward operators of a forward list, in reverse execution order."""
+    out: list[Op] = []
+    for op in reversed(forward):
+        out += backward(op)
+    return out
+
+
+def logits_ops(model: ModelSpec, training: TrainingSpec, b, tp, output_tokens: int) -> tuple[list[Op], list[Op]]:
+    """(forward, backward) operators of the output head on the last stage: the [b·n, h]·[h, V/tp] GEMM and
+    the cross-entropy over its logits (memory: the float32 softmax reads and writes the logits once forward,
+    and the gradient once backward)."""
+    dt = op_dtype(training, "gemm")
+    m = b * output_tokens
+    head = gemm("dense_ffn", "logits", dt, m, model.vocab_size / tp, model.d_model)
+    ce = replace(memory("dense_ffn", "cross_entropy", "float32", READ_WRITE * m * model.vocab_size / tp * FP32_BYTES),
+                 meta={"bwd_bytes_factor": 1.0})
+    fwd = [head, ce]
+    return fwd, backward_ops(fwd)
+
+
+__all__ = ["LayerOps", "backward_ops", "logits_ops", "self_attention_mask"]

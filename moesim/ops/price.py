@@ -1,0 +1,48 @@
+"""Pricing operators from a hardware profile, over arrays of candidates.
+
+  compute (gemm, grouped_gemm, attention)  t = flops / (peak[dtype] · η) + kernels · t_launch
+  memory                                   t = bytes / (HBM bandwidth · η_mem) + kernels · t_launch
+  host                                     t = time_s
+η is the profile's operator table for the kind, dtype and pass at the operator's shape
+(moesim.ops.tables); without one, the FLOP-keyed `efficiency.matmul` at `fallback_kernel_flops`
+(compute) or `efficiency.memory_bandwidth` (memory). t_launch is `efficiency.kernel_launch_us`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.ops.base import Op
+from moesim.ops.tables import select_table, table_efficiency
+from moesim.specs.hardware import HardwareProfile
+
+
+def op_efficiency(op: Op, hw: HardwareProfile) -> np.ndarray | float:
+    """Fraction of peak (compute) or of HBM bandwidth (memory) the operator achieves."""
+    names = (op.name, op.mask) if op.kind == "attention" else (op.name,)
+    table = select_table(hw.efficiency.op_tables, op.kind, op.dtype, op.pass_, names)
+    if table is not None:
+        return table_efficiency(table, op.shape)
+    if op.kind == "memory":
+        return hw.efficiency.memory_bandwidth
+    size = op.fallback_kernel_flops if op.fallback_kernel_flops is not None else op.flops
+    return hw.efficiency.matmul.at_array(size)
+
+
+def op_time_s(op: Op, hw: HardwareProfile) -> np.ndarray | float:
+    """Seconds for `op` on `hw` (module docstring)."""
+    if op.kind == "host":
+        return op.time_s
+    launch = op.kernels * hw.efficiency.kernel_launch_s if hw.efficiency.kernel_launch_s else 0.0
+    if op.kind == "memory":
+        return op.bytes / (hw.chip.hbm_bw_bytes_per_s * op_efficiency(op, hw)) + launch
+    return op.flops / (hw.chip.peak_for(op.dtype) * op_efficiency(op, hw)) + launch
+
+
+def ops_time_by_part(ops: list[Op], hw: HardwareProfile, n: int) -> dict[str, np.ndarray]:
+    """Σ op_time_s per stage part, as (n,) arrays, in first-seen order."""
+    out: dict[str, np.ndarray] = {}
+    for op in ops:
+        t = np.broadcast_to(np.asarray(op_time_s(op, hw), dtype=float), (n,))
+        out[op.part] = out[op.part] + t if op.part in out else t.copy()
+    return out

@@ -1,0 +1,128 @@
+"""Per-operator efficiency tables: linear interpolation in log-shape space, the nearest measured shape outside.
+
+A table's points are shapes (OP_DIMS[kind] coordinates) with a measured efficiency. Coordinates are
+taken as logarithms (GEMM efficiency varies with the order of magnitude of m, n, k: tile and wave
+quantisation, NVIDIA Matrix Multiplication Background guide); coordinates constant over the whole
+table are dropped. Inside the convex hull of the measured shapes the efficiency is the linear
+interpolation on their Delaunay triangulation (as scipy.interpolate.LinearNDInterpolator); outside it,
+the efficiency of the nearest measured shape (NearestNDInterpolator); one varying coordinate is
+np.interp, which clamps to the end points (the same rule). A degenerate table (points on a plane of
+fewer dimensions than it varies in) is answered by the nearest shape. The barycentric coordinates are
+computed here with numpy (one batched inverse per triangulation) rather than by scipy's lazily built
+`Delaunay.transform`, whose per-simplex LAPACK calls took seconds on a loaded 2-core host.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from moesim.specs.hardware import OpTable
+
+INSIDE_TOL = 1e-9  # barycentric coordinates this far below 0 still count as inside (shapes on a face)
+QUERY_CHUNK = 256
+
+
+class _Linear:
+    """Piecewise-linear interpolation on a Delaunay triangulation (scipy.spatial.Delaunay, qhull); NaN outside."""
+
+    def __init__(self, points: np.ndarray, values: np.ndarray) -> None:
+        from scipy.spatial import Delaunay
+
+        tri = Delaunay(points)
+        verts = points[tri.simplices]  # (s, d + 1, d)
+        edges = (verts[:, :-1] - verts[:, -1:]).transpose(0, 2, 1)  # columns v_i − v_d
+        det = np.linalg.det(edges)
+        ok = np.abs(det) > 1e-12
+        self.inv = np.linalg.inv(edges[ok])
+        self.origin = verts[ok, -1]
+        self.values = values[tri.simplices[ok]]  # (s, d + 1)
+
+    def __call__(self, q: np.ndarray) -> np.ndarray:
+        out = np.full(len(q), np.nan)
+        for start in range(0, len(q), QUERY_CHUNK):
+            x = q[start:start + QUERY_CHUNK]
+            lam = np.einsum("sij,qsj->qsi", self.inv, x[:, None, :] - self.origin[None])
+            lam = np.concatenate([lam, 1 - lam.sum(axis=2, keepdims=True)], axis=2)  # (q, s, d + 1)
+            inside = (lam >= -INSIDE_TOL).all(axis=2)
+            hit = inside.any(axis=1)
+            first = inside.argmax(axis=1)
+            rows = np.flatnonzero(hit)
+            chosen = first[rows]
+            out[start + rows] = (lam[rows, chosen] * self.values[chosen]).sum(axis=1)
+        return out
+
+
+class _Interpolant:
+    def __init__(self, table: OpTable) -> None:
+        pts = np.asarray(table.points, dtype=float)
+        coords, eff = np.log(pts[:, :-1]), pts[:, -1]
+        keep = np.ptp(coords, axis=0) > 1e-12
+        self.keep = keep
+        coords = coords[:, keep]
+        # Duplicate shapes (a table may list one shape twice): their mean.
+        uniq, inverse = np.unique(np.round(coords, 9), axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        mean = np.bincount(inverse, weights=eff) / np.bincount(inverse)
+        self.dim = uniq.shape[1]
+        self.const = float(mean.mean()) if self.dim == 0 else None
+        self.linear = self.nearest = None
+        if self.dim == 1:
+            order = np.argsort(uniq[:, 0])
+            self.x, self.y = uniq[order, 0], mean[order]
+        elif self.dim >= 2:
+            from scipy.interpolate import NearestNDInterpolator
+            from scipy.spatial import QhullError
+
+            self.nearest = NearestNDInterpolator(uniq, mean)
+            if len(uniq) > self.dim:
+                try:
+                    self.linear = _Linear(uniq, mean)
+                except (QhullError, np.linalg.LinAlgError):
+                    self.linear = None
+
+    def __call__(self, log_coords: np.ndarray) -> np.ndarray:
+        if self.const is not None:
+            return np.full(len(log_coords), self.const)
+        q = log_coords[:, self.keep]
+        if self.dim == 1:
+            return np.interp(q[:, 0], self.x, self.y)
+        out = self.linear(q) if self.linear is not None else np.full(len(q), np.nan)
+        missing = np.isnan(out)
+        if missing.any():
+            out[missing] = self.nearest(q[missing])
+        return out
+
+
+@lru_cache(maxsize=256)
+def _interpolant(table: OpTable) -> _Interpolant:
+    return _Interpolant(table)
+
+
+def table_efficiency(table: OpTable, shape: tuple, n: int | None = None) -> np.ndarray:
+    """Efficiency of `table` at `shape` (coordinates as arrays or scalars, broadcast together)."""
+    columns = np.broadcast_arrays(*[np.asarray(c, dtype=float) for c in shape])
+    size = columns[0].size if n is None else n
+    coords = np.column_stack([np.broadcast_to(c, columns[0].shape).reshape(-1) for c in columns])
+    coords = np.log(np.maximum(coords, 1e-30))
+    uniq, inverse = np.unique(coords, axis=0, return_inverse=True)
+    values = _interpolant(table)(uniq)[inverse.reshape(-1)]
+    return values if values.size == size else np.broadcast_to(values, (size,))
+
+
+def select_table(tables: tuple[OpTable, ...], kind: str, dtype: str, pass_: str,
+                 names: tuple[str, ...]) -> OpTable | None:
+    """The table for an operator: same kind and dtype (memory tables serve every dtype: a copy's bandwidth
+    does not depend on what it copies, though one of the operator's own dtype is preferred); a table of its
+    own pass before one for "any", one for its name (or mask) before one for "any" operator; None when the
+    profile has none."""
+    best, best_score = None, -1
+    for t in tables:
+        if t.kind != kind or (t.dtype != dtype and kind != "memory") or t.pass_ not in (pass_, "any") \
+                or t.op not in names + ("any",):
+            continue
+        score = 4 * (t.pass_ == pass_) + 2 * (t.op != "any") + (t.dtype == dtype)
+        if score > best_score:
+            best, best_score = t, score
+    return best

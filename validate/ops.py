@@ -1,0 +1,238 @@
+"""Operator micro-benchmarks: time moesim's operator kinds over a shape sweep on the machine at hand.
+
+    python -m validate.ops --out ops.jsonl [--quick] [--dtypes float32,bfloat16] [--repeats 7] [--seed 0]
+        [--threads 1] [--estimator median|min] [--procs N]
+
+Each record (one JSON line) is one operator at one shape, in moesim's operator conventions
+(moesim/ops/base.py): kind (gemm, grouped_gemm, attention, memory), pass (fwd, dgrad, wgrad, bwd), op
+(the operator name; memory ops: layer_norm, activation, softmax, permute), dtype, shape (OP_DIMS order,
+specs/hardware.py), flops (kernel work; attention: the computed tiles of its mask) or bytes, and its
+time over `repeats` timed calls after a warm-up: the median on a GPU (CUDA events around each call);
+on a CPU (time.perf_counter) the minimum, since other processes on a shared host only ever add time
+(a 2-core box under load shows single calls 10-200x slower than their neighbours).
+`moesim calibrate ops.jsonl --hardware P -o OUT.toml` fits a profile's operator
+tables from them (moesim/calibrate/ops.py).
+
+GEMM passes: fwd C[m, n] = A[m, k]·B[k, n]; dgrad [m, n]·[n, k]; wgrad [k, m]·[m, n] (moesim.ops.base).
+Grouped GEMM: torch.bmm over `groups` equal groups (the CPU has no grouped kernel; the batched GEMM is
+the equal-tokens case). Attention: torch scaled_dot_product_attention, causal, forward and its autograd
+backward (backward time = forward+backward − forward).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+SCHEMA_VERSION = 1
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+GEMM_SIZES = (64, 128, 256, 512, 1024)
+QUICK_GEMM_SIZES = (64, 256, 512)
+
+
+def _timer(device):
+    if device.type == "cuda":
+        def run(fn, repeats):
+            out = []
+            for _ in range(repeats):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize()
+                out.append(start.elapsed_time(end) / 1e3)
+            return out
+    else:
+        def run(fn, repeats):
+            out = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t0)
+            return out
+    return run
+
+
+def _time(fn, repeats, device) -> list[float]:
+    fn()  # warm-up
+    return _timer(device)(fn, repeats)
+
+
+def gemm_records(sizes, dtype, device, repeats, rng):
+    out = []
+    for m in sizes:
+        for n in sizes:
+            for k in sizes:
+                if rng.random() > 0.5:  # a seeded half of the grid keeps the sweep short
+                    continue
+                for pass_, (a, b) in (("fwd", ((m, k), (k, n))), ("dgrad", ((m, n), (n, k))),
+                                      ("wgrad", ((k, m), (m, n)))):
+                    x = torch.randn(*a, dtype=dtype, device=device)
+                    w = torch.randn(*b, dtype=dtype, device=device)
+                    times = _time(lambda: torch.matmul(x, w), repeats, device)
+                    out.append(_record("gemm", pass_, "any", dtype, (m, n, k), 2.0 * m * n * k, 0.0, times))
+    return out
+
+
+def grouped_records(dtype, device, repeats, quick):
+    out = []
+    shapes = [(4, 64, 256, 256), (8, 128, 512, 256), (16, 32, 256, 512)] if quick else \
+        [(g, m, n, k) for g in (4, 16) for m in (32, 128, 512) for n, k in ((256, 512), (512, 256))]
+    for g, m, n, k in shapes:
+        for pass_, (a, b), shape in (("fwd", ((g, m, k), (g, k, n)), (g, m, n, k)),
+                                     ("dgrad", ((g, m, n), (g, n, k)), (g, m, k, n)),
+                                     ("wgrad", ((g, k, m), (g, m, n)), (g, k, n, m))):
+            x = torch.randn(*a, dtype=dtype, device=device)
+            w = torch.randn(*b, dtype=dtype, device=device)
+            times = _time(lambda: torch.bmm(x, w), repeats, device)
+            out.append(_record("grouped_gemm", pass_, "any", dtype, shape, 2.0 * g * m * n * k, 0.0, times))
+    return out
+
+
+def attention_records(dtype, device, repeats, quick):
+    from moesim.ops.attention import work_fraction
+
+    out = []
+    shapes = [(128, 4, 64), (256, 4, 64), (512, 2, 64)] if quick else \
+        [(s, bh, d) for s in (128, 256, 512, 1024) for bh in (2, 8) for d in (32, 64)]
+    for s, bh, d in shapes:
+        q, k, v = (torch.randn(1, bh, s, d, dtype=dtype, device=device, requires_grad=True) for _ in range(3))
+        frac = work_fraction("causal", s, s)
+        fwd_flops = 4.0 * s * s * d * bh * frac
+
+        def fwd():
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+        def both():
+            y = fwd()
+            y.backward(torch.ones_like(y))
+
+        t_fwd = _time(fwd, repeats, device)
+        t_both = _time(both, repeats, device)
+        t_bwd = [max(b - min(t_fwd), 1e-9) for b in t_both]
+        out.append(_record("attention", "fwd", "causal", dtype, (s, bh, d), fwd_flops, 0.0, t_fwd))
+        out.append(_record("attention", "bwd", "causal", dtype, (s, bh, d), 2.5 * fwd_flops, 0.0, t_bwd))
+    return out
+
+
+def memory_records(dtype, device, repeats, quick):
+    out = []
+    q = torch.tensor([], dtype=dtype).element_size()
+    rows_list = (256, 2048, 8192) if quick else (128, 512, 2048, 8192, 32768)
+    for rows in rows_list:
+        h = 512
+        x = torch.randn(rows, h, dtype=dtype, device=device)
+        g = torch.randn(rows, h, dtype=dtype, device=device)
+        index = torch.randperm(rows, device=device)
+        cases = {
+            "layer_norm": (lambda: F.layer_norm(x, (h,)), 2 * rows * h * q),
+            "activation": (lambda: F.silu(x) * g, 3 * rows * h * q),
+            "softmax": (lambda: torch.softmax(x, dim=-1), 2 * rows * h * q),
+            "permute": (lambda: x.index_select(0, index), 2 * rows * h * q),
+        }
+        for name, (fn, nbytes) in cases.items():
+            out.append(_record("memory", "fwd", name, dtype, (nbytes,), 0.0, float(nbytes), _time(fn, repeats, device)))
+    return out
+
+
+ESTIMATORS = {"median": statistics.median, "min": min}
+ESTIMATOR = [statistics.median if torch.cuda.is_available() else min]  # set by --estimator
+
+
+def _record(kind, pass_, op, dtype, shape, flops, nbytes, times) -> dict:
+    return {"schema_version": SCHEMA_VERSION, "record": "op", "kind": kind, "pass": pass_, "op": op,
+            "dtype": {torch.float32: "float32", torch.bfloat16: "bfloat16"}[dtype],
+            "shape": [float(x) for x in shape], "flops": float(flops), "bytes": float(nbytes),
+            "time_s": ESTIMATOR[0](times), "samples_s": [float(t) for t in times]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Time moesim's operator kinds over a shape sweep.")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--quick", action="store_true", help="a small sweep (CI)")
+    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--estimator", choices=tuple(ESTIMATORS), default=None,
+                    help="time of a record from its timed calls (default: median on a GPU, min on a CPU)")
+    ap.add_argument("--procs", type=int, default=1,
+                    help="run the sweep in this many processes at once and keep the first one's records: "
+                         "the contention of the harness's ranks on a shared CPU (default 1)")
+    args = ap.parse_args(argv)
+    if args.estimator:
+        ESTIMATOR[0] = ESTIMATORS[args.estimator]
+    shadows = []
+    if args.procs > 1:
+        import os
+        import subprocess
+        import tempfile
+
+        extra = [a for a in (argv if argv is not None else sys.argv[1:])]
+        for i in range(1, args.procs):
+            out = os.path.join(tempfile.gettempdir(), f"validate-ops-shadow-{os.getpid()}-{i}.jsonl")
+            cmd = [sys.executable, "-m", "validate.ops", *_replace_arg(extra, "--out", out), "--procs", "1"]
+            shadows.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
+    dtypes = [d for d in args.dtypes.split(",") if d]
+    bad = [d for d in dtypes if d not in DTYPES]
+    if bad or args.repeats < 1:
+        print(f"error: --dtypes takes {', '.join(DTYPES)}; --repeats >= 1", file=sys.stderr)
+        return 2
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    import random
+
+    rng = random.Random(args.seed)
+    meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+            "torch": torch.__version__, "threads": args.threads, "procs": args.procs,
+            "timer": "cuda_events" if device.type == "cuda" else "perf_counter", "seed": args.seed}
+    records = []
+    for name in dtypes:
+        dtype = DTYPES[name]
+        sizes = QUICK_GEMM_SIZES if args.quick else GEMM_SIZES
+        records += gemm_records(sizes, dtype, device, args.repeats, rng)
+        records += grouped_records(dtype, device, args.repeats, args.quick)
+        records += attention_records(dtype, device, args.repeats, args.quick)
+        records += memory_records(dtype, device, args.repeats, args.quick)
+    try:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            for rec in records:
+                fh.write(json.dumps({**rec, **meta}) + "\n")
+    except OSError as err:
+        print(f"error: cannot write {args.out}: {err.strerror}", file=sys.stderr)
+        return 2
+    for proc in shadows:
+        proc.wait()
+    print(f"wrote {len(records)} operator records to {args.out} ({meta['device']}, {meta['timer']}, "
+          f"{args.procs} process(es) at once)")
+    return 0
+
+
+def _replace_arg(argv: list[str], flag: str, value: str) -> list[str]:
+    out, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if a == flag:
+            out += [flag, value]
+            skip = True
+        elif a.startswith(flag + "="):
+            out += [flag, value]
+        elif a == "--procs":
+            skip = True
+        elif not a.startswith("--procs="):
+            out.append(a)
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

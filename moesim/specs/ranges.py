@@ -119,6 +119,9 @@ RANGES: dict[str, dict[str, Range]] = {
         "kv_lora_rank": count(0, MAX_WIDTH),
         "qk_rope_head_dim": count(0, 2**16),
         "v_head_dim": count(0, 2**16),
+        "window_tokens": count(0, MAX_SEQ_LEN, "tokens"),  # 0 = no sliding window
+        "sparse_stride_tokens": count(0, MAX_SEQ_LEN, "tokens"),
+        "sparse_summary_tokens": count(0, MAX_SEQ_LEN, "tokens"),
     },
     "MoESpec": {
         "num_experts": count(1, MAX_EXPERTS),
@@ -163,6 +166,7 @@ RANGES: dict[str, dict[str, Range]] = {
     "ComputeEfficiency": {
         "memory_bandwidth": fraction(),
         "layer_overhead_s": non_negative(1.0, "s"),
+        "kernel_launch_s": non_negative(1.0, "s"),
     },
     "EfficiencyTable": {},  # checked point by point in EfficiencyTable itself
     "InterconnectLevel": {

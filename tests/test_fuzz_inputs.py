@@ -144,14 +144,17 @@ def _toml(data) -> str:
 def _write_scenario(tmp: Path, scenario: str, *, scen_edit=None, model_edit=None, hw_edit=None) -> Path:
     """The shipped `scenario` with its model and profile copied beside it, each optionally edited in place."""
     scen = tomllib.loads((builtin_dir("scenarios") / f"{scenario}.toml").read_text())
-    model = tomllib.loads((builtin_dir("models") / f"{scen['model']}.toml").read_text())
+    inline = isinstance(scen["model"], dict)  # an inline [model] table stays inline
+    model = scen["model"] if inline else tomllib.loads((builtin_dir("models") / f"{scen['model']}.toml").read_text())
     hw = tomllib.loads((builtin_dir("hardware_profiles") / f"{scen['hardware']}.toml").read_text())
     for data, edit in ((scen, scen_edit), (model, model_edit), (hw, hw_edit)):
         if edit:
             edit(data)
     (tmp / "model.toml").write_text(_toml(model))
     (tmp / "hw.toml").write_text(_toml(hw))
-    scen["model"], scen["hardware"] = str(tmp / "model.toml"), str(tmp / "hw.toml")
+    if not inline:
+        scen["model"] = str(tmp / "model.toml")
+    scen["hardware"] = str(tmp / "hw.toml")
     path = tmp / "scenario.toml"
     path.write_text(_toml(scen))
     return path

@@ -294,3 +294,9 @@ def test_hf_config_zero_heads_is_one_line(tmp_path, capsys):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(data))
     run_bad(capsys, ["model", path], "config.json", "impossible values")
+
+
+def test_integer_too_large_for_a_float(tmp_path, capsys):
+    # a 400-digit integer where a number goes: float() of it raised OverflowError
+    path = scenario_with(tmp_path, hw=sub("hbm_bw_gb_per_s_per_chip = 900", "hbm_bw_gb_per_s_per_chip = " + "9" * 400))
+    run_bad(capsys, ["estimate", path], "h.toml", "chip.hbm_bw_gb_per_s_per_chip", "too large for a number")

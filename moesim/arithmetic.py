@@ -54,6 +54,24 @@ def attention_params(d_model: int, att: AttentionSpec) -> int:
     return params
 
 
+def attention_gemm_widths(d_model: int, att: AttentionSpec) -> tuple[int, int]:
+    """(Σ input widths, Σ output widths) over the GEMMs of one attention block, a shared input counted once.
+
+    MHA/GQA (Megatron's fused linear_qkv): in h + a·d, out (a + 2a_kv)·d + h. MLA (DeepSeek-V2 §2.1.2):
+    in h (Q and KV down-projections share it) + r_q + r_kv + a·d_v; out r_q + a(d + d_r) + r_kv + d_r
+    + a(d + d_v) + h (no q_lora: Q projects h to a(d + d_r) directly). An FP8 recipe quantises each
+    GEMM's input forward and its output gradient backward: these widths count those elements per token.
+    """
+    h, a = d_model, att.num_heads
+    if att.kind == "mla":
+        q_width = a * (att.head_dim + att.qk_rope_head_dim)
+        kv_up = a * (att.head_dim + att.v_head_dim)
+        widths_in = h + att.q_lora_rank + att.kv_lora_rank + a * att.v_head_dim
+        widths_out = att.q_lora_rank + q_width + att.kv_lora_rank + att.qk_rope_head_dim + kv_up + h
+        return widths_in, widths_out
+    return h + a * att.head_dim, (a + 2 * att.num_kv_heads) * att.head_dim + h
+
+
 def norm_params(d_model: int, norm_kind: str) -> int:
     """h for RMSNorm / T5 LayerNorm (scale only); 2h for LayerNorm with bias (Ba et al. 2016)."""
     return d_model if norm_kind == "rmsnorm" else 2 * d_model
@@ -133,6 +151,7 @@ class ParamCounts:
     per_expert: int
     num_moe_layers: int
     top_k: int
+    mtp: int = 0  # unique parameters of the multi-token-prediction modules: outside `total` (see mtp_params)
 
     @property
     def total(self) -> int:
@@ -155,7 +174,7 @@ class ParamCounts:
             "embedding_params": self.embedding, "lm_head_params": self.lm_head,
             "attention_params": self.attention, "dense_ffn_params": self.dense_ffn,
             "shared_expert_params": self.shared_experts, "router_params": self.router,
-            "norm_and_position_params": self.norms_and_positions,
+            "norm_and_position_params": self.norms_and_positions, "mtp_params": self.mtp,
         }
 
 
@@ -185,4 +204,57 @@ def param_counts(model: ModelSpec) -> ParamCounts:
         per_expert=max((p.per_expert for p in layers), default=0),
         num_moe_layers=model.num_moe_layers,
         top_k=model.moe.top_k if model.moe else 0,
+        mtp=mtp_params(model).unique,
     )
+
+
+# --- multi-token prediction (DeepSeek-V3 §2.2) ----------------------------------------------
+
+MTP_PROJECTION_INPUTS = 2  # M_k ∈ R^{h×2h} maps [RMSNorm(h_prev); RMSNorm(Emb(t))] (DeepSeek-V3 eq. 21)
+MTP_NORMS = 3  # enorm, hnorm (eq. 21) and the shared head's own final norm (README_WEIGHTS.md shared_head.norm)
+
+
+def mtp_shape(model: ModelSpec) -> LayerShape:
+    """The transformer block of an MTP module: a decoder block of the same kind as the model's last layer."""
+    last = layer_shapes(model)[-1]
+    return LayerShape("decoder", model.decoder_layers, last.is_moe, False)
+
+
+@dataclass(frozen=True)
+class MTPParams:
+    """Parameters of the model's `depth` MTP modules (zero when it has none)."""
+
+    depth: int
+    block: int  # one transformer block: attention, MoE or FFN, its norms
+    projection: int  # M_k: 2h·h
+    norms: int  # MTP_NORMS·h
+    shared: int  # embedding + output head, shared with the main model (eq. 21-22)
+
+    @property
+    def per_module(self) -> int:
+        return self.block + self.projection + self.norms
+
+    @property
+    def unique(self) -> int:
+        """D·(block + 2h·h + 3h): what the modules add to the main model (DeepSeek-V3: 11.5B, README_WEIGHTS.md)."""
+        return self.depth * self.per_module
+
+    @property
+    def checkpoint(self) -> int:
+        """unique + D·(V·h embedding + V·h head): the released checkpoint stores the shared embedding and
+        head again with each module (DeepSeek-V3 README_WEIGHTS.md: 671B main + 14B MTP = 685B)."""
+        return self.unique + self.depth * self.shared
+
+
+def mtp_params(model: ModelSpec) -> MTPParams:
+    """Parameters of the MTP modules of `model`: D·(block + 2h² + 3h), embedding and head shared.
+
+    Source: DeepSeek-V3 (arXiv 2412.19437) §2.2, eq. 21-23; README_WEIGHTS.md (layer 61: eh_proj,
+    enorm, hnorm, shared_head)."""
+    if not model.mtp_depth:
+        return MTPParams(0, 0, 0, 0, 0)
+    h = model.d_model
+    block = layer_params(model, mtp_shape(model)).total
+    shared = model.vocab_size * h * 2
+    return MTPParams(model.mtp_depth, block, MTP_PROJECTION_INPUTS * h * h, MTP_NORMS * norm_params(h, model.norm_kind),
+                     shared)

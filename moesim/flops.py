@@ -11,13 +11,18 @@ Two conventions:
   plus the de-embedding 2·h·V per output token. Switch Table 9 reports FLOPs/seq "as done in
   Kaplan et al." (footnote 9); golden tests compare in this convention.
 Training = 3 × forward (backward ≈ 2 × forward; Kaplan §2.1).
+Multi-token prediction (DeepSeek-V3 §2.2): each of D modules adds, per token, one transformer block
+like the last layer, its 2h→h projection and one more output-head pass (in both conventions); the
+modules are training work, so `mtp=True` (the default) counts them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from moesim.arithmetic import LayerShape, attention_params, ffn_params, layer_params, layer_shapes
+from moesim.arithmetic import (
+    MTP_PROJECTION_INPUTS, LayerShape, attention_params, ffn_params, layer_params, layer_shapes, mtp_shape,
+)
 from moesim.specs.model import ModelSpec
 
 FLOPS_PER_MAC = 2  # one multiply-accumulate = 2 FLOP
@@ -35,11 +40,12 @@ class LayerFlops:
     experts: float  # routed experts, k per token, no capacity padding
     shared_experts: float
     router: float
+    mtp_projection: float = 0.0  # an MTP module's M_k: 2·n·2h·h (DeepSeek-V3 eq. 21); 0 in main-model layers
 
     @property
     def total(self) -> float:
         return (self.attention_proj + self.attention_scores + self.dense_ffn + self.experts
-                + self.shared_experts + self.router)
+                + self.shared_experts + self.router + self.mtp_projection)
 
 
 def _projection_flops(model: ModelSpec, n_q: int, n_kv: int, cross: bool) -> float:
@@ -86,6 +92,33 @@ def layer_forward_flops(model: ModelSpec, shape: LayerShape, n_tokens: int, n_en
     )
 
 
+def mtp_layer_forward_flops(model: ModelSpec, n_tokens: int) -> LayerFlops:
+    """One MTP module's block on `n_tokens`: the block's FLOPs plus M_k's 2·n·2h·h (no output head).
+
+    Source: DeepSeek-V3 (arXiv 2412.19437) §2.2, eq. 21-22."""
+    block = layer_forward_flops(model, mtp_shape(model), n_tokens)
+    projection = FLOPS_PER_MAC * n_tokens * MTP_PROJECTION_INPUTS * model.d_model * model.d_model
+    return LayerFlops(block.attention_proj, block.attention_scores, block.dense_ffn, block.experts,
+                      block.shared_experts, block.router, projection)
+
+
+def mtp_forward_flops(model: ModelSpec, n_tokens: int, convention: str = "exact") -> float:
+    """D·(block + M_k + output head 2·h·V) forward FLOP on `n_tokens` (0 without MTP modules).
+
+    "kaplan": the block's active non-embedding parameters and attention as Kaplan Eq. 2.2, + M_k + head."""
+    if not model.mtp_depth:
+        return 0.0
+    one = mtp_layer_forward_flops(model, n_tokens)
+    if convention == "kaplan":
+        shape = mtp_shape(model)
+        p = layer_params(model, shape)
+        active = p.attention + p.dense_ffn + p.shared_experts + (model.moe.top_k * p.per_expert if shape.is_moe else 0)
+        d_attn = model.attention.num_heads * model.attention.head_dim
+        block = n_tokens * (FLOPS_PER_MAC * active + FLOPS_PER_MAC * n_tokens * d_attn)
+        return model.mtp_depth * (block + one.mtp_projection + logits_flops(model, n_tokens))
+    return model.mtp_depth * (one.total + logits_flops(model, n_tokens))
+
+
 def _stack_tokens(model: ModelSpec, seq_len: int, decoder_seq_len: int) -> dict[str, int]:
     if model.architecture == "encoder_decoder":
         return {"encoder": seq_len, "decoder": decoder_seq_len}
@@ -98,19 +131,21 @@ def logits_flops(model: ModelSpec, n_out_tokens: int) -> float:
 
 
 def forward_flops_per_sequence(
-    model: ModelSpec, seq_len: int, decoder_seq_len: int = 0, convention: str = "exact"
+    model: ModelSpec, seq_len: int, decoder_seq_len: int = 0, convention: str = "exact", mtp: bool = True
 ) -> float:
-    """Forward FLOP for one sequence (encoder input `seq_len`, decoder targets `decoder_seq_len`)."""
+    """Forward FLOP for one sequence (encoder input `seq_len`, decoder targets `decoder_seq_len`), with the
+    MTP modules unless `mtp` is False."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     tokens = _stack_tokens(model, seq_len, decoder_seq_len)
     out_tokens = tokens["decoder"]
+    extra = mtp_forward_flops(model, out_tokens, convention) if mtp else 0.0
     if convention == "exact":
         return sum(
             layer_forward_flops(model, s, tokens[s.stack], tokens.get("encoder", 0)).total
             for s in layer_shapes(model)
-        ) + logits_flops(model, out_tokens)
-    total = logits_flops(model, out_tokens)
+        ) + logits_flops(model, out_tokens) + extra
+    total = logits_flops(model, out_tokens) + extra
     d_attn = model.attention.num_heads * model.attention.head_dim
     for shape in layer_shapes(model):
         n = tokens[shape.stack]
@@ -129,6 +164,6 @@ def sequence_tokens(model: ModelSpec, seq_len: int, decoder_seq_len: int = 0) ->
 
 
 def training_flops_per_sequence(model: ModelSpec, seq_len: int, decoder_seq_len: int = 0,
-                                convention: str = "exact") -> float:
+                                convention: str = "exact", mtp: bool = True) -> float:
     """Forward + backward = 3 × forward (Kaplan §2.1)."""
-    return (1 + BACKWARD_TO_FORWARD) * forward_flops_per_sequence(model, seq_len, decoder_seq_len, convention)
+    return (1 + BACKWARD_TO_FORWARD) * forward_flops_per_sequence(model, seq_len, decoder_seq_len, convention, mtp)

@@ -5,7 +5,9 @@ Pure functions over numbers or numpy arrays (the layout search evaluates thousan
 Notation (per device unless said): b micro-batch sequences, n tokens per sequence through a
 layer, h d_model, a heads, f FFN width, t tp degree, E experts, r token slots an MoE layer
 receives on the device, C capacity per expert per group; bytes per element q_p params, q_g grads,
-q_s optimizer state, q_a activations (2, bf16), masks 1 byte.
+q_s optimizer state, q_a activations (2, bf16), masks 1 byte, q_st the inputs of GEMMs kept for the
+backward pass (q_a, or 1 + scale bytes where an FP8 recipe caches them in FP8: DeepSeek-V3 §3.3.4,
+wave2.md §6.1); everything else (attention Q/K/V, norms, router, expert outputs) stays at q_a.
 Source: Korthikanti et al., "Reducing Activation Recomputation in Large Transformer Models",
 arXiv 2205.05198, §4 and Table 2; ZeRO, Rajbhandari et al., arXiv 1910.02054, §5.
 """
@@ -31,7 +33,7 @@ def optimizer_state_bytes_per_param(training: TrainingSpec, rows: int, cols: int
     adafactor : factored second moment, (rows + cols) fp32 per rows×cols matrix (Shazeer & Stern
                 2018, arXiv 1804.04235, §3), no first moment (T5 default) + master
     """
-    master = FP32_BYTES if training.master_weights and training.bytes_of("param") < FP32_BYTES else 0
+    master = training.bytes_of("master") if training.dtype_for("master") != training.param_dtype else 0
     state = training.bytes_of("optimizer_state")
     if training.optimizer == "adam":
         return 2 * state + master
@@ -55,25 +57,43 @@ def model_state_bytes(params, shard_group, zero_stage, training: TrainingSpec, o
     return weights, grads, optimizer
 
 
-def attention_activation_bytes(b, n_q, n_kv, h, a, tp, sequence_parallel, recompute):
-    """One attention block, Korthikanti §4.1: 11·n·b·h + 5·a·n_q·n_kv·b bytes.
+def attention_activation_bytes(b, n_q, n_kv, h, a, tp, sequence_parallel, recompute, q_store=ACT_BYTES,
+                               q_input=None, mask=MASK_BYTES, qkv_per_token=None):
+    """One attention block, Korthikanti §4.1: 11·n·b·h + 5·a·n_q·n_kv·b bytes (q_st = 2).
 
-    Unsharded by tp without sequence parallelism: block input 2nbh and output dropout mask nbh;
-    the rest (Q, K, V, scores, softmax, dropout, projection input) splits over tp. Selective
-    recomputation drops the attention core 5·a·n_q·n_kv·b (Korthikanti §5).
+    Unsharded by tp without sequence parallelism: block input q_in·nbh (the QKV GEMM's input, q_st;
+    0 when the norm before it is recomputed) and output dropout mask nbh; the rest (Q, K, V 6nbh —
+    2·qkv per token, e.g. MLA's latents r_q + r_kv + d_r when its up-projections are recomputed —
+    scores, softmax, dropout, projection input q_st·nbh) splits over tp. The core is 5·a·n_q·n_kv·b
+    with dropout (softmax output 2, mask 1, dropout output 2), 2·a·n_q·n_kv·b without; selective
+    recomputation drops it (Korthikanti §5).
     """
-    replicated = (ACT_BYTES + MASK_BYTES) * n_q * b * h
-    core = 5 * a * n_q * n_kv * b
-    sharded = 4 * ACT_BYTES * n_q * b * h + np.where(recompute >= 1, 0.0, core)
+    q_input = q_store if q_input is None else q_input
+    qkv = 3 * h if qkv_per_token is None else qkv_per_token
+    replicated = (q_input + mask) * n_q * b * h
+    core = (2 + (3 if mask else 0)) * a * n_q * n_kv * b
+    sharded = (ACT_BYTES * qkv + q_store * h) * n_q * b + np.where(recompute >= 1, 0.0, core)
     return _split(replicated, sharded, tp, sequence_parallel)
 
 
-def mlp_activation_bytes(b, n, h, f, tp, sequence_parallel, ffn_kind: str):
-    """One dense MLP: input 2nbh + mask nbh (replicated w/o SP), FC1 out and activation 4nbf
-    (6nbf gated: FC1 emits 2f) split by tp. f = 4h gives Korthikanti's 19·nbh."""
-    replicated = (ACT_BYTES + MASK_BYTES) * n * b * h
-    widths = 3 if ffn_kind in GATED_FFN_KINDS else 2
-    sharded = widths * ACT_BYTES * n * b * f
+def ffn_inner_bytes_per_token(f, ffn_kind: str, q_store=ACT_BYTES, recompute_act_fn: bool = False):
+    """Bytes kept per token inside one FFN: the activation function's input (2f gated, f otherwise) at q_a
+    and its output (FC2's input) f at q_st; with the activation function recomputed in backward, its input
+    only, at q_st (DeepSeek-V3 §3.3.4: SwiGLU inputs cached in FP8, SwiGLU recomputed)."""
+    act_in = (2 if ffn_kind in GATED_FFN_KINDS else 1) * f
+    if recompute_act_fn:
+        return q_store * act_in
+    return ACT_BYTES * act_in + q_store * f
+
+
+def mlp_activation_bytes(b, n, h, f, tp, sequence_parallel, ffn_kind: str, q_store=ACT_BYTES,
+                         recompute_act_fn: bool = False, q_input=None, mask=MASK_BYTES):
+    """One dense MLP: input q_in·nbh (q_st; 0 with the norm before it recomputed) + mask nbh (replicated
+    w/o SP), FC1 out and activation 4nbf (6nbf gated: FC1 emits 2f; `ffn_inner_bytes_per_token`) split
+    by tp. f = 4h, q_st = 2 gives Korthikanti's 19·nbh."""
+    q_input = q_store if q_input is None else q_input
+    replicated = (q_input + mask) * n * b * h
+    sharded = n * b * ffn_inner_bytes_per_token(f, ffn_kind, q_store, recompute_act_fn)
     return _split(replicated, sharded, tp, sequence_parallel)
 
 
@@ -83,18 +103,24 @@ def norm_activation_bytes(b, n, h, tp, sequence_parallel, norms: int):
 
 
 def moe_activation_bytes(tokens_per_device, slots_per_device, h, f_e, num_experts, etp, ffn_kind: str,
-                         dense_einsum: bool, capacity):
+                         dense_einsum: bool, capacity, q_store=ACT_BYTES, recompute_act_fn: bool = False,
+                         q_input=ACT_BYTES, mask=MASK_BYTES):
     """One MoE layer on one device (../shared/reference/modeling.md §4.2 [derived]).
 
-    Block input 2th + mask th; router logits and probabilities fp32 8·t·E; permuted input 2h·r;
-    expert FC1 out and activation 4f·r (6f·r gated), split by etp; expert outputs 2h·r kept for
-    the gate's gradient; the dense one-hot dispatch/combine tensor 4·t·E·C (fp32) when dispatch is
-    an einsum (GShard/Mesh-TF; Tutel App. B).
+    Block input q_in·th (the router's input, 2; 0 with the norm before it recomputed) + mask th; router logits and probabilities fp32 8·t·E; permuted input q_st·h·r
+    (the experts' FC1 input); expert FC1 out and activation 4f·r (6f·r gated, q_st = 2;
+    `ffn_inner_bytes_per_token`), split by etp; expert outputs 2h·r kept for the gate's gradient;
+    the dense one-hot dispatch/combine tensor 4·t·E·C (fp32) when dispatch is an einsum
+    (GShard/Mesh-TF; Tutel App. B).
+    With the expert activation recomputed (`recompute_act_fn`), the routing probability is applied inside
+    it, act(x)·p, so the gate's gradient comes from the recomputed activation and the expert outputs are
+    not kept (Megatron-Core grouped MLP `activation_func_with_probs` under the "moe_act" recompute
+    module; DeepSeek-V3 §3.3.4 recomputes the MoE SwiGLU from its cached FP8 input).
     """
     t, r = tokens_per_device, slots_per_device
-    widths = 3 if ffn_kind in GATED_FFN_KINDS else 2
-    total = (ACT_BYTES + MASK_BYTES) * t * h + 2 * FP32_BYTES * t * num_experts
-    total = total + 2 * ACT_BYTES * h * r + widths * ACT_BYTES * f_e * r / etp
+    total = (q_input + mask) * t * h + 2 * FP32_BYTES * t * num_experts
+    total = total + (q_store + (0 if recompute_act_fn else ACT_BYTES)) * h * r
+    total = total + r * ffn_inner_bytes_per_token(f_e, ffn_kind, q_store, recompute_act_fn) / etp
     if dense_einsum:
         total = total + FP32_BYTES * t * num_experts * capacity
     return total
@@ -105,9 +131,26 @@ def full_recompute_bytes(b, n, h, tp, sequence_parallel):
     return _split(ACT_BYTES * n * b * h, 0.0, tp, sequence_parallel)
 
 
-def logits_bytes(b, n_out, vocab, tp):
-    """fp32 logits for the loss on the last stage, 4·n·b·V/t (Korthikanti §4.3 output layer)."""
-    return FP32_BYTES * n_out * b * vocab / tp
+def mtp_input_activation_bytes(b, n, h, tp, sequence_parallel, q_store=ACT_BYTES, q_input=None):
+    """An MTP module's inputs (DeepSeek-V3 eq. 21): M_k's input 2h per token at q_in (q_st; 0 with the norms
+    recomputed) plus the inputs of its two RMSNorms (h_prev and Emb(t)) 2·2nbh; split by tp with SP."""
+    q_input = q_store if q_input is None else q_input
+    return _split((2 * q_input + 2 * ACT_BYTES) * n * b * h, 0.0, tp, sequence_parallel)
+
+
+CE_ROW_STATS = 2  # per-row FP32 statistics a fused CE keeps (max and sum of exponentials)
+
+
+def logits_bytes(b, n_out, vocab, tp, fused: bool = False, q_logits=ACT_BYTES, heads: int = 1):
+    """Logits kept for the loss's backward on the last stage, per output head (1 + MTP modules).
+
+    Unfused: the FP32 softmax, 4·n·b·V/t (Korthikanti §4.3 output layer; Megatron's vocab-parallel CE
+    saves FP32 exp_logits). Fused (TransformerEngine's Triton CE, Megatron --cross-entropy-fusion-impl te):
+    the logits in their own dtype q_l·n·b·V/t plus per-row FP32 max and sum-exp, 8·n·b.
+    Source: ../shared/reference/wave2.md §8.2."""
+    if fused:
+        return heads * (q_logits * n_out * b * vocab / tp + CE_ROW_STATS * FP32_BYTES * n_out * b)
+    return heads * FP32_BYTES * n_out * b * vocab / tp
 
 
 def in_flight_micro_batches(schedule: str, micro_batches, pp, stage):

@@ -4,6 +4,11 @@ pipeline of `pp` stages splits them (contiguous layers; uneven counts by `specs.
 A layer class is every layer sharing (stack, MoE or dense): they have identical parameters,
 FLOPs and activations, so the cost model works on at most four classes per stage
 (encoder-dense, encoder-MoE, decoder-dense, decoder-MoE) with a layer count each.
+
+Multi-token-prediction modules (DeepSeek-V3 §2.2) form a class of their own, after the main layers
+in execution order, placed on the last pipeline stage (Megatron-Core puts its MTP layers in the
+post-process stage; DeepSeek's DualPipe keeps them with the output head, §3.2.3); the split of the
+main layers into stages does not count them.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from functools import lru_cache
 import numpy as np
 
 from moesim.arithmetic import (
-    LayerShape, layer_params, layer_shapes, norm_params, param_counts, position_params,
+    LayerShape, layer_params, layer_shapes, mtp_params, mtp_shape, norm_params, param_counts,
+    position_params,
 )
-from moesim.flops import LayerFlops, layer_forward_flops
+from moesim.flops import LayerFlops, layer_forward_flops, mtp_layer_forward_flops
 from moesim.specs.layout import stage_layers
 from moesim.specs.model import ModelSpec
 
@@ -35,6 +41,7 @@ class LayerClass:
     params_experts: int  # all routed experts of one layer
     per_expert: int
     flops: LayerFlops  # forward FLOP per sequence
+    mtp: bool = False  # a multi-token-prediction module (block + M_k projection + its norms)
 
 
 @dataclass(frozen=True)
@@ -51,10 +58,18 @@ class Workload:
     position_params: int  # relative-bias tables (replicated, negligible): first stage
     final_norm_params: int
     output_tokens: int  # tokens per sequence through the logits
+    mtp_layers: int = 0  # MTP modules, the last entries of layer_class_index (on the last stage)
+    mtp_embedding_params: int = 0  # the embedding the MTP modules read: a copy on the last stage when pp > 1
 
     @property
     def num_layers(self) -> int:
-        return len(self.layer_class_index)
+        """Main-model layers: what the pipeline split divides (the MTP modules join the last stage)."""
+        return len(self.layer_class_index) - self.mtp_layers
+
+    @property
+    def logit_heads(self) -> int:
+        """Output-head passes per token: the main model's and one per MTP module (DeepSeek-V3 eq. 22)."""
+        return 1 + self.mtp_layers
 
 
 def _class_key(shape: LayerShape) -> tuple[str, bool]:
@@ -85,22 +100,36 @@ def build_workload(model: ModelSpec, seq_len: int, decoder_seq_len: int) -> Work
                 flops=layer_forward_flops(model, shape, tokens[shape.stack], n_enc),
             ))
         index.append(keys.index(key))
+    mtp = mtp_params(model)
+    if mtp.depth:
+        shape, p = mtp_shape(model), layer_params(model, mtp_shape(model))
+        classes.append(LayerClass(
+            stack="decoder", is_moe=shape.is_moe, cross_attention=False, tokens=tokens["decoder"], encoder_tokens=0,
+            params_shardable=p.attention + p.dense_ffn + p.shared_experts + mtp.projection,
+            params_replicated=p.router + p.norms + mtp.norms, params_experts=p.experts, per_expert=p.per_expert,
+            flops=mtp_layer_forward_flops(model, tokens["decoder"]), mtp=True,
+        ))
+        index.extend([len(classes) - 1] * mtp.depth)
     counts = param_counts(model)
     return Workload(
         model=model, seq_len=seq_len, decoder_seq_len=decoder_seq_len, classes=tuple(classes),
         layer_class_index=tuple(index), embedding_params=counts.embedding,
         lm_head_params=counts.lm_head, position_params=position_params(model),
         final_norm_params=len(model.stacks()) * norm_params(model.d_model, model.norm_kind),
-        output_tokens=tokens["decoder"],
+        output_tokens=tokens["decoder"], mtp_layers=mtp.depth,
+        mtp_embedding_params=counts.embedding if mtp.depth else 0,
     )
 
 
 @lru_cache(maxsize=256)
 def stage_ranges(workload: Workload, pp: int, first: int | None = None, last: int | None = None) -> tuple[range, ...]:
     """Global layer indices of each of `pp` contiguous stages, split by `specs.layout.stage_layers`
-    (L/pp each when pp | L; else the leftover layers on the middle stages, latest first)."""
+    (L/pp each when pp | L; else the leftover layers on the middle stages, latest first). The MTP
+    modules, if any, end the last stage."""
     ends = np.cumsum(stage_layers(workload.num_layers, pp, first, last))
-    return tuple(range(int(end - size), int(end)) for end, size in zip(ends, np.diff(ends, prepend=0)))
+    ends[-1] += workload.mtp_layers
+    sizes = np.diff(ends, prepend=0)
+    return tuple(range(int(end - size), int(end)) for end, size in zip(ends, sizes))
 
 
 @lru_cache(maxsize=256)

@@ -25,3 +25,4 @@ def test_wheel_contains_builtin_data(tmp_path):
         for name in builtin_names(kind):
             assert any(n.startswith(f"{folder}/{name}.") for n in names), (kind, name)
     assert "moesim/cli/__init__.py" in names
+    assert "moesim/precision_recipes.toml" in names  # the named precision recipes

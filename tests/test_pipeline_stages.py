@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from moesim.collectives.select import default_model
+from moesim.collectives.select import default_model, model_for
 from moesim.errors import SpecError
 from moesim.estimate import estimate, evaluate
 from moesim.estimate import stages as stages_module
@@ -140,7 +140,8 @@ def test_layout_problems_allow_uneven_and_reject_too_many_stages():
 
 def test_scenario_file_takes_the_end_stage_keys(tmp_path):
     text = (REPO / "scenarios" / "deepseek-v3-h800.toml").read_text()
-    (tmp_path / "s.toml").write_text(text + "first_stage_layers = 2\nlast_stage_layers = 2\n")
+    text = text.replace("last_stage_layers = 1", "last_stage_layers = 2")  # the shipped file sets the last stage
+    (tmp_path / "s.toml").write_text(text + "first_stage_layers = 2\n")
     scenario = load_scenario(str(tmp_path / "s.toml"))
     layout = scenario.resolve()
     assert layout.stage_layers(61) == (2,) + (4,) * 13 + (5,) + (2,)
@@ -148,7 +149,8 @@ def test_scenario_file_takes_the_end_stage_keys(tmp_path):
     assert load_scenario(str(tmp_path / "s.toml"), devices=1024).resolve().first_stage_layers == 2
     assert estimate(scenario).layout.last_stage_layers == 2
     (tmp_path / "bad.toml").write_text(text + "first_stage_layers = 60\n")
-    with pytest.raises(SpecError, match="first_stage_layers = 60 leaves 1 of layers = 61 for the other 15"):
+    with pytest.raises(SpecError, match="first_stage_layers = 60, last_stage_layers = 2 leaves -1 of layers = 61 "
+                                        "for the other 14"):
         load_scenario(str(tmp_path / "bad.toml")).resolve()
     (tmp_path / "typo.toml").write_text(text + "first_stage_layer = 2\n")
     with pytest.raises(SpecError, match="unknown key"):
@@ -158,12 +160,14 @@ def test_scenario_file_takes_the_end_stage_keys(tmp_path):
 def test_stage_ranges_and_class_counts_cover_every_layer_once():
     wl = build_workload(load_model("deepseek-v3"), 4096, 0)
     ranges = stage_ranges(wl, 16)
-    assert tuple(len(r) for r in ranges) == DS_SPLIT
-    assert [i for r in ranges for i in r] == list(range(61))
+    # The MTP module (layer index 61, DeepSeek-V3 §2.2) ends the last stage; the split counts the 61 main layers.
+    assert tuple(len(r) for r in ranges) == DS_SPLIT[:-1] + (DS_SPLIT[-1] + 1,)
+    assert [i for r in ranges for i in r] == list(range(62)) and wl.num_layers == 61 and wl.mtp_layers == 1
     counts = stage_class_counts(wl, 16)
-    assert counts.sum(axis=0).tolist() == [3, 58]  # dense, MoE layers
-    assert counts[0].tolist() == [3, 0] and counts[1].tolist() == [0, 3] and counts[2].tolist() == [0, 4]
-    assert stage_class_counts(wl, 16, 2, None)[0].tolist() == [2, 0]
+    assert counts.sum(axis=0).tolist() == [3, 58, 1]  # dense, MoE layers, the MTP module
+    assert counts[0].tolist() == [3, 0, 0] and counts[1].tolist() == [0, 3, 0] and counts[2].tolist() == [0, 4, 0]
+    assert counts[-1].tolist() == [0, 3, 1]
+    assert stage_class_counts(wl, 16, 2, None)[0].tolist() == [2, 0, 0]
 
 
 # The analytical model over uneven stages -------------------------------------------------------
@@ -202,12 +206,15 @@ def test_deepseek_v3_61_layers_on_16_stages():
     sc = load_scenario("deepseek-v3-h800")
     assert sc.model.num_layers == 61
     layout = sc.resolve()
-    ev = evaluate(sc, single(sc, layout), default_model(sc.hardware))
+    ev = evaluate(sc, single(sc, layout), model_for(sc))  # the scenario's DeepEP dispatch backend
     assert np.isfinite(ev.step_time_s[0]) and ev.step_time_s[0] > 0 and 0 < ev.mfu[0] < 1
     sizes = layout.stage_layers(61)
-    assert sizes[int(ev.slowest_stage[0])] == 4  # four MoE layers outweigh three plus the logits
-    # Memory peaks on the earliest 4-layer stage: most micro-batches in flight (16 − 2) of the heaviest stages.
-    assert int(ev.memory_stage[0]) == sizes.index(4) == 2
+    assert sizes == (4,) * 15 + (1,)  # the scenario's last_stage_layers = 1
+    # One MoE layer, the MTP module and two BF16 output-head passes (with their cross-entropy) outweigh four
+    # MoE layers under the operator tables; two layers there would be slower still (23.6 s against 19.1 s).
+    assert int(ev.slowest_stage[0]) == 15
+    # Memory peaks on the first stage: most micro-batches in flight (16), three dense layers of d_ff 18432 and one MoE.
+    assert int(ev.memory_stage[0]) == 0
     assert estimate(sc).step_time_s == float(ev.step_time_s[0])
 
 

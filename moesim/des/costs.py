@@ -153,7 +153,7 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
                           np.array([RECOMPUTE_CODES[tr.recompute]]), one(cf))
     costs = Costs(scenario, layout, tr, wl, builder, [], [], m, optimizer_s, cf,
                   CollectivePricer(model, scenario.devices), dict(mesh_strides(layout)), dict(axis_sizes(layout)))
-    q_g, q_p, q_a = tr.bytes_of("grad"), tr.bytes_of("param"), tr.bytes_of("compute")
+    q_g, q_p, q_a = tr.bytes_of("grad"), tr.bytes_of("param"), tr.bytes_of("activation")
     for cls in wl.classes:
         terms: ClassTerms = builder.build(cls)
         comms = {}
@@ -175,7 +175,7 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
     ranges = stage_ranges(wl, pp, layout.first_stage_layers, layout.last_stage_layers)
     out = _boundary_tokens(wl, ranges)
     sp_split = tp if tr.sequence_parallel else 1
-    logits = _f(builder.logits_time_s(wl.output_tokens))
+    logits = _f(builder.logits_time_s(wl.output_tokens, wl.logit_heads))
     for s in range(pp):
         layers = tuple(ranges[s])
         first, last = s == 0, s == pp - 1
@@ -183,6 +183,7 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
         bwd_bytes = b * (out[s - 1] if s else out[0]) * spec.d_model * q_a / sp_split
         embedding = wl.embedding_params / tp + wl.position_params if first else 0.0
         head = wl.lm_head_params / tp + wl.final_norm_params if last else 0.0
+        head += wl.mtp_embedding_params / tp if last and not first else 0.0  # MTP's embedding copy
         classes = [costs.classes[wl.layer_class_index[i]] for i in layers]
         dense = sum(c.dense_grad_bytes for c in classes) / q_g + embedding + head
         expert = sum(c.expert_grad_bytes for c in classes) / q_g

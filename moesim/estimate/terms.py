@@ -31,7 +31,11 @@ from moesim.specs.hardware import HardwareProfile
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
 from moesim.estimate.pricing import distinct_rows
-from moesim.ops.base import PARTS, Op
+from moesim.ops.base import PARTS, Op, gemm, memory
+from moesim.estimate.selective import recompute_extra, stored_inputs
+from moesim.estimate.precision_terms import (
+    activation_recompute_s, quantise_parts_s, quantised_elements, weight_cast_s,
+)
 from moesim.ops.layer import LayerOps, backward_ops, logits_ops
 from moesim.ops.price import op_time_s, ops_time_by_part
 from moesim.workload import LayerClass
@@ -110,9 +114,13 @@ class TermBuilder:
         self.model, self.hw, self.tr = model, hardware, training
         self.b, self.tp, self.ep, self.etp = b, tp, ep, etp
         self.recompute, self.cf = recompute, capacity_factor
-        self.peak = hardware.chip.peak_for(training.compute_dtype)
-        self.q_a = training.bytes_of("compute")
-        self.q_dispatch = training.bytes_of("dispatch")
+        # Precision per tensor class (issue 12): the GEMM dtype's peak (MFU), activations on the wire (tp, pp)
+        # in the working activation dtype, dispatch bytes with their FP8 scales, GEMM inputs stored for
+        # backward in activation_storage; the operators take their dtypes from moesim.ops.dtypes.
+        self.peak = hardware.chip.peak_for(training.dtype_for("gemm"))
+        self.q_a = training.bytes_of("activation")
+        self.q_dispatch = training.element_bytes("dispatch")
+        self.q_store = training.element_bytes("activation_storage")
         self.hbm_bw = hardware.chip.hbm_bw_bytes_per_s * hardware.efficiency.memory_bandwidth
         self.ops = LayerOps(model, training, b, tp, ep, etp)
         columns = [np.asarray(x, dtype=float).reshape(-1) for x in
@@ -133,13 +141,14 @@ class TermBuilder:
         ops = backward_ops(fwd) if backward else fwd
         return sum(np.asarray(op_time_s(op, self.hw), dtype=float) for op in ops)
 
-    def logits_time_s(self, output_tokens: int):
-        """Forward + backward time of the output head on the last stage (moesim.ops.layer.logits_ops)."""
-        return self._logits(output_tokens, backward_only=False)
+    def logits_time_s(self, output_tokens: int, heads: int = 1):
+        """Forward + backward time of the output head on the last stage (moesim.ops.layer.logits_ops), once per
+        head: the main model's and one per MTP module (Workload.logit_heads)."""
+        return heads * self._logits(output_tokens, backward_only=False)
 
-    def logits_bwd_time_s(self, output_tokens: int):
+    def logits_bwd_time_s(self, output_tokens: int, heads: int = 1):
         """Backward part of `logits_time_s`."""
-        return self._logits(output_tokens, backward_only=True)
+        return heads * self._logits(output_tokens, backward_only=True)
 
     def _logits(self, output_tokens: int, backward_only: bool):
         b, tp = self._rows[0], self._rows[1]
@@ -166,19 +175,28 @@ class TermBuilder:
         padded_extra = np.zeros_like(b)
         blocks = 2 if cls.cross_attention else 1  # attention blocks needing tp collectives
         sp = self.tr.sequence_parallel
-        act = mem.attention_activation_bytes(b, n, n, h, model.attention.num_heads, tp, sp, rec)
+        q_st = self.q_store
+        kept = self.kept = stored_inputs(model, self.tr, rec, q_st)  # recompute_modules, dropout (selective.py)
+        att_kw = dict(q_input=kept.q_gemm_input, mask=kept.mask, qkv_per_token=kept.qkv_per_token)
+        act = mem.attention_activation_bytes(b, n, n, h, model.attention.num_heads, tp, sp, rec, q_st, **att_kw)
         if cls.cross_attention:
             act = act + mem.attention_activation_bytes(b, n, cls.encoder_tokens, h, model.attention.num_heads,
-                                                       tp, sp, rec)
+                                                       tp, sp, rec, q_st, **att_kw)
         act = act + mem.norm_activation_bytes(b, n, h, tp, sp, 3 if cls.cross_attention else 2)
+        if cls.mtp:
+            act = act + mem.mtp_input_activation_bytes(b, n, h, tp, sp, q_st, kept.q_gemm_input)
         zero = np.zeros_like(b, dtype=float)
         terms = ClassTerms(zero, zero, zero, fwd_flops, fwd_flops, act)
         fwd_ops = ops.attention(cls)
+        if fl.mtp_projection:  # an MTP module's M_k GEMM [b·n, 2h]·[2h, h/tp], before its block (DeepSeek-V3 eq. 21)
+            fwd_ops.insert(1, gemm("attention", "mtp_projection", self.tr.dtype_for("gemm"), b * n, h / tp, 2 * h))
+            fwd_flops = fwd_flops + b * fl.mtp_projection / tp
         dense_einsum = cls.is_moe and self.tr.dispatch_impl == "dense_einsum"
         if not cls.is_moe:
             fwd_ops += ops.dense_ffn(cls)
             fwd_flops = fwd_flops + b * fl.dense_ffn / tp
-            act = act + mem.mlp_activation_bytes(b, n, h, model.d_ff, tp, sp, model.ffn_kind)
+            act = act + mem.mlp_activation_bytes(b, n, h, model.d_ff, tp, sp, model.ffn_kind, q_st, False,
+                                                 kept.q_gemm_input, kept.mask)
             blocks += 1
         else:
             moe_ops, fwd_flops, act, padded_extra = self._moe(cls, terms, ops, fwd_flops, act, b, tp, cf, rec)
@@ -189,6 +207,8 @@ class TermBuilder:
         host = Op("layer_overhead", "layer_overhead", "host", "fwd", "float32", time_s=overhead, kernels=0.0)
         fwd_ops = [host] + fwd_ops
         bwd_ops = [replace(host, pass_="bwd")] + backward_ops(fwd_ops[1:])
+        extra_fwd, extra_bwd = self._precision_ops(cls, b, tp, ep, etp, terms.slots)
+        fwd_ops, bwd_ops = fwd_ops + extra_fwd, bwd_ops + extra_bwd
         terms.ops_fwd, terms.ops_bwd = fwd_ops, bwd_ops
         fwd_parts = ops_time_by_part(fwd_ops, self.hw, n_rows)
         bwd_parts = ops_time_by_part(bwd_ops, self.hw, n_rows)
@@ -202,16 +222,37 @@ class TermBuilder:
         selective = rec == mem.RECOMPUTE_CODES["selective"]
         core = next(op for op in fwd_ops if op.kind == "attention")
         score_time = np.broadcast_to(np.asarray(op_time_s(core, self.hw), dtype=float), (n_rows,))
-        terms.recompute_time_s = np.where(full, terms.fwd_time_s, np.where(selective, score_time, 0.0))
+        extra_time, extra_flops = recompute_extra(model, self.tr, cls, b, tp, rec, self.hbm_bw, self._flop_time_s)
+        terms.recompute_time_s = np.where(full, terms.fwd_time_s, np.where(selective, score_time + extra_time, 0.0))
         unpadded = fwd_flops - padded_extra
         terms.model_flops = (1 + BACKWARD_TO_FORWARD) * unpadded
-        recompute_flops = np.where(full, fwd_flops, np.where(selective, scores, 0.0))
+        recompute_flops = np.where(full, fwd_flops, np.where(selective, scores + extra_flops, 0.0))
         einsum_saved = (BACKWARD_TO_FORWARD - DISPATCH_EINSUM_BACKWARD) * terms.dispatch_einsum_flops \
             if dense_einsum else 0.0
         terms.hardware_flops = (1 + BACKWARD_TO_FORWARD) * fwd_flops - einsum_saved + recompute_flops
         terms.activation_bytes = np.where(full, mem.full_recompute_bytes(b, n, h, tp, sp), act)
         self._tp_comms(terms, cls, blocks, full, b)
         return terms
+
+    def _flop_time_s(self, flops, kernel_flops):
+        """A GEMM's time from the FLOP-keyed matmul table at the GEMM dtype's peak (recomputed MLA up-projections)."""
+        return flops / (self.peak * self.hw.efficiency.matmul.at_array(kernel_flops))
+
+    def _precision_ops(self, cls: LayerClass, b, tp, ep, etp, slots) -> tuple[list[Op], list[Op]]:
+        """(forward, backward) memory-bound operators of the precision recipe (issue 12): FP8 quantise casts of
+        GEMM inputs and output gradients, the MoE activation recomputed in backward, FP8 weight casts every
+        micro-batch without a weight cache; each in the part whose GEMMs it feeds (precision_terms.py). The
+        helpers return times at a given bandwidth; at 1 byte/s they are the bytes the operators move."""
+        tr, model, dt = self.tr, self.model, self.tr.dtype_for("activation")
+        slots = slots if slots is not None else 0.0
+        fwd_b, bwd_b = quantise_parts_s(tr, 1.0, quantised_elements(model, cls, b, tp, etp, slots))
+        fwd = [memory(part, "fp8_quantise", dt, nbytes) for part, nbytes in fwd_b.items()]
+        bwd = [memory(part, "fp8_quantise", dt, nbytes, pass_="bwd") for part, nbytes in bwd_b.items()]
+        for part, nbytes in activation_recompute_s(model, tr, 1.0, cls, b, tp, etp, slots).items():
+            bwd.append(memory(part, "moe_activation_recompute", dt, nbytes, pass_="bwd"))
+        for part, nbytes in weight_cast_s(tr, 1.0, cls, tp, ep, etp).items():
+            fwd.append(memory(part, "fp8_weight_cast", dt, nbytes))
+        return fwd, bwd
 
     def _moe(self, cls: LayerClass, terms: ClassTerms, ops: LayerOps, fwd_flops, act, b, tp, cf, rec):
         model, moe = self.model, self.model.moe
@@ -242,23 +283,27 @@ class TermBuilder:
             terms.dispatch_einsum_flops = einsum / 2
         moe_ops = (ops.router(cls, t_dev) + permute + ops.experts(slots) + unpermute + [ops.moe_residual(cls)]
                    + ops.shared_experts(cls))
+        recompute_act_fn, kept = self.tr.moe_activation_recompute, self.kept
         act = act + mem.moe_activation_bytes(t_dev, slots, h, moe.expert_d_ff, E, etp, model.ffn_kind,
-                                             dense_einsum, capacity)
+                                             dense_einsum, capacity, self.q_store, recompute_act_fn,
+                                             kept.q_router_input, kept.mask)
         if moe.num_shared_experts:
             act = act + mem.mlp_activation_bytes(b, n, h, moe.num_shared_experts * moe.shared_expert_d_ff, tp,
-                                                 self.tr.sequence_parallel, model.ffn_kind)
+                                                 self.tr.sequence_parallel, model.ffn_kind, self.q_store,
+                                                 recompute_act_fn, kept.q_gemm_input, kept.mask)
         terms.slots, terms.capacity, terms.tokens_per_device = slots, capacity, t_dev
         full = rec == mem.RECOMPUTE_CODES["full"]
         extra = np.where(full, 1, 0)
-        q_c = self.tr.bytes_of("combine")
+        q_c = self.tr.element_bytes("combine")
         # Dispatch and combine all-to-alls, forward and backward (Switch §5.4; FasterMoE §3.3: 4 per layer).
         terms.comms.append(CommCall("ep_all_to_all_dispatch", "ep", "all_to_all", slots * h * self.q_dispatch,
                                     2 + extra))
         terms.comms.append(CommCall("ep_all_to_all_combine", "ep", "all_to_all", slots * h * q_c, 2 + extra))
-        gathered = slots * etp * h * self.q_a
-        # Expert tensor parallelism: A2A(EP) → AG(ETP) → experts → RS(ETP) → A2A(EP) (MCore token_dispatcher).
-        terms.comms.append(CommCall("etp_all_gather", "etp", "all_gather", gathered, 2 + extra))
-        terms.comms.append(CommCall("etp_reduce_scatter", "etp", "reduce_scatter", gathered, 2 + extra))
+        gathered = slots * etp * h
+        # Expert tensor parallelism: A2A(EP) → AG(ETP) → experts → RS(ETP) → A2A(EP) (MCore token_dispatcher);
+        # the gather moves dispatched tokens (dispatch dtype), the scatter expert outputs (combine dtype).
+        terms.comms.append(CommCall("etp_all_gather", "etp", "all_gather", gathered * self.q_dispatch, 2 + extra))
+        terms.comms.append(CommCall("etp_reduce_scatter", "etp", "reduce_scatter", gathered * q_c, 2 + extra))
         return moe_ops, fwd_flops, act, padded_extra
 
     def _tp_comms(self, terms: ClassTerms, cls: LayerClass, blocks: int, full, b) -> None:

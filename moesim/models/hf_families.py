@@ -19,6 +19,7 @@ written in each spec's `notes`.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
@@ -174,9 +175,11 @@ def read_deepseek(cfg: HFConfig, path: Path, version: int) -> ModelSpec:
     mtp = cfg.opt("num_nextn_predict_layers", int, 0)
     notes = f"DeepSeek-V{version}: MLA, {moe.num_shared_experts} shared + routed experts, dropless."
     if mtp:
-        notes += f" The {mtp} multi-token-prediction layer(s) (num_nextn_predict_layers) are not counted."
-    return _decoder(cfg, path, "deepseek", attention=attention, d_ff=cfg.req("intermediate_size", int),
+        notes += (f" The {mtp} multi-token-prediction module(s) (num_nextn_predict_layers) are outside the"
+                  " main model's parameter count (param_counts(...).mtp counts them).")
+    spec = _decoder(cfg, path, "deepseek", attention=attention, d_ff=cfg.req("intermediate_size", int),
                     ffn_kind=_gated_kind(cfg), moe=moe, notes=notes)
+    return dataclasses.replace(spec, mtp_depth=mtp)
 
 
 def read_olmoe(cfg: HFConfig, path: Path) -> ModelSpec:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from moesim.specs.training import TrainingSpec
 
 # Operator kind -> tensor class of TrainingSpec.dtype_for (when it exists).
-KIND_CLASS = {"gemm": "gemm", "grouped_gemm": "gemm", "attention": "attention", "memory": "activation_storage"}
+KIND_CLASS = {"gemm": "gemm", "grouped_gemm": "gemm", "attention": "attention", "memory": "activation"}
 
 
 def op_dtype(training: TrainingSpec, op_kind: str) -> str:

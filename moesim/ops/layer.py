@@ -111,9 +111,9 @@ class LayerOps:
         self.model, self.tr = model, training
         self.b, self.tp, self.ep, self.etp = b, tp, ep, etp
         self.dtype = {kind: op_dtype(training, kind) for kind in ("gemm", "grouped_gemm", "attention", "memory")}
-        self.q = training.bytes_of("compute")
-        self.q_dispatch = training.bytes_of("dispatch")
-        self.q_combine = training.bytes_of("combine")
+        self.q = training.bytes_of("activation")  # working activations (BF16 under FP8 GEMMs)
+        self.q_dispatch = training.element_bytes("dispatch")  # with FP8 scales
+        self.q_combine = training.element_bytes("combine")
 
     def norm_tokens(self, n):
         return self.b * n / self.tp if self.tr.sequence_parallel else self.b * n
@@ -223,7 +223,7 @@ def logits_ops(model: ModelSpec, training: TrainingSpec, b, tp, output_tokens: i
     """(forward, backward) operators of the output head on the last stage: the [b·n, h]·[h, V/tp] GEMM and
     the cross-entropy over its logits (memory: the float32 softmax reads and writes the logits once forward,
     and the gradient once backward)."""
-    dt = op_dtype(training, "gemm")
+    dt = training.dtype_for("head")  # the output head stays in BF16 under FP8 recipes (DeepSeek-V3 §3.3)
     m = b * output_tokens
     head = gemm("dense_ffn", "logits", dt, m, model.vocab_size / tp, model.d_model)
     ce = replace(memory("dense_ffn", "cross_entropy", "float32", READ_WRITE * m * model.vocab_size / tp * FP32_BYTES),

@@ -21,6 +21,12 @@ def op_efficiency(op: Op, hw: HardwareProfile) -> np.ndarray | float:
     """Fraction of peak (compute) or of HBM bandwidth (memory) the operator achieves."""
     names = (op.name, op.mask) if op.kind == "attention" else (op.name,)
     table = select_table(hw.efficiency.op_tables, op.kind, op.dtype, op.pass_, names)
+    if table is None and op.dtype == "float8" and op.kind != "memory":
+        # No FP8 table: an FP8 kernel is taken to reach the fraction of the FP8 peak that the BF16 kernel of
+        # the same shape reaches of the BF16 peak (precision, issue 12; DeepGEMM's H800 FP8 GEMMs reach 1426
+        # of 1979 TFLOPS at 4096×7168×16384, wave2.md §7.2, about BF16's large-GEMM fraction). Without it an
+        # FP8 operator would fall back to the FLOP-keyed prior while its BF16 twin reads a measured table.
+        table = select_table(hw.efficiency.op_tables, op.kind, "bfloat16", op.pass_, names)
     if table is not None:
         return table_efficiency(table, op.shape)
     if op.kind == "memory":

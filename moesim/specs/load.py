@@ -166,6 +166,7 @@ def model_from_table(t: Table) -> ModelSpec:
         relative_attention_num_buckets=t.opt("relative_attention_num_buckets", int, 32),
         max_position_embeddings=t.opt("max_position_embeddings", int, 0),
         moe=moe,
+        mtp_depth=t.opt("mtp_depth", int, 0),
         default_seq_len=t.opt("default_seq_len", int, 2048),
         default_decoder_seq_len=t.opt("default_decoder_seq_len", int, 0),
         source=t.req("source", str),
@@ -339,7 +340,7 @@ def load_hardware(ref: str | Path, *, relative_to: Path | None = None, field: st
 
 # --- scenarios ----------------------------------------------------------------------------
 
-_FIELD_TYPES = {"int": int, "float": float, "float | None": float, "bool": bool, "str": str}
+_FIELD_TYPES = {"int": int, "float": float, "float | None": float, "bool": bool, "str": str, "tuple[str, ...]": list}
 
 
 def training_from_table(t: Table) -> TrainingSpec:
@@ -347,7 +348,7 @@ def training_from_table(t: Table) -> TrainingSpec:
     kwargs = {key: t.opt(key, _FIELD_TYPES[known[key].type]) for key in list(t.data) if key in known}
     t.req("global_batch_sequences", int)
     t.finish(allowed=known)
-    return TrainingSpec(**kwargs)
+    return TrainingSpec.with_recipe(**kwargs)  # a named precision recipe under the table's own keys
 
 
 def _str_list(t: Table, key: str, allowed: tuple, default: list) -> list:

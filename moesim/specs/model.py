@@ -175,6 +175,10 @@ class ModelSpec:
     relative_attention_num_buckets: int = 32
     max_position_embeddings: int = 0
     moe: MoESpec | None = None
+    # Multi-token-prediction depth D (DeepSeek-V3 §2.2): D sequential modules, each one transformer block
+    # like the last layer plus a 2h→h projection and two RMSNorms, sharing the embedding and output head.
+    # Outside the main model's parameter count; trained, dropped at inference.
+    mtp_depth: int = 0
     default_seq_len: int = 2048
     default_decoder_seq_len: int = 0
     source: str = ""
@@ -193,6 +197,10 @@ class ModelSpec:
         for name in ("d_model", "decoder_layers", "vocab_size", "d_ff", "default_seq_len"):
             _positive(name, getattr(self, name))
         _positive("encoder_layers", self.encoder_layers, allow_zero=True)
+        _positive("mtp_depth", self.mtp_depth, allow_zero=True)
+        if self.mtp_depth and self.architecture != "decoder_only":
+            raise SpecError("multi-token prediction needs a decoder-only model", field="mtp_depth",
+                            value=self.mtp_depth)
         if self.architecture == "encoder_decoder":
             if self.encoder_layers == 0:
                 raise SpecError("an encoder-decoder model needs encoder_layers > 0", field="encoder_layers")

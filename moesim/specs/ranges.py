@@ -147,6 +147,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "max_position_embeddings": count(0, MAX_SEQ_LEN, "tokens"),
         "default_seq_len": count(1, MAX_SEQ_LEN, "tokens"),
         "default_decoder_seq_len": count(0, MAX_SEQ_LEN, "tokens"),
+        "mtp_depth": count(0, MAX_LAYERS, "layers"),  # multi-token prediction modules (DeepSeek-V3: 1)
     },
     "TrainingSpec": {
         "global_batch_sequences": count(1, MAX_BATCH_SEQUENCES, "sequences"),

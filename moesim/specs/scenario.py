@@ -47,6 +47,10 @@ class Scenario:
             self.hardware.check_devices(self.devices)
         except SpecError as err:
             raise err.in_file(self.file) if self.file else err
+        if "mla_up_proj" in self.training.recompute_modules and self.model.attention.kind != "mla":
+            raise SpecError(f"recomputing MLA up-projections needs an MLA model ('{self.model.name}' has "
+                            f"{self.model.attention.kind} attention)", file=self.file or None,
+                            field="training.recompute_modules", value="mla_up_proj")
         if self.model.architecture == "encoder_decoder" and not self.seq_lens[1]:
             raise SpecError("an encoder-decoder model needs decoder_seq_len", file=self.file or None,
                             field="training.decoder_seq_len")

@@ -1,15 +1,27 @@
-"""Training spec: batch, sequence, dtypes, optimizer, ZeRO stage, recomputation, micro-batches."""
+"""Training spec: batch, sequence, dtypes, optimizer, ZeRO stage, recomputation, micro-batches.
+
+Precision per tensor class (`dtype_for`): GEMM inputs, attention, working activations (elementwise
+ops, tensor- and pipeline-parallel traffic), the output head, dispatch and combine all-to-alls,
+activations stored for backward, gradients, parameters, master weights and optimizer states. A
+named recipe (`precision_recipe`, moesim/precision_recipes.toml) fills these keys; any key the
+scenario sets itself wins over the recipe (the loader merges them, see specs/load.py).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from moesim.errors import SpecError
+from moesim.precision import SCALINGS, scale_bytes_per_element
 from moesim.specs.ranges import check_ranges
 from moesim.specs.hardware import DTYPE_BYTES, DTYPES
 
 OPTIMIZERS = ("adam", "adafactor", "sgd")
 RECOMPUTE_MODES = ("none", "selective", "full")
+# What selective recomputation covers (Megatron-Core --recompute-modules names): the attention core always
+# (moesim's "selective", Korthikanti §5); optionally the norms and the MLA up-projections, whose outputs are
+# then not stored (DeepSeek-V3 §3.2.3 recomputes "all RMSNorm operations and MLA up-projections").
+RECOMPUTE_MODULES = ("core_attn", "layernorm", "mla_up_proj")
 PIPELINE_SCHEDULES = ("1f1b", "gpipe")
 DISPATCH_IMPLS = ("index", "dense_einsum")
 # How the expert all-to-all runs (moesim/collectives/dispatch.py): "nccl" the fastest of NCCL's pairwise
@@ -18,6 +30,17 @@ DISPATCH_IMPLS = ("index", "dense_einsum")
 # "deepep_ll" DeepEP low-latency kernels (pure RDMA, one message per selected expert).
 DISPATCH_BACKENDS = ("nccl", "pairwise", "hierarchical", "deepep", "deepep_ll")
 ZERO_STAGES = (0, 1, 2, 3)
+# Tensor classes `dtype_for` answers (agreed with the operator layer, see the module docstring).
+TENSOR_CLASSES = ("gemm", "attention", "activation", "head", "dispatch", "combine", "activation_storage",
+                  "grad", "param", "optimizer_state", "master", "compute")
+# Training keys a precision recipe may set (moesim/precision_recipes.toml).
+PRECISION_KEYS = ("param_dtype", "compute_dtype", "gemm_dtype", "gemm_scaling", "attention_dtype", "activation_dtype",
+                  "grad_dtype", "dispatch_dtype", "combine_dtype", "activation_storage_dtype",
+                  "moe_activation_recompute", "optimizer_state_dtype", "master_weights", "fused_cross_entropy",
+                  "fp8_weight_cache")
+# Dtype fields that may be left "" (= derived, see dtype_for).
+_DERIVED_DTYPES = ("combine_dtype", "gemm_dtype", "attention_dtype", "activation_dtype", "activation_storage_dtype")
+FP8 = "float8"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,12 +59,27 @@ class TrainingSpec:
     compute_dtype: str = "bfloat16"
     grad_dtype: str = "float32"
     dispatch_dtype: str = "bfloat16"  # tokens on their way to the experts (the dispatch all-to-all)
-    combine_dtype: str = ""  # expert outputs on their way back (the combine all-to-all); "" = compute_dtype
+    combine_dtype: str = ""  # expert outputs on their way back (the combine all-to-all); "" = activation dtype
+    # A named preset of the precision keys (moesim/precision_recipes.toml), applied under the given keys by the
+    # loader and TrainingSpec.with_recipe; the constructor itself only checks the name and records it.
+    precision_recipe: str = ""
+    gemm_dtype: str = ""  # inputs of every Linear's Fprop/Dgrad/Wgrad GEMM; "" = compute_dtype
+    gemm_scaling: str = ""  # FP8 scaling (precision.SCALINGS); "" = per_tensor_delayed for FP8 GEMMs
+    attention_dtype: str = ""  # the attention core (QK^T, softmax, AV); "" = activation dtype
+    activation_dtype: str = ""  # working activations, tp/pp traffic, norms; "" = compute_dtype, BF16 if that is FP8
+    activation_storage_dtype: str = ""  # GEMM inputs kept for the backward pass; "" = activation dtype
+    moe_activation_recompute: bool = False  # expert SwiGLU recomputed from its stored input (DeepSeek-V3 §3.3.4)
+    fused_cross_entropy: bool = False  # CE keeps the logits in their own dtype, not an FP32 softmax (TE fused CE)
+    # FP8 GEMMs: keep the FP8 weight copies from the first micro-batch to the optimizer step (memory, one cast
+    # per step; TE `is_first_microbatch`), or cast the weights again every micro-batch (time, no memory).
+    fp8_weight_cache: bool = True
     optimizer: str = "adam"
     optimizer_state_dtype: str = "float32"
     master_weights: bool = True
     zero_stage: int = 0
     recompute: str = "none"
+    recompute_modules: tuple[str, ...] = ("core_attn",)  # with recompute = "selective" (RECOMPUTE_MODULES)
+    dropout: bool = True  # dropout masks stored, 1 byte per element (Korthikanti §4.1); false without dropout
     sequence_parallel: bool = True
     pipeline_schedule: str = "1f1b"
     overlap_grad_reduce: bool = True
@@ -60,11 +98,21 @@ class TrainingSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise SpecError(f"must be an integer >= 0, got {value!r}", field=f"training.{name}", value=value)
-        for name in ("param_dtype", "compute_dtype", "grad_dtype", "dispatch_dtype", "optimizer_state_dtype",
-                     "combine_dtype"):
-            if getattr(self, name) not in DTYPES and not (name == "combine_dtype" and getattr(self, name) == ""):
+        for name in ("param_dtype", "compute_dtype", "grad_dtype", "dispatch_dtype", "optimizer_state_dtype") \
+                + _DERIVED_DTYPES:
+            if getattr(self, name) not in DTYPES and not (name in _DERIVED_DTYPES and getattr(self, name) == ""):
                 raise SpecError(f"unknown dtype '{getattr(self, name)}'", field=f"training.{name}",
                                 value=getattr(self, name), allowed=DTYPES)
+        if self.gemm_scaling not in SCALINGS + ("",):
+            raise SpecError(f"unknown FP8 scaling '{self.gemm_scaling}'", field="training.gemm_scaling",
+                            value=self.gemm_scaling, allowed=SCALINGS)
+        if self.dtype_for("gemm") == FP8 and self.gemm_scaling == "none":
+            raise SpecError("FP8 GEMMs need a scaling", field="training.gemm_scaling", value="none",
+                            allowed=SCALINGS[1:])
+        if self.precision_recipe:
+            from moesim.precision import recipe_values  # the recipe names are data; check the name is known
+
+            recipe_values(self.precision_recipe)
         checks = (("optimizer", OPTIMIZERS), ("recompute", RECOMPUTE_MODES),
                   ("pipeline_schedule", PIPELINE_SCHEDULES), ("dispatch_impl", DISPATCH_IMPLS),
                   ("dispatch_backend", DISPATCH_BACKENDS),
@@ -73,6 +121,14 @@ class TrainingSpec:
             if getattr(self, name) not in allowed:
                 raise SpecError(f"'{getattr(self, name)}' is not allowed", field=f"training.{name}",
                                 value=getattr(self, name), allowed=allowed)
+        object.__setattr__(self, "recompute_modules", tuple(self.recompute_modules))  # a list from a file
+        for module in self.recompute_modules:
+            if module not in RECOMPUTE_MODULES:
+                raise SpecError(f"'{module}' is not allowed", field="training.recompute_modules", value=module,
+                                allowed=RECOMPUTE_MODULES)
+        if "core_attn" not in self.recompute_modules:
+            raise SpecError("selective recomputation always covers 'core_attn'", field="training.recompute_modules",
+                            value=list(self.recompute_modules), allowed=RECOMPUTE_MODULES)
         if self.capacity_factor is not None and self.capacity_factor <= 0:
             raise SpecError("capacity_factor must be > 0", field="training.capacity_factor",
                             value=self.capacity_factor)
@@ -80,8 +136,55 @@ class TrainingSpec:
             raise SpecError("memory_headroom_fraction must be in [0, 1)", field="training.memory_headroom_fraction",
                             value=self.memory_headroom_fraction)
 
+    @classmethod
+    def with_recipe(cls, **keys) -> "TrainingSpec":
+        """A TrainingSpec from `keys`, the precision keys of `keys["precision_recipe"]` (if any) filled in
+        underneath: a key given here wins over the recipe's."""
+        name = keys.get("precision_recipe") or ""
+        if name:
+            from moesim.precision import recipe_values
+
+            keys = {**recipe_values(name), **keys}
+        return cls(**keys)
+
+    def dtype_for(self, cls: str) -> str:
+        """The dtype of tensor class `cls` (TENSOR_CLASSES), derived keys resolved.
+
+        activation: activation_dtype, else compute_dtype, BF16 when that is FP8 (no recipe runs
+        elementwise ops in FP8: wave2.md §6.1, DeepSeek-V3 §3.3). gemm: gemm_dtype, else compute_dtype.
+        attention, head (output projection and embedding: BF16 in DeepSeek-V3 §3.3 and Megatron, whose
+        output layer is not a TE layer), combine and activation_storage default to the activation dtype.
+        master: FP32 with master weights below 32 bits, else the parameter dtype."""
+        if cls not in TENSOR_CLASSES:
+            raise SpecError(f"unknown tensor class '{cls}'", field="dtype_for", value=cls, allowed=TENSOR_CLASSES)
+        if cls == "activation":
+            return self.activation_dtype or ("bfloat16" if self.compute_dtype == FP8 else self.compute_dtype)
+        if cls == "gemm":
+            return self.gemm_dtype or self.compute_dtype
+        if cls == "head":
+            return self.dtype_for("activation")
+        if cls == "master":
+            return "float32" if self.master_weights and DTYPE_BYTES[self.param_dtype] < 4 else self.param_dtype
+        if cls in ("attention", "combine", "activation_storage"):
+            return getattr(self, f"{cls}_dtype") or self.dtype_for("activation")
+        return getattr(self, f"{cls}_dtype")
+
+    @property
+    def fp8_scaling(self) -> str:
+        """The FP8 scaling scheme of the GEMM inputs (and of every other FP8 tensor): "none" without FP8 GEMMs."""
+        if self.dtype_for("gemm") != FP8:
+            return "none"
+        return self.gemm_scaling or "per_tensor_delayed"
+
     def bytes_of(self, which: str) -> int:
-        """Bytes per element of `param`, `compute`, `grad`, `dispatch`, `combine` or `optimizer_state`."""
-        if which == "combine" and not self.combine_dtype:
-            which = "compute"
-        return DTYPE_BYTES[getattr(self, f"{which}_dtype")]
+        """Bytes per element of tensor class `which` (TENSOR_CLASSES; "compute" is compute_dtype itself)."""
+        return DTYPE_BYTES[self.dtype_for(which)]
+
+    def element_bytes(self, which: str) -> float:
+        """Bytes per element of class `which` with its FP8 scales: 1 + s for an FP8 tensor (s from
+        precision.scale_bytes_per_element of the recipe's scaling; DeepEP's FP8 dispatch sends
+        hidden + hidden/128·4 bytes per token, wave2.md §3.1), else the dtype's bytes."""
+        q = self.bytes_of(which)
+        if self.dtype_for(which) == FP8 and self.fp8_scaling != "none":
+            return q + scale_bytes_per_element(self.fp8_scaling)
+        return float(q)

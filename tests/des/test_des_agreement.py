@@ -77,7 +77,7 @@ UNEVEN_CASES = [
     ("mixtral-8x7b pp3 (11, 11, 10) 1f1b", "mixtral-8x7b-h100", 48, {}, Layout(dp=16, ep=8, pp=3)),
     ("mixtral-8x7b pp3 (11, 11, 10) gpipe", "mixtral-8x7b-h100", 48, {"pipeline_schedule": "gpipe"},
      Layout(dp=16, ep=8, pp=3)),
-    ("deepseek-v3 61 layers pp16 (3, 3, 13 x 4, 3)", "deepseek-v3-h800", None, {}, None),
+    ("deepseek-v3 61 layers pp16 (3, 14 x 4, 2) + MTP, FP8 recipe", "deepseek-v3-h800", None, {}, None),
 ]
 
 
@@ -89,7 +89,7 @@ def test_uneven_stages_agree_with_the_estimate(name, scenario, devices, changes,
     if changes:
         sc = dataclasses.replace(sc, training=dataclasses.replace(sc.training, **changes))
     layout = layout or sc.resolve()
-    assert len(set(layout.stage_layers(sc.model.num_layers))) == 2
+    assert len(set(layout.stage_layers(sc.model.num_layers))) >= 2
     result = simulate(sc, layout, SimOptions(contention=False, expected_loads=True, trace=False))
     assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=TOLERANCE)
     assert result.step_times_s[0] <= result.analytical_step_time_s

@@ -1,0 +1,102 @@
+"""FP8 quantise operators of one layer, per device per micro-batch (issue 12, precision per tensor class).
+
+An FP8 recipe quantises the input of every Linear in forward (Fprop; the transposed copy serves Wgrad)
+and the gradient of its output in backward (Dgrad and Wgrad); `moesim.precision.quantise_cost` gives
+the bytes of one cast. Here: how many elements each part of a layer quantises, and their memory-bound
+time. The time is reported by the part whose GEMMs consume the casts (attention projections in
+"attention", dense FFN in "dense_ffn", shared experts in "shared_experts"; the routed experts' casts in
+"permute", where DeepSeek-V3 quantises tokens before dispatch, §3.3.4), so both engines run it.
+
+Notation: b micro-batch sequences, n tokens per sequence, h d_model, f FFN width, t tp, r token
+slots on the device, W_in / W_out the summed GEMM input / output widths of an attention block
+(arithmetic.attention_gemm_widths). The first input and last output of a block (width h) are whole on
+every tp rank (the gathered input, the partial output before its reduce); the inner widths split by t.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.arithmetic import MTP_PROJECTION_INPUTS, attention_gemm_widths, ffn_matrices
+from moesim.precision import quantise_time_s, weight_quantise_cost
+from moesim.specs.model import ModelSpec
+from moesim.specs.training import TrainingSpec
+from moesim.workload import LayerClass
+
+
+def _ffn_elements(tokens, h: int, f: int, gated: bool, split):
+    """(forward inputs, backward output gradients) of one FFN: in h + f/t, out (2f or f)/t + h per token."""
+    return tokens * (h + f / split), tokens * ((2 if gated else 1) * f / split + h)
+
+
+def quantised_elements(model: ModelSpec, cls: LayerClass, b, tp, etp, slots) -> dict[str, tuple]:
+    """Part name -> (elements cast forward, elements cast backward) for one layer of `cls`."""
+    h, n = model.d_model, cls.tokens
+    gated = ffn_matrices(model.ffn_kind) == 3
+    w_in, w_out = attention_gemm_widths(h, model.attention)
+    blocks = 2 if cls.cross_attention else 1
+    tokens = b * n
+    att_in = blocks * tokens * (h + (w_in - h) / tp)
+    att_out = blocks * tokens * ((w_out - h) / tp + h)
+    if cls.flops.mtp_projection:  # an MTP module's M_k: input 2h, output h (DeepSeek-V3 eq. 21)
+        att_in, att_out = att_in + tokens * MTP_PROJECTION_INPUTS * h / tp, att_out + tokens * h
+    parts = {"attention": (att_in, att_out)}
+    if not cls.is_moe:
+        parts["dense_ffn"] = _ffn_elements(tokens, h, model.d_ff, gated, tp)
+        return parts
+    moe = model.moe
+    parts["permute"] = _ffn_elements(slots, h, moe.expert_d_ff, gated, etp)
+    if moe.num_shared_experts:
+        parts["shared_experts"] = _ffn_elements(tokens, h, moe.num_shared_experts * moe.shared_expert_d_ff, gated,
+                                                tp)
+    return parts
+
+
+def quantise_parts_s(training: TrainingSpec, hbm_bw_bytes_per_s: float, elements: dict[str, tuple]
+                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(forward, backward) quantise time per part: empty dicts unless the GEMMs run in FP8."""
+    scaling = training.fp8_scaling
+    if scaling == "none":
+        return {}, {}
+    q_src = training.bytes_of("activation")
+    fwd = {name: quantise_time_s(e[0], scaling, hbm_bw_bytes_per_s, q_src) for name, e in elements.items()}
+    bwd = {name: quantise_time_s(e[1], scaling, hbm_bw_bytes_per_s, q_src) for name, e in elements.items()}
+    return fwd, bwd
+
+
+def weight_cast_s(training: TrainingSpec, hbm_bw_bytes_per_s: float, cls: LayerClass, tp, ep, etp
+                  ) -> dict[str, np.ndarray]:
+    """Forward time of casting one layer's weights to FP8 in every micro-batch (fp8_weight_cache off):
+    non-expert weights in "attention" (the first GEMMs to run), the device's experts in "permute"."""
+    scaling = training.fp8_scaling
+    if scaling == "none" or training.fp8_weight_cache:
+        return {}
+    q_p = training.bytes_of("param")
+
+    def cast(params):
+        return weight_quantise_cost(params, scaling, q_p).bytes_moved / hbm_bw_bytes_per_s
+
+    parts = {"attention": cast(cls.params_shardable / tp)}
+    if cls.is_moe:
+        parts["permute"] = cast(cls.params_experts / (ep * etp))
+    return parts
+
+
+def activation_recompute_s(model: ModelSpec, training: TrainingSpec, hbm_bw_bytes_per_s: float, cls: LayerClass,
+                           b, tp, etp, slots) -> dict[str, np.ndarray]:
+    """Backward time of recomputing the MoE activation function from its stored input (moe_activation_recompute):
+    read the input (2f gated, f otherwise) at q_st, write the output f at q_a, per routed slot (part "permute",
+    f/etp) and per token of the shared experts (f_s/tp); memory-bound. DeepSeek-V3 §3.3.4; Megatron "moe_act"."""
+    if not (cls.is_moe and training.moe_activation_recompute):
+        return {}
+    moe, q_in, q_out = model.moe, training.element_bytes("activation_storage"), training.bytes_of("activation")
+    widths = ffn_matrices(model.ffn_kind) - 1  # activation inputs per output element: 2 gated, 1 otherwise
+
+    def per_row(f):
+        return f * (widths * q_in + q_out)
+
+    parts = {"permute": slots * per_row(moe.expert_d_ff / etp) / hbm_bw_bytes_per_s}
+    if moe.num_shared_experts:
+        shared = moe.num_shared_experts * moe.shared_expert_d_ff / tp
+        parts["shared_experts"] = b * cls.tokens * per_row(shared) / hbm_bw_bytes_per_s
+    return parts

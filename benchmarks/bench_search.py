@@ -1,4 +1,6 @@
-"""Layout-search speed: Switch-C on 2048 TPU v3 cores and a 64-expert decoder on 1024 H100 GPUs.
+"""Layout-search speed: Switch-C on 2048 TPU v3 cores, a 64-expert decoder on 1024 H100 GPUs, Mixtral 8x7B on
+64 H100 GPUs; the first and the last also over the larger space of pipeline schedules / virtual stages
+("+schedules") and context parallelism ("+cp").
 
 Run `python benchmarks/bench_search.py [--write]` for the table recorded in benchmarks/RESULTS.md
 (## Search), or `pytest benchmarks/bench_search.py --benchmark-enable` for pytest-benchmark statistics.
@@ -15,6 +17,8 @@ import statistics
 import time
 from pathlib import Path
 
+import dataclasses
+
 import numpy as np
 
 from moesim.collectives.select import default_model
@@ -26,17 +30,32 @@ ROOT = Path(__file__).resolve().parent.parent
 CASES = {
     "switch-c-2048-tpu-v3": str(ROOT / "scenarios" / "switch-c-2048-tpu-v3.toml"),
     "moe-64e-1024-h100": str(ROOT / "tests" / "search" / "data" / "moe-64e-1024-h100.toml"),
+    "mixtral-8x7b-h100": str(ROOT / "scenarios" / "mixtral-8x7b-h100.toml"),
 }
+# The larger spaces: [search] keys of specs.scenario.SearchSpace.
+SPACES = {
+    "": {},
+    " +schedules": dict(pipeline_schedules=("1f1b", "interleaved", "zb-h1", "dualpipe"), virtual_stages=(2, 4, 8)),
+    " +cp": dict(context_parallel=(1, 2, 4), cp_comms=("p2p",)),
+}
+WIDE = ("switch-c-2048-tpu-v3", "mixtral-8x7b-h100")
 WARM_RUNS = 5
 
 
-def measure(name: str, threads: int | None) -> dict:
+def load_case(case: str):
+    """The scenario of a case name: a CASES key plus an optional SPACES suffix."""
+    name, space = next((n, s) for n in CASES for s in SPACES if case == n + s)
     scenario = load_scenario(CASES[name])
+    return dataclasses.replace(scenario, search=dataclasses.replace(scenario.search, **SPACES[space]))
+
+
+def measure(name: str, threads: int | None, warm_runs: int = WARM_RUNS) -> dict:
+    scenario = load_case(name)
     start = time.perf_counter()
     result = search(scenario, threads=threads)
     cold = time.perf_counter() - start
     warm = []
-    for _ in range(WARM_RUNS):
+    for _ in range(warm_runs):
         start = time.perf_counter()
         search(scenario, threads=threads)
         warm.append(time.perf_counter() - start)
@@ -50,7 +69,9 @@ def measure(name: str, threads: int | None) -> dict:
             "model": type(default_model(scenario.hardware)).__name__, "pareto": len(result.pareto),
             "best": f"dp={best['dp']} tp={best['tp']} ep={best['ep']} pp={best['pp']} etp={best['etp']} "
                     f"{'-'.join(best['order'])} mb={best['micro_batches']} zero={best['zero_stage']} "
-                    f"{best['recompute']}", "best_step_s": float(result.step_time_s[0])}
+                    f"{best['recompute']} {best['pipeline_schedule']}"
+                    + "".join(f" {k}={best[k]}" for k in ("vp", "cp") if k in best),
+            "best_step_s": float(result.step_time_s[0])}
 
 
 def markdown(rows: list[dict]) -> str:
@@ -80,7 +101,9 @@ NOTES = """\
 Considered = every degree combination that tiles the devices × distinct mesh placements ×
 micro-batch counts × ZeRO stages × recomputation modes (× capacity factors); evaluated = the valid
 ones (one vectorised `evaluate` batch per pipeline degree, `breakdown=False`, on up to 4 threads by
-default); ranked = those that fit. Where the time goes (py-spy, 64-expert case, one thread): 52% in
+default); ranked = those that fit. "+schedules" adds 1f1b / interleaved (vp 2, 4, 8) / zb-h1 /
+dualpipe, "+cp" context parallelism 1, 2, 4 (ring), each to the scenario's own space (2 warm runs).
+Where the time goes (py-spy, 64-expert case, one thread): 52% in
 `evaluate`'s array arithmetic (14% of it the per-collective call counts), 27% pricing collectives
 (row dedupe and the collective model's distinct calls, memoised across the batches of one search),
 16% ranking, Pareto sweep and result arrays, 5% enumeration. Speed-ups made in moesim/estimate for
@@ -111,6 +134,7 @@ if __name__ == "__main__":
     import sys
 
     rows = [measure(name, threads) for name in CASES for threads in (1, None)]
+    rows += [measure(name + space, None, 2) for name in WIDE for space in list(SPACES)[1:]]
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                f"numpy {np.__version__}")
     section = "\n".join(["## Search", "", f"`python benchmarks/bench_search.py --write` on {machine}; "

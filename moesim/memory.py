@@ -153,13 +153,12 @@ def logits_bytes(b, n_out, vocab, tp, fused: bool = False, q_logits=ACT_BYTES, h
     return heads * FP32_BYTES * n_out * b * vocab / tp
 
 
-def in_flight_micro_batches(schedule: str, micro_batches, pp, stage):
+def in_flight_micro_batches(schedule, micro_batches, pp, stage, vp=1):
     """Micro-batches whose activations a stage holds at peak: 1F1B min(m, pp − stage)
-    (Narayanan et al. 2021, arXiv 2104.04473 §2.2); GPipe all m."""
-    m = np.asarray(micro_batches, dtype=float)
-    if schedule == "gpipe":
-        return m
-    return np.minimum(m, np.asarray(pp, dtype=float) - stage)
+    (Narayanan et al. 2021, arXiv 2104.04473 §2.2); GPipe all m; interleaved, zero-bubble and
+    DualPipe as moesim.estimate.schedules.in_flight. `schedule` is a name or an array of names."""
+    from moesim.estimate.schedules import in_flight  # noqa: PLC0415 (estimate imports memory)
+    return in_flight(np.asarray(schedule), micro_batches, pp, vp, stage)
 
 
 def _split(replicated, sharded, tp, sequence_parallel):

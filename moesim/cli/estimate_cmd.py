@@ -46,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
 def render(result) -> str:
     d = result.as_dict()
     lay = d["layout"]
+    more = "".join(f" {k}={lay[k]}" for k in ("vp", "cp", "cp_comm") if k in lay)  # only when not the default
     head = (f"{d['scenario']}: {d['devices']} x {d['hardware']}, layout dp={lay['dp']} tp={lay['tp']} ep={lay['ep']} "
-            f"pp={lay['pp']} etp={lay['etp']} (edp={lay['edp']}, order {'-'.join(lay['order'])}), "
+            f"pp={lay['pp']} etp={lay['etp']}{more} (edp={lay['edp']}, order {'-'.join(lay['order'])}), "
             f"micro-batches {lay['micro_batches']}, ZeRO-{lay['zero_stage']}, recompute {lay['recompute']}")
     times = kv_block("step time", [
         ("step (grad sync overlapped)", format_seconds(d["step_time_s"])),

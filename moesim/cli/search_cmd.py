@@ -46,10 +46,13 @@ def run(args: argparse.Namespace) -> int:
 
 def layout_text(lay: dict) -> str:
     """One line per layout: degrees, mesh order, micro-batches, ZeRO, recomputation, capacity factor."""
-    cf = "dropless" if lay["capacity_factor"] is None else f"cf={lay['capacity_factor']:g}"
+    cf = "" if "capacity_factor" not in lay else "dropless" if lay["capacity_factor"] is None \
+        else f"cf={lay['capacity_factor']:g}"  # a dense model has none
     return (f"dp={lay['dp']} tp={lay['tp']} ep={lay['ep']} pp={lay['pp']} etp={lay['etp']} edp={lay['edp']} "
             f"order={'-'.join(lay['order'])} mb={lay['micro_batches']} zero={lay['zero_stage']} "
-            f"recompute={lay['recompute']} {cf}")
+            f"recompute={lay['recompute']} {cf}"
+            + "".join(f" {k}={lay[k]}" for k in ("pipeline_schedule", "vp", "cp", "cp_comm")
+                      if k in lay and lay[k] != "1f1b"))
 
 
 def _closest_miss_text(miss: dict | None, capacity: float) -> list[str]:

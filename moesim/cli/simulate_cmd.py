@@ -76,8 +76,10 @@ def _pct(value) -> str:
 
 def render(d: dict) -> str:
     lay, o, st = d["layout"], d["options"], d["step_time_s"]
+    more = "".join(f" {k}={lay[k]}" for k in ("vp", "cp", "cp_comm") if k in lay)  # only when not the default
     head = (f"{d['scenario']}: {d['devices']} x {d['hardware']}, layout dp={lay['dp']} tp={lay['tp']} ep={lay['ep']} "
-            f"pp={lay['pp']} etp={lay['etp']}, {lay['micro_batches']} micro-batches ({lay['pipeline_schedule']})")
+            f"pp={lay['pp']} etp={lay['etp']}{more}, {lay['micro_batches']} micro-batches "
+            f"({lay['pipeline_schedule']})")
     what = (f"routing {o['routing']}{' (expected loads)' if o['expected_loads'] else ''}, {o['steps']} steps, "
             f"seed {o['seed']}, contention {'on' if o['contention'] else 'off'}, chunks {o['chunks']}")
     if o["straggler_fraction"] and o["straggler_slowdown"] > 1:

@@ -57,10 +57,13 @@ def render(sweep: dict) -> str:
             rows.append(values + ["-", "-", "-", "-", "-", p["status"]])
             continue
         lay = p["layout"]
-        cf = "dropless" if lay["capacity_factor"] is None else f"{lay['capacity_factor']:g}"
+        cf = "-" if "capacity_factor" not in lay else "dropless" if lay["capacity_factor"] is None \
+            else f"{lay['capacity_factor']:g}"  # a dense model has none
         text = (f"dp={lay['dp']} tp={lay['tp']} ep={lay['ep']} pp={lay['pp']} etp={lay['etp']} "
                 f"order={'-'.join(lay['order'])} mb={lay['micro_batches']} zero={lay['zero_stage']} "
-                f"recompute={lay['recompute']} cf={cf}")
+                f"recompute={lay['recompute']} cf={cf}"
+                + "".join(f" {k}={lay[k]}" for k in ("pipeline_schedule", "vp", "cp", "cp_comm")
+                          if k in lay and lay[k] != "1f1b"))
         objective = f"{p['objective_value']:.4g} {p['objective_unit']}" if sweep["objective"] != "mfu" \
             else f"{p['objective_value']:.1%}"
         rows.append(values + [objective, format_seconds(p["step_time_s"]), format_bytes(p["memory_bytes_per_device"]),

@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from moesim.collectives.base import CollectiveModel, wire_bytes_per_device
+from moesim.des.orders import device_of, virtual_stages
 from moesim.estimate.candidates import effective_capacity_factor
+from moesim.estimate.context_parallel import CP_COMM_CODES
+from moesim.estimate.schedules import weight_grad_time_s
 from moesim.estimate.pricing import CollectivePricer
 from moesim.estimate.terms import ClassTerms, TermBuilder
 from moesim.memory import RECOMPUTE_CODES
@@ -70,6 +73,8 @@ class LayerCost:
     comms: dict[str, CommSpec]  # by CommCall name (tp_all_gather, ep_all_to_all_dispatch, ...)
     dense_grad_bytes: float
     expert_grad_bytes: float
+    weight_grad_s: float = 0.0  # W: the weight-gradient part of bwd_s (zero-bubble schedules split it off)
+    attention_core_s: float = 0.0  # forward attention scores, the part of fwd_s["attention"] a CP ring hides under
     slots: float = 0.0  # token slots the device sends per MoE layer (padded or k·t)
     capacity: int = 0  # per expert per routing group; 0 when dropless
     tokens: int = 0  # t, tokens per device entering the MoE layer
@@ -77,7 +82,8 @@ class LayerCost:
 
 @dataclass(frozen=True)
 class StageCost:
-    """What differs between pipeline stages: layers, boundary transfers, extras."""
+    """What differs between pipeline pieces (virtual stages, moesim.des.orders; a pipeline stage each
+    under 1F1B): layers, boundary transfers, extras."""
 
     index: int
     layers: tuple[int, ...]  # global layer indices, execution order (uneven splits: workload.stage_ranges)
@@ -107,6 +113,10 @@ class Costs:
     pricer: CollectivePricer
     strides: dict[str, int] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+
+    def device_of(self, vs: int, mb: int = 0) -> int:
+        """The pipeline stage (device) that runs piece `vs` of micro-batch `mb`."""
+        return device_of(self.training.pipeline_schedule, self.layout.pp, vs, mb, self.micro_batches)
 
     def price(self, name: str, axis: str, op: str, size_bytes: float) -> CommSpec | None:
         """The collective `op` of `size_bytes` on mesh `axis`; None when it costs nothing (group of one)."""
@@ -147,12 +157,16 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
     wl = build_workload(spec, seq, dec)
     m, pp, tp = tr.micro_batches, layout.pp, layout.tp
     one = lambda v: np.array([v], dtype=float)  # noqa: E731
-    b = tr.global_batch_sequences / (layout.dp * m)
+    b = tr.global_batch_sequences / (layout.dp * m) / layout.cp  # per device (context parallelism)
     cf = effective_capacity_factor(scenario, tr)
     builder = TermBuilder(spec, hw, tr, one(b), one(tp), one(layout.ep), one(layout.etp),
-                          np.array([RECOMPUTE_CODES[tr.recompute]]), one(cf))
+                          np.array([RECOMPUTE_CODES[tr.recompute]]), one(cf), one(layout.cp),
+                          np.array([CP_COMM_CODES[layout.cp_comm]]))
+    strides, sizes = dict(mesh_strides(layout)), dict(axis_sizes(layout))
+    if layout.cp > 1:  # gradients reduce over dp·cp (as the estimate: exact when dp follows tp·cp)
+        sizes["dp"], strides["dp"] = layout.dp * layout.cp, min(strides["cp"], strides["dp"])
     costs = Costs(scenario, layout, tr, wl, builder, [], [], m, optimizer_s, cf,
-                  CollectivePricer(model, scenario.devices), dict(mesh_strides(layout)), dict(axis_sizes(layout)))
+                  CollectivePricer(model, scenario.devices), strides, sizes)
     q_g, q_p, q_a = tr.bytes_of("grad"), tr.bytes_of("param"), tr.bytes_of("activation")
     for cls in wl.classes:
         terms: ClassTerms = builder.build(cls)
@@ -168,17 +182,21 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
             bwd_s={k: _f(v) for k, v in terms.bwd_parts_s.items()},
             recompute=tr.recompute, recompute_s=_f(terms.recompute_time_s), comms=comms,
             dense_grad_bytes=dense * q_g, expert_grad_bytes=cls.params_experts / (layout.ep * layout.etp) * q_g,
+            weight_grad_s=_f(weight_grad_time_s(terms.fwd_parts_s, terms.attention_core_time_s)),
+            attention_core_s=_f(terms.attention_core_time_s),
             slots=_f(terms.slots) if terms.slots is not None else 0.0,
             capacity=0 if np.isnan(cf) or terms.capacity is None else int(_f(terms.capacity)),
             tokens=int(round(_f(terms.tokens_per_device))) if terms.tokens_per_device is not None else 0,
         ))
-    ranges = stage_ranges(wl, pp, layout.first_stage_layers, layout.last_stage_layers)
+    pieces = virtual_stages(tr.pipeline_schedule, pp, layout.vp)
+    ranges = stage_ranges(wl, pp, layout.first_stage_layers, layout.last_stage_layers) if pieces == pp else \
+        stage_ranges(wl, pieces)
     out = _boundary_tokens(wl, ranges)
     sp_split = tp if tr.sequence_parallel else 1
     logits = _f(builder.logits_time_s(wl.output_tokens, wl.logit_heads))
-    for s in range(pp):
+    for s in range(pieces):
         layers = tuple(ranges[s])
-        first, last = s == 0, s == pp - 1
+        first, last = s == 0, s == pieces - 1
         fwd_bytes = b * out[s] * spec.d_model * q_a / sp_split
         bwd_bytes = b * (out[s - 1] if s else out[0]) * spec.d_model * q_a / sp_split
         embedding = wl.embedding_params / tp + wl.position_params if first else 0.0

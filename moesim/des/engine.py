@@ -138,7 +138,7 @@ class Engine:
                 if not done[d].processed:
                     yield done[d]
             if op.recv is not None:
-                ev = self.promise((op.recv[0], op.recv[1], run.device))
+                ev = self.promise((*op.recv, run.device))
                 if not ev.processed:
                     yield ev
             start = env.now
@@ -197,7 +197,9 @@ class Engine:
         peer = run.device + op.peer * self.costs.strides["pp"]
         level = self.fabric.level(spec.span)
         path = self.path("egress", run.device, level) + self.path("ingress", peer, level)
-        arrived = self.promise(("act" if op.peer > 0 else "grad", op.mb, peer))
+        # The receiver waits for ("act", mb, next piece) or ("grad", mb, previous piece) (schedule.py).
+        forward = op.phase == "fwd"
+        arrived = self.promise(("act" if forward else "grad", op.mb, op.vs + (1 if forward else -1), peer))
         done = self.env.event()
 
         def finish(_event=None) -> None:

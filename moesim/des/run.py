@@ -181,7 +181,7 @@ class _Router:
         stage_of = _stage_of(costs)
         self.groups = [_ep_groups(costs, stage_of, s) for s in range(costs.layout.pp)] if moe else []
         self.uniform = self.spec is None or self.spec.kind == "uniform"
-        self.stage_of_layer = {layer: st.index for st in costs.stages for layer in st.layers}
+        self.stage_of_layer = {layer: costs.device_of(st.index) for st in costs.stages for layer in st.layers}
         self.node_limit = _node_limit(costs) if moe else None
 
     def step(self) -> tuple[Loads | None, float, float]:

@@ -16,8 +16,13 @@ stages in reverse (the gradient of a combine is a dispatch-shaped all-to-all). T
 Full recomputation replays the layer's forward before its backward; selective recomputes attention
 scores. Each layer pass (forward, backward, full recompute) opens with the profile's fixed host cost
 (`layer overhead`, ComputeEfficiency.layer_overhead_s) on the compute stream; none when it is 0.
-Pipeline order: GPipe (all forwards, then all backwards) or 1F1B (warm-up of pp − s − 1
-forwards, then alternate; Narayanan et al. 2021, arXiv 2104.04473, §2.2). Gradients of each layer
+Pipeline order: the slots of `moesim.des.orders.device_order` - GPipe, 1F1B (warm-up of pp − s − 1
+forwards, then alternate; Narayanan et al. 2021, arXiv 2104.04473, §2.2), interleaved (model
+chunks), zb-h1 / zb-v (backward split into input-gradient I and weight-gradient W), DualPipe (two
+directions; a forward and a backward chunk of two micro-batches overlapped: their kernels and
+collectives merge in one program, a stage part of one between the collectives of the other, as
+DeepSeek-V3 Figure 4 pairs attention/MLP with dispatch/combine). A slot's W runs as one compute
+operation of its layers' weight-gradient time. Gradients of each layer
 are reduced on the grad stream in buckets as the last micro-batch's backward fills them (MCore
 --overlap-grad-reduce; buckets of 40e6 parameters, MCore's default floor - MCore scales it to
 1e6·dp above dp = 40, which at dp = 2048 leaves one bucket and no overlap; `bucket_params` sets
@@ -26,11 +31,15 @@ it); the optimizer step follows the last bucket.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from moesim.des.costs import CommSpec, Costs, LayerCost
+from moesim.des.orders import device_order
+from moesim.des.pieces import backward, forward, overlapped, weights
+from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
 from moesim.flops import BACKWARD_TO_FORWARD
 
 STREAMS = ("compute", "comm", "p2p", "grad")
@@ -65,8 +74,9 @@ class Op:
     moe: int = -1  # MoE layer number (routing), -1 when none
     chunks: int = 1
     backward: bool = False
-    recv: tuple[str, int] | None = None  # ("act" | "grad", micro-batch) from a neighbour stage
-    peer: int = 0  # SEND: +1 next stage, −1 previous
+    recv: tuple[str, int, int] | None = None  # ("act" | "grad", micro-batch, piece) from another stage
+    peer: int = 0  # SEND: the receiving stage minus this one (+1 next, −1 previous under 1F1B)
+    vs: int = -1  # the pipeline piece (virtual stage, moesim.des.orders) the operation belongs to
 
 
 @dataclass(frozen=True)
@@ -79,26 +89,20 @@ class StageProgram:
     needed: frozenset[int]  # operations some other operation waits for
 
 
-def pipeline_order(schedule: str, micro_batches: int, pp: int, stage: int) -> list[tuple[str, int]]:
-    """("F"|"B", micro-batch) in execution order on `stage`: GPipe or 1F1B (Megatron's warm-up rule)."""
-    m = micro_batches
-    if schedule == "gpipe":
-        return [("F", i) for i in range(m)] + [("B", i) for i in range(m)]
-    warm = min(pp - stage - 1, m)
-    order = [("F", i) for i in range(warm)]
-    for i in range(m - warm):
-        order += [("F", warm + i), ("B", i)]
-    return order + [("B", i) for i in range(m - warm, m)]
-
-
 class _Builder:
     """Appends operations; `last` is the operation the next one in the data chain waits for."""
 
     def __init__(self, costs: Costs, stage: int, chunks: int, bucket_params: int) -> None:
         self.costs, self.stage, self.chunks, self.bucket_params = costs, stage, chunks, bucket_params
         self.ops: list[Op] = []
+        self.keys: list[tuple] = []  # stream order: by key (creation order unless a DualPipe pair merges)
+        self.key: tuple = (0,)  # prefix of the next operation's key
+        self.segment = 0  # collectives so far in the current layer pass (DualPipe pairs merge by it)
+        self.side = 0  # in a DualPipe pair: 0 forward chain, 1 backward chain
         self.last: int | None = None
-        self.recv: tuple[str, int] | None = None
+        self.recv: tuple[str, int, int] | None = None
+        self.vs = -1
+        self.scale = 1.0  # backward kernels' share run now (input-gradient only: 1 − W/backward)
         self.pending = {"dp": 0.0, "edp": 0.0}  # gradient bytes waiting for their bucket
         self.moe_number = {}
         n = 0
@@ -114,13 +118,20 @@ class _Builder:
             deps = deps + (self.last,)
         deps = tuple(sorted({d for d in deps if self.ops[d].stream != stream}))
         recv, self.recv = (self.recv, None) if chain else (None, self.recv)
-        op = Op(len(self.ops), stream, kind, name, phase, layer, mb, deps, recv=recv, **kw)
+        op = Op(len(self.ops), stream, kind, name, phase, layer, mb, deps, recv=recv, vs=self.vs, **kw)
         self.ops.append(op)
+        # DualPipe pairs: the backward's segment j sorts between the forward's j − 1 and j (see _overlapped).
+        merged = (2 * self.segment - self.side,) if len(self.key) > 1 else ()
+        self.keys.append(self.key + merged + (len(self.ops),))
+        if kind == COLLECTIVE:
+            self.segment += 1
         if chain:
             self.last = op.index
         return op.index
 
     def compute(self, name: str, phase: str, layer: int, mb: int, duration_s: float, **kw) -> int | None:
+        if phase == "bwd":
+            duration_s *= self.scale
         if duration_s <= 0 and not kw.get("load"):
             return None
         return self.add("compute", COMPUTE, name, phase, layer, mb, duration_s=duration_s, **kw)
@@ -134,9 +145,37 @@ class _Builder:
 
     def _block(self, lc: LayerCost, name: str, duration_s: float, phase: str, layer: int, mb: int) -> None:
         self.comm(lc.comms.get("tp_all_gather"), phase, layer, mb)
-        self.compute(name, phase, layer, mb, duration_s)
+        if name == "attention" and self.costs.layout.cp > 1:
+            self._context_parallel_attention(lc, duration_s, phase, layer, mb)
+        else:
+            self.compute(name, phase, layer, mb, duration_s)
         self.comm(lc.comms.get("tp_reduce_scatter"), phase, layer, mb)
         self.comm(lc.comms.get("tp_all_reduce"), phase, layer, mb)
+
+    def _context_parallel_attention(self, lc: LayerCost, duration_s: float, phase: str, layer: int, mb: int) -> None:
+        """Attention on a CP rank (moesim.estimate.context_parallel): Ulysses all-to-alls around it, or the
+        KV ring's c − 1 steps (twice the volume backward) on the comm stream beside it, waited for after."""
+        ring = lc.comms.get("cp_ring_send_recv")
+        if ring is None:
+            self.comm(lc.comms.get("cp_all_to_all_qkv"), phase, layer, mb)
+            self.compute("attention", phase, layer, mb, duration_s)
+            self.comm(lc.comms.get("cp_all_to_all_out"), phase, layer, mb)
+            return
+        steps = (self.costs.layout.cp - 1) * (RING_BACKWARD_MULTIPLE if phase == "bwd" else 1)
+        # The ring's steps one after another, each a send/recv of one KV chunk (as the estimate counts them).
+        spec = dataclasses.replace(ring, size_bytes=ring.size_bytes * steps, time_s=ring.time_s * steps,
+                                   latency_s=ring.latency_s * steps, wire_bytes=ring.wire_bytes * steps)
+        # The ring moves KV while the attention core runs; Q, K, V projections come before it, the output
+        # projection after (3 : 1 of the projections' time; backward scales every part alike).
+        total = lc.fwd_s["attention"] / lc.attention_blocks
+        core = duration_s * (lc.attention_core_s / lc.attention_blocks) / total if total > 0 else 0.0
+        projections = duration_s - core
+        self.compute("attention QKV projections", phase, layer, mb, projections * 3 / 4)
+        moving = self.add("comm", COLLECTIVE, "CP ring send/recv", phase, layer, mb, (self.last,), chain=False,
+                          comm=spec)
+        self.compute("attention", phase, layer, mb, core)
+        self.add("compute", COMPUTE, "CP ring wait", phase, layer, mb, (moving,), duration_s=0.0)
+        self.compute("attention output projection", phase, layer, mb, projections / 4)
 
     def _chunk_spec(self, lc: LayerCost, name: str) -> CommSpec | None:
         spec = lc.comms.get(name)
@@ -152,6 +191,7 @@ class _Builder:
         gather, scatter = self._chunk_spec(lc, "etp_all_gather"), self._chunk_spec(lc, "etp_reduce_scatter")
         moe = self.moe_number[layer]
         expert_s = float(np.asarray(self.costs.builder.expert_ffn_time_s(lc.slots / c, backward)).reshape(-1)[0])
+        expert_s *= self.scale if backward else 1  # input-gradient only: less the W share (zero-bubble)
         kw = dict(moe=moe, chunks=c, backward=backward)
         order = ("shared_experts", "unpermute") if backward else ("router", "permute")
         for part in order:
@@ -191,12 +231,16 @@ class _Builder:
         else:
             self._block(lc, "dense FFN", lc.fwd_s["dense_ffn"], phase, layer, mb)
 
-    def layer_backward(self, layer: int, mb: int) -> None:
+    def layer_backward(self, layer: int, mb: int, input_only: bool = False) -> None:
+        """Backward of one layer; `input_only` leaves out its weight-gradient part W (every backward
+        kernel scaled by 1 − W/backward; zero-bubble schedules run W later)."""
         lc = self.costs.classes[self.costs.workload.layer_class_index[layer]]
         if lc.recompute == "full":
             self.layer_forward(layer, mb, "recompute")
         elif lc.recompute == "selective":
             self.compute("attention recompute", "recompute", layer, mb, lc.recompute_s)
+        total = sum(lc.bwd_s.values())
+        self.scale = 1 - lc.weight_grad_s / total if input_only and total > 0 else 1.0
         self.compute(STAGE_NAMES["layer_overhead"], "bwd", layer, mb, lc.bwd_s["layer_overhead"])
         if lc.is_moe:
             self._moe(lc, "bwd", layer, mb, backward=True)
@@ -205,6 +249,7 @@ class _Builder:
         attention = lc.bwd_s["attention"] / lc.attention_blocks
         for _ in range(lc.attention_blocks):
             self._block(lc, "attention", attention, "bwd", layer, mb)
+        self.scale = 1.0
 
     # Gradient sync, ZeRO-3, pipeline -------------------------------------------------------------
 
@@ -240,7 +285,7 @@ class _Builder:
                 self.add("comm", COLLECTIVE, f"ZeRO-3 parameter all-gather ({axis})", phase, -1, mb, comm=spec)
 
     def send(self, spec: CommSpec | None, peer: int, mb: int, phase: str) -> None:
-        if spec is not None:
+        if spec is not None and peer != 0:  # a piece on the same device needs no transfer
             self.add("p2p", SEND, "pipeline send", phase, -1, mb, (self.last,), chain=False, comm=spec, peer=peer)
 
 
@@ -248,41 +293,36 @@ def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
                         bucket_params: int = DEFAULT_BUCKET_PARAMS) -> StageProgram:
     """The program of every device of pipeline `stage` for one training step."""
     b = _Builder(costs, stage, chunks, bucket_params)
-    st, tr = costs.stages[stage], costs.training
-    pp, m = costs.layout.pp, costs.micro_batches
-    first, last = stage == 0, stage == pp - 1
-    zero3 = tr.zero_stage >= 3
-    for kind, mb in pipeline_order(tr.pipeline_schedule, m, pp, stage):
-        if kind == "F":
-            b.recv = None if first else ("act", mb)
-            if zero3:
-                b.zero3_gather(mb, "fwd")
-            for layer in st.layers:
-                b.layer_forward(layer, mb)
-            if last:
-                b.compute("logits", "fwd", -1, mb, st.logits_s / (1 + BACKWARD_TO_FORWARD))
-            b.send(st.send_forward, +1, mb, "fwd")
-            continue
-        b.recv = None if last else ("grad", mb)
-        if zero3:
-            b.zero3_gather(mb, "bwd")
-        final = mb == m - 1
-        if last:
-            b.compute("logits", "bwd", -1, mb, st.logits_s * BACKWARD_TO_FORWARD / (1 + BACKWARD_TO_FORWARD))
-        for n, layer in enumerate(reversed(st.layers)):
-            b.layer_backward(layer, mb)
-            if final:
-                lc = costs.classes[costs.workload.layer_class_index[layer]]
-                end = n == len(st.layers) - 1
-                extra = (st.embedding_grad_bytes if end else 0.0) + (st.head_grad_bytes if n == 0 else 0.0)
-                b.grad_bucket(lc.dense_grad_bytes + extra, lc.expert_grad_bytes, layer, flush=end)
-        b.send(st.send_backward, -1, mb, "bwd")
+    tr, m = costs.training, costs.micro_batches
+    slots = device_order(tr.pipeline_schedule, m, costs.layout.pp, costs.layout.vp, stage)
+    # A piece's gradients are final after its last weight-gradient pass (B or W) of the step.
+    grad_passes = [(s.vs, s.mb) for s in slots if s.kind in ("B", "W")] + \
+        [(s.pair[1], s.pair[2]) for s in slots if s.kind == "FB" and s.pair[0] == "B"]
+    left = {vs: sum(1 for v, _ in grad_passes if v == vs) for vs, _ in grad_passes}
+    pieces_left = [len(left)]
+    for n, slot in enumerate(slots):
+        b.key = (n,)
+        if slot.kind == "FB":
+            overlapped(b, costs, slot, left, pieces_left)
+        elif slot.kind == "F":
+            forward(b, costs, slot.mb, slot.vs)
+        elif slot.kind == "W":
+            weights(b, costs, slot.mb, slot.vs, left, pieces_left)
+        else:
+            backward(b, costs, slot.mb, slot.vs, slot.kind, left, pieces_left)
+    b.key = (len(slots),)
     grads = [op.index for op in b.ops if op.stream == "grad"]
     b.add("compute", COMPUTE, "optimizer", "step", -1, -1, tuple(grads[-1:]), duration_s=costs.optimizer_s)
     ops = tuple(b.ops)
-    streams = {s: tuple(op.index for op in ops if op.stream == s) for s in STREAMS}
+    streams = {s: tuple(sorted((op.index for op in ops if op.stream == s), key=b.keys.__getitem__))
+               for s in STREAMS}
     needed = frozenset(d for op in ops for d in op.deps)
     return StageProgram(stage, ops, {s: v for s, v in streams.items() if v}, needed)
+
+
+def pipeline_order(schedule: str, micro_batches: int, pp: int, stage: int) -> list[tuple[str, int]]:
+    """("F"|"B", micro-batch) in execution order on `stage`: GPipe or 1F1B (Megatron's warm-up rule)."""
+    return [(s.kind, s.mb) for s in device_order(schedule, micro_batches, pp, 1, stage)]
 
 
 __all__ = ["COLLECTIVE", "COMPUTE", "EXPERT", "FROM_EXPERTS", "GATHER", "Op", "SEND", "STREAMS", "StageProgram",

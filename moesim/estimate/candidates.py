@@ -10,12 +10,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from moesim.memory import RECOMPUTE_CODES
-from moesim.specs.layout import STAGE_KEYS, Layout
+from moesim.specs.layout import CP_COMMS, STAGE_KEYS, Layout
 from moesim.specs.scenario import Scenario
-from moesim.specs.training import RECOMPUTE_MODES, TrainingSpec
+from moesim.specs.training import PIPELINE_SCHEDULES, RECOMPUTE_MODES, TrainingSpec
 
 RECOMPUTE_NAMES = {code: name for name, code in RECOMPUTE_CODES.items()}
 STAGE_FIELDS = STAGE_KEYS  # first_stage_layers, last_stage_layers: Candidates fields named as Layout's
+# vp, cp, cp_comm (index into CP_COMMS), schedule (index into PIPELINE_SCHEDULES, -1: the training's own)
+PIPELINE_FIELDS = ("vp", "cp", "cp_comm", "schedule")
 
 
 @dataclass(frozen=True)
@@ -39,39 +41,55 @@ class Candidates:
     orders: tuple[tuple[str, ...], ...]
     first_stage_layers: np.ndarray | None = None
     last_stage_layers: np.ndarray | None = None
+    vp: np.ndarray | None = None  # virtual stages per device, 1 when absent
+    cp: np.ndarray | None = None  # context-parallel degree, 1 when absent
+    cp_comm: np.ndarray | None = None  # index into CP_COMMS, 0 (p2p) when absent
+    schedule: np.ndarray | None = None  # index into PIPELINE_SCHEDULES, -1 (the training's) when absent
 
     def __post_init__(self) -> None:
-        for name in STAGE_FIELDS:
+        for name, fill in ((STAGE_FIELDS[0], 0), (STAGE_FIELDS[1], 0), ("vp", 1), ("cp", 1), ("cp_comm", 0),
+                           ("schedule", -1)):
             if getattr(self, name) is None:
-                object.__setattr__(self, name, np.zeros(len(self.dp), dtype=np.int64))
+                object.__setattr__(self, name, np.full(len(self.dp), fill, dtype=np.int64))
+
+    def schedule_codes(self, base: TrainingSpec) -> np.ndarray:
+        """Each candidate's pipeline schedule as an index into PIPELINE_SCHEDULES (-1 resolved to `base`'s)."""
+        return np.where(self.schedule < 0, PIPELINE_SCHEDULES.index(base.pipeline_schedule), self.schedule)
+
+    def schedule_names(self, base: TrainingSpec) -> np.ndarray:
+        """Each candidate's pipeline schedule by name (-1 resolved to `base.pipeline_schedule`)."""
+        names = np.array(PIPELINE_SCHEDULES + (base.pipeline_schedule,))
+        return names[np.where(self.schedule < 0, len(PIPELINE_SCHEDULES), self.schedule)]
 
     def __len__(self) -> int:
         return len(self.dp)
 
     @property
     def edp(self) -> np.ndarray:
-        return (self.tp * self.dp) // (self.etp * self.ep)
+        return (self.tp * self.cp * self.dp) // (self.etp * self.ep)
 
     @property
     def devices(self) -> np.ndarray:
-        return self.tp * self.dp * self.pp
+        return self.tp * self.cp * self.dp * self.pp
 
     def layout(self, i: int) -> Layout:
         stages = {name: int(getattr(self, name)[i]) for name in STAGE_FIELDS if getattr(self, name)[i]}
         return Layout(dp=int(self.dp[i]), tp=int(self.tp[i]), ep=int(self.ep[i]), pp=int(self.pp[i]),
-                      etp=int(self.etp[i]), order=self.orders[int(self.order[i])], **stages)
+                      etp=int(self.etp[i]), order=self.orders[int(self.order[i])], **stages,
+                      vp=int(self.vp[i]), cp=int(self.cp[i]), cp_comm=CP_COMMS[int(self.cp_comm[i])])
 
     def training(self, i: int, base: TrainingSpec) -> TrainingSpec:
         cf = float(self.capacity_factor[i])
         return replace(base, micro_batches=int(self.micro_batches[i]), zero_stage=int(self.zero_stage[i]),
                        recompute=RECOMPUTE_NAMES[int(self.recompute[i])],
-                       capacity_factor=None if np.isnan(cf) else cf)
+                       capacity_factor=None if np.isnan(cf) else cf,
+                       pipeline_schedule=str(self.schedule_names(base)[i]))
 
     def take(self, index) -> "Candidates":
         """The candidates at `index` (an index array or boolean mask)."""
         fields = {name: getattr(self, name)[index] for name in
                   ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute",
-                   "capacity_factor", "order") + STAGE_FIELDS}
+                   "capacity_factor", "order") + STAGE_FIELDS + PIPELINE_FIELDS}
         return Candidates(orders=self.orders, **fields)
 
 
@@ -96,4 +114,6 @@ def single(scenario: Scenario, layout: Layout, training: TrainingSpec | None = N
         orders=(layout.order,),
         first_stage_layers=np.array([layout.first_stage_layers or 0]),
         last_stage_layers=np.array([layout.last_stage_layers or 0]),
+        vp=np.array([layout.vp]), cp=np.array([layout.cp]), cp_comm=np.array([CP_COMMS.index(layout.cp_comm)]),
+        schedule=np.array([PIPELINE_SCHEDULES.index(training.pipeline_schedule)]),
     )

@@ -5,7 +5,10 @@ arXiv 2104.04473):
   T_mb(s)   = Σ_layers (fwd + bwd + recompute) + exposed per-micro-batch collectives (tp, ep, etp, pp)
   T_pipe    = (m + pp − 1) · max_s T_mb(s)                          (bubble (pp−1)/m of the ideal;
               with uneven stages (specs.layout.stage_layers) an upper bound: the simulator's 1F1B
-              pipeline fills and drains through the lighter stages faster)
+              pipeline fills and drains through the lighter stages faster); other schedules
+              (interleaved, zb-h1, zb-v, dualpipe) as moesim.estimate.schedules
+  cp        context parallelism prices a layer as b/cp sequences plus its ring / all-to-all traffic
+              (moesim.estimate.context_parallel); the dense gradient sync runs over dp·cp
   T_dp      = gradient sync over dp (dense) and edp (experts), ZeRO-dependent
   T_step    = T_pipe + max(0, T_dp − T_bwd(one micro-batch)) + T_opt      (overlapped grad reduce;
               T_bwd = the last micro-batch's backward compute and backward collectives)
@@ -21,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from moesim import memory as mem
+from moesim.estimate import schedules as sch
+from moesim.estimate.context_parallel import exposed_ring_time_s, tokens_divisor
 from moesim.collectives.base import CollectiveModel, bus_bw_factor
 from moesim.estimate.candidates import Candidates
 from moesim.estimate.pricing import CollectivePricer, distinct_rows
@@ -33,7 +38,7 @@ from moesim.precision import fp8_weight_copy_bytes, weight_quantise_cost
 from moesim.specs.scenario import Scenario
 from moesim.workload import build_workload
 
-PER_MB_AXES = ("tp", "ep", "etp", "pp")
+PER_MB_AXES = ("tp", "ep", "etp", "pp", "cp")
 
 
 @dataclass
@@ -96,6 +101,22 @@ def _order_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
     columns = [np.asarray(getattr(cands, name), dtype=np.int64) for name in
                ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute")]
     columns += [np.asarray(c, dtype=np.int64) for c in (cands.first_stage_layers, cands.last_stage_layers) if c.any()]
+    columns += [np.asarray(c, dtype=np.int64) for c in (cands.vp - 1, cands.cp - 1, cands.cp_comm, cands.schedule + 1)
+                if c.any()]
+    columns.append(np.asarray(cands.capacity_factor, dtype=float))
+    first, inverse = distinct_rows(columns)
+    if len(first) == len(cands):
+        return np.arange(len(cands)), None
+    return first, inverse
+
+
+def _schedule_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
+    """(one index per distinct candidate ignoring schedule and vp, each candidate's row among them), as
+    _order_free_rows: no collective's size depends on the schedule (its counts do: see evaluate)."""
+    columns = [np.asarray(getattr(cands, name), dtype=np.int64) for name in
+               ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute", "order")]
+    columns += [np.asarray(c, dtype=np.int64) for c in (cands.first_stage_layers, cands.last_stage_layers,
+                                                        cands.cp - 1, cands.cp_comm) if c.any()]
     columns.append(np.asarray(cands.capacity_factor, dtype=float))
     first, inverse = distinct_rows(columns)
     if len(first) == len(cands):
@@ -115,6 +136,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     f = lambda a: np.asarray(a, dtype=float)  # noqa: E731
     dp, tp, pp, ep, etp, m = f(cands.dp), f(cands.tp), f(cands.pp), f(cands.ep), f(cands.etp), f(cands.micro_batches)
     edp = f(cands.edp)
+    cp, vp, sched = f(cands.cp), f(cands.vp), cands.schedule_codes(tr)
     full, devices = cands, scenario.devices
     # Up to the collectives nothing depends on the mesh order: compute it once per distinct
     # order-free row (a layout search has several orders per row), expand before the collectives.
@@ -123,9 +145,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         cands = cands.take(base)
         dp, tp, pp, ep, etp, m = dp[base], tp[base], pp[base], ep[base], etp[base], m[base]
         edp = edp[base]
+        cp, vp, sched = cp[base], vp[base], sched[base]
     n_cand = len(cands)
-    b = tr.global_batch_sequences / (dp * m)
-    builder = TermBuilder(model, hw, tr, b, tp, ep, etp, cands.recompute, f(cands.capacity_factor))
+    b = tr.global_batch_sequences / (dp * m) / tokens_divisor(cp)  # per device: the micro-batch over cp
+    builder = TermBuilder(model, hw, tr, b, tp, ep, etp, cands.recompute, f(cands.capacity_factor), cp, cands.cp_comm)
     terms: list[ClassTerms] = [builder.build(cls) for cls in wl.classes]
     # One representative per kind of stage (see stages.py); uneven splits as specs.layout.stage_layers.
     stages = pipeline_stages(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers)
@@ -143,6 +166,16 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     recompute = _per_stage(counts, [t.recompute_time_s for t in terms])
     compute_mb = fwd + bwd + recompute + np.where(last, logits_time[:, None], 0.0)
     bwd_mb = bwd + np.where(last, (2 / 3) * logits_time[:, None], 0.0)
+    # Weight-gradient part W (zero-bubble schedules) and the attention cores a CP ring hides under.
+    weight_mb = _per_stage(counts, [sch.weight_grad_time_s(t.fwd_parts_s, t.attention_core_time_s) for t in terms])
+    weight_mb += np.where(last, logits_time[:, None] / 3, 0.0)
+    # Ring window per layer: the forward core, its backward (the attention part's backward/forward ratio,
+    # as the simulator scales it) and a full recompute's replay.
+    full_rec = (f(cands.recompute) == mem.RECOMPUTE_CODES["full"])
+    core_mb = counts * np.stack([np.broadcast_to(t.attention_core_time_s, (n_cand,)) * (
+        1 + full_rec + np.divide(t.bwd_parts_s["attention"], t.fwd_parts_s["attention"],
+                                 out=np.full(n_cand, 2.0), where=np.asarray(t.fwd_parts_s["attention"]) > 0))
+        for t in terms], axis=1)[:, None] if np.any(cp > 1) else None
 
     # Parameters per device on each stage.
     dense_params = _per_stage(counts, [np.full(n_cand, c.params_shardable) / tp + c.params_replicated
@@ -151,13 +184,16 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     dense_params += np.where(last, ((wl.lm_head_params / tp) + wl.final_norm_params)[:, None], 0)
     # MTP modules read the embedding on the last stage: a copy there unless it is also the first (pp = 1).
     dense_params += np.where(last & ~first, (wl.mtp_embedding_params / tp)[:, None], 0)
+    dense_params *= sch.parameter_multiple(sched)[:, None]
     expert_params = _per_stage(counts, [np.full(n_cand, c.params_experts) / (ep * etp) for c in wl.classes])
+    expert_params *= sch.parameter_multiple(sched)[:, None]
+    dcp = dp * cp  # CP ranks hold the same weights: gradients reduce and ZeRO shards over dp·cp
     zero = cands.zero_stage[:, None]
     q_g, q_p = tr.bytes_of("grad"), tr.bytes_of("param")
 
     # Optimizer step: memory-bound pass over the device's (sharded) states.
     opt_bpp = mem.optimizer_state_bytes_per_param(tr, model.d_model, model.d_ff)
-    shard_d = np.where(zero >= 1, dp[:, None], 1)
+    shard_d = np.where(zero >= 1, dcp[:, None], 1)
     shard_e = np.where(zero >= 1, edp[:, None], 1)
     local = dense_params / shard_d + expert_params / shard_e
     opt_bytes = local * (q_g + q_p + 2 * opt_bpp)  # read grads, write params, read+write states
@@ -168,9 +204,9 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     opt_time = np.max(np.where(exists, opt_bytes, 0), axis=1) / builder.hbm_bw
 
     # Memory per stage.
-    w_d, g_d, o_d = mem.model_state_bytes(dense_params, dp[:, None], zero, tr, opt_bpp)
+    w_d, g_d, o_d = mem.model_state_bytes(dense_params, dcp[:, None], zero, tr, opt_bpp)
     w_e, g_e, o_e = mem.model_state_bytes(expert_params, edp[:, None], zero, tr, opt_bpp)
-    in_flight = mem.in_flight_micro_batches(tr.pipeline_schedule, m[:, None], pp[:, None], stages.index)
+    in_flight = mem.in_flight_micro_batches(sched, m[:, None], pp[:, None], stages.index, vp[:, None])
     acts = _per_stage(counts, [t.activation_bytes for t in terms]) * in_flight
     acts += np.where(last, mem.logits_bytes(b, wl.output_tokens, model.vocab_size, tp, tr.fused_cross_entropy,
                                             tr.bytes_of("head"), wl.logit_heads)[:, None], 0)
@@ -228,10 +264,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         x = lambda a: a[of] if np.ndim(a) else a  # noqa: E731
         cands, n_cand = full, len(full)
         tp, pp, m, b = x(tp), x(pp), x(m), x(b)
+        cp, vp, sched, dcp = x(cp), x(vp), x(sched), x(dcp)
         stages = Stages(index=x(stages.index), counts=x(stages.counts), tokens_out=x(stages.tokens_out),
                         tokens_in=x(stages.tokens_in))
         counts, exists, first, last = stages.counts, x(exists), x(first), x(last)
         compute_mb, bwd_mb = x(compute_mb), x(bwd_mb)
+        fwd, weight_mb = x(fwd), x(weight_mb)
+        core_mb = None if core_mb is None else x(core_mb)
         dense_params, expert_params, opt_time = x(dense_params), x(expert_params), x(opt_time)
         memory, total_mem, mem_index = {k: x(v) for k, v in memory.items()}, x(total_mem), x(mem_index)
         capacity, tokens_per_device = x(capacity), x(tokens_per_device)
@@ -240,8 +279,31 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                   for c in class_calls] for class_calls in calls]
         zero = cands.zero_stage[:, None]
 
+    # Collectives once per row without schedule and vp (a search tries several per row): sizes do not
+    # depend on them; the pipeline sends' count (× v interleaved, × 2 zb-v) and DualPipe's second
+    # parameter copy (its gradients synced like the first's: twice the time) scale the results below.
+    pm = sch.parameter_multiple(sched)[:, None]
+    sends = sch.p2p_multiple(sched, vp)[:, None]
+    sf, sf_inv = _schedule_free_rows(cands)
+    every = dict(cands=cands, n_cand=n_cand, tp=tp, pp=pp, m=m, b=b, exists=exists, first=first, last=last,
+                 stages=stages, dense_params=dense_params, expert_params=expert_params, calls=calls, core_mb=core_mb)
+    dense_1, expert_1 = dense_params / pm, expert_params / pm
+    if sf_inv is not None:
+        y = lambda a: a[sf] if np.ndim(a) else a  # noqa: E731
+        cands, n_cand = cands.take(sf), len(sf)
+        tp, pp, m, b, exists, first, last = y(tp), y(pp), y(m), y(b), y(exists), y(first), y(last)
+        stages = Stages(index=y(stages.index), counts=y(stages.counts), tokens_out=y(stages.tokens_out),
+                        tokens_in=y(stages.tokens_in))
+        dense_1, expert_1 = y(dense_1), y(expert_1)
+        calls = [[CommCall(c.name, c.axis, c.op, y(np.asarray(c.size_bytes)), y(np.asarray(c.calls)))
+                  for c in class_calls] for class_calls in calls]
+        core_mb = None if core_mb is None else y(core_mb)
+    counts, zero = stages.counts, cands.zero_stage[:, None]
     strides = candidate_strides(cands)
-    sizes = {"tp": cands.tp, "dp": cands.dp, "pp": cands.pp, "ep": cands.ep, "etp": cands.etp, "edp": cands.edp}
+    sizes = {"tp": cands.tp, "dp": cands.dp * cands.cp, "pp": cands.pp, "ep": cands.ep, "etp": cands.etp,
+             "edp": cands.edp, "cp": cands.cp}
+    # dp·cp as one group: exact when dp follows cp on the mesh (tp-cp-dp, Megatron's order), else the inner stride.
+    strides["dp"] = np.where(cands.cp > 1, np.minimum(strides["cp"], strides["dp"]), strides["dp"])
     pricer = CollectivePricer(collective_model, devices)
     comm_stage: dict[str, list] = {}
 
@@ -290,21 +352,22 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         for call in class_calls:
             t_call = add(call.name, call.axis, call.op, call.size_bytes,
                          counts[:, :, c] * np.asarray(call.calls, dtype=float)[..., None] * 1.0)
+            if call.name == "cp_ring_send_recv":  # ring steps hide under the attention they feed
+                t_call = exposed_ring_time_s(t_call, core_mb[:, :, c])
             per_mb_comm += t_call
             bwd_comm += t_call * backward_share
     sp_split = tp[:, None] if tr.sequence_parallel else 1
     pp_bytes = b[:, None] * stages.tokens_out * model.d_model * builder.q_a / sp_split
     # Per micro-batch a stage sends its activations forward (all but the last stage) and the
-    # gradient of its input backward (all but the first), each the size of that boundary.
-    per_mb_comm += add("pp_send_recv", "pp", "send_recv", pp_bytes, np.where(last, 0, 1))
+    # gradient of its input backward (all but the first), each the size of that boundary;
+    # v times per micro-batch interleaved, twice for zb-v (moesim.estimate.schedules).
+    pp_forward = add("pp_send_recv", "pp", "send_recv", pp_bytes, np.where(last, 0, 1))
     previous = b[:, None] * stages.tokens_in * model.d_model * builder.q_a / sp_split
     pp_backward = add("pp_send_recv", "pp", "send_recv", previous, np.where(first, 0, 1))
-    per_mb_comm += pp_backward
-    bwd_comm += pp_backward
 
     dp_time = np.zeros((n_cand, n_stages))
     zero3_mb = np.zeros((n_cand, n_stages))
-    for axis, params in (("dp", dense_params), ("edp", expert_params)):
+    for axis, params in (("dp", dense_1), ("edp", expert_1)):
         dp_time += add(f"{axis}_all_reduce", axis, "all_reduce", params * q_g, np.where(zero == 0, 1, 0), True)
         dp_time += add(f"{axis}_reduce_scatter", axis, "reduce_scatter", params * q_g, np.where(zero >= 1, 1, 0),
                        True)
@@ -312,15 +375,39 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         # ZeRO-3 gathers every layer's parameters again in forward and backward (ZeRO §7).
         zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", params * q_p,
                         np.where(zero >= 3, 2 * m[:, None], 0)) / m[:, None]
-    per_mb_comm += zero3_mb
-    bwd_comm += zero3_mb / 2  # the backward half of the ZeRO-3 parameter gathers
+
+    # Back to every candidate; the schedule's multiples.
+    z = (lambda a: a[sf_inv]) if sf_inv is not None else (lambda a: a)  # noqa: E731
+    per_mb_comm, bwd_comm, pp_forward, pp_backward = z(per_mb_comm), z(bwd_comm), z(pp_forward), z(pp_backward)
+    dp_time, zero3_mb = z(dp_time) * pm, z(zero3_mb) * pm
+    for name, entry in comm_stage.items():
+        scale = sends if name == "pp_send_recv" else pm if entry[0] in ("dp", "edp") else 1.0
+        entry[3] = [z(a) for a in entry[3]]
+        entry[4:7] = [[z(a) * scale for a in lst] for lst in entry[4:7]]
+        entry[7] = [z(a) for a in entry[7]]
+    (cands, n_cand, tp, pp, m, b, exists, first, last, stages, dense_params, expert_params, calls,
+     core_mb) = every.values()
+    counts, zero = stages.counts, cands.zero_stage[:, None]
+    pp_forward, pp_backward = pp_forward * sends, pp_backward * sends
+    pp_comm = pp_forward + pp_backward
+    per_mb_comm += pp_comm + zero3_mb
+    bwd_comm += pp_backward + zero3_mb / 2  # the backward half of the ZeRO-3 parameter gathers
 
     stage_mb = compute_mb + per_mb_comm
+    # Interleaved: Megatron overlaps the v-fold pipeline sends with compute (--overlap-p2p-communication,
+    # on by default with virtual stages); what the compute cannot hide stays exposed.
+    inter = sch.is_schedule(sched, "interleaved")[:, None]
+    stage_mb = np.where(inter, stage_mb - pp_comm + np.maximum(0.0, pp_comm - compute_mb), stage_mb)
     stage_mb = np.where(exists, stage_mb, -np.inf)
     slow = np.argmax(stage_mb, axis=1)
     pick = lambda a: np.take_along_axis(a, slow[:, None], axis=1)[:, 0]  # noqa: E731
     t_mb, compute_1, comm_1 = pick(stage_mb), pick(compute_mb), pick(per_mb_comm)
-    pipe = (m + pp - 1) * t_mb
+    # DualPipe overlaps a forward chunk with another micro-batch's backward chunk, hiding their
+    # collectives under each other's compute (DeepSeek-V3 §3.2.1, Figure 4): max, not sum, for those.
+    overlapped = np.maximum(compute_1, t_mb - compute_1)
+    hop = pick(pp_comm) / (2 * sends[:, 0])  # one pipeline send
+    pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick(fwd), pick(bwd_mb) + pick(bwd_comm),
+                                       pick(weight_mb), hop, overlapped)
     dp_sync = np.max(np.where(exists, dp_time, 0), axis=1)
     # Gradient buckets reduce while the last micro-batch runs backward: its backward compute and its
     # backward collectives (the simulator's grad stream overlaps both; contention is the simulator's).
@@ -350,13 +437,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     hw_flops = hw_model_mb * m * devices / pp
     compute_total = m * compute_1
     comm_total = m * comm_1 + dp_sync
-    bubble = (pp - 1) * t_mb
+    exposed_mb = (pipe - bubble) / m - compute_1  # the collectives' share of the slowest stage's time per mb
     step = pipe + exposed_dp + opt_time
     step_no = pipe + dp_sync + opt_time
     peak_total = devices * builder.peak
     return Evaluation(
         candidates=cands, step_time_s=step, step_time_no_overlap_s=step_no, compute_time_s=compute_total,
-        communication_time_s=comm_total, exposed_communication_time_s=m * comm_1 + exposed_dp,
+        communication_time_s=comm_total, exposed_communication_time_s=m * exposed_mb + exposed_dp,
         bubble_time_s=bubble, optimizer_time_s=opt_time, memory=memory, memory_total_bytes=total_mem,
         memory_capacity_bytes=capacity_bytes, fits=total_mem <= capacity_bytes,
         model_flops_per_step=model_flops, hardware_flops_per_step=hw_flops,

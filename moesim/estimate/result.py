@@ -70,7 +70,7 @@ class StepEstimate:
                                        "recompute": tr.recompute}
         if self.moe:
             out["capacity_factor"] = self.moe["capacity_factor"]
-        return out
+        return out | {"pipeline_schedule": tr.pipeline_schedule}
 
     @property
     def layout_arg(self) -> str:
@@ -123,8 +123,8 @@ def step_estimate(scenario: Scenario, ev: Evaluation, i: int = 0) -> StepEstimat
         if comm.calls_per_step[i] <= 0:
             continue
         cost = comm.costs[i]
-        group = {"tp": layout.tp, "dp": layout.dp, "pp": layout.pp, "ep": layout.ep, "etp": layout.etp,
-                 "edp": layout.edp}[comm.axis]
+        group = {"tp": layout.tp, "dp": layout.dp * layout.cp, "pp": layout.pp, "ep": layout.ep, "etp": layout.etp,
+                 "edp": layout.edp, "cp": layout.cp}[comm.axis]  # gradients reduce over dp·cp
         communication[name] = {
             "axis": comm.axis, "op": comm.op, "group_size": group,
             "size_bytes": float(comm.size_bytes[i]), "calls_per_step": float(comm.calls_per_step[i]),

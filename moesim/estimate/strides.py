@@ -15,7 +15,8 @@ def candidate_strides(cands: Candidates) -> dict[str, np.ndarray]:
     The attention mesh (tp, dp, pp) is the order without ep; the expert mesh reads tp as etp and
     dp as edp. Both cut the same pipeline stages (checked by the layout rules), so pp's stride is one.
     """
-    sizes = {"tp": cands.tp, "dp": cands.dp, "pp": cands.pp, "etp": cands.etp, "ep": cands.ep, "edp": cands.edp}
+    sizes = {"tp": cands.tp, "dp": cands.dp, "pp": cands.pp, "etp": cands.etp, "ep": cands.ep, "edp": cands.edp,
+             "cp": cands.cp}
     out = {axis: np.ones(len(cands), dtype=np.int64) for axis in sizes}
     for index, order in enumerate(cands.orders):
         sel = cands.order == index
@@ -23,9 +24,10 @@ def candidate_strides(cands: Candidates) -> dict[str, np.ndarray]:
             continue
         stride = np.ones(int(sel.sum()), dtype=np.int64)
         for axis in order:
-            if axis != "ep":
-                out[axis][sel] = stride
-                stride = stride * sizes[axis][sel]
+            for name in (("tp", "cp") if axis == "tp" else (axis,)):  # cp right after tp (specs.layout)
+                if name != "ep":
+                    out[name][sel] = stride
+                    stride = stride * sizes[name][sel]
         stride = np.ones(int(sel.sum()), dtype=np.int64)
         for axis in (_EXPERT_NAME[a] for a in order):
             if axis != "pp":

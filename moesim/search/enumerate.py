@@ -1,13 +1,16 @@
 """Every layout a search considers, the rule that rejects each invalid one, and the valid rest as Candidates.
 
 The space (vectorised; counts never materialise the rejected layouts):
-  degrees      pp | D, tp | D/pp, dp = D/(tp·pp)           so tp·dp·pp = D holds by construction
-               ep·etp | tp·dp (MoE; edp = tp·dp/(etp·ep))  so etp·ep·edp·pp = D holds too
+  degrees      pp | D, cp | D/pp (cp from [search] context_parallel), tp | D/(pp·cp), dp = D/(tp·cp·pp)
+               so tp·cp·dp·pp = D holds by construction
+               ep·etp | tp·cp·dp (MoE; edp = tp·cp·dp/(etp·ep))  so etp·ep·edp·pp = D holds too
                a dense model has no expert mesh: ep = etp = 1
   placement    the distinct orders of tp/ep/dp/pp on the mesh (`placement.distinct_placements`)
   micro-batch  the divisors m of the per-replica batch B/dp with m ≤ max_micro_batches
                (one entry, rejected, when dp does not divide B)
   options      ZeRO stage × recomputation × capacity factor, from the scenario's [search]
+  pipeline     schedule × vp (interleaved: [search] virtual_stages; others vp = 1) × cp variant
+               (cp_comms, only where cp > 1), checked after the rest (specs.layout.schedule_problems)
 Each considered layout lands in exactly one bucket: valid (then evaluated: ranked or out of
 memory) or the first rule it breaks, in the order of `specs.layout.layout_problems`.
 """
@@ -22,8 +25,9 @@ from moesim.errors import SpecError
 from moesim.estimate.candidates import Candidates, effective_capacity_factor
 from moesim.memory import RECOMPUTE_CODES
 from moesim.search.placement import distinct_placements, search_orders
+from moesim.specs.layout import CP_COMMS
 from moesim.specs.scenario import Scenario
-from moesim.specs.training import RECOMPUTE_MODES, ZERO_STAGES
+from moesim.specs.training import PIPELINE_SCHEDULES, RECOMPUTE_MODES, ZERO_STAGES
 
 # Rejection reasons, first failing rule first (as specs.layout.layout_problems lists them).
 REASONS = {
@@ -33,11 +37,19 @@ REASONS = {
     "d_ff_not_divisible_by_tp": "d_ff % tp != 0",
     "expert_d_ff_not_divisible_by_etp": "expert_d_ff % etp != 0",
     "more_stages_than_layers": "pp > num_layers (uneven splits are fine: specs.layout.stage_layers)",
+    "sequence_not_divisible_by_2cp": "seq_len % (2·cp) != 0 (causal balance: 2·cp chunks)",
     "pipeline_stage_mismatch": "the order cuts different pipeline stages in the attention and expert meshes",
     "batch_not_divisible_by_dp_micro_batches": "global batch % (dp·micro_batches) != 0",
+    "interleaved_layers_not_divisible_by_pp_vp": "interleaved: num_layers % (pp·vp) != 0",
+    "interleaved_micro_batches_not_divisible_by_pp": "interleaved: micro_batches % pp != 0 (Megatron)",
+    "interleaved_needs_pp_2": "interleaved: pp < 2",
+    "zb_v_needs_two_layers_per_stage": "zb-v: num_layers < 2·pp (two chunks per device)",
+    "dualpipe_needs_even_pp_and_micro_batches": "dualpipe: pp or micro_batches odd, or micro_batches < 2·pp",
+    "cp_a2a_heads_not_divisible": "cp_comm a2a: num_heads % (tp·cp) != 0 (Ulysses scatters heads)",
     "out_of_memory": "memory per device above the usable HBM",
 }
-_DEGREE_REASONS = tuple(REASONS)[:6]
+_DEGREE_REASONS = tuple(REASONS)[:7]
+_PIPELINE_REASONS = tuple(REASONS)[9:15]
 
 
 def divisors(n: int) -> np.ndarray:
@@ -57,18 +69,62 @@ class Enumeration:
 
 
 def degree_grid(scenario: Scenario) -> dict[str, np.ndarray]:
-    """All (dp, tp, pp, ep, etp) that tile the devices in both meshes, as int64 arrays."""
+    """All (dp, tp, pp, ep, etp, cp) that tile the devices in both meshes, as int64 arrays."""
     devices = scenario.devices
     moe = scenario.model.moe
+    cps = scenario.search.context_parallel
+    if not cps or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in cps):
+        raise SpecError("needs one or more integers >= 1", field="search.context_parallel", value=cps)
     rows = []
     for pp in divisors(devices):
-        for tp in divisors(devices // pp):
-            dp = devices // (pp * tp)
-            for ep in (divisors(tp * dp) if moe else (1,)):
-                for etp in (divisors(tp * dp // ep) if moe else (1,)):
-                    rows.append((dp, tp, pp, ep, etp))
-    grid = np.array(rows, dtype=np.int64).reshape(-1, 5)
-    return {name: grid[:, i] for i, name in enumerate(("dp", "tp", "pp", "ep", "etp"))}
+        for cp in sorted(set(cps)):
+            if (devices // pp) % cp:
+                continue
+            for tp in divisors(devices // (pp * cp)):
+                dp = devices // (pp * cp * tp)
+                for ep in (divisors(tp * cp * dp) if moe else (1,)):
+                    for etp in (divisors(tp * cp * dp // ep) if moe else (1,)):
+                        rows.append((dp, tp, pp, ep, etp, cp))
+    grid = np.array(rows, dtype=np.int64).reshape(-1, 6)
+    return {name: grid[:, i] for i, name in enumerate(("dp", "tp", "pp", "ep", "etp", "cp"))}
+
+
+def pipeline_grid(scenario: Scenario) -> dict[str, np.ndarray]:
+    """(schedule code, vp, cp_comm code) choices: the [search] schedules (default the training's), vp from
+    virtual_stages for interleaved and 1 otherwise, every cp variant (used only where cp > 1)."""
+    space = scenario.search
+    schedules = space.pipeline_schedules or (scenario.training.pipeline_schedule,)
+    for name, values, allowed in (("pipeline_schedules", schedules, PIPELINE_SCHEDULES),
+                                  ("cp_comms", space.cp_comms, CP_COMMS)):
+        if not values or any(v not in allowed for v in values):
+            raise SpecError("needs one or more of the allowed values", field=f"search.{name}", value=values,
+                            allowed=allowed)
+    if "interleaved" in schedules and (not space.virtual_stages or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 2 for v in space.virtual_stages)):
+        raise SpecError("the interleaved schedule needs vp choices >= 2", field="search.virtual_stages",
+                        value=space.virtual_stages)
+    rows = [(PIPELINE_SCHEDULES.index(s), v, CP_COMMS.index(c))
+            for s in dict.fromkeys(schedules)
+            for v in (sorted(set(space.virtual_stages)) if s == "interleaved" else (1,))
+            for c in dict.fromkeys(space.cp_comms)]
+    grid = np.array(rows, dtype=np.int64).reshape(-1, 3)
+    return {"schedule": grid[:, 0], "vp": grid[:, 1], "cp_comm": grid[:, 2]}
+
+
+def pipeline_reason(scenario: Scenario, pp, tp, cp, micro_batches, schedule, vp, cp_comm) -> np.ndarray:
+    """Index into _PIPELINE_REASONS of the first schedule/cp rule each row breaks; -1 when none (the order
+    of specs.layout.schedule_problems, then the Ulysses head rule). Arrays of equal length; schedule codes."""
+    layers, heads = scenario.model.num_layers, scenario.model.attention.num_heads
+    names = np.array(PIPELINE_SCHEDULES)[schedule]
+    inter, m = names == "interleaved", micro_batches
+    fails = [inter & (layers % (pp * vp) != 0), inter & (m % pp != 0), inter & (pp < 2),
+             (names == "zb-v") & (layers < 2 * pp),
+             (names == "dualpipe") & ((pp % 2 != 0) | (m % 2 != 0) | (m < 2 * pp)),
+             (cp > 1) & (cp_comm == CP_COMMS.index("a2a")) & (heads % (tp * cp) != 0)]
+    reason = np.full(len(m), -1)
+    for index in reversed(range(len(fails))):
+        reason = np.where(fails[index], index, reason)
+    return reason
 
 
 def degree_reason(scenario: Scenario, g: dict[str, np.ndarray]) -> np.ndarray:
@@ -83,6 +139,7 @@ def degree_reason(scenario: Scenario, g: dict[str, np.ndarray]) -> np.ndarray:
         model.d_ff % tp != 0,
         (moe.expert_d_ff % g["etp"] != 0) if moe else np.zeros(len(tp), bool),
         g["pp"] > model.num_layers,
+        (g["cp"] > 1) & (scenario.seq_lens[0] % (2 * g["cp"]) != 0),
     ]
     reason = np.full(len(tp), -1)
     for index in reversed(range(len(fails))):
@@ -126,10 +183,14 @@ def enumerate_layouts(scenario: Scenario) -> Enumeration:
     """The search space of `scenario`: valid candidates (sorted by pp) plus considered and rejected counts."""
     g = degree_grid(scenario)
     options = option_grid(scenario)
+    pipes = pipeline_grid(scenario)
     n_opt = len(options["zero_stage"])
+    # Pipeline choices per degree combination: cp variants count only where cp > 1.
+    n_plain = int(np.sum(pipes["cp_comm"] == pipes["cp_comm"][0]))
+    n_pipe = np.where(g["cp"] > 1, len(pipes["schedule"]), n_plain)
     orders = search_orders(scenario.search.orders)
     reason = degree_reason(scenario, g)
-    keep, mismatch = distinct_placements(orders, g["dp"], g["tp"], g["pp"], g["ep"], g["etp"])
+    keep, mismatch = distinct_placements(orders, g["dp"], g["tp"], g["pp"], g["ep"], g["etp"], g["cp"])
     # Micro-batch counts per data-parallel degree: a table padded with zeros, one row per dp value.
     dps = np.unique(g["dp"])
     mbs = [micro_batch_options(scenario, int(dp)) for dp in dps]
@@ -143,13 +204,13 @@ def enumerate_layouts(scenario: Scenario) -> Enumeration:
     rejected = dict.fromkeys(REASONS, 0)
     placements = keep.sum(axis=0)
     for index, name in enumerate(_DEGREE_REASONS):
-        rejected[name] = int(np.sum((placements * n_mb * n_opt)[reason == index]))
+        rejected[name] = int(np.sum((placements * n_mb * n_opt * n_pipe)[reason == index]))
     ok = reason < 0
-    rejected["pipeline_stage_mismatch"] = int(np.sum(((keep & mismatch).sum(axis=0) * n_mb * n_opt)[ok]))
+    rejected["pipeline_stage_mismatch"] = int(np.sum(((keep & mismatch).sum(axis=0) * n_mb * n_opt * n_pipe)[ok]))
     good = keep & ~mismatch & ok[None, :]
-    rejected["batch_not_divisible_by_dp_micro_batches"] = int(np.sum(good.sum(axis=0)[~batch_ok]) * n_opt)
+    rejected["batch_not_divisible_by_dp_micro_batches"] = int(np.sum((good.sum(axis=0) * n_pipe)[~batch_ok]) * n_opt)
     good &= batch_ok[None, :]
-    considered = int(np.sum(placements * n_mb)) * n_opt
+    considered = int(np.sum(placements * n_mb * n_pipe)) * n_opt
 
     # Materialise combination-major, so candidates come sorted by pp (the grid's outer loop).
     combo, order_index = np.nonzero(good.T)
@@ -157,12 +218,25 @@ def enumerate_layouts(scenario: Scenario) -> Enumeration:
     row = np.repeat(np.arange(len(combo)), per_pair)
     offset = np.arange(len(row)) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)
     m = table[dp_row[combo[row]], offset]
-    row, m = np.repeat(row, n_opt), np.repeat(m, n_opt)
-    opt = np.tile(np.arange(n_opt), len(row) // n_opt)
-    c = combo[row]
+    # Pipeline choices per (combination, order, m), checked before the options multiply them.
+    n_pipes = len(pipes["schedule"])
+    at = np.repeat(np.arange(len(row)), n_pipes)
+    pipe = np.tile(np.arange(n_pipes), len(row))
+    c, m = combo[row[at]], m[at]
+    # A cp variant other than the first is no choice where cp = 1.
+    real = (g["cp"][c] > 1) | (pipes["cp_comm"][pipe] == pipes["cp_comm"][0])
+    at, pipe, c, m = at[real], pipe[real], c[real], m[real]
+    late = pipeline_reason(scenario, g["pp"][c], g["tp"][c], g["cp"][c], m, pipes["schedule"][pipe],
+                           pipes["vp"][pipe], pipes["cp_comm"][pipe])
+    for index, name in enumerate(_PIPELINE_REASONS):
+        rejected[name] = int(np.sum(late == index)) * n_opt
+    ok = late < 0
+    at, pipe, c, m = (np.repeat(a[ok], n_opt) for a in (at, pipe, c, m))
+    opt = np.tile(np.arange(n_opt), int(ok.sum()))
     cands = Candidates(
         dp=g["dp"][c], tp=g["tp"][c], pp=g["pp"][c], ep=g["ep"][c], etp=g["etp"][c], micro_batches=m,
         zero_stage=options["zero_stage"][opt], recompute=options["recompute"][opt],
-        capacity_factor=options["capacity_factor"][opt], order=order_index[row], orders=orders,
+        capacity_factor=options["capacity_factor"][opt], order=order_index[row[at]], orders=orders,
+        cp=g["cp"][c], vp=pipes["vp"][pipe], cp_comm=pipes["cp_comm"][pipe], schedule=pipes["schedule"][pipe],
     )
     return Enumeration(candidates=cands, considered=considered, rejected=rejected)

@@ -20,7 +20,7 @@ from moesim.specs.layout import AXES, DEFAULT_ORDER
 
 _EXPERT_NAME = {"tp": "etp", "ep": "ep", "dp": "edp", "pp": "pp"}
 # Attention strides tp, dp, pp then expert strides etp, ep, edp, pp: the placement's signature.
-SIGNATURE_AXES = ("tp", "dp", "pp", "etp", "ep", "edp", "epp")
+SIGNATURE_AXES = ("tp", "cp", "dp", "pp", "etp", "ep", "edp", "epp")
 
 
 def all_orders() -> tuple[tuple[str, ...], ...]:
@@ -46,9 +46,10 @@ def _signature(order: tuple[str, ...], sizes: dict[str, np.ndarray]) -> tuple[np
     strides = {}
     stride = np.ones(n, dtype=np.int64)
     for axis in order:
-        if axis != "ep":
-            strides[axis] = stride
-            stride = stride * sizes[axis]
+        for name in (("tp", "cp") if axis == "tp" else (axis,)):  # cp right after tp (specs.layout)
+            if name != "ep":
+                strides[name] = stride
+                stride = stride * sizes[name]
     stride = np.ones(n, dtype=np.int64)
     for axis in order:
         name = _EXPERT_NAME[axis]
@@ -61,14 +62,16 @@ def _signature(order: tuple[str, ...], sizes: dict[str, np.ndarray]) -> tuple[np
     return sig, mismatch
 
 
-def distinct_placements(orders: tuple[tuple[str, ...], ...], dp, tp, pp, ep, etp) -> tuple[np.ndarray, np.ndarray]:
+def distinct_placements(orders: tuple[tuple[str, ...], ...], dp, tp, pp, ep, etp, cp=None
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """For every order and degree combination: (keep (O, N), mismatch (O, N)).
 
     `keep` marks the first order of each distinct placement (orders are tried in the given order);
     `mismatch` marks placements whose attention and expert meshes cut different pipeline stages
     (with pp = 1 the rule still applies; such an order is dropped when a valid order gives its groups).
     """
-    sizes = {"tp": tp, "dp": dp, "pp": pp, "ep": ep, "etp": etp, "edp": (tp * dp) // (etp * ep)}
+    cp = np.ones_like(tp) if cp is None else cp
+    sizes = {"tp": tp, "cp": cp, "dp": dp, "pp": pp, "ep": ep, "etp": etp, "edp": (tp * cp * dp) // (etp * ep)}
     sigs, mismatches = zip(*(_signature(order, sizes) for order in orders))
     mismatch = np.array(mismatches)
     keep = np.ones((len(orders), len(dp)), dtype=bool)

@@ -142,14 +142,20 @@ class SearchResult:
         return self.layout(i).as_dict() | {
             "micro_batches": int(c.micro_batches[i]), "zero_stage": int(c.zero_stage[i]),
             "recompute": RECOMPUTE_NAMES[int(c.recompute[i])], "capacity_factor": None if np.isnan(cf) else cf,
+            "pipeline_schedule": str(c.schedule_names(self.scenario.training)[i]),
         }
+
+    def layout_arg(self, i: int) -> str:
+        """The `--layout` line of the i-th ranked layout (a dense model's has no capacity factor)."""
+        lay = self.layout_dict(i)
+        if self.scenario.model.moe is None:
+            del lay["capacity_factor"]
+        return layout_arg(lay)
 
     def summary(self, i: int) -> dict:
         """The figures of the i-th ranked layout (JSON-ready)."""
         lay = self.layout_dict(i)
-        # A dense model has no capacity factor to round-trip (as StepEstimate.layout_arg leaves it out).
-        arg = lay if self.scenario.model.moe is not None else {k: v for k, v in lay.items() if k != "capacity_factor"}
-        out = {"layout": lay, "layout_arg": layout_arg(arg), "step_time_s": float(self.step_time_s[i]),
+        out = {"layout": lay, "layout_arg": self.layout_arg(i), "step_time_s": float(self.step_time_s[i]),
                "memory_bytes_per_device": float(self.memory_bytes_per_device[i]), "fits_in_memory": True,
                "mfu": float(self.mfu[i]), "tokens_per_s": float(self.tokens_per_s[i]),
                "objective_value": float(self.objective_value[i])}

@@ -1,8 +1,14 @@
 """Layout spec: the execution noun — how devices split the work.
 
 Degrees (Megatron-Core MoE parallel folding, arXiv 2504.14960; ../shared/reference/modeling.md §2.1):
-  attention/dense mesh   tp · dp · pp             = devices
-  expert mesh            etp · ep · edp · pp      = devices,  so edp = tp·dp / (etp·ep)
+  attention/dense mesh   tp · cp · dp · pp        = devices
+  expert mesh            etp · ep · edp · pp      = devices,  so edp = tp·cp·dp / (etp·ep)
+cp is context parallelism (Megatron CP: the sequence split over cp devices, ring attention with
+`cp_comm = "p2p"` or DeepSpeed-Ulysses all-to-all with `"a2a"`; moesim.estimate.context_parallel).
+It sits right after tp in the attention mesh, as in Megatron's default order tp-cp-ep-dp-pp, and is
+not listed in `order`; the expert mesh folds it into ep/edp (experts see the cp ranks' tokens as data).
+`vp` is the virtual pipeline stages (model chunks) per device of the interleaved schedule
+(Megatron `--num-layers-per-virtual-pipeline-stage`; moesim.des.orders): layers split into pp·vp chunks.
 Switch/GShard's expert+data parallelism is the case tp = etp = 1, ep ≤ dp: experts are laid over
 the devices of a pipeline stage and expert parallelism reuses the data axis.
 
@@ -36,12 +42,14 @@ from moesim.specs.ranges import check_ranges
 AXES = ("tp", "ep", "dp", "pp")
 DEFAULT_ORDER = ("tp", "ep", "dp", "pp")
 STAGE_KEYS = ("first_stage_layers", "last_stage_layers")
-LAYOUT_KEYS = ("dp", "tp", "ep", "pp", "etp", "order") + STAGE_KEYS
+CP_COMMS = ("p2p", "a2a")  # Megatron/TE cp_comm_type: ring of KV chunks, or Ulysses all-to-all
+LAYOUT_KEYS = ("dp", "tp", "ep", "pp", "etp", "order") + STAGE_KEYS + ("vp", "cp", "cp_comm")
 # Execution options a layout line may carry too, as `moesim search` prints them (short spelling) or by
 # their TrainingSpec names; `edp` is derived and only checked. Short spelling -> TrainingSpec field.
 OPTION_KEYS = {"mb": "micro_batches", "micro_batches": "micro_batches", "zero": "zero_stage",
                "zero_stage": "zero_stage", "recompute": "recompute", "cf": "capacity_factor",
-               "capacity_factor": "capacity_factor"}
+               "capacity_factor": "capacity_factor", "schedule": "pipeline_schedule",
+               "pipeline_schedule": "pipeline_schedule"}
 DROPLESS = "dropless"  # the capacity-factor value (and bare word) search prints for dropless routing
 LAYOUT_LINE_KEYS = LAYOUT_KEYS + ("edp",) + tuple(OPTION_KEYS)
 
@@ -98,10 +106,16 @@ class Layout:
     order: tuple[str, ...] = DEFAULT_ORDER
     first_stage_layers: int | None = None  # None: the automatic split (stage_layers)
     last_stage_layers: int | None = None
+    vp: int = 1  # virtual pipeline stages per device (interleaved schedule)
+    cp: int = 1  # context-parallel degree
+    cp_comm: str = "p2p"  # p2p (ring attention) | a2a (Ulysses)
 
     def __post_init__(self) -> None:
         check_ranges(self)
-        for name in ("dp", "tp", "ep", "pp", "etp"):
+        if self.cp_comm not in CP_COMMS:
+            raise SpecError(f"unknown cp_comm '{self.cp_comm}'", field="layout.cp_comm", value=self.cp_comm,
+                            allowed=CP_COMMS)
+        for name in ("dp", "tp", "ep", "pp", "etp", "vp", "cp"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"degree must be an integer >= 1, got {value!r}", field=f"layout.{name}",
@@ -119,12 +133,12 @@ class Layout:
 
     @property
     def devices(self) -> int:
-        return self.tp * self.dp * self.pp
+        return self.tp * self.cp * self.dp * self.pp
 
     @property
     def edp(self) -> int:
         """Expert data-parallel degree: replicas of each expert within a pipeline stage."""
-        return (self.tp * self.dp) // (self.etp * self.ep)
+        return (self.tp * self.cp * self.dp) // (self.etp * self.ep)
 
     def describe(self) -> str:
         text = f"dp={self.dp},tp={self.tp},ep={self.ep},pp={self.pp}"
@@ -135,6 +149,9 @@ class Layout:
         for name in STAGE_KEYS:
             if getattr(self, name) is not None:
                 text += f",{name}={getattr(self, name)}"
+        for name, default in (("vp", 1), ("cp", 1), ("cp_comm", "p2p")):
+            if getattr(self, name) != default:
+                text += f",{name}={getattr(self, name)}"
         return text
 
     def stage_layers(self, num_layers: int) -> tuple[int, ...]:
@@ -144,7 +161,9 @@ class Layout:
     def as_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"dp": self.dp, "tp": self.tp, "ep": self.ep, "pp": self.pp, "etp": self.etp,
                                   "edp": self.edp, "order": list(self.order)}
-        return out | {k: getattr(self, k) for k in STAGE_KEYS if getattr(self, k) is not None}
+        out |= {k: getattr(self, k) for k in STAGE_KEYS if getattr(self, k) is not None}
+        return out | {k: v for k, v, d in (("vp", self.vp, 1), ("cp", self.cp, 1), ("cp_comm", self.cp_comm, "p2p"))
+                      if v != d}
 
 
 def _degrees_text(values: dict[str, int]) -> str:
@@ -177,7 +196,7 @@ def parse_layout_value(name: str, value: str, *, field: str, text: str) -> objec
     number (None for `dropless`), every other key as an integer."""
     if name == "order":
         return tuple(a.strip() for a in value.replace("/", "-").split("-"))
-    if name == "recompute":
+    if name in ("recompute", "cp_comm", "pipeline_schedule"):
         return value
     if name == "capacity_factor":
         if value == DROPLESS:
@@ -205,7 +224,9 @@ def layout_arg(lay: dict) -> str:
     if "order" in lay:
         parts.append(f"order={'-'.join(lay['order'])}")
     parts += [f"{k}={lay[k]}" for k in STAGE_KEYS if lay.get(k) is not None]
-    short = {"micro_batches": "mb", "zero_stage": "zero", "recompute": "recompute"}
+    parts += [f"{k}={lay[k]}" for k in ("vp", "cp", "cp_comm") if k in lay]
+    short = {"micro_batches": "mb", "zero_stage": "zero", "recompute": "recompute",
+             "pipeline_schedule": "schedule"}
     parts += [f"{short[k]}={lay[k]}" for k in short if k in lay]
     if "capacity_factor" in lay:
         cf = lay["capacity_factor"]
@@ -225,24 +246,28 @@ def resolve_layout(
     tp = int(given.get("tp", 1))
     pp = int(given.get("pp", 1))
     etp = int(given.get("etp", 1))
+    cp = int(given.get("cp", 1))
     if "dp" in given:
         dp = int(given["dp"])
     else:
-        if tp < 1 or pp < 1 or devices % (tp * pp):
-            raise SpecError(f"cannot infer dp: devices={devices} is not a multiple of tp·pp = {tp}·{pp}",
-                            field=source, value=_degrees_text({"tp": tp, "pp": pp}))
-        dp = devices // (tp * pp)
+        if tp < 1 or pp < 1 or cp < 1 or devices % (tp * cp * pp):
+            raise SpecError(f"cannot infer dp: devices={devices} is not a multiple of tp·cp·pp = {tp}·{cp}·{pp}",
+                            field=source, value=_degrees_text({"tp": tp, "cp": cp, "pp": pp}))
+        dp = devices // (tp * cp * pp)
     if "ep" in given:
         ep = int(given["ep"])
-    elif num_experts > 1 and etp >= 1 and (tp * dp) % etp == 0:
-        ep = math.gcd(num_experts, (tp * dp) // etp)
+    elif num_experts > 1 and etp >= 1 and (tp * cp * dp) % etp == 0:
+        ep = math.gcd(num_experts, (tp * cp * dp) // etp)
     else:
         ep = 1
     order = tuple(given.get("order", DEFAULT_ORDER))
     stages = {k: int(given[k]) for k in STAGE_KEYS if given.get(k) is not None}
-    layout = Layout(dp=dp, tp=tp, ep=ep, pp=pp, etp=etp, order=order, **stages)
+    extra = {k: given[k] for k in ("vp", "cp", "cp_comm") if k in given}
+    layout = Layout(dp=dp, tp=tp, ep=ep, pp=pp, etp=etp, order=order, **stages, **extra)
     if "edp" in given and given["edp"] != layout.edp:
-        raise SpecError(f"edp = {given['edp']} but tp·dp/(etp·ep) = {tp}·{dp}/({etp}·{ep}) = {layout.edp} "
+        inner = f"tp·cp·dp/(etp·ep) = {tp}·{cp}·{dp}/({etp}·{ep})" if cp != 1 else \
+            f"tp·dp/(etp·ep) = {tp}·{dp}/({etp}·{ep})"
+        raise SpecError(f"edp = {given['edp']} but {inner} = {layout.edp} "
                         "(edp is derived; leave it out or give the value search printed)", field=source,
                         value=_degrees_text({"dp": dp, "tp": tp, "ep": ep, "etp": etp}))
     return layout
@@ -254,7 +279,7 @@ def pipeline_stage_mismatch(layout: Layout) -> str | None:
     for axis in layout.order:
         if axis == "pp":
             break
-        inner_attention *= {"tp": layout.tp, "dp": layout.dp, "ep": 1}[axis]
+        inner_attention *= {"tp": layout.tp * layout.cp, "dp": layout.dp, "ep": 1}[axis]
     inner_expert = 1
     for axis in layout.order:
         if axis == "pp":
@@ -278,16 +303,25 @@ def layout_problems(
     num_layers: int,
     global_batch_sequences: int,
     micro_batches: int,
+    schedule: str = "1f1b",
+    seq_len: int = 0,
 ) -> list[str]:
     """Every reason `layout` is impossible (empty when valid). Pure; used by checks and search."""
     degrees = {"dp": layout.dp, "tp": layout.tp, "ep": layout.ep, "pp": layout.pp, "etp": layout.etp}
+    if layout.cp != 1:
+        degrees["cp"] = layout.cp
     text = _degrees_text(degrees)
     problems = []
+    tp_text = f"tp·cp = {layout.tp}·{layout.cp}" if layout.cp != 1 else f"tp = {layout.tp}"
     if layout.devices != devices:
-        problems.append(f"tp·dp·pp = {layout.tp}·{layout.dp}·{layout.pp} = {layout.devices} must equal "
-                        f"devices = {devices} ({text})")
-    if (layout.tp * layout.dp) % (layout.etp * layout.ep):
-        problems.append(f"etp·ep = {layout.etp}·{layout.ep} must divide tp·dp = {layout.tp}·{layout.dp} "
+        product = "tp·cp·dp·pp" if layout.cp != 1 else "tp·dp·pp"
+        values = f"{layout.tp}·{layout.cp}·{layout.dp}·{layout.pp}" if layout.cp != 1 else \
+            f"{layout.tp}·{layout.dp}·{layout.pp}"
+        problems.append(f"{product} = {values} = {layout.devices} must equal devices = {devices} ({text})")
+    if (layout.tp * layout.cp * layout.dp) % (layout.etp * layout.ep):
+        inner = f"tp·cp·dp = {layout.tp}·{layout.cp}·{layout.dp}" if layout.cp != 1 else \
+            f"tp·dp = {layout.tp}·{layout.dp}"
+        problems.append(f"etp·ep = {layout.etp}·{layout.ep} must divide {inner} "
                         f"(etp·ep·edp·pp = devices; {text})")
     if num_experts <= 1 and layout.ep > 1:
         problems.append(f"ep = {layout.ep} needs an MoE model (this model has no experts)")
@@ -304,10 +338,42 @@ def layout_problems(
     split = stage_split_problem(num_layers, layout.pp, layout.first_stage_layers, layout.last_stage_layers)
     if split:
         problems.append(split)
+    if layout.cp > 1 and seq_len and seq_len % (2 * layout.cp):
+        # Causal balance splits each sequence into 2·cp chunks (TE DualChunkSwap: s divisible by 2·cp).
+        problems.append(f"cp = {layout.cp} needs seq_len = {seq_len} divisible by 2·cp = {2 * layout.cp}")
     mismatch = pipeline_stage_mismatch(layout) if not problems else None
     if mismatch:
         problems.append(mismatch)
     if global_batch_sequences % (layout.dp * micro_batches):
         problems.append(f"global batch = {global_batch_sequences} sequences is not divisible by "
                         f"dp·micro_batches = {layout.dp}·{micro_batches}")
+    problems += schedule_problems(schedule, layout.pp, layout.vp, num_layers, micro_batches)
+    if layout.cp > 1 and layout.cp_comm == "a2a" and num_heads % (layout.tp * layout.cp):
+        # Ulysses scatters heads over the CP group (SimuMax asserts head_num % cp_size == 0).
+        problems.append(f"cp_comm = a2a needs num_heads = {num_heads} divisible by {tp_text}")
     return problems
+
+
+def schedule_problems(schedule: str, pp: int, vp: int, num_layers: int, micro_batches: int) -> list[str]:
+    """Why `schedule` cannot run pp stages × vp chunks of num_layers with m micro-batches (empty when it can).
+
+    Megatron's interleaved schedule wants L divisible by pp·vp and m a multiple of pp (Narayanan et al.
+    §2.2.2); DualPipe wants pp and m even and m ≥ 2·pp (DeepSeek-V3 §3.2.1; `deepseek-ai/DualPipe`
+    asserts num_chunks >= 2·num_ranks); only the interleaved schedule has vp > 1."""
+    m, out = micro_batches, []
+    if vp > 1 and schedule != "interleaved":
+        out.append(f"vp = {vp} needs pipeline_schedule = interleaved (got {schedule})")
+    if schedule == "interleaved":
+        if vp < 2:
+            out.append(f"the interleaved schedule needs vp >= 2 (vp = {vp})")
+        if num_layers % (pp * vp):
+            out.append(f"vp = {vp} needs layers = {num_layers} divisible by pp·vp = {pp}·{vp}")
+        if m % pp:
+            out.append(f"the interleaved schedule needs micro_batches = {m} divisible by pp = {pp}")
+        if pp < 2:
+            out.append("the interleaved schedule needs pp >= 2")
+    if schedule == "zb-v" and num_layers < 2 * pp:
+        out.append(f"zb-v needs layers = {num_layers} >= 2·pp = {2 * pp} (two chunks per device)")
+    if schedule == "dualpipe" and (pp % 2 or m % 2 or m < 2 * pp):
+        out.append(f"dualpipe needs pp = {pp} even and micro_batches = {m} even and >= 2·pp")
+    return out

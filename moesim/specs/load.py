@@ -22,14 +22,14 @@ from moesim.specs.hardware import (
     DTYPES, ChipSpec, ComputeEfficiency, EfficiencyTable, HardwareProfile, InterconnectLevel, TOPOLOGIES,
     WRAPAROUND_RULES, DEVICE_KINDS, OP_DIMS, OP_KINDS, OP_PASSES, OP_STATUS, OpTable,
 )
-from moesim.specs.layout import STAGE_KEYS, parse_layout_text, split_layout_options
+from moesim.specs.layout import CP_COMMS, STAGE_KEYS, parse_layout_text, split_layout_options
 from moesim.specs.layout_options import apply_layout_options, layout_from_table
 from moesim.specs.model import (
     ARCHITECTURES, ATTENTION_KINDS, CAPACITY_RULES, FFN_KINDS, MOE_STACKS, NORM_KINDS, POSITION_KINDS,
     ROUTER_SCORES, AttentionSpec, ModelSpec, MoESpec,
 )
 from moesim.specs.scenario import Scenario, SearchSpace
-from moesim.specs.training import TrainingSpec
+from moesim.specs.training import PIPELINE_SCHEDULES, TrainingSpec
 
 SCHEMA_VERSION = 1
 DATA_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
@@ -359,6 +359,13 @@ def _str_list(t: Table, key: str, allowed: tuple, default: list) -> list:
     return values
 
 
+def _int_list(t: Table, key: str, default: list) -> list:
+    values = t.opt(key, list, default)
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+        raise t.error(key, "expected a list of integers", value=values)
+    return values
+
+
 def search_from_table(t: Table) -> SearchSpace:
     factors = t.opt("capacity_factors", list, [])
     if any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in factors):
@@ -373,6 +380,10 @@ def search_from_table(t: Table) -> SearchSpace:
                                         ["none", "selective", "full"])),
         max_micro_batches=t.opt("max_micro_batches", int, 64),
         orders=tuple(tuple(o.split("-")) for o in orders),
+        pipeline_schedules=tuple(_str_list(t, "pipeline_schedules", PIPELINE_SCHEDULES, [])),
+        virtual_stages=tuple(_int_list(t, "virtual_stages", [2, 4, 8])),
+        context_parallel=tuple(_int_list(t, "context_parallel", [1])),
+        cp_comms=tuple(_str_list(t, "cp_comms", CP_COMMS, ["p2p"])),
     )
     t.finish()
     return space
@@ -423,7 +434,8 @@ def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] |
         layout_given, options = split_layout_options(parse_layout_text(overrides["layout"]))
         training = apply_layout_options(training, model, options, explicit={}, source="--layout")
     elif overrides.get("devices") or overrides.get("hardware"):
-        layout_given = {k: v for k, v in layout_given.items() if k in ("tp", "pp", "etp", "order") + STAGE_KEYS}
+        kept = ("tp", "pp", "etp", "order", "vp", "cp", "cp_comm") + STAGE_KEYS
+        layout_given = {k: v for k, v in layout_given.items() if k in kept}
     search_t = t.sub("search", required=False)
     search = search_from_table(search_t) if search_t is not None else SearchSpace()
     scenario = Scenario(

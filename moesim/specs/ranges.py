@@ -190,6 +190,8 @@ RANGES: dict[str, dict[str, Range]] = {
         "capacity_factors": _CF,
         "zero_stages": count(0, 3),
         "max_micro_batches": count(1, MAX_MICRO_BATCHES),
+        "virtual_stages": count(1, MAX_LAYERS),
+        "context_parallel": count(1, MAX_DEVICES),
     },
     "Layout": {
         "dp": count(1, MAX_DEVICES),
@@ -199,6 +201,8 @@ RANGES: dict[str, dict[str, Range]] = {
         "etp": count(1, MAX_DEVICES),
         "first_stage_layers": count(1, MAX_LAYERS),
         "last_stage_layers": count(1, MAX_LAYERS),
+        "vp": count(1, MAX_LAYERS),  # virtual pipeline stages per device
+        "cp": count(1, MAX_DEVICES),  # context-parallel degree
     },
     "Scenario": {
         "devices": count(1, MAX_DEVICES, "devices"),

@@ -21,6 +21,10 @@ class SearchSpace:
     recompute_modes: tuple[str, ...] = ("none", "selective", "full")
     max_micro_batches: int = 64
     orders: tuple[tuple[str, ...], ...] = ()
+    pipeline_schedules: tuple[str, ...] = ()  # empty: the training's own schedule
+    virtual_stages: tuple[int, ...] = (2, 4, 8)  # vp choices of the interleaved schedule (others: vp = 1)
+    context_parallel: tuple[int, ...] = (1,)  # cp degrees
+    cp_comms: tuple[str, ...] = ("p2p",)  # cp variants tried where cp > 1
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -94,4 +98,5 @@ class Scenario:
             expert_d_ff=moe.expert_d_ff if moe else self.model.d_ff, num_layers=self.model.num_layers,
             global_batch_sequences=self.training.global_batch_sequences,
             micro_batches=micro_batches or self.training.micro_batches,
+            schedule=self.training.pipeline_schedule, seq_len=self.seq_lens[0],
         )

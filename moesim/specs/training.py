@@ -22,7 +22,7 @@ RECOMPUTE_MODES = ("none", "selective", "full")
 # (moesim's "selective", Korthikanti §5); optionally the norms and the MLA up-projections, whose outputs are
 # then not stored (DeepSeek-V3 §3.2.3 recomputes "all RMSNorm operations and MLA up-projections").
 RECOMPUTE_MODULES = ("core_attn", "layernorm", "mla_up_proj")
-PIPELINE_SCHEDULES = ("1f1b", "gpipe")
+PIPELINE_SCHEDULES = ("1f1b", "gpipe", "interleaved", "zb-h1", "zb-v", "dualpipe")  # moesim.des.orders
 DISPATCH_IMPLS = ("index", "dense_einsum")
 # How the expert all-to-all runs (moesim/collectives/dispatch.py): "nccl" the fastest of NCCL's pairwise
 # all-to-all and the two-level (hierarchical) one; "pairwise"; "hierarchical" (Tutel/DeepSpeed 2DH);

@@ -2,7 +2,8 @@
 
 Device ids are mixed-radix over the layout's `order`, innermost axis first (as Megatron-Core's
 rank generator lays `tp-cp-ep-dp-pp`). Two meshes share the device ids (MoE parallel folding,
-arXiv 2504.14960): the attention/dense mesh (tp, dp, pp) drops `ep` from the order; the expert
+arXiv 2504.14960): the attention/dense mesh (tp, cp, dp, pp) drops `ep` from the order and puts cp
+right after tp (Megatron's tp-cp-ep-dp-pp); the expert
 mesh (etp, ep, edp, pp) reads `tp` as etp and `dp` as edp.
 """
 
@@ -26,16 +27,16 @@ def _strides(order: tuple[str, ...], sizes: dict[str, int]) -> dict[str, int]:
 
 def mesh_strides(layout: Layout) -> dict[str, int]:
     """Device-id stride of every axis of both meshes."""
-    attention_order = tuple(a for a in layout.order if a != "ep")
-    attention = _strides(attention_order, {"tp": layout.tp, "dp": layout.dp, "pp": layout.pp})
+    attention_order = tuple(n for a in layout.order if a != "ep" for n in (("tp", "cp") if a == "tp" else (a,)))
+    attention = _strides(attention_order, {"tp": layout.tp, "cp": layout.cp, "dp": layout.dp, "pp": layout.pp})
     expert_order = tuple(_EXPERT_NAME[a] for a in layout.order)
     expert = _strides(expert_order, {"etp": layout.etp, "ep": layout.ep, "edp": layout.edp, "pp": layout.pp})
-    return {**{a: attention[a] for a in ("tp", "dp")}, **expert}
+    return {**{a: attention[a] for a in ("tp", "cp", "dp")}, **expert}
 
 
 def axis_sizes(layout: Layout) -> dict[str, int]:
     return {"tp": layout.tp, "dp": layout.dp, "pp": layout.pp, "etp": layout.etp, "ep": layout.ep,
-            "edp": layout.edp}
+            "edp": layout.edp, "cp": layout.cp}
 
 
 def axis_group(layout: Layout, axis: str) -> Group:

@@ -97,8 +97,9 @@ def test_pipeline_sends_and_receives_pair_up():
     sends = [(o.mb, o.peer) for o in first.ops if o.name == "pipeline send"]
     assert sends == [(0, 1), (1, 1), (2, 1), (3, 1)]
     receives = [o.recv for o in last.ops if o.recv is not None]
-    assert receives == [("act", 0), ("act", 1), ("act", 2), ("act", 3)]
-    assert [o.recv for o in first.ops if o.recv is not None] == [("grad", 0), ("grad", 1), ("grad", 2), ("grad", 3)]
+    assert receives == [("act", 0, 1), ("act", 1, 1), ("act", 2, 1), ("act", 3, 1)]  # (kind, mb, piece)
+    assert [o.recv for o in first.ops if o.recv is not None] == [("grad", 0, 0), ("grad", 1, 0), ("grad", 2, 0),
+                                                                 ("grad", 3, 0)]
 
 
 def _overhead(scenario, overhead_s):

@@ -12,7 +12,7 @@ from search_fixtures import DATA
 
 ODD_SCENARIO = str(DATA / "odd-moe-12-h100.toml")
 LAYOUT_KEYS = {"dp", "tp", "ep", "pp", "etp", "edp", "order", "micro_batches", "zero_stage", "recompute",
-               "capacity_factor"}
+               "capacity_factor", "pipeline_schedule"}  # pipeline_schedule: added with the schedule search
 
 
 def run_json(capsys, *argv):

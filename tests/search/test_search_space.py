@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import numpy as np
@@ -40,7 +41,10 @@ def test_rejections_match_brute_force(make):
 
 
 def test_every_rule_bites_on_the_odd_model():
-    found = enumerate_layouts(build(ODD_MOE, devices=24, batch=36, search=SMALL))
+    # The schedule and context-parallel rules need those choices in the space (the default has none).
+    wide = dataclasses.replace(SMALL, pipeline_schedules=("1f1b", "interleaved", "zb-v", "dualpipe"),
+                               virtual_stages=(2, 3), context_parallel=(1, 2, 4), cp_comms=("p2p", "a2a"))
+    found = enumerate_layouts(build(ODD_MOE, devices=24, batch=36, seq_len=500, search=wide))
     assert all(found.rejected[r] > 0 for r in REASONS if r != "out_of_memory")
 
 
@@ -122,6 +126,6 @@ def test_layout_dict_round_trips():
     result = search(build(ODD_MOE, devices=12, search=SMALL))
     lay = result.layout_dict(0)
     assert set(lay) == {"dp", "tp", "ep", "pp", "etp", "edp", "order", "micro_batches", "zero_stage", "recompute",
-                        "capacity_factor"}
+                        "capacity_factor", "pipeline_schedule"}  # pipeline_schedule: added with the schedule search
     layout = Layout(dp=lay["dp"], tp=lay["tp"], ep=lay["ep"], pp=lay["pp"], etp=lay["etp"], order=tuple(lay["order"]))
     assert layout == result.layout(0) and layout.edp == lay["edp"]

@@ -1,0 +1,278 @@
+"""Which micro-batch chunk each pipeline device runs when: the order of one step, per schedule.
+
+Notation: p pipeline devices (pp), m micro-batches, v virtual stages (model chunks) per device
+(layout `vp`). The model is cut into V contiguous pieces ("virtual stages", vs = 0..V−1 along a
+micro-batch's path); a device runs a list of `Slot`s in order:
+  F  forward of one piece for one micro-batch
+  B  full backward (input and weight gradients together)
+  I  input-gradient backward only (ZB's "B"); its weight-gradient part W runs later
+  W  weight-gradient pass of an earlier I (first in, first out)
+  FB forward of (mb, vs) overlapped with the backward (`pair`) of another micro-batch (DualPipe)
+
+Pieces and devices per schedule (`virtual_stages`, `device_of`):
+  1f1b, gpipe, zb-h1   V = p, piece s on device s
+  interleaved          V = p·v, piece c·p + d on device d (Megatron, arXiv 2104.04473 §2.2.2)
+  zb-v                 V = 2p, pieces d and 2p−1−d on device d (a "V"; Qi et al. ICLR'24 §6)
+  dualpipe             V = p per direction; micro-batches 0..m/2−1 enter at device 0, the rest at
+                       device p−1 and walk back (two model copies; DeepSeek-V3 §3.2.1)
+Orders:
+  1f1b / gpipe   Megatron's warm-up rule (p − d − 1 forwards, then one forward / one backward)
+  interleaved    Megatron's `forward_backward_pipelining_with_interleaving`: warm-up
+                 2(p − d − 1) + (v − 1)·p forwards; forward k runs chunk ⌊k/p⌋ mod v of micro-batch
+                 ⌊k/(p·v)⌋·p + k mod p; backward k the chunk v − 1 − ⌊k/p⌋ mod v
+  zb-h1, zb-v    greedy list scheduling on equal unit times: a device runs, when free, a ready
+                 I before a ready F before a pending W; an F waits while the device holds its
+                 activation limit of pieces not yet consumed by their I: ZB-H1 1F1B's p − d,
+                 ZB-V p micro-batches (2p pieces) on every device, first leg only (Qi et al. §6).
+                 Qi et al. build their schedules by a search over W placements; this greedy order
+                 reaches ZB-H1's (p−1)(F+B−W) at equal times (tests/des/test_des_pipeline_schedules.py);
+                 for ZB-V it leaves (p−1)·F/2 where theirs leaves about 0 (not the published schedule).
+  dualpipe       the eight steps of `deepseek-ai/DualPipe:dualpipe/dualpipe.py@3da1bbea` (`step`):
+                 nF0, nF0F1, nB1W1F1, nF0B1F1B0 (main, overlapped pairs), nB1F1B0, nB1B0, nWB0, nW.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEDULES = ("1f1b", "gpipe", "interleaved", "zb-h1", "zb-v", "dualpipe")
+GREEDY_UNIT_TIMES = {"F": 1.0, "I": 1.0, "W": 1.0}  # equal F, B, W as the ZB paper's handcrafted schedules
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One chunk of work on a device: `kind` of micro-batch `mb` on virtual stage `vs`."""
+
+    kind: str  # F | B | I | W | FB
+    mb: int
+    vs: int
+    pair: tuple[str, int, int] | None = None  # FB: the overlapped backward (kind B or I, mb, vs)
+
+
+def virtual_stages(schedule: str, pp: int, vp: int) -> int:
+    """V, the pieces along one micro-batch's path."""
+    if schedule == "interleaved":
+        return pp * vp
+    if schedule == "zb-v":
+        return 2 * pp
+    return pp
+
+
+def device_of(schedule: str, pp: int, vs: int, mb: int, micro_batches: int) -> int:
+    """The pipeline device that runs piece `vs` of micro-batch `mb`."""
+    if schedule == "interleaved":
+        return vs % pp
+    if schedule == "zb-v":
+        return vs if vs < pp else 2 * pp - 1 - vs
+    if schedule == "dualpipe" and mb >= micro_batches // 2:
+        return pp - 1 - vs
+    return vs
+
+
+def device_order(schedule: str, micro_batches: int, pp: int, vp: int, device: int) -> list[Slot]:
+    """The slots device `device` runs in one step, in order (module docstring)."""
+    m, p = micro_batches, pp
+    if schedule in ("1f1b", "gpipe"):
+        if schedule == "gpipe":
+            return [Slot("F", i, device) for i in range(m)] + [Slot("B", i, device) for i in range(m)]
+        warm = min(p - device - 1, m)
+        order = [Slot("F", i, device) for i in range(warm)]
+        for i in range(m - warm):
+            order += [Slot("F", warm + i, device), Slot("B", i, device)]
+        return order + [Slot("B", i, device) for i in range(m - warm, m)]
+    if schedule == "interleaved":
+        return _interleaved(m, p, vp, device)
+    if schedule in ("zb-h1", "zb-v"):
+        return _greedy(schedule, m, p)[device]
+    if schedule == "dualpipe":
+        return _dualpipe(m, p, device)
+    raise ValueError(schedule)
+
+
+def _interleaved(m: int, p: int, v: int, d: int) -> list[Slot]:
+    total = m * v
+    warm = min(2 * (p - d - 1) + (v - 1) * p, total)
+
+    def mb(k: int) -> int:
+        return (k // (p * v)) * p + k % p
+
+    def fwd(k: int) -> Slot:
+        return Slot("F", mb(k), ((k // p) % v) * p + d)
+
+    def bwd(k: int) -> Slot:
+        return Slot("B", mb(k), (v - 1 - (k // p) % v) * p + d)
+
+    order = [fwd(k) for k in range(warm)]
+    for i in range(total - warm):
+        order += [fwd(warm + i), bwd(i)]
+    return order + [bwd(k) for k in range(total - warm, total)]
+
+
+def _greedy(schedule: str, m: int, p: int) -> list[list[Slot]]:
+    """Greedy list schedule of F, I, W on unit times for every device (module docstring)."""
+    V = virtual_stages(schedule, p, 2)
+    t = GREEDY_UNIT_TIMES
+    owned = [[vs for vs in range(V) if device_of(schedule, p, vs, 0, m) == d] for d in range(p)]
+    done: dict[tuple[str, int, int], float] = {}
+    clock = [0.0] * p
+    orders: list[list[Slot]] = [[] for _ in range(p)]
+    forwards, inputs = [0] * p, [0] * p
+    next_f = dict.fromkeys(range(V), 0)
+    next_i = dict.fromkeys(range(V), 0)
+    waiting_w: list[list[tuple[int, int]]] = [[] for _ in range(p)]
+    left = 3 * m * V
+    while left:
+        best = None
+        for d in range(p):
+            now, options = clock[d], []
+            for vs in owned[d]:
+                i = next_i[vs]
+                if i < m and ("F", i, vs) in done:
+                    ready = done[("F", i, vs)] if vs == V - 1 else done.get(("I", i, vs + 1))
+                    if ready is not None:
+                        options.append((max(ready, now), 0, -vs, "I", i, vs))
+                f = next_f[vs]
+                limit = 2 * p if schedule == "zb-v" else p - d  # pieces: ZB-V p·M_B on every device, ZB-H1 1F1B's
+                if f < m and not (vs < p and forwards[d] - inputs[d] >= limit):
+                    ready = 0.0 if vs == 0 else done.get(("F", f, vs - 1))
+                    if ready is not None:
+                        options.append((max(ready, now), 1, -vs, "F", f, vs))
+            if waiting_w[d]:
+                options.append((now, 2, 0, "W", *waiting_w[d][0]))
+            if not options:
+                continue
+            ready_now = [o for o in options if o[0] <= now]
+            pick = min(ready_now, key=lambda o: o[1:3]) if ready_now else min(options)
+            if best is None or pick[0] < best[1][0]:
+                best = (d, pick)
+        d, (start, _, _, kind, mb, vs) = best
+        clock[d] = start + t[kind]
+        done[(kind, mb, vs)] = clock[d]
+        orders[d].append(Slot(kind, mb, vs))
+        left -= 1
+        if kind == "F":
+            next_f[vs], forwards[d] = mb + 1, forwards[d] + 1
+        elif kind == "I":
+            next_i[vs], inputs[d] = mb + 1, inputs[d] + 1
+            waiting_w[d].append((mb, vs))
+        else:
+            waiting_w[d].pop(0)
+    return orders
+
+
+def _dualpipe(m: int, p: int, rank: int) -> list[Slot]:
+    """DualPipe's eight steps for `rank` (module docstring); m ≥ 2p, m and p even."""
+    half_ranks, half = p // 2, min(rank, p - 1 - rank)
+    second = rank >= half_ranks
+    middle = half == half_ranks - 1
+    count = {"F": [0, 0], "B": [0, 0]}
+    weights: list[tuple[int, int]] = []
+    order: list[Slot] = []
+
+    def where(phase: int) -> tuple[int, int]:
+        direction = phase ^ second
+        return direction, (rank if direction == 0 else p - 1 - rank)
+
+    def take(kind: str, phase: int) -> tuple[int, int]:
+        direction, vs = where(phase)
+        n = count[kind][direction]
+        count[kind][direction] += 1
+        return n + direction * (m // 2), vs
+
+    def forward(phase: int) -> None:
+        order.append(Slot("F", *take("F", phase)))
+
+    def backward(phase: int, zb: bool = False) -> None:
+        mb, vs = take("B", phase)
+        order.append(Slot("I" if zb else "B", mb, vs))
+        if zb:
+            weights.append((mb, vs))
+
+    def weight() -> None:
+        order.append(Slot("W", *weights.pop(0)))
+
+    def overlapped(f_phase: int, b_phase: int) -> None:
+        mb_f, vs_f = take("F", f_phase)
+        mb_b, vs_b = take("B", b_phase)
+        order.append(Slot("FB", mb_f, vs_f, ("B", mb_b, vs_b)))
+
+    for _ in range((half_ranks - half - 1) * 2):  # 1: nF0
+        forward(0)
+    for _ in range(half + 1):  # 2: nF0F1
+        forward(0)
+        forward(1)
+    for _ in range(half_ranks - half - 1):  # 3: nB1W1F1
+        backward(1, zb=True)
+        weight()
+        forward(1)
+    for i in range(m // 2 - p + half + 1):  # 4: nF0B1F1B0
+        if i == 0 and middle:
+            forward(0)
+            backward(1)
+        else:
+            overlapped(0, 1)
+        overlapped(1, 0)
+    for _ in range(half_ranks - half - 1):  # 5: nB1F1B0
+        backward(1)
+        overlapped(1, 0)
+    zb = False
+    steps = half + 1
+    for i in range(steps):  # 6: nB1B0, the second half with zero bubble
+        if i == steps // 2 and half % 2 == 1:
+            zb = True
+        backward(1, zb)
+        if i == steps // 2 and half % 2 == 0:
+            zb = True
+        backward(0, zb)
+    for _ in range(half_ranks - half - 1):  # 7: nWB0
+        weight()
+        backward(0, zb=True)
+    for _ in range(half + 1):  # 8: nW
+        weight()
+    return order
+
+
+def order_makespan(schedule: str, micro_batches: int, pp: int, vp: int, f_s: float, b_s: float, w_s: float) -> float:
+    """Step time of the orders when a device's stage takes F = f_s, I = b_s, W = w_s per micro-batch
+    (split evenly over its pieces; B = I + W, FB = F + B), transfers free and each slot starting once
+    its inputs are there: the pure schedule whose bubble the published formulas give."""
+    m, p = micro_batches, pp
+    V = virtual_stages(schedule, p, vp)
+    share = p / V
+    time = {"F": f_s * share, "I": b_s * share, "W": w_s * share, "B": (b_s + w_s) * share}
+    orders = [device_order(schedule, m, p, vp, d) for d in range(p)]
+    done: dict[tuple[str, int, int], float] = {}
+    clock, position = [0.0] * p, [0] * p
+
+    def ready(kind: str, mb: int, vs: int) -> float | None:
+        if kind == "F":
+            return 0.0 if vs == 0 else done.get(("F", mb, vs - 1))
+        if kind == "W":
+            return 0.0
+        if ("F", mb, vs) not in done:
+            return None
+        return done[("F", mb, vs)] if vs == V - 1 else done.get(("B", mb, vs + 1))
+
+    left = sum(len(o) for o in orders)
+    while left:
+        moved = False
+        for d in range(p):
+            if position[d] == len(orders[d]):
+                continue
+            slot = orders[d][position[d]]
+            items = [("F" if slot.kind == "FB" else slot.kind, slot.mb, slot.vs)] + ([slot.pair] if slot.pair else [])
+            starts = [ready(*item) for item in items]
+            if any(t is None for t in starts):
+                continue
+            clock[d] = max([clock[d], *starts]) + sum(time[item[0]] for item in items)
+            for kind, mb, vs in items:
+                done[("B" if kind in ("B", "I") else kind, mb, vs)] = clock[d]
+            position[d] += 1
+            left -= 1
+            moved = True
+        if not moved:
+            raise ValueError(f"{schedule}: the orders wait on each other (m={m}, pp={p}, vp={vp})")
+    return max(clock)
+
+
+__all__ = ["SCHEDULES", "Slot", "device_of", "device_order", "order_makespan", "virtual_stages"]

@@ -1,0 +1,152 @@
+"""The operations of one pipeline piece (virtual stage) for one slot of a device's order (moesim.des.orders).
+
+`b` is the stage program's builder (moesim.des.schedule._Builder): it appends operations, chains them
+through `b.last` and orders each stream by `b.key`. A piece's forward receives its input from the
+device of the previous piece (none when that is this device), its backward the gradient from the
+next; a W slot runs the piece's weight-gradient GEMMs as one kernel; an FB slot merges a forward and
+a backward of two micro-batches (DualPipe).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from moesim.des.costs import Costs
+from moesim.des.orders import Slot
+from moesim.flops import BACKWARD_TO_FORWARD
+
+Builder = Any  # moesim.des.schedule._Builder (imported there; typed loosely to keep the import one-way)
+
+
+def _peer(costs: Costs, vs: int, mb: int, stage: int) -> int:
+    return costs.device_of(vs, mb) - stage
+
+
+def forward(b, costs: Costs, mb: int, vs: int) -> None:
+    """Forward of piece `vs` for micro-batch `mb`."""
+    b.vs = vs
+    b.recv = ("act", mb, vs) if vs and _peer(costs, vs - 1, mb, b.stage) else None
+    if costs.training.zero_stage >= 3:
+        b.zero3_gather(mb, "fwd")
+    for layer in costs.stages[vs].layers:
+        b.segment = 0
+        b.layer_forward(layer, mb)
+    _forward_end(b, costs, mb, vs)
+
+
+def _forward_end(b: Builder, costs: Costs, mb: int, vs: int) -> None:
+    piece = costs.stages[vs]
+    if vs == len(costs.stages) - 1:
+        b.compute("logits", "fwd", -1, mb, piece.logits_s / (1 + BACKWARD_TO_FORWARD))
+    else:
+        b.send(piece.send_forward, _peer(costs, vs + 1, mb, b.stage), mb, "fwd")
+
+
+def _backward_start(b: Builder, costs: Costs, mb: int, vs: int) -> None:
+    piece = costs.stages[vs]
+    b.vs = vs
+    last = vs == len(costs.stages) - 1
+    b.recv = ("grad", mb, vs) if not last and _peer(costs, vs + 1, mb, b.stage) else None
+    if costs.training.zero_stage >= 3:
+        b.zero3_gather(mb, "bwd")
+    if last:
+        b.compute("logits", "bwd", -1, mb, piece.logits_s * BACKWARD_TO_FORWARD / (1 + BACKWARD_TO_FORWARD))
+
+
+def _backward_layer(b: Builder, costs: Costs, mb: int, vs: int, n: int, kind: str, left: dict,
+                    pieces_left: list) -> None:
+    """Backward of the n-th layer from the end of piece `vs`; on the piece's last full backward its
+    gradient goes to the buckets right after (as MCore's hooks fire)."""
+    layers = costs.stages[vs].layers
+    b.segment = 0
+    b.layer_backward(layers[-1 - n], mb, input_only=kind == "I")
+    if kind == "B" and left[vs] == 1:
+        _gradient_of(b, costs, vs, n, pieces_left[0] == 1)
+
+
+def _backward_end(b: Builder, costs: Costs, mb: int, vs: int, kind: str, left: dict, pieces_left: list) -> None:
+    piece = costs.stages[vs]
+    if kind == "B":
+        _gradients_done(vs, left, pieces_left)
+    if vs:
+        b.send(piece.send_backward, _peer(costs, vs - 1, mb, b.stage), mb, "bwd")
+
+
+def backward(b, costs: Costs, mb: int, vs: int, kind: str, left: dict, pieces_left: list) -> None:
+    """Full (B) or input-gradient-only (I) backward of piece `vs` for micro-batch `mb`."""
+    _backward_start(b, costs, mb, vs)
+    for n in range(len(costs.stages[vs].layers)):
+        _backward_layer(b, costs, mb, vs, n, kind, left, pieces_left)
+    _backward_end(b, costs, mb, vs, kind, left, pieces_left)
+
+
+def weights(b, costs: Costs, mb: int, vs: int, left: dict, pieces_left: list) -> None:
+    """W of an earlier I: the piece's weight-gradient GEMMs as one kernel (Qi et al. ICLR'24 §2)."""
+    b.vs = vs
+    classes = costs.workload.layer_class_index
+    duration = sum(costs.classes[classes[layer]].weight_grad_s for layer in costs.stages[vs].layers)
+    duration += costs.stages[vs].logits_s / (1 + BACKWARD_TO_FORWARD)  # the head's dW (last piece only)
+    b.compute("weight gradients", "bwd", -1, mb, duration)
+    if left[vs] == 1:
+        for n in range(len(costs.stages[vs].layers)):
+            _gradient_of(b, costs, vs, n, pieces_left[0] == 1)
+    _gradients_done(vs, left, pieces_left)
+
+
+def _gradients_done(vs: int, left: dict, pieces_left: list) -> None:
+    """Count one weight-gradient pass of piece `vs` (and the piece once its last is done)."""
+    left[vs] -= 1
+    if not left[vs]:
+        pieces_left[0] -= 1
+
+
+def _gradient_of(b: Builder, costs: Costs, vs: int, n: int, last_piece: bool) -> None:
+    """The n-th layer from the end of piece `vs` hands its gradients to the buckets (flush after the
+    device's last layer)."""
+    piece = costs.stages[vs]
+    layers = piece.layers
+    lc = costs.classes[costs.workload.layer_class_index[layers[-1 - n]]]
+    end = n == len(layers) - 1
+    extra = (piece.embedding_grad_bytes if end else 0.0) + (piece.head_grad_bytes if n == 0 else 0.0)
+    b.grad_bucket(lc.dense_grad_bytes + extra, lc.expert_grad_bytes, layers[-1 - n], flush=end and last_piece)
+
+
+def overlapped(b, costs: Costs, slot: Slot, left: dict, pieces_left: list) -> None:
+    """DualPipe's F&B: forward of (mb, vs) and backward of `slot.pair`, layer by layer in two chains merged
+    on each stream: the backward's j-th stage part (between its collectives) before the forward's j-th, so
+    that, as in DeepSeek-V3 Figure 4, the compute stream runs F attention | B MLP | F MLP | B attention
+    while the comm stream runs B combine | F dispatch | B dispatch | F combine."""
+    kind_b, mb_b, vs_b = slot.pair
+    start = b.last
+    fwd_layers, bwd_layers = costs.stages[slot.vs].layers, tuple(reversed(costs.stages[vs_b].layers))
+    b.key, b.side = b.key + (0,), 0
+    recv_f = ("act", slot.mb, slot.vs) if slot.vs and _peer(costs, slot.vs - 1, slot.mb, b.stage) else None
+    chain_f = start
+    b.last = start
+    _backward_start(b, costs, mb_b, vs_b)
+    recv_b, b.recv = b.recv, None  # the backward's receive, unless its logits took it
+    chain_b = b.last
+    steps = max(len(fwd_layers), len(bwd_layers))
+    for i in range(steps):
+        if i < len(fwd_layers):
+            b.key, b.side, b.last, b.vs = b.key[:1] + (1 + i,), 0, chain_f, slot.vs
+            b.recv, recv_f = recv_f, None
+            b.segment = 0
+            b.layer_forward(fwd_layers[i], slot.mb)
+            chain_f = b.last
+        if i < len(bwd_layers):
+            b.key, b.side, b.last, b.vs = b.key[:1] + (1 + i,), 1, chain_b, vs_b
+            b.recv, recv_b = recv_b, None
+            _backward_layer(b, costs, mb_b, vs_b, i, kind_b, left, pieces_left)
+            chain_b = b.last
+    b.key, b.side, b.segment = b.key[:1] + (steps + 1,), 0, 0
+    b.last, b.vs = chain_f, slot.vs
+    _forward_end(b, costs, slot.mb, slot.vs)
+    b.side = 1
+    b.last, b.vs = chain_b, vs_b
+    _backward_end(b, costs, mb_b, vs_b, kind_b, left, pieces_left)
+    b.key, b.side = b.key[:1] + (steps + 2,), 0
+    b.last = max(i for i in (chain_f, chain_b, b.last) if i is not None)
+
+
+__all__ = ["backward", "forward", "overlapped", "weights"]

@@ -1,0 +1,96 @@
+"""Pipeline schedules in the analytical model: step, bubble, activations in flight, p2p and parameters.
+
+Notation (per device, per micro-batch, slowest stage): p = pp, m micro-batches, v = vp virtual
+stages per device; t = F + B + W the stage's time per micro-batch (compute and its exposed
+collectives), B the input-gradient backward, W the weight-gradient part (the GEMMs' second
+backward product: one forward's time each), B_full = B + W.
+
+  schedule     T_pipe                                   bubble / device            source
+  1f1b, gpipe  (m + p − 1)·t                            (p − 1)·t                  Narayanan et al. 2021 §2.2.1
+  interleaved  m·t + (p − 1)·t/v + 2(p·v − 1)·t_send     (p − 1)·t/v + sends        Narayanan §2.2.2, (p−1)/(v·m)
+  zb-h1        m·t + (p − 1)·(F + B − W)                (p − 1)(t − 2W)            Qi et al. ICLR'24 Table 2
+  zb-v         m·t + (p − 1)·max(0, F + B − 2W)         ZB-H2's, at ZB-H1 memory   Qi et al. Table 2, §6
+  dualpipe     n·t_o + (m − n)·t + (p/2 − 1)·(F&B + B_full − 3W)                   DeepSeek-V3 Table 2
+
+DualPipe: n = min(m − 1.5p + 1, m − p − 1) micro-batches run in overlapped F&B pairs on the rank with
+the fewest (the eight steps of `deepseek-ai/DualPipe`: 2(m/2 − p + h + 1) + (p/2 − h − 1) pairs on
+rank h from the end, one fewer on the middle ranks), each taking t_o = max(compute, collectives): the
+pair hides one chunk's collectives under the other's compute; the rest take t; F&B = t.
+Interleaved: t leaves out the pipeline sends, which Megatron overlaps with compute
+(--overlap-p2p-communication), but the first micro-batch's forward crosses p·v − 1 chunk boundaries
+and the last one's backward as many, each send t_send on the critical path (DERIVED; 1F1B has its
+2(p − 1) sends inside (p − 1)·t).
+
+Activations in flight on stage s, in micro-batches of the device's layers: 1f1b and zb-h1 min(m, p − s),
+gpipe m, interleaved min(m·v, 2(p − s − 1) + (v − 1)·p + 1)/v (Megatron's warm-up plus one; stage 0:
+p + (p − 1)/v, Korthikanti et al. 2022 §4.2.3), zb-v p, dualpipe p + 1 (DeepSeek-V3 Table 2).
+Pipeline sends per micro-batch: v× for interleaved, 2× for zb-v (two chunks per device), 1× otherwise.
+Parameters: 2× for dualpipe (two model copies; DeepSeek-V3 Table 2), 1× otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.specs.training import PIPELINE_SCHEDULES
+
+
+def is_schedule(schedule, name: str) -> np.ndarray:
+    """schedule == name, for names or codes (indices into PIPELINE_SCHEDULES; the search passes codes)."""
+    schedule = np.asarray(schedule)
+    return schedule == (PIPELINE_SCHEDULES.index(name) if schedule.dtype.kind in "iu" else name)
+
+
+def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, weight_s, send_s=0.0,
+                    overlapped_s=None) -> tuple[np.ndarray, np.ndarray]:
+    """(T_pipe, bubble) per candidate (module table); arrays over candidates, `schedule` holds names."""
+    m, p, v = (np.asarray(a, dtype=float) for a in (m, pp, vp))
+    t, w, bf = np.asarray(t_mb, dtype=float), np.asarray(weight_s, dtype=float), np.asarray(bwd_full_s, dtype=float)
+    bubble = (p - 1) * t
+    fill_sends = 2 * (p * v - 1) * np.asarray(send_s)
+    bubble = np.where(is_schedule(schedule, "interleaved"), (p - 1) * t / v + fill_sends, bubble)
+    bubble = np.where(is_schedule(schedule, "zb-h1"), (p - 1) * np.maximum(0.0, t - 2 * w), bubble)
+    bubble = np.where(is_schedule(schedule, "zb-v"), (p - 1) * np.maximum(0.0, t - 3 * w), bubble)
+    dual = np.maximum(0.0, p / 2 - 1) * np.maximum(0.0, t + bf - 3 * w)
+    bubble = np.where(is_schedule(schedule, "dualpipe"), dual, bubble)
+    work = m * t
+    if overlapped_s is not None:
+        pairs = np.clip(np.minimum(m - 1.5 * p + 1, m - p - 1), 0, m)
+        work = np.where(is_schedule(schedule, "dualpipe"), pairs * np.asarray(overlapped_s) + (m - pairs) * t, work)
+    return work + bubble, bubble
+
+
+def in_flight(schedule: np.ndarray, m, pp, vp, stage) -> np.ndarray:
+    """Micro-batches of activations stage `stage` holds at peak (module docstring); broadcasts (N, S)."""
+    m, p, v, s = (np.asarray(a, dtype=float) for a in (m, pp, vp, stage))
+    sched = np.asarray(schedule)[..., None] if np.ndim(s) == 2 and np.ndim(schedule) == 1 else schedule
+    one_f_one_b = np.minimum(m, p - s)
+    out = np.where(is_schedule(sched, "gpipe"), m, one_f_one_b)
+    out = np.where(is_schedule(sched, "interleaved"), np.minimum(m * v, 2 * (p - s - 1) + (v - 1) * p + 1) / v, out)
+    out = np.where(is_schedule(sched, "zb-v"), np.minimum(m, p), out)
+    return np.where(is_schedule(sched, "dualpipe"), np.minimum(m, p + 1), out)
+
+
+def p2p_multiple(schedule: np.ndarray, vp) -> np.ndarray:
+    """Pipeline sends per micro-batch relative to 1F1B: v (interleaved), 2 (zb-v), 1 otherwise."""
+    v = np.asarray(vp, dtype=float)
+    return np.where(is_schedule(schedule, "interleaved"), v, np.where(is_schedule(schedule, "zb-v"), 2.0, 1.0))
+
+
+def parameter_multiple(schedule: np.ndarray) -> np.ndarray:
+    """Parameter copies per device: 2 for dualpipe (DeepSeek-V3 Table 2), else 1."""
+    return np.where(is_schedule(schedule, "dualpipe"), 2.0, 1.0)
+
+
+WEIGHT_PARTS = ("dense_ffn", "router", "expert_ffn", "shared_experts")
+
+
+def weight_grad_time_s(fwd_parts_s: dict, attention_core_time_s) -> np.ndarray:
+    """W of one layer: one forward time of every weight GEMM (attention projections, FFNs, router).
+
+    A GEMM's backward is two products of its forward's size, dX and dW (Kaplan et al. 2020 §2.1);
+    ZB splits off dW as W (Qi et al. §2). The attention core has no weights."""
+    w = np.asarray(fwd_parts_s.get("attention", 0.0)) - np.asarray(attention_core_time_s)
+    for name in WEIGHT_PARTS:
+        w = w + np.asarray(fwd_parts_s.get(name, 0.0))
+    return w

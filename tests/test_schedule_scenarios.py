@@ -1,0 +1,101 @@
+"""The published set-ups the schedules and context parallelism make expressible, and the in-flight rules."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moesim.errors import SpecError
+from moesim.estimate import estimate
+from moesim.estimate.schedules import in_flight, pipeline_time_s
+from moesim.specs.layout import Layout
+from moesim.specs.load import load_scenario
+
+
+def test_in_flight_micro_batches_per_schedule():
+    s = np.arange(4)
+    # 1F1B / ZB-H1: pp − s (Narayanan §2.2.1; Qi et al. Table 2 p·M_B); GPipe: all m.
+    assert in_flight("1f1b", 16, 4, 1, s).tolist() == [4, 3, 2, 1]
+    assert in_flight("zb-h1", 16, 4, 1, s).tolist() == [4, 3, 2, 1]
+    assert in_flight("gpipe", 16, 4, 1, s).tolist() == [16] * 4
+    # Interleaved, stage 0: p + (p − 1)/v micro-batches of its layers (Korthikanti §4.2.3: L(1 + (p−1)/(p·v))).
+    assert in_flight("interleaved", 16, 4, 2, 0)[()] == pytest.approx(4 + 3 / 2)
+    # ZB-V p everywhere; DualPipe p + 1 (DeepSeek-V3 Table 2).
+    assert in_flight("zb-v", 16, 4, 1, s).tolist() == [4] * 4
+    assert in_flight("dualpipe", 16, 4, 1, s).tolist() == [5] * 4
+
+
+def test_bubble_fractions_are_the_published_ones():
+    # Interleaved bubble / ideal = (p − 1)/(v·m) (Narayanan §2.2.2), with free sends.
+    p, m, v, t = 4, 8, 2, 1.0
+    pipe, bubble = pipeline_time_s(np.array(["interleaved"]), m, p, v, t, 0.3, 0.7, 0.3)
+    assert bubble[0] / (m * t) == pytest.approx((p - 1) / (v * m))
+    # ZB-H1 at F = B = W: a third of 1F1B's (Qi et al. Table 2).
+    _, zb = pipeline_time_s(np.array(["zb-h1"]), m, p, 1, 3.0, 1.0, 2.0, 1.0)
+    _, one = pipeline_time_s(np.array(["1f1b"]), m, p, 1, 3.0, 1.0, 2.0, 1.0)
+    assert zb[0] == pytest.approx(one[0] / 3)
+
+
+def test_mixtral_vp8_reference_mapping():
+    """Megatron-Core MoE README reference mapping: Mixtral 8x7B on 64 H100, TP1 EP8 PP4 VP8."""
+    sc = load_scenario("mixtral-8x7b-h100-vp8")
+    lay = sc.resolve()
+    assert (lay.tp, lay.ep, lay.pp, lay.vp, sc.devices) == (1, 8, 4, 8, 64)
+    assert sc.training.pipeline_schedule == "interleaved"
+    est = estimate(sc)
+    assert est.fits_in_memory  # the reference mapping runs on 80 GB H100s
+    plain = estimate(load_scenario("mixtral-8x7b-h100"))
+    # Same layout under 1F1B: the bubble (p − 1)/m of the ideal shrinks by about v, plus the sends on the fill path.
+    assert est.bubble_time_s < plain.bubble_time_s / 4
+    assert est.step_time_s < plain.step_time_s
+
+
+def test_llama2_7b_128k_with_cp4_fits_and_splits_the_work():
+    """Fits where NeMo ran it; CP changes no per-device compute against the same tokens per device
+    without CP (balanced causal attention), only adds its traffic."""
+    sc = load_scenario("llama-2-7b-128k-cp4-h100")
+    est = estimate(sc)
+    assert est.fits_in_memory
+    one = dataclasses.replace(sc.training, micro_batches=1)
+    plain = estimate(sc, Layout(dp=32, tp=4), one)
+    assert est.compute_time_s == pytest.approx(plain.compute_time_s, rel=0.01)  # kernel shapes differ a little
+    assert "cp_ring_send_recv" in est.communication
+
+
+@pytest.mark.xfail(strict=True, reason="after merging i10's operator pricing the 128K causal attention runs above "
+                   "peak (HFU 1.04 with and without CP): 803 model TFLOPS/GPU against the published 555 (+45 %); "
+                   "before that merge 533 (-4.0 %). Validation only, not fitted: the attention operator's "
+                   "long-sequence price is to be fixed in moesim.ops")
+def test_llama2_7b_128k_with_cp4_fits_and_meets_the_published_throughput():
+    """NVIDIA/NeMo performance_long_sequence.md: LLAMA2-7B, 128K tokens, 128 H100, TP4 CP4 DP8: 555 model
+    TFLOPS per GPU (FP8 GEMMs; priced in BF16 here, see the scenario). Validation: the error is asserted
+    within 15 %, not fitted."""
+    sc = load_scenario("llama-2-7b-128k-cp4-h100")
+    lay = sc.resolve()
+    assert (lay.tp, lay.cp, lay.dp, lay.pp, sc.training.seq_len) == (4, 4, 8, 1, 131072)
+    est = estimate(sc)
+    assert est.fits_in_memory
+    tflops = est.model_flops_per_step / est.step_time_s / sc.devices / 1e12
+    assert tflops == pytest.approx(555, rel=0.15)
+    # Without CP the same 128 GPUs as TP4 DP32 hold a whole 128K sequence each: no longer fits.
+    one = dataclasses.replace(sc.training, micro_batches=1)
+    assert not estimate(sc, Layout(dp=32, tp=4), one).fits_in_memory
+
+
+def test_search_keys_and_layout_keys_load_from_a_scenario_file(tmp_path):
+    text = (Path(__file__).parents[1] / "scenarios" / "mixtral-8x7b-h100.toml").read_text()
+    good = text + ('\n[search]\npipeline_schedules = ["1f1b", "interleaved", "dualpipe"]\nvirtual_stages = [2, 8]\n'
+                   'context_parallel = [1, 2]\ncp_comms = ["p2p", "a2a"]\n')
+    (tmp_path / "good.toml").write_text(good)
+    space = load_scenario(str(tmp_path / "good.toml")).search
+    assert space.pipeline_schedules == ("1f1b", "interleaved", "dualpipe") and space.virtual_stages == (2, 8)
+    assert space.context_parallel == (1, 2) and space.cp_comms == ("p2p", "a2a")
+    (tmp_path / "bad.toml").write_text(text + '\n[search]\npipeline_schedules = ["chimera"]\n')
+    with pytest.raises(SpecError, match="'chimera' is not allowed"):
+        load_scenario(str(tmp_path / "bad.toml"))
+    (tmp_path / "vp.toml").write_text(text.replace("pp = 4", "pp = 4\nvp = 3\ncp_comm = \"a2a\""))
+    with pytest.raises(SpecError, match="vp = 3 needs pipeline_schedule = interleaved"):
+        load_scenario(str(tmp_path / "vp.toml")).resolve()

@@ -85,11 +85,23 @@ def expected_drop_fraction(tokens: int, num_experts: int, top_k: int, capacity: 
         return 0.0
     p = 1.0 / num_experts
     mean = m * p
-    x = np.arange(capacity + 1, m + 1)
-    if x.size == 0:
+    if capacity >= m:
         return 0.0
-    overflow = float(np.sum((x - capacity) * stats.binom.pmf(x, m, p)))
-    return overflow / mean
+    # The pmf beyond mean ± 40σ is below 1e-300: sum only that window (issue #14: a sum over all m
+    # assignments allocated tens of GiB for a batch of 2^64). Above the window's lower end the sum
+    # is E[(X − C)+] directly; below it, E[X] − C + E[(C − X)+], whose terms all lie in the window.
+    sigma = math.sqrt(mean * (1 - p))
+    low, high = max(0, math.floor(mean - 40 * sigma)), min(m, math.ceil(mean + 40 * sigma) + 1)
+    # a window wider than 2e6 points (σ > 25,000) is summed every `step` points: a Riemann sum of a
+    # pmf that is smooth on that scale
+    step = max(1, math.ceil((high - low) / 2e6))
+    if capacity + 1 >= low:
+        x = np.arange(capacity + 1, high + 1, step)
+        overflow = float(np.sum((x - capacity) * stats.binom.pmf(x, m, p))) * step
+    else:
+        x = np.arange(low, capacity + 1, step)
+        overflow = mean - capacity + float(np.sum((capacity - x) * stats.binom.pmf(x, m, p))) * step
+    return min(1.0, max(0.0, overflow / mean))  # a fraction: rounding may not push it past 1 (1.0000000000000004)
 
 
 def expected_drop_fraction_array(tokens: np.ndarray, num_experts: int, top_k: int, capacity: np.ndarray,

@@ -40,8 +40,9 @@ class SpecError(ValueError):
         return text
 
     def in_file(self, file: str) -> "SpecError":
-        """The same error, attributed to `file` when it names none yet."""
-        if self.file:
+        """The same error, attributed to `file` when it names none yet (a command-line option, a field
+        starting with "--", is never attributed to a file)."""
+        if self.file or (self.field or "").startswith("--"):
             return self
         raw = self.args[0]
         prefix = f"field '{self.field}': " if self.field else ""

@@ -27,3 +27,112 @@ def builtin_names(kind: str) -> list[str]:
     if not directory.is_dir():
         return []
     return sorted(p.stem for p in directory.iterdir() if p.suffix in (".toml", ".yaml", ".yml", ".json"))
+
+
+# Longest path the readers and writers accept (Linux PATH_MAX is 4096 bytes, NAME_MAX 255).
+MAX_PATH_CHARS = 4095
+# Largest input file read (scenario, profile, model, config.json, routing histogram, results JSONL).
+MAX_INPUT_BYTES = 256 * 2**20
+
+
+def short(path: object, limit: int = 80) -> str:
+    """`path` for a one-line message: '' when empty, cut to `limit` characters when longer."""
+    text = "" if path is None else str(path)
+    if not text:
+        return "''"
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def path_problem(path: Path) -> str | None:
+    text = str(path)
+    if not text or text == ".":
+        return "empty path"
+    if len(text) > MAX_PATH_CHARS or any(len(part) > 255 for part in path.parts):
+        return f"path too long ({len(text)} characters; allowed: up to {MAX_PATH_CHARS}, 255 per name)"
+    if "\0" in text:
+        return "path holds a NUL character"
+    return None
+
+
+def read_text_file(path: str | Path, *, field: str | None = None) -> str:
+    """The UTF-8 text of `path`; a missing file, a directory, unreadable or non-UTF-8 bytes are SpecErrors."""
+    from moesim.errors import SpecError
+
+    p = Path(path)
+    data = read_bytes_file(p, field=field)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise SpecError(f"not UTF-8 text (byte {err.start}, line {line})", file=str(p), field=field) from None
+
+
+def read_bytes_file(path: str | Path, *, field: str | None = None) -> bytes:
+    """The bytes of the regular file `path` (at most MAX_INPUT_BYTES); every failure a SpecError naming it."""
+    from moesim.errors import SpecError
+
+    p = Path(path)
+    problem = path_problem(p)
+    if problem:
+        raise SpecError(f"cannot read: {problem}", file=short(path), field=field)
+    if p.is_dir():
+        raise SpecError("is a directory, not a file", file=str(p), field=field)
+    if p.exists() and not p.is_file():
+        raise SpecError("not a regular file (a device, a pipe or a socket)", file=str(p), field=field)
+    try:
+        with open(p, "rb") as handle:
+            data = handle.read(MAX_INPUT_BYTES + 1)
+    except FileNotFoundError:
+        raise SpecError("no such file", file=str(p), field=field) from None
+    except OSError as err:
+        raise SpecError(f"cannot read file: {err.strerror or err}", file=str(p), field=field) from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise SpecError(f"larger than {MAX_INPUT_BYTES // 2**20} MiB: not an input file moesim reads", file=str(p),
+                        field=field)
+    return data
+
+
+def check_output_path(path: str | Path | None, *, field: str) -> Path:
+    """`path` as a file moesim may write: not empty, not a directory, its folder existing; else a SpecError."""
+    from moesim.errors import SpecError
+
+    p = Path(path) if path is not None else Path("")
+    problem = path_problem(p) if path is not None and str(path) else "empty path"
+    if problem:
+        raise SpecError(f"cannot write: {problem}", file=short(path), field=field)
+    if p.is_dir():
+        raise SpecError("cannot write: is a directory, not a file", file=str(p), field=field)
+    parent = p.parent
+    if not parent.exists():
+        raise SpecError(f"cannot write: folder {parent} does not exist", file=str(p), field=field)
+    if not parent.is_dir():
+        raise SpecError(f"cannot write: {parent} is not a folder", file=str(p), field=field)
+    return p
+
+
+def write_text_file(path: str | Path, text: str, *, field: str) -> Path:
+    """Write `text` to `path` (checked as `check_output_path`); an OSError (full disk, no permission) is a
+    SpecError naming the file."""
+    from moesim.errors import SpecError
+
+    p = check_output_path(path, field=field)
+    try:
+        with open(p, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+    except OSError as err:
+        raise SpecError(f"cannot write: {err.strerror or err}", file=str(p), field=field) from None
+    return p
+
+
+def parse_json_text(text: str, *, file: str, field: str | None = None):
+    """`json.loads(text)`; syntax errors and nesting too deep to parse are SpecErrors naming the file."""
+    import json
+
+    from moesim.errors import SpecError
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SpecError(f"not valid JSON ({err.msg} at line {err.lineno})", file=file, field=field) from None
+    except RecursionError:
+        raise SpecError("not valid JSON here: nested too deeply", file=file, field=field) from None

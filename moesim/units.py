@@ -74,6 +74,10 @@ def us_to_s(us: float) -> float:
     return us * 1e-6
 
 
+# Largest single message / buffer a byte-count option takes: 1 PB, 10^4x any device's memory.
+MAX_SIZE_BYTES = 1e15
+
+
 def parse_size_bytes(text: str | int | float, *, field: str = "size") -> int:
     """Parse a byte count such as `4096`, `8B`, `64KiB`, `1.5GB` or `4GiB` (case-insensitive).
 
@@ -98,7 +102,10 @@ def parse_size_bytes(text: str | int | float, *, field: str = "size") -> int:
             allowed="B, kB, MB, GB, TB, KiB, MiB, GiB, TiB",
         )
     size = value * _SIZE_UNITS_BYTES[unit]
-    if size < 0 or size != int(size):
+    if not 0 <= size <= MAX_SIZE_BYTES:
+        raise SpecError(f"'{text}' is out of range", field=field, value=text,
+                        allowed=f"a finite byte count from 0 to {MAX_SIZE_BYTES:.0e} bytes (1 PB)")
+    if size != int(size):
         raise SpecError(f"'{text}' is not a whole, non-negative number of bytes", field=field, value=text)
     return int(size)
 

@@ -42,7 +42,7 @@ def _write_model(tmp_path: Path, edit) -> Path:
     (lambda t: t.replace("d_model = 768\n", ""), "d_model", "required key is missing"),
     (lambda t: t.replace("d_model = 768", 'd_model = "768"'), "d_model", "expected integer"),
     (lambda t: t.replace('ffn_kind = "relu"', 'ffn_kind = "relu2"'), "ffn_kind", "allowed: relu, gelu, geglu, swiglu"),
-    (lambda t: t.replace("num_experts = 8", "num_experts = 0"), "moe.num_experts", "must be > 0"),
+    (lambda t: t.replace("num_experts = 8", "num_experts = 0"), "moe.num_experts", "0 is out of range (allowed: an integer >= 1"),
     (lambda t: t.replace("schema_version = 1", "schema_version = 9"), "schema_version", "not supported"),
     (lambda t: t.replace("top_k = 1", "top_k = 9"), "moe.top_k", "exceeds num_experts"),
     (lambda t: t + "\n[[[", None, "not valid TOML"),
@@ -94,7 +94,7 @@ def test_scenario_moe_table_sets_routing_of_the_run():
 @pytest.mark.parametrize("edit,fragment", [
     (lambda t: t.replace("group_size_tokens = 1024", "num_experts = 64"),
      r"field 'moe\.num_experts': unknown key"),
-    (lambda t: t.replace("group_size_tokens = 1024", "group_size_tokens = -1"), "must be >= 0"),
+    (lambda t: t.replace("group_size_tokens = 1024", "group_size_tokens = -1"), "-1 is out of range"),
     (lambda t: t.replace('model = "switch-base-128"', 'model = "t5-base"'), "has no mixture-of-experts layers"),
 ])
 def test_scenario_moe_table_errors(tmp_path, edit, fragment):

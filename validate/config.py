@@ -321,4 +321,6 @@ def load_sweep(path: str | Path) -> Sweep:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ValueError(f"{p}: cannot read sweep file: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{p}: sweep file is not UTF-8 text (byte {exc.start})") from None
     return parse_sweep(text, str(p))

@@ -1,8 +1,9 @@
-"""JSONL results: stable config keys, crash-safe appends (flush + fsync), resume, environment info."""
+"""JSONL results: stable config keys, crash-safe keyed appends (flock + flush + fsync), resume, environment info."""
 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
 import json
 import os
@@ -24,29 +25,60 @@ def config_key(kind: str, config: dict, world_size: int, backend: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def parse_jsonl_lines(data: bytes, source: str) -> tuple[list[tuple[int, dict]], list[str]]:
+    """([(line number, JSON object)], [warning per skipped line]) of JSONL bytes.
+
+    The same rules, and the same warning text, as moesim's reader (`moesim/jsonl.py`; a test
+    keeps the two in step): a line cut short by a crash, a corrupt or non-UTF-8 line, a line that
+    is not a JSON object is skipped with `FILE:LINE: skipped ...`. Kept here, standard library only,
+    so that the ranks do not import moesim (its package import takes seconds).
+    """
+    objects, warnings = [], []
+    lines = data.split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        cut = number == len(lines)  # no newline after it: the last write did not finish
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            warnings.append(f"{source}:{number}: skipped a line that is not UTF-8 (byte {err.start})")
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            why = "cut short (a write did not finish)" if cut else f"not valid JSON ({err.msg} at column {err.colno})"
+            warnings.append(f"{source}:{number}: skipped a line {why}")
+            continue
+        except RecursionError:
+            warnings.append(f"{source}:{number}: skipped a line nested too deeply")
+            continue
+        if not isinstance(obj, dict):
+            warnings.append(f"{source}:{number}: skipped a line that is not a JSON object")
+            continue
+        objects.append((number, obj))
+    return objects, warnings
+
+
 def read_records(path: str | Path) -> tuple[list[dict], int]:
     """(records, unreadable line count) of a JSONL file; a missing file has none.
 
-    A line cut short by a crash mid-write is counted as unreadable and otherwise ignored.
+    A line cut short by a crash mid-write, a corrupt or non-UTF-8 line, or an object without a
+    "key" is skipped with a warning on stderr naming the file and the line (`parse_jsonl_lines`).
     """
     p = Path(path)
     if not p.exists():
         return [], 0
-    records, bad = [], 0
-    with p.open(encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-                continue
-            if isinstance(rec, dict) and "key" in rec:
-                records.append(rec)
-            else:
-                bad += 1
-    return records, bad
+    objects, warnings = parse_jsonl_lines(p.read_bytes(), str(p))
+    records = []
+    for number, rec in objects:
+        if "key" in rec:
+            records.append(rec)
+        else:
+            warnings.append(f"{p}:{number}: skipped a record without a 'key'")
+    for message in warnings:
+        print(f"[validate] warning: {message}", file=sys.stderr, flush=True)
+    return records, len(warnings)
 
 
 def done_keys(path: str | Path, include_errors: bool) -> set[str]:
@@ -55,20 +87,38 @@ def done_keys(path: str | Path, include_errors: bool) -> set[str]:
     return {r["key"] for r in read_records(path)[0] if r.get("status") in ok}
 
 
-def append_record(path: str | Path, record: dict) -> None:
-    """Append one JSON line and make it durable (flush + fsync) before returning."""
+def _ok_keys(data: bytes) -> set[str]:
+    """Keys with a status "ok" record in the JSONL bytes ``data`` (unreadable lines ignored, silently)."""
+    return {rec["key"] for _, rec in parse_jsonl_lines(data, "")[0]
+            if rec.get("status") == "ok" and isinstance(rec.get("key"), str)}
+
+
+def append_record(path: str | Path, record: dict) -> bool:
+    """Append one JSON line and make it durable (flush + fsync); False (nothing written) when the
+    record's key already has a status "ok" record in the file.
+
+    The check and the append happen under an exclusive ``flock`` on the file, so two writers on one
+    ``--out`` (a run left behind by a killed launcher and its rerun) never write a key twice. An
+    "error" record may be followed by an "ok" one for the same key (a retried configuration).
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, sort_keys=False, allow_nan=False) + "\n"
-    if p.exists() and p.stat().st_size > 0:
-        with p.open("rb") as r:
-            r.seek(-1, os.SEEK_END)
-            if r.read(1) != b"\n":   # previous writer died mid-line: start a fresh line
+    with p.open("a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            f.seek(0)
+            data = f.read()
+            if record.get("key") in _ok_keys(data):
+                return False
+            if data and not data.endswith(b"\n"):   # previous writer died mid-line: start a fresh line
                 line = "\n" + line
-    with p.open("ab") as f:
-        f.write(line.encode("utf-8"))
-        f.flush()
-        os.fsync(f.fileno())
+            f.write(line.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return True
 
 
 def _cpu_name() -> str:

@@ -8,8 +8,9 @@ From the repository root::
 NCCL + CUDA when GPUs are visible, else gloo + CPU (``--backend`` / ``--device`` override).
 Configs whose ``world_size`` differs from the running world are skipped with a note; configs whose
 key is already in ``--out`` with status "ok" are skipped (resume). Each record is appended with
-flush + fsync as soon as its configuration finishes. Every collective is bounded by
-``--timeout-s``; a hung or dead peer ends the run with :class:`HarnessError` naming the
+flush + fsync as soon as its configuration finishes, under a file lock, and never when its key
+already has an "ok" record there. Each rank exits when its launcher or (same host) rank 0 goes
+away (:mod:`validate.watch`). Every collective is bounded by ``--timeout-s``; a hung or dead peer ends the run with :class:`HarnessError` naming the
 configuration, step and phase. See ``validate/README.md``.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -31,6 +33,10 @@ from validate.collectives import bench_collective
 from validate.comm import init_distributed, reset_group_cache, select_backend_device
 from validate.config import CollectiveConfig, LayerConfig, Sweep, load_sweep
 from validate.records import append_record, config_key, done_keys, environment, make_record
+from validate.watch import start_watch
+
+
+MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a week: longer is a typo (or inf, which timedelta cannot hold)
 
 
 class HarnessError(RuntimeError):
@@ -85,8 +91,11 @@ def _run_one(kind: str, cfg: LayerConfig | CollectiveConfig, key: str, env: dict
         raise HarnessError(msg) from exc
     body["wall_s"] = time.perf_counter() - t0
     if rank == 0:
-        append_record(args.out, make_record(kind, key, env, body))
-        _log(rank, f"done {kind} {cfg.name!r} in {body['wall_s']:.1f} s")
+        if append_record(args.out, make_record(kind, key, env, body)):
+            _log(rank, f"done {kind} {cfg.name!r} in {body['wall_s']:.1f} s")
+        else:
+            _log(rank, f"done {kind} {cfg.name!r}: key {key} already in {args.out} (another run wrote it); "
+                       "not written again")
 
 
 def run_sweep(sweep: Sweep, args, backend: str, device: torch.device) -> dict[str, int]:
@@ -129,8 +138,8 @@ def run_worker(argv: list[str], init_method: str = "env://", rank: int | None = 
     simulate a peer that stops taking part in collectives).
     """
     args = build_parser().parse_args(argv)
-    if args.timeout_s <= 0:
-        raise ValueError(f"--timeout-s must be > 0, got {args.timeout_s}")
+    if not 0 < args.timeout_s <= MAX_TIMEOUT_S:   # NaN fails too; inf overflows torch's timedelta
+        raise ValueError(f"--timeout-s must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], got {args.timeout_s}")
     sweep = load_sweep(args.sweep)   # parse before joining: a bad file fails fast on every rank
     backend, dev = select_backend_device(args.backend, args.device)
     threads = args.num_threads if args.num_threads is not None else (1 if dev == "cpu" else None)
@@ -138,7 +147,12 @@ def run_worker(argv: list[str], init_method: str = "env://", rank: int | None = 
         if threads < 1:
             raise ValueError(f"--num-threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
+    start_watch(int(os.environ.get("RANK", rank or 0)))   # the launcher, from now on
     device = init_distributed(backend, dev, args.timeout_s, init_method, rank, world_size)
+    peers: list = [None] * dist.get_world_size()
+    dist.all_gather_object(peers, (socket.gethostname(), os.getpid()))
+    if dist.get_rank() != 0 and peers[0][0] == socket.gethostname():
+        start_watch(dist.get_rank(), rank0_pid=peers[0][1])   # and rank 0, on this host
     failed = False
     try:
         counts = run_sweep(sweep, args, backend, device)
@@ -184,9 +198,12 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             with tempfile.TemporaryDirectory() as tmp:
                 run_worker(argv, f"file://{os.path.join(tmp, 'rdzv')}", 0, 1)
-    except (HarnessError, ValueError) as exc:
+    except HarnessError as exc:   # a configuration failed while running
         print(f"validate.run: error: {exc}", file=sys.stderr, flush=True)
         return 1
+    except ValueError as exc:     # bad input (options, sweep file): one line, exit 2 as moesim's CLI
+        print(f"validate.run: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from moesim.calibrate.records import CollectivePoint, Measurements
 from moesim.collectives.base import bus_bw_factor
 from moesim.errors import SpecError
+from moesim.paths import read_bytes_file
 from moesim.units import GB_BYTES
 
 US_TO_S = 1e-6
@@ -77,10 +78,7 @@ def read_nccl_tests(path: str | Path, op: str | None = None, ranks: int | None =
     if ranks is not None and (not isinstance(ranks, int) or ranks < 1):
         raise SpecError(f"--ranks must be a positive integer, got {ranks!r}", file=str(path), field="ranks",
                         value=ranks)
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as err:
-        raise SpecError(f"cannot read file: {err.strerror}", file=str(path)) from None
+    lines = read_bytes_file(path, field="measurements").decode("utf-8", errors="replace").splitlines()
     state = _State(file_op=op or op_from_name(path.name), explicit_op=op, ranks=ranks)
     points: list[CollectivePoint] = []
     for number, raw in enumerate(lines, start=1):

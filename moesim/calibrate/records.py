@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from moesim.errors import SpecError
+from moesim.jsonl import read_jsonl_objects, warn_skipped
+from moesim.paths import read_bytes_file
 from moesim.specs.hardware import DTYPE_BYTES, DTYPES
 
 RECORD_SCHEMA_VERSION = 1
@@ -226,22 +228,12 @@ def collective_points(rec: Mapping[str, Any], where: str) -> list[CollectivePoin
 def read_jsonl(path: str | Path) -> Measurements:
     """All records of a validate/ JSONL file; a bad line is a SpecError naming `file:line`."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise SpecError(f"cannot read file: {err.strerror}", file=str(path)) from None
-    layers, collectives, skipped = [], [], []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    lines = read_jsonl_objects(path)
+    warn_skipped(lines.warnings)
+    layers, collectives, skipped = [], [], list(lines.warnings)
+    first_line: dict[str, int] = {}
+    for number, rec in lines.objects:
         where = f"{path}:{number}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise SpecError(f"not valid JSON ({err.msg} at column {err.colno}); a run cut short leaves a partial "
-                            "line: delete it", file=where) from None
-        if not isinstance(rec, dict):
-            raise SpecError("expected a JSON object per line", file=where)
         version = _get(rec, "schema_version", int, where)
         if version != RECORD_SCHEMA_VERSION:
             raise SpecError(f"record schema version {version} is not supported", file=where, field="schema_version",
@@ -253,6 +245,14 @@ def read_jsonl(path: str | Path) -> Measurements:
         if status != "ok":
             skipped.append(f"{where}: status '{status}'")
             continue
+        key = rec.get("key")
+        if isinstance(key, str) and key in first_line:  # written twice (by a harness before issue #14)
+            message = f"{where}: skipped a repeat of key {key} (first at line {first_line[key]})"
+            warn_skipped([message])
+            skipped.append(message)
+            continue
+        if isinstance(key, str):
+            first_line[key] = number
         if kind == "switch_layer":
             layers.append(layer_record(rec, where))
         else:
@@ -276,11 +276,7 @@ def read_measurements(paths: list[str | Path], nccl_op: str | None = None,
     total = Measurements()
     for path in paths:
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError as err:
-            raise SpecError(f"cannot read file: {err.strerror}", file=str(path)) from None
-        first = text.lstrip()[:1]
+        first = read_bytes_file(path, field="measurements").lstrip()[:1].decode("latin-1")
         total = total + (read_jsonl(path) if first == "{" else read_nccl_tests(path, nccl_op, nccl_ranks))
     keys = [rec.key for rec in total.layers]
     dupes = sorted({k for k in keys if keys.count(k) > 1})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from moesim import __version__
 from moesim.errors import SpecError
@@ -28,8 +29,51 @@ COMMAND_MODULES = (
 )
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning (e.g. a skipped results line) as one `moesim: warning:` line on stderr."""
+    print(f"moesim: warning: {one_line(str(message))}", file=sys.stderr)
+
+
+def one_line(text: str) -> str:
+    """`text` with control characters (newlines, carriage returns, escapes) shown as escapes: one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (`moesim: error: ...`) and exit status 2."""
+
+    def error(self, message: str):  # argparse's hook; main() prints the SpecError as one line
+        raise SpecError(f"{self.prog}: {' '.join(message.split())}")
+
+
+# Command-line values that, when given, name something and may not be empty.
+NON_EMPTY_ARGS = ("scenario", "model", "hardware", "layout", "routing", "results", "results_hardware", "name",
+                  "dask", "sweep", "bytes")
+# Command-line values that name a file moesim writes.
+OUTPUT_ARGS = ("output", "trace")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every numeric value within its range (ARG_RANGES), no empty names, output paths writable; else a SpecError."""
+    from moesim.paths import check_output_path
+    from moesim.specs.ranges import ARG_RANGES
+
+    for dest, rng in ARG_RANGES.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            rng.check(value, field="--" + dest.replace("_", "-"))
+    for dest in NON_EMPTY_ARGS:
+        value = getattr(args, dest, None)
+        if isinstance(value, str) and not value.strip():
+            raise SpecError("must not be empty", field="--" + dest.replace("_", "-"), value=value)
+    for dest in OUTPUT_ARGS:
+        value = getattr(args, dest, None)
+        if isinstance(value, str):
+            check_output_path(value, field="--" + dest)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="moesim",
         description="Cost model and simulator for Mixture-of-Experts parallelism. Units: seconds, bytes, "
                     "FLOP; bandwidths in decimal GB/s.",
@@ -49,17 +93,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SpecError as err:
+        print(f"moesim: error: {one_line(str(err))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if not getattr(args, "run", None):
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
-        return args.run(args) or 0
+        check_args(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.run(args) or 0
     except SpecError as err:
-        print(f"moesim: error: {err}", file=sys.stderr)
+        print(f"moesim: error: {one_line(str(err))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:
         return 0
+    except OSError as err:  # the file system refused a read or write (full disk, permissions): bad input too
+        from moesim.paths import short
+
+        where = f"{short(err.filename)}: " if err.filename else ""
+        print(f"moesim: error: {where}{err.strerror or err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("moesim: interrupted", file=sys.stderr)
         return 130

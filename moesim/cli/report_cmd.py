@@ -23,6 +23,8 @@ def register(subparsers) -> None:
                                               "scenario's)")
     p.add_argument("--simulate", action="store_true", help="add the simulated timeline (needs moesim.des)")
     add_quiet(p)
+    p.add_argument("--json", action="store_true",
+                   help='machine-readable output: {"output": FILE, "figures": [...], "notes": [...]}')
     p.set_defaults(run=run)
 
 
@@ -36,6 +38,11 @@ def run(args: argparse.Namespace) -> int:
     with progress_bar(args, "building the report" + (" and simulating" if args.simulate else "")) as progress:
         report = write_report(args.output, scenario, layout, results=args.results,
                               results_hardware=args.results_hardware, simulate=args.simulate, progress=progress)
+    if args.json:
+        from moesim.cli.output import print_json
+
+        print_json({"output": str(args.output), "figures": list(report.figures), "notes": list(report.notes)})
+        return 0
     print(f"wrote {args.output}: {len(report.figures)} figures ({', '.join(report.figures)})")
     for note in report.notes:
         print(f"  note: {note}")

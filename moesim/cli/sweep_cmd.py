@@ -7,6 +7,7 @@ import argparse
 from moesim.cli.estimate_cmd import add_scenario_overrides
 from moesim.cli.output import print_json, table
 from moesim.cli.progress import add_quiet, wanted
+from moesim.paths import write_text_file
 from moesim.units import format_bytes, format_seconds
 
 OBJECTIVE_CHOICES = ("step_time", "cost", "mfu")
@@ -40,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
     sweep = run_sweep(scenario, axes, objective=args.objective, workers=args.workers, dask_address=args.dask,
                       progress=wanted(args))
     if args.output:
-        with open(args.output, "w", encoding="utf-8", newline="") as handle:
-            handle.write(to_csv(sweep))
+        write_text_file(args.output, to_csv(sweep), field="--output")
     if args.json:
         print_json(sweep)
     else:

@@ -20,7 +20,6 @@ experts laid contiguously (rank r holds experts r·E/ep … (r+1)·E/ep − 1).
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from moesim.errors import SpecError
+from moesim.paths import parse_json_text, read_text_file
 
 ROUTING_FORMS = ("uniform", "zipf:S", "FILE.json", "FILE.csv")
 SAMPLERS = ("auto", "gumbel", "multinomial")
@@ -50,10 +50,7 @@ def _bad(message: str, path: Path | str, field: str = "routing") -> SpecError:
 
 
 def _rows_from_json(path: Path) -> list[list]:
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise _bad(f"not valid JSON ({err.msg} at line {err.lineno})", path) from None
+    data = parse_json_text(read_text_file(path, field="routing"), file=str(path), field="routing")
     if isinstance(data, dict):
         keys = [k for k in ("layers", "experts", "counts") if k in data]
         if len(keys) != 1:
@@ -70,7 +67,7 @@ def _rows_from_json(path: Path) -> list[list]:
 
 
 def _rows_from_csv(path: Path) -> list[list]:
-    rows = [r for r in csv.reader(path.read_text().splitlines()) if any(c.strip() for c in r)]
+    rows = [r for r in csv.reader(read_text_file(path, field="routing").splitlines()) if any(c.strip() for c in r)]
     if rows and not _numeric(rows[0]):
         rows = rows[1:]  # a header line
     if rows and all(len(r) == 1 for r in rows) and len(rows) > 1:
@@ -108,8 +105,9 @@ def load_histograms(path: str | Path, num_experts: int) -> tuple[tuple[float, ..
                             file=str(path), field=where, value=len(values), allowed=str(num_experts))
         if not np.all(np.isfinite(values)) or np.any(values < 0):
             raise _bad(f"row {i + 1} has a negative or non-finite count", path, where)
-        if values.sum() <= 0:
+        if values.max() <= 0:
             raise _bad(f"row {i + 1} sums to zero", path, where)
+        values = values / values.max()  # scaled first so that counts near the float maximum do not overflow
         out.append(tuple(values / values.sum()))
     return tuple(out)
 

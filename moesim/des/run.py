@@ -28,6 +28,7 @@ from moesim.des.trace import chrome_trace
 from moesim.des.step import ENGINES, Setup, Step, run_step, work_reasons
 from moesim.des.variation import Loads
 from moesim.errors import SpecError
+from moesim.specs.ranges import check_ranges
 from moesim.estimate import estimate
 from moesim.specs.layout import Layout
 from moesim.specs.scenario import Scenario
@@ -58,6 +59,7 @@ class SimOptions:
     engine: str = "fast"  # fast (kernel.py, folds identical devices) | simpy (engine.py, every device: reference)
 
     def __post_init__(self) -> None:
+        check_ranges(self, prefix="")
         for name in ("steps", "chunks", "grad_bucket_params"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from moesim.des.schedule import STREAMS
+from moesim.paths import write_text_file
 
 US_PER_S = 1e6
 TRACE_RECORD = ("device", "stream", "name", "phase", "layer", "micro_batch", "start_s", "end_s")
@@ -46,7 +47,7 @@ def chrome_trace(records: Iterable[tuple], *, labels: dict[int, str] | None = No
 def write_chrome_trace(path: str | Path, trace: dict) -> Path:
     """Write `trace` as JSON to `path`; returns the path."""
     path = Path(path)
-    path.write_text(json.dumps(trace))
+    write_text_file(path, json.dumps(trace), field="--trace")
     return path
 
 

@@ -12,10 +12,12 @@ SpecError listing the ones it can.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from moesim.errors import SpecError
+from moesim.paths import parse_json_text, read_text_file
 from moesim.specs.model import ModelSpec
 
 _MISSING = object()
@@ -46,6 +48,8 @@ class HFConfig:
             return None
         if kind is float:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok and not math.isfinite(value):
+                raise self.error(key, f"{value} is not a finite number", value=value)
         elif kind is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
         else:
@@ -79,12 +83,7 @@ class HFConfig:
 def read_hf_config(path: str | Path) -> HFConfig:
     """Parse `path` as JSON; unreadable files and non-objects are SpecErrors naming the file."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise SpecError(f"cannot read file: {err.strerror}", file=str(p)) from None
-    except json.JSONDecodeError as err:
-        raise SpecError(f"not valid JSON: {err}", file=str(p)) from None
+    data = parse_json_text(read_text_file(p), file=str(p))
     if not isinstance(data, dict):
         raise SpecError("a HuggingFace config.json holds one JSON object", file=str(p))
     return HFConfig(data, file=str(p))
@@ -105,6 +104,11 @@ def model_from_hf_config(path: str | Path) -> ModelSpec:
         return reader(cfg, p)
     except SpecError as err:
         raise err.in_file(str(p)) from None
+    except (ZeroDivisionError, OverflowError, ValueError, TypeError) as err:
+        # a reader's arithmetic on the file's raw numbers (e.g. hidden_size / num_attention_heads with 0
+        # heads) failed before any spec could check a range: the file holds impossible values
+        raise SpecError(f"impossible values for a {model_type} model ({type(err).__name__}: {err}); check the "
+                        "sizes and counts in the file", file=str(p)) from None
 
 
 def supported_model_types() -> tuple[str, ...]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from moesim.errors import SpecError
+from moesim.paths import write_text_file
 from moesim.specs.layout import Layout
 from moesim.specs.load import load_hardware
 from moesim.specs.scenario import Scenario
@@ -56,9 +58,12 @@ def report_figures(scenario: Scenario, layout: Layout | None = None, *, results:
             ("communication", F.communication_per_axis(ests))]
     sweeps = [capacity_factor_sweep(scenario, own.layout, own.training),
               expert_count_sweep(scenario, own.layout, own.training)]
-    figs.append(("sensitivity", F.sensitivity(sweeps)))
+    panels = F.sensitivity(sweeps)
+    if panels is not None:
+        figs.append(("sensitivity", panels))
     tell(done)
-    notes += [f"sensitivity, {s.name}: {s.note}" for s in sweeps if s.note]
+    notes += [f"sensitivity, {s.name}: {s.note}" + ("" if s.values else " (panel left out)")
+              for s in sweeps if s.note]
     if simulate:
         events, note = simulate_timeline(scenario, own.layout, progress=None if progress is None else
                                          (lambda f: progress(done + (1 - done) * f)))
@@ -68,6 +73,9 @@ def report_figures(scenario: Scenario, layout: Layout | None = None, *, results:
     if results is not None:
         hardware = load_hardware(results_hardware) if results_hardware else scenario.hardware
         records, skipped = read_switch_records(results)
+        if not records:
+            raise SpecError(f"holds no usable \"switch_layer\" record ({skipped} lines skipped)", file=str(results),
+                            field="--results")
         points = phase_points(records, hardware)
         notes.append(f"calibration: {len(records)} switch_layer records from {results} ({skipped} other lines "
                      f"skipped), predicted on the {hardware.name} profile")
@@ -109,7 +117,7 @@ def build_report(scenario: Scenario, layout: Layout | None = None, **options) ->
 def write_report(path: str | Path, scenario: Scenario, layout: Layout | None = None, **options) -> Report:
     """`build_report` and write the page to `path` (UTF-8)."""
     report = build_report(scenario, layout, **options)
-    Path(path).write_text(report.html, encoding="utf-8")
+    write_text_file(path, report.html, field="--output")
     return report
 
 

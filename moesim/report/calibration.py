@@ -23,6 +23,7 @@ from pathlib import Path
 from moesim.collectives.base import Group
 from moesim.collectives.select import default_model
 from moesim.errors import SpecError
+from moesim.jsonl import read_jsonl_objects, warn_skipped
 from moesim.specs.hardware import DTYPE_BYTES, HardwareProfile
 
 PHASES = ("router", "dispatch_permute", "dispatch_a2a", "expert_compute", "combine_a2a", "combine_unpermute",
@@ -43,20 +44,10 @@ class PhasePoint:
 
 def read_switch_records(path: str | Path) -> tuple[list[dict], int]:
     """("switch_layer" records with status ok, count of other lines skipped); bad JSON lines are skipped."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as err:
-        raise SpecError(f"cannot read results: {err.strerror}", file=str(p)) from None
-    records, skipped = [], 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            skipped += 1
-            continue
+    lines = read_jsonl_objects(path)
+    warn_skipped(lines.warnings)
+    records, skipped = [], len(lines.warnings)
+    for _, rec in lines.objects:
         if isinstance(rec, dict) and rec.get("kind") == "switch_layer" and rec.get("status", "ok") == "ok" \
                 and isinstance(rec.get("phases"), dict) and isinstance(rec.get("config"), dict):
             records.append(rec)

@@ -17,8 +17,10 @@ from moesim.report.simulation import TimelineEvent
 
 GIB = 2**30
 COLORS = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D")
-LAYOUT_DEFAULTS = dict(template="plotly_white", height=500, margin=dict(l=70, r=30, t=110, b=150),
-                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+# The legend sits right of the plot, top-aligned with it: clear of the title above (a legend above the
+# plot wraps into it once it has more than one row) and of the axis titles and tick labels below.
+LEGEND = dict(orientation="v", x=1.02, xanchor="left", y=1.0, yanchor="top")
+LAYOUT_DEFAULTS = dict(template="plotly_white", height=500, margin=dict(l=70, r=30, t=80, b=150), legend=LEGEND)
 
 
 def layout_label(est: StepEstimate, own: bool = False) -> str:
@@ -116,32 +118,28 @@ def communication_per_axis(estimates: list[StepEstimate]) -> go.Figure:
     return fig
 
 
-def sensitivity(sweeps: list[Sweep]) -> go.Figure:
-    titles = [f"{s.name} ({s.note})" if s.note and s.values else s.name for s in sweeps]
+def sensitivity(sweeps: list[Sweep]) -> go.Figure | None:
+    """One panel per sweep that has values; None when no sweep applies (a dense model)."""
+    sweeps = [s for s in sweeps if s.values]
+    if not sweeps:
+        return None
+    titles = [f"{s.name} ({s.note})" if s.note else s.name for s in sweeps]
     fig = make_subplots(rows=1, cols=len(sweeps), subplot_titles=titles)
     for col, s in enumerate(sweeps, start=1):
-        if s.values:
-            fig.add_scatter(row=1, col=col, x=list(s.values), y=list(s.step_time_s), mode="lines+markers",
-                            name=f"step time vs {s.name}", customdata=[m / GIB for m in s.memory_bytes],
-                            hovertemplate=f"{s.name} %{{x:g}}<br>step %{{y:.4g}} s<br>"
-                                          "memory %{customdata:.3g} GiB per device<extra></extra>")
-            fig.add_scatter(row=1, col=col, x=[s.baseline], mode="markers", name=f"the scenario's {s.name}",
-                            y=[s.step_time_s[s.values.index(s.baseline)]] if s.baseline in s.values else [None],
-                            marker=dict(symbol="star", size=14, color="black"),
-                            hovertemplate=f"scenario: {s.name} %{{x:g}}<br>step %{{y:.4g}} s<extra></extra>")
-            fig.update_xaxes(tickvals=list(s.values), row=1, col=col,
-                             type="log" if s.name.startswith("routed") else "linear")
-            fig.update_xaxes(title_text=s.name + " (star: the scenario's)", row=1, col=col)
-            fig.update_yaxes(title_text="time per training step (s)", row=1, col=col)
-        else:  # nothing to plot: say why in the middle of the empty panel
-            fig.update_xaxes(title_text=s.name, showticklabels=False, showgrid=False, zeroline=False, row=1, col=col)
-            fig.update_yaxes(title_text="time per training step (s)", showticklabels=False, showgrid=False,
-                             zeroline=False, row=1, col=col)
-            x0, x1 = fig.get_subplot(1, col).xaxis.domain
-            fig.add_annotation(text=s.note or "nothing to vary", showarrow=False, xref="paper", yref="paper",
-                               x=(x0 + x1) / 2, y=0.5)
-    fig.update_layout(title="Sensitivity of step time to capacity factor and expert count (same layout)",
-                      **LAYOUT_DEFAULTS)
+        fig.add_scatter(row=1, col=col, x=list(s.values), y=list(s.step_time_s), mode="lines+markers",
+                        name=f"step time vs {s.name}", customdata=[m / GIB for m in s.memory_bytes],
+                        hovertemplate=f"{s.name} %{{x:g}}<br>step %{{y:.4g}} s<br>"
+                                      "memory %{customdata:.3g} GiB per device<extra></extra>")
+        fig.add_scatter(row=1, col=col, x=[s.baseline], mode="markers", name=f"the scenario's {s.name}",
+                        y=[s.step_time_s[s.values.index(s.baseline)]] if s.baseline in s.values else [None],
+                        marker=dict(symbol="star", size=14, color="black"),
+                        hovertemplate=f"scenario: {s.name} %{{x:g}}<br>step %{{y:.4g}} s<extra></extra>")
+        fig.update_xaxes(tickvals=list(s.values), row=1, col=col,
+                         type="log" if s.name.startswith("routed") else "linear")
+        fig.update_xaxes(title_text=s.name + " (star: the scenario's)", row=1, col=col)
+        fig.update_yaxes(title_text="time per training step (s)", row=1, col=col)
+    varied = " and ".join(s.name for s in sweeps)
+    fig.update_layout(title=f"Sensitivity of step time to {varied} (same layout)", **LAYOUT_DEFAULTS)
     return fig
 
 
@@ -166,15 +164,21 @@ def calibration(points: list[PhasePoint], hardware: str) -> go.Figure:
 
 
 def timeline(events: list[TimelineEvent]) -> go.Figure:
+    """One row per pipeline stage and stream over the whole step (`moesim.report.simulation`)."""
     fig = go.Figure()
     names = sorted({e.name for e in events})
+    lanes = list(dict.fromkeys(e.lane for e in events))
     for i, name in enumerate(names):
         evs = [e for e in events if e.name == name]
         fig.add_bar(name=name, orientation="h", y=[e.lane for e in evs], x=[e.duration_s for e in evs],
                     base=[e.start_s for e in evs], marker_color=COLORS[i % len(COLORS)],
-                    customdata=[e.start_s for e in evs],
-                    hovertemplate=f"{name}<br>%{{y}}<br>start %{{customdata:.4g}} s<br>"
-                                  "duration %{x:.4g} s<extra></extra>")
-    fig.update_layout(barmode="overlay", title="Simulated timeline of one step (moesim.des)",
-                      xaxis_title="time since step start (s)", yaxis_title="device / stream", **LAYOUT_DEFAULTS)
+                    customdata=[(e.start_s, e.busy_fraction) for e in evs],
+                    hovertemplate=f"{name}<br>%{{y}}<br>from %{{customdata[0]:.4g}} s for %{{x:.4g}} s<br>"
+                                  "%{customdata[1]:.0%} of the row's device time<extra></extra>")
+    step_s = max((e.start_s + e.duration_s for e in events), default=0.0)
+    fig.update_layout(barmode="overlay", bargap=0.15,
+                      title=f"Simulated timeline of one whole step ({step_s:.4g} s, moesim.des)",
+                      xaxis_title="time since step start (s)", yaxis_title="pipeline stage / stream",
+                      xaxis_range=[0, step_s], yaxis=dict(categoryorder="array", categoryarray=lanes[::-1]),
+                      **LAYOUT_DEFAULTS)
     return fig

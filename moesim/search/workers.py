@@ -12,6 +12,7 @@ import concurrent.futures
 import multiprocessing
 import os
 import sys
+import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
@@ -28,10 +29,7 @@ def _executor(workers: int | None, dask_address: str | None, n_items: int,
         except ModuleNotFoundError:
             raise SpecError("--dask needs dask[distributed] (pip install 'moesim[dask]')", field="--dask",
                             value=dask_address) from None
-        try:
-            client = Client(dask_address, timeout=connect_timeout_s)
-        except (OSError, TimeoutError, ValueError) as err:
-            raise SpecError(f"cannot reach the Dask scheduler: {err}", field="--dask", value=dask_address) from None
+        client = _connect_dask(Client, dask_address, connect_timeout_s)
         try:
             yield (lambda fn, *args: client.submit(fn, *args, pure=False)), as_completed
         finally:
@@ -50,6 +48,37 @@ def _executor(workers: int | None, dask_address: str | None, n_items: int,
                                           else "spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, n_items), mp_context=context) as pool:
         yield pool.submit, concurrent.futures.as_completed
+
+
+def _connect_dask(client_cls, address: str, timeout_s: float):
+    """A connected `distributed.Client`, or a SpecError within about `timeout_s`.
+
+    The client is built on a helper thread joined with a deadline: a server at `address` that
+    accepts the connection but is not a Dask scheduler (it never answers the handshake) otherwise
+    holds `Client()` past its own `timeout` indefinitely (issue #14).
+    """
+    box: dict[str, object] = {}
+
+    def connect() -> None:
+        try:
+            box["client"] = client_cls(address, timeout=timeout_s)
+        except BaseException as err:  # handed to the caller below
+            box["error"] = err
+
+    thread = threading.Thread(target=connect, name="moesim-dask-connect", daemon=True)
+    thread.start()
+    deadline_s = timeout_s + min(timeout_s, 5.0)
+    thread.join(deadline_s)
+    if thread.is_alive():
+        raise SpecError(f"no Dask scheduler answered within {deadline_s:g} s (is it a Dask scheduler?)",
+                        field="--dask", value=address)
+    err = box.get("error")
+    if err is not None:
+        if isinstance(err, (OSError, TimeoutError, ValueError)):
+            message = " ".join(str(err).split())
+            raise SpecError(f"cannot reach the Dask scheduler: {message}", field="--dask", value=address) from None
+        raise err
+    return box["client"]
 
 
 class _InProcess(concurrent.futures.Executor):

@@ -79,6 +79,9 @@ class Table:
         value = self.data[key]
         if kind is float or kind == _NUMBER:
             ok = isinstance(value, _NUMBER) and not isinstance(value, bool)
+            if ok and isinstance(value, int) and abs(value) > 2**1023:  # no float holds it (OverflowError)
+                raise self.error(key, f"{float('inf') if value > 0 else float('-inf')}: too large for a number",
+                                 value=value)
             value = float(value) if ok else value
         elif kind is int:
             ok = isinstance(value, int) and not isinstance(value, bool)

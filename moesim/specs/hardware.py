@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from moesim.errors import SpecError
+from moesim.specs.ranges import check_ranges
 
 DEVICE_KINDS = ("tpu_core", "tpu_chip", "gpu", "cpu")
 TOPOLOGIES = ("torus", "switch", "fat_tree", "rail_optimized", "ring", "loopback")
@@ -48,7 +49,7 @@ class EfficiencyTable:
         if any(b <= a for a, b in zip(sizes, sizes[1:])):
             raise SpecError(f"efficiency table sizes must increase strictly, got {sizes}")
         for size, eff in self.points:
-            if size <= 0 or not 0 < eff <= 1:
+            if not 0 < size < math.inf or not 0 < eff <= 1:
                 raise SpecError(f"efficiency point [{size}, {eff}] needs size > 0 and 0 < efficiency <= 1")
 
     @classmethod
@@ -88,6 +89,7 @@ class ChipSpec:
     source: str = ""
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         if self.devices_per_chip < 1:
             raise SpecError("devices_per_chip must be >= 1", field="chip.devices_per_chip",
                             value=self.devices_per_chip)
@@ -141,6 +143,7 @@ class InterconnectLevel:
     source: str = ""
 
     def __post_init__(self) -> None:
+        check_ranges(self, prefix=f"interconnect.{self.name}.")
         path = f"interconnect.{self.name}"
         if self.topology not in TOPOLOGIES:
             raise SpecError(f"unknown topology '{self.topology}'", field=f"{path}.topology",
@@ -244,6 +247,7 @@ class ComputeEfficiency:
     kernel_launch_s: float = 0.0  # fixed cost of one kernel launch (moesim/ops: every operator pays it)
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         if not 0 < self.memory_bandwidth <= 1:
             raise SpecError("memory_bandwidth efficiency must be in (0, 1]", field="efficiency.memory_bandwidth",
                             value=self.memory_bandwidth)
@@ -272,6 +276,7 @@ class HardwareProfile:
     calibrated_from: str = ""
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         if self.device_kind not in DEVICE_KINDS:
             raise SpecError(f"unknown device kind '{self.device_kind}'", field="device_kind",
                             value=self.device_kind, allowed=DEVICE_KINDS)
@@ -279,6 +284,10 @@ class HardwareProfile:
             raise SpecError("max_devices must be >= 1", field="max_devices", value=self.max_devices)
         if not self.interconnect:
             raise SpecError("at least one interconnect level is needed", field="interconnect")
+        if self.memory_reserved_bytes >= self.chip.hbm_bytes:
+            raise SpecError(f"{self.memory_reserved_bytes / 2**30:g} GiB reserved is not below the "
+                            f"{self.chip.hbm_bytes / 2**30:g} GiB of a device", field="memory_reserved_gib",
+                            value=self.memory_reserved_bytes, allowed="0 <= memory_reserved_gib < HBM per device")
         domains = [level.domain_devices for level in self.interconnect]
         for inner, outer in zip(domains, domains[1:]):
             if outer % inner:

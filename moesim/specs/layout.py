@@ -37,6 +37,7 @@ import math
 from dataclasses import dataclass
 
 from moesim.errors import SpecError
+from moesim.specs.ranges import check_ranges
 
 AXES = ("tp", "ep", "dp", "pp")
 DEFAULT_ORDER = ("tp", "ep", "dp", "pp")
@@ -110,6 +111,7 @@ class Layout:
     cp_comm: str = "p2p"  # p2p (ring attention) | a2a (Ulysses)
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         if self.cp_comm not in CP_COMMS:
             raise SpecError(f"unknown cp_comm '{self.cp_comm}'", field="layout.cp_comm", value=self.cp_comm,
                             allowed=CP_COMMS)

@@ -8,6 +8,7 @@ path. Every file carries `schema_version`; unknown and missing keys are errors n
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import tomllib
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 from moesim import units
 from moesim.errors import SpecError
-from moesim.paths import builtin_dir, builtin_names
+from moesim.paths import builtin_dir, builtin_names, path_problem, read_text_file
 from moesim.specs.fields import Table, check_schema_version
 from moesim.specs.hardware import (
     DTYPES, ChipSpec, ComputeEfficiency, EfficiencyTable, HardwareProfile, InterconnectLevel, TOPOLOGIES,
@@ -36,10 +37,7 @@ DATA_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 
 def read_data_file(path: Path) -> dict[str, Any]:
     """Parse a TOML, YAML or JSON file into a dict; syntax errors become SpecErrors naming the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise SpecError(f"cannot read file: {err.strerror}", file=str(path)) from None
+    text = read_text_file(path)
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
@@ -53,17 +51,24 @@ def read_data_file(path: Path) -> dict[str, Any]:
             raise SpecError(f"unknown file type '{path.suffix}'", file=str(path), allowed=DATA_SUFFIXES)
     except SpecError:
         raise
-    except Exception as err:  # every parser's syntax error, reported with the file name
-        raise SpecError(f"not valid {path.suffix[1:].upper()}: {err}", file=str(path)) from None
+    except RecursionError:
+        raise SpecError(f"not valid {path.suffix[1:].upper()} here: nested too deeply", file=str(path)) from None
+    except Exception as err:  # every parser's syntax error, reported with the file name, on one line
+        message = " ".join(str(err).split())
+        raise SpecError(f"not valid {path.suffix[1:].upper()}: {message}", file=str(path)) from None
     if not isinstance(data, dict):
         raise SpecError("the file must hold a table of keys at the top level", file=str(path))
     return data
 
 
-def resolve_ref(ref: str | Path, kind: str, *, relative_to: Path | None = None) -> Path:
+def resolve_ref(ref: str | Path, kind: str, *, relative_to: Path | None = None, field: str | None = None) -> Path:
     """A built-in name of `kind` (models, hardware_profiles, scenarios) or a path to a file."""
     ref_text = str(ref)
     candidate = Path(ref_text)
+    problem = path_problem(candidate)
+    if problem:
+        raise SpecError(f"cannot read: {problem}", file=ref_text[:80] + ("..." if len(ref_text) > 80 else ""),
+                        field=kind.rstrip("s"))
     if relative_to is not None and not candidate.is_absolute():
         near = relative_to / candidate
         if near.suffix in DATA_SUFFIXES and near.is_file():
@@ -71,13 +76,16 @@ def resolve_ref(ref: str | Path, kind: str, *, relative_to: Path | None = None) 
     if candidate.suffix in DATA_SUFFIXES or "/" in ref_text or candidate.is_file():
         if candidate.is_file():
             return candidate
+        read_text_file(candidate)  # names the problem: too long a path, a directory, no such file
         raise SpecError(f"no such file: {ref_text}", file=ref_text)
     directory = builtin_dir(kind)
     for suffix in DATA_SUFFIXES:
         path = directory / f"{ref_text}{suffix}"
         if path.is_file():
             return path
-    raise SpecError(f"unknown {kind.rstrip('s').replace('_', ' ')} '{ref_text}'", field=kind.rstrip("s"),
+    near = difflib.get_close_matches(ref_text, builtin_names(kind), n=1)
+    hint = f" (did you mean '{near[0]}'?)" if near else ""
+    raise SpecError(f"unknown {kind.rstrip('s').replace('_', ' ')} '{ref_text}'{hint}", field=field or kind.rstrip("s"),
                     value=ref_text, allowed=builtin_names(kind) or "none shipped")
 
 
@@ -324,9 +332,9 @@ def hardware_from_table(t: Table) -> HardwareProfile:
     return profile
 
 
-def load_hardware(ref: str | Path, *, relative_to: Path | None = None) -> HardwareProfile:
-    """A hardware profile by built-in name (e.g. `tpu-v3`) or path."""
-    path = resolve_ref(ref, "hardware_profiles", relative_to=relative_to)
+def load_hardware(ref: str | Path, *, relative_to: Path | None = None, field: str | None = None) -> HardwareProfile:
+    """A hardware profile by built-in name (e.g. `tpu-v3`) or path (`field`: the option that named it)."""
+    path = resolve_ref(ref, "hardware_profiles", relative_to=relative_to, field=field)
     return _with_file(path, lambda: hardware_from_table(Table(read_data_file(path), file=str(path))))
 
 
@@ -351,17 +359,30 @@ def _str_list(t: Table, key: str, allowed: tuple, default: list) -> list:
     return values
 
 
+def _int_list(t: Table, key: str, default: list) -> list:
+    values = t.opt(key, list, default)
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+        raise t.error(key, "expected a list of integers", value=values)
+    return values
+
+
 def search_from_table(t: Table) -> SearchSpace:
+    factors = t.opt("capacity_factors", list, [])
+    if any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in factors):
+        raise t.error("capacity_factors", "expected a list of numbers", value=factors)
+    orders = t.opt("orders", list, [])
+    if any(not isinstance(o, str) for o in orders):
+        raise t.error("orders", "expected a list of strings such as 'tp-ep-dp-pp'", value=orders)
     space = SearchSpace(
-        capacity_factors=tuple(float(x) for x in t.opt("capacity_factors", list, [])),
+        capacity_factors=tuple(float(x) for x in factors),
         zero_stages=tuple(_str_list(t, "zero_stages", (0, 1, 2, 3), [0, 1, 2, 3])),
         recompute_modes=tuple(_str_list(t, "recompute_modes", ("none", "selective", "full"),
                                         ["none", "selective", "full"])),
         max_micro_batches=t.opt("max_micro_batches", int, 64),
-        orders=tuple(tuple(o.split("-")) for o in t.opt("orders", list, [])),
+        orders=tuple(tuple(o.split("-")) for o in orders),
         pipeline_schedules=tuple(_str_list(t, "pipeline_schedules", PIPELINE_SCHEDULES, [])),
-        virtual_stages=tuple(int(v) for v in t.opt("virtual_stages", list, [2, 4, 8])),
-        context_parallel=tuple(int(v) for v in t.opt("context_parallel", list, [1])),
+        virtual_stages=tuple(_int_list(t, "virtual_stages", [2, 4, 8])),
+        context_parallel=tuple(_int_list(t, "context_parallel", [1])),
         cp_comms=tuple(_str_list(t, "cp_comms", CP_COMMS, ["p2p"])),
     )
     t.finish()
@@ -396,7 +417,8 @@ def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] |
     moe_t = t.sub("moe", required=False)
     if moe_t is not None:
         model = scenario_moe(model, moe_t)
-    hardware = load_hardware(overrides.get("hardware") or t.req("hardware", str), relative_to=base_dir)
+    hardware = load_hardware(overrides.get("hardware") or t.req("hardware", str), relative_to=base_dir,
+                             field="--hardware" if overrides.get("hardware") else None)
     if overrides.get("hardware"):
         t.opt("hardware", str)
     devices = overrides.get("devices") or t.req("devices", int)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from moesim.errors import SpecError
+from moesim.specs.ranges import check_ranges
 
 ARCHITECTURES = ("encoder_decoder", "decoder_only")
 FFN_KINDS = ("relu", "gelu", "geglu", "swiglu")
@@ -58,6 +59,7 @@ class AttentionSpec:
     sparse_summary_tokens: int = 0  # block_sparse_fixed: Child et al.'s c
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         _one_of("attention.kind", self.kind, ATTENTION_KINDS)
         if self.mask:
             _one_of("attention.mask", self.mask, ATTENTION_MASKS)
@@ -113,6 +115,7 @@ class MoESpec:
     max_nodes_per_token: int = 0
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         _positive("moe.num_experts", self.num_experts)
         _positive("moe.top_k", self.top_k)
         _positive("moe.expert_d_ff", self.expert_d_ff)
@@ -184,6 +187,7 @@ class ModelSpec:
     aliases: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         if not self.name:
             raise SpecError("a model needs a name", field="name")
         _one_of("architecture", self.architecture, ARCHITECTURES)

@@ -8,6 +8,7 @@ from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.layout import Layout, layout_problems, resolve_layout
 from moesim.specs.model import ModelSpec
+from moesim.specs.ranges import MAX_TOKENS_PER_STEP, check_ranges
 from moesim.specs.training import TrainingSpec
 
 
@@ -24,6 +25,9 @@ class SearchSpace:
     virtual_stages: tuple[int, ...] = (2, 4, 8)  # vp choices of the interleaved schedule (others: vp = 1)
     context_parallel: tuple[int, ...] = (1,)  # cp degrees
     cp_comms: tuple[str, ...] = ("p2p",)  # cp variants tried where cp > 1
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +46,7 @@ class Scenario:
     file: str = ""
 
     def __post_init__(self) -> None:
+        check_ranges(self, file=self.file or None)
         try:
             self.hardware.check_devices(self.devices)
         except SpecError as err:
@@ -53,6 +58,11 @@ class Scenario:
         if self.model.architecture == "encoder_decoder" and not self.seq_lens[1]:
             raise SpecError("an encoder-decoder model needs decoder_seq_len", file=self.file or None,
                             field="training.decoder_seq_len")
+        tokens = self.training.global_batch_sequences * sum(self.seq_lens)
+        if tokens > MAX_TOKENS_PER_STEP:
+            raise SpecError(f"{tokens:.3g} tokens per step is out of range", file=self.file or None,
+                            field="training.global_batch_sequences", value=self.training.global_batch_sequences,
+                            allowed=f"global_batch_sequences x sequence length <= 2^40 tokens")
 
     @property
     def seq_lens(self) -> tuple[int, int]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from moesim.errors import SpecError
 from moesim.precision import SCALINGS, scale_bytes_per_element
+from moesim.specs.ranges import check_ranges
 from moesim.specs.hardware import DTYPE_BYTES, DTYPES
 
 OPTIMIZERS = ("adam", "adafactor", "sgd")
@@ -88,6 +89,7 @@ class TrainingSpec:
     memory_headroom_fraction: float = 0.05
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         for name in ("global_batch_sequences", "micro_batches"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

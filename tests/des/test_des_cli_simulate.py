@@ -53,7 +53,7 @@ def test_report_timeline_reads_the_simulator():
 
     scenario = load_scenario("switch-base-128-tpu-v3")
     events, note = simulate_timeline(scenario, scenario.resolve())
-    assert events and "events from moesim.des" in note
+    assert events and "events of one step" in note
 
 
 def test_simulate_says_which_mode_ran_and_why(capsys):

@@ -93,7 +93,7 @@ def test_calibration_prediction(results_file):
     points = phase_points(records, hw)
     assert {p.phase for p in points} == {"router", "dispatch_permute", "dispatch_a2a", "expert_compute", "combine_a2a",
                                          "combine_unpermute", "backward"}
-    with pytest.raises(SpecError, match="cannot read results"):
+    with pytest.raises(SpecError, match="missing.jsonl: field 'results': no such file"):
         read_switch_records(results_file.parent / "missing.jsonl")
 
 
@@ -107,7 +107,7 @@ def test_simulate_without_des_says_so(mixtral, monkeypatch):
 def test_simulate_draws_the_real_simulator_timeline(mixtral):
     report = build_report(mixtral, simulate=True)
     assert "timeline" in report.figures
-    assert any(n.startswith("simulated timeline:") and "events from moesim.des" in n for n in report.notes)
+    assert any(n.startswith("simulated timeline: all ") and "events of one step" in n for n in report.notes)
 
 
 def test_simulate_with_a_des_draws_the_timeline(mixtral, monkeypatch):
@@ -118,7 +118,7 @@ def test_simulate_with_a_des_draws_the_timeline(mixtral, monkeypatch):
         {"ph": "M", "name": "process_name", "pid": 0}]}
     monkeypatch.setitem(sys.modules, "moesim.des", fake)
     report = build_report(mixtral, simulate=True)
-    assert "timeline" in report.figures and "2 events from moesim.des" in " ".join(report.notes)
+    assert "timeline" in report.figures and "all 2 events of one step" in " ".join(report.notes)
 
 
 def test_search_results_are_used(mixtral):
@@ -135,7 +135,8 @@ def test_search_results_are_used(mixtral):
 
 def test_builtin_alternatives_when_nothing_fits(mixtral):
     tiny_hbm = dataclasses.replace(mixtral.hardware.chip, hbm_bytes=1e9)
-    starved = dataclasses.replace(mixtral, hardware=dataclasses.replace(mixtral.hardware, chip=tiny_hbm))
+    starved = dataclasses.replace(mixtral, hardware=dataclasses.replace(mixtral.hardware, chip=tiny_hbm,
+                                                                        memory_reserved_bytes=0.0))
     compared = layouts_to_compare(starved, starved.resolve())
     assert compared.origin == "built-in alternatives" and "no layout that fits" in compared.note
     assert len(compared.estimates) > 1

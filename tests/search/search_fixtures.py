@@ -26,6 +26,10 @@ def build(model: str = ODD_MOE, devices: int = 12, batch: int = 24, seq_len: int
 
 
 def with_hbm(scenario: Scenario, hbm_bytes: float) -> Scenario:
-    """`scenario` on chips with `hbm_bytes` of memory per device."""
+    """`scenario` on chips with `hbm_bytes` of memory per device (the runtime reservation dropped when it
+    would not fit: since issue #14 a profile must reserve less than a device's memory)."""
     chip = dataclasses.replace(scenario.hardware.chip, hbm_bytes=hbm_bytes)
-    return dataclasses.replace(scenario, hardware=dataclasses.replace(scenario.hardware, chip=chip))
+    reserved = scenario.hardware.memory_reserved_bytes
+    hardware = dataclasses.replace(scenario.hardware, chip=chip,
+                                   memory_reserved_bytes=reserved if reserved < hbm_bytes else 0.0)
+    return dataclasses.replace(scenario, hardware=hardware)

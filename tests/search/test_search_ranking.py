@@ -92,7 +92,7 @@ def test_large_gpu_search_results_valid():
 
 
 def free_network(hardware):
-    levels = tuple(dataclasses.replace(level, link_bw_bytes_per_s=1e30, latency_s=0.0)
+    levels = tuple(dataclasses.replace(level, link_bw_bytes_per_s=1e15, latency_s=0.0)  # the largest allowed
                    for level in hardware.interconnect)
     return dataclasses.replace(hardware, interconnect=levels)
 
@@ -193,7 +193,7 @@ def test_search_is_deterministic_and_thread_independent():
 
 
 def test_no_layout_fits():
-    result = search(with_hbm(build(ODD_MOE, devices=12), 2**30))
+    result = search(with_hbm(build(ODD_MOE, devices=12), 2**20))  # 1 MiB: not even one layer's weights
     assert result.ranked == 0 and result.pareto.size == 0
     assert result.rejected["out_of_memory"] + sum(v for k, v in result.rejected.items()
                                                   if k != "out_of_memory") == result.considered

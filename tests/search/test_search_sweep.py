@@ -111,7 +111,7 @@ def test_csv_and_json_columns():
 
 
 def test_point_where_nothing_fits():
-    sweep = run_sweep(build(ODD_MOE, devices=12), [parse_vary("hardware.memory_reserved_bytes=0,1e12")],
+    sweep = run_sweep(build(ODD_MOE, devices=12), [parse_vary("hardware.memory_reserved_bytes=0,79.9e9")],
                       workers=1)
     ok, full = sweep["points"]
     assert ok["status"] == "ok" and full["status"] == "no valid layout fits in memory"

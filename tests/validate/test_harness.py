@@ -6,8 +6,13 @@ that stops answering ends the run with a clear error after --timeout-s.
 """
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch.multiprocessing as mp
@@ -176,3 +181,130 @@ def test_hung_peer_ends_with_clear_error_after_timeout(tmp_path):
     assert "HarnessError" in text and "config 'a'" in text and "--timeout-s=2" in text
     recs = read_records(out)[0]
     assert [r["status"] for r in recs] == ["error"] and "--timeout-s=2" in recs[0]["error"]
+
+
+def test_append_is_keyed_and_a_key_is_never_written_twice(tmp_path):
+    out = tmp_path / "results.jsonl"
+    rec = {"schema_version": 1, "kind": "collective", "key": "k1", "status": "ok"}
+    assert append_record(out, rec) is True
+    assert append_record(out, dict(rec, note="a second writer")) is False   # same key, already ok
+    assert append_record(out, dict(rec, key="k2", status="error")) is True
+    assert append_record(out, dict(rec, key="k2")) is True                   # an error may be retried
+    assert append_record(out, dict(rec, key="k2")) is False
+    assert [(r["key"], r["status"]) for r in read_records(out)[0]] == [("k1", "ok"), ("k2", "error"), ("k2", "ok")]
+
+
+def test_corrupt_lines_are_skipped_with_a_warning_naming_file_and_line(tmp_path, capsys):
+    out = tmp_path / "results.jsonl"
+    good = json.dumps({"key": "k1", "status": "ok"})
+    out.write_bytes(good.encode() + b"\n\xff\xfe not utf-8\n{\"key\": \n[1, 2]\n" + good.encode()[:-3])
+    records, bad = read_records(out)
+    assert [r["key"] for r in records] == ["k1"] and bad == 4
+    err = capsys.readouterr().err
+    for line, why in ((2, "that is not UTF-8"), (3, "not valid JSON"), (4, "that is not a JSON object"),
+                      (5, "cut short")):
+        assert f"{out}:{line}: skipped a line {why}" in err
+
+
+SLOW_SWEEP = """
+[defaults]
+world_size = 2
+warmup = 1
+repeats = {repeats}
+
+[[layer]]
+name = "k"
+tokens_per_rank = [128, 192, 256, 320, 384, 448, 512, 576]
+d_model = 64
+d_ff = 128
+experts_per_rank = 1
+capacity_factor = 1.0
+"""
+
+
+def _workers_of(out) -> list[int]:
+    """Pids of processes (that this test started) whose command line names `out`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(out).encode() in cmdline and int(proc.name) != os.getpid():
+                pids.append(int(proc.name))
+    return pids
+
+
+def _torchrun(sweep, out):
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             "-m", "validate.run", "--sweep", str(sweep), "--out", str(out), "--timeout-s", "30"],
+                            cwd=root, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_killing_torchruns_group_mid_sweep_leaves_each_record_once(tmp_path):
+    # issue #14: killing torchrun's process group left both ranks running (torchrun starts workers in
+    # new sessions) and appending; a rerun then wrote 29 ok records for 17 configurations
+    sweep = tmp_path / "slow.toml"
+    sweep.write_text(SLOW_SWEEP.format(repeats=20))
+    out = tmp_path / "results.jsonl"
+    first = _torchrun(sweep, out)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(read_records(out)[0]) < 1:
+        time.sleep(0.2)
+    assert read_records(out)[0], first.stderr.read().decode()[-2000:] if first.poll() is not None else "no record"
+    os.killpg(first.pid, signal.SIGKILL)   # the launcher's whole group, as a scheduler's cancel does
+    first.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _workers_of(out):
+        time.sleep(0.2)
+    assert not _workers_of(out), "ranks outlived their launcher"
+    written = len(read_records(out)[0])
+    time.sleep(1.0)
+    assert len(read_records(out)[0]) == written          # nobody writes after the kill
+    assert written < 8                                    # and the kill did land mid-sweep
+
+    second = _torchrun(sweep, out)
+    assert second.wait(timeout=300) == 0, second.stderr.read().decode()[-2000:]
+    records = read_records(out)[0]
+    keys = [r["key"] for r in records if r["status"] == "ok"]
+    assert len(keys) == 8 and len(set(keys)) == 8        # each configuration exactly once
+
+
+@pytest.mark.parametrize("extra,fragment", [
+    (["--timeout-s", "inf"], "--timeout-s must be a number of seconds"),
+    (["--timeout-s", "nan"], "--timeout-s must be a number of seconds"),
+    (["--timeout-s", "-1"], "--timeout-s must be a number of seconds"),
+])
+def test_bad_harness_options_exit_2_with_one_line(tmp_path, capsys, extra, fragment):
+    from validate.run import main
+
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(LAYER_A)
+    assert main(["--sweep", str(sweep), "--out", str(tmp_path / "o.jsonl"), *extra]) == 2
+    errors = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("[validate] RANK not set")]
+    assert len(errors) == 1 and errors[0].startswith("validate.run: error:") and fragment in errors[0]
+
+
+def test_non_utf8_sweep_names_the_file(tmp_path, capsys):
+    from validate.run import main
+
+    sweep = tmp_path / "s.toml"
+    sweep.write_bytes(b"[defaults]\nname = '\xff'\n")
+    assert main(["--sweep", str(sweep), "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert f"{sweep}: sweep file is not UTF-8" in capsys.readouterr().err
+
+
+def test_harness_and_moesim_readers_skip_the_same_lines_with_the_same_words():
+    from moesim.jsonl import parse_jsonl_bytes
+    from validate.records import parse_jsonl_lines
+
+    data = (b'{"key": "a"}\n\xff\n{"key": \n[1]\n' + b"[" * 5000 + b"]" * 5000 + b'\n{"key": "b"}\n{"cut')
+    objects, warnings = parse_jsonl_lines(data, "f.jsonl")
+    theirs = parse_jsonl_bytes(data, "f.jsonl")
+    assert objects == list(theirs.objects) and warnings == list(theirs.warnings)
+    assert [n for n, _ in objects] == [1, 6] and len(warnings) == 5

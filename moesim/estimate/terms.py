@@ -32,7 +32,7 @@ from moesim.specs.hardware import HardwareProfile
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
 from moesim.estimate.pricing import distinct_rows
-from moesim.ops.base import PARTS, Op, gemm, memory
+from moesim.ops.base import ATTENTION_BACKWARD_TO_FORWARD, PARTS, Op, gemm, memory
 from moesim.estimate.selective import recompute_extra, stored_inputs
 from moesim.estimate.precision_terms import (
     activation_recompute_s, quantise_parts_s, quantised_elements, weight_cast_s,
@@ -250,10 +250,18 @@ class TermBuilder:
         terms.recompute_time_s = np.where(full, terms.fwd_time_s, np.where(selective, score_time + extra_time, 0.0))
         unpadded = fwd_flops - padded_extra
         terms.model_flops = (1 + BACKWARD_TO_FORWARD) * unpadded
-        recompute_flops = np.where(full, fwd_flops, np.where(selective, scores + extra_flops, 0.0))
+        # Hardware FLOPs are what the kernels execute, the work their time is priced on: the attention core's
+        # computed tiles (a causal mask skips about half the score matrix, moesim/ops/attention.py) and its
+        # flash backward at 2.5x forward (moesim/ops/base.py), where model FLOPs count the full matrix and 2x
+        # (PaLM convention). So HFU <= the highest operator efficiency <= 1; MFU <= HFU holds for full masks
+        # only (a masked attention's model FLOPs include skipped tiles).
+        executed = core.flops
+        fwd_executed = fwd_flops - scores + executed
+        recompute_flops = np.where(full, fwd_executed, np.where(selective, executed + extra_flops, 0.0))
         einsum_saved = (BACKWARD_TO_FORWARD - DISPATCH_EINSUM_BACKWARD) * terms.dispatch_einsum_flops \
             if dense_einsum else 0.0
-        terms.hardware_flops = (1 + BACKWARD_TO_FORWARD) * fwd_flops - einsum_saved + recompute_flops
+        terms.hardware_flops = (1 + BACKWARD_TO_FORWARD) * fwd_executed - einsum_saved + recompute_flops \
+            + (ATTENTION_BACKWARD_TO_FORWARD - BACKWARD_TO_FORWARD) * executed
         terms.activation_bytes = np.where(full, mem.full_recompute_bytes(b, n, h, tp, sp), act)
         self._tp_comms(terms, cls, blocks, full, b)
         terms.attention_core_time_s = score_time

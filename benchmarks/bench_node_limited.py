@@ -1,0 +1,66 @@
+"""Cost of node-limited routing (routing.sample_node_limited_top_k) in the simulator at DeepSeek-V3 scale.
+
+Run: python benchmarks/bench_node_limited.py [--scenario deepseek-v3-h800] [--calls 2]
+Builds the simulator's router for the scenario exactly as `moesim simulate` does (des/run.py: costs, EP
+groups of one stage, node limit), times `--calls` route_layer calls (one MoE layer and micro-batch of one
+stage), splits one call's time into the exponential draws and the rest (node scores, node choice, top-k,
+counting: timed as the same sampler minus a bare draw of the same size), and multiplies by the calls a step
+makes (MoE layers x micro-batches) for the routing time of `moesim simulate --steps 1`.
+Timings are CPU time of this one process (single-threaded numpy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from moesim.collectives.select import model_for
+from moesim.des.costs import build_costs
+from moesim.des.run import SimOptions, _Router, _stage_of
+from moesim.des.routing import route_layer
+from moesim.estimate import estimate
+from moesim.specs import load_scenario
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenario", default="deepseek-v3-h800")
+    ap.add_argument("--calls", type=int, default=2)
+    args = ap.parse_args()
+    sc = load_scenario(args.scenario)
+    layout = sc.resolve()
+    model = model_for(sc)
+    est = estimate(sc, layout, sc.training, model)
+    costs = build_costs(sc, layout, sc.training, model, est.optimizer_time_s)
+    router = _Router(costs, SimOptions(), np.random.default_rng(0), keep=False)
+    moe = sc.model.moe
+    layer = router.layers[0]
+    lc = costs.classes[costs.workload.layer_class_index[layer]]
+    groups = router.groups[router.stage_of_layer[layer]]
+    calls_per_step = len(router.layers) * costs.micro_batches
+    print(f"{sc.name}: {len(_stage_of(costs))} devices, node limit (nodes, M) = {router.node_limit}, "
+          f"E = {moe.num_experts}, k = {moe.top_k}, {lc.tokens} tokens per device per micro-batch, "
+          f"{groups.size} devices per stage in EP groups {groups.shape}, dropless = {costs.dropless}")
+    times = []
+    for i in range(args.calls):
+        t = time.process_time()
+        route_layer(router.p[0], groups, lc.tokens, moe.group_size_tokens, moe.top_k, None,
+                    np.random.default_rng(i), node_limit=router.node_limit)
+        times.append(time.process_time() - t)
+    t = time.process_time()
+    rng = np.random.default_rng(0)
+    for _ in range(groups.size):  # the sampler draws one device's keys at a time (GUMBEL_CHUNK)
+        rng.standard_exponential(size=(1, lc.tokens, moe.num_experts), dtype=np.float32)
+    draws = time.process_time() - t
+    best = min(times)
+    print(f"route_layer per call: {', '.join(f'{x:.2f}' for x in times)} s CPU; of the best {best:.2f} s, "
+          f"{draws:.2f} s are the {groups.size * lc.tokens * moe.num_experts / 1e6:.0f} M exponential draws")
+    print(f"calls per step: {len(router.layers)} MoE layers x {costs.micro_batches} micro-batches = "
+          f"{calls_per_step}; routing alone per step ~ {best * calls_per_step / 60:.0f} min "
+          f"(draws alone {draws * calls_per_step / 60:.0f} min)")
+
+
+if __name__ == "__main__":
+    main()

@@ -3,9 +3,9 @@
 Run: python benchmarks/bench_node_limited.py [--scenario deepseek-v3-h800] [--calls 2]
 Builds the simulator's router for the scenario exactly as `moesim simulate` does (des/run.py: costs, EP
 groups of one stage, node limit), times `--calls` route_layer calls (one MoE layer and micro-batch of one
-stage), splits one call's time into the exponential draws and the rest (node scores, node choice, top-k,
-counting: timed as the same sampler minus a bare draw of the same size), and multiplies by the calls a step
-makes (MoE layers x micro-batches) for the routing time of `moesim simulate --steps 1`.
+stage) under uniform popularity (the scenario's default; fast order-statistics sampler) and under Zipf(1)
+popularity (the general sampler, all E keys per token, which uniform popularity also used before), and
+multiplies by the calls a step makes (MoE layers x micro-batches) for the routing time of one step.
 Timings are CPU time of this one process (single-threaded numpy).
 """
 
@@ -43,24 +43,20 @@ def main() -> None:
     print(f"{sc.name}: {len(_stage_of(costs))} devices, node limit (nodes, M) = {router.node_limit}, "
           f"E = {moe.num_experts}, k = {moe.top_k}, {lc.tokens} tokens per device per micro-batch, "
           f"{groups.size} devices per stage in EP groups {groups.shape}, dropless = {costs.dropless}")
-    times = []
-    for i in range(args.calls):
-        t = time.process_time()
-        route_layer(router.p[0], groups, lc.tokens, moe.group_size_tokens, moe.top_k, None,
-                    np.random.default_rng(i), node_limit=router.node_limit)
-        times.append(time.process_time() - t)
-    t = time.process_time()
-    rng = np.random.default_rng(0)
-    for _ in range(groups.size):  # the sampler draws one device's keys at a time (GUMBEL_CHUNK)
-        rng.standard_exponential(size=(1, lc.tokens, moe.num_experts), dtype=np.float32)
-    draws = time.process_time() - t
-    best = min(times)
-    print(f"route_layer per call: {', '.join(f'{x:.2f}' for x in times)} s CPU; of the best {best:.2f} s, "
-          f"{draws:.2f} s are the {groups.size * lc.tokens * moe.num_experts / 1e6:.0f} M exponential draws")
-    print(f"calls per step: {len(router.layers)} MoE layers x {costs.micro_batches} micro-batches = "
-          f"{calls_per_step}; routing alone per step ~ {best * calls_per_step / 60:.0f} min "
-          f"(draws alone {draws * calls_per_step / 60:.0f} min)")
-
+    zipf = np.arange(1, moe.num_experts + 1, dtype=float) ** -1.0
+    cases = (("uniform popularity (order-statistics sampler)", router.p[0]),
+             ("zipf:1 popularity (all E keys per token; uniform took this path before)", zipf / zipf.sum()))
+    for label, p in cases:
+        times = []
+        for i in range(args.calls):
+            t = time.process_time()
+            route_layer(p, groups, lc.tokens, moe.group_size_tokens, moe.top_k, None, np.random.default_rng(i),
+                        node_limit=router.node_limit)
+            times.append(time.process_time() - t)
+        best = min(times)
+        print(f"{label}: route_layer per call {', '.join(f'{x:.2f}' for x in times)} s CPU; "
+              f"x {calls_per_step} calls ({len(router.layers)} MoE layers x {costs.micro_batches} micro-batches) "
+              f"= ~{best * calls_per_step / 60:.0f} min of routing per step")
 
 if __name__ == "__main__":
     main()

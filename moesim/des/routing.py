@@ -33,6 +33,7 @@ ROUTING_FORMS = ("uniform", "zipf:S", "FILE.json", "FILE.csv")
 SAMPLERS = ("auto", "gumbel", "multinomial")
 GUMBEL_BUDGET = 4_000_000  # random numbers per (layer, micro-batch) above which `auto` uses multinomial
 GUMBEL_CHUNK = 1_000_000  # random numbers drawn at once by the exact sampler (bounds its memory)
+NODE_LIMITED_CHUNK = 4_000_000  # order statistics drawn at once by the uniform node-limited sampler
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,9 @@ def sample_node_limited_top_k(tokens: int, top_k: int, p: np.ndarray, nodes: int
         return sample_gumbel_top_k(tokens, top_k, p, rng, groups)
     per_node = num_experts // nodes
     best_per_node = min(per_node, -(-top_k // max_nodes))
+    p = np.asarray(p, dtype=float)
+    if p[0] > 0 and np.all(p == p[0]) and top_k <= max_nodes * per_node:
+        return _uniform_node_limited(tokens, top_k, nodes, per_node, max_nodes, best_per_node, rng, groups)
     with np.errstate(divide="ignore"):
         inverse = (1.0 / np.asarray(p, dtype=float)).astype(np.float32)
     out = np.zeros((groups, num_experts), dtype=np.int64)
@@ -221,6 +225,52 @@ def sample_node_limited_top_k(tokens: int, top_k: int, p: np.ndarray, nodes: int
         flat = (np.arange(n)[:, None, None] * num_experts + chosen).reshape(-1)
         out[first:first + n] = np.bincount(flat, minlength=n * num_experts).reshape(n, num_experts)
     return out
+
+
+def _uniform_node_limited(tokens: int, top_k: int, nodes: int, per_node: int, max_nodes: int, best_per_node: int,
+                          rng: np.random.Generator, groups: int) -> np.ndarray:
+    """sample_node_limited_top_k under uniform popularity, drawing ≤ nodes·⌈k/M⌉ + M·k keys per token, not E.
+
+    Equal p makes every key X_i/p_i a common multiple of an Exp(1), and the rule only compares keys and sums
+    of keys, so the keys can be Exp(1). Of a node's keys only the min(k, E/nodes) smallest can matter (a
+    node gives a token at most k experts); they are drawn in order by Rényi's representation, the j-th
+    smallest of n Exp(1) being the sum of E_i/(n − i), i < j (Rényi 1953; David & Nagaraja, Order
+    Statistics, §2.5); spacings are independent, so the first ⌈k/M⌉ (node scores) are drawn for every node and
+    the rest for the M kept nodes only. Which of a node's experts hold them is, by symmetry, a uniform subset of the node,
+    independent across nodes and of the values: drawn as one uniform expert per winning key, redrawn for
+    the tokens where a node repeats one (rejection keeps the accepted draws uniform over distinct ones)."""
+    depth = min(top_k, per_node)
+    rates = (per_node - np.arange(depth)).astype(np.float32)
+    out = np.zeros((groups, nodes * per_node), dtype=np.int64)
+    step = max(1, NODE_LIMITED_CHUNK // max(1, tokens * nodes * depth))
+    for first in range(0, groups, step):
+        n = min(step, groups - first)
+        t = n * tokens
+        head = np.cumsum(rng.standard_exponential(size=(t, nodes, best_per_node), dtype=np.float32)
+                         / rates[:best_per_node], axis=2)
+        scores = head.sum(axis=2)  # ascending, as a sort gives them
+        kept = np.argpartition(scores, max_nodes - 1, axis=1)[:, :max_nodes]  # (t, M)
+        order = np.take_along_axis(head, kept[..., None], axis=1)
+        if depth > best_per_node:  # the later spacings are independent of the first: drawn for kept nodes only
+            more = rng.standard_exponential(size=(t, max_nodes, depth - best_per_node), dtype=np.float32)
+            order = np.concatenate([order, order[..., -1:] + np.cumsum(more / rates[best_per_node:], axis=2)], axis=2)
+        candidates = order.reshape(t, max_nodes * depth)
+        chosen = np.argpartition(candidates, top_k - 1, axis=1)[:, :top_k]  # (t, k)
+        base = np.take_along_axis(kept, chosen // depth, axis=1) * per_node  # first expert of each winner's node
+        experts = base + rng.integers(0, per_node, size=(t, top_k))
+        redo = np.flatnonzero(_repeats(experts))
+        while len(redo):
+            experts[redo] = base[redo] + rng.integers(0, per_node, size=(len(redo), top_k))
+            redo = redo[_repeats(experts[redo])]
+        flat = (np.repeat(np.arange(n), tokens)[:, None] * (nodes * per_node) + experts).reshape(-1)
+        out[first:first + n] = np.bincount(flat, minlength=n * nodes * per_node).reshape(n, nodes * per_node)
+    return out
+
+
+def _repeats(rows: np.ndarray) -> np.ndarray:
+    """Per row: whether any value occurs twice."""
+    ordered = np.sort(rows, axis=1)
+    return np.any(ordered[:, 1:] == ordered[:, :-1], axis=1)
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,9 @@ def test_node_limited_sampling_keeps_every_token_within_m_nodes():
     assert counts.sum(axis=1).tolist() == [8] * 2000 and nodes_hit.max() <= 2
     assert nodes_hit.min() >= 1
     load = counts.sum(axis=0) / counts.sum()
-    assert np.abs(load * 64 - 1).max() < 0.15  # uniform popularity stays uniform on average
+    # uniform popularity stays uniform on average; max over 64 experts of |load·64 − 1| has mean ~0.15 for
+    # 2000 tokens (each token's 8 experts share <= 2 nodes), so 0.3 is several standard deviations out
+    assert np.abs(load * 64 - 1).max() < 0.3
     free = sample_node_limited_top_k(1, 8, p, nodes=8, max_nodes=0, rng=rng, groups=2000)
     assert (free.reshape(2000, 8, 8).sum(axis=2) > 0).sum(axis=1).mean() > 4  # ~5.3 nodes unlimited
 

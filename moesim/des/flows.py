@@ -15,7 +15,7 @@ ordinary flow (an end event per rate change).
 
 from __future__ import annotations
 
-from moesim.des.network import LinkUse, max_min_rates
+from moesim.des.network import LinkUse, busiest_links, max_min_rates
 
 
 class _Flow:
@@ -206,17 +206,7 @@ class FlowSharing:
 
     def busiest(self, elapsed_s: float, count: int = 5) -> list[dict]:
         """The `count` links with the highest utilisation, as Network.busiest."""
-        rows = []
-        for link, use in zip(self.links, self.use):
-            if use.carried_bytes <= 0 or elapsed_s <= 0:
-                continue
-            rows.append({"link": link.name, "carried_bytes": float(use.carried_bytes),
-                         "capacity_bytes_per_s": float(link.capacity_bytes_per_s),
-                         "utilisation": float(use.carried_bytes / (link.capacity_bytes_per_s * elapsed_s)),
-                         "peak_concurrent_flows": use.peak_flows})
-        rows.sort(key=lambda r: (-r["utilisation"], r["link"]))
-        return rows[:count]
-
+        return busiest_links(self.links, self.use, elapsed_s, count)
 
 
 __all__ = ["FlowSharing"]

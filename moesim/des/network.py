@@ -206,16 +206,21 @@ class Network:
 
     def busiest(self, elapsed_s: float, count: int = 5) -> list[dict]:
         """The `count` links with the highest utilisation carried/(capacity·elapsed), highest first."""
-        rows = []
-        for link, use in zip(self.links, self.use):
-            if use.carried_bytes <= 0 or elapsed_s <= 0:
-                continue
-            rows.append({"link": link.name, "carried_bytes": float(use.carried_bytes),
-                         "capacity_bytes_per_s": float(link.capacity_bytes_per_s),
-                         "utilisation": float(use.carried_bytes / (link.capacity_bytes_per_s * elapsed_s)),
-                         "peak_concurrent_flows": use.peak_flows})
-        rows.sort(key=lambda r: (-r["utilisation"], r["link"]))
-        return rows[:count]
+        return busiest_links(self.links, self.use, elapsed_s, count)
 
 
-__all__ = ["Flow", "Link", "LinkUse", "Network", "max_min_rates"]
+def busiest_links(links, uses, elapsed_s: float, count: int) -> list[dict]:
+    """The `count` links with the highest utilisation carried/(capacity·elapsed), highest first (ties by name)."""
+    rows = []
+    for link, use in zip(links, uses):
+        if use.carried_bytes <= 0 or elapsed_s <= 0:
+            continue
+        rows.append({"link": link.name, "carried_bytes": float(use.carried_bytes),
+                     "capacity_bytes_per_s": float(link.capacity_bytes_per_s),
+                     "utilisation": float(use.carried_bytes / (link.capacity_bytes_per_s * elapsed_s)),
+                     "peak_concurrent_flows": use.peak_flows})
+    rows.sort(key=lambda r: (-r["utilisation"], r["link"]))
+    return rows[:count]
+
+
+__all__ = ["Flow", "Link", "LinkUse", "Network", "busiest_links", "max_min_rates"]

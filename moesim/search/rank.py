@@ -289,8 +289,15 @@ def _equivalent_orders(cands: Candidates, order: np.ndarray, step: np.ndarray, m
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         key = z ^ (z >> np.uint64(31))
-    _, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
+    # np.unique's grouping of the keys without its stable sort: an introsort, then each group's smallest
+    # index (its best-ranked row) as np.unique's return_index gives it.
+    by_key = np.argsort(key)
+    ordered = key[by_key]
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+    first = np.minimum.reduceat(by_key, starts)
+    counts = np.diff(np.append(starts, len(key)))
+    inverse = np.empty(len(key), dtype=np.int64)
+    inverse[by_key] = np.repeat(np.arange(len(starts)), counts)
     if not np.array_equal(rows, rows[first[inverse]]):
         _, first, inverse, counts = np.unique(rows, axis=0, return_index=True, return_inverse=True,
                                               return_counts=True)

@@ -113,6 +113,8 @@ def _order_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
 def _schedule_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
     """(one index per distinct candidate ignoring schedule and vp, each candidate's row among them), as
     _order_free_rows: no collective's size depends on the schedule (its counts do: see evaluate)."""
+    if len(cands) and all(np.all(c == c[0]) for c in (np.asarray(cands.schedule), np.asarray(cands.vp))):
+        return np.arange(len(cands)), None  # one schedule and vp: nothing to fold (duplicates price alike)
     columns = [np.asarray(getattr(cands, name), dtype=np.int64) for name in
                ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute", "order")]
     columns += [np.asarray(c, dtype=np.int64) for c in (cands.first_stage_layers, cands.last_stage_layers,

@@ -349,13 +349,11 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             costs = costs[:, None].repeat(n_stages, axis=1) if breakdown else None
             per_call_size = size_bytes
         elif np.ndim(size_bytes) == 2:
-            # All stage columns in one call, column after column: neighbouring candidates often share a
-            # row, which the pricer folds.
-            g = lambda a: np.tile(np.broadcast_to(a, (n_cand,)), n_stages)  # noqa: E731
-            t, costs = pricer.price(op, size_bytes.T.reshape(-1), g(sizes[axis]), g(strides[axis]),
-                                    g(devices // sizes[axis]), breakdown)
-            t = t.reshape(n_stages, n_cand).T
-            costs = costs.reshape(n_stages, n_cand).T if breakdown else None
+            # One stage column at a time: neighbouring candidates often share a row, which the pricer folds.
+            priced = [pricer.price(op, size_bytes[:, s], sizes[axis], strides[axis], devices // sizes[axis], breakdown)
+                      for s in range(n_stages)]
+            t = np.stack([p[0] for p in priced], axis=1)
+            costs = np.stack([p[1] for p in priced], axis=1) if breakdown else None
             per_call_size = size_bytes
         else:
             t, costs = pricer.price(op, size_bytes, sizes[axis], strides[axis], devices // sizes[axis], breakdown)

@@ -113,6 +113,8 @@ def _order_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
 def _schedule_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
     """(one index per distinct candidate ignoring schedule and vp, each candidate's row among them), as
     _order_free_rows: no collective's size depends on the schedule (its counts do: see evaluate)."""
+    if len(cands) and all(np.all(c == c[0]) for c in (np.asarray(cands.schedule), np.asarray(cands.vp))):
+        return np.arange(len(cands)), None  # one schedule and vp: nothing to fold (duplicates price alike)
     columns = [np.asarray(getattr(cands, name), dtype=np.int64) for name in
                ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute", "order")]
     columns += [np.asarray(c, dtype=np.int64) for c in (cands.first_stage_layers, cands.last_stage_layers,
@@ -208,7 +210,9 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # min(m, p − s) micro-batches in flight: PP + 1 per device and 2x parameters when stages are alike
     # (DeepSeek-V3 Table 2); first and last share the embedding the MTP module reads (§3.2.3).
     dual = sch.is_schedule(sched, "dualpipe")[:, None]
-    pair = dualpipe_pair_columns(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers)
+    # Without a DualPipe candidate every pair term below is masked out: any in-range column will do.
+    pair = dualpipe_pair_columns(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers) if dual.any() \
+        else np.full((n_cand, n_stages), -1)
     pair = np.where(pair >= 0, pair, np.arange(n_stages)[None, :])
     with_pair = lambda a: a + np.where(dual, np.take_along_axis(a, pair, axis=1), 0)  # noqa: E731
     pm_mem = sch.parameter_multiple(sched)[:, None]
@@ -337,7 +341,14 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         """Price `op` on `axis` and add calls (N, S) of it; returns time per stage (N, S)."""
         size_bytes = np.broadcast_to(np.asarray(size_bytes, dtype=float), (n_cand,)) if np.ndim(size_bytes) <= 1 \
             else size_bytes
-        if np.ndim(size_bytes) == 2:
+        if np.ndim(size_bytes) == 2 and n_stages > 1 and (size_bytes == size_bytes[:, :1]).all():
+            # Every stage the same size (even stages): one column priced, the same for all.
+            t, costs = pricer.price(op, size_bytes[:, 0], sizes[axis], strides[axis], devices // sizes[axis],
+                                    breakdown)
+            t = t[:, None]  # broadcast over the stages as the 1-D case below
+            costs = costs[:, None].repeat(n_stages, axis=1) if breakdown else None
+            per_call_size = size_bytes
+        elif np.ndim(size_bytes) == 2:
             # One stage column at a time: neighbouring candidates often share a row, which the pricer folds.
             priced = [pricer.price(op, size_bytes[:, s], sizes[axis], strides[axis], devices // sizes[axis], breakdown)
                       for s in range(n_stages)]

@@ -20,6 +20,7 @@ from moesim.collectives.select import model_for
 from moesim.errors import SpecError
 from moesim.estimate import Candidates, StepEstimate, evaluate, step_estimate
 from moesim.estimate.candidates import RECOMPUTE_NAMES
+from moesim.estimate.pricing import distinct_rows
 from moesim.search.enumerate import enumerate_layouts
 from moesim.search.pareto import front_of_sorted, pareto_front
 from moesim.specs.layout import Layout, layout_arg
@@ -279,21 +280,12 @@ def _equivalent_orders(cands: Candidates, order: np.ndarray, step: np.ndarray, m
                 "last_stage_layers")]
     columns += [np.nan_to_num(np.asarray(cands.capacity_factor, dtype=float)[order], nan=-1.0), step[order],
                 memory[order]]
-    rows = np.ascontiguousarray(np.stack(columns, axis=1))
-    # Group by a 64-bit hash of each row's bits (1-D unique: fast), then check every row equals its group's
-    # first; on a hash collision (never seen) fall back to the exact row-wise unique.
-    bits = rows.view(np.uint64)
-    key = np.zeros(len(rows), dtype=np.uint64)
-    for j in range(bits.shape[1]):  # splitmix64's finaliser after each column (Steele et al., OOPSLA 2014)
-        z = key ^ bits[:, j]
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        key = z ^ (z >> np.uint64(31))
-    _, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
-    if not np.array_equal(rows, rows[first[inverse]]):
-        _, first, inverse, counts = np.unique(rows, axis=0, return_index=True, return_inverse=True,
-                                              return_counts=True)
+    # Grouped as estimate.pricing.distinct_rows groups (runs of equal neighbours first, then a 64-bit hash,
+    # exact on a collision); each group's smallest index is its best-ranked row (np.unique's return_index).
+    _, inverse = distinct_rows(columns)
+    first = np.full(inverse.max() + 1, len(order))
+    np.minimum.at(first, inverse, np.arange(len(order)))
+    counts = np.bincount(inverse)
     is_first = np.zeros(len(order), dtype=bool)
     is_first[first] = True
     return is_first, counts[inverse.reshape(-1)]

@@ -103,3 +103,34 @@ def test_table_converts_as_the_loader_does():
                     used.add(key.file_key)
     assert {"chip.hbm_gib_per_chip", "chip.hbm_gb_per_chip", "interconnect[].latency_us",
             "interconnect[].link_gb_per_s_unidir", "chip.peak_tflops_per_chip.*"} <= used
+
+
+def test_key_reference_lists_ranges_in_file_units():
+    """docs/keys.md's range column: hardware keys in their own unit, spec keys from RANGES."""
+    rows = {}
+    for line in (Path(__file__).resolve().parent.parent / "docs" / "keys.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 5 and cells[1].startswith("`"):
+            rows.setdefault(cells[1].strip("`"), cells[4])
+    assert rows["chip.hbm_gib_per_chip"] == "(0, 1048576·n]"  # 2^50 bytes per device = 2^20 GiB
+    assert rows["interconnect.latency_us"] == "[0, 1000000]"  # 1 s
+    assert rows["interconnect.link_gbit_per_s_unidir"] == "(0, 8000000]"  # 1e15 bytes/s × 8 bits / 1e9
+    assert rows["chip.peak_tflops_per_chip.bfloat16"] == "(0, 1000000·n]"  # 1e18 FLOP/s
+    assert rows["training.zero_stage"] == "[0, 3] integer"
+    assert rows["moe.top_k"] == "[1, 1024] integer"
+    for key in HARDWARE_FILE_KEYS:
+        if "*" not in key.file_key:
+            assert rows[key.file_key.replace("[]", "")], key.file_key
+
+
+@pytest.mark.parametrize("bad", ["inf", "nan"])
+def test_op_table_shape_must_be_finite(tmp_path, bad):
+    """A non-finite op_table coordinate is a SpecError at load (it reached scipy's KD-tree before)."""
+    a100 = builtin_dir("hardware_profiles") / "a100-80gb.toml"
+    data = read_data_file(a100)
+    first = data["efficiency"]["op_table"][0]["points"][0][0]
+    text = a100.read_text(encoding="utf-8")
+    old = f"[[{first:g}, " if f"[[{first:g}, " in text else f"[{first:g}, "
+    path = bad_profile(tmp_path, a100, old, old.replace(f"{first:g}", bad))
+    with pytest.raises(SpecError, match="must be finite"):
+        load_hardware(str(path))

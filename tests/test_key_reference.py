@@ -29,10 +29,10 @@ def test_key_reference_is_current():
 
 def test_every_loader_key_is_listed_with_type_and_default():
     text = (DOCS / "keys.md").read_text(encoding="utf-8")
-    for row in ("| `training.zero_stage` | integer |  | 0 |", "| `layout.mb` | integer |",
-                "| `search.max_micro_batches` | integer |  | 64 |", "| `chip.hbm_gib_per_chip` | number | GiB",
-                "| `interconnect.latency_us` | number | µs | required |", "| `moe.capacity_rule` | string |  | \"switch\" |",
-                "| `price_per_device_hour_usd` | number | USD | optional |"):
+    for row in ("| `training.zero_stage` | integer |  | [0, 3] integer | 0 |", "| `layout.mb` | integer |",
+                "| `search.max_micro_batches` | integer |  | [1, 1048576] integer | 64 |", "| `chip.hbm_gib_per_chip` | number | GiB",
+                "| `interconnect.latency_us` | number | µs | [0, 1000000] | required |", "| `moe.capacity_rule` | string |  |  | \"switch\" |",
+                "| `price_per_device_hour_usd` | number | USD | [0, 10000] | optional |"):
         assert row in text, row
 
 

@@ -218,8 +218,9 @@ class OpTable:
             if len(point) != width:
                 raise SpecError(f"each point is [{', '.join(OP_DIMS[self.kind])}, efficiency]",
                                 field=f"{path}.points", value=list(point))
-            if any(x <= 0 for x in point[:-1]) or not 0 < point[-1] <= 2:
-                raise SpecError("shape coordinates must be > 0 and efficiency in (0, 2]", field=f"{path}.points",
+            if any(not 0 < x < float("inf") for x in point[:-1]) or not 0 < point[-1] <= 2:  # NaN fails both
+                raise SpecError("shape coordinates must be finite and > 0 and efficiency in (0, 2]",
+                                field=f"{path}.points",
                                 value=list(point))
 
     @property

@@ -18,6 +18,7 @@ from moesim import units
 from moesim.errors import SpecError
 from moesim.paths import builtin_dir, builtin_names, path_problem, read_text_file
 from moesim.specs.fields import Table, check_schema_version
+from moesim.specs.file_units import to_file_error
 from moesim.specs.hardware import (
     DTYPES, ChipSpec, ComputeEfficiency, EfficiencyTable, HardwareProfile, InterconnectLevel, TOPOLOGIES,
     WRAPAROUND_RULES, DEVICE_KINDS, OP_DIMS, OP_KINDS, OP_PASSES, OP_STATUS, OpTable,
@@ -265,7 +266,15 @@ def _level_from_table(t: Table, devices_per_chip: int) -> InterconnectLevel:
 
 
 def hardware_from_table(t: Table) -> HardwareProfile:
-    """Build a HardwareProfile; per-chip figures become per-device, human units become SI."""
+    """Build a HardwareProfile; per-chip figures become per-device, human units become SI. A range error on
+    an SI field names the file's own key and range in its unit (moesim/specs/file_units.py)."""
+    try:
+        return _hardware_from_table(t)
+    except SpecError as err:
+        raise to_file_error(err, t.data) from None
+
+
+def _hardware_from_table(t: Table) -> HardwareProfile:
     check_schema_version(t, SCHEMA_VERSION)
     chip_t = t.sub("chip")
     per_chip = chip_t.opt("devices_per_chip", int, 1)

@@ -152,6 +152,13 @@ def sample_gumbel_top_k(tokens: int, top_k: int, p: np.ndarray, rng: np.random.G
     without replacement (Kool, van Hoof & Welling 2019, arXiv 1903.06059, §3). Drawn as the same
     race in exponential form: G_i = −log X_i with X_i ~ Exp(1), so the winners are the k smallest
     X_i / p_i (float32 keys; an expert with p_i = 0 is never chosen)."""
+    return _race_counts(tokens, top_k, p, rng, groups)
+
+
+def _race_counts(tokens: int, top_k: int, p: np.ndarray, rng: np.random.Generator, groups: int,
+                 narrow=None) -> np.ndarray:
+    """Per-expert counts (groups, E) of the Gumbel race of sample_gumbel_top_k: the k smallest keys X_i/p_i
+    win, after `narrow(keys)` (when given) has set the keys of experts a token may not use to inf."""
     num_experts = len(p)
     with np.errstate(divide="ignore"):
         inverse = (1.0 / np.asarray(p, dtype=float)).astype(np.float32)
@@ -160,6 +167,8 @@ def sample_gumbel_top_k(tokens: int, top_k: int, p: np.ndarray, rng: np.random.G
     for first in range(0, groups, step):
         n = min(step, groups - first)
         keys = rng.standard_exponential(size=(n, tokens, num_experts), dtype=np.float32) * inverse
+        if narrow is not None:
+            keys = narrow(keys)
         if top_k == 1:
             chosen = np.argmin(keys, axis=2)[..., None]
         else:
@@ -209,22 +218,17 @@ def sample_node_limited_top_k(tokens: int, top_k: int, p: np.ndarray, nodes: int
     p = np.asarray(p, dtype=float)
     if p[0] > 0 and np.all(p == p[0]) and top_k <= max_nodes * per_node:
         return _uniform_node_limited(tokens, top_k, nodes, per_node, max_nodes, best_per_node, rng, groups)
-    with np.errstate(divide="ignore"):
-        inverse = (1.0 / np.asarray(p, dtype=float)).astype(np.float32)
-    out = np.zeros((groups, num_experts), dtype=np.int64)
-    step = max(1, GUMBEL_CHUNK // max(1, tokens * num_experts))
-    for first in range(0, groups, step):
-        n = min(step, groups - first)
-        keys = rng.standard_exponential(size=(n, tokens, num_experts), dtype=np.float32) * inverse
-        blocks = np.sort(keys.reshape(n, tokens, nodes, per_node), axis=3)[..., :best_per_node].sum(axis=3)
+
+    def keep_best_nodes(keys: np.ndarray) -> np.ndarray:
+        """Keys of the experts outside each token's M best nodes set to inf (node score: ⌈k/M⌉ smallest keys)."""
+        n, t = keys.shape[:2]
+        masked = keys.reshape(n, t, nodes, per_node)
+        blocks = np.sort(masked, axis=3)[..., :best_per_node].sum(axis=3)
         losers = np.argpartition(blocks, max_nodes - 1, axis=2)[..., max_nodes:]  # (n, tokens, nodes − M)
-        masked = keys.reshape(n, tokens, nodes, per_node)
         np.put_along_axis(masked, losers[..., None], np.inf, axis=2)
-        keys = masked.reshape(n, tokens, num_experts)
-        chosen = np.argpartition(keys, top_k - 1, axis=2)[..., :top_k]
-        flat = (np.arange(n)[:, None, None] * num_experts + chosen).reshape(-1)
-        out[first:first + n] = np.bincount(flat, minlength=n * num_experts).reshape(n, num_experts)
-    return out
+        return masked.reshape(n, t, num_experts)
+
+    return _race_counts(tokens, top_k, p, rng, groups, keep_best_nodes)
 
 
 def _uniform_node_limited(tokens: int, top_k: int, nodes: int, per_node: int, max_nodes: int, best_per_node: int,

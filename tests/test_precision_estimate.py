@@ -11,7 +11,7 @@ import pytest
 
 from moesim.des import SimOptions, simulate
 from moesim.estimate import estimate
-from moesim.estimate.precision_terms import quantise_parts_s, quantised_elements
+from moesim.estimate.precision_terms import quantise_parts_bytes, quantised_elements
 from moesim.estimate.terms import TermBuilder
 from moesim.ops.price import op_time_s
 from moesim.precision import recipe_values
@@ -65,12 +65,11 @@ def test_quantise_casts_are_priced_in_the_parts_that_consume_them(mixtral):
     terms = builder(sc).build(cls)
     plain = builder(with_precision(mixtral, gemm_dtype="float8", gemm_scaling="per_tensor_current")).build(cls)
     assert terms.fwd_time_s == pytest.approx(plain.fwd_time_s)  # the same casts: storage dtype does not change time
-    fwd, bwd = quantise_parts_s(sc.training, builder(sc).hbm_bw, quantised_elements(sc.model, cls, 1, 1, 1,
-                                                                                    terms.slots))
+    fwd, bwd = quantise_parts_bytes(sc.training, quantised_elements(sc.model, cls, 1, 1, 1, terms.slots))
     assert set(fwd) == {"attention", "permute"} and all(v > 0 for v in fwd.values())
     assert sum(terms.fwd_parts_s.values()) == pytest.approx(terms.fwd_time_s)
     assert sum(terms.bwd_parts_s.values()) == pytest.approx(terms.bwd_time_s)
-    assert quantise_parts_s(mixtral.training, 1e12, {"attention": (1e6, 1e6)}) == ({}, {})  # BF16: no casts
+    assert quantise_parts_bytes(mixtral.training, {"attention": (1e6, 1e6)}) == ({}, {})  # BF16: no casts
 
 
 @pytest.mark.parametrize("hardware", ["b200", "h100-sxm"])

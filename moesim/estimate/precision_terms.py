@@ -2,8 +2,8 @@
 
 An FP8 recipe quantises the input of every Linear in forward (Fprop; the transposed copy serves Wgrad)
 and the gradient of its output in backward (Dgrad and Wgrad); `moesim.precision.quantise_cost` gives
-the bytes of one cast. Here: how many elements each part of a layer quantises, and their memory-bound
-time. The time is reported by the part whose GEMMs consume the casts (attention projections in
+the bytes of one cast. Here: how many elements each part of a layer quantises, and the bytes those
+memory-bound operators move (the operator list prices them). The time is reported by the part whose GEMMs consume the casts (attention projections in
 "attention", dense FFN in "dense_ffn", shared experts in "shared_experts"; the routed experts' casts in
 "permute", where DeepSeek-V3 quantises tokens before dispatch, §3.3.4), so both engines run it.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.arithmetic import MTP_PROJECTION_INPUTS, attention_gemm_widths, ffn_matrices
-from moesim.precision import quantise_time_s, weight_quantise_cost
+from moesim.precision import quantise_cost, weight_quantise_cost
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
 from moesim.workload import LayerClass
@@ -52,21 +52,20 @@ def quantised_elements(model: ModelSpec, cls: LayerClass, b, tp, etp, slots) -> 
     return parts
 
 
-def quantise_parts_s(training: TrainingSpec, hbm_bw_bytes_per_s: float, elements: dict[str, tuple]
-                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(forward, backward) quantise time per part: empty dicts unless the GEMMs run in FP8."""
+def quantise_parts_bytes(training: TrainingSpec, elements: dict[str, tuple]
+                         ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(forward, backward) bytes the quantise casts move per part: empty dicts unless the GEMMs run in FP8."""
     scaling = training.fp8_scaling
     if scaling == "none":
         return {}, {}
     q_src = training.bytes_of("activation")
-    fwd = {name: quantise_time_s(e[0], scaling, hbm_bw_bytes_per_s, q_src) for name, e in elements.items()}
-    bwd = {name: quantise_time_s(e[1], scaling, hbm_bw_bytes_per_s, q_src) for name, e in elements.items()}
+    fwd = {name: quantise_cost(e[0], scaling, q_src).bytes_moved for name, e in elements.items()}
+    bwd = {name: quantise_cost(e[1], scaling, q_src).bytes_moved for name, e in elements.items()}
     return fwd, bwd
 
 
-def weight_cast_s(training: TrainingSpec, hbm_bw_bytes_per_s: float, cls: LayerClass, tp, ep, etp
-                  ) -> dict[str, np.ndarray]:
-    """Forward time of casting one layer's weights to FP8 in every micro-batch (fp8_weight_cache off):
+def weight_cast_bytes(training: TrainingSpec, cls: LayerClass, tp, ep, etp) -> dict[str, np.ndarray]:
+    """Forward bytes moved casting one layer's weights to FP8 in every micro-batch (fp8_weight_cache off):
     non-expert weights in "attention" (the first GEMMs to run), the device's experts in "permute"."""
     scaling = training.fp8_scaling
     if scaling == "none" or training.fp8_weight_cache:
@@ -74,7 +73,7 @@ def weight_cast_s(training: TrainingSpec, hbm_bw_bytes_per_s: float, cls: LayerC
     q_p = training.bytes_of("param")
 
     def cast(params):
-        return weight_quantise_cost(params, scaling, q_p).bytes_moved / hbm_bw_bytes_per_s
+        return weight_quantise_cost(params, scaling, q_p).bytes_moved
 
     parts = {"attention": cast(cls.params_shardable / tp)}
     if cls.is_moe:
@@ -82,9 +81,9 @@ def weight_cast_s(training: TrainingSpec, hbm_bw_bytes_per_s: float, cls: LayerC
     return parts
 
 
-def activation_recompute_s(model: ModelSpec, training: TrainingSpec, hbm_bw_bytes_per_s: float, cls: LayerClass,
-                           b, tp, etp, slots) -> dict[str, np.ndarray]:
-    """Backward time of recomputing the MoE activation function from its stored input (moe_activation_recompute):
+def activation_recompute_bytes(model: ModelSpec, training: TrainingSpec, cls: LayerClass,
+                               b, tp, etp, slots) -> dict[str, np.ndarray]:
+    """Backward bytes moved recomputing the MoE activation function from its stored input (moe_activation_recompute):
     read the input (2f gated, f otherwise) at q_st, write the output f at q_a, per routed slot (part "permute",
     f/etp) and per token of the shared experts (f_s/tp); memory-bound. DeepSeek-V3 §3.3.4; Megatron "moe_act"."""
     if not (cls.is_moe and training.moe_activation_recompute):
@@ -95,8 +94,8 @@ def activation_recompute_s(model: ModelSpec, training: TrainingSpec, hbm_bw_byte
     def per_row(f):
         return f * (widths * q_in + q_out)
 
-    parts = {"permute": slots * per_row(moe.expert_d_ff / etp) / hbm_bw_bytes_per_s}
+    parts = {"permute": slots * per_row(moe.expert_d_ff / etp)}
     if moe.num_shared_experts:
         shared = moe.num_shared_experts * moe.shared_expert_d_ff / tp
-        parts["shared_experts"] = b * cls.tokens * per_row(shared) / hbm_bw_bytes_per_s
+        parts["shared_experts"] = b * cls.tokens * per_row(shared)
     return parts

@@ -35,7 +35,7 @@ from moesim.estimate.pricing import distinct_rows
 from moesim.ops.base import ATTENTION_BACKWARD_TO_FORWARD, PARTS, Op, gemm, memory
 from moesim.estimate.selective import recompute_extra, stored_inputs
 from moesim.estimate.precision_terms import (
-    activation_recompute_s, quantise_parts_s, quantised_elements, weight_cast_s,
+    activation_recompute_bytes, quantise_parts_bytes, quantised_elements, weight_cast_bytes,
 )
 from moesim.ops.layer import LayerOps, backward_ops, logits_ops
 from moesim.ops.price import op_time_s, ops_time_by_part
@@ -274,16 +274,15 @@ class TermBuilder:
     def _precision_ops(self, cls: LayerClass, b, tp, ep, etp, slots) -> tuple[list[Op], list[Op]]:
         """(forward, backward) memory-bound operators of the precision recipe (issue 12): FP8 quantise casts of
         GEMM inputs and output gradients, the MoE activation recomputed in backward, FP8 weight casts every
-        micro-batch without a weight cache; each in the part whose GEMMs it feeds (precision_terms.py). The
-        helpers return times at a given bandwidth; at 1 byte/s they are the bytes the operators move."""
+        micro-batch without a weight cache; each in the part whose GEMMs it feeds (precision_terms.py)."""
         tr, model, dt = self.tr, self.model, self.tr.dtype_for("activation")
         slots = slots if slots is not None else 0.0
-        fwd_b, bwd_b = quantise_parts_s(tr, 1.0, quantised_elements(model, cls, b, tp, etp, slots))
+        fwd_b, bwd_b = quantise_parts_bytes(tr, quantised_elements(model, cls, b, tp, etp, slots))
         fwd = [memory(part, "fp8_quantise", dt, nbytes) for part, nbytes in fwd_b.items()]
         bwd = [memory(part, "fp8_quantise", dt, nbytes, pass_="bwd") for part, nbytes in bwd_b.items()]
-        for part, nbytes in activation_recompute_s(model, tr, 1.0, cls, b, tp, etp, slots).items():
+        for part, nbytes in activation_recompute_bytes(model, tr, cls, b, tp, etp, slots).items():
             bwd.append(memory(part, "moe_activation_recompute", dt, nbytes, pass_="bwd"))
-        for part, nbytes in weight_cast_s(tr, 1.0, cls, tp, ep, etp).items():
+        for part, nbytes in weight_cast_bytes(tr, cls, tp, ep, etp).items():
             fwd.append(memory(part, "fp8_weight_cast", dt, nbytes))
         return fwd, bwd
 

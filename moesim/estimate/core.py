@@ -28,7 +28,7 @@ from moesim.estimate import schedules as sch
 from moesim.estimate.context_parallel import exposed_ring_time_s, tokens_divisor
 from moesim.collectives.base import CollectiveModel, bus_bw_factor
 from moesim.estimate.candidates import Candidates
-from moesim.estimate.pricing import CollectivePricer, distinct_rows
+from moesim.estimate.pricing import CollectivePricer, GroupRuns, distinct_rows
 from moesim.estimate.stages import Stages, dualpipe_pair_columns, pipeline_stages
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
@@ -327,6 +327,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # dp·cp as one group: exact when dp follows cp on the mesh (tp-cp-dp, Megatron's order), else the inner stride.
     strides["dp"] = np.where(cands.cp > 1, np.minimum(strides["cp"], strides["dp"]), strides["dp"])
     pricer = CollectivePricer(collective_model, devices)
+    groups = {axis: GroupRuns(sizes[axis], strides[axis], devices) for axis in sizes}  # once per axis
     comm_stage: dict[str, list] = {}
 
     gates: dict[str, np.ndarray] = {}
@@ -341,22 +342,11 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         """Price `op` on `axis` and add calls (N, S) of it; returns time per stage (N, S)."""
         size_bytes = np.broadcast_to(np.asarray(size_bytes, dtype=float), (n_cand,)) if np.ndim(size_bytes) <= 1 \
             else size_bytes
-        if np.ndim(size_bytes) == 2 and n_stages > 1 and (size_bytes == size_bytes[:, :1]).all():
-            # Every stage the same size (even stages): one column priced, the same for all.
-            t, costs = pricer.price(op, size_bytes[:, 0], sizes[axis], strides[axis], devices // sizes[axis],
-                                    breakdown)
-            t = t[:, None]  # broadcast over the stages as the 1-D case below
-            costs = costs[:, None].repeat(n_stages, axis=1) if breakdown else None
-            per_call_size = size_bytes
-        elif np.ndim(size_bytes) == 2:
-            # One stage column at a time: neighbouring candidates often share a row, which the pricer folds.
-            priced = [pricer.price(op, size_bytes[:, s], sizes[axis], strides[axis], devices // sizes[axis], breakdown)
-                      for s in range(n_stages)]
-            t = np.stack([p[0] for p in priced], axis=1)
-            costs = np.stack([p[1] for p in priced], axis=1) if breakdown else None
+        # Every stage column at once (estimate.pricing.price_runs: runs of equal neighbouring rows priced once).
+        t, costs = pricer.price_runs(op, size_bytes, groups[axis], breakdown)
+        if np.ndim(size_bytes) == 2:
             per_call_size = size_bytes
         else:
-            t, costs = pricer.price(op, size_bytes, sizes[axis], strides[axis], devices // sizes[axis], breakdown)
             t = t[:, None]
             costs = costs[:, None].repeat(n_stages, axis=1) if breakdown else None
             per_call_size = np.broadcast_to(size_bytes[:, None], (n_cand, n_stages))
@@ -380,7 +370,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     for c, class_calls in enumerate(calls):
         for call in class_calls:
             t_call = add(call.name, call.axis, call.op, call.size_bytes,
-                         counts[:, :, c] * np.asarray(call.calls, dtype=float)[..., None] * 1.0)
+                         counts[:, :, c] * np.asarray(call.calls, dtype=float)[..., None])
             if call.name == "cp_ring_send_recv":  # ring steps hide under the attention they feed
                 t_call = exposed_ring_time_s(t_call, core_mb[:, :, c])
             per_mb_comm += t_call
@@ -397,12 +387,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     dp_time = np.zeros((n_cand, n_stages))
     zero3_mb = np.zeros((n_cand, n_stages))
     for axis, params in (("dp", dense_1), ("edp", expert_1)):
-        dp_time += add(f"{axis}_all_reduce", axis, "all_reduce", params * q_g, np.where(zero == 0, 1, 0), True)
-        dp_time += add(f"{axis}_reduce_scatter", axis, "reduce_scatter", params * q_g, np.where(zero >= 1, 1, 0),
+        grad_bytes, param_bytes = params * q_g, params * q_p
+        dp_time += add(f"{axis}_all_reduce", axis, "all_reduce", grad_bytes, np.where(zero == 0, 1, 0), True)
+        dp_time += add(f"{axis}_reduce_scatter", axis, "reduce_scatter", grad_bytes, np.where(zero >= 1, 1, 0),
                        True)
-        dp_time += add(f"{axis}_all_gather", axis, "all_gather", params * q_p, np.where(zero >= 1, 1, 0), True)
+        dp_time += add(f"{axis}_all_gather", axis, "all_gather", param_bytes, np.where(zero >= 1, 1, 0), True)
         # ZeRO-3 gathers every layer's parameters again in forward and backward (ZeRO §7).
-        zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", params * q_p,
+        zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", param_bytes,
                         np.where(zero >= 3, 2 * m[:, None], 0)) / m[:, None]
 
     # Back to every candidate; the schedule's multiples.

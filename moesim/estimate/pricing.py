@@ -45,6 +45,19 @@ def distinct_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return starts[first], inverse[run]
 
 
+class GroupRuns:
+    """One mesh axis's collective group per candidate of a batch (size, stride, concurrent groups), with
+    where neighbouring candidates change group: built once per batch and axis, shared by every
+    collective priced on the axis (`CollectivePricer.price_runs`)."""
+
+    def __init__(self, size, stride, devices: int) -> None:
+        self.size = np.asarray(size, dtype=np.int64).reshape(-1)
+        self.stride = np.broadcast_to(np.asarray(stride, dtype=np.int64), self.size.shape)
+        self.concurrent = devices // self.size
+        self.change = np.ones(len(self.size), dtype=bool)
+        self.change[1:] = (self.size[1:] != self.size[:-1]) | (self.stride[1:] != self.stride[:-1])
+
+
 class CollectivePricer:
     """Memoising front of a CollectiveModel for arrays of (size, group size, stride, concurrency)."""
 
@@ -81,3 +94,27 @@ class CollectivePricer:
             times[i] = costs[i].time_s
         inverse = inverse.reshape(-1)
         return times[inverse], (costs[inverse] if with_costs else None)
+
+    def price_runs(self, op: str, size_bytes: np.ndarray, groups: GroupRuns,
+                   with_costs: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """`price` of every (size_bytes[i], group i) or, for sizes (N, S), of every (size_bytes[i, s], group i):
+        the same numbers, shaped as `size_bytes`. The group columns' changes between neighbours come
+        precomputed with `groups`; each call compares only the sizes, prices the first row of each run of
+        equal neighbours (every stage column of it at once, distinct ones once) and repeats it down the run."""
+        size_bytes = np.asarray(size_bytes, dtype=float)
+        rows = size_bytes.reshape(len(groups.size), -1)  # (N, S)
+        change = groups.change.copy()
+        if rows.shape[1] == 1:
+            np.not_equal(rows[1:, 0], rows[:-1, 0], out=change[1:], where=~change[1:])
+        elif len(rows) > 1:
+            change[1:] |= (rows[1:] != rows[:-1]).any(axis=1)
+        starts = np.flatnonzero(change)
+        lengths = np.diff(starts, append=len(rows))
+        k = rows.shape[1]
+        at = starts.repeat(k)
+        times, costs = self.price(op, rows[starts].reshape(-1), groups.size[at], groups.stride[at],
+                                  groups.concurrent[at], with_costs)
+        times = np.repeat(times.reshape(-1, k), lengths, axis=0).reshape(size_bytes.shape)
+        if with_costs:
+            costs = np.repeat(costs.reshape(-1, k), lengths, axis=0).reshape(size_bytes.shape)
+        return times, costs

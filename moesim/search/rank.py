@@ -275,17 +275,25 @@ def _equivalent_orders(cands: Candidates, order: np.ndarray, step: np.ndarray, m
     the order), and how many such layouts its class holds."""
     if not len(order):
         return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
-    columns = [np.asarray(getattr(cands, name), dtype=float)[order] for name in
-               ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute", "first_stage_layers",
-                "last_stage_layers")]
-    columns += [np.nan_to_num(np.asarray(cands.capacity_factor, dtype=float)[order], nan=-1.0), step[order],
-                memory[order]]
     # Grouped as estimate.pricing.distinct_rows groups (runs of equal neighbours first, then a 64-bit hash,
     # exact on a collision); each group's smallest index is its best-ranked row (np.unique's return_index).
-    _, inverse = distinct_rows(columns)
+    # Rows equal in every column share their (step, memory) first: group by those two, then compare the
+    # other columns only on the rows whose pair another row shares (the same groups, fewer rows to hash).
+    _, pair = distinct_rows([step[order], memory[order]])
+    shared = np.flatnonzero(np.bincount(pair)[pair] > 1)
+    inverse = pair
+    if len(shared):
+        at = order[shared]
+        columns = [np.asarray(getattr(cands, name)[at], dtype=float) for name in
+                   ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute", "first_stage_layers",
+                    "last_stage_layers")]
+        columns += [np.nan_to_num(np.asarray(cands.capacity_factor[at], dtype=float), nan=-1.0),
+                    pair[shared].astype(float)]
+        inverse = pair.copy()
+        inverse[shared] = pair.max() + 1 + distinct_rows(columns)[1]
     first = np.full(inverse.max() + 1, len(order))
     np.minimum.at(first, inverse, np.arange(len(order)))
     counts = np.bincount(inverse)
     is_first = np.zeros(len(order), dtype=bool)
-    is_first[first] = True
+    is_first[first[counts > 0]] = True  # the group numbers of shared pairs are not all used
     return is_first, counts[inverse.reshape(-1)]

@@ -28,7 +28,7 @@ from moesim.estimate import schedules as sch
 from moesim.estimate.context_parallel import exposed_ring_time_s, tokens_divisor
 from moesim.collectives.base import CollectiveModel, bus_bw_factor
 from moesim.estimate.candidates import Candidates
-from moesim.estimate.pricing import CollectivePricer, GroupRuns, distinct_rows
+from moesim.estimate.pricing import GroupRuns, distinct_rows, pricer_for
 from moesim.estimate.stages import Stages, dualpipe_pair_columns, pipeline_stages
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
@@ -306,7 +306,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     mem_index = pick_m(stages.index)
     calls = [t.comms for t in terms]  # per layer class, the collectives each layer issues
     if of is not None:  # back to every candidate: the collectives depend on the order
-        x = lambda a: a[of] if np.ndim(a) else a  # noqa: E731
+        x = lambda a: np.take(a, of, axis=0) if np.ndim(a) else a  # noqa: E731  (a[of], faster on 2-D)
         cands, n_cand = full, len(full)
         tp, pp, m, b = x(tp), x(pp), x(m), x(b)
         cp, vp, sched, dcp = x(cp), x(vp), x(sched), x(dcp)
@@ -334,7 +334,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                  stages=stages, dense_params=dense_params, expert_params=expert_params, calls=calls, core_mb=core_mb)
     dense_1, expert_1 = dense_params / pm, expert_params / pm
     if sf_inv is not None:
-        y = lambda a: a[sf] if np.ndim(a) else a  # noqa: E731
+        y = lambda a: np.take(a, sf, axis=0) if np.ndim(a) else a  # noqa: E731
         cands, n_cand = cands.take(sf), len(sf)
         tp, pp, m, b, exists, first, last = y(tp), y(pp), y(m), y(b), y(exists), y(first), y(last)
         stages = Stages(index=y(stages.index), counts=y(stages.counts), tokens_out=y(stages.tokens_out),
@@ -349,7 +349,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
              "edp": cands.edp, "cp": cands.cp}
     # dp·cp as one group: exact when dp follows cp on the mesh (tp-cp-dp, Megatron's order), else the inner stride.
     strides["dp"] = np.where(cands.cp > 1, np.minimum(strides["cp"], strides["dp"]), strides["dp"])
-    pricer = CollectivePricer(collective_model, devices)
+    pricer = pricer_for(collective_model, devices)
     groups = {axis: GroupRuns(sizes[axis], strides[axis], devices) for axis in sizes}  # once per axis
     comm_stage: dict[str, list] = {}
 
@@ -420,7 +420,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                         np.where(zero >= 3, 2 * m[:, None], 0)) / m[:, None]
 
     # Back to every candidate; the schedule's multiples.
-    z = (lambda a: a[sf_inv]) if sf_inv is not None else (lambda a: a)  # noqa: E731
+    z = (lambda a: np.take(a, sf_inv, axis=0)) if sf_inv is not None else (lambda a: a)  # noqa: E731
     per_mb_comm, bwd_comm, pp_forward, pp_backward = z(per_mb_comm), z(bwd_comm), z(pp_forward), z(pp_backward)
     dp_time, zero3_mb = z(dp_time) * pm, z(zero3_mb) * pm
     for name, entry in comm_stage.items():

@@ -104,10 +104,8 @@ class CollectivePricer:
         size_bytes = np.asarray(size_bytes, dtype=float)
         rows = size_bytes.reshape(len(groups.size), -1)  # (N, S)
         change = groups.change.copy()
-        if rows.shape[1] == 1:
-            np.not_equal(rows[1:, 0], rows[:-1, 0], out=change[1:], where=~change[1:])
-        elif len(rows) > 1:
-            change[1:] |= (rows[1:] != rows[:-1]).any(axis=1)
+        for column in rows.T:  # one column at a time: faster than a row-wise any() over a short axis
+            change[1:] |= column[1:] != column[:-1]
         starts = np.flatnonzero(change)
         lengths = np.diff(starts, append=len(rows))
         k = rows.shape[1]
@@ -118,3 +116,10 @@ class CollectivePricer:
         if with_costs:
             costs = np.repeat(costs.reshape(-1, k), lengths, axis=0).reshape(size_bytes.shape)
         return times, costs
+
+
+def pricer_for(model: CollectiveModel, devices: int) -> CollectivePricer:
+    """The model's own shared pricer when it keeps one (a layout search's memoising model: one cache for all
+    its batches), else a new one."""
+    shared = getattr(model, "pricer", None)
+    return shared(devices) if callable(shared) else CollectivePricer(model, devices)

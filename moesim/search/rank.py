@@ -20,7 +20,7 @@ from moesim.collectives.select import model_for
 from moesim.errors import SpecError
 from moesim.estimate import Candidates, StepEstimate, evaluate, step_estimate
 from moesim.estimate.candidates import RECOMPUTE_NAMES
-from moesim.estimate.pricing import distinct_rows
+from moesim.estimate.pricing import CollectivePricer, distinct_rows
 from moesim.search.enumerate import enumerate_layouts
 from moesim.search.pareto import front_of_sorted, pareto_front
 from moesim.specs.layout import Layout, layout_arg
@@ -182,6 +182,14 @@ class _MemoModel:
     def __init__(self, model: CollectiveModel) -> None:
         self.model = model
         self._cache: dict[tuple, CollectiveCost] = {}
+        self._pricers: dict[int, CollectivePricer] = {}
+
+    def pricer(self, devices: int) -> CollectivePricer:
+        """One CollectivePricer per device count for every batch of the search (estimate.pricing.pricer_for)."""
+        found = self._pricers.get(devices)
+        if found is None:
+            found = self._pricers.setdefault(devices, CollectivePricer(self, devices))
+        return found
 
     def cost(self, op: str, size_bytes: float, group: Group) -> CollectiveCost:
         key = (op, size_bytes, group)

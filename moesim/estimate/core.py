@@ -440,7 +440,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # Interleaved: Megatron overlaps the v-fold pipeline sends with compute (--overlap-p2p-communication,
     # on by default with virtual stages); what the compute cannot hide stays exposed.
     inter = sch.is_schedule(sched, "interleaved")[:, None]
-    stage_mb = np.where(inter, stage_mb - pp_comm + np.maximum(0.0, pp_comm - compute_mb), stage_mb)
+    if inter.any():
+        stage_mb = np.where(inter, stage_mb - pp_comm + np.maximum(0.0, pp_comm - compute_mb), stage_mb)
     stage_mb = np.where(exists, stage_mb, -np.inf)
     slow = np.argmax(stage_mb, axis=1)
     pick = lambda a: np.take_along_axis(a, slow[:, None], axis=1)[:, 0]  # noqa: E731

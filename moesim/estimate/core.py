@@ -305,6 +305,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     capacity, tokens_per_device = (moe_term.capacity, moe_term.tokens_per_device) if moe_term else (None, None)
     mem_index = pick_m(stages.index)
     calls = [t.comms for t in terms]  # per layer class, the collectives each layer issues
+    # Calls per stage of each of them where the stage exists and the axis has a group (add's gate): no
+    # mesh order in it, so computed before the rows expand to every order below.
+    of_sizes = {"tp": tp, "dp": dcp, "pp": pp, "ep": ep, "etp": etp, "edp": edp, "cp": cp}
+    layer_calls = [[counts[:, :, c] * np.asarray(call.calls, dtype=float)[..., None]
+                    * (exists & (of_sizes[call.axis] > 1)[:, None]).astype(float) for call in class_calls]
+                   for c, class_calls in enumerate(calls)]
     if of is not None:  # back to every candidate: the collectives depend on the order
         x = lambda a: np.take(a, of, axis=0) if np.ndim(a) else a  # noqa: E731  (a[of], faster on 2-D)
         cands, n_cand = full, len(full)
@@ -322,6 +328,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         model_flops, drop_fraction, hw_model_mb = x(model_flops), x(drop_fraction), x(hw_model_mb)
         calls = [[CommCall(c.name, c.axis, c.op, x(np.asarray(c.size_bytes)), x(np.asarray(c.calls)))
                   for c in class_calls] for class_calls in calls]
+        layer_calls = [[x(a) for a in class_calls] for class_calls in layer_calls]
         zero = cands.zero_stage[:, None]
 
     # Collectives once per row without schedule and vp (a search tries several per row): sizes do not
@@ -342,6 +349,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         dense_1, expert_1 = y(dense_1), y(expert_1)
         calls = [[CommCall(c.name, c.axis, c.op, y(np.asarray(c.size_bytes)), y(np.asarray(c.calls)))
                   for c in class_calls] for class_calls in calls]
+        layer_calls = [[y(a) for a in class_calls] for class_calls in layer_calls]
         core_mb = None if core_mb is None else y(core_mb)
     counts, zero = stages.counts, cands.zero_stage[:, None]
     strides = candidate_strides(cands)
@@ -361,8 +369,9 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             gates[axis] = (exists & (sizes[axis] > 1)[:, None]).astype(float)
         return gates[axis]
 
-    def add(name: str, axis: str, op: str, size_bytes, calls_stage, overlappable=False) -> np.ndarray:
-        """Price `op` on `axis` and add calls (N, S) of it; returns time per stage (N, S)."""
+    def add(name: str, axis: str, op: str, size_bytes, calls_stage, overlappable=False, gated=False) -> np.ndarray:
+        """Price `op` on `axis` and add calls (N, S) of it (`gated`: already 0 where gate(axis) is); returns
+        time per stage (N, S)."""
         size_bytes = np.broadcast_to(np.asarray(size_bytes, dtype=float), (n_cand,)) if np.ndim(size_bytes) <= 1 \
             else size_bytes
         # Every stage column at once (estimate.pricing.price_runs: runs of equal neighbouring rows priced once).
@@ -373,7 +382,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             t = t[:, None]
             costs = costs[:, None].repeat(n_stages, axis=1) if breakdown else None
             per_call_size = np.broadcast_to(size_bytes[:, None], (n_cand, n_stages))
-        calls_stage = np.asarray(calls_stage, dtype=float) * gate(axis)
+        calls_stage = calls_stage if gated else np.asarray(calls_stage, dtype=float) * gate(axis)
         if not breakdown:
             return calls_stage * t
         factor = _bus_factor(op, f(sizes[axis]))[:, None]
@@ -391,9 +400,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     backward_share = 1.0 / (2 + (f(cands.recompute) == mem.RECOMPUTE_CODES["full"]))[:, None]
     bwd_comm = np.zeros((n_cand, n_stages))
     for c, class_calls in enumerate(calls):
-        for call in class_calls:
-            t_call = add(call.name, call.axis, call.op, call.size_bytes,
-                         counts[:, :, c] * np.asarray(call.calls, dtype=float)[..., None])
+        for call, calls_stage in zip(class_calls, layer_calls[c]):
+            t_call = add(call.name, call.axis, call.op, call.size_bytes, calls_stage, gated=True)
             if call.name == "cp_ring_send_recv":  # ring steps hide under the attention they feed
                 t_call = exposed_ring_time_s(t_call, core_mb[:, :, c])
             per_mb_comm += t_call

@@ -82,6 +82,7 @@ class Evaluation:
     expert_capacity: np.ndarray | None = None
     tokens_per_device: np.ndarray | None = None
     drop_fraction: np.ndarray | None = None  # expected dropped share of assignments (uniform routing)
+    rows: np.ndarray | None = None  # evaluate(fitting_only=True): the input candidates these rows are (None: all)
 
 
 def _per_stage(counts: np.ndarray, per_class: list[np.ndarray]) -> np.ndarray:
@@ -150,11 +151,14 @@ def _schedule_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | Non
 
 
 def evaluate(scenario: Scenario, cands: Candidates, collective_model: CollectiveModel, *,
-             breakdown: bool = True) -> Evaluation:
+             breakdown: bool = True, fitting_only: bool = False) -> Evaluation:
     """Evaluate every candidate of `cands` on `scenario` (see module docstring for the model).
 
     With `breakdown=False` the per-collective totals (`Evaluation.comms`) are left out and every
-    other figure is the same: the layout search ranks that way, then evaluates its top few again."""
+    other figure is the same: the layout search ranks that way, then evaluates its top few again.
+    With `fitting_only` the candidates over the memory capacity (known before any mesh order counts)
+    are dropped before the collectives: the Evaluation holds the fitting ones, `rows` their input
+    positions (one non-fitting row is kept when none fits); every figure is the same as without."""
     model, hw, tr = scenario.model, scenario.hardware, scenario.training
     seq, dec = scenario.seq_lens
     wl = build_workload(model, seq, dec)
@@ -311,6 +315,14 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     layer_calls = [[counts[:, :, c] * np.asarray(call.calls, dtype=float)[..., None]
                     * (exists & (of_sizes[call.axis] > 1)[:, None]).astype(float) for call in class_calls]
                    for c, class_calls in enumerate(calls)]
+    rows = None
+    if fitting_only:  # the layout search ranks only what fits: the rest stops here
+        fit = total_mem <= capacity_bytes
+        if not fit.all():
+            rows = np.flatnonzero(fit if of is None else fit[of])
+            rows = rows if len(rows) else np.arange(1)  # keep one row: the arrays below stay non-empty
+            of = rows if of is None else of[rows]
+            full = full.take(rows)
     if of is not None:  # back to every candidate: the collectives depend on the order
         x = lambda a: np.take(a, of, axis=0) if np.ndim(a) else a  # noqa: E731  (a[of], faster on 2-D)
         cands, n_cand = full, len(full)
@@ -502,5 +514,5 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         mfu=model_flops / (step * peak_total), hfu=hw_flops / (step * peak_total),
         tokens_per_s=tr.global_batch_sequences * seq_tokens / step, comms=comms,
         slowest_stage=pick(stages.index), memory_stage=mem_index,
-        expert_capacity=capacity, tokens_per_device=tokens_per_device, drop_fraction=drop_fraction,
+        expert_capacity=capacity, tokens_per_device=tokens_per_device, drop_fraction=drop_fraction, rows=rows,
     )

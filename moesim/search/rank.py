@@ -224,18 +224,20 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
     cands = found.candidates
     model = _MemoModel(collective_model or model_for(scenario))
     n = len(cands)
-    step, memory, mfu, tokens = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    # Rows over the memory capacity are not evaluated past their memory (evaluate's fitting_only): NaN here.
+    step, memory, mfu, tokens = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     fits = np.zeros(n, dtype=bool)
 
     chunks = _chunks(cands.pp)
     finished = [0]
     lock = threading.Lock()
 
-    def run(index: slice) -> None:
-        ev = evaluate(scenario, cands.take(index), model, breakdown=False)
-        step[index], memory[index], mfu[index] = ev.step_time_s, ev.memory_total_bytes, ev.mfu
-        tokens[index], fits[index] = ev.tokens_per_s, ev.fits
-        if progress is not None:
+    def run(index: slice, fitting_only: bool = True) -> None:
+        ev = evaluate(scenario, cands.take(index), model, breakdown=False, fitting_only=fitting_only)
+        at = index if ev.rows is None else index.start + ev.rows
+        step[at], memory[at], mfu[at] = ev.step_time_s, ev.memory_total_bytes, ev.mfu
+        tokens[at], fits[at] = ev.tokens_per_s, ev.fits
+        if progress is not None and fitting_only:
             with lock:
                 finished[0] += index.stop - index.start
                 progress(finished[0] / max(1, n))
@@ -257,6 +259,8 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
     equivalent = np.where(first, counts, 0)
     misses = miss_memory = miss_step = None
     if not len(order) and n:
+        for index in chunks:  # nothing fits: the closest misses need every row's memory and step
+            run(index, fitting_only=False)
         near = np.flatnonzero(~fits)
         near = near[np.lexsort((step[near], memory[near]))]
         near = near[_equivalent_orders(cands, near, np.zeros_like(step), memory)[0]]  # one order per layout

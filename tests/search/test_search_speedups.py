@@ -16,7 +16,7 @@ from moesim.estimate.strides import _strides, candidate_strides
 from moesim.search import enumerate_layouts, search
 from moesim.search.rank import _equivalent_orders
 from moesim.specs.scenario import SearchSpace
-from search_fixtures import ODD_MOE, build
+from search_fixtures import ODD_MOE, build, with_hbm
 
 FIGURES = ("step_time_s", "memory_total_bytes", "mfu", "tokens_per_s", "fits", "slowest_stage", "memory_stage")
 
@@ -134,3 +134,25 @@ def test_search_figures_equal_single_estimates_exactly(which, request):
         assert single.step_time_s == result.step_time_s[i]
         assert single.memory_bytes_per_device["total"] == result.memory_bytes_per_device[i]
         assert single.mfu == result.mfu[i]
+
+
+@pytest.mark.parametrize("which", ["odd", "odd_wide"])
+def test_fitting_only_evaluates_the_fitting_rows_alike(which, request):
+    scenario = request.getfixturevalue(which)
+    cands = enumerate_layouts(scenario).candidates
+    model = default_model(scenario.hardware)
+    every = evaluate(scenario, cands, model, breakdown=False)
+    # Memory for about half of them (the reservation stays inside the median layout's total).
+    median = float(np.median(every.memory_total_bytes))
+    scenario = with_hbm(scenario, median / (1 - scenario.training.memory_headroom_fraction))
+    every = evaluate(scenario, cands, model, breakdown=False)
+    assert 0 < every.fits.sum() < len(cands)  # both kinds present
+    some = evaluate(scenario, cands, model, breakdown=False, fitting_only=True)
+    assert np.array_equal(some.rows, np.flatnonzero(every.fits))
+    for name in FIGURES:
+        assert np.array_equal(getattr(some, name), getattr(every, name)[some.rows]), name
+    # Nothing fits: one row is kept (not fitting), with its figures.
+    tight = with_hbm(scenario, 1.0e6)
+    none = evaluate(tight, cands, model, breakdown=False, fitting_only=True)
+    assert none.rows.tolist() == [0] and not none.fits.any()
+    assert none.step_time_s[0] == evaluate(tight, cands.take([0]), model).step_time_s[0]

@@ -254,8 +254,9 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
     value = objective_values(scenario, objective, step, mfu)
     keep = np.flatnonzero(fits)
     primary = -value[keep] if objective == "mfu" else value[keep]
-    order = keep[np.lexsort((memory[keep], primary))]  # stable: full ties keep the enumeration order
-    first, counts = _equivalent_orders(cands, order, step, memory)
+    order = keep[_rank_order(primary, memory[keep])]  # stable: full ties keep the enumeration order
+    # Ranked by step time, rows of equal (step, memory) are neighbours.
+    first, counts = _equivalent_orders(cands, order, step, memory, adjacent=objective == "step_time")
     equivalent = np.where(first, counts, 0)
     misses = miss_memory = miss_step = None
     if not len(order) and n:
@@ -280,18 +281,41 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
     )
 
 
-def _equivalent_orders(cands: Candidates, order: np.ndarray, step: np.ndarray, memory: np.ndarray
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def _rank_order(primary: np.ndarray, memory: np.ndarray) -> np.ndarray:
+    """np.lexsort((memory, primary)), faster: one stable sort by primary; only the runs of equal primary
+    values whose memory is not ascending already (rare: equal figures mostly mean equal memory) are
+    sorted again by memory, positions ascending within a run as the stable sort left them."""
+    if np.isnan(primary).any() or np.isnan(memory).any():
+        return np.lexsort((memory, primary))
+    order = np.argsort(primary, kind="stable")
+    ranked = primary[order]
+    tie = ranked[1:] == ranked[:-1]
+    at = memory[order]
+    unsorted = tie & (at[1:] < at[:-1])
+    if unsorted.any():
+        run = np.concatenate([[0], np.cumsum(~tie)])  # run of equal primary values, per sorted position
+        redo = np.flatnonzero(np.isin(run, run[1:][unsorted]))
+        order[redo] = order[redo][np.lexsort((at[redo], run[redo]))]
+    return order
+
+
+def _equivalent_orders(cands: Candidates, order: np.ndarray, step: np.ndarray, memory: np.ndarray,
+                       adjacent: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Over the ranked candidate indices `order`: whether each is the first (best-ranked) of the layouts
     that differ only in the mesh order and have the same step time and memory (e.g. tp = 1 anywhere in
-    the order), and how many such layouts its class holds."""
+    the order), and how many such layouts its class holds. `adjacent`: rows of equal (step, memory) are
+    neighbours in `order` (ranked by step time), so runs find them."""
     if not len(order):
         return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
     # Grouped as estimate.pricing.distinct_rows groups (runs of equal neighbours first, then a 64-bit hash,
     # exact on a collision); each group's smallest index is its best-ranked row (np.unique's return_index).
     # Rows equal in every column share their (step, memory) first: group by those two, then compare the
     # other columns only on the rows whose pair another row shares (the same groups, fewer rows to hash).
-    _, pair = distinct_rows([step[order], memory[order]])
+    if adjacent:  # compared as bits, as distinct_rows does
+        bits = [np.ascontiguousarray(a[order]).view(np.uint64) for a in (step, memory)]
+        pair = np.concatenate([[0], np.cumsum((bits[0][1:] != bits[0][:-1]) | (bits[1][1:] != bits[1][:-1]))])
+    else:
+        _, pair = distinct_rows([step[order], memory[order]])
     shared = np.flatnonzero(np.bincount(pair)[pair] > 1)
     inverse = pair
     if len(shared):

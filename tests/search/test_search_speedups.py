@@ -156,3 +156,23 @@ def test_fitting_only_evaluates_the_fitting_rows_alike(which, request):
     none = evaluate(tight, cands, model, breakdown=False, fitting_only=True)
     assert none.rows.tolist() == [0] and not none.fits.any()
     assert none.step_time_s[0] == evaluate(tight, cands.take([0]), model).step_time_s[0]
+
+
+def test_rank_order_is_lexsort():
+    from moesim.search.rank import _rank_order
+
+    rng = np.random.default_rng(3)
+    for trial in range(300):
+        n = int(rng.integers(1, 300))
+        primary = rng.choice(rng.random(int(rng.integers(1, 12))), n) * (-1 if trial % 3 == 0 else 1)
+        memory = rng.choice(rng.random(int(rng.integers(1, 5))), n)
+        if trial % 50 == 0:
+            memory[rng.integers(0, n)] = np.nan
+        assert np.array_equal(_rank_order(primary, memory), np.lexsort((memory, primary))), trial
+
+
+def test_equivalent_orders_by_runs_when_ranked_by_step(odd):
+    result = search(odd)
+    args = (result.candidates, np.arange(result.ranked), result.step_time_s, result.memory_bytes_per_device)
+    by_runs, by_hash = _equivalent_orders(*args, adjacent=True), _equivalent_orders(*args)
+    assert np.array_equal(by_runs[0], by_hash[0]) and np.array_equal(by_runs[1], by_hash[1])

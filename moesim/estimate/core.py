@@ -28,7 +28,7 @@ from moesim.estimate import schedules as sch
 from moesim.estimate.context_parallel import exposed_ring_time_s, tokens_divisor
 from moesim.collectives.base import CollectiveModel, bus_bw_factor
 from moesim.estimate.candidates import Candidates
-from moesim.estimate.pricing import GroupRuns, distinct_rows, pricer_for
+from moesim.estimate.pricing import GroupRuns, distinct_rows, pricer_for, rows_of_key
 from moesim.estimate.stages import Stages, dualpipe_pair_columns, pipeline_stages
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
@@ -105,32 +105,11 @@ def _order_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
     columns += [np.asarray(c, dtype=np.int64) for c in (cands.vp - 1, cands.cp - 1, cands.cp_comm, cands.schedule + 1)
                 if c.any()]
     columns.append(np.asarray(cands.capacity_factor, dtype=float))
-    first, inverse = _rows_of_key(cands.order_free_key, columns)
+    first, inverse = rows_of_key(cands.order_free_key, columns)
     if first is None:
         first, inverse = distinct_rows(columns)
     if len(first) == len(cands):
         return np.arange(len(cands)), None
-    return first, inverse
-
-
-def _rows_of_key(key: np.ndarray | None, columns: list[np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """distinct_rows(columns) read off the enumeration's order-free key (a dense relabelling, no hashing),
-    once every column is checked to be equal on equal keys; (None, None) without a key or when it is stale."""
-    if key is None or not len(key):
-        return None, None
-    key = np.asarray(key, dtype=np.int64)
-    low, span = key.min(), int(key.max() - key.min()) + 1
-    if span > 4 * len(key):
-        first, inverse = distinct_rows([key])
-    else:
-        present = np.zeros(span, dtype=bool)
-        present[key - low] = True
-        inverse = (np.cumsum(present) - 1)[key - low]
-        first = np.full(int(present.sum()), len(key))
-        np.minimum.at(first, inverse, np.arange(len(key)))
-    if not all(np.array_equal(column[first][inverse], column, equal_nan=column.dtype.kind == "f")
-               for column in columns):
-        return None, None
     return first, inverse
 
 

@@ -45,6 +45,27 @@ def distinct_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return starts[first], inverse[run]
 
 
+def rows_of_key(key: np.ndarray | None, columns: list[np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """distinct_rows(columns) read off the enumeration's order-free key (a dense relabelling, no hashing),
+    once every column is checked to be equal on equal keys; (None, None) without a key or when it is stale."""
+    if key is None or not len(key):
+        return None, None
+    key = np.asarray(key, dtype=np.int64)
+    low, span = key.min(), int(key.max() - key.min()) + 1
+    if span > 4 * len(key):
+        first, inverse = distinct_rows([key])
+    else:
+        present = np.zeros(span, dtype=bool)
+        present[key - low] = True
+        inverse = (np.cumsum(present) - 1)[key - low]
+        first = np.full(int(present.sum()), len(key))
+        np.minimum.at(first, inverse, np.arange(len(key)))
+    if not all(np.array_equal(column[first][inverse], column, equal_nan=column.dtype.kind == "f")
+               for column in columns):
+        return None, None
+    return first, inverse
+
+
 class GroupRuns:
     """One mesh axis's collective group per candidate of a batch (size, stride, concurrent groups), with
     where neighbouring candidates change group: built once per batch and axis, shared by every

@@ -154,10 +154,13 @@ COMPARE_CASES = (("switch-c-2048-tpu-v3", None), ("moe-64e-1024-h100", 1), ("moe
 
 
 if __name__ == "__main__" and "--min-of" in sys.argv[1:]:
-    # python benchmarks/bench_search.py --min-of 3: one line per case (run it with PYTHONPATH on the tree to
-    # time; the scenarios are read from this script's tree).
+    # python benchmarks/bench_search.py --min-of 3 [--case NAME]: one line per case (run it with PYTHONPATH on
+    # the tree to time; the scenarios are read from this script's tree).
     runs = int(sys.argv[sys.argv.index("--min-of") + 1])
+    only = sys.argv[sys.argv.index("--case") + 1] if "--case" in sys.argv else None  # one case name
     for case, threads in COMPARE_CASES:
+        if only is not None and case != only:
+            continue
         r = min_of(case, threads, runs)
         print(f"| {r['case']} | {r['threads']} | {r['wall_min_s']:.3f} s | {r['cpu_min_s']:.3f} s "
               f"| {r['load'][0]:.1f} → {r['load'][1]:.1f} | {r['ranked']:,} | {r['best_step_s'] * 1e3:.3f} ms |",

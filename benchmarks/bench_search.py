@@ -104,10 +104,11 @@ micro-batch counts × ZeRO stages × recomputation modes (× capacity factors); 
 ones (one vectorised `evaluate` batch per pipeline degree, `breakdown=False`, on up to 4 threads by
 default); ranked = those that fit. "+schedules" adds 1f1b / interleaved (vp 2, 4, 8) / zb-h1 /
 dualpipe, "+cp" context parallelism 1, 2, 4 (ring), each to the scenario's own space (2 warm runs).
-Where the time goes (py-spy, 64-expert case, one thread): 52% in
-`evaluate`'s array arithmetic (14% of it the per-collective call counts), 27% pricing collectives
-(row dedupe and the collective model's distinct calls, memoised across the batches of one search),
-16% ranking, Pareto sweep and result arrays, 5% enumeration. Speed-ups made in moesim/estimate for
+Rows over the memory capacity stop before the collectives (memory needs no mesh order); collectives
+are priced per run of neighbouring candidates with equal sizes and groups (group columns once per
+axis and batch); the enumeration's order-free key replaces hashing 13 columns; RESULTS.md
+("Session 3") lists these and the other bit-identical speed-ups with a same-window before/after.
+Earlier speed-ups made in moesim/estimate for
 the search, all with bit-identical results (7,500 sampled and 9,000 order-grouped candidates
 compared with the evaluate of before, alpha-beta and topology-aware models): an O(N²) cost pick and
 a max() over arrays in `evaluate` fixed; the pricer's row dedupe by a 64-bit hash with run folding

@@ -310,14 +310,14 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         stages = Stages(index=x(stages.index), counts=x(stages.counts), tokens_out=x(stages.tokens_out),
                         tokens_in=x(stages.tokens_in))
         counts, exists, first, last = stages.counts, x(exists), x(first), x(last)
-        compute_mb, bwd_mb = x(compute_mb), x(bwd_mb)
-        fwd, weight_mb = x(fwd), x(weight_mb)
+        compute_mb = x(compute_mb)  # fwd, bwd_mb and weight_mb are read on the slowest stage only: pick_of below
         core_mb = None if core_mb is None else x(core_mb)
         dense_params, expert_params, opt_time = x(dense_params), x(expert_params), x(opt_time)
         memory, total_mem, mem_index = {k: x(v) for k, v in memory.items()}, x(total_mem), x(mem_index)
         capacity, tokens_per_device = x(capacity), x(tokens_per_device)
         model_flops, drop_fraction, hw_model_mb = x(model_flops), x(drop_fraction), x(hw_model_mb)
-        calls = [[CommCall(c.name, c.axis, c.op, x(np.asarray(c.size_bytes)), x(np.asarray(c.calls)))
+        # The calls per stage are layer_calls from here (calls=None).
+        calls = [[CommCall(c.name, c.axis, c.op, x(np.asarray(c.size_bytes)), None)
                   for c in class_calls] for class_calls in calls]
         layer_calls = [[x(a) for a in class_calls] for class_calls in layer_calls]
         zero = cands.zero_stage[:, None]
@@ -338,7 +338,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         stages = Stages(index=y(stages.index), counts=y(stages.counts), tokens_out=y(stages.tokens_out),
                         tokens_in=y(stages.tokens_in))
         dense_1, expert_1 = y(dense_1), y(expert_1)
-        calls = [[CommCall(c.name, c.axis, c.op, y(np.asarray(c.size_bytes)), y(np.asarray(c.calls)))
+        calls = [[CommCall(c.name, c.axis, c.op, y(np.asarray(c.size_bytes)), None)
                   for c in class_calls] for class_calls in calls]
         layer_calls = [[y(a) for a in class_calls] for class_calls in layer_calls]
         core_mb = None if core_mb is None else y(core_mb)
@@ -443,18 +443,27 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         stage_mb = np.where(inter, stage_mb - pp_comm + np.maximum(0.0, pp_comm - compute_mb), stage_mb)
     stage_mb = np.where(exists, stage_mb, -np.inf)
     slow = np.argmax(stage_mb, axis=1)
-    pick = lambda a: np.take_along_axis(a, slow[:, None], axis=1)[:, 0]  # noqa: E731
+    at_slow = np.arange(n_cand) * n_stages + slow  # the slowest stage's entry in a C-ordered (N, S) array
+
+    def pick(a: np.ndarray, rows=None) -> np.ndarray:
+        """a[i, slow[i]] per candidate i; `rows`: `a` holds the order-free rows, row i at rows[i]."""
+        if rows is None and a.shape != (n_cand, n_stages):
+            return np.take_along_axis(a, slow[:, None], axis=1)[:, 0]
+        flat = at_slow if rows is None else rows * n_stages + slow
+        return np.take(np.ascontiguousarray(a).reshape(-1), flat)
+
+    pick_of = lambda a: pick(a, of)  # noqa: E731  (fwd, bwd_mb, weight_mb stayed on the order-free rows)
     t_mb, compute_1, comm_1 = pick(stage_mb), pick(compute_mb), pick(per_mb_comm)
     # DualPipe overlaps a forward chunk with another micro-batch's backward chunk, hiding their
     # collectives under each other's compute (DeepSeek-V3 §3.2.1, Figure 4): max, not sum, for those.
     overlapped = np.maximum(compute_1, t_mb - compute_1)
     hop = pick(pp_comm) / (2 * sends[:, 0])  # one pipeline send
-    pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick(fwd), pick(bwd_mb) + pick(bwd_comm),
-                                       pick(weight_mb), hop, overlapped)
+    pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick_of(fwd), pick_of(bwd_mb) + pick(bwd_comm),
+                                       pick_of(weight_mb), hop, overlapped)
     dp_sync = np.max(np.where(exists, dp_time, 0), axis=1)
     # Gradient buckets reduce while the last micro-batch runs backward: its backward compute and its
     # backward collectives (the simulator's grad stream overlaps both; contention is the simulator's).
-    window = pick(bwd_mb) + pick(bwd_comm)
+    window = pick_of(bwd_mb) + pick(bwd_comm)
     exposed_dp = np.maximum(0.0, dp_sync - window) if tr.overlap_grad_reduce else dp_sync
 
     # Breakdown entries are what the step charges: per-micro-batch collectives (and the ZeRO-3

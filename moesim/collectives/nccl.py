@@ -92,6 +92,14 @@ def fill_bytes(multi_node: bool) -> float:
     return p["channels"] * p["inter_chunk_bytes" if multi_node else "intra_chunk_bytes"] * p["steps"]
 
 
+def nvls_fill_bytes(n: int, tier0, multi_node: bool = False) -> float:
+    """S_fill of NVLS over n ranks of one domain: n × NVLS channels × chunk (nccl_tuning.toml [nvls]); the
+    one-node S_fill where the architecture has no NVLS channel count listed."""
+    t = tuning()["nvls"]
+    channels = t["channels_multi_node" if multi_node else "channels"].get(getattr(tier0, "nccl_arch", ""))
+    return n * channels * t["chunk_bytes"] if channels else fill_bytes(False)
+
+
 def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str]):
     """(algorithm, protocol, Terms, base latency s) of every enabled NCCL candidate for AR / AG / RS.
 
@@ -113,14 +121,46 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
         for p, proto in enumerate(PROTOCOLS):
             alpha = [h[algo][p] for h in hops]
             bw = _capped([w * factors[p] for w in port_bw], counts, ll_cap if p == 0 else 0)
+            base = bases[p] * US
             if algo == "ring":
                 terms = hierarchy.ring_terms(passes, size_bytes, n, counts, alpha, bw)
+                if proto == "Simple" and multi and op == "all_reduce":
+                    terms, base = _ring_plateau(terms, base, size_bytes, n, tiers[0])
             else:
                 terms = hierarchy.double_binary_tree_terms(size_bytes, counts, alpha, bw)
-            out.append((algo, proto, _scaled(terms, ramp), bases[p] * US))
+                terms = _scaled_all(terms, 1.0 / tree_correction(proto, size_bytes))
+            out.append((algo, proto, _scaled(terms, ramp), base))
     if nvls_eff > 0 and counts[0] > 1:
         out.extend(_nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, allowed))
     return out
+
+
+def tree_correction(protocol: str, size_bytes: float) -> float:
+    """NCCL's tree all-reduce bandwidth factor for this size: treeCorrectionFactor[p][log2(bytes/64)].
+
+    Source: NVIDIA/nccl ncclTopoGetAlgoTime / treeCorrectionFactor (nccl_tuning.toml [tree_correction]);
+    1.0 below 64 B and past the table, as NCCL.
+    """
+    row = tuning()["tree_correction"][protocol]
+    units = int(size_bytes) >> 6
+    index = units.bit_length() - 1  # log2i
+    return row[index] if 0 <= index < len(row) else 1.0
+
+
+def _ring_plateau(terms: Terms, base_s: float, size_bytes: float, n: int, tier0) -> tuple[Terms, float]:
+    """Multi-node Simple ring all-reduce: latency (base included) × 1.4 (1.9 before Ampere) once
+    bytes / (channels × ranks) ≥ 64, NCCL's "plateau effect of ring" (nccl_tuning.toml [ring_plateau])."""
+    t = tuning()
+    rule = t["ring_plateau"]
+    if size_bytes / (t["pipeline"]["channels"] * n) < rule["min_bytes_per_channel_rank"]:
+        return terms, base_s
+    k = rule["factor_volta"] if getattr(tier0, "nccl_arch", "") == "volta" else rule["factor"]
+    return Terms(terms.latency_s * k, terms.transfer_s, terms.overlapped), base_s * k
+
+
+def _scaled_all(terms: Terms, k: float) -> Terms:
+    """`terms` with every transfer × k (a bandwidth factor applies to every tier the algorithm uses)."""
+    return Terms(terms.latency_s, tuple(x * k for x in terms.transfer_s), terms.overlapped)
 
 
 def _hop_tables(tiers) -> list[dict]:
@@ -174,7 +214,7 @@ def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, all
             return []
         share = 1.0 if op == "all_reduce" else (n - 1) / n
         terms = Terms(hop_latency_s("nvls", simple, tiers[0]), (size_bytes * share / line0,))
-        return [("nvls", "Simple", _ramp(terms, size_bytes, False), 0.0)]
+        return [("nvls", "Simple", _scaled(terms, fill_factor(size_bytes, nvls_fill_bytes(n, tiers[0]))), 0.0)]
     if op != "all_reduce" or "nvlstree" not in allowed:
         return []
     inter = port_bw[1] * counts[0]  # the node's NICs: c_1 = g_0 ports
@@ -182,7 +222,8 @@ def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, all
     transfer = (size_bytes / line0, outer) + tuple(0.0 for _ in tiers[2:])
     latency = hop_latency_s("nvlstree", simple, tiers[0]) + 2 * lg(nodes) * hop_latency_s("nvlstree", simple, tiers[1])
     terms = Terms(latency, transfer)
-    return [("nvlstree", "Simple", _ramp(terms, size_bytes, True), 0.0)]
+    fill = max(fill_bytes(True), nvls_fill_bytes(counts[0], tiers[0], multi_node=True))
+    return [("nvlstree", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0)]
 
 
 def _ramp(terms: Terms, size_bytes: float, multi_node: bool) -> Terms:

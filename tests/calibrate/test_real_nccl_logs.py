@@ -24,7 +24,8 @@ HEALTHY = [name for name, e in LOGS.items() if e["healthy"]]
 # that miss them are listed with the bound they do meet, so a regression still fails (docs/collectives.md).
 TARGET_LARGE, TARGET_SMALL = 0.20, 0.40
 KNOWN_MISSES = {
-    ("h100-ib-8node-gjaion_all_reduce_perf.log", "large"): 0.22,  # 21.1 %: 8-node tree/LL128 at 2-16 MiB
+    # 42 %: 195 GB/s send/recv over NVSwitch against 234 priced, and a slow first size (128 MiB at 110 GB/s)
+    ("a100-liplus-1node_sendrecv_perf.log", "large"): 0.45,
     ("a100-dkh-1node_all_reduce_perf.log", "small"): 1.30,  # 127 %: 35 us floor of 8 serial launches (-g 8)
     ("a100-thanos-1node-mpirun_all_reduce_perf.log", "small"): 0.50,  # 48 %: 18-30 us floor vs NCCL's 15 us
 }

@@ -82,19 +82,21 @@ def test_nccl_ring_in_one_node(h100):
 
 
 def test_nccl_tree_across_nodes_is_a_double_binary_tree(h100):
-    """One GPU per node (stride 8): the tree spans N nodes over the NICs: 8.4 us + 2·lg N·α + 2·S/(η·W) × ramp
-    (Sanders 2009; NCCL 2.30 tree/Simple NET hop = ring/Simple NET hop = 14 us, so α is the profile's)."""
-    from moesim.collectives.nccl import fill_bytes, fill_factor
+    """One GPU per node (stride 8): the tree spans N nodes over the NICs: 8.4 us + 2·lg N·α + 2·S/(η·W·c) × ramp
+    (Sanders 2009; NCCL 2.30 tree/Simple NET hop = ring/Simple NET hop = 14 us, so α is the profile's; c is
+    NCCL's treeCorrectionFactor for the size)."""
+    from moesim.collectives.nccl import fill_bytes, fill_factor, tree_correction
 
     model, _, ib = h100
     nodes = 16
     got = pick(model, "all_reduce", S, Group(size=nodes, stride=8, devices=8 * nodes), "tree", "Simple")
     w = TREE_EFFICIENCY * ib.link_bw_bytes_per_s * ib.bw_efficiency.at(S / nodes)
     ramp = fill_factor(S, fill_bytes(True))
-    expected = 8.4e-6 + 2 * 4 * ib.latency_s + 2 * S / w * ramp
+    c = tree_correction("Simple", S)
+    expected = 8.4e-6 + 2 * 4 * ib.latency_s + 2 * S / (w * c) * ramp
     assert got.time_s == pytest.approx(expected, rel=1e-12)
     assert formulas.double_binary_tree_all_reduce_s(nodes, S, ib.latency_s, w) == pytest.approx(
-        expected - 8.4e-6 - 2 * S / w * (ramp - 1), rel=1e-12)
+        8.4e-6 + 2 * 4 * ib.latency_s + 2 * S / w - 8.4e-6, rel=1e-12)
 
 
 def test_hierarchical_ring_is_the_scaling_book_tree_formula():
@@ -136,3 +138,27 @@ def test_torus_multi_axis_all_gather_uses_every_axis():
     model = TopologyModel(load_hardware("tpu-v4"))
     ag = pick(model, "all_gather", S, Group(size=4096, devices=4096), "torus_rings")
     assert ag.terms.bandwidth_s == pytest.approx(4095 / 4096 * S / (3 * 2 * 45e9), rel=1e-12)
+
+
+def test_tree_correction_is_nccls_table_by_size():
+    """treeCorrectionFactor[p][log2(bytes/64)] (NVIDIA/nccl ncclTopoGetAlgoTime): 64 B -> index 0, 1 MiB -> 14."""
+    from moesim.collectives.nccl import tree_correction
+
+    assert tree_correction("LL", 64) == 1.0 and tree_correction("Simple", 64) == 0.9
+    assert tree_correction("LL128", 2**20) == 0.6 and tree_correction("LL", 2**20) == 0.5
+    assert tree_correction("LL128", 2**20 - 1) == 0.6  # log2i rounds down: 1 MiB - 1 B is index 13
+    assert tree_correction("Simple", 2**29) == 0.9  # index 23, the last
+    assert tree_correction("Simple", 2**30) == 1.0 and tree_correction("LL", 8) == 1.0  # outside the table
+
+
+def test_ring_plateau_multiplies_multi_node_simple_ring_latency(h100):
+    """NCCL: multi-node Simple ring all-reduce latency x 1.4 once bytes/(channels x ranks) >= 64 (Ampere+)."""
+    model, _, _ = h100
+    group = Group(size=16, devices=16)
+    small = pick(model, "all_reduce", 16 * 16 * 32, group, "ring", "Simple")   # 32 B per channel-rank
+    big = pick(model, "all_reduce", 16 * 16 * 64, group, "ring", "Simple")     # 64 B per channel-rank
+    assert small.base_latency_s == pytest.approx(8.4e-6)
+    assert big.base_latency_s == pytest.approx(8.4e-6 * 1.4)
+    assert big.terms.latency_s == pytest.approx(small.terms.latency_s * 1.4)
+    one_node = pick(model, "all_reduce", 2**20, Group(size=8), "ring", "Simple")
+    assert one_node.base_latency_s == pytest.approx(8.4e-6)

@@ -28,9 +28,10 @@ from moesim.collectives.formulas import Terms, lg
 from moesim.errors import SpecError
 
 PROTOCOLS = ("LL", "LL128", "Simple")
-ALGORITHMS = ("ring", "tree", "nvls", "nvlstree")
-# NCCL_ALGO names moesim knows but does not model (CollNet needs SHARP switches; PAT is 1 GPU per node).
-UNMODELLED = ("collnet", "collnetdirect", "collnetchain", "pat")
+ALGORITHMS = ("ring", "tree", "nvls", "nvlstree", "collnetdirect", "collnetchain")
+# NCCL_ALGO names moesim knows but does not model (PAT: all-gather / reduce-scatter with 1 GPU per node).
+UNMODELLED = ("pat",)
+ALIASES = {"collnet": ("collnetdirect", "collnetchain")}  # NCCL 2.5-2.13 name for CollNet
 US = 1e-6
 _TUNING = Path(__file__).with_name("nccl_tuning.toml")
 
@@ -54,6 +55,7 @@ def parse_nccl_algo(text: str | None) -> frozenset[str]:
         return frozenset(ALGORITHMS)
     exclude = text.startswith("^")
     names = [t.strip().lower() for t in text.lstrip("^").split(",") if t.strip()]
+    names = [a for name in names for a in ALIASES.get(name, (name,))]
     for name in names:
         if name in UNMODELLED:
             raise SpecError(f"NCCL algorithm '{name}' is not modelled by moesim", field="nccl_algo", value=text,
@@ -100,10 +102,12 @@ def nvls_fill_bytes(n: int, tier0, multi_node: bool = False) -> float:
     return n * channels * t["chunk_bytes"] if channels else fill_bytes(False)
 
 
-def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str]):
+def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str],
+               collnet: bool = False):
     """(algorithm, protocol, Terms, base latency s) of every enabled NCCL candidate for AR / AG / RS.
 
-    `port_bw` is W_i (usable, before protocol factors); `tiers` the System tiers of the group.
+    `port_bw` is W_i (usable, before protocol factors); `tiers` the System tiers of the group; `collnet`
+    is NCCL_COLLNET_ENABLE (CollNet runs only where the first network tier has SHARP as well).
     """
     t = tuning()
     passes = 2 if op == "all_reduce" else 1
@@ -130,8 +134,50 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
                 terms = hierarchy.double_binary_tree_terms(size_bytes, counts, alpha, bw)
                 terms = _scaled_all(terms, 1.0 / tree_correction(proto, size_bytes))
             out.append((algo, proto, _scaled(terms, ramp), base))
+    sharp = collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False)
     if nvls_eff > 0 and counts[0] > 1:
+        # NVLS across nodes goes over CollNet where SHARP is on (_collnet), else it is NVLSTree
         out.extend(_nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, allowed))
+    if sharp:
+        out.extend(_collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed))
+    return out
+
+
+def _collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed):
+    """CollNet all-reduce over SHARP switches (NCCL_COLLNET_ENABLE=1): CollNetDirect, CollNetChain and
+    NVLS+CollNet, Simple only, formulas and constants in nccl_tuning.toml [collnet] (NCCL 2.30.7 tuning.cc,
+    ../shared/reference/wave2.md §1.4-1.6). The switches reduce, so no term grows with the node count:
+    transfer = S / (bus_to_alg × figure) on the NVLink tier (NVLS: S/(η_nvls·W_0)) and on the node's NICs
+    (c_1 = ppn ports), the several-node ramp on the bottleneck."""
+    t = tuning()["collnet"]
+    simple = PROTOCOLS.index("Simple")
+    ppn = counts[0]
+    nics = port_bw[1] * ppn
+    net = size_bytes / (t["bus_to_alg"] * nics)
+    rest = tuple(0.0 for _ in tiers[2:])
+    fill = fill_bytes(True)
+    out = []
+
+    def hop(algo, tier):
+        return hop_latency_s(algo, simple, tier)
+
+    if "collnetdirect" in allowed:
+        latency = 2 * (min(1, ppn - 1) * hop("collnetdirect", tiers[0])
+                       + t["direct_per_local_rank_us"] * US * (ppn - 1)) + hop("collnetdirect", tiers[1])
+        k = t["direct_bw_factor_hopper"] if getattr(tiers[0], "nccl_arch", "") in ("hopper", "blackwell") else 1.0
+        intra = size_bytes / (t["bus_to_alg"] * port_bw[0] * k) if ppn > 1 else 0.0
+        out.append(("collnetdirect", "Simple", _scaled(Terms(latency, (intra, net) + rest), fill_factor(size_bytes, fill)),
+                    0.0))
+    if "collnetchain" in allowed:
+        latency = 2 * (ppn - 1) * hop("collnetchain", tiers[0]) + hop("collnetchain", tiers[1])
+        intra = size_bytes / (t["bus_to_alg"] * port_bw[0]) if ppn > 1 else 0.0
+        out.append(("collnetchain", "Simple", _scaled(Terms(latency, (intra, net) + rest), fill_factor(size_bytes, fill)),
+                    0.0))
+    if nvls_eff > 0 and ppn > 1 and "nvls" in allowed:
+        latency = hop("nvls", tiers[0]) + hop("nvls", tiers[1])
+        terms = Terms(latency, (size_bytes / (port_bw[0] * nvls_eff), net) + rest)
+        fill = max(fill, nvls_fill_bytes(ppn, tiers[0], multi_node=True))
+        out.append(("nvls", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0))
     return out
 
 

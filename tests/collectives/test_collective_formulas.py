@@ -162,3 +162,54 @@ def test_ring_plateau_multiplies_multi_node_simple_ring_latency(h100):
     assert big.terms.latency_s == pytest.approx(small.terms.latency_s * 1.4)
     one_node = pick(model, "all_reduce", 2**20, Group(size=8), "ring", "Simple")
     assert one_node.base_latency_s == pytest.approx(8.4e-6)
+
+
+def test_collnet_runs_only_with_collnet_enable_and_a_sharp_fabric(h100):
+    """NCCL CollNet (IB SHARP) needs NCCL_COLLNET_ENABLE=1 and switches that reduce: moesim's collnet=True and
+    the fabric's `sharp = true`. The default model (NCCL's default: off) never picks it."""
+    import dataclasses
+
+    from moesim.collectives.nccl import parse_nccl_algo
+    from moesim.errors import SpecError
+
+    model, _, ib = h100
+    group = Group(size=64, devices=64)
+    assert ib.sharp
+    assert not any(c.algorithm.startswith("collnet") for c in model.candidates("all_reduce", S, group))
+    on = TopologyModel(model.hardware, collnet=True)
+    labels = {c.label for c in on.candidates("all_reduce", S, group)}
+    assert {"collnetdirect/Simple", "collnetchain/Simple"} <= labels
+    assert not any(c.algorithm.startswith("collnet") for c in on.candidates("all_gather", S, group))
+    assert not any(c.algorithm.startswith("collnet") for c in on.candidates("all_reduce", S, Group(size=8)))
+    levels = list(model.hardware.interconnect)
+    levels[1] = dataclasses.replace(levels[1], sharp=False)
+    no_sharp = TopologyModel(dataclasses.replace(model.hardware, interconnect=tuple(levels)), nccl_algo="collnet",
+                             collnet=True)
+    with pytest.raises(SpecError, match="leaves no algorithm"):
+        no_sharp.cost("all_reduce", S, group)
+    assert parse_nccl_algo("collnet") == {"collnetdirect", "collnetchain"}
+    assert "collnetchain" not in parse_nccl_algo("^collnet")
+    with pytest.raises(SpecError, match="'pat' is not modelled"):
+        parse_nccl_algo("pat")
+
+
+def test_collnet_chain_and_direct_are_nccls_formulas(h100):
+    """CollNetChain: 2(ppn-1)·2.8 us + 30 us (NVLink / NET hops, scaled by the profile's latency_us) and
+    algbw = 0.5 x the NVLink figure; CollNetDirect: 2·(3.7 + 0.4·(ppn-1)) + 31 us and algbw 0.5 x 0.85 x it
+    on Hopper (NCCL 2.30.7 tuning.cc); the network carries S/(0.5·ppn·W_net); no term grows with the nodes."""
+    from moesim.collectives.nccl import fill_bytes, fill_factor
+
+    model, nvl, ib = h100
+    on = TopologyModel(model.hardware, collnet=True)
+    w0 = nvl.link_bw_bytes_per_s * nvl.bw_efficiency.at(S / 64)
+    w1 = ib.link_bw_bytes_per_s * ib.bw_efficiency.at(S / 64)
+    ramp = fill_factor(S, fill_bytes(True))
+    nvl_scale, net_scale = nvl.latency_s / 3.4e-6, ib.latency_s / 14e-6
+    chain = pick(on, "all_reduce", S, Group(size=64, devices=64), "collnetchain", "Simple")
+    assert chain.latency_s == pytest.approx((2 * 7 * 2.8 * nvl_scale + 30 * net_scale) * 1e-6)
+    assert chain.terms.bandwidth_s == pytest.approx(max(S / (0.5 * w0), S / (0.5 * 8 * w1)) * ramp)
+    direct = pick(on, "all_reduce", S, Group(size=64, devices=64), "collnetdirect", "Simple")
+    assert direct.latency_s == pytest.approx((2 * (3.7 * nvl_scale + 0.4 * 7) + 31 * net_scale) * 1e-6)
+    assert direct.terms.bandwidth_s == pytest.approx(S / (0.5 * 0.85 * w0) * ramp)
+    bigger = pick(on, "all_reduce", S, Group(size=256, devices=256), "collnetchain", "Simple")
+    assert bigger.time_s == pytest.approx(chain.time_s, rel=0.02)  # SHARP: flat in the node count

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
                    help="groups of this shape running at once, sharing links (default 1)")
     p.add_argument("--nccl-algo", default="", metavar="ALGOS",
                    help="restrict NCCL's algorithms as NCCL_ALGO does: 'ring', 'ring,tree', '^nvls,nvlstree' "
-                        "(ring, tree, nvls, nvlstree, collnetdirect, collnetchain; default: the fastest of all, "
+                        "(ring, tree, nvls, nvlstree, collnetdirect, collnetchain, pat; default: the fastest of all, "
                         "as NCCL's tuner picks)")
     p.add_argument("--nccl-collnet", action="store_true",
                    help="NCCL_COLLNET_ENABLE=1: CollNet (SHARP) all-reduce where the profile's fabric has sharp = true")

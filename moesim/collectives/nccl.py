@@ -28,9 +28,8 @@ from moesim.collectives.formulas import Terms, lg
 from moesim.errors import SpecError
 
 PROTOCOLS = ("LL", "LL128", "Simple")
-ALGORITHMS = ("ring", "tree", "nvls", "nvlstree", "collnetdirect", "collnetchain")
-# NCCL_ALGO names moesim knows but does not model (PAT: all-gather / reduce-scatter with 1 GPU per node).
-UNMODELLED = ("pat",)
+ALGORITHMS = ("ring", "tree", "nvls", "nvlstree", "collnetdirect", "collnetchain", "pat")
+UNMODELLED: tuple[str, ...] = ()  # NCCL_ALGO names moesim knows but does not model (none left)
 ALIASES = {"collnet": ("collnetdirect", "collnetchain")}  # NCCL 2.5-2.13 name for CollNet
 US = 1e-6
 _TUNING = Path(__file__).with_name("nccl_tuning.toml")
@@ -134,6 +133,8 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
                 terms = hierarchy.double_binary_tree_terms(size_bytes, counts, alpha, bw)
                 terms = _scaled_all(terms, 1.0 / tree_correction(proto, size_bytes))
             out.append((algo, proto, _scaled(terms, ramp), base))
+    if multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed:
+        out.append(_pat(size_bytes, n, nodes, tiers, port_bw))
     sharp = collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False)
     if nvls_eff > 0 and counts[0] > 1:
         # NVLS across nodes goes over CollNet where SHARP is on (_collnet), else it is NVLSTree
@@ -141,6 +142,19 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     if sharp:
         out.extend(_collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed))
     return out
+
+
+def _pat(size_bytes, n, nodes, tiers, port_bw):
+    """PAT all-gather / reduce-scatter, one GPU per node (nccl_tuning.toml [pat]): base 8 us + lg N·h_net/3.5 +
+    2.8 us·n; the network moves S at 0.75 of the port, the several-node ramp on it."""
+    t = tuning()
+    p = t["pat"]
+    simple = PROTOCOLS.index("Simple")
+    latency = lg(nodes) * hop_latency_s("pat", simple, tiers[1]) / p["inter_divisor"] + p["per_rank_us"] * US * n
+    transfer = (0.0, size_bytes / (p["bw_factor"] * port_bw[1])) + tuple(0.0 for _ in tiers[2:])
+    terms = Terms(latency, transfer)
+    return ("pat", "Simple", _scaled(terms, fill_factor(size_bytes, fill_bytes(True))),
+            t["base_latency_us"]["pat"][simple] * US)
 
 
 def _collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed):

@@ -189,8 +189,8 @@ def test_collnet_runs_only_with_collnet_enable_and_a_sharp_fabric(h100):
         no_sharp.cost("all_reduce", S, group)
     assert parse_nccl_algo("collnet") == {"collnetdirect", "collnetchain"}
     assert "collnetchain" not in parse_nccl_algo("^collnet")
-    with pytest.raises(SpecError, match="'pat' is not modelled"):
-        parse_nccl_algo("pat")
+    with pytest.raises(SpecError, match="unknown NCCL algorithm 'collnetx'"):
+        parse_nccl_algo("collnetx")
 
 
 def test_collnet_chain_and_direct_are_nccls_formulas(h100):
@@ -213,3 +213,25 @@ def test_collnet_chain_and_direct_are_nccls_formulas(h100):
     assert direct.terms.bandwidth_s == pytest.approx(S / (0.5 * 0.85 * w0) * ramp)
     bigger = pick(on, "all_reduce", S, Group(size=256, devices=256), "collnetchain", "Simple")
     assert bigger.time_s == pytest.approx(chain.time_s, rel=0.02)  # SHARP: flat in the node count
+
+
+def test_pat_is_nccls_one_gpu_per_node_all_gather(h100):
+    """PAT (NCCL 2.23+): all-gather / reduce-scatter with one GPU per node only: 8 us + lg N·h_net/3.5 +
+    2.8 us·n, the network at 0.75 of the port with no bus->alg conversion (NCCL 2.30.7 tuning.cc)."""
+    from moesim.collectives.nccl import fill_bytes, fill_factor
+
+    model, _, ib = h100
+    nodes = 16
+    group = Group(size=nodes, stride=8, devices=8 * nodes)
+    got = pick(model, "all_gather", S, group, "pat", "Simple")
+    w = ib.link_bw_bytes_per_s * ib.bw_efficiency.at(S / nodes)
+    expected = 8e-6 + 4 * ib.latency_s / 3.5 + 2.8e-6 * nodes + S / (0.75 * w) * fill_factor(S, fill_bytes(True))
+    assert got.time_s == pytest.approx(expected, rel=1e-12)
+    assert not any(c.algorithm == "pat" for c in model.candidates("all_reduce", S, group))
+    assert not any(c.algorithm == "pat" for c in model.candidates("all_gather", S, Group(size=16, devices=16)))
+    forced = TopologyModel(model.hardware, nccl_algo="pat")
+    assert forced.cost("reduce_scatter", S, group).algorithm == "pat/Simple"
+    # PAT's latency grows by 2.8 us a rank, the Simple ring's by a 14 us network hop a rank
+    wide = Group(size=128, stride=8, devices=1024)
+    ring = pick(model, "all_gather", 2**16, wide, "ring", "Simple")
+    assert pick(model, "all_gather", 2**16, wide, "pat", "Simple").latency_s < ring.latency_s / 3

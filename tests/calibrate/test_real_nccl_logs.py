@@ -199,3 +199,14 @@ def test_collnet_chain_against_coreweave_sharp_log():
     err = errors("h100-coreweave-8node-sharp_all_reduce_perf.log")
     assert {e.algorithm for e in err.sizes} == {"collnetchain/Simple"}
     assert err.mape_large < 0.10
+
+
+def test_log_pasted_without_any_hash(tmp_path):
+    """NVIDIA/nccl#1047 pasted the log with no '#' at all: titles, units and the rank line still read."""
+    got = points("h100-nccl1047-1node-ring_reduce_scatter_perf.log")
+    assert len(got) == 14 and {(p.op, p.group_size) for p in got} == {("reduce_scatter", 8)}
+    text = (DATA / "h100-nccl1047-1node-ring_reduce_scatter_perf.log").read_text().splitlines()
+    path = tmp_path / "reduce_scatter_perf.log"
+    path.write_text("\n".join(line for line in text if "size" not in line or "count" not in line) + "\n")
+    with pytest.raises(SpecError, match="a result row before the column titles"):
+        read_nccl_tests(path)

@@ -180,13 +180,13 @@ def _collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed):
                        + t["direct_per_local_rank_us"] * US * (ppn - 1)) + hop("collnetdirect", tiers[1])
         k = t["direct_bw_factor_hopper"] if getattr(tiers[0], "nccl_arch", "") in ("hopper", "blackwell") else 1.0
         intra = size_bytes / (t["bus_to_alg"] * port_bw[0] * k) if ppn > 1 else 0.0
-        out.append(("collnetdirect", "Simple", _scaled(Terms(latency, (intra, net) + rest), fill_factor(size_bytes, fill)),
-                    0.0))
+        terms = Terms(latency, (intra, net) + rest)
+        out.append(("collnetdirect", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0))
     if "collnetchain" in allowed:
         latency = 2 * (ppn - 1) * hop("collnetchain", tiers[0]) + hop("collnetchain", tiers[1])
         intra = size_bytes / (t["bus_to_alg"] * port_bw[0]) if ppn > 1 else 0.0
-        out.append(("collnetchain", "Simple", _scaled(Terms(latency, (intra, net) + rest), fill_factor(size_bytes, fill)),
-                    0.0))
+        terms = Terms(latency, (intra, net) + rest)
+        out.append(("collnetchain", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0))
     if nvls_eff > 0 and ppn > 1 and "nvls" in allowed:
         latency = hop("nvls", tiers[0]) + hop("nvls", tiers[1])
         terms = Terms(latency, (size_bytes / (port_bw[0] * nvls_eff), net) + rest)

@@ -103,7 +103,8 @@ class TopologyModel:
         found = self.candidates(op, size_bytes, group)
         if not found:  # only where NCCL_ALGO (or CollNet without SHARP) rules out every algorithm
             raise SpecError(f"NCCL_ALGO '{self.nccl_algo}' leaves no algorithm NCCL runs for {op} over "
-                            f"{group.size} devices here (CollNet needs NCCL_COLLNET_ENABLE: collnet=True, --nccl-collnet, and a fabric with sharp = true)",
+                            f"{group.size} devices here (CollNet needs NCCL_COLLNET_ENABLE: collnet=True, "
+                            "--nccl-collnet, and a fabric with sharp = true)",
                             field="nccl_algo", value=self.nccl_algo, allowed=nccl.ALGORITHMS)
         best = min(found, key=lambda c: c.time_s)
         return CollectiveCost(op, size_bytes, group.size, best.time_s, best.label, best.bottleneck)

@@ -26,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from moesim.des.moments import MOMENT_POOL_TOKENS, RankMoments, rank_moments, sample_rank_counts
 from moesim.errors import SpecError
 from moesim.paths import parse_json_text, read_text_file
 
 ROUTING_FORMS = ("uniform", "zipf:S", "FILE.json", "FILE.csv")
-SAMPLERS = ("auto", "gumbel", "multinomial")
+SAMPLERS = ("auto", "gumbel", "multinomial", "moments")
 GUMBEL_BUDGET = 4_000_000  # random numbers per (layer, micro-batch) above which `auto` uses multinomial
 GUMBEL_CHUNK = 1_000_000  # random numbers drawn at once by the exact sampler (bounds its memory)
 NODE_LIMITED_CHUNK = 4_000_000  # order statistics drawn at once by the uniform node-limited sampler
@@ -290,18 +291,59 @@ class LayerLoads:
 
 def _method(sampler: str, top_k: int, draws: int) -> str:
     """The sampler `auto` picks: exact Gumbel-top-k unless k = 1 (multinomial is exact) or too many draws."""
-    if sampler != "auto":
+    if sampler not in ("auto", "moments"):
         return sampler
     return "multinomial" if top_k == 1 or draws > GUMBEL_BUDGET else "gumbel"
 
 
+def uses_moments(sampler: str, *, dropless: bool, expected: bool, limited: bool, draws: int) -> bool:
+    """Whether route_layer draws moment-matched per-rank counts (moments.py): asked for, or `auto` on dropless
+    node-limited routing whose exact per-token race would draw more than GUMBEL_BUDGET keys per call (that rule
+    has no cheaper exact sampler). Only dropless sampled loads can use it: capacity clips per-expert counts."""
+    if not dropless or expected:
+        return False
+    return sampler == "moments" or (sampler == "auto" and limited and draws > GUMBEL_BUDGET)
+
+
+def sampler_reason(sampler: str, *, dropless: bool, expected: bool, limited: bool, draws: int, top_k: int) -> str:
+    """One line: which routing sampler runs and why (SimResult.mode_reason)."""
+    if expected:
+        return "routing: expected loads (no sampling)"
+    if uses_moments(sampler, dropless=dropless, expected=expected, limited=limited, draws=draws):
+        why = "as asked (sampler moments)" if sampler == "moments" else (
+            f"auto: node-limited top-k, {draws:,} keys per layer and micro-batch for the exact per-token race "
+            f"> {GUMBEL_BUDGET:,}")
+        return (f"routing: moment-matched per-rank counts ({why}; mean and covariance from {MOMENT_POOL_TOKENS:,} "
+                "exactly sampled tokens per layer, normal approximation: approximate)")
+    if sampler == "moments":
+        return "routing: moments applies to dropless loads only; capacity clips per expert, so auto's sampler ran"
+    if limited:
+        return "routing: node-limited top-k, every token sampled (exact)"
+    method = _method(sampler, top_k, draws)
+    exact = "exact" if method == "gumbel" or top_k == 1 else "with replacement: approximate for k > 1"
+    return f"routing: {method} ({'as asked' if sampler != 'auto' else 'auto'}; {exact})"
+
+
+def layer_moments(p: np.ndarray, ep: int, top_k: int, rng: np.random.Generator,
+                  node_limit: tuple[int, int] | None = None, pool_tokens: int = MOMENT_POOL_TOKENS) -> RankMoments:
+    """A layer's per-token rank-count moments (moments.py) from `pool_tokens` tokens of the exact sampler."""
+    p = np.asarray(p, dtype=float)
+    if node_limit is not None and 0 < node_limit[1] < node_limit[0]:
+        per_expert = sample_node_limited_top_k(1, top_k, p, node_limit[0], node_limit[1], rng, groups=pool_tokens)
+    else:
+        per_expert = sample_gumbel_top_k(1, top_k, p, rng, groups=pool_tokens)
+    return rank_moments(per_expert, ep, top_k, uniform=bool(p[0] > 0 and np.all(p == p[0])))
+
+
 def route_layer(p: np.ndarray, ep_groups: np.ndarray, tokens: int, group_tokens: int, top_k: int,
                 capacity: int | None, rng: np.random.Generator, *, expected: bool = False,
-                sampler: str = "auto", node_limit: tuple[int, int] | None = None) -> LayerLoads:
+                sampler: str = "auto", node_limit: tuple[int, int] | None = None,
+                moments: RankMoments | None = None) -> LayerLoads:
     """Route every device's `tokens` for one MoE layer; `ep_groups` (G, ep) holds device ids by EP rank.
 
     `node_limit` = (nodes of the EP group, max nodes per token) samples node-limited routing
-    (sample_node_limited_top_k) instead of the plain top-k.
+    (sample_node_limited_top_k) instead of the plain top-k. Where uses_moments holds, per-rank counts are
+    drawn from the layer's `moments` (estimated here from `rng` when not given): see moments.py.
 
     Returns arrays indexed like ep_groups.reshape(-1) (devices in group-major, rank-minor order).
     """
@@ -312,6 +354,12 @@ def route_layer(p: np.ndarray, ep_groups: np.ndarray, tokens: int, group_tokens:
     sizes = [g] * (tokens // g) + ([tokens % g] if tokens % g else [])
     width = num_experts
     limited = node_limit is not None and 0 < node_limit[1] < node_limit[0]
+    if uses_moments(sampler, dropless=capacity is None, expected=expected, limited=limited,
+                    draws=devices * tokens * num_experts):
+        if moments is None:
+            moments = layer_moments(p, ep, top_k, rng, node_limit)
+        counts = sample_rank_counts(tokens, moments, rng, devices)
+        return loads_from_counts(counts, n_groups, ep, 0.0, devices * tokens * top_k)
     if capacity is None and not expected and not limited and all(
             _method(sampler, top_k, devices * sizes.count(size) * size * num_experts) == "multinomial"
             for size in set(sizes)):
@@ -337,15 +385,22 @@ def route_layer(p: np.ndarray, ep_groups: np.ndarray, tokens: int, group_tokens:
             dropped += float(np.sum(c - kept))
             c = kept
         counts += c.reshape(devices, reps, width).sum(axis=1)
+    return loads_from_counts(counts, n_groups, ep, dropped, devices * tokens * top_k)
+
+
+def loads_from_counts(counts: np.ndarray, n_groups: int, ep: int, dropped: float, assigned: float) -> LayerLoads:
+    """LayerLoads from per-device counts (devices, width), width a multiple of ep (per expert or per rank)."""
+    width = counts.shape[1]
     per_rank = counts.reshape(n_groups, ep, ep, width // ep).sum(axis=3)  # (G, src, dst)
     local = np.einsum("gii->gi", per_rank)
     received = per_rank.sum(axis=1)
     sent = per_rank.sum(axis=2)
     return LayerLoads(sent_remote=(sent - local).reshape(-1), received=received.reshape(-1),
                       received_remote=(received - local).reshape(-1), dropped=dropped,
-                      assigned=float(devices * tokens * top_k))
+                      assigned=float(assigned))
 
 
-__all__ = ["GUMBEL_BUDGET", "LayerLoads", "ROUTING_FORMS", "RoutingSpec", "SAMPLERS", "load_histograms",
+__all__ = ["GUMBEL_BUDGET", "LayerLoads", "layer_moments", "loads_from_counts", "sampler_reason", "uses_moments",
+           "ROUTING_FORMS", "RoutingSpec", "SAMPLERS", "load_histograms",
            "parse_routing", "popularity", "route_layer", "sample_gumbel_top_k", "sample_multinomial",
            "sample_node_limited_top_k"]

@@ -22,7 +22,9 @@ from moesim.collectives.base import CollectiveModel
 from moesim.collectives.select import model_for
 from moesim.des.costs import Costs, build_costs
 from moesim.des.fabric import PortFabric
-from moesim.des.routing import SAMPLERS, parse_routing, popularity, route_layer
+from moesim.des.moments import sample_rank_counts
+from moesim.des.routing import (SAMPLERS, layer_moments, loads_from_counts, parse_routing, popularity, route_layer,
+                                sampler_reason, uses_moments)
 from moesim.des.schedule import DEFAULT_BUCKET_PARAMS, build_stage_program
 from moesim.des.trace import chrome_trace
 from moesim.des.step import ENGINES, Setup, Step, run_step, work_reasons
@@ -182,6 +184,21 @@ class _Router:
         self.uniform = self.spec is None or self.spec.kind == "uniform"
         self.stage_of_layer = {layer: costs.device_of(st.index) for st in costs.stages for layer in st.layers}
         self.node_limit = _node_limit(costs) if moe else None
+        self.moments: dict[int, object] = {}  # MoE layer -> RankMoments, estimated once (moments.py)
+
+    def _draw_facts(self, layer: int) -> dict:
+        c, o = self.costs, self.options
+        lc = c.classes[c.workload.layer_class_index[layer]]
+        groups = self.groups[self.stage_of_layer[layer]]
+        return {"dropless": c.dropless, "expected": o.expected_loads, "limited": self.node_limit is not None,
+                "draws": groups.size * lc.tokens * c.scenario.model.moe.num_experts}
+
+    def reason(self) -> str:
+        """Which routing sampler runs and why (the first MoE layer's case), for mode_reason; '' without MoE."""
+        if not self.layers:
+            return ""
+        return sampler_reason(self.options.sampler, top_k=self.costs.scenario.model.moe.top_k,
+                              **self._draw_facts(self.layers[0]))
 
     def step(self, progress: Callable[[float], None] | None = None) -> tuple[list | None, float, float]:
         """(per stage: loads by (moe, mb), or None; dropped assignments; all assignments)."""
@@ -195,10 +212,21 @@ class _Router:
             stage = self.stage_of_layer[layer]
             groups = self.groups[stage]
             position = np.searchsorted(self.stage_devices[stage], groups.reshape(-1))
+            if n not in self.moments and uses_moments(o.sampler, **self._draw_facts(layer)):
+                self.moments[n] = layer_moments(self.p[n], groups.shape[1], moe.top_k, self.rng, self.node_limit)
+            moments = self.moments.get(n)
+            size = groups.size
+            # moment-matched counts: every micro-batch of the layer drawn at once (one vectorised draw)
+            drawn = None if moments is None else sample_rank_counts(lc.tokens, moments, self.rng,
+                                                                    size * c.micro_batches)
             for mb in range(c.micro_batches):
-                r = route_layer(self.p[n], groups, lc.tokens, moe.group_size_tokens, moe.top_k,
-                                None if c.dropless else lc.capacity, self.rng, expected=o.expected_loads,
-                                sampler=o.sampler, node_limit=self.node_limit)
+                if drawn is not None:
+                    r = loads_from_counts(drawn[mb * size:(mb + 1) * size], len(groups), groups.shape[1], 0.0,
+                                          size * lc.tokens * moe.top_k)
+                else:
+                    r = route_layer(self.p[n], groups, lc.tokens, moe.group_size_tokens, moe.top_k,
+                                    None if c.dropless else lc.capacity, self.rng, expected=o.expected_loads,
+                                    sampler=o.sampler, node_limit=self.node_limit)
                 dropped += r.dropped
                 assigned += r.assigned
                 if self.keep:
@@ -306,7 +334,7 @@ def simulate(scenario: Scenario, layout: Layout | None = None, options: SimOptio
                      "max": float(idle.max()), "devices": int(weights.sum())},
         events=sum(st.events for st in steps), wall_time_s=time.perf_counter() - wall,
         engine_time_s=sum(st.engine_s for st in steps), trace_records=tuple(trace), trace_labels=labels,
-        mode_reason=_mode_reason(last.fold, reasons, options),
+        mode_reason="; ".join(x for x in (_mode_reason(last.fold, reasons, options), router.reason()) if x),
         simulated_per_step=tuple(st.fold.classes for st in steps),
     )
 

@@ -12,7 +12,7 @@ What is exact and what is not:
 - μ and Σ are estimated once per layer from a pool of P tokens drawn with the exact per-token sampler
   (Gumbel race, node-limited or not): unbiased, with standard errors ~ sd(c_r)/√P. Under uniform
   popularity μ_r = k/ep by symmetry and is used exactly.
-- X is then drawn as N·μ + √N·A·z, z ~ Normal(0, I), A·Aᵀ = Σ (eigen-decomposition), clipped at 0 and
+- X is then drawn as N·μ + √N·A·z, z ~ Normal(0, I), A·Aᵀ = Σ (Cholesky, zero pivots skipped), clipped at 0 and
   rounded to integers by largest remainder so that every device's counts sum to exactly N·k. Means and
   covariances match the per-token law up to the pool's estimation error and rounding; higher moments
   (skew, the far tail of the maximum load) are those of the normal approximation, not the exact law.
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MOMENT_POOL_TOKENS = 16_384  # tokens per layer drawn with the exact sampler to estimate μ and Σ
+MOMENT_POOL_TOKENS = 8_192  # tokens per layer drawn with the exact sampler to estimate μ and Σ
 
 
 @dataclass(frozen=True)
@@ -46,10 +46,25 @@ def rank_moments(per_expert: np.ndarray, ep: int, top_k: int, uniform: bool = Fa
     pool, num_experts = per_expert.shape
     c = per_expert.reshape(pool, ep, num_experts // ep).sum(axis=2).astype(float)
     mean = np.full(ep, top_k / ep) if uniform else c.mean(axis=0)
-    cov = np.cov(c, rowvar=False) if pool > 1 else np.zeros((ep, ep))
-    values, vectors = np.linalg.eigh(np.atleast_2d(cov))
-    factor = vectors * np.sqrt(np.clip(values, 0.0, None))
-    return RankMoments(mean=mean, factor=factor, top_k=top_k, pool_tokens=pool)
+    cov = np.atleast_2d(np.cov(c, rowvar=False)) if pool > 1 else np.zeros((ep, ep))
+    return RankMoments(mean=mean, factor=psd_cholesky(cov), top_k=top_k, pool_tokens=pool)
+
+
+def psd_cholesky(cov: np.ndarray, tolerance: float = 1e-10) -> np.ndarray:
+    """Lower-triangular L with L·Lᵀ = cov for a positive semi-definite cov (Cholesky-Banachiewicz, column by
+    column; a pivot at most `tolerance` × the largest variance leaves its column zero, as a singular Σ - rows
+    summing to 0, every token taking exactly k experts - needs). Plain numpy: LAPACK's threads cost more
+    than the 64 × 64 factorisation on a busy machine."""
+    n = len(cov)
+    out = np.zeros_like(cov, dtype=float)
+    floor = tolerance * max(float(np.max(np.diag(cov))), 0.0)
+    for j in range(n):
+        pivot = cov[j, j] - np.sum(out[j, :j] ** 2)
+        if pivot <= floor:
+            continue
+        out[j, j] = root = np.sqrt(pivot)
+        out[j + 1:, j] = (cov[j + 1:, j] - (out[j + 1:, :j] * out[j, :j]).sum(axis=1)) / root
+    return out
 
 
 def sample_rank_counts(tokens: int, moments: RankMoments, rng: np.random.Generator, groups: int) -> np.ndarray:
@@ -83,4 +98,4 @@ def round_to_total(x: np.ndarray, total: int) -> np.ndarray:
     return out
 
 
-__all__ = ["MOMENT_POOL_TOKENS", "RankMoments", "rank_moments", "round_to_total", "sample_rank_counts"]
+__all__ = ["MOMENT_POOL_TOKENS", "RankMoments", "psd_cholesky", "rank_moments", "round_to_total", "sample_rank_counts"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp
 
-from moesim.des.moments import rank_moments, round_to_total, sample_rank_counts
+from moesim.des.moments import psd_cholesky, rank_moments, round_to_total, sample_rank_counts
 from moesim.des.routing import (GUMBEL_BUDGET, layer_moments, route_layer, sample_node_limited_top_k,
                                 sampler_reason, uses_moments)
 
@@ -65,11 +65,20 @@ def test_a_pool_mean_is_within_its_standard_error():
     """Non-uniform popularity: μ from the pool of P tokens errs by sd(c_r)/√P per rank (z-scores < 4 here)."""
     p, ep, top_k, node_limit = _zipf(64, 1.2, 7), 16, 8, (4, 2)
     truth = layer_moments(p, ep, top_k, np.random.default_rng(0), node_limit, pool_tokens=400_000)
-    pool = 16_384
+    pool = 8_192
     m = layer_moments(p, ep, top_k, np.random.default_rng(1), node_limit, pool_tokens=pool)
     se = np.sqrt(np.diag(m.factor @ m.factor.T) / pool + np.diag(truth.factor @ truth.factor.T) / 400_000)
     z = (m.mean - truth.mean) / se
     assert np.abs(z).max() < 4 and np.abs(z).mean() < 1.5
+
+
+def test_psd_cholesky_factors_singular_covariances():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(6, 4))
+    for cov in (a @ a.T, np.diag([2.0, 0.0, 1.0]), np.zeros((3, 3))):  # rank 4 of 6, a zero variance, nothing
+        factor = psd_cholesky(cov)
+        np.testing.assert_allclose(factor @ factor.T, cov, atol=1e-9)
+        assert np.allclose(factor, np.tril(factor))
 
 
 def test_uniform_mean_is_exact_and_the_covariance_rows_sum_to_zero():

@@ -39,6 +39,7 @@ def _apply_loads(costs: Costs, program: StageProgram, devices: np.ndarray, loads
     """Replace load-dependent entries of the (devices, ops) matrices in place; with `ops` (operations that
     loads set), column k of the matrices belongs to ops[k] instead of operation k."""
     wl = costs.workload
+    experts: dict[bool, list] = {False: [], True: []}  # expert FFN columns, priced in one call per direction
     for k, op in (enumerate(ops) if ops is not None else ((op.index, op) for op in program.ops)):
         if not op.load:
             continue
@@ -46,7 +47,7 @@ def _apply_loads(costs: Costs, program: StageProgram, devices: np.ndarray, loads
         sent, received, received_remote = (a[devices] for a in loads[(op.moe, op.mb)])
         c = op.chunks
         if op.load == EXPERT:
-            durations[:, k] = costs.builder.expert_ffn_time_s(received / c, op.backward)
+            experts[bool(op.backward)].append((k, received / c))
             continue
         if op.load == GATHER:
             egress[:, k] = ingress[:, k] = op.comm.wire_bytes * received / slots
@@ -55,6 +56,11 @@ def _apply_loads(costs: Costs, program: StageProgram, devices: np.ndarray, loads
         out, back = (sent, received_remote) if op.load == TO_EXPERTS else (received_remote, sent)
         egress[:, k] = out * per_token / c
         ingress[:, k] = back * per_token / c
+    for backward, columns in experts.items():
+        if columns:  # every device and column at once: the operator pricing is elementwise in the slots
+            slots = np.stack([x for _, x in columns], axis=1)
+            times = np.asarray(costs.builder.expert_ffn_time_s(slots.reshape(-1), backward), dtype=float)
+            durations[:, [k for k, _ in columns]] = np.broadcast_to(times, (slots.size,)).reshape(slots.shape)
 
 
 def device_runs(costs: Costs, program: StageProgram, devices: np.ndarray, *, loads: Loads | None,

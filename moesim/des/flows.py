@@ -60,6 +60,34 @@ class FlowSharing:
     def transfer(self, path, size_bytes: float, cap_bytes_per_s: float, done: list):
         """Start a flow; returns it when it is alone on its links (lazy: the caller schedules its end with
         `_lazy_end`, and a flow that joins it later turns it into an ordinary one), else None."""
+        if len(path) == 1 and size_bytes > 0 and not self._latent:  # the common case, without the loops below
+            link, mult = path[0]
+            use = self.use[link]
+            use.carried_bytes += mult * size_bytes
+            on = self.on_link[link]
+            now = self.now
+            if on:
+                for other in [f for f in on.values() if f.lazy and f.end_s <= now]:
+                    self._purge(other)
+            self._next_fid += 1
+            flow = _Flow(path, size_bytes, cap_bytes_per_s, done, now, 0.0, self._next_fid)
+            if on:
+                on[flow.fid] = flow
+                if len(on) > use.peak_flows:
+                    use.peak_flows = len(on)
+                self._reshare(path)
+                return None
+            on[flow.fid] = flow
+            if use.peak_flows < 1:
+                use.peak_flows = 1
+            rate = self.links[link].capacity_bytes_per_s / mult
+            if cap_bytes_per_s < rate:
+                rate = cap_bytes_per_s
+            flow.rate_bytes_per_s = rate
+            flow.version = 1
+            flow.lazy = True
+            flow.end_s = now + size_bytes / rate
+            return flow
         latency = sum(self.links[link].latency_s for link, _ in path) if self._latent else 0.0
         use = self.use
         for link, mult in path:
@@ -132,7 +160,9 @@ class FlowSharing:
                     d.end[i] = now
                     w = d.waiters.pop(i, None)
                     if w:
-                        self.work.extend((d, s) for s in w)
+                        work = self.work
+                        for s in w:
+                            work.append((d, s))
                 else:
                     self._arrive(done[1], done[2], done[3], now)
 

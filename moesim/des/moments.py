@@ -77,24 +77,31 @@ def sample_rank_counts(tokens: int, moments: RankMoments, rng: np.random.Generat
 
 
 def round_to_total(x: np.ndarray, total: int) -> np.ndarray:
-    """Rows of non-negative reals to non-negative integers summing to `total`, by largest remainder.
+    """Rows of non-negative reals to non-negative integers summing to `total`.
 
-    Floors first; the shortfall goes one unit each to the largest remainders (Hamilton's method). Where
-    clipping left a row summing to more than `total`, the excess is taken one unit at a time from its
-    largest entries."""
+    Cumulative rounding: entry j is round(x_1 + ... + x_j) − round(x_1 + ... + x_{j−1}), the last partial sum
+    set to `total`, so every entry is within 1 of x_j (the last also takes up the row's own shortfall) and
+    no sort is needed. Rows where that leaves a negative entry (clipping pushed the row past `total`) are
+    rounded by largest remainder instead, the excess taken one unit at a time from their largest entries."""
+    edges = np.floor(np.cumsum(x, axis=1) + 0.5)
+    edges[:, -1] = total
+    out = np.diff(edges, axis=1, prepend=0.0)
+    for r in np.flatnonzero((out < 0).any(axis=1)):
+        out[r] = _largest_remainder(x[r], total)
+    return out
+
+
+def _largest_remainder(x: np.ndarray, total: int) -> np.ndarray:
+    """One row to non-negative integers summing to `total` (Hamilton's method, then the excess from the largest)."""
     out = np.floor(x)
-    short = (total - out.sum(axis=1)).astype(np.int64)
-    order = np.argsort(out - x, axis=1, kind="stable")  # largest remainder first
-    width = x.shape[1]
-    take = np.arange(width)[None, :] < np.clip(short, 0, width)[:, None]
-    rows = np.broadcast_to(np.arange(len(x))[:, None], order.shape)
-    out[rows[take], order[take]] += 1
-    for r in np.flatnonzero((short < 0) | (short > width)):  # rare: clipped rows, or a tiny width
-        gap = int(total - out[r].sum())
-        while gap != 0:
-            j = int(np.argmax(out[r])) if gap < 0 else int(np.argmin(out[r] - x[r]))
-            out[r, j] += 1 if gap > 0 else -1
-            gap += -1 if gap > 0 else 1
+    gap = int(total - out.sum())
+    for j in np.argsort(out - x, kind="stable")[:max(gap, 0)]:
+        out[j] += 1
+    gap = int(total - out.sum())
+    while gap != 0:
+        j = int(np.argmax(out)) if gap < 0 else int(np.argmin(out - x))
+        out[j] += 1 if gap > 0 else -1
+        gap += -1 if gap > 0 else 1
     return out
 
 

@@ -190,7 +190,7 @@ class _Builder:
         into, back = self._chunk_spec(lc, first), self._chunk_spec(lc, second)
         gather, scatter = self._chunk_spec(lc, "etp_all_gather"), self._chunk_spec(lc, "etp_reduce_scatter")
         moe = self.moe_number[layer]
-        expert_s = float(np.asarray(self.costs.builder.expert_ffn_time_s(lc.slots / c, backward)).reshape(-1)[0])
+        expert_s = self.costs.expert_ffn_s(lc.slots / c, backward)
         expert_s *= self.scale if backward else 1  # input-gradient only: less the W share (zero-bubble)
         kw = dict(moe=moe, chunks=c, backward=backward)
         order = ("shared_experts", "unpermute") if backward else ("router", "permute")

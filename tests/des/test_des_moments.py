@@ -123,3 +123,26 @@ def test_route_layer_with_moments_conserves_tokens():
     r = route_layer(p, groups, 1024, 0, 8, None, np.random.default_rng(0), sampler="moments", node_limit=(4, 2))
     assert r.received.sum() == 32 * 1024 * 8 and r.dropped == 0.0
     assert np.allclose(r.received - r.received_remote, 1024 * 8 - r.sent_remote)  # what a device keeps
+
+
+def test_simulate_says_which_sampler_ran_and_moments_track_the_exact_step():
+    """16 experts over EP16 on 2 H100 nodes, each token to one node, dropless: the exact per-token sampler and
+    the moment-matched one give step times within 1 % (seen: 0.1 %, the normal law's lighter maximum a bit lower),
+    and the mode reason names the sampler."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from des_helpers import tiny_scenario
+
+    from moesim.des import SimOptions, simulate
+    from moesim.specs.layout import Layout
+
+    sc = tiny_scenario(16, dropless=True, model_changes={"max_nodes_per_token": 1}, dispatch_backend="deepep")
+    steps = {}
+    for sampler in ("gumbel", "moments"):
+        r = simulate(sc, Layout(dp=16, ep=16), SimOptions(steps=3, seed=1, sampler=sampler, trace=False))
+        steps[sampler] = np.mean(r.step_times_s)
+        assert ("moment-matched" in r.mode_reason) == (sampler == "moments")
+        assert ("every token sampled (exact)" in r.mode_reason) == (sampler == "gumbel")
+    assert steps["moments"] == pytest.approx(steps["gumbel"], rel=0.01)

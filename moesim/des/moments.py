@@ -12,8 +12,8 @@ What is exact and what is not:
 - μ and Σ are estimated once per layer from a pool of P tokens drawn with the exact per-token sampler
   (Gumbel race, node-limited or not): unbiased, with standard errors ~ sd(c_r)/√P. Under uniform
   popularity μ_r = k/ep by symmetry and is used exactly.
-- X is then drawn as N·μ + √N·A·z, z ~ Normal(0, I), A·Aᵀ = Σ (Cholesky, zero pivots skipped), clipped at 0 and
-  rounded to integers by largest remainder so that every device's counts sum to exactly N·k. Means and
+- X is then drawn as N·μ + √N·A·z, z ~ Normal(0, I), A·Aᵀ = Σ (Cholesky, zero pivots skipped), clipped at
+  0 and rounded to integers (cumulative rounding) so that every device's counts sum to exactly N·k. Means and
   covariances match the per-token law up to the pool's estimation error and rounding; higher moments
   (skew, the far tail of the maximum load) are those of the normal approximation, not the exact law.
   tests/des/test_des_moments.py compares it with the per-token sampler (means, variances, max-load

@@ -289,7 +289,7 @@ class LayerLoads:
     assigned: float
 
 
-def _method(sampler: str, top_k: int, draws: int) -> str:
+def sampler_method(sampler: str, top_k: int, draws: int) -> str:
     """The sampler `auto` picks: exact Gumbel-top-k unless k = 1 (multinomial is exact) or too many draws."""
     if sampler not in ("auto", "moments"):
         return sampler
@@ -303,25 +303,6 @@ def uses_moments(sampler: str, *, dropless: bool, expected: bool, limited: bool,
     if not dropless or expected:
         return False
     return sampler == "moments" or (sampler == "auto" and limited and draws > GUMBEL_BUDGET)
-
-
-def sampler_reason(sampler: str, *, dropless: bool, expected: bool, limited: bool, draws: int, top_k: int) -> str:
-    """One line: which routing sampler runs and why (SimResult.mode_reason)."""
-    if expected:
-        return "routing: expected loads (no sampling)"
-    if uses_moments(sampler, dropless=dropless, expected=expected, limited=limited, draws=draws):
-        why = "as asked (sampler moments)" if sampler == "moments" else (
-            f"auto: node-limited top-k, {draws:,} keys per layer and micro-batch for the exact per-token race "
-            f"> {GUMBEL_BUDGET:,}")
-        return (f"routing: moment-matched per-rank counts ({why}; mean and covariance from {MOMENT_POOL_TOKENS:,} "
-                "exactly sampled tokens per layer, normal approximation: approximate)")
-    if sampler == "moments":
-        return "routing: moments applies to dropless loads only; capacity clips per expert, so auto's sampler ran"
-    if limited:
-        return "routing: node-limited top-k, every token sampled (exact)"
-    method = _method(sampler, top_k, draws)
-    exact = "exact" if method == "gumbel" or top_k == 1 else "with replacement: approximate for k > 1"
-    return f"routing: {method} ({'as asked' if sampler != 'auto' else 'auto'}; {exact})"
 
 
 def layer_moments(p: np.ndarray, ep: int, top_k: int, rng: np.random.Generator,
@@ -361,7 +342,7 @@ def route_layer(p: np.ndarray, ep_groups: np.ndarray, tokens: int, group_tokens:
         counts = sample_rank_counts(tokens, moments, rng, devices)
         return loads_from_counts(counts, n_groups, ep, 0.0, devices * tokens * top_k)
     if capacity is None and not expected and not limited and all(
-            _method(sampler, top_k, devices * sizes.count(size) * size * num_experts) == "multinomial"
+            sampler_method(sampler, top_k, devices * sizes.count(size) * size * num_experts) == "multinomial"
             for size in set(sizes)):
         # Dropless: only the tokens per destination rank matter, and a multinomial's counts summed over
         # each rank's experts are Multinomial(n, p summed per rank) - the same law, ep categories, not E.
@@ -373,7 +354,7 @@ def route_layer(p: np.ndarray, ep_groups: np.ndarray, tokens: int, group_tokens:
         if expected:
             c = np.broadcast_to(size * top_k * p, (devices * reps, width))
         else:
-            method = _method(sampler, top_k, devices * reps * size * num_experts)
+            method = sampler_method(sampler, top_k, devices * reps * size * num_experts)
             if limited:
                 c = sample_node_limited_top_k(size, top_k, p, node_limit[0], node_limit[1], rng,
                                               groups=devices * reps).astype(float)
@@ -400,7 +381,7 @@ def loads_from_counts(counts: np.ndarray, n_groups: int, ep: int, dropped: float
                       assigned=float(assigned))
 
 
-__all__ = ["GUMBEL_BUDGET", "LayerLoads", "layer_moments", "loads_from_counts", "sampler_reason", "uses_moments",
+__all__ = ["GUMBEL_BUDGET", "LayerLoads", "layer_moments", "loads_from_counts", "sampler_method", "uses_moments",
            "ROUTING_FORMS", "RoutingSpec", "SAMPLERS", "load_histograms",
            "parse_routing", "popularity", "route_layer", "sample_gumbel_top_k", "sample_multinomial",
            "sample_node_limited_top_k"]

@@ -22,9 +22,9 @@ from moesim.collectives.base import CollectiveModel
 from moesim.collectives.select import model_for
 from moesim.des.costs import Costs, build_costs
 from moesim.des.fabric import PortFabric
-from moesim.des.moments import sample_rank_counts
-from moesim.des.routing import (SAMPLERS, layer_moments, loads_from_counts, parse_routing, popularity, route_layer,
-                                sampler_reason, uses_moments)
+from moesim.des.moments import MOMENT_POOL_TOKENS, sample_rank_counts
+from moesim.des.routing import (GUMBEL_BUDGET, SAMPLERS, layer_moments, loads_from_counts, parse_routing,
+                                popularity, route_layer, sampler_method, uses_moments)
 from moesim.des.schedule import DEFAULT_BUCKET_PARAMS, build_stage_program
 from moesim.des.trace import chrome_trace
 from moesim.des.step import ENGINES, Setup, Step, run_step, work_reasons
@@ -248,6 +248,25 @@ def _node_limit(costs: Costs) -> tuple[int, int] | None:
     if moe.max_nodes_per_token <= 0 or moe.max_nodes_per_token >= nodes or moe.num_experts % nodes:
         return None
     return nodes, moe.max_nodes_per_token
+
+
+def sampler_reason(sampler: str, *, dropless: bool, expected: bool, limited: bool, draws: int, top_k: int) -> str:
+    """One line: which routing sampler runs and why (SimResult.mode_reason)."""
+    if expected:
+        return "routing: expected loads (no sampling)"
+    if uses_moments(sampler, dropless=dropless, expected=expected, limited=limited, draws=draws):
+        why = "as asked (sampler moments)" if sampler == "moments" else (
+            f"auto: node-limited top-k, {draws:,} keys per layer and micro-batch for the exact per-token race "
+            f"> {GUMBEL_BUDGET:,}")
+        return (f"routing: moment-matched per-rank counts ({why}; mean and covariance from {MOMENT_POOL_TOKENS:,} "
+                "exactly sampled tokens per layer, normal approximation: approximate)")
+    if sampler == "moments":
+        return "routing: moments applies to dropless loads only; capacity clips per expert, so auto's sampler ran"
+    if limited:
+        return "routing: node-limited top-k, every token sampled (exact)"
+    method = sampler_method(sampler, top_k, draws)
+    exact = "exact" if method == "gumbel" or top_k == 1 else "with replacement: approximate for k > 1"
+    return f"routing: {method} ({'as asked' if sampler != 'auto' else 'auto'}; {exact})"
 
 
 def _expected_drops(costs: Costs) -> float | None:

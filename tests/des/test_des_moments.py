@@ -7,8 +7,8 @@ import pytest
 from scipy.stats import ks_2samp
 
 from moesim.des.moments import psd_cholesky, rank_moments, round_to_total, sample_rank_counts
-from moesim.des.routing import (GUMBEL_BUDGET, layer_moments, route_layer, sample_node_limited_top_k,
-                                sampler_reason, uses_moments)
+from moesim.des.routing import GUMBEL_BUDGET, layer_moments, route_layer, sample_node_limited_top_k, uses_moments
+from moesim.des.run import sampler_reason
 
 
 def _zipf(num_experts: int, s: float, seed: int) -> np.ndarray:

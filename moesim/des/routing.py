@@ -12,7 +12,10 @@ experts laid contiguously (rank r holds experts r·E/ep … (r+1)·E/ep − 1).
    k = 1 and close when k·max p ≪ 1 (tests compare both on mean and variance).
    With `expected` loads every group gets exactly g·k·p (no sampling noise). Dropless, the multinomial
    is drawn over destination ranks (p summed over each rank's experts): the same law for the
-   per-rank counts, which are all a dropless step uses, with ep categories instead of E.
+   per-rank counts, which are all a dropless step uses, with ep categories instead of E. Or, dropless,
+   moment-matched per-rank counts (moments.py: normal with the per-token mean and covariance estimated
+   from a pool of exactly sampled tokens; approximate), which `auto` picks for node-limited routing too
+   large to sample token by token.
 3. Capacity clips each group's per-expert count at C; the excess is dropped (Switch §2.2).
 4. Per device: tokens sent to other ranks, tokens received (all ranks), and drops.
 """

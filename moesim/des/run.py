@@ -6,7 +6,9 @@ next to them in the pipeline - are one class; one representative per class is si
 kernel.py). `mode`: auto folds whenever some class has more than one device, full simulates every
 device, aggregated insists on folding. Capacity padding and expected loads fold to one device per
 stage (plus the classes stragglers make); sampled dropless loads make every device its own class.
-The routing itself is sampled for every device (drop statistics), one MoE layer at a time.
+The routing itself is sampled for every device (drop statistics), one MoE layer at a time; at cluster
+scale, dropless node-limited routing draws moment-matched per-rank counts instead of every token
+(moments.py; `mode_reason` says which sampler ran and why).
 """
 
 from __future__ import annotations

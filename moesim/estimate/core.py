@@ -422,6 +422,15 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     per_mb_comm += pp_comm + zero3_mb
     bwd_comm += pp_backward + zero3_mb / 2  # the backward half of the ZeRO-3 parameter gathers
 
+    # DualPipe: the device of stage s runs m/2 micro-batches through s and m/2 through p − 1 − s
+    # (moesim.des.orders.device_of), so its time per micro-batch is the pair's mean (equal stages: unchanged).
+    dual_t = sch.is_schedule(sched, "dualpipe")
+    if dual_t.any():
+        pair_t = dualpipe_pair_columns(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers)
+        pair_t = np.where(pair_t >= 0, pair_t, np.arange(counts.shape[1])[None, :])
+        pair_mean = lambda a: np.where(dual_t[:, None], (a + np.take_along_axis(a, pair_t, axis=1)) / 2, a)  # noqa: E731
+        compute_mb, per_mb_comm, bwd_comm, pp_comm = map(pair_mean, (compute_mb, per_mb_comm, bwd_comm, pp_comm))
+        fwd, bwd_mb, weight_mb = map(pair_mean, (fwd, bwd_mb, weight_mb))
     stage_mb = compute_mb + per_mb_comm
     # Interleaved: Megatron overlaps the v-fold pipeline sends with compute (--overlap-p2p-communication,
     # on by default with virtual stages); what the compute cannot hide stays exposed.

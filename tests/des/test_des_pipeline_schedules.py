@@ -176,14 +176,28 @@ def test_mixtral_vp8_simulated_within_two_percent():
 
 
 def test_deepseek_v3_dualpipe_simulated_near_the_estimate():
-    """DeepSeek-V3 under DualPipe on its uneven stages (15 x 4, last stage 1 layer + MTP): the estimate
-    charges every micro-batch the slowest stage's time where the simulator's eight-step order runs stage s
-    for one direction and stage pp-1-s for the other, so the estimate is an upper bound here (-10.9 % when
-    measured after merging the precision recipe; -2.7 % on the even split before it). Asserted: below the
-    estimate and within 15 %."""
+    """DeepSeek-V3 under DualPipe on its uneven stages (3 | 14 x 4 | 2 + MTP, the shipped file). The estimate
+    charges a device the mean of its two stages (s and pp-1-s, as the simulator's order runs them) and hides
+    each overlapped pair's collectives fully under its compute; the simulator interleaves the pair layer by
+    layer and, with unlike chunks on the first rank, hides less. Measured: simulator +14.0 % above the
+    estimate (14.58 s against 12.79 s; before the pair mean the estimate charged the slowest single stage,
+    18.63 s, and the simulator was -21.7 % below it). Asserted: above the estimate and within 15 %."""
     from moesim.specs.load import load_scenario
-    sc = load_scenario("deepseek-v3-h800")  # the scenario file keeps 1F1B (DualPipe does not fit there: see report)
-    sc = dataclasses.replace(sc, training=dataclasses.replace(sc.training, pipeline_schedule="dualpipe"))
+    sc = load_scenario("deepseek-v3-h800")
+    assert sc.training.pipeline_schedule == "dualpipe"
     result = simulate(sc, None, SimOptions(contention=False, expected_loads=True, trace=False))
-    assert result.step_times_s[0] <= result.analytical_step_time_s * 1.001
+    assert result.step_times_s[0] >= result.analytical_step_time_s
     assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.15)
+
+
+@pytest.mark.parametrize("first, last, before", [(6, None, -0.222), (6, 6, -0.062), (2, 6, -0.214)])
+def test_dualpipe_on_uneven_stages_is_priced_per_device_pair(first, last, before):
+    """A DualPipe device runs m/2 micro-batches through stage s and m/2 through p − 1 − s (orders.device_of), so
+    the estimate charges the pair's mean per micro-batch, not the slowest single stage. On 16 layers over 4
+    stages (6,3,4,3), (6,2,2,6), (2,4,4,6) the simulator was -22.2 / -6.2 / -21.4 % below the max-stage estimate;
+    with the pair mean -5.7 / -6.1 / +2.2 %. Asserted within 7 % (m = 8 is only 2p: fill and drain weigh)."""
+    sc = _scenario("dualpipe")
+    layout = Layout(dp=1, pp=P, first_stage_layers=first, last_stage_layers=last)
+    result = simulate(sc, layout, SimOptions(contention=False, trace=False))
+    error = result.step_times_s[0] / result.analytical_step_time_s - 1
+    assert abs(error) < 0.07 and abs(error) <= abs(before) + 0.001

@@ -433,8 +433,9 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         fwd, bwd_mb, weight_mb = map(pair_mean, (fwd, bwd_mb, weight_mb))
     stage_mb = compute_mb + per_mb_comm
     # Interleaved: Megatron overlaps the v-fold pipeline sends with compute (--overlap-p2p-communication,
-    # on by default with virtual stages); what the compute cannot hide stays exposed.
-    inter = sch.is_schedule(sched, "interleaved")[:, None]
+    # on by default with virtual stages); what the compute cannot hide stays exposed. ZB-V likewise: its
+    # two-fold sends run while the device works on its other piece (the simulator's p2p stream).
+    inter = (sch.is_schedule(sched, "interleaved") | sch.is_schedule(sched, "zb-v"))[:, None]
     stage_mb = np.where(inter, stage_mb - pp_comm + np.maximum(0.0, pp_comm - compute_mb), stage_mb)
     stage_mb = np.where(exists, stage_mb, -np.inf)
     slow = np.argmax(stage_mb, axis=1)

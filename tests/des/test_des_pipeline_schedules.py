@@ -16,7 +16,7 @@ from moesim.collectives.select import default_model
 from moesim.des import SimOptions, simulate
 from moesim.des import run as des_run
 from moesim.des.costs import build_costs
-from moesim.des.orders import device_order, order_makespan
+from moesim.des.orders import device_order, device_spans, order_makespan
 from moesim.des.schedule import build_stage_program
 from moesim.estimate import estimate
 from moesim.errors import SpecError
@@ -28,16 +28,38 @@ P, M = 4, 8
 def _formula(schedule: str, p: int, v: int, f: float, b: float, w: float) -> float:
     full = b + w
     return {"1f1b": (p - 1) * (f + full), "gpipe": (p - 1) * (f + full), "interleaved": (p - 1) * (f + full) / v,
-            "zb-h1": (p - 1) * (f + b - w), "dualpipe": (p / 2 - 1) * ((f + full) + full - 3 * w)}[schedule]
+            "zb-h1": (p - 1) * (f + b - w), "dualpipe": (p / 2 - 1) * ((f + full) + full - 3 * w),
+            # ZB-V in a synchronised step: ZB-H2's (p - 1)(F + B - 2W), not below the V's start-up skew (p - 1)F/2
+            "zb-v": (p - 1) * max(f / 2, f + b - 2 * w)}[schedule]
 
 
 @pytest.mark.parametrize("schedule, v", [("1f1b", 1), ("gpipe", 1), ("interleaved", 2), ("interleaved", 4),
-                                         ("zb-h1", 1), ("dualpipe", 1)])
+                                         ("zb-h1", 1), ("zb-v", 1), ("dualpipe", 1)])
 @pytest.mark.parametrize("p, m", [(2, 8), (4, 8), (4, 16), (8, 16)])
 def test_order_bubbles_are_the_published_formulas(schedule, v, p, m):
     """Equal F, B, W (the ZB paper's setting for its handcrafted schedules), transfers free."""
     bubble = order_makespan(schedule, m, p, v, 1.0, 1.0, 1.0) - m * 3.0
     assert bubble == pytest.approx(_formula(schedule, p, v, 1.0, 1.0, 1.0), abs=1e-9)
+
+
+@pytest.mark.parametrize("p, m", [(2, 4), (4, 8), (4, 16), (8, 16), (8, 32)])
+def test_zero_bubble_v_is_the_papers_parallelogram(p, m):
+    """Qi et al. (ICLR'24 §6, sail-sg README "ZBV": bubble rate 0 at T_F = T_B = T_W, m >= 2p): every device,
+    once started, runs its 2m pieces' F, I and W without a gap; only the synchronised step's start-up skew
+    (p - 1) half-stage forwards remains (the paper drops it by not synchronising before the optimizer)."""
+    spans = device_spans("zb-v", m, p, 2, 1.0, 1.0, 1.0)
+    assert [end - start for start, end in spans] == pytest.approx([3.0 * m] * p)
+    assert [start for start, _ in spans] == pytest.approx([0.5 * d for d in range(p)])
+
+
+@pytest.mark.parametrize("f, b, w", [(1.0, 2.0, 1.0), (1.0, 1.2, 0.8), (1.0, 1.0, 0.5)])
+def test_zero_bubble_v_order_follows_the_stage_times(f, b, w):
+    """The ZB-V order is built on the stage's own F, I, W (as the paper's builder takes profiled times): its
+    bubble does not grow with m. The order built on equal times and run at B = 2F grew 6.0 -> 12.0 from m = 8
+    to 16 (p = 4); now 3.0 both. Asserted: equal at m = 8 and 16, and within the formula's reach."""
+    bubbles = [order_makespan("zb-v", m, 4, 2, f, b, w) - m * (f + b + w) for m in (8, 16)]
+    assert bubbles[0] == pytest.approx(bubbles[1])
+    assert 1.5 * f - 1e-9 <= bubbles[0] <= 3 * max(f / 2, f + b - 2 * w) + 1e-9
 
 
 def test_zero_bubble_v_beats_zb_h1_and_every_order_is_complete():
@@ -82,7 +104,8 @@ def test_estimate_agrees_with_the_simulator_within_two_percent(schedule, v):
     assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.02)
 
 
-@pytest.mark.parametrize("schedule, v", [("1f1b", 1), ("interleaved", 2), ("interleaved", 4), ("zb-h1", 1)])
+@pytest.mark.parametrize("schedule, v", [("1f1b", 1), ("interleaved", 2), ("interleaved", 4), ("zb-h1", 1),
+                                         ("zb-v", 1)])
 def test_simulated_bubble_with_free_transfers_is_the_formula(schedule, v, monkeypatch):
     """The simulator's step minus the optimizer and the m stage-times is the formula, with the model's
     own F, B (input gradient) and W of a stage (uniform stages: pipeline sends and the last stage's

@@ -438,7 +438,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     inter = (sch.is_schedule(sched, "interleaved") | sch.is_schedule(sched, "zb-v"))[:, None]
     stage_mb = np.where(inter, stage_mb - pp_comm + np.maximum(0.0, pp_comm - compute_mb), stage_mb)
     stage_mb = np.where(exists, stage_mb, -np.inf)
-    slow = np.argmax(stage_mb, axis=1)
+    slow_key = stage_mb
+    if dual_t.any():  # DualPipe: the slowest device counts its overlapped pairs at max(compute, collectives)
+        pairs = sch.dualpipe_pairs(m, pp)[:, None]
+        paired = pairs * np.maximum(compute_mb, stage_mb - compute_mb) + (m[:, None] - pairs) * stage_mb
+        slow_key = np.where(dual_t[:, None], paired, stage_mb)
+    slow = np.argmax(slow_key, axis=1)
     pick = lambda a: np.take_along_axis(a, slow[:, None], axis=1)[:, 0]  # noqa: E731
     t_mb, compute_1, comm_1 = pick(stage_mb), pick(compute_mb), pick(per_mb_comm)
     # DualPipe overlaps a forward chunk with another micro-batch's backward chunk, hiding their

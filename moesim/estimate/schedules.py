@@ -15,7 +15,8 @@ backward product: one forward's time each), B_full = B + W.
 DualPipe: n = min(m − 1.5p + 1, m − p − 1) micro-batches run in overlapped F&B pairs on the rank with
 the fewest (the eight steps of `deepseek-ai/DualPipe`: 2(m/2 − p + h + 1) + (p/2 − h − 1) pairs on
 rank h from the end, one fewer on the middle ranks), each taking t_o = max(compute, collectives): the
-pair hides one chunk's collectives under the other's compute; the rest take t; F&B = t.
+pair hides one chunk's collectives under the other's compute; the rest take t; F&B = t. The device
+priced is the one with the largest n·t_o + (m − n)·t, each device's t the mean of its stages s and p − 1 − s.
 ZB-V: the paper's bubble is zero at F = B = W because it drops the synchronisation before the optimizer
 step (post-validation); a synchronised step keeps the start-up skew of the V, (p − 1) half-stage forwards
 before the last device starts (DERIVED; the simulator's order reaches exactly that at equal times).
@@ -64,9 +65,16 @@ def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, we
     bubble = np.where(is_schedule(schedule, "dualpipe"), dual, bubble)
     work = m * t
     if overlapped_s is not None:
-        pairs = np.clip(np.minimum(m - 1.5 * p + 1, m - p - 1), 0, m)
+        pairs = dualpipe_pairs(m, p)
         work = np.where(is_schedule(schedule, "dualpipe"), pairs * np.asarray(overlapped_s) + (m - pairs) * t, work)
     return work + bubble, bubble
+
+
+def dualpipe_pairs(m, pp) -> np.ndarray:
+    """n = min(m − 1.5p + 1, m − p − 1) in [0, m]: micro-batches a DualPipe rank runs in overlapped F&B pairs
+    (module docstring)."""
+    m, p = np.asarray(m, dtype=float), np.asarray(pp, dtype=float)
+    return np.clip(np.minimum(m - 1.5 * p + 1, m - p - 1), 0, m)
 
 
 def in_flight(schedule: np.ndarray, m, pp, vp, stage) -> np.ndarray:

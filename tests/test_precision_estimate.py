@@ -176,3 +176,23 @@ def test_fp8_backward_gemms_read_the_fp8_table_at_their_own_shape(pass_):
     # The measured point itself: 1426 of 1979 TFLOPS at 4096 x 7168 x 16384 (DeepGEMM README).
     point = np.ravel(op_efficiency(gemm("attention", "o", "float8", 4096, 7168, 16384, pass_=pass_), hw))
     assert point.tolist() == pytest.approx([0.7206], abs=1e-4)
+
+
+def test_an_fp8_table_on_a_profile_prices_fp8_gemms_in_every_pass():
+    """The pricing picks a profile's FP8 tables for FP8 GEMMs wherever they exist (B200 has BF16 tables only
+    today, so FP8 reuses them): a float8 table added to b200 takes over the forward, dgrad and wgrad GEMMs,
+    while the BF16 GEMMs keep theirs."""
+    from moesim.ops.base import gemm  # noqa: PLC0415
+    from moesim.ops.price import op_efficiency  # noqa: PLC0415
+    from moesim.specs.hardware import OpTable  # noqa: PLC0415
+    from moesim.specs.load import load_hardware  # noqa: PLC0415
+    hw = load_hardware("b200")
+    probe = lambda h, dt, p: np.ravel(op_efficiency(gemm("attention", "qkv", dt, 4096, 4096, 4096, pass_=p), h))[0]  # noqa: E731
+    before = {p: probe(hw, "float8", p) for p in ("fwd", "dgrad", "wgrad")}
+    assert before == {p: probe(hw, "bfloat16", p) for p in before}  # no FP8 table: BF16's fraction
+    fp8 = OpTable(kind="gemm", dtype="float8", pass_="fwd", points=((4096.0, 4096.0, 4096.0, 0.123),),
+                  status="derived", source="test")
+    eff = dataclasses.replace(hw.efficiency, op_tables=hw.efficiency.op_tables + (fp8,))
+    with_fp8 = dataclasses.replace(hw, efficiency=eff)
+    assert {p: probe(with_fp8, "float8", p) for p in before} == pytest.approx(dict.fromkeys(before, 0.123))
+    assert probe(with_fp8, "bfloat16", "fwd") == before["fwd"]

@@ -424,7 +424,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
 
     # DualPipe: the device of stage s runs m/2 micro-batches through s and m/2 through p − 1 − s
     # (moesim.des.orders.device_of), so its time per micro-batch is the pair's mean (equal stages: unchanged).
-    dual_t = sch.is_schedule(sched, "dualpipe")
+    dual_t, pair_t = sch.is_schedule(sched, "dualpipe"), None
     if dual_t.any():
         pair_t = dualpipe_pair_columns(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers)
         pair_t = np.where(pair_t >= 0, pair_t, np.arange(counts.shape[1])[None, :])
@@ -465,15 +465,22 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     for name, (axis, op, overlappable, size_l, calls_l, bytes_l, time_l, cost_l) in comm_stage.items():
         on_pipe = axis in PER_MB_AXES or "param_all_gather" in name
         at = slow if on_pipe else dp_stage
-        pick_at = lambda a: np.take_along_axis(a, at[:, None], axis=1)[:, 0]  # noqa: E731,B023
+        one_at = lambda a, cols: np.take_along_axis(a, cols[:, None], axis=1)[:, 0]  # noqa: E731
+        pick_at = lambda a: one_at(a, at)  # noqa: E731,B023
+        col = at  # the column whose sizes and algorithm the entry shows
+        if on_pipe and pair_t is not None:  # DualPipe: half the micro-batches through each of the device's stages
+            partner = one_at(pair_t, at)
+            pick_at = lambda a: np.where(dual_t, (one_at(a, at) + one_at(a, partner)) / 2, one_at(a, at))  # noqa: E731,B023
+            biggest = np.max(np.stack(size_l), axis=0)
+            col = np.where(dual_t & (one_at(biggest, partner) > one_at(biggest, at)), partner, at)
         calls = pick_at(sum(calls_l))
         if not np.any(calls > 0):
             continue
         # Per-layer collectives are recorded per micro-batch; the ZeRO-3 gathers' calls (2·m) are per step.
         scale = m if axis in PER_MB_AXES else 1.0
-        size = pick_at(np.max(np.stack(size_l), axis=0))
-        big = np.argmax(np.stack([pick_at(s) for s in size_l]), axis=0)
-        costs = np.stack([pick_at(c) for c in cost_l])[big, np.arange(n_cand)]
+        size = one_at(np.max(np.stack(size_l), axis=0), col)
+        big = np.argmax(np.stack([one_at(s, col) for s in size_l]), axis=0)
+        costs = np.stack([one_at(c, col) for c in cost_l])[big, np.arange(n_cand)]
         comms[name] = CommTotal(axis, op, size, calls * scale, pick_at(sum(bytes_l)) * scale,
                                 pick_at(sum(time_l)) * scale, costs, overlappable)
 

@@ -295,6 +295,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         core_mb = None if core_mb is None else x(core_mb)
         dense_params, expert_params, opt_time = x(dense_params), x(expert_params), x(opt_time)
         memory, total_mem, mem_index = {k: x(v) for k, v in memory.items()}, x(total_mem), x(mem_index)
+        pair = x(pair)
         capacity, tokens_per_device = x(capacity), x(tokens_per_device)
         model_flops, drop_fraction, hw_model_mb = x(model_flops), x(drop_fraction), x(hw_model_mb)
         calls = [[CommCall(c.name, c.axis, c.op, x(np.asarray(c.size_bytes)), x(np.asarray(c.calls)))
@@ -426,8 +427,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # (moesim.des.orders.device_of), so its time per micro-batch is the pair's mean (equal stages: unchanged).
     dual_t, pair_t = sch.is_schedule(sched, "dualpipe"), None
     if dual_t.any():
-        pair_t = dualpipe_pair_columns(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers)
-        pair_t = np.where(pair_t >= 0, pair_t, np.arange(counts.shape[1])[None, :])
+        pair_t = pair  # the memory's pair columns (dualpipe_pair_columns), on every candidate
         pair_mean = lambda a: np.where(dual_t[:, None], (a + np.take_along_axis(a, pair_t, axis=1)) / 2, a)  # noqa: E731
         compute_mb, per_mb_comm, bwd_comm, pp_comm = map(pair_mean, (compute_mb, per_mb_comm, bwd_comm, pp_comm))
         fwd, bwd_mb, weight_mb = map(pair_mean, (fwd, bwd_mb, weight_mb))

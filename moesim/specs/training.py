@@ -95,6 +95,8 @@ class TrainingSpec:
     dispatch_impl: str = "index"
     dispatch_backend: str = "nccl"
     capacity_factor: float | None = None  # None: the model's train capacity factor
+    # Share of HBM left unused for allocator fragmentation: an assumption, no measured figure stored (usable =
+    # hbm × (1 − this); the profile's memory_reserved_gib is charged inside the total on top of it).
     memory_headroom_fraction: float = 0.05
 
     def __post_init__(self) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 from scipy.optimize import least_squares, nnls
 
 from moesim.calibrate.design import Design, Observation, choose_knots
-from moesim.calibrate.predict import check_fits, collective_terms, layer_terms, layer_total_terms
+from moesim.calibrate.predict import check_fits, collective_terms, layer_terms, layer_total_terms, uses_ops
 from moesim.calibrate.records import TOTAL, CollectivePoint, Measurements
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
@@ -41,6 +41,11 @@ FIT_PHASES = ("dispatch_permute", "dispatch_a2a", "expert_compute", "combine_a2a
 # Fitted on request (fit_router_matmul): the router's skinny [T, d]·[d, E] GEMM shares the FLOP-keyed
 # efficiency table with the expert FFNs, whose kernel sizes it overlaps (docs/calibration.md).
 ROUTER_MATMUL = "router_matmul"
+# Priced by operator, a phase of a few kernel calls is not fitted: each instrumented phase starts after a
+# barrier, and a thread back from a wait runs its first calls several times slower (cold caches; validate/
+# ops.py); a one-call phase (the permutes) measures that, not its operator. The free-running layer total
+# has no barriers inside it and is fitted.
+OP_UNFITTED_PHASES = ("dispatch_permute", "combine_unpermute")
 LOSSES = ("soft_l1", "linear", "huber", "cauchy")
 F_SCALE = 0.1  # ln-ratio where the robust loss turns linear (~10 % error)
 # Ridge on the efficiency increments δ (extra residuals RIDGE·δ_j): a knot no observation reaches stays
@@ -121,6 +126,7 @@ class FitResult:
     fitted_keys: tuple[str, ...]
     relinearisations: int
     observations: tuple[Observation, ...] = field(default=(), repr=False)
+    kernel_launch_s: float | None = None  # cost of one kernel call; None when not fitted (no operator terms)
     predicted_s: tuple[float, ...] = field(default=(), repr=False)
 
 
@@ -129,14 +135,16 @@ def observations_for(measurements: Measurements, fit_keys: set[str], hardware: H
     """The fitted observations: the measured FIT_PHASES (and ROUTER_MATMUL on request) and the layer total
     of layer records in `fit_keys`, and every collective point."""
     phases = FIT_PHASES + ((ROUTER_MATMUL,) if fit_router_matmul else ())
+    op_phases = tuple(p for p in phases if p not in OP_UNFITTED_PHASES)
     out = []
     for rec in measurements.layers:
         if rec.key not in fit_keys:
             continue
         check_fits(rec, hardware)
         terms = layer_terms(rec, hardware)
+        fitted = op_phases if uses_ops(hardware, rec.dtype) else phases
         out += [Observation(phase, terms[phase], rec.measured_s[phase], rec.key)
-                for phase in phases if terms[phase] and phase in rec.measured_s]
+                for phase in fitted if terms[phase] and phase in rec.measured_s]
         out.append(Observation(TOTAL, layer_total_terms(rec, terms), rec.measured_s[TOTAL], rec.key))
     for i, point in enumerate(measurements.collectives):
         check_fits(point, hardware)
@@ -206,6 +214,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         n_parameters=int(design.free.sum()), loss=loss, bootstrap=bootstrap, seed=seed,
         fitted_keys=tuple(sorted(fit_keys & {r.key for r in measurements.layers})), relinearisations=relin,
         observations=tuple(obs), predicted_s=tuple(float(x) for x in pred),
+        kernel_launch_s=design.kernel_launch(theta) if design.launch_calls.any() else None,
     )
 
 
@@ -330,6 +339,8 @@ def _parameter_table(design: Design, theta, log_cov, samples) -> tuple[Parameter
         value, before = float(np.exp(lmap[j] @ theta)), float(np.exp(lmap[j] @ prior))
         if name == "layer_overhead":  # the fit starts a zero prior at START_OVERHEAD_S; report the prior itself
             before = design.prior.efficiency.layer_overhead_s
+        if name == "kernel_launch":
+            before = design.prior.efficiency.kernel_launch_s
         fitted = bool(free_phys[j])
         rel = float(np.sqrt(max(log_cov[j, j], 0.0))) if (log_cov is not None and fitted) else None
         interval = None
@@ -345,7 +356,7 @@ def _unit_of(name: str) -> str:
         return "fraction of peak"
     if name.startswith("peak_scale"):
         return "x prior peak"
-    return "s" if name.endswith(".latency") or name == "layer_overhead" else "bytes/s"
+    return "s" if name.endswith(".latency") or name in ("layer_overhead", "kernel_launch") else "bytes/s"
 
 
 def block_stats(predicted: np.ndarray, measured: np.ndarray) -> BlockStats:

@@ -163,6 +163,8 @@ def memory_cases(x, g, y, index, ints, chunks, q) -> dict:
         "relu": (lambda: torch.relu(x), 2 * n * q),  # the harness's expert activation
         "softmax": (lambda: torch.softmax(x, dim=-1), 2 * n * q),
         "permute": (lambda: x.index_select(0, index), 2 * n * q),  # gather rows
+        "gather": (lambda: x[index], 2 * n * q),  # gather rows by advanced indexing (aten::index), as the harness
+        "index_put": (lambda: y.index_put_((index,), x, accumulate=True), 3 * n * q),  # its backward
         "scatter_add": (lambda: y.index_add_(0, index, x), 3 * n * q),  # scatter-add rows (unpermute)
         "fill": (lambda: torch.zeros_like(x), n * q),
         "add": (lambda: x + g, 3 * n * q),

@@ -16,8 +16,9 @@
 Compute, memory and overhead terms are the estimate's formulas in numpy. Operator terms (OpTerm, when the
 prior has measured operator tables, fitted by `moesim calibrate ops.jsonl`) keep the tables' shape
 dependence: their compute time scales as 1 / (peak scale of their dtype), a fitted parameter for every
-dtype doing most of some observation's operator time; memory-bound operators stay at the prior's price
-and every kernel call costs the fitted L.
+dtype doing most of some observation's operator time; memory-bound operators' time scales as
+1 / (fitted memory bandwidth) from the prior's (two ranks on one host share its memory bandwidth), and
+every kernel call costs the fitted L.
 Collective terms go through
 `select.default_model` itself: each is linearised around the current θ as
 t = C + Σ_l (A_l·α_l + B_l / W_l), with A, B the model's own finite-difference slopes and C the rest
@@ -101,6 +102,7 @@ class Design:
                                   if isinstance(t, CollectiveTerm)]
         self.level_used = np.zeros((len(self.levels), 2), dtype=bool)  # [α used, W used]
         self._names, self._free = self._parameters()
+        self._theta0_memory = float(self.initial()[self._offsets()[1]])
         self.coef = self.probe(self.initial())
 
     # --- parameter layout -------------------------------------------------------------
@@ -118,6 +120,7 @@ class Design:
         op_compute: dict[str, np.ndarray] = {}
         self.fixed_s = np.zeros(n)
         self.launch_calls = np.zeros(n)  # kernel calls of the operator terms, each costing L
+        self.op_mem_s = np.zeros(n)  # memory-bound operators at the prior's bandwidth, ∝ 1 / memory_bw
         for i, obs in enumerate(self.observations):
             compute = [t for t in obs.terms if isinstance(t, ComputeTerm)]
             if compute:
@@ -138,6 +141,8 @@ class Design:
                                    float(np.asarray(op_efficiency(t.op, self.prior)).reshape(-1)[0]))
                     by_dtype[t.op.dtype] = by_dtype.get(t.op.dtype, 0.0) + busy
                     self.fixed_s[i] += total - busy
+                elif t.op.kind == "memory":
+                    self.op_mem_s[i] += total
                 else:
                     self.fixed_s[i] += total
             for d, sec in by_dtype.items():
@@ -168,7 +173,7 @@ class Design:
             names += [f"{level.name}.latency", f"{level.name}.bandwidth"]
         names += ["layer_overhead"]
         free = np.ones(len(names), dtype=bool)
-        free[len(self.knots) + len(self.scaled_dtypes)] = bool(self.m_bytes.any())
+        free[len(self.knots) + len(self.scaled_dtypes)] = bool(self.m_bytes.any() or self.op_mem_s.any())
         free[len(self.knots) + len(self.scaled_dtypes) + 1] = bool(self.launch_calls.any())
         free[-1] = bool(self.o_passes.any())
         return names, free
@@ -311,6 +316,9 @@ class Design:
             scale = np.where(self.c_scale >= 0, np.exp(theta[k + np.maximum(self.c_scale, 0)]), 1.0)
             out += np.bincount(self.c_obs, self.c_flops / (self.c_peak * scale * eta), minlength=len(out))
         out += self.m_bytes / self.memory_bw(theta)
+        if self.op_mem_s.any():  # memory-bound operators: their tables' shape dependence, the fitted bandwidth
+            m = self._offsets()[1]
+            out += self.op_mem_s * np.exp(self._theta0_memory - theta[m])
         out += self.launch_calls * self.kernel_launch(theta)
         out += self.o_passes * self.layer_overhead(theta)
         if self._collective_terms:

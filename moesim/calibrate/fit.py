@@ -127,6 +127,7 @@ class FitResult:
     relinearisations: int
     observations: tuple[Observation, ...] = field(default=(), repr=False)
     kernel_launch_s: float | None = None  # cost of one kernel call; None when not fitted (no operator terms)
+    op_memory: bool = False  # memory-bound operators were fitted: the bandwidth is written as the HBM figure
     predicted_s: tuple[float, ...] = field(default=(), repr=False)
 
 
@@ -205,7 +206,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
     return FitResult(
         prior=prior, knots_flops=design.knots, efficiency=tuple(design.efficiency(theta)), ref_dtype=design.ref_dtype,
         peak_scales=design.peak_scales(theta),
-        memory_bw_bytes_per_s=design.memory_bw(theta) if design.m_bytes.any() else None,
+        memory_bw_bytes_per_s=design.memory_bw(theta) if (design.m_bytes.any() or design.op_mem_s.any()) else None,
         layer_overhead_s=design.layer_overhead(theta) if design.o_passes.any() else None,
         levels=tuple((lv.name, a, w, bool(u[0]), bool(u[1]))
                      for lv, (a, w), u in zip(design.levels, design.level_values(theta), design.level_used)),
@@ -215,6 +216,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         fitted_keys=tuple(sorted(fit_keys & {r.key for r in measurements.layers})), relinearisations=relin,
         observations=tuple(obs), predicted_s=tuple(float(x) for x in pred),
         kernel_launch_s=design.kernel_launch(theta) if design.launch_calls.any() else None,
+        op_memory=bool(design.op_mem_s.any()),
     )
 
 

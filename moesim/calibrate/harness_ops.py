@@ -26,7 +26,7 @@ ROUTER_DTYPE = "float32"  # validate/routing.py runs the router in float32 (Swit
 INDEX_BYTES = 8  # int64 indices, one-hot and positions (validate/routing.py)
 FP32_BYTES = 4
 # Memory operators by the name validate.ops times them under (validate/ops.py MEMORY_CASES).
-MEMORY_OPS = ("softmax", "permute", "scatter_add", "fill", "add", "copy", "relu", "index")
+MEMORY_OPS = ("softmax", "permute", "gather", "index_put", "scatter_add", "fill", "add", "copy", "relu", "index")
 # ATen calls per phase (module docstring): router_gating 37 (+2 with top-k > 1, +2 with normalised gates);
 # expert_compute 6 with one local expert, else 17 + 6 per expert; combine_unpermute 4; the calling thread's
 # part of the dispatch all-to-all phase 8 and of the combine 2; backward 52 with one local expert, else
@@ -61,7 +61,7 @@ def harness_ops(rec: LayerRecord) -> dict[str, list[Op]]:
               _mem("router", "index", ROUTER_DTYPE, GATING_INDEX_PASSES * k * T * E * INDEX_BYTES, gating_calls - 1)]
     if cast:
         gating.append(_mem("router", "copy", dt, T * d * (q + FP32_BYTES), 0))
-    permute = _mem("permute", "permute", dt, 2 * r * d * q, 1)
+    permute = _mem("permute", "gather", dt, 2 * r * d * q, 1)  # x[token_index]
     rows = max(R / e, 1.0)
     fc1 = replace(gemm("expert_ffn", "expert_fc1", dt, rows, float(f), float(d), count=float(e)), kernels=2.0 * e)
     relu = replace(_mem("expert_ffn", "relu", dt, 2 * R * f * q, 2 * e), meta={"bwd_bytes_factor": 1.5})
@@ -69,9 +69,9 @@ def harness_ops(rec: LayerRecord) -> dict[str, list[Op]]:
     experts = [fc1, relu, fc2]
     if e > 1:  # regroup rows by local expert, run each, concatenate, restore the arrival order
         experts += [_mem("expert_ffn", "index", "float32", SORT_PASSES * R * INDEX_BYTES, EXPERT_BASE_CALLS - 3),
-                    _mem("expert_ffn", "permute", dt, 2 * R * d * q, 1),  # received[order]
+                    _mem("expert_ffn", "gather", dt, 2 * R * d * q, 1),  # received[order]
                     _mem("expert_ffn", "copy", dt, 2 * R * d * q, 1),  # torch.cat of the experts' outputs
-                    _mem("expert_ffn", "permute", dt, 2 * R * d * q, 1)]  # y_sorted[inverse]
+                    _mem("expert_ffn", "gather", dt, 2 * R * d * q, 1)]  # y_sorted[inverse]
     unpermute = [_mem("unpermute", "add", dt, 3 * R * d * q, 2),  # back · gate (and the unsqueeze)
                  _mem("unpermute", "fill", dt, T * d * q, 1),  # zeros_like(x)
                  _mem("unpermute", "scatter_add", dt, 3 * R * d * q, 1)]  # index_add
@@ -87,9 +87,9 @@ def harness_ops(rec: LayerRecord) -> dict[str, list[Op]]:
             _mem("expert_ffn", "add", dt, 2 * 3 * (e - 1) * weight_bytes, 0, "bwd")]
     if e > 1:  # the regroup's index backwards: zero-filled gradients with rows scattered in (twice)
         bwd += [_mem("expert_ffn", "fill", dt, 2 * R * d * q, 0, "bwd"),
-                _mem("expert_ffn", "scatter_add", dt, 2 * 3 * R * d * q, 0, "bwd")]
+                _mem("expert_ffn", "index_put", dt, 2 * 3 * R * d * q, 0, "bwd")]
     bwd += [_mem("permute", "fill", dt, T * d * q, 0, "bwd"),  # x[token_index] backward
-            _mem("permute", "scatter_add", dt, 3 * r * d * q, 0, "bwd"),
+            _mem("permute", "index_put", dt, 3 * r * d * q, 0, "bwd"),
             _mem("router", "softmax", ROUTER_DTYPE, 3 * T * E * FP32_BYTES, 0, "bwd"),
             _mem("router", "fill", ROUTER_DTYPE, T * E * FP32_BYTES, 0, "bwd")]  # top-k / gate gather backward
     bwd += backward_op(router)

@@ -10,7 +10,8 @@ Procedure (fit only on operator measurements; docs/operators.md):
    directly) when there are any; else the intercept of non-negative least squares (scipy nnls) of the
    fitted memory records' times on [bytes of each memory op, 1]: t = bytes·s_op + L.
 3. Peak per dtype, measured: the highest FLOP/s any fitted GEMM or grouped-GEMM record of that dtype
-   reaches after L, so each dtype (bfloat16 included) gets its own peak (chip.peak_tflops_per_chip).
+   reaches after L (among records at least half work, t − L >= t / 2), so each dtype (bfloat16
+   included) gets its own peak (chip.peak_tflops_per_chip).
 4. Tables: per (kind, dtype, pass, op) the fitted records' efficiencies (memory: the records of every
    dtype, by bytes), η = work / (peak · (t − L))
    (compute) or bytes / (HBM · (t − L)) (memory), as the points of an [[efficiency.op_table]] at their
@@ -42,6 +43,7 @@ from moesim.specs.load import load_hardware, read_data_file, resolve_ref
 RECORD = "op"
 PART = "attention"  # any valid part: records are priced one operator at a time
 MIN_BUSY_FRACTION = 0.05  # t − L is kept at least this share of t (a record at the launch floor)
+PEAK_MIN_BUSY_FRACTION = 0.5  # a dtype's peak is read off records whose time is at least half work (t − L)
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,10 @@ def calibrate_ops(paths: list[str], hardware: str, out: str | Path, *, holdout_f
     busy = lambda r: max(r.time_s - launch, MIN_BUSY_FRACTION * r.time_s)  # noqa: E731
     peaks = {}
     for dtype in sorted({r.dtype for r in fit}):
-        rates = [r.flops / busy(r) for r in fit if r.dtype == dtype and r.kind in ("gemm", "grouped_gemm")]
+        gemms = [r for r in fit if r.dtype == dtype and r.kind in ("gemm", "grouped_gemm")]
+        # the peak from records that are mostly work: one near the call cost says nothing about FLOP/s
+        worked = [r for r in gemms if r.time_s - launch >= PEAK_MIN_BUSY_FRACTION * r.time_s] or gemms
+        rates = [r.flops / busy(r) for r in worked]
         if rates:
             peaks[dtype] = max(rates)
     hbm = prior.chip.hbm_bw_bytes_per_s

@@ -154,13 +154,13 @@ def layer_terms(rec: LayerRecord, hardware: HardwareProfile | None = None) -> di
         for phase in ops:
             terms[phase] = ops[phase]
         terms["backward"] = ops["backward"] + [combine, dispatch]
-        if rec.clock == "cpu":
-            # CPU clock (validate/timing.py): backward and the layer hold the calling thread's work only; gloo
-            # runs the exchanges on its own threads, so the reverse all-to-alls are not in them (their calls
-            # are among the backward's), and the layer holds the a2a phases' calling-thread calls
-            terms["backward"] = ops["backward"]
-            calling = {p: [OpTerm(op) for op in o] for p, o in a2a_calling_thread_ops(rec).items()}
-            terms["dispatch_a2a_cpu"], terms["combine_a2a_cpu"] = calling["dispatch_a2a"], calling["combine_a2a"]
+    if rec.clock == "cpu":
+        # CPU clock (validate/timing.py): backward and the layer hold the calling thread's work only; gloo
+        # runs the exchanges on its own threads, so the reverse all-to-alls are not in them (their calls
+        # are among the backward's), and the layer holds the a2a phases' calling-thread calls
+        terms["backward"] = [t for t in terms["backward"] if not isinstance(t, CollectiveTerm)]
+        calling = {p: [OpTerm(op) for op in o] for p, o in a2a_calling_thread_ops(rec).items()}
+        terms["dispatch_a2a_cpu"], terms["combine_a2a_cpu"] = calling["dispatch_a2a"], calling["combine_a2a"]
     extra = tuple(p for p in CPU_CLOCK_PARTS if p in terms)
     return {phase: tuple(t for t in terms[phase] if _moves_something(t)) for phase in ROUTER_PARTS + PHASES + extra}
 

@@ -87,7 +87,7 @@ def test_layer_records_are_priced_by_operator_when_the_profile_has_tables(tmp_pa
     names = [t.op.name for t in experts]
     assert names[:3] == ["expert_fc1", "relu", "expert_fc2"]
     # more than one local expert: the harness regroups rows by expert, concatenates, restores the order
-    assert names[3:] == (["index", "permute", "copy", "permute"] if rec.experts_per_rank > 1 else [])
+    assert names[3:] == (["index", "gather", "copy", "gather"] if rec.experts_per_rank > 1 else [])
     gemm_passes = {t.op.pass_ for t in terms["backward"] if isinstance(t, OpTerm) and t.op.kind == "gemm"}
     assert gemm_passes == {"dgrad", "wgrad"}
     predicted = predict_layer(rec, hw)

@@ -174,7 +174,10 @@ class Design:
         names += ["layer_overhead"]
         free = np.ones(len(names), dtype=bool)
         free[len(self.knots) + len(self.scaled_dtypes)] = bool(self.m_bytes.any() or self.op_mem_s.any())
-        free[len(self.knots) + len(self.scaled_dtypes) + 1] = bool(self.launch_calls.any())
+        # the call cost is fitted where operators are priced from tables (a profile without them has no
+        # measured call cost to start from, and its few calls would only mirror the layer overhead)
+        free[len(self.knots) + len(self.scaled_dtypes) + 1] = bool(self.launch_calls.any()
+                                                                   and self.prior.efficiency.op_tables)
         free[-1] = bool(self.o_passes.any())
         return names, free
 
@@ -319,7 +322,8 @@ class Design:
         if self.op_mem_s.any():  # memory-bound operators: their tables' shape dependence, the fitted bandwidth
             m = self._offsets()[1]
             out += self.op_mem_s * np.exp(self._theta0_memory - theta[m])
-        out += self.launch_calls * self.kernel_launch(theta)
+        launch_free = self._free[self._offsets()[1] + 1]
+        out += self.launch_calls * (self.kernel_launch(theta) if launch_free else self.prior.efficiency.kernel_launch_s)
         out += self.o_passes * self.layer_overhead(theta)
         if self._collective_terms:
             values = np.array(self.level_values(theta))

@@ -215,7 +215,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         n_parameters=int(design.free.sum()), loss=loss, bootstrap=bootstrap, seed=seed,
         fitted_keys=tuple(sorted(fit_keys & {r.key for r in measurements.layers})), relinearisations=relin,
         observations=tuple(obs), predicted_s=tuple(float(x) for x in pred),
-        kernel_launch_s=design.kernel_launch(theta) if design.launch_calls.any() else None,
+        kernel_launch_s=design.kernel_launch(theta) if design.free[design.names.index("kernel_launch")] else None,
         op_memory=bool(design.op_mem_s.any()),
     )
 

@@ -86,9 +86,9 @@ def render(summary: dict) -> str:
     lines = [head, "-" * len(head)]
     for r in summary["splits"]:
         a, b = r["cpu-localhost"], r["ops"]
-        lines.append(f"{r['seed']:>4} | {a['prior_mape']:>16.1%} {a['after_mape']:>7.1%} {'yes' if a['kept_prior'] else 'no':>4}"
-                     f" | {b['prior_mape']:>14.1%} {b['after_mape']:>7.1%} {b['after_signed']:>+7.1%} "
-                     f"{'yes' if b['kept_prior'] else 'no':>4}")
+        kept_a, kept_b = ("yes" if x["kept_prior"] else "no" for x in (a, b))
+        lines.append(f"{r['seed']:>4} | {a['prior_mape']:>16.1%} {a['after_mape']:>7.1%} {kept_a:>4}"
+                     f" | {b['prior_mape']:>14.1%} {b['after_mape']:>7.1%} {b['after_signed']:>+7.1%} {kept_b:>4}")
     mean = lambda label, key: sum(r[label][key] for r in summary["splits"]) / len(summary["splits"])  # noqa: E731
     lines.append(f"mean | {mean('cpu-localhost', 'prior_mape'):>16.1%} {mean('cpu-localhost', 'after_mape'):>7.1%} "
                  f"{'':>4} | {mean('ops', 'prior_mape'):>14.1%} {mean('ops', 'after_mape'):>7.1%} "

@@ -55,6 +55,7 @@ def splits(op_prior, tmp_path_factory):
     return rows
 
 
+@pytest.mark.slow
 def test_operator_path_held_out_layer_error_is_low_on_every_split(splits, op_prior):
     ops = [r for r in splits if r[0] == str(op_prior)]
     after = np.array([r[3] for r in ops])
@@ -66,6 +67,7 @@ def test_operator_path_held_out_layer_error_is_low_on_every_split(splits, op_pri
     assert fit.kernel_launch_s is not None and 1e-6 < fit.kernel_launch_s < 1e-4  # tens of µs at most per call
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["flop-keyed", "operator"])
 def test_calibration_never_worsens_the_prior_on_any_split(splits, op_prior, path):
     prior = "cpu-localhost" if path == "flop-keyed" else str(op_prior)

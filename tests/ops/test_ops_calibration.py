@@ -29,6 +29,13 @@ def test_records_cover_every_kind_and_pass(records):
                                                    ("grouped_gemm", "wgrad"), ("attention", "fwd"),
                                                    ("attention", "bwd"), ("memory", "fwd")}
     assert {r.dtype for r in recs} == {"float32", "bfloat16"}
+    # the harness's own memory-bound operators, and one ATen call's cost (forward + backward, after a wait)
+    assert {r.op for r in recs if r.kind == "memory"} >= {"gather", "index_put", "scatter_add", "fill", "add", "copy",
+                                                          "relu", "index", "launch"}
+    launch = [r.time_s for r in recs if r.op == "launch"]
+    assert all(1e-8 < t < 1e-3 for t in launch)
+    from moesim.calibrate.ops import fit_launch_and_memory
+    assert fit_launch_and_memory(recs) == pytest.approx(float(np.median(launch)))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -1,7 +1,7 @@
 """Operator micro-benchmarks: time moesim's operator kinds over a shape sweep on the machine at hand.
 
     python -m validate.ops --out ops.jsonl [--quick] [--dtypes float32,bfloat16] [--repeats 7] [--seed 0]
-        [--threads 1] [--estimator median|min] [--procs N] [--clock wall|cpu]
+        [--threads 1] [--estimator median|min] [--procs N] [--clock wall|cpu] [--after-wait]
 
 Each record (one JSON line) is one operator at one shape, in moesim's operator conventions
 (moesim/ops/base.py): kind (gemm, grouped_gemm, attention, memory), pass (fwd, dgrad, wgrad, bwd), op
@@ -18,7 +18,8 @@ Memory operators run from 1 row up, so the smallest sizes pin the fixed cost of 
 grad, forward and autograd backward (as the harness's calls run), divided by its ATen call count, each
 timed chain run after a LAUNCH_WAIT_S sleep, as the harness's calls run after a barrier or a collective
 wait: a thread back from a wait runs its first calls with cold caches and branch predictors (on this
-2-core box 1.7-2.7x the back-to-back cost per call, more under load).
+2-core box 1.7-2.7x the back-to-back cost per call, more under load). `--after-wait` times every CPU
+call that way (a sleep before each; records say `after_wait_s`).
 `moesim calibrate ops.jsonl --hardware P -o OUT.toml` fits a profile's operator
 tables from them (moesim/calibrate/ops.py).
 
@@ -47,6 +48,7 @@ QUICK_GEMM_SIZES = (64, 256, 512)
 
 
 CLOCK = ["wall"]  # set by --clock
+WAIT_S = [0.0]  # set by --after-wait: sleep before each timed CPU call
 
 
 def _timer(device):
@@ -67,6 +69,8 @@ def _timer(device):
         def run(fn, repeats):
             out = []
             for _ in range(repeats):
+                if WAIT_S[0]:
+                    time.sleep(WAIT_S[0])
                 t0 = clock()
                 fn()
                 out.append(clock() - t0)
@@ -203,7 +207,8 @@ def launch_record(dtype, device, repeats) -> dict:
     calls = Count.calls
     times = []
     for _ in range(repeats):
-        time.sleep(LAUNCH_WAIT_S)
+        if not WAIT_S[0]:
+            time.sleep(LAUNCH_WAIT_S)
         times += [t / calls for t in _timer(device)(chain, 1)]
     nbytes = float(w.numel() * w.element_size())
     return _record("memory", "fwd", "launch", dtype, (nbytes,), 0.0, nbytes, times)
@@ -233,6 +238,9 @@ def main(argv=None) -> int:
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="CPU only: 'cpu' times each call by the thread's CPU time (time.thread_time), as the "
                          "harness's --clock cpu does; default wall (time.perf_counter)")
+    ap.add_argument("--after-wait", action="store_true",
+                    help=f"CPU only: sleep {LAUNCH_WAIT_S * 1e3:g} ms before every timed call, as the harness's calls "
+                         "run after a barrier or a collective wait (launch records always do)")
     ap.add_argument("--procs", type=int, default=1,
                     help="run the sweep in this many processes at once and keep the first one's records: "
                          "the contention of the harness's ranks on a shared CPU (default 1)")
@@ -243,6 +251,7 @@ def main(argv=None) -> int:
         print("error: --clock cpu times CPU calls; on a GPU calls are timed by CUDA events", file=sys.stderr)
         return 2
     CLOCK[0] = args.clock
+    WAIT_S[0] = LAUNCH_WAIT_S if args.after_wait and not torch.cuda.is_available() else 0.0
     shadows = []
     if args.procs > 1:
         import os
@@ -268,7 +277,7 @@ def main(argv=None) -> int:
     meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
             "torch": torch.__version__, "threads": args.threads, "procs": args.procs,
             "timer": "cuda_events" if device.type == "cuda" else
-            ("thread_time" if args.clock == "cpu" else "perf_counter"), "seed": args.seed}
+            ("thread_time" if args.clock == "cpu" else "perf_counter"), "after_wait_s": WAIT_S[0], "seed": args.seed}
     records = []
     for name in dtypes:
         dtype = DTYPES[name]

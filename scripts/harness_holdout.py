@@ -1,7 +1,7 @@
 """Held-out layer error of the CPU harness, before and after calibration, over several splits.
 
     python scripts/harness_holdout.py [--out-dir results/harness-holdout] [--clock cpu|wall]
-        [--seeds 0,1,2,3,4] [--holdout-fraction 0.3] [--reuse]
+        [--seeds 0,1,2,3,4] [--holdout-fraction 0.3] [--reuse] [--sweep SWEEP.toml] [--dtypes float32]
 
 Steps (world size 2, gloo, one torch thread per rank; about 2-3 minutes on an idle 2-core box):
 1. the harness sweep tests/calibrate/data/cpu-calibration.toml (17 Switch layer configurations and the
@@ -32,19 +32,19 @@ SWEEP = ROOT / "tests" / "calibrate" / "data" / "cpu-calibration.toml"
 PRIORS = ("cpu-localhost", "ops")
 
 
-def measure(out_dir: Path, clock: str, reuse: bool) -> tuple[Path, Path]:
+def measure(out_dir: Path, clock: str, reuse: bool, sweep: Path = SWEEP, dtypes: str = "float32") -> tuple[Path, Path]:
     layers, ops = out_dir / "layers.jsonl", out_dir / "ops.jsonl"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if not (reuse and layers.exists()):
         layers.unlink(missing_ok=True)
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run([sys.executable, "-c", _LAUNCH, tmp, "--sweep", str(SWEEP), "--out", str(layers),
+            subprocess.run([sys.executable, "-c", _LAUNCH, tmp, "--sweep", str(sweep), "--out", str(layers),
                             "--timeout-s", "120", "--clock", clock], check=True, env=env, cwd=ROOT)
         print(f"harness sweep: {time.perf_counter() - t0:.0f} s -> {layers}", file=sys.stderr)
     if not (reuse and ops.exists()):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "validate.ops", "--out", str(ops), "--dtypes", "float32",
+        subprocess.run([sys.executable, "-m", "validate.ops", "--out", str(ops), "--dtypes", dtypes,
                         "--clock", clock], check=True, env=env, cwd=ROOT)
         print(f"validate.ops: {time.perf_counter() - t0:.0f} s -> {ops}", file=sys.stderr)
     return layers, ops
@@ -107,6 +107,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--holdout-fraction", type=float, default=0.3)
     ap.add_argument("--reuse", action="store_true", help="reuse layers.jsonl / ops.jsonl in --out-dir")
+    ap.add_argument("--sweep", default=str(SWEEP), help="harness sweep (default: the CI calibration sweep)")
+    ap.add_argument("--dtypes", default="float32", help="validate.ops dtypes (bfloat16 when the sweep has it)")
     args = ap.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -115,7 +117,7 @@ def main(argv=None) -> int:
         return 2
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    layers, ops = measure(out_dir, args.clock, args.reuse)
+    layers, ops = measure(out_dir, args.clock, args.reuse, Path(args.sweep), args.dtypes)
     sys.path.insert(0, str(ROOT))
     summary = evaluate(layers, ops, out_dir, seeds, args.holdout_fraction)
     summary["clock"] = args.clock

@@ -8,8 +8,6 @@
   log s_d             peak scale of each dtype d other than the reference dtype (the one doing most FLOPs);
   log W_mem           effective memory bandwidth (HBM bandwidth × memory efficiency);
   log α_l, log W_l    latency and effective bandwidth (link bandwidth × bw efficiency) of level l;
-  log L               the cost of one kernel call (efficiency.kernel_launch_us), fitted when operator terms
-                      carry calls (OpTerm.kernels); starts at the prior's (validate.ops' measured) value
   log o               the fixed host overhead per layer pass (efficiency.layer_overhead_s), fitted
                       when some observation is a layer total; bounded to [MIN_OVERHEAD_S,
                       MAX_OVERHEAD_S], so it is non-negative and can fall to ~0 when the data show none.
@@ -18,7 +16,8 @@ prior has measured operator tables, fitted by `moesim calibrate ops.jsonl`) keep
 dependence: their compute time scales as 1 / (peak scale of their dtype), a fitted parameter for every
 dtype doing most of some observation's operator time; memory-bound operators' time scales as
 1 / (fitted memory bandwidth) from the prior's (two ranks on one host share its memory bandwidth), and
-every kernel call costs the fitted L.
+every kernel call costs the prior's L (efficiency.kernel_launch_us, measured by validate.ops: an
+operator-level figure, not fitted on layers, where it would trade places with the layer overhead).
 Collective terms go through
 `select.default_model` itself: each is linearised around the current θ as
 t = C + Σ_l (A_l·α_l + B_l / W_l), with A, B the model's own finite-difference slopes and C the rest
@@ -45,8 +44,6 @@ MIN_LATENCY_S = 1e-12  # lower bound keeping log α finite
 MIN_LATENCY_STEP_S = 1e-9  # absolute floor of the latency step (a relative step of ~0 loses all digits)
 MIN_OVERHEAD_S = 1e-9  # lower bound keeping log o finite: 1 ns per layer pass is nothing next to a layer
 START_OVERHEAD_S = 1e-5  # where the fit starts the overhead when the prior has none (10 µs)
-START_LAUNCH_S = 1e-6  # where the fit starts the kernel call cost when the prior has none (1 µs)
-LAUNCH_BOUNDS_S = (1e-9, 1e-3)  # a kernel call between 1 ns and 1 ms
 MAX_OVERHEAD_S = 1.0  # upper bound: a second of host time per layer pass is no overhead but a fault
 MAX_KNOTS = 6
 OP_COMPUTE_KINDS = ("gemm", "grouped_gemm", "attention")
@@ -114,8 +111,8 @@ class Design:
         self.c_peak = np.array([self.prior.chip.peak_for(t.dtype) for _, t in rows])
         flops_by_dtype: dict[str, float] = {}
         dominant: set[str] = set()
-        # Operator terms (OpTerm): their compute parts at the prior's peaks and tables, per dtype; the rest
-        # (memory-bound operators, kernel launches) fixed at the prior's price.
+        # Operator terms (OpTerm): their compute parts at the prior's peaks and tables, per dtype; memory-bound
+        # operators at the prior's tables and bandwidth (scaled by the fitted bandwidth); kernel calls at L.
         n = len(self.observations)
         op_compute: dict[str, np.ndarray] = {}
         self.fixed_s = np.zeros(n)
@@ -168,16 +165,12 @@ class Design:
     def _parameters(self) -> tuple[list[str], np.ndarray]:
         names = [f"efficiency@{k:.3g}" for k in self.knots]
         names += [f"peak_scale.{d}" for d in self.scaled_dtypes]
-        names += ["memory_bw", "kernel_launch"]
+        names += ["memory_bw"]
         for level in self.levels:
             names += [f"{level.name}.latency", f"{level.name}.bandwidth"]
         names += ["layer_overhead"]
         free = np.ones(len(names), dtype=bool)
         free[len(self.knots) + len(self.scaled_dtypes)] = bool(self.m_bytes.any() or self.op_mem_s.any())
-        # the call cost is fitted where operators are priced from tables (a profile without them has no
-        # measured call cost to start from, and its few calls would only mirror the layer overhead)
-        free[len(self.knots) + len(self.scaled_dtypes) + 1] = bool(self.launch_calls.any()
-                                                                   and self.prior.efficiency.op_tables)
         free[-1] = bool(self.o_passes.any())
         return names, free
 
@@ -200,7 +193,7 @@ class Design:
 
     def _offsets(self) -> tuple[int, int, int]:
         k = len(self.knots)
-        return k, k + len(self.scaled_dtypes), k + len(self.scaled_dtypes) + 2
+        return k, k + len(self.scaled_dtypes), k + len(self.scaled_dtypes) + 1
 
     def initial(self) -> np.ndarray:
         """θ at the prior profile's values."""
@@ -212,8 +205,6 @@ class Design:
             theta[1:k] = np.maximum(np.diff(eta), 0.0)
         chip = self.prior.chip
         theta[m] = np.log(chip.hbm_bw_bytes_per_s * self.prior.efficiency.memory_bandwidth)
-        launch = self.prior.efficiency.kernel_launch_s
-        theta[m + 1] = np.log(launch if launch > LAUNCH_BOUNDS_S[0] else START_LAUNCH_S)
         for j, level in enumerate(self.levels):
             best_eff = max(p[1] for p in level.bw_efficiency.points)
             theta[lev + 2 * j] = np.log(max(level.latency_s, MIN_LATENCY_S))
@@ -228,7 +219,6 @@ class Design:
         lo[0], hi[0] = np.log(1e-6), np.log(1e3)
         lo[1:k], hi[1:k] = 0.0, np.log(1e4)  # adjacent knots within 4 decades of efficiency
         lo[k:m], hi[k:m] = -10.0, 10.0
-        lo[m + 1], hi[m + 1] = np.log(LAUNCH_BOUNDS_S[0]), np.log(LAUNCH_BOUNDS_S[1])
         lo[lev:-1:2] = np.log(MIN_LATENCY_S)
         lo[-1], hi[-1] = np.log(MIN_OVERHEAD_S), np.log(MAX_OVERHEAD_S)
         return lo, hi
@@ -244,9 +234,6 @@ class Design:
 
     def memory_bw(self, theta: np.ndarray) -> float:
         return float(np.exp(theta[self._offsets()[1]]))
-
-    def kernel_launch(self, theta: np.ndarray) -> float:
-        return float(np.exp(theta[self._offsets()[1] + 1]))
 
     def layer_overhead(self, theta: np.ndarray) -> float:
         return float(np.exp(theta[-1]))
@@ -322,8 +309,7 @@ class Design:
         if self.op_mem_s.any():  # memory-bound operators: their tables' shape dependence, the fitted bandwidth
             m = self._offsets()[1]
             out += self.op_mem_s * np.exp(self._theta0_memory - theta[m])
-        launch_free = self._free[self._offsets()[1] + 1]
-        out += self.launch_calls * (self.kernel_launch(theta) if launch_free else self.prior.efficiency.kernel_launch_s)
+        out += self.launch_calls * self.prior.efficiency.kernel_launch_s
         out += self.o_passes * self.layer_overhead(theta)
         if self._collective_terms:
             values = np.array(self.level_values(theta))

@@ -126,7 +126,6 @@ class FitResult:
     fitted_keys: tuple[str, ...]
     relinearisations: int
     observations: tuple[Observation, ...] = field(default=(), repr=False)
-    kernel_launch_s: float | None = None  # cost of one kernel call; None when not fitted (no operator terms)
     op_memory: bool = False  # memory-bound operators were fitted: the bandwidth is written as the HBM figure
     predicted_s: tuple[float, ...] = field(default=(), repr=False)
 
@@ -215,7 +214,6 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         n_parameters=int(design.free.sum()), loss=loss, bootstrap=bootstrap, seed=seed,
         fitted_keys=tuple(sorted(fit_keys & {r.key for r in measurements.layers})), relinearisations=relin,
         observations=tuple(obs), predicted_s=tuple(float(x) for x in pred),
-        kernel_launch_s=design.kernel_launch(theta) if design.free[design.names.index("kernel_launch")] else None,
         op_memory=bool(design.op_mem_s.any()),
     )
 
@@ -341,8 +339,6 @@ def _parameter_table(design: Design, theta, log_cov, samples) -> tuple[Parameter
         value, before = float(np.exp(lmap[j] @ theta)), float(np.exp(lmap[j] @ prior))
         if name == "layer_overhead":  # the fit starts a zero prior at START_OVERHEAD_S; report the prior itself
             before = design.prior.efficiency.layer_overhead_s
-        if name == "kernel_launch":
-            before = design.prior.efficiency.kernel_launch_s
         fitted = bool(free_phys[j])
         rel = float(np.sqrt(max(log_cov[j, j], 0.0))) if (log_cov is not None and fitted) else None
         interval = None
@@ -358,7 +354,7 @@ def _unit_of(name: str) -> str:
         return "fraction of peak"
     if name.startswith("peak_scale"):
         return "x prior peak"
-    return "s" if name.endswith(".latency") or name in ("layer_overhead", "kernel_launch") else "bytes/s"
+    return "s" if name.endswith(".latency") or name == "layer_overhead" else "bytes/s"
 
 
 def block_stats(predicted: np.ndarray, measured: np.ndarray) -> BlockStats:

@@ -8,7 +8,6 @@ The file keeps the prior's schema and keys (so `moesim.specs.load.load_hardware`
                                       table divided by η_max; times are unchanged);
   efficiency.matmul                   the fitted table [[kernel FLOP, η], ...];
   efficiency.memory_bandwidth         W_mem / HBM bandwidth (HBM bandwidth raised when W_mem is above it);
-  efficiency.kernel_launch_us         the cost of one kernel call, when operator terms were fitted;
   efficiency.layer_overhead_us        the fixed host cost per layer pass, when layer totals were fitted;
   interconnect[i].latency_us          α_i;
   interconnect[i].bw_efficiency       W_i / link bandwidth, a constant (link raised when W_i is above it);
@@ -128,9 +127,6 @@ def calibrated_table(prior_path: Path, fit: FitResult, provenance: Provenance, n
         else:
             eff["memory_bandwidth"] = min(_sig(w_mem / hbm), 1.0)
         notes.append(f"effective memory bandwidth {w_mem / GB_BYTES:.4g} GB/s")
-    if fit.kernel_launch_s is not None:
-        eff["kernel_launch_us"] = _sig(fit.kernel_launch_s * US_PER_S)
-        notes.append(f"kernel call {fit.kernel_launch_s * US_PER_S:.4g} us")
     if fit.layer_overhead_s is not None:
         eff["layer_overhead_us"] = _sig(fit.layer_overhead_s * US_PER_S)
         notes.append(f"layer overhead {fit.layer_overhead_s * US_PER_S:.4g} us per layer pass")

@@ -63,8 +63,10 @@ def test_operator_path_held_out_layer_error_is_low_on_every_split(splits, op_pri
           + f"; mean {after.mean():.1%}")
     assert after.mean() < MEAN_MAPE_BOUND
     assert after.max() < SPLIT_MAPE_BOUND
-    fit = ops[0][4].fit
-    assert fit.kernel_launch_s is not None and 1e-6 < fit.kernel_launch_s < 1e-4  # tens of µs at most per call
+    # the kernel call cost is validate.ops' measurement (operator level), kept through the layer fit
+    written, prior = ops[0][4].profile, load_hardware(op_prior)
+    assert 1e-6 < prior.efficiency.kernel_launch_s < 1e-4
+    assert written.efficiency.kernel_launch_s == pytest.approx(prior.efficiency.kernel_launch_s, rel=1e-5)
 
 
 @pytest.mark.slow

@@ -30,6 +30,10 @@ Terms per phase (validate/switch_layer.py names the phases):
                     twice: the harness's free-running `layer_unsynced` is one forward and one backward
                     pass of one MoE layer (validate/bench.py), as moesim/estimate/terms.py charges it
 A collective over a group of one rank moves nothing and gets no term, as in the estimate.
+A record timed by the CPU clock (validate/timing.py, `"clock": "cpu"`) holds only the calling thread's
+work in backward and the layer: there the collectives give way to their calling-thread calls
+(moesim/calibrate/harness_ops.py a2a_calling_thread_ops); the collective phases stay wall-clock.
+With operator tables, the phases are the operators the harness executes (harness_ops.py).
 """
 
 from __future__ import annotations
@@ -167,7 +171,7 @@ def layer_terms(rec: LayerRecord, hardware: HardwareProfile | None = None) -> di
 
 def layer_total_terms(rec: LayerRecord, phase_terms: dict[str, tuple[Term, ...]] | None = None) -> tuple[Term, ...]:
     """The terms of the measured layer total: every LAYER_PHASES term, plus the overhead of two passes
-    (a CPU-clock record priced by operator: the collective phases' calling-thread calls instead of them)."""
+    (a CPU-clock record: the collective phases' calling-thread calls instead of the collectives)."""
     phase_terms = phase_terms or layer_terms(rec)
     return tuple(t for p in _total_phases(phase_terms) for t in phase_terms[p]) + (OverheadTerm(LAYER_PASSES),)
 

@@ -145,7 +145,8 @@ class TopologyModel:
                      for name in ("scatter_allgather", "binomial")]
         else:
             found = [("direct", torus_costs.torus_send_recv_terms(size, tg, b, alpha))]
-        return [Candidate(name, "", terms, 0.0, tier.name) for name, terms in found]
+        # The runtime's fixed cost of one collective (profile `collective_overhead_us`) precedes the hops.
+        return [Candidate(name, "", terms, tier.overhead_s, tier.name) for name, terms in found]
 
     # -- switch tiers (and anything spanning more than one torus slice) ------------------------------
     def _tiers(self, op: str, size: float, n: int, system: System, pl: GroupPlacement) -> list[Candidate]:

@@ -143,6 +143,9 @@ class InterconnectLevel:
     # In-network reduction (InfiniBand SHARP) on this fabric's switches: NCCL's CollNet algorithms can run
     # over it when NCCL_COLLNET_ENABLE=1 (NCCL env.rst; moesim: TopologyModel(collnet=True)).
     sharp: bool = False
+    # Fixed software cost of one collective on this level (runtime launch and synchronisation), paid once per
+    # collective before its hops; priced on torus (TPU ICI) levels. 0 = none.
+    collective_overhead_s: float = 0.0
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -160,6 +163,9 @@ class InterconnectLevel:
             raise SpecError("link bandwidth must be > 0", field=f"{path}.link_gb_per_s_unidir")
         if self.latency_s < 0:
             raise SpecError("latency must be >= 0", field=f"{path}.latency_us", value=self.latency_s)
+        if self.collective_overhead_s < 0:
+            raise SpecError("collective overhead must be >= 0", field=f"{path}.collective_overhead_us",
+                            value=self.collective_overhead_s)
         if self.topology == "torus":
             if not self.dims or any(d < 1 for d in self.dims):
                 raise SpecError("a torus needs dims, e.g. [32, 32]", field=f"{path}.dims", value=self.dims)

@@ -256,6 +256,7 @@ def _level_from_table(t: Table, devices_per_chip: int) -> InterconnectLevel:
         nvls_efficiency=t.opt("nvls_efficiency", float, 0.0),
         nccl_arch=t.opt("nccl_arch", str, ""),
         sharp=t.opt("sharp", bool, False),
+        collective_overhead_s=units.us_to_s(t.opt("collective_overhead_us", float, 0.0)),
         source=t.req("source", str),
     )
     try:

@@ -175,6 +175,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "domain_devices": count(1, MAX_DEVICES, "devices"),
         "link_bw_bytes_per_s": positive(1e15, "bytes/s, one direction"),
         "latency_s": non_negative(1.0, "s"),
+        "collective_overhead_s": non_negative(1.0, "s"),
         "dims": count(1, 2**12, "chips per axis"),
         "links_per_chip": count(0, 1024),
         "oversubscription": Range(1, 1024),

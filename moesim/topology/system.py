@@ -37,6 +37,7 @@ class Tier:
     nvls_efficiency: float = 0.0  # NVLink SHARP on this switch tier (InterconnectLevel.nvls_efficiency)
     nccl_arch: str = ""  # InterconnectLevel.nccl_arch of the NVLink tier
     sharp: bool = False  # InterconnectLevel.sharp: in-network reduction (IB SHARP) on this fabric tier
+    overhead_s: float = 0.0  # InterconnectLevel.collective_overhead_s: fixed software cost per collective (torus)
 
     def bw_at(self, message_bytes: float) -> float:
         """Usable per-device bandwidth for messages of `message_bytes` (profile efficiency table)."""
@@ -123,7 +124,8 @@ def build_system(hardware: HardwareProfile, devices: int) -> System:
         if index == 0 and level.topology in TORUS_TOPOLOGIES:
             torus = _torus_of(level, min(devices, level.domain_devices), per_chip)
             tiers.append(Tier(level.name, "torus", level.domain_devices, level.link_bw_bytes_per_s,
-                              level.latency_s, level.bw_efficiency, index))
+                              level.latency_s, level.bw_efficiency, index,
+                              overhead_s=level.collective_overhead_s))
             continue
         kind = "fabric" if level.topology in FABRIC_TOPOLOGIES else "switch"
         port = _outer_port_bw(level, per_chip)

@@ -1,0 +1,109 @@
+"""The TPU ICI model against published TPU collective measurements (tests/data/tpu/measurements.toml).
+
+Errors are predicted / measured - 1 (ratios for growth entries, times for points); the figures and their
+sources are in the data file, quoted next to each assertion here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from moesim.collectives.base import Group
+from moesim.collectives.topo_model import TopologyModel
+from moesim.collectives.tpu_published import MANIFEST, compare, probes
+from moesim.errors import SpecError
+from moesim.specs.load import load_hardware
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return compare()
+
+
+def _errors(rows, name):
+    return [r.error for r in rows if r.name == name]
+
+
+def test_gshard_all_to_all_growth_16_to_2048_is_a_known_miss(rows):
+    """GShard (arXiv 2006.16668) §5.3, Fig. 9, TPU v3, 8 and 32 MB per partition: 'while D grows by 128 times,
+    the execution time of AllToAll only increases by 9 times'. moesim's torus model grows x4.0: -55 %.
+    KNOWN MISS (not fitted): were the slices' wraparound links unused, the model would give x8.0 (see probe test)."""
+    errs = _errors(rows, "gshard-fig9-all-to-all")
+    assert len(errs) == 2
+    assert all(-0.60 < e < -0.50 for e in errs)
+
+
+def test_gshard_dispatch_combine_growth_128_to_2048_is_a_known_miss(rows):
+    """GShard §5.2, Fig. 8: MoE dispatch and combine (AllToAll) time 'increases by about 3.75x' from 128 to
+    2048 experts (one per TPU v3 core, constant bytes per core). moesim x2.0: -47 %. KNOWN MISS."""
+    errs = _errors(rows, "gshard-fig8-dispatch-combine")
+    assert all(-0.52 < e < -0.42 for e in errs)
+
+
+def test_gshard_all_reduce_roughly_flat_in_partitions(rows):
+    """GShard §5.3: 'AllReduce on TPU has an execution time independent from the number of devices'
+    (Fig. 9's spread put down to square vs rectangular, torus vs mesh). moesim: x1.03 at 8 MB; x0.60 at 32 MB,
+    where the full 32x32 pod's wraparound halves the ring time against the 2x4 mesh of 16 cores."""
+    small, large = _errors(rows, "gshard-fig9-all-reduce")
+    assert abs(small) < 0.10
+    assert -0.45 < large < -0.35
+
+
+def test_v5p_one_hop_ppermute_within_10_percent(rows):
+    """marin-community/marin issue 6736, v5p-8 lax.ppermute: 1-16 KiB ~4.5-5.5 us, 1 MiB 16.94 us,
+    64 MiB 781.98 us. The 3.5 us per-collective overhead comes from this sweep's intercept (fitted: yes)."""
+    errs = _errors(rows, "v5p-ppermute-1hop")
+    assert len(errs) == 4
+    assert all(-0.10 <= e < 0.0 for e in errs)
+
+
+def test_no_wraparound_probe_matches_both_gshard_all_to_all_figures_and_per_peer_cost_cannot(rows):
+    """Diagnosis, not shipped: without wraparound links the model grows x8.0 (16 -> 2048) and x4.0
+    (128 -> 2048), within 12 % of GShard's x9 and x3.75 at both sizes; a per-destination cost would need
+    0.46 us at 8 MB but 1.77 us at 32 MB, so no single constant explains both sizes."""
+    found = probes(rows)
+    assert len(found) == 4
+    assert all(abs(p.without_wraparound / p.measured - 1) < 0.12 for p in found)
+    fig9 = {p.size_bytes: p.per_peer_s for p in found if p.name == "gshard-fig9-all-to-all"}
+    assert fig9[32 * 2**20] > 3 * fig9[8 * 2**20] > 0
+
+
+@pytest.mark.parametrize("profile", ["tpu-v2", "tpu-v3", "tpu-v4", "tpu-v5p"])
+def test_small_torus_collective_floor_is_overhead_plus_hops(profile):
+    """A 16-byte all-reduce on a 4-chip line is latency-bound: the runtime's 3.5 us (collective_overhead_us)
+    plus 2 passes x the ring's hops x 1 us, plus a negligible transfer."""
+    hw = load_hardware(profile)
+    per_chip = hw.chip.devices_per_chip
+    model = TopologyModel(hw)
+    n = 4 * per_chip
+    cost = model.cost("all_reduce", 16.0, Group(size=n, devices=n))
+    assert hw.interconnect[0].collective_overhead_s == pytest.approx(3.5e-6)
+    assert 3.5e-6 + 2e-6 < cost.time_s < 3.5e-6 + 2 * 3 * 1e-6 + 1e-6
+
+
+def test_negative_collective_overhead_is_a_spec_error(tmp_path):
+    text = (Path(__file__).resolve().parents[2] / "hardware_profiles" / "tpu-v4.toml").read_text(encoding="utf-8")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("collective_overhead_us = 3.5", "collective_overhead_us = -1.0"), encoding="utf-8")
+    with pytest.raises(SpecError, match="collective_overhead"):
+        load_hardware(str(bad))
+
+
+def test_manifest_keys_are_strict(tmp_path):
+    bad = tmp_path / "m.toml"
+    bad.write_text(MANIFEST.read_text(encoding="utf-8").replace('read_from = "text"', 'read_from = "text"\nrate = 1', 1),
+                   encoding="utf-8")
+    with pytest.raises(SpecError, match="rate"):
+        compare(bad)
+
+
+def test_docs_tpu_table_is_current():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("make_tpu_table", DOCS / "make_tpu_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    text = (DOCS / "collectives.md").read_text(encoding="utf-8")
+    assert mod.updated(text) == text, "run python docs/make_tpu_table.py"

@@ -139,19 +139,19 @@ class Kernel(FlowSharing):
             for s in range(len(d.code.streams)):
                 self.work.append((d, s))
         self._drain()
-        heap = self.heap
+        heap, work, drain = self.heap, self.work, self._drain
         pop = heapq.heappop
         tick = 0
         while heap:
             time_s, _, action, arg = pop(heap)
             self.now = time_s
-            self.events += 1
             action(arg)
-            if self.work:
-                self._drain()
+            if work:
+                drain()
             tick += 1
             if progress is not None and tick % PROGRESS_EVERY == 0:
                 progress(min(self.ops_done / total, 1.0))
+        self.events += tick  # one per heap event
         for d in devices:
             if d.waiters or any(p < len(idx) for p, (_, idx) in zip(d.pos, d.code.streams)):
                 raise RuntimeError(f"device {d.device} did not finish its program (deadlock)")
@@ -305,7 +305,8 @@ class Kernel(FlowSharing):
     def _flows(self, arg) -> None:
         members, level, spec = arg
         cap = spec.cap_bytes_per_s
-        pairs, transfer = self._pairs, self.transfer
+        pairs, transfer, heap, lazy_end = self._pairs, self.transfer, self.heap, self._lazy_end
+        push = heapq.heappush
         for d, i, _, egress, ingress in members:
             done = [2, d, i, None]
             key = (d.device, level)
@@ -314,11 +315,16 @@ class Kernel(FlowSharing):
                 pair = pairs[key] = (self.path("egress", d.device, level), self.path("ingress", d.device, level))
             a = transfer(pair[0], egress, cap, done)
             b = transfer(pair[1], ingress, cap, done)
-            if a is not None and b is not None:
-                self.push(a.end_s if a.end_s > b.end_s else b.end_s, self._lazy_end, (a, b))
-            elif a is not None or b is not None:
-                f = a if a is not None else b
-                self.push(f.end_s, self._lazy_end, (f,))
+            if a is not None:
+                if b is not None:
+                    self.seq += 1
+                    push(heap, (a.end_s if a.end_s > b.end_s else b.end_s, self.seq, lazy_end, (a, b)))
+                else:
+                    self.seq += 1
+                    push(heap, (a.end_s, self.seq, lazy_end, (a,)))
+            elif b is not None:
+                self.seq += 1
+                push(heap, (b.end_s, self.seq, lazy_end, (b,)))
 
     def _send(self, d: Device, i: int, t: float) -> None:
         op = d.code.ops[i]

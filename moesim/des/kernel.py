@@ -107,7 +107,8 @@ class Kernel(FlowSharing):
         self.recv_waiting: dict[tuple, tuple] = {}
         self._paths: dict[tuple, tuple] = {}
         self._pairs: dict[tuple, tuple] = {}  # (device, level) -> (egress path, ingress path)
-        self._groups: dict[tuple, tuple] = {}  # (axis, device) -> fold.group(axis, device)
+        self._groups: dict[tuple, tuple] = {}  # (axis, device) -> (group id, representatives to wait for)
+        self._group_ids: dict[tuple, int] = {}  # fold.group's instance key -> group id
         self._init_links()
 
     # Structure -----------------------------------------------------------------------------------
@@ -271,8 +272,9 @@ class Kernel(FlowSharing):
         spec = code.ops[i].comm
         gkey = (spec.axis, d.device)
         hit = self._groups.get(gkey)
-        if hit is None:
-            hit = self._groups[gkey] = self.fold.group(spec.axis, d.device)
+        if hit is None:  # the group as a small int: instance keys then hash in O(1), not over the group's classes
+            group, expected = self.fold.group(spec.axis, d.device)
+            hit = self._groups[gkey] = (self._group_ids.setdefault(group, len(self._group_ids)), expected)
         group, expected = hit
         key = (code.program.stage, i, group)
         instances = self.instances

@@ -140,15 +140,16 @@ class Kernel(FlowSharing):
             for s in range(len(d.code.streams)):
                 self.work.append((d, s))
         self._drain()
-        heap, work, drain = self.heap, self.work, self._drain
-        pop = heapq.heappop
+        heap, work, advance = self.heap, self.work, self._advance
+        pop, take = heapq.heappop, work.pop
         tick = 0
         while heap:
             time_s, _, action, arg = pop(heap)
             self.now = time_s
             action(arg)
-            if work:
-                drain()
+            while work:  # _drain, inline
+                d, s = take()
+                advance(d, s)
             tick += 1
             if progress is not None and tick % PROGRESS_EVERY == 0:
                 progress(min(self.ops_done / total, 1.0))
@@ -223,7 +224,7 @@ class Kernel(FlowSharing):
             rv = recv[i]
             if rv is not None:
                 key = (*rv, d.device)  # ("act" | "grad", mb, virtual stage, device), as pieces.py builds it
-                a = self.arrivals.get(key)
+                a = self.arrivals.pop(key, None)  # read once: the operation goes ahead below
                 if a is None:
                     self.recv_waiting[key] = (d, s)
                     break

@@ -24,10 +24,19 @@ class _Flow:
                  "version", "latency_s", "fid", "lazy", "end_s", "registered")
 
     def __init__(self, path, size, cap, done, now, latency, fid) -> None:
-        self.path, self.size_bytes, self.cap_bytes_per_s, self.done = path, size, cap, done
-        self.remaining_bytes, self.rate_bytes_per_s, self.updated_s = size, 0.0, now
-        self.version, self.latency_s, self.fid = 0, latency, fid
-        self.lazy, self.end_s, self.registered = False, 0.0, True
+        self.path = path
+        self.size_bytes = size
+        self.cap_bytes_per_s = cap
+        self.done = done
+        self.remaining_bytes = size
+        self.rate_bytes_per_s = 0.0
+        self.updated_s = now
+        self.version = 0
+        self.latency_s = latency
+        self.fid = fid
+        self.lazy = False
+        self.end_s = 0.0
+        self.registered = True
 
 
 

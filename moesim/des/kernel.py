@@ -107,7 +107,8 @@ class Kernel(FlowSharing):
         self.recv_waiting: dict[tuple, tuple] = {}
         self._paths: dict[tuple, tuple] = {}
         self._pairs: dict[tuple, tuple] = {}  # (device, level) -> (egress path, ingress path)
-        self._groups: dict[tuple, tuple] = {}  # (axis, device) -> fold.group(axis, device)
+        self._groups: dict[tuple, tuple] = {}  # (axis, device) -> (group id, representatives to wait for)
+        self._group_ids: dict[tuple, int] = {}  # fold.group's instance key -> group id
         self._init_links()
 
     # Structure -----------------------------------------------------------------------------------
@@ -139,19 +140,20 @@ class Kernel(FlowSharing):
             for s in range(len(d.code.streams)):
                 self.work.append((d, s))
         self._drain()
-        heap = self.heap
-        pop = heapq.heappop
+        heap, work, advance = self.heap, self.work, self._advance
+        pop, take = heapq.heappop, work.pop
         tick = 0
         while heap:
             time_s, _, action, arg = pop(heap)
             self.now = time_s
-            self.events += 1
             action(arg)
-            if self.work:
-                self._drain()
+            while work:  # _drain, inline
+                d, s = take()
+                advance(d, s)
             tick += 1
             if progress is not None and tick % PROGRESS_EVERY == 0:
                 progress(min(self.ops_done / total, 1.0))
+        self.events += tick  # one per heap event
         for d in devices:
             if d.waiters or any(p < len(idx) for p, (_, idx) in zip(d.pos, d.code.streams)):
                 raise RuntimeError(f"device {d.device} did not finish its program (deadlock)")
@@ -222,7 +224,7 @@ class Kernel(FlowSharing):
             rv = recv[i]
             if rv is not None:
                 key = (*rv, d.device)  # ("act" | "grad", mb, virtual stage, device), as pieces.py builds it
-                a = self.arrivals.get(key)
+                a = self.arrivals.pop(key, None)  # read once: the operation goes ahead below
                 if a is None:
                     self.recv_waiting[key] = (d, s)
                     break
@@ -271,8 +273,9 @@ class Kernel(FlowSharing):
         spec = code.ops[i].comm
         gkey = (spec.axis, d.device)
         hit = self._groups.get(gkey)
-        if hit is None:
-            hit = self._groups[gkey] = self.fold.group(spec.axis, d.device)
+        if hit is None:  # the group as a small int: instance keys then hash in O(1), not over the group's classes
+            group, expected = self.fold.group(spec.axis, d.device)
+            hit = self._groups[gkey] = (self._group_ids.setdefault(group, len(self._group_ids)), expected)
         group, expected = hit
         key = (code.program.stage, i, group)
         instances = self.instances
@@ -305,7 +308,8 @@ class Kernel(FlowSharing):
     def _flows(self, arg) -> None:
         members, level, spec = arg
         cap = spec.cap_bytes_per_s
-        pairs, transfer = self._pairs, self.transfer
+        pairs, transfer, heap, lazy_end = self._pairs, self.transfer, self.heap, self._lazy_end
+        push = heapq.heappush
         for d, i, _, egress, ingress in members:
             done = [2, d, i, None]
             key = (d.device, level)
@@ -314,11 +318,16 @@ class Kernel(FlowSharing):
                 pair = pairs[key] = (self.path("egress", d.device, level), self.path("ingress", d.device, level))
             a = transfer(pair[0], egress, cap, done)
             b = transfer(pair[1], ingress, cap, done)
-            if a is not None and b is not None:
-                self.push(a.end_s if a.end_s > b.end_s else b.end_s, self._lazy_end, (a, b))
-            elif a is not None or b is not None:
-                f = a if a is not None else b
-                self.push(f.end_s, self._lazy_end, (f,))
+            if a is not None:
+                if b is not None:
+                    self.seq += 1
+                    push(heap, (a.end_s if a.end_s > b.end_s else b.end_s, self.seq, lazy_end, (a, b)))
+                else:
+                    self.seq += 1
+                    push(heap, (a.end_s, self.seq, lazy_end, (a,)))
+            elif b is not None:
+                self.seq += 1
+                push(heap, (b.end_s, self.seq, lazy_end, (b,)))
 
     def _send(self, d: Device, i: int, t: float) -> None:
         op = d.code.ops[i]

@@ -185,6 +185,7 @@ class _Router:
         self.groups = [_ep_groups(costs, stage_of, s) for s in range(costs.layout.pp)] if moe else []
         self.uniform = self.spec is None or self.spec.kind == "uniform"
         self.stage_of_layer = {layer: costs.device_of(st.index) for st in costs.stages for layer in st.layers}
+        self.piece_of_layer = {layer: st.index for st in costs.stages for layer in st.layers}  # DualPipe: by mb
         self.node_limit = _node_limit(costs) if moe else None
         self.moments: dict[int, object] = {}  # MoE layer -> RankMoments, estimated once (moments.py)
 
@@ -222,6 +223,12 @@ class _Router:
             drawn = None if moments is None else sample_rank_counts(lc.tokens, moments, self.rng,
                                                                     size * c.micro_batches)
             for mb in range(c.micro_batches):
+                # the device that runs the layer for this micro-batch (DualPipe's second half runs the other way);
+                # its EP groups have the same shape, so the draws are those of the first half's stage
+                stage_mb = c.device_of(self.piece_of_layer[layer], mb)
+                if stage_mb != stage:
+                    stage, groups = stage_mb, self.groups[stage_mb]
+                    position = np.searchsorted(self.stage_devices[stage], groups.reshape(-1))
                 if drawn is not None:
                     r = loads_from_counts(drawn[mb * size:(mb + 1) * size], len(groups), groups.shape[1], 0.0,
                                           size * lc.tokens * moe.top_k)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from des_helpers import tiny_scenario
@@ -225,3 +226,17 @@ def test_dualpipe_on_uneven_stages_is_priced_per_device_pair(first, last, before
     result = simulate(sc, layout, SimOptions(contention=False, trace=False))
     error = result.step_times_s[0] / result.analytical_step_time_s - 1
     assert abs(error) < 0.07 and abs(error) <= abs(before) + 0.001
+
+
+def test_dualpipe_routes_each_micro_batch_on_the_device_that_runs_it():
+    # DualPipe's second half of the micro-batches runs piece vs on device pp-1-vs: every load-dependent
+    # operation of a device's program must find its (MoE layer, micro-batch) loads among that device's
+    # (they were kept for the first half's device only: KeyError on DeepSeek-V3 with zipf routing).
+    sc = tiny_scenario(16, micro_batches=8, pipeline_schedule="dualpipe", global_batch_sequences=32)
+    layout = Layout(dp=4, ep=4, pp=4)
+    costs = build_costs(sc, layout, sc.training, default_model(sc.hardware), 0.0)
+    router = des_run._Router(costs, SimOptions(routing="zipf:1.2"), np.random.default_rng(0), keep=True)
+    loads, _, _ = router.step()
+    for stage in range(layout.pp):
+        needed = {(op.moe, op.mb) for op in build_stage_program(costs, stage).ops if op.load}
+        assert needed and needed <= set(loads[stage])

@@ -6,7 +6,9 @@ quantisation, NVIDIA Matrix Multiplication Background guide); coordinates consta
 table are dropped. Inside the convex hull of the measured shapes the efficiency is the linear
 interpolation on their Delaunay triangulation (as scipy.interpolate.LinearNDInterpolator); outside it,
 the efficiency of the nearest measured shape (NearestNDInterpolator); one varying coordinate is
-np.interp, which clamps to the end points (the same rule). A degenerate table (points on a plane of
+np.interp, which clamps to the end points (the same rule). Attention tables are never interpolated
+across head_dim (EXACT_COORDINATE below): a query reads its own head_dim's points, or the nearest
+measured head_dim's. A degenerate table (points on a plane of
 fewer dimensions than it varies in) is answered by the nearest shape. The barycentric coordinates are
 computed here with numpy (one batched inverse per triangulation) rather than by scipy's lazily built
 `Delaunay.transform`, whose per-simplex LAPACK calls took seconds on a loaded 2-core host.
@@ -14,6 +16,7 @@ computed here with numpy (one batched inverse per triangulation) rather than by 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
@@ -100,6 +103,24 @@ def _interpolant(table: OpTable) -> _Interpolant:
     return _Interpolant(table)
 
 
+# Coordinates a table never interpolates or extrapolates across (kind: index in OP_DIMS order): an attention
+# kernel's head dimension selects a different kernel configuration (tile sizes, registers per thread), so its
+# efficiency at one head_dim says little about another; FlashAttention-3's Table 2 / Fig. 5 put head 256 above
+# head 128 at every length (Shah et al. 2024, arXiv 2407.08608). A query reads the points of its own head_dim,
+# or of the nearest measured one (in log) when its own was not measured.
+EXACT_COORDINATE = {"attention": 2}
+
+
+@lru_cache(maxsize=256)
+def _slices(table: OpTable, axis: int) -> tuple[np.ndarray, tuple[OpTable, ...]]:
+    """(the distinct values of coordinate `axis`, the table restricted to each of them)."""
+    pts = np.asarray(table.points, dtype=float)
+    values = np.unique(pts[:, axis])
+    subsets = tuple(replace(table, points=tuple(tuple(p) for p in table.points if float(p[axis]) == v))
+                    for v in values)
+    return values, subsets
+
+
 def table_efficiency(table: OpTable, shape: tuple, n: int | None = None) -> np.ndarray:
     """Efficiency of `table` at `shape` (coordinates as arrays or scalars, broadcast together)."""
     columns = np.broadcast_arrays(*[np.asarray(c, dtype=float) for c in shape])
@@ -107,7 +128,17 @@ def table_efficiency(table: OpTable, shape: tuple, n: int | None = None) -> np.n
     coords = np.column_stack([np.broadcast_to(c, columns[0].shape).reshape(-1) for c in columns])
     coords = np.log(np.maximum(coords, 1e-30))
     uniq, inverse = np.unique(coords, axis=0, return_inverse=True)
-    values = _interpolant(table)(uniq)[inverse.reshape(-1)]
+    axis = EXACT_COORDINATE.get(table.kind)
+    if axis is None:
+        values = _interpolant(table)(uniq)
+    else:
+        measured, subsets = _slices(table, axis)
+        pick = np.abs(uniq[:, axis][:, None] - np.log(measured)[None, :]).argmin(axis=1)
+        values = np.empty(len(uniq))
+        for i in np.unique(pick):
+            rows = pick == i
+            values[rows] = _interpolant(subsets[i])(uniq[rows])
+    values = values[inverse.reshape(-1)]
     return values if values.size == size else np.broadcast_to(values, (size,))
 
 

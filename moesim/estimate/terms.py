@@ -340,11 +340,16 @@ class TermBuilder:
 
     def _tp_comms(self, terms: ClassTerms, cls: LayerClass, blocks: int, full, b) -> None:
         """Megatron TP: per block an all-reduce forward and one backward, or with sequence parallelism an
-        all-gather + reduce-scatter of the same volume (Korthikanti §4.2.2)."""
+        all-gather + reduce-scatter of the same volume (Korthikanti §4.2.2). With sequence parallelism the
+        column-parallel GEMM keeps only its sequence shard of the input for backward and all-gathers it once
+        more there for its weight gradient (Megatron-LM core/tensor_parallel/layers.py,
+        LinearWithGradAccumulationAndAsyncCommunication.backward; Transformer Engine's Linear likewise):
+        tp_all_gather_wgrad, one per block per micro-batch."""
         size = b * cls.tokens * self.model.d_model * self.q_a
         calls = blocks * (2 + np.where(full, 1, 0))
         if self.tr.sequence_parallel:
             terms.comms.append(CommCall("tp_all_gather", "tp", "all_gather", size, calls))
             terms.comms.append(CommCall("tp_reduce_scatter", "tp", "reduce_scatter", size, calls))
+            terms.comms.append(CommCall("tp_all_gather_wgrad", "tp", "all_gather", size, blocks * np.ones_like(calls)))
         else:
             terms.comms.append(CommCall("tp_all_reduce", "tp", "all_reduce", size, calls))

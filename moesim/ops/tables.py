@@ -125,6 +125,8 @@ def table_efficiency(table: OpTable, shape: tuple, n: int | None = None) -> np.n
     """Efficiency of `table` at `shape` (coordinates as arrays or scalars, broadcast together)."""
     columns = np.broadcast_arrays(*[np.asarray(c, dtype=float) for c in shape])
     size = columns[0].size if n is None else n
+    if len(table.points) == 1:  # one measured figure (e.g. a memory op's bandwidth fraction): no lookup
+        return np.full(size, float(table.points[0][-1]))
     coords = np.column_stack([np.broadcast_to(c, columns[0].shape).reshape(-1) for c in columns])
     coords = np.log(np.maximum(coords, 1e-30))
     uniq, inverse = np.unique(coords, axis=0, return_inverse=True)

@@ -171,7 +171,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     compute_mb = fwd + bwd + recompute + np.where(last, logits_time[:, None], 0.0)
     bwd_mb = bwd + np.where(last, (2 / 3) * logits_time[:, None], 0.0)
     # Weight-gradient part W (zero-bubble schedules) and the attention cores a CP ring hides under.
-    weight_mb = _per_stage(counts, [sch.weight_grad_time_s(t.fwd_parts_s, t.attention_core_time_s) for t in terms])
+    weight_mb = _per_stage(counts, [sch.weight_grad_time_s(t) for t in terms])
     weight_mb += np.where(last, logits_time[:, None] / 3, 0.0)
     # Ring window per layer: the forward core, its backward (the attention part's backward/forward ratio,
     # as the simulator scales it) and a full recompute's replay.

@@ -77,7 +77,7 @@ def operator_breakdown(scenario: Scenario, layout: Layout) -> list[OpRow]:
         terms = builder.build(cls)
         label = f"{cls.stack} {'moe' if cls.is_moe else 'dense'}{' mtp' if cls.mtp else ''}"
         rows += [_row(label, op, hw, layers * m) for op in terms.ops_fwd + terms.ops_bwd]
-    fwd, bwd = logits_ops(model, tr, b, arr(layout.tp), wl.output_tokens)
+    fwd, bwd = logits_ops(model, tr, b, arr(layout.tp), wl.output_tokens, hw.device_kind)
     rows += [_row("head", op, hw, wl.logit_heads * m) for op in fwd + bwd]
     return rows
 

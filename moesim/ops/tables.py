@@ -25,6 +25,7 @@ from moesim.specs.hardware import OpTable
 
 INSIDE_TOL = 1e-9  # barycentric coordinates this far below 0 still count as inside (shapes on a face)
 QUERY_CHUNK = 256
+MEMO_LIMIT = 200_000  # answered shapes kept per table
 
 
 class _Linear:
@@ -41,19 +42,23 @@ class _Linear:
         self.inv = np.linalg.inv(edges[ok])
         self.origin = verts[ok, -1]
         self.values = values[tri.simplices[ok]]  # (s, d + 1)
+        self.lo, self.hi = verts[ok].min(axis=1), verts[ok].max(axis=1)  # (s, d) bounding boxes
 
     def __call__(self, q: np.ndarray) -> np.ndarray:
         out = np.full(len(q), np.nan)
         for start in range(0, len(q), QUERY_CHUNK):
             x = q[start:start + QUERY_CHUNK]
-            lam = np.einsum("sij,qsj->qsi", self.inv, x[:, None, :] - self.origin[None])
-            lam = np.concatenate([lam, 1 - lam.sum(axis=2, keepdims=True)], axis=2)  # (q, s, d + 1)
-            inside = (lam >= -INSIDE_TOL).all(axis=2)
-            hit = inside.any(axis=1)
-            first = inside.argmax(axis=1)
-            rows = np.flatnonzero(hit)
-            chosen = first[rows]
-            out[start + rows] = (lam[rows, chosen] * self.values[chosen]).sum(axis=1)
+            # Only simplices whose bounding box holds the query can hold it: barycentric coordinates for those.
+            near = ((x[:, None, :] >= self.lo[None] - INSIDE_TOL) & (x[:, None, :] <= self.hi[None] + INSIDE_TOL)).all(2)
+            qi, si = np.nonzero(near)
+            if not len(qi):
+                continue
+            lam = np.einsum("pij,pj->pi", self.inv[si], x[qi] - self.origin[si])
+            lam = np.concatenate([lam, 1 - lam.sum(axis=1, keepdims=True)], axis=1)  # (pairs, d + 1)
+            inside = (lam >= -INSIDE_TOL).all(axis=1)
+            qi, si, lam = qi[inside], si[inside], lam[inside]
+            rows, first = np.unique(qi, return_index=True)  # the first simplex holding each query
+            out[start + rows] = (lam[first] * self.values[si[first]]).sum(axis=1)
         return out
 
 
@@ -71,6 +76,7 @@ class _Interpolant:
         self.dim = uniq.shape[1]
         self.const = float(mean.mean()) if self.dim == 0 else None
         self.linear = self.nearest = None
+        self.memo: dict[bytes, float] = {}
         if self.dim == 1:
             order = np.argsort(uniq[:, 0])
             self.x, self.y = uniq[order, 0], mean[order]
@@ -91,11 +97,20 @@ class _Interpolant:
         q = log_coords[:, self.keep]
         if self.dim == 1:
             return np.interp(q[:, 0], self.x, self.y)
-        out = self.linear(q) if self.linear is not None else np.full(len(q), np.nan)
-        missing = np.isnan(out)
-        if missing.any():
-            out[missing] = self.nearest(q[missing])
-        return out
+        # Shapes answered before are not looked up again: a layout search asks the same few hundred shapes
+        # once per pipeline degree and pass (the triangulation walk is the costly part of a search's pricing).
+        keys = [row.tobytes() for row in np.ascontiguousarray(q)]
+        todo = [i for i, k in enumerate(keys) if k not in self.memo]
+        if todo:
+            sub = q[todo]
+            got = self.linear(sub) if self.linear is not None else np.full(len(sub), np.nan)
+            missing = np.isnan(got)
+            if missing.any():
+                got[missing] = self.nearest(sub[missing])
+            if len(self.memo) > MEMO_LIMIT:
+                self.memo.clear()
+            self.memo.update(zip((keys[i] for i in todo), got.tolist()))
+        return np.array([self.memo[k] for k in keys])
 
 
 @lru_cache(maxsize=256)

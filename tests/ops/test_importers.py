@@ -85,7 +85,7 @@ def test_shipped_xla_tables():
     h100 = [t for t in load_hardware("h100-sxm").efficiency.op_tables if "openxla" in t.source]
     assert {(t.kind, t.dtype, t.status, len(t.points)) for t in h100} == {
         ("gemm", "bfloat16", "measured", 125), ("grouped_gemm", "bfloat16", "derived", 250)}
-    b200 = [t for t in load_hardware("b200").efficiency.op_tables if "openxla" in t.source]
-    assert {(t.kind, t.dtype) for t in b200} == {("gemm", "float8"), ("grouped_gemm", "float8")}
+    # B200 FP8 is not shipped beside SimuMax's TE bf16 tables (a cross-source ratio: docs/operators.md).
+    assert not [t for t in load_hardware("b200").efficiency.op_tables if t.dtype == "float8"]
     # Every efficiency is a fraction of the dense peak: H100 bf16 GEMMs peak at 0.79 at 4096^3.
-    assert max(p[-1] for t in h100 + b200 for p in t.points) < 0.85
+    assert max(p[-1] for t in h100 for p in t.points) < 0.85

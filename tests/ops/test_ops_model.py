@@ -82,8 +82,7 @@ def test_b200_tables_are_measured_and_wgrad_is_slowest_grouped_pass():
     kinds = {(t.kind, t.pass_) for t in hw.efficiency.op_tables if t.status == "measured"}
     assert {("gemm", "fwd"), ("gemm", "dgrad"), ("gemm", "wgrad"), ("grouped_gemm", "wgrad"),
             ("attention", "fwd"), ("attention", "bwd")} <= kinds
-    assert all("SimuMax" in t.source for t in hw.efficiency.op_tables if t.dtype == "bfloat16")
-    assert all("openxla" in t.source for t in hw.efficiency.op_tables if t.dtype == "float8")
+    assert all("SimuMax" in t.source for t in hw.efficiency.op_tables)
     # DeepSeek-V3-like down projection, 256 experts x 128 tokens (wave2.md §7.1: wgrad 0.08-0.14, fwd 0.18).
     shape = {p: select_table(hw.efficiency.op_tables, "grouped_gemm", "bfloat16", p, ("x",)) for p in ("fwd", "wgrad")}
     fwd = table_efficiency(shape["fwd"], (256.0, 128.0, 7168.0, 2048.0))[0]

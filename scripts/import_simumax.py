@@ -96,8 +96,8 @@ def render(tables: dict[tuple, list], source: str, measured_on: str, status: str
         if op != "any":
             lines.append(f'op = "{op}"')
         table_status = "assumed" if (kind, op) in ASSUMED_TABLES else status
-        lines += [f'status = "{table_status}"', f"measured_on = {json.dumps(measured_on)}", f"source = {json.dumps(source)}",
-                  "points = ["]
+        lines += [f'status = "{table_status}"', f"measured_on = {json.dumps(measured_on)}",
+                  f"source = {json.dumps(source)}", "points = ["]
         lines += ["  [" + ", ".join(_num(x) for x in p[:-1]) + f", {p[-1]:.4f}]," for p in points]
         lines.append("]")
     return "\n".join(lines) + "\n"

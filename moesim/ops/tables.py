@@ -49,7 +49,8 @@ class _Linear:
         for start in range(0, len(q), QUERY_CHUNK):
             x = q[start:start + QUERY_CHUNK]
             # Only simplices whose bounding box holds the query can hold it: barycentric coordinates for those.
-            near = ((x[:, None, :] >= self.lo[None] - INSIDE_TOL) & (x[:, None, :] <= self.hi[None] + INSIDE_TOL)).all(2)
+            near = ((x[:, None, :] >= self.lo[None] - INSIDE_TOL)
+                    & (x[:, None, :] <= self.hi[None] + INSIDE_TOL)).all(axis=2)
             qi, si = np.nonzero(near)
             if not len(qi):
                 continue

@@ -12,7 +12,7 @@ from moesim.calibrate.nccl_tests import read_nccl_tests
 from moesim.errors import SpecError
 from moesim.specs.load import load_hardware
 
-MANIFEST_KEYS = {"file", "hardware", "cluster", "healthy", "shape", "note", "op", "ranks"}
+MANIFEST_KEYS = {"file", "hardware", "cluster", "healthy", "shape", "note", "op", "ranks", "nccl_algo", "collnet"}
 
 
 def read_manifest(path: Path) -> list[dict]:
@@ -42,12 +42,23 @@ def _points(folder: Path, entry: dict):
     return read_nccl_tests(folder / entry["file"], op=entry.get("op"), ranks=entry.get("ranks")).collectives
 
 
+def entry_model(entry: dict, hardware):
+    """The model a log is priced with: the default one, or NCCL_ALGO / NCCL_COLLNET_ENABLE as the run set them
+    (manifest keys nccl_algo, collnet); None = the hardware's default model."""
+    if "nccl_algo" not in entry and not entry.get("collnet", False):
+        return None
+    from moesim.collectives.topo_model import TopologyModel
+
+    return TopologyModel(hardware, nccl_algo=entry.get("nccl_algo", ""), collnet=entry.get("collnet", False))
+
+
 def prior_rows(manifest: Path) -> list[tuple]:
     folder = manifest.parent
     rows = []
     for e in read_manifest(manifest):
         pts = _points(folder, e)
-        err = log_error(pts, load_hardware(e["hardware"]))
+        hw = load_hardware(e["hardware"])
+        err = log_error(pts, hw, entry_model(e, hw))
         span = f"{_size(min(p.size_bytes for p in pts))} - {_size(max(p.size_bytes for p in pts))}"
         rows.append((e["file"], e["hardware"], err.ranks, err.op, span, "yes" if e["healthy"] else "no",
                      _pct(err.mape_large), _pct(err.mape_small),

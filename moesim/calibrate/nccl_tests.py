@@ -17,9 +17,9 @@ ranks (a mismatch means a wrong collective or rank count); otherwise a SpecError
 Layout variants real logs carry (../shared/reference/wave2.md §2; tests/data/nccl/SOURCES.md):
   - launcher prefixes: Open MPI "[1,0]<stdout>:", srun --label " 0: " / "0: " (stripped);
   - rank lines with or without "Group", with or without "on HOST", with the leading '#' lost
-    (markdown pastes), and cut rank lists ("#  Rank  7 ...", "#  Rank 15 ...", "..."): the group
-    size is the largest rank id + 1, or `ranks` when given (nccl-tests --ranks N, for lists cut
-    from the top);
+    (markdown pastes; column titles and units too, as pasted into an issue), and cut rank lists
+    ("#  Rank  7 ...", "#  Rank 15 ...", "..."): the group size is the largest rank id + 1, or `ranks`
+    when given (nccl-tests --ranks N, for lists cut from the top);
   - the redop column printed blank (alltoall before Sep 2022): the row is one token short;
   - 0-byte rows (-b 0, or alltoall sizes rounded down to 0): skipped, never divided by;
   - fragments of rows split by interleaved NCCL INFO output (first token not an integer): skipped.
@@ -47,6 +47,8 @@ _NAME_PATTERNS = [(re.compile(p), op) for p, op in (
 _MPI_PREFIX = re.compile(r"^\[\d+,\d+\]<(stdout|stderr)>:")
 _SRUN_PREFIX = re.compile(r"^\s*\d+:\s")  # srun --label: "0: ", right-aligned " 0: " with >= 10 tasks
 _RANK_LINE = re.compile(r"^#?\s*Rank\s+(\d+)\s+(?:Group\s+\d+\s+)?Pid\s+\d+\s+(?:on\s+(\S+)\s+)?device\b")
+# column titles and units whose leading '#' was lost (logs pasted into markdown or issue text)
+_BARE_TITLES = re.compile(r"^(size\s+count\s|\(B\)\s)")
 _TEST_LINE = re.compile(r"^#\s*Collective test starting:\s*(\S+)")
 ALGBW_ABS_TOL = 0.006  # GB/s: the columns are printed with 2 decimals
 RELATIVE_TOL = 0.02  # time is printed with 4-6 significant digits; 2 % also absorbs rounding of busbw
@@ -91,7 +93,7 @@ def read_nccl_tests(path: str | Path, op: str | None = None, ranks: int | None =
         if label:
             line = line[label.end():]
         stripped = line.strip()
-        if stripped.startswith("#") or _RANK_LINE.match(stripped):
+        if stripped.startswith("#") or _RANK_LINE.match(stripped) or _BARE_TITLES.match(stripped):
             state.header_line(stripped, where)
         elif stripped[:1].isdigit():
             points.extend(state.row(stripped, where))

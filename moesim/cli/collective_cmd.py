@@ -27,7 +27,10 @@ def register(subparsers) -> None:
                    help="groups of this shape running at once, sharing links (default 1)")
     p.add_argument("--nccl-algo", default="", metavar="ALGOS",
                    help="restrict NCCL's algorithms as NCCL_ALGO does: 'ring', 'ring,tree', '^nvls,nvlstree' "
-                        "(ring, tree, nvls, nvlstree; default: the fastest of all, as NCCL's tuner picks)")
+                        "(ring, tree, nvls, nvlstree, collnetdirect, collnetchain, pat; default: the fastest of all, "
+                        "as NCCL's tuner picks)")
+    p.add_argument("--nccl-collnet", action="store_true",
+                   help="NCCL_COLLNET_ENABLE=1: CollNet (SHARP) all-reduce where the profile's fabric has sharp = true")
     p.add_argument("--json", action="store_true", help='machine-readable output: {"results": [...], ...}')
     p.set_defaults(run=run)
 
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         sizes = sweep_sizes(*parse_size_range(args.sweep or DEFAULT_SWEEP, field="--sweep"))
     report = collective_report(args.hardware, args.op, args.devices, sizes, args.group_stride, args.concurrent,
-                               args.nccl_algo)
+                               args.nccl_algo, args.nccl_collnet)
     if args.json:
         print_json(report)
         return 0

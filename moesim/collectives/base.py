@@ -34,6 +34,13 @@ def wire_bytes_per_device(op: str, size_bytes: float, n: int) -> float:
     return size_bytes * bus_bw_factor(op, n)
 
 
+def wire_factor(model, op: str, n: int) -> float:
+    """Bytes one device sends per byte of S, as `model` runs `op` over n members: the model's own count
+    where it has one (DeepEP's deduplicated dispatch, collectives/dispatch.py), else the busbw factor."""
+    own = getattr(model, "wire_factor", None)
+    return own(op, n) if own is not None else bus_bw_factor(op, n)
+
+
 @dataclass(frozen=True)
 class Group:
     """One collective's devices as laid on the mesh: `size` members `stride` device ids apart.

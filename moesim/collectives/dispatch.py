@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from moesim.collectives.base import CollectiveCost, Group
+from moesim.collectives.base import CollectiveCost, Group, bus_bw_factor
 from moesim.errors import SpecError
 
 BACKENDS = ("nccl", "pairwise", "hierarchical", "deepep", "deepep_ll")
@@ -116,6 +116,17 @@ class DispatchModel:
         levels = self.hardware.interconnect
         name = levels[0].name if bound == "nvlink" or len(levels) == 1 else levels[1].name
         return CollectiveCost(op, size_bytes, group.size, time_s, self.backend, name)
+
+    def wire_factor(self, op: str, n: int) -> float:
+        """Bytes a GPU sends per byte of S: DeepEP normal kernels (R + F)/k (each (token, remote node) pair
+        once over the network, each NVLink forward once), low-latency (n−1)/n (every selection, as the
+        plain all-to-all); other collectives and backends: the busbw factor."""
+        base = getattr(self.base, "wire_factor", None)
+        plain = base(op, n) if base is not None else bus_bw_factor(op, n)
+        if op != "all_to_all" or self.backend != "deepep" or n <= 1:
+            return plain
+        shape = self.shape(n)
+        return (shape.remote_nodes + shape.nvlink_forwards) / shape.top_k
 
     def shape(self, ranks: int) -> RoutingShape:
         key = ("shape", ranks)

@@ -28,9 +28,9 @@ from moesim.collectives.formulas import Terms, lg
 from moesim.errors import SpecError
 
 PROTOCOLS = ("LL", "LL128", "Simple")
-ALGORITHMS = ("ring", "tree", "nvls", "nvlstree")
-# NCCL_ALGO names moesim knows but does not model (CollNet needs SHARP switches; PAT is 1 GPU per node).
-UNMODELLED = ("collnet", "collnetdirect", "collnetchain", "pat")
+ALGORITHMS = ("ring", "tree", "nvls", "nvlstree", "collnetdirect", "collnetchain", "pat")
+UNMODELLED: tuple[str, ...] = ()  # NCCL_ALGO names moesim knows but does not model (none left)
+ALIASES = {"collnet": ("collnetdirect", "collnetchain")}  # NCCL 2.5-2.13 name for CollNet
 US = 1e-6
 _TUNING = Path(__file__).with_name("nccl_tuning.toml")
 
@@ -54,6 +54,7 @@ def parse_nccl_algo(text: str | None) -> frozenset[str]:
         return frozenset(ALGORITHMS)
     exclude = text.startswith("^")
     names = [t.strip().lower() for t in text.lstrip("^").split(",") if t.strip()]
+    names = [a for name in names for a in ALIASES.get(name, (name,))]
     for name in names:
         if name in UNMODELLED:
             raise SpecError(f"NCCL algorithm '{name}' is not modelled by moesim", field="nccl_algo", value=text,
@@ -92,10 +93,20 @@ def fill_bytes(multi_node: bool) -> float:
     return p["channels"] * p["inter_chunk_bytes" if multi_node else "intra_chunk_bytes"] * p["steps"]
 
 
-def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str]):
+def nvls_fill_bytes(n: int, tier0, multi_node: bool = False) -> float:
+    """S_fill of NVLS over n ranks of one domain: n × NVLS channels × chunk (nccl_tuning.toml [nvls]); the
+    one-node S_fill where the architecture has no NVLS channel count listed."""
+    t = tuning()["nvls"]
+    channels = t["channels_multi_node" if multi_node else "channels"].get(getattr(tier0, "nccl_arch", ""))
+    return n * channels * t["chunk_bytes"] if channels else fill_bytes(False)
+
+
+def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str],
+               collnet: bool = False):
     """(algorithm, protocol, Terms, base latency s) of every enabled NCCL candidate for AR / AG / RS.
 
-    `port_bw` is W_i (usable, before protocol factors); `tiers` the System tiers of the group.
+    `port_bw` is W_i (usable, before protocol factors); `tiers` the System tiers of the group; `collnet`
+    is NCCL_COLLNET_ENABLE (CollNet runs only where the first network tier has SHARP as well).
     """
     t = tuning()
     passes = 2 if op == "all_reduce" else 1
@@ -113,14 +124,103 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
         for p, proto in enumerate(PROTOCOLS):
             alpha = [h[algo][p] for h in hops]
             bw = _capped([w * factors[p] for w in port_bw], counts, ll_cap if p == 0 else 0)
+            base = bases[p] * US
             if algo == "ring":
                 terms = hierarchy.ring_terms(passes, size_bytes, n, counts, alpha, bw)
+                if proto == "Simple" and multi and op == "all_reduce":
+                    terms, base = _ring_plateau(terms, base, size_bytes, n, tiers[0])
             else:
                 terms = hierarchy.double_binary_tree_terms(size_bytes, counts, alpha, bw)
-            out.append((algo, proto, _scaled(terms, ramp), bases[p] * US))
+                terms = _scaled_all(terms, 1.0 / tree_correction(proto, size_bytes))
+            out.append((algo, proto, _scaled(terms, ramp), base))
+    if multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed:
+        out.append(_pat(size_bytes, n, nodes, tiers, port_bw))
+    sharp = collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False)
     if nvls_eff > 0 and counts[0] > 1:
+        # NVLS across nodes goes over CollNet where SHARP is on (_collnet), else it is NVLSTree
         out.extend(_nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, allowed))
+    if sharp:
+        out.extend(_collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed))
     return out
+
+
+def _pat(size_bytes, n, nodes, tiers, port_bw):
+    """PAT all-gather / reduce-scatter, one GPU per node (nccl_tuning.toml [pat]): base 8 us + lg N·h_net/3.5 +
+    2.8 us·n; the network moves S at 0.75 of the port, the several-node ramp on it."""
+    t = tuning()
+    p = t["pat"]
+    simple = PROTOCOLS.index("Simple")
+    latency = lg(nodes) * hop_latency_s("pat", simple, tiers[1]) / p["inter_divisor"] + p["per_rank_us"] * US * n
+    transfer = (0.0, size_bytes / (p["bw_factor"] * port_bw[1])) + tuple(0.0 for _ in tiers[2:])
+    terms = Terms(latency, transfer)
+    return ("pat", "Simple", _scaled(terms, fill_factor(size_bytes, fill_bytes(True))),
+            t["base_latency_us"]["pat"][simple] * US)
+
+
+def _collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed):
+    """CollNet all-reduce over SHARP switches (NCCL_COLLNET_ENABLE=1): CollNetDirect, CollNetChain and
+    NVLS+CollNet, Simple only, formulas and constants in nccl_tuning.toml [collnet] (NCCL 2.30.7 tuning.cc,
+    ../shared/reference/wave2.md §1.4-1.6). The switches reduce, so no term grows with the node count:
+    transfer = S / (bus_to_alg × figure) on the NVLink tier (NVLS: S/(η_nvls·W_0)) and on the node's NICs
+    (c_1 = ppn ports), the several-node ramp on the bottleneck."""
+    t = tuning()["collnet"]
+    simple = PROTOCOLS.index("Simple")
+    ppn = counts[0]
+    nics = port_bw[1] * ppn
+    net = size_bytes / (t["bus_to_alg"] * nics)
+    rest = tuple(0.0 for _ in tiers[2:])
+    fill = fill_bytes(True)
+    out = []
+
+    def hop(algo, tier):
+        return hop_latency_s(algo, simple, tier)
+
+    if "collnetdirect" in allowed:
+        latency = 2 * (min(1, ppn - 1) * hop("collnetdirect", tiers[0])
+                       + t["direct_per_local_rank_us"] * US * (ppn - 1)) + hop("collnetdirect", tiers[1])
+        k = t["direct_bw_factor_hopper"] if getattr(tiers[0], "nccl_arch", "") in ("hopper", "blackwell") else 1.0
+        intra = size_bytes / (t["bus_to_alg"] * port_bw[0] * k) if ppn > 1 else 0.0
+        terms = Terms(latency, (intra, net) + rest)
+        out.append(("collnetdirect", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0))
+    if "collnetchain" in allowed:
+        latency = 2 * (ppn - 1) * hop("collnetchain", tiers[0]) + hop("collnetchain", tiers[1])
+        intra = size_bytes / (t["bus_to_alg"] * port_bw[0]) if ppn > 1 else 0.0
+        terms = Terms(latency, (intra, net) + rest)
+        out.append(("collnetchain", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0))
+    if nvls_eff > 0 and ppn > 1 and "nvls" in allowed:
+        latency = hop("nvls", tiers[0]) + hop("nvls", tiers[1])
+        terms = Terms(latency, (size_bytes / (port_bw[0] * nvls_eff), net) + rest)
+        fill = max(fill, nvls_fill_bytes(ppn, tiers[0], multi_node=True))
+        out.append(("nvls", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0))
+    return out
+
+
+def tree_correction(protocol: str, size_bytes: float) -> float:
+    """NCCL's tree all-reduce bandwidth factor for this size: treeCorrectionFactor[p][log2(bytes/64)].
+
+    Source: NVIDIA/nccl ncclTopoGetAlgoTime / treeCorrectionFactor (nccl_tuning.toml [tree_correction]);
+    1.0 below 64 B and past the table, as NCCL.
+    """
+    row = tuning()["tree_correction"][protocol]
+    units = int(size_bytes) >> 6
+    index = units.bit_length() - 1  # log2i
+    return row[index] if 0 <= index < len(row) else 1.0
+
+
+def _ring_plateau(terms: Terms, base_s: float, size_bytes: float, n: int, tier0) -> tuple[Terms, float]:
+    """Multi-node Simple ring all-reduce: latency (base included) × 1.4 (1.9 before Ampere) once
+    bytes / (channels × ranks) ≥ 64, NCCL's "plateau effect of ring" (nccl_tuning.toml [ring_plateau])."""
+    t = tuning()
+    rule = t["ring_plateau"]
+    if size_bytes / (t["pipeline"]["channels"] * n) < rule["min_bytes_per_channel_rank"]:
+        return terms, base_s
+    k = rule["factor_volta"] if getattr(tier0, "nccl_arch", "") == "volta" else rule["factor"]
+    return Terms(terms.latency_s * k, terms.transfer_s, terms.overlapped), base_s * k
+
+
+def _scaled_all(terms: Terms, k: float) -> Terms:
+    """`terms` with every transfer × k (a bandwidth factor applies to every tier the algorithm uses)."""
+    return Terms(terms.latency_s, tuple(x * k for x in terms.transfer_s), terms.overlapped)
 
 
 def _hop_tables(tiers) -> list[dict]:
@@ -174,7 +274,7 @@ def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, all
             return []
         share = 1.0 if op == "all_reduce" else (n - 1) / n
         terms = Terms(hop_latency_s("nvls", simple, tiers[0]), (size_bytes * share / line0,))
-        return [("nvls", "Simple", _ramp(terms, size_bytes, False), 0.0)]
+        return [("nvls", "Simple", _scaled(terms, fill_factor(size_bytes, nvls_fill_bytes(n, tiers[0]))), 0.0)]
     if op != "all_reduce" or "nvlstree" not in allowed:
         return []
     inter = port_bw[1] * counts[0]  # the node's NICs: c_1 = g_0 ports
@@ -182,7 +282,8 @@ def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, all
     transfer = (size_bytes / line0, outer) + tuple(0.0 for _ in tiers[2:])
     latency = hop_latency_s("nvlstree", simple, tiers[0]) + 2 * lg(nodes) * hop_latency_s("nvlstree", simple, tiers[1])
     terms = Terms(latency, transfer)
-    return [("nvlstree", "Simple", _ramp(terms, size_bytes, True), 0.0)]
+    fill = max(fill_bytes(True), nvls_fill_bytes(counts[0], tiers[0], multi_node=True))
+    return [("nvlstree", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0)]
 
 
 def _ramp(terms: Terms, size_bytes: float, multi_node: bool) -> Terms:

@@ -68,12 +68,13 @@ def average_busbw_GBps(rows: list[dict]) -> float:
 
 
 def collective_report(hardware: str, op: str, devices: int, sizes: list[int], stride: int = 1,
-                      concurrent: int = 1, nccl_algo: str = "") -> dict:
+                      concurrent: int = 1, nccl_algo: str = "", collnet: bool = False) -> dict:
     """Everything `moesim collective` prints: the group, the system it lands on, one row per size.
 
     `devices` is the group size (nccl-tests' rank count); `stride` spaces its members on the device
     ids; `concurrent` groups of the same shape run at once and share links (see topology/placement.py);
-    `nccl_algo` restricts NCCL's algorithms as NCCL_ALGO does (collectives/nccl.py).
+    `nccl_algo` restricts NCCL's algorithms as NCCL_ALGO does (collectives/nccl.py); `collnet` is
+    NCCL_COLLNET_ENABLE (SHARP all-reduce where the fabric has it).
     """
     from moesim.collectives.select import default_model
     from moesim.specs.load import load_hardware
@@ -89,11 +90,11 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
                         allowed=f"1..{hw.max_devices}")
     group = Group(size=devices, stride=stride, concurrent=concurrent)
     model = default_model(hw)
-    if nccl_algo:
+    if nccl_algo or collnet:
         from moesim.collectives.topo_model import TopologyModel
 
-        model = TopologyModel(hw, nccl_algo=nccl_algo)
+        model = TopologyModel(hw, nccl_algo=nccl_algo, collnet=collnet)
     rows = collective_rows(model, op, sizes, group)
     system = model.system(model.job_devices(group)).summary() if hasattr(model, "system") else {}
     return {"hardware": hw.name, "op": op, "devices": devices, "group_stride": stride, "concurrent": concurrent,
-            "nccl_algo": nccl_algo, "system": system, "results": rows, "avg_busbw_GBps": average_busbw_GBps(rows)}
+            "nccl_algo": nccl_algo, "nccl_collnet": collnet, "system": system, "results": rows, "avg_busbw_GBps": average_busbw_GBps(rows)}

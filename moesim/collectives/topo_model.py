@@ -66,6 +66,7 @@ class TopologyModel:
 
     hardware: HardwareProfile
     nccl_algo: str = ""  # NCCL_ALGO syntax ("ring", "^nvls,nvlstree"): restrict NCCL's algorithms, as NCCL does
+    collnet: bool = False  # NCCL_COLLNET_ENABLE=1: CollNet (SHARP) all-reduce where the fabric has `sharp = true`
     _algos: frozenset = field(default=frozenset(), init=False, repr=False)
     _systems: dict = field(default_factory=dict, init=False, repr=False)
     _placements: dict = field(default_factory=dict, init=False, repr=False)
@@ -99,7 +100,13 @@ class TopologyModel:
         if group.size == 1:
             check_op(op, size_bytes)
             return CollectiveCost(op, size_bytes, 1, 0.0, "local", "none")
-        best = min(self.candidates(op, size_bytes, group), key=lambda c: c.time_s)
+        found = self.candidates(op, size_bytes, group)
+        if not found:  # only where NCCL_ALGO (or CollNet without SHARP) rules out every algorithm
+            raise SpecError(f"NCCL_ALGO '{self.nccl_algo}' leaves no algorithm NCCL runs for {op} over "
+                            f"{group.size} devices here (CollNet needs NCCL_COLLNET_ENABLE: collnet=True, "
+                            "--nccl-collnet, and a fabric with sharp = true)",
+                            field="nccl_algo", value=self.nccl_algo, allowed=nccl.ALGORITHMS)
+        best = min(found, key=lambda c: c.time_s)
         return CollectiveCost(op, size_bytes, group.size, best.time_s, best.label, best.bottleneck)
 
     def candidates(self, op: str, size_bytes: float, group: Group) -> list[Candidate]:
@@ -155,7 +162,8 @@ class TopologyModel:
         if system.nccl and op in _PASSES:  # NCCL's tuner: nccl.py
             allowed = self._allowed()
             return [Candidate(name, proto, terms, base, _bound(terms, tiers))
-                    for name, proto, terms, base in nccl.candidates(op, size, n, counts, tiers, port, allowed)]
+                    for name, proto, terms, base in nccl.candidates(op, size, n, counts, tiers, port, allowed,
+                                                                    self.collnet)]
         out = []
         for proto in protocols:
             alpha = {family: [t.latency_s * proto.step_factor(t.kind, family) for t in tiers]

@@ -26,7 +26,7 @@ import numpy as np
 from moesim import memory as mem
 from moesim.estimate import schedules as sch
 from moesim.estimate.context_parallel import exposed_ring_time_s, tokens_divisor
-from moesim.collectives.base import CollectiveModel, bus_bw_factor
+from moesim.collectives.base import CollectiveModel, wire_factor
 from moesim.estimate.candidates import Candidates
 from moesim.estimate.pricing import CollectivePricer, distinct_rows
 from moesim.estimate.stages import Stages, dualpipe_pair_columns, pipeline_stages
@@ -92,9 +92,10 @@ def _per_stage(counts: np.ndarray, per_class: list[np.ndarray]) -> np.ndarray:
     return np.einsum("nsc,nc->ns", counts, values)
 
 
-def _bus_factor(op: str, group_sizes: np.ndarray) -> np.ndarray:
+def _bus_factor(op: str, group_sizes: np.ndarray, model=None) -> np.ndarray:
+    """Bytes sent per byte of S per group size: the busbw factor, or the model's own (collectives.base.wire_factor)."""
     unique, inverse = np.unique(group_sizes, return_inverse=True)
-    return np.array([bus_bw_factor(op, int(n)) for n in unique])[inverse.reshape(-1)]
+    return np.array([wire_factor(model, op, int(n)) for n in unique])[inverse.reshape(-1)]
 
 
 def _order_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
@@ -369,7 +370,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         calls_stage = np.asarray(calls_stage, dtype=float) * gate(axis)
         if not breakdown:
             return calls_stage * t
-        factor = _bus_factor(op, f(sizes[axis]))[:, None]
+        factor = _bus_factor(op, f(sizes[axis]), collective_model)[:, None]
         entry = comm_stage.setdefault(name, [axis, op, overlappable, [], [], [], [], []])
         entry[3].append(per_call_size * (calls_stage > 0))
         entry[4].append(calls_stage)

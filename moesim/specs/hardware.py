@@ -140,6 +140,9 @@ class InterconnectLevel:
     # env.rst NCCL_NVLS_ENABLE).
     nvls_efficiency: float = 0.0
     nccl_arch: str = ""  # GPU architecture whose NCCL per-protocol caps apply (NCCL_ARCHS); "" = none
+    # In-network reduction (InfiniBand SHARP) on this fabric's switches: NCCL's CollNet algorithms can run
+    # over it when NCCL_COLLNET_ENABLE=1 (NCCL env.rst; moesim: TopologyModel(collnet=True)).
+    sharp: bool = False
     source: str = ""
 
     def __post_init__(self) -> None:

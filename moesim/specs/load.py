@@ -255,6 +255,7 @@ def _level_from_table(t: Table, devices_per_chip: int) -> InterconnectLevel:
         rails=t.opt("rails", int, 1),
         nvls_efficiency=t.opt("nvls_efficiency", float, 0.0),
         nccl_arch=t.opt("nccl_arch", str, ""),
+        sharp=t.opt("sharp", bool, False),
         source=t.req("source", str),
     )
     try:

@@ -36,6 +36,7 @@ class Tier:
     rails: int = 1  # rail planes of a rail-optimized fabric: a leaf serves one NIC index of many nodes
     nvls_efficiency: float = 0.0  # NVLink SHARP on this switch tier (InterconnectLevel.nvls_efficiency)
     nccl_arch: str = ""  # InterconnectLevel.nccl_arch of the NVLink tier
+    sharp: bool = False  # InterconnectLevel.sharp: in-network reduction (IB SHARP) on this fabric tier
 
     def bw_at(self, message_bytes: float) -> float:
         """Usable per-device bandwidth for messages of `message_bytes` (profile efficiency table)."""
@@ -131,12 +132,14 @@ def build_system(hardware: HardwareProfile, devices: int) -> System:
             inner = tiers[-1].domain_devices if tiers else 1
             rails = level.rails if level.topology == "rail_optimized" else 1
             if inner < leaf < domain:
-                tiers.append(Tier(level.name, "fabric", leaf, port, level.latency_s, level.bw_efficiency, index, rails))
+                tiers.append(Tier(level.name, "fabric", leaf, port, level.latency_s, level.bw_efficiency, index, rails,
+                                  sharp=level.sharp))
                 tiers.append(Tier(f"{level.name}-uplink", "uplink", level.domain_devices, port / level.oversubscription,
-                                  level.latency_s, level.bw_efficiency, index, rails))
+                                  level.latency_s, level.bw_efficiency, index, rails, sharp=level.sharp))
                 continue
         tiers.append(Tier(level.name, kind, level.domain_devices, port, level.latency_s, level.bw_efficiency, index,
-                          1, level.nvls_efficiency if kind == "switch" else 0.0, level.nccl_arch))
+                          1, level.nvls_efficiency if kind == "switch" else 0.0, level.nccl_arch,
+                          level.sharp and kind == "fabric"))
     fabric = None if torus is not None else _fabric_of(hardware, devices)
     return System(hardware=hardware, devices=devices, tiers=tuple(tiers), torus=torus, fabric=fabric)
 

@@ -24,7 +24,8 @@ HEALTHY = [name for name, e in LOGS.items() if e["healthy"]]
 # that miss them are listed with the bound they do meet, so a regression still fails (docs/collectives.md).
 TARGET_LARGE, TARGET_SMALL = 0.20, 0.40
 KNOWN_MISSES = {
-    ("h100-ib-8node-gjaion_all_reduce_perf.log", "large"): 0.22,  # 21.1 %: 8-node tree/LL128 at 2-16 MiB
+    # 42 %: 195 GB/s send/recv over NVSwitch against 234 priced, and a slow first size (128 MiB at 110 GB/s)
+    ("a100-liplus-1node_sendrecv_perf.log", "large"): 0.45,
     ("a100-dkh-1node_all_reduce_perf.log", "small"): 1.30,  # 127 %: 35 us floor of 8 serial launches (-g 8)
     ("a100-thanos-1node-mpirun_all_reduce_perf.log", "small"): 0.50,  # 48 %: 18-30 us floor vs NCCL's 15 us
 }
@@ -136,7 +137,10 @@ def test_calibrate_never_ends_in_a_traceback(name, tmp_path, capsys):
 
 
 def errors(name, profile=None):
-    return log_error(points(name), profile or load_hardware(LOGS[name]["hardware"]))
+    from moesim.calibrate.nccl_table import entry_model
+
+    hw = profile or load_hardware(LOGS[name]["hardware"])
+    return log_error(points(name), hw, entry_model(LOGS[name], hw))
 
 
 @pytest.mark.parametrize("name", HEALTHY)
@@ -187,3 +191,22 @@ def test_collectives_doc_table_is_current():
     doc = script.DOC.read_text(encoding="utf-8")
     assert doc.split(script.MARKER)[1].strip() == render(script.MANIFEST).strip(), \
         "run: python docs/make_collectives_table.py"
+
+
+def test_collnet_chain_against_coreweave_sharp_log():
+    """CoreWeave's 64-GPU H100 SHARP example (NCCL_ALGO=COLLNETCHAIN): NCCL's CollNetChain prices it within
+    10 % (algbw 0.5 x the NVLink figure, 185 GB/s, against 180-195 measured)."""
+    err = errors("h100-coreweave-8node-sharp_all_reduce_perf.log")
+    assert {e.algorithm for e in err.sizes} == {"collnetchain/Simple"}
+    assert err.mape_large < 0.10
+
+
+def test_log_pasted_without_any_hash(tmp_path):
+    """NVIDIA/nccl#1047 pasted the log with no '#' at all: titles, units and the rank line still read."""
+    got = points("h100-nccl1047-1node-ring_reduce_scatter_perf.log")
+    assert len(got) == 14 and {(p.op, p.group_size) for p in got} == {("reduce_scatter", 8)}
+    text = (DATA / "h100-nccl1047-1node-ring_reduce_scatter_perf.log").read_text().splitlines()
+    path = tmp_path / "reduce_scatter_perf.log"
+    path.write_text("\n".join(line for line in text if "size" not in line or "count" not in line) + "\n")
+    with pytest.raises(SpecError, match="a result row before the column titles"):
+        read_nccl_tests(path)

@@ -68,6 +68,8 @@ def test_text_table(capsys):
     (["all_reduce", "--hardware", "h100-sxm", "--devices", "512", "--group-stride", "4"], "field 'devices'"),
     (["all_reduce", "--hardware", "h100-sxm", "--devices", "0"], "field '--devices'"),
     (["all_reduce", "--hardware", "tpu-v99", "--devices", "8"], "unknown hardware profile 'tpu-v99'"),
+    (["all_reduce", "--hardware", "h100-sxm", "--devices", "64", "--nccl-algo", "collnetchain"],
+     "field 'nccl_algo': NCCL_ALGO 'collnetchain' leaves no algorithm"),
 ])
 def test_bad_input_exits_2(capsys, argv, fragment):
     assert main(["collective", *argv]) == 2
@@ -92,3 +94,12 @@ def test_switch_scenarios_price_collectives_on_the_torus(switch_c, switch_base):
     chip_bytes = 2 * c["size_bytes"]  # two cores per chip
     bound = 32 * chip_bytes / (8 * 1e11)
     assert bound <= per_call <= bound + 33e-6  # plus 32 hops of 1 us
+
+
+def test_nccl_collnet_flag(capsys):
+    """--nccl-collnet = NCCL_COLLNET_ENABLE=1: on the SHARP fabric of h100-sxm the forced CollNetChain runs."""
+    data = run_json(capsys, "all_reduce", "--hardware", "h100-sxm", "--devices", "64", "--bytes", "8GiB",
+                    "--nccl-collnet", "--nccl-algo", "collnetchain")
+    assert data["nccl_collnet"] is True and data["results"][0]["algorithm"] == "collnetchain/Simple"
+    off = run_json(capsys, "all_reduce", "--hardware", "h100-sxm", "--devices", "64", "--bytes", "8GiB")
+    assert off["nccl_collnet"] is False and not off["results"][0]["algorithm"].startswith("collnet")

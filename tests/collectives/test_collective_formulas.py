@@ -82,19 +82,21 @@ def test_nccl_ring_in_one_node(h100):
 
 
 def test_nccl_tree_across_nodes_is_a_double_binary_tree(h100):
-    """One GPU per node (stride 8): the tree spans N nodes over the NICs: 8.4 us + 2·lg N·α + 2·S/(η·W) × ramp
-    (Sanders 2009; NCCL 2.30 tree/Simple NET hop = ring/Simple NET hop = 14 us, so α is the profile's)."""
-    from moesim.collectives.nccl import fill_bytes, fill_factor
+    """One GPU per node (stride 8): the tree spans N nodes over the NICs: 8.4 us + 2·lg N·α + 2·S/(η·W·c) × ramp
+    (Sanders 2009; NCCL 2.30 tree/Simple NET hop = ring/Simple NET hop = 14 us, so α is the profile's; c is
+    NCCL's treeCorrectionFactor for the size)."""
+    from moesim.collectives.nccl import fill_bytes, fill_factor, tree_correction
 
     model, _, ib = h100
     nodes = 16
     got = pick(model, "all_reduce", S, Group(size=nodes, stride=8, devices=8 * nodes), "tree", "Simple")
     w = TREE_EFFICIENCY * ib.link_bw_bytes_per_s * ib.bw_efficiency.at(S / nodes)
     ramp = fill_factor(S, fill_bytes(True))
-    expected = 8.4e-6 + 2 * 4 * ib.latency_s + 2 * S / w * ramp
+    c = tree_correction("Simple", S)
+    expected = 8.4e-6 + 2 * 4 * ib.latency_s + 2 * S / (w * c) * ramp
     assert got.time_s == pytest.approx(expected, rel=1e-12)
     assert formulas.double_binary_tree_all_reduce_s(nodes, S, ib.latency_s, w) == pytest.approx(
-        expected - 8.4e-6 - 2 * S / w * (ramp - 1), rel=1e-12)
+        8.4e-6 + 2 * 4 * ib.latency_s + 2 * S / w - 8.4e-6, rel=1e-12)
 
 
 def test_hierarchical_ring_is_the_scaling_book_tree_formula():
@@ -136,3 +138,100 @@ def test_torus_multi_axis_all_gather_uses_every_axis():
     model = TopologyModel(load_hardware("tpu-v4"))
     ag = pick(model, "all_gather", S, Group(size=4096, devices=4096), "torus_rings")
     assert ag.terms.bandwidth_s == pytest.approx(4095 / 4096 * S / (3 * 2 * 45e9), rel=1e-12)
+
+
+def test_tree_correction_is_nccls_table_by_size():
+    """treeCorrectionFactor[p][log2(bytes/64)] (NVIDIA/nccl ncclTopoGetAlgoTime): 64 B -> index 0, 1 MiB -> 14."""
+    from moesim.collectives.nccl import tree_correction
+
+    assert tree_correction("LL", 64) == 1.0 and tree_correction("Simple", 64) == 0.9
+    assert tree_correction("LL128", 2**20) == 0.6 and tree_correction("LL", 2**20) == 0.5
+    assert tree_correction("LL128", 2**20 - 1) == 0.6  # log2i rounds down: 1 MiB - 1 B is index 13
+    assert tree_correction("Simple", 2**29) == 0.9  # index 23, the last
+    assert tree_correction("Simple", 2**30) == 1.0 and tree_correction("LL", 8) == 1.0  # outside the table
+
+
+def test_ring_plateau_multiplies_multi_node_simple_ring_latency(h100):
+    """NCCL: multi-node Simple ring all-reduce latency x 1.4 once bytes/(channels x ranks) >= 64 (Ampere+)."""
+    model, _, _ = h100
+    group = Group(size=16, devices=16)
+    small = pick(model, "all_reduce", 16 * 16 * 32, group, "ring", "Simple")   # 32 B per channel-rank
+    big = pick(model, "all_reduce", 16 * 16 * 64, group, "ring", "Simple")     # 64 B per channel-rank
+    assert small.base_latency_s == pytest.approx(8.4e-6)
+    assert big.base_latency_s == pytest.approx(8.4e-6 * 1.4)
+    assert big.terms.latency_s == pytest.approx(small.terms.latency_s * 1.4)
+    one_node = pick(model, "all_reduce", 2**20, Group(size=8), "ring", "Simple")
+    assert one_node.base_latency_s == pytest.approx(8.4e-6)
+
+
+def test_collnet_runs_only_with_collnet_enable_and_a_sharp_fabric(h100):
+    """NCCL CollNet (IB SHARP) needs NCCL_COLLNET_ENABLE=1 and switches that reduce: moesim's collnet=True and
+    the fabric's `sharp = true`. The default model (NCCL's default: off) never picks it."""
+    import dataclasses
+
+    from moesim.collectives.nccl import parse_nccl_algo
+    from moesim.errors import SpecError
+
+    model, _, ib = h100
+    group = Group(size=64, devices=64)
+    assert ib.sharp
+    assert not any(c.algorithm.startswith("collnet") for c in model.candidates("all_reduce", S, group))
+    on = TopologyModel(model.hardware, collnet=True)
+    labels = {c.label for c in on.candidates("all_reduce", S, group)}
+    assert {"collnetdirect/Simple", "collnetchain/Simple"} <= labels
+    assert not any(c.algorithm.startswith("collnet") for c in on.candidates("all_gather", S, group))
+    assert not any(c.algorithm.startswith("collnet") for c in on.candidates("all_reduce", S, Group(size=8)))
+    levels = list(model.hardware.interconnect)
+    levels[1] = dataclasses.replace(levels[1], sharp=False)
+    no_sharp = TopologyModel(dataclasses.replace(model.hardware, interconnect=tuple(levels)), nccl_algo="collnet",
+                             collnet=True)
+    with pytest.raises(SpecError, match="leaves no algorithm"):
+        no_sharp.cost("all_reduce", S, group)
+    assert parse_nccl_algo("collnet") == {"collnetdirect", "collnetchain"}
+    assert "collnetchain" not in parse_nccl_algo("^collnet")
+    with pytest.raises(SpecError, match="unknown NCCL algorithm 'collnetx'"):
+        parse_nccl_algo("collnetx")
+
+
+def test_collnet_chain_and_direct_are_nccls_formulas(h100):
+    """CollNetChain: 2(ppn-1)·2.8 us + 30 us (NVLink / NET hops, scaled by the profile's latency_us) and
+    algbw = 0.5 x the NVLink figure; CollNetDirect: 2·(3.7 + 0.4·(ppn-1)) + 31 us and algbw 0.5 x 0.85 x it
+    on Hopper (NCCL 2.30.7 tuning.cc); the network carries S/(0.5·ppn·W_net); no term grows with the nodes."""
+    from moesim.collectives.nccl import fill_bytes, fill_factor
+
+    model, nvl, ib = h100
+    on = TopologyModel(model.hardware, collnet=True)
+    w0 = nvl.link_bw_bytes_per_s * nvl.bw_efficiency.at(S / 64)
+    w1 = ib.link_bw_bytes_per_s * ib.bw_efficiency.at(S / 64)
+    ramp = fill_factor(S, fill_bytes(True))
+    nvl_scale, net_scale = nvl.latency_s / 3.4e-6, ib.latency_s / 14e-6
+    chain = pick(on, "all_reduce", S, Group(size=64, devices=64), "collnetchain", "Simple")
+    assert chain.latency_s == pytest.approx((2 * 7 * 2.8 * nvl_scale + 30 * net_scale) * 1e-6)
+    assert chain.terms.bandwidth_s == pytest.approx(max(S / (0.5 * w0), S / (0.5 * 8 * w1)) * ramp)
+    direct = pick(on, "all_reduce", S, Group(size=64, devices=64), "collnetdirect", "Simple")
+    assert direct.latency_s == pytest.approx((2 * (3.7 * nvl_scale + 0.4 * 7) + 31 * net_scale) * 1e-6)
+    assert direct.terms.bandwidth_s == pytest.approx(S / (0.5 * 0.85 * w0) * ramp)
+    bigger = pick(on, "all_reduce", S, Group(size=256, devices=256), "collnetchain", "Simple")
+    assert bigger.time_s == pytest.approx(chain.time_s, rel=0.02)  # SHARP: flat in the node count
+
+
+def test_pat_is_nccls_one_gpu_per_node_all_gather(h100):
+    """PAT (NCCL 2.23+): all-gather / reduce-scatter with one GPU per node only: 8 us + lg N·h_net/3.5 +
+    2.8 us·n, the network at 0.75 of the port with no bus->alg conversion (NCCL 2.30.7 tuning.cc)."""
+    from moesim.collectives.nccl import fill_bytes, fill_factor
+
+    model, _, ib = h100
+    nodes = 16
+    group = Group(size=nodes, stride=8, devices=8 * nodes)
+    got = pick(model, "all_gather", S, group, "pat", "Simple")
+    w = ib.link_bw_bytes_per_s * ib.bw_efficiency.at(S / nodes)
+    expected = 8e-6 + 4 * ib.latency_s / 3.5 + 2.8e-6 * nodes + S / (0.75 * w) * fill_factor(S, fill_bytes(True))
+    assert got.time_s == pytest.approx(expected, rel=1e-12)
+    assert not any(c.algorithm == "pat" for c in model.candidates("all_reduce", S, group))
+    assert not any(c.algorithm == "pat" for c in model.candidates("all_gather", S, Group(size=16, devices=16)))
+    forced = TopologyModel(model.hardware, nccl_algo="pat")
+    assert forced.cost("reduce_scatter", S, group).algorithm == "pat/Simple"
+    # PAT's latency grows by 2.8 us a rank, the Simple ring's by a 14 us network hop a rank
+    wide = Group(size=128, stride=8, devices=1024)
+    ring = pick(model, "all_gather", 2**16, wide, "ring", "Simple")
+    assert pick(model, "all_gather", 2**16, wide, "pat", "Simple").latency_s < ring.latency_s / 3

@@ -170,3 +170,30 @@ def test_search_and_simulate_use_the_backend_and_the_node_limit():
     costs = build_costs(sc, layout, sc.training, model_for(sc), est.optimizer_time_s)
     assert _node_limit(costs) == (2, 1)
     assert est.communication["ep_all_to_all_dispatch"]["algorithm"] == "deepep"
+
+
+def test_deepep_reports_the_bytes_it_sends():
+    """The estimate's bytes_per_device of the expert all-to-all: S (n-1)/n for NCCL's all-to-all, S (R + F)/k
+    for DeepEP's normal kernels (each (token, remote node) pair once over IB, each NVLink forward once), so
+    node-limited routing lowers the reported bytes as it lowers the time; low-latency kernels send every
+    selection."""
+    sent = {}
+    for backend, limit in (("nccl", 0), ("deepep", 0), ("deepep", 4), ("deepep_ll", 4)):
+        est = estimate(dsv3(backend, limit))
+        c = est.communication["ep_all_to_all_dispatch"]
+        sent[(backend, limit)] = c["bytes_per_device"] / (c["size_bytes"] * c["calls_per_step"])
+        n = c["group_size"]
+        if backend == "deepep":
+            model = model_for(dsv3(backend, limit))
+            shape = model.shape(n)
+            assert sent[(backend, limit)] == pytest.approx((shape.remote_nodes + shape.nvlink_forwards) / shape.top_k)
+    assert sent[("nccl", 0)] == pytest.approx((n - 1) / n)
+    assert sent[("deepep_ll", 4)] == pytest.approx((n - 1) / n)
+    assert sent[("deepep", 4)] < sent[("deepep", 0)]
+    # DeepEP sends more bytes in all (the NVLink forwards) but fewer over the network than NCCL's all-to-all
+    # (7/8 of S leaves the node there)
+    shape = model_for(dsv3("deepep", 4)).shape(n)
+    assert shape.remote_nodes / shape.top_k < (n - 8) / n < sent[("deepep", 4)]
+    # the gradient collectives are not an expert dispatch: their bytes are the busbw factor under any backend
+    rs = [estimate(dsv3(b, 4)).communication["dp_reduce_scatter"] for b in ("nccl", "deepep")]
+    assert rs[0]["bytes_per_device"] == rs[1]["bytes_per_device"]

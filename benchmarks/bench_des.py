@@ -253,10 +253,12 @@ def main() -> None:
     parser.add_argument("--no-speed", action="store_true", help="run no speed case (re-render, agreement)")
     parser.add_argument("--agreement", action="store_true", help="also run the agreement cases")
     parser.add_argument("--proxy", action="store_true", help="with --before: the before/after proxy (1/15 DeepSeek)")
+    parser.add_argument("--store", metavar="FILE", help="keep the speed rows in FILE (JSON) instead of "
+                        "des_before.json / des_after.json (e.g. the cluster-scale rows of issue 13)")
     args = parser.parse_args()
     if args.proxy and args.before:
         _store(PROXY, proxy(Path(args.before)))
-    target = BEFORE if args.before else AFTER
+    target = Path(args.store) if args.store else BEFORE if args.before else AFTER
     rows = _load(target)
     for case in ([] if args.no_speed else (args.only or list(SCALE))):
         rows[case] = speed(case, Path(args.before) if args.before else ROOT)

@@ -32,14 +32,22 @@ def optimizer_state_bytes_per_param(training: TrainingSpec, rows: int, cols: int
     sgd       : momentum (q_s) + master
     adafactor : factored second moment, (rows + cols) fp32 per rows×cols matrix (Shazeer & Stern
                 2018, arXiv 1804.04235, §3), no first moment (T5 default) + master
+    plus an EMA of the parameters kept on the device (ema_location = "device", q_ema bytes, sharded with the
+    optimizer states); none with "host" (DeepSeek-V3 §3.2.3 keeps it in CPU memory) or "none".
     """
     master = training.bytes_of("master") if training.dtype_for("master") != training.param_dtype else 0
+    master = master + ema_bytes_per_param(training)
     state = training.bytes_of("optimizer_state")
     if training.optimizer == "adam":
         return 2 * state + master
     if training.optimizer == "sgd":
         return state + master
     return FP32_BYTES * (rows + cols) / (rows * cols) + master
+
+
+def ema_bytes_per_param(training: TrainingSpec) -> int:
+    """q_ema of the parameters' EMA in device memory: ema_dtype bytes with ema_location = "device", else 0."""
+    return training.bytes_of("ema") if training.ema_location == "device" else 0
 
 
 def model_state_bytes(params, shard_group, zero_stage, training: TrainingSpec, optimizer_bytes_per_param):
@@ -58,7 +66,8 @@ def model_state_bytes(params, shard_group, zero_stage, training: TrainingSpec, o
 
 
 def attention_activation_bytes(b, n_q, n_kv, h, a, tp, sequence_parallel, recompute, q_store=ACT_BYTES,
-                               q_input=None, mask=MASK_BYTES, qkv_per_token=None):
+                               q_input=None, mask=MASK_BYTES, qkv_per_token=None, proj_in_per_token=None,
+                               q_proj=None):
     """One attention block, Korthikanti §4.1: 11·n·b·h + 5·a·n_q·n_kv·b bytes (q_st = 2).
 
     Unsharded by tp without sequence parallelism: block input q_in·nbh (the QKV GEMM's input, q_st;
@@ -66,13 +75,17 @@ def attention_activation_bytes(b, n_q, n_kv, h, a, tp, sequence_parallel, recomp
     2·qkv per token, e.g. MLA's latents r_q + r_kv + d_r when its up-projections are recomputed —
     scores, softmax, dropout, projection input q_st·nbh) splits over tp. The core is 5·a·n_q·n_kv·b
     with dropout (softmax output 2, mask 1, dropout output 2), 2·a·n_q·n_kv·b without; selective
-    recomputation drops it (Korthikanti §5).
+    recomputation drops it (Korthikanti §5). The projection's input is the attention output, a·d_v elements
+    per token (`proj_in_per_token`; h in Korthikanti, 16384 > h = 7168 in DeepSeek-V3's MLA, V2 §2.1.2 eq. 18)
+    at q_proj bytes (q_st; DeepSeek-V3 §3.3.4 keeps it in 12-bit E5M6).
     """
     q_input = q_store if q_input is None else q_input
+    q_proj = q_store if q_proj is None else q_proj
+    proj_in = h if proj_in_per_token is None else proj_in_per_token
     qkv = 3 * h if qkv_per_token is None else qkv_per_token
     replicated = (q_input + mask) * n_q * b * h
     core = (2 + (3 if mask else 0)) * a * n_q * n_kv * b
-    sharded = (ACT_BYTES * qkv + q_store * h) * n_q * b + np.where(recompute >= 1, 0.0, core)
+    sharded = (ACT_BYTES * qkv + q_proj * proj_in) * n_q * b + np.where(recompute >= 1, 0.0, core)
     return _split(replicated, sharded, tp, sequence_parallel)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -99,13 +100,16 @@ def test_simulator_agrees_with_the_estimate_under_cp(comm):
 
 def test_simulated_cp_traffic_matches_the_estimate_where_the_ring_is_exposed():
     """Short sequences (2048 tokens over cp = 8: 256 per rank): the ring outlasts the attention core and is
-    exposed. What CP adds to the step (against the same tokens per device without CP) in the simulator
-    and in the estimate: a2a +4 %, ring -19 % when measured after merging the operator and collective
-    models (before them both within 1 %); a2a -22 % since issue 10's launch cost and cross-entropy passes
-    doubled this tiny model's compute (the two engines hide the gradient sync differently under it);
-    asserted 25 % both."""
+    exposed. What CP adds to the step (against the same tokens per device without CP), simulator against
+    estimate, with the gradient sync not overlapped in either (the estimate's overlap_grad_reduce = false;
+    the simulator's default 40M-parameter bucket is one bucket here, reduced after the backward): ring and
+    a2a both +0.0 % (measured). The -19 % the ring showed before came from the gradient sync, not from CP:
+    with 1M-parameter buckets the simulator hides 0.37 of the 2.31 ms sync without CP and 1.98 of 3.04 ms
+    with the ring (whose sends lengthen the backward), while the estimate hides all of both under the last
+    micro-batch's backward; the difference of the two differences is the -19 %. Asserted within 2 %."""
     sc = tiny_scenario(16, micro_batches=2, global_batch_sequences=32, seq_len=2048)
-    options = SimOptions(contention=False, expected_loads=True, trace=False, grad_bucket_params=1_000_000)
+    sc = dataclasses.replace(sc, training=dataclasses.replace(sc.training, overlap_grad_reduce=False))
+    options = SimOptions(contention=False, expected_loads=True, trace=False)
     out = {}
     for name, layout in (("none", Layout(dp=16, ep=8)), ("ring", Layout(dp=2, cp=8, ep=8)),
                          ("a2a", Layout(dp=2, cp=8, ep=8, cp_comm="a2a"))):
@@ -113,5 +117,26 @@ def test_simulated_cp_traffic_matches_the_estimate_where_the_ring_is_exposed():
         out[name] = (result.step_times_s[0], result.analytical_step_time_s)
     added = {k: (out[k][0] - out["none"][0], out[k][1] - out["none"][1]) for k in ("ring", "a2a")}
     assert added["ring"][1] > 0.3 * out["none"][1]  # the ring shows
-    assert added["a2a"][0] == pytest.approx(added["a2a"][1], rel=0.25)
-    assert added["ring"][0] == pytest.approx(added["ring"][1], rel=0.25)
+    assert added["a2a"][0] == pytest.approx(added["a2a"][1], rel=0.02)
+    assert added["ring"][0] == pytest.approx(added["ring"][1], rel=0.02)
+    for simulated, estimated in out.values():  # and the steps themselves
+        assert simulated == pytest.approx(estimated, rel=0.02)
+
+
+def test_the_ring_gap_with_overlapped_buckets_is_the_gradient_sync():
+    """The same cases with 1M-parameter buckets and overlap on: both engines hide part of the gradient sync, the
+    estimate more (all of it: max(0, sync - the last micro-batch's backward), where the simulator's last bucket
+    waits for the end of the backward); without overlap the two agree within 2 %. Not fixed here: the estimate
+    has no buckets (the simulator's bucketed overlap is the closer model of MCore --overlap-grad-reduce)."""
+    sc = tiny_scenario(16, micro_batches=2, global_batch_sequences=32, seq_len=2048)
+    off = dataclasses.replace(sc, training=dataclasses.replace(sc.training, overlap_grad_reduce=False))
+    bucketed = SimOptions(contention=False, expected_loads=True, trace=False, grad_bucket_params=1_000_000)
+    single_bucket = SimOptions(contention=False, expected_loads=True, trace=False)
+    for layout in (Layout(dp=16, ep=8), Layout(dp=2, cp=8, ep=8)):
+        hidden_sim = simulate(off, layout, single_bucket).step_times_s[0] - simulate(sc, layout, bucketed).step_times_s[0]
+        est = estimate(sc, layout)
+        hidden_est = est.step_time_no_overlap_s - est.step_time_s
+        # Both hide something; the estimate hides more (all of it: max(0, sync - last backward)).
+        assert 0 < hidden_sim < hidden_est
+        no_overlap = simulate(off, layout, single_bucket)
+        assert no_overlap.step_times_s[0] == pytest.approx(est.step_time_no_overlap_s, rel=0.02)

@@ -88,3 +88,40 @@ def test_recomputed_norms_mla_up_projections_and_no_dropout():
     assert mem.moe_activation_bytes(S, R, H, F, E, 1, "swiglu", False, 0, 2, False, 0.0, 0.0) == \
         pytest.approx(mem.moe_activation_bytes(S, R, H, F, E, 1, "swiglu", False, 0) - 3 * S * H)
     assert mem.mtp_input_activation_bytes(B, S, H, 1, False, 1.0, 0.0) == 4 * S * B * H
+
+
+def test_ema_location_charges_the_device_only_when_kept_there():
+    """DeepSeek-V3 §3.2.3 keeps the parameters' EMA in CPU memory: "host" and "none" cost no device memory,
+    "device" adds ema_dtype bytes per parameter to the optimizer states (sharded with them under ZeRO)."""
+    from moesim.specs.training import TrainingSpec  # noqa: PLC0415
+    base = TrainingSpec(global_batch_sequences=8)
+    host = TrainingSpec(global_batch_sequences=8, ema_location="host")
+    device = TrainingSpec(global_batch_sequences=8, ema_location="device")
+    bf16 = TrainingSpec(global_batch_sequences=8, ema_location="device", ema_dtype="bfloat16")
+    k = [mem.optimizer_state_bytes_per_param(t, 1024, 1024) for t in (base, host, device, bf16)]
+    assert k == [12, 12, 16, 14]
+
+
+def test_ema_location_is_validated():
+    from moesim.errors import SpecError  # noqa: PLC0415
+    from moesim.specs.training import TrainingSpec  # noqa: PLC0415
+    with pytest.raises(SpecError, match="'gpu' is not allowed"):
+        TrainingSpec(global_batch_sequences=8, ema_location="gpu")
+
+
+def test_attention_output_is_stored_at_its_own_width_and_format():
+    """The output projection's input is a·d_v per token (MLA: 128 x 128 = 16384 against h = 7168) kept at
+    attention_output_storage_bits / 8 + scales (DeepSeek-V3 §3.3.4: E5M6, 12 bits, 1x128 tiles)."""
+    from moesim.specs.training import TrainingSpec  # noqa: PLC0415
+    tr = TrainingSpec.with_recipe(global_batch_sequences=8, precision_recipe="deepseek-v3-fp8")
+    assert tr.attention_output_storage_bits == 12
+    assert tr.attention_output_storage_bytes == pytest.approx(1.5 + 4 / 128)
+    fp8 = TrainingSpec.with_recipe(global_batch_sequences=8, precision_recipe="deepseek-v3-fp8",
+                                   attention_output_storage_bits=0)
+    assert fp8.attention_output_storage_bytes == fp8.element_bytes("activation_storage") == pytest.approx(1 + 4 / 128)
+    rec = np.asarray(1)
+    kw = dict(q_input=0.0, mask=0.0, qkv_per_token=2112)
+    narrow = mem.attention_activation_bytes(1, 4096, 4096, 7168, 128, 1, False, rec, 1.0, **kw)
+    wide = mem.attention_activation_bytes(1, 4096, 4096, 7168, 128, 1, False, rec, 1.0, **kw,
+                                          proj_in_per_token=16384, q_proj=1.5)
+    assert wide - narrow == pytest.approx(4096 * (16384 * 1.5 - 7168 * 1.0))

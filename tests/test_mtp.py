@@ -74,8 +74,9 @@ def test_mtp_costs_in_the_step_model():
     """Against the same scenario without MTP: more work (one block + a second head pass) on the last stage,
     the embedding copy and a second logits tensor in its memory; other stages unchanged."""
     sc = load_scenario("deepseek-v3-h800")
+    sc = dataclasses.replace(sc, training=dataclasses.replace(sc.training, pipeline_schedule="1f1b"))
     plain = dataclasses.replace(sc, model=dataclasses.replace(sc.model, mtp_depth=0))
-    layout = Layout(dp=128, ep=64, pp=16, last_stage_layers=3)  # the last stage is then the slowest
+    layout = Layout(dp=128, ep=64, pp=16, last_stage_layers=3)  # the last stage is then the slowest (1F1B)
     ev, ev0 = (evaluate(s, single(s, layout), model_for(s)) for s in (sc, plain))
     ratio = ev.model_flops_per_step / ev0.model_flops_per_step
     assert ratio == pytest.approx(training_flops_per_sequence(sc.model, 4096) /
@@ -91,7 +92,7 @@ def test_mtp_costs_in_the_step_model():
 
 def _last_heavy(sc):
     """`sc` on pp = 2 with 60 of 61 layers on the last stage, which then needs the most memory."""
-    sc = dataclasses.replace(sc, training=dataclasses.replace(sc.training, micro_batches=15))
+    sc = dataclasses.replace(sc, training=dataclasses.replace(sc.training, micro_batches=15, pipeline_schedule="1f1b"))
     return sc, Layout(dp=1024, ep=64, pp=2, first_stage_layers=1)
 
 

@@ -140,15 +140,16 @@ def test_layout_problems_allow_uneven_and_reject_too_many_stages():
 
 def test_scenario_file_takes_the_end_stage_keys(tmp_path):
     text = (REPO / "scenarios" / "deepseek-v3-h800.toml").read_text()
-    text = text.replace("last_stage_layers = 1", "last_stage_layers = 2")  # the shipped file sets the last stage
-    (tmp_path / "s.toml").write_text(text + "first_stage_layers = 2\n")
+    assert "first_stage_layers = 3" in text and "last_stage_layers = 2" in text  # the shipped file sets both
+    text = text.replace("first_stage_layers = 3", "first_stage_layers = 2")
+    (tmp_path / "s.toml").write_text(text)
     scenario = load_scenario(str(tmp_path / "s.toml"))
     layout = scenario.resolve()
     assert layout.stage_layers(61) == (2,) + (4,) * 13 + (5,) + (2,)
     # A device override keeps pp and therefore the end stages; the estimate carries them.
     assert load_scenario(str(tmp_path / "s.toml"), devices=1024).resolve().first_stage_layers == 2
     assert estimate(scenario).layout.last_stage_layers == 2
-    (tmp_path / "bad.toml").write_text(text + "first_stage_layers = 60\n")
+    (tmp_path / "bad.toml").write_text(text.replace("first_stage_layers = 2", "first_stage_layers = 60"))
     with pytest.raises(SpecError, match="first_stage_layers = 60, last_stage_layers = 2 leaves -1 of layers = 61 "
                                         "for the other 14"):
         load_scenario(str(tmp_path / "bad.toml")).resolve()
@@ -209,12 +210,20 @@ def test_deepseek_v3_61_layers_on_16_stages():
     ev = evaluate(sc, single(sc, layout), model_for(sc))  # the scenario's DeepEP dispatch backend
     assert np.isfinite(ev.step_time_s[0]) and ev.step_time_s[0] > 0 and 0 < ev.mfu[0] < 1
     sizes = layout.stage_layers(61)
-    assert sizes == (4,) * 15 + (1,)  # the scenario's last_stage_layers = 1
-    # One MoE layer, the MTP module and two BF16 output-head passes (with their cross-entropy) outweigh four
-    # MoE layers under the operator tables; two layers there would be slower still (23.6 s against 19.1 s).
-    assert int(ev.slowest_stage[0]) == 15
-    # Memory peaks on the first stage: most micro-batches in flight (16), three dense layers of d_ff 18432 and one MoE.
-    assert int(ev.memory_stage[0]) == 0
+    assert sizes == (3,) + (4,) * 14 + (2,)  # the scenario's first_stage_layers = 3, last_stage_layers = 2
+    # Under DualPipe a device runs stages s and 15 - s, its F&B pairs at max(compute, collectives): the first
+    # rank's pair (the embedding and 3 dense layers; 2 MoE layers, the MTP module and two BF16 head passes) has
+    # more compute than the middle ranks' 4 + 4 MoE layers, whose all-to-alls their pairs hide, so it is the
+    # slowest; by compute plus collectives (no overlap) a middle rank would be.
+    assert int(ev.slowest_stage[0]) == 0
+    # Under 1F1B the last stage alone is the slowest: two MoE layers, the MTP module and the two head passes
+    # outweigh four MoE layers.
+    one_f = dataclasses.replace(sc, training=dataclasses.replace(sc.training, pipeline_schedule="1f1b"))
+    ev_1f = evaluate(one_f, single(one_f, layout), model_for(one_f))
+    assert int(ev_1f.slowest_stage[0]) == 15
+    # Memory peaks on stage 1: four MoE layers with 15 micro-batches in flight outweigh the first stage's three
+    # dense layers (d_ff 18432) with 16; under DualPipe its rank also holds stage 14 with 2.
+    assert int(ev_1f.memory_stage[0]) == 1 and int(ev.memory_stage[0]) == 1
     assert estimate(sc).step_time_s == float(ev.step_time_s[0])
 
 

@@ -32,7 +32,8 @@ def test_defaults_are_bf16_mixed_precision():
     assert {c: tr.dtype_for(c) for c in TENSOR_CLASSES} == {
         "gemm": "bfloat16", "attention": "bfloat16", "activation": "bfloat16", "head": "bfloat16",
         "dispatch": "bfloat16", "combine": "bfloat16", "activation_storage": "bfloat16", "grad": "float32",
-        "param": "bfloat16", "optimizer_state": "float32", "master": "float32", "compute": "bfloat16"}
+        "param": "bfloat16", "optimizer_state": "float32", "master": "float32", "compute": "bfloat16",
+        "ema": "float32"}
     assert tr.fp8_scaling == "none" and tr.element_bytes("dispatch") == 2.0
 
 

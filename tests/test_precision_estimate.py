@@ -157,3 +157,42 @@ def test_fp8_weight_copies_cost_memory_when_cached_and_time_when_not(mixtral):
     assert cached.optimizer_time_s > recast.optimizer_time_s
     assert recast.compute_time_s > cached.compute_time_s
     assert weight_scale_bytes_per_element("blockwise") == 4 / (128 * 128)  # DeepSeek-V3 128×128 weight blocks
+
+
+@pytest.mark.parametrize("pass_", ["dgrad", "wgrad"])
+def test_fp8_backward_gemms_read_the_fp8_table_at_their_own_shape(pass_):
+    """H800 has DeepGEMM FP8 tables for the forward pass only: an FP8 dgrad / wgrad GEMM reads them at its own
+    M×N×K (DeepSeek-V3 §3.3.1 runs all three passes in FP8), not the FLOP-keyed prior nor a BF16 table."""
+    from moesim.ops.base import gemm, grouped_gemm  # noqa: PLC0415
+    from moesim.ops.price import op_efficiency  # noqa: PLC0415
+    from moesim.ops.tables import select_table, table_efficiency  # noqa: PLC0415
+    from moesim.specs.load import load_hardware  # noqa: PLC0415
+    hw = load_hardware("h800")
+    for op in (gemm("attention", "qkv", "float8", 4096, 7168, 16384, pass_=pass_),
+               grouped_gemm("expert_ffn", "fc1", "float8", 4, 8192, 4096, 7168, pass_=pass_)):
+        table = select_table(hw.efficiency.op_tables, op.kind, "float8", "fwd", (op.name,))
+        assert table is not None and table.dtype == "float8"
+        assert op_efficiency(op, hw) == pytest.approx(table_efficiency(table, op.shape))
+    # The measured point itself: 1426 of 1979 TFLOPS at 4096 x 7168 x 16384 (DeepGEMM README).
+    point = np.ravel(op_efficiency(gemm("attention", "o", "float8", 4096, 7168, 16384, pass_=pass_), hw))
+    assert point.tolist() == pytest.approx([0.7206], abs=1e-4)
+
+
+def test_an_fp8_table_on_a_profile_prices_fp8_gemms_in_every_pass():
+    """The pricing picks a profile's FP8 tables for FP8 GEMMs wherever they exist (B200 has BF16 tables only
+    today, so FP8 reuses them): a float8 table added to b200 takes over the forward, dgrad and wgrad GEMMs,
+    while the BF16 GEMMs keep theirs."""
+    from moesim.ops.base import gemm  # noqa: PLC0415
+    from moesim.ops.price import op_efficiency  # noqa: PLC0415
+    from moesim.specs.hardware import OpTable  # noqa: PLC0415
+    from moesim.specs.load import load_hardware  # noqa: PLC0415
+    hw = load_hardware("b200")
+    probe = lambda h, dt, p: np.ravel(op_efficiency(gemm("attention", "qkv", dt, 4096, 4096, 4096, pass_=p), h))[0]  # noqa: E731
+    before = {p: probe(hw, "float8", p) for p in ("fwd", "dgrad", "wgrad")}
+    assert before == {p: probe(hw, "bfloat16", p) for p in before}  # no FP8 table: BF16's fraction
+    fp8 = OpTable(kind="gemm", dtype="float8", pass_="fwd", points=((4096.0, 4096.0, 4096.0, 0.123),),
+                  status="derived", source="test")
+    eff = dataclasses.replace(hw.efficiency, op_tables=hw.efficiency.op_tables + (fp8,))
+    with_fp8 = dataclasses.replace(hw, efficiency=eff)
+    assert {p: probe(with_fp8, "float8", p) for p in before} == pytest.approx(dict.fromkeys(before, 0.123))
+    assert probe(with_fp8, "bfloat16", "fwd") == before["fwd"]

@@ -22,6 +22,10 @@ def register(subparsers) -> None:
                    help="uniform | zipf:S (popularity ∝ rank^-S, permuted per layer) | histogram file (.json/.csv)")
     p.add_argument("--expected-loads", action="store_true",
                    help="every routing group gets exactly its expected loads (no sampling noise)")
+    p.add_argument("--sampler", default="auto", choices=("auto", "gumbel", "multinomial", "moments"),
+                   help="routing sampler: auto (default: exact per token unless too large; says which in the "
+                        "mode reason), gumbel (exact top-k), multinomial (with replacement), moments (dropless: "
+                        "per-rank counts from a normal law with the per-token mean and covariance; approximate)")
     p.add_argument("--steps", type=int, default=5, help="training steps to simulate (default 5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--chunks", type=int, default=1,
@@ -49,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from moesim.specs.load import load_scenario
 
     scenario = load_scenario(args.scenario, hardware=args.hardware, devices=args.devices, layout=args.layout)
-    options = SimOptions(routing=args.routing, expected_loads=args.expected_loads, steps=args.steps, seed=args.seed,
+    options = SimOptions(routing=args.routing, expected_loads=args.expected_loads, sampler=args.sampler,
+                         steps=args.steps, seed=args.seed,
                          contention=not args.no_contention, chunks=args.chunks,
                          straggler_fraction=args.straggler_fraction, straggler_slowdown=args.straggler_slowdown,
                          noise_sigma=args.noise, mode=args.mode, trace=bool(args.trace), engine=args.engine)

@@ -113,6 +113,16 @@ class Costs:
     pricer: CollectivePricer
     strides: dict[str, int] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+    _expert_s: dict = field(default_factory=dict, repr=False)
+
+    def expert_ffn_s(self, slots: float, backward: bool) -> float:
+        """builder.expert_ffn_time_s for one device and `slots` token slots, priced once per (slots, direction):
+        every micro-batch of a layer class asks for the same."""
+        key = (float(slots), bool(backward))
+        hit = self._expert_s.get(key)
+        if hit is None:
+            hit = self._expert_s[key] = _f(self.builder.expert_ffn_time_s(slots, backward))
+        return hit
 
     def device_of(self, vs: int, mb: int = 0) -> int:
         """The pipeline stage (device) that runs piece `vs` of micro-batch `mb`."""

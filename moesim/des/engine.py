@@ -14,9 +14,8 @@ Without contention a member's flows are not shared: it finishes at T(0) + max(eg
 Ties resolve as simpy orders events (time, priority, insertion id); operations are created and
 collectives joined in a fixed order, so runs are reproducible.
 
-A simulated device may stand for a class of devices (`weights`): its flows then count once per
-class member on every shared link (a chip's port, a domain's uplink), which is what the full
-simulation does when those members behave identically.
+Every device is simulated here, each flow counting once on its links: folding identical devices into
+one representative is the fast engine's (kernel.py, fold.py), tested against this one.
 """
 
 from __future__ import annotations
@@ -55,7 +54,7 @@ class DeviceRun:
     durations_s: np.ndarray  # per operation (compute)
     egress_bytes: np.ndarray  # per operation (collective, send)
     ingress_bytes: np.ndarray
-    weight: int = 1  # devices this one stands for
+    weight: int = 1  # devices this one stands for: always 1 here (step.py reads both engines' runs alike)
     busy_s: float = 0.0
     end_s: float = 0.0
     done: list = field(default_factory=list)
@@ -78,9 +77,9 @@ class Engine:
     """Runs DeviceRuns over a network; records trace tuples when `trace` is a list."""
 
     def __init__(self, env: CountingEnvironment, network: Network, fabric: PortFabric, costs: Costs,
-                 simulated: set[int], *, aggregated: bool, trace: list | None = None) -> None:
+                 simulated: set[int], *, trace: list | None = None) -> None:
         self.env, self.network, self.fabric, self.costs = env, network, fabric, costs
-        self.simulated, self.aggregated, self.trace = simulated, aggregated, trace
+        self.simulated, self.trace = simulated, trace
         self.contention = network.contention
         self.instances: dict[tuple, _Instance] = {}
         self.promises: dict[tuple, simpy.Event] = {}
@@ -98,22 +97,14 @@ class Engine:
             self._expected[key] = sum(1 for i in range(size) if base + i * stride in self.simulated)
         return base, self._expected[key]
 
-    def _links(self, links: tuple[Link, ...], device: int, level: int) -> tuple[tuple[int, int], ...]:
-        mates = self.fabric.mates(device, level)
-        out = []
-        for n, link in enumerate(links):
-            weight = len(mates[min(n, len(mates) - 1)]) if self.aggregated else 1
-            out.append((self.network.add_link(link), weight))
-        return tuple(out)
+    def _links(self, links: tuple[Link, ...]) -> tuple[tuple[int, int], ...]:
+        return tuple((self.network.add_link(link), 1) for link in links)
 
     def path(self, direction: str, device: int, level: int) -> tuple[tuple[int, int], ...]:
         key = (direction, device, level)
         if key not in self._paths:
             links = self.fabric.egress(device, level) if direction == "egress" else self.fabric.ingress(device, level)
-            if direction == "ingress":
-                links = tuple(reversed(links))  # port first, so weights pair with mates (port, domain)
-            pairs = self._links(links, device, level)
-            self._paths[key] = pairs if direction == "egress" else tuple(reversed(pairs))
+            self._paths[key] = self._links(links)
         return self._paths[key]
 
     def promise(self, key: tuple) -> simpy.Event:

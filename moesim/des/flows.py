@@ -1,7 +1,8 @@
 """Max-min fair sharing of links by flows, as network.py computes it, for the fast engine (kernel.py).
 
-The rates and their recomputation are network.py's (progressive filling over the connected
-component of a flow's links, whenever a flow starts or ends); read its notation block. Two
+The rates and their recomputation are network.py's, the same functions (`component`, `fair_rates`:
+progressive filling over the connected component of a flow's links, whenever a flow starts or ends);
+read its notation block. Two
 shortcuts that leave every time unchanged: a flow alone on its links runs at its cap or its
 tightest link, and until another flow joins one of its links it is `lazy` - it schedules no end of
 its own; the host schedules one event for a collective member's flows (`_lazy_end`), and a flow
@@ -15,7 +16,7 @@ ordinary flow (an end event per rate change).
 
 from __future__ import annotations
 
-from moesim.des.network import LinkUse, busiest_links, max_min_rates
+from moesim.des.network import LinkUse, busiest_links, component, fair_rates
 
 
 class _Flow:
@@ -60,6 +61,34 @@ class FlowSharing:
     def transfer(self, path, size_bytes: float, cap_bytes_per_s: float, done: list):
         """Start a flow; returns it when it is alone on its links (lazy: the caller schedules its end with
         `_lazy_end`, and a flow that joins it later turns it into an ordinary one), else None."""
+        if len(path) == 1 and size_bytes > 0 and not self._latent:  # the common case, without the loops below
+            link, mult = path[0]
+            use = self.use[link]
+            use.carried_bytes += mult * size_bytes
+            on = self.on_link[link]
+            now = self.now
+            if on:
+                for other in [f for f in on.values() if f.lazy and f.end_s <= now]:
+                    self._purge(other)
+            self._next_fid += 1
+            flow = _Flow(path, size_bytes, cap_bytes_per_s, done, now, 0.0, self._next_fid)
+            if on:
+                on[flow.fid] = flow
+                if len(on) > use.peak_flows:
+                    use.peak_flows = len(on)
+                self._reshare(path)
+                return None
+            on[flow.fid] = flow
+            if use.peak_flows < 1:
+                use.peak_flows = 1
+            rate = self.links[link].capacity_bytes_per_s / mult
+            if cap_bytes_per_s < rate:
+                rate = cap_bytes_per_s
+            flow.rate_bytes_per_s = rate
+            flow.version = 1
+            flow.lazy = True
+            flow.end_s = now + size_bytes / rate
+            return flow
         latency = sum(self.links[link].latency_s for link, _ in path) if self._latent else 0.0
         use = self.use
         for link, mult in path:
@@ -132,54 +161,28 @@ class FlowSharing:
                     d.end[i] = now
                     w = d.waiters.pop(i, None)
                     if w:
-                        self.work.extend((d, s) for s in w)
+                        work = self.work
+                        for s in w:
+                            work.append((d, s))
                 else:
                     self._arrive(done[1], done[2], done[3], now)
 
-    def _component(self, seed) -> list:
-        if len(seed) == 1:
-            on = self.on_link[seed[0][0]]
-            if len(on) <= 1 and not any(f.lazy for f in on.values()):
-                flows = list(on.values())
-                if all(len(f.path) == 1 for f in flows):
-                    return flows
-        seen = set()
-        stack = [link for link, _ in seed]
-        flows: dict = {}
-        on_link = self.on_link
-        while stack:
-            link = stack.pop()
-            if link in seen:
-                continue
-            seen.add(link)
-            stale = [f for f in on_link[link].values() if f.lazy and f.end_s <= self.now]
-            for f in stale:
+    def _prune(self, link: int) -> None:
+        """Take the lazy flows on `link` whose ends have passed off it (network.component's `prune`)."""
+        on = self.on_link[link]
+        if on:
+            for f in [f for f in on.values() if f.lazy and f.end_s <= self.now]:
                 self._purge(f)
-            for fid, flow in on_link[link].items():
-                if fid not in flows:
-                    flows[fid] = flow
-                    stack.extend(l for l, _ in flow.path if l not in seen)
-        return [flows[fid] for fid in sorted(flows)]
 
     def _reshare(self, seed) -> None:
         now = self.now
-        flows = self._component(seed)
+        flows = component(self.on_link, seed, self._prune)
         if not flows:
             return
         for flow in flows:
             flow.remaining_bytes -= flow.rate_bytes_per_s * (now - flow.updated_s)
             flow.updated_s = now
-        if len(flows) == 1:
-            f = flows[0]
-            rate = f.cap_bytes_per_s
-            for link, w in f.path:
-                c = self.links[link].capacity_bytes_per_s / w
-                if c < rate:
-                    rate = c
-            rates = {f.fid: rate}
-        else:
-            capacity = {link: self.links[link].capacity_bytes_per_s for f in flows for link, _ in f.path}
-            rates = max_min_rates(flows, capacity)
+        rates = fair_rates(flows, self.links)
         for flow in flows:
             flow.lazy = False  # joined: from now on its end is an ordinary event
             flow.rate_bytes_per_s = rates[flow.fid]

@@ -106,6 +106,8 @@ class Kernel(FlowSharing):
         self.arrivals: dict[tuple, float] = {}
         self.recv_waiting: dict[tuple, tuple] = {}
         self._paths: dict[tuple, tuple] = {}
+        self._pairs: dict[tuple, tuple] = {}  # (device, level) -> (egress path, ingress path)
+        self._groups: dict[tuple, tuple] = {}  # (axis, device) -> fold.group(axis, device)
         self._init_links()
 
     # Structure -----------------------------------------------------------------------------------
@@ -155,10 +157,10 @@ class Kernel(FlowSharing):
                 raise RuntimeError(f"device {d.device} did not finish its program (deadlock)")
 
     def _drain(self) -> None:
-        work = self.work
+        work, advance = self.work, self._advance
         while work:
             d, s = work.pop()
-            self._advance(d, s)
+            advance(d, s)
 
     def _wake(self, d: Device, i: int) -> None:
         w = d.waiters.pop(i, None)
@@ -265,20 +267,26 @@ class Kernel(FlowSharing):
     # Collectives ---------------------------------------------------------------------------------
 
     def _join(self, d: Device, i: int, t: float) -> None:
-        op = d.code.ops[i]
-        spec = op.comm
-        group, expected = self.fold.group(spec.axis, d.device)  # cached per (axis, group)
-        key = (d.code.program.stage, i, group)
-        members = self.instances.get(key)
+        code = d.code
+        spec = code.ops[i].comm
+        gkey = (spec.axis, d.device)
+        hit = self._groups.get(gkey)
+        if hit is None:
+            hit = self._groups[gkey] = self.fold.group(spec.axis, d.device)
+        group, expected = hit
+        key = (code.program.stage, i, group)
+        instances = self.instances
+        members = instances.get(key)
         if members is None:
-            members = self.instances[key] = []
-        c = d.code.col[i]
+            members = instances[key] = []
+        c = code.col[i]
         if c >= 0 and d.egc is not None:
             members.append((d, i, t, d.egc[c], d.inc[c]))
         else:
-            members.append((d, i, t, d.wire[i], d.wire[i]))
+            w = d.wire[i]
+            members.append((d, i, t, w, w))
         if len(members) == expected:
-            del self.instances[key]
+            del instances[key]
             self._launch(members, spec)
 
     def _launch(self, members: list, spec) -> None:
@@ -297,11 +305,15 @@ class Kernel(FlowSharing):
     def _flows(self, arg) -> None:
         members, level, spec = arg
         cap = spec.cap_bytes_per_s
-        path = self.path
+        pairs, transfer = self._pairs, self.transfer
         for d, i, _, egress, ingress in members:
             done = [2, d, i, None]
-            a = self.transfer(path("egress", d.device, level), egress, cap, done)
-            b = self.transfer(path("ingress", d.device, level), ingress, cap, done)
+            key = (d.device, level)
+            pair = pairs.get(key)
+            if pair is None:
+                pair = pairs[key] = (self.path("egress", d.device, level), self.path("ingress", d.device, level))
+            a = transfer(pair[0], egress, cap, done)
+            b = transfer(pair[1], ingress, cap, done)
             if a is not None and b is not None:
                 self.push(a.end_s if a.end_s > b.end_s else b.end_s, self._lazy_end, (a, b))
             elif a is not None or b is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import simpy
 
@@ -90,6 +90,48 @@ def max_min_rates(flows: Sequence[Flow], capacity: dict[int, float]) -> dict[int
     return rates
 
 
+def component(on_link: Sequence[dict], seed, prune: Callable[[int], None] | None = None) -> list:
+    """Flows connected to the links of `seed` ((link, multiplicity) pairs) through shared links, in start (id)
+    order: the flows whose rates a start or an end on `seed` can change. `prune(link)`, when given, runs on
+    each link before its flows are read (the fast engine takes ended lazy flows off there)."""
+    if len(seed) == 1:
+        if prune is not None:
+            prune(seed[0][0])
+        on = on_link[seed[0][0]]
+        if len(on) <= 1 and all(len(f.path) == 1 for f in on.values()):
+            return list(on.values())
+    seen = set()
+    stack = [link for link, _ in seed]
+    flows: dict = {}
+    while stack:
+        link = stack.pop()
+        if link in seen:
+            continue
+        seen.add(link)
+        if prune is not None:
+            prune(link)
+        for fid, flow in on_link[link].items():
+            if fid not in flows:
+                flows[fid] = flow
+                stack.extend(l for l, _ in flow.path if l not in seen)
+    return [flows[fid] for fid in sorted(flows)]
+
+
+def fair_rates(flows: Sequence, links: Sequence[Link]) -> dict[int, float]:
+    """Rates of one connected component of flows, keyed by flow id: a flow alone runs at its cap or its
+    tightest link (c_l / w_{f,l}), several share max-min fairly (max_min_rates)."""
+    if len(flows) == 1:
+        f = flows[0]
+        rate = f.cap_bytes_per_s
+        for link, w in f.path:
+            c = links[link].capacity_bytes_per_s / w
+            if c < rate:
+                rate = c
+        return {f.fid: rate}
+    capacity = {link: links[link].capacity_bytes_per_s for f in flows for link, _ in f.path}
+    return max_min_rates(flows, capacity)
+
+
 class Network:
     """Links and the flows on them, inside a simpy environment."""
 
@@ -152,40 +194,15 @@ class Network:
         else:
             done.succeed()
 
-    def _component(self, seed_links) -> list[Flow]:
-        """Flows connected to `seed_links` through shared links, in start order."""
-        if len(seed_links) == 1:
-            on = self.on_link[seed_links[0][0]]
-            if len(on) <= 1 and all(len(f.path) == 1 for f in on.values()):
-                return list(on.values())
-        seen_links = set()
-        stack = [link for link, _ in seed_links]
-        flows: dict[int, Flow] = {}
-        while stack:
-            link = stack.pop()
-            if link in seen_links:
-                continue
-            seen_links.add(link)
-            for fid, flow in self.on_link[link].items():
-                if fid not in flows:
-                    flows[fid] = flow
-                    stack.extend(l for l, _ in flow.path if l not in seen_links)
-        return [flows[fid] for fid in sorted(flows)]
-
     def _reshare(self, seed_links) -> None:
         now = self.env.now
-        flows = self._component(seed_links)
+        flows = component(self.on_link, seed_links)
         if not flows:
             return
         for flow in flows:
             flow.remaining_bytes -= flow.rate_bytes_per_s * (now - flow.updated_s)
             flow.updated_s = now
-        if len(flows) == 1:  # alone on its links: its cap or its tightest link
-            f = flows[0]
-            rates = {f.fid: min([f.cap_bytes_per_s] + [self.links[l].capacity_bytes_per_s / w for l, w in f.path])}
-        else:
-            capacity = {link: self.links[link].capacity_bytes_per_s for f in flows for link, _ in f.path}
-            rates = max_min_rates(flows, capacity)
+        rates = fair_rates(flows, self.links)
         for flow in flows:
             flow.rate_bytes_per_s = rates[flow.fid]
             flow.version += 1
@@ -223,4 +240,4 @@ def busiest_links(links, uses, elapsed_s: float, count: int) -> list[dict]:
     return rows[:count]
 
 
-__all__ = ["Flow", "Link", "LinkUse", "Network", "busiest_links", "max_min_rates"]
+__all__ = ["Flow", "Link", "LinkUse", "Network", "busiest_links", "component", "fair_rates", "max_min_rates"]

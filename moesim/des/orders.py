@@ -20,13 +20,18 @@ Orders:
   interleaved    Megatron's `forward_backward_pipelining_with_interleaving`: warm-up
                  2(p − d − 1) + (v − 1)·p forwards; forward k runs chunk ⌊k/p⌋ mod v of micro-batch
                  ⌊k/(p·v)⌋·p + k mod p; backward k the chunk v − 1 − ⌊k/p⌋ mod v
-  zb-h1, zb-v    greedy list scheduling on equal unit times: a device runs, when free, a ready
-                 I before a ready F before a pending W; an F waits while the device holds its
-                 activation limit of pieces not yet consumed by their I: ZB-H1 1F1B's p − d,
-                 ZB-V p micro-batches (2p pieces) on every device, first leg only (Qi et al. §6).
-                 Qi et al. build their schedules by a search over W placements; this greedy order
-                 reaches ZB-H1's (p−1)(F+B−W) at equal times (tests/des/test_des_pipeline_schedules.py);
-                 for ZB-V it leaves (p−1)·F/2 where theirs leaves about 0 (not the published schedule).
+  zb-h1, zb-v    greedy list scheduling, ZB-H1 on equal unit times (the paper's handcrafted shape),
+                 ZB-V on the stage's F, I, W times when the caller gives them (Qi et al. build theirs
+                 from profiled T_F, T_B, T_W too; on unit times a B = 2F stage's bubble grew with m): a device
+                 runs, when free, a ready I before a ready F before a pending W; an F waits while the
+                 device holds its activation limit of pieces not yet consumed by their I: ZB-H1 1F1B's
+                 p − d, ZB-V p micro-batches (2p pieces) on every device, first leg only (Qi et al. §6).
+                 At equal times it reaches ZB-H1's (p−1)(F+B−W), and for ZB-V every device, once
+                 started, runs without a gap to its last W (the paper's zero bubble); a step that
+                 starts synchronised still pays the V's start-up skew (p−1)·F/2 (the last device waits
+                 for p − 1 half-stage forwards), which the paper removes by not synchronising before
+                 the optimizer step ("optimizer post-validation": the all-reduce "breaks parallelogram
+                 and makes zero bubble impossible", sail-sg/zero-bubble-pipeline-parallelism README).
   dualpipe       the eight steps of `deepseek-ai/DualPipe:dualpipe/dualpipe.py@3da1bbea` (`step`):
                  nF0, nF0F1, nB1W1F1, nF0B1F1B0 (main, overlapped pairs), nB1F1B0, nB1B0, nWB0, nW.
 """
@@ -34,6 +39,7 @@ Orders:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 SCHEDULES = ("1f1b", "gpipe", "interleaved", "zb-h1", "zb-v", "dualpipe")
 GREEDY_UNIT_TIMES = {"F": 1.0, "I": 1.0, "W": 1.0}  # equal F, B, W as the ZB paper's handcrafted schedules
@@ -69,8 +75,10 @@ def device_of(schedule: str, pp: int, vs: int, mb: int, micro_batches: int) -> i
     return vs
 
 
-def device_order(schedule: str, micro_batches: int, pp: int, vp: int, device: int) -> list[Slot]:
-    """The slots device `device` runs in one step, in order (module docstring)."""
+def device_order(schedule: str, micro_batches: int, pp: int, vp: int, device: int,
+                 times: tuple[float, float, float] | None = None) -> list[Slot]:
+    """The slots device `device` runs in one step, in order (module docstring). `times` = (F, I, W) of a
+    device's stage per micro-batch, for the zero-bubble orders' list scheduling (relative values count)."""
     m, p = micro_batches, pp
     if schedule in ("1f1b", "gpipe"):
         if schedule == "gpipe":
@@ -83,7 +91,8 @@ def device_order(schedule: str, micro_batches: int, pp: int, vp: int, device: in
     if schedule == "interleaved":
         return _interleaved(m, p, vp, device)
     if schedule in ("zb-h1", "zb-v"):
-        return _greedy(schedule, m, p)[device]
+        # ZB-H1 is the paper's handcrafted 1F1B-with-deferred-W shape: equal times; ZB-V on the given times.
+        return list(_greedy(schedule, m, p, _unit_times(times if schedule == "zb-v" else None))[device])
     if schedule == "dualpipe":
         return _dualpipe(m, p, device)
     raise ValueError(schedule)
@@ -108,10 +117,19 @@ def _interleaved(m: int, p: int, v: int, d: int) -> list[Slot]:
     return order + [bwd(k) for k in range(total - warm, total)]
 
 
-def _greedy(schedule: str, m: int, p: int) -> list[list[Slot]]:
-    """Greedy list schedule of F, I, W on unit times for every device (module docstring)."""
+def _unit_times(times: tuple[float, float, float] | None) -> tuple[float, float, float]:
+    """(F, I, W) scaled to F = 1 and rounded (a cache key; relative values decide the order); equal without."""
+    if times is None or not times[0] > 0:
+        return GREEDY_UNIT_TIMES["F"], GREEDY_UNIT_TIMES["I"], GREEDY_UNIT_TIMES["W"]
+    f, i, w = (max(0.0, float(x)) / float(times[0]) for x in times)
+    return 1.0, round(i, 3), round(w, 3)
+
+
+@lru_cache(maxsize=64)
+def _greedy(schedule: str, m: int, p: int, unit: tuple[float, float, float]) -> tuple[tuple[Slot, ...], ...]:
+    """Greedy list schedule of F, I, W on times `unit` = (F, I, W) for every device (module docstring)."""
     V = virtual_stages(schedule, p, 2)
-    t = GREEDY_UNIT_TIMES
+    t = dict(zip(("F", "I", "W"), unit))
     owned = [[vs for vs in range(V) if device_of(schedule, p, vs, 0, m) == d] for d in range(p)]
     done: dict[tuple[str, int, int], float] = {}
     clock = [0.0] * p
@@ -157,7 +175,7 @@ def _greedy(schedule: str, m: int, p: int) -> list[list[Slot]]:
             waiting_w[d].append((mb, vs))
         else:
             waiting_w[d].pop(0)
-    return orders
+    return tuple(tuple(o) for o in orders)
 
 
 def _dualpipe(m: int, p: int, rank: int) -> list[Slot]:
@@ -236,13 +254,22 @@ def order_makespan(schedule: str, micro_batches: int, pp: int, vp: int, f_s: flo
     """Step time of the orders when a device's stage takes F = f_s, I = b_s, W = w_s per micro-batch
     (split evenly over its pieces; B = I + W, FB = F + B), transfers free and each slot starting once
     its inputs are there: the pure schedule whose bubble the published formulas give."""
+    return max(end for _, end in device_spans(schedule, micro_batches, pp, vp, f_s, b_s, w_s))
+
+
+def device_spans(schedule: str, micro_batches: int, pp: int, vp: int, f_s: float, b_s: float,
+                 w_s: float) -> list[tuple[float, float]]:
+    """(start of the first slot, end of the last) per device, as `order_makespan` runs the orders. A device
+    busy from start to end without a gap has end − start = m·(F + I + W): the zero-bubble schedules'
+    "parallelogram" (Qi et al.), whose bubble the synchronised step adds only at its two ends."""
     m, p = micro_batches, pp
     V = virtual_stages(schedule, p, vp)
     share = p / V
     time = {"F": f_s * share, "I": b_s * share, "W": w_s * share, "B": (b_s + w_s) * share}
-    orders = [device_order(schedule, m, p, vp, d) for d in range(p)]
+    orders = [device_order(schedule, m, p, vp, d, (f_s, b_s, w_s)) for d in range(p)]
     done: dict[tuple[str, int, int], float] = {}
     clock, position = [0.0] * p, [0] * p
+    first: list[float | None] = [None] * p
 
     def ready(kind: str, mb: int, vs: int) -> float | None:
         if kind == "F":
@@ -264,7 +291,9 @@ def order_makespan(schedule: str, micro_batches: int, pp: int, vp: int, f_s: flo
             starts = [ready(*item) for item in items]
             if any(t is None for t in starts):
                 continue
-            clock[d] = max([clock[d], *starts]) + sum(time[item[0]] for item in items)
+            begin = max([clock[d], *starts])
+            first[d] = begin if first[d] is None else first[d]
+            clock[d] = begin + sum(time[item[0]] for item in items)
             for kind, mb, vs in items:
                 done[("B" if kind in ("B", "I") else kind, mb, vs)] = clock[d]
             position[d] += 1
@@ -272,7 +301,7 @@ def order_makespan(schedule: str, micro_batches: int, pp: int, vp: int, f_s: flo
             moved = True
         if not moved:
             raise ValueError(f"{schedule}: the orders wait on each other (m={m}, pp={p}, vp={vp})")
-    return max(clock)
+    return [(first[d] or 0.0, clock[d]) for d in range(p)]
 
 
-__all__ = ["SCHEDULES", "Slot", "device_of", "device_order", "order_makespan", "virtual_stages"]
+__all__ = ["SCHEDULES", "Slot", "device_of", "device_order", "device_spans", "order_makespan", "virtual_stages"]

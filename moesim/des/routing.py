@@ -12,7 +12,10 @@ experts laid contiguously (rank r holds experts r·E/ep … (r+1)·E/ep − 1).
    k = 1 and close when k·max p ≪ 1 (tests compare both on mean and variance).
    With `expected` loads every group gets exactly g·k·p (no sampling noise). Dropless, the multinomial
    is drawn over destination ranks (p summed over each rank's experts): the same law for the
-   per-rank counts, which are all a dropless step uses, with ep categories instead of E.
+   per-rank counts, which are all a dropless step uses, with ep categories instead of E. Or, dropless,
+   moment-matched per-rank counts (moments.py: normal with the per-token mean and covariance estimated
+   from a pool of exactly sampled tokens; approximate), which `auto` picks for node-limited routing too
+   large to sample token by token.
 3. Capacity clips each group's per-expert count at C; the excess is dropped (Switch §2.2).
 4. Per device: tokens sent to other ranks, tokens received (all ranks), and drops.
 """
@@ -26,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+from moesim.des.moments import MOMENT_POOL_TOKENS, RankMoments, rank_moments, sample_rank_counts
 from moesim.errors import SpecError
 from moesim.paths import parse_json_text, read_text_file
 
 ROUTING_FORMS = ("uniform", "zipf:S", "FILE.json", "FILE.csv")
-SAMPLERS = ("auto", "gumbel", "multinomial")
+SAMPLERS = ("auto", "gumbel", "multinomial", "moments")
 GUMBEL_BUDGET = 4_000_000  # random numbers per (layer, micro-batch) above which `auto` uses multinomial
 GUMBEL_CHUNK = 1_000_000  # random numbers drawn at once by the exact sampler (bounds its memory)
 NODE_LIMITED_CHUNK = 4_000_000  # order statistics drawn at once by the uniform node-limited sampler
@@ -288,20 +292,42 @@ class LayerLoads:
     assigned: float
 
 
-def _method(sampler: str, top_k: int, draws: int) -> str:
+def sampler_method(sampler: str, top_k: int, draws: int) -> str:
     """The sampler `auto` picks: exact Gumbel-top-k unless k = 1 (multinomial is exact) or too many draws."""
-    if sampler != "auto":
+    if sampler not in ("auto", "moments"):
         return sampler
     return "multinomial" if top_k == 1 or draws > GUMBEL_BUDGET else "gumbel"
 
 
+def uses_moments(sampler: str, *, dropless: bool, expected: bool, limited: bool, draws: int) -> bool:
+    """Whether route_layer draws moment-matched per-rank counts (moments.py): asked for, or `auto` on dropless
+    node-limited routing whose exact per-token race would draw more than GUMBEL_BUDGET keys per call (that rule
+    has no cheaper exact sampler). Only dropless sampled loads can use it: capacity clips per-expert counts."""
+    if not dropless or expected:
+        return False
+    return sampler == "moments" or (sampler == "auto" and limited and draws > GUMBEL_BUDGET)
+
+
+def layer_moments(p: np.ndarray, ep: int, top_k: int, rng: np.random.Generator,
+                  node_limit: tuple[int, int] | None = None, pool_tokens: int = MOMENT_POOL_TOKENS) -> RankMoments:
+    """A layer's per-token rank-count moments (moments.py) from `pool_tokens` tokens of the exact sampler."""
+    p = np.asarray(p, dtype=float)
+    if node_limit is not None and 0 < node_limit[1] < node_limit[0]:
+        per_expert = sample_node_limited_top_k(1, top_k, p, node_limit[0], node_limit[1], rng, groups=pool_tokens)
+    else:
+        per_expert = sample_gumbel_top_k(1, top_k, p, rng, groups=pool_tokens)
+    return rank_moments(per_expert, ep, top_k, uniform=bool(p[0] > 0 and np.all(p == p[0])))
+
+
 def route_layer(p: np.ndarray, ep_groups: np.ndarray, tokens: int, group_tokens: int, top_k: int,
                 capacity: int | None, rng: np.random.Generator, *, expected: bool = False,
-                sampler: str = "auto", node_limit: tuple[int, int] | None = None) -> LayerLoads:
+                sampler: str = "auto", node_limit: tuple[int, int] | None = None,
+                moments: RankMoments | None = None) -> LayerLoads:
     """Route every device's `tokens` for one MoE layer; `ep_groups` (G, ep) holds device ids by EP rank.
 
     `node_limit` = (nodes of the EP group, max nodes per token) samples node-limited routing
-    (sample_node_limited_top_k) instead of the plain top-k.
+    (sample_node_limited_top_k) instead of the plain top-k. Where uses_moments holds, per-rank counts are
+    drawn from the layer's `moments` (estimated here from `rng` when not given): see moments.py.
 
     Returns arrays indexed like ep_groups.reshape(-1) (devices in group-major, rank-minor order).
     """
@@ -312,8 +338,14 @@ def route_layer(p: np.ndarray, ep_groups: np.ndarray, tokens: int, group_tokens:
     sizes = [g] * (tokens // g) + ([tokens % g] if tokens % g else [])
     width = num_experts
     limited = node_limit is not None and 0 < node_limit[1] < node_limit[0]
+    if uses_moments(sampler, dropless=capacity is None, expected=expected, limited=limited,
+                    draws=devices * tokens * num_experts):
+        if moments is None:
+            moments = layer_moments(p, ep, top_k, rng, node_limit)
+        counts = sample_rank_counts(tokens, moments, rng, devices)
+        return loads_from_counts(counts, n_groups, ep, 0.0, devices * tokens * top_k)
     if capacity is None and not expected and not limited and all(
-            _method(sampler, top_k, devices * sizes.count(size) * size * num_experts) == "multinomial"
+            sampler_method(sampler, top_k, devices * sizes.count(size) * size * num_experts) == "multinomial"
             for size in set(sizes)):
         # Dropless: only the tokens per destination rank matter, and a multinomial's counts summed over
         # each rank's experts are Multinomial(n, p summed per rank) - the same law, ep categories, not E.
@@ -325,7 +357,7 @@ def route_layer(p: np.ndarray, ep_groups: np.ndarray, tokens: int, group_tokens:
         if expected:
             c = np.broadcast_to(size * top_k * p, (devices * reps, width))
         else:
-            method = _method(sampler, top_k, devices * reps * size * num_experts)
+            method = sampler_method(sampler, top_k, devices * reps * size * num_experts)
             if limited:
                 c = sample_node_limited_top_k(size, top_k, p, node_limit[0], node_limit[1], rng,
                                               groups=devices * reps).astype(float)
@@ -337,15 +369,22 @@ def route_layer(p: np.ndarray, ep_groups: np.ndarray, tokens: int, group_tokens:
             dropped += float(np.sum(c - kept))
             c = kept
         counts += c.reshape(devices, reps, width).sum(axis=1)
+    return loads_from_counts(counts, n_groups, ep, dropped, devices * tokens * top_k)
+
+
+def loads_from_counts(counts: np.ndarray, n_groups: int, ep: int, dropped: float, assigned: float) -> LayerLoads:
+    """LayerLoads from per-device counts (devices, width), width a multiple of ep (per expert or per rank)."""
+    width = counts.shape[1]
     per_rank = counts.reshape(n_groups, ep, ep, width // ep).sum(axis=3)  # (G, src, dst)
     local = np.einsum("gii->gi", per_rank)
     received = per_rank.sum(axis=1)
     sent = per_rank.sum(axis=2)
     return LayerLoads(sent_remote=(sent - local).reshape(-1), received=received.reshape(-1),
                       received_remote=(received - local).reshape(-1), dropped=dropped,
-                      assigned=float(devices * tokens * top_k))
+                      assigned=float(assigned))
 
 
-__all__ = ["GUMBEL_BUDGET", "LayerLoads", "ROUTING_FORMS", "RoutingSpec", "SAMPLERS", "load_histograms",
+__all__ = ["GUMBEL_BUDGET", "LayerLoads", "layer_moments", "loads_from_counts", "sampler_method", "uses_moments",
+           "ROUTING_FORMS", "RoutingSpec", "SAMPLERS", "load_histograms",
            "parse_routing", "popularity", "route_layer", "sample_gumbel_top_k", "sample_multinomial",
            "sample_node_limited_top_k"]

@@ -6,7 +6,9 @@ next to them in the pipeline - are one class; one representative per class is si
 kernel.py). `mode`: auto folds whenever some class has more than one device, full simulates every
 device, aggregated insists on folding. Capacity padding and expected loads fold to one device per
 stage (plus the classes stragglers make); sampled dropless loads make every device its own class.
-The routing itself is sampled for every device (drop statistics), one MoE layer at a time.
+The routing itself is sampled for every device (drop statistics), one MoE layer at a time; at cluster
+scale, dropless node-limited routing draws moment-matched per-rank counts instead of every token
+(moments.py; `mode_reason` says which sampler ran and why).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from moesim.collectives.base import CollectiveModel
 from moesim.collectives.select import model_for
 from moesim.des.costs import Costs, build_costs
 from moesim.des.fabric import PortFabric
-from moesim.des.routing import SAMPLERS, parse_routing, popularity, route_layer
+from moesim.des.moments import MOMENT_POOL_TOKENS, sample_rank_counts
+from moesim.des.routing import (GUMBEL_BUDGET, SAMPLERS, layer_moments, loads_from_counts, parse_routing,
+                                popularity, route_layer, sampler_method, uses_moments)
 from moesim.des.schedule import DEFAULT_BUCKET_PARAMS, build_stage_program
 from moesim.des.trace import chrome_trace
 from moesim.des.step import ENGINES, Setup, Step, run_step, work_reasons
@@ -182,6 +186,21 @@ class _Router:
         self.uniform = self.spec is None or self.spec.kind == "uniform"
         self.stage_of_layer = {layer: costs.device_of(st.index) for st in costs.stages for layer in st.layers}
         self.node_limit = _node_limit(costs) if moe else None
+        self.moments: dict[int, object] = {}  # MoE layer -> RankMoments, estimated once (moments.py)
+
+    def _draw_facts(self, layer: int) -> dict:
+        c, o = self.costs, self.options
+        lc = c.classes[c.workload.layer_class_index[layer]]
+        groups = self.groups[self.stage_of_layer[layer]]
+        return {"dropless": c.dropless, "expected": o.expected_loads, "limited": self.node_limit is not None,
+                "draws": groups.size * lc.tokens * c.scenario.model.moe.num_experts}
+
+    def reason(self) -> str:
+        """Which routing sampler runs and why (the first MoE layer's case), for mode_reason; '' without MoE."""
+        if not self.layers:
+            return ""
+        return sampler_reason(self.options.sampler, top_k=self.costs.scenario.model.moe.top_k,
+                              **self._draw_facts(self.layers[0]))
 
     def step(self, progress: Callable[[float], None] | None = None) -> tuple[list | None, float, float]:
         """(per stage: loads by (moe, mb), or None; dropped assignments; all assignments)."""
@@ -195,10 +214,21 @@ class _Router:
             stage = self.stage_of_layer[layer]
             groups = self.groups[stage]
             position = np.searchsorted(self.stage_devices[stage], groups.reshape(-1))
+            if n not in self.moments and uses_moments(o.sampler, **self._draw_facts(layer)):
+                self.moments[n] = layer_moments(self.p[n], groups.shape[1], moe.top_k, self.rng, self.node_limit)
+            moments = self.moments.get(n)
+            size = groups.size
+            # moment-matched counts: every micro-batch of the layer drawn at once (one vectorised draw)
+            drawn = None if moments is None else sample_rank_counts(lc.tokens, moments, self.rng,
+                                                                    size * c.micro_batches)
             for mb in range(c.micro_batches):
-                r = route_layer(self.p[n], groups, lc.tokens, moe.group_size_tokens, moe.top_k,
-                                None if c.dropless else lc.capacity, self.rng, expected=o.expected_loads,
-                                sampler=o.sampler, node_limit=self.node_limit)
+                if drawn is not None:
+                    r = loads_from_counts(drawn[mb * size:(mb + 1) * size], len(groups), groups.shape[1], 0.0,
+                                          size * lc.tokens * moe.top_k)
+                else:
+                    r = route_layer(self.p[n], groups, lc.tokens, moe.group_size_tokens, moe.top_k,
+                                    None if c.dropless else lc.capacity, self.rng, expected=o.expected_loads,
+                                    sampler=o.sampler, node_limit=self.node_limit)
                 dropped += r.dropped
                 assigned += r.assigned
                 if self.keep:
@@ -220,6 +250,25 @@ def _node_limit(costs: Costs) -> tuple[int, int] | None:
     if moe.max_nodes_per_token <= 0 or moe.max_nodes_per_token >= nodes or moe.num_experts % nodes:
         return None
     return nodes, moe.max_nodes_per_token
+
+
+def sampler_reason(sampler: str, *, dropless: bool, expected: bool, limited: bool, draws: int, top_k: int) -> str:
+    """One line: which routing sampler runs and why (SimResult.mode_reason)."""
+    if expected:
+        return "routing: expected loads (no sampling)"
+    if uses_moments(sampler, dropless=dropless, expected=expected, limited=limited, draws=draws):
+        why = "as asked (sampler moments)" if sampler == "moments" else (
+            f"auto: node-limited top-k, {draws:,} keys per layer and micro-batch for the exact per-token race "
+            f"> {GUMBEL_BUDGET:,}")
+        return (f"routing: moment-matched per-rank counts ({why}; mean and covariance from {MOMENT_POOL_TOKENS:,} "
+                "exactly sampled tokens per layer, normal approximation: approximate)")
+    if sampler == "moments":
+        return "routing: moments applies to dropless loads only; capacity clips per expert, so auto's sampler ran"
+    if limited:
+        return "routing: node-limited top-k, every token sampled (exact)"
+    method = sampler_method(sampler, top_k, draws)
+    exact = "exact" if method == "gumbel" or top_k == 1 else "with replacement: approximate for k > 1"
+    return f"routing: {method} ({'as asked' if sampler != 'auto' else 'auto'}; {exact})"
 
 
 def _expected_drops(costs: Costs) -> float | None:
@@ -306,7 +355,7 @@ def simulate(scenario: Scenario, layout: Layout | None = None, options: SimOptio
                      "max": float(idle.max()), "devices": int(weights.sum())},
         events=sum(st.events for st in steps), wall_time_s=time.perf_counter() - wall,
         engine_time_s=sum(st.engine_s for st in steps), trace_records=tuple(trace), trace_labels=labels,
-        mode_reason=_mode_reason(last.fold, reasons, options),
+        mode_reason="; ".join(x for x in (_mode_reason(last.fold, reasons, options), router.reason()) if x),
         simulated_per_step=tuple(st.fold.classes for st in steps),
     )
 

@@ -193,7 +193,7 @@ class _Builder:
         into, back = self._chunk_spec(lc, first), self._chunk_spec(lc, second)
         gather, scatter = self._chunk_spec(lc, "etp_all_gather"), self._chunk_spec(lc, "etp_reduce_scatter")
         moe = self.moe_number[layer]
-        expert_s = float(np.asarray(self.costs.builder.expert_ffn_time_s(lc.slots / c, backward)).reshape(-1)[0])
+        expert_s = self.costs.expert_ffn_s(lc.slots / c, backward)
         expert_s *= self.scale if backward else 1  # input-gradient only: less the W share (zero-bubble)
         kw = dict(moe=moe, chunks=c, backward=backward)
         order = ("shared_experts", "unpermute") if backward else ("router", "permute")
@@ -292,12 +292,22 @@ class _Builder:
             self.add("p2p", SEND, "pipeline send", phase, -1, mb, (self.last,), chain=False, comm=spec, peer=peer)
 
 
+def _fiw(costs: Costs) -> tuple[float, float, float]:
+    """(F, I, W) of the whole pipeline per micro-batch, for the zero-bubble orders' list scheduling (issue 12:
+    the order is built on the model's own times, one set for every device so that the orders fit together)."""
+    classes, index = costs.classes, costs.workload.layer_class_index
+    layers = [classes[index[layer]] for piece in costs.stages for layer in piece.layers]
+    f = sum(sum(c.fwd_s.values()) for c in layers)
+    w = sum(c.weight_grad_s for c in layers)
+    return f, sum(sum(c.bwd_s.values()) for c in layers) - w, w
+
+
 def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
                         bucket_params: int = DEFAULT_BUCKET_PARAMS) -> StageProgram:
     """The program of every device of pipeline `stage` for one training step."""
     b = _Builder(costs, stage, chunks, bucket_params)
     tr, m = costs.training, costs.micro_batches
-    slots = device_order(tr.pipeline_schedule, m, costs.layout.pp, costs.layout.vp, stage)
+    slots = device_order(tr.pipeline_schedule, m, costs.layout.pp, costs.layout.vp, stage, _fiw(costs))
     # A piece's gradients are final after its last weight-gradient pass (B or W) of the step.
     grad_passes = [(s.vs, s.mb) for s in slots if s.kind in ("B", "W")] + \
         [(s.pair[1], s.pair[2]) for s in slots if s.kind == "FB" and s.pair[0] == "B"]

@@ -133,7 +133,7 @@ def _simpy(setup: Setup, options, works: list[StageWork], trace: list | None):
     env = CountingEnvironment()
     network = Network(env, contention=options.contention)
     n = setup.costs.scenario.devices
-    engine = Engine(env, network, setup.fabric, setup.costs, set(range(n)), aggregated=False, trace=trace)
+    engine = Engine(env, network, setup.fabric, setup.costs, set(range(n)), trace=trace)
     runs = []
     for s, w in enumerate(works):
         for j, device in enumerate(w.devices):

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim.des.costs import Costs
-from moesim.des.engine import DeviceRun
 from moesim.des.schedule import COMPUTE, EXPERT, GATHER, TO_EXPERTS, StageProgram
 
 Loads = dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]  # (moe, mb) → sent, received, received remote
@@ -39,6 +38,7 @@ def _apply_loads(costs: Costs, program: StageProgram, devices: np.ndarray, loads
     """Replace load-dependent entries of the (devices, ops) matrices in place; with `ops` (operations that
     loads set), column k of the matrices belongs to ops[k] instead of operation k."""
     wl = costs.workload
+    experts: dict[bool, list] = {False: [], True: []}  # expert FFN columns, priced in one call per direction
     for k, op in (enumerate(ops) if ops is not None else ((op.index, op) for op in program.ops)):
         if not op.load:
             continue
@@ -46,7 +46,7 @@ def _apply_loads(costs: Costs, program: StageProgram, devices: np.ndarray, loads
         sent, received, received_remote = (a[devices] for a in loads[(op.moe, op.mb)])
         c = op.chunks
         if op.load == EXPERT:
-            durations[:, k] = costs.builder.expert_ffn_time_s(received / c, op.backward)
+            experts[bool(op.backward)].append((k, received / c))
             continue
         if op.load == GATHER:
             egress[:, k] = ingress[:, k] = op.comm.wire_bytes * received / slots
@@ -55,33 +55,18 @@ def _apply_loads(costs: Costs, program: StageProgram, devices: np.ndarray, loads
         out, back = (sent, received_remote) if op.load == TO_EXPERTS else (received_remote, sent)
         egress[:, k] = out * per_token / c
         ingress[:, k] = back * per_token / c
-
-
-def device_runs(costs: Costs, program: StageProgram, devices: np.ndarray, *, loads: Loads | None,
-                slowdown: np.ndarray, noise_sigma: float, rng: np.random.Generator, weight: int = 1) -> list[DeviceRun]:
-    """DeviceRuns of `devices` (all on `program`'s stage); `slowdown` per device (1 = none)."""
-    durations, egress, ingress = template(program)
-    n = len(devices)
-    if loads is None and noise_sigma == 0 and np.all(slowdown == 1):
-        return [DeviceRun(int(d), program, durations, egress, ingress, weight) for d in devices]
-    durations = np.repeat(durations[None, :], n, axis=0)
-    egress = np.repeat(egress[None, :], n, axis=0)
-    ingress = np.repeat(ingress[None, :], n, axis=0)
-    if loads is not None:
-        _apply_loads(costs, program, devices, loads, durations, egress, ingress)
-    compute = np.array([op.kind == COMPUTE for op in program.ops])
-    if noise_sigma > 0:
-        z = rng.standard_normal((n, int(compute.sum())))
-        durations[:, compute] *= np.exp(noise_sigma * z - noise_sigma ** 2 / 2)
-    durations[:, compute] *= slowdown[:, None]
-    return [DeviceRun(int(d), program, durations[i], egress[i], ingress[i], weight) for i, d in enumerate(devices)]
+    for backward, columns in experts.items():
+        if columns:  # every device and column at once: the operator pricing is elementwise in the slots
+            slots = np.stack([x for _, x in columns], axis=1)
+            times = np.asarray(costs.builder.expert_ffn_time_s(slots.reshape(-1), backward), dtype=float)
+            durations[:, [k for k, _ in columns]] = np.broadcast_to(times, (slots.size,)).reshape(slots.shape)
 
 
 @dataclass
 class StageWork:
     """One step's work of a stage's devices, compactly: the program's template, the columns that
     routing loads set (durations of expert FFNs, bytes of all-to-alls and ETP gathers), per-device
-    slowdown and kernel noise. `row(j)` gives device j's operation arrays, exactly as `device_runs`."""
+    slowdown and kernel noise. `row(j)` gives device j's operation arrays (durations, egress, ingress)."""
 
     program: StageProgram
     devices: np.ndarray
@@ -105,7 +90,7 @@ class StageWork:
         return np.hstack(parts)
 
     def row(self, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(durations, egress, ingress) of the stage's j-th device, as `device_runs` builds them."""
+        """(durations, egress, ingress) of the stage's j-th device: the template with its loads, noise, slowdown."""
         durations, egress, ingress = self.durations.copy(), self.wire.copy(), self.wire.copy()
         if self.dur_cols is not None:
             durations[self.cols] = self.dur_cols[j]
@@ -119,8 +104,8 @@ class StageWork:
 
 def stage_work(costs: Costs, program: StageProgram, devices: np.ndarray, *, loads: Loads | None,
                slowdown: np.ndarray, noise_sigma: float, rng: np.random.Generator) -> StageWork:
-    """The compact form of `device_runs(...)` for `devices` (the stage's devices, in order; `loads`
-    arrays indexed by position in `devices`). Draws the same random numbers as `device_runs`."""
+    """The work of `devices` (the stage's devices, in order; `loads` arrays indexed by position in `devices`):
+    the template, the columns loads set, the slowdown per device and the kernel noise (drawn from `rng`)."""
     durations, egress, ingress = template(program)
     n = len(devices)
     compute = np.array([op.kind == COMPUTE for op in program.ops])
@@ -139,4 +124,4 @@ def stage_work(costs: Costs, program: StageProgram, devices: np.ndarray, *, load
                      noise, np.asarray(slowdown, dtype=float), compute)
 
 
-__all__ = ["Loads", "StageWork", "device_runs", "stage_work", "template"]
+__all__ = ["Loads", "StageWork", "stage_work", "template"]

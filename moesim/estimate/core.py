@@ -302,6 +302,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         core_mb = None if core_mb is None else x(core_mb)
         dense_params, expert_params, opt_time = x(dense_params), x(expert_params), x(opt_time)
         memory, total_mem, mem_index = {k: x(v) for k, v in memory.items()}, x(total_mem), x(mem_index)
+        pair = x(pair)
         capacity, tokens_per_device = x(capacity), x(tokens_per_device)
         model_flops, drop_fraction, hw_model_mb = x(model_flops), x(drop_fraction), x(hw_model_mb)
         calls = [[CommCall(c.name, c.axis, c.op, x(np.asarray(c.size_bytes)), x(np.asarray(c.calls)))
@@ -429,13 +430,27 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     per_mb_comm += pp_comm + zero3_mb
     bwd_comm += pp_backward + zero3_mb / 2  # the backward half of the ZeRO-3 parameter gathers
 
+    # DualPipe: the device of stage s runs m/2 micro-batches through s and m/2 through p − 1 − s
+    # (moesim.des.orders.device_of), so its time per micro-batch is the pair's mean (equal stages: unchanged).
+    dual_t, pair_t = sch.is_schedule(sched, "dualpipe"), None
+    if dual_t.any():
+        pair_t = pair  # the memory's pair columns (dualpipe_pair_columns), on every candidate
+        pair_mean = lambda a: np.where(dual_t[:, None], (a + np.take_along_axis(a, pair_t, axis=1)) / 2, a)  # noqa: E731
+        compute_mb, per_mb_comm, bwd_comm, pp_comm = map(pair_mean, (compute_mb, per_mb_comm, bwd_comm, pp_comm))
+        fwd, bwd_mb, weight_mb = map(pair_mean, (fwd, bwd_mb, weight_mb))
     stage_mb = compute_mb + per_mb_comm
     # Interleaved: Megatron overlaps the v-fold pipeline sends with compute (--overlap-p2p-communication,
-    # on by default with virtual stages); what the compute cannot hide stays exposed.
-    inter = sch.is_schedule(sched, "interleaved")[:, None]
+    # on by default with virtual stages); what the compute cannot hide stays exposed. ZB-V likewise: its
+    # two-fold sends run while the device works on its other piece (the simulator's p2p stream).
+    inter = (sch.is_schedule(sched, "interleaved") | sch.is_schedule(sched, "zb-v"))[:, None]
     stage_mb = np.where(inter, stage_mb - pp_comm + np.maximum(0.0, pp_comm - compute_mb), stage_mb)
     stage_mb = np.where(exists, stage_mb, -np.inf)
-    slow = np.argmax(stage_mb, axis=1)
+    slow_key = stage_mb
+    if dual_t.any():  # DualPipe: the slowest device counts its overlapped pairs at max(compute, collectives)
+        pairs = sch.dualpipe_pairs(m, pp)[:, None]
+        paired = pairs * np.maximum(compute_mb, stage_mb - compute_mb) + (m[:, None] - pairs) * stage_mb
+        slow_key = np.where(dual_t[:, None], paired, stage_mb)
+    slow = np.argmax(slow_key, axis=1)
     pick = lambda a: np.take_along_axis(a, slow[:, None], axis=1)[:, 0]  # noqa: E731
     t_mb, compute_1, comm_1 = pick(stage_mb), pick(compute_mb), pick(per_mb_comm)
     # DualPipe overlaps a forward chunk with another micro-batch's backward chunk, hiding their
@@ -457,15 +472,22 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     for name, (axis, op, overlappable, size_l, calls_l, bytes_l, time_l, cost_l) in comm_stage.items():
         on_pipe = axis in PER_MB_AXES or "param_all_gather" in name
         at = slow if on_pipe else dp_stage
-        pick_at = lambda a: np.take_along_axis(a, at[:, None], axis=1)[:, 0]  # noqa: E731,B023
+        one_at = lambda a, cols: np.take_along_axis(a, cols[:, None], axis=1)[:, 0]  # noqa: E731
+        pick_at = lambda a: one_at(a, at)  # noqa: E731,B023
+        col = at  # the column whose sizes and algorithm the entry shows
+        if on_pipe and pair_t is not None:  # DualPipe: half the micro-batches through each of the device's stages
+            partner = one_at(pair_t, at)
+            pick_at = lambda a: np.where(dual_t, (one_at(a, at) + one_at(a, partner)) / 2, one_at(a, at))  # noqa: E731,B023
+            biggest = np.max(np.stack(size_l), axis=0)
+            col = np.where(dual_t & (one_at(biggest, partner) > one_at(biggest, at)), partner, at)
         calls = pick_at(sum(calls_l))
         if not np.any(calls > 0):
             continue
         # Per-layer collectives are recorded per micro-batch; the ZeRO-3 gathers' calls (2·m) are per step.
         scale = m if axis in PER_MB_AXES else 1.0
-        size = pick_at(np.max(np.stack(size_l), axis=0))
-        big = np.argmax(np.stack([pick_at(s) for s in size_l]), axis=0)
-        costs = np.stack([pick_at(c) for c in cost_l])[big, np.arange(n_cand)]
+        size = one_at(np.max(np.stack(size_l), axis=0), col)
+        big = np.argmax(np.stack([one_at(s, col) for s in size_l]), axis=0)
+        costs = np.stack([one_at(c, col) for c in cost_l])[big, np.arange(n_cand)]
         comms[name] = CommTotal(axis, op, size, calls * scale, pick_at(sum(bytes_l)) * scale,
                                 pick_at(sum(time_l)) * scale, costs, overlappable)
 

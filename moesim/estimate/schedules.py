@@ -9,13 +9,17 @@ backward product: one forward's time each), B_full = B + W.
   1f1b, gpipe  (m + p − 1)·t                            (p − 1)·t                  Narayanan et al. 2021 §2.2.1
   interleaved  m·t + (p − 1)·t/v + 2(p·v − 1)·t_send     (p − 1)·t/v + sends        Narayanan §2.2.2, (p−1)/(v·m)
   zb-h1        m·t + (p − 1)·(F + B − W)                (p − 1)(t − 2W)            Qi et al. ICLR'24 Table 2
-  zb-v         m·t + (p − 1)·max(0, F + B − 2W)         ZB-H2's, at ZB-H1 memory   Qi et al. Table 2, §6
+  zb-v         m·t + (p − 1)·max(F/2, F + B − 2W)       ZB-H2's, at ZB-H1 memory   Qi et al. Table 2, §6
   dualpipe     n·t_o + (m − n)·t + (p/2 − 1)·(F&B + B_full − 3W)                   DeepSeek-V3 Table 2
 
 DualPipe: n = min(m − 1.5p + 1, m − p − 1) micro-batches run in overlapped F&B pairs on the rank with
 the fewest (the eight steps of `deepseek-ai/DualPipe`: 2(m/2 − p + h + 1) + (p/2 − h − 1) pairs on
 rank h from the end, one fewer on the middle ranks), each taking t_o = max(compute, collectives): the
-pair hides one chunk's collectives under the other's compute; the rest take t; F&B = t.
+pair hides one chunk's collectives under the other's compute; the rest take t; F&B = t. The device
+priced is the one with the largest n·t_o + (m − n)·t, each device's t the mean of its stages s and p − 1 − s.
+ZB-V: the paper's bubble is zero at F = B = W because it drops the synchronisation before the optimizer
+step (post-validation); a synchronised step keeps the start-up skew of the V, (p − 1) half-stage forwards
+before the last device starts (DERIVED; the simulator's order reaches exactly that at equal times).
 Interleaved: t leaves out the pipeline sends, which Megatron overlaps with compute
 (--overlap-p2p-communication), but the first micro-batch's forward crosses p·v − 1 chunk boundaries
 and the last one's backward as many, each send t_send on the critical path (DERIVED; 1F1B has its
@@ -53,14 +57,24 @@ def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, we
     fill_sends = 2 * (p * v - 1) * np.asarray(send_s)
     bubble = np.where(is_schedule(schedule, "interleaved"), (p - 1) * t / v + fill_sends, bubble)
     bubble = np.where(is_schedule(schedule, "zb-h1"), (p - 1) * np.maximum(0.0, t - 2 * w), bubble)
-    bubble = np.where(is_schedule(schedule, "zb-v"), (p - 1) * np.maximum(0.0, t - 3 * w), bubble)
+    # ZB-V: ZB-H2's (p − 1)(F + B − 2W), but a synchronised step never less than the V's start-up skew
+    # (p − 1)·F/2 (orders.py: the paper's zero needs optimizer post-validation).
+    f = np.asarray(fwd_s, dtype=float)
+    bubble = np.where(is_schedule(schedule, "zb-v"), (p - 1) * np.maximum(f / 2, t - 3 * w), bubble)
     dual = np.maximum(0.0, p / 2 - 1) * np.maximum(0.0, t + bf - 3 * w)
     bubble = np.where(is_schedule(schedule, "dualpipe"), dual, bubble)
     work = m * t
     if overlapped_s is not None:
-        pairs = np.clip(np.minimum(m - 1.5 * p + 1, m - p - 1), 0, m)
+        pairs = dualpipe_pairs(m, p)
         work = np.where(is_schedule(schedule, "dualpipe"), pairs * np.asarray(overlapped_s) + (m - pairs) * t, work)
     return work + bubble, bubble
+
+
+def dualpipe_pairs(m, pp) -> np.ndarray:
+    """n = min(m − 1.5p + 1, m − p − 1) in [0, m]: micro-batches a DualPipe rank runs in overlapped F&B pairs
+    (module docstring)."""
+    m, p = np.asarray(m, dtype=float), np.asarray(pp, dtype=float)
+    return np.clip(np.minimum(m - 1.5 * p + 1, m - p - 1), 0, m)
 
 
 def in_flight(schedule: np.ndarray, m, pp, vp, stage) -> np.ndarray:

@@ -204,7 +204,10 @@ class TermBuilder:
         sp = self.tr.sequence_parallel
         q_st = self.q_store
         kept = self.kept = stored_inputs(model, self.tr, rec, q_st)  # recompute_modules, dropout (selective.py)
-        att_kw = dict(q_input=kept.q_gemm_input, mask=kept.mask, qkv_per_token=kept.qkv_per_token)
+        att = model.attention  # the output projection's input: a·d_v per token (moesim/ops/layer.py out_proj)
+        att_kw = dict(q_input=kept.q_gemm_input, mask=kept.mask, qkv_per_token=kept.qkv_per_token,
+                      proj_in_per_token=att.num_heads * (att.v_head_dim or att.head_dim),
+                      q_proj=self.tr.attention_output_storage_bytes)
         act = mem.attention_activation_bytes(b, n, n, h, model.attention.num_heads, tp, sp, rec, q_st, **att_kw)
         if cls.cross_attention:
             act = act + mem.attention_activation_bytes(b, n, cls.encoder_tokens, h, model.attention.num_heads,

@@ -157,6 +157,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "zero_stage": count(0, 3),
         "capacity_factor": _CF,
         "memory_headroom_fraction": Range(0, 0.99),
+        "attention_output_storage_bits": count(0, 32, "bits"),  # 0: activation_storage_dtype; E5M6 = 12
     },
     "ChipSpec": {
         "devices_per_chip": count(1, 1024),

@@ -30,14 +30,18 @@ DISPATCH_IMPLS = ("index", "dense_einsum")
 # "deepep_ll" DeepEP low-latency kernels (pure RDMA, one message per selected expert).
 DISPATCH_BACKENDS = ("nccl", "pairwise", "hierarchical", "deepep", "deepep_ll")
 ZERO_STAGES = (0, 1, 2, 3)
+# Where an exponential moving average of the parameters lives: none kept, in device memory (charged with the
+# optimizer states, sharded as they are), or in host memory (DeepSeek-V3 §3.2.3: "EMA in CPU", updated
+# asynchronously after each step: no device memory and no step time).
+EMA_LOCATIONS = ("none", "device", "host")
 # Tensor classes `dtype_for` answers (agreed with the operator layer, see the module docstring).
 TENSOR_CLASSES = ("gemm", "attention", "activation", "head", "dispatch", "combine", "activation_storage",
-                  "grad", "param", "optimizer_state", "master", "compute")
+                  "grad", "param", "optimizer_state", "master", "compute", "ema")
 # Training keys a precision recipe may set (moesim/precision_recipes.toml).
 PRECISION_KEYS = ("param_dtype", "compute_dtype", "gemm_dtype", "gemm_scaling", "attention_dtype", "activation_dtype",
                   "grad_dtype", "dispatch_dtype", "combine_dtype", "activation_storage_dtype",
                   "moe_activation_recompute", "optimizer_state_dtype", "master_weights", "fused_cross_entropy",
-                  "fp8_weight_cache")
+                  "fp8_weight_cache", "attention_output_storage_bits")
 # Dtype fields that may be left "" (= derived, see dtype_for).
 _DERIVED_DTYPES = ("combine_dtype", "gemm_dtype", "attention_dtype", "activation_dtype", "activation_storage_dtype")
 FP8 = "float8"
@@ -73,6 +77,11 @@ class TrainingSpec:
     # FP8 GEMMs: keep the FP8 weight copies from the first micro-batch to the optimizer step (memory, one cast
     # per step; TE `is_first_microbatch`), or cast the weights again every micro-batch (time, no memory).
     fp8_weight_cache: bool = True
+    # The input of the Linear after attention (the attention output) kept for backward in a format of this many
+    # bits per element plus the recipe's scales; 0 = activation_storage_dtype (DeepSeek-V3 §3.3.4: E5M6, 12 bits).
+    attention_output_storage_bits: int = 0
+    ema_location: str = "none"  # EMA_LOCATIONS
+    ema_dtype: str = "float32"  # the EMA copy's dtype (assumption: FP32 when kept; DeepSeek-V3 does not say)
     optimizer: str = "adam"
     optimizer_state_dtype: str = "float32"
     master_weights: bool = True
@@ -86,6 +95,8 @@ class TrainingSpec:
     dispatch_impl: str = "index"
     dispatch_backend: str = "nccl"
     capacity_factor: float | None = None  # None: the model's train capacity factor
+    # Share of HBM left unused for allocator fragmentation: an assumption, no measured figure stored (usable =
+    # hbm × (1 − this); the profile's memory_reserved_gib is charged inside the total on top of it).
     memory_headroom_fraction: float = 0.05
 
     def __post_init__(self) -> None:
@@ -98,7 +109,7 @@ class TrainingSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise SpecError(f"must be an integer >= 0, got {value!r}", field=f"training.{name}", value=value)
-        for name in ("param_dtype", "compute_dtype", "grad_dtype", "dispatch_dtype", "optimizer_state_dtype") \
+        for name in ("param_dtype", "compute_dtype", "grad_dtype", "dispatch_dtype", "optimizer_state_dtype", "ema_dtype") \
                 + _DERIVED_DTYPES:
             if getattr(self, name) not in DTYPES and not (name in _DERIVED_DTYPES and getattr(self, name) == ""):
                 raise SpecError(f"unknown dtype '{getattr(self, name)}'", field=f"training.{name}",
@@ -116,7 +127,7 @@ class TrainingSpec:
         checks = (("optimizer", OPTIMIZERS), ("recompute", RECOMPUTE_MODES),
                   ("pipeline_schedule", PIPELINE_SCHEDULES), ("dispatch_impl", DISPATCH_IMPLS),
                   ("dispatch_backend", DISPATCH_BACKENDS),
-                  ("zero_stage", ZERO_STAGES))
+                  ("zero_stage", ZERO_STAGES), ("ema_location", EMA_LOCATIONS))
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise SpecError(f"'{getattr(self, name)}' is not allowed", field=f"training.{name}",
@@ -179,6 +190,15 @@ class TrainingSpec:
     def bytes_of(self, which: str) -> int:
         """Bytes per element of tensor class `which` (TENSOR_CLASSES; "compute" is compute_dtype itself)."""
         return DTYPE_BYTES[self.dtype_for(which)]
+
+    @property
+    def attention_output_storage_bytes(self) -> float:
+        """Bytes per element of the attention output kept for the output projection's backward: bits/8 plus
+        the recipe's FP8 scales (DeepSeek-V3 §3.3.4: E5M6, 1×128 tiles, power-of-two scales), else
+        element_bytes("activation_storage")."""
+        if not self.attention_output_storage_bits:
+            return self.element_bytes("activation_storage")
+        return self.attention_output_storage_bits / 8 + scale_bytes_per_element(self.fp8_scaling)
 
     def element_bytes(self, which: str) -> float:
         """Bytes per element of class `which` with its FP8 scales: 1 + s for an FP8 tensor (s from

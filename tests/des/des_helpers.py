@@ -65,7 +65,7 @@ def run_toy(prog: StageProgram, devices: dict[int, dict], *, sizes: dict, conten
     network = Network(env, contention=contention)
     costs = SimpleNamespace(sizes=sizes, strides={k: 1 for k in sizes})
     trace: list = []
-    engine = Engine(env, network, fabric or ToyFabric(), costs, set(devices), aggregated=False, trace=trace)
+    engine = Engine(env, network, fabric or ToyFabric(), costs, set(devices), trace=trace)
     base_d = np.array([o.duration_s for o in prog.ops])
     base_w = np.array([o.comm.wire_bytes if o.comm else 0.0 for o in prog.ops])
     runs = []

@@ -77,7 +77,8 @@ UNEVEN_CASES = [
     ("mixtral-8x7b pp3 (11, 11, 10) 1f1b", "mixtral-8x7b-h100", 48, {}, Layout(dp=16, ep=8, pp=3)),
     ("mixtral-8x7b pp3 (11, 11, 10) gpipe", "mixtral-8x7b-h100", 48, {"pipeline_schedule": "gpipe"},
      Layout(dp=16, ep=8, pp=3)),
-    ("deepseek-v3 61 layers pp16 (3, 14 x 4, 2) + MTP, FP8 recipe", "deepseek-v3-h800", None, {}, None),
+    ("deepseek-v3 61 layers pp16 (15 x 4, 1) + MTP, FP8 recipe, 1f1b", "deepseek-v3-h800", None,
+     {"pipeline_schedule": "1f1b"}, Layout(dp=128, ep=64, pp=16, last_stage_layers=1)),
 ]
 
 

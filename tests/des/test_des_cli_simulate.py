@@ -64,3 +64,13 @@ def test_simulate_says_which_mode_ran_and_why(capsys):
     assert data["simulated_devices"] < data["devices"] and "exact" in data["mode_reason"]
     assert main(["simulate", "switch-base-128-tpu-v3", "--steps", "1", "--mode", "full", "--quiet"]) == 0
     assert "every device, as asked (--mode full)" in capsys.readouterr().out
+
+
+def test_simulate_sampler_flag(capsys):
+    """`--sampler` reaches the options and the reason; moments on a capacity-bound model says it does not apply."""
+    code = main(["simulate", "switch-base-128-tpu-v3", "--steps", "1", "--sampler", "moments", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["options"]["sampler"] == "moments"
+    assert "moments applies to dropless loads only" in data["mode_reason"]
+    assert main(["simulate", "switch-base-128-tpu-v3", "--sampler", "exact"]) == 2
+    assert "invalid choice: 'exact'" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from moesim.collectives.select import default_model
 from moesim.des import SimOptions, simulate
 from moesim.des import run as des_run
 from moesim.des.costs import build_costs
-from moesim.des.orders import device_order, order_makespan
+from moesim.des.orders import device_order, device_spans, order_makespan
 from moesim.des.schedule import build_stage_program
 from moesim.estimate import estimate
 from moesim.errors import SpecError
@@ -28,16 +28,38 @@ P, M = 4, 8
 def _formula(schedule: str, p: int, v: int, f: float, b: float, w: float) -> float:
     full = b + w
     return {"1f1b": (p - 1) * (f + full), "gpipe": (p - 1) * (f + full), "interleaved": (p - 1) * (f + full) / v,
-            "zb-h1": (p - 1) * (f + b - w), "dualpipe": (p / 2 - 1) * ((f + full) + full - 3 * w)}[schedule]
+            "zb-h1": (p - 1) * (f + b - w), "dualpipe": (p / 2 - 1) * ((f + full) + full - 3 * w),
+            # ZB-V in a synchronised step: ZB-H2's (p - 1)(F + B - 2W), not below the V's start-up skew (p - 1)F/2
+            "zb-v": (p - 1) * max(f / 2, f + b - 2 * w)}[schedule]
 
 
 @pytest.mark.parametrize("schedule, v", [("1f1b", 1), ("gpipe", 1), ("interleaved", 2), ("interleaved", 4),
-                                         ("zb-h1", 1), ("dualpipe", 1)])
+                                         ("zb-h1", 1), ("zb-v", 1), ("dualpipe", 1)])
 @pytest.mark.parametrize("p, m", [(2, 8), (4, 8), (4, 16), (8, 16)])
 def test_order_bubbles_are_the_published_formulas(schedule, v, p, m):
     """Equal F, B, W (the ZB paper's setting for its handcrafted schedules), transfers free."""
     bubble = order_makespan(schedule, m, p, v, 1.0, 1.0, 1.0) - m * 3.0
     assert bubble == pytest.approx(_formula(schedule, p, v, 1.0, 1.0, 1.0), abs=1e-9)
+
+
+@pytest.mark.parametrize("p, m", [(2, 4), (4, 8), (4, 16), (8, 16), (8, 32)])
+def test_zero_bubble_v_is_the_papers_parallelogram(p, m):
+    """Qi et al. (ICLR'24 §6, sail-sg README "ZBV": bubble rate 0 at T_F = T_B = T_W, m >= 2p): every device,
+    once started, runs its 2m pieces' F, I and W without a gap; only the synchronised step's start-up skew
+    (p - 1) half-stage forwards remains (the paper drops it by not synchronising before the optimizer)."""
+    spans = device_spans("zb-v", m, p, 2, 1.0, 1.0, 1.0)
+    assert [end - start for start, end in spans] == pytest.approx([3.0 * m] * p)
+    assert [start for start, _ in spans] == pytest.approx([0.5 * d for d in range(p)])
+
+
+@pytest.mark.parametrize("f, b, w", [(1.0, 2.0, 1.0), (1.0, 1.2, 0.8), (1.0, 1.0, 0.5)])
+def test_zero_bubble_v_order_follows_the_stage_times(f, b, w):
+    """The ZB-V order is built on the stage's own F, I, W (as the paper's builder takes profiled times): its
+    bubble does not grow with m. The order built on equal times and run at B = 2F grew 6.0 -> 12.0 from m = 8
+    to 16 (p = 4); now 3.0 both. Asserted: equal at m = 8 and 16, and within the formula's reach."""
+    bubbles = [order_makespan("zb-v", m, 4, 2, f, b, w) - m * (f + b + w) for m in (8, 16)]
+    assert bubbles[0] == pytest.approx(bubbles[1])
+    assert 1.5 * f - 1e-9 <= bubbles[0] <= 3 * max(f / 2, f + b - 2 * w) + 1e-9
 
 
 def test_zero_bubble_v_beats_zb_h1_and_every_order_is_complete():
@@ -85,7 +107,8 @@ def test_estimate_agrees_with_the_simulator_within_two_percent(schedule, v):
     assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=tolerance)
 
 
-@pytest.mark.parametrize("schedule, v", [("1f1b", 1), ("interleaved", 2), ("interleaved", 4), ("zb-h1", 1)])
+@pytest.mark.parametrize("schedule, v", [("1f1b", 1), ("interleaved", 2), ("interleaved", 4), ("zb-h1", 1),
+                                         ("zb-v", 1)])
 def test_simulated_bubble_with_free_transfers_is_the_formula(schedule, v, monkeypatch):
     """The simulator's step minus the optimizer and the m stage-times is the formula, with the model's
     own F, B (input gradient) and W of a stage (uniform stages: pipeline sends and the last stage's
@@ -108,7 +131,9 @@ def test_simulated_bubble_with_free_transfers_is_the_formula(schedule, v, monkey
     per_stage = 16 // P
     f, full, w = (per_stage * x for x in (sum(layer.fwd_s.values()), sum(layer.bwd_s.values()), layer.weight_grad_s))
     bubble = result.step_times_s[0] - est.optimizer_time_s - M * (f + full)
-    assert bubble == pytest.approx(_formula(schedule, P, v, f, full - w, w), rel=0.01)
+    # zb-v: the simulated order beats the synchronised-step formula by 24 % since W is the priced wgrad
+    # operators (issue 10; W/F 0.63 here, where the formula's regime assumes W near F); the others within 1 %.
+    assert bubble == pytest.approx(_formula(schedule, P, v, f, full - w, w), rel=0.3 if schedule == "zb-v" else 0.01)
 
 
 def test_bubbles_shrink_in_the_published_order():
@@ -179,15 +204,30 @@ def test_mixtral_vp8_simulated_within_two_percent():
 
 
 def test_deepseek_v3_dualpipe_simulated_near_the_estimate():
-    """DeepSeek-V3 under DualPipe on its uneven stages (15 x 4, last stage 1 layer + MTP): the estimate
-    charges every micro-batch the slowest stage's time where the simulator's eight-step order runs stage s
-    for one direction and stage pp-1-s for the other, so the estimate is an upper bound here (-10.9 % when
-    measured after merging the precision recipe; -2.7 % on the even split before it). Asserted: below the
-    estimate and within 15 % (20 % since the unfused cross-entropy is priced by its passes, issue 10: the two
-    heads' 129K-vocabulary CE make the last stage heavier, -15.5 %)."""
+    """DeepSeek-V3 under DualPipe on its uneven stages (3 | 14 x 4 | 2 + MTP, the shipped file). The estimate
+    charges a device the mean of its two stages (s and pp-1-s, as the simulator's order runs them) and hides
+    each overlapped pair's collectives fully under its compute; the simulator interleaves the pair layer by
+    layer and, with unlike chunks on the first rank, hides less. Measured: simulator +11.5 % above the
+    estimate (14.83 s against 13.30 s, FP8 backward GEMMs on the DeepGEMM tables; before the pair mean the
+    estimate charged the slowest single stage, 18.63 s, and the simulator was -21.7 % below it). Asserted:
+    above the estimate and within 15 %."""
     from moesim.specs.load import load_scenario
-    sc = load_scenario("deepseek-v3-h800")  # the scenario file keeps 1F1B (DualPipe does not fit there: see report)
-    sc = dataclasses.replace(sc, training=dataclasses.replace(sc.training, pipeline_schedule="dualpipe"))
+    sc = load_scenario("deepseek-v3-h800")
+    assert sc.training.pipeline_schedule == "dualpipe"
     result = simulate(sc, None, SimOptions(contention=False, expected_loads=True, trace=False))
-    assert result.step_times_s[0] <= result.analytical_step_time_s * 1.001
-    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.20)
+    assert result.step_times_s[0] >= result.analytical_step_time_s
+    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.15)
+
+
+@pytest.mark.parametrize("first, last, before", [(6, None, -0.222), (6, 6, -0.062), (2, 6, -0.214)])
+def test_dualpipe_on_uneven_stages_is_priced_per_device_pair(first, last, before):
+    """A DualPipe device runs m/2 micro-batches through stage s and m/2 through p − 1 − s (orders.device_of), so
+    the estimate charges the pair's mean per micro-batch, not the slowest single stage. On 16 layers over 4
+    stages (6,3,4,3), (6,2,2,6), (2,4,4,6) the simulator was -22.2 / -6.2 / -21.4 % below the max-stage estimate;
+    with the pair mean -5.7 / -6.1 / +2.2 %. Asserted within 7 % (m = 8 is only 2p: fill and drain weigh)."""
+    sc = _scenario("dualpipe")
+    layout = Layout(dp=1, pp=P, first_stage_layers=first, last_stage_layers=last)
+    result = simulate(sc, layout, SimOptions(contention=False, trace=False))
+    error = result.step_times_s[0] / result.analytical_step_time_s - 1
+    # (6, 6): -6.9 % with issue 10's costs (launch per kernel, W from the wgrad operators), -6.2 % before.
+    assert abs(error) < 0.07 and abs(error) <= abs(before) + 0.01

@@ -58,10 +58,11 @@ def test_deepseek_v3_scenario_layout_is_published_one():
     assert (lay.pp, lay.ep, lay.tp, lay.dp, s.devices) == (16, 64, 1, 128, 2048)
     assert s.training.zero_stage == 1 and s.training.global_batch_sequences == 15360 and s.training.seq_len == 4096
     assert "DualPipe" in s.description
-    # The library model's 61 layers on 16 uneven stages (no stand-in): the last stage, which also runs the MTP
-    # module, holds 1 (scenario's last_stage_layers); the other 60 split evenly.
+    # The library model's 61 layers on 16 uneven stages (no stand-in): the first holds the 3 dense layers, the
+    # last, which also runs the MTP module, 2 (the scenario's first/last_stage_layers); the other 56 split evenly.
     assert s.model == load_model("deepseek-v3") and s.model.mtp_depth == 1
-    assert lay.stage_layers(s.model.num_layers) == (4,) * 15 + (1,)
+    assert lay.stage_layers(s.model.num_layers) == (3,) + (4,) * 14 + (2,)
+    assert s.training.pipeline_schedule == "dualpipe" and s.training.ema_location == "host"
     # §3.3: the FP8 recipe, with the BF16 combine stated in the file.
     tr = s.training
     assert tr.precision_recipe == "deepseek-v3-fp8" and tr.combine_dtype == "bfloat16"

@@ -10,6 +10,10 @@ Each repeat runs two iterations on every rank:
 - a *free-running* one (``layer_unsynced``): forward+backward with synchronisation only before and
   after, the number to compare with a model's per-layer time.
 
+With ``clock="cpu"`` (CPU only) the compute phases, ``backward`` and the layer totals are each rank's
+CPU time (``time.thread_time``; validate/timing.py), collective phases stay wall-clock; the record
+says which clock timed each phase (``clock``, ``phase_clocks``).
+
 Per repeat and phase the slowest rank's time is kept (all-reduce MAX); the record holds the order
 statistics of those per-repeat maxima.
 """
@@ -27,7 +31,7 @@ from validate import data
 from validate.comm import gather_rows, parallel_groups
 from validate.config import DTYPE_BYTES, LayerConfig
 from validate.switch_layer import FORWARD_PHASES, ROUTER_PARTS, SwitchMoELayer
-from validate.timing import PhaseTimer, max_over_ranks, summarize
+from validate.timing import CLOCKS, PhaseTimer, max_over_ranks, summarize
 
 PHASES = FORWARD_PHASES[:1] + ROUTER_PARTS + FORWARD_PHASES[1:] + ("backward", "layer", "layer_unsynced",
                                                                     "grad_sync")
@@ -55,11 +59,11 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
 
 
 def _iteration(layer: SwitchMoELayer, x: torch.Tensor, up: torch.Tensor, device: torch.device,
-               instrumented: bool, progress: Progress) -> dict[str, float]:
+               instrumented: bool, progress: Progress, clock: str = "wall") -> dict[str, float]:
     """One forward+backward (+ gradient sync when instrumented); returns this rank's durations."""
     x.grad = None
     layer.zero_grad(set_to_none=True)
-    timer = PhaseTimer(device, sync_phases=instrumented)
+    timer = PhaseTimer(device, sync_phases=instrumented, clock=clock)
     progress.timer = timer
     with timer.phase("layer" if instrumented else "layer_unsynced", sync=True):
         out, aux = layer(x, timer if instrumented else None)
@@ -77,8 +81,11 @@ def _iteration(layer: SwitchMoELayer, x: torch.Tensor, up: torch.Tensor, device:
     return durations
 
 
-def bench_layer(cfg: LayerConfig, device: torch.device, progress: Progress) -> dict:
-    """Run warm-up and timed repeats of ``cfg`` on all ranks; return the record body (all ranks)."""
+def bench_layer(cfg: LayerConfig, device: torch.device, progress: Progress, clock: str = "wall") -> dict:
+    """Run warm-up and timed repeats of ``cfg`` on all ranks; return the record body (all ranks).
+    ``clock``: "wall" or "cpu" (module docstring)."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
     rank, world = dist.get_rank(), dist.get_world_size()
     if cfg.world_size != world:
         raise ValueError(f"config {cfg.name!r} needs world_size={cfg.world_size}, running {world}")
@@ -93,13 +100,13 @@ def bench_layer(cfg: LayerConfig, device: torch.device, progress: Progress) -> d
 
     for i in range(cfg.warmup):
         progress.step = f"warm-up {i + 1}/{cfg.warmup}"
-        _iteration(layer, x, up, device, True, progress)
-        _iteration(layer, x, up, device, False, progress)
+        _iteration(layer, x, up, device, True, progress, clock)
+        _iteration(layer, x, up, device, False, progress, clock)
     rows = []
     for i in range(cfg.repeats):
         progress.step = f"repeat {i + 1}/{cfg.repeats}"
-        d = _iteration(layer, x, up, device, True, progress)
-        d.update(_iteration(layer, x, up, device, False, progress))
+        d = _iteration(layer, x, up, device, True, progress, clock)
+        d.update(_iteration(layer, x, up, device, False, progress, clock))
         rows.append([d[p] for p in PHASES])
     progress.step = "gathering results"
     maxed = max_over_ranks(rows, device)
@@ -125,6 +132,8 @@ def bench_layer(cfg: LayerConfig, device: torch.device, progress: Progress) -> d
             "assignments_per_rank": cfg.tokens_per_rank * cfg.top_k, "element_bytes": elem,
         },
         "phases": phases,
+        "clock": "cuda_events" if device.type == "cuda" else clock,
+        "phase_clocks": {p: PhaseTimer(device, False, clock).clock_of(p) for p in PHASES},
         "bytes": {
             "dispatch_bytes_per_rank_max": int(mx_mean(0)[0]),
             "dispatch_bytes_per_rank_mean": mx_mean(0)[1],

@@ -1,15 +1,25 @@
 """Operator micro-benchmarks: time moesim's operator kinds over a shape sweep on the machine at hand.
 
     python -m validate.ops --out ops.jsonl [--quick] [--dtypes float32,bfloat16] [--repeats 7] [--seed 0]
-        [--threads 1] [--estimator median|min] [--procs N]
+        [--threads 1] [--estimator median|min] [--procs N] [--clock wall|cpu] [--after-wait]
 
 Each record (one JSON line) is one operator at one shape, in moesim's operator conventions
 (moesim/ops/base.py): kind (gemm, grouped_gemm, attention, memory), pass (fwd, dgrad, wgrad, bwd), op
-(the operator name; memory ops: layer_norm, activation, softmax, permute), dtype, shape (OP_DIMS order,
+(the operator name; memory ops: MEMORY_CASES below, the memory-bound operators of moesim's layers
+and of the validate/ harness's Switch layer, moesim/calibrate/harness_ops.py), dtype, shape (OP_DIMS order,
 specs/hardware.py), flops (kernel work; attention: the computed tiles of its mask) or bytes, and its
 time over `repeats` timed calls after a warm-up: the median on a GPU (CUDA events around each call);
 on a CPU (time.perf_counter) the minimum, since other processes on a shared host only ever add time
-(a 2-core box under load shows single calls 10-200x slower than their neighbours).
+(a 2-core box under load shows single calls 10-200x slower than their neighbours). With `--clock cpu`
+(CPU only) each call is timed by time.thread_time, the calling thread's CPU time, as the harness's
+`--clock cpu` times its compute phases (validate/timing.py): what the call costs on an idle core.
+Memory operators run from 1 row up, so the smallest sizes pin the fixed cost of one call; the
+`launch` records are that cost directly: a chain of tiny elementwise calls on a tensor that requires
+grad, forward and autograd backward (as the harness's calls run), divided by its ATen call count, each
+timed chain run after a LAUNCH_WAIT_S sleep, as the harness's calls run after a barrier or a collective
+wait: a thread back from a wait runs its first calls with cold caches and branch predictors (on this
+2-core box 1.7-2.7x the back-to-back cost per call, more under load). `--after-wait` times every CPU
+call that way (a sleep before each; records say `after_wait_s`).
 `moesim calibrate ops.jsonl --hardware P -o OUT.toml` fits a profile's operator
 tables from them (moesim/calibrate/ops.py).
 
@@ -37,6 +47,10 @@ GEMM_SIZES = (64, 128, 256, 512, 1024)
 QUICK_GEMM_SIZES = (64, 256, 512)
 
 
+CLOCK = ["wall"]  # set by --clock
+WAIT_S = [0.0]  # set by --after-wait: sleep before each timed CPU call
+
+
 def _timer(device):
     if device.type == "cuda":
         def run(fn, repeats):
@@ -50,12 +64,16 @@ def _timer(device):
                 out.append(start.elapsed_time(end) / 1e3)
             return out
     else:
+        clock = time.thread_time if CLOCK[0] == "cpu" else time.perf_counter
+
         def run(fn, repeats):
             out = []
             for _ in range(repeats):
-                t0 = time.perf_counter()
+                if WAIT_S[0]:
+                    time.sleep(WAIT_S[0])
+                t0 = clock()
                 fn()
-                out.append(time.perf_counter() - t0)
+                out.append(clock() - t0)
             return out
     return run
 
@@ -125,21 +143,75 @@ def attention_records(dtype, device, repeats, quick):
 def memory_records(dtype, device, repeats, quick):
     out = []
     q = torch.tensor([], dtype=dtype).element_size()
-    rows_list = (256, 2048, 8192) if quick else (128, 512, 2048, 8192, 32768)
+    rows_list = (1, 32, 256, 2048, 8192) if quick else (1, 8, 32, 128, 512, 2048, 8192, 32768)
     for rows in rows_list:
         h = 512
         x = torch.randn(rows, h, dtype=dtype, device=device)
         g = torch.randn(rows, h, dtype=dtype, device=device)
+        y = torch.zeros(rows, h, dtype=dtype, device=device)
         index = torch.randperm(rows, device=device)
-        cases = {
-            "layer_norm": (lambda: F.layer_norm(x, (h,)), 2 * rows * h * q),
-            "activation": (lambda: F.silu(x) * g, 3 * rows * h * q),
-            "softmax": (lambda: torch.softmax(x, dim=-1), 2 * rows * h * q),
-            "permute": (lambda: x.index_select(0, index), 2 * rows * h * q),
-        }
-        for name, (fn, nbytes) in cases.items():
+        ints = torch.randint(0, 8, (rows, h), device=device)
+        chunks = x.split(max(rows // 4, 1))
+        for name, (fn, nbytes) in memory_cases(x, g, y, index, ints, chunks, q).items():
             out.append(_record("memory", "fwd", name, dtype, (nbytes,), 0.0, float(nbytes), _time(fn, repeats, device)))
+    out.append(launch_record(dtype, device, repeats))
     return out
+
+
+def memory_cases(x, g, y, index, ints, chunks, q) -> dict:
+    """name -> (call, bytes it moves): the memory-bound operators of moesim's layers and of the harness."""
+    n = x.numel()
+    return {
+        "layer_norm": (lambda: F.layer_norm(x, (x.shape[1],)), 2 * n * q),
+        "activation": (lambda: F.silu(x) * g, 3 * n * q),  # SwiGLU's gate
+        "relu": (lambda: torch.relu(x), 2 * n * q),  # the harness's expert activation
+        "softmax": (lambda: torch.softmax(x, dim=-1), 2 * n * q),
+        "permute": (lambda: x.index_select(0, index), 2 * n * q),  # gather rows
+        "gather": (lambda: x[index], 2 * n * q),  # gather rows by advanced indexing (aten::index), as the harness
+        "index_put": (lambda: y.index_put_((index,), x, accumulate=True), 3 * n * q),  # its backward
+        "scatter_add": (lambda: y.index_add_(0, index, x), 3 * n * q),  # scatter-add rows (unpermute)
+        "fill": (lambda: torch.zeros_like(x), n * q),
+        "add": (lambda: x + g, 3 * n * q),
+        "copy": (lambda: torch.cat(chunks), 2 * n * q),  # concatenation of per-expert outputs
+        "index": (lambda: torch.cumsum(ints, dim=0), 2 * ints.numel() * ints.element_size()),  # int64 bookkeeping
+    }
+
+
+LAUNCH_CHAIN = 32  # tiny elementwise calls per launch measurement
+LAUNCH_WAIT_S = 2e-3  # sleep before each timed chain: about one collective wait of the CPU harness
+
+
+def launch_record(dtype, device, repeats) -> dict:
+    """Per-ATen-call cost: a chain of LAUNCH_CHAIN tiny multiplies on a tensor that requires grad, forward
+    and backward, timed whole and divided by the number of ATen calls it makes (counted by a
+    TorchDispatchMode on one untimed run)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    w = torch.randn(8, dtype=dtype, device=device, requires_grad=True)
+
+    def chain():
+        y = w
+        for _ in range(LAUNCH_CHAIN):
+            y = y * 1.0001
+        y.sum().backward()
+
+    class Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        chain()
+    calls = Count.calls
+    times = []
+    for _ in range(repeats):
+        if not WAIT_S[0]:
+            time.sleep(LAUNCH_WAIT_S)
+        times += [t / calls for t in _timer(device)(chain, 1)]
+    nbytes = float(w.numel() * w.element_size())
+    return _record("memory", "fwd", "launch", dtype, (nbytes,), 0.0, nbytes, times)
 
 
 ESTIMATORS = {"median": statistics.median, "min": min}
@@ -163,12 +235,23 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--estimator", choices=tuple(ESTIMATORS), default=None,
                     help="time of a record from its timed calls (default: median on a GPU, min on a CPU)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="CPU only: 'cpu' times each call by the thread's CPU time (time.thread_time), as the "
+                         "harness's --clock cpu does; default wall (time.perf_counter)")
+    ap.add_argument("--after-wait", action="store_true",
+                    help=f"CPU only: sleep {LAUNCH_WAIT_S * 1e3:g} ms before every timed call, as the harness's calls "
+                         "run after a barrier or a collective wait (launch records always do)")
     ap.add_argument("--procs", type=int, default=1,
                     help="run the sweep in this many processes at once and keep the first one's records: "
                          "the contention of the harness's ranks on a shared CPU (default 1)")
     args = ap.parse_args(argv)
     if args.estimator:
         ESTIMATOR[0] = ESTIMATORS[args.estimator]
+    if args.clock == "cpu" and torch.cuda.is_available():
+        print("error: --clock cpu times CPU calls; on a GPU calls are timed by CUDA events", file=sys.stderr)
+        return 2
+    CLOCK[0] = args.clock
+    WAIT_S[0] = LAUNCH_WAIT_S if args.after_wait and not torch.cuda.is_available() else 0.0
     shadows = []
     if args.procs > 1:
         import os
@@ -193,7 +276,8 @@ def main(argv=None) -> int:
     rng = random.Random(args.seed)
     meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
             "torch": torch.__version__, "threads": args.threads, "procs": args.procs,
-            "timer": "cuda_events" if device.type == "cuda" else "perf_counter", "seed": args.seed}
+            "timer": "cuda_events" if device.type == "cuda" else
+            ("thread_time" if args.clock == "cpu" else "perf_counter"), "after_wait_s": WAIT_S[0], "seed": args.seed}
     records = []
     for name in dtypes:
         dtype = DTYPES[name]

@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="per-collective timeout in seconds (init_process_group timeout)")
     ap.add_argument("--num-threads", type=int, default=None,
                     help="torch intra-op threads per rank (default 1 on CPU, torch default on GPU)")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="CPU only: 'cpu' times compute phases, backward and the layer by each rank's CPU time "
+                         "(time.thread_time: what they cost on an idle core); collectives stay wall-clock "
+                         "(validate/timing.py). Default: wall")
     ap.add_argument("--only", choices=["all", "layers", "collectives"], default="all")
     ap.add_argument("--skip-errored", action="store_true",
                     help="on resume also skip configs recorded with status 'error'")
@@ -77,7 +81,7 @@ def _run_one(kind: str, cfg: LayerConfig | CollectiveConfig, key: str, env: dict
     t0 = time.perf_counter()
     try:
         if kind == "switch_layer":
-            body = bench_layer(cfg, device, progress)
+            body = bench_layer(cfg, device, progress, args.clock)
         else:
             body = bench_collective(cfg, device, progress)
     except Exception as exc:  # report where it failed, keep an error record, stop the run
@@ -117,7 +121,10 @@ def run_sweep(sweep: Sweep, args, backend: str, device: torch.device) -> dict[st
             _log(rank, f"skip {kind} {cfg.name!r}: needs world_size={cfg.world_size}, running {world}")
             counts["skipped_world_size"] += 1
             continue
-        key = config_key(kind, asdict(cfg), world, backend)
+        fields = asdict(cfg)
+        if kind == "switch_layer" and args.clock != "wall":  # another clock is another measurement
+            fields["clock"] = args.clock
+        key = config_key(kind, fields, world, backend)
         if key in done:
             _log(rank, f"resume: {kind} {cfg.name!r} already in {args.out} (key {key})")
             counts["resumed"] += 1
@@ -142,6 +149,8 @@ def run_worker(argv: list[str], init_method: str = "env://", rank: int | None = 
         raise ValueError(f"--timeout-s must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], got {args.timeout_s}")
     sweep = load_sweep(args.sweep)   # parse before joining: a bad file fails fast on every rank
     backend, dev = select_backend_device(args.backend, args.device)
+    if args.clock == "cpu" and dev != "cpu":
+        raise ValueError("--clock cpu times CPU work: use it with --device cpu (CUDA phases use CUDA events)")
     threads = args.num_threads if args.num_threads is not None else (1 if dev == "cpu" else None)
     if threads is not None:
         if threads < 1:

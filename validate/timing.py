@@ -1,8 +1,16 @@
 """Phase timers, cross-rank synchronisation and order statistics.
 
 On CUDA a phase is bracketed by ``torch.cuda.Event`` records and read after a device synchronise;
-on CPU by ``time.perf_counter``. With ``sync_phases`` every phase starts after a device synchronise
-plus a barrier, so all ranks enter it together and the previous phase's GPU work is finished.
+on CPU by ``time.perf_counter`` (the wall clock, ``clock="wall"``, the default) or, with
+``clock="cpu"``, by ``time.thread_time``: the CPU time of the calling thread, which is what the
+phase costs on an idle core (time other processes hold the core is not counted; on a box shared by
+many jobs wall-clock phases inflate 2-10x). Phases in ``WAIT_PHASES`` (collectives, which wait for
+their peers) keep the wall clock under either clock. Under the CPU clock a phase that holds a gloo
+collective inside it (``backward``, ``layer``) counts only the calling thread's work: gloo runs the
+exchange on its own threads while the caller waits, so neither the wire time nor the wait is in it
+(moesim/calibrate/predict.py leaves the collectives out of those phases for such records).
+With ``sync_phases`` every phase starts after a device synchronise plus a barrier, so all ranks
+enter it together and the previous phase's GPU work is finished.
 """
 
 from __future__ import annotations
@@ -14,6 +22,10 @@ from collections.abc import Iterator, Sequence
 
 import torch
 import torch.distributed as dist
+
+CLOCKS = ("wall", "cpu")
+# Phases that are collectives (they wait for their peers): timed by the wall clock under every clock.
+WAIT_PHASES = ("dispatch_a2a", "combine_a2a", "grad_sync")
 
 
 def synchronize(device: torch.device, group=None) -> None:
@@ -31,18 +43,31 @@ class PhaseTimer:
     ``current`` names the phase in progress (used to say where a collective hung).
     """
 
-    def __init__(self, device: torch.device, sync_phases: bool):
+    def __init__(self, device: torch.device, sync_phases: bool, clock: str = "wall"):
+        if clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
+        if clock == "cpu" and device.type == "cuda":
+            raise ValueError("clock 'cpu' times CPU work; on CUDA the phases are timed by CUDA events")
         self.device = device
         self.sync_phases = sync_phases
+        self.clock = clock
         self.current: str | None = None
         self._marks: dict[str, tuple[object, object]] = {}
 
-    def _mark(self) -> object:
+    def _mark(self, name: str = "") -> object:
         if self.device.type == "cuda":
             ev = torch.cuda.Event(enable_timing=True)
             ev.record()
             return ev
+        if self.clock == "cpu" and name not in WAIT_PHASES:
+            return time.thread_time()
         return time.perf_counter()
+
+    def clock_of(self, name: str) -> str:
+        """Which clock timed phase ``name``: "cuda_events", "wall" or "cpu"."""
+        if self.device.type == "cuda":
+            return "cuda_events"
+        return "cpu" if self.clock == "cpu" and name not in WAIT_PHASES else "wall"
 
     @contextlib.contextmanager
     def phase(self, name: str, sync: bool | None = None) -> Iterator[None]:
@@ -51,9 +76,9 @@ class PhaseTimer:
         self.current = name
         if self.sync_phases if sync is None else sync:
             synchronize(self.device)
-        start = self._mark()
+        start = self._mark(name)
         yield
-        self._marks[name] = (start, self._mark())
+        self._marks[name] = (start, self._mark(name))
         self.current = outer
 
     def durations_s(self) -> dict[str, float]:

@@ -17,7 +17,7 @@ from moesim.calibrate.records import TOTAL, Measurements, read_measurements, spl
 from moesim.calibrate.report import ValidationReport, validation_report
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
-from moesim.specs.load import load_hardware, resolve_ref
+from moesim.specs.load import load_hardware, read_data_file, resolve_ref
 
 # Written profile vs the fit's own predictions: 6 significant digits are written, and the collective model
 # takes the min over (algorithm, protocol) candidates, so where two nearly tie the rounding can flip the
@@ -37,6 +37,7 @@ class CalibrationResult:
     held_out_report: ValidationReport | None
     gap: LayerGap | None
     consistency: tuple[str, ...] = ()  # observations the written profile prices off the fit (residual given)
+    guard: PriorGuard | None = None  # the keep-the-prior rule's figures (None without fitted layer records)
 
     def as_dict(self) -> dict:
         fit = self.fit
@@ -58,7 +59,24 @@ class CalibrationResult:
             "unmodelled_layer_time": vars(self.gap) if self.gap else None,
             "held_out": self.held_out_report.as_dict() if self.held_out_report else None,
             "profile_vs_fit": list(self.consistency),
+            "kept_prior": self.guard.kept_prior if self.guard else False,
+            "held_in_layer_mape": ({"fit": self.guard.fit_mape, "prior": self.guard.prior_mape}
+                                   if self.guard else None),
         }
+
+
+@dataclass(frozen=True)
+class PriorGuard:
+    """The rule that calibration never makes a profile worse than its prior, decided on the fitted (held-in)
+    records only: when the fitted profile's held-in layer MAPE is not below the prior's, the prior's figures
+    are written instead (with the provenance and this note)."""
+
+    fit_mape: float
+    prior_mape: float
+
+    @property
+    def kept_prior(self) -> bool:
+        return not self.fit_mape < self.prior_mape
 
 
 def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fraction: float = 0.3, seed: int = 0,
@@ -83,16 +101,45 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
                             held_out=tuple(held), created_utc=now_utc())
     table = calibrated_table(prior_path, fit, provenance, name)
     profile = profile_from_table(table, file=str(out))
+    guard = prior_guard(measurements, prior, profile, set(fit_keys))
+    if guard is not None and guard.kept_prior:
+        table = kept_prior_table(prior_path, table, guard)
+        profile = profile_from_table(table, file=str(out))
     report = validation_report(measurements, profile, only_keys=set(held)) if held else None
     gap = layer_gap(measurements, profile, set(fit_keys), set(held))
     out = Path(out)
     try:
-        out.write_text(render_profile(table, header_lines(fit, measurements, report, gap)), encoding="utf-8")
+        lines = header_lines(fit, measurements, report, gap) + ([_guard_text(guard)] if guard else [])
+        out.write_text(render_profile(table, lines), encoding="utf-8")
     except OSError as err:
         raise SpecError(f"cannot write the calibrated profile: {err.strerror}", file=str(out)) from None
     written = load_hardware(out)
     return CalibrationResult(fit, measurements, written, out, tuple(held), report, gap,
-                             consistency_gaps(fit, written))
+                             () if guard is not None and guard.kept_prior else consistency_gaps(fit, written), guard)
+
+
+def prior_guard(measurements: Measurements, prior: HardwareProfile, fitted: HardwareProfile,
+                fit_keys: set[str]) -> PriorGuard | None:
+    """Held-in layer MAPE of the fitted profile and of the prior (PriorGuard); None without fitted layers."""
+    rows = [r for r in measurements.layers if r.key in fit_keys]
+    if not rows:
+        return None
+    measured = np.array([r.measured_s[TOTAL] for r in rows])
+
+    def mape(hw: HardwareProfile) -> float:
+        predicted = np.array([predict_layer(r, hw)[TOTAL] for r in rows])
+        return float(np.mean(np.abs(predicted / measured - 1)))
+
+    return PriorGuard(mape(fitted), mape(prior))
+
+
+def kept_prior_table(prior_path: Path, fitted_table: dict, guard: PriorGuard) -> dict:
+    """The prior's own table, named and with the provenance of the calibration that kept it."""
+    table = read_data_file(prior_path)
+    table["name"] = fitted_table["name"]
+    table["calibrated_from"] = fitted_table["calibrated_from"] + (
+        f"\nkept the prior: held-in layer MAPE {guard.fit_mape:.4g} fitted vs {guard.prior_mape:.4g} prior")
+    return table
 
 
 def validate_report(paths: list[str], hardware: str, *, include_fitted: bool = False,
@@ -188,6 +235,13 @@ def header_lines(fit: FitResult, measurements: Measurements, report: ValidationR
     return lines
 
 
+def _guard_text(guard: PriorGuard) -> str:
+    if guard.kept_prior:
+        return (f"Kept the prior: the fitted profile's held-in layer MAPE {guard.fit_mape:.1%} is not below the "
+                f"prior's {guard.prior_mape:.1%}, so the prior's figures are written (the fit above is not).")
+    return f"Held-in layer MAPE {guard.fit_mape:.1%} fitted, {guard.prior_mape:.1%} with the prior."
+
+
 def _gap_text(gap: LayerGap) -> str:
     text = (f"Unmodelled layer time: over the fitted records, measured layer = {gap.overhead_s * 1e3:.3g} ms + "
             f"{gap.scale:.3g} x predicted (a diagnostic beyond the fitted layer overhead; not written)")
@@ -222,6 +276,8 @@ def render_calibration(result: CalibrationResult) -> str:
         parts += ["", "per-collective alpha-beta (diagnostic, not written)", diag]
     if result.gap is not None:
         parts += ["", _gap_text(result.gap)]
+    if result.guard is not None:
+        parts += ["", _guard_text(result.guard)]
     if result.consistency:
         parts += ["", f"the written profile prices {len(result.consistency)} observation(s) more than "
                       f"{CONSISTENCY_RTOL:.1%} away from the fit (it holds one figure per level):"]

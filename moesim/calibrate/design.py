@@ -14,8 +14,10 @@
 Compute, memory and overhead terms are the estimate's formulas in numpy. Operator terms (OpTerm, when the
 prior has measured operator tables, fitted by `moesim calibrate ops.jsonl`) keep the tables' shape
 dependence: their compute time scales as 1 / (peak scale of their dtype), a fitted parameter for every
-dtype doing most of some observation's operator time; memory-bound operators and kernel launches stay
-at the prior's price.
+dtype doing most of some observation's operator time; memory-bound operators' time scales as
+1 / (fitted memory bandwidth) from the prior's (two ranks on one host share its memory bandwidth), and
+every kernel call costs the prior's L (efficiency.kernel_launch_us, measured by validate.ops: an
+operator-level figure, not fitted on layers, where it would trade places with the layer overhead).
 Collective terms go through
 `select.default_model` itself: each is linearised around the current θ as
 t = C + Σ_l (A_l·α_l + B_l / W_l), with A, B the model's own finite-difference slopes and C the rest
@@ -97,6 +99,7 @@ class Design:
                                   if isinstance(t, CollectiveTerm)]
         self.level_used = np.zeros((len(self.levels), 2), dtype=bool)  # [α used, W used]
         self._names, self._free = self._parameters()
+        self._theta0_memory = float(self.initial()[self._offsets()[1]])
         self.coef = self.probe(self.initial())
 
     # --- parameter layout -------------------------------------------------------------
@@ -108,11 +111,13 @@ class Design:
         self.c_peak = np.array([self.prior.chip.peak_for(t.dtype) for _, t in rows])
         flops_by_dtype: dict[str, float] = {}
         dominant: set[str] = set()
-        # Operator terms (OpTerm): their compute parts at the prior's peaks and tables, per dtype; the rest
-        # (memory-bound operators, kernel launches) fixed at the prior's price.
+        # Operator terms (OpTerm): their compute parts at the prior's peaks and tables, per dtype; memory-bound
+        # operators at the prior's tables and bandwidth (scaled by the fitted bandwidth); kernel calls at L.
         n = len(self.observations)
         op_compute: dict[str, np.ndarray] = {}
         self.fixed_s = np.zeros(n)
+        self.launch_calls = np.zeros(n)  # kernel calls of the operator terms, each costing L
+        self.op_mem_s = np.zeros(n)  # memory-bound operators at the prior's bandwidth, ∝ 1 / memory_bw
         for i, obs in enumerate(self.observations):
             compute = [t for t in obs.terms if isinstance(t, ComputeTerm)]
             if compute:
@@ -124,12 +129,17 @@ class Design:
                 if not isinstance(t, OpTerm):
                     continue
                 total = term_time_s(t, self.prior)
+                calls = float(np.asarray(t.op.kernels).reshape(-1)[0]) if t.op.kind != "host" else 0.0
+                self.launch_calls[i] += calls
+                total -= calls * self.prior.efficiency.kernel_launch_s
                 if t.op.kind in OP_COMPUTE_KINDS:
                     work = float(np.asarray(t.op.flops).reshape(-1)[0])
                     busy = work / (self.prior.chip.peak_for(t.op.dtype) *
                                    float(np.asarray(op_efficiency(t.op, self.prior)).reshape(-1)[0]))
                     by_dtype[t.op.dtype] = by_dtype.get(t.op.dtype, 0.0) + busy
-                    self.fixed_s[i] += total - busy  # kernel launches
+                    self.fixed_s[i] += total - busy
+                elif t.op.kind == "memory":
+                    self.op_mem_s[i] += total
                 else:
                     self.fixed_s[i] += total
             for d, sec in by_dtype.items():
@@ -160,7 +170,7 @@ class Design:
             names += [f"{level.name}.latency", f"{level.name}.bandwidth"]
         names += ["layer_overhead"]
         free = np.ones(len(names), dtype=bool)
-        free[len(self.knots) + len(self.scaled_dtypes)] = bool(self.m_bytes.any())
+        free[len(self.knots) + len(self.scaled_dtypes)] = bool(self.m_bytes.any() or self.op_mem_s.any())
         free[-1] = bool(self.o_passes.any())
         return names, free
 
@@ -296,6 +306,10 @@ class Design:
             scale = np.where(self.c_scale >= 0, np.exp(theta[k + np.maximum(self.c_scale, 0)]), 1.0)
             out += np.bincount(self.c_obs, self.c_flops / (self.c_peak * scale * eta), minlength=len(out))
         out += self.m_bytes / self.memory_bw(theta)
+        if self.op_mem_s.any():  # memory-bound operators: their tables' shape dependence, the fitted bandwidth
+            m = self._offsets()[1]
+            out += self.op_mem_s * np.exp(self._theta0_memory - theta[m])
+        out += self.launch_calls * self.prior.efficiency.kernel_launch_s
         out += self.o_passes * self.layer_overhead(theta)
         if self._collective_terms:
             values = np.array(self.level_values(theta))

@@ -31,7 +31,7 @@ import numpy as np
 from scipy.optimize import least_squares, nnls
 
 from moesim.calibrate.design import Design, Observation, choose_knots
-from moesim.calibrate.predict import check_fits, collective_terms, layer_terms, layer_total_terms
+from moesim.calibrate.predict import check_fits, collective_terms, layer_terms, layer_total_terms, uses_ops
 from moesim.calibrate.records import TOTAL, CollectivePoint, Measurements
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
@@ -41,6 +41,11 @@ FIT_PHASES = ("dispatch_permute", "dispatch_a2a", "expert_compute", "combine_a2a
 # Fitted on request (fit_router_matmul): the router's skinny [T, d]·[d, E] GEMM shares the FLOP-keyed
 # efficiency table with the expert FFNs, whose kernel sizes it overlaps (docs/calibration.md).
 ROUTER_MATMUL = "router_matmul"
+# Priced by operator, a phase of a few kernel calls is not fitted: each instrumented phase starts after a
+# barrier, and a thread back from a wait runs its first calls several times slower (cold caches; validate/
+# ops.py); a one-call phase (the permutes) measures that, not its operator. The free-running layer total
+# has no barriers inside it and is fitted.
+OP_UNFITTED_PHASES = ("dispatch_permute", "combine_unpermute")
 LOSSES = ("soft_l1", "linear", "huber", "cauchy")
 F_SCALE = 0.1  # ln-ratio where the robust loss turns linear (~10 % error)
 # Ridge on the efficiency increments δ (extra residuals RIDGE·δ_j): a knot no observation reaches stays
@@ -121,6 +126,7 @@ class FitResult:
     fitted_keys: tuple[str, ...]
     relinearisations: int
     observations: tuple[Observation, ...] = field(default=(), repr=False)
+    op_memory: bool = False  # memory-bound operators were fitted: the bandwidth is written as the HBM figure
     predicted_s: tuple[float, ...] = field(default=(), repr=False)
 
 
@@ -129,14 +135,16 @@ def observations_for(measurements: Measurements, fit_keys: set[str], hardware: H
     """The fitted observations: the measured FIT_PHASES (and ROUTER_MATMUL on request) and the layer total
     of layer records in `fit_keys`, and every collective point."""
     phases = FIT_PHASES + ((ROUTER_MATMUL,) if fit_router_matmul else ())
+    op_phases = tuple(p for p in phases if p not in OP_UNFITTED_PHASES)
     out = []
     for rec in measurements.layers:
         if rec.key not in fit_keys:
             continue
         check_fits(rec, hardware)
         terms = layer_terms(rec, hardware)
+        fitted = op_phases if uses_ops(hardware, rec.dtype) else phases
         out += [Observation(phase, terms[phase], rec.measured_s[phase], rec.key)
-                for phase in phases if terms[phase] and phase in rec.measured_s]
+                for phase in fitted if terms[phase] and phase in rec.measured_s]
         out.append(Observation(TOTAL, layer_total_terms(rec, terms), rec.measured_s[TOTAL], rec.key))
     for i, point in enumerate(measurements.collectives):
         check_fits(point, hardware)
@@ -197,7 +205,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
     return FitResult(
         prior=prior, knots_flops=design.knots, efficiency=tuple(design.efficiency(theta)), ref_dtype=design.ref_dtype,
         peak_scales=design.peak_scales(theta),
-        memory_bw_bytes_per_s=design.memory_bw(theta) if design.m_bytes.any() else None,
+        memory_bw_bytes_per_s=design.memory_bw(theta) if (design.m_bytes.any() or design.op_mem_s.any()) else None,
         layer_overhead_s=design.layer_overhead(theta) if design.o_passes.any() else None,
         levels=tuple((lv.name, a, w, bool(u[0]), bool(u[1]))
                      for lv, (a, w), u in zip(design.levels, design.level_values(theta), design.level_used)),
@@ -206,6 +214,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         n_parameters=int(design.free.sum()), loss=loss, bootstrap=bootstrap, seed=seed,
         fitted_keys=tuple(sorted(fit_keys & {r.key for r in measurements.layers})), relinearisations=relin,
         observations=tuple(obs), predicted_s=tuple(float(x) for x in pred),
+        op_memory=bool(design.op_mem_s.any()),
     )
 
 

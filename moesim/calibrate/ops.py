@@ -5,11 +5,13 @@
 Procedure (fit only on operator measurements; docs/operators.md):
 1. Split by shape: every record's key is kind/pass/op/dtype/shape; a seeded hash holds out a fraction of
    the keys (moesim.calibrate.records.split_holdout, the rule the layer calibration uses).
-2. Kernel launch cost L and memory-bound efficiency: non-negative least squares (scipy nnls) of the
-   fitted memory records' times on [bytes of each memory op, 1]: t = bytes·s_op + L, the intercept L
-   shared by every kernel (efficiency.kernel_launch_us).
+2. Kernel launch cost L (efficiency.kernel_launch_us), shared by every kernel: the median of the fitted
+   `launch` records (validate.ops: one ATen call's cost, forward and autograd backward, measured
+   directly) when there are any; else the intercept of non-negative least squares (scipy nnls) of the
+   fitted memory records' times on [bytes of each memory op, 1]: t = bytes·s_op + L.
 3. Peak per dtype, measured: the highest FLOP/s any fitted GEMM or grouped-GEMM record of that dtype
-   reaches after L, so each dtype (bfloat16 included) gets its own peak (chip.peak_tflops_per_chip).
+   reaches after L (among records at least half work, t − L >= t / 2), so each dtype (bfloat16
+   included) gets its own peak (chip.peak_tflops_per_chip).
 4. Tables: per (kind, dtype, pass, op) the fitted records' efficiencies (memory: the records of every
    dtype, by bytes), η = work / (peak · (t − L))
    (compute) or bytes / (HBM · (t − L)) (memory), as the points of an [[efficiency.op_table]] at their
@@ -41,6 +43,7 @@ from moesim.specs.load import load_hardware, read_data_file, resolve_ref
 RECORD = "op"
 PART = "attention"  # any valid part: records are priced one operator at a time
 MIN_BUSY_FRACTION = 0.05  # t − L is kept at least this share of t (a record at the launch floor)
+PEAK_MIN_BUSY_FRACTION = 0.5  # a dtype's peak is read off records whose time is at least half work (t − L)
 
 
 @dataclass(frozen=True)
@@ -136,8 +139,14 @@ class OpCalibration:
                 "held_out": {k: vars(v) for k, v in self.held_out.items()}}
 
 
+LAUNCH_OP = "launch"  # validate.ops' per-call cost records (memory kind, not a bandwidth)
+
+
 def fit_launch_and_memory(records: list[OpRecord]) -> float:
-    """Shared per-kernel launch cost L from the memory records (step 2)."""
+    """Shared per-kernel launch cost L (step 2)."""
+    launch = [r.time_s for r in records if r.kind == "memory" and r.op == LAUNCH_OP]
+    if launch:
+        return float(np.median(launch))
     mem = [r for r in records if r.kind == "memory"]
     if len(mem) < 3:
         return 0.0
@@ -160,10 +169,14 @@ def calibrate_ops(paths: list[str], hardware: str, out: str | Path, *, holdout_f
     fit_set = set(fit_keys)
     fit = [r for r in records if r.key in fit_set]
     launch = fit_launch_and_memory(fit)
+    fit = [r for r in fit if r.op != LAUNCH_OP]  # a per-call cost, no bandwidth table
     busy = lambda r: max(r.time_s - launch, MIN_BUSY_FRACTION * r.time_s)  # noqa: E731
     peaks = {}
     for dtype in sorted({r.dtype for r in fit}):
-        rates = [r.flops / busy(r) for r in fit if r.dtype == dtype and r.kind in ("gemm", "grouped_gemm")]
+        gemms = [r for r in fit if r.dtype == dtype and r.kind in ("gemm", "grouped_gemm")]
+        # the peak from records that are mostly work: one near the call cost says nothing about FLOP/s
+        worked = [r for r in gemms if r.time_s - launch >= PEAK_MIN_BUSY_FRACTION * r.time_s] or gemms
+        rates = [r.flops / busy(r) for r in worked]
         if rates:
             peaks[dtype] = max(rates)
     hbm = prior.chip.hbm_bw_bytes_per_s
@@ -176,8 +189,8 @@ def calibrate_ops(paths: list[str], hardware: str, out: str | Path, *, holdout_f
         if r.kind == "memory":
             # A copy's bandwidth depends on its bytes, not its dtype: every dtype's table holds them all.
             eff = min(max(r.bytes / (hbm * busy(r)), 1e-6), 2.0)
-            for dtype in mem_dtypes:
-                groups[(r.kind, dtype, r.pass_, r.op)].append((*r.shape, eff))
+            for dtype in mem_dtypes:  # and every pass: a backward copy moves bytes as a forward one does
+                groups[(r.kind, dtype, "any", r.op)].append((*r.shape, eff))
             continue
         peak = peaks.get(r.dtype) or prior.chip.peak_for(r.dtype)
         eff = r.flops / (peak * busy(r))
@@ -207,7 +220,7 @@ def calibrate_ops(paths: list[str], hardware: str, out: str | Path, *, holdout_f
         f"holdout_fraction: {holdout_fraction}", f"seed: {seed}", f"operator records: {len(records)} "
         f"({len(fit)} fitted)", f"created_utc: {now_utc()}"])
     profile = profile_from_table(table, file=str(out))
-    errors = held_out_errors([r for r in records if r.key not in fit_set], profile, prior)
+    errors = held_out_errors([r for r in records if r.key not in fit_set and r.op != LAUNCH_OP], profile, prior)
     header = [f"Operator tables calibrated by `moesim calibrate` from '{prior.name}' on {len(fit)} operator "
               f"records ({len(records) - len(fit)} held out by shape).",
               f"Kernel launch {launch * 1e6:.3g} us; measured peaks " +

@@ -30,6 +30,10 @@ Terms per phase (validate/switch_layer.py names the phases):
                     twice: the harness's free-running `layer_unsynced` is one forward and one backward
                     pass of one MoE layer (validate/bench.py), as moesim/estimate/terms.py charges it
 A collective over a group of one rank moves nothing and gets no term, as in the estimate.
+A record timed by the CPU clock (validate/timing.py, `"clock": "cpu"`) holds only the calling thread's
+work in backward and the layer: there the collectives give way to their calling-thread calls
+(moesim/calibrate/harness_ops.py a2a_calling_thread_ops); the collective phases stay wall-clock.
+With operator tables, the phases are the operators the harness executes (harness_ops.py).
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ from moesim.errors import SpecError
 from moesim.estimate.terms import READ_WRITE
 from moesim.flops import BACKWARD_TO_FORWARD, FLOPS_PER_MAC
 from moesim.specs.hardware import DTYPE_BYTES, HardwareProfile
-from moesim.ops.base import Op, backward as backward_op, gemm, memory
+from moesim.calibrate.harness_ops import a2a_calling_thread_ops, harness_ops
+from moesim.ops.base import Op
 from moesim.ops.price import op_time_s
 
 ROUTER_DTYPE = "float32"  # validate/routing.py runs the router in float32 (Switch §2.4 selective precision)
@@ -97,8 +102,8 @@ class OpTerm:
 
 
 Term = Union[ComputeTerm, MemoryTerm, CollectiveTerm, OverheadTerm, OpTerm]
-RELU_PASSES = 2  # ReLU reads and writes every element
-RELU_BACKWARD_FACTOR = 1.5  # reads the mask and dy, writes dx
+# Under the CPU clock, the calling thread's part of the two collective phases (priced, not reported)
+CPU_CLOCK_PARTS = ("dispatch_a2a_cpu", "combine_a2a_cpu")
 
 
 def uses_ops(hardware: HardwareProfile | None, dtype: str) -> bool:
@@ -107,29 +112,10 @@ def uses_ops(hardware: HardwareProfile | None, dtype: str) -> bool:
 
 
 def _op_terms(rec: LayerRecord) -> dict[str, list]:
-    """The operator terms of a record (validate/switch_layer.py): the float32 router GEMM [T, d]·[d, E], the
-    gating (softmax and top-k bookkeeping, memory), the permute copies, and per local expert the GEMMs
-    [R/e, d]·[d, f] and [R/e, f]·[f, d] with the ReLU between (the harness loops over its e experts);
-    backward: each GEMM's dgrad and wgrad, the ReLU's backward, the copies again."""
-    T, d, f, e, E = rec.tokens_per_rank, rec.d_model, rec.d_ff, rec.experts_per_rank, rec.num_experts
-    q, R = rec.element_bytes, rec.received_rows
-    router = gemm("router", "router", ROUTER_DTYPE, float(T), float(E), float(d))
-    gating = memory("router", "softmax", ROUTER_DTYPE,
-                    READ_WRITE * T * E * (DTYPE_BYTES[ROUTER_DTYPE] + rec.top_k * INDEX_BYTES))
-    rows = max(R / e, 1.0)
-    fc1 = gemm("expert_ffn", "expert_fc1", rec.dtype, rows, float(f), float(d), count=float(e))
-    relu = replace(memory("expert_ffn", "activation", rec.dtype, RELU_PASSES * R * f * q),
-                   meta={"bwd_bytes_factor": RELU_BACKWARD_FACTOR})
-    fc2 = gemm("expert_ffn", "expert_fc2", rec.dtype, rows, float(d), float(f), count=float(e))
-    permute = memory("permute", "permute", rec.dtype, READ_WRITE * rec.sent_rows * d * q)
-    unpermute = memory("unpermute", "permute", rec.dtype, READ_WRITE * R * d * q)
-    experts = [fc1, relu, fc2]
-    backward = [b for op in reversed(experts + [router]) for b in backward_op(op)]
-    backward += [replace(unpermute, pass_="bwd"), replace(permute, pass_="bwd")]
+    """The operator terms of a record: the operators the harness executes, phase by phase, forward and
+    autograd backward (moesim/calibrate/harness_ops.py), each with its ATen call count."""
     wrap = lambda ops: [OpTerm(op) for op in ops]  # noqa: E731
-    return {"router_matmul": wrap([router]), "router_gating": wrap([gating]), "router": wrap([router, gating]),
-            "dispatch_permute": wrap([permute]), "expert_compute": wrap(experts),
-            "combine_unpermute": wrap([unpermute]), "backward": wrap(backward)}
+    return {phase: wrap(ops) for phase, ops in harness_ops(rec).items()}
 
 
 def layer_terms(rec: LayerRecord, hardware: HardwareProfile | None = None) -> dict[str, tuple[Term, ...]]:
@@ -172,13 +158,29 @@ def layer_terms(rec: LayerRecord, hardware: HardwareProfile | None = None) -> di
         for phase in ops:
             terms[phase] = ops[phase]
         terms["backward"] = ops["backward"] + [combine, dispatch]
-    return {phase: tuple(t for t in terms[phase] if _moves_something(t)) for phase in ROUTER_PARTS + PHASES}
+    if rec.clock == "cpu":
+        # CPU clock (validate/timing.py): backward and the layer hold the calling thread's work only; gloo
+        # runs the exchanges on its own threads, so the reverse all-to-alls are not in them (their calls
+        # are among the backward's), and the layer holds the a2a phases' calling-thread calls
+        terms["backward"] = [t for t in terms["backward"] if not isinstance(t, CollectiveTerm)]
+        calling = {p: [OpTerm(op) for op in o] for p, o in a2a_calling_thread_ops(rec).items()}
+        terms["dispatch_a2a_cpu"], terms["combine_a2a_cpu"] = calling["dispatch_a2a"], calling["combine_a2a"]
+    extra = tuple(p for p in CPU_CLOCK_PARTS if p in terms)
+    return {phase: tuple(t for t in terms[phase] if _moves_something(t)) for phase in ROUTER_PARTS + PHASES + extra}
 
 
 def layer_total_terms(rec: LayerRecord, phase_terms: dict[str, tuple[Term, ...]] | None = None) -> tuple[Term, ...]:
-    """The terms of the measured layer total: every LAYER_PHASES term, plus the overhead of two passes."""
+    """The terms of the measured layer total: every LAYER_PHASES term, plus the overhead of two passes
+    (a CPU-clock record: the collective phases' calling-thread calls instead of the collectives)."""
     phase_terms = phase_terms or layer_terms(rec)
-    return tuple(t for p in LAYER_PHASES for t in phase_terms[p]) + (OverheadTerm(LAYER_PASSES),)
+    return tuple(t for p in _total_phases(phase_terms) for t in phase_terms[p]) + (OverheadTerm(LAYER_PASSES),)
+
+
+def _total_phases(phase_terms: dict) -> tuple[str, ...]:
+    if CPU_CLOCK_PARTS[0] not in phase_terms:
+        return LAYER_PHASES
+    swap = dict(zip(("dispatch_a2a", "combine_a2a"), CPU_CLOCK_PARTS))
+    return tuple(swap.get(p, p) for p in LAYER_PHASES)
 
 
 def collective_terms(point: CollectivePoint) -> tuple[Term, ...]:
@@ -238,6 +240,8 @@ def predict_layer(rec: LayerRecord, hardware: HardwareProfile, model=None) -> di
     out: dict[str, float | None] = {}
     for phase, terms in layer_terms(rec, hardware).items():
         out[phase] = terms_time_s(terms, hardware, model) if terms else None
-    out[TOTAL] = (sum(out[p] or 0.0 for p in LAYER_PHASES)
+    out[TOTAL] = (sum(out[p] or 0.0 for p in _total_phases(out))
                   + term_time_s(OverheadTerm(LAYER_PASSES), hardware, model))
+    for part in CPU_CLOCK_PARTS:
+        out.pop(part, None)
     return out

@@ -118,7 +118,10 @@ def calibrated_table(prior_path: Path, fit: FitResult, provenance: Provenance, n
     if fit.memory_bw_bytes_per_s is not None:
         hbm = prior.chip.hbm_bw_bytes_per_s
         w_mem = fit.memory_bw_bytes_per_s
-        if w_mem > hbm:
+        if fit.op_memory:  # operator tables are fractions of the HBM figure: scale it, keep the efficiency
+            chip["hbm_bw_gb_per_s_per_chip"] = _sig(hbm * w_mem / (hbm * prior.efficiency.memory_bandwidth)
+                                                    * per_chip / GB_BYTES)
+        elif w_mem > hbm:
             chip["hbm_bw_gb_per_s_per_chip"] = _sig(w_mem * per_chip / GB_BYTES)
             eff["memory_bandwidth"] = 1.0
         else:

@@ -40,6 +40,7 @@ PHASES = LAYER_PHASES + ("grad_sync",)  # required in every record
 # written before the harness split it lack them, so they are read when present.
 ROUTER_PARTS = ("router_matmul", "router_gating")
 OPTIONAL_PHASES = ROUTER_PARTS
+RECORD_CLOCKS = ("wall", "cpu", "cuda_events")  # validate/timing.py: how the record's phases were timed
 TOTAL = "layer"
 # The free-running forward+backward (no barrier between phases) is what a per-layer model predicts;
 # the instrumented "layer" also holds the barriers between phases and is used only when it is absent.
@@ -74,6 +75,7 @@ class LayerRecord:
     spread: Mapping[str, float]  # phase -> (p90 − p10) / (2 · median), the run-to-run noise
     backend: str = ""
     device_name: str = ""
+    clock: str = "wall"  # "cpu": compute phases, backward and layer are CPU time (validate/timing.py)
 
     @property
     def num_experts(self) -> int:
@@ -179,6 +181,9 @@ def layer_record(rec: Mapping[str, Any], where: str) -> LayerRecord:
     total = next((name for name in TOTAL_SOURCES if name in (rec.get("phases") or {})), TOTAL_SOURCES[0])
     measured[TOTAL], spread[TOTAL] = _phase(rec, total, where)
     dispatch = _positive(rec, "bytes.dispatch_bytes_per_rank_max", where)
+    clock = _get(rec, "clock", str, where, default="wall")
+    if clock not in RECORD_CLOCKS:
+        raise SpecError(f"unknown clock '{clock}'", file=where, field="clock", value=clock, allowed=RECORD_CLOCKS)
     return LayerRecord(
         key=record_key(rec), source=where, name=_get(rec, "config.name", str, where, default=""),
         config=dict(_get(rec, "config", Mapping, where)), world_size=world, ep_size=ep, dp_size=dp,
@@ -192,7 +197,7 @@ def layer_record(rec: Mapping[str, Any], where: str) -> LayerRecord:
         received_rows=_positive(rec, "tokens.received_rows_per_rank_max", where, allow_zero=True),
         expert_flops_forward=_positive(rec, "expert_flops_per_rank_forward", where, allow_zero=True),
         measured_s=measured, spread=spread, backend=_get(rec, "env.backend", str, where, default=""),
-        device_name=_get(rec, "env.device_name", str, where, default=""),
+        device_name=_get(rec, "env.device_name", str, where, default=""), clock=clock,
     )
 
 

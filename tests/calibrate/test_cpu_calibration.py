@@ -1,5 +1,12 @@
-"""End to end on this machine: run the validate/ harness (gloo, 2 ranks), calibrate cpu-localhost on
-part of the records, check the error on the held-out rest.
+"""End to end on this machine: run the validate/ harness (gloo, 2 ranks, `--clock cpu`), calibrate
+cpu-localhost on part of the records, check the error on the held-out rest.
+
+The harness times compute phases, backward and the layer by each rank's CPU time (validate/timing.py):
+with wall-clock phases this test failed under load (the box is shared by several jobs, load average
+5-12: a phase's wall time held whatever else ran on its core); the CPU clock counts only the rank's own
+work, so the bounds below hold under load. On one loaded run (load 7) with the CPU clock: held-out
+layer MAPE 3.3-6.6 % per seed 0-4 (mean 4.6 %); the same sweep wall-clock at the same load: 18-36 %.
+Figures below this line are from the wall-clock runs that set the bounds (still met, with room).
 
 Bounds, from 13 runs of this sweep on a shared 2-vCPU VM (its two vCPUs share one core's floating-point
 throughput: one rank alone runs fp32 matmuls at ~110 GFLOP/s, two at once at ~35-60 each, and
@@ -46,11 +53,12 @@ def test_calibrate_cpu_localhost_on_measured_records(tmp_path):
     from validate.run import launch_local
 
     results = tmp_path / "cpu.jsonl"
-    launch_local(2, ["--sweep", str(DATA / "cpu-calibration.toml"), "--out", str(results), "--timeout-s", "120"],
-                 str(tmp_path))
+    launch_local(2, ["--sweep", str(DATA / "cpu-calibration.toml"), "--out", str(results), "--timeout-s", "120",
+                     "--clock", "cpu"], str(tmp_path))
     m = read_measurements([results])
     assert len(m.layers) == 17 and len(m.collectives) == 2 * 13 and not m.skipped
     assert all({"router_matmul", "router_gating"} <= r.measured_s.keys() for r in m.layers)
+    assert all(r.clock == "cpu" for r in m.layers)
     out = tmp_path / "cpu-calibrated.toml"
     result = calibrate([str(results)], "cpu-localhost", out, holdout_fraction=0.3, seed=0, bootstrap=20)
     held = result.held_out_report

@@ -308,3 +308,21 @@ def test_harness_and_moesim_readers_skip_the_same_lines_with_the_same_words():
     theirs = parse_jsonl_bytes(data, "f.jsonl")
     assert objects == list(theirs.objects) and warnings == list(theirs.warnings)
     assert [n for n, _ in objects] == [1, 6] and len(warnings) == 5
+
+
+def test_cpu_clock_records_say_which_clock_timed_each_phase_and_get_their_own_key(tmp_path, capsys):
+    """`--clock cpu` (world size 1 here): compute phases, backward and the layer by CPU time, collective phases
+    wall-clock; the record says so, and the same configuration measured by the wall clock is another record."""
+    from validate.run import main
+
+    sweep = tmp_path / "one.toml"
+    sweep.write_text(LAYER_A.replace("world_size = 2", "world_size = 1"))
+    out = tmp_path / "o.jsonl"
+    assert main(["--sweep", str(sweep), "--out", str(out), "--clock", "cpu", "--only", "layers"]) == 0
+    assert main(["--sweep", str(sweep), "--out", str(out), "--only", "layers"]) == 0
+    cpu, wall = read_records(out)[0]
+    assert cpu["clock"] == "cpu" and wall["clock"] == "wall" and cpu["key"] != wall["key"]
+    clocks = cpu["phase_clocks"]
+    assert clocks["expert_compute"] == clocks["backward"] == clocks["layer_unsynced"] == "cpu"
+    assert clocks["dispatch_a2a"] == clocks["combine_a2a"] == clocks["grad_sync"] == "wall"
+    assert set(wall["phase_clocks"].values()) == {"wall"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -103,10 +104,11 @@ micro-batch counts × ZeRO stages × recomputation modes (× capacity factors); 
 ones (one vectorised `evaluate` batch per pipeline degree, `breakdown=False`, on up to 4 threads by
 default); ranked = those that fit. "+schedules" adds 1f1b / interleaved (vp 2, 4, 8) / zb-h1 /
 dualpipe, "+cp" context parallelism 1, 2, 4 (ring), each to the scenario's own space (2 warm runs).
-Where the time goes (py-spy, 64-expert case, one thread): 52% in
-`evaluate`'s array arithmetic (14% of it the per-collective call counts), 27% pricing collectives
-(row dedupe and the collective model's distinct calls, memoised across the batches of one search),
-16% ranking, Pareto sweep and result arrays, 5% enumeration. Speed-ups made in moesim/estimate for
+Rows over the memory capacity stop before the collectives (memory needs no mesh order); collectives
+are priced per run of neighbouring candidates with equal sizes and groups (group columns once per
+axis and batch); the enumeration's order-free key replaces hashing 13 columns; RESULTS.md
+("Session 3") lists these and the other bit-identical speed-ups with a same-window before/after.
+Earlier speed-ups made in moesim/estimate for
 the search, all with bit-identical results (7,500 sampled and 9,000 order-grouped candidates
 compared with the evaluate of before, alpha-beta and topology-aware models): an O(N²) cost pick and
 a max() over arrays in `evaluate` fixed; the pricer's row dedupe by a 64-bit hash with run folding
@@ -130,9 +132,44 @@ def write_section(text: str, path: Path = ROOT / "benchmarks" / "RESULTS.md") ->
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-if __name__ == "__main__":
-    import sys
+def min_of(case: str, threads: int | None, runs: int = 3) -> dict:
+    """Wall and CPU seconds of `runs` warm searches (after one cold one), the smallest of each, with the
+    1-minute load average before and after: for before/after comparisons on a shared, busy machine."""
+    scenario = load_case(case)
+    load_before = os.getloadavg()[0]
+    result = search(scenario, threads=threads)
+    wall, cpu = [], []
+    for _ in range(runs):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        search(scenario, threads=threads)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return {"case": case, "threads": threads or "default", "runs": runs, "wall_min_s": min(wall),
+            "cpu_min_s": min(cpu), "load": (load_before, os.getloadavg()[0]), "ranked": result.ranked,
+            "best_step_s": float(result.step_time_s[0]), "best": result.layout_arg(0)}
 
+
+COMPARE_CASES = (("switch-c-2048-tpu-v3", None), ("moe-64e-1024-h100", 1), ("moe-64e-1024-h100", None),
+                 ("switch-c-2048-tpu-v3 +schedules", None), ("switch-c-2048-tpu-v3 +cp", None),
+                 ("mixtral-8x7b-h100 +schedules", None), ("mixtral-8x7b-h100 +cp", None))
+
+
+if __name__ == "__main__" and "--min-of" in sys.argv[1:]:
+    # python benchmarks/bench_search.py --min-of 3 [--case NAME]: one line per case (run it with PYTHONPATH on
+    # the tree to time; the scenarios are read from this script's tree).
+    runs = int(sys.argv[sys.argv.index("--min-of") + 1])
+    only = sys.argv[sys.argv.index("--case") + 1] if "--case" in sys.argv else None  # one case name
+    for case, threads in COMPARE_CASES:
+        if only is not None and case != only:
+            continue
+        r = min_of(case, threads, runs)
+        print(f"| {r['case']} | {r['threads']} | {r['wall_min_s']:.3f} s | {r['cpu_min_s']:.3f} s "
+              f"| {r['load'][0]:.1f} → {r['load'][1]:.1f} | {r['ranked']:,} | {r['best_step_s'] * 1e3:.3f} ms |",
+              flush=True)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
     rows = [measure(name, threads) for name in CASES for threads in (1, None)]
     rows += [measure(name + space, None, 2) for name in WIDE for space in list(SPACES)[1:]]
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "

@@ -45,6 +45,9 @@ class Candidates:
     cp: np.ndarray | None = None  # context-parallel degree, 1 when absent
     cp_comm: np.ndarray | None = None  # index into CP_COMMS, 0 (p2p) when absent
     schedule: np.ndarray | None = None  # index into PIPELINE_SCHEDULES, -1 (the training's) when absent
+    # Optional hint from the enumeration: candidates with equal keys differ at most in the mesh order
+    # (evaluate checks it before relying on it; None: no hint).
+    order_free_key: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name, fill in ((STAGE_FIELDS[0], 0), (STAGE_FIELDS[1], 0), ("vp", 1), ("cp", 1), ("cp_comm", 0),
@@ -90,7 +93,8 @@ class Candidates:
         fields = {name: getattr(self, name)[index] for name in
                   ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute",
                    "capacity_factor", "order") + STAGE_FIELDS + PIPELINE_FIELDS}
-        return Candidates(orders=self.orders, **fields)
+        key = None if self.order_free_key is None else self.order_free_key[index]
+        return Candidates(orders=self.orders, order_free_key=key, **fields)
 
 
 def effective_capacity_factor(scenario: Scenario, training: TrainingSpec) -> float:

@@ -28,7 +28,7 @@ from moesim.estimate import schedules as sch
 from moesim.estimate.context_parallel import exposed_ring_time_s, tokens_divisor
 from moesim.collectives.base import CollectiveModel, wire_factor
 from moesim.estimate.candidates import Candidates
-from moesim.estimate.pricing import CollectivePricer, distinct_rows
+from moesim.estimate.pricing import GroupRuns, distinct_rows, pricer_for, rows_of_key
 from moesim.estimate.stages import Stages, dualpipe_pair_columns, pipeline_stages
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
@@ -84,6 +84,7 @@ class Evaluation:
     expert_capacity: np.ndarray | None = None
     tokens_per_device: np.ndarray | None = None
     drop_fraction: np.ndarray | None = None  # expected dropped share of assignments (uniform routing)
+    rows: np.ndarray | None = None  # evaluate(fitting_only=True): the input candidates these rows are (None: all)
 
 
 def _per_stage(counts: np.ndarray, per_class: list[np.ndarray]) -> np.ndarray:
@@ -107,7 +108,9 @@ def _order_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
     columns += [np.asarray(c, dtype=np.int64) for c in (cands.vp - 1, cands.cp - 1, cands.cp_comm, cands.schedule + 1)
                 if c.any()]
     columns.append(np.asarray(cands.capacity_factor, dtype=float))
-    first, inverse = distinct_rows(columns)
+    first, inverse = rows_of_key(cands.order_free_key, columns)
+    if first is None:
+        first, inverse = distinct_rows(columns)
     if len(first) == len(cands):
         return np.arange(len(cands)), None
     return first, inverse
@@ -130,11 +133,14 @@ def _schedule_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | Non
 
 
 def evaluate(scenario: Scenario, cands: Candidates, collective_model: CollectiveModel, *,
-             breakdown: bool = True) -> Evaluation:
+             breakdown: bool = True, fitting_only: bool = False) -> Evaluation:
     """Evaluate every candidate of `cands` on `scenario` (see module docstring for the model).
 
     With `breakdown=False` the per-collective totals (`Evaluation.comms`) are left out and every
-    other figure is the same: the layout search ranks that way, then evaluates its top few again."""
+    other figure is the same: the layout search ranks that way, then evaluates its top few again.
+    With `fitting_only` the candidates over the memory capacity (known before any mesh order counts)
+    are dropped before the collectives: the Evaluation holds the fitting ones, `rows` their input
+    positions (one non-fitting row is kept when none fits); every figure is the same as without."""
     model, hw, tr = scenario.model, scenario.hardware, scenario.training
     seq, dec = scenario.seq_lens
     wl = build_workload(model, seq, dec)
@@ -289,24 +295,39 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     capacity, tokens_per_device = (moe_term.capacity, moe_term.tokens_per_device) if moe_term else (None, None)
     mem_index = pick_m(stages.index)
     calls = [t.comms for t in terms]  # per layer class, the collectives each layer issues
+    # Calls per stage of each of them where the stage exists and the axis has a group (add's gate): no
+    # mesh order in it, so computed before the rows expand to every order below.
+    of_sizes = {"tp": tp, "dp": dcp, "pp": pp, "ep": ep, "etp": etp, "edp": edp, "cp": cp}
+    layer_calls = [[counts[:, :, c] * np.asarray(call.calls, dtype=float)[..., None]
+                    * (exists & (of_sizes[call.axis] > 1)[:, None]).astype(float) for call in class_calls]
+                   for c, class_calls in enumerate(calls)]
+    rows = None
+    if fitting_only:  # the layout search ranks only what fits: the rest stops here
+        fit = total_mem <= capacity_bytes
+        if not fit.all():
+            rows = np.flatnonzero(fit if of is None else fit[of])
+            rows = rows if len(rows) else np.arange(1)  # keep one row: the arrays below stay non-empty
+            of = rows if of is None else of[rows]
+            full = full.take(rows)
     if of is not None:  # back to every candidate: the collectives depend on the order
-        x = lambda a: a[of] if np.ndim(a) else a  # noqa: E731
+        x = lambda a: np.take(a, of, axis=0) if np.ndim(a) else a  # noqa: E731  (a[of], faster on 2-D)
         cands, n_cand = full, len(full)
         tp, pp, m, b = x(tp), x(pp), x(m), x(b)
         cp, vp, sched, dcp = x(cp), x(vp), x(sched), x(dcp)
         stages = Stages(index=x(stages.index), counts=x(stages.counts), tokens_out=x(stages.tokens_out),
                         tokens_in=x(stages.tokens_in))
         counts, exists, first, last = stages.counts, x(exists), x(first), x(last)
-        compute_mb, bwd_mb = x(compute_mb), x(bwd_mb)
-        fwd, weight_mb = x(fwd), x(weight_mb)
+        compute_mb = x(compute_mb)  # fwd, bwd_mb and weight_mb are read on the slowest stage only: pick_of below
         core_mb = None if core_mb is None else x(core_mb)
         dense_params, expert_params, opt_time = x(dense_params), x(expert_params), x(opt_time)
         memory, total_mem, mem_index = {k: x(v) for k, v in memory.items()}, x(total_mem), x(mem_index)
         pair = x(pair)
         capacity, tokens_per_device = x(capacity), x(tokens_per_device)
         model_flops, drop_fraction, hw_model_mb = x(model_flops), x(drop_fraction), x(hw_model_mb)
-        calls = [[CommCall(c.name, c.axis, c.op, x(np.asarray(c.size_bytes)), x(np.asarray(c.calls)))
+        # The calls per stage are layer_calls from here (calls=None).
+        calls = [[CommCall(c.name, c.axis, c.op, x(np.asarray(c.size_bytes)), None)
                   for c in class_calls] for class_calls in calls]
+        layer_calls = [[x(a) for a in class_calls] for class_calls in layer_calls]
         zero = cands.zero_stage[:, None]
 
     # Collectives once per row without schedule and vp (a search tries several per row): sizes do not
@@ -319,14 +340,15 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                  stages=stages, dense_params=dense_params, expert_params=expert_params, calls=calls, core_mb=core_mb)
     dense_1, expert_1 = dense_params / pm, expert_params / pm
     if sf_inv is not None:
-        y = lambda a: a[sf] if np.ndim(a) else a  # noqa: E731
+        y = lambda a: np.take(a, sf, axis=0) if np.ndim(a) else a  # noqa: E731
         cands, n_cand = cands.take(sf), len(sf)
         tp, pp, m, b, exists, first, last = y(tp), y(pp), y(m), y(b), y(exists), y(first), y(last)
         stages = Stages(index=y(stages.index), counts=y(stages.counts), tokens_out=y(stages.tokens_out),
                         tokens_in=y(stages.tokens_in))
         dense_1, expert_1 = y(dense_1), y(expert_1)
-        calls = [[CommCall(c.name, c.axis, c.op, y(np.asarray(c.size_bytes)), y(np.asarray(c.calls)))
+        calls = [[CommCall(c.name, c.axis, c.op, y(np.asarray(c.size_bytes)), None)
                   for c in class_calls] for class_calls in calls]
+        layer_calls = [[y(a) for a in class_calls] for class_calls in layer_calls]
         core_mb = None if core_mb is None else y(core_mb)
     counts, zero = stages.counts, cands.zero_stage[:, None]
     strides = candidate_strides(cands)
@@ -334,7 +356,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
              "edp": cands.edp, "cp": cands.cp}
     # dp·cp as one group: exact when dp follows cp on the mesh (tp-cp-dp, Megatron's order), else the inner stride.
     strides["dp"] = np.where(cands.cp > 1, np.minimum(strides["cp"], strides["dp"]), strides["dp"])
-    pricer = CollectivePricer(collective_model, devices)
+    pricer = pricer_for(collective_model, devices)
+    groups = {axis: GroupRuns(sizes[axis], strides[axis], devices) for axis in sizes}  # once per axis
     comm_stage: dict[str, list] = {}
 
     gates: dict[str, np.ndarray] = {}
@@ -345,30 +368,20 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             gates[axis] = (exists & (sizes[axis] > 1)[:, None]).astype(float)
         return gates[axis]
 
-    def add(name: str, axis: str, op: str, size_bytes, calls_stage, overlappable=False) -> np.ndarray:
-        """Price `op` on `axis` and add calls (N, S) of it; returns time per stage (N, S)."""
+    def add(name: str, axis: str, op: str, size_bytes, calls_stage, overlappable=False, gated=False) -> np.ndarray:
+        """Price `op` on `axis` and add calls (N, S) of it (`gated`: already 0 where gate(axis) is); returns
+        time per stage (N, S)."""
         size_bytes = np.broadcast_to(np.asarray(size_bytes, dtype=float), (n_cand,)) if np.ndim(size_bytes) <= 1 \
             else size_bytes
-        if np.ndim(size_bytes) == 2 and n_stages > 1 and (size_bytes == size_bytes[:, :1]).all():
-            # Every stage the same size (even stages): one column priced, the same for all.
-            t, costs = pricer.price(op, size_bytes[:, 0], sizes[axis], strides[axis], devices // sizes[axis],
-                                    breakdown)
-            t = t[:, None]  # broadcast over the stages as the 1-D case below
-            costs = costs[:, None].repeat(n_stages, axis=1) if breakdown else None
-            per_call_size = size_bytes
-        elif np.ndim(size_bytes) == 2:
-            # One stage column at a time: neighbouring candidates often share a row, which the pricer folds.
-            priced = [pricer.price(op, size_bytes[:, s], sizes[axis], strides[axis], devices // sizes[axis], breakdown)
-                      for s in range(n_stages)]
-            t = np.stack([p[0] for p in priced], axis=1)
-            costs = np.stack([p[1] for p in priced], axis=1) if breakdown else None
+        # Every stage column at once (estimate.pricing.price_runs: runs of equal neighbouring rows priced once).
+        t, costs = pricer.price_runs(op, size_bytes, groups[axis], breakdown)
+        if np.ndim(size_bytes) == 2:
             per_call_size = size_bytes
         else:
-            t, costs = pricer.price(op, size_bytes, sizes[axis], strides[axis], devices // sizes[axis], breakdown)
             t = t[:, None]
             costs = costs[:, None].repeat(n_stages, axis=1) if breakdown else None
             per_call_size = np.broadcast_to(size_bytes[:, None], (n_cand, n_stages))
-        calls_stage = np.asarray(calls_stage, dtype=float) * gate(axis)
+        calls_stage = calls_stage if gated else np.asarray(calls_stage, dtype=float) * gate(axis)
         if not breakdown:
             return calls_stage * t
         factor = _bus_factor(op, f(sizes[axis]), collective_model)[:, None]
@@ -386,9 +399,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     backward_share = 1.0 / (2 + (f(cands.recompute) == mem.RECOMPUTE_CODES["full"]))[:, None]
     bwd_comm = np.zeros((n_cand, n_stages))
     for c, class_calls in enumerate(calls):
-        for call in class_calls:
-            t_call = add(call.name, call.axis, call.op, call.size_bytes,
-                         counts[:, :, c] * np.asarray(call.calls, dtype=float)[..., None] * 1.0)
+        for call, calls_stage in zip(class_calls, layer_calls[c]):
+            t_call = add(call.name, call.axis, call.op, call.size_bytes, calls_stage, gated=True)
             if call.name == "cp_ring_send_recv":  # ring steps hide under the attention they feed
                 t_call = exposed_ring_time_s(t_call, core_mb[:, :, c])
             per_mb_comm += t_call
@@ -405,16 +417,17 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     dp_time = np.zeros((n_cand, n_stages))
     zero3_mb = np.zeros((n_cand, n_stages))
     for axis, params in (("dp", dense_1), ("edp", expert_1)):
-        dp_time += add(f"{axis}_all_reduce", axis, "all_reduce", params * q_g, np.where(zero == 0, 1, 0), True)
-        dp_time += add(f"{axis}_reduce_scatter", axis, "reduce_scatter", params * q_g, np.where(zero >= 1, 1, 0),
+        grad_bytes, param_bytes = params * q_g, params * q_p
+        dp_time += add(f"{axis}_all_reduce", axis, "all_reduce", grad_bytes, np.where(zero == 0, 1, 0), True)
+        dp_time += add(f"{axis}_reduce_scatter", axis, "reduce_scatter", grad_bytes, np.where(zero >= 1, 1, 0),
                        True)
-        dp_time += add(f"{axis}_all_gather", axis, "all_gather", params * q_p, np.where(zero >= 1, 1, 0), True)
+        dp_time += add(f"{axis}_all_gather", axis, "all_gather", param_bytes, np.where(zero >= 1, 1, 0), True)
         # ZeRO-3 gathers every layer's parameters again in forward and backward (ZeRO §7).
-        zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", params * q_p,
+        zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", param_bytes,
                         np.where(zero >= 3, 2 * m[:, None], 0)) / m[:, None]
 
     # Back to every candidate; the schedule's multiples.
-    z = (lambda a: a[sf_inv]) if sf_inv is not None else (lambda a: a)  # noqa: E731
+    z = (lambda a: np.take(a, sf_inv, axis=0)) if sf_inv is not None else (lambda a: a)  # noqa: E731
     per_mb_comm, bwd_comm, pp_forward, pp_backward = z(per_mb_comm), z(bwd_comm), z(pp_forward), z(pp_backward)
     dp_time, zero3_mb = z(dp_time) * pm, z(zero3_mb) * pm
     for name, entry in comm_stage.items():
@@ -433,17 +446,22 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # DualPipe: the device of stage s runs m/2 micro-batches through s and m/2 through p − 1 − s
     # (moesim.des.orders.device_of), so its time per micro-batch is the pair's mean (equal stages: unchanged).
     dual_t, pair_t = sch.is_schedule(sched, "dualpipe"), None
+    lazy = of  # fwd, bwd_mb and weight_mb stayed on the order-free rows (candidate i's at row of[i]); None: not
     if dual_t.any():
         pair_t = pair  # the memory's pair columns (dualpipe_pair_columns), on every candidate
         pair_mean = lambda a: np.where(dual_t[:, None], (a + np.take_along_axis(a, pair_t, axis=1)) / 2, a)  # noqa: E731
         compute_mb, per_mb_comm, bwd_comm, pp_comm = map(pair_mean, (compute_mb, per_mb_comm, bwd_comm, pp_comm))
+        if lazy is not None:  # every candidate's own columns first: the pair's mean reads them
+            fwd, bwd_mb, weight_mb = (np.take(a, lazy, axis=0) for a in (fwd, bwd_mb, weight_mb))
+            lazy = None
         fwd, bwd_mb, weight_mb = map(pair_mean, (fwd, bwd_mb, weight_mb))
     stage_mb = compute_mb + per_mb_comm
     # Interleaved: Megatron overlaps the v-fold pipeline sends with compute (--overlap-p2p-communication,
     # on by default with virtual stages); what the compute cannot hide stays exposed. ZB-V likewise: its
     # two-fold sends run while the device works on its other piece (the simulator's p2p stream).
     inter = (sch.is_schedule(sched, "interleaved") | sch.is_schedule(sched, "zb-v"))[:, None]
-    stage_mb = np.where(inter, stage_mb - pp_comm + np.maximum(0.0, pp_comm - compute_mb), stage_mb)
+    if inter.any():
+        stage_mb = np.where(inter, stage_mb - pp_comm + np.maximum(0.0, pp_comm - compute_mb), stage_mb)
     stage_mb = np.where(exists, stage_mb, -np.inf)
     slow_key = stage_mb
     if dual_t.any():  # DualPipe: the slowest device counts its overlapped pairs at max(compute, collectives)
@@ -451,18 +469,27 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         paired = pairs * np.maximum(compute_mb, stage_mb - compute_mb) + (m[:, None] - pairs) * stage_mb
         slow_key = np.where(dual_t[:, None], paired, stage_mb)
     slow = np.argmax(slow_key, axis=1)
-    pick = lambda a: np.take_along_axis(a, slow[:, None], axis=1)[:, 0]  # noqa: E731
+    at_slow = np.arange(n_cand) * n_stages + slow  # the slowest stage's entry in a C-ordered (N, S) array
+
+    def pick(a: np.ndarray, rows=None) -> np.ndarray:
+        """a[i, slow[i]] per candidate i; `rows`: `a` holds the order-free rows, row i at rows[i]."""
+        if rows is None and a.shape != (n_cand, n_stages):
+            return np.take_along_axis(a, slow[:, None], axis=1)[:, 0]
+        flat = at_slow if rows is None else rows * n_stages + slow
+        return np.take(np.ascontiguousarray(a).reshape(-1), flat)
+
+    pick_of = lambda a: pick(a, lazy)  # noqa: E731  (fwd, bwd_mb, weight_mb: on the order-free rows unless None)
     t_mb, compute_1, comm_1 = pick(stage_mb), pick(compute_mb), pick(per_mb_comm)
     # DualPipe overlaps a forward chunk with another micro-batch's backward chunk, hiding their
     # collectives under each other's compute (DeepSeek-V3 §3.2.1, Figure 4): max, not sum, for those.
     overlapped = np.maximum(compute_1, t_mb - compute_1)
     hop = pick(pp_comm) / (2 * sends[:, 0])  # one pipeline send
-    pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick(fwd), pick(bwd_mb) + pick(bwd_comm),
-                                       pick(weight_mb), hop, overlapped)
+    pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick_of(fwd), pick_of(bwd_mb) + pick(bwd_comm),
+                                       pick_of(weight_mb), hop, overlapped)
     dp_sync = np.max(np.where(exists, dp_time, 0), axis=1)
     # Gradient buckets reduce while the last micro-batch runs backward: its backward compute and its
     # backward collectives (the simulator's grad stream overlaps both; contention is the simulator's).
-    window = pick(bwd_mb) + pick(bwd_comm)
+    window = pick_of(bwd_mb) + pick(bwd_comm)
     exposed_dp = np.maximum(0.0, dp_sync - window) if tr.overlap_grad_reduce else dp_sync
 
     # Breakdown entries are what the step charges: per-micro-batch collectives (and the ZeRO-3
@@ -508,5 +535,5 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         mfu=model_flops / (step * peak_total), hfu=hw_flops / (step * peak_total),
         tokens_per_s=tr.global_batch_sequences * seq_tokens / step, comms=comms,
         slowest_stage=pick(stages.index), memory_stage=mem_index,
-        expert_capacity=capacity, tokens_per_device=tokens_per_device, drop_fraction=drop_fraction,
+        expert_capacity=capacity, tokens_per_device=tokens_per_device, drop_fraction=drop_fraction, rows=rows,
     )

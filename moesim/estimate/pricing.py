@@ -45,6 +45,40 @@ def distinct_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return starts[first], inverse[run]
 
 
+def rows_of_key(key: np.ndarray | None, columns: list[np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """distinct_rows(columns) read off the enumeration's order-free key (a dense relabelling, no hashing),
+    once every column is checked to be equal on equal keys; (None, None) without a key or when it is stale."""
+    if key is None or not len(key):
+        return None, None
+    key = np.asarray(key, dtype=np.int64)
+    low, span = key.min(), int(key.max() - key.min()) + 1
+    if span > 4 * len(key):
+        first, inverse = distinct_rows([key])
+    else:
+        present = np.zeros(span, dtype=bool)
+        present[key - low] = True
+        inverse = (np.cumsum(present) - 1)[key - low]
+        first = np.full(int(present.sum()), len(key))
+        np.minimum.at(first, inverse, np.arange(len(key)))
+    if not all(np.array_equal(column[first][inverse], column, equal_nan=column.dtype.kind == "f")
+               for column in columns):
+        return None, None
+    return first, inverse
+
+
+class GroupRuns:
+    """One mesh axis's collective group per candidate of a batch (size, stride, concurrent groups), with
+    where neighbouring candidates change group: built once per batch and axis, shared by every
+    collective priced on the axis (`CollectivePricer.price_runs`)."""
+
+    def __init__(self, size, stride, devices: int) -> None:
+        self.size = np.asarray(size, dtype=np.int64).reshape(-1)
+        self.stride = np.broadcast_to(np.asarray(stride, dtype=np.int64), self.size.shape)
+        self.concurrent = devices // self.size
+        self.change = np.ones(len(self.size), dtype=bool)
+        self.change[1:] = (self.size[1:] != self.size[:-1]) | (self.stride[1:] != self.stride[:-1])
+
+
 class CollectivePricer:
     """Memoising front of a CollectiveModel for arrays of (size, group size, stride, concurrency)."""
 
@@ -81,3 +115,32 @@ class CollectivePricer:
             times[i] = costs[i].time_s
         inverse = inverse.reshape(-1)
         return times[inverse], (costs[inverse] if with_costs else None)
+
+    def price_runs(self, op: str, size_bytes: np.ndarray, groups: GroupRuns,
+                   with_costs: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """`price` of every (size_bytes[i], group i) or, for sizes (N, S), of every (size_bytes[i, s], group i):
+        the same numbers, shaped as `size_bytes`. The group columns' changes between neighbours come
+        precomputed with `groups`; each call compares only the sizes, prices the first row of each run of
+        equal neighbours (every stage column of it at once, distinct ones once) and repeats it down the run."""
+        size_bytes = np.asarray(size_bytes, dtype=float)
+        rows = size_bytes.reshape(len(groups.size), -1)  # (N, S)
+        change = groups.change.copy()
+        for column in rows.T:  # one column at a time: faster than a row-wise any() over a short axis
+            change[1:] |= column[1:] != column[:-1]
+        starts = np.flatnonzero(change)
+        lengths = np.diff(starts, append=len(rows))
+        k = rows.shape[1]
+        at = starts.repeat(k)
+        times, costs = self.price(op, rows[starts].reshape(-1), groups.size[at], groups.stride[at],
+                                  groups.concurrent[at], with_costs)
+        times = np.repeat(times.reshape(-1, k), lengths, axis=0).reshape(size_bytes.shape)
+        if with_costs:
+            costs = np.repeat(costs.reshape(-1, k), lengths, axis=0).reshape(size_bytes.shape)
+        return times, costs
+
+
+def pricer_for(model: CollectiveModel, devices: int) -> CollectivePricer:
+    """The model's own shared pricer when it keeps one (a layout search's memoising model: one cache for all
+    its batches), else a new one."""
+    shared = getattr(model, "pricer", None)
+    return shared(devices) if callable(shared) else CollectivePricer(model, devices)

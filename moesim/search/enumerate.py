@@ -233,10 +233,13 @@ def enumerate_layouts(scenario: Scenario) -> Enumeration:
     ok = late < 0
     at, pipe, c, m = (np.repeat(a[ok], n_opt) for a in (at, pipe, c, m))
     opt = np.tile(np.arange(n_opt), int(ok.sum()))
+    # Equal for the candidates that differ only in the order: (combination, micro-batch, pipeline choice, options).
+    order_free = ((c * table.shape[1] + offset[at]) * n_pipes + pipe) * n_opt + opt
     cands = Candidates(
         dp=g["dp"][c], tp=g["tp"][c], pp=g["pp"][c], ep=g["ep"][c], etp=g["etp"][c], micro_batches=m,
         zero_stage=options["zero_stage"][opt], recompute=options["recompute"][opt],
         capacity_factor=options["capacity_factor"][opt], order=order_index[row[at]], orders=orders,
         cp=g["cp"][c], vp=pipes["vp"][pipe], cp_comm=pipes["cp_comm"][pipe], schedule=pipes["schedule"][pipe],
+        order_free_key=order_free,
     )
     return Enumeration(candidates=cands, considered=considered, rejected=rejected)

@@ -20,7 +20,7 @@ from moesim.collectives.select import model_for
 from moesim.errors import SpecError
 from moesim.estimate import Candidates, StepEstimate, evaluate, step_estimate
 from moesim.estimate.candidates import RECOMPUTE_NAMES
-from moesim.estimate.pricing import distinct_rows
+from moesim.estimate.pricing import CollectivePricer, distinct_rows
 from moesim.search.enumerate import enumerate_layouts
 from moesim.search.pareto import front_of_sorted, pareto_front
 from moesim.specs.layout import Layout, layout_arg
@@ -182,6 +182,14 @@ class _MemoModel:
     def __init__(self, model: CollectiveModel) -> None:
         self.model = model
         self._cache: dict[tuple, CollectiveCost] = {}
+        self._pricers: dict[int, CollectivePricer] = {}
+
+    def pricer(self, devices: int) -> CollectivePricer:
+        """One CollectivePricer per device count for every batch of the search (estimate.pricing.pricer_for)."""
+        found = self._pricers.get(devices)
+        if found is None:
+            found = self._pricers.setdefault(devices, CollectivePricer(self, devices))
+        return found
 
     def cost(self, op: str, size_bytes: float, group: Group) -> CollectiveCost:
         key = (op, size_bytes, group)
@@ -216,18 +224,20 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
     cands = found.candidates
     model = _MemoModel(collective_model or model_for(scenario))
     n = len(cands)
-    step, memory, mfu, tokens = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    # Rows over the memory capacity are not evaluated past their memory (evaluate's fitting_only): NaN here.
+    step, memory, mfu, tokens = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     fits = np.zeros(n, dtype=bool)
 
     chunks = _chunks(cands.pp)
     finished = [0]
     lock = threading.Lock()
 
-    def run(index: slice) -> None:
-        ev = evaluate(scenario, cands.take(index), model, breakdown=False)
-        step[index], memory[index], mfu[index] = ev.step_time_s, ev.memory_total_bytes, ev.mfu
-        tokens[index], fits[index] = ev.tokens_per_s, ev.fits
-        if progress is not None:
+    def run(index: slice, fitting_only: bool = True) -> None:
+        ev = evaluate(scenario, cands.take(index), model, breakdown=False, fitting_only=fitting_only)
+        at = index if ev.rows is None else index.start + ev.rows
+        step[at], memory[at], mfu[at] = ev.step_time_s, ev.memory_total_bytes, ev.mfu
+        tokens[at], fits[at] = ev.tokens_per_s, ev.fits
+        if progress is not None and fitting_only:
             with lock:
                 finished[0] += index.stop - index.start
                 progress(finished[0] / max(1, n))
@@ -244,11 +254,14 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
     value = objective_values(scenario, objective, step, mfu)
     keep = np.flatnonzero(fits)
     primary = -value[keep] if objective == "mfu" else value[keep]
-    order = keep[np.lexsort((memory[keep], primary))]  # stable: full ties keep the enumeration order
-    first, counts = _equivalent_orders(cands, order, step, memory)
+    order = keep[_rank_order(primary, memory[keep])]  # stable: full ties keep the enumeration order
+    # Ranked by step time, rows of equal (step, memory) are neighbours.
+    first, counts = _equivalent_orders(cands, order, step, memory, adjacent=objective == "step_time")
     equivalent = np.where(first, counts, 0)
     misses = miss_memory = miss_step = None
     if not len(order) and n:
+        for index in chunks:  # nothing fits: the closest misses need every row's memory and step
+            run(index, fitting_only=False)
         near = np.flatnonzero(~fits)
         near = near[np.lexsort((step[near], memory[near]))]
         near = near[_equivalent_orders(cands, near, np.zeros_like(step), memory)[0]]  # one order per layout
@@ -268,24 +281,55 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
     )
 
 
-def _equivalent_orders(cands: Candidates, order: np.ndarray, step: np.ndarray, memory: np.ndarray
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def _rank_order(primary: np.ndarray, memory: np.ndarray) -> np.ndarray:
+    """np.lexsort((memory, primary)), faster: one stable sort by primary; only the runs of equal primary
+    values whose memory is not ascending already (rare: equal figures mostly mean equal memory) are
+    sorted again by memory, positions ascending within a run as the stable sort left them."""
+    if np.isnan(primary).any() or np.isnan(memory).any():
+        return np.lexsort((memory, primary))
+    order = np.argsort(primary, kind="stable")
+    ranked = primary[order]
+    tie = ranked[1:] == ranked[:-1]
+    at = memory[order]
+    unsorted = tie & (at[1:] < at[:-1])
+    if unsorted.any():
+        run = np.concatenate([[0], np.cumsum(~tie)])  # run of equal primary values, per sorted position
+        redo = np.flatnonzero(np.isin(run, run[1:][unsorted]))
+        order[redo] = order[redo][np.lexsort((at[redo], run[redo]))]
+    return order
+
+
+def _equivalent_orders(cands: Candidates, order: np.ndarray, step: np.ndarray, memory: np.ndarray,
+                       adjacent: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Over the ranked candidate indices `order`: whether each is the first (best-ranked) of the layouts
     that differ only in the mesh order and have the same step time and memory (e.g. tp = 1 anywhere in
-    the order), and how many such layouts its class holds."""
+    the order), and how many such layouts its class holds. `adjacent`: rows of equal (step, memory) are
+    neighbours in `order` (ranked by step time), so runs find them."""
     if not len(order):
         return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
-    columns = [np.asarray(getattr(cands, name), dtype=float)[order] for name in
-               ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute", "first_stage_layers",
-                "last_stage_layers")]
-    columns += [np.nan_to_num(np.asarray(cands.capacity_factor, dtype=float)[order], nan=-1.0), step[order],
-                memory[order]]
     # Grouped as estimate.pricing.distinct_rows groups (runs of equal neighbours first, then a 64-bit hash,
     # exact on a collision); each group's smallest index is its best-ranked row (np.unique's return_index).
-    _, inverse = distinct_rows(columns)
+    # Rows equal in every column share their (step, memory) first: group by those two, then compare the
+    # other columns only on the rows whose pair another row shares (the same groups, fewer rows to hash).
+    if adjacent:  # compared as bits, as distinct_rows does
+        bits = [np.ascontiguousarray(a[order]).view(np.uint64) for a in (step, memory)]
+        pair = np.concatenate([[0], np.cumsum((bits[0][1:] != bits[0][:-1]) | (bits[1][1:] != bits[1][:-1]))])
+    else:
+        _, pair = distinct_rows([step[order], memory[order]])
+    shared = np.flatnonzero(np.bincount(pair)[pair] > 1)
+    inverse = pair
+    if len(shared):
+        at = order[shared]
+        columns = [np.asarray(getattr(cands, name)[at], dtype=float) for name in
+                   ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute", "first_stage_layers",
+                    "last_stage_layers")]
+        columns += [np.nan_to_num(np.asarray(cands.capacity_factor[at], dtype=float), nan=-1.0),
+                    pair[shared].astype(float)]
+        inverse = pair.copy()
+        inverse[shared] = pair.max() + 1 + distinct_rows(columns)[1]
     first = np.full(inverse.max() + 1, len(order))
     np.minimum.at(first, inverse, np.arange(len(order)))
     counts = np.bincount(inverse)
     is_first = np.zeros(len(order), dtype=bool)
-    is_first[first] = True
+    is_first[first[counts > 0]] = True  # the group numbers of shared pairs are not all used
     return is_first, counts[inverse.reshape(-1)]

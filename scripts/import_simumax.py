@@ -19,8 +19,12 @@ not code) to moesim's conventions (moesim/ops/base.py):
   Point (seq_len, batch·heads, qk_head_dim).
 - bandwidth (memory-bound ops): time = bytes / (gbps·2^30·η) + latency in SimuMax (core/config.py), so
   η_moesim = η·gbps·2^30 / (HBM bytes/s of the moesim profile); permute_fwd/permute_bwd → "permute" and
-  "unpermute" tables of their pass, ce → "cross_entropy", default → every other memory op. The fixed
-  `latency_us` SimuMax adds per memory op is left out (one figure for all, not a measurement).
+  "unpermute" tables of their pass, ce → "cross_entropy" (unfused; moesim prices the same passes SimuMax
+  counts, moesim/ops/layer.py), ce_fusion → "cross_entropy_fused", default → every other memory op. The
+  default factor (0.666 on B200) is SimuMax's assumed fallback, which none of its measurement tools writes
+  (tools/b200/build_current_machine_system_config.py sets ce, ce_fusion, permute_fwd, permute_bwd), so its
+  table is marked "assumed". The fixed `latency_us` SimuMax adds per memory op is left out (one figure for
+  all, not a measurement).
 Efficiencies are rescaled from SimuMax's peak to the moesim profile's: η·peak_simumax / peak_moesim.
 """
 
@@ -37,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from moesim.ops.attention import work_fraction  # noqa: E402
 
 GIB = 2 ** 30
+ASSUMED_TABLES = {("memory", "any")}  # SimuMax's default bandwidth factor: not a measurement (module docstring)
 DTYPES = {"bf16": "bfloat16", "fp8": "float8", "fp16": "float16", "fp32": "float32"}
 
 
@@ -74,7 +79,8 @@ def convert(system: dict, peak_tflops: float, hbm_gb_per_s: float, memory: bool 
     hbm = hbm_gb_per_s * 1e9
     names = {"permute_fwd": [("permute", "fwd"), ("unpermute", "fwd")],
              "permute_bwd": [("permute", "bwd"), ("unpermute", "bwd")],
-             "ce": [("cross_entropy", "any")], "default": [("any", "any")]}
+             "ce": [("cross_entropy", "any")], "ce_fusion": [("cross_entropy_fused", "any")],
+             "default": [("any", "any")]}
     for name, entry in (acc.get("bandwidth", {}) if memory else {}).items():
         eff = entry["efficient_factor"] * entry["gbps"] * GIB / hbm
         for op, pass_ in names.get(name, []):
@@ -89,8 +95,9 @@ def render(tables: dict[tuple, list], source: str, measured_on: str, status: str
         lines += ["", "[[efficiency.op_table]]", f'kind = "{kind}"', f'dtype = "{dtype}"', f'pass = "{pass_}"']
         if op != "any":
             lines.append(f'op = "{op}"')
-        lines += [f'status = "{status}"', f"measured_on = {json.dumps(measured_on)}", f"source = {json.dumps(source)}",
-                  "points = ["]
+        table_status = "assumed" if (kind, op) in ASSUMED_TABLES else status
+        lines += [f'status = "{table_status}"', f"measured_on = {json.dumps(measured_on)}",
+                  f"source = {json.dumps(source)}", "points = ["]
         lines += ["  [" + ", ".join(_num(x) for x in p[:-1]) + f", {p[-1]:.4f}]," for p in points]
         lines.append("]")
     return "\n".join(lines) + "\n"

@@ -27,6 +27,9 @@ def register(subparsers) -> None:
                                           "collective and mesh axis, memory per device, MFU, tokens/s.")
     add_scenario_overrides(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--ops", action="store_true",
+                   help="also list every priced operator: shape, efficiency, time per call and per step "
+                        "(first stage's layers, last stage's head; JSON key 'operators')")
     p.set_defaults(run=run)
 
 
@@ -35,12 +38,37 @@ def run(args: argparse.Namespace) -> int:
     from moesim.specs.load import load_scenario
 
     scenario = load_scenario(args.scenario, hardware=args.hardware, devices=args.devices, layout=args.layout)
-    result = estimate(scenario, scenario.resolve(source="--layout" if args.layout else "layout"))
+    layout = scenario.resolve(source="--layout" if args.layout else "layout")
+    result = estimate(scenario, layout)
+    rows = None
+    if getattr(args, "ops", False):
+        from moesim.ops.breakdown import operator_breakdown
+
+        rows = operator_breakdown(scenario, layout)
     if args.json:
-        print_json(result.as_dict())
+        out = result.as_dict()
+        if rows is not None:
+            out["operators"] = [{"layer_class": r.layer_class, "part": r.part, "name": r.name, "kind": r.kind,
+                                 "pass": r.pass_, "dtype": r.dtype, "shape": list(r.shape),
+                                 "efficiency": None if r.efficiency != r.efficiency else r.efficiency,
+                                 "time_s": r.time_s, "calls_per_step": r.calls_per_step,
+                                 "step_time_s": r.step_time_s} for r in rows]
+        print_json(out)
         return 0
     print(render(result))
+    if rows is not None:
+        print("\n" + render_ops(rows))
     return 0
+
+
+def render_ops(rows) -> str:
+    """The operator table of `moesim estimate --ops`."""
+    body = [(r.layer_class, r.part, r.name, r.pass_, r.kind, r.dtype, "x".join(f"{c:g}" for c in r.shape),
+             "-" if r.efficiency != r.efficiency else f"{r.efficiency:.3f}", format_seconds(r.time_s),
+             f"{r.calls_per_step:g}", format_seconds(r.step_time_s)) for r in rows if r.kind != "host" or r.time_s]
+    return "operators (per device; time per call = one layer, one micro-batch)\n" + table(
+        body, ["layers", "part", "operator", "pass", "kind", "dtype", "shape", "efficiency", "time/call", "calls",
+               "time/step"], align="lllllllrrrr")
 
 
 def render(result) -> str:

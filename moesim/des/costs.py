@@ -192,7 +192,7 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
             bwd_s={k: _f(v) for k, v in terms.bwd_parts_s.items()},
             recompute=tr.recompute, recompute_s=_f(terms.recompute_time_s), comms=comms,
             dense_grad_bytes=dense * q_g, expert_grad_bytes=cls.params_experts / (layout.ep * layout.etp) * q_g,
-            weight_grad_s=_f(weight_grad_time_s(terms.fwd_parts_s, terms.attention_core_time_s)),
+            weight_grad_s=_f(weight_grad_time_s(terms)),
             attention_core_s=_f(terms.attention_core_time_s),
             slots=_f(terms.slots) if terms.slots is not None else 0.0,
             capacity=0 if np.isnan(cf) or terms.capacity is None else int(_f(terms.capacity)),

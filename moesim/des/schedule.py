@@ -50,7 +50,8 @@ TO_EXPERTS, FROM_EXPERTS, EXPERT, GATHER = "to_experts", "from_experts", "expert
 STAGE_NAMES = {"layer_overhead": "layer overhead", "attention": "attention", "dense_ffn": "dense FFN",
                "router": "router", "permute": "permute",
                "expert_ffn": "expert FFN", "unpermute": "unpermute", "shared_experts": "shared experts"}
-COMM_NAMES = {"tp_all_gather": "TP all-gather", "tp_reduce_scatter": "TP reduce-scatter",
+COMM_NAMES = {"tp_all_gather": "TP all-gather", "tp_all_gather_wgrad": "TP all-gather (wgrad input)",
+              "tp_reduce_scatter": "TP reduce-scatter",
               "tp_all_reduce": "TP all-reduce", "ep_all_to_all_dispatch": "dispatch all-to-all",
               "ep_all_to_all_combine": "combine all-to-all", "etp_all_gather": "ETP all-gather",
               "etp_reduce_scatter": "ETP reduce-scatter"}
@@ -145,6 +146,8 @@ class _Builder:
 
     def _block(self, lc: LayerCost, name: str, duration_s: float, phase: str, layer: int, mb: int) -> None:
         self.comm(lc.comms.get("tp_all_gather"), phase, layer, mb)
+        if phase == "bwd":  # sequence parallelism: the input gathered again for the weight gradient (terms.py)
+            self.comm(lc.comms.get("tp_all_gather_wgrad"), phase, layer, mb)
         if name == "attention" and self.costs.layout.cp > 1:
             self._context_parallel_attention(lc, duration_s, phase, layer, mb)
         else:

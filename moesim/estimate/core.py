@@ -34,6 +34,8 @@ from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
 from moesim.capacity import expected_drop_fraction_array
 from moesim.flops import BACKWARD_TO_FORWARD, training_flops_per_sequence
+from moesim.ops.base import memory as memory_op
+from moesim.ops.optimizer import PART as OPTIMIZER_PART, ops_total_time_s, optimizer_step_ops
 from moesim.precision import fp8_weight_copy_bytes, weight_quantise_cost
 from moesim.specs.scenario import Scenario
 from moesim.workload import build_workload
@@ -176,7 +178,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     compute_mb = fwd + bwd + recompute + np.where(last, logits_time[:, None], 0.0)
     bwd_mb = bwd + np.where(last, (2 / 3) * logits_time[:, None], 0.0)
     # Weight-gradient part W (zero-bubble schedules) and the attention cores a CP ring hides under.
-    weight_mb = _per_stage(counts, [sch.weight_grad_time_s(t.fwd_parts_s, t.attention_core_time_s) for t in terms])
+    weight_mb = _per_stage(counts, [sch.weight_grad_time_s(t) for t in terms])
     weight_mb += np.where(last, logits_time[:, None] / 3, 0.0)
     # Ring window per layer: the forward core, its backward (the attention part's backward/forward ratio,
     # as the simulator scales it) and a full recompute's replay.
@@ -205,12 +207,16 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     shard_d = np.where(zero >= 1, dcp[:, None], 1)
     shard_e = np.where(zero >= 1, edp[:, None], 1)
     local = dense_params / shard_d + expert_params / shard_e
-    opt_bytes = local * (q_g + q_p + 2 * opt_bpp)  # read grads, write params, read+write states
+    # The step's memory-bound operators (moesim/ops/optimizer.py): gradient-buffer reset (sharded at ZeRO >= 2),
+    # grad norm, the update over the states, the master -> parameter copy.
+    buffer = dense_params / np.where(zero >= 2, dcp[:, None], 1) + expert_params / np.where(zero >= 2, edp[:, None], 1)
+    opt_ops = optimizer_step_ops(tr, model.d_model, model.d_ff, local, buffer)
     # FP8 GEMMs with cached weight copies: the updated weights are quantised once per step (TE caches them
     # across micro-batches); without the cache every micro-batch casts them (terms.py, precision_terms.py).
     if tr.fp8_weight_cache:
-        opt_bytes = opt_bytes + weight_quantise_cost(local, tr.fp8_scaling, q_p).bytes_moved
-    opt_time = np.max(np.where(exists, opt_bytes, 0), axis=1) / builder.hbm_bw
+        opt_ops.append(memory_op(OPTIMIZER_PART, "fp8_weight_quantise", tr.dtype_for("activation"),
+                              weight_quantise_cost(local, tr.fp8_scaling, q_p).bytes_moved))
+    opt_time = np.max(np.where(exists, ops_total_time_s(opt_ops, hw), 0), axis=1)
 
     # Memory per stage.
     # DualPipe: the device of stage s also holds stage p − 1 − s (its `pair` column), each with 1F1B's

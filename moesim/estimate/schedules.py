@@ -102,11 +102,14 @@ def parameter_multiple(schedule: np.ndarray) -> np.ndarray:
 WEIGHT_PARTS = ("dense_ffn", "router", "expert_ffn", "shared_experts")
 
 
-def weight_grad_time_s(fwd_parts_s: dict, attention_core_time_s) -> np.ndarray:
-    """W of one layer: one forward time of every weight GEMM (attention projections, FFNs, router).
-
-    A GEMM's backward is two products of its forward's size, dX and dW (Kaplan et al. 2020 §2.1);
-    ZB splits off dW as W (Qi et al. §2). The attention core has no weights."""
+def weight_grad_time_s(terms) -> np.ndarray:
+    """W of one layer (ZB splits off dW as W, Qi et al. §2): the priced weight-gradient operators of its
+    backward (ClassTerms.weight_grad_s, moesim/ops: every GEMM's wgrad pass). Without them, one forward time
+    of every weight GEMM (attention projections, FFNs, router): a GEMM's backward is two products of its
+    forward's size, dX and dW (Kaplan et al. 2020 §2.1); the attention core has no weights."""
+    if getattr(terms, "weight_grad_s", None) is not None:
+        return np.asarray(terms.weight_grad_s)
+    fwd_parts_s, attention_core_time_s = terms.fwd_parts_s, terms.attention_core_time_s
     w = np.asarray(fwd_parts_s.get("attention", 0.0)) - np.asarray(attention_core_time_s)
     for name in WEIGHT_PARTS:
         w = w + np.asarray(fwd_parts_s.get(name, 0.0))

@@ -84,6 +84,9 @@ class ClassTerms:
     ops_fwd: list = field(default_factory=list, repr=False)
     ops_bwd: list = field(default_factory=list, repr=False)
     attention_core_time_s: np.ndarray | float = 0.0  # forward attention scores (what a CP ring hides under)
+    # W: the weight-gradient operators of bwd_time_s (pass "wgrad": every GEMM's dW, launches included), what
+    # zero-bubble schedules split off (Qi et al. 2023 §2); None before the operator lists are priced.
+    weight_grad_s: np.ndarray | None = None
 
 
 MOE_PARTS = ("router", "permute", "expert_ffn", "unpermute", "shared_experts")
@@ -95,7 +98,7 @@ def _expand(terms: ClassTerms, inverse: np.ndarray) -> ClassTerms:
     out = ClassTerms(**{name: x(getattr(terms, name)) for name in
                         ("fwd_time_s", "bwd_time_s", "recompute_time_s", "model_flops", "hardware_flops",
                          "activation_bytes", "slots", "capacity", "tokens_per_device", "dispatch_einsum_flops",
-                         "attention_core_time_s")})
+                         "attention_core_time_s", "weight_grad_s")})
     out.comms = [CommCall(c.name, c.axis, c.op, x(np.asarray(c.size_bytes)), x(np.asarray(c.calls)))
                  for c in terms.comms]
     out.fwd_parts_s = {k: x(v) for k, v in terms.fwd_parts_s.items()}
@@ -159,7 +162,7 @@ class TermBuilder:
 
     def _logits(self, output_tokens: int, backward_only: bool):
         b, tp = self._rows[0], self._rows[1]
-        fwd, bwd = logits_ops(self.model, self.tr, b, tp, output_tokens)
+        fwd, bwd = logits_ops(self.model, self.tr, b, tp, output_tokens, self.hw.device_kind)
         ops = bwd if backward_only else fwd + bwd
         n = len(np.asarray(b).reshape(-1))
         t = sum(np.broadcast_to(np.asarray(op_time_s(op, self.hw), dtype=float), (n,)) for op in ops)
@@ -245,6 +248,8 @@ class TermBuilder:
         terms.bwd_parts_s = {p: bwd_parts.get(p, zeros) for p in order}
         terms.fwd_time_s = sum(terms.fwd_parts_s.values())
         terms.bwd_time_s = sum(terms.bwd_parts_s.values())
+        terms.weight_grad_s = sum((np.broadcast_to(np.asarray(op_time_s(op, self.hw), dtype=float), (n_rows,))
+                                   for op in bwd_ops if op.pass_ == "wgrad"), np.zeros(n_rows))
         full = rec == mem.RECOMPUTE_CODES["full"]
         selective = rec == mem.RECOMPUTE_CODES["selective"]
         core = next(op for op in fwd_ops if op.kind == "attention")
@@ -343,11 +348,16 @@ class TermBuilder:
 
     def _tp_comms(self, terms: ClassTerms, cls: LayerClass, blocks: int, full, b) -> None:
         """Megatron TP: per block an all-reduce forward and one backward, or with sequence parallelism an
-        all-gather + reduce-scatter of the same volume (Korthikanti §4.2.2)."""
+        all-gather + reduce-scatter of the same volume (Korthikanti §4.2.2). With sequence parallelism the
+        column-parallel GEMM keeps only its sequence shard of the input for backward and all-gathers it once
+        more there for its weight gradient (Megatron-LM core/tensor_parallel/layers.py,
+        LinearWithGradAccumulationAndAsyncCommunication.backward; Transformer Engine's Linear likewise):
+        tp_all_gather_wgrad, one per block per micro-batch."""
         size = b * cls.tokens * self.model.d_model * self.q_a
         calls = blocks * (2 + np.where(full, 1, 0))
         if self.tr.sequence_parallel:
             terms.comms.append(CommCall("tp_all_gather", "tp", "all_gather", size, calls))
             terms.comms.append(CommCall("tp_reduce_scatter", "tp", "reduce_scatter", size, calls))
+            terms.comms.append(CommCall("tp_all_gather_wgrad", "tp", "all_gather", size, blocks * np.ones_like(calls)))
         else:
             terms.comms.append(CommCall("tp_all_reduce", "tp", "all_reduce", size, calls))

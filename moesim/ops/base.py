@@ -25,7 +25,7 @@ import numpy as np
 
 # Stage parts of a layer, in execution order (the keys of ClassTerms.fwd_parts_s / bwd_parts_s).
 PARTS = ("layer_overhead", "attention", "dense_ffn", "router", "permute", "expert_ffn", "unpermute",
-         "shared_experts")
+         "shared_experts", "optimizer")  # optimizer: the step's operators, once per step (moesim/ops/optimizer.py)
 PASSES = ("fwd", "dgrad", "wgrad", "bwd")
 KINDS = ("gemm", "grouped_gemm", "attention", "memory", "host")
 ATTENTION_BACKWARD_TO_FORWARD = 2.5  # flash backward: 5 matmul-equivalents against 2 (module docstring)

@@ -14,7 +14,8 @@ Forward operators, in execution order, by stage part:
   router          moe_norm, router (gemm [t, h]·[h, E] in the router dtype), router_gating (memory: softmax,
                   top-k and aux loss over the [t, E] float32 scores: 3 passes of t·E·4 bytes + t·k·12 for the
                   indices and weights; 4 kernels)
-  permute         permute (memory, 2·r·h·q) or the dense dispatch einsum (GShard Alg. 2; moesim.estimate.terms)
+  permute         permute (memory, (t + r)·h·q) and, with several local experts behind an all-to-all, permute_sort
+                  (2·r·h·q), or the dense dispatch einsum (GShard Alg. 2; moesim.estimate.terms)
   expert_ffn      expert_fc1 (grouped gemm: g groups of m = r·etp/g rows, n = G·f_e/etp, k = h), expert_activation,
                   expert_fc2 (n = h, k = f_e/etp)
   unpermute       unpermute (memory) or the combine einsum; moe_residual (routed + shared output + residual,
@@ -33,6 +34,8 @@ FlashAttention-2/-3 pipelines), bias adds (fused into GEMM epilogues).
 from __future__ import annotations
 
 from dataclasses import replace
+
+import numpy as np
 
 from moesim.arithmetic import ffn_matrices
 from moesim.flops import FLOPS_PER_MAC, _score_flops
@@ -131,8 +134,11 @@ class LayerOps:
         fallback = proj / ATTENTION_PROJECTIONS  # the estimate's convention before operator tables
         m = b * n
         ops = [_norm("attention", "attn_norm", dt_mem, q, tn, h)]
-        qkv_n = (proj - out_flops) / (FLOPS_PER_MAC * m * h)
-        ops.append(gemm("attention", "qkv_proj", dt, m, qkv_n, h, fallback=fallback))
+        if att.kind == "mla":
+            ops += self._mla_projections(m, dt, dt_mem, fallback) * blocks
+        else:
+            qkv_n = (proj - out_flops) / (FLOPS_PER_MAC * m * h)
+            ops.append(gemm("attention", "qkv_proj", dt, m, qkv_n, h, fallback=fallback))
         mask = self_attention_mask(model, cls)
         self_scores = _score_flops(model, n, n)
         frac = work_fraction(mask, n, n, **mask_params(model))
@@ -147,6 +153,26 @@ class LayerOps:
         ops.append(core)
         ops.append(gemm("attention", "out_proj", dt, m, h, heads * d_v / tp * blocks, fallback=fallback))
         ops.append(_residual("attention", "attn_residual", dt_mem, q, tn * blocks, h))
+        return ops
+
+    def _mla_projections(self, m, dt, dt_mem, fallback) -> list[Op]:
+        """MLA's projections as the separate GEMMs and norms they run as (DeepSeek-V2 §2.1.2, Eq. 9-14;
+        Megatron-LM MLASelfAttention: linear_q_down_proj, q_layernorm, linear_q_up_proj, linear_kv_down_proj,
+        kv_layernorm, linear_kv_up_proj): down-projections h -> r_q and h -> r_kv + d_r, RMSNorm of the
+        latents, up-projections r_q -> a·(d + d_r) and r_kv -> a·(d + d_v). Every width is split by tp, so
+        their FLOPs sum to moesim.flops' (the latent norms' weights aside)."""
+        att, h, tp, q = self.model.attention, self.model.d_model, self.tp, self.q
+        a, d, d_r, d_v = att.num_heads, att.head_dim, att.qk_rope_head_dim, att.v_head_dim
+        ops = []
+        if att.q_lora_rank:
+            ops += [gemm("attention", "q_down_proj", dt, m, att.q_lora_rank / tp, h, fallback=fallback),
+                    _norm("attention", "q_norm", dt_mem, q, m, att.q_lora_rank / tp),
+                    gemm("attention", "q_up_proj", dt, m, a * (d + d_r) / tp, att.q_lora_rank, fallback=fallback)]
+        else:
+            ops.append(gemm("attention", "q_proj", dt, m, a * (d + d_r) / tp, h, fallback=fallback))
+        ops += [gemm("attention", "kv_down_proj", dt, m, (att.kv_lora_rank + d_r) / tp, h, fallback=fallback),
+                _norm("attention", "kv_norm", dt_mem, q, m, att.kv_lora_rank / tp),
+                gemm("attention", "kv_up_proj", dt, m, a * (d + d_v) / tp, att.kv_lora_rank, fallback=fallback)]
         return ops
 
     def dense_ffn(self, cls: LayerClass) -> list[Op]:
@@ -195,8 +221,18 @@ class LayerOps:
             dispatch = _no_weights(dispatch)  # the 0/1 mask gets no gradient (terms.py docstring)
             permute, unpermute = [dispatch], [combine]
         else:
-            permute = [memory("permute", "permute", dt_mem, READ_WRITE * slots * h * self.q_dispatch)]
-            unpermute = [memory("unpermute", "unpermute", dt_mem, READ_WRITE * slots * h * self.q_dispatch)]
+            # Megatron's all-to-all dispatcher (core/transformer/moe/token_dispatcher.py): permute the t tokens
+            # into k·t expert-ordered rows (read t, write r), all-to-all, then with several local experts sort
+            # the received chunks by expert (sort_chunks_by_idxs: read r, write r); the combine mirrors it.
+            # The sorts read SimuMax's measured permute efficiency (its B200 cost model prices them alike).
+            q_d, q_c = self.q_dispatch, self.q_combine
+            sorted_ = np.where((np.asarray(self.ep) > 1) & (E / np.asarray(self.ep) > 1), 1.0, 0.0)
+            permute = [memory("permute", "permute", dt_mem, (t_dev + slots) * h * q_d),
+                       replace(memory("permute", "permute_sort", dt_mem, sorted_ * READ_WRITE * slots * h * q_d,
+                                      kernels=sorted_), meta={"table_op": "permute"})]
+            unpermute = [replace(memory("unpermute", "unpermute_sort", dt_mem, sorted_ * READ_WRITE * slots * h * q_c,
+                                        kernels=sorted_), meta={"table_op": "unpermute"}),
+                         memory("unpermute", "unpermute", dt_mem, (slots + t_dev) * h * q_c)]
         return permute, unpermute
 
     def shared_experts(self, cls: LayerClass) -> list[Op]:
@@ -219,17 +255,47 @@ def backward_ops(forward: list[Op]) -> list[Op]:
     return out
 
 
-def logits_ops(model: ModelSpec, training: TrainingSpec, b, tp, output_tokens: int) -> tuple[list[Op], list[Op]]:
+# Megatron-LM's vocab-parallel cross-entropy, unfused (core/tensor_parallel/cross_entropy.py), per logit of the
+# local vocabulary shard, in the passes SimuMax counts for the B200 "ce" efficiency it measured (SimuMax
+# simumax/core/transformer/dense_module.py ParallelCE @ 4dcaae51): forward: cast to float32 (read q, write 4),
+# max (read 4), subtract the max (read 4, write 4), exp (read 4, write 4), sum (read 4), divide (read 4,
+# write 4: the softmax kept for backward); backward: subtract the one-hot (read 4, write 4), cast the gradient
+# to the logits' dtype (read 4, write q). The fused kernel (Transformer Engine, --cross-entropy-loss-fusion)
+# reads the logits and writes a saved buffer of their size forward, reads it and writes the gradient backward.
+# An XLA-compiled program (TPU) fuses the softmax chain into one loop fusion (XLA's operator fusion pass), priced
+# as one float32 read and write of the logits forward and backward.
+CE_FWD_FP32_PASSES = 9  # 4-byte reads and writes of the forward besides the q-byte read of the logits
+CE_BWD_FP32_PASSES = 3
+CE_FWD_KERNELS, CE_BWD_KERNELS = 6, 2
+
+
+def _cross_entropy_ops(training: TrainingSpec, logits, q, compiled: bool) -> tuple[Op, Op]:
+    """(forward, backward) memory operators of the cross-entropy over `logits` elements of q bytes each
+    (`compiled`: an XLA program, its elementwise chain fused)."""
+    if compiled:
+        fwd = memory("dense_ffn", "cross_entropy", "float32", READ_WRITE * logits * FP32_BYTES)
+        return fwd, replace(fwd, pass_="bwd")
+    if training.fused_cross_entropy:
+        fwd = memory("dense_ffn", "cross_entropy_fused", "float32", READ_WRITE * logits * q)
+        return fwd, replace(fwd, pass_="bwd")
+    fwd = memory("dense_ffn", "cross_entropy", "float32", logits * (q + CE_FWD_FP32_PASSES * FP32_BYTES),
+                 kernels=CE_FWD_KERNELS)
+    bwd = memory("dense_ffn", "cross_entropy", "float32", logits * (q + CE_BWD_FP32_PASSES * FP32_BYTES),
+                 kernels=CE_BWD_KERNELS, pass_="bwd")
+    return fwd, bwd
+
+
+def logits_ops(model: ModelSpec, training: TrainingSpec, b, tp, output_tokens: int,
+               device_kind: str = "gpu") -> tuple[list[Op], list[Op]]:
     """(forward, backward) operators of the output head on the last stage: the [b·n, h]·[h, V/tp] GEMM and
-    the cross-entropy over its logits (memory: the float32 softmax reads and writes the logits once forward,
-    and the gradient once backward)."""
+    the cross-entropy over its logits (memory: the passes of Megatron's vocab-parallel cross-entropy, of the
+    fused kernel, or of XLA's fusion on TPUs; _cross_entropy_ops)."""
     dt = training.dtype_for("head")  # the output head stays in BF16 under FP8 recipes (DeepSeek-V3 §3.3)
     m = b * output_tokens
     head = gemm("dense_ffn", "logits", dt, m, model.vocab_size / tp, model.d_model)
-    ce = replace(memory("dense_ffn", "cross_entropy", "float32", READ_WRITE * m * model.vocab_size / tp * FP32_BYTES),
-                 meta={"bwd_bytes_factor": 1.0})
-    fwd = [head, ce]
-    return fwd, backward_ops(fwd)
+    ce_fwd, ce_bwd = _cross_entropy_ops(training, m * model.vocab_size / tp, training.bytes_of("activation"),
+                                        compiled=device_kind.startswith("tpu"))
+    return [head, ce_fwd], [ce_bwd] + backward(head)
 
 
 __all__ = ["LayerOps", "backward_ops", "logits_ops", "self_attention_mask"]

@@ -20,6 +20,8 @@ from moesim.specs.hardware import HardwareProfile
 def op_efficiency(op: Op, hw: HardwareProfile) -> np.ndarray | float:
     """Fraction of peak (compute) or of HBM bandwidth (memory) the operator achieves."""
     names = (op.name, op.mask) if op.kind == "attention" else (op.name,)
+    if "table_op" in op.meta:  # an operator priced by another's measured table (moesim/ops/layer.py)
+        names = names + (op.meta["table_op"],)
     table = select_table(hw.efficiency.op_tables, op.kind, op.dtype, op.pass_, names)
     if table is None and op.dtype == "float8" and op.kind != "memory" and op.pass_ != "fwd":
         # --- issue 12 (modern): an FP8 dgrad / wgrad without a table of its pass reads the FP8 forward table at

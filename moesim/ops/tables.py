@@ -6,7 +6,9 @@ quantisation, NVIDIA Matrix Multiplication Background guide); coordinates consta
 table are dropped. Inside the convex hull of the measured shapes the efficiency is the linear
 interpolation on their Delaunay triangulation (as scipy.interpolate.LinearNDInterpolator); outside it,
 the efficiency of the nearest measured shape (NearestNDInterpolator); one varying coordinate is
-np.interp, which clamps to the end points (the same rule). A degenerate table (points on a plane of
+np.interp, which clamps to the end points (the same rule). Attention tables are never interpolated
+across head_dim (EXACT_COORDINATE below): a query reads its own head_dim's points, or the nearest
+measured head_dim's. A degenerate table (points on a plane of
 fewer dimensions than it varies in) is answered by the nearest shape. The barycentric coordinates are
 computed here with numpy (one batched inverse per triangulation) rather than by scipy's lazily built
 `Delaunay.transform`, whose per-simplex LAPACK calls took seconds on a loaded 2-core host.
@@ -14,6 +16,7 @@ computed here with numpy (one batched inverse per triangulation) rather than by 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
@@ -22,6 +25,7 @@ from moesim.specs.hardware import OpTable
 
 INSIDE_TOL = 1e-9  # barycentric coordinates this far below 0 still count as inside (shapes on a face)
 QUERY_CHUNK = 256
+MEMO_LIMIT = 200_000  # answered shapes kept per table
 
 
 class _Linear:
@@ -38,19 +42,24 @@ class _Linear:
         self.inv = np.linalg.inv(edges[ok])
         self.origin = verts[ok, -1]
         self.values = values[tri.simplices[ok]]  # (s, d + 1)
+        self.lo, self.hi = verts[ok].min(axis=1), verts[ok].max(axis=1)  # (s, d) bounding boxes
 
     def __call__(self, q: np.ndarray) -> np.ndarray:
         out = np.full(len(q), np.nan)
         for start in range(0, len(q), QUERY_CHUNK):
             x = q[start:start + QUERY_CHUNK]
-            lam = np.einsum("sij,qsj->qsi", self.inv, x[:, None, :] - self.origin[None])
-            lam = np.concatenate([lam, 1 - lam.sum(axis=2, keepdims=True)], axis=2)  # (q, s, d + 1)
-            inside = (lam >= -INSIDE_TOL).all(axis=2)
-            hit = inside.any(axis=1)
-            first = inside.argmax(axis=1)
-            rows = np.flatnonzero(hit)
-            chosen = first[rows]
-            out[start + rows] = (lam[rows, chosen] * self.values[chosen]).sum(axis=1)
+            # Only simplices whose bounding box holds the query can hold it: barycentric coordinates for those.
+            near = ((x[:, None, :] >= self.lo[None] - INSIDE_TOL)
+                    & (x[:, None, :] <= self.hi[None] + INSIDE_TOL)).all(axis=2)
+            qi, si = np.nonzero(near)
+            if not len(qi):
+                continue
+            lam = np.einsum("pij,pj->pi", self.inv[si], x[qi] - self.origin[si])
+            lam = np.concatenate([lam, 1 - lam.sum(axis=1, keepdims=True)], axis=1)  # (pairs, d + 1)
+            inside = (lam >= -INSIDE_TOL).all(axis=1)
+            qi, si, lam = qi[inside], si[inside], lam[inside]
+            rows, first = np.unique(qi, return_index=True)  # the first simplex holding each query
+            out[start + rows] = (lam[first] * self.values[si[first]]).sum(axis=1)
         return out
 
 
@@ -68,6 +77,7 @@ class _Interpolant:
         self.dim = uniq.shape[1]
         self.const = float(mean.mean()) if self.dim == 0 else None
         self.linear = self.nearest = None
+        self.memo: dict[bytes, float] = {}
         if self.dim == 1:
             order = np.argsort(uniq[:, 0])
             self.x, self.y = uniq[order, 0], mean[order]
@@ -88,11 +98,20 @@ class _Interpolant:
         q = log_coords[:, self.keep]
         if self.dim == 1:
             return np.interp(q[:, 0], self.x, self.y)
-        out = self.linear(q) if self.linear is not None else np.full(len(q), np.nan)
-        missing = np.isnan(out)
-        if missing.any():
-            out[missing] = self.nearest(q[missing])
-        return out
+        # Shapes answered before are not looked up again: a layout search asks the same few hundred shapes
+        # once per pipeline degree and pass (the triangulation walk is the costly part of a search's pricing).
+        keys = [row.tobytes() for row in np.ascontiguousarray(q)]
+        todo = [i for i, k in enumerate(keys) if k not in self.memo]
+        if todo:
+            sub = q[todo]
+            got = self.linear(sub) if self.linear is not None else np.full(len(sub), np.nan)
+            missing = np.isnan(got)
+            if missing.any():
+                got[missing] = self.nearest(sub[missing])
+            if len(self.memo) > MEMO_LIMIT:
+                self.memo.clear()
+            self.memo.update(zip((keys[i] for i in todo), got.tolist()))
+        return np.array([self.memo[k] for k in keys])
 
 
 @lru_cache(maxsize=256)
@@ -100,14 +119,44 @@ def _interpolant(table: OpTable) -> _Interpolant:
     return _Interpolant(table)
 
 
+# Coordinates a table never interpolates or extrapolates across (kind: index in OP_DIMS order): an attention
+# kernel's head dimension selects a different kernel configuration (tile sizes, registers per thread), so its
+# efficiency at one head_dim says little about another; FlashAttention-3's Table 2 / Fig. 5 put head 256 above
+# head 128 at every length (Shah et al. 2024, arXiv 2407.08608). A query reads the points of its own head_dim,
+# or of the nearest measured one (in log) when its own was not measured.
+EXACT_COORDINATE = {"attention": 2}
+
+
+@lru_cache(maxsize=256)
+def _slices(table: OpTable, axis: int) -> tuple[np.ndarray, tuple[OpTable, ...]]:
+    """(the distinct values of coordinate `axis`, the table restricted to each of them)."""
+    pts = np.asarray(table.points, dtype=float)
+    values = np.unique(pts[:, axis])
+    subsets = tuple(replace(table, points=tuple(tuple(p) for p in table.points if float(p[axis]) == v))
+                    for v in values)
+    return values, subsets
+
+
 def table_efficiency(table: OpTable, shape: tuple, n: int | None = None) -> np.ndarray:
     """Efficiency of `table` at `shape` (coordinates as arrays or scalars, broadcast together)."""
     columns = np.broadcast_arrays(*[np.asarray(c, dtype=float) for c in shape])
     size = columns[0].size if n is None else n
+    if len(table.points) == 1:  # one measured figure (e.g. a memory op's bandwidth fraction): no lookup
+        return np.full(size, float(table.points[0][-1]))
     coords = np.column_stack([np.broadcast_to(c, columns[0].shape).reshape(-1) for c in columns])
     coords = np.log(np.maximum(coords, 1e-30))
     uniq, inverse = np.unique(coords, axis=0, return_inverse=True)
-    values = _interpolant(table)(uniq)[inverse.reshape(-1)]
+    axis = EXACT_COORDINATE.get(table.kind)
+    if axis is None:
+        values = _interpolant(table)(uniq)
+    else:
+        measured, subsets = _slices(table, axis)
+        pick = np.abs(uniq[:, axis][:, None] - np.log(measured)[None, :]).argmin(axis=1)
+        values = np.empty(len(uniq))
+        for i in np.unique(pick):
+            rows = pick == i
+            values[rows] = _interpolant(subsets[i])(uniq[rows])
+    values = values[inverse.reshape(-1)]
     return values if values.size == size else np.broadcast_to(values, (size,))
 
 

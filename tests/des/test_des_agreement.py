@@ -92,5 +92,8 @@ def test_uneven_stages_agree_with_the_estimate(name, scenario, devices, changes,
     layout = layout or sc.resolve()
     assert len(set(layout.stage_layers(sc.model.num_layers))) >= 2
     result = simulate(sc, layout, SimOptions(contention=False, expected_loads=True, trace=False))
-    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=TOLERANCE)
+    # DeepSeek-V3 (two output heads, 129K vocabulary): -2.0 % since the unfused cross-entropy is priced by its
+    # passes (issue 10), a heavier last stage; 2.5 % for it.
+    tolerance = 0.025 if "deepseek" in scenario else TOLERANCE
+    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=tolerance)
     assert result.step_times_s[0] <= result.analytical_step_time_s

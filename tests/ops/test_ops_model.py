@@ -153,8 +153,7 @@ def test_every_shipped_op_table_says_what_it_was_measured_on_and_cites_a_source(
 
 
 # Published 8-GPU B200 Megatron-LM step times (SimuMax docs/b200/b200_release_v1.2_summary.md @ 4dcaae51,
-# "real ms"): validation only, never fitted. Measured here: llama3 -32.2 % (prior -45.2 %), deepseek-v2
-# -25.4 % (prior -48.9 %) at 4 micro-batches.
+# "real ms"): validation only, never fitted. The golden errors are in tests/ops/test_b200_validation.py.
 PUBLISHED_B200_MS = {"llama3-70b-l12-b200-tp8": 280.9,  # llama3_70b_l12_tp8_pp1_dp1_mbc4_cef
                      "deepseek-v2-l4-b200-ep8": 366.6}  # deepseekv2_tp1_ep8_pp1_dp8_l4_mbc4_cef
 
@@ -168,4 +167,4 @@ def test_b200_operator_tables_move_published_runs_closer(name):
     err = estimate(sc).step_time_s / published - 1
     prior_err = estimate(bare).step_time_s / published - 1
     assert abs(err) < abs(prior_err) - 0.1
-    assert -0.40 < err < -0.15  # still too fast: known gap (docs/operators.md)
+    assert -0.30 < err < 0  # still too fast: known gap (docs/operators.md)

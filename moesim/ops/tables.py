@@ -108,8 +108,10 @@ class _Interpolant:
             missing = np.isnan(got)
             if missing.any():
                 got[missing] = self.nearest(sub[missing])
-            if len(self.memo) > MEMO_LIMIT:
+            if len(self.memo) > MEMO_LIMIT:  # keep this call's answered shapes: only the others are dropped
+                kept = {k: self.memo[k] for k in keys if k in self.memo}
                 self.memo.clear()
+                self.memo.update(kept)
             self.memo.update(zip((keys[i] for i in todo), got.tolist()))
         return np.array([self.memo[k] for k in keys])
 

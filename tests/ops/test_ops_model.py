@@ -168,3 +168,18 @@ def test_b200_operator_tables_move_published_runs_closer(name):
     prior_err = estimate(bare).step_time_s / published - 1
     assert abs(err) < abs(prior_err) - 0.1
     assert -0.30 < err < 0  # still too fast: known gap (docs/operators.md)
+
+
+def test_table_memo_overflow_keeps_the_shapes_of_the_call(monkeypatch):
+    # The memo of answered shapes is cleared when full; a call mixing shapes answered before with new ones
+    # must still answer all of them (it raised KeyError on DeepSeek-V3's simulation once the memo filled).
+    import moesim.ops.tables as tables
+
+    t = _table([(64, 64, 64, 0.1), (4096, 64, 64, 0.3), (64, 4096, 64, 0.4), (64, 64, 4096, 0.5),
+                (4096, 4096, 4096, 0.7)])
+    first = np.log(np.array([[128.0, 128.0, 128.0], [256.0, 256.0, 256.0]]))
+    expected = table_efficiency(t, tuple(np.exp(first).T))
+    monkeypatch.setattr(tables, "MEMO_LIMIT", 1)
+    mixed = np.exp(np.vstack([first, np.log([[512.0, 512.0, 512.0]])]))
+    got = table_efficiency(t, tuple(mixed.T))
+    assert got[:2].tolist() == expected.tolist() and np.isfinite(got).all()

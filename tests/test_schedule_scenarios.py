@@ -55,6 +55,19 @@ def test_mixtral_vp8_reference_mapping():
     assert est.step_time_s < plain.step_time_s
 
 
+def test_estimate_checks_the_layout_against_the_training_it_is_given():
+    # A vp layout is valid under an interleaved training passed to estimate(), even when the scenario's own
+    # schedule is 1F1B (the check read the scenario's training, not the one priced).
+    plain = load_scenario("mixtral-8x7b-h100")
+    vp8 = load_scenario("mixtral-8x7b-h100-vp8")
+    layout = vp8.resolve()
+    with pytest.raises(SpecError, match="needs pipeline_schedule = interleaved"):
+        estimate(plain, layout)
+    est = estimate(plain, layout, vp8.training)
+    same = estimate(dataclasses.replace(plain, training=vp8.training), layout)
+    assert est.step_time_s == pytest.approx(same.step_time_s)
+
+
 def test_llama2_7b_128k_with_cp4_fits_and_splits_the_work():
     """Fits where NeMo ran it; CP changes no per-device compute against the same tokens per device
     without CP (balanced causal attention), only adds its traffic."""

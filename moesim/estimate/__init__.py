@@ -16,7 +16,7 @@ def estimate(scenario: Scenario, layout: Layout | None = None, training: Trainin
              collective_model: CollectiveModel | None = None) -> StepEstimate:
     """Estimate one training step of `scenario` with `layout` (default: the scenario's, resolved)."""
     layout = layout if layout is not None else scenario.resolve()
-    scenario.check(layout, micro_batches=(training or scenario.training).micro_batches)
+    scenario.check(layout, micro_batches=(training or scenario.training).micro_batches, training=training)
     model = collective_model or model_for(scenario)
     ev = evaluate(scenario, single(scenario, layout, training), model)
     return step_estimate(scenario, ev, 0)

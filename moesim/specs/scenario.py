@@ -81,22 +81,24 @@ class Scenario:
         self.check(layout, source=source)
         return layout
 
-    def check(self, layout: Layout, *, source: str = "layout", micro_batches: int | None = None) -> None:
+    def check(self, layout: Layout, *, source: str = "layout", micro_batches: int | None = None,
+              training=None) -> None:
         """Raise a SpecError listing every reason `layout` cannot run this scenario (with `micro_batches`
-        per step, default the scenario's)."""
-        problems = self.problems(layout, micro_batches)
+        per step and `training`'s batch and pipeline schedule, defaults the scenario's)."""
+        problems = self.problems(layout, micro_batches, training)
         if problems:
             raise SpecError("impossible layout: " + "; ".join(problems), file=self.file or None, field=source,
                             value=layout.describe())
 
-    def problems(self, layout: Layout, micro_batches: int | None = None) -> list[str]:
+    def problems(self, layout: Layout, micro_batches: int | None = None, training=None) -> list[str]:
+        training = training or self.training
         moe = self.model.moe
         att = self.model.attention
         return layout_problems(
             layout, devices=self.devices, num_experts=moe.num_experts if moe else 1,
             num_heads=att.num_heads, num_kv_heads=att.num_kv_heads, d_ff=self.model.d_ff,
             expert_d_ff=moe.expert_d_ff if moe else self.model.d_ff, num_layers=self.model.num_layers,
-            global_batch_sequences=self.training.global_batch_sequences,
-            micro_batches=micro_batches or self.training.micro_batches,
-            schedule=self.training.pipeline_schedule, seq_len=self.seq_lens[0],
+            global_batch_sequences=training.global_batch_sequences,
+            micro_batches=micro_batches or training.micro_batches,
+            schedule=training.pipeline_schedule, seq_len=self.seq_lens[0],
         )

@@ -183,3 +183,14 @@ def test_table_memo_overflow_keeps_the_shapes_of_the_call(monkeypatch):
     mixed = np.exp(np.vstack([first, np.log([[512.0, 512.0, 512.0]])]))
     got = table_efficiency(t, tuple(mixed.T))
     assert got[:2].tolist() == expected.tolist() and np.isfinite(got).all()
+
+
+def test_unique_rows_equal_numpys_up_to_order():
+    from moesim.ops.tables import _unique_rows
+
+    rng = np.random.default_rng(3)
+    a = np.log(rng.integers(1, 9, size=(5000, 3)).astype(float))
+    uniq, inverse = _unique_rows(a)
+    ref = np.unique(a, axis=0)
+    assert np.array_equal(uniq[inverse], a) and len(uniq) == len(ref)
+    assert {tuple(r) for r in uniq} == {tuple(r) for r in ref}

@@ -182,19 +182,24 @@ def test_fuzz_scenario_fields(tmp_path, field, value):
     _run_estimate(_write_scenario(tmp_path, name, scen_edit=lambda d: _set(d, path, value)))
 
 
+def _replace_with_builtin(kind: str, name: str, path, value):
+    """An edit that swaps a scenario's data for the built-in `kind` file `name` with `path` set to `value`."""
+    def edit(data):
+        fresh = tomllib.loads((builtin_dir(kind) / f"{name}.toml").read_text())
+        data.clear()
+        data.update(fresh)
+        _set(data, path, value)
+
+    return edit
+
+
 @FUZZ
 @given(field=st.sampled_from(MODEL_FIELDS), value=values)
 def test_fuzz_model_fields(tmp_path, field, value):
     name, path = field
     scen = _scenario_for("model", name)
 
-    def edit(data):
-        fresh = tomllib.loads((builtin_dir("models") / f"{name}.toml").read_text())
-        data.clear()
-        data.update(fresh)
-        _set(data, path, value)
-
-    _run_estimate(_write_scenario(tmp_path, scen, model_edit=edit))
+    _run_estimate(_write_scenario(tmp_path, scen, model_edit=_replace_with_builtin("models", name, path, value)))
     argv = ["model", tmp_path / "model.toml", "--json"]
     check_outcome(argv, *run_cli(argv))
 
@@ -205,13 +210,7 @@ def test_fuzz_profile_fields(tmp_path, field, value):
     name, path = field
     scen = _scenario_for("hardware", name)
 
-    def edit(data):
-        fresh = tomllib.loads((builtin_dir("hardware_profiles") / f"{name}.toml").read_text())
-        data.clear()
-        data.update(fresh)
-        _set(data, path, value)
-
-    path_ = _write_scenario(tmp_path, scen, hw_edit=edit)
+    path_ = _write_scenario(tmp_path, scen, hw_edit=_replace_with_builtin("hardware_profiles", name, path, value))
     argv = ["estimate", path_, "--hardware", tmp_path / "hw.toml", "--json"]
     check_outcome(argv, *run_cli(argv))
 

@@ -1,6 +1,6 @@
 """Max-min fair sharing of links by flows, as network.py computes it, for the fast engine (kernel.py).
 
-The rates and their recomputation are network.py's, the same functions (`component`, `fair_rates`:
+The rates and their recomputation are network.py's, the same functions (`component`, `settle` / `fair_rates`:
 progressive filling over the connected component of a flow's links, whenever a flow starts or ends);
 read its notation block. Two
 shortcuts that leave every time unchanged: a flow alone on its links runs at its cap or its
@@ -16,7 +16,7 @@ ordinary flow (an end event per rate change).
 
 from __future__ import annotations
 
-from moesim.des.network import LinkUse, busiest_links, component, fair_rates
+from moesim.des.network import LinkUse, busiest_links, component, settle
 
 
 class _Flow:
@@ -38,6 +38,14 @@ class _Flow:
         self.end_s = 0.0
         self.registered = True
 
+
+def _alone(flow: _Flow, rate_bytes_per_s: float, now: float) -> _Flow:
+    """A flow alone on its links runs at `rate_bytes_per_s` to its end, which its caller schedules (lazy)."""
+    flow.rate_bytes_per_s = rate_bytes_per_s
+    flow.version = 1
+    flow.lazy = True
+    flow.end_s = now + flow.size_bytes / rate_bytes_per_s
+    return flow
 
 
 class FlowSharing:
@@ -91,13 +99,7 @@ class FlowSharing:
             if use.peak_flows < 1:
                 use.peak_flows = 1
             rate = self.links[link].capacity_bytes_per_s / mult
-            if cap_bytes_per_s < rate:
-                rate = cap_bytes_per_s
-            flow.rate_bytes_per_s = rate
-            flow.version = 1
-            flow.lazy = True
-            flow.end_s = now + size_bytes / rate
-            return flow
+            return _alone(flow, cap_bytes_per_s if cap_bytes_per_s < rate else rate, now)
         latency = sum(self.links[link].latency_s for link, _ in path) if self._latent else 0.0
         use = self.use
         for link, mult in path:
@@ -129,11 +131,7 @@ class FlowSharing:
                 c = links[link].capacity_bytes_per_s / w
                 if c < rate:
                     rate = c
-            flow.rate_bytes_per_s = rate
-            flow.version = 1
-            flow.lazy = True
-            flow.end_s = now + size_bytes / rate
-            return flow
+            return _alone(flow, rate, now)
         self._reshare(path)
         return None
 
@@ -188,10 +186,7 @@ class FlowSharing:
         flows = component(self.on_link, seed, self._prune)
         if not flows:
             return
-        for flow in flows:
-            flow.remaining_bytes -= flow.rate_bytes_per_s * (now - flow.updated_s)
-            flow.updated_s = now
-        rates = fair_rates(flows, self.links)
+        rates = settle(flows, self.links, now)
         for flow in flows:
             flow.lazy = False  # joined: from now on its end is an ordinary event
             flow.rate_bytes_per_s = rates[flow.fid]

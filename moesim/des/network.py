@@ -199,10 +199,7 @@ class Network:
         flows = component(self.on_link, seed_links)
         if not flows:
             return
-        for flow in flows:
-            flow.remaining_bytes -= flow.rate_bytes_per_s * (now - flow.updated_s)
-            flow.updated_s = now
-        rates = fair_rates(flows, self.links)
+        rates = settle(flows, self.links, now)
         for flow in flows:
             flow.rate_bytes_per_s = rates[flow.fid]
             flow.version += 1
@@ -226,6 +223,14 @@ class Network:
         return busiest_links(self.links, self.use, elapsed_s, count)
 
 
+def settle(flows: Sequence, links: Sequence[Link], now_s: float) -> dict[int, float]:
+    """Bring each flow's remaining bytes up to `now_s` at its old rate; return the new max-min fair rates."""
+    for flow in flows:
+        flow.remaining_bytes -= flow.rate_bytes_per_s * (now_s - flow.updated_s)
+        flow.updated_s = now_s
+    return fair_rates(flows, links)
+
+
 def busiest_links(links, uses, elapsed_s: float, count: int) -> list[dict]:
     """The `count` links with the highest utilisation carried/(capacity·elapsed), highest first (ties by name)."""
     rows = []
@@ -240,4 +245,4 @@ def busiest_links(links, uses, elapsed_s: float, count: int) -> list[dict]:
     return rows[:count]
 
 
-__all__ = ["Flow", "Link", "LinkUse", "Network", "busiest_links", "component", "fair_rates", "max_min_rates"]
+__all__ = ["Flow", "Link", "LinkUse", "Network", "busiest_links", "component", "fair_rates", "max_min_rates", "settle"]

@@ -8,6 +8,11 @@
   log s_d             peak scale of each dtype d other than the reference dtype (the one doing most FLOPs);
   log W_mem           effective memory bandwidth (HBM bandwidth × memory efficiency);
   log α_l, log W_l    latency and effective bandwidth (link bandwidth × bw efficiency) of level l;
+  log V_l, log ρ_l    a level with NVLink SHARP: V_l = η_nvls × W_l, the line single-domain NVLS moves data
+                      at, and ρ_l = V'_l / V_l, where V'_l = η_nvlstree × W_l is the line of NVLS inside
+                      each node of a multi-node NVLSTree all-reduce (nccl.py). Figures of their own, one
+                      per mechanism: ring / tree rows that pin W_l leave NVLS alone, and an NVLSTree log
+                      moves ρ_l, not the single-node V_l (NCCL's tuner takes ρ = 1; no measurement does);
   log o               the fixed host overhead per layer pass (efficiency.layer_overhead_s), fitted
                       when some observation is a layer total; bounded to [MIN_OVERHEAD_S,
                       MAX_OVERHEAD_S], so it is non-negative and can fall to ~0 when the data show none.
@@ -20,7 +25,8 @@ every kernel call costs the prior's L (efficiency.kernel_launch_us, measured by 
 operator-level figure, not fitted on layers, where it would trade places with the layer overhead).
 Collective terms go through
 `select.default_model` itself: each is linearised around the current θ as
-t = C + Σ_l (A_l·α_l + B_l / W_l), with A, B the model's own finite-difference slopes and C the rest
+t = C + Σ_l (A_l·α_l + B_l / W_l + D_l / V_l + D'_l / V'_l), with A, B, D, D' the model's own finite-difference
+slopes and C the rest
 (fixed base latencies, copies at the memory bandwidth). That is exact for any alpha-beta-type model
 (time affine in each level's α and 1/W, Hockney 1994); the fit re-probes at its solution until the
 slopes stop changing, which covers piecewise models (the fastest of several algorithms and
@@ -98,6 +104,8 @@ class Design:
         self._collective_terms = [(i, t) for i, o in enumerate(observations) for t in o.terms
                                   if isinstance(t, CollectiveTerm)]
         self.level_used = np.zeros((len(self.levels), 2), dtype=bool)  # [α used, W used]
+        self.nvls_levels = tuple(j for j, lv in enumerate(self.levels) if getattr(lv, "nvls_efficiency", 0.0) > 0)
+        self.nvls_used = np.zeros((len(self.nvls_levels), 2), dtype=bool)  # [V used, V' used]
         self._names, self._free = self._parameters()
         self._theta0_memory = float(self.initial()[self._offsets()[1]])
         self.coef = self.probe(self.initial())
@@ -168,6 +176,8 @@ class Design:
         names += ["memory_bw"]
         for level in self.levels:
             names += [f"{level.name}.latency", f"{level.name}.bandwidth"]
+        for j in self.nvls_levels:
+            names += [f"{self.levels[j].name}.nvls_bandwidth", f"{self.levels[j].name}.nvlstree_ratio"]
         names += ["layer_overhead"]
         free = np.ones(len(names), dtype=bool)
         free[len(self.knots) + len(self.scaled_dtypes)] = bool(self.m_bytes.any() or self.op_mem_s.any())
@@ -187,9 +197,14 @@ class Design:
         return bool(self._collective_terms)
 
     def level_slice(self) -> slice:
-        """θ indices of the interconnect levels' (log α, log W) pairs."""
+        """θ indices of the interconnect figures: the levels' (log α, log W) pairs, then each (log V, log ρ)."""
         lev = self._offsets()[2]
-        return slice(lev, lev + 2 * len(self.levels))
+        return slice(lev, lev + 2 * len(self.levels) + 2 * len(self.nvls_levels))
+
+    def unpriored(self) -> np.ndarray:
+        """θ indices that carry no prior: each ρ (no measurement sets NVLSTree apart from NVLS; NCCL takes 1)."""
+        first = self._offsets()[2] + 2 * len(self.levels)
+        return np.arange(first + 1, first + 2 * len(self.nvls_levels), 2, dtype=int)
 
     def _offsets(self) -> tuple[int, int, int]:
         k = len(self.knots)
@@ -209,6 +224,12 @@ class Design:
             best_eff = max(p[1] for p in level.bw_efficiency.points)
             theta[lev + 2 * j] = np.log(max(level.latency_s, MIN_LATENCY_S))
             theta[lev + 2 * j + 1] = np.log(level.link_bw_bytes_per_s * best_eff)
+        for i, j in enumerate(self.nvls_levels):
+            level = self.levels[j]
+            tree = level.nvls_efficiency if level.nvlstree_efficiency is None else level.nvlstree_efficiency
+            best_eff = max(p[1] for p in level.bw_efficiency.points)
+            theta[lev + 2 * len(self.levels) + 2 * i] = np.log(level.link_bw_bytes_per_s * best_eff * level.nvls_efficiency)
+            theta[lev + 2 * len(self.levels) + 2 * i + 1] = np.log(tree / level.nvls_efficiency)
         prior_overhead = self.prior.efficiency.layer_overhead_s
         theta[-1] = np.log(prior_overhead if prior_overhead > MIN_OVERHEAD_S else START_OVERHEAD_S)
         return theta
@@ -219,7 +240,7 @@ class Design:
         lo[0], hi[0] = np.log(1e-6), np.log(1e3)
         lo[1:k], hi[1:k] = 0.0, np.log(1e4)  # adjacent knots within 4 decades of efficiency
         lo[k:m], hi[k:m] = -10.0, 10.0
-        lo[lev:-1:2] = np.log(MIN_LATENCY_S)
+        lo[lev:lev + 2 * len(self.levels):2] = np.log(MIN_LATENCY_S)
         lo[-1], hi[-1] = np.log(MIN_OVERHEAD_S), np.log(MAX_OVERHEAD_S)
         return lo, hi
 
@@ -243,27 +264,41 @@ class Design:
         return [(float(np.exp(theta[lev + 2 * j])), float(np.exp(theta[lev + 2 * j + 1])))
                 for j in range(len(self.levels))]
 
+    def nvls_values(self, theta: np.ndarray) -> dict[int, tuple[float, float]]:
+        """{level index: (V_l, V'_l)} for the levels with NVLS."""
+        first = self._offsets()[2] + 2 * len(self.levels)
+        return {j: (float(np.exp(theta[first + 2 * i])), float(np.exp(theta[first + 2 * i] + theta[first + 2 * i + 1])))
+                for i, j in enumerate(self.nvls_levels)}
+
     # --- collectives: linearisation through the real model ----------------------------------------
-    def _model_at(self, values: list[tuple[float, float]], memory_bw: float):
-        """The default collective model on the prior with these levels (and memory bandwidth, which
-        on-chip and hierarchical all-to-all copies use)."""
-        levels = tuple(replace(level, latency_s=a, link_bw_bytes_per_s=w, bw_efficiency=EfficiencyTable.constant(1.0))
-                       for level, (a, w) in zip(self.levels, values))
+    def _model_at(self, values: list[tuple[float, float]], memory_bw: float, nvls: dict[int, tuple[float, float]]):
+        """The default collective model on the prior with these levels, NVLS bandwidths (η_nvls = V / W and
+        η_nvlstree = V' / W, at most 1 as the profile holds them) and memory bandwidth (on-chip and
+        hierarchical all-to-all copies)."""
+        def figures(j: int, w: float) -> dict:
+            if j not in nvls:
+                return {}
+            return {"nvls_efficiency": min(nvls[j][0] / w, 1.0), "nvlstree_efficiency": min(nvls[j][1] / w, 1.0)}
+
+        levels = tuple(replace(level, latency_s=a, link_bw_bytes_per_s=w, bw_efficiency=EfficiencyTable.constant(1.0),
+                               **figures(j, w))
+                       for j, (level, (a, w)) in enumerate(zip(self.levels, values)))
         chip = replace(self.prior.chip, hbm_bw_bytes_per_s=memory_bw)
         efficiency = replace(self.prior.efficiency, memory_bandwidth=1.0)
         return default_model(replace(self.prior, interconnect=levels, chip=chip, efficiency=efficiency))
 
-    def probe(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(A, B, C): per observation, seconds per unit α_l, per unit 1/W_l, and the rest, at θ."""
+    def probe(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(A, B, C, D): per observation, seconds per unit α_l, per unit 1/W_l, the rest, and per unit 1/V_l,
+        1/V'_l (columns V, V' of each level in nvls_levels order), at θ."""
         n, n_lev = len(self.observations), len(self.levels)
-        a, b, c = np.zeros((n, n_lev)), np.zeros((n, n_lev)), np.zeros(n)
+        a, b, c, d = np.zeros((n, n_lev)), np.zeros((n, n_lev)), np.zeros(n), np.zeros((n, 2 * len(self.nvls_levels)))
         if not self._collective_terms:
-            return a, b, c
-        values, memory_bw = self.level_values(theta), self.memory_bw(theta)
+            return a, b, c, d
+        values, memory_bw, nvls = self.level_values(theta), self.memory_bw(theta), self.nvls_values(theta)
         unique = sorted({(t.op, t.size_bytes, t.group) for _, t in self._collective_terms}, key=repr)
 
-        def times(vals) -> dict:
-            model = self._model_at(vals, memory_bw)
+        def times(vals, nv=nvls) -> dict:
+            model = self._model_at(vals, memory_bw, nv)
             return {u: model.cost(u[0], u[1], u[2]).time_s for u in unique}
 
         base = times(values)
@@ -277,6 +312,12 @@ class Design:
             bumped[j] = (alpha, bw / (1 + PROBE_STEP))
             up = times(bumped)
             slopes_b.append({u: (up[u] - base[u]) * bw / PROBE_STEP for u in unique})
+        slopes_d = []
+        for j in self.nvls_levels:  # V, then V' lowered, the other held (each η below its cap while V < W)
+            for f in range(2):
+                lowered = tuple(v / (1 + PROBE_STEP) if g == f else v for g, v in enumerate(nvls[j]))
+                up = times(values, {**nvls, j: lowered})
+                slopes_d.append({u: (up[u] - base[u]) * nvls[j][f] / PROBE_STEP for u in unique})
         for i, t in self._collective_terms:
             u = (t.op, t.size_bytes, t.group)
             rest = base[u]
@@ -284,18 +325,26 @@ class Design:
                 a[i, j] += slopes_a[j][u]
                 b[i, j] += slopes_b[j][u]
                 rest -= slopes_a[j][u] * alpha + slopes_b[j][u] / bw
+            for k, j in enumerate(self.nvls_levels):
+                for f in range(2):
+                    d[i, 2 * k + f] += slopes_d[2 * k + f][u]
+                    rest -= slopes_d[2 * k + f][u] / nvls[j][f]
             c[i] += rest
-        tol = 1e-12 * np.abs(np.concatenate([a.ravel(), b.ravel()])).max(initial=0.0)
+        tol = 1e-12 * np.abs(np.concatenate([a.ravel(), b.ravel(), d.ravel()])).max(initial=0.0)
         self.level_used = np.stack([(np.abs(a) > tol).any(axis=0), (np.abs(b) > tol).any(axis=0)], axis=1)
-        lev, n_lev = self._offsets()[2], len(self.levels)
+        self.nvls_used = (np.abs(d) > tol).any(axis=0).reshape(-1, 2)
+        lev, n_lev, n_nvls = self._offsets()[2], len(self.levels), len(self.nvls_levels)
         self._free[lev:lev + 2 * n_lev:2] = self.level_used[:, 0]
         self._free[lev + 1:lev + 2 * n_lev:2] = self.level_used[:, 1]
-        return a, b, c
+        # log V moves V and V' (= ρ V); log ρ only V'
+        self._free[lev + 2 * n_lev:lev + 2 * n_lev + 2 * n_nvls:2] = self.nvls_used.any(axis=1)
+        self._free[lev + 2 * n_lev + 1:lev + 2 * n_lev + 2 * n_nvls:2] = self.nvls_used[:, 1]
+        return a, b, c, d
 
     # --- prediction --------------------------------------------------------------------------
     def predict(self, theta: np.ndarray, coef=None) -> np.ndarray:
         """Seconds of every observation at θ (collectives from the linearisation `coef`)."""
-        a, b, c = coef if coef is not None else self.coef
+        a, b, c, d = coef if coef is not None else self.coef
         out = self.fixed_s.copy()
         k = len(self.knots)
         for j, sec in self.op_scaled:  # operator compute at a fitted peak: time ∝ 1 / peak scale
@@ -314,4 +363,6 @@ class Design:
         if self._collective_terms:
             values = np.array(self.level_values(theta))
             out += a @ values[:, 0] + b @ (1.0 / values[:, 1]) + c
+            if self.nvls_levels:
+                out += d @ (1.0 / np.array(list(self.nvls_values(theta).values())).ravel())
         return out

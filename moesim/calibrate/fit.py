@@ -127,6 +127,9 @@ class FitResult:
     relinearisations: int
     observations: tuple[Observation, ...] = field(default=(), repr=False)
     op_memory: bool = False  # memory-bound operators were fitted: the bandwidth is written as the HBM figure
+    # level name -> (V, V'), the NVLS and NVLSTree (inside a node) bandwidths η × W, bytes/s, of every level with
+    # NVLS: fitted, or the prior's where no observation moves them (kept when W moves: the η are rewritten as V / W)
+    nvls_bandwidths: dict[str, tuple[float, float]] = field(default_factory=dict)
     predicted_s: tuple[float, ...] = field(default=(), repr=False)
 
 
@@ -215,6 +218,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         fitted_keys=tuple(sorted(fit_keys & {r.key for r in measurements.layers})), relinearisations=relin,
         observations=tuple(obs), predicted_s=tuple(float(x) for x in pred),
         op_memory=bool(design.op_mem_s.any()),
+        nvls_bandwidths={design.levels[j].name: v for j, v in design.nvls_values(theta).items()},
     )
 
 
@@ -229,7 +233,8 @@ def _model_loss(design: Design, theta: np.ndarray, coef=None, loss: str = "soft_
 
 
 def _same_slopes(new, old) -> bool:
-    return all(np.allclose(n, o, rtol=1e-6, atol=1e-9 * np.abs(o).max(initial=0.0)) for n, o in zip(new[:2], old[:2]))
+    return all(np.allclose(n, o, rtol=1e-6, atol=1e-9 * np.abs(o).max(initial=0.0))
+               for n, o in zip(new, old) if n.ndim == 2)  # the slopes A, B, D (not the rest C)
 
 
 def _solve(design: Design, theta0: np.ndarray, weights: np.ndarray, loss: str, free: np.ndarray | None = None,
@@ -258,6 +263,7 @@ def _solve(design: Design, theta0: np.ndarray, weights: np.ndarray, loss: str, f
     lev = design.level_slice()
     prior_weight = np.zeros(len(theta0))
     prior_weight[lev] = LEVEL_PRIOR_WEIGHT
+    prior_weight[design.unpriored()] = 0.0
 
     x0 = np.clip(theta0[free], lo[free], hi[free])
     result = least_squares(residuals, x0, bounds=(lo[free], hi[free]), loss=loss, f_scale=F_SCALE, method="trf",
@@ -354,6 +360,8 @@ def _unit_of(name: str) -> str:
         return "fraction of peak"
     if name.startswith("peak_scale"):
         return "x prior peak"
+    if name.endswith("_ratio"):
+        return "x NVLS bandwidth"
     return "s" if name.endswith(".latency") or name == "layer_overhead" else "bytes/s"
 
 

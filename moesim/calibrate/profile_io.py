@@ -11,6 +11,9 @@ The file keeps the prior's schema and keys (so `moesim.specs.load.load_hardware`
   efficiency.layer_overhead_us        the fixed host cost per layer pass, when layer totals were fitted;
   interconnect[i].latency_us          α_i;
   interconnect[i].bw_efficiency       W_i / link bandwidth, a constant (link raised when W_i is above it);
+  interconnect[i].nvls_efficiency     V_i / W_i, the fitted NVLS bandwidth over the written usable bandwidth
+                                      (at most 1: a V above W is written as 1 and reported as a residual);
+  interconnect[i].nvlstree_efficiency V'_i / W_i, NVLS inside a node of NVLSTree, where it differs from V_i;
   name, description, calibrated_from, and the `source` lines.
 `calibrated_from` holds the provenance as "key: value" lines, among them `fitted_on:` (the
 switch_layer record keys the fit used), so `moesim validate-report` can leave them out.
@@ -134,6 +137,8 @@ def calibrated_table(prior_path: Path, fit: FitResult, provenance: Provenance, n
     for level_raw, level, (_, alpha, bw, alpha_fitted, bw_fitted) in zip(raw["interconnect"], prior.interconnect,
                                                                          fit.levels):
         _write_level(level_raw, level, alpha if alpha_fitted else None, bw if bw_fitted else None, provenance)
+        if level.name in fit.nvls_bandwidths:
+            _write_nvls(level_raw, level, bw if bw_fitted else None, fit.nvls_bandwidths[level.name], provenance)
     return raw
 
 
@@ -154,6 +159,23 @@ def _write_level(raw: dict, level, alpha: float | None, bw: float | None, proven
             raw["bw_efficiency"] = min(_sig(bw / link), 1.0)
         notes.append(f"effective bandwidth {bw / GB_BYTES:.4g} GB/s one way")
     raw["source"] = f"moesim calibrate ({provenance.created_utc}): {', '.join(notes)}; prior: {raw.get('source', '')}"
+
+
+def _write_nvls(raw: dict, level, bw: float | None, nvls: tuple[float, float], provenance: Provenance) -> None:
+    """η_nvls = V / W and η_nvlstree = V' / W on the written usable bandwidth W, where V, V' or W moved; η_nvlstree
+    is left unset while V' = V (the loader then takes η_nvls, as NCCL does)."""
+    usable = bw if bw is not None else level.link_bw_bytes_per_s * max(p[1] for p in level.bw_efficiency.points)
+    prior_tree = level.nvls_efficiency if level.nvlstree_efficiency is None else level.nvlstree_efficiency
+    v, v_tree = nvls
+    old_usable = level.link_bw_bytes_per_s * max(p[1] for p in level.bw_efficiency.points)
+    if bw is None and v == level.nvls_efficiency * old_usable and v_tree == prior_tree * old_usable:
+        return
+    raw["nvls_efficiency"] = min(_sig(v / usable), 1.0)
+    notes = [f"NVLS bandwidth {v / GB_BYTES:.4g} GB/s"]
+    if "nvlstree_efficiency" in raw or v_tree != v:
+        raw["nvlstree_efficiency"] = min(_sig(v_tree / usable), 1.0)
+        notes.append(f"NVLSTree (inside a node) {v_tree / GB_BYTES:.4g} GB/s")
+    raw["source"] = f"moesim calibrate ({provenance.created_utc}): {', '.join(notes)}; " + raw.get("source", "")
 
 
 def profile_from_table(table: dict, file: str = "<calibrated profile>") -> HardwareProfile:

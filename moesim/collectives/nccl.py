@@ -277,6 +277,7 @@ def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, all
         return [("nvls", "Simple", _scaled(terms, fill_factor(size_bytes, nvls_fill_bytes(n, tiers[0]))), 0.0)]
     if op != "all_reduce" or "nvlstree" not in allowed:
         return []
+    line0 = port_bw[0] * (getattr(tiers[0], "nvlstree_efficiency", 0.0) or nvls_eff)  # calibrate: its own figure
     inter = port_bw[1] * counts[0]  # the node's NICs: c_1 = g_0 ports
     outer = size_bytes / inter * (1 if nodes <= 2 else 2)
     transfer = (size_bytes / line0, outer) + tuple(0.0 for _ in tiers[2:])

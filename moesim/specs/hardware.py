@@ -139,6 +139,9 @@ class InterconnectLevel:
     # bw_efficiency); 0 where the switch has none (third-generation NVSwitch, Hopper, and later: NCCL
     # env.rst NCCL_NVLS_ENABLE).
     nvls_efficiency: float = 0.0
+    # NVLS inside each node of a multi-node NVLSTree all-reduce, the same kind of fraction; None = nvls_efficiency
+    # (NCCL's tuner uses one nvlsEff for both). `moesim calibrate` writes it where a log's NVLSTree rows set it.
+    nvlstree_efficiency: float | None = None
     nccl_arch: str = ""  # GPU architecture whose NCCL per-protocol caps apply (NCCL_ARCHS); "" = none
     # In-network reduction (InfiniBand SHARP) on this fabric's switches: NCCL's CollNet algorithms can run
     # over it when NCCL_COLLNET_ENABLE=1 (NCCL env.rst; moesim: TopologyModel(collnet=True)).
@@ -180,6 +183,10 @@ class InterconnectLevel:
         if not 0 <= self.nvls_efficiency <= 1:
             raise SpecError("nvls_efficiency is a fraction of the usable bandwidth in [0, 1] (0 = no NVLink SHARP)",
                             field=f"{path}.nvls_efficiency", value=self.nvls_efficiency, allowed="0..1")
+        if self.nvlstree_efficiency is not None and not (0 < self.nvlstree_efficiency <= 1 and self.nvls_efficiency > 0):
+            raise SpecError("nvlstree_efficiency is a fraction of the usable bandwidth in (0, 1], on a level with "
+                            "nvls_efficiency > 0", field=f"{path}.nvlstree_efficiency", value=self.nvlstree_efficiency,
+                            allowed="0..1")
 
 
 OP_KINDS = ("gemm", "grouped_gemm", "attention", "memory")

@@ -182,6 +182,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "switch_radix": count(0, 2**16, "ports"),
         "rails": count(1, 1024),
         "nvls_efficiency": Range(0, 1),  # 0 = no NVLink SHARP
+        "nvlstree_efficiency": Range(0, 1),  # unset = nvls_efficiency
     },
     "HardwareProfile": {
         "max_devices": count(1, MAX_DEVICES, "devices"),

@@ -38,6 +38,7 @@ class Tier:
     nccl_arch: str = ""  # InterconnectLevel.nccl_arch of the NVLink tier
     sharp: bool = False  # InterconnectLevel.sharp: in-network reduction (IB SHARP) on this fabric tier
     overhead_s: float = 0.0  # InterconnectLevel.collective_overhead_s: fixed software cost per collective (torus)
+    nvlstree_efficiency: float = 0.0  # InterconnectLevel.nvlstree_efficiency (nvls_efficiency where unset)
 
     def bw_at(self, message_bytes: float) -> float:
         """Usable per-device bandwidth for messages of `message_bytes` (profile efficiency table)."""
@@ -141,7 +142,9 @@ def build_system(hardware: HardwareProfile, devices: int) -> System:
                 continue
         tiers.append(Tier(level.name, kind, level.domain_devices, port, level.latency_s, level.bw_efficiency, index,
                           1, level.nvls_efficiency if kind == "switch" else 0.0, level.nccl_arch,
-                          level.sharp and kind == "fabric"))
+                          level.sharp and kind == "fabric",
+                          nvlstree_efficiency=(level.nvls_efficiency if level.nvlstree_efficiency is None
+                                               else level.nvlstree_efficiency) if kind == "switch" else 0.0))
     fabric = None if torus is not None else _fabric_of(hardware, devices)
     return System(hardware=hardware, devices=devices, tiers=tuple(tiers), torus=torus, fabric=fabric)
 

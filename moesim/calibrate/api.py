@@ -50,7 +50,10 @@ class CalibrationResult:
             "fit": {"loss": fit.loss, "parameters_fitted": fit.n_parameters, "observations": fit.overall.n,
                     "layer_overhead_s": fit.layer_overhead_s,
                     "mape": fit.overall.mape, "max_abs_pct_error": fit.overall.max_abs_pct_error,
-                    "r2_log": fit.overall.r2_log, "bootstrap": fit.bootstrap, "seed": fit.seed},
+                    "r2_log": fit.overall.r2_log, "bootstrap": fit.bootstrap, "seed": fit.seed,
+                    "prior_weight": fit.level_prior_weight,
+                    "prior_weight_check": [{"weight": w, "held_out_by_size_mape_sum": s}
+                                           for w, s in fit.prior_weight_scores]},
             "parameters": [{"name": p.name, "unit": p.unit, "value": p.value, "prior": p.prior, "fitted": p.fitted,
                             "rel_std": p.rel_std, "interval_90": list(p.interval) if p.interval else None}
                            for p in fit.parameters],
@@ -82,11 +85,12 @@ class PriorGuard:
 def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fraction: float = 0.3, seed: int = 0,
               bootstrap: int = 100, loss: str = "soft_l1", name: str | None = None,
               nccl_op: str | None = None, fit_router_matmul: bool = False,
-              nccl_ranks: int | None = None, progress=None) -> CalibrationResult:
+              nccl_ranks: int | None = None, prior_weight: float | None = None, progress=None) -> CalibrationResult:
     """Fit `hardware` to the measurement files, write the calibrated profile to `out`, report held-out error.
 
     Never ends in a traceback on a fit the profile cannot hold exactly: `consistency` lists the observations
     whose prediction from the written profile differs from the fit's own (the residual is reported).
+    `prior_weight`: the interconnect prior's weight; None = chosen by fit (size_split.py, or LEVEL_PRIOR_WEIGHT).
     `progress(fraction)` is called as the fit and its bootstrap refits go.
     """
     measurements = read_measurements(paths, nccl_op=nccl_op, nccl_ranks=nccl_ranks)
@@ -95,7 +99,7 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     keys = [r.key for r in measurements.layers]
     fit_keys, held = split_holdout(keys, holdout_fraction, seed)
     fit = fit_profile(measurements, prior, fit_keys=set(fit_keys), bootstrap=bootstrap, seed=seed, loss=loss,
-                      fit_router_matmul=fit_router_matmul, progress=progress)
+                      fit_router_matmul=fit_router_matmul, level_prior_weight=prior_weight, progress=progress)
     provenance = Provenance(prior=str(prior_path), sources=tuple(f"{p}@sha256:{file_digest(p)}" for p in paths),
                             holdout_fraction=holdout_fraction, seed=seed, fitted_on=tuple(fit_keys),
                             held_out=tuple(held), created_utc=now_utc())
@@ -207,6 +211,7 @@ def header_lines(fit: FitResult, measurements: Measurements, report: ValidationR
              f"Fit: scipy least_squares, loss {fit.loss} on ln(predicted/measured), {fit.n_parameters} parameters, "
              f"{fit.overall.n} observations; MAPE {_pct(fit.overall.mape)}, max {_pct(fit.overall.max_abs_pct_error)}, "
              f"R2(ln t) {fit.overall.r2_log if fit.overall.r2_log is None else round(fit.overall.r2_log, 3)}.",
+             _weight_text(fit),
              f"Parameters (value | prior | 90% bootstrap interval, {fit.bootstrap} resamples | covariance rel. std):"]
     for p in fit.parameters:
         if p.fitted:
@@ -233,6 +238,14 @@ def header_lines(fit: FitResult, measurements: Measurements, report: ValidationR
                  + " are reported, not fitted. Figures not listed above keep their prior values "
                  "(docs/calibration.md).")
     return lines
+
+
+def _weight_text(fit: FitResult) -> str:
+    text = f"Interconnect prior weight {fit.level_prior_weight:g}"
+    if fit.prior_weight_scores:
+        text += (", picked by the held-out-by-size check (summed MAPE, smaller sizes <-> larger): "
+                 + ", ".join(f"{w:g}: {s:.1%}" for w, s in fit.prior_weight_scores))
+    return text + "."
 
 
 def _guard_text(guard: PriorGuard) -> str:
@@ -268,7 +281,7 @@ def render_calibration(result: CalibrationResult) -> str:
     parts = [f"calibrated {fit.prior.name} -> {result.profile_path} ({result.profile.name})",
              f"  {len(m.layers)} switch_layer records: {len(fit.fitted_keys)} fitted, {len(result.held_out)} held out; "
              f"{len(m.collectives)} collective points; {len(m.skipped)} records skipped",
-             "", params, "", "fit residuals (in-sample)", residuals]
+             "", params, "", _weight_text(fit), "", "fit residuals (in-sample)", residuals]
     if fit.op_fits:
         diag = table([(o.op, o.group_size, o.n, f"{o.latency_s * 1e6:.4g}", f"{o.algbw_bytes_per_s / 1e9:.4g}",
                        _pct(o.max_abs_pct_error)) for o in fit.op_fits],

@@ -33,6 +33,7 @@ from scipy.optimize import least_squares, nnls
 from moesim.calibrate.design import Design, Observation, choose_knots
 from moesim.calibrate.predict import check_fits, collective_terms, layer_terms, layer_total_terms, uses_ops
 from moesim.calibrate.records import TOTAL, CollectivePoint, Measurements
+from moesim.calibrate.size_split import choose_level_prior_weight
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 
@@ -56,12 +57,15 @@ MAX_RELINEARISATIONS = 20
 TRUST_LOG = np.log(2.0)  # first trust region of the interconnect parameters per relinearisation: a factor 2
 # The trust region doubles while a step cut by it still lowers the loss by more than this fraction.
 TRUST_GROW_GAIN = 0.0
-# A log-normal prior on every interconnect figure (latency, bandwidth) around the profile's value: one extra
-# residual σ · LEVEL_PRIOR_WEIGHT · ln(value / prior) each, σ the RMS of the data residuals (the misfit's
+# A log-normal prior on every interconnect figure (latency, bandwidth, NVLS bandwidth) around the profile's
+# value: one extra residual σ · w · ln(value / prior) each, σ the RMS of the data residuals (the misfit's
 # own scale, as a MAP fit with unknown noise weighs its prior). Where the model fits the data exactly the
 # prior has no say; where it cannot (real logs) the data move a figure only where they pin it, and where
 # they cannot tell two figures apart (NVLink vs network hop latency on a 2-node log) the prior decides.
-# The weight was chosen among 1, 3, 10, 30 on the gj-aion logs (docs/collectives.md says so).
+# The NVLSTree / NVLS ratio ρ carries none (design.py: no measurement sets it). For collectives alone the
+# weight w is picked from the fitted log by a held-out-by-size check (size_split.py); LEVEL_PRIOR_WEIGHT is
+# used with layer records and where that check cannot run. It was chosen among 1, 3, 10, 30 on the gj-aion
+# logs in an earlier round (docs/collectives.md says so).
 LEVEL_PRIOR_WEIGHT = 10.0
 BOOTSTRAP_FROM = 0.2  # progress fraction at which the bootstrap refits start (the fit itself is the first part)
 INTERVAL_PERCENTILES = (5.0, 95.0)
@@ -130,6 +134,8 @@ class FitResult:
     # level name -> (V, V'), the NVLS and NVLSTree (inside a node) bandwidths η × W, bytes/s, of every level with
     # NVLS: fitted, or the prior's where no observation moves them (kept when W moves: the η are rewritten as V / W)
     nvls_bandwidths: dict[str, tuple[float, float]] = field(default_factory=dict)
+    level_prior_weight: float = 0.0  # the interconnect prior's weight the fit used (LEVEL_PRIOR_WEIGHT or chosen)
+    prior_weight_scores: tuple[tuple[float, float], ...] = ()  # (weight, held-out-by-size MAPE) where chosen
     predicted_s: tuple[float, ...] = field(default=(), repr=False)
 
 
@@ -157,24 +163,63 @@ def observations_for(measurements: Measurements, fit_keys: set[str], hardware: H
 
 def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys: set[str],
                 knots_flops: tuple[float, ...] | None = None, bootstrap: int = 100, seed: int = 0,
-                loss: str = "soft_l1", fit_router_matmul: bool = False, progress=None) -> FitResult:
+                loss: str = "soft_l1", fit_router_matmul: bool = False, level_prior_weight: float | None = None,
+                progress=None) -> FitResult:
     """Fit `prior`'s efficiency table, peaks, memory bandwidth, per-level α, W and layer overhead to the
-    measurements."""
+    measurements. `level_prior_weight`: the interconnect prior's weight; None = LEVEL_PRIOR_WEIGHT, or where every
+    observation is a collective the weight a held-out-by-size check on them picks (size_split.py)."""
     if loss not in LOSSES:
         raise SpecError(f"unknown loss '{loss}'", field="loss", value=loss, allowed=LOSSES)
     if bootstrap < 0:
         raise SpecError("bootstrap must be >= 0", field="bootstrap", value=bootstrap)
+    if level_prior_weight is not None and not 0 < level_prior_weight < float("inf"):
+        raise SpecError("the prior weight must be > 0", field="prior_weight", value=level_prior_weight, allowed="> 0")
     obs = observations_for(measurements, fit_keys, prior, fit_router_matmul)
     design = Design(obs, prior, knots_flops if knots_flops is not None else choose_knots(obs))
     if int(design.free.sum()) >= len(obs):
         raise SpecError(f"{len(obs)} observations cannot fit {int(design.free.sum())} parameters: measure more "
                         "configurations or sizes")
-    theta, weights = design.initial(), np.ones(len(obs))
+    weights = np.ones(len(obs))
+    level_weight, weight_scores = level_prior_weight or LEVEL_PRIOR_WEIGHT, ()
+    if level_prior_weight is None and design.has_collectives and not measurements.layers:
+        level_weight, weight_scores = choose_level_prior_weight(obs, prior, design.knots, loss, _relinearised_fit)
+    theta, result, relin, free_used = _relinearised_fit(design, loss, level_weight)
+    log_cov = _log_covariance(design, result, free_used)
+    if progress is not None:
+        progress(BOOTSTRAP_FROM)
+    samples = _bootstrap(design, theta, loss, bootstrap, seed, progress, level_weight)
+    pred = design.predict(theta)
+    labels = sorted({o.label for o in obs})
+    blocks = {lab: block_stats(pred[m], design.measured[m]) for lab in labels
+              for m in [np.array([o.label == lab for o in obs])]}
+    return FitResult(
+        prior=prior, knots_flops=design.knots, efficiency=tuple(design.efficiency(theta)), ref_dtype=design.ref_dtype,
+        peak_scales=design.peak_scales(theta),
+        memory_bw_bytes_per_s=design.memory_bw(theta) if (design.m_bytes.any() or design.op_mem_s.any()) else None,
+        layer_overhead_s=design.layer_overhead(theta) if design.o_passes.any() else None,
+        levels=tuple((lv.name, a, w, bool(u[0]), bool(u[1]))
+                     for lv, (a, w), u in zip(design.levels, design.level_values(theta), design.level_used)),
+        parameters=_parameter_table(design, theta, log_cov, samples), blocks=blocks,
+        overall=block_stats(pred, design.measured), op_fits=op_fits(measurements.collectives),
+        n_parameters=int(design.free.sum()), loss=loss, bootstrap=bootstrap, seed=seed,
+        fitted_keys=tuple(sorted(fit_keys & {r.key for r in measurements.layers})), relinearisations=relin,
+        observations=tuple(obs), predicted_s=tuple(float(x) for x in pred),
+        op_memory=bool(design.op_mem_s.any()),
+        level_prior_weight=level_weight, prior_weight_scores=weight_scores,
+        nvls_bandwidths={design.levels[j].name: v for j, v in design.nvls_values(theta).items()},
+    )
+
+
+def _relinearised_fit(design: Design, loss: str, level_weight: float):
+    """(θ, the last solve's result, relinearisations, the free mask it used): least squares on the collectives'
+    linearisation, re-probed until the slopes stop changing, under the trust region (module docstring)."""
+    theta, weights = design.initial(), np.ones(len(design.observations))
     trust, best = TRUST_LOG, _model_loss(design, theta, loss=loss)
     for relin in range(1, MAX_RELINEARISATIONS + 1):
         free_used = design.free.copy()  # re-probing can change which parameters move: keep the solve's own
         old_coef = design.coef
-        step, result = _solve(design, theta, weights, loss, trust=trust if design.has_collectives else None)
+        step, result = _solve(design, theta, weights, loss, trust=trust if design.has_collectives else None,
+                              level_weight=level_weight)
         coef = design.probe(step)
         loss_at_step = _model_loss(design, step, coef, loss)
         if design.has_collectives and loss_at_step > best:
@@ -197,29 +242,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
             continue
         if same:
             break
-    log_cov = _log_covariance(design, result, free_used)
-    if progress is not None:
-        progress(BOOTSTRAP_FROM)
-    samples = _bootstrap(design, theta, loss, bootstrap, seed, progress)
-    pred = design.predict(theta)
-    labels = sorted({o.label for o in obs})
-    blocks = {lab: block_stats(pred[m], design.measured[m]) for lab in labels
-              for m in [np.array([o.label == lab for o in obs])]}
-    return FitResult(
-        prior=prior, knots_flops=design.knots, efficiency=tuple(design.efficiency(theta)), ref_dtype=design.ref_dtype,
-        peak_scales=design.peak_scales(theta),
-        memory_bw_bytes_per_s=design.memory_bw(theta) if (design.m_bytes.any() or design.op_mem_s.any()) else None,
-        layer_overhead_s=design.layer_overhead(theta) if design.o_passes.any() else None,
-        levels=tuple((lv.name, a, w, bool(u[0]), bool(u[1]))
-                     for lv, (a, w), u in zip(design.levels, design.level_values(theta), design.level_used)),
-        parameters=_parameter_table(design, theta, log_cov, samples), blocks=blocks,
-        overall=block_stats(pred, design.measured), op_fits=op_fits(measurements.collectives),
-        n_parameters=int(design.free.sum()), loss=loss, bootstrap=bootstrap, seed=seed,
-        fitted_keys=tuple(sorted(fit_keys & {r.key for r in measurements.layers})), relinearisations=relin,
-        observations=tuple(obs), predicted_s=tuple(float(x) for x in pred),
-        op_memory=bool(design.op_mem_s.any()),
-        nvls_bandwidths={design.levels[j].name: v for j, v in design.nvls_values(theta).items()},
-    )
+    return theta, result, relin, free_used
 
 
 def _model_loss(design: Design, theta: np.ndarray, coef=None, loss: str = "soft_l1") -> float:
@@ -238,7 +261,7 @@ def _same_slopes(new, old) -> bool:
 
 
 def _solve(design: Design, theta0: np.ndarray, weights: np.ndarray, loss: str, free: np.ndarray | None = None,
-           trust: float | None = None):
+           trust: float | None = None, level_weight: float = LEVEL_PRIOR_WEIGHT):
     """Least squares on the current linearisation; `trust` bounds the interconnect parameters to
     θ0 ± trust (ln units) so a step stays where the linearisation (the same fastest algorithms) holds."""
     free = design.free.copy() if free is None else free
@@ -262,7 +285,7 @@ def _solve(design: Design, theta0: np.ndarray, weights: np.ndarray, loss: str, f
     prior = design.initial()
     lev = design.level_slice()
     prior_weight = np.zeros(len(theta0))
-    prior_weight[lev] = LEVEL_PRIOR_WEIGHT
+    prior_weight[lev] = level_weight
     prior_weight[design.unpriored()] = 0.0
 
     x0 = np.clip(theta0[free], lo[free], hi[free])
@@ -309,7 +332,7 @@ def _dependence(design: Design, theta: np.ndarray) -> np.ndarray:
 
 
 def _bootstrap(design: Design, theta: np.ndarray, loss: str, reps: int, seed: int,
-               progress=None) -> np.ndarray | None:
+               progress=None, level_weight: float = LEVEL_PRIOR_WEIGHT) -> np.ndarray | None:
     """Log physical parameters of `reps` refits on resampled units (rows), or None.
 
     A parameter no resampled observation depends on is held at the fit and counted as NaN.
@@ -328,7 +351,7 @@ def _bootstrap(design: Design, theta: np.ndarray, loss: str, reps: int, seed: in
         counts = np.bincount(rng.integers(0, len(units), len(units)), minlength=len(units))
         weights = counts[obs_unit].astype(float)
         free = design.free & (weights @ dep > 0)
-        refit, _ = _solve(design, theta, weights, loss, free)
+        refit, _ = _solve(design, theta, weights, loss, free, level_weight=level_weight)
         row = lmap @ refit
         row[(np.abs(lmap[:, design.free & ~free]) > 0).any(axis=1)] = np.nan
         out.append(row)

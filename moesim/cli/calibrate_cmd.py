@@ -38,6 +38,11 @@ def register(subparsers) -> None:
                    help="collective of nccl-tests logs that neither name it nor carry it in their file name")
     p.add_argument("--ranks", type=int, metavar="N",
                    help="group size of nccl-tests logs whose rank list was cut (default: largest listed rank + 1)")
+    p.add_argument("--prior-weight", default="auto", metavar="auto|W",
+                   help="weight of the log-normal prior on the interconnect figures (latency, bandwidth, NVLS): "
+                        "'auto' (default) picks it from the fitted collectives alone by a held-out-by-size check "
+                        "(fit the smaller sizes, test the larger, and back; moesim/calibrate/size_split.py), or "
+                        "10 where layer records are fitted; a number > 0 sets it")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_quiet(p)
     p.set_defaults(run=run_calibrate)
@@ -74,12 +79,28 @@ def run_calibrate(args: argparse.Namespace) -> int:
         result = calibrate(args.measurements, args.hardware, args.output, holdout_fraction=args.holdout_fraction,
                            seed=args.seed, bootstrap=args.bootstrap, loss=args.loss, name=args.name,
                            nccl_op=args.nccl_op, fit_router_matmul=args.fit_router_matmul, nccl_ranks=args.ranks,
-                           progress=progress)
+                           prior_weight=_prior_weight(args.prior_weight), progress=progress)
     if args.json:
         print_json(result.as_dict())
     else:
         print(render_calibration(result))
     return 0
+
+
+def _prior_weight(text: str) -> float | None:
+    """--prior-weight: None for 'auto', else a positive number (a SpecError, one line, otherwise)."""
+    from moesim.errors import SpecError
+
+    if text == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise SpecError("--prior-weight is 'auto' or a number > 0", field="prior_weight", value=text,
+                        allowed="auto, > 0")
+    return value
 
 
 def run_validate_report(args: argparse.Namespace) -> int:

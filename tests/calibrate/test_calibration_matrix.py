@@ -1,0 +1,154 @@
+"""Calibrating on one log of a cluster and predicting its other logs (issue #11 done-when), the NVLS / NVLSTree
+figures the fit moves on their own, and the prior weight picked from the fitted log alone (size_split.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from moesim.calibrate import calibrate
+from moesim.calibrate.design import Observation
+from moesim.calibrate.fit import fit_profile
+from moesim.calibrate.nccl_error import log_error
+from moesim.calibrate.nccl_table import calibration_matrix, matrix_clusters
+from moesim.calibrate.nccl_tests import read_nccl_tests
+from moesim.calibrate.predict import CollectiveTerm
+from moesim.calibrate.records import CollectivePoint, Measurements
+from moesim.calibrate.size_split import DEFAULT_WEIGHT, choose_level_prior_weight, size_halves
+from moesim.collectives.base import Group
+from moesim.collectives.select import default_model
+from moesim.errors import SpecError
+from moesim.specs.hardware import EfficiencyTable
+from moesim.specs.load import load_hardware
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "nccl"
+MANIFEST = DATA / "logs.toml"
+# "Stays within noise": the issue's tolerance for a held-out log that calibration leaves as it was (0.3 pt MAPE).
+NOISE = 0.003
+
+
+def errors(name, hardware=None):
+    return log_error(read_nccl_tests(DATA / name).collectives, hardware or load_hardware("h100-sxm"))
+
+
+def test_matrix_covers_the_clusters_with_several_healthy_logs():
+    clusters = matrix_clusters(MANIFEST)
+    assert {"h100-gjaion", "h100-qoofyk", "gb200-coreweave"} <= set(clusters)
+    assert len(clusters["h100-gjaion"]) == 3
+    pairs = calibration_matrix(MANIFEST)
+    assert len(pairs) == sum(len(logs) * (len(logs) - 1) for logs in clusters.values())
+
+
+def test_no_same_cluster_pair_gets_worse():
+    """Every (fitted, held-out) pair of one cluster: the calibrated MAPE >= 1 MiB is not above the prior's."""
+    worse = [(p.fitted_on, p.held_out, p.prior_mape, p.calibrated_mape) for p in calibration_matrix(MANIFEST)
+             if p.calibrated_mape > p.prior_mape + NOISE]
+    assert not worse
+
+
+def test_calibration_helps_where_the_fitted_log_carries_over():
+    """Pairs that improve by more than 3 pt (docs/collectives.md, the held-out table)."""
+    gain = {(p.fitted_on.split("_")[0], p.held_out.split("_")[0]): p.prior_mape - p.calibrated_mape
+            for p in calibration_matrix(MANIFEST)}
+    for pair in [("h100-ib-2node-gjaion", "h100-ib-4node-gjaion"), ("h100-ib-2node-gjaion", "h100-ib-8node-gjaion"),
+                 ("h100-ib-4node-gjaion", "h100-ib-8node-gjaion"),
+                 ("gb200-coreweave-1rack", "gb200-coreweave-2rack")]:
+        assert gain[pair] > 0.03, (pair, gain[pair])
+
+
+def test_an_eight_node_fit_leaves_the_nvls_line_of_the_two_node_log(tmp_path):
+    """The pair that got worse before (9.8 -> 12.0 %): the 8-node log's 1-16 MiB tree/LL128 rows lower the NVLink
+    ring/tree bandwidth, and NVLSTree's NVLink line used to follow it. Even at the fixed weight 10 it no longer does."""
+    prior = load_hardware("h100-sxm")
+    result = calibrate([str(DATA / "h100-ib-8node-gjaion_all_reduce_perf.log")], "h100-sxm", tmp_path / "c.toml",
+                       bootstrap=0, holdout_fraction=0.0, prior_weight=10.0)
+    fitted = {p.name: p for p in result.fit.parameters}
+    assert fitted["nvlink.bandwidth"].fitted and fitted["nvlink.bandwidth"].value < 0.85 * fitted["nvlink.bandwidth"].prior
+    assert not fitted["nvlink.nvls_bandwidth"].fitted  # its NVLSTree rows are network-bound: NVLS is not seen
+    nv, nv0 = result.profile.interconnect[0], prior.interconnect[0]
+    usable, usable0 = (lv.link_bw_bytes_per_s * lv.bw_efficiency.at(1.0) for lv in (nv, nv0))
+    assert usable * nv.nvls_efficiency == pytest.approx(usable0 * nv0.nvls_efficiency, rel=1e-5)
+    two = "h100-ib-2node-gjaion_all_reduce_perf.log"
+    assert errors(two, result.profile).mape_large < errors(two).mape_large
+
+
+def test_a_two_rack_log_moves_nvlstree_not_single_rack_nvls(tmp_path):
+    """GB200: 2 racks run NVLSTree, 1 rack NVLS. The ratio of the two carries no prior, so the 2-rack log moves it
+    and leaves the 1-rack figure (which the 1-rack log set) alone; the 1-rack log moves both together."""
+    prior = load_hardware("gb200-nvl72")
+    out = tmp_path / "two.toml"
+    calibrate([str(DATA / "gb200-coreweave-2rack_all_reduce_perf.log")], "gb200-nvl72", out, bootstrap=0,
+              holdout_fraction=0.0)
+    raw = tomllib.loads(out.read_text())["interconnect"][0]
+    assert raw["nvls_efficiency"] == pytest.approx(prior.interconnect[0].nvls_efficiency, rel=1e-5)
+    assert raw["nvlstree_efficiency"] < 0.95 * prior.interconnect[0].nvls_efficiency
+    one_rack = read_nccl_tests(DATA / "gb200-coreweave-1rack_all_reduce_perf.log").collectives
+    assert log_error(one_rack, load_hardware(out)).mape_large == pytest.approx(log_error(one_rack, prior).mape_large,
+                                                                               abs=NOISE)
+
+
+def test_nvls_and_nvlstree_figures_are_recovered_exactly_from_synthetic_logs():
+    """Data made by the model (1, 2 and 4 H100 nodes) from known figures: the fit, prior weight chosen as on real
+    logs, returns every figure, NVLS and NVLSTree included."""
+    prior = load_hardware("h100-sxm")
+    nv, ib = prior.interconnect
+    truth = dataclasses.replace(prior, interconnect=(
+        dataclasses.replace(nv, latency_s=4.1e-6, bw_efficiency=EfficiencyTable.constant(0.78), nvls_efficiency=0.70,
+                            nvlstree_efficiency=0.62),
+        dataclasses.replace(ib, latency_s=16.5e-6, bw_efficiency=EfficiencyTable.constant(0.90))))
+    model = default_model(truth)
+    points = tuple(CollectivePoint(op="all_reduce", size_bytes=2.0**e, group_size=n, source=f"synthetic:{n}:{e}",
+                                   time_s=model.cost("all_reduce", 2.0**e, Group(size=n, devices=n)).time_s)
+                   for n in (8, 16, 32) for e in range(12, 34))
+    fit = fit_profile(Measurements(collectives=points), prior, fit_keys=set(), bootstrap=0)
+    w_nv = nv.link_bw_bytes_per_s * 0.78
+    (_, a0, w0, _, _), (_, a1, w1, _, _) = fit.levels
+    assert (a0, w0, a1, w1) == pytest.approx((4.1e-6, w_nv, 16.5e-6, ib.link_bw_bytes_per_s * 0.90), rel=1e-6)
+    assert fit.nvls_bandwidths["nvlink"] == pytest.approx((0.70 * w_nv, 0.62 * w_nv), rel=1e-6)
+    assert fit.overall.max_abs_pct_error < 1e-6
+
+
+def _obs(sizes):
+    return [Observation("collective:all_reduce", (CollectiveTerm("all_reduce", float(s), Group(size=16, devices=16)),),
+                        1e-3, f"u{i}") for i, s in enumerate(sizes)]
+
+
+def test_size_halves_split_at_the_median_size_and_keep_a_size_together():
+    low, high = size_halves(_obs([2**k for k in range(10)] + [2**9]))
+    assert low == [0, 1, 2, 3, 4] and high == [5, 6, 7, 8, 9, 10]
+    assert size_halves(_obs([2**k for k in range(7)])) is None  # fewer than 4 sizes a half
+
+
+def test_prior_weight_check_falls_back_where_it_cannot_run():
+    def never(*_):
+        raise AssertionError("no fit without halves")
+
+    assert choose_level_prior_weight(_obs([1, 2, 3]), load_hardware("h100-sxm"), (), "soft_l1", never) == \
+        (DEFAULT_WEIGHT, ())
+
+
+def test_prior_weight_is_checked(tmp_path):
+    with pytest.raises(SpecError, match="prior weight"):
+        calibrate([str(DATA / "h100-ib-2node-gjaion_all_reduce_perf.log")], "h100-sxm", tmp_path / "c.toml",
+                  bootstrap=0, holdout_fraction=0.0, prior_weight=0.0)
+
+
+def test_cli_prior_weight_bad_value_is_one_line(tmp_path, capsys):
+    from moesim.cli import main
+
+    code = main(["calibrate", str(DATA / "h100-ib-2node-gjaion_all_reduce_perf.log"), "--hardware", "h100-sxm",
+                 "-o", str(tmp_path / "c.toml"), "--prior-weight", "lots"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--prior-weight" in err
+
+
+def test_nvlstree_efficiency_key_is_validated(tmp_path):
+    level = load_hardware("h100-sxm").interconnect[0]
+    assert level.nvlstree_efficiency is None  # unset: NVLSTree uses nvls_efficiency, as NCCL's tuner
+    with pytest.raises(SpecError, match="nvlstree_efficiency"):
+        dataclasses.replace(level, nvlstree_efficiency=1.2)
+    with pytest.raises(SpecError, match="nvlstree_efficiency"):
+        dataclasses.replace(level, nvls_efficiency=0.0, nvlstree_efficiency=0.5)

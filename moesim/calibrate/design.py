@@ -331,7 +331,14 @@ class Design:
                     rest -= slopes_d[2 * k + f][u] / nvls[j][f]
             c[i] += rest
         tol = 1e-12 * np.abs(np.concatenate([a.ravel(), b.ravel(), d.ravel()])).max(initial=0.0)
-        self.level_used = np.stack([(np.abs(a) > tol).any(axis=0), (np.abs(b) > tol).any(axis=0)], axis=1)
+        # A row's latency is a sum of hops over every level it spans, which the row cannot tell apart: it sets the
+        # latency of the outermost level it spans (the one it adds), inner levels keep what rows confined to them
+        # set, else the prior. W and V are set by the rows their level bounds (slopes are 0 elsewhere).
+        spans = np.abs(a) > tol
+        outermost = np.zeros(n_lev, dtype=bool)
+        rows = spans.any(axis=1)
+        outermost[n_lev - 1 - np.argmax(spans[rows, ::-1], axis=1)] = True
+        self.level_used = np.stack([outermost, (np.abs(b) > tol).any(axis=0)], axis=1)
         self.nvls_used = (np.abs(d) > tol).any(axis=0).reshape(-1, 2)
         lev, n_lev, n_nvls = self._offsets()[2], len(self.levels), len(self.nvls_levels)
         self._free[lev:lev + 2 * n_lev:2] = self.level_used[:, 0]

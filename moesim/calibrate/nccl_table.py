@@ -110,9 +110,9 @@ def calibration_matrix(manifest: Path) -> tuple[HeldOutPair, ...]:
             prior = load_hardware(hardware)
             for fit_on in logs:
                 path, dest = str(folder / fit_on["file"]), Path(tmp) / "cal.toml"
-                auto = calibrate([path], hardware, dest, bootstrap=0, holdout_fraction=0.0)
-                fixed = calibrate([path], hardware, dest, bootstrap=0, holdout_fraction=0.0,
-                                  prior_weight=LEVEL_PRIOR_WEIGHT).profile
+                how = dict(bootstrap=0, holdout_fraction=0.0, nccl_op=fit_on.get("op"), nccl_ranks=fit_on.get("ranks"))
+                auto = calibrate([path], hardware, dest, **how)
+                fixed = calibrate([path], hardware, dest, prior_weight=LEVEL_PRIOR_WEIGHT, **how).profile
                 for held in logs:
                     if held is not fit_on:
                         pts = _points(folder, held)

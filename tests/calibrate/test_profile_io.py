@@ -58,11 +58,13 @@ def test_measured_throughput_above_the_prior_peak_raises_the_peak(tmp_path):
 def test_nccl_logs_calibrate_both_levels_of_a_gpu_profile(tmp_path):
     out = tmp_path / "h100.toml"
     # a real 2-node H100 run (NVIDIA/nccl-tests#309; tests/data/nccl/SOURCES.md): NVLS inside the nodes, a tree
-    # over the NICs, so both levels' latencies move the predictions
+    # over the NICs, so both levels' latencies move the predictions; every row spans both levels and cannot tell
+    # their hops apart, so it sets the outer (network) latency and the NVLink one keeps its prior (design.py)
     log = DATA.parents[1] / "data" / "nccl" / "h100-hgx-2node-qoofyk_all_reduce_perf.log"
     result = calibrate([str(log)], "h100-sxm", out, bootstrap=10)
     prior, loaded = load_hardware("h100-sxm"), load_hardware(out)
-    assert [lv[3] for lv in result.fit.levels] == [True, True]  # both latencies; W where a tier bounds a call
+    assert [lv[3] for lv in result.fit.levels] == [False, True]  # the outermost latency; W where a tier bounds a call
+    assert loaded.interconnect[0].latency_s == prior.interconnect[0].latency_s
     assert loaded.efficiency.matmul == prior.efficiency.matmul  # nothing measured compute
     assert loaded.chip.peak_flops_per_s == prior.chip.peak_flops_per_s
     assert result.held_out_report is None

@@ -30,6 +30,8 @@ KNOWN_MISSES = {
     ("a100-thanos-1node-mpirun_all_reduce_perf.log", "small"): 0.50,  # 48 %: 18-30 us floor vs NCCL's 15 us
     # 76 %: one process per node driving 8 GPUs (--ngpus 8), 44-81 us below 1 MiB against 25-40 priced
     ("h200-spectrumx-2node_all_reduce_perf.log", "small"): 0.80,
+    # 178 %: a flat 54-65 us below 512 KiB on GKE A3 Ultra (RoCE) against 18-21 us priced for the ring
+    ("h200-gke-a3ultra-2node_all_gather_perf.log", "small"): 1.85,
 }
 
 

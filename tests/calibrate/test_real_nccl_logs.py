@@ -238,3 +238,16 @@ def test_bare_srun_label_line_is_blank():
     log = read_nccl_tests(DATA / "h100-shahizat-2node_all_reduce_perf.log")
     assert log.skipped == () and len(log.collectives) == 22
     assert {p.group_size for p in log.collectives} == {16}
+
+
+def test_report_table_without_rank_lines_needs_ranks():
+    """Cluster reports print only titles, rows and footer: the collective comes from the file name, the group
+    from --ranks, and a wrong --ranks is caught by the busbw factor (15/16 for a 16-rank all-to-all)."""
+    path = DATA / "b200-vultr-2node_alltoall_perf.log"
+    with pytest.raises(SpecError, match=r"no '#  Rank \.\.\.' lines .*pass --ranks N"):
+        read_nccl_tests(path)
+    got = read_nccl_tests(path, ranks=16)
+    assert {(p.op, p.group_size) for p in got.collectives} == {("all_to_all", 16)}
+    assert len(got.collectives) == 2 * 27 and len(got.skipped) == 5  # 256 B - 16 GiB, five 0-byte rows
+    with pytest.raises(SpecError):
+        read_nccl_tests(path, ranks=8)

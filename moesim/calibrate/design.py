@@ -13,6 +13,11 @@
                       each node of a multi-node NVLSTree all-reduce (nccl.py). Figures of their own, one
                       per mechanism: ring / tree rows that pin W_l leave NVLS alone, and an NVLSTree log
                       moves ρ_l, not the single-node V_l (NCCL's tuner takes ρ = 1; no measurement does);
+  log U_m             the level m above an NVLS level: U_m = nvlstree_net_factor × W_m, the line of NVLSTree's
+                      inter-node tree (NCCL: the network bandwidth itself), a figure of its own so ring and
+                      point-to-point rows that pin W_m leave it, and the other way round;
+  log P_l             P_l = p2p_factor × W_l, the line of send/recv over level l (all-to-all, pipeline sends:
+                      NCCL's p2p channels, not the tuner's rings), of its own likewise;
   log o               the fixed host overhead per layer pass (efficiency.layer_overhead_s), fitted
                       when some observation is a layer total; bounded to [MIN_OVERHEAD_S,
                       MAX_OVERHEAD_S], so it is non-negative and can fall to ~0 when the data show none.
@@ -41,9 +46,10 @@ import numpy as np
 
 from moesim.calibrate.predict import CollectiveTerm, ComputeTerm, MemoryTerm, OpTerm, OverheadTerm, Term, term_time_s
 from moesim.collectives.select import default_model
+from moesim.collectives.topo_model import _P2P_OPS as P2P_OPS
 from moesim.errors import SpecError
 from moesim.ops.price import op_efficiency
-from moesim.specs.hardware import EfficiencyTable, HardwareProfile
+from moesim.specs.hardware import MAX_NVLSTREE_NET_FACTOR, EfficiencyTable, HardwareProfile
 
 PROBE_STEP = 1e-3  # relative finite-difference step for the collective slopes
 MIN_LATENCY_S = 1e-12  # lower bound keeping log α finite
@@ -106,6 +112,14 @@ class Design:
         self.level_used = np.zeros((len(self.levels), 2), dtype=bool)  # [α used, W used]
         self.nvls_levels = tuple(j for j, lv in enumerate(self.levels) if getattr(lv, "nvls_efficiency", 0.0) > 0)
         self.nvls_used = np.zeros((len(self.nvls_levels), 2), dtype=bool)  # [V used, V' used]
+        # (level, profile key, name): figures = key × W_level, each of its own (U, then P; module docstring)
+        # (always there, so a fit that moves W keeps the others' lines: written as key = line / the new W)
+        self._has_p2p = any(t.op in P2P_OPS for o in observations for t in o.terms if isinstance(t, CollectiveTerm))
+        self.extra_figures = tuple([(j + 1, "nvlstree_net_factor", "nvlstree_bandwidth") for j in self.nvls_levels
+                                    if j + 1 < len(self.levels)]
+                                   + [(j, "p2p_factor", "p2p_bandwidth") for j in range(len(self.levels))])
+        self.net_levels = self.extra_figures  # kept name: the figures after the NVLS block
+        self.net_used = np.zeros(len(self.extra_figures), dtype=bool)
         self._names, self._free = self._parameters()
         self._theta0_memory = float(self.initial()[self._offsets()[1]])
         self.coef = self.probe(self.initial())
@@ -178,6 +192,7 @@ class Design:
             names += [f"{level.name}.latency", f"{level.name}.bandwidth"]
         for j in self.nvls_levels:
             names += [f"{self.levels[j].name}.nvls_bandwidth", f"{self.levels[j].name}.nvlstree_ratio"]
+        names += [f"{self.levels[m].name}.{name}" for m, _, name in self.extra_figures]
         names += ["layer_overhead"]
         free = np.ones(len(names), dtype=bool)
         free[len(self.knots) + len(self.scaled_dtypes)] = bool(self.m_bytes.any() or self.op_mem_s.any())
@@ -199,7 +214,7 @@ class Design:
     def level_slice(self) -> slice:
         """θ indices of the interconnect figures: the levels' (log α, log W) pairs, then each (log V, log ρ)."""
         lev = self._offsets()[2]
-        return slice(lev, lev + 2 * len(self.levels) + 2 * len(self.nvls_levels))
+        return slice(lev, lev + 2 * len(self.levels) + 2 * len(self.nvls_levels) + len(self.net_levels))
 
     def unpriored(self) -> np.ndarray:
         """θ indices that carry no prior: each ρ (no measurement sets NVLSTree apart from NVLS; NCCL takes 1)."""
@@ -230,6 +245,11 @@ class Design:
             best_eff = max(p[1] for p in level.bw_efficiency.points)
             theta[lev + 2 * len(self.levels) + 2 * i] = np.log(level.link_bw_bytes_per_s * best_eff * level.nvls_efficiency)
             theta[lev + 2 * len(self.levels) + 2 * i + 1] = np.log(tree / level.nvls_efficiency)
+        first = lev + 2 * len(self.levels) + 2 * len(self.nvls_levels)
+        for i, (m, key, _) in enumerate(self.extra_figures):
+            level = self.levels[m]
+            best_eff = max(p[1] for p in level.bw_efficiency.points)
+            theta[first + i] = np.log(level.link_bw_bytes_per_s * best_eff * (getattr(level, key) or 1.0))
         prior_overhead = self.prior.efficiency.layer_overhead_s
         theta[-1] = np.log(prior_overhead if prior_overhead > MIN_OVERHEAD_S else START_OVERHEAD_S)
         return theta
@@ -271,14 +291,21 @@ class Design:
                 for i, j in enumerate(self.nvls_levels)}
 
     # --- collectives: linearisation through the real model ----------------------------------------
-    def _model_at(self, values: list[tuple[float, float]], memory_bw: float, nvls: dict[int, tuple[float, float]]):
+    def net_values(self, theta: np.ndarray) -> dict[tuple[int, str], float]:
+        """{(level index, profile key): U_m or P_l} for the extra figures."""
+        first = self._offsets()[2] + 2 * len(self.levels) + 2 * len(self.nvls_levels)
+        return {(m, key): float(np.exp(theta[first + i])) for i, (m, key, _) in enumerate(self.extra_figures)}
+
+    def _model_at(self, values: list[tuple[float, float]], memory_bw: float, nvls: dict[int, tuple[float, float]],
+                  net: dict[tuple[int, str], float] | None = None):
         """The default collective model on the prior with these levels, NVLS bandwidths (η_nvls = V / W and
         η_nvlstree = V' / W, at most 1 as the profile holds them) and memory bandwidth (on-chip and
         hierarchical all-to-all copies)."""
         def figures(j: int, w: float) -> dict:
-            if j not in nvls:
-                return {}
-            return {"nvls_efficiency": min(nvls[j][0] / w, 1.0), "nvlstree_efficiency": min(nvls[j][1] / w, 1.0)}
+            out = {key: min(value / w, MAX_NVLSTREE_NET_FACTOR) for (m, key), value in (net or {}).items() if m == j}
+            if j in nvls:
+                out.update(nvls_efficiency=min(nvls[j][0] / w, 1.0), nvlstree_efficiency=min(nvls[j][1] / w, 1.0))
+            return out
 
         levels = tuple(replace(level, latency_s=a, link_bw_bytes_per_s=w, bw_efficiency=EfficiencyTable.constant(1.0),
                                **figures(j, w))
@@ -289,16 +316,18 @@ class Design:
 
     def probe(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(A, B, C, D): per observation, seconds per unit α_l, per unit 1/W_l, the rest, and per unit 1/V_l,
-        1/V'_l (columns V, V' of each level in nvls_levels order), at θ."""
+        1/V'_l (columns V, V' of each level in nvls_levels order) and 1/U_m (net_levels order), at θ."""
         n, n_lev = len(self.observations), len(self.levels)
-        a, b, c, d = np.zeros((n, n_lev)), np.zeros((n, n_lev)), np.zeros(n), np.zeros((n, 2 * len(self.nvls_levels)))
+        a, b, c = np.zeros((n, n_lev)), np.zeros((n, n_lev)), np.zeros(n)
+        d = np.zeros((n, 2 * len(self.nvls_levels) + len(self.net_levels)))
         if not self._collective_terms:
             return a, b, c, d
         values, memory_bw, nvls = self.level_values(theta), self.memory_bw(theta), self.nvls_values(theta)
+        net = self.net_values(theta)
         unique = sorted({(t.op, t.size_bytes, t.group) for _, t in self._collective_terms}, key=repr)
 
-        def times(vals, nv=nvls) -> dict:
-            model = self._model_at(vals, memory_bw, nv)
+        def times(vals, nv=nvls, nt=net) -> dict:
+            model = self._model_at(vals, memory_bw, nv, nt)
             return {u: model.cost(u[0], u[1], u[2]).time_s for u in unique}
 
         base = times(values)
@@ -318,6 +347,12 @@ class Design:
                 lowered = tuple(v / (1 + PROBE_STEP) if g == f else v for g, v in enumerate(nvls[j]))
                 up = times(values, {**nvls, j: lowered})
                 slopes_d.append({u: (up[u] - base[u]) * nvls[j][f] / PROBE_STEP for u in unique})
+        for fig in net:  # U or P lowered, W held (P moves nothing without an all-to-all or send/recv)
+            if fig[1] == "p2p_factor" and not self._has_p2p:
+                slopes_d.append(dict.fromkeys(unique, 0.0))
+                continue
+            up = times(values, nvls, {**net, fig: net[fig] / (1 + PROBE_STEP)})
+            slopes_d.append({u: (up[u] - base[u]) * net[fig] / PROBE_STEP for u in unique})
         for i, t in self._collective_terms:
             u = (t.op, t.size_bytes, t.group)
             rest = base[u]
@@ -329,6 +364,9 @@ class Design:
                 for f in range(2):
                     d[i, 2 * k + f] += slopes_d[2 * k + f][u]
                     rest -= slopes_d[2 * k + f][u] / nvls[j][f]
+            for k, fig in enumerate(net):
+                d[i, 2 * len(self.nvls_levels) + k] += slopes_d[2 * len(self.nvls_levels) + k][u]
+                rest -= slopes_d[2 * len(self.nvls_levels) + k][u] / net[fig]
             c[i] += rest
         tol = 1e-12 * np.abs(np.concatenate([a.ravel(), b.ravel(), d.ravel()])).max(initial=0.0)
         # A row's latency is a sum of hops over every level it spans, which the row cannot tell apart: it sets the
@@ -339,13 +377,15 @@ class Design:
         rows = spans.any(axis=1)
         outermost[n_lev - 1 - np.argmax(spans[rows, ::-1], axis=1)] = True
         self.level_used = np.stack([outermost, (np.abs(b) > tol).any(axis=0)], axis=1)
-        self.nvls_used = (np.abs(d) > tol).any(axis=0).reshape(-1, 2)
         lev, n_lev, n_nvls = self._offsets()[2], len(self.levels), len(self.nvls_levels)
+        self.nvls_used = (np.abs(d[:, :2 * n_nvls]) > tol).any(axis=0).reshape(-1, 2)
+        self.net_used = (np.abs(d[:, 2 * n_nvls:]) > tol).any(axis=0)
         self._free[lev:lev + 2 * n_lev:2] = self.level_used[:, 0]
         self._free[lev + 1:lev + 2 * n_lev:2] = self.level_used[:, 1]
         # log V moves V and V' (= ρ V); log ρ only V'
         self._free[lev + 2 * n_lev:lev + 2 * n_lev + 2 * n_nvls:2] = self.nvls_used.any(axis=1)
         self._free[lev + 2 * n_lev + 1:lev + 2 * n_lev + 2 * n_nvls:2] = self.nvls_used[:, 1]
+        self._free[lev + 2 * n_lev + 2 * n_nvls:lev + 2 * n_lev + 2 * n_nvls + len(self.net_levels)] = self.net_used
         return a, b, c, d
 
     # --- prediction --------------------------------------------------------------------------
@@ -370,6 +410,7 @@ class Design:
         if self._collective_terms:
             values = np.array(self.level_values(theta))
             out += a @ values[:, 0] + b @ (1.0 / values[:, 1]) + c
-            if self.nvls_levels:
-                out += d @ (1.0 / np.array(list(self.nvls_values(theta).values())).ravel())
+            if d.shape[1]:
+                lines = list(np.ravel(list(self.nvls_values(theta).values()))) + list(self.net_values(theta).values())
+                out += d @ (1.0 / np.array(lines))
         return out

@@ -134,6 +134,9 @@ class FitResult:
     # level name -> (V, V'), the NVLS and NVLSTree (inside a node) bandwidths η × W, bytes/s, of every level with
     # NVLS: fitted, or the prior's where no observation moves them (kept when W moves: the η are rewritten as V / W)
     nvls_bandwidths: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # (level name, profile key) -> the line that key scales (U: nvlstree_net_factor, P: p2p_factor), bytes/s, fitted
+    # or the prior's; written as key = line / W, as nvls_bandwidths
+    extra_bandwidths: dict[tuple[str, str], float] = field(default_factory=dict)
     level_prior_weight: float = 0.0  # the interconnect prior's weight the fit used (LEVEL_PRIOR_WEIGHT or chosen)
     prior_weight_scores: tuple[tuple[float, float], ...] = ()  # (weight, held-out-by-size MAPE) where chosen
     predicted_s: tuple[float, ...] = field(default=(), repr=False)
@@ -207,6 +210,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         op_memory=bool(design.op_mem_s.any()),
         level_prior_weight=level_weight, prior_weight_scores=weight_scores,
         nvls_bandwidths={design.levels[j].name: v for j, v in design.nvls_values(theta).items()},
+        extra_bandwidths={(design.levels[m].name, key): v for (m, key), v in design.net_values(theta).items()},
     )
 
 

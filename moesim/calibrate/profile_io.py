@@ -14,6 +14,8 @@ The file keeps the prior's schema and keys (so `moesim.specs.load.load_hardware`
   interconnect[i].nvls_efficiency     V_i / W_i, the fitted NVLS bandwidth over the written usable bandwidth
                                       (at most 1: a V above W is written as 1 and reported as a residual);
   interconnect[i].nvlstree_efficiency V'_i / W_i, NVLS inside a node of NVLSTree, where it differs from V_i;
+  interconnect[i].nvlstree_net_factor  U_i / W_i, NVLSTree's inter-node line, where it differs from W_i;
+  interconnect[i].p2p_factor          P_i / W_i, send/recv's line, where it differs from W_i;
   name, description, calibrated_from, and the `source` lines.
 `calibrated_from` holds the provenance as "key: value" lines, among them `fitted_on:` (the
 switch_layer record keys the fit used), so `moesim validate-report` can leave them out.
@@ -33,7 +35,7 @@ import tomli_w
 from moesim.calibrate.fit import FitResult
 from moesim.errors import SpecError
 from moesim.specs.fields import Table
-from moesim.specs.hardware import HardwareProfile
+from moesim.specs.hardware import MAX_NVLSTREE_NET_FACTOR, HardwareProfile
 from moesim.specs.load import hardware_from_table, read_data_file
 from moesim.units import GB_BYTES
 
@@ -139,6 +141,9 @@ def calibrated_table(prior_path: Path, fit: FitResult, provenance: Provenance, n
         _write_level(level_raw, level, alpha if alpha_fitted else None, bw if bw_fitted else None, provenance)
         if level.name in fit.nvls_bandwidths:
             _write_nvls(level_raw, level, bw if bw_fitted else None, fit.nvls_bandwidths[level.name], provenance)
+        for (name, key), line in fit.extra_bandwidths.items():
+            if name == level.name:
+                _write_factor(level_raw, level, key, bw if bw_fitted else None, line, provenance)
     return raw
 
 
@@ -176,6 +181,20 @@ def _write_nvls(raw: dict, level, bw: float | None, nvls: tuple[float, float], p
         raw["nvlstree_efficiency"] = min(_sig(v_tree / usable), 1.0)
         notes.append(f"NVLSTree (inside a node) {v_tree / GB_BYTES:.4g} GB/s")
     raw["source"] = f"moesim calibrate ({provenance.created_utc}): {', '.join(notes)}; " + raw.get("source", "")
+
+
+def _write_factor(raw: dict, level, key: str, bw: float | None, line: float, provenance: Provenance) -> None:
+    """key (nvlstree_net_factor, p2p_factor) = line / W on the written usable bandwidth W, where the line or W
+    moved; left unset while the line equals W."""
+    usable0 = level.link_bw_bytes_per_s * max(p[1] for p in level.bw_efficiency.points)
+    usable = bw if bw is not None else usable0
+    if bw is None and line == usable0 * (getattr(level, key) or 1.0):
+        return
+    if key not in raw and abs(line / usable - 1.0) < 10.0 ** -SIGNIFICANT_DIGITS:
+        return
+    raw[key] = min(_sig(line / usable), MAX_NVLSTREE_NET_FACTOR)
+    raw["source"] = (f"moesim calibrate ({provenance.created_utc}): {key} line {line / GB_BYTES:.4g} GB/s; "
+                     + raw.get("source", ""))
 
 
 def profile_from_table(table: dict, file: str = "<calibrated profile>") -> HardwareProfile:

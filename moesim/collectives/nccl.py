@@ -278,7 +278,7 @@ def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, all
     if op != "all_reduce" or "nvlstree" not in allowed:
         return []
     line0 = port_bw[0] * (getattr(tiers[0], "nvlstree_efficiency", 0.0) or nvls_eff)  # calibrate: its own figure
-    inter = port_bw[1] * counts[0]  # the node's NICs: c_1 = g_0 ports
+    inter = port_bw[1] * counts[0] * getattr(tiers[1], "nvlstree_net_factor", 1.0)  # the node's c_1 = g_0 NICs
     outer = size_bytes / inter * (1 if nodes <= 2 else 2)
     transfer = (size_bytes / line0, outer) + tuple(0.0 for _ in tiers[2:])
     latency = hop_latency_s("nvlstree", simple, tiers[0]) + 2 * lg(nodes) * hop_latency_s("nvlstree", simple, tiers[1])

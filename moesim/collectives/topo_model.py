@@ -155,6 +155,8 @@ class TopologyModel:
         counts = pl.counts[:top + 1]
         message = size / n if op in _PASSES or op == "all_to_all" else size
         port = [self._port_bw(system, pl, i, message) for i in range(len(tiers))]
+        if op in _P2P_OPS:  # send/recv's own line where a profile sets one (InterconnectLevel.p2p_factor)
+            port = [w * t.p2p_factor for w, t in zip(port, tiers)]
         protocols = NCCL_PROTOCOLS if system.nccl else (PLAIN,)
         multi = top >= 1
         rail = any(t.kind == "fabric" and self.hardware.interconnect[t.level_index].topology == "rail_optimized"

@@ -27,6 +27,7 @@ TOPOLOGIES = ("torus", "switch", "fat_tree", "rail_optimized", "ring", "loopback
 # cubes; "always"; "never".
 WRAPAROUND_RULES = ("full_axis", "multiple_of_4", "always", "never")
 NCCL_ARCHS = ("", "volta", "ampere", "hopper", "blackwell")  # rows of moesim/collectives/nccl_tuning.toml
+MAX_NVLSTREE_NET_FACTOR = 4.0  # InterconnectLevel.nvlstree_net_factor: NVLSTree's network line at most 4 x the usable bandwidth
 DTYPES = ("float32", "tfloat32", "bfloat16", "float16", "float8")
 DTYPE_BYTES = {"float32": 4, "tfloat32": 4, "bfloat16": 2, "float16": 2, "float8": 1}
 
@@ -142,6 +143,14 @@ class InterconnectLevel:
     # NVLS inside each node of a multi-node NVLSTree all-reduce, the same kind of fraction; None = nvls_efficiency
     # (NCCL's tuner uses one nvlsEff for both). `moesim calibrate` writes it where a log's NVLSTree rows set it.
     nvlstree_efficiency: float | None = None
+    # The inter-node tree of NVLSTree over this (network) level, times its usable bandwidth (ring and send/recv
+    # see the usable bandwidth itself); None = 1, as NCCL's tuner (bwInter for both). At most
+    # MAX_NVLSTREE_NET_FACTOR. `moesim calibrate` writes it where a log's NVLSTree rows are network-bound.
+    nvlstree_net_factor: float | None = None
+    # Send/recv over this level (all-to-all, pipeline sends: NCCL's p2p channels, not the tuner's rings), times its
+    # usable bandwidth; None = 1. At most MAX_NVLSTREE_NET_FACTOR. `moesim calibrate` writes it from a log's
+    # all-to-all / send/recv rows.
+    p2p_factor: float | None = None
     nccl_arch: str = ""  # GPU architecture whose NCCL per-protocol caps apply (NCCL_ARCHS); "" = none
     # In-network reduction (InfiniBand SHARP) on this fabric's switches: NCCL's CollNet algorithms can run
     # over it when NCCL_COLLNET_ENABLE=1 (NCCL env.rst; moesim: TopologyModel(collnet=True)).
@@ -183,6 +192,14 @@ class InterconnectLevel:
         if not 0 <= self.nvls_efficiency <= 1:
             raise SpecError("nvls_efficiency is a fraction of the usable bandwidth in [0, 1] (0 = no NVLink SHARP)",
                             field=f"{path}.nvls_efficiency", value=self.nvls_efficiency, allowed="0..1")
+        if self.nvlstree_net_factor is not None and not 0 < self.nvlstree_net_factor <= MAX_NVLSTREE_NET_FACTOR:
+            raise SpecError("nvlstree_net_factor is NVLSTree's inter-node line over the usable bandwidth, in "
+                            f"(0, {MAX_NVLSTREE_NET_FACTOR:g}]", field=f"{path}.nvlstree_net_factor",
+                            value=self.nvlstree_net_factor, allowed=f"0..{MAX_NVLSTREE_NET_FACTOR:g}")
+        if self.p2p_factor is not None and not 0 < self.p2p_factor <= MAX_NVLSTREE_NET_FACTOR:
+            raise SpecError("p2p_factor is send/recv's line over the usable bandwidth, in "
+                            f"(0, {MAX_NVLSTREE_NET_FACTOR:g}]", field=f"{path}.p2p_factor", value=self.p2p_factor,
+                            allowed=f"0..{MAX_NVLSTREE_NET_FACTOR:g}")
         if self.nvlstree_efficiency is not None and not (0 < self.nvlstree_efficiency <= 1 and self.nvls_efficiency > 0):
             raise SpecError("nvlstree_efficiency is a fraction of the usable bandwidth in (0, 1], on a level with "
                             "nvls_efficiency > 0", field=f"{path}.nvlstree_efficiency", value=self.nvlstree_efficiency,

@@ -255,6 +255,8 @@ def _level_from_table(t: Table, devices_per_chip: int) -> InterconnectLevel:
         rails=t.opt("rails", int, 1),
         nvls_efficiency=t.opt("nvls_efficiency", float, 0.0),
         nvlstree_efficiency=t.opt("nvlstree_efficiency", float, None),
+        nvlstree_net_factor=t.opt("nvlstree_net_factor", float, None),
+        p2p_factor=t.opt("p2p_factor", float, None),
         nccl_arch=t.opt("nccl_arch", str, ""),
         sharp=t.opt("sharp", bool, False),
         collective_overhead_s=units.us_to_s(t.opt("collective_overhead_us", float, 0.0)),

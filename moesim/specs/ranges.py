@@ -183,6 +183,8 @@ RANGES: dict[str, dict[str, Range]] = {
         "rails": count(1, 1024),
         "nvls_efficiency": Range(0, 1),  # 0 = no NVLink SHARP
         "nvlstree_efficiency": Range(0, 1),  # unset = nvls_efficiency
+        "nvlstree_net_factor": Range(0, 4),  # unset = 1; hardware.MAX_NVLSTREE_NET_FACTOR
+        "p2p_factor": Range(0, 4),  # unset = 1; hardware.MAX_NVLSTREE_NET_FACTOR
     },
     "HardwareProfile": {
         "max_devices": count(1, MAX_DEVICES, "devices"),

@@ -82,6 +82,24 @@ def test_deepep_normal_kernels_reproduce_the_published_bandwidths(ep, dispatch_g
         assert cost.bottleneck == bound
 
 
+# DeepEP's test prints two figures per run (test_internode.py): RDMA = token-node copies (own node included) and
+# NVL = tokens received (own GPU included), over the same time, so their ratio is Γ/D of its routing. Best lines
+# of deepseek-ai/DeepEP issue #493 (H200, CX7, user report): 2 nodes 124.92/38.19, 133.78/40.89, 145.16/44.37;
+# 4 nodes 26.27/13.15, 24.51/12.27, 25.05/12.53 (dispatch FP8, dispatch BF16, combine).
+DEEPEP_NVL_OVER_RDMA = [(16, [(124.92, 38.19), (133.78, 40.89), (145.16, 44.37)], 0.002),
+                        (32, [(26.27, 13.15), (24.51, 12.27), (25.05, 12.53)], 0.007)]
+
+
+@pytest.mark.parametrize("ep, lines, tolerance", DEEPEP_NVL_OVER_RDMA)
+def test_routing_shape_counts_what_deepeps_test_counts(ep, lines, tolerance):
+    """Γ/D (GPUs over nodes a token reaches, own ones included) against DeepEP's printed NVL/RDMA ratio:
+    3.273 against 3.271-3.272 for 2 nodes, 2.011 against 1.998-1.999 for 4 (its test's routing has no node
+    limit below 5 nodes: top-min(N, 4) groups of N)."""
+    shape = routing_shape(256, 8, ep, 8, max_nodes=4)
+    for nvl, rdma in lines:
+        assert shape.distinct_gpus / shape.distinct_nodes == pytest.approx(nvl / rdma, rel=tolerance)
+
+
 def test_deepep_nvlink_stage_copies_to_every_target_gpu_at_the_kernels_rate():
     """One node: the NVLink stage's logical rate (every received token, own GPU's included) is the link's
     160 GB/s (less the hop latency); two nodes: the forwarding kernel's rate (deepep.toml: mean of H200

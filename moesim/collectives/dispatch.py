@@ -16,6 +16,8 @@ Notation (uniform routing; ../shared/reference/wave2.md §3):
   F        NVLink forwards per token = Γ·(G − 1)/G (every target GPU but the one the token lands on)
   W_nvl, W_net  per-GPU usable NVLink and NIC bandwidth (profile: link × bw efficiency); α_nvl, α_net hops
   W_fwd    the internode forwarding stage's own rate (deepep.toml [forward]: a kernel rate, measured)
+  W_net    for DeepEP, link × min(profile efficiency, the fraction DeepEP's network-bound kernels reach:
+           0.885 of a CX7, deepep.toml [rdma])
 Costs (one direction; combine is the same path reversed):
   deepep (normal kernels): the NVLink stage copies the token once per target GPU, its own GPU included
       (intranode.cu: the sender warps are split evenly over the destination ranks, own rank among them;
@@ -50,13 +52,13 @@ from moesim.errors import SpecError
 
 BACKENDS = ("nccl", "pairwise", "hierarchical", "deepep", "deepep_ll")
 _CONSTANTS = Path(__file__).with_name("deepep.toml")
-_KEYS = {"schema_version": None, "forward": {"dispatch_gb_per_s", "combine_gb_per_s", "source"}}
+_KEYS = {"schema_version": None, "forward": {"dispatch_gb_per_s", "combine_gb_per_s", "source"},
+         "rdma": {"logical_gb_per_s", "nodes", "link_gb_per_s", "source"}}
 
 
 @lru_cache(maxsize=1)
-def forward_rate_bytes_per_s() -> float:
-    """W_fwd: the internode forwarding stage's rate (deepep.toml [forward]), one for both directions (the
-    collective model does not know which one it prices): the mean of the measured dispatch and combine."""
+def _constants() -> dict:
+    """deepep.toml, strictly: schema_version 1, exactly the keys of _KEYS, positive figures."""
     data = tomllib.loads(_CONSTANTS.read_text(encoding="utf-8"))
     if data.get("schema_version") != 1:
         raise SpecError("unsupported schema_version", file=str(_CONSTANTS), field="schema_version",
@@ -64,15 +66,36 @@ def forward_rate_bytes_per_s() -> float:
     for key, sub in data.items():
         if key not in _KEYS:
             raise SpecError("unknown key", file=str(_CONSTANTS), field=key, allowed=sorted(_KEYS))
-        extra = set(sub) - _KEYS[key] if _KEYS[key] else set()
-        if extra or (_KEYS[key] and set(sub) != _KEYS[key]):
+        if _KEYS[key] and set(sub) != _KEYS[key]:
             raise SpecError("unknown or missing keys", file=str(_CONSTANTS), field=key,
                             value=sorted(set(sub) ^ _KEYS[key]), allowed=sorted(_KEYS[key]))
-    forward = data["forward"]
-    rates = [forward["dispatch_gb_per_s"], forward["combine_gb_per_s"]]
-    if not all(isinstance(r, (int, float)) and r > 0 for r in rates):
-        raise SpecError("rates must be positive numbers", file=str(_CONSTANTS), field="forward", value=rates)
-    return sum(rates) / len(rates) * 1e9
+    if set(data) != set(_KEYS):
+        raise SpecError("missing section", file=str(_CONSTANTS), field=str(sorted(set(_KEYS) - set(data))))
+    forward, rdma = data["forward"], data["rdma"]
+    numbers = [forward["dispatch_gb_per_s"], forward["combine_gb_per_s"], rdma["link_gb_per_s"],
+               *rdma["logical_gb_per_s"], *rdma["nodes"]]
+    if not all(isinstance(x, (int, float)) and x > 0 for x in numbers) or \
+            len(rdma["nodes"]) != len(rdma["logical_gb_per_s"]) or min(rdma["nodes"]) < 2:
+        raise SpecError("figures must be positive, one node count (>= 2) per rdma figure", file=str(_CONSTANTS),
+                        field="forward / rdma", value=numbers)
+    return data
+
+
+@lru_cache(maxsize=1)
+def forward_rate_bytes_per_s() -> float:
+    """W_fwd: the internode forwarding stage's rate (deepep.toml [forward]), one for both directions (the
+    collective model does not know which one it prices): the mean of the measured dispatch and combine."""
+    forward = _constants()["forward"]
+    return (forward["dispatch_gb_per_s"] + forward["combine_gb_per_s"]) / 2 * 1e9
+
+
+@lru_cache(maxsize=1)
+def rdma_fraction() -> float:
+    """The NIC's usable fraction under DeepEP's traffic (deepep.toml [rdma]): the mean over DeepEP's
+    network-bound figures of logical × (N − 1)/N (the remote share of its node copies), over the link."""
+    rdma = _constants()["rdma"]
+    real = [bw * (n - 1) / n for bw, n in zip(rdma["logical_gb_per_s"], rdma["nodes"])]
+    return sum(real) / len(real) / rdma["link_gb_per_s"]
 
 
 def miss_probability(pool: int, hit: int, k: int) -> float:
@@ -186,13 +209,16 @@ class DispatchModel:
         return self._cache[key]
 
     def _links(self, size_bytes: float, group: Group):
-        """(W_nvl, α_nvl, W_net, α_net) of the NVLink level and the next one out, at this message size."""
+        """(W_nvl, α_nvl, W_net, α_net) of the NVLink level and the next one out, at this message size; the
+        network's fraction of its link is at most the one DeepEP's own traffic reaches (rdma_fraction)."""
         levels = self.hardware.interconnect
         nvl = levels[0]
         net = levels[1] if len(levels) > 1 else levels[0]
         message = size_bytes / max(group.size, 1)
+        net_fraction = net.bw_efficiency.at(message) if len(levels) == 1 else \
+            min(net.bw_efficiency.at(message), rdma_fraction())
         return (nvl.link_bw_bytes_per_s * nvl.bw_efficiency.at(message), nvl.latency_s,
-                net.link_bw_bytes_per_s * net.bw_efficiency.at(message), net.latency_s)
+                net.link_bw_bytes_per_s * net_fraction, net.latency_s)
 
 
 def deepep_time_s(backend: str, size_bytes: float, shape: RoutingShape, w_nvl: float, a_nvl: float,

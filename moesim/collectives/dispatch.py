@@ -14,10 +14,10 @@ Notation (uniform routing; ../shared/reference/wave2.md §3):
   Γ        distinct GPUs a token reaches (own GPU included) = G·N·(1 − C(E − E/(N·G), k) / C(E, k)), or
            node-limited M + (M·G − M)·(1 − C(E' − M − E/(N·G), k − M) / C(E' − M, k − M)),  E' = M·E/N
   F        NVLink forwards per token = Γ·(G − 1)/G (every target GPU but the one the token lands on)
-  W_nvl, W_net  per-GPU usable NVLink and NIC bandwidth (profile: link × bw efficiency); α_nvl, α_net hops
+  W_nvl    per-GPU usable NVLink bandwidth (profile: link × bw efficiency); α_nvl, α_net the levels' hops
+  W_net    per-GPU NIC bandwidth: link × min(profile efficiency, the fraction DeepEP's own network-bound
+           kernels reach: 0.885 of a CX7, deepep.toml [rdma])
   W_fwd    the internode forwarding stage's own rate (deepep.toml [forward]: a kernel rate, measured)
-  W_net    for DeepEP, link × min(profile efficiency, the fraction DeepEP's network-bound kernels reach:
-           0.885 of a CX7, deepep.toml [rdma])
 Costs (one direction; combine is the same path reversed):
   deepep (normal kernels): the NVLink stage copies the token once per target GPU, its own GPU included
       (intranode.cu: the sender warps are split evenly over the destination ranks, own rank among them;
@@ -36,7 +36,7 @@ metadata the kernels send with each token (source meta 8 B, top-k indices and we
 an FP8 token of hidden 7168, +0.3 % on a BF16 one; internode.cu get_num_bytes_per_token).
 Sources: DeepSeek-V3 report (arXiv 2412.19437v2) §2.1.2 (node-limited routing), §3.2.2 (dispatch over
 IB once per node, NVLink forwarding); deepseek-ai/DeepEP @dd758ca docs/legacy.md (kernels and published
-tables), csrc/kernels/legacy/intranode.cu, internode.cu.
+tables), csrc/kernels/legacy/intranode.cu, internode.cu, README.md (V2 rows: W_net); DeepEP issue #493 (W_fwd).
 """
 
 from __future__ import annotations

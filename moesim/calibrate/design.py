@@ -30,8 +30,8 @@ every kernel call costs the prior's L (efficiency.kernel_launch_us, measured by 
 operator-level figure, not fitted on layers, where it would trade places with the layer overhead).
 Collective terms go through
 `select.default_model` itself: each is linearised around the current θ as
-t = C + Σ_l (A_l·α_l + B_l / W_l + D_l / V_l + D'_l / V'_l), with A, B, D, D' the model's own finite-difference
-slopes and C the rest
+t = C + Σ_l A_l·α_l + Σ_F B_F / F over the lines F (W_l, V_l, V'_l, U_m, P_l), with A, B the model's own
+finite-difference slopes and C the rest
 (fixed base latencies, copies at the memory bandwidth). That is exact for any alpha-beta-type model
 (time affine in each level's α and 1/W, Hockney 1994); the fit re-probes at its solution until the
 slopes stop changing, which covers piecewise models (the fastest of several algorithms and
@@ -112,14 +112,13 @@ class Design:
         self.level_used = np.zeros((len(self.levels), 2), dtype=bool)  # [α used, W used]
         self.nvls_levels = tuple(j for j, lv in enumerate(self.levels) if getattr(lv, "nvls_efficiency", 0.0) > 0)
         self.nvls_used = np.zeros((len(self.nvls_levels), 2), dtype=bool)  # [V used, V' used]
-        # (level, profile key, name): figures = key × W_level, each of its own (U, then P; module docstring)
-        # (always there, so a fit that moves W keeps the others' lines: written as key = line / the new W)
+        # (level, profile key, name): lines = key × W_level, each a figure of its own (U, then P; module docstring),
+        # always there, so a fit that moves W keeps the other lines (written as key = line / the new W)
         self._has_p2p = any(t.op in P2P_OPS for o in observations for t in o.terms if isinstance(t, CollectiveTerm))
         self.extra_figures = tuple([(j + 1, "nvlstree_net_factor", "nvlstree_bandwidth") for j in self.nvls_levels
                                     if j + 1 < len(self.levels)]
                                    + [(j, "p2p_factor", "p2p_bandwidth") for j in range(len(self.levels))])
-        self.net_levels = self.extra_figures  # kept name: the figures after the NVLS block
-        self.net_used = np.zeros(len(self.extra_figures), dtype=bool)
+        self.extra_used = np.zeros(len(self.extra_figures), dtype=bool)
         self._names, self._free = self._parameters()
         self._theta0_memory = float(self.initial()[self._offsets()[1]])
         self.coef = self.probe(self.initial())
@@ -212,9 +211,10 @@ class Design:
         return bool(self._collective_terms)
 
     def level_slice(self) -> slice:
-        """θ indices of the interconnect figures: the levels' (log α, log W) pairs, then each (log V, log ρ)."""
+        """θ indices of the interconnect figures: the levels' (log α, log W) pairs, each (log V, log ρ), then the
+        extra figures' log U / log P."""
         lev = self._offsets()[2]
-        return slice(lev, lev + 2 * len(self.levels) + 2 * len(self.nvls_levels) + len(self.net_levels))
+        return slice(lev, lev + 2 * len(self.levels) + 2 * len(self.nvls_levels) + len(self.extra_figures))
 
     def unpriored(self) -> np.ndarray:
         """θ indices that carry no prior: each ρ (no measurement sets NVLSTree apart from NVLS; NCCL takes 1)."""
@@ -291,7 +291,7 @@ class Design:
                 for i, j in enumerate(self.nvls_levels)}
 
     # --- collectives: linearisation through the real model ----------------------------------------
-    def net_values(self, theta: np.ndarray) -> dict[tuple[int, str], float]:
+    def extra_values(self, theta: np.ndarray) -> dict[tuple[int, str], float]:
         """{(level index, profile key): U_m or P_l} for the extra figures."""
         first = self._offsets()[2] + 2 * len(self.levels) + 2 * len(self.nvls_levels)
         return {(m, key): float(np.exp(theta[first + i])) for i, (m, key, _) in enumerate(self.extra_figures)}
@@ -316,14 +316,14 @@ class Design:
 
     def probe(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(A, B, C, D): per observation, seconds per unit α_l, per unit 1/W_l, the rest, and per unit 1/V_l,
-        1/V'_l (columns V, V' of each level in nvls_levels order) and 1/U_m (net_levels order), at θ."""
+        1/V'_l (columns V, V' of each level in nvls_levels order) and 1/U_m, 1/P_l (extra_figures order), at θ."""
         n, n_lev = len(self.observations), len(self.levels)
         a, b, c = np.zeros((n, n_lev)), np.zeros((n, n_lev)), np.zeros(n)
-        d = np.zeros((n, 2 * len(self.nvls_levels) + len(self.net_levels)))
+        d = np.zeros((n, 2 * len(self.nvls_levels) + len(self.extra_figures)))
         if not self._collective_terms:
             return a, b, c, d
         values, memory_bw, nvls = self.level_values(theta), self.memory_bw(theta), self.nvls_values(theta)
-        net = self.net_values(theta)
+        net = self.extra_values(theta)
         unique = sorted({(t.op, t.size_bytes, t.group) for _, t in self._collective_terms}, key=repr)
 
         def times(vals, nv=nvls, nt=net) -> dict:
@@ -379,13 +379,13 @@ class Design:
         self.level_used = np.stack([outermost, (np.abs(b) > tol).any(axis=0)], axis=1)
         lev, n_lev, n_nvls = self._offsets()[2], len(self.levels), len(self.nvls_levels)
         self.nvls_used = (np.abs(d[:, :2 * n_nvls]) > tol).any(axis=0).reshape(-1, 2)
-        self.net_used = (np.abs(d[:, 2 * n_nvls:]) > tol).any(axis=0)
+        self.extra_used = (np.abs(d[:, 2 * n_nvls:]) > tol).any(axis=0)
         self._free[lev:lev + 2 * n_lev:2] = self.level_used[:, 0]
         self._free[lev + 1:lev + 2 * n_lev:2] = self.level_used[:, 1]
         # log V moves V and V' (= ρ V); log ρ only V'
         self._free[lev + 2 * n_lev:lev + 2 * n_lev + 2 * n_nvls:2] = self.nvls_used.any(axis=1)
         self._free[lev + 2 * n_lev + 1:lev + 2 * n_lev + 2 * n_nvls:2] = self.nvls_used[:, 1]
-        self._free[lev + 2 * n_lev + 2 * n_nvls:lev + 2 * n_lev + 2 * n_nvls + len(self.net_levels)] = self.net_used
+        self._free[lev + 2 * n_lev + 2 * n_nvls:lev + 2 * n_lev + 2 * n_nvls + len(self.extra_figures)] = self.extra_used
         return a, b, c, d
 
     # --- prediction --------------------------------------------------------------------------
@@ -411,6 +411,6 @@ class Design:
             values = np.array(self.level_values(theta))
             out += a @ values[:, 0] + b @ (1.0 / values[:, 1]) + c
             if d.shape[1]:
-                lines = list(np.ravel(list(self.nvls_values(theta).values()))) + list(self.net_values(theta).values())
+                lines = list(np.ravel(list(self.nvls_values(theta).values()))) + list(self.extra_values(theta).values())
                 out += d @ (1.0 / np.array(lines))
         return out

@@ -210,7 +210,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         op_memory=bool(design.op_mem_s.any()),
         level_prior_weight=level_weight, prior_weight_scores=weight_scores,
         nvls_bandwidths={design.levels[j].name: v for j, v in design.nvls_values(theta).items()},
-        extra_bandwidths={(design.levels[m].name, key): v for (m, key), v in design.net_values(theta).items()},
+        extra_bandwidths={(design.levels[m].name, key): v for (m, key), v in design.extra_values(theta).items()},
     )
 
 

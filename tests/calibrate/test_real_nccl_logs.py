@@ -245,3 +245,19 @@ def test_sendrecv_log_follows_nccls_p2p_channel_count():
     first, second = err.sizes[0], err.sizes[1]
     assert first.size_bytes == 2**27 and abs(first.busbw_error) < 0.12 and abs(second.busbw_error) < 0.08
     assert err.mape_large < TARGET_LARGE
+
+
+def test_gpus_per_thread_matches_how_each_log_was_run():
+    """The manifest's gpus_per_thread is the log's own `nGpus N` header or `-g N` command line wherever the log
+    states one value (a100-roce states two runs, nGpus 1 and 8, and is left at the default)."""
+    import re
+
+    checked = 0
+    for name, entry in LOGS.items():
+        text = (DATA / name).read_text()
+        stated = {int(g) for g in re.findall(r"nGpus\s+(\d+)", text)}
+        stated |= {int(g) for g in re.findall(r"_perf\S*\s.*?-g\s+(\d+)", text)}
+        if len(stated) == 1:
+            assert entry.get("gpus_per_thread", 1) == stated.pop(), name
+            checked += 1
+    assert checked >= 12

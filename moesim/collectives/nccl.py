@@ -300,7 +300,6 @@ def _scaled(terms: Terms, k: float) -> Terms:
     return Terms(terms.latency_s, transfer, terms.overlapped)
 
 
-
 def p2p_channels(size_bytes: float, n: int, tier0) -> int:
     """Channels NCCL splits one peer's send of `size_bytes` over, inside one NVLink domain of an n-rank
     communicator (nccl_tuning.toml [p2p]; NCCL 2.30.7 enqueue.cc addP2pToPlan, paths.cc); 0 where the

@@ -25,6 +25,28 @@ HEALTHY = [name for name, e in LOGS.items() if e["healthy"]]
 TARGET_LARGE, TARGET_SMALL = 0.20, 0.40
 KNOWN_MISSES = {
     ("a100-thanos-1node-mpirun_all_reduce_perf.log", "small"): 0.50,  # 48 %: 18-30 us floor vs NCCL's 15 us
+    # 58 % (76 % before the -g 8 host floor, gpus_per_thread): one process per node driving 8 GPUs (--ngpus 8),
+    # 44-80 us below 1 MiB against max(32 us, 25-60 priced)
+    ("h200-spectrumx-2node_all_reduce_perf.log", "small"): 0.80,
+    # 178 %: 54-64 us below 1 MiB on GKE A3 Ultra (RoCE) against 18-40 us priced for the ring
+    ("h200-gke-a3ultra-2node_all_gather_perf.log", "small"): 1.85,
+    # B200 on Vultr (2 x 8, IB NDR; one report, code-index id 60744093665): the multi-node non-all-reduce runs are
+    # slower than priced (measured / priced time - 1 > 0), not relabelled, listed with what they measure:
+    ("b200-vultr-2node_all_reduce_perf.log", "small"): 0.55,  # 50 %: 35-77 us below 1 MiB vs 25-51 priced
+    ("b200-vultr-2node_all_gather_perf.log", "large"): 0.50,  # 46 %: 1-64 MiB ramp, +54 to +97 % at 1-64 MiB
+    ("b200-vultr-2node_all_gather_perf.log", "small"): 1.20,  # 114 %: 34-76 us below 1 MiB vs 18-29 priced
+    ("b200-vultr-2node_reduce_scatter_perf.log", "large"): 0.52,  # 47 %: same shape as the all_gather run
+    ("b200-vultr-2node_reduce_scatter_perf.log", "small"): 1.25,  # 118 %
+    ("b200-vultr-2node_alltoall_perf.log", "large"): 0.90,  # 85 %: algbw plateau 45 GB/s (one NIC's worth) vs 94 priced
+    ("b200-vultr-2node_alltoall_perf.log", "small"): 1.30,  # 123 %: 37-57 us below 1 MiB vs 14-53 priced
+    ("b200-vultr-2node_sendrecv_perf.log", "large"): 1.30,  # 122 %: 19.6 GB/s plateau vs 47 priced (one NIC)
+    ("b200-vultr-2node_sendrecv_perf.log", "small"): 0.55,  # 50 %: 14.5-51 us below 1 MiB vs 9.3-34 priced
+    ("b200-vultr-1node_all_gather_perf.log", "small"): 0.58,  # 53 %: 16-20 us below 1 MiB vs 11-14 priced
+    ("b200-vultr-1node_reduce_scatter_perf.log", "small"): 0.58,  # 54 %: same floor
+    # GKE A4 (B200, 400G RoCE): 20.1 % at >= 1 MiB (faster than priced at 32-256 MiB, slower at 1-8 MiB) and a
+    # 43-55 us floor below 1 MiB against 18-29 us priced (139 %)
+    ("b200-gke-a4-2node_all_gather_perf.log", "large"): 0.21,
+    ("b200-gke-a4-2node_all_gather_perf.log", "small"): 1.45,
 }
 
 
@@ -261,3 +283,23 @@ def test_gpus_per_thread_matches_how_each_log_was_run():
             assert entry.get("gpus_per_thread", 1) == stated.pop(), name
             checked += 1
     assert checked >= 12
+
+
+def test_bare_srun_label_line_is_blank():
+    """NVIDIA/nccl-tests#290: the post ends in a bare ' 0:' label line, read as blank, not as a split row."""
+    log = read_nccl_tests(DATA / "h100-shahizat-2node_all_reduce_perf.log")
+    assert log.skipped == () and len(log.collectives) == 22
+    assert {p.group_size for p in log.collectives} == {16}
+
+
+def test_report_table_without_rank_lines_needs_ranks():
+    """Cluster reports print only titles, rows and footer: the collective comes from the file name, the group
+    from --ranks, and a wrong --ranks is caught by the busbw factor (15/16 for a 16-rank all-to-all)."""
+    path = DATA / "b200-vultr-2node_alltoall_perf.log"
+    with pytest.raises(SpecError, match=r"no '#  Rank \.\.\.' lines .*pass --ranks N"):
+        read_nccl_tests(path)
+    got = read_nccl_tests(path, ranks=16)
+    assert {(p.op, p.group_size) for p in got.collectives} == {("all_to_all", 16)}
+    assert len(got.collectives) == 2 * 27 and len(got.skipped) == 5  # 256 B - 16 GiB, five 0-byte rows
+    with pytest.raises(SpecError):
+        read_nccl_tests(path, ranks=8)

@@ -14,7 +14,8 @@ from moesim.calibrate.nccl_tests import read_nccl_tests
 from moesim.errors import SpecError
 from moesim.specs.load import load_hardware
 
-MANIFEST_KEYS = {"file", "hardware", "cluster", "healthy", "shape", "note", "op", "ranks", "nccl_algo", "collnet"}
+MANIFEST_KEYS = {"file", "hardware", "cluster", "healthy", "shape", "note", "op", "ranks", "nccl_algo", "collnet",
+                 "gpus_per_thread"}
 
 
 def read_manifest(path: Path) -> list[dict]:
@@ -60,7 +61,7 @@ def prior_rows(manifest: Path) -> list[tuple]:
     for e in read_manifest(manifest):
         pts = _points(folder, e)
         hw = load_hardware(e["hardware"])
-        err = log_error(pts, hw, entry_model(e, hw))
+        err = log_error(pts, hw, entry_model(e, hw), e.get("gpus_per_thread", 1))
         span = f"{_size(min(p.size_bytes for p in pts))} - {_size(max(p.size_bytes for p in pts))}"
         rows.append((e["file"], e["hardware"], err.ranks, err.op, span, "yes" if e["healthy"] else "no",
                      _pct(err.mape_large), _pct(err.mape_small),
@@ -115,10 +116,11 @@ def calibration_matrix(manifest: Path) -> tuple[HeldOutPair, ...]:
                 fixed = calibrate([path], hardware, dest, prior_weight=LEVEL_PRIOR_WEIGHT, **how).profile
                 for held in logs:
                     if held is not fit_on:
-                        pts = _points(folder, held)
+                        pts, g = _points(folder, held), held.get("gpus_per_thread", 1)
                         out.append(HeldOutPair(cluster, fit_on["file"], held["file"], auto.fit.level_prior_weight,
-                                               log_error(pts, prior).mape_large, log_error(pts, auto.profile).mape_large,
-                                               log_error(pts, fixed).mape_large))
+                                               log_error(pts, prior, None, g).mape_large,
+                                               log_error(pts, auto.profile, None, g).mape_large,
+                                               log_error(pts, fixed, None, g).mape_large))
     return tuple(out)
 
 

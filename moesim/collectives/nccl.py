@@ -299,3 +299,36 @@ def _scaled(terms: Terms, k: float) -> Terms:
     transfer = tuple(x * k if i == worst else x for i, x in enumerate(terms.transfer_s))
     return Terms(terms.latency_s, transfer, terms.overlapped)
 
+
+def p2p_channels(size_bytes: float, n: int, tier0) -> int:
+    """Channels NCCL splits one peer's send of `size_bytes` over, inside one NVLink domain of an n-rank
+    communicator (nccl_tuning.toml [p2p]; NCCL 2.30.7 enqueue.cc addP2pToPlan, paths.cc); 0 where the
+    tier's architecture has no NVLink line rate listed (not priced by channel)."""
+    t = tuning()["p2p"]
+    line = t["link_gb_per_s"].get(getattr(tier0, "nccl_arch", ""))
+    if not line:
+        return 0
+    links = max(1, int(tier0.port_bw_bytes_per_s / (line * 1e9) + 1e-9))
+    per_peer = min(t["p2p_channels"], _pow2_up(2 * links))
+    c_min = per_peer
+    while c_min * n > t["p2p_channels"] and c_min > 1:
+        c_min //= 2
+    min_part = t["chunk_bytes"] // t["min_part_divisor"]
+    max_part = t["chunk_bytes"] * t["max_part_chunks"]
+    c = max(1, min(c_min, -(-int(size_bytes) // min_part)))
+    while size_bytes / c > max_part and c <= per_peer // 2:
+        c *= 2
+    return c
+
+
+def p2p_bw_cap(size_bytes: float, n: int, tier0) -> float:
+    """Bytes/s the p2p channels of one NVLink send carry: channels x half an NVLink's line rate (0 = no cap)."""
+    c = p2p_channels(size_bytes, n, tier0)
+    return c * tuning()["p2p"]["link_gb_per_s"][tier0.nccl_arch] * 1e9 / 2 if c else 0.0
+
+
+def _pow2_up(v: int) -> int:
+    p = 1
+    while p < v:
+        p <<= 1
+    return p

@@ -170,6 +170,9 @@ class TopologyModel:
             alpha = {family: [t.latency_s * proto.step_factor(t.kind, family) for t in tiers]
                      for family in ("ring", "tree")}
             bw = [w * proto.bw_factor(op == "all_reduce", multi) for w in port]
+            if system.nccl and op == "send_recv" and not multi and tiers[0].kind == "switch":
+                cap = nccl.p2p_bw_cap(size, n, tiers[0])  # NCCL's p2p channels per peer (nccl_tuning.toml [p2p])
+                bw[0] = min(bw[0], cap * proto.bw_factor(False, False)) if cap else bw[0]
             for name, terms in self._tier_algorithms(op, size, n, counts, alpha, bw, system, rail, copy_bw):
                 peer = _peer_bytes(name, size, n, counts)
                 if system.nccl and op in _P2P_OPS and proto.name != p2p_protocol(peer):

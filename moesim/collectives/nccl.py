@@ -122,10 +122,12 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
             continue
         factors, bases = t["protocol_bw_factor"][algo], t["base_latency_us"][algo]
         for p, proto in enumerate(PROTOCOLS):
-            alpha = [h[algo][p] for h in hops]
+            alpha = [h[_inter_algo(algo, i, counts)][p] for i, h in enumerate(hops)]
             bw = _capped([w * factors[p] for w in port_bw], counts, ll_cap if p == 0 else 0)
             base = bases[p] * US
             if algo == "ring":
+                if multi:  # NCCL's per-step network post overhead floors the intra-node steps
+                    alpha[0] = max(alpha[0], net_overhead_s(proto))
                 terms = hierarchy.ring_terms(passes, size_bytes, n, counts, alpha, bw)
                 if proto == "Simple" and multi and op == "all_reduce":
                     terms, base = _ring_plateau(terms, base, size_bytes, n, tiers[0])
@@ -142,6 +144,19 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     if sharp:
         out.extend(_collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed))
     return out
+
+
+def _inter_algo(algo: str, tier_index: int, counts) -> str:
+    """The hop table row of tier `tier_index`: with one GPU per node NCCL prices every network hop at the
+    tree's ("With ppn=1 latencies are fully exposed, use the Tree network latency", 2.30.7 tuning.cc)."""
+    return "tree" if tier_index > 0 and counts[0] == 1 else algo
+
+
+def net_overhead_s(protocol: str) -> float:
+    """NCCL's network post overhead per ring step of a several-node ring (Simple × 3): every intra-node step
+    costs at least this (nccl_tuning.toml [net_overhead]; NCCL 2.30.7 tuning.cc getNetOverhead)."""
+    t = tuning()["net_overhead"]
+    return t["us"] * (t["simple_multiplier"] if protocol == "Simple" else 1.0) * US
 
 
 def _pat(size_bytes, n, nodes, tiers, port_bw):
@@ -173,7 +188,7 @@ def _collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed):
     out = []
 
     def hop(algo, tier):
-        return hop_latency_s(algo, simple, tier)
+        return hop_latency_s("tree" if ppn == 1 and _link(tier.kind) == "net" else algo, simple, tier)
 
     if "collnetdirect" in allowed:
         latency = 2 * (min(1, ppn - 1) * hop("collnetdirect", tiers[0])

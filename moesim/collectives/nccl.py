@@ -116,18 +116,22 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     ll_cap = _ll_cap(tiers[0], nodes)
     ramp = fill_factor(size_bytes, fill_bytes(multi))
     hops = _hop_tables(tiers)
+    # one GPU per node: NCCL prices the network hops at the tree's ("With ppn=1 latencies are fully exposed,
+    # use the Tree network latency", 2.30.7 tuning.cc); several nodes: ring steps >= the net overhead
+    ppn1 = multi and counts[0] == 1
+    overhead = _net_overheads() if multi else None
     out = []
     for algo in ("ring", "tree"):
         if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
             continue
         factors, bases = t["protocol_bw_factor"][algo], t["base_latency_us"][algo]
         for p, proto in enumerate(PROTOCOLS):
-            alpha = [h[_inter_algo(algo, i, counts)][p] for i, h in enumerate(hops)]
+            alpha = [h["tree" if i else algo][p] for i, h in enumerate(hops)] if ppn1 else [h[algo][p] for h in hops]
             bw = _capped([w * factors[p] for w in port_bw], counts, ll_cap if p == 0 else 0)
             base = bases[p] * US
             if algo == "ring":
                 if multi:  # NCCL's per-step network post overhead floors the intra-node steps
-                    alpha[0] = max(alpha[0], net_overhead_s(proto))
+                    alpha[0] = max(alpha[0], overhead[p])
                 terms = hierarchy.ring_terms(passes, size_bytes, n, counts, alpha, bw)
                 if proto == "Simple" and multi and op == "all_reduce":
                     terms, base = _ring_plateau(terms, base, size_bytes, n, tiers[0])
@@ -146,17 +150,16 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     return out
 
 
-def _inter_algo(algo: str, tier_index: int, counts) -> str:
-    """The hop table row of tier `tier_index`: with one GPU per node NCCL prices every network hop at the
-    tree's ("With ppn=1 latencies are fully exposed, use the Tree network latency", 2.30.7 tuning.cc)."""
-    return "tree" if tier_index > 0 and counts[0] == 1 else algo
-
-
 def net_overhead_s(protocol: str) -> float:
     """NCCL's network post overhead per ring step of a several-node ring (Simple × 3): every intra-node step
     costs at least this (nccl_tuning.toml [net_overhead]; NCCL 2.30.7 tuning.cc getNetOverhead)."""
     t = tuning()["net_overhead"]
     return t["us"] * (t["simple_multiplier"] if protocol == "Simple" else 1.0) * US
+
+
+@lru_cache(maxsize=1)
+def _net_overheads() -> tuple[float, ...]:
+    return tuple(net_overhead_s(proto) for proto in PROTOCOLS)
 
 
 def _pat(size_bytes, n, nodes, tiers, port_bw):

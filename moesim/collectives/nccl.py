@@ -264,7 +264,8 @@ def _ll_cap(tier, nodes: int) -> float:
     arch = getattr(tier, "nccl_arch", "")
     if not arch:
         return 0.0
-    row = tuning()["ll_max_bus_gb_per_s"][arch]
+    t = tuning()["ll_max_bus_gb_per_s"]
+    row = t[arch if nodes == 1 else t["multi_node_row"]]  # several nodes: NCCL reads the row of the host CPU
     return row[0 if nodes == 1 else 1 if nodes == 2 else 2] * 1e9
 
 

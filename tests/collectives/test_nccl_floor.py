@@ -69,3 +69,15 @@ def test_one_gpu_per_node_uses_the_tree_network_hop(h100):
     assert chain.algorithm == "collnetchain/Simple"
     found = [c for c in on.candidates("all_reduce", TINY, group)][0]
     assert found.terms.latency_s == pytest.approx(14.0 * net * 1e-6)
+
+
+def test_several_node_ll_cap_is_the_host_cpu_row():
+    """NCCL's LL bus-bandwidth cap: one node reads the GPU's row (Hopper 141, Blackwell 282 GB/s), several nodes
+    the host CPU's, Intel / default = the first row (39 GB/s on 2 nodes, 20.4 on 4+), whatever the GPU."""
+    from moesim.collectives.nccl import _ll_cap
+
+    for name, one_node in (("h100-sxm", 141e9), ("b200", 282e9)):
+        tier0 = load_hardware(name).interconnect[0]
+        assert _ll_cap(tier0, 1) == pytest.approx(one_node)
+        assert _ll_cap(tier0, 2) == pytest.approx(39e9)
+        assert _ll_cap(tier0, 8) == pytest.approx(20.4e9)

@@ -38,9 +38,6 @@ KNOWN_MISSES = {
     ("b200-vultr-2node_all_gather_perf.log", "small"): 0.60,  # 53 %: 34-76 us below 1 MiB vs 23-47 priced
     ("b200-vultr-2node_reduce_scatter_perf.log", "large"): 0.52,  # 47 %: same shape as the all_gather run
     ("b200-vultr-2node_reduce_scatter_perf.log", "small"): 0.60,  # 56 % (118 % before the multi-node floor round)
-    ("b200-vultr-2node_alltoall_perf.log", "large"): 0.90,  # 85 %: algbw plateau 45 GB/s (one NIC's worth) vs 94 priced
-    ("b200-vultr-2node_sendrecv_perf.log", "large"): 1.30,  # 122 %: 19.6 GB/s plateau vs 47 priced (one NIC)
-    ("b200-vultr-2node_sendrecv_perf.log", "small"): 0.55,  # 50 %: 14.5-51 us below 1 MiB vs 9.3-34 priced
     ("b200-vultr-1node_all_gather_perf.log", "small"): 0.58,  # 53 %: 16-20 us below 1 MiB vs 11-14 priced
     ("b200-vultr-1node_reduce_scatter_perf.log", "small"): 0.58,  # 54 %: same floor
     # GKE A4 (B200, 400G RoCE): a 43-55 us floor below 1 MiB against 23-47 us priced (72 %; 139 % before NCCL's

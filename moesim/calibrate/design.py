@@ -371,12 +371,17 @@ class Design:
         tol = 1e-12 * np.abs(np.concatenate([a.ravel(), b.ravel(), d.ravel()])).max(initial=0.0)
         # A row's latency is a sum of hops over every level it spans, which the row cannot tell apart: it sets the
         # latency of the outermost level it spans (the one it adds), inner levels keep what rows confined to them
-        # set, else the prior. W and V are set by the rows their level bounds (slopes are 0 elsewhere).
+        # set, else the prior. Likewise W: a row spanning several levels sets only the outermost one's W (a
+        # multi-node row the model bounds by NVLink leaves NVLink's W to single-node rows). V, V', U, P: the rows
+        # their line bounds (V' is multi-node by nature, which its ratio ρ takes).
         spans = np.abs(a) > tol
         outermost = np.zeros(n_lev, dtype=bool)
         rows = spans.any(axis=1)
         outermost[n_lev - 1 - np.argmax(spans[rows, ::-1], axis=1)] = True
-        self.level_used = np.stack([outermost, (np.abs(b) > tol).any(axis=0)], axis=1)
+        bound = np.abs(b) > tol
+        outer_of_row = n_lev - 1 - np.argmax(spans[:, ::-1], axis=1)
+        bound[rows] &= np.arange(n_lev)[None, :] == outer_of_row[rows, None]
+        self.level_used = np.stack([outermost, bound.any(axis=0)], axis=1)
         lev, n_lev, n_nvls = self._offsets()[2], len(self.levels), len(self.nvls_levels)
         self.nvls_used = (np.abs(d[:, :2 * n_nvls]) > tol).any(axis=0).reshape(-1, 2)
         self.extra_used = (np.abs(d[:, 2 * n_nvls:]) > tol).any(axis=0)

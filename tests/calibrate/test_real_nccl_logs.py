@@ -189,9 +189,11 @@ def test_calibrating_on_one_log_of_a_cluster_helps_the_others(tmp_path):
     """gj-aion's cluster (NVIDIA/nccl-tests#309): fit on its 2-node log, hold out its 4- and 8-node logs."""
     fit_on = "h100-ib-2node-gjaion_all_reduce_perf.log"
     result = calibrate([str(DATA / fit_on)], "h100-sxm", tmp_path / "cal.toml", bootstrap=0, holdout_fraction=0.0)
-    for held in ("h100-ib-4node-gjaion_all_reduce_perf.log", "h100-ib-8node-gjaion_all_reduce_perf.log"):
+    # gains: 4 nodes 13.6 -> 11.6 %, 8 nodes 16.7 -> 11.8 % (the 2-node rows no longer move NVLink's W, which carried
+    # most of the 4-node gain before: a multi-node row sets only the outermost level's figures, calibrate/design.py)
+    for held, gain in (("h100-ib-4node-gjaion_all_reduce_perf.log", 0.015), ("h100-ib-8node-gjaion_all_reduce_perf.log", 0.03)):
         prior, fitted = errors(held), errors(held, result.profile)
-        assert fitted.mape_large < prior.mape_large - 0.03, (held, prior.mape_large, fitted.mape_large)
+        assert fitted.mape_large < prior.mape_large - gain, (held, prior.mape_large, fitted.mape_large)
 
 
 def test_collectives_doc_table_is_current():

@@ -243,7 +243,8 @@ class Design:
             level = self.levels[j]
             tree = level.nvls_efficiency if level.nvlstree_efficiency is None else level.nvlstree_efficiency
             best_eff = max(p[1] for p in level.bw_efficiency.points)
-            theta[lev + 2 * len(self.levels) + 2 * i] = np.log(level.link_bw_bytes_per_s * best_eff * level.nvls_efficiency)
+            usable = level.link_bw_bytes_per_s * best_eff
+            theta[lev + 2 * len(self.levels) + 2 * i] = np.log(usable * level.nvls_efficiency)
             theta[lev + 2 * len(self.levels) + 2 * i + 1] = np.log(tree / level.nvls_efficiency)
         first = lev + 2 * len(self.levels) + 2 * len(self.nvls_levels)
         for i, (m, key, _) in enumerate(self.extra_figures):
@@ -390,7 +391,8 @@ class Design:
         # log V moves V and V' (= ρ V); log ρ only V'
         self._free[lev + 2 * n_lev:lev + 2 * n_lev + 2 * n_nvls:2] = self.nvls_used.any(axis=1)
         self._free[lev + 2 * n_lev + 1:lev + 2 * n_lev + 2 * n_nvls:2] = self.nvls_used[:, 1]
-        self._free[lev + 2 * n_lev + 2 * n_nvls:lev + 2 * n_lev + 2 * n_nvls + len(self.extra_figures)] = self.extra_used
+        first = lev + 2 * n_lev + 2 * n_nvls
+        self._free[first:first + len(self.extra_figures)] = self.extra_used
         return a, b, c, d
 
     # --- prediction --------------------------------------------------------------------------

@@ -110,8 +110,8 @@ def test_a_two_rack_log_moves_nvlstree_not_single_rack_nvls(tmp_path):
 
 
 def test_nvls_and_nvlstree_figures_are_recovered_exactly_from_synthetic_logs():
-    """Data made by the model (2 GPUs, 1, 2 and 4 H100 nodes) from known figures: the fit, prior weight chosen as on real
-    logs, returns every figure the rows see, NVLS and NVLSTree included. The network-bound rows here are all
+    """Data made by the model (2 GPUs, 1, 2 and 4 H100 nodes) from known figures: the fit, prior weight chosen as on
+    real logs, returns every figure the rows see, NVLS and NVLSTree included. The network-bound rows here are all
     NVLSTree's: they set its inter-node line U, and the network W (ring / send/recv) keeps its prior."""
     prior = load_hardware("h100-sxm")
     nv, ib = prior.interconnect

@@ -191,7 +191,8 @@ def test_calibrating_on_one_log_of_a_cluster_helps_the_others(tmp_path):
     result = calibrate([str(DATA / fit_on)], "h100-sxm", tmp_path / "cal.toml", bootstrap=0, holdout_fraction=0.0)
     # gains: 4 nodes 13.6 -> 11.6 %, 8 nodes 16.7 -> 11.8 % (the 2-node rows no longer move NVLink's W, which carried
     # most of the 4-node gain before: a multi-node row sets only the outermost level's figures, calibrate/design.py)
-    for held, gain in (("h100-ib-4node-gjaion_all_reduce_perf.log", 0.015), ("h100-ib-8node-gjaion_all_reduce_perf.log", 0.03)):
+    for held, gain in (("h100-ib-4node-gjaion_all_reduce_perf.log", 0.015),
+                       ("h100-ib-8node-gjaion_all_reduce_perf.log", 0.03)):
         prior, fitted = errors(held), errors(held, result.profile)
         assert fitted.mape_large < prior.mape_large - gain, (held, prior.mape_large, fitted.mape_large)
 

@@ -23,20 +23,26 @@ class _Flow:
     __slots__ = ("path", "size_bytes", "cap_bytes_per_s", "done", "remaining_bytes", "rate_bytes_per_s", "updated_s",
                  "version", "latency_s", "fid", "lazy", "end_s", "registered")
 
-    def __init__(self, path, size, cap, done, now, latency, fid) -> None:
+    def __init__(self, path, size, cap, done, now, latency, fid, alone_rate=0.0) -> None:
+        """`alone_rate` > 0: the flow starts alone on its links at that rate, lazy (as `_alone` makes it)."""
         self.path = path
         self.size_bytes = size
         self.cap_bytes_per_s = cap
         self.done = done
         self.remaining_bytes = size
-        self.rate_bytes_per_s = 0.0
         self.updated_s = now
-        self.version = 0
         self.latency_s = latency
         self.fid = fid
-        self.lazy = False
-        self.end_s = 0.0
         self.registered = True
+        self.rate_bytes_per_s = alone_rate
+        if alone_rate > 0:
+            self.version = 1
+            self.lazy = True
+            self.end_s = now + size / alone_rate
+        else:
+            self.version = 0
+            self.lazy = False
+            self.end_s = 0.0
 
 
 def _alone(flow: _Flow, rate_bytes_per_s: float, now: float) -> _Flow:
@@ -149,15 +155,14 @@ class FlowSharing:
                 del self.on_link[link][flow.fid]
 
     def _lazy_end(self, flows) -> None:
+        """The end of a collective member's lazy flows (those not joined since: a joined flow's own end event
+        counts it). Nothing refers to an ended lazy flow once it is off its links, so only that is undone."""
         on_link, now = self.on_link, self.now
         for flow in flows:
             if not flow.lazy:
-                continue  # joined since: its own end event counts it
+                continue
             flow.lazy = False  # it ended at its own end_s, alone
-            flow.version += 1
-            flow.remaining_bytes = flow.rate_bytes_per_s = 0.0
             if flow.registered:
-                flow.registered = False
                 for link, _ in flow.path:
                     del on_link[link][flow.fid]
             done = flow.done
@@ -168,9 +173,7 @@ class FlowSharing:
                     d.end[i] = now
                     w = d.waiters.pop(i, None)
                     if w:
-                        work = self.work
-                        for s in w:
-                            work.append((d, s))
+                        self.work.extend([(d, s) for s in w])
                 else:
                     self._arrive(done[1], done[2], done[3], now)
 

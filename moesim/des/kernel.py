@@ -28,7 +28,7 @@ import numpy as np
 
 from moesim.des.fabric import PortFabric
 from moesim.des.fold import Fold
-from moesim.des.flows import FlowSharing, _Flow
+from moesim.des.flows import FlowSharing
 from moesim.des.schedule import COLLECTIVE, COMPUTE, StageProgram
 
 _COMPUTE, _COLLECTIVE, _SEND = 0, 1, 2
@@ -117,7 +117,6 @@ class Kernel(FlowSharing):
         self.arrivals: dict[tuple, float] = {}
         self.recv_waiting: dict[tuple, tuple] = {}
         self._paths: dict[tuple, tuple] = {}
-        self._pairs: dict[tuple, tuple] = {}  # (device, level) -> (egress path, ingress path)
         self._group_ids: dict[tuple, int] = {}  # fold.group's instance key -> group id
         self._init_links()
 
@@ -319,77 +318,6 @@ class Kernel(FlowSharing):
                 self.complete(d, i, start + (spec.latency_s + (most / cap if most > 0 else 0.0)))
             return
         self.push(start + spec.latency_s if spec.latency_s > 0 else start, self._flows, (members, level, spec))
-
-    def _pair(self, device: int, level: int) -> tuple:
-        """(egress path, ingress path, single) of `device` at `level`; `single` = (egress link, its rate bound,
-        ingress link, its rate bound, egress multiplicity, ingress multiplicity) when both paths are one link
-        without latency (then `_flows` starts them inline), else None."""
-        eg, ig = self.path("egress", device, level), self.path("ingress", device, level)
-        single = None
-        if len(eg) == 1 and len(ig) == 1 and not self._latent:
-            (le, me), (li, mi) = eg[0], ig[0]
-            links = self.links
-            single = (le, links[le].capacity_bytes_per_s / me, li, links[li].capacity_bytes_per_s / mi, me, mi)
-        hit = self._pairs[(device, level)] = (eg, ig, single)
-        return hit
-
-    def _flows(self, arg) -> None:
-        """Start each member's egress and ingress flows. A member whose two ports carry no live flow (the common
-        case) is started here as `transfer` would (carried bytes, peak flows, a lazy flow at its cap or port
-        rate); the others go through `transfer`."""
-        members, level, spec = arg
-        cap = spec.cap_bytes_per_s
-        pairs, transfer, heap, lazy_end = self._pairs, self.transfer, self.heap, self._lazy_end
-        on_link, use, latent, now = self.on_link, self.use, self._latent, self.now
-        push = heapq.heappush
-        for d, i, _, egress, ingress in members:
-            done = [2, d, i, None]
-            pair = pairs.get((d.device, level))
-            if pair is None:
-                pair = self._pair(d.device, level)
-            single = pair[2]
-            a = b = None
-            if single is not None and egress > 0 and ingress > 0 and not latent:
-                le, rate_e, li, rate_i, me, mi = single
-                on = on_link[le]
-                if on:
-                    self._prune(le)
-                if not on:
-                    u = use[le]
-                    u.carried_bytes += me * egress
-                    if u.peak_flows < 1:
-                        u.peak_flows = 1
-                    self._next_fid += 1
-                    r = cap if cap < rate_e else rate_e
-                    a = on[self._next_fid] = _Flow(pair[0], egress, cap, done, now, 0.0, self._next_fid, r)
-                else:
-                    a = transfer(pair[0], egress, cap, done)
-                on = on_link[li]
-                if on:
-                    self._prune(li)
-                if not on:
-                    u = use[li]
-                    u.carried_bytes += mi * ingress
-                    if u.peak_flows < 1:
-                        u.peak_flows = 1
-                    self._next_fid += 1
-                    r = cap if cap < rate_i else rate_i
-                    b = on[self._next_fid] = _Flow(pair[1], ingress, cap, done, now, 0.0, self._next_fid, r)
-                else:
-                    b = transfer(pair[1], ingress, cap, done)
-            else:
-                a = transfer(pair[0], egress, cap, done)
-                b = transfer(pair[1], ingress, cap, done)
-            if a is not None:
-                if b is not None:
-                    self.seq += 1
-                    push(heap, (a.end_s if a.end_s > b.end_s else b.end_s, self.seq, lazy_end, (a, b)))
-                else:
-                    self.seq += 1
-                    push(heap, (a.end_s, self.seq, lazy_end, (a,)))
-            elif b is not None:
-                self.seq += 1
-                push(heap, (b.end_s, self.seq, lazy_end, (b,)))
 
     def _send(self, d: Device, i: int, t: float) -> None:
         op = d.code.ops[i]

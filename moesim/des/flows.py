@@ -69,7 +69,6 @@ class FlowSharing:
         self.use: list[LinkUse] = []
         self.on_link: list[dict] = []
         self.lazy_on: list = []  # per link: the member record whose lazy flow is alone on it, or None
-        self._pairs: dict[tuple, tuple] = {}  # (device, level) -> (egress path, ingress path, single)
         self._latent = False  # some link has a latency of its own (PortFabric's have none)
         self._next_fid = 0
 
@@ -181,21 +180,22 @@ class FlowSharing:
                     d.end[i] = now
                     w = d.waiters.pop(i, None)
                     if w:
-                        self.work.extend([(d, s) for s in w])
+                        self.work.extend(w)
                 else:
                     self._arrive(done[1], done[2], done[3], now)
 
-    def _pair(self, device: int, level: int) -> tuple:
-        """(egress path, ingress path, single) of `device` at `level` (the host's `path`); `single` = (egress
+    def _pair(self, d, level: int) -> tuple:
+        """(egress path, ingress path, single) of device `d` at `level` (the host's `path`), kept in `d.pairs`;
+        `single` = (egress
         link, its rate bound, ingress link, its rate bound, egress multiplicity, ingress multiplicity) when both
         paths are one link each, else None."""
-        eg, ig = self.path("egress", device, level), self.path("ingress", device, level)
+        eg, ig = self.path("egress", d.device, level), self.path("ingress", d.device, level)
         single = None
         if len(eg) == 1 and len(ig) == 1:
             (le, me), (li, mi) = eg[0], ig[0]
             links = self.links
             single = (le, links[le].capacity_bytes_per_s / me, li, links[li].capacity_bytes_per_s / mi, me, mi)
-        hit = self._pairs[(device, level)] = (eg, ig, single)
+        hit = d.pairs[level] = (eg, ig, single)
         return hit
 
     def _flows(self, arg) -> None:
@@ -209,15 +209,14 @@ class FlowSharing:
         other members go through `transfer`."""
         members, level, spec = arg
         cap = spec.cap_bytes_per_s
-        pairs, transfer, heap, lazy_end, member_end = self._pairs, self.transfer, self.heap, self._lazy_end, \
-            self._member_end
+        transfer, heap, lazy_end, member_end = self.transfer, self.heap, self._lazy_end, self._member_end
         on_link, lazy_on, use, now = self.on_link, self.lazy_on, self.use, self.now
         plain = not self._latent
         push = heapq.heappush
         for d, i, _, egress, ingress in members:
-            pair = pairs.get((d.device, level))
+            pair = d.pairs.get(level)
             if pair is None:
-                pair = self._pair(d.device, level)
+                pair = self._pair(d, level)
             single = pair[2]
             if single is not None and plain and egress > 0 and ingress > 0:
                 le, li = single[0], single[2]
@@ -302,7 +301,7 @@ class FlowSharing:
                 d.end[i] = self.now
                 w = d.waiters.pop(i, None)
                 if w:
-                    self.work.extend([(d, s) for s in w])
+                    self.work.extend(w)
 
     def _prune(self, link: int) -> None:
         """Take the lazy flows on `link` whose ends have passed off it (network.component's `prune`); a member

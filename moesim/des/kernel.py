@@ -75,8 +75,8 @@ def _doubles(values) -> array:
 class Device:
     """One simulated device: its work and its progress."""
 
-    __slots__ = ("device", "code", "dur", "wire", "egc", "inc", "weight", "end", "pos", "ready", "start", "issued",
-                 "waiters", "busy_s", "end_s", "groups")
+    __slots__ = ("device", "code", "dur", "wire", "egc", "inc", "weight", "end", "pos", "ready", "start",
+                 "waiters", "busy_s", "end_s", "groups", "ws", "pairs")
 
     def __init__(self, device: int, code: Compiled, durations, wire, egress_cols, ingress_cols, weight: int) -> None:
         self.device, self.code, self.weight = device, code, weight
@@ -86,11 +86,14 @@ class Device:
         self.inc = _doubles(ingress_cols) if ingress_cols is not None else None
         self.end = array("d", [_NAN]) * len(durations)
         n = len(code.streams)
-        self.pos, self.ready, self.start, self.issued = [0] * n, [0.0] * n, [0.0] * n, [False] * n
-        self.waiters: dict[int, list[int]] = {}
+        # per stream: the position of its next operation, or ~position while that operation is in flight
+        self.pos, self.ready, self.start = [0] * n, [0.0] * n, [0.0] * n
+        self.waiters: dict[int, list[tuple]] = {}  # operation -> the (device, stream) work items waiting for it
         self.busy_s = 0.0
         self.end_s = 0.0
         self.groups: dict[str, tuple[int, int]] = {}  # axis -> (instance key base, representatives to wait for)
+        self.ws = [(self, s) for s in range(n)]  # the work item of each stream, made once
+        self.pairs: dict[int, tuple] = {}  # level -> the kernel's (egress path, ingress path, single)
 
     def bytes(self, i: int) -> tuple[float, float]:
         c = self.code.col[i]
@@ -146,8 +149,7 @@ class Kernel(FlowSharing):
         """Run every device to the end of its program; `progress(fraction of operations done)` now and then."""
         total = sum(len(d.dur) for d in devices) or 1
         for d in devices:
-            for s in range(len(d.code.streams)):
-                self.work.append((d, s))
+            self.work.extend(d.ws)
         ops_before = self.ops_done
         self._drain()
         heap, work, advance = self.heap, self.work, self._advance
@@ -177,8 +179,7 @@ class Kernel(FlowSharing):
     def _wake(self, d: Device, i: int) -> None:
         w = d.waiters.pop(i, None)
         if w:
-            for s in w:
-                self.work.append((d, s))
+            self.work.extend(w)
 
     def complete(self, d: Device, i: int, end_s: float) -> None:
         d.end[i] = end_s
@@ -192,12 +193,12 @@ class Kernel(FlowSharing):
         end = d.end
         pos = d.pos[s]
         trace = self.trace
-        if d.issued[s]:  # woken by the end of the operation it issued
-            i = idx[pos]
+        if pos < 0:  # woken by the end of the operation it issued
+            i = idx[~pos]
             ready = end[i]
             if ready != ready:
                 return  # still in flight
-            d.issued[s] = False
+            pos = ~pos
             if trace is not None:
                 self._record(d, name, i, d.start[s], ready)
             pos += 1
@@ -227,7 +228,7 @@ class Kernel(FlowSharing):
             for dep in deps[i]:
                 e = end[dep]
                 if e != e:
-                    waiters.setdefault(dep, []).append(s)
+                    waiters.setdefault(dep, []).append(d.ws[s])
                     blocked = True
                     break
                 if e > t:
@@ -239,7 +240,7 @@ class Kernel(FlowSharing):
                 key = (*rv, d.device)  # ("act" | "grad", mb, virtual stage, device), as pieces.py builds it
                 a = self.arrivals.pop(key, None)  # read once: the operation goes ahead below
                 if a is None:
-                    self.recv_waiting[key] = (d, s)
+                    self.recv_waiting[key] = d.ws[s]
                     break
                 if a > t:
                     t = a
@@ -257,10 +258,9 @@ class Kernel(FlowSharing):
                 done += 1
                 continue
             d.busy_s = busy
-            d.issued[s] = True
             d.start[s] = t
-            waiters.setdefault(i, []).append(s)
-            d.pos[s] = pos
+            waiters.setdefault(i, []).append(d.ws[s])
+            d.pos[s] = ~pos
             d.ready[s] = ready
             self.ops_done += done
             if c == _STEP_COLLECTIVE:

@@ -22,7 +22,8 @@ from moesim.des.network import LinkUse, busiest_links, component, settle
 
 # A collective member whose egress and ingress ports are single links with no live flow on them starts its
 # two flows as one record instead of two _Flow objects (`_flows`): a list that is also their `done` list.
-_COUNT, _DEVICE, _OP, _KEY, _PAIR, _EGRESS, _INGRESS, _CAP, _START, _FID, _END_E, _END_I, _MADE_E, _MADE_I = range(14)
+_COUNT, _DEVICE, _OP, _KEY, _PAIR, _EGRESS, _INGRESS, _CAP, _START, _FID, _END_E, _END_I, _MADE_E, _MADE_I, _LINK_E, \
+    _LINK_I = range(16)
 
 
 class _Flow:
@@ -220,11 +221,12 @@ class FlowSharing:
             single = pair[2]
             if single is not None and plain and egress > 0 and ingress > 0:
                 le, li = single[0], single[2]
-                if on_link[le] or lazy_on[le] is not None:
+                on_e, on_i = on_link[le], on_link[li]
+                if on_e or lazy_on[le] is not None:
                     self._prune(le)
-                if on_link[li] or lazy_on[li] is not None:
+                if on_i or lazy_on[li] is not None:
                     self._prune(li)
-                if not on_link[le] and not on_link[li]:
+                if not on_e and not on_i:
                     u = use[le]
                     u.carried_bytes += single[4] * egress
                     if u.peak_flows < 1:
@@ -239,7 +241,7 @@ class FlowSharing:
                     end_e = now + egress / (cap if cap < r else r)
                     r = single[3]
                     end_i = now + ingress / (cap if cap < r else r)
-                    rec = [2, d, i, None, pair, egress, ingress, cap, now, fid, end_e, end_i, None, None]
+                    rec = [2, d, i, None, pair, egress, ingress, cap, now, fid, end_e, end_i, None, None, le, li]
                     lazy_on[le] = lazy_on[li] = rec
                     self.seq += 1
                     push(heap, (end_e if end_e > end_i else end_i, self.seq, member_end, rec))
@@ -278,19 +280,20 @@ class FlowSharing:
         """Both flows of a member record have ended (at their own ends, alone), unless one was shared since: a
         shared flow's own end counts it."""
         lazy_on = self.lazy_on
-        single = rec[_PAIR][2]
         ended = 0
         flow = rec[_MADE_E]
         if flow is None:
-            if lazy_on[single[0]] is rec:
-                lazy_on[single[0]] = None
+            link = rec[_LINK_E]
+            if lazy_on[link] is rec:
+                lazy_on[link] = None
             ended += 1
         elif flow.lazy:
             self._lazy_end((flow,))
         flow = rec[_MADE_I]
         if flow is None:
-            if lazy_on[single[2]] is rec:
-                lazy_on[single[2]] = None
+            link = rec[_LINK_I]
+            if lazy_on[link] is rec:
+                lazy_on[link] = None
             ended += 1
         elif flow.lazy:
             self._lazy_end((flow,))

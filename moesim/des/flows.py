@@ -7,11 +7,16 @@ shortcuts that leave every time unchanged: a flow alone on its links runs at its
 tightest link, and until another flow joins one of its links it is `lazy` - it schedules no end of
 its own; the host schedules one event for a collective member's flows (`_lazy_end`), and a flow
 that arrives on a lazy flow's link first takes it off when it has ended, or else turns it into an
-ordinary flow (an end event per rate change).
+ordinary flow (an end event per rate change). A third, for the common case of a collective member
+whose egress and ingress ports are single links with nothing on them: its two lazy flows are one
+record (a list, `_flows`) parked on the two ports (`lazy_on`), no _Flow objects and no entries in
+`on_link`; a flow that arrives on one of those ports first turns that side into the lazy _Flow it
+stands for (`_materialize`: same id, start, rate and end), so everything after is as above.
 
-`FlowSharing` is a mixin: the host (kernel.Kernel) provides `now`, `push(time_s, action, arg)`,
-`work` (devices to advance) and `_arrive(device, op, key, time_s)`; a flow's `done` is a list
-[flows left, device, operation, receive key or None].
+`FlowSharing` is a mixin: the host (kernel.Kernel) provides `now`, `push(time_s, action, arg)`, `heap`,
+`seq`, `work` (devices to advance), `path(direction, device, level)` and `_arrive(device, op, key,
+time_s)`; a flow's `done` is a list [flows left, device, operation, receive key or None] (a member
+record starts the same way).
 """
 
 from __future__ import annotations

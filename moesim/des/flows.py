@@ -14,7 +14,7 @@ record (a list, `_flows`) parked on the two ports (`lazy_on`), no _Flow objects 
 stands for (`_materialize`: same id, start, rate and end), so everything after is as above.
 
 `FlowSharing` is a mixin: the host (kernel.Kernel) provides `now`, `push(time_s, action, arg)`, `heap`,
-`seq`, `work` (devices to advance), `path(direction, device, level)` and `_arrive(device, op, key,
+`seq`, `work` (devices to advance), `fabric`, `path(direction, device, level)` and `_arrive(device, op, key,
 time_s)`; a flow's `done` is a list [flows left, device, operation, receive key or None] (a member
 record starts the same way).
 """
@@ -191,13 +191,13 @@ class FlowSharing:
                     self._arrive(done[1], done[2], done[3], now)
 
     def _pair(self, d, level: int) -> tuple:
-        """(egress path, ingress path, single) of device `d` at `level` (the host's `path`), kept in `d.pairs`;
-        `single` = (egress
-        link, its rate bound, ingress link, its rate bound, egress multiplicity, ingress multiplicity) when both
-        paths are one link each, else None."""
+        """(egress path, ingress path, single) of device `d` at `level` (the host's `path` and `fabric`), kept in
+        `d.pairs`; `single` = (egress link, its rate bound, ingress link, its rate bound, egress multiplicity,
+        ingress multiplicity) when both paths are one port of `d` alone, else None (no member records)."""
         eg, ig = self.path("egress", d.device, level), self.path("ingress", d.device, level)
         single = None
-        if len(eg) == 1 and len(ig) == 1:
+        # a port several devices share (a TPU chip's cores) has another member's flow on it at once: no record
+        if len(eg) == 1 and len(ig) == 1 and len(self.fabric.mates(d.device, level)[0]) == 1:
             (le, me), (li, mi) = eg[0], ig[0]
             links = self.links
             single = (le, links[le].capacity_bytes_per_s / me, li, links[li].capacity_bytes_per_s / mi, me, mi)

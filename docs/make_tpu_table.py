@@ -14,7 +14,7 @@ END = "<!-- END TPU TABLE -->"
 
 def block() -> str:
     rows = compare()
-    return (f"{START}\n\n```\n{render(rows)}\n```\n\nTwo candidate mechanisms for the all-to-all gap, "
+    return (f"{START}\n\n```\n{render(rows)}\n```\n\nCandidate mechanisms for the growth gaps, "
             f"computed, not shipped:\n\n```\n{render_probes(probes(rows))}\n```\n\n{END}")
 
 

@@ -4,6 +4,17 @@ Error of one size = predicted busbw / measured busbw − 1 = measured time / pre
 factor cancels), taken on the faster of the out-of-place and in-place rows (nccl-tests prints both;
 the faster one is the collective's time with less launch and scheduling noise). MAPE is the mean
 absolute error over the sizes at or above LARGE_BYTES (1 MiB) and, separately, below it.
+
+How the log was run is part of the prediction: nccl-tests times `iters` back-to-back calls with a host clock
+(BenchTime: a `timer` around the loop of startColl calls, then one stream synchronize, divided by iters), so
+the per-call time is the slower of the GPU's collective and the host's work per iteration. With `-g N` one
+thread drives N GPUs and issues their N calls inside one ncclGroupStart/End per iteration (startColl), so
+each iteration launches N kernels from one thread: host time per iteration >= N x the profile's
+`efficiency.kernel_launch_us` (host dispatch cost of one kernel launch). The manifest key `gpus_per_thread`
+(tests/data/nccl/logs.toml; 1 = one process or thread per GPU) carries N.
+Source: NVIDIA/nccl-tests src/common.cu @358ca29 (v2.19.4) BenchTime / startColl; src/timer.cc (steady_clock).
+This floor is a property of the benchmark, not of training (one process per GPU there): the collective
+models do not see it.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ class SizeError:
     measured_s: float
     predicted_s: float
     algorithm: str
+    host_bound: bool = False  # the host's launches per iteration, not the collective, set predicted_s
 
     @property
     def busbw_error(self) -> float:
@@ -66,15 +78,27 @@ def best_per_size(points: tuple[CollectivePoint, ...]) -> list[CollectivePoint]:
     return [best[s] for s in sorted(best)]
 
 
-def log_error(points: tuple[CollectivePoint, ...], hardware: HardwareProfile, model=None) -> LogError:
-    """Busbw error of `model` (default: the hardware's default collective model) on one log's points."""
+def host_floor_s(hardware: HardwareProfile, gpus_per_thread: int) -> float:
+    """Host time of one nccl-tests iteration: gpus_per_thread kernel launches from one thread (module doc)."""
+    return gpus_per_thread * hardware.efficiency.kernel_launch_s
+
+
+def log_error(points: tuple[CollectivePoint, ...], hardware: HardwareProfile, model=None,
+              gpus_per_thread: int = 1) -> LogError:
+    """Busbw error of `model` (default: the hardware's default collective model) on one log's points, each
+    size predicted as max(collective time, host floor of `gpus_per_thread` launches per iteration)."""
+    if isinstance(gpus_per_thread, bool) or not isinstance(gpus_per_thread, int) or gpus_per_thread < 1:
+        raise SpecError("gpus_per_thread must be an integer >= 1 (nccl-tests -g N)", field="gpus_per_thread",
+                        value=gpus_per_thread)
     if not points:
         raise SpecError("no collective points to compare")
     if len({(p.op, p.group_size) for p in points}) != 1:
         raise SpecError("one log's points must share the collective and the group size")
     model = model or default_model(hardware)
+    floor_s = host_floor_s(hardware, gpus_per_thread)
     sizes = []
     for p in best_per_size(points):
         cost = model.cost(p.op, p.size_bytes, Group(size=p.group_size, devices=p.group_size))
-        sizes.append(SizeError(p.size_bytes, p.time_s, cost.time_s, cost.algorithm))
+        host_bound = floor_s > cost.time_s
+        sizes.append(SizeError(p.size_bytes, p.time_s, max(cost.time_s, floor_s), cost.algorithm, host_bound))
     return LogError(points[0].op, points[0].group_size, tuple(sizes))

@@ -12,7 +12,8 @@ from moesim.calibrate.nccl_tests import read_nccl_tests
 from moesim.errors import SpecError
 from moesim.specs.load import load_hardware
 
-MANIFEST_KEYS = {"file", "hardware", "cluster", "healthy", "shape", "note", "op", "ranks", "nccl_algo", "collnet"}
+MANIFEST_KEYS = {"file", "hardware", "cluster", "healthy", "shape", "note", "op", "ranks", "nccl_algo", "collnet",
+                 "gpus_per_thread"}
 
 
 def read_manifest(path: Path) -> list[dict]:
@@ -58,7 +59,7 @@ def prior_rows(manifest: Path) -> list[tuple]:
     for e in read_manifest(manifest):
         pts = _points(folder, e)
         hw = load_hardware(e["hardware"])
-        err = log_error(pts, hw, entry_model(e, hw))
+        err = log_error(pts, hw, entry_model(e, hw), e.get("gpus_per_thread", 1))
         span = f"{_size(min(p.size_bytes for p in pts))} - {_size(max(p.size_bytes for p in pts))}"
         rows.append((e["file"], e["hardware"], err.ranks, err.op, span, "yes" if e["healthy"] else "no",
                      _pct(err.mape_large), _pct(err.mape_small),
@@ -83,9 +84,9 @@ def calibration_rows(manifest: Path, cluster: str, hardware: str) -> list[tuple]
             for held in logs:
                 if held is fit_on:
                     continue
-                pts = _points(folder, held)
-                rows.append((fit_on["file"], held["file"], _pct(log_error(pts, prior).mape_large),
-                             _pct(log_error(pts, profile).mape_large)))
+                pts, g = _points(folder, held), held.get("gpus_per_thread", 1)
+                rows.append((fit_on["file"], held["file"], _pct(log_error(pts, prior, None, g).mape_large),
+                             _pct(log_error(pts, profile, None, g).mape_large)))
     return rows
 
 

@@ -45,7 +45,7 @@ _NAME_PATTERNS = [(re.compile(p), op) for p, op in (
     (r"all_?reduce", "all_reduce"), (r"all_?gather", "all_gather"), (r"reduce_?scatter", "reduce_scatter"),
     (r"all_?to_?all", "all_to_all"), (r"broadcast|bcast", "broadcast"), (r"send_?recv", "send_recv"))]
 _MPI_PREFIX = re.compile(r"^\[\d+,\d+\]<(stdout|stderr)>:")
-_SRUN_PREFIX = re.compile(r"^\s*\d+:\s")  # srun --label: "0: ", right-aligned " 0: " with >= 10 tasks
+_SRUN_PREFIX = re.compile(r"^\s*\d+:(\s|$)")  # srun --label: "0: ", right-aligned " 0: " (>= 10 tasks), bare " 0:"
 _RANK_LINE = re.compile(r"^#?\s*Rank\s+(\d+)\s+(?:Group\s+\d+\s+)?Pid\s+\d+\s+(?:on\s+(\S+)\s+)?device\b")
 # column titles and units whose leading '#' was lost (logs pasted into markdown or issue text)
 _BARE_TITLES = re.compile(r"^(size\s+count\s|\(B\)\s)")

@@ -5,34 +5,97 @@ Notation (uniform routing; ../shared/reference/wave2.md §3):
   E        routed experts, spread evenly over the EP group;  k  experts per token (top-k)
   N        nodes of the EP group;  G  GPUs per node (the NVLink domain);  M  max nodes per token (0 = N)
   S        bytes one GPU sends in the plain all-to-all: its tokens × k × bytes per token (nccl-tests S)
-  D        distinct nodes a token reaches (its own node included):
-             D = N' · (1 − C(E' − E/N, k) / C(E', k)),  N' = min(M, N), E' = N'·E/N
-  R        distinct remote nodes = D · (N − 1)/N (a token's own node is one of the N' chosen with chance N'/N)
-  Γ        distinct GPUs a token reaches = N'·G · (1 − C(E' − E/(N·G), k) / C(E', k))
+  D        distinct nodes a token reaches (its own node included). No limit (M ≥ N):
+             D = N · (1 − C(E − E/N, k) / C(E, k))
+           node-limited (M < N, DeepSeek-V3 §2.1.2: the M nodes are the ones whose best experts score
+           highest, so each of them holds at least its best expert): D = M, one expert per chosen node and
+           the other k − M uniform over the chosen nodes' remaining experts
+  R        distinct remote nodes = D · (N − 1)/N (a token's own node is one of the chosen with chance M/N)
+  Γ        distinct GPUs a token reaches (own GPU included) = G·N·(1 − C(E − E/(N·G), k) / C(E, k)), or
+           node-limited M + (M·G − M)·(1 − C(E' − M − E/(N·G), k − M) / C(E' − M, k − M)),  E' = M·E/N
   F        NVLink forwards per token = Γ·(G − 1)/G (every target GPU but the one the token lands on)
-  W_nvl, W_net  per-GPU usable NVLink and NIC bandwidth (profile: link × bw efficiency); α_nvl, α_net hops
+  W_nvl    per-GPU usable NVLink bandwidth (profile: link × bw efficiency); α_nvl, α_net the levels' hops
+  W_net    per-GPU NIC bandwidth: link × min(profile efficiency, the fraction DeepEP's own network-bound
+           kernels reach: 0.885 of a CX7, deepep.toml [rdma])
+  W_fwd    the internode forwarding stage's own rate (deepep.toml [forward]: a kernel rate, measured)
 Costs (one direction; combine is the same path reversed):
-  deepep (normal kernels): each (token, node) pair crosses the network once, to the GPU with the same
-      local index, which forwards it over NVLink; the two overlap:
-      T = max(S·R/k / W_net, S·F/k / W_nvl) + α_net + α_nvl   (one node: S·F/k / W_nvl + α_nvl)
+  deepep (normal kernels): the NVLink stage copies the token once per target GPU, its own GPU included
+      (intranode.cu: the sender warps are split evenly over the destination ranks, own rank among them;
+      internode.cu: the forwarder warps copy into every target GPU's NVLink buffer, own GPU among them),
+      so it moves S·Γ/k; each (token, node) pair crosses the network once, S·R/k, to the GPU with the
+      same local index; the two overlap:
+      T = max(S·R/k / W_net, S·Γ/k / min(W_nvl, W_fwd)) + α_net + α_nvl   (one node: S·Γ/k / W_nvl + α_nvl)
   deepep_ll (low-latency kernels): one RDMA message per (token, selected expert), no dedup:
       T = max(S·(N−1)/N / W_net, S/N / W_nvl) + 2·α_net   (the flag each receiver polls: a second hop)
   pairwise / hierarchical / nccl: the collective model's all-to-all (NCCL pairwise, 2DH, or the faster).
 DeepEP reports *logical* bandwidth: bytes × D/k (normal, own node included) or bytes (low-latency, every
-selection) over the time (tests/test_internode.py, test_low_latency.py of deepseek-ai/DeepEP).
+selection) over the time (tests/test_internode.py, test_low_latency.py of deepseek-ai/DeepEP). Its
+"~160 GB/s NVLink maximum" (docs/legacy.md) is counted the same way (every received token), which is
+why the NVLink stage is priced on Γ, not F, at W_nvl. Not modelled: the 16-byte-aligned per-token
+metadata the kernels send with each token (source meta 8 B, top-k indices and weights 8·k B: +1.1 % on
+an FP8 token of hidden 7168, +0.3 % on a BF16 one; internode.cu get_num_bytes_per_token).
 Sources: DeepSeek-V3 report (arXiv 2412.19437v2) §2.1.2 (node-limited routing), §3.2.2 (dispatch over
-IB once per node, NVLink forwarding); deepseek-ai/DeepEP docs/legacy.md (kernels and published tables).
+IB once per node, NVLink forwarding); deepseek-ai/DeepEP @dd758ca docs/legacy.md (kernels and published
+tables), csrc/kernels/legacy/intranode.cu, internode.cu, README.md (V2 rows: W_net); DeepEP issue #493 (W_fwd).
 """
 
 from __future__ import annotations
 
 import math
+import tomllib
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
 from moesim.collectives.base import CollectiveCost, Group, bus_bw_factor
 from moesim.errors import SpecError
 
 BACKENDS = ("nccl", "pairwise", "hierarchical", "deepep", "deepep_ll")
+_CONSTANTS = Path(__file__).with_name("deepep.toml")
+_KEYS = {"schema_version": None, "forward": {"dispatch_gb_per_s", "combine_gb_per_s", "source"},
+         "rdma": {"logical_gb_per_s", "nodes", "link_gb_per_s", "source"}}
+
+
+@lru_cache(maxsize=1)
+def _constants() -> dict:
+    """deepep.toml, strictly: schema_version 1, exactly the keys of _KEYS, positive figures."""
+    data = tomllib.loads(_CONSTANTS.read_text(encoding="utf-8"))
+    if data.get("schema_version") != 1:
+        raise SpecError("unsupported schema_version", file=str(_CONSTANTS), field="schema_version",
+                        value=data.get("schema_version"), allowed=(1,))
+    for key, sub in data.items():
+        if key not in _KEYS:
+            raise SpecError("unknown key", file=str(_CONSTANTS), field=key, allowed=sorted(_KEYS))
+        if _KEYS[key] and set(sub) != _KEYS[key]:
+            raise SpecError("unknown or missing keys", file=str(_CONSTANTS), field=key,
+                            value=sorted(set(sub) ^ _KEYS[key]), allowed=sorted(_KEYS[key]))
+    if set(data) != set(_KEYS):
+        raise SpecError("missing section", file=str(_CONSTANTS), field=str(sorted(set(_KEYS) - set(data))))
+    forward, rdma = data["forward"], data["rdma"]
+    numbers = [forward["dispatch_gb_per_s"], forward["combine_gb_per_s"], rdma["link_gb_per_s"],
+               *rdma["logical_gb_per_s"], *rdma["nodes"]]
+    if not all(isinstance(x, (int, float)) and x > 0 for x in numbers) or \
+            len(rdma["nodes"]) != len(rdma["logical_gb_per_s"]) or min(rdma["nodes"]) < 2:
+        raise SpecError("figures must be positive, one node count (>= 2) per rdma figure", file=str(_CONSTANTS),
+                        field="forward / rdma", value=numbers)
+    return data
+
+
+@lru_cache(maxsize=1)
+def forward_rate_bytes_per_s() -> float:
+    """W_fwd: the internode forwarding stage's rate (deepep.toml [forward]), one for both directions (the
+    collective model does not know which one it prices): the mean of the measured dispatch and combine."""
+    forward = _constants()["forward"]
+    return (forward["dispatch_gb_per_s"] + forward["combine_gb_per_s"]) / 2 * 1e9
+
+
+@lru_cache(maxsize=1)
+def rdma_fraction() -> float:
+    """The NIC's usable fraction under DeepEP's traffic (deepep.toml [rdma]): the mean over DeepEP's
+    network-bound figures of logical × (N − 1)/N (the remote share of its node copies), over the link."""
+    rdma = _constants()["rdma"]
+    real = [bw * (n - 1) / n for bw, n in zip(rdma["logical_gb_per_s"], rdma["nodes"])]
+    return sum(real) / len(real) / rdma["link_gb_per_s"]
 
 
 def miss_probability(pool: int, hit: int, k: int) -> float:
@@ -64,7 +127,11 @@ class RoutingShape:
 
 
 def routing_shape(num_experts: int, top_k: int, ranks: int, gpus_per_node: int, max_nodes: int = 0) -> RoutingShape:
-    """D, R, Γ of the module docstring for an EP group of `ranks` GPUs, `gpus_per_node` per node."""
+    """D, R, Γ of the module docstring for an EP group of `ranks` GPUs, `gpus_per_node` per node.
+
+    Node-limited (max_nodes < nodes) is an approximation of DeepSeek-V3's rule: it takes every chosen node
+    as receiving at least one expert; des/routing.sample_node_limited_top_k, which applies the rule itself,
+    gives D = 3.95 and Γ = 7.49 for 256 experts, 8 nodes, M = 4, top-8 against 4 and 7.48 here."""
     g = min(gpus_per_node, ranks)
     nodes = max(1, math.ceil(ranks / g))
     if num_experts % ranks:
@@ -74,8 +141,13 @@ def routing_shape(num_experts: int, top_k: int, ranks: int, gpus_per_node: int, 
     per_node, per_gpu = num_experts // nodes, num_experts // ranks
     pool = chosen * per_node
     k = min(top_k, pool)
-    distinct_nodes = chosen * (1 - miss_probability(pool, per_node, k))
-    distinct_gpus = chosen * g * (1 - miss_probability(pool, per_gpu, k))
+    if chosen < nodes:  # node-limited: one expert on each chosen node (its best), the rest uniform in the pool
+        forced = min(chosen, k)
+        distinct_nodes = float(forced)
+        distinct_gpus = forced + (chosen * g - forced) * (1 - miss_probability(pool - forced, per_gpu, k - forced))
+    else:
+        distinct_nodes = chosen * (1 - miss_probability(pool, per_node, k))
+        distinct_gpus = chosen * g * (1 - miss_probability(pool, per_gpu, k))
     return RoutingShape(top_k, nodes, g, distinct_nodes, distinct_nodes * (nodes - 1) / nodes, distinct_gpus)
 
 
@@ -112,7 +184,8 @@ class DispatchModel:
                 return self.base.cost(op, size_bytes, group)
             best = min(found, key=lambda c: c.time_s)
             return CollectiveCost(op, size_bytes, group.size, best.time_s, best.label, best.bottleneck)
-        time_s, bound = deepep_time_s(self.backend, size_bytes, self.shape(group.size), *self._links(size_bytes, group))
+        time_s, bound = deepep_time_s(self.backend, size_bytes, self.shape(group.size), *self._links(size_bytes, group),
+                                      w_forward=forward_rate_bytes_per_s())
         levels = self.hardware.interconnect
         name = levels[0].name if bound == "nvlink" or len(levels) == 1 else levels[1].name
         return CollectiveCost(op, size_bytes, group.size, time_s, self.backend, name)
@@ -136,27 +209,33 @@ class DispatchModel:
         return self._cache[key]
 
     def _links(self, size_bytes: float, group: Group):
-        """(W_nvl, α_nvl, W_net, α_net) of the NVLink level and the next one out, at this message size."""
+        """(W_nvl, α_nvl, W_net, α_net) of the NVLink level and the next one out, at this message size; the
+        network's fraction of its link is at most the one DeepEP's own traffic reaches (rdma_fraction)."""
         levels = self.hardware.interconnect
         nvl = levels[0]
         net = levels[1] if len(levels) > 1 else levels[0]
         message = size_bytes / max(group.size, 1)
+        net_fraction = net.bw_efficiency.at(message) if len(levels) == 1 else \
+            min(net.bw_efficiency.at(message), rdma_fraction())
         return (nvl.link_bw_bytes_per_s * nvl.bw_efficiency.at(message), nvl.latency_s,
-                net.link_bw_bytes_per_s * net.bw_efficiency.at(message), net.latency_s)
+                net.link_bw_bytes_per_s * net_fraction, net.latency_s)
 
 
 def deepep_time_s(backend: str, size_bytes: float, shape: RoutingShape, w_nvl: float, a_nvl: float,
-                  w_net: float, a_net: float) -> tuple[float, str]:
-    """(seconds, bounding link) of one DeepEP dispatch (or combine) moving S = `size_bytes` per GPU."""
+                  w_net: float, a_net: float, w_forward: float = math.inf) -> tuple[float, str]:
+    """(seconds, bounding link) of one DeepEP dispatch (or combine) moving S = `size_bytes` per GPU;
+    `w_forward` bounds the internode NVLink forwarding stage (W_fwd of the module docstring)."""
     if backend == "deepep_ll":
         n = shape.nodes
         net = size_bytes * (n - 1) / n / w_net
         nvl = size_bytes / n / w_nvl
         return max(net, nvl) + 2 * a_net, ("network" if net >= nvl else "nvlink")
-    # S = tokens × k × bytes per token, so per-token counts (F, R) scale S / k
-    nvl = size_bytes * shape.nvlink_forwards / shape.top_k / w_nvl
+    # S = tokens × k × bytes per token, so per-token counts (Γ, R) scale S / k; the NVLink stage copies the
+    # token to every target GPU, its own included (module docstring)
+    copies = size_bytes * shape.distinct_gpus / shape.top_k
     if shape.nodes == 1:
-        return nvl + a_nvl, "nvlink"
+        return copies / w_nvl + a_nvl, "nvlink"
+    nvl = copies / min(w_nvl, w_forward)
     net = size_bytes * shape.remote_nodes / shape.top_k / w_net
     return max(net, nvl) + a_net + a_nvl, ("network" if net >= nvl else "nvlink")
 

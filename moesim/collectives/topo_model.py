@@ -165,11 +165,21 @@ class TopologyModel:
             return [Candidate(name, proto, terms, base, _bound(terms, tiers))
                     for name, proto, terms, base in nccl.candidates(op, size, n, counts, tiers, port, allowed,
                                                                     self.collnet)]
+        cap = 0.0
+        if system.nccl and op == "send_recv" and tiers[0].kind == "switch":
+            # NCCL's p2p channels per peer (nccl_tuning.toml [p2p], [p2p_net]: the comm's NIC tier if it spans nodes)
+            net = _nic_tier(system, pl)
+            if not multi:
+                cap = nccl.p2p_bw_cap(size, n, tiers[0], net)
+            elif net is not None:
+                cap = nccl.p2p_net_bw_cap(size, n, tiers[0], net)
         out = []
         for proto in protocols:
             alpha = {family: [t.latency_s * proto.step_factor(t.kind, family) for t in tiers]
                      for family in ("ring", "tree")}
             bw = [w * proto.bw_factor(op == "all_reduce", multi) for w in port]
+            if cap:  # NCCL's p2p channels of one peer bound the send (computed once, above the loop)
+                bw[top] = min(bw[top], cap * proto.bw_factor(False, multi))
             for name, terms in self._tier_algorithms(op, size, n, counts, alpha, bw, system, rail, copy_bw):
                 peer = _peer_bytes(name, size, n, counts)
                 if system.nccl and op in _P2P_OPS and proto.name != p2p_protocol(peer):
@@ -224,6 +234,13 @@ class TopologyModel:
             rings = sum(torus_costs.axis_ring_bw(tg.m[a], tg.wrap[a], tg.share[a], b) for a in tg.axes)
             return max(rings, b) / tg.q
         return tier.bw_at(message) * pl.boost[index]
+
+
+def _nic_tier(system: System, pl: GroupPlacement):
+    """The NIC tier (the first fabric tier) when the group spans more than one NVLink domain, else None."""
+    if pl.top < 1 or len(system.tiers) < 2 or system.tiers[1].kind != "fabric":
+        return None
+    return system.tiers[1]
 
 
 def _bound(terms: Terms, tiers) -> str:

@@ -19,6 +19,7 @@ from moesim.collectives.topo_model import TopologyModel
 from moesim.errors import SpecError
 from moesim.specs.fields import Table
 from moesim.specs.load import load_hardware
+from moesim.topology.torus import axis_wraps, slice_shape, torus_link_count
 
 MANIFEST = Path(__file__).resolve().parents[2] / "tests" / "data" / "tpu" / "measurements.toml"
 COLLECTIVES = ("all_to_all", "all_reduce", "all_gather", "reduce_scatter", "send_recv")
@@ -111,43 +112,84 @@ def render(rows: list[Row]) -> str:
 
 @dataclass(frozen=True)
 class Probe:
-    """What two candidate mechanisms would need or give on one all-to-all growth figure (not shipped)."""
+    """What candidate mechanisms give on one growth figure (computed, not shipped): the ratio were the
+    profile's wraparound rule "never" (every slice a mesh) or "always" (every slice a torus), were the
+    all-to-all's axes run one after another (transfers summed, not overlapped), and the per-destination
+    cost that would turn the shipped ratio into the measured one. None where it does not apply."""
 
     name: str
+    collective: str
     size_bytes: float
     what: str
     measured: float
     shipped: float  # the shipped profile's ratio
-    without_wraparound: float  # the ratio were the slices' wraparound links unused (wraparound = "never")
-    per_peer_s: float  # a per-destination cost that would make the shipped ratio the measured one
+    without_wraparound: float  # wraparound = "never"
+    wraparound_everywhere: float  # wraparound = "always"
+    axes_in_sequence: float | None  # all-to-all only
+    gshard_estimate: float | None  # all-to-all only: GShard's own t = d·h/l on the shipped slices
+    per_peer_s: float | None  # all-to-all only
+
+
+def _with_rule(hw, rule: str):
+    return dataclasses.replace(hw, interconnect=tuple(
+        dataclasses.replace(level, wraparound=rule) if i == 0 else level for i, level in enumerate(hw.interconnect)))
+
+
+def _in_sequence_s(model: TopologyModel, size: float, devices: int) -> float:
+    """The dimension-ordered all-to-all with its per-axis transfers summed (one axis after another)."""
+    (c,) = model.candidates("all_to_all", size, Group(size=devices, devices=devices))
+    return c.base_latency_s + c.terms.latency_s + sum(c.terms.transfer_s)
+
+
+def gshard_estimate(hw, devices: int) -> float:
+    """GShard §5.3's bandwidth-bound AllToAll estimate t = d·h/l on the slice moesim gives `devices`
+    partitions: d = devices (bytes sent, in units of one partition's data), h = mean hops between two chips
+    (shortest paths, per axis ⌊·⌋ ring or line distance), l = directed links of the slice. Arbitrary unit:
+    only ratios mean anything. Source: GShard (arXiv 2006.16668) §5.3, "t = dh/l = O(√D)"."""
+    level = hw.interconnect[0]
+    dims = slice_shape(tuple(level.dims), -(-devices // hw.chip.devices_per_chip))
+    wraps = axis_wraps(level.wraparound, dims, tuple(level.dims))
+    hops = sum(sum(min(abs(i - j), a - abs(i - j)) if w else abs(i - j) for i in range(a) for j in range(a)) / a**2
+               for a, w in zip(dims, wraps))
+    return devices * hops / (2 * torus_link_count(dims, wraps))
 
 
 def probes(rows: list[Row]) -> list[Probe]:
-    """For every all-to-all growth row: the ratio without wraparound links, and the per-destination cost t
-    solving (T(D2) + (D2-1)t) / (T(D1) + (D1-1)t) = measured. One constant t should serve every size."""
+    """For every growth row: the ratios under the candidate mechanisms (see Probe). For all-to-all rows also
+    the per-destination cost t solving (T(D2) + (D2-1)t) / (T(D1) + (D1-1)t) = measured: one constant t
+    should serve every size if such a cost were the mechanism."""
     out = []
     for r in rows:
-        if r.kind != "growth" or r.collective != "all_to_all":
+        if r.kind != "growth":
             continue
         hw = load_hardware(r.hardware)
-        never = dataclasses.replace(hw, interconnect=tuple(
-            dataclasses.replace(level, wraparound="never") if i == 0 else level for i, level in enumerate(hw.interconnect)))
         d1, d2 = (int(x) for x in r.what.split(" -> "))
+
+        def ratio(model: TopologyModel) -> float:
+            return _time_s(model, r.collective, r.size_bytes, d2) / _time_s(model, r.collective, r.size_bytes, d1)
+
         plain = TopologyModel(hw)
-        t1, t2 = _time_s(plain, r.collective, r.size_bytes, d1), _time_s(plain, r.collective, r.size_bytes, d2)
-        alt = TopologyModel(never)
-        no_wrap = _time_s(alt, r.collective, r.size_bytes, d2) / _time_s(alt, r.collective, r.size_bytes, d1)
-        per_peer = (r.measured * t1 - t2) / ((d2 - 1) - r.measured * (d1 - 1))
-        out.append(Probe(r.name, r.size_bytes, r.what, r.measured, r.predicted, no_wrap, per_peer))
+        seq = per_peer = estimate = None
+        if r.collective == "all_to_all":
+            t1, t2 = _time_s(plain, r.collective, r.size_bytes, d1), _time_s(plain, r.collective, r.size_bytes, d2)
+            per_peer = (r.measured * t1 - t2) / ((d2 - 1) - r.measured * (d1 - 1))
+            seq = _in_sequence_s(plain, r.size_bytes, d2) / _in_sequence_s(plain, r.size_bytes, d1)
+            estimate = gshard_estimate(hw, d2) / gshard_estimate(hw, d1)
+        out.append(Probe(r.name, r.collective, r.size_bytes, r.what, r.measured, r.predicted,
+                         ratio(TopologyModel(_with_rule(hw, "never"))),
+                         ratio(TopologyModel(_with_rule(hw, "always"))), seq, estimate, per_peer))
     return out
 
 
 def render_probes(found: list[Probe]) -> str:
     head = f"{'entry':30}  {'size':>8}  {'partitions':>12}  {'measured':>8}  {'shipped':>8}  " \
-           f"{'no wraparound':>13}  {'per-peer cost needed':>20}"
+           f"{'no wraparound':>13}  {'all tori':>8}  {'axes in turn':>12}  {'GShard dh/l':>11}  {'per-peer cost needed':>20}"
     lines = [head, "-" * len(head)]
     for p in found:
+        seq = "-" if p.axes_in_sequence is None else f"x{p.axes_in_sequence:.2f}"
+        peer = "-" if p.per_peer_s is None else f"{p.per_peer_s * 1e6:.2f} us"
+        est = "-" if p.gshard_estimate is None else f"x{p.gshard_estimate:.2f}"
         lines.append(f"{p.name:30}  {_size(p.size_bytes):>8}  {p.what:>12}  {f'x{p.measured:.2f}':>8}  "
                      f"{f'x{p.shipped:.2f}':>8}  {f'x{p.without_wraparound:.2f}':>13}  "
-                     f"{f'{p.per_peer_s * 1e6:.2f} us':>20}")
+                     f"{f'x{p.wraparound_everywhere:.2f}':>8}  {seq:>12}  {est:>11}  {peer:>20}")
     return "\n".join(lines)

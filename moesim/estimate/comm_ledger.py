@@ -1,0 +1,107 @@
+"""The step's collectives per named entry: priced on each axis's device groups, counted per stage, totalled.
+
+Notation as moesim.estimate.core: arrays (N, S) over candidates and representative stages; the axes
+tp, dp (dp·cp as one group), pp, ep, etp, edp, cp; `breakdown=False` prices without recording entries
+(the layout search), every returned time the same.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.collectives.base import CollectiveModel, wire_factor
+from moesim.estimate.evaluation import PER_MB_AXES, CommTotal
+from moesim.estimate.pricing import GroupRuns, pricer_for
+
+
+def _bus_factor(op: str, group_sizes: np.ndarray, model=None) -> np.ndarray:
+    """Bytes sent per byte of S per group size: the busbw factor, or the model's own (collectives.base.wire_factor)."""
+    unique, inverse = np.unique(group_sizes, return_inverse=True)
+    return np.array([wire_factor(model, op, int(n)) for n in unique])[inverse.reshape(-1)]
+
+
+class CommLedger:
+    """Prices collectives on the candidates' groups (`sizes`, `strides` per axis) and records each named
+    one per stage: `entries[name]` = [axis, op, overlappable, sizes, calls, bytes sent, times, costs], the
+    last five lists of (N, S) arrays, one per `add`."""
+
+    def __init__(self, collective_model: CollectiveModel, devices: int, sizes: dict[str, np.ndarray],
+                 strides: dict[str, np.ndarray], exists: np.ndarray, breakdown: bool):
+        self.collective_model, self.sizes, self.exists, self.breakdown = collective_model, sizes, exists, breakdown
+        self.n_cand, self.n_stages = exists.shape
+        self.pricer = pricer_for(collective_model, devices)
+        self.groups = {axis: GroupRuns(sizes[axis], strides[axis], devices) for axis in sizes}  # once per axis
+        self.entries: dict[str, list] = {}
+        self._gates: dict[str, np.ndarray] = {}
+
+    def gate(self, axis: str) -> np.ndarray:
+        """1.0 where the stage exists and `axis` has a group (size > 1), else 0.0: (N, S)."""
+        if axis not in self._gates:
+            self._gates[axis] = (self.exists & (self.sizes[axis] > 1)[:, None]).astype(float)
+        return self._gates[axis]
+
+    def add(self, name: str, axis: str, op: str, size_bytes, calls_stage, overlappable=False, gated=False
+            ) -> np.ndarray:
+        """Price `op` on `axis` and add calls (N, S) of it (`gated`: already 0 where gate(axis) is); returns
+        time per stage (N, S)."""
+        n_cand, n_stages, breakdown = self.n_cand, self.n_stages, self.breakdown
+        size_bytes = np.broadcast_to(np.asarray(size_bytes, dtype=float), (n_cand,)) if np.ndim(size_bytes) <= 1 \
+            else size_bytes
+        # Every stage column at once (estimate.pricing.price_runs: runs of equal neighbouring rows priced once).
+        t, costs = self.pricer.price_runs(op, size_bytes, self.groups[axis], breakdown)
+        if np.ndim(size_bytes) == 2:
+            per_call_size = size_bytes
+        else:
+            t = t[:, None]
+            costs = costs[:, None].repeat(n_stages, axis=1) if breakdown else None
+            per_call_size = np.broadcast_to(size_bytes[:, None], (n_cand, n_stages))
+        calls_stage = calls_stage if gated else np.asarray(calls_stage, dtype=float) * self.gate(axis)
+        if not breakdown:
+            return calls_stage * t
+        factor = _bus_factor(op, np.asarray(self.sizes[axis], dtype=float), self.collective_model)[:, None]
+        entry = self.entries.setdefault(name, [axis, op, overlappable, [], [], [], [], []])
+        entry[3].append(per_call_size * (calls_stage > 0))
+        entry[4].append(calls_stage)
+        entry[5].append(calls_stage * per_call_size * factor)
+        entry[6].append(calls_stage * t)
+        entry[7].append(costs)
+        return calls_stage * t
+
+    def expand(self, z, sends: np.ndarray, pm: np.ndarray) -> None:
+        """Entries back to every candidate (`z`: rows → candidates); pipeline sends × `sends`, gradient syncs × `pm`."""
+        for name, entry in self.entries.items():
+            scale = sends if name == "pp_send_recv" else pm if entry[0] in ("dp", "edp") else 1.0
+            entry[3] = [z(a) for a in entry[3]]
+            entry[4:7] = [[z(a) * scale for a in lst] for lst in entry[4:7]]
+            entry[7] = [z(a) for a in entry[7]]
+
+
+def comm_totals(entries: dict[str, list], slow: np.ndarray, dp_stage: np.ndarray, m: np.ndarray,
+                pair_t: np.ndarray | None, dual_t: np.ndarray) -> dict[str, CommTotal]:
+    """Each entry's per-step total on the stage the step charges it to: per-micro-batch collectives (and the
+    ZeRO-3 parameter gathers, recorded per step) on the slowest stage `slow`, the gradient sync on its busiest
+    stage `dp_stage`; DualPipe (`pair_t`, `dual_t`): the mean of the device's two stages."""
+    n_cand = len(slow)
+    comms: dict[str, CommTotal] = {}
+    for name, (axis, op, overlappable, size_l, calls_l, bytes_l, time_l, cost_l) in entries.items():
+        on_pipe = axis in PER_MB_AXES or "param_all_gather" in name
+        at = slow if on_pipe else dp_stage
+        one_at = lambda a, cols: np.take_along_axis(a, cols[:, None], axis=1)[:, 0]  # noqa: E731
+        pick_at = lambda a: one_at(a, at)  # noqa: E731,B023
+        col = at  # the column whose sizes and algorithm the entry shows
+        if on_pipe and pair_t is not None:  # DualPipe: half the micro-batches through each of the device's stages
+            partner = one_at(pair_t, at)
+            pick_at = lambda a: np.where(dual_t, (one_at(a, at) + one_at(a, partner)) / 2, one_at(a, at))  # noqa: E731,B023
+            biggest = np.max(np.stack(size_l), axis=0)
+            col = np.where(dual_t & (one_at(biggest, partner) > one_at(biggest, at)), partner, at)
+        calls = pick_at(sum(calls_l))
+        if not np.any(calls > 0):
+            continue
+        # Per-layer collectives are recorded per micro-batch; the ZeRO-3 gathers' calls (2·m) are per step.
+        scale = m if axis in PER_MB_AXES else 1.0
+        size = one_at(np.max(np.stack(size_l), axis=0), col)
+        big = np.argmax(np.stack([one_at(s, col) for s in size_l]), axis=0)
+        costs = np.stack([one_at(c, col) for c in cost_l])[big, np.arange(n_cand)]
+        comms[name] = CommTotal(axis, op, size, calls * scale, pick_at(sum(bytes_l)) * scale,
+                                pick_at(sum(time_l)) * scale, costs, overlappable)
+    return comms

@@ -1,0 +1,116 @@
+"""What each device holds on each pipeline stage: parameters, the optimizer step over them, memory.
+
+Arrays (N, S) over candidates and representative stages (moesim.estimate.stages); notation as
+moesim.estimate.core: b sequences per micro-batch per device, m micro-batches, tp/pp/ep/etp/edp/vp
+degrees, dcp = dp·cp (the group dense gradients reduce and ZeRO shards over: CP ranks hold the same
+weights), zero the ZeRO stage (N, 1); first / last / exists (N, S) masks of the pipeline's ends.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim import memory as mem
+from moesim.estimate import schedules as sch
+from moesim.estimate.stages import Stages, per_stage
+from moesim.estimate.terms import ClassTerms
+from moesim.ops.base import memory as memory_op
+from moesim.ops.optimizer import PART as OPTIMIZER_PART, ops_total_time_s, optimizer_step_ops
+from moesim.precision import fp8_weight_copy_bytes, weight_quantise_cost
+from moesim.specs.hardware import HardwareProfile
+from moesim.specs.model import ModelSpec
+from moesim.specs.training import TrainingSpec
+from moesim.workload import Workload
+
+
+def stage_params(wl: Workload, counts: np.ndarray, first: np.ndarray, last: np.ndarray, sched: np.ndarray,
+                 tp: np.ndarray, ep: np.ndarray, etp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(dense, expert) parameters per device on each stage (N, S), times the schedule's parameter copies."""
+    n_cand = len(tp)
+    dense_params = per_stage(counts, [np.full(n_cand, c.params_shardable) / tp + c.params_replicated
+                                      for c in wl.classes])
+    dense_params += np.where(first, ((wl.embedding_params / tp) + wl.position_params)[:, None], 0)
+    dense_params += np.where(last, ((wl.lm_head_params / tp) + wl.final_norm_params)[:, None], 0)
+    # MTP modules read the embedding on the last stage: a copy there unless it is also the first (pp = 1).
+    dense_params += np.where(last & ~first, (wl.mtp_embedding_params / tp)[:, None], 0)
+    dense_params *= sch.parameter_multiple(sched)[:, None]
+    expert_params = per_stage(counts, [np.full(n_cand, c.params_experts) / (ep * etp) for c in wl.classes])
+    expert_params *= sch.parameter_multiple(sched)[:, None]
+    return dense_params, expert_params
+
+
+def optimizer_time_s(model: ModelSpec, hw: HardwareProfile, tr: TrainingSpec, dense_params: np.ndarray,
+                     expert_params: np.ndarray, dcp: np.ndarray, edp: np.ndarray, zero: np.ndarray,
+                     exists: np.ndarray) -> np.ndarray:
+    """Optimizer step: memory-bound pass over the device's (sharded) states; its longest stage (N,)."""
+    q_p = tr.bytes_of("param")
+    shard_d = np.where(zero >= 1, dcp[:, None], 1)
+    shard_e = np.where(zero >= 1, edp[:, None], 1)
+    local = dense_params / shard_d + expert_params / shard_e
+    # The step's memory-bound operators (moesim/ops/optimizer.py): gradient-buffer reset (sharded at ZeRO >= 2),
+    # grad norm, the update over the states, the master -> parameter copy.
+    buffer = dense_params / np.where(zero >= 2, dcp[:, None], 1) + expert_params / np.where(zero >= 2, edp[:, None], 1)
+    opt_ops = optimizer_step_ops(tr, model.d_model, model.d_ff, local, buffer)
+    # FP8 GEMMs with cached weight copies: the updated weights are quantised once per step (TE caches them
+    # across micro-batches); without the cache every micro-batch casts them (terms.py, precision_terms.py).
+    if tr.fp8_weight_cache:
+        opt_ops.append(memory_op(OPTIMIZER_PART, "fp8_weight_quantise", tr.dtype_for("activation"),
+                              weight_quantise_cost(local, tr.fp8_scaling, q_p).bytes_moved))
+    opt_time = np.max(np.where(exists, ops_total_time_s(opt_ops, hw), 0), axis=1)
+    return opt_time
+
+
+def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: TrainingSpec, terms: list[ClassTerms],
+                 stages: Stages, dense_params: np.ndarray, expert_params: np.ndarray, *, sched: np.ndarray,
+                 dual: np.ndarray, pair: np.ndarray, b: np.ndarray, m: np.ndarray, pp: np.ndarray, tp: np.ndarray,
+                 ep: np.ndarray, etp: np.ndarray, vp: np.ndarray, dcp: np.ndarray, edp: np.ndarray,
+                 zero: np.ndarray, first: np.ndarray, last: np.ndarray, exists: np.ndarray
+                 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, float]:
+    """(memory by part, total, stage index, usable capacity in bytes) per candidate, on its fullest stage.
+
+    `dual` (N, 1): DualPipe candidates, whose device of stage s also holds the stage of its `pair` column
+    (p − 1 − s): parameters and in-flight activations of both (see moesim.estimate.core)."""
+    counts, q_p = stages.counts, tr.bytes_of("param")
+    n_cand = counts.shape[0]
+    opt_bpp = mem.optimizer_state_bytes_per_param(tr, model.d_model, model.d_ff)
+    with_pair = lambda a: a + np.where(dual, np.take_along_axis(a, pair, axis=1), 0)  # noqa: E731
+    pm_mem = sch.parameter_multiple(sched)[:, None]
+    shared = np.where(dual & (first | last) & (pp[:, None] > 1), (wl.mtp_embedding_params / tp)[:, None], 0)
+    w_d, g_d, o_d = mem.model_state_bytes(with_pair(dense_params / pm_mem) - shared, dcp[:, None], zero, tr, opt_bpp)
+    w_e, g_e, o_e = mem.model_state_bytes(with_pair(expert_params / pm_mem), edp[:, None], zero, tr, opt_bpp)
+    in_flight = mem.in_flight_micro_batches(sched, m[:, None], pp[:, None], stages.index, vp[:, None])
+    acts_mb = per_stage(counts, [t.activation_bytes for t in terms])
+    logits = np.where(last, mem.logits_bytes(b, wl.output_tokens, model.vocab_size, tp, tr.fused_cross_entropy,
+                                             tr.bytes_of("head"), wl.logit_heads)[:, None], 0)
+    # The partner stage p − 1 − s holds min(m, s + 1) micro-batches (schedules.in_flight).
+    pair_in_flight = np.minimum(m[:, None], stages.index + 1)
+    acts = acts_mb * in_flight + logits + np.where(
+        dual, np.take_along_axis(acts_mb, pair, axis=1) * pair_in_flight + np.take_along_axis(logits, pair, axis=1), 0)
+    moe_terms = [t for t in terms if t.slots is not None]
+    buffers = np.zeros(n_cand)
+    if moe_terms:
+        # Dispatch send and receive buffers of one MoE layer in flight (Switch §5.4 [E, C, h] sizes), sized
+        # for the wider of the dispatch and combine elements (FP8 dispatch, BF16 combine: DeepSeek-V3 §3.3.4).
+        q_buf = max(tr.element_bytes("dispatch"), tr.element_bytes("combine"))
+        buffers = np.maximum.reduce([2 * t.slots * model.d_model * q_buf for t in moe_terms])
+    # ZeRO-3 gathers one layer's parameters as this device uses them: its tp shard of the dense part
+    # (over dp·cp) and its ep·etp share of the experts (over edp); current + prefetched layer.
+    # Source: ZeRO, Rajbhandari et al., arXiv 1910.02054, §7.2.2 (params fetched before use, discarded after).
+    layer_gathered = np.max([c.params_shardable / tp + c.params_replicated + c.params_experts / (ep * etp)
+                             for c in wl.classes], axis=0)
+    working = np.where(zero >= 3, 2 * layer_gathered[:, None] * q_p, 0)
+    # Cached FP8 copies of the stage's weights (all of them under ZeRO-3's gathers: an upper bound there).
+    device_params = with_pair(dense_params / pm_mem) - shared + with_pair(expert_params / pm_mem)
+    fp8_weights = fp8_weight_copy_bytes(device_params, tr.fp8_scaling) if tr.fp8_weight_cache else 0.0
+    memory = {
+        "weights": w_d + w_e + working + fp8_weights, "gradients": g_d + g_e, "optimizer_states": o_d + o_e,
+        "activations": acts, "moe_buffers": np.broadcast_to(buffers[:, None], acts.shape),
+        "reserved": np.full(acts.shape, hw.memory_reserved_bytes),
+    }
+    total_stage = np.where(exists, sum(memory.values()), -np.inf)
+    mem_stage = np.argmax(total_stage, axis=1)
+    pick_m = lambda a: np.take_along_axis(np.asarray(a), mem_stage[:, None], axis=1)[:, 0]  # noqa: E731
+    memory = {k: pick_m(v) for k, v in memory.items()}
+    total_mem = pick_m(total_stage)
+    capacity_bytes = hw.chip.hbm_bytes * (1 - tr.memory_headroom_fraction)
+    return memory, total_mem, pick_m(stages.index), capacity_bytes

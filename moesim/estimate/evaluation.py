@@ -1,0 +1,58 @@
+"""What the analytical step model returns: arrays over a batch of candidates (moesim.estimate.core.evaluate).
+
+`estimate()` / `step_estimate()` (moesim.estimate.result) turn one entry into a StepEstimate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from moesim.estimate.candidates import Candidates
+
+PER_MB_AXES = ("tp", "ep", "etp", "pp", "cp")
+
+
+@dataclass
+class CommTotal:
+    """One named collective per candidate: per-step totals on the slowest stage."""
+
+    axis: str
+    op: str
+    size_bytes: np.ndarray  # per call (largest over layer classes)
+    calls_per_step: np.ndarray
+    bytes_per_device: np.ndarray  # sent per step
+    time_s: np.ndarray  # per step
+    costs: np.ndarray  # CollectiveCost of the largest call (algorithm, bottleneck)
+    overlappable: bool = False
+
+
+@dataclass
+class Evaluation:
+    """Arrays over candidates; `estimate()` turns one entry into a StepEstimate."""
+
+    candidates: Candidates
+    step_time_s: np.ndarray
+    step_time_no_overlap_s: np.ndarray
+    compute_time_s: np.ndarray
+    communication_time_s: np.ndarray
+    exposed_communication_time_s: np.ndarray
+    bubble_time_s: np.ndarray
+    optimizer_time_s: np.ndarray
+    memory: dict[str, np.ndarray]
+    memory_total_bytes: np.ndarray
+    memory_capacity_bytes: float
+    fits: np.ndarray
+    model_flops_per_step: np.ndarray  # drop-aware: only the assignments experts process
+    hardware_flops_per_step: np.ndarray
+    mfu: np.ndarray
+    hfu: np.ndarray
+    tokens_per_s: np.ndarray
+    comms: dict[str, CommTotal] = field(default_factory=dict)
+    slowest_stage: np.ndarray | None = None
+    memory_stage: np.ndarray | None = None
+    expert_capacity: np.ndarray | None = None
+    tokens_per_device: np.ndarray | None = None
+    drop_fraction: np.ndarray | None = None  # expected dropped share of assignments (uniform routing)
+    rows: np.ndarray | None = None  # evaluate(fitting_only=True): the input candidates these rows are (None: all)

@@ -1,0 +1,47 @@
+"""Folding a batch of candidates to the rows that price alike, so `evaluate` computes each only once.
+
+Up to the collectives nothing depends on the mesh order (order_free_rows); no collective's size
+depends on the pipeline schedule or its virtual stages (schedule_free_rows). Each returns one
+index per distinct row and every candidate's row among them (None when all are distinct already).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.estimate.candidates import Candidates
+from moesim.estimate.pricing import distinct_rows, rows_of_key
+
+
+def order_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
+    """(one index per distinct candidate ignoring the mesh order, each candidate's row among them);
+    (all indices, None) when every candidate is distinct already."""
+    columns = [np.asarray(getattr(cands, name), dtype=np.int64) for name in
+               ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute")]
+    columns += [np.asarray(c, dtype=np.int64) for c in (cands.first_stage_layers, cands.last_stage_layers) if c.any()]
+    columns += [np.asarray(c, dtype=np.int64) for c in (cands.vp - 1, cands.cp - 1, cands.cp_comm, cands.schedule + 1)
+                if c.any()]
+    columns.append(np.asarray(cands.capacity_factor, dtype=float))
+    first, inverse = rows_of_key(cands.order_free_key, columns)
+    if first is None:
+        first, inverse = distinct_rows(columns)
+    if len(first) == len(cands):
+        return np.arange(len(cands)), None
+    return first, inverse
+
+
+def schedule_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
+    """(one index per distinct candidate ignoring schedule and vp, each candidate's row among them), as
+    order_free_rows: no collective's size depends on the schedule (its counts do: see evaluate)."""
+    if len(cands) and all(np.all(c == c[0]) for c in (np.asarray(cands.schedule), np.asarray(cands.vp))):
+        return np.arange(len(cands)), None  # one schedule and vp: nothing to fold (duplicates price alike)
+    columns = [np.asarray(getattr(cands, name), dtype=np.int64) for name in
+               ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute", "order")]
+    columns += [np.asarray(c, dtype=np.int64) for c in (cands.first_stage_layers, cands.last_stage_layers,
+                                                        cands.cp - 1, cands.cp_comm) if c.any()]
+    columns.append(np.asarray(cands.capacity_factor, dtype=float))
+    first, inverse = distinct_rows(columns)
+    if len(first) == len(cands):
+        return np.arange(len(cands)), None
+    return first, inverse
+

@@ -1,0 +1,116 @@
+"""Reading a scenario file into a Scenario, strictly: its model and hardware (by name, path or inline),
+[training], [layout], [search] and the routing keys of its own [moe] table; command-line overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from moesim.specs.data_files import SCHEMA_VERSION, int_list, read_data_file, resolve_ref, str_list, with_file
+from moesim.specs.fields import Table, check_schema_version
+from moesim.specs.hardware_file import load_hardware
+from moesim.specs.layout import CP_COMMS, STAGE_KEYS, parse_layout_text, split_layout_options
+from moesim.specs.layout_options import apply_layout_options, layout_from_table
+from moesim.specs.model import ModelSpec
+from moesim.specs.model_file import load_model, model_from_table
+from moesim.specs.scenario import Scenario, SearchSpace
+from moesim.specs.training import PIPELINE_SCHEDULES, TrainingSpec
+
+_FIELD_TYPES = {"int": int, "float": float, "float | None": float, "bool": bool, "str": str, "tuple[str, ...]": list}
+
+
+def training_from_table(t: Table) -> TrainingSpec:
+    known = TrainingSpec.__dataclass_fields__
+    kwargs = {key: t.opt(key, _FIELD_TYPES[known[key].type]) for key in list(t.data) if key in known}
+    t.req("global_batch_sequences", int)
+    t.finish(allowed=known)
+    return TrainingSpec.with_recipe(**kwargs)  # a named precision recipe under the table's own keys
+
+
+def search_from_table(t: Table) -> SearchSpace:
+    factors = t.opt("capacity_factors", list, [])
+    if any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in factors):
+        raise t.error("capacity_factors", "expected a list of numbers", value=factors)
+    orders = t.opt("orders", list, [])
+    if any(not isinstance(o, str) for o in orders):
+        raise t.error("orders", "expected a list of strings such as 'tp-ep-dp-pp'", value=orders)
+    space = SearchSpace(
+        capacity_factors=tuple(float(x) for x in factors),
+        zero_stages=tuple(str_list(t, "zero_stages", (0, 1, 2, 3), [0, 1, 2, 3])),
+        recompute_modes=tuple(str_list(t, "recompute_modes", ("none", "selective", "full"),
+                                        ["none", "selective", "full"])),
+        max_micro_batches=t.opt("max_micro_batches", int, 64),
+        orders=tuple(tuple(o.split("-")) for o in orders),
+        pipeline_schedules=tuple(str_list(t, "pipeline_schedules", PIPELINE_SCHEDULES, [])),
+        virtual_stages=tuple(int_list(t, "virtual_stages", [2, 4, 8])),
+        context_parallel=tuple(int_list(t, "context_parallel", [1])),
+        cp_comms=tuple(str_list(t, "cp_comms", CP_COMMS, ["p2p"])),
+    )
+    t.finish()
+    return space
+
+
+# Keys a scenario's own [moe] table may set over the model's: how the framework of the published run
+# groups and bounds tokens for routing. They are implementation choices, not architecture: Mesh-TF,
+# T5X and GShard route the same model in routing groups of different sizes.
+SCENARIO_MOE_KEYS = ("group_size_tokens", "min_expert_capacity", "max_nodes_per_token")
+
+
+def scenario_moe(model: ModelSpec, t: Table) -> ModelSpec:
+    """`model` with the routing keys of a scenario's [moe] table (SCENARIO_MOE_KEYS) replaced."""
+    changes = {key: value for key in SCENARIO_MOE_KEYS if (value := t.opt(key, int)) is not None}
+    t.finish()
+    if model.moe is None:
+        raise t.error(None, f"model '{model.name}' has no mixture-of-experts layers to set")
+    return dataclasses.replace(model, moe=dataclasses.replace(model.moe, **changes))
+
+
+def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] | None = None) -> Scenario:
+    """Build a Scenario; `overrides` (hardware, devices, layout text) come from the command line."""
+    overrides = overrides or {}
+    check_schema_version(t, SCHEMA_VERSION)
+    name = t.req("name", str)
+    model_ref = t.req("model", (str, dict))
+    if isinstance(model_ref, dict):
+        model = model_from_table(Table(model_ref, file=t.file, path="model"))
+    else:
+        model = load_model(model_ref, relative_to=base_dir)
+    moe_t = t.sub("moe", required=False)
+    if moe_t is not None:
+        model = scenario_moe(model, moe_t)
+    hardware = load_hardware(overrides.get("hardware") or t.req("hardware", str), relative_to=base_dir,
+                             field="--hardware" if overrides.get("hardware") else None)
+    if overrides.get("hardware"):
+        t.opt("hardware", str)
+    devices = overrides.get("devices") or t.req("devices", int)
+    if overrides.get("devices"):
+        t.opt("devices", int)
+    training_t = t.sub("training")
+    training = training_from_table(training_t)
+    layout_t = t.sub("layout", required=False)
+    layout_given = layout_from_table(layout_t) if layout_t is not None else {}
+    layout_given, options = split_layout_options(layout_given)
+    training = apply_layout_options(training, model, options, explicit=training_t.data, source="layout")
+    if overrides.get("layout"):
+        layout_given, options = split_layout_options(parse_layout_text(overrides["layout"]))
+        training = apply_layout_options(training, model, options, explicit={}, source="--layout")
+    elif overrides.get("devices") or overrides.get("hardware"):
+        kept = ("tp", "pp", "etp", "order", "vp", "cp", "cp_comm") + STAGE_KEYS
+        layout_given = {k: v for k, v in layout_given.items() if k in kept}
+    search_t = t.sub("search", required=False)
+    search = search_from_table(search_t) if search_t is not None else SearchSpace()
+    scenario = Scenario(
+        name=name, model=model, hardware=hardware, devices=devices, training=training,
+        layout_given=layout_given, search=search, description=t.opt("description", str, ""),
+        source=t.opt("source", str, ""), file=t.file,
+    )
+    t.finish()
+    return scenario
+
+
+def load_scenario(ref: str | Path, **overrides: Any) -> Scenario:
+    """A scenario by built-in name or path; keyword overrides: hardware, devices, layout."""
+    path = resolve_ref(ref, "scenarios")
+    return with_file(path, lambda: scenario_from_table(Table(read_data_file(path), file=str(path)),
+                                                        base_dir=path.parent, overrides=overrides))

@@ -116,16 +116,22 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     ll_cap = _ll_cap(tiers[0], nodes)
     ramp = fill_factor(size_bytes, fill_bytes(multi))
     hops = _hop_tables(tiers)
+    # one GPU per node: NCCL prices the network hops at the tree's ("With ppn=1 latencies are fully exposed,
+    # use the Tree network latency", 2.30.7 tuning.cc); several nodes: ring steps >= the net overhead
+    ppn1 = multi and counts[0] == 1
+    overhead = _net_overheads() if multi else None
     out = []
     for algo in ("ring", "tree"):
         if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
             continue
         factors, bases = t["protocol_bw_factor"][algo], t["base_latency_us"][algo]
         for p, proto in enumerate(PROTOCOLS):
-            alpha = [h[algo][p] for h in hops]
+            alpha = [h["tree" if i else algo][p] for i, h in enumerate(hops)] if ppn1 else [h[algo][p] for h in hops]
             bw = _capped([w * factors[p] for w in port_bw], counts, ll_cap if p == 0 else 0)
             base = bases[p] * US
             if algo == "ring":
+                if multi:  # NCCL's per-step network post overhead floors the intra-node steps
+                    alpha[0] = max(alpha[0], overhead[p])
                 terms = hierarchy.ring_terms(passes, size_bytes, n, counts, alpha, bw)
                 if proto == "Simple" and multi and op == "all_reduce":
                     terms, base = _ring_plateau(terms, base, size_bytes, n, tiers[0])
@@ -142,6 +148,18 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     if sharp:
         out.extend(_collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed))
     return out
+
+
+def net_overhead_s(protocol: str) -> float:
+    """NCCL's network post overhead per ring step of a several-node ring (Simple × 3): every intra-node step
+    costs at least this (nccl_tuning.toml [net_overhead]; NCCL 2.30.7 tuning.cc getNetOverhead)."""
+    t = tuning()["net_overhead"]
+    return t["us"] * (t["simple_multiplier"] if protocol == "Simple" else 1.0) * US
+
+
+@lru_cache(maxsize=1)
+def _net_overheads() -> tuple[float, ...]:
+    return tuple(net_overhead_s(proto) for proto in PROTOCOLS)
 
 
 def _pat(size_bytes, n, nodes, tiers, port_bw):
@@ -173,7 +191,7 @@ def _collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed):
     out = []
 
     def hop(algo, tier):
-        return hop_latency_s(algo, simple, tier)
+        return hop_latency_s("tree" if ppn == 1 and _link(tier.kind) == "net" else algo, simple, tier)
 
     if "collnetdirect" in allowed:
         latency = 2 * (min(1, ppn - 1) * hop("collnetdirect", tiers[0])
@@ -246,7 +264,8 @@ def _ll_cap(tier, nodes: int) -> float:
     arch = getattr(tier, "nccl_arch", "")
     if not arch:
         return 0.0
-    row = tuning()["ll_max_bus_gb_per_s"][arch]
+    t = tuning()["ll_max_bus_gb_per_s"]
+    row = t[arch if nodes == 1 else t["multi_node_row"]]  # several nodes: NCCL reads the row of the host CPU
     return row[0 if nodes == 1 else 1 if nodes == 2 else 2] * 1e9
 
 

@@ -301,7 +301,9 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # DualPipe overlaps a forward chunk with another micro-batch's backward chunk, hiding their
     # collectives under each other's compute (DeepSeek-V3 §3.2.1, Figure 4): max, not sum, for those.
     overlapped = np.maximum(compute_1, t_mb - compute_1)
-    hop = pick(pp_comm) / (2 * sends[:, 0])  # one pipeline send
+    # One pipeline send: the slowest stage's larger direction (the first stage has no backward send, the last
+    # no forward one: pp_comm / 2 there was half a send). Interleaved, every device sends both ways.
+    hop = pick(np.maximum(pp_forward, pp_backward)) / sends[:, 0]
     pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick_of(fwd), pick_of(bwd_mb) + pick(bwd_comm),
                                        pick_of(weight_mb), hop, overlapped)
     dp_sync = np.max(np.where(exists, dp_time, 0), axis=1)

@@ -233,8 +233,9 @@ def test_deepseek_v3_dualpipe_simulated_near_the_estimate():
     each overlapped pair's collectives fully under its compute; the simulator interleaves the pair layer by
     layer and, with unlike chunks on the first rank, hides less. Measured: simulator +12.8 % above the
     estimate (16.32 s against 14.47 s, FP8 backward GEMMs on the DeepGEMM tables; before the pair mean the
-    estimate charged the slowest single stage, 18.63 s, and the simulator was -21.7 % below it). Asserted:
-    above the estimate and within 15 %."""
+    estimate charged the slowest single stage, 18.63 s, and the simulator was -21.7 % below it). The pipeline
+    sends are not the gap: the simulator's step is 38 ms shorter with them free, 2(p - 1) = 30 inter-node sends
+    of 1.27 ms, and the estimate charges the same 38 ms. Asserted: above the estimate and within 15 %."""
     from moesim.specs.load import load_scenario
     sc = load_scenario("deepseek-v3-h800")
     assert sc.training.pipeline_schedule == "dualpipe"
@@ -255,6 +256,11 @@ def test_dualpipe_on_uneven_stages_is_priced_per_device_pair(first, last, before
     error = result.step_times_s[0] / result.analytical_step_time_s - 1
     # (6, 6): -6.9 % with issue 10's costs (launch per kernel, W from the wgrad operators), -6.2 % before;
     # -7.3 % with NCCL's p2p channel count on the NVLink sends (issue 11: 100 GB/s on 8 channels, not the port).
+    # Not the interleaved half-send: the estimate charges device 0 one send per unpaired micro-batch (t holds the
+    # pair's mean sends), while the simulator's p2p stream hides every send here (free sends: same step), so the
+    # slower sends moved the estimate alone. Hiding them in the estimate too (with or without 2(p - 1) fill
+    # sends) gives -6.6 / -7.0 %, and moves the even split -1.3 -> +0.2 / -0.4 %, (2, 6) +1.0 -> +2.4 / +1.9 %:
+    # no clear gain, left as is. The rest of the gap is fill and drain at m = 2p.
     assert abs(error) < 0.075 and abs(error) <= abs(before) + 0.012
 
 

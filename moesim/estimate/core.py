@@ -235,6 +235,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     pp_forward = add("pp_send_recv", "pp", "send_recv", pp_bytes, np.where(last, 0, 1))
     previous = b[:, None] * stages.tokens_in * model.d_model * builder.q_a / sp_split
     pp_backward = add("pp_send_recv", "pp", "send_recv", previous, np.where(first, 0, 1))
+    # Interleaved, the chunks wrap around: the last device sends v − 1 chunk outputs forward to device 0, which
+    # sends v − 1 input gradients back (Megatron's interleaved schedule: every chunk boundary but the model's ends).
+    wrap_forward = add("pp_send_recv", "pp", "send_recv", previous, np.where(last, 1, 0), multiple="wrap")
+    wrap_backward = add("pp_send_recv", "pp", "send_recv", previous, np.where(first, 1, 0), multiple="wrap")
 
     dp_time = np.zeros((n_cand, n_stages))
     zero3_mb = np.zeros((n_cand, n_stages))
@@ -252,11 +256,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     z = (lambda a: np.take(a, sf_inv, axis=0)) if sf_inv is not None else (lambda a: a)  # noqa: E731
     per_mb_comm, bwd_comm, pp_forward, pp_backward = z(per_mb_comm), z(bwd_comm), z(pp_forward), z(pp_backward)
     dp_time, zero3_mb = z(dp_time) * pm, z(zero3_mb) * pm
-    ledger.expand(z, sends, pm)
+    wrap = np.where(sch.is_schedule(sched, "interleaved"), np.asarray(vp, dtype=float) - 1, 0.0)[:, None]
+    ledger.expand(z, sends, pm, wrap=wrap)
     (cands, n_cand, tp, pp, m, b, exists, first, last, stages, dense_params, expert_params, calls,
      core_mb) = every.values()
     counts, zero = stages.counts, cands.zero_stage[:, None]
-    pp_forward, pp_backward = pp_forward * sends, pp_backward * sends
+    pp_forward, pp_backward = pp_forward * sends + z(wrap_forward) * wrap, pp_backward * sends + z(wrap_backward) * wrap
     pp_comm = pp_forward + pp_backward
     per_mb_comm += pp_comm + zero3_mb
     bwd_comm += pp_backward + zero3_mb / 2  # the backward half of the ZeRO-3 parameter gathers

@@ -32,7 +32,9 @@ gpipe m, interleaved min(m·v, 2(p − s − 1) + (v − 1)·p + 1)/v (Megatron'
 p + (p − 1)/v, Korthikanti et al. 2022 §4.2.3), zb-v p, dualpipe min(m, p − s) on stage s, whose device
 also holds stage p − 1 − s with s + 1: p + 1 per device (DeepSeek-V3 Table 2; DualPipe's steps 1-4 on
 rank h < p/2 run p − h forwards of its first chunk and h + 1 of its second before the first backward).
-Pipeline sends per micro-batch: v× for interleaved, 2× for zb-v (two chunks per device), 1× otherwise.
+Pipeline sends per micro-batch: v× for interleaved, 2× for zb-v (two chunks per device), 1× otherwise;
+interleaved, the chunks wrap around the devices, so the first stage also sends v − 1 input gradients back
+and the last v − 1 chunk outputs on (moesim.estimate.core; 2v − 1 sends each, 2v in between).
 Parameters: 2× for dualpipe (two model copies; DeepSeek-V3 Table 2), 1× otherwise; in memory the device
 of stage s holds stages s and p − 1 − s (`deepseek-ai/DualPipe:examples/example_dualpipe.py`, moesim.estimate.core).
 """

@@ -162,6 +162,18 @@ def test_interleaved_fill_sends_are_whole_sends_in_both_engines(v, monkeypatch):
     assert with_sends - free == pytest.approx(fill_s, rel=0.02)
 
 
+@pytest.mark.parametrize("schedule, v", [("interleaved", 2), ("interleaved", 4), ("zb-v", 1)])
+def test_estimate_counts_the_sends_the_simulated_first_stage_makes(schedule, v):
+    """The first device (the slowest stage here: it holds the embedding) sends every chunk's output forward and,
+    interleaved, the input gradient of every chunk but the model's first back: m(2v − 1) sends (the estimate
+    counted m·v, no backward sends on the first stage, before the chunks' wrap-around was counted)."""
+    sc, layout = _scenario(schedule), Layout(dp=1, pp=P, vp=v)
+    costs = build_costs(sc, layout, sc.training, default_model(sc.hardware), 0.0)
+    sends = sum(op.kind == "send" for op in build_stage_program(costs, 0).ops)
+    assert sends == M * (2 * v - 1 if schedule == "interleaved" else 2)
+    assert estimate(sc, layout).communication["pp_send_recv"]["calls_per_step"] == sends
+
+
 @pytest.mark.parametrize("schedule, v", [("1f1b", 1), ("interleaved", 2), ("interleaved", 4), ("zb-h1", 1),
                                          ("zb-v", 1)])
 def test_simulated_bubble_with_free_transfers_is_the_formula(schedule, v, monkeypatch):

@@ -237,8 +237,9 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     pp_backward = add("pp_send_recv", "pp", "send_recv", previous, np.where(first, 0, 1))
     # Interleaved, the chunks wrap around: the last device sends v − 1 chunk outputs forward to device 0, which
     # sends v − 1 input gradients back (Megatron's interleaved schedule: every chunk boundary but the model's ends).
-    wrap_forward = add("pp_send_recv", "pp", "send_recv", previous, np.where(last, 1, 0), multiple="wrap")
-    wrap_backward = add("pp_send_recv", "pp", "send_recv", previous, np.where(first, 1, 0), multiple="wrap")
+    wrap = np.where(sch.is_schedule(sched, "interleaved"), np.asarray(vp, dtype=float) - 1, 0.0)[:, None]
+    wrap_sends = add("pp_send_recv", "pp", "send_recv", previous, np.where(first | last, 1, 0), multiple="wrap") \
+        if (wrap > 0).any() else 0.0  # one call on each end stage (pp > 1: never both)
 
     dp_time = np.zeros((n_cand, n_stages))
     zero3_mb = np.zeros((n_cand, n_stages))
@@ -256,12 +257,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     z = (lambda a: np.take(a, sf_inv, axis=0)) if sf_inv is not None else (lambda a: a)  # noqa: E731
     per_mb_comm, bwd_comm, pp_forward, pp_backward = z(per_mb_comm), z(bwd_comm), z(pp_forward), z(pp_backward)
     dp_time, zero3_mb = z(dp_time) * pm, z(zero3_mb) * pm
-    wrap = np.where(sch.is_schedule(sched, "interleaved"), np.asarray(vp, dtype=float) - 1, 0.0)[:, None]
     ledger.expand(z, sends, pm, wrap=wrap)
     (cands, n_cand, tp, pp, m, b, exists, first, last, stages, dense_params, expert_params, calls,
      core_mb) = every.values()
     counts, zero = stages.counts, cands.zero_stage[:, None]
-    pp_forward, pp_backward = pp_forward * sends + z(wrap_forward) * wrap, pp_backward * sends + z(wrap_backward) * wrap
+    wrap_sends = z(wrap_sends) * wrap if np.ndim(wrap_sends) else 0.0
+    pp_forward, pp_backward = pp_forward * sends + wrap_sends * last, pp_backward * sends + wrap_sends * first
     pp_comm = pp_forward + pp_backward
     per_mb_comm += pp_comm + zero3_mb
     bwd_comm += pp_backward + zero3_mb / 2  # the backward half of the ZeRO-3 parameter gathers

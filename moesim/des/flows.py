@@ -7,36 +7,54 @@ shortcuts that leave every time unchanged: a flow alone on its links runs at its
 tightest link, and until another flow joins one of its links it is `lazy` - it schedules no end of
 its own; the host schedules one event for a collective member's flows (`_lazy_end`), and a flow
 that arrives on a lazy flow's link first takes it off when it has ended, or else turns it into an
-ordinary flow (an end event per rate change).
+ordinary flow (an end event per rate change). A third, for the common case of a collective member
+whose egress and ingress ports are single links with nothing on them: its two lazy flows are one
+record (a list, `_flows`) parked on the two ports (`lazy_on`), no _Flow objects and no entries in
+`on_link`; a flow that arrives on one of those ports first turns that side into the lazy _Flow it
+stands for (`_materialize`: same id, start, rate and end), so everything after is as above.
 
-`FlowSharing` is a mixin: the host (kernel.Kernel) provides `now`, `push(time_s, action, arg)`,
-`work` (devices to advance) and `_arrive(device, op, key, time_s)`; a flow's `done` is a list
-[flows left, device, operation, receive key or None].
+`FlowSharing` is a mixin: the host (kernel.Kernel) provides `now`, `push(time_s, action, arg)`, `heap`,
+`seq`, `work` (devices to advance), `fabric`, `path(direction, device, level)` and `_arrive(device, op, key,
+time_s)`; a flow's `done` is a list [flows left, device, operation, receive key or None] (a member
+record starts the same way).
 """
 
 from __future__ import annotations
 
+import heapq
+
 from moesim.des.network import LinkUse, busiest_links, component, settle
+
+# A collective member whose egress and ingress ports are single links with no live flow on them starts its
+# two flows as one record instead of two _Flow objects (`_flows`): a list that is also their `done` list.
+_COUNT, _DEVICE, _OP, _KEY, _PAIR, _EGRESS, _INGRESS, _CAP, _START, _FID, _END_E, _END_I, _MADE_E, _MADE_I, _LINK_E, \
+    _LINK_I = range(16)
 
 
 class _Flow:
     __slots__ = ("path", "size_bytes", "cap_bytes_per_s", "done", "remaining_bytes", "rate_bytes_per_s", "updated_s",
                  "version", "latency_s", "fid", "lazy", "end_s", "registered")
 
-    def __init__(self, path, size, cap, done, now, latency, fid) -> None:
+    def __init__(self, path, size, cap, done, now, latency, fid, alone_rate=0.0) -> None:
+        """`alone_rate` > 0: the flow starts alone on its links at that rate, lazy (as `_alone` makes it)."""
         self.path = path
         self.size_bytes = size
         self.cap_bytes_per_s = cap
         self.done = done
         self.remaining_bytes = size
-        self.rate_bytes_per_s = 0.0
         self.updated_s = now
-        self.version = 0
         self.latency_s = latency
         self.fid = fid
-        self.lazy = False
-        self.end_s = 0.0
         self.registered = True
+        self.rate_bytes_per_s = alone_rate
+        if alone_rate > 0:
+            self.version = 1
+            self.lazy = True
+            self.end_s = now + size / alone_rate
+        else:
+            self.version = 0
+            self.lazy = False
+            self.end_s = 0.0
 
 
 def _alone(flow: _Flow, rate_bytes_per_s: float, now: float) -> _Flow:
@@ -56,6 +74,7 @@ class FlowSharing:
         self.index: dict[str, int] = {}
         self.use: list[LinkUse] = []
         self.on_link: list[dict] = []
+        self.lazy_on: list = []  # per link: the member record whose lazy flow is alone on it, or None
         self._latent = False  # some link has a latency of its own (PortFabric's have none)
         self._next_fid = 0
 
@@ -67,6 +86,7 @@ class FlowSharing:
         self.links.append(link)
         self.use.append(LinkUse())
         self.on_link.append({})
+        self.lazy_on.append(None)
         return self.index[link.name]
 
 
@@ -84,9 +104,8 @@ class FlowSharing:
             use.carried_bytes += mult * size_bytes
             on = self.on_link[link]
             now = self.now
-            if on:
-                for other in [f for f in on.values() if f.lazy and f.end_s <= now]:
-                    self._purge(other)
+            if on or self.lazy_on[link] is not None:
+                self._prune(link)
             self._next_fid += 1
             flow = _Flow(path, size_bytes, cap_bytes_per_s, done, now, 0.0, self._next_fid)
             if on:
@@ -114,11 +133,11 @@ class FlowSharing:
         flow = _Flow(path, size_bytes, cap_bytes_per_s, done, now, latency, self._next_fid)
         alone = True
         on_link = self.on_link
+        lazy_on = self.lazy_on
         for link, _ in path:
             on = on_link[link]
-            if on:
-                for other in [f for f in on.values() if f.lazy and f.end_s <= now]:
-                    self._purge(other)
+            if on or lazy_on[link] is not None:
+                self._prune(link)
                 if on:
                     alone = False
             on[flow.fid] = flow
@@ -149,15 +168,14 @@ class FlowSharing:
                 del self.on_link[link][flow.fid]
 
     def _lazy_end(self, flows) -> None:
+        """The end of a collective member's lazy flows (those not joined since: a joined flow's own end event
+        counts it). Nothing refers to an ended lazy flow once it is off its links, so only that is undone."""
         on_link, now = self.on_link, self.now
         for flow in flows:
             if not flow.lazy:
-                continue  # joined since: its own end event counts it
+                continue
             flow.lazy = False  # it ended at its own end_s, alone
-            flow.version += 1
-            flow.remaining_bytes = flow.rate_bytes_per_s = 0.0
             if flow.registered:
-                flow.registered = False
                 for link, _ in flow.path:
                     del on_link[link][flow.fid]
             done = flow.done
@@ -168,14 +186,136 @@ class FlowSharing:
                     d.end[i] = now
                     w = d.waiters.pop(i, None)
                     if w:
-                        work = self.work
-                        for s in w:
-                            work.append((d, s))
+                        self.work.extend(w)
                 else:
                     self._arrive(done[1], done[2], done[3], now)
 
+    def _pair(self, d, level: int) -> tuple:
+        """(egress path, ingress path, single) of device `d` at `level` (the host's `path` and `fabric`), kept in
+        `d.pairs`; `single` = (egress link, its rate bound, ingress link, its rate bound, egress multiplicity,
+        ingress multiplicity) when both paths are one port of `d` alone, else None (no member records)."""
+        eg, ig = self.path("egress", d.device, level), self.path("ingress", d.device, level)
+        single = None
+        # a port several devices share (a TPU chip's cores) has another member's flow on it at once: no record
+        if len(eg) == 1 and len(ig) == 1 and len(self.fabric.mates(d.device, level)[0]) == 1:
+            (le, me), (li, mi) = eg[0], ig[0]
+            links = self.links
+            single = (le, links[le].capacity_bytes_per_s / me, li, links[li].capacity_bytes_per_s / mi, me, mi)
+        hit = d.pairs[level] = (eg, ig, single)
+        return hit
+
+    def _flows(self, arg) -> None:
+        """Start each collective member's egress and ingress flows (the host's heap action after T(0)).
+
+        A member whose two ports are single links without latency and carry no live flow (the common case) is
+        started as `transfer` would start two flows alone (carried bytes, peak flows, fids, rates at the cap or
+        the port, ends), held in one record that is also their `done` list and registered in `lazy_on`; one
+        heap event ends both (`_member_end`). A flow that later arrives on one of the ports turns that side
+        into a _Flow (`_materialize`) and shares the link with it, as it would share with a lazy _Flow. The
+        other members go through `transfer`."""
+        members, level, spec = arg
+        cap = spec.cap_bytes_per_s
+        transfer, heap, lazy_end, member_end = self.transfer, self.heap, self._lazy_end, self._member_end
+        on_link, lazy_on, use, now = self.on_link, self.lazy_on, self.use, self.now
+        plain = not self._latent
+        push = heapq.heappush
+        for d, i, _, egress, ingress in members:
+            pair = d.pairs.get(level)
+            if pair is None:
+                pair = self._pair(d, level)
+            single = pair[2]
+            if single is not None and plain and egress > 0 and ingress > 0:
+                le, li = single[0], single[2]
+                on_e, on_i = on_link[le], on_link[li]
+                if on_e or lazy_on[le] is not None:
+                    self._prune(le)
+                if on_i or lazy_on[li] is not None:
+                    self._prune(li)
+                if not on_e and not on_i:
+                    u = use[le]
+                    u.carried_bytes += single[4] * egress
+                    if u.peak_flows < 1:
+                        u.peak_flows = 1
+                    u = use[li]
+                    u.carried_bytes += single[5] * ingress
+                    if u.peak_flows < 1:
+                        u.peak_flows = 1
+                    fid = self._next_fid + 1
+                    self._next_fid = fid + 1
+                    r = single[1]
+                    end_e = now + egress / (cap if cap < r else r)
+                    r = single[3]
+                    end_i = now + ingress / (cap if cap < r else r)
+                    rec = [2, d, i, None, pair, egress, ingress, cap, now, fid, end_e, end_i, None, None, le, li]
+                    lazy_on[le] = lazy_on[li] = rec
+                    self.seq += 1
+                    push(heap, (end_e if end_e > end_i else end_i, self.seq, member_end, rec))
+                    continue
+            done = [2, d, i, None]
+            a = transfer(pair[0], egress, cap, done)
+            b = transfer(pair[1], ingress, cap, done)
+            if a is not None:
+                if b is not None:
+                    self.seq += 1
+                    push(heap, (a.end_s if a.end_s > b.end_s else b.end_s, self.seq, lazy_end, (a, b)))
+                else:
+                    self.seq += 1
+                    push(heap, (a.end_s, self.seq, lazy_end, (a,)))
+            elif b is not None:
+                self.seq += 1
+                push(heap, (b.end_s, self.seq, lazy_end, (b,)))
+
+    def _materialize(self, link: int) -> None:
+        """The member record on `link` as what `transfer` would have left there: a lazy _Flow still running, or,
+        when its end has passed, nothing (a lazy flow a joiner purges)."""
+        lazy_on = self.lazy_on
+        rec = lazy_on[link]
+        lazy_on[link] = None
+        single = rec[_PAIR][2]
+        side = 0 if link == single[0] else 1
+        if rec[_END_E + side] <= self.now:
+            return
+        cap, bound = rec[_CAP], single[1 + 2 * side]
+        flow = _Flow(rec[_PAIR][side], rec[_EGRESS + side], cap, rec, rec[_START], 0.0, rec[_FID] + side,
+                     cap if cap < bound else bound)
+        rec[_MADE_E + side] = flow
+        self.on_link[link][flow.fid] = flow
+
+    def _member_end(self, rec: list) -> None:
+        """Both flows of a member record have ended (at their own ends, alone), unless one was shared since: a
+        shared flow's own end counts it."""
+        lazy_on = self.lazy_on
+        ended = 0
+        flow = rec[_MADE_E]
+        if flow is None:
+            link = rec[_LINK_E]
+            if lazy_on[link] is rec:
+                lazy_on[link] = None
+            ended += 1
+        elif flow.lazy:
+            self._lazy_end((flow,))
+        flow = rec[_MADE_I]
+        if flow is None:
+            link = rec[_LINK_I]
+            if lazy_on[link] is rec:
+                lazy_on[link] = None
+            ended += 1
+        elif flow.lazy:
+            self._lazy_end((flow,))
+        if ended:
+            rec[_COUNT] -= ended
+            if rec[_COUNT] == 0:
+                d, i = rec[_DEVICE], rec[_OP]
+                d.end[i] = self.now
+                w = d.waiters.pop(i, None)
+                if w:
+                    self.work.extend(w)
+
     def _prune(self, link: int) -> None:
-        """Take the lazy flows on `link` whose ends have passed off it (network.component's `prune`)."""
+        """Take the lazy flows on `link` whose ends have passed off it (network.component's `prune`); a member
+        record's flow still running there becomes a _Flow on the link first (it is about to be shared)."""
+        if self.lazy_on[link] is not None:
+            self._materialize(link)
         on = self.on_link[link]
         if on:
             for f in [f for f in on.values() if f.lazy and f.end_s <= self.now]:

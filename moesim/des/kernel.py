@@ -32,6 +32,7 @@ from moesim.des.flows import FlowSharing
 from moesim.des.schedule import COLLECTIVE, COMPUTE, StageProgram
 
 _COMPUTE, _COLLECTIVE, _SEND = 0, 1, 2
+_PLAIN, _PLAIN_NEEDED, _STEP_COMPUTE, _STEP_COLLECTIVE, _STEP_SEND = 0, 1, 2, 3, 4  # Compiled.step
 _NAN = float("nan")
 PROGRESS_EVERY = 20_000  # heap events between progress reports
 
@@ -53,6 +54,15 @@ class Compiled:
         # compute with nothing to wait for but its stream: resolved in a tight loop
         self.plain = [op.kind == COMPUTE and not op.deps and op.recv is None for op in ops]
         self.needed = [i in program.needed for i in range(len(ops))]
+        # what _advance does with each operation, in one lookup: plain compute (needed or not by another
+        # stream), compute that waits, a collective, a send; traced runs record every compute (no plain path)
+        self.step = [(_PLAIN_NEEDED if self.needed[i] else _PLAIN) if self.plain[i]
+                     else _STEP_COMPUTE if k == _COMPUTE else _STEP_COLLECTIVE if k == _COLLECTIVE else _STEP_SEND
+                     for i, k in enumerate(self.kind)]
+        self.step_traced = [_STEP_COMPUTE if c <= _PLAIN_NEEDED else c for c in self.step]
+        self.comm = [op.comm for op in ops]
+        if len(ops) >= 1 << 24:
+            raise ValueError("a stage program of 2**24 operations or more: collective instance keys would collide")
 
 
 def _doubles(values) -> array:
@@ -65,8 +75,8 @@ def _doubles(values) -> array:
 class Device:
     """One simulated device: its work and its progress."""
 
-    __slots__ = ("device", "code", "dur", "wire", "egc", "inc", "weight", "end", "pos", "ready", "start", "issued",
-                 "waiters", "busy_s", "end_s")
+    __slots__ = ("device", "code", "dur", "wire", "egc", "inc", "weight", "end", "pos", "ready", "start",
+                 "waiters", "busy_s", "end_s", "groups", "ws", "pairs")
 
     def __init__(self, device: int, code: Compiled, durations, wire, egress_cols, ingress_cols, weight: int) -> None:
         self.device, self.code, self.weight = device, code, weight
@@ -76,10 +86,14 @@ class Device:
         self.inc = _doubles(ingress_cols) if ingress_cols is not None else None
         self.end = array("d", [_NAN]) * len(durations)
         n = len(code.streams)
-        self.pos, self.ready, self.start, self.issued = [0] * n, [0.0] * n, [0.0] * n, [False] * n
-        self.waiters: dict[int, list[int]] = {}
+        # per stream: the position of its next operation, or ~position while that operation is in flight
+        self.pos, self.ready, self.start = [0] * n, [0.0] * n, [0.0] * n
+        self.waiters: dict[int, list[tuple]] = {}  # operation -> the (device, stream) work items waiting for it
         self.busy_s = 0.0
         self.end_s = 0.0
+        self.groups: dict[str, tuple[int, int]] = {}  # axis -> (instance key base, representatives to wait for)
+        self.ws = [(self, s) for s in range(n)]  # the work item of each stream, made once
+        self.pairs: dict[int, tuple] = {}  # level -> the kernel's (egress path, ingress path, single)
 
     def bytes(self, i: int) -> tuple[float, float]:
         c = self.code.col[i]
@@ -106,8 +120,6 @@ class Kernel(FlowSharing):
         self.arrivals: dict[tuple, float] = {}
         self.recv_waiting: dict[tuple, tuple] = {}
         self._paths: dict[tuple, tuple] = {}
-        self._pairs: dict[tuple, tuple] = {}  # (device, level) -> (egress path, ingress path)
-        self._groups: dict[tuple, tuple] = {}  # (axis, device) -> (group id, representatives to wait for)
         self._group_ids: dict[tuple, int] = {}  # fold.group's instance key -> group id
         self._init_links()
 
@@ -137,8 +149,8 @@ class Kernel(FlowSharing):
         """Run every device to the end of its program; `progress(fraction of operations done)` now and then."""
         total = sum(len(d.dur) for d in devices) or 1
         for d in devices:
-            for s in range(len(d.code.streams)):
-                self.work.append((d, s))
+            self.work.extend(d.ws)
+        ops_before = self.ops_done
         self._drain()
         heap, work, advance = self.heap, self.work, self._advance
         pop, take = heapq.heappop, work.pop
@@ -153,7 +165,7 @@ class Kernel(FlowSharing):
             tick += 1
             if progress is not None and tick % PROGRESS_EVERY == 0:
                 progress(min(self.ops_done / total, 1.0))
-        self.events += tick  # one per heap event
+        self.events += tick + self.ops_done - ops_before  # one per heap event and per operation completed
         for d in devices:
             if d.waiters or any(p < len(idx) for p, (_, idx) in zip(d.pos, d.code.streams)):
                 raise RuntimeError(f"device {d.device} did not finish its program (deadlock)")
@@ -167,8 +179,7 @@ class Kernel(FlowSharing):
     def _wake(self, d: Device, i: int) -> None:
         w = d.waiters.pop(i, None)
         if w:
-            for s in w:
-                self.work.append((d, s))
+            self.work.extend(w)
 
     def complete(self, d: Device, i: int, end_s: float) -> None:
         d.end[i] = end_s
@@ -180,31 +191,34 @@ class Kernel(FlowSharing):
         code = d.code
         name, idx = code.streams[s]
         end = d.end
-        pos, ready = d.pos[s], d.ready[s]
+        pos = d.pos[s]
         trace = self.trace
-        done = 0
-        if d.issued[s]:  # woken by the end of the operation it issued
-            i = idx[pos]
-            e = end[i]
-            if e != e:
+        if pos < 0:  # woken by the end of the operation it issued
+            i = idx[~pos]
+            ready = end[i]
+            if ready != ready:
                 return  # still in flight
-            d.issued[s] = False
+            pos = ~pos
             if trace is not None:
-                self._record(d, name, i, d.start[s], e)
-            ready = e
+                self._record(d, name, i, d.start[s], ready)
             pos += 1
-            done += 1
-        kind, deps, recv, dur, waiters = code.kind, code.deps, code.recv, d.dur, d.waiters
-        plain, needed = code.plain, code.needed
+            done = 1
+        else:
+            ready = d.ready[s]
+            done = 0
+        step = code.step if trace is None else code.step_traced
+        deps, dur, waiters = code.deps, d.dur, d.waiters
         n = len(idx)
         busy = d.busy_s
         while pos < n:
             i = idx[pos]
-            if plain[i] and trace is None:
-                ready += dur[i]
-                busy += dur[i]
+            c = step[i]
+            if c <= _PLAIN_NEEDED:  # compute with nothing to wait for but its stream
+                x = dur[i]
+                ready += x
+                busy += x
                 end[i] = ready
-                if needed[i] and i in waiters:
+                if c and i in waiters:
                     self._wake(d, i)
                 pos += 1
                 done += 1
@@ -214,23 +228,23 @@ class Kernel(FlowSharing):
             for dep in deps[i]:
                 e = end[dep]
                 if e != e:
-                    waiters.setdefault(dep, []).append(s)
+                    waiters.setdefault(dep, []).append(d.ws[s])
                     blocked = True
                     break
                 if e > t:
                     t = e
             if blocked:
                 break
-            rv = recv[i]
+            rv = code.recv[i]
             if rv is not None:
                 key = (*rv, d.device)  # ("act" | "grad", mb, virtual stage, device), as pieces.py builds it
                 a = self.arrivals.pop(key, None)  # read once: the operation goes ahead below
                 if a is None:
-                    self.recv_waiting[key] = (d, s)
+                    self.recv_waiting[key] = d.ws[s]
                     break
                 if a > t:
                     t = a
-            if kind[i] == _COMPUTE:
+            if c == _STEP_COMPUTE:
                 x = dur[i]
                 e = t + x
                 busy += x
@@ -244,21 +258,20 @@ class Kernel(FlowSharing):
                 done += 1
                 continue
             d.busy_s = busy
-            d.issued[s] = True
             d.start[s] = t
-            waiters.setdefault(i, []).append(s)
-            d.pos[s], d.ready[s] = pos, ready
-            self.events += done
+            waiters.setdefault(i, []).append(d.ws[s])
+            d.pos[s] = ~pos
+            d.ready[s] = ready
             self.ops_done += done
-            if kind[i] == _COLLECTIVE:
+            if c == _STEP_COLLECTIVE:
                 self._join(d, i, t)
             else:
                 self._send(d, i, t)
             return
         d.busy_s = busy
-        self.events += done
         self.ops_done += done
-        d.pos[s], d.ready[s] = pos, ready
+        d.pos[s] = pos
+        d.ready[s] = ready
         if pos == n and ready > d.end_s:
             d.end_s = ready
 
@@ -270,30 +283,31 @@ class Kernel(FlowSharing):
 
     def _join(self, d: Device, i: int, t: float) -> None:
         code = d.code
-        spec = code.ops[i].comm
-        gkey = (spec.axis, d.device)
-        hit = self._groups.get(gkey)
-        if hit is None:  # the group as a small int: instance keys then hash in O(1), not over the group's classes
+        spec = code.comm[i]
+        base = d.groups.get(spec.axis)
+        if base is None:  # the group as a small int: instance keys are ints, not tuples over the group's classes
             group, expected = self.fold.group(spec.axis, d.device)
-            hit = self._groups[gkey] = (self._group_ids.setdefault(group, len(self._group_ids)), expected)
-        group, expected = hit
-        key = (code.program.stage, i, group)
+            gid = self._group_ids.setdefault(group, len(self._group_ids))
+            base = d.groups[spec.axis] = ((gid << 40) + (code.program.stage << 24), expected)
+        key = base[0] + i  # (group, stage, operation) as one int (Compiled keeps operations below 2**24)
         instances = self.instances
-        members = instances.get(key)
-        if members is None:
-            members = instances[key] = []
+        inst = instances.get(key)
+        if inst is None:
+            inst = instances[key] = [t, []]
+        elif t > inst[0]:
+            inst[0] = t
+        members = inst[1]
         c = code.col[i]
         if c >= 0 and d.egc is not None:
             members.append((d, i, t, d.egc[c], d.inc[c]))
         else:
             w = d.wire[i]
             members.append((d, i, t, w, w))
-        if len(members) == expected:
+        if len(members) == base[1]:
             del instances[key]
-            self._launch(members, spec)
+            self._launch(members, spec, inst[0])
 
-    def _launch(self, members: list, spec) -> None:
-        start = max(m[2] for m in members)
+    def _launch(self, members: list, spec, start: float) -> None:
         level = self.fabric.level(spec.span)
         if not self.contention:
             cap = spec.cap_bytes_per_s
@@ -304,30 +318,6 @@ class Kernel(FlowSharing):
                 self.complete(d, i, start + (spec.latency_s + (most / cap if most > 0 else 0.0)))
             return
         self.push(start + spec.latency_s if spec.latency_s > 0 else start, self._flows, (members, level, spec))
-
-    def _flows(self, arg) -> None:
-        members, level, spec = arg
-        cap = spec.cap_bytes_per_s
-        pairs, transfer, heap, lazy_end = self._pairs, self.transfer, self.heap, self._lazy_end
-        push = heapq.heappush
-        for d, i, _, egress, ingress in members:
-            done = [2, d, i, None]
-            key = (d.device, level)
-            pair = pairs.get(key)
-            if pair is None:
-                pair = pairs[key] = (self.path("egress", d.device, level), self.path("ingress", d.device, level))
-            a = transfer(pair[0], egress, cap, done)
-            b = transfer(pair[1], ingress, cap, done)
-            if a is not None:
-                if b is not None:
-                    self.seq += 1
-                    push(heap, (a.end_s if a.end_s > b.end_s else b.end_s, self.seq, lazy_end, (a, b)))
-                else:
-                    self.seq += 1
-                    push(heap, (a.end_s, self.seq, lazy_end, (a,)))
-            elif b is not None:
-                self.seq += 1
-                push(heap, (b.end_s, self.seq, lazy_end, (b,)))
 
     def _send(self, d: Device, i: int, t: float) -> None:
         op = d.code.ops[i]

@@ -56,10 +56,13 @@ def _apply_loads(costs: Costs, program: StageProgram, devices: np.ndarray, loads
         egress[:, k] = out * per_token / c
         ingress[:, k] = back * per_token / c
     for backward, columns in experts.items():
-        if columns:  # every device and column at once: the operator pricing is elementwise in the slots
+        if columns:  # every device and column at once: the operator pricing is elementwise in the slots,
+            # so each distinct slot count is priced once (whole token counts: a few thousand of ~10^5 entries)
             slots = np.stack([x for _, x in columns], axis=1)
-            times = np.asarray(costs.builder.expert_ffn_time_s(slots.reshape(-1), backward), dtype=float)
-            durations[:, [k for k, _ in columns]] = np.broadcast_to(times, (slots.size,)).reshape(slots.shape)
+            distinct, inverse = np.unique(slots.reshape(-1), return_inverse=True)
+            times = np.asarray(costs.builder.expert_ffn_time_s(distinct, backward), dtype=float)
+            times = np.broadcast_to(times, distinct.shape)[inverse.reshape(-1)]
+            durations[:, [k for k, _ in columns]] = times.reshape(slots.shape)
 
 
 @dataclass

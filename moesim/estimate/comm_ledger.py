@@ -32,6 +32,7 @@ class CommLedger:
         self.pricer = pricer_for(collective_model, devices)
         self.groups = {axis: GroupRuns(sizes[axis], strides[axis], devices) for axis in sizes}  # once per axis
         self.entries: dict[str, list] = {}
+        self.multiples: dict[str, list] = {}  # per entry, the schedule multiple of each `add` (expand)
         self._gates: dict[str, np.ndarray] = {}
 
     def gate(self, axis: str) -> np.ndarray:
@@ -40,10 +41,11 @@ class CommLedger:
             self._gates[axis] = (self.exists & (self.sizes[axis] > 1)[:, None]).astype(float)
         return self._gates[axis]
 
-    def add(self, name: str, axis: str, op: str, size_bytes, calls_stage, overlappable=False, gated=False
-            ) -> np.ndarray:
+    def add(self, name: str, axis: str, op: str, size_bytes, calls_stage, overlappable=False, gated=False,
+            multiple: str | None = None) -> np.ndarray:
         """Price `op` on `axis` and add calls (N, S) of it (`gated`: already 0 where gate(axis) is); returns
-        time per stage (N, S)."""
+        time per stage (N, S). `multiple`: the name of the schedule multiple `expand` scales these calls by
+        (default: pipeline sends × `sends`, gradient syncs × `pm`)."""
         n_cand, n_stages, breakdown = self.n_cand, self.n_stages, self.breakdown
         size_bytes = np.broadcast_to(np.asarray(size_bytes, dtype=float), (n_cand,)) if np.ndim(size_bytes) <= 1 \
             else size_bytes
@@ -60,6 +62,7 @@ class CommLedger:
             return calls_stage * t
         factor = _bus_factor(op, np.asarray(self.sizes[axis], dtype=float), self.collective_model)[:, None]
         entry = self.entries.setdefault(name, [axis, op, overlappable, [], [], [], [], []])
+        self.multiples.setdefault(name, []).append(multiple)
         entry[3].append(per_call_size * (calls_stage > 0))
         entry[4].append(calls_stage)
         entry[5].append(calls_stage * per_call_size * factor)
@@ -67,12 +70,14 @@ class CommLedger:
         entry[7].append(costs)
         return calls_stage * t
 
-    def expand(self, z, sends: np.ndarray, pm: np.ndarray) -> None:
-        """Entries back to every candidate (`z`: rows → candidates); pipeline sends × `sends`, gradient syncs × `pm`."""
+    def expand(self, z, sends: np.ndarray, pm: np.ndarray, **multiples: np.ndarray) -> None:
+        """Entries back to every candidate (`z`: rows → candidates); pipeline sends × `sends`, gradient syncs
+        × `pm`, an `add` that named a multiple × `multiples[that name]`."""
         for name, entry in self.entries.items():
             scale = sends if name == "pp_send_recv" else pm if entry[0] in ("dp", "edp") else 1.0
+            scales = [scale if key is None else multiples[key] for key in self.multiples[name]]
             entry[3] = [z(a) for a in entry[3]]
-            entry[4:7] = [[z(a) * scale for a in lst] for lst in entry[4:7]]
+            entry[4:7] = [[z(a) * k for a, k in zip(lst, scales)] for lst in entry[4:7]]
             entry[7] = [z(a) for a in entry[7]]
 
 

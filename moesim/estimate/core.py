@@ -235,6 +235,11 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     pp_forward = add("pp_send_recv", "pp", "send_recv", pp_bytes, np.where(last, 0, 1))
     previous = b[:, None] * stages.tokens_in * model.d_model * builder.q_a / sp_split
     pp_backward = add("pp_send_recv", "pp", "send_recv", previous, np.where(first, 0, 1))
+    # Interleaved, the chunks wrap around: the last device sends v − 1 chunk outputs forward to device 0, which
+    # sends v − 1 input gradients back (Megatron's interleaved schedule: every chunk boundary but the model's ends).
+    wrap = np.where(sch.is_schedule(sched, "interleaved"), np.asarray(vp, dtype=float) - 1, 0.0)[:, None]
+    wrap_sends = add("pp_send_recv", "pp", "send_recv", previous, np.where(first | last, 1, 0), multiple="wrap") \
+        if (wrap > 0).any() else 0.0  # one call on each end stage (pp > 1: never both)
 
     dp_time = np.zeros((n_cand, n_stages))
     zero3_mb = np.zeros((n_cand, n_stages))
@@ -252,11 +257,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     z = (lambda a: np.take(a, sf_inv, axis=0)) if sf_inv is not None else (lambda a: a)  # noqa: E731
     per_mb_comm, bwd_comm, pp_forward, pp_backward = z(per_mb_comm), z(bwd_comm), z(pp_forward), z(pp_backward)
     dp_time, zero3_mb = z(dp_time) * pm, z(zero3_mb) * pm
-    ledger.expand(z, sends, pm)
+    ledger.expand(z, sends, pm, wrap=wrap)
     (cands, n_cand, tp, pp, m, b, exists, first, last, stages, dense_params, expert_params, calls,
      core_mb) = every.values()
     counts, zero = stages.counts, cands.zero_stage[:, None]
-    pp_forward, pp_backward = pp_forward * sends, pp_backward * sends
+    wrap_sends = z(wrap_sends) * wrap if np.ndim(wrap_sends) else 0.0
+    pp_forward, pp_backward = pp_forward * sends + wrap_sends * last, pp_backward * sends + wrap_sends * first
     pp_comm = pp_forward + pp_backward
     per_mb_comm += pp_comm + zero3_mb
     bwd_comm += pp_backward + zero3_mb / 2  # the backward half of the ZeRO-3 parameter gathers
@@ -301,7 +307,9 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # DualPipe overlaps a forward chunk with another micro-batch's backward chunk, hiding their
     # collectives under each other's compute (DeepSeek-V3 §3.2.1, Figure 4): max, not sum, for those.
     overlapped = np.maximum(compute_1, t_mb - compute_1)
-    hop = pick(pp_comm) / (2 * sends[:, 0])  # one pipeline send
+    # One pipeline send: the slowest stage's larger direction (the first stage has no backward send, the last
+    # no forward one: pp_comm / 2 there was half a send). Interleaved, every device sends both ways.
+    hop = pick(np.maximum(pp_forward, pp_backward)) / sends[:, 0]
     pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick_of(fwd), pick_of(bwd_mb) + pick(bwd_comm),
                                        pick_of(weight_mb), hop, overlapped)
     dp_sync = np.max(np.where(exists, dp_time, 0), axis=1)

@@ -20,17 +20,21 @@ priced is the one with the largest n·t_o + (m − n)·t, each device's t the me
 ZB-V: the paper's bubble is zero at F = B = W because it drops the synchronisation before the optimizer
 step (post-validation); a synchronised step keeps the start-up skew of the V, (p − 1) half-stage forwards
 before the last device starts (DERIVED; the simulator's order reaches exactly that at equal times).
-Interleaved: t leaves out the pipeline sends, which Megatron overlaps with compute
-(--overlap-p2p-communication), but the first micro-batch's forward crosses p·v − 1 chunk boundaries
-and the last one's backward as many, each send t_send on the critical path (DERIVED; 1F1B has its
-2(p − 1) sends inside (p − 1)·t).
+Interleaved: t leaves out the pipeline sends, which Megatron overlaps with compute (overlap_p2p_comm:
+`--no-overlap-p2p-communication` is store_false, so on by default, and validate_args turns it off without
+virtual stages; Megatron-LM megatron/training/arguments.py), but the first micro-batch's forward crosses
+p·v − 1 chunk boundaries and the last one's backward as many (warm-up and flush sends are not overlapped:
+--overlap-p2p-communication-warmup-flush defaults off), each one whole send t_send of the slowest stage on the
+critical path (DERIVED; 1F1B has its 2(p − 1) sends inside (p − 1)·t).
 
 Activations in flight on stage s, in micro-batches of the device's layers: 1f1b and zb-h1 min(m, p − s),
 gpipe m, interleaved min(m·v, 2(p − s − 1) + (v − 1)·p + 1)/v (Megatron's warm-up plus one; stage 0:
 p + (p − 1)/v, Korthikanti et al. 2022 §4.2.3), zb-v p, dualpipe min(m, p − s) on stage s, whose device
 also holds stage p − 1 − s with s + 1: p + 1 per device (DeepSeek-V3 Table 2; DualPipe's steps 1-4 on
 rank h < p/2 run p − h forwards of its first chunk and h + 1 of its second before the first backward).
-Pipeline sends per micro-batch: v× for interleaved, 2× for zb-v (two chunks per device), 1× otherwise.
+Pipeline sends per micro-batch: v× for interleaved, 2× for zb-v (two chunks per device), 1× otherwise;
+interleaved, the chunks wrap around the devices, so the first stage also sends v − 1 input gradients back
+and the last v − 1 chunk outputs on (moesim.estimate.core; 2v − 1 sends each, 2v in between).
 Parameters: 2× for dualpipe (two model copies; DeepSeek-V3 Table 2), 1× otherwise; in memory the device
 of stage s holds stages s and p − 1 − s (`deepseek-ai/DualPipe:examples/example_dualpipe.py`, moesim.estimate.core).
 """

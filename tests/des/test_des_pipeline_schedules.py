@@ -104,10 +104,12 @@ def test_estimate_agrees_with_the_simulator_within_two_percent(schedule, v):
     result = simulate(sc, layout, SimOptions(contention=False, trace=False))
     # zb-v: 2.8 % since kernel launches are priced and W is the wgrad operators (W/F 0.63, B/F 0.97 here):
     # the estimate's V-shape formula takes F, B, W alike; the simulated greedy order is faster.
-    # interleaved v=4: +3.1 % (+1.3 % before) since NCCL's p2p channel count prices the 4 MiB sends on 8 channels
-    # of 4 ranks, 100 GB/s instead of the whole NVLink port (nccl.p2p_channels, issue 11): v x the sends, which
-    # the two engines hide differently.
-    tolerance = 0.03 if schedule == "zb-v" else 0.035 if (schedule, v) == ("interleaved", 4) else 0.02
+    # interleaved: both engines hide the v-fold sends under compute (Megatron's overlap_p2p_comm, on by default
+    # with virtual stages) and put 2(p·v − 1) sends of the first and last micro-batch on the critical path; the
+    # estimate priced each of those as half a send (pp_comm / 2 on the first stage, which has no backward send),
+    # +3.1 % (v = 4) and +1.2 % (v = 2) once NCCL's p2p channel count made the sends slower (issue 11); one whole
+    # send each: -0.2 % and -0.3 %.
+    tolerance = 0.03 if schedule == "zb-v" else 0.02
     assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=tolerance)
 
 
@@ -130,6 +132,46 @@ def _simulate_with_free_sends(sc, layout, monkeypatch):
     per_stage = 16 // P
     stage = tuple(per_stage * x for x in (sum(layer.fwd_s.values()), sum(layer.bwd_s.values()), layer.weight_grad_s))
     return result, est, stage
+
+
+@pytest.mark.parametrize("v", [2, 4])
+def test_interleaved_fill_sends_are_whole_sends_in_both_engines(v, monkeypatch):
+    """Interleaved, the sends hide under compute except on the first micro-batch's forward and the last one's
+    backward, 2(p·v − 1) chunk boundaries (moesim.estimate.schedules). The estimate charges each one whole send
+    of the slowest stage (it charged half a send: pp_comm / 2 on the first stage, which sends forward only), and
+    the simulator's step grows by as many sends when they stop being free."""
+    sc, layout = _scenario("interleaved"), Layout(dp=1, pp=P, vp=v)
+    est = estimate(sc, layout)
+    costs = build_costs(sc, layout, sc.training, default_model(sc.hardware), est.optimizer_time_s)
+    send_s = costs.stages[0].send_forward.time_s  # one 4-layer stage's activations, latency included
+    t_mb = (est.step_time_s - est.optimizer_time_s - est.bubble_time_s) / M  # dp = 1: no gradient sync
+    fill_s = est.bubble_time_s - (P - 1) * t_mb / v
+    assert fill_s == pytest.approx(2 * (P * v - 1) * send_s, rel=1e-6)
+    with_sends = simulate(sc, layout, SimOptions(contention=False, trace=False)).step_times_s[0]
+    real = build_costs
+
+    def free_sends(*args, **kwargs):
+        costs = real(*args, **kwargs)
+        free = lambda s: s and dataclasses.replace(s, time_s=0.0, latency_s=0.0, wire_bytes=0.0)  # noqa: E731
+        costs.stages[:] = [dataclasses.replace(st, send_forward=free(st.send_forward),
+                                               send_backward=free(st.send_backward)) for st in costs.stages]
+        return costs
+
+    monkeypatch.setattr(des_run, "build_costs", free_sends)
+    free = simulate(sc, layout, SimOptions(contention=False, trace=False)).step_times_s[0]
+    assert with_sends - free == pytest.approx(fill_s, rel=0.02)
+
+
+@pytest.mark.parametrize("schedule, v", [("interleaved", 2), ("interleaved", 4), ("zb-v", 1)])
+def test_estimate_counts_the_sends_the_simulated_first_stage_makes(schedule, v):
+    """The first device (the slowest stage here: it holds the embedding) sends every chunk's output forward and,
+    interleaved, the input gradient of every chunk but the model's first back: m(2v − 1) sends (the estimate
+    counted m·v, no backward sends on the first stage, before the chunks' wrap-around was counted)."""
+    sc, layout = _scenario(schedule), Layout(dp=1, pp=P, vp=v)
+    costs = build_costs(sc, layout, sc.training, default_model(sc.hardware), 0.0)
+    sends = sum(op.kind == "send" for op in build_stage_program(costs, 0).ops)
+    assert sends == M * (2 * v - 1 if schedule == "interleaved" else 2)
+    assert estimate(sc, layout).communication["pp_send_recv"]["calls_per_step"] == sends
 
 
 @pytest.mark.parametrize("schedule, v", [("1f1b", 1), ("interleaved", 2), ("interleaved", 4), ("zb-h1", 1),
@@ -203,8 +245,9 @@ def test_deepseek_v3_dualpipe_simulated_near_the_estimate():
     each overlapped pair's collectives fully under its compute; the simulator interleaves the pair layer by
     layer and, with unlike chunks on the first rank, hides less. Measured: simulator +12.8 % above the
     estimate (16.32 s against 14.47 s, FP8 backward GEMMs on the DeepGEMM tables; before the pair mean the
-    estimate charged the slowest single stage, 18.63 s, and the simulator was -21.7 % below it). Asserted:
-    above the estimate and within 15 %."""
+    estimate charged the slowest single stage, 18.63 s, and the simulator was -21.7 % below it). The pipeline
+    sends are not the gap: the simulator's step is 38 ms shorter with them free, 2(p - 1) = 30 inter-node sends
+    of 1.27 ms, and the estimate charges the same 38 ms. Asserted: above the estimate and within 15 %."""
     from moesim.specs.load import load_scenario
     sc = load_scenario("deepseek-v3-h800")
     assert sc.training.pipeline_schedule == "dualpipe"
@@ -225,6 +268,11 @@ def test_dualpipe_on_uneven_stages_is_priced_per_device_pair(first, last, before
     error = result.step_times_s[0] / result.analytical_step_time_s - 1
     # (6, 6): -6.9 % with issue 10's costs (launch per kernel, W from the wgrad operators), -6.2 % before;
     # -7.3 % with NCCL's p2p channel count on the NVLink sends (issue 11: 100 GB/s on 8 channels, not the port).
+    # Not the interleaved half-send: the estimate charges device 0 one send per unpaired micro-batch (t holds the
+    # pair's mean sends), while the simulator's p2p stream hides every send here (free sends: same step), so the
+    # slower sends moved the estimate alone. Hiding them in the estimate too (with or without 2(p - 1) fill
+    # sends) gives -6.6 / -7.0 %, and moves the even split -1.3 -> +0.2 / -0.4 %, (2, 6) +1.0 -> +2.4 / +1.9 %:
+    # no clear gain, left as is. The rest of the gap is fill and drain at m = 2p.
     assert abs(error) < 0.075 and abs(error) <= abs(before) + 0.012
 
 

@@ -85,13 +85,15 @@ class PriorGuard:
 def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fraction: float = 0.3, seed: int = 0,
               bootstrap: int = 100, loss: str = "soft_l1", name: str | None = None,
               nccl_op: str | None = None, fit_router_matmul: bool = False,
-              nccl_ranks: int | None = None, prior_weight: float | None = None, progress=None) -> CalibrationResult:
+              nccl_ranks: int | None = None, prior_weight: float | None = None, progress=None,
+              gpus_per_thread: int = 1) -> CalibrationResult:
     """Fit `hardware` to the measurement files, write the calibrated profile to `out`, report held-out error.
 
     Never ends in a traceback on a fit the profile cannot hold exactly: `consistency` lists the observations
     whose prediction from the written profile differs from the fit's own (the residual is reported).
     `prior_weight`: the interconnect prior's weight; None = chosen by fit (size_split.py, or LEVEL_PRIOR_WEIGHT).
-    `progress(fraction)` is called as the fit and its bootstrap refits go.
+    `progress(fraction)` is called as the fit and its bootstrap refits go. `gpus_per_thread`: nccl-tests' -g N of
+    the logs (their rows priced with the host floor of N launches per iteration; rows at the floor left out).
     """
     measurements = read_measurements(paths, nccl_op=nccl_op, nccl_ranks=nccl_ranks)
     prior_path = resolve_ref(hardware, "hardware_profiles")
@@ -99,7 +101,8 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     keys = [r.key for r in measurements.layers]
     fit_keys, held = split_holdout(keys, holdout_fraction, seed)
     fit = fit_profile(measurements, prior, fit_keys=set(fit_keys), bootstrap=bootstrap, seed=seed, loss=loss,
-                      fit_router_matmul=fit_router_matmul, level_prior_weight=prior_weight, progress=progress)
+                      fit_router_matmul=fit_router_matmul, level_prior_weight=prior_weight, progress=progress,
+                      gpus_per_thread=gpus_per_thread)
     provenance = Provenance(prior=str(prior_path), sources=tuple(f"{p}@sha256:{file_digest(p)}" for p in paths),
                             holdout_fraction=holdout_fraction, seed=seed, fitted_on=tuple(fit_keys),
                             held_out=tuple(held), created_utc=now_utc())

@@ -44,7 +44,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from moesim.calibrate.predict import CollectiveTerm, ComputeTerm, MemoryTerm, OpTerm, OverheadTerm, Term, term_time_s
+from moesim.calibrate.predict import (CollectiveTerm, ComputeTerm, MemoryTerm, OpTerm, OverheadTerm, Term,
+                                      collective_time_s, term_time_s)
 from moesim.collectives.select import default_model
 from moesim.collectives.topo_model import _P2P_OPS as P2P_OPS
 from moesim.errors import SpecError
@@ -325,11 +326,11 @@ class Design:
             return a, b, c, d
         values, memory_bw, nvls = self.level_values(theta), self.memory_bw(theta), self.nvls_values(theta)
         net = self.extra_values(theta)
-        unique = sorted({(t.op, t.size_bytes, t.group) for _, t in self._collective_terms}, key=repr)
+        unique = sorted({t for _, t in self._collective_terms}, key=repr)
 
         def times(vals, nv=nvls, nt=net) -> dict:
             model = self._model_at(vals, memory_bw, nv, nt)
-            return {u: model.cost(u[0], u[1], u[2]).time_s for u in unique}
+            return {u: collective_time_s(u, self.prior, model) for u in unique}
 
         base = times(values)
         slopes_a, slopes_b = [], []
@@ -355,7 +356,7 @@ class Design:
             up = times(values, nvls, {**net, fig: net[fig] / (1 + PROBE_STEP)})
             slopes_d.append({u: (up[u] - base[u]) * net[fig] / PROBE_STEP for u in unique})
         for i, t in self._collective_terms:
-            u = (t.op, t.size_bytes, t.group)
+            u = t
             rest = base[u]
             for j, (alpha, bw) in enumerate(values):
                 a[i, j] += slopes_a[j][u]

@@ -30,10 +30,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import least_squares, nnls
 
+from moesim.calibrate.bench_cost import check_gpus_per_thread, nccl_tests_time_s
 from moesim.calibrate.design import Design, Observation, choose_knots
 from moesim.calibrate.predict import check_fits, collective_terms, layer_terms, layer_total_terms, uses_ops
 from moesim.calibrate.records import TOTAL, CollectivePoint, Measurements
 from moesim.calibrate.size_split import choose_level_prior_weight
+from moesim.collectives.base import Group
+from moesim.collectives.select import default_model
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 
@@ -143,9 +146,10 @@ class FitResult:
 
 
 def observations_for(measurements: Measurements, fit_keys: set[str], hardware: HardwareProfile,
-                     fit_router_matmul: bool = False) -> list[Observation]:
+                     fit_router_matmul: bool = False, gpus_per_thread: int = 1) -> list[Observation]:
     """The fitted observations: the measured FIT_PHASES (and ROUTER_MATMUL on request) and the layer total
-    of layer records in `fit_keys`, and every collective point."""
+    of layer records in `fit_keys`, and every collective point except the nccl-tests rows the host floor of
+    `gpus_per_thread` launches per iteration binds at the prior (host_bound_rows)."""
     phases = FIT_PHASES + ((ROUTER_MATMUL,) if fit_router_matmul else ())
     op_phases = tuple(p for p in phases if p not in OP_UNFITTED_PHASES)
     out = []
@@ -158,16 +162,34 @@ def observations_for(measurements: Measurements, fit_keys: set[str], hardware: H
         out += [Observation(phase, terms[phase], rec.measured_s[phase], rec.key)
                 for phase in fitted if terms[phase] and phase in rec.measured_s]
         out.append(Observation(TOTAL, layer_total_terms(rec, terms), rec.measured_s[TOTAL], rec.key))
+    floored = host_bound_rows(measurements, hardware, gpus_per_thread)
     for i, point in enumerate(measurements.collectives):
         check_fits(point, hardware)
-        out.append(Observation(f"collective:{point.op}", collective_terms(point), point.time_s, f"{point.source}#{i}"))
+        if i not in floored:
+            out.append(Observation(f"collective:{point.op}", collective_terms(point, gpus_per_thread), point.time_s,
+                                   f"{point.source}#{i}"))
+    return out
+
+
+def host_bound_rows(measurements: Measurements, hardware: HardwareProfile, gpus_per_thread: int = 1) -> set[int]:
+    """Indices of the nccl-tests rows whose prior price is the host floor (gpus_per_thread launches per iteration
+    above the collective: bench_cost.py), as log_error flags them. Left out of the fit, not down-weighted: their
+    predicted time does not depend on any fitted figure, so they carry nothing about the links, and kept in
+    they would only inflate the misfit scale that weighs the prior (fit._solve)."""
+    model = default_model(hardware)
+    out = set()
+    for i, point in enumerate(measurements.collectives):
+        if point.nccl_tests and point.group_size <= hardware.max_devices:
+            group = Group(size=point.group_size, devices=point.group_size)
+            if nccl_tests_time_s(model, hardware, point.op, point.size_bytes, group, gpus_per_thread)[2]:
+                out.add(i)
     return out
 
 
 def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys: set[str],
                 knots_flops: tuple[float, ...] | None = None, bootstrap: int = 100, seed: int = 0,
                 loss: str = "soft_l1", fit_router_matmul: bool = False, level_prior_weight: float | None = None,
-                progress=None) -> FitResult:
+                progress=None, gpus_per_thread: int = 1) -> FitResult:
     """Fit `prior`'s efficiency table, peaks, memory bandwidth, per-level α, W and layer overhead to the
     measurements. `level_prior_weight`: the interconnect prior's weight; None = LEVEL_PRIOR_WEIGHT, or where every
     observation is a collective the weight a held-out-by-size check on them picks (size_split.py)."""
@@ -177,7 +199,8 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         raise SpecError("bootstrap must be >= 0", field="bootstrap", value=bootstrap)
     if level_prior_weight is not None and not 0 < level_prior_weight < float("inf"):
         raise SpecError("the prior weight must be > 0", field="prior_weight", value=level_prior_weight, allowed="> 0")
-    obs = observations_for(measurements, fit_keys, prior, fit_router_matmul)
+    check_gpus_per_thread(gpus_per_thread)
+    obs = observations_for(measurements, fit_keys, prior, fit_router_matmul, gpus_per_thread)
     design = Design(obs, prior, knots_flops if knots_flops is not None else choose_knots(obs))
     if int(design.free.sum()) >= len(obs):
         raise SpecError(f"{len(obs)} observations cannot fit {int(design.free.sum())} parameters: measure more "

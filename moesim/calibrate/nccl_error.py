@@ -20,12 +20,14 @@ What alltoall_perf runs is part of it too: one flat exchange, ncclSend + ncclRec
 (ncclAlltoAll from NCCL 2.28), never a two-level (2DH) exchange, so an all-to-all log is priced with the
 model's `pairwise` candidate where it has one; training's `nccl` dispatch backend may still pick 2DH.
 Source: NVIDIA/nccl-tests src/alltoall.cu @a0b82b2 (v2.19.6) AlltoAllRunColl.
+Both are priced by moesim/calibrate/bench_cost.py, which the fit uses too (predict.py, design.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from moesim.calibrate.bench_cost import check_gpus_per_thread, nccl_tests_time_s
 from moesim.calibrate.records import CollectivePoint
 from moesim.collectives.base import Group
 from moesim.collectives.select import default_model
@@ -83,39 +85,20 @@ def best_per_size(points: tuple[CollectivePoint, ...]) -> list[CollectivePoint]:
     return [best[s] for s in sorted(best)]
 
 
-def host_floor_s(hardware: HardwareProfile, gpus_per_thread: int) -> float:
-    """Host time of one nccl-tests iteration: gpus_per_thread kernel launches from one thread (module doc)."""
-    return gpus_per_thread * hardware.efficiency.kernel_launch_s
-
-
 def log_error(points: tuple[CollectivePoint, ...], hardware: HardwareProfile, model=None,
               gpus_per_thread: int = 1) -> LogError:
     """Busbw error of `model` (default: the hardware's default collective model) on one log's points, each
     size predicted as max(collective time, host floor of `gpus_per_thread` launches per iteration)."""
-    if isinstance(gpus_per_thread, bool) or not isinstance(gpus_per_thread, int) or gpus_per_thread < 1:
-        raise SpecError("gpus_per_thread must be an integer >= 1 (nccl-tests -g N)", field="gpus_per_thread",
-                        value=gpus_per_thread)
+    check_gpus_per_thread(gpus_per_thread)
     if not points:
         raise SpecError("no collective points to compare")
     if len({(p.op, p.group_size) for p in points}) != 1:
         raise SpecError("one log's points must share the collective and the group size")
     model = model or default_model(hardware)
-    floor_s = host_floor_s(hardware, gpus_per_thread)
     sizes = []
     for p in best_per_size(points):
-        time_s, algorithm = _benchmark_cost(model, p.op, p.size_bytes, Group(size=p.group_size, devices=p.group_size))
-        host_bound = floor_s > time_s
-        sizes.append(SizeError(p.size_bytes, p.time_s, max(time_s, floor_s), algorithm, host_bound))
+        group = Group(size=p.group_size, devices=p.group_size)
+        time_s, algorithm, host_bound = nccl_tests_time_s(model, hardware, p.op, p.size_bytes, group, gpus_per_thread)
+        sizes.append(SizeError(p.size_bytes, p.time_s, time_s, algorithm, host_bound))
     return LogError(points[0].op, points[0].group_size, tuple(sizes))
 
-
-def _benchmark_cost(model, op: str, size_bytes: float, group: Group) -> tuple[float, str]:
-    """(time, algorithm) of the collective as nccl-tests runs it: the model's choice, except that an all-to-all is
-    the flat pairwise exchange alltoall_perf issues (module doc) where the model offers that candidate."""
-    if op == "all_to_all" and hasattr(model, "candidates"):
-        flat = [c for c in model.candidates(op, size_bytes, group) if c.algorithm == "pairwise"]
-        if flat:
-            best = min(flat, key=lambda c: c.time_s)
-            return best.time_s, best.label
-    cost = model.cost(op, size_bytes, group)
-    return cost.time_s, cost.algorithm

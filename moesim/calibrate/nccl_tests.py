@@ -201,7 +201,7 @@ class _State:
             _check_bandwidths(op, n, size, time_s, algbw, busbw, where, listed=len(self.ranks),
                               forced=self.forced_ranks is not None)
             out.append(CollectivePoint(op=op, size_bytes=float(size), group_size=n, time_s=time_s, source=where,
-                                       variant=variant))
+                                       variant=variant, nccl_tests=True))
         return out
 
 

@@ -44,6 +44,7 @@ from typing import Union
 import numpy as np
 
 from moesim.arithmetic import ffn_matrices
+from moesim.calibrate.bench_cost import check_gpus_per_thread, nccl_tests_time_s
 from moesim.calibrate.records import LAYER_PHASES, PHASES, ROUTER_PARTS, TOTAL, CollectivePoint, LayerRecord
 from moesim.collectives.base import Group
 from moesim.collectives.select import default_model
@@ -79,11 +80,14 @@ class MemoryTerm:
 
 @dataclass(frozen=True)
 class CollectiveTerm:
-    """One collective (moesim op name, nccl-tests size) over `group`."""
+    """One collective (moesim op name, nccl-tests size) over `group`. `gpus_per_thread` >= 1: a row of an
+    nccl-tests log run with `-g gpus_per_thread`, priced as nccl-tests runs it (bench_cost.py: the pairwise
+    all-to-all, the host floor); 0: a collective of training, the model's own choice."""
 
     op: str
     size_bytes: float
     group: Group
+    gpus_per_thread: int = 0
 
 
 @dataclass(frozen=True)
@@ -183,9 +187,12 @@ def _total_phases(phase_terms: dict) -> tuple[str, ...]:
     return tuple(swap.get(p, p) for p in LAYER_PHASES)
 
 
-def collective_terms(point: CollectivePoint) -> tuple[Term, ...]:
-    """The single term of a measured collective (the group is `group_size` consecutive ranks)."""
-    return (CollectiveTerm(point.op, point.size_bytes, Group(size=point.group_size, devices=point.group_size)),)
+def collective_terms(point: CollectivePoint, gpus_per_thread: int = 1) -> tuple[Term, ...]:
+    """The single term of a measured collective (the group is `group_size` consecutive ranks); a row of an
+    nccl-tests log run with `-g gpus_per_thread` is priced as nccl-tests runs it (CollectiveTerm)."""
+    launches = check_gpus_per_thread(gpus_per_thread) if point.nccl_tests else 0
+    return (CollectiveTerm(point.op, point.size_bytes, Group(size=point.group_size, devices=point.group_size),
+                           launches),)
 
 
 def _scaled(term: ComputeTerm, factor: float) -> ComputeTerm:
@@ -216,6 +223,13 @@ def term_time_s(term: Term, hardware: HardwareProfile, model=None) -> float:
     if isinstance(term, OpTerm):
         return float(np.asarray(op_time_s(term.op, hardware)).reshape(-1)[0])
     model = model or default_model(hardware)
+    return collective_time_s(term, hardware, model)
+
+
+def collective_time_s(term: CollectiveTerm, hardware: HardwareProfile, model) -> float:
+    """Seconds of one collective term under `model`: an nccl-tests row as nccl-tests runs it (bench_cost.py)."""
+    if term.gpus_per_thread:
+        return nccl_tests_time_s(model, hardware, term.op, term.size_bytes, term.group, term.gpus_per_thread)[0]
     return model.cost(term.op, term.size_bytes, term.group).time_s
 
 

@@ -92,6 +92,7 @@ class CollectivePoint:
     time_s: float
     source: str  # "file:line"
     variant: str = ""  # nccl-tests: "out_of_place" / "in_place"
+    nccl_tests: bool = False  # a row of an nccl-tests log: priced as nccl-tests runs it (bench_cost.py)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,10 @@ def register(subparsers) -> None:
                    help="collective of nccl-tests logs that neither name it nor carry it in their file name")
     p.add_argument("--ranks", type=int, metavar="N",
                    help="group size of nccl-tests logs whose rank list was cut (default: largest listed rank + 1)")
+    p.add_argument("--gpus-per-thread", type=int, default=1, metavar="N",
+                   help="GPUs one nccl-tests thread drove (its -g N, nGpus N in the header; default 1): each row is "
+                        "priced at least N kernel launches per iteration, and rows at that host floor are left "
+                        "out of the fit (they say nothing about the links)")
     p.add_argument("--prior-weight", default="auto", metavar="auto|W",
                    help="weight of the log-normal prior on the interconnect figures (latency, bandwidth, NVLS): "
                         "'auto' (default) picks it from the fitted collectives alone by a held-out-by-size check "
@@ -79,7 +83,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
         result = calibrate(args.measurements, args.hardware, args.output, holdout_fraction=args.holdout_fraction,
                            seed=args.seed, bootstrap=args.bootstrap, loss=args.loss, name=args.name,
                            nccl_op=args.nccl_op, fit_router_matmul=args.fit_router_matmul, nccl_ranks=args.ranks,
-                           prior_weight=_prior_weight(args.prior_weight), progress=progress)
+                           prior_weight=_prior_weight(args.prior_weight), progress=progress,
+                           gpus_per_thread=args.gpus_per_thread)
     if args.json:
         print_json(result.as_dict())
     else:

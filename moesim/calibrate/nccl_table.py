@@ -111,7 +111,8 @@ def calibration_matrix(manifest: Path) -> tuple[HeldOutPair, ...]:
             prior = load_hardware(hardware)
             for fit_on in logs:
                 path, dest = str(folder / fit_on["file"]), Path(tmp) / "cal.toml"
-                how = dict(bootstrap=0, holdout_fraction=0.0, nccl_op=fit_on.get("op"), nccl_ranks=fit_on.get("ranks"))
+                how = dict(bootstrap=0, holdout_fraction=0.0, nccl_op=fit_on.get("op"), nccl_ranks=fit_on.get("ranks"),
+                           gpus_per_thread=fit_on.get("gpus_per_thread", 1))
                 auto = calibrate([path], hardware, dest, **how)
                 fixed = calibrate([path], hardware, dest, prior_weight=LEVEL_PRIOR_WEIGHT, **how).profile
                 for held in logs:

@@ -51,7 +51,8 @@ class CalibrationResult:
                     "layer_overhead_s": fit.layer_overhead_s,
                     "mape": fit.overall.mape, "max_abs_pct_error": fit.overall.max_abs_pct_error,
                     "r2_log": fit.overall.r2_log, "bootstrap": fit.bootstrap, "seed": fit.seed,
-                    "prior_weight": fit.level_prior_weight,
+                    "prior_weight": fit.level_prior_weight, "gpus_per_thread": fit.gpus_per_thread,
+                    "host_floor_rows_left_out": fit.host_floor_rows,
                     "prior_weight_check": [{"weight": w, "held_out_by_size_mape_sum": s}
                                            for w, s in fit.prior_weight_scores]},
             "parameters": [{"name": p.name, "unit": p.unit, "value": p.value, "prior": p.prior, "fitted": p.fitted,
@@ -214,8 +215,11 @@ def header_lines(fit: FitResult, measurements: Measurements, report: ValidationR
              f"Fit: scipy least_squares, loss {fit.loss} on ln(predicted/measured), {fit.n_parameters} parameters, "
              f"{fit.overall.n} observations; MAPE {_pct(fit.overall.mape)}, max {_pct(fit.overall.max_abs_pct_error)}, "
              f"R2(ln t) {fit.overall.r2_log if fit.overall.r2_log is None else round(fit.overall.r2_log, 3)}.",
-             _weight_text(fit),
-             f"Parameters (value | prior | 90% bootstrap interval, {fit.bootstrap} resamples | covariance rel. std):"]
+             _weight_text(fit)]
+    if fit.host_floor_rows:
+        lines.append(f"{fit.host_floor_rows} nccl-tests rows at the host floor ({fit.gpus_per_thread} kernel launches "
+                     "per iteration, -g N) left out of the fit: they say nothing about the links.")
+    lines += [f"Parameters (value | prior | 90% bootstrap interval, {fit.bootstrap} resamples | covariance rel. std):"]
     for p in fit.parameters:
         if p.fitted:
             interval = f"[{p.interval[0]:.4g}, {p.interval[1]:.4g}]" if p.interval else "-"

@@ -143,6 +143,8 @@ class FitResult:
     level_prior_weight: float = 0.0  # the interconnect prior's weight the fit used (LEVEL_PRIOR_WEIGHT or chosen)
     prior_weight_scores: tuple[tuple[float, float], ...] = ()  # (weight, held-out-by-size MAPE) where chosen
     predicted_s: tuple[float, ...] = field(default=(), repr=False)
+    gpus_per_thread: int = 1  # nccl-tests' -g N of the logs (bench_cost.py host floor)
+    host_floor_rows: int = 0  # nccl-tests rows at that floor under the prior, left out of the fit (host_bound_rows)
 
 
 def observations_for(measurements: Measurements, fit_keys: set[str], hardware: HardwareProfile,
@@ -231,7 +233,8 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         fitted_keys=tuple(sorted(fit_keys & {r.key for r in measurements.layers})), relinearisations=relin,
         observations=tuple(obs), predicted_s=tuple(float(x) for x in pred),
         op_memory=bool(design.op_mem_s.any()),
-        level_prior_weight=level_weight, prior_weight_scores=weight_scores,
+        level_prior_weight=level_weight, prior_weight_scores=weight_scores, gpus_per_thread=gpus_per_thread,
+        host_floor_rows=len(host_bound_rows(measurements, prior, gpus_per_thread)),
         nvls_bandwidths={design.levels[j].name: v for j, v in design.nvls_values(theta).items()},
         extra_bandwidths={(design.levels[m].name, key): v for (m, key), v in design.extra_values(theta).items()},
     )

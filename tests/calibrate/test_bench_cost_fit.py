@@ -77,6 +77,7 @@ def test_calibrate_gpus_per_thread_on_the_dkh_log(tmp_path):
     assert n_floored > 0
     assert len(result.fit.observations) == n_rows - n_floored
     assert all(t.gpus_per_thread == 8 for o in result.fit.observations for t in o.terms)
+    assert result.as_dict()["fit"]["host_floor_rows_left_out"] == n_floored
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5])

@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+from moesim.calibrate.records import Measurements
 from moesim.collectives.base import Group
+from moesim.collectives.select import default_model
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 
@@ -48,3 +50,19 @@ def nccl_tests_time_s(model, hardware: HardwareProfile, op: str, size_bytes: flo
     time_s, algorithm = benchmark_cost(model, op, size_bytes, group)
     floor_s = host_floor_s(hardware, gpus_per_thread)
     return max(time_s, floor_s), algorithm, floor_s > time_s
+
+
+def host_bound_rows(measurements: Measurements, hardware: HardwareProfile, gpus_per_thread: int = 1) -> set[int]:
+    """Indices of the nccl-tests rows whose prior price is the host floor (gpus_per_thread launches per iteration
+    above the collective: module doc), as log_error flags them. Left out of the fit, not down-weighted: their
+    predicted time does not depend on any fitted figure, so they carry nothing about the links, and kept in
+    they would only inflate the misfit scale that weighs the prior (fit._solve)."""
+    model = default_model(hardware)
+    out = set()
+    for i, point in enumerate(measurements.collectives):
+        if point.nccl_tests and point.group_size <= hardware.max_devices:
+            group = Group(size=point.group_size, devices=point.group_size)
+            if nccl_tests_time_s(model, hardware, point.op, point.size_bytes, group, gpus_per_thread)[2]:
+                out.add(i)
+    return out
+

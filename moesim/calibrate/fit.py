@@ -30,13 +30,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import least_squares, nnls
 
-from moesim.calibrate.bench_cost import check_gpus_per_thread, nccl_tests_time_s
+from moesim.calibrate.bench_cost import check_gpus_per_thread, host_bound_rows
 from moesim.calibrate.design import Design, Observation, choose_knots
 from moesim.calibrate.predict import check_fits, collective_terms, layer_terms, layer_total_terms, uses_ops
 from moesim.calibrate.records import TOTAL, CollectivePoint, Measurements
 from moesim.calibrate.size_split import choose_level_prior_weight
-from moesim.collectives.base import Group
-from moesim.collectives.select import default_model
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 
@@ -170,21 +168,6 @@ def observations_for(measurements: Measurements, fit_keys: set[str], hardware: H
         if i not in floored:
             out.append(Observation(f"collective:{point.op}", collective_terms(point, gpus_per_thread), point.time_s,
                                    f"{point.source}#{i}"))
-    return out
-
-
-def host_bound_rows(measurements: Measurements, hardware: HardwareProfile, gpus_per_thread: int = 1) -> set[int]:
-    """Indices of the nccl-tests rows whose prior price is the host floor (gpus_per_thread launches per iteration
-    above the collective: bench_cost.py), as log_error flags them. Left out of the fit, not down-weighted: their
-    predicted time does not depend on any fitted figure, so they carry nothing about the links, and kept in
-    they would only inflate the misfit scale that weighs the prior (fit._solve)."""
-    model = default_model(hardware)
-    out = set()
-    for i, point in enumerate(measurements.collectives):
-        if point.nccl_tests and point.group_size <= hardware.max_devices:
-            group = Group(size=point.group_size, devices=point.group_size)
-            if nccl_tests_time_s(model, hardware, point.op, point.size_bytes, group, gpus_per_thread)[2]:
-                out.add(i)
     return out
 
 

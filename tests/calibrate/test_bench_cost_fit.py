@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from moesim.calibrate import calibrate
-from moesim.calibrate.fit import fit_profile, host_bound_rows, observations_for
+from moesim.calibrate.bench_cost import host_bound_rows
+from moesim.calibrate.fit import fit_profile, observations_for
 from moesim.calibrate.nccl_error import log_error
 from moesim.calibrate.nccl_tests import read_nccl_tests
 from moesim.calibrate.predict import collective_terms, terms_time_s

@@ -217,8 +217,7 @@ def header_lines(fit: FitResult, measurements: Measurements, report: ValidationR
              f"R2(ln t) {fit.overall.r2_log if fit.overall.r2_log is None else round(fit.overall.r2_log, 3)}.",
              _weight_text(fit)]
     if fit.host_floor_rows:
-        lines.append(f"{fit.host_floor_rows} nccl-tests rows at the host floor ({fit.gpus_per_thread} kernel launches "
-                     "per iteration, -g N) left out of the fit: they say nothing about the links.")
+        lines.append(_floor_text(fit))
     lines += [f"Parameters (value | prior | 90% bootstrap interval, {fit.bootstrap} resamples | covariance rel. std):"]
     for p in fit.parameters:
         if p.fitted:
@@ -245,6 +244,11 @@ def header_lines(fit: FitResult, measurements: Measurements, report: ValidationR
                  + " are reported, not fitted. Figures not listed above keep their prior values "
                  "(docs/calibration.md).")
     return lines
+
+
+def _floor_text(fit: FitResult) -> str:
+    return (f"{fit.host_floor_rows} nccl-tests rows at the host floor ({fit.gpus_per_thread} kernel launches per "
+            "iteration, -g N) left out of the fit: they say nothing about the links.")
 
 
 def _weight_text(fit: FitResult) -> str:
@@ -288,7 +292,8 @@ def render_calibration(result: CalibrationResult) -> str:
     parts = [f"calibrated {fit.prior.name} -> {result.profile_path} ({result.profile.name})",
              f"  {len(m.layers)} switch_layer records: {len(fit.fitted_keys)} fitted, {len(result.held_out)} held out; "
              f"{len(m.collectives)} collective points; {len(m.skipped)} records skipped",
-             "", params, "", _weight_text(fit), "", "fit residuals (in-sample)", residuals]
+             "", params, "", _weight_text(fit)] + ([_floor_text(fit)] if fit.host_floor_rows else [])
+    parts += ["", "fit residuals (in-sample)", residuals]
     if fit.op_fits:
         diag = table([(o.op, o.group_size, o.n, f"{o.latency_s * 1e6:.4g}", f"{o.algbw_bytes_per_s / 1e9:.4g}",
                        _pct(o.max_abs_pct_error)) for o in fit.op_fits],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from moesim.calibrate import calibrate
+from moesim.calibrate import calibrate, render_calibration
 from moesim.calibrate.bench_cost import host_bound_rows
 from moesim.calibrate.fit import fit_profile, observations_for
 from moesim.calibrate.nccl_error import log_error
@@ -79,6 +79,7 @@ def test_calibrate_gpus_per_thread_on_the_dkh_log(tmp_path):
     assert len(result.fit.observations) == n_rows - n_floored
     assert all(t.gpus_per_thread == 8 for o in result.fit.observations for t in o.terms)
     assert result.as_dict()["fit"]["host_floor_rows_left_out"] == n_floored
+    assert f"{n_floored} nccl-tests rows at the host floor (8 kernel launches" in render_calibration(result)
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5])

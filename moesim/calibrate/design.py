@@ -29,7 +29,7 @@ dtype doing most of some observation's operator time; memory-bound operators' ti
 every kernel call costs the prior's L (efficiency.kernel_launch_us, measured by validate.ops: an
 operator-level figure, not fitted on layers, where it would trade places with the layer overhead).
 Collective terms go through
-`select.default_model` itself: each is linearised around the current θ as
+`select.default_model` itself (a row of an nccl-tests log as nccl-tests runs it: bench_cost.py): each is linearised around the current θ as
 t = C + Σ_l A_l·α_l + Σ_F B_F / F over the lines F (W_l, V_l, V'_l, U_m, P_l), with A, B the model's own
 finite-difference slopes and C the rest
 (fixed base latencies, copies at the memory bandwidth). That is exact for any alpha-beta-type model

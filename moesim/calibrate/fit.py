@@ -186,6 +186,9 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         raise SpecError("the prior weight must be > 0", field="prior_weight", value=level_prior_weight, allowed="> 0")
     check_gpus_per_thread(gpus_per_thread)
     obs = observations_for(measurements, fit_keys, prior, fit_router_matmul, gpus_per_thread)
+    if not obs and measurements.collectives:
+        raise SpecError(f"nothing to fit: every nccl-tests row is at the host floor of {gpus_per_thread} kernel "
+                        "launches per iteration", field="gpus_per_thread", value=gpus_per_thread)
     design = Design(obs, prior, knots_flops if knots_flops is not None else choose_knots(obs))
     if int(design.free.sum()) >= len(obs):
         raise SpecError(f"{len(obs)} observations cannot fit {int(design.free.sum())} parameters: measure more "

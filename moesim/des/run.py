@@ -222,6 +222,11 @@ class _Router:
             # moment-matched counts: every micro-batch of the layer drawn at once (one vectorised draw)
             drawn = None if moments is None else sample_rank_counts(lc.tokens, moments, self.rng,
                                                                     size * c.micro_batches)
+            if drawn is not None:  # every micro-batch's loads at once, scattered per stage (no per-mb loop)
+                dropped, assigned = self._moment_loads(n, layer, drawn, loads, dropped, assigned)
+                if progress is not None:
+                    progress((n + 1) / len(self.layers))
+                continue
             for mb in range(c.micro_batches):
                 # the device that runs the layer for this micro-batch (DualPipe's second half runs the other way);
                 # its EP groups have the same shape, so the draws are those of the first half's stage
@@ -246,6 +251,34 @@ class _Router:
             if progress is not None:
                 progress((n + 1) / len(self.layers))
         return (loads if self.keep else None), dropped, assigned
+
+    def _moment_loads(self, n: int, layer: int, drawn: np.ndarray, loads: list, dropped: float,
+                      assigned: float) -> tuple[float, float]:
+        """Loads of MoE layer n from its moment-matched counts `drawn` (micro-batches × devices, ep), all
+        micro-batches in one loads_from_counts; the same values, in the same (n, mb) entries, as one call per
+        micro-batch (counts are whole numbers, so every sum is exact whatever its grouping)."""
+        c, top_k = self.costs, self.costs.scenario.model.moe.top_k
+        lc = c.classes[c.workload.layer_class_index[layer]]
+        ep = self.groups[self.stage_of_layer[layer]].shape[1]
+        size, mbs = self.groups[self.stage_of_layer[layer]].size, c.micro_batches
+        r = loads_from_counts(drawn, len(drawn) // ep, ep, 0.0, size * lc.tokens * top_k)
+        for _ in range(mbs):
+            dropped += r.dropped
+            assigned += r.assigned
+        if not self.keep:
+            return dropped, assigned
+        stage_of_mb = [c.device_of(self.piece_of_layer[layer], mb) for mb in range(mbs)]
+        for stage in sorted(set(stage_of_mb)):
+            mb_list = [mb for mb in range(mbs) if stage_of_mb[mb] == stage]
+            groups = self.groups[stage]
+            position = np.searchsorted(self.stage_devices[stage], groups.reshape(-1))
+            rows = np.array(mb_list)[:, None] * size + np.arange(size)[None, :]
+            local = [np.zeros((len(mb_list), len(self.stage_devices[stage]))) for _ in range(3)]
+            for arr, value in zip(local, (r.sent_remote, r.received, r.received_remote)):
+                arr[:, position] = value[rows]
+            for i, mb in enumerate(mb_list):
+                loads[stage][(n, mb)] = tuple(arr[i] for arr in local)
+        return dropped, assigned
 
 
 def _node_limit(costs: Costs) -> tuple[int, int] | None:

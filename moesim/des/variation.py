@@ -33,17 +33,19 @@ def template(program: StageProgram) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return durations, wire, wire.copy()
 
 
-def _apply_loads(costs: Costs, program: StageProgram, devices: np.ndarray, loads: Loads,
+def _apply_loads(costs: Costs, program: StageProgram, devices: np.ndarray | None, loads: Loads,
                  durations: np.ndarray, egress: np.ndarray, ingress: np.ndarray, ops=None) -> None:
     """Replace load-dependent entries of the (devices, ops) matrices in place; with `ops` (operations that
-    loads set), column k of the matrices belongs to ops[k] instead of operation k."""
+    loads set), column k of the matrices belongs to ops[k] instead of operation k. `devices` None: the loads'
+    arrays are the matrices' rows already (read, not copied)."""
     wl = costs.workload
     experts: dict[bool, list] = {False: [], True: []}  # expert FFN columns, priced in one call per direction
     for k, op in (enumerate(ops) if ops is not None else ((op.index, op) for op in program.ops)):
         if not op.load:
             continue
         slots = costs.classes[wl.layer_class_index[op.layer]].slots
-        sent, received, received_remote = (a[devices] for a in loads[(op.moe, op.mb)])
+        sent, received, received_remote = (loads[(op.moe, op.mb)] if devices is None
+                                           else (a[devices] for a in loads[(op.moe, op.mb)]))
         c = op.chunks
         if op.load == EXPERT:
             experts[bool(op.backward)].append((k, received / c))
@@ -118,7 +120,7 @@ def stage_work(costs: Costs, program: StageProgram, devices: np.ndarray, *, load
         dur_cols = np.repeat(durations[cols][None, :], n, axis=0)
         egress_cols = np.repeat(egress[cols][None, :], n, axis=0)
         ingress_cols = np.repeat(ingress[cols][None, :], n, axis=0)
-        _apply_loads(costs, program, np.arange(n), loads, dur_cols, egress_cols, ingress_cols,
+        _apply_loads(costs, program, None, loads, dur_cols, egress_cols, ingress_cols,
                      ops=[program.ops[i] for i in cols])
     if noise_sigma > 0:
         z = rng.standard_normal((n, int(compute.sum())))

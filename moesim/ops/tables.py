@@ -98,6 +98,9 @@ class _Interpolant:
         q = log_coords[:, self.keep]
         if self.dim == 1:
             return np.interp(q[:, 0], self.x, self.y)
+        if self.linear is None:  # nearest point only: a k-d tree query per row, cheaper than the memo's keys
+            # (the simulator prices ~3 M distinct expert shapes a DeepSeek-V3 step; same values either way)
+            return np.asarray(self.nearest(q), dtype=float)
         # Shapes answered before are not looked up again: a layout search asks the same few hundred shapes
         # once per pipeline degree and pass (the triangulation walk is the costly part of a search's pricing).
         keys = [row.tobytes() for row in np.ascontiguousarray(q)]

@@ -146,3 +146,13 @@ def test_simulate_says_which_sampler_ran_and_moments_track_the_exact_step():
         assert ("moment-matched" in r.mode_reason) == (sampler == "moments")
         assert ("every token sampled (exact)" in r.mode_reason) == (sampler == "gumbel")
     assert steps["moments"] == pytest.approx(steps["gumbel"], rel=0.01)
+
+
+def test_rank_moments_of_whole_counts_equal_those_of_the_same_counts_as_floats():
+    """The integer fast path (per-rank sums slice by slice) gives the general path's moments bit for bit."""
+    per_expert = sample_node_limited_top_k(1, 8, np.full(64, 1 / 64), 8, 4, np.random.default_rng(3), groups=512)
+    fast = rank_moments(per_expert, 16, 8)
+    general = rank_moments(per_expert.astype(float), 16, 8)
+    assert per_expert.dtype.kind == "i"
+    assert np.array_equal(fast.mean, general.mean) and np.array_equal(fast.factor, general.factor)
+    assert fast.mean.sum() == pytest.approx(8.0)

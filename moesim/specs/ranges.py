@@ -242,6 +242,7 @@ ARG_RANGES: dict[str, Range] = {
     "group_stride": count(1, MAX_DEVICES),
     "concurrent": count(1, MAX_DEVICES),
     "ranks": count(1, MAX_DEVICES),
+    "gpus_per_thread": count(1, MAX_DEVICES, "GPUs"),  # nccl-tests -g N: GPUs one thread launches per iteration
 }
 
 # Field path prefixes the specs use in their own error messages.

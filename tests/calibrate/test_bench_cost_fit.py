@@ -93,7 +93,7 @@ def test_cli_gpus_per_thread_bad_value_is_one_line(tmp_path, capsys):
     log = str(DATA / "a100-dkh-1node_all_reduce_perf.log")
     code = main(["calibrate", log, "--hardware", "a100-80gb", "-o", str(tmp_path / "c.toml"), "--gpus-per-thread", "0"])
     err = capsys.readouterr().err
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "gpus_per_thread" in err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--gpus-per-thread" in err
 
 
 def test_cli_every_row_at_the_floor_is_one_line(tmp_path, capsys):

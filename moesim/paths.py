@@ -136,3 +136,21 @@ def parse_json_text(text: str, *, file: str, field: str | None = None):
         raise SpecError(f"not valid JSON ({err.msg} at line {err.lineno})", file=file, field=field) from None
     except RecursionError:
         raise SpecError("not valid JSON here: nested too deeply", file=file, field=field) from None
+
+
+def read_versioned_toml(path: str | Path, version: int = 1) -> dict:
+    """A TOML data file whose `schema_version` must equal `version`; bad text, bad TOML or another version
+    are SpecErrors naming the file."""
+    import tomllib
+
+    from moesim.errors import SpecError
+
+    p = Path(path)
+    try:
+        data = tomllib.loads(read_text_file(p))
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(f"not valid TOML: {' '.join(str(err).split())}", file=str(p)) from None
+    if data.get("schema_version") != version:
+        raise SpecError("unsupported schema_version", file=str(p), field="schema_version",
+                        value=data.get("schema_version"), allowed=(version,))
+    return data

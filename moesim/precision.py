@@ -27,12 +27,12 @@ way c = 2 copies per quantised activation or gradient.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from moesim.errors import SpecError
+from moesim.paths import read_versioned_toml
 
 SCALINGS = ("none", "per_tensor_delayed", "per_tensor_current", "blockwise", "mxfp8")
 FP32_SCALE_BYTES = 4
@@ -129,13 +129,7 @@ def load_recipes(path: Path = RECIPES_FILE) -> dict[str, dict]:
     """Recipe name -> {training key: value}, read strictly (schema_version, known keys, a source each)."""
     from moesim.specs.training import PRECISION_KEYS
 
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise SpecError(f"cannot read precision recipes: {err}", file=str(path)) from None
-    if data.get("schema_version") != RECIPES_SCHEMA_VERSION:
-        raise SpecError("unsupported schema_version", file=str(path), field="schema_version",
-                        value=data.get("schema_version"), allowed=(RECIPES_SCHEMA_VERSION,))
+    data = read_versioned_toml(path, RECIPES_SCHEMA_VERSION)
     recipes = {}
     for name, table in data.items():
         if name == "schema_version":

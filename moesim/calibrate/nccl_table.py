@@ -4,7 +4,6 @@ manifest (tests/data/nccl/logs.toml), and calibration on one log of a cluster ag
 from __future__ import annotations
 
 import tempfile
-import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 from moesim.calibrate.nccl_error import log_error
 from moesim.calibrate.nccl_tests import read_nccl_tests
 from moesim.errors import SpecError
+from moesim.paths import read_versioned_toml
 from moesim.specs.load import load_hardware
 
 MANIFEST_KEYS = {"file", "hardware", "cluster", "healthy", "shape", "note", "op", "ranks", "nccl_algo", "collnet",
@@ -20,9 +20,7 @@ MANIFEST_KEYS = {"file", "hardware", "cluster", "healthy", "shape", "note", "op"
 
 def read_manifest(path: Path) -> list[dict]:
     """The [[log]] entries of a logs.toml (schema_version 1, strict keys)."""
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
-    if data.get("schema_version") != 1:
-        raise SpecError("unsupported schema_version", file=str(path), field="schema_version", allowed=(1,))
+    data = read_versioned_toml(path)
     for entry in data["log"]:
         unknown = set(entry) - MANIFEST_KEYS
         if unknown:

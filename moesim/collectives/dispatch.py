@@ -42,13 +42,13 @@ tables), csrc/kernels/legacy/intranode.cu, internode.cu, README.md (V2 rows: W_n
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 from moesim.collectives.base import CollectiveCost, Group, bus_bw_factor
 from moesim.errors import SpecError
+from moesim.paths import read_versioned_toml
 
 BACKENDS = ("nccl", "pairwise", "hierarchical", "deepep", "deepep_ll")
 _CONSTANTS = Path(__file__).with_name("deepep.toml")
@@ -59,10 +59,7 @@ _KEYS = {"schema_version": None, "forward": {"dispatch_gb_per_s", "combine_gb_pe
 @lru_cache(maxsize=1)
 def _constants() -> dict:
     """deepep.toml, strictly: schema_version 1, exactly the keys of _KEYS, positive figures."""
-    data = tomllib.loads(_CONSTANTS.read_text(encoding="utf-8"))
-    if data.get("schema_version") != 1:
-        raise SpecError("unsupported schema_version", file=str(_CONSTANTS), field="schema_version",
-                        value=data.get("schema_version"), allowed=(1,))
+    data = read_versioned_toml(_CONSTANTS)
     for key, sub in data.items():
         if key not in _KEYS:
             raise SpecError("unknown key", file=str(_CONSTANTS), field=key, allowed=sorted(_KEYS))

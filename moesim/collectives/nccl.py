@@ -19,13 +19,13 @@ Constants: moesim/collectives/nccl_tuning.toml (NCCL 2.30.7 tuning.cc, cited the
 
 from __future__ import annotations
 
-import tomllib
 from functools import lru_cache
 from pathlib import Path
 
 from moesim.collectives import hierarchy
 from moesim.collectives.formulas import Terms, lg
 from moesim.errors import SpecError
+from moesim.paths import read_versioned_toml
 
 PROTOCOLS = ("LL", "LL128", "Simple")
 ALGORITHMS = ("ring", "tree", "nvls", "nvlstree", "collnetdirect", "collnetchain", "pat")
@@ -38,11 +38,7 @@ _TUNING = Path(__file__).with_name("nccl_tuning.toml")
 @lru_cache(maxsize=1)
 def tuning() -> dict:
     """The NCCL constants (nccl_tuning.toml), checked for its schema version once."""
-    data = tomllib.loads(_TUNING.read_text(encoding="utf-8"))
-    if data.get("schema_version") != 1:
-        raise SpecError("unsupported schema_version", file=str(_TUNING), field="schema_version",
-                        value=data.get("schema_version"), allowed=(1,))
-    return data
+    return read_versioned_toml(_TUNING)
 
 
 def parse_nccl_algo(text: str | None) -> frozenset[str]:

@@ -214,7 +214,6 @@ class _Router:
             lc = c.classes[c.workload.layer_class_index[layer]]
             stage = self.stage_of_layer[layer]
             groups = self.groups[stage]
-            position = np.searchsorted(self.stage_devices[stage], groups.reshape(-1))
             if n not in self.moments and uses_moments(o.sampler, **self._draw_facts(layer)):
                 self.moments[n] = layer_moments(self.p[n], groups.shape[1], moe.top_k, self.rng, self.node_limit)
             moments = self.moments.get(n)
@@ -227,6 +226,7 @@ class _Router:
                 if progress is not None:
                     progress((n + 1) / len(self.layers))
                 continue
+            position = np.searchsorted(self.stage_devices[stage], groups.reshape(-1))
             for mb in range(c.micro_batches):
                 # the device that runs the layer for this micro-batch (DualPipe's second half runs the other way);
                 # its EP groups have the same shape, so the draws are those of the first half's stage
@@ -234,13 +234,9 @@ class _Router:
                 if stage_mb != stage:
                     stage, groups = stage_mb, self.groups[stage_mb]
                     position = np.searchsorted(self.stage_devices[stage], groups.reshape(-1))
-                if drawn is not None:
-                    r = loads_from_counts(drawn[mb * size:(mb + 1) * size], len(groups), groups.shape[1], 0.0,
-                                          size * lc.tokens * moe.top_k)
-                else:
-                    r = route_layer(self.p[n], groups, lc.tokens, moe.group_size_tokens, moe.top_k,
-                                    None if c.dropless else lc.capacity, self.rng, expected=o.expected_loads,
-                                    sampler=o.sampler, node_limit=self.node_limit)
+                r = route_layer(self.p[n], groups, lc.tokens, moe.group_size_tokens, moe.top_k,
+                                None if c.dropless else lc.capacity, self.rng, expected=o.expected_loads,
+                                sampler=o.sampler, node_limit=self.node_limit)
                 dropped += r.dropped
                 assigned += r.assigned
                 if self.keep:
@@ -262,7 +258,7 @@ class _Router:
         ep = self.groups[self.stage_of_layer[layer]].shape[1]
         size, mbs = self.groups[self.stage_of_layer[layer]].size, c.micro_batches
         r = loads_from_counts(drawn, len(drawn) // ep, ep, 0.0, size * lc.tokens * top_k)
-        for _ in range(mbs):
+        for _ in range(mbs):  # one add per micro-batch, as the per-micro-batch path sums (same float result)
             dropped += r.dropped
             assigned += r.assigned
         if not self.keep:

@@ -283,7 +283,8 @@ class FlowSharing:
 
     def _member_end(self, rec: list) -> None:
         """Both flows of a member record have ended (at their own ends, alone), unless one was shared since: a
-        shared flow's own end counts it."""
+        shared flow's own end counts it. The egress and ingress sides are written out, not looped: this runs
+        once per collective member (~1.1 M times in a DeepSeek-V3 2048-GPU step)."""
         lazy_on = self.lazy_on
         ended = 0
         flow = rec[_MADE_E]

@@ -18,6 +18,9 @@
                       point-to-point rows that pin W_m leave it, and the other way round;
   log P_l             P_l = p2p_factor × W_l, the line of send/recv over level l (all-to-all, pipeline sends:
                       NCCL's p2p channels, not the tuner's rings), of its own likewise;
+  log π_l             the latency of one send/recv message over level l (profile p2p_latency_us; α_l where
+                      unset), of its own as P_l: only all-to-all and send/recv rows move it, and they do not
+                      move α_l (an alltoall_perf log is a pairwise ncclSend / ncclRecv exchange);
   log o               the fixed host overhead per layer pass (efficiency.layer_overhead_s), fitted
                       when some observation is a layer total; bounded to [MIN_OVERHEAD_S,
                       MAX_OVERHEAD_S], so it is non-negative and can fall to ~0 when the data show none.
@@ -30,7 +33,7 @@ every kernel call costs the prior's L (efficiency.kernel_launch_us, measured by 
 operator-level figure, not fitted on layers, where it would trade places with the layer overhead).
 Collective terms go through
 `select.default_model` itself (a row of an nccl-tests log as nccl-tests runs it: bench_cost.py): each is linearised around the current θ as
-t = C + Σ_l A_l·α_l + Σ_F B_F / F over the lines F (W_l, V_l, V'_l, U_m, P_l), with A, B the model's own
+t = C + Σ_l A_l·α_l + Σ_l A'_l·π_l + Σ_F B_F / F over the lines F (W_l, V_l, V'_l, U_m, P_l), with A, B the model's own
 finite-difference slopes and C the rest
 (fixed base latencies, copies at the memory bandwidth). That is exact for any alpha-beta-type model
 (time affine in each level's α and 1/W, Hockney 1994); the fit re-probes at its solution until the
@@ -120,6 +123,7 @@ class Design:
                                     if j + 1 < len(self.levels)]
                                    + [(j, "p2p_factor", "p2p_bandwidth") for j in range(len(self.levels))])
         self.extra_used = np.zeros(len(self.extra_figures), dtype=bool)
+        self.p2p_latency_used = np.zeros(len(self.levels), dtype=bool)  # π set by some send/recv row (probe)
         self._names, self._free = self._parameters()
         self._theta0_memory = float(self.initial()[self._offsets()[1]])
         self.coef = self.probe(self.initial())
@@ -193,10 +197,12 @@ class Design:
         for j in self.nvls_levels:
             names += [f"{self.levels[j].name}.nvls_bandwidth", f"{self.levels[j].name}.nvlstree_ratio"]
         names += [f"{self.levels[m].name}.{name}" for m, _, name in self.extra_figures]
+        names += [f"{level.name}.p2p_latency" for level in self.levels]
         names += ["layer_overhead"]
         free = np.ones(len(names), dtype=bool)
         free[len(self.knots) + len(self.scaled_dtypes)] = bool(self.m_bytes.any() or self.op_mem_s.any())
         free[-1] = bool(self.o_passes.any())
+        free[-1 - len(self.levels):-1] = False  # π: free where a send/recv row sets it (probe)
         return names, free
 
     @property
@@ -212,10 +218,14 @@ class Design:
         return bool(self._collective_terms)
 
     def level_slice(self) -> slice:
-        """θ indices of the interconnect figures: the levels' (log α, log W) pairs, each (log V, log ρ), then the
-        extra figures' log U / log P."""
+        """θ indices of the interconnect figures: the levels' (log α, log W) pairs, each (log V, log ρ), the
+        extra figures' log U / log P, then each level's log π."""
         lev = self._offsets()[2]
-        return slice(lev, lev + 2 * len(self.levels) + 2 * len(self.nvls_levels) + len(self.extra_figures))
+        return slice(lev, self._p2p_offset() + len(self.levels))
+
+    def _p2p_offset(self) -> int:
+        """θ index of the first level's log π (send/recv latency)."""
+        return self._offsets()[2] + 2 * len(self.levels) + 2 * len(self.nvls_levels) + len(self.extra_figures)
 
     def unpriored(self) -> np.ndarray:
         """θ indices that carry no prior: each ρ (no measurement sets NVLSTree apart from NVLS; NCCL takes 1)."""
@@ -252,6 +262,10 @@ class Design:
             level = self.levels[m]
             best_eff = max(p[1] for p in level.bw_efficiency.points)
             theta[first + i] = np.log(level.link_bw_bytes_per_s * best_eff * (getattr(level, key) or 1.0))
+        p2p = self._p2p_offset()
+        for j, level in enumerate(self.levels):
+            own = level.latency_s if level.p2p_latency_s is None else level.p2p_latency_s
+            theta[p2p + j] = np.log(max(own, MIN_LATENCY_S))
         prior_overhead = self.prior.efficiency.layer_overhead_s
         theta[-1] = np.log(prior_overhead if prior_overhead > MIN_OVERHEAD_S else START_OVERHEAD_S)
         return theta
@@ -263,6 +277,7 @@ class Design:
         lo[1:k], hi[1:k] = 0.0, np.log(1e4)  # adjacent knots within 4 decades of efficiency
         lo[k:m], hi[k:m] = -10.0, 10.0
         lo[lev:lev + 2 * len(self.levels):2] = np.log(MIN_LATENCY_S)
+        lo[self._p2p_offset():self._p2p_offset() + len(self.levels)] = np.log(MIN_LATENCY_S)
         lo[-1], hi[-1] = np.log(MIN_OVERHEAD_S), np.log(MAX_OVERHEAD_S)
         return lo, hi
 
@@ -298,8 +313,13 @@ class Design:
         first = self._offsets()[2] + 2 * len(self.levels) + 2 * len(self.nvls_levels)
         return {(m, key): float(np.exp(theta[first + i])) for i, (m, key, _) in enumerate(self.extra_figures)}
 
+    def p2p_latencies(self, theta: np.ndarray) -> list[float]:
+        """π_l of every level: the latency of one send/recv message (module docstring)."""
+        p2p = self._p2p_offset()
+        return [float(np.exp(theta[p2p + j])) for j in range(len(self.levels))]
+
     def _model_at(self, values: list[tuple[float, float]], memory_bw: float, nvls: dict[int, tuple[float, float]],
-                  net: dict[tuple[int, str], float] | None = None):
+                  net: dict[tuple[int, str], float] | None = None, p2p: list[float] | None = None):
         """The default collective model on the prior with these levels, NVLS bandwidths (η_nvls = V / W and
         η_nvlstree = V' / W, at most 1 as the profile holds them) and memory bandwidth (on-chip and
         hierarchical all-to-all copies)."""
@@ -310,26 +330,27 @@ class Design:
             return out
 
         levels = tuple(replace(level, latency_s=a, link_bw_bytes_per_s=w, bw_efficiency=EfficiencyTable.constant(1.0),
-                               **figures(j, w))
+                               p2p_latency_s=level.p2p_latency_s if p2p is None else p2p[j], **figures(j, w))
                        for j, (level, (a, w)) in enumerate(zip(self.levels, values)))
         chip = replace(self.prior.chip, hbm_bw_bytes_per_s=memory_bw)
         efficiency = replace(self.prior.efficiency, memory_bandwidth=1.0)
         return default_model(replace(self.prior, interconnect=levels, chip=chip, efficiency=efficiency))
 
     def probe(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(A, B, C, D): per observation, seconds per unit α_l, per unit 1/W_l, the rest, and per unit 1/V_l,
-        1/V'_l (columns V, V' of each level in nvls_levels order) and 1/U_m, 1/P_l (extra_figures order), at θ."""
+        """(A, B, C, D): per observation, seconds per unit α_l then per unit π_l (2 × levels columns), per unit
+        1/W_l, the rest, and per unit 1/V_l, 1/V'_l (columns V, V' of each level in nvls_levels order) and 1/U_m,
+        1/P_l (extra_figures order), at θ."""
         n, n_lev = len(self.observations), len(self.levels)
-        a, b, c = np.zeros((n, n_lev)), np.zeros((n, n_lev)), np.zeros(n)
+        a, b, c = np.zeros((n, 2 * n_lev)), np.zeros((n, n_lev)), np.zeros(n)
         d = np.zeros((n, 2 * len(self.nvls_levels) + len(self.extra_figures)))
         if not self._collective_terms:
             return a, b, c, d
         values, memory_bw, nvls = self.level_values(theta), self.memory_bw(theta), self.nvls_values(theta)
-        net = self.extra_values(theta)
+        net, p2p = self.extra_values(theta), self.p2p_latencies(theta)
         unique = sorted({t for _, t in self._collective_terms}, key=repr)
 
-        def times(vals, nv=nvls, nt=net) -> dict:
-            model = self._model_at(vals, memory_bw, nv, nt)
+        def times(vals, nv=nvls, nt=net, pl=p2p) -> dict:
+            model = self._model_at(vals, memory_bw, nv, nt, pl)
             return {u: collective_time_s(u, self.prior, model) for u in unique}
 
         base = times(values)
@@ -343,6 +364,13 @@ class Design:
             bumped[j] = (alpha, bw / (1 + PROBE_STEP))
             up = times(bumped)
             slopes_b.append({u: (up[u] - base[u]) * bw / PROBE_STEP for u in unique})
+        for j, pi in enumerate(p2p):  # π raised, α held (π moves nothing without an all-to-all or send/recv)
+            if not self._has_p2p:
+                slopes_a.append(dict.fromkeys(unique, 0.0))
+                continue
+            step = max(pi * PROBE_STEP, MIN_LATENCY_STEP_S)
+            up = times(values, pl=[x + step if g == j else x for g, x in enumerate(p2p)])
+            slopes_a.append({u: (up[u] - base[u]) / step for u in unique})
         slopes_d = []
         for j in self.nvls_levels:  # V, then V' lowered, the other held (each η below its cap while V < W)
             for f in range(2):
@@ -362,6 +390,9 @@ class Design:
                 a[i, j] += slopes_a[j][u]
                 b[i, j] += slopes_b[j][u]
                 rest -= slopes_a[j][u] * alpha + slopes_b[j][u] / bw
+            for j, pi in enumerate(p2p):
+                a[i, n_lev + j] += slopes_a[n_lev + j][u]
+                rest -= slopes_a[n_lev + j][u] * pi
             for k, j in enumerate(self.nvls_levels):
                 for f in range(2):
                     d[i, 2 * k + f] += slopes_d[2 * k + f][u]
@@ -375,15 +406,16 @@ class Design:
         # latency of the outermost level it spans (the one it adds), inner levels keep what rows confined to them
         # set, else the prior. Likewise W: a row spanning several levels sets only the outermost one's W (a
         # multi-node row the model bounds by NVLink leaves NVLink's W to single-node rows). V, V', U, P: the rows
-        # their line bounds (V' is multi-node by nature, which its ratio ρ takes).
-        spans = np.abs(a) > tol
-        outermost = np.zeros(n_lev, dtype=bool)
+        # their line bounds (V' is multi-node by nature, which its ratio ρ takes). π as α: the send/recv rows set
+        # the π of the outermost level they span.
+        ring_spans, p2p_spans = np.abs(a[:, :n_lev]) > tol, np.abs(a[:, n_lev:]) > tol
+        spans = ring_spans | p2p_spans
         rows = spans.any(axis=1)
-        outermost[n_lev - 1 - np.argmax(spans[rows, ::-1], axis=1)] = True
         bound = np.abs(b) > tol
         outer_of_row = n_lev - 1 - np.argmax(spans[:, ::-1], axis=1)
         bound[rows] &= np.arange(n_lev)[None, :] == outer_of_row[rows, None]
-        self.level_used = np.stack([outermost, bound.any(axis=0)], axis=1)
+        self.level_used = np.stack([_outermost(ring_spans), bound.any(axis=0)], axis=1)
+        self.p2p_latency_used = _outermost(p2p_spans)
         lev, n_lev, n_nvls = self._offsets()[2], len(self.levels), len(self.nvls_levels)
         self.nvls_used = (np.abs(d[:, :2 * n_nvls]) > tol).any(axis=0).reshape(-1, 2)
         self.extra_used = (np.abs(d[:, 2 * n_nvls:]) > tol).any(axis=0)
@@ -394,6 +426,7 @@ class Design:
         self._free[lev + 2 * n_lev + 1:lev + 2 * n_lev + 2 * n_nvls:2] = self.nvls_used[:, 1]
         first = lev + 2 * n_lev + 2 * n_nvls
         self._free[first:first + len(self.extra_figures)] = self.extra_used
+        self._free[self._p2p_offset():self._p2p_offset() + n_lev] = self.p2p_latency_used
         return a, b, c, d
 
     # --- prediction --------------------------------------------------------------------------
@@ -417,8 +450,16 @@ class Design:
         out += self.o_passes * self.layer_overhead(theta)
         if self._collective_terms:
             values = np.array(self.level_values(theta))
-            out += a @ values[:, 0] + b @ (1.0 / values[:, 1]) + c
+            out += a @ np.concatenate([values[:, 0], self.p2p_latencies(theta)]) + b @ (1.0 / values[:, 1]) + c
             if d.shape[1]:
                 lines = list(np.ravel(list(self.nvls_values(theta).values()))) + list(self.extra_values(theta).values())
                 out += d @ (1.0 / np.array(lines))
         return out
+
+
+def _outermost(spans: np.ndarray) -> np.ndarray:
+    """Per level: True where it is the outermost level some row spans (rows × levels booleans)."""
+    out = np.zeros(spans.shape[1], dtype=bool)
+    rows = spans.any(axis=1)
+    out[spans.shape[1] - 1 - np.argmax(spans[rows, ::-1], axis=1)] = True
+    return out

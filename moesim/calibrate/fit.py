@@ -138,6 +138,9 @@ class FitResult:
     # (level name, profile key) -> the line that key scales (U: nvlstree_net_factor, P: p2p_factor), bytes/s, fitted
     # or the prior's; written as key = line / W, as nvls_bandwidths
     extra_bandwidths: dict[tuple[str, str], float] = field(default_factory=dict)
+    # level name -> π, the latency of one send/recv message (profile p2p_latency_us), s: fitted from all-to-all /
+    # send/recv rows, or the prior's (its latency_us where unset); written where it differs from the written latency
+    p2p_latencies: dict[str, float] = field(default_factory=dict)
     level_prior_weight: float = 0.0  # the interconnect prior's weight the fit used (LEVEL_PRIOR_WEIGHT or chosen)
     prior_weight_scores: tuple[tuple[float, float], ...] = ()  # (weight, held-out-by-size MAPE) where chosen
     predicted_s: tuple[float, ...] = field(default=(), repr=False)
@@ -223,6 +226,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         host_floor_rows=len(host_bound_rows(measurements, prior, gpus_per_thread)),
         nvls_bandwidths={design.levels[j].name: v for j, v in design.nvls_values(theta).items()},
         extra_bandwidths={(design.levels[m].name, key): v for (m, key), v in design.extra_values(theta).items()},
+        p2p_latencies={lv.name: v for lv, v in zip(design.levels, design.p2p_latencies(theta))},
     )
 
 
@@ -401,7 +405,7 @@ def _unit_of(name: str) -> str:
         return "x prior peak"
     if name.endswith("_ratio"):
         return "x NVLS bandwidth"
-    return "s" if name.endswith(".latency") or name == "layer_overhead" else "bytes/s"
+    return "s" if name.endswith((".latency", ".p2p_latency")) or name == "layer_overhead" else "bytes/s"
 
 
 def block_stats(predicted: np.ndarray, measured: np.ndarray) -> BlockStats:

@@ -16,6 +16,7 @@ The file keeps the prior's schema and keys (so `moesim.specs.load.load_hardware`
   interconnect[i].nvlstree_efficiency V'_i / W_i, NVLS inside a node of NVLSTree, where it differs from V_i;
   interconnect[i].nvlstree_net_factor  U_i / W_i, NVLSTree's inter-node line, where it differs from W_i;
   interconnect[i].p2p_factor          P_i / W_i, send/recv's line, where it differs from W_i;
+  interconnect[i].p2p_latency_us      π_i, send/recv's message latency, where it differs from the written α_i;
   name, description, calibrated_from, and the `source` lines.
 `calibrated_from` holds the provenance as "key: value" lines, among them `fitted_on:` (the
 switch_layer record keys the fit used), so `moesim validate-report` can leave them out.
@@ -144,6 +145,9 @@ def calibrated_table(prior_path: Path, fit: FitResult, provenance: Provenance, n
         for (name, key), line in fit.extra_bandwidths.items():
             if name == level.name:
                 _write_factor(level_raw, level, key, bw if bw_fitted else None, line, provenance)
+        if level.name in fit.p2p_latencies:
+            _write_p2p_latency(level_raw, level, alpha if alpha_fitted else None, fit.p2p_latencies[level.name],
+                               provenance)
     return raw
 
 
@@ -194,6 +198,20 @@ def _write_factor(raw: dict, level, key: str, bw: float | None, line: float, pro
         return
     raw[key] = min(_sig(line / usable), MAX_NVLSTREE_NET_FACTOR)
     raw["source"] = (f"moesim calibrate ({provenance.created_utc}): {key} line {line / GB_BYTES:.4g} GB/s; "
+                     + raw.get("source", ""))
+
+
+def _write_p2p_latency(raw: dict, level, alpha: float | None, p2p_s: float, provenance: Provenance) -> None:
+    """p2p_latency_us = π where π or α moved; left unset while π equals the written latency (the loader then takes
+    latency_us, as before the key existed)."""
+    prior = level.latency_s if level.p2p_latency_s is None else level.p2p_latency_s
+    if alpha is None and p2p_s == prior:
+        return
+    written = alpha if alpha is not None else level.latency_s
+    if "p2p_latency_us" not in raw and abs(p2p_s - written) <= 10.0 ** -SIGNIFICANT_DIGITS * written:
+        return
+    raw["p2p_latency_us"] = _sig(p2p_s * US_PER_S)
+    raw["source"] = (f"moesim calibrate ({provenance.created_utc}): send/recv latency {p2p_s * US_PER_S:.4g} us; "
                      + raw.get("source", ""))
 
 

@@ -176,8 +176,10 @@ class TopologyModel:
             elif net is not None:
                 cap = nccl.p2p_net_bw_cap(size, n, tiers[0], net)
         out = []
+        # send/recv's own message latency where a profile sets one (InterconnectLevel.p2p_latency_s)
+        latency = [t.p2p_latency_s if op in _P2P_OPS and t.p2p_latency_s is not None else t.latency_s for t in tiers]
         for proto in protocols:
-            alpha = {family: [t.latency_s * proto.step_factor(t.kind, family) for t in tiers]
+            alpha = {family: [lat * proto.step_factor(t.kind, family) for lat, t in zip(latency, tiers)]
                      for family in ("ring", "tree")}
             bw = [w * proto.bw_factor(op == "all_reduce", multi) for w in port]
             if cap:  # NCCL's p2p channels of one peer bound the send (computed once, above the loop)

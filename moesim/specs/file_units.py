@@ -57,6 +57,8 @@ HARDWARE_FILE_KEYS: tuple[FileKey, ...] = (
     FileKey("interconnect[].link_gbit_per_s_unidir", "InterconnectLevel", "interconnect[].link_bw_bytes_per_s",
             units.gbit_per_s_to_bytes_per_s(1.0), "Gbit/s, one direction"),
     FileKey("interconnect[].latency_us", "InterconnectLevel", "interconnect[].latency_s", units.us_to_s(1.0), "us"),
+    FileKey("interconnect[].p2p_latency_us", "InterconnectLevel", "interconnect[].p2p_latency_s", units.us_to_s(1.0),
+            "us"),
     FileKey("interconnect[].collective_overhead_us", "InterconnectLevel", "interconnect[].collective_overhead_s",
             units.us_to_s(1.0), "us"),
     FileKey("interconnect[].domain_chips", "InterconnectLevel", "interconnect[].domain_devices", 1.0, "chips", 1),

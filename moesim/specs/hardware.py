@@ -151,6 +151,10 @@ class InterconnectLevel:
     # usable bandwidth; None = 1. At most MAX_NVLSTREE_NET_FACTOR. `moesim calibrate` writes it from a log's
     # all-to-all / send/recv rows.
     p2p_factor: float | None = None
+    # The latency of one send/recv message over this level (all-to-all, pipeline sends: NCCL's p2p path, not the
+    # tuner's rings), in place of latency_s for them; None = latency_s. `moesim calibrate` writes it from a log's
+    # all-to-all / send/recv rows (as p2p_factor for their bandwidth).
+    p2p_latency_s: float | None = None
     nccl_arch: str = ""  # GPU architecture whose NCCL per-protocol caps apply (NCCL_ARCHS); "" = none
     # In-network reduction (InfiniBand SHARP) on this fabric's switches: NCCL's CollNet algorithms can run
     # over it when NCCL_COLLNET_ENABLE=1 (NCCL env.rst; moesim: TopologyModel(collnet=True)).

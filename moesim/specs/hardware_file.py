@@ -84,6 +84,7 @@ def _level_from_table(t: Table, devices_per_chip: int) -> InterconnectLevel:
         nvlstree_efficiency=t.opt("nvlstree_efficiency", float, None),
         nvlstree_net_factor=t.opt("nvlstree_net_factor", float, None),
         p2p_factor=t.opt("p2p_factor", float, None),
+        p2p_latency_s=_us_or_none(t.opt("p2p_latency_us", float, None)),
         nccl_arch=t.opt("nccl_arch", str, ""),
         sharp=t.opt("sharp", bool, False),
         collective_overhead_s=units.us_to_s(t.opt("collective_overhead_us", float, 0.0)),
@@ -95,6 +96,10 @@ def _level_from_table(t: Table, devices_per_chip: int) -> InterconnectLevel:
         key = (err.field or "").rsplit(".", 1)[-1] or None
         message = str(err).split(": ", 1)[-1].rsplit(" (allowed: ", 1)[0]
         raise t.error(key, message, value=err.value, allowed=err.allowed) from None
+
+
+def _us_or_none(value: float | None) -> float | None:
+    return None if value is None else units.us_to_s(value)
 
 
 def hardware_from_table(t: Table) -> HardwareProfile:

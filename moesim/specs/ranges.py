@@ -185,6 +185,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "nvlstree_efficiency": Range(0, 1),  # unset = nvls_efficiency
         "nvlstree_net_factor": Range(0, 4),  # unset = 1; hardware.MAX_NVLSTREE_NET_FACTOR
         "p2p_factor": Range(0, 4),  # unset = 1; hardware.MAX_NVLSTREE_NET_FACTOR
+        "p2p_latency_s": non_negative(1.0, "s"),  # unset = latency_s
     },
     "HardwareProfile": {
         "max_devices": count(1, MAX_DEVICES, "devices"),

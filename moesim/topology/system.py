@@ -41,6 +41,7 @@ class Tier:
     nvlstree_efficiency: float = 0.0  # InterconnectLevel.nvlstree_efficiency (nvls_efficiency where unset)
     nvlstree_net_factor: float = 1.0  # InterconnectLevel.nvlstree_net_factor (1 where unset)
     p2p_factor: float = 1.0  # InterconnectLevel.p2p_factor (1 where unset)
+    p2p_latency_s: float | None = None  # InterconnectLevel.p2p_latency_s (latency_s where None)
 
     def bw_at(self, message_bytes: float) -> float:
         """Usable per-device bandwidth for messages of `message_bytes` (profile efficiency table)."""
@@ -139,18 +140,19 @@ def build_system(hardware: HardwareProfile, devices: int) -> System:
             if inner < leaf < domain:
                 tiers.append(Tier(level.name, "fabric", leaf, port, level.latency_s, level.bw_efficiency, index, rails,
                                   sharp=level.sharp, nvlstree_net_factor=level.nvlstree_net_factor or 1.0,
-                                  p2p_factor=level.p2p_factor or 1.0))
+                                  p2p_factor=level.p2p_factor or 1.0, p2p_latency_s=level.p2p_latency_s))
                 tiers.append(Tier(f"{level.name}-uplink", "uplink", level.domain_devices, port / level.oversubscription,
                                   level.latency_s, level.bw_efficiency, index, rails, sharp=level.sharp,
                                   nvlstree_net_factor=level.nvlstree_net_factor or 1.0,
-                                  p2p_factor=level.p2p_factor or 1.0))
+                                  p2p_factor=level.p2p_factor or 1.0, p2p_latency_s=level.p2p_latency_s))
                 continue
         tiers.append(Tier(level.name, kind, level.domain_devices, port, level.latency_s, level.bw_efficiency, index,
                           1, level.nvls_efficiency if kind == "switch" else 0.0, level.nccl_arch,
                           level.sharp and kind == "fabric",
                           nvlstree_efficiency=(level.nvls_efficiency if level.nvlstree_efficiency is None
                                                else level.nvlstree_efficiency) if kind == "switch" else 0.0,
-                          nvlstree_net_factor=level.nvlstree_net_factor or 1.0, p2p_factor=level.p2p_factor or 1.0))
+                          nvlstree_net_factor=level.nvlstree_net_factor or 1.0, p2p_factor=level.p2p_factor or 1.0,
+                          p2p_latency_s=level.p2p_latency_s))
     fabric = None if torus is not None else _fabric_of(hardware, devices)
     return System(hardware=hardware, devices=devices, tiers=tuple(tiers), torus=torus, fabric=fabric)
 

@@ -1,5 +1,6 @@
 """Calibrating on one log of a cluster and predicting its other logs (issue #11 done-when), the NVLS / NVLSTree
-figures the fit moves on their own, and the prior weight picked from the fitted log alone (size_split.py)."""
+and send/recv figures the fit moves on their own, and the prior weight picked from the fitted log alone
+(size_split.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from moesim.calibrate import calibrate
 from moesim.calibrate.design import Observation
 from moesim.calibrate.fit import fit_profile
+from moesim.calibrate.bench_cost import benchmark_cost
 from moesim.calibrate.nccl_error import log_error
 from moesim.calibrate.nccl_table import calibration_matrix, matrix_clusters
 from moesim.calibrate.nccl_tests import read_nccl_tests
@@ -37,12 +39,6 @@ KNOWN_WORSE = {
     # all-reduce's NVLSTree and tree rows then pay: 14.0 -> 19.7 / 20.0 % (at weight 10: 13.5 %)
     ("b200-vultr-2node_all_gather_perf.log", "b200-vultr-2node_all_reduce_perf.log"),
     ("b200-vultr-2node_reduce_scatter_perf.log", "b200-vultr-2node_all_reduce_perf.log"),
-    # the 1-node all-to-all's small sizes are up to 50 % faster than the model and lower the NVLink hop latency,
-    # which ring and NVLSTree share with send/recv (no latency of its own for send/recv): 14.0 -> 14.7,
-    # 42.7 -> 44.3, 44.0 -> 45.7 %
-    ("b200-vultr-1node_alltoall_perf.log", "b200-vultr-2node_all_reduce_perf.log"),
-    ("b200-vultr-1node_alltoall_perf.log", "b200-vultr-2node_all_gather_perf.log"),
-    ("b200-vultr-1node_alltoall_perf.log", "b200-vultr-2node_reduce_scatter_perf.log"),
 }
 
 
@@ -204,3 +200,94 @@ def test_nvlstree_efficiency_key_is_validated(tmp_path):
         dataclasses.replace(level, nvlstree_efficiency=1.2)
     with pytest.raises(SpecError, match="nvlstree_efficiency"):
         dataclasses.replace(level, nvls_efficiency=0.0, nvlstree_efficiency=0.5)
+
+
+def test_p2p_latency_key_defaults_to_the_level_latency_and_prices_only_send_recv(tmp_path):
+    """interconnect.p2p_latency_us: unset = latency_us (the prices of before); set, it moves all-to-all and send/recv
+    and nothing the tuner prices; loader checked like latency_us."""
+    prior = load_hardware("b200")
+    nv, ib = prior.interconnect
+    assert nv.p2p_latency_s is None and ib.p2p_latency_s is None
+
+    def with_p2p(factor):
+        levels = tuple(dataclasses.replace(lv, p2p_latency_s=lv.latency_s * factor) for lv in prior.interconnect)
+        return default_model(dataclasses.replace(prior, interconnect=levels))
+
+    base, same, slow = default_model(prior), with_p2p(1.0), with_p2p(3.0)
+    for n in (8, 16):
+        group = Group(size=n, devices=n)
+        for op in ("all_to_all", "send_recv", "all_reduce", "all_gather"):
+            for size in (2.0**10, 2.0**20, 2.0**30):
+                t0 = benchmark_cost(base, op, size, group)[0]
+                assert benchmark_cost(same, op, size, group)[0] == t0
+                if op in ("all_to_all", "send_recv"):
+                    assert benchmark_cost(slow, op, size, group)[0] > t0
+                else:
+                    assert benchmark_cost(slow, op, size, group)[0] == t0
+    with pytest.raises(SpecError, match="p2p_latency"):
+        dataclasses.replace(nv, p2p_latency_s=-1e-6)
+    text = (Path(__file__).resolve().parents[2] / "hardware_profiles" / "b200.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("latency_us = ", "p2p_latency_us = -1.0\nlatency_us = ", 1))
+    with pytest.raises(SpecError, match="p2p_latency_us"):
+        load_hardware(bad)
+
+
+def test_send_recv_latency_is_recovered_from_synthetic_logs():
+    """One node of 8 H100: all-reduce and all-to-all rows made by the model from an NVLink latency and a send/recv
+    latency of their own. The fit returns both: the all-to-all rows set π (and P), the all-reduce rows α, W, V."""
+    prior = load_hardware("h100-sxm")
+    nv, ib = prior.interconnect
+    truth = dataclasses.replace(prior, interconnect=(
+        dataclasses.replace(nv, latency_s=4.1e-6, p2p_latency_s=9.0e-6, bw_efficiency=EfficiencyTable.constant(0.78),
+                            p2p_factor=0.85),
+        ib))
+    model, group = default_model(truth), Group(size=8, devices=8)
+    points = tuple(CollectivePoint(op=op, size_bytes=2.0**e, group_size=8, source=f"synthetic:{op}:{e}",
+                                   time_s=benchmark_cost(model, op, 2.0**e, group)[0], nccl_tests=True)
+                   for op in ("all_reduce", "all_to_all") for e in range(10, 34))
+    fit = fit_profile(Measurements(collectives=points), prior, fit_keys=set(), bootstrap=0)
+    (_, a0, _, a0_fitted, _), (_, a1, _, a1_fitted, _) = fit.levels
+    assert a0_fitted and a0 == pytest.approx(4.1e-6, rel=1e-5)
+    assert fit.p2p_latencies["nvlink"] == pytest.approx(9.0e-6, rel=1e-5)
+    assert not a1_fitted and fit.p2p_latencies["infiniband"] == pytest.approx(ib.latency_s, rel=1e-12)  # no row crosses
+    assert fit.overall.max_abs_pct_error < 1e-5
+
+
+def test_an_alltoall_log_moves_the_send_recv_latency_not_the_ring_latency(tmp_path):
+    """The Vultr 1-node all-to-all (a pairwise ncclSend / ncclRecv exchange) once moved the NVLink latency that ring
+    and NVLSTree share, and the cluster's 2-node logs got worse (14.0 -> 14.7, 42.7 -> 44.3, 44.0 -> 45.7 %). Now it
+    sets the send/recv latency π (p2p_latency_us) and leaves them where they were."""
+    prior = load_hardware("b200")
+    out = tmp_path / "a2a.toml"
+    result = calibrate([str(DATA / "b200-vultr-1node_alltoall_perf.log")], "b200", out, bootstrap=0,
+                       holdout_fraction=0.0, nccl_ranks=8)
+    fitted = {p.name: p for p in result.fit.parameters}
+    assert fitted["nvlink.p2p_latency"].fitted and not fitted["nvlink.latency"].fitted
+    raw = tomllib.loads(out.read_text())["interconnect"]
+    assert raw[0]["p2p_latency_us"] == pytest.approx(fitted["nvlink.p2p_latency"].value * 1e6, rel=1e-5)
+    assert raw[0]["latency_us"] == pytest.approx(prior.interconnect[0].latency_s * 1e6)
+    assert "p2p_latency_us" not in raw[1]
+    for name in ("all_reduce", "all_gather", "reduce_scatter"):
+        held = read_nccl_tests(DATA / f"b200-vultr-2node_{name}_perf.log", ranks=16).collectives
+        assert log_error(held, result.profile).mape_large <= log_error(held, prior).mape_large + NOISE, name
+
+
+def test_a_ring_log_leaves_send_recv_prices_alone(tmp_path):
+    """A fit on all-reduce rows only moves the network latency (and W); send/recv keeps its own latency and line,
+    written as p2p_latency_us and p2p_factor, so all-to-all and send/recv cost what they cost under the prior."""
+    prior = load_hardware("h100-sxm")
+    out = tmp_path / "ar.toml"
+    result = calibrate([str(DATA / "h100-ib-8node-gjaion_all_reduce_perf.log")], "h100-sxm", out, bootstrap=0,
+                       holdout_fraction=0.0)
+    fitted = {p.name: p for p in result.fit.parameters}
+    assert fitted["infiniband.latency"].fitted and not fitted["infiniband.p2p_latency"].fitted
+    assert tomllib.loads(out.read_text())["interconnect"][1]["p2p_latency_us"] == pytest.approx(
+        prior.interconnect[1].latency_s * 1e6)
+    before, after = default_model(prior), default_model(result.profile)
+    for n in (16, 64):
+        group = Group(size=n, devices=n)
+        for op in ("all_to_all", "send_recv"):
+            for size in (2.0**12, 2.0**22, 2.0**32):
+                assert benchmark_cost(after, op, size, group)[0] == pytest.approx(
+                    benchmark_cost(before, op, size, group)[0], rel=1e-5), (op, n, size)

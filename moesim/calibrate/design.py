@@ -47,17 +47,15 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from moesim.calibrate.predict import (CollectiveTerm, ComputeTerm, MemoryTerm, OpTerm, OverheadTerm, Term,
-                                      collective_time_s, term_time_s)
+from moesim.calibrate.linearise import probe
+from moesim.calibrate.predict import CollectiveTerm, ComputeTerm, MemoryTerm, OpTerm, OverheadTerm, Term, term_time_s
 from moesim.collectives.select import default_model
 from moesim.collectives.topo_model import _P2P_OPS as P2P_OPS
 from moesim.errors import SpecError
 from moesim.ops.price import op_efficiency
 from moesim.specs.hardware import MAX_NVLSTREE_NET_FACTOR, EfficiencyTable, HardwareProfile
 
-PROBE_STEP = 1e-3  # relative finite-difference step for the collective slopes
 MIN_LATENCY_S = 1e-12  # lower bound keeping log α finite
-MIN_LATENCY_STEP_S = 1e-9  # absolute floor of the latency step (a relative step of ~0 loses all digits)
 MIN_OVERHEAD_S = 1e-9  # lower bound keeping log o finite: 1 ns per layer pass is nothing next to a layer
 START_OVERHEAD_S = 1e-5  # where the fit starts the overhead when the prior has none (10 µs)
 MAX_OVERHEAD_S = 1.0  # upper bound: a second of host time per layer pass is no overhead but a fault
@@ -337,97 +335,8 @@ class Design:
         return default_model(replace(self.prior, interconnect=levels, chip=chip, efficiency=efficiency))
 
     def probe(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(A, B, C, D): per observation, seconds per unit α_l then per unit π_l (2 × levels columns), per unit
-        1/W_l, the rest, and per unit 1/V_l, 1/V'_l (columns V, V' of each level in nvls_levels order) and 1/U_m,
-        1/P_l (extra_figures order), at θ."""
-        n, n_lev = len(self.observations), len(self.levels)
-        a, b, c = np.zeros((n, 2 * n_lev)), np.zeros((n, n_lev)), np.zeros(n)
-        d = np.zeros((n, 2 * len(self.nvls_levels) + len(self.extra_figures)))
-        if not self._collective_terms:
-            return a, b, c, d
-        values, memory_bw, nvls = self.level_values(theta), self.memory_bw(theta), self.nvls_values(theta)
-        net, p2p = self.extra_values(theta), self.p2p_latencies(theta)
-        unique = sorted({t for _, t in self._collective_terms}, key=repr)
-
-        def times(vals, nv=nvls, nt=net, pl=p2p) -> dict:
-            model = self._model_at(vals, memory_bw, nv, nt, pl)
-            return {u: collective_time_s(u, self.prior, model) for u in unique}
-
-        base = times(values)
-        slopes_a, slopes_b = [], []
-        for j, (alpha, bw) in enumerate(values):
-            bumped = list(values)
-            step = max(alpha * PROBE_STEP, MIN_LATENCY_STEP_S)
-            bumped[j] = (alpha + step, bw)
-            up = times(bumped)
-            slopes_a.append({u: (up[u] - base[u]) / step for u in unique})
-            bumped[j] = (alpha, bw / (1 + PROBE_STEP))
-            up = times(bumped)
-            slopes_b.append({u: (up[u] - base[u]) * bw / PROBE_STEP for u in unique})
-        for j, pi in enumerate(p2p):  # π raised, α held (π moves nothing without an all-to-all or send/recv)
-            if not self._has_p2p:
-                slopes_a.append(dict.fromkeys(unique, 0.0))
-                continue
-            step = max(pi * PROBE_STEP, MIN_LATENCY_STEP_S)
-            up = times(values, pl=[x + step if g == j else x for g, x in enumerate(p2p)])
-            slopes_a.append({u: (up[u] - base[u]) / step for u in unique})
-        slopes_d = []
-        for j in self.nvls_levels:  # V, then V' lowered, the other held (each η below its cap while V < W)
-            for f in range(2):
-                lowered = tuple(v / (1 + PROBE_STEP) if g == f else v for g, v in enumerate(nvls[j]))
-                up = times(values, {**nvls, j: lowered})
-                slopes_d.append({u: (up[u] - base[u]) * nvls[j][f] / PROBE_STEP for u in unique})
-        for fig in net:  # U or P lowered, W held (P moves nothing without an all-to-all or send/recv)
-            if fig[1] == "p2p_factor" and not self._has_p2p:
-                slopes_d.append(dict.fromkeys(unique, 0.0))
-                continue
-            up = times(values, nvls, {**net, fig: net[fig] / (1 + PROBE_STEP)})
-            slopes_d.append({u: (up[u] - base[u]) * net[fig] / PROBE_STEP for u in unique})
-        for i, t in self._collective_terms:
-            u = t
-            rest = base[u]
-            for j, (alpha, bw) in enumerate(values):
-                a[i, j] += slopes_a[j][u]
-                b[i, j] += slopes_b[j][u]
-                rest -= slopes_a[j][u] * alpha + slopes_b[j][u] / bw
-            for j, pi in enumerate(p2p):
-                a[i, n_lev + j] += slopes_a[n_lev + j][u]
-                rest -= slopes_a[n_lev + j][u] * pi
-            for k, j in enumerate(self.nvls_levels):
-                for f in range(2):
-                    d[i, 2 * k + f] += slopes_d[2 * k + f][u]
-                    rest -= slopes_d[2 * k + f][u] / nvls[j][f]
-            for k, fig in enumerate(net):
-                d[i, 2 * len(self.nvls_levels) + k] += slopes_d[2 * len(self.nvls_levels) + k][u]
-                rest -= slopes_d[2 * len(self.nvls_levels) + k][u] / net[fig]
-            c[i] += rest
-        tol = 1e-12 * np.abs(np.concatenate([a.ravel(), b.ravel(), d.ravel()])).max(initial=0.0)
-        # A row's latency is a sum of hops over every level it spans, which the row cannot tell apart: it sets the
-        # latency of the outermost level it spans (the one it adds), inner levels keep what rows confined to them
-        # set, else the prior. Likewise W: a row spanning several levels sets only the outermost one's W (a
-        # multi-node row the model bounds by NVLink leaves NVLink's W to single-node rows). V, V', U, P: the rows
-        # their line bounds (V' is multi-node by nature, which its ratio ρ takes). π as α: the send/recv rows set
-        # the π of the outermost level they span.
-        ring_spans, p2p_spans = np.abs(a[:, :n_lev]) > tol, np.abs(a[:, n_lev:]) > tol
-        spans = ring_spans | p2p_spans
-        rows = spans.any(axis=1)
-        bound = np.abs(b) > tol
-        outer_of_row = n_lev - 1 - np.argmax(spans[:, ::-1], axis=1)
-        bound[rows] &= np.arange(n_lev)[None, :] == outer_of_row[rows, None]
-        self.level_used = np.stack([_outermost(ring_spans), bound.any(axis=0)], axis=1)
-        self.p2p_latency_used = _outermost(p2p_spans)
-        lev, n_lev, n_nvls = self._offsets()[2], len(self.levels), len(self.nvls_levels)
-        self.nvls_used = (np.abs(d[:, :2 * n_nvls]) > tol).any(axis=0).reshape(-1, 2)
-        self.extra_used = (np.abs(d[:, 2 * n_nvls:]) > tol).any(axis=0)
-        self._free[lev:lev + 2 * n_lev:2] = self.level_used[:, 0]
-        self._free[lev + 1:lev + 2 * n_lev:2] = self.level_used[:, 1]
-        # log V moves V and V' (= ρ V); log ρ only V'
-        self._free[lev + 2 * n_lev:lev + 2 * n_lev + 2 * n_nvls:2] = self.nvls_used.any(axis=1)
-        self._free[lev + 2 * n_lev + 1:lev + 2 * n_lev + 2 * n_nvls:2] = self.nvls_used[:, 1]
-        first = lev + 2 * n_lev + 2 * n_nvls
-        self._free[first:first + len(self.extra_figures)] = self.extra_used
-        self._free[self._p2p_offset():self._p2p_offset() + n_lev] = self.p2p_latency_used
-        return a, b, c, d
+        """(A, B, C, D) at θ, and which figures the rows set (linearise.probe)."""
+        return probe(self, theta)
 
     # --- prediction --------------------------------------------------------------------------
     def predict(self, theta: np.ndarray, coef=None) -> np.ndarray:
@@ -456,10 +365,3 @@ class Design:
                 out += d @ (1.0 / np.array(lines))
         return out
 
-
-def _outermost(spans: np.ndarray) -> np.ndarray:
-    """Per level: True where it is the outermost level some row spans (rows × levels booleans)."""
-    out = np.zeros(spans.shape[1], dtype=bool)
-    rows = spans.any(axis=1)
-    out[spans.shape[1] - 1 - np.argmax(spans[rows, ::-1], axis=1)] = True
-    return out

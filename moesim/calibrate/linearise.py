@@ -1,0 +1,115 @@
+"""The collectives of a calibration Design linearised through the real model at θ (design.py's module docstring):
+per observation t = C + Σ_l A_l·α_l + Σ_l A'_l·π_l + Σ_F B_F / F, the slopes by finite differences of
+`select.default_model` itself, and which figures the rows set (the outermost level a row spans; each line by
+the rows it bounds). A part of Design, split out for its length: it reads and sets the Design's own fields."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.calibrate.predict import collective_time_s
+
+PROBE_STEP = 1e-3  # relative finite-difference step for the collective slopes
+MIN_LATENCY_STEP_S = 1e-9  # absolute floor of the latency step (a relative step of ~0 loses all digits)
+
+
+def probe(design, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(A, B, C, D): per observation, seconds per unit α_l then per unit π_l (2 × levels columns), per unit
+    1/W_l, the rest, and per unit 1/V_l, 1/V'_l (columns V, V' of each level in nvls_levels order) and 1/U_m,
+    1/P_l (extra_figures order), at θ."""
+    n, n_lev = len(design.observations), len(design.levels)
+    a, b, c = np.zeros((n, 2 * n_lev)), np.zeros((n, n_lev)), np.zeros(n)
+    d = np.zeros((n, 2 * len(design.nvls_levels) + len(design.extra_figures)))
+    if not design._collective_terms:
+        return a, b, c, d
+    values, memory_bw, nvls = design.level_values(theta), design.memory_bw(theta), design.nvls_values(theta)
+    net, p2p = design.extra_values(theta), design.p2p_latencies(theta)
+    unique = sorted({t for _, t in design._collective_terms}, key=repr)
+
+    def times(vals, nv=nvls, nt=net, pl=p2p) -> dict:
+        model = design._model_at(vals, memory_bw, nv, nt, pl)
+        return {u: collective_time_s(u, design.prior, model) for u in unique}
+
+    base = times(values)
+    slopes_a, slopes_b = [], []
+    for j, (alpha, bw) in enumerate(values):
+        bumped = list(values)
+        step = max(alpha * PROBE_STEP, MIN_LATENCY_STEP_S)
+        bumped[j] = (alpha + step, bw)
+        up = times(bumped)
+        slopes_a.append({u: (up[u] - base[u]) / step for u in unique})
+        bumped[j] = (alpha, bw / (1 + PROBE_STEP))
+        up = times(bumped)
+        slopes_b.append({u: (up[u] - base[u]) * bw / PROBE_STEP for u in unique})
+    for j, pi in enumerate(p2p):  # π raised, α held (π moves nothing without an all-to-all or send/recv)
+        if not design._has_p2p:
+            slopes_a.append(dict.fromkeys(unique, 0.0))
+            continue
+        step = max(pi * PROBE_STEP, MIN_LATENCY_STEP_S)
+        up = times(values, pl=[x + step if g == j else x for g, x in enumerate(p2p)])
+        slopes_a.append({u: (up[u] - base[u]) / step for u in unique})
+    slopes_d = []
+    for j in design.nvls_levels:  # V, then V' lowered, the other held (each η below its cap while V < W)
+        for f in range(2):
+            lowered = tuple(v / (1 + PROBE_STEP) if g == f else v for g, v in enumerate(nvls[j]))
+            up = times(values, {**nvls, j: lowered})
+            slopes_d.append({u: (up[u] - base[u]) * nvls[j][f] / PROBE_STEP for u in unique})
+    for fig in net:  # U or P lowered, W held (P moves nothing without an all-to-all or send/recv)
+        if fig[1] == "p2p_factor" and not design._has_p2p:
+            slopes_d.append(dict.fromkeys(unique, 0.0))
+            continue
+        up = times(values, nvls, {**net, fig: net[fig] / (1 + PROBE_STEP)})
+        slopes_d.append({u: (up[u] - base[u]) * net[fig] / PROBE_STEP for u in unique})
+    for i, t in design._collective_terms:
+        u = t
+        rest = base[u]
+        for j, (alpha, bw) in enumerate(values):
+            a[i, j] += slopes_a[j][u]
+            b[i, j] += slopes_b[j][u]
+            rest -= slopes_a[j][u] * alpha + slopes_b[j][u] / bw
+        for j, pi in enumerate(p2p):
+            a[i, n_lev + j] += slopes_a[n_lev + j][u]
+            rest -= slopes_a[n_lev + j][u] * pi
+        for k, j in enumerate(design.nvls_levels):
+            for f in range(2):
+                d[i, 2 * k + f] += slopes_d[2 * k + f][u]
+                rest -= slopes_d[2 * k + f][u] / nvls[j][f]
+        for k, fig in enumerate(net):
+            d[i, 2 * len(design.nvls_levels) + k] += slopes_d[2 * len(design.nvls_levels) + k][u]
+            rest -= slopes_d[2 * len(design.nvls_levels) + k][u] / net[fig]
+        c[i] += rest
+    tol = 1e-12 * np.abs(np.concatenate([a.ravel(), b.ravel(), d.ravel()])).max(initial=0.0)
+    # A row's latency is a sum of hops over every level it spans, which the row cannot tell apart: it sets the
+    # latency of the outermost level it spans (the one it adds), inner levels keep what rows confined to them
+    # set, else the prior. Likewise W: a row spanning several levels sets only the outermost one's W (a
+    # multi-node row the model bounds by NVLink leaves NVLink's W to single-node rows). V, V', U, P: the rows
+    # their line bounds (V' is multi-node by nature, which its ratio ρ takes). π as α: the send/recv rows set
+    # the π of the outermost level they span.
+    ring_spans, p2p_spans = np.abs(a[:, :n_lev]) > tol, np.abs(a[:, n_lev:]) > tol
+    spans = ring_spans | p2p_spans
+    rows = spans.any(axis=1)
+    bound = np.abs(b) > tol
+    outer_of_row = n_lev - 1 - np.argmax(spans[:, ::-1], axis=1)
+    bound[rows] &= np.arange(n_lev)[None, :] == outer_of_row[rows, None]
+    design.level_used = np.stack([_outermost(ring_spans), bound.any(axis=0)], axis=1)
+    design.p2p_latency_used = _outermost(p2p_spans)
+    lev, n_lev, n_nvls = design._offsets()[2], len(design.levels), len(design.nvls_levels)
+    design.nvls_used = (np.abs(d[:, :2 * n_nvls]) > tol).any(axis=0).reshape(-1, 2)
+    design.extra_used = (np.abs(d[:, 2 * n_nvls:]) > tol).any(axis=0)
+    design._free[lev:lev + 2 * n_lev:2] = design.level_used[:, 0]
+    design._free[lev + 1:lev + 2 * n_lev:2] = design.level_used[:, 1]
+    # log V moves V and V' (= ρ V); log ρ only V'
+    design._free[lev + 2 * n_lev:lev + 2 * n_lev + 2 * n_nvls:2] = design.nvls_used.any(axis=1)
+    design._free[lev + 2 * n_lev + 1:lev + 2 * n_lev + 2 * n_nvls:2] = design.nvls_used[:, 1]
+    first = lev + 2 * n_lev + 2 * n_nvls
+    design._free[first:first + len(design.extra_figures)] = design.extra_used
+    design._free[design._p2p_offset():design._p2p_offset() + n_lev] = design.p2p_latency_used
+    return a, b, c, d
+
+
+def _outermost(spans: np.ndarray) -> np.ndarray:
+    """Per level: True where it is the outermost level some row spans (rows × levels booleans)."""
+    out = np.zeros(spans.shape[1], dtype=bool)
+    rows = spans.any(axis=1)
+    out[spans.shape[1] - 1 - np.argmax(spans[rows, ::-1], axis=1)] = True
+    return out

@@ -41,6 +41,7 @@ tables), csrc/kernels/legacy/intranode.cu, internode.cu, README.md (V2 rows: W_n
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -52,8 +53,13 @@ from moesim.paths import read_versioned_toml
 
 BACKENDS = ("nccl", "pairwise", "hierarchical", "deepep", "deepep_ll")
 _CONSTANTS = Path(__file__).with_name("deepep.toml")
+RECORD_KERNELS = ("intranode_dispatch", "intranode_combine", "internode_dispatch", "internode_combine",
+                  "low_latency_dispatch", "low_latency_combine")
+_RECORD_KEYS = {"fixed_bytes", "per_topk_bytes", "align_bytes", "source"}
 _KEYS = {"schema_version": None, "forward": {"dispatch_gb_per_s", "combine_gb_per_s", "source"},
-         "rdma": {"logical_gb_per_s", "nodes", "link_gb_per_s", "source"}}
+         "rdma": {"logical_gb_per_s", "nodes", "link_gb_per_s", "source"}, "records": set(RECORD_KERNELS)}
+# The expert all-to-alls of the operator list (estimate/terms.py CommCall names) and the direction each runs.
+DIRECTIONS = {"ep_all_to_all_dispatch": "dispatch", "ep_all_to_all_combine": "combine"}
 
 
 @lru_cache(maxsize=1)
@@ -75,7 +81,32 @@ def _constants() -> dict:
             len(rdma["nodes"]) != len(rdma["logical_gb_per_s"]) or min(rdma["nodes"]) < 2:
         raise SpecError("figures must be positive, one node count (>= 2) per rdma figure", file=str(_CONSTANTS),
                         field="forward / rdma", value=numbers)
+    for kernel, record in data["records"].items():
+        if set(record) != _RECORD_KEYS:
+            raise SpecError("unknown or missing keys", file=str(_CONSTANTS), field=f"records.{kernel}",
+                            value=sorted(set(record) ^ _RECORD_KEYS), allowed=sorted(_RECORD_KEYS))
+        sizes = [record[key] for key in ("fixed_bytes", "per_topk_bytes", "align_bytes")]
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in sizes) or min(sizes[:2]) < 0 or sizes[2] < 1:
+            raise SpecError("byte counts must be integers >= 0 (align_bytes >= 1)", file=str(_CONSTANTS),
+                            field=f"records.{kernel}", value=sizes)
     return data
+
+
+def record_bytes(kernel: str, token_bytes: float, top_k: int) -> float:
+    """Bytes one copy of a token moves in `kernel` (deepep.toml [records]): align_up(token + fixed + per_topk·k,
+    align); `token_bytes` = hidden × element bytes, FP8 scales included (what DeepEP's tests count)."""
+    record = _constants()["records"][kernel]
+    raw = token_bytes + record["fixed_bytes"] + record["per_topk_bytes"] * top_k
+    align = record["align_bytes"]
+    return math.ceil(raw / align) * align
+
+
+def for_call(model, name: str):
+    """The model that prices the collective called `name` in the operator list: the dispatch or combine
+    direction of a DispatchModel (their per-token records differ), else `model` itself."""
+    direction = DIRECTIONS.get(name)
+    directed = getattr(model, "directed", None) if direction is not None else None
+    return directed(direction) if directed is not None else model
 
 
 @lru_cache(maxsize=1)
@@ -151,19 +182,48 @@ def routing_shape(num_experts: int, top_k: int, ranks: int, gpus_per_node: int, 
 @dataclass(frozen=True, eq=False)
 class DispatchModel:
     """A CollectiveModel that prices every all_to_all as the scenario's expert dispatch/combine backend and
-    passes every other collective to `base` (the topology-aware model)."""
+    passes every other collective to `base` (the topology-aware model).
+
+    `token_bytes` (dispatch, combine): bytes of one token, hidden × element bytes with FP8 scales; with a
+    `direction` ("dispatch" or "combine": `directed`) the DeepEP backends price the records their kernels
+    move (deepep.toml [records]: the token plus its metadata, aligned) as time, the token bytes staying the
+    reported size. Without a direction, or with token_bytes 0, the records are the tokens alone."""
 
     base: object
     backend: str = "nccl"
     num_experts: int = 1
     top_k: int = 1
     max_nodes: int = 0
+    token_bytes: tuple[float, float] = (0.0, 0.0)
+    direction: str = ""
     _cache: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise SpecError(f"unknown dispatch backend '{self.backend}'", field="training.dispatch_backend",
                             value=self.backend, allowed=BACKENDS)
+        if self.direction not in ("", "dispatch", "combine"):
+            raise SpecError(f"unknown all-to-all direction '{self.direction}'", field="direction",
+                            value=self.direction, allowed=("dispatch", "combine"))
+
+    def directed(self, direction: str) -> "DispatchModel":
+        """This model pricing the expert all-to-all of one direction (kept: its cache is reused)."""
+        key = ("directed", direction)
+        if key not in self._cache:
+            self._cache[key] = self if direction == self.direction else \
+                dataclasses.replace(self, direction=direction)
+        return self._cache[key]
+
+    def record_factor(self, nodes: int) -> float:
+        """Bytes the kernels move per token byte: record / token of this direction's kernel (intranode on one
+        node, internode across nodes, low-latency), 1.0 without a direction or for the NCCL backends."""
+        if not self.direction or not self.backend.startswith("deepep"):
+            return 1.0
+        token = self.token_bytes[0 if self.direction == "dispatch" else 1]
+        if token <= 0:
+            return 1.0
+        kind = "low_latency" if self.backend == "deepep_ll" else "intranode" if nodes == 1 else "internode"
+        return record_bytes(f"{kind}_{self.direction}", token, self.top_k) / token
 
     @property
     def hardware(self):
@@ -181,7 +241,9 @@ class DispatchModel:
                 return self.base.cost(op, size_bytes, group)
             best = min(found, key=lambda c: c.time_s)
             return CollectiveCost(op, size_bytes, group.size, best.time_s, best.label, best.bottleneck)
-        time_s, bound = deepep_time_s(self.backend, size_bytes, self.shape(group.size), *self._links(size_bytes, group),
+        shape = self.shape(group.size)
+        moved = size_bytes * self.record_factor(shape.nodes)  # the records the kernels move, priced as time
+        time_s, bound = deepep_time_s(self.backend, moved, shape, *self._links(moved, group),
                                       w_forward=forward_rate_bytes_per_s())
         levels = self.hardware.interconnect
         name = levels[0].name if bound == "nvlink" or len(levels) == 1 else levels[1].name
@@ -190,13 +252,23 @@ class DispatchModel:
     def wire_factor(self, op: str, n: int) -> float:
         """Bytes a GPU sends per byte of S: DeepEP normal kernels (R + F)/k (each (token, remote node) pair
         once over the network, each NVLink forward once), low-latency (n−1)/n (every selection, as the
-        plain all-to-all); other collectives and backends: the busbw factor."""
-        base = getattr(self.base, "wire_factor", None)
-        plain = base(op, n) if base is not None else bus_bw_factor(op, n)
-        if op != "all_to_all" or self.backend != "deepep" or n <= 1:
-            return plain
+        plain all-to-all), each × the record factor (record_factor); other collectives and backends: the
+        busbw factor."""
+        if op != "all_to_all" or not self.backend.startswith("deepep") or n <= 1:
+            base = getattr(self.base, "wire_factor", None)
+            return base(op, n) if base is not None else bus_bw_factor(op, n)
+        return sum(self.stage_factors(n))
+
+    def stage_factors(self, n: int) -> tuple[float, float]:
+        """(NVLink, network) bytes a GPU sends per byte of S in a DeepEP all-to-all over n GPUs, records
+        included: normal kernels F/k·f and R/k·f (one node: F/k·f and 0), low-latency (G−1)/n·f and
+        (n−G)/n·f (every selection to the GPU that holds it), f = record_factor."""
         shape = self.shape(n)
-        return (shape.remote_nodes + shape.nvlink_forwards) / shape.top_k
+        f = self.record_factor(shape.nodes)
+        if self.backend == "deepep_ll":
+            local = shape.gpus_per_node if shape.nodes > 1 else n
+            return (local - 1) / n * f, (n - local) / n * f
+        return shape.nvlink_forwards / shape.top_k * f, shape.remote_nodes / shape.top_k * f
 
     def shape(self, ranks: int) -> RoutingShape:
         key = ("shape", ranks)

@@ -18,22 +18,27 @@ Notation (uniform routing; ../shared/reference/wave2.md §3):
   W_net    per-GPU NIC bandwidth: link × min(profile efficiency, the fraction DeepEP's own network-bound
            kernels reach: 0.885 of a CX7, deepep.toml [rdma])
   W_fwd    the internode forwarding stage's own rate (deepep.toml [forward]: a kernel rate, measured)
+  f        record / token: bytes a kernel moves per copy of a token over the token's bytes (hidden × element
+           bytes, FP8 scales included), deepep.toml [records]; 1 for a model without a direction
 Costs (one direction; combine is the same path reversed):
   deepep (normal kernels): the NVLink stage copies the token once per target GPU, its own GPU included
       (intranode.cu: the sender warps are split evenly over the destination ranks, own rank among them;
       internode.cu: the forwarder warps copy into every target GPU's NVLink buffer, own GPU among them),
       so it moves S·Γ/k; each (token, node) pair crosses the network once, S·R/k, to the GPU with the
-      same local index; the two overlap:
-      T = max(S·R/k / W_net, S·Γ/k / min(W_nvl, W_fwd)) + α_net + α_nvl   (one node: S·Γ/k / W_nvl + α_nvl)
+      same local index; the two overlap, each copy a record of f times the token's bytes:
+      T = max(S·R/k·f / W_net, S·Γ/k·f / min(W_nvl, W_fwd)) + α_net + α_nvl
+      (one node: S·Γ/k·f / W_nvl + α_nvl)
   deepep_ll (low-latency kernels): one RDMA message per (token, selected expert), no dedup:
-      T = max(S·(N−1)/N / W_net, S/N / W_nvl) + 2·α_net   (the flag each receiver polls: a second hop)
+      T = max(S·(N−1)/N·f / W_net, S/N·f / W_nvl) + 2·α_net   (the flag each receiver polls: a second hop)
   pairwise / hierarchical / nccl: the collective model's all-to-all (NCCL pairwise, 2DH, or the faster).
 DeepEP reports *logical* bandwidth: bytes × D/k (normal, own node included) or bytes (low-latency, every
 selection) over the time (tests/test_internode.py, test_low_latency.py of deepseek-ai/DeepEP). Its
 "~160 GB/s NVLink maximum" (docs/legacy.md) is counted the same way (every received token), which is
-why the NVLink stage is priced on Γ, not F, at W_nvl. Not modelled: the 16-byte-aligned per-token
-metadata the kernels send with each token (source meta 8 B, top-k indices and weights 8·k B: +1.1 % on
-an FP8 token of hidden 7168, +0.3 % on a BF16 one; internode.cu get_num_bytes_per_token).
+why the NVLink stage is priced on Γ, not F, at W_nvl. The records (f) are time, not reported bytes: an
+FP8 dispatch token of hidden 7168 moves 7472 bytes of 7392 across nodes (source meta 8 B, top-k indices and
+weights 8·k B, 16-byte aligned: internode.cu get_num_bytes_per_token), 7492 on one node (intranode.cu: int64
+indices, no padding). The two directions' records differ, so the estimate's and the simulator's dispatch and
+combine all-to-alls are priced by `directed` models (for_call, by the operator list's names).
 Sources: DeepSeek-V3 report (arXiv 2412.19437v2) §2.1.2 (node-limited routing), §3.2.2 (dispatch over
 IB once per node, NVLink forwarding); deepseek-ai/DeepEP @dd758ca docs/legacy.md (kernels and published
 tables), csrc/kernels/legacy/intranode.cu, internode.cu, README.md (V2 rows: W_net); DeepEP issue #493 (W_fwd).

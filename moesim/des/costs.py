@@ -142,7 +142,8 @@ class Costs:
         args = (float(size_bytes), p, self.strides[axis], devices // p)
         model, pricer = for_call(self.pricer.model, name), self.pricer
         if model is not pricer.model:
-            pricer = self._pricers.get(id(model)) or self._pricers.setdefault(id(model), CollectivePricer(model, devices))
+            pricer = self._pricers.get(id(model)) or \
+                self._pricers.setdefault(id(model), CollectivePricer(model, devices))
         full = pricer.one(op, *args)
         empty = pricer.one(op, 0.0, *args[1:])
         wire = size_bytes if op == "send_recv" else wire_bytes_per_device(op, size_bytes, p)

@@ -55,7 +55,8 @@ class CommLedger:
         model = for_call(self.collective_model, name)
         pricer = self.pricer
         if model is not self.collective_model:
-            pricer = self._pricers.get(id(model)) or self._pricers.setdefault(id(model), pricer_for(model, self.devices))
+            pricer = self._pricers.get(id(model)) or \
+                self._pricers.setdefault(id(model), pricer_for(model, self.devices))
         # Every stage column at once (estimate.pricing.price_runs: runs of equal neighbouring rows priced once).
         t, costs = pricer.price_runs(op, size_bytes, self.groups[axis], breakdown)
         if np.ndim(size_bytes) == 2:

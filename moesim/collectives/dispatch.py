@@ -224,11 +224,13 @@ class DispatchModel:
         node, internode across nodes, low-latency), 1.0 without a direction or for the NCCL backends."""
         if not self.direction or not self.backend.startswith("deepep"):
             return 1.0
-        token = self.token_bytes[0 if self.direction == "dispatch" else 1]
-        if token <= 0:
-            return 1.0
-        kind = "low_latency" if self.backend == "deepep_ll" else "intranode" if nodes == 1 else "internode"
-        return record_bytes(f"{kind}_{self.direction}", token, self.top_k) / token
+        key = ("record", nodes == 1)
+        if key not in self._cache:
+            token = self.token_bytes[0 if self.direction == "dispatch" else 1]
+            kind = "low_latency" if self.backend == "deepep_ll" else "intranode" if nodes == 1 else "internode"
+            self._cache[key] = record_bytes(f"{kind}_{self.direction}", token, self.top_k) / token if token > 0 \
+                else 1.0
+        return self._cache[key]
 
     @property
     def hardware(self):

@@ -43,7 +43,7 @@ KNOWN_WORSE = {
     ("b200-vultr-1node_alltoall_perf.log", "b200-vultr-2node_all_reduce_perf.log"),
     ("b200-vultr-1node_alltoall_perf.log", "b200-vultr-2node_all_gather_perf.log"),
     ("b200-vultr-1node_alltoall_perf.log", "b200-vultr-2node_reduce_scatter_perf.log"),
-    # (llhop) since the published NVLink LL / LL128 hop the prior prices qoofyk's 2- and 4-node tree/LL floors 14-20 %
+    # (llhop) since the published NVLink LL / LL128 hop the prior prices qoofyk's 2- and 4-node tree/LL floors 14-25 %
     # above what they measure (NCCL's own 0.6 us hop fits them: test_real_nccl_logs), so the size check now trusts
     # the 4-node log (weight 1, was 100), whose fit lowers the network figures: 2-node >= 1 MiB 6.2 -> 7.0 %
     ("h100-vm-4node-qoofyk_all_reduce_perf.log", "h100-hgx-2node-qoofyk_all_reduce_perf.log"),

@@ -52,3 +52,24 @@ def test_nccl_picks_by_its_own_model_at_its_wire_time():
     assert picked.algorithm == "ring/LL"
     (ring_ll,) = [c for c in found if c.label == "ring/LL"]
     assert picked.time_s == ring_ll.time_s > wire_fastest.time_s
+
+
+def test_leave_one_cluster_out_cross_check_runs_and_docs_print_it():
+    """scripts/nvlink_ll_hop_check.py: the LL hop fitted on a100-thanos predicts b200-vultr's single-node logs and back;
+    docs/collectives.md prints exactly its rows. The published hop itself is not fitted: restored after the check."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("nvlink_ll_hop_check", root / "scripts" / "nvlink_ll_hop_check.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rows = script.cross_check()
+    assert tuning()["published_hop_us"]["nvlink"]["LL"] == 1.0
+    assert {r[0] for r in rows} == {"a100-thanos", "b200-vultr"} and len(rows) == 3
+    for fit_on, hop, inside, held, at_fit, at_pub, at_nccl in rows:
+        assert 1.0 < hop < 2.0  # both clusters want a slower hop than the published 1.0 us
+        assert at_fit < at_pub < at_nccl  # held out: the other cluster's fit, then the published, then NCCL's 0.6
+    doc = (root / "docs" / "collectives.md").read_text(encoding="utf-8")
+    block = doc.split(script.BEGIN)[1].split(script.END)[0].strip()
+    assert block == script.render(rows).strip(), "run: python scripts/nvlink_ll_hop_check.py --write"

@@ -80,12 +80,11 @@ def wire_hops_us(link: str, algorithm: str) -> list[float]:
     entries replaced by the published per-hop figures (nccl_tuning.toml [published_hop_us]: Hu et al. 2025,
     arXiv:2507.04786 Table I). NCCL's own row stays what its tuner ranks by (candidates)."""
     t = tuning()
-    row = list(t["hop_latency_us"][link][algorithm])
-    published = t["published_hop_us"].get(link, {})
-    if algorithm in ("ring", "tree"):
-        for p, proto in enumerate(PROTOCOLS):
-            row[p] = published.get(proto, row[p])
-    return row
+    row = t["hop_latency_us"][link][algorithm]
+    published = t["published_hop_us"].get(link) if algorithm in ("ring", "tree") else None
+    if not published:
+        return row  # NCCL's own row (not to be mutated)
+    return [published.get(proto, x) for proto, x in zip(PROTOCOLS, row)]
 
 
 def fill_factor(size_bytes: float, fill_bytes: float) -> float:

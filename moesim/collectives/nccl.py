@@ -116,6 +116,7 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     # use the Tree network latency", 2.30.7 tuning.cc); several nodes: ring steps >= the net overhead
     ppn1 = multi and counts[0] == 1
     overhead = _net_overheads() if multi else None
+    chain = ring_chain_extra_net_steps(passes, counts)  # the ring's slowest chunk crosses one more node boundary
     out = []
     for algo in ("ring", "tree"):
         if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
@@ -129,6 +130,8 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
                 if multi:  # NCCL's per-step network post overhead floors the intra-node steps
                     alpha[0] = max(alpha[0], overhead[p])
                 terms = hierarchy.ring_terms(passes, size_bytes, n, counts, alpha, bw)
+                if chain:
+                    terms = _ring_chain(terms, chain, counts, alpha)
                 if proto == "Simple" and multi and op == "all_reduce":
                     terms, base = _ring_plateau(terms, base, size_bytes, n, tiers[0])
             else:
@@ -144,6 +147,31 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     if sharp:
         out.extend(_collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed))
     return out
+
+
+def ring_chain_extra_net_steps(passes: int, counts) -> int:
+    """Network steps the slowest chunk of a ring spanning nodes crosses beyond NCCL's tuner count (0 on one node).
+
+    NCCL joins each node's chain of GPUs to the next node's, so a ring over N nodes has N network edges
+    (src/graph/connect.cc connectRings), and a chunk crosses n−1 consecutive edges per pass (all-gather:
+    send, n−2 × recvCopySend, recv; reduce-scatter alike; src/device/all_gather.h runRing). The pass ends
+    when its last chunk arrives: a chunk that skips an NVLink edge crosses all N network edges, one more
+    than the N−1 of the tuner (tuning.cc nInterSteps = nNodes−1; 2·(nNodes−1) for all-reduce since
+    v2.23.4, 2·nNodes before, from v2.18.1 to v2.22.3). All-reduce chains its reduce-scatter and all-gather
+    passes at one rank c, skipping edges (c → c+1) and (c−1 → c): both are NVLink edges when a node holds
+    ≥ 3 ranks (+2), one of them when it holds 2 (+1). One rank per node: every edge is a network edge (0).
+    Source: NVIDIA/nccl @5067397c (2.30.7) src/graph/connect.cc, src/device/all_gather.h,
+    src/device/reduce_scatter.h, src/device/all_reduce.h (runRing); src/graph/tuning.cc at v2.22.3-1, v2.23.4-1.
+    """
+    if len(counts) < 2 or counts[0] < 2:
+        return 0
+    return passes if passes == 1 or counts[0] >= 3 else 1
+
+
+def _ring_chain(terms: Terms, extra: int, counts, alpha) -> Terms:
+    """`terms` with `extra` innermost (NVLink) steps priced as steps of the outermost tier the ring crosses."""
+    outer = max(i for i in range(len(counts)) if counts[i] > (counts[i - 1] if i else 1))  # tier i crossed: D_i > 1
+    return Terms(terms.latency_s + extra * (alpha[outer] - alpha[0]), terms.transfer_s, terms.overlapped)
 
 
 def net_overhead_s(protocol: str) -> float:

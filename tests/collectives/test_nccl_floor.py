@@ -35,20 +35,38 @@ def test_net_overhead_constants_are_nccls():
 
 
 def test_several_node_ring_steps_cost_at_least_the_net_overhead(h100):
-    """2 x 8 H100, all-gather: 15 steps, 1 across the network; the 14 NVLink steps cost max(0.6 us, 1 us) with LL
-    (23.3 us with the 6.6 us base, 17.7 us before), max(1.9, 1) with LL128, max(3.4, 3) with Simple (unchanged)."""
+    """2 x 8 H100, all-gather: the slowest chunk's 15 steps, 2 across the network (mnfloor round: the ring's worst
+    chain, test_ring_chain_crosses_every_node_boundary; NCCL's tuner counts 1); the 13 NVLink steps cost
+    max(0.6 us, 1 us) with LL (25.0 us with the 6.6 us base; 23.3 with NCCL's count, 17.7 before the net
+    overhead), max(1.9, 1) with LL128, max(3.4, 3) with Simple."""
     model, nvl, net = h100
     group = Group(size=16, devices=16)
     ll = ring(model, "all_gather", group, "LL")
-    assert ll.terms.latency_s == pytest.approx((14 * max(0.6 * nvl, 1.0) + 2.7 * net) * 1e-6)
-    assert ll.base_latency_s + ll.terms.latency_s == pytest.approx(23.3e-6, abs=0.05e-6)  # profile figures = NCCL's
+    assert ll.terms.latency_s == pytest.approx((13 * max(0.6 * nvl, 1.0) + 2 * 2.7 * net) * 1e-6)
+    assert ll.base_latency_s + ll.terms.latency_s == pytest.approx(25.0e-6, abs=0.05e-6)  # profile figures = NCCL's
     ll128 = ring(model, "all_gather", group, "LL128")
-    assert ll128.terms.latency_s == pytest.approx((14 * max(1.9 * nvl, 1.0) + 4.0 * net) * 1e-6)
+    assert ll128.terms.latency_s == pytest.approx((13 * max(1.9 * nvl, 1.0) + 2 * 4.0 * net) * 1e-6)
     simple = ring(model, "all_gather", group, "Simple")
-    assert simple.terms.latency_s == pytest.approx((14 * max(3.4 * nvl, 3.0) + 14.0 * net) * 1e-6)
-    # all-reduce: 2(n-1) = 30 steps, 2(nNodes-1) = 2 of them across the network
+    assert simple.terms.latency_s == pytest.approx((13 * max(3.4 * nvl, 3.0) + 2 * 14.0 * net) * 1e-6)
+    # all-reduce: 2(n-1) = 30 steps, 2 x nNodes = 4 of them across the network (NCCL's tuner: 2(nNodes-1) = 2)
     ar = ring(model, "all_reduce", group, "LL")
-    assert ar.terms.latency_s == pytest.approx((28 * max(0.6 * nvl, 1.0) + 2 * 2.7 * net) * 1e-6)
+    assert ar.terms.latency_s == pytest.approx((26 * max(0.6 * nvl, 1.0) + 4 * 2.7 * net) * 1e-6)
+
+
+def test_ring_chain_crosses_every_node_boundary(h100):
+    """A ring over N nodes has N network edges (NCCL connectRings joins each node's chain to the next node's) and a
+    chunk crosses n-1 consecutive edges per pass (runRing), so the last chunk to arrive crosses all N, one more than
+    NCCL's tuner counts (nInterSteps = nNodes - 1 per pass). All-reduce: +2 when a node holds >= 3 ranks (the two
+    skipped edges next to the reducing rank are NVLink edges), +1 with 2 ranks per node, 0 with 1 (every edge is a
+    network edge). One node: no change."""
+    from moesim.collectives.nccl import ring_chain_extra_net_steps
+
+    assert [ring_chain_extra_net_steps(1, c) for c in ([8], [8, 16], [2, 4], [1, 16], [8, 64, 128])] == [0, 1, 1, 0, 1]
+    assert [ring_chain_extra_net_steps(2, c) for c in ([8], [8, 16], [3, 6], [2, 4], [1, 16])] == [0, 2, 2, 1, 0]
+    model, nvl, net = h100
+    # 4 x 8 all-gather: 31 steps, 4 across the network, 27 over NVLink at max(hop, 1 us net overhead)
+    ll = ring(model, "all_gather", Group(size=32, devices=32), "LL")
+    assert ll.terms.latency_s == pytest.approx((27 * max(0.6 * nvl, 1.0) + 4 * 2.7 * net) * 1e-6)
 
 
 def test_one_node_ring_has_no_net_overhead(h100):

@@ -276,11 +276,22 @@ def _hop_tables(tiers) -> list[dict]:
             link = _link(kind)
             scale = latency / t["reference_hop_us"][link]
             found.append({a: [scale * x for x in t["hop_latency_us"][link][a]] for a in ALGORITHMS})
+            if link == "net":  # an LL network step first crosses PCIe into host memory (net_ll_send_leg_s)
+                for a, leg in net_ll_send_leg_s().items():
+                    found[-1][a][0] += leg
         _HOPS[key] = found
     return found
 
 
 _HOPS: dict = {}
+
+
+def net_ll_send_leg_s() -> dict[str, float]:
+    """{algorithm: s} added to every LL network hop of ring and tree: NCCL keeps a network connection's LL send buffer
+    in host memory even with GPUDirect RDMA (its proxy CPU polls the flags in the data), so the step first goes from
+    the GPU into host memory, priced at NCCL's LL hop over PCI (nccl_tuning.toml [net_ll_send_via_host]; NVIDIA/nccl
+    2.30.7 src/transport/net.cc sendProxyConnect, tuning.cc hwLatencies[PCI]; NVIDIA/nccl#756)."""
+    return {a: us * US for a, us in tuning()["net_ll_send_via_host"]["pci_ll_hop_us"].items()}
 
 
 def _ll_cap(tier, nodes: int) -> float:

@@ -25,25 +25,25 @@ HEALTHY = [name for name, e in LOGS.items() if e["healthy"]]
 TARGET_LARGE, TARGET_SMALL = 0.20, 0.40
 KNOWN_MISSES = {
     ("a100-thanos-1node-mpirun_all_reduce_perf.log", "small"): 0.50,  # 48 %: 18-30 us floor vs NCCL's 15 us
-    # 51 % (76 % before the -g 8 host floor, gpus_per_thread; 58 % before NCCL's ring net overhead and multi-node
-    # LL cap): one process per node driving 8 GPUs (--ngpus 8), 44-80 us below 1 MiB against max(32 us, 25-60 priced)
-    ("h200-spectrumx-2node_all_reduce_perf.log", "small"): 0.55,
-    # 101 % (114 % before the ring's worst chain, mnfloor round; 178 % before NCCL's ring net overhead and multi-node
-    # LL cap): 54-64 us below 1 MiB on GKE A3 Ultra (RoCE) against 25-49 us priced for the ring
-    ("h200-gke-a3ultra-2node_all_gather_perf.log", "small"): 1.05,
+    # 50 % (51 before the LL network send's host leg, mnfloor round; 76 % before the -g 8 host floor, gpus_per_thread;
+    # 58 % before NCCL's ring net overhead and multi-node LL cap): one process per node driving 8 GPUs (--ngpus 8),
+    # 44-80 us below 1 MiB against max(32 us, 27-62 priced)
+    ("h200-spectrumx-2node_all_reduce_perf.log", "small"): 0.52,
+    # 88 % (114 % before the mnfloor round's ring worst chain and LL network send host leg; 178 % before NCCL's ring
+    # net overhead and multi-node LL cap): 54-64 us below 1 MiB on GKE A3 Ultra (RoCE) against 27-50 us priced
+    ("h200-gke-a3ultra-2node_all_gather_perf.log", "small"): 0.92,
     # B200 on Vultr (2 x 8, IB NDR; one report, code-index id 60744093665): the multi-node non-all-reduce runs are
     # slower than priced (measured / priced time - 1 > 0), not relabelled, listed with what they measure:
-    ("b200-vultr-2node_all_reduce_perf.log", "small"): 0.45,  # 40.5 %: 35-77 us below 1 MiB vs 25-55 priced
+    # (below 1 MiB the 2-node all_reduce 40.5 -> 32.2 %, all_gather 53.2 -> 34.9 %, reduce_scatter 56.2 -> 37.6 % meet
+    # the bar since the mnfloor round: the ring's worst chain and the LL network send's host leg)
     ("b200-vultr-2node_all_gather_perf.log", "large"): 0.43,  # 40 % (43 before the ring's worst chain): 1-64 MiB ramp
-    ("b200-vultr-2node_all_gather_perf.log", "small"): 0.47,  # 44 % (53 before): 34-76 us below 1 MiB vs 25-49 priced
     ("b200-vultr-2node_reduce_scatter_perf.log", "large"): 0.45,  # 42 % (44): same shape as the all_gather run
-    ("b200-vultr-2node_reduce_scatter_perf.log", "small"): 0.50,  # 47 % (56; 118 before the multi-node floor round)
     ("b200-vultr-1node_all_gather_perf.log", "small"): 0.58,  # 53 %: 16-20 us below 1 MiB vs 11-14 priced
     ("b200-vultr-1node_reduce_scatter_perf.log", "small"): 0.58,  # 54 %: same floor
-    # GKE A4 (B200, 400G RoCE): a 43-55 us floor below 1 MiB against 25-49 us priced (62 %; 72 % before the ring's
-    # worst chain, mnfloor round; 139 % before NCCL's ring net overhead and multi-node LL cap, which also brought
-    # >= 1 MiB from 20.1 % to 17.6 %, under the bar; 16.6 % now)
-    ("b200-gke-a4-2node_all_gather_perf.log", "small"): 0.65,
+    # GKE A4 (B200, 400G RoCE): a 43-55 us floor below 1 MiB against 27-50 us priced (51 %; 72 % before the mnfloor
+    # round's ring worst chain and LL network send host leg; 139 % before NCCL's ring net overhead and multi-node LL
+    # cap, which also brought >= 1 MiB from 20.1 % to 17.6 %, under the bar; 16.6 % now)
+    ("b200-gke-a4-2node_all_gather_perf.log", "small"): 0.55,
 }
 
 
@@ -182,8 +182,9 @@ def test_nvls_and_nvlstree_are_what_hopper_runs():
     assert {e.algorithm for e in big} == {"nvlstree/Simple"}
     tiny = [e for e in two.sizes if e.size_bytes <= 2**10]
     assert {e.algorithm for e in tiny} == {"tree/LL"}
-    # the latency floor: 2 nodes measure 24.7-26.6 us below 1 KiB; NCCL's tree/LL gives 25.2 us
-    assert all(abs(e.busbw_error) < 0.07 for e in tiny)
+    # the latency floor: 2 nodes measure 24.7-26.6 us below 1 KiB; NCCL's tree/LL gives 25.2 us, 27.2 with the LL
+    # network send's host-memory leg (2 network hops x 1.0 us, mnfloor round): -9 to -2 %
+    assert all(abs(e.busbw_error) < 0.10 for e in tiny)
 
 
 def test_calibrating_on_one_log_of_a_cluster_helps_the_others(tmp_path):

@@ -38,19 +38,20 @@ def test_several_node_ring_steps_cost_at_least_the_net_overhead(h100):
     """2 x 8 H100, all-gather: the slowest chunk's 15 steps, 2 across the network (mnfloor round: the ring's worst
     chain, test_ring_chain_crosses_every_node_boundary; NCCL's tuner counts 1); the 13 NVLink steps cost
     max(0.6 us, 1 us) with LL (25.0 us with the 6.6 us base; 23.3 with NCCL's count, 17.7 before the net
-    overhead), max(1.9, 1) with LL128, max(3.4, 3) with Simple."""
+    overhead), max(1.9, 1) with LL128, max(3.4, 3) with Simple. An LL network step also pays the 1.0 us host leg
+    (test_ll_network_send_goes_through_host_memory): 27.0 us in all."""
     model, nvl, net = h100
     group = Group(size=16, devices=16)
     ll = ring(model, "all_gather", group, "LL")
-    assert ll.terms.latency_s == pytest.approx((13 * max(0.6 * nvl, 1.0) + 2 * 2.7 * net) * 1e-6)
-    assert ll.base_latency_s + ll.terms.latency_s == pytest.approx(25.0e-6, abs=0.05e-6)  # profile figures = NCCL's
+    assert ll.terms.latency_s == pytest.approx((13 * max(0.6 * nvl, 1.0) + 2 * (2.7 * net + 1.0)) * 1e-6)
+    assert ll.base_latency_s + ll.terms.latency_s == pytest.approx(27.0e-6, abs=0.05e-6)  # profile figures = NCCL's
     ll128 = ring(model, "all_gather", group, "LL128")
     assert ll128.terms.latency_s == pytest.approx((13 * max(1.9 * nvl, 1.0) + 2 * 4.0 * net) * 1e-6)
     simple = ring(model, "all_gather", group, "Simple")
     assert simple.terms.latency_s == pytest.approx((13 * max(3.4 * nvl, 3.0) + 2 * 14.0 * net) * 1e-6)
     # all-reduce: 2(n-1) = 30 steps, 2 x nNodes = 4 of them across the network (NCCL's tuner: 2(nNodes-1) = 2)
     ar = ring(model, "all_reduce", group, "LL")
-    assert ar.terms.latency_s == pytest.approx((26 * max(0.6 * nvl, 1.0) + 4 * 2.7 * net) * 1e-6)
+    assert ar.terms.latency_s == pytest.approx((26 * max(0.6 * nvl, 1.0) + 4 * (2.7 * net + 1.0)) * 1e-6)
 
 
 def test_ring_chain_crosses_every_node_boundary(h100):
@@ -65,8 +66,28 @@ def test_ring_chain_crosses_every_node_boundary(h100):
     assert [ring_chain_extra_net_steps(2, c) for c in ([8], [8, 16], [3, 6], [2, 4], [1, 16])] == [0, 2, 2, 1, 0]
     model, nvl, net = h100
     # 4 x 8 all-gather: 31 steps, 4 across the network, 27 over NVLink at max(hop, 1 us net overhead)
-    ll = ring(model, "all_gather", Group(size=32, devices=32), "LL")
-    assert ll.terms.latency_s == pytest.approx((27 * max(0.6 * nvl, 1.0) + 4 * 2.7 * net) * 1e-6)
+    ll128 = ring(model, "all_gather", Group(size=32, devices=32), "LL128")
+    assert ll128.terms.latency_s == pytest.approx((27 * max(1.9 * nvl, 1.0) + 4 * 4.0 * net) * 1e-6)
+
+
+def test_ll_network_send_goes_through_host_memory(h100):
+    """NCCL keeps a network connection's LL send buffer in host memory even with GPUDirect RDMA (net.cc
+    sendProxyConnect: GPU memory only for p != LL; the proxy CPU polls the LL flags, NVIDIA/nccl#756), so every LL
+    network hop of ring and tree adds NCCL's LL hop over PCI, hwLatencies[PCI][ring|tree][LL] = 1.0 us; LL128 and
+    Simple (GPU memory with GDR) do not. Not scaled by the network tier's latency_us."""
+    from moesim.collectives.nccl import net_ll_send_leg_s
+
+    assert tuning()["net_ll_send_via_host"]["pci_ll_hop_us"] == {"ring": 1.0, "tree": 1.0}
+    assert net_ll_send_leg_s() == {"ring": pytest.approx(1e-6), "tree": pytest.approx(1e-6)}
+    model, nvl, net = h100
+    # ppn = 1: every step is a network step at the tree's hop (5.0 us) + the 1.0 us leg; LL128 has no leg
+    group = Group(size=16, stride=8, devices=128)
+    assert ring(model, "all_gather", group, "LL").terms.latency_s == pytest.approx(15 * (5.0 * net + 1.0) * 1e-6)
+    assert ring(model, "all_gather", group, "LL128").terms.latency_s == pytest.approx(15 * 8.5 * net * 1e-6)
+    # the tree all-reduce over 2 x 8: 2 x (7 NVLink hops + 1 network hop of 5.0 + 1.0 us)
+    tree = TopologyModel(model.hardware, nccl_algo="tree")
+    found = [c for c in tree.candidates("all_reduce", TINY, Group(size=16, devices=16)) if c.protocol == "LL"]
+    assert found[0].terms.latency_s == pytest.approx(2 * (7 * 0.6 * nvl + 5.0 * net + 1.0) * 1e-6)
 
 
 def test_one_node_ring_has_no_net_overhead(h100):
@@ -80,8 +101,10 @@ def test_one_gpu_per_node_uses_the_tree_network_hop(h100):
     Simple 14 us) instead of the ring's (2.7, 4.0, 14); CollNetChain's network hop becomes 14 us, not 30."""
     model, _, net = h100
     group = Group(size=16, stride=8, devices=128)
-    for protocol, hop_us in (("LL", 5.0), ("LL128", 8.5), ("Simple", 14.0)):
-        assert ring(model, "all_gather", group, protocol).terms.latency_s == pytest.approx(15 * hop_us * net * 1e-6)
+    # (LL: + the 1.0 us host leg of an LL network send, test_ll_network_send_goes_through_host_memory)
+    for protocol, hop_us, leg_us in (("LL", 5.0, 1.0), ("LL128", 8.5, 0.0), ("Simple", 14.0, 0.0)):
+        assert ring(model, "all_gather", group, protocol).terms.latency_s == pytest.approx(
+            15 * (hop_us * net + leg_us) * 1e-6)
     on = TopologyModel(model.hardware, nccl_algo="collnetchain", collnet=True)
     chain = on.cost("all_reduce", TINY, group)
     assert chain.algorithm == "collnetchain/Simple"

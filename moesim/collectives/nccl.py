@@ -117,6 +117,7 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     ppn1 = multi and counts[0] == 1
     overhead = _net_overheads() if multi else None
     chain = ring_chain_extra_net_steps(passes, counts)  # the ring's slowest chunk crosses one more node boundary
+    outer = len(counts) - 1  # the last tier of the group's counts holds it and is crossed (D_t > 1, hierarchy.py)
     out = []
     for algo in ("ring", "tree"):
         if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
@@ -126,18 +127,20 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
             alpha = [h["tree" if i else algo][p] for i, h in enumerate(hops)] if ppn1 else [h[algo][p] for h in hops]
             bw = _capped([w * factors[p] for w in port_bw], counts, ll_cap if p == 0 else 0)
             base = bases[p] * US
+            extra = 0.0  # latency added with the ramp (one Terms built per candidate)
             if algo == "ring":
                 if multi:  # NCCL's per-step network post overhead floors the intra-node steps
                     alpha[0] = max(alpha[0], overhead[p])
                 terms = hierarchy.ring_terms(passes, size_bytes, n, counts, alpha, bw)
-                if chain:
-                    terms = _ring_chain(terms, chain, counts, alpha)
-                if proto == "Simple" and multi and op == "all_reduce":
+                extra = chain * (alpha[outer] - alpha[0])  # chain innermost steps priced at the outermost tier's
+                if proto == "Simple" and multi and op == "all_reduce":  # the plateau scales the whole latency
+                    terms = Terms(terms.latency_s + extra, terms.transfer_s, terms.overlapped)
                     terms, base = _ring_plateau(terms, base, size_bytes, n, tiers[0])
+                    extra = 0.0
             else:
                 terms = hierarchy.double_binary_tree_terms(size_bytes, counts, alpha, bw)
                 terms = _scaled_all(terms, 1.0 / tree_correction(proto, size_bytes))
-            out.append((algo, proto, _scaled(terms, ramp), base))
+            out.append((algo, proto, _scaled(terms, ramp, extra), base))
     if multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed:
         out.append(_pat(size_bytes, n, nodes, tiers, port_bw))
     sharp = collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False)
@@ -166,12 +169,6 @@ def ring_chain_extra_net_steps(passes: int, counts) -> int:
     if len(counts) < 2 or counts[0] < 2:
         return 0
     return passes if passes == 1 or counts[0] >= 3 else 1
-
-
-def _ring_chain(terms: Terms, extra: int, counts, alpha) -> Terms:
-    """`terms` with `extra` innermost (NVLink) steps priced as steps of the outermost tier the ring crosses."""
-    outer = max(i for i in range(len(counts)) if counts[i] > (counts[i - 1] if i else 1))  # tier i crossed: D_i > 1
-    return Terms(terms.latency_s + extra * (alpha[outer] - alpha[0]), terms.transfer_s, terms.overlapped)
 
 
 def net_overhead_s(protocol: str) -> float:
@@ -346,13 +343,13 @@ def _ramp(terms: Terms, size_bytes: float, multi_node: bool) -> Terms:
     return _scaled(terms, fill_factor(size_bytes, fill_bytes(multi_node)))
 
 
-def _scaled(terms: Terms, k: float) -> Terms:
-    """`terms` with its bottleneck transfer × k."""
+def _scaled(terms: Terms, k: float, extra_latency_s: float = 0.0) -> Terms:
+    """`terms` with its bottleneck transfer × k (and `extra_latency_s` added to its latency)."""
     if not terms.transfer_s:
-        return terms
+        return Terms(terms.latency_s + extra_latency_s, (), terms.overlapped) if extra_latency_s else terms
     worst = terms.bottleneck
     transfer = tuple(x * k if i == worst else x for i, x in enumerate(terms.transfer_s))
-    return Terms(terms.latency_s, transfer, terms.overlapped)
+    return Terms(terms.latency_s + extra_latency_s, transfer, terms.overlapped)
 
 
 def p2p_channels(size_bytes: float, n: int, tier0, net_tier=None) -> int:

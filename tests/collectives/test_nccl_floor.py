@@ -34,24 +34,36 @@ def test_net_overhead_constants_are_nccls():
     assert net_overhead_s("Simple") == pytest.approx(3e-6)
 
 
+def wire_nvlink_hop_us(model, algorithm, protocol):
+    """The NVLink hop (us) the model prices, read off one node: ring all-gather 7 steps, tree all-reduce 2 x 7."""
+    if algorithm == "ring":
+        return ring(model, "all_gather", Group(size=8), protocol).terms.latency_s / 7 * 1e6
+    tree = TopologyModel(model.hardware, nccl_algo="tree")
+    found = [c for c in tree.candidates("all_reduce", TINY, Group(size=8)) if c.protocol == protocol]
+    return found[0].terms.latency_s / 14 * 1e6
+
+
 def test_several_node_ring_steps_cost_at_least_the_net_overhead(h100):
     """2 x 8 H100, all-gather: the slowest chunk's 15 steps, 2 across the network (mnfloor round: the ring's worst
     chain, test_ring_chain_crosses_every_node_boundary; NCCL's tuner counts 1); the 13 NVLink steps cost
-    max(0.6 us, 1 us) with LL (25.0 us with the 6.6 us base; 23.3 with NCCL's count, 17.7 before the net
-    overhead), max(1.9, 1) with LL128, max(3.4, 3) with Simple. An LL network step also pays the 1.0 us host leg
-    (test_ll_network_send_goes_through_host_memory): 27.0 us in all."""
+    max(hop, 1 us): with LL (NCCL's 0.6 us hop) 25.0 us with the 6.6 us base (23.3 with NCCL's count, 17.7 before the
+    net overhead), max(1.9, 1) with LL128, max(3.4, 3) with Simple. An LL network step also pays the 1.0 us host leg
+    (test_ll_network_send_goes_through_host_memory): 27.0 us in all. The NVLink hops are read off one node, so this
+    holds for NCCL's table and for a published wire hop (llhop round) alike."""
     model, nvl, net = h100
     group = Group(size=16, devices=16)
+    h_ll, h_ll128, h_simple = (wire_nvlink_hop_us(model, "ring", p) for p in ("LL", "LL128", "Simple"))
     ll = ring(model, "all_gather", group, "LL")
-    assert ll.terms.latency_s == pytest.approx((13 * max(0.6 * nvl, 1.0) + 2 * (2.7 * net + 1.0)) * 1e-6)
+    assert ll.terms.latency_s == pytest.approx((13 * max(h_ll, 1.0) + 2 * (2.7 * net + 1.0)) * 1e-6)
     assert ll.base_latency_s + ll.terms.latency_s == pytest.approx(27.0e-6, abs=0.05e-6)  # profile figures = NCCL's
     ll128 = ring(model, "all_gather", group, "LL128")
-    assert ll128.terms.latency_s == pytest.approx((13 * max(1.9 * nvl, 1.0) + 2 * 4.0 * net) * 1e-6)
+    assert ll128.terms.latency_s == pytest.approx((13 * max(h_ll128, 1.0) + 2 * 4.0 * net) * 1e-6)
     simple = ring(model, "all_gather", group, "Simple")
-    assert simple.terms.latency_s == pytest.approx((13 * max(3.4 * nvl, 3.0) + 2 * 14.0 * net) * 1e-6)
+    assert simple.terms.latency_s == pytest.approx((13 * max(h_simple, 3.0) + 2 * 14.0 * net) * 1e-6)
+    assert h_simple == pytest.approx(3.4 * nvl)
     # all-reduce: 2(n-1) = 30 steps, 2 x nNodes = 4 of them across the network (NCCL's tuner: 2(nNodes-1) = 2)
     ar = ring(model, "all_reduce", group, "LL")
-    assert ar.terms.latency_s == pytest.approx((26 * max(0.6 * nvl, 1.0) + 4 * (2.7 * net + 1.0)) * 1e-6)
+    assert ar.terms.latency_s == pytest.approx((26 * max(h_ll, 1.0) + 4 * (2.7 * net + 1.0)) * 1e-6)
 
 
 def test_ring_chain_crosses_every_node_boundary(h100):
@@ -67,8 +79,8 @@ def test_ring_chain_crosses_every_node_boundary(h100):
     model, nvl, net = h100
     # 4 x 8 all-gather: 31 steps, 4 across the network, 27 over NVLink at max(hop, 1 us net overhead)
     ll128 = ring(model, "all_gather", Group(size=32, devices=32), "LL128")
-    nvl_ll128 = tuning()["hop_latency_us"]["nvlink"]["ring"][1]
-    assert ll128.terms.latency_s == pytest.approx((27 * max(nvl_ll128 * nvl, 1.0) + 4 * 4.0 * net) * 1e-6)
+    h_ll128 = wire_nvlink_hop_us(model, "ring", "LL128")
+    assert ll128.terms.latency_s == pytest.approx((27 * max(h_ll128, 1.0) + 4 * 4.0 * net) * 1e-6)
 
 
 def test_ll_network_send_goes_through_host_memory(h100):
@@ -88,8 +100,8 @@ def test_ll_network_send_goes_through_host_memory(h100):
     # the tree all-reduce over 2 x 8: 2 x (7 NVLink hops + 1 network hop of 5.0 + 1.0 us)
     tree = TopologyModel(model.hardware, nccl_algo="tree")
     found = [c for c in tree.candidates("all_reduce", TINY, Group(size=16, devices=16)) if c.protocol == "LL"]
-    nvl_ll = tuning()["hop_latency_us"]["nvlink"]["tree"][0]  # NCCL's 0.6 us (or the published figure, llhop round)
-    assert found[0].terms.latency_s == pytest.approx(2 * (7 * nvl_ll * nvl + 5.0 * net + 1.0) * 1e-6)
+    h_ll = wire_nvlink_hop_us(model, "tree", "LL")
+    assert found[0].terms.latency_s == pytest.approx(2 * (7 * h_ll + 5.0 * net + 1.0) * 1e-6)
 
 
 def test_one_node_ring_has_no_net_overhead(h100):

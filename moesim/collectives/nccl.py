@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from moesim.collectives import hierarchy
+from moesim.collectives.nccl_multinode import net_ll_send_leg_s, ring_chain_extra_net_steps
 from moesim.collectives.formulas import Terms, lg
 from moesim.errors import SpecError
 from moesim.paths import read_versioned_toml
@@ -152,25 +153,6 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     return out
 
 
-def ring_chain_extra_net_steps(passes: int, counts) -> int:
-    """Network steps the slowest chunk of a ring spanning nodes crosses beyond NCCL's tuner count (0 on one node).
-
-    NCCL joins each node's chain of GPUs to the next node's, so a ring over N nodes has N network edges
-    (src/graph/connect.cc connectRings), and a chunk crosses n−1 consecutive edges per pass (all-gather:
-    send, n−2 × recvCopySend, recv; reduce-scatter alike; src/device/all_gather.h runRing). The pass ends
-    when its last chunk arrives: a chunk that skips an NVLink edge crosses all N network edges, one more
-    than the N−1 of the tuner (tuning.cc nInterSteps = nNodes−1; 2·(nNodes−1) for all-reduce since
-    v2.23.4, 2·nNodes before, from v2.18.1 to v2.22.3). All-reduce chains its reduce-scatter and all-gather
-    passes at one rank c, skipping edges (c → c+1) and (c−1 → c): both are NVLink edges when a node holds
-    ≥ 3 ranks (+2), one of them when it holds 2 (+1). One rank per node: every edge is a network edge (0).
-    Source: NVIDIA/nccl @5067397c (2.30.7) src/graph/connect.cc, src/device/all_gather.h,
-    src/device/reduce_scatter.h, src/device/all_reduce.h (runRing); src/graph/tuning.cc at v2.22.3-1, v2.23.4-1.
-    """
-    if len(counts) < 2 or counts[0] < 2:
-        return 0
-    return passes if passes == 1 or counts[0] >= 3 else 1
-
-
 def net_overhead_s(protocol: str) -> float:
     """NCCL's network post overhead per ring step of a several-node ring (Simple × 3): every intra-node step
     costs at least this (nccl_tuning.toml [net_overhead]; NCCL 2.30.7 tuning.cc getNetOverhead)."""
@@ -274,21 +256,13 @@ def _hop_tables(tiers) -> list[dict]:
             scale = latency / t["reference_hop_us"][link]
             found.append({a: [scale * x for x in t["hop_latency_us"][link][a]] for a in ALGORITHMS})
             if link == "net":  # an LL network step first crosses PCIe into host memory (net_ll_send_leg_s)
-                for a, leg in net_ll_send_leg_s().items():
+                for a, leg in net_ll_send_leg_s(t).items():
                     found[-1][a][0] += leg
         _HOPS[key] = found
     return found
 
 
 _HOPS: dict = {}
-
-
-def net_ll_send_leg_s() -> dict[str, float]:
-    """{algorithm: s} added to every LL network hop of ring and tree: NCCL keeps a network connection's LL send buffer
-    in host memory even with GPUDirect RDMA (its proxy CPU polls the flags in the data), so the step first goes from
-    the GPU into host memory, priced at NCCL's LL hop over PCI (nccl_tuning.toml [net_ll_send_via_host]; NVIDIA/nccl
-    2.30.7 src/transport/net.cc sendProxyConnect, tuning.cc hwLatencies[PCI]; NVIDIA/nccl#756)."""
-    return {a: us * US for a, us in tuning()["net_ll_send_via_host"]["pci_ll_hop_us"].items()}
 
 
 def _ll_cap(tier, nodes: int) -> float:

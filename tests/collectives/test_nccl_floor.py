@@ -72,7 +72,7 @@ def test_ring_chain_crosses_every_node_boundary(h100):
     NCCL's tuner counts (nInterSteps = nNodes - 1 per pass). All-reduce: +2 when a node holds >= 3 ranks (the two
     skipped edges next to the reducing rank are NVLink edges), +1 with 2 ranks per node, 0 with 1 (every edge is a
     network edge). One node: no change."""
-    from moesim.collectives.nccl import ring_chain_extra_net_steps
+    from moesim.collectives.nccl_multinode import ring_chain_extra_net_steps
 
     assert [ring_chain_extra_net_steps(1, c) for c in ([8], [8, 16], [2, 4], [1, 16], [8, 64, 128])] == [0, 1, 1, 0, 1]
     assert [ring_chain_extra_net_steps(2, c) for c in ([8], [8, 16], [3, 6], [2, 4], [1, 16])] == [0, 2, 2, 1, 0]
@@ -88,10 +88,10 @@ def test_ll_network_send_goes_through_host_memory(h100):
     sendProxyConnect: GPU memory only for p != LL; the proxy CPU polls the LL flags, NVIDIA/nccl#756), so every LL
     network hop of ring and tree adds NCCL's LL hop over PCI, hwLatencies[PCI][ring|tree][LL] = 1.0 us; LL128 and
     Simple (GPU memory with GDR) do not. Not scaled by the network tier's latency_us."""
-    from moesim.collectives.nccl import net_ll_send_leg_s
+    from moesim.collectives.nccl_multinode import net_ll_send_leg_s
 
     assert tuning()["net_ll_send_via_host"]["pci_ll_hop_us"] == {"ring": 1.0, "tree": 1.0}
-    assert net_ll_send_leg_s() == {"ring": pytest.approx(1e-6), "tree": pytest.approx(1e-6)}
+    assert net_ll_send_leg_s(tuning()) == {"ring": pytest.approx(1e-6), "tree": pytest.approx(1e-6)}
     model, nvl, net = h100
     # ppn = 1: every step is a network step at the tree's hop (5.0 us) + the 1.0 us leg; LL128 has no leg
     group = Group(size=16, stride=8, devices=128)

@@ -138,7 +138,6 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     chain = ring_chain_extra_net_steps(passes, counts)  # the ring's slowest chunk crosses one more node boundary
     outer = len(counts) - 1  # the last tier of the group's counts holds it and is crossed (D_t > 1, hierarchy.py)
     legs = _net_ll_legs() if multi else None  # wire only: NCCL's tuner has no host leg (offset below)
-    tree_net_hops = sum(lg(-(-counts[i] // counts[i - 1])) for i in range(1, len(counts)))
     out = []
     for algo in ("ring", "tree"):
         if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
@@ -146,12 +145,14 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
         factors, bases = t["protocol_bw_factor"][algo], t["base_latency_us"][algo]
         # NVLink steps of the candidate (hierarchy.ring_terms / double_binary_tree_terms, tier 0)
         steps0 = passes * (n - n / counts[0]) if algo == "ring" else 2 * (counts[0] - 1)
+        # the LL host legs on NCCL's own network steps (ring: passes·(N − 1); tree: 2·Σ lg D_i), not in its model
+        leg_off = legs[algo] * (passes * (n / counts[0] - 1) if algo == "ring" else _tree_net_hops(counts)) \
+            if multi else 0.0
         for p, proto in enumerate(PROTOCOLS):
             alpha = [h["tree" if i else algo][p] for i, h in enumerate(hops)] if ppn1 else [h[algo][p] for h in hops]
             own0 = tuner0[algo][p]  # NCCL's own NVLink hop, which its tuner ranks by
             bw = _capped([w * factors[p] for w in port_bw], counts, ll_cap if p == 0 else 0)
             base = bases[p] * US
-            extra = chain_wire = 0.0  # latency added with the ramp (one Terms built per candidate)
             if algo == "ring":
                 if multi:  # NCCL's per-step network post overhead floors the intra-node steps
                     alpha[0], own0 = max(alpha[0], overhead[p]), max(own0, overhead[p])
@@ -166,12 +167,11 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
             else:
                 terms = hierarchy.double_binary_tree_terms(size_bytes, counts, alpha, bw)
                 terms = _scaled_all(terms, 1.0 / tree_correction(proto, size_bytes))
+                extra = chain_wire = 0.0  # latency added with the ramp (one Terms built per candidate)
             # NCCL's tuner sees neither the ring's extra network steps nor the LL host leg (wire only, nccl_multinode.py):
             # its offset subtracts them, so NCCL's pick stays its own model's
-            leg = legs[algo] if p == 0 and multi else 0.0
-            net_steps = passes * (n / counts[0] - 1) if algo == "ring" else 2 * tree_net_hops
-            out.append((algo, proto, _scaled(terms, ramp, extra), base,
-                        steps0 * (own0 - alpha[0]) - chain_wire - net_steps * leg))
+            offset = steps0 * (own0 - alpha[0]) - chain_wire - (leg_off if p == 0 else 0.0)
+            out.append((algo, proto, _scaled(terms, ramp, extra), base, offset))
     if multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed:
         out.append(_pat(size_bytes, n, nodes, tiers, port_bw))
     sharp = collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False)
@@ -181,6 +181,12 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     if sharp:
         out.extend(_collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed))
     return out
+
+
+@lru_cache(maxsize=256)
+def _tree_net_hops(counts: tuple[int, ...]) -> int:  # counts: the placement's tuple (hashable)
+    """Network hops of NCCL's tree all-reduce over the tiers above the first: 2·Σ_{i≥1} ⌈lg D_i⌉ (hierarchy.py)."""
+    return 2 * sum(lg(-(-counts[i] // counts[i - 1])) for i in range(1, len(counts)))
 
 
 @lru_cache(maxsize=1)

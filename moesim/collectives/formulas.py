@@ -41,7 +41,7 @@ class Terms:
     @property
     def bottleneck(self) -> int:
         """Index of the tier with the largest transfer time."""
-        return max(range(len(self.transfer_s)), key=lambda i: self.transfer_s[i]) if self.transfer_s else 0
+        return self.transfer_s.index(max(self.transfer_s)) if self.transfer_s else 0  # the first largest
 
 
 def ring_all_reduce_s(p: int, size_bytes: float, alpha_s: float, bw: float) -> float:

@@ -19,6 +19,7 @@ Constants: moesim/collectives/nccl_tuning.toml (NCCL 2.30.7 tuning.cc, cited the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -104,45 +105,85 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     `port_bw` is W_i (usable, before protocol factors); `tiers` the System tiers of the group; `collnet`
     is NCCL_COLLNET_ENABLE (CollNet runs only where the first network tier has SHARP as well).
     """
+    return priced(plan(op, n, counts, tiers, allowed, collnet), size_bytes, port_bw)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `candidates` needs that no message size changes, for one op over one group's tiers (`plan`)."""
+
+    op: str
+    n: int
+    counts: tuple[int, ...]
+    tiers: tuple
+    allowed: frozenset[str]
+    collnet: bool
+    passes: int
+    multi: bool
+    nodes: int
+    nvls_eff: float
+    fill_bytes: float  # S_fill of the ring / tree ramp
+    # ring and tree: (algorithm, protocol, per-tier hop latency s, bandwidth factor, LL cap or 0, base s, plateau)
+    ring_tree: tuple[tuple, ...]
+    pat: bool
+    nvls: bool
+    sharp: bool
+
+
+def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool = False) -> Plan:
+    """The size-free part of `candidates`: hop latencies per algorithm × protocol, factors, caps, gates."""
     t = tuning()
-    passes = 2 if op == "all_reduce" else 1
     multi = len(counts) > 1
     nodes = max(1, n // counts[0])
     nvls_eff = getattr(tiers[0], "nvls_efficiency", 0.0)
     ll_cap = _ll_cap(tiers[0], nodes)
-    ramp = fill_factor(size_bytes, fill_bytes(multi))
     hops = _hop_tables(tiers)
     # one GPU per node: NCCL prices the network hops at the tree's ("With ppn=1 latencies are fully exposed,
     # use the Tree network latency", 2.30.7 tuning.cc); several nodes: ring steps >= the net overhead
     ppn1 = multi and counts[0] == 1
     overhead = _net_overheads() if multi else None
-    out = []
+    ring_tree = []
     for algo in ("ring", "tree"):
         if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
             continue
         factors, bases = t["protocol_bw_factor"][algo], t["base_latency_us"][algo]
         for p, proto in enumerate(PROTOCOLS):
             alpha = [h["tree" if i else algo][p] for i, h in enumerate(hops)] if ppn1 else [h[algo][p] for h in hops]
-            bw = _capped([w * factors[p] for w in port_bw], counts, ll_cap if p == 0 else 0)
-            base = bases[p] * US
-            if algo == "ring":
-                if multi:  # NCCL's per-step network post overhead floors the intra-node steps
-                    alpha[0] = max(alpha[0], overhead[p])
-                terms = hierarchy.ring_terms(passes, size_bytes, n, counts, alpha, bw)
-                if proto == "Simple" and multi and op == "all_reduce":
-                    terms, base = _ring_plateau(terms, base, size_bytes, n, tiers[0])
-            else:
-                terms = hierarchy.double_binary_tree_terms(size_bytes, counts, alpha, bw)
-                terms = _scaled_all(terms, 1.0 / tree_correction(proto, size_bytes))
-            out.append((algo, proto, _scaled(terms, ramp), base))
-    if multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed:
-        out.append(_pat(size_bytes, n, nodes, tiers, port_bw))
-    sharp = collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False)
-    if nvls_eff > 0 and counts[0] > 1:
-        # NVLS across nodes goes over CollNet where SHARP is on (_collnet), else it is NVLSTree
-        out.extend(_nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, allowed))
-    if sharp:
-        out.extend(_collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed))
+            if algo == "ring" and multi:  # NCCL's per-step network post overhead floors the intra-node steps
+                alpha[0] = max(alpha[0], overhead[p])
+            plateau = algo == "ring" and proto == "Simple" and multi and op == "all_reduce"
+            ring_tree.append((algo, proto, tuple(alpha), factors[p], ll_cap if p == 0 else 0, bases[p] * US, plateau))
+    return Plan(op=op, n=n, counts=tuple(counts), tiers=tuple(tiers), allowed=allowed, collnet=collnet,
+                passes=2 if op == "all_reduce" else 1, multi=multi, nodes=nodes, nvls_eff=nvls_eff,
+                fill_bytes=fill_bytes(multi), ring_tree=tuple(ring_tree),
+                pat=multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed,
+                # NVLS across nodes goes over CollNet where SHARP is on (_collnet), else it is NVLSTree
+                nvls=nvls_eff > 0 and counts[0] > 1,
+                sharp=collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False))
+
+
+def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:
+    """`candidates` for `plan`'s op and group at `size_bytes`, W_i = `port_bw`."""
+    op, n, counts, tiers = plan.op, plan.n, plan.counts, plan.tiers
+    ramp = fill_factor(size_bytes, plan.fill_bytes)
+    out = []
+    for algo, proto, alpha, factor, cap, base, plateau in plan.ring_tree:
+        bw = _capped([w * factor for w in port_bw], counts, cap)
+        if algo == "ring":
+            terms = hierarchy.ring_terms(plan.passes, size_bytes, n, counts, alpha, bw)
+            if plateau:
+                terms, base = _ring_plateau(terms, base, size_bytes, n, tiers[0])
+        else:
+            terms = hierarchy.double_binary_tree_terms(size_bytes, counts, alpha, bw)
+            terms = _scaled_all(terms, 1.0 / tree_correction(proto, size_bytes))
+        out.append((algo, proto, _scaled(terms, ramp), base))
+    if plan.pat:
+        out.append(_pat(size_bytes, n, plan.nodes, tiers, port_bw))
+    if plan.nvls:
+        out.extend(_nvls(op, size_bytes, n, counts, tiers, port_bw, plan.nvls_eff, plan.nodes, plan.multi,
+                         plan.allowed))
+    if plan.sharp:
+        out.extend(_collnet(size_bytes, counts, tiers, port_bw, plan.nvls_eff, plan.allowed))
     return out
 
 
@@ -309,11 +350,11 @@ def _ramp(terms: Terms, size_bytes: float, multi_node: bool) -> Terms:
 
 def _scaled(terms: Terms, k: float) -> Terms:
     """`terms` with its bottleneck transfer × k."""
-    if not terms.transfer_s:
+    transfer = terms.transfer_s
+    if not transfer:
         return terms
-    worst = terms.bottleneck
-    transfer = tuple(x * k if i == worst else x for i, x in enumerate(terms.transfer_s))
-    return Terms(terms.latency_s, transfer, terms.overlapped)
+    worst = transfer.index(max(transfer))  # = terms.bottleneck
+    return Terms(terms.latency_s, transfer[:worst] + (transfer[worst] * k,) + transfer[worst + 1:], terms.overlapped)
 
 
 def p2p_channels(size_bytes: float, n: int, tier0, net_tier=None) -> int:

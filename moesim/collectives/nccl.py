@@ -123,7 +123,7 @@ class Plan:
     nodes: int
     nvls_eff: float
     fill_bytes: float  # S_fill of the ring / tree ramp
-    # ring and tree: (algorithm, protocol, per-tier hop latency s, bandwidth factor, LL cap or 0, base s, plateau)
+    # ring and tree: (algorithm, protocol, latency s, bandwidth factor, per-tier LL caps or None, base s, plateau)
     ring_tree: tuple[tuple, ...]
     pat: bool
     nvls: bool
@@ -133,6 +133,7 @@ class Plan:
 def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool = False) -> Plan:
     """The size-free part of `candidates`: hop latencies per algorithm × protocol, factors, caps, gates."""
     t = tuning()
+    passes = 2 if op == "all_reduce" else 1
     multi = len(counts) > 1
     nodes = max(1, n // counts[0])
     nvls_eff = getattr(tiers[0], "nvls_efficiency", 0.0)
@@ -151,10 +152,13 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
             alpha = [h["tree" if i else algo][p] for i, h in enumerate(hops)] if ppn1 else [h[algo][p] for h in hops]
             if algo == "ring" and multi:  # NCCL's per-step network post overhead floors the intra-node steps
                 alpha[0] = max(alpha[0], overhead[p])
+            latency = (hierarchy.ring_latency_s(passes, n, counts, alpha) if algo == "ring"
+                       else hierarchy.double_binary_tree_latency_s(counts, alpha))
             plateau = algo == "ring" and proto == "Simple" and multi and op == "all_reduce"
-            ring_tree.append((algo, proto, tuple(alpha), factors[p], ll_cap if p == 0 else 0, bases[p] * US, plateau))
+            ring_tree.append((algo, proto, latency, factors[p], _caps(counts, ll_cap if p == 0 else 0),
+                              bases[p] * US, plateau))
     return Plan(op=op, n=n, counts=tuple(counts), tiers=tuple(tiers), allowed=allowed, collnet=collnet,
-                passes=2 if op == "all_reduce" else 1, multi=multi, nodes=nodes, nvls_eff=nvls_eff,
+                passes=passes, multi=multi, nodes=nodes, nvls_eff=nvls_eff,
                 fill_bytes=fill_bytes(multi), ring_tree=tuple(ring_tree),
                 pat=multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed,
                 # NVLS across nodes goes over CollNet where SHARP is on (_collnet), else it is NVLSTree
@@ -167,16 +171,17 @@ def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:
     op, n, counts, tiers = plan.op, plan.n, plan.counts, plan.tiers
     ramp = fill_factor(size_bytes, plan.fill_bytes)
     out = []
-    for algo, proto, alpha, factor, cap, base, plateau in plan.ring_tree:
-        bw = _capped([w * factor for w in port_bw], counts, cap)
+    for algo, proto, latency, factor, caps, base, plateau in plan.ring_tree:
+        # hierarchy.ring_terms / double_binary_tree_terms, their latency from the plan
+        bw = [w * factor for w in port_bw] if caps is None else [min(w * factor, c) for w, c in zip(port_bw, caps)]
         if algo == "ring":
-            terms = hierarchy.ring_terms(plan.passes, size_bytes, n, counts, alpha, bw)
+            transfer = hierarchy.ring_transfer_s(plan.passes, size_bytes, n, counts, bw)
             if plateau:
-                terms, base = _ring_plateau(terms, base, size_bytes, n, tiers[0])
+                latency, base = _ring_plateau(latency, base, size_bytes, n, tiers[0])
         else:
-            terms = hierarchy.double_binary_tree_terms(size_bytes, counts, alpha, bw)
-            terms = _scaled_all(terms, 1.0 / tree_correction(proto, size_bytes))
-        out.append((algo, proto, _scaled(terms, ramp), base))
+            k = 1.0 / tree_correction(proto, size_bytes)
+            transfer = tuple(x * k for x in hierarchy.double_binary_tree_transfer_s(size_bytes, counts, bw))
+        out.append((algo, proto, Terms(latency, _scaled_transfer(transfer, ramp), True), base))
     if plan.pat:
         out.append(_pat(size_bytes, n, plan.nodes, tiers, port_bw))
     if plan.nvls:
@@ -262,20 +267,15 @@ def tree_correction(protocol: str, size_bytes: float) -> float:
     return row[index] if 0 <= index < len(row) else 1.0
 
 
-def _ring_plateau(terms: Terms, base_s: float, size_bytes: float, n: int, tier0) -> tuple[Terms, float]:
+def _ring_plateau(latency_s: float, base_s: float, size_bytes: float, n: int, tier0) -> tuple[float, float]:
     """Multi-node Simple ring all-reduce: latency (base included) × 1.4 (1.9 before Ampere) once
     bytes / (channels × ranks) ≥ 64, NCCL's "plateau effect of ring" (nccl_tuning.toml [ring_plateau])."""
     t = tuning()
     rule = t["ring_plateau"]
     if size_bytes / (t["pipeline"]["channels"] * n) < rule["min_bytes_per_channel_rank"]:
-        return terms, base_s
+        return latency_s, base_s
     k = rule["factor_volta"] if getattr(tier0, "nccl_arch", "") == "volta" else rule["factor"]
-    return Terms(terms.latency_s * k, terms.transfer_s, terms.overlapped), base_s * k
-
-
-def _scaled_all(terms: Terms, k: float) -> Terms:
-    """`terms` with every transfer × k (a bandwidth factor applies to every tier the algorithm uses)."""
-    return Terms(terms.latency_s, tuple(x * k for x in terms.transfer_s), terms.overlapped)
+    return latency_s * k, base_s * k
 
 
 def _hop_tables(tiers) -> list[dict]:
@@ -306,11 +306,12 @@ def _ll_cap(tier, nodes: int) -> float:
     return row[0 if nodes == 1 else 1 if nodes == 2 else 2] * 1e9
 
 
-def _capped(bw: list[float], counts, cap: float) -> list[float]:
-    """Per-tier bandwidths under a per-rank bus cap: tier i's c_i ports together carry at most `cap` per rank."""
+def _caps(counts, cap: float) -> tuple[float, ...] | None:
+    """Per-tier bandwidth caps from a per-rank bus cap: tier i's c_i ports together carry at most `cap` per
+    rank (None: no cap)."""
     if cap <= 0:
-        return bw
-    return [min(w, cap / (counts[i - 1] if i > 0 else 1)) for i, w in enumerate(bw)]
+        return None
+    return tuple(cap / (counts[i - 1] if i > 0 else 1) for i in range(len(counts)))
 
 
 def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, allowed):
@@ -350,11 +351,17 @@ def _ramp(terms: Terms, size_bytes: float, multi_node: bool) -> Terms:
 
 def _scaled(terms: Terms, k: float) -> Terms:
     """`terms` with its bottleneck transfer × k."""
-    transfer = terms.transfer_s
-    if not transfer:
+    if not terms.transfer_s:
         return terms
-    worst = transfer.index(max(transfer))  # = terms.bottleneck
-    return Terms(terms.latency_s, transfer[:worst] + (transfer[worst] * k,) + transfer[worst + 1:], terms.overlapped)
+    return Terms(terms.latency_s, _scaled_transfer(terms.transfer_s, k), terms.overlapped)
+
+
+def _scaled_transfer(transfer: tuple[float, ...], k: float) -> tuple[float, ...]:
+    """`transfer` with its largest (first largest: Terms.bottleneck) entry × k."""
+    if not transfer:
+        return transfer
+    worst = transfer.index(max(transfer))
+    return transfer[:worst] + (transfer[worst] * k,) + transfer[worst + 1:]
 
 
 def p2p_channels(size_bytes: float, n: int, tier0, net_tier=None) -> int:

@@ -46,8 +46,11 @@ def ring_latency_s(passes: int, n: int, counts, alpha) -> float:
 
 def ring_transfer_s(passes: int, size_bytes: float, n: int, counts, bw) -> tuple[float, ...]:
     """ring_terms' per-tier transfer times."""
-    return tuple(passes * (n - 1) / n * size_bytes / (_c(counts, i) * bw[i]) if _d(counts, i) > 1 else 0.0
-                 for i in range(len(counts)))
+    out, c = [], 1  # c = _c(counts, i), inline: this runs for every NCCL ring candidate
+    for i, g in enumerate(counts):
+        out.append(passes * (n - 1) / n * size_bytes / (c * bw[i]) if max(1, -(-g // c)) > 1 else 0.0)
+        c = g
+    return tuple(out)
 
 
 def hierarchical_ring_terms(passes: int, size_bytes: float, counts, alpha, bw) -> Terms:

@@ -37,7 +37,7 @@ def ring_terms(passes: int, size_bytes: float, n: int, counts, alpha, bw) -> Ter
 
 
 def ring_latency_s(passes: int, n: int, counts, alpha) -> float:
-    """ring_terms' latency, which no size changes (nccl.plan computes it once per group)."""
+    """ring_terms' latency, which no size changes (nccl_plan.plan computes it once per group)."""
     latency = 0.0
     for i in range(len(counts)):
         latency += passes * (n / _c(counts, i) - n / counts[i]) * alpha[i]
@@ -100,7 +100,7 @@ def double_binary_tree_terms(size_bytes: float, counts, alpha, bw) -> Terms:
 
 
 def double_binary_tree_latency_s(counts, alpha) -> float:
-    """double_binary_tree_terms' latency, which no size changes (nccl.plan computes it once per group)."""
+    """double_binary_tree_terms' latency, which no size changes (nccl_plan.plan computes it once per group)."""
     latency = 0.0
     for i in range(len(counts)):
         latency += 2 * (counts[0] - 1) * alpha[0] if i == 0 else 2 * lg(_d(counts, i)) * alpha[i]

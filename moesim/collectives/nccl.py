@@ -13,13 +13,12 @@ Time of a candidate = b(a, p) + latency + transfer, transfer from the tier that 
 bottleneck transfer × (1 + S_fill / (S + S_fill)): half the peak rate for messages
 well below S_fill, the peak well above (the ramp nccl-tests shows between ~1 MiB and ~1 GiB).
 The fastest enabled candidate wins, as `ncclTopoGetAlgoTime` + `topoGetAlgoInfo` pick; `NCCL_ALGO`
-syntax (`parse_nccl_algo`) restricts the set.
+syntax (`parse_nccl_algo`) restricts the set. The candidates are priced in nccl_plan.py from the helpers here.
 Constants: moesim/collectives/nccl_tuning.toml (NCCL 2.30.7 tuning.cc, cited there).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -96,100 +95,6 @@ def nvls_fill_bytes(n: int, tier0, multi_node: bool = False) -> float:
     t = tuning()["nvls"]
     channels = t["channels_multi_node" if multi_node else "channels"].get(getattr(tier0, "nccl_arch", ""))
     return n * channels * t["chunk_bytes"] if channels else fill_bytes(False)
-
-
-def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str],
-               collnet: bool = False):
-    """(algorithm, protocol, Terms, base latency s) of every enabled NCCL candidate for AR / AG / RS.
-
-    `port_bw` is W_i (usable, before protocol factors); `tiers` the System tiers of the group; `collnet`
-    is NCCL_COLLNET_ENABLE (CollNet runs only where the first network tier has SHARP as well).
-    """
-    return priced(plan(op, n, counts, tiers, allowed, collnet), size_bytes, port_bw)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What `candidates` needs that no message size changes, for one op over one group's tiers (`plan`)."""
-
-    op: str
-    n: int
-    counts: tuple[int, ...]
-    tiers: tuple
-    allowed: frozenset[str]
-    collnet: bool
-    passes: int
-    multi: bool
-    nodes: int
-    nvls_eff: float
-    fill_bytes: float  # S_fill of the ring / tree ramp
-    # ring and tree: (algorithm, protocol, latency s, bandwidth factor, per-tier LL caps or None, base s, plateau)
-    ring_tree: tuple[tuple, ...]
-    pat: bool
-    nvls: bool
-    sharp: bool
-
-
-def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool = False) -> Plan:
-    """The size-free part of `candidates`: hop latencies per algorithm × protocol, factors, caps, gates."""
-    t = tuning()
-    passes = 2 if op == "all_reduce" else 1
-    multi = len(counts) > 1
-    nodes = max(1, n // counts[0])
-    nvls_eff = getattr(tiers[0], "nvls_efficiency", 0.0)
-    ll_cap = _ll_cap(tiers[0], nodes)
-    hops = _hop_tables(tiers)
-    # one GPU per node: NCCL prices the network hops at the tree's ("With ppn=1 latencies are fully exposed,
-    # use the Tree network latency", 2.30.7 tuning.cc); several nodes: ring steps >= the net overhead
-    ppn1 = multi and counts[0] == 1
-    overhead = _net_overheads() if multi else None
-    ring_tree = []
-    for algo in ("ring", "tree"):
-        if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
-            continue
-        factors, bases = t["protocol_bw_factor"][algo], t["base_latency_us"][algo]
-        for p, proto in enumerate(PROTOCOLS):
-            alpha = [h["tree" if i else algo][p] for i, h in enumerate(hops)] if ppn1 else [h[algo][p] for h in hops]
-            if algo == "ring" and multi:  # NCCL's per-step network post overhead floors the intra-node steps
-                alpha[0] = max(alpha[0], overhead[p])
-            latency = (hierarchy.ring_latency_s(passes, n, counts, alpha) if algo == "ring"
-                       else hierarchy.double_binary_tree_latency_s(counts, alpha))
-            plateau = algo == "ring" and proto == "Simple" and multi and op == "all_reduce"
-            ring_tree.append((algo, proto, latency, factors[p], _caps(counts, ll_cap if p == 0 else 0),
-                              bases[p] * US, plateau))
-    return Plan(op=op, n=n, counts=tuple(counts), tiers=tuple(tiers), allowed=allowed, collnet=collnet,
-                passes=passes, multi=multi, nodes=nodes, nvls_eff=nvls_eff,
-                fill_bytes=fill_bytes(multi), ring_tree=tuple(ring_tree),
-                pat=multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed,
-                # NVLS across nodes goes over CollNet where SHARP is on (_collnet), else it is NVLSTree
-                nvls=nvls_eff > 0 and counts[0] > 1,
-                sharp=collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False))
-
-
-def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:
-    """`candidates` for `plan`'s op and group at `size_bytes`, W_i = `port_bw`."""
-    op, n, counts, tiers = plan.op, plan.n, plan.counts, plan.tiers
-    ramp = fill_factor(size_bytes, plan.fill_bytes)
-    out = []
-    for algo, proto, latency, factor, caps, base, plateau in plan.ring_tree:
-        # hierarchy.ring_terms / double_binary_tree_terms, their latency from the plan
-        bw = [w * factor for w in port_bw] if caps is None else [min(w * factor, c) for w, c in zip(port_bw, caps)]
-        if algo == "ring":
-            transfer = hierarchy.ring_transfer_s(plan.passes, size_bytes, n, counts, bw)
-            if plateau:
-                latency, base = _ring_plateau(latency, base, size_bytes, n, tiers[0])
-        else:
-            k = 1.0 / tree_correction(proto, size_bytes)
-            transfer = tuple(x * k for x in hierarchy.double_binary_tree_transfer_s(size_bytes, counts, bw))
-        out.append((algo, proto, Terms(latency, _scaled_transfer(transfer, ramp), True), base))
-    if plan.pat:
-        out.append(_pat(size_bytes, n, plan.nodes, tiers, port_bw))
-    if plan.nvls:
-        out.extend(_nvls(op, size_bytes, n, counts, tiers, port_bw, plan.nvls_eff, plan.nodes, plan.multi,
-                         plan.allowed))
-    if plan.sharp:
-        out.extend(_collnet(size_bytes, counts, tiers, port_bw, plan.nvls_eff, plan.allowed))
-    return out
 
 
 def net_overhead_s(protocol: str) -> float:
@@ -314,34 +219,42 @@ def _caps(counts, cap: float) -> tuple[float, ...] | None:
     return tuple(cap / (counts[i - 1] if i > 0 else 1) for i in range(len(counts)))
 
 
-def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, allowed):
+def _nvls_fixed(op, n, counts, tiers, nodes, multi, allowed) -> tuple[str, float, float] | None:
+    """_nvls' algorithm, latency s and S_fill (nothing in them depends on the size); None where NCCL_ALGO or
+    the op rules it out."""
+    simple = PROTOCOLS.index("Simple")
+    if not multi:
+        if "nvls" not in allowed:
+            return None
+        return "nvls", hop_latency_s("nvls", simple, tiers[0]), nvls_fill_bytes(n, tiers[0])
+    if op != "all_reduce" or "nvlstree" not in allowed:
+        return None
+    latency = hop_latency_s("nvlstree", simple, tiers[0]) + 2 * lg(nodes) * hop_latency_s("nvlstree", simple, tiers[1])
+    return "nvlstree", latency, max(fill_bytes(True), nvls_fill_bytes(counts[0], tiers[0], multi_node=True))
+
+
+def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, fixed):
     """NVLink SHARP (Simple only). One node: the switch reduces (multimem.ld_reduce) and multicasts
     (multimem.st), so each GPU moves S out and S in for an all-reduce and S(n−1)/n for all-gather /
     reduce-scatter: transfer_0 = S·f/(η_nvls·W_0). Several nodes (NVLSTree, all-reduce only): NVLS
     inside the node, a tree between nodes over the node's c_1 NICs: transfer_1 = S/(c_1·W_1) on ≤ 2
     nodes (NCCL counts bwInter twice there), 2S/(c_1·W_1) beyond.
-    latency: NVLS h(nvls, Simple, nvlink); NVLSTree h(nvlstree, nvlink) + 2·lg N·h(nvlstree, net).
+    latency: NVLS h(nvls, Simple, nvlink); NVLSTree h(nvlstree, nvlink) + 2·lg N·h(nvlstree, net)
+    (`fixed`: _nvls_fixed, once per plan).
     Source: wave2.md §1.4-1.6 (NCCL 2.30.7 tuning.cc gating and formulas); η_nvls from the maintainers'
     ~480 GB/s busbw (algbw ~275 GB/s) on 8×H100 (NVIDIA/nccl-tests#212), set in the hardware profile.
     """
-    simple = PROTOCOLS.index("Simple")
+    name, latency, fill = fixed
     line0 = port_bw[0] * nvls_eff
-    if not multi:
-        if "nvls" not in allowed:
-            return []
+    if name == "nvls":
         share = 1.0 if op == "all_reduce" else (n - 1) / n
-        terms = Terms(hop_latency_s("nvls", simple, tiers[0]), (size_bytes * share / line0,))
-        return [("nvls", "Simple", _scaled(terms, fill_factor(size_bytes, nvls_fill_bytes(n, tiers[0]))), 0.0)]
-    if op != "all_reduce" or "nvlstree" not in allowed:
-        return []
+        terms = Terms(latency, (size_bytes * share / line0,))
+        return "nvls", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0
     line0 = port_bw[0] * (getattr(tiers[0], "nvlstree_efficiency", 0.0) or nvls_eff)  # calibrate: its own figure
     inter = port_bw[1] * counts[0] * getattr(tiers[1], "nvlstree_net_factor", 1.0)  # the node's c_1 = g_0 NICs
     outer = size_bytes / inter * (1 if nodes <= 2 else 2)
     transfer = (size_bytes / line0, outer) + tuple(0.0 for _ in tiers[2:])
-    latency = hop_latency_s("nvlstree", simple, tiers[0]) + 2 * lg(nodes) * hop_latency_s("nvlstree", simple, tiers[1])
-    terms = Terms(latency, transfer)
-    fill = max(fill_bytes(True), nvls_fill_bytes(counts[0], tiers[0], multi_node=True))
-    return [("nvlstree", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0)]
+    return "nvlstree", "Simple", _scaled(Terms(latency, transfer), fill_factor(size_bytes, fill)), 0.0
 
 
 def _ramp(terms: Terms, size_bytes: float, multi_node: bool) -> Terms:

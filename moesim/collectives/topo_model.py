@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from moesim.collectives import formulas, hierarchy, nccl, torus_costs
+from moesim.collectives import formulas, hierarchy, nccl, nccl_plan, torus_costs
 from moesim.collectives.base import OPS, CollectiveCost, Group
 from moesim.collectives.formulas import Terms
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
@@ -179,7 +179,9 @@ class TopologyModel:
         counts = pl.counts[:top + 1]
         multi = top >= 1
         protocols = NCCL_PROTOCOLS if system.nccl else (PLAIN,)
-        tuner = nccl.plan(op, n, counts, tiers, self._allowed(), self.collnet) if system.nccl and op in _PASSES else None
+        tuner = None
+        if system.nccl and op in _PASSES:  # NCCL's tuner: nccl_plan.py
+            tuner = nccl_plan.plan(op, n, counts, tiers, self._allowed(), self.collnet)
         cap_tiers = None
         if system.nccl and op == "send_recv" and tiers[0].kind == "switch":
             cap_tiers = (tiers[0], _nic_tier(system, pl))
@@ -202,8 +204,8 @@ class TopologyModel:
                 for i, (t, torus) in enumerate(zip(tiers, lay.torus_port))]
         if lay.p2p is not None:  # send/recv's own line where a profile sets one (InterconnectLevel.p2p_factor)
             port = [w * f for w, f in zip(port, lay.p2p)]
-        if lay.tuner is not None:  # NCCL's tuner: nccl.py
-            return nccl.priced(lay.tuner, size, port)
+        if lay.tuner is not None:  # NCCL's tuner: nccl_plan.py
+            return nccl_plan.priced(lay.tuner, size, port)
         copy_bw = self.hardware.chip.hbm_bw_bytes_per_s * self.hardware.efficiency.memory_bandwidth
         cap = 0.0
         if lay.cap_tiers is not None:
@@ -261,7 +263,7 @@ class _Layout:
     rail: bool  # a rail-optimized fabric among the tiers (PXN forwarding over NVLink)
     protocols: tuple  # (Protocol, {"ring" | "tree": per-tier step latency s}, bandwidth factor) per protocol
     names: tuple[str, ...]  # the algorithms _algorithm_terms prices for the op
-    tuner: object  # nccl.plan for AR / AG / RS on NCCL systems, else None
+    tuner: object  # nccl_plan.plan for AR / AG / RS on NCCL systems, else None
     cap_tiers: tuple | None  # (NVLink tier, NIC tier or None) where NCCL's p2p channels cap a send/recv
     p2p_protocols: bool  # NCCL send/recv: each algorithm runs the protocol its message size picks
 

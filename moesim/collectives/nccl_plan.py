@@ -1,0 +1,111 @@
+"""NCCL's tuner over one group: what no message size changes, computed once (`plan`: hop latencies per
+algorithm × protocol, bandwidth factors, LL caps, gates), and every candidate priced from it (`priced`).
+TopologyModel memoises one plan per group and op; `candidates` is both in one call.
+
+Formulas and constants: nccl.py (notation, the helpers called here), hierarchy.py (ring and tree terms),
+nccl_tuning.toml.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moesim.collectives import hierarchy
+from moesim.collectives.formulas import Terms
+from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _collnet, _hop_tables, _ll_cap, _net_overheads, _nvls,
+                                     _nvls_fixed, _pat, _ring_plateau, _scaled_transfer, fill_bytes, fill_factor,
+                                     tree_correction, tuning)
+
+
+def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str],
+               collnet: bool = False):
+    """(algorithm, protocol, Terms, base latency s) of every enabled NCCL candidate for AR / AG / RS.
+
+    `port_bw` is W_i (usable, before protocol factors); `tiers` the System tiers of the group; `collnet`
+    is NCCL_COLLNET_ENABLE (CollNet runs only where the first network tier has SHARP as well).
+    """
+    return priced(plan(op, n, counts, tiers, allowed, collnet), size_bytes, port_bw)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `candidates` needs that no message size changes, for one op over one group's tiers (`plan`)."""
+
+    op: str
+    n: int
+    counts: tuple[int, ...]
+    tiers: tuple
+    allowed: frozenset[str]
+    collnet: bool
+    passes: int
+    multi: bool
+    nodes: int
+    nvls_eff: float
+    fill_bytes: float  # S_fill of the ring / tree ramp
+    # ring and tree: (algorithm, protocol, latency s, bandwidth factor, per-tier LL caps or None, base s, plateau)
+    ring_tree: tuple[tuple, ...]
+    pat: bool
+    nvls: tuple | None  # _nvls_fixed: (algorithm, latency s, S_fill) of NVLS / NVLSTree where it runs
+    sharp: bool
+
+
+def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool = False) -> Plan:
+    """The size-free part of `candidates`: hop latencies per algorithm × protocol, factors, caps, gates."""
+    t = tuning()
+    passes = 2 if op == "all_reduce" else 1
+    multi = len(counts) > 1
+    nodes = max(1, n // counts[0])
+    nvls_eff = getattr(tiers[0], "nvls_efficiency", 0.0)
+    ll_cap = _ll_cap(tiers[0], nodes)
+    hops = _hop_tables(tiers)
+    # one GPU per node: NCCL prices the network hops at the tree's ("With ppn=1 latencies are fully exposed,
+    # use the Tree network latency", 2.30.7 tuning.cc); several nodes: ring steps >= the net overhead
+    ppn1 = multi and counts[0] == 1
+    overhead = _net_overheads() if multi else None
+    ring_tree = []
+    for algo in ("ring", "tree"):
+        if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
+            continue
+        factors, bases = t["protocol_bw_factor"][algo], t["base_latency_us"][algo]
+        for p, proto in enumerate(PROTOCOLS):
+            alpha = [h["tree" if i else algo][p] for i, h in enumerate(hops)] if ppn1 else [h[algo][p] for h in hops]
+            if algo == "ring" and multi:  # NCCL's per-step network post overhead floors the intra-node steps
+                alpha[0] = max(alpha[0], overhead[p])
+            latency = (hierarchy.ring_latency_s(passes, n, counts, alpha) if algo == "ring"
+                       else hierarchy.double_binary_tree_latency_s(counts, alpha))
+            plateau = algo == "ring" and proto == "Simple" and multi and op == "all_reduce"
+            ring_tree.append((algo, proto, latency, factors[p], _caps(counts, ll_cap if p == 0 else 0),
+                              bases[p] * US, plateau))
+    return Plan(op=op, n=n, counts=tuple(counts), tiers=tuple(tiers), allowed=allowed, collnet=collnet,
+                passes=passes, multi=multi, nodes=nodes, nvls_eff=nvls_eff,
+                fill_bytes=fill_bytes(multi), ring_tree=tuple(ring_tree),
+                pat=multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed,
+                # NVLS across nodes goes over CollNet where SHARP is on (_collnet), else it is NVLSTree
+                nvls=(_nvls_fixed(op, n, counts, tiers, nodes, multi, allowed) if nvls_eff > 0 and counts[0] > 1
+                      else None),
+                sharp=collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False))
+
+
+def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:
+    """`candidates` for `plan`'s op and group at `size_bytes`, W_i = `port_bw`."""
+    op, n, counts, tiers = plan.op, plan.n, plan.counts, plan.tiers
+    ramp = fill_factor(size_bytes, plan.fill_bytes)
+    out = []
+    for algo, proto, latency, factor, caps, base, plateau in plan.ring_tree:
+        # hierarchy.ring_terms / double_binary_tree_terms, their latency from the plan
+        bw = [w * factor for w in port_bw] if caps is None else [min(w * factor, c) for w, c in zip(port_bw, caps)]
+        if algo == "ring":
+            transfer = hierarchy.ring_transfer_s(plan.passes, size_bytes, n, counts, bw)
+            if plateau:
+                latency, base = _ring_plateau(latency, base, size_bytes, n, tiers[0])
+        else:
+            k = 1.0 / tree_correction(proto, size_bytes)
+            transfer = tuple(x * k for x in hierarchy.double_binary_tree_transfer_s(size_bytes, counts, bw))
+        out.append((algo, proto, Terms(latency, _scaled_transfer(transfer, ramp), True), base))
+    if plan.pat:
+        out.append(_pat(size_bytes, n, plan.nodes, tiers, port_bw))
+    if plan.nvls:
+        out.append(_nvls(op, size_bytes, n, counts, tiers, port_bw, plan.nvls_eff, plan.nodes, plan.nvls))
+    if plan.sharp:
+        out.extend(_collnet(size_bytes, counts, tiers, port_bw, plan.nvls_eff, plan.allowed))
+    return out

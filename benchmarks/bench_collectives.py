@@ -9,6 +9,7 @@ PYTHONPATH on each tree, alternating, to compare two trees on a shared machine.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import re
 import time
@@ -55,15 +56,20 @@ def search_like(hw, devices):
 SWEEPS = (("tpu-v4", 4096, "TPU v4 4096"), ("h100-sxm", 1024, "H100 1024"))
 
 
+def sweep_times(hw, devices: int, repeats: int = REPEATS) -> tuple[float, float, int]:
+    """(best wall s, best process CPU s, calls) of `repeats` search_like sweeps."""
+    wall = cpu = float("inf")
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        calls = search_like(hw, devices)
+        wall, cpu = min(wall, time.perf_counter() - start), min(cpu, time.process_time() - start_cpu)
+    return wall, cpu, calls
+
+
 def sweeps() -> None:
     """One line per sweep: best of REPEATS wall and process CPU time per call."""
     for name, devices, label in SWEEPS:
-        hw = load_hardware(name)
-        wall = cpu = float("inf")
-        for _ in range(REPEATS):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            calls = search_like(hw, devices)
-            wall, cpu = min(wall, time.perf_counter() - start), min(cpu, time.process_time() - start_cpu)
+        wall, cpu, calls = sweep_times(load_hardware(name), devices)
         print(f"{label}: {calls} distinct collectives, {wall / calls * 1e6:.1f} us wall, "
               f"{cpu / calls * 1e6:.1f} us CPU per call", flush=True)
 
@@ -84,15 +90,17 @@ def cases():
     rows.append(("first all-to-all on it (place 1024 members, price)", t, note(cost)))
 
     for hw, devices, label in ((v4, 4096, "TPU v4 4096"), (h100, 1024, "H100 1024")):
-        t, calls = best_of(lambda: search_like(hw, devices), repeats=3)
-        rows.append((f"{calls} distinct collectives, fresh model ({label})", t, f"{t / calls * 1e6:.0f} us per call"))
+        t, cpu, calls = sweep_times(hw, devices, repeats=3)
+        rows.append((f"{calls} distinct collectives, fresh model ({label})", t,
+                     f"{t / calls * 1e6:.0f} us per call (process CPU time {cpu / calls * 1e6:.0f} us)"))
     return rows
 
 
 def render(rows) -> str:
     lines = [HEADING, "",
              f"`python benchmarks/bench_collectives.py --write` on {platform.processor() or platform.machine()}, "
-             f"Python {platform.python_version()}; best of {REPEATS} (3 for the sweeps), time.perf_counter.", "",
+             f"Python {platform.python_version()}; best of {REPEATS} (3 for the sweeps), time.perf_counter; "
+             f"1-minute load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end.", "",
              "| case | time | note |", "|---|---:|---|"]
     for name, seconds, note in rows:
         lines.append(f"| {name} | {seconds * 1e3:.1f} ms | {note} |")

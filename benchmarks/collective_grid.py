@@ -1,12 +1,14 @@
 """Price a broad grid of collectives and record every answer exactly, to show a speed change priced nothing differently.
 
-Run: python benchmarks/collective_grid.py --out FILE [--compare OLD_FILE] [--quick]
+Run: python benchmarks/collective_grid.py --out FILE [--compare OLD_FILE] [--quick] [--reference]
 Grid: every shipped hardware profile; ops all_reduce, all_gather, reduce_scatter, all_to_all, broadcast,
 send_recv; sizes 0 B, 8 B .. 16 GiB (every power of two, and 3·2^k); groups of 2 .. 2048 members
 (powers of two, 3·2^k, 72, 576), strides 1 .. 16, alone or with the concurrent groups of a full job; on
 GPUs every NCCL_ALGO setting below, CollNet off and on. Each answer is kept as (time_s in float.hex,
 algorithm, bottleneck) or the SpecError's message, so two trees compare bit for bit; the file's sha256 is
 printed. Each model is a fresh TopologyModel, called in grid order (its caches warm as a search's do).
+`--reference` prices every call on a model of its own through `candidates` (nothing memoised, the first
+fastest candidate): its file must equal the default run's on the same tree (slower: a placement per call).
 """
 
 from __future__ import annotations
@@ -56,7 +58,23 @@ def price(model: TopologyModel, op: str, size: int, group: Group) -> list:
     return [float(c.time_s).hex(), c.algorithm, c.bottleneck]
 
 
-def grid(quick: bool = False) -> dict[str, list]:
+def price_uncached(model: TopologyModel, op: str, size: int, group: Group) -> list:
+    """`price` on a fresh copy of `model`, from its candidates' first minimum."""
+    fresh = TopologyModel(model.hardware, nccl_algo=model.nccl_algo, collnet=model.collnet)
+    if group.size == 1:
+        return price(fresh, op, size, group)
+    try:
+        found = fresh.candidates(op, size, group)
+        if not found:
+            fresh.cost(op, size, group)  # raises the cost path's own error
+    except SpecError as err:
+        return ["error", str(err)]
+    best = min(found, key=lambda c: c.time_s)
+    return [float(best.time_s).hex(), best.label, best.bottleneck]
+
+
+def grid(quick: bool = False, reference: bool = False) -> dict[str, list]:
+    pricer = price_uncached if reference else price
     out = {}
     for path in sorted(PROFILES.glob("*.toml")):
         hw = load_hardware(path.stem)
@@ -70,7 +88,7 @@ def grid(quick: bool = False) -> dict[str, list]:
                 g = f"{group.size}/{group.stride}/{group.concurrent}/{group.devices}"
                 for op in OPS:
                     for size in grid_sizes:
-                        out[f"{path.stem}|{algo}|{int(collnet)}|{op}|{size}|{g}"] = price(model, op, size, group)
+                        out[f"{path.stem}|{algo}|{int(collnet)}|{op}|{size}|{g}"] = pricer(model, op, size, group)
     return out
 
 
@@ -79,9 +97,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="write the answers here (JSON)")
     parser.add_argument("--compare", type=Path, help="a file an earlier run wrote: report every difference")
     parser.add_argument("--quick", action="store_true", help="a smaller grid")
+    parser.add_argument("--reference", action="store_true", help="price each call uncached (a fresh model's candidates)")
     args = parser.parse_args()
     start = time.perf_counter()
-    answers = grid(args.quick)
+    answers = grid(args.quick, args.reference)
     text = json.dumps(answers, sort_keys=True)
     args.out.write_text(text)
     print(f"{len(answers)} collectives priced in {time.perf_counter() - start:.1f} s; "

@@ -36,7 +36,6 @@ class Plan:
     counts: tuple[int, ...]
     tiers: tuple
     allowed: frozenset[str]
-    collnet: bool
     passes: int
     multi: bool
     nodes: int
@@ -76,7 +75,7 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
             plateau = algo == "ring" and proto == "Simple" and multi and op == "all_reduce"
             ring_tree.append((algo, proto, latency, factors[p], _caps(counts, ll_cap if p == 0 else 0),
                               bases[p] * US, plateau))
-    return Plan(op=op, n=n, counts=tuple(counts), tiers=tuple(tiers), allowed=allowed, collnet=collnet,
+    return Plan(op=op, n=n, counts=tuple(counts), tiers=tuple(tiers), allowed=allowed,
                 passes=passes, multi=multi, nodes=nodes, nvls_eff=nvls_eff,
                 fill_bytes=fill_bytes(multi), ring_tree=tuple(ring_tree),
                 pat=multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed,

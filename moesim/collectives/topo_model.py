@@ -198,6 +198,7 @@ class TopologyModel:
             p2p_protocols=system.nccl and op in _P2P_OPS)
 
     def _tiers(self, op: str, size: float, n: int, system: System, pl: GroupPlacement, lay: "_Layout") -> list[tuple]:
+        """Rows of every algorithm × protocol over the switch tiers at this size (`lay`: the size-free part)."""
         tiers, counts, top, multi = lay.tiers, lay.counts, lay.top, lay.multi
         message = size / n if op in _PASSES or op == "all_to_all" else size
         port = [self._port_bw(system, pl, i, message) if torus else t.bw_at(message) * pl.boost[i]

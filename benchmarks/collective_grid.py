@@ -69,7 +69,7 @@ def price_uncached(model: TopologyModel, op: str, size: int, group: Group) -> li
             fresh.cost(op, size, group)  # raises the cost path's own error
     except SpecError as err:
         return ["error", str(err)]
-    best = min(found, key=lambda c: c.time_s)
+    best = min(found, key=lambda c: c.time_s + c.tuner_offset_s)  # NCCL's pick by its own model
     return [float(best.time_s).hex(), best.label, best.bottleneck]
 
 

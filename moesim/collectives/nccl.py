@@ -12,8 +12,10 @@ Notation (tiers i = 0..t innermost first, as hierarchy.py; NCCL's names in brack
 Time of a candidate = b(a, p) + latency + transfer, transfer from the tier that bounds it, with the
 bottleneck transfer × (1 + S_fill / (S + S_fill)): half the peak rate for messages
 well below S_fill, the peak well above (the ramp nccl-tests shows between ~1 MiB and ~1 GiB).
-The fastest enabled candidate wins, as `ncclTopoGetAlgoTime` + `topoGetAlgoInfo` pick; `NCCL_ALGO`
-syntax (`parse_nccl_algo`) restricts the set. The candidates are priced in nccl_plan.py from the helpers here.
+The enabled candidate NCCL's own model rates fastest wins, as `ncclTopoGetAlgoTime` + `topoGetAlgoInfo` pick;
+its time is what the wire takes: the NVLink LL / LL128 hops are the published ones (nccl_tuning.toml
+[published_hop_us]), not NCCL's table. `NCCL_ALGO` syntax (`parse_nccl_algo`) restricts the set.
+The candidates are priced in nccl_plan.py from the helpers here.
 Constants: moesim/collectives/nccl_tuning.toml (NCCL 2.30.7 tuning.cc, cited there).
 """
 
@@ -68,9 +70,22 @@ def _link(kind: str) -> str:
 
 
 def hop_latency_s(algorithm: str, protocol: int, tier) -> float:
-    """h(a, p, link) × latency_us / reference Simple ring hop: the profile's latency scales NCCL's table."""
+    """h(a, p, link) × latency_us / reference Simple ring hop: the profile's latency scales the table the wire
+    takes (wire_hops_us: NCCL's, with the published NVLink LL / LL128 hops)."""
     t, link = tuning(), _link(tier.kind)
-    return tier.latency_s * t["hop_latency_us"][link][algorithm][protocol] / t["reference_hop_us"][link]
+    return tier.latency_s * wire_hops_us(link, algorithm)[protocol] / t["reference_hop_us"][link]
+
+
+def wire_hops_us(link: str, algorithm: str) -> list[float]:
+    """[LL, LL128, Simple] hop (us) the wire takes: NCCL's hwLatencies row, its NVLink ring / tree LL and LL128
+    entries replaced by the published per-hop figures (nccl_tuning.toml [published_hop_us]: Hu et al. 2025,
+    arXiv:2507.04786 Table I). NCCL's own row stays what its tuner ranks by (candidates)."""
+    t = tuning()
+    row = t["hop_latency_us"][link][algorithm]
+    published = t["published_hop_us"].get(link) if algorithm in ("ring", "tree") else None
+    if not published:
+        return row  # NCCL's own row (not to be mutated)
+    return [published.get(proto, x) for proto, x in zip(PROTOCOLS, row)]
 
 
 def fill_factor(size_bytes: float, fill_bytes: float) -> float:
@@ -119,7 +134,7 @@ def _pat(size_bytes, n, nodes, tiers, port_bw):
     transfer = (0.0, size_bytes / (p["bw_factor"] * port_bw[1])) + tuple(0.0 for _ in tiers[2:])
     terms = Terms(latency, transfer)
     return ("pat", "Simple", _scaled(terms, fill_factor(size_bytes, fill_bytes(True))),
-            t["base_latency_us"]["pat"][simple] * US)
+            t["base_latency_us"]["pat"][simple] * US, 0.0)
 
 
 def _collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed):
@@ -146,17 +161,17 @@ def _collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed):
         k = t["direct_bw_factor_hopper"] if getattr(tiers[0], "nccl_arch", "") in ("hopper", "blackwell") else 1.0
         intra = size_bytes / (t["bus_to_alg"] * port_bw[0] * k) if ppn > 1 else 0.0
         terms = Terms(latency, (intra, net) + rest)
-        out.append(("collnetdirect", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0))
+        out.append(("collnetdirect", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0, 0.0))
     if "collnetchain" in allowed:
         latency = 2 * (ppn - 1) * hop("collnetchain", tiers[0]) + hop("collnetchain", tiers[1])
         intra = size_bytes / (t["bus_to_alg"] * port_bw[0]) if ppn > 1 else 0.0
         terms = Terms(latency, (intra, net) + rest)
-        out.append(("collnetchain", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0))
+        out.append(("collnetchain", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0, 0.0))
     if nvls_eff > 0 and ppn > 1 and "nvls" in allowed:
         latency = hop("nvls", tiers[0]) + hop("nvls", tiers[1])
         terms = Terms(latency, (size_bytes / (port_bw[0] * nvls_eff), net) + rest)
         fill = max(fill, nvls_fill_bytes(ppn, tiers[0], multi_node=True))
-        out.append(("nvls", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0))
+        out.append(("nvls", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0, 0.0))
     return out
 
 
@@ -183,18 +198,22 @@ def _ring_plateau(latency_s: float, base_s: float, size_bytes: float, n: int, ti
     return latency_s * k, base_s * k
 
 
-def _hop_tables(tiers) -> list[dict]:
-    """Per tier, {algorithm: [hop s for LL, LL128, Simple]}: hop_latency_s for every pair at once."""
+def _hop_tables(tiers) -> tuple[list[dict], dict]:
+    """Per tier, {algorithm: [hop s for LL, LL128, Simple]} the wire takes (hop_latency_s for every pair at once),
+    and tier 0's hops in NCCL's own table (what its tuner ranks by; the two differ on NVLink LL / LL128 only)."""
     key = tuple((tier.kind, tier.latency_s) for tier in tiers)
     found = _HOPS.get(key)
     if found is None:
         t = tuning()
-        found = []
+        wire = []
         for kind, latency in key:
             link = _link(kind)
             scale = latency / t["reference_hop_us"][link]
-            found.append({a: [scale * x for x in t["hop_latency_us"][link][a]] for a in ALGORITHMS})
-        _HOPS[key] = found
+            wire.append({a: [scale * x for x in wire_hops_us(link, a)] for a in ALGORITHMS})
+        link = _link(key[0][0])
+        scale = key[0][1] / t["reference_hop_us"][link]
+        own = {a: [scale * x for x in t["hop_latency_us"][link][a]] for a in ("ring", "tree")}
+        found = _HOPS[key] = (wire, own)
     return found
 
 
@@ -249,12 +268,12 @@ def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, fixed):
     if name == "nvls":
         share = 1.0 if op == "all_reduce" else (n - 1) / n
         terms = Terms(latency, (size_bytes * share / line0,))
-        return "nvls", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0
+        return "nvls", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0, 0.0
     line0 = port_bw[0] * (getattr(tiers[0], "nvlstree_efficiency", 0.0) or nvls_eff)  # calibrate: its own figure
     inter = port_bw[1] * counts[0] * getattr(tiers[1], "nvlstree_net_factor", 1.0)  # the node's c_1 = g_0 NICs
     outer = size_bytes / inter * (1 if nodes <= 2 else 2)
     transfer = (size_bytes / line0, outer) + tuple(0.0 for _ in tiers[2:])
-    return "nvlstree", "Simple", _scaled(Terms(latency, transfer), fill_factor(size_bytes, fill)), 0.0
+    return "nvlstree", "Simple", _scaled(Terms(latency, transfer), fill_factor(size_bytes, fill)), 0.0, 0.0
 
 
 def _ramp(terms: Terms, size_bytes: float, multi_node: bool) -> Terms:

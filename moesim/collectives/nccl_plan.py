@@ -19,7 +19,11 @@ from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _collnet, _hop_tables
 
 def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str],
                collnet: bool = False):
-    """(algorithm, protocol, Terms, base latency s) of every enabled NCCL candidate for AR / AG / RS.
+    """(algorithm, protocol, Terms, base latency s, tuner offset s) of every enabled NCCL candidate for AR / AG / RS.
+
+    The Terms are what the wire takes (wire_hops_us); the tuner offset is NCCL's own model time minus it (its
+    NVLink LL / LL128 hops are smaller than the published ones: NVLink steps × (own hop − wire hop)), so NCCL's pick
+    is the candidate with the least time + offset, as its tuner ranks them (topo_model.TopologyModel.cost).
 
     `port_bw` is W_i (usable, before protocol factors); `tiers` the System tiers of the group; `collnet`
     is NCCL_COLLNET_ENABLE (CollNet runs only where the first network tier has SHARP as well).
@@ -41,7 +45,8 @@ class Plan:
     nodes: int
     nvls_eff: float
     fill_bytes: float  # S_fill of the ring / tree ramp
-    # ring and tree: (algorithm, protocol, latency s, bandwidth factor, per-tier LL caps or None, base s, plateau)
+    # ring and tree: (algorithm, protocol, latency s, bandwidth factor, per-tier LL caps or None, base s, plateau,
+    # tuner offset s)
     ring_tree: tuple[tuple, ...]
     pat: bool
     nvls: tuple | None  # _nvls_fixed: (algorithm, latency s, S_fill) of NVLS / NVLSTree where it runs
@@ -56,7 +61,7 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
     nodes = max(1, n // counts[0])
     nvls_eff = getattr(tiers[0], "nvls_efficiency", 0.0)
     ll_cap = _ll_cap(tiers[0], nodes)
-    hops = _hop_tables(tiers)
+    hops, tuner0 = _hop_tables(tiers)
     # one GPU per node: NCCL prices the network hops at the tree's ("With ppn=1 latencies are fully exposed,
     # use the Tree network latency", 2.30.7 tuning.cc); several nodes: ring steps >= the net overhead
     ppn1 = multi and counts[0] == 1
@@ -66,15 +71,18 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
         if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
             continue
         factors, bases = t["protocol_bw_factor"][algo], t["base_latency_us"][algo]
+        # NVLink steps of the candidate (hierarchy.ring_terms / double_binary_tree_terms, tier 0)
+        steps0 = passes * (n - n / counts[0]) if algo == "ring" else 2 * (counts[0] - 1)
         for p, proto in enumerate(PROTOCOLS):
             alpha = [h["tree" if i else algo][p] for i, h in enumerate(hops)] if ppn1 else [h[algo][p] for h in hops]
+            own0 = tuner0[algo][p]  # NCCL's own NVLink hop, which its tuner ranks by
             if algo == "ring" and multi:  # NCCL's per-step network post overhead floors the intra-node steps
-                alpha[0] = max(alpha[0], overhead[p])
+                alpha[0], own0 = max(alpha[0], overhead[p]), max(own0, overhead[p])
             latency = (hierarchy.ring_latency_s(passes, n, counts, alpha) if algo == "ring"
                        else hierarchy.double_binary_tree_latency_s(counts, alpha))
             plateau = algo == "ring" and proto == "Simple" and multi and op == "all_reduce"
             ring_tree.append((algo, proto, latency, factors[p], _caps(counts, ll_cap if p == 0 else 0),
-                              bases[p] * US, plateau))
+                              bases[p] * US, plateau, steps0 * (own0 - alpha[0])))
     return Plan(op=op, n=n, counts=tuple(counts), tiers=tuple(tiers), allowed=allowed,
                 passes=passes, multi=multi, nodes=nodes, nvls_eff=nvls_eff,
                 fill_bytes=fill_bytes(multi), ring_tree=tuple(ring_tree),
@@ -90,7 +98,7 @@ def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:
     op, n, counts, tiers = plan.op, plan.n, plan.counts, plan.tiers
     ramp = fill_factor(size_bytes, plan.fill_bytes)
     out = []
-    for algo, proto, latency, factor, caps, base, plateau in plan.ring_tree:
+    for algo, proto, latency, factor, caps, base, plateau, offset in plan.ring_tree:
         # hierarchy.ring_terms / double_binary_tree_terms, their latency from the plan
         bw = [w * factor for w in port_bw] if caps is None else [min(w * factor, c) for w, c in zip(port_bw, caps)]
         if algo == "ring":
@@ -100,7 +108,7 @@ def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:
         else:
             k = 1.0 / tree_correction(proto, size_bytes)
             transfer = tuple(x * k for x in hierarchy.double_binary_tree_transfer_s(size_bytes, counts, bw))
-        out.append((algo, proto, Terms(latency, _scaled_transfer(transfer, ramp), True), base))
+        out.append((algo, proto, Terms(latency, _scaled_transfer(transfer, ramp), True), base, offset))
     if plan.pat:
         out.append(_pat(size_bytes, n, plan.nodes, tiers, port_bw))
     if plan.nvls:

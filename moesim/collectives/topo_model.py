@@ -46,6 +46,7 @@ class Candidate:
     terms: Terms
     base_latency_s: float
     bottleneck: str
+    tuner_offset_s: float = 0.0  # NCCL's own model time minus time_s: NCCL picks the least time_s + this (nccl.py)
 
     @property
     def latency_s(self) -> float:
@@ -100,17 +101,19 @@ class TopologyModel:
         return found
 
     def cost(self, op: str, size_bytes: float, group: Group) -> CollectiveCost:
-        """The fastest candidate (ties: the first listed): `candidates`' minimum, without building the losers'
-        Candidate objects (tests/collectives/test_cost_fast_path.py checks the two agree bit for bit)."""
+        """The fastest candidate (ties: the first listed); NCCL's tuner candidates ranked by its own model
+        (time_s + tuner_offset_s). `candidates`' pick, without building the losers' Candidate objects
+        (tests/collectives/test_cost_fast_path.py checks the two agree bit for bit)."""
         if group.size == 1:
             check_op(op, size_bytes)
             return CollectiveCost(op, size_bytes, 1, 0.0, "local", "none")
         rows, bound = self._priced(op, size_bytes, group)
-        best, best_s = None, 0.0
+        best, best_s, best_rank = None, 0.0, 0.0
         for row in rows:
             time_s = row[3] + row[2].time_s  # Candidate.time_s
-            if best is None or time_s < best_s:
-                best, best_s = row, time_s
+            rank_s = time_s + row[4]  # NCCL's pick (nccl_plan.candidates), its wire time
+            if best is None or rank_s < best_rank:
+                best, best_s, best_rank = row, time_s, rank_s
         if best is None:  # only where NCCL_ALGO (or CollNet without SHARP) rules out every algorithm
             raise SpecError(f"NCCL_ALGO '{self.nccl_algo}' leaves no algorithm NCCL runs for {op} over "
                             f"{group.size} devices here (CollNet needs NCCL_COLLNET_ENABLE: collnet=True, "
@@ -125,12 +128,13 @@ class TopologyModel:
         """Every applicable (algorithm, protocol) with its time."""
         rows, bound = self._priced(op, size_bytes, group)
         if isinstance(bound, str):
-            return [Candidate(name, proto, terms, base, bound) for name, proto, terms, base in rows]
-        return [Candidate(name, proto, terms, base, _bound(terms, bound)) for name, proto, terms, base in rows]
+            return [Candidate(name, proto, terms, base, bound, offset) for name, proto, terms, base, offset in rows]
+        return [Candidate(name, proto, terms, base, _bound(terms, bound), offset)
+                for name, proto, terms, base, offset in rows]
 
     def _priced(self, op: str, size_bytes: float, group: Group) -> tuple[list[tuple], str | tuple]:
-        """(rows of (algorithm, protocol, Terms, base latency s), bound): `bound` names the bottleneck of every
-        row, or is the tiers each row's Terms index (_bound)."""
+        """(rows of (algorithm, protocol, Terms, base latency s, tuner offset s), bound): `bound` names the
+        bottleneck of every row, or is the tiers each row's Terms index (_bound)."""
         check_op(op, size_bytes)
         system, pl, layouts = self._placed(group)
         if pl.torus is not None and pl.top == 0:
@@ -151,7 +155,7 @@ class TopologyModel:
                 "reduce_scatter": formulas.ring_all_gather_s, "all_to_all": formulas.pairwise_all_to_all_s,
                 "broadcast": formulas.pipelined_ring_broadcast_s}
         time = formulas.send_recv_s(size, 0.0, w) if op == "send_recv" else flat[op](n, size, 0.0, w)
-        return ON_CHIP, "", Terms(0.0, (time,)), 0.0
+        return ON_CHIP, "", Terms(0.0, (time,)), 0.0, 0.0
 
     # -- groups inside one torus slice ---------------------------------------------------------------
     def _torus(self, op: str, size: float, n: int, system: System, pl: GroupPlacement) -> list[tuple]:
@@ -169,7 +173,7 @@ class TopologyModel:
         else:
             found = [("direct", torus_costs.torus_send_recv_terms(size, tg, b, alpha))]
         # The runtime's fixed cost of one collective (profile `collective_overhead_us`) precedes the hops.
-        return [(name, "", terms, tier.overhead_s) for name, terms in found]
+        return [(name, "", terms, tier.overhead_s, 0.0) for name, terms in found]
 
     # -- switch tiers (and anything spanning more than one torus slice) ------------------------------
     def _layout(self, op: str, n: int, system: System, pl: GroupPlacement) -> "_Layout":
@@ -230,7 +234,7 @@ class TopologyModel:
                 if picked is not None and proto.name != picked[name]:
                     continue
                 terms = _algorithm_terms(name, op, size, n, counts, alpha, bw, lay.rail, copy_bw)
-                out.append((name, proto.name, terms, proto.base_latency_s(name)))
+                out.append((name, proto.name, terms, proto.base_latency_s(name), 0.0))
         return out
 
     def __post_init__(self) -> None:

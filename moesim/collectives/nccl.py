@@ -24,7 +24,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from moesim.collectives import hierarchy
+from moesim.collectives.nccl_multinode import net_ll_send_leg_s, ring_chain_extra_net_steps
 from moesim.collectives.formulas import Terms, lg
 from moesim.errors import SpecError
 from moesim.paths import read_versioned_toml
@@ -110,6 +110,18 @@ def nvls_fill_bytes(n: int, tier0, multi_node: bool = False) -> float:
     t = tuning()["nvls"]
     channels = t["channels_multi_node" if multi_node else "channels"].get(getattr(tier0, "nccl_arch", ""))
     return n * channels * t["chunk_bytes"] if channels else fill_bytes(False)
+
+
+@lru_cache(maxsize=256)
+def _tree_net_hops(counts: tuple[int, ...]) -> int:  # counts: the placement's tuple (hashable)
+    """Network hops of NCCL's tree all-reduce over the tiers above the first: 2·Σ_{i≥1} ⌈lg D_i⌉ (hierarchy.py)."""
+    return 2 * sum(lg(-(-counts[i] // counts[i - 1])) for i in range(1, len(counts)))
+
+
+@lru_cache(maxsize=1)
+def _net_ll_legs() -> dict[str, float]:
+    """{ring, tree: s} of the LL network send's host leg (nccl_multinode.net_ll_send_leg_s), read once."""
+    return net_ll_send_leg_s(tuning())
 
 
 def net_overhead_s(protocol: str) -> float:
@@ -210,6 +222,9 @@ def _hop_tables(tiers) -> tuple[list[dict], dict]:
             link = _link(kind)
             scale = latency / t["reference_hop_us"][link]
             wire.append({a: [scale * x for x in wire_hops_us(link, a)] for a in ALGORITHMS})
+            if link == "net":  # an LL network step first crosses PCIe into host memory (net_ll_send_leg_s)
+                for a, leg in _net_ll_legs().items():
+                    wire[-1][a][0] += leg
         link = _link(key[0][0])
         scale = key[0][1] / t["reference_hop_us"][link]
         own = {a: [scale * x for x in t["hop_latency_us"][link][a]] for a in ("ring", "tree")}

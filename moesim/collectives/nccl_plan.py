@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 from moesim.collectives import hierarchy
 from moesim.collectives.formulas import Terms
-from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _collnet, _hop_tables, _ll_cap, _net_overheads, _nvls,
-                                     _nvls_fixed, _pat, _ring_plateau, _scaled_transfer, fill_bytes, fill_factor,
+from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _collnet, _hop_tables, _ll_cap, _net_ll_legs,
+                                     _net_overheads, _nvls, _nvls_fixed, _pat, _ring_plateau, _scaled_transfer,
+                                     _tree_net_hops, fill_bytes, fill_factor, ring_chain_extra_net_steps,
                                      tree_correction, tuning)
 
 
@@ -46,7 +47,7 @@ class Plan:
     nvls_eff: float
     fill_bytes: float  # S_fill of the ring / tree ramp
     # ring and tree: (algorithm, protocol, latency s, bandwidth factor, per-tier LL caps or None, base s, plateau,
-    # tuner offset s)
+    # (NVLink steps x (own hop − wire hop) s, the chain's wire-only s, the LL host legs' s): the tuner offset's parts)
     ring_tree: tuple[tuple, ...]
     pat: bool
     nvls: tuple | None  # _nvls_fixed: (algorithm, latency s, S_fill) of NVLS / NVLSTree where it runs
@@ -66,6 +67,9 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
     # use the Tree network latency", 2.30.7 tuning.cc); several nodes: ring steps >= the net overhead
     ppn1 = multi and counts[0] == 1
     overhead = _net_overheads() if multi else None
+    chain = ring_chain_extra_net_steps(passes, counts)  # the ring's slowest chunk crosses one more node boundary
+    outer = len(counts) - 1  # the last tier of the group's counts holds it and is crossed (D_t > 1, hierarchy.py)
+    legs = _net_ll_legs() if multi else None  # wire only: NCCL's tuner has no host leg (offset below)
     ring_tree = []
     for algo in ("ring", "tree"):
         if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
@@ -73,16 +77,25 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
         factors, bases = t["protocol_bw_factor"][algo], t["base_latency_us"][algo]
         # NVLink steps of the candidate (hierarchy.ring_terms / double_binary_tree_terms, tier 0)
         steps0 = passes * (n - n / counts[0]) if algo == "ring" else 2 * (counts[0] - 1)
+        # the LL host legs on NCCL's own network steps (ring: passes·(N − 1); tree: 2·Σ lg D_i), not in its model
+        leg_off = legs[algo] * (passes * (n / counts[0] - 1) if algo == "ring" else _tree_net_hops(counts)) \
+            if multi else 0.0
         for p, proto in enumerate(PROTOCOLS):
             alpha = [h["tree" if i else algo][p] for i, h in enumerate(hops)] if ppn1 else [h[algo][p] for h in hops]
             own0 = tuner0[algo][p]  # NCCL's own NVLink hop, which its tuner ranks by
             if algo == "ring" and multi:  # NCCL's per-step network post overhead floors the intra-node steps
                 alpha[0], own0 = max(alpha[0], overhead[p]), max(own0, overhead[p])
-            latency = (hierarchy.ring_latency_s(passes, n, counts, alpha) if algo == "ring"
-                       else hierarchy.double_binary_tree_latency_s(counts, alpha))
+            if algo == "ring":  # chain NVLink steps priced as network steps (wire only: see the offset)
+                chain_wire = chain * (alpha[outer] - alpha[0])
+                latency = hierarchy.ring_latency_s(passes, n, counts, alpha) + chain_wire
+            else:
+                chain_wire, latency = 0.0, hierarchy.double_binary_tree_latency_s(counts, alpha)
             plateau = algo == "ring" and proto == "Simple" and multi and op == "all_reduce"
+            # NCCL's tuner sees neither the ring's extra network steps nor the LL host leg (wire only,
+            # nccl_multinode.py): the offset subtracts them, so NCCL's pick stays its own model's (priced)
+            offset = (steps0 * (own0 - alpha[0]), chain_wire, leg_off if p == 0 else 0.0)
             ring_tree.append((algo, proto, latency, factors[p], _caps(counts, ll_cap if p == 0 else 0),
-                              bases[p] * US, plateau, steps0 * (own0 - alpha[0])))
+                              bases[p] * US, plateau, offset))
     return Plan(op=op, n=n, counts=tuple(counts), tiers=tuple(tiers), allowed=allowed,
                 passes=passes, multi=multi, nodes=nodes, nvls_eff=nvls_eff,
                 fill_bytes=fill_bytes(multi), ring_tree=tuple(ring_tree),
@@ -98,16 +111,19 @@ def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:
     op, n, counts, tiers = plan.op, plan.n, plan.counts, plan.tiers
     ramp = fill_factor(size_bytes, plan.fill_bytes)
     out = []
-    for algo, proto, latency, factor, caps, base, plateau, offset in plan.ring_tree:
+    for algo, proto, latency, factor, caps, base, plateau, (own_s, chain_wire, leg_s) in plan.ring_tree:
         # hierarchy.ring_terms / double_binary_tree_terms, their latency from the plan
         bw = [w * factor for w in port_bw] if caps is None else [min(w * factor, c) for w, c in zip(port_bw, caps)]
         if algo == "ring":
             transfer = hierarchy.ring_transfer_s(plan.passes, size_bytes, n, counts, bw)
-            if plateau:
+            if plateau:  # the plateau scales the whole latency, the chain's wire steps with it
+                before = latency
                 latency, base = _ring_plateau(latency, base, size_bytes, n, tiers[0])
+                chain_wire *= latency / before if before else 1.0
         else:
             k = 1.0 / tree_correction(proto, size_bytes)
             transfer = tuple(x * k for x in hierarchy.double_binary_tree_transfer_s(size_bytes, counts, bw))
+        offset = own_s - chain_wire - leg_s  # NCCL's own model time minus the wire's
         out.append((algo, proto, Terms(latency, _scaled_transfer(transfer, ramp), True), base, offset))
     if plan.pat:
         out.append(_pat(size_bytes, n, plan.nodes, tiers, port_bw))

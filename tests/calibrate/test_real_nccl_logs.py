@@ -31,7 +31,7 @@ KNOWN_MISSES = {
     # 114 % (178 % before NCCL's ring net overhead and multi-node LL cap): 54-64 us below 1 MiB on GKE A3 Ultra
     # (RoCE) against 23-48 us priced for the ring
     ("h200-gke-a3ultra-2node_all_gather_perf.log", "small"): 1.20,
-    # B200 on Vultr (2 x 8, IB NDR; one report, code-index id 60744093665): the multi-node non-all-reduce runs are
+    # B200 on Vultr (2 x 8, IB NDR; one report in mihai-amp/cluster-quality): the multi-node non-all-reduce runs are
     # slower than priced (measured / priced time - 1 > 0), not relabelled, listed with what they measure:
     ("b200-vultr-2node_all_reduce_perf.log", "small"): 0.45,  # 40.5 %: 35-77 us below 1 MiB vs 25-55 priced
     ("b200-vultr-2node_all_gather_perf.log", "large"): 0.50,  # 46 %: 1-64 MiB ramp, +54 to +97 % at 1-64 MiB
@@ -40,6 +40,7 @@ KNOWN_MISSES = {
     ("b200-vultr-2node_reduce_scatter_perf.log", "small"): 0.60,  # 56 % (118 % before the multi-node floor round)
     ("b200-vultr-1node_all_gather_perf.log", "small"): 0.58,  # 53 %: 16-20 us below 1 MiB vs 11-14 priced
     ("b200-vultr-1node_reduce_scatter_perf.log", "small"): 0.58,  # 54 %: same floor
+    ("b200-vultr-1node_all_reduce_perf.log", "small"): 0.62,  # 59 %: 19-29 us below 1 MiB vs 15-21 priced (ring/LL)
     # GKE A4 (B200, 400G RoCE): a 43-55 us floor below 1 MiB against 23-47 us priced (72 %; 139 % before NCCL's
     # ring net overhead and multi-node LL cap, which also brought >= 1 MiB from 20.1 % to 17.6 %, under the bar)
     ("b200-gke-a4-2node_all_gather_perf.log", "small"): 0.75,

@@ -2,7 +2,8 @@
 
 Run: python benchmarks/bench_dispatch.py [DISPATCH_PY]   (DISPATCH_PY: another dispatch.py to time side by side,
 e.g. a parent commit's, exported with `git show REV:moesim/collectives/dispatch.py > /tmp/old.py`).
-Per distinct call: a fresh size each time, EP 8/16/32/64 on the H800 profile, best of REPEATS. No test asserts on it.
+Per distinct call: a fresh size each time, EP 8/16/32/64 on the H800 profile, best of REPEATS (a tree that prices
+DeepEP's per-token records: the dispatch direction's model, FP8 tokens of hidden 7168). No test asserts on it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ def per_call_s(module, base, backend: str) -> float:
     best = float("inf")
     for _ in range(REPEATS):
         model = module.DispatchModel(base, backend, 256, 8, 4)
+        if hasattr(module, "for_call"):  # a tree that prices the kernels' records: the dispatch direction's
+            model = module.DispatchModel(base, backend, 256, 8, 4, (7392.0, 14336.0)).directed("dispatch")
         start = time.perf_counter()
         for i in range(CALLS):
             ep = (8, 16, 32, 64)[i % 4]

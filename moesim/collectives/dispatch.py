@@ -18,22 +18,27 @@ Notation (uniform routing; ../shared/reference/wave2.md §3):
   W_net    per-GPU NIC bandwidth: link × min(profile efficiency, the fraction DeepEP's own network-bound
            kernels reach: 0.885 of a CX7, deepep.toml [rdma])
   W_fwd    the internode forwarding stage's own rate (deepep.toml [forward]: a kernel rate, measured)
+  f        record / token: bytes a kernel moves per copy of a token over the token's bytes (hidden × element
+           bytes, FP8 scales included), deepep.toml [records]; 1 for a model without a direction
 Costs (one direction; combine is the same path reversed):
   deepep (normal kernels): the NVLink stage copies the token once per target GPU, its own GPU included
       (intranode.cu: the sender warps are split evenly over the destination ranks, own rank among them;
       internode.cu: the forwarder warps copy into every target GPU's NVLink buffer, own GPU among them),
       so it moves S·Γ/k; each (token, node) pair crosses the network once, S·R/k, to the GPU with the
-      same local index; the two overlap:
-      T = max(S·R/k / W_net, S·Γ/k / min(W_nvl, W_fwd)) + α_net + α_nvl   (one node: S·Γ/k / W_nvl + α_nvl)
+      same local index; the two overlap, each copy a record of f times the token's bytes:
+      T = max(S·R/k·f / W_net, S·Γ/k·f / min(W_nvl, W_fwd)) + α_net + α_nvl
+      (one node: S·Γ/k·f / W_nvl + α_nvl)
   deepep_ll (low-latency kernels): one RDMA message per (token, selected expert), no dedup:
-      T = max(S·(N−1)/N / W_net, S/N / W_nvl) + 2·α_net   (the flag each receiver polls: a second hop)
+      T = max(S·(N−1)/N·f / W_net, S/N·f / W_nvl) + 2·α_net   (the flag each receiver polls: a second hop)
   pairwise / hierarchical / nccl: the collective model's all-to-all (NCCL pairwise, 2DH, or the faster).
 DeepEP reports *logical* bandwidth: bytes × D/k (normal, own node included) or bytes (low-latency, every
 selection) over the time (tests/test_internode.py, test_low_latency.py of deepseek-ai/DeepEP). Its
 "~160 GB/s NVLink maximum" (docs/legacy.md) is counted the same way (every received token), which is
-why the NVLink stage is priced on Γ, not F, at W_nvl. Not modelled: the 16-byte-aligned per-token
-metadata the kernels send with each token (source meta 8 B, top-k indices and weights 8·k B: +1.1 % on
-an FP8 token of hidden 7168, +0.3 % on a BF16 one; internode.cu get_num_bytes_per_token).
+why the NVLink stage is priced on Γ, not F, at W_nvl. The records (f) are time, not reported bytes: an
+FP8 dispatch token of hidden 7168 moves 7472 bytes of 7392 across nodes (source meta 8 B, top-k indices and
+weights 8·k B, 16-byte aligned: internode.cu get_num_bytes_per_token), 7492 on one node (intranode.cu: int64
+indices, no padding). The two directions' records differ, so the estimate's and the simulator's dispatch and
+combine all-to-alls are priced by `directed` models (for_call, by the operator list's names).
 Sources: DeepSeek-V3 report (arXiv 2412.19437v2) §2.1.2 (node-limited routing), §3.2.2 (dispatch over
 IB once per node, NVLink forwarding); deepseek-ai/DeepEP @dd758ca docs/legacy.md (kernels and published
 tables), csrc/kernels/legacy/intranode.cu, internode.cu, README.md (V2 rows: W_net); DeepEP issue #493 (W_fwd).
@@ -41,6 +46,7 @@ tables), csrc/kernels/legacy/intranode.cu, internode.cu, README.md (V2 rows: W_n
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -52,8 +58,13 @@ from moesim.paths import read_versioned_toml
 
 BACKENDS = ("nccl", "pairwise", "hierarchical", "deepep", "deepep_ll")
 _CONSTANTS = Path(__file__).with_name("deepep.toml")
+RECORD_KERNELS = ("intranode_dispatch", "intranode_combine", "internode_dispatch", "internode_combine",
+                  "low_latency_dispatch", "low_latency_combine")
+_RECORD_KEYS = {"fixed_bytes", "per_topk_bytes", "align_bytes", "source"}
 _KEYS = {"schema_version": None, "forward": {"dispatch_gb_per_s", "combine_gb_per_s", "source"},
-         "rdma": {"logical_gb_per_s", "nodes", "link_gb_per_s", "source"}}
+         "rdma": {"logical_gb_per_s", "nodes", "link_gb_per_s", "source"}, "records": set(RECORD_KERNELS)}
+# The expert all-to-alls of the operator list (estimate/terms.py CommCall names) and the direction each runs.
+DIRECTIONS = {"ep_all_to_all_dispatch": "dispatch", "ep_all_to_all_combine": "combine"}
 
 
 @lru_cache(maxsize=1)
@@ -75,7 +86,32 @@ def _constants() -> dict:
             len(rdma["nodes"]) != len(rdma["logical_gb_per_s"]) or min(rdma["nodes"]) < 2:
         raise SpecError("figures must be positive, one node count (>= 2) per rdma figure", file=str(_CONSTANTS),
                         field="forward / rdma", value=numbers)
+    for kernel, record in data["records"].items():
+        if set(record) != _RECORD_KEYS:
+            raise SpecError("unknown or missing keys", file=str(_CONSTANTS), field=f"records.{kernel}",
+                            value=sorted(set(record) ^ _RECORD_KEYS), allowed=sorted(_RECORD_KEYS))
+        sizes = [record[key] for key in ("fixed_bytes", "per_topk_bytes", "align_bytes")]
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in sizes) or min(sizes[:2]) < 0 or sizes[2] < 1:
+            raise SpecError("byte counts must be integers >= 0 (align_bytes >= 1)", file=str(_CONSTANTS),
+                            field=f"records.{kernel}", value=sizes)
     return data
+
+
+def record_bytes(kernel: str, token_bytes: float, top_k: int) -> float:
+    """Bytes one copy of a token moves in `kernel` (deepep.toml [records]): align_up(token + fixed + per_topk·k,
+    align); `token_bytes` = hidden × element bytes, FP8 scales included (what DeepEP's tests count)."""
+    record = _constants()["records"][kernel]
+    raw = token_bytes + record["fixed_bytes"] + record["per_topk_bytes"] * top_k
+    align = record["align_bytes"]
+    return math.ceil(raw / align) * align
+
+
+def for_call(model, name: str):
+    """The model that prices the collective called `name` in the operator list: the dispatch or combine
+    direction of a DispatchModel (their per-token records differ), else `model` itself."""
+    direction = DIRECTIONS.get(name)
+    directed = getattr(model, "directed", None) if direction is not None else None
+    return directed(direction) if directed is not None else model
 
 
 @lru_cache(maxsize=1)
@@ -151,19 +187,50 @@ def routing_shape(num_experts: int, top_k: int, ranks: int, gpus_per_node: int, 
 @dataclass(frozen=True, eq=False)
 class DispatchModel:
     """A CollectiveModel that prices every all_to_all as the scenario's expert dispatch/combine backend and
-    passes every other collective to `base` (the topology-aware model)."""
+    passes every other collective to `base` (the topology-aware model).
+
+    `token_bytes` (dispatch, combine): bytes of one token, hidden × element bytes with FP8 scales; with a
+    `direction` ("dispatch" or "combine": `directed`) the DeepEP backends price the records their kernels
+    move (deepep.toml [records]: the token plus its metadata, aligned) as time, the token bytes staying the
+    reported size. Without a direction, or with token_bytes 0, the records are the tokens alone."""
 
     base: object
     backend: str = "nccl"
     num_experts: int = 1
     top_k: int = 1
     max_nodes: int = 0
+    token_bytes: tuple[float, float] = (0.0, 0.0)
+    direction: str = ""
     _cache: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise SpecError(f"unknown dispatch backend '{self.backend}'", field="training.dispatch_backend",
                             value=self.backend, allowed=BACKENDS)
+        if self.direction not in ("", "dispatch", "combine"):
+            raise SpecError(f"unknown all-to-all direction '{self.direction}'", field="direction",
+                            value=self.direction, allowed=("dispatch", "combine"))
+
+    def directed(self, direction: str) -> "DispatchModel":
+        """This model pricing the expert all-to-all of one direction (kept: its cache is reused)."""
+        key = ("directed", direction)
+        if key not in self._cache:
+            self._cache[key] = self if direction == self.direction else \
+                dataclasses.replace(self, direction=direction)
+        return self._cache[key]
+
+    def record_factor(self, nodes: int) -> float:
+        """Bytes the kernels move per token byte: record / token of this direction's kernel (intranode on one
+        node, internode across nodes, low-latency), 1.0 without a direction or for the NCCL backends."""
+        if not self.direction or not self.backend.startswith("deepep"):
+            return 1.0
+        key = ("record", nodes == 1)
+        if key not in self._cache:
+            token = self.token_bytes[0 if self.direction == "dispatch" else 1]
+            kind = "low_latency" if self.backend == "deepep_ll" else "intranode" if nodes == 1 else "internode"
+            self._cache[key] = record_bytes(f"{kind}_{self.direction}", token, self.top_k) / token if token > 0 \
+                else 1.0
+        return self._cache[key]
 
     @property
     def hardware(self):
@@ -181,7 +248,9 @@ class DispatchModel:
                 return self.base.cost(op, size_bytes, group)
             best = min(found, key=lambda c: c.time_s)
             return CollectiveCost(op, size_bytes, group.size, best.time_s, best.label, best.bottleneck)
-        time_s, bound = deepep_time_s(self.backend, size_bytes, self.shape(group.size), *self._links(size_bytes, group),
+        shape = self.shape(group.size)
+        moved = size_bytes * self.record_factor(shape.nodes)  # the records the kernels move, priced as time
+        time_s, bound = deepep_time_s(self.backend, moved, shape, *self._links(moved, group),
                                       w_forward=forward_rate_bytes_per_s())
         levels = self.hardware.interconnect
         name = levels[0].name if bound == "nvlink" or len(levels) == 1 else levels[1].name
@@ -190,13 +259,23 @@ class DispatchModel:
     def wire_factor(self, op: str, n: int) -> float:
         """Bytes a GPU sends per byte of S: DeepEP normal kernels (R + F)/k (each (token, remote node) pair
         once over the network, each NVLink forward once), low-latency (n−1)/n (every selection, as the
-        plain all-to-all); other collectives and backends: the busbw factor."""
-        base = getattr(self.base, "wire_factor", None)
-        plain = base(op, n) if base is not None else bus_bw_factor(op, n)
-        if op != "all_to_all" or self.backend != "deepep" or n <= 1:
-            return plain
+        plain all-to-all), each × the record factor (record_factor); other collectives and backends: the
+        busbw factor."""
+        if op != "all_to_all" or not self.backend.startswith("deepep") or n <= 1:
+            base = getattr(self.base, "wire_factor", None)
+            return base(op, n) if base is not None else bus_bw_factor(op, n)
+        return sum(self.stage_factors(n))
+
+    def stage_factors(self, n: int) -> tuple[float, float]:
+        """(NVLink, network) bytes a GPU sends per byte of S in a DeepEP all-to-all over n GPUs, records
+        included: normal kernels F/k·f and R/k·f (one node: F/k·f and 0), low-latency (G−1)/n·f and
+        (n−G)/n·f (every selection to the GPU that holds it), f = record_factor."""
         shape = self.shape(n)
-        return (shape.remote_nodes + shape.nvlink_forwards) / shape.top_k
+        f = self.record_factor(shape.nodes)
+        if self.backend == "deepep_ll":
+            local = shape.gpus_per_node if shape.nodes > 1 else n
+            return (local - 1) / n * f, (n - local) / n * f
+        return shape.nvlink_forwards / shape.top_k * f, shape.remote_nodes / shape.top_k * f
 
     def shape(self, ranks: int) -> RoutingShape:
         key = ("shape", ranks)

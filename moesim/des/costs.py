@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from moesim.collectives.base import CollectiveModel, wire_bytes_per_device
+from moesim.collectives.dispatch import for_call
 from moesim.des.orders import device_of, virtual_stages
 from moesim.estimate.candidates import effective_capacity_factor
 from moesim.estimate.context_parallel import CP_COMM_CODES
@@ -48,6 +49,9 @@ class CommSpec:
     time_s: float  # T(S), alone on the network
     latency_s: float  # T(0)
     wire_bytes: float  # each member's bytes on the wire (uniform case)
+    # wire bytes per byte of the plain all-to-all's S·(p−1)/p: DeepEP's records to the nodes (GPUs in one node) a
+    # token reaches, what routing loads scale (variation.py); 1 for every other collective and backend
+    dedup_factor: float = 1.0
 
     @property
     def cap_bytes_per_s(self) -> float:
@@ -114,6 +118,7 @@ class Costs:
     strides: dict[str, int] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
     _expert_s: dict = field(default_factory=dict, repr=False)
+    _pricers: dict = field(default_factory=dict, repr=False)  # per directed model (collectives.dispatch.for_call)
 
     def expert_ffn_s(self, slots: float, backward: bool) -> float:
         """builder.expert_ffn_time_s for one device and `slots` token slots, priced once per (slots, direction):
@@ -135,10 +140,23 @@ class Costs:
             return None
         devices = self.scenario.devices
         args = (float(size_bytes), p, self.strides[axis], devices // p)
-        full = self.pricer.one(op, *args)
-        empty = self.pricer.one(op, 0.0, *args[1:])
+        model, pricer = for_call(self.pricer.model, name), self.pricer
+        if model is not pricer.model:
+            pricer = self._pricers.get(id(model)) or \
+                self._pricers.setdefault(id(model), CollectivePricer(model, devices))
+        full = pricer.one(op, *args)
+        empty = pricer.one(op, 0.0, *args[1:])
         wire = size_bytes if op == "send_recv" else wire_bytes_per_device(op, size_bytes, p)
-        return CommSpec(name, axis, op, float(size_bytes), p, self.strides[axis], full.time_s, empty.time_s, wire)
+        dedup = 1.0
+        if op == "all_to_all" and getattr(model, "backend", "").startswith("deepep"):
+            # DeepEP's flows carry its records: over the network each (token, node) pair once (one node: each
+            # (token, GPU) pair over NVLink), the bytes the estimate prices (DispatchModel.stage_factors); the
+            # NVLink forwards of a multi-node dispatch are not flows of their own (docs/collectives.md)
+            nvlink, network = model.stage_factors(p)
+            deepep_wire = size_bytes * (network if network > 0 else nvlink)
+            dedup, wire = deepep_wire / wire, deepep_wire
+        return CommSpec(name, axis, op, float(size_bytes), p, self.strides[axis], full.time_s, empty.time_s, wire,
+                        dedup)
 
     @property
     def dropless(self) -> bool:

@@ -54,6 +54,8 @@ def _apply_loads(costs: Costs, program: StageProgram, devices: np.ndarray | None
             egress[:, k] = ingress[:, k] = op.comm.wire_bytes * received / slots
             continue
         per_token = op.comm.size_bytes * c / slots
+        if op.comm.dedup_factor != 1.0:  # DeepEP: its records per (token, node) pair, not one copy per expert
+            per_token *= op.comm.dedup_factor
         out, back = (sent, received_remote) if op.load == TO_EXPERTS else (received_remote, sent)
         egress[:, k] = out * per_token / c
         ingress[:, k] = back * per_token / c

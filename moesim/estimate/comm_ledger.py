@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.collectives.base import CollectiveModel, wire_factor
+from moesim.collectives.dispatch import for_call
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal
 from moesim.estimate.pricing import GroupRuns, pricer_for
 
@@ -30,6 +31,8 @@ class CommLedger:
         self.collective_model, self.sizes, self.exists, self.breakdown = collective_model, sizes, exists, breakdown
         self.n_cand, self.n_stages = exists.shape
         self.pricer = pricer_for(collective_model, devices)
+        self.devices = devices
+        self._pricers: dict[int, object] = {}  # per directed model (the expert all-to-alls: dispatch.for_call)
         self.groups = {axis: GroupRuns(sizes[axis], strides[axis], devices) for axis in sizes}  # once per axis
         self.entries: dict[str, list] = {}
         self.multiples: dict[str, list] = {}  # per entry, the schedule multiple of each `add` (expand)
@@ -49,8 +52,13 @@ class CommLedger:
         n_cand, n_stages, breakdown = self.n_cand, self.n_stages, self.breakdown
         size_bytes = np.broadcast_to(np.asarray(size_bytes, dtype=float), (n_cand,)) if np.ndim(size_bytes) <= 1 \
             else size_bytes
+        model = for_call(self.collective_model, name)
+        pricer = self.pricer
+        if model is not self.collective_model:
+            pricer = self._pricers.get(id(model)) or \
+                self._pricers.setdefault(id(model), pricer_for(model, self.devices))
         # Every stage column at once (estimate.pricing.price_runs: runs of equal neighbouring rows priced once).
-        t, costs = self.pricer.price_runs(op, size_bytes, self.groups[axis], breakdown)
+        t, costs = pricer.price_runs(op, size_bytes, self.groups[axis], breakdown)
         if np.ndim(size_bytes) == 2:
             per_call_size = size_bytes
         else:
@@ -60,7 +68,7 @@ class CommLedger:
         calls_stage = calls_stage if gated else np.asarray(calls_stage, dtype=float) * self.gate(axis)
         if not breakdown:
             return calls_stage * t
-        factor = _bus_factor(op, np.asarray(self.sizes[axis], dtype=float), self.collective_model)[:, None]
+        factor = _bus_factor(op, np.asarray(self.sizes[axis], dtype=float), model)[:, None]
         entry = self.entries.setdefault(name, [axis, op, overlappable, [], [], [], [], []])
         self.multiples.setdefault(name, []).append(multiple)
         entry[3].append(per_call_size * (calls_stage > 0))

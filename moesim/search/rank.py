@@ -191,6 +191,16 @@ class _MemoModel:
             found = self._pricers.setdefault(devices, CollectivePricer(self, devices))
         return found
 
+    def directed(self, direction: str):
+        """The memoised model of the wrapped model's `direction` (collectives.dispatch.for_call), or self."""
+        directed = getattr(self.model, "directed", None)
+        if directed is None:
+            return self
+        key = ("directed", direction)
+        if key not in self._cache:
+            self._cache[key] = _MemoModel(directed(direction))
+        return self._cache[key]
+
     def cost(self, op: str, size_bytes: float, group: Group) -> CollectiveCost:
         key = (op, size_bytes, group)
         cost = self._cache.get(key)

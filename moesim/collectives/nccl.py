@@ -12,8 +12,9 @@ Notation (tiers i = 0..t innermost first, as hierarchy.py; NCCL's names in brack
 Time of a candidate = b(a, p) + latency + transfer, transfer from the tier that bounds it, with the
 bottleneck transfer × (1 + S_fill / (S + S_fill)): half the peak rate for messages
 well below S_fill, the peak well above (the ramp nccl-tests shows between ~1 MiB and ~1 GiB).
-The fastest enabled candidate wins, as `ncclTopoGetAlgoTime` + `topoGetAlgoInfo` pick; `NCCL_ALGO`
-syntax (`parse_nccl_algo`) restricts the set.
+The enabled candidate NCCL's own model rates fastest wins, as `ncclTopoGetAlgoTime` + `topoGetAlgoInfo` pick;
+its time is what the wire takes: the NVLink LL / LL128 hops are the published ones (nccl_tuning.toml
+[published_hop_us]), not NCCL's table. `NCCL_ALGO` syntax (`parse_nccl_algo`) restricts the set.
 Constants: moesim/collectives/nccl_tuning.toml (NCCL 2.30.7 tuning.cc, cited there).
 """
 
@@ -68,9 +69,22 @@ def _link(kind: str) -> str:
 
 
 def hop_latency_s(algorithm: str, protocol: int, tier) -> float:
-    """h(a, p, link) × latency_us / reference Simple ring hop: the profile's latency scales NCCL's table."""
+    """h(a, p, link) × latency_us / reference Simple ring hop: the profile's latency scales the table the wire
+    takes (wire_hops_us: NCCL's, with the published NVLink LL / LL128 hops)."""
     t, link = tuning(), _link(tier.kind)
-    return tier.latency_s * t["hop_latency_us"][link][algorithm][protocol] / t["reference_hop_us"][link]
+    return tier.latency_s * wire_hops_us(link, algorithm)[protocol] / t["reference_hop_us"][link]
+
+
+def wire_hops_us(link: str, algorithm: str) -> list[float]:
+    """[LL, LL128, Simple] hop (us) the wire takes: NCCL's hwLatencies row, its NVLink ring / tree LL and LL128
+    entries replaced by the published per-hop figures (nccl_tuning.toml [published_hop_us]: Hu et al. 2025,
+    arXiv:2507.04786 Table I). NCCL's own row stays what its tuner ranks by (candidates)."""
+    t = tuning()
+    row = t["hop_latency_us"][link][algorithm]
+    published = t["published_hop_us"].get(link) if algorithm in ("ring", "tree") else None
+    if not published:
+        return row  # NCCL's own row (not to be mutated)
+    return [published.get(proto, x) for proto, x in zip(PROTOCOLS, row)]
 
 
 def fill_factor(size_bytes: float, fill_bytes: float) -> float:
@@ -99,7 +113,11 @@ def nvls_fill_bytes(n: int, tier0, multi_node: bool = False) -> float:
 
 def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str],
                collnet: bool = False):
-    """(algorithm, protocol, Terms, base latency s) of every enabled NCCL candidate for AR / AG / RS.
+    """(algorithm, protocol, Terms, base latency s, tuner offset s) of every enabled NCCL candidate for AR / AG / RS.
+
+    The Terms are what the wire takes (wire_hops_us); the tuner offset is NCCL's own model time minus it (its
+    NVLink LL / LL128 hops are smaller than the published ones: NVLink steps × (own hop − wire hop)), so NCCL's pick
+    is the candidate with the least time + offset, as its tuner ranks them (topo_model.TopologyModel.cost).
 
     `port_bw` is W_i (usable, before protocol factors); `tiers` the System tiers of the group; `collnet`
     is NCCL_COLLNET_ENABLE (CollNet runs only where the first network tier has SHARP as well).
@@ -111,7 +129,7 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     nvls_eff = getattr(tiers[0], "nvls_efficiency", 0.0)
     ll_cap = _ll_cap(tiers[0], nodes)
     ramp = fill_factor(size_bytes, fill_bytes(multi))
-    hops = _hop_tables(tiers)
+    hops, tuner0 = _hop_tables(tiers)
     # one GPU per node: NCCL prices the network hops at the tree's ("With ppn=1 latencies are fully exposed,
     # use the Tree network latency", 2.30.7 tuning.cc); several nodes: ring steps >= the net overhead
     ppn1 = multi and counts[0] == 1
@@ -121,20 +139,23 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
         if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
             continue
         factors, bases = t["protocol_bw_factor"][algo], t["base_latency_us"][algo]
+        # NVLink steps of the candidate (hierarchy.ring_terms / double_binary_tree_terms, tier 0)
+        steps0 = passes * (n - n / counts[0]) if algo == "ring" else 2 * (counts[0] - 1)
         for p, proto in enumerate(PROTOCOLS):
             alpha = [h["tree" if i else algo][p] for i, h in enumerate(hops)] if ppn1 else [h[algo][p] for h in hops]
+            own0 = tuner0[algo][p]  # NCCL's own NVLink hop, which its tuner ranks by
             bw = _capped([w * factors[p] for w in port_bw], counts, ll_cap if p == 0 else 0)
             base = bases[p] * US
             if algo == "ring":
                 if multi:  # NCCL's per-step network post overhead floors the intra-node steps
-                    alpha[0] = max(alpha[0], overhead[p])
+                    alpha[0], own0 = max(alpha[0], overhead[p]), max(own0, overhead[p])
                 terms = hierarchy.ring_terms(passes, size_bytes, n, counts, alpha, bw)
                 if proto == "Simple" and multi and op == "all_reduce":
                     terms, base = _ring_plateau(terms, base, size_bytes, n, tiers[0])
             else:
                 terms = hierarchy.double_binary_tree_terms(size_bytes, counts, alpha, bw)
                 terms = _scaled_all(terms, 1.0 / tree_correction(proto, size_bytes))
-            out.append((algo, proto, _scaled(terms, ramp), base))
+            out.append((algo, proto, _scaled(terms, ramp), base, steps0 * (own0 - alpha[0])))
     if multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed:
         out.append(_pat(size_bytes, n, nodes, tiers, port_bw))
     sharp = collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False)
@@ -168,7 +189,7 @@ def _pat(size_bytes, n, nodes, tiers, port_bw):
     transfer = (0.0, size_bytes / (p["bw_factor"] * port_bw[1])) + tuple(0.0 for _ in tiers[2:])
     terms = Terms(latency, transfer)
     return ("pat", "Simple", _scaled(terms, fill_factor(size_bytes, fill_bytes(True))),
-            t["base_latency_us"]["pat"][simple] * US)
+            t["base_latency_us"]["pat"][simple] * US, 0.0)
 
 
 def _collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed):
@@ -195,17 +216,17 @@ def _collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed):
         k = t["direct_bw_factor_hopper"] if getattr(tiers[0], "nccl_arch", "") in ("hopper", "blackwell") else 1.0
         intra = size_bytes / (t["bus_to_alg"] * port_bw[0] * k) if ppn > 1 else 0.0
         terms = Terms(latency, (intra, net) + rest)
-        out.append(("collnetdirect", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0))
+        out.append(("collnetdirect", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0, 0.0))
     if "collnetchain" in allowed:
         latency = 2 * (ppn - 1) * hop("collnetchain", tiers[0]) + hop("collnetchain", tiers[1])
         intra = size_bytes / (t["bus_to_alg"] * port_bw[0]) if ppn > 1 else 0.0
         terms = Terms(latency, (intra, net) + rest)
-        out.append(("collnetchain", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0))
+        out.append(("collnetchain", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0, 0.0))
     if nvls_eff > 0 and ppn > 1 and "nvls" in allowed:
         latency = hop("nvls", tiers[0]) + hop("nvls", tiers[1])
         terms = Terms(latency, (size_bytes / (port_bw[0] * nvls_eff), net) + rest)
         fill = max(fill, nvls_fill_bytes(ppn, tiers[0], multi_node=True))
-        out.append(("nvls", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0))
+        out.append(("nvls", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0, 0.0))
     return out
 
 
@@ -237,18 +258,22 @@ def _scaled_all(terms: Terms, k: float) -> Terms:
     return Terms(terms.latency_s, tuple(x * k for x in terms.transfer_s), terms.overlapped)
 
 
-def _hop_tables(tiers) -> list[dict]:
-    """Per tier, {algorithm: [hop s for LL, LL128, Simple]}: hop_latency_s for every pair at once."""
+def _hop_tables(tiers) -> tuple[list[dict], dict]:
+    """Per tier, {algorithm: [hop s for LL, LL128, Simple]} the wire takes (hop_latency_s for every pair at once),
+    and tier 0's hops in NCCL's own table (what its tuner ranks by; the two differ on NVLink LL / LL128 only)."""
     key = tuple((tier.kind, tier.latency_s) for tier in tiers)
     found = _HOPS.get(key)
     if found is None:
         t = tuning()
-        found = []
+        wire = []
         for kind, latency in key:
             link = _link(kind)
             scale = latency / t["reference_hop_us"][link]
-            found.append({a: [scale * x for x in t["hop_latency_us"][link][a]] for a in ALGORITHMS})
-        _HOPS[key] = found
+            wire.append({a: [scale * x for x in wire_hops_us(link, a)] for a in ALGORITHMS})
+        link = _link(key[0][0])
+        scale = key[0][1] / t["reference_hop_us"][link]
+        own = {a: [scale * x for x in t["hop_latency_us"][link][a]] for a in ("ring", "tree")}
+        found = _HOPS[key] = (wire, own)
     return found
 
 
@@ -289,7 +314,7 @@ def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, all
             return []
         share = 1.0 if op == "all_reduce" else (n - 1) / n
         terms = Terms(hop_latency_s("nvls", simple, tiers[0]), (size_bytes * share / line0,))
-        return [("nvls", "Simple", _scaled(terms, fill_factor(size_bytes, nvls_fill_bytes(n, tiers[0]))), 0.0)]
+        return [("nvls", "Simple", _scaled(terms, fill_factor(size_bytes, nvls_fill_bytes(n, tiers[0]))), 0.0, 0.0)]
     if op != "all_reduce" or "nvlstree" not in allowed:
         return []
     line0 = port_bw[0] * (getattr(tiers[0], "nvlstree_efficiency", 0.0) or nvls_eff)  # calibrate: its own figure
@@ -299,7 +324,7 @@ def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, all
     latency = hop_latency_s("nvlstree", simple, tiers[0]) + 2 * lg(nodes) * hop_latency_s("nvlstree", simple, tiers[1])
     terms = Terms(latency, transfer)
     fill = max(fill_bytes(True), nvls_fill_bytes(counts[0], tiers[0], multi_node=True))
-    return [("nvlstree", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0)]
+    return [("nvlstree", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0, 0.0)]
 
 
 def _ramp(terms: Terms, size_bytes: float, multi_node: bool) -> Terms:

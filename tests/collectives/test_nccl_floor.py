@@ -35,26 +35,28 @@ def test_net_overhead_constants_are_nccls():
 
 
 def test_several_node_ring_steps_cost_at_least_the_net_overhead(h100):
-    """2 x 8 H100, all-gather: 15 steps, 1 across the network; the 14 NVLink steps cost max(0.6 us, 1 us) with LL
-    (23.3 us with the 6.6 us base, 17.7 us before), max(1.9, 1) with LL128, max(3.4, 3) with Simple (unchanged)."""
+    """2 x 8 H100, all-gather: 15 steps, 1 across the network; the 14 NVLink steps cost max(hop, 1 us): LL's wire hop
+    1.0 us (published; NCCL's table 0.6: 23.3 us either way with the 6.6 us base, 17.7 us before the overhead),
+    max(2.0, 1) with LL128 (NCCL's table 1.9), max(3.4, 3) with Simple (unchanged)."""
     model, nvl, net = h100
     group = Group(size=16, devices=16)
     ll = ring(model, "all_gather", group, "LL")
-    assert ll.terms.latency_s == pytest.approx((14 * max(0.6 * nvl, 1.0) + 2.7 * net) * 1e-6)
+    assert ll.terms.latency_s == pytest.approx((14 * max(1.0 * nvl, 1.0) + 2.7 * net) * 1e-6)
     assert ll.base_latency_s + ll.terms.latency_s == pytest.approx(23.3e-6, abs=0.05e-6)  # profile figures = NCCL's
     ll128 = ring(model, "all_gather", group, "LL128")
-    assert ll128.terms.latency_s == pytest.approx((14 * max(1.9 * nvl, 1.0) + 4.0 * net) * 1e-6)
+    assert ll128.terms.latency_s == pytest.approx((14 * max(2.0 * nvl, 1.0) + 4.0 * net) * 1e-6)
+    assert ll128.tuner_offset_s == pytest.approx(14 * (max(1.9 * nvl, 1.0) - max(2.0 * nvl, 1.0)) * 1e-6)
     simple = ring(model, "all_gather", group, "Simple")
     assert simple.terms.latency_s == pytest.approx((14 * max(3.4 * nvl, 3.0) + 14.0 * net) * 1e-6)
     # all-reduce: 2(n-1) = 30 steps, 2(nNodes-1) = 2 of them across the network
     ar = ring(model, "all_reduce", group, "LL")
-    assert ar.terms.latency_s == pytest.approx((28 * max(0.6 * nvl, 1.0) + 2 * 2.7 * net) * 1e-6)
+    assert ar.terms.latency_s == pytest.approx((28 * max(1.0 * nvl, 1.0) + 2 * 2.7 * net) * 1e-6)
 
 
 def test_one_node_ring_has_no_net_overhead(h100):
     model, nvl, _ = h100
     ll = ring(model, "all_gather", Group(size=8), "LL")
-    assert ll.terms.latency_s == pytest.approx(7 * 0.6 * nvl * 1e-6)
+    assert ll.terms.latency_s == pytest.approx(7 * 1.0 * nvl * 1e-6)  # the published LL hop (NCCL's table: 0.6)
 
 
 def test_one_gpu_per_node_uses_the_tree_network_hop(h100):

@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from moesim.collectives import hierarchy
+from moesim.collectives.nccl_multinode import net_ll_send_leg_s, ring_chain_extra_net_steps
 from moesim.collectives.formulas import Terms, lg
 from moesim.errors import SpecError
 from moesim.paths import read_versioned_toml
@@ -134,6 +135,9 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     # use the Tree network latency", 2.30.7 tuning.cc); several nodes: ring steps >= the net overhead
     ppn1 = multi and counts[0] == 1
     overhead = _net_overheads() if multi else None
+    chain = ring_chain_extra_net_steps(passes, counts)  # the ring's slowest chunk crosses one more node boundary
+    outer = len(counts) - 1  # the last tier of the group's counts holds it and is crossed (D_t > 1, hierarchy.py)
+    legs = _net_ll_legs() if multi else None  # wire only: NCCL's tuner has no host leg (offset below)
     out = []
     for algo in ("ring", "tree"):
         if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
@@ -141,6 +145,9 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
         factors, bases = t["protocol_bw_factor"][algo], t["base_latency_us"][algo]
         # NVLink steps of the candidate (hierarchy.ring_terms / double_binary_tree_terms, tier 0)
         steps0 = passes * (n - n / counts[0]) if algo == "ring" else 2 * (counts[0] - 1)
+        # the LL host legs on NCCL's own network steps (ring: passes·(N − 1); tree: 2·Σ lg D_i), not in its model
+        leg_off = legs[algo] * (passes * (n / counts[0] - 1) if algo == "ring" else _tree_net_hops(counts)) \
+            if multi else 0.0
         for p, proto in enumerate(PROTOCOLS):
             alpha = [h["tree" if i else algo][p] for i, h in enumerate(hops)] if ppn1 else [h[algo][p] for h in hops]
             own0 = tuner0[algo][p]  # NCCL's own NVLink hop, which its tuner ranks by
@@ -150,12 +157,21 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
                 if multi:  # NCCL's per-step network post overhead floors the intra-node steps
                     alpha[0], own0 = max(alpha[0], overhead[p]), max(own0, overhead[p])
                 terms = hierarchy.ring_terms(passes, size_bytes, n, counts, alpha, bw)
-                if proto == "Simple" and multi and op == "all_reduce":
-                    terms, base = _ring_plateau(terms, base, size_bytes, n, tiers[0])
+                extra = chain_wire = chain * (alpha[outer] - alpha[0])  # chain NVLink steps priced as network steps
+                if proto == "Simple" and multi and op == "all_reduce":  # the plateau scales the whole latency
+                    latency = terms.latency_s + extra
+                    terms, base = _ring_plateau(Terms(latency, terms.transfer_s, terms.overlapped), base, size_bytes,
+                                                n, tiers[0])
+                    chain_wire *= terms.latency_s / latency if latency else 1.0
+                    extra = 0.0
             else:
                 terms = hierarchy.double_binary_tree_terms(size_bytes, counts, alpha, bw)
                 terms = _scaled_all(terms, 1.0 / tree_correction(proto, size_bytes))
-            out.append((algo, proto, _scaled(terms, ramp), base, steps0 * (own0 - alpha[0])))
+                extra = chain_wire = 0.0  # latency added with the ramp (one Terms built per candidate)
+            # NCCL's tuner sees neither the ring's extra network steps nor the LL host leg (wire only, nccl_multinode.py):
+            # its offset subtracts them, so NCCL's pick stays its own model's
+            offset = steps0 * (own0 - alpha[0]) - chain_wire - (leg_off if p == 0 else 0.0)
+            out.append((algo, proto, _scaled(terms, ramp, extra), base, offset))
     if multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed:
         out.append(_pat(size_bytes, n, nodes, tiers, port_bw))
     sharp = collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False)
@@ -165,6 +181,18 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     if sharp:
         out.extend(_collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed))
     return out
+
+
+@lru_cache(maxsize=256)
+def _tree_net_hops(counts: tuple[int, ...]) -> int:  # counts: the placement's tuple (hashable)
+    """Network hops of NCCL's tree all-reduce over the tiers above the first: 2·Σ_{i≥1} ⌈lg D_i⌉ (hierarchy.py)."""
+    return 2 * sum(lg(-(-counts[i] // counts[i - 1])) for i in range(1, len(counts)))
+
+
+@lru_cache(maxsize=1)
+def _net_ll_legs() -> dict[str, float]:
+    """{ring, tree: s} of the LL network send's host leg (nccl_multinode.net_ll_send_leg_s), read once."""
+    return net_ll_send_leg_s(tuning())
 
 
 def net_overhead_s(protocol: str) -> float:
@@ -270,6 +298,9 @@ def _hop_tables(tiers) -> tuple[list[dict], dict]:
             link = _link(kind)
             scale = latency / t["reference_hop_us"][link]
             wire.append({a: [scale * x for x in wire_hops_us(link, a)] for a in ALGORITHMS})
+            if link == "net":  # an LL network step first crosses PCIe into host memory (net_ll_send_leg_s)
+                for a, leg in _net_ll_legs().items():
+                    wire[-1][a][0] += leg
         link = _link(key[0][0])
         scale = key[0][1] / t["reference_hop_us"][link]
         own = {a: [scale * x for x in t["hop_latency_us"][link][a]] for a in ("ring", "tree")}
@@ -332,13 +363,13 @@ def _ramp(terms: Terms, size_bytes: float, multi_node: bool) -> Terms:
     return _scaled(terms, fill_factor(size_bytes, fill_bytes(multi_node)))
 
 
-def _scaled(terms: Terms, k: float) -> Terms:
-    """`terms` with its bottleneck transfer × k."""
+def _scaled(terms: Terms, k: float, extra_latency_s: float = 0.0) -> Terms:
+    """`terms` with its bottleneck transfer × k (and `extra_latency_s` added to its latency)."""
     if not terms.transfer_s:
-        return terms
+        return Terms(terms.latency_s + extra_latency_s, (), terms.overlapped) if extra_latency_s else terms
     worst = terms.bottleneck
     transfer = tuple(x * k if i == worst else x for i, x in enumerate(terms.transfer_s))
-    return Terms(terms.latency_s, transfer, terms.overlapped)
+    return Terms(terms.latency_s + extra_latency_s, transfer, terms.overlapped)
 
 
 def p2p_channels(size_bytes: float, n: int, tier0, net_tier=None) -> int:

@@ -33,10 +33,12 @@ def test_alltoall_perf_is_priced_as_the_flat_exchange_it_runs():
 
 
 def test_several_node_all_gather_floor_is_nccls_ring_with_net_overhead():
-    """2 x 8 B200 all_gather at 256 B - 2 KiB: ring/LL priced 6.6 + 14 x max(0.6, 1.0) + 2.7 = 23.3 us (NCCL
-    2.30.7 ncclTopoTuneModel); measured 33.9-35.5 us, so still +45 to +51 % (docs/collectives.md)."""
+    """2 x 8 B200 all_gather at 256 B - 2 KiB: ring/LL priced 6.6 + 13 x max(0.6, 1.0) + 2 x (2.7 + 1.0) = 27.0 us:
+    NCCL 2.30.7's net overhead (ncclTopoTuneModel), the ring's slowest chunk crossing both node boundaries and the LL
+    network send's host-memory leg (mnfloor round; 23.3 us before it); measured 33.9-35.5 us, so +25 to +31 %
+    (+45 to +51 % before; docs/collectives.md)."""
     err = errors("b200-vultr-2node_all_gather_perf.log", ranks=16)
     tiny = [e for e in err.sizes if e.size_bytes <= 2048]
     assert {e.algorithm for e in tiny} == {"ring/LL"}
-    assert all(e.predicted_s == pytest.approx(23.3e-6, abs=0.3e-6) for e in tiny)
-    assert all(0.40 < e.busbw_error < 0.55 for e in tiny)
+    assert all(e.predicted_s == pytest.approx(27.0e-6, abs=0.3e-6) for e in tiny)
+    assert all(0.22 < e.busbw_error < 0.34 for e in tiny)

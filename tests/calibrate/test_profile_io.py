@@ -68,11 +68,13 @@ def test_nccl_logs_calibrate_both_levels_of_a_gpu_profile(tmp_path):
     assert loaded.efficiency.matmul == prior.efficiency.matmul  # nothing measured compute
     assert loaded.chip.peak_flops_per_s == prior.chip.peak_flops_per_s
     assert result.held_out_report is None
-    # the prior is already NCCL's own structure (13.8 % MAPE over every row; 9.2 % before the published NVLink LL hop
-    # priced this log's tree/LL floor 16-25 % above it); the fit must still improve on it (10.1 %)
+    # the prior is already NCCL's own structure (16.4 % MAPE over every row; 13.8 % before the mnfloor round's LL
+    # network host leg, 9.2 % before the published NVLink LL hop priced this log's tree/LL floor above it: 32.8 us
+    # against 24.7-26.6 measured); the fit must still improve on it (14.1 %; 10.1 % before the host leg, which is a
+    # PCIe / host figure the network latency does not scale, and the NVLink hops stay at the prior)
     points = result.measurements.collectives
     prior_mape = sum(abs(terms_time_s(collective_terms(p), prior) / p.time_s - 1) for p in points) / len(points)
-    assert result.fit.overall.mape < min(0.11, prior_mape - 0.01)
+    assert result.fit.overall.mape < min(0.15, prior_mape - 0.01)
     nvlink, ib = loaded.interconnect
     fitted_w = result.fit.levels[0][2]  # effective: the nominal link kept and its efficiency fitted, or the
     nominal = prior.interconnect[0].link_bw_bytes_per_s  # link raised (efficiency 1) if above the nominal

@@ -29,18 +29,20 @@ KNOWN_MISSES = {
     # Met since the published NVLink LL / LL128 hop (nccl_tuning.toml [published_hop_us], arXiv:2507.04786 Table I):
     # a100-thanos < 1 MiB 48.0 -> 17.3 %, b200-vultr-1node all_gather / reduce_scatter 52.8 / 53.7 -> 22.4 / 23.0 %,
     # b200-vultr-2node all_reduce 40.5 -> 16.1 %, h200-spectrumx 51.1 -> 39.5 % (docs/collectives.md).
-    # 114 % (178 % before NCCL's ring net overhead and multi-node LL cap): 54-64 us below 1 MiB on GKE A3 Ultra
-    # (RoCE) against 23-49 us priced for the ring
-    ("h200-gke-a3ultra-2node_all_gather_perf.log", "small"): 1.17,
+    # Met since the mnfloor round (the ring's worst chain and the LL network send's host leg, nccl_multinode.py), with
+    # the published hop: b200-vultr-2node all_gather / reduce_scatter < 1 MiB 52.9 / 55.8 -> 34.6 / 37.3 %;
+    # b200-vultr-2node all_reduce 16.1 -> 11.0 %, h200-spectrumx 39.5 -> 34.7 % (docs/collectives.md, round 3).
+    # 88 % (114 % before the mnfloor round; 178 % before NCCL's ring net overhead and multi-node LL cap): 54-64 us below
+    # 1 MiB on GKE A3 Ultra (RoCE) against 27-50 us priced for the ring
+    ("h200-gke-a3ultra-2node_all_gather_perf.log", "small"): 0.92,
     # B200 on Vultr (2 x 8, IB NDR; one report in mihai-amp/cluster-quality): the multi-node non-all-reduce runs are
     # slower than priced (measured / priced time - 1 > 0), not relabelled, listed with what they measure:
-    ("b200-vultr-2node_all_gather_perf.log", "large"): 0.44,  # 41.3 %: 1-64 MiB ramp, +24 to +125 % there
-    ("b200-vultr-2node_all_gather_perf.log", "small"): 0.56,  # 52.9 %: 34-76 us below 1 MiB vs 23-49 priced
-    ("b200-vultr-2node_reduce_scatter_perf.log", "large"): 0.46,  # 42.7 %: same shape as the all_gather run
-    ("b200-vultr-2node_reduce_scatter_perf.log", "small"): 0.59,  # 55.8 % (118 % before the multi-node floor round)
-    # GKE A4 (B200, 400G RoCE): a 42-55 us floor below 1 MiB against 23-49 us priced (71.7 %; 139 % before NCCL's
-    # ring net overhead and multi-node LL cap, which also brought >= 1 MiB from 20.1 % to 17.6 %, under the bar)
-    ("b200-gke-a4-2node_all_gather_perf.log", "small"): 0.75,
+    ("b200-vultr-2node_all_gather_perf.log", "large"): 0.42,  # 39.1 % (41.3 before the mnfloor round): 1-64 MiB ramp
+    ("b200-vultr-2node_reduce_scatter_perf.log", "large"): 0.43,  # 40.4 % (42.7): same shape as the all_gather run
+    # GKE A4 (B200, 400G RoCE): a 42-55 us floor below 1 MiB against 27-50 us priced (50.9 %; 71.7 % before the mnfloor
+    # round; 139 % before NCCL's ring net overhead and multi-node LL cap, which also brought >= 1 MiB from 20.1 % to
+    # 17.6 %, under the bar; 15.8 % now)
+    ("b200-gke-a4-2node_all_gather_perf.log", "small"): 0.54,
 }
 
 
@@ -181,13 +183,14 @@ def test_nvls_and_nvlstree_are_what_hopper_runs():
     assert {e.algorithm for e in tiny} == {"tree/LL"}
     # the latency floor: 2 nodes measure 24.7-26.6 us below 1 KiB. NCCL's own model (its 0.6 us NVLink LL hop) gives
     # 25.2 us, and picks tree/LL; the wire at the published 1.0 us hop (arXiv:2507.04786, nccl_tuning.toml
-    # [published_hop_us]) is priced 30.8 us, 16-25 % above (busbw -14 to -20 %): this log's floor fits NCCL's table
-    # (docs/collectives.md, "NVLink per-hop latency (published)")
-    assert all(-0.21 < e.busbw_error < -0.13 for e in tiny)
+    # [published_hop_us]) and the LL network send's host-memory leg (2 network hops x 1.0 us, mnfloor round) is
+    # priced 32.8 us, 23-33 % above (busbw -19 to -25 %): this log's floor fits NCCL's table (docs/collectives.md,
+    # "NVLink per-hop latency (published)", "Multi-node floors, round 3")
+    assert all(-0.26 < e.busbw_error < -0.18 for e in tiny)
     found = default_model(load_hardware("h100-sxm")).candidates("all_reduce", 64.0, Group(size=16, devices=16))
     (tree_ll,) = [c for c in found if c.label == "tree/LL"]
     assert tree_ll.time_s + tree_ll.tuner_offset_s == pytest.approx(25.2e-6, abs=0.05e-6)
-    assert tree_ll.time_s == pytest.approx(30.8e-6, abs=0.05e-6)
+    assert tree_ll.time_s == pytest.approx(32.8e-6, abs=0.05e-6)
 
 
 def test_calibrating_on_one_log_of_a_cluster_helps_the_others(tmp_path):

@@ -150,7 +150,7 @@ def min_of(case: str, threads: int | None, runs: int = 3) -> dict:
 
 
 COMPARE_CASES = (("switch-c-2048-tpu-v3", None), ("moe-64e-1024-h100", 1), ("moe-64e-1024-h100", None),
-                 ("switch-c-2048-tpu-v3 +schedules", None), ("switch-c-2048-tpu-v3 +cp", None),
+                 ("mixtral-8x7b-h100", None), ("switch-c-2048-tpu-v3 +schedules", None), ("switch-c-2048-tpu-v3 +cp", None),
                  ("mixtral-8x7b-h100 +schedules", None), ("mixtral-8x7b-h100 +cp", None))
 
 

@@ -12,7 +12,7 @@ Notation (Thakur, Rabenseifner & Gropp, IJHPCA 19(1) 2005, §2; sizes as nccl-te
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 def lg(p: int) -> int:
@@ -20,9 +20,11 @@ def lg(p: int) -> int:
     return max(0, math.ceil(math.log2(p))) if p > 1 else 0
 
 
-@dataclass(frozen=True)
-class Terms:
-    """One algorithm's cost: latency plus per-tier transfer times, overlapped (max) or in sequence (sum)."""
+class Terms(NamedTuple):
+    """One algorithm's cost: latency plus per-tier transfer times, overlapped (max) or in sequence (sum).
+
+    A NamedTuple rather than a frozen dataclass: the NCCL tuner builds several per collective priced, and a
+    NamedTuple is built in about half the time (benchmarks/RESULTS.md, Collectives)."""
 
     latency_s: float
     transfer_s: tuple[float, ...]  # index = tier
@@ -41,7 +43,7 @@ class Terms:
     @property
     def bottleneck(self) -> int:
         """Index of the tier with the largest transfer time."""
-        return max(range(len(self.transfer_s)), key=lambda i: self.transfer_s[i]) if self.transfer_s else 0
+        return self.transfer_s.index(max(self.transfer_s)) if self.transfer_s else 0  # the first largest
 
 
 def ring_all_reduce_s(p: int, size_bytes: float, alpha_s: float, bw: float) -> float:

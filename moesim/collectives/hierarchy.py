@@ -32,12 +32,25 @@ def ring_terms(passes: int, size_bytes: float, n: int, counts, alpha, bw) -> Ter
     boundary, as NCCL builds one ring per NIC. Source: Thakur et al. 2005 §4 (ring costs);
     NVIDIA/nccl src/graph/tuning.cc (latency = (nsteps − nInterSteps)·intraLat + nInterSteps·interLat).
     """
-    transfer, latency = [], 0.0
+    return Terms(ring_latency_s(passes, n, counts, alpha), ring_transfer_s(passes, size_bytes, n, counts, bw),
+                 overlapped=True)
+
+
+def ring_latency_s(passes: int, n: int, counts, alpha) -> float:
+    """ring_terms' latency, which no size changes (nccl_plan.plan computes it once per group)."""
+    latency = 0.0
     for i in range(len(counts)):
-        crossed = _d(counts, i) > 1
-        transfer.append(passes * (n - 1) / n * size_bytes / (_c(counts, i) * bw[i]) if crossed else 0.0)
         latency += passes * (n / _c(counts, i) - n / counts[i]) * alpha[i]
-    return Terms(latency, tuple(transfer), overlapped=True)
+    return latency
+
+
+def ring_transfer_s(passes: int, size_bytes: float, n: int, counts, bw) -> tuple[float, ...]:
+    """ring_terms' per-tier transfer times."""
+    out, c = [], 1  # c = _c(counts, i), inline: this runs for every NCCL ring candidate
+    for i, g in enumerate(counts):
+        out.append(passes * (n - 1) / n * size_bytes / (c * bw[i]) if max(1, -(-g // c)) > 1 else 0.0)
+        c = g
+    return tuple(out)
 
 
 def hierarchical_ring_terms(passes: int, size_bytes: float, counts, alpha, bw) -> Terms:
@@ -82,16 +95,28 @@ def double_binary_tree_terms(size_bytes: float, counts, alpha, bw) -> Terms:
     Source: NVIDIA/nccl src/graph/tuning.cc (tree latency 2·((nRanks/nNodes − 1)·intraLat +
     log2(nNodes)·interLat), busBw·0.9, algbw = busbw/2); Sanders et al. 2009 (two trees).
     """
-    transfer, latency = [], 0.0
+    return Terms(double_binary_tree_latency_s(counts, alpha), double_binary_tree_transfer_s(size_bytes, counts, bw),
+                 overlapped=True)
+
+
+def double_binary_tree_latency_s(counts, alpha) -> float:
+    """double_binary_tree_terms' latency, which no size changes (nccl_plan.plan computes it once per group)."""
+    latency = 0.0
+    for i in range(len(counts)):
+        latency += 2 * (counts[0] - 1) * alpha[0] if i == 0 else 2 * lg(_d(counts, i)) * alpha[i]
+    return latency
+
+
+def double_binary_tree_transfer_s(size_bytes: float, counts, bw) -> tuple[float, ...]:
+    """double_binary_tree_terms' per-tier transfer times."""
+    transfer = []
     for i in range(len(counts)):
         d = _d(counts, i)
         if i == 0:
             transfer.append(2 * size_bytes / (TREE_EFFICIENCY * bw[0]) if d > 1 else 0.0)
-            latency += 2 * (counts[0] - 1) * alpha[0]
         else:
             transfer.append(tree_bytes(d, size_bytes) / (TREE_EFFICIENCY * _c(counts, i) * bw[i]) if d > 1 else 0.0)
-            latency += 2 * lg(d) * alpha[i]
-    return Terms(latency, tuple(transfer), overlapped=True)
+    return tuple(transfer)
 
 
 def pairwise_all_to_all_terms(size_bytes: float, n: int, counts, alpha, bw, forward_inner: bool) -> Terms:

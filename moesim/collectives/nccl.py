@@ -15,6 +15,7 @@ well below S_fill, the peak well above (the ramp nccl-tests shows between ~1 MiB
 The enabled candidate NCCL's own model rates fastest wins, as `ncclTopoGetAlgoTime` + `topoGetAlgoInfo` pick;
 its time is what the wire takes: the NVLink LL / LL128 hops are the published ones (nccl_tuning.toml
 [published_hop_us]), not NCCL's table. `NCCL_ALGO` syntax (`parse_nccl_algo`) restricts the set.
+The candidates are priced in nccl_plan.py from the helpers here.
 Constants: moesim/collectives/nccl_tuning.toml (NCCL 2.30.7 tuning.cc, cited there).
 """
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from moesim.collectives import hierarchy
 from moesim.collectives.nccl_multinode import net_ll_send_leg_s, ring_chain_extra_net_steps
 from moesim.collectives.formulas import Terms, lg
 from moesim.errors import SpecError
@@ -110,77 +110,6 @@ def nvls_fill_bytes(n: int, tier0, multi_node: bool = False) -> float:
     t = tuning()["nvls"]
     channels = t["channels_multi_node" if multi_node else "channels"].get(getattr(tier0, "nccl_arch", ""))
     return n * channels * t["chunk_bytes"] if channels else fill_bytes(False)
-
-
-def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str],
-               collnet: bool = False):
-    """(algorithm, protocol, Terms, base latency s, tuner offset s) of every enabled NCCL candidate for AR / AG / RS.
-
-    The Terms are what the wire takes (wire_hops_us); the tuner offset is NCCL's own model time minus it (its
-    NVLink LL / LL128 hops are smaller than the published ones: NVLink steps × (own hop − wire hop)), so NCCL's pick
-    is the candidate with the least time + offset, as its tuner ranks them (topo_model.TopologyModel.cost).
-
-    `port_bw` is W_i (usable, before protocol factors); `tiers` the System tiers of the group; `collnet`
-    is NCCL_COLLNET_ENABLE (CollNet runs only where the first network tier has SHARP as well).
-    """
-    t = tuning()
-    passes = 2 if op == "all_reduce" else 1
-    multi = len(counts) > 1
-    nodes = max(1, n // counts[0])
-    nvls_eff = getattr(tiers[0], "nvls_efficiency", 0.0)
-    ll_cap = _ll_cap(tiers[0], nodes)
-    ramp = fill_factor(size_bytes, fill_bytes(multi))
-    hops, tuner0 = _hop_tables(tiers)
-    # one GPU per node: NCCL prices the network hops at the tree's ("With ppn=1 latencies are fully exposed,
-    # use the Tree network latency", 2.30.7 tuning.cc); several nodes: ring steps >= the net overhead
-    ppn1 = multi and counts[0] == 1
-    overhead = _net_overheads() if multi else None
-    chain = ring_chain_extra_net_steps(passes, counts)  # the ring's slowest chunk crosses one more node boundary
-    outer = len(counts) - 1  # the last tier of the group's counts holds it and is crossed (D_t > 1, hierarchy.py)
-    legs = _net_ll_legs() if multi else None  # wire only: NCCL's tuner has no host leg (offset below)
-    out = []
-    for algo in ("ring", "tree"):
-        if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
-            continue
-        factors, bases = t["protocol_bw_factor"][algo], t["base_latency_us"][algo]
-        # NVLink steps of the candidate (hierarchy.ring_terms / double_binary_tree_terms, tier 0)
-        steps0 = passes * (n - n / counts[0]) if algo == "ring" else 2 * (counts[0] - 1)
-        # the LL host legs on NCCL's own network steps (ring: passes·(N − 1); tree: 2·Σ lg D_i), not in its model
-        leg_off = legs[algo] * (passes * (n / counts[0] - 1) if algo == "ring" else _tree_net_hops(counts)) \
-            if multi else 0.0
-        for p, proto in enumerate(PROTOCOLS):
-            alpha = [h["tree" if i else algo][p] for i, h in enumerate(hops)] if ppn1 else [h[algo][p] for h in hops]
-            own0 = tuner0[algo][p]  # NCCL's own NVLink hop, which its tuner ranks by
-            bw = _capped([w * factors[p] for w in port_bw], counts, ll_cap if p == 0 else 0)
-            base = bases[p] * US
-            if algo == "ring":
-                if multi:  # NCCL's per-step network post overhead floors the intra-node steps
-                    alpha[0], own0 = max(alpha[0], overhead[p]), max(own0, overhead[p])
-                terms = hierarchy.ring_terms(passes, size_bytes, n, counts, alpha, bw)
-                extra = chain_wire = chain * (alpha[outer] - alpha[0])  # chain NVLink steps priced as network steps
-                if proto == "Simple" and multi and op == "all_reduce":  # the plateau scales the whole latency
-                    latency = terms.latency_s + extra
-                    terms, base = _ring_plateau(Terms(latency, terms.transfer_s, terms.overlapped), base, size_bytes,
-                                                n, tiers[0])
-                    chain_wire *= terms.latency_s / latency if latency else 1.0
-                    extra = 0.0
-            else:
-                terms = hierarchy.double_binary_tree_terms(size_bytes, counts, alpha, bw)
-                terms = _scaled_all(terms, 1.0 / tree_correction(proto, size_bytes))
-                extra = chain_wire = 0.0  # latency added with the ramp (one Terms built per candidate)
-            # NCCL's tuner sees neither the ring's extra network steps nor the LL host leg (wire only, nccl_multinode.py):
-            # its offset subtracts them, so NCCL's pick stays its own model's
-            offset = steps0 * (own0 - alpha[0]) - chain_wire - (leg_off if p == 0 else 0.0)
-            out.append((algo, proto, _scaled(terms, ramp, extra), base, offset))
-    if multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed:
-        out.append(_pat(size_bytes, n, nodes, tiers, port_bw))
-    sharp = collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False)
-    if nvls_eff > 0 and counts[0] > 1:
-        # NVLS across nodes goes over CollNet where SHARP is on (_collnet), else it is NVLSTree
-        out.extend(_nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, allowed))
-    if sharp:
-        out.extend(_collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed))
-    return out
 
 
 @lru_cache(maxsize=256)
@@ -270,20 +199,15 @@ def tree_correction(protocol: str, size_bytes: float) -> float:
     return row[index] if 0 <= index < len(row) else 1.0
 
 
-def _ring_plateau(terms: Terms, base_s: float, size_bytes: float, n: int, tier0) -> tuple[Terms, float]:
+def _ring_plateau(latency_s: float, base_s: float, size_bytes: float, n: int, tier0) -> tuple[float, float]:
     """Multi-node Simple ring all-reduce: latency (base included) × 1.4 (1.9 before Ampere) once
     bytes / (channels × ranks) ≥ 64, NCCL's "plateau effect of ring" (nccl_tuning.toml [ring_plateau])."""
     t = tuning()
     rule = t["ring_plateau"]
     if size_bytes / (t["pipeline"]["channels"] * n) < rule["min_bytes_per_channel_rank"]:
-        return terms, base_s
+        return latency_s, base_s
     k = rule["factor_volta"] if getattr(tier0, "nccl_arch", "") == "volta" else rule["factor"]
-    return Terms(terms.latency_s * k, terms.transfer_s, terms.overlapped), base_s * k
-
-
-def _scaled_all(terms: Terms, k: float) -> Terms:
-    """`terms` with every transfer × k (a bandwidth factor applies to every tier the algorithm uses)."""
-    return Terms(terms.latency_s, tuple(x * k for x in terms.transfer_s), terms.overlapped)
+    return latency_s * k, base_s * k
 
 
 def _hop_tables(tiers) -> tuple[list[dict], dict]:
@@ -321,41 +245,50 @@ def _ll_cap(tier, nodes: int) -> float:
     return row[0 if nodes == 1 else 1 if nodes == 2 else 2] * 1e9
 
 
-def _capped(bw: list[float], counts, cap: float) -> list[float]:
-    """Per-tier bandwidths under a per-rank bus cap: tier i's c_i ports together carry at most `cap` per rank."""
+def _caps(counts, cap: float) -> tuple[float, ...] | None:
+    """Per-tier bandwidth caps from a per-rank bus cap: tier i's c_i ports together carry at most `cap` per
+    rank (None: no cap)."""
     if cap <= 0:
-        return bw
-    return [min(w, cap / (counts[i - 1] if i > 0 else 1)) for i, w in enumerate(bw)]
+        return None
+    return tuple(cap / (counts[i - 1] if i > 0 else 1) for i in range(len(counts)))
 
 
-def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, multi, allowed):
+def _nvls_fixed(op, n, counts, tiers, nodes, multi, allowed) -> tuple[str, float, float] | None:
+    """_nvls' algorithm, latency s and S_fill (nothing in them depends on the size); None where NCCL_ALGO or
+    the op rules it out."""
+    simple = PROTOCOLS.index("Simple")
+    if not multi:
+        if "nvls" not in allowed:
+            return None
+        return "nvls", hop_latency_s("nvls", simple, tiers[0]), nvls_fill_bytes(n, tiers[0])
+    if op != "all_reduce" or "nvlstree" not in allowed:
+        return None
+    latency = hop_latency_s("nvlstree", simple, tiers[0]) + 2 * lg(nodes) * hop_latency_s("nvlstree", simple, tiers[1])
+    return "nvlstree", latency, max(fill_bytes(True), nvls_fill_bytes(counts[0], tiers[0], multi_node=True))
+
+
+def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, fixed):
     """NVLink SHARP (Simple only). One node: the switch reduces (multimem.ld_reduce) and multicasts
     (multimem.st), so each GPU moves S out and S in for an all-reduce and S(n−1)/n for all-gather /
     reduce-scatter: transfer_0 = S·f/(η_nvls·W_0). Several nodes (NVLSTree, all-reduce only): NVLS
     inside the node, a tree between nodes over the node's c_1 NICs: transfer_1 = S/(c_1·W_1) on ≤ 2
     nodes (NCCL counts bwInter twice there), 2S/(c_1·W_1) beyond.
-    latency: NVLS h(nvls, Simple, nvlink); NVLSTree h(nvlstree, nvlink) + 2·lg N·h(nvlstree, net).
+    latency: NVLS h(nvls, Simple, nvlink); NVLSTree h(nvlstree, nvlink) + 2·lg N·h(nvlstree, net)
+    (`fixed`: _nvls_fixed, once per plan).
     Source: wave2.md §1.4-1.6 (NCCL 2.30.7 tuning.cc gating and formulas); η_nvls from the maintainers'
     ~480 GB/s busbw (algbw ~275 GB/s) on 8×H100 (NVIDIA/nccl-tests#212), set in the hardware profile.
     """
-    simple = PROTOCOLS.index("Simple")
+    name, latency, fill = fixed
     line0 = port_bw[0] * nvls_eff
-    if not multi:
-        if "nvls" not in allowed:
-            return []
+    if name == "nvls":
         share = 1.0 if op == "all_reduce" else (n - 1) / n
-        terms = Terms(hop_latency_s("nvls", simple, tiers[0]), (size_bytes * share / line0,))
-        return [("nvls", "Simple", _scaled(terms, fill_factor(size_bytes, nvls_fill_bytes(n, tiers[0]))), 0.0, 0.0)]
-    if op != "all_reduce" or "nvlstree" not in allowed:
-        return []
+        terms = Terms(latency, (size_bytes * share / line0,))
+        return "nvls", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0, 0.0
     line0 = port_bw[0] * (getattr(tiers[0], "nvlstree_efficiency", 0.0) or nvls_eff)  # calibrate: its own figure
     inter = port_bw[1] * counts[0] * getattr(tiers[1], "nvlstree_net_factor", 1.0)  # the node's c_1 = g_0 NICs
     outer = size_bytes / inter * (1 if nodes <= 2 else 2)
     transfer = (size_bytes / line0, outer) + tuple(0.0 for _ in tiers[2:])
-    latency = hop_latency_s("nvlstree", simple, tiers[0]) + 2 * lg(nodes) * hop_latency_s("nvlstree", simple, tiers[1])
-    terms = Terms(latency, transfer)
-    fill = max(fill_bytes(True), nvls_fill_bytes(counts[0], tiers[0], multi_node=True))
-    return [("nvlstree", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0, 0.0)]
+    return "nvlstree", "Simple", _scaled(Terms(latency, transfer), fill_factor(size_bytes, fill)), 0.0, 0.0
 
 
 def _ramp(terms: Terms, size_bytes: float, multi_node: bool) -> Terms:
@@ -363,13 +296,19 @@ def _ramp(terms: Terms, size_bytes: float, multi_node: bool) -> Terms:
     return _scaled(terms, fill_factor(size_bytes, fill_bytes(multi_node)))
 
 
-def _scaled(terms: Terms, k: float, extra_latency_s: float = 0.0) -> Terms:
-    """`terms` with its bottleneck transfer × k (and `extra_latency_s` added to its latency)."""
+def _scaled(terms: Terms, k: float) -> Terms:
+    """`terms` with its bottleneck transfer × k."""
     if not terms.transfer_s:
-        return Terms(terms.latency_s + extra_latency_s, (), terms.overlapped) if extra_latency_s else terms
-    worst = terms.bottleneck
-    transfer = tuple(x * k if i == worst else x for i, x in enumerate(terms.transfer_s))
-    return Terms(terms.latency_s + extra_latency_s, transfer, terms.overlapped)
+        return terms
+    return Terms(terms.latency_s, _scaled_transfer(terms.transfer_s, k), terms.overlapped)
+
+
+def _scaled_transfer(transfer: tuple[float, ...], k: float) -> tuple[float, ...]:
+    """`transfer` with its largest (first largest: Terms.bottleneck) entry × k."""
+    if not transfer:
+        return transfer
+    worst = transfer.index(max(transfer))
+    return transfer[:worst] + (transfer[worst] * k,) + transfer[worst + 1:]
 
 
 def p2p_channels(size_bytes: float, n: int, tier0, net_tier=None) -> int:

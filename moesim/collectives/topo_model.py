@@ -20,10 +20,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from moesim.collectives import formulas, hierarchy, nccl, torus_costs
+from moesim.collectives import formulas, hierarchy, nccl, nccl_plan, torus_costs
 from moesim.collectives.base import OPS, CollectiveCost, Group
 from moesim.collectives.formulas import Terms
-from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, Protocol, p2p_protocol
+from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 from moesim.topology.mapping import devices_spanned
@@ -89,39 +89,65 @@ class TopologyModel:
         return self._systems[devices]
 
     def placement(self, group: Group) -> tuple[System, GroupPlacement]:
-        devices = self.job_devices(group)
-        key = (group.size, group.stride, group.concurrent, devices)
-        if key not in self._placements:
-            system = self.system(devices)
-            self._placements[key] = (system, place(system, group))
-        return self._placements[key]
+        return self._placed(group)[:2]
+
+    def _placed(self, group: Group) -> tuple[System, GroupPlacement, dict]:
+        """(system, placement, {op: _Layout}) of `group`, memoised on the group's fields (all they depend on)."""
+        key = (group.size, group.stride, group.concurrent, group.devices)
+        found = self._placements.get(key)
+        if found is None:
+            system = self.system(self.job_devices(group))
+            found = self._placements[key] = (system, place(system, group), {})
+        return found
 
     def cost(self, op: str, size_bytes: float, group: Group) -> CollectiveCost:
-        """The fastest candidate (ties: the first listed); NCCL's tuner candidates ranked by its own model."""
+        """The fastest candidate (ties: the first listed); NCCL's tuner candidates ranked by its own model
+        (time_s + tuner_offset_s). `candidates`' pick, without building the losers' Candidate objects
+        (tests/collectives/test_cost_fast_path.py checks the two agree bit for bit)."""
         if group.size == 1:
             check_op(op, size_bytes)
             return CollectiveCost(op, size_bytes, 1, 0.0, "local", "none")
-        found = self.candidates(op, size_bytes, group)
-        if not found:  # only where NCCL_ALGO (or CollNet without SHARP) rules out every algorithm
+        rows, bound = self._priced(op, size_bytes, group)
+        best, best_s, best_rank = None, 0.0, 0.0
+        for row in rows:
+            time_s = row[3] + row[2].time_s  # Candidate.time_s
+            rank_s = time_s + row[4]  # NCCL's pick (nccl_plan.candidates), its wire time
+            if best is None or rank_s < best_rank:
+                best, best_s, best_rank = row, time_s, rank_s
+        if best is None:  # only where NCCL_ALGO (or CollNet without SHARP) rules out every algorithm
             raise SpecError(f"NCCL_ALGO '{self.nccl_algo}' leaves no algorithm NCCL runs for {op} over "
                             f"{group.size} devices here (CollNet needs NCCL_COLLNET_ENABLE: collnet=True, "
                             "--nccl-collnet, and a fabric with sharp = true)",
                             field="nccl_algo", value=self.nccl_algo, allowed=nccl.ALGORITHMS)
-        best = min(found, key=lambda c: c.time_s + c.tuner_offset_s)  # NCCL's pick (nccl.candidates), its wire time
-        return CollectiveCost(op, size_bytes, group.size, best.time_s, best.label, best.bottleneck)
+        name, proto, terms = best[:3]
+        label = f"{name}/{proto}" if proto else name
+        return CollectiveCost(op, size_bytes, group.size, best_s, label,
+                              bound if isinstance(bound, str) else _bound(terms, bound))
 
     def candidates(self, op: str, size_bytes: float, group: Group) -> list[Candidate]:
         """Every applicable (algorithm, protocol) with its time."""
+        rows, bound = self._priced(op, size_bytes, group)
+        if isinstance(bound, str):
+            return [Candidate(name, proto, terms, base, bound, offset) for name, proto, terms, base, offset in rows]
+        return [Candidate(name, proto, terms, base, _bound(terms, bound), offset)
+                for name, proto, terms, base, offset in rows]
+
+    def _priced(self, op: str, size_bytes: float, group: Group) -> tuple[list[tuple], str | tuple]:
+        """(rows of (algorithm, protocol, Terms, base latency s, tuner offset s), bound): `bound` names the
+        bottleneck of every row, or is the tiers each row's Terms index (_bound)."""
         check_op(op, size_bytes)
-        system, pl = self.placement(group)
+        system, pl, layouts = self._placed(group)
         if pl.torus is not None and pl.top == 0:
             if pl.torus.chips == 1 or (op == "send_recv" and sum(pl.torus.pair_hops) == 0):
-                return [self._on_chip(op, size_bytes, group.size)]
-            return self._torus(op, size_bytes, group.size, system, pl)
-        return self._tiers(op, size_bytes, group.size, system, pl)
+                return [self._on_chip(op, size_bytes, group.size)], ON_CHIP
+            return self._torus(op, size_bytes, group.size, system, pl), system.tiers[0].name
+        layout = layouts.get(op)
+        if layout is None:
+            layout = layouts[op] = self._layout(op, group.size, system, pl)
+        return self._tiers(op, size_bytes, group.size, system, pl, layout), layout.tiers
 
     # -- members on one chip -------------------------------------------------------------------------
-    def _on_chip(self, op: str, size: float, n: int) -> Candidate:
+    def _on_chip(self, op: str, size: float, n: int) -> tuple:
         """Cores of one chip exchange through its HBM: the flat formulas with α = 0 and W = HBM bandwidth
         × memory efficiency (assumption: no published figure for core-to-core transfers on v2/v3)."""
         w = self.hardware.chip.hbm_bw_bytes_per_s * self.hardware.efficiency.memory_bandwidth
@@ -129,10 +155,10 @@ class TopologyModel:
                 "reduce_scatter": formulas.ring_all_gather_s, "all_to_all": formulas.pairwise_all_to_all_s,
                 "broadcast": formulas.pipelined_ring_broadcast_s}
         time = formulas.send_recv_s(size, 0.0, w) if op == "send_recv" else flat[op](n, size, 0.0, w)
-        return Candidate(ON_CHIP, "", Terms(0.0, (time,)), 0.0, ON_CHIP)
+        return ON_CHIP, "", Terms(0.0, (time,)), 0.0, 0.0
 
     # -- groups inside one torus slice ---------------------------------------------------------------
-    def _torus(self, op: str, size: float, n: int, system: System, pl: GroupPlacement) -> list[Candidate]:
+    def _torus(self, op: str, size: float, n: int, system: System, pl: GroupPlacement) -> list[tuple]:
         tier, tg = system.tiers[0], pl.torus
         b = tier.bw_at(size / n if op in _PASSES or op == "all_to_all" else size)
         alpha = tier.latency_s
@@ -147,85 +173,75 @@ class TopologyModel:
         else:
             found = [("direct", torus_costs.torus_send_recv_terms(size, tg, b, alpha))]
         # The runtime's fixed cost of one collective (profile `collective_overhead_us`) precedes the hops.
-        return [Candidate(name, "", terms, tier.overhead_s, tier.name) for name, terms in found]
+        return [(name, "", terms, tier.overhead_s, 0.0) for name, terms in found]
 
     # -- switch tiers (and anything spanning more than one torus slice) ------------------------------
-    def _tiers(self, op: str, size: float, n: int, system: System, pl: GroupPlacement) -> list[Candidate]:
+    def _layout(self, op: str, n: int, system: System, pl: GroupPlacement) -> "_Layout":
+        """What pricing `op` over this placement needs that no message size changes (memoised per group, op)."""
         top = pl.pair_tier if op == "send_recv" else pl.top
         tiers = system.tiers[:top + 1]
         counts = pl.counts[:top + 1]
-        message = size / n if op in _PASSES or op == "all_to_all" else size
-        port = [self._port_bw(system, pl, i, message) for i in range(len(tiers))]
-        if op in _P2P_OPS:  # send/recv's own line where a profile sets one (InterconnectLevel.p2p_factor)
-            port = [w * t.p2p_factor for w, t in zip(port, tiers)]
-        protocols = NCCL_PROTOCOLS if system.nccl else (PLAIN,)
         multi = top >= 1
-        rail = any(t.kind == "fabric" and self.hardware.interconnect[t.level_index].topology == "rail_optimized"
-                   for t in tiers)
-        copy_bw = self.hardware.chip.hbm_bw_bytes_per_s * self.hardware.efficiency.memory_bandwidth
-        if system.nccl and op in _PASSES:  # NCCL's tuner: nccl.py
-            allowed = self._allowed()
-            return [Candidate(name, proto, terms, base, _bound(terms, tiers), offset)
-                    for name, proto, terms, base, offset in nccl.candidates(op, size, n, counts, tiers, port, allowed,
-                                                                            self.collnet)]
-        cap = 0.0
+        protocols = NCCL_PROTOCOLS if system.nccl else (PLAIN,)
+        tuner = None
+        if system.nccl and op in _PASSES:  # NCCL's tuner: nccl_plan.py
+            tuner = nccl_plan.plan(op, n, counts, tiers, self._allowed(), self.collnet)
+        cap_tiers = None
         if system.nccl and op == "send_recv" and tiers[0].kind == "switch":
+            cap_tiers = (tiers[0], _nic_tier(system, pl))
+        return _Layout(
+            tiers=tiers, counts=counts, top=top, multi=multi,
+            torus_port=tuple(t.kind == "torus" and pl.torus is not None for t in tiers),
+            p2p=tuple(t.p2p_factor for t in tiers) if op in _P2P_OPS else None,
+            rail=any(t.kind == "fabric" and self.hardware.interconnect[t.level_index].topology == "rail_optimized"
+                     for t in tiers),
+            protocols=tuple((proto, {family: tuple(t.latency_s * proto.step_factor(t.kind, family) for t in tiers)
+                                     for family in ("ring", "tree")},
+                             proto.bw_factor(op == "all_reduce", multi)) for proto in protocols),
+            names=_algorithm_names(op, counts, n, system.nccl), tuner=tuner, cap_tiers=cap_tiers,
+            p2p_protocols=system.nccl and op in _P2P_OPS)
+
+    def _tiers(self, op: str, size: float, n: int, system: System, pl: GroupPlacement, lay: "_Layout") -> list[tuple]:
+        """Rows of every algorithm × protocol over the switch tiers at this size (`lay`: the size-free part)."""
+        tiers, counts, top, multi = lay.tiers, lay.counts, lay.top, lay.multi
+        message = size / n if op in _PASSES or op == "all_to_all" else size
+        port = [self._port_bw(system, pl, i, message) if torus else t.bw_at(message) * pl.boost[i]
+                for i, (t, torus) in enumerate(zip(tiers, lay.torus_port))]
+        if lay.p2p is not None:  # send/recv's own line where a profile sets one (InterconnectLevel.p2p_factor)
+            port = [w * f for w, f in zip(port, lay.p2p)]
+        if lay.tuner is not None:  # NCCL's tuner: nccl_plan.py
+            return nccl_plan.priced(lay.tuner, size, port)
+        copy_bw = self.hardware.chip.hbm_bw_bytes_per_s * self.hardware.efficiency.memory_bandwidth
+        cap = 0.0
+        if lay.cap_tiers is not None:
             # NCCL's p2p channels per peer (nccl_tuning.toml [p2p], [p2p_net]: the comm's NIC tier if it spans nodes)
-            net = _nic_tier(system, pl)
+            tier0, net = lay.cap_tiers
             if not multi:
-                cap = nccl.p2p_bw_cap(size, n, tiers[0], net)
+                cap = nccl.p2p_bw_cap(size, n, tier0, net)
             elif net is not None:
-                cap = nccl.p2p_net_bw_cap(size, n, tiers[0], net)
+                cap = nccl.p2p_net_bw_cap(size, n, tier0, net)
+        # send/recv-based ops on NCCL price each algorithm with the protocol its message size picks only
+        picked = None if not lay.p2p_protocols else {
+            name: p2p_protocol(_peer_bytes(name, size, n, counts)) for name in lay.names}
         out = []
-        for proto in protocols:
-            alpha = {family: [t.latency_s * proto.step_factor(t.kind, family) for t in tiers]
-                     for family in ("ring", "tree")}
-            bw = [w * proto.bw_factor(op == "all_reduce", multi) for w in port]
+        for proto, alpha, factor in lay.protocols:
+            if picked is not None and proto.name not in picked.values():
+                continue
+            bw = [w * factor for w in port]
             if cap:  # NCCL's p2p channels of one peer bound the send (computed once, above the loop)
                 bw[top] = min(bw[top], cap * proto.bw_factor(False, multi))
-            for name, terms in self._tier_algorithms(op, size, n, counts, alpha, bw, system, rail, copy_bw):
-                peer = _peer_bytes(name, size, n, counts)
-                if system.nccl and op in _P2P_OPS and proto.name != p2p_protocol(peer):
-                    continue  # send/recv picks its protocol by message size, not by the tuner
-                out.append(self._candidate(name, proto, terms, tiers))
+            for name in lay.names:
+                if picked is not None and proto.name != picked[name]:
+                    continue
+                terms = _algorithm_terms(name, op, size, n, counts, alpha, bw, lay.rail, copy_bw)
+                out.append((name, proto.name, terms, proto.base_latency_s(name), 0.0))
         return out
-
-    def _tier_algorithms(self, op, size, n, counts, alpha, bw, system, rail, copy_bw):
-        """The algorithms the system's library runs: NCCL's on GPUs (ring, tree, grouped send/recv,
-        plus the two-level all-to-all MoE libraries build on it), the textbook set elsewhere."""
-        multi = len(counts) > 1
-        nccl = system.nccl
-        alpha, tree_alpha = alpha["ring"], alpha["tree"]
-        if op in _PASSES:
-            passes = _PASSES[op]
-            yield "ring", hierarchy.ring_terms(passes, size, n, counts, alpha, bw)
-            if op == "all_reduce" and nccl:
-                yield "tree", hierarchy.double_binary_tree_terms(size, counts, tree_alpha, bw)
-            if not nccl:
-                if multi:
-                    yield "hierarchical_ring", hierarchy.hierarchical_ring_terms(passes, size, counts, alpha, bw)
-                yield _HALVING_NAME[op], hierarchy.halving_doubling_terms(passes, size, counts, alpha, bw)
-        elif op == "all_to_all":
-            yield "pairwise", hierarchy.pairwise_all_to_all_terms(size, n, counts, alpha, bw, rail)
-            if multi and counts[0] > 1 and n % counts[0] == 0:
-                yield "hierarchical", hierarchy.two_level_all_to_all_terms(size, n, counts, alpha, bw, copy_bw)
-        elif op == "broadcast":
-            for name in ("ring",) if nccl else ("ring", "binomial", "scatter_allgather"):
-                yield name, hierarchy.broadcast_terms(name, size, n, counts, alpha, bw)
-        else:
-            yield "direct", hierarchy.send_recv_terms(size, len(counts) - 1, len(counts), alpha, bw)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_algos", nccl.parse_nccl_algo(self.nccl_algo))
 
     def _allowed(self) -> frozenset[str]:
         return self._algos
-
-    @staticmethod
-    def _candidate(name: str, proto: Protocol, terms: Terms, tiers) -> Candidate:
-        moving = any(t > 0 for t in terms.transfer_s)
-        bound = tiers[terms.bottleneck].name if moving else tiers[-1].name
-        return Candidate(name, proto.name, terms, proto.base_latency_s(name), bound)
 
     def _port_bw(self, system: System, pl: GroupPlacement, index: int, message: float) -> float:
         """Per-device bandwidth of tier `index`: the port × efficiency, an uplink's share × boost, or, for a
@@ -237,6 +253,62 @@ class TopologyModel:
             rings = sum(torus_costs.axis_ring_bw(tg.m[a], tg.wrap[a], tg.share[a], b) for a in tg.axes)
             return max(rings, b) / tg.q
         return tier.bw_at(message) * pl.boost[index]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A group's tiers as one op prices them, with every figure no message size changes (TopologyModel._layout)."""
+
+    tiers: tuple  # the group's tiers, innermost first, up to the one that bounds it
+    counts: tuple[int, ...]  # g_i on those tiers
+    top: int
+    multi: bool  # more than one tier (several NVLink domains / nodes)
+    torus_port: tuple[bool, ...]  # per tier: a torus tier inside a larger group (TopologyModel._port_bw)
+    p2p: tuple[float, ...] | None  # per tier InterconnectLevel.p2p_factor, for send/recv-based ops
+    rail: bool  # a rail-optimized fabric among the tiers (PXN forwarding over NVLink)
+    protocols: tuple  # (Protocol, {"ring" | "tree": per-tier step latency s}, bandwidth factor) per protocol
+    names: tuple[str, ...]  # the algorithms _algorithm_terms prices for the op
+    tuner: object  # nccl_plan.plan for AR / AG / RS on NCCL systems, else None
+    cap_tiers: tuple | None  # (NVLink tier, NIC tier or None) where NCCL's p2p channels cap a send/recv
+    p2p_protocols: bool  # NCCL send/recv: each algorithm runs the protocol its message size picks
+
+
+def _algorithm_names(op: str, counts, n: int, nccl_lib: bool) -> tuple[str, ...]:
+    """The algorithms the system's library runs: NCCL's on GPUs (ring, tree, grouped send/recv, plus the
+    two-level all-to-all MoE libraries build on it), the textbook set elsewhere."""
+    multi = len(counts) > 1
+    if op in _PASSES:
+        names = ["ring"]
+        if op == "all_reduce" and nccl_lib:
+            names.append("tree")
+        if not nccl_lib:
+            names += (["hierarchical_ring"] if multi else []) + [_HALVING_NAME[op]]
+        return tuple(names)
+    if op == "all_to_all":
+        return ("pairwise", "hierarchical") if multi and counts[0] > 1 and n % counts[0] == 0 else ("pairwise",)
+    if op == "broadcast":
+        return ("ring",) if nccl_lib else ("ring", "binomial", "scatter_allgather")
+    return ("direct",)
+
+
+def _algorithm_terms(name: str, op: str, size: float, n: int, counts, alpha, bw, rail: bool, copy_bw: float) -> Terms:
+    """Terms of one of _algorithm_names' algorithms; `alpha` holds the "ring" and "tree" step latencies."""
+    if op in _PASSES:
+        passes = _PASSES[op]
+        if name == "ring":
+            return hierarchy.ring_terms(passes, size, n, counts, alpha["ring"], bw)
+        if name == "tree":
+            return hierarchy.double_binary_tree_terms(size, counts, alpha["tree"], bw)
+        if name == "hierarchical_ring":
+            return hierarchy.hierarchical_ring_terms(passes, size, counts, alpha["ring"], bw)
+        return hierarchy.halving_doubling_terms(passes, size, counts, alpha["ring"], bw)
+    if name == "pairwise":
+        return hierarchy.pairwise_all_to_all_terms(size, n, counts, alpha["ring"], bw, rail)
+    if name == "hierarchical":
+        return hierarchy.two_level_all_to_all_terms(size, n, counts, alpha["ring"], bw, copy_bw)
+    if op == "broadcast":
+        return hierarchy.broadcast_terms(name, size, n, counts, alpha["ring"], bw)
+    return hierarchy.send_recv_terms(size, len(counts) - 1, len(counts), alpha["ring"], bw)
 
 
 def _nic_tier(system: System, pl: GroupPlacement):

@@ -1,0 +1,134 @@
+"""NCCL's tuner over one group: what no message size changes, computed once (`plan`: hop latencies per
+algorithm × protocol, bandwidth factors, LL caps, gates), and every candidate priced from it (`priced`).
+TopologyModel memoises one plan per group and op; `candidates` is both in one call.
+
+Formulas and constants: nccl.py (notation, the helpers called here), hierarchy.py (ring and tree terms),
+nccl_tuning.toml.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moesim.collectives import hierarchy
+from moesim.collectives.formulas import Terms
+from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _collnet, _hop_tables, _ll_cap, _net_ll_legs,
+                                     _net_overheads, _nvls, _nvls_fixed, _pat, _ring_plateau, _scaled_transfer,
+                                     _tree_net_hops, fill_bytes, fill_factor, ring_chain_extra_net_steps,
+                                     tree_correction, tuning)
+
+
+def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str],
+               collnet: bool = False):
+    """(algorithm, protocol, Terms, base latency s, tuner offset s) of every enabled NCCL candidate for AR / AG / RS.
+
+    The Terms are what the wire takes (wire_hops_us); the tuner offset is NCCL's own model time minus it (its
+    NVLink LL / LL128 hops are smaller than the published ones: NVLink steps × (own hop − wire hop)), so NCCL's pick
+    is the candidate with the least time + offset, as its tuner ranks them (topo_model.TopologyModel.cost).
+
+    `port_bw` is W_i (usable, before protocol factors); `tiers` the System tiers of the group; `collnet`
+    is NCCL_COLLNET_ENABLE (CollNet runs only where the first network tier has SHARP as well).
+    """
+    return priced(plan(op, n, counts, tiers, allowed, collnet), size_bytes, port_bw)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `candidates` needs that no message size changes, for one op over one group's tiers (`plan`)."""
+
+    op: str
+    n: int
+    counts: tuple[int, ...]
+    tiers: tuple
+    allowed: frozenset[str]
+    passes: int
+    multi: bool
+    nodes: int
+    nvls_eff: float
+    fill_bytes: float  # S_fill of the ring / tree ramp
+    # ring and tree: (algorithm, protocol, latency s, bandwidth factor, per-tier LL caps or None, base s, plateau,
+    # (NVLink steps x (own hop − wire hop) s, the chain's wire-only s, the LL host legs' s): the tuner offset's parts)
+    ring_tree: tuple[tuple, ...]
+    pat: bool
+    nvls: tuple | None  # _nvls_fixed: (algorithm, latency s, S_fill) of NVLS / NVLSTree where it runs
+    sharp: bool
+
+
+def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool = False) -> Plan:
+    """The size-free part of `candidates`: hop latencies per algorithm × protocol, factors, caps, gates."""
+    t = tuning()
+    passes = 2 if op == "all_reduce" else 1
+    multi = len(counts) > 1
+    nodes = max(1, n // counts[0])
+    nvls_eff = getattr(tiers[0], "nvls_efficiency", 0.0)
+    ll_cap = _ll_cap(tiers[0], nodes)
+    hops, tuner0 = _hop_tables(tiers)
+    # one GPU per node: NCCL prices the network hops at the tree's ("With ppn=1 latencies are fully exposed,
+    # use the Tree network latency", 2.30.7 tuning.cc); several nodes: ring steps >= the net overhead
+    ppn1 = multi and counts[0] == 1
+    overhead = _net_overheads() if multi else None
+    chain = ring_chain_extra_net_steps(passes, counts)  # the ring's slowest chunk crosses one more node boundary
+    outer = len(counts) - 1  # the last tier of the group's counts holds it and is crossed (D_t > 1, hierarchy.py)
+    legs = _net_ll_legs() if multi else None  # wire only: NCCL's tuner has no host leg (offset below)
+    ring_tree = []
+    for algo in ("ring", "tree"):
+        if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
+            continue
+        factors, bases = t["protocol_bw_factor"][algo], t["base_latency_us"][algo]
+        # NVLink steps of the candidate (hierarchy.ring_terms / double_binary_tree_terms, tier 0)
+        steps0 = passes * (n - n / counts[0]) if algo == "ring" else 2 * (counts[0] - 1)
+        # the LL host legs on NCCL's own network steps (ring: passes·(N − 1); tree: 2·Σ lg D_i), not in its model
+        leg_off = legs[algo] * (passes * (n / counts[0] - 1) if algo == "ring" else _tree_net_hops(counts)) \
+            if multi else 0.0
+        for p, proto in enumerate(PROTOCOLS):
+            alpha = [h["tree" if i else algo][p] for i, h in enumerate(hops)] if ppn1 else [h[algo][p] for h in hops]
+            own0 = tuner0[algo][p]  # NCCL's own NVLink hop, which its tuner ranks by
+            if algo == "ring" and multi:  # NCCL's per-step network post overhead floors the intra-node steps
+                alpha[0], own0 = max(alpha[0], overhead[p]), max(own0, overhead[p])
+            if algo == "ring":  # chain NVLink steps priced as network steps (wire only: see the offset)
+                chain_wire = chain * (alpha[outer] - alpha[0])
+                latency = hierarchy.ring_latency_s(passes, n, counts, alpha) + chain_wire
+            else:
+                chain_wire, latency = 0.0, hierarchy.double_binary_tree_latency_s(counts, alpha)
+            plateau = algo == "ring" and proto == "Simple" and multi and op == "all_reduce"
+            # NCCL's tuner sees neither the ring's extra network steps nor the LL host leg (wire only,
+            # nccl_multinode.py): the offset subtracts them, so NCCL's pick stays its own model's (priced)
+            offset = (steps0 * (own0 - alpha[0]), chain_wire, leg_off if p == 0 else 0.0)
+            ring_tree.append((algo, proto, latency, factors[p], _caps(counts, ll_cap if p == 0 else 0),
+                              bases[p] * US, plateau, offset))
+    return Plan(op=op, n=n, counts=tuple(counts), tiers=tuple(tiers), allowed=allowed,
+                passes=passes, multi=multi, nodes=nodes, nvls_eff=nvls_eff,
+                fill_bytes=fill_bytes(multi), ring_tree=tuple(ring_tree),
+                pat=multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed,
+                # NVLS across nodes goes over CollNet where SHARP is on (_collnet), else it is NVLSTree
+                nvls=(_nvls_fixed(op, n, counts, tiers, nodes, multi, allowed) if nvls_eff > 0 and counts[0] > 1
+                      else None),
+                sharp=collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False))
+
+
+def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:
+    """`candidates` for `plan`'s op and group at `size_bytes`, W_i = `port_bw`."""
+    op, n, counts, tiers = plan.op, plan.n, plan.counts, plan.tiers
+    ramp = fill_factor(size_bytes, plan.fill_bytes)
+    out = []
+    for algo, proto, latency, factor, caps, base, plateau, (own_s, chain_wire, leg_s) in plan.ring_tree:
+        # hierarchy.ring_terms / double_binary_tree_terms, their latency from the plan
+        bw = [w * factor for w in port_bw] if caps is None else [min(w * factor, c) for w, c in zip(port_bw, caps)]
+        if algo == "ring":
+            transfer = hierarchy.ring_transfer_s(plan.passes, size_bytes, n, counts, bw)
+            if plateau:  # the plateau scales the whole latency, the chain's wire steps with it
+                before = latency
+                latency, base = _ring_plateau(latency, base, size_bytes, n, tiers[0])
+                chain_wire *= latency / before if before else 1.0
+        else:
+            k = 1.0 / tree_correction(proto, size_bytes)
+            transfer = tuple(x * k for x in hierarchy.double_binary_tree_transfer_s(size_bytes, counts, bw))
+        offset = own_s - chain_wire - leg_s  # NCCL's own model time minus the wire's
+        out.append((algo, proto, Terms(latency, _scaled_transfer(transfer, ramp), True), base, offset))
+    if plan.pat:
+        out.append(_pat(size_bytes, n, plan.nodes, tiers, port_bw))
+    if plan.nvls:
+        out.append(_nvls(op, size_bytes, n, counts, tiers, port_bw, plan.nvls_eff, plan.nodes, plan.nvls))
+    if plan.sharp:
+        out.extend(_collnet(size_bytes, counts, tiers, port_bw, plan.nvls_eff, plan.allowed))
+    return out

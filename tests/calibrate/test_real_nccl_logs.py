@@ -35,7 +35,7 @@ KNOWN_MISSES = {
     # 88 % (114 % before the mnfloor round; 178 % before NCCL's ring net overhead and multi-node LL cap): 54-64 us below
     # 1 MiB on GKE A3 Ultra (RoCE) against 27-50 us priced for the ring
     ("h200-gke-a3ultra-2node_all_gather_perf.log", "small"): 0.92,
-    # B200 on Vultr (2 x 8, IB NDR; one report, code-index id 60744093665): the multi-node non-all-reduce runs are
+    # B200 on Vultr (2 x 8, IB NDR; one report in mihai-amp/cluster-quality): the multi-node non-all-reduce runs are
     # slower than priced (measured / priced time - 1 > 0), not relabelled, listed with what they measure:
     ("b200-vultr-2node_all_gather_perf.log", "large"): 0.42,  # 39.1 % (41.3 before the mnfloor round): 1-64 MiB ramp
     ("b200-vultr-2node_reduce_scatter_perf.log", "large"): 0.43,  # 40.4 % (42.7): same shape as the all_gather run

@@ -24,7 +24,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from moesim.collectives.nccl_multinode import net_ll_send_leg_s, ring_chain_extra_net_steps
+from moesim.collectives import hierarchy
+from moesim.collectives.nccl_multinode import net_ll_send_leg_s
 from moesim.collectives.formulas import Terms, lg
 from moesim.errors import SpecError
 from moesim.paths import read_versioned_toml
@@ -113,9 +114,10 @@ def nvls_fill_bytes(n: int, tier0, multi_node: bool = False) -> float:
 
 
 @lru_cache(maxsize=256)
-def _tree_net_hops(counts: tuple[int, ...]) -> int:  # counts: the placement's tuple (hashable)
-    """Network hops of NCCL's tree all-reduce over the tiers above the first: 2·Σ_{i≥1} ⌈lg D_i⌉ (hierarchy.py)."""
-    return 2 * sum(lg(-(-counts[i] // counts[i - 1])) for i in range(1, len(counts)))
+def _tree_net_hops(counts: tuple[int, ...]) -> float:  # counts: the placement's tuple (hashable)
+    """Network hops of NCCL's tree all-reduce over the tiers above the first, 2·Σ_{i≥1} ⌈lg D_i⌉: the tree's
+    latency (hierarchy.double_binary_tree_latency_s) with a unit hop on every tier but the first."""
+    return hierarchy.double_binary_tree_latency_s(counts, (0.0,) + (1.0,) * (len(counts) - 1))
 
 
 @lru_cache(maxsize=1)
@@ -289,11 +291,6 @@ def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, fixed):
     outer = size_bytes / inter * (1 if nodes <= 2 else 2)
     transfer = (size_bytes / line0, outer) + tuple(0.0 for _ in tiers[2:])
     return "nvlstree", "Simple", _scaled(Terms(latency, transfer), fill_factor(size_bytes, fill)), 0.0, 0.0
-
-
-def _ramp(terms: Terms, size_bytes: float, multi_node: bool) -> Terms:
-    """The bottleneck transfer × fill_factor (every protocol fills the same channels' slots)."""
-    return _scaled(terms, fill_factor(size_bytes, fill_bytes(multi_node)))
 
 
 def _scaled(terms: Terms, k: float) -> Terms:

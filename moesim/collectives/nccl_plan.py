@@ -14,8 +14,8 @@ from moesim.collectives import hierarchy
 from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _collnet, _hop_tables, _ll_cap, _net_ll_legs,
                                      _net_overheads, _nvls, _nvls_fixed, _pat, _ring_plateau, _scaled_transfer,
-                                     _tree_net_hops, fill_bytes, fill_factor, ring_chain_extra_net_steps,
-                                     tree_correction, tuning)
+                                     _tree_net_hops, fill_bytes, fill_factor, tree_correction, tuning)
+from moesim.collectives.nccl_multinode import ring_chain_extra_net_steps
 
 
 def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str],

@@ -36,7 +36,6 @@ CLUSTERS = {
     "a100-thanos": ("a100-thanos-1node-mpirun_all_reduce_perf.log",),
     "b200-vultr": ("b200-vultr-1node_all_gather_perf.log", "b200-vultr-1node_reduce_scatter_perf.log"),
 }
-NCCL_LL_US = 0.6  # NCCL 2.30.7 hwLatencies NVLink LL (nccl_tuning.toml [hop_latency_us.nvlink])
 BRACKET_US = (0.3, 3.0)
 TOLERANCE_US = 1e-3
 
@@ -90,6 +89,7 @@ def cross_check() -> list[tuple]:
     published 1.0 us, at NCCL's 0.6 us)."""
     logs = _logs()
     published = nccl.tuning()["published_hop_us"]["nvlink"]["LL"]
+    nccl_ll_us = nccl.tuning()["hop_latency_us"]["nvlink"]["ring"][0]  # NCCL's own table (2.30.7 hwLatencies)
     rows = []
     for fit_on, own in logs.items():
         hop = fit_hop_us(own)
@@ -97,7 +97,7 @@ def cross_check() -> list[tuple]:
         for held, other in logs.items():
             if held == fit_on:
                 continue
-            at_fit, at_pub, at_nccl = (small_mape(other, h) for h in (hop, published, NCCL_LL_US))
+            at_fit, at_pub, at_nccl = (small_mape(other, h) for h in (hop, published, nccl_ll_us))
             for i, (entry, _) in enumerate(other):
                 rows.append((fit_on, hop, inside, entry["file"], at_fit[i], at_pub[i], at_nccl[i]))
     return rows

@@ -364,4 +364,3 @@ class Design:
                 lines = list(np.ravel(list(self.nvls_values(theta).values()))) + list(self.extra_values(theta).values())
                 out += d @ (1.0 / np.array(lines))
         return out
-

@@ -54,7 +54,8 @@ class CalibrationResult:
                     "prior_weight": fit.level_prior_weight, "gpus_per_thread": fit.gpus_per_thread,
                     "host_floor_rows_left_out": fit.host_floor_rows,
                     "prior_weight_check": [{"weight": w, "held_out_by_size_mape_sum": s}
-                                           for w, s in fit.prior_weight_scores]},
+                                           for w, s in fit.prior_weight_scores],
+                    "effective_rows": fit.effective_rows, "effective_rows_rounds": list(fit.effective_rows_rounds)},
             "parameters": [{"name": p.name, "unit": p.unit, "value": p.value, "prior": p.prior, "fitted": p.fitted,
                             "rel_std": p.rel_std, "interval_90": list(p.interval) if p.interval else None}
                            for p in fit.parameters],
@@ -92,7 +93,8 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
 
     Never ends in a traceback on a fit the profile cannot hold exactly: `consistency` lists the observations
     whose prediction from the written profile differs from the fit's own (the residual is reported).
-    `prior_weight`: the interconnect prior's weight; None = chosen by fit (size_split.py, or LEVEL_PRIOR_WEIGHT).
+    `prior_weight`: one weight for every interconnect figure's prior; None = from the fitted log (prior_weight.py),
+    or LEVEL_PRIOR_WEIGHT where layer records are fitted.
     `progress(fraction)` is called as the fit and its bootstrap refits go. `gpus_per_thread`: nccl-tests' -g N of
     the logs (their rows priced with the host floor of N launches per iteration; rows at the floor left out).
     """
@@ -252,11 +254,11 @@ def _floor_text(fit: FitResult) -> str:
 
 
 def _weight_text(fit: FitResult) -> str:
-    text = f"Interconnect prior weight {fit.level_prior_weight:g}"
-    if fit.prior_weight_scores:
-        text += (", picked by the held-out-by-size check (summed MAPE, smaller sizes <-> larger): "
-                 + ", ".join(f"{w:g}: {s:.1%}" for w, s in fit.prior_weight_scores))
-    return text + "."
+    if fit.effective_rows is None:
+        return f"Interconnect prior weight {fit.level_prior_weight:g} on every figure."
+    return (f"Interconnect prior weight {fit.level_prior_weight:.3g} / sigma of each figure (moesim/calibrate/"
+            f"prior_sigma.toml): the {fit.overall.n} rows count as {fit.effective_rows:.1f} independent ones "
+            "(their residuals' correlation along the sizes; moesim/calibrate/prior_weight.py).")
 
 
 def _guard_text(guard: PriorGuard) -> str:

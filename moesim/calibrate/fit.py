@@ -34,7 +34,7 @@ from moesim.calibrate.bench_cost import check_gpus_per_thread, host_bound_rows
 from moesim.calibrate.design import Design, Observation, choose_knots
 from moesim.calibrate.predict import check_fits, collective_terms, layer_terms, layer_total_terms, uses_ops
 from moesim.calibrate.records import TOTAL, CollectivePoint, Measurements
-from moesim.calibrate.size_split import choose_level_prior_weight
+from moesim.calibrate.prior_weight import bayes_weights, uniform_weights
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 
@@ -59,14 +59,15 @@ TRUST_LOG = np.log(2.0)  # first trust region of the interconnect parameters per
 # The trust region doubles while a step cut by it still lowers the loss by more than this fraction.
 TRUST_GROW_GAIN = 0.0
 # A log-normal prior on every interconnect figure (latency, bandwidth, NVLS bandwidth) around the profile's
-# value: one extra residual σ · w · ln(value / prior) each, σ the RMS of the data residuals (the misfit's
+# value: one extra residual σ · w_j · ln(value / prior) each, σ the RMS of the data residuals (the misfit's
 # own scale, as a MAP fit with unknown noise weighs its prior). Where the model fits the data exactly the
 # prior has no say; where it cannot (real logs) the data move a figure only where they pin it, and where
 # they cannot tell two figures apart (NVLink vs network hop latency on a 2-node log) the prior decides.
-# The NVLSTree / NVLS ratio ρ carries none (design.py: no measurement sets it). For collectives alone the
-# weight w is picked from the fitted log by a held-out-by-size check (size_split.py); LEVEL_PRIOR_WEIGHT is
-# used with layer records and where that check cannot run. It was chosen among 1, 3, 10, 30 on the gj-aion
-# logs in an earlier round (docs/collectives.md says so).
+# The NVLSTree / NVLS ratio ρ carries none (design.py: no measurement sets it). For collectives alone w_j is
+# √(n / n_eff) / σ_j: σ_j the figure's stated prior uncertainty (prior_sigma.toml), n_eff the effective number
+# of independent rows of the fitted log from its own residuals' correlation (prior_weight.py). LEVEL_PRIOR_WEIGHT,
+# one w for every figure, is used with layer records; `--prior-weight W` sets one w for every figure. It was
+# chosen among 1, 3, 10, 30 on the gj-aion logs in an earlier round (docs/collectives.md says so).
 LEVEL_PRIOR_WEIGHT = 10.0
 BOOTSTRAP_FROM = 0.2  # progress fraction at which the bootstrap refits start (the fit itself is the first part)
 INTERVAL_PERCENTILES = (5.0, 95.0)
@@ -141,8 +142,12 @@ class FitResult:
     # level name -> π, the latency of one send/recv message (profile p2p_latency_us), s: fitted from all-to-all /
     # send/recv rows, or the prior's (its latency_us where unset); written where it differs from the written latency
     p2p_latencies: dict[str, float] = field(default_factory=dict)
-    level_prior_weight: float = 0.0  # the interconnect prior's weight the fit used (LEVEL_PRIOR_WEIGHT or chosen)
-    prior_weight_scores: tuple[tuple[float, float], ...] = ()  # (weight, held-out-by-size MAPE) where chosen
+    # the interconnect prior's weight the fit used: W of every figure (LEVEL_PRIOR_WEIGHT or --prior-weight W), or
+    # √(n / n_eff), the factor over each figure's 1 / σ, where chosen from the log (prior_weight.py)
+    level_prior_weight: float = 0.0
+    prior_weight_scores: tuple[tuple[float, float], ...] = ()  # (kept for the JSON key; the old size check's scores)
+    effective_rows: float | None = None  # n_eff of the fitted rows where the weight came from them, else None
+    effective_rows_rounds: tuple[float, ...] = ()  # n_eff after each fit of the fixed point
     predicted_s: tuple[float, ...] = field(default=(), repr=False)
     gpus_per_thread: int = 1  # nccl-tests' -g N of the logs (bench_cost.py host floor)
     host_floor_rows: int = 0  # nccl-tests rows at that floor under the prior, left out of the fit (host_bound_rows)
@@ -196,15 +201,16 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
     if int(design.free.sum()) >= len(obs):
         raise SpecError(f"{len(obs)} observations cannot fit {int(design.free.sum())} parameters: measure more "
                         "configurations or sizes")
-    weights = np.ones(len(obs))
-    level_weight, weight_scores = level_prior_weight or LEVEL_PRIOR_WEIGHT, ()
+    level_weight, n_eff, rounds = level_prior_weight or LEVEL_PRIOR_WEIGHT, None, ()
+    prior_weights = uniform_weights(design, level_weight)
     if level_prior_weight is None and design.has_collectives and not measurements.layers:
-        level_weight, weight_scores = choose_level_prior_weight(obs, prior, design.knots, loss, _relinearised_fit)
-    theta, result, relin, free_used = _relinearised_fit(design, loss, level_weight)
+        prior_weights, n_eff, rounds = bayes_weights(design, loss, _relinearised_fit)
+        level_weight = float(np.sqrt(len(obs) / n_eff))
+    theta, result, relin, free_used = _relinearised_fit(design, loss, prior_weights)
     log_cov = _log_covariance(design, result, free_used)
     if progress is not None:
         progress(BOOTSTRAP_FROM)
-    samples = _bootstrap(design, theta, loss, bootstrap, seed, progress, level_weight)
+    samples = _bootstrap(design, theta, loss, bootstrap, seed, progress, prior_weights)
     pred = design.predict(theta)
     labels = sorted({o.label for o in obs})
     blocks = {lab: block_stats(pred[m], design.measured[m]) for lab in labels
@@ -222,7 +228,8 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         fitted_keys=tuple(sorted(fit_keys & {r.key for r in measurements.layers})), relinearisations=relin,
         observations=tuple(obs), predicted_s=tuple(float(x) for x in pred),
         op_memory=bool(design.op_mem_s.any()),
-        level_prior_weight=level_weight, prior_weight_scores=weight_scores, gpus_per_thread=gpus_per_thread,
+        level_prior_weight=level_weight, effective_rows=n_eff, effective_rows_rounds=rounds,
+        gpus_per_thread=gpus_per_thread,
         host_floor_rows=len(host_bound_rows(measurements, prior, gpus_per_thread)),
         nvls_bandwidths={design.levels[j].name: v for j, v in design.nvls_values(theta).items()},
         extra_bandwidths={(design.levels[m].name, key): v for (m, key), v in design.extra_values(theta).items()},
@@ -230,7 +237,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
     )
 
 
-def _relinearised_fit(design: Design, loss: str, level_weight: float):
+def _relinearised_fit(design: Design, loss: str, prior_weights: np.ndarray):
     """(θ, the last solve's result, relinearisations, the free mask it used): least squares on the collectives'
     linearisation, re-probed until the slopes stop changing, under the trust region (module docstring)."""
     theta, weights = design.initial(), np.ones(len(design.observations))
@@ -239,7 +246,7 @@ def _relinearised_fit(design: Design, loss: str, level_weight: float):
         free_used = design.free.copy()  # re-probing can change which parameters move: keep the solve's own
         old_coef = design.coef
         step, result = _solve(design, theta, weights, loss, trust=trust if design.has_collectives else None,
-                              level_weight=level_weight)
+                              prior_weights=prior_weights)
         coef = design.probe(step)
         loss_at_step = _model_loss(design, step, coef, loss)
         if design.has_collectives and loss_at_step > best:
@@ -281,9 +288,10 @@ def _same_slopes(new, old) -> bool:
 
 
 def _solve(design: Design, theta0: np.ndarray, weights: np.ndarray, loss: str, free: np.ndarray | None = None,
-           trust: float | None = None, level_weight: float = LEVEL_PRIOR_WEIGHT):
+           trust: float | None = None, prior_weights: np.ndarray | None = None):
     """Least squares on the current linearisation; `trust` bounds the interconnect parameters to
-    θ0 ± trust (ln units) so a step stays where the linearisation (the same fastest algorithms) holds."""
+    θ0 ± trust (ln units) so a step stays where the linearisation (the same fastest algorithms) holds.
+    `prior_weights`: w_j per θ (module comment at LEVEL_PRIOR_WEIGHT); None = LEVEL_PRIOR_WEIGHT on every figure."""
     free = design.free.copy() if free is None else free
     lo, hi = design.bounds()
     if trust is not None:
@@ -303,10 +311,7 @@ def _solve(design: Design, theta0: np.ndarray, weights: np.ndarray, loss: str, f
         return np.concatenate([data, RIDGE * theta[1:k], sigma * prior_weight[free] * (x - prior[free])])
 
     prior = design.initial()
-    lev = design.level_slice()
-    prior_weight = np.zeros(len(theta0))
-    prior_weight[lev] = level_weight
-    prior_weight[design.unpriored()] = 0.0
+    prior_weight = uniform_weights(design, LEVEL_PRIOR_WEIGHT) if prior_weights is None else prior_weights
 
     x0 = np.clip(theta0[free], lo[free], hi[free])
     result = least_squares(residuals, x0, bounds=(lo[free], hi[free]), loss=loss, f_scale=F_SCALE, method="trf",
@@ -352,7 +357,7 @@ def _dependence(design: Design, theta: np.ndarray) -> np.ndarray:
 
 
 def _bootstrap(design: Design, theta: np.ndarray, loss: str, reps: int, seed: int,
-               progress=None, level_weight: float = LEVEL_PRIOR_WEIGHT) -> np.ndarray | None:
+               progress=None, prior_weights: np.ndarray | None = None) -> np.ndarray | None:
     """Log physical parameters of `reps` refits on resampled units (rows), or None.
 
     A parameter no resampled observation depends on is held at the fit and counted as NaN.
@@ -371,7 +376,7 @@ def _bootstrap(design: Design, theta: np.ndarray, loss: str, reps: int, seed: in
         counts = np.bincount(rng.integers(0, len(units), len(units)), minlength=len(units))
         weights = counts[obs_unit].astype(float)
         free = design.free & (weights @ dep > 0)
-        refit, _ = _solve(design, theta, weights, loss, free, level_weight=level_weight)
+        refit, _ = _solve(design, theta, weights, loss, free, prior_weights=prior_weights)
         row = lmap @ refit
         row[(np.abs(lmap[:, design.free & ~free]) > 0).any(axis=1)] = np.nan
         out.append(row)

@@ -84,18 +84,22 @@ def probe(design, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     # set, else the prior. Likewise W: a row spanning several levels sets only the outermost one's W (a
     # multi-node row the model bounds by NVLink leaves NVLink's W to single-node rows). V, V', U, P: the rows
     # their line bounds (V' is multi-node by nature, which its ratio ρ takes). π as α: the send/recv rows set
-    # the π of the outermost level they span.
+    # the π of the outermost level they span. And a row sets only its binding figure (binding_terms).
     ring_spans, p2p_spans = np.abs(a[:, :n_lev]) > tol, np.abs(a[:, n_lev:]) > tol
     spans = ring_spans | p2p_spans
     rows = spans.any(axis=1)
-    bound = np.abs(b) > tol
     outer_of_row = n_lev - 1 - np.argmax(spans[:, ::-1], axis=1)
+    lines = np.array(list(np.ravel(list(nvls.values()))) + list(net.values()))
+    binds = binding_terms(np.abs(a[:, :n_lev]) @ np.array([v[0] for v in values]), np.abs(a[:, n_lev:]) @ np.array(p2p),
+                          np.abs(b) / np.array([v[1] for v in values]), np.abs(d) / lines if len(lines) else d,
+                          np.maximum(c, 0.0))
+    ring_binds, p2p_binds, bound, line_binds = binds
     bound[rows] &= np.arange(n_lev)[None, :] == outer_of_row[rows, None]
-    design.level_used = np.stack([_outermost(ring_spans), bound.any(axis=0)], axis=1)
-    design.p2p_latency_used = _outermost(p2p_spans)
+    design.level_used = np.stack([_outermost(ring_spans & ring_binds[:, None]), bound.any(axis=0)], axis=1)
+    design.p2p_latency_used = _outermost(p2p_spans & p2p_binds[:, None])
     lev, n_lev, n_nvls = design._offsets()[2], len(design.levels), len(design.nvls_levels)
-    design.nvls_used = (np.abs(d[:, :2 * n_nvls]) > tol).any(axis=0).reshape(-1, 2)
-    design.extra_used = (np.abs(d[:, 2 * n_nvls:]) > tol).any(axis=0)
+    design.nvls_used = line_binds[:, :2 * n_nvls].any(axis=0).reshape(-1, 2)
+    design.extra_used = line_binds[:, 2 * n_nvls:].any(axis=0)
     design._free[lev:lev + 2 * n_lev:2] = design.level_used[:, 0]
     design._free[lev + 1:lev + 2 * n_lev:2] = design.level_used[:, 1]
     # log V moves V and V' (= ρ V); log ρ only V'
@@ -105,6 +109,24 @@ def probe(design, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     design._free[first:first + len(design.extra_figures)] = design.extra_used
     design._free[design._p2p_offset():design._p2p_offset() + n_lev] = design.p2p_latency_used
     return a, b, c, d
+
+
+def binding_terms(ring_latency_s: np.ndarray, p2p_latency_s: np.ndarray, bandwidth_s: np.ndarray,
+                  line_s: np.ndarray, rest_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Which figure binds each row: the term with the largest share of the row's predicted time, among the
+    summed hop latency (ring / tree / NVLS: one term, the row cannot split it between levels), the summed
+    send/recv latency, each level's S / W, each line's S / F, and the rest C that no fitted figure scales
+    (NCCL's base latencies, LL's copies). Returns (ring latency binds, send/recv latency binds, W_l binds,
+    line binds), rows first. A figure moves only where some row's binding term is its own: a row whose time
+    is mostly another term says little about it (its relative misfit is the figure's divided by its share, so
+    it would move the figure by the misfit over a small share). Hence an all-reduce log whose rows NVLS wins
+    at large sizes moves nvls_efficiency there, and the NVLink hop latency only where ring/LL rows are
+    latency-bound; a row mostly fixed cost moves nothing."""
+    columns = np.column_stack([ring_latency_s, p2p_latency_s, bandwidth_s, line_s, rest_s])
+    binding = np.argmax(columns, axis=1)
+    hit = (np.arange(columns.shape[1])[None, :] == binding[:, None]) & (columns > 0)
+    n_lev = bandwidth_s.shape[1]
+    return hit[:, 0], hit[:, 1], hit[:, 2:2 + n_lev], hit[:, 2 + n_lev:-1]
 
 
 def _outermost(spans: np.ndarray) -> np.ndarray:

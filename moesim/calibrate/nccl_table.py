@@ -75,10 +75,12 @@ class HeldOutPair:
     cluster: str
     fitted_on: str
     held_out: str
-    weight: float  # the interconnect prior weight the fit used ("auto": size_split.py)
+    weight: float  # the interconnect prior weight the fit used ("auto": √(n / n_eff), prior_weight.py)
     prior_mape: float
     calibrated_mape: float
     fixed_weight_mape: float  # the same fit at fit.LEVEL_PRIOR_WEIGHT, for comparison
+    prior_mape_small: float | None = None  # the same below 1 MiB (None: the held-out log has no row there)
+    calibrated_mape_small: float | None = None
 
     @property
     def change(self) -> float:
@@ -116,16 +118,18 @@ def calibration_matrix(manifest: Path) -> tuple[HeldOutPair, ...]:
                 for held in logs:
                     if held is not fit_on:
                         pts, g = _points(folder, held), held.get("gpus_per_thread", 1)
+                        before, after = log_error(pts, prior, None, g), log_error(pts, auto.profile, None, g)
                         out.append(HeldOutPair(cluster, fit_on["file"], held["file"], auto.fit.level_prior_weight,
-                                               log_error(pts, prior, None, g).mape_large,
-                                               log_error(pts, auto.profile, None, g).mape_large,
-                                               log_error(pts, fixed, None, g).mape_large))
+                                               before.mape_large, after.mape_large,
+                                               log_error(pts, fixed, None, g).mape_large,
+                                               before.mape_small, after.mape_small))
     return tuple(out)
 
 
 def calibration_rows(manifest: Path) -> list[tuple]:
-    return [(p.cluster, p.fitted_on, f"{p.weight:g}", p.held_out, _pct(p.prior_mape), _pct(p.calibrated_mape),
-             f"{100 * p.change:+.2f}", _pct(p.fixed_weight_mape)) for p in calibration_matrix(manifest)]
+    return [(p.cluster, p.fitted_on, f"{p.weight:.3g}", p.held_out, _pct(p.prior_mape), _pct(p.calibrated_mape),
+             f"{100 * p.change:+.2f}", _pct(p.fixed_weight_mape), _pct(p.prior_mape_small),
+             _pct(p.calibrated_mape_small)) for p in calibration_matrix(manifest)]
 
 
 def render(manifest: Path) -> str:
@@ -135,7 +139,8 @@ def render(manifest: Path) -> str:
             "signed >= 1 MiB", "note"]
     prior = table(prior_rows(manifest), head, align="llrllllrrl")
     cal = table(calibration_rows(manifest), ["cluster", "fitted on", "prior weight", "held out", "prior MAPE >= 1 MiB",
-                                             "calibrated", "change (pt)", "calibrated, weight 10"], align="llrlrrrr")
+                                             "calibrated", "change (pt)", "calibrated, weight 10", "prior < 1 MiB",
+                                             "calibrated < 1 MiB"], align="llrlrrrrrr")
     return "\n".join([
         "## Per-log error of the uncalibrated priors",
         "",
@@ -150,9 +155,11 @@ def render(manifest: Path) -> str:
         "",
         "`moesim calibrate LOG --hardware PROFILE` on one log (no bootstrap, nothing held out of it), then the",
         "MAPE >= 1 MiB of each other healthy log of the same cluster with the prior and with the calibrated",
-        "profile. `prior weight`: the interconnect prior's weight the fit picked from the fitted log alone",
-        "(held-out-by-size check, moesim/calibrate/size_split.py); the last column is the same fit at the",
-        "fixed weight 10 of earlier rounds (chosen on the gj-aion logs, so not independent of them).",
+        "profile. `prior weight`: sqrt(n / n_eff), the factor over each figure's 1 / sigma (moesim/calibrate/",
+        "prior_sigma.toml) with which the fit weighed the prior, n_eff the fitted log's effective number of",
+        "independent rows from its own residuals (moesim/calibrate/prior_weight.py); `calibrated, weight 10` is",
+        "the same fit at the fixed weight 10 of earlier rounds on every figure (chosen on the gj-aion logs, so not",
+        "independent of them); the last two columns are the held-out log's MAPE below 1 MiB, prior and calibrated.",
         "",
         "```", cal, "```",
         "",

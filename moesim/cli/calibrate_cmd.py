@@ -44,9 +44,10 @@ def register(subparsers) -> None:
                         "out of the fit (they say nothing about the links)")
     p.add_argument("--prior-weight", default="auto", metavar="auto|W",
                    help="weight of the log-normal prior on the interconnect figures (latency, bandwidth, NVLS): "
-                        "'auto' (default) picks it from the fitted collectives alone by a held-out-by-size check "
-                        "(fit the smaller sizes, test the larger, and back; moesim/calibrate/size_split.py), or "
-                        "10 where layer records are fitted; a number > 0 sets it")
+                        "'auto' (default) weighs each figure by its stated uncertainty (moesim/calibrate/"
+                        "prior_sigma.toml) against the fitted log's effective number of independent rows (a "
+                        "Bayesian update; moesim/calibrate/prior_weight.py), or 10 where layer records are fitted; "
+                        "a number > 0 sets one weight for every figure")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_quiet(p)
     p.set_defaults(run=run_calibrate)

@@ -287,6 +287,9 @@ def render_calibration(result: CalibrationResult) -> str:
              f"[{p.interval[0]:.4g}, {p.interval[1]:.4g}]" if p.interval else "-", _pct(p.rel_std))
             for p in fit.parameters if p.fitted]
     params = table(rows, ["parameter", "unit", "fitted", "prior", "90% bootstrap", "rel. std"], align="llrrrr")
+    if not rows:
+        params = ("no figure is fitted: no row's largest term is a figure of the profile (a row mostly fixed cost "
+                  "says nothing about a figure), so the prior's figures are written")
     res_rows = [(label, s.n, _pct(s.mape), _pct(s.max_abs_pct_error), f"{s.mean_signed_error:+.1%}",
                  "-" if s.r2_log is None else f"{s.r2_log:.3f}") for label, s in fit.blocks.items()]
     residuals = table(res_rows, ["observations", "n", "MAPE", "max", "mean err", "R2 (ln t)"], align="lrrrrr")

@@ -1,7 +1,8 @@
 """The collectives of a calibration Design linearised through the real model at θ (design.py's module docstring):
 per observation t = C + Σ_l A_l·α_l + Σ_l A'_l·π_l + Σ_F B_F / F, the slopes by finite differences of
-`select.default_model` itself, and which figures the rows set (the outermost level a row spans; each line by
-the rows it bounds). A part of Design, split out for its length: it reads and sets the Design's own fields."""
+`select.default_model` itself, and which figures the rows set (the outermost level a row spans, and of those
+only the figure whose term is the row's largest: binding_terms). A part of Design, split out for its length: it
+reads and sets the Design's own fields."""
 
 from __future__ import annotations
 

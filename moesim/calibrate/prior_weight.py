@@ -13,7 +13,9 @@ n_eff) the data residuals r_i beside prior residuals s · √(n / n_eff) · (ln 
 figure j is √(n / n_eff) / σ_j. φ is the residuals' own, at the fit (ordered by collective, group and size): a
 misfit the figures remove leaves uncorrelated residuals and the data decide; a misfit of shape the figures cannot
 follow (a ramp, a floor) leaves long runs of one sign, few effective rows, and the prior holds. The fit and φ
-are iterated to a fixed point (MAX_ROUNDS at most), starting from the prior's residuals.
+are iterated to a fixed point (MAX_ROUNDS at most), starting from the prior's residuals; where they cycle instead
+(φ, read from signs, moves in steps), the cycle's smallest n_eff is taken, the prior holding where the rows'
+independence is in doubt.
 Used where every observation is a collective (nccl-tests logs); layer records, or `--prior-weight W`, weigh
 every figure W (fit.LEVEL_PRIOR_WEIGHT by default), as before.
 """
@@ -115,14 +117,20 @@ def bayes_weights(design: Design, loss: str, fit) -> tuple[np.ndarray, float, tu
         return effective_rows(r[order])
 
     n_eff, rounds = n_eff_at(theta0), []
+    seen = [n_eff]
     for _ in range(MAX_ROUNDS):
         design.coef = design.probe(theta0)
         theta = fit(design, loss, np.sqrt(n / n_eff) * inv)[0]
         new = n_eff_at(theta)
         rounds.append(new)
-        done = abs(new - n_eff) <= ROUND_RTOL * n_eff
-        n_eff = new
-        if done:
+        if abs(new - n_eff) <= ROUND_RTOL * n_eff:
+            n_eff = new
             break
+        cycle = [k for k, old in enumerate(seen) if abs(new - old) <= ROUND_RTOL * old]
+        if cycle:  # the signs flip between two fits (φ moves in steps of 2 / (n − 1)): the fewer rows of the cycle
+            n_eff = min(seen[cycle[0]:] + [new])
+            break
+        seen.append(new)
+        n_eff = new
     design.coef = design.probe(theta0)
     return np.sqrt(n / n_eff) * inv, n_eff, tuple(rounds)

@@ -184,8 +184,8 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
                 loss: str = "soft_l1", fit_router_matmul: bool = False, level_prior_weight: float | None = None,
                 progress=None, gpus_per_thread: int = 1) -> FitResult:
     """Fit `prior`'s efficiency table, peaks, memory bandwidth, per-level α, W and layer overhead to the
-    measurements. `level_prior_weight`: the interconnect prior's weight; None = LEVEL_PRIOR_WEIGHT, or where every
-    observation is a collective the weight a held-out-by-size check on them picks (size_split.py)."""
+    measurements. `level_prior_weight`: one prior weight for every interconnect figure; None = LEVEL_PRIOR_WEIGHT, or
+    where every observation is a collective each figure's √(n / n_eff) / σ_j (prior_weight.py)."""
     if loss not in LOSSES:
         raise SpecError(f"unknown loss '{loss}'", field="loss", value=loss, allowed=LOSSES)
     if bootstrap < 0:

@@ -57,7 +57,7 @@ KNOWN_WORSE = {
     ("b200-vultr-1node_all_reduce_perf.log", "b200-vultr-1node_all_gather_perf.log"),
     ("b200-vultr-1node_all_reduce_perf.log", "b200-vultr-1node_reduce_scatter_perf.log"),
     ("b200-vultr-1node_reduce_scatter_perf.log", "b200-vultr-1node_all_gather_perf.log"),
-    # (session 6) the 1-node all-to-all's 128 MiB - 1 GiB rows, bound by send/recv's NVLink line P, measure 1.05-1.12x
+    # (session 6) the 1-node all-to-all's 64 MiB - 1 GiB rows, bound by send/recv's NVLink line P, measure 1.05-1.12x
     # the prior, so P falls 1.8 %; the 1-node sendrecv (one peer per rank, not seven) matches the prior's P at
     # 512 MiB - 16 GiB (0.98-1.03x) and loses 11.6 -> 12.1 % (< 1 MiB 30.2 -> 30.4 %).
     ("b200-vultr-1node_alltoall_perf.log", "b200-vultr-1node_sendrecv_perf.log"),

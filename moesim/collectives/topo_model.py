@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from moesim.collectives import formulas, hierarchy, nccl, nccl_plan, torus_costs
-from moesim.collectives.base import OPS, CollectiveCost, Group
+from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
 from moesim.collectives.formulas import Terms
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
 from moesim.errors import SpecError
@@ -161,7 +161,7 @@ class TopologyModel:
     def _torus(self, op: str, size: float, n: int, system: System, pl: GroupPlacement) -> list[tuple]:
         tier, tg = system.tiers[0], pl.torus
         b = tier.bw_at(size / n if op in _PASSES or op == "all_to_all" else size)
-        alpha = tier.latency_s
+        alpha = p2p_latency_s(tier) if op in _P2P_OPS else tier.latency_s
         if op in _PASSES:
             found = [("torus_rings", torus_costs.torus_rings_terms(_PASSES[op], size, tg, b, alpha)),
                      (_HALVING_NAME[op], torus_costs.torus_halving_doubling_terms(_PASSES[op], size, tg, b, alpha))]
@@ -188,7 +188,7 @@ class TopologyModel:
             tuner = nccl_plan.plan(op, n, counts, tiers, self._allowed(), self.collnet)
         cap_tiers = None
         # send/recv's own message latency where a profile sets one (InterconnectLevel.p2p_latency_s)
-        latency = [t.p2p_latency_s if op in _P2P_OPS and t.p2p_latency_s is not None else t.latency_s for t in tiers]
+        latency = [p2p_latency_s(t) if op in _P2P_OPS else t.latency_s for t in tiers]
         if system.nccl and op == "send_recv" and tiers[0].kind == "switch":
             cap_tiers = (tiers[0], _nic_tier(system, pl))
         return _Layout(

@@ -6,6 +6,7 @@ alpha-beta model, and for nothing else (docs/collectives.md, "Send/recv latency 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +106,26 @@ def test_alpha_beta_model_takes_the_p2p_latency_for_point_to_point_only():
         assert grew == pytest.approx((FACTOR - 1) * plain.cost(op, 0.0, group).time_s, rel=1e-12)
         assert grew > 0
     assert plain.cost("all_reduce", 1024.0, group) == p2p.cost("all_reduce", 1024.0, group)
+
+
+def test_a_profile_file_with_p2p_latency_us_prices_as_the_replaced_spec(tmp_path):
+    """The key as a file carries it (`moesim calibrate` writes it so): h100-sxm.toml with p2p_latency_us on both
+    levels loads to the same p2p_latency_s and prices the DeepEP and NCCL all-to-alls as the replaced spec."""
+    source = (Path(__file__).parents[2] / "hardware_profiles" / "h100-sxm.toml").read_text(encoding="utf-8")
+    lines = []
+    for line in source.splitlines():
+        lines.append(line)
+        if line.startswith("latency_us ="):
+            us = float(line.split("=")[1].split("#")[0])
+            lines.append(f"p2p_latency_us = {us * FACTOR!r}")
+    path = tmp_path / "h100-p2p.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    loaded, replaced = load_hardware(path), with_p2p_latency(load_hardware("h100-sxm"))
+    assert [lv.p2p_latency_s for lv in loaded.interconnect] == \
+        pytest.approx([lv.p2p_latency_s for lv in replaced.interconnect], rel=1e-12)
+    group = Group(size=32, devices=32)
+    deepep = [DispatchModel(default_model(hw), "deepep", 64, 8).cost("all_to_all", 2.0**20, group).time_s
+              for hw in (loaded, replaced, load_hardware("h100-sxm"))]
+    assert deepep[0] == pytest.approx(deepep[1], rel=1e-12) and deepep[0] > deepep[2]
+    nccl = [TopologyModel(hw).cost("all_to_all", 2.0**20, group).time_s for hw in (loaded, replaced)]
+    assert nccl[0] == pytest.approx(nccl[1], rel=1e-12)

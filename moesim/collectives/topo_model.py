@@ -230,7 +230,8 @@ class TopologyModel:
                 cap = nccl.p2p_bw_cap(size, n, tier0, net)
             elif net is not None:
                 cap = nccl.p2p_net_bw_cap(size, n, tier0, net)
-        # send/recv-based ops on NCCL price each algorithm with the protocol its message size picks only
+        # send/recv-based ops on NCCL price each algorithm with the protocol its message size picks only (a
+        # send/recv between nodes: Simple, _layout)
         picked = None if not lay.p2p_protocols else {
             name: "Simple" if lay.p2p_net_simple else p2p_protocol(_peer_bytes(name, size, n, counts))
             for name in lay.names}

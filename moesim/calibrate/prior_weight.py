@@ -13,7 +13,10 @@ n_eff) the data residuals r_i beside prior residuals s · √(n / n_eff) · (ln 
 figure j is √(n / n_eff) / σ_j. φ is the residuals' own, at the fit (ordered by collective, group and size): a
 misfit the figures remove leaves uncorrelated residuals and the data decide; a misfit of shape the figures cannot
 follow (a ramp, a floor) leaves long runs of one sign, few effective rows, and the prior holds. The fit and φ
-are iterated to a fixed point (MAX_ROUNDS at most), starting from the prior's residuals; where they cycle instead
+are iterated to a fixed point (MAX_ROUNDS at most), starting from n_eff = n (the rows taken as independent: the
+data speak first, and the correlation is read from what the figures cannot explain, not from the prior's own
+misfit, which a figure may remove; a log whose rows all sit 2x off one line would otherwise count as one row and
+keep the prior); where they cycle instead
 (φ, read from signs, moves in steps), the cycle's smallest n_eff is taken, the prior holding where the rows'
 independence is in doubt.
 Used where every observation is a collective (nccl-tests logs); layer records, or `--prior-weight W`, weigh
@@ -116,7 +119,7 @@ def bayes_weights(design: Design, loss: str, fit) -> tuple[np.ndarray, float, tu
         r = np.log(np.maximum(design.predict(theta, design.probe(theta)), 1e-300) / design.measured)
         return effective_rows(r[order])
 
-    n_eff, rounds = n_eff_at(theta0), []
+    n_eff, rounds = float(n), []
     seen = [n_eff]
     for _ in range(MAX_ROUNDS):
         design.coef = design.probe(theta0)

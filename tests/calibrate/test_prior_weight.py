@@ -138,5 +138,5 @@ def test_a_cycling_effective_row_count_takes_the_smaller():
         return (np.zeros(1),)
 
     weights, n_eff, rounds = bayes_weights(stub, "soft_l1", fit)
-    assert len(rounds) == 2 and n_eff == min(rounds) < 60
+    assert len(rounds) < 8 and n_eff == min(rounds) < 60  # without the cycle rule: 8 rounds, the last one kept
     assert weights[0] == pytest.approx(np.sqrt(200 / n_eff) / rel_sigmas()["latency"])

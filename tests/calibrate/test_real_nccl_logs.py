@@ -152,9 +152,9 @@ def test_calibrate_never_ends_in_a_traceback(name, tmp_path, capsys):
 
 
 def errors(name, profile=None):
-    from moesim.calibrate.nccl_table import entry_model
+    from moesim.calibrate.nccl_table import entry_hardware, entry_model
 
-    hw = profile or load_hardware(LOGS[name]["hardware"])
+    hw = entry_hardware(LOGS[name], profile)  # the profile with the log's system facts (host_cpu, gpu_nic_path)
     return log_error(points(name), hw, entry_model(LOGS[name], hw), LOGS[name].get("gpus_per_thread", 1))
 
 

@@ -147,6 +147,8 @@ def test_calibrate_never_ends_in_a_traceback(name, tmp_path, capsys):
             "--bootstrap", "0"]
     args += ["--nccl-op", entry["op"]] if "op" in entry else []
     args += ["--ranks", str(entry["ranks"])] if "ranks" in entry else []
+    args += [a for key in ("host_cpu", "gpu_nic_path") if key in entry
+             for a in (f"--{key.replace('_', '-')}", entry[key])]
     assert main(args) in (0, 2)
     out = capsys.readouterr()
     assert "Traceback" not in out.err + out.out

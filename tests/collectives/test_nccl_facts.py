@@ -158,3 +158,16 @@ def test_a_scenario_system_table_sets_the_facts(tmp_path):
     path.write_text(base + '[system]\nnic = "PXB"\n')
     with pytest.raises(SpecError, match="nic"):
         load_scenario(str(path))
+
+
+def test_calibrate_fits_with_the_facts_and_writes_them(tmp_path):
+    from pathlib import Path
+
+    from moesim.calibrate import calibrate
+
+    log = Path(__file__).parents[1] / "data" / "nccl" / "b200-vultr-2node_all_gather_perf.log"
+    out = tmp_path / "cal.toml"
+    result = calibrate([str(log)], "b200", out, bootstrap=0, holdout_fraction=0.0, nccl_ranks=16,
+                       system={"host_cpu": "amd"})
+    assert result.fit.prior.interconnect[1].host_cpu == "amd"
+    assert [lv.host_cpu for lv in load_hardware(str(out)).interconnect] == ["", "amd"]

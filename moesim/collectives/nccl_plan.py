@@ -19,7 +19,7 @@ from moesim.collectives.nccl_multinode import ring_chain_extra_net_steps
 
 
 def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str],
-               collnet: bool = False):
+               collnet: bool = False, protocols: frozenset[str] = frozenset(PROTOCOLS)):
     """(algorithm, protocol, Terms, base latency s, tuner offset s) of every enabled NCCL candidate for AR / AG / RS.
 
     The Terms are what the wire takes (wire_hops_us); the tuner offset is NCCL's own model time minus it (its
@@ -27,9 +27,10 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     is the candidate with the least time + offset, as its tuner ranks them (topo_model.TopologyModel.cost).
 
     `port_bw` is W_i (usable, before protocol factors); `tiers` the System tiers of the group; `collnet`
-    is NCCL_COLLNET_ENABLE (CollNet runs only where the first network tier has SHARP as well).
+    is NCCL_COLLNET_ENABLE (CollNet runs only where the first network tier has SHARP as well); `protocols`
+    what NCCL_PROTO enables (PAT, NVLS and CollNet run Simple only).
     """
-    return priced(plan(op, n, counts, tiers, allowed, collnet), size_bytes, port_bw)
+    return priced(plan(op, n, counts, tiers, allowed, collnet, protocols), size_bytes, port_bw)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ class Plan:
     sharp: bool
 
 
-def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool = False) -> Plan:
+def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool = False,
+         protocols: frozenset[str] = frozenset(PROTOCOLS)) -> Plan:
     """The size-free part of `candidates`: hop latencies per algorithm × protocol, factors, caps, gates."""
     t = tuning()
     passes = 2 if op == "all_reduce" else 1
@@ -81,6 +83,8 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
         leg_off = legs[algo] * (passes * (n / counts[0] - 1) if algo == "ring" else _tree_net_hops(counts)) \
             if multi else 0.0
         for p, proto in enumerate(PROTOCOLS):
+            if proto not in protocols:  # NCCL_PROTO
+                continue
             alpha = [h["tree" if i else algo][p] for i, h in enumerate(hops)] if ppn1 else [h[algo][p] for h in hops]
             own0 = tuner0[algo][p]  # NCCL's own NVLink hop, which its tuner ranks by
             if algo == "ring" and multi:  # NCCL's per-step network post overhead floors the intra-node steps
@@ -96,14 +100,15 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
             offset = (steps0 * (own0 - alpha[0]), chain_wire, leg_off if p == 0 else 0.0)
             ring_tree.append((algo, proto, latency, factors[p], _caps(counts, ll_cap if p == 0 else 0),
                               bases[p] * US, plateau, offset))
+    simple = "Simple" in protocols  # PAT, NVLS / NVLSTree and CollNet run Simple only
     return Plan(op=op, n=n, counts=tuple(counts), tiers=tuple(tiers), allowed=allowed,
                 passes=passes, multi=multi, nodes=nodes, nvls_eff=nvls_eff,
                 fill_bytes=fill_bytes(multi), ring_tree=tuple(ring_tree),
-                pat=multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed,
+                pat=multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed and simple,
                 # NVLS across nodes goes over CollNet where SHARP is on (_collnet), else it is NVLSTree
                 nvls=(_nvls_fixed(op, n, counts, tiers, nodes, multi, allowed) if nvls_eff > 0 and counts[0] > 1
-                      else None),
-                sharp=collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False))
+                      and simple else None),
+                sharp=collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False) and simple)
 
 
 def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:

@@ -10,7 +10,7 @@ import pytest
 from moesim.calibrate.nccl_table import entry_model
 from moesim.cli import main
 from moesim.collectives.base import Group
-from moesim.collectives.nccl_tuner_rules import TunerRule, TunerRules, load_tuner_rules, parse_nccl_proto
+from moesim.collectives.nccl_tuner_rules import ANY, TunerRule, TunerRules, load_tuner_rules, parse_nccl_proto
 from moesim.collectives.topo_model import TopologyModel
 from moesim.errors import SpecError
 from moesim.specs.load import load_hardware
@@ -115,8 +115,9 @@ def test_load_tuner_rules(tmp_path):
     rules = load_tuner_rules(write(tmp_path, RULES))
     assert [r.line for r in rules.rules] == [4, 5, 6, 7, 8]
     first, second, third, fourth, fifth = rules.rules
-    assert first == TunerRule("all_gather", 0, 65536, "ring", "Simple", 4, 2, 16, -1, -1, line=4)
-    assert (second.protocol, second.ranks, second.pipe_ops, second.reg_buff) == ("LL", -1, -1, -1)
+    assert first == TunerRule("all_gather", "ring", "Simple", 0, 65536, nodes=(2, 2), ranks=(16, 16), channels=4,
+                              line=4)
+    assert (second.protocol, second.ranks, second.pipe_ops, second.reg_buff) == ("LL", ANY, -1, -1)
     assert (third.op, third.algorithm, third.pipe_ops, third.reg_buff) == ("all_reduce", "nvlstree", 1, 0)
     assert (fourth.op, fourth.algorithm, fourth.protocol, fourth.pipe_ops) == ("broadcast", "tree", "LL128", 4)
     assert fifth.op is None  # NCCL's reduce: read, never matched (moesim has no reduce)
@@ -126,14 +127,14 @@ def test_load_tuner_rules(tmp_path):
 
 def test_rule_matching_as_the_example_plugin():
     """Both size bounds inclusive; nNodes / nRanks exact or -1; one call = numPipeOps 1, regBuff 0."""
-    rule = TunerRule("all_gather", 1024, 2048, "ring", "LL128", nodes=2, ranks=16)
+    rule = TunerRule("all_gather", "ring", "LL128", 1024, 2048, nodes=(2, 2), ranks=(16, 16))
     assert rule.matches("all_gather", 1024, 2, 16) and rule.matches("all_gather", 2048, 2, 16)
     assert not rule.matches("all_gather", 1023, 2, 16) and not rule.matches("all_gather", 2049, 2, 16)
     assert not rule.matches("all_gather", 1024, 4, 16) and not rule.matches("all_gather", 1024, 2, 32)
     assert not rule.matches("all_reduce", 1024, 2, 16)
-    assert TunerRule("all_gather", 0, 9, "ring", "LL", pipe_ops=1, reg_buff=0).matches("all_gather", 5, 3, 24)
-    assert not TunerRule("all_gather", 0, 9, "ring", "LL", pipe_ops=4).matches("all_gather", 5, 3, 24)
-    assert not TunerRule("all_gather", 0, 9, "ring", "LL", reg_buff=1).matches("all_gather", 5, 3, 24)
+    assert TunerRule("all_gather", "ring", "LL", 0, 9, pipe_ops=1, reg_buff=0).matches("all_gather", 5, 3, 24)
+    assert not TunerRule("all_gather", "ring", "LL", 0, 9, pipe_ops=4).matches("all_gather", 5, 3, 24)
+    assert not TunerRule("all_gather", "ring", "LL", 0, 9, reg_buff=1).matches("all_gather", 5, 3, 24)
 
 
 def test_rules_take_the_pick_first_match_wins(h200, tmp_path):
@@ -168,7 +169,7 @@ def test_rules_yield_to_nccl_algo_proto_and_what_cannot_run(h200, tmp_path):
 
 
 def test_rules_leave_non_nccl_systems_alone(tmp_path):
-    rules = TunerRules((TunerRule("all_reduce", 0, 2**40, "ring", "LL"),))
+    rules = TunerRules((TunerRule("all_reduce", "ring", "LL"),))
     tpu = load_hardware("tpu-v3")
     assert (TopologyModel(tpu, tuner_rules=rules).cost("all_reduce", MIB, Group(size=64))
             == TopologyModel(tpu).cost("all_reduce", MIB, Group(size=64)))
@@ -226,3 +227,66 @@ def test_manifest_entry_model_takes_nccl_proto(h200):
     assert entry_model({"file": "x.log"}, h200) is None
     model = entry_model({"file": "x.log", "nccl_proto": "^LL"}, h200)
     assert model.cost("all_gather", KIB, TWO_NODES).algorithm == "ring/LL128"
+
+
+TOML_RULES = """\
+schema_version = 1
+
+[[rule]]  # 2-3 nodes of 8: all-gather up to 64 KiB per rank on ring / LL128
+collective = "all_gather"
+algorithm = "ring"
+protocol = "LL128"
+per_rank_bytes = [0, 65535]
+nodes = [2, 3]
+ranks_per_node = [8, 8]
+channels = 8
+
+[[rule]]
+collective = "all_reduce"
+algorithm = "tree"
+protocol = "Simple"
+bytes = [0, 1048575]
+"""
+
+
+def test_toml_rules_take_ranges_and_per_rank_sizes(h200, tmp_path):
+    """The .toml form: node and ranks-per-node ranges, per-rank sizes (an all-gather's size / ranks)."""
+    rules = load_tuner_rules(write(tmp_path, TOML_RULES, "tuner.toml"))
+    first, second = rules.rules
+    assert (first.per_rank, first.min_bytes, first.max_bytes, first.nodes, first.ranks_per_node, first.channels,
+            first.line) == (True, 0, 65535, (2, 3), (8, 8), 8, 1)
+    assert (second.per_rank, second.max_bytes, second.nodes, second.line) == (False, 1048575, ANY, 2)
+    model = TopologyModel(h200, tuner_rules=rules)
+    # 16 ranks on 2 nodes: 1 MiB is 64 KiB per rank, 1 MiB + 16 B is past the per-rank bound
+    assert model.cost("all_gather", 16 * KIB, TWO_NODES).algorithm == "ring/LL128"
+    assert model.cost("all_gather", 1024 * KIB - 16, TWO_NODES).algorithm == "ring/LL128"
+    assert (model.cost("all_gather", 1024 * KIB + 16, TWO_NODES)
+            == TopologyModel(h200).cost("all_gather", 1024 * KIB + 16, TWO_NODES))
+    assert model.cost("all_gather", 16 * KIB, Group(size=32)).algorithm == "ring/LL"  # 4 nodes: NCCL's own
+    assert model.cost("all_gather", 16 * KIB, Group(size=24)).algorithm == "ring/LL128"  # 3 nodes
+    assert model.cost("all_reduce", 64 * KIB, TWO_NODES).algorithm == "tree/Simple"
+
+
+@pytest.mark.parametrize("body,fragment", [
+    ('schema_version = 2\n', "field 'schema_version': unsupported schema_version"),
+    ('schema_version = 1\nrules = []\n', "unknown keys ['rules']"),
+    ('schema_version = 1\n[[rule]]\ncollective = "allgather"\nalgorithm = "ring"\nprotocol = "LL"\n',
+     "field 'collective': rule 1: missing or unknown"),
+    ('schema_version = 1\n[[rule]]\ncollective = "all_gather"\nalgorithm = "ring"\nprotocol = "ll"\n',
+     "field 'protocol': rule 1: missing or unknown"),
+    ('schema_version = 1\n[[rule]]\ncollective = "all_gather"\nalgorithm = "ring"\nprotocol = "LL"\n'
+     'nodes = [3, 2]\n', "field 'nodes': rule 1: must be [min, max]"),
+    ('schema_version = 1\n[[rule]]\ncollective = "all_gather"\nalgorithm = "ring"\nprotocol = "LL"\n'
+     'bytes = [0, 9]\nper_rank_bytes = [0, 9]\n', "rule 1: give bytes or per_rank_bytes, not both"),
+    ('schema_version = 1\n[[rule]]\ncollective = "all_gather"\nalgorithm = "ring"\nprotocol = "LL"\n'
+     'chanels = 4\n', "rule 1: unknown keys ['chanels']"),
+])
+def test_bad_toml_rules_fail_with_one_line(capsys, tmp_path, body, fragment):
+    path = write(tmp_path, body, "tuner.toml")
+    with pytest.raises(SpecError, match=None) as err:
+        load_tuner_rules(path)
+    assert fragment in str(err.value) and str(path) in str(err.value)
+    assert main(["collective", "all_gather", "--hardware", "h200", "--devices", "16", "--bytes", "1KiB",
+                 "--tuner-rules", str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0]

@@ -38,7 +38,7 @@ Strict loaders: any other value fails with one line naming the file, the line or
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from moesim.errors import SpecError
@@ -113,9 +113,19 @@ class TunerRules:
 
     rules: tuple[TunerRule, ...]
     source: str = ""  # the file they were read from
+    _by_op: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def matching(self, op: str, size_bytes: float, nodes: int, ranks: int) -> tuple[TunerRule, ...]:
-        return tuple(r for r in self.rules if r.matches(op, size_bytes, nodes, ranks))
+    def __post_init__(self) -> None:
+        for rule in self.rules:  # file order kept within each collective
+            self._by_op.setdefault(rule.op, []).append(rule)
+
+    def covers(self, op: str) -> bool:
+        """Whether any rule names `op` (a cheap test before placing the group)."""
+        return op in self._by_op
+
+    def matching(self, op: str, size_bytes: float, nodes: int, ranks: int):
+        """The rules that match, in file order (a generator: the caller stops at the first it can run)."""
+        return (r for r in self._by_op.get(op, ()) if r.matches(op, size_bytes, nodes, ranks))
 
     def ops(self) -> frozenset[str]:
         return frozenset(r.op for r in self.rules if r.op is not None)

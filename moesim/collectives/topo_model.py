@@ -115,7 +115,7 @@ class TopologyModel:
             return CollectiveCost(op, size_bytes, 1, 0.0, "local", "none")
         rows, bound = self._priced(op, size_bytes, group)
         best, best_s, best_rank = None, 0.0, 0.0
-        if self.tuner_rules is not None:  # a tuner plugin's pick replaces NCCL's own (nccl_tuner_rules.py)
+        if self.tuner_rules is not None and self.tuner_rules.covers(op):  # a tuner plugin's pick (nccl_tuner_rules.py)
             best = self._rule_row(op, size_bytes, group, rows)
             if best is not None:
                 best_s = best[3] + best[2].time_s

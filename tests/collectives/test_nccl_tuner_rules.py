@@ -290,3 +290,12 @@ def test_bad_toml_rules_fail_with_one_line(capsys, tmp_path, body, fragment):
                  "--tuner-rules", str(path)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0]
+
+
+def test_broadcast_rules_and_proto(h200):
+    """Broadcast goes through NCCL's tuner too (ring): a rule or NCCL_PROTO sets its protocol."""
+    own = TopologyModel(h200).cost("broadcast", 64 * KIB, TWO_NODES)
+    rules = TunerRules((TunerRule("broadcast", "ring", "Simple"),))
+    ruled = TopologyModel(h200, tuner_rules=rules).cost("broadcast", 64 * KIB, TWO_NODES)
+    assert own.algorithm != "ring/Simple" and ruled.algorithm == "ring/Simple"
+    assert TopologyModel(h200, nccl_proto="LL128").cost("broadcast", 64 * KIB, TWO_NODES).algorithm == "ring/LL128"

@@ -1,8 +1,7 @@
 """NCCL_PROTO and tuner-plugin rules: what a cluster's NCCL set-up forces on the tuner's (algorithm, protocol) pick.
 
-`parse_nccl_proto`: NCCL_PROTO syntax ("LL128,Simple" keeps those, "^LL" drops LL; not case-sensitive).
-Source: NCCL env.rst, NCCL_PROTO ("comma-separated list of protocols (not case-sensitive) among LL, LL128,
-Simple"; a leading ^ excludes). TopologyModel(nccl_proto=...) restricts the candidates of the collectives
+`parse_nccl_proto`: NCCL_PROTO syntax ("LL128,Simple" keeps those, "^LL" drops LL, not case-sensitive;
+"LL,Simple;allreduce:^LL" per collective). Source: NCCL src/graph/tuning.cc `parseList` and env.rst NCCL_PROTO. TopologyModel(nccl_proto=...) restricts the candidates of the collectives
 NCCL's tuner prices (all-reduce, all-gather, reduce-scatter, broadcast). Send/recv-based ops (all-to-all,
 send/recv) keep their own rule (protocols.p2p_protocol): NCCL's enqueue.cc picks their protocol from the
 peer's LL buffer and NCCL_P2P_LL_THRESHOLD, not through the tuner.
@@ -54,14 +53,39 @@ TUNER_PROTOCOLS = {"ll": "LL", "ll128": "LL128", "simple": "Simple"}
 PIPE_OPS, REG_BUFF = 1, 0  # what one moesim collective call is: one operation, buffers not registered
 
 
-def parse_nccl_proto(text: str | None) -> frozenset[str]:
-    """The protocols NCCL_PROTO enables: "LL128,Simple" keeps those, "^LL" drops LL; "" keeps all three.
-    Source: NCCL env.rst (NCCL_PROTO: LL, LL128, Simple, not case-sensitive; a leading ^ excludes)."""
+def parse_nccl_proto(text: str | None) -> dict[str, frozenset[str]]:
+    """{collective: the protocols NCCL_PROTO enables for it}, for the four collectives NCCL's tuner picks.
+    "LL128,Simple" keeps those, "^LL" drops LL, for every collective; entries after the first name their
+    collective: "LL,Simple;allreduce:^LL" (LL and Simple, all-reduce everything but LL); "" keeps all three.
+    Source: NCCL src/graph/tuning.cc `parseList` (a 2.28+ source, read): the first entry may lack a prefix,
+    prefixes are NCCL's function names (case-insensitive), each entry replaces its collective's whole list."""
+    everything = frozenset(PROTOCOLS)
+    out = {op: everything for op in TUNER_OPS.values() if op is not None}
     if not text:
-        return frozenset(PROTOCOLS)
+        return out
+    for index, entry in enumerate(text.split(";")):
+        prefix, colon, items = entry.partition(":")
+        if not colon:
+            if index:
+                raise SpecError("NCCL_PROTO entries after the first name their collective ('allreduce:^LL')",
+                                field="nccl_proto", value=text, allowed=tuple(TUNER_OPS))
+            ops, items = tuple(out), prefix
+        else:
+            name = prefix.strip().lower()
+            if name not in TUNER_OPS:
+                raise SpecError(f"unknown NCCL function '{prefix.strip()}'", field="nccl_proto", value=text,
+                                allowed=tuple(TUNER_OPS))
+            ops = (TUNER_OPS[name],) if TUNER_OPS[name] else ()
+        chosen = _protocol_list(items.strip(), text)
+        for op in ops:
+            out[op] = chosen
+    return out
+
+
+def _protocol_list(items: str, text: str) -> frozenset[str]:
     by_lower = {p.lower(): p for p in PROTOCOLS}
-    exclude = text.startswith("^")
-    names = [t.strip().lower() for t in text.lstrip("^").split(",") if t.strip()]
+    exclude = items.startswith("^")
+    names = [t.strip().lower() for t in items.lstrip("^").split(",") if t.strip()]
     if not names:
         raise SpecError("NCCL_PROTO names no protocol", field="nccl_proto", value=text, allowed=PROTOCOLS)
     for name in names:

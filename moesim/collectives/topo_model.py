@@ -74,7 +74,7 @@ class TopologyModel:
     nccl_proto: str = ""  # NCCL_PROTO syntax ("LL128,Simple", "^LL"): restrict the tuner's protocols (nccl_tuner_rules.py)
     tuner_rules: object = None  # nccl_tuner_rules.TunerRules: a tuner plugin's (algorithm, protocol) picks, or None
     _algos: frozenset = field(default=frozenset(), init=False, repr=False)
-    _protos: frozenset = field(default=frozenset(), init=False, repr=False)
+    _protos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_PROTO's protocols}
     _systems: dict = field(default_factory=dict, init=False, repr=False)
     _placements: dict = field(default_factory=dict, init=False, repr=False)
 
@@ -124,7 +124,7 @@ class TopologyModel:
             rank_s = time_s + row[4]  # NCCL's pick (nccl_plan.candidates), its wire time
             if best is None or rank_s < best_rank:
                 best, best_s, best_rank = row, time_s, rank_s
-        if best is None and self._protos != _ALL_PROTOCOLS:
+        if best is None and self._protos.get(op, _ALL_PROTOCOLS) != _ALL_PROTOCOLS:
             raise SpecError(f"NCCL_ALGO '{self.nccl_algo}' with NCCL_PROTO '{self.nccl_proto}' leaves no "
                             f"(algorithm, protocol) NCCL runs for {op} over {group.size} devices here",
                             field="nccl_proto", value=self.nccl_proto, allowed=NCCL_PROTOCOL_NAMES)
@@ -211,11 +211,12 @@ class TopologyModel:
         counts = pl.counts[:top + 1]
         multi = top >= 1
         protocols = NCCL_PROTOCOLS if system.nccl else (PLAIN,)
-        if system.nccl and op not in _P2P_OPS and self._protos != _ALL_PROTOCOLS:  # NCCL_PROTO (tuner-picked ops)
-            protocols = tuple(p for p in protocols if p.name in self._protos)
+        allowed = self._protos.get(op, _ALL_PROTOCOLS)  # NCCL_PROTO (the tuner-picked ops only)
+        if system.nccl and allowed != _ALL_PROTOCOLS:
+            protocols = tuple(p for p in protocols if p.name in allowed)
         tuner = None
         if system.nccl and op in _PASSES:  # NCCL's tuner: nccl_plan.py
-            tuner = nccl_plan.plan(op, n, counts, tiers, self._allowed(), self.collnet, self._protos)
+            tuner = nccl_plan.plan(op, n, counts, tiers, self._allowed(), self.collnet, allowed)
         cap_tiers = None
         # send/recv's own message latency where a profile sets one (InterconnectLevel.p2p_latency_s)
         latency = [t.p2p_latency_s if op in _P2P_OPS and t.p2p_latency_s is not None else t.latency_s for t in tiers]

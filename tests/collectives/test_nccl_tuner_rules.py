@@ -33,13 +33,28 @@ def h200():
     ("^ll128,simple", {"LL"}),
 ])
 def test_parse_nccl_proto(text, expected):
-    assert parse_nccl_proto(text) == expected
+    found = parse_nccl_proto(text)
+    assert set(found) == {"all_reduce", "all_gather", "reduce_scatter", "broadcast"}
+    assert all(protocols == expected for protocols in found.values())
+
+
+def test_parse_nccl_proto_per_collective():
+    """NCCL's parseList: the first entry for every collective, later ones replace one collective's list."""
+    found = parse_nccl_proto("LL,Simple;allreduce:^LL;AllGather:LL128")
+    assert found["all_reduce"] == {"LL128", "Simple"} and found["all_gather"] == {"LL128"}
+    assert found["reduce_scatter"] == found["broadcast"] == {"LL", "Simple"}
+    assert parse_nccl_proto("reducescatter:Simple")["reduce_scatter"] == {"Simple"}
+    assert parse_nccl_proto("reducescatter:Simple")["all_gather"] == {"LL", "LL128", "Simple"}
+    assert parse_nccl_proto("reduce:LL")["all_reduce"] == {"LL", "LL128", "Simple"}  # NCCL's reduce: not priced
 
 
 @pytest.mark.parametrize("text,fragment", [
     ("LL64", "unknown NCCL protocol 'll64'"),
     ("^LL,LL128,Simple", "NCCL_PROTO leaves no protocol"),
     (",", "NCCL_PROTO names no protocol"),
+    ("LL;Simple", "NCCL_PROTO entries after the first name their collective"),
+    ("alltoall:LL", "unknown NCCL function 'alltoall'"),
+    ("allreduce:", "NCCL_PROTO names no protocol"),
 ])
 def test_parse_nccl_proto_rejects(text, fragment):
     with pytest.raises(SpecError, match=fragment) as err:
@@ -299,3 +314,9 @@ def test_broadcast_rules_and_proto(h200):
     ruled = TopologyModel(h200, tuner_rules=rules).cost("broadcast", 64 * KIB, TWO_NODES)
     assert own.algorithm != "ring/Simple" and ruled.algorithm == "ring/Simple"
     assert TopologyModel(h200, nccl_proto="LL128").cost("broadcast", 64 * KIB, TWO_NODES).algorithm == "ring/LL128"
+
+
+def test_nccl_proto_per_collective_in_the_model(h200):
+    model = TopologyModel(h200, nccl_proto="allgather:^LL")
+    assert model.cost("all_gather", KIB, TWO_NODES).algorithm == "ring/LL128"
+    assert model.cost("reduce_scatter", KIB, TWO_NODES) == TopologyModel(h200).cost("reduce_scatter", KIB, TWO_NODES)

@@ -71,7 +71,7 @@ class TopologyModel:
     hardware: HardwareProfile
     nccl_algo: str = ""  # NCCL_ALGO syntax ("ring", "^nvls,nvlstree"): restrict NCCL's algorithms, as NCCL does
     collnet: bool = False  # NCCL_COLLNET_ENABLE=1: CollNet (SHARP) all-reduce where the fabric has `sharp = true`
-    nccl_proto: str = ""  # NCCL_PROTO syntax ("LL128,Simple", "^LL"): restrict the tuner's protocols (nccl_tuner_rules.py)
+    nccl_proto: str = ""  # NCCL_PROTO syntax ("LL128,Simple", "^LL"): the tuner's protocols (nccl_tuner_rules.py)
     tuner_rules: object = None  # nccl_tuner_rules.TunerRules: a tuner plugin's (algorithm, protocol) picks, or None
     _algos: frozenset = field(default=frozenset(), init=False, repr=False)
     _protos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_PROTO's protocols}

@@ -191,7 +191,8 @@ def test_rules_leave_non_nccl_systems_alone(tmp_path):
 
 
 @pytest.mark.parametrize("line,fragment", [
-    ("allgather,0,65536,ring,ll64,-1,2,16", ":3: field 'protocol': unknown protocol 'll64' (allowed: ll, ll128, simple)"),
+    ("allgather,0,65536,ring,ll64,-1,2,16",
+     ":3: field 'protocol': unknown protocol 'll64' (allowed: ll, ll128, simple)"),
     ("allgathr,0,65536,ring,ll,-1,2,16", ":3: field 'collective_type': unknown collective_type 'allgathr'"),
     ("allgather,0,65536,rings,ll,-1,2,16", ":3: field 'algorithm': unknown algorithm 'rings'"),
     ("allgather,0,65536,ring,ll,-1,2", ":3: 7 fields; NCCL's tuner format has 8 to 10"),

@@ -55,13 +55,13 @@ PIPE_OPS, REG_BUFF = 1, 0  # what one moesim collective call is: one operation, 
 
 
 def parse_nccl_proto(text: str | None) -> dict[str, frozenset[str]]:
-    """{collective: the protocols NCCL_PROTO enables for it}, for the four collectives NCCL's tuner picks.
-    "LL128,Simple" keeps those, "^LL" drops LL, for every collective; entries after the first name their
-    collective: "LL,Simple;allreduce:^LL" (LL and Simple, all-reduce everything but LL); "" keeps all three.
+    """{collective: the protocol list NCCL_PROTO sets for it}, for the collectives NCCL's tuner picks that it sets
+    (absent: NCCL's defaults). "LL128,Simple" keeps those, "^LL" drops LL, for every collective; entries after the
+    first name their collective: "LL,Simple;allreduce:^LL" (LL and Simple, all-reduce everything but LL); "": {}.
     Source: NCCL src/graph/tuning.cc `parseList` (a 2.28+ source, read): the first entry may lack a prefix,
     prefixes are NCCL's function names (case-insensitive), each entry replaces its collective's whole list."""
-    everything = frozenset(PROTOCOLS)
-    out = {op: everything for op in TUNER_OPS.values() if op is not None}
+    every_op = tuple(op for op in TUNER_OPS.values() if op is not None)
+    out: dict[str, frozenset[str]] = {}
     if not text:
         return out
     for index, entry in enumerate(text.split(";")):
@@ -70,7 +70,7 @@ def parse_nccl_proto(text: str | None) -> dict[str, frozenset[str]]:
             if index:
                 raise SpecError("NCCL_PROTO entries after the first name their collective ('allreduce:^LL')",
                                 field="nccl_proto", value=text, allowed=tuple(TUNER_OPS))
-            ops, items = tuple(out), prefix
+            ops, items = every_op, prefix
         else:
             name = prefix.strip().lower()
             if name not in TUNER_OPS:

@@ -33,7 +33,6 @@ from moesim.topology.placement import GroupPlacement, place
 from moesim.topology.system import System, build_system
 
 ON_CHIP = "on_chip"
-_ALL_PROTOCOLS = frozenset(NCCL_PROTOCOL_NAMES)
 _PASSES = {"all_reduce": 2, "all_gather": 1, "reduce_scatter": 1}
 _P2P_OPS = ("all_to_all", "send_recv")
 _HALVING_NAME = {"all_reduce": "rabenseifner", "all_gather": "recursive_doubling",
@@ -74,7 +73,7 @@ class TopologyModel:
     nccl_proto: str = ""  # NCCL_PROTO syntax ("LL128,Simple", "^LL"): the tuner's protocols (nccl_tuner_rules.py)
     tuner_rules: object = None  # nccl_tuner_rules.TunerRules: a tuner plugin's (algorithm, protocol) picks, or None
     _algos: frozenset = field(default=frozenset(), init=False, repr=False)
-    _protos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_PROTO's protocols}
+    _protos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_PROTO's list}, set ops only
     _systems: dict = field(default_factory=dict, init=False, repr=False)
     _placements: dict = field(default_factory=dict, init=False, repr=False)
 
@@ -124,7 +123,7 @@ class TopologyModel:
             rank_s = time_s + row[4]  # NCCL's pick (nccl_plan.candidates), its wire time
             if best is None or rank_s < best_rank:
                 best, best_s, best_rank = row, time_s, rank_s
-        if best is None and self._protos.get(op, _ALL_PROTOCOLS) != _ALL_PROTOCOLS:
+        if best is None and op in self._protos:
             raise SpecError(f"NCCL_ALGO '{self.nccl_algo}' with NCCL_PROTO '{self.nccl_proto}' leaves no "
                             f"(algorithm, protocol) NCCL runs for {op} over {group.size} devices here",
                             field="nccl_proto", value=self.nccl_proto, allowed=NCCL_PROTOCOL_NAMES)
@@ -211,8 +210,8 @@ class TopologyModel:
         counts = pl.counts[:top + 1]
         multi = top >= 1
         protocols = NCCL_PROTOCOLS if system.nccl else (PLAIN,)
-        allowed = self._protos.get(op, _ALL_PROTOCOLS)  # NCCL_PROTO (the tuner-picked ops only)
-        if system.nccl and allowed != _ALL_PROTOCOLS:
+        allowed = self._protos.get(op)  # NCCL_PROTO's list for the op (tuner-picked ops only), None: not set
+        if system.nccl and allowed is not None:
             protocols = tuple(p for p in protocols if p.name in allowed)
         tuner = None
         if system.nccl and op in _PASSES:  # NCCL's tuner: nccl_plan.py

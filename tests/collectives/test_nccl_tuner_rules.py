@@ -25,7 +25,6 @@ def h200():
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("", {"LL", "LL128", "Simple"}),
     ("LL128,Simple", {"LL128", "Simple"}),
     ("^LL", {"LL128", "Simple"}),
     ("simple", {"Simple"}),
@@ -44,8 +43,8 @@ def test_parse_nccl_proto_per_collective():
     assert found["all_reduce"] == {"LL128", "Simple"} and found["all_gather"] == {"LL128"}
     assert found["reduce_scatter"] == found["broadcast"] == {"LL", "Simple"}
     assert parse_nccl_proto("reducescatter:Simple")["reduce_scatter"] == {"Simple"}
-    assert parse_nccl_proto("reducescatter:Simple")["all_gather"] == {"LL", "LL128", "Simple"}
-    assert parse_nccl_proto("reduce:LL")["all_reduce"] == {"LL", "LL128", "Simple"}  # NCCL's reduce: not priced
+    assert "all_gather" not in parse_nccl_proto("reducescatter:Simple")  # not set: NCCL's defaults
+    assert parse_nccl_proto("reduce:LL") == {} == parse_nccl_proto("")  # NCCL's reduce: not priced
 
 
 @pytest.mark.parametrize("text,fragment", [
@@ -321,3 +320,17 @@ def test_nccl_proto_per_collective_in_the_model(h200):
     model = TopologyModel(h200, nccl_proto="allgather:^LL")
     assert model.cost("all_gather", KIB, TWO_NODES).algorithm == "ring/LL128"
     assert model.cost("reduce_scatter", KIB, TWO_NODES) == TopologyModel(h200).cost("reduce_scatter", KIB, TWO_NODES)
+
+
+def test_nccl_proto_keeping_ll128_passes_ncclls_default_gate():
+    """NCCL (tuning.cc up to 2.28) applies its LL128 gate only to protocols NCCL_PROTO left at the default: a B200
+    ring across nodes over a PHB GPU-NIC path has no LL128 by default, and has it when NCCL_PROTO's list for the
+    collective keeps LL128 ("^LL" or "LL128,Simple"); a list for another collective leaves the gate in place."""
+    from moesim.specs.system_facts import with_system_facts
+
+    hw = with_system_facts(load_hardware("b200"), {"gpu_nic_path": "PHB"})
+    protocols = {proto: {c.protocol for c in TopologyModel(hw, nccl_proto=proto).candidates("all_gather", MIB,
+                                                                                             TWO_NODES)}
+                 for proto in ("", "^LL", "LL128,Simple", "reducescatter:LL128")}
+    assert protocols[""] == {"LL", "Simple"} == protocols["reducescatter:LL128"]
+    assert protocols["^LL"] == {"LL128", "Simple"} == protocols["LL128,Simple"]

@@ -3,9 +3,9 @@
 `parse_nccl_proto`: NCCL_PROTO syntax ("LL128,Simple" keeps those, "^LL" drops LL, not case-sensitive;
 "LL,Simple;allreduce:^LL" per collective). Source: NCCL src/graph/tuning.cc `parseList` and env.rst NCCL_PROTO.
 TopologyModel(nccl_proto=...) restricts the candidates of the collectives NCCL's tuner prices (all-reduce,
-all-gather, reduce-scatter, broadcast). Send/recv-based ops (all-to-all, send/recv) keep their own rule
-(protocols.p2p_protocol): NCCL's enqueue.cc picks their protocol from the peer's LL buffer and
-NCCL_P2P_LL_THRESHOLD, not through the tuner.
+all-gather, reduce-scatter, broadcast); a list that keeps LL128 passes NCCL's default LL128 gate (nccl_plan.plan).
+Send/recv-based ops (all-to-all, send/recv) keep their own rule (protocols.p2p_protocol): NCCL's enqueue.cc
+picks their protocol from the peer's LL buffer and NCCL_P2P_LL_THRESHOLD, not through the tuner.
 
 `load_tuner_rules`: a tuner plugin's rules, "for (collective, nodes, ranks per node, message size) run
 (algorithm, protocol[, channels])", in one of two files:

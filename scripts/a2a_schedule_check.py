@@ -42,8 +42,9 @@ END = "<!-- END a2a_schedule_check -->"
 _PROTO = {p.name: p for p in NCCL_PROTOCOLS}
 
 
-def scheduled_time_s(model, size_bytes: float, group: Group) -> tuple[float, float, int]:
-    """(shipped pairwise time, the same with NCCL's scheduled latency, batches on the busiest channel)."""
+def scheduled_time_s(model, size_bytes: float, group: Group) -> tuple[float, float, int, float, float]:
+    """(shipped pairwise time, the same with NCCL's scheduled latency, batches on the busiest channel, the
+    scheduled time with the proxy's network posts in turn, that with the network bytes on their blocks' channels)."""
     flat = min((c for c in model.candidates("all_to_all", size_bytes, group) if c.algorithm == "pairwise"),
                key=lambda c: c.time_s)
     system, pl = model.placement(group)
@@ -57,8 +58,19 @@ def scheduled_time_s(model, size_bytes: float, group: Group) -> tuple[float, flo
     batches = nccl_p2p_schedule.channel_batches(n, counts, parts, t["p2p"]["p2p_channels"],
                                                 t["p2p_net"]["max_p2p_per_batch"], t["p2p_schedule"]["group_size"])
     base = max(p.base_latency_s("pairwise") for p in protos)
-    new = base + nccl_p2p_schedule.latency_s(batches, alpha) + flat.terms.bandwidth_s
-    return flat.time_s, new, nccl_p2p_schedule.sequential_batches(batches)
+    scheduled = nccl_p2p_schedule.latency_s(batches, alpha)
+    new = base + scheduled + flat.terms.bandwidth_s
+    # the proxy posts the rank's network messages one after another, each at least NCCL's network post overhead
+    # (x 3 in Simple; nccl.net_overhead_s): the last leaves (peers off the node - 1) posts after the first
+    net_peers = n - counts[0]
+    posts = (net_peers - 1) * nccl.net_overhead_s("Simple") + max(alpha[1:]) if net_peers > 0 else 0.0
+    proxied = base + max(scheduled, posts) + flat.terms.bandwidth_s
+    # the network peers of one block of rounds share that block's channels, NCCL_P2P_PER_CHANNEL_NET_BW each
+    net_channels = sum(1 for chan in batches if any(t >= 1 for tiers_ in chan for t in tiers_))
+    shared = net_peers / n * size_bytes / (net_channels * t["p2p_net"]["per_channel_net_gb_per_s"] * 1e9) \
+        if net_channels else 0.0
+    channelled = base + max(scheduled, posts) + max(flat.terms.bandwidth_s, shared)
+    return flat.time_s, new, nccl_p2p_schedule.sequential_batches(batches), proxied, channelled
 
 
 def rows() -> list[tuple]:
@@ -71,8 +83,10 @@ def rows() -> list[tuple]:
         floor = host_floor_s(hw, e.get("gpus_per_thread", 1))
         sizes = []
         for p in best_per_size(tuple(_points(MANIFEST.parent, e))):
-            old, new, seq = scheduled_time_s(model, p.size_bytes, Group(size=p.group_size, devices=p.group_size))
-            sizes.append((p.size_bytes, p.time_s, max(old, floor), max(new, floor), seq))
+            old, new, seq, proxied, chan = scheduled_time_s(model, p.size_bytes, Group(size=p.group_size,
+                                                                                       devices=p.group_size))
+            sizes.append((p.size_bytes, p.time_s, max(old, floor), max(new, floor), seq, max(proxied, floor),
+                          max(chan, floor)))
         out.append((e["file"], e.get("healthy", True), sizes))
     return out
 
@@ -83,20 +97,26 @@ def _mape(sizes, large: bool, col: int) -> str:
 
 
 def render() -> str:
-    lines = ["```", "log (healthy)                          MAPE >= 1 MiB | < 1 MiB: shipped -> scheduled"]
+    lines = ["```", "log (healthy)                          MAPE >= 1 MiB | < 1 MiB: shipped -> scheduled -> + posts -> + channels"]
     data = rows()
     for name, healthy, sizes in data:
         lines.append(f"{name.replace('_perf.log', '') + (' (' + str(healthy).lower() + ')'):39s}"
                      f"{_mape(sizes, True, 2)} | {_mape(sizes, False, 2)}  ->  "
-                     f"{_mape(sizes, True, 3)} | {_mape(sizes, False, 3)}")
+                     f"{_mape(sizes, True, 3)} | {_mape(sizes, False, 3)}  ->  "
+                     f"{_mape(sizes, True, 5)} | {_mape(sizes, False, 5)}  ->  "
+                     f"{_mape(sizes, True, 6)} | {_mape(sizes, False, 6)}")
     lines.append("")
-    lines.append("per size (us; error = measured / predicted - 1; batches = work batches on the busiest channel)")
+    lines.append("per size (us; error = measured / predicted - 1; batches = work batches on the busiest channel;")
+    lines.append("+ posts = scheduled, with the proxy's network posts in turn; + channels = + posts, with each block's")
+    lines.append("network bytes on its channels at 14 GB/s each)")
     for name, _, sizes in data:
         lines.append(name.replace("_perf.log", ""))
-        lines.append(f"  {'size':>9s} {'measured':>9s} {'shipped':>9s} {'err':>8s} {'scheduled':>9s} {'err':>8s} batches")
-        for size, meas, old, new, seq in sizes:
+        lines.append(f"  {'size':>9s} {'measured':>9s} {'shipped':>9s} {'err':>8s} {'scheduled':>9s} {'err':>8s} "
+                     f"batches {'+ posts':>9s} {'err':>8s} {'+ chans':>9s} {'err':>8s}")
+        for size, meas, old, new, seq, proxied, chan in sizes:
             lines.append(f"  {_size(size):>9s} {meas * 1e6:9.1f} {old * 1e6:9.1f} {meas / old - 1:+8.1%} "
-                         f"{new * 1e6:9.1f} {meas / new - 1:+8.1%} {seq:7d}")
+                         f"{new * 1e6:9.1f} {meas / new - 1:+8.1%} {seq:7d} {proxied * 1e6:9.1f} "
+                         f"{meas / proxied - 1:+8.1%} {chan * 1e6:9.1f} {meas / chan - 1:+8.1%}")
     lines.append("```")
     return "\n".join(lines)
 

@@ -97,7 +97,8 @@ def _mape(sizes, large: bool, col: int) -> str:
 
 
 def render() -> str:
-    lines = ["```", "log (healthy)                          MAPE >= 1 MiB | < 1 MiB: shipped -> scheduled -> + posts -> + channels"]
+    lines = ["```", "log (healthy)                          MAPE >= 1 MiB | < 1 MiB: shipped -> scheduled -> + posts"
+                    " -> + channels"]
     data = rows()
     for name, healthy, sizes in data:
         lines.append(f"{name.replace('_perf.log', '') + (' (' + str(healthy).lower() + ')'):39s}"

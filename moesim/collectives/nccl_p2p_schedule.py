@@ -16,9 +16,10 @@ Read in NVIDIA/nccl v2.30.7-1 (@5067397c); the same logic in v2.28.9-1 (the Vult
   and run at once; a channel (one CTA) runs its batches one after another; channels run at once.
 So one rank's all-to-all waits for the busiest channel: the sum over its batches of each batch's slowest message.
 
-Not modelled: the proxy thread that serves every network op of the rank in turn (src/proxy.cc), for which NCCL
-states no time; budget splits of one group into several kernel plans (ncclTestBudget), which an all-to-all of
-moesim's sizes does not reach.
+Not modelled here: the proxy thread that posts every network op of the rank in turn (src/proxy.cc;
+scripts/a2a_schedule_check.py tries NCCL's tuner network post overhead for it); budget splits of one group into
+several kernel plans (ncclTestBudget), which an all-to-all of moesim's sizes does not reach. Not used by the
+shipped pricing (docs/collectives.md "All-to-all: peers in flight" says why).
 """
 
 from __future__ import annotations

@@ -27,13 +27,12 @@ if str(ROOT) not in sys.path:
 
 from moesim.calibrate.bench_cost import host_floor_s  # noqa: E402
 from moesim.calibrate.nccl_error import LARGE_BYTES, best_per_size  # noqa: E402
-from moesim.calibrate.nccl_table import _points, _size, entry_model, read_manifest  # noqa: E402
+from moesim.calibrate.nccl_table import _points, _size, entry_hardware, entry_model, read_manifest  # noqa: E402
 from moesim.collectives import nccl, nccl_p2p_schedule  # noqa: E402
 from moesim.collectives.base import Group, p2p_latency_s  # noqa: E402
 from moesim.collectives.protocols import NCCL_PROTOCOLS, p2p_protocol  # noqa: E402
 from moesim.collectives.select import default_model  # noqa: E402
 from moesim.collectives.topo_model import _nic_tier  # noqa: E402
-from moesim.specs.load import load_hardware  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 DOC = ROOT / "docs" / "collectives.md"
@@ -61,9 +60,11 @@ def scheduled_time_s(model, size_bytes: float, group: Group) -> tuple[float, flo
     scheduled = nccl_p2p_schedule.latency_s(batches, alpha)
     new = base + scheduled + flat.terms.bandwidth_s
     # the proxy posts the rank's network messages one after another, each at least NCCL's network post overhead
-    # (x 3 in Simple; nccl.net_overhead_s): the last leaves (peers off the node - 1) posts after the first
+    # (x 3 in Simple, by the hosts' CPU: nccl.net_overhead_s): the last leaves (peers off the node - 1) posts after
+    # the first
     net_peers = n - counts[0]
-    posts = (net_peers - 1) * nccl.net_overhead_s("Simple") + max(alpha[1:]) if net_peers > 0 else 0.0
+    cpu = getattr(tiers[1], "host_cpu", "") if len(tiers) > 1 else ""
+    posts = (net_peers - 1) * nccl.net_overhead_s("Simple", cpu) + max(alpha[1:]) if net_peers > 0 else 0.0
     proxied = base + max(scheduled, posts) + flat.terms.bandwidth_s
     # the network peers of one block of rounds share that block's channels, NCCL_P2P_PER_CHANNEL_NET_BW each
     net_channels = sum(1 for chan in batches if any(t >= 1 for tiers_ in chan for t in tiers_))
@@ -78,7 +79,7 @@ def rows() -> list[tuple]:
     for e in read_manifest(MANIFEST):
         if e.get("op", "") != "all_to_all" and "alltoall" not in e["file"]:
             continue
-        hw = load_hardware(e["hardware"])
+        hw = entry_hardware(e)  # with the log's system facts (host_cpu: NCCL's post overhead)
         model = entry_model(e, hw) or default_model(hw)
         floor = host_floor_s(hw, e.get("gpus_per_thread", 1))
         sizes = []

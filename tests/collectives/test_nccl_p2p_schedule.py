@@ -92,8 +92,8 @@ def _check_script():
 def test_scheduled_latency_is_not_shipped_because_the_logs_get_worse():
     """The reason the shipped all-to-all keeps one message per peer (docs/collectives.md 'All-to-all: peers in
     flight'): NCCL's schedule prices the healthy single-node B200 log's small sizes ~50 % too fast (14.2 -> 51.3 %
-    below 1 MiB), with or without the proxy's posts (no network peer there); on the 2-node runs the posts take the
-    small sizes from 21.0 % to 12.1 %."""
+    below 1 MiB), with or without the proxy's posts (no network peer there); on the 2-node run the posts at NCCL's
+    figure for its AMD hosts (logs.toml host_cpu) take the small sizes from 21.0 % to 38.4 %."""
     rows = {name: sizes for name, _, sizes in _check_script().rows()}
 
     def mape(sizes, col):
@@ -102,8 +102,8 @@ def test_scheduled_latency_is_not_shipped_because_the_logs_get_worse():
 
     one, two = rows["b200-vultr-1node_alltoall_perf.log"], rows["b200-vultr-2node_alltoall_perf.log"]
     assert (mape(one, 2), mape(one, 3), mape(one, 5)) == pytest.approx((0.142, 0.513, 0.513), abs=0.005)
-    assert (mape(two, 2), mape(two, 3), mape(two, 5)) == pytest.approx((0.210, 0.703, 0.121), abs=0.005)
-    small = [s for s in two if s[0] <= 16384]  # 2 x 8 floor: 8.4 + 14 + 7 x 3 us (Simple base, hop, posts)
-    assert all(s[5] == pytest.approx(43.4e-6, abs=0.35e-6) for s in small)
+    assert (mape(two, 2), mape(two, 3), mape(two, 5)) == pytest.approx((0.210, 0.703, 0.384), abs=0.005)
+    small = [s for s in two if s[0] <= 16384]  # 2 x 8 floor: 8.4 + 14 + 7 x 2 x 3 us (Simple base, hop, AMD posts)
+    assert all(s[5] == pytest.approx(64.4e-6, abs=0.65e-6) for s in small)
     for sizes in rows.values():  # the schedule alone never makes a price slower here (one batch per channel)
         assert all(s[3] <= s[2] * (1 + 1e-12) and s[3] <= s[5] <= s[6] for s in sizes)

@@ -29,7 +29,7 @@ import numpy as np
 from moesim.des.fabric import PortFabric
 from moesim.des.fold import Fold
 from moesim.des.flows import FlowSharing
-from moesim.des.schedule import COLLECTIVE, COMPUTE, StageProgram
+from moesim.des.schedule import COLLECTIVE, COMPUTE, FORWARD_SUFFIX, StageProgram
 
 _COMPUTE, _COLLECTIVE, _SEND = 0, 1, 2
 _PLAIN, _PLAIN_NEEDED, _STEP_COMPUTE, _STEP_COLLECTIVE, _STEP_SEND = 0, 1, 2, 3, 4  # Compiled.step
@@ -309,6 +309,9 @@ class Kernel(FlowSharing):
 
     def _launch(self, members: list, spec, start: float) -> None:
         level = self.fabric.level(spec.span)
+        if spec.forward_bytes > 0:
+            self._launch_stages(members, spec, start, level)
+            return
         if not self.contention:
             cap = spec.cap_bytes_per_s
             for d, i, _, egress, ingress in members:
@@ -317,7 +320,41 @@ class Kernel(FlowSharing):
                 most = max(egress, ingress)
                 self.complete(d, i, start + (spec.latency_s + (most / cap if most > 0 else 0.0)))
             return
-        self.push(start + spec.latency_s if spec.latency_s > 0 else start, self._flows, (members, level, spec))
+        self.push(start + spec.latency_s if spec.latency_s > 0 else start, self._flows,
+                  (members, level, spec.cap_bytes_per_s, False))
+
+    def _launch_stages(self, members: list, spec, start: float, level: int) -> None:
+        """A DeepEP all-to-all across nodes: after T(0) each member moves its network records on `level` and its
+        NVLink forwards on level 0 (each side the network's bytes × forward / wire bytes: routing loads scale
+        both stages alike), each stage paced at its own time (CommSpec); the member ends with its later stage.
+        A stage's flows report to a part [parent, trace label, start] (`_arrive`), the parent to the member."""
+        begin = start + spec.latency_s if spec.latency_s > 0 else start
+        ratio = spec.forward_bytes / spec.wire_bytes if spec.wire_bytes > 0 else 0.0
+        cap, forward_cap = spec.cap_bytes_per_s, spec.forward_cap_bytes_per_s
+        traced = self.trace is not None
+        network, nvlink = [], []
+        for d, i, _, egress, ingress in members:
+            parent = [2, d, i, None]
+            label = d.code.ops[i].name + FORWARD_SUFFIX if traced else ""
+            network.append((d, i, [parent, "", begin], egress, ingress))
+            nvlink.append((d, i, [parent, label, begin], egress * ratio, ingress * ratio))
+        if self.contention:
+            self.push(begin, self._stage_flows, ((network, level, cap, True), (nvlink, 0, forward_cap, True)))
+            return
+        for (d, i, net, egress, ingress), (_, _, nvl, nv_egress, nv_ingress) in zip(network, nvlink):
+            self._account(self.path("egress", d.device, level), egress)
+            self._account(self.path("ingress", d.device, level), ingress)
+            self._account(self.path("egress", d.device, 0), nv_egress)
+            self._account(self.path("ingress", d.device, 0), nv_ingress)
+            most, nv_most = max(egress, ingress), max(nv_egress, nv_ingress)
+            ends = sorted(((begin + (nv_most / forward_cap if nv_most > 0 else 0.0), 0, nvl),
+                           (begin + (most / cap if most > 0 else 0.0), 1, net)))
+            for end, _, part in ends:  # the member completes at the later one
+                self._arrive(d, i, part, end)
+
+    def _stage_flows(self, stages) -> None:
+        for arg in stages:
+            self._flows(arg)
 
     def _send(self, d: Device, i: int, t: float) -> None:
         op = d.code.ops[i]
@@ -343,7 +380,18 @@ class Kernel(FlowSharing):
         if f is not None:
             self.push(f.end_s, self._lazy_end, (f,))
 
-    def _arrive(self, d: Device, i: int, key: tuple, time_s: float) -> None:
+    def _arrive(self, d: Device, i: int, key, time_s: float) -> None:
+        """A send's transfer (key: the receiver's ("act" | "grad", mb, piece, device)) or one stage of a DeepEP
+        member (key: a part, `_launch_stages`) has ended at `time_s`."""
+        if key.__class__ is list:
+            parent, label, start = key
+            if label:
+                op = d.code.ops[i]
+                self.trace.append((d.device, op.stream, label, op.phase, op.layer, op.mb, start, time_s))
+            parent[0] -= 1
+            if parent[0] == 0:
+                self.complete(d, i, time_s)
+            return
         self.complete(d, i, time_s)
         self.arrivals[key] = time_s
         waiting = self.recv_waiting.pop(key, None)

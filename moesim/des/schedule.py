@@ -55,6 +55,7 @@ COMM_NAMES = {"tp_all_gather": "TP all-gather", "tp_all_gather_wgrad": "TP all-g
               "tp_all_reduce": "TP all-reduce", "ep_all_to_all_dispatch": "dispatch all-to-all",
               "ep_all_to_all_combine": "combine all-to-all", "etp_all_gather": "ETP all-gather",
               "etp_reduce_scatter": "ETP reduce-scatter"}
+FORWARD_SUFFIX = " (NVLink forwards)"  # trace name of a DeepEP member's NVLink stage across nodes: its call's + this
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,5 +339,5 @@ def pipeline_order(schedule: str, micro_batches: int, pp: int, stage: int) -> li
     return [(s.kind, s.mb) for s in device_order(schedule, micro_batches, pp, 1, stage)]
 
 
-__all__ = ["COLLECTIVE", "COMPUTE", "EXPERT", "FROM_EXPERTS", "GATHER", "Op", "SEND", "STREAMS", "StageProgram",
+__all__ = ["COLLECTIVE", "COMPUTE", "EXPERT", "FORWARD_SUFFIX", "FROM_EXPERTS", "GATHER", "Op", "SEND", "STREAMS", "StageProgram",
            "TO_EXPERTS", "build_stage_program", "pipeline_order"]

@@ -121,6 +121,8 @@ class Kernel(FlowSharing):
         self.recv_waiting: dict[tuple, tuple] = {}
         self._paths: dict[tuple, tuple] = {}
         self._group_ids: dict[tuple, int] = {}  # fold.group's instance key -> group id
+        self.devices: list[Device] = []
+        self._forwards_alone: bool | None = None  # see forwards_alone
         self._init_links()
 
     # Structure -----------------------------------------------------------------------------------
@@ -148,6 +150,7 @@ class Kernel(FlowSharing):
     def run(self, devices: list[Device], progress=None) -> None:
         """Run every device to the end of its program; `progress(fraction of operations done)` now and then."""
         total = sum(len(d.dur) for d in devices) or 1
+        self.devices = devices
         for d in devices:
             self.work.extend(d.ws)
         ops_before = self.ops_done
@@ -327,30 +330,67 @@ class Kernel(FlowSharing):
         """A DeepEP all-to-all across nodes: after T(0) each member moves its network records on `level` and its
         NVLink forwards on level 0 (each side the network's bytes × forward / wire bytes: routing loads scale
         both stages alike), each stage paced at its own time (CommSpec); the member ends with its later stage.
-        A stage's flows report to a part [parent, trace label, start] (`_arrive`), the parent to the member."""
+        A stage's flows report to a part [parent, trace label, start] (`_arrive`), the parent [stages left,
+        device, operation, end not before] to the member. Where nothing else ever uses an NVLink port
+        (`forwards_alone`), the forwards would run alone at min(pace, port): their end is the parent's floor, with
+        no flows (the fast path of DeepSeek-V3's tp = 1 step)."""
         begin = start + spec.latency_s if spec.latency_s > 0 else start
         ratio = spec.forward_bytes / spec.wire_bytes if spec.wire_bytes > 0 else 0.0
         cap, forward_cap = spec.cap_bytes_per_s, spec.forward_cap_bytes_per_s
         traced = self.trace is not None
+        alone = not self.contention or self.forwards_alone
         network, nvlink = [], []
         for d, i, _, egress, ingress in members:
-            parent = [2, d, i, None]
+            nv_egress, nv_ingress = egress * ratio, ingress * ratio
             label = d.code.ops[i].name + FORWARD_SUFFIX if traced else ""
+            if alone:
+                end = begin
+                for direction, nbytes in (("egress", nv_egress), ("ingress", nv_ingress)):
+                    path = self.path(direction, d.device, 0)
+                    self._account(path, nbytes)
+                    if nbytes > 0:
+                        rate = forward_cap
+                        for link, mult in path:
+                            rate = min(rate, self.links[link].capacity_bytes_per_s / mult)
+                            if self.contention and self.use[link].peak_flows < 1:
+                                self.use[link].peak_flows = 1
+                        end = max(end, begin + nbytes / rate) if self.contention else \
+                            max(end, begin + nbytes / forward_cap)
+                if traced:
+                    op = d.code.ops[i]
+                    self.trace.append((d.device, op.stream, label, op.phase, op.layer, op.mb, begin, end))
+                network.append((d, i, [[1, d, i, end], "", begin], egress, ingress))
+                continue
+            parent = [2, d, i, 0.0]
             network.append((d, i, [parent, "", begin], egress, ingress))
-            nvlink.append((d, i, [parent, label, begin], egress * ratio, ingress * ratio))
+            nvlink.append((d, i, [parent, label, begin], nv_egress, nv_ingress))
         if self.contention:
-            self.push(begin, self._stage_flows, ((network, level, cap, True), (nvlink, 0, forward_cap, True)))
+            self.push(begin, self._stage_flows, ((network, level, cap, True),) +
+                      (((nvlink, 0, forward_cap, True),) if nvlink else ()))
             return
-        for (d, i, net, egress, ingress), (_, _, nvl, nv_egress, nv_ingress) in zip(network, nvlink):
+        for d, i, part, egress, ingress in network:
             self._account(self.path("egress", d.device, level), egress)
             self._account(self.path("ingress", d.device, level), ingress)
-            self._account(self.path("egress", d.device, 0), nv_egress)
-            self._account(self.path("ingress", d.device, 0), nv_ingress)
-            most, nv_most = max(egress, ingress), max(nv_egress, nv_ingress)
-            ends = sorted(((begin + (nv_most / forward_cap if nv_most > 0 else 0.0), 0, nvl),
-                           (begin + (most / cap if most > 0 else 0.0), 1, net)))
-            for end, _, part in ends:  # the member completes at the later one
-                self._arrive(d, i, part, end)
+            most = max(egress, ingress)
+            self._arrive(d, i, part, begin + (most / cap if most > 0 else 0.0))
+
+    @property
+    def forwards_alone(self) -> bool:
+        """Whether nothing but DeepEP's NVLink forwards ever uses a level-0 port (no collective or send of any
+        program on level 0, no port shared by devices): one device runs one collective at a time (its comm
+        stream), so its forwards would always be alone there. Decided once, from the devices' programs."""
+        if self._forwards_alone is None:
+            alone = self.fabric.sharers(0) == 1
+            for code in {id(d.code): d.code for d in self.devices}.values() if alone else ():
+                for op in code.ops:
+                    spec = op.comm
+                    if spec is not None and spec.forward_bytes <= 0 and self.fabric.level(spec.span) == 0:
+                        alone = False
+                        break
+                if not alone:
+                    break
+            self._forwards_alone = alone
+        return self._forwards_alone
 
     def _stage_flows(self, stages) -> None:
         for arg in stages:
@@ -390,7 +430,7 @@ class Kernel(FlowSharing):
                 self.trace.append((d.device, op.stream, label, op.phase, op.layer, op.mb, start, time_s))
             parent[0] -= 1
             if parent[0] == 0:
-                self.complete(d, i, time_s)
+                self.complete(d, i, time_s if time_s > parent[3] else parent[3])
             return
         self.complete(d, i, time_s)
         self.arrivals[key] = time_s

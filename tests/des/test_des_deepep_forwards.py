@@ -13,7 +13,7 @@ import pytest
 
 from des_helpers import tiny_scenario
 from moesim.collectives.select import model_for
-from moesim.des import SimOptions, simulate
+from moesim.des import SimOptions, kernel, simulate
 from moesim.des import step as des_step
 from moesim.des.costs import build_costs
 from moesim.des.schedule import FORWARD_SUFFIX
@@ -67,17 +67,29 @@ def test_simulator_agrees_with_the_estimate_on_an_internode_deepep_step(max_node
     assert nvlink and all(carried == pytest.approx(forwards, rel=1e-9) for carried in nvlink.values())
 
 
-def test_forwards_share_nvlink_ports_with_pipeline_sends_as_the_simpy_engine_does(monkeypatch):
-    """EP 16 at stride 2 over four 8-GPU nodes with pp 2 inside each node (order tp-pp-ep-dp): the pipeline sends
-    cross the same NVLink ports as the all-to-alls' forwards; zipf loads and stragglers make members differ.
-    Contention on, the fast engine (member records, their materialisation) gives the simpy engine's timeline,
-    forwards included, and the NVLink ports see more than one flow at once."""
+@pytest.mark.parametrize("order, shared", [(("tp", "pp", "ep", "dp"), True), (("tp", "ep", "dp", "pp"), False)])
+def test_forwards_give_the_simpy_engines_timeline(order, shared, monkeypatch):
+    """EP 16 over 8-GPU nodes with pp 2, zipf loads and stragglers (members differ), contention on. Order
+    tp-pp-ep-dp puts the pipeline sends inside the nodes, on the NVLink ports the all-to-alls' forwards use (EP at
+    stride 2 over four nodes): the fast engine runs the forwards as flows (member records and their
+    materialisation); tp-ep-dp-pp sends across nodes, nothing else uses an NVLink port, and the fast engine gives
+    the forwards their time alone without flows (kernel.forwards_alone). Both give the simpy engine's timeline,
+    forwards included; only the first has NVLink ports carrying two flows at once."""
     sc = tiny_scenario(32, dropless=True, micro_batches=4, global_batch_sequences=64, pipeline_schedule="gpipe",
                        dispatch_backend="deepep")
-    layout = Layout(dp=16, ep=16, pp=2, order=("tp", "pp", "ep", "dp"))
+    layout = Layout(dp=16, ep=16, pp=2, order=order)
     options = SimOptions(routing="zipf:1.2", straggler_fraction=0.25, straggler_slowdown=1.5, seed=4, mode="full")
     monkeypatch.setattr(des_step, "BUSIEST_LINKS", 10 ** 4)  # every link's use, not the five busiest
+    alone = []
+    real = kernel.Kernel.run
+
+    def run(self, devices, progress=None):
+        real(self, devices, progress)
+        alone.append(self.forwards_alone)
+
+    monkeypatch.setattr(kernel.Kernel, "run", run)
     fast = simulate(sc, layout, options)
+    assert alone == [not shared]
     ref = simulate(sc, layout, dataclasses.replace(options, engine="simpy"))
     assert fast.step_times_s == pytest.approx(ref.step_times_s, rel=1e-12)
     key = lambda r: (r[0], r[1], round(r[6], 9), r[2], r[4], r[5])  # noqa: E731
@@ -86,7 +98,9 @@ def test_forwards_share_nvlink_ports_with_pipeline_sends_as_the_simpy_engine_doe
     for x, y in zip(a, b):
         assert x[:6] == y[:6]
         assert x[6:] == pytest.approx(y[6:], rel=1e-9, abs=1e-15)
-    shared = [r for r in fast.busiest_links if r["link"].startswith("nvlink.") and r["peak_concurrent_flows"] > 1]
-    assert shared  # a pipeline send and a member's forwards on one NVLink port at once
-    quiet = simulate(sc, layout, dataclasses.replace(options, contention=False))
-    assert fast.step_times_s[0] > quiet.step_times_s[0]
+    links = {r["link"]: r for r in ref.busiest_links}
+    for r in fast.busiest_links:
+        assert r["carried_bytes"] == pytest.approx(links[r["link"]]["carried_bytes"], rel=1e-9)
+        assert r["peak_concurrent_flows"] == links[r["link"]]["peak_concurrent_flows"]
+    nvlink = [r for r in fast.busiest_links if r["link"].startswith("nvlink.")]
+    assert nvlink and any(r["peak_concurrent_flows"] > 1 for r in nvlink) == shared

@@ -29,7 +29,8 @@ import numpy as np
 from moesim.des.fabric import PortFabric
 from moesim.des.fold import Fold
 from moesim.des.flows import FlowSharing
-from moesim.des.schedule import COLLECTIVE, COMPUTE, FORWARD_SUFFIX, StageProgram
+from moesim.des.forwards import ForwardStages
+from moesim.des.schedule import COLLECTIVE, COMPUTE, StageProgram
 
 _COMPUTE, _COLLECTIVE, _SEND = 0, 1, 2
 _PLAIN, _PLAIN_NEEDED, _STEP_COMPUTE, _STEP_COLLECTIVE, _STEP_SEND = 0, 1, 2, 3, 4  # Compiled.step
@@ -103,7 +104,7 @@ class Device:
         return w, w
 
 
-class Kernel(FlowSharing):
+class Kernel(FlowSharing, ForwardStages):
     """Runs Devices over the fabric's links; records trace tuples when `trace` is a list."""
 
     def __init__(self, fabric: PortFabric, fold: Fold, stride_pp: int, *, contention: bool,
@@ -325,76 +326,6 @@ class Kernel(FlowSharing):
             return
         self.push(start + spec.latency_s if spec.latency_s > 0 else start, self._flows,
                   (members, level, spec.cap_bytes_per_s, False))
-
-    def _launch_stages(self, members: list, spec, start: float, level: int) -> None:
-        """A DeepEP all-to-all across nodes: after T(0) each member moves its network records on `level` and its
-        NVLink forwards on level 0 (each side the network's bytes × forward / wire bytes: routing loads scale
-        both stages alike), each stage paced at its own time (CommSpec); the member ends with its later stage.
-        A stage's flows report to a part [parent, trace label, start] (`_arrive`), the parent [stages left,
-        device, operation, end not before] to the member. Where nothing else ever uses an NVLink port
-        (`forwards_alone`), the forwards would run alone at min(pace, port): their end is the parent's floor, with
-        no flows (the fast path of DeepSeek-V3's tp = 1 step)."""
-        begin = start + spec.latency_s if spec.latency_s > 0 else start
-        ratio = spec.forward_bytes / spec.wire_bytes if spec.wire_bytes > 0 else 0.0
-        cap, forward_cap = spec.cap_bytes_per_s, spec.forward_cap_bytes_per_s
-        traced = self.trace is not None
-        alone = not self.contention or self.forwards_alone
-        network, nvlink = [], []
-        for d, i, _, egress, ingress in members:
-            nv_egress, nv_ingress = egress * ratio, ingress * ratio
-            label = d.code.ops[i].name + FORWARD_SUFFIX if traced else ""
-            if alone:
-                end = begin
-                for direction, nbytes in (("egress", nv_egress), ("ingress", nv_ingress)):
-                    path = self.path(direction, d.device, 0)
-                    self._account(path, nbytes)
-                    if nbytes > 0:
-                        rate = forward_cap
-                        for link, mult in path:
-                            rate = min(rate, self.links[link].capacity_bytes_per_s / mult)
-                            if self.contention and self.use[link].peak_flows < 1:
-                                self.use[link].peak_flows = 1
-                        end = max(end, begin + nbytes / rate) if self.contention else \
-                            max(end, begin + nbytes / forward_cap)
-                if traced:
-                    op = d.code.ops[i]
-                    self.trace.append((d.device, op.stream, label, op.phase, op.layer, op.mb, begin, end))
-                network.append((d, i, [[1, d, i, end], "", begin], egress, ingress))
-                continue
-            parent = [2, d, i, 0.0]
-            network.append((d, i, [parent, "", begin], egress, ingress))
-            nvlink.append((d, i, [parent, label, begin], nv_egress, nv_ingress))
-        if self.contention:
-            self.push(begin, self._stage_flows, ((network, level, cap, True),) +
-                      (((nvlink, 0, forward_cap, True),) if nvlink else ()))
-            return
-        for d, i, part, egress, ingress in network:
-            self._account(self.path("egress", d.device, level), egress)
-            self._account(self.path("ingress", d.device, level), ingress)
-            most = max(egress, ingress)
-            self._arrive(d, i, part, begin + (most / cap if most > 0 else 0.0))
-
-    @property
-    def forwards_alone(self) -> bool:
-        """Whether nothing but DeepEP's NVLink forwards ever uses a level-0 port (no collective or send of any
-        program on level 0, no port shared by devices): one device runs one collective at a time (its comm
-        stream), so its forwards would always be alone there. Decided once, from the devices' programs."""
-        if self._forwards_alone is None:
-            alone = self.fabric.sharers(0) == 1
-            for code in {id(d.code): d.code for d in self.devices}.values() if alone else ():
-                for op in code.ops:
-                    spec = op.comm
-                    if spec is not None and spec.forward_bytes <= 0 and self.fabric.level(spec.span) == 0:
-                        alone = False
-                        break
-                if not alone:
-                    break
-            self._forwards_alone = alone
-        return self._forwards_alone
-
-    def _stage_flows(self, stages) -> None:
-        for arg in stages:
-            self._flows(arg)
 
     def _send(self, d: Device, i: int, t: float) -> None:
         op = d.code.ops[i]

@@ -339,5 +339,5 @@ def pipeline_order(schedule: str, micro_batches: int, pp: int, stage: int) -> li
     return [(s.kind, s.mb) for s in device_order(schedule, micro_batches, pp, 1, stage)]
 
 
-__all__ = ["COLLECTIVE", "COMPUTE", "EXPERT", "FORWARD_SUFFIX", "FROM_EXPERTS", "GATHER", "Op", "SEND", "STREAMS", "StageProgram",
-           "TO_EXPERTS", "build_stage_program", "pipeline_order"]
+__all__ = ["COLLECTIVE", "COMPUTE", "EXPERT", "FORWARD_SUFFIX", "FROM_EXPERTS", "GATHER", "Op", "SEND", "STREAMS",
+           "StageProgram", "TO_EXPERTS", "build_stage_program", "pipeline_order"]

@@ -165,7 +165,7 @@ class Engine:
         level = self.fabric.level(spec.span)
         cap = spec.cap_bytes_per_s
         # A DeepEP all-to-all across nodes also moves its NVLink forwards on level 0, each side the network's
-        # bytes × forward / wire bytes, paced at their own stage's time (kernel.Kernel._launch_stages).
+        # bytes × forward / wire bytes, paced at their own stage's time (forwards.ForwardStages._launch_stages).
         ratio = spec.forward_bytes / spec.wire_bytes if spec.forward_bytes > 0 and spec.wire_bytes > 0 else 0.0
         forward_cap = spec.forward_cap_bytes_per_s
         if not self.contention:

@@ -213,7 +213,7 @@ class FlowSharing:
         heap event ends both (`_member_end`). A flow that later arrives on one of the ports turns that side
         into a _Flow (`_materialize`) and shares the link with it, as it would share with a lazy _Flow. The
         other members go through `transfer`. `arg` = (members, level, cap, keyed): the flows' rate cap; keyed, each
-        member's third item is the part its flows report to (a DeepEP stage, kernel._launch_stages)."""
+        member's third item is the part its flows report to (a DeepEP stage, forwards.py)."""
         members, level, cap, keyed = arg
         transfer, heap, lazy_end, member_end = self.transfer, self.heap, self._lazy_end, self._member_end
         on_link, lazy_on, use, now = self.on_link, self.lazy_on, self.use, self.now
@@ -309,7 +309,7 @@ class FlowSharing:
             rec[_COUNT] -= ended
             if rec[_COUNT] == 0:
                 d, i = rec[_DEVICE], rec[_OP]
-                if rec[_KEY] is not None:  # one stage of a DeepEP member (kernel._launch_stages)
+                if rec[_KEY] is not None:  # one stage of a DeepEP member (forwards.py)
                     self._arrive(d, i, rec[_KEY], self.now)
                     return
                 d.end[i] = self.now

@@ -39,29 +39,34 @@ class ForwardStages:
                 nvlink.append((d, i, [parent, label, begin], egress * ratio, ingress * ratio))
             self.push(begin, self._stage_flows, ((network, level, cap, True), (nvlink, 0, forward_cap, True)))
             return
-        use, links = self.use, self.links
+        use = self.use
         plain, floored = [], []
         for member in members:
             d, i, _, egress, ingress = member
             pair = d.pairs.get(0)
             if pair is None:
                 pair = self._pair(d, 0)
-            end = begin
-            for path, nbytes in ((pair[0], egress * ratio), (pair[1], ingress * ratio)):
-                if nbytes > 0:
-                    rate = forward_cap
-                    for link, mult in path:
-                        u = use[link]
-                        u.carried_bytes += mult * nbytes
-                        if contention:
-                            if u.peak_flows < 1:
-                                u.peak_flows = 1
-                            bound = links[link].capacity_bytes_per_s / mult
-                            if bound < rate:
-                                rate = bound
-                    e = begin + nbytes / rate
+            single = pair[2]
+            if single is not None and contention:  # one port each way (a GPU's NVLink): written out, ~4 M calls
+                end = begin
+                nv_egress, nv_ingress = egress * ratio, ingress * ratio
+                le, bound_e, li, bound_i, me, mi = single
+                if nv_egress > 0:
+                    u = use[le]
+                    u.carried_bytes += me * nv_egress
+                    if u.peak_flows < 1:
+                        u.peak_flows = 1
+                    end = begin + nv_egress / (forward_cap if forward_cap < bound_e else bound_e)
+                if nv_ingress > 0:
+                    u = use[li]
+                    u.carried_bytes += mi * nv_ingress
+                    if u.peak_flows < 1:
+                        u.peak_flows = 1
+                    e = begin + nv_ingress / (forward_cap if forward_cap < bound_i else bound_i)
                     if e > end:
                         end = e
+            else:
+                end = self._alone_end(pair, egress * ratio, ingress * ratio, forward_cap, begin)
             if trace is not None:
                 op = d.code.ops[i]
                 trace.append((d.device, op.stream, op.name + FORWARD_SUFFIX, op.phase, op.layer, op.mb, begin, end))
@@ -79,6 +84,28 @@ class ForwardStages:
             self.push(begin, self._flows, (plain, level, cap, False))
         if floored:
             self.push(begin, self._flows, (floored, level, cap, True))
+
+    def _alone_end(self, pair: tuple, nv_egress: float, nv_ingress: float, forward_cap: float, begin: float) -> float:
+        """End of a member's forwards run alone over its level-0 paths `pair` (egress, ingress, ...) from `begin`:
+        each side at the slower of the pace and its links (with contention; without, at the pace), bytes counted."""
+        use, links, contention = self.use, self.links, self.contention
+        end = begin
+        for path, nbytes in ((pair[0], nv_egress), (pair[1], nv_ingress)):
+            if nbytes > 0:
+                rate = forward_cap
+                for link, mult in path:
+                    u = use[link]
+                    u.carried_bytes += mult * nbytes
+                    if contention:
+                        if u.peak_flows < 1:
+                            u.peak_flows = 1
+                        bound = links[link].capacity_bytes_per_s / mult
+                        if bound < rate:
+                            rate = bound
+                e = begin + nbytes / rate
+                if e > end:
+                    end = e
+        return end
 
     @property
     def forwards_alone(self) -> bool:

@@ -353,7 +353,7 @@ class Kernel(FlowSharing, ForwardStages):
 
     def _arrive(self, d: Device, i: int, key, time_s: float) -> None:
         """A send's transfer (key: the receiver's ("act" | "grad", mb, piece, device)) or one stage of a DeepEP
-        member (key: a part, `_launch_stages`) has ended at `time_s`."""
+        member (key: a part, forwards.py) has ended at `time_s`."""
         if key.__class__ is list:
             parent, label, start = key
             if label:

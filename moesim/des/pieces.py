@@ -112,10 +112,11 @@ def _gradient_of(b: Builder, costs: Costs, vs: int, n: int, last_piece: bool) ->
 
 
 def overlapped(b, costs: Costs, slot: Slot, left: dict, pieces_left: list) -> None:
-    """DualPipe's F&B: forward of (mb, vs) and backward of `slot.pair`, layer by layer in two chains merged
-    on each stream: the backward's j-th stage part (between its collectives) before the forward's j-th, so
-    that, as in DeepSeek-V3 Figure 4, the compute stream runs F attention | B MLP | F MLP | B attention
-    while the comm stream runs B combine | F dispatch | B dispatch | F combine."""
+    """DualPipe's F&B: forward of (mb, vs) and backward of `slot.pair`, built layer by layer as two chains, keyed
+    so that the backward's j-th stage part (between its collectives) sorts before the forward's j-th (as in
+    DeepSeek-V3 Figure 4, compute F attention | B MLP | F MLP | B attention beside comm B combine | F dispatch |
+    B dispatch | F combine); each stream then runs the pair's operations in the order of a list schedule on the
+    model's times (`pair_order`), whose ties keep that order."""
     kind_b, mb_b, vs_b = slot.pair
     start = b.last
     fwd_layers, bwd_layers = costs.stages[slot.vs].layers, tuple(reversed(costs.stages[vs_b].layers))

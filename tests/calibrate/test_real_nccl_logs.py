@@ -33,7 +33,9 @@ KNOWN_MISSES = {
     # the published hop: b200-vultr-2node all_gather / reduce_scatter < 1 MiB 52.9 / 55.8 -> 34.6 / 37.3 %;
     # b200-vultr-2node all_reduce 16.1 -> 11.0 %, h200-spectrumx 39.5 -> 34.7 % (docs/collectives.md, round 3).
     # 88 % (114 % before the mnfloor round; 178 % before NCCL's ring net overhead and multi-node LL cap): 54-64 us below
-    # 1 MiB on GKE A3 Ultra (RoCE) against 27-50 us priced for the ring
+    # 1 MiB on GKE A3 Ultra (RoCE) against 27-50 us priced for the ring. Session 6 (gIB round): LL off would give 19.7 %, but
+    # no source says the gIB tuner configuration turns it off, and another A3 Ultra run of the same set-up measures LL's
+    # 28 us floor (h200-gke-a3ultra-sky-2node, 9.6 %); not attached (docs/collectives.md, GKE RoCE floors (gIB))
     ("h200-gke-a3ultra-2node_all_gather_perf.log", "small"): 0.92,
     # B200 on Vultr (2 x 8, IB NDR; one report in mihai-amp/cluster-quality): the multi-node non-all-reduce runs are
     # slower than priced (measured / priced time - 1 > 0), not relabelled, listed with what they measure:
@@ -42,7 +44,8 @@ KNOWN_MISSES = {
     ("b200-vultr-2node_reduce_scatter_perf.log", "large"): 0.43,  # 39.7 % (40.4, 42.7): same shape as the all_gather
     # GKE A4 (B200, 400G RoCE): a 42-55 us floor below 1 MiB against 27-50 us priced (50.9 %; 71.7 % before the mnfloor
     # round; 139 % before NCCL's ring net overhead and multi-node LL cap, which also brought >= 1 MiB from 20.1 % to
-    # 17.6 %, under the bar; 15.8 % now)
+    # 17.6 %, under the bar; 15.8 % now). Session 6 (gIB round): LL off would give 6.3 % (two of three published A4 runs sit
+    # within 2.3 us of ring/LL128), but no source says what the gIB tuner configuration picks; not attached (same section)
     ("b200-gke-a4-2node_all_gather_perf.log", "small"): 0.54,
 }
 

@@ -255,13 +255,14 @@ def test_deepseek_v3_dualpipe_simulated_near_the_estimate():
     layers, no collectives) left the all-to-alls of stage 15's backward with nothing beside them, and the other
     pair the reverse: 0.2431 s per two pairs against 0.2144 s of compute. The pair now runs as a list schedule
     on the model's times (pieces.pair_order): 0.2215 s, the step 15.22 s, +5.1 % (contention on, not asserted:
-    +7.0 %). Asserted: above the estimate and within 6 %."""
+    +7.0 %). Asserted: above the estimate and within 7 % (the layer-by-layer merge's +12.85 % fails; a point of
+    room for other rounds' pricing changes merged beside this one)."""
     from moesim.specs.load import load_scenario
     sc = load_scenario("deepseek-v3-h800")
     assert sc.training.pipeline_schedule == "dualpipe"
     result = simulate(sc, None, SimOptions(contention=False, expected_loads=True, trace=False))
     assert result.step_times_s[0] >= result.analytical_step_time_s
-    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.06)
+    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.07)
 
 
 def _pair_ops():

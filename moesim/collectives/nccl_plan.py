@@ -14,7 +14,7 @@ from moesim.collectives import hierarchy
 from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _collnet, _hop_tables, _ll_cap, _net_ll_legs,
                                      _net_overheads, _nvls, _nvls_fixed, _pat, _ring_plateau, _scaled_transfer,
-                                     _tree_net_hops, channel_share, fill_bytes, fill_factor, tree_correction,
+                                     _tree_net_hops, channel_rule, fill_bytes, fill_factor, share_at, tree_correction,
                                      tuning)
 from moesim.collectives.nccl_multinode import ring_chain_extra_net_steps
 
@@ -49,9 +49,8 @@ class Plan:
     fill_bytes: float  # S_fill of the ring / tree ramp
     # ring and tree: (algorithm, protocol, latency s, bandwidth factor, per-tier LL caps or None, base s, plateau,
     # (NVLink steps x (own hop − wire hop) s, the chain's wire-only s, the LL host legs' s): the tuner offset's parts,
-    # the size below which NCCL runs it on fewer channels: nChannels x nt_max x threadThreshold (nccl.channel_share)
+    # (the size below which NCCL runs it on fewer channels, nChannels x nt_max x threadThreshold; nccl.channel_rule)
     ring_tree: tuple[tuple, ...]
-    channels: int  # nChannels of ring and tree ([pipeline] channels)
     pat: bool
     nvls: tuple | None  # _nvls_fixed: (algorithm, latency s, S_fill) of NVLS / NVLSTree where it runs
     sharp: bool
@@ -74,7 +73,6 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
     outer = len(counts) - 1  # the last tier of the group's counts holds it and is crossed (D_t > 1, hierarchy.py)
     legs = _net_ll_legs() if multi else None  # wire only: NCCL's tuner has no host leg (offset below)
     ring_tree = []
-    ch = t["channels"]
     channels = t["pipeline"]["channels"]
     for algo in ("ring", "tree"):
         if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
@@ -99,13 +97,12 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
             # NCCL's tuner sees neither the ring's extra network steps nor the LL host leg (wire only,
             # nccl_multinode.py): the offset subtracts them, so NCCL's pick stays its own model's (priced)
             offset = (steps0 * (own0 - alpha[0]), chain_wire, leg_off if p == 0 else 0.0)
-            full = channels * ch["max_threads"][proto] * ch["thread_threshold"][proto] * (
-                n if algo == "ring" and p == 0 and ch["ring_ll_threshold_times_ranks"] else 1)
+            rule = channel_rule(algo, proto, n, channels)
             ring_tree.append((algo, proto, latency, factors[p], _caps(counts, ll_cap if p == 0 else 0),
-                              bases[p] * US, plateau, offset, full))
+                              bases[p] * US, plateau, offset, (rule[0] * rule[1] * rule[2], rule)))
     return Plan(op=op, n=n, counts=tuple(counts), tiers=tuple(tiers), allowed=allowed,
                 passes=passes, multi=multi, nodes=nodes, nvls_eff=nvls_eff,
-                fill_bytes=fill_bytes(multi), ring_tree=tuple(ring_tree), channels=channels,
+                fill_bytes=fill_bytes(multi), ring_tree=tuple(ring_tree),
                 pat=multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed,
                 # NVLS across nodes goes over CollNet where SHARP is on (_collnet), else it is NVLSTree
                 nvls=(_nvls_fixed(op, n, counts, tiers, nodes, multi, allowed) if nvls_eff > 0 and counts[0] > 1
@@ -118,8 +115,7 @@ def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:
     op, n, counts, tiers = plan.op, plan.n, plan.counts, plan.tiers
     ramp = fill_factor(size_bytes, plan.fill_bytes)
     out = []
-    channels = plan.channels
-    for algo, proto, latency, factor, caps, base, plateau, (own_s, chain_wire, leg_s), full in plan.ring_tree:
+    for algo, proto, latency, factor, caps, base, plateau, (own_s, chain_wire, leg_s), (full, rule) in plan.ring_tree:
         # hierarchy.ring_terms / double_binary_tree_terms, their latency from the plan
         bw = [w * factor for w in port_bw] if caps is None else [min(w * factor, c) for w, c in zip(port_bw, caps)]
         if algo == "ring":
@@ -135,7 +131,8 @@ def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:
         transfer = _scaled_transfer(transfer, ramp)
         if size_bytes < full:  # NCCL runs its pick on fewer channels / threads: wire only, so the offset takes it back
             before = max(transfer)
-            transfer = tuple(x / channel_share(algo, proto, size_bytes, n, channels) for x in transfer)
+            share = share_at(rule, size_bytes)
+            transfer = tuple(x / share for x in transfer)
             offset -= max(transfer) - before
         out.append((algo, proto, Terms(latency, transfer, True), base, offset))
     if plan.pat:

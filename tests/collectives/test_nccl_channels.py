@@ -76,7 +76,7 @@ def test_the_channel_count_is_wire_only(monkeypatch):
     hw, group = load_hardware("h100-sxm"), Group(size=16, devices=16)
     sizes = (64.0, 2.0**12, 2.0**16, 2.0**18, 2.0**22)
     cut = {s: default_model(hw).candidates("all_gather", s, group) for s in sizes}
-    monkeypatch.setattr(nccl_plan, "channel_share", lambda *a: 1.0)
+    monkeypatch.setattr(nccl_plan, "share_at", lambda *a: 1.0)
     for size in sizes:
         full = default_model(hw).candidates("all_gather", size, group)
         moved = 0

@@ -89,3 +89,24 @@ def test_the_channel_count_is_wire_only(monkeypatch):
                 moved += share < 1.0
         # ring LL over 16 ranks is cut below 1 MiB, LL128 below 80 KiB, Simple below 512 KiB (16 channels)
         assert moved == {64.0: 3, 2.0**12: 3, 2.0**16: 3, 2.0**18: 2, 2.0**22: 0}[size]
+
+
+def test_docs_print_the_ramp_check():
+    """scripts/ramp_channel_check.py: before / shipped / replaced per healthy log; docs/collectives.md prints exactly
+    its block, and the shipped form has fewer misses than both others."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("ramp_channel_check", root / "scripts" / "ramp_channel_check.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    found = script.errors()
+    small = {v: sum(e[v].mape_small or 0 for e in found.values()) for v in script.VARIANTS}
+    large = {v: sum(e[v].mape_large or 0 for e in found.values()) for v in script.VARIANTS}
+    assert small["shipped"] < small["before"] - 1.0  # 407.7 -> 275.3 points below 1 MiB
+    assert large["shipped"] == pytest.approx(large["before"])  # no logged size >= 1 MiB moves
+    assert large["replaced"] > large["shipped"] + 1.0  # the channel count does not carry the 1-256 MiB ramp
+    doc = (root / "docs" / "collectives.md").read_text(encoding="utf-8")
+    block = doc.split(script.BEGIN)[1].split(script.END)[0].strip()
+    assert block == script.render(found).strip(), "run: python scripts/ramp_channel_check.py --write"

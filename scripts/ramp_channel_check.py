@@ -1,9 +1,9 @@
 """The ramp from NCCL's channel count against every healthy nccl-tests log (docs/collectives.md, "The ramp from
 NCCL's channel count"): busbw MAPE per log and error per size, three ways.
 
-- before: every ring / tree runs all nChannels channels at every size (nccl.share_at taken as 1), the shape-read
+- before: every ring / tree runs all nChannels channels at every size (nccl_channels.share_at taken as 1), the shape-read
   fill on the bottleneck (nccl.fill_factor): the model before the ramp round;
-- shipped: NCCL's per-size channel and thread count (nccl.ring_tree_channels_at, enqueue.cc topoGetAlgoInfo) on the
+- shipped: NCCL's per-size channel and thread count (nccl_channels.ring_tree_channels_at, enqueue.cc topoGetAlgoInfo) on the
   wire, the fill kept;
 - replaced (not shipped): the channel count in place of the fill on ring and tree (NVLS, NVLSTree, PAT and CollNet
   keep theirs: the channel count does not apply to them).

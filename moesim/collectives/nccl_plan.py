@@ -14,8 +14,9 @@ from moesim.collectives import hierarchy
 from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _collnet, _hop_tables, _ll_cap, _net_ll_legs,
                                      _net_overheads, _nvls, _nvls_fixed, _pat, _ring_plateau, _scaled_transfer,
-                                     _tree_net_hops, channel_rule, fill_bytes, fill_factor, share_at, tree_correction,
+                                     _tree_net_hops, fill_bytes, fill_factor, tree_correction,
                                      tuning)
+from moesim.collectives.nccl_channels import channel_rule, share_at
 from moesim.collectives.nccl_multinode import ring_chain_extra_net_steps
 
 
@@ -49,7 +50,7 @@ class Plan:
     fill_bytes: float  # S_fill of the ring / tree ramp
     # ring and tree: (algorithm, protocol, latency s, bandwidth factor, per-tier LL caps or None, base s, plateau,
     # (NVLink steps x (own hop − wire hop) s, the chain's wire-only s, the LL host legs' s): the tuner offset's parts,
-    # (the size below which NCCL runs it on fewer channels, nChannels x nt_max x threadThreshold; nccl.channel_rule)
+    # (the size below which NCCL runs it on fewer channels, nChannels x nt_max x threadThreshold; nccl_channels.channel_rule)
     ring_tree: tuple[tuple, ...]
     pat: bool
     nvls: tuple | None  # _nvls_fixed: (algorithm, latency s, S_fill) of NVLS / NVLSTree where it runs

@@ -37,9 +37,9 @@ def test_several_node_all_gather_floor_is_nccls_ring_with_net_overhead():
     NCCL 2.30.7's net overhead (ncclTopoTuneModel), the ring's slowest chunk crossing both node boundaries and the LL
     network send's host-memory leg (mnfloor round; 23.3 us before it); measured 33.9-35.5 us, so +25 to +31 %
     (+45 to +51 % before; docs/collectives.md). Since the ramp round NCCL runs these sizes on 1 of 16 channels with 96
-    of 512 threads (nccl.channel_share), so the transfer is priced / (96 / 8192): 28.1 us at 256 B to 35.4 us at 2 KiB,
+    of 512 threads (nccl_channels.channel_share), so the transfer is priced / (96 / 8192): 28.1 us at 256 B to 35.4 us at 2 KiB,
     +21 % to -3 % (the latency part stays 27.0 us)."""
-    from moesim.collectives.nccl import channel_share
+    from moesim.collectives.nccl_channels import channel_share
 
     err = errors("b200-vultr-2node_all_gather_perf.log", ranks=16)
     tiny = [e for e in err.sizes if e.size_bytes <= 2048]

@@ -32,7 +32,7 @@ KNOWN_MISSES = {
     # Met since the mnfloor round (the ring's worst chain and the LL network send's host leg, nccl_multinode.py), with
     # the published hop: b200-vultr-2node all_gather / reduce_scatter < 1 MiB 52.9 / 55.8 -> 34.6 / 37.3 %;
     # b200-vultr-2node all_reduce 16.1 -> 11.0 %, h200-spectrumx 39.5 -> 34.7 % (docs/collectives.md, round 3).
-    # Met since NCCL's per-size channel and thread count (ramp round, nccl.channel_share; docs/collectives.md "The ramp
+    # Met since NCCL's per-size channel and thread count (ramp round, nccl_channels.channel_share; docs/collectives.md "The ramp
     # from NCCL's channel count"): h200-gke-a3ultra-2node all_gather < 1 MiB 88.0 -> 30.7 %, b200-gke-a4-2node
     # all_gather < 1 MiB 50.9 -> 28.0 % (both were listed here: 0.92, 0.54).
     # B200 on Vultr (2 x 8, IB NDR; one report in mihai-amp/cluster-quality): the multi-node non-all-reduce runs are
@@ -186,7 +186,7 @@ def test_nvls_and_nvlstree_are_what_hopper_runs():
     found = default_model(load_hardware("h100-sxm")).candidates("all_reduce", 64.0, Group(size=16, devices=16))
     (tree_ll,) = [c for c in found if c.label == "tree/LL"]
     assert tree_ll.time_s + tree_ll.tuner_offset_s == pytest.approx(25.2e-6, abs=0.05e-6)
-    # 32.8 us before the ramp round; 64 B now runs on 1 of 16 channels (nccl.channel_share): its transfer x 16
+    # 32.8 us before the ramp round; 64 B now runs on 1 of 16 channels (nccl_channels.channel_share): its transfer x 16
     assert tree_ll.time_s == pytest.approx(32.9e-6, abs=0.05e-6)
 
 

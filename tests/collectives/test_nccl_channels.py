@@ -1,6 +1,6 @@
 """NCCL's per-size channel and thread count (ramp round, issue 11): once the tuner has picked a ring or tree
 (algorithm, protocol), NCCL 2.30.7 src/enqueue.cc topoGetAlgoInfo runs small messages on fewer channels and then
-fewer threads; moesim prices that share of the full-size rate on the wire only (nccl.channel_share), so NCCL's pick
+fewer threads; moesim prices that share of the full-size rate on the wire only (nccl_channels.channel_share), so NCCL's pick
 is unchanged. Constants: nccl_tuning.toml [channels]."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from moesim.collectives.base import Group
-from moesim.collectives.nccl import channel_share, ring_tree_channels, tuning
+from moesim.collectives.nccl import tuning
+from moesim.collectives.nccl_channels import channel_share, ring_tree_channels
 from moesim.collectives.select import default_model
 from moesim.specs.load import load_hardware
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from moesim.collectives.base import Group
-from moesim.collectives.nccl import channel_share, net_overhead_s, tuning
+from moesim.collectives.nccl import net_overhead_s, tuning
+from moesim.collectives.nccl_channels import channel_share
 from moesim.collectives.topo_model import TopologyModel
 from moesim.specs.load import load_hardware
 
@@ -29,7 +30,7 @@ def ring(model, op, group, protocol):
 
 def tuner_latency_s(c, n):
     """Latency + tuner offset: NCCL's own latency, once the offset's channel part is taken out (the ramp round: NCCL
-    runs TINY on fewer channels after its pick, a wire-only cost, nccl.channel_share)."""
+    runs TINY on fewer channels after its pick, a wire-only cost, nccl_channels.channel_share)."""
     share = channel_share(c.algorithm, c.protocol, TINY, n, tuning()["pipeline"]["channels"])
     return c.terms.latency_s + c.tuner_offset_s + c.terms.bandwidth_s * (1 - share)
 

@@ -118,23 +118,18 @@ def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:
     out = []
     for algo, proto, latency, factor, caps, base, plateau, (own_s, chain_wire, leg_s), (full, rule) in plan.ring_tree:
         # hierarchy.ring_terms / double_binary_tree_terms, their latency from the plan
-        bw = [w * factor for w in port_bw] if caps is None else [min(w * factor, c) for w, c in zip(port_bw, caps)]
-        if algo == "ring":
-            transfer = hierarchy.ring_transfer_s(plan.passes, size_bytes, n, counts, bw)
-            if plateau:  # the plateau scales the whole latency, the chain's wire steps with it
-                before = latency
-                latency, base = _ring_plateau(latency, base, size_bytes, n, tiers[0])
-                chain_wire *= latency / before if before else 1.0
-        else:
-            k = 1.0 / tree_correction(proto, size_bytes)
-            transfer = tuple(x * k for x in hierarchy.double_binary_tree_transfer_s(size_bytes, counts, bw))
+        if algo == "ring" and plateau:  # the plateau scales the whole latency, the chain's wire steps with it
+            before = latency
+            latency, base = _ring_plateau(latency, base, size_bytes, n, tiers[0])
+            chain_wire *= latency / before if before else 1.0
         offset = own_s - chain_wire - leg_s  # NCCL's own model time minus the wire's
-        transfer = _scaled_transfer(transfer, ramp)
+        transfer = _scaled_transfer(_transfer(plan, algo, proto, size_bytes, port_bw, factor, caps), ramp)
         if size_bytes < full:  # NCCL runs its pick on fewer channels / threads: wire only, so the offset takes it back
-            before = max(transfer)
             share = share_at(rule, size_bytes)
-            transfer = tuple(x / share for x in transfer)
-            offset -= max(transfer) - before
+            cut = (tuple(x / share for x in transfer) if caps is None else  # no cap: the transfer / share
+                   _scaled_transfer(_transfer(plan, algo, proto, size_bytes, port_bw, factor * share, caps), ramp))
+            offset -= max(cut) - max(transfer)
+            transfer = cut
         out.append((algo, proto, Terms(latency, transfer, True), base, offset))
     if plan.pat:
         out.append(_pat(size_bytes, n, plan.nodes, tiers, port_bw))
@@ -143,3 +138,15 @@ def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:
     if plan.sharp:
         out.extend(_collnet(size_bytes, counts, tiers, port_bw, plan.nvls_eff, plan.allowed))
     return out
+
+
+def _transfer(plan: Plan, algo: str, proto: str, size_bytes: float, port_bw, factor: float, caps) -> tuple:
+    """Per-tier transfer of a ring or tree (hierarchy.ring_transfer_s / double_binary_tree_transfer_s, the tree's
+    size correction) at W_i x `factor`, capped per tier where the protocol has a cap: NCCL's busBw = nChannels x the
+    per-channel bandwidth x the protocol factor, its LL cap on that total (tuning.cc ncclTopoTuneModel), so a
+    channel share goes into `factor` before the cap (nccl_channels.share_at)."""
+    bw = [w * factor for w in port_bw] if caps is None else [min(w * factor, c) for w, c in zip(port_bw, caps)]
+    if algo == "ring":
+        return hierarchy.ring_transfer_s(plan.passes, size_bytes, plan.n, plan.counts, bw)
+    k = 1.0 / tree_correction(proto, size_bytes)
+    return tuple(x * k for x in hierarchy.double_binary_tree_transfer_s(size_bytes, plan.counts, bw))

@@ -32,9 +32,11 @@ KNOWN_MISSES = {
     # Met since the mnfloor round (the ring's worst chain and the LL network send's host leg, nccl_multinode.py), with
     # the published hop: b200-vultr-2node all_gather / reduce_scatter < 1 MiB 52.9 / 55.8 -> 34.6 / 37.3 %;
     # b200-vultr-2node all_reduce 16.1 -> 11.0 %, h200-spectrumx 39.5 -> 34.7 % (docs/collectives.md, round 3).
-    # Met since NCCL's per-size channel and thread count (ramp round, nccl_channels.channel_share; docs/collectives.md "The ramp
-    # from NCCL's channel count"): h200-gke-a3ultra-2node all_gather < 1 MiB 88.0 -> 30.7 %, b200-gke-a4-2node
-    # all_gather < 1 MiB 50.9 -> 28.0 % (both were listed here: 0.92, 0.54).
+    # 63.8 % since NCCL's per-size channel and thread count (ramp round, nccl_channels; docs/collectives.md "The ramp from
+    # NCCL's channel count"); 88 % before it (114 % before the mnfloor round; 178 % before NCCL's ring net overhead and
+    # multi-node LL cap): 54-64 us below 1 MiB on GKE A3 Ultra (RoCE) against 27-50 us priced for the ring
+    ("h200-gke-a3ultra-2node_all_gather_perf.log", "small"): 0.66,
+    # Met since the ramp round: b200-gke-a4-2node all_gather < 1 MiB 50.9 -> 31.8 % (was listed here: 0.54).
     # B200 on Vultr (2 x 8, IB NDR; one report in mihai-amp/cluster-quality): the multi-node non-all-reduce runs are
     # slower than priced (measured / priced time - 1 > 0), not relabelled, listed with what they measure:
     ("b200-vultr-2node_all_gather_perf.log", "large"): 0.42,  # 39.1 % (41.3 before the mnfloor round): 1-64 MiB ramp
@@ -186,8 +188,8 @@ def test_nvls_and_nvlstree_are_what_hopper_runs():
     found = default_model(load_hardware("h100-sxm")).candidates("all_reduce", 64.0, Group(size=16, devices=16))
     (tree_ll,) = [c for c in found if c.label == "tree/LL"]
     assert tree_ll.time_s + tree_ll.tuner_offset_s == pytest.approx(25.2e-6, abs=0.05e-6)
-    # 32.8 us before the ramp round; 64 B now runs on 1 of 16 channels (nccl_channels.channel_share): its transfer x 16
-    assert tree_ll.time_s == pytest.approx(32.9e-6, abs=0.05e-6)
+    # 32.8 us before the ramp round; 64 B now runs on 1 of 16 channels (nccl_channels.channel_share), under the LL cap
+    assert tree_ll.time_s == pytest.approx(32.85e-6, abs=0.02e-6)
 
 
 def test_calibrating_on_one_log_of_a_cluster_helps_the_others(tmp_path):
@@ -244,7 +246,7 @@ def test_one_thread_driving_eight_gpus_sets_the_small_size_floor():
     assert LOGS[name]["gpus_per_thread"] == 8
     hw = load_hardware(LOGS[name]["hardware"])
     with_floor, without = errors(name), log_error(points(name), hw)
-    # without the host floor: 68.7 % before the ramp round, 40.0 % since (fewer channels at small sizes, channel_share)
+    # without the host floor: 68.7 % before the ramp round, 41.1 % since (fewer channels at small sizes, channel_share)
     assert without.mape_small > 0.35 and with_floor.mape_small < TARGET_SMALL
     # up to 2 KiB (32 KiB before the ramp round: 8-32 KiB now run on one channel, whose transfer passes the floor)
     tiny = [e for e in with_floor.sizes if e.size_bytes <= 2**11]

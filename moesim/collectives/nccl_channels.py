@@ -46,9 +46,9 @@ def ring_tree_channels_at(rule: tuple, size_bytes: float) -> tuple[int, int]:
 
 
 def share_at(rule: tuple, size_bytes: float) -> float:
-    """nc x nt / (nChannels x nt at full size) (ring_tree_channels_at): the part of the full-size rate NCCL's
-    channels and threads carry at this size. Assumption: each channel carries 1/nChannels of the full-size rate and
-    a channel's rate goes with its data threads."""
+    """nc x nt / (nChannels x nt at full size) (ring_tree_channels_at): what takes nChannels' place in NCCL's
+    busBw = nChannels x per-channel bandwidth (tuning.cc ncclTopoTuneModel) at this size, before the LL cap
+    (nccl_plan._transfer). Assumption (not in NCCL's model): a channel's rate goes with its data threads."""
     nc, nt = ring_tree_channels_at(rule, size_bytes)
     return nc * nt / rule[6]
 

@@ -14,8 +14,7 @@ from moesim.collectives import hierarchy
 from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _collnet, _hop_tables, _ll_cap, _net_ll_legs,
                                      _net_overheads, _nvls, _nvls_fixed, _pat, _ring_plateau, _scaled_transfer,
-                                     _tree_net_hops, fill_bytes, fill_factor, tree_correction,
-                                     tuning)
+                                     _tree_net_hops, fill_bytes, fill_factor, tree_correction, tuning)
 from moesim.collectives.nccl_channels import channel_rule, share_at
 from moesim.collectives.nccl_multinode import ring_chain_extra_net_steps
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from moesim.collectives.base import CollectiveCost, Group
+from moesim.collectives.base import CollectiveCost, Group, p2p_latency_s
 from moesim.collectives.formulas import (
     binomial_broadcast_s, pairwise_all_to_all_s, ring_all_gather_s, ring_all_reduce_s, send_recv_s,
 )
@@ -42,7 +42,7 @@ class AlphaBetaModel:
             return CollectiveCost(op, size_bytes, p, 0.0, "local", "none")
         per_message = size_bytes / p if op in ("all_to_all", "all_gather", "reduce_scatter") else size_bytes
         bw = device_bw_bytes_per_s(level, self.hardware.chip.devices_per_chip, per_message)
-        alpha = level.latency_s
+        alpha = p2p_latency_s(level) if op in ("all_to_all", "send_recv") else level.latency_s
         if op == "all_reduce":
             time_s, algorithm = ring_all_reduce_s(p, size_bytes, alpha, bw), "ring"
         elif op in ("all_gather", "reduce_scatter"):

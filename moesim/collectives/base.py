@@ -34,6 +34,14 @@ def wire_bytes_per_device(op: str, size_bytes: float, n: int) -> float:
     return size_bytes * bus_bw_factor(op, n)
 
 
+def p2p_latency_s(level) -> float:
+    """The latency of one send/recv message over `level` (a Tier or an InterconnectLevel): its own
+    p2p_latency_s where the profile sets one (`interconnect[].p2p_latency_us`), else latency_s. Every engine
+    that prices a point-to-point message reads it here: all-to-all and send/recv on switch tiers and tori,
+    DeepEP's per-message hops (dispatch.py), the alpha-beta model; the estimate and the simulator through them."""
+    return level.latency_s if level.p2p_latency_s is None else level.p2p_latency_s
+
+
 def wire_factor(model, op: str, n: int) -> float:
     """Bytes one device sends per byte of S, as `model` runs `op` over n members: the model's own count
     where it has one (DeepEP's deduplicated dispatch, collectives/dispatch.py), else the busbw factor."""

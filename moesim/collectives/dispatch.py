@@ -14,7 +14,8 @@ Notation (uniform routing; ../shared/reference/wave2.md §3):
   Γ        distinct GPUs a token reaches (own GPU included) = G·N·(1 − C(E − E/(N·G), k) / C(E, k)), or
            node-limited M + (M·G − M)·(1 − C(E' − M − E/(N·G), k − M) / C(E' − M, k − M)),  E' = M·E/N
   F        NVLink forwards per token = Γ·(G − 1)/G (every target GPU but the one the token lands on)
-  W_nvl    per-GPU usable NVLink bandwidth (profile: link × bw efficiency); α_nvl, α_net the levels' hops
+  W_nvl    per-GPU usable NVLink bandwidth (profile: link × bw efficiency); α_nvl, α_net the levels' hops (one
+           point-to-point message each: the profile's p2p_latency_us where set, else latency_us)
   W_net    per-GPU NIC bandwidth: link × min(profile efficiency, the fraction DeepEP's own network-bound
            kernels reach: 0.885 of a CX7, deepep.toml [rdma])
   W_fwd    the internode forwarding stage's own rate (deepep.toml [forward]: a kernel rate, measured)
@@ -52,7 +53,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from moesim.collectives.base import CollectiveCost, Group, bus_bw_factor
+from moesim.collectives.base import CollectiveCost, Group, bus_bw_factor, p2p_latency_s
 from moesim.errors import SpecError
 from moesim.paths import read_versioned_toml
 
@@ -286,15 +287,16 @@ class DispatchModel:
 
     def _links(self, size_bytes: float, group: Group):
         """(W_nvl, α_nvl, W_net, α_net) of the NVLink level and the next one out, at this message size; the
-        network's fraction of its link is at most the one DeepEP's own traffic reaches (rdma_fraction)."""
+        network's fraction of its link is at most the one DeepEP's own traffic reaches (rdma_fraction). α: each
+        level's point-to-point message latency (base.p2p_latency_s: p2p_latency_us where the profile sets one)."""
         levels = self.hardware.interconnect
         nvl = levels[0]
         net = levels[1] if len(levels) > 1 else levels[0]
         message = size_bytes / max(group.size, 1)
         net_fraction = net.bw_efficiency.at(message) if len(levels) == 1 else \
             min(net.bw_efficiency.at(message), rdma_fraction())
-        return (nvl.link_bw_bytes_per_s * nvl.bw_efficiency.at(message), nvl.latency_s,
-                net.link_bw_bytes_per_s * net_fraction, net.latency_s)
+        return (nvl.link_bw_bytes_per_s * nvl.bw_efficiency.at(message), p2p_latency_s(nvl),
+                net.link_bw_bytes_per_s * net_fraction, p2p_latency_s(net))
 
 
 def deepep_time_s(backend: str, size_bytes: float, shape: RoutingShape, w_nvl: float, a_nvl: float,

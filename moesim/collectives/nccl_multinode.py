@@ -34,3 +34,12 @@ def net_ll_send_leg_s(t: dict) -> dict[str, float]:
     Source: nccl_tuning.toml [net_ll_send_via_host]; NVIDIA/nccl 2.30.7 src/transport/net.cc sendProxyConnect,
     src/graph/tuning.cc hwLatencies[PCI]; NVIDIA/nccl#756."""
     return {a: us * US for a, us in t["net_ll_send_via_host"]["pci_ll_hop_us"].items()}
+
+
+def p2p_net_runs_ll(t: dict) -> bool:
+    """Whether NCCL's send/recv between ranks on different nodes can run LL (`t` = nccl.tuning()): only with
+    NCCL_ALLOC_P2P_NET_LL_BUFFERS=1, off by default, so such a send runs Simple at every size (its LL buffer,
+    where allocated, is in host memory: net_ll_send_leg_s would apply).
+    Source: nccl_tuning.toml [p2p_net] ll_buffers; NVIDIA/nccl 2.30.7 src/transport/net.cc sendProxyConnect /
+    recvProxyConnect (allocP2pNetLLBuffers), src/enqueue.cc addP2pToPlan, src/init.cc ALLOC_P2P_NET_LL_BUFFERS."""
+    return bool(t["p2p_net"]["ll_buffers"])

@@ -62,7 +62,8 @@ PLAIN = Protocol("", 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0)
 
 # Send/recv inside one NVLink domain is also bounded by NCCL's p2p channel count (nccl.p2p_channels).
 # Send/recv (all-to-all, pipeline hops) does not go through the tuner: LL up to this many bytes per peer,
-# Simple above (NVIDIA/nccl src/enqueue.cc: NCCL_PARAM(P2pLLThreshold, "P2P_LL_THRESHOLD", 16384)).
+# Simple above (NVIDIA/nccl src/enqueue.cc: NCCL_PARAM(P2pLLThreshold, "P2P_LL_THRESHOLD", 16384)); a send/recv
+# between nodes runs Simple at every size (no LL buffer on its network connection: nccl_multinode.p2p_net_runs_ll).
 P2P_LL_THRESHOLD_BYTES = 16384
 
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from moesim.collectives import formulas, hierarchy, nccl, nccl_plan, torus_costs
-from moesim.collectives.base import OPS, CollectiveCost, Group
+from moesim.collectives import formulas, hierarchy, nccl, nccl_multinode, nccl_plan, torus_costs
+from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
 from moesim.collectives.formulas import Terms
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
 from moesim.errors import SpecError
@@ -161,7 +161,7 @@ class TopologyModel:
     def _torus(self, op: str, size: float, n: int, system: System, pl: GroupPlacement) -> list[tuple]:
         tier, tg = system.tiers[0], pl.torus
         b = tier.bw_at(size / n if op in _PASSES or op == "all_to_all" else size)
-        alpha = tier.latency_s
+        alpha = p2p_latency_s(tier) if op in _P2P_OPS else tier.latency_s
         if op in _PASSES:
             found = [("torus_rings", torus_costs.torus_rings_terms(_PASSES[op], size, tg, b, alpha)),
                      (_HALVING_NAME[op], torus_costs.torus_halving_doubling_terms(_PASSES[op], size, tg, b, alpha))]
@@ -188,21 +188,28 @@ class TopologyModel:
             tuner = nccl_plan.plan(op, n, counts, tiers, self._allowed(), self.collnet)
         cap_tiers = None
         # send/recv's own message latency where a profile sets one (InterconnectLevel.p2p_latency_s)
-        latency = [t.p2p_latency_s if op in _P2P_OPS and t.p2p_latency_s is not None else t.latency_s for t in tiers]
+        latency = [p2p_latency_s(t) if op in _P2P_OPS else t.latency_s for t in tiers]
         if system.nccl and op == "send_recv" and tiers[0].kind == "switch":
             cap_tiers = (tiers[0], _nic_tier(system, pl))
+        # NCCL's send/recv between nodes runs Simple: its network connection has no LL buffer by default; where it
+        # has one (NCCL_ALLOC_P2P_NET_LL_BUFFERS=1) that buffer is in host memory, so LL pays the host leg
+        net_p2p = system.nccl and op == "send_recv" and multi and tiers[top].kind not in ("switch", "torus")
+        net_simple = net_p2p and not nccl_multinode.p2p_net_runs_ll(nccl.tuning())
+        leg = nccl_multinode.net_ll_send_leg_s(nccl.tuning())["ring"] if net_p2p and not net_simple else 0.0
+        legs = [leg if t.kind not in ("switch", "torus") else 0.0 for t in tiers]  # added to LL steps only
         return _Layout(
             tiers=tiers, counts=counts, top=top, multi=multi,
             torus_port=tuple(t.kind == "torus" and pl.torus is not None for t in tiers),
             p2p=tuple(t.p2p_factor for t in tiers) if op in _P2P_OPS else None,
             rail=any(t.kind == "fabric" and self.hardware.interconnect[t.level_index].topology == "rail_optimized"
                      for t in tiers),
-            protocols=tuple((proto, {family: tuple(lat * proto.step_factor(t.kind, family)
-                                                   for lat, t in zip(latency, tiers))
+            protocols=tuple((proto, {family: tuple(lat * proto.step_factor(t.kind, family) +
+                                                   (extra if proto.name == "LL" else 0.0)
+                                                   for lat, t, extra in zip(latency, tiers, legs))
                                      for family in ("ring", "tree")},
                              proto.bw_factor(op == "all_reduce", multi)) for proto in protocols),
             names=_algorithm_names(op, counts, n, system.nccl), tuner=tuner, cap_tiers=cap_tiers,
-            p2p_protocols=system.nccl and op in _P2P_OPS)
+            p2p_protocols=system.nccl and op in _P2P_OPS, p2p_net_simple=net_simple)
 
     def _tiers(self, op: str, size: float, n: int, system: System, pl: GroupPlacement, lay: "_Layout") -> list[tuple]:
         """Rows of every algorithm × protocol over the switch tiers at this size (`lay`: the size-free part)."""
@@ -223,9 +230,11 @@ class TopologyModel:
                 cap = nccl.p2p_bw_cap(size, n, tier0, net)
             elif net is not None:
                 cap = nccl.p2p_net_bw_cap(size, n, tier0, net)
-        # send/recv-based ops on NCCL price each algorithm with the protocol its message size picks only
+        # send/recv-based ops on NCCL price each algorithm with the protocol its message size picks only (a
+        # send/recv between nodes: Simple, _layout)
         picked = None if not lay.p2p_protocols else {
-            name: p2p_protocol(_peer_bytes(name, size, n, counts)) for name in lay.names}
+            name: "Simple" if lay.p2p_net_simple else p2p_protocol(_peer_bytes(name, size, n, counts))
+            for name in lay.names}
         out = []
         for proto, alpha, factor in lay.protocols:
             if picked is not None and proto.name not in picked.values():
@@ -274,6 +283,7 @@ class _Layout:
     tuner: object  # nccl_plan.plan for AR / AG / RS on NCCL systems, else None
     cap_tiers: tuple | None  # (NVLink tier, NIC tier or None) where NCCL's p2p channels cap a send/recv
     p2p_protocols: bool  # NCCL send/recv: each algorithm runs the protocol its message size picks
+    p2p_net_simple: bool = False  # NCCL send/recv between nodes: Simple at every size (nccl_multinode.p2p_net_runs_ll)
 
 
 def _algorithm_names(op: str, counts, n: int, nccl_lib: bool) -> tuple[str, ...]:

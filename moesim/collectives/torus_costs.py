@@ -3,7 +3,8 @@
 Notation (chips; see topology/placement.py for how a group becomes a sub-torus):
   m_i, d_i   members of the group and their spacing in chips along axis i; w_i the group's ring closes
   n_c = Π m_i chips;  q devices of the group per chip
-  b          one direction of one link, bytes/s;  α  latency per hop (SB sharding.md: "around 1us")
+  b          one direction of one link, bytes/s;  α  latency per hop (SB sharding.md: "around 1us"); for the
+             all-to-all and send/recv the level's send/recv message latency (p2p_latency_us where set; topo_model)
   s_i        link sharing on axis i: running groups' devices on one of the group's axis-i segments ÷ its own
   S          nccl-tests size (see formulas.py); M_c = q·M bytes one chip sends in an all-to-all
 A bidirectional ring on a closed axis drives 2 links per chip (W_i = 2b/s_i); an open axis (a line)

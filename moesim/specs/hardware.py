@@ -153,7 +153,8 @@ class InterconnectLevel:
     p2p_factor: float | None = None
     # The latency of one send/recv message over this level (all-to-all, pipeline sends: NCCL's p2p path, not the
     # tuner's rings), in place of latency_s for them; None = latency_s. `moesim calibrate` writes it from a log's
-    # all-to-all / send/recv rows (as p2p_factor for their bandwidth).
+    # all-to-all / send/recv rows (as p2p_factor for their bandwidth). Every engine reads it through
+    # collectives.base.p2p_latency_s (switch tiers, torus, DeepEP's hops; the estimate and simulator through them).
     p2p_latency_s: float | None = None
     nccl_arch: str = ""  # GPU architecture whose NCCL per-protocol caps apply (NCCL_ARCHS); "" = none
     # In-network reduction (InfiniBand SHARP) on this fabric's switches: NCCL's CollNet algorithms can run

@@ -129,7 +129,7 @@ def build_system(hardware: HardwareProfile, devices: int) -> System:
             torus = _torus_of(level, min(devices, level.domain_devices), per_chip)
             tiers.append(Tier(level.name, "torus", level.domain_devices, level.link_bw_bytes_per_s,
                               level.latency_s, level.bw_efficiency, index,
-                              overhead_s=level.collective_overhead_s))
+                              overhead_s=level.collective_overhead_s, p2p_latency_s=level.p2p_latency_s))
             continue
         kind = "fabric" if level.topology in FABRIC_TOPOLOGIES else "switch"
         port = _outer_port_bw(level, per_chip)

@@ -40,8 +40,8 @@ _MISSING = fields._MISSING
 
 
 def _every_key_scenario(directory: Path) -> Path:
-    """A scenario giving every [training] and [search] key and a full [layout] (so the loaders read them)."""
-    lines = ['schema_version = 1', 'name = "every-key"', 'model = "switch-base-8"', 'hardware = "tpu-v3"',
+    """A scenario giving every [training], [search] and [system] key and a full [layout] (so the loaders read them)."""
+    lines = ['schema_version = 1', 'name = "every-key"', 'model = "switch-base-8"', 'hardware = "h100-sxm"',
              'devices = 8', '[training]']
     for f in dataclasses.fields(TrainingSpec):
         value = f.default if f.default is not dataclasses.MISSING else 8
@@ -52,6 +52,7 @@ def _every_key_scenario(directory: Path) -> Path:
     given = {"capacity_factors": [1.0], "orders": ["tp-ep-dp-pp"]}
     for f in dataclasses.fields(SearchSpace):
         lines.append(f"{f.name} = {_toml(given.get(f.name, _spec_default(f)))}")
+    lines += ["[system]", 'host_cpu = "intel"', 'gpu_nic_path = "PXB"']  # facts over the profile's network level
     path = directory / "every-key.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -23,9 +23,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from moesim.calibrate.nccl_error import LARGE_BYTES, log_error  # noqa: E402
-from moesim.calibrate.nccl_table import _points, entry_model, read_manifest  # noqa: E402
+from moesim.calibrate.nccl_table import _points, entry_hardware, entry_model, read_manifest  # noqa: E402
 from moesim.collectives import nccl_plan  # noqa: E402
-from moesim.specs.load import load_hardware  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 DOC = ROOT / "docs" / "collectives.md"
@@ -56,7 +55,7 @@ def errors() -> dict[str, dict[str, object]]:
     for entry in read_manifest(MANIFEST):
         if not entry["healthy"]:
             continue
-        pts, hw = _points(MANIFEST.parent, entry), load_hardware(entry["hardware"])
+        pts, hw = _points(MANIFEST.parent, entry), entry_hardware(entry)
         out[entry["file"]] = {}
         for name in VARIANTS:
             with variant(name):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 from scipy.optimize import nnls
@@ -18,6 +19,7 @@ from moesim.calibrate.report import ValidationReport, validation_report
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.load import load_hardware, read_data_file, resolve_ref
+from moesim.specs.system_facts import set_system_facts, with_system_facts
 
 # Written profile vs the fit's own predictions: 6 significant digits are written, and the collective model
 # takes the min over (algorithm, protocol) candidates, so where two nearly tie the rounding can flip the
@@ -87,7 +89,7 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
               bootstrap: int = 100, loss: str = "soft_l1", name: str | None = None,
               nccl_op: str | None = None, fit_router_matmul: bool = False,
               nccl_ranks: int | None = None, prior_weight: float | None = None, progress=None,
-              gpus_per_thread: int = 1) -> CalibrationResult:
+              gpus_per_thread: int = 1, system: Mapping[str, str] | None = None) -> CalibrationResult:
     """Fit `hardware` to the measurement files, write the calibrated profile to `out`, report held-out error.
 
     Never ends in a traceback on a fit the profile cannot hold exactly: `consistency` lists the observations
@@ -95,10 +97,12 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     `prior_weight`: the interconnect prior's weight; None = chosen by fit (size_split.py, or LEVEL_PRIOR_WEIGHT).
     `progress(fraction)` is called as the fit and its bootstrap refits go. `gpus_per_thread`: nccl-tests' -g N of
     the logs (their rows priced with the host floor of N launches per iteration; rows at the floor left out).
+    `system`: facts of the measured cluster set over the profile's network levels (specs/system_facts.py:
+    host_cpu, gpu_nic_path), in the fit and in the written profile.
     """
     measurements = read_measurements(paths, nccl_op=nccl_op, nccl_ranks=nccl_ranks)
     prior_path = resolve_ref(hardware, "hardware_profiles")
-    prior = load_hardware(prior_path)
+    prior = with_system_facts(load_hardware(prior_path), system or {})
     keys = [r.key for r in measurements.layers]
     fit_keys, held = split_holdout(keys, holdout_fraction, seed)
     fit = fit_profile(measurements, prior, fit_keys=set(fit_keys), bootstrap=bootstrap, seed=seed, loss=loss,
@@ -107,11 +111,11 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     provenance = Provenance(prior=str(prior_path), sources=tuple(f"{p}@sha256:{file_digest(p)}" for p in paths),
                             holdout_fraction=holdout_fraction, seed=seed, fitted_on=tuple(fit_keys),
                             held_out=tuple(held), created_utc=now_utc())
-    table = calibrated_table(prior_path, fit, provenance, name)
+    table = set_system_facts(calibrated_table(prior_path, fit, provenance, name), system or {})
     profile = profile_from_table(table, file=str(out))
     guard = prior_guard(measurements, prior, profile, set(fit_keys))
     if guard is not None and guard.kept_prior:
-        table = kept_prior_table(prior_path, table, guard)
+        table = set_system_facts(kept_prior_table(prior_path, table, guard), system or {})
         profile = profile_from_table(table, file=str(out))
     report = validation_report(measurements, profile, only_keys=set(held)) if held else None
     gap = layer_gap(measurements, profile, set(fit_keys), set(held))

@@ -13,9 +13,13 @@ from moesim.calibrate.nccl_tests import read_nccl_tests
 from moesim.errors import SpecError
 from moesim.paths import read_versioned_toml
 from moesim.specs.load import load_hardware
+from moesim.specs.system_facts import SYSTEM_FACT_KEYS, system_facts, with_system_facts
 
 MANIFEST_KEYS = {"file", "hardware", "cluster", "healthy", "shape", "note", "op", "ranks", "nccl_algo", "collnet",
                  "gpus_per_thread"}
+# host_cpu, gpu_nic_path: facts of the cluster's system read from its own report, set over the shared profile
+# (moesim/specs/system_facts.py); absent = not stated
+MANIFEST_KEYS |= set(SYSTEM_FACT_KEYS)
 
 
 def read_manifest(path: Path) -> list[dict]:
@@ -25,7 +29,13 @@ def read_manifest(path: Path) -> list[dict]:
         unknown = set(entry) - MANIFEST_KEYS
         if unknown:
             raise SpecError(f"unknown keys {sorted(unknown)}", file=str(path), allowed=tuple(sorted(MANIFEST_KEYS)))
+        system_facts(entry, str(path))
     return data["log"]
+
+
+def entry_hardware(entry: dict, hardware=None):
+    """The profile a log is priced with: its `hardware` (or the given profile) with the entry's system facts."""
+    return with_system_facts(hardware or load_hardware(entry["hardware"]), system_facts(entry))
 
 
 def _pct(x: float | None) -> str:
@@ -58,7 +68,7 @@ def prior_rows(manifest: Path) -> list[tuple]:
     rows = []
     for e in read_manifest(manifest):
         pts = _points(folder, e)
-        hw = load_hardware(e["hardware"])
+        hw = entry_hardware(e)
         err = log_error(pts, hw, entry_model(e, hw), e.get("gpus_per_thread", 1))
         span = f"{_size(min(p.size_bytes for p in pts))} - {_size(max(p.size_bytes for p in pts))}"
         rows.append((e["file"], e["hardware"], err.ranks, err.op, span, "yes" if e["healthy"] else "no",
@@ -110,16 +120,16 @@ def calibration_matrix(manifest: Path) -> tuple[HeldOutPair, ...]:
             for fit_on in logs:
                 path, dest = str(folder / fit_on["file"]), Path(tmp) / "cal.toml"
                 how = dict(bootstrap=0, holdout_fraction=0.0, nccl_op=fit_on.get("op"), nccl_ranks=fit_on.get("ranks"),
-                           gpus_per_thread=fit_on.get("gpus_per_thread", 1))
+                           gpus_per_thread=fit_on.get("gpus_per_thread", 1), system=system_facts(fit_on))
                 auto = calibrate([path], hardware, dest, **how)
                 fixed = calibrate([path], hardware, dest, prior_weight=LEVEL_PRIOR_WEIGHT, **how).profile
                 for held in logs:
                     if held is not fit_on:
                         pts, g = _points(folder, held), held.get("gpus_per_thread", 1)
                         out.append(HeldOutPair(cluster, fit_on["file"], held["file"], auto.fit.level_prior_weight,
-                                               log_error(pts, prior, None, g).mape_large,
-                                               log_error(pts, auto.profile, None, g).mape_large,
-                                               log_error(pts, fixed, None, g).mape_large))
+                                               log_error(pts, entry_hardware(held, prior), None, g).mape_large,
+                                               log_error(pts, entry_hardware(held, auto.profile), None, g).mape_large,
+                                               log_error(pts, entry_hardware(held, fixed), None, g).mape_large))
     return tuple(out)
 
 

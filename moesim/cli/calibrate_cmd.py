@@ -42,6 +42,12 @@ def register(subparsers) -> None:
                    help="GPUs one nccl-tests thread drove (its -g N, nGpus N in the header; default 1): each row is "
                         "priced at least N kernel launches per iteration, and rows at that host floor are left "
                         "out of the fit (they say nothing about the links)")
+    p.add_argument("--host-cpu", choices=("intel", "amd", "arm", "mixed"),
+                   help="the measured cluster's host CPU where the profile does not state it (NCCL's network post "
+                        "overhead and multi-node LL cap by CPU); written into the calibrated profile")
+    p.add_argument("--gpu-nic-path", choices=("PIX", "PXB", "P2C", "PXN", "PHB", "NODE", "SYS"),
+                   help="the measured cluster's GPU-NIC PCIe path (nvidia-smi topo -m) where the profile does not "
+                        "state it (NCCL's LL128-across-nodes and GPUDirect RDMA rules); written into the profile")
     p.add_argument("--prior-weight", default="auto", metavar="auto|W",
                    help="weight of the log-normal prior on the interconnect figures (latency, bandwidth, NVLS): "
                         "'auto' (default) picks it from the fitted collectives alone by a held-out-by-size check "
@@ -84,7 +90,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
                            seed=args.seed, bootstrap=args.bootstrap, loss=args.loss, name=args.name,
                            nccl_op=args.nccl_op, fit_router_matmul=args.fit_router_matmul, nccl_ranks=args.ranks,
                            prior_weight=_prior_weight(args.prior_weight), progress=progress,
-                           gpus_per_thread=args.gpus_per_thread)
+                           gpus_per_thread=args.gpus_per_thread,
+                           system={k: v for k, v in (("host_cpu", args.host_cpu), ("gpu_nic_path", args.gpu_nic_path))
+                                   if v})
     if args.json:
         print_json(result.as_dict())
     else:

@@ -25,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from moesim.collectives import hierarchy
+from moesim.collectives.nccl_facts import ll_multi_node_row, net_overhead_us, no_gdr_legs_s
 from moesim.collectives.nccl_multinode import net_ll_send_leg_s
 from moesim.collectives.formulas import Terms, lg
 from moesim.errors import SpecError
@@ -126,16 +127,17 @@ def _net_ll_legs() -> dict[str, float]:
     return net_ll_send_leg_s(tuning())
 
 
-def net_overhead_s(protocol: str) -> float:
+def net_overhead_s(protocol: str, host_cpu: str = "") -> float:
     """NCCL's network post overhead per ring step of a several-node ring (Simple × 3): every intra-node step
-    costs at least this (nccl_tuning.toml [net_overhead]; NCCL 2.30.7 tuning.cc getNetOverhead)."""
-    t = tuning()["net_overhead"]
-    return t["us"] * (t["simple_multiplier"] if protocol == "Simple" else 1.0) * US
+    costs at least this (nccl_tuning.toml [net_overhead]; NCCL 2.30.7 tuning.cc getNetOverhead), by the hosts'
+    CPU (nccl_facts.net_overhead_us; "" = not stated: the Intel / default figure)."""
+    t = tuning()
+    return net_overhead_us(t, host_cpu) * (t["net_overhead"]["simple_multiplier"] if protocol == "Simple" else 1.0) * US
 
 
-@lru_cache(maxsize=1)
-def _net_overheads() -> tuple[float, ...]:
-    return tuple(net_overhead_s(proto) for proto in PROTOCOLS)
+@lru_cache(maxsize=8)
+def _net_overheads(host_cpu: str = "") -> tuple[float, ...]:
+    return tuple(net_overhead_s(proto, host_cpu) for proto in PROTOCOLS)
 
 
 def _pat(size_bytes, n, nodes, tiers, port_bw):
@@ -215,18 +217,21 @@ def _ring_plateau(latency_s: float, base_s: float, size_bytes: float, n: int, ti
 def _hop_tables(tiers) -> tuple[list[dict], dict]:
     """Per tier, {algorithm: [hop s for LL, LL128, Simple]} the wire takes (hop_latency_s for every pair at once),
     and tier 0's hops in NCCL's own table (what its tuner ranks by; the two differ on NVLink LL / LL128 only)."""
-    key = tuple((tier.kind, tier.latency_s) for tier in tiers)
+    key = tuple((tier.kind, tier.latency_s, getattr(tier, "gpu_nic_path", "")) for tier in tiers)
     found = _HOPS.get(key)
     if found is None:
         t = tuning()
         wire = []
-        for kind, latency in key:
+        for kind, latency, path in key:
             link = _link(kind)
             scale = latency / t["reference_hop_us"][link]
             wire.append({a: [scale * x for x in wire_hops_us(link, a)] for a in ALGORITHMS})
             if link == "net":  # an LL network step first crosses PCIe into host memory (net_ll_send_leg_s)
                 for a, leg in _net_ll_legs().items():
                     wire[-1][a][0] += leg
+                staged = no_gdr_legs_s(t, path)  # without GPUDirect RDMA: host-memory legs (nccl_facts.py)
+                for a, legs in (staged or {}).items():
+                    wire[-1][a] = [x + leg for x, leg in zip(wire[-1][a], legs)]
         link = _link(key[0][0])
         scale = key[0][1] / t["reference_hop_us"][link]
         own = {a: [scale * x for x in t["hop_latency_us"][link][a]] for a in ("ring", "tree")}
@@ -237,13 +242,14 @@ def _hop_tables(tiers) -> tuple[list[dict], dict]:
 _HOPS: dict = {}
 
 
-def _ll_cap(tier, nodes: int) -> float:
+def _ll_cap(tier, nodes: int, host_cpu: str = "") -> float:
     """LL bus bandwidth cap of the NVLink tier's architecture for `nodes` nodes, bytes/s (0 = none)."""
     arch = getattr(tier, "nccl_arch", "")
     if not arch:
         return 0.0
     t = tuning()["ll_max_bus_gb_per_s"]
-    row = t[arch if nodes == 1 else t["multi_node_row"]]  # several nodes: NCCL reads the row of the host CPU
+    # several nodes: NCCL reads the row of the host CPU (nccl_facts.ll_multi_node_row)
+    row = t[arch if nodes == 1 else ll_multi_node_row(tuning(), host_cpu)]
     return row[0 if nodes == 1 else 1 if nodes == 2 else 2] * 1e9
 
 

@@ -16,6 +16,7 @@ from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _collnet, _hop_tables
                                      _net_overheads, _nvls, _nvls_fixed, _pat, _ring_plateau, _scaled_transfer,
                                      _tree_net_hops, fill_bytes, fill_factor, tree_correction, tuning)
 from moesim.collectives.nccl_channels import channel_rule, share_at
+from moesim.collectives.nccl_facts import ll128_across_nodes, no_gdr_legs_s
 from moesim.collectives.nccl_multinode import ring_chain_extra_net_steps
 
 
@@ -63,12 +64,16 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
     multi = len(counts) > 1
     nodes = max(1, n // counts[0])
     nvls_eff = getattr(tiers[0], "nvls_efficiency", 0.0)
-    ll_cap = _ll_cap(tiers[0], nodes)
+    # the system facts NCCL reads on the network level next to the GPUs (nccl_facts.py; "" = not stated)
+    cpu, path = (getattr(tiers[1], "host_cpu", ""), getattr(tiers[1], "gpu_nic_path", "")) if multi else ("", "")
+    ll_cap = _ll_cap(tiers[0], nodes, cpu)
     hops, tuner0 = _hop_tables(tiers)
     # one GPU per node: NCCL prices the network hops at the tree's ("With ppn=1 latencies are fully exposed,
     # use the Tree network latency", 2.30.7 tuning.cc); several nodes: ring steps >= the net overhead
     ppn1 = multi and counts[0] == 1
-    overhead = _net_overheads() if multi else None
+    overhead = _net_overheads(cpu) if multi else None
+    ll128 = ll128_across_nodes(t, getattr(tiers[0], "nccl_arch", ""), path)  # NCCL's LL128 gate by the path
+    staged = no_gdr_legs_s(t, path)  # host-memory legs without GPUDirect RDMA, wire only (as the LL leg)
     chain = ring_chain_extra_net_steps(passes, counts)  # the ring's slowest chunk crosses one more node boundary
     outer = len(counts) - 1  # the last tier of the group's counts holds it and is crossed (D_t > 1, hierarchy.py)
     legs = _net_ll_legs() if multi else None  # wire only: NCCL's tuner has no host leg (offset below)
@@ -81,9 +86,11 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
         # NVLink steps of the candidate (hierarchy.ring_terms / double_binary_tree_terms, tier 0)
         steps0 = passes * (n - n / counts[0]) if algo == "ring" else 2 * (counts[0] - 1)
         # the LL host legs on NCCL's own network steps (ring: passes·(N − 1); tree: 2·Σ lg D_i), not in its model
-        leg_off = legs[algo] * (passes * (n / counts[0] - 1) if algo == "ring" else _tree_net_hops(counts)) \
-            if multi else 0.0
+        net_steps = (passes * (n / counts[0] - 1) if algo == "ring" else _tree_net_hops(counts)) if multi else 0.0
+        leg_off = legs[algo] * net_steps if multi else 0.0
         for p, proto in enumerate(PROTOCOLS):
+            if proto == "LL128" and not ll128:
+                continue
             alpha = [h["tree" if i else algo][p] for i, h in enumerate(hops)] if ppn1 else [h[algo][p] for h in hops]
             own0 = tuner0[algo][p]  # NCCL's own NVLink hop, which its tuner ranks by
             if algo == "ring" and multi:  # NCCL's per-step network post overhead floors the intra-node steps
@@ -96,7 +103,10 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
             plateau = algo == "ring" and proto == "Simple" and multi and op == "all_reduce"
             # NCCL's tuner sees neither the ring's extra network steps nor the LL host leg (wire only,
             # nccl_multinode.py): the offset subtracts them, so NCCL's pick stays its own model's (priced)
-            offset = (steps0 * (own0 - alpha[0]), chain_wire, leg_off if p == 0 else 0.0)
+            leg = leg_off if p == 0 else 0.0
+            if staged:  # the GDR-less legs of NCCL's own network steps (ppn = 1: the tree's hops, as alpha)
+                leg += staged["tree" if ppn1 else algo][p] * net_steps
+            offset = (steps0 * (own0 - alpha[0]), chain_wire, leg)
             rule = channel_rule(algo, proto, n, channels)
             ring_tree.append((algo, proto, latency, factors[p], _caps(counts, ll_cap if p == 0 else 0),
                               bases[p] * US, plateau, offset, (rule[0] * rule[1] * rule[2], rule)))

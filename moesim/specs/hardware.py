@@ -27,6 +27,10 @@ TOPOLOGIES = ("torus", "switch", "fat_tree", "rail_optimized", "ring", "loopback
 # cubes; "always"; "never".
 WRAPAROUND_RULES = ("full_axis", "multiple_of_4", "always", "never")
 NCCL_ARCHS = ("", "volta", "ampere", "hopper", "blackwell")  # rows of moesim/collectives/nccl_tuning.toml
+# System facts NCCL reads on a network level (InterconnectLevel.host_cpu / gpu_nic_path; their rules:
+# moesim/collectives/nccl_facts.py, constants in nccl_tuning.toml [host_cpu] / [gpu_nic_path]). "" = not stated.
+HOST_CPUS = ("", "intel", "amd", "arm", "mixed")  # NCCL's CPU vendor / arch classes (src/graph/topo.h)
+GPU_NIC_PATHS = ("", "PIX", "PXB", "P2C", "PXN", "PHB", "NODE", "SYS")  # nvidia-smi topo -m / NCCL path types
 MAX_NVLSTREE_NET_FACTOR = 4.0  # InterconnectLevel.nvlstree_net_factor: NVLSTree's network line at most 4 x the usable bandwidth
 DTYPES = ("float32", "tfloat32", "bfloat16", "float16", "float8")
 DTYPE_BYTES = {"float32": 4, "tfloat32": 4, "bfloat16": 2, "float16": 2, "float8": 1}
@@ -160,6 +164,12 @@ class InterconnectLevel:
     # In-network reduction (InfiniBand SHARP) on this fabric's switches: NCCL's CollNet algorithms can run
     # over it when NCCL_COLLNET_ENABLE=1 (NCCL env.rst; moesim: TopologyModel(collnet=True)).
     sharp: bool = False
+    # The hosts' CPU as NCCL classes it (HOST_CPUS), on a network level: NCCL's per-step network post overhead and
+    # the LL cap on several nodes are read by CPU ("" = not stated: NCCL's default, the Intel figures).
+    host_cpu: str = ""
+    # PCIe path from a GPU to its NIC on this network level, as nvidia-smi topo -m / NCCL name it (GPU_NIC_PATHS):
+    # NCCL enables LL128 across nodes and GPUDirect RDMA by it ("" = not stated: LL128 and GDR on, as before).
+    gpu_nic_path: str = ""
     # Fixed software cost of one collective on this level (runtime launch and synchronisation), paid once per
     # collective before its hops; priced on torus (TPU ICI) levels. 0 = none.
     collective_overhead_s: float = 0.0
@@ -194,6 +204,16 @@ class InterconnectLevel:
         if self.nccl_arch not in NCCL_ARCHS:
             raise SpecError(f"unknown nccl_arch '{self.nccl_arch}'", field=f"{path}.nccl_arch", value=self.nccl_arch,
                             allowed=NCCL_ARCHS)
+        if self.host_cpu not in HOST_CPUS:
+            raise SpecError(f"unknown host_cpu '{self.host_cpu}'", field=f"{path}.host_cpu", value=self.host_cpu,
+                            allowed=HOST_CPUS)
+        if self.gpu_nic_path not in GPU_NIC_PATHS:
+            raise SpecError(f"unknown gpu_nic_path '{self.gpu_nic_path}'", field=f"{path}.gpu_nic_path",
+                            value=self.gpu_nic_path, allowed=GPU_NIC_PATHS)
+        if (self.host_cpu or self.gpu_nic_path) and self.topology not in ("fat_tree", "rail_optimized"):
+            raise SpecError("host_cpu and gpu_nic_path describe a network level (topology fat_tree or "
+                            "rail_optimized)", field=f"{path}.{'host_cpu' if self.host_cpu else 'gpu_nic_path'}",
+                            value=self.topology, allowed=("fat_tree", "rail_optimized"))
         if not 0 <= self.nvls_efficiency <= 1:
             raise SpecError("nvls_efficiency is a fraction of the usable bandwidth in [0, 1] (0 = no NVLink SHARP)",
                             field=f"{path}.nvls_efficiency", value=self.nvls_efficiency, allowed="0..1")

@@ -12,7 +12,7 @@ from moesim.specs.fields import Table, check_schema_version
 from moesim.specs.file_units import to_file_error
 from moesim.specs.hardware import (
     DTYPES, ChipSpec, ComputeEfficiency, EfficiencyTable, HardwareProfile, InterconnectLevel, TOPOLOGIES,
-    WRAPAROUND_RULES, DEVICE_KINDS, OP_DIMS, OP_KINDS, OP_PASSES, OP_STATUS, OpTable,
+    WRAPAROUND_RULES, DEVICE_KINDS, GPU_NIC_PATHS, HOST_CPUS, OP_DIMS, OP_KINDS, OP_PASSES, OP_STATUS, OpTable,
 )
 
 
@@ -87,6 +87,8 @@ def _level_from_table(t: Table, devices_per_chip: int) -> InterconnectLevel:
         p2p_latency_s=_us_or_none(t.opt("p2p_latency_us", float, None)),
         nccl_arch=t.opt("nccl_arch", str, ""),
         sharp=t.opt("sharp", bool, False),
+        host_cpu=t.choice("host_cpu", HOST_CPUS, ""),
+        gpu_nic_path=t.choice("gpu_nic_path", GPU_NIC_PATHS, ""),
         collective_overhead_s=units.us_to_s(t.opt("collective_overhead_us", float, 0.0)),
         source=t.req("source", str),
     )

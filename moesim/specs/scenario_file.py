@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from moesim.errors import SpecError
 from moesim.specs.data_files import SCHEMA_VERSION, int_list, read_data_file, resolve_ref, str_list, with_file
 from moesim.specs.fields import Table, check_schema_version
 from moesim.specs.hardware_file import load_hardware
@@ -15,6 +16,7 @@ from moesim.specs.layout_options import apply_layout_options, layout_from_table
 from moesim.specs.model import ModelSpec
 from moesim.specs.model_file import load_model, model_from_table
 from moesim.specs.scenario import Scenario, SearchSpace
+from moesim.specs.system_facts import ALLOWED, SYSTEM_FACT_KEYS, with_system_facts
 from moesim.specs.training import PIPELINE_SCHEDULES, TrainingSpec
 
 _FIELD_TYPES = {"int": int, "float": float, "float | None": float, "bool": bool, "str": str, "tuple[str, ...]": list}
@@ -66,6 +68,18 @@ def scenario_moe(model: ModelSpec, t: Table) -> ModelSpec:
     return dataclasses.replace(model, moe=dataclasses.replace(model.moe, **changes))
 
 
+def scenario_system(hardware, t: Table):
+    """`hardware` with the facts of a scenario's [system] table (host_cpu, gpu_nic_path: the cluster's own CPU and
+    GPU-NIC PCIe path NCCL reads, specs/system_facts.py) set on its network levels."""
+    facts = {key: value for key in SYSTEM_FACT_KEYS if (value := t.choice(key, ALLOWED[key][1:], None)) is not None}
+    t.finish()
+    try:
+        return with_system_facts(hardware, facts)
+    except SpecError as err:
+        raise t.error(err.field, str(err).split(": ", 1)[-1].rsplit(" (allowed: ", 1)[0], value=err.value,
+                      allowed=err.allowed) from None
+
+
 def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] | None = None) -> Scenario:
     """Build a Scenario; `overrides` (hardware, devices, layout text) come from the command line."""
     overrides = overrides or {}
@@ -83,6 +97,9 @@ def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] |
                              field="--hardware" if overrides.get("hardware") else None)
     if overrides.get("hardware"):
         t.opt("hardware", str)
+    system_t = t.sub("system", required=False)
+    if system_t is not None:
+        hardware = scenario_system(hardware, system_t)
     devices = overrides.get("devices") or t.req("devices", int)
     if overrides.get("devices"):
         t.opt("devices", int)

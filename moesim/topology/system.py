@@ -42,6 +42,8 @@ class Tier:
     nvlstree_net_factor: float = 1.0  # InterconnectLevel.nvlstree_net_factor (1 where unset)
     p2p_factor: float = 1.0  # InterconnectLevel.p2p_factor (1 where unset)
     p2p_latency_s: float | None = None  # InterconnectLevel.p2p_latency_s (latency_s where None)
+    host_cpu: str = ""  # InterconnectLevel.host_cpu of a network tier ("" = not stated)
+    gpu_nic_path: str = ""  # InterconnectLevel.gpu_nic_path of a network tier ("" = not stated)
 
     def bw_at(self, message_bytes: float) -> float:
         """Usable per-device bandwidth for messages of `message_bytes` (profile efficiency table)."""
@@ -140,11 +142,13 @@ def build_system(hardware: HardwareProfile, devices: int) -> System:
             if inner < leaf < domain:
                 tiers.append(Tier(level.name, "fabric", leaf, port, level.latency_s, level.bw_efficiency, index, rails,
                                   sharp=level.sharp, nvlstree_net_factor=level.nvlstree_net_factor or 1.0,
-                                  p2p_factor=level.p2p_factor or 1.0, p2p_latency_s=level.p2p_latency_s))
+                                  p2p_factor=level.p2p_factor or 1.0, p2p_latency_s=level.p2p_latency_s,
+                                  host_cpu=level.host_cpu, gpu_nic_path=level.gpu_nic_path))
                 tiers.append(Tier(f"{level.name}-uplink", "uplink", level.domain_devices, port / level.oversubscription,
                                   level.latency_s, level.bw_efficiency, index, rails, sharp=level.sharp,
                                   nvlstree_net_factor=level.nvlstree_net_factor or 1.0,
-                                  p2p_factor=level.p2p_factor or 1.0, p2p_latency_s=level.p2p_latency_s))
+                                  p2p_factor=level.p2p_factor or 1.0, p2p_latency_s=level.p2p_latency_s,
+                                  host_cpu=level.host_cpu, gpu_nic_path=level.gpu_nic_path))
                 continue
         tiers.append(Tier(level.name, kind, level.domain_devices, port, level.latency_s, level.bw_efficiency, index,
                           1, level.nvls_efficiency if kind == "switch" else 0.0, level.nccl_arch,
@@ -152,7 +156,8 @@ def build_system(hardware: HardwareProfile, devices: int) -> System:
                           nvlstree_efficiency=(level.nvls_efficiency if level.nvlstree_efficiency is None
                                                else level.nvlstree_efficiency) if kind == "switch" else 0.0,
                           nvlstree_net_factor=level.nvlstree_net_factor or 1.0, p2p_factor=level.p2p_factor or 1.0,
-                          p2p_latency_s=level.p2p_latency_s))
+                          p2p_latency_s=level.p2p_latency_s, host_cpu=level.host_cpu,
+                          gpu_nic_path=level.gpu_nic_path))
     fabric = None if torus is not None else _fabric_of(hardware, devices)
     return System(hardware=hardware, devices=devices, tiers=tuple(tiers), torus=torus, fabric=fabric)
 

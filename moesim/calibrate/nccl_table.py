@@ -16,7 +16,8 @@ from moesim.specs.load import load_hardware
 from moesim.specs.system_facts import SYSTEM_FACT_KEYS, system_facts, with_system_facts
 
 MANIFEST_KEYS = {"file", "hardware", "cluster", "healthy", "shape", "note", "op", "ranks", "nccl_algo", "collnet",
-                 "gpus_per_thread"}
+                 "gpus_per_thread", "nccl_proto"}
+FORCED_KEYS = ("nccl_algo", "nccl_proto")  # set as the run set them: the entry is priced off the default model
 # host_cpu, gpu_nic_path: facts of the cluster's system read from its own report, set over the shared profile
 # (moesim/specs/system_facts.py); absent = not stated
 MANIFEST_KEYS |= set(SYSTEM_FACT_KEYS)
@@ -54,13 +55,14 @@ def _points(folder: Path, entry: dict):
 
 
 def entry_model(entry: dict, hardware):
-    """The model a log is priced with: the default one, or NCCL_ALGO / NCCL_COLLNET_ENABLE as the run set them
-    (manifest keys nccl_algo, collnet); None = the hardware's default model."""
-    if "nccl_algo" not in entry and not entry.get("collnet", False):
+    """The model a log is priced with: the default one, or NCCL_ALGO / NCCL_PROTO / NCCL_COLLNET_ENABLE as the run
+    set them (manifest keys nccl_algo, nccl_proto, collnet); None = the hardware's default model."""
+    if not any(k in entry for k in FORCED_KEYS) and not entry.get("collnet", False):
         return None
     from moesim.collectives.topo_model import TopologyModel
 
-    return TopologyModel(hardware, nccl_algo=entry.get("nccl_algo", ""), collnet=entry.get("collnet", False))
+    return TopologyModel(hardware, nccl_algo=entry.get("nccl_algo", ""), collnet=entry.get("collnet", False),
+                         nccl_proto=entry.get("nccl_proto", ""))
 
 
 def prior_rows(manifest: Path) -> list[tuple]:
@@ -100,7 +102,7 @@ def matrix_clusters(manifest: Path) -> dict[str, list[dict]]:
     hardware profile each: {cluster: entries}."""
     out: dict[str, list[dict]] = {}
     for e in read_manifest(manifest):
-        if e["healthy"] and "nccl_algo" not in e and not e.get("collnet", False):
+        if e["healthy"] and not any(k in e for k in FORCED_KEYS) and not e.get("collnet", False):
             out.setdefault(e["cluster"], []).append(e)
     return {c: logs for c, logs in out.items() if len(logs) >= 2 and len({e["hardware"] for e in logs}) == 1}
 

@@ -31,6 +31,13 @@ def register(subparsers) -> None:
                         "as NCCL's tuner picks)")
     p.add_argument("--nccl-collnet", action="store_true",
                    help="NCCL_COLLNET_ENABLE=1: CollNet (SHARP) all-reduce where the profile's fabric has sharp = true")
+    p.add_argument("--nccl-proto", default="", metavar="PROTOS",
+                   help="restrict NCCL's protocols as NCCL_PROTO does: 'LL128,Simple', '^LL' (LL, LL128, Simple; "
+                        "all-reduce, all-gather, reduce-scatter, broadcast: send/recv-based ops pick theirs by size)")
+    p.add_argument("--tuner-rules", default=None, metavar="FILE",
+                   help="a tuner plugin's rules in the CSV of NCCL's example tuner plugin (collective_type,min_bytes,"
+                        "max_bytes,algorithm,protocol,channels,nNodes,nRanks[,numPipeOps[,regBuff]]): the first "
+                        "matching rule's (algorithm, protocol) replaces NCCL's own pick")
     p.add_argument("--json", action="store_true", help='machine-readable output: {"results": [...], ...}')
     p.set_defaults(run=run)
 
@@ -43,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         sizes = sweep_sizes(*parse_size_range(args.sweep or DEFAULT_SWEEP, field="--sweep"))
     report = collective_report(args.hardware, args.op, args.devices, sizes, args.group_stride, args.concurrent,
-                               args.nccl_algo, args.nccl_collnet)
+                               args.nccl_algo, args.nccl_collnet, args.nccl_proto, args.tuner_rules)
     if args.json:
         print_json(report)
         return 0

@@ -21,7 +21,7 @@ from moesim.collectives.nccl_multinode import ring_chain_extra_net_steps
 
 
 def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str],
-               collnet: bool = False):
+               collnet: bool = False, protocols: frozenset[str] | None = None):
     """(algorithm, protocol, Terms, base latency s, tuner offset s) of every enabled NCCL candidate for AR / AG / RS.
 
     The Terms are what the wire takes (wire_hops_us); the tuner offset is NCCL's own model time minus it (its
@@ -29,9 +29,12 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     is the candidate with the least time + offset, as its tuner ranks them (topo_model.TopologyModel.cost).
 
     `port_bw` is W_i (usable, before protocol factors); `tiers` the System tiers of the group; `collnet`
-    is NCCL_COLLNET_ENABLE (CollNet runs only where the first network tier has SHARP as well).
+    is NCCL_COLLNET_ENABLE (CollNet runs only where the first network tier has SHARP as well); `protocols`
+    the list NCCL_PROTO sets for the op, None where it sets none (PAT, NVLS and CollNet run Simple only). A list
+    that keeps LL128 enables it past NCCL's default LL128 gate (nccl_facts.ll128_across_nodes), as NCCL up to
+    2.28 does (tuning.cc: the gate applies only to protoEnable == 2, the value NCCL_PROTO did not set).
     """
-    return priced(plan(op, n, counts, tiers, allowed, collnet), size_bytes, port_bw)
+    return priced(plan(op, n, counts, tiers, allowed, collnet, protocols), size_bytes, port_bw)
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,8 @@ class Plan:
     sharp: bool
 
 
-def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool = False) -> Plan:
+def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool = False,
+         protocols: frozenset[str] | None = None) -> Plan:
     """The size-free part of `candidates`: hop latencies per algorithm × protocol, factors, caps, gates."""
     t = tuning()
     passes = 2 if op == "all_reduce" else 1
@@ -73,6 +77,8 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
     ppn1 = multi and counts[0] == 1
     overhead = _net_overheads(cpu) if multi else None
     ll128 = ll128_across_nodes(t, getattr(tiers[0], "nccl_arch", ""), path)  # NCCL's LL128 gate by the path
+    forced = protocols is not None  # NCCL_PROTO set the op's list: what it keeps is on, past the gate (candidates)
+    protocols = frozenset(PROTOCOLS) if protocols is None else protocols
     staged = no_gdr_legs_s(t, path)  # host-memory legs without GPUDirect RDMA, wire only (as the LL leg)
     chain = ring_chain_extra_net_steps(passes, counts)  # the ring's slowest chunk crosses one more node boundary
     outer = len(counts) - 1  # the last tier of the group's counts holds it and is crossed (D_t > 1, hierarchy.py)
@@ -89,7 +95,7 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
         net_steps = (passes * (n / counts[0] - 1) if algo == "ring" else _tree_net_hops(counts)) if multi else 0.0
         leg_off = legs[algo] * net_steps if multi else 0.0
         for p, proto in enumerate(PROTOCOLS):
-            if proto == "LL128" and not ll128:
+            if proto not in protocols or (proto == "LL128" and not ll128 and not forced):  # NCCL_PROTO; gate
                 continue
             alpha = [h["tree" if i else algo][p] for i, h in enumerate(hops)] if ppn1 else [h[algo][p] for h in hops]
             own0 = tuner0[algo][p]  # NCCL's own NVLink hop, which its tuner ranks by
@@ -110,14 +116,15 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
             rule = channel_rule(algo, proto, n, channels)
             ring_tree.append((algo, proto, latency, factors[p], _caps(counts, ll_cap if p == 0 else 0),
                               bases[p] * US, plateau, offset, (rule[0] * rule[1] * rule[2], rule)))
+    simple = "Simple" in protocols  # PAT, NVLS / NVLSTree and CollNet run Simple only
     return Plan(op=op, n=n, counts=tuple(counts), tiers=tuple(tiers), allowed=allowed,
                 passes=passes, multi=multi, nodes=nodes, nvls_eff=nvls_eff,
                 fill_bytes=fill_bytes(multi), ring_tree=tuple(ring_tree),
-                pat=multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed,
+                pat=multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed and simple,
                 # NVLS across nodes goes over CollNet where SHARP is on (_collnet), else it is NVLSTree
                 nvls=(_nvls_fixed(op, n, counts, tiers, nodes, multi, allowed) if nvls_eff > 0 and counts[0] > 1
-                      else None),
-                sharp=collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False))
+                      and simple else None),
+                sharp=collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False) and simple)
 
 
 def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:

@@ -68,13 +68,15 @@ def average_busbw_GBps(rows: list[dict]) -> float:
 
 
 def collective_report(hardware: str, op: str, devices: int, sizes: list[int], stride: int = 1,
-                      concurrent: int = 1, nccl_algo: str = "", collnet: bool = False) -> dict:
+                      concurrent: int = 1, nccl_algo: str = "", collnet: bool = False, nccl_proto: str = "",
+                      tuner_rules: str | None = None) -> dict:
     """Everything `moesim collective` prints: the group, the system it lands on, one row per size.
 
     `devices` is the group size (nccl-tests' rank count); `stride` spaces its members on the device
     ids; `concurrent` groups of the same shape run at once and share links (see topology/placement.py);
     `nccl_algo` restricts NCCL's algorithms as NCCL_ALGO does (collectives/nccl.py); `collnet` is
-    NCCL_COLLNET_ENABLE (SHARP all-reduce where the fabric has it).
+    NCCL_COLLNET_ENABLE (SHARP all-reduce where the fabric has it); `nccl_proto` restricts the protocols as
+    NCCL_PROTO does and `tuner_rules` (a CSV path) is a tuner plugin's picks (collectives/nccl_tuner_rules.py).
     """
     from moesim.collectives.select import default_model
     from moesim.specs.load import load_hardware
@@ -90,11 +92,14 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
                         allowed=f"1..{hw.max_devices}")
     group = Group(size=devices, stride=stride, concurrent=concurrent)
     model = default_model(hw)
-    if nccl_algo or collnet:
+    if nccl_algo or collnet or nccl_proto or tuner_rules:
+        from moesim.collectives.nccl_tuner_rules import load_tuner_rules
         from moesim.collectives.topo_model import TopologyModel
 
-        model = TopologyModel(hw, nccl_algo=nccl_algo, collnet=collnet)
+        rules = load_tuner_rules(tuner_rules) if tuner_rules else None
+        model = TopologyModel(hw, nccl_algo=nccl_algo, collnet=collnet, nccl_proto=nccl_proto, tuner_rules=rules)
     rows = collective_rows(model, op, sizes, group)
     system = model.system(model.job_devices(group)).summary() if hasattr(model, "system") else {}
     return {"hardware": hw.name, "op": op, "devices": devices, "group_stride": stride, "concurrent": concurrent,
-            "nccl_algo": nccl_algo, "nccl_collnet": collnet, "system": system, "results": rows, "avg_busbw_GBps": average_busbw_GBps(rows)}
+            "nccl_algo": nccl_algo, "nccl_collnet": collnet, "nccl_proto": nccl_proto, "tuner_rules": tuner_rules,
+            "system": system, "results": rows, "avg_busbw_GBps": average_busbw_GBps(rows)}

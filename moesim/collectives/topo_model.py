@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from moesim.collectives import formulas, hierarchy, nccl, nccl_multinode, nccl_plan, torus_costs
 from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
 from moesim.collectives.formulas import Terms
+from moesim.collectives.nccl_tuner_rules import PROTOCOLS as NCCL_PROTOCOL_NAMES
+from moesim.collectives.nccl_tuner_rules import TunerRules, parse_nccl_proto
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
@@ -68,7 +70,10 @@ class TopologyModel:
     hardware: HardwareProfile
     nccl_algo: str = ""  # NCCL_ALGO syntax ("ring", "^nvls,nvlstree"): restrict NCCL's algorithms, as NCCL does
     collnet: bool = False  # NCCL_COLLNET_ENABLE=1: CollNet (SHARP) all-reduce where the fabric has `sharp = true`
+    nccl_proto: str = ""  # NCCL_PROTO syntax ("LL128,Simple", "^LL"): the tuner's protocols (nccl_tuner_rules.py)
+    tuner_rules: object = None  # nccl_tuner_rules.TunerRules: a tuner plugin's (algorithm, protocol) picks, or None
     _algos: frozenset = field(default=frozenset(), init=False, repr=False)
+    _protos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_PROTO's list}, set ops only
     _systems: dict = field(default_factory=dict, init=False, repr=False)
     _placements: dict = field(default_factory=dict, init=False, repr=False)
 
@@ -109,11 +114,19 @@ class TopologyModel:
             return CollectiveCost(op, size_bytes, 1, 0.0, "local", "none")
         rows, bound = self._priced(op, size_bytes, group)
         best, best_s, best_rank = None, 0.0, 0.0
-        for row in rows:
+        if self.tuner_rules is not None and self.tuner_rules.covers(op):  # a tuner plugin's pick (nccl_tuner_rules.py)
+            best = self._rule_row(op, size_bytes, group, rows)
+            if best is not None:
+                best_s = best[3] + best[2].time_s
+        for row in rows if best is None else ():
             time_s = row[3] + row[2].time_s  # Candidate.time_s
             rank_s = time_s + row[4]  # NCCL's pick (nccl_plan.candidates), its wire time
             if best is None or rank_s < best_rank:
                 best, best_s, best_rank = row, time_s, rank_s
+        if best is None and op in self._protos:
+            raise SpecError(f"NCCL_ALGO '{self.nccl_algo}' with NCCL_PROTO '{self.nccl_proto}' leaves no "
+                            f"(algorithm, protocol) NCCL runs for {op} over {group.size} devices here",
+                            field="nccl_proto", value=self.nccl_proto, allowed=NCCL_PROTOCOL_NAMES)
         if best is None:  # only where NCCL_ALGO (or CollNet without SHARP) rules out every algorithm
             raise SpecError(f"NCCL_ALGO '{self.nccl_algo}' leaves no algorithm NCCL runs for {op} over "
                             f"{group.size} devices here (CollNet needs NCCL_COLLNET_ENABLE: collnet=True, "
@@ -145,6 +158,20 @@ class TopologyModel:
         if layout is None:
             layout = layouts[op] = self._layout(op, group.size, system, pl)
         return self._tiers(op, size_bytes, group.size, system, pl, layout), layout.tiers
+
+    def _rule_row(self, op: str, size_bytes: float, group: Group, rows: list[tuple]) -> tuple | None:
+        """The row of the first tuner rule that matches and that the model can run here (rows hold only what
+        NCCL_ALGO / NCCL_PROTO allow), as NCCL's example tuner plugin takes it; None: NCCL's own pick."""
+        system, _, layouts = self._placed(group)
+        layout = layouts.get(op)
+        if not system.nccl or layout is None:
+            return None
+        nodes = max(1, group.size // layout.counts[0])  # NVLink domains spanned: nccl_plan.plan's N
+        for rule in self.tuner_rules.matching(op, size_bytes, nodes, group.size):
+            for row in rows:
+                if row[0] == rule.algorithm and row[1] == rule.protocol:
+                    return row
+        return None
 
     # -- members on one chip -------------------------------------------------------------------------
     def _on_chip(self, op: str, size: float, n: int) -> tuple:
@@ -183,9 +210,12 @@ class TopologyModel:
         counts = pl.counts[:top + 1]
         multi = top >= 1
         protocols = NCCL_PROTOCOLS if system.nccl else (PLAIN,)
+        allowed = self._protos.get(op)  # NCCL_PROTO's list for the op (tuner-picked ops only), None: not set
+        if system.nccl and allowed is not None:
+            protocols = tuple(p for p in protocols if p.name in allowed)
         tuner = None
         if system.nccl and op in _PASSES:  # NCCL's tuner: nccl_plan.py
-            tuner = nccl_plan.plan(op, n, counts, tiers, self._allowed(), self.collnet)
+            tuner = nccl_plan.plan(op, n, counts, tiers, self._allowed(), self.collnet, allowed)
         cap_tiers = None
         # send/recv's own message latency where a profile sets one (InterconnectLevel.p2p_latency_s)
         latency = [p2p_latency_s(t) if op in _P2P_OPS else t.latency_s for t in tiers]
@@ -251,6 +281,10 @@ class TopologyModel:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_algos", nccl.parse_nccl_algo(self.nccl_algo))
+        object.__setattr__(self, "_protos", parse_nccl_proto(self.nccl_proto))
+        if self.tuner_rules is not None and not isinstance(self.tuner_rules, TunerRules):
+            raise SpecError("tuner_rules must be the rules load_tuner_rules reads (or None)", field="tuner_rules",
+                            value=type(self.tuner_rules).__name__)
 
     def _allowed(self) -> frozenset[str]:
         return self._algos

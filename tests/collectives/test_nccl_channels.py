@@ -111,7 +111,7 @@ def test_docs_print_the_ramp_check():
     found = script.errors()
     small = {v: sum(e[v].mape_small or 0 for e in found.values()) for v in script.VARIANTS}
     large = {v: sum(e[v].mape_large or 0 for e in found.values()) for v in script.VARIANTS}
-    assert small["shipped"] < small["before"] - 0.5  # 376.2 -> 304.3 points below 1 MiB (with main's vultr facts)
+    assert small["shipped"] < small["before"] - 0.5  # 385.8 -> 313.1 points below 1 MiB (main's vultr facts, gIB logs)
     assert large["shipped"] == pytest.approx(large["before"])  # no logged size >= 1 MiB moves
     assert large["replaced"] > large["shipped"] + 1.0  # the channel count does not carry the 1-256 MiB ramp
     doc = (root / "docs" / "collectives.md").read_text(encoding="utf-8")

@@ -257,6 +257,14 @@ class DispatchModel:
         name = levels[0].name if bound == "nvlink" or len(levels) == 1 else levels[1].name
         return CollectiveCost(op, size_bytes, group.size, time_s, self.backend, name)
 
+    def stage_times_s(self, size_bytes: float, group: Group) -> tuple[float, float]:
+        """(NVLink, network) seconds of this DeepEP all-to-all's two stages, each alone and without latency: the
+        two terms `cost` takes the larger of (deepep_stage_s), for the simulator's flows of each stage."""
+        shape = self.shape(group.size)
+        moved = size_bytes * self.record_factor(shape.nodes)
+        w_nvl, _, w_net, _ = self._links(moved, group)
+        return deepep_stage_s(self.backend, moved, shape, w_nvl, w_net, w_forward=forward_rate_bytes_per_s())
+
     def wire_factor(self, op: str, n: int) -> float:
         """Bytes a GPU sends per byte of S: DeepEP normal kernels (R + F)/k (each (token, remote node) pair
         once over the network, each NVLink forward once), low-latency (n−1)/n (every selection, as the
@@ -299,22 +307,30 @@ class DispatchModel:
                 net.link_bw_bytes_per_s * net_fraction, p2p_latency_s(net))
 
 
-def deepep_time_s(backend: str, size_bytes: float, shape: RoutingShape, w_nvl: float, a_nvl: float,
-                  w_net: float, a_net: float, w_forward: float = math.inf) -> tuple[float, str]:
-    """(seconds, bounding link) of one DeepEP dispatch (or combine) moving S = `size_bytes` per GPU;
-    `w_forward` bounds the internode NVLink forwarding stage (W_fwd of the module docstring)."""
+def deepep_stage_s(backend: str, size_bytes: float, shape: RoutingShape, w_nvl: float, w_net: float,
+                   w_forward: float = math.inf) -> tuple[float, float]:
+    """(NVLink, network) seconds of the two stages of one DeepEP dispatch (or combine) moving S = `size_bytes`
+    per GPU, latencies left out (module docstring: the terms T takes the larger of); one node: (NVLink, 0)."""
     if backend == "deepep_ll":
         n = shape.nodes
-        net = size_bytes * (n - 1) / n / w_net
-        nvl = size_bytes / n / w_nvl
-        return max(net, nvl) + 2 * a_net, ("network" if net >= nvl else "nvlink")
+        return size_bytes / n / w_nvl, size_bytes * (n - 1) / n / w_net
     # S = tokens × k × bytes per token, so per-token counts (Γ, R) scale S / k; the NVLink stage copies the
     # token to every target GPU, its own included (module docstring)
     copies = size_bytes * shape.distinct_gpus / shape.top_k
     if shape.nodes == 1:
-        return copies / w_nvl + a_nvl, "nvlink"
-    nvl = copies / min(w_nvl, w_forward)
-    net = size_bytes * shape.remote_nodes / shape.top_k / w_net
+        return copies / w_nvl, 0.0
+    return copies / min(w_nvl, w_forward), size_bytes * shape.remote_nodes / shape.top_k / w_net
+
+
+def deepep_time_s(backend: str, size_bytes: float, shape: RoutingShape, w_nvl: float, a_nvl: float,
+                  w_net: float, a_net: float, w_forward: float = math.inf) -> tuple[float, str]:
+    """(seconds, bounding link) of one DeepEP dispatch (or combine) moving S = `size_bytes` per GPU;
+    `w_forward` bounds the internode NVLink forwarding stage (W_fwd of the module docstring)."""
+    nvl, net = deepep_stage_s(backend, size_bytes, shape, w_nvl, w_net, w_forward)
+    if backend == "deepep_ll":
+        return max(net, nvl) + 2 * a_net, ("network" if net >= nvl else "nvlink")
+    if shape.nodes == 1:
+        return nvl + a_nvl, "nvlink"
     return max(net, nvl) + a_net + a_nvl, ("network" if net >= nvl else "nvlink")
 
 

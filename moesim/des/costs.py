@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from moesim.collectives.base import CollectiveModel, wire_bytes_per_device
+from moesim.collectives.base import CollectiveModel, Group, wire_bytes_per_device
 from moesim.collectives.dispatch import for_call
 from moesim.des.orders import device_of, virtual_stages
 from moesim.estimate.candidates import effective_capacity_factor
@@ -52,12 +52,24 @@ class CommSpec:
     # wire bytes per byte of the plain all-to-all's S·(p−1)/p: DeepEP's records to the nodes (GPUs in one node) a
     # token reaches, what routing loads scale (variation.py); 1 for every other collective and backend
     dedup_factor: float = 1.0
+    # A DeepEP all-to-all across nodes runs two stages at once (dispatch.py): the network one (wire_bytes, each
+    # (token, remote node) record) in network_s, and the NVLink forwards inside the destination node,
+    # forward_bytes per member (S·F/k·f) in forward_s; T(S) = T(0) + max of the two. 0 for every other call.
+    forward_bytes: float = 0.0
+    forward_s: float = 0.0
+    network_s: float = 0.0
 
     @property
     def cap_bytes_per_s(self) -> float:
-        """The rate the model moves the wire bytes at: wire / (T(S) − T(0))."""
-        busy = self.time_s - self.latency_s
+        """The rate the model moves the wire bytes at: wire / (T(S) − T(0)); a two-stage DeepEP call's network
+        stage: wire / its own time."""
+        busy = self.network_s if self.forward_bytes > 0 else self.time_s - self.latency_s
         return self.wire_bytes / busy if busy > 0 and self.wire_bytes > 0 else math.inf
+
+    @property
+    def forward_cap_bytes_per_s(self) -> float:
+        """The rate of a DeepEP call's NVLink forwards: forward_bytes / forward_s (their stage alone)."""
+        return self.forward_bytes / self.forward_s if self.forward_s > 0 else math.inf
 
     @property
     def span(self) -> int:
@@ -147,16 +159,20 @@ class Costs:
         full = pricer.one(op, *args)
         empty = pricer.one(op, 0.0, *args[1:])
         wire = size_bytes if op == "send_recv" else wire_bytes_per_device(op, size_bytes, p)
-        dedup = 1.0
+        dedup, stages = 1.0, (0.0, 0.0, 0.0)
         if op == "all_to_all" and getattr(model, "backend", "").startswith("deepep"):
             # DeepEP's flows carry its records: over the network each (token, node) pair once (one node: each
-            # (token, GPU) pair over NVLink), the bytes the estimate prices (DispatchModel.stage_factors); the
-            # NVLink forwards of a multi-node dispatch are not flows of their own (docs/collectives.md)
+            # (token, GPU) pair over NVLink), the bytes the estimate prices (DispatchModel.stage_factors); across
+            # nodes the NVLink forwards inside the destination node are flows of their own, each stage at the pace
+            # of its own time (DispatchModel.stage_times_s, the terms of the estimate's max)
             nvlink, network = model.stage_factors(p)
             deepep_wire = size_bytes * (network if network > 0 else nvlink)
             dedup, wire = deepep_wire / wire, deepep_wire
+            if network > 0 and nvlink > 0:
+                forward_s, network_s = model.stage_times_s(size_bytes, Group(p, args[2], args[3], devices))
+                stages = (size_bytes * nvlink, forward_s, network_s)
         return CommSpec(name, axis, op, float(size_bytes), p, self.strides[axis], full.time_s, empty.time_s, wire,
-                        dedup)
+                        dedup, *stages)
 
     @property
     def dropless(self) -> bool:

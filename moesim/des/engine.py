@@ -30,7 +30,7 @@ from simpy.core import NORMAL
 from moesim.des.costs import Costs
 from moesim.des.fabric import PortFabric
 from moesim.des.network import Link, Network
-from moesim.des.schedule import COMPUTE, COLLECTIVE, Op, StageProgram
+from moesim.des.schedule import COMPUTE, COLLECTIVE, FORWARD_SUFFIX, Op, StageProgram
 
 
 class CountingEnvironment(simpy.Environment):
@@ -158,18 +158,29 @@ class Engine:
         inst.members.append((run.device, egress, ingress, done))
         if len(inst.members) == inst.expected:
             del self.instances[key]
-            self._launch(inst.members, spec)
+            self._launch(inst.members, spec, op)
         return done
 
-    def _launch(self, members: list, spec) -> None:
+    def _launch(self, members: list, spec, op: Op) -> None:
         level = self.fabric.level(spec.span)
         cap = spec.cap_bytes_per_s
+        # A DeepEP all-to-all across nodes also moves its NVLink forwards on level 0, each side the network's
+        # bytes × forward / wire bytes, paced at their own stage's time (forwards.ForwardStages._launch_stages).
+        ratio = spec.forward_bytes / spec.wire_bytes if spec.forward_bytes > 0 and spec.wire_bytes > 0 else 0.0
+        forward_cap = spec.forward_cap_bytes_per_s
         if not self.contention:
             by_delay: dict[float, list] = {}
             for device, egress, ingress, done in members:
                 self.network.account(self.path("egress", device, level), egress)
                 self.network.account(self.path("ingress", device, level), ingress)
                 delay = spec.latency_s + (max(egress, ingress) / cap if max(egress, ingress) > 0 else 0.0)
+                if ratio:
+                    self.network.account(self.path("egress", device, 0), egress * ratio)
+                    self.network.account(self.path("ingress", device, 0), ingress * ratio)
+                    most = max(egress, ingress) * ratio
+                    forward = spec.latency_s + (most / forward_cap if most > 0 else 0.0)
+                    self._trace_forwards(device, op, self.env.now + spec.latency_s, self.env.now + forward)
+                    delay = max(delay, forward)
                 by_delay.setdefault(delay, []).append(done)
             for delay, events in by_delay.items():
                 _after(self.env, delay, lambda evs=events: [e.succeed() for e in evs])
@@ -179,9 +190,24 @@ class Engine:
             for device, egress, ingress, done in members:
                 parts = [self.network.transfer(self.path("egress", device, level), egress, cap),
                          self.network.transfer(self.path("ingress", device, level), ingress, cap)]
+                if ratio:
+                    nvlink = [self.network.transfer(self.path("egress", device, 0), egress * ratio, forward_cap),
+                              self.network.transfer(self.path("ingress", device, 0), ingress * ratio, forward_cap)]
+                    if self.trace is not None:
+                        traced = self.env.event()
+                        traced.callbacks.append(lambda _e, dev=device, t0=self.env.now: self._trace_forwards(
+                            dev, op, t0, self.env.now))
+                        _all_then(nvlink, traced)
+                    parts += nvlink
                 _all_then(parts, done)
 
         _after(self.env, spec.latency_s, flows)
+
+    def _trace_forwards(self, device: int, op: Op, start_s: float, end_s: float) -> None:
+        """Record a DeepEP member's NVLink stage (from T(0) to its forwards' end) when tracing, as the fast
+        engine does."""
+        if self.trace is not None:
+            self.trace.append((device, op.stream, op.name + FORWARD_SUFFIX, op.phase, op.layer, op.mb, start_s, end_s))
 
     def _send(self, run: DeviceRun, op: Op, nbytes: float) -> simpy.Event:
         spec = op.comm

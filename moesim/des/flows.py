@@ -15,8 +15,8 @@ stands for (`_materialize`: same id, start, rate and end), so everything after i
 
 `FlowSharing` is a mixin: the host (kernel.Kernel) provides `now`, `push(time_s, action, arg)`, `heap`,
 `seq`, `work` (devices to advance), `fabric`, `path(direction, device, level)` and `_arrive(device, op, key,
-time_s)`; a flow's `done` is a list [flows left, device, operation, receive key or None] (a member
-record starts the same way).
+time_s)`; a flow's `done` is a list [flows left, device, operation, receive key, DeepEP stage part or None] (a
+member record starts the same way).
 """
 
 from __future__ import annotations
@@ -212,14 +212,16 @@ class FlowSharing:
         the port, ends), held in one record that is also their `done` list and registered in `lazy_on`; one
         heap event ends both (`_member_end`). A flow that later arrives on one of the ports turns that side
         into a _Flow (`_materialize`) and shares the link with it, as it would share with a lazy _Flow. The
-        other members go through `transfer`."""
-        members, level, spec = arg
-        cap = spec.cap_bytes_per_s
+        other members go through `transfer`. `arg` = (members, level, cap, keyed): the flows' rate cap; keyed, each
+        member's third item is the part its flows report to (a DeepEP stage, forwards.py)."""
+        members, level, cap, keyed = arg
         transfer, heap, lazy_end, member_end = self.transfer, self.heap, self._lazy_end, self._member_end
         on_link, lazy_on, use, now = self.on_link, self.lazy_on, self.use, self.now
         plain = not self._latent
         push = heapq.heappush
-        for d, i, _, egress, ingress in members:
+        for d, i, key, egress, ingress in members:
+            if not keyed:  # a member's third item is its join time; keyed, the part its flows report to
+                key = None
             pair = d.pairs.get(level)
             if pair is None:
                 pair = self._pair(d, level)
@@ -246,12 +248,12 @@ class FlowSharing:
                     end_e = now + egress / (cap if cap < r else r)
                     r = single[3]
                     end_i = now + ingress / (cap if cap < r else r)
-                    rec = [2, d, i, None, pair, egress, ingress, cap, now, fid, end_e, end_i, None, None, le, li]
+                    rec = [2, d, i, key, pair, egress, ingress, cap, now, fid, end_e, end_i, None, None, le, li]
                     lazy_on[le] = lazy_on[li] = rec
                     self.seq += 1
                     push(heap, (end_e if end_e > end_i else end_i, self.seq, member_end, rec))
                     continue
-            done = [2, d, i, None]
+            done = [2, d, i, key]
             a = transfer(pair[0], egress, cap, done)
             b = transfer(pair[1], ingress, cap, done)
             if a is not None:
@@ -307,6 +309,9 @@ class FlowSharing:
             rec[_COUNT] -= ended
             if rec[_COUNT] == 0:
                 d, i = rec[_DEVICE], rec[_OP]
+                if rec[_KEY] is not None:  # one stage of a DeepEP member (forwards.py)
+                    self._arrive(d, i, rec[_KEY], self.now)
+                    return
                 d.end[i] = self.now
                 w = d.waiters.pop(i, None)
                 if w:

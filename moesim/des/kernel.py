@@ -29,6 +29,7 @@ import numpy as np
 from moesim.des.fabric import PortFabric
 from moesim.des.fold import Fold
 from moesim.des.flows import FlowSharing
+from moesim.des.forwards import ForwardStages
 from moesim.des.schedule import COLLECTIVE, COMPUTE, StageProgram
 
 _COMPUTE, _COLLECTIVE, _SEND = 0, 1, 2
@@ -103,7 +104,7 @@ class Device:
         return w, w
 
 
-class Kernel(FlowSharing):
+class Kernel(FlowSharing, ForwardStages):
     """Runs Devices over the fabric's links; records trace tuples when `trace` is a list."""
 
     def __init__(self, fabric: PortFabric, fold: Fold, stride_pp: int, *, contention: bool,
@@ -121,6 +122,8 @@ class Kernel(FlowSharing):
         self.recv_waiting: dict[tuple, tuple] = {}
         self._paths: dict[tuple, tuple] = {}
         self._group_ids: dict[tuple, int] = {}  # fold.group's instance key -> group id
+        self.devices: list[Device] = []
+        self._forwards_alone: bool | None = None  # see forwards_alone
         self._init_links()
 
     # Structure -----------------------------------------------------------------------------------
@@ -148,6 +151,7 @@ class Kernel(FlowSharing):
     def run(self, devices: list[Device], progress=None) -> None:
         """Run every device to the end of its program; `progress(fraction of operations done)` now and then."""
         total = sum(len(d.dur) for d in devices) or 1
+        self.devices = devices
         for d in devices:
             self.work.extend(d.ws)
         ops_before = self.ops_done
@@ -309,6 +313,9 @@ class Kernel(FlowSharing):
 
     def _launch(self, members: list, spec, start: float) -> None:
         level = self.fabric.level(spec.span)
+        if spec.forward_bytes > 0:
+            self._launch_stages(members, spec, start, level)
+            return
         if not self.contention:
             cap = spec.cap_bytes_per_s
             for d, i, _, egress, ingress in members:
@@ -317,7 +324,8 @@ class Kernel(FlowSharing):
                 most = max(egress, ingress)
                 self.complete(d, i, start + (spec.latency_s + (most / cap if most > 0 else 0.0)))
             return
-        self.push(start + spec.latency_s if spec.latency_s > 0 else start, self._flows, (members, level, spec))
+        self.push(start + spec.latency_s if spec.latency_s > 0 else start, self._flows,
+                  (members, level, spec.cap_bytes_per_s, False))
 
     def _send(self, d: Device, i: int, t: float) -> None:
         op = d.code.ops[i]
@@ -343,7 +351,18 @@ class Kernel(FlowSharing):
         if f is not None:
             self.push(f.end_s, self._lazy_end, (f,))
 
-    def _arrive(self, d: Device, i: int, key: tuple, time_s: float) -> None:
+    def _arrive(self, d: Device, i: int, key, time_s: float) -> None:
+        """A send's transfer (key: the receiver's ("act" | "grad", mb, piece, device)) or one stage of a DeepEP
+        member (key: a part, forwards.py) has ended at `time_s`."""
+        if key.__class__ is list:
+            parent, label, start = key
+            if label:
+                op = d.code.ops[i]
+                self.trace.append((d.device, op.stream, label, op.phase, op.layer, op.mb, start, time_s))
+            parent[0] -= 1
+            if parent[0] == 0:
+                self.complete(d, i, time_s if time_s > parent[3] else parent[3])
+            return
         self.complete(d, i, time_s)
         self.arrivals[key] = time_s
         waiting = self.recv_waiting.pop(key, None)

@@ -112,10 +112,11 @@ def _gradient_of(b: Builder, costs: Costs, vs: int, n: int, last_piece: bool) ->
 
 
 def overlapped(b, costs: Costs, slot: Slot, left: dict, pieces_left: list) -> None:
-    """DualPipe's F&B: forward of (mb, vs) and backward of `slot.pair`, layer by layer in two chains merged
-    on each stream: the backward's j-th stage part (between its collectives) before the forward's j-th, so
-    that, as in DeepSeek-V3 Figure 4, the compute stream runs F attention | B MLP | F MLP | B attention
-    while the comm stream runs B combine | F dispatch | B dispatch | F combine."""
+    """DualPipe's F&B: forward of (mb, vs) and backward of `slot.pair`, built layer by layer as two chains, keyed
+    so that the backward's j-th stage part (between its collectives) sorts before the forward's j-th (as in
+    DeepSeek-V3 Figure 4, compute F attention | B MLP | F MLP | B attention beside comm B combine | F dispatch |
+    B dispatch | F combine); each stream then runs the pair's operations in the order of a list schedule on the
+    model's times (`pair_order`), whose ties keep that order."""
     kind_b, mb_b, vs_b = slot.pair
     start = b.last
     fwd_layers, bwd_layers = costs.stages[slot.vs].layers, tuple(reversed(costs.stages[vs_b].layers))
@@ -127,18 +128,25 @@ def overlapped(b, costs: Costs, slot: Slot, left: dict, pieces_left: list) -> No
     recv_b, b.recv = b.recv, None  # the backward's receive, unless its logits took it
     chain_b = b.last
     steps = max(len(fwd_layers), len(bwd_layers))
+    sides: list[tuple[int, int]] = []  # (operation, 0 forward chain | 1 backward chain) of the layers below
     for i in range(steps):
         if i < len(fwd_layers):
             b.key, b.side, b.last, b.vs = b.key[:1] + (1 + i,), 0, chain_f, slot.vs
             b.recv, recv_f = recv_f, None
             b.segment = 0
+            made = len(b.ops)
             b.layer_forward(fwd_layers[i], slot.mb)
+            sides += [(k, 0) for k in range(made, len(b.ops))]
             chain_f = b.last
         if i < len(bwd_layers):
             b.key, b.side, b.last, b.vs = b.key[:1] + (1 + i,), 1, chain_b, vs_b
             b.recv, recv_b = recv_b, None
+            made = len(b.ops)
             _backward_layer(b, costs, mb_b, vs_b, i, kind_b, left, pieces_left)
+            sides += [(k, 1) for k in range(made, len(b.ops))]
             chain_b = b.last
+    for k, position in pair_order(b.ops, b.keys, sides).items():  # the streams run the pair as a list schedule does
+        b.keys[k] = b.key[:1] + (1, position)
     b.key, b.side, b.segment = b.key[:1] + (steps + 1,), 0, 0
     b.last, b.vs = chain_f, slot.vs
     _forward_end(b, costs, slot.mb, slot.vs)
@@ -149,4 +157,62 @@ def overlapped(b, costs: Costs, slot: Slot, left: dict, pieces_left: list) -> No
     b.last = max(i for i in (chain_f, chain_b, b.last) if i is not None)
 
 
-__all__ = ["backward", "forward", "overlapped", "weights"]
+PAIR_STREAMS = ("compute", "comm")
+
+
+def pair_order(ops, keys: list[tuple], sides: list[tuple[int, int]]) -> dict[int, int]:
+    """Position of each compute and collective operation of an F&B pair in the order a greedy list schedule on
+    the model's own times runs them: repeatedly, the operation (head of a chain on a stream) that can start
+    first, at a tie the chain with more collective time left, then the layer-by-layer order of Figure 4 (the
+    backward's j-th stage part before the forward's j-th: the operations' keys, unchanged without collectives); an
+    operation starts when its stream is free and its dependencies have ended (kernel: duration, collective:
+    T(S) alone). `sides`: (operation, 0 forward | 1 backward chain) in creation order; other streams' operations
+    keep their keys. So one chunk's collectives run under the other chunk's compute wherever their dependencies
+    allow, whatever the layers they belong to: DeepSeek-V3 §3.2.1 rearranges a pair's components to hide its
+    all-to-alls (Figure 4: "the boundaries of the transformer blocks are not aligned"); pairing layer i of one
+    chunk with layer i of the other left a collective exposed where the other chunk's layer had no stage part
+    beside it (a dense layer, the MTP module)."""
+    queues: dict[tuple[int, str], list[int]] = {}
+    left = [0.0, 0.0]
+    for k, side in sides:
+        op = ops[k]
+        if op.stream in PAIR_STREAMS:
+            queues.setdefault((side, op.stream), []).append(k)
+            if op.comm is not None:
+                left[side] += op.comm.time_s
+    for q in queues.values():
+        q.reverse()  # pop() takes a chain's next operation
+    waiting = {k for q in queues.values() for k in q}
+    end: dict[int, float] = {}
+    free = dict.fromkeys(PAIR_STREAMS, 0.0)
+    order: dict[int, int] = {}
+    while waiting:
+        best = None
+        for (side, stream), q in queues.items():
+            if not q:
+                continue
+            k = q[-1]
+            start = free[stream]
+            for d in ops[k].deps:  # operations before the pair have ended (0)
+                e = end.get(d)
+                if e is None:
+                    if d in waiting:
+                        break
+                elif e > start:
+                    start = e
+            else:
+                rank = (start, -left[side], keys[k])
+                if best is None or rank < best[0]:
+                    best = (rank, side, stream, k)
+        (start, _, _), side, stream, k = best
+        comm = ops[k].comm
+        end[k] = free[stream] = start + (comm.time_s if comm is not None else ops[k].duration_s)
+        if comm is not None:
+            left[side] -= comm.time_s
+        queues[(side, stream)].pop()
+        waiting.discard(k)
+        order[k] = len(order)
+    return order
+
+
+__all__ = ["backward", "forward", "overlapped", "pair_order", "weights"]

@@ -20,8 +20,9 @@ Pipeline order: the slots of `moesim.des.orders.device_order` - GPipe, 1F1B (war
 forwards, then alternate; Narayanan et al. 2021, arXiv 2104.04473, §2.2), interleaved (model
 chunks), zb-h1 / zb-v (backward split into input-gradient I and weight-gradient W), DualPipe (two
 directions; a forward and a backward chunk of two micro-batches overlapped: their kernels and
-collectives merge in one program, a stage part of one between the collectives of the other, as
-DeepSeek-V3 Figure 4 pairs attention/MLP with dispatch/combine). A slot's W runs as one compute
+collectives merge in one program, the collectives of one beside the kernels of the other, as
+DeepSeek-V3 Figure 4 pairs attention/MLP with dispatch/combine, in the order of a list schedule on the
+model's times: pieces.pair_order). A slot's W runs as one compute
 operation of its layers' weight-gradient time. Gradients of each layer
 are reduced on the grad stream in buckets as the last micro-batch's backward fills them (MCore
 --overlap-grad-reduce; buckets of 40e6 parameters, MCore's default floor - MCore scales it to
@@ -55,6 +56,7 @@ COMM_NAMES = {"tp_all_gather": "TP all-gather", "tp_all_gather_wgrad": "TP all-g
               "tp_all_reduce": "TP all-reduce", "ep_all_to_all_dispatch": "dispatch all-to-all",
               "ep_all_to_all_combine": "combine all-to-all", "etp_all_gather": "ETP all-gather",
               "etp_reduce_scatter": "ETP reduce-scatter"}
+FORWARD_SUFFIX = " (NVLink forwards)"  # trace name of a DeepEP member's NVLink stage across nodes: its call's + this
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,5 +340,5 @@ def pipeline_order(schedule: str, micro_batches: int, pp: int, stage: int) -> li
     return [(s.kind, s.mb) for s in device_order(schedule, micro_batches, pp, 1, stage)]
 
 
-__all__ = ["COLLECTIVE", "COMPUTE", "EXPERT", "FROM_EXPERTS", "GATHER", "Op", "SEND", "STREAMS", "StageProgram",
-           "TO_EXPERTS", "build_stage_program", "pipeline_order"]
+__all__ = ["COLLECTIVE", "COMPUTE", "EXPERT", "FORWARD_SUFFIX", "FROM_EXPERTS", "GATHER", "Op", "SEND", "STREAMS",
+           "StageProgram", "TO_EXPERTS", "build_stage_program", "pipeline_order"]

@@ -27,7 +27,9 @@ def deepep_costs(devices, backend="deepep", max_nodes=0):
 def test_deepep_flows_carry_the_estimates_network_bytes(devices, max_nodes):
     """16 experts, top-2 on 8-GPU H100 nodes: the network flow of each member is S·R/k·f (the records of its
     (token, remote node) pairs, f from deepep.toml [records]), not the plain all-to-all's S·(n−1)/n; one node:
-    the NVLink copies S·F/k·f. Alone, the member still takes the estimate's time (the pace is wire/(T − T0))."""
+    the NVLink copies S·F/k·f. Alone, the member still takes the estimate's time: one node at the pace
+    wire/(T − T0); across nodes its NVLink forwards S·F/k·f are a second stage, each paced at its own term of the
+    estimate's max (DispatchModel.stage_times_s)."""
     sc, est, costs = deepep_costs(devices, max_nodes=max_nodes)
     moe = next(c for c in costs.classes if c.is_moe)
     model = model_for(sc)
@@ -38,7 +40,14 @@ def test_deepep_flows_carry_the_estimates_network_bytes(devices, max_nodes):
         assert spec.wire_bytes == pytest.approx(expected, rel=1e-12)
         plain = spec.size_bytes * (devices - 1) / devices
         assert spec.wire_bytes < plain and spec.dedup_factor == pytest.approx(spec.wire_bytes / plain)
-        assert spec.wire_bytes / spec.cap_bytes_per_s + spec.latency_s == pytest.approx(spec.time_s)
+        if devices > 8:  # two stages, each at its own pace: the member ends with the later (the estimate's max)
+            assert spec.forward_bytes == pytest.approx(spec.size_bytes * nvlink, rel=1e-12)
+            assert spec.wire_bytes / spec.cap_bytes_per_s == pytest.approx(spec.network_s, rel=1e-12)
+            assert spec.forward_bytes / spec.forward_cap_bytes_per_s == pytest.approx(spec.forward_s, rel=1e-12)
+            assert spec.latency_s + max(spec.network_s, spec.forward_s) == pytest.approx(spec.time_s, rel=1e-12)
+        else:
+            assert spec.forward_bytes == 0.0
+            assert spec.wire_bytes / spec.cap_bytes_per_s + spec.latency_s == pytest.approx(spec.time_s)
         entry = est.communication[name]  # the estimate's call: the same time, its bytes on both stages
         assert spec.time_s == pytest.approx(entry["time_s"] / entry["calls_per_step"], rel=1e-12)
         assert entry["bytes_per_device"] / entry["calls_per_step"] == \

@@ -16,9 +16,10 @@ from des_helpers import tiny_scenario
 from moesim.collectives.select import default_model
 from moesim.des import SimOptions, simulate
 from moesim.des import run as des_run
-from moesim.des.costs import build_costs
+from moesim.des.costs import CommSpec, build_costs
 from moesim.des.orders import device_order, device_spans, order_makespan
-from moesim.des.schedule import build_stage_program
+from moesim.des.pieces import pair_order
+from moesim.des.schedule import Op, build_stage_program
 from moesim.estimate import estimate
 from moesim.errors import SpecError
 from moesim.specs.layout import Layout
@@ -249,14 +250,59 @@ def test_deepseek_v3_dualpipe_simulated_near_the_estimate():
     sends are not the gap: the simulator's step is 38 ms shorter with them free, 2(p - 1) = 30 inter-node sends
     of 1.27 ms, and the estimate charges the same 38 ms. With DeepEP's per-token records (session 5) both
     engines move alike: 16.33 s against 14.47 s, +12.85 %. With contention on (not asserted) +13.7 %, +42.2 %
-    while the simulator's DeepEP flows carried the plain all-to-all's bytes (docs/collectives.md). Asserted:
-    above the estimate and within 15 %."""
+    while the simulator's DeepEP flows carried the plain all-to-all's bytes (docs/collectives.md).
+    Session 6: the gap was the pair's merge. Paired layer i with layer i, rank 0's forward of stage 0 (3 dense
+    layers, no collectives) left the all-to-alls of stage 15's backward with nothing beside them, and the other
+    pair the reverse: 0.2431 s per two pairs against 0.2144 s of compute. The pair now runs as a list schedule
+    on the model's times (pieces.pair_order): 0.2215 s, the step 15.22 s, +5.1 % (contention on, not asserted:
+    +7.0 %). Asserted: above the estimate and within 7 % (the layer-by-layer merge's +12.85 % fails; a point of
+    room for other rounds' pricing changes merged beside this one)."""
     from moesim.specs.load import load_scenario
     sc = load_scenario("deepseek-v3-h800")
     assert sc.training.pipeline_schedule == "dualpipe"
     result = simulate(sc, None, SimOptions(contention=False, expected_loads=True, trace=False))
     assert result.step_times_s[0] >= result.analytical_step_time_s
-    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.15)
+    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.07)
+
+
+def _pair_ops():
+    """An F&B pair as pieces.overlapped builds it, with a forward of three dense layers (one kernel each, 1 s,
+    no collectives) and a backward of one MoE layer: kernel 1 s, combine 1 s, kernel 1 s, dispatch 1 s,
+    kernel 1 s; keys layer by layer (the backward's j-th stage part before the forward's j-th)."""
+    comm = CommSpec("ep_all_to_all_dispatch", "ep", "all_to_all", 1.0, 2, 1, 1.0, 0.0, 1.0)
+    ops, keys, sides = [], [], []
+
+    def add(stream, side, layer, segment, deps, spec=None):
+        k = len(ops)
+        ops.append(Op(k, stream, "collective" if spec else "compute", "x", "bwd" if side else "fwd", layer, side,
+                      deps, duration_s=0.0 if spec else 1.0, comm=spec))
+        keys.append((0, 1 + layer, 2 * segment - side, k))
+        sides.append((k, side))
+        return k
+
+    f0 = add("compute", 0, 0, 0, ())
+    b0 = add("compute", 1, 0, 0, ())
+    c = add("comm", 1, 0, 0, (b0,), comm)
+    f1 = add("compute", 0, 1, 0, ())
+    b1 = add("compute", 1, 0, 1, (c,))
+    d = add("comm", 1, 0, 1, (b1,), comm)
+    f2 = add("compute", 0, 2, 0, ())
+    b2 = add("compute", 1, 0, 2, (d,))
+    return ops, keys, sides, (f0, b0, c, f1, b1, d, f2, b2)
+
+
+def test_dualpipe_pair_hides_one_chunks_collectives_under_the_other_chunks_kernels():
+    """The pair's order is a list schedule on the model's times: the backward (more collective time left) goes
+    first, and the dense forward's kernels run while its combine and dispatch move, so the pair takes its 6 s
+    of compute. Paired layer by layer (the keys), the forward's layers 1 and 2 sort after the backward's only
+    layer, so nothing runs beside the dispatch: 7 s."""
+    ops, keys, sides, (f0, b0, c, f1, b1, d, f2, b2) = _pair_ops()
+    order = pair_order(ops, keys, sides)
+    compute = sorted((k for k in order if ops[k].stream == "compute"), key=order.get)
+    assert compute == [b0, f0, b1, f1, b2, f2]
+    assert order[c] < order[f0] and order[d] < order[f1]
+    by_keys = sorted((k for k in order if ops[k].stream == "compute"), key=keys.__getitem__)
+    assert by_keys == [b0, f0, b1, b2, f1, f2]  # what the layer-aligned merge ran
 
 
 @pytest.mark.parametrize("first, last, before", [(6, None, -0.222), (6, 6, -0.062), (2, 6, -0.214)])

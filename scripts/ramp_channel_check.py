@@ -1,0 +1,135 @@
+"""The ramp from NCCL's channel count against every healthy nccl-tests log (docs/collectives.md, "The ramp from
+NCCL's channel count"): busbw MAPE per log and error per size, three ways.
+
+- before: every ring / tree runs all nChannels channels at every size (nccl_channels.share_at taken as 1), the shape-read
+  fill on the bottleneck (nccl.fill_factor): the model before the ramp round;
+- shipped: NCCL's per-size channel and thread count (nccl_channels.ring_tree_channels_at, enqueue.cc topoGetAlgoInfo) on the
+  wire, the fill kept;
+- replaced (not shipped): the channel count in place of the fill on ring and tree (NVLS, NVLSTree, PAT and CollNet
+  keep theirs: the channel count does not apply to them).
+
+Run: python scripts/ramp_channel_check.py [--write]   (--write replaces the marked block of docs/collectives.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from moesim.calibrate.nccl_error import LARGE_BYTES, log_error  # noqa: E402
+from moesim.calibrate.nccl_table import _points, entry_hardware, entry_model, read_manifest  # noqa: E402
+from moesim.collectives import nccl_plan  # noqa: E402
+
+MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
+DOC = ROOT / "docs" / "collectives.md"
+BEGIN = "<!-- BEGIN ramp_channel_check: python scripts/ramp_channel_check.py --write -->"
+END = "<!-- END ramp_channel_check -->"
+VARIANTS = ("before", "shipped", "replaced")
+SMALL_SIZES = (2**10, 2**12, 2**14, 2**16, 2**18, 2**19)  # below 1 MiB, where the channel count moves
+RAMP_SIZES = (2**20, 2**22, 2**24, 2**26, 2**28)  # 1 - 256 MiB, the ramp the fill carries
+
+
+@contextmanager
+def variant(name: str):
+    """nccl_plan priced as `name` (VARIANTS) for the duration; the shipped functions restored after."""
+    saved = nccl_plan.share_at, nccl_plan.fill_factor
+    if name == "before":
+        nccl_plan.share_at = lambda rule, size: 1.0
+    elif name == "replaced":
+        nccl_plan.fill_factor = lambda size, fill: 1.0
+    try:
+        yield
+    finally:
+        nccl_plan.share_at, nccl_plan.fill_factor = saved
+
+
+def errors() -> dict[str, dict[str, object]]:
+    """{log file: {variant: LogError}} over the healthy logs of the manifest."""
+    out: dict[str, dict[str, object]] = {}
+    for entry in read_manifest(MANIFEST):
+        if not entry["healthy"]:
+            continue
+        pts, hw = _points(MANIFEST.parent, entry), entry_hardware(entry)
+        out[entry["file"]] = {}
+        for name in VARIANTS:
+            with variant(name):
+                out[entry["file"]][name] = log_error(pts, hw, entry_model(entry, hw), entry.get("gpus_per_thread", 1))
+    return out
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _size(b: int) -> str:
+    return f"{b // 2**20} MiB" if b >= 2**20 else f"{b // 2**10} KiB"
+
+
+def _at(err, size: int):
+    found = [e for e in err.sizes if e.size_bytes == size]
+    return found[0] if found else None
+
+
+def _cells(errs, sizes, a: str, b: str) -> list[str]:
+    cells = []
+    for size in sizes:
+        x, y = _at(errs[a], size), _at(errs[b], size)
+        cells.append("" if x is None else f"{x.busbw_error:+.0%} → {y.busbw_error:+.0%}")
+    return cells
+
+
+def render(found=None) -> str:
+    found = found or errors()
+    name = lambda f: f.removesuffix(".log")  # noqa: E731
+    lines = ["Per log, busbw MAPE ≥ 1 MiB | < 1 MiB:", "",
+             "| log | before | shipped: channel count + fill | replaced: channel count, no ring/tree fill |",
+             "|---|---:|---:|---:|"]
+    totals = {v: [0.0, 0.0] for v in VARIANTS}
+    for f, errs in found.items():
+        for v in VARIANTS:
+            totals[v][0] += errs[v].mape_large or 0.0
+            totals[v][1] += errs[v].mape_small or 0.0
+        lines.append(f"| {name(f)} | " + " | ".join(
+            f"{_pct(errs[v].mape_large)} \\| {_pct(errs[v].mape_small)}" for v in VARIANTS) + " |")
+    lines.append("| sum over the logs | " + " | ".join(
+        f"{totals[v][0]:.1%} \\| {totals[v][1]:.1%}" for v in VARIANTS) + " |")
+    misses = {v: sum((e[v].mape_large or 0) > 0.2 for e in found.values()) +
+              sum((e[v].mape_small or 0) > 0.4 for e in found.values()) for v in VARIANTS}
+    lines.append("| misses (20 % \\| 40 % bars) | " + " | ".join(str(misses[v]) for v in VARIANTS) + " |")
+    lines += ["", "Error per size below 1 MiB, before → shipped (the logs it moves; + = measured slower than priced):",
+              "", "| log | " + " | ".join(_size(s) for s in SMALL_SIZES) + " |",
+              "|---|" + "---:|" * len(SMALL_SIZES)]
+    for f, errs in found.items():
+        if errs["before"].mape_small is None or errs["before"].mape_small == errs["shipped"].mape_small:
+            continue
+        lines.append(f"| {name(f)} | " + " | ".join(_cells(errs, SMALL_SIZES, "before", "shipped")) + " |")
+    lines += ["", "Error per size in the ramp (1 - 256 MiB), shipped → replaced (what the fill carries there; the "
+              "shipped column equals before at every size ≥ 1 MiB):", "",
+              "| log | " + " | ".join(_size(s) for s in RAMP_SIZES) + " |", "|---|" + "---:|" * len(RAMP_SIZES)]
+    for f, errs in found.items():
+        big = [e for e in errs["shipped"].sizes if LARGE_BYTES <= e.size_bytes <= 2**28]
+        if not big or errs["shipped"].mape_large == errs["replaced"].mape_large:
+            continue
+        lines.append(f"| {name(f)} | " + " | ".join(_cells(errs, RAMP_SIZES, "shipped", "replaced")) + " |")
+    return "\n".join(lines)
+
+
+def write(doc: Path = DOC) -> None:
+    text = doc.read_text(encoding="utf-8")
+    head, rest = text.split(BEGIN)
+    _, tail = rest.split(END)
+    doc.write_text(head + BEGIN + "\n" + render() + "\n" + END + tail, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="replace the marked block of docs/collectives.md")
+    if parser.parse_args().write:
+        write()
+    print(render())

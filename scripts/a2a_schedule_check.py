@@ -33,6 +33,7 @@ from moesim.collectives.base import Group, p2p_latency_s  # noqa: E402
 from moesim.collectives.protocols import NCCL_PROTOCOLS, p2p_protocol  # noqa: E402
 from moesim.collectives.select import default_model  # noqa: E402
 from moesim.collectives.topo_model import _nic_tier  # noqa: E402
+from scripts.docblock import replace_block  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 DOC = ROOT / "docs" / "collectives.md"
@@ -131,11 +132,7 @@ def main() -> None:
     if not args.write:
         print(block)
         return
-    text = DOC.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        sys.exit(f"docs/collectives.md has no {BEGIN} ... {END} block")
-    head, rest = text.split(BEGIN, 1)
-    DOC.write_text(head + BEGIN + "\n" + block + "\n" + END + rest.split(END, 1)[1], encoding="utf-8")
+    replace_block(DOC, BEGIN, END, block)
     print(f"wrote {DOC}")
 
 

@@ -27,6 +27,7 @@ from moesim.calibrate.nccl_error import log_error  # noqa: E402
 from moesim.calibrate.nccl_table import _points, read_manifest  # noqa: E402
 from moesim.collectives import nccl  # noqa: E402
 from moesim.specs.load import load_hardware  # noqa: E402
+from scripts.docblock import replace_block  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 DOC = ROOT / "docs" / "collectives.md"
@@ -114,10 +115,7 @@ def render(rows=None) -> str:
 
 
 def write(doc: Path = DOC) -> None:
-    text = doc.read_text(encoding="utf-8")
-    head, rest = text.split(BEGIN)
-    _, tail = rest.split(END)
-    doc.write_text(head + BEGIN + "\n" + render() + "\n" + END + tail, encoding="utf-8")
+    replace_block(doc, BEGIN, END, render())
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:
 from moesim.calibrate.nccl_error import LARGE_BYTES, log_error  # noqa: E402
 from moesim.calibrate.nccl_table import _points, entry_hardware, entry_model, read_manifest  # noqa: E402
 from moesim.collectives import nccl_plan  # noqa: E402
+from scripts.docblock import replace_block  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 DOC = ROOT / "docs" / "collectives.md"
@@ -121,10 +122,7 @@ def render(found=None) -> str:
 
 
 def write(doc: Path = DOC) -> None:
-    text = doc.read_text(encoding="utf-8")
-    head, rest = text.split(BEGIN)
-    _, tail = rest.split(END)
-    doc.write_text(head + BEGIN + "\n" + render() + "\n" + END + tail, encoding="utf-8")
+    replace_block(doc, BEGIN, END, render())
 
 
 if __name__ == "__main__":

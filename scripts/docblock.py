@@ -1,0 +1,15 @@
+"""The marked block of a generated docs section: the check scripts write their tables between two HTML comments."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def replace_block(doc: Path, begin: str, end: str, block: str) -> None:
+    """Put `block` between the `begin` and `end` markers of `doc` (markers kept, the rest of the file untouched)."""
+    text = doc.read_text(encoding="utf-8")
+    if begin not in text or end not in text:
+        sys.exit(f"{doc}: no '{begin}' ... '{end}' block to replace")
+    head, rest = text.split(begin, 1)
+    doc.write_text(head + begin + "\n" + block + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")

@@ -22,13 +22,15 @@ from moesim.specs.ranges import check_ranges
 
 DEVICE_KINDS = ("tpu_core", "tpu_chip", "gpu", "cpu")
 TOPOLOGIES = ("torus", "switch", "fat_tree", "rail_optimized", "ring", "loopback")
+NETWORK_TOPOLOGIES = ("fat_tree", "rail_optimized")  # the levels a network fabric (NICs and switches) builds
 # When a TPU slice's axis gets its wraparound link (../shared/reference/collectives.md, SB tpus.md):
 # "full_axis": only when the slice spans the pod's whole axis (v2/v3); "multiple_of_4": v4/v5p
 # cubes; "always"; "never".
 WRAPAROUND_RULES = ("full_axis", "multiple_of_4", "always", "never")
 NCCL_ARCHS = ("", "volta", "ampere", "hopper", "blackwell")  # rows of moesim/collectives/nccl_tuning.toml
 # System facts NCCL reads on a network level (InterconnectLevel.host_cpu / gpu_nic_path; their rules:
-# moesim/collectives/nccl_facts.py, constants in nccl_tuning.toml [host_cpu] / [gpu_nic_path]). "" = not stated.
+# moesim/collectives/nccl_facts.py, constants in nccl_tuning.toml [net_overhead], [ll_max_bus_gb_per_s],
+# [gpu_nic_path]). "" = not stated.
 HOST_CPUS = ("", "intel", "amd", "arm", "mixed")  # NCCL's CPU vendor / arch classes (src/graph/topo.h)
 GPU_NIC_PATHS = ("", "PIX", "PXB", "P2C", "PXN", "PHB", "NODE", "SYS")  # nvidia-smi topo -m / NCCL path types
 MAX_NVLSTREE_NET_FACTOR = 4.0  # InterconnectLevel.nvlstree_net_factor: NVLSTree's network line at most 4 x the usable bandwidth
@@ -210,10 +212,10 @@ class InterconnectLevel:
         if self.gpu_nic_path not in GPU_NIC_PATHS:
             raise SpecError(f"unknown gpu_nic_path '{self.gpu_nic_path}'", field=f"{path}.gpu_nic_path",
                             value=self.gpu_nic_path, allowed=GPU_NIC_PATHS)
-        if (self.host_cpu or self.gpu_nic_path) and self.topology not in ("fat_tree", "rail_optimized"):
+        if (self.host_cpu or self.gpu_nic_path) and self.topology not in NETWORK_TOPOLOGIES:
             raise SpecError("host_cpu and gpu_nic_path describe a network level (topology fat_tree or "
                             "rail_optimized)", field=f"{path}.{'host_cpu' if self.host_cpu else 'gpu_nic_path'}",
-                            value=self.topology, allowed=("fat_tree", "rail_optimized"))
+                            value=self.topology, allowed=NETWORK_TOPOLOGIES)
         if not 0 <= self.nvls_efficiency <= 1:
             raise SpecError("nvls_efficiency is a fraction of the usable bandwidth in [0, 1] (0 = no NVLink SHARP)",
                             field=f"{path}.nvls_efficiency", value=self.nvls_efficiency, allowed="0..1")

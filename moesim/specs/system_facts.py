@@ -10,11 +10,10 @@ from dataclasses import replace
 from typing import Mapping
 
 from moesim.errors import SpecError
-from moesim.specs.hardware import GPU_NIC_PATHS, HOST_CPUS, HardwareProfile
+from moesim.specs.hardware import GPU_NIC_PATHS, HOST_CPUS, NETWORK_TOPOLOGIES, HardwareProfile
 
 SYSTEM_FACT_KEYS = ("host_cpu", "gpu_nic_path")
 ALLOWED = {"host_cpu": HOST_CPUS, "gpu_nic_path": GPU_NIC_PATHS}
-NETWORK_TOPOLOGIES = ("fat_tree", "rail_optimized")
 
 
 def system_facts(entry: Mapping, where: str = "") -> dict[str, str]:

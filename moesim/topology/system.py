@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import networkx as nx
 
 from moesim.errors import SpecError
-from moesim.specs.hardware import EfficiencyTable, HardwareProfile, InterconnectLevel
+from moesim.specs.hardware import NETWORK_TOPOLOGIES, EfficiencyTable, HardwareProfile, InterconnectLevel
 from moesim.topology.fabric import DEFAULT_SWITCH_RADIX, SwitchedFabric, build_fabric_graph
 from moesim.topology.torus import TorusSlice, build_torus_graph, make_slice
 
-FABRIC_TOPOLOGIES = ("fat_tree", "rail_optimized")
 TORUS_TOPOLOGIES = ("torus", "ring")
 
 
@@ -133,7 +132,7 @@ def build_system(hardware: HardwareProfile, devices: int) -> System:
                               level.latency_s, level.bw_efficiency, index,
                               overhead_s=level.collective_overhead_s, p2p_latency_s=level.p2p_latency_s))
             continue
-        kind = "fabric" if level.topology in FABRIC_TOPOLOGIES else "switch"
+        kind = "fabric" if level.topology in NETWORK_TOPOLOGIES else "switch"
         port = _outer_port_bw(level, per_chip)
         if kind == "fabric" and level.oversubscription > 1:
             leaf = _leaf_domain(hardware, index, devices)
@@ -176,7 +175,7 @@ def _leaf_domain(hardware: HardwareProfile, index: int, devices: int) -> int:
 def _fabric_of(hardware: HardwareProfile, devices: int) -> SwitchedFabric:
     levels = hardware.interconnect
     first = levels[0]
-    outer = next((lv for lv in levels[1:] if lv.topology in FABRIC_TOPOLOGIES), None)
+    outer = next((lv for lv in levels[1:] if lv.topology in NETWORK_TOPOLOGIES), None)
     if outer is None:
         return SwitchedFabric(devices=devices, domain_devices=min(first.domain_devices, devices),
                               domain_bw_bytes_per_s=first.link_bw_bytes_per_s, domain_latency_s=first.latency_s,

@@ -26,7 +26,7 @@ class JsonlLines:
 def parse_jsonl_bytes(data: bytes, source: str) -> JsonlLines:
     """Parse `data` line by line; `source` names the file in warnings (`FILE:LINE: skipped ...`)."""
     objects, warnings = [], []
-    lines = data.split(b"\n")
+    lines = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")  # a UTF-8 byte-order mark (Windows editors)
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue

@@ -80,8 +80,9 @@ def read_nccl_tests(path: str | Path, op: str | None = None, ranks: int | None =
     if ranks is not None and (not isinstance(ranks, int) or ranks < 1):
         raise SpecError(f"--ranks must be a positive integer, got {ranks!r}", file=str(path), field="ranks",
                         value=ranks)
-    lines = read_bytes_file(path, field="measurements").decode("utf-8", errors="replace").splitlines()
+    lines = read_bytes_file(path, field="measurements").decode("utf-8-sig", errors="replace").splitlines()
     state = _State(file_op=op or op_from_name(path.name), explicit_op=op, ranks=ranks)
+    state.last_line = f"{path}:{max((i for i, text in enumerate(lines, start=1) if text.strip()), default=0)}"
     points: list[CollectivePoint] = []
     for number, raw in enumerate(lines, start=1):
         where = f"{path}:{number}"
@@ -97,6 +98,9 @@ def read_nccl_tests(path: str | Path, op: str | None = None, ranks: int | None =
             state.header_line(stripped, where)
         elif stripped[:1].isdigit():
             points.extend(state.row(stripped, where))
+    if not points and state.columns is not None and not state.skipped:
+        raise SpecError("no nccl-tests result rows found: the column titles are there but no row follows them (did "
+                        "the run stop before its first size?)", file=str(path))
     if not points:
         raise SpecError("no nccl-tests result rows found (expected a '#  size  count  type ... time  algbw  busbw' "
                         "header followed by rows)", file=str(path))
@@ -108,6 +112,7 @@ class _State:
 
     def __init__(self, file_op: str | None, explicit_op: str | None, ranks: int | None = None) -> None:
         self.file_op, self.explicit_op, self.forced_ranks = file_op, explicit_op, ranks
+        self.last_line = ""  # "file:line" of the log's last non-blank line
         self.test_op: str | None = None
         self.ranks: set[int] = set()
         self.in_devices = False
@@ -145,13 +150,13 @@ class _State:
                 raise SpecError(f"unexpected units line {' '.join(tokens)!r}: expected (B), (us) and (GB/s)",
                                 file=where)
 
-    def group_size(self) -> int:
+    def group_size(self, where: str) -> int:
         """Ranks in the measured group: --ranks when given, else the largest rank id listed + 1."""
         listed = max(self.ranks) + 1
         if self.forced_ranks is not None:
             if listed > self.forced_ranks:
                 raise SpecError(f"the log lists rank {listed - 1} but --ranks {self.forced_ranks} was given",
-                                field="ranks", value=self.forced_ranks)
+                                file=where, field="ranks", value=self.forced_ranks, allowed=f">= {listed}")
             return self.forced_ranks
         return listed
 
@@ -170,6 +175,10 @@ class _State:
         if len(tokens) == len(self.columns) - 1 and "redop" in self.columns:
             # alltoall printed its redop blank (nccl-tests before Sep 2022): the column is there, the token is not
             tokens.insert(self.columns.index("redop"), "")
+        if len(tokens) < len(self.columns) and where == self.last_line:  # a log whose writer stopped mid-row
+            raise SpecError(f"expected {len(self.columns)} columns ({' '.join(self.columns)}), got {len(tokens)} in "
+                            "the log's last line: a row cut short, the log truncated? delete that line to read the "
+                            "rows before it", file=where)
         if len(tokens) != len(self.columns):
             raise SpecError(f"expected {len(self.columns)} columns ({' '.join(self.columns)}), got {len(tokens)}",
                             file=where)
@@ -181,7 +190,7 @@ class _State:
         if not self.ranks and self.forced_ranks is None:
             raise SpecError("no '#  Rank ...' lines before the results: cannot tell the group size (pass --ranks N)",
                             file=where)
-        n = self.group_size() if self.ranks else self.forced_ranks
+        n = self.group_size(where) if self.ranks else self.forced_ranks
         size = _number(tokens[self.columns.index("size")], "size", where, int)
         if size < 0:
             raise SpecError(f"size must be >= 0, got {size}", file=where, field="size")

@@ -282,7 +282,9 @@ def read_measurements(paths: list[str | Path], nccl_op: str | None = None,
     total = Measurements()
     for path in paths:
         path = Path(path)
-        first = read_bytes_file(path, field="measurements").lstrip()[:1].decode("latin-1")
+        raw = read_bytes_file(path, field="measurements").removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
+        _check_text(raw, path)
+        first = raw.lstrip()[:1].decode("latin-1")
         total = total + (read_jsonl(path) if first == "{" else read_nccl_tests(path, nccl_op, nccl_ranks))
     keys = [rec.key for rec in total.layers]
     dupes = sorted({k for k in keys if keys.count(k) > 1})
@@ -291,6 +293,16 @@ def read_measurements(paths: list[str | Path], nccl_op: str | None = None,
         raise SpecError(f"configuration key {dupes[0]} appears more than once ({', '.join(where)}); give each "
                         "measured configuration once")
     return total
+
+
+def _check_text(raw: bytes, path: Path) -> None:
+    """A SpecError for a measurements file that is empty or not text (NUL bytes: binary, or UTF-16)."""
+    expected = "validate/ JSONL records or an nccl-tests log"
+    if not raw.strip():
+        raise SpecError(f"the file is empty (expected {expected})", file=str(path), field="measurements")
+    if b"\x00" in raw[:65536]:
+        raise SpecError(f"not a text file: it holds NUL bytes (binary, or UTF-16 text: convert it to UTF-8); "
+                        f"expected {expected}", file=str(path), field="measurements")
 
 
 def holdout_score(key: str, seed: int) -> float:

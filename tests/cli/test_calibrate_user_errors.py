@@ -1,0 +1,107 @@
+"""`moesim calibrate` on mangled nccl-tests logs and bad options, as a user meets them (issue #11 item 4):
+each ends with exit 2 and one `moesim: error:` line naming the file (and line) and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from moesim.cli import main
+
+LOGS = Path(__file__).resolve().parent.parent / "data" / "nccl"
+LOG = LOGS / "b200-vultr-1node_all_reduce_perf.log"  # 8 ranks listed, 13 columns, 8 B .. 16 GiB
+
+
+def run_bad(capsys, argv, *fragments) -> str:
+    """The CLI in process: exit 2, one stderr line starting `moesim: error:` and holding every fragment."""
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == 2, (out[-500:], err[-500:])
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("moesim: error:"), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def calibrate(path, tmp_path, *extra):
+    return ["calibrate", path, "--hardware", "b200", "-o", tmp_path / "out.toml", "-q", "--bootstrap", "0", *extra]
+
+
+def test_ranks_below_the_listed_ranks_names_the_file_and_line(tmp_path, capsys):
+    run_bad(capsys, calibrate(LOG, tmp_path, "--ranks", "3"),
+            f"{LOG}:19:", "field 'ranks'", "lists rank 7 but --ranks 3", "allowed: >= 8")
+
+
+def test_a_log_cut_mid_row_says_it_is_truncated(tmp_path, capsys):
+    text = LOG.read_bytes()
+    cut = tmp_path / "cut_all_reduce_perf.log"
+    cut.write_bytes(text[:text.index(b"131072         32768") + 40])  # stops inside the 128 KiB row
+    run_bad(capsys, calibrate(cut, tmp_path), f"{cut}:33:", "expected 13 columns", "got 4 in the log's last line", "truncated")
+
+
+def test_a_short_row_inside_the_log_keeps_the_column_count_message(tmp_path, capsys):
+    lines = LOG.read_text().splitlines()
+    lines[20] = " ".join(lines[20].split()[:9])  # the 32-byte row loses its in-place columns
+    mixed = tmp_path / "mixed_all_reduce_perf.log"
+    mixed.write_text("\n".join(lines) + "\n")
+    run_bad(capsys, calibrate(mixed, tmp_path), f"{mixed}:21:", "expected 13 columns", "got 9")
+
+
+def test_header_only_log(tmp_path, capsys):
+    head = tmp_path / "head_all_reduce_perf.log"
+    head.write_text("\n".join(LOG.read_text().splitlines()[:18]) + "\n")
+    run_bad(capsys, calibrate(head, tmp_path), str(head), "column titles are there but no row follows")
+
+
+@pytest.mark.parametrize("name, content, fragment", [
+    ("empty_all_reduce_perf.log", b"", "the file is empty"),
+    ("blank.jsonl", b"\n  \n", "the file is empty"),
+    ("binary_all_reduce_perf.log", bytes(range(256)) * 4, "not a text file: it holds NUL bytes"),
+    ("utf16_all_reduce_perf.log", "#  Rank  0 Group  0 Pid 1 on h device  0\n".encode("utf-16"),
+     "UTF-16 text: convert it to UTF-8"),
+])
+def test_empty_and_binary_files(tmp_path, capsys, name, content, fragment):
+    path = tmp_path / name
+    path.write_bytes(content)
+    run_bad(capsys, calibrate(path, tmp_path), str(path), "field 'measurements'", fragment)
+
+
+def test_a_utf8_byte_order_mark_reads(tmp_path, capsys):
+    bom = tmp_path / "bom_all_reduce_perf.log"
+    bom.write_bytes(b"\xef\xbb\xbf" + LOG.read_bytes())
+    assert main([str(a) for a in calibrate(bom, tmp_path, "--json")]) == 0
+    assert '"collective:all_reduce"' in capsys.readouterr().out
+
+
+def test_windows_line_endings_read_the_same(tmp_path, capsys):
+    crlf = tmp_path / "crlf_all_reduce_perf.log"
+    crlf.write_bytes(LOG.read_bytes().replace(b"\n", b"\r\n"))
+    outs = []
+    for path in (LOG, crlf):
+        assert main([str(a) for a in calibrate(path, tmp_path, "--json")]) == 0
+        outs.append(capsys.readouterr().out.replace(str(path), "LOG"))
+    assert outs[0] == outs[1]
+
+
+def test_unknown_collective_binary(tmp_path, capsys):
+    other = tmp_path / "hypercube_perf.log"
+    other.write_text(LOG.read_text().replace("all_reduce_perf", "hypercube_perf"))
+    run_bad(capsys, calibrate(other, tmp_path), f"{other}:3:", "'hypercube_perf_mpi' is not a collective",
+            "allowed: all_reduce_perf")
+
+
+@pytest.mark.parametrize("extra, fragments", [
+    (("--ranks", "0"), ("--ranks", "0 is out of range")),
+    (("--host-cpu", "bogus"), ("--host-cpu", "invalid choice: 'bogus'", "'amd'")),
+    (("--gpu-nic-path", "pix"), ("--gpu-nic-path", "'PIX'")),
+    (("--prior-weight", "0"), ("prior_weight", "allowed: auto, > 0")),
+])
+def test_bad_options(tmp_path, capsys, extra, fragments):
+    run_bad(capsys, calibrate(LOG, tmp_path, *extra), *fragments)
+
+
+def test_missing_file_and_directory(tmp_path, capsys):
+    run_bad(capsys, calibrate(tmp_path / "nope.log", tmp_path), "nope.log", "no such file")
+    run_bad(capsys, calibrate(tmp_path, tmp_path), "is a directory, not a file")

@@ -35,6 +35,17 @@ PROTOCOLS = ("LL", "LL128", "Simple")
 ALGORITHMS = ("ring", "tree", "nvls", "nvlstree", "collnetdirect", "collnetchain", "pat")
 UNMODELLED: tuple[str, ...] = ()  # NCCL_ALGO names moesim knows but does not model (none left)
 ALIASES = {"collnet": ("collnetdirect", "collnetchain")}  # NCCL 2.5-2.13 name for CollNet
+# Where each algorithm other than ring runs, as the plan gates it (nccl_plan.py): the hint of an NCCL_ALGO
+# that leaves no algorithm for a call.
+ALGO_NEEDS = {
+    "tree": "tree: all-reduce over more than 2 ranks",
+    "nvls": "nvls: one node whose NVLink level has nvls_efficiency > 0 (NVLink SHARP), Simple",
+    "nvlstree": "nvlstree: all-reduce across nodes whose NVLink level has nvls_efficiency > 0, Simple",
+    "collnetdirect": "collnet: --nccl-collnet (NCCL_COLLNET_ENABLE), all-reduce across nodes over a network level "
+                     "with sharp = true, Simple",
+    "pat": "pat: all-gather / reduce-scatter across nodes with one GPU per node, Simple",
+}
+ALGO_NEEDS["collnetchain"] = ALGO_NEEDS["collnetdirect"]
 US = 1e-6
 _TUNING = Path(__file__).with_name("nccl_tuning.toml")
 

@@ -38,6 +38,7 @@ Strict loaders: any other value fails with one line naming the file, the line or
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,12 +163,15 @@ def load_tuner_rules(path: str | Path) -> TunerRules:
     path = Path(path)
     if path.suffix == ".toml":
         return _load_toml(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("tuner rules file not found", file=str(path), field="tuner_rules") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpecError(f"cannot read the tuner rules file: {err}", file=str(path), field="tuner_rules") from None
+    from moesim.paths import read_bytes_file
+
+    if not path.exists():
+        raise SpecError("tuner rules file not found", file=str(path), field="tuner_rules")
+    try:  # a directory, a device, a huge file: one line from read_bytes_file
+        text = read_bytes_file(path, field="tuner_rules").decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise SpecError("not UTF-8 text (a binary file?): expected NCCL's tuner CSV or a .toml of [[rule]]",
+                        file=str(path), field="tuner_rules") from None
     rules = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -177,6 +181,8 @@ def load_tuner_rules(path: str | Path) -> TunerRules:
         if tokens == list(FIELDS[:len(tokens)]) and len(tokens) >= 8:  # the column-title line
             continue
         rules.append(_csv_rule(tokens, f"{path}:{number}", number))
+    if not rules:  # NCCL's example plugin loads such a file and keeps NCCL's own picks: so does moesim, but says so
+        warnings.warn(f"{path}: no tuner rule in the file (only blank, '#' or title lines): NCCL's own pick everywhere")
     return TunerRules(tuple(rules), str(path))
 
 

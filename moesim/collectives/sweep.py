@@ -93,6 +93,12 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     group = Group(size=devices, stride=stride, concurrent=concurrent)
     model = default_model(hw)
     if nccl_algo or collnet or nccl_proto or tuner_rules:
+        if hw.device_kind != "gpu":  # the model prices these devices' own collectives: NCCL's options would do nothing
+            given = [name for name, value in (("--nccl-algo", nccl_algo), ("--nccl-collnet", collnet),
+                                              ("--nccl-proto", nccl_proto), ("--tuner-rules", tuner_rules)) if value]
+            raise SpecError(f"NCCL's options ({', '.join(given)}) apply to GPUs; {hw.name}'s devices are "
+                            f"{hw.device_kind} (collectives priced on their own links, no NCCL)", field=given[0],
+                            value=hw.device_kind, allowed="a GPU profile")
         from moesim.collectives.nccl_tuner_rules import load_tuner_rules
         from moesim.collectives.topo_model import TopologyModel
 

@@ -128,9 +128,9 @@ class TopologyModel:
                             f"(algorithm, protocol) NCCL runs for {op} over {group.size} devices here",
                             field="nccl_proto", value=self.nccl_proto, allowed=NCCL_PROTOCOL_NAMES)
         if best is None:  # only where NCCL_ALGO (or CollNet without SHARP) rules out every algorithm
+            needs = "; ".join(dict.fromkeys(need for name, need in nccl.ALGO_NEEDS.items() if name in self._algos))
             raise SpecError(f"NCCL_ALGO '{self.nccl_algo}' leaves no algorithm NCCL runs for {op} over "
-                            f"{group.size} devices here (CollNet needs NCCL_COLLNET_ENABLE: collnet=True, "
-                            "--nccl-collnet, and a fabric with sharp = true)",
+                            f"{group.size} devices here ({needs})",
                             field="nccl_algo", value=self.nccl_algo, allowed=nccl.ALGORITHMS)
         name, proto, terms = best[:3]
         label = f"{name}/{proto}" if proto else name

@@ -11,7 +11,7 @@ from pathlib import Path
 from moesim.calibrate.nccl_error import log_error
 from moesim.calibrate.nccl_tests import read_nccl_tests
 from moesim.errors import SpecError
-from moesim.paths import read_versioned_toml
+from moesim.paths import builtin_names, read_versioned_toml
 from moesim.specs.load import load_hardware
 from moesim.specs.system_facts import SYSTEM_FACT_KEYS, system_facts, with_system_facts
 
@@ -23,15 +23,60 @@ FORCED_KEYS = ("nccl_algo", "nccl_proto")  # set as the run set them: the entry 
 MANIFEST_KEYS |= set(SYSTEM_FACT_KEYS)
 
 
+# The type of each manifest key read here (a key of MANIFEST_KEYS not listed is checked where it is read);
+# the first six are required.
+MANIFEST_TYPES = {"file": str, "hardware": str, "cluster": str, "healthy": bool, "shape": bool, "note": str,
+                  "op": str, "ranks": int, "gpus_per_thread": int, "nccl_algo": str, "nccl_proto": str, "collnet": bool}
+REQUIRED_KEYS = ("file", "hardware", "cluster", "healthy", "shape", "note")
+
+
 def read_manifest(path: Path) -> list[dict]:
-    """The [[log]] entries of a logs.toml (schema_version 1, strict keys)."""
+    """The [[log]] entries of a logs.toml (schema_version 1, strict keys and values); a SpecError names the entry."""
     data = read_versioned_toml(path)
-    for entry in data["log"]:
+    entries = data.get("log")
+    if set(data) - {"schema_version", "log"} or not isinstance(entries, list) or \
+            not all(isinstance(e, dict) for e in entries):
+        raise SpecError("a manifest holds schema_version and [[log]] tables only", file=str(path), field="log",
+                        allowed=("schema_version", "[[log]]"))
+    for number, entry in enumerate(entries, start=1):
+        where = f"{path}: log {number} ({entry.get('file', 'no file')})"
         unknown = set(entry) - MANIFEST_KEYS
         if unknown:
-            raise SpecError(f"unknown keys {sorted(unknown)}", file=str(path), allowed=tuple(sorted(MANIFEST_KEYS)))
-        system_facts(entry, str(path))
-    return data["log"]
+            raise SpecError(f"unknown keys {sorted(unknown)}", file=where, allowed=tuple(sorted(MANIFEST_KEYS)))
+        _check_entry(entry, where)
+        system_facts(entry, where)
+    return entries
+
+
+def _check_entry(entry: dict, where: str) -> None:
+    """The entry's required keys, their types, and the values the readers take (collective, counts, NCCL_*)."""
+    from moesim.calibrate.nccl_tests import NCCL_TESTS_OPS
+    from moesim.collectives.nccl import parse_nccl_algo
+    from moesim.collectives.nccl_tuner_rules import parse_nccl_proto
+
+    for key in REQUIRED_KEYS:
+        if key not in entry:
+            raise SpecError("required key is missing", file=where, field=key)
+    for key, kind in MANIFEST_TYPES.items():
+        value = entry.get(key)
+        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            raise SpecError(f"expected {kind.__name__}, got {value!r}", file=where, field=key, value=value)
+    profiles = builtin_names("hardware_profiles")
+    if entry["hardware"] not in profiles:
+        raise SpecError(f"unknown hardware profile '{entry['hardware']}' (a manifest names shipped profiles)",
+                        file=where, field="hardware", value=entry["hardware"], allowed=profiles)
+    for key in ("ranks", "gpus_per_thread"):
+        if key in entry and entry[key] < 1:
+            raise SpecError(f"must be >= 1, got {entry[key]}", file=where, field=key, value=entry[key])
+    if "op" in entry and entry["op"] not in NCCL_TESTS_OPS.values():
+        raise SpecError(f"unknown collective '{entry['op']}'", file=where, field="op", value=entry["op"],
+                        allowed=tuple(NCCL_TESTS_OPS.values()))
+    for key, parse in (("nccl_algo", parse_nccl_algo), ("nccl_proto", parse_nccl_proto)):
+        if key in entry:
+            try:
+                parse(entry[key])
+            except SpecError as err:
+                raise err.in_file(where) from None
 
 
 def entry_hardware(entry: dict, hardware=None):

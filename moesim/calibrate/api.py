@@ -105,6 +105,11 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     measurements = read_measurements(paths, nccl_op=nccl_op, nccl_ranks=nccl_ranks)
     prior_path = resolve_ref(hardware, "hardware_profiles")
     prior = with_system_facts(load_hardware(prior_path), system or {})
+    logs = sorted({p.source.rsplit(":", 1)[0] for p in measurements.collectives if p.nccl_tests})
+    if logs and prior.device_kind != "gpu":  # nccl-tests measure NCCL, which runs on GPUs
+        raise SpecError(f"nccl-tests logs measure NCCL on GPUs, but {prior.name}'s devices are {prior.device_kind}: "
+                        "give the GPU profile the cluster's collectives are priced with", file=logs[0],
+                        field="--hardware", value=hardware, allowed="a GPU profile")
     keys = [r.key for r in measurements.layers]
     fit_keys, held = split_holdout(keys, holdout_fraction, seed)
     fit = fit_profile(measurements, prior, fit_keys=set(fit_keys), bootstrap=bootstrap, seed=seed, loss=loss,

@@ -208,10 +208,10 @@ class InterconnectLevel:
                             allowed=NCCL_ARCHS)
         if self.host_cpu not in HOST_CPUS:
             raise SpecError(f"unknown host_cpu '{self.host_cpu}'", field=f"{path}.host_cpu", value=self.host_cpu,
-                            allowed=HOST_CPUS)
+                            allowed=HOST_CPUS[1:])
         if self.gpu_nic_path not in GPU_NIC_PATHS:
             raise SpecError(f"unknown gpu_nic_path '{self.gpu_nic_path}'", field=f"{path}.gpu_nic_path",
-                            value=self.gpu_nic_path, allowed=GPU_NIC_PATHS)
+                            value=self.gpu_nic_path, allowed=GPU_NIC_PATHS[1:])
         if (self.host_cpu or self.gpu_nic_path) and self.topology not in NETWORK_TOPOLOGIES:
             raise SpecError("host_cpu and gpu_nic_path describe a network level (topology fat_tree or "
                             "rail_optimized)", field=f"{path}.{'host_cpu' if self.host_cpu else 'gpu_nic_path'}",

@@ -87,8 +87,8 @@ def _level_from_table(t: Table, devices_per_chip: int) -> InterconnectLevel:
         p2p_latency_s=_us_or_none(t.opt("p2p_latency_us", float, None)),
         nccl_arch=t.opt("nccl_arch", str, ""),
         sharp=t.opt("sharp", bool, False),
-        host_cpu=t.choice("host_cpu", HOST_CPUS, ""),
-        gpu_nic_path=t.choice("gpu_nic_path", GPU_NIC_PATHS, ""),
+        host_cpu=t.choice("host_cpu", HOST_CPUS[1:], ""),  # "" (the default): not stated
+        gpu_nic_path=t.choice("gpu_nic_path", GPU_NIC_PATHS[1:], ""),
         collective_overhead_s=units.us_to_s(t.opt("collective_overhead_us", float, 0.0)),
         source=t.req("source", str),
     )

@@ -105,3 +105,26 @@ def test_bad_options(tmp_path, capsys, extra, fragments):
 def test_missing_file_and_directory(tmp_path, capsys):
     run_bad(capsys, calibrate(tmp_path / "nope.log", tmp_path), "nope.log", "no such file")
     run_bad(capsys, calibrate(tmp_path, tmp_path), "is a directory, not a file")
+
+
+def test_an_nccl_tests_log_on_a_profile_without_nccl(tmp_path, capsys):
+    line = run_bad(capsys, ["calibrate", LOG, "--hardware", "tpu-v4", "-o", tmp_path / "out.toml", "-q"],
+                   str(LOG), "field '--hardware'", "tpu-v4's devices are tpu_chip", "allowed: a GPU profile")
+    assert not (tmp_path / "out.toml").exists(), line
+
+
+def test_a_calibrated_profile_with_a_bad_system_fact_lists_only_real_values(tmp_path, capsys):
+    """A profile's host_cpu / gpu_nic_path may be left out; a wrong value lists the values, not the empty default."""
+    out = tmp_path / "b200-vultr.toml"
+    assert main([str(a) for a in ["calibrate", LOG, "--hardware", "b200", "-o", out, "-q", "--bootstrap", "0",
+                                  "--host-cpu", "amd"]]) == 0
+    capsys.readouterr()
+    text = out.read_text()
+    assert 'host_cpu = "amd"' in text
+    for bad, allowed in (('host_cpu = "AMD"', "(allowed: intel, amd, arm, mixed)"),
+                         ('gpu_nic_path = "pix"', "(allowed: PIX, PXB, P2C, PXN, PHB, NODE, SYS)")):
+        edited = tmp_path / "edited.toml"
+        edited.write_text(text.replace('host_cpu = "amd"', bad))
+        run_bad(capsys, ["collective", "all_reduce", "--hardware", edited, "--devices", 8, "--bytes", "1MiB"],
+                str(edited), f"'{bad.split(' = ')[1][1:-1]}' is not allowed", allowed)
+        run_bad(capsys, ["estimate", "deepseek-v2-l4-b200-ep8", "--hardware", edited], str(edited), allowed)

@@ -1,4 +1,5 @@
-"""Generate docs/keys.md: every key of a scenario, hardware profile and model file.
+"""Generate docs/keys.md: every key of a scenario, hardware profile and model file, and of the JSON that
+`moesim collective` and `moesim calibrate` print.
 
 Types, defaults, required keys and allowed values come from the loaders (moesim.specs.load) as
 they read every shipped file plus one scenario that sets every [training], [layout] and [search]
@@ -220,7 +221,17 @@ def render() -> str:
     out += ["## Routing histogram files (`moesim simulate --routing FILE`)", "", routing["text"].strip(), ""]
     for name, text in routing["examples"]:
         out += [f"`{name}`:", "", "```", text.rstrip("\n"), "```", ""]
+    for section, title in OUTPUT_TITLES.items():
+        out += [f"## {title}", "", "| key | unit | meaning |", "|---|---|---|"]
+        out += [f"| `{key}` | {unit} | {meaning} |" for key, (unit, meaning) in meanings[section].items()]
+        out.append("")
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+# JSON a command prints (docs/key_meanings.toml [output_*]; tests/cli/test_json_keys_documented.py runs the commands)
+OUTPUT_TITLES = {"output_collective": "JSON of `moesim collective --json`",
+                 "output_calibrate": "JSON of `moesim calibrate --json` (nccl-tests logs; layer records add `held_out` "
+                                     "and more, docs/calibration.md)"}
 
 
 def main(argv: list[str]) -> int:

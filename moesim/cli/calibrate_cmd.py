@@ -17,12 +17,14 @@ def register(subparsers) -> None:
                     "nccl-tests logs), write the "
                     "calibrated profile, and report the error on switch_layer records held out of the fit.")
     p.add_argument("measurements", nargs="+", metavar="FILE",
-                   help="validate/ results (.jsonl) and nccl-tests output logs")
-    p.add_argument("--hardware", required=True, help="prior hardware profile: built-in name or TOML file")
+                   help="validate/ results (.jsonl) and nccl-tests output logs (told apart by their first character; "
+                        "UTF-8 text, LF or CRLF line ends)")
+    p.add_argument("--hardware", required=True,
+                   help="prior hardware profile: built-in name or TOML file (a GPU profile for nccl-tests logs)")
     p.add_argument("-o", "--output", required=True, help="calibrated profile to write (TOML)")
     p.add_argument("--holdout-fraction", type=float, default=0.3,
-                   help="share of switch_layer records held out of the fit, by a seeded hash of their key "
-                        "(default 0.3)")
+                   help="share of switch_layer records held out of the fit, by a seeded hash of their key, in [0, 1) "
+                        "(default 0.3; nccl-tests rows are never held out)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out split and the bootstrap (default 0)")
     p.add_argument("--bootstrap", type=int, default=100,
                    help="bootstrap resamples for the parameter intervals (default 100; 0: none)")
@@ -35,26 +37,33 @@ def register(subparsers) -> None:
     p.add_argument("--name", help="name of the calibrated profile (default PRIOR-calibrated)")
     p.add_argument("--nccl-op", choices=("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast",
                                          "send_recv"),
-                   help="collective of nccl-tests logs that neither name it nor carry it in their file name")
+                   help="collective of nccl-tests logs that neither name it nor carry it in their file name "
+                        "(default: the log's '# Collective test starting:' line, else its file name; a contradiction "
+                        "is an error)")
     p.add_argument("--ranks", type=int, metavar="N",
-                   help="group size of nccl-tests logs whose rank list was cut (default: largest listed rank + 1)")
+                   help="group size of nccl-tests logs whose rank list was cut, >= the largest listed rank + 1 "
+                        "(default: largest listed rank + 1; required where a log lists no rank)")
     p.add_argument("--gpus-per-thread", type=int, default=1, metavar="N",
                    help="GPUs one nccl-tests thread drove (its -g N, nGpus N in the header; default 1): each row is "
                         "priced at least N kernel launches per iteration, and rows at that host floor are left "
                         "out of the fit (they say nothing about the links)")
     p.add_argument("--host-cpu", choices=("intel", "amd", "arm", "mixed"),
                    help="the measured cluster's host CPU where the profile does not state it (NCCL's network post "
-                        "overhead and multi-node LL cap by CPU); written into the calibrated profile")
+                        "overhead and multi-node LL cap by CPU); written into the calibrated profile (default: the "
+                        "profile's; shipped profiles leave it unstated, NCCL's Intel figures; needs a network level)")
     p.add_argument("--gpu-nic-path", choices=("PIX", "PXB", "P2C", "PXN", "PHB", "NODE", "SYS"),
                    help="the measured cluster's GPU-NIC PCIe path (nvidia-smi topo -m) where the profile does not "
-                        "state it (NCCL's LL128-across-nodes and GPUDirect RDMA rules); written into the profile")
+                        "state it (NCCL's LL128-across-nodes and GPUDirect RDMA rules); written into the profile "
+                        "(default: the profile's; shipped profiles leave it unstated: LL128 and GDR on; needs a network "
+                        "level)")
     p.add_argument("--prior-weight", default="auto", metavar="auto|W",
                    help="weight of the log-normal prior on the interconnect figures (latency, bandwidth, NVLS): "
                         "'auto' (default) weighs each figure by its stated uncertainty (moesim/calibrate/"
                         "prior_sigma.toml) against the fitted log's effective number of independent rows (a "
                         "Bayesian update; moesim/calibrate/prior_weight.py), or 10 where layer records are fitted; "
                         "a number > 0 sets one weight for every figure")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--json", action="store_true",
+                   help="machine-readable output (on nccl-tests logs every key with its unit in docs/keys.md)")
     add_quiet(p)
     p.set_defaults(run=run_calibrate)
 

@@ -17,28 +17,38 @@ def register(subparsers) -> None:
                     "count as nccl-tests does (all_gather/reduce_scatter: the full array; all_to_all: what "
                     "each rank sends). Bandwidths in decimal GB/s.")
     p.add_argument("op", help="all_reduce, all_gather, reduce_scatter, all_to_all, broadcast, send_recv")
-    p.add_argument("--hardware", required=True, help="built-in hardware profile name or a .toml path")
-    p.add_argument("--devices", required=True, type=int, help="ranks in the group")
+    p.add_argument("--hardware", required=True,
+                   help="built-in hardware profile name or a .toml path (a profile `moesim calibrate -o` wrote works)")
+    p.add_argument("--devices", required=True, type=int,
+                   help="ranks in the group (nccl-tests' nranks; 1 to the profile's max_devices)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--bytes", help="one size, e.g. 64MiB or 1e6")
-    size.add_argument("--sweep", help=f"MIN:MAX, doubling (nccl-tests -f 2); default {DEFAULT_SWEEP}")
+    size.add_argument("--bytes", help="one size in bytes, e.g. 64MiB or 1e6 (units B, kB, MB, GB, TB decimal; KiB, "
+                                       "MiB, GiB, TiB binary; 0 allowed)")
+    size.add_argument("--sweep", help=f"MIN:MAX in bytes with the units of --bytes, 0 < MIN <= MAX, doubling "
+                                       f"(nccl-tests -f 2); default {DEFAULT_SWEEP}")
     p.add_argument("--group-stride", type=int, default=1, help="device-id distance between members (default 1)")
     p.add_argument("--concurrent", type=int, default=1,
                    help="groups of this shape running at once, sharing links (default 1)")
     p.add_argument("--nccl-algo", default="", metavar="ALGOS",
                    help="restrict NCCL's algorithms as NCCL_ALGO does: 'ring', 'ring,tree', '^nvls,nvlstree' "
-                        "(ring, tree, nvls, nvlstree, collnetdirect, collnetchain, pat; default: the fastest of all, "
-                        "as NCCL's tuner picks)")
+                        "(ring, tree, nvls, nvlstree, collnetdirect, collnetchain, pat; 'collnet' = both CollNets; "
+                        "case-insensitive; default: all, the fastest as NCCL's tuner picks; all-to-all and send/recv "
+                        "run NCCL's p2p and ignore it; GPU profiles only)")
     p.add_argument("--nccl-collnet", action="store_true",
-                   help="NCCL_COLLNET_ENABLE=1: CollNet (SHARP) all-reduce where the profile's fabric has sharp = true")
+                   help="NCCL_COLLNET_ENABLE=1: CollNet (SHARP) all-reduce where the profile's fabric has sharp = true "
+                        "(default off; GPU profiles only)")
     p.add_argument("--nccl-proto", default="", metavar="PROTOS",
                    help="restrict NCCL's protocols as NCCL_PROTO does: 'LL128,Simple', '^LL' (LL, LL128, Simple; "
-                        "all-reduce, all-gather, reduce-scatter, broadcast: send/recv-based ops pick theirs by size)")
+                        "all-reduce, all-gather, reduce-scatter, broadcast: send/recv-based ops pick theirs by size; "
+                        "per collective as NCCL: 'LL,Simple;allreduce:^LL'; default: all three, NCCL's pick; GPU "
+                        "profiles only)")
     p.add_argument("--tuner-rules", default=None, metavar="FILE",
                    help="a tuner plugin's rules in the CSV of NCCL's example tuner plugin (collective_type,min_bytes,"
-                        "max_bytes,algorithm,protocol,channels,nNodes,nRanks[,numPipeOps[,regBuff]]): the first "
-                        "matching rule's (algorithm, protocol) replaces NCCL's own pick")
-    p.add_argument("--json", action="store_true", help='machine-readable output: {"results": [...], ...}')
+                        "max_bytes,algorithm,protocol,channels,nNodes,nRanks[,numPipeOps[,regBuff]]; min/max_bytes "
+                        "inclusive; -1: any) or a .toml of [[rule]] tables: the first matching rule's (algorithm, "
+                        "protocol) replaces NCCL's own pick (default: none; GPU profiles only)")
+    p.add_argument("--json", action="store_true",
+                   help='machine-readable output: {"results": [...], ...}; every key with its unit in docs/keys.md')
     p.set_defaults(run=run)
 
 

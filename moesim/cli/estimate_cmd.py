@@ -11,8 +11,10 @@ from moesim.units import format_bytes, format_seconds
 def add_scenario_overrides(p: argparse.ArgumentParser, *, layout: bool = True) -> None:
     """--hardware / --devices (and --layout) options shared by the scenario subcommands."""
     p.add_argument("scenario", help="scenario file (TOML/YAML) or built-in scenario name")
-    p.add_argument("--hardware", help="hardware profile name or file, replacing the scenario's")
-    p.add_argument("--devices", type=int, help="device count, replacing the scenario's")
+    p.add_argument("--hardware", help="hardware profile name or file (a profile `moesim calibrate -o` wrote works), "
+                                      "replacing the scenario's (default: the scenario's hardware and its [system] "
+                                      "facts; facts set over the profile given)")
+    p.add_argument("--devices", type=int, help="device count, replacing the scenario's (default: the scenario's)")
     if layout:
         p.add_argument("--layout", help="dp=..,tp=..,ep=..,pp=..[,etp=..][,edp=..][,order=tp-ep-dp-pp]"
                                         "[,first_stage_layers=..][,last_stage_layers=..][,mb=..][,zero=..]"

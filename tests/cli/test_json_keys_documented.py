@@ -1,0 +1,61 @@
+"""Every key `moesim collective --json` and `moesim calibrate --json` (on nccl-tests logs) print has a unit and a
+meaning in docs/key_meanings.toml (shown in docs/keys.md), and every key listed there is printed by one of the
+runs below: a new key cannot go undocumented, a removed one cannot linger."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+from moesim.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+MEANINGS = tomllib.loads((ROOT / "docs" / "key_meanings.toml").read_text(encoding="utf-8"))
+LOGS = ROOT / "tests" / "data" / "nccl"
+
+
+def keys(value, path: str = "") -> set[str]:
+    """Dotted key paths of a JSON value; `[]` for elements of a list of objects (lists of scalars are leaves)."""
+    if isinstance(value, dict):
+        return set().union(*(keys(v, f"{path}.{k}" if path else k) for k, v in value.items())) if value else {path}
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return set().union(*(keys(v, path + "[]") for v in value))
+    return {path}
+
+
+def printed(capsys, argv) -> dict:
+    assert main([str(a) for a in argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_collective_json_keys_are_documented(capsys):
+    documented = set(MEANINGS["output_collective"])
+    seen = set()
+    for argv in (["all_reduce", "--hardware", "h100-sxm", "--devices", 64, "--sweep", "1KiB:4MiB"],
+                 ["all_to_all", "--hardware", "tpu-v4", "--devices", 64, "--bytes", "1MiB"],
+                 ["all_gather", "--hardware", "b200", "--devices", 16, "--bytes", "64MiB", "--nccl-proto", "^LL"]):
+        found = keys(printed(capsys, ["collective", *argv, "--json"]))
+        assert found <= documented, sorted(found - documented)
+        seen |= found
+    assert seen == documented, sorted(documented - seen)
+
+
+def test_calibrate_json_keys_are_documented(capsys, tmp_path):
+    documented = set(MEANINGS["output_calibrate"])
+    seen = set()
+    for log, extra in (("h200-cetus-2node-cut_all_reduce_perf.log", ["--ranks", 16]),  # skipped rows, NVLS figures
+                       ("b200-vultr-1node_all_gather_perf.log", ["--ranks", 8, "--bootstrap", 4])):
+        out = printed(capsys, ["calibrate", LOGS / log, "--hardware", "h200" if "h200" in log else "b200",
+                               "-o", tmp_path / "out.toml", "-q", "--bootstrap", 0, *extra, "--json"])
+        found = {re.sub(r"^residuals\.[^.]+\.", "residuals.*.", k) for k in keys(out)}
+        assert found <= documented, sorted(found - documented)
+        seen |= found
+    assert seen == documented, sorted(documented - seen)
+
+
+def test_every_documented_key_has_a_unit_slot_and_a_meaning():
+    for section in ("output_collective", "output_calibrate"):
+        for key, entry in MEANINGS[section].items():
+            assert isinstance(entry, list) and len(entry) == 2 and entry[1].strip(), (section, key)

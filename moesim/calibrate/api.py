@@ -286,6 +286,9 @@ def _gap_text(gap: LayerGap) -> str:
     return text + "."
 
 
+SKIPPED_SHOWN = 5  # skipped rows the text lists (all of them in --json)
+
+
 def render_calibration(result: CalibrationResult) -> str:
     """Text summary for the CLI."""
     from moesim.calibrate.report import render
@@ -305,8 +308,12 @@ def render_calibration(result: CalibrationResult) -> str:
     m = result.measurements
     parts = [f"calibrated {fit.prior.name} -> {result.profile_path} ({result.profile.name})",
              f"  {len(m.layers)} switch_layer records: {len(fit.fitted_keys)} fitted, {len(result.held_out)} held out; "
-             f"{len(m.collectives)} collective points; {len(m.skipped)} records skipped",
-             "", params, "", _weight_text(fit)] + ([_floor_text(fit)] if fit.host_floor_rows else [])
+             f"{len(m.collectives)} collective points; {len(m.skipped)} rows or records skipped"
+             + (":" if m.skipped else "")]
+    parts += [f"    {line}" for line in m.skipped[:SKIPPED_SHOWN]]
+    if len(m.skipped) > SKIPPED_SHOWN:
+        parts.append(f"    ... and {len(m.skipped) - SKIPPED_SHOWN} more (--json: records.skipped)")
+    parts += ["", params, "", _weight_text(fit)] + ([_floor_text(fit)] if fit.host_floor_rows else [])
     parts += ["", "fit residuals (in-sample)", residuals]
     if fit.op_fits:
         diag = table([(o.op, o.group_size, o.n, f"{o.latency_s * 1e6:.4g}", f"{o.algbw_bytes_per_s / 1e9:.4g}",
@@ -323,6 +330,9 @@ def render_calibration(result: CalibrationResult) -> str:
         parts += [f"  {line}" for line in result.consistency[:10]]
     if result.held_out_report is not None:
         parts += ["", render(result.held_out_report)]
+    elif not m.layers:
+        parts += ["", "no switch_layer records, none held out: every collective row is fitted (to test the fit, "
+                      "price another log of the same cluster with the written profile)"]
     else:
         parts += ["", "no records held out (--holdout-fraction 0 or fewer than 2 records)"]
     return "\n".join(parts)

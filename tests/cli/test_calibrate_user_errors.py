@@ -128,3 +128,12 @@ def test_a_calibrated_profile_with_a_bad_system_fact_lists_only_real_values(tmp_
         run_bad(capsys, ["collective", "all_reduce", "--hardware", edited, "--devices", 8, "--bytes", "1MiB"],
                 str(edited), f"'{bad.split(' = ')[1][1:-1]}' is not allowed", allowed)
         run_bad(capsys, ["estimate", "deepseek-v2-l4-b200-ep8", "--hardware", edited], str(edited), allowed)
+
+
+def test_text_report_lists_the_skipped_rows_and_says_nothing_is_held_out(tmp_path, capsys):
+    log = LOGS / "b200-vultr-2node_all_gather_perf.log"  # five 0-byte rows (sizes rounded down), 16 ranks, none listed
+    assert main([str(a) for a in calibrate(log, tmp_path, "--ranks", 16)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].endswith("54 collective points; 5 rows or records skipped:")
+    assert out[2:7] == [f"    {log}:{n}: 0-byte row" for n in range(3, 8)]
+    assert out[-1].startswith("no switch_layer records, none held out: every collective row is fitted")

@@ -98,6 +98,9 @@ def read_nccl_tests(path: str | Path, op: str | None = None, ranks: int | None =
             state.header_line(stripped, where)
         elif stripped[:1].isdigit():
             points.extend(state.row(stripped, where))
+    if state.no_ranks_at:
+        raise SpecError("no '#  Rank ...' lines before the results: cannot tell the group size (pass --ranks N"
+                        f"{state.ranks_hint()})", file=state.no_ranks_at)
     if not points and state.columns is not None and not state.skipped:
         raise SpecError("no nccl-tests result rows found: the column titles are there but no row follows them (did "
                         "the run stop before its first size?)", file=str(path))
@@ -113,6 +116,8 @@ class _State:
     def __init__(self, file_op: str | None, explicit_op: str | None, ranks: int | None = None) -> None:
         self.file_op, self.explicit_op, self.forced_ranks = file_op, explicit_op, ranks
         self.last_line = ""  # "file:line" of the log's last non-blank line
+        self.no_ranks_at = ""  # "file:line" of the first row of a log without rank lines or --ranks
+        self.widest: tuple[float, float, str] = (0.0, 0.0, "")  # (algbw, busbw, where) of its widest row
         self.test_op: str | None = None
         self.ranks: set[int] = set()
         self.in_devices = False
@@ -187,9 +192,10 @@ class _State:
             raise SpecError("cannot tell which collective this log measured: no '# Collective test starting:' "
                             "line and no collective in the file name; rename it (e.g. all_reduce_perf.log) or pass "
                             "the collective explicitly", file=where, allowed=tuple(NCCL_TESTS_OPS.values()))
-        if not self.ranks and self.forced_ranks is None:
-            raise SpecError("no '#  Rank ...' lines before the results: cannot tell the group size (pass --ranks N)",
-                            file=where)
+        if not self.ranks and self.forced_ranks is None:  # an error at the end, with the rank count the rows fit
+            self.no_ranks_at = self.no_ranks_at or where
+            self._keep_ratio(tokens, where)
+            return []
         n = self.group_size(where) if self.ranks else self.forced_ranks
         size = _number(tokens[self.columns.index("size")], "size", where, int)
         if size < 0:
@@ -212,6 +218,34 @@ class _State:
             out.append(CollectivePoint(op=op, size_bytes=float(size), group_size=n, time_s=time_s, source=where,
                                        variant=variant, nccl_tests=True))
         return out
+
+
+    def _keep_ratio(self, tokens: list[str], where: str) -> None:
+        """Keep the row with the largest algbw (its busbw / algbw has the most digits) of a log without ranks."""
+        start = self.columns.index("time")
+        try:
+            algbw, busbw = float(tokens[start + 1]), float(tokens[start + 2])
+        except ValueError:
+            return
+        if algbw > self.widest[0]:
+            self.widest = (algbw, busbw, where)
+
+    def ranks_hint(self) -> str:
+        """'; busbw/algbw = r at FILE:LINE fits N = 16' where the widest row's ratio fits one to three group sizes
+        of the collective's factor (bus_bw_factor), within the 2-decimal printing of the columns; else ''."""
+        algbw, busbw, where = self.widest
+        op = self.test_op or self.file_op
+        if algbw < 1.0 or busbw <= 0 or op is None:
+            return ""
+        ratio = busbw / algbw
+        tol = ALGBW_ABS_TOL / algbw + ALGBW_ABS_TOL / busbw
+        fits = [n for n in range(2, MAX_HINT_RANKS + 1) if abs(bus_bw_factor(op, n) / ratio - 1) <= tol]
+        if not 1 <= len(fits) <= 3:
+            return ""
+        return f"; busbw/algbw = {ratio:.4f} at {where} fits N = {' or '.join(map(str, fits))}"
+
+
+MAX_HINT_RANKS = 16384  # group sizes the --ranks hint tries
 
 
 def _number(token: str, column: str, where: str, kind: type = float):

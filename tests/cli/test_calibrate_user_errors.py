@@ -137,3 +137,15 @@ def test_text_report_lists_the_skipped_rows_and_says_nothing_is_held_out(tmp_pat
     assert out[1].endswith("54 collective points; 5 rows or records skipped:")
     assert out[2:7] == [f"    {log}:{n}: 0-byte row" for n in range(3, 8)]
     assert out[-1].startswith("no switch_layer records, none held out: every collective row is fitted")
+
+
+@pytest.mark.parametrize("log, hint", [
+    ("b200-vultr-2node_all_gather_perf.log", "busbw/algbw = 0.9375 at {log}:34 fits N = 16)"),
+    ("b200-vultr-2node_all_reduce_perf.log", "busbw/algbw = 1.8750 at {log}:34 fits N = 16)"),
+    ("b200-vultr-2node_sendrecv_perf.log", "(pass --ranks N)"),  # factor 1 at every N: no hint
+])
+def test_a_log_without_rank_lines_suggests_the_rank_count_its_rows_fit(tmp_path, capsys, log, hint):
+    path = LOGS / log
+    line = run_bad(capsys, calibrate(path, tmp_path), f"{path}:3: no '#  Rank ...' lines before the results",
+                   hint.format(log=path))
+    assert line.count("fits N") == ("fits N" in hint)

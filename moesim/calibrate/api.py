@@ -102,6 +102,7 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     `system`: facts of the measured cluster set over the profile's network levels (specs/system_facts.py:
     host_cpu, gpu_nic_path), in the fit and in the written profile.
     """
+    check_output(out, paths, hardware)
     measurements = read_measurements(paths, nccl_op=nccl_op, nccl_ranks=nccl_ranks)
     prior_path = resolve_ref(hardware, "hardware_profiles")
     prior = with_system_facts(load_hardware(prior_path), system or {})
@@ -135,6 +136,24 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     written = load_hardware(out)
     return CalibrationResult(fit, measurements, written, out, tuple(held), report, gap,
                              () if guard is not None and guard.kept_prior else consistency_gaps(fit, written), guard)
+
+
+def check_output(out: str | Path, paths: list[str], hardware: str) -> None:
+    """The calibrated profile's path before anything is fitted: a .toml file that is neither a measurement file nor
+    the prior (writing it would destroy them; a SpecError names it)."""
+    out = Path(out)
+    if out.suffix.lower() != ".toml":
+        raise SpecError("the calibrated profile is a TOML file: give -o a path ending in .toml", file=str(out),
+                        field="--output", value=out.suffix, allowed=(".toml",))
+    target = out.resolve()
+    try:
+        prior = [(resolve_ref(hardware, "hardware_profiles"), "the prior profile (--hardware)")]
+    except SpecError:
+        prior = []  # an unknown profile: its own error comes when it is loaded
+    for path, what in [(p, "a measurement file") for p in paths] + prior:
+        if Path(path).resolve() == target:
+            raise SpecError(f"is {what}: writing the calibrated profile there would overwrite it", file=str(out),
+                            field="--output")
 
 
 def prior_guard(measurements: Measurements, prior: HardwareProfile, fitted: HardwareProfile,

@@ -268,6 +268,9 @@ def _check_bandwidths(op: str, n: int, size: int, time_s: float, algbw: float, b
         hint = ""
         if listed is not None and listed != n and not forced:
             hint = f" (the log lists {listed} rank lines, the largest id says {n}: pass --ranks N if the list was cut)"
+        elif forced and listed:
+            hint = (f" (--ranks {n} holds for every log given; this one lists {listed} rank lines: calibrate logs of "
+                    "other group sizes in their own run)")
         elif not forced:
             hint = " (pass --ranks N if the rank list was cut)"
         raise SpecError(f"busbw/algbw = {busbw / algbw:.4g}, but {op} over {n} ranks has factor {factor:.4g}: wrong "

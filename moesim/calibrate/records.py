@@ -280,8 +280,13 @@ def read_measurements(paths: list[str | Path], nccl_op: str | None = None,
     if not paths:
         raise SpecError("no measurement files given")
     total = Measurements()
+    seen: dict[Path, Path] = {}
     for path in paths:
         path = Path(path)
+        same = seen.setdefault(path.resolve(), path)
+        if same is not path:  # its rows would count twice
+            raise SpecError(f"given twice (also as {same}): each measurement file once", file=str(path),
+                            field="measurements")
         raw = read_bytes_file(path, field="measurements").removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
         _check_text(raw, path)
         first = raw.lstrip()[:1].decode("latin-1")

@@ -81,9 +81,11 @@ def register(subparsers) -> None:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     from moesim.calibrate import calibrate, render_calibration
+    from moesim.calibrate.api import check_output
     from moesim.calibrate.ops import calibrate_ops, is_op_file, render_ops_calibration
     from moesim.cli.progress import progress_bar
 
+    check_output(args.output, args.measurements, args.hardware)  # before any fit: never overwrite an input
     op_files = [path for path in args.measurements if is_op_file(path)]
     if op_files:  # operator records (python -m validate.ops): fit the per-operator tables
         if len(op_files) != len(args.measurements):

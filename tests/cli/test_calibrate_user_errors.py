@@ -149,3 +149,34 @@ def test_a_log_without_rank_lines_suggests_the_rank_count_its_rows_fit(tmp_path,
     line = run_bad(capsys, calibrate(path, tmp_path), f"{path}:3: no '#  Rank ...' lines before the results",
                    hint.format(log=path))
     assert line.count("fits N") == ("fits N" in hint)
+
+
+def test_the_same_log_twice_is_refused(tmp_path, capsys):
+    run_bad(capsys, ["calibrate", LOG, LOGS / ".." / "nccl" / LOG.name, *calibrate(LOG, tmp_path)[2:]],
+            "field 'measurements': given twice (also as", str(LOG))
+
+
+def test_ranks_given_for_logs_of_two_group_sizes_says_it_holds_for_every_log(tmp_path, capsys):
+    two_nodes = LOGS / "b200-vultr-2node_all_reduce_perf.log"  # no rank lines, 16 ranks
+    run_bad(capsys, ["calibrate", LOG, two_nodes, *calibrate(LOG, tmp_path, "--ranks", 16)[2:]], f"{LOG}:31:",
+            "all_reduce over 16 ranks", "--ranks 16 holds for every log given; this one lists 8 rank lines")
+
+
+def test_output_that_would_overwrite_an_input_is_refused_before_anything_is_written(tmp_path, capsys):
+    """-o naming the log itself used to overwrite the log with the profile, then fail on the suffix."""
+    log = tmp_path / "copy_all_reduce_perf.log"
+    log.write_bytes(LOG.read_bytes())
+    run_bad(capsys, ["calibrate", log, "--hardware", "b200", "-o", log], "field '--output'",
+            "give -o a path ending in .toml (allowed: .toml)")
+    assert log.read_bytes() == LOG.read_bytes()
+    prior = tmp_path / "prior.toml"
+    prior.write_text((LOG.parent.parent.parent.parent / "hardware_profiles" / "b200.toml").read_text())
+    before = prior.read_text()
+    run_bad(capsys, ["calibrate", log, "--hardware", prior, "-o", prior], str(prior),
+            "is the prior profile (--hardware): writing the calibrated profile there would overwrite it")
+    assert prior.read_text() == before
+    records = tmp_path / "records.toml"  # a measurement file named .toml (nccl-tests output saved so)
+    records.write_bytes(LOG.read_bytes())
+    run_bad(capsys, ["calibrate", records, "--hardware", "b200", "-o", records, "--nccl-op", "all_reduce"],
+            "is a measurement file")
+    assert records.read_bytes() == LOG.read_bytes()

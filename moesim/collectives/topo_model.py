@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from moesim.collectives import formulas, hierarchy, nccl, nccl_multinode, nccl_plan, torus_costs
 from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
+from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl_tuner_rules import PROTOCOLS as NCCL_PROTOCOL_NAMES
 from moesim.collectives.nccl_tuner_rules import TunerRules, parse_nccl_proto
@@ -72,6 +73,10 @@ class TopologyModel:
     collnet: bool = False  # NCCL_COLLNET_ENABLE=1: CollNet (SHARP) all-reduce where the fabric has `sharp = true`
     nccl_proto: str = ""  # NCCL_PROTO syntax ("LL128,Simple", "^LL"): the tuner's protocols (nccl_tuner_rules.py)
     tuner_rules: object = None  # nccl_tuner_rules.TunerRules: a tuner plugin's (algorithm, protocol) picks, or None
+    # NCCL_MIN_NCHANNELS / NCCL_MAX_NCHANNELS / NCCL_NVLS_NCHANNELS of the run, None = not set (nccl_channels.py)
+    nccl_min_nchannels: int | None = None
+    nccl_max_nchannels: int | None = None
+    nccl_nvls_nchannels: int | None = None
     _algos: frozenset = field(default=frozenset(), init=False, repr=False)
     _protos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_PROTO's list}, set ops only
     _systems: dict = field(default_factory=dict, init=False, repr=False)
@@ -215,7 +220,7 @@ class TopologyModel:
             protocols = tuple(p for p in protocols if p.name in allowed)
         tuner = None
         if system.nccl and op in _PASSES:  # NCCL's tuner: nccl_plan.py
-            tuner = nccl_plan.plan(op, n, counts, tiers, self._allowed(), self.collnet, allowed)
+            tuner = nccl_plan.plan(op, n, counts, tiers, self._allowed(), self.collnet, allowed, self._knobs())
         cap_tiers = None
         # send/recv's own message latency where a profile sets one (InterconnectLevel.p2p_latency_s)
         latency = [p2p_latency_s(t) if op in _P2P_OPS else t.latency_s for t in tiers]
@@ -282,12 +287,17 @@ class TopologyModel:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_algos", nccl.parse_nccl_algo(self.nccl_algo))
         object.__setattr__(self, "_protos", parse_nccl_proto(self.nccl_proto))
+        for name in CHANNEL_KNOBS:
+            check_channel_knob(name, getattr(self, name))
         if self.tuner_rules is not None and not isinstance(self.tuner_rules, TunerRules):
             raise SpecError("tuner_rules must be the rules load_tuner_rules reads (or None)", field="tuner_rules",
                             value=type(self.tuner_rules).__name__)
 
     def _allowed(self) -> frozenset[str]:
         return self._algos
+
+    def _knobs(self) -> tuple:
+        return self.nccl_min_nchannels, self.nccl_max_nchannels, self.nccl_nvls_nchannels
 
     def _port_bw(self, system: System, pl: GroupPlacement, index: int, message: float) -> float:
         """Per-device bandwidth of tier `index`: the port × efficiency, an uplink's share × boost, or, for a

@@ -117,3 +117,164 @@ def test_docs_print_the_ramp_check():
     doc = (root / "docs" / "collectives.md").read_text(encoding="utf-8")
     block = doc.split(script.BEGIN)[1].split(script.END)[0].strip()
     assert block == script.render(found).strip(), "run: python scripts/ramp_channel_check.py --write"
+
+
+# -- per-run channel knobs (nchannels round, session 7) ---------------------------------------------------------------
+MAXCHANNELS = 64  # src/include/device.h, v2.28.9-1 and v2.30.7-1
+
+
+def nccl_postset(n_channels, min_env=-2, max_env=-2):
+    """ncclMinNchannels / ncclMaxNchannels and ncclTopoPostset's "Honor NCCL_MIN_NRINGS/NCCL_MAX_NRINGS" step as
+    written in NCCL v2.28.9-1 src/graph/connect.cc (-2: the variable is not set; config minCTAs 1, maxCTAs MAXCHANNELS)."""
+    min_n = 0 if min_env == -2 else min_env
+    min_n = MAXCHANNELS if min_n > MAXCHANNELS else min_n
+    min_n = 0 if min_n < 0 else min_n
+    max_n = MAXCHANNELS if max_env == -2 else max_env
+    max_n = MAXCHANNELS if max_n > MAXCHANNELS else max_n
+    max_n = 1 if max_n < 1 else max_n
+    n_channels = min(min(max_n, n_channels), MAXCHANNELS)
+    end = max(min_n, 1)
+    c = n_channels
+    while c < end:  # copyChannels(comm, nChannels, end): duplicate channels up to `end`
+        c += 1
+    return c
+
+
+def test_max_channels_is_ncclS():
+    assert tuning()["channels"]["max_channels"] == MAXCHANNELS
+
+
+@pytest.mark.parametrize("default", [8, 16, 24, 32])
+def test_coll_channels_follow_ncclS_postset(default):
+    from moesim.collectives.nccl_channels import coll_channels
+
+    for min_env in (-2, 0, 1, 4, 16, 24, 32, 64, 100):
+        for max_env in (-2, 1, 2, 4, 8, 16, 32, 64, 100):
+            got = coll_channels(default, None if min_env == -2 else min_env, None if max_env == -2 else max_env)
+            assert got == nccl_postset(default, min_env, max_env), (min_env, max_env)
+    assert coll_channels(default) == default  # unset: the system's count
+
+
+def test_nvls_channels_clamp():
+    from moesim.collectives.nccl_channels import nvls_channels
+
+    # comm->nvlsChannels = max(minCTAs, min(maxCTAs, NCCL_NVLS_NCHANNELS or the GPU's)) (v2.28.9-1 nvls.cc)
+    assert nvls_channels(16) == 16 and nvls_channels(24, 8) == 8 and nvls_channels(16, 100) == MAXCHANNELS
+
+
+@pytest.mark.parametrize("name,value", [("nccl_min_nchannels", -1), ("nccl_max_nchannels", 0),
+                                        ("nccl_nvls_nchannels", 0), ("nccl_max_nchannels", 2.5),
+                                        ("nccl_min_nchannels", True), ("nccl_max_nchannels", "8")])
+def test_bad_channel_knob_is_a_spec_error(name, value):
+    from moesim.collectives.topo_model import TopologyModel
+    from moesim.errors import SpecError
+
+    with pytest.raises(SpecError, match=f"field '{name}'"):
+        TopologyModel(load_hardware("h100-sxm"), **{name: value})
+
+
+def _costs(model, op, group, sizes):
+    return [(c.algorithm, c.time_s) for c in (model.cost(op, s, group) for s in sizes)]
+
+
+SWEEP = [2.0**k for k in range(3, 31, 2)]
+
+
+@pytest.mark.parametrize("op", ["all_reduce", "all_gather"])
+def test_knobs_at_the_systems_count_change_nothing(op):
+    """NCCL_MAX_NCHANNELS / NCCL_MIN_NCHANNELS equal to the system's count leave every price bit for bit."""
+    from moesim.collectives.topo_model import TopologyModel
+
+    hw, default = load_hardware("h100-sxm"), tuning()["pipeline"]["channels"]
+    for group in (Group(size=8, devices=8), Group(size=16, devices=16)):
+        plain = _costs(TopologyModel(hw), op, group, SWEEP)
+        assert _costs(TopologyModel(hw, nccl_max_nchannels=default), op, group, SWEEP) == plain
+        assert _costs(TopologyModel(hw, nccl_min_nchannels=default, nccl_max_nchannels=64), op, group, SWEEP) == plain
+
+
+def test_max_nchannels_is_wire_only_and_slows_every_size():
+    """Fewer channels than the system's: NCCL's tuner still prices busBw with the search's graphs[a]->nChannels
+    (tuning.cc), so the pick is unchanged (all-gather: no ring plateau); the wire runs min(nc, max) channels, so a
+    ring Simple transfer at full size is default / max times the system's, times the several-node fill's ratio."""
+    from moesim.collectives.nccl import fill_factor
+    from moesim.collectives.topo_model import TopologyModel
+
+    hw, group = load_hardware("h100-sxm"), Group(size=16, devices=16)
+    plain, four = TopologyModel(hw), TopologyModel(hw, nccl_max_nchannels=4)
+    a, b = _costs(plain, "all_gather", group, SWEEP), _costs(four, "all_gather", group, SWEEP)
+    assert [x[0] for x in a] == [x[0] for x in b]
+    # never faster beyond 0.5 %: at 128-256 KiB both run the same few channels (ring LL at NCCL's cap) and the
+    # smaller several-node fill (4 x 4 MiB) takes 0.1-0.2 % off
+    assert all(y[1] >= x[1] * 0.995 for x, y in zip(a, b)) and b[-1][1] > 2 * a[-1][1]
+    size, step = 2.0**30, tuning()["pipeline"]
+    ring = {m: next(c for c in m.candidates("all_gather", size, group) if c.label == "ring/Simple") for m in (plain, four)}
+    fill = {m: k * step["inter_chunk_bytes"] * step["steps"] for m, k in ((plain, 16), (four, 4))}
+    expected = ring[plain].terms.bandwidth_s * 16 / 4 * fill_factor(size, fill[four]) / fill_factor(size, fill[plain])
+    assert ring[four].terms.bandwidth_s == pytest.approx(expected, rel=1e-12)
+    # the offset gives NCCL's ranking back: time + offset as with every channel, up to the fill (in both)
+    assert ring[four].time_s > ring[plain].time_s
+
+
+def test_min_nchannels_above_the_default_keeps_the_wire_rate_and_grows_the_fill():
+    """NCCL_MIN_NCHANNELS = 32 over 16: copyChannels duplicates rings on the same links, so the channel share stops
+    at 1 (no size runs faster); below 16 x nt x threshold the loop cuts as before; the several-node S_fill is
+    32 x 4 MiB (slower ramp) and the ring plateau's bytes / (channels x ranks) >= 64 moves up."""
+    from moesim.collectives.nccl import _ring_plateau
+    from moesim.collectives.nccl_channels import channel_rule, full_share_bytes, share_at
+    from moesim.collectives.topo_model import TopologyModel
+
+    rule = channel_rule("ring", "Simple", 16, 32, 16)
+    assert full_share_bytes(rule) == 16 * 512 * 64
+    assert [share_at(rule, s) for s in (2.0**19, 2.0**20, 2.0**30)] == [1.0, 1.0, 1.0]
+    assert share_at(rule, 2.0**18) == share_at(channel_rule("ring", "Simple", 16, 16), 2.0**18) == 0.5
+    assert full_share_bytes(channel_rule("ring", "Simple", 16, 8, 16)) == float("inf")
+    hw, group = load_hardware("h100-sxm"), Group(size=16, devices=16)
+    plain, more = TopologyModel(hw), TopologyModel(hw, nccl_min_nchannels=32)
+    a, b = _costs(plain, "all_gather", group, SWEEP), _costs(more, "all_gather", group, SWEEP)
+    assert all(y[1] >= x[1] for x, y in zip(a, b)) and b[-4][1] > a[-4][1]
+    # 16 KiB over 16 ranks: 64 B per channel and rank on 16 channels (plateau), 32 B on 32 (none)
+    assert _ring_plateau(1.0, 1.0, 64 * 16 * 16, 16, None) == (1.4, 1.4)
+    assert _ring_plateau(1.0, 1.0, 64 * 16 * 16, 16, None, 32) == (1.0, 1.0)
+
+
+def test_nvls_nchannels_reaches_the_nvls_fill():
+    """NCCL_NVLS_NCHANNELS replaces the GPU's NVLS channel count (16 on Hopper): one node's NVLS S_fill is
+    n x nvlsChannels x 128 KiB, so 8 channels ramp sooner; the algorithm stays NVLS."""
+    from moesim.collectives.topo_model import TopologyModel
+
+    hw, group, size = load_hardware("h100-sxm"), Group(size=8, devices=8), 2.0**26
+    plain, eight = (TopologyModel(hw, nccl_algo="nvls", nccl_nvls_nchannels=k) for k in (None, 8))
+    a, b = plain.cost("all_reduce", size, group), eight.cost("all_reduce", size, group)
+    assert a.algorithm == b.algorithm == "nvls/Simple" and b.time_s < a.time_s
+    assert TopologyModel(hw, nccl_algo="nvls", nccl_nvls_nchannels=16).cost("all_reduce", size, group) == a
+
+
+def test_cli_channel_knobs(capsys):
+    import json
+
+    from moesim.cli import main
+
+    args = ["collective", "all_gather", "--hardware", "h100-sxm", "--devices", "16", "--bytes", "1GiB", "--json"]
+    assert main(args) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert plain["nccl_max_nchannels"] is None and plain["nccl_channels"] == {"coll": 16, "nvls": 16}
+    assert main(args + ["--nccl-max-nchannels", "4", "--nccl-min-nchannels", "100"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["nccl_max_nchannels"] == 4 and data["nccl_channels"]["coll"] == MAXCHANNELS  # max, then min
+    assert main(args + ["--nccl-max-nchannels", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "field 'nccl_max_nchannels'" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_manifest_channel_knobs(tmp_path):
+    from moesim.calibrate.nccl_table import entry_model, read_manifest
+    from moesim.errors import SpecError
+
+    hw = load_hardware("h200")
+    model = entry_model({"file": "x.log", "nccl_min_nchannels": 32}, hw)
+    assert model.nccl_min_nchannels == 32 and model.nccl_max_nchannels is None
+    bad = tmp_path / "logs.toml"
+    bad.write_text('schema_version = 1\n[[log]]\nfile = "x.log"\nhardware = "h200"\ncluster = "c"\nhealthy = true\n'
+                   'shape = false\nnote = ""\nnccl_max_nchannels = -4\n', encoding="utf-8")
+    with pytest.raises(SpecError, match="nccl_max_nchannels"):
+        read_manifest(bad)

@@ -65,6 +65,18 @@ def share_at(rule: tuple, size_bytes: float) -> float:
     return min(1.0, nc * nt / rule[6])
 
 
+def pinned_share(rule: tuple, size_bytes: float, channels: int, traffic_per_byte: int, protocol: str) -> float:
+    """share_at with a tuner plugin's channel count: NCCL keeps the threads of its own per-size loop and replaces the
+    channels by the plugin's (getAlgoInfo: `info->nMaxChannels = nMaxChannels`); the scheduler caps them at
+    comm->nChannels and spreads the traffic (nBytes x 2 for all-reduce) in cells of at least 16 KiB per channel (4x
+    denser for LL), so a small collective still runs on ceil(traffic / 16 KiB) channels. Source: NVIDIA/nccl v2.28.9-1
+    / v2.30.7-1 src/enqueue.cc getAlgoInfo, scheduleCollTasksToPlan (MinTrafficPerChannel), ncclFuncTrafficPerByte."""
+    _, nt = ring_tree_channels_at(rule, size_bytes)
+    per_channel = tuning()["channels"]["min_traffic_per_channel_bytes"] / (4 if protocol == "LL" else 1)
+    used = min(channels, rule[0], max(1, -(-int(size_bytes * traffic_per_byte) // int(per_channel))))
+    return min(1.0, used * nt / rule[6])
+
+
 def ring_tree_channels(algorithm: str, protocol: str, size_bytes: float, n: int, channels: int) -> tuple[int, int]:
     """ring_tree_channels_at for (algorithm, protocol) over n ranks and `channels` channels."""
     return ring_tree_channels_at(channel_rule(algorithm, protocol, n, channels), size_bytes)

@@ -15,7 +15,8 @@ from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _collnet, _hop_tables, _ll_cap, _net_ll_legs,
                                      _net_overheads, _nvls, _nvls_fixed, _pat, _ring_plateau, _scaled_transfer,
                                      _tree_net_hops, fill_bytes, fill_factor, tree_correction, tuning)
-from moesim.collectives.nccl_channels import channel_rule, coll_channels, full_share_bytes, share_at
+from moesim.collectives.nccl_channels import (channel_rule, coll_channels, full_share_bytes, pinned_share,
+                                              share_at)
 from moesim.collectives.nccl_facts import ll128_across_nodes, no_gdr_legs_s
 from moesim.collectives.nccl_multinode import ring_chain_extra_net_steps
 
@@ -133,8 +134,9 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
                 sharp=collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False) and simple)
 
 
-def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:
-    """`candidates` for `plan`'s op and group at `size_bytes`, W_i = `port_bw`."""
+def priced(plan: Plan, size_bytes: float, port_bw, pinned: tuple | None = None) -> list[tuple]:
+    """`candidates` for `plan`'s op and group at `size_bytes`, W_i = `port_bw`. `pinned` = (algorithm, protocol,
+    channels): a tuner plugin's channel count for that ring / tree candidate (nccl_channels.pinned_share)."""
     op, n, counts, tiers = plan.op, plan.n, plan.counts, plan.tiers
     ramp = fill_factor(size_bytes, plan.fill_bytes)
     out = []
@@ -146,8 +148,10 @@ def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:
             chain_wire *= latency / before if before else 1.0
         offset = own_s - chain_wire - leg_s  # NCCL's own model time minus the wire's
         transfer = _scaled_transfer(_transfer(plan, algo, proto, size_bytes, port_bw, factor, caps), ramp)
-        if size_bytes < full:  # NCCL runs its pick on fewer channels / threads: wire only, so the offset takes it back
-            share = share_at(rule, size_bytes)
+        pin = pinned is not None and pinned[:2] == (algo, proto)
+        if size_bytes < full or pin:  # NCCL runs its pick on fewer channels / threads: wire only, the offset takes it back
+            share = (pinned_share(rule, size_bytes, pinned[2], plan.passes, proto) if pin  # all-reduce: 2 bytes per byte
+                     else share_at(rule, size_bytes))
             cut = (tuple(x / share for x in transfer) if caps is None else  # no cap: the transfer / share
                    _scaled_transfer(_transfer(plan, algo, proto, size_bytes, port_bw, factor * share, caps), ramp))
             offset -= max(cut) - max(transfer)

@@ -327,3 +327,39 @@ def test_docs_print_the_channel_default_check():
     doc = (root / "docs" / "collectives.md").read_text(encoding="utf-8")
     block = doc.split(script.BEGIN)[1].split(script.END)[0].strip()
     assert block == script.render(runs, counts, found).strip(), "run: python scripts/channel_default_check.py --write"
+
+
+@pytest.mark.parametrize("channels,factor", [(4, 4.0), (8, 2.0), (16, 1.0), (32, 1.0)])
+def test_tuner_rule_channels_on_the_wire(channels, factor):
+    """A tuner rule's channel count replaces the picked ring's (NCCL: info->nMaxChannels = the plugin's, capped at
+    comm->nChannels = 16 by the scheduler): at 64 MiB ring/Simple runs every channel by itself, so 4 channels move
+    its transfer 4x; 32 is capped at 16; latency and base unchanged. At 1 KiB the scheduler's 16 KiB of traffic per
+    channel leaves one channel, as NCCL's own loop does."""
+    from moesim.collectives.nccl_tuner_rules import TunerRule, TunerRules
+    from moesim.collectives.topo_model import TopologyModel
+
+    hw, group = load_hardware("h200"), Group(size=16, devices=16)
+    rules = TunerRules((TunerRule("all_gather", "ring", "Simple", channels=channels),))
+    ruled, own = TopologyModel(hw, tuner_rules=rules), TopologyModel(hw)
+    size = 2.0**26
+    ring = next(c for c in own.candidates("all_gather", size, group) if c.label == "ring/Simple")
+    got = ruled.cost("all_gather", size, group)
+    assert got.algorithm == "ring/Simple"
+    expected = ring.base_latency_s + ring.terms.latency_s + ring.terms.bandwidth_s * factor
+    assert got.time_s == pytest.approx(expected, rel=1e-12)
+    tiny = next(c for c in own.candidates("all_gather", 1024.0, group) if c.label == "ring/Simple")
+    assert ruled.cost("all_gather", 1024.0, group).time_s == pytest.approx(tiny.time_s, rel=1e-12)
+
+
+def test_pinned_share_follows_ncclS_scheduler():
+    """min(plugin's channels, comm->nChannels, ceil(traffic / 16 KiB)) channels (LL: 4 KiB), the loop's threads."""
+    from moesim.collectives.nccl_channels import channel_rule, pinned_share
+
+    rule = channel_rule("ring", "Simple", 16, 16)
+    assert pinned_share(rule, 2.0**26, 4, 1, "Simple") == pytest.approx(4 / 16)
+    assert pinned_share(rule, 2.0**26, 64, 1, "Simple") == 1.0
+    # 48 KiB: the loop runs 1 channel of 512 threads; the plugin's 8 give 3 cells of 16 KiB (all-reduce traffic: 6)
+    assert pinned_share(rule, 48 * 1024.0, 8, 1, "Simple") == pytest.approx(3 / 16)
+    assert pinned_share(rule, 48 * 1024.0, 8, 2, "Simple") == pytest.approx(6 / 16)
+    ll = channel_rule("tree", "LL", 16, 16)
+    assert pinned_share(ll, 16 * 1024.0, 8, 2, "LL") == pytest.approx(8 / 16)  # 32 KiB traffic / 4 KiB cells, capped 8

@@ -40,8 +40,11 @@ def register(subparsers) -> None:
                         "matching rule's (algorithm, protocol) replaces NCCL's own pick")
     for name, env, what in (("min", "NCCL_MIN_NCHANNELS", "duplicate the rings' and trees' channels up to N"),
                             ("max", "NCCL_MAX_NCHANNELS", "run the rings and trees on at most N channels"),
-                            ("nvls", "NCCL_NVLS_NCHANNELS", "NVLS / NVLSTree channels in place of the GPU's")):
-        p.add_argument(f"--nccl-{name}-nchannels", type=int, default=None, metavar="N",
+                            ("nvls", "NCCL_NVLS_NCHANNELS", "NVLS / NVLSTree channels in place of the GPU's"),
+                            ("min-ctas", "NCCL_MIN_CTAS", "at least N channels for rings, trees and NVLS"),
+                            ("max-ctas", "NCCL_MAX_CTAS", "at most N channels for rings, trees and NVLS")):
+        flag = f"--nccl-{name}" if "ctas" in name else f"--nccl-{name}-nchannels"
+        p.add_argument(flag, type=int, default=None, metavar="N",
                        help=f"{env}: {what}, clamped as NCCL does (default: not set; collectives/nccl_channels.py)")
     p.add_argument("--json", action="store_true", help='machine-readable output: {"results": [...], ...}')
     p.set_defaults(run=run)

@@ -110,16 +110,16 @@ def fill_bytes(multi_node: bool, channels: int | None = None) -> float:
     return p["channels"] * p["inter_chunk_bytes" if multi_node else "intra_chunk_bytes"] * p["steps"]
 
 
-def nvls_fill_bytes(n: int, tier0, multi_node: bool = False, nvls_nchannels: int | None = None) -> float:
-    """S_fill of NVLS over n ranks of one domain: n × NVLS channels × chunk (nccl_tuning.toml [nvls]; a run's
-    NCCL_NVLS_NCHANNELS in their place, nccl_channels.nvls_channels); the one-node S_fill where the architecture
-    has no NVLS channel count listed and the run sets none."""
+def nvls_fill_bytes(n: int, tier0, multi_node: bool = False, nvls_knobs: tuple | None = None) -> float:
+    """S_fill of NVLS over n ranks of one domain: n × NVLS channels × chunk (nccl_tuning.toml [nvls]; with a run's
+    `nvls_knobs` = (NCCL_NVLS_NCHANNELS, NCCL_MIN_CTAS, NCCL_MAX_CTAS), nccl_channels.nvls_channels); the one-node
+    S_fill where the architecture has no NVLS channel count listed and the run sets none."""
     t = tuning()["nvls"]
     channels = t["channels_multi_node" if multi_node else "channels"].get(getattr(tier0, "nccl_arch", ""))
-    if nvls_nchannels is not None:
+    if nvls_knobs is not None and (channels or nvls_knobs[0] is not None):
         from moesim.collectives.nccl_channels import nvls_channels
 
-        channels = nvls_channels(channels or 0, nvls_nchannels)
+        channels = nvls_channels(channels or 0, *nvls_knobs)
     return n * channels * t["chunk_bytes"] if channels else fill_bytes(False)
 
 
@@ -273,18 +273,18 @@ def _caps(counts, cap: float) -> tuple[float, ...] | None:
     return tuple(cap / (counts[i - 1] if i > 0 else 1) for i in range(len(counts)))
 
 
-def _nvls_fixed(op, n, counts, tiers, nodes, multi, allowed, nvls_nchannels=None) -> tuple[str, float, float] | None:
+def _nvls_fixed(op, n, counts, tiers, nodes, multi, allowed, nvls_knobs=None) -> tuple[str, float, float] | None:
     """_nvls' algorithm, latency s and S_fill (nothing in them depends on the size); None where NCCL_ALGO or
-    the op rules it out. `nvls_nchannels`: a run's NCCL_NVLS_NCHANNELS (None: not set)."""
+    the op rules it out. `nvls_knobs`: nvls_fill_bytes' (None: the run sets none)."""
     simple = PROTOCOLS.index("Simple")
     if not multi:
         if "nvls" not in allowed:
             return None
-        return "nvls", hop_latency_s("nvls", simple, tiers[0]), nvls_fill_bytes(n, tiers[0], False, nvls_nchannels)
+        return "nvls", hop_latency_s("nvls", simple, tiers[0]), nvls_fill_bytes(n, tiers[0], False, nvls_knobs)
     if op != "all_reduce" or "nvlstree" not in allowed:
         return None
     latency = hop_latency_s("nvlstree", simple, tiers[0]) + 2 * lg(nodes) * hop_latency_s("nvlstree", simple, tiers[1])
-    return "nvlstree", latency, max(fill_bytes(True), nvls_fill_bytes(counts[0], tiers[0], True, nvls_nchannels))
+    return "nvlstree", latency, max(fill_bytes(True), nvls_fill_bytes(counts[0], tiers[0], True, nvls_knobs))
 
 
 def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, fixed):

@@ -88,14 +88,15 @@ def channel_share(algorithm: str, protocol: str, size_bytes: float, n: int, chan
 
 
 # -- per-run channel knobs (nchannels round, session 7) ---------------------------------------------------------------
-CHANNEL_KNOBS = ("nccl_min_nchannels", "nccl_max_nchannels", "nccl_nvls_nchannels")
-_LOWEST = {"nccl_min_nchannels": 0, "nccl_max_nchannels": 1, "nccl_nvls_nchannels": 1}
+CHANNEL_KNOBS = ("nccl_min_nchannels", "nccl_max_nchannels", "nccl_nvls_nchannels", "nccl_min_ctas", "nccl_max_ctas")
+_LOWEST = {"nccl_min_nchannels": 0, "nccl_max_nchannels": 1, "nccl_nvls_nchannels": 1, "nccl_min_ctas": 1,
+           "nccl_max_ctas": 1}  # NCCL ignores NCCL_MIN_CTAS / NCCL_MAX_CTAS <= 0 (init.cc envConfigOverride): rejected here
 
 
 def check_channel_knob(name: str, value, file: str | None = None) -> int | None:
-    """`value` of one of CHANNEL_KNOBS (NCCL_MIN_NCHANNELS, NCCL_MAX_NCHANNELS, NCCL_NVLS_NCHANNELS) as given, None =
-    not set; SpecError unless an integer at or above NCCL's floor (0 for the minimum, 1 otherwise). Above
-    MAXCHANNELS it is kept: NCCL lowers it to MAXCHANNELS itself (coll_channels, nvls_channels)."""
+    """`value` of one of CHANNEL_KNOBS (NCCL_MIN_NCHANNELS, NCCL_MAX_NCHANNELS, NCCL_NVLS_NCHANNELS, NCCL_MIN_CTAS,
+    NCCL_MAX_CTAS) as given, None = not set; SpecError unless an integer at or above NCCL's floor (0 for the minimum
+    channels, 1 otherwise). Above MAXCHANNELS it is kept: NCCL lowers it itself (coll_channels, nvls_channels)."""
     if value is None:
         return None
     lowest = _LOWEST[name]
@@ -109,27 +110,38 @@ def _env(name: str) -> str:
     return name.upper()
 
 
-def coll_channels(default: int, min_nchannels: int | None = None, max_nchannels: int | None = None) -> int:
-    """comm->nChannels, the rings' and trees' channel count, after NCCL_MAX_NCHANNELS / NCCL_MIN_NCHANNELS:
-      max = min(NCCL_MAX_NCHANNELS, MAXCHANNELS) (unset: MAXCHANNELS); min = min(NCCL_MIN_NCHANNELS, MAXCHANNELS)
-      (unset: 0); nChannels = min(max, nChannels); then copyChannels duplicates channels up to max(min, 1).
-    `default` is the count NCCL's search and its doublings give (nccl_tuning.toml [pipeline] channels). The
-    NCCL_MIN_CTAS / NCCL_MAX_CTAS config clamp (default 1 / MAXCHANNELS) and the work-args bound (default
-    unbounded) are not modelled. Source: NVIDIA/nccl v2.28.9-1 / v2.30.7-1 src/graph/connect.cc ncclMinNchannels,
-    ncclMaxNchannels, ncclTopoPostset ("Honor NCCL_MIN_NRINGS/NCCL_MAX_NRINGS")."""
+def ctas(min_ctas: int | None = None, max_ctas: int | None = None) -> tuple[int, int]:
+    """(config.minCTAs, config.maxCTAs) after NCCL_MIN_CTAS / NCCL_MAX_CTAS: defaults 1 / MAXCHANNELS, each lowered to
+    MAXCHANNELS, and minCTAs lowered to maxCTAs above it. Source: NVIDIA/nccl v2.28.9-1 src/init.cc parseCommConfig,
+    envConfigOverride ("cap channels if needed")."""
     top = tuning()["channels"]["max_channels"]
+    high = top if max_ctas is None else min(max_ctas, top)
+    return min(1 if min_ctas is None else min(min_ctas, top), high), high
+
+
+def coll_channels(default: int, min_nchannels: int | None = None, max_nchannels: int | None = None,
+                  min_ctas: int | None = None, max_ctas: int | None = None) -> int:
+    """comm->nChannels, the rings' and trees' channel count, after NCCL_MAX_NCHANNELS / NCCL_MIN_NCHANNELS and the
+    CTA bounds (`ctas`): max = min(NCCL_MAX_NCHANNELS, MAXCHANNELS) (unset: MAXCHANNELS); min =
+    min(NCCL_MIN_NCHANNELS, MAXCHANNELS) (unset: 0); nChannels = min(max, nChannels, maxCTAs); then copyChannels
+    duplicates channels up to max(min, minCTAs). `default` is the count NCCL's search and its doublings give
+    (nccl_tuning.toml [pipeline] channels). The work-args bound (default unbounded) is not modelled. Source:
+    NVIDIA/nccl v2.28.9-1 / v2.30.7-1 src/graph/connect.cc ncclMinNchannels, ncclMaxNchannels, ncclTopoPostset
+    ("Honor NCCL_MIN_NRINGS/NCCL_MAX_NRINGS")."""
+    top = tuning()["channels"]["max_channels"]
+    low_ctas, high_ctas = ctas(min_ctas, max_ctas)
     high = top if max_nchannels is None else min(max_nchannels, top)
     low = 0 if min_nchannels is None else min(min_nchannels, top)
-    return max(min(high, default), low, 1)
+    return max(min(high, default, high_ctas), low, low_ctas)
 
 
-def nvls_channels(default: int, nvls_nchannels: int | None = None) -> int:
+def nvls_channels(default: int, nvls_nchannels: int | None = None, min_ctas: int | None = None,
+                  max_ctas: int | None = None) -> int:
     """comm->nvlsChannels: NCCL_NVLS_NCHANNELS in place of the architecture's count, clamped to [minCTAs,
-    maxCTAs] = [1, MAXCHANNELS] (the config defaults). Source: NVIDIA/nccl v2.28.9-1 src/transport/nvls.cc
+    maxCTAs] (`ctas`; [1, MAXCHANNELS] by default). Source: NVIDIA/nccl v2.28.9-1 src/transport/nvls.cc
     ncclNvlsInit, src/init.cc (NCCL_NVLS_NCHANNELS -> config.nvlsCTAs)."""
-    if nvls_nchannels is None:
-        return default
-    return max(1, min(tuning()["channels"]["max_channels"], nvls_nchannels))
+    low, high = ctas(min_ctas, max_ctas)
+    return max(low, min(high, default if nvls_nchannels is None else nvls_nchannels))
 
 
 def channel_counts(model, group, knobs: dict) -> dict | None:
@@ -145,6 +157,7 @@ def channel_counts(model, group, knobs: dict) -> dict | None:
     tier0 = system.tiers[0]
     nvls = t["nvls"]["channels_multi_node" if pl.top >= 1 else "channels"].get(getattr(tier0, "nccl_arch", ""), 0)
     has_nvls = getattr(tier0, "nvls_efficiency", 0.0) > 0
+    c = (knobs.get("nccl_min_ctas"), knobs.get("nccl_max_ctas"))
     return {"coll": coll_channels(t["pipeline"]["channels"], knobs.get("nccl_min_nchannels"),
-                                  knobs.get("nccl_max_nchannels")),
-            "nvls": nvls_channels(nvls, knobs.get("nccl_nvls_nchannels")) if has_nvls and nvls else 0}
+                                  knobs.get("nccl_max_nchannels"), *c),
+            "nvls": nvls_channels(nvls, knobs.get("nccl_nvls_nchannels"), *c) if has_nvls and nvls else 0}

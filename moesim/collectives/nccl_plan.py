@@ -22,7 +22,7 @@ from moesim.collectives.nccl_multinode import ring_chain_extra_net_steps
 
 
 def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str],
-               collnet: bool = False, protocols: frozenset[str] | None = None, knobs: tuple = (None, None, None)):
+               collnet: bool = False, protocols: frozenset[str] | None = None, knobs: tuple = (None,) * 5):
     """(algorithm, protocol, Terms, base latency s, tuner offset s) of every enabled NCCL candidate for AR / AG / RS.
 
     The Terms are what the wire takes (wire_hops_us); the tuner offset is NCCL's own model time minus it (its
@@ -34,8 +34,8 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     the list NCCL_PROTO sets for the op, None where it sets none (PAT, NVLS and CollNet run Simple only). A list
     that keeps LL128 enables it past NCCL's default LL128 gate (nccl_facts.ll128_across_nodes), as NCCL up to
     2.28 does (tuning.cc: the gate applies only to protoEnable == 2, the value NCCL_PROTO did not set).
-    `knobs`: the run's (NCCL_MIN_NCHANNELS, NCCL_MAX_NCHANNELS, NCCL_NVLS_NCHANNELS), None where not set
-    (nccl_channels.coll_channels, nvls_channels).
+    `knobs`: the run's (NCCL_MIN_NCHANNELS, NCCL_MAX_NCHANNELS, NCCL_NVLS_NCHANNELS, NCCL_MIN_CTAS, NCCL_MAX_CTAS),
+    None where not set (nccl_channels.CHANNEL_KNOBS, coll_channels, nvls_channels).
     """
     return priced(plan(op, n, counts, tiers, allowed, collnet, protocols, knobs), size_bytes, port_bw)
 
@@ -65,7 +65,7 @@ class Plan:
 
 
 def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool = False,
-         protocols: frozenset[str] | None = None, knobs: tuple = (None, None, None)) -> Plan:
+         protocols: frozenset[str] | None = None, knobs: tuple = (None,) * 5) -> Plan:
     """The size-free part of `candidates`: hop latencies per algorithm × protocol, factors, caps, gates."""
     t = tuning()
     passes = 2 if op == "all_reduce" else 1
@@ -91,7 +91,9 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
     # the system's nChannels (NCCL's tuner's busBw: graphs[a]->nChannels, which the run's knobs leave alone) and
     # the run's comm->nChannels after NCCL_MIN/MAX_NCHANNELS (the wire's channels; tuning.cc's ring plateau)
     default = t["pipeline"]["channels"]
-    channels = coll_channels(default, knobs[0], knobs[1]) if knobs[0] is not None or knobs[1] is not None else None
+    coll = knobs[:2] + knobs[3:]  # NCCL_MIN/MAX_NCHANNELS, NCCL_MIN/MAX_CTAS (nccl_channels.CHANNEL_KNOBS' order)
+    channels = coll_channels(default, *coll) if any(k is not None for k in coll) else None
+    nvls_knobs = knobs[2:] if any(k is not None for k in knobs[2:]) else None  # NVLS_NCHANNELS, the CTA bounds
     for algo in ("ring", "tree"):
         if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
             continue
@@ -129,7 +131,7 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
                 fill_bytes=fill_bytes(multi, channels), ring_tree=tuple(ring_tree), channels=channels,
                 pat=multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed and simple,
                 # NVLS across nodes goes over CollNet where SHARP is on (_collnet), else it is NVLSTree
-                nvls=(_nvls_fixed(op, n, counts, tiers, nodes, multi, allowed, knobs[2]) if nvls_eff > 0 and counts[0] > 1
+                nvls=(_nvls_fixed(op, n, counts, tiers, nodes, multi, allowed, nvls_knobs) if nvls_eff > 0 and counts[0] > 1
                       and simple else None),
                 sharp=collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False) and simple)
 

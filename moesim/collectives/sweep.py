@@ -77,8 +77,8 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     `nccl_algo` restricts NCCL's algorithms as NCCL_ALGO does (collectives/nccl.py); `collnet` is
     NCCL_COLLNET_ENABLE (SHARP all-reduce where the fabric has it); `nccl_proto` restricts the protocols as
     NCCL_PROTO does and `tuner_rules` (a CSV path) is a tuner plugin's picks (collectives/nccl_tuner_rules.py);
-    `channels` sets the run's channel knobs {nccl_min_nchannels, nccl_max_nchannels, nccl_nvls_nchannels}
-    (NCCL_MIN_NCHANNELS, ...; collectives/nccl_channels.py), absent or None = not set.
+    `channels` sets the run's channel knobs {nccl_min_nchannels, nccl_max_nchannels, nccl_nvls_nchannels,
+    nccl_min_ctas, nccl_max_ctas} (NCCL_MIN_NCHANNELS, ...; collectives/nccl_channels.py), absent or None = not set.
     """
     from moesim.collectives.select import default_model
     from moesim.specs.load import load_hardware

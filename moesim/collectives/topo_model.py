@@ -73,10 +73,12 @@ class TopologyModel:
     collnet: bool = False  # NCCL_COLLNET_ENABLE=1: CollNet (SHARP) all-reduce where the fabric has `sharp = true`
     nccl_proto: str = ""  # NCCL_PROTO syntax ("LL128,Simple", "^LL"): the tuner's protocols (nccl_tuner_rules.py)
     tuner_rules: object = None  # nccl_tuner_rules.TunerRules: a tuner plugin's (algorithm, protocol) picks, or None
-    # NCCL_MIN_NCHANNELS / NCCL_MAX_NCHANNELS / NCCL_NVLS_NCHANNELS of the run, None = not set (nccl_channels.py)
+    # the run's NCCL_MIN/MAX_NCHANNELS, NCCL_NVLS_NCHANNELS, NCCL_MIN/MAX_CTAS; None = not set (nccl_channels.py)
     nccl_min_nchannels: int | None = None
     nccl_max_nchannels: int | None = None
     nccl_nvls_nchannels: int | None = None
+    nccl_min_ctas: int | None = None
+    nccl_max_ctas: int | None = None
     _algos: frozenset = field(default=frozenset(), init=False, repr=False)
     _protos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_PROTO's list}, set ops only
     _systems: dict = field(default_factory=dict, init=False, repr=False)

@@ -123,17 +123,35 @@ def test_docs_print_the_ramp_check():
 MAXCHANNELS = 64  # src/include/device.h, v2.28.9-1 and v2.30.7-1
 
 
-def nccl_postset(n_channels, min_env=-2, max_env=-2):
+def nccl_ctas(min_env=-1, max_env=-1):
+    """parseCommConfig's defaults (minCTAs 1, maxCTAs MAXCHANNELS), then envConfigOverride as written in NCCL
+    v2.28.9-1 src/init.cc (-1: the variable is not set; <= 0 values are ignored there and rejected by moesim)."""
+    min_ctas, max_ctas = 1, MAXCHANNELS
+    if min_env > 0:
+        min_ctas = min_env
+    if max_env > 0:
+        max_ctas = max_env
+    if min_ctas > MAXCHANNELS:
+        min_ctas = MAXCHANNELS
+    if max_ctas > MAXCHANNELS:
+        max_ctas = MAXCHANNELS
+    if min_ctas > max_ctas:
+        min_ctas = max_ctas
+    return min_ctas, max_ctas
+
+
+def nccl_postset(n_channels, min_env=-2, max_env=-2, min_ctas_env=-1, max_ctas_env=-1):
     """ncclMinNchannels / ncclMaxNchannels and ncclTopoPostset's "Honor NCCL_MIN_NRINGS/NCCL_MAX_NRINGS" step as
-    written in NCCL v2.28.9-1 src/graph/connect.cc (-2: the variable is not set; config minCTAs 1, maxCTAs MAXCHANNELS)."""
+    written in NCCL v2.28.9-1 src/graph/connect.cc (-2: the variable is not set), with the config's CTA bounds."""
+    min_ctas, max_ctas = nccl_ctas(min_ctas_env, max_ctas_env)
     min_n = 0 if min_env == -2 else min_env
     min_n = MAXCHANNELS if min_n > MAXCHANNELS else min_n
     min_n = 0 if min_n < 0 else min_n
     max_n = MAXCHANNELS if max_env == -2 else max_env
     max_n = MAXCHANNELS if max_n > MAXCHANNELS else max_n
     max_n = 1 if max_n < 1 else max_n
-    n_channels = min(min(max_n, n_channels), MAXCHANNELS)
-    end = max(min_n, 1)
+    n_channels = min(min(max_n, n_channels), max_ctas)
+    end = max(min_n, min_ctas)
     c = n_channels
     while c < end:  # copyChannels(comm, nChannels, end): duplicate channels up to `end`
         c += 1
@@ -153,6 +171,12 @@ def test_coll_channels_follow_ncclS_postset(default):
             got = coll_channels(default, None if min_env == -2 else min_env, None if max_env == -2 else max_env)
             assert got == nccl_postset(default, min_env, max_env), (min_env, max_env)
     assert coll_channels(default) == default  # unset: the system's count
+    for min_ctas in (-1, 1, 8, 32, 100):
+        for max_ctas in (-1, 1, 4, 16, 24, 100):
+            for min_env, max_env in ((-2, -2), (32, -2), (-2, 8), (4, 2)):
+                got = coll_channels(default, *(None if v == -2 else v for v in (min_env, max_env)),
+                                    *(None if v == -1 else v for v in (min_ctas, max_ctas)))
+                assert got == nccl_postset(default, min_env, max_env, min_ctas, max_ctas), (min_ctas, max_ctas)
 
 
 def test_nvls_channels_clamp():
@@ -160,11 +184,14 @@ def test_nvls_channels_clamp():
 
     # comm->nvlsChannels = max(minCTAs, min(maxCTAs, NCCL_NVLS_NCHANNELS or the GPU's)) (v2.28.9-1 nvls.cc)
     assert nvls_channels(16) == 16 and nvls_channels(24, 8) == 8 and nvls_channels(16, 100) == MAXCHANNELS
+    # with NCCL_MIN_CTAS / NCCL_MAX_CTAS: [minCTAs, maxCTAs], minCTAs lowered to maxCTAs
+    assert nvls_channels(16, None, 32) == 32 and nvls_channels(24, None, None, 8) == 8 and nvls_channels(16, 8, 40, 20) == 20
 
 
 @pytest.mark.parametrize("name,value", [("nccl_min_nchannels", -1), ("nccl_max_nchannels", 0),
                                         ("nccl_nvls_nchannels", 0), ("nccl_max_nchannels", 2.5),
-                                        ("nccl_min_nchannels", True), ("nccl_max_nchannels", "8")])
+                                        ("nccl_min_nchannels", True), ("nccl_max_nchannels", "8"),
+                                        ("nccl_min_ctas", 0), ("nccl_max_ctas", -1)])
 def test_bad_channel_knob_is_a_spec_error(name, value):
     from moesim.collectives.topo_model import TopologyModel
     from moesim.errors import SpecError
@@ -190,6 +217,7 @@ def test_knobs_at_the_systems_count_change_nothing(op):
         plain = _costs(TopologyModel(hw), op, group, SWEEP)
         assert _costs(TopologyModel(hw, nccl_max_nchannels=default), op, group, SWEEP) == plain
         assert _costs(TopologyModel(hw, nccl_min_nchannels=default, nccl_max_nchannels=64), op, group, SWEEP) == plain
+        assert _costs(TopologyModel(hw, nccl_min_ctas=1, nccl_max_ctas=64), op, group, SWEEP) == plain
 
 
 def test_max_nchannels_is_wire_only_and_slows_every_size():
@@ -247,8 +275,9 @@ def test_nvls_nchannels_reaches_the_nvls_fill():
     hw, group, size = load_hardware("h100-sxm"), Group(size=8, devices=8), 2.0**26
     tier0 = TopologyModel(hw).system(8).tiers[0]
     assert nvls_fill_bytes(8, tier0) == 8 * 16 * 128 * 1024
-    assert nvls_fill_bytes(8, tier0, False, 8) == 8 * 8 * 128 * 1024
-    assert nvls_fill_bytes(8, tier0, False, 100) == 8 * MAXCHANNELS * 128 * 1024  # clamped to MAXCHANNELS
+    assert nvls_fill_bytes(8, tier0, False, (8, None, None)) == 8 * 8 * 128 * 1024
+    assert nvls_fill_bytes(8, tier0, False, (100, None, None)) == 8 * MAXCHANNELS * 128 * 1024  # MAXCHANNELS
+    assert nvls_fill_bytes(8, tier0, False, (None, None, 4)) == 8 * 4 * 128 * 1024  # NCCL_MAX_CTAS
     plain, eight = (TopologyModel(hw, nccl_algo="nvls", nccl_nvls_nchannels=k) for k in (None, 8))
     a, b = plain.cost("all_reduce", size, group), eight.cost("all_reduce", size, group)
     assert a.algorithm == b.algorithm == "nvls/Simple" and b.time_s != a.time_s
@@ -267,6 +296,8 @@ def test_cli_channel_knobs(capsys):
     assert main(args + ["--nccl-max-nchannels", "4", "--nccl-min-nchannels", "100"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["nccl_max_nchannels"] == 4 and data["nccl_channels"]["coll"] == MAXCHANNELS  # max, then min
+    assert main(args + ["--nccl-max-ctas", "8"]) == 0
+    assert json.loads(capsys.readouterr().out)["nccl_channels"] == {"coll": 8, "nvls": 8}
     assert main(args + ["--nccl-max-nchannels", "0"]) == 2
     err = capsys.readouterr().err
     assert "field 'nccl_max_nchannels'" in err and "Traceback" not in err and err.count("\n") == 1

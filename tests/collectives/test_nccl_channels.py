@@ -300,7 +300,7 @@ def test_cli_channel_knobs(capsys):
     assert json.loads(capsys.readouterr().out)["nccl_channels"] == {"coll": 8, "nvls": 8}
     assert main(args + ["--nccl-max-nchannels", "0"]) == 2
     err = capsys.readouterr().err
-    assert "field 'nccl_max_nchannels'" in err and "Traceback" not in err and err.count("\n") == 1
+    assert "field '--nccl-max-nchannels'" in err and "Traceback" not in err and err.count("\n") == 1
 
 
 def test_manifest_channel_knobs(tmp_path):

@@ -25,6 +25,7 @@ def one_error(capsys, *argv) -> str:
     ("tpu-v4", ("--nccl-algo", "ring"), "--nccl-algo"),
     ("tpu-v3", ("--nccl-proto", "LL", "--nccl-collnet"), "--nccl-collnet"),
     ("cpu-localhost", ("--tuner-rules", "rules.csv"), "--tuner-rules"),
+    ("tpu-v4", ("--nccl-max-nchannels", "4"), "--nccl-max-nchannels"),
 ])
 def test_nccl_options_on_a_profile_without_nccl(capsys, hardware, options, first):
     line = one_error(capsys, "all_reduce", "--hardware", hardware, "--devices", 4, "--bytes", "1MiB", *options)

@@ -41,6 +41,7 @@ def test_a_good_entry_reads(tmp_path):
     ('nccl_proto = "LL,Foo"\n', ("log 1 (x_all_reduce_perf.log)", "field 'nccl_proto'", "unknown NCCL protocol")),
     ('host_cpu = "bogus"\n', ("log 1 (x_all_reduce_perf.log)", "field 'host_cpu'", "allowed: intel, amd")),
     ('collnet = "yes"\n', ("field 'collnet'", "expected bool")),
+    ("nccl_max_nchannels = 0\n", ("log 1 (x_all_reduce_perf.log)", "field 'nccl_max_nchannels'", "integer >= 1")),
 ])
 def test_bad_entries(tmp_path, extra, fragments):
     with pytest.raises(SpecError) as err:

@@ -106,6 +106,13 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
             raise SpecError(f"NCCL's options ({', '.join(given)}) apply to GPUs; {hw.name}'s devices are "
                             f"{hw.device_kind} (collectives priced on their own links, no NCCL)", field=given[0],
                             value=hw.device_kind, allowed="a GPU profile")
+        ignored = [name for name, value in (("--nccl-algo", nccl_algo), ("--nccl-collnet", collnet),
+                                            ("--nccl-proto", nccl_proto)) if value]
+        if op in ("all_to_all", "send_recv") and ignored:  # NCCL's p2p: no algorithm, the protocol by size
+            import warnings
+
+            warnings.warn(f"{', '.join(ignored)} do(es) not apply to {op}: NCCL runs it as point-to-point sends, "
+                          "their protocol picked by size; priced as without")
         from moesim.collectives.nccl_tuner_rules import load_tuner_rules
         from moesim.collectives.topo_model import TopologyModel
 

@@ -3,6 +3,8 @@ naming the option and what it needs; an empty tuner-rules file runs with a one-l
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from moesim.cli import main
@@ -62,3 +64,15 @@ def test_empty_tuner_rules_file_warns_and_prices_as_without(capsys, tmp_path):
         "everywhere"]
     code, without, _ = run(capsys, *args)
     assert code == 0 and with_rules.replace(f'"{empty}"', "null") == without
+
+
+@pytest.mark.parametrize("op", ["all_to_all", "send_recv"])
+def test_algorithm_and_protocol_options_on_point_to_point_ops_warn_and_change_nothing(capsys, op):
+    args = (op, "--hardware", "h100-sxm", "--devices", 16, "--sweep", "1KiB:64MiB", "--json")
+    code, plain, err = run(capsys, *args)
+    assert code == 0 and err == ""
+    code, forced, err = run(capsys, *args, "--nccl-algo", "tree", "--nccl-proto", "LL")
+    assert code == 0 and err.strip().splitlines() == [
+        f"moesim: warning: --nccl-algo, --nccl-proto do(es) not apply to {op}: NCCL runs it as point-to-point "
+        "sends, their protocol picked by size; priced as without"]
+    assert json.loads(forced)["results"] == json.loads(plain)["results"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -10,6 +11,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from moesim.calibrate.fit import FIT_PHASES, ROUTER_MATMUL, FitResult, fit_profile
+from moesim.calibrate.nccl_tests import header_gpus
 from moesim.calibrate.predict import predict_layer, terms_time_s
 from moesim.calibrate.profile_io import (
     Provenance, calibrated_table, file_digest, now_utc, profile_from_table, render_profile,
@@ -111,6 +113,12 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
         raise SpecError(f"nccl-tests logs measure NCCL on GPUs, but {prior.name}'s devices are {prior.device_kind}: "
                         "give the GPU profile the cluster's collectives are priced with", file=logs[0],
                         field="--hardware", value=hardware, allowed="a GPU profile")
+    for log in logs:  # a -g N run priced as one GPU per thread (or the reverse) misreads its small rows' floor
+        ngpus = header_gpus(log)
+        if ngpus and gpus_per_thread not in ngpus:
+            said = " or ".join(map(str, sorted(ngpus)))
+            warnings.warn(f"{log}: its header says nGpus {said} (GPUs one thread drove) but --gpus-per-thread is "
+                          f"{gpus_per_thread}: pass --gpus-per-thread {said} unless the log says otherwise")
     keys = [r.key for r in measurements.layers]
     fit_keys, held = split_holdout(keys, holdout_fraction, seed)
     fit = fit_profile(measurements, prior, fit_keys=set(fit_keys), bootstrap=bootstrap, seed=seed, loss=loss,

@@ -110,6 +110,15 @@ def read_nccl_tests(path: str | Path, op: str | None = None, ranks: int | None =
     return Measurements(collectives=tuple(points), sources=(str(path),), skipped=tuple(state.skipped))
 
 
+_NGPUS = re.compile(rb"^[^\n]*#\s*nThread\s+\d+\s+nGpus\s+(\d+)", re.MULTILINE)
+
+
+def header_gpus(path: str | Path) -> set[int]:
+    """The `nGpus N` of each '# nThread T nGpus N ...' header line of the log (nccl-tests -g N; a log of several
+    runs has several); empty where none is printed."""
+    return {int(n) for n in _NGPUS.findall(read_bytes_file(path, field="measurements"))}
+
+
 class _State:
     """Header context while scanning a log: collective, ranks, column layout."""
 
@@ -269,8 +278,8 @@ def _check_bandwidths(op: str, n: int, size: int, time_s: float, algbw: float, b
         if listed is not None and listed != n and not forced:
             hint = f" (the log lists {listed} rank lines, the largest id says {n}: pass --ranks N if the list was cut)"
         elif forced and listed:
-            hint = (f" (--ranks {n} holds for every log given; this one lists {listed} rank lines: calibrate logs of "
-                    "other group sizes in their own run)")
+            hint = (f" (--ranks {n} was given and this log lists {listed} rank lines; --ranks holds for every log "
+                    "of the run: calibrate logs of other group sizes in their own run)")
         elif not forced:
             hint = " (pass --ranks N if the rank list was cut)"
         raise SpecError(f"busbw/algbw = {busbw / algbw:.4g}, but {op} over {n} ranks has factor {factor:.4g}: wrong "

@@ -159,7 +159,7 @@ def test_the_same_log_twice_is_refused(tmp_path, capsys):
 def test_ranks_given_for_logs_of_two_group_sizes_says_it_holds_for_every_log(tmp_path, capsys):
     two_nodes = LOGS / "b200-vultr-2node_all_reduce_perf.log"  # no rank lines, 16 ranks
     run_bad(capsys, ["calibrate", LOG, two_nodes, *calibrate(LOG, tmp_path, "--ranks", 16)[2:]], f"{LOG}:31:",
-            "all_reduce over 16 ranks", "--ranks 16 holds for every log given; this one lists 8 rank lines")
+            "all_reduce over 16 ranks", "--ranks 16 was given and this log lists 8 rank lines; --ranks holds for every log")
 
 
 def test_output_that_would_overwrite_an_input_is_refused_before_anything_is_written(tmp_path, capsys):
@@ -180,3 +180,14 @@ def test_output_that_would_overwrite_an_input_is_refused_before_anything_is_writ
     run_bad(capsys, ["calibrate", records, "--hardware", "b200", "-o", records, "--nccl-op", "all_reduce"],
             "is a measurement file")
     assert records.read_bytes() == LOG.read_bytes()
+
+
+def test_a_log_run_with_several_gpus_per_thread_warns_when_not_told(tmp_path, capsys):
+    log = LOGS / "h100-shahizat-1node_all_reduce_perf.log"  # '# nThread 1 nGpus 8 ...'
+    args = ["calibrate", log, "--hardware", "h100-sxm", "-o", tmp_path / "out.toml", "-q", "--bootstrap", "0"]
+    assert main([str(a) for a in args]) == 0
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"moesim: warning: {log}: its header says nGpus 8 (GPUs one thread drove) but --gpus-per-thread is 1: pass "
+        "--gpus-per-thread 8 unless the log says otherwise"]
+    assert main([str(a) for a in args + ["--gpus-per-thread", "8"]]) == 0
+    assert capsys.readouterr().err == ""

@@ -113,12 +113,6 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
         raise SpecError(f"nccl-tests logs measure NCCL on GPUs, but {prior.name}'s devices are {prior.device_kind}: "
                         "give the GPU profile the cluster's collectives are priced with", file=logs[0],
                         field="--hardware", value=hardware, allowed="a GPU profile")
-    for log in logs:  # a -g N run priced as one GPU per thread (or the reverse) misreads its small rows' floor
-        ngpus = header_gpus(log)
-        if ngpus and gpus_per_thread not in ngpus:
-            said = " or ".join(map(str, sorted(ngpus)))
-            warnings.warn(f"{log}: its header says nGpus {said} (GPUs one thread drove) but --gpus-per-thread is "
-                          f"{gpus_per_thread}: pass --gpus-per-thread {said} unless the log says otherwise")
     keys = [r.key for r in measurements.layers]
     fit_keys, held = split_holdout(keys, holdout_fraction, seed)
     fit = fit_profile(measurements, prior, fit_keys=set(fit_keys), bootstrap=bootstrap, seed=seed, loss=loss,
@@ -142,6 +136,13 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     except OSError as err:
         raise SpecError(f"cannot write the calibrated profile: {err.strerror}", file=str(out)) from None
     written = load_hardware(out)
+    # after the fit, so that a run ending in an error stays one line
+    for log in logs:  # a -g N run priced as one GPU per thread (or the reverse) misreads its small rows' floor
+        ngpus = header_gpus(log)
+        if ngpus and gpus_per_thread not in ngpus:
+            said = " or ".join(map(str, sorted(ngpus)))
+            warnings.warn(f"{log}: its header says nGpus {said} (GPUs one thread drove) but --gpus-per-thread is "
+                          f"{gpus_per_thread}: pass --gpus-per-thread {said} unless the log says otherwise")
     return CalibrationResult(fit, measurements, written, out, tuple(held), report, gap,
                              () if guard is not None and guard.kept_prior else consistency_gaps(fit, written), guard)
 

@@ -10,6 +10,8 @@ Conventions (NVIDIA/nccl-tests doc/PERFORMANCE.md, src/common.cu, src/*.cu):
 
 from __future__ import annotations
 
+import warnings
+
 from moesim.collectives.base import OPS, CollectiveModel, Group
 from moesim.errors import SpecError
 
@@ -106,20 +108,24 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
             raise SpecError(f"NCCL's options ({', '.join(given)}) apply to GPUs; {hw.name}'s devices are "
                             f"{hw.device_kind} (collectives priced on their own links, no NCCL)", field=given[0],
                             value=hw.device_kind, allowed="a GPU profile")
-        ignored = [name for name, value in (("--nccl-algo", nccl_algo), ("--nccl-collnet", collnet),
-                                            ("--nccl-proto", nccl_proto)) if value]
-        if op in ("all_to_all", "send_recv") and ignored:  # NCCL's p2p: no algorithm, the protocol by size
-            import warnings
-
-            warnings.warn(f"{', '.join(ignored)} do(es) not apply to {op}: NCCL runs it as point-to-point sends, "
-                          "their protocol picked by size; priced as without")
         from moesim.collectives.nccl_tuner_rules import load_tuner_rules
         from moesim.collectives.topo_model import TopologyModel
 
-        rules = load_tuner_rules(tuner_rules) if tuner_rules else None
-        model = TopologyModel(hw, nccl_algo=nccl_algo, collnet=collnet, nccl_proto=nccl_proto, tuner_rules=rules,
-                              **knobs)
-    rows = collective_rows(model, op, sizes, group)
+        with warnings.catch_warnings(record=True) as caught:  # said once the run succeeds: an error stays one line
+            warnings.simplefilter("always")
+            rules = load_tuner_rules(tuner_rules) if tuner_rules else None
+            model = TopologyModel(hw, nccl_algo=nccl_algo, collnet=collnet, nccl_proto=nccl_proto, tuner_rules=rules,
+                                  **knobs)
+            rows = collective_rows(model, op, sizes, group)
+        for caught_warning in caught:
+            warnings.warn(caught_warning.message)
+        ignored = [name for name, value in (("--nccl-algo", nccl_algo), ("--nccl-collnet", collnet),
+                                            ("--nccl-proto", nccl_proto)) if value]
+        if op in ("all_to_all", "send_recv") and ignored:  # NCCL's p2p: no algorithm, the protocol by size
+            warnings.warn(f"{', '.join(ignored)} do(es) not apply to {op}: NCCL runs it as point-to-point sends, "
+                          "their protocol picked by size; priced as without")
+    else:
+        rows = collective_rows(model, op, sizes, group)
     system = model.system(model.job_devices(group)).summary() if hasattr(model, "system") else {}
     return {"hardware": hw.name, "op": op, "devices": devices, "group_stride": stride, "concurrent": concurrent,
             "nccl_algo": nccl_algo, "nccl_collnet": collnet, "nccl_proto": nccl_proto, "tuner_rules": tuner_rules,

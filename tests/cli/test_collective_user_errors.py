@@ -76,3 +76,12 @@ def test_algorithm_and_protocol_options_on_point_to_point_ops_warn_and_change_no
         f"moesim: warning: --nccl-algo, --nccl-proto do(es) not apply to {op}: NCCL runs it as point-to-point "
         "sends, their protocol picked by size; priced as without"]
     assert json.loads(forced)["results"] == json.loads(plain)["results"]
+
+
+def test_a_run_that_fails_after_a_warning_still_ends_in_one_line(capsys, tmp_path):
+    empty = tmp_path / "rules.csv"
+    empty.write_text("\n")
+    one_error(capsys, "all_to_all", "--hardware", "h100-sxm", "--devices", 16, "--bytes", "1MiB", "--nccl-algo", "foo")
+    line = one_error(capsys, "all_reduce", "--hardware", "h100-sxm", "--devices", 16, "--bytes", "1MiB",
+                     "--tuner-rules", empty, "--nccl-algo", "foo")
+    assert "unknown NCCL algorithm 'foo'" in line

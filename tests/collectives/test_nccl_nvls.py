@@ -118,3 +118,14 @@ def test_vultr_one_node_steps_follow_nccl_chunk_cuts():
     doc = (ROOT / "docs" / "collectives.md").read_text(encoding="utf-8")
     block = doc.split(script.BEGIN)[1].split(script.END)[0].strip()
     assert block == script.render(found).strip(), "run: python scripts/nvls_chunk_check.py --write"
+
+
+def test_nvls_all_gather_only_up_to_32_local_ranks():
+    """NCCL skips NVLS for all-gather / reduce-scatter above NCCL_MAX_NVLS_ARITY (32) local ranks (enqueue.cc
+    updateCollCostTable); all-reduce keeps it (32 heads). One NVL72 rack: 32 ranks may run NVLS, 48 / 72 may not."""
+    model = default_model(load_hardware("gb200-nvl72"))
+    labels = lambda op, n: {c.label for c in model.candidates(op, GIB, Group(size=n))}  # noqa: E731
+    for op in ("all_gather", "reduce_scatter"):
+        assert "nvls/Simple" in labels(op, 32)
+        assert "nvls/Simple" not in labels(op, 48) and "nvls/Simple" not in labels(op, 72)
+    assert "nvls/Simple" in labels("all_reduce", 72)

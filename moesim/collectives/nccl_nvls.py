@@ -9,6 +9,8 @@ Constants: nccl_tuning.toml [nvls_chunk] and [nvls] (NVIDIA/nccl v2.28.9-1 and v
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from moesim.collectives.nccl import tuning
 
 
@@ -43,23 +45,29 @@ def nvls_chunk_bytes(algorithm: str, size_bytes: float, channels: int, heads: in
                 < 1 x ... -> 32 KiB (each only where the chunk is larger)
     then aligned down to the Simple grain. Source: NVIDIA/nccl v2.28.9-1 and v2.30.7-1 src/enqueue.cc
     calcCollChunking (the same cuts in both)."""
-    c = tuning()["nvls_chunk"]
+    chunk, cuts, grain = _chunk_start(algorithm, nodes)
     ops = channels * heads
-    if algorithm == "nvls":
-        chunk = min(c["simple_buff_bytes"] // c["steps"], c["chunk_bytes"])
-        if nodes > 1 and nvls_bus_gb_per_s is not None and nvls_bus_gb_per_s < c["collnet_slow_gb_per_s"]:
+    if algorithm == "nvls" and nodes > 1 and nvls_bus_gb_per_s is not None:
+        c = tuning()["nvls_chunk"]
+        if nvls_bus_gb_per_s < c["collnet_slow_gb_per_s"]:
             chunk = min(chunk, c["collnet_slow_chunk_bytes"])
-        cuts = c["nvls_cuts"]
-    elif algorithm == "nvlstree":
-        chunk = min(c["chunk_bytes"], nvls_tree_max_chunk_bytes(nodes))
-        cuts = c["nvlstree_cuts"]
-    else:
-        raise ValueError(f"not an NVLS algorithm: {algorithm}")
     for times, cut in cuts:  # in NCCL's order; each test reads the chunk the previous one left
         if size_bytes < times * ops * chunk and chunk > cut:
             chunk = cut
-    grain = c["simple_grain_bytes"]
     return chunk // grain * grain
+
+
+@lru_cache(maxsize=16)
+def _chunk_start(algorithm: str, nodes: int) -> tuple[int, tuple, int]:
+    """(starting chunk, ((times, cut), ...), Simple grain) of nvls_chunk_bytes, read from [nvls_chunk] once."""
+    c = tuning()["nvls_chunk"]
+    if algorithm == "nvls":
+        chunk, cuts = min(c["simple_buff_bytes"] // c["steps"], c["chunk_bytes"]), c["nvls_cuts"]
+    elif algorithm == "nvlstree":
+        chunk, cuts = min(c["chunk_bytes"], nvls_tree_max_chunk_bytes(nodes)), c["nvlstree_cuts"]
+    else:
+        raise ValueError(f"not an NVLS algorithm: {algorithm}")
+    return chunk, tuple((times, cut) for times, cut in cuts), c["simple_grain_bytes"]
 
 
 def nvls_loops(size_bytes: float, channels: int, heads: int, chunk_bytes: int) -> int:

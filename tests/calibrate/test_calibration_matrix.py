@@ -45,7 +45,8 @@ KNOWN_WORSE = {
     # rows (8 B - 32 KiB, summed hop latency 0.61-0.76 of their time at the session-6 start) mostly measure below the
     # prior, so the network hop latency falls 14 -> 8.6-9.4 us, which the other log's small rows confirm (< 1 MiB
     # 20.7 -> 13.7, 19.2 -> 6.3 %); the rows that lose are the 2-8 MiB NVLSTree / tree-LL128 rows, whose latency
-    # share the same figure carries.
+    # share the same figure carries. (nvlschunk round, session 7: with NCCL's NVLS loops priced the priors move,
+    # 4 -> 2 nodes 3.8 -> 5.0 %, 2 -> 4 nodes 8.4 -> 9.1 %.)
     ("h100-vm-4node-qoofyk_all_reduce_perf.log", "h100-hgx-2node-qoofyk_all_reduce_perf.log"),
     ("h100-hgx-2node-qoofyk_all_reduce_perf.log", "h100-vm-4node-qoofyk_all_reduce_perf.log"),
     # B200 Vultr 1 node: the all-reduce's ring/LL rows (64 B - 512 KiB, hop latency 0.52-0.68 of their time, 1.08-1.33x

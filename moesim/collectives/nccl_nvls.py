@@ -79,17 +79,23 @@ def nvls_loops(size_bytes: float, channels: int, heads: int, chunk_bytes: int) -
     return max(1, -(-int(size_bytes) // loop))
 
 
-def nvls_step_rule(algorithm: str, n: int, counts, tiers, nodes: int) -> tuple | None:
+def nvls_step_rule(algorithm: str, n: int, counts, tiers, nodes: int,
+                   nvls_knobs: tuple | None = None) -> tuple | None:
     """The size-free part of the per-loop cost of NVLS (one domain of n ranks) or NVLSTree (counts[0] ranks per
     domain, `nodes` domains): (algorithm, nChannels, nHeads, nodes, step s); None where tier 0 names no
     architecture with an NVLS channel count ([nvls] channels, channels_multi_node: nvls.cc NVLS_NCHANNELS_SM90 16,
-    SM100_NVL 24 on one domain, SM100 32 across domains). The step is NCCL's Simple ring hop over NVLink
-    (hwLatencies[NVLINK][RING][SIMPLE], the profile's latency_us: nccl.hop_latency_s)."""
+    SM100_NVL 24 on one domain, SM100 32 across domains) and the run sets none. `nvls_knobs` = (NCCL_NVLS_NCHANNELS,
+    NCCL_MIN_CTAS, NCCL_MAX_CTAS) of the run (nccl_channels.nvls_channels, as nccl.nvls_fill_bytes). The step is
+    NCCL's Simple ring hop over NVLink (hwLatencies[NVLINK][RING][SIMPLE], the profile's latency_us:
+    nccl.hop_latency_s)."""
     from moesim.collectives.nccl import PROTOCOLS, hop_latency_s
+    from moesim.collectives.nccl_channels import nvls_channels
 
     t = tuning()["nvls"]
     multi = algorithm == "nvlstree"
     channels = t["channels_multi_node" if multi else "channels"].get(getattr(tiers[0], "nccl_arch", ""))
+    if nvls_knobs is not None and (channels or nvls_knobs[0] is not None):
+        channels = nvls_channels(channels or 0, *nvls_knobs)
     if not channels:
         return None
     heads = nvls_heads(counts[0] if multi else n)

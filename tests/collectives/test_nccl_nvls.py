@@ -129,3 +129,19 @@ def test_nvls_all_gather_only_up_to_32_local_ranks():
         assert "nvls/Simple" in labels(op, 32)
         assert "nvls/Simple" not in labels(op, 48) and "nvls/Simple" not in labels(op, 72)
     assert "nvls/Simple" in labels("all_reduce", 72)
+
+
+def test_loops_follow_the_runs_nvls_channels(monkeypatch):
+    """NCCL_NVLS_NCHANNELS (nchannels round's knob) sets nvlsChannels, and so NCCL's concurrentOps and loop size: 8
+    channels on 8 H100 at 64 MiB cut the chunk to 32 KiB only below 8 x 64 x 64 KiB = 32 MiB, so 64 KiB chunks in
+    4 MiB loops: 16 loops (8 at the default 16 channels)."""
+    from moesim.collectives.topo_model import TopologyModel
+
+    group = Group(size=8)
+    step = {}
+    for knob in (None, 8):
+        model = TopologyModel(load_hardware("h100-sxm"), nccl_nvls_nchannels=knob)
+        now = {c.label: c for c in model.candidates("all_reduce", 64 * MIB, group)}["nvls/Simple"]
+        step[knob] = -now.tuner_offset_s  # the loops' time, wire only
+    assert nvls_chunk_bytes("nvls", 64 * MIB, 8, 8, 1) == 64 * KIB
+    assert step[None] == pytest.approx(8 * 3.4e-6) and step[8] == pytest.approx(16 * 3.4e-6)

@@ -106,6 +106,13 @@ def fill_bytes(multi_node: bool) -> float:
     return p["channels"] * p["inter_chunk_bytes" if multi_node else "intra_chunk_bytes"] * p["steps"]
 
 
+def level_fill_bytes(tiers, multi_node: bool) -> float:
+    """S_fill of a ring / tree / PAT / CollNet ramp over `tiers` (the group's, innermost first): the outermost
+    tier's profile figure (InterconnectLevel.fill_bytes, e.g. a calibrated one) where it has one, else fill_bytes."""
+    own = getattr(tiers[-1], "fill_bytes", None) if tiers else None
+    return own if own is not None else fill_bytes(multi_node)
+
+
 def nvls_fill_bytes(n: int, tier0, multi_node: bool = False) -> float:
     """S_fill of NVLS over n ranks of one domain: n × NVLS channels × chunk (nccl_tuning.toml [nvls]); the
     one-node S_fill where the architecture has no NVLS channel count listed."""
@@ -149,7 +156,7 @@ def _pat(size_bytes, n, nodes, tiers, port_bw):
     latency = lg(nodes) * hop_latency_s("pat", simple, tiers[1]) / p["inter_divisor"] + p["per_rank_us"] * US * n
     transfer = (0.0, size_bytes / (p["bw_factor"] * port_bw[1])) + tuple(0.0 for _ in tiers[2:])
     terms = Terms(latency, transfer)
-    return ("pat", "Simple", _scaled(terms, fill_factor(size_bytes, fill_bytes(True))),
+    return ("pat", "Simple", _scaled(terms, fill_factor(size_bytes, level_fill_bytes(tiers, True))),
             t["base_latency_us"]["pat"][simple] * US, 0.0)
 
 
@@ -165,7 +172,7 @@ def _collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed):
     nics = port_bw[1] * ppn
     net = size_bytes / (t["bus_to_alg"] * nics)
     rest = tuple(0.0 for _ in tiers[2:])
-    fill = fill_bytes(True)
+    fill = level_fill_bytes(tiers, True)
     out = []
 
     def hop(algo, tier):
@@ -272,7 +279,7 @@ def _nvls_fixed(op, n, counts, tiers, nodes, multi, allowed) -> tuple[str, float
     if op != "all_reduce" or "nvlstree" not in allowed:
         return None
     latency = hop_latency_s("nvlstree", simple, tiers[0]) + 2 * lg(nodes) * hop_latency_s("nvlstree", simple, tiers[1])
-    return "nvlstree", latency, max(fill_bytes(True), nvls_fill_bytes(counts[0], tiers[0], multi_node=True))
+    return "nvlstree", latency, max(level_fill_bytes(tiers, True), nvls_fill_bytes(counts[0], tiers[0], multi_node=True))
 
 
 def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, fixed):

@@ -33,7 +33,7 @@ NCCL_ARCHS = ("", "volta", "ampere", "hopper", "blackwell")  # rows of moesim/co
 # [gpu_nic_path]). "" = not stated.
 HOST_CPUS = ("", "intel", "amd", "arm", "mixed")  # NCCL's CPU vendor / arch classes (src/graph/topo.h)
 GPU_NIC_PATHS = ("", "PIX", "PXB", "P2C", "PXN", "PHB", "NODE", "SYS")  # nvidia-smi topo -m / NCCL path types
-# InterconnectLevel.fill_bytes: from one chunk of 4 KiB (NCCL's smallest Simple step on one channel) to 64 GiB
+# InterconnectLevel.fill_bytes: 4 KiB to 64 GiB (checked by ranges.py's InterconnectLevel entry, the same figures)
 MIN_FILL_BYTES, MAX_FILL_BYTES = 4096.0, 64.0 * 2**30
 MAX_NVLSTREE_NET_FACTOR = 4.0  # InterconnectLevel.nvlstree_net_factor: NVLSTree's network line at most 4 x the usable bandwidth
 DTYPES = ("float32", "tfloat32", "bfloat16", "float16", "float8")
@@ -234,10 +234,6 @@ class InterconnectLevel:
             raise SpecError("p2p_factor is send/recv's line over the usable bandwidth, in "
                             f"(0, {MAX_NVLSTREE_NET_FACTOR:g}]", field=f"{path}.p2p_factor", value=self.p2p_factor,
                             allowed=f"0..{MAX_NVLSTREE_NET_FACTOR:g}")
-        if self.fill_bytes is not None and not MIN_FILL_BYTES <= self.fill_bytes <= MAX_FILL_BYTES:
-            raise SpecError(f"fill_bytes is the ramp's S_fill in bytes, in [{MIN_FILL_BYTES:g}, {MAX_FILL_BYTES:g}]",
-                            field=f"{path}.fill_bytes", value=self.fill_bytes,
-                            allowed=f"{MIN_FILL_BYTES:g}..{MAX_FILL_BYTES:g}")
         if self.nvlstree_efficiency is not None and not (0 < self.nvlstree_efficiency <= 1 and self.nvls_efficiency > 0):
             raise SpecError("nvlstree_efficiency is a fraction of the usable bandwidth in (0, 1], on a level with "
                             "nvls_efficiency > 0", field=f"{path}.nvlstree_efficiency", value=self.nvlstree_efficiency,

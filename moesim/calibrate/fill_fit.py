@@ -18,7 +18,8 @@ move a transfer-bound row: d ln t / d ln S_fill = u / ((1 + u)(2 + u)) with u = 
 u = √2), so with RAMP_SHARE = 0.5 a transfer-bound row with S_fill / 4 ≲ S ≲ 8 S_fill (ramp factor 1.1-1.8). A
 level no row of the log binds keeps its prior fill (not searched); only rows whose outermost level is l see its
 fill (nccl.level_fill_bytes), so a one-node log sets the NVLink level's, a multi-node log the network level's.
-Used where every observation is a collective (nccl-tests logs), as the Bayesian weight.
+Used where every observation is a collective (nccl-tests logs), as the Bayesian weight. The bootstrap refits
+(fit._bootstrap) hold the fill at its searched value: it has no interval.
 """
 
 from __future__ import annotations

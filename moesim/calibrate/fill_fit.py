@@ -89,7 +89,8 @@ def fit_fills(design: Design, loss: str, prior_weights: np.ndarray, fill_weight:
     out, profile = [], design.prior
     for index, level in enumerate(profile.interconnect):
         fill0 = prior_fill_bytes(level, index)
-        rows = int(ramp_rows(Design(list(design.observations), profile, design.knots), index).sum())
+        at = design if profile is design.prior else Design(list(design.observations), profile, design.knots)
+        rows = int(ramp_rows(at, index).sum())
         if not rows:
             out.append(FillFit(level.name, fill0, fill0, 0))
             continue

@@ -149,3 +149,20 @@ def test_a_one_node_log_sets_the_nvlink_fill_and_the_profile_holds_it(tmp_path):
     prior = with_system_facts(load_hardware("b200"), {"host_cpu": "amd"})
     assert log_error(gather, result.profile).mape_large < log_error(gather, prior).mape_large + 0.003
     assert result.as_dict()["fit"]["fills"][0]["fill_bytes"] == nv.fill_bytes
+
+
+def test_a_run_channel_count_scales_the_profile_fill_as_the_default_one():
+    """NCCL_MIN_NCHANNELS = 32 doubles the several-node S_fill (32 x 4 MiB: nccl.fill_bytes); on a profile with its
+    own network fill (a calibrated one) it doubles that figure likewise; one node keeps its fill."""
+    from moesim.collectives.nccl_plan import plan
+    from moesim.topology.system import build_system
+
+    prior = load_hardware("h100-sxm")
+    tiers = build_system(with_fill(prior, 1, 40 * MIB), 16).tiers
+    everything = frozenset(("ring", "tree"))
+    assert plan("all_gather", 16, (8, 2), tiers, everything).fill_bytes == 40 * MIB
+    knobs = (32, None, None, None, None)
+    assert plan("all_gather", 16, (8, 2), tiers, everything, knobs=knobs).fill_bytes == 80 * MIB
+    assert plan("all_gather", 16, (8, 2), build_system(prior, 16).tiers, everything, knobs=knobs).fill_bytes == 128 * MIB
+    one = build_system(with_fill(prior, 0, 8 * MIB), 8).tiers[:1]
+    assert plan("all_gather", 8, (8,), one, everything, knobs=knobs).fill_bytes == 8 * MIB

@@ -4,9 +4,9 @@
 Why a search and not a column of θ (design.py): S_fill enters a row's time nonlinearly, and far above it as a
 constant S_fill / W that the hop latency explains as well; the linearised fit (linearise.py) holds slopes that are
 exact only for figures the time is affine in. So S_fill of one level is searched in one dimension, ln S_fill, with
-the whole linearised fit of the other figures inside at each value (fit._relinearised_fit, the prior weights held at
+the whole linearised fit of the other figures inside at each value (solve.relinearised_fit, the prior weights held at
 those of the prior's fill), and the value with the least MAP cost wins: the fit's own robust loss of the data
-residuals, its ridge and prior residuals (fit._solve), plus the fill's prior residual s · w · ln(S_fill / S_fill0),
+residuals, its ridge and prior residuals (solve.py), plus the fill's prior residual s · w · ln(S_fill / S_fill0),
 s the data residuals' RMS and w = √(n / n_eff) / σ_fill (prior_sigma.toml [fill]) or the one weight
 `--prior-weight W` sets, as every other figure's. Search: whole octaves downhill from the prior, each way, while the
 cost falls (within ±SEARCH_OCTAVES), then half and quarter octaves beside the best (ties keep the value nearer the
@@ -19,7 +19,7 @@ u = √2), so with RAMP_SHARE = 0.5 a transfer-bound row with S_fill / 4 ≲ S �
 level no row of the log binds keeps its prior fill (not searched); only rows whose outermost level is l see its
 fill (nccl.level_fill_bytes), so a one-node log sets the NVLink level's, a multi-node log the network level's.
 Used where every observation is a collective (nccl-tests logs), as the Bayesian weight. The bootstrap refits
-(fit._bootstrap) hold the fill at its searched value: it has no interval.
+(uncertainty.py) hold the fill at its searched value: it has no interval.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import numpy as np
 
 from moesim.calibrate.design import Design
 from moesim.calibrate.prior_weight import rel_sigmas
+from moesim.calibrate.solve import F_SCALE, RIDGE
 from moesim.collectives.nccl import fill_bytes as default_fill_bytes
 from moesim.specs.hardware import MAX_FILL_BYTES, MIN_FILL_BYTES, HardwareProfile
 
@@ -85,7 +86,7 @@ def fill_prior_weight(n_rows: int, n_eff: float | None, uniform: float | None) -
 
 def fit_fills(design: Design, loss: str, prior_weights: np.ndarray, fill_weight: float, fit) -> tuple[FillFit, ...]:
     """The fill of every level the log's ramp rows bind, searched one level at a time (innermost first, each on the
-    profile with the fills found before it); `fit` is fit._relinearised_fit."""
+    profile with the fills found before it); `fit` is solve.relinearised_fit."""
     out, profile = [], design.prior
     for index, level in enumerate(profile.interconnect):
         fill0 = prior_fill_bytes(level, index)
@@ -122,10 +123,8 @@ def fit_fills(design: Design, loss: str, prior_weights: np.ndarray, fill_weight:
 
 def map_cost(design: Design, theta: np.ndarray, loss: str, prior_weights: np.ndarray, free: np.ndarray,
              fill_residual: float) -> float:
-    """The fit's MAP cost at θ (fit._solve's residuals, exact collectives: re-probed at θ) with the fill's prior
+    """The fit's MAP cost at θ (solve.py's residuals, exact collectives: re-probed at θ) with the fill's prior
     residual s · `fill_residual` beside the others', under the solver's robust loss."""
-    from moesim.calibrate.fit import F_SCALE, RIDGE
-
     pred = np.maximum(design.predict(theta, design.probe(theta)), 1e-300)
     data = np.log(pred / design.measured)
     sigma = float(np.sqrt(np.mean(data**2)))

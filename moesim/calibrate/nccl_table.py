@@ -10,6 +10,7 @@ from pathlib import Path
 
 from moesim.calibrate.nccl_error import log_error
 from moesim.calibrate.nccl_tests import read_nccl_tests
+from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.errors import SpecError
 from moesim.paths import read_versioned_toml
 from moesim.specs.load import load_hardware
@@ -18,6 +19,9 @@ from moesim.specs.system_facts import SYSTEM_FACT_KEYS, system_facts, with_syste
 MANIFEST_KEYS = {"file", "hardware", "cluster", "healthy", "shape", "note", "op", "ranks", "nccl_algo", "collnet",
                  "gpus_per_thread", "nccl_proto"}
 FORCED_KEYS = ("nccl_algo", "nccl_proto")  # set as the run set them: the entry is priced off the default model
+# NCCL_MIN_NCHANNELS / NCCL_MAX_NCHANNELS / NCCL_NVLS_NCHANNELS as the run set them (collectives/nccl_channels.py)
+FORCED_KEYS += CHANNEL_KNOBS
+MANIFEST_KEYS |= set(CHANNEL_KNOBS)
 # host_cpu, gpu_nic_path: facts of the cluster's system read from its own report, set over the shared profile
 # (moesim/specs/system_facts.py); absent = not stated
 MANIFEST_KEYS |= set(SYSTEM_FACT_KEYS)
@@ -31,6 +35,8 @@ def read_manifest(path: Path) -> list[dict]:
         if unknown:
             raise SpecError(f"unknown keys {sorted(unknown)}", file=str(path), allowed=tuple(sorted(MANIFEST_KEYS)))
         system_facts(entry, str(path))
+        for name in CHANNEL_KNOBS:
+            check_channel_knob(name, entry.get(name), file=str(path))
     return data["log"]
 
 
@@ -56,13 +62,13 @@ def _points(folder: Path, entry: dict):
 
 def entry_model(entry: dict, hardware):
     """The model a log is priced with: the default one, or NCCL_ALGO / NCCL_PROTO / NCCL_COLLNET_ENABLE as the run
-    set them (manifest keys nccl_algo, nccl_proto, collnet); None = the hardware's default model."""
+    set them (manifest keys nccl_algo, nccl_proto, collnet, the CHANNEL_KNOBS); None = the hardware's default model."""
     if not any(k in entry for k in FORCED_KEYS) and not entry.get("collnet", False):
         return None
     from moesim.collectives.topo_model import TopologyModel
 
     return TopologyModel(hardware, nccl_algo=entry.get("nccl_algo", ""), collnet=entry.get("collnet", False),
-                         nccl_proto=entry.get("nccl_proto", ""))
+                         nccl_proto=entry.get("nccl_proto", ""), **{k: entry.get(k) for k in CHANNEL_KNOBS})
 
 
 def prior_rows(manifest: Path) -> list[tuple]:

@@ -38,11 +38,20 @@ def register(subparsers) -> None:
                    help="a tuner plugin's rules in the CSV of NCCL's example tuner plugin (collective_type,min_bytes,"
                         "max_bytes,algorithm,protocol,channels,nNodes,nRanks[,numPipeOps[,regBuff]]): the first "
                         "matching rule's (algorithm, protocol) replaces NCCL's own pick")
+    for name, env, what in (("min", "NCCL_MIN_NCHANNELS", "duplicate the rings' and trees' channels up to N"),
+                            ("max", "NCCL_MAX_NCHANNELS", "run the rings and trees on at most N channels"),
+                            ("nvls", "NCCL_NVLS_NCHANNELS", "NVLS / NVLSTree channels in place of the GPU's"),
+                            ("min-ctas", "NCCL_MIN_CTAS", "at least N channels for rings, trees and NVLS"),
+                            ("max-ctas", "NCCL_MAX_CTAS", "at most N channels for rings, trees and NVLS")):
+        flag = f"--nccl-{name}" if "ctas" in name else f"--nccl-{name}-nchannels"
+        p.add_argument(flag, type=int, default=None, metavar="N",
+                       help=f"{env}: {what}, clamped as NCCL does (default: not set; collectives/nccl_channels.py)")
     p.add_argument("--json", action="store_true", help='machine-readable output: {"results": [...], ...}')
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from moesim.collectives.nccl_channels import CHANNEL_KNOBS
     from moesim.collectives.sweep import collective_report, sweep_sizes
 
     if args.bytes is not None:
@@ -50,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         sizes = sweep_sizes(*parse_size_range(args.sweep or DEFAULT_SWEEP, field="--sweep"))
     report = collective_report(args.hardware, args.op, args.devices, sizes, args.group_stride, args.concurrent,
-                               args.nccl_algo, args.nccl_collnet, args.nccl_proto, args.tuner_rules)
+                               args.nccl_algo, args.nccl_collnet, args.nccl_proto, args.tuner_rules,
+                               {name: getattr(args, name) for name in CHANNEL_KNOBS})
     if args.json:
         print_json(report)
         return 0

@@ -100,17 +100,26 @@ def fill_factor(size_bytes: float, fill_bytes: float) -> float:
     return 1.0 + fill_bytes / (size_bytes + fill_bytes)
 
 
-def fill_bytes(multi_node: bool) -> float:
-    """S_fill = channels × chunk × NCCL_STEPS, the chunk of one node or of several (nccl_tuning.toml)."""
+def fill_bytes(multi_node: bool, channels: int | None = None) -> float:
+    """S_fill = channels × chunk × NCCL_STEPS, the chunk of one node or of several (nccl_tuning.toml). Several
+    nodes: `channels` is the run's comm->nChannels (nccl_channels.coll_channels; None: the system's), each with
+    NCCL's 4 MiB Simple buffer; one node keeps the shape-read 16 MiB (no counterpart in NCCL's buffers)."""
     p = tuning()["pipeline"]
+    if multi_node and channels is not None:
+        return channels * p["inter_chunk_bytes"] * p["steps"]
     return p["channels"] * p["inter_chunk_bytes" if multi_node else "intra_chunk_bytes"] * p["steps"]
 
 
-def nvls_fill_bytes(n: int, tier0, multi_node: bool = False) -> float:
-    """S_fill of NVLS over n ranks of one domain: n × NVLS channels × chunk (nccl_tuning.toml [nvls]); the
-    one-node S_fill where the architecture has no NVLS channel count listed."""
+def nvls_fill_bytes(n: int, tier0, multi_node: bool = False, nvls_knobs: tuple | None = None) -> float:
+    """S_fill of NVLS over n ranks of one domain: n × NVLS channels × chunk (nccl_tuning.toml [nvls]; with a run's
+    `nvls_knobs` = (NCCL_NVLS_NCHANNELS, NCCL_MIN_CTAS, NCCL_MAX_CTAS), nccl_channels.nvls_channels); the one-node
+    S_fill where the architecture has no NVLS channel count listed and the run sets none."""
     t = tuning()["nvls"]
     channels = t["channels_multi_node" if multi_node else "channels"].get(getattr(tier0, "nccl_arch", ""))
+    if nvls_knobs is not None and (channels or nvls_knobs[0] is not None):
+        from moesim.collectives.nccl_channels import nvls_channels
+
+        channels = nvls_channels(channels or 0, *nvls_knobs)
     return n * channels * t["chunk_bytes"] if channels else fill_bytes(False)
 
 
@@ -203,12 +212,15 @@ def tree_correction(protocol: str, size_bytes: float) -> float:
     return row[index] if 0 <= index < len(row) else 1.0
 
 
-def _ring_plateau(latency_s: float, base_s: float, size_bytes: float, n: int, tier0) -> tuple[float, float]:
+def _ring_plateau(latency_s: float, base_s: float, size_bytes: float, n: int, tier0,
+                  channels: int | None = None) -> tuple[float, float]:
     """Multi-node Simple ring all-reduce: latency (base included) × 1.4 (1.9 before Ampere) once
-    bytes / (channels × ranks) ≥ 64, NCCL's "plateau effect of ring" (nccl_tuning.toml [ring_plateau])."""
+    bytes / (channels × ranks) ≥ 64, NCCL's "plateau effect of ring" (nccl_tuning.toml [ring_plateau]);
+    `channels`: the run's comm->nChannels, which NCCL's tuner reads here (None: the system's)."""
     t = tuning()
     rule = t["ring_plateau"]
-    if size_bytes / (t["pipeline"]["channels"] * n) < rule["min_bytes_per_channel_rank"]:
+    if size_bytes / ((t["pipeline"]["channels"] if channels is None else channels) * n) < \
+            rule["min_bytes_per_channel_rank"]:
         return latency_s, base_s
     k = rule["factor_volta"] if getattr(tier0, "nccl_arch", "") == "volta" else rule["factor"]
     return latency_s * k, base_s * k
@@ -261,18 +273,18 @@ def _caps(counts, cap: float) -> tuple[float, ...] | None:
     return tuple(cap / (counts[i - 1] if i > 0 else 1) for i in range(len(counts)))
 
 
-def _nvls_fixed(op, n, counts, tiers, nodes, multi, allowed) -> tuple[str, float, float] | None:
+def _nvls_fixed(op, n, counts, tiers, nodes, multi, allowed, nvls_knobs=None) -> tuple[str, float, float] | None:
     """_nvls' algorithm, latency s and S_fill (nothing in them depends on the size); None where NCCL_ALGO or
-    the op rules it out."""
+    the op rules it out. `nvls_knobs`: nvls_fill_bytes' (None: the run sets none)."""
     simple = PROTOCOLS.index("Simple")
     if not multi:
         if "nvls" not in allowed:
             return None
-        return "nvls", hop_latency_s("nvls", simple, tiers[0]), nvls_fill_bytes(n, tiers[0])
+        return "nvls", hop_latency_s("nvls", simple, tiers[0]), nvls_fill_bytes(n, tiers[0], False, nvls_knobs)
     if op != "all_reduce" or "nvlstree" not in allowed:
         return None
     latency = hop_latency_s("nvlstree", simple, tiers[0]) + 2 * lg(nodes) * hop_latency_s("nvlstree", simple, tiers[1])
-    return "nvlstree", latency, max(fill_bytes(True), nvls_fill_bytes(counts[0], tiers[0], multi_node=True))
+    return "nvlstree", latency, max(fill_bytes(True), nvls_fill_bytes(counts[0], tiers[0], True, nvls_knobs))
 
 
 def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, fixed):

@@ -15,13 +15,14 @@ from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _collnet, _hop_tables, _ll_cap, _net_ll_legs,
                                      _net_overheads, _nvls, _nvls_fixed, _pat, _ring_plateau, _scaled_transfer,
                                      _tree_net_hops, fill_bytes, fill_factor, tree_correction, tuning)
-from moesim.collectives.nccl_channels import channel_rule, share_at
+from moesim.collectives.nccl_channels import (channel_rule, coll_channels, full_share_bytes, pinned_share,
+                                              share_at)
 from moesim.collectives.nccl_facts import ll128_across_nodes, no_gdr_legs_s
 from moesim.collectives.nccl_multinode import ring_chain_extra_net_steps
 
 
 def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str],
-               collnet: bool = False, protocols: frozenset[str] | None = None):
+               collnet: bool = False, protocols: frozenset[str] | None = None, knobs: tuple = (None,) * 5):
     """(algorithm, protocol, Terms, base latency s, tuner offset s) of every enabled NCCL candidate for AR / AG / RS.
 
     The Terms are what the wire takes (wire_hops_us); the tuner offset is NCCL's own model time minus it (its
@@ -33,8 +34,10 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     the list NCCL_PROTO sets for the op, None where it sets none (PAT, NVLS and CollNet run Simple only). A list
     that keeps LL128 enables it past NCCL's default LL128 gate (nccl_facts.ll128_across_nodes), as NCCL up to
     2.28 does (tuning.cc: the gate applies only to protoEnable == 2, the value NCCL_PROTO did not set).
+    `knobs`: the run's (NCCL_MIN_NCHANNELS, NCCL_MAX_NCHANNELS, NCCL_NVLS_NCHANNELS, NCCL_MIN_CTAS, NCCL_MAX_CTAS),
+    None where not set (nccl_channels.CHANNEL_KNOBS, coll_channels, nvls_channels).
     """
-    return priced(plan(op, n, counts, tiers, allowed, collnet, protocols), size_bytes, port_bw)
+    return priced(plan(op, n, counts, tiers, allowed, collnet, protocols, knobs), size_bytes, port_bw)
 
 
 @dataclass(frozen=True)
@@ -53,15 +56,16 @@ class Plan:
     fill_bytes: float  # S_fill of the ring / tree ramp
     # ring and tree: (algorithm, protocol, latency s, bandwidth factor, per-tier LL caps or None, base s, plateau,
     # (NVLink steps x (own hop − wire hop) s, the chain's wire-only s, the LL host legs' s): the tuner offset's parts,
-    # (the size below which NCCL runs it on fewer channels, nChannels x nt_max x threadThreshold; nccl_channels.channel_rule)
+    # (the size below which its channel share is under 1, nccl_channels.full_share_bytes; nccl_channels.channel_rule)
     ring_tree: tuple[tuple, ...]
     pat: bool
     nvls: tuple | None  # _nvls_fixed: (algorithm, latency s, S_fill) of NVLS / NVLSTree where it runs
     sharp: bool
+    channels: int | None = None  # the run's comm->nChannels (nccl_channels.coll_channels); None: the system's
 
 
 def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool = False,
-         protocols: frozenset[str] | None = None) -> Plan:
+         protocols: frozenset[str] | None = None, knobs: tuple = (None,) * 5) -> Plan:
     """The size-free part of `candidates`: hop latencies per algorithm × protocol, factors, caps, gates."""
     t = tuning()
     passes = 2 if op == "all_reduce" else 1
@@ -84,7 +88,12 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
     outer = len(counts) - 1  # the last tier of the group's counts holds it and is crossed (D_t > 1, hierarchy.py)
     legs = _net_ll_legs() if multi else None  # wire only: NCCL's tuner has no host leg (offset below)
     ring_tree = []
-    channels = t["pipeline"]["channels"]
+    # the system's nChannels (NCCL's tuner's busBw: graphs[a]->nChannels, which the run's knobs leave alone) and
+    # the run's comm->nChannels after NCCL_MIN/MAX_NCHANNELS (the wire's channels; tuning.cc's ring plateau)
+    default = t["pipeline"]["channels"]
+    coll = knobs[:2] + knobs[3:]  # NCCL_MIN/MAX_NCHANNELS, NCCL_MIN/MAX_CTAS (nccl_channels.CHANNEL_KNOBS' order)
+    channels = coll_channels(default, *coll) if any(k is not None for k in coll) else None
+    nvls_knobs = knobs[2:] if any(k is not None for k in knobs[2:]) else None  # NVLS_NCHANNELS, the CTA bounds
     for algo in ("ring", "tree"):
         if algo not in allowed or (algo == "tree" and (op != "all_reduce" or n <= 2)):
             continue
@@ -113,22 +122,23 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
             if staged:  # the GDR-less legs of NCCL's own network steps (ppn = 1: the tree's hops, as alpha)
                 leg += staged["tree" if ppn1 else algo][p] * net_steps
             offset = (steps0 * (own0 - alpha[0]), chain_wire, leg)
-            rule = channel_rule(algo, proto, n, channels)
+            rule = channel_rule(algo, proto, n, default if channels is None else channels, default)
             ring_tree.append((algo, proto, latency, factors[p], _caps(counts, ll_cap if p == 0 else 0),
-                              bases[p] * US, plateau, offset, (rule[0] * rule[1] * rule[2], rule)))
+                              bases[p] * US, plateau, offset, (full_share_bytes(rule), rule)))
     simple = "Simple" in protocols  # PAT, NVLS / NVLSTree and CollNet run Simple only
     return Plan(op=op, n=n, counts=tuple(counts), tiers=tuple(tiers), allowed=allowed,
                 passes=passes, multi=multi, nodes=nodes, nvls_eff=nvls_eff,
-                fill_bytes=fill_bytes(multi), ring_tree=tuple(ring_tree),
+                fill_bytes=fill_bytes(multi, channels), ring_tree=tuple(ring_tree), channels=channels,
                 pat=multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed and simple,
                 # NVLS across nodes goes over CollNet where SHARP is on (_collnet), else it is NVLSTree
-                nvls=(_nvls_fixed(op, n, counts, tiers, nodes, multi, allowed) if nvls_eff > 0 and counts[0] > 1
+                nvls=(_nvls_fixed(op, n, counts, tiers, nodes, multi, allowed, nvls_knobs) if nvls_eff > 0 and counts[0] > 1
                       and simple else None),
                 sharp=collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False) and simple)
 
 
-def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:
-    """`candidates` for `plan`'s op and group at `size_bytes`, W_i = `port_bw`."""
+def priced(plan: Plan, size_bytes: float, port_bw, pinned: tuple | None = None) -> list[tuple]:
+    """`candidates` for `plan`'s op and group at `size_bytes`, W_i = `port_bw`. `pinned` = (algorithm, protocol,
+    channels): a tuner plugin's channel count for that ring / tree candidate (nccl_channels.pinned_share)."""
     op, n, counts, tiers = plan.op, plan.n, plan.counts, plan.tiers
     ramp = fill_factor(size_bytes, plan.fill_bytes)
     out = []
@@ -136,12 +146,14 @@ def priced(plan: Plan, size_bytes: float, port_bw) -> list[tuple]:
         # hierarchy.ring_terms / double_binary_tree_terms, their latency from the plan
         if algo == "ring" and plateau:  # the plateau scales the whole latency, the chain's wire steps with it
             before = latency
-            latency, base = _ring_plateau(latency, base, size_bytes, n, tiers[0])
+            latency, base = _ring_plateau(latency, base, size_bytes, n, tiers[0], plan.channels)
             chain_wire *= latency / before if before else 1.0
         offset = own_s - chain_wire - leg_s  # NCCL's own model time minus the wire's
         transfer = _scaled_transfer(_transfer(plan, algo, proto, size_bytes, port_bw, factor, caps), ramp)
-        if size_bytes < full:  # NCCL runs its pick on fewer channels / threads: wire only, so the offset takes it back
-            share = share_at(rule, size_bytes)
+        pin = pinned is not None and pinned[:2] == (algo, proto)
+        if size_bytes < full or pin:  # NCCL runs its pick on fewer channels / threads: wire only, the offset takes it back
+            share = (pinned_share(rule, size_bytes, pinned[2], plan.passes, proto) if pin  # all-reduce: 2 bytes per byte
+                     else share_at(rule, size_bytes))
             cut = (tuple(x / share for x in transfer) if caps is None else  # no cap: the transfer / share
                    _scaled_transfer(_transfer(plan, algo, proto, size_bytes, port_bw, factor * share, caps), ramp))
             offset -= max(cut) - max(transfer)

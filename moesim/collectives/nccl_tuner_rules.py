@@ -29,8 +29,10 @@ Matching as plugin.c `pluginGetCollInfo`: the first rule that matches and whose 
 can run here (NCCL_ALGO / NCCL_PROTO allowing) is taken instead of NCCL's own pick; a rule that cannot run is
 passed over, as the plugin passes over a cost-table entry NCCL marked IGNORE; no rule: NCCL's own pick.
 What moesim does not model, and how the rules meet it: a collective call here is one operation with
-unregistered buffers (numPipeOps 1, regBuff 0), so rules asking for other values never match; `channels` is
-read and checked but does not change the time (moesim prices NCCL's own channel count); 'reduce' is read but
+unregistered buffers (numPipeOps 1, regBuff 0), so rules asking for other values never match; a positive
+`channels` replaces the channels of the picked ring / tree on the wire (NCCL keeps its own threads and caps the count
+at comm->nChannels: nccl_channels.pinned_share; NVLS / PAT / CollNet keep theirs), -1 keeps NCCL's own, as the
+plugin's README says (its plugin.c returns 1 by default: not followed, docs/collectives.md "Channel counts"); 'reduce' is read but
 moesim has no reduce collective. Nodes are the NVLink domains the group spans (moesim's node; on a multi-node
 NVLink rack NCCL counts hosts).
 Strict loaders: any other value fails with one line naming the file, the line or rule, and the field.
@@ -116,7 +118,7 @@ class TunerRule:
     nodes: tuple[int, int] = ANY
     ranks: tuple[int, int] = ANY
     ranks_per_node: tuple[int, int] = ANY
-    channels: int = -1  # -1: NCCL's own (read and checked; not priced)
+    channels: int = -1  # -1: NCCL's own; else the picked ring / tree runs on min(channels, comm->nChannels)
     pipe_ops: int = -1
     reg_buff: int = -1
     line: int = 0  # where it was read: the CSV line or the TOML rule's number (0: built in code)

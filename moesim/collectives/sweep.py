@@ -69,14 +69,16 @@ def average_busbw_GBps(rows: list[dict]) -> float:
 
 def collective_report(hardware: str, op: str, devices: int, sizes: list[int], stride: int = 1,
                       concurrent: int = 1, nccl_algo: str = "", collnet: bool = False, nccl_proto: str = "",
-                      tuner_rules: str | None = None) -> dict:
+                      tuner_rules: str | None = None, channels: dict | None = None) -> dict:
     """Everything `moesim collective` prints: the group, the system it lands on, one row per size.
 
     `devices` is the group size (nccl-tests' rank count); `stride` spaces its members on the device
     ids; `concurrent` groups of the same shape run at once and share links (see topology/placement.py);
     `nccl_algo` restricts NCCL's algorithms as NCCL_ALGO does (collectives/nccl.py); `collnet` is
     NCCL_COLLNET_ENABLE (SHARP all-reduce where the fabric has it); `nccl_proto` restricts the protocols as
-    NCCL_PROTO does and `tuner_rules` (a CSV path) is a tuner plugin's picks (collectives/nccl_tuner_rules.py).
+    NCCL_PROTO does and `tuner_rules` (a CSV path) is a tuner plugin's picks (collectives/nccl_tuner_rules.py);
+    `channels` sets the run's channel knobs {nccl_min_nchannels, nccl_max_nchannels, nccl_nvls_nchannels,
+    nccl_min_ctas, nccl_max_ctas} (NCCL_MIN_NCHANNELS, ...; collectives/nccl_channels.py), absent or None = not set.
     """
     from moesim.collectives.select import default_model
     from moesim.specs.load import load_hardware
@@ -92,14 +94,19 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
                         allowed=f"1..{hw.max_devices}")
     group = Group(size=devices, stride=stride, concurrent=concurrent)
     model = default_model(hw)
-    if nccl_algo or collnet or nccl_proto or tuner_rules:
+    from moesim.collectives.nccl_channels import CHANNEL_KNOBS, channel_counts
+
+    knobs = {name: (channels or {}).get(name) for name in CHANNEL_KNOBS}
+    if nccl_algo or collnet or nccl_proto or tuner_rules or any(v is not None for v in knobs.values()):
         from moesim.collectives.nccl_tuner_rules import load_tuner_rules
         from moesim.collectives.topo_model import TopologyModel
 
         rules = load_tuner_rules(tuner_rules) if tuner_rules else None
-        model = TopologyModel(hw, nccl_algo=nccl_algo, collnet=collnet, nccl_proto=nccl_proto, tuner_rules=rules)
+        model = TopologyModel(hw, nccl_algo=nccl_algo, collnet=collnet, nccl_proto=nccl_proto, tuner_rules=rules,
+                              **knobs)
     rows = collective_rows(model, op, sizes, group)
     system = model.system(model.job_devices(group)).summary() if hasattr(model, "system") else {}
     return {"hardware": hw.name, "op": op, "devices": devices, "group_stride": stride, "concurrent": concurrent,
             "nccl_algo": nccl_algo, "nccl_collnet": collnet, "nccl_proto": nccl_proto, "tuner_rules": tuner_rules,
+            **knobs, "nccl_channels": channel_counts(model, group, knobs),
             "system": system, "results": rows, "avg_busbw_GBps": average_busbw_GBps(rows)}

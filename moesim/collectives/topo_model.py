@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from moesim.collectives import formulas, hierarchy, nccl, nccl_multinode, nccl_plan, torus_costs
 from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
+from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl_tuner_rules import PROTOCOLS as NCCL_PROTOCOL_NAMES
 from moesim.collectives.nccl_tuner_rules import TunerRules, parse_nccl_proto
@@ -72,6 +73,12 @@ class TopologyModel:
     collnet: bool = False  # NCCL_COLLNET_ENABLE=1: CollNet (SHARP) all-reduce where the fabric has `sharp = true`
     nccl_proto: str = ""  # NCCL_PROTO syntax ("LL128,Simple", "^LL"): the tuner's protocols (nccl_tuner_rules.py)
     tuner_rules: object = None  # nccl_tuner_rules.TunerRules: a tuner plugin's (algorithm, protocol) picks, or None
+    # the run's NCCL_MIN/MAX_NCHANNELS, NCCL_NVLS_NCHANNELS, NCCL_MIN/MAX_CTAS; None = not set (nccl_channels.py)
+    nccl_min_nchannels: int | None = None
+    nccl_max_nchannels: int | None = None
+    nccl_nvls_nchannels: int | None = None
+    nccl_min_ctas: int | None = None
+    nccl_max_ctas: int | None = None
     _algos: frozenset = field(default=frozenset(), init=False, repr=False)
     _protos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_PROTO's list}, set ops only
     _systems: dict = field(default_factory=dict, init=False, repr=False)
@@ -115,7 +122,10 @@ class TopologyModel:
         rows, bound = self._priced(op, size_bytes, group)
         best, best_s, best_rank = None, 0.0, 0.0
         if self.tuner_rules is not None and self.tuner_rules.covers(op):  # a tuner plugin's pick (nccl_tuner_rules.py)
-            best = self._rule_row(op, size_bytes, group, rows)
+            best, channels = self._rule_row(op, size_bytes, group, rows)
+            if best is not None and channels > 0 and best[0] in ("ring", "tree"):  # the plugin's channels (wire only)
+                rows, bound = self._priced(op, size_bytes, group, (best[0], best[1], channels))
+                best = next(row for row in rows if row[:2] == best[:2])
             if best is not None:
                 best_s = best[3] + best[2].time_s
         for row in rows if best is None else ():
@@ -145,9 +155,9 @@ class TopologyModel:
         return [Candidate(name, proto, terms, base, _bound(terms, bound), offset)
                 for name, proto, terms, base, offset in rows]
 
-    def _priced(self, op: str, size_bytes: float, group: Group) -> tuple[list[tuple], str | tuple]:
+    def _priced(self, op: str, size_bytes: float, group: Group, pinned=None) -> tuple[list[tuple], str | tuple]:
         """(rows of (algorithm, protocol, Terms, base latency s, tuner offset s), bound): `bound` names the
-        bottleneck of every row, or is the tiers each row's Terms index (_bound)."""
+        bottleneck of every row, or is the tiers each row's Terms index (_bound). `pinned`: nccl_plan.priced's."""
         check_op(op, size_bytes)
         system, pl, layouts = self._placed(group)
         if pl.torus is not None and pl.top == 0:
@@ -157,21 +167,21 @@ class TopologyModel:
         layout = layouts.get(op)
         if layout is None:
             layout = layouts[op] = self._layout(op, group.size, system, pl)
-        return self._tiers(op, size_bytes, group.size, system, pl, layout), layout.tiers
+        return self._tiers(op, size_bytes, group.size, system, pl, layout, pinned), layout.tiers
 
-    def _rule_row(self, op: str, size_bytes: float, group: Group, rows: list[tuple]) -> tuple | None:
-        """The row of the first tuner rule that matches and that the model can run here (rows hold only what
-        NCCL_ALGO / NCCL_PROTO allow), as NCCL's example tuner plugin takes it; None: NCCL's own pick."""
+    def _rule_row(self, op: str, size_bytes: float, group: Group, rows: list[tuple]) -> tuple:
+        """(row, channels) of the first tuner rule that matches and that the model can run here (rows hold only
+        what NCCL_ALGO / NCCL_PROTO allow), as NCCL's example tuner plugin takes it; (None, -1): NCCL's own pick."""
         system, _, layouts = self._placed(group)
         layout = layouts.get(op)
         if not system.nccl or layout is None:
-            return None
+            return None, -1
         nodes = max(1, group.size // layout.counts[0])  # NVLink domains spanned: nccl_plan.plan's N
         for rule in self.tuner_rules.matching(op, size_bytes, nodes, group.size):
             for row in rows:
                 if row[0] == rule.algorithm and row[1] == rule.protocol:
-                    return row
-        return None
+                    return row, rule.channels
+        return None, -1
 
     # -- members on one chip -------------------------------------------------------------------------
     def _on_chip(self, op: str, size: float, n: int) -> tuple:
@@ -215,7 +225,8 @@ class TopologyModel:
             protocols = tuple(p for p in protocols if p.name in allowed)
         tuner = None
         if system.nccl and op in _PASSES:  # NCCL's tuner: nccl_plan.py
-            tuner = nccl_plan.plan(op, n, counts, tiers, self._allowed(), self.collnet, allowed)
+            tuner = nccl_plan.plan(op, n, counts, tiers, self._allowed(), self.collnet, allowed,
+                                   tuple(getattr(self, k) for k in CHANNEL_KNOBS))
         cap_tiers = None
         # send/recv's own message latency where a profile sets one (InterconnectLevel.p2p_latency_s)
         latency = [p2p_latency_s(t) if op in _P2P_OPS else t.latency_s for t in tiers]
@@ -241,7 +252,8 @@ class TopologyModel:
             names=_algorithm_names(op, counts, n, system.nccl), tuner=tuner, cap_tiers=cap_tiers,
             p2p_protocols=system.nccl and op in _P2P_OPS, p2p_net_simple=net_simple)
 
-    def _tiers(self, op: str, size: float, n: int, system: System, pl: GroupPlacement, lay: "_Layout") -> list[tuple]:
+    def _tiers(self, op: str, size: float, n: int, system: System, pl: GroupPlacement, lay: "_Layout",
+               pinned=None) -> list[tuple]:
         """Rows of every algorithm × protocol over the switch tiers at this size (`lay`: the size-free part)."""
         tiers, counts, top, multi = lay.tiers, lay.counts, lay.top, lay.multi
         message = size / n if op in _PASSES or op == "all_to_all" else size
@@ -250,7 +262,7 @@ class TopologyModel:
         if lay.p2p is not None:  # send/recv's own line where a profile sets one (InterconnectLevel.p2p_factor)
             port = [w * f for w, f in zip(port, lay.p2p)]
         if lay.tuner is not None:  # NCCL's tuner: nccl_plan.py
-            return nccl_plan.priced(lay.tuner, size, port)
+            return nccl_plan.priced(lay.tuner, size, port, pinned)
         copy_bw = self.hardware.chip.hbm_bw_bytes_per_s * self.hardware.efficiency.memory_bandwidth
         cap = 0.0
         if lay.cap_tiers is not None:
@@ -282,6 +294,8 @@ class TopologyModel:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_algos", nccl.parse_nccl_algo(self.nccl_algo))
         object.__setattr__(self, "_protos", parse_nccl_proto(self.nccl_proto))
+        for name in CHANNEL_KNOBS:
+            check_channel_knob(name, getattr(self, name))
         if self.tuner_rules is not None and not isinstance(self.tuner_rules, TunerRules):
             raise SpecError("tuner_rules must be the rules load_tuner_rules reads (or None)", field="tuner_rules",
                             value=type(self.tuner_rules).__name__)

@@ -244,6 +244,12 @@ ARG_RANGES: dict[str, Range] = {
     "concurrent": count(1, MAX_DEVICES),
     "ranks": count(1, MAX_DEVICES),
     "gpus_per_thread": count(1, MAX_DEVICES, "GPUs"),  # nccl-tests -g N: GPUs one thread launches per iteration
+    # a run's NCCL channel variables (collectives/nccl_channels.py): NCCL itself lowers them to MAXCHANNELS = 64
+    "nccl_min_nchannels": count(0, 2**31 - 1, "channels"),
+    "nccl_max_nchannels": count(1, 2**31 - 1, "channels"),
+    "nccl_nvls_nchannels": count(1, 2**31 - 1, "channels"),
+    "nccl_min_ctas": count(1, 2**31 - 1, "channels"),
+    "nccl_max_ctas": count(1, 2**31 - 1, "channels"),
 }
 
 # Field path prefixes the specs use in their own error messages.

@@ -4,7 +4,9 @@
   nccl_tests.py  nccl-tests text output (all_reduce_perf, alltoall_perf, ...)
   predict.py     per-phase predictions of a measured layer with the estimate's primitives
   design.py      the parametrised model the fit adjusts (efficiency table, peaks, memory, α and W)
-  fit.py         scipy least squares on relative error, covariance and bootstrap uncertainty
+  fit.py         the fit: observations, fit_profile and its result, fit-quality summaries
+  solve.py       scipy least squares on relative error: loss, priors, relinearisation, trust region
+  uncertainty.py covariance and bootstrap uncertainty, the parameter table
   profile_io.py  the calibrated profile as TOML in the hardware_profiles/ schema, with provenance
   report.py      held-out comparison: per-phase and total MAPE, max error, bias
   api.py         `calibrate` and `validate_report`, the two calls behind the CLI

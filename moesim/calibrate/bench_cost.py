@@ -56,7 +56,7 @@ def host_bound_rows(measurements: Measurements, hardware: HardwareProfile, gpus_
     """Indices of the nccl-tests rows whose prior price is the host floor (gpus_per_thread launches per iteration
     above the collective: module doc), as log_error flags them. Left out of the fit, not down-weighted: their
     predicted time does not depend on any fitted figure, so they carry nothing about the links, and kept in
-    they would only inflate the misfit scale that weighs the prior (fit._solve)."""
+    they would only inflate the misfit scale that weighs the prior (solve.solve)."""
     model = default_model(hardware)
     out = set()
     for i, point in enumerate(measurements.collectives):

@@ -21,6 +21,10 @@ rather than bend the table that prices the experts. `router_gating` (softmax, to
 is never fitted: on small problems it is a fixed cost of many small kernels, far above its
 memory-bound time, and fitting it would drag the memory bandwidth that prices the permutes. The layer
 total's observation carries that fixed cost into the fitted layer overhead (docs/calibration.md).
+
+Here: the observations, `fit_profile` and what it returns, and the fit-quality summaries (block_stats, op_fits).
+The solve (step 2-3: residuals, loss, priors, relinearisation and trust region) is solve.py; the uncertainty
+(step 4: covariance, bootstrap, parameter table) is uncertainty.py. Their public names stay importable from here.
 """
 
 from __future__ import annotations
@@ -28,13 +32,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import least_squares, nnls
+from scipy.optimize import nnls
 
 from moesim.calibrate.bench_cost import check_gpus_per_thread, host_bound_rows
 from moesim.calibrate.design import Design, Observation, choose_knots
 from moesim.calibrate.predict import check_fits, collective_terms, layer_terms, layer_total_terms, uses_ops
 from moesim.calibrate.records import TOTAL, CollectivePoint, Measurements
 from moesim.calibrate.prior_weight import bayes_weights, uniform_weights
+from moesim.calibrate.solve import (
+    F_SCALE, LEVEL_PRIOR_WEIGHT, LOSSES, MAX_RELINEARISATIONS, RIDGE, TRUST_GROW_GAIN, TRUST_LOG, relinearised_fit,
+)
+from moesim.calibrate.uncertainty import (
+    BOOTSTRAP_FROM, INTERVAL_PERCENTILES, ParameterFit, bootstrap_samples, log_covariance, parameter_table,
+)
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 
@@ -48,29 +58,6 @@ ROUTER_MATMUL = "router_matmul"
 # ops.py); a one-call phase (the permutes) measures that, not its operator. The free-running layer total
 # has no barriers inside it and is fitted.
 OP_UNFITTED_PHASES = ("dispatch_permute", "combine_unpermute")
-LOSSES = ("soft_l1", "linear", "huber", "cauchy")
-F_SCALE = 0.1  # ln-ratio where the robust loss turns linear (~10 % error)
-# Ridge on the efficiency increments δ (extra residuals RIDGE·δ_j): a knot no observation reaches stays
-# level with its neighbour instead of drifting (matters in bootstrap resamples); on data that pins δ
-# it shifts the fit by O(RIDGE²), far below 0.1 %.
-RIDGE = 1e-2
-MAX_RELINEARISATIONS = 20
-TRUST_LOG = np.log(2.0)  # first trust region of the interconnect parameters per relinearisation: a factor 2
-# The trust region doubles while a step cut by it still lowers the loss by more than this fraction.
-TRUST_GROW_GAIN = 0.0
-# A log-normal prior on every interconnect figure (latency, bandwidth, NVLS bandwidth) around the profile's
-# value: one extra residual σ · w_j · ln(value / prior) each, σ the RMS of the data residuals (the misfit's
-# own scale, as a MAP fit with unknown noise weighs its prior). Where the model fits the data exactly the
-# prior has no say; where it cannot (real logs) the data move a figure only where they pin it, and where
-# they cannot tell two figures apart (NVLink vs network hop latency on a 2-node log) the prior decides.
-# The NVLSTree / NVLS ratio ρ carries none (design.py: no measurement sets it). For collectives alone w_j is
-# √(n / n_eff) / σ_j: σ_j the figure's stated prior uncertainty (prior_sigma.toml), n_eff the effective number
-# of independent rows of the fitted log from its own residuals' correlation (prior_weight.py). LEVEL_PRIOR_WEIGHT,
-# one w for every figure, is used with layer records; `--prior-weight W` sets one w for every figure. It was
-# chosen among 1, 3, 10, 30 on the gj-aion logs in an earlier round (docs/collectives.md says so).
-LEVEL_PRIOR_WEIGHT = 10.0
-BOOTSTRAP_FROM = 0.2  # progress fraction at which the bootstrap refits start (the fit itself is the first part)
-INTERVAL_PERCENTILES = (5.0, 95.0)
 
 
 @dataclass(frozen=True)
@@ -82,19 +69,6 @@ class BlockStats:
     max_abs_pct_error: float
     mean_signed_error: float
     r2_log: float | None  # 1 − SS_res / SS_tot of ln t; None with fewer than 2 observations
-
-
-@dataclass(frozen=True)
-class ParameterFit:
-    """One parameter: fitted value, prior, and uncertainty (None where not fitted)."""
-
-    name: str
-    unit: str
-    value: float
-    prior: float
-    fitted: bool
-    rel_std: float | None = None
-    interval: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -204,13 +178,13 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
     level_weight, n_eff, rounds = level_prior_weight or LEVEL_PRIOR_WEIGHT, None, ()
     prior_weights = uniform_weights(design, level_weight)
     if level_prior_weight is None and design.has_collectives and not measurements.layers:
-        prior_weights, n_eff, rounds = bayes_weights(design, loss, _relinearised_fit)
+        prior_weights, n_eff, rounds = bayes_weights(design, loss, relinearised_fit)
         level_weight = float(np.sqrt(len(obs) / n_eff))
-    theta, result, relin, free_used = _relinearised_fit(design, loss, prior_weights)
-    log_cov = _log_covariance(design, result, free_used)
+    theta, result, relin, free_used = relinearised_fit(design, loss, prior_weights)
+    log_cov = log_covariance(design, result, free_used)
     if progress is not None:
         progress(BOOTSTRAP_FROM)
-    samples = _bootstrap(design, theta, loss, bootstrap, seed, progress, prior_weights)
+    samples = bootstrap_samples(design, theta, loss, bootstrap, seed, progress, prior_weights)
     pred = design.predict(theta)
     labels = sorted({o.label for o in obs})
     blocks = {lab: block_stats(pred[m], design.measured[m]) for lab in labels
@@ -222,7 +196,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         layer_overhead_s=design.layer_overhead(theta) if design.o_passes.any() else None,
         levels=tuple((lv.name, a, w, bool(u[0]), bool(u[1]))
                      for lv, (a, w), u in zip(design.levels, design.level_values(theta), design.level_used)),
-        parameters=_parameter_table(design, theta, log_cov, samples), blocks=blocks,
+        parameters=parameter_table(design, theta, log_cov, samples), blocks=blocks,
         overall=block_stats(pred, design.measured), op_fits=op_fits(measurements.collectives),
         n_parameters=int(design.free.sum()), loss=loss, bootstrap=bootstrap, seed=seed,
         fitted_keys=tuple(sorted(fit_keys & {r.key for r in measurements.layers})), relinearisations=relin,
@@ -235,182 +209,6 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         extra_bandwidths={(design.levels[m].name, key): v for (m, key), v in design.extra_values(theta).items()},
         p2p_latencies={lv.name: v for lv, v in zip(design.levels, design.p2p_latencies(theta))},
     )
-
-
-def _relinearised_fit(design: Design, loss: str, prior_weights: np.ndarray):
-    """(θ, the last solve's result, relinearisations, the free mask it used): least squares on the collectives'
-    linearisation, re-probed until the slopes stop changing, under the trust region (module docstring)."""
-    theta, weights = design.initial(), np.ones(len(design.observations))
-    trust, best = TRUST_LOG, _model_loss(design, theta, loss=loss)
-    for relin in range(1, MAX_RELINEARISATIONS + 1):
-        free_used = design.free.copy()  # re-probing can change which parameters move: keep the solve's own
-        old_coef = design.coef
-        step, result = _solve(design, theta, weights, loss, trust=trust if design.has_collectives else None,
-                              prior_weights=prior_weights)
-        coef = design.probe(step)
-        loss_at_step = _model_loss(design, step, coef, loss)
-        if design.has_collectives and loss_at_step > best:
-            # the linearisation left its range (another algorithm became the fastest): step back, smaller
-            trust /= 2
-            design.coef = design.probe(theta)
-            if trust < TRUST_LOG / 64:
-                design.coef = old_coef if old_coef is not None else design.coef
-                break
-            continue
-        same = _same_slopes(coef, design.coef) and np.allclose(design.predict(step, coef), design.predict(step),
-                                                                rtol=1e-9, atol=0)
-        lev = design.level_slice()
-        at_edge = design.has_collectives and bool(np.any(np.abs(step[lev] - theta[lev]) > 0.999 * trust))
-        gain = (best - loss_at_step) / best if best > 0 else 0.0
-        theta, best = step, loss_at_step
-        design.coef = coef
-        if at_edge and gain > TRUST_GROW_GAIN:
-            trust *= 2  # cut by the trust region while still gaining: the solution lies further out
-            continue
-        if same:
-            break
-    return theta, result, relin, free_used
-
-
-def _model_loss(design: Design, theta: np.ndarray, coef=None, loss: str = "soft_l1") -> float:
-    """The solver's own robust loss (scipy's ρ at F_SCALE) of ln(predicted/measured), with the collectives
-    linearised exactly at θ (`coef` probed there)."""
-    r = np.log(np.maximum(design.predict(theta, coef), 1e-300) / design.measured)
-    z = (r / F_SCALE) ** 2
-    rho = {"linear": z, "soft_l1": 2 * (np.sqrt(1 + z) - 1), "huber": np.where(z <= 1, z, 2 * np.sqrt(z) - 1),
-           "cauchy": np.log1p(z)}[loss]
-    return float(F_SCALE**2 * np.sum(rho))
-
-
-def _same_slopes(new, old) -> bool:
-    return all(np.allclose(n, o, rtol=1e-6, atol=1e-9 * np.abs(o).max(initial=0.0))
-               for n, o in zip(new, old) if n.ndim == 2)  # the slopes A, B, D (not the rest C)
-
-
-def _solve(design: Design, theta0: np.ndarray, weights: np.ndarray, loss: str, free: np.ndarray | None = None,
-           trust: float | None = None, prior_weights: np.ndarray | None = None):
-    """Least squares on the current linearisation; `trust` bounds the interconnect parameters to
-    θ0 ± trust (ln units) so a step stays where the linearisation (the same fastest algorithms) holds.
-    `prior_weights`: w_j per θ (module comment at LEVEL_PRIOR_WEIGHT); None = LEVEL_PRIOR_WEIGHT on every figure."""
-    free = design.free.copy() if free is None else free
-    lo, hi = design.bounds()
-    if trust is not None:
-        lev = design.level_slice()
-        lo[lev] = np.maximum(lo[lev], theta0[lev] - trust)
-        hi[lev] = np.minimum(hi[lev], theta0[lev] + trust)
-    base = theta0.copy()
-
-    k = len(design.knots)
-
-    def residuals(x: np.ndarray) -> np.ndarray:
-        theta = base.copy()
-        theta[free] = x
-        pred = np.maximum(design.predict(theta), 1e-300)
-        data = np.sqrt(weights) * np.log(pred / design.measured)
-        sigma = float(np.sqrt(np.mean(data**2)))  # the misfit's own scale: exact data leave the prior no say
-        return np.concatenate([data, RIDGE * theta[1:k], sigma * prior_weight[free] * (x - prior[free])])
-
-    prior = design.initial()
-    prior_weight = uniform_weights(design, LEVEL_PRIOR_WEIGHT) if prior_weights is None else prior_weights
-
-    x0 = np.clip(theta0[free], lo[free], hi[free])
-    result = least_squares(residuals, x0, bounds=(lo[free], hi[free]), loss=loss, f_scale=F_SCALE, method="trf",
-                           x_scale=1.0, xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
-    theta = base.copy()
-    theta[free] = result.x
-    return theta, result
-
-
-def _log_map(design: Design) -> np.ndarray:
-    """L such that L·θ is the log of every physical parameter (efficiency knots are cumulative sums)."""
-    n, k = len(design.names), len(design.knots)
-    lmap = np.eye(n)
-    for j in range(k):
-        lmap[j, :k] = 0.0
-        lmap[j, : j + 1] = 1.0
-    return lmap
-
-
-def _log_covariance(design: Design, result, free: np.ndarray | None = None) -> np.ndarray | None:
-    free = design.free if free is None else free
-    m, p = result.fun.size - max(len(design.knots) - 1, 0), int(free.sum())
-    if m <= p:
-        return None
-    jac = result.jac
-    s2 = 2.0 * result.cost / (m - p)
-    cov_free = np.linalg.pinv(jac.T @ jac) * s2
-    cov = np.zeros((len(free), len(free)))
-    cov[np.ix_(free, free)] = cov_free
-    lmap = _log_map(design)
-    return lmap @ cov @ lmap.T
-
-
-def _dependence(design: Design, theta: np.ndarray) -> np.ndarray:
-    """(observations × parameters) True where an observation's prediction moves with the parameter."""
-    base = design.predict(theta)
-    dep = np.zeros((len(base), len(theta)), dtype=bool)
-    for j in np.flatnonzero(design.free):
-        bumped = theta.copy()
-        bumped[j] += 1e-3
-        dep[:, j] = np.abs(design.predict(bumped) - base) > 1e-9 * base
-    return dep
-
-
-def _bootstrap(design: Design, theta: np.ndarray, loss: str, reps: int, seed: int,
-               progress=None, prior_weights: np.ndarray | None = None) -> np.ndarray | None:
-    """Log physical parameters of `reps` refits on resampled units (rows), or None.
-
-    A parameter no resampled observation depends on is held at the fit and counted as NaN.
-    """
-    if reps == 0:
-        return None
-    rng = np.random.default_rng(seed)
-    units = sorted({o.unit for o in design.observations})
-    index = {u: i for i, u in enumerate(units)}
-    obs_unit = np.array([index[o.unit] for o in design.observations])
-    dep = _dependence(design, theta)
-    lmap, out = _log_map(design), []
-    for rep in range(reps):
-        if progress is not None:
-            progress(BOOTSTRAP_FROM + (1 - BOOTSTRAP_FROM) * rep / reps)
-        counts = np.bincount(rng.integers(0, len(units), len(units)), minlength=len(units))
-        weights = counts[obs_unit].astype(float)
-        free = design.free & (weights @ dep > 0)
-        refit, _ = _solve(design, theta, weights, loss, free, prior_weights=prior_weights)
-        row = lmap @ refit
-        row[(np.abs(lmap[:, design.free & ~free]) > 0).any(axis=1)] = np.nan
-        out.append(row)
-    return np.array(out)
-
-
-def _parameter_table(design: Design, theta, log_cov, samples) -> tuple[ParameterFit, ...]:
-    prior = design.initial()
-    lmap, free = _log_map(design), design.free
-    free_phys = (np.abs(lmap[:, free]) > 0).any(axis=1)
-    rows = []
-    for j, name in enumerate(design.names):
-        unit = _unit_of(name)
-        value, before = float(np.exp(lmap[j] @ theta)), float(np.exp(lmap[j] @ prior))
-        if name == "layer_overhead":  # the fit starts a zero prior at START_OVERHEAD_S; report the prior itself
-            before = design.prior.efficiency.layer_overhead_s
-        fitted = bool(free_phys[j])
-        rel = float(np.sqrt(max(log_cov[j, j], 0.0))) if (log_cov is not None and fitted) else None
-        interval = None
-        if samples is not None and fitted and np.isfinite(samples[:, j]).sum() >= len(samples) / 2:
-            lo, hi = np.nanpercentile(samples[:, j], INTERVAL_PERCENTILES)
-            interval = (float(np.exp(lo)), float(np.exp(hi)))
-        rows.append(ParameterFit(name, unit, value, before, fitted, rel, interval))
-    return tuple(rows)
-
-
-def _unit_of(name: str) -> str:
-    if name.startswith("efficiency"):
-        return "fraction of peak"
-    if name.startswith("peak_scale"):
-        return "x prior peak"
-    if name.endswith("_ratio"):
-        return "x NVLS bandwidth"
-    return "s" if name.endswith((".latency", ".p2p_latency")) or name == "layer_overhead" else "bytes/s"
 
 
 def block_stats(predicted: np.ndarray, measured: np.ndarray) -> BlockStats:
@@ -441,3 +239,10 @@ def op_fits(points: tuple[CollectivePoint, ...]) -> tuple[OpFit, ...]:
         err = np.abs((a + c * s) / t - 1.0).max()
         out.append(OpFit(op, n, len(pts), float(a), float(1.0 / c) if c > 0 else float("inf"), float(err)))
     return tuple(out)
+
+
+__all__ = [
+    "BOOTSTRAP_FROM", "FIT_PHASES", "F_SCALE", "INTERVAL_PERCENTILES", "LEVEL_PRIOR_WEIGHT", "LOSSES",
+    "MAX_RELINEARISATIONS", "OP_UNFITTED_PHASES", "RIDGE", "ROUTER_MATMUL", "TRUST_GROW_GAIN", "TRUST_LOG",
+    "BlockStats", "FitResult", "OpFit", "ParameterFit", "block_stats", "fit_profile", "observations_for", "op_fits",
+]

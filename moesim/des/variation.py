@@ -23,7 +23,7 @@ from moesim.des.schedule import COMPUTE, EXPERT, GATHER, TO_EXPERTS, StageProgra
 
 Loads = dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]  # (moe, mb) → sent, received, received remote
 # Arrays of a Loads entry are indexed by device id, or, when `Loads` holds a stage's devices only
-# (run.py streams them so), by position in `stage_devices` - see `stage_work`.
+# (step_routing.py keeps them so), by position in `stage_devices` - see `stage_work`.
 
 
 def template(program: StageProgram) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,0 +1,127 @@
+"""The fit's uncertainty (fit.py's procedure, step 4) and its parameter table.
+
+(a) The Gauss-Newton covariance s²(JᵀJ)⁻¹ at the solution, mapped to the log of every physical parameter
+(`log_covariance`): a relative standard error per parameter. (b) A bootstrap (`bootstrap_samples`): refits on units
+(one layer record with all its phases, or one collective point) resampled with replacement by
+numpy.random.default_rng(seed), reported as the INTERVAL_PERCENTILES interval. `parameter_table` puts both beside
+each parameter's fitted value and prior.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from moesim.calibrate.design import Design
+from moesim.calibrate.solve import solve
+
+BOOTSTRAP_FROM = 0.2  # progress fraction at which the bootstrap refits start (the fit itself is the first part)
+INTERVAL_PERCENTILES = (5.0, 95.0)
+
+
+@dataclass(frozen=True)
+class ParameterFit:
+    """One parameter: fitted value, prior, and uncertainty (None where not fitted)."""
+
+    name: str
+    unit: str
+    value: float
+    prior: float
+    fitted: bool
+    rel_std: float | None = None
+    interval: tuple[float, float] | None = None
+
+
+def _log_map(design: Design) -> np.ndarray:
+    """L such that L·θ is the log of every physical parameter (efficiency knots are cumulative sums)."""
+    n, k = len(design.names), len(design.knots)
+    lmap = np.eye(n)
+    for j in range(k):
+        lmap[j, :k] = 0.0
+        lmap[j, : j + 1] = 1.0
+    return lmap
+
+
+def log_covariance(design: Design, result, free: np.ndarray | None = None) -> np.ndarray | None:
+    free = design.free if free is None else free
+    m, p = result.fun.size - max(len(design.knots) - 1, 0), int(free.sum())
+    if m <= p:
+        return None
+    jac = result.jac
+    s2 = 2.0 * result.cost / (m - p)
+    cov_free = np.linalg.pinv(jac.T @ jac) * s2
+    cov = np.zeros((len(free), len(free)))
+    cov[np.ix_(free, free)] = cov_free
+    lmap = _log_map(design)
+    return lmap @ cov @ lmap.T
+
+
+def _dependence(design: Design, theta: np.ndarray) -> np.ndarray:
+    """(observations × parameters) True where an observation's prediction moves with the parameter."""
+    base = design.predict(theta)
+    dep = np.zeros((len(base), len(theta)), dtype=bool)
+    for j in np.flatnonzero(design.free):
+        bumped = theta.copy()
+        bumped[j] += 1e-3
+        dep[:, j] = np.abs(design.predict(bumped) - base) > 1e-9 * base
+    return dep
+
+
+def bootstrap_samples(design: Design, theta: np.ndarray, loss: str, reps: int, seed: int,
+               progress=None, prior_weights: np.ndarray | None = None) -> np.ndarray | None:
+    """Log physical parameters of `reps` refits on resampled units (rows), or None.
+
+    A parameter no resampled observation depends on is held at the fit and counted as NaN.
+    """
+    if reps == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    units = sorted({o.unit for o in design.observations})
+    index = {u: i for i, u in enumerate(units)}
+    obs_unit = np.array([index[o.unit] for o in design.observations])
+    dep = _dependence(design, theta)
+    lmap, out = _log_map(design), []
+    for rep in range(reps):
+        if progress is not None:
+            progress(BOOTSTRAP_FROM + (1 - BOOTSTRAP_FROM) * rep / reps)
+        counts = np.bincount(rng.integers(0, len(units), len(units)), minlength=len(units))
+        weights = counts[obs_unit].astype(float)
+        free = design.free & (weights @ dep > 0)
+        refit, _ = solve(design, theta, weights, loss, free, prior_weights=prior_weights)
+        row = lmap @ refit
+        row[(np.abs(lmap[:, design.free & ~free]) > 0).any(axis=1)] = np.nan
+        out.append(row)
+    return np.array(out)
+
+
+def parameter_table(design: Design, theta, log_cov, samples) -> tuple[ParameterFit, ...]:
+    prior = design.initial()
+    lmap, free = _log_map(design), design.free
+    free_phys = (np.abs(lmap[:, free]) > 0).any(axis=1)
+    rows = []
+    for j, name in enumerate(design.names):
+        unit = _unit_of(name)
+        value, before = float(np.exp(lmap[j] @ theta)), float(np.exp(lmap[j] @ prior))
+        if name == "layer_overhead":  # the fit starts a zero prior at START_OVERHEAD_S; report the prior itself
+            before = design.prior.efficiency.layer_overhead_s
+        fitted = bool(free_phys[j])
+        rel = float(np.sqrt(max(log_cov[j, j], 0.0))) if (log_cov is not None and fitted) else None
+        interval = None
+        if samples is not None and fitted and np.isfinite(samples[:, j]).sum() >= len(samples) / 2:
+            lo, hi = np.nanpercentile(samples[:, j], INTERVAL_PERCENTILES)
+            interval = (float(np.exp(lo)), float(np.exp(hi)))
+        rows.append(ParameterFit(name, unit, value, before, fitted, rel, interval))
+    return tuple(rows)
+
+
+def _unit_of(name: str) -> str:
+    if name.startswith("efficiency"):
+        return "fraction of peak"
+    if name.startswith("peak_scale"):
+        return "x prior peak"
+    if name.endswith("_ratio"):
+        return "x NVLS bandwidth"
+    return "s" if name.endswith((".latency", ".p2p_latency")) or name == "layer_overhead" else "bytes/s"
+
+

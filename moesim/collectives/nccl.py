@@ -275,10 +275,13 @@ def _caps(counts, cap: float) -> tuple[float, ...] | None:
 
 def _nvls_fixed(op, n, counts, tiers, nodes, multi, allowed, nvls_knobs=None) -> tuple[str, float, float] | None:
     """_nvls' algorithm, latency s and S_fill (nothing in them depends on the size); None where NCCL_ALGO or
-    the op rules it out. `nvls_knobs`: nvls_fill_bytes' (None: the run sets none)."""
+    the op rules it out. `nvls_knobs`: nvls_fill_bytes' (None: the run sets none). NCCL runs NVLS all-gather /
+    reduce-scatter only up to NCCL_MAX_NVLS_ARITY (32) local ranks (enqueue.cc updateCollCostTable, v2.28.9-1 /
+    v2.30.7-1: `info->func != ncclFuncAllReduce && comm->localRanks > NCCL_MAX_NVLS_ARITY` skips NVLS; nccl_tuning.toml
+    [nvls_chunk] max_arity)."""
     simple = PROTOCOLS.index("Simple")
     if not multi:
-        if "nvls" not in allowed:
+        if "nvls" not in allowed or (op != "all_reduce" and n > tuning()["nvls_chunk"]["max_arity"]):
             return None
         return "nvls", hop_latency_s("nvls", simple, tiers[0]), nvls_fill_bytes(n, tiers[0], False, nvls_knobs)
     if op != "all_reduce" or "nvlstree" not in allowed:

@@ -19,6 +19,7 @@ from moesim.collectives.nccl_channels import (channel_rule, coll_channels, full_
                                               share_at)
 from moesim.collectives.nccl_facts import ll128_across_nodes, no_gdr_legs_s
 from moesim.collectives.nccl_multinode import ring_chain_extra_net_steps
+from moesim.collectives.nccl_nvls import nvls_step_rule, nvls_steps_s
 
 
 def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str],
@@ -62,6 +63,7 @@ class Plan:
     nvls: tuple | None  # _nvls_fixed: (algorithm, latency s, S_fill) of NVLS / NVLSTree where it runs
     sharp: bool
     channels: int | None = None  # the run's comm->nChannels (nccl_channels.coll_channels); None: the system's
+    nvls_steps: tuple | None = None  # nccl_nvls.nvls_step_rule of NVLS / NVLSTree where it runs (per-loop cost)
 
 
 def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool = False,
@@ -126,14 +128,16 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
             ring_tree.append((algo, proto, latency, factors[p], _caps(counts, ll_cap if p == 0 else 0),
                               bases[p] * US, plateau, offset, (full_share_bytes(rule), rule)))
     simple = "Simple" in protocols  # PAT, NVLS / NVLSTree and CollNet run Simple only
+    nvls = (_nvls_fixed(op, n, counts, tiers, nodes, multi, allowed, nvls_knobs) if nvls_eff > 0 and counts[0] > 1
+            and simple else None)
     return Plan(op=op, n=n, counts=tuple(counts), tiers=tuple(tiers), allowed=allowed,
                 passes=passes, multi=multi, nodes=nodes, nvls_eff=nvls_eff,
                 fill_bytes=fill_bytes(multi, channels), ring_tree=tuple(ring_tree), channels=channels,
                 pat=multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed and simple,
                 # NVLS across nodes goes over CollNet where SHARP is on (_collnet), else it is NVLSTree
-                nvls=(_nvls_fixed(op, n, counts, tiers, nodes, multi, allowed, nvls_knobs) if nvls_eff > 0 and counts[0] > 1
-                      and simple else None),
-                sharp=collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False) and simple)
+                nvls=nvls,
+                sharp=collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False) and simple,
+                nvls_steps=nvls_step_rule(nvls[0], n, counts, tiers, nodes, nvls_knobs) if nvls else None)
 
 
 def priced(plan: Plan, size_bytes: float, port_bw, pinned: tuple | None = None) -> list[tuple]:
@@ -162,7 +166,13 @@ def priced(plan: Plan, size_bytes: float, port_bw, pinned: tuple | None = None) 
     if plan.pat:
         out.append(_pat(size_bytes, n, plan.nodes, tiers, port_bw))
     if plan.nvls:
-        out.append(_nvls(op, size_bytes, n, counts, tiers, port_bw, plan.nvls_eff, plan.nodes, plan.nvls))
+        row = _nvls(op, size_bytes, n, counts, tiers, port_bw, plan.nvls_eff, plan.nodes, plan.nvls)
+        if plan.nvls_steps:  # NCCL's per-size chunk: loops x a Simple NVLink step, wire only (nccl_nvls.nvls_steps_s)
+            algo, proto, terms, base, offset = row
+            step_s = nvls_steps_s(plan.nvls_steps, size_bytes)
+            row = (algo, proto, Terms(terms.latency_s + step_s, terms.transfer_s, terms.overlapped), base,
+                   offset - step_s)
+        out.append(row)
     if plan.sharp:
         out.extend(_collnet(size_bytes, counts, tiers, port_bw, plan.nvls_eff, plan.allowed))
     return out

@@ -206,11 +206,12 @@ def test_calibrating_on_one_log_of_a_cluster_helps_the_others(tmp_path):
     """gj-aion's cluster (NVIDIA/nccl-tests#309): fit on its 2-node log, hold out its 4- and 8-node logs."""
     fit_on = "h100-ib-2node-gjaion_all_reduce_perf.log"
     result = calibrate([str(DATA / fit_on)], "h100-sxm", tmp_path / "cal.toml", bootstrap=0, holdout_fraction=0.0)
-    # gains: 4 nodes 11.5 -> 10.5 %, 8 nodes 13.9 -> 11.6 % (13.6 -> 11.6 and 16.7 -> 11.8 before the published NVLink
-    # LL / LL128 hop, which brought the priors closer; the 2-node rows no longer move NVLink's W, which carried
-    # most of the 4-node gain before: a multi-node row sets only the outermost level's figures, calibrate/design.py)
-    for held, gain in (("h100-ib-4node-gjaion_all_reduce_perf.log", 0.008),
-                       ("h100-ib-8node-gjaion_all_reduce_perf.log", 0.018)):
+    # gains: 4 nodes 10.2 -> 9.8 %, 8 nodes 10.3 -> 9.5 % (11.5 -> 10.5 and 13.9 -> 11.6 before the nvlschunk round's
+    # NVLS / NVLSTree loops, 13.6 -> 11.6 and 16.7 -> 11.8 before the published NVLink LL / LL128 hop: each brought the
+    # priors closer; the 2-node rows no longer move NVLink's W, which carried most of the 4-node gain before: a
+    # multi-node row sets only the outermost level's figures, calibrate/design.py)
+    for held, gain in (("h100-ib-4node-gjaion_all_reduce_perf.log", 0.003),
+                       ("h100-ib-8node-gjaion_all_reduce_perf.log", 0.006)):
         prior, fitted = errors(held), errors(held, result.profile)
         assert fitted.mape_large < prior.mape_large - gain, (held, prior.mape_large, fitted.mape_large)
 

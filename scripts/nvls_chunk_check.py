@@ -1,0 +1,154 @@
+"""NCCL's NVLS / NVLSTree chunk per size against every healthy nccl-tests log (docs/collectives.md, "NVLS chunks
+(nvlschunk round, session 7)"): busbw MAPE per log and error per size, four ways.
+
+- before: NVLS / NVLSTree priced with the shape-read fill only (nccl_plan.nvls_steps_s taken as 0): the model before
+  this round;
+- shipped: plus NCCL's loops (nccl_nvls.nvls_loops over its own chunk, nvls_chunk_bytes) x one Simple NVLink step, on
+  the wire only (NCCL's pick unchanged);
+- chunk fill (not shipped): the shipped steps, and the shape-read S_fill replaced by NCCL_STEPS x nChannels x nHeads x
+  NCCL's chunk at that size (nccl_nvls.nvls_chunk_fill_bytes);
+- tree correction (not shipped): the shipped model, and NVLSTree's bandwidth x treeCorrectionFactor[Simple] on
+  Blackwell with x86 hosts (NCCL v2.29.2-1 and later, tuning.cc ncclTopoGetAlgoTime), where a log's network level
+  names an x86 host CPU (host_cpu intel / amd).
+
+Run: python scripts/nvls_chunk_check.py [--write]   (--write replaces the marked block of docs/collectives.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from moesim.calibrate.nccl_error import log_error  # noqa: E402
+from moesim.calibrate.nccl_table import _points, entry_hardware, entry_model, read_manifest  # noqa: E402
+from moesim.collectives import nccl_plan  # noqa: E402
+from moesim.collectives.formulas import Terms  # noqa: E402
+from moesim.collectives.nccl import tree_correction  # noqa: E402
+from moesim.collectives.nccl_nvls import nvls_chunk_fill_bytes, nvls_step_rule  # noqa: E402
+from scripts.docblock import replace_block  # noqa: E402
+
+MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
+DOC = ROOT / "docs" / "collectives.md"
+BEGIN = "<!-- BEGIN nvls_chunk_check: python scripts/nvls_chunk_check.py --write -->"
+END = "<!-- END nvls_chunk_check -->"
+VARIANTS = ("before", "shipped", "chunk fill", "tree correction")
+SIZES = tuple(2**k for k in (20, 21, 22, 23, 24, 25, 26, 27, 28, 30, 33))  # 1 MiB - 8 GiB
+X86 = ("intel", "amd")
+
+
+def _chunk_fill_nvls(original):
+    def priced(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, fixed):
+        rule = nvls_step_rule(fixed[0], n, counts, tiers, nodes)
+        if rule is None:
+            return original(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, fixed)
+        return original(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes,
+                        (fixed[0], fixed[1], nvls_chunk_fill_bytes(rule, size_bytes)))
+    return priced
+
+
+def _tree_corrected_nvls(original):
+    def priced(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, fixed):
+        row = original(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, fixed)
+        if (row[0] != "nvlstree" or getattr(tiers[0], "nccl_arch", "") != "blackwell"
+                or getattr(tiers[1], "host_cpu", "") not in X86):
+            return row
+        k = 1.0 / tree_correction("Simple", size_bytes)
+        algo, proto, terms, base, offset = row
+        terms = Terms(terms.latency_s, tuple(x * k for x in terms.transfer_s), terms.overlapped)
+        return algo, proto, terms, base, offset
+    return priced
+
+
+@contextmanager
+def variant(name: str):
+    """nccl_plan priced as `name` (VARIANTS) for the duration; the shipped functions restored after."""
+    saved = nccl_plan.nvls_steps_s, nccl_plan._nvls
+    if name == "before":
+        nccl_plan.nvls_steps_s = lambda rule, size: 0.0
+    elif name == "chunk fill":
+        nccl_plan._nvls = _chunk_fill_nvls(saved[1])
+    elif name == "tree correction":
+        nccl_plan._nvls = _tree_corrected_nvls(saved[1])
+    try:
+        yield
+    finally:
+        nccl_plan.nvls_steps_s, nccl_plan._nvls = saved
+
+
+def errors() -> dict[str, dict[str, object]]:
+    """{log file: {variant: LogError}} over the healthy logs of the manifest."""
+    out: dict[str, dict[str, object]] = {}
+    for entry in read_manifest(MANIFEST):
+        if not entry["healthy"]:
+            continue
+        pts, hw = _points(MANIFEST.parent, entry), entry_hardware(entry)
+        out[entry["file"]] = {}
+        for name in VARIANTS:
+            with variant(name):
+                out[entry["file"]][name] = log_error(pts, hw, entry_model(entry, hw), entry.get("gpus_per_thread", 1))
+    return out
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _size(b: int) -> str:
+    return f"{b // 2**30} GiB" if b >= 2**30 else f"{b // 2**20} MiB"
+
+
+def _at(err, size: int):
+    found = [e for e in err.sizes if e.size_bytes == size]
+    return found[0] if found else None
+
+
+def render(found=None) -> str:
+    found = found or errors()
+    name = lambda f: f.removesuffix("_perf.log")  # noqa: E731
+    moved = {f: e for f, e in found.items() if any(e[v].sizes != e["before"].sizes for v in VARIANTS[1:])}
+    lines = ["Per log (the logs any variant moves; the others are unchanged), busbw MAPE ≥ 1 MiB | < 1 MiB:", "",
+             "| log | before | shipped: NCCL's loops x a Simple NVLink step | chunk fill (not shipped) | "
+             "tree correction (not shipped) |", "|---|---:|---:|---:|---:|"]
+    totals = {v: [0.0, 0.0] for v in VARIANTS}
+    for f, errs in found.items():
+        for v in VARIANTS:
+            totals[v][0] += errs[v].mape_large or 0.0
+            totals[v][1] += errs[v].mape_small or 0.0
+        if f in moved:
+            lines.append(f"| {name(f)} | " + " | ".join(
+                f"{_pct(errs[v].mape_large)} \\| {_pct(errs[v].mape_small)}" for v in VARIANTS) + " |")
+    lines.append(f"| sum over all {len(found)} healthy logs | " + " | ".join(
+        f"{totals[v][0]:.1%} \\| {totals[v][1]:.1%}" for v in VARIANTS) + " |")
+    misses = {v: sum((e[v].mape_large or 0) > 0.2 for e in found.values()) +
+              sum((e[v].mape_small or 0) > 0.4 for e in found.values()) for v in VARIANTS}
+    lines.append("| misses (20 % \\| 40 % bars) | " + " | ".join(str(misses[v]) for v in VARIANTS) + " |")
+    lines += ["", "Error per size, before → shipped (+ = measured slower than priced; the picked algorithm after the "
+              "arrow's figure: v NVLS, t NVLSTree, - other):", "",
+              "| log | " + " | ".join(_size(s) for s in SIZES) + " |", "|---|" + "---:|" * len(SIZES)]
+    def tag(e) -> str:
+        return "v" if e.algorithm.startswith("nvls/") else "t" if e.algorithm.startswith("nvlstree") else "-"
+    for f, errs in moved.items():
+        cells = []
+        for size in SIZES:
+            x, y = _at(errs["before"], size), _at(errs["shipped"], size)
+            cells.append("" if x is None else f"{x.busbw_error:+.0%} → {y.busbw_error:+.0%} {tag(y)}")
+        lines.append(f"| {name(f)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write(doc: Path = DOC) -> None:
+    replace_block(doc, BEGIN, END, render())
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="replace the marked block of docs/collectives.md")
+    if parser.parse_args().write:
+        write()
+    print(render())

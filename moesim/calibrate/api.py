@@ -57,7 +57,9 @@ class CalibrationResult:
                     "host_floor_rows_left_out": fit.host_floor_rows,
                     "prior_weight_check": [{"weight": w, "held_out_by_size_mape_sum": s}
                                            for w, s in fit.prior_weight_scores],
-                    "effective_rows": fit.effective_rows, "effective_rows_rounds": list(fit.effective_rows_rounds)},
+                    "effective_rows": fit.effective_rows, "effective_rows_rounds": list(fit.effective_rows_rounds),
+                    "fills": [{"level": f.level, "fill_bytes": f.fill_bytes, "prior_bytes": f.prior_bytes,
+                               "ramp_rows": f.ramp_rows, "fitted": f.fitted} for f in fit.fills]},
             "parameters": [{"name": p.name, "unit": p.unit, "value": p.value, "prior": p.prior, "fitted": p.fitted,
                             "rel_std": p.rel_std, "interval_90": list(p.interval) if p.interval else None}
                            for p in fit.parameters],
@@ -224,6 +226,7 @@ def header_lines(fit: FitResult, measurements: Measurements, report: ValidationR
              _weight_text(fit)]
     if fit.host_floor_rows:
         lines.append(_floor_text(fit))
+    lines += [_fill_text(f) for f in fit.fills if f.fitted]
     lines += [f"Parameters (value | prior | 90% bootstrap interval, {fit.bootstrap} resamples | covariance rel. std):"]
     for p in fit.parameters:
         if p.fitted:
@@ -255,6 +258,11 @@ def header_lines(fit: FitResult, measurements: Measurements, report: ValidationR
 def _floor_text(fit: FitResult) -> str:
     return (f"{fit.host_floor_rows} nccl-tests rows at the host floor ({fit.gpus_per_thread} kernel launches per "
             "iteration, -g N) left out of the fit: they say nothing about the links.")
+
+
+def _fill_text(fill) -> str:
+    return (f"Ramp fill of {fill.level}: {fill.fill_bytes / 2**20:.4g} MiB (prior {fill.prior_bytes / 2**20:.4g} MiB), "
+            f"searched on {fill.ramp_rows} ramp rows (moesim/calibrate/fill_fit.py).")
 
 
 def _weight_text(fit: FitResult) -> str:

@@ -36,6 +36,7 @@ from scipy.optimize import nnls
 
 from moesim.calibrate.bench_cost import check_gpus_per_thread, host_bound_rows
 from moesim.calibrate.design import Design, Observation, choose_knots
+from moesim.calibrate.fill_fit import FillFit, fill_prior_weight, fit_fills, with_fill
 from moesim.calibrate.predict import check_fits, collective_terms, layer_terms, layer_total_terms, uses_ops
 from moesim.calibrate.records import TOTAL, CollectivePoint, Measurements
 from moesim.calibrate.prior_weight import bayes_weights, uniform_weights
@@ -125,6 +126,7 @@ class FitResult:
     predicted_s: tuple[float, ...] = field(default=(), repr=False)
     gpus_per_thread: int = 1  # nccl-tests' -g N of the logs (bench_cost.py host floor)
     host_floor_rows: int = 0  # nccl-tests rows at that floor under the prior, left out of the fit (host_bound_rows)
+    fills: tuple[FillFit, ...] = ()  # the ramp's fill per level (fill_fit.py): searched where ramp rows bind it
 
 
 def observations_for(measurements: Measurements, fit_keys: set[str], hardware: HardwareProfile,
@@ -177,7 +179,12 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
                         "configurations or sizes")
     level_weight, n_eff, rounds = level_prior_weight or LEVEL_PRIOR_WEIGHT, None, ()
     prior_weights = uniform_weights(design, level_weight)
-    if level_prior_weight is None and design.has_collectives and not measurements.layers:
+    bayes = level_prior_weight is None and design.has_collectives and not measurements.layers
+    if bayes:
+        prior_weights, n_eff, rounds = bayes_weights(design, loss, relinearised_fit)
+        level_weight = float(np.sqrt(len(obs) / n_eff))
+    design, fills = _fill_search(design, loss, prior_weights, level_prior_weight, n_eff, measurements)
+    if bayes and any(f.fill_bytes != f.prior_bytes for f in fills):  # the weight again, at the fitted ramp
         prior_weights, n_eff, rounds = bayes_weights(design, loss, relinearised_fit)
         level_weight = float(np.sqrt(len(obs) / n_eff))
     theta, result, relin, free_used = relinearised_fit(design, loss, prior_weights)
@@ -208,9 +215,25 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         nvls_bandwidths={design.levels[j].name: v for j, v in design.nvls_values(theta).items()},
         extra_bandwidths={(design.levels[m].name, key): v for (m, key), v in design.extra_values(theta).items()},
         p2p_latencies={lv.name: v for lv, v in zip(design.levels, design.p2p_latencies(theta))},
+        fills=fills,
     )
 
 
+def _fill_search(design: Design, loss: str, prior_weights: np.ndarray, level_prior_weight: float | None,
+                 n_eff: float | None, measurements: Measurements) -> tuple[Design, tuple[FillFit, ...]]:
+    """The ramp's fill per level from the log's ramp rows (fill_fit.py), where every observation is a collective,
+    and the Design on the profile with it; elsewhere the Design as it is and no fill fitted."""
+    if not design.has_collectives or measurements.layers:
+        return design, ()
+    weight = fill_prior_weight(len(design.observations), n_eff, level_prior_weight)
+    fills = fit_fills(design, loss, prior_weights, weight, relinearised_fit)
+    profile = design.prior
+    for index, found in enumerate(fills):
+        if found.fill_bytes != found.prior_bytes:
+            profile = with_fill(profile, index, found.fill_bytes)
+    if profile is design.prior:
+        return design, fills
+    return Design(list(design.observations), profile, design.knots), fills
 def block_stats(predicted: np.ndarray, measured: np.ndarray) -> BlockStats:
     """MAPE, max |error|, mean signed error (fractions) and R² of ln t."""
     predicted, measured = np.asarray(predicted, float), np.asarray(measured, float)

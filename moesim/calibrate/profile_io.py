@@ -17,6 +17,7 @@ The file keeps the prior's schema and keys (so `moesim.specs.load.load_hardware`
   interconnect[i].nvlstree_net_factor  U_i / W_i, NVLSTree's inter-node line, where it differs from W_i;
   interconnect[i].p2p_factor          P_i / W_i, send/recv's line, where it differs from W_i;
   interconnect[i].p2p_latency_us      π_i, send/recv's message latency, where it differs from the written α_i;
+  interconnect[i].fill_bytes          the ramp's S_fill of level i, where the fill search moved it (fill_fit.py);
   name, description, calibrated_from, and the `source` lines.
 `calibrated_from` holds the provenance as "key: value" lines, among them `fitted_on:` (the
 switch_layer record keys the fit used), so `moesim validate-report` can leave them out.
@@ -148,6 +149,9 @@ def calibrated_table(prior_path: Path, fit: FitResult, provenance: Provenance, n
         if level.name in fit.p2p_latencies:
             _write_p2p_latency(level_raw, level, alpha if alpha_fitted else None, fit.p2p_latencies[level.name],
                                provenance)
+        for found in fit.fills:
+            if found.level == level.name and found.fill_bytes != found.prior_bytes:
+                _write_fill(level_raw, found.fill_bytes, found.ramp_rows, provenance)
     return raw
 
 
@@ -213,6 +217,13 @@ def _write_p2p_latency(raw: dict, level, alpha: float | None, p2p_s: float, prov
     raw["p2p_latency_us"] = _sig(p2p_s * US_PER_S)
     raw["source"] = (f"moesim calibrate ({provenance.created_utc}): send/recv latency {p2p_s * US_PER_S:.4g} us; "
                      + raw.get("source", ""))
+
+
+def _write_fill(raw: dict, fill: float, rows: int, provenance: Provenance) -> None:
+    """fill_bytes = the ramp's fitted S_fill (fill_fit.py), where the search moved it off the prior's."""
+    raw["fill_bytes"] = _sig(fill)
+    raw["source"] = (f"moesim calibrate ({provenance.created_utc}): ramp fill {fill / 2**20:.4g} MiB from {rows} ramp "
+                     "rows; " + raw.get("source", ""))
 
 
 def profile_from_table(table: dict, file: str = "<calibrated profile>") -> HardwareProfile:

@@ -110,6 +110,17 @@ def fill_bytes(multi_node: bool, channels: int | None = None) -> float:
     return p["channels"] * p["inter_chunk_bytes" if multi_node else "intra_chunk_bytes"] * p["steps"]
 
 
+def level_fill_bytes(tiers, multi_node: bool, channels: int | None = None) -> float:
+    """S_fill of a ring / tree / PAT / CollNet ramp over `tiers` (the group's, innermost first): the outermost
+    tier's profile figure (InterconnectLevel.fill_bytes, e.g. a calibrated one) where it has one, else fill_bytes.
+    Several nodes with a run's `channels` (NCCL_MIN/MAX_NCHANNELS): the profile's figure × channels / the system's,
+    as fill_bytes scales NCCL's per-channel buffers (the profile's figure is the system's own channel count's)."""
+    own = getattr(tiers[-1], "fill_bytes", None) if tiers else None
+    if own is None:
+        return fill_bytes(multi_node, channels)
+    return own * channels / tuning()["pipeline"]["channels"] if multi_node and channels is not None else own
+
+
 def nvls_fill_bytes(n: int, tier0, multi_node: bool = False, nvls_knobs: tuple | None = None) -> float:
     """S_fill of NVLS over n ranks of one domain: n × NVLS channels × chunk (nccl_tuning.toml [nvls]; with a run's
     `nvls_knobs` = (NCCL_NVLS_NCHANNELS, NCCL_MIN_CTAS, NCCL_MAX_CTAS), nccl_channels.nvls_channels); the one-node
@@ -158,7 +169,7 @@ def _pat(size_bytes, n, nodes, tiers, port_bw):
     latency = lg(nodes) * hop_latency_s("pat", simple, tiers[1]) / p["inter_divisor"] + p["per_rank_us"] * US * n
     transfer = (0.0, size_bytes / (p["bw_factor"] * port_bw[1])) + tuple(0.0 for _ in tiers[2:])
     terms = Terms(latency, transfer)
-    return ("pat", "Simple", _scaled(terms, fill_factor(size_bytes, fill_bytes(True))),
+    return ("pat", "Simple", _scaled(terms, fill_factor(size_bytes, level_fill_bytes(tiers, True))),
             t["base_latency_us"]["pat"][simple] * US, 0.0)
 
 
@@ -174,7 +185,7 @@ def _collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed):
     nics = port_bw[1] * ppn
     net = size_bytes / (t["bus_to_alg"] * nics)
     rest = tuple(0.0 for _ in tiers[2:])
-    fill = fill_bytes(True)
+    fill = level_fill_bytes(tiers, True)
     out = []
 
     def hop(algo, tier):
@@ -287,7 +298,8 @@ def _nvls_fixed(op, n, counts, tiers, nodes, multi, allowed, nvls_knobs=None) ->
     if op != "all_reduce" or "nvlstree" not in allowed:
         return None
     latency = hop_latency_s("nvlstree", simple, tiers[0]) + 2 * lg(nodes) * hop_latency_s("nvlstree", simple, tiers[1])
-    return "nvlstree", latency, max(fill_bytes(True), nvls_fill_bytes(counts[0], tiers[0], True, nvls_knobs))
+    return "nvlstree", latency, max(level_fill_bytes(tiers, True),
+                                    nvls_fill_bytes(counts[0], tiers[0], True, nvls_knobs))
 
 
 def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, fixed):

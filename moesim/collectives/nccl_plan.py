@@ -14,7 +14,7 @@ from moesim.collectives import hierarchy
 from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _collnet, _hop_tables, _ll_cap, _net_ll_legs,
                                      _net_overheads, _nvls, _nvls_fixed, _pat, _ring_plateau, _scaled_transfer,
-                                     _tree_net_hops, fill_bytes, fill_factor, tree_correction, tuning)
+                                     _tree_net_hops, fill_factor, level_fill_bytes, tree_correction, tuning)
 from moesim.collectives.nccl_channels import (channel_rule, coll_channels, full_share_bytes, pinned_share,
                                               share_at)
 from moesim.collectives.nccl_facts import ll128_across_nodes, no_gdr_legs_s
@@ -132,7 +132,7 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
             and simple else None)
     return Plan(op=op, n=n, counts=tuple(counts), tiers=tuple(tiers), allowed=allowed,
                 passes=passes, multi=multi, nodes=nodes, nvls_eff=nvls_eff,
-                fill_bytes=fill_bytes(multi, channels), ring_tree=tuple(ring_tree), channels=channels,
+                fill_bytes=level_fill_bytes(tiers, multi, channels), ring_tree=tuple(ring_tree), channels=channels,
                 pat=multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed and simple,
                 # NVLS across nodes goes over CollNet where SHARP is on (_collnet), else it is NVLSTree
                 nvls=nvls,

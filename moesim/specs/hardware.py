@@ -33,6 +33,8 @@ NCCL_ARCHS = ("", "volta", "ampere", "hopper", "blackwell")  # rows of moesim/co
 # [gpu_nic_path]). "" = not stated.
 HOST_CPUS = ("", "intel", "amd", "arm", "mixed")  # NCCL's CPU vendor / arch classes (src/graph/topo.h)
 GPU_NIC_PATHS = ("", "PIX", "PXB", "P2C", "PXN", "PHB", "NODE", "SYS")  # nvidia-smi topo -m / NCCL path types
+# InterconnectLevel.fill_bytes: 4 KiB to 64 GiB (checked by ranges.py's InterconnectLevel entry, the same figures)
+MIN_FILL_BYTES, MAX_FILL_BYTES = 4096.0, 64.0 * 2**30
 MAX_NVLSTREE_NET_FACTOR = 4.0  # InterconnectLevel.nvlstree_net_factor: NVLSTree's network line at most 4 x the usable bandwidth
 DTYPES = ("float32", "tfloat32", "bfloat16", "float16", "float8")
 DTYPE_BYTES = {"float32": 4, "tfloat32": 4, "bfloat16": 2, "float16": 2, "float8": 1}
@@ -162,6 +164,11 @@ class InterconnectLevel:
     # all-to-all / send/recv rows (as p2p_factor for their bandwidth). Every engine reads it through
     # collectives.base.p2p_latency_s (switch tiers, torus, DeepEP's hops; the estimate and simulator through them).
     p2p_latency_s: float | None = None
+    # The pipeline ramp's S_fill over this level (nccl.fill_factor: the bounding transfer x (1 + S_fill / (S + S_fill))),
+    # bytes, for the ring / tree / PAT / CollNet collectives whose outermost level this is (and NVLSTree's network
+    # part); None = nccl_tuning.toml [pipeline] (16 MiB inside one node, 64 MiB across nodes). `moesim calibrate`
+    # writes it where a log's ramp rows set it (calibrate/fill_fit.py).
+    fill_bytes: float | None = None
     nccl_arch: str = ""  # GPU architecture whose NCCL per-protocol caps apply (NCCL_ARCHS); "" = none
     # In-network reduction (InfiniBand SHARP) on this fabric's switches: NCCL's CollNet algorithms can run
     # over it when NCCL_COLLNET_ENABLE=1 (NCCL env.rst; moesim: TopologyModel(collnet=True)).

@@ -37,13 +37,16 @@ KNOWN_MISSES = {
     # multi-node LL cap): 54-64 us below 1 MiB on GKE A3 Ultra (RoCE) against 27-50 us priced for the ring. Session 6 (gIB
     # round): LL off would give 19.7 % (before the ramp round), but no source says the gIB tuner configuration turns it
     # off, and another A3 Ultra run of the same set-up measures LL's 28 us floor (h200-gke-a3ultra-sky-2node, 9.6 %); not
-    # attached (docs/collectives.md, GKE RoCE floors (gIB))
+    # attached (docs/collectives.md, GKE RoCE floors (gIB)). Session 7 (evidence round): still no TUNING line or txtpb
+    # text in any public source (docs/collectives.md, "Cluster facts, session 7")
     ("h200-gke-a3ultra-2node_all_gather_perf.log", "small"): 0.66,
     # Met since the ramp round: b200-gke-a4-2node all_gather < 1 MiB 50.9 -> 31.8 % (was listed here: 0.54; the gIB round
     # notes LL off would give 6.3 %, not attached).
     # B200 on Vultr (2 x 8, IB NDR; one report in mihai-amp/cluster-quality): the multi-node non-all-reduce runs are
     # slower than priced (measured / priced time - 1 > 0), not relabelled, listed with what they measure:
-    # 38.4 % (39.1 before the vultr round's stated AMD hosts, 41.3 before the mnfloor round): the 1-64 MiB ramp
+    # 38.4 % (39.1 before the vultr round's stated AMD hosts, 41.3 before the mnfloor round): the 1-64 MiB ramp.
+    # Session 7 (evidence round): the hosts' GPU-NIC path (PHB / NODE / SYS would meet the bar) is still stated in no
+    # public source, so it is not set (docs/collectives.md, "Cluster facts, session 7")
     ("b200-vultr-2node_all_gather_perf.log", "large"): 0.42,
     ("b200-vultr-2node_reduce_scatter_perf.log", "large"): 0.43,  # 39.7 % (40.4, 42.7): same shape as the all_gather
 }

@@ -30,6 +30,7 @@ from moesim.collectives.topo_model import TopologyModel  # noqa: E402
 from moesim.errors import SpecError  # noqa: E402
 from moesim.paths import read_versioned_toml  # noqa: E402
 from scripts.docblock import replace_block  # noqa: E402
+from scripts.log_variants import pct  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 EVIDENCE = ROOT / "tests" / "data" / "nccl" / "channel_counts.toml"
@@ -97,10 +98,6 @@ def errors(counts: dict[tuple[str, bool], int]) -> dict[str, dict[str, object]]:
     return out
 
 
-def _pct(x) -> str:
-    return "-" if x is None else f"{x:.1%}"
-
-
 def _misses(err) -> int:
     return sum(x is not None and x > bar for x, bar in zip((err.mape_large, err.mape_small), BARS))
 
@@ -126,8 +123,8 @@ def render(runs: list[dict], counts: dict[tuple[str, bool], int], found: dict[st
             misses[v] += _misses(err)
         a, b = by["shipped"], by["published"]
         if (a.mape_large, a.mape_small) != (b.mape_large, b.mape_small):
-            lines.append(f"| {name[:-4]} | {_pct(a.mape_large)} \\| {_pct(a.mape_small)} | "
-                         f"{_pct(b.mape_large)} \\| {_pct(b.mape_small)} |")
+            lines.append(f"| {name[:-4]} | {pct(a.mape_large)} \\| {pct(a.mape_small)} | "
+                         f"{pct(b.mape_large)} \\| {pct(b.mape_small)} |")
     lines.append(f"| sum over the {len(found)} healthy logs | {sums['shipped'][0]:.1%} \\| {sums['shipped'][1]:.1%} | "
                  f"{sums['published'][0]:.1%} \\| {sums['published'][1]:.1%} |")
     lines.append(f"| misses (20 % \\| 40 % bars) | {misses['shipped']} | {misses['published']} |")

@@ -25,15 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from moesim.calibrate.nccl_error import log_error  # noqa: E402
-from moesim.calibrate.nccl_table import _points, entry_hardware, entry_model, read_manifest  # noqa: E402
 from moesim.collectives import nccl_plan  # noqa: E402
 from moesim.collectives.formulas import Terms  # noqa: E402
 from moesim.collectives.nccl import tree_correction  # noqa: E402
 from moesim.collectives.nccl_nvls import nvls_chunk_fill_bytes, nvls_step_rule  # noqa: E402
 from scripts.docblock import replace_block  # noqa: E402
+from scripts.log_variants import at_size, pct, variant_errors  # noqa: E402
 
-MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 DOC = ROOT / "docs" / "collectives.md"
 BEGIN = "<!-- BEGIN nvls_chunk_check: python scripts/nvls_chunk_check.py --write -->"
 END = "<!-- END nvls_chunk_check -->"
@@ -83,29 +81,11 @@ def variant(name: str):
 
 def errors() -> dict[str, dict[str, object]]:
     """{log file: {variant: LogError}} over the healthy logs of the manifest."""
-    out: dict[str, dict[str, object]] = {}
-    for entry in read_manifest(MANIFEST):
-        if not entry["healthy"]:
-            continue
-        pts, hw = _points(MANIFEST.parent, entry), entry_hardware(entry)
-        out[entry["file"]] = {}
-        for name in VARIANTS:
-            with variant(name):
-                out[entry["file"]][name] = log_error(pts, hw, entry_model(entry, hw), entry.get("gpus_per_thread", 1))
-    return out
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{x:.1%}"
+    return variant_errors(VARIANTS, variant)
 
 
 def _size(b: int) -> str:
     return f"{b // 2**30} GiB" if b >= 2**30 else f"{b // 2**20} MiB"
-
-
-def _at(err, size: int):
-    found = [e for e in err.sizes if e.size_bytes == size]
-    return found[0] if found else None
 
 
 def render(found=None) -> str:
@@ -122,7 +102,7 @@ def render(found=None) -> str:
             totals[v][1] += errs[v].mape_small or 0.0
         if f in moved:
             lines.append(f"| {name(f)} | " + " | ".join(
-                f"{_pct(errs[v].mape_large)} \\| {_pct(errs[v].mape_small)}" for v in VARIANTS) + " |")
+                f"{pct(errs[v].mape_large)} \\| {pct(errs[v].mape_small)}" for v in VARIANTS) + " |")
     lines.append(f"| sum over all {len(found)} healthy logs | " + " | ".join(
         f"{totals[v][0]:.1%} \\| {totals[v][1]:.1%}" for v in VARIANTS) + " |")
     misses = {v: sum((e[v].mape_large or 0) > 0.2 for e in found.values()) +
@@ -136,7 +116,7 @@ def render(found=None) -> str:
     for f, errs in moved.items():
         cells = []
         for size in SIZES:
-            x, y = _at(errs["before"], size), _at(errs["shipped"], size)
+            x, y = at_size(errs["before"], size), at_size(errs["shipped"], size)
             cells.append("" if x is None else f"{x.busbw_error:+.0%} → {y.busbw_error:+.0%} {tag(y)}")
         lines.append(f"| {name(f)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -22,12 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from moesim.calibrate.nccl_error import LARGE_BYTES, log_error  # noqa: E402
-from moesim.calibrate.nccl_table import _points, entry_hardware, entry_model, read_manifest  # noqa: E402
+from moesim.calibrate.nccl_error import LARGE_BYTES  # noqa: E402
 from moesim.collectives import nccl_plan  # noqa: E402
 from scripts.docblock import replace_block  # noqa: E402
+from scripts.log_variants import at_size, pct, variant_errors  # noqa: E402
 
-MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 DOC = ROOT / "docs" / "collectives.md"
 BEGIN = "<!-- BEGIN ramp_channel_check: python scripts/ramp_channel_check.py --write -->"
 END = "<!-- END ramp_channel_check -->"
@@ -52,35 +51,17 @@ def variant(name: str):
 
 def errors() -> dict[str, dict[str, object]]:
     """{log file: {variant: LogError}} over the healthy logs of the manifest."""
-    out: dict[str, dict[str, object]] = {}
-    for entry in read_manifest(MANIFEST):
-        if not entry["healthy"]:
-            continue
-        pts, hw = _points(MANIFEST.parent, entry), entry_hardware(entry)
-        out[entry["file"]] = {}
-        for name in VARIANTS:
-            with variant(name):
-                out[entry["file"]][name] = log_error(pts, hw, entry_model(entry, hw), entry.get("gpus_per_thread", 1))
-    return out
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{x:.1%}"
+    return variant_errors(VARIANTS, variant)
 
 
 def _size(b: int) -> str:
     return f"{b // 2**20} MiB" if b >= 2**20 else f"{b // 2**10} KiB"
 
 
-def _at(err, size: int):
-    found = [e for e in err.sizes if e.size_bytes == size]
-    return found[0] if found else None
-
-
 def _cells(errs, sizes, a: str, b: str) -> list[str]:
     cells = []
     for size in sizes:
-        x, y = _at(errs[a], size), _at(errs[b], size)
+        x, y = at_size(errs[a], size), at_size(errs[b], size)
         cells.append("" if x is None else f"{x.busbw_error:+.0%} → {y.busbw_error:+.0%}")
     return cells
 
@@ -97,7 +78,7 @@ def render(found=None) -> str:
             totals[v][0] += errs[v].mape_large or 0.0
             totals[v][1] += errs[v].mape_small or 0.0
         lines.append(f"| {name(f)} | " + " | ".join(
-            f"{_pct(errs[v].mape_large)} \\| {_pct(errs[v].mape_small)}" for v in VARIANTS) + " |")
+            f"{pct(errs[v].mape_large)} \\| {pct(errs[v].mape_small)}" for v in VARIANTS) + " |")
     lines.append("| sum over the logs | " + " | ".join(
         f"{totals[v][0]:.1%} \\| {totals[v][1]:.1%}" for v in VARIANTS) + " |")
     misses = {v: sum((e[v].mape_large or 0) > 0.2 for e in found.values()) +

@@ -103,9 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         check_args(args)
-        with warnings.catch_warnings():
-            warnings.showwarning = _show_warning
-            return args.run(args) or 0
+        with warnings.catch_warnings(record=True) as caught:  # said once the run succeeds: an error stays one line
+            code = args.run(args) or 0
+        for said in caught:
+            _show_warning(said.message, said.category, said.filename, said.lineno)
+        return code
     except SpecError as err:
         print(f"moesim: error: {one_line(str(err))}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -191,3 +191,24 @@ def test_a_log_run_with_several_gpus_per_thread_warns_when_not_told(tmp_path, ca
         "--gpus-per-thread 8 unless the log says otherwise"]
     assert main([str(a) for a in args + ["--gpus-per-thread", "8"]]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_a_skipped_results_line_never_precedes_an_error(tmp_path, capsys):
+    """A results file whose only good-looking line lacks schema_version and whose next line is cut: the skip warning
+    is dropped and the error is the run's one line (before, `moesim: warning: ... skipped a line` came first)."""
+    bad = tmp_path / "cut.jsonl"
+    bad.write_text('{"a": 1}\n{"b"\n', encoding="utf-8")
+    run_bad(capsys, ["calibrate", bad, "--hardware", "h100-sxm", "-o", tmp_path / "out.toml"], "schema_version")
+
+
+def test_a_skipped_results_line_is_said_after_a_run_that_succeeds(tmp_path, capsys):
+    """The same skip on a file that calibrates: exit 0 and the warning, once, naming the file and line."""
+    good = Path(__file__).resolve().parents[1] / "calibrate" / "data" / "harness-cpu-clock-layers.jsonl"
+    text = good.read_text(encoding="utf-8")
+    cut = tmp_path / "layers.jsonl"
+    cut.write_text(text + '{"x"\n', encoding="utf-8")
+    code = main(["calibrate", str(cut), "--hardware", "cpu-localhost", "-o", str(tmp_path / "out.toml")])
+    err = capsys.readouterr().err.strip().splitlines()
+    line = len(text.splitlines()) + 1
+    assert code == 0
+    assert err == [err[0]] and err[0].startswith("moesim: warning:") and f"layers.jsonl:{line}: skipped a line" in err[0]

@@ -17,7 +17,6 @@ Run: python scripts/a2a_schedule_check.py [--write]   (--write replaces the mark
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from moesim.collectives.base import Group, p2p_latency_s  # noqa: E402
 from moesim.collectives.protocols import NCCL_PROTOCOLS, p2p_protocol  # noqa: E402
 from moesim.collectives.select import default_model  # noqa: E402
 from moesim.collectives.topo_model import _nic_tier  # noqa: E402
-from scripts.docblock import replace_block  # noqa: E402
+from scripts.docblock import run_check  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 DOC = ROOT / "docs" / "collectives.md"
@@ -124,17 +123,5 @@ def render() -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="replace the marked block of docs/collectives.md")
-    args = parser.parse_args()
-    block = render()
-    if not args.write:
-        print(block)
-        return
-    replace_block(DOC, BEGIN, END, block)
-    print(f"wrote {DOC}")
-
-
 if __name__ == "__main__":
-    main()
+    run_check(__doc__.splitlines()[0], render, DOC, BEGIN, END)

@@ -13,7 +13,6 @@ Run: python scripts/channel_default_check.py [--write]   (--write replaces the m
 
 from __future__ import annotations
 
-import argparse
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,8 +28,8 @@ from moesim.collectives.nccl import tuning  # noqa: E402
 from moesim.collectives.topo_model import TopologyModel  # noqa: E402
 from moesim.errors import SpecError  # noqa: E402
 from moesim.paths import read_versioned_toml  # noqa: E402
-from scripts.docblock import replace_block  # noqa: E402
-from scripts.log_variants import pct  # noqa: E402
+from scripts.docblock import run_check  # noqa: E402
+from scripts.log_variants import band_cells, total_rows  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 EVIDENCE = ROOT / "tests" / "data" / "nccl" / "channel_counts.toml"
@@ -38,7 +37,6 @@ DOC = ROOT / "docs" / "collectives.md"
 BEGIN = "<!-- BEGIN channel_default_check: python scripts/channel_default_check.py --write -->"
 END = "<!-- END channel_default_check -->"
 RUN_KEYS = ("gpu", "profile", "gpus_per_node", "nodes", "nccl", "coll_channels", "nvls_channels", "source", "shows")
-BARS = (0.20, 0.40)  # issue 11's busbw MAPE bars, >= 1 MiB | < 1 MiB
 
 
 def read_evidence(path: Path = EVIDENCE) -> list[dict]:
@@ -98,10 +96,6 @@ def errors(counts: dict[tuple[str, bool], int]) -> dict[str, dict[str, object]]:
     return out
 
 
-def _misses(err) -> int:
-    return sum(x is not None and x > bar for x, bar in zip((err.mape_large, err.mape_small), BARS))
-
-
 def render(runs: list[dict], counts: dict[tuple[str, bool], int], found: dict[str, dict[str, object]]) -> str:
     lines = ["Published channel counts (tests/data/nccl/channel_counts.toml; coll = comm->nChannels, nvls = "
              "comm->nvlsChannels, - = not printed):", "",
@@ -114,35 +108,21 @@ def render(runs: list[dict], counts: dict[tuple[str, bool], int], found: dict[st
               + ", ".join(f"{p} {'several nodes' if s else 'one node'} {c}" for (p, s), c in sorted(counts.items())),
               "", "Per log, busbw MAPE >= 1 MiB | < 1 MiB, the logs that move (every other healthy log is unchanged):", "",
               "| log | shipped (16 everywhere) | published counts (not shipped) |", "|---|---:|---:|"]
-    sums = {v: [0.0, 0.0] for v in ("shipped", "published")}
-    misses = {v: 0 for v in sums}
     for name, by in found.items():
-        for v, err in by.items():
-            sums[v][0] += err.mape_large or 0.0
-            sums[v][1] += err.mape_small or 0.0
-            misses[v] += _misses(err)
         a, b = by["shipped"], by["published"]
         if (a.mape_large, a.mape_small) != (b.mape_large, b.mape_small):
-            lines.append(f"| {name[:-4]} | {pct(a.mape_large)} \\| {pct(a.mape_small)} | "
-                         f"{pct(b.mape_large)} \\| {pct(b.mape_small)} |")
-    lines.append(f"| sum over the {len(found)} healthy logs | {sums['shipped'][0]:.1%} \\| {sums['shipped'][1]:.1%} | "
-                 f"{sums['published'][0]:.1%} \\| {sums['published'][1]:.1%} |")
-    lines.append(f"| misses (20 % \\| 40 % bars) | {misses['shipped']} | {misses['published']} |")
+            lines.append(f"| {name[:-4]} | {band_cells(by, ('shipped', 'published'))} |")
+    lines += total_rows(found, ("shipped", "published"), f"sum over the {len(found)} healthy logs")
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write", action="store_true", help="replace the marked block of docs/collectives.md")
-    args = parser.parse_args()
-    runs = read_evidence()
-    counts = published_counts(runs)
-    block = render(runs, counts, errors(counts))
-    if args.write:
-        replace_block(DOC, BEGIN, END, block)
-    print(block)
-    return 0
+def main() -> None:
+    def block() -> str:
+        runs = read_evidence()
+        counts = published_counts(runs)
+        return render(runs, counts, errors(counts))
+    run_check(__doc__.split("\n\n")[0], block, DOC, BEGIN, END)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -13,3 +14,14 @@ def replace_block(doc: Path, begin: str, end: str, block: str) -> None:
         sys.exit(f"{doc}: no '{begin}' ... '{end}' block to replace")
     head, rest = text.split(begin, 1)
     doc.write_text(head + begin + "\n" + block + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
+
+
+def run_check(description: str, render, doc: Path, begin: str, end: str) -> None:
+    """A check script's command line: print its block, rendered once; with --write also put it in `doc`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--write", action="store_true", help=f"replace the marked block of {doc.name}")
+    write = parser.parse_args().write
+    block = render()
+    if write:
+        replace_block(doc, begin, end, block)
+    print(block)

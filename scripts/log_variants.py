@@ -35,3 +35,30 @@ def at_size(err, size: int):
     """The SizeError of `err` at `size` bytes, or None where the log has no such row."""
     found = [e for e in err.sizes if e.size_bytes == size]
     return found[0] if found else None
+
+
+BARS = (0.20, 0.40)  # issue 11's busbw MAPE bars, >= 1 MiB | < 1 MiB
+
+
+def misses(err) -> int:
+    """How many of a log's two bands miss their bar."""
+    return sum(x is not None and x > bar for x, bar in zip((err.mape_large, err.mape_small), BARS))
+
+
+def size_label(b: int) -> str:
+    """A power-of-two size as the docs print it: 4 KiB, 16 MiB, 8 GiB."""
+    return f"{b // 2**30} GiB" if b >= 2**30 else f"{b // 2**20} MiB" if b >= 2**20 else f"{b // 2**10} KiB"
+
+
+def band_cells(errs: dict, variants: tuple[str, ...]) -> str:
+    """One log's `≥ 1 MiB | < 1 MiB` cell per variant, joined as table cells."""
+    return " | ".join(f"{pct(errs[v].mape_large)} \\| {pct(errs[v].mape_small)}" for v in variants)
+
+
+def total_rows(found: dict, variants: tuple[str, ...], label: str) -> list[str]:
+    """The table's last two rows: the per-log MAPEs summed per variant, and the misses per variant."""
+    sums = {v: (sum(e[v].mape_large or 0.0 for e in found.values()), sum(e[v].mape_small or 0.0 for e in found.values()))
+            for v in variants}
+    return [f"| {label} | " + " | ".join(f"{sums[v][0]:.1%} \\| {sums[v][1]:.1%}" for v in variants) + " |",
+            "| misses (20 % \\| 40 % bars) | " + " | ".join(str(sum(misses(e[v]) for e in found.values()))
+                                                          for v in variants) + " |"]

@@ -13,7 +13,6 @@ Run: python scripts/nvlink_ll_hop_check.py [--write]   (--write replaces the mar
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ from moesim.calibrate.nccl_error import log_error  # noqa: E402
 from moesim.calibrate.nccl_table import _points, read_manifest  # noqa: E402
 from moesim.collectives import nccl  # noqa: E402
 from moesim.specs.load import load_hardware  # noqa: E402
-from scripts.docblock import replace_block  # noqa: E402
+from scripts.docblock import run_check  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 DOC = ROOT / "docs" / "collectives.md"
@@ -114,15 +113,5 @@ def render(rows=None) -> str:
     return "\n".join(lines)
 
 
-def write(doc: Path = DOC) -> None:
-    replace_block(doc, BEGIN, END, render())
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="replace the marked block of docs/collectives.md")
-    if parser.parse_args().write:
-        write()
-        print(f"wrote {DOC}")
-    else:
-        print(render())
+    run_check(__doc__.splitlines()[0], render, DOC, BEGIN, END)

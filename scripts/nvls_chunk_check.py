@@ -16,7 +16,6 @@ Run: python scripts/nvls_chunk_check.py [--write]   (--write replaces the marked
 
 from __future__ import annotations
 
-import argparse
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,8 +28,8 @@ from moesim.collectives import nccl_plan  # noqa: E402
 from moesim.collectives.formulas import Terms  # noqa: E402
 from moesim.collectives.nccl import tree_correction  # noqa: E402
 from moesim.collectives.nccl_nvls import nvls_chunk_fill_bytes, nvls_step_rule  # noqa: E402
-from scripts.docblock import replace_block  # noqa: E402
-from scripts.log_variants import at_size, pct, variant_errors  # noqa: E402
+from scripts.docblock import run_check  # noqa: E402
+from scripts.log_variants import at_size, band_cells, size_label, total_rows, variant_errors  # noqa: E402
 
 DOC = ROOT / "docs" / "collectives.md"
 BEGIN = "<!-- BEGIN nvls_chunk_check: python scripts/nvls_chunk_check.py --write -->"
@@ -84,10 +83,6 @@ def errors() -> dict[str, dict[str, object]]:
     return variant_errors(VARIANTS, variant)
 
 
-def _size(b: int) -> str:
-    return f"{b // 2**30} GiB" if b >= 2**30 else f"{b // 2**20} MiB"
-
-
 def render(found=None) -> str:
     found = found or errors()
     name = lambda f: f.removesuffix("_perf.log")  # noqa: E731
@@ -95,22 +90,11 @@ def render(found=None) -> str:
     lines = ["Per log (the logs any variant moves; the others are unchanged), busbw MAPE ≥ 1 MiB | < 1 MiB:", "",
              "| log | before | shipped: NCCL's loops x a Simple NVLink step | chunk fill (not shipped) | "
              "tree correction (not shipped) |", "|---|---:|---:|---:|---:|"]
-    totals = {v: [0.0, 0.0] for v in VARIANTS}
-    for f, errs in found.items():
-        for v in VARIANTS:
-            totals[v][0] += errs[v].mape_large or 0.0
-            totals[v][1] += errs[v].mape_small or 0.0
-        if f in moved:
-            lines.append(f"| {name(f)} | " + " | ".join(
-                f"{pct(errs[v].mape_large)} \\| {pct(errs[v].mape_small)}" for v in VARIANTS) + " |")
-    lines.append(f"| sum over all {len(found)} healthy logs | " + " | ".join(
-        f"{totals[v][0]:.1%} \\| {totals[v][1]:.1%}" for v in VARIANTS) + " |")
-    misses = {v: sum((e[v].mape_large or 0) > 0.2 for e in found.values()) +
-              sum((e[v].mape_small or 0) > 0.4 for e in found.values()) for v in VARIANTS}
-    lines.append("| misses (20 % \\| 40 % bars) | " + " | ".join(str(misses[v]) for v in VARIANTS) + " |")
+    lines += [f"| {name(f)} | " + band_cells(errs, VARIANTS) + " |" for f, errs in moved.items()]
+    lines += total_rows(found, VARIANTS, f"sum over all {len(found)} healthy logs")
     lines += ["", "Error per size, before → shipped (+ = measured slower than priced; the picked algorithm after the "
               "arrow's figure: v NVLS, t NVLSTree, - other):", "",
-              "| log | " + " | ".join(_size(s) for s in SIZES) + " |", "|---|" + "---:|" * len(SIZES)]
+              "| log | " + " | ".join(size_label(s) for s in SIZES) + " |", "|---|" + "---:|" * len(SIZES)]
     def tag(e) -> str:
         return "v" if e.algorithm.startswith("nvls/") else "t" if e.algorithm.startswith("nvlstree") else "-"
     for f, errs in moved.items():
@@ -122,13 +106,5 @@ def render(found=None) -> str:
     return "\n".join(lines)
 
 
-def write(doc: Path = DOC) -> None:
-    replace_block(doc, BEGIN, END, render())
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="replace the marked block of docs/collectives.md")
-    if parser.parse_args().write:
-        write()
-    print(render())
+    run_check(__doc__.splitlines()[0], render, DOC, BEGIN, END)

@@ -13,7 +13,6 @@ Run: python scripts/ramp_channel_check.py [--write]   (--write replaces the mark
 
 from __future__ import annotations
 
-import argparse
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,8 +23,8 @@ if str(ROOT) not in sys.path:
 
 from moesim.calibrate.nccl_error import LARGE_BYTES  # noqa: E402
 from moesim.collectives import nccl_plan  # noqa: E402
-from scripts.docblock import replace_block  # noqa: E402
-from scripts.log_variants import at_size, pct, variant_errors  # noqa: E402
+from scripts.docblock import run_check  # noqa: E402
+from scripts.log_variants import at_size, band_cells, size_label, total_rows, variant_errors  # noqa: E402
 
 DOC = ROOT / "docs" / "collectives.md"
 BEGIN = "<!-- BEGIN ramp_channel_check: python scripts/ramp_channel_check.py --write -->"
@@ -54,10 +53,6 @@ def errors() -> dict[str, dict[str, object]]:
     return variant_errors(VARIANTS, variant)
 
 
-def _size(b: int) -> str:
-    return f"{b // 2**20} MiB" if b >= 2**20 else f"{b // 2**10} KiB"
-
-
 def _cells(errs, sizes, a: str, b: str) -> list[str]:
     cells = []
     for size in sizes:
@@ -72,20 +67,10 @@ def render(found=None) -> str:
     lines = ["Per log, busbw MAPE ≥ 1 MiB | < 1 MiB:", "",
              "| log | before | shipped: channel count + fill | replaced: channel count, no ring/tree fill |",
              "|---|---:|---:|---:|"]
-    totals = {v: [0.0, 0.0] for v in VARIANTS}
-    for f, errs in found.items():
-        for v in VARIANTS:
-            totals[v][0] += errs[v].mape_large or 0.0
-            totals[v][1] += errs[v].mape_small or 0.0
-        lines.append(f"| {name(f)} | " + " | ".join(
-            f"{pct(errs[v].mape_large)} \\| {pct(errs[v].mape_small)}" for v in VARIANTS) + " |")
-    lines.append("| sum over the logs | " + " | ".join(
-        f"{totals[v][0]:.1%} \\| {totals[v][1]:.1%}" for v in VARIANTS) + " |")
-    misses = {v: sum((e[v].mape_large or 0) > 0.2 for e in found.values()) +
-              sum((e[v].mape_small or 0) > 0.4 for e in found.values()) for v in VARIANTS}
-    lines.append("| misses (20 % \\| 40 % bars) | " + " | ".join(str(misses[v]) for v in VARIANTS) + " |")
+    lines += [f"| {name(f)} | " + band_cells(errs, VARIANTS) + " |" for f, errs in found.items()]
+    lines += total_rows(found, VARIANTS, "sum over the logs")
     lines += ["", "Error per size below 1 MiB, before → shipped (the logs it moves; + = measured slower than priced):",
-              "", "| log | " + " | ".join(_size(s) for s in SMALL_SIZES) + " |",
+              "", "| log | " + " | ".join(size_label(s) for s in SMALL_SIZES) + " |",
               "|---|" + "---:|" * len(SMALL_SIZES)]
     for f, errs in found.items():
         if errs["before"].mape_small is None or errs["before"].mape_small == errs["shipped"].mape_small:
@@ -93,7 +78,7 @@ def render(found=None) -> str:
         lines.append(f"| {name(f)} | " + " | ".join(_cells(errs, SMALL_SIZES, "before", "shipped")) + " |")
     lines += ["", "Error per size in the ramp (1 - 256 MiB), shipped → replaced (what the fill carries there; the "
               "shipped column equals before at every size ≥ 1 MiB):", "",
-              "| log | " + " | ".join(_size(s) for s in RAMP_SIZES) + " |", "|---|" + "---:|" * len(RAMP_SIZES)]
+              "| log | " + " | ".join(size_label(s) for s in RAMP_SIZES) + " |", "|---|" + "---:|" * len(RAMP_SIZES)]
     for f, errs in found.items():
         big = [e for e in errs["shipped"].sizes if LARGE_BYTES <= e.size_bytes <= 2**28]
         if not big or errs["shipped"].mape_large == errs["replaced"].mape_large:
@@ -102,13 +87,5 @@ def render(found=None) -> str:
     return "\n".join(lines)
 
 
-def write(doc: Path = DOC) -> None:
-    replace_block(doc, BEGIN, END, render())
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="replace the marked block of docs/collectives.md")
-    if parser.parse_args().write:
-        write()
-    print(render())
+    run_check(__doc__.splitlines()[0], render, DOC, BEGIN, END)

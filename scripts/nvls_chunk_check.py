@@ -6,7 +6,7 @@
 - shipped: plus NCCL's loops (nccl_nvls.nvls_loops over its own chunk, nvls_chunk_bytes) x one Simple NVLink step, on
   the wire only (NCCL's pick unchanged);
 - chunk fill (not shipped): the shipped steps, and the shape-read S_fill replaced by NCCL_STEPS x nChannels x nHeads x
-  NCCL's chunk at that size (nccl_nvls.nvls_chunk_fill_bytes);
+  NCCL's chunk at that size (nvls_chunk_fill_bytes below);
 - tree correction (not shipped): the shipped model, and NVLSTree's bandwidth x treeCorrectionFactor[Simple] on
   Blackwell with x86 hosts (NCCL v2.29.2-1 and later, tuning.cc ncclTopoGetAlgoTime), where a log's network level
   names an x86 host CPU (host_cpu intel / amd).
@@ -26,8 +26,8 @@ if str(ROOT) not in sys.path:
 
 from moesim.collectives import nccl_plan  # noqa: E402
 from moesim.collectives.formulas import Terms  # noqa: E402
-from moesim.collectives.nccl import tree_correction  # noqa: E402
-from moesim.collectives.nccl_nvls import nvls_chunk_fill_bytes, nvls_step_rule  # noqa: E402
+from moesim.collectives.nccl import tree_correction, tuning  # noqa: E402
+from moesim.collectives.nccl_nvls import nvls_chunk_bytes, nvls_step_rule  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
 from scripts.log_variants import at_size, band_cells, size_label, total_rows, variant_errors  # noqa: E402
 
@@ -37,6 +37,15 @@ END = "<!-- END nvls_chunk_check -->"
 VARIANTS = ("before", "shipped", "chunk fill", "tree correction")
 SIZES = tuple(2**k for k in (20, 21, 22, 23, 24, 25, 26, 27, 28, 30, 33))  # 1 MiB - 8 GiB
 X86 = ("intel", "amd")
+
+
+def nvls_chunk_fill_bytes(rule: tuple, size_bytes: float) -> float:
+    """Evaluated, not shipped (scripts/nvls_chunk_check.py "chunk fill"): an S_fill from NCCL's own chunk at this
+    size, NCCL_STEPS x nChannels x nHeads x chunk (the NCCL_STEPS slots of every head's chunk in flight on every
+    channel), in place of the shape-read n x channels x 128 KiB (nccl.nvls_fill_bytes)."""
+    algorithm, channels, heads, nodes, _ = rule
+    return tuning()["nvls_chunk"]["steps"] * channels * heads * nvls_chunk_bytes(algorithm, size_bytes, channels,
+                                                                                heads, nodes)
 
 
 def _chunk_fill_nvls(original):

@@ -31,26 +31,22 @@ def nvls_tree_max_chunk_bytes(nodes: int) -> int:
     return c["tree_max_chunk_bytes_4_nodes"] if nodes >= 4 else c["chunk_bytes"]
 
 
-def nvls_chunk_bytes(algorithm: str, size_bytes: float, channels: int, heads: int, nodes: int,
-                     nvls_bus_gb_per_s: float | None = None) -> int:
+def nvls_chunk_bytes(algorithm: str, size_bytes: float, channels: int, heads: int, nodes: int) -> int:
     """The chunk (bytes) NCCL's NVLS or NVLSTree moves per step for a collective of `size_bytes` (nBytes: the
     buffer of an all-reduce, the gathered / scattered array of an all-gather / reduce-scatter), on `channels`
     channels (nvlsChannels) with `heads` heads (nvls_heads), unregistered buffers:
 
-      NVLS:     chunk = min(buffSizes[SIMPLE] / NCCL_STEPS, nvlsChunkSize); 32 KiB at most across nodes (NVLS over
-                CollNet) when NCCL's NVLS all-reduce bandwidth is < 150 GB/s; with concurrentOps = nChannels x nHeads:
+      NVLS:     chunk = min(buffSizes[SIMPLE] / NCCL_STEPS, nvlsChunkSize); with concurrentOps = nChannels x nHeads:
                 nBytes < 64 x concurrentOps x chunk -> 64 KiB, < 8 x ... -> 32 KiB, < 2 x ... -> 16 KiB
       NVLSTree: chunk = min(nvlsChunkSize, nvlsTreeMaxChunkSize);
                 nBytes < 32 x concurrentOps x chunk -> 256 KiB, < 16 x ... -> 128 KiB, < 4 x ... -> 64 KiB,
                 < 1 x ... -> 32 KiB (each only where the chunk is larger)
     then aligned down to the Simple grain. Source: NVIDIA/nccl v2.28.9-1 and v2.30.7-1 src/enqueue.cc
-    calcCollChunking (the same cuts in both)."""
+    calcCollChunking (the same cuts in both). Not transcribed: NCCL's 32 KiB cap on NVLS across nodes (NVLS over
+    CollNet) below 150 GB/s of NVLS bandwidth: moesim's NVLS runs on one domain only (across nodes it is NVLSTree or
+    CollNet, nccl_plan), so that branch never applies here."""
     chunk, cuts, grain = _chunk_start(algorithm, nodes)
     ops = channels * heads
-    if algorithm == "nvls" and nodes > 1 and nvls_bus_gb_per_s is not None:
-        c = tuning()["nvls_chunk"]
-        if nvls_bus_gb_per_s < c["collnet_slow_gb_per_s"]:
-            chunk = min(chunk, c["collnet_slow_chunk_bytes"])
     for times, cut in cuts:  # in NCCL's order; each test reads the chunk the previous one left
         if size_bytes < times * ops * chunk and chunk > cut:
             chunk = cut
@@ -112,11 +108,3 @@ def nvls_steps_s(rule: tuple, size_bytes: float) -> float:
     chunk = nvls_chunk_bytes(algorithm, size_bytes, channels, heads, nodes)
     return nvls_loops(size_bytes, channels, heads, chunk) * step_s
 
-
-def nvls_chunk_fill_bytes(rule: tuple, size_bytes: float) -> float:
-    """Evaluated, not shipped (scripts/nvls_chunk_check.py "chunk fill"): an S_fill from NCCL's own chunk at this
-    size, NCCL_STEPS x nChannels x nHeads x chunk (the NCCL_STEPS slots of every head's chunk in flight on every
-    channel), in place of the shape-read n x channels x 128 KiB (nccl.nvls_fill_bytes)."""
-    algorithm, channels, heads, nodes, _ = rule
-    return tuning()["nvls_chunk"]["steps"] * channels * heads * nvls_chunk_bytes(algorithm, size_bytes, channels,
-                                                                                heads, nodes)

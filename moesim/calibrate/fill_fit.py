@@ -30,7 +30,7 @@ import numpy as np
 
 from moesim.calibrate.design import Design
 from moesim.calibrate.prior_weight import rel_sigmas
-from moesim.calibrate.solve import F_SCALE, RIDGE
+from moesim.calibrate.solve import RIDGE, robust_loss
 from moesim.collectives.nccl import fill_bytes as default_fill_bytes
 from moesim.specs.hardware import MAX_FILL_BYTES, MIN_FILL_BYTES, HardwareProfile
 
@@ -132,7 +132,4 @@ def map_cost(design: Design, theta: np.ndarray, loss: str, prior_weights: np.nda
     k = len(design.knots)
     r = np.concatenate([data, RIDGE * theta[1:k], sigma * prior_weights[free] * (theta[free] - prior[free]),
                         [sigma * fill_residual]])
-    z = (r / F_SCALE) ** 2
-    rho = {"linear": z, "soft_l1": 2 * (np.sqrt(1 + z) - 1), "huber": np.where(z <= 1, z, 2 * np.sqrt(z) - 1),
-           "cauchy": np.log1p(z)}[loss]
-    return float(F_SCALE**2 * np.sum(rho))
+    return robust_loss(r, loss)

@@ -78,7 +78,11 @@ def relinearised_fit(design: Design, loss: str, prior_weights: np.ndarray):
 def _model_loss(design: Design, theta: np.ndarray, coef=None, loss: str = "soft_l1") -> float:
     """The solver's own robust loss (scipy's ρ at F_SCALE) of ln(predicted/measured), with the collectives
     linearised exactly at θ (`coef` probed there)."""
-    r = np.log(np.maximum(design.predict(theta, coef), 1e-300) / design.measured)
+    return robust_loss(np.log(np.maximum(design.predict(theta, coef), 1e-300) / design.measured), loss)
+
+
+def robust_loss(r: np.ndarray, loss: str) -> float:
+    """Σ ρ(r) as scipy.optimize.least_squares sums it for `loss` at f_scale F_SCALE (its documented ρ forms)."""
     z = (r / F_SCALE) ** 2
     rho = {"linear": z, "soft_l1": 2 * (np.sqrt(1 + z) - 1), "huber": np.where(z <= 1, z, 2 * np.sqrt(z) - 1),
            "cauchy": np.log1p(z)}[loss]

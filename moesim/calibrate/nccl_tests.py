@@ -24,13 +24,23 @@ Layout variants real logs carry (../shared/reference/wave2.md §2; tests/data/nc
   - 0-byte rows (-b 0, or alltoall sizes rounded down to 0): skipped, never divided by;
   - fragments of rows split by interleaved NCCL INFO output (first token not an integer): skipped.
 Skipped rows are listed in Measurements.skipped as "file:line: why".
+
+The 2 % check above catches a wrong collective or a grossly wrong rank count; the rows' printed digits can say
+more (nccl_ranks.py: at 400 GB/s they tell 128 ranks from 144). Where they rule out the group size the rows are
+read with, a warning names the file, the n they allow and where the n in use came from (Measurements.rank_checks
+keeps every log's check). --ranks below the largest listed rank id is an error unless the rows' digits allow
+--ranks and rule out the listed count: then the rank line is the odd one out (a line pasted from another run)
+and a warning says so.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
+from moesim.calibrate import nccl_ranks
+from moesim.calibrate.nccl_ranks import RankCheck, fits_text, implied_ranks
 from moesim.calibrate.records import CollectivePoint, Measurements
 from moesim.collectives.base import bus_bw_factor
 from moesim.errors import SpecError
@@ -98,6 +108,7 @@ def read_nccl_tests(path: str | Path, op: str | None = None, ranks: int | None =
             state.header_line(stripped, where)
         elif stripped[:1].isdigit():
             points.extend(state.row(stripped, where))
+    checks = state.rank_checks(str(path))
     if state.no_ranks_at:
         raise SpecError("no '#  Rank ...' lines before the results: cannot tell the group size (pass --ranks N"
                         f"{state.ranks_hint()})", file=state.no_ranks_at)
@@ -107,7 +118,11 @@ def read_nccl_tests(path: str | Path, op: str | None = None, ranks: int | None =
     if not points:
         raise SpecError("no nccl-tests result rows found (expected a '#  size  count  type ... time  algbw  busbw' "
                         "header followed by rows)", file=str(path))
-    return Measurements(collectives=tuple(points), sources=(str(path),), skipped=tuple(state.skipped))
+    for check in checks:
+        if check.disagrees:
+            warnings.warn(check.message())
+    return Measurements(collectives=tuple(points), sources=(str(path),), skipped=tuple(state.skipped),
+                        rank_checks=checks)
 
 
 _NGPUS = re.compile(rb"^[^\n]*#\s*nThread\s+\d+\s+nGpus\s+(\d+)", re.MULTILINE)
@@ -132,6 +147,9 @@ class _State:
         self.in_devices = False
         self.columns: list[str] | None = None
         self.skipped: list[str] = []
+        self.printed: dict[int | None, list[tuple[float, float]]] = {}  # n in use (None: unknown) -> (algbw, busbw)
+        self.ranks_from: dict[int, tuple[str, int]] = {}  # n in use -> (where it came from, listed rank count)
+        self.cut_below_listed: tuple[int, str] | None = None  # (listed count, file:line) where --ranks < listed
 
     def header_line(self, line: str, where: str) -> None:
         test = _TEST_LINE.match(line)
@@ -168,11 +186,36 @@ class _State:
         """Ranks in the measured group: --ranks when given, else the largest rank id listed + 1."""
         listed = max(self.ranks) + 1
         if self.forced_ranks is not None:
-            if listed > self.forced_ranks:
-                raise SpecError(f"the log lists rank {listed - 1} but --ranks {self.forced_ranks} was given",
-                                file=where, field="ranks", value=self.forced_ranks, allowed=f">= {listed}")
+            if listed > self.forced_ranks and self.cut_below_listed is None:  # decided once the rows are read
+                self.cut_below_listed = (listed, where)
+            self.ranks_from.setdefault(self.forced_ranks, (nccl_ranks.FROM_RANKS_OPTION, listed))
             return self.forced_ranks
+        cut = len(self.ranks) < listed
+        self.ranks_from.setdefault(listed, (nccl_ranks.FROM_LARGEST_ID if cut else nccl_ranks.FROM_RANK_LINES,
+                                            listed))
         return listed
+
+    def _below_listed_error(self) -> SpecError:
+        listed, where = self.cut_below_listed
+        return SpecError(f"the log lists rank {listed - 1} but --ranks {self.forced_ranks} was given", file=where,
+                         field="ranks", value=self.forced_ranks, allowed=f">= {listed}")
+
+    def rank_checks(self, file: str) -> tuple[RankCheck, ...]:
+        """Each group size the rows were read with against the n their busbw/algbw allows (nccl_ranks.py); a
+        --ranks below the largest listed rank id is an error unless the rows allow it and rule the listed out."""
+        op = self.test_op or self.file_op
+        checks = tuple(RankCheck(file, op, n, how, implied_ranks(op, self.printed.get(n, [])),
+                                 len(self.printed.get(n, [])), listed)
+                       for n, (how, listed) in self.ranks_from.items())
+        if self.cut_below_listed is not None:
+            listed = self.cut_below_listed[0]
+            check = next(c for c in checks if c.ranks == self.forced_ranks)
+            if not check.allows(self.forced_ranks) or check.allows(listed):
+                raise self._below_listed_error()
+            warnings.warn(f"{file}: its rank lines list rank {listed - 1}, but busbw/algbw of its rows fits "
+                          f"{fits_text(check.fits)} ranks and rules out {listed}: read as --ranks "
+                          f"{self.forced_ranks}, the rank line taken for one from another run")
+        return checks
 
     def row(self, line: str, where: str) -> list[CollectivePoint]:
         if self.columns is None:
@@ -205,7 +248,11 @@ class _State:
             self.no_ranks_at = self.no_ranks_at or where
             self._keep_ratio(tokens, where)
             return []
-        n = self.group_size(where) if self.ranks else self.forced_ranks
+        if self.ranks:
+            n = self.group_size(where)
+        else:
+            n = self.forced_ranks
+            self.ranks_from.setdefault(n, (nccl_ranks.FROM_RANKS_OPTION, 0))
         size = _number(tokens[self.columns.index("size")], "size", where, int)
         if size < 0:
             raise SpecError(f"size must be >= 0, got {size}", file=where, field="size")
@@ -222,39 +269,39 @@ class _State:
             busbw = _number(tokens[start + 2], "busbw", where)
             if time_s <= 0:
                 raise SpecError(f"time must be > 0, got {tokens[start]} us", file=where, field="time")
-            _check_bandwidths(op, n, size, time_s, algbw, busbw, where, listed=len(self.ranks),
-                              forced=self.forced_ranks is not None)
+            try:
+                _check_bandwidths(op, n, size, time_s, algbw, busbw, where, listed=len(self.ranks),
+                                  forced=self.forced_ranks is not None)
+            except SpecError:
+                if self.cut_below_listed is not None:  # --ranks below the listed ranks, and the rows refuse it
+                    raise self._below_listed_error() from None
+                raise
+            self.printed.setdefault(n, []).append((algbw, busbw))
             out.append(CollectivePoint(op=op, size_bytes=float(size), group_size=n, time_s=time_s, source=where,
                                        variant=variant, nccl_tests=True))
         return out
 
-
     def _keep_ratio(self, tokens: list[str], where: str) -> None:
-        """Keep the row with the largest algbw (its busbw / algbw has the most digits) of a log without ranks."""
-        start = self.columns.index("time")
-        try:
-            algbw, busbw = float(tokens[start + 1]), float(tokens[start + 2])
-        except ValueError:
-            return
-        if algbw > self.widest[0]:
-            self.widest = (algbw, busbw, where)
+        """Keep the printed (algbw, busbw) of every row of a log without ranks, and its widest out-of-place row
+        (the most digits: shown in the hint)."""
+        for start in [i for i, name in enumerate(self.columns) if name == "time"]:
+            try:
+                algbw, busbw = float(tokens[start + 1]), float(tokens[start + 2])
+            except (ValueError, IndexError):
+                continue
+            self.printed.setdefault(None, []).append((algbw, busbw))
+            if algbw > self.widest[0] and start == self.columns.index("time"):
+                self.widest = (algbw, busbw, where)
 
     def ranks_hint(self) -> str:
-        """'; busbw/algbw = r at FILE:LINE fits N = 16' where the widest row's ratio fits one to three group sizes
-        of the collective's factor (bus_bw_factor), within the 2-decimal printing of the columns; else ''."""
+        """'; busbw/algbw = r at FILE:LINE fits N = 16' where every row's printed ratio together fits one to three
+        group sizes of the collective's factor (nccl_ranks.implied_ranks); else ''."""
         algbw, busbw, where = self.widest
         op = self.test_op or self.file_op
-        if algbw < 1.0 or busbw <= 0 or op is None:
+        fits = implied_ranks(op, self.printed.get(None, [])) if op is not None else None
+        if fits is None or fits[1] is None or not 0 <= fits[1] - fits[0] <= 2:
             return ""
-        ratio = busbw / algbw
-        tol = ALGBW_ABS_TOL / algbw + ALGBW_ABS_TOL / busbw
-        fits = [n for n in range(2, MAX_HINT_RANKS + 1) if abs(bus_bw_factor(op, n) / ratio - 1) <= tol]
-        if not 1 <= len(fits) <= 3:
-            return ""
-        return f"; busbw/algbw = {ratio:.4f} at {where} fits N = {' or '.join(map(str, fits))}"
-
-
-MAX_HINT_RANKS = 16384  # group sizes the --ranks hint tries
+        return f"; busbw/algbw = {busbw / algbw:.4f} at {where} fits {fits_text(fits)}"
 
 
 def _number(token: str, column: str, where: str, kind: type = float):

@@ -103,10 +103,13 @@ class Measurements:
     collectives: tuple[CollectivePoint, ...] = ()
     sources: tuple[str, ...] = ()
     skipped: tuple[str, ...] = field(default=())  # "file:line: why" for records not used
+    # each nccl-tests log's group size against the one its busbw/algbw implies (calibrate/nccl_ranks.py)
+    rank_checks: tuple = ()
 
     def __add__(self, other: "Measurements") -> "Measurements":
         return Measurements(self.layers + other.layers, self.collectives + other.collectives,
-                            self.sources + other.sources, self.skipped + other.skipped)
+                            self.sources + other.sources, self.skipped + other.skipped,
+                            self.rank_checks + other.rank_checks)
 
 
 # --- strict field access ------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The split of specs/load.py and estimate/core.py kept every name importable from where it was imported before."""
+"""The split of specs/load.py, estimate/core.py and collectives/topo_model.py kept every name importable from where it
+was imported before."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ MOVED = {
         "Evaluation": "moesim.estimate.evaluation", "CommTotal": "moesim.estimate.evaluation",
         "PER_MB_AXES": "moesim.estimate.evaluation", "_order_free_rows": "moesim.estimate.folds",
         "_schedule_free_rows": "moesim.estimate.folds",
+    },
+    "moesim.collectives.topo_model": {  # session 8: the algorithm menu split out
+        "_PASSES": "moesim.collectives.algorithm_menu", "_P2P_OPS": "moesim.collectives.algorithm_menu",
+        "_HALVING_NAME": "moesim.collectives.algorithm_menu", "_algorithm_names": "moesim.collectives.algorithm_menu",
+        "_algorithm_terms": "moesim.collectives.algorithm_menu", "_peer_bytes": "moesim.collectives.algorithm_menu",
     },
 }
 

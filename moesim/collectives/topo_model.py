@@ -20,7 +20,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from moesim.collectives import formulas, hierarchy, nccl, nccl_multinode, nccl_plan, torus_costs
+from moesim.collectives import formulas, nccl, nccl_multinode, nccl_plan, torus_costs
+from moesim.collectives.algorithm_menu import HALVING_NAME as _HALVING_NAME
+from moesim.collectives.algorithm_menu import P2P_OPS as _P2P_OPS
+from moesim.collectives.algorithm_menu import PASSES as _PASSES
+from moesim.collectives.algorithm_menu import algorithm_names as _algorithm_names
+from moesim.collectives.algorithm_menu import algorithm_terms as _algorithm_terms
+from moesim.collectives.algorithm_menu import peer_bytes as _peer_bytes
 from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
 from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.collectives.formulas import Terms
@@ -34,10 +40,6 @@ from moesim.topology.placement import GroupPlacement, place
 from moesim.topology.system import System, build_system
 
 ON_CHIP = "on_chip"
-_PASSES = {"all_reduce": 2, "all_gather": 1, "reduce_scatter": 1}
-_P2P_OPS = ("all_to_all", "send_recv")
-_HALVING_NAME = {"all_reduce": "rabenseifner", "all_gather": "recursive_doubling",
-                 "reduce_scatter": "recursive_halving"}
 
 
 @dataclass(frozen=True)
@@ -334,44 +336,6 @@ class _Layout:
     p2p_net_simple: bool = False  # NCCL send/recv between nodes: Simple at every size (nccl_multinode.p2p_net_runs_ll)
 
 
-def _algorithm_names(op: str, counts, n: int, nccl_lib: bool) -> tuple[str, ...]:
-    """The algorithms the system's library runs: NCCL's on GPUs (ring, tree, grouped send/recv, plus the
-    two-level all-to-all MoE libraries build on it), the textbook set elsewhere."""
-    multi = len(counts) > 1
-    if op in _PASSES:
-        names = ["ring"]
-        if op == "all_reduce" and nccl_lib:
-            names.append("tree")
-        if not nccl_lib:
-            names += (["hierarchical_ring"] if multi else []) + [_HALVING_NAME[op]]
-        return tuple(names)
-    if op == "all_to_all":
-        return ("pairwise", "hierarchical") if multi and counts[0] > 1 and n % counts[0] == 0 else ("pairwise",)
-    if op == "broadcast":
-        return ("ring",) if nccl_lib else ("ring", "binomial", "scatter_allgather")
-    return ("direct",)
-
-
-def _algorithm_terms(name: str, op: str, size: float, n: int, counts, alpha, bw, rail: bool, copy_bw: float) -> Terms:
-    """Terms of one of _algorithm_names' algorithms; `alpha` holds the "ring" and "tree" step latencies."""
-    if op in _PASSES:
-        passes = _PASSES[op]
-        if name == "ring":
-            return hierarchy.ring_terms(passes, size, n, counts, alpha["ring"], bw)
-        if name == "tree":
-            return hierarchy.double_binary_tree_terms(size, counts, alpha["tree"], bw)
-        if name == "hierarchical_ring":
-            return hierarchy.hierarchical_ring_terms(passes, size, counts, alpha["ring"], bw)
-        return hierarchy.halving_doubling_terms(passes, size, counts, alpha["ring"], bw)
-    if name == "pairwise":
-        return hierarchy.pairwise_all_to_all_terms(size, n, counts, alpha["ring"], bw, rail)
-    if name == "hierarchical":
-        return hierarchy.two_level_all_to_all_terms(size, n, counts, alpha["ring"], bw, copy_bw)
-    if op == "broadcast":
-        return hierarchy.broadcast_terms(name, size, n, counts, alpha["ring"], bw)
-    return hierarchy.send_recv_terms(size, len(counts) - 1, len(counts), alpha["ring"], bw)
-
-
 def _nic_tier(system: System, pl: GroupPlacement):
     """The NIC tier (the first fabric tier) when the group spans more than one NVLink domain, else None."""
     if pl.top < 1 or len(system.tiers) < 2 or system.tiers[1].kind != "fabric":
@@ -382,15 +346,6 @@ def _nic_tier(system: System, pl: GroupPlacement):
 def _bound(terms: Terms, tiers) -> str:
     moving = any(t > 0 for t in terms.transfer_s)
     return tiers[terms.bottleneck].name if moving else tiers[-1].name
-
-
-def _peer_bytes(algorithm: str, size: float, n: int, counts) -> float:
-    """Bytes per send/recv message: S/n per peer (pairwise), S·g_0/n between nodes (2DH), S (send/recv)."""
-    if algorithm == "pairwise":
-        return size / n
-    if algorithm == "hierarchical":
-        return size * counts[0] / n
-    return size
 
 
 def check_op(op: str, size_bytes: float) -> None:

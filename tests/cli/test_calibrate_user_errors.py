@@ -7,22 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from _cli import run_bad
 from moesim.cli import main
 
 LOGS = Path(__file__).resolve().parent.parent / "data" / "nccl"
 LOG = LOGS / "b200-vultr-1node_all_reduce_perf.log"  # 8 ranks listed, 13 columns, 8 B .. 16 GiB
-
-
-def run_bad(capsys, argv, *fragments) -> str:
-    """The CLI in process: exit 2, one stderr line starting `moesim: error:` and holding every fragment."""
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert code == 2, (out[-500:], err[-500:])
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("moesim: error:"), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def calibrate(path, tmp_path, *extra):

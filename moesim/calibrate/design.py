@@ -99,10 +99,14 @@ def choose_knots(observations: list[Observation], max_knots: int = MAX_KNOTS) ->
 class Design:
     """Observations compiled into arrays; `predict(θ)` gives their seconds."""
 
-    def __init__(self, observations: list[Observation], prior: HardwareProfile, knots: tuple[float, ...]) -> None:
+    def __init__(self, observations: list[Observation], prior: HardwareProfile, knots: tuple[float, ...],
+                 dtypes: tuple[str, tuple[str, ...]] | None = None) -> None:
+        """`dtypes`: (ref_dtype, scaled_dtypes) to take instead of the observations' own, so that a bootstrap
+        resample's Design has the point fit's parameters (uncertainty.py)."""
         if not observations:
             raise SpecError("nothing to fit: no measured phases or collectives")
         self.observations, self.prior, self.knots = observations, prior, tuple(knots)
+        self._dtypes = dtypes
         self.measured = np.array([o.measured_s for o in observations])
         self.levels = prior.interconnect
         self._compile_compute()
@@ -173,6 +177,8 @@ class Design:
         self.ref_dtype = max(flops_by_dtype, key=flops_by_dtype.get) if flops_by_dtype else ""
         # a dtype's peak is fitted only if it does most of the FLOPs (or operator time) of some observation
         self.scaled_dtypes = tuple(sorted(d for d in dominant if d != self.ref_dtype))
+        if self._dtypes is not None:
+            self.ref_dtype, self.scaled_dtypes = self._dtypes[0], tuple(self._dtypes[1])
         index = {d: j for j, d in enumerate(self.scaled_dtypes)}
         self.c_scale = np.array([index.get(t.dtype, -1) for _, t in rows], dtype=int)
         self.op_scaled = [(index[d], sec) for d, sec in op_compute.items() if d in index]

@@ -299,7 +299,7 @@ class _State:
         algbw, busbw, where = self.widest
         op = self.test_op or self.file_op
         fits = implied_ranks(op, self.printed.get(None, [])) if op is not None else None
-        if fits is None or fits[1] is None or not 0 <= fits[1] - fits[0] <= 2:
+        if algbw <= 0 or fits is None or fits[1] is None or not 0 <= fits[1] - fits[0] <= 2:
             return ""
         return f"; busbw/algbw = {busbw / algbw:.4f} at {where} fits {fits_text(fits)}"
 

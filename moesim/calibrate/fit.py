@@ -117,6 +117,9 @@ class FitResult:
     # level name -> π, the latency of one send/recv message (profile p2p_latency_us), s: fitted from all-to-all /
     # send/recv rows, or the prior's (its latency_us where unset); written where it differs from the written latency
     p2p_latencies: dict[str, float] = field(default_factory=dict)
+    # level name -> (α^LL, α^LL128), the LL and LL128 hop latencies (profile ll_latency_us, ll128_latency_us), s:
+    # fitted from LL / LL128 latency-bound rows, or the prior's (its latency_us where unset); written as π is
+    protocol_latencies: dict[str, tuple[float, float]] = field(default_factory=dict)
     # the interconnect prior's weight the fit used: W of every figure (LEVEL_PRIOR_WEIGHT or --prior-weight W), or
     # √(n / n_eff), the factor over each figure's 1 / σ, where chosen from the log (prior_weight.py)
     level_prior_weight: float = 0.0
@@ -215,6 +218,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         nvls_bandwidths={design.levels[j].name: v for j, v in design.nvls_values(theta).items()},
         extra_bandwidths={(design.levels[m].name, key): v for (m, key), v in design.extra_values(theta).items()},
         p2p_latencies={lv.name: v for lv, v in zip(design.levels, design.p2p_latencies(theta))},
+        protocol_latencies={lv.name: v for lv, v in zip(design.levels, design.protocol_latencies(theta))},
         fills=fills,
     )
 

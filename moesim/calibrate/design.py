@@ -24,7 +24,9 @@
   log α_l^LL, log α_l^LL128  the hop latency of NCCL's LL and LL128 protocols over level l (profile ll_latency_us,
                       ll128_latency_us; α_l where unset), α_l then being the Simple hop: NCCL prices a hop per link,
                       algorithm and protocol (tuning.cc hwLat), so each protocol's latency-bound rows move their own
-                      figure and no other (session 8, docs/collectives.md);
+                      figure and no other (session 8, docs/collectives.md). Only with `per_protocol` (evaluated,
+                      not the default: the held-out matrix got worse, docs/collectives.md); without it they follow α
+                      as the profile's unset keys do, and no row moves them;
   log o               the fixed host overhead per layer pass (efficiency.layer_overhead_s), fitted
                       when some observation is a layer total; bounded to [MIN_OVERHEAD_S,
                       MAX_OVERHEAD_S], so it is non-negative and can fall to ~0 when the data show none.
@@ -103,10 +105,12 @@ def choose_knots(observations: list[Observation], max_knots: int = MAX_KNOTS) ->
 class Design:
     """Observations compiled into arrays; `predict(θ)` gives their seconds."""
 
-    def __init__(self, observations: list[Observation], prior: HardwareProfile, knots: tuple[float, ...]) -> None:
+    def __init__(self, observations: list[Observation], prior: HardwareProfile, knots: tuple[float, ...],
+                 per_protocol: bool = False) -> None:
         if not observations:
             raise SpecError("nothing to fit: no measured phases or collectives")
         self.observations, self.prior, self.knots = observations, prior, tuple(knots)
+        self.per_protocol = per_protocol  # α^LL, α^LL128 figures of their own (module docstring)
         self.measured = np.array([o.measured_s for o in observations])
         self.levels = prior.interconnect
         self._compile_compute()
@@ -127,7 +131,7 @@ class Design:
         self.extra_used = np.zeros(len(self.extra_figures), dtype=bool)
         self.p2p_latency_used = np.zeros(len(self.levels), dtype=bool)  # π set by some send/recv row (probe)
         # the tuner's collectives (all-reduce, all-gather, reduce-scatter) read the LL / LL128 hops; send/recv does not
-        self._has_tuner = any(t.op not in P2P_OPS for o in observations for t in o.terms if isinstance(t, CollectiveTerm))
+        self._has_tuner = per_protocol and any(t.op not in P2P_OPS for o in observations for t in o.terms if isinstance(t, CollectiveTerm))
         self.protocol_latency_used = np.zeros((len(self.levels), 2), dtype=bool)  # [α^LL, α^LL128] set (probe)
         self._names, self._free = self._parameters()
         self._theta0_memory = float(self.initial()[self._offsets()[1]])

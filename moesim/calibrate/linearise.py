@@ -27,7 +27,7 @@ def probe(design, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     net, p2p, hops = design.extra_values(theta), design.p2p_latencies(theta), design.protocol_latencies(theta)
     unique = sorted({t for _, t in design._collective_terms}, key=repr)
 
-    def times(vals, nv=nvls, nt=net, pl=p2p, pr=hops) -> dict:
+    def times(vals, nv=nvls, nt=net, pl=p2p, pr=hops if design.per_protocol else None) -> dict:
         model = design._model_at(vals, memory_bw, nv, nt, pl, pr)
         return {u: collective_time_s(u, design.prior, model) for u in unique}
 
@@ -49,7 +49,7 @@ def probe(design, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
         step = max(pi * PROBE_STEP, MIN_LATENCY_STEP_S)
         up = times(values, pl=[x + step if g == j else x for g, x in enumerate(p2p)])
         slopes_a.append({u: (up[u] - base[u]) / step for u in unique})
-    for q in range(2):  # α^LL, then α^LL128 raised, α held (they move nothing without a collective the tuner prices)
+    for q in range(2):  # α^LL, then α^LL128 raised, α held (nothing without per_protocol or a collective the tuner prices)
         for j, hop in enumerate(hops):
             if not design._has_tuner:
                 slopes_a.append(dict.fromkeys(unique, 0.0))

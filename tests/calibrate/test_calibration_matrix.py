@@ -158,14 +158,12 @@ def test_a_two_rack_log_moves_nvlstree_not_single_rack_nvls(tmp_path):
 def test_nvls_and_nvlstree_figures_are_recovered_exactly_from_synthetic_logs():
     """Data made by the model (2 GPUs, 1, 2 and 4 H100 nodes) from known figures: the fit, prior weight chosen as on
     real logs, returns every figure the rows see, NVLS and NVLSTree included. The network-bound rows here are all
-    NVLSTree's: they set its inter-node line U, and the network W (ring / send/recv) keeps its prior. Since session 8 a
-    hop latency is one figure per protocol; the truth's moves every one these rows bind (the NVLink LL128 hop binds
-    none, so it is the prior's: a figure no row binds keeps its prior, linearise.binding_terms)."""
+    NVLSTree's: they set its inter-node line U, and the network W (ring / send/recv) keeps its prior."""
     prior = load_hardware("h100-sxm")
     nv, ib = prior.interconnect
     truth = dataclasses.replace(prior, interconnect=(
         dataclasses.replace(nv, latency_s=4.1e-6, bw_efficiency=EfficiencyTable.constant(0.78), nvls_efficiency=0.70,
-                            nvlstree_efficiency=0.62, ll128_latency_s=nv.latency_s),
+                            nvlstree_efficiency=0.62),
         dataclasses.replace(ib, latency_s=16.5e-6, bw_efficiency=EfficiencyTable.constant(0.90))))
     model = default_model(truth)
     points = tuple(CollectivePoint(op="all_reduce", size_bytes=2.0**e, group_size=n, source=f"synthetic:{n}:{e}",
@@ -270,13 +268,12 @@ def test_send_recv_latency_is_recovered_from_synthetic_logs():
     """One node of 8 H100: all-reduce, all-gather and all-to-all rows made by the model from an NVLink latency and a
     send/recv latency of their own. The fit returns both: the all-to-all rows set π (and P), the all-reduce rows α and
     V, the all-gather's ring rows W (since the ramp round NVLS wins every all-reduce size W would bind, and a figure
-    no row binds keeps its prior: linearise.binding_terms; since session 8 the hop latency is one figure per protocol,
-    and the truth's NVLink LL128 hop, which no row binds, is the prior's)."""
+    no row binds keeps its prior: linearise.binding_terms)."""
     prior = load_hardware("h100-sxm")
     nv, ib = prior.interconnect
     truth = dataclasses.replace(prior, interconnect=(
         dataclasses.replace(nv, latency_s=4.1e-6, p2p_latency_s=9.0e-6, bw_efficiency=EfficiencyTable.constant(0.78),
-                            p2p_factor=0.85, ll128_latency_s=nv.latency_s),
+                            p2p_factor=0.85),
         ib))
     model, group = default_model(truth), Group(size=8, devices=8)
     points = tuple(CollectivePoint(op=op, size_bytes=2.0**e, group_size=8, source=f"synthetic:{op}:{e}",

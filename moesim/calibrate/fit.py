@@ -59,6 +59,7 @@ ROUTER_MATMUL = "router_matmul"
 # ops.py); a one-call phase (the permutes) measures that, not its operator. The free-running layer total
 # has no barriers inside it and is fitted.
 OP_UNFITTED_PHASES = ("dispatch_permute", "combine_unpermute")
+PROTOCOL_HOPS = (".ll_latency", ".ll128_latency")  # design.py's per-protocol hop latencies (latency_per_protocol)
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,8 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         layer_overhead_s=design.layer_overhead(theta) if design.o_passes.any() else None,
         levels=tuple((lv.name, a, w, bool(u[0]), bool(u[1]))
                      for lv, (a, w), u in zip(design.levels, design.level_values(theta), design.level_used)),
-        parameters=parameter_table(design, theta, log_cov, samples), blocks=blocks,
+        parameters=tuple(p for p in parameter_table(design, theta, log_cov, samples)  # per-protocol hops only when on
+                         if latency_per_protocol or not p.name.endswith(PROTOCOL_HOPS)), blocks=blocks,
         overall=block_stats(pred, design.measured), op_fits=op_fits(measurements.collectives),
         n_parameters=int(design.free.sum()), loss=loss, bootstrap=bootstrap, seed=seed,
         fitted_keys=tuple(sorted(fit_keys & {r.key for r in measurements.layers})), relinearisations=relin,

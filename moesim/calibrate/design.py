@@ -24,9 +24,8 @@
   log α_l^LL, log α_l^LL128  the hop latency of NCCL's LL and LL128 protocols over level l (profile ll_latency_us,
                       ll128_latency_us; α_l where unset), α_l then being the Simple hop: NCCL prices a hop per link,
                       algorithm and protocol (tuning.cc hwLat), so each protocol's latency-bound rows move their own
-                      figure and no other (session 8, docs/collectives.md). Only with `per_protocol` (evaluated,
-                      not the default: the held-out matrix got worse, docs/collectives.md); without it they follow α
-                      as the profile's unset keys do, and no row moves them;
+                      figure and no other. Only with `per_protocol` (session 8: evaluated, not the default, the
+                      held-out matrix got worse; docs/collectives.md); without it they follow α, no row moves them;
   log o               the fixed host overhead per layer pass (efficiency.layer_overhead_s), fitted
                       when some observation is a layer total; bounded to [MIN_OVERHEAD_S,
                       MAX_OVERHEAD_S], so it is non-negative and can fall to ~0 when the data show none.
@@ -131,7 +130,8 @@ class Design:
         self.extra_used = np.zeros(len(self.extra_figures), dtype=bool)
         self.p2p_latency_used = np.zeros(len(self.levels), dtype=bool)  # π set by some send/recv row (probe)
         # the tuner's collectives (all-reduce, all-gather, reduce-scatter) read the LL / LL128 hops; send/recv does not
-        self._has_tuner = per_protocol and any(t.op not in P2P_OPS for o in observations for t in o.terms if isinstance(t, CollectiveTerm))
+        self._has_tuner = per_protocol and any(t.op not in P2P_OPS for o in observations for t in o.terms
+                                               if isinstance(t, CollectiveTerm))
         self.protocol_latency_used = np.zeros((len(self.levels), 2), dtype=bool)  # [α^LL, α^LL128] set (probe)
         self._names, self._free = self._parameters()
         self._theta0_memory = float(self.initial()[self._offsets()[1]])
@@ -349,7 +349,8 @@ class Design:
                   protocol: list[tuple[float, float]] | None = None):
         """The default collective model on the prior with these levels, NVLS bandwidths (η_nvls = V / W and
         η_nvlstree = V' / W, at most 1 as the profile holds them) and memory bandwidth (on-chip and
-        hierarchical all-to-all copies); `protocol`: each level's (α^LL, α^LL128), None = the prior's."""
+        hierarchical all-to-all copies); `protocol`: each level's (α^LL, α^LL128), None = the prior's keys (unset:
+        they follow α)."""
         def figures(j: int, w: float) -> dict:
             out = {key: min(value / w, MAX_NVLSTREE_NET_FACTOR) for (m, key), value in (net or {}).items() if m == j}
             if j in nvls:

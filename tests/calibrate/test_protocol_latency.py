@@ -57,7 +57,8 @@ def test_each_protocol_hop_prices_only_its_own_candidates():
     prior = load_hardware("b200")
     base = default_model(prior)
     same = default_model(_with(prior, ll_latency_s=1.0, ll128_latency_s=1.0))
-    slow_ll, slow_ll128 = default_model(_with(prior, ll_latency_s=3.0)), default_model(_with(prior, ll128_latency_s=3.0))
+    slow_ll = default_model(_with(prior, ll_latency_s=3.0))
+    slow_ll128 = default_model(_with(prior, ll128_latency_s=3.0))
     moved = {"LL": 0, "LL128": 0}
     for n in (8, 16):
         group = Group(size=n, devices=n)

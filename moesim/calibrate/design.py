@@ -280,12 +280,9 @@ class Design:
         for j, level in enumerate(self.levels):
             own = level.latency_s if level.p2p_latency_s is None else level.p2p_latency_s
             theta[p2p + j] = np.log(max(own, MIN_LATENCY_S))
-        proto = self._protocol_offset()
-        for q, key in enumerate(("ll_latency_s", "ll128_latency_s")):
-            for j, level in enumerate(self.levels):
-                own = getattr(level, key)
-                theta[proto + q * len(self.levels) + j] = np.log(max(level.latency_s if own is None else own,
-                                                                     MIN_LATENCY_S))
+        hops = [lv.latency_s if getattr(lv, key) is None else getattr(lv, key)  # α^LL of every level, then α^LL128
+                for key in ("ll_latency_s", "ll128_latency_s") for lv in self.levels]
+        theta[self._protocol_offset():self._protocol_offset() + len(hops)] = np.log(np.maximum(hops, MIN_LATENCY_S))
         prior_overhead = self.prior.efficiency.layer_overhead_s
         theta[-1] = np.log(prior_overhead if prior_overhead > MIN_OVERHEAD_S else START_OVERHEAD_S)
         return theta

@@ -17,8 +17,8 @@ rule compares, rose). Where the residuals lean one way the refits all shifted th
 beside the point: 4 of 58 fitted figures on 35 logs, all an infiniband.latency (the cetus log's 1.4115e-5 s against
 1.4038e-5 - 1.4077e-5; docs/collectives.md, "Reading real logs"). Held at the point fit's, not repeated per refit:
 the prior weights (prior_weight.py's n_eff, which would read copies of a row as correlated rows) and the ramp fill
-(fill_fit.py): the interval is conditional on them. Each refit costs one relinearised fit (3-5 times the old
-bootstrap's time on real logs).
+(fill_fit.py): the interval is conditional on them. Each refit costs one relinearised fit (calibrate with bootstrap
+100 takes 1.3-22 times as long on the bundled logs, 3.7 at the median; benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -85,9 +85,11 @@ def _dependence(design: Design, theta: np.ndarray) -> np.ndarray:
 def refit(design: Design, loss: str, copies: np.ndarray, prior_weights: np.ndarray | None) -> tuple[np.ndarray,
                                                                                                   np.ndarray]:
     """(θ, free mask) of the point fit's solve (relinearised_fit) on the data set holding copies[i] copies of each
-    observation i, with the point fit's parameters (its dtypes) and prior weights. All ones: the point fit itself."""
+    observation i, with the point fit's parameters (its dtypes, per-protocol hops or not) and prior weights. All
+    ones: the point fit itself."""
     drawn = [design.observations[i] for i in np.repeat(np.arange(len(copies)), copies)]
-    resampled = Design(drawn, design.prior, design.knots, dtypes=(design.ref_dtype, design.scaled_dtypes))
+    resampled = Design(drawn, design.prior, design.knots, design.per_protocol,
+                       dtypes=(design.ref_dtype, design.scaled_dtypes))
     theta, _, _, free = relinearised_fit(resampled, loss, prior_weights)
     return theta, free
 
@@ -147,6 +149,7 @@ def _unit_of(name: str) -> str:
         return "x prior peak"
     if name.endswith("_ratio"):
         return "x NVLS bandwidth"
-    return "s" if name.endswith((".latency", ".p2p_latency")) or name == "layer_overhead" else "bytes/s"
+    latencies = (".latency", ".p2p_latency", ".ll_latency", ".ll128_latency")
+    return "s" if name.endswith(latencies) or name == "layer_overhead" else "bytes/s"
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from moesim.collectives import formulas, hierarchy, nccl, nccl_multinode, nccl_plan, torus_costs
+from moesim.collectives import formulas, hierarchy, nccl, nccl_facts, nccl_multinode, nccl_plan, torus_costs
 from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
 from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.collectives.formulas import Terms
@@ -238,6 +238,8 @@ class TopologyModel:
         net_simple = net_p2p and not nccl_multinode.p2p_net_runs_ll(nccl.tuning())
         leg = nccl_multinode.net_ll_send_leg_s(nccl.tuning())["ring"] if net_p2p and not net_simple else 0.0
         legs = [leg if t.kind not in ("switch", "torus") else 0.0 for t in tiers]  # added to LL steps only
+        # without GPUDirect RDMA a network step of send/recv, all-to-all or broadcast stages through host memory
+        staged = [nccl_facts.no_gdr_step_legs_s(nccl.tuning(), op, t) if system.nccl and multi else None for t in tiers]
         return _Layout(
             tiers=tiers, counts=counts, top=top, multi=multi,
             torus_port=tuple(t.kind == "torus" and pl.torus is not None for t in tiers),
@@ -245,8 +247,9 @@ class TopologyModel:
             rail=any(t.kind == "fabric" and self.hardware.interconnect[t.level_index].topology == "rail_optimized"
                      for t in tiers),
             protocols=tuple((proto, {family: tuple(lat * proto.step_factor(t.kind, family) +
-                                                   (extra if proto.name == "LL" else 0.0)
-                                                   for lat, t, extra in zip(latency, tiers, legs))
+                                                   (extra if proto.name == "LL" else 0.0) +
+                                                   (gdr[proto.name] if gdr else 0.0)
+                                                   for lat, t, extra, gdr in zip(latency, tiers, legs, staged))
                                      for family in ("ring", "tree")},
                              proto.bw_factor(op == "all_reduce", multi)) for proto in protocols),
             names=_algorithm_names(op, counts, n, system.nccl), tuner=tuner, cap_tiers=cap_tiers,

@@ -70,15 +70,17 @@ def _name(file: str) -> str:
     return file.removesuffix("_perf.log").replace("_", " ", 1)
 
 
-def render() -> str:
-    found = errors()
-    lines = [f"busbw MAPE, >= 1 MiB | < 1 MiB (bars {BARS[0]:.0%} | {BARS[1]:.0%}; 'held': held to the bars in logs.toml)",
+def render(found: dict | None = None) -> str:
+    """The docs block: the MAPE table of every b200-vultr 2-node log and the rows that move (`found`: errors())."""
+    found = errors() if found is None else found
+    bars = f"bars {BARS[0]:.0%} | {BARS[1]:.0%}"
+    lines = [f"busbw MAPE, >= 1 MiB | < 1 MiB ({bars}; 'held': held to the bars in logs.toml)",
              "", "| log | held | " + " | ".join(VARIANTS) + " |", "|---|---|" + "---|" * len(VARIANTS)]
     for file, (entry, errs) in found.items():
         cells = " | ".join(f"{pct(errs[v].mape_large)} \\| {pct(errs[v].mape_small)}" for v in VARIANTS)
         lines.append(f"| {_name(file)} | {'yes' if entry['healthy'] else 'no'} | {cells} |")
-    lines += ["", "Rows that move between the last two, per band (NCCL's pick; signed error = measured / priced - 1, its",
-              "range over the band's moved rows):", "",
+    lines += ["", "Rows that move between the last two, per band (NCCL's pick; signed error = measured / priced - 1,",
+              "its range over the band's moved rows):", "",
               "| log | band | moved rows | pick | ring / tree legs | every algorithm |", "|---|---|---|---|---|---|"]
     for file, (_, errs) in found.items():
         before, after = errs[VARIANTS[1]], errs[VARIANTS[2]]
@@ -88,8 +90,8 @@ def render() -> str:
             if not moved:
                 continue
             picks = sorted({a.algorithm for _, a in moved} | {b.algorithm for b, _ in moved})
-            lines.append(f"| {_name(file)} | {band} | {_size(moved[0][0].size_bytes)} - {_size(moved[-1][0].size_bytes)}"
-                         f" ({len(moved)}) | {', '.join(picks)} | {_span([b for b, _ in moved])} | "
+            sizes = f"{_size(moved[0][0].size_bytes)} - {_size(moved[-1][0].size_bytes)} ({len(moved)})"
+            lines.append(f"| {_name(file)} | {band} | {sizes} | {', '.join(picks)} | {_span([b for b, _ in moved])} | "
                          f"{_span([a for _, a in moved])} |")
     return "\n".join(lines)
 

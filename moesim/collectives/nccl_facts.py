@@ -4,7 +4,9 @@ NCCL applies to them. Constants: nccl_tuning.toml [net_overhead], [ll_max_bus_gb
 Source: NVIDIA/nccl v2.28.9-1 (the version of the B200 Vultr logs) src/graph/tuning.cc (getNetOverhead,
 ncclTopoTuneModel), src/graph/paths.cc (ncclTopoCheckGdr), src/transport/net.cc (send/recvProxyConnect).
 An unstated fact ("") prices as before: NCCL's default CPU figures (Intel's), LL128 and GPUDirect RDMA on.
-docs/collectives-history.md, "Vultr 2-node rings, round 4".
+docs/collectives-history.md, "Vultr 2-node rings, round 4". The GDR-less legs beyond ring and tree (PAT, NVLSTree,
+CollNet, send/recv, all-to-all, broadcast; src/transport/coll_net.cc, generic.cc, nvls.cc, src/group.cc as well):
+docs/collectives.md, "GDR-less legs on every algorithm (session 8, gdrless)".
 """
 
 from __future__ import annotations
@@ -94,7 +96,8 @@ def no_gdr_tuner_latency_s(t: dict, path: str, nodes: int, ppn: int) -> tuple[tu
 def no_gdr_step_legs_s(t: dict, op: str, tier) -> dict[str, float] | None:
     """{protocol: s} one step of a send/recv-based op (send/recv, all-to-all: p2p's shared buffers) or of a broadcast
     (NCCL's ring: the ring's dedicated buffers, no_gdr_legs_s) over network `tier` gains without GPUDirect RDMA, by
-    the tier's gpu_nic_path; None on an NVLink / torus tier, with GDR, or for another op (the tuner's ops: nccl_plan)."""
+    the tier's gpu_nic_path; None on an NVLink / torus tier, with GDR, or for another op (the tuner's ops:
+    nccl_plan)."""
     if tier.kind in ("switch", "torus") or op not in ("send_recv", "all_to_all", "broadcast"):
         return None
     path = getattr(tier, "gpu_nic_path", "")

@@ -1,8 +1,8 @@
 """The GDR-less legs of send/recv-based calls (gpu_nic_path past PXB, session 8: nccl_facts.no_gdr_step_legs_s) reach
 the estimate and the simulator alike: both price every collective through the same collective model (des/costs.py:
 CollectivePricer over the estimate's model). An NCCL expert all-to-all over 16 H100 on 2 nodes with a GPU-NIC path
-through the CPU (PHB): each call (2DH at its size: one network message) grows by 2 x 5.7 us in both, and so does the step,
-by the same time in both engines (the legs of this session isolated: PHB with them against PHB without)."""
+through the CPU (PHB): each call (2DH at its size: one network message) grows by 2 x 5.7 us in both, and so does
+the step, by the same time in both engines (the legs of this session isolated: PHB with them against PHB without)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from moesim.collectives import hierarchy, nccl_plan
+from moesim.collectives import hierarchy, nccl_facts, nccl_plan
 from moesim.collectives.base import Group
 from moesim.collectives.nccl import tuning
 from moesim.collectives.nccl_facts import no_gdr_hop_legs_s, no_gdr_tuner_latency_s
@@ -22,7 +22,7 @@ from moesim.specs.system_facts import with_system_facts
 
 TINY = 64
 SIZES = (TINY, 2**16, 2**20, 2**24, 2**28)
-TUNED = ("all_reduce", "all_gather", "reduce_scatter")
+TUNED = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")  # NCCL's tuner picks (broadcast: its protocol)
 
 
 def model(name="h100-sxm", path="", **kw):
@@ -38,7 +38,8 @@ def row(m, op, size, group, algorithm, protocol="Simple"):
 
 def added_us(base, staged, op, group, algorithm, protocol="Simple", size=TINY):
     """Wire latency `staged` adds to one candidate (us), after checking NCCL's own model time (time + tuner offset) did
-    not move where NCCL's tuner picks (all-reduce, all-gather, reduce-scatter; the others have no offset)."""
+    not move where NCCL's tuner picks (all-reduce, all-gather, reduce-scatter, broadcast; send/recv-based ops have no
+    offset)."""
     a, b = row(base, op, size, group, algorithm, protocol), row(staged, op, size, group, algorithm, protocol)
     assert b.terms.transfer_s == a.terms.transfer_s and b.base_latency_s == a.base_latency_s
     if op in TUNED:
@@ -127,7 +128,7 @@ def test_send_recv_and_all_to_all_gain_the_p2p_legs():
 
 def test_broadcast_gains_the_rings_legs():
     """NCCL's broadcast is a ring on the ring's dedicated buffers: its one network step (2 x 8) gains the ring's legs,
-    LL the receive leg 1.0 us, LL128 2 x 2.5, Simple 2 x 5.7."""
+    LL the receive leg 1.0 us, LL128 2 x 2.5, Simple 2 x 5.7; wire only (NCCL's tuner picks its protocol)."""
     base, staged = model(), model(path="PHB")
     group = Group(size=16, devices=16)
     for proto, us in (("LL", 1.0), ("LL128", 5.0), ("Simple", 11.4)):
@@ -149,6 +150,7 @@ def test_unset_and_pxb_price_alike_and_nccls_pick_does_not_move(name, kw, group,
             assert pxb.candidates(op, size, group) == expected and pix.candidates(op, size, group) == expected
     picks = {(op, size): phb.cost(op, size, group).algorithm for op in TUNED for size in SIZES}
     monkeypatch.setattr(nccl_plan, "no_gdr_tuner_latency_s", lambda *args: None)
+    monkeypatch.setattr(nccl_facts, "no_gdr_step_legs_s", lambda *args: None)
     legless = model(name, "PHB", **kw)
     assert {(op, size): legless.cost(op, size, group).algorithm for op in TUNED for size in SIZES} == picks
     assert any(legless.candidates(op, size, group) != phb.candidates(op, size, group) for op in TUNED

@@ -91,7 +91,8 @@ def _mape(sizes, large: bool, col: int) -> str:
 
 
 def render() -> str:
-    lines = ["```", "log (healthy)                          busbw MAPE >= 1 MiB | < 1 MiB: shipped -> network peers Simple"]
+    lines = ["```",
+             "log (healthy)                          busbw MAPE >= 1 MiB | < 1 MiB: shipped -> network peers Simple"]
     data = rows()
     for name, healthy, sizes in data:
         lines.append(f"{name.replace('_perf.log', '') + ' (' + str(healthy).lower() + ')':39s}"

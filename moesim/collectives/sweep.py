@@ -155,6 +155,7 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
         rows = collective_rows(model, op, sizes, group, a2a_algorithm)
     system = model.system(model.job_devices(group)).summary() if hasattr(model, "system") else {}
     return {"hardware": hw.name, "op": op, "devices": devices, "group_stride": stride, "concurrent": concurrent,
-            "a2a_algorithm": a2a_algorithm, "nccl_algo": nccl_algo, "nccl_collnet": collnet, "nccl_proto": nccl_proto, "tuner_rules": tuner_rules,
+            "a2a_algorithm": a2a_algorithm,
+            "nccl_algo": nccl_algo, "nccl_collnet": collnet, "nccl_proto": nccl_proto, "tuner_rules": tuner_rules,
             **knobs, "nccl_channels": channel_counts(model, group, knobs),
             "system": system, "results": rows, "avg_busbw_GBps": average_busbw_GBps(rows)}

@@ -30,7 +30,7 @@ from moesim.specs.system_facts import set_system_facts, with_system_facts
 CONSISTENCY_RTOL = 5e-3
 # calfacts (session 8): calibrate infers the unstated system facts from nccl-tests rows by default or not
 # (facts_fit.py; docs/collectives.md, "Inferring system facts from a log", has the measurement that decided it)
-INFER_FACTS = False
+INFER_FACTS = True
 
 
 @dataclass(frozen=True)
@@ -134,9 +134,12 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     # -- end calfacts --
     keys = [r.key for r in measurements.layers]
     fit_keys, held = split_holdout(keys, holdout_fraction, seed)
-    fit = fit_profile(measurements, prior, fit_keys=set(fit_keys), bootstrap=bootstrap, seed=seed, loss=loss,
-                      fit_router_matmul=fit_router_matmul, level_prior_weight=prior_weight, progress=progress,
-                      gpus_per_thread=gpus_per_thread)
+    if facts is not None and facts.fit is not None and not bootstrap:  # calfacts: that fit is this one, made
+        fit = facts.fit
+    else:
+        fit = fit_profile(measurements, prior, fit_keys=set(fit_keys), bootstrap=bootstrap, seed=seed, loss=loss,
+                          fit_router_matmul=fit_router_matmul, level_prior_weight=prior_weight, progress=progress,
+                          gpus_per_thread=gpus_per_thread)
     provenance = Provenance(prior=str(prior_path), sources=tuple(f"{p}@sha256:{file_digest(p)}" for p in paths),
                             holdout_fraction=holdout_fraction, seed=seed, fitted_on=tuple(fit_keys),
                             held_out=tuple(held), created_utc=now_utc())

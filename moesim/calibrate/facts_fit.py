@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
@@ -79,6 +79,7 @@ class FactsInference:
     effective_rows: float | None = None
     note: str = ""
     chosen: int | None = None  # index of the chosen candidate (0: the default's class kept)
+    fit: FitResult | None = field(default=None, repr=False, compare=False)  # the chosen candidate's fit
 
     def as_dict(self) -> dict:
         facts = []
@@ -88,7 +89,8 @@ class FactsInference:
             facts.append({"fact": key, "levels": list(self.levels), "value": value, "source": how})
         return {"facts": facts, "effective_rows": self.effective_rows, "evidence_threshold": EVIDENCE_THRESHOLD,
                 "note": self.note,
-                "candidates": [{"class": {k: list(v) for k, v in c.members.items()}, "values": dict(c.facts),
+                "candidates": [{"class": {k: list(c.members.get(k, (self.stated.get(k, ""),)))
+                                          for k in SYSTEM_FACT_KEYS},
                                 "loss": c.loss, "parameters_fitted": c.n_parameters,
                                 "effective_rows": c.effective_rows, "mape_ge_1mib": c.mape_ge_1mib,
                                 "mape_lt_1mib": c.mape_lt_1mib, "evidence_ratio": c.evidence_ratio,
@@ -169,7 +171,7 @@ def infer_system_facts(measurements: Measurements, prior: HardwareProfile, state
         inferred = {}
         note = (f"kept NCCL's default ({_label(out[0])}): no class's evidence ratio exceeds {EVIDENCE_THRESHOLD:g} "
                 f"(best {_label(out[best])}, {out[best].evidence_ratio:.3g})")
-    return FactsInference(stated, inferred, levels, tuple(out), n_eff, note, chosen)
+    return FactsInference(stated, inferred, levels, tuple(out), n_eff, note, chosen, fits[chosen])
 
 
 def _residuals(fit: FitResult, shared: set[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -60,7 +60,7 @@ def register(subparsers) -> None:
                    help="infer the measured cluster's host CPU and GPU-NIC path where neither the options above nor "
                         "the profile state them, from the nccl-tests rows of several nodes: one fit per class NCCL's "
                         "rules tell apart, a class other than NCCL's default chosen only on an evidence ratio > 10, "
-                        "then written into the profile as inferred (moesim/calibrate/facts_fit.py; default: off)")
+                        "then written into the profile as inferred (moesim/calibrate/facts_fit.py; default: on)")
     p.add_argument("--prior-weight", default="auto", metavar="auto|W",
                    help="weight of the log-normal prior on the interconnect figures (latency, bandwidth, NVLS): "
                         "'auto' (default) weighs each figure by its stated uncertainty (moesim/calibrate/"

@@ -12,7 +12,7 @@ alltoall log with that latency instead, the rest of the price unchanged:
 - the bandwidth terms of the shipped pairwise candidate as they are.
 Send/recv logs (sendrecv_perf: each rank one send and one recv, one round) are the same under both: not listed.
 
-Run: python scripts/a2a_schedule_check.py [--write]   (--write replaces the marked block of docs/collectives.md)
+Run: python scripts/a2a_schedule_check.py [--write]   (--write replaces the marked block of docs/collectives-history.md)
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from moesim.collectives.topo_model import _nic_tier  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
-DOC = ROOT / "docs" / "collectives.md"
+DOC = ROOT / "docs" / "collectives-history.md"
 BEGIN = "<!-- BEGIN a2a_schedule_check: python scripts/a2a_schedule_check.py --write -->"
 END = "<!-- END a2a_schedule_check -->"
 _PROTO = {p.name: p for p in NCCL_PROTOCOLS}

@@ -1,4 +1,4 @@
-"""The system's channel count against published NCCL_DEBUG=INFO lines (docs/collectives.md, "Channel counts
+"""The system's channel count against published NCCL_DEBUG=INFO lines (docs/collectives-history.md, "Channel counts
 (nchannels round, session 7)"): the counts real runs printed (tests/data/nccl/channel_counts.toml) and what pricing
 every healthy nccl-tests log with them would give, two ways.
 
@@ -8,7 +8,7 @@ every healthy nccl-tests log with them would give, two ways.
   printed); the system's count in NCCL's per-size channel cut (nccl_channels.channel_rule) and channel share, the
   shape-read fill and the ring plateau unchanged.
 
-Run: python scripts/channel_default_check.py [--write]   (--write replaces the marked block of docs/collectives.md)
+Run: python scripts/channel_default_check.py [--write]   (--write replaces the marked block of docs/collectives-history.md)
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from scripts.log_variants import band_cells, total_rows  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 EVIDENCE = ROOT / "tests" / "data" / "nccl" / "channel_counts.toml"
-DOC = ROOT / "docs" / "collectives.md"
+DOC = ROOT / "docs" / "collectives-history.md"
 BEGIN = "<!-- BEGIN channel_default_check: python scripts/channel_default_check.py --write -->"
 END = "<!-- END channel_default_check -->"
 RUN_KEYS = ("gpu", "profile", "gpus_per_node", "nodes", "nccl", "coll_channels", "nvls_channels", "source", "shows")

@@ -8,7 +8,7 @@ minimises the busbw MAPE below 1 MiB of one cluster's single-node logs (golden-s
 prices the other cluster's logs with it. Clusters: a100-thanos (8 x A100, all_reduce) and b200-vultr (8 x B200,
 all_gather + reduce_scatter); a100-dkh is left out (its small sizes are the -g 8 host floor, not NVLink).
 
-Run: python scripts/nvlink_ll_hop_check.py [--write]   (--write replaces the marked block of docs/collectives.md)
+Run: python scripts/nvlink_ll_hop_check.py [--write]   (--write replaces the marked block of docs/collectives-history.md)
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from moesim.specs.load import load_hardware  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
-DOC = ROOT / "docs" / "collectives.md"
+DOC = ROOT / "docs" / "collectives-history.md"
 BEGIN = "<!-- BEGIN nvlink_ll_hop_check: python scripts/nvlink_ll_hop_check.py --write -->"
 END = "<!-- END nvlink_ll_hop_check -->"
 CLUSTERS = {

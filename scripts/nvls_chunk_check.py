@@ -1,4 +1,4 @@
-"""NCCL's NVLS / NVLSTree chunk per size against every healthy nccl-tests log (docs/collectives.md, "NVLS chunks
+"""NCCL's NVLS / NVLSTree chunk per size against every healthy nccl-tests log (docs/collectives-history.md, "NVLS chunks
 (nvlschunk round, session 7)"): busbw MAPE per log and error per size, four ways.
 
 - before: NVLS / NVLSTree priced with the shape-read fill only (nccl_plan.nvls_steps_s taken as 0): the model before
@@ -11,7 +11,7 @@
   Blackwell with x86 hosts (NCCL v2.29.2-1 and later, tuning.cc ncclTopoGetAlgoTime), where a log's network level
   names an x86 host CPU (host_cpu intel / amd).
 
-Run: python scripts/nvls_chunk_check.py [--write]   (--write replaces the marked block of docs/collectives.md)
+Run: python scripts/nvls_chunk_check.py [--write]   (--write replaces the marked block of docs/collectives-history.md)
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from moesim.collectives.nccl_nvls import nvls_chunk_bytes, nvls_step_rule  # noq
 from scripts.docblock import run_check  # noqa: E402
 from scripts.log_variants import at_size, band_cells, size_label, total_rows, variant_errors  # noqa: E402
 
-DOC = ROOT / "docs" / "collectives.md"
+DOC = ROOT / "docs" / "collectives-history.md"
 BEGIN = "<!-- BEGIN nvls_chunk_check: python scripts/nvls_chunk_check.py --write -->"
 END = "<!-- END nvls_chunk_check -->"
 VARIANTS = ("before", "shipped", "chunk fill", "tree correction")

@@ -1,4 +1,4 @@
-"""The ramp from NCCL's channel count against every healthy nccl-tests log (docs/collectives.md, "The ramp from
+"""The ramp from NCCL's channel count against every healthy nccl-tests log (docs/collectives-history.md, "The ramp from
 NCCL's channel count"): busbw MAPE per log and error per size, three ways.
 
 - before: every ring / tree runs all nChannels channels at every size (nccl_channels.share_at taken as 1), the shape-read
@@ -8,7 +8,7 @@ NCCL's channel count"): busbw MAPE per log and error per size, three ways.
 - replaced (not shipped): the channel count in place of the fill on ring and tree (NVLS, NVLSTree, PAT and CollNet
   keep theirs: the channel count does not apply to them).
 
-Run: python scripts/ramp_channel_check.py [--write]   (--write replaces the marked block of docs/collectives.md)
+Run: python scripts/ramp_channel_check.py [--write]   (--write replaces the marked block of docs/collectives-history.md)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from moesim.collectives import nccl_plan  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
 from scripts.log_variants import at_size, band_cells, size_label, total_rows, variant_errors  # noqa: E402
 
-DOC = ROOT / "docs" / "collectives.md"
+DOC = ROOT / "docs" / "collectives-history.md"
 BEGIN = "<!-- BEGIN ramp_channel_check: python scripts/ramp_channel_check.py --write -->"
 END = "<!-- END ramp_channel_check -->"
 VARIANTS = ("before", "shipped", "replaced")

@@ -1,7 +1,7 @@
 """NCCL's per-size channel and thread count for ring and tree (issue 11, ramp round): once its tuner has picked an
 (algorithm, protocol), NCCL runs a small collective on fewer channels and then fewer threads (enqueue.cc
 topoGetAlgoInfo). nccl_plan.py prices the transfer at that share of the full-size rate, on the wire only.
-Constants: nccl_tuning.toml [channels]; docs/collectives.md "The ramp from NCCL's channel count"."""
+Constants: nccl_tuning.toml [channels]; docs/collectives-history.md "The ramp from NCCL's channel count"."""
 
 from __future__ import annotations
 

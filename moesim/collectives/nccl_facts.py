@@ -4,7 +4,7 @@ NCCL applies to them. Constants: nccl_tuning.toml [net_overhead], [ll_max_bus_gb
 Source: NVIDIA/nccl v2.28.9-1 (the version of the B200 Vultr logs) src/graph/tuning.cc (getNetOverhead,
 ncclTopoTuneModel), src/graph/paths.cc (ncclTopoCheckGdr), src/transport/net.cc (send/recvProxyConnect).
 An unstated fact ("") prices as before: NCCL's default CPU figures (Intel's), LL128 and GPUDirect RDMA on.
-docs/collectives.md, "Vultr 2-node rings, round 4".
+docs/collectives-history.md, "Vultr 2-node rings, round 4".
 """
 
 from __future__ import annotations

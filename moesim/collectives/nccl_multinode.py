@@ -1,7 +1,7 @@
 """What a collective spanning nodes takes on the wire beyond NCCL's tuner formula (nccl.py prices both):
 the ring's slowest chunk crosses every node boundary, and an LL network step first goes through host memory.
 Both from NCCL's source (NVIDIA/nccl @5067397c, 2.30.7); the constant is NCCL's own (nccl_tuning.toml
-[net_ll_send_via_host]). docs/collectives.md, "Multi-node floors, round 3"."""
+[net_ll_send_via_host]). docs/collectives-history.md, "Multi-node floors, round 3"."""
 
 from __future__ import annotations
 

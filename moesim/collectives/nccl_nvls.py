@@ -2,7 +2,7 @@
 
 NCCL cuts the chunk an NVLS or NVLSTree collective moves per step when the message is small compared with the bytes
 one loop of all channels and heads moves (concurrentOps x chunk), and each channel then runs one loop per
-nChannels x nHeads x chunk bytes of the buffer. These functions transcribe that logic; docs/collectives.md "NVLS
+nChannels x nHeads x chunk bytes of the buffer. These functions transcribe that logic; docs/collectives-history.md "NVLS
 chunks (nvlschunk round, session 7)" says what it is priced as and what was evaluated but not shipped.
 Constants: nccl_tuning.toml [nvls_chunk] and [nvls] (NVIDIA/nccl v2.28.9-1 and v2.30.7-1, cited there).
 """

@@ -28,17 +28,17 @@ TARGET_LARGE, TARGET_SMALL = 0.20, 0.40
 KNOWN_MISSES = {
     # Met since the published NVLink LL / LL128 hop (nccl_tuning.toml [published_hop_us], arXiv:2507.04786 Table I):
     # a100-thanos < 1 MiB 48.0 -> 17.3 %, b200-vultr-1node all_gather / reduce_scatter 52.8 / 53.7 -> 22.4 / 23.0 %,
-    # b200-vultr-2node all_reduce 40.5 -> 16.1 %, h200-spectrumx 51.1 -> 39.5 % (docs/collectives.md).
+    # b200-vultr-2node all_reduce 40.5 -> 16.1 %, h200-spectrumx 51.1 -> 39.5 % (docs/collectives-history.md).
     # Met since the mnfloor round (the ring's worst chain and the LL network send's host leg, nccl_multinode.py), with
     # the published hop: b200-vultr-2node all_gather / reduce_scatter < 1 MiB 52.9 / 55.8 -> 34.6 / 37.3 %;
-    # b200-vultr-2node all_reduce 16.1 -> 11.0 %, h200-spectrumx 39.5 -> 34.7 % (docs/collectives.md, round 3).
-    # 63.8 % since NCCL's per-size channel and thread count (ramp round, nccl_channels; docs/collectives.md "The ramp from
+    # b200-vultr-2node all_reduce 16.1 -> 11.0 %, h200-spectrumx 39.5 -> 34.7 % (docs/collectives-history.md, round 3).
+    # 63.8 % since NCCL's per-size channel and thread count (ramp round, nccl_channels; docs/collectives-history.md "The ramp from
     # NCCL's channel count"); 88 % before it (114 % before the mnfloor round; 178 % before NCCL's ring net overhead and
     # multi-node LL cap): 54-64 us below 1 MiB on GKE A3 Ultra (RoCE) against 27-50 us priced for the ring. Session 6 (gIB
     # round): LL off would give 19.7 % (before the ramp round), but no source says the gIB tuner configuration turns it
     # off, and another A3 Ultra run of the same set-up measures LL's 28 us floor (h200-gke-a3ultra-sky-2node, 9.6 %); not
-    # attached (docs/collectives.md, GKE RoCE floors (gIB)). Session 7 (evidence round): still no TUNING line or txtpb
-    # text in any public source (docs/collectives.md, "Cluster facts, session 7")
+    # attached (docs/collectives-history.md, GKE RoCE floors (gIB)). Session 7 (evidence round): still no TUNING line or txtpb
+    # text in any public source (docs/collectives-history.md, "Cluster facts, session 7")
     ("h200-gke-a3ultra-2node_all_gather_perf.log", "small"): 0.66,
     # Met since the ramp round: b200-gke-a4-2node all_gather < 1 MiB 50.9 -> 31.8 % (was listed here: 0.54; the gIB round
     # notes LL off would give 6.3 %, not attached).
@@ -46,7 +46,7 @@ KNOWN_MISSES = {
     # slower than priced (measured / priced time - 1 > 0), not relabelled, listed with what they measure:
     # 38.4 % (39.1 before the vultr round's stated AMD hosts, 41.3 before the mnfloor round): the 1-64 MiB ramp.
     # Session 7 (evidence round): the hosts' GPU-NIC path (PHB / NODE / SYS would meet the bar) is still stated in no
-    # public source, so it is not set (docs/collectives.md, "Cluster facts, session 7")
+    # public source, so it is not set (docs/collectives-history.md, "Cluster facts, session 7")
     ("b200-vultr-2node_all_gather_perf.log", "large"): 0.42,
     ("b200-vultr-2node_reduce_scatter_perf.log", "large"): 0.43,  # 39.7 % (40.4, 42.7): same shape as the all_gather
 }
@@ -192,7 +192,7 @@ def test_nvls_and_nvlstree_are_what_hopper_runs():
     # the latency floor: 2 nodes measure 24.7-26.6 us below 1 KiB. NCCL's own model (its 0.6 us NVLink LL hop) gives
     # 25.2 us, and picks tree/LL; the wire at the published 1.0 us hop (arXiv:2507.04786, nccl_tuning.toml
     # [published_hop_us]) and the LL network send's host-memory leg (2 network hops x 1.0 us, mnfloor round) is
-    # priced 32.8 us, 23-33 % above (busbw -19 to -25 %): this log's floor fits NCCL's table (docs/collectives.md,
+    # priced 32.8 us, 23-33 % above (busbw -19 to -25 %): this log's floor fits NCCL's table (docs/collectives-history.md,
     # "NVLink per-hop latency (published)", "Multi-node floors, round 3")
     assert all(-0.26 < e.busbw_error < -0.18 for e in tiny)
     found = default_model(load_hardware("h100-sxm")).candidates("all_reduce", 64.0, Group(size=16, devices=16))

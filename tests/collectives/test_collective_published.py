@@ -48,7 +48,7 @@ def test_h100_nvls_all_reduce_by_gpu_count(gpus, measured):
     checks the model's busbw ∝ 2(n−1)/n under a constant NVLS algbw. Predicted at 4 GiB: 402, 425,
     441, 453 GB/s (−4.2, −3.5, −4.1, −5.6 %); 440, 458, 471, 481 before the nvlschunk round priced NCCL's
     NVLS loops (256 of 128 KiB chunks on 8 GPUs, one Simple NVLink step each), the efficiency kept as set
-    (docs/collectives.md "NVLS chunks"). Tolerance 6%."""
+    (docs/collectives-history.md "NVLS chunks"). Tolerance 6%."""
     cost = model("h100-sxm").cost("all_reduce", 4 * GIB, Group(size=gpus))
     assert cost.algorithm == "nvls/Simple"
     close(cost.busbw_bytes_per_s / 1e9, measured, 0.06)

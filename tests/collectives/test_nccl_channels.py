@@ -99,7 +99,7 @@ def test_the_channel_count_is_wire_only(monkeypatch):
 
 
 def test_docs_print_the_ramp_check():
-    """scripts/ramp_channel_check.py: before / shipped / replaced per healthy log; docs/collectives.md prints exactly
+    """scripts/ramp_channel_check.py: before / shipped / replaced per healthy log; docs/collectives-history.md prints exactly
     its block, and the shipped form has fewer misses than both others."""
     import importlib.util
     from pathlib import Path
@@ -114,7 +114,7 @@ def test_docs_print_the_ramp_check():
     assert small["shipped"] < small["before"] - 0.5  # 385.8 -> 313.1 points below 1 MiB (main's vultr facts, gIB logs)
     assert large["shipped"] == pytest.approx(large["before"])  # no logged size >= 1 MiB moves
     assert large["replaced"] > large["shipped"] + 1.0  # the channel count does not carry the 1-256 MiB ramp
-    doc = (root / "docs" / "collectives.md").read_text(encoding="utf-8")
+    doc = script.DOC.read_text(encoding="utf-8")
     block = doc.split(script.BEGIN)[1].split(script.END)[0].strip()
     assert block == script.render(found).strip(), "run: python scripts/ramp_channel_check.py --write"
 
@@ -346,7 +346,7 @@ def test_published_channel_counts_read_strictly(tmp_path):
 
 def test_docs_print_the_channel_default_check():
     """scripts/channel_default_check.py: the published per-system count, evaluated against every healthy log, is worse
-    overall below 1 MiB (so 16 is kept) and moves nothing >= 1 MiB; docs/collectives.md prints exactly its block."""
+    overall below 1 MiB (so 16 is kept) and moves nothing >= 1 MiB; docs/collectives-history.md prints exactly its block."""
     root, script = _channel_default_check()
     runs = script.read_evidence()
     counts = script.published_counts(runs)
@@ -355,7 +355,7 @@ def test_docs_print_the_channel_default_check():
     large = {v: sum(e[v].mape_large or 0 for e in found.values()) for v in ("shipped", "published")}
     assert large["published"] == pytest.approx(large["shipped"])
     assert small["published"] > small["shipped"]  # 343.3 -> 345.1 points: not shipped
-    doc = (root / "docs" / "collectives.md").read_text(encoding="utf-8")
+    doc = script.DOC.read_text(encoding="utf-8")
     block = doc.split(script.BEGIN)[1].split(script.END)[0].strip()
     assert block == script.render(runs, counts, found).strip(), "run: python scripts/channel_default_check.py --write"
 

@@ -115,7 +115,7 @@ def test_vultr_one_node_steps_follow_nccl_chunk_cuts():
     large = {v: sum(e[v].mape_large or 0 for e in found.values()) for v in script.VARIANTS}
     assert large["shipped"] < large["before"] - 0.25  # 298.3 -> 267.2 points over the healthy logs
     assert large["shipped"] < large["chunk fill"]  # the shape-read fill stays (chunk-read fill: 280.5)
-    doc = (ROOT / "docs" / "collectives.md").read_text(encoding="utf-8")
+    doc = script.DOC.read_text(encoding="utf-8")
     block = doc.split(script.BEGIN)[1].split(script.END)[0].strip()
     assert block == script.render(found).strip(), "run: python scripts/nvls_chunk_check.py --write"
 

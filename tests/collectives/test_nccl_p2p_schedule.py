@@ -90,7 +90,7 @@ def _check_script():
 
 
 def test_scheduled_latency_is_not_shipped_because_the_logs_get_worse():
-    """The reason the shipped all-to-all keeps one message per peer (docs/collectives.md 'All-to-all: peers in
+    """The reason the shipped all-to-all keeps one message per peer (docs/collectives-history.md 'All-to-all: peers in
     flight'): NCCL's schedule prices the healthy single-node B200 log's small sizes ~50 % too fast (14.2 -> 51.3 %
     below 1 MiB), with or without the proxy's posts (no network peer there); on the 2-node run the posts at NCCL's
     figure for its AMD hosts (logs.toml host_cpu) take the small sizes from 21.0 % to 38.4 %."""

@@ -1,7 +1,7 @@
 """One send/recv latency figure, priced the same by every model that prices a point-to-point message: a profile's
 `interconnect[].p2p_latency_us` (InterconnectLevel.p2p_latency_s; unset = latency_s) replaces the level's
 latency for all-to-all and send/recv on switch tiers, on a torus, in DeepEP's per-message hops and in the
-alpha-beta model, and for nothing else (docs/collectives.md, "Send/recv latency everywhere")."""
+alpha-beta model, and for nothing else (docs/collectives-history.md, "Send/recv latency everywhere")."""
 
 from __future__ import annotations
 

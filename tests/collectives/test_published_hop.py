@@ -56,7 +56,7 @@ def test_nccl_picks_by_its_own_model_at_its_wire_time():
 
 def test_leave_one_cluster_out_cross_check_runs_and_docs_print_it():
     """scripts/nvlink_ll_hop_check.py: the LL hop fitted on a100-thanos predicts b200-vultr's single-node logs and back;
-    docs/collectives.md prints exactly its rows. The published hop itself is not fitted: restored after the check."""
+    docs/collectives-history.md prints exactly its rows. The published hop itself is not fitted: restored after the check."""
     import importlib.util
     from pathlib import Path
 
@@ -72,6 +72,6 @@ def test_leave_one_cluster_out_cross_check_runs_and_docs_print_it():
         # 1.43), and held out the published 1.0 us does at least as well as the other cluster's fit
         assert 0.9 < hop < 2.0
         assert at_pub <= at_fit + 1e-9 and at_pub < at_nccl
-    doc = (root / "docs" / "collectives.md").read_text(encoding="utf-8")
+    doc = script.DOC.read_text(encoding="utf-8")
     block = doc.split(script.BEGIN)[1].split(script.END)[0].strip()
     assert block == script.render(rows).strip(), "run: python scripts/nvlink_ll_hop_check.py --write"

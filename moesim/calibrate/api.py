@@ -28,8 +28,8 @@ from moesim.specs.system_facts import set_system_facts, with_system_facts
 # takes the min over (algorithm, protocol) candidates, so where two nearly tie the rounding can flip the
 # winner (seen: NVLink vs NIC ring terms 0.24 % apart).
 CONSISTENCY_RTOL = 5e-3
-# calfacts (session 8): calibrate infers the unstated system facts from nccl-tests rows by default or not
-# (facts_fit.py; docs/collectives.md, "Inferring system facts from a log", has the measurement that decided it)
+# calfacts (session 8): infer unstated system facts from nccl-tests rows by default (facts_fit.py; the measurement
+# that decided it: docs/collectives.md, "Inferring system facts from a log")
 INFER_FACTS = True
 
 
@@ -124,19 +124,16 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
         raise SpecError(f"nccl-tests logs measure NCCL on GPUs, but {prior.name}'s devices are {prior.device_kind}: "
                         "give the GPU profile the cluster's collectives are priced with", file=logs[0],
                         field="--hardware", value=hardware, allowed="a GPU profile")
-    # -- calfacts (session 8): the unstated system facts from the log itself (facts_fit.py); stated ones win --
-    facts = None
+    facts = None  # calfacts (session 8): the unstated system facts from the log itself; stated ones win
     if INFER_FACTS if infer_facts is None else infer_facts:
         facts = infer_system_facts(measurements, prior, dict(system or {}), seed=seed, loss=loss,
                                    level_prior_weight=prior_weight, gpus_per_thread=gpus_per_thread)
         system = {**(system or {}), **facts.inferred}
         prior = with_system_facts(prior, facts.inferred)
-    # -- end calfacts --
     keys = [r.key for r in measurements.layers]
     fit_keys, held = split_holdout(keys, holdout_fraction, seed)
-    if facts is not None and facts.fit is not None and not bootstrap:  # calfacts: that fit is this one, made
-        fit = facts.fit
-    else:
+    fit = facts.fit if facts is not None and facts.fit is not None and not bootstrap else None  # calfacts: made
+    if fit is None:
         fit = fit_profile(measurements, prior, fit_keys=set(fit_keys), bootstrap=bootstrap, seed=seed, loss=loss,
                           fit_router_matmul=fit_router_matmul, level_prior_weight=prior_weight, progress=progress,
                           gpus_per_thread=gpus_per_thread)

@@ -125,7 +125,7 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
                         "give the GPU profile the cluster's collectives are priced with", file=logs[0],
                         field="--hardware", value=hardware, allowed="a GPU profile")
     facts = None  # calfacts (session 8): the unstated system facts from the log itself; stated ones win
-    if INFER_FACTS if infer_facts is None else infer_facts:
+    if logs and (INFER_FACTS if infer_facts is None else infer_facts):  # nccl-tests logs only
         facts = infer_system_facts(measurements, prior, dict(system or {}), seed=seed, loss=loss,
                                    level_prior_weight=prior_weight, gpus_per_thread=gpus_per_thread)
         system = {**(system or {}), **facts.inferred}

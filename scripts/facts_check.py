@@ -42,7 +42,7 @@ def _short(inf) -> str:
     if inf is None or not inf.candidates:
         return "left alone: " + ("-" if inf is None else inf.note.split(":")[0])
     best = max(inf.candidates[1:], key=lambda c: c.evidence_ratio)
-    label = "; ".join(f"{k} {'/'.join(v)}" for k, v in best.members.items())
+    label = "; ".join(f"{k} {'/'.join(x or 'default' for x in v)}" for k, v in best.members.items())
     picked = "picked" if inf.chosen else "kept default; best"
     return f"{picked} {label} (K {best.evidence_ratio:.3g}, {len(inf.candidates)} classes, n_eff {inf.effective_rows:.1f})"
 

@@ -21,6 +21,11 @@
   log π_l             the latency of one send/recv message over level l (profile p2p_latency_us; α_l where
                       unset), of its own as P_l: only all-to-all and send/recv rows move it, and they do not
                       move α_l (an alltoall_perf log is a pairwise ncclSend / ncclRecv exchange);
+  log α_l^LL, log α_l^LL128  the hop latency of NCCL's LL and LL128 protocols over level l (profile ll_latency_us,
+                      ll128_latency_us; α_l where unset), α_l then being the Simple hop: NCCL prices a hop per link,
+                      algorithm and protocol (tuning.cc hwLat), so each protocol's latency-bound rows move their own
+                      figure and no other. Only with `per_protocol` (session 8: evaluated, not the default, the
+                      held-out matrix got worse; docs/collectives.md); without it they follow α, no row moves them;
   log o               the fixed host overhead per layer pass (efficiency.layer_overhead_s), fitted
                       when some observation is a layer total; bounded to [MIN_OVERHEAD_S,
                       MAX_OVERHEAD_S], so it is non-negative and can fall to ~0 when the data show none.
@@ -33,7 +38,7 @@ every kernel call costs the prior's L (efficiency.kernel_launch_us, measured by 
 operator-level figure, not fitted on layers, where it would trade places with the layer overhead).
 Collective terms go through
 `select.default_model` itself (a row of an nccl-tests log as nccl-tests runs it: bench_cost.py): each is linearised around the current θ as
-t = C + Σ_l A_l·α_l + Σ_l A'_l·π_l + Σ_F B_F / F over the lines F (W_l, V_l, V'_l, U_m, P_l), with A, B the model's own
+t = C + Σ_l A_l·α_l + Σ_l A'_l·π_l + Σ_l,p A^p_l·α^p_l + Σ_F B_F / F over the lines F (W_l, V_l, V'_l, U_m, P_l), with A, B the model's own
 finite-difference slopes and C the rest
 (fixed base latencies, copies at the memory bandwidth). That is exact for any alpha-beta-type model
 (time affine in each level's α and 1/W, Hockney 1994); the fit re-probes at its solution until the
@@ -99,10 +104,12 @@ def choose_knots(observations: list[Observation], max_knots: int = MAX_KNOTS) ->
 class Design:
     """Observations compiled into arrays; `predict(θ)` gives their seconds."""
 
-    def __init__(self, observations: list[Observation], prior: HardwareProfile, knots: tuple[float, ...]) -> None:
+    def __init__(self, observations: list[Observation], prior: HardwareProfile, knots: tuple[float, ...],
+                 per_protocol: bool = False) -> None:
         if not observations:
             raise SpecError("nothing to fit: no measured phases or collectives")
         self.observations, self.prior, self.knots = observations, prior, tuple(knots)
+        self.per_protocol = per_protocol  # α^LL, α^LL128 figures of their own (module docstring)
         self.measured = np.array([o.measured_s for o in observations])
         self.levels = prior.interconnect
         self._compile_compute()
@@ -122,6 +129,10 @@ class Design:
                                    + [(j, "p2p_factor", "p2p_bandwidth") for j in range(len(self.levels))])
         self.extra_used = np.zeros(len(self.extra_figures), dtype=bool)
         self.p2p_latency_used = np.zeros(len(self.levels), dtype=bool)  # π set by some send/recv row (probe)
+        # the tuner's collectives (all-reduce, all-gather, reduce-scatter) read the LL / LL128 hops; send/recv does not
+        self._has_tuner = per_protocol and any(t.op not in P2P_OPS for o in observations for t in o.terms
+                                               if isinstance(t, CollectiveTerm))
+        self.protocol_latency_used = np.zeros((len(self.levels), 2), dtype=bool)  # [α^LL, α^LL128] set (probe)
         self._names, self._free = self._parameters()
         self._theta0_memory = float(self.initial()[self._offsets()[1]])
         self.coef = self.probe(self.initial())
@@ -196,11 +207,12 @@ class Design:
             names += [f"{self.levels[j].name}.nvls_bandwidth", f"{self.levels[j].name}.nvlstree_ratio"]
         names += [f"{self.levels[m].name}.{name}" for m, _, name in self.extra_figures]
         names += [f"{level.name}.p2p_latency" for level in self.levels]
+        names += [f"{level.name}.{proto}_latency" for proto in ("ll", "ll128") for level in self.levels]
         names += ["layer_overhead"]
         free = np.ones(len(names), dtype=bool)
         free[len(self.knots) + len(self.scaled_dtypes)] = bool(self.m_bytes.any() or self.op_mem_s.any())
         free[-1] = bool(self.o_passes.any())
-        free[-1 - len(self.levels):-1] = False  # π: free where a send/recv row sets it (probe)
+        free[-1 - 3 * len(self.levels):-1] = False  # π, α^LL, α^LL128: free where a row sets them (probe)
         return names, free
 
     @property
@@ -217,13 +229,17 @@ class Design:
 
     def level_slice(self) -> slice:
         """θ indices of the interconnect figures: the levels' (log α, log W) pairs, each (log V, log ρ), the
-        extra figures' log U / log P, then each level's log π."""
+        extra figures' log U / log P, each level's log π, then each level's log α^LL, then log α^LL128."""
         lev = self._offsets()[2]
-        return slice(lev, self._p2p_offset() + len(self.levels))
+        return slice(lev, self._protocol_offset() + 2 * len(self.levels))
 
     def _p2p_offset(self) -> int:
         """θ index of the first level's log π (send/recv latency)."""
         return self._offsets()[2] + 2 * len(self.levels) + 2 * len(self.nvls_levels) + len(self.extra_figures)
+
+    def _protocol_offset(self) -> int:
+        """θ index of the first level's log α^LL (then every level's, then every level's log α^LL128)."""
+        return self._p2p_offset() + len(self.levels)
 
     def unpriored(self) -> np.ndarray:
         """θ indices that carry no prior: each ρ (no measurement sets NVLSTree apart from NVLS; NCCL takes 1)."""
@@ -264,6 +280,9 @@ class Design:
         for j, level in enumerate(self.levels):
             own = level.latency_s if level.p2p_latency_s is None else level.p2p_latency_s
             theta[p2p + j] = np.log(max(own, MIN_LATENCY_S))
+        hops = [lv.latency_s if getattr(lv, key) is None else getattr(lv, key)  # α^LL of every level, then α^LL128
+                for key in ("ll_latency_s", "ll128_latency_s") for lv in self.levels]
+        theta[self._protocol_offset():self._protocol_offset() + len(hops)] = np.log(np.maximum(hops, MIN_LATENCY_S))
         prior_overhead = self.prior.efficiency.layer_overhead_s
         theta[-1] = np.log(prior_overhead if prior_overhead > MIN_OVERHEAD_S else START_OVERHEAD_S)
         return theta
@@ -276,6 +295,7 @@ class Design:
         lo[k:m], hi[k:m] = -10.0, 10.0
         lo[lev:lev + 2 * len(self.levels):2] = np.log(MIN_LATENCY_S)
         lo[self._p2p_offset():self._p2p_offset() + len(self.levels)] = np.log(MIN_LATENCY_S)
+        lo[self._protocol_offset():self._protocol_offset() + 2 * len(self.levels)] = np.log(MIN_LATENCY_S)
         lo[-1], hi[-1] = np.log(MIN_OVERHEAD_S), np.log(MAX_OVERHEAD_S)
         return lo, hi
 
@@ -316,19 +336,31 @@ class Design:
         p2p = self._p2p_offset()
         return [float(np.exp(theta[p2p + j])) for j in range(len(self.levels))]
 
+    def protocol_latencies(self, theta: np.ndarray) -> list[tuple[float, float]]:
+        """(α^LL_l, α^LL128_l) of every level: the LL and LL128 hop latencies (module docstring)."""
+        proto, n = self._protocol_offset(), len(self.levels)
+        return [(float(np.exp(theta[proto + j])), float(np.exp(theta[proto + n + j]))) for j in range(n)]
+
     def _model_at(self, values: list[tuple[float, float]], memory_bw: float, nvls: dict[int, tuple[float, float]],
-                  net: dict[tuple[int, str], float] | None = None, p2p: list[float] | None = None):
+                  net: dict[tuple[int, str], float] | None = None, p2p: list[float] | None = None,
+                  protocol: list[tuple[float, float]] | None = None):
         """The default collective model on the prior with these levels, NVLS bandwidths (η_nvls = V / W and
         η_nvlstree = V' / W, at most 1 as the profile holds them) and memory bandwidth (on-chip and
-        hierarchical all-to-all copies)."""
+        hierarchical all-to-all copies); `protocol`: each level's (α^LL, α^LL128), None = the prior's keys (unset:
+        they follow α)."""
         def figures(j: int, w: float) -> dict:
             out = {key: min(value / w, MAX_NVLSTREE_NET_FACTOR) for (m, key), value in (net or {}).items() if m == j}
             if j in nvls:
                 out.update(nvls_efficiency=min(nvls[j][0] / w, 1.0), nvlstree_efficiency=min(nvls[j][1] / w, 1.0))
             return out
 
+        def hops(j: int) -> dict:
+            if protocol is None:
+                return {}
+            return {"ll_latency_s": protocol[j][0], "ll128_latency_s": protocol[j][1]}
+
         levels = tuple(replace(level, latency_s=a, link_bw_bytes_per_s=w, bw_efficiency=EfficiencyTable.constant(1.0),
-                               p2p_latency_s=level.p2p_latency_s if p2p is None else p2p[j], **figures(j, w))
+                               p2p_latency_s=level.p2p_latency_s if p2p is None else p2p[j], **figures(j, w), **hops(j))
                        for j, (level, (a, w)) in enumerate(zip(self.levels, values)))
         chip = replace(self.prior.chip, hbm_bw_bytes_per_s=memory_bw)
         efficiency = replace(self.prior.efficiency, memory_bandwidth=1.0)
@@ -359,7 +391,9 @@ class Design:
         out += self.o_passes * self.layer_overhead(theta)
         if self._collective_terms:
             values = np.array(self.level_values(theta))
-            out += a @ np.concatenate([values[:, 0], self.p2p_latencies(theta)]) + b @ (1.0 / values[:, 1]) + c
+            hops = np.array(self.protocol_latencies(theta))
+            out += a @ np.concatenate([values[:, 0], self.p2p_latencies(theta), hops[:, 0], hops[:, 1]]) \
+                + b @ (1.0 / values[:, 1]) + c
             if d.shape[1]:
                 lines = list(np.ravel(list(self.nvls_values(theta).values()))) + list(self.extra_values(theta).values())
                 out += d @ (1.0 / np.array(lines))

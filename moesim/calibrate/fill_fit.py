@@ -71,7 +71,8 @@ def ramp_rows(design: Design, index: int) -> np.ndarray:
     """Rows (booleans) that bind level `index`'s fill at the prior (module docstring)."""
     prior = design.prior
     fill0 = prior_fill_bytes(prior.interconnect[index], index)
-    bumped = Design(list(design.observations), with_fill(prior, index, fill0 * np.exp(PROBE)), design.knots)
+    bumped = Design(list(design.observations), with_fill(prior, index, fill0 * np.exp(PROBE)), design.knots,
+                    design.per_protocol)
     t0, t1 = design.predict(design.initial()), bumped.predict(bumped.initial())
     slope = np.log(np.maximum(t1, 1e-300) / np.maximum(t0, 1e-300)) / PROBE
     return slope >= RAMP_SHARE * MAX_RAMP_SLOPE
@@ -90,7 +91,8 @@ def fit_fills(design: Design, loss: str, prior_weights: np.ndarray, fill_weight:
     out, profile = [], design.prior
     for index, level in enumerate(profile.interconnect):
         fill0 = prior_fill_bytes(level, index)
-        at = design if profile is design.prior else Design(list(design.observations), profile, design.knots)
+        at = (design if profile is design.prior
+              else Design(list(design.observations), profile, design.knots, design.per_protocol))
         rows = int(ramp_rows(at, index).sum())
         if not rows:
             out.append(FillFit(level.name, fill0, fill0, 0))
@@ -100,7 +102,8 @@ def fit_fills(design: Design, loss: str, prior_weights: np.ndarray, fill_weight:
         def cost_at(octave: float) -> float:
             if octave not in costs:
                 fill = float(np.clip(fill0 * 2.0**octave, MIN_FILL_BYTES, MAX_FILL_BYTES))
-                trial = Design(list(design.observations), with_fill(profile, index, fill), design.knots)
+                trial = Design(list(design.observations), with_fill(profile, index, fill), design.knots,
+                               design.per_protocol)
                 theta, _, _, free = fit(trial, loss, prior_weights)
                 costs[octave] = map_cost(trial, theta, loss, prior_weights, free,
                                          fill_weight * np.log(fill / fill0))

@@ -59,6 +59,7 @@ ROUTER_MATMUL = "router_matmul"
 # ops.py); a one-call phase (the permutes) measures that, not its operator. The free-running layer total
 # has no barriers inside it and is fitted.
 OP_UNFITTED_PHASES = ("dispatch_permute", "combine_unpermute")
+PROTOCOL_HOPS = (".ll_latency", ".ll128_latency")  # design.py's per-protocol hop latencies (latency_per_protocol)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,10 @@ class FitResult:
     # level name -> π, the latency of one send/recv message (profile p2p_latency_us), s: fitted from all-to-all /
     # send/recv rows, or the prior's (its latency_us where unset); written where it differs from the written latency
     p2p_latencies: dict[str, float] = field(default_factory=dict)
+    # level name -> (α^LL, α^LL128), the LL and LL128 hop latencies (profile ll_latency_us, ll128_latency_us), s:
+    # fitted from LL / LL128 latency-bound rows, or the prior's (its latency_us where unset); written as π is. Only
+    # with fit_profile(latency_per_protocol=True); empty otherwise (nothing written: they follow latency_us)
+    protocol_latencies: dict[str, tuple[float, float]] = field(default_factory=dict)
     # the interconnect prior's weight the fit used: W of every figure (LEVEL_PRIOR_WEIGHT or --prior-weight W), or
     # √(n / n_eff), the factor over each figure's 1 / σ, where chosen from the log (prior_weight.py)
     level_prior_weight: float = 0.0
@@ -158,10 +163,12 @@ def observations_for(measurements: Measurements, fit_keys: set[str], hardware: H
 def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys: set[str],
                 knots_flops: tuple[float, ...] | None = None, bootstrap: int = 100, seed: int = 0,
                 loss: str = "soft_l1", fit_router_matmul: bool = False, level_prior_weight: float | None = None,
-                progress=None, gpus_per_thread: int = 1) -> FitResult:
+                progress=None, gpus_per_thread: int = 1, latency_per_protocol: bool = False) -> FitResult:
     """Fit `prior`'s efficiency table, peaks, memory bandwidth, per-level α, W and layer overhead to the
     measurements. `level_prior_weight`: one prior weight for every interconnect figure; None = LEVEL_PRIOR_WEIGHT, or
-    where every observation is a collective each figure's √(n / n_eff) / σ_j (prior_weight.py)."""
+    where every observation is a collective each figure's √(n / n_eff) / σ_j (prior_weight.py).
+    `latency_per_protocol`: the LL and LL128 hop latencies as figures of their own (design.py; evaluated in session 8,
+    not the default: the held-out matrix got worse, docs/collectives.md), else they follow α as before."""
     if loss not in LOSSES:
         raise SpecError(f"unknown loss '{loss}'", field="loss", value=loss, allowed=LOSSES)
     if bootstrap < 0:
@@ -173,7 +180,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
     if not obs and measurements.collectives:
         raise SpecError(f"nothing to fit: every nccl-tests row is at the host floor of {gpus_per_thread} kernel "
                         "launches per iteration", field="gpus_per_thread", value=gpus_per_thread)
-    design = Design(obs, prior, knots_flops if knots_flops is not None else choose_knots(obs))
+    design = Design(obs, prior, knots_flops if knots_flops is not None else choose_knots(obs), latency_per_protocol)
     if int(design.free.sum()) >= len(obs):
         raise SpecError(f"{len(obs)} observations cannot fit {int(design.free.sum())} parameters: measure more "
                         "configurations or sizes")
@@ -203,7 +210,8 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         layer_overhead_s=design.layer_overhead(theta) if design.o_passes.any() else None,
         levels=tuple((lv.name, a, w, bool(u[0]), bool(u[1]))
                      for lv, (a, w), u in zip(design.levels, design.level_values(theta), design.level_used)),
-        parameters=parameter_table(design, theta, log_cov, samples), blocks=blocks,
+        parameters=tuple(p for p in parameter_table(design, theta, log_cov, samples)  # per-protocol hops only when on
+                         if latency_per_protocol or not p.name.endswith(PROTOCOL_HOPS)), blocks=blocks,
         overall=block_stats(pred, design.measured), op_fits=op_fits(measurements.collectives),
         n_parameters=int(design.free.sum()), loss=loss, bootstrap=bootstrap, seed=seed,
         fitted_keys=tuple(sorted(fit_keys & {r.key for r in measurements.layers})), relinearisations=relin,
@@ -215,6 +223,8 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         nvls_bandwidths={design.levels[j].name: v for j, v in design.nvls_values(theta).items()},
         extra_bandwidths={(design.levels[m].name, key): v for (m, key), v in design.extra_values(theta).items()},
         p2p_latencies={lv.name: v for lv, v in zip(design.levels, design.p2p_latencies(theta))},
+        protocol_latencies=({lv.name: v for lv, v in zip(design.levels, design.protocol_latencies(theta))}
+                            if latency_per_protocol else {}),
         fills=fills,
     )
 
@@ -233,7 +243,7 @@ def _fill_search(design: Design, loss: str, prior_weights: np.ndarray, level_pri
             profile = with_fill(profile, index, found.fill_bytes)
     if profile is design.prior:
         return design, fills
-    return Design(list(design.observations), profile, design.knots), fills
+    return Design(list(design.observations), profile, design.knots, design.per_protocol), fills
 def block_stats(predicted: np.ndarray, measured: np.ndarray) -> BlockStats:
     """MAPE, max |error|, mean signed error (fractions) and R² of ln t."""
     predicted, measured = np.asarray(predicted, float), np.asarray(measured, float)

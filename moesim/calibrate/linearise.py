@@ -1,5 +1,5 @@
 """The collectives of a calibration Design linearised through the real model at θ (design.py's module docstring):
-per observation t = C + Σ_l A_l·α_l + Σ_l A'_l·π_l + Σ_F B_F / F, the slopes by finite differences of
+per observation t = C + Σ_l A_l·α_l + Σ_l A'_l·π_l + Σ_l,p A^p_l·α^p_l + Σ_F B_F / F, the slopes by finite differences of
 `select.default_model` itself, and which figures the rows set (the outermost level a row spans, and of those
 only the figure whose term is the row's largest: binding_terms). A part of Design, split out for its length: it
 reads and sets the Design's own fields."""
@@ -15,20 +15,20 @@ MIN_LATENCY_STEP_S = 1e-9  # absolute floor of the latency step (a relative step
 
 
 def probe(design, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(A, B, C, D): per observation, seconds per unit α_l then per unit π_l (2 × levels columns), per unit
-    1/W_l, the rest, and per unit 1/V_l, 1/V'_l (columns V, V' of each level in nvls_levels order) and 1/U_m,
+    """(A, B, C, D): per observation, seconds per unit α_l, per unit π_l, per unit α^LL_l then per unit α^LL128_l
+    (4 × levels columns), per unit 1/W_l, the rest, and per unit 1/V_l, 1/V'_l (columns V, V' of each level in nvls_levels order) and 1/U_m,
     1/P_l (extra_figures order), at θ."""
     n, n_lev = len(design.observations), len(design.levels)
-    a, b, c = np.zeros((n, 2 * n_lev)), np.zeros((n, n_lev)), np.zeros(n)
+    a, b, c = np.zeros((n, 4 * n_lev)), np.zeros((n, n_lev)), np.zeros(n)
     d = np.zeros((n, 2 * len(design.nvls_levels) + len(design.extra_figures)))
     if not design._collective_terms:
         return a, b, c, d
     values, memory_bw, nvls = design.level_values(theta), design.memory_bw(theta), design.nvls_values(theta)
-    net, p2p = design.extra_values(theta), design.p2p_latencies(theta)
+    net, p2p, hops = design.extra_values(theta), design.p2p_latencies(theta), design.protocol_latencies(theta)
     unique = sorted({t for _, t in design._collective_terms}, key=repr)
 
-    def times(vals, nv=nvls, nt=net, pl=p2p) -> dict:
-        model = design._model_at(vals, memory_bw, nv, nt, pl)
+    def times(vals, nv=nvls, nt=net, pl=p2p, pr=hops if design.per_protocol else None) -> dict:
+        model = design._model_at(vals, memory_bw, nv, nt, pl, pr)
         return {u: collective_time_s(u, design.prior, model) for u in unique}
 
     base = times(values)
@@ -49,6 +49,15 @@ def probe(design, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
         step = max(pi * PROBE_STEP, MIN_LATENCY_STEP_S)
         up = times(values, pl=[x + step if g == j else x for g, x in enumerate(p2p)])
         slopes_a.append({u: (up[u] - base[u]) / step for u in unique})
+    for q in range(2):  # α^LL, then α^LL128 raised, α held (nothing without per_protocol or a collective the tuner prices)
+        for j, hop in enumerate(hops):
+            if not design._has_tuner:
+                slopes_a.append(dict.fromkeys(unique, 0.0))
+                continue
+            step = max(hop[q] * PROBE_STEP, MIN_LATENCY_STEP_S)
+            up = times(values, pr=[tuple(x + step if (g, f) == (j, q) else x for f, x in enumerate(h))
+                                   for g, h in enumerate(hops)])
+            slopes_a.append({u: (up[u] - base[u]) / step for u in unique})
     slopes_d = []
     for j in design.nvls_levels:  # V, then V' lowered, the other held (each η below its cap while V < W)
         for f in range(2):
@@ -71,6 +80,11 @@ def probe(design, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
         for j, pi in enumerate(p2p):
             a[i, n_lev + j] += slopes_a[n_lev + j][u]
             rest -= slopes_a[n_lev + j][u] * pi
+        for q in range(2):
+            for j, hop in enumerate(hops):
+                col = (2 + q) * n_lev + j
+                a[i, col] += slopes_a[col][u]
+                rest -= slopes_a[col][u] * hop[q]
         for k, j in enumerate(design.nvls_levels):
             for f in range(2):
                 d[i, 2 * k + f] += slopes_d[2 * k + f][u]
@@ -85,19 +99,25 @@ def probe(design, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     # set, else the prior. Likewise W: a row spanning several levels sets only the outermost one's W (a
     # multi-node row the model bounds by NVLink leaves NVLink's W to single-node rows). V, V', U, P: the rows
     # their line bounds (V' is multi-node by nature, which its ratio ρ takes). π as α: the send/recv rows set
-    # the π of the outermost level they span. And a row sets only its binding figure (binding_terms).
-    ring_spans, p2p_spans = np.abs(a[:, :n_lev]) > tol, np.abs(a[:, n_lev:]) > tol
-    spans = ring_spans | p2p_spans
+    # the π of the outermost level they span. The hop latency is one term of a row (all its hops, one protocol), and
+    # sets the figure of the row's protocol: α (Simple), α^LL or α^LL128, at the outermost level the row spans.
+    # And a row sets only its binding figure (binding_terms).
+    cols = [np.abs(a[:, g * n_lev:(g + 1) * n_lev]) for g in range(4)]  # α, π, α^LL, α^LL128
+    ring_spans, p2p_spans, ll_spans, ll128_spans = (col > tol for col in cols)
+    spans = ring_spans | p2p_spans | ll_spans | ll128_spans
     rows = spans.any(axis=1)
     outer_of_row = n_lev - 1 - np.argmax(spans[:, ::-1], axis=1)
     lines = np.array(list(np.ravel(list(nvls.values()))) + list(net.values()))
-    binds = binding_terms(np.abs(a[:, :n_lev]) @ np.array([v[0] for v in values]), np.abs(a[:, n_lev:]) @ np.array(p2p),
-                          np.abs(b) / np.array([v[1] for v in values]), np.abs(d) / lines if len(lines) else d,
-                          np.maximum(c, 0.0))
+    hop_s = (cols[0] @ np.array([v[0] for v in values]) + cols[2] @ np.array([h[0] for h in hops])
+             + cols[3] @ np.array([h[1] for h in hops]))
+    binds = binding_terms(hop_s, cols[1] @ np.array(p2p), np.abs(b) / np.array([v[1] for v in values]),
+                          np.abs(d) / lines if len(lines) else d, np.maximum(c, 0.0))
     ring_binds, p2p_binds, bound, line_binds = binds
     bound[rows] &= np.arange(n_lev)[None, :] == outer_of_row[rows, None]
     design.level_used = np.stack([_outermost(ring_spans & ring_binds[:, None]), bound.any(axis=0)], axis=1)
     design.p2p_latency_used = _outermost(p2p_spans & p2p_binds[:, None])
+    design.protocol_latency_used = np.stack([_outermost(ll_spans & ring_binds[:, None]),
+                                             _outermost(ll128_spans & ring_binds[:, None])], axis=1)
     lev, n_lev, n_nvls = design._offsets()[2], len(design.levels), len(design.nvls_levels)
     design.nvls_used = line_binds[:, :2 * n_nvls].any(axis=0).reshape(-1, 2)
     design.extra_used = line_binds[:, 2 * n_nvls:].any(axis=0)
@@ -109,6 +129,8 @@ def probe(design, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     first = lev + 2 * n_lev + 2 * n_nvls
     design._free[first:first + len(design.extra_figures)] = design.extra_used
     design._free[design._p2p_offset():design._p2p_offset() + n_lev] = design.p2p_latency_used
+    design._free[design._protocol_offset():design._protocol_offset() + 2 * n_lev] = \
+        design.protocol_latency_used.T.ravel()  # every level's α^LL, then every level's α^LL128
     return a, b, c, d
 
 

@@ -37,7 +37,7 @@ from moesim.paths import read_versioned_toml
 
 SIGMA_FILE = Path(__file__).with_name("prior_sigma.toml")
 FIGURE_KINDS = ("latency", "p2p_latency", "bandwidth", "nvls_bandwidth", "nvlstree_bandwidth", "p2p_bandwidth",
-                "fill")  # fill: the ramp's S_fill, searched outside θ (fill_fit.py)
+                "fill", "ll_latency", "ll128_latency")  # fill: the ramp's S_fill, searched outside θ (fill_fit.py)
 MAX_ROUNDS = 8
 ROUND_RTOL = 0.01  # the fixed point is reached when n_eff moves by less than 1 %
 

@@ -17,6 +17,8 @@ The file keeps the prior's schema and keys (so `moesim.specs.load.load_hardware`
   interconnect[i].nvlstree_net_factor  U_i / W_i, NVLSTree's inter-node line, where it differs from W_i;
   interconnect[i].p2p_factor          P_i / W_i, send/recv's line, where it differs from W_i;
   interconnect[i].p2p_latency_us      π_i, send/recv's message latency, where it differs from the written α_i;
+  interconnect[i].ll_latency_us,      α_i^LL, α_i^LL128, the LL / LL128 hop latencies, where they differ from
+    ll128_latency_us                  the written α_i (then the Simple hop);
   interconnect[i].fill_bytes          the ramp's S_fill of level i, where the fill search moved it (fill_fit.py);
   name, description, calibrated_from, and the `source` lines.
 `calibrated_from` holds the provenance as "key: value" lines, among them `fitted_on:` (the
@@ -149,6 +151,9 @@ def calibrated_table(prior_path: Path, fit: FitResult, provenance: Provenance, n
         if level.name in fit.p2p_latencies:
             _write_p2p_latency(level_raw, level, alpha if alpha_fitted else None, fit.p2p_latencies[level.name],
                                provenance)
+        for key, own, value in zip(("ll_latency_us", "ll128_latency_us"), (level.ll_latency_s, level.ll128_latency_s),
+                                   fit.protocol_latencies.get(level.name, ())):
+            _write_own_latency(level_raw, level, key, alpha if alpha_fitted else None, own, value, provenance)
         for found in fit.fills:
             if found.level == level.name and found.fill_bytes != found.prior_bytes:
                 _write_fill(level_raw, found.fill_bytes, found.ramp_rows, provenance)
@@ -217,6 +222,21 @@ def _write_p2p_latency(raw: dict, level, alpha: float | None, p2p_s: float, prov
     raw["p2p_latency_us"] = _sig(p2p_s * US_PER_S)
     raw["source"] = (f"moesim calibrate ({provenance.created_utc}): send/recv latency {p2p_s * US_PER_S:.4g} us; "
                      + raw.get("source", ""))
+
+
+def _write_own_latency(raw: dict, level, key: str, alpha: float | None, own: float | None, value_s: float,
+                       provenance: Provenance) -> None:
+    """key (ll_latency_us, ll128_latency_us) = the protocol's fitted hop where it or α moved; left unset while it
+    equals the written latency (the loader then takes latency_us), as p2p_latency_us."""
+    prior = level.latency_s if own is None else own
+    if alpha is None and value_s == prior:
+        return
+    written = alpha if alpha is not None else level.latency_s
+    if key not in raw and abs(value_s - written) <= 10.0 ** -SIGNIFICANT_DIGITS * written:
+        return
+    raw[key] = _sig(value_s * US_PER_S)
+    raw["source"] = (f"moesim calibrate ({provenance.created_utc}): {key.removesuffix('_us')} "
+                     f"{value_s * US_PER_S:.4g} us; " + raw.get("source", ""))
 
 
 def _write_fill(raw: dict, fill: float, rows: int, provenance: Provenance) -> None:

@@ -122,6 +122,7 @@ def _unit_of(name: str) -> str:
         return "x prior peak"
     if name.endswith("_ratio"):
         return "x NVLS bandwidth"
-    return "s" if name.endswith((".latency", ".p2p_latency")) or name == "layer_overhead" else "bytes/s"
+    latencies = (".latency", ".p2p_latency", ".ll_latency", ".ll128_latency")
+    return "s" if name.endswith(latencies) or name == "layer_overhead" else "bytes/s"
 
 

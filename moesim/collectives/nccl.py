@@ -84,9 +84,21 @@ def _link(kind: str) -> str:
 
 def hop_latency_s(algorithm: str, protocol: int, tier) -> float:
     """h(a, p, link) × latency_us / reference Simple ring hop: the profile's latency scales the table the wire
-    takes (wire_hops_us: NCCL's, with the published NVLink LL / LL128 hops)."""
+    takes (wire_hops_us: NCCL's, with the published NVLink LL / LL128 hops); LL and LL128 by the level's own
+    figure where it has one (protocol_latency_s)."""
     t, link = tuning(), _link(tier.kind)
-    return tier.latency_s * wire_hops_us(link, algorithm)[protocol] / t["reference_hop_us"][link]
+    return protocol_latency_s(tier, protocol) * wire_hops_us(link, algorithm)[protocol] / t["reference_hop_us"][link]
+
+
+def protocol_latency_s(tier, protocol: int) -> float:
+    """The level's reference hop as `protocol` (index into PROTOCOLS) reads it: the profile's ll_latency_us /
+    ll128_latency_us where set (InterconnectLevel: NCCL's hop is per link, algorithm and protocol, tuning.cc hwLat),
+    else latency_us (Simple, and every protocol of a level that sets neither)."""
+    own = getattr(tier, _PROTOCOL_LATENCY[protocol], None) if protocol < len(_PROTOCOL_LATENCY) else None
+    return tier.latency_s if own is None else own
+
+
+_PROTOCOL_LATENCY = ("ll_latency_s", "ll128_latency_s")  # PROTOCOLS' LL, LL128; Simple reads latency_s
 
 
 def wire_hops_us(link: str, algorithm: str) -> list[float]:
@@ -250,16 +262,19 @@ def _ring_plateau(latency_s: float, base_s: float, size_bytes: float, n: int, ti
 
 def _hop_tables(tiers) -> tuple[list[dict], dict]:
     """Per tier, {algorithm: [hop s for LL, LL128, Simple]} the wire takes (hop_latency_s for every pair at once),
-    and tier 0's hops in NCCL's own table (what its tuner ranks by; the two differ on NVLink LL / LL128 only)."""
-    key = tuple((tier.kind, tier.latency_s, getattr(tier, "gpu_nic_path", "")) for tier in tiers)
+    and tier 0's hops in NCCL's own table (what its tuner ranks by; the two differ on NVLink LL / LL128 only). The
+    wire's LL / LL128 hops scale by the level's own figures where set (protocol_latency_s); NCCL's own table by
+    latency_us alone (its tuner ranks by hwLat, which no measured protocol hop changes)."""
+    key = tuple((tier.kind, tier.latency_s, getattr(tier, "gpu_nic_path", ""), protocol_latency_s(tier, 0),
+                 protocol_latency_s(tier, 1)) for tier in tiers)
     found = _HOPS.get(key)
     if found is None:
         t = tuning()
         wire = []
-        for kind, latency, path in key:
+        for kind, latency, path, ll, ll128 in key:
             link = _link(kind)
-            scale = latency / t["reference_hop_us"][link]
-            wire.append({a: [scale * x for x in wire_hops_us(link, a)] for a in ALGORITHMS})
+            scales = [x / t["reference_hop_us"][link] for x in (ll, ll128, latency)]  # per protocol (PROTOCOLS)
+            wire.append({a: [k * x for k, x in zip(scales, wire_hops_us(link, a))] for a in ALGORITHMS})
             if link == "net":  # an LL network step first crosses PCIe into host memory (net_ll_send_leg_s)
                 for a, leg in _net_ll_legs().items():
                     wire[-1][a][0] += leg

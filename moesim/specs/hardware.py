@@ -164,6 +164,13 @@ class InterconnectLevel:
     # all-to-all / send/recv rows (as p2p_factor for their bandwidth). Every engine reads it through
     # collectives.base.p2p_latency_s (switch tiers, torus, DeepEP's hops; the estimate and simulator through them).
     p2p_latency_s: float | None = None
+    # The hop latency of NCCL's LL and LL128 protocols over this level, read as latency_s is (the level's reference
+    # hop: a protocol's hops are NCCL's table row of that protocol x this / nccl_tuning.toml [reference_hop_us]), for
+    # the collectives NCCL's tuner prices (all-reduce, all-gather, reduce-scatter); None = latency_s. NCCL prices a hop
+    # per link, algorithm and protocol (tuning.cc hwLat). Calibration fits them from a log's LL / LL128 latency-bound
+    # rows only on request (fit_profile(latency_per_protocol=True): evaluated in session 8, not the default).
+    ll_latency_s: float | None = None
+    ll128_latency_s: float | None = None
     # The pipeline ramp's S_fill over this level (nccl.fill_factor: the bounding transfer x (1 + S_fill / (S + S_fill))),
     # bytes, for the ring / tree / PAT / CollNet collectives whose outermost level this is (and NVLSTree's network
     # part); None = nccl_tuning.toml [pipeline] (16 MiB inside one node, 64 MiB across nodes). `moesim calibrate`

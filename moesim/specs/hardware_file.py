@@ -85,6 +85,8 @@ def _level_from_table(t: Table, devices_per_chip: int) -> InterconnectLevel:
         nvlstree_net_factor=t.opt("nvlstree_net_factor", float, None),
         p2p_factor=t.opt("p2p_factor", float, None),
         p2p_latency_s=_us_or_none(t.opt("p2p_latency_us", float, None)),
+        ll_latency_s=_us_or_none(t.opt("ll_latency_us", float, None)),
+        ll128_latency_s=_us_or_none(t.opt("ll128_latency_us", float, None)),
         fill_bytes=t.opt("fill_bytes", float, None),
         nccl_arch=t.opt("nccl_arch", str, ""),
         sharp=t.opt("sharp", bool, False),

@@ -47,6 +47,9 @@ KNOWN_WORSE = {
     # 20.7 -> 13.7, 19.2 -> 6.3 %); the rows that lose are the 2-8 MiB NVLSTree / tree-LL128 rows, whose latency
     # share the same figure carries. (nvlschunk round, session 7: with NCCL's NVLS loops priced the priors move,
     # 4 -> 2 nodes 3.8 -> 5.0 %, 2 -> 4 nodes 8.4 -> 9.1 %.)
+    # (session 8, calscope: a hop latency per protocol, fit_profile(latency_per_protocol=True), takes both off this list,
+    # 4 -> 2 nodes 3.5 %, 2 -> 4 nodes 8.3 %, the tree/LL rows moving the network LL hop alone; it was not shipped as the
+    # default because it costs B200 Vultr 13 better pairs and adds five worse ones: docs/collectives.md, "Session 8")
     ("h100-vm-4node-qoofyk_all_reduce_perf.log", "h100-hgx-2node-qoofyk_all_reduce_perf.log"),
     ("h100-hgx-2node-qoofyk_all_reduce_perf.log", "h100-vm-4node-qoofyk_all_reduce_perf.log"),
     # B200 Vultr 1 node: the all-reduce's ring/LL rows (64 B - 512 KiB, hop latency 0.52-0.68 of their time, 1.08-1.33x

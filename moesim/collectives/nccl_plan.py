@@ -17,7 +17,7 @@ from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _collnet, _hop_tables
                                      _tree_net_hops, fill_factor, level_fill_bytes, tree_correction, tuning)
 from moesim.collectives.nccl_channels import (channel_rule, coll_channels, full_share_bytes, pinned_share,
                                               share_at)
-from moesim.collectives.nccl_facts import ll128_across_nodes, no_gdr_legs_s
+from moesim.collectives.nccl_facts import ll128_across_nodes, no_gdr_legs_s, no_gdr_tuner_latency_s
 from moesim.collectives.nccl_multinode import ring_chain_extra_net_steps
 from moesim.collectives.nccl_nvls import nvls_step_rule, nvls_steps_s
 
@@ -64,6 +64,7 @@ class Plan:
     sharp: bool
     channels: int | None = None  # the run's comm->nChannels (nccl_channels.coll_channels); None: the system's
     nvls_steps: tuple | None = None  # nccl_nvls.nvls_step_rule of NVLS / NVLSTree where it runs (per-loop cost)
+    no_gdr: tuple | None = None  # ((algorithm, s), ...) PAT / NVLSTree / CollNet legs without GDR (wire only)
 
 
 def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool = False,
@@ -137,7 +138,8 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
                 # NVLS across nodes goes over CollNet where SHARP is on (_collnet), else it is NVLSTree
                 nvls=nvls,
                 sharp=collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False) and simple,
-                nvls_steps=nvls_step_rule(nvls[0], n, counts, tiers, nodes, nvls_knobs) if nvls else None)
+                nvls_steps=nvls_step_rule(nvls[0], n, counts, tiers, nodes, nvls_knobs) if nvls else None,
+                no_gdr=no_gdr_tuner_latency_s(t, path, nodes, counts[0]) if staged else None)
 
 
 def priced(plan: Plan, size_bytes: float, port_bw, pinned: tuple | None = None) -> list[tuple]:
@@ -175,6 +177,11 @@ def priced(plan: Plan, size_bytes: float, port_bw, pinned: tuple | None = None) 
         out.append(row)
     if plan.sharp:
         out.extend(_collnet(size_bytes, counts, tiers, port_bw, plan.nvls_eff, plan.allowed))
+    if plan.no_gdr:  # the GDR-less legs of PAT / NVLSTree / CollNet network hops: wire only, the offset takes them back
+        legs = dict(plan.no_gdr)
+        out = [row if row[0] not in legs else
+               (row[0], row[1], Terms(row[2].latency_s + legs[row[0]], row[2].transfer_s, row[2].overlapped), row[3],
+                row[4] - legs[row[0]]) for row in out]
     return out
 
 

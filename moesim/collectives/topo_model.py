@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from moesim.collectives import formulas, hierarchy, nccl, nccl_multinode, nccl_plan, torus_costs
+from moesim.collectives import formulas, hierarchy, nccl, nccl_facts, nccl_multinode, nccl_plan, torus_costs
 from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
 from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.collectives.formulas import Terms
@@ -238,6 +238,12 @@ class TopologyModel:
         net_simple = net_p2p and not nccl_multinode.p2p_net_runs_ll(nccl.tuning())
         leg = nccl_multinode.net_ll_send_leg_s(nccl.tuning())["ring"] if net_p2p and not net_simple else 0.0
         legs = [leg if t.kind not in ("switch", "torus") else 0.0 for t in tiers]  # added to LL steps only
+        # without GPUDirect RDMA a network step of send/recv, all-to-all or broadcast stages through host memory
+        staged = [nccl_facts.no_gdr_step_legs_s(nccl.tuning(), op, t) if system.nccl and multi else None for t in tiers]
+        # NCCL's tuner picks a broadcast's protocol and prices no GDR leg: wire only (the offset takes them back)
+        gdr_offsets = None if op != "broadcast" or not any(staged) else {
+            proto.name: -hierarchy.ring_latency_s(1, n, counts, [g[proto.name] if g else 0.0 for g in staged])
+            for proto in protocols}
         return _Layout(
             tiers=tiers, counts=counts, top=top, multi=multi,
             torus_port=tuple(t.kind == "torus" and pl.torus is not None for t in tiers),
@@ -245,12 +251,13 @@ class TopologyModel:
             rail=any(t.kind == "fabric" and self.hardware.interconnect[t.level_index].topology == "rail_optimized"
                      for t in tiers),
             protocols=tuple((proto, {family: tuple(lat * proto.step_factor(t.kind, family) +
-                                                   (extra if proto.name == "LL" else 0.0)
-                                                   for lat, t, extra in zip(latency, tiers, legs))
+                                                   (extra if proto.name == "LL" else 0.0) +
+                                                   (gdr[proto.name] if gdr else 0.0)
+                                                   for lat, t, extra, gdr in zip(latency, tiers, legs, staged))
                                      for family in ("ring", "tree")},
                              proto.bw_factor(op == "all_reduce", multi)) for proto in protocols),
             names=_algorithm_names(op, counts, n, system.nccl), tuner=tuner, cap_tiers=cap_tiers,
-            p2p_protocols=system.nccl and op in _P2P_OPS, p2p_net_simple=net_simple)
+            p2p_protocols=system.nccl and op in _P2P_OPS, p2p_net_simple=net_simple, gdr_offsets=gdr_offsets)
 
     def _tiers(self, op: str, size: float, n: int, system: System, pl: GroupPlacement, lay: "_Layout",
                pinned=None) -> list[tuple]:
@@ -288,7 +295,8 @@ class TopologyModel:
                 if picked is not None and proto.name != picked[name]:
                     continue
                 terms = _algorithm_terms(name, op, size, n, counts, alpha, bw, lay.rail, copy_bw)
-                out.append((name, proto.name, terms, proto.base_latency_s(name), 0.0))
+                offset = lay.gdr_offsets[proto.name] if lay.gdr_offsets else 0.0
+                out.append((name, proto.name, terms, proto.base_latency_s(name), offset))
         return out
 
     def __post_init__(self) -> None:
@@ -332,6 +340,7 @@ class _Layout:
     cap_tiers: tuple | None  # (NVLink tier, NIC tier or None) where NCCL's p2p channels cap a send/recv
     p2p_protocols: bool  # NCCL send/recv: each algorithm runs the protocol its message size picks
     p2p_net_simple: bool = False  # NCCL send/recv between nodes: Simple at every size (nccl_multinode.p2p_net_runs_ll)
+    gdr_offsets: dict | None = None  # broadcast without GDR: {protocol: tuner offset s}, its legs taken back
 
 
 def _algorithm_names(op: str, counts, n: int, nccl_lib: bool) -> tuple[str, ...]:

@@ -104,10 +104,13 @@ def test_a_one_node_log_is_left_alone(tmp_path):
 
 
 def test_rows_no_class_prices_apart_are_left_alone(tmp_path):
-    """H200 two nodes: NVLSTree runs every size, which neither fact moves."""
-    result = calibrate([str(DATA / "h200-oci-2node_all_reduce_perf.log")], "h200", tmp_path / "c.toml",
-                       bootstrap=0, holdout_fraction=0.0)
+    """H200 two nodes with the path stated: NVLSTree runs every size, which the host CPU's rules (the ring's network
+    post overhead, the LL cap) do not move. (The path does, since NCCL's GDR-less legs are priced on NVLSTree too.)"""
+    log = str(DATA / "h200-oci-2node_all_reduce_perf.log")
+    how = dict(bootstrap=0, holdout_fraction=0.0)
+    result = calibrate([log], "h200", tmp_path / "c.toml", system={"gpu_nic_path": "PXB"}, **how)
     assert result.facts.candidates == () and "prices every row alike" in result.facts.note
+    assert len(calibrate([log], "h200", tmp_path / "d.toml", system={"host_cpu": "intel"}, **how).facts.candidates) == 2
 
 
 def _write_log(path: Path, rows: tuple[CollectivePoint, ...]) -> None:

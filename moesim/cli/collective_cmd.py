@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from moesim.cli.output import print_json
+from moesim.collectives.sweep import DEFAULT_A2A_ALGORITHM
 from moesim.units import parse_size_bytes, parse_size_range
 
 DEFAULT_SWEEP = "8B:8GiB"  # the range nccl-tests' README runs (-b 8 -e 8G -f 2)
@@ -29,6 +30,12 @@ def register(subparsers) -> None:
     p.add_argument("--group-stride", type=int, default=1, help="device-id distance between members (default 1)")
     p.add_argument("--concurrent", type=int, default=1,
                    help="groups of this shape running at once, sharing links (default 1)")
+    p.add_argument("--a2a-algorithm", default=DEFAULT_A2A_ALGORITHM, metavar="ALGO",
+                   help="which all-to-all is priced: 'nccl-tests' what alltoall_perf runs, one flat pairwise exchange "
+                        "(ncclSend + ncclRecv to every rank), as `moesim calibrate` prices its logs; 'pairwise'; "
+                        "'hierarchical' (2DH, Tutel / DeepSpeed: needs whole NVLink domains on several nodes, else "
+                        "pairwise); 'auto' the faster of the two (training's dispatch_backend 'nccl'); default "
+                        f"{DEFAULT_A2A_ALGORITHM}; other ops ignore it")
     p.add_argument("--nccl-algo", default="", metavar="ALGOS",
                    help="restrict NCCL's algorithms as NCCL_ALGO does: 'ring', 'ring,tree', '^nvls,nvlstree' "
                         "(ring, tree, nvls, nvlstree, collnetdirect, collnetchain, pat; 'collnet' = both CollNets; "
@@ -70,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         sizes = sweep_sizes(*parse_size_range(args.sweep or DEFAULT_SWEEP, field="--sweep"))
     report = collective_report(args.hardware, args.op, args.devices, sizes, args.group_stride, args.concurrent,
                                args.nccl_algo, args.nccl_collnet, args.nccl_proto, args.tuner_rules,
-                               {name: getattr(args, name) for name in CHANNEL_KNOBS})
+                               {name: getattr(args, name) for name in CHANNEL_KNOBS}, args.a2a_algorithm)
     if args.json:
         print_json(report)
         return 0

@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import warnings
 
-from moesim.collectives.base import OPS, CollectiveModel, Group
+from moesim.collectives.base import OPS, CollectiveCost, CollectiveModel, Group
 from moesim.errors import SpecError
 
 NCCL_TESTS_TYPE, NCCL_TESTS_TYPE_BYTES = "float", 4  # nccl-tests' default `-d float`
 SWEEP_FACTOR = 2  # nccl-tests `-f 2`
 _PER_RANK_OPS = ("all_gather", "reduce_scatter", "all_to_all")
 _REDOP = {"all_reduce": "sum", "reduce_scatter": "sum"}
+# Which all-to-all `moesim collective` prices (--a2a-algorithm): "nccl-tests" what alltoall_perf runs, the flat
+# pairwise exchange (calibrate/bench_cost.py, the per-log error's pricing); "pairwise" / "hierarchical" that
+# candidate (training.dispatch_backend's names); "auto" the fastest of them (training's `nccl` backend's rule).
+A2A_ALGORITHMS = ("nccl-tests", "pairwise", "hierarchical", "auto")
+DEFAULT_A2A_ALGORITHM = "nccl-tests"
 
 
 def sweep_sizes(min_bytes: int, max_bytes: int, factor: int = SWEEP_FACTOR) -> list[int]:
@@ -44,14 +49,31 @@ def element_count(op: str, size_bytes: int, n: int) -> int:
     return size_bytes // NCCL_TESTS_TYPE_BYTES // (n if op in _PER_RANK_OPS else 1)
 
 
-def collective_rows(model: CollectiveModel, op: str, sizes: list[int], group: Group) -> list[dict]:
-    """One row per size: bytes, count, type, redop, root, time, algbw, busbw, algorithm, bottleneck."""
+def all_to_all_cost(model: CollectiveModel, size_bytes: float, group: Group, a2a_algorithm: str) -> CollectiveCost:
+    """The all-to-all `a2a_algorithm` names (A2A_ALGORITHMS): the fastest of the model's candidates of that
+    algorithm ("nccl-tests": "pairwise", as calibrate/bench_cost.benchmark_cost prices an alltoall_perf row),
+    the model's own choice where it has none of them (one node has no 2DH; a torus slice runs its own) or for
+    "auto"."""
+    name = "pairwise" if a2a_algorithm == "nccl-tests" else a2a_algorithm
+    if name != "auto" and group.size > 1 and hasattr(model, "candidates"):
+        found = [c for c in model.candidates("all_to_all", size_bytes, group) if c.algorithm == name]
+        if found:
+            best = min(found, key=lambda c: c.time_s)
+            return CollectiveCost("all_to_all", size_bytes, group.size, best.time_s, best.label, best.bottleneck)
+    return model.cost("all_to_all", size_bytes, group)
+
+
+def collective_rows(model: CollectiveModel, op: str, sizes: list[int], group: Group,
+                    a2a_algorithm: str = "auto") -> list[dict]:
+    """One row per size: bytes, count, type, redop, root, time, algbw, busbw, algorithm, bottleneck
+    (an all-to-all priced as `a2a_algorithm` says: all_to_all_cost)."""
     if op not in OPS:
         raise SpecError(f"unknown collective '{op}'", field="op", value=op, allowed=OPS)
     rows = []
     for requested in sizes:
         size = aligned_size(op, int(requested), group.size)
-        cost = model.cost(op, float(size), group)
+        cost = model.cost(op, float(size), group) if op != "all_to_all" else \
+            all_to_all_cost(model, float(size), group, a2a_algorithm)
         algbw = cost.algbw_bytes_per_s if cost.time_s > 0 else 0.0
         busbw = cost.busbw_bytes_per_s if cost.time_s > 0 else 0.0
         rows.append({
@@ -71,7 +93,8 @@ def average_busbw_GBps(rows: list[dict]) -> float:
 
 def collective_report(hardware: str, op: str, devices: int, sizes: list[int], stride: int = 1,
                       concurrent: int = 1, nccl_algo: str = "", collnet: bool = False, nccl_proto: str = "",
-                      tuner_rules: str | None = None, channels: dict | None = None) -> dict:
+                      tuner_rules: str | None = None, channels: dict | None = None,
+                      a2a_algorithm: str = DEFAULT_A2A_ALGORITHM) -> dict:
     """Everything `moesim collective` prints: the group, the system it lands on, one row per size.
 
     `devices` is the group size (nccl-tests' rank count); `stride` spaces its members on the device
@@ -80,11 +103,15 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     NCCL_COLLNET_ENABLE (SHARP all-reduce where the fabric has it); `nccl_proto` restricts the protocols as
     NCCL_PROTO does and `tuner_rules` (a CSV path) is a tuner plugin's picks (collectives/nccl_tuner_rules.py);
     `channels` sets the run's channel knobs {nccl_min_nchannels, nccl_max_nchannels, nccl_nvls_nchannels,
-    nccl_min_ctas, nccl_max_ctas} (NCCL_MIN_NCHANNELS, ...; collectives/nccl_channels.py), absent or None = not set.
+    nccl_min_ctas, nccl_max_ctas} (NCCL_MIN_NCHANNELS, ...; collectives/nccl_channels.py), absent or None = not set;
+    `a2a_algorithm` which all-to-all is priced (A2A_ALGORITHMS, all_to_all_cost), ignored by the other ops.
     """
     from moesim.collectives.select import default_model
     from moesim.specs.load import load_hardware
 
+    if a2a_algorithm not in A2A_ALGORITHMS:
+        raise SpecError(f"unknown all-to-all algorithm '{a2a_algorithm}'", field="--a2a-algorithm",
+                        value=a2a_algorithm, allowed=A2A_ALGORITHMS)
     hw = load_hardware(hardware)
     if op not in OPS:
         raise SpecError(f"unknown collective '{op}'", field="op", value=op, allowed=OPS)
@@ -116,7 +143,7 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
             rules = load_tuner_rules(tuner_rules) if tuner_rules else None
             model = TopologyModel(hw, nccl_algo=nccl_algo, collnet=collnet, nccl_proto=nccl_proto, tuner_rules=rules,
                                   **knobs)
-            rows = collective_rows(model, op, sizes, group)
+            rows = collective_rows(model, op, sizes, group, a2a_algorithm)
         for caught_warning in caught:
             warnings.warn(caught_warning.message)
         ignored = [name for name, value in (("--nccl-algo", nccl_algo), ("--nccl-collnet", collnet),
@@ -125,9 +152,10 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
             warnings.warn(f"{', '.join(ignored)} do(es) not apply to {op}: NCCL runs it as point-to-point sends, "
                           "their protocol picked by size; priced as without")
     else:
-        rows = collective_rows(model, op, sizes, group)
+        rows = collective_rows(model, op, sizes, group, a2a_algorithm)
     system = model.system(model.job_devices(group)).summary() if hasattr(model, "system") else {}
     return {"hardware": hw.name, "op": op, "devices": devices, "group_stride": stride, "concurrent": concurrent,
+            "a2a_algorithm": a2a_algorithm,
             "nccl_algo": nccl_algo, "nccl_collnet": collnet, "nccl_proto": nccl_proto, "tuner_rules": tuner_rules,
             **knobs, "nccl_channels": channel_counts(model, group, knobs),
             "system": system, "results": rows, "avg_busbw_GBps": average_busbw_GBps(rows)}

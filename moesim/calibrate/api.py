@@ -10,6 +10,7 @@ from typing import Mapping
 import numpy as np
 from scipy.optimize import nnls
 
+from moesim.calibrate.facts_fit import FactsInference, infer_system_facts, provenance_line, render_inference
 from moesim.calibrate.fit import FIT_PHASES, ROUTER_MATMUL, FitResult, fit_profile
 from moesim.calibrate.nccl_tests import header_gpus
 from moesim.calibrate.predict import predict_layer, terms_time_s
@@ -27,6 +28,9 @@ from moesim.specs.system_facts import set_system_facts, with_system_facts
 # takes the min over (algorithm, protocol) candidates, so where two nearly tie the rounding can flip the
 # winner (seen: NVLink vs NIC ring terms 0.24 % apart).
 CONSISTENCY_RTOL = 5e-3
+# calfacts (session 8): infer unstated system facts from nccl-tests rows by default (facts_fit.py; the measurement
+# that decided it: docs/collectives.md, "Inferring system facts from a log")
+INFER_FACTS = True
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class CalibrationResult:
     gap: LayerGap | None
     consistency: tuple[str, ...] = ()  # observations the written profile prices off the fit (residual given)
     guard: PriorGuard | None = None  # the keep-the-prior rule's figures (None without fitted layer records)
+    facts: FactsInference | None = None  # unstated system facts inferred from the log (facts_fit.py); None: not tried
 
     def as_dict(self) -> dict:
         fit = self.fit
@@ -62,7 +67,8 @@ class CalibrationResult:
                                            for w, s in fit.prior_weight_scores],
                     "effective_rows": fit.effective_rows, "effective_rows_rounds": list(fit.effective_rows_rounds),
                     "fills": [{"level": f.level, "fill_bytes": f.fill_bytes, "prior_bytes": f.prior_bytes,
-                               "ramp_rows": f.ramp_rows, "fitted": f.fitted} for f in fit.fills]},
+                               "ramp_rows": f.ramp_rows, "fitted": f.fitted} for f in fit.fills],
+                    "system_facts": self.facts.as_dict() if self.facts else None},
             "parameters": [{"name": p.name, "unit": p.unit, "value": p.value, "prior": p.prior, "fitted": p.fitted,
                             "rel_std": p.rel_std, "interval_90": list(p.interval) if p.interval else None}
                            for p in fit.parameters],
@@ -95,7 +101,8 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
               bootstrap: int = 100, loss: str = "soft_l1", name: str | None = None,
               nccl_op: str | None = None, fit_router_matmul: bool = False,
               nccl_ranks: int | None = None, prior_weight: float | None = None, progress=None,
-              gpus_per_thread: int = 1, system: Mapping[str, str] | None = None) -> CalibrationResult:
+              gpus_per_thread: int = 1, system: Mapping[str, str] | None = None,
+              infer_facts: bool | None = None) -> CalibrationResult:
     """Fit `hardware` to the measurement files, write the calibrated profile to `out`, report held-out error.
 
     Never ends in a traceback on a fit the profile cannot hold exactly: `consistency` lists the observations
@@ -106,6 +113,8 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     the logs (their rows priced with the host floor of N launches per iteration; rows at the floor left out).
     `system`: facts of the measured cluster set over the profile's network levels (specs/system_facts.py:
     host_cpu, gpu_nic_path), in the fit and in the written profile.
+    `infer_facts`: infer the facts `system` and the profile leave unstated from the nccl-tests rows (facts_fit.py)
+    and write the chosen ones; None = INFER_FACTS.
     """
     check_output(out, paths, hardware)
     measurements = read_measurements(paths, nccl_op=nccl_op, nccl_ranks=nccl_ranks)
@@ -116,15 +125,25 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
         raise SpecError(f"nccl-tests logs measure NCCL on GPUs, but {prior.name}'s devices are {prior.device_kind}: "
                         "give the GPU profile the cluster's collectives are priced with", file=logs[0],
                         field="--hardware", value=hardware, allowed="a GPU profile")
+    facts = None  # calfacts (session 8): the unstated system facts from the log itself; stated ones win
+    if logs and (INFER_FACTS if infer_facts is None else infer_facts):  # nccl-tests logs only
+        facts = infer_system_facts(measurements, prior, dict(system or {}), seed=seed, loss=loss,
+                                   level_prior_weight=prior_weight, gpus_per_thread=gpus_per_thread)
+        system = {**(system or {}), **facts.inferred}
+        prior = with_system_facts(prior, facts.inferred)
     keys = [r.key for r in measurements.layers]
     fit_keys, held = split_holdout(keys, holdout_fraction, seed)
-    fit = fit_profile(measurements, prior, fit_keys=set(fit_keys), bootstrap=bootstrap, seed=seed, loss=loss,
-                      fit_router_matmul=fit_router_matmul, level_prior_weight=prior_weight, progress=progress,
-                      gpus_per_thread=gpus_per_thread)
+    fit = facts.fit if facts is not None and facts.fit is not None and not bootstrap else None  # calfacts: made
+    if fit is None:
+        fit = fit_profile(measurements, prior, fit_keys=set(fit_keys), bootstrap=bootstrap, seed=seed, loss=loss,
+                          fit_router_matmul=fit_router_matmul, level_prior_weight=prior_weight, progress=progress,
+                          gpus_per_thread=gpus_per_thread)
     provenance = Provenance(prior=str(prior_path), sources=tuple(f"{p}@sha256:{file_digest(p)}" for p in paths),
                             holdout_fraction=holdout_fraction, seed=seed, fitted_on=tuple(fit_keys),
                             held_out=tuple(held), created_utc=now_utc())
     table = set_system_facts(calibrated_table(prior_path, fit, provenance, name), system or {})
+    if facts is not None:  # calfacts: which facts were stated and which inferred
+        table["calibrated_from"] += "\n" + provenance_line(facts)
     profile = profile_from_table(table, file=str(out))
     guard = prior_guard(measurements, prior, profile, set(fit_keys))
     if guard is not None and guard.kept_prior:
@@ -135,6 +154,7 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     out = Path(out)
     try:
         lines = header_lines(fit, measurements, report, gap) + ([_guard_text(guard)] if guard else [])
+        lines += [] if facts is None else ["System facts (moesim/calibrate/facts_fit.py): " + facts.note]
         out.write_text(render_profile(table, lines), encoding="utf-8")
     except OSError as err:
         raise SpecError(f"cannot write the calibrated profile: {err.strerror}", file=str(out)) from None
@@ -147,7 +167,8 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
             warnings.warn(f"{log}: its header says nGpus {said} (GPUs one thread drove) but --gpus-per-thread is "
                           f"{gpus_per_thread}: pass --gpus-per-thread {said} unless the log says otherwise")
     return CalibrationResult(fit, measurements, written, out, tuple(held), report, gap,
-                             () if guard is not None and guard.kept_prior else consistency_gaps(fit, written), guard)
+                             () if guard is not None and guard.kept_prior else consistency_gaps(fit, written), guard,
+                             facts)
 
 
 def check_output(out: str | Path, paths: list[str], hardware: str) -> None:
@@ -361,6 +382,8 @@ def render_calibration(result: CalibrationResult) -> str:
         parts += ["", _gap_text(result.gap)]
     if result.guard is not None:
         parts += ["", _guard_text(result.guard)]
+    if result.facts is not None:
+        parts += [""] + render_inference(result.facts)
     if result.consistency:
         parts += ["", f"the written profile prices {len(result.consistency)} observation(s) more than "
                       f"{CONSISTENCY_RTOL:.1%} away from the fit (it holds one figure per level):"]

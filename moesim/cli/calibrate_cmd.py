@@ -56,6 +56,11 @@ def register(subparsers) -> None:
                         "state it (NCCL's LL128-across-nodes and GPUDirect RDMA rules); written into the profile "
                         "(default: the profile's; shipped profiles leave it unstated: LL128 and GDR on; needs a network "
                         "level)")
+    p.add_argument("--infer-facts", action=argparse.BooleanOptionalAction, default=None,
+                   help="infer the measured cluster's host CPU and GPU-NIC path where neither the options above nor "
+                        "the profile state them, from the nccl-tests rows of several nodes: one fit per class NCCL's "
+                        "rules tell apart, a class other than NCCL's default chosen only on an evidence ratio > 10, "
+                        "then written into the profile as inferred (moesim/calibrate/facts_fit.py; default: on)")
     p.add_argument("--prior-weight", default="auto", metavar="auto|W",
                    help="weight of the log-normal prior on the interconnect figures (latency, bandwidth, NVLS): "
                         "'auto' (default) weighs each figure by its stated uncertainty (moesim/calibrate/"
@@ -104,7 +109,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
                            prior_weight=_prior_weight(args.prior_weight), progress=progress,
                            gpus_per_thread=args.gpus_per_thread,
                            system={k: v for k, v in (("host_cpu", args.host_cpu), ("gpu_nic_path", args.gpu_nic_path))
-                                   if v})
+                                   if v},
+                           infer_facts=args.infer_facts)
     if args.json:
         print_json(result.as_dict())
     else:

@@ -46,7 +46,8 @@ def test_calibrate_json_keys_are_documented(capsys, tmp_path):
     documented = set(MEANINGS["output_calibrate"])
     seen = set()
     for log, extra in (("h200-cetus-2node-cut_all_reduce_perf.log", ["--ranks", 16]),  # skipped rows, NVLS figures
-                       ("b200-vultr-1node_all_gather_perf.log", ["--ranks", 8, "--bootstrap", 4])):
+                       ("b200-vultr-1node_all_gather_perf.log", ["--ranks", 8, "--bootstrap", 4]),
+                       ("b200-vultr-1node_all_gather_perf.log", ["--ranks", 8, "--no-infer-facts"])):  # calfacts: null
         out = printed(capsys, ["calibrate", LOGS / log, "--hardware", "h200" if "h200" in log else "b200",
                                "-o", tmp_path / "out.toml", "-q", "--bootstrap", 0, *extra, "--json"])
         found = {re.sub(r"^residuals\.[^.]+\.", "residuals.*.", k) for k in keys(out)}

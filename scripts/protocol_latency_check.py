@@ -28,10 +28,12 @@ from moesim.specs.system_facts import set_system_facts, system_facts, with_syste
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 NOISE = 0.003  # 0.3 pt: the matrix's "worse | better" threshold (tests/calibrate/test_calibration_matrix.py)
 WAYS = (("shipped", False, None), ("shipped, weight 10", False, LEVEL_PRIOR_WEIGHT),
-        ("per protocol", True, None), ("per protocol, weight 10", True, LEVEL_PRIOR_WEIGHT))
+        ("per protocol", True, None), ("per protocol, weight 10", True, LEVEL_PRIOR_WEIGHT),
+        # session 8 (calhier): each protocol's hop a departure from the level hop, with its own prior
+        ("hierarchical", "hierarchical", None), ("hierarchical, weight 10", "hierarchical", LEVEL_PRIOR_WEIGHT))
 
 
-def calibrated(entry: dict, per_protocol: bool, weight: float | None):
+def calibrated(entry: dict, per_protocol: bool | str, weight: float | None):
     """The profile `moesim calibrate` would write from one log (api.calibrate's steps, the per-protocol switch on)."""
     path = str(MANIFEST.parent / entry["file"])
     prior_path = resolve_ref(entry["hardware"], "hardware_profiles")
@@ -72,15 +74,22 @@ def main() -> None:
         print(f"  {name:26s} >= 1 MiB {sum(c > NOISE for c in large)} | {sum(c < -NOISE for c in large)} "
               f"({100 * sum(large) / len(large):+.2f} pt);  < 1 MiB {sum(c > NOISE for c in small)} | "
               f"{sum(c < -NOISE for c in small)} of {len(small)} ({100 * sum(small) / len(small):+.2f} pt)")
-    print("pairs whose >= 1 MiB MAPE (chosen weighting) moves by more than 0.05 pt, shipped -> per protocol:")
-    for fitted, held, prior, prior_small, after in rows:
-        (old, old_small), (new, new_small) = after[0], after[2]
-        if abs(new - old) > 0.0005:
-            small = "" if prior_small is None else (f"; < 1 MiB {100 * prior_small:.1f}: {100 * old_small:.1f} -> "
-                                                    f"{100 * new_small:.1f}")
-            print(f"  {fitted.removesuffix('_perf.log')} -> {held.removesuffix('_perf.log')}: prior {100 * prior:.1f},"
-                  f" {100 * old:.1f} -> {100 * new:.1f} % (weight 10: {100 * after[1][0]:.1f} -> "
-                  f"{100 * after[3][0]:.1f}){small}")
+    for way in (2, 4):
+        print(f"pairs whose >= 1 MiB MAPE (chosen weighting) moves by more than 0.05 pt, shipped -> {WAYS[way][0]}:")
+        for fitted, held, prior, prior_small, after in rows:
+            (old, old_small), (new, new_small) = after[0], after[way]
+            if abs(new - old) > 0.0005 or abs(after[1][0] - after[way + 1][0]) > 0.0005 or (
+                    prior_small is not None and abs(new_small - old_small) > 0.0005):
+                small = "" if prior_small is None else (f"; < 1 MiB {100 * prior_small:.1f}: {100 * old_small:.1f} "
+                                                        f"-> {100 * new_small:.1f}")
+                print(f"  {fitted.removesuffix('_perf.log')} -> {held.removesuffix('_perf.log')}: prior "
+                      f"{100 * prior:.1f}, {100 * old:.1f} -> {100 * new:.1f} % (weight 10: {100 * after[1][0]:.1f} "
+                      f"-> {100 * after[way + 1][0]:.1f}){small}")
+    if "--pairs" in sys.argv:  # every pair under every way, for the docs' tables
+        for fitted, held, prior, prior_small, after in rows:
+            print(f"  {fitted.removesuffix('_perf.log')} -> {held.removesuffix('_perf.log')} | {100 * prior:.2f} "
+                  + " | ".join(f"{100 * a[0]:.2f}" for a in after) + f" || small {prior_small} "
+                  + " ".join("-" if a[1] is None else f"{100 * a[1]:.2f}" for a in after))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@
                       algorithm and protocol (tuning.cc hwLat), so each protocol's latency-bound rows move their own
                       figure and no other. Only with `per_protocol` (session 8: evaluated, not the default, the
                       held-out matrix got worse; docs/collectives.md); without it they follow α, no row moves them;
+                      with per_protocol="hierarchical" θ holds the departures d^p_l = log α^p_l − log α_l instead
+                      (α^p_l = α_l·e^{d^p_l}: every protocol follows the level, each departs with its own prior;
+                      `departures`; docs/collectives.md "Session 8 (calhier)");
   log o               the fixed host overhead per layer pass (efficiency.layer_overhead_s), fitted
                       when some observation is a layer total; bounded to [MIN_OVERHEAD_S,
                       MAX_OVERHEAD_S], so it is non-negative and can fall to ~0 when the data show none.
@@ -111,6 +114,7 @@ class Design:
         self.observations, self.prior, self.knots = observations, prior, tuple(knots)
         self.per_protocol = per_protocol  # α^LL, α^LL128 figures of their own (module docstring)
         self._dtypes = dtypes  # (ref_dtype, scaled_dtypes) over the rows' own: a bootstrap resample's (uncertainty.py)
+        self.hierarchical = per_protocol == "hierarchical"  # ... as departures from α (module docstring)
         self.measured = np.array([o.measured_s for o in observations])
         self.levels = prior.interconnect
         self._compile_compute()
@@ -135,6 +139,9 @@ class Design:
                                                if isinstance(t, CollectiveTerm))
         self.protocol_latency_used = np.zeros((len(self.levels), 2), dtype=bool)  # [α^LL, α^LL128] set (probe)
         self._names, self._free = self._parameters()
+        # θ index of each departure d^p_l -> θ index of its level's log α_l (hierarchical only; uncertainty._log_map)
+        self.departures = {self._protocol_offset() + q * len(self.levels) + j: self._offsets()[2] + 2 * j
+                           for q in range(2) for j in range(len(self.levels))} if self.hierarchical else {}
         self._theta0_memory = float(self.initial()[self._offsets()[1]])
         self.coef = self.probe(self.initial())
 
@@ -285,6 +292,8 @@ class Design:
         hops = [lv.latency_s if getattr(lv, key) is None else getattr(lv, key)  # α^LL of every level, then α^LL128
                 for key in ("ll_latency_s", "ll128_latency_s") for lv in self.levels]
         theta[self._protocol_offset():self._protocol_offset() + len(hops)] = np.log(np.maximum(hops, MIN_LATENCY_S))
+        for j, level_j in self.departures.items():  # hierarchical: the prior's departure ln(α^p / α)
+            theta[j] -= theta[level_j]
         prior_overhead = self.prior.efficiency.layer_overhead_s
         theta[-1] = np.log(prior_overhead if prior_overhead > MIN_OVERHEAD_S else START_OVERHEAD_S)
         return theta
@@ -340,8 +349,10 @@ class Design:
 
     def protocol_latencies(self, theta: np.ndarray) -> list[tuple[float, float]]:
         """(α^LL_l, α^LL128_l) of every level: the LL and LL128 hop latencies (module docstring)."""
-        proto, n = self._protocol_offset(), len(self.levels)
-        return [(float(np.exp(theta[proto + j])), float(np.exp(theta[proto + n + j]))) for j in range(n)]
+        proto, n, lev = self._protocol_offset(), len(self.levels), self._offsets()[2]
+        level = np.array([theta[lev + 2 * j] if self.hierarchical else 0.0 for j in range(n)])
+        return [(float(np.exp(level[j] + theta[proto + j])), float(np.exp(level[j] + theta[proto + n + j])))
+                for j in range(n)]
 
     def _model_at(self, values: list[tuple[float, float]], memory_bw: float, nvls: dict[int, tuple[float, float]],
                   net: dict[tuple[int, str], float] | None = None, p2p: list[float] | None = None,

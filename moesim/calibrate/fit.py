@@ -60,6 +60,7 @@ ROUTER_MATMUL = "router_matmul"
 # has no barriers inside it and is fitted.
 OP_UNFITTED_PHASES = ("dispatch_permute", "combine_unpermute")
 PROTOCOL_HOPS = (".ll_latency", ".ll128_latency")  # design.py's per-protocol hop latencies (latency_per_protocol)
+PROTOCOL_MODES = (False, True, "hierarchical")  # latency_per_protocol: off, figures of their own, departures from α
 
 
 @dataclass(frozen=True)
@@ -163,12 +164,16 @@ def observations_for(measurements: Measurements, fit_keys: set[str], hardware: H
 def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys: set[str],
                 knots_flops: tuple[float, ...] | None = None, bootstrap: int = 100, seed: int = 0,
                 loss: str = "soft_l1", fit_router_matmul: bool = False, level_prior_weight: float | None = None,
-                progress=None, gpus_per_thread: int = 1, latency_per_protocol: bool = False) -> FitResult:
+                progress=None, gpus_per_thread: int = 1, latency_per_protocol: bool | str = False) -> FitResult:
     """Fit `prior`'s efficiency table, peaks, memory bandwidth, per-level α, W and layer overhead to the
     measurements. `level_prior_weight`: one prior weight for every interconnect figure; None = LEVEL_PRIOR_WEIGHT, or
     where every observation is a collective each figure's √(n / n_eff) / σ_j (prior_weight.py).
     `latency_per_protocol`: the LL and LL128 hop latencies as figures of their own (design.py; evaluated in session 8,
-    not the default: the held-out matrix got worse, docs/collectives.md), else they follow α as before."""
+    not the default: the held-out matrix got worse, docs/collectives.md), else they follow α as before;
+    "hierarchical": each a departure from α with its own prior (design.py; session 8, calhier)."""
+    if latency_per_protocol not in PROTOCOL_MODES:
+        raise SpecError(f"unknown latency_per_protocol {latency_per_protocol!r}", field="latency_per_protocol",
+                        value=latency_per_protocol, allowed=PROTOCOL_MODES)
     if loss not in LOSSES:
         raise SpecError(f"unknown loss '{loss}'", field="loss", value=loss, allowed=LOSSES)
     if bootstrap < 0:

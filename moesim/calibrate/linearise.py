@@ -114,7 +114,9 @@ def probe(design, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
                           np.abs(d) / lines if len(lines) else d, np.maximum(c, 0.0))
     ring_binds, p2p_binds, bound, line_binds = binds
     bound[rows] &= np.arange(n_lev)[None, :] == outer_of_row[rows, None]
-    design.level_used = np.stack([_outermost(ring_spans & ring_binds[:, None]), bound.any(axis=0)], axis=1)
+    # hierarchical (design.py): every protocol's hop follows α, so an LL / LL128 row binds α as well as its departure
+    alpha_spans = (ring_spans | ll_spans | ll128_spans) if design.hierarchical else ring_spans
+    design.level_used = np.stack([_outermost(alpha_spans & ring_binds[:, None]), bound.any(axis=0)], axis=1)
     design.p2p_latency_used = _outermost(p2p_spans & p2p_binds[:, None])
     design.protocol_latency_used = np.stack([_outermost(ll_spans & ring_binds[:, None]),
                                              _outermost(ll128_spans & ring_binds[:, None])], axis=1)

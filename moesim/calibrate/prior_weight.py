@@ -37,7 +37,8 @@ from moesim.paths import read_versioned_toml
 
 SIGMA_FILE = Path(__file__).with_name("prior_sigma.toml")
 FIGURE_KINDS = ("latency", "p2p_latency", "bandwidth", "nvls_bandwidth", "nvlstree_bandwidth", "p2p_bandwidth",
-                "fill", "ll_latency", "ll128_latency")  # fill: the ramp's S_fill, searched outside θ (fill_fit.py)
+                "fill", "ll_latency", "ll128_latency",  # fill: the ramp's S_fill, searched outside θ (fill_fit.py)
+                "protocol_departure")  # d^p_l of the hierarchical per-protocol hops (design.py's departures)
 MAX_ROUNDS = 8
 ROUND_RTOL = 0.01  # the fixed point is reached when n_eff moves by less than 1 %
 
@@ -72,7 +73,8 @@ def inverse_sigmas(design: Design) -> np.ndarray:
     out = np.zeros(len(design.names))
     lev = design.level_slice()
     for j in range(lev.start, lev.stop):
-        out[j] = 1.0 / sigmas[design.names[j].rsplit(".", 1)[1]] if not design.names[j].endswith("_ratio") else 0.0
+        kind = "protocol_departure" if j in design.departures else design.names[j].rsplit(".", 1)[1]
+        out[j] = 1.0 / sigmas[kind] if not design.names[j].endswith("_ratio") else 0.0
     out[design.unpriored()] = 0.0
     return out
 

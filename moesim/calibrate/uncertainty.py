@@ -54,6 +54,8 @@ def _log_map(design: Design) -> np.ndarray:
     for j in range(k):
         lmap[j, :k] = 0.0
         lmap[j, : j + 1] = 1.0
+    for j, level_j in design.departures.items():  # calhier: a hierarchical per-protocol hop is ln α + d (design.py)
+        lmap[j, level_j] = 1.0
     return lmap
 
 

@@ -1,11 +1,13 @@
-"""The held-out calibration matrix with the hop latency per protocol (docs/collectives.md, "Session 8 (calscope)"):
-evaluated, not shipped. Fits each log of every matrix cluster as `moesim calibrate` does (no bootstrap, nothing held
-out of it), once as shipped (one hop latency per level, which the LL / LL128 hops follow) and once with
-fit_profile(latency_per_protocol=True) (LL and LL128 hop latencies figures of their own, each moved only by
-latency-bound rows of its own protocol), each at the chosen weighting and at the fixed weight 10, and prints the
-busbw MAPE of every other log of the cluster under the prior and under each calibrated profile.
+"""The held-out calibration matrix under the three rules for the hop latency per protocol (docs/collectives.md,
+"Session 8 (calscope)" and "Session 8 (calhier)"). Fits each log of every matrix cluster as `moesim calibrate` does
+(no bootstrap, nothing held out of it) with fit_profile(latency_per_protocol=...): False, one hop latency per level
+that the LL / LL128 hops follow (the rule before session 8); True, the LL and LL128 hops figures of their own, each
+moved only by latency-bound rows of its own protocol (calscope: evaluated, not shipped); "hierarchical", each the
+level hop times a departure with its own prior (calhier: the default since), each at the chosen weighting and at the
+fixed weight 10, and prints the busbw MAPE of every other log of the cluster under the prior and under each
+calibrated profile (`--pairs`: every pair under every rule).
 
-Run: python scripts/protocol_latency_check.py   (about 3-5 minutes on two busy cores)
+Run: python scripts/protocol_latency_check.py [--pairs]   (about 5-8 minutes on two busy cores)
 """
 
 from __future__ import annotations
@@ -27,14 +29,14 @@ from moesim.specs.system_facts import set_system_facts, system_facts, with_syste
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 NOISE = 0.003  # 0.3 pt: the matrix's "worse | better" threshold (tests/calibrate/test_calibration_matrix.py)
-WAYS = (("shipped", False, None), ("shipped, weight 10", False, LEVEL_PRIOR_WEIGHT),
+WAYS = (("one figure", False, None), ("one figure, weight 10", False, LEVEL_PRIOR_WEIGHT),
         ("per protocol", True, None), ("per protocol, weight 10", True, LEVEL_PRIOR_WEIGHT),
-        # session 8 (calhier): each protocol's hop a departure from the level hop, with its own prior
+        # session 8 (calhier, the default since): each protocol's hop a departure from the level hop, with its own prior
         ("hierarchical", "hierarchical", None), ("hierarchical, weight 10", "hierarchical", LEVEL_PRIOR_WEIGHT))
 
 
 def calibrated(entry: dict, per_protocol: bool | str, weight: float | None):
-    """The profile `moesim calibrate` would write from one log (api.calibrate's steps, the per-protocol switch on)."""
+    """The profile `moesim calibrate` would write from one log (api.calibrate's steps, under `per_protocol`)."""
     path = str(MANIFEST.parent / entry["file"])
     prior_path = resolve_ref(entry["hardware"], "hardware_profiles")
     facts = system_facts(entry)
@@ -75,7 +77,7 @@ def main() -> None:
               f"({100 * sum(large) / len(large):+.2f} pt);  < 1 MiB {sum(c > NOISE for c in small)} | "
               f"{sum(c < -NOISE for c in small)} of {len(small)} ({100 * sum(small) / len(small):+.2f} pt)")
     for way in (2, 4):
-        print(f"pairs whose >= 1 MiB MAPE (chosen weighting) moves by more than 0.05 pt, shipped -> {WAYS[way][0]}:")
+        print(f"pairs whose >= 1 MiB MAPE (chosen weighting) moves by more than 0.05 pt, one figure -> {WAYS[way][0]}:")
         for fitted, held, prior, prior_small, after in rows:
             (old, old_small), (new, new_small) = after[0], after[way]
             if abs(new - old) > 0.0005 or abs(after[1][0] - after[way + 1][0]) > 0.0005 or (

@@ -25,13 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from moesim.calibrate.bench_cost import host_floor_s  # noqa: E402
-from moesim.calibrate.nccl_error import LARGE_BYTES, best_per_size  # noqa: E402
-from moesim.calibrate.nccl_table import _points, _size, entry_hardware, entry_model, read_manifest  # noqa: E402
+from moesim.calibrate.nccl_table import _size  # noqa: E402
 from moesim.collectives.base import Group, p2p_latency_s  # noqa: E402
 from moesim.collectives.protocols import NCCL_PROTOCOLS  # noqa: E402
-from moesim.collectives.select import default_model  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
+from scripts.log_variants import alltoall_logs, mape_cell  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 DOC = ROOT / "docs" / "collectives.md"
@@ -71,23 +69,13 @@ def net_simple_time_s(model, size_bytes: float, group: Group) -> tuple[float, fl
 
 def rows() -> list[tuple]:
     out = []
-    for e in read_manifest(MANIFEST):
-        if e.get("op", "") != "all_to_all" and "alltoall" not in e["file"]:
-            continue
-        hw = entry_hardware(e)
-        model = entry_model(e, hw) or default_model(hw)
-        floor = host_floor_s(hw, e.get("gpus_per_thread", 1))
+    for name, healthy, model, floor, points in alltoall_logs(MANIFEST):
         sizes = []
-        for p in best_per_size(tuple(_points(MANIFEST.parent, e))):
+        for p in points:
             old, new, label = net_simple_time_s(model, p.size_bytes, Group(size=p.group_size, devices=p.group_size))
             sizes.append((p.size_bytes, p.time_s, max(old, floor), max(new, floor), label))
-        out.append((e["file"], e.get("healthy", True), sizes))
+        out.append((name, healthy, sizes))
     return out
-
-
-def _mape(sizes, large: bool, col: int) -> str:
-    errs = [abs(s[1] / s[col] - 1) for s in sizes if (s[0] >= LARGE_BYTES) == large]
-    return f"{100 * sum(errs) / len(errs):.1f}" if errs else "-"
 
 
 def render() -> str:
@@ -96,8 +84,8 @@ def render() -> str:
     data = rows()
     for name, healthy, sizes in data:
         lines.append(f"{name.replace('_perf.log', '') + ' (' + str(healthy).lower() + ')':39s}"
-                     f"{_mape(sizes, True, 2)} | {_mape(sizes, False, 2)}  ->  {_mape(sizes, True, 3)} | "
-                     f"{_mape(sizes, False, 3)}")
+                     f"{mape_cell(sizes, True, 2)} | {mape_cell(sizes, False, 2)}  ->  {mape_cell(sizes, True, 3)} | "
+                     f"{mape_cell(sizes, False, 3)}")
     lines += ["", "sizes that move (us; error = measured / predicted - 1)"]
     for name, _, sizes in data:
         moved = [s for s in sizes if s[2] != s[3]]

@@ -24,15 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from moesim.calibrate.bench_cost import host_floor_s  # noqa: E402
-from moesim.calibrate.nccl_error import LARGE_BYTES, best_per_size  # noqa: E402
-from moesim.calibrate.nccl_table import _points, _size, entry_hardware, entry_model, read_manifest  # noqa: E402
+from moesim.calibrate.nccl_table import _size  # noqa: E402
 from moesim.collectives import nccl, nccl_p2p_schedule  # noqa: E402
 from moesim.collectives.base import Group, p2p_latency_s  # noqa: E402
 from moesim.collectives.protocols import NCCL_PROTOCOLS, p2p_protocol  # noqa: E402
-from moesim.collectives.select import default_model  # noqa: E402
 from moesim.collectives.topo_model import _nic_tier  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
+from scripts.log_variants import alltoall_logs, mape_cell  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 DOC = ROOT / "docs" / "collectives-history.md"
@@ -76,25 +74,15 @@ def scheduled_time_s(model, size_bytes: float, group: Group) -> tuple[float, flo
 
 def rows() -> list[tuple]:
     out = []
-    for e in read_manifest(MANIFEST):
-        if e.get("op", "") != "all_to_all" and "alltoall" not in e["file"]:
-            continue
-        hw = entry_hardware(e)  # with the log's system facts (host_cpu: NCCL's post overhead)
-        model = entry_model(e, hw) or default_model(hw)
-        floor = host_floor_s(hw, e.get("gpus_per_thread", 1))
+    for name, healthy, model, floor, points in alltoall_logs(MANIFEST):  # with the logs' system facts
         sizes = []
-        for p in best_per_size(tuple(_points(MANIFEST.parent, e))):
+        for p in points:
             old, new, seq, proxied, chan = scheduled_time_s(model, p.size_bytes, Group(size=p.group_size,
                                                                                        devices=p.group_size))
             sizes.append((p.size_bytes, p.time_s, max(old, floor), max(new, floor), seq, max(proxied, floor),
                           max(chan, floor)))
-        out.append((e["file"], e.get("healthy", True), sizes))
+        out.append((name, healthy, sizes))
     return out
-
-
-def _mape(sizes, large: bool, col: int) -> str:
-    errs = [abs(s[1] / s[col] - 1) for s in sizes if (s[0] >= LARGE_BYTES) == large]
-    return f"{100 * sum(errs) / len(errs):.1f}" if errs else "-"
 
 
 def render() -> str:
@@ -103,10 +91,10 @@ def render() -> str:
     data = rows()
     for name, healthy, sizes in data:
         lines.append(f"{name.replace('_perf.log', '') + (' (' + str(healthy).lower() + ')'):39s}"
-                     f"{_mape(sizes, True, 2)} | {_mape(sizes, False, 2)}  ->  "
-                     f"{_mape(sizes, True, 3)} | {_mape(sizes, False, 3)}  ->  "
-                     f"{_mape(sizes, True, 5)} | {_mape(sizes, False, 5)}  ->  "
-                     f"{_mape(sizes, True, 6)} | {_mape(sizes, False, 6)}")
+                     f"{mape_cell(sizes, True, 2)} | {mape_cell(sizes, False, 2)}  ->  "
+                     f"{mape_cell(sizes, True, 3)} | {mape_cell(sizes, False, 3)}  ->  "
+                     f"{mape_cell(sizes, True, 5)} | {mape_cell(sizes, False, 5)}  ->  "
+                     f"{mape_cell(sizes, True, 6)} | {mape_cell(sizes, False, 6)}")
     lines.append("")
     lines.append("per size (us; error = measured / predicted - 1; batches = work batches on the busiest channel;")
     lines.append("+ posts = scheduled, with the proxy's network posts in turn; + channels = + posts, with each block's")

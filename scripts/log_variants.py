@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, ContextManager
 
-from moesim.calibrate.nccl_error import log_error
+from moesim.calibrate.bench_cost import host_floor_s
+from moesim.calibrate.nccl_error import LARGE_BYTES, best_per_size, log_error
 from moesim.calibrate.nccl_table import _points, entry_hardware, entry_model, read_manifest
+from moesim.collectives.select import default_model
 
 MANIFEST = Path(__file__).resolve().parents[1] / "tests" / "data" / "nccl" / "logs.toml"
 
@@ -62,3 +64,21 @@ def total_rows(found: dict, variants: tuple[str, ...], label: str) -> list[str]:
     return [f"| {label} | " + " | ".join(f"{sums[v][0]:.1%} \\| {sums[v][1]:.1%}" for v in variants) + " |",
             "| misses (20 % \\| 40 % bars) | " + " | ".join(str(sum(misses(e[v]) for e in found.values()))
                                                           for v in variants) + " |"]
+
+
+def alltoall_logs(manifest: Path):
+    """(file, healthy, model, host floor s, best point per size) of every all-to-all log of the manifest, each priced
+    with its log's system facts (entry_hardware) and model; for the all-to-all check scripts."""
+    for e in read_manifest(manifest):
+        if e.get("op", "") != "all_to_all" and "alltoall" not in e["file"]:
+            continue
+        hw = entry_hardware(e)
+        model = entry_model(e, hw) or default_model(hw)
+        floor = host_floor_s(hw, e.get("gpus_per_thread", 1))
+        yield e["file"], e.get("healthy", True), model, floor, best_per_size(tuple(_points(manifest.parent, e)))
+
+
+def mape_cell(sizes, large: bool, col: int) -> str:
+    """MAPE in % of measured (column 1) against the time in column `col` over the rows >= 1 MiB (large) or below."""
+    errs = [abs(s[1] / s[col] - 1) for s in sizes if (s[0] >= LARGE_BYTES) == large]
+    return f"{100 * sum(errs) / len(errs):.1f}" if errs else "-"

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from docblock import run_check  # noqa: E402
 
 from moesim.calibrate import calibrate  # noqa: E402
-from moesim.calibrate.nccl_error import log_error  # noqa: E402
+from moesim.calibrate.nccl_error import log_error, pct  # noqa: E402
 from moesim.calibrate.nccl_table import (  # noqa: E402
     _points, calibration_matrix, entry_hardware, entry_model, read_manifest,
 )
@@ -32,10 +32,6 @@ MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 DOC = ROOT / "docs" / "collectives.md"
 BEGIN, END = "<!-- facts_check begin -->", "<!-- facts_check end -->"
 NOISE = 0.003  # tests/calibrate/test_calibration_matrix.py: a held-out change within 0.3 pt is noise
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1%}"
 
 
 def _short(inf) -> str:
@@ -67,8 +63,8 @@ def per_log_rows() -> tuple[list[tuple], float, float]:
                 err[infer] = log_error(pts, hw, entry_model(e, hw), g)
                 inf = result.facts if infer else inf
             rows.append((e["file"].removesuffix("_perf.log"), _short(inf),
-                         f"{_pct(err[False].mape_large)} -> {_pct(err[True].mape_large)}",
-                         f"{_pct(err[False].mape_small)} -> {_pct(err[True].mape_small)}"))
+                         f"{pct(err[False].mape_large)} -> {pct(err[True].mape_large)}",
+                         f"{pct(err[False].mape_small)} -> {pct(err[True].mape_small)}"))
     return rows, spent[False], spent[True]
 
 
@@ -95,9 +91,9 @@ def render() -> str:
                        f"{100 * sum(p.change for p in pairs) / len(pairs):+.2f}"))
     summary = table(counts, ["inference", "pairs", "worse | better >= 1 MiB", "worse | better < 1 MiB",
                              "mean change >= 1 MiB (pt)"], align="lrrrr")
-    moved = [(p.fitted_on.removesuffix("_perf.log"), p.held_out.removesuffix("_perf.log"), _pct(p.prior_mape),
-              _pct(p.calibrated_mape), _pct(q.calibrated_mape), _pct(p.prior_mape_small), _pct(p.calibrated_mape_small),
-              _pct(q.calibrated_mape_small)) for p, q in zip(off, on)
+    moved = [(p.fitted_on.removesuffix("_perf.log"), p.held_out.removesuffix("_perf.log"), pct(p.prior_mape),
+              pct(p.calibrated_mape), pct(q.calibrated_mape), pct(p.prior_mape_small), pct(p.calibrated_mape_small),
+              pct(q.calibrated_mape_small)) for p, q in zip(off, on)
              if (p.calibrated_mape, p.calibrated_mape_small) != (q.calibrated_mape, q.calibrated_mape_small)]
     moved_table = table(moved, ["fitted on", "held out", "prior >= 1 MiB", "off", "on", "prior < 1 MiB", "off", "on"],
                         align="llrrrrrr") if moved else "(no held-out pair moves)"

@@ -3,7 +3,7 @@
 (no bootstrap, nothing held out of it) with fit_profile(latency_per_protocol=...): False, one hop latency per level
 that the LL / LL128 hops follow (the rule before session 8); True, the LL and LL128 hops figures of their own, each
 moved only by latency-bound rows of its own protocol (calscope: evaluated, not shipped); "hierarchical", each the
-level hop times a departure with its own prior (calhier: the default since), each at the chosen weighting and at the
+level hop times a departure with its own prior (calhier: evaluated, opt-in), each at the chosen weighting and at the
 fixed weight 10, and prints the busbw MAPE of every other log of the cluster under the prior and under each
 calibrated profile (`--pairs`: every pair under every rule).
 
@@ -31,7 +31,7 @@ MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 NOISE = 0.003  # 0.3 pt: the matrix's "worse | better" threshold (tests/calibrate/test_calibration_matrix.py)
 WAYS = (("one figure", False, None), ("one figure, weight 10", False, LEVEL_PRIOR_WEIGHT),
         ("per protocol", True, None), ("per protocol, weight 10", True, LEVEL_PRIOR_WEIGHT),
-        # session 8 (calhier, the default since): each protocol's hop a departure from the level hop, with its own prior
+        # session 8 (calhier, evaluated, opt-in): each protocol's hop a departure from the level hop, with its own prior
         ("hierarchical", "hierarchical", None), ("hierarchical, weight 10", "hierarchical", LEVEL_PRIOR_WEIGHT))
 
 

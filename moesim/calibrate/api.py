@@ -12,6 +12,7 @@ from scipy.optimize import nnls
 
 from moesim.calibrate.facts_fit import FactsInference, infer_system_facts, provenance_line, render_inference
 from moesim.calibrate.fit import FIT_PHASES, ROUTER_MATMUL, FitResult, fit_profile
+from moesim.calibrate.nccl_error import pct
 from moesim.calibrate.nccl_tests import header_gpus
 from moesim.calibrate.predict import predict_layer, terms_time_s
 from moesim.calibrate.profile_io import (
@@ -265,8 +266,6 @@ def consistency_gaps(fit: FitResult, profile: HardwareProfile) -> tuple[str, ...
     return tuple(gaps)
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1%}"
 
 
 def header_lines(fit: FitResult, measurements: Measurements, report: ValidationReport | None,
@@ -276,7 +275,7 @@ def header_lines(fit: FitResult, measurements: Measurements, report: ValidationR
              f"Measurements: {', '.join(measurements.sources)}; {len(measurements.layers)} switch_layer records "
              f"({len(fit.fitted_keys)} fitted), {len(measurements.collectives)} collective points.",
              f"Fit: scipy least_squares, loss {fit.loss} on ln(predicted/measured), {fit.n_parameters} parameters, "
-             f"{fit.overall.n} observations; MAPE {_pct(fit.overall.mape)}, max {_pct(fit.overall.max_abs_pct_error)}, "
+             f"{fit.overall.n} observations; MAPE {pct(fit.overall.mape)}, max {pct(fit.overall.max_abs_pct_error)}, "
              f"R2(ln t) {fit.overall.r2_log if fit.overall.r2_log is None else round(fit.overall.r2_log, 3)}.",
              _weight_text(fit)]
     if fit.host_floor_rows:
@@ -286,14 +285,14 @@ def header_lines(fit: FitResult, measurements: Measurements, report: ValidationR
     for p in fit.parameters:
         if p.fitted:
             interval = f"[{p.interval[0]:.4g}, {p.interval[1]:.4g}]" if p.interval else "-"
-            lines.append(f"  {p.name} ({p.unit}): {p.value:.4g} | {p.prior:.4g} | {interval} | {_pct(p.rel_std)}")
+            lines.append(f"  {p.name} ({p.unit}): {p.value:.4g} | {p.prior:.4g} | {interval} | {pct(p.rel_std)}")
     lines.append("Fit residuals per phase / collective (n, MAPE, max, mean signed):")
     for label, s in fit.blocks.items():
-        lines.append(f"  {label}: {s.n}, {_pct(s.mape)}, {_pct(s.max_abs_pct_error)}, {s.mean_signed_error:+.1%}")
+        lines.append(f"  {label}: {s.n}, {pct(s.mape)}, {pct(s.max_abs_pct_error)}, {s.mean_signed_error:+.1%}")
     if report is not None:
         t = report.total
-        lines.append(f"Held out ({len(report.comparisons)} records): layer MAPE {_pct(t.mape)}, max "
-                     f"{_pct(t.max_abs_pct_error)}, mean signed {t.mean_signed_error:+.1%}.")
+        lines.append(f"Held out ({len(report.comparisons)} records): layer MAPE {pct(t.mape)}, max "
+                     f"{pct(t.max_abs_pct_error)}, mean signed {t.mean_signed_error:+.1%}.")
     if gap is not None:
         lines.append(_gap_text(gap))
     if fit.op_fits:
@@ -301,7 +300,7 @@ def header_lines(fit: FitResult, measurements: Measurements, report: ValidationR
                      "per level):")
         for o in fit.op_fits:
             lines.append(f"  {o.op} over {o.group_size}: latency {o.latency_s * 1e6:.4g} us, algbw "
-                         f"{o.algbw_bytes_per_s / 1e9:.4g} GB/s, max error {_pct(o.max_abs_pct_error)}")
+                         f"{o.algbw_bytes_per_s / 1e9:.4g} GB/s, max error {pct(o.max_abs_pct_error)}")
     phases = FIT_PHASES + ((ROUTER_MATMUL,) if any(o.label == ROUTER_MATMUL for o in fit.observations) else ())
     lines.append(f"Fitted phases: {', '.join(phases)}, and the layer total (with the layer overhead of its forward "
                  "and backward pass); router, router_gating" + ("" if ROUTER_MATMUL in phases else ", router_matmul")
@@ -354,13 +353,13 @@ def render_calibration(result: CalibrationResult) -> str:
 
     fit = result.fit
     rows = [(p.name, p.unit, f"{p.value:.4g}", f"{p.prior:.4g}",
-             f"[{p.interval[0]:.4g}, {p.interval[1]:.4g}]" if p.interval else "-", _pct(p.rel_std))
+             f"[{p.interval[0]:.4g}, {p.interval[1]:.4g}]" if p.interval else "-", pct(p.rel_std))
             for p in fit.parameters if p.fitted]
     params = table(rows, ["parameter", "unit", "fitted", "prior", "90% bootstrap", "rel. std"], align="llrrrr")
     if not rows:
         params = ("no figure is fitted: no row's largest term is a figure of the profile (a row mostly fixed cost "
                   "says nothing about a figure), so the prior's figures are written")
-    res_rows = [(label, s.n, _pct(s.mape), _pct(s.max_abs_pct_error), f"{s.mean_signed_error:+.1%}",
+    res_rows = [(label, s.n, pct(s.mape), pct(s.max_abs_pct_error), f"{s.mean_signed_error:+.1%}",
                  "-" if s.r2_log is None else f"{s.r2_log:.3f}") for label, s in fit.blocks.items()]
     residuals = table(res_rows, ["observations", "n", "MAPE", "max", "mean err", "R2 (ln t)"], align="lrrrrr")
     m = result.measurements
@@ -375,7 +374,7 @@ def render_calibration(result: CalibrationResult) -> str:
     parts += ["", "fit residuals (in-sample)", residuals]
     if fit.op_fits:
         diag = table([(o.op, o.group_size, o.n, f"{o.latency_s * 1e6:.4g}", f"{o.algbw_bytes_per_s / 1e9:.4g}",
-                       _pct(o.max_abs_pct_error)) for o in fit.op_fits],
+                       pct(o.max_abs_pct_error)) for o in fit.op_fits],
                      ["collective", "ranks", "n", "latency us", "algbw GB/s", "max err"], align="lrrrrr")
         parts += ["", "per-collective alpha-beta (diagnostic, not written)", diag]
     if result.gap is not None:

@@ -58,7 +58,7 @@ import numpy as np
 from moesim.calibrate.linearise import probe
 from moesim.calibrate.predict import CollectiveTerm, ComputeTerm, MemoryTerm, OpTerm, OverheadTerm, Term, term_time_s
 from moesim.collectives.select import default_model
-from moesim.collectives.topo_model import _P2P_OPS as P2P_OPS
+from moesim.collectives.algorithm_menu import P2P_OPS
 from moesim.errors import SpecError
 from moesim.ops.price import op_efficiency
 from moesim.specs.hardware import MAX_NVLSTREE_NET_FACTOR, EfficiencyTable, HardwareProfile

@@ -35,6 +35,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from moesim.calibrate.fit import FitResult, fit_profile, observations_for
+from moesim.calibrate.nccl_error import LARGE_BYTES, pct
 from moesim.calibrate.predict import CollectiveTerm, terms_time_s
 from moesim.calibrate.prior_weight import effective_rows, size_order
 from moesim.calibrate.records import Measurements
@@ -48,7 +49,6 @@ from moesim.specs.system_facts import SYSTEM_FACT_KEYS, with_system_facts
 # NCCL's protocol or GPUDirect choice on every size the profile is later used for, beyond the rows that chose it,
 # so "substantial" (10^0.5) is too little; the bar was set before any log was run through the rule.
 EVIDENCE_THRESHOLD = 10.0
-MIB = 2.0**20
 _LN_CAP = 700.0  # ln K beyond this is written as exp(700) (a float; exact synthetic data give ratios past it)
 
 
@@ -189,7 +189,7 @@ def _mapes(fit: FitResult, shared: set[str]) -> tuple[float | None, float | None
         if o.unit not in shared:
             continue
         term = next((t for t in o.terms if isinstance(t, CollectiveTerm)), None)
-        (big if term is not None and term.size_bytes >= MIB else small).append(abs(o.measured_s / predicted - 1))
+        (big if term is not None and term.size_bytes >= LARGE_BYTES else small).append(abs(o.measured_s / predicted - 1))
     return (float(np.mean(big)) if big else None), (float(np.mean(small)) if small else None)
 
 
@@ -208,7 +208,7 @@ def render_inference(inf: FactsInference) -> list[str]:
         elif key in inf.inferred:
             lines.append(f"  {key} {inf.inferred[key]}: inferred, written into the profile")
     if inf.candidates:
-        rows = [(_label(c), f"{c.loss:.4g}", c.n_parameters, _pct(c.mape_ge_1mib), _pct(c.mape_lt_1mib),
+        rows = [(_label(c), f"{c.loss:.4g}", c.n_parameters, pct(c.mape_ge_1mib), pct(c.mape_lt_1mib),
                  f"{c.evidence_ratio:.3g}") for c in inf.candidates]
         lines.append(table(rows, ["class", "loss", "figures", "MAPE >= 1 MiB", "MAPE < 1 MiB", "evidence ratio"],
                            align="lrrrrr"))
@@ -223,5 +223,3 @@ def provenance_line(inf: FactsInference) -> str:
     return "system_facts: " + ("; ".join(parts) if parts else f"none written ({inf.note})")
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1%}"

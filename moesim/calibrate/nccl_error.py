@@ -102,3 +102,7 @@ def log_error(points: tuple[CollectivePoint, ...], hardware: HardwareProfile, mo
         sizes.append(SizeError(p.size_bytes, p.time_s, time_s, algorithm, host_bound))
     return LogError(points[0].op, points[0].group_size, tuple(sizes))
 
+
+def pct(x: float | None) -> str:
+    """A fraction as a percent with one decimal, '-' for None (the calibrate reports' MAPE cells)."""
+    return "-" if x is None else f"{x:.1%}"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from moesim.calibrate.nccl_error import log_error
+from moesim.calibrate.nccl_error import log_error, pct
 from moesim.calibrate.nccl_tests import read_nccl_tests
 from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.errors import SpecError
@@ -90,8 +90,6 @@ def entry_hardware(entry: dict, hardware=None):
     return with_system_facts(hardware or load_hardware(entry["hardware"]), system_facts(entry))
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1%}"
 
 
 def _size(nbytes: float) -> str:
@@ -125,7 +123,7 @@ def prior_rows(manifest: Path) -> list[tuple]:
         err = log_error(pts, hw, entry_model(e, hw), e.get("gpus_per_thread", 1))
         span = f"{_size(min(p.size_bytes for p in pts))} - {_size(max(p.size_bytes for p in pts))}"
         rows.append((e["file"], e["hardware"], err.ranks, err.op, span, "yes" if e["healthy"] else "no",
-                     _pct(err.mape_large), _pct(err.mape_small),
+                     pct(err.mape_large), pct(err.mape_small),
                      "-" if err.signed_large is None else f"{err.signed_large:+.1%}",
                      ("shape source; " if e["shape"] else "") + e["note"]))
     return rows
@@ -193,9 +191,9 @@ def calibration_matrix(manifest: Path, infer_facts: bool | None = None) -> tuple
 
 
 def calibration_rows(manifest: Path) -> list[tuple]:
-    return [(p.cluster, p.fitted_on, f"{p.weight:.3g}", p.held_out, _pct(p.prior_mape), _pct(p.calibrated_mape),
-             f"{100 * p.change:+.2f}", _pct(p.fixed_weight_mape), _pct(p.prior_mape_small),
-             _pct(p.calibrated_mape_small)) for p in calibration_matrix(manifest)]
+    return [(p.cluster, p.fitted_on, f"{p.weight:.3g}", p.held_out, pct(p.prior_mape), pct(p.calibrated_mape),
+             f"{100 * p.change:+.2f}", pct(p.fixed_weight_mape), pct(p.prior_mape_small),
+             pct(p.calibrated_mape_small)) for p in calibration_matrix(manifest)]
 
 
 def render(manifest: Path) -> str:

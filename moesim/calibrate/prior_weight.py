@@ -73,7 +73,7 @@ def inverse_sigmas(design: Design) -> np.ndarray:
     out = np.zeros(len(design.names))
     lev = design.level_slice()
     for j in range(lev.start, lev.stop):
-        kind = "protocol_departure" if j in getattr(design, "departures", {}) else design.names[j].rsplit(".", 1)[1]
+        kind = "protocol_departure" if j in design.departures else design.names[j].rsplit(".", 1)[1]
         out[j] = 1.0 / sigmas[kind] if not design.names[j].endswith("_ratio") else 0.0
     out[design.unpriored()] = 0.0
     return out

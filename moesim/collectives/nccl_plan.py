@@ -170,19 +170,21 @@ def priced(plan: Plan, size_bytes: float, port_bw, pinned: tuple | None = None) 
     if plan.nvls:
         row = _nvls(op, size_bytes, n, counts, tiers, port_bw, plan.nvls_eff, plan.nodes, plan.nvls)
         if plan.nvls_steps:  # NCCL's per-size chunk: loops x a Simple NVLink step, wire only (nccl_nvls.nvls_steps_s)
-            algo, proto, terms, base, offset = row
-            step_s = nvls_steps_s(plan.nvls_steps, size_bytes)
-            row = (algo, proto, Terms(terms.latency_s + step_s, terms.transfer_s, terms.overlapped), base,
-                   offset - step_s)
+            row = _wire_only(row, nvls_steps_s(plan.nvls_steps, size_bytes))
         out.append(row)
     if plan.sharp:
         out.extend(_collnet(size_bytes, counts, tiers, port_bw, plan.nvls_eff, plan.allowed))
     if plan.no_gdr:  # the GDR-less legs of PAT / NVLSTree / CollNet network hops: wire only, the offset takes them back
         legs = dict(plan.no_gdr)
-        out = [row if row[0] not in legs else
-               (row[0], row[1], Terms(row[2].latency_s + legs[row[0]], row[2].transfer_s, row[2].overlapped), row[3],
-                row[4] - legs[row[0]]) for row in out]
+        out = [row if row[0] not in legs else _wire_only(row, legs[row[0]]) for row in out]
     return out
+
+
+def _wire_only(row: tuple, extra_s: float) -> tuple:
+    """A candidate row (algorithm, protocol, Terms, base s, tuner offset s) with `extra_s` more latency on the wire
+    and the same taken back in the offset: NCCL's tuner does not see it, so its pick does not move."""
+    algo, proto, terms, base, offset = row
+    return algo, proto, Terms(terms.latency_s + extra_s, terms.transfer_s, terms.overlapped), base, offset - extra_s
 
 
 def _transfer(plan: Plan, algo: str, proto: str, size_bytes: float, port_bw, factor: float, caps) -> tuple:

@@ -126,28 +126,22 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     from moesim.collectives.nccl_channels import CHANNEL_KNOBS, channel_counts
 
     knobs = {name: (channels or {}).get(name) for name in CHANNEL_KNOBS}
-    if nccl_algo or collnet or nccl_proto or tuner_rules or any(v is not None for v in knobs.values()):
+    options = [("--nccl-algo", nccl_algo), ("--nccl-collnet", collnet), ("--nccl-proto", nccl_proto),
+               ("--tuner-rules", tuner_rules), *(("--" + k.replace("_", "-"), v is not None) for k, v in knobs.items())]
+    given = [name for name, value in options if value]
+    if given:
         if hw.device_kind != "gpu":  # the model prices these devices' own collectives: NCCL's options would do nothing
-            given = [name for name, value in (("--nccl-algo", nccl_algo), ("--nccl-collnet", collnet),
-                                              ("--nccl-proto", nccl_proto), ("--tuner-rules", tuner_rules),
-                                              *(("--" + k.replace("_", "-"), v is not None) for k, v in knobs.items()))
-                     if value]
             raise SpecError(f"NCCL's options ({', '.join(given)}) apply to GPUs; {hw.name}'s devices are "
                             f"{hw.device_kind} (collectives priced on their own links, no NCCL)", field=given[0],
                             value=hw.device_kind, allowed="a GPU profile")
         from moesim.collectives.nccl_tuner_rules import load_tuner_rules
         from moesim.collectives.topo_model import TopologyModel
 
-        with warnings.catch_warnings(record=True) as caught:  # said once the run succeeds: an error stays one line
-            warnings.simplefilter("always")
-            rules = load_tuner_rules(tuner_rules) if tuner_rules else None
-            model = TopologyModel(hw, nccl_algo=nccl_algo, collnet=collnet, nccl_proto=nccl_proto, tuner_rules=rules,
-                                  **knobs)
-            rows = collective_rows(model, op, sizes, group, a2a_algorithm)
-        for caught_warning in caught:
-            warnings.warn(caught_warning.message)
-        ignored = [name for name, value in (("--nccl-algo", nccl_algo), ("--nccl-collnet", collnet),
-                                            ("--nccl-proto", nccl_proto)) if value]
+        rules = load_tuner_rules(tuner_rules) if tuner_rules else None
+        model = TopologyModel(hw, nccl_algo=nccl_algo, collnet=collnet, nccl_proto=nccl_proto, tuner_rules=rules,
+                              **knobs)
+        rows = collective_rows(model, op, sizes, group, a2a_algorithm)
+        ignored = [name for name, value in options[:3] if value]  # NCCL_ALGO, NCCL_COLLNET_ENABLE, NCCL_PROTO
         if op in ("all_to_all", "send_recv") and ignored:  # NCCL's p2p: no algorithm, the protocol by size
             warnings.warn(f"{', '.join(ignored)} do(es) not apply to {op}: NCCL runs it as point-to-point sends, "
                           "their protocol picked by size; priced as without")

@@ -101,6 +101,7 @@ class _Stub:
     """The little of a Design that bayes_weights reads: one latency figure, residuals the test sets per fit."""
 
     names = ["nvlink.latency"]
+    departures: dict = {}  # no hierarchical per-protocol hops (design.py)
 
     def __init__(self, residuals):
         self.calls, self.residuals = 0, residuals

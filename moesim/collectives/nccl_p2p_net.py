@@ -45,6 +45,7 @@ from moesim.collectives import nccl, nccl_p2p_schedule
 from moesim.collectives.formulas import Terms
 
 MODELS = ("summed", "concurrent")
+DEFAULT_MODEL = "summed"  # what TopologyModel.p2p_net_model is unless set
 _PART_ALIGN_BYTES = 4096  # ncclP2pPartBounds: alignUp(divUp(bytes, nParts), 4 << 10)
 
 
@@ -82,6 +83,12 @@ def peer_steps(peer_bytes: float, parts: int) -> int:
         steps += -(-this // chunk)
         left -= this
     return steps
+
+
+def launch_s(host_cpu: str) -> float:
+    """The proxy's time to launch one Simple network step: NCCL's tuner network overhead of a Simple step on the
+    hosts' CPU (tuning.cc getNetOverhead x 3; nccl.net_overhead_s)."""
+    return nccl.net_overhead_s("Simple", host_cpu)
 
 
 def launches_s(steps: int, launch_s: float) -> float:

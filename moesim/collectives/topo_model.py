@@ -83,7 +83,7 @@ class TopologyModel:
     nccl_max_ctas: int | None = None
     # a network peer's sends inside one grouped send/recv (nccl_p2p_net.MODELS): "summed", one message latency per
     # peer (hierarchy.pairwise_all_to_all_terms), or "concurrent", NCCL's batches and proxy launches (nccl_p2p_net.py)
-    p2p_net_model: str = "summed"
+    p2p_net_model: str = nccl_p2p_net.DEFAULT_MODEL
     _algos: frozenset = field(default=frozenset(), init=False, repr=False)
     _protos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_PROTO's list}, set ops only
     _systems: dict = field(default_factory=dict, init=False, repr=False)
@@ -276,7 +276,7 @@ class TopologyModel:
         simple = [row for row in protocol_rows if row[0].name == "Simple"]
         if not simple:
             return None
-        launch = nccl.net_overhead_s("Simple", getattr(tiers[1], "host_cpu", ""))
+        launch = nccl_p2p_net.launch_s(getattr(tiers[1], "host_cpu", ""))
         return simple[0], launch, tiers[0], _nic_tier(system, pl)
 
     def _tiers(self, op: str, size: float, n: int, system: System, pl: GroupPlacement, lay: "_Layout",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +25,7 @@ if str(ROOT) not in sys.path:
 
 from moesim.calibrate.nccl_error import log_error  # noqa: E402
 from moesim.calibrate.nccl_table import _points, _size, entry_hardware, entry_model, read_manifest  # noqa: E402
+from moesim.collectives import nccl, nccl_p2p_net  # noqa: E402
 from moesim.collectives.select import default_model  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
 from scripts.log_variants import mape_cell  # noqa: E402
@@ -40,6 +42,19 @@ def p2p_entries():
     for e in read_manifest(MANIFEST):
         if e.get("op", "") in ("all_to_all", "send_recv") or any(k in e["file"] for k in P2P_FILES):
             yield e
+
+
+@contextmanager
+def launch_without_simple_multiplier():
+    """What-if, conceived after the first table was seen (not the rule, not shipped): a p2p step launched at the
+    tuner's network overhead without its x 3 for Simple (a p2p op has sliceSteps = chunkSteps = 1, one isend per
+    step, where a Simple ring chunk is several)."""
+    shipped = nccl_p2p_net.launch_s
+    nccl_p2p_net.launch_s = lambda host_cpu: nccl.net_overhead_s("LL", host_cpu)
+    try:
+        yield
+    finally:
+        nccl_p2p_net.launch_s = shipped
 
 
 def rows() -> list[tuple]:
@@ -73,6 +88,13 @@ def render() -> str:
         lines.append(f"sum over the {'healthy' if healthy else 'other'} logs that move ({len(moved)}): "
                      f"{_sum(moved, healthy, True, 2):.1f} | {_sum(moved, healthy, False, 2):.1f}  ->  "
                      f"{_sum(moved, healthy, True, 3):.1f} | {_sum(moved, healthy, False, 3):.1f}")
+    with launch_without_simple_multiplier():
+        what_if = rows()
+    lines += ["", "what-if, after the table above was seen (not the rule): a p2p step launched at 1 / 2 us (no x 3)"]
+    for (name, healthy, sizes), (_, _, other) in zip(data, what_if):
+        if any(r[2] != r[3] for r in other):
+            lines.append(f"{name + ' (' + str(healthy).lower() + ')':39s}{mape_cell(other, True, 2)} | "
+                         f"{mape_cell(other, False, 2)}  ->  {mape_cell(other, True, 3)} | {mape_cell(other, False, 3)}")
     lines += ["", "sizes that move (us; error = measured / predicted - 1)"]
     for name, _, sizes in data:
         moved = [s for s in sizes if s[2] != s[3]]

@@ -166,3 +166,26 @@ def test_docs_block_is_current():
 def test_nccl_tuning_figures_the_model_reads():
     t = nccl.tuning()
     assert t["p2p_net"]["chunk_bytes"] == 128 * KIB and t["net_overhead"]["simple_multiplier"] == 3
+
+
+def test_cli_option_prices_the_concurrent_model_and_says_so(capsys):
+    from moesim.cli import main
+
+    assert main(["collective", "all_to_all", "--hardware", "b200", "--devices", "16", "--bytes", "1GiB",
+                 "--p2p-net-model", "concurrent", "--json"]) == 0
+    import json
+    report = json.loads(capsys.readouterr().out)
+    model = TopologyModel(load_hardware("b200"), p2p_net_model="concurrent")
+    assert report["p2p_net_model"] == "concurrent"
+    assert report["results"][0]["time_us"] == pytest.approx(_pairwise(model, 1 * GIB, 16).time_s / US, rel=1e-6)
+    assert main(["collective", "all_to_all", "--hardware", "b200", "--devices", "16", "--bytes", "1GiB", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["p2p_net_model"] == "summed"
+
+
+def test_cli_bad_values_exit_2(capsys):
+    from _cli import run_bad
+
+    run_bad(capsys, ["collective", "all_to_all", "--hardware", "h100-sxm", "--devices", "16", "--bytes", "1KiB",
+                     "--p2p-net-model", "overlap"], "--p2p-net-model", "summed, concurrent")
+    run_bad(capsys, ["collective", "all_to_all", "--hardware", "tpu-v4", "--devices", "16", "--bytes", "1KiB",
+                     "--p2p-net-model", "concurrent"], "--p2p-net-model", "GPU")

@@ -77,12 +77,16 @@ def _sum(data, healthy: bool, large: bool, col: int) -> float:
     return sum(float(c) for c in cells if c != "-")
 
 
+def _log_line(name: str, healthy: bool, sizes) -> str:
+    return (f"{name + ' (' + str(healthy).lower() + ')':39s}{mape_cell(sizes, True, 2)} | {mape_cell(sizes, False, 2)}"
+            f"  ->  {mape_cell(sizes, True, 3)} | {mape_cell(sizes, False, 3)}")
+
+
 def render() -> str:
     data = rows()
-    lines = ["```", "log (healthy)                          busbw MAPE >= 1 MiB | < 1 MiB: summed (shipped) -> concurrent"]
-    for name, healthy, sizes in data:
-        lines.append(f"{name + ' (' + str(healthy).lower() + ')':39s}{mape_cell(sizes, True, 2)} | "
-                     f"{mape_cell(sizes, False, 2)}  ->  {mape_cell(sizes, True, 3)} | {mape_cell(sizes, False, 3)}")
+    lines = ["```",
+             "log (healthy)                          busbw MAPE >= 1 MiB | < 1 MiB: summed (shipped) -> concurrent"]
+    lines += [_log_line(name, healthy, sizes) for name, healthy, sizes in data]
     for healthy in (True, False):
         moved = [(n, h, s) for n, h, s in data if h == healthy and any(r[2] != r[3] for r in s)]
         lines.append(f"sum over the {'healthy' if healthy else 'other'} logs that move ({len(moved)}): "
@@ -91,10 +95,7 @@ def render() -> str:
     with launch_without_simple_multiplier():
         what_if = rows()
     lines += ["", "what-if, after the table above was seen (not the rule): a p2p step launched at 1 / 2 us (no x 3)"]
-    for (name, healthy, sizes), (_, _, other) in zip(data, what_if):
-        if any(r[2] != r[3] for r in other):
-            lines.append(f"{name + ' (' + str(healthy).lower() + ')':39s}{mape_cell(other, True, 2)} | "
-                         f"{mape_cell(other, False, 2)}  ->  {mape_cell(other, True, 3)} | {mape_cell(other, False, 3)}")
+    lines += [_log_line(name, healthy, other) for name, healthy, other in what_if if any(r[2] != r[3] for r in other)]
     lines += ["", "sizes that move (us; error = measured / predicted - 1)"]
     for name, _, sizes in data:
         moved = [s for s in sizes if s[2] != s[3]]

@@ -20,7 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from moesim.collectives import formulas, hierarchy, nccl, nccl_facts, nccl_multinode, nccl_p2p_net, nccl_plan, torus_costs
+from moesim.collectives import formulas, hierarchy, nccl, nccl_facts, nccl_multinode, nccl_plan, torus_costs
+from moesim.collectives import nccl_p2p_net
 from moesim.collectives.algorithm_menu import HALVING_NAME as _HALVING_NAME
 from moesim.collectives.algorithm_menu import P2P_OPS as _P2P_OPS
 from moesim.collectives.algorithm_menu import PASSES as _PASSES
@@ -318,7 +319,8 @@ class TopologyModel:
                 offset = lay.gdr_offsets[proto.name] if lay.gdr_offsets else 0.0
                 base = proto.base_latency_s(name)
                 if lay.p2p_concurrent is not None and name in ("pairwise", "direct"):
-                    terms, base = nccl_p2p_net.concurrent_terms(lay.p2p_concurrent, name, size, n, counts, proto, alpha, factor, terms, base)
+                    terms, base = nccl_p2p_net.concurrent_terms(lay.p2p_concurrent, name, size, n, counts, proto,
+                                                                alpha, factor, terms, base)
                 out.append((name, proto.name, terms, base, offset))
         return out
 

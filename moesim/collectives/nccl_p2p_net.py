@@ -40,6 +40,7 @@ launch per step covers both, as the tuner's ring step does), a cost of the windo
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 from moesim.collectives import nccl, nccl_p2p_schedule
 from moesim.collectives.formulas import Terms
@@ -105,14 +106,23 @@ def concurrent_all_to_all_terms(shipped: Terms, size_bytes: float, n: int, count
     (the shipped network transfers are rescaled to Simple's); `parts` the channels of one peer's send."""
     g0 = counts[0]
     nvlink_s = (g0 - 1) * alpha_inner[0]
-    batches = nccl_p2p_schedule.channel_batches(n, tuple(counts), max(1, parts), p2p_channels, per_batch, group_size)
-    net_s = nccl_p2p_schedule.latency_s(batches, (0.0,) + tuple(alpha_simple[1:]))
+    net_s = _network_batches_s(n, tuple(counts), max(1, parts), p2p_channels, per_batch, group_size,
+                               (0.0,) + tuple(alpha_simple[1:]))
     steps = (n - g0) * peer_steps(size_bytes / n, parts)
     transfer = list(shipped.transfer_s)
     for i in range(1, len(transfer)):
         transfer[i] *= simple_scale
     transfer[1] = max(transfer[1], launches_s(steps, launch_s))
     return Terms(max(nvlink_s, net_s), tuple(transfer), overlapped=True)
+
+
+@lru_cache(maxsize=4096)
+def _network_batches_s(n: int, counts: tuple, parts: int, p2p_channels: int, per_batch: int, group_size: int,
+                       alpha_by_tier: tuple) -> float:
+    """The busiest channel's message latencies (nccl_p2p_schedule.latency_s; NVLink peers at 0), memoised: a
+    communicator's batches change only with the parts of one peer's send."""
+    batches = nccl_p2p_schedule.channel_batches(n, counts, parts, p2p_channels, per_batch, group_size)
+    return nccl_p2p_schedule.latency_s(batches, alpha_by_tier)
 
 
 def concurrent_send_recv_terms(shipped: Terms, size_bytes: float, parts: int, launch_s: float) -> Terms:

@@ -70,9 +70,22 @@ KNOWN_WORSE = {
     # the prior, so P falls 1.8 %; the 1-node sendrecv (one peer per rank, not seven) matches the prior's P at
     # 512 MiB - 16 GiB (0.98-1.03x) and loses 11.6 -> 12.1 % (< 1 MiB 30.2 -> 30.4 %).
     ("b200-vultr-1node_alltoall_perf.log", "b200-vultr-1node_sendrecv_perf.log"),
+    # --- newlogs (session 9): the Voltage Park H100 cluster (4 healthy logs, 12 new pairs, judged by no rule before).
+    # Fitted on the 4-node all-reduce, whose tree/LL rows (8 B - 1 MiB) run faster than priced, the network hop latency
+    # falls 14 -> 10.7 us (NVLSTree bandwidth +1 %). The 4-node all-gather's 1-32 MiB ring/LL128 rows, already 16-80 %
+    # slower than priced, are priced faster still: 22.4 -> 24.7 % (< 1 MiB 8.8 -> 9.7 %: its 512 B - 8 KiB ring/LL rows,
+    # priced within 4 %, go under). The 4-node broadcast (a known miss, slower than priced from 128 KiB) likewise:
+    # 92.8 -> 97.0 % (< 1 MiB 70.7 -> 71.0 %).
+    ("h100-voltagepark-4node_all_reduce_perf.log", "h100-voltagepark-4node_all_gather_perf.log"),
+    ("h100-voltagepark-4node_all_reduce_perf.log", "h100-voltagepark-4node_broadcast_perf.log"),
 }
-# The KNOWN_WORSE pairs whose fitted figure is a latency the held-out log's own small rows bind (all but the last).
-IMPROVE_BELOW_ONE_MIB = tuple(pair for pair in KNOWN_WORSE if "sendrecv" not in pair[1])
+# Known-worse pairs whose held-out small rows do not improve either (the figures above).
+WORSE_BELOW_ONE_MIB_TOO = {("h100-voltagepark-4node_all_reduce_perf.log", "h100-voltagepark-4node_all_gather_perf.log"),
+                           ("h100-voltagepark-4node_all_reduce_perf.log", "h100-voltagepark-4node_broadcast_perf.log")}
+# The KNOWN_WORSE pairs whose fitted figure is a latency the held-out log's own small rows bind (all but the Vultr
+# sendrecv pair and the two Voltage Park pairs).
+IMPROVE_BELOW_ONE_MIB = tuple(pair for pair in KNOWN_WORSE
+                              if "sendrecv" not in pair[1] and pair not in WORSE_BELOW_ONE_MIB_TOO)
 
 
 def errors(name, hardware=None):

@@ -61,6 +61,16 @@ KNOWN_MISSES = {
     # at 8 GiB). Not modelled; the one-node broadcast of the same cluster is erratic (not held), so no second log.
     ("h100-voltagepark-4node_broadcast_perf.log", "large"): 0.94,
     ("h100-voltagepark-4node_broadcast_perf.log", "small"): 0.72,
+    # --- newlogs (session 9): H100 "example-cluster01" of xxrjun/nccl-tests-cluster, 10 x 8 (32 MiB - 16 GiB only; the
+    # fabric is not stated: SOURCES.md). The ring all-gather / reduce-scatter run slower than priced at every size:
+    # 28.6 / 29.2 %, the ring/LL128 rows at 32-512 MiB 18-94 % slower (a dip at 256 MiB in both), the ring/Simple rows
+    # from 1 GiB 7-14 % slower (328 GB/s at 16 GiB against 369 priced): the ring across 10 nodes plateaus 11 % under the
+    # profile's NIC-bound line.
+    ("h100-xxrjun-10node_all_gather_perf.log", "large"): 0.30,
+    ("h100-xxrjun-10node_reduce_scatter_perf.log", "large"): 0.31,
+    # 83.7 %: a flat 15.2 GB/s against 28.0 priced, where the same cluster's 2-node pair measures 45.9 against 47.0
+    # priced (2.4 %); nothing in the source says why 80 ranks' network pairs run at a third of one pair's rate.
+    ("h100-xxrjun-10node_sendrecv_perf.log", "large"): 0.86,
 }
 
 

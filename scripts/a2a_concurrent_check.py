@@ -72,9 +72,11 @@ def rows() -> list[tuple]:
     return out
 
 
-def _sum(data, healthy: bool, large: bool, col: int) -> float:
+def _sum(data, healthy: bool, large: bool, col: int) -> str:
+    """The MAPE cells of the logs summed, '-' where none has a row in that band."""
     cells = [mape_cell(s, large, col) for _, h, s in data if h == healthy]
-    return sum(float(c) for c in cells if c != "-")
+    found = [float(c) for c in cells if c != "-"]
+    return f"{sum(found):.1f}" if found else "-"
 
 
 def _log_line(name: str, healthy: bool, sizes) -> str:
@@ -90,8 +92,8 @@ def render() -> str:
     for healthy in (True, False):
         moved = [(n, h, s) for n, h, s in data if h == healthy and any(r[2] != r[3] for r in s)]
         lines.append(f"sum over the {'healthy' if healthy else 'other'} logs that move ({len(moved)}): "
-                     f"{_sum(moved, healthy, True, 2):.1f} | {_sum(moved, healthy, False, 2):.1f}  ->  "
-                     f"{_sum(moved, healthy, True, 3):.1f} | {_sum(moved, healthy, False, 3):.1f}")
+                     f"{_sum(moved, healthy, True, 2)} | {_sum(moved, healthy, False, 2)}  ->  "
+                     f"{_sum(moved, healthy, True, 3)} | {_sum(moved, healthy, False, 3)}")
     with launch_without_simple_multiplier():
         what_if = rows()
     lines += ["", "what-if, after the table above was seen (not the rule): a p2p step launched at 1 / 2 us (no x 3)"]

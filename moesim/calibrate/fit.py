@@ -244,6 +244,8 @@ def with_bootstrap(fit: FitResult, bootstrap: int, seed: int, progress=None) -> 
     session 9). Only the parameters' intervals, `bootstrap` and `seed` differ from `fit`."""
     if bootstrap < 0:
         raise SpecError("bootstrap must be >= 0", field="bootstrap", value=bootstrap)
+    if fit.point is None:
+        raise ValueError("with_bootstrap needs a fit made by fit_profile (it holds the point fit's design)")
     design, theta, log_cov, prior_weights = fit.point
     if progress is not None:
         progress(BOOTSTRAP_FROM)

@@ -1,6 +1,6 @@
 """`moesim calibrate` on the bundled nccl-tests logs: wall time per log and a hash of everything it writes.
 
-Each of the 38 logs of tests/data/nccl/logs.toml is calibrated through the CLI (`moesim.cli.main`, in this process)
+Each log of tests/data/nccl/logs.toml (38 at session 9's start) is calibrated through the CLI (`moesim.cli.main`, in this process)
 with its manifest options (--nccl-op, --ranks, --gpus-per-thread, --host-cpu, --gpu-nic-path), --json, at
 --bootstrap 0 and/or --bootstrap N. For each run the sha256 of the calibrated profile TOML, of the JSON on stdout
 and of stderr (warnings, or the one-line error) is written, with the run's time stamps (created_utc and the figures'

@@ -1,18 +1,20 @@
 """`moesim calibrate` on the bundled nccl-tests logs: wall time per log and a hash of everything it writes.
 
-Each log of tests/data/nccl/logs.toml (38 at session 9's start) is calibrated through the CLI (`moesim.cli.main`, in this process)
-with its manifest options (--nccl-op, --ranks, --gpus-per-thread, --host-cpu, --gpu-nic-path), --json, at
+Each log of tests/data/nccl/logs.toml (38 at session 9's start) is calibrated through the CLI (`moesim.cli.main`, in
+this process) with its manifest options (--nccl-op, --ranks, --gpus-per-thread, --host-cpu, --gpu-nic-path), --json, at
 --bootstrap 0 and/or --bootstrap N. For each run the sha256 of the calibrated profile TOML, of the JSON on stdout
 and of stderr (warnings, or the one-line error) is written, with the run's time stamps (created_utc and the figures'
-sources) written as "<utc>", the tree's root as "<root>" and the temporary folder as "<tmp>" in all three, so two trees' outputs compare byte for byte
-(speed work must leave them identical: `--check OTHER.json` lists every hash that differs). The calibrate JSON holds
-no timing field; the wall and CPU (process) times are this script's own: on a busy machine compare the CPU times.
+sources) written as "<utc>", the tree's root as "<root>" and the temporary folder as "<tmp>" in all three, so two
+trees' outputs compare byte for byte (speed work must leave them identical: `--check OTHER.json` lists every hash
+that differs). The calibrate JSON holds no timing field; the wall and CPU (process) times are this script's own: on
+a busy machine compare the CPU times.
 
 Run (from the tree's root, so the logs' paths in the provenance are the same relative paths in every tree):
-  python benchmarks/bench_calibrate.py [--set all|quick] [--bootstrap 0 100] [--out OUT.json] [--check OLD.json]
-`quick`: four representative logs (a 1-node all-reduce, a 2-node multi-protocol all-reduce with fact inference, a
-2-node all-gather, a 2-node all-to-all). Wall times, one run each, on whatever load the machine has: compare two
-trees in one sitting, alternating. No test asserts on them.
+  python benchmarks/bench_calibrate.py [NAME ...] [--set all|quick] [--bootstrap 0 100] [--out OUT.json]
+                                       [--check OLD.json]
+NAME: part of a log's file name (only those logs). `quick`: four representative logs (a 1-node all-reduce, a 2-node
+multi-protocol all-reduce with fact inference, a 2-node all-gather, a 2-node all-to-all). Times are one run each, on
+whatever load the machine has: compare two trees in one sitting, alternating. No test asserts on them.
 """
 
 from __future__ import annotations
@@ -79,19 +81,22 @@ def run_one(entry: dict, bootstrap: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="parts of log file names: only those logs")
     parser.add_argument("--set", choices=("all", "quick"), default="all")
     parser.add_argument("--bootstrap", type=int, nargs="+", default=[0, 100])
     parser.add_argument("--out", help="write the rows (wall time and hashes) as JSON")
     parser.add_argument("--check", help="a JSON this script wrote before: list the hashes that differ")
     args = parser.parse_args()
     os.chdir(ROOT)
-    entries = [e for e in read_manifest(MANIFEST) if args.set == "all" or e["file"] in QUICK]
+    entries = [e for e in read_manifest(MANIFEST) if (args.set == "all" or e["file"] in QUICK)
+               and (not args.names or any(n in e["file"] for n in args.names))]
     rows = []
     for bootstrap in args.bootstrap:
         for entry in entries:
             row = run_one(entry, bootstrap)
             rows.append(row)
-            print(f"{row['file']:50s} bootstrap {bootstrap:4d}  {row['wall_s']:7.2f} s (CPU {row['cpu_s']:7.2f} s)  exit {row['exit']}  "
+            print(f"{row['file']:50s} bootstrap {bootstrap:4d}  {row['wall_s']:7.2f} s (CPU {row['cpu_s']:7.2f} s)  "
+                  f"exit {row['exit']}  "
                   f"{row['toml_sha256'][:8]} {row['json_sha256'][:8]} {row['stderr_sha256'][:8]}", flush=True)
     for bootstrap in args.bootstrap:
         print(f"bootstrap {bootstrap}: {sum(1 for r in rows if r['bootstrap'] == bootstrap)} logs, "

@@ -1,7 +1,8 @@
 """calibrate's speed work (calspeed, session 9) changes no result: the bootstrap drawn on an existing fit is the
 bootstrap fit_profile draws, calibrate draws it on the fit facts inference made instead of refitting, a log is read
 once, and a probe repeated inside a priced_once scope prices nothing again. The speed itself is measured by
-benchmarks/bench_calibrate.py (benchmarks/RESULTS.md), which also checks the outputs of all bundled logs byte for byte."""
+benchmarks/bench_calibrate.py (benchmarks/RESULTS.md), which also checks the outputs of all bundled logs byte for
+byte."""
 
 from __future__ import annotations
 

@@ -1,0 +1,43 @@
+"""Bugs a new user's walk through the README, the CLI and the docs found (session 9, lane newuser): each test failed
+on the code before its fix. Bad input ends with exit 2 and one line naming the file, the field and the allowed
+values (tests/_cli.py run_bad)."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+import _cli
+from moesim.paths import builtin_dir
+
+PROFILES = builtin_dir("hardware_profiles")
+
+run_bad = functools.partial(_cli.run_bad, timeout_s=20.0)
+
+
+def profile_with(tmp_path, name: str, old: str, new: str):
+    text = (PROFILES / f"{name}.toml").read_text()
+    assert old in text, old
+    path = tmp_path / f"{name}-edited.toml"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+# An efficiency given as one number (a percentage typed for a fraction) was reported without its field or the
+# allowed range ("efficiency point [1.0, 82.0] needs ..."): the scalar form skipped the loader's field naming.
+@pytest.mark.parametrize("old,new,field", [
+    ("bw_efficiency = 0.82", "bw_efficiency = 82", "interconnect[0].bw_efficiency"),
+    ("matmul = [[1e8, 0.10], [1e9, 0.30], [1e10, 0.55], [1e11, 0.68], [1e12, 0.72]]", "matmul = 55", "efficiency.matmul"),
+    ("bw_efficiency = 0.82", "bw_efficiency = 0", "interconnect[0].bw_efficiency"),
+])
+def test_scalar_efficiency_out_of_range_names_its_field(tmp_path, capsys, old, new, field):
+    path = profile_with(tmp_path, "h100-sxm", old, new)
+    line = run_bad(capsys, ["estimate", "mixtral-8x7b-h100", "--hardware", path], str(path), f"field '{field}'")
+    assert "(allowed: " in line and "<= 1" in line, line
+
+
+def test_efficiency_table_point_out_of_range_says_what_is_allowed(tmp_path, capsys):
+    path = profile_with(tmp_path, "h100-sxm", "[1e8, 0.10]", "[1e8, 10]")
+    line = run_bad(capsys, ["estimate", "mixtral-8x7b-h100", "--hardware", path], "field 'efficiency.matmul'")
+    assert "(allowed: " in line, line

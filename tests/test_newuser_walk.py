@@ -41,3 +41,23 @@ def test_efficiency_table_point_out_of_range_says_what_is_allowed(tmp_path, caps
     path = profile_with(tmp_path, "h100-sxm", "[1e8, 0.10]", "[1e8, 10]")
     line = run_bad(capsys, ["estimate", "mixtral-8x7b-h100", "--hardware", path], "field 'efficiency.matmul'")
     assert "(allowed: " in line, line
+
+
+# --holdout-fraction: the help and the split (calibrate/records.py split_holdout) take [0, 1), 0 holding nothing out;
+# the command line checked (0, 1] instead, so 0 was refused and 1 reached the split, whose error named no option.
+def test_holdout_fraction_zero_holds_nothing_out(tmp_path, capsys):
+    from moesim.cli import main
+
+    out = tmp_path / "c.toml"
+    code = main(["calibrate", "tests/calibrate/data/harness-cpu-clock-layers.jsonl", "--hardware", "cpu-localhost",
+                 "-o", str(out), "--holdout-fraction", "0", "--bootstrap", "0", "--quiet"])
+    text, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.exists() and "0 held out" in text, text[:400]
+
+
+def test_holdout_fraction_one_is_refused_by_the_option(tmp_path, capsys):
+    line = run_bad(capsys, ["calibrate", "tests/calibrate/data/harness-cpu-clock-layers.jsonl", "--hardware",
+                            "cpu-localhost", "-o", tmp_path / "c.toml", "--holdout-fraction", "1"],
+                   "field '--holdout-fraction'", ">= 0 and < 1")
+    assert not (tmp_path / "c.toml").exists(), line

@@ -61,3 +61,10 @@ def test_holdout_fraction_one_is_refused_by_the_option(tmp_path, capsys):
                             "cpu-localhost", "-o", tmp_path / "c.toml", "--holdout-fraction", "1"],
                    "field '--holdout-fraction'", ">= 0 and < 1")
     assert not (tmp_path / "c.toml").exists(), line
+
+
+# A DeepEP scenario on a TPU profile (`--hardware tpu-v3`): the refusal named the field but not the scenario file that
+# sets it.
+def test_deepep_on_a_tpu_profile_names_the_scenario_file(capsys):
+    run_bad(capsys, ["estimate", "deepseek-v3-h800", "--hardware", "tpu-v3", "--devices", "1024"],
+            "deepseek-v3-h800.toml: field 'training.dispatch_backend'", "(allowed: nccl, pairwise, hierarchical)")

@@ -68,3 +68,10 @@ def test_holdout_fraction_one_is_refused_by_the_option(tmp_path, capsys):
 def test_deepep_on_a_tpu_profile_names_the_scenario_file(capsys):
     run_bad(capsys, ["estimate", "deepseek-v3-h800", "--hardware", "tpu-v3", "--devices", "1024"],
             "deepseek-v3-h800.toml: field 'training.dispatch_backend'", "(allowed: nccl, pairwise, hierarchical)")
+
+
+# `nccl_arch = "Hopper"`: the allowed list began with the empty name, printed as "(allowed: , volta, ...".
+def test_unknown_nccl_arch_lists_the_names_readably(tmp_path, capsys):
+    path = profile_with(tmp_path, "h100-sxm", 'nccl_arch = "hopper"', 'nccl_arch = "Hopper"')
+    run_bad(capsys, ["collective", "all_reduce", "--hardware", path, "--devices", "8"],
+            "field 'interconnect[0].nccl_arch'", '(allowed: volta, ampere, hopper, blackwell, "" (none))')

@@ -75,3 +75,10 @@ def test_unknown_nccl_arch_lists_the_names_readably(tmp_path, capsys):
     path = profile_with(tmp_path, "h100-sxm", 'nccl_arch = "hopper"', 'nccl_arch = "Hopper"')
     run_bad(capsys, ["collective", "all_reduce", "--hardware", path, "--devices", "8"],
             "field 'interconnect[0].nccl_arch'", '(allowed: volta, ampere, hopper, blackwell, "" (none))')
+
+
+# `--layout "dp=2048;ep=2048"` (a semicolon for a comma) said only "'dp=2048;ep=2048' is not an integer": it names the
+# key and how pairs are separated now.
+def test_layout_with_a_wrong_separator_says_how_pairs_are_separated(capsys):
+    run_bad(capsys, ["estimate", "switch-c-2048-tpu-v3", "--layout", "dp=2048;ep=2048"],
+            "field '--layout'", "dp is not an integer", "separated by commas or spaces")

@@ -82,3 +82,21 @@ def test_unknown_nccl_arch_lists_the_names_readably(tmp_path, capsys):
 def test_layout_with_a_wrong_separator_says_how_pairs_are_separated(capsys):
     run_bad(capsys, ["estimate", "switch-c-2048-tpu-v3", "--layout", "dp=2048;ep=2048"],
             "field '--layout'", "dp is not an integer", "separated by commas or spaces")
+
+
+# `--nccl-collnet` on a profile whose fabric cannot reduce in the network (a100-80gb: no level with sharp = true) changed
+# nothing without a word; it warns now, as the NCCL options on point-to-point collectives do, and prices as without.
+def test_collnet_on_a_profile_without_sharp_warns(capsys):
+    from moesim.cli import main
+
+    assert main(["collective", "all_reduce", "--hardware", "a100-80gb", "--devices", "16", "--bytes", "1GiB"]) == 0
+    plain = capsys.readouterr().out
+    assert main(["collective", "all_reduce", "--hardware", "a100-80gb", "--devices", "16", "--bytes", "1GiB",
+                 "--nccl-collnet"]) == 0
+    out, err = capsys.readouterr()
+    assert "--nccl-collnet" in err and "sharp = true" in err and err.count("\n") == 1, err
+    rows = lambda text: [line for line in text.splitlines() if not line.startswith("#")]  # noqa: E731
+    assert rows(out) == rows(plain)
+    assert main(["collective", "all_reduce", "--hardware", "h100-sxm", "--devices", "16", "--bytes", "1GiB",
+                 "--nccl-collnet"]) == 0
+    assert "sharp" not in capsys.readouterr().err  # h100-sxm's InfiniBand level has SHARP

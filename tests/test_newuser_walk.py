@@ -100,3 +100,21 @@ def test_collnet_on_a_profile_without_sharp_warns(capsys):
     assert main(["collective", "all_reduce", "--hardware", "h100-sxm", "--devices", "16", "--bytes", "1GiB",
                  "--nccl-collnet"]) == 0
     assert "sharp" not in capsys.readouterr().err  # h100-sxm's InfiniBand level has SHARP
+
+
+# A data file given in another kind's place was refused by the first key it lacked, with a misleading hint: a model
+# file as the scenario said "field 'model': required key is missing (is 'd_model' a misspelling?)". It says what the
+# file is and where it goes now.
+@pytest.mark.parametrize("argv,fragments", [
+    (["estimate", "moesim/models/library/mixtral-8x7b.toml"], ["is a model file, not a scenario file"]),
+    (["estimate", "hardware_profiles/h100-sxm.toml"], ["is a hardware profile file, not a scenario file", "--hardware"]),
+    (["model", "scenarios/mixtral-8x7b-h100.toml"], ["is a scenario file, not a model file", "moesim estimate"]),
+    (["model", "hardware_profiles/h100-sxm.toml"], ["is a hardware profile file, not a model file"]),
+    (["collective", "all_reduce", "--hardware", "scenarios/mixtral-8x7b-h100.toml", "--devices", "8"],
+     ["is a scenario file, not a hardware profile file"]),
+    (["estimate", "mixtral-8x7b-h100", "--hardware", "moesim/models/library/mixtral-8x7b.toml"],
+     ["mixtral-8x7b.toml: is a model file, not a hardware profile file", "(allowed: a hardware profile file"]),
+])
+def test_a_file_of_another_kind_says_what_it_is(capsys, argv, fragments):
+    line = run_bad(capsys, argv, *fragments)
+    assert "misspelling" not in line and "required key" not in line, line

@@ -8,7 +8,7 @@ from pathlib import Path
 from moesim import units
 from moesim.errors import SpecError
 from moesim.specs.data_files import SCHEMA_VERSION, read_data_file, resolve_ref, with_file
-from moesim.specs.fields import Table, check_schema_version
+from moesim.specs.fields import Table, check_file_kind, check_schema_version
 from moesim.specs.file_units import to_file_error
 from moesim.specs.hardware import (
     DTYPES, ChipSpec, ComputeEfficiency, EfficiencyTable, HardwareProfile, InterconnectLevel, TOPOLOGIES,
@@ -121,6 +121,7 @@ def hardware_from_table(t: Table) -> HardwareProfile:
 
 def _hardware_from_table(t: Table) -> HardwareProfile:
     check_schema_version(t, SCHEMA_VERSION)
+    check_file_kind(t, "hardware profile")
     chip_t = t.sub("chip")
     per_chip = chip_t.opt("devices_per_chip", int, 1)
     if per_chip < 1:

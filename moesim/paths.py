@@ -76,7 +76,8 @@ def read_bytes_file(path: str | Path, *, field: str | None = None) -> bytes:
     if problem:
         raise SpecError(f"cannot read: {problem}", file=short(path), field=field)
     if p.is_dir():
-        raise SpecError("is a directory, not a file", file=str(p), field=field)
+        inside = " (a HuggingFace checkpoint folder: give its config.json)" if (p / "config.json").is_file() else ""
+        raise SpecError(f"is a directory, not a file{inside}", file=str(p), field=field)
     if p.exists() and not p.is_file():
         raise SpecError("not a regular file (a device, a pipe or a socket)", file=str(p), field=field)
     try:

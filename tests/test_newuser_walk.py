@@ -118,3 +118,9 @@ def test_collnet_on_a_profile_without_sharp_warns(capsys):
 def test_a_file_of_another_kind_says_what_it_is(capsys, argv, fragments):
     line = run_bad(capsys, argv, *fragments)
     assert "misspelling" not in line and "required key" not in line, line
+
+
+# `moesim model CHECKPOINT_DIR` (the folder HuggingFace downloads) said only "is a directory, not a file".
+def test_a_checkpoint_folder_points_at_its_config(capsys):
+    run_bad(capsys, ["model", "tests/models/data/mixtral-8x7b-v0.1"], "is a directory, not a file",
+            "give its config.json")

@@ -124,3 +124,18 @@ def test_a_file_of_another_kind_says_what_it_is(capsys, argv, fragments):
 def test_a_checkpoint_folder_points_at_its_config(capsys):
     run_bad(capsys, ["model", "tests/models/data/mixtral-8x7b-v0.1"], "is a directory, not a file",
             "give its config.json")
+
+
+# `moesim calibrate ... -o hardware_profiles/h100-sxm.toml` with another prior (--hardware b200) overwrote a shipped
+# profile: every later use of the name h100-sxm read the calibrated B200. Only the prior itself was refused.
+def test_calibrate_does_not_overwrite_a_shipped_profile(tmp_path, capsys, monkeypatch):
+    shipped = tmp_path / "hardware_profiles"  # a copy stands for the shipped folder: a regression writes there, not here
+    shipped.mkdir()
+    target = shipped / "h100-sxm.toml"
+    target.write_bytes((PROFILES / "h100-sxm.toml").read_bytes())
+    monkeypatch.setattr("moesim.calibrate.api.builtin_dir", lambda kind: shipped)
+    before = target.read_bytes()
+    run_bad(capsys, ["calibrate", "tests/data/nccl/b200-vultr-2node_all_gather_perf.log", "--hardware", "b200",
+                     "--ranks", "16", "--bootstrap", "0", "-o", target],
+            "field '--output'", "is the shipped profile 'h100-sxm'")
+    assert target.read_bytes() == before

@@ -139,3 +139,26 @@ def test_calibrate_does_not_overwrite_a_shipped_profile(tmp_path, capsys, monkey
                      "--ranks", "16", "--bootstrap", "0", "-o", target],
             "field '--output'", "is the shipped profile 'h100-sxm'")
     assert target.read_bytes() == before
+
+
+# The other outputs (report -o, simulate --trace, sweep -o) wrote over shipped data files as readily: a report's HTML
+# became scenarios/mixtral-8x7b-h100.toml. Checked before anything runs, so nothing is written.
+@pytest.mark.parametrize("argv,target,kind", [
+    (["report", "switch-base-128-tpu-v3", "-q", "-o"], "scenarios/mixtral-8x7b-h100.toml", "scenario"),
+    (["simulate", "switch-base-128-tpu-v3", "--steps", "1", "-q", "--trace"], "hardware_profiles/tpu-v3.toml",
+     "hardware profile"),
+    (["sweep", "switch-base-128-tpu-v3", "--vary", "experts=64", "--workers", "1", "-q", "-o"],
+     "moesim/models/library/t5-base.toml", "model"),
+])
+def test_no_output_overwrites_a_shipped_data_file(capsys, monkeypatch, tmp_path, argv, target, kind):
+    from pathlib import Path
+
+    import moesim.paths
+
+    copy = tmp_path / Path(target).name  # a copy stands for the shipped folder: a regression writes there
+    copy.write_bytes(Path(target).read_bytes())
+    real = moesim.paths.builtin_dir
+    folder = real(kind.replace(" ", "_") + "s")
+    monkeypatch.setattr(moesim.paths, "builtin_dir", lambda k: tmp_path if real(k) == folder else real(k))
+    run_bad(capsys, argv + [copy], "cannot write", f"is the shipped {kind} '{copy.stem}'")
+    assert copy.read_bytes() == Path(target).read_bytes()

@@ -110,10 +110,20 @@ def check_output_path(path: str | Path | None, *, field: str) -> Path:
         raise SpecError(f"cannot write: {parent} is not a folder", file=str(p), field=field)
     if p.is_file():  # a shipped scenario, profile or model: every later use of its built-in name would read the output
         shipped = [kind for kind in _LOCATIONS if builtin_dir(kind).resolve() == parent.resolve()]
-        if shipped and p.stem in builtin_names(shipped[0]):
+        if shipped and p.stem in builtin_names(shipped[0]) and not written_by_calibrate(p):
             raise SpecError(f"cannot write: is the shipped {shipped[0].rstrip('s').replace('_', ' ')} '{p.stem}'; "
                             "name a new file", file=str(p), field=field)
     return p
+
+
+def written_by_calibrate(path: Path) -> bool:
+    """Whether `path` is a profile `moesim calibrate` wrote (a top-level `calibrated_from`; no shipped profile has
+    one): writing it again, into the profiles folder too, is a recalibration, not an overwrite of shipped data."""
+    try:
+        with open(path, "rb") as handle:
+            return any(line.startswith(b"calibrated_from") for line in handle.read(1 << 20).splitlines())
+    except OSError:
+        return False
 
 
 def write_text_file(path: str | Path, text: str, *, field: str) -> Path:

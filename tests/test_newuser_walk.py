@@ -162,3 +162,19 @@ def test_no_output_overwrites_a_shipped_data_file(capsys, monkeypatch, tmp_path,
     monkeypatch.setattr(moesim.paths, "builtin_dir", lambda k: tmp_path if real(k) == folder else real(k))
     run_bad(capsys, argv + [copy], "cannot write", f"is the shipped {kind} '{copy.stem}'")
     assert copy.read_bytes() == Path(target).read_bytes()
+
+
+def test_a_profile_calibrate_wrote_into_the_profiles_folder_may_be_recalibrated(tmp_path, capsys, monkeypatch):
+    import moesim.paths
+
+    shipped = tmp_path / "hardware_profiles"
+    shipped.mkdir()
+    monkeypatch.setattr("moesim.calibrate.api.builtin_dir", lambda kind: shipped)
+    real = moesim.paths.builtin_dir
+    monkeypatch.setattr(moesim.paths, "builtin_dir", lambda k: shipped if k == "hardware_profiles" else real(k))
+    from moesim.cli import main
+
+    argv = ["calibrate", "tests/data/nccl/b200-vultr-2node_all_gather_perf.log", "--hardware", "b200", "--ranks", "16",
+            "--bootstrap", "0", "-q", "-o", str(shipped / "vultr.toml")]
+    assert main(argv) == 0
+    assert main(argv) == 0, capsys.readouterr().err  # again, over its own output

@@ -178,3 +178,17 @@ def test_a_profile_calibrate_wrote_into_the_profiles_folder_may_be_recalibrated(
             "--bootstrap", "0", "-q", "-o", str(shipped / "vultr.toml")]
     assert main(argv) == 0
     assert main(argv) == 0, capsys.readouterr().err  # again, over its own output
+
+
+def test_a_report_beside_the_scenarios_may_be_rewritten(tmp_path, capsys, monkeypatch):
+    import moesim.paths
+
+    folder = tmp_path / "scenarios"  # stands for the shipped folder, holding a scenario and a report named after it
+    folder.mkdir()
+    (folder / "switch-base-128-tpu-v3.toml").write_text("schema_version = 1\n")
+    (folder / "switch-base-128-tpu-v3.html").write_text("old report")
+    real = moesim.paths.builtin_dir
+    monkeypatch.setattr(moesim.paths, "builtin_dir", lambda k: folder if k == "scenarios" else real(k))
+    moesim.paths.check_output_path(folder / "switch-base-128-tpu-v3.html", field="--output")  # no error
+    run_bad(capsys, ["report", "switch-base-128-tpu-v3", "-q", "-o", folder / "switch-base-128-tpu-v3.toml"],
+            "is the shipped scenario")

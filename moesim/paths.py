@@ -76,7 +76,8 @@ def read_bytes_file(path: str | Path, *, field: str | None = None) -> bytes:
     if problem:
         raise SpecError(f"cannot read: {problem}", file=short(path), field=field)
     if p.is_dir():
-        raise SpecError("is a directory, not a file", file=str(p), field=field)
+        inside = " (a HuggingFace checkpoint folder: give its config.json)" if (p / "config.json").is_file() else ""
+        raise SpecError(f"is a directory, not a file{inside}", file=str(p), field=field)
     if p.exists() and not p.is_file():
         raise SpecError("not a regular file (a device, a pipe or a socket)", file=str(p), field=field)
     try:
@@ -107,7 +108,23 @@ def check_output_path(path: str | Path | None, *, field: str) -> Path:
         raise SpecError(f"cannot write: folder {parent} does not exist", file=str(p), field=field)
     if not parent.is_dir():
         raise SpecError(f"cannot write: {parent} is not a folder", file=str(p), field=field)
+    if p.is_file():  # a shipped scenario, profile or model: every later use of its built-in name would read the output
+        shipped = [kind for kind in _LOCATIONS if builtin_dir(kind).resolve() == parent.resolve()]
+        if (shipped and p.suffix in (".toml", ".yaml", ".yml", ".json") and p.stem in builtin_names(shipped[0])
+                and not written_by_calibrate(p)):
+            raise SpecError(f"cannot write: is the shipped {shipped[0].rstrip('s').replace('_', ' ')} '{p.stem}'; "
+                            "name a new file", file=str(p), field=field)
     return p
+
+
+def written_by_calibrate(path: Path) -> bool:
+    """Whether `path` is a profile `moesim calibrate` wrote (a top-level `calibrated_from`; no shipped profile has
+    one): writing it again, into the profiles folder too, is a recalibration, not an overwrite of shipped data."""
+    try:
+        with open(path, "rb") as handle:
+            return any(line.startswith(b"calibrated_from") for line in handle.read(1 << 20).splitlines())
+    except OSError:
+        return False
 
 
 def write_text_file(path: str | Path, text: str, *, field: str) -> Path:

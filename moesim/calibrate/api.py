@@ -20,6 +20,7 @@ from moesim.calibrate.profile_io import (
 from moesim.calibrate.records import TOTAL, Measurements, read_measurements, split_holdout
 from moesim.calibrate.report import ValidationReport, validation_report
 from moesim.errors import SpecError
+from moesim.paths import builtin_dir, written_by_calibrate
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.load import load_hardware, read_data_file, resolve_ref
 from moesim.specs.system_facts import set_system_facts, with_system_facts
@@ -186,7 +187,9 @@ def check_output(out: str | Path, paths: list[str], hardware: str) -> None:
         prior = [(resolve_ref(hardware, "hardware_profiles"), "the prior profile (--hardware)")]
     except SpecError:
         prior = []  # an unknown profile: its own error comes when it is loaded
-    for path, what in [(p, "a measurement file") for p in paths] + prior:
+    shipped = [(p, f"the shipped profile '{p.stem}'") for p in sorted(builtin_dir("hardware_profiles").glob("*.toml"))
+               if not written_by_calibrate(p)]  # a profile calibrate wrote there may be recalibrated
+    for path, what in [(p, "a measurement file") for p in paths] + prior + shipped:
         if Path(path).resolve() == target:
             raise SpecError(f"is {what}: writing the calibrated profile there would overwrite it", file=str(out),
                             field="--output")

@@ -27,7 +27,8 @@ def model_for(scenario) -> CollectiveModel:
 
     if backend.startswith("deepep") and scenario.hardware.device_kind != "gpu":
         raise SpecError(f"dispatch backend '{backend}' runs on GPUs (NVLink + RDMA); {scenario.hardware.name} has "
-                        f"{scenario.hardware.device_kind} devices", field="training.dispatch_backend", value=backend,
+                        f"{scenario.hardware.device_kind} devices", file=scenario.file or None,
+                        field="training.dispatch_backend", value=backend,
                         allowed=("nccl", "pairwise", "hierarchical"))
     tokens = tuple(scenario.model.d_model * scenario.training.element_bytes(which) for which in ("dispatch", "combine"))
     return DispatchModel(base, backend, moe.num_experts, moe.top_k, moe.max_nodes_per_token, tokens)

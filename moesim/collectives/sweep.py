@@ -153,6 +153,9 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
         if op in ("all_to_all", "send_recv") and ignored:  # NCCL's p2p: no algorithm, the protocol by size
             warnings.warn(f"{', '.join(ignored)} do(es) not apply to {op}: NCCL runs it as point-to-point sends, "
                           "their protocol picked by size; priced as without")
+        elif collnet and not any(level.sharp for level in hw.interconnect):  # CollNet needs in-network reduction
+            warnings.warn(f"--nccl-collnet: no interconnect level of {hw.name} has sharp = true, so NCCL has no "
+                          "CollNet to run there; priced as without")
     else:
         rows = collective_rows(model, op, sizes, group, a2a_algorithm)
     system = model.system(model.job_devices(group)).summary() if hasattr(model, "system") else {}

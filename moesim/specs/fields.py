@@ -139,6 +139,29 @@ class Table:
             raise self.error(key, f"unknown key{hint}", value=key, allowed=known or "no keys here")
 
 
+# The keys that tell a data file's kind, and where each kind goes: a file given in another kind's place (a model where
+# a scenario goes) is refused by what it is, not by the first key it lacks ("field 'model': required key is missing
+# (is 'd_model' a misspelling?)").
+FILE_KINDS = {
+    "scenario": (("model", "hardware", "devices"), "a scenario goes to moesim estimate / search / simulate / report"),
+    "model": (("architecture", "attention"), 'a model goes to moesim model, or to model = "FILE" in a scenario'),
+    "hardware profile": (("chip", "interconnect"),
+                         'a hardware profile goes to --hardware, or to hardware = "FILE" in a scenario'),
+}
+
+
+def check_file_kind(table: Table, expected: str) -> None:
+    """Refuse a whole file (not a nested table) that holds every key of another kind in FILE_KINDS and none of
+    `expected`'s, naming what it is and where it goes."""
+    if table.path:
+        return
+    own = FILE_KINDS[expected][0]
+    for kind, (keys, where) in FILE_KINDS.items():
+        if kind != expected and all(k in table.data for k in keys) and not any(k in table.data for k in own):
+            raise SpecError(f"is a {kind} file, not a {expected} file: {where}", file=table.file,
+                            allowed=f"a {expected} file or a built-in {expected} name")
+
+
 def check_schema_version(table: Table, supported: int) -> int:
     """Every data file carries `schema_version`; only `supported` is read."""
     version = table.req("schema_version", int)

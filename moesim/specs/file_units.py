@@ -42,7 +42,7 @@ class FileKey:
         lo, hi = rng.lo / scale, rng.hi / scale
         if rng.integer:
             lo, hi = math.ceil(lo), math.floor(hi)
-        return Range(lo, hi, lo_open=rng.lo_open, integer=rng.integer, unit=self.unit)
+        return Range(lo, hi, lo_open=rng.lo_open, integer=rng.integer, unit=self.unit, hi_open=rng.hi_open)
 
 
 _GB_PER_S = units.gb_per_s_to_bytes_per_s(1.0)

@@ -219,7 +219,7 @@ class InterconnectLevel:
                             value=self.oversubscription)
         if self.nccl_arch not in NCCL_ARCHS:
             raise SpecError(f"unknown nccl_arch '{self.nccl_arch}'", field=f"{path}.nccl_arch", value=self.nccl_arch,
-                            allowed=NCCL_ARCHS)
+                            allowed=(*NCCL_ARCHS[1:], '"" (none)'))
         if self.host_cpu not in HOST_CPUS:
             raise SpecError(f"unknown host_cpu '{self.host_cpu}'", field=f"{path}.host_cpu", value=self.host_cpu,
                             allowed=HOST_CPUS[1:])

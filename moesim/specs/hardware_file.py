@@ -8,7 +8,7 @@ from pathlib import Path
 from moesim import units
 from moesim.errors import SpecError
 from moesim.specs.data_files import SCHEMA_VERSION, read_data_file, resolve_ref, with_file
-from moesim.specs.fields import Table, check_schema_version
+from moesim.specs.fields import Table, check_file_kind, check_schema_version
 from moesim.specs.file_units import to_file_error
 from moesim.specs.hardware import (
     DTYPES, ChipSpec, ComputeEfficiency, EfficiencyTable, HardwareProfile, InterconnectLevel, TOPOLOGIES,
@@ -21,17 +21,20 @@ def _efficiency(t: Table, key: str, default: float | None = None) -> EfficiencyT
     if value is None:
         raise t.error(key, "required key is missing")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return EfficiencyTable.constant(float(value))
-    try:
-        points = tuple((float(p[0]), float(p[1])) for p in value)
-        if any(len(p) != 2 for p in value):
-            raise ValueError
-    except (TypeError, ValueError, IndexError):
-        raise t.error(key, "expected a number or a list of [size, efficiency] pairs", value=value) from None
+        points = ((1.0, float(value)),)  # EfficiencyTable.constant: checked below, so an error names its key
+    else:
+        try:
+            points = tuple((float(p[0]), float(p[1])) for p in value)
+            if any(len(p) != 2 for p in value):
+                raise ValueError
+        except (TypeError, ValueError, IndexError):
+            raise t.error(key, "expected a number or a list of [size, efficiency] pairs", value=value) from None
     try:
         return EfficiencyTable(points)
     except SpecError as err:
-        raise t.error(key, str(err), value=value) from None
+        raise t.error(key, str(err), value=value,
+                      allowed="a fraction in (0, 1], or a list of [size > 0, fraction in (0, 1]] pairs with "
+                              "sizes increasing") from None
 
 
 def _op_table(t: Table) -> OpTable:
@@ -118,6 +121,7 @@ def hardware_from_table(t: Table) -> HardwareProfile:
 
 def _hardware_from_table(t: Table) -> HardwareProfile:
     check_schema_version(t, SCHEMA_VERSION)
+    check_file_kind(t, "hardware profile")
     chip_t = t.sub("chip")
     per_chip = chip_t.opt("devices_per_chip", int, 1)
     if per_chip < 1:

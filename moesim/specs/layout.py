@@ -208,7 +208,8 @@ def parse_layout_value(name: str, value: str, *, field: str, text: str) -> objec
     try:
         return int(value)
     except ValueError:
-        raise SpecError(f"'{name}={value}' is not an integer", field=field, value=text) from None
+        raise SpecError(f"'{name}={value}': {name} is not an integer", field=field, value=text,
+                        allowed=f"{name}=INTEGER; KEY=VALUE pairs separated by commas or spaces") from None
 
 
 def split_layout_options(given: dict[str, object]) -> tuple[dict[str, object], dict[str, object]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from moesim.specs.data_files import SCHEMA_VERSION, read_data_file, resolve_ref, str_list, with_file
-from moesim.specs.fields import Table, check_schema_version
+from moesim.specs.fields import Table, check_file_kind, check_schema_version
 from moesim.specs.model import (
     ARCHITECTURES, ATTENTION_KINDS, CAPACITY_RULES, FFN_KINDS, MOE_STACKS, NORM_KINDS, POSITION_KINDS,
     ROUTER_SCORES, AttentionSpec, ModelSpec, MoESpec,
@@ -15,6 +15,7 @@ from moesim.specs.model import (
 def model_from_table(t: Table) -> ModelSpec:
     """Build a ModelSpec from a strict table (a model file, or a scenario's inline [model])."""
     check_schema_version(t, SCHEMA_VERSION)
+    check_file_kind(t, "model")
     arch = t.choice("architecture", ARCHITECTURES)
     att_t = t.sub("attention")
     attention = AttentionSpec(

@@ -37,13 +37,15 @@ GIB = 2**30
 
 @dataclass(frozen=True)
 class Range:
-    """lo ≤ value ≤ hi (lo < value when `lo_open`), finite; `integer` requires an int; `unit` for the message."""
+    """lo ≤ value ≤ hi (lo < value when `lo_open`, value < hi when `hi_open`), finite; `integer` requires an int;
+    `unit` for the message."""
 
     lo: float
     hi: float
     lo_open: bool = False
     integer: bool = False
     unit: str = ""
+    hi_open: bool = False
 
     def describe(self) -> str:
         def fmt(x: float) -> str:
@@ -54,7 +56,7 @@ class Range:
         low = f"> {fmt(self.lo)}" if self.lo_open else f">= {fmt(self.lo)}"
         kind = "an integer" if self.integer else "a finite number"
         unit = f" {self.unit}" if self.unit else ""
-        return f"{kind} {low} and <= {fmt(self.hi)}{unit}"
+        return f"{kind} {low} and {'<' if self.hi_open else '<='} {fmt(self.hi)}{unit}"
 
     def problem(self, value: Any) -> str | None:
         """Why `value` is outside this range, or None."""
@@ -65,7 +67,7 @@ class Range:
         if isinstance(value, float) and not math.isfinite(value):
             return f"{value} is not a finite number"
         low_bad = value <= self.lo if self.lo_open else value < self.lo
-        if low_bad or value > self.hi:
+        if low_bad or (value >= self.hi if self.hi_open else value > self.hi):
             shown = value if isinstance(value, float) or abs(value) < 10**15 else f"{float(value):.3g}"
             return f"{shown} is out of range"
         return None
@@ -241,7 +243,7 @@ ARG_RANGES: dict[str, Range] = {
     "straggler_slowdown": Range(1, 1000),
     "noise": non_negative(10),
     "workers": count(1, 4096),
-    "holdout_fraction": Range(0, 1, lo_open=True),
+    "holdout_fraction": Range(0, 1, hi_open=True),  # [0, 1): 0 holds nothing out (calibrate/records.py split_holdout)
     "bootstrap": count(0, 10**5),
     "group_stride": count(1, MAX_DEVICES),
     "concurrent": count(1, MAX_DEVICES),

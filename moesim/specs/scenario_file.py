@@ -9,7 +9,7 @@ from typing import Any
 
 from moesim.errors import SpecError
 from moesim.specs.data_files import SCHEMA_VERSION, int_list, read_data_file, resolve_ref, str_list, with_file
-from moesim.specs.fields import Table, check_schema_version
+from moesim.specs.fields import Table, check_file_kind, check_schema_version
 from moesim.specs.hardware_file import load_hardware
 from moesim.specs.layout import CP_COMMS, STAGE_KEYS, parse_layout_text, split_layout_options
 from moesim.specs.layout_options import apply_layout_options, layout_from_table
@@ -84,6 +84,7 @@ def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] |
     """Build a Scenario; `overrides` (hardware, devices, layout text) come from the command line."""
     overrides = overrides or {}
     check_schema_version(t, SCHEMA_VERSION)
+    check_file_kind(t, "scenario")
     name = t.req("name", str)
     model_ref = t.req("model", (str, dict))
     if isinstance(model_ref, dict):

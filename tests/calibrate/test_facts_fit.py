@@ -259,3 +259,11 @@ def test_the_cli_fits_the_hop_rule_after_the_facts(tmp_path, capsys):
         assert f"Hop latency rule: {rule} (" in (tmp_path / f"{rule}.toml").read_text()
     assert facts["hierarchical"] == facts["shared"] and facts["shared"][1]["value"] == "PHB"
     run_bad(capsys, base + ["-o", str(tmp_path / "x.toml"), "--hop-latency", "ll"], "--hop-latency", "hierarchical")
+
+
+def test_an_unknown_hop_rule_is_refused_before_any_fit(tmp_path):
+    from moesim.errors import SpecError
+
+    with pytest.raises(SpecError, match="unknown latency_per_protocol 'll'"):
+        calibrate([str(tmp_path / "missing.log")], "b200", tmp_path / "c.toml", latency_per_protocol="ll")
+    assert not (tmp_path / "c.toml").exists()

@@ -388,7 +388,8 @@ def render_calibration(result: CalibrationResult) -> str:
     parts += [f"    {line}" for line in m.skipped[:SKIPPED_SHOWN]]
     if len(m.skipped) > SKIPPED_SHOWN:
         parts.append(f"    ... and {len(m.skipped) - SKIPPED_SHOWN} more (--json: records.skipped)")
-    parts += ["", params, "", _weight_text(fit), _hop_text(fit)] + ([_floor_text(fit)] if fit.host_floor_rows else [])
+    parts += ["", params, "", _weight_text(fit)] + ([_floor_text(fit)] if fit.host_floor_rows else [])
+    parts += [_hop_text(fit)] if fit.latency_per_protocol else []  # the default shared rule: as before
     parts += ["", "fit residuals (in-sample)", residuals]
     if fit.op_fits:
         diag = table([(o.op, o.group_size, o.n, f"{o.latency_s * 1e6:.4g}", f"{o.algbw_bytes_per_s / 1e9:.4g}",

@@ -72,9 +72,38 @@ KNOWN_WORSE = {
     # the prior, so P falls 1.8 %; the 1-node sendrecv (one peer per rank, not seven) matches the prior's P at
     # 512 MiB - 16 GiB (0.98-1.03x) and loses 11.6 -> 12.1 % (< 1 MiB 30.2 -> 30.4 %).
     ("b200-vultr-1node_alltoall_perf.log", "b200-vultr-1node_sendrecv_perf.log"),
+    # --- newlogs (session 9): the Voltage Park H100 cluster (4 healthy logs, 12 new pairs, judged by no rule before).
+    # Fitted on the 4-node all-reduce, whose tree/LL rows (8 B - 1 MiB) run faster than priced, the network hop latency
+    # falls 14 -> 10.7 us (NVLSTree bandwidth +1 %). The 4-node all-gather's 1-32 MiB ring/LL128 rows, already 16-80 %
+    # slower than priced, are priced faster still: 22.4 -> 24.7 % (< 1 MiB 8.8 -> 9.7 %: its 512 B - 8 KiB ring/LL rows,
+    # priced within 4 %, go under). The 4-node broadcast (a known miss, slower than priced from 128 KiB) likewise:
+    # 92.8 -> 97.0 % (< 1 MiB 70.7 -> 71.0 %).
+    ("h100-voltagepark-4node_all_reduce_perf.log", "h100-voltagepark-4node_all_gather_perf.log"),
+    ("h100-voltagepark-4node_all_reduce_perf.log", "h100-voltagepark-4node_broadcast_perf.log"),
+    # --- newlogs (session 9): H100 "example-cluster01" (11 healthy logs, 110 new pairs; rows 32 MiB - 16 GiB, so no
+    # figure below 1 MiB). Each pair below moves one send/recv line P (p2p_bandwidth) that two point-to-point patterns
+    # disagree on. Network P, +2.0 % fitted on the 10-node alltoall (its 32-512 MiB rows 6-42 % faster than priced,
+    # >= 2 GiB within 2 %): the 2-node sendrecv, 2.4 % slower than priced, 2.45 -> 4.52 %. Network P, +4.5 % fitted on the
+    # 2-node alltoall (4.3 % faster than priced): the 2-node sendrecv 2.45 -> 7.06 %, the 10-node alltoall's >= 2 GiB
+    # rows go 5-6 % fast, 12.41 -> 12.96 %. Network P, -2.4 % fitted on the 2-node sendrecv: the two alltoalls, faster
+    # than priced, 4.33 -> 6.62 % (2-node) and 12.41 -> 13.45 % (10-node). NVLink P, -9.3 % fitted on the 1-node alltoall
+    # (9.5 % slower than priced): the 1-node sendrecv, 14.3 % faster than priced, 15.81 -> 19.90 % (the Vultr 1-node pair
+    # above, again).
+    ("h100-xxrjun-10node_alltoall_perf.log", "h100-xxrjun-2node_sendrecv_perf.log"),
+    ("h100-xxrjun-2node_alltoall_perf.log", "h100-xxrjun-2node_sendrecv_perf.log"),
+    ("h100-xxrjun-2node_alltoall_perf.log", "h100-xxrjun-10node_alltoall_perf.log"),
+    ("h100-xxrjun-2node_sendrecv_perf.log", "h100-xxrjun-2node_alltoall_perf.log"),
+    ("h100-xxrjun-2node_sendrecv_perf.log", "h100-xxrjun-10node_alltoall_perf.log"),
+    ("h100-xxrjun-1node_alltoall_perf.log", "h100-xxrjun-1node_sendrecv_perf.log"),
 }
-# The KNOWN_WORSE pairs whose fitted figure is a latency the held-out log's own small rows bind (all but the last).
-IMPROVE_BELOW_ONE_MIB = tuple(pair for pair in KNOWN_WORSE if "sendrecv" not in pair[1])
+# Known-worse pairs whose held-out small rows do not improve either (the figures above).
+WORSE_BELOW_ONE_MIB_TOO = {("h100-voltagepark-4node_all_reduce_perf.log", "h100-voltagepark-4node_all_gather_perf.log"),
+                           ("h100-voltagepark-4node_all_reduce_perf.log", "h100-voltagepark-4node_broadcast_perf.log")}
+# The KNOWN_WORSE pairs whose fitted figure is a latency the held-out log's own small rows bind (all but the Vultr
+# sendrecv pair, the two Voltage Park pairs and the example-cluster01 pairs, which fit a bandwidth).
+IMPROVE_BELOW_ONE_MIB = tuple(pair for pair in KNOWN_WORSE
+                              if "sendrecv" not in pair[1] and pair not in WORSE_BELOW_ONE_MIB_TOO
+                              and "xxrjun" not in pair[1])  # example-cluster01's logs have no rows below 32 MiB
 
 
 def errors(name, hardware=None):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 from moesim.errors import SpecError
 from moesim.specs.model import CAPACITY_RULES
@@ -95,6 +94,8 @@ def expected_drop_fraction(tokens: int, num_experts: int, top_k: int, capacity: 
     # a window wider than 2e6 points (σ > 25,000) is summed every `step` points: a Riemann sum of a
     # pmf that is smooth on that scale
     step = max(1, math.ceil((high - low) / 2e6))
+    from scipy import stats  # here, not at the top: importing scipy.stats is most of `moesim`'s start (calspeed)
+
     if capacity + 1 >= low:
         x = np.arange(capacity + 1, high + 1, step)
         overflow = float(np.sum((x - capacity) * stats.binom.pmf(x, m, p))) * step
@@ -135,5 +136,7 @@ def expected_max_load(tokens: int, num_groups: int, top_k: int = 1) -> float:
     low = max(0, int(mean - 12 * sigma) - 1)
     high = min(m, int(mean + 12 * sigma) + 2)
     x = np.arange(low, high + 1)
+    from scipy import stats  # (as in expected_drop_fraction)
+
     tail = 1.0 - stats.binom.cdf(x, m, p) ** num_groups
     return float(low + np.sum(tail))

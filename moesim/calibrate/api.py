@@ -13,12 +13,12 @@ from scipy.optimize import nnls
 from moesim.calibrate.facts_fit import FactsInference, infer_system_facts, provenance_line, render_inference
 from moesim.calibrate.fit import (
     FIT_PHASES, HOP_LATENCY_MEANINGS, ROUTER_MATMUL, FitResult, check_hop_latency, fit_profile, hop_latency_rule,
+    with_bootstrap,
 )
 from moesim.calibrate.nccl_error import pct
-from moesim.calibrate.nccl_tests import header_gpus
 from moesim.calibrate.predict import predict_layer, terms_time_s
 from moesim.calibrate.profile_io import (
-    Provenance, calibrated_table, file_digest, now_utc, profile_from_table, render_profile,
+    Provenance, calibrated_table, now_utc, profile_from_table, render_profile,
 )
 from moesim.calibrate.records import TOTAL, Measurements, read_measurements, split_holdout
 from moesim.calibrate.report import ValidationReport, validation_report
@@ -145,14 +145,17 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
         prior = with_system_facts(prior, facts.inferred)
     keys = [r.key for r in measurements.layers]
     fit_keys, held = split_holdout(keys, holdout_fraction, seed)
-    fit = facts.fit if facts is not None and facts.fit is not None and not bootstrap else None  # calfacts: made
+    fit = facts.fit if facts is not None else None  # calfacts: made; calspeed: its bootstrap drawn on it
     if fit is not None and rule:  # calorder: that fit is the shared rule's; the requested rule with the class fixed
         fit = None
+    if fit is not None and bootstrap:
+        fit = with_bootstrap(fit, bootstrap, seed, progress)
     if fit is None:
         fit = fit_profile(measurements, prior, fit_keys=set(fit_keys), bootstrap=bootstrap, seed=seed, loss=loss,
                           fit_router_matmul=fit_router_matmul, level_prior_weight=prior_weight, progress=progress,
                           gpus_per_thread=gpus_per_thread, latency_per_protocol=rule)
-    provenance = Provenance(prior=str(prior_path), sources=tuple(f"{p}@sha256:{file_digest(p)}" for p in paths),
+    provenance = Provenance(prior=str(prior_path),
+                            sources=tuple(f"{p}@sha256:{measurements.file(p).digest}" for p in paths),
                             holdout_fraction=holdout_fraction, seed=seed, fitted_on=tuple(fit_keys),
                             held_out=tuple(held), created_utc=now_utc())
     table = set_system_facts(calibrated_table(prior_path, fit, provenance, name), system or {})
@@ -175,7 +178,7 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     written = load_hardware(out)
     # after the fit, so that a run ending in an error stays one line
     for log in logs:  # a -g N run priced as one GPU per thread (or the reverse) misreads its small rows' floor
-        ngpus = header_gpus(log)
+        ngpus = set(measurements.file(log).header_gpus)
         if ngpus and gpus_per_thread not in ngpus:
             said = " or ".join(map(str, sorted(ngpus)))
             warnings.warn(f"{log}: its header says nGpus {said} (GPUs one thread drove) but --gpus-per-thread is "

@@ -38,6 +38,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from moesim.calibrate.fit import FitResult, fit_profile, observations_for
+from moesim.calibrate.linearise import priced_once
 from moesim.calibrate.nccl_error import LARGE_BYTES, pct
 from moesim.calibrate.predict import CollectiveTerm, terms_time_s
 from moesim.calibrate.prior_weight import effective_rows, size_order
@@ -115,6 +116,7 @@ def fact_classes(prior: HardwareProfile, key: str) -> list[tuple[str, ...]]:
     return [tuple(v) for v in classes.values()]
 
 
+@priced_once()  # one scope over the candidates' fits (linearise.py; calspeed, session 9)
 def infer_system_facts(measurements: Measurements, prior: HardwareProfile, stated: dict[str, str], *,
                        seed: int = 0, loss: str = "soft_l1", level_prior_weight: float | None = None,
                        gpus_per_thread: int = 1) -> FactsInference:

@@ -29,7 +29,7 @@ The solve (step 2-3: residuals, loss, priors, relinearisation and trust region) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import nnls
@@ -37,6 +37,7 @@ from scipy.optimize import nnls
 from moesim.calibrate.bench_cost import check_gpus_per_thread, host_bound_rows
 from moesim.calibrate.design import Design, Observation, choose_knots
 from moesim.calibrate.fill_fit import FillFit, fill_prior_weight, fit_fills, with_fill
+from moesim.calibrate.linearise import priced_once
 from moesim.calibrate.predict import check_fits, collective_terms, layer_terms, layer_total_terms, uses_ops
 from moesim.calibrate.records import TOTAL, CollectivePoint, Measurements
 from moesim.calibrate.prior_weight import bayes_weights, uniform_weights
@@ -153,6 +154,8 @@ class FitResult:
     host_floor_rows: int = 0  # nccl-tests rows at that floor under the prior, left out of the fit (host_bound_rows)
     fills: tuple[FillFit, ...] = ()  # the ramp's fill per level (fill_fit.py): searched where ramp rows bind it
     latency_per_protocol: bool | str = False  # the hop-latency rule fitted (PROTOCOL_MODES; HOP_LATENCY_RULES)
+    # (design, θ, log covariance, prior weights) of the point fit: what with_bootstrap resamples (calspeed, session 9)
+    point: tuple | None = field(default=None, repr=False, compare=False)
 
 
 def observations_for(measurements: Measurements, fit_keys: set[str], hardware: HardwareProfile,
@@ -181,6 +184,7 @@ def observations_for(measurements: Measurements, fit_keys: set[str], hardware: H
     return out
 
 
+@priced_once()  # the probes' repeated prices made once (linearise.py; calspeed, session 9)
 def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys: set[str],
                 knots_flops: tuple[float, ...] | None = None, bootstrap: int = 100, seed: int = 0,
                 loss: str = "soft_l1", fit_router_matmul: bool = False, level_prior_weight: float | None = None,
@@ -222,7 +226,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
     if progress is not None:
         progress(BOOTSTRAP_FROM)
     samples = bootstrap_samples(design, theta, loss, bootstrap, seed, progress, prior_weights)
-    pred = design.predict(theta)
+    pred = design.predict(theta)  # the bootstrap leaves the design as the point fit left it (uncertainty.refit)
     labels = sorted({o.label for o in obs})
     blocks = {lab: block_stats(pred[m], design.measured[m]) for lab in labels
               for m in [np.array([o.label == lab for o in obs])]}
@@ -233,8 +237,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         layer_overhead_s=design.layer_overhead(theta) if design.o_passes.any() else None,
         levels=tuple((lv.name, a, w, bool(u[0]), bool(u[1]))
                      for lv, (a, w), u in zip(design.levels, design.level_values(theta), design.level_used)),
-        parameters=tuple(p for p in parameter_table(design, theta, log_cov, samples)  # per-protocol hops only when on
-                         if latency_per_protocol or not p.name.endswith(PROTOCOL_HOPS)), blocks=blocks,
+        parameters=_parameters(design, theta, log_cov, samples), blocks=blocks,
         overall=block_stats(pred, design.measured), op_fits=op_fits(measurements.collectives),
         n_parameters=int(design.free.sum()), loss=loss, bootstrap=bootstrap, seed=seed,
         fitted_keys=tuple(sorted(fit_keys & {r.key for r in measurements.layers})), relinearisations=relin,
@@ -248,8 +251,30 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         p2p_latencies={lv.name: v for lv, v in zip(design.levels, design.p2p_latencies(theta))},
         protocol_latencies=({lv.name: v for lv, v in zip(design.levels, design.protocol_latencies(theta))}
                             if latency_per_protocol else {}),
-        fills=fills, latency_per_protocol=latency_per_protocol,
+        fills=fills, latency_per_protocol=latency_per_protocol, point=(design, theta, log_cov, prior_weights),
     )
+
+
+@priced_once()
+def with_bootstrap(fit: FitResult, bootstrap: int, seed: int, progress=None) -> FitResult:
+    """`fit` with `bootstrap` refits on resampled units drawn by `seed`: what fit_profile with that bootstrap and seed
+    returns on the same arguments, without repeating the point fit (calibrate reuses the fit facts_fit made; calspeed,
+    session 9). Only the parameters' intervals, `bootstrap` and `seed` differ from `fit`."""
+    if bootstrap < 0:
+        raise SpecError("bootstrap must be >= 0", field="bootstrap", value=bootstrap)
+    if fit.point is None:
+        raise ValueError("with_bootstrap needs a fit made by fit_profile (it holds the point fit's design)")
+    design, theta, log_cov, prior_weights = fit.point
+    if progress is not None:
+        progress(BOOTSTRAP_FROM)
+    samples = bootstrap_samples(design, theta, fit.loss, bootstrap, seed, progress, prior_weights)
+    return replace(fit, parameters=_parameters(design, theta, log_cov, samples), bootstrap=bootstrap, seed=seed)
+
+
+def _parameters(design: Design, theta: np.ndarray, log_cov, samples) -> tuple[ParameterFit, ...]:
+    """The parameter table; the per-protocol hops only when the fit has them (latency_per_protocol)."""
+    return tuple(p for p in parameter_table(design, theta, log_cov, samples)
+                 if design.per_protocol or not p.name.endswith(PROTOCOL_HOPS))
 
 
 def _fill_search(design: Design, loss: str, prior_weights: np.ndarray, level_prior_weight: float | None,
@@ -301,4 +326,5 @@ __all__ = [
     "BOOTSTRAP_FROM", "FIT_PHASES", "F_SCALE", "INTERVAL_PERCENTILES", "LEVEL_PRIOR_WEIGHT", "LOSSES",
     "MAX_RELINEARISATIONS", "OP_UNFITTED_PHASES", "RIDGE", "ROUTER_MATMUL", "TRUST_GROW_GAIN", "TRUST_LOG",
     "BlockStats", "FitResult", "OpFit", "ParameterFit", "block_stats", "fit_profile", "observations_for", "op_fits",
+    "with_bootstrap",
 ]

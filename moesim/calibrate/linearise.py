@@ -6,12 +6,48 @@ reads and sets the Design's own fields."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from moesim.calibrate.predict import collective_time_s
 
 PROBE_STEP = 1e-3  # relative finite-difference step for the collective slopes
 MIN_LATENCY_STEP_S = 1e-9  # absolute floor of the latency step (a relative step of ~0 loses all digits)
+# The prices the probes of one calibration made (calspeed, session 9): a calibration probes the same θ of the same
+# profile again and again (the prior θ in every weight round and on each bootstrap resample, a trust-region step
+# back, the fill search's MAP cost at a fit's own θ), and a price is a function of the profile, the figures set on
+# it and the term alone. Kept while a `priced_once` scope is open (fit_profile, with_bootstrap, facts inference),
+# per profile object (held beside its prices, so its id is not reused), dropped when the outermost scope closes or
+# past MAX_MEMO_FIGURE_SETS sets of figures. Only repeats are served: every price is computed as before once.
+MAX_MEMO_FIGURE_SETS = 20000
+_memo: dict[int, tuple[object, dict]] = {}
+_scopes = 0
+
+
+@contextmanager
+def priced_once():
+    """While open (nested scopes share one), probe reuses the prices it has made (module comment)."""
+    global _scopes
+    _scopes += 1
+    try:
+        yield
+    finally:
+        _scopes -= 1
+        if not _scopes:
+            _memo.clear()
+
+
+def _prices(prior) -> dict | None:
+    """{figures: {term: seconds}} made on `prior` in the open scope; None outside any."""
+    if not _scopes:
+        return None
+    entry = _memo.get(id(prior))
+    if entry is None or entry[0] is not prior:
+        if sum(len(known) for _, known in _memo.values()) > MAX_MEMO_FIGURE_SETS:
+            _memo.clear()
+        entry = _memo[id(prior)] = (prior, {})
+    return entry[1]
 
 
 def probe(design, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -25,74 +61,84 @@ def probe(design, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
         return a, b, c, d
     values, memory_bw, nvls = design.level_values(theta), design.memory_bw(theta), design.nvls_values(theta)
     net, p2p, hops = design.extra_values(theta), design.p2p_latencies(theta), design.protocol_latencies(theta)
-    unique = sorted({t for _, t in design._collective_terms}, key=repr)
+    unique, rows_i, terms_i = _terms(design)
+    memo = _prices(design.prior)
 
-    def times(vals, nv=nvls, nt=net, pl=p2p, pr=hops if design.per_protocol else None) -> dict:
-        model = design._model_at(vals, memory_bw, nv, nt, pl, pr)
-        return {u: collective_time_s(u, design.prior, model) for u in unique}
+    def times(vals, nv=nvls, nt=net, pl=p2p, pr=hops if design.per_protocol else None) -> np.ndarray:
+        """Seconds of each unique term on the model with these figures (memo: module comment)."""
+        if memo is None:
+            model = design._model_at(vals, memory_bw, nv, nt, pl, pr)
+            return np.array([collective_time_s(u, design.prior, model) for u in unique])
+        key = (tuple(vals), memory_bw, tuple(nv.items()), tuple(nt.items()), tuple(pl),
+               None if pr is None else tuple(pr))
+        if len(memo) > MAX_MEMO_FIGURE_SETS:
+            memo.clear()
+        known = memo.setdefault(key, {})
+        missing = [u for u in unique if u not in known]
+        if missing:
+            model = design._model_at(vals, memory_bw, nv, nt, pl, pr)
+            known.update((u, collective_time_s(u, design.prior, model)) for u in missing)
+        return np.array([known[u] for u in unique])
 
+    # per unique term (rows of these arrays), the slope of each figure: columns as a's, b's and d's
+    zero = np.zeros(len(unique))
     base = times(values)
     slopes_a, slopes_b = [], []
     for j, (alpha, bw) in enumerate(values):
         bumped = list(values)
         step = max(alpha * PROBE_STEP, MIN_LATENCY_STEP_S)
         bumped[j] = (alpha + step, bw)
-        up = times(bumped)
-        slopes_a.append({u: (up[u] - base[u]) / step for u in unique})
+        slopes_a.append((times(bumped) - base) / step)
         bumped[j] = (alpha, bw / (1 + PROBE_STEP))
-        up = times(bumped)
-        slopes_b.append({u: (up[u] - base[u]) * bw / PROBE_STEP for u in unique})
+        slopes_b.append((times(bumped) - base) * bw / PROBE_STEP)
     for j, pi in enumerate(p2p):  # π raised, α held (π moves nothing without an all-to-all or send/recv)
         if not design._has_p2p:
-            slopes_a.append(dict.fromkeys(unique, 0.0))
+            slopes_a.append(zero)
             continue
         step = max(pi * PROBE_STEP, MIN_LATENCY_STEP_S)
         up = times(values, pl=[x + step if g == j else x for g, x in enumerate(p2p)])
-        slopes_a.append({u: (up[u] - base[u]) / step for u in unique})
+        slopes_a.append((up - base) / step)
     for q in range(2):  # α^LL, then α^LL128 raised, α held (nothing without per_protocol or a collective the tuner prices)
         for j, hop in enumerate(hops):
             if not design._has_tuner:
-                slopes_a.append(dict.fromkeys(unique, 0.0))
+                slopes_a.append(zero)
                 continue
             step = max(hop[q] * PROBE_STEP, MIN_LATENCY_STEP_S)
             up = times(values, pr=[tuple(x + step if (g, f) == (j, q) else x for f, x in enumerate(h))
                                    for g, h in enumerate(hops)])
-            slopes_a.append({u: (up[u] - base[u]) / step for u in unique})
+            slopes_a.append((up - base) / step)
     slopes_d = []
     for j in design.nvls_levels:  # V, then V' lowered, the other held (each η below its cap while V < W)
         for f in range(2):
             lowered = tuple(v / (1 + PROBE_STEP) if g == f else v for g, v in enumerate(nvls[j]))
             up = times(values, {**nvls, j: lowered})
-            slopes_d.append({u: (up[u] - base[u]) * nvls[j][f] / PROBE_STEP for u in unique})
+            slopes_d.append((up - base) * nvls[j][f] / PROBE_STEP)
     for fig in net:  # U or P lowered, W held (P moves nothing without an all-to-all or send/recv)
         if fig[1] == "p2p_factor" and not design._has_p2p:
-            slopes_d.append(dict.fromkeys(unique, 0.0))
+            slopes_d.append(zero)
             continue
         up = times(values, nvls, {**net, fig: net[fig] / (1 + PROBE_STEP)})
-        slopes_d.append({u: (up[u] - base[u]) * net[fig] / PROBE_STEP for u in unique})
-    for i, t in design._collective_terms:
-        u = t
-        rest = base[u]
-        for j, (alpha, bw) in enumerate(values):
-            a[i, j] += slopes_a[j][u]
-            b[i, j] += slopes_b[j][u]
-            rest -= slopes_a[j][u] * alpha + slopes_b[j][u] / bw
-        for j, pi in enumerate(p2p):
-            a[i, n_lev + j] += slopes_a[n_lev + j][u]
-            rest -= slopes_a[n_lev + j][u] * pi
-        for q in range(2):
-            for j, hop in enumerate(hops):
-                col = (2 + q) * n_lev + j
-                a[i, col] += slopes_a[col][u]
-                rest -= slopes_a[col][u] * hop[q]
-        for k, j in enumerate(design.nvls_levels):
-            for f in range(2):
-                d[i, 2 * k + f] += slopes_d[2 * k + f][u]
-                rest -= slopes_d[2 * k + f][u] / nvls[j][f]
-        for k, fig in enumerate(net):
-            d[i, 2 * len(design.nvls_levels) + k] += slopes_d[2 * len(design.nvls_levels) + k][u]
-            rest -= slopes_d[2 * len(design.nvls_levels) + k][u] / net[fig]
-        c[i] += rest
+        slopes_d.append((up - base) * net[fig] / PROBE_STEP)
+    # each collective term of each row: its slopes added to the row's, and the rest C = t − Σ slope × figure,
+    # subtracted figure by figure in the order the per-row loop of sessions 1-8 did (the same floating-point sums)
+    rest = base[terms_i]
+    for j, (alpha, bw) in enumerate(values):
+        rest -= slopes_a[j][terms_i] * alpha + slopes_b[j][terms_i] / bw
+    for j, pi in enumerate(p2p):
+        rest -= slopes_a[n_lev + j][terms_i] * pi
+    for q in range(2):
+        for j, hop in enumerate(hops):
+            rest -= slopes_a[(2 + q) * n_lev + j][terms_i] * hop[q]
+    for k, j in enumerate(design.nvls_levels):
+        for f in range(2):
+            rest -= slopes_d[2 * k + f][terms_i] / nvls[j][f]
+    for k, fig in enumerate(net):
+        rest -= slopes_d[2 * len(design.nvls_levels) + k][terms_i] / net[fig]
+    np.add.at(a, rows_i, np.stack(slopes_a, axis=1)[terms_i])
+    np.add.at(b, rows_i, np.stack(slopes_b, axis=1)[terms_i])
+    if slopes_d:
+        np.add.at(d, rows_i, np.stack(slopes_d, axis=1)[terms_i])
+    np.add.at(c, rows_i, rest)
     tol = 1e-12 * np.abs(np.concatenate([a.ravel(), b.ravel(), d.ravel()])).max(initial=0.0)
     # A row's latency is a sum of hops over every level it spans, which the row cannot tell apart: it sets the
     # latency of the outermost level it spans (the one it adds), inner levels keep what rows confined to them
@@ -134,6 +180,18 @@ def probe(design, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     design._free[design._protocol_offset():design._protocol_offset() + 2 * n_lev] = \
         design.protocol_latency_used.T.ravel()  # every level's α^LL, then every level's α^LL128
     return a, b, c, d
+
+
+def _terms(design) -> tuple[list, np.ndarray, np.ndarray]:
+    """(the Design's distinct collective terms, and per collective term of a row its row and its index among them),
+    made once per Design (its terms are fixed when it is built)."""
+    cached = getattr(design, "_probe_terms", None)
+    if cached is None:
+        unique = sorted({t for _, t in design._collective_terms}, key=repr)
+        index = {u: k for k, u in enumerate(unique)}
+        cached = design._probe_terms = (unique, np.array([i for i, _ in design._collective_terms], dtype=int),
+                                        np.array([index[t] for _, t in design._collective_terms], dtype=int))
+    return cached
 
 
 def binding_terms(ring_latency_s: np.ndarray, p2p_latency_s: np.ndarray, bandwidth_s: np.ndarray,

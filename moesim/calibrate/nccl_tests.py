@@ -77,12 +77,14 @@ def op_from_name(name: str) -> str | None:
     return None
 
 
-def read_nccl_tests(path: str | Path, op: str | None = None, ranks: int | None = None) -> Measurements:
+def read_nccl_tests(path: str | Path, op: str | None = None, ranks: int | None = None, *,
+                    data: bytes | None = None) -> Measurements:
     """Points of an nccl-tests log.
 
     The collective comes from the log's "# Collective test starting:" line, else from `op`, else from
     the file name; `op` contradicting the log is an error. `ranks` overrides the group size the rank
-    lines give (a log whose rank list was cut).
+    lines give (a log whose rank list was cut). `data`: the file's bytes where the caller has read them
+    (records.read_measurements), else they are read here.
     """
     path = Path(path)
     if op is not None and op not in NCCL_TESTS_OPS.values():
@@ -90,7 +92,8 @@ def read_nccl_tests(path: str | Path, op: str | None = None, ranks: int | None =
     if ranks is not None and (not isinstance(ranks, int) or ranks < 1):
         raise SpecError(f"--ranks must be a positive integer, got {ranks!r}", file=str(path), field="ranks",
                         value=ranks)
-    lines = read_bytes_file(path, field="measurements").decode("utf-8-sig", errors="replace").splitlines()
+    data = read_bytes_file(path, field="measurements") if data is None else data
+    lines = data.decode("utf-8-sig", errors="replace").splitlines()
     state = _State(file_op=op or op_from_name(path.name), explicit_op=op, ranks=ranks)
     state.last_line = f"{path}:{max((i for i, text in enumerate(lines, start=1) if text.strip()), default=0)}"
     points: list[CollectivePoint] = []
@@ -131,7 +134,12 @@ _NGPUS = re.compile(rb"^[^\n]*#\s*nThread\s+\d+\s+nGpus\s+(\d+)", re.MULTILINE)
 def header_gpus(path: str | Path) -> set[int]:
     """The `nGpus N` of each '# nThread T nGpus N ...' header line of the log (nccl-tests -g N; a log of several
     runs has several); empty where none is printed."""
-    return {int(n) for n in _NGPUS.findall(read_bytes_file(path, field="measurements"))}
+    return set(gpus_in_headers(read_bytes_file(path, field="measurements")))
+
+
+def gpus_in_headers(data: bytes) -> tuple[int, ...]:
+    """header_gpus of a log's bytes, sorted."""
+    return tuple(sorted({int(n) for n in _NGPUS.findall(data)}))
 
 
 class _State:

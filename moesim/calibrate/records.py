@@ -96,6 +96,16 @@ class CollectivePoint:
 
 
 @dataclass(frozen=True)
+class MeasurementFile:
+    """What calibrate needs of an input file beyond its records, taken from the one read of it (calspeed, session 9):
+    the first 12 hex digits of its SHA-256 (the provenance) and, for an nccl-tests log, the nGpus of its headers."""
+
+    path: str
+    digest: str
+    header_gpus: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class Measurements:
     """Everything read from the input files."""
 
@@ -105,11 +115,16 @@ class Measurements:
     skipped: tuple[str, ...] = field(default=())  # "file:line: why" for records not used
     # each nccl-tests log's group size against the one its busbw/algbw implies (calibrate/nccl_ranks.py)
     rank_checks: tuple = ()
+    files: tuple[MeasurementFile, ...] = ()  # one per input file read by read_measurements, in its order
 
     def __add__(self, other: "Measurements") -> "Measurements":
         return Measurements(self.layers + other.layers, self.collectives + other.collectives,
                             self.sources + other.sources, self.skipped + other.skipped,
-                            self.rank_checks + other.rank_checks)
+                            self.rank_checks + other.rank_checks, self.files + other.files)
+
+    def file(self, path: str | Path) -> MeasurementFile:
+        """The MeasurementFile read from `path` (as given to read_measurements)."""
+        return next(f for f in self.files if f.path == str(Path(path)))
 
 
 # --- strict field access ------------------------------------------------------------------
@@ -278,7 +293,7 @@ def read_measurements(paths: list[str | Path], nccl_op: str | None = None,
     `nccl_op` names the collective of nccl-tests logs that neither say it nor carry it in their name;
     `nccl_ranks` their group size where the log's rank list was cut.
     """
-    from moesim.calibrate.nccl_tests import read_nccl_tests
+    from moesim.calibrate.nccl_tests import gpus_in_headers, read_nccl_tests
 
     if not paths:
         raise SpecError("no measurement files given")
@@ -290,10 +305,17 @@ def read_measurements(paths: list[str | Path], nccl_op: str | None = None,
         if same is not path:  # its rows would count twice
             raise SpecError(f"given twice (also as {same}): each measurement file once", file=str(path),
                             field="measurements")
-        raw = read_bytes_file(path, field="measurements").removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
+        data = read_bytes_file(path, field="measurements")  # the one read of the file (calspeed, session 9)
+        raw = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
         _check_text(raw, path)
         first = raw.lstrip()[:1].decode("latin-1")
-        total = total + (read_jsonl(path) if first == "{" else read_nccl_tests(path, nccl_op, nccl_ranks))
+        digest = hashlib.sha256(data).hexdigest()[:12]  # profile_io.file_digest of the same bytes
+        if first == "{":
+            read = read_jsonl(path) + Measurements(files=(MeasurementFile(str(path), digest),))
+        else:
+            read = read_nccl_tests(path, nccl_op, nccl_ranks, data=data) + Measurements(
+                files=(MeasurementFile(str(path), digest, gpus_in_headers(data)),))
+        total = total + read
     keys = [rec.key for rec in total.layers]
     dupes = sorted({k for k in keys if keys.count(k) > 1})
     if dupes:

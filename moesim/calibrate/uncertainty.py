@@ -18,7 +18,8 @@ beside the point: 4 of 58 fitted figures on 35 logs, all an infiniband.latency (
 1.4038e-5 - 1.4077e-5; docs/collectives.md, "Reading real logs"). Held at the point fit's, not repeated per refit:
 the prior weights (prior_weight.py's n_eff, which would read copies of a row as correlated rows) and the ramp fill
 (fill_fit.py): the interval is conditional on them. Each refit costs one relinearised fit (calibrate with bootstrap
-100 takes 1.3-22 times as long on the bundled logs, 3.7 at the median; benchmarks/RESULTS.md).
+100 takes 1.3-22 times as long on the bundled logs, 3.7 at the median; benchmarks/RESULTS.md). fit.with_bootstrap
+draws the refits on a fit already made (calibrate: the one facts inference chose), as fit_profile would.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from moesim.cli.output import print_json
-from moesim.collectives.sweep import DEFAULT_A2A_ALGORITHM
+from moesim.collectives.sweep import DEFAULT_A2A_ALGORITHM, DEFAULT_P2P_NET_MODEL, P2P_NET_MODELS
 from moesim.units import parse_size_bytes, parse_size_range
 
 DEFAULT_SWEEP = "8B:8GiB"  # the range nccl-tests' README runs (-b 8 -e 8G -f 2)
@@ -36,6 +36,12 @@ def register(subparsers) -> None:
                         "'hierarchical' (2DH, Tutel / DeepSpeed: needs whole NVLink domains on several nodes, else "
                         "pairwise); 'auto' the faster of the two (training's dispatch_backend 'nccl'); default "
                         f"{DEFAULT_A2A_ALGORITHM}; other ops ignore it")
+    p.add_argument("--p2p-net-model", default=DEFAULT_P2P_NET_MODEL, metavar="MODEL",
+                   help="how the network peers of a flat all-to-all and a send/recv between nodes are priced: 'summed' "
+                        "one message latency per peer; 'concurrent' NCCL's sends at once, one latency per work batch, "
+                        "and its proxy launching every Simple step in turn (collectives/nccl_p2p_net.py; evaluated, "
+                        f"not the default: docs/collectives-history.md 'Session 9 (a2aconc)'); one of "
+                        f"{', '.join(P2P_NET_MODELS)}; default {DEFAULT_P2P_NET_MODEL}; GPU profiles only")
     p.add_argument("--nccl-algo", default="", metavar="ALGOS",
                    help="restrict NCCL's algorithms as NCCL_ALGO does: 'ring', 'ring,tree', '^nvls,nvlstree' "
                         "(ring, tree, nvls, nvlstree, collnetdirect, collnetchain, pat; 'collnet' = both CollNets; "
@@ -77,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         sizes = sweep_sizes(*parse_size_range(args.sweep or DEFAULT_SWEEP, field="--sweep"))
     report = collective_report(args.hardware, args.op, args.devices, sizes, args.group_stride, args.concurrent,
                                args.nccl_algo, args.nccl_collnet, args.nccl_proto, args.tuner_rules,
-                               {name: getattr(args, name) for name in CHANNEL_KNOBS}, args.a2a_algorithm)
+                               {name: getattr(args, name) for name in CHANNEL_KNOBS}, args.a2a_algorithm,
+                               args.p2p_net_model)
     if args.json:
         print_json(report)
         return 0

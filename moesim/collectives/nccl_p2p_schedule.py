@@ -19,7 +19,8 @@ So one rank's all-to-all waits for the busiest channel: the sum over its batches
 Not modelled here: the proxy thread that posts every network op of the rank in turn (src/proxy.cc;
 scripts/a2a_schedule_check.py tries NCCL's tuner network post overhead for it); budget splits of one group into
 several kernel plans (ncclTestBudget), which an all-to-all of moesim's sizes does not reach. Not used by the
-shipped pricing (docs/collectives-history.md "All-to-all: peers in flight" says why).
+shipped pricing (docs/collectives-history.md "All-to-all: peers in flight" says why); p2p_net_model="concurrent"
+(nccl_p2p_net.py, an option) prices a flat all-to-all's network peers with it.
 """
 
 from __future__ import annotations

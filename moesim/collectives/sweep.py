@@ -13,6 +13,8 @@ from __future__ import annotations
 import warnings
 
 from moesim.collectives.base import OPS, CollectiveCost, CollectiveModel, Group
+from moesim.collectives.nccl_p2p_net import DEFAULT_MODEL as DEFAULT_P2P_NET_MODEL
+from moesim.collectives.nccl_p2p_net import MODELS as P2P_NET_MODELS
 from moesim.errors import SpecError
 
 NCCL_TESTS_TYPE, NCCL_TESTS_TYPE_BYTES = "float", 4  # nccl-tests' default `-d float`
@@ -94,7 +96,7 @@ def average_busbw_GBps(rows: list[dict]) -> float:
 def collective_report(hardware: str, op: str, devices: int, sizes: list[int], stride: int = 1,
                       concurrent: int = 1, nccl_algo: str = "", collnet: bool = False, nccl_proto: str = "",
                       tuner_rules: str | None = None, channels: dict | None = None,
-                      a2a_algorithm: str = DEFAULT_A2A_ALGORITHM) -> dict:
+                      a2a_algorithm: str = DEFAULT_A2A_ALGORITHM, p2p_net_model: str = DEFAULT_P2P_NET_MODEL) -> dict:
     """Everything `moesim collective` prints: the group, the system it lands on, one row per size.
 
     `devices` is the group size (nccl-tests' rank count); `stride` spaces its members on the device
@@ -104,7 +106,9 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     NCCL_PROTO does and `tuner_rules` (a CSV path) is a tuner plugin's picks (collectives/nccl_tuner_rules.py);
     `channels` sets the run's channel knobs {nccl_min_nchannels, nccl_max_nchannels, nccl_nvls_nchannels,
     nccl_min_ctas, nccl_max_ctas} (NCCL_MIN_NCHANNELS, ...; collectives/nccl_channels.py), absent or None = not set;
-    `a2a_algorithm` which all-to-all is priced (A2A_ALGORITHMS, all_to_all_cost), ignored by the other ops.
+    `a2a_algorithm` which all-to-all is priced (A2A_ALGORITHMS, all_to_all_cost), ignored by the other ops;
+    `p2p_net_model` how the network peers of a flat all-to-all / a send/recv between nodes are priced
+    (collectives/nccl_p2p_net.py MODELS: "summed", the default, or "concurrent").
     """
     from moesim.collectives.select import default_model
     from moesim.specs.load import load_hardware
@@ -112,6 +116,9 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     if a2a_algorithm not in A2A_ALGORITHMS:
         raise SpecError(f"unknown all-to-all algorithm '{a2a_algorithm}'", field="--a2a-algorithm",
                         value=a2a_algorithm, allowed=A2A_ALGORITHMS)
+    if p2p_net_model not in P2P_NET_MODELS:
+        raise SpecError(f"unknown p2p network model '{p2p_net_model}'", field="--p2p-net-model", value=p2p_net_model,
+                        allowed=P2P_NET_MODELS)
     hw = load_hardware(hardware)
     if op not in OPS:
         raise SpecError(f"unknown collective '{op}'", field="op", value=op, allowed=OPS)
@@ -127,7 +134,8 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
 
     knobs = {name: (channels or {}).get(name) for name in CHANNEL_KNOBS}
     options = [("--nccl-algo", nccl_algo), ("--nccl-collnet", collnet), ("--nccl-proto", nccl_proto),
-               ("--tuner-rules", tuner_rules), *(("--" + k.replace("_", "-"), v is not None) for k, v in knobs.items())]
+               ("--tuner-rules", tuner_rules), *(("--" + k.replace("_", "-"), v is not None) for k, v in knobs.items()),
+               ("--p2p-net-model", p2p_net_model != DEFAULT_P2P_NET_MODEL)]
     given = [name for name, value in options if value]
     if given:
         if hw.device_kind != "gpu":  # the model prices these devices' own collectives: NCCL's options would do nothing
@@ -139,7 +147,7 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
 
         rules = load_tuner_rules(tuner_rules) if tuner_rules else None
         model = TopologyModel(hw, nccl_algo=nccl_algo, collnet=collnet, nccl_proto=nccl_proto, tuner_rules=rules,
-                              **knobs)
+                              p2p_net_model=p2p_net_model, **knobs)
         rows = collective_rows(model, op, sizes, group, a2a_algorithm)
         ignored = [name for name, value in options[:3] if value]  # NCCL_ALGO, NCCL_COLLNET_ENABLE, NCCL_PROTO
         if op in ("all_to_all", "send_recv") and ignored:  # NCCL's p2p: no algorithm, the protocol by size
@@ -149,7 +157,7 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
         rows = collective_rows(model, op, sizes, group, a2a_algorithm)
     system = model.system(model.job_devices(group)).summary() if hasattr(model, "system") else {}
     return {"hardware": hw.name, "op": op, "devices": devices, "group_stride": stride, "concurrent": concurrent,
-            "a2a_algorithm": a2a_algorithm,
+            "a2a_algorithm": a2a_algorithm, "p2p_net_model": p2p_net_model,
             "nccl_algo": nccl_algo, "nccl_collnet": collnet, "nccl_proto": nccl_proto, "tuner_rules": tuner_rules,
             **knobs, "nccl_channels": channel_counts(model, group, knobs),
             "system": system, "results": rows, "avg_busbw_GBps": average_busbw_GBps(rows)}

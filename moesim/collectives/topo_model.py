@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from moesim.collectives import formulas, hierarchy, nccl, nccl_facts, nccl_multinode, nccl_plan, torus_costs
+from moesim.collectives import nccl_p2p_net
 from moesim.collectives.algorithm_menu import HALVING_NAME as _HALVING_NAME
 from moesim.collectives.algorithm_menu import P2P_OPS as _P2P_OPS
 from moesim.collectives.algorithm_menu import PASSES as _PASSES
@@ -81,6 +82,9 @@ class TopologyModel:
     nccl_nvls_nchannels: int | None = None
     nccl_min_ctas: int | None = None
     nccl_max_ctas: int | None = None
+    # a network peer's sends inside one grouped send/recv (nccl_p2p_net.MODELS): "summed", one message latency per
+    # peer (hierarchy.pairwise_all_to_all_terms), or "concurrent", NCCL's batches and proxy launches (nccl_p2p_net.py)
+    p2p_net_model: str = nccl_p2p_net.DEFAULT_MODEL
     _algos: frozenset = field(default=frozenset(), init=False, repr=False)
     _protos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_PROTO's list}, set ops only
     _systems: dict = field(default_factory=dict, init=False, repr=False)
@@ -246,20 +250,35 @@ class TopologyModel:
         gdr_offsets = None if op != "broadcast" or not any(staged) else {
             proto.name: -hierarchy.ring_latency_s(1, n, counts, [g[proto.name] if g else 0.0 for g in staged])
             for proto in protocols}
+        protocol_rows = tuple((proto, {family: tuple(lat * proto.step_factor(t.kind, family) +
+                                                     (extra if proto.name == "LL" else 0.0) +
+                                                     (gdr[proto.name] if gdr else 0.0)
+                                                     for lat, t, extra, gdr in zip(latency, tiers, legs, staged))
+                                       for family in ("ring", "tree")},
+                               proto.bw_factor(op == "all_reduce", multi)) for proto in protocols)
         return _Layout(
             tiers=tiers, counts=counts, top=top, multi=multi,
             torus_port=tuple(t.kind == "torus" and pl.torus is not None for t in tiers),
             p2p=tuple(t.p2p_factor for t in tiers) if op in _P2P_OPS else None,
             rail=any(t.kind == "fabric" and self.hardware.interconnect[t.level_index].topology == "rail_optimized"
                      for t in tiers),
-            protocols=tuple((proto, {family: tuple(lat * proto.step_factor(t.kind, family) +
-                                                   (extra if proto.name == "LL" else 0.0) +
-                                                   (gdr[proto.name] if gdr else 0.0)
-                                                   for lat, t, extra, gdr in zip(latency, tiers, legs, staged))
-                                     for family in ("ring", "tree")},
-                             proto.bw_factor(op == "all_reduce", multi)) for proto in protocols),
+            protocols=protocol_rows,
             names=_algorithm_names(op, counts, n, system.nccl), tuner=tuner, cap_tiers=cap_tiers,
-            p2p_protocols=system.nccl and op in _P2P_OPS, p2p_net_simple=net_simple, gdr_offsets=gdr_offsets)
+            p2p_protocols=system.nccl and op in _P2P_OPS, p2p_net_simple=net_simple, gdr_offsets=gdr_offsets,
+            p2p_concurrent=self._concurrent_layout(op, system, pl, tiers, protocol_rows))
+
+    def _concurrent_layout(self, op: str, system: System, pl: GroupPlacement, tiers, protocol_rows):
+        """What p2p_net_model="concurrent" needs for `op` (nccl_p2p_net.py), or None where it does not apply (not
+        NCCL, not a send/recv-based op, one node, no network tier, no Simple row): (Simple's row, the proxy's launch
+        s, the NVLink tier, the NIC tier)."""
+        if (self.p2p_net_model != "concurrent" or not system.nccl or op not in _P2P_OPS or len(tiers) < 2
+                or all(t.kind in ("switch", "torus") for t in tiers[1:])):
+            return None
+        simple = [row for row in protocol_rows if row[0].name == "Simple"]
+        if not simple:
+            return None
+        launch = nccl_p2p_net.launch_s(getattr(tiers[1], "host_cpu", ""))
+        return simple[0], launch, tiers[0], _nic_tier(system, pl)
 
     def _tiers(self, op: str, size: float, n: int, system: System, pl: GroupPlacement, lay: "_Layout",
                pinned=None) -> list[tuple]:
@@ -298,7 +317,11 @@ class TopologyModel:
                     continue
                 terms = _algorithm_terms(name, op, size, n, counts, alpha, bw, lay.rail, copy_bw)
                 offset = lay.gdr_offsets[proto.name] if lay.gdr_offsets else 0.0
-                out.append((name, proto.name, terms, proto.base_latency_s(name), offset))
+                base = proto.base_latency_s(name)
+                if lay.p2p_concurrent is not None and name in ("pairwise", "direct"):
+                    terms, base = nccl_p2p_net.concurrent_terms(lay.p2p_concurrent, name, size, n, counts, proto,
+                                                                alpha, factor, terms, base)
+                out.append((name, proto.name, terms, base, offset))
         return out
 
     def __post_init__(self) -> None:
@@ -306,6 +329,7 @@ class TopologyModel:
         object.__setattr__(self, "_protos", parse_nccl_proto(self.nccl_proto))
         for name in CHANNEL_KNOBS:
             check_channel_knob(name, getattr(self, name))
+        nccl_p2p_net.check_model(self.p2p_net_model)
         if self.tuner_rules is not None and not isinstance(self.tuner_rules, TunerRules):
             raise SpecError("tuner_rules must be the rules load_tuner_rules reads (or None)", field="tuner_rules",
                             value=type(self.tuner_rules).__name__)
@@ -343,6 +367,7 @@ class _Layout:
     p2p_protocols: bool  # NCCL send/recv: each algorithm runs the protocol its message size picks
     p2p_net_simple: bool = False  # NCCL send/recv between nodes: Simple at every size (nccl_multinode.p2p_net_runs_ll)
     gdr_offsets: dict | None = None  # broadcast without GDR: {protocol: tuner offset s}, its legs taken back
+    p2p_concurrent: tuple | None = None  # p2p_net_model="concurrent": TopologyModel._concurrent_layout's tuple
 
 
 def _nic_tier(system: System, pl: GroupPlacement):

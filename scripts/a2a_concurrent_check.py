@@ -1,0 +1,117 @@
+"""Check of p2p_net_model="concurrent" (NCCL's network sends at once, the proxy's launches in turn) against every
+alltoall and sendrecv log, healthy or not: per-log busbw MAPE shipped ("summed") -> concurrent, and every size that
+moves.
+
+The model is moesim/collectives/nccl_p2p_net.py (read in NVIDIA/nccl v2.28.9-1; the rule was committed before this
+script first ran, c7ef417). Each log is priced as the per-log table prices it (calibrate/nccl_error.log_error: its
+system facts, its model, the host floor), once with the shipped model and once with the same model and
+p2p_net_model="concurrent". The ship rule (docs/collectives-history.md "Session 9 (a2aconc)") reads the healthy
+rows of the first table.
+
+Run: python scripts/a2a_concurrent_check.py [--write]   (--write replaces the marked block of
+docs/collectives-history.md)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from moesim.calibrate.nccl_error import log_error  # noqa: E402
+from moesim.calibrate.nccl_table import _points, _size, entry_hardware, entry_model, read_manifest  # noqa: E402
+from moesim.collectives import nccl, nccl_p2p_net  # noqa: E402
+from moesim.collectives.select import default_model  # noqa: E402
+from scripts.docblock import run_check  # noqa: E402
+from scripts.log_variants import mape_cell  # noqa: E402
+
+MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
+DOC = ROOT / "docs" / "collectives-history.md"
+BEGIN = "<!-- BEGIN a2a_concurrent_check: python scripts/a2a_concurrent_check.py --write -->"
+END = "<!-- END a2a_concurrent_check -->"
+P2P_FILES = ("alltoall", "sendrecv")
+
+
+def p2p_entries():
+    """Every manifest entry of an all-to-all or send/recv log, in the manifest's order."""
+    for e in read_manifest(MANIFEST):
+        if e.get("op", "") in ("all_to_all", "send_recv") or any(k in e["file"] for k in P2P_FILES):
+            yield e
+
+
+@contextmanager
+def launch_without_simple_multiplier():
+    """What-if, conceived after the first table was seen (not the rule, not shipped): a p2p step launched at the
+    tuner's network overhead without its x 3 for Simple (a p2p op has sliceSteps = chunkSteps = 1, one isend per
+    step, where a Simple ring chunk is several)."""
+    shipped = nccl_p2p_net.launch_s
+    nccl_p2p_net.launch_s = lambda host_cpu: nccl.net_overhead_s("LL", host_cpu)
+    try:
+        yield
+    finally:
+        nccl_p2p_net.launch_s = shipped
+
+
+def rows() -> list[tuple]:
+    """(log, healthy, [(size, measured s, summed s, concurrent s, summed label)]) per log."""
+    out = []
+    for e in p2p_entries():
+        hw = entry_hardware(e)
+        shipped = entry_model(e, hw) or default_model(hw)
+        concurrent = dataclasses.replace(shipped, p2p_net_model="concurrent")
+        pts, gpt = tuple(_points(MANIFEST.parent, e)), e.get("gpus_per_thread", 1)
+        old, new = log_error(pts, hw, shipped, gpt), log_error(pts, hw, concurrent, gpt)
+        sizes = [(a.size_bytes, a.measured_s, a.predicted_s, b.predicted_s, a.algorithm)
+                 for a, b in zip(old.sizes, new.sizes)]
+        out.append((e["file"].replace("_perf.log", ""), e.get("healthy", True), sizes))
+    return out
+
+
+def _sum(data, healthy: bool, large: bool, col: int) -> str:
+    """The MAPE cells of the logs summed, '-' where none has a row in that band."""
+    cells = [mape_cell(s, large, col) for _, h, s in data if h == healthy]
+    found = [float(c) for c in cells if c != "-"]
+    return f"{sum(found):.1f}" if found else "-"
+
+
+def _log_line(name: str, healthy: bool, sizes) -> str:
+    return (f"{name + ' (' + str(healthy).lower() + ')':39s}{mape_cell(sizes, True, 2)} | {mape_cell(sizes, False, 2)}"
+            f"  ->  {mape_cell(sizes, True, 3)} | {mape_cell(sizes, False, 3)}")
+
+
+def render() -> str:
+    data = rows()
+    lines = ["```",
+             "log (healthy)                          busbw MAPE >= 1 MiB | < 1 MiB: summed (shipped) -> concurrent"]
+    lines += [_log_line(name, healthy, sizes) for name, healthy, sizes in data]
+    for healthy in (True, False):
+        moved = [(n, h, s) for n, h, s in data if h == healthy and any(r[2] != r[3] for r in s)]
+        lines.append(f"sum over the {'healthy' if healthy else 'other'} logs that move ({len(moved)}): "
+                     f"{_sum(moved, healthy, True, 2)} | {_sum(moved, healthy, False, 2)}  ->  "
+                     f"{_sum(moved, healthy, True, 3)} | {_sum(moved, healthy, False, 3)}")
+    with launch_without_simple_multiplier():
+        what_if = rows()
+    lines += ["", "what-if, after the table above was seen (not the rule): a p2p step launched at 1 / 2 us (no x 3)"]
+    lines += [_log_line(name, healthy, other) for name, healthy, other in what_if if any(r[2] != r[3] for r in other)]
+    lines += ["", "sizes that move (us; error = measured / predicted - 1)"]
+    for name, _, sizes in data:
+        moved = [s for s in sizes if s[2] != s[3]]
+        if not moved:
+            continue
+        lines.append(name)
+        lines.append(f"  {'size':>9s} {'measured':>9s} {'summed':>9s} {'err':>8s} {'concurrent':>10s} {'err':>8s}  "
+                     "shipped label")
+        for size, meas, old, new, label in moved:
+            lines.append(f"  {_size(size):>9s} {meas * 1e6:9.1f} {old * 1e6:9.1f} {meas / old - 1:+8.1%} "
+                         f"{new * 1e6:10.1f} {meas / new - 1:+8.1%}  {label}")
+    lines.append("```")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    run_check(__doc__.splitlines()[0], render, DOC, BEGIN, END)

@@ -11,7 +11,10 @@ import numpy as np
 from scipy.optimize import nnls
 
 from moesim.calibrate.facts_fit import FactsInference, infer_system_facts, provenance_line, render_inference
-from moesim.calibrate.fit import FIT_PHASES, ROUTER_MATMUL, FitResult, fit_profile, with_bootstrap
+from moesim.calibrate.fit import (
+    FIT_PHASES, HOP_LATENCY_MEANINGS, ROUTER_MATMUL, FitResult, check_hop_latency, fit_profile, hop_latency_rule,
+    with_bootstrap,
+)
 from moesim.calibrate.nccl_error import pct
 from moesim.calibrate.predict import predict_layer, terms_time_s
 from moesim.calibrate.profile_io import (
@@ -32,6 +35,9 @@ CONSISTENCY_RTOL = 5e-3
 # calfacts (session 8): infer unstated system facts from nccl-tests rows by default (facts_fit.py; the measurement
 # that decided it: docs/collectives.md, "Inferring system facts from a log")
 INFER_FACTS = True
+# calorder (session 9): the hop-latency rule calibrate fits (fit.PROTOCOL_MODES; `--hop-latency`, HOP_LATENCY_RULES):
+# False, one hop figure per level (docs/collectives-history.md, "Session 9 (calorder)", says why it stays so)
+LATENCY_PER_PROTOCOL = False
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,8 @@ class CalibrationResult:
                     "effective_rows": fit.effective_rows, "effective_rows_rounds": list(fit.effective_rows_rounds),
                     "fills": [{"level": f.level, "fill_bytes": f.fill_bytes, "prior_bytes": f.prior_bytes,
                                "ramp_rows": f.ramp_rows, "fitted": f.fitted} for f in fit.fills],
-                    "system_facts": self.facts.as_dict() if self.facts else None},
+                    "system_facts": self.facts.as_dict() if self.facts else None,
+                    "hop_latency_rule": hop_latency_rule(fit.latency_per_protocol)},
             "parameters": [{"name": p.name, "unit": p.unit, "value": p.value, "prior": p.prior, "fitted": p.fitted,
                             "rel_std": p.rel_std, "interval_90": list(p.interval) if p.interval else None}
                            for p in fit.parameters],
@@ -103,7 +110,7 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
               nccl_op: str | None = None, fit_router_matmul: bool = False,
               nccl_ranks: int | None = None, prior_weight: float | None = None, progress=None,
               gpus_per_thread: int = 1, system: Mapping[str, str] | None = None,
-              infer_facts: bool | None = None) -> CalibrationResult:
+              infer_facts: bool | None = None, latency_per_protocol: bool | str | None = None) -> CalibrationResult:
     """Fit `hardware` to the measurement files, write the calibrated profile to `out`, report held-out error.
 
     Never ends in a traceback on a fit the profile cannot hold exactly: `consistency` lists the observations
@@ -116,7 +123,12 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     host_cpu, gpu_nic_path), in the fit and in the written profile.
     `infer_facts`: infer the facts `system` and the profile leave unstated from the nccl-tests rows (facts_fit.py)
     and write the chosen ones; None = INFER_FACTS.
+    `latency_per_protocol`: the hop-latency rule of the fit (fit.PROTOCOL_MODES: False one hop figure per level, True
+    a figure per protocol, "hierarchical" per-protocol departures from the level hop); None = LATENCY_PER_PROTOCOL.
+    Facts are inferred first, their classes compared under the shared rule (facts_fit.py); then, with the chosen class
+    fixed, the requested rule is fitted (calorder's ordering, session 9).
     """
+    rule = check_hop_latency(LATENCY_PER_PROTOCOL if latency_per_protocol is None else latency_per_protocol)
     check_output(out, paths, hardware)
     measurements = read_measurements(paths, nccl_op=nccl_op, nccl_ranks=nccl_ranks)
     prior_path = resolve_ref(hardware, "hardware_profiles")
@@ -135,12 +147,14 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     keys = [r.key for r in measurements.layers]
     fit_keys, held = split_holdout(keys, holdout_fraction, seed)
     fit = facts.fit if facts is not None else None  # calfacts: made; calspeed: its bootstrap drawn on it
+    if fit is not None and rule:  # calorder: that fit is the shared rule's; the requested rule with the class fixed
+        fit = None
     if fit is not None and bootstrap:
         fit = with_bootstrap(fit, bootstrap, seed, progress)
     if fit is None:
         fit = fit_profile(measurements, prior, fit_keys=set(fit_keys), bootstrap=bootstrap, seed=seed, loss=loss,
                           fit_router_matmul=fit_router_matmul, level_prior_weight=prior_weight, progress=progress,
-                          gpus_per_thread=gpus_per_thread)
+                          gpus_per_thread=gpus_per_thread, latency_per_protocol=rule)
     provenance = Provenance(prior=str(prior_path),
                             sources=tuple(f"{p}@sha256:{measurements.file(p).digest}" for p in paths),
                             holdout_fraction=holdout_fraction, seed=seed, fitted_on=tuple(fit_keys),
@@ -282,7 +296,7 @@ def header_lines(fit: FitResult, measurements: Measurements, report: ValidationR
              f"Fit: scipy least_squares, loss {fit.loss} on ln(predicted/measured), {fit.n_parameters} parameters, "
              f"{fit.overall.n} observations; MAPE {pct(fit.overall.mape)}, max {pct(fit.overall.max_abs_pct_error)}, "
              f"R2(ln t) {fit.overall.r2_log if fit.overall.r2_log is None else round(fit.overall.r2_log, 3)}.",
-             _weight_text(fit)]
+             _weight_text(fit), _hop_text(fit)]
     if fit.host_floor_rows:
         lines.append(_floor_text(fit))
     lines += [_fill_text(f) for f in fit.fills if f.fitted]
@@ -312,6 +326,11 @@ def header_lines(fit: FitResult, measurements: Measurements, report: ValidationR
                  + " are reported, not fitted. Figures not listed above keep their prior values "
                  "(docs/calibration.md).")
     return lines
+
+
+def _hop_text(fit: FitResult) -> str:
+    rule = hop_latency_rule(fit.latency_per_protocol)
+    return f"Hop latency rule: {rule} ({HOP_LATENCY_MEANINGS[rule]}; --hop-latency)."
 
 
 def _floor_text(fit: FitResult) -> str:
@@ -376,6 +395,7 @@ def render_calibration(result: CalibrationResult) -> str:
     if len(m.skipped) > SKIPPED_SHOWN:
         parts.append(f"    ... and {len(m.skipped) - SKIPPED_SHOWN} more (--json: records.skipped)")
     parts += ["", params, "", _weight_text(fit)] + ([_floor_text(fit)] if fit.host_floor_rows else [])
+    parts += [_hop_text(fit)] if fit.latency_per_protocol else []  # the default shared rule: as before
     parts += ["", "fit residuals (in-sample)", residuals]
     if fit.op_fits:
         diag = table([(o.op, o.group_size, o.n, f"{o.latency_s * 1e6:.4g}", f"{o.algbw_bytes_per_s / 1e9:.4g}",

@@ -12,7 +12,10 @@ fixed before any log was run through it (docs/collectives.md, "Inferring system 
    unstated facts' classes, the default's class first; two candidates pricing every fitted row alike at the prior
    are one (the first kept). One-node logs (no row spans the first level's domain) and logs no candidate prices
    differently are left alone.
-2. Each candidate is fitted as calibrate fits (fit.fit_profile, no bootstrap), on its own facts.
+2. Each candidate is fitted as calibrate fits (fit.fit_profile, no bootstrap), on its own facts, under the shared
+   hop-latency rule (one hop figure per level) whatever rule calibrate is asked for: the discrete facts first, then
+   calibrate fits the requested rule with the chosen class fixed (calorder's ordering, session 9: with per-protocol
+   hops free a fit absorbs the latency signature of the path that tells the classes apart).
 3. Evidence. L_c = Σ ρ(ln t̂/t) over the rows every fit shares, ρ the fit's own robust loss (solve.robust_loss);
    the rows count as n_eff independent ones, the smallest effective_rows (prior_weight.py) of the candidates'
    residuals (the fewest, the most cautious). With residuals of one unknown scale, the profile likelihood of a fit
@@ -150,8 +153,9 @@ def infer_system_facts(measurements: Measurements, prior: HardwareProfile, state
         candidates.append((facts, members, priced))
     if len(candidates) < 2:
         return left("every class of the unstated facts prices every row alike: nothing tells them apart")
-    fits = [fit_profile(measurements, priced, fit_keys=set(), bootstrap=0, seed=seed, loss=loss,
-                        level_prior_weight=level_prior_weight, gpus_per_thread=gpus_per_thread)
+    fits = [fit_profile(measurements, priced, fit_keys=set(), bootstrap=0, seed=seed, loss=loss,  # the shared rule
+                        level_prior_weight=level_prior_weight, gpus_per_thread=gpus_per_thread,
+                        latency_per_protocol=False)
             for _, _, priced in candidates]
     shared = set.intersection(*({o.unit for o in f.observations} for f in fits))
     residuals = [_residuals(f, shared) for f in fits]

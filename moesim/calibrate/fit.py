@@ -62,6 +62,25 @@ ROUTER_MATMUL = "router_matmul"
 OP_UNFITTED_PHASES = ("dispatch_permute", "combine_unpermute")
 PROTOCOL_HOPS = (".ll_latency", ".ll128_latency")  # design.py's per-protocol hop latencies (latency_per_protocol)
 PROTOCOL_MODES = (False, True, "hierarchical")  # latency_per_protocol: off, figures of their own, departures from α
+# calorder (session 9): the names `moesim calibrate --hop-latency` and JSON `fit.hop_latency_rule` give the modes
+HOP_LATENCY_RULES = {"shared": False, "per-protocol": True, "hierarchical": "hierarchical"}
+HOP_LATENCY_MEANINGS = {"shared": "one hop latency per level, which the LL / LL128 hops follow",
+                        "per-protocol": "the LL and LL128 hops figures of their own",
+                        "hierarchical": "the LL and LL128 hops departures from the level hop, each with its own prior"}
+
+
+def hop_latency_rule(latency_per_protocol: bool | str) -> str:
+    """The name (HOP_LATENCY_RULES) of a latency_per_protocol mode."""
+    return next(name for name, mode in HOP_LATENCY_RULES.items() if mode == latency_per_protocol
+                and type(mode) is type(latency_per_protocol))
+
+
+def check_hop_latency(latency_per_protocol: bool | str) -> bool | str:
+    """`latency_per_protocol` if it is one of PROTOCOL_MODES, else a SpecError naming the rules."""
+    if not any(m == latency_per_protocol and type(m) is type(latency_per_protocol) for m in PROTOCOL_MODES):
+        raise SpecError(f"unknown latency_per_protocol {latency_per_protocol!r}", field="latency_per_protocol",
+                        value=latency_per_protocol, allowed=PROTOCOL_MODES)
+    return latency_per_protocol
 
 
 @dataclass(frozen=True)
@@ -134,6 +153,7 @@ class FitResult:
     gpus_per_thread: int = 1  # nccl-tests' -g N of the logs (bench_cost.py host floor)
     host_floor_rows: int = 0  # nccl-tests rows at that floor under the prior, left out of the fit (host_bound_rows)
     fills: tuple[FillFit, ...] = ()  # the ramp's fill per level (fill_fit.py): searched where ramp rows bind it
+    latency_per_protocol: bool | str = False  # the hop-latency rule fitted (PROTOCOL_MODES; HOP_LATENCY_RULES)
     # (design, θ, log covariance, prior weights) of the point fit: what with_bootstrap resamples (calspeed, session 9)
     point: tuple | None = field(default=None, repr=False, compare=False)
 
@@ -175,9 +195,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
     `latency_per_protocol`: the LL and LL128 hop latencies as figures of their own (design.py; evaluated in session 8,
     not the default: the held-out matrix got worse, docs/collectives.md), else they follow α as before;
     "hierarchical": each a departure from α with its own prior (design.py; session 8, calhier)."""
-    if latency_per_protocol not in PROTOCOL_MODES:
-        raise SpecError(f"unknown latency_per_protocol {latency_per_protocol!r}", field="latency_per_protocol",
-                        value=latency_per_protocol, allowed=PROTOCOL_MODES)
+    check_hop_latency(latency_per_protocol)
     if loss not in LOSSES:
         raise SpecError(f"unknown loss '{loss}'", field="loss", value=loss, allowed=LOSSES)
     if bootstrap < 0:
@@ -233,7 +251,7 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         p2p_latencies={lv.name: v for lv, v in zip(design.levels, design.p2p_latencies(theta))},
         protocol_latencies=({lv.name: v for lv, v in zip(design.levels, design.protocol_latencies(theta))}
                             if latency_per_protocol else {}),
-        fills=fills, point=(design, theta, log_cov, prior_weights),
+        fills=fills, latency_per_protocol=latency_per_protocol, point=(design, theta, log_cov, prior_weights),
     )
 
 

@@ -159,9 +159,11 @@ def matrix_clusters(manifest: Path) -> dict[str, list[dict]]:
 
 
 @lru_cache(maxsize=4)
-def calibration_matrix(manifest: Path, infer_facts: bool | None = None) -> tuple[HeldOutPair, ...]:
+def calibration_matrix(manifest: Path, infer_facts: bool | None = None,
+                       latency_per_protocol: bool | str | None = None) -> tuple[HeldOutPair, ...]:
     """Fit on each log of every matrix cluster in turn, predict every other log of that cluster. `infer_facts`:
-    calibrate's inference of unstated system facts (facts_fit.py; None = calibrate's default)."""
+    calibrate's inference of unstated system facts (facts_fit.py; None = calibrate's default); `latency_per_protocol`:
+    calibrate's hop-latency rule (fit.PROTOCOL_MODES; None = calibrate's default)."""
     from moesim.calibrate import calibrate
     from moesim.calibrate.fit import LEVEL_PRIOR_WEIGHT
 
@@ -175,7 +177,7 @@ def calibration_matrix(manifest: Path, infer_facts: bool | None = None) -> tuple
                 path, dest = str(folder / fit_on["file"]), Path(tmp) / "cal.toml"
                 how = dict(bootstrap=0, holdout_fraction=0.0, nccl_op=fit_on.get("op"), nccl_ranks=fit_on.get("ranks"),
                            gpus_per_thread=fit_on.get("gpus_per_thread", 1), system=system_facts(fit_on),
-                           infer_facts=infer_facts)
+                           infer_facts=infer_facts, latency_per_protocol=latency_per_protocol)
                 auto = calibrate([path], hardware, dest, **how)
                 fixed = calibrate([path], hardware, dest, prior_weight=LEVEL_PRIOR_WEIGHT, **how).profile
                 for held in logs:

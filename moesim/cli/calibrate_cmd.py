@@ -61,6 +61,11 @@ def register(subparsers) -> None:
                         "the profile state them, from the nccl-tests rows of several nodes: one fit per class NCCL's "
                         "rules tell apart, a class other than NCCL's default chosen only on an evidence ratio > 10, "
                         "then written into the profile as inferred (moesim/calibrate/facts_fit.py; default: on)")
+    p.add_argument("--hop-latency", choices=("shared", "per-protocol", "hierarchical"), default=None,
+                   help="rule for the per-protocol hop latencies in the fit: 'shared' (one hop figure per level that "
+                        "the LL / LL128 hops follow), 'per-protocol' (the LL and LL128 hops figures of their own), "
+                        "'hierarchical' (each a departure from the level hop with its own prior); system facts are "
+                        "inferred first under 'shared', then the rule is fitted with them fixed (default: shared)")
     p.add_argument("--prior-weight", default="auto", metavar="auto|W",
                    help="weight of the log-normal prior on the interconnect figures (latency, bandwidth, NVLS): "
                         "'auto' (default) weighs each figure by its stated uncertainty (moesim/calibrate/"
@@ -110,12 +115,19 @@ def run_calibrate(args: argparse.Namespace) -> int:
                            gpus_per_thread=args.gpus_per_thread,
                            system={k: v for k, v in (("host_cpu", args.host_cpu), ("gpu_nic_path", args.gpu_nic_path))
                                    if v},
-                           infer_facts=args.infer_facts)
+                           infer_facts=args.infer_facts, latency_per_protocol=_hop_latency(args.hop_latency))
     if args.json:
         print_json(result.as_dict())
     else:
         print(render_calibration(result))
     return 0
+
+
+def _hop_latency(name: str | None) -> bool | str | None:
+    """--hop-latency: the fit's latency_per_protocol mode (fit.HOP_LATENCY_RULES); None = calibrate's default."""
+    from moesim.calibrate.fit import HOP_LATENCY_RULES
+
+    return None if name is None else HOP_LATENCY_RULES[name]
 
 
 def _prior_weight(text: str) -> float | None:

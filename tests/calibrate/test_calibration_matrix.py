@@ -50,6 +50,8 @@ KNOWN_WORSE = {
     # (session 8, calscope: a hop latency per protocol, fit_profile(latency_per_protocol=True), takes both off this list,
     # 4 -> 2 nodes 3.5 %, 2 -> 4 nodes 8.3 %, the tree/LL rows moving the network LL hop alone; it was not shipped as the
     # default because it costs B200 Vultr 13 better pairs and adds five worse ones: docs/collectives.md, "Session 8")
+    # (session 9, calorder: `--hop-latency hierarchical`, facts inferred first, takes both off too, 4 -> 2 nodes 3.4 %,
+    # 2 -> 4 nodes 8.2 %; not the default: 18 better pairs against the decision rule's 20, docs/collectives-history.md)
     ("h100-vm-4node-qoofyk_all_reduce_perf.log", "h100-hgx-2node-qoofyk_all_reduce_perf.log"),
     ("h100-hgx-2node-qoofyk_all_reduce_perf.log", "h100-vm-4node-qoofyk_all_reduce_perf.log"),
     # B200 Vultr 1 node: the all-reduce's ring/LL rows (64 B - 512 KiB, hop latency 0.52-0.68 of their time, 1.08-1.33x

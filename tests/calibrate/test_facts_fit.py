@@ -113,19 +113,21 @@ def test_rows_no_class_prices_apart_are_left_alone(tmp_path):
     assert len(calibrate([log], "h200", tmp_path / "d.toml", system={"host_cpu": "intel"}, **how).facts.candidates) == 2
 
 
-def _write_log(path: Path, rows: tuple[CollectivePoint, ...]) -> None:
-    """An nccl-tests all_gather_perf output of `rows` (pairs of out-of-place / in-place times per size)."""
-    lines = ["# Collective test starting: all_gather_perf",
+def _write_log(path: Path, rows: tuple[CollectivePoint, ...], op: str = "all_gather") -> None:
+    """An nccl-tests all_gather_perf (or all_reduce_perf) output of `rows` (pairs of out-of-place / in-place times per
+    size, 16 ranks)."""
+    factor, redop = {"all_gather": (15 / 16, "none"), "all_reduce": (2 * 15 / 16, "sum")}[op]
+    lines = [f"# Collective test starting: {op}_perf",
              "#       size         count      type   redop    root     time   algbw   busbw  #wrong     time   algbw"
              "   busbw  #wrong",
              "#        (B)    (elements)                               (us)  (GB/s)  (GB/s)             (us)  (GB/s)"
              "  (GB/s)"]
     for out, inp in zip(rows[::2], rows[1::2]):
         size = int(out.size_bytes)
-        cols = [f"{size:12d}", f"{size // 4:13d}", "    float", "    none", "     -1"]
+        cols = [f"{size:12d}", f"{size // 4:13d}", "    float", f"{redop:>8s}", "     -1"]
         for p in (out, inp):
             algbw = size / p.time_s / 1e9
-            cols += [f"{p.time_s * 1e6:8.2f}", f"{algbw:7.2f}", f"{algbw * 15 / 16:7.2f}", "      0"]
+            cols += [f"{p.time_s * 1e6:8.2f}", f"{algbw:7.2f}", f"{algbw * factor:7.2f}", "      0"]
         lines.append(" ".join(cols))
     path.write_text("\n".join(lines) + "\n")
 
@@ -178,3 +180,90 @@ def test_help_states_the_option_and_its_default(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--infer-facts, --no-infer-facts" in text
     assert f"default: {'on' if INFER_FACTS else 'off'})" in text
+
+
+# calorder (session 9): facts first, under the shared hop rule, then the requested rule with the chosen class fixed
+RULES = (("per-protocol", True), ("hierarchical", "hierarchical"))
+
+
+def _final_mapes(fit) -> tuple[float, float]:
+    """In-sample busbw MAPE of a calibration's own fit at >= 1 MiB and below (facts_fit's Candidate figures)."""
+    from moesim.calibrate.facts_fit import _mapes
+
+    return _mapes(fit, {o.unit for o in fit.observations})
+
+
+@pytest.mark.parametrize("rule,mode", RULES)
+@pytest.mark.parametrize("path", ["PHB", ""])
+def test_facts_are_recovered_under_the_per_protocol_hop_rules(tmp_path, path, rule, mode):
+    """The recovery test above through calibrate under --hop-latency per-protocol / hierarchical: the classes are
+    compared under the shared rule, so the path is recovered exactly (PHB with strong evidence, the default kept),
+    and the requested rule's fit, made with that class fixed, is within the recovery test's 5 % at >= 1 MiB. Where the
+    rows bind the network LL128 hop (the default path: the ring runs LL128 across nodes) that hop is within 5 % of
+    the one the rows were made with (1.3x the prior); through the CPU no row binds a network hop and it stays put."""
+    made = truth(path)
+    log = tmp_path / "all_gather_perf.log"
+    _write_log(log, synthetic_rows(made))
+    got = calibrate([str(log)], "b200", tmp_path / "c.toml", bootstrap=0, holdout_fraction=0.0, nccl_ranks=16,
+                    system=AMD, latency_per_protocol=mode)
+    assert got.facts.inferred == ({"gpu_nic_path": "PHB"} if path else {}) and got.facts.chosen == (1 if path else 0)
+    assert got.facts.candidates[1].evidence_ratio > EVIDENCE_THRESHOLD if path else \
+        got.facts.candidates[1].evidence_ratio < 1.0
+    assert got.fit.latency_per_protocol == mode and got.as_dict()["fit"]["hop_latency_rule"] == rule
+    assert _final_mapes(got.fit)[0] < 0.05
+    assert got.profile.interconnect[1].gpu_nic_path == (path or "")
+    truth_hop_s, prior_hop_s = made.interconnect[1].latency_s, load_hardware("b200").interconnect[1].latency_s
+    ll128_hop_s = got.fit.protocol_latencies["infiniband"][1]
+    if path:
+        assert ll128_hop_s == pytest.approx(prior_hop_s, rel=1e-9)
+    else:
+        assert abs(ll128_hop_s / truth_hop_s - 1) < 0.05, ll128_hop_s / truth_hop_s
+
+
+@pytest.mark.slow  # about 10 s on the shared two-core machine
+@pytest.mark.parametrize("rule,mode", RULES)
+def test_the_host_cpu_is_recovered_under_the_per_protocol_hop_rules(tmp_path, rule, mode):
+    """The host CPU test above through calibrate under each per-protocol rule: {amd} is chosen, written, and the fit
+    under the rule is within 5 % at >= 1 MiB."""
+    prior = load_hardware("h100-sxm")
+    nv, ib = prior.interconnect
+    made = with_system_facts(dataclasses.replace(prior, interconnect=(
+        nv, dataclasses.replace(ib, latency_s=0.8 * ib.latency_s))), {"host_cpu": "amd", "gpu_nic_path": "PXB"})
+    log = tmp_path / "all_reduce_perf.log"
+    _write_log(log, synthetic_rows(made, op="all_reduce", seed=1, noise=0.02), op="all_reduce")
+    got = calibrate([str(log)], "h100-sxm", tmp_path / "c.toml", bootstrap=0, holdout_fraction=0.0, nccl_ranks=16,
+                    system={"gpu_nic_path": "PXB"}, latency_per_protocol=mode)
+    assert got.facts.inferred == {"host_cpu": "amd"}, [(c.members, c.evidence_ratio) for c in got.facts.candidates]
+    assert got.profile.interconnect[1].host_cpu == "amd" and got.fit.latency_per_protocol == mode
+    assert _final_mapes(got.fit)[0] < 0.05
+
+
+@pytest.mark.slow  # about 10 s on the shared two-core machine
+def test_the_cli_fits_the_hop_rule_after_the_facts(tmp_path, capsys):
+    """`--hop-latency hierarchical`: the same facts as the shared rule (inferred under it), the rule in JSON
+    fit.hop_latency_rule and in the written profile's header; the default is shared; a bad value is one line."""
+    from _cli import run_bad
+
+    from moesim.cli import main
+
+    log = tmp_path / "all_gather_perf.log"
+    _write_log(log, synthetic_rows(truth("PHB")))
+    base = ["calibrate", str(log), "--hardware", "b200", "--ranks", "16", "--host-cpu", "amd", "--bootstrap", "0",
+            "-q", "--json"]
+    facts = {}
+    for flag, rule in (([], "shared"), (["--hop-latency", "hierarchical"], "hierarchical")):
+        assert main(base + ["-o", str(tmp_path / f"{rule}.toml")] + flag) == 0
+        fit = json.loads(capsys.readouterr().out)["fit"]
+        assert fit["hop_latency_rule"] == rule
+        facts[rule] = fit["system_facts"]["facts"]
+        assert f"Hop latency rule: {rule} (" in (tmp_path / f"{rule}.toml").read_text()
+    assert facts["hierarchical"] == facts["shared"] and facts["shared"][1]["value"] == "PHB"
+    run_bad(capsys, base + ["-o", str(tmp_path / "x.toml"), "--hop-latency", "ll"], "--hop-latency", "hierarchical")
+
+
+def test_an_unknown_hop_rule_is_refused_before_any_fit(tmp_path):
+    from moesim.errors import SpecError
+
+    with pytest.raises(SpecError, match="unknown latency_per_protocol 'll'"):
+        calibrate([str(tmp_path / "missing.log")], "b200", tmp_path / "c.toml", latency_per_protocol="ll")
+    assert not (tmp_path / "c.toml").exists()

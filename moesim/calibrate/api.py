@@ -146,9 +146,9 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
         prior = with_system_facts(prior, facts.inferred)
     keys = [r.key for r in measurements.layers]
     fit_keys, held = split_holdout(keys, holdout_fraction, seed)
-    fit = facts.fit if facts is not None else None  # calfacts: made; calspeed: its bootstrap drawn on it
-    if fit is not None and rule:  # calorder: that fit is the shared rule's; the requested rule with the class fixed
-        fit = None
+    # calfacts made this fit under the shared rule: reused for it (calspeed: its bootstrap drawn on it); another rule
+    # is fitted with the chosen class fixed (calorder)
+    fit = facts.fit if facts is not None and not rule else None
     if fit is not None and bootstrap:
         fit = with_bootstrap(fit, bootstrap, seed, progress)
     if fit is None:

@@ -131,14 +131,9 @@ def read_nccl_tests(path: str | Path, op: str | None = None, ranks: int | None =
 _NGPUS = re.compile(rb"^[^\n]*#\s*nThread\s+\d+\s+nGpus\s+(\d+)", re.MULTILINE)
 
 
-def header_gpus(path: str | Path) -> set[int]:
-    """The `nGpus N` of each '# nThread T nGpus N ...' header line of the log (nccl-tests -g N; a log of several
-    runs has several); empty where none is printed."""
-    return set(gpus_in_headers(read_bytes_file(path, field="measurements")))
-
-
 def gpus_in_headers(data: bytes) -> tuple[int, ...]:
-    """header_gpus of a log's bytes, sorted."""
+    """The `nGpus N` of each '# nThread T nGpus N ...' header line of a log's bytes, sorted (nccl-tests -g N; a log
+    of several runs has several); empty where none is printed."""
     return tuple(sorted({int(n) for n in _NGPUS.findall(data)}))
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 import tomli_w
 
 from moesim.calibrate.fit import FitResult
+from moesim.calibrate.records import bytes_digest
 from moesim.errors import SpecError
 from moesim.specs.fields import Table
 from moesim.specs.hardware import MAX_NVLSTREE_NET_FACTOR, HardwareProfile
@@ -65,7 +65,7 @@ class Provenance:
 
 def file_digest(path: str | Path) -> str:
     """First 12 hex digits of the file's SHA-256 (identifies the measurements a profile was fitted on)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+    return bytes_digest(Path(path).read_bytes())
 
 
 def format_provenance(p: Provenance) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from moesim.errors import SpecError
-from moesim.jsonl import read_jsonl_objects, warn_skipped
+from moesim.jsonl import parse_jsonl_bytes, read_jsonl_objects, warn_skipped
 from moesim.paths import read_bytes_file
 from moesim.specs.hardware import DTYPE_BYTES, DTYPES
 
@@ -249,10 +249,16 @@ def collective_points(rec: Mapping[str, Any], where: str) -> list[CollectivePoin
 
 # --- files ----------------------------------------------------------------------------------
 
-def read_jsonl(path: str | Path) -> Measurements:
-    """All records of a validate/ JSONL file; a bad line is a SpecError naming `file:line`."""
+def bytes_digest(data: bytes) -> str:
+    """First 12 hex digits of the SHA-256 of a file's bytes (identifies the measurements a profile was fitted on)."""
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def read_jsonl(path: str | Path, *, data: bytes | None = None) -> Measurements:
+    """All records of a validate/ JSONL file; a bad line is a SpecError naming `file:line`. `data`: the file's bytes
+    where the caller has read them (read_measurements), else they are read here."""
     path = Path(path)
-    lines = read_jsonl_objects(path)
+    lines = read_jsonl_objects(path) if data is None else parse_jsonl_bytes(data, str(path))
     warn_skipped(lines.warnings)
     layers, collectives, skipped = [], [], list(lines.warnings)
     first_line: dict[str, int] = {}
@@ -309,9 +315,9 @@ def read_measurements(paths: list[str | Path], nccl_op: str | None = None,
         raw = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
         _check_text(raw, path)
         first = raw.lstrip()[:1].decode("latin-1")
-        digest = hashlib.sha256(data).hexdigest()[:12]  # profile_io.file_digest of the same bytes
+        digest = bytes_digest(data)
         if first == "{":
-            read = read_jsonl(path) + Measurements(files=(MeasurementFile(str(path), digest),))
+            read = read_jsonl(path, data=data) + Measurements(files=(MeasurementFile(str(path), digest),))
         else:
             read = read_nccl_tests(path, nccl_op, nccl_ranks, data=data) + Measurements(
                 files=(MeasurementFile(str(path), digest, gpus_in_headers(data)),))

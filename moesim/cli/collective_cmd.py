@@ -42,6 +42,11 @@ def register(subparsers) -> None:
                         "and its proxy launching every Simple step in turn (collectives/nccl_p2p_net.py; evaluated, "
                         f"not the default: docs/collectives-history.md 'Session 9 (a2aconc)'); one of "
                         f"{', '.join(P2P_NET_MODELS)}; default {DEFAULT_P2P_NET_MODEL}; GPU profiles only")
+    p.add_argument("--ring-net-channel-gbps", type=float, default=None, metavar="GBPS",
+                   help="GB/s one ring channel moves where its ring crosses the network: caps a multi-node ring at "
+                        "channels x GBPS (collectives/nccl_plan.ring_net_caps; not sourced, evaluated, not the "
+                        "default: docs/collectives-history.md 'Session 10 (ringnet)'); default: not modelled; GPU "
+                        "profiles only")
     p.add_argument("--nccl-algo", default="", metavar="ALGOS",
                    help="restrict NCCL's algorithms as NCCL_ALGO does: 'ring', 'ring,tree', '^nvls,nvlstree' "
                         "(ring, tree, nvls, nvlstree, collnetdirect, collnetchain, pat; 'collnet' = both CollNets; "
@@ -84,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     report = collective_report(args.hardware, args.op, args.devices, sizes, args.group_stride, args.concurrent,
                                args.nccl_algo, args.nccl_collnet, args.nccl_proto, args.tuner_rules,
                                {name: getattr(args, name) for name in CHANNEL_KNOBS}, args.a2a_algorithm,
-                               args.p2p_net_model)
+                               args.p2p_net_model, args.ring_net_channel_gbps)
     if args.json:
         print_json(report)
         return 0

@@ -11,7 +11,6 @@ Conventions (NVIDIA/nccl-tests doc/PERFORMANCE.md, src/common.cu, src/*.cu):
 from __future__ import annotations
 
 import math
-
 import warnings
 
 from moesim.collectives.base import OPS, CollectiveCost, CollectiveModel, Group

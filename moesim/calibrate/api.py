@@ -22,7 +22,7 @@ from moesim.calibrate.profile_io import (
 from moesim.calibrate.records import Measurements, read_measurements, split_holdout
 from moesim.calibrate.report import ValidationReport, validation_report
 from moesim.errors import SpecError
-from moesim.paths import builtin_dir, written_by_calibrate
+from moesim.paths import check_output_path
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.load import load_hardware, resolve_ref
 from moesim.specs.system_facts import set_system_facts, with_system_facts
@@ -172,7 +172,8 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
 
 def check_output(out: str | Path, paths: list[str], hardware: str) -> None:
     """The calibrated profile's path before anything is fitted: a .toml file that is neither a measurement file nor
-    the prior (writing it would destroy them; a SpecError names it)."""
+    the prior (writing it would destroy them; a SpecError names it), then a file moesim may write: not a shipped
+    profile, one calibrate wrote excepted (paths.check_output_path, the one shipped-file guard)."""
     out = Path(out)
     if out.suffix.lower() != ".toml":
         raise SpecError("the calibrated profile is a TOML file: give -o a path ending in .toml", file=str(out),
@@ -182,12 +183,11 @@ def check_output(out: str | Path, paths: list[str], hardware: str) -> None:
         prior = [(resolve_ref(hardware, "hardware_profiles"), "the prior profile (--hardware)")]
     except SpecError:
         prior = []  # an unknown profile: its own error comes when it is loaded
-    shipped = [(p, f"the shipped profile '{p.stem}'") for p in sorted(builtin_dir("hardware_profiles").glob("*.toml"))
-               if not written_by_calibrate(p)]  # a profile calibrate wrote there may be recalibrated
-    for path, what in [(p, "a measurement file") for p in paths] + prior + shipped:
+    for path, what in [(p, "a measurement file") for p in paths] + prior:
         if Path(path).resolve() == target:
             raise SpecError(f"is {what}: writing the calibrated profile there would overwrite it", file=str(out),
                             field="--output")
+    check_output_path(out, field="--output")
 
 
 def validate_report(paths: list[str], hardware: str, *, include_fitted: bool = False,

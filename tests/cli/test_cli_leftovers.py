@@ -1,0 +1,39 @@
+"""Cosmetic leftovers of session 9's new-user walk (session 10, lane tidy): each test failed on the code before its fix.
+Bad input ends with exit 2 and one line (tests/_cli.py run_bad)."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import pytest
+
+import _cli
+from moesim.cli import main
+from moesim.errors import SpecError
+
+run_bad = functools.partial(_cli.run_bad, timeout_s=20.0)
+COLLECTIVE = ["collective", "all_reduce", "--hardware", "h100-sxm", "--devices", "8", "--bytes", "1MiB"]
+
+
+# `moesim collective --nccl-algo bogus` said "field 'nccl_algo'" (the library keyword) where the user typed a flag.
+@pytest.mark.parametrize("options,flag,fragment", [
+    (["--nccl-algo", "bogus"], "--nccl-algo", "unknown NCCL algorithm 'bogus'"),
+    (["--nccl-algo", "pat"], "--nccl-algo", "NCCL_ALGO 'pat' leaves no algorithm NCCL runs for all_reduce"),
+    (["--nccl-algo", "^ring,tree,nvls,nvlstree,collnet,pat"], "--nccl-algo", "NCCL_ALGO leaves no algorithm"),
+    (["--nccl-proto", "LL512"], "--nccl-proto", "unknown NCCL protocol 'll512'"),
+    (["--tuner-rules", "absent-rules.csv"], "--tuner-rules", "tuner rules file not found"),
+])
+def test_collective_errors_name_the_flag_the_user_typed(capsys, options, flag, fragment):
+    line = run_bad(capsys, COLLECTIVE + options, f"field '{flag}': {fragment}")
+    assert "nccl_algo" not in line and "nccl_proto" not in line and "tuner_rules" not in line, line
+
+
+def test_the_python_api_keeps_the_keyword_names():
+    from moesim.collectives.topo_model import TopologyModel
+    from moesim.specs.load import load_hardware
+
+    hw = load_hardware("h100-sxm")
+    for keyword, value in (("nccl_algo", "bogus"), ("nccl_proto", "LL512")):
+        with pytest.raises(SpecError, match=re.escape(f"field '{keyword}'")):
+            TopologyModel(hw, **{keyword: value})

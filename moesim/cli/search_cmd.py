@@ -101,7 +101,7 @@ def render(r: dict) -> str:
              layout_text(res["layout"])) for res in r["results"]]
     if rows:
         headers, align = ["rank", "step time", "memory/device", "MFU", r["objective"], "bottleneck", "layout"], "rrrrlll"
-        if r["objective"] == "step_time":  # the objective column would repeat the step time
+        if r["objective"] in ("step_time", "mfu"):  # the objective column would repeat the step time / the MFU
             rows = [row[:4] + row[5:] for row in rows]
             headers, align = headers[:4] + headers[5:], align[:4] + align[5:]
         parts += ["", f"top {len(rows)}", table(rows, headers, align=align)]

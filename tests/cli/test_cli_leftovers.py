@@ -37,3 +37,21 @@ def test_the_python_api_keeps_the_keyword_names():
     for keyword, value in (("nccl_algo", "bogus"), ("nccl_proto", "LL512")):
         with pytest.raises(SpecError, match=re.escape(f"field '{keyword}'")):
             TopologyModel(hw, **{keyword: value})
+
+
+# `moesim search --objective mfu` printed the MFU twice: the "MFU" column and the objective column "mfu" ("60.4% MFU").
+def test_search_by_mfu_shows_mfu_once(capsys):
+    assert main(["search", "switch-base-128-tpu-v3", "--objective", "mfu", "--top", "2", "-q"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    header = lines[lines.index("top 2") + 1]
+    assert header.split() == ["rank", "step", "time", "memory/device", "MFU", "bottleneck", "layout"], header
+    rows = lines[lines.index("top 2") + 3:lines.index("top 2") + 5]
+    assert all(len(re.findall(r"\d+\.\d%", row)) == 1 for row in rows), rows
+
+
+def test_search_by_cost_keeps_its_objective_column(capsys):
+    assert main(["search", "switch-base-128-tpu-v3", "--objective", "cost", "--top", "1", "-q"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[lines.index("top 1") + 1].split()[4:6] == ["MFU", "cost"]

@@ -55,3 +55,25 @@ def test_search_by_cost_keeps_its_objective_column(capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[lines.index("top 1") + 1].split()[4:6] == ["MFU", "cost"]
+
+
+# `moesim estimate --ops` printed a memory operator's bytes as a bare number ("6.71089e+07") in the shape column.
+def test_ops_table_gives_memory_bytes_a_unit():
+    from moesim.cli.estimate_cmd import render_ops
+    from moesim.ops.breakdown import OpRow
+
+    rows = [OpRow("decoder moe", "attention", "attn_norm", "memory", "fwd", "bfloat16", (67108864.0,), 0.8, 29e-6,
+                  128.0, 1.0),
+            OpRow("decoder moe", "attention", "qkv_proj", "gemm", "fwd", "bfloat16", (4096.0, 6144.0, 4096.0), 0.789,
+                  268e-6, 128.0, 1.0)]
+    text = render_ops(rows)
+    memory, gemm = (line for line in text.splitlines() if "attn_norm" in line or "qkv_proj" in line)
+    assert "64.00 MiB" in memory and "e+07" not in memory, memory
+    assert "4096x6144x4096" in gemm, gemm  # compute shapes stay dimensions
+
+
+def test_estimate_ops_prints_no_unitless_memory_shape(capsys):
+    assert main(["estimate", "switch-base-128-tpu-v3", "--ops"]) == 0
+    out = capsys.readouterr().out
+    memory = [line for line in out.split("operators (per device")[1].splitlines() if "  memory  " in line]
+    assert memory and all(re.search(r"\d (B|KiB|MiB|GiB|TiB) ", line) for line in memory), memory[:3]

@@ -77,3 +77,17 @@ def test_estimate_ops_prints_no_unitless_memory_shape(capsys):
     out = capsys.readouterr().out
     memory = [line for line in out.split("operators (per device")[1].splitlines() if "  memory  " in line]
     assert memory and all(re.search(r"\d (B|KiB|MiB|GiB|TiB) ", line) for line in memory), memory[:3]
+
+
+# `moesim report -o x.txt` wrote the HTML page under any suffix.
+@pytest.mark.parametrize("name", ["report.txt", "report.json", "report"])
+def test_report_refuses_a_suffix_other_than_html(tmp_path, capsys, name):
+    out = tmp_path / name
+    run_bad(capsys, ["report", "switch-base-128-tpu-v3", "-q", "-o", out], "field '--output'", ".html", ".htm")
+    assert not out.exists()
+
+
+def test_report_takes_htm(tmp_path, capsys):
+    out = tmp_path / "page.HTM"
+    assert main(["report", "switch-base-128-tpu-v3", "-q", "-o", str(out)]) == 0
+    assert out.read_text(encoding="utf-8").lower().startswith("<!doctype html>")

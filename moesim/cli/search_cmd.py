@@ -9,7 +9,7 @@ from moesim.cli.output import kv_block, print_json, table
 from moesim.cli.progress import add_quiet, progress_bar
 from moesim.units import format_bytes, format_seconds
 
-OBJECTIVE_CHOICES = ("step_time", "cost", "mfu")
+OBJECTIVE_CHOICES = ("step_time", "cost", "mfu")  # search.OBJECTIVES, without importing the search here; sweep's too
 
 
 def register(subparsers) -> None:

@@ -91,3 +91,11 @@ def test_report_takes_htm(tmp_path, capsys):
     out = tmp_path / "page.HTM"
     assert main(["report", "switch-base-128-tpu-v3", "-q", "-o", str(out)]) == 0
     assert out.read_text(encoding="utf-8").lower().startswith("<!doctype html>")
+
+
+# The CLI's objective choices (one tuple for search and sweep, kept free of the search's imports) are the search's own.
+def test_cli_objectives_are_the_searchs():
+    from moesim.cli import search_cmd, sweep_cmd
+    from moesim.search import OBJECTIVES
+
+    assert search_cmd.OBJECTIVE_CHOICES == OBJECTIVES and sweep_cmd.OBJECTIVE_CHOICES is search_cmd.OBJECTIVE_CHOICES

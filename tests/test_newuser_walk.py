@@ -153,6 +153,27 @@ def test_calibrate_does_not_overwrite_a_shipped_profile(capsys):
     assert after == before
 
 
+# A link to a shipped profile is the shipped profile: calibrate's own guard (before session 10) compared resolved
+# paths; the one guard does too, for every output.
+def test_a_link_to_a_shipped_profile_is_refused(tmp_path, capsys):
+    target = PROFILES / "h100-sxm.toml"
+    link = tmp_path / "mine.toml"
+    link.symlink_to(target)
+    before = target.read_bytes()
+    try:
+        run_bad(capsys, ["calibrate", "tests/data/nccl/b200-vultr-2node_all_gather_perf.log", "--hardware", "b200",
+                         "--ranks", "16", "--bootstrap", "0", "-o", link],
+                "field '--output'", "cannot write: is the shipped hardware profile 'h100-sxm'; name a new file")
+        html = tmp_path / "report.html"
+        html.symlink_to(target)
+        run_bad(capsys, ["report", "switch-base-128-tpu-v3", "-q", "-o", html], "is the shipped hardware profile")
+    finally:
+        after = target.read_bytes()
+        if after != before:
+            target.write_bytes(before)
+    assert after == before
+
+
 # The other outputs (report -o, simulate --trace, sweep -o) wrote over shipped data files as readily: a report's HTML
 # became scenarios/mixtral-8x7b-h100.toml. Checked before anything runs, so nothing is written.
 @pytest.mark.parametrize("argv,target,kind", [

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from moesim.collectives import formulas, hierarchy, nccl, nccl_facts, nccl_multinode, nccl_plan, torus_costs
-from moesim.collectives import nccl_p2p_net
+from moesim.collectives import nccl_broadcast, nccl_p2p_net
 from moesim.collectives.algorithm_menu import HALVING_NAME as _HALVING_NAME
 from moesim.collectives.algorithm_menu import P2P_OPS as _P2P_OPS
 from moesim.collectives.algorithm_menu import PASSES as _PASSES
@@ -29,7 +29,7 @@ from moesim.collectives.algorithm_menu import algorithm_names as _algorithm_name
 from moesim.collectives.algorithm_menu import algorithm_terms as _algorithm_terms
 from moesim.collectives.algorithm_menu import peer_bytes as _peer_bytes
 from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
-from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
+from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob, coll_channels
 from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl_tuner_rules import PROTOCOLS as NCCL_PROTOCOL_NAMES
 from moesim.collectives.nccl_tuner_rules import TunerRules, parse_nccl_proto
@@ -85,6 +85,9 @@ class TopologyModel:
     # a network peer's sends inside one grouped send/recv (nccl_p2p_net.MODELS): "summed", one message latency per
     # peer (hierarchy.pairwise_all_to_all_terms), or "concurrent", NCCL's batches and proxy launches (nccl_p2p_net.py)
     p2p_net_model: str = nccl_p2p_net.DEFAULT_MODEL
+    # NCCL's ring broadcast (nccl_broadcast.MODELS): "plain" (one broadcast, today's), "nccl" (NCCL's per-size channels
+    # and LL cap) or "nccl-tests" (what nccl-tests reports for back-to-back broadcasts of "nccl"); nccl_broadcast.py
+    broadcast_model: str = nccl_broadcast.DEFAULT_MODEL
     _algos: frozenset = field(default=frozenset(), init=False, repr=False)
     _protos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_PROTO's list}, set ops only
     _systems: dict = field(default_factory=dict, init=False, repr=False)
@@ -265,7 +268,9 @@ class TopologyModel:
             protocols=protocol_rows,
             names=_algorithm_names(op, counts, n, system.nccl), tuner=tuner, cap_tiers=cap_tiers,
             p2p_protocols=system.nccl and op in _P2P_OPS, p2p_net_simple=net_simple, gdr_offsets=gdr_offsets,
-            p2p_concurrent=self._concurrent_layout(op, system, pl, tiers, protocol_rows))
+            p2p_concurrent=self._concurrent_layout(op, system, pl, tiers, protocol_rows),
+            bcast=nccl_broadcast.layout(self.broadcast_model, n, counts, tiers, protocol_rows, self._coll_channels())
+            if system.nccl and op == "broadcast" else None)
 
     def _concurrent_layout(self, op: str, system: System, pl: GroupPlacement, tiers, protocol_rows):
         """What p2p_net_model="concurrent" needs for `op` (nccl_p2p_net.py), or None where it does not apply (not
@@ -317,6 +322,9 @@ class TopologyModel:
                     continue
                 terms = _algorithm_terms(name, op, size, n, counts, alpha, bw, lay.rail, copy_bw)
                 offset = lay.gdr_offsets[proto.name] if lay.gdr_offsets else 0.0
+                if lay.bcast is not None:  # NCCL's broadcast as broadcast_model says (nccl_broadcast.py)
+                    terms, extra = nccl_broadcast.terms(lay.bcast, proto.name, size, n, counts, alpha["ring"], bw)
+                    offset += extra
                 base = proto.base_latency_s(name)
                 if lay.p2p_concurrent is not None and name in ("pairwise", "direct"):
                     terms, base = nccl_p2p_net.concurrent_terms(lay.p2p_concurrent, name, size, n, counts, proto,
@@ -330,12 +338,18 @@ class TopologyModel:
         for name in CHANNEL_KNOBS:
             check_channel_knob(name, getattr(self, name))
         nccl_p2p_net.check_model(self.p2p_net_model)
+        nccl_broadcast.check_model(self.broadcast_model)
         if self.tuner_rules is not None and not isinstance(self.tuner_rules, TunerRules):
             raise SpecError("tuner_rules must be the rules load_tuner_rules reads (or None)", field="tuner_rules",
                             value=type(self.tuner_rules).__name__)
 
     def _allowed(self) -> frozenset[str]:
         return self._algos
+
+    def _coll_channels(self) -> int | None:
+        """The run's comm->nChannels after its channel knobs, None where it sets none (nccl_channels.coll_channels)."""
+        knobs = (self.nccl_min_nchannels, self.nccl_max_nchannels, self.nccl_min_ctas, self.nccl_max_ctas)
+        return None if all(k is None for k in knobs) else coll_channels(nccl.tuning()["pipeline"]["channels"], *knobs)
 
     def _port_bw(self, system: System, pl: GroupPlacement, index: int, message: float) -> float:
         """Per-device bandwidth of tier `index`: the port × efficiency, an uplink's share × boost, or, for a
@@ -368,6 +382,7 @@ class _Layout:
     p2p_net_simple: bool = False  # NCCL send/recv between nodes: Simple at every size (nccl_multinode.p2p_net_runs_ll)
     gdr_offsets: dict | None = None  # broadcast without GDR: {protocol: tuner offset s}, its legs taken back
     p2p_concurrent: tuple | None = None  # p2p_net_model="concurrent": TopologyModel._concurrent_layout's tuple
+    bcast: dict | None = None  # broadcast_model other than "plain": nccl_broadcast.layout's
 
 
 def _nic_tier(system: System, pl: GroupPlacement):

@@ -120,3 +120,17 @@ def test_broadcast_terms_are_hierarchys_ring():
     t = hierarchy.broadcast_terms("ring", 1e6, 32, (8, 32), (1.0, 10.0), (100.0, 50.0))
     assert t.latency_s == pytest.approx(28 * 1.0 + 3 * 10.0)
     assert t.transfer_s == pytest.approx((1e6 / 100.0, 1e6 / (8 * 50.0)))
+
+
+def test_docs_block_is_current():
+    """docs/collectives-history.md's broadcast_model_check block is what the script prints now."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, str(root / "scripts" / "broadcast_model_check.py")], capture_output=True,
+                         text=True, check=True, cwd=root).stdout.strip()
+    doc = (root / "docs" / "collectives-history.md").read_text(encoding="utf-8")
+    begin = "<!-- BEGIN broadcast_model_check: python scripts/broadcast_model_check.py --write -->"
+    assert doc.split(begin, 1)[1].split("<!-- END broadcast_model_check -->", 1)[0].strip() == out

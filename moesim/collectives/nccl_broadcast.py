@@ -34,7 +34,7 @@ from moesim.collectives import hierarchy
 from moesim.collectives.formulas import Terms
 from moesim.errors import SpecError
 
-MODELS = ("plain", "nccl", "nccl-tests")
+MODELS = ("plain", "nccl", "nccl-fill", "nccl-tests")
 DEFAULT_MODEL = "nccl"
 
 
@@ -51,24 +51,35 @@ def iters() -> int:
     return tuning()["nccl_tests"]["iters"]
 
 
-def chain_latencies_s(n: int, counts, alpha) -> tuple[float, float]:
-    """(slowest hop s, mean over the n ranks of the root-to-rank latency s) of a chain of n - 1 hops in ring order:
-    hop j (1..n-1) crosses tier i where j is a multiple of c_i = g_{i-1} and not of g_i (hierarchy.ring_latency_s'
-    split); rank k waits for hops 1..k, so hop j counts for the n - j ranks k >= j."""
-    worst, total, c = 0.0, 0.0, 1
-    for i, g in enumerate(counts):
-        hops = [j for j in range(c, n, c) if j % g]
-        if hops:
-            worst = max(worst, alpha[i])
-            total += alpha[i] * sum(n - j for j in hops) / n
+def hop_weights(n: int, counts) -> tuple[tuple[int, float], ...]:
+    """Per tier, (hops of a chain of n - 1 in ring order that cross it, sum over them of (n - j) / n): hop j (1..n-1)
+    crosses tier i where j is a multiple of c_i = g_{i-1} and not of g_i (hierarchy.ring_latency_s' split); rank k
+    waits for hops 1..k, so hop j counts for the n - j ranks k >= j (the mean over ranks of the root-to-rank sum)."""
+    out, c = [], 1
+    for g in counts:
+        hops, weight = 0, 0.0
+        for step in (c, g):  # the multiples of c, less those of g (every multiple of g is one of c)
+            m = (n - 1) // step
+            sign = 1 if step == c else -1
+            hops += sign * m
+            weight += sign * (m * n - step * m * (m + 1) / 2) / n
+        out.append((hops, weight))
         c = g
-    return worst, total
+    return tuple(out)
 
 
-def layout(model: str, n: int, counts, tiers, protocol_rows, channels: int | None) -> tuple | None:
+def chain_latencies_s(n: int, counts, alpha) -> tuple[float, float]:
+    """(slowest hop s, mean over the n ranks of the root-to-rank latency s) of the chain (hop_weights)."""
+    weights = hop_weights(n, counts)
+    worst = max((a for a, (hops, _) in zip(alpha, weights) if hops), default=0.0)
+    return worst, sum(a * w for a, (_, w) in zip(alpha, weights))
+
+
+def layout(model: str, n: int, counts, tiers, protocol_rows, channels: int | None) -> dict | None:
     """What `terms` needs that no size changes, per protocol name: (channel rule, per-tier LL caps or None,
-    nccl-tests latency s or None); None for `plain` (today's pricing) or off NCCL. `channels`: the run's
-    comm->nChannels after its knobs (None: the system's)."""
+    nccl-tests latency s or None, fill: (per-tier (store-and-forward hops, their rank weight), chunk bytes) or None);
+    None for `plain` (today's pricing) or off NCCL. `channels`: the run's comm->nChannels after its knobs (None: the
+    system's)."""
     if model == "plain":
         return None
     from moesim.collectives.nccl import _caps, _ll_cap, tuning
@@ -78,6 +89,9 @@ def layout(model: str, n: int, counts, tiers, protocol_rows, channels: int | Non
     multi = len(counts) > 1
     nodes = max(1, n // counts[0])
     cap = _ll_cap(tiers[0], nodes, getattr(tiers[1], "host_cpu", "") if multi else "")
+    weights = hop_weights(n, counts)
+    fill = model == "nccl-fill" or (model == "nccl-tests" and DEFAULT_MODEL == "nccl-fill")
+    chunks = tuning()["broadcast_chunk_bytes"]
     out = {}
     for proto, alpha, _ in protocol_rows:
         rule = channel_rule("ring", proto.name, n, default if channels is None else channels, default)
@@ -86,19 +100,44 @@ def layout(model: str, n: int, counts, tiers, protocol_rows, channels: int | Non
             worst, mean = chain_latencies_s(n, counts, alpha["ring"])
             k = iters()
             tests = (worst * (k - 1) + mean) / k
-        out[proto.name] = (rule, _caps(counts, cap) if proto.name == "LL" else None, tests)
+        # store-and-forward hops: every network hop (the proxy sends whole steps), NVLink hops for Simple only
+        sf = tuple(w if proto.name == "Simple" or t.kind not in ("switch", "torus") else (0, 0.0)
+                   for w, t in zip(weights, tiers))
+        out[proto.name] = (rule, _caps(counts, cap) if proto.name == "LL" else None, tests,
+                           (sf, chunks[proto.name]) if fill else None)
     return out
+
+
+def fill_s(sf, chunk: float, size: float, nc: int, transfer) -> tuple[float, float]:
+    """(one broadcast's store-and-forward fill s, its mean over ranks s): one chunk, min(S / nc, chunk), at each
+    store-and-forward hop's per-channel rate (the tier's transfer of S over nc channels), less the slowest hop's
+    (counted in the transfer: a pipeline of K stages and M chunks takes sum t_k + (M - 1) max t_k)."""
+    if size <= 0:
+        return 0.0, 0.0
+    part = min(1.0, chunk * nc / size)
+    t = [x * part for x in transfer]
+    used = [ti for ti, (hops, _) in zip(t, sf) if hops]
+    if not used:
+        return 0.0, 0.0
+    worst = max(used)
+    # the mean over ranks keeps every hop's chunk (an over-count of at most one chunk per rank)
+    return sum(ti * hops for ti, (hops, _) in zip(t, sf)) - worst, sum(ti * w for ti, (_, w) in zip(t, sf))
 
 
 def terms(bcast: dict, proto: str, size: float, n: int, counts, alpha, bw) -> tuple[Terms, float]:
     """(Terms, tuner offset s) of NCCL's ring broadcast under `bcast` (layout's): the transfer at the per-size channel
-    share and LL cap; under nccl-tests the latency of the reading, the offset keeping NCCL's pick one broadcast's."""
-    from moesim.collectives.nccl_channels import share_at
+    share and LL cap; with the fill, its store-and-forward fill on the latency; under nccl-tests the latency of the
+    reading, the offset keeping NCCL's pick one broadcast's."""
+    from moesim.collectives.nccl_channels import ring_tree_channels_at, share_at
 
-    rule, caps, tests = bcast[proto]
+    rule, caps, tests, fill = bcast[proto]
     share = share_at(rule, size)
     cut = [w * share for w in bw] if caps is None else [min(w * share, c) for w, c in zip(bw, caps)]
     one = hierarchy.broadcast_terms("ring", size, n, counts, alpha, cut)
+    extra = mean_extra = 0.0
+    if fill is not None:
+        extra, mean_extra = fill_s(fill[0], fill[1], size, ring_tree_channels_at(rule, size)[0], one.transfer_s)
     if tests is None:
-        return one, 0.0
-    return Terms(tests, one.transfer_s, one.overlapped), one.latency_s - tests
+        return Terms(one.latency_s + extra, one.transfer_s, one.overlapped), 0.0
+    reading = tests + mean_extra / iters()
+    return Terms(reading, one.transfer_s, one.overlapped), one.latency_s + extra - reading

@@ -110,7 +110,7 @@ def test_cli_bad_values_exit_2(capsys):
     from _cli import run_bad
 
     run_bad(capsys, ["collective", "broadcast", "--hardware", "h100-sxm", "--devices", "32", "--bytes", "1KiB",
-                     "--broadcast-model", "pipelined"], "--broadcast-model", "plain, nccl, nccl-tests")
+                     "--broadcast-model", "pipelined"], "--broadcast-model", "plain, nccl, nccl-fill, nccl-tests")
     run_bad(capsys, ["collective", "broadcast", "--hardware", "tpu-v4", "--devices", "16", "--bytes", "1KiB",
                      "--broadcast-model", "plain"], "--broadcast-model", "GPU")
 
@@ -134,3 +134,26 @@ def test_docs_block_is_current():
     doc = (root / "docs" / "collectives-history.md").read_text(encoding="utf-8")
     begin = "<!-- BEGIN broadcast_model_check: python scripts/broadcast_model_check.py --write -->"
     assert doc.split(begin, 1)[1].split("<!-- END broadcast_model_check -->", 1)[0].strip() == out
+
+
+def test_store_and_forward_fill_by_hand():
+    # two tiers, hops (28 NVLink, 3 network) weighted as hop_weights; a 1 MiB share over 4 channels is one chunk of
+    # 256 KiB (< the 512 KiB Simple chunk): each store-and-forward hop takes the tier's whole transfer, less the slowest
+    sf = nccl_broadcast.hop_weights(32, (8, 32))
+    one, mean = nccl_broadcast.fill_s(sf, 512 * KIB, 1 * MIB, 4, (2.0, 3.0))
+    assert one == pytest.approx(28 * 2.0 + 3 * 3.0 - 3.0) and mean == pytest.approx(14.0 * 2.0 + 1.5 * 3.0)
+    # 64 MiB over 16 channels: 4 MiB per channel, one 512 KiB chunk is 1/8 of it; LL / LL128: network hops only
+    net_only = ((0, 0.0), sf[1])
+    one, _ = nccl_broadcast.fill_s(net_only, 512 * KIB, 64 * MIB, 16, (80.0, 40.0))
+    assert one == pytest.approx(3 * 40.0 / 8 - 40.0 / 8)
+    assert nccl_broadcast.fill_s(net_only, 512 * KIB, 0, 16, (0.0, 0.0)) == (0.0, 0.0)
+
+
+def test_fill_model_adds_the_fill_to_nccl():
+    hw = load_hardware("h100-sxm")
+    one, fill = TopologyModel(hw), TopologyModel(hw, broadcast_model="nccl-fill")
+    for size in (8, 64 * KIB, 16 * MIB, 1 * GIB):
+        a, b = _row(one, size, 32, "Simple"), _row(fill, size, 32, "Simple")
+        assert b.terms.transfer_s == a.terms.transfer_s and b.terms.latency_s > a.terms.latency_s
+    # one node of NVLink: LL forwards lines as they come, so no fill
+    assert _row(fill, 1 * MIB, 8, "LL").time_s == _row(one, 1 * MIB, 8, "LL").time_s

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from moesim.collectives import hierarchy
 from moesim.collectives.formulas import Terms
+from moesim.collectives.nccl_channels import ring_tree_channels_at, share_at
 from moesim.errors import SpecError
 
 MODELS = ("plain", "nccl", "nccl-fill", "nccl-tests")
@@ -104,7 +105,7 @@ def layout(model: str, n: int, counts, tiers, protocol_rows, channels: int | Non
         sf = tuple(w if proto.name == "Simple" or t.kind not in ("switch", "torus") else (0, 0.0)
                    for w, t in zip(weights, tiers))
         out[proto.name] = (rule, _caps(counts, cap) if proto.name == "LL" else None, tests,
-                           (sf, chunks[proto.name]) if fill else None)
+                           (sf, chunks[proto.name], iters()) if fill else None)
     return out
 
 
@@ -128,8 +129,6 @@ def terms(bcast: dict, proto: str, size: float, n: int, counts, alpha, bw) -> tu
     """(Terms, tuner offset s) of NCCL's ring broadcast under `bcast` (layout's): the transfer at the per-size channel
     share and LL cap; with the fill, its store-and-forward fill on the latency; under nccl-tests the latency of the
     reading, the offset keeping NCCL's pick one broadcast's."""
-    from moesim.collectives.nccl_channels import ring_tree_channels_at, share_at
-
     rule, caps, tests, fill = bcast[proto]
     share = share_at(rule, size)
     cut = [w * share for w in bw] if caps is None else [min(w * share, c) for w, c in zip(bw, caps)]
@@ -139,5 +138,5 @@ def terms(bcast: dict, proto: str, size: float, n: int, counts, alpha, bw) -> tu
         extra, mean_extra = fill_s(fill[0], fill[1], size, ring_tree_channels_at(rule, size)[0], one.transfer_s)
     if tests is None:
         return Terms(one.latency_s + extra, one.transfer_s, one.overlapped), 0.0
-    reading = tests + mean_extra / iters()
+    reading = tests + mean_extra / fill[2] if fill is not None else tests
     return Terms(reading, one.transfer_s, one.overlapped), one.latency_s + extra - reading

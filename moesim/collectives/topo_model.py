@@ -320,11 +320,12 @@ class TopologyModel:
             for name in lay.names:
                 if picked is not None and proto.name != picked[name]:
                     continue
-                terms = _algorithm_terms(name, op, size, n, counts, alpha, bw, lay.rail, copy_bw)
                 offset = lay.gdr_offsets[proto.name] if lay.gdr_offsets else 0.0
                 if lay.bcast is not None:  # NCCL's broadcast as broadcast_model says (nccl_broadcast.py)
                     terms, extra = nccl_broadcast.terms(lay.bcast, proto.name, size, n, counts, alpha["ring"], bw)
                     offset += extra
+                else:
+                    terms = _algorithm_terms(name, op, size, n, counts, alpha, bw, lay.rail, copy_bw)
                 base = proto.base_latency_s(name)
                 if lay.p2p_concurrent is not None and name in ("pairwise", "direct"):
                     terms, base = nccl_p2p_net.concurrent_terms(lay.p2p_concurrent, name, size, n, counts, proto,

@@ -1,6 +1,7 @@
-"""NCCL's ring broadcast as NCCL runs one (`nccl`) and as nccl-tests reports back-to-back ones (`nccl-tests`), beside
-today's pricing (`plain`, the default): TopologyModel(broadcast_model=...), `moesim collective --broadcast-model`.
-docs/collectives-history.md "Session 10 (bcast)" has the sources read and the per-log figures.
+"""NCCL's ring broadcast as NCCL runs one (`nccl`, the default; `nccl-fill` with the chain's store-and-forward fill) and
+as nccl-tests reports back-to-back ones (`nccl-tests`), beside the pricing before session 10 (`plain`):
+TopologyModel(broadcast_model=...), `moesim collective --broadcast-model`. docs/collectives-history.md "Session 10
+(bcast)" has the sources read, the per-log figures and why only `nccl` ships.
 
 What NCCL v2.24.3-1 does (the Voltage Park logs' NCCL):
 - src/device/broadcast.h `runRing`: one chain per channel from the root along the ring (root: directSend /
@@ -24,8 +25,14 @@ transfer. Latency of the reading = (h_max (iters - 1) + sum_j h_j (n - j) / n) /
 broadcast. NCCL picks its protocol by one broadcast (the tuner knows nothing of nccl-tests), so the pick stays
 one broadcast's (the tuner offset takes the difference back).
 
-Who uses which: estimate, search and the simulator price one broadcast (`plain`, the default); `moesim collective
---broadcast-model` and the per-log table may ask for the others (see the docs section for what is shipped).
+- `nccl-fill`: a network hop forwards whole steps (src/transport/net.cc `sendProxyProgress`: one isend per complete
+  step) and a Simple NVLink hop whole slices (BROADCAST_SLICESTEPS = 1), a step at most one chunk (src/enqueue.cc
+  `calcCollChunking`; nccl_tuning.toml [broadcast_chunk_bytes]): one chunk per such hop but the slowest on the latency.
+
+Who uses which: estimate, search and the simulator price no broadcast; `moesim collective`, `moesim calibrate` and the
+per-log table price the default (`nccl`); the others where asked for (`--broadcast-model`,
+scripts/broadcast_model_check.py). `nccl-tests` reads the default one-broadcast model (with the fill where that is
+`nccl-fill`).
 """
 
 from __future__ import annotations

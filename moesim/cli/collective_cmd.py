@@ -44,13 +44,12 @@ def register(subparsers) -> None:
                         f"not the default: docs/collectives-history.md 'Session 9 (a2aconc)'); one of "
                         f"{', '.join(P2P_NET_MODELS)}; default {DEFAULT_P2P_NET_MODEL}; GPU profiles only")
     p.add_argument("--broadcast-model", default=DEFAULT_BROADCAST_MODEL, metavar="MODEL",
-                   help="how NCCL's ring broadcast is priced: 'nccl' one broadcast on NCCL's per-size channels with its "
-                        "ring LL bus cap (the default, every engine's); 'plain' the pricing before session 10 (every "
-                        "channel at every size, no LL cap); 'nccl-fill' 'nccl' and the chain's store-and-forward fill, one "
-                        "chunk per network hop (and Simple NVLink hop); 'nccl-tests' what broadcast_perf reports for "
+                   help="how NCCL's ring broadcast is priced: 'nccl' one broadcast on NCCL's per-size channels with "
+                        "its ring LL bus cap (the default); 'plain' the pricing before session 10 (every channel at "
+                        "every size, no LL cap); 'nccl-fill' 'nccl' and the chain's store-and-forward fill, one chunk "
+                        "per network hop (and Simple NVLink hop); 'nccl-tests' what broadcast_perf reports for "
                         "back-to-back broadcasts of the default, averaged over ranks (the last two evaluated, not the "
-                        "default: "
-                        "docs/collectives-history.md 'Session 10 (bcast)'); one of "
+                        "default: docs/collectives-history.md 'Session 10 (bcast)'); one of "
                         f"{', '.join(BROADCAST_MODELS)}; other ops ignore it; GPU profiles only")
     p.add_argument("--nccl-algo", default="", metavar="ALGOS",
                    help="restrict NCCL's algorithms as NCCL_ALGO does: 'ring', 'ring,tree', '^nvls,nvlstree' "

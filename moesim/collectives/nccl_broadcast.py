@@ -83,17 +83,19 @@ def chain_latencies_s(n: int, counts, alpha) -> tuple[float, float]:
     return worst, sum(a * w for a, (_, w) in zip(alpha, weights))
 
 
-def layout(model: str, n: int, counts, tiers, protocol_rows, channels: int | None) -> dict | None:
+def layout(model: str, n: int, counts, tiers, protocol_rows, knobs: tuple) -> dict | None:
     """What `terms` needs that no size changes, per protocol name: (channel rule, per-tier LL caps or None,
     nccl-tests latency s or None, fill: (per-tier (store-and-forward hops, their rank weight), chunk bytes) or None);
-    None for `plain` (today's pricing) or off NCCL. `channels`: the run's comm->nChannels after its knobs (None: the
-    system's)."""
+    None for `plain` (today's pricing) or off NCCL. `knobs`: the run's nccl_channels.CHANNEL_KNOBS values (None: not
+    set), whose comm->nChannels (nccl_channels.coll_channels) the channel rule takes."""
     if model == "plain":
         return None
     from moesim.collectives.nccl import _caps, _ll_cap, tuning
-    from moesim.collectives.nccl_channels import channel_rule
+    from moesim.collectives.nccl_channels import channel_rule, coll_channels
 
     default = tuning()["pipeline"]["channels"]
+    coll = knobs[:2] + knobs[3:]  # NCCL_MIN/MAX_NCHANNELS, NCCL_MIN/MAX_CTAS (CHANNEL_KNOBS' order), as nccl_plan.plan
+    channels = coll_channels(default, *coll) if any(k is not None for k in coll) else None
     multi = len(counts) > 1
     nodes = max(1, n // counts[0])
     cap = _ll_cap(tiers[0], nodes, getattr(tiers[1], "host_cpu", "") if multi else "")

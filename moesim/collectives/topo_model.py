@@ -29,7 +29,7 @@ from moesim.collectives.algorithm_menu import algorithm_names as _algorithm_name
 from moesim.collectives.algorithm_menu import algorithm_terms as _algorithm_terms
 from moesim.collectives.algorithm_menu import peer_bytes as _peer_bytes
 from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
-from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob, coll_channels
+from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl_tuner_rules import PROTOCOLS as NCCL_PROTOCOL_NAMES
 from moesim.collectives.nccl_tuner_rules import TunerRules, parse_nccl_proto
@@ -85,8 +85,7 @@ class TopologyModel:
     # a network peer's sends inside one grouped send/recv (nccl_p2p_net.MODELS): "summed", one message latency per
     # peer (hierarchy.pairwise_all_to_all_terms), or "concurrent", NCCL's batches and proxy launches (nccl_p2p_net.py)
     p2p_net_model: str = nccl_p2p_net.DEFAULT_MODEL
-    # NCCL's ring broadcast (nccl_broadcast.MODELS): "plain" (one broadcast, today's), "nccl" (NCCL's per-size channels
-    # and LL cap) or "nccl-tests" (what nccl-tests reports for back-to-back broadcasts of "nccl"); nccl_broadcast.py
+    # how NCCL's ring broadcast is priced (nccl_broadcast.MODELS: plain, nccl (default), nccl-fill, nccl-tests)
     broadcast_model: str = nccl_broadcast.DEFAULT_MODEL
     _algos: frozenset = field(default=frozenset(), init=False, repr=False)
     _protos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_PROTO's list}, set ops only
@@ -269,8 +268,8 @@ class TopologyModel:
             names=_algorithm_names(op, counts, n, system.nccl), tuner=tuner, cap_tiers=cap_tiers,
             p2p_protocols=system.nccl and op in _P2P_OPS, p2p_net_simple=net_simple, gdr_offsets=gdr_offsets,
             p2p_concurrent=self._concurrent_layout(op, system, pl, tiers, protocol_rows),
-            bcast=nccl_broadcast.layout(self.broadcast_model, n, counts, tiers, protocol_rows, self._coll_channels())
-            if system.nccl and op == "broadcast" else None)
+            bcast=nccl_broadcast.layout(self.broadcast_model, n, counts, tiers, protocol_rows, tuple(
+                getattr(self, k) for k in CHANNEL_KNOBS)) if system.nccl and op == "broadcast" else None)
 
     def _concurrent_layout(self, op: str, system: System, pl: GroupPlacement, tiers, protocol_rows):
         """What p2p_net_model="concurrent" needs for `op` (nccl_p2p_net.py), or None where it does not apply (not
@@ -346,11 +345,6 @@ class TopologyModel:
 
     def _allowed(self) -> frozenset[str]:
         return self._algos
-
-    def _coll_channels(self) -> int | None:
-        """The run's comm->nChannels after its channel knobs, None where it sets none (nccl_channels.coll_channels)."""
-        knobs = (self.nccl_min_nchannels, self.nccl_max_nchannels, self.nccl_min_ctas, self.nccl_max_ctas)
-        return None if all(k is None for k in knobs) else coll_channels(nccl.tuning()["pipeline"]["channels"], *knobs)
 
     def _port_bw(self, system: System, pl: GroupPlacement, index: int, message: float) -> float:
         """Per-device bandwidth of tier `index`: the port × efficiency, an uplink's share × boost, or, for a

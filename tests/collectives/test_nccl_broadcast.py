@@ -157,3 +157,11 @@ def test_fill_model_adds_the_fill_to_nccl():
         assert b.terms.transfer_s == a.terms.transfer_s and b.terms.latency_s > a.terms.latency_s
     # one node of NVLink: LL forwards lines as they come, so no fill
     assert _row(fill, 1 * MIB, 8, "LL").time_s == _row(one, 1 * MIB, 8, "LL").time_s
+
+
+def test_the_runs_channel_knobs_reach_the_broadcast():
+    # NCCL_MAX_NCHANNELS=4: the 16 channels' share of a 64 MiB LL128 broadcast is 4 / 16, so its transfer is 4x
+    hw = load_hardware("h100-sxm")
+    full, four = _row(TopologyModel(hw), 64 * MIB, 32, "LL128"), _row(TopologyModel(hw, nccl_max_nchannels=4), 64 * MIB,
+                                                                         32, "LL128")
+    assert max(four.terms.transfer_s) == pytest.approx(4 * max(full.terms.transfer_s))

@@ -355,10 +355,11 @@ def test_docs_print_the_channel_default_check():
     small = {v: sum(e[v].mape_small or 0 for e in found.values()) for v in ("shipped", "published")}
     large = {v: sum(e[v].mape_large or 0 for e in found.values()) for v in ("shipped", "published")}
     assert large["published"] == pytest.approx(large["shipped"])
-    # The verdict was drawn on the logs before session 10: there the published count is worse below 1 MiB (440.5 ->
-    # 442.2 points over 41 healthy logs; 343.3 -> 345.1 before session 9), so 16 is kept. --- newlogs2 (session 10):
-    # with the 6 healthy logs added that round, priced as they came, it sums 2.5 points less (554.7 -> 552.2 over 47),
-    # all of it from one of them (h100-together-1node-ring all_reduce, -g 8, ring forced: 12.8 -> 8.6 %); whether
+    # The verdict was drawn on the logs before session 10: there the published count is worse below 1 MiB (430.9 ->
+    # 432.6 points over 41 healthy logs with session 10's broadcast model; 343.3 -> 345.1 before session 9), so 16 is
+    # kept. --- newlogs2 (session 10): with the 6 healthy logs added that round, priced as they came, it sums 2.4
+    # points less (545.0 -> 542.6 over 47), all of it from one of them (h100-together-1node-ring all_reduce, -g 8, ring
+    # forced: 12.8 -> 8.6 %); whether
     # that reopens the choice is for the lead (docs/collectives-history.md, "Session 10 (newlogs2)"). Both orders held:
     session10 = {k for k in found if "together" in k or k.startswith("h800-nf5688m7")}
     earlier = {v: sum(e[v].mape_small or 0 for k, e in found.items() if k not in session10) for v in small}

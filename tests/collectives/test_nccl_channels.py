@@ -345,8 +345,9 @@ def test_published_channel_counts_read_strictly(tmp_path):
 
 
 def test_docs_print_the_channel_default_check():
-    """scripts/channel_default_check.py: the published per-system count, evaluated against every healthy log, is worse
-    overall below 1 MiB (so 16 is kept) and moves nothing >= 1 MiB; docs/collectives-history.md prints exactly its block."""
+    """scripts/channel_default_check.py: the published per-system count, evaluated against every healthy log, moves
+    nothing >= 1 MiB and was worse overall below 1 MiB on the logs the choice was made on (so 16 is kept);
+    docs/collectives-history.md prints exactly its block."""
     root, script = _channel_default_check()
     runs = script.read_evidence()
     counts = script.published_counts(runs)
@@ -354,7 +355,16 @@ def test_docs_print_the_channel_default_check():
     small = {v: sum(e[v].mape_small or 0 for e in found.values()) for v in ("shipped", "published")}
     large = {v: sum(e[v].mape_large or 0 for e in found.values()) for v in ("shipped", "published")}
     assert large["published"] == pytest.approx(large["shipped"])
-    assert small["published"] > small["shipped"]  # 343.3 -> 345.1 points: not shipped
+    # The verdict was drawn on the logs before session 10: there the published count is worse below 1 MiB (430.9 ->
+    # 432.6 points over 41 healthy logs with session 10's broadcast model; 343.3 -> 345.1 before session 9), so 16 is
+    # kept. --- newlogs2 (session 10): with the 6 healthy logs added that round, priced as they came, it sums 2.4
+    # points less (545.0 -> 542.6 over 47), all of it from one of them (h100-together-1node-ring all_reduce, -g 8, ring
+    # forced: 12.8 -> 8.6 %); whether
+    # that reopens the choice is for the lead (docs/collectives-history.md, "Session 10 (newlogs2)"). Both orders held:
+    session10 = {k for k in found if "together" in k or k.startswith("h800-nf5688m7")}
+    earlier = {v: sum(e[v].mape_small or 0 for k, e in found.items() if k not in session10) for v in small}
+    assert earlier["published"] > earlier["shipped"]
+    assert small["published"] < small["shipped"]
     doc = script.DOC.read_text(encoding="utf-8")
     block = doc.split(script.BEGIN)[1].split(script.END)[0].strip()
     assert block == script.render(runs, counts, found).strip(), "run: python scripts/channel_default_check.py --write"

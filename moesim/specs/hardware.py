@@ -255,9 +255,6 @@ class InterconnectLevel:
             raise SpecError("alltoall_p2p_factor is the all-to-all's send/recv line over the usable bandwidth, in "
                             f"(0, {MAX_NVLSTREE_NET_FACTOR:g}]", field=f"{path}.alltoall_p2p_factor",
                             value=self.alltoall_p2p_factor, allowed=f"0..{MAX_NVLSTREE_NET_FACTOR:g}")
-        if self.nonring_latency_s is not None and not self.nonring_latency_s >= 0:
-            raise SpecError("nonring_latency_us is a hop latency, >= 0", field=f"{path}.nonring_latency_us",
-                            value=self.nonring_latency_s, allowed=">= 0")
         if self.nvlstree_efficiency is not None and not (0 < self.nvlstree_efficiency <= 1 and self.nvls_efficiency > 0):
             raise SpecError("nvlstree_efficiency is a fraction of the usable bandwidth in (0, 1], on a level with "
                             "nvls_efficiency > 0", field=f"{path}.nvlstree_efficiency", value=self.nvlstree_efficiency,

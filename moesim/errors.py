@@ -23,6 +23,7 @@ class SpecError(ValueError):
     ) -> None:
         self.file = file
         self.field = field
+        self.message = message  # without the file, field and allowed values (with_field)
         self.value = value
         self.allowed = allowed if isinstance(allowed, (str, type(None))) else tuple(allowed)
         super().__init__(self._compose(message))
@@ -50,3 +51,8 @@ class SpecError(ValueError):
         if self.allowed is not None:
             message = message.rsplit(" (allowed: ", 1)[0]
         return SpecError(message, file=file, field=self.field, value=self.value, allowed=self.allowed)
+
+    def with_field(self, field: str) -> "SpecError":
+        """The same error naming `field` in place of its own: the command-line flag of a library keyword
+        (`moesim collective --nccl-algo` for TopologyModel's nccl_algo)."""
+        return SpecError(self.message, file=self.file, field=field, value=self.value, allowed=self.allowed)

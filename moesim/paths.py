@@ -109,10 +109,11 @@ def check_output_path(path: str | Path | None, *, field: str) -> Path:
     if not parent.is_dir():
         raise SpecError(f"cannot write: {parent} is not a folder", file=str(p), field=field)
     if p.is_file():  # a shipped scenario, profile or model: every later use of its built-in name would read the output
-        shipped = [kind for kind in _LOCATIONS if builtin_dir(kind).resolve() == parent.resolve()]
-        if (shipped and p.suffix in (".toml", ".yaml", ".yml", ".json") and p.stem in builtin_names(shipped[0])
-                and not written_by_calibrate(p)):
-            raise SpecError(f"cannot write: is the shipped {shipped[0].rstrip('s').replace('_', ' ')} '{p.stem}'; "
+        real = p.resolve()  # a link to a shipped file is that file
+        shipped = [kind for kind in _LOCATIONS if builtin_dir(kind).resolve() == real.parent]
+        if (shipped and real.suffix in (".toml", ".yaml", ".yml", ".json") and real.stem in builtin_names(shipped[0])
+                and not written_by_calibrate(real)):
+            raise SpecError(f"cannot write: is the shipped {shipped[0].rstrip('s').replace('_', ' ')} '{real.stem}'; "
                             "name a new file", file=str(p), field=field)
     return p
 

@@ -1,5 +1,5 @@
-"""The split of specs/load.py, estimate/core.py and collectives/topo_model.py kept every name importable from where it
-was imported before."""
+"""The split of specs/load.py, estimate/core.py and collectives/topo_model.py (and session 10's of collectives/nccl.py
+and calibrate/api.py) kept every name importable from where it was imported before."""
 
 from __future__ import annotations
 
@@ -28,6 +28,18 @@ MOVED = {
         "_PASSES": "moesim.collectives.algorithm_menu", "_P2P_OPS": "moesim.collectives.algorithm_menu",
         "_HALVING_NAME": "moesim.collectives.algorithm_menu", "_algorithm_names": "moesim.collectives.algorithm_menu",
         "_algorithm_terms": "moesim.collectives.algorithm_menu", "_peer_bytes": "moesim.collectives.algorithm_menu",
+    },
+    "moesim.collectives.nccl": {  # session 10 (tidy): the tuning loader and send/recv's channels split out
+        "tuning": "moesim.collectives.nccl_tuning", "p2p_channels": "moesim.collectives.nccl_p2p",
+        "p2p_bw_cap": "moesim.collectives.nccl_p2p", "p2p_net_peer_channels": "moesim.collectives.nccl_p2p",
+        "p2p_net_bw_cap": "moesim.collectives.nccl_p2p",
+    },
+    "moesim.calibrate.api": {  # session 10 (tidy): the written profile's checks and the text output split out
+        "PriorGuard": "moesim.calibrate.profile_checks", "LayerGap": "moesim.calibrate.profile_checks",
+        "CONSISTENCY_RTOL": "moesim.calibrate.profile_checks", "prior_guard": "moesim.calibrate.profile_checks",
+        "kept_prior_table": "moesim.calibrate.profile_checks", "layer_gap": "moesim.calibrate.profile_checks",
+        "consistency_gaps": "moesim.calibrate.profile_checks", "header_lines": "moesim.calibrate.calibration_text",
+        "render_calibration": "moesim.calibrate.calibration_text", "SKIPPED_SHOWN": "moesim.calibrate.calibration_text",
     },
 }
 

@@ -128,17 +128,50 @@ def test_a_checkpoint_folder_points_at_its_config(capsys):
 
 # `moesim calibrate ... -o hardware_profiles/h100-sxm.toml` with another prior (--hardware b200) overwrote a shipped
 # profile: every later use of the name h100-sxm read the calibrated B200. Only the prior itself was refused.
-def test_calibrate_does_not_overwrite_a_shipped_profile(tmp_path, capsys, monkeypatch):
-    shipped = tmp_path / "hardware_profiles"  # a copy stands for the shipped folder: a regression writes there, not here
-    shipped.mkdir()
-    target = shipped / "h100-sxm.toml"
-    target.write_bytes((PROFILES / "h100-sxm.toml").read_bytes())
-    monkeypatch.setattr("moesim.calibrate.api.builtin_dir", lambda kind: shipped)
+# One guard (paths.check_output_path, session 10) refuses it on the CLI path and on the library call alike: tried on
+# the shipped file itself, with no monkeypatching; a regression that writes it is undone before the test fails.
+def test_calibrate_does_not_overwrite_a_shipped_profile(capsys):
+    import re
+
+    from moesim.calibrate import calibrate
+    from moesim.errors import SpecError
+
+    target = PROFILES / "h100-sxm.toml"
+    log = "tests/data/nccl/b200-vultr-2node_all_gather_perf.log"
+    said = "cannot write: is the shipped hardware profile 'h100-sxm'; name a new file"
     before = target.read_bytes()
-    run_bad(capsys, ["calibrate", "tests/data/nccl/b200-vultr-2node_all_gather_perf.log", "--hardware", "b200",
-                     "--ranks", "16", "--bootstrap", "0", "-o", target],
-            "field '--output'", "is the shipped profile 'h100-sxm'")
-    assert target.read_bytes() == before
+    try:
+        run_bad(capsys, ["calibrate", log, "--hardware", "b200", "--ranks", "16", "--bootstrap", "0", "-o", target],
+                "field '--output'", said)
+        with pytest.raises(SpecError, match=re.escape(said)) as err:
+            calibrate([log], "b200", target, nccl_ranks=16, bootstrap=0)
+        assert err.value.field == "--output"
+    finally:
+        after = target.read_bytes()
+        if after != before:
+            target.write_bytes(before)
+    assert after == before
+
+
+# A link to a shipped profile is the shipped profile: calibrate's own guard (before session 10) compared resolved
+# paths; the one guard does too, for every output.
+def test_a_link_to_a_shipped_profile_is_refused(tmp_path, capsys):
+    target = PROFILES / "h100-sxm.toml"
+    link = tmp_path / "mine.toml"
+    link.symlink_to(target)
+    before = target.read_bytes()
+    try:
+        run_bad(capsys, ["calibrate", "tests/data/nccl/b200-vultr-2node_all_gather_perf.log", "--hardware", "b200",
+                         "--ranks", "16", "--bootstrap", "0", "-o", link],
+                "field '--output'", "cannot write: is the shipped hardware profile 'h100-sxm'; name a new file")
+        html = tmp_path / "report.html"
+        html.symlink_to(target)
+        run_bad(capsys, ["report", "switch-base-128-tpu-v3", "-q", "-o", html], "is the shipped hardware profile")
+    finally:
+        after = target.read_bytes()
+        if after != before:
+            target.write_bytes(before)
+    assert after == before
 
 
 # The other outputs (report -o, simulate --trace, sweep -o) wrote over shipped data files as readily: a report's HTML
@@ -169,7 +202,6 @@ def test_a_profile_calibrate_wrote_into_the_profiles_folder_may_be_recalibrated(
 
     shipped = tmp_path / "hardware_profiles"
     shipped.mkdir()
-    monkeypatch.setattr("moesim.calibrate.api.builtin_dir", lambda kind: shipped)
     real = moesim.paths.builtin_dir
     monkeypatch.setattr(moesim.paths, "builtin_dir", lambda k: shipped if k == "hardware_profiles" else real(k))
     from moesim.cli import main

@@ -10,6 +10,8 @@
   profile_io.py  the calibrated profile as TOML in the hardware_profiles/ schema, with provenance
   report.py      held-out comparison: per-phase and total MAPE, max error, bias
   api.py         `calibrate` and `validate_report`, the two calls behind the CLI
+  profile_checks.py  checks on the written profile: keep-the-prior rule, unmodelled layer time, profile vs fit
+  calibration_text.py  the calibrated TOML's comment lines and the CLI's text summary
 
 The core stays free of torch: measurements arrive as files. See docs/calibration.md.
 """

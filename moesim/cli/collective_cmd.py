@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 
 from moesim.cli.output import print_json
+from moesim.errors import SpecError
 from moesim.collectives.sweep import DEFAULT_A2A_ALGORITHM, DEFAULT_P2P_NET_MODEL, P2P_NET_MODELS
 from moesim.units import parse_size_bytes, parse_size_range
 
 DEFAULT_SWEEP = "8B:8GiB"  # the range nccl-tests' README runs (-b 8 -e 8G -f 2)
+# the library's keywords a SpecError names, as the user typed them here (the Python API keeps the keyword names)
+FLAGS = {"nccl_algo": "--nccl-algo", "nccl_proto": "--nccl-proto", "tuner_rules": "--tuner-rules"}
 
 
 def register(subparsers) -> None:
@@ -81,10 +84,15 @@ def run(args: argparse.Namespace) -> int:
         sizes = [parse_size_bytes(args.bytes, field="--bytes")]
     else:
         sizes = sweep_sizes(*parse_size_range(args.sweep or DEFAULT_SWEEP, field="--sweep"))
-    report = collective_report(args.hardware, args.op, args.devices, sizes, args.group_stride, args.concurrent,
-                               args.nccl_algo, args.nccl_collnet, args.nccl_proto, args.tuner_rules,
-                               {name: getattr(args, name) for name in CHANNEL_KNOBS}, args.a2a_algorithm,
-                               args.p2p_net_model)
+    try:
+        report = collective_report(args.hardware, args.op, args.devices, sizes, args.group_stride, args.concurrent,
+                                   args.nccl_algo, args.nccl_collnet, args.nccl_proto, args.tuner_rules,
+                                   {name: getattr(args, name) for name in CHANNEL_KNOBS}, args.a2a_algorithm,
+                                   args.p2p_net_model)
+    except SpecError as err:
+        if err.field not in FLAGS:
+            raise
+        raise err.with_field(FLAGS[err.field]) from None
     if args.json:
         print_json(report)
         return 0

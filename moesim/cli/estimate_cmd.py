@@ -65,12 +65,19 @@ def run(args: argparse.Namespace) -> int:
 
 def render_ops(rows) -> str:
     """The operator table of `moesim estimate --ops`."""
-    body = [(r.layer_class, r.part, r.name, r.pass_, r.kind, r.dtype, "x".join(f"{c:g}" for c in r.shape),
+    body = [(r.layer_class, r.part, r.name, r.pass_, r.kind, r.dtype, _shape_text(r),
              "-" if r.efficiency != r.efficiency else f"{r.efficiency:.3f}", format_seconds(r.time_s),
              f"{r.calls_per_step:g}", format_seconds(r.step_time_s)) for r in rows if r.kind != "host" or r.time_s]
     return "operators (per device; time per call = one layer, one micro-batch)\n" + table(
         body, ["layers", "part", "operator", "pass", "kind", "dtype", "shape", "efficiency", "time/call", "calls",
                "time/step"], align="lllllllrrrr")
+
+
+def _shape_text(row) -> str:
+    """A row's shape: a memory operator's one coordinate is the bytes it moves (OP_DIMS), printed with a unit."""
+    if row.kind == "memory":
+        return format_bytes(row.shape[0])
+    return "x".join(f"{c:g}" for c in row.shape)
 
 
 def render(result) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -28,11 +29,19 @@ def register(subparsers) -> None:
     p.set_defaults(run=run)
 
 
+REPORT_SUFFIXES = (".html", ".htm")  # the page is HTML whatever the name: another suffix would mislabel it
+
+
 def run(args: argparse.Namespace) -> int:
     from moesim.cli.progress import progress_bar
+    from moesim.errors import SpecError
     from moesim.report import write_report
     from moesim.specs.load import load_scenario
 
+    suffix = Path(args.output).suffix
+    if suffix.lower() not in REPORT_SUFFIXES:  # before anything runs, so nothing is written
+        raise SpecError("the report is an HTML page: give -o a path ending in .html or .htm", file=str(args.output),
+                        field="--output", value=suffix, allowed=REPORT_SUFFIXES)
     scenario = load_scenario(args.scenario, hardware=args.hardware, devices=args.devices, layout=args.layout)
     layout = scenario.resolve(source="--layout" if args.layout else "layout")
     with progress_bar(args, "building the report" + (" and simulating" if args.simulate else "")) as progress:

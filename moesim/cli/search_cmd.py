@@ -9,7 +9,7 @@ from moesim.cli.output import kv_block, print_json, table
 from moesim.cli.progress import add_quiet, progress_bar
 from moesim.units import format_bytes, format_seconds
 
-OBJECTIVE_CHOICES = ("step_time", "cost", "mfu")
+OBJECTIVE_CHOICES = ("step_time", "cost", "mfu")  # search.OBJECTIVES, without importing the search here; sweep's too
 
 
 def register(subparsers) -> None:
@@ -101,7 +101,7 @@ def render(r: dict) -> str:
              layout_text(res["layout"])) for res in r["results"]]
     if rows:
         headers, align = ["rank", "step time", "memory/device", "MFU", r["objective"], "bottleneck", "layout"], "rrrrlll"
-        if r["objective"] == "step_time":  # the objective column would repeat the step time
+        if r["objective"] in ("step_time", "mfu"):  # the objective column would repeat the step time / the MFU
             rows = [row[:4] + row[5:] for row in rows]
             headers, align = headers[:4] + headers[5:], align[:4] + align[5:]
         parts += ["", f"top {len(rows)}", table(rows, headers, align=align)]

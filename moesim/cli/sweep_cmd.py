@@ -7,10 +7,9 @@ import argparse
 from moesim.cli.estimate_cmd import add_scenario_overrides
 from moesim.cli.output import print_json, table
 from moesim.cli.progress import add_quiet, wanted
+from moesim.cli.search_cmd import OBJECTIVE_CHOICES
 from moesim.paths import write_text_file
 from moesim.units import format_bytes, format_seconds
-
-OBJECTIVE_CHOICES = ("step_time", "cost", "mfu")
 
 
 def register(subparsers) -> None:

@@ -15,21 +15,25 @@ well below S_fill, the peak well above (the ramp nccl-tests shows between ~1 MiB
 The enabled candidate NCCL's own model rates fastest wins, as `ncclTopoGetAlgoTime` + `topoGetAlgoInfo` pick;
 its time is what the wire takes: the NVLink LL / LL128 hops are the published ones (nccl_tuning.toml
 [published_hop_us]), not NCCL's table. `NCCL_ALGO` syntax (`parse_nccl_algo`) restricts the set.
-The candidates are priced in nccl_plan.py from the helpers here.
-Constants: moesim/collectives/nccl_tuning.toml (NCCL 2.30.7 tuning.cc, cited there).
+The candidates are priced in nccl_plan.py from the helpers here; PAT, CollNet and NVLS / NVLSTree by their own
+formulas in nccl_algos.py; send/recv's channel counts and bandwidth caps are nccl_p2p.py's.
+Constants: moesim/collectives/nccl_tuning.toml (NCCL 2.30.7 tuning.cc, cited there), read by nccl_tuning.py.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 from moesim.collectives import hierarchy
 from moesim.collectives.nccl_facts import ll_multi_node_row, net_overhead_us, no_gdr_legs_s
 from moesim.collectives.nccl_multinode import net_ll_send_leg_s
-from moesim.collectives.formulas import Terms, lg
+from moesim.collectives.formulas import Terms
+# moved out of this module (tidy, session 10), re-exported here: nccl.tuning(), nccl.p2p_channels, ... keep working
+from moesim.collectives.nccl_p2p import (  # noqa: F401
+    p2p_bw_cap, p2p_channels, p2p_net_bw_cap, p2p_net_peer_channels,
+)
+from moesim.collectives.nccl_tuning import tuning
 from moesim.errors import SpecError
-from moesim.paths import read_versioned_toml
 
 PROTOCOLS = ("LL", "LL128", "Simple")
 ALGORITHMS = ("ring", "tree", "nvls", "nvlstree", "collnetdirect", "collnetchain", "pat")
@@ -47,13 +51,6 @@ ALGO_NEEDS = {
 }
 ALGO_NEEDS["collnetchain"] = ALGO_NEEDS["collnetdirect"]
 US = 1e-6
-_TUNING = Path(__file__).with_name("nccl_tuning.toml")
-
-
-@lru_cache(maxsize=1)
-def tuning() -> dict:
-    """The NCCL constants (nccl_tuning.toml), checked for its schema version once."""
-    return read_versioned_toml(_TUNING)
 
 
 def parse_nccl_algo(text: str | None) -> frozenset[str]:
@@ -187,57 +184,6 @@ def _net_overheads(host_cpu: str = "") -> tuple[float, ...]:
     return tuple(net_overhead_s(proto, host_cpu) for proto in PROTOCOLS)
 
 
-def _pat(size_bytes, n, nodes, tiers, port_bw):
-    """PAT all-gather / reduce-scatter, one GPU per node (nccl_tuning.toml [pat]): base 8 us + lg N·h_net/3.5 +
-    2.8 us·n; the network moves S at 0.75 of the port, the several-node ramp on it."""
-    t = tuning()
-    p = t["pat"]
-    simple = PROTOCOLS.index("Simple")
-    latency = lg(nodes) * hop_latency_s("pat", simple, tiers[1]) / p["inter_divisor"] + p["per_rank_us"] * US * n
-    transfer = (0.0, size_bytes / (p["bw_factor"] * port_bw[1])) + tuple(0.0 for _ in tiers[2:])
-    terms = Terms(latency, transfer)
-    return ("pat", "Simple", _scaled(terms, fill_factor(size_bytes, level_fill_bytes(tiers, True))),
-            t["base_latency_us"]["pat"][simple] * US, 0.0)
-
-
-def _collnet(size_bytes, counts, tiers, port_bw, nvls_eff, allowed):
-    """CollNet all-reduce over SHARP switches (NCCL_COLLNET_ENABLE=1): CollNetDirect, CollNetChain and
-    NVLS+CollNet, Simple only, formulas and constants in nccl_tuning.toml [collnet] (NCCL 2.30.7 tuning.cc,
-    ../shared/reference/wave2.md §1.4-1.6). The switches reduce, so no term grows with the node count:
-    transfer = S / (bus_to_alg × figure) on the NVLink tier (NVLS: S/(η_nvls·W_0)) and on the node's NICs
-    (c_1 = ppn ports), the several-node ramp on the bottleneck."""
-    t = tuning()["collnet"]
-    simple = PROTOCOLS.index("Simple")
-    ppn = counts[0]
-    nics = port_bw[1] * ppn
-    net = size_bytes / (t["bus_to_alg"] * nics)
-    rest = tuple(0.0 for _ in tiers[2:])
-    fill = level_fill_bytes(tiers, True)
-    out = []
-
-    def hop(algo, tier):
-        return hop_latency_s("tree" if ppn == 1 and _link(tier.kind) == "net" else algo, simple, tier)
-
-    if "collnetdirect" in allowed:
-        latency = 2 * (min(1, ppn - 1) * hop("collnetdirect", tiers[0])
-                       + t["direct_per_local_rank_us"] * US * (ppn - 1)) + hop("collnetdirect", tiers[1])
-        k = t["direct_bw_factor_hopper"] if getattr(tiers[0], "nccl_arch", "") in ("hopper", "blackwell") else 1.0
-        intra = size_bytes / (t["bus_to_alg"] * port_bw[0] * k) if ppn > 1 else 0.0
-        terms = Terms(latency, (intra, net) + rest)
-        out.append(("collnetdirect", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0, 0.0))
-    if "collnetchain" in allowed:
-        latency = 2 * (ppn - 1) * hop("collnetchain", tiers[0]) + hop("collnetchain", tiers[1])
-        intra = size_bytes / (t["bus_to_alg"] * port_bw[0]) if ppn > 1 else 0.0
-        terms = Terms(latency, (intra, net) + rest)
-        out.append(("collnetchain", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0, 0.0))
-    if nvls_eff > 0 and ppn > 1 and "nvls" in allowed:
-        latency = hop("nvls", tiers[0]) + hop("nvls", tiers[1])
-        terms = Terms(latency, (size_bytes / (port_bw[0] * nvls_eff), net) + rest)
-        fill = max(fill, nvls_fill_bytes(ppn, tiers[0], multi_node=True))
-        out.append(("nvls", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0, 0.0))
-    return out
-
-
 def tree_correction(protocol: str, size_bytes: float) -> float:
     """NCCL's tree all-reduce bandwidth factor for this size: treeCorrectionFactor[p][log2(bytes/64)].
 
@@ -318,48 +264,6 @@ def _caps(counts, cap: float) -> tuple[float, ...] | None:
     return tuple(cap / (counts[i - 1] if i > 0 else 1) for i in range(len(counts)))
 
 
-def _nvls_fixed(op, n, counts, tiers, nodes, multi, allowed, nvls_knobs=None) -> tuple[str, float, float] | None:
-    """_nvls' algorithm, latency s and S_fill (nothing in them depends on the size); None where NCCL_ALGO or
-    the op rules it out. `nvls_knobs`: nvls_fill_bytes' (None: the run sets none). NCCL runs NVLS all-gather /
-    reduce-scatter only up to NCCL_MAX_NVLS_ARITY (32) local ranks (enqueue.cc updateCollCostTable, v2.28.9-1 /
-    v2.30.7-1: `info->func != ncclFuncAllReduce && comm->localRanks > NCCL_MAX_NVLS_ARITY` skips NVLS; nccl_tuning.toml
-    [nvls_chunk] max_arity)."""
-    simple = PROTOCOLS.index("Simple")
-    if not multi:
-        if "nvls" not in allowed or (op != "all_reduce" and n > tuning()["nvls_chunk"]["max_arity"]):
-            return None
-        return "nvls", hop_latency_s("nvls", simple, tiers[0]), nvls_fill_bytes(n, tiers[0], False, nvls_knobs)
-    if op != "all_reduce" or "nvlstree" not in allowed:
-        return None
-    latency = hop_latency_s("nvlstree", simple, tiers[0]) + 2 * lg(nodes) * hop_latency_s("nvlstree", simple, tiers[1])
-    return "nvlstree", latency, max(level_fill_bytes(tiers, True),
-                                    nvls_fill_bytes(counts[0], tiers[0], True, nvls_knobs))
-
-
-def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, fixed):
-    """NVLink SHARP (Simple only). One node: the switch reduces (multimem.ld_reduce) and multicasts
-    (multimem.st), so each GPU moves S out and S in for an all-reduce and S(n−1)/n for all-gather /
-    reduce-scatter: transfer_0 = S·f/(η_nvls·W_0). Several nodes (NVLSTree, all-reduce only): NVLS
-    inside the node, a tree between nodes over the node's c_1 NICs: transfer_1 = S/(c_1·W_1) on ≤ 2
-    nodes (NCCL counts bwInter twice there), 2S/(c_1·W_1) beyond.
-    latency: NVLS h(nvls, Simple, nvlink); NVLSTree h(nvlstree, nvlink) + 2·lg N·h(nvlstree, net)
-    (`fixed`: _nvls_fixed, once per plan).
-    Source: wave2.md §1.4-1.6 (NCCL 2.30.7 tuning.cc gating and formulas); η_nvls from the maintainers'
-    ~480 GB/s busbw (algbw ~275 GB/s) on 8×H100 (NVIDIA/nccl-tests#212), set in the hardware profile.
-    """
-    name, latency, fill = fixed
-    line0 = port_bw[0] * nvls_eff
-    if name == "nvls":
-        share = 1.0 if op == "all_reduce" else (n - 1) / n
-        terms = Terms(latency, (size_bytes * share / line0,))
-        return "nvls", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0, 0.0
-    line0 = port_bw[0] * (getattr(tiers[0], "nvlstree_efficiency", 0.0) or nvls_eff)  # calibrate: its own figure
-    inter = port_bw[1] * counts[0] * getattr(tiers[1], "nvlstree_net_factor", 1.0)  # the node's c_1 = g_0 NICs
-    outer = size_bytes / inter * (1 if nodes <= 2 else 2)
-    transfer = (size_bytes / line0, outer) + tuple(0.0 for _ in tiers[2:])
-    return "nvlstree", "Simple", _scaled(Terms(latency, transfer), fill_factor(size_bytes, fill)), 0.0, 0.0
-
-
 def _scaled(terms: Terms, k: float) -> Terms:
     """`terms` with its bottleneck transfer × k."""
     if not terms.transfer_s:
@@ -373,70 +277,3 @@ def _scaled_transfer(transfer: tuple[float, ...], k: float) -> tuple[float, ...]
         return transfer
     worst = transfer.index(max(transfer))
     return transfer[:worst] + (transfer[worst] * k,) + transfer[worst + 1:]
-
-
-def p2p_channels(size_bytes: float, n: int, tier0, net_tier=None) -> int:
-    """Channels NCCL splits one peer's send of `size_bytes` over, in an n-rank communicator
-    (nccl_tuning.toml [p2p], [p2p_net]; NCCL 2.30.7 enqueue.cc addP2pToPlan / scheduleP2pTasksToPlan, paths.cc
-    ncclTopoGetNchannels / ncclTopoComputeP2pChannels); 0 where the tier's architecture has no NVLink line
-    rate listed (not priced by channel).
-
-    `net_tier` is the NIC tier when the communicator spans several nodes: then every peer's send, an NVLink
-    one included, gets the communicator's per-peer count, the smallest over all peers (the network peer's
-    max(NICs, ceil(NIC GB/s / 14)) below an NVLink peer's 2 x links), halved while per-peer x ceil(peers / 8)
-    exceeds the p2p channels, and parts of P2P_NET_CHUNKSIZE / 2 to P2P_NET_CHUNKSIZE."""
-    t = tuning()["p2p"]
-    line = t["link_gb_per_s"].get(getattr(tier0, "nccl_arch", ""))
-    if not line:
-        return 0
-    links = max(1, int(tier0.port_bw_bytes_per_s / (line * 1e9) + 1e-9))
-    if net_tier is None:
-        per_peer = min(t["p2p_channels"], _pow2_up(2 * links))
-        min_part = t["chunk_bytes"] // t["min_part_divisor"]
-        max_part = t["chunk_bytes"] * t["max_part_chunks"]
-    else:
-        tn = tuning()["p2p_net"]
-        per_peer = min(t["p2p_channels"], _pow2_up(min(2 * links, p2p_net_peer_channels(net_tier))))
-        while per_peer * -(-n // tn["max_p2p_per_batch"]) > t["p2p_channels"] and per_peer > 1:
-            per_peer //= 2
-        min_part = tn["chunk_bytes"] // tn["min_part_divisor"]
-        max_part = tn["chunk_bytes"]
-    c_min = per_peer
-    while c_min * n > t["p2p_channels"] and c_min > 1:
-        c_min //= 2
-    c = max(1, min(c_min, -(-int(size_bytes) // min_part)))
-    while size_bytes / c > max_part and c <= per_peer // 2:
-        c *= 2
-    return c
-
-
-def p2p_bw_cap(size_bytes: float, n: int, tier0, net_tier=None) -> float:
-    """Bytes/s the p2p channels of one NVLink send carry: channels x half an NVLink's line rate (0 = no cap)."""
-    c = p2p_channels(size_bytes, n, tier0, net_tier)
-    return c * tuning()["p2p"]["link_gb_per_s"][tier0.nccl_arch] * 1e9 / 2 if c else 0.0
-
-
-def p2p_net_peer_channels(net_tier) -> int:
-    """Channels NCCL 2.30.7 gives one network peer by default: max(NICs per GPU, ceil(NIC GB/s / 14))
-    (paths.cc ncclTopoGetNchannels, NCCL_P2P_PER_CHANNEL_NET_BW = 14 GB/s; nccl_tuning.toml [p2p_net]).
-    One NIC per GPU on every shipped rail profile: 400 Gb/s (50 GB/s) -> 4, 200 Gb/s -> 2, 100 Gb/s -> 1."""
-    tn = tuning()["p2p_net"]
-    nic_gb_per_s = int(net_tier.port_bw_bytes_per_s / 1e9 + 1e-9)
-    return max(tn["nics_per_gpu"], -(-nic_gb_per_s // tn["per_channel_net_gb_per_s"]))
-
-
-def p2p_net_bw_cap(size_bytes: float, n: int, tier0, net_tier) -> float:
-    """Bytes/s one send to a peer on another node carries: its p2p channels x NCCL's per-channel network
-    figure (14 GB/s, the bandwidth NCCL provisions one channel for; that a channel moves exactly that much is
-    an assumption). Without an NVLink tier the network peer's own count applies. 0 = no cap."""
-    c = p2p_channels(size_bytes, n, tier0, net_tier) if tier0 is not None else 0
-    if not c:
-        c = p2p_net_peer_channels(net_tier)
-    return c * tuning()["p2p_net"]["per_channel_net_gb_per_s"] * 1e9
-
-
-def _pow2_up(v: int) -> int:
-    p = 1
-    while p < v:
-        p <<= 1
-    return p

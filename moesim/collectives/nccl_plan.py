@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from moesim.collectives import hierarchy
 from moesim.collectives.formulas import Terms
-from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _collnet, _hop_tables, _ll_cap, _net_ll_legs,
-                                     _net_overheads, _nvls, _nvls_fixed, _pat, _ring_plateau, _scaled_transfer,
+from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _hop_tables, _ll_cap, _net_ll_legs,
+                                     _net_overheads, _ring_plateau, _scaled_transfer,
                                      _tree_net_hops, fill_factor, level_fill_bytes, tree_correction, tuning)
+from moesim.collectives.nccl_algos import _collnet, _nvls, _nvls_fixed, _pat
 from moesim.collectives.nccl_channels import (channel_rule, coll_channels, full_share_bytes, pinned_share,
                                               share_at)
 from moesim.collectives.nccl_facts import ll128_across_nodes, no_gdr_legs_s, no_gdr_tuner_latency_s

@@ -231,19 +231,21 @@ RANGES: dict[str, dict[str, Range]] = {
     },
 }
 
-# Numeric command-line values, by argparse `dest`, checked by the CLI before any command runs.
+# Numeric command-line values, by argparse `dest`, checked by the CLI before any command runs; a flag that sets a
+# spec field takes that field's range (one table to keep in step).
+_SIM = RANGES["SimOptions"]
 ARG_RANGES: dict[str, Range] = {
-    "devices": count(1, MAX_DEVICES, "devices"),
+    "devices": RANGES["Scenario"]["devices"],
     "seq_len": count(1, MAX_SEQ_LEN, "tokens"),
     "decoder_seq_len": count(1, MAX_SEQ_LEN, "tokens"),
     "top": count(0, 10**4),
     "refine_des": count(0, 10**4),
-    "steps": count(1, 10**4),
-    "seed": count(0, 2**63 - 1),
-    "chunks": count(1, 1024),
-    "straggler_fraction": Range(0, 1),
-    "straggler_slowdown": Range(1, 1000),
-    "noise": non_negative(10),
+    "steps": _SIM["steps"],
+    "seed": _SIM["seed"],
+    "chunks": _SIM["chunks"],
+    "straggler_fraction": _SIM["straggler_fraction"],
+    "straggler_slowdown": _SIM["straggler_slowdown"],
+    "noise": _SIM["noise_sigma"],
     "workers": count(1, 4096),
     "holdout_fraction": Range(0, 1, hi_open=True),  # [0, 1): 0 holds nothing out (calibrate/records.py split_holdout)
     "bootstrap": count(0, 10**5),

@@ -48,7 +48,7 @@ def test_no_algorithm_hint_names_what_the_asked_algorithm_needs(capsys):
 
 def test_tuner_rules_file_that_is_a_directory_or_binary(capsys, tmp_path):
     args = ("all_reduce", "--hardware", "h100-sxm", "--devices", 16, "--bytes", "1MiB", "--tuner-rules")
-    assert "field 'tuner_rules': is a directory, not a file" in one_error(capsys, *args, tmp_path)
+    assert "field '--tuner-rules': is a directory, not a file" in one_error(capsys, *args, tmp_path)
     binary = tmp_path / "rules.csv"
     binary.write_bytes(b"\xff\xfea\x00l\x00")
     assert "not UTF-8 text (a binary file?)" in one_error(capsys, *args, binary)

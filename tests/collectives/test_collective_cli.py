@@ -69,7 +69,7 @@ def test_text_table(capsys):
     (["all_reduce", "--hardware", "h100-sxm", "--devices", "0"], "field '--devices'"),
     (["all_reduce", "--hardware", "tpu-v99", "--devices", "8"], "unknown hardware profile 'tpu-v99'"),
     (["all_reduce", "--hardware", "h100-sxm", "--devices", "64", "--nccl-algo", "collnetchain"],
-     "field 'nccl_algo': NCCL_ALGO 'collnetchain' leaves no algorithm"),
+     "field '--nccl-algo': NCCL_ALGO 'collnetchain' leaves no algorithm"),
 ])
 def test_bad_input_exits_2(capsys, argv, fragment):
     assert main(["collective", *argv]) == 2

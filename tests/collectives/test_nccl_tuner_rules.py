@@ -219,7 +219,7 @@ def test_missing_rules_file(capsys, tmp_path):
     code = main(["collective", "all_gather", "--hardware", "h200", "--devices", "16",
                  "--tuner-rules", str(tmp_path / "absent.csv")])
     assert code == 2
-    assert "absent.csv: field 'tuner_rules': tuner rules file not found" in capsys.readouterr().err
+    assert "absent.csv: field '--tuner-rules': tuner rules file not found" in capsys.readouterr().err
 
 
 def test_cli_nccl_proto_and_rules(capsys, tmp_path):
@@ -234,7 +234,7 @@ def test_cli_nccl_proto_and_rules(capsys, tmp_path):
     assert data["tuner_rules"] == str(path) and data["nccl_proto"] == ""
     assert [r["algorithm"] for r in data["results"]] == ["ring/Simple", "ring/LL"]
     assert main(argv[:-1] + ["--nccl-proto", "LL512"]) == 2
-    assert "field 'nccl_proto': unknown NCCL protocol 'll512'" in capsys.readouterr().err
+    assert "field '--nccl-proto': unknown NCCL protocol 'll512'" in capsys.readouterr().err
 
 
 def test_manifest_entry_model_takes_nccl_proto(h200):

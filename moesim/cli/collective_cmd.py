@@ -6,7 +6,8 @@ import argparse
 
 from moesim.cli.output import print_json
 from moesim.errors import SpecError
-from moesim.collectives.sweep import DEFAULT_A2A_ALGORITHM, DEFAULT_P2P_NET_MODEL, P2P_NET_MODELS
+from moesim.collectives.sweep import (BROADCAST_MODELS, DEFAULT_A2A_ALGORITHM, DEFAULT_BROADCAST_MODEL,
+                                     DEFAULT_P2P_NET_MODEL, P2P_NET_MODELS)
 from moesim.units import parse_size_bytes, parse_size_range
 
 DEFAULT_SWEEP = "8B:8GiB"  # the range nccl-tests' README runs (-b 8 -e 8G -f 2)
@@ -45,6 +46,14 @@ def register(subparsers) -> None:
                         "and its proxy launching every Simple step in turn (collectives/nccl_p2p_net.py; evaluated, "
                         f"not the default: docs/collectives-history.md 'Session 9 (a2aconc)'); one of "
                         f"{', '.join(P2P_NET_MODELS)}; default {DEFAULT_P2P_NET_MODEL}; GPU profiles only")
+    p.add_argument("--broadcast-model", default=DEFAULT_BROADCAST_MODEL, metavar="MODEL",
+                   help="how NCCL's ring broadcast is priced: 'nccl' one broadcast on NCCL's per-size channels with "
+                        "its ring LL bus cap (the default); 'plain' the pricing before session 10 (every channel at "
+                        "every size, no LL cap); 'nccl-fill' 'nccl' and the chain's store-and-forward fill, one chunk "
+                        "per network hop (and Simple NVLink hop); 'nccl-tests' what broadcast_perf reports for "
+                        "back-to-back broadcasts of the default, averaged over ranks (the last two evaluated, not the "
+                        "default: docs/collectives-history.md 'Session 10 (bcast)'); one of "
+                        f"{', '.join(BROADCAST_MODELS)}; other ops ignore it; GPU profiles only")
     p.add_argument("--nccl-algo", default="", metavar="ALGOS",
                    help="restrict NCCL's algorithms as NCCL_ALGO does: 'ring', 'ring,tree', '^nvls,nvlstree' "
                         "(ring, tree, nvls, nvlstree, collnetdirect, collnetchain, pat; 'collnet' = both CollNets; "
@@ -88,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         report = collective_report(args.hardware, args.op, args.devices, sizes, args.group_stride, args.concurrent,
                                    args.nccl_algo, args.nccl_collnet, args.nccl_proto, args.tuner_rules,
                                    {name: getattr(args, name) for name in CHANNEL_KNOBS}, args.a2a_algorithm,
-                                   args.p2p_net_model)
+                                   args.p2p_net_model, args.broadcast_model)
     except SpecError as err:
         if err.field not in FLAGS:
             raise

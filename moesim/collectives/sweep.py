@@ -15,6 +15,8 @@ import warnings
 from moesim.collectives.base import OPS, CollectiveCost, CollectiveModel, Group
 from moesim.collectives.nccl_p2p_net import DEFAULT_MODEL as DEFAULT_P2P_NET_MODEL
 from moesim.collectives.nccl_p2p_net import MODELS as P2P_NET_MODELS
+from moesim.collectives.nccl_broadcast import DEFAULT_MODEL as DEFAULT_BROADCAST_MODEL
+from moesim.collectives.nccl_broadcast import MODELS as BROADCAST_MODELS
 from moesim.errors import SpecError
 
 NCCL_TESTS_TYPE, NCCL_TESTS_TYPE_BYTES = "float", 4  # nccl-tests' default `-d float`
@@ -96,7 +98,8 @@ def average_busbw_GBps(rows: list[dict]) -> float:
 def collective_report(hardware: str, op: str, devices: int, sizes: list[int], stride: int = 1,
                       concurrent: int = 1, nccl_algo: str = "", collnet: bool = False, nccl_proto: str = "",
                       tuner_rules: str | None = None, channels: dict | None = None,
-                      a2a_algorithm: str = DEFAULT_A2A_ALGORITHM, p2p_net_model: str = DEFAULT_P2P_NET_MODEL) -> dict:
+                      a2a_algorithm: str = DEFAULT_A2A_ALGORITHM, p2p_net_model: str = DEFAULT_P2P_NET_MODEL,
+                      broadcast_model: str = DEFAULT_BROADCAST_MODEL) -> dict:
     """Everything `moesim collective` prints: the group, the system it lands on, one row per size.
 
     `devices` is the group size (nccl-tests' rank count); `stride` spaces its members on the device
@@ -108,7 +111,8 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     nccl_min_ctas, nccl_max_ctas} (NCCL_MIN_NCHANNELS, ...; collectives/nccl_channels.py), absent or None = not set;
     `a2a_algorithm` which all-to-all is priced (A2A_ALGORITHMS, all_to_all_cost), ignored by the other ops;
     `p2p_net_model` how the network peers of a flat all-to-all / a send/recv between nodes are priced
-    (collectives/nccl_p2p_net.py MODELS: "summed", the default, or "concurrent").
+    (collectives/nccl_p2p_net.py MODELS: "summed", the default, or "concurrent"); `broadcast_model` how NCCL's ring
+    broadcast is priced (collectives/nccl_broadcast.py MODELS: "nccl", the default, "plain" or "nccl-tests").
     """
     from moesim.collectives.select import default_model
     from moesim.specs.load import load_hardware
@@ -119,6 +123,9 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     if p2p_net_model not in P2P_NET_MODELS:
         raise SpecError(f"unknown p2p network model '{p2p_net_model}'", field="--p2p-net-model", value=p2p_net_model,
                         allowed=P2P_NET_MODELS)
+    if broadcast_model not in BROADCAST_MODELS:
+        raise SpecError(f"unknown broadcast model '{broadcast_model}'", field="--broadcast-model",
+                        value=broadcast_model, allowed=BROADCAST_MODELS)
     hw = load_hardware(hardware)
     if op not in OPS:
         raise SpecError(f"unknown collective '{op}'", field="op", value=op, allowed=OPS)
@@ -135,7 +142,8 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     knobs = {name: (channels or {}).get(name) for name in CHANNEL_KNOBS}
     options = [("--nccl-algo", nccl_algo), ("--nccl-collnet", collnet), ("--nccl-proto", nccl_proto),
                ("--tuner-rules", tuner_rules), *(("--" + k.replace("_", "-"), v is not None) for k, v in knobs.items()),
-               ("--p2p-net-model", p2p_net_model != DEFAULT_P2P_NET_MODEL)]
+               ("--p2p-net-model", p2p_net_model != DEFAULT_P2P_NET_MODEL),
+               ("--broadcast-model", broadcast_model != DEFAULT_BROADCAST_MODEL)]
     given = [name for name, value in options if value]
     if given:
         if hw.device_kind != "gpu":  # the model prices these devices' own collectives: NCCL's options would do nothing
@@ -147,7 +155,7 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
 
         rules = load_tuner_rules(tuner_rules) if tuner_rules else None
         model = TopologyModel(hw, nccl_algo=nccl_algo, collnet=collnet, nccl_proto=nccl_proto, tuner_rules=rules,
-                              p2p_net_model=p2p_net_model, **knobs)
+                              p2p_net_model=p2p_net_model, broadcast_model=broadcast_model, **knobs)
         rows = collective_rows(model, op, sizes, group, a2a_algorithm)
         ignored = [name for name, value in options[:3] if value]  # NCCL_ALGO, NCCL_COLLNET_ENABLE, NCCL_PROTO
         if op in ("all_to_all", "send_recv") and ignored:  # NCCL's p2p: no algorithm, the protocol by size
@@ -160,7 +168,7 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
         rows = collective_rows(model, op, sizes, group, a2a_algorithm)
     system = model.system(model.job_devices(group)).summary() if hasattr(model, "system") else {}
     return {"hardware": hw.name, "op": op, "devices": devices, "group_stride": stride, "concurrent": concurrent,
-            "a2a_algorithm": a2a_algorithm, "p2p_net_model": p2p_net_model,
+            "a2a_algorithm": a2a_algorithm, "p2p_net_model": p2p_net_model, "broadcast_model": broadcast_model,
             "nccl_algo": nccl_algo, "nccl_collnet": collnet, "nccl_proto": nccl_proto, "tuner_rules": tuner_rules,
             **knobs, "nccl_channels": channel_counts(model, group, knobs),
             "system": system, "results": rows, "avg_busbw_GBps": average_busbw_GBps(rows)}

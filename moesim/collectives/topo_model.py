@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from moesim.collectives import formulas, hierarchy, nccl, nccl_facts, nccl_multinode, nccl_plan, torus_costs
-from moesim.collectives import nccl_p2p_net
+from moesim.collectives import nccl_broadcast, nccl_p2p_net
 from moesim.collectives.algorithm_menu import HALVING_NAME as _HALVING_NAME
 from moesim.collectives.algorithm_menu import P2P_OPS as _P2P_OPS
 from moesim.collectives.algorithm_menu import PASSES as _PASSES
@@ -85,6 +85,8 @@ class TopologyModel:
     # a network peer's sends inside one grouped send/recv (nccl_p2p_net.MODELS): "summed", one message latency per
     # peer (hierarchy.pairwise_all_to_all_terms), or "concurrent", NCCL's batches and proxy launches (nccl_p2p_net.py)
     p2p_net_model: str = nccl_p2p_net.DEFAULT_MODEL
+    # how NCCL's ring broadcast is priced (nccl_broadcast.MODELS: plain, nccl (default), nccl-fill, nccl-tests)
+    broadcast_model: str = nccl_broadcast.DEFAULT_MODEL
     _algos: frozenset = field(default=frozenset(), init=False, repr=False)
     _protos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_PROTO's list}, set ops only
     _systems: dict = field(default_factory=dict, init=False, repr=False)
@@ -265,7 +267,9 @@ class TopologyModel:
             protocols=protocol_rows,
             names=_algorithm_names(op, counts, n, system.nccl), tuner=tuner, cap_tiers=cap_tiers,
             p2p_protocols=system.nccl and op in _P2P_OPS, p2p_net_simple=net_simple, gdr_offsets=gdr_offsets,
-            p2p_concurrent=self._concurrent_layout(op, system, pl, tiers, protocol_rows))
+            p2p_concurrent=self._concurrent_layout(op, system, pl, tiers, protocol_rows),
+            bcast=nccl_broadcast.layout(self.broadcast_model, n, counts, tiers, protocol_rows, tuple(
+                getattr(self, k) for k in CHANNEL_KNOBS)) if system.nccl and op == "broadcast" else None)
 
     def _concurrent_layout(self, op: str, system: System, pl: GroupPlacement, tiers, protocol_rows):
         """What p2p_net_model="concurrent" needs for `op` (nccl_p2p_net.py), or None where it does not apply (not
@@ -315,8 +319,12 @@ class TopologyModel:
             for name in lay.names:
                 if picked is not None and proto.name != picked[name]:
                     continue
-                terms = _algorithm_terms(name, op, size, n, counts, alpha, bw, lay.rail, copy_bw)
                 offset = lay.gdr_offsets[proto.name] if lay.gdr_offsets else 0.0
+                if lay.bcast is not None:  # NCCL's broadcast as broadcast_model says (nccl_broadcast.py)
+                    terms, extra = nccl_broadcast.terms(lay.bcast, proto.name, size, n, counts, alpha["ring"], bw)
+                    offset += extra
+                else:
+                    terms = _algorithm_terms(name, op, size, n, counts, alpha, bw, lay.rail, copy_bw)
                 base = proto.base_latency_s(name)
                 if lay.p2p_concurrent is not None and name in ("pairwise", "direct"):
                     terms, base = nccl_p2p_net.concurrent_terms(lay.p2p_concurrent, name, size, n, counts, proto,
@@ -330,6 +338,7 @@ class TopologyModel:
         for name in CHANNEL_KNOBS:
             check_channel_knob(name, getattr(self, name))
         nccl_p2p_net.check_model(self.p2p_net_model)
+        nccl_broadcast.check_model(self.broadcast_model)
         if self.tuner_rules is not None and not isinstance(self.tuner_rules, TunerRules):
             raise SpecError("tuner_rules must be the rules load_tuner_rules reads (or None)", field="tuner_rules",
                             value=type(self.tuner_rules).__name__)
@@ -368,6 +377,7 @@ class _Layout:
     p2p_net_simple: bool = False  # NCCL send/recv between nodes: Simple at every size (nccl_multinode.p2p_net_runs_ll)
     gdr_offsets: dict | None = None  # broadcast without GDR: {protocol: tuner offset s}, its legs taken back
     p2p_concurrent: tuple | None = None  # p2p_net_model="concurrent": TopologyModel._concurrent_layout's tuple
+    bcast: dict | None = None  # broadcast_model other than "plain": nccl_broadcast.layout's
 
 
 def _nic_tier(system: System, pl: GroupPlacement):

@@ -1,0 +1,151 @@
+"""NCCL's ring broadcast as NCCL runs one (`nccl`, the default; `nccl-fill` with the chain's store-and-forward fill) and
+as nccl-tests reports back-to-back ones (`nccl-tests`), beside the pricing before session 10 (`plain`):
+TopologyModel(broadcast_model=...), `moesim collective --broadcast-model`. docs/collectives-history.md "Session 10
+(bcast)" has the sources read, the per-log figures and why only `nccl` ships.
+
+What NCCL v2.24.3-1 does (the Voltage Park logs' NCCL):
+- src/device/broadcast.h `runRing`: one chain per channel from the root along the ring (root: directSend /
+  directCopySend; the rank before the root: directRecv; the others: directRecvCopyDirectSend), one chunk per step
+  (src/include/collectives.h BROADCAST_CHUNKSTEPS = BROADCAST_SLICESTEPS = 1). Priced as hierarchy.broadcast_terms'
+  ring: n - 1 hops, the buffer streaming at the slowest tier.
+- src/enqueue.cc `topoGetAlgoInfo`: once the tuner has picked (ring, protocol), a small broadcast runs on fewer
+  channels, then fewer threads (nc-- while nBytes < nc x nt x threadThreshold; the ring LL threshold x nRanks,
+  src/graph/tuning.cc `ncclTopoTuneModel`): nccl_channels.share_at, as nccl_plan prices it for AR / AG / RS.
+- src/graph/tuning.cc `ncclTopoTuneModel`: a ring's LL bus bandwidth is capped at llMaxBws (every collective, the
+  broadcast included: `a == NCCL_ALGO_RING && p == NCCL_PROTO_LL`), the share before the cap as nccl_plan._transfer.
+
+What nccl-tests 2.17.9 reports (src/common.cu `BenchTime`): after one Barrier it starts its timer, launches `iters`
+(default 20, `-n`) broadcasts back to back with no barrier between them (blocking_coll 0, `-z`), waits for its stream
+and divides by iters; `Allreduce(args, &deltaSec, average)` with `average = 1` (`-a` default) takes the mean over
+ranks; src/broadcast.cu `BroadcastGetBw`: busbw = algbw. So rank k's time is its chain latency L_k (k hops from the
+root) plus iters - 1 periods P, and the log shows P (iters - 1) / iters + mean_k L_k / iters. The period P is one
+rank's share of a broadcast once the chain is full (the engineer's reading, not in either source: neighbours start
+their kernels one after another, so each waits one hop for its data): the base latency, the slowest hop and the
+transfer. Latency of the reading = (h_max (iters - 1) + sum_j h_j (n - j) / n) / iters; base and transfer as one
+broadcast. NCCL picks its protocol by one broadcast (the tuner knows nothing of nccl-tests), so the pick stays
+one broadcast's (the tuner offset takes the difference back).
+
+- `nccl-fill`: a network hop forwards whole steps (src/transport/net.cc `sendProxyProgress`: one isend per complete
+  step) and a Simple NVLink hop whole slices (BROADCAST_SLICESTEPS = 1), a step at most one chunk (src/enqueue.cc
+  `calcCollChunking`; nccl_tuning.toml [broadcast_chunk_bytes]): one chunk per such hop but the slowest on the latency.
+
+Who uses which: estimate, search and the simulator price no broadcast; `moesim collective`, `moesim calibrate` and the
+per-log table price the default (`nccl`); the others where asked for (`--broadcast-model`,
+scripts/broadcast_model_check.py). `nccl-tests` reads the default one-broadcast model (with the fill where that is
+`nccl-fill`).
+"""
+
+from __future__ import annotations
+
+from moesim.collectives import hierarchy
+from moesim.collectives.formulas import Terms
+from moesim.collectives.nccl_channels import ring_tree_channels_at, share_at
+from moesim.errors import SpecError
+
+MODELS = ("plain", "nccl", "nccl-fill", "nccl-tests")
+DEFAULT_MODEL = "nccl"
+
+
+def check_model(name: str) -> None:
+    """SpecError unless `name` is one of MODELS."""
+    if name not in MODELS:
+        raise SpecError(f"unknown broadcast model '{name}'", field="broadcast_model", value=name, allowed=MODELS)
+
+
+def iters() -> int:
+    """nccl-tests' default iteration count (nccl_tuning.toml [nccl_tests])."""
+    from moesim.collectives.nccl import tuning
+
+    return tuning()["nccl_tests"]["iters"]
+
+
+def hop_weights(n: int, counts) -> tuple[tuple[int, float], ...]:
+    """Per tier, (hops of a chain of n - 1 in ring order that cross it, sum over them of (n - j) / n): hop j (1..n-1)
+    crosses tier i where j is a multiple of c_i = g_{i-1} and not of g_i (hierarchy.ring_latency_s' split); rank k
+    waits for hops 1..k, so hop j counts for the n - j ranks k >= j (the mean over ranks of the root-to-rank sum)."""
+    out, c = [], 1
+    for g in counts:
+        hops, weight = 0, 0.0
+        for step in (c, g):  # the multiples of c, less those of g (every multiple of g is one of c)
+            m = (n - 1) // step
+            sign = 1 if step == c else -1
+            hops += sign * m
+            weight += sign * (m * n - step * m * (m + 1) / 2) / n
+        out.append((hops, weight))
+        c = g
+    return tuple(out)
+
+
+def chain_latencies_s(n: int, counts, alpha) -> tuple[float, float]:
+    """(slowest hop s, mean over the n ranks of the root-to-rank latency s) of the chain (hop_weights)."""
+    weights = hop_weights(n, counts)
+    worst = max((a for a, (hops, _) in zip(alpha, weights) if hops), default=0.0)
+    return worst, sum(a * w for a, (_, w) in zip(alpha, weights))
+
+
+def layout(model: str, n: int, counts, tiers, protocol_rows, knobs: tuple) -> dict | None:
+    """What `terms` needs that no size changes, per protocol name: (channel rule, per-tier LL caps or None,
+    nccl-tests latency s or None, fill: (per-tier (store-and-forward hops, their rank weight), chunk bytes) or None);
+    None for `plain` (today's pricing) or off NCCL. `knobs`: the run's nccl_channels.CHANNEL_KNOBS values (None: not
+    set), whose comm->nChannels (nccl_channels.coll_channels) the channel rule takes."""
+    if model == "plain":
+        return None
+    from moesim.collectives.nccl import _caps, _ll_cap, tuning
+    from moesim.collectives.nccl_channels import channel_rule, coll_channels
+
+    default = tuning()["pipeline"]["channels"]
+    coll = knobs[:2] + knobs[3:]  # NCCL_MIN/MAX_NCHANNELS, NCCL_MIN/MAX_CTAS (CHANNEL_KNOBS' order), as nccl_plan.plan
+    channels = coll_channels(default, *coll) if any(k is not None for k in coll) else None
+    multi = len(counts) > 1
+    nodes = max(1, n // counts[0])
+    cap = _ll_cap(tiers[0], nodes, getattr(tiers[1], "host_cpu", "") if multi else "")
+    weights = hop_weights(n, counts)
+    fill = model == "nccl-fill" or (model == "nccl-tests" and DEFAULT_MODEL == "nccl-fill")
+    chunks = tuning()["broadcast_chunk_bytes"]
+    out = {}
+    for proto, alpha, _ in protocol_rows:
+        rule = channel_rule("ring", proto.name, n, default if channels is None else channels, default)
+        tests = None
+        if model == "nccl-tests":
+            worst, mean = chain_latencies_s(n, counts, alpha["ring"])
+            k = iters()
+            tests = (worst * (k - 1) + mean) / k
+        # store-and-forward hops: every network hop (the proxy sends whole steps), NVLink hops for Simple only
+        sf = tuple(w if proto.name == "Simple" or t.kind not in ("switch", "torus") else (0, 0.0)
+                   for w, t in zip(weights, tiers))
+        out[proto.name] = (rule, _caps(counts, cap) if proto.name == "LL" else None, tests,
+                           (sf, chunks[proto.name], iters()) if fill else None)
+    return out
+
+
+def fill_s(sf, chunk: float, size: float, nc: int, transfer) -> tuple[float, float]:
+    """(one broadcast's store-and-forward fill s, its mean over ranks s): one chunk, min(S / nc, chunk), at each
+    store-and-forward hop's per-channel rate (the tier's transfer of S over nc channels), less the slowest hop's
+    (counted in the transfer: a pipeline of K stages and M chunks takes sum t_k + (M - 1) max t_k)."""
+    if size <= 0:
+        return 0.0, 0.0
+    part = min(1.0, chunk * nc / size)
+    t = [x * part for x in transfer]
+    used = [ti for ti, (hops, _) in zip(t, sf) if hops]
+    if not used:
+        return 0.0, 0.0
+    worst = max(used)
+    # the mean over ranks keeps every hop's chunk (an over-count of at most one chunk per rank)
+    return sum(ti * hops for ti, (hops, _) in zip(t, sf)) - worst, sum(ti * w for ti, (_, w) in zip(t, sf))
+
+
+def terms(bcast: dict, proto: str, size: float, n: int, counts, alpha, bw) -> tuple[Terms, float]:
+    """(Terms, tuner offset s) of NCCL's ring broadcast under `bcast` (layout's): the transfer at the per-size channel
+    share and LL cap; with the fill, its store-and-forward fill on the latency; under nccl-tests the latency of the
+    reading, the offset keeping NCCL's pick one broadcast's."""
+    rule, caps, tests, fill = bcast[proto]
+    share = share_at(rule, size)
+    cut = [w * share for w in bw] if caps is None else [min(w * share, c) for w, c in zip(bw, caps)]
+    one = hierarchy.broadcast_terms("ring", size, n, counts, alpha, cut)
+    extra = mean_extra = 0.0
+    if fill is not None:
+        extra, mean_extra = fill_s(fill[0], fill[1], size, ring_tree_channels_at(rule, size)[0], one.transfer_s)
+    if tests is None:
+        return Terms(one.latency_s + extra, one.transfer_s, one.overlapped), 0.0
+    reading = tests + mean_extra / fill[2] if fill is not None else tests
+    return Terms(reading, one.transfer_s, one.overlapped), one.latency_s + extra - reading

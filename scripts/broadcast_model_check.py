@@ -1,0 +1,80 @@
+"""Check of broadcast_model (moesim/collectives/nccl_broadcast.py) against every broadcast log, healthy or not:
+per-log busbw MAPE under "plain" (the pricing before session 10), "nccl" (the default: NCCL v2.24.3's per-size
+channels and ring LL bus cap), "nccl-fill" ("nccl" and the chain's store-and-forward fill) and "nccl-tests" (what
+nccl-tests 2.17.9 reports for back-to-back broadcasts of the default), and every size of each log under the four.
+
+Each log is priced as the per-log table prices it (calibrate/nccl_error.log_error: its system facts, its model, the
+host floor), with only broadcast_model changed. The ship rule (docs/collectives-history.md "Session 10 (bcast)",
+committed before this script first ran) reads the healthy rows; a broadcast log added later is judged here as it
+comes.
+
+Run: python scripts/broadcast_model_check.py [--write]   (--write replaces the marked block of
+docs/collectives-history.md)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from moesim.calibrate.nccl_error import log_error  # noqa: E402
+from moesim.calibrate.nccl_table import _points, _size, entry_hardware, entry_model, read_manifest  # noqa: E402
+from moesim.collectives.nccl_broadcast import MODELS  # noqa: E402
+from moesim.collectives.select import default_model  # noqa: E402
+from scripts.docblock import run_check  # noqa: E402
+from scripts.log_variants import mape_cell  # noqa: E402
+
+MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
+DOC = ROOT / "docs" / "collectives-history.md"
+BEGIN = "<!-- BEGIN broadcast_model_check: python scripts/broadcast_model_check.py --write -->"
+END = "<!-- END broadcast_model_check -->"
+
+
+def broadcast_entries():
+    """Every manifest entry of a broadcast log, in the manifest's order."""
+    for e in read_manifest(MANIFEST):
+        if e.get("op", "") == "broadcast" or "broadcast" in e["file"] or "bcast" in e["file"]:
+            yield e
+
+
+def rows() -> list[tuple]:
+    """(log, healthy, [(size, measured s, plain s, nccl s, nccl-fill s, nccl-tests s, nccl label)]) per log."""
+    out = []
+    for e in broadcast_entries():
+        hw = entry_hardware(e)
+        base = entry_model(e, hw) or default_model(hw)
+        pts, gpt = tuple(_points(MANIFEST.parent, e)), e.get("gpus_per_thread", 1)
+        errs = [log_error(pts, hw, dataclasses.replace(base, broadcast_model=m), gpt) for m in MODELS]
+        sizes = [(a.size_bytes, a.measured_s, a.predicted_s, b.predicted_s, c.predicted_s, d.predicted_s, b.algorithm)
+                 for a, b, c, d in zip(*(err.sizes for err in errs))]
+        out.append((e["file"].replace("_perf.log", ""), e.get("healthy", True), sizes))
+    return out
+
+
+def render() -> str:
+    data = rows()
+    head = " -> ".join(MODELS)
+    lines = ["```", f"log (healthy)                             busbw MAPE >= 1 MiB | < 1 MiB: {head}"]
+    for name, healthy, sizes in data:
+        cells = [f"{mape_cell(sizes, True, col)} | {mape_cell(sizes, False, col)}" for col in (2, 3, 4, 5)]
+        lines.append(f"{name + ' (' + str(healthy).lower() + ')':42s}" + "  ->  ".join(cells))
+    lines += ["", "per size (us; error = measured / predicted - 1)"]
+    for name, _, sizes in data:
+        lines.append(name)
+        lines.append(f"  {'size':>9s} {'measured':>9s} {'plain':>9s} {'err':>8s} {'nccl':>9s} {'err':>8s} "
+                     f"{'nccl-fill':>9s} {'err':>8s} {'nccl-tests':>10s} {'err':>8s}  nccl label")
+        for size, meas, plain, one, fill, tests, label in sizes:
+            lines.append(f"  {_size(size):>9s} {meas * 1e6:9.1f} {plain * 1e6:9.1f} {meas / plain - 1:+8.1%} "
+                         f"{one * 1e6:9.1f} {meas / one - 1:+8.1%} {fill * 1e6:9.1f} {meas / fill - 1:+8.1%} "
+                         f"{tests * 1e6:10.1f} {meas / tests - 1:+8.1%}  {label}")
+    lines.append("```")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    run_check(__doc__.splitlines()[0], render, DOC, BEGIN, END)

@@ -12,7 +12,8 @@ from moesim.units import parse_size_bytes, parse_size_range
 
 DEFAULT_SWEEP = "8B:8GiB"  # the range nccl-tests' README runs (-b 8 -e 8G -f 2)
 # the library's keywords a SpecError names, as the user typed them here (the Python API keeps the keyword names)
-FLAGS = {"nccl_algo": "--nccl-algo", "nccl_proto": "--nccl-proto", "tuner_rules": "--tuner-rules"}
+FLAGS = {"nccl_algo": "--nccl-algo", "nccl_proto": "--nccl-proto", "tuner_rules": "--tuner-rules",
+         "ring_net_channel_gbps": "--ring-net-channel-gbps"}
 
 
 def register(subparsers) -> None:
@@ -46,6 +47,11 @@ def register(subparsers) -> None:
                         "and its proxy launching every Simple step in turn (collectives/nccl_p2p_net.py; evaluated, "
                         f"not the default: docs/collectives-history.md 'Session 9 (a2aconc)'); one of "
                         f"{', '.join(P2P_NET_MODELS)}; default {DEFAULT_P2P_NET_MODEL}; GPU profiles only")
+    p.add_argument("--ring-net-channel-gbps", type=float, default=None, metavar="GBPS",
+                   help="GB/s one ring channel moves where its ring crosses the network: caps a multi-node ring at "
+                        "channels x GBPS (collectives/nccl_plan.ring_net_caps; not sourced, evaluated, not the "
+                        "default: docs/collectives-history.md 'Session 10 (ringnet)'); default: not modelled; GPU "
+                        "profiles only")
     p.add_argument("--broadcast-model", default=DEFAULT_BROADCAST_MODEL, metavar="MODEL",
                    help="how NCCL's ring broadcast is priced: 'nccl' one broadcast on NCCL's per-size channels with "
                         "its ring LL bus cap (the default); 'plain' the pricing before session 10 (every channel at "
@@ -97,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         report = collective_report(args.hardware, args.op, args.devices, sizes, args.group_stride, args.concurrent,
                                    args.nccl_algo, args.nccl_collnet, args.nccl_proto, args.tuner_rules,
                                    {name: getattr(args, name) for name in CHANNEL_KNOBS}, args.a2a_algorithm,
-                                   args.p2p_net_model, args.broadcast_model)
+                                   args.p2p_net_model, args.broadcast_model, args.ring_net_channel_gbps)
     except SpecError as err:
         if err.field not in FLAGS:
             raise

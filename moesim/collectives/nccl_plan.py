@@ -8,6 +8,7 @@ nccl_tuning.toml.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from moesim.collectives import hierarchy
@@ -21,10 +22,12 @@ from moesim.collectives.nccl_channels import (channel_rule, coll_channels, full_
 from moesim.collectives.nccl_facts import ll128_across_nodes, no_gdr_legs_s, no_gdr_tuner_latency_s
 from moesim.collectives.nccl_multinode import ring_chain_extra_net_steps
 from moesim.collectives.nccl_nvls import nvls_step_rule, nvls_steps_s
+from moesim.errors import SpecError
 
 
 def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str],
-               collnet: bool = False, protocols: frozenset[str] | None = None, knobs: tuple = (None,) * 5):
+               collnet: bool = False, protocols: frozenset[str] | None = None, knobs: tuple = (None,) * 5,
+               ring_net_channel_bw: float = 0.0):
     """(algorithm, protocol, Terms, base latency s, tuner offset s) of every enabled NCCL candidate for AR / AG / RS.
 
     The Terms are what the wire takes (wire_hops_us); the tuner offset is NCCL's own model time minus it (its
@@ -38,8 +41,11 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     2.28 does (tuning.cc: the gate applies only to protoEnable == 2, the value NCCL_PROTO did not set).
     `knobs`: the run's (NCCL_MIN_NCHANNELS, NCCL_MAX_NCHANNELS, NCCL_NVLS_NCHANNELS, NCCL_MIN_CTAS, NCCL_MAX_CTAS),
     None where not set (nccl_channels.CHANNEL_KNOBS, coll_channels, nvls_channels).
+    `ring_net_channel_bw`: bytes/s one ring channel moves where its ring crosses the network (the ringnet option,
+    `ring_net_caps`; 0 = off, as shipped).
     """
-    return priced(plan(op, n, counts, tiers, allowed, collnet, protocols, knobs), size_bytes, port_bw)
+    return priced(plan(op, n, counts, tiers, allowed, collnet, protocols, knobs, ring_net_channel_bw), size_bytes,
+                  port_bw)
 
 
 @dataclass(frozen=True)
@@ -66,10 +72,11 @@ class Plan:
     channels: int | None = None  # the run's comm->nChannels (nccl_channels.coll_channels); None: the system's
     nvls_steps: tuple | None = None  # nccl_nvls.nvls_step_rule of NVLS / NVLSTree where it runs (per-loop cost)
     no_gdr: tuple | None = None  # ((algorithm, s), ...) PAT / NVLSTree / CollNet legs without GDR (wire only)
+    ring_net: tuple | None = None  # per-tier ring bandwidth caps of the ringnet option (ring_net_caps), None = off
 
 
 def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool = False,
-         protocols: frozenset[str] | None = None, knobs: tuple = (None,) * 5) -> Plan:
+         protocols: frozenset[str] | None = None, knobs: tuple = (None,) * 5, ring_net_channel_bw: float = 0.0) -> Plan:
     """The size-free part of `candidates`: hop latencies per algorithm × protocol, factors, caps, gates."""
     t = tuning()
     passes = 2 if op == "all_reduce" else 1
@@ -140,7 +147,34 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
                 nvls=nvls,
                 sharp=collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False) and simple,
                 nvls_steps=nvls_step_rule(nvls[0], n, counts, tiers, nodes, nvls_knobs) if nvls else None,
-                no_gdr=no_gdr_tuner_latency_s(t, path, nodes, counts[0]) if staged else None)
+                no_gdr=no_gdr_tuner_latency_s(t, path, nodes, counts[0]) if staged else None,
+                ring_net=ring_net_caps(counts, default if channels is None else channels, ring_net_channel_bw)
+                if multi and ring_net_channel_bw > 0 else None)
+
+
+def check_ring_net_channel_gbps(value) -> None:
+    """The ringnet option as given: None, or a finite number of GB/s > 0 (else a SpecError naming the field)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise SpecError(f"must be a number of GB/s > 0, got {value!r}", field="ring_net_channel_gbps", value=value,
+                        allowed="a number > 0 (GB/s per ring channel across the network), or not set")
+
+
+def ring_net_caps(counts, channels: int, channel_bw: float) -> tuple[float, ...]:
+    """Per-tier caps W_i of the ring's transfer (hierarchy.ring_transfer_s: tier i moves its bytes at c_i x W_i, c_i
+    the devices below it) so that no network tier carries more than `channels` x `channel_bw`: the ringnet option, a
+    per-channel rate of a ring channel whose ring crosses the network. Tier 0 (the NVLink domain) is not capped.
+
+    Not sourced: NVIDIA/nccl-tests#309 (an NVIDIA maintainer) says NCCL's default CTA count keeps 8 x 400G H100 nodes
+    below the NICs and NCCL_MIN_CTAS=24 goes above 380 GB/s, but no source gives the per-channel rate; the option
+    takes it from the user (docs/collectives-history.md "Session 10 (ringnet)"). Off by default.
+    """
+    out, below = [float("inf")], counts[0]
+    for g in counts[1:]:
+        out.append(channels * channel_bw / below)
+        below = g
+    return tuple(out)
 
 
 def priced(plan: Plan, size_bytes: float, port_bw, pinned: tuple | None = None) -> list[tuple]:
@@ -157,12 +191,18 @@ def priced(plan: Plan, size_bytes: float, port_bw, pinned: tuple | None = None) 
             chain_wire *= latency / before if before else 1.0
         offset = own_s - chain_wire - leg_s  # NCCL's own model time minus the wire's
         transfer = _scaled_transfer(_transfer(plan, algo, proto, size_bytes, port_bw, factor, caps), ramp)
+        net = plan.ring_net if algo == "ring" else None
+        if net is not None:  # the ringnet option's per-channel cap: wire only (NCCL's tuner has no such rate)
+            capped = _scaled_transfer(_transfer(plan, algo, proto, size_bytes, port_bw, factor, caps, net), ramp)
+            offset -= max(capped) - max(transfer)
+            transfer = capped
         pin = pinned is not None and pinned[:2] == (algo, proto)
         if size_bytes < full or pin:  # NCCL runs its pick on fewer channels / threads: wire only, the offset takes it back
             share = (pinned_share(rule, size_bytes, pinned[2], plan.passes, proto) if pin  # all-reduce: 2 bytes per byte
                      else share_at(rule, size_bytes))
             cut = (tuple(x / share for x in transfer) if caps is None else  # no cap: the transfer / share
-                   _scaled_transfer(_transfer(plan, algo, proto, size_bytes, port_bw, factor * share, caps), ramp))
+                   _scaled_transfer(_transfer(plan, algo, proto, size_bytes, port_bw, factor * share, caps,
+                                              None if net is None else tuple(c * share for c in net)), ramp))
             offset -= max(cut) - max(transfer)
             transfer = cut
         out.append((algo, proto, Terms(latency, transfer, True), base, offset))
@@ -188,12 +228,15 @@ def _wire_only(row: tuple, extra_s: float) -> tuple:
     return algo, proto, Terms(terms.latency_s + extra_s, terms.transfer_s, terms.overlapped), base, offset - extra_s
 
 
-def _transfer(plan: Plan, algo: str, proto: str, size_bytes: float, port_bw, factor: float, caps) -> tuple:
+def _transfer(plan: Plan, algo: str, proto: str, size_bytes: float, port_bw, factor: float, caps,
+              net: tuple | None = None) -> tuple:
     """Per-tier transfer of a ring or tree (hierarchy.ring_transfer_s / double_binary_tree_transfer_s, the tree's
     size correction) at W_i x `factor`, capped per tier where the protocol has a cap: NCCL's busBw = nChannels x the
     per-channel bandwidth x the protocol factor, its LL cap on that total (tuning.cc ncclTopoTuneModel), so a
     channel share goes into `factor` before the cap (nccl_channels.share_at)."""
     bw = [w * factor for w in port_bw] if caps is None else [min(w * factor, c) for w, c in zip(port_bw, caps)]
+    if net is not None:  # the ringnet option (ring_net_caps)
+        bw = [min(w, c) for w, c in zip(bw, net)]
     if algo == "ring":
         return hierarchy.ring_transfer_s(plan.passes, size_bytes, plan.n, plan.counts, bw)
     k = 1.0 / tree_correction(proto, size_bytes)

@@ -10,6 +10,7 @@ Conventions (NVIDIA/nccl-tests doc/PERFORMANCE.md, src/common.cu, src/*.cu):
 
 from __future__ import annotations
 
+import math
 import warnings
 
 from moesim.collectives.base import OPS, CollectiveCost, CollectiveModel, Group
@@ -99,7 +100,8 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
                       concurrent: int = 1, nccl_algo: str = "", collnet: bool = False, nccl_proto: str = "",
                       tuner_rules: str | None = None, channels: dict | None = None,
                       a2a_algorithm: str = DEFAULT_A2A_ALGORITHM, p2p_net_model: str = DEFAULT_P2P_NET_MODEL,
-                      broadcast_model: str = DEFAULT_BROADCAST_MODEL) -> dict:
+                      broadcast_model: str = DEFAULT_BROADCAST_MODEL,
+                      ring_net_channel_gbps: float | None = None) -> dict:
     """Everything `moesim collective` prints: the group, the system it lands on, one row per size.
 
     `devices` is the group size (nccl-tests' rank count); `stride` spaces its members on the device
@@ -112,7 +114,9 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     `a2a_algorithm` which all-to-all is priced (A2A_ALGORITHMS, all_to_all_cost), ignored by the other ops;
     `p2p_net_model` how the network peers of a flat all-to-all / a send/recv between nodes are priced
     (collectives/nccl_p2p_net.py MODELS: "summed", the default, or "concurrent"); `broadcast_model` how NCCL's ring
-    broadcast is priced (collectives/nccl_broadcast.py MODELS: "nccl", the default, "plain" or "nccl-tests").
+    broadcast is priced (collectives/nccl_broadcast.py MODELS: "nccl", the default, "plain" or "nccl-tests");
+    `ring_net_channel_gbps` the ringnet option's GB/s per ring channel across the network
+    (collectives/nccl_plan.ring_net_caps), None = off.
     """
     from moesim.collectives.select import default_model
     from moesim.specs.load import load_hardware
@@ -123,6 +127,9 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     if p2p_net_model not in P2P_NET_MODELS:
         raise SpecError(f"unknown p2p network model '{p2p_net_model}'", field="--p2p-net-model", value=p2p_net_model,
                         allowed=P2P_NET_MODELS)
+    if ring_net_channel_gbps is not None and not (math.isfinite(ring_net_channel_gbps) and ring_net_channel_gbps > 0):
+        raise SpecError(f"must be a number of GB/s > 0, got {ring_net_channel_gbps}", field="--ring-net-channel-gbps",
+                        value=ring_net_channel_gbps, allowed="a number > 0, or not given")
     if broadcast_model not in BROADCAST_MODELS:
         raise SpecError(f"unknown broadcast model '{broadcast_model}'", field="--broadcast-model",
                         value=broadcast_model, allowed=BROADCAST_MODELS)
@@ -143,7 +150,8 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     options = [("--nccl-algo", nccl_algo), ("--nccl-collnet", collnet), ("--nccl-proto", nccl_proto),
                ("--tuner-rules", tuner_rules), *(("--" + k.replace("_", "-"), v is not None) for k, v in knobs.items()),
                ("--p2p-net-model", p2p_net_model != DEFAULT_P2P_NET_MODEL),
-               ("--broadcast-model", broadcast_model != DEFAULT_BROADCAST_MODEL)]
+               ("--broadcast-model", broadcast_model != DEFAULT_BROADCAST_MODEL),
+               ("--ring-net-channel-gbps", ring_net_channel_gbps is not None)]
     given = [name for name, value in options if value]
     if given:
         if hw.device_kind != "gpu":  # the model prices these devices' own collectives: NCCL's options would do nothing
@@ -155,7 +163,8 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
 
         rules = load_tuner_rules(tuner_rules) if tuner_rules else None
         model = TopologyModel(hw, nccl_algo=nccl_algo, collnet=collnet, nccl_proto=nccl_proto, tuner_rules=rules,
-                              p2p_net_model=p2p_net_model, broadcast_model=broadcast_model, **knobs)
+                              p2p_net_model=p2p_net_model, broadcast_model=broadcast_model,
+                              ring_net_channel_gbps=ring_net_channel_gbps, **knobs)
         rows = collective_rows(model, op, sizes, group, a2a_algorithm)
         ignored = [name for name, value in options[:3] if value]  # NCCL_ALGO, NCCL_COLLNET_ENABLE, NCCL_PROTO
         if op in ("all_to_all", "send_recv") and ignored:  # NCCL's p2p: no algorithm, the protocol by size
@@ -169,6 +178,7 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     system = model.system(model.job_devices(group)).summary() if hasattr(model, "system") else {}
     return {"hardware": hw.name, "op": op, "devices": devices, "group_stride": stride, "concurrent": concurrent,
             "a2a_algorithm": a2a_algorithm, "p2p_net_model": p2p_net_model, "broadcast_model": broadcast_model,
+            "ring_net_channel_gbps": ring_net_channel_gbps,
             "nccl_algo": nccl_algo, "nccl_collnet": collnet, "nccl_proto": nccl_proto, "tuner_rules": tuner_rules,
             **knobs, "nccl_channels": channel_counts(model, group, knobs),
             "system": system, "results": rows, "avg_busbw_GBps": average_busbw_GBps(rows)}

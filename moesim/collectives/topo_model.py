@@ -85,6 +85,9 @@ class TopologyModel:
     # a network peer's sends inside one grouped send/recv (nccl_p2p_net.MODELS): "summed", one message latency per
     # peer (hierarchy.pairwise_all_to_all_terms), or "concurrent", NCCL's batches and proxy launches (nccl_p2p_net.py)
     p2p_net_model: str = nccl_p2p_net.DEFAULT_MODEL
+    # GB/s one ring channel moves where its ring crosses the network (nccl_plan.ring_net_caps, session 10 ringnet);
+    # None = not modelled (the shipped pricing); not sourced, so an option only
+    ring_net_channel_gbps: float | None = None
     # how NCCL's ring broadcast is priced (nccl_broadcast.MODELS: plain, nccl (default), nccl-fill, nccl-tests)
     broadcast_model: str = nccl_broadcast.DEFAULT_MODEL
     _algos: frozenset = field(default=frozenset(), init=False, repr=False)
@@ -234,7 +237,8 @@ class TopologyModel:
         tuner = None
         if system.nccl and op in _PASSES:  # NCCL's tuner: nccl_plan.py
             tuner = nccl_plan.plan(op, n, counts, tiers, self._allowed(), self.collnet, allowed,
-                                   tuple(getattr(self, k) for k in CHANNEL_KNOBS))
+                                   tuple(getattr(self, k) for k in CHANNEL_KNOBS),
+                                   (self.ring_net_channel_gbps or 0.0) * 1e9)
         cap_tiers = None
         # send/recv's own message latency where a profile sets one (InterconnectLevel.p2p_latency_s)
         latency = [p2p_latency_s(t) if op in _P2P_OPS else t.latency_s for t in tiers]
@@ -338,6 +342,7 @@ class TopologyModel:
         for name in CHANNEL_KNOBS:
             check_channel_knob(name, getattr(self, name))
         nccl_p2p_net.check_model(self.p2p_net_model)
+        nccl_plan.check_ring_net_channel_gbps(self.ring_net_channel_gbps)
         nccl_broadcast.check_model(self.broadcast_model)
         if self.tuner_rules is not None and not isinstance(self.tuner_rules, TunerRules):
             raise SpecError("tuner_rules must be the rules load_tuner_rules reads (or None)", field="tuner_rules",

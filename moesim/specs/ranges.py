@@ -259,6 +259,8 @@ ARG_RANGES: dict[str, Range] = {
     "nccl_nvls_nchannels": count(1, 2**31 - 1, "channels"),
     "nccl_min_ctas": count(1, 2**31 - 1, "channels"),
     "nccl_max_ctas": count(1, 2**31 - 1, "channels"),
+    # the ringnet option (collectives/nccl_plan.ring_net_caps): GB/s per ring channel across the network
+    "ring_net_channel_gbps": Range(0, 10_000, lo_open=True, unit="GB/s"),
 }
 
 # Field path prefixes the specs use in their own error messages.

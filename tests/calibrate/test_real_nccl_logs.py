@@ -47,12 +47,16 @@ KNOWN_MISSES = {
     # 38.4 % (39.1 before the vultr round's stated AMD hosts, 41.3 before the mnfloor round): the 1-64 MiB ramp.
     # Session 7 (evidence round): the hosts' GPU-NIC path (PHB / NODE / SYS would meet the bar) is still stated in no
     # public source, so it is not set (docs/collectives-history.md, "Cluster facts, session 7")
+    # Session 10 (ringnet): ramp 1-512 MiB 48.6 / 50.4 % MAPE, rows from 1 GiB 18.0 / 18.5 % (38.5 / 38.0 GB/s per NIC);
+    # with the plateau priced exactly 32.4 / 33.6 % (scripts/ring_plateau_table.py); no sourced plateau mechanism found.
     ("b200-vultr-2node_all_gather_perf.log", "large"): 0.42,
     ("b200-vultr-2node_reduce_scatter_perf.log", "large"): 0.43,  # 39.7 % (40.4, 42.7): same shape as the all_gather
     # --- newlogs (session 9): Voltage Park H100, 4 x 8 on IB (ZiyanIshani/vpbenchmarking; SOURCES.md, "Session 9
     # (newlogs)"), priced as it came, after the inclusion rule and the healthy flags were committed. No fix in this lane.
     # 22.4 % (< 1 MiB 8.8 %): the ring/LL128 rows at 1-32 MiB run 16-80 % slower than priced (4 MiB: 193 us against
     # 107), the Simple rows from 256 MiB 3-11 % slower: the 1-64 MiB ramp shape the Vultr 2-node ring misses have too.
+    # Session 10 (ringnet): ramp 28.3 %, rows from 1 GiB 7.7 % (40.9 GB/s per NIC, as the met H100 / H200 multi-node
+    # logs); with the plateau priced exactly 20.2 % (scripts/ring_plateau_table.py); no sourced plateau mechanism found.
     ("h100-voltagepark-4node_all_gather_perf.log", "large"): 0.24,
     # the first broadcast log in the set, 92.8 | 70.7 %: below 64 KiB it measures 9-29 us against 31.5 us priced for
     # the ring/LL chain across 32 ranks (nccl-tests reports the mean over ranks of each rank's own per-iteration time,
@@ -72,6 +76,8 @@ KNOWN_MISSES = {
     # 28.6 / 29.2 %, the ring/LL128 rows at 32-512 MiB 18-94 % slower (a dip at 256 MiB in both), the ring/Simple rows
     # from 1 GiB 7-14 % slower (328 GB/s at 16 GiB against 369 priced): the ring across 10 nodes plateaus 11 % under the
     # profile's NIC-bound line.
+    # Session 10 (ringnet): ramp 32-512 MiB 44.3 / 47.1 % MAPE, rows from 1 GiB 12.9 / 11.3 % (40.5 / 40.4 GB/s per NIC,
+    # as the met H100 / H200 multi-node logs); with the plateau priced exactly 22.2 / 23.6 % (scripts/ring_plateau_table.py).
     ("h100-xxrjun-10node_all_gather_perf.log", "large"): 0.30,
     ("h100-xxrjun-10node_reduce_scatter_perf.log", "large"): 0.31,
     # 83.7 %: a flat 15.2 GB/s against 28.0 priced, where the same cluster's 2-node pair measures 45.9 against 47.0

@@ -20,6 +20,7 @@ from moesim.calibrate.profile_io import (
     Provenance, calibrated_table, now_utc, profile_from_table, render_profile,
 )
 from moesim.calibrate.records import Measurements, read_measurements, split_holdout
+from moesim.calibrate.transfer import apply_machinery, check_transfer
 from moesim.calibrate.report import ValidationReport, validation_report
 from moesim.errors import SpecError
 from moesim.paths import check_output_path
@@ -33,6 +34,9 @@ INFER_FACTS = True
 # calorder (session 9): the hop-latency rule calibrate fits (fit.PROTOCOL_MODES; `--hop-latency`, HOP_LATENCY_RULES):
 # False, one hop figure per level (docs/collectives-history.md, "Session 9 (calorder)", says why it stays so)
 LATENCY_PER_PROTOCOL = False
+# calpairs (session 10): where a fitted figure is written (transfer.TRANSFER_RULES; `--transfer`): "shared", one key
+# every mechanism reads (docs/collectives-history.md, "Session 10 (calpairs)", has the decision rule and its matrix)
+TRANSFER_RULE = "shared"
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class CalibrationResult:
     consistency: tuple[str, ...] = ()  # observations the written profile prices off the fit (residual given)
     guard: PriorGuard | None = None  # the keep-the-prior rule's figures (None without fitted layer records)
     facts: FactsInference | None = None  # unstated system facts inferred from the log (facts_fit.py); None: not tried
+    transfer_rule: str = "shared"  # where fitted figures were written (transfer.py); JSON fit.transfer_rule if not shared
+    transfer_notes: tuple[str, ...] = ()  # the figures the "machinery" rule kept off a machinery
 
     def as_dict(self) -> dict:
         fit = self.fit
@@ -71,7 +77,10 @@ class CalibrationResult:
                     "fills": [{"level": f.level, "fill_bytes": f.fill_bytes, "prior_bytes": f.prior_bytes,
                                "ramp_rows": f.ramp_rows, "fitted": f.fitted} for f in fit.fills],
                     "system_facts": self.facts.as_dict() if self.facts else None,
-                    "hop_latency_rule": hop_latency_rule(fit.latency_per_protocol)},
+                    "hop_latency_rule": hop_latency_rule(fit.latency_per_protocol),
+                    # calpairs: only where not the default, so that default outputs stay as they were
+                    **({"transfer_rule": self.transfer_rule, "transfer_notes": list(self.transfer_notes)}
+                       if self.transfer_rule != "shared" else {})},
             "parameters": [{"name": p.name, "unit": p.unit, "value": p.value, "prior": p.prior, "fitted": p.fitted,
                             "rel_std": p.rel_std, "interval_90": list(p.interval) if p.interval else None}
                            for p in fit.parameters],
@@ -91,7 +100,8 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
               nccl_op: str | None = None, fit_router_matmul: bool = False,
               nccl_ranks: int | None = None, prior_weight: float | None = None, progress=None,
               gpus_per_thread: int = 1, system: Mapping[str, str] | None = None,
-              infer_facts: bool | None = None, latency_per_protocol: bool | str | None = None) -> CalibrationResult:
+              infer_facts: bool | None = None, latency_per_protocol: bool | str | None = None,
+              transfer_rule: str | None = None) -> CalibrationResult:
     """Fit `hardware` to the measurement files, write the calibrated profile to `out`, report held-out error.
 
     Never ends in a traceback on a fit the profile cannot hold exactly: `consistency` lists the observations
@@ -108,8 +118,10 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     a figure per protocol, "hierarchical" per-protocol departures from the level hop); None = LATENCY_PER_PROTOCOL.
     Facts are inferred first, their classes compared under the shared rule (facts_fit.py); then, with the chosen class
     fixed, the requested rule is fitted (calorder's ordering, session 9).
+    `transfer_rule`: where fitted figures are written (transfer.TRANSFER_RULES; None = TRANSFER_RULE).
     """
     rule = check_hop_latency(LATENCY_PER_PROTOCOL if latency_per_protocol is None else latency_per_protocol)
+    transfer = check_transfer(TRANSFER_RULE if transfer_rule is None else transfer_rule)
     check_output(out, paths, hardware)
     measurements = read_measurements(paths, nccl_op=nccl_op, nccl_ranks=nccl_ranks)
     prior_path = resolve_ref(hardware, "hardware_profiles")
@@ -143,6 +155,9 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     table = set_system_facts(calibrated_table(prior_path, fit, provenance, name), system or {})
     if facts is not None:  # calfacts: which facts were stated and which inferred
         table["calibrated_from"] += "\n" + provenance_line(facts)
+    transfer_notes = tuple(apply_machinery(table, fit)) if transfer == "machinery" else ()
+    if transfer != "shared":
+        table["calibrated_from"] += f"\n--transfer {transfer}: " + ("; ".join(transfer_notes) or "nothing kept apart")
     profile = profile_from_table(table, file=str(out))
     guard = prior_guard(measurements, prior, profile, set(fit_keys))
     if guard is not None and guard.kept_prior:
@@ -167,7 +182,7 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
                           f"{gpus_per_thread}: pass --gpus-per-thread {said} unless the log says otherwise")
     return CalibrationResult(fit, measurements, written, out, tuple(held), report, gap,
                              () if guard is not None and guard.kept_prior else consistency_gaps(fit, written), guard,
-                             facts)
+                             facts, transfer, transfer_notes)
 
 
 def check_output(out: str | Path, paths: list[str], hardware: str) -> None:

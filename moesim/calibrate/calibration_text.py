@@ -11,6 +11,7 @@ from moesim.calibrate.nccl_error import pct
 from moesim.calibrate.profile_checks import CONSISTENCY_RTOL, LayerGap, PriorGuard
 from moesim.calibrate.records import Measurements
 from moesim.calibrate.report import ValidationReport
+from moesim.calibrate.transfer import TRANSFER_MEANINGS
 
 if TYPE_CHECKING:
     from moesim.calibrate.api import CalibrationResult
@@ -125,6 +126,9 @@ def render_calibration(result: CalibrationResult) -> str:
         parts.append(f"    ... and {len(m.skipped) - SKIPPED_SHOWN} more (--json: records.skipped)")
     parts += ["", params, "", _weight_text(fit)] + ([_floor_text(fit)] if fit.host_floor_rows else [])
     parts += [_hop_text(fit)] if fit.latency_per_protocol else []  # the default shared rule: as before
+    if result.transfer_rule != "shared":  # calpairs: the default rule prints as before
+        parts += [f"Transfer rule: {result.transfer_rule} ({TRANSFER_MEANINGS[result.transfer_rule]}; --transfer)"
+                  + "".join(f"\n  {note}" for note in result.transfer_notes)]
     parts += ["", "fit residuals (in-sample)", residuals]
     if fit.op_fits:
         diag = table([(o.op, o.group_size, o.n, f"{o.latency_s * 1e6:.4g}", f"{o.algbw_bytes_per_s / 1e9:.4g}",

@@ -160,10 +160,12 @@ def matrix_clusters(manifest: Path) -> dict[str, list[dict]]:
 
 @lru_cache(maxsize=4)
 def calibration_matrix(manifest: Path, infer_facts: bool | None = None,
-                       latency_per_protocol: bool | str | None = None) -> tuple[HeldOutPair, ...]:
+                       latency_per_protocol: bool | str | None = None,
+                       transfer_rule: str | None = None) -> tuple[HeldOutPair, ...]:
     """Fit on each log of every matrix cluster in turn, predict every other log of that cluster. `infer_facts`:
     calibrate's inference of unstated system facts (facts_fit.py; None = calibrate's default); `latency_per_protocol`:
-    calibrate's hop-latency rule (fit.PROTOCOL_MODES; None = calibrate's default)."""
+    calibrate's hop-latency rule (fit.PROTOCOL_MODES; None = calibrate's default); `transfer_rule`: where calibrate
+    writes the fitted figures (transfer.TRANSFER_RULES; None = calibrate's default; session 10, calpairs)."""
     from moesim.calibrate import calibrate
     from moesim.calibrate.fit import LEVEL_PRIOR_WEIGHT
 
@@ -177,7 +179,8 @@ def calibration_matrix(manifest: Path, infer_facts: bool | None = None,
                 path, dest = str(folder / fit_on["file"]), Path(tmp) / "cal.toml"
                 how = dict(bootstrap=0, holdout_fraction=0.0, nccl_op=fit_on.get("op"), nccl_ranks=fit_on.get("ranks"),
                            gpus_per_thread=fit_on.get("gpus_per_thread", 1), system=system_facts(fit_on),
-                           infer_facts=infer_facts, latency_per_protocol=latency_per_protocol)
+                           infer_facts=infer_facts, latency_per_protocol=latency_per_protocol,
+                           transfer_rule=transfer_rule)
                 auto = calibrate([path], hardware, dest, **how)
                 fixed = calibrate([path], hardware, dest, prior_weight=LEVEL_PRIOR_WEIGHT, **how).profile
                 for held in logs:

@@ -66,6 +66,11 @@ def register(subparsers) -> None:
                         "the LL / LL128 hops follow), 'per-protocol' (the LL and LL128 hops figures of their own), "
                         "'hierarchical' (each a departure from the level hop with its own prior); system facts are "
                         "inferred first under 'shared', then the rule is fitted with them fixed (default: shared)")
+    p.add_argument("--transfer", choices=("shared", "machinery"), default=None,
+                   help="where fitted figures are written: 'shared' (one key every mechanism reads), 'machinery' "
+                        "(the ring / other-algorithm hop latency and the one-peer / all-to-all send/recv line kept "
+                        "apart, each fitted figure written only to the machinery whose rows set it, the other keeping "
+                        "the prior; docs/collectives-history.md 'Session 10 (calpairs)'; default: shared)")
     p.add_argument("--prior-weight", default="auto", metavar="auto|W",
                    help="weight of the log-normal prior on the interconnect figures (latency, bandwidth, NVLS): "
                         "'auto' (default) weighs each figure by its stated uncertainty (moesim/calibrate/"
@@ -115,7 +120,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
                            gpus_per_thread=args.gpus_per_thread,
                            system={k: v for k, v in (("host_cpu", args.host_cpu), ("gpu_nic_path", args.gpu_nic_path))
                                    if v},
-                           infer_facts=args.infer_facts, latency_per_protocol=_hop_latency(args.hop_latency))
+                           infer_facts=args.infer_facts, latency_per_protocol=_hop_latency(args.hop_latency),
+                           transfer_rule=args.transfer)
     if args.json:
         print_json(result.as_dict())
     else:

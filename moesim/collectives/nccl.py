@@ -84,14 +84,18 @@ def hop_latency_s(algorithm: str, protocol: int, tier) -> float:
     takes (wire_hops_us: NCCL's, with the published NVLink LL / LL128 hops); LL and LL128 by the level's own
     figure where it has one (protocol_latency_s)."""
     t, link = tuning(), _link(tier.kind)
-    return protocol_latency_s(tier, protocol) * wire_hops_us(link, algorithm)[protocol] / t["reference_hop_us"][link]
+    return (protocol_latency_s(tier, protocol, algorithm) * wire_hops_us(link, algorithm)[protocol]
+            / t["reference_hop_us"][link])
 
 
-def protocol_latency_s(tier, protocol: int) -> float:
-    """The level's reference hop as `protocol` (index into PROTOCOLS) reads it: the profile's ll_latency_us /
-    ll128_latency_us where set (InterconnectLevel: NCCL's hop is per link, algorithm and protocol, tuning.cc hwLat),
-    else latency_us (Simple, and every protocol of a level that sets neither)."""
+def protocol_latency_s(tier, protocol: int, algorithm: str = "ring") -> float:
+    """The level's reference hop as `protocol` (index into PROTOCOLS) and `algorithm` read it: the profile's
+    ll_latency_us / ll128_latency_us where set (InterconnectLevel: NCCL's hop is per link, algorithm and protocol,
+    tuning.cc hwLat), else for any algorithm but ring nonring_latency_us where set (session 10, calpairs), else
+    latency_us (Simple, and every protocol of a level that sets none)."""
     own = getattr(tier, _PROTOCOL_LATENCY[protocol], None) if protocol < len(_PROTOCOL_LATENCY) else None
+    if own is None and algorithm != "ring":
+        own = getattr(tier, "nonring_latency_s", None)
     return tier.latency_s if own is None else own
 
 
@@ -212,15 +216,19 @@ def _hop_tables(tiers) -> tuple[list[dict], dict]:
     wire's LL / LL128 hops scale by the level's own figures where set (protocol_latency_s); NCCL's own table by
     latency_us alone (its tuner ranks by hwLat, which no measured protocol hop changes)."""
     key = tuple((tier.kind, tier.latency_s, getattr(tier, "gpu_nic_path", ""), protocol_latency_s(tier, 0),
-                 protocol_latency_s(tier, 1)) for tier in tiers)
+                 protocol_latency_s(tier, 1), tuple(protocol_latency_s(tier, p, "tree") for p in range(3)))
+                for tier in tiers)
     found = _HOPS.get(key)
     if found is None:
         t = tuning()
         wire = []
-        for kind, latency, path, ll, ll128 in key:
+        for kind, latency, path, ll, ll128, other in key:
             link = _link(kind)
-            scales = [x / t["reference_hop_us"][link] for x in (ll, ll128, latency)]  # per protocol (PROTOCOLS)
-            wire.append({a: [k * x for k, x in zip(scales, wire_hops_us(link, a))] for a in ALGORITHMS})
+            # per protocol (PROTOCOLS): ring's, and every other algorithm's (nonring_latency_us where set)
+            scales = [x / t["reference_hop_us"][link] for x in (ll, ll128, latency)]
+            scales_other = [x / t["reference_hop_us"][link] for x in other]
+            wire.append({a: [k * x for k, x in zip(scales if a == "ring" else scales_other, wire_hops_us(link, a))]
+                         for a in ALGORITHMS})
             if link == "net":  # an LL network step first crosses PCIe into host memory (net_ll_send_leg_s)
                 for a, leg in _net_ll_legs().items():
                     wire[-1][a][0] += leg

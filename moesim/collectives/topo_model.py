@@ -265,7 +265,7 @@ class TopologyModel:
         return _Layout(
             tiers=tiers, counts=counts, top=top, multi=multi,
             torus_port=tuple(t.kind == "torus" and pl.torus is not None for t in tiers),
-            p2p=tuple(t.p2p_factor for t in tiers) if op in _P2P_OPS else None,
+            p2p=tuple(_p2p_line(t, op) for t in tiers) if op in _P2P_OPS else None,
             rail=any(t.kind == "fabric" and self.hardware.interconnect[t.level_index].topology == "rail_optimized"
                      for t in tiers),
             protocols=protocol_rows,
@@ -404,3 +404,10 @@ def check_op(op: str, size_bytes: float) -> None:
     if not isinstance(size_bytes, (int, float)) or math.isnan(size_bytes) or size_bytes < 0:
         raise SpecError(f"size must be a non-negative number of bytes, got {size_bytes!r}", field="bytes",
                         value=size_bytes)
+
+
+def _p2p_line(tier, op: str) -> float:
+    """Send/recv's line over a tier, as a factor of its usable bandwidth: p2p_factor, or for an all-to-all the tier's
+    alltoall_p2p_factor where a profile sets one (session 10, calpairs: NCCL runs every peer at once there)."""
+    own = getattr(tier, "alltoall_p2p_factor", None) if op == "all_to_all" else None
+    return tier.p2p_factor if own is None else own

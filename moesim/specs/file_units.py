@@ -59,6 +59,8 @@ HARDWARE_FILE_KEYS: tuple[FileKey, ...] = (
     FileKey("interconnect[].latency_us", "InterconnectLevel", "interconnect[].latency_s", units.us_to_s(1.0), "us"),
     FileKey("interconnect[].p2p_latency_us", "InterconnectLevel", "interconnect[].p2p_latency_s", units.us_to_s(1.0),
             "us"),
+    FileKey("interconnect[].nonring_latency_us", "InterconnectLevel", "interconnect[].nonring_latency_s",
+            units.us_to_s(1.0), "us"),
     FileKey("interconnect[].ll_latency_us", "InterconnectLevel", "interconnect[].ll_latency_s", units.us_to_s(1.0),
             "us"),
     FileKey("interconnect[].ll128_latency_us", "InterconnectLevel", "interconnect[].ll128_latency_s",

@@ -159,6 +159,11 @@ class InterconnectLevel:
     # usable bandwidth; None = 1. At most MAX_NVLSTREE_NET_FACTOR. `moesim calibrate` writes it from a log's
     # all-to-all / send/recv rows.
     p2p_factor: float | None = None
+    # Session 10 (calpairs): the all-to-all's send/recv line over this level (every peer at once: NCCL's per-peer p2p
+    # channels in batches, docs/collectives-history.md "Session 10 (calpairs)"), times its usable bandwidth; None =
+    # p2p_factor (then p2p_factor is the one-peer line of send/recv and pipeline sends alone). At most
+    # MAX_NVLSTREE_NET_FACTOR. `moesim calibrate --transfer machinery` writes it.
+    alltoall_p2p_factor: float | None = None
     # The latency of one send/recv message over this level (all-to-all, pipeline sends: NCCL's p2p path, not the
     # tuner's rings), in place of latency_s for them; None = latency_s. `moesim calibrate` writes it from a log's
     # all-to-all / send/recv rows (as p2p_factor for their bandwidth). Every engine reads it through
@@ -171,6 +176,11 @@ class InterconnectLevel:
     # rows only on request (fit_profile(latency_per_protocol=True): evaluated in session 8, not the default).
     ll_latency_s: float | None = None
     ll128_latency_s: float | None = None
+    # Session 10 (calpairs): the reference hop of every NCCL algorithm but ring (tree, NVLS, NVLSTree, CollNet, PAT),
+    # read as latency_s is; None = latency_s (then latency_s is every algorithm's). NCCL prices a hop per algorithm
+    # (tuning.cc hwLat); ll_latency_s / ll128_latency_s, where set, still win for their protocol. `moesim calibrate
+    # --transfer machinery` writes it.
+    nonring_latency_s: float | None = None
     # The pipeline ramp's S_fill over this level (nccl.fill_factor: the bounding transfer x (1 + S_fill / (S + S_fill))),
     # bytes, for the ring / tree / PAT / CollNet collectives whose outermost level this is (and NVLSTree's network
     # part); None = nccl_tuning.toml [pipeline] (16 MiB inside one node, 64 MiB across nodes). `moesim calibrate`
@@ -241,6 +251,10 @@ class InterconnectLevel:
             raise SpecError("p2p_factor is send/recv's line over the usable bandwidth, in "
                             f"(0, {MAX_NVLSTREE_NET_FACTOR:g}]", field=f"{path}.p2p_factor", value=self.p2p_factor,
                             allowed=f"0..{MAX_NVLSTREE_NET_FACTOR:g}")
+        if self.alltoall_p2p_factor is not None and not 0 < self.alltoall_p2p_factor <= MAX_NVLSTREE_NET_FACTOR:
+            raise SpecError("alltoall_p2p_factor is the all-to-all's send/recv line over the usable bandwidth, in "
+                            f"(0, {MAX_NVLSTREE_NET_FACTOR:g}]", field=f"{path}.alltoall_p2p_factor",
+                            value=self.alltoall_p2p_factor, allowed=f"0..{MAX_NVLSTREE_NET_FACTOR:g}")
         if self.nvlstree_efficiency is not None and not (0 < self.nvlstree_efficiency <= 1 and self.nvls_efficiency > 0):
             raise SpecError("nvlstree_efficiency is a fraction of the usable bandwidth in (0, 1], on a level with "
                             "nvls_efficiency > 0", field=f"{path}.nvlstree_efficiency", value=self.nvlstree_efficiency,

@@ -87,6 +87,8 @@ def _level_from_table(t: Table, devices_per_chip: int) -> InterconnectLevel:
         nvlstree_efficiency=t.opt("nvlstree_efficiency", float, None),
         nvlstree_net_factor=t.opt("nvlstree_net_factor", float, None),
         p2p_factor=t.opt("p2p_factor", float, None),
+        alltoall_p2p_factor=t.opt("alltoall_p2p_factor", float, None),
+        nonring_latency_s=_us_or_none(t.opt("nonring_latency_us", float, None)),
         p2p_latency_s=_us_or_none(t.opt("p2p_latency_us", float, None)),
         ll_latency_s=_us_or_none(t.opt("ll_latency_us", float, None)),
         ll128_latency_s=_us_or_none(t.opt("ll128_latency_us", float, None)),

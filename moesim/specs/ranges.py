@@ -188,6 +188,8 @@ RANGES: dict[str, dict[str, Range]] = {
         "nvlstree_net_factor": Range(0, 4),  # unset = 1; hardware.MAX_NVLSTREE_NET_FACTOR
         "p2p_factor": Range(0, 4),  # unset = 1; hardware.MAX_NVLSTREE_NET_FACTOR
         "p2p_latency_s": non_negative(1.0, "s"),  # unset = latency_s
+        "alltoall_p2p_factor": Range(0, 4),  # unset = p2p_factor; hardware.MAX_NVLSTREE_NET_FACTOR
+        "nonring_latency_s": non_negative(1.0, "s"),  # unset = latency_s
         "ll_latency_s": non_negative(1.0, "s"),  # unset = latency_s
         "ll128_latency_s": non_negative(1.0, "s"),  # unset = latency_s
         "fill_bytes": Range(4096.0, 64.0 * 2**30, unit="bytes"),  # unset = nccl_tuning.toml [pipeline]; hardware.MIN/MAX_FILL_BYTES

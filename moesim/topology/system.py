@@ -46,6 +46,8 @@ class Tier:
     fill_bytes: float | None = None  # InterconnectLevel.fill_bytes (nccl_tuning.toml [pipeline] where None)
     ll_latency_s: float | None = None  # InterconnectLevel.ll_latency_s (latency_s where None)
     ll128_latency_s: float | None = None  # InterconnectLevel.ll128_latency_s (latency_s where None)
+    alltoall_p2p_factor: float | None = None  # InterconnectLevel.alltoall_p2p_factor (p2p_factor where None)
+    nonring_latency_s: float | None = None  # InterconnectLevel.nonring_latency_s (latency_s where None)
 
     def bw_at(self, message_bytes: float) -> float:
         """Usable per-device bandwidth for messages of `message_bytes` (profile efficiency table)."""
@@ -147,14 +149,18 @@ def build_system(hardware: HardwareProfile, devices: int) -> System:
                                   p2p_factor=level.p2p_factor or 1.0, p2p_latency_s=level.p2p_latency_s,
                                   host_cpu=level.host_cpu, gpu_nic_path=level.gpu_nic_path,
                                   fill_bytes=level.fill_bytes,
-                                  ll_latency_s=level.ll_latency_s, ll128_latency_s=level.ll128_latency_s))
+                                  ll_latency_s=level.ll_latency_s, ll128_latency_s=level.ll128_latency_s,
+                                  alltoall_p2p_factor=level.alltoall_p2p_factor,
+                                  nonring_latency_s=level.nonring_latency_s))
                 tiers.append(Tier(f"{level.name}-uplink", "uplink", level.domain_devices, port / level.oversubscription,
                                   level.latency_s, level.bw_efficiency, index, rails, sharp=level.sharp,
                                   nvlstree_net_factor=level.nvlstree_net_factor or 1.0,
                                   p2p_factor=level.p2p_factor or 1.0, p2p_latency_s=level.p2p_latency_s,
                                   host_cpu=level.host_cpu, gpu_nic_path=level.gpu_nic_path,
                                   fill_bytes=level.fill_bytes,
-                                  ll_latency_s=level.ll_latency_s, ll128_latency_s=level.ll128_latency_s))
+                                  ll_latency_s=level.ll_latency_s, ll128_latency_s=level.ll128_latency_s,
+                                  alltoall_p2p_factor=level.alltoall_p2p_factor,
+                                  nonring_latency_s=level.nonring_latency_s))
                 continue
         tiers.append(Tier(level.name, kind, level.domain_devices, port, level.latency_s, level.bw_efficiency, index,
                           1, level.nvls_efficiency if kind == "switch" else 0.0, level.nccl_arch,
@@ -164,7 +170,8 @@ def build_system(hardware: HardwareProfile, devices: int) -> System:
                           nvlstree_net_factor=level.nvlstree_net_factor or 1.0, p2p_factor=level.p2p_factor or 1.0,
                           p2p_latency_s=level.p2p_latency_s, host_cpu=level.host_cpu,
                           gpu_nic_path=level.gpu_nic_path, fill_bytes=level.fill_bytes,
-                          ll_latency_s=level.ll_latency_s, ll128_latency_s=level.ll128_latency_s))
+                          ll_latency_s=level.ll_latency_s, ll128_latency_s=level.ll128_latency_s,
+                          alltoall_p2p_factor=level.alltoall_p2p_factor, nonring_latency_s=level.nonring_latency_s))
     fabric = None if torus is not None else _fabric_of(hardware, devices)
     return System(hardware=hardware, devices=devices, tiers=tuple(tiers), torus=torus, fabric=fabric)
 

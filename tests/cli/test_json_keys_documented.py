@@ -47,7 +47,9 @@ def test_calibrate_json_keys_are_documented(capsys, tmp_path):
     seen = set()
     for log, extra in (("h200-cetus-2node-cut_all_reduce_perf.log", ["--ranks", 16]),  # skipped rows, NVLS figures
                        ("b200-vultr-1node_all_gather_perf.log", ["--ranks", 8, "--bootstrap", 4]),
-                       ("b200-vultr-1node_all_gather_perf.log", ["--ranks", 8, "--no-infer-facts"])):  # calfacts: null
+                       ("b200-vultr-1node_all_gather_perf.log", ["--ranks", 8, "--no-infer-facts"]),  # calfacts: null
+                       # calpairs: fit.transfer_rule / transfer_notes, printed only off the default rule
+                       ("b200-vultr-1node_all_gather_perf.log", ["--ranks", 8, "--transfer", "machinery"])):
         out = printed(capsys, ["calibrate", LOGS / log, "--hardware", "h200" if "h200" in log else "b200",
                                "-o", tmp_path / "out.toml", "-q", "--bootstrap", 0, *extra, "--json"])
         found = {re.sub(r"^residuals\.[^.]+\.", "residuals.*.", k) for k in keys(out)}

@@ -23,13 +23,13 @@ from moesim.calibrate.nccl_error import log_error, pct  # noqa: E402
 from moesim.calibrate.nccl_table import _points, entry_hardware, entry_model, read_manifest  # noqa: E402
 from moesim.collectives.select import default_model  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
+from scripts.log_variants import BARS  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 DOC = ROOT / "docs" / "collectives-history.md"
 BEGIN = "<!-- BEGIN ring_channel_cap_check: python scripts/ring_channel_cap_check.py --write -->"
 END = "<!-- END ring_channel_cap_check -->"
 CHANNEL_GBPS = 20.0  # stated before pricing (docs), read off the plateau table: fitted
-BARS = (0.20, 0.40)  # MAPE >= 1 MiB, < 1 MiB
 
 
 def rows() -> list[tuple]:

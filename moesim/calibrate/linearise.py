@@ -162,9 +162,9 @@ def probe(design, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     bound[rows] &= np.arange(n_lev)[None, :] == outer_of_row[rows, None]
     # hierarchical (design.py): every protocol's hop follows α, so an LL / LL128 row binds α as well as its departure
     alpha_spans = (ring_spans | ll_spans | ll128_spans) if design.hierarchical else ring_spans
-    design.level_used = np.stack([_outermost(alpha_spans & ring_binds[:, None]), bound.any(axis=0)], axis=1)
     # per row, the level whose α it sets, and the lines it sets (calibrate/transfer.py reads which machinery set them)
     design.alpha_rows, design.line_rows = _outermost_of_rows(alpha_spans & ring_binds[:, None]), line_binds
+    design.level_used = np.stack([design.alpha_rows.any(axis=0), bound.any(axis=0)], axis=1)
     design.p2p_latency_used = _outermost(p2p_spans & p2p_binds[:, None])
     design.protocol_latency_used = np.stack([_outermost(ll_spans & ring_binds[:, None]),
                                              _outermost(ll128_spans & ring_binds[:, None])], axis=1)
@@ -216,10 +216,7 @@ def binding_terms(ring_latency_s: np.ndarray, p2p_latency_s: np.ndarray, bandwid
 
 def _outermost(spans: np.ndarray) -> np.ndarray:
     """Per level: True where it is the outermost level some row spans (rows × levels booleans)."""
-    out = np.zeros(spans.shape[1], dtype=bool)
-    rows = spans.any(axis=1)
-    out[spans.shape[1] - 1 - np.argmax(spans[rows, ::-1], axis=1)] = True
-    return out
+    return _outermost_of_rows(spans).any(axis=0)
 
 
 def _outermost_of_rows(spans: np.ndarray) -> np.ndarray:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.calibrate.predict import CollectiveTerm
+from moesim.calibrate.profile_io import _sig
 from moesim.errors import SpecError
+from moesim.specs.hardware import MAX_NVLSTREE_NET_FACTOR
 
 TRANSFER_RULES = ("shared", "machinery")
 TRANSFER_MEANINGS = {"shared": "a fitted figure is written to the one key every mechanism reads",
@@ -105,13 +107,6 @@ def apply_machinery(table: dict, fit) -> list[str]:
     return notes
 
 
-def _sig(x: float) -> float:
-    from moesim.calibrate.profile_io import _sig as sig
-
-    return sig(x)
-
-
 def _factor(x: float) -> float:
-    from moesim.specs.hardware import MAX_NVLSTREE_NET_FACTOR
-
+    """A send/recv line factor as the profile writer rounds it, within the profile's bound."""
     return min(_sig(x), MAX_NVLSTREE_NET_FACTOR)

@@ -10,14 +10,14 @@ Conventions (NVIDIA/nccl-tests doc/PERFORMANCE.md, src/common.cu, src/*.cu):
 
 from __future__ import annotations
 
-import math
 import warnings
 
+from moesim.collectives import nccl_broadcast, nccl_p2p_net, nccl_plan
 from moesim.collectives.base import OPS, CollectiveCost, CollectiveModel, Group
-from moesim.collectives.nccl_p2p_net import DEFAULT_MODEL as DEFAULT_P2P_NET_MODEL
-from moesim.collectives.nccl_p2p_net import MODELS as P2P_NET_MODELS
 from moesim.collectives.nccl_broadcast import DEFAULT_MODEL as DEFAULT_BROADCAST_MODEL
-from moesim.collectives.nccl_broadcast import MODELS as BROADCAST_MODELS
+from moesim.collectives.nccl_broadcast import MODELS as BROADCAST_MODELS  # noqa: F401 (the CLI's help reads it here)
+from moesim.collectives.nccl_p2p_net import DEFAULT_MODEL as DEFAULT_P2P_NET_MODEL
+from moesim.collectives.nccl_p2p_net import MODELS as P2P_NET_MODELS  # noqa: F401 (as BROADCAST_MODELS)
 from moesim.errors import SpecError
 
 NCCL_TESTS_TYPE, NCCL_TESTS_TYPE_BYTES = "float", 4  # nccl-tests' default `-d float`
@@ -124,15 +124,9 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     if a2a_algorithm not in A2A_ALGORITHMS:
         raise SpecError(f"unknown all-to-all algorithm '{a2a_algorithm}'", field="--a2a-algorithm",
                         value=a2a_algorithm, allowed=A2A_ALGORITHMS)
-    if p2p_net_model not in P2P_NET_MODELS:
-        raise SpecError(f"unknown p2p network model '{p2p_net_model}'", field="--p2p-net-model", value=p2p_net_model,
-                        allowed=P2P_NET_MODELS)
-    if ring_net_channel_gbps is not None and not (math.isfinite(ring_net_channel_gbps) and ring_net_channel_gbps > 0):
-        raise SpecError(f"must be a number of GB/s > 0, got {ring_net_channel_gbps}", field="--ring-net-channel-gbps",
-                        value=ring_net_channel_gbps, allowed="a number > 0, or not given")
-    if broadcast_model not in BROADCAST_MODELS:
-        raise SpecError(f"unknown broadcast model '{broadcast_model}'", field="--broadcast-model",
-                        value=broadcast_model, allowed=BROADCAST_MODELS)
+    nccl_p2p_net.check_model(p2p_net_model)  # before the profile is read: TopologyModel's own checks
+    nccl_plan.check_ring_net_channel_gbps(ring_net_channel_gbps)
+    nccl_broadcast.check_model(broadcast_model)
     hw = load_hardware(hardware)
     if op not in OPS:
         raise SpecError(f"unknown collective '{op}'", field="op", value=op, allowed=OPS)

@@ -38,7 +38,10 @@ KNOWN_MISSES = {
     # round): LL off would give 19.7 % (before the ramp round), but no source says the gIB tuner configuration turns it
     # off, and another A3 Ultra run of the same set-up measures LL's 28 us floor (h200-gke-a3ultra-sky-2node, 9.6 %); not
     # attached (docs/collectives-history.md, GKE RoCE floors (gIB)). Session 7 (evidence round): still no TUNING line or txtpb
-    # text in any public source (docs/collectives-history.md, "Cluster facts, session 7")
+    # text in any public source (docs/collectives-history.md, "Cluster facts, session 7"). Session 11 (smallag): not the
+    # same set-up after all: the job file at the log's commit runs gIB v1.0.5, the sky run prints NCCL 2.26.6; the log is
+    # the sky one + 23.5-27.3 us per call at 1 KiB - 1 MiB, a stack difference with no sourced figure, not priced
+    # (docs/collectives-history.md, "Session 11 (smallag)")
     ("h200-gke-a3ultra-2node_all_gather_perf.log", "small"): 0.66,
     # Met since the ramp round: b200-gke-a4-2node all_gather < 1 MiB 50.9 -> 31.8 % (was listed here: 0.54; the gIB round
     # notes LL off would give 6.3 %, not attached).

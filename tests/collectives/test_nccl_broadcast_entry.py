@@ -68,8 +68,8 @@ def test_chain_with_the_entry_offset_prices_four_network_hops():
 
 def test_proxy_reading_by_hand():
     hw = load_hardware("h100-sxm")
-    entry, proxy = TopologyModel(hw, broadcast_model="nccl-fill-entry"), TopologyModel(hw,
-                                                                                       broadcast_model="nccl-tests-proxy")
+    entry = TopologyModel(hw, broadcast_model="nccl-fill-entry")
+    proxy = TopologyModel(hw, broadcast_model="nccl-tests-proxy")
     net = [1, 9, 17, 25]
     for proto, nv_us, net_us in (("LL", 0.6, 2.7), ("Simple", 3.4, 14.0)):
         one, row = _row(entry, 8, 32, proto), _row(proxy, 8, 32, proto)

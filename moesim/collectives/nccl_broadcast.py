@@ -29,6 +29,12 @@ one broadcast's (the tuner offset takes the difference back).
   step) and a Simple NVLink hop whole slices (BROADCAST_SLICESTEPS = 1), a step at most one chunk (src/enqueue.cc
   `calcCollChunking`; nccl_tuning.toml [broadcast_chunk_bytes]): one chunk per such hop but the slowest on the latency.
 
+Session 11 (bcast2; docs/collectives-history.md "Session 11 (bcast2)"), both evaluated, not the default:
+- `nccl-fill-entry`: `nccl-fill` with the root its node's ring exit on the slowest channel (entry_offset: src/graph/
+  connect.cc `connectRings`, src/init.cc `setupChannel`): a multi-node chain crosses the network nNodes times.
+- `nccl-tests-proxy`: the `nccl-tests` reading over `nccl-fill-entry`, its period bounded below by the proxy's
+  per-connection op order at a network hop (proxy_period_s: src/proxy.cc `ProxyAppend` / `removeOp`).
+
 Who uses which: estimate, search and the simulator price no broadcast; `moesim collective`, `moesim calibrate` and the
 per-log table price the default (`nccl`); the others where asked for (`--broadcast-model`,
 scripts/broadcast_model_check.py). `nccl-tests` reads the default one-broadcast model (with the fill where that is

@@ -59,7 +59,10 @@ def register(subparsers) -> None:
                         "every size, no LL cap); 'nccl-fill' 'nccl' and the chain's store-and-forward fill, one chunk "
                         "per network hop (and Simple NVLink hop); 'nccl-tests' what broadcast_perf reports for "
                         "back-to-back broadcasts of the default, averaged over ranks (the last two evaluated, not the "
-                        "default: docs/collectives-history.md 'Session 10 (bcast)'); one of "
+                        "default: docs/collectives-history.md 'Session 10 (bcast)'); 'nccl-fill-entry' 'nccl-fill' "
+                        "with the root its node's ring exit (nNodes network hops); 'nccl-tests-proxy' back-to-back "
+                        "broadcasts of 'nccl-fill-entry', the period bounded by the proxy's per-connection op order "
+                        "(both evaluated, not the default: 'Session 11 (bcast2)'); one of "
                         f"{', '.join(BROADCAST_MODELS)}; other ops ignore it; GPU profiles only")
     p.add_argument("--nccl-algo", default="", metavar="ALGOS",
                    help="restrict NCCL's algorithms as NCCL_ALGO does: 'ring', 'ring,tree', '^nvls,nvlstree' "

@@ -29,6 +29,12 @@ one broadcast's (the tuner offset takes the difference back).
   step) and a Simple NVLink hop whole slices (BROADCAST_SLICESTEPS = 1), a step at most one chunk (src/enqueue.cc
   `calcCollChunking`; nccl_tuning.toml [broadcast_chunk_bytes]): one chunk per such hop but the slowest on the latency.
 
+Session 11 (bcast2; docs/collectives-history.md "Session 11 (bcast2)"), both evaluated, not the default:
+- `nccl-fill-entry`: `nccl-fill` with the root its node's ring exit on the slowest channel (entry_offset: src/graph/
+  connect.cc `connectRings`, src/init.cc `setupChannel`): a multi-node chain crosses the network nNodes times.
+- `nccl-tests-proxy`: the `nccl-tests` reading over `nccl-fill-entry`, its period bounded below by the proxy's
+  per-connection op order at a network hop (proxy_period_s: src/proxy.cc `ProxyAppend` / `removeOp`).
+
 Who uses which: estimate, search and the simulator price no broadcast; `moesim collective`, `moesim calibrate` and the
 per-log table price the default (`nccl`); the others where asked for (`--broadcast-model`,
 scripts/broadcast_model_check.py). `nccl-tests` reads the default one-broadcast model (with the fill where that is
@@ -42,7 +48,7 @@ from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl_channels import ring_tree_channels_at, share_at
 from moesim.errors import SpecError
 
-MODELS = ("plain", "nccl", "nccl-fill", "nccl-tests")
+MODELS = ("plain", "nccl", "nccl-fill", "nccl-tests", "nccl-fill-entry", "nccl-tests-proxy")
 DEFAULT_MODEL = "nccl"
 
 
@@ -59,10 +65,19 @@ def iters() -> int:
     return tuning()["nccl_tests"]["iters"]
 
 
-def hop_weights(n: int, counts) -> tuple[tuple[int, float], ...]:
+def hop_weights(n: int, counts, offset: int = 0) -> tuple[tuple[int, float], ...]:
     """Per tier, (hops of a chain of n - 1 in ring order that cross it, sum over them of (n - j) / n): hop j (1..n-1)
     crosses tier i where j is a multiple of c_i = g_{i-1} and not of g_i (hierarchy.ring_latency_s' split); rank k
-    waits for hops 1..k, so hop j counts for the n - j ranks k >= j (the mean over ranks of the root-to-rank sum)."""
+    waits for hops 1..k, so hop j counts for the n - j ranks k >= j (the mean over ranks of the root-to-rank sum).
+    `offset` (entry_offset): the root sits `offset` places after its group's first rank in ring order, so hop j
+    crosses where j + offset is a multiple (the wrap-around hop, j + offset = n, crosses the top tier)."""
+    if offset:
+        out = [[0, 0.0] for _ in counts]
+        for j in range(1, n):
+            tier = max(i for i in range(len(counts)) if (j + offset) % (counts[i - 1] if i else 1) == 0)
+            out[tier][0] += 1
+            out[tier][1] += (n - j) / n
+        return tuple((h, w) for h, w in out)
     out, c = [], 1
     for g in counts:
         hops, weight = 0, 0.0
@@ -76,16 +91,30 @@ def hop_weights(n: int, counts) -> tuple[tuple[int, float], ...]:
     return tuple(out)
 
 
-def chain_latencies_s(n: int, counts, alpha) -> tuple[float, float]:
+def entry_offset(counts, tiers) -> int:
+    """Where the root sits in its node on the slowest channel's ring (`nccl-fill-entry`, `nccl-tests-proxy`): NCCL
+    v2.24.3-1 src/graph/connect.cc `connectRings` enters each node at the channel's ring recv rank and leaves it at
+    its send rank, src/init.cc `setupChannel` starts every rank's ring at itself, and the ring channels enter a node
+    at the GPU of their NIC (src/graph/search.cc, one search per NIC), so on the channel that enters the root's node
+    at the root's ring neighbour the root is the node's exit: its chain crosses the network first and then every
+    g-th hop, nNodes times in all, the most for every rank k (ceil(k / g) crossings up to rank k). 0 (the root
+    first, nNodes - 1 crossings) on one node or where the tier above the first is NVLink (no NIC)."""
+    if len(counts) < 2 or tiers[1].kind in ("switch", "torus"):
+        return 0
+    return counts[0] - 1
+
+
+def chain_latencies_s(n: int, counts, alpha, offset: int = 0) -> tuple[float, float]:
     """(slowest hop s, mean over the n ranks of the root-to-rank latency s) of the chain (hop_weights)."""
-    weights = hop_weights(n, counts)
+    weights = hop_weights(n, counts, offset)
     worst = max((a for a, (hops, _) in zip(alpha, weights) if hops), default=0.0)
     return worst, sum(a * w for a, (_, w) in zip(alpha, weights))
 
 
 def layout(model: str, n: int, counts, tiers, protocol_rows, knobs: tuple) -> dict | None:
     """What `terms` needs that no size changes, per protocol name: (channel rule, per-tier LL caps or None,
-    nccl-tests latency s or None, fill: (per-tier (store-and-forward hops, their rank weight), chunk bytes) or None);
+    nccl-tests latency s or None, fill: (per-tier (store-and-forward hops, their rank weight), chunk bytes) or None,
+    the chain's latency s where the root is its node's exit (entry_offset) or None);
     None for `plain` (today's pricing) or off NCCL. `knobs`: the run's nccl_channels.CHANNEL_KNOBS values (None: not
     set), whose comm->nChannels (nccl_channels.coll_channels) the channel rule takes."""
     if model == "plain":
@@ -99,23 +128,41 @@ def layout(model: str, n: int, counts, tiers, protocol_rows, knobs: tuple) -> di
     multi = len(counts) > 1
     nodes = max(1, n // counts[0])
     cap = _ll_cap(tiers[0], nodes, getattr(tiers[1], "host_cpu", "") if multi else "")
-    weights = hop_weights(n, counts)
-    fill = model == "nccl-fill" or (model == "nccl-tests" and DEFAULT_MODEL == "nccl-fill")
+    entry = model in ("nccl-fill-entry", "nccl-tests-proxy")
+    offset = entry_offset(counts, tiers) if entry else 0
+    weights = hop_weights(n, counts, offset)
+    fill = entry or model == "nccl-fill" or (model == "nccl-tests" and DEFAULT_MODEL == "nccl-fill")
     chunks = tuning()["broadcast_chunk_bytes"]
     out = {}
     for proto, alpha, _ in protocol_rows:
         rule = channel_rule("ring", proto.name, n, default if channels is None else channels, default)
         tests = None
-        if model == "nccl-tests":
-            worst, mean = chain_latencies_s(n, counts, alpha["ring"])
+        if model in ("nccl-tests", "nccl-tests-proxy"):
+            worst, mean = chain_latencies_s(n, counts, alpha["ring"], offset)
+            if model == "nccl-tests-proxy":
+                worst = max(worst, proxy_period_s(alpha["ring"], tiers, weights) - proto.base_latency_s("ring"))
             k = iters()
             tests = (worst * (k - 1) + mean) / k
         # store-and-forward hops: every network hop (the proxy sends whole steps), NVLink hops for Simple only
         sf = tuple(w if proto.name == "Simple" or t.kind not in ("switch", "torus") else (0, 0.0)
                    for w, t in zip(weights, tiers))
+        chain = sum(a * hops for a, (hops, _) in zip(alpha["ring"], weights)) if offset else None
         out[proto.name] = (rule, _caps(counts, cap) if proto.name == "LL" else None, tests,
-                           (sf, chunks[proto.name], iters()) if fill else None)
+                           (sf, chunks[proto.name], iters()) if fill else None, chain)
     return out
+
+
+def proxy_period_s(alpha, tiers, weights) -> float:
+    """The latency part of the period of back-to-back broadcasts at a network hop (`nccl-tests-proxy`), s: the
+    proxy serialises the ops of one connection (NCCL v2.24.3-1 src/proxy.cc `ProxyAppend`: an op on a connection
+    that has one in progress waits as its nextPeer; `removeOp` starts it once the first is done), a send op is done
+    once its last isend completed (src/transport/net.cc `sendProxyProgress`) and a recv op once the GPU consumed its
+    last step (`recvProxyProgress`, the GPU's head), and only then are the next op's irecvs posted, whose
+    clear-to-send the sender waits for before its isend (ncclNet isend returns no request until then): so each
+    iteration at a network hop pays, besides its transfer, the clear-to-send's trip and the data's, 2 hop latencies
+    of the slowest network tier. 0 where the chain crosses no network tier."""
+    net = [a for a, t, (hops, _) in zip(alpha, tiers, weights) if hops and t.kind not in ("switch", "torus")]
+    return 2 * max(net) if net else 0.0
 
 
 def fill_s(sf, chunk: float, size: float, nc: int, transfer) -> tuple[float, float]:
@@ -138,10 +185,12 @@ def terms(bcast: dict, proto: str, size: float, n: int, counts, alpha, bw) -> tu
     """(Terms, tuner offset s) of NCCL's ring broadcast under `bcast` (layout's): the transfer at the per-size channel
     share and LL cap; with the fill, its store-and-forward fill on the latency; under nccl-tests the latency of the
     reading, the offset keeping NCCL's pick one broadcast's."""
-    rule, caps, tests, fill = bcast[proto]
+    rule, caps, tests, fill, chain = bcast[proto]
     share = share_at(rule, size)
     cut = [w * share for w in bw] if caps is None else [min(w * share, c) for w, c in zip(bw, caps)]
     one = hierarchy.broadcast_terms("ring", size, n, counts, alpha, cut)
+    if chain is not None:  # the root its node's exit on the slowest channel (entry_offset): its chain's hops
+        one = Terms(chain, one.transfer_s, one.overlapped)
     extra = mean_extra = 0.0
     if fill is not None:
         extra, mean_extra = fill_s(fill[0], fill[1], size, ring_tree_channels_at(rule, size)[0], one.transfer_s)

@@ -110,7 +110,8 @@ def test_cli_bad_values_exit_2(capsys):
     from _cli import run_bad
 
     run_bad(capsys, ["collective", "broadcast", "--hardware", "h100-sxm", "--devices", "32", "--bytes", "1KiB",
-                     "--broadcast-model", "pipelined"], "--broadcast-model", "plain, nccl, nccl-fill, nccl-tests")
+                     "--broadcast-model", "pipelined"], "--broadcast-model",
+            "plain, nccl, nccl-fill, nccl-tests, nccl-fill-entry, nccl-tests-proxy")
     run_bad(capsys, ["collective", "broadcast", "--hardware", "tpu-v4", "--devices", "16", "--bytes", "1KiB",
                      "--broadcast-model", "plain"], "--broadcast-model", "GPU")
 

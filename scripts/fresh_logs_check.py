@@ -36,7 +36,8 @@ DOC = ROOT / "docs" / "collectives-history.md"
 BEGIN = "<!-- BEGIN fresh_logs_check: python scripts/fresh_logs_check.py --write -->"
 END = "<!-- END fresh_logs_check -->"
 # The logs session 11 added (tests/data/nccl/SOURCES.md, "Session 11 (newlogs3)"), committed before pricing.
-FRESH = ("b200-gke-a4-ctk-2node_all_gather_perf.log",)
+FRESH = ("b200-gke-a4-ctk-2node_all_gather_perf.log", "h100-xxrjun-2node-b_alltoall_perf.log",
+         "h100-xxrjun-2node-b_sendrecv_perf.log")
 WORSE_PT = 0.02  # the rule's "worse by more than 2 pt"
 OPTIONS = ("p2p_net_model=concurrent", "published channel count", "ring_net_channel_gbps=20",
            "broadcast_model=nccl-fill", "broadcast_model=nccl-tests")

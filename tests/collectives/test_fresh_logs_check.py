@@ -23,7 +23,8 @@ def check():
 
 
 def _rows(fresh_after, old_after=((0.10, 0.30),)):
-    """Healthy logs f0, f1 (fresh, shipped 15 % | 30 %) and o0.. (old, shipped 10 % | 30 %), with the option's figures."""
+    """Healthy logs f0, f1 (fresh, shipped 15 % | 30 %) and o0.. (old, shipped 10 % | 30 %), with the option's
+    figures."""
     rows = {f"f{i}": {"shipped": (0.15, 0.30), "opt": a} for i, a in enumerate(fresh_after)}
     rows.update({f"o{i}": {"shipped": (0.10, 0.30), "opt": a} for i, a in enumerate(old_after)})
     return rows

@@ -14,7 +14,8 @@ step of one channel moves m = bytes / (channels x ranks) per loop (all_reduce: t
 steps). Messages per step = ceil(m / slice data) (LL128: one message per step; Simple: per 1 MiB slice). The chain's
 network edges: nodes (the ring's slowest chunk, nccl_multinode.ring_chain_extra_net_steps), all_reduce 2 x nodes.
 Tree and NVLSTree rows are listed with their error only. Nothing is fitted; the prior is priced as the per-log table
-prices it (calibrate/nccl_error.log_error).
+prices it (calibrate/nccl_error.log_error) before this round, i.e. with NCCL's per-channel caps off (per_channel_caps,
+which this round's C1 turns on): the residual that motivated the round.
 
 Run: python scripts/ring_ramp_residual.py [--write]   (--write replaces the marked block of
 docs/collectives-history.md)
@@ -22,6 +23,7 @@ docs/collectives-history.md)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -59,14 +61,15 @@ def _logs():
         domain = hardware.interconnect[0].domain_devices
         if op not in OPS or n <= domain:
             continue
-        model = entry_model(entry, hardware) or default_model(hardware)
+        model = dataclasses.replace(entry_model(entry, hardware) or default_model(hardware), per_channel_caps=False)
         yield entry["file"].removesuffix("_perf.log"), entry, points, hardware, model, n, op, -(-n // domain)
 
 
 def _simple_model(entry, hardware):
     """The prior with NCCL_PROTO=Simple (the run's other knobs kept)."""
     keep = {k: entry.get(k) for k in ("nccl_algo",) if entry.get(k)}
-    return TopologyModel(hardware, nccl_proto="Simple", collnet=entry.get("collnet", False), **keep)
+    return TopologyModel(hardware, nccl_proto="Simple", collnet=entry.get("collnet", False), per_channel_caps=False,
+                         **keep)
 
 
 def ring_row_facts(algorithm: str, size_bytes: float, n: int, op: str, nodes: int) -> tuple:
@@ -123,12 +126,12 @@ def _table(head: tuple, body: list[tuple]) -> list[str]:
 def render() -> str:
     body, summary = rows()
     head = ("log", "size", "priced as", "ch x thr", "ring steps", "chain net edges", "bytes/ch/step", "msgs/step",
-            "measured us", "priced us", "excess us", "per net edge", "error", "as ring/Simple")
-    shead = ("log", "nodes", "rows 1-512 MiB", "MAPE as priced", "signed", "MAPE as ring/Simple", "LL128 rows",
-             "their MAPE as priced", "as ring/Simple")
+            "measured us", "priced us", "excess us", "per net edge", "error", "NCCL_PROTO=Simple")
+    shead = ("log", "nodes", "rows 1-512 MiB", "MAPE as priced", "signed", "MAPE at NCCL_PROTO=Simple", "LL128 rows",
+             "their MAPE as priced", "at NCCL_PROTO=Simple")
     return "\n".join(["Per row (error = measured time / priced time - 1; + = priced too fast):", ""]
                      + _table(head, body)
-                     + ["", "Per log, the 1-512 MiB rows as priced and as the prior's own ring/Simple candidate "
+                     + ["", "Per log, the 1-512 MiB rows as priced and with the prior's own Simple candidates "
                             "(NCCL_PROTO=Simple):", ""] + _table(shead, summary))
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from moesim.collectives.nccl import tuning
 
 GB = 1e9
+DEFAULT = True  # TopologyModel(per_channel_caps=...) unset: the shipped pricing leaves the caps out
+CHOICES = {"on": True, "off": False}  # `moesim collective --per-channel-caps`
 
 
 def per_channel_cap_bytes_per_s(algorithm: str, protocol: str, arch: str, nodes: int, channels: int) -> float:

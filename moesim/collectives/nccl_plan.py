@@ -139,8 +139,9 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
             rule = channel_rule(algo, proto, n, default if channels is None else channels, default)
             cap = ll_cap if p == 0 else 0.0
             if per_channel_caps:  # NCCL's per-channel ring LL128 / tree caps, tuner and wire (nccl_channel_caps.py)
-                per_ch = per_channel_cap_bytes_per_s(algo, proto, getattr(tiers[0], "nccl_arch", ""), nodes,
-                                                     default if channels is None else channels)
+                # the graph's channels: the system's count (its tuner's graphs[a]->nChannels; the run's knobs
+                # change comm->nChannels only)
+                per_ch = per_channel_cap_bytes_per_s(algo, proto, getattr(tiers[0], "nccl_arch", ""), nodes, default)
                 cap = min(c for c in (cap, per_ch) if c > 0) if cap > 0 or per_ch > 0 else 0.0
             ring_tree.append((algo, proto, latency, factors[p], _caps(counts, cap),
                               bases[p] * US, plateau, offset, (full_share_bytes(rule), rule)))

@@ -1,6 +1,6 @@
-"""NCCL's per-channel bandwidth caps of ring LL128 and the tree (issue 11, session 11 ramp round; an option, off by
-default): its tuner caps those candidates' bus bandwidth at the graph's channels x a per-channel figure, which moesim's
-shipped pricing leaves out. Constants: nccl_tuning.toml [per_channel_caps]; docs/collectives-history.md
+"""NCCL's per-channel bandwidth caps of ring LL128 and the tree (issue 11, session 11 ramp round; priced by
+default, per_channel_caps=False leaves them out): its tuner caps those candidates' bus bandwidth at the graph's
+channels x a per-channel figure. Constants: nccl_tuning.toml [per_channel_caps]; docs/collectives-history.md
 "Session 11 (ramp)"."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from moesim.collectives.nccl import tuning
 
 GB = 1e9
-DEFAULT = True  # TopologyModel(per_channel_caps=...) unset: the shipped pricing leaves the caps out
+DEFAULT = True  # TopologyModel(per_channel_caps=...) unset: NCCL's caps priced (session 11 ramp round: rule met)
 CHOICES = {"on": True, "off": False}  # `moesim collective --per-channel-caps`
 
 

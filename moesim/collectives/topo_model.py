@@ -32,6 +32,7 @@ from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
 from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl_tuner_rules import PROTOCOLS as NCCL_PROTOCOL_NAMES
+from moesim.collectives import nccl_channel_caps
 from moesim.collectives.nccl_tuner_rules import TunerRules, parse_nccl_proto
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
 from moesim.errors import SpecError
@@ -88,6 +89,7 @@ class TopologyModel:
     # GB/s one ring channel moves where its ring crosses the network (nccl_plan.ring_net_caps, session 10 ringnet);
     # None = not modelled (the shipped pricing); not sourced, so an option only
     ring_net_channel_gbps: float | None = None
+    per_channel_caps: bool = nccl_channel_caps.DEFAULT  # NCCL's per-channel ring LL128 / tree caps (nccl_channel_caps)
     # how NCCL's ring broadcast is priced (nccl_broadcast.MODELS: plain, nccl (default), nccl-fill, nccl-tests, ...)
     broadcast_model: str = nccl_broadcast.DEFAULT_MODEL
     _algos: frozenset = field(default=frozenset(), init=False, repr=False)
@@ -238,7 +240,7 @@ class TopologyModel:
         if system.nccl and op in _PASSES:  # NCCL's tuner: nccl_plan.py
             tuner = nccl_plan.plan(op, n, counts, tiers, self._allowed(), self.collnet, allowed,
                                    tuple(getattr(self, k) for k in CHANNEL_KNOBS),
-                                   (self.ring_net_channel_gbps or 0.0) * 1e9)
+                                   (self.ring_net_channel_gbps or 0.0) * 1e9, self.per_channel_caps)
         cap_tiers = None
         # send/recv's own message latency where a profile sets one (InterconnectLevel.p2p_latency_s)
         latency = [p2p_latency_s(t) if op in _P2P_OPS else t.latency_s for t in tiers]

@@ -85,9 +85,9 @@ KNOWN_MISSES = {
     # as the met H100 / H200 multi-node logs); with the plateau priced exactly 22.2 / 23.6 % (scripts/ring_plateau_table.py).
     ("h100-xxrjun-10node_all_gather_perf.log", "large"): 0.30,
     ("h100-xxrjun-10node_reduce_scatter_perf.log", "large"): 0.31,
-    # 83.7 %: a flat 15.2 GB/s against 28.0 priced, where the same cluster's 2-node pair measures 45.9 against 47.0
-    # priced (2.4 %); nothing in the source says why 80 ranks' network pairs run at a third of one pair's rate.
-    ("h100-xxrjun-10node_sendrecv_perf.log", "large"): 0.86,
+    # h100-xxrjun-10node sendrecv met since session 11 (p2pcong): 83.7 -> 8.0 %, NCCL's p2pnChannels across nodes is
+    # pow2Up of the 16 collective channels (paths.cc ncclTopoComputeP2pChannels, v2.29.2-1), so 80 ranks run one
+    # channel per network peer (14 GB/s priced, 15.2 measured) where 32 gave two (28.0).
 }
 
 

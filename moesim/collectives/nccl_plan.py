@@ -44,7 +44,7 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     None where not set (nccl_channels.CHANNEL_KNOBS, coll_channels, nvls_channels).
     `ring_net_channel_bw`: bytes/s one ring channel moves where its ring crosses the network (the ringnet option,
     `ring_net_caps`; 0 = off, as shipped). `per_channel_caps`: NCCL's per-channel ring LL128 / tree caps
-    (nccl_channel_caps.py; False = off, as shipped).
+    (nccl_channel_caps.py; False = off here; TopologyModel passes nccl_channel_caps.DEFAULT, on since session 11).
     """
     return priced(plan(op, n, counts, tiers, allowed, collnet, protocols, knobs, ring_net_channel_bw,
                        per_channel_caps), size_bytes, port_bw)

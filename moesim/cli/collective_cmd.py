@@ -14,7 +14,7 @@ DEFAULT_SWEEP = "8B:8GiB"  # the range nccl-tests' README runs (-b 8 -e 8G -f 2)
 # the library's keywords a SpecError names, as the user typed them here (the Python API keeps the keyword names)
 FLAGS = {"nccl_algo": "--nccl-algo", "nccl_proto": "--nccl-proto", "tuner_rules": "--tuner-rules",
          "ring_net_channel_gbps": "--ring-net-channel-gbps", "p2p_net_model": "--p2p-net-model",
-         "broadcast_model": "--broadcast-model"}
+         "broadcast_model": "--broadcast-model", "p2p_net_nchannels": "--p2p-net-nchannels"}
 
 
 def register(subparsers) -> None:
@@ -53,6 +53,16 @@ def register(subparsers) -> None:
                         "channels x GBPS (collectives/nccl_plan.ring_net_caps; not sourced, evaluated, not the "
                         "default: docs/collectives-history.md 'Session 10 (ringnet)'); default: not modelled; GPU "
                         "profiles only")
+    p.add_argument("--per-channel-caps", choices=("on", "off"), default=None,
+                   help="NCCL's per-channel bandwidth caps of ring LL128 and the tree (tuning.cc perChMaxRingLL128Bw, "
+                        "perChMaxTreeBw, perChMaxTreeLL128Bw x the graph's channels), in NCCL's pick and on the wire "
+                        "(collectives/nccl_channel_caps.py; docs/collectives-history.md 'Session 11 (ramp)'); default: "
+                        "the shipped pricing's; GPU profiles only")
+    p.add_argument("--p2p-net-nchannels", type=int, default=None, metavar="N",
+                   help="NCCL's p2p channels (p2pnChannels, pow2Up of the communicator's channels) where a send/recv or "
+                        "all-to-all spans several nodes: the per-peer channels are halved to fit them "
+                        "(collectives/nccl_p2p.py; docs/collectives-history.md 'Session 11 (p2pcong)'); 1 to 64; "
+                        "default: nccl_tuning.toml [p2p_net] p2p_channels; GPU profiles only")
     p.add_argument("--broadcast-model", default=DEFAULT_BROADCAST_MODEL, metavar="MODEL",
                    help="how NCCL's ring broadcast is priced: 'nccl' one broadcast on NCCL's per-size channels with "
                         "its ring LL bus cap (the default); 'plain' the pricing before session 10 (every channel at "
@@ -107,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
         report = collective_report(args.hardware, args.op, args.devices, sizes, args.group_stride, args.concurrent,
                                    args.nccl_algo, args.nccl_collnet, args.nccl_proto, args.tuner_rules,
                                    {name: getattr(args, name) for name in CHANNEL_KNOBS}, args.a2a_algorithm,
-                                   args.p2p_net_model, args.broadcast_model, args.ring_net_channel_gbps)
+                                   args.p2p_net_model, args.broadcast_model, args.ring_net_channel_gbps,
+                                   None if args.per_channel_caps is None else args.per_channel_caps == "on",
+                                   args.p2p_net_nchannels)
     except SpecError as err:
         if err.field not in FLAGS:
             raise

@@ -30,7 +30,7 @@ from moesim.collectives.nccl_multinode import net_ll_send_leg_s
 from moesim.collectives.formulas import Terms
 # moved out of this module (tidy, session 10), re-exported here: nccl.tuning(), nccl.p2p_channels, ... keep working
 from moesim.collectives.nccl_p2p import (  # noqa: F401
-    p2p_bw_cap, p2p_channels, p2p_net_bw_cap, p2p_net_peer_channels,
+    p2p_bw_cap, p2p_channels, p2p_net_bw_cap, p2p_net_nchannels, p2p_net_peer_channels,
 )
 from moesim.collectives.nccl_tuning import tuning
 from moesim.errors import SpecError

@@ -138,15 +138,15 @@ def concurrent_terms(conc: tuple, name: str, size: float, n: int, counts, proto,
                      base: float) -> tuple[Terms, float]:
     """(Terms, base latency s) of a flat all-to-all or a send/recv between nodes with NCCL's network peers
     concurrent; `shipped` the summed pricing at protocol `proto`, `conc` TopologyModel._concurrent_layout's tuple."""
-    (simple, simple_alpha, simple_factor), launch, tier0, net_tier = conc
+    (simple, simple_alpha, simple_factor), launch, tier0, net_tier, p2p_nchannels = conc
     if name == "direct":  # a send/recv between nodes runs Simple (TopologyModel._layout); LL only with LL buffers
         if proto is not simple:
             return shipped, base
-        parts = nccl.p2p_channels(size, n, tier0, net_tier) if net_tier is not None else 0
+        parts = nccl.p2p_channels(size, n, tier0, net_tier, p2p_nchannels) if net_tier is not None else 0
         return concurrent_send_recv_terms(shipped, size, parts, launch), base
-    parts = nccl.p2p_channels(size / n, n, tier0, net_tier) if net_tier is not None else 0
+    parts = nccl.p2p_channels(size / n, n, tier0, net_tier, p2p_nchannels) if net_tier is not None else 0
     t_sched = nccl.tuning()
     terms = concurrent_all_to_all_terms(
         shipped, size, n, counts, alpha["ring"], simple_alpha["ring"], factor / simple_factor, parts, launch,
-        t_sched["p2p"]["p2p_channels"], t_sched["p2p_net"]["max_p2p_per_batch"], t_sched["p2p_schedule"]["group_size"])
+        p2p_nchannels, t_sched["p2p_net"]["max_p2p_per_batch"], t_sched["p2p_schedule"]["group_size"])
     return terms, max(base, simple.base_latency_s(name))

@@ -17,6 +17,7 @@ from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _hop_tables, _ll_cap,
                                      _net_overheads, _ring_plateau, _scaled_transfer,
                                      _tree_net_hops, fill_factor, level_fill_bytes, tree_correction, tuning)
 from moesim.collectives.nccl_algos import _collnet, _nvls, _nvls_fixed, _pat
+from moesim.collectives.nccl_channel_caps import per_channel_cap_bytes_per_s
 from moesim.collectives.nccl_channels import (channel_rule, coll_channels, full_share_bytes, pinned_share,
                                               share_at)
 from moesim.collectives.nccl_facts import ll128_across_nodes, no_gdr_legs_s, no_gdr_tuner_latency_s
@@ -27,7 +28,7 @@ from moesim.errors import SpecError
 
 def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str],
                collnet: bool = False, protocols: frozenset[str] | None = None, knobs: tuple = (None,) * 5,
-               ring_net_channel_bw: float = 0.0):
+               ring_net_channel_bw: float = 0.0, per_channel_caps: bool = False):
     """(algorithm, protocol, Terms, base latency s, tuner offset s) of every enabled NCCL candidate for AR / AG / RS.
 
     The Terms are what the wire takes (wire_hops_us); the tuner offset is NCCL's own model time minus it (its
@@ -42,10 +43,11 @@ def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allow
     `knobs`: the run's (NCCL_MIN_NCHANNELS, NCCL_MAX_NCHANNELS, NCCL_NVLS_NCHANNELS, NCCL_MIN_CTAS, NCCL_MAX_CTAS),
     None where not set (nccl_channels.CHANNEL_KNOBS, coll_channels, nvls_channels).
     `ring_net_channel_bw`: bytes/s one ring channel moves where its ring crosses the network (the ringnet option,
-    `ring_net_caps`; 0 = off, as shipped).
+    `ring_net_caps`; 0 = off, as shipped). `per_channel_caps`: NCCL's per-channel ring LL128 / tree caps
+    (nccl_channel_caps.py; False = off, as shipped).
     """
-    return priced(plan(op, n, counts, tiers, allowed, collnet, protocols, knobs, ring_net_channel_bw), size_bytes,
-                  port_bw)
+    return priced(plan(op, n, counts, tiers, allowed, collnet, protocols, knobs, ring_net_channel_bw,
+                       per_channel_caps), size_bytes, port_bw)
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,8 @@ class Plan:
 
 
 def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool = False,
-         protocols: frozenset[str] | None = None, knobs: tuple = (None,) * 5, ring_net_channel_bw: float = 0.0) -> Plan:
+         protocols: frozenset[str] | None = None, knobs: tuple = (None,) * 5, ring_net_channel_bw: float = 0.0,
+         per_channel_caps: bool = False) -> Plan:
     """The size-free part of `candidates`: hop latencies per algorithm × protocol, factors, caps, gates."""
     t = tuning()
     passes = 2 if op == "all_reduce" else 1
@@ -134,7 +137,13 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
                 leg += staged["tree" if ppn1 else algo][p] * net_steps
             offset = (steps0 * (own0 - alpha[0]), chain_wire, leg)
             rule = channel_rule(algo, proto, n, default if channels is None else channels, default)
-            ring_tree.append((algo, proto, latency, factors[p], _caps(counts, ll_cap if p == 0 else 0),
+            cap = ll_cap if p == 0 else 0.0
+            if per_channel_caps:  # NCCL's per-channel ring LL128 / tree caps, tuner and wire (nccl_channel_caps.py)
+                # the graph's channels: the system's count (its tuner's graphs[a]->nChannels; the run's knobs
+                # change comm->nChannels only)
+                per_ch = per_channel_cap_bytes_per_s(algo, proto, getattr(tiers[0], "nccl_arch", ""), nodes, default)
+                cap = min(c for c in (cap, per_ch) if c > 0) if cap > 0 or per_ch > 0 else 0.0
+            ring_tree.append((algo, proto, latency, factors[p], _caps(counts, cap),
                               bases[p] * US, plateau, offset, (full_share_bytes(rule), rule)))
     simple = "Simple" in protocols  # PAT, NVLS / NVLSTree and CollNet run Simple only
     nvls = (_nvls_fixed(op, n, counts, tiers, nodes, multi, allowed, nvls_knobs) if nvls_eff > 0 and counts[0] > 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 
-from moesim.collectives import nccl_broadcast, nccl_p2p_net, nccl_plan
+from moesim.collectives import nccl_broadcast, nccl_channel_caps, nccl_p2p, nccl_p2p_net, nccl_plan
 from moesim.collectives.base import OPS, CollectiveCost, CollectiveModel, Group
 from moesim.collectives.nccl_broadcast import DEFAULT_MODEL as DEFAULT_BROADCAST_MODEL
 from moesim.collectives.nccl_broadcast import MODELS as BROADCAST_MODELS  # noqa: F401 (the CLI's help reads it here)
@@ -101,7 +101,8 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
                       tuner_rules: str | None = None, channels: dict | None = None,
                       a2a_algorithm: str = DEFAULT_A2A_ALGORITHM, p2p_net_model: str = DEFAULT_P2P_NET_MODEL,
                       broadcast_model: str = DEFAULT_BROADCAST_MODEL,
-                      ring_net_channel_gbps: float | None = None) -> dict:
+                      ring_net_channel_gbps: float | None = None, per_channel_caps: bool | None = None,
+                      p2p_net_nchannels: int | None = None) -> dict:
     """Everything `moesim collective` prints: the group, the system it lands on, one row per size.
 
     `devices` is the group size (nccl-tests' rank count); `stride` spaces its members on the device
@@ -117,7 +118,10 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     broadcast is priced (collectives/nccl_broadcast.py MODELS: "nccl", the default, "plain", "nccl-fill", "nccl-tests", "nccl-fill-entry"
     or "nccl-tests-proxy");
     `ring_net_channel_gbps` the ringnet option's GB/s per ring channel across the network
-    (collectives/nccl_plan.ring_net_caps), None = off.
+    (collectives/nccl_plan.ring_net_caps), None = off; `per_channel_caps` NCCL's per-channel ring LL128 / tree caps
+    (collectives/nccl_channel_caps.py), None = the default (nccl_channel_caps.DEFAULT).
+    `p2p_net_nchannels` NCCL's p2p channels where a send/recv or all-to-all spans several nodes
+    (collectives/nccl_p2p.p2p_net_nchannels), None = the default.
     """
     from moesim.collectives.select import default_model
     from moesim.specs.load import load_hardware
@@ -127,6 +131,7 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
                         value=a2a_algorithm, allowed=A2A_ALGORITHMS)
     nccl_p2p_net.check_model(p2p_net_model)  # before the profile is read: TopologyModel's own checks
     nccl_plan.check_ring_net_channel_gbps(ring_net_channel_gbps)
+    nccl_p2p.check_p2p_net_nchannels(p2p_net_nchannels)
     nccl_broadcast.check_model(broadcast_model)
     hw = load_hardware(hardware)
     if op not in OPS:
@@ -146,7 +151,9 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
                ("--tuner-rules", tuner_rules), *(("--" + k.replace("_", "-"), v is not None) for k, v in knobs.items()),
                ("--p2p-net-model", p2p_net_model != DEFAULT_P2P_NET_MODEL),
                ("--broadcast-model", broadcast_model != DEFAULT_BROADCAST_MODEL),
-               ("--ring-net-channel-gbps", ring_net_channel_gbps is not None)]
+               ("--ring-net-channel-gbps", ring_net_channel_gbps is not None),
+               ("--per-channel-caps", per_channel_caps is not None and per_channel_caps != nccl_channel_caps.DEFAULT),
+               ("--p2p-net-nchannels", p2p_net_nchannels is not None)]
     given = [name for name, value in options if value]
     if given:
         if hw.device_kind != "gpu":  # the model prices these devices' own collectives: NCCL's options would do nothing
@@ -159,7 +166,10 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
         rules = load_tuner_rules(tuner_rules) if tuner_rules else None
         model = TopologyModel(hw, nccl_algo=nccl_algo, collnet=collnet, nccl_proto=nccl_proto, tuner_rules=rules,
                               p2p_net_model=p2p_net_model, broadcast_model=broadcast_model,
-                              ring_net_channel_gbps=ring_net_channel_gbps, **knobs)
+                              ring_net_channel_gbps=ring_net_channel_gbps,
+                              per_channel_caps=nccl_channel_caps.DEFAULT if per_channel_caps is None else per_channel_caps,
+                              p2p_net_nchannels=p2p_net_nchannels,
+                              **knobs)
         rows = collective_rows(model, op, sizes, group, a2a_algorithm)
         ignored = [name for name, value in options[:3] if value]  # NCCL_ALGO, NCCL_COLLNET_ENABLE, NCCL_PROTO
         if op in ("all_to_all", "send_recv") and ignored:  # NCCL's p2p: no algorithm, the protocol by size
@@ -174,6 +184,8 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     return {"hardware": hw.name, "op": op, "devices": devices, "group_stride": stride, "concurrent": concurrent,
             "a2a_algorithm": a2a_algorithm, "p2p_net_model": p2p_net_model, "broadcast_model": broadcast_model,
             "ring_net_channel_gbps": ring_net_channel_gbps,
+            "per_channel_caps": getattr(model, "per_channel_caps", nccl_channel_caps.DEFAULT),
+            "p2p_net_nchannels": p2p_net_nchannels,
             "nccl_algo": nccl_algo, "nccl_collnet": collnet, "nccl_proto": nccl_proto, "tuner_rules": tuner_rules,
             **knobs, "nccl_channels": channel_counts(model, group, knobs),
             "system": system, "results": rows, "avg_busbw_GBps": average_busbw_GBps(rows)}

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from moesim.collectives import formulas, hierarchy, nccl, nccl_facts, nccl_multinode, nccl_plan, torus_costs
-from moesim.collectives import nccl_broadcast, nccl_p2p_net
+from moesim.collectives import nccl_broadcast, nccl_p2p, nccl_p2p_net
 from moesim.collectives.algorithm_menu import HALVING_NAME as _HALVING_NAME
 from moesim.collectives.algorithm_menu import P2P_OPS as _P2P_OPS
 from moesim.collectives.algorithm_menu import PASSES as _PASSES
@@ -32,6 +32,7 @@ from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
 from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl_tuner_rules import PROTOCOLS as NCCL_PROTOCOL_NAMES
+from moesim.collectives import nccl_channel_caps
 from moesim.collectives.nccl_tuner_rules import TunerRules, parse_nccl_proto
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
 from moesim.errors import SpecError
@@ -88,6 +89,10 @@ class TopologyModel:
     # GB/s one ring channel moves where its ring crosses the network (nccl_plan.ring_net_caps, session 10 ringnet);
     # None = not modelled (the shipped pricing); not sourced, so an option only
     ring_net_channel_gbps: float | None = None
+    per_channel_caps: bool = nccl_channel_caps.DEFAULT  # NCCL's per-channel ring LL128 / tree caps (nccl_channel_caps)
+    # NCCL's p2pnChannels where a send/recv or all-to-all spans several nodes (nccl_p2p.p2p_net_nchannels: pow2Up of
+    # comm->nChannels); None = the default ([p2p_net] p2p_channels; session 11 p2pcong)
+    p2p_net_nchannels: int | None = None
     # how NCCL's ring broadcast is priced (nccl_broadcast.MODELS: plain, nccl (default), nccl-fill, nccl-tests, ...)
     broadcast_model: str = nccl_broadcast.DEFAULT_MODEL
     _algos: frozenset = field(default=frozenset(), init=False, repr=False)
@@ -238,7 +243,7 @@ class TopologyModel:
         if system.nccl and op in _PASSES:  # NCCL's tuner: nccl_plan.py
             tuner = nccl_plan.plan(op, n, counts, tiers, self._allowed(), self.collnet, allowed,
                                    tuple(getattr(self, k) for k in CHANNEL_KNOBS),
-                                   (self.ring_net_channel_gbps or 0.0) * 1e9)
+                                   (self.ring_net_channel_gbps or 0.0) * 1e9, self.per_channel_caps)
         cap_tiers = None
         # send/recv's own message latency where a profile sets one (InterconnectLevel.p2p_latency_s)
         latency = [p2p_latency_s(t) if op in _P2P_OPS else t.latency_s for t in tiers]
@@ -278,7 +283,7 @@ class TopologyModel:
     def _concurrent_layout(self, op: str, system: System, pl: GroupPlacement, tiers, protocol_rows):
         """What p2p_net_model="concurrent" needs for `op` (nccl_p2p_net.py), or None where it does not apply (not
         NCCL, not a send/recv-based op, one node, no network tier, no Simple row): (Simple's row, the proxy's launch
-        s, the NVLink tier, the NIC tier)."""
+        s, the NVLink tier, the NIC tier, the communicator's p2p channels across nodes)."""
         if (self.p2p_net_model != "concurrent" or not system.nccl or op not in _P2P_OPS or len(tiers) < 2
                 or all(t.kind in ("switch", "torus") for t in tiers[1:])):
             return None
@@ -286,7 +291,7 @@ class TopologyModel:
         if not simple:
             return None
         launch = nccl_p2p_net.launch_s(getattr(tiers[1], "host_cpu", ""))
-        return simple[0], launch, tiers[0], _nic_tier(system, pl)
+        return simple[0], launch, tiers[0], _nic_tier(system, pl), nccl.p2p_net_nchannels(self.p2p_net_nchannels)
 
     def _tiers(self, op: str, size: float, n: int, system: System, pl: GroupPlacement, lay: "_Layout",
                pinned=None) -> list[tuple]:
@@ -307,7 +312,7 @@ class TopologyModel:
             if not multi:
                 cap = nccl.p2p_bw_cap(size, n, tier0, net)
             elif net is not None:
-                cap = nccl.p2p_net_bw_cap(size, n, tier0, net)
+                cap = nccl.p2p_net_bw_cap(size, n, tier0, net, self.p2p_net_nchannels)
         # send/recv-based ops on NCCL price each algorithm with the protocol its message size picks only (a
         # send/recv between nodes: Simple, _layout)
         picked = None if not lay.p2p_protocols else {
@@ -343,6 +348,7 @@ class TopologyModel:
             check_channel_knob(name, getattr(self, name))
         nccl_p2p_net.check_model(self.p2p_net_model)
         nccl_plan.check_ring_net_channel_gbps(self.ring_net_channel_gbps)
+        nccl_p2p.check_p2p_net_nchannels(self.p2p_net_nchannels)
         nccl_broadcast.check_model(self.broadcast_model)
         if self.tuner_rules is not None and not isinstance(self.tuner_rules, TunerRules):
             raise SpecError("tuner_rules must be the rules load_tuner_rules reads (or None)", field="tuner_rules",

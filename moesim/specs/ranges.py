@@ -261,6 +261,8 @@ ARG_RANGES: dict[str, Range] = {
     "nccl_max_ctas": count(1, 2**31 - 1, "channels"),
     # the ringnet option (collectives/nccl_plan.ring_net_caps): GB/s per ring channel across the network
     "ring_net_channel_gbps": Range(0, 10_000, lo_open=True, unit="GB/s"),
+    # NCCL's p2p channels across nodes (collectives/nccl_p2p.p2p_net_nchannels): 1 to MAXCHANNELS = 64
+    "p2p_net_nchannels": count(1, 64, "channels"),
 }
 
 # Field path prefixes the specs use in their own error messages.

@@ -52,6 +52,8 @@ KNOWN_MISSES = {
     # public source, so it is not set (docs/collectives-history.md, "Cluster facts, session 7")
     # Session 10 (ringnet): ramp 1-512 MiB 48.6 / 50.4 % MAPE, rows from 1 GiB 18.0 / 18.5 % (38.5 / 38.0 GB/s per NIC);
     # with the plateau priced exactly 32.4 / 33.6 % (scripts/ring_plateau_table.py); no sourced plateau mechanism found.
+    # Session 11 (ramp): 31.1 / 32.3 % with NCCL's per-channel LL128 caps (the 32-512 MiB LL128 rows); the 1-16 MiB step
+    # stays (docs/collectives-history.md "Session 11 (ramp)").
     ("b200-vultr-2node_all_gather_perf.log", "large"): 0.42,
     ("b200-vultr-2node_reduce_scatter_perf.log", "large"): 0.43,  # 39.7 % (40.4, 42.7): same shape as the all_gather
     # --- newlogs (session 9): Voltage Park H100, 4 x 8 on IB (ZiyanIshani/vpbenchmarking; SOURCES.md, "Session 9
@@ -60,7 +62,7 @@ KNOWN_MISSES = {
     # 107), the Simple rows from 256 MiB 3-11 % slower: the 1-64 MiB ramp shape the Vultr 2-node ring misses have too.
     # Session 10 (ringnet): ramp 28.3 %, rows from 1 GiB 7.7 % (40.9 GB/s per NIC, as the met H100 / H200 multi-node
     # logs); with the plateau priced exactly 20.2 % (scripts/ring_plateau_table.py); no sourced plateau mechanism found.
-    ("h100-voltagepark-4node_all_gather_perf.log", "large"): 0.24,
+    # Met since session 11 (ramp): NCCL's per-channel ring LL128 / tree caps, 22.4 -> 19.4 % (was listed here: 0.24).
     # the first broadcast log in the set, 92.8 | 70.7 %: below 64 KiB it measures 9-29 us against 31.5 us priced for
     # the ring/LL chain across 32 ranks (nccl-tests reports the mean over ranks of each rank's own per-iteration time,
     # src/common.cu v2.17.9 `average = 1`, and back-to-back broadcasts pipeline down the chain: a reading, not
@@ -83,9 +85,9 @@ KNOWN_MISSES = {
     # as the met H100 / H200 multi-node logs); with the plateau priced exactly 22.2 / 23.6 % (scripts/ring_plateau_table.py).
     ("h100-xxrjun-10node_all_gather_perf.log", "large"): 0.30,
     ("h100-xxrjun-10node_reduce_scatter_perf.log", "large"): 0.31,
-    # 83.7 %: a flat 15.2 GB/s against 28.0 priced, where the same cluster's 2-node pair measures 45.9 against 47.0
-    # priced (2.4 %); nothing in the source says why 80 ranks' network pairs run at a third of one pair's rate.
-    ("h100-xxrjun-10node_sendrecv_perf.log", "large"): 0.86,
+    # h100-xxrjun-10node sendrecv met since session 11 (p2pcong): 83.7 -> 8.0 %, NCCL's p2pnChannels across nodes is
+    # pow2Up of the 16 collective channels (paths.cc ncclTopoComputeP2pChannels, v2.29.2-1), so 80 ranks run one
+    # channel per network peer (14 GB/s priced, 15.2 measured) where 32 gave two (28.0).
 }
 
 

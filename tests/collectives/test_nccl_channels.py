@@ -87,7 +87,9 @@ def test_the_channel_count_is_wire_only(monkeypatch):
             assert a.time_s + a.tuner_offset_s == pytest.approx(b.time_s + b.tuner_offset_s, rel=1e-12)
             if a.algorithm == "ring":
                 share = channel_share("ring", a.protocol, size, 16, tuning()["pipeline"]["channels"])
-                if a.protocol == "LL":  # NCCL's LL cap is on the total (busBw = min(llMaxBw, nc x bw x 0.5))
+                # NCCL's LL cap is on the total (busBw = min(llMaxBw, nc x bw x 0.5)), and so is its per-channel LL128
+                # cap where priced (per_channel_caps: nChannels x perChMaxRingLL128Bw, the graph's channels)
+                if a.protocol == "LL" or (a.protocol == "LL128" and default_model(hw).per_channel_caps):
                     assert b.terms.bandwidth_s * (1 - 1e-12) <= a.terms.bandwidth_s
                     assert a.terms.bandwidth_s <= b.terms.bandwidth_s / share * (1 + 1e-12)
                 else:  # no cap on the total: the transfer / share
@@ -354,7 +356,9 @@ def test_docs_print_the_channel_default_check():
     found = script.errors(counts)
     small = {v: sum(e[v].mape_small or 0 for e in found.values()) for v in ("shipped", "published")}
     large = {v: sum(e[v].mape_large or 0 for e in found.values()) for v in ("shipped", "published")}
-    assert large["published"] == pytest.approx(large["shipped"])
+    # session 11 (ramp): NCCL's per-channel LL128 / tree caps scale with the graph's channels, which the published
+    # per-system count raises (32 -> 16 graph channels), so it now moves >= 1 MiB too (less capping: it sums lower)
+    assert large["published"] < large["shipped"]
     # The verdict was drawn on the logs before session 10: there the published count is worse below 1 MiB (430.9 ->
     # 432.6 points over 41 healthy logs with session 10's broadcast model; 343.3 -> 345.1 before session 9), so 16 is
     # kept. --- newlogs2 (session 10): with the 6 healthy logs added that round, priced as they came, it sums 2.4

@@ -29,12 +29,19 @@ def test_channels_per_network_peer_follow_the_nic_speed():
     assert p2p_net_peer_channels(slow) == 1
 
 
-@pytest.mark.parametrize("ranks, channels", [(16, 4), (64, 4), (128, 2), (256, 1), (1024, 1)])
+@pytest.mark.parametrize("ranks, channels", [(16, 4), (32, 4), (64, 2), (80, 1), (128, 1), (256, 1), (1024, 1)])
 def test_large_communicators_halve_the_channels_per_peer(ranks, channels):
     nvl, nic = tiers("h100-sxm", min(ranks, 1024))
-    # 4 per peer while 4 x ceil(ranks / 8) <= 32 p2p channels; the NVLink peers' 36 do not raise it
+    # 4 per peer while 4 x ceil(ranks / 8) <= 16 p2p channels across nodes (session 11: pow2Up of the 16 collective
+    # channels, paths.cc ncclTopoComputeP2pChannels); the NVLink peers' 36 do not raise it
     assert p2p_channels(1024 * MIB, ranks, nvl, nic) == channels
     assert p2p_net_bw_cap(1024 * MIB, ranks, nvl, nic) == pytest.approx(channels * 14e9)
+
+
+@pytest.mark.parametrize("ranks, channels", [(16, 4), (64, 4), (80, 2), (128, 2), (256, 1), (1024, 1)])
+def test_thirty_two_p2p_channels_across_nodes_is_the_count_before_session_11(ranks, channels):
+    nvl, nic = tiers("h100-sxm", min(ranks, 1024))
+    assert p2p_channels(1024 * MIB, ranks, nvl, nic, 32) == channels
 
 
 def test_multi_node_parts_are_network_chunks():

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-MISSES = ("h100-voltagepark-4node_all_gather", "h100-xxrjun-10node_all_gather", "h100-xxrjun-10node_reduce_scatter",
+# the ring misses (session 11's per-channel caps brought the Voltage Park all_gather under the bar: 22.4 -> 19.4 %)
+MISSES = ("h100-xxrjun-10node_all_gather", "h100-xxrjun-10node_reduce_scatter",
           "b200-vultr-2node_all_gather", "b200-vultr-2node_reduce_scatter")
 
 
@@ -28,12 +29,15 @@ def test_docs_block_is_current(table):
 
 
 def test_no_ring_miss_would_meet_the_bar_with_its_plateau_priced_exactly(table):
-    """The five ring misses stay above 20 % at >= 1 MiB even with every size >= 1 GiB priced exactly: their ramp
-    (1-512 MiB) alone carries more than the bar, so no plateau mechanism alone can clear them."""
+    """The Vultr ring misses stay above 20 % at >= 1 MiB even with every size >= 1 GiB priced exactly: their ramp
+    (1-512 MiB) alone carries more than the bar, so no plateau mechanism alone can clear them. Since session 11's
+    per-channel LL128 caps (the ramp's 32-512 MiB LL128 rows slower) the xxrjun misses would meet it with their plateau
+    priced exactly (16.7 / 18.1 %); their ramp is still worse than their plateau."""
     rows = {row[0]: row for row in table.split_rows()}
     assert set(MISSES) <= set(rows)
     for name in MISSES:
-        assert float(rows[name][-1].rstrip("%")) > 20.0, name
+        exact = float(rows[name][-1].rstrip("%"))
+        assert exact > 20.0 if name.startswith("b200-vultr") else exact < 20.0, name
         assert float(rows[name][1].rstrip("%")) > float(rows[name][4].rstrip("%")), name  # ramp worse than plateau
 
 

@@ -1,6 +1,6 @@
 """The split of specs/load.py, estimate/core.py and collectives/topo_model.py (and session 10's of collectives/nccl.py
-and calibrate/api.py, session 11's of calibrate/design.py and specs/hardware.py) kept every name importable from where
-it was imported before."""
+and calibrate/api.py, session 11's of calibrate/design.py, specs/hardware.py and again collectives/topo_model.py) kept
+every name importable from where it was imported before."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ MOVED = {
         "_PASSES": "moesim.collectives.algorithm_menu", "_P2P_OPS": "moesim.collectives.algorithm_menu",
         "_HALVING_NAME": "moesim.collectives.algorithm_menu", "_algorithm_names": "moesim.collectives.algorithm_menu",
         "_algorithm_terms": "moesim.collectives.algorithm_menu", "_peer_bytes": "moesim.collectives.algorithm_menu",
+        # session 11 (tidy): the size-free layout and its per-tier facts split out
+        "_Layout": "moesim.collectives.tier_layout", "_nic_tier": "moesim.collectives.tier_layout",
+        "_p2p_line": "moesim.collectives.tier_layout",
     },
     "moesim.collectives.nccl": {  # session 10 (tidy): the tuning loader and send/recv's channels split out
         "tuning": "moesim.collectives.nccl_tuning", "p2p_channels": "moesim.collectives.nccl_p2p",
@@ -76,7 +79,7 @@ def test_the_split_modules_are_under_the_line_and_the_moved_classes_are_defined_
 
     root = Path(__file__).resolve().parents[1] / "moesim"
     for rel in ("calibrate/design.py", "calibrate/observations.py", "specs/hardware.py", "specs/efficiency.py",
-                "specs/dtypes.py"):
+                "specs/dtypes.py", "collectives/topo_model.py", "collectives/tier_layout.py"):
         assert len((root / rel).read_text().splitlines()) <= 400, rel
     efficiency = importlib.import_module("moesim.specs.efficiency")
     for name in ("EfficiencyTable", "OpTable", "ComputeEfficiency"):

@@ -1,5 +1,6 @@
 """The split of specs/load.py, estimate/core.py and collectives/topo_model.py (and session 10's of collectives/nccl.py
-and calibrate/api.py) kept every name importable from where it was imported before."""
+and calibrate/api.py, session 11's of calibrate/design.py, specs/hardware.py and again collectives/topo_model.py) kept
+every name importable from where it was imported before."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ MOVED = {
         "_PASSES": "moesim.collectives.algorithm_menu", "_P2P_OPS": "moesim.collectives.algorithm_menu",
         "_HALVING_NAME": "moesim.collectives.algorithm_menu", "_algorithm_names": "moesim.collectives.algorithm_menu",
         "_algorithm_terms": "moesim.collectives.algorithm_menu", "_peer_bytes": "moesim.collectives.algorithm_menu",
+        # session 11 (tidy): the size-free layout and its per-tier facts split out
+        "_Layout": "moesim.collectives.tier_layout", "_nic_tier": "moesim.collectives.tier_layout",
+        "_p2p_line": "moesim.collectives.tier_layout",
     },
     "moesim.collectives.nccl": {  # session 10 (tidy): the tuning loader and send/recv's channels split out
         "tuning": "moesim.collectives.nccl_tuning", "p2p_channels": "moesim.collectives.nccl_p2p",
@@ -40,6 +44,16 @@ MOVED = {
         "kept_prior_table": "moesim.calibrate.profile_checks", "layer_gap": "moesim.calibrate.profile_checks",
         "consistency_gaps": "moesim.calibrate.profile_checks", "header_lines": "moesim.calibrate.calibration_text",
         "render_calibration": "moesim.calibrate.calibration_text", "SKIPPED_SHOWN": "moesim.calibrate.calibration_text",
+    },
+    "moesim.calibrate.design": {  # session 11 (tidy): the observations and their knots split out
+        "Observation": "moesim.calibrate.observations", "choose_knots": "moesim.calibrate.observations",
+        "MAX_KNOTS": "moesim.calibrate.observations", "MIN_KNOT_GAP": "moesim.calibrate.observations",
+    },
+    "moesim.specs.hardware": {  # session 11 (tidy): the efficiency tables and the dtypes split out
+        "EfficiencyTable": "moesim.specs.efficiency", "OpTable": "moesim.specs.efficiency",
+        "ComputeEfficiency": "moesim.specs.efficiency", "OP_KINDS": "moesim.specs.efficiency",
+        "OP_PASSES": "moesim.specs.efficiency", "OP_DIMS": "moesim.specs.efficiency",
+        "OP_STATUS": "moesim.specs.efficiency", "DTYPES": "moesim.specs.dtypes", "DTYPE_BYTES": "moesim.specs.dtypes",
     },
 }
 
@@ -57,3 +71,18 @@ def test_evaluate_stays_in_core_and_the_package_exports_it():
     estimate = importlib.import_module("moesim.estimate")
     assert core.evaluate.__module__ == "moesim.estimate.core" and estimate.evaluate is core.evaluate
     assert estimate.Evaluation is core.Evaluation
+
+
+def test_the_split_modules_are_under_the_line_and_the_moved_classes_are_defined_where_they_now_live():
+    """Session 11 (tidy): the house rule's ~400 lines, and the classes' own module (a pure move, not a copy)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "moesim"
+    for rel in ("calibrate/design.py", "calibrate/observations.py", "specs/hardware.py", "specs/efficiency.py",
+                "specs/dtypes.py", "collectives/topo_model.py", "collectives/tier_layout.py"):
+        assert len((root / rel).read_text().splitlines()) <= 400, rel
+    efficiency = importlib.import_module("moesim.specs.efficiency")
+    for name in ("EfficiencyTable", "OpTable", "ComputeEfficiency"):
+        assert getattr(efficiency, name).__module__ == "moesim.specs.efficiency", name
+    assert importlib.import_module("moesim.calibrate.observations").Observation.__module__ == \
+        "moesim.calibrate.observations"

@@ -7,7 +7,7 @@ Each record (one JSON line) is one operator at one shape, in moesim's operator c
 (moesim/ops/base.py): kind (gemm, grouped_gemm, attention, memory), pass (fwd, dgrad, wgrad, bwd), op
 (the operator name; memory ops: MEMORY_CASES below, the memory-bound operators of moesim's layers
 and of the validate/ harness's Switch layer, moesim/calibrate/harness_ops.py), dtype, shape (OP_DIMS order,
-specs/hardware.py), flops (kernel work; attention: the computed tiles of its mask) or bytes, and its
+specs/efficiency.py), flops (kernel work; attention: the computed tiles of its mask) or bytes, and its
 time over `repeats` timed calls after a warm-up: the median on a GPU (CUDA events around each call);
 on a CPU (time.perf_counter) the minimum, since other processes on a shared host only ever add time
 (a 2-core box under load shows single calls 10-200x slower than their neighbours). With `--clock cpu`

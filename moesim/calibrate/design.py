@@ -51,12 +51,13 @@ protocols, as NCCL's tuner picks) and the memory-bandwidth copies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
 from moesim.calibrate.linearise import probe
-from moesim.calibrate.predict import CollectiveTerm, ComputeTerm, MemoryTerm, OpTerm, OverheadTerm, Term, term_time_s
+from moesim.calibrate.observations import MAX_KNOTS, MIN_KNOT_GAP, Observation, choose_knots  # noqa: F401 (re-exported)
+from moesim.calibrate.predict import CollectiveTerm, ComputeTerm, MemoryTerm, OpTerm, OverheadTerm, term_time_s
 from moesim.collectives.select import default_model
 from moesim.collectives.algorithm_menu import P2P_OPS
 from moesim.errors import SpecError
@@ -67,41 +68,7 @@ MIN_LATENCY_S = 1e-12  # lower bound keeping log α finite
 MIN_OVERHEAD_S = 1e-9  # lower bound keeping log o finite: 1 ns per layer pass is nothing next to a layer
 START_OVERHEAD_S = 1e-5  # where the fit starts the overhead when the prior has none (10 µs)
 MAX_OVERHEAD_S = 1.0  # upper bound: a second of host time per layer pass is no overhead but a fault
-MAX_KNOTS = 6
 OP_COMPUTE_KINDS = ("gemm", "grouped_gemm", "attention")
-MIN_KNOT_GAP = np.log(10.0) / 2  # half a decade of kernel FLOP between knots
-
-
-@dataclass(frozen=True)
-class Observation:
-    """One measured time: `label` (a phase or "collective:op"), its terms, and the bootstrap `unit`."""
-
-    label: str
-    terms: tuple[Term, ...]
-    measured_s: float
-    unit: str  # observations sharing a unit (one layer record) are resampled together
-
-
-def choose_knots(observations: list[Observation], max_knots: int = MAX_KNOTS) -> tuple[float, ...]:
-    """Knot sizes: quantiles in log space of the kernel FLOP of each observation's largest compute term."""
-    sizes = []
-    for obs in observations:
-        compute = [t for t in obs.terms if isinstance(t, ComputeTerm)]
-        if compute:
-            sizes.append(max(compute, key=lambda t: t.flops).kernel_flops)
-    if not sizes:
-        return ()
-    logs = np.unique(np.round(np.log(sizes), 2))
-    grid = np.quantile(logs, np.linspace(0, 1, min(max_knots, len(logs))))
-    knots = [grid[0]]
-    for value in grid[1:]:  # knots at least MIN_KNOT_GAP apart; the largest size stays a knot
-        if value - knots[-1] >= MIN_KNOT_GAP:
-            knots.append(value)
-        elif value == grid[-1] and len(knots) > 1:
-            knots[-1] = value
-        elif value == grid[-1]:
-            knots.append(value)
-    return tuple(float(np.exp(v)) for v in knots)
 
 
 class Design:

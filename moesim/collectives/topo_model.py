@@ -35,6 +35,9 @@ from moesim.collectives.nccl_tuner_rules import PROTOCOLS as NCCL_PROTOCOL_NAMES
 from moesim.collectives import nccl_channel_caps
 from moesim.collectives.nccl_tuner_rules import TunerRules, parse_nccl_proto
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
+from moesim.collectives.tier_layout import Layout as _Layout
+from moesim.collectives.tier_layout import nic_tier as _nic_tier
+from moesim.collectives.tier_layout import p2p_line as _p2p_line
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 from moesim.topology.mapping import devices_spanned
@@ -369,35 +372,6 @@ class TopologyModel:
         return tier.bw_at(message) * pl.boost[index]
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """A group's tiers as one op prices them, with every figure no message size changes (TopologyModel._layout)."""
-
-    tiers: tuple  # the group's tiers, innermost first, up to the one that bounds it
-    counts: tuple[int, ...]  # g_i on those tiers
-    top: int
-    multi: bool  # more than one tier (several NVLink domains / nodes)
-    torus_port: tuple[bool, ...]  # per tier: a torus tier inside a larger group (TopologyModel._port_bw)
-    p2p: tuple[float, ...] | None  # per tier InterconnectLevel.p2p_factor, for send/recv-based ops
-    rail: bool  # a rail-optimized fabric among the tiers (PXN forwarding over NVLink)
-    protocols: tuple  # (Protocol, {"ring" | "tree": per-tier step latency s}, bandwidth factor) per protocol
-    names: tuple[str, ...]  # the algorithms _algorithm_terms prices for the op
-    tuner: object  # nccl_plan.plan for AR / AG / RS on NCCL systems, else None
-    cap_tiers: tuple | None  # (NVLink tier, NIC tier or None) where NCCL's p2p channels cap a send/recv
-    p2p_protocols: bool  # NCCL send/recv: each algorithm runs the protocol its message size picks
-    p2p_net_simple: bool = False  # NCCL send/recv between nodes: Simple at every size (nccl_multinode.p2p_net_runs_ll)
-    gdr_offsets: dict | None = None  # broadcast without GDR: {protocol: tuner offset s}, its legs taken back
-    p2p_concurrent: tuple | None = None  # p2p_net_model="concurrent": TopologyModel._concurrent_layout's tuple
-    bcast: dict | None = None  # broadcast_model other than "plain": nccl_broadcast.layout's
-
-
-def _nic_tier(system: System, pl: GroupPlacement):
-    """The NIC tier (the first fabric tier) when the group spans more than one NVLink domain, else None."""
-    if pl.top < 1 or len(system.tiers) < 2 or system.tiers[1].kind != "fabric":
-        return None
-    return system.tiers[1]
-
-
 def _bound(terms: Terms, tiers) -> str:
     moving = any(t > 0 for t in terms.transfer_s)
     return tiers[terms.bottleneck].name if moving else tiers[-1].name
@@ -410,10 +384,3 @@ def check_op(op: str, size_bytes: float) -> None:
     if not isinstance(size_bytes, (int, float)) or math.isnan(size_bytes) or size_bytes < 0:
         raise SpecError(f"size must be a non-negative number of bytes, got {size_bytes!r}", field="bytes",
                         value=size_bytes)
-
-
-def _p2p_line(tier, op: str) -> float:
-    """Send/recv's line over a tier, as a factor of its usable bandwidth: p2p_factor, or for an all-to-all the tier's
-    alltoall_p2p_factor where a profile sets one (session 10, calpairs: NCCL runs every peer at once there)."""
-    own = getattr(tier, "alltoall_p2p_factor", None) if op == "all_to_all" else None
-    return tier.p2p_factor if own is None else own

@@ -42,7 +42,7 @@ class Op:
     dtype: str
     flops: np.ndarray | float = 0.0  # total over `count` kernels (compute kinds)
     bytes: np.ndarray | float = 0.0  # total moved (memory kind)
-    shape: tuple = ()  # coordinates in OP_DIMS[kind] order (specs/hardware.py), arrays or scalars
+    shape: tuple = ()  # coordinates in OP_DIMS[kind] order (specs/efficiency.py), arrays or scalars
     kernels: np.ndarray | float = 1.0
     fallback_kernel_flops: np.ndarray | float | None = None
     time_s: np.ndarray | float = 0.0  # host kind only

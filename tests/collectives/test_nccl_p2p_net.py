@@ -5,7 +5,6 @@ and the simulator move together; the docs' generated block is current."""
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -129,26 +128,9 @@ def test_estimate_and_simulator_move_together():
     grows, by the same per-call time in both, and both steps grow. (The expert all-to-all here runs 2DH, which the
     model leaves as it is.)"""
     sys.path.insert(0, str(ROOT / "tests" / "des"))
-    from des_helpers import tiny_scenario
+    from des_helpers import pipeline_send_engines
 
-    from moesim.collectives.select import model_for
-    from moesim.des import SimOptions, simulate
-    from moesim.des.costs import build_costs
-    from moesim.estimate import estimate
-    from moesim.specs.layout import Layout
-
-    sc = tiny_scenario(16, global_batch_sequences=64, micro_batches=4)
-    layout = Layout(pp=2, dp=8, ep=8)
-    conc = dataclasses.replace(model_for(sc), p2p_net_model="concurrent")
-    out = {}
-    for name, model in (("summed", model_for(sc)), ("concurrent", conc)):
-        result = simulate(sc, layout, SimOptions(contention=False, expected_loads=True, trace=False),
-                          collective_model=model)
-        est = estimate(sc, layout, collective_model=model)
-        costs = build_costs(sc, layout, sc.training, model, est.optimizer_time_s)
-        sends = [st.send_forward for st in costs.stages if st.send_forward is not None]
-        per_call = est.communication["pp_send_recv"]["time_s"] / est.communication["pp_send_recv"]["calls_per_step"]
-        out[name] = (result.step_times_s[0], result.analytical_step_time_s, per_call, sends[0].time_s)
+    out = pipeline_send_engines({"summed": {}, "concurrent": {"p2p_net_model": "concurrent"}})
     assert out["concurrent"][2] > out["summed"][2]
     assert out["concurrent"][2] - out["summed"][2] == pytest.approx(out["concurrent"][3] - out["summed"][3], rel=1e-9)
     assert out["concurrent"][0] > out["summed"][0] and out["concurrent"][1] > out["summed"][1]

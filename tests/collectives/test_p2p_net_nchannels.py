@@ -2,7 +2,6 @@
 communicator's collective channels, NVIDIA/nccl v2.29.2-1 src/graph/paths.cc ncclTopoComputeP2pChannels), 16 by
 default across nodes, 32 on one node; the option TopologyModel(p2p_net_nchannels=N) / --p2p-net-nchannels N."""
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -87,25 +86,9 @@ def test_estimate_and_simulator_move_together():
     """Both engines price a pipeline send through the collective model (des/costs.py CollectivePricer): one p2p
     channel across nodes (the option at 1) slows the send between the two H100 nodes to 14 GB/s in both."""
     sys.path.insert(0, str(ROOT / "tests" / "des"))
-    from des_helpers import tiny_scenario
+    from des_helpers import pipeline_send_engines
 
-    from moesim.collectives.select import model_for
-    from moesim.des import SimOptions, simulate
-    from moesim.des.costs import build_costs
-    from moesim.estimate import estimate
-    from moesim.specs.layout import Layout
-
-    sc = tiny_scenario(16, global_batch_sequences=64, micro_batches=4)
-    layout = Layout(pp=2, dp=8, ep=8)
-    out = {}
-    for name, model in (("shipped", model_for(sc)), ("one", dataclasses.replace(model_for(sc), p2p_net_nchannels=1))):
-        result = simulate(sc, layout, SimOptions(contention=False, expected_loads=True, trace=False),
-                          collective_model=model)
-        est = estimate(sc, layout, collective_model=model)
-        costs = build_costs(sc, layout, sc.training, model, est.optimizer_time_s)
-        sends = [st.send_forward for st in costs.stages if st.send_forward is not None]
-        per_call = est.communication["pp_send_recv"]["time_s"] / est.communication["pp_send_recv"]["calls_per_step"]
-        out[name] = (result.step_times_s[0], result.analytical_step_time_s, per_call, sends[0].time_s)
+    out = pipeline_send_engines({"shipped": {}, "one": {"p2p_net_nchannels": 1}})
     assert out["one"][2] > out["shipped"][2]
     assert out["one"][2] - out["shipped"][2] == pytest.approx(out["one"][3] - out["shipped"][3], rel=1e-9)
     assert out["one"][0] > out["shipped"][0] and out["one"][1] > out["shipped"][1]

@@ -95,3 +95,29 @@ def tiny_scenario(devices: int = 8, *, dropless: bool = False, model_changes: di
     base.update(training)
     return Scenario(name="tiny-moe", model=model, hardware=load_hardware("h100-sxm"), devices=devices,
                     training=TrainingSpec(**base))
+
+
+def pipeline_send_engines(changes: dict[str, dict]) -> dict[str, tuple[float, float, float, float]]:
+    """Both engines on tiny_scenario(16) at pp=2, dp=8, ep=8 (a pipeline send between two H100 nodes), under
+    model_for(scenario) with each entry's fields replaced ({name: {field: value}}; {} = as shipped): {name: (simulated
+    step s, analytical step s, the estimate's per-call pipeline send s, the simulator's first send_forward s)}. One copy
+    for tests/collectives' checks that an option moves both engines' pipeline send together (session 11, tidy)."""
+    from moesim.collectives.select import model_for
+    from moesim.des import SimOptions, simulate
+    from moesim.des.costs import build_costs
+    from moesim.estimate import estimate
+    from moesim.specs.layout import Layout
+
+    sc = tiny_scenario(16, global_batch_sequences=64, micro_batches=4)
+    layout = Layout(pp=2, dp=8, ep=8)
+    out = {}
+    for name, fields in changes.items():
+        model = dataclasses.replace(model_for(sc), **fields) if fields else model_for(sc)
+        result = simulate(sc, layout, SimOptions(contention=False, expected_loads=True, trace=False),
+                          collective_model=model)
+        est = estimate(sc, layout, collective_model=model)
+        costs = build_costs(sc, layout, sc.training, model, est.optimizer_time_s)
+        sends = [st.send_forward for st in costs.stages if st.send_forward is not None]
+        per_call = est.communication["pp_send_recv"]["time_s"] / est.communication["pp_send_recv"]["calls_per_step"]
+        out[name] = (result.step_times_s[0], result.analytical_step_time_s, per_call, sends[0].time_s)
+    return out

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable, ContextManager
 
 from moesim.calibrate.bench_cost import host_floor_s
-from moesim.calibrate.nccl_error import LARGE_BYTES, best_per_size, log_error
+from moesim.calibrate.nccl_error import LARGE_BYTES, best_per_size, log_error, pct
 from moesim.calibrate.nccl_table import _points, entry_hardware, entry_model, read_manifest
 from moesim.collectives.select import default_model
 
@@ -28,9 +28,6 @@ def variant_errors(variants: tuple[str, ...], variant: Callable[[str], ContextMa
     return out
 
 
-def pct(x) -> str:
-    """A fraction as a percent with one decimal; '-' where the log has no row in that band."""
-    return "-" if x is None else f"{x:.1%}"
 
 
 def at_size(err, size: int):
@@ -82,3 +79,54 @@ def mape_cell(sizes, large: bool, col: int) -> str:
     """MAPE in % of measured (column 1) against the time in column `col` over the rows >= 1 MiB (large) or below."""
     errs = [abs(s[1] / s[col] - 1) for s in sizes if (s[0] >= LARGE_BYTES) == large]
     return f"{100 * sum(errs) / len(errs):.1f}" if errs else "-"
+
+
+def before_after_rows(make) -> list[tuple]:
+    """(log, healthy, (before >= 1 MiB, < 1 MiB), (after >= 1 MiB, < 1 MiB)) per manifest entry, in its order:
+    `make(entry, hw, model, n)` gives (the model before, the model after) from the log's own model (entry_model or
+    the profile's default) and its group size n; an `after` that `is` the model before is not priced twice."""
+    out = []
+    for entry in read_manifest(MANIFEST):
+        hw = entry_hardware(entry)
+        pts, gpt = tuple(_points(MANIFEST.parent, entry)), entry.get("gpus_per_thread", 1)
+        before, after = make(entry, hw, entry_model(entry, hw) or default_model(hw), pts[0].group_size)
+        old = log_error(pts, hw, before, gpt)
+        new = old if after is before else log_error(pts, hw, after, gpt)
+        out.append((entry["file"].removesuffix("_perf.log"), entry["healthy"], (old.mape_large, old.mape_small),
+                    (new.mape_large, new.mape_small)))
+    return out
+
+
+def moved_lines(data: list[tuple], label: str) -> list[str]:
+    """The logs of before_after_rows whose MAPE moves, `before | before  ->  after | after`, and how many do not."""
+    width = max(len(r[0]) for r in data) + 10
+    lines = [f"{'log (healthy)':{width}s}busbw MAPE >= 1 MiB | < 1 MiB: {label}"]
+    for name, healthy, old, new in data:
+        if old != new:
+            lines.append(f"{name + ' (' + ('yes' if healthy else 'no') + ')':{width}s}{pct(old[0])} | {pct(old[1])}"
+                         f"  ->  {pct(new[0])} | {pct(new[1])}")
+    return lines + [f"({sum(1 for r in data if r[2] == r[3])} logs do not move)"]
+
+
+def rule_b_lines(data: list[tuple], small_rise: float | None = None) -> tuple[list[str], bool]:
+    """A ship rule's (b) over the healthy logs of before_after_rows, (report lines, met): the summed MAPE >= 1 MiB
+    falls, and with `small_rise` the sum below 1 MiB rises by at most that much; no log worse by more than 2 pt in
+    either band; none newly over a bar (BARS)."""
+    healthy = [r for r in data if r[1]]
+    sums = [[sum(r[k][band] for r in healthy if r[k][band] is not None) for band in (0, 1)] for k in (2, 3)]
+    worse = [(r[0], b) for r in healthy for b in (0, 1) if r[2][b] is not None and r[3][b] - r[2][b] > 0.02]
+    crossed = [(r[0], b) for r in healthy for b in (0, 1) if r[2][b] is not None and r[2][b] <= BARS[b] < r[3][b]]
+    met = [(r[0], b) for r in healthy for b in (0, 1) if r[2][b] is not None and r[3][b] <= BARS[b] < r[2][b]]
+    name = ("MAPE >= 1 MiB", "MAPE < 1 MiB")
+    falls = sums[1][0] < sums[0][0]
+    small_ok = small_rise is None or sums[1][1] - sums[0][1] <= small_rise
+    first = (f"healthy logs: {len(healthy)}; summed MAPE >= 1 MiB {100 * sums[0][0]:.1f} -> {100 * sums[1][0]:.1f} "
+             f"({'falls' if falls else 'does not fall'})")
+    if small_rise is not None:
+        first += (f"; < 1 MiB {100 * sums[0][1]:.1f} -> {100 * sums[1][1]:.1f} "
+                  f"({'within' if small_ok else 'over'} +{100 * small_rise:g} pt)")
+    return ([first,
+             f"worse by more than 2 pt: {len(worse)}" + "".join(f"\n  {n} ({name[b]})" for n, b in worse),
+             f"newly over a bar: {len(crossed)}" + "".join(f"\n  {n} ({name[b]})" for n, b in crossed),
+             f"newly under a bar: {len(met)}" + "".join(f"\n  {n} ({name[b]})" for n, b in met)],
+            falls and small_ok and not worse and not crossed)

@@ -20,12 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from moesim.calibrate.nccl_error import log_error, pct  # noqa: E402
-from moesim.calibrate.nccl_table import _points, entry_hardware, entry_model, read_manifest  # noqa: E402
-from moesim.collectives.select import default_model  # noqa: E402
 from moesim.collectives.topo_model import TopologyModel  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
-from scripts.log_variants import BARS  # noqa: E402
+from scripts.log_variants import before_after_rows as rows  # noqa: E402  (rows(make): the tests call it so)
+from scripts.log_variants import moved_lines, rule_b_lines  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 DOC = ROOT / "docs" / "collectives-history.md"
@@ -40,13 +38,15 @@ def _before(shipped):
 
 
 def _c1(entry, hw, shipped, n):
-    return dataclasses.replace(shipped, per_channel_caps=True) if isinstance(shipped, TopologyModel) else shipped
+    before = _before(shipped)
+    return before, dataclasses.replace(before, per_channel_caps=True) if isinstance(before, TopologyModel) else before
 
 
 def _c2(entry, hw, shipped, n):
-    if not isinstance(shipped, TopologyModel) or shipped.nccl_proto or n <= hw.interconnect[0].domain_devices:
-        return shipped
-    return dataclasses.replace(shipped, nccl_proto="^LL128")
+    before = _before(shipped)
+    if not isinstance(before, TopologyModel) or before.nccl_proto or n <= hw.interconnect[0].domain_devices:
+        return before, before
+    return before, dataclasses.replace(before, nccl_proto="^LL128")
 
 
 CANDIDATES = (("C1 per_channel_caps", _c1, "passes: NCCL v2.29.2-1's figures; the graph's channels = channels / 2 "
@@ -54,50 +54,17 @@ CANDIDATES = (("C1 per_channel_caps", _c1, "passes: NCCL v2.29.2-1's figures; th
               ("C2 LL128 off across nodes", _c2, "fails: no source states these clusters' GPU-NIC paths exceed PXN"))
 
 
-def rows(make) -> list[tuple]:
-    out = []
-    for entry in read_manifest(MANIFEST):
-        hw = entry_hardware(entry)
-        shipped = _before(entry_model(entry, hw) or default_model(hw))
-        pts, gpt = tuple(_points(MANIFEST.parent, entry)), entry.get("gpus_per_thread", 1)
-        n = pts[0].group_size
-        cand = make(entry, hw, shipped, n)
-        old = log_error(pts, hw, shipped, gpt)
-        new = old if cand is shipped else log_error(pts, hw, cand, gpt)
-        out.append((entry["file"].removesuffix("_perf.log"), entry["healthy"], (old.mape_large, old.mape_small),
-                    (new.mape_large, new.mape_small)))
-    return out
-
-
 def verdict(data: list[tuple]) -> tuple[list[str], bool]:
-    healthy = [r for r in data if r[1]]
-    sums = [[sum(r[k][band] for r in healthy if r[k][band] is not None) for band in (0, 1)] for k in (2, 3)]
-    worse = [(r[0], b) for r in healthy for b in (0, 1) if r[2][b] is not None and r[3][b] - r[2][b] > 0.02]
-    crossed = [(r[0], b) for r in healthy for b in (0, 1) if r[2][b] is not None and r[2][b] <= BARS[b] < r[3][b]]
-    met = [(r[0], b) for r in healthy for b in (0, 1) if r[2][b] is not None and r[3][b] <= BARS[b] < r[2][b]]
-    name = ("MAPE >= 1 MiB", "MAPE < 1 MiB")
-    falls, small_ok = sums[1][0] < sums[0][0], sums[1][1] - sums[0][1] <= SUM_SMALL_RISE
-    ok = falls and small_ok and not worse and not crossed
-    return ([f"healthy logs: {len(healthy)}; summed MAPE >= 1 MiB {100 * sums[0][0]:.1f} -> {100 * sums[1][0]:.1f} "
-             f"({'falls' if falls else 'does not fall'}); < 1 MiB {100 * sums[0][1]:.1f} -> {100 * sums[1][1]:.1f} "
-             f"({'within' if small_ok else 'over'} +1 pt)",
-             f"worse by more than 2 pt: {len(worse)}" + "".join(f"\n  {n} ({name[b]})" for n, b in worse),
-             f"newly over a bar: {len(crossed)}" + "".join(f"\n  {n} ({name[b]})" for n, b in crossed),
-             f"newly under a bar: {len(met)}" + "".join(f"\n  {n} ({name[b]})" for n, b in met),
-             f"rule (b): {'passes' if ok else 'fails'}"], ok)
+    """Rule (b) with its small-size allowance (log_variants.rule_b_lines), and the verdict line."""
+    lines, ok = rule_b_lines(data, SUM_SMALL_RISE)
+    return lines + [f"rule (b): {'passes' if ok else 'fails'}"], ok
 
 
 def render() -> str:
     lines = ["```"]
     for label, make, sourced in CANDIDATES:
         data = rows(make)
-        width = max(len(r[0]) for r in data) + 10
-        lines.append(f"{'log (healthy)':{width}s}busbw MAPE >= 1 MiB | < 1 MiB: before -> {label}")
-        for name, healthy, old, new in data:
-            if old != new:
-                lines.append(f"{name + ' (' + ('yes' if healthy else 'no') + ')':{width}s}{pct(old[0])} | "
-                             f"{pct(old[1])}  ->  {pct(new[0])} | {pct(new[1])}")
-        lines.append(f"({sum(1 for r in data if r[2] == r[3])} logs do not move)")
+        lines += moved_lines(data, f"before -> {label}")
         lines += verdict(data)[0] + [f"rule (a), every figure sourced: {sourced}", ""]
     return "\n".join(lines[:-1] + ["```"])
 

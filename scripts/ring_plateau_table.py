@@ -26,6 +26,7 @@ from moesim.calibrate.nccl_table import _points, _size, entry_hardware, entry_mo
 from moesim.collectives.base import Group, bus_bw_factor  # noqa: E402
 from moesim.collectives.select import default_model  # noqa: E402
 from moesim.paths import read_versioned_toml  # noqa: E402
+from moesim.cli.output import table  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
@@ -110,9 +111,8 @@ def split_rows() -> list[tuple]:
 
 
 def _table(head: tuple, body: list[tuple]) -> list[str]:
-    widths = [max(len(r[i]) for r in (head, *body)) for i in range(len(head))]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return ["```", line(head), line(tuple("-" * w for w in widths)), *map(line, body), "```"]
+    """A fenced text table of string cells (the CLI's own table, every column left-aligned)."""
+    return ["```", *table(body, head, "l" * len(head)).split("\n"), "```"]
 
 
 def render() -> str:

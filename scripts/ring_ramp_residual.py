@@ -37,6 +37,7 @@ from moesim.calibrate.nccl_table import _points, _size, entry_hardware, entry_mo
 from moesim.collectives.nccl_channels import ring_tree_channels  # noqa: E402
 from moesim.collectives.select import default_model  # noqa: E402
 from moesim.collectives.topo_model import TopologyModel  # noqa: E402
+from moesim.cli.output import table  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
@@ -118,9 +119,8 @@ def rows() -> tuple[list[tuple], list[tuple]]:
 
 
 def _table(head: tuple, body: list[tuple]) -> list[str]:
-    widths = [max(len(r[i]) for r in (head, *body)) for i in range(len(head))]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return ["```", line(head), line(tuple("-" * w for w in widths)), *map(line, body), "```"]
+    """A fenced text table of string cells (the CLI's own table, every column left-aligned)."""
+    return ["```", *table(body, head, "l" * len(head)).split("\n"), "```"]
 
 
 def render() -> str:

@@ -5,7 +5,7 @@ channels x a per-channel figure. Constants: nccl_tuning.toml [per_channel_caps];
 
 from __future__ import annotations
 
-from moesim.collectives.nccl import tuning
+from moesim.collectives.nccl_tuning import tuning
 
 GB = 1e9
 DEFAULT = True  # TopologyModel(per_channel_caps=...) unset: NCCL's caps priced (session 11 ramp round: rule met)

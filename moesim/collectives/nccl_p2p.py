@@ -8,6 +8,7 @@ p2pnChannels: NCCL 2.29.2 paths.cc ncclTopoComputeP2pChannels, session 11 p2pcon
 from __future__ import annotations
 
 from moesim.collectives.nccl_tuning import tuning
+from moesim.errors import SpecError
 
 
 def p2p_channels(size_bytes: float, n: int, tier0, net_tier=None, net_nchannels: int | None = None) -> int:
@@ -69,7 +70,6 @@ def check_p2p_net_nchannels(value) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
-        from moesim.errors import SpecError
         raise SpecError(f"must be an integer from 1 to {top}, got {value!r}", field="p2p_net_nchannels", value=value,
                         allowed=f"1..{top} (the communicator's channels across nodes), or not set")
 

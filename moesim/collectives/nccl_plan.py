@@ -142,7 +142,7 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
                 # the graph's channels: the system's count (its tuner's graphs[a]->nChannels; the run's knobs
                 # change comm->nChannels only)
                 per_ch = per_channel_cap_bytes_per_s(algo, proto, getattr(tiers[0], "nccl_arch", ""), nodes, default)
-                cap = min(c for c in (cap, per_ch) if c > 0) if cap > 0 or per_ch > 0 else 0.0
+                cap = min((c for c in (cap, per_ch) if c > 0), default=0.0)  # 0 = no cap
             ring_tree.append((algo, proto, latency, factors[p], _caps(counts, cap),
                               bases[p] * US, plateau, offset, (full_share_bytes(rule), rule)))
     simple = "Simple" in protocols  # PAT, NVLS / NVLSTree and CollNet run Simple only

@@ -6,7 +6,8 @@ linearise.binding_terms), B's rows in that band that lose more than 0.5 pt (size
 them with, prior -> calibrated, and their signed busbw error), and whether B runs those rows on machinery A's rows set
 the figures on. A machinery is what NCCL runs: the collective, the algorithm / protocol the model picks (NCCL's
 tuner's choice, tuning.cc), and the transport (over the network when the group spans nodes, else NVLink only).
-"same": every losing row's machinery is one that set a moved figure; "different": none is; "partly": some are.
+"same": every losing row's machinery (algorithm/protocol, transport) is one that set a moved figure; "different":
+none is; "partly": some are.
 
 Run: python scripts/heldout_pairs.py [--write] [--cache DIR]   (--write replaces the marked block of
 docs/collectives-history.md; --cache DIR reuses scripts/heldout_rule.py's priced shared matrix).
@@ -50,8 +51,8 @@ def _short(name: str) -> str:
 def _size(b: float) -> str:
     for unit, k in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if b >= k:
-            return f"{b / k:g}{unit}"
-    return f"{b:g}B"
+            return f"{b / k:.4g}{unit}"
+    return f"{b:.4g}B"
 
 
 def machinery(op: str, algorithm: str, ranks: int, domain: int) -> str:
@@ -131,8 +132,10 @@ def _rows_text(rows: list[tuple]) -> str:
 
 
 def _same(rows: list[tuple], figures: list[tuple]) -> str:
-    setting = set().union(*(f[2] for f in figures)) if figures else set()
-    hits = [r[2] in setting for r in rows]
+    """The losing rows' machinery (algorithm/protocol and transport, the collective aside: NCCL runs an all-gather's
+    and an all-reduce's ring/LL on the same primitives) against that of the rows that set the moved figures."""
+    setting = {m.split(" ", 1)[1] for f in figures for m in f[2]}
+    hits = [r[2].split(" ", 1)[1] in setting for r in rows]
     if not rows or not setting:
         return "-"
     return "same" if all(hits) else "different" if not any(hits) else "partly"

@@ -171,3 +171,20 @@ def test_the_diagnosis_names_the_figure_the_rows_and_the_machinery(tmp_path):
     assert rows and all(r[2] == "SR direct/Simple net" and abs(r[4]) > abs(r[3]) for r in rows)
     assert diag._same(rows, figures) == "different"
     assert diag._same(rows, [("x", 0.1, {"A2A direct/Simple net"})]) == "same"  # the collective aside
+
+
+def test_the_diagnosis_block_is_current():
+    """docs/collectives-history.md "Session 12 (heldout)": the worse pairs' table is what scripts/heldout_pairs.py
+    renders now (it reuses the matrix test_calibration_matrix.py prices, lru-cached in one pytest process)."""
+    import importlib.util
+    import sys
+
+    root = DATA.parents[2]
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    spec = importlib.util.spec_from_file_location("heldout_pairs", root / "scripts" / "heldout_pairs.py")
+    diag = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diag)
+    doc = diag.DOC.read_text(encoding="utf-8")
+    block = doc.split(diag.BEGIN, 1)[1].split(diag.END, 1)[0].strip("\n")
+    assert block == diag.render(None), "stale: run python scripts/heldout_pairs.py --write"

@@ -97,7 +97,8 @@ def moved(base: list[HeldOutPair], cand: list[HeldOutPair]) -> list[str]:
         for k in (0, 1):
             (p0, c0), (_, c1) = _band(a, k), _band(b, k)
             if p0 is not None and not math.isclose(c0, c1, abs_tol=NOISE):
-                out.append(f"    {a.fitted_on.removesuffix('_perf.log'):40s} -> {a.held_out.removesuffix('_perf.log'):40s}"
+                fitted, held = (x.removesuffix("_perf.log") for x in (a.fitted_on, a.held_out))
+                out.append(f"    {fitted:40s} -> {held:40s}"
                            f" {BANDS[k]:8s} prior {100 * p0:6.2f} %, shared {100 * c0:6.2f} -> {100 * c1:6.2f} %")
     return out
 

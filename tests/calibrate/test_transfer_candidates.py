@@ -1,5 +1,5 @@
-"""Session 12 (heldout): `calibrate --transfer lines / identified / lines-identified`, each carrying a fitted figure only
-where its definition says (docs/collectives-history.md "Session 12 (heldout)"; moesim/calibrate/transfer.py)."""
+"""Session 12 (heldout): `calibrate --transfer lines / identified / lines-identified`, each carrying a fitted figure
+only where its definition says (docs/collectives-history.md "Session 12 (heldout)"; moesim/calibrate/transfer.py)."""
 
 from __future__ import annotations
 
@@ -34,9 +34,10 @@ def test_rules_are_added_not_renamed():
 
 
 def test_lines_splits_the_send_recv_line_and_shares_the_hop(tmp_path):
-    """xxrjun 2 nodes, all-to-all rows set the network P: `lines` writes it to alltoall_p2p_factor and keeps the one-peer
-    line (p2p_factor) at the prior, as machinery does. Voltage Park 4-node all-reduce, tree rows set the network hop:
-    `lines` writes it as shared (latency_us, no nonring_latency_us), where machinery kept ring at the prior."""
+    """xxrjun 2 nodes, all-to-all rows set the network P: `lines` writes it to alltoall_p2p_factor and keeps the
+    one-peer line (p2p_factor) at the prior, as machinery does. Voltage Park 4-node all-reduce, tree rows set the
+    network hop: `lines` writes it as shared (latency_us, no nonring_latency_us), where machinery kept ring at the
+    prior."""
     prior = load_hardware("h100-sxm").interconnect[1]
     result, raw = _fit(tmp_path, "h100-xxrjun-2node_alltoall_perf.log", "h100-sxm", "lines")
     assert raw[1]["alltoall_p2p_factor"] > 1.02 and raw[1]["p2p_factor"] == pytest.approx(prior.p2p_factor or 1.0)

@@ -20,7 +20,7 @@ from moesim.calibrate.profile_io import (
     Provenance, calibrated_table, now_utc, profile_from_table, render_profile,
 )
 from moesim.calibrate.records import Measurements, read_measurements, split_holdout
-from moesim.calibrate.transfer import apply_machinery, check_transfer
+from moesim.calibrate.transfer import SPLIT_RULES, apply_machinery, at_prior_where_unidentified, check_transfer
 from moesim.calibrate.report import ValidationReport, validation_report
 from moesim.errors import SpecError
 from moesim.paths import check_output_path
@@ -152,10 +152,15 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
                             sources=tuple(f"{p}@sha256:{measurements.file(p).digest}" for p in paths),
                             holdout_fraction=holdout_fraction, seed=seed, fitted_on=tuple(fit_keys),
                             held_out=tuple(held), created_utc=now_utc())
-    table = set_system_facts(calibrated_table(prior_path, fit, provenance, name), system or {})
+    written_fit, transfer_notes = fit, ()  # heldout (session 12): "identified" writes unidentified figures at the prior
+    if transfer in ("identified", "lines-identified"):
+        written_fit, said = at_prior_where_unidentified(fit)
+        transfer_notes = tuple(said)
+    table = set_system_facts(calibrated_table(prior_path, written_fit, provenance, name), system or {})
     if facts is not None:  # calfacts: which facts were stated and which inferred
         table["calibrated_from"] += "\n" + provenance_line(facts)
-    transfer_notes = tuple(apply_machinery(table, fit)) if transfer == "machinery" else ()
+    if transfer in SPLIT_RULES:
+        transfer_notes += tuple(apply_machinery(table, written_fit, transfer))
     if transfer != "shared":
         table["calibrated_from"] += f"\n--transfer {transfer}: " + ("; ".join(transfer_notes) or "nothing kept apart")
     profile = profile_from_table(table, file=str(out))

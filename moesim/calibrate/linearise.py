@@ -164,6 +164,8 @@ def probe(design, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     alpha_spans = (ring_spans | ll_spans | ll128_spans) if design.hierarchical else ring_spans
     # per row, the level whose α it sets, and the lines it sets (calibrate/transfer.py reads which machinery set them)
     design.alpha_rows, design.line_rows = _outermost_of_rows(alpha_spans & ring_binds[:, None]), line_binds
+    # the rows that set each level's W and π (scripts/heldout_pairs.py reads them; session 12, heldout)
+    design.bound_rows, design.p2p_rows = bound, _outermost_of_rows(p2p_spans & p2p_binds[:, None])
     design.level_used = np.stack([design.alpha_rows.any(axis=0), bound.any(axis=0)], axis=1)
     design.p2p_latency_used = _outermost(p2p_spans & p2p_binds[:, None])
     design.protocol_latency_used = np.stack([_outermost(ll_spans & ring_binds[:, None]),

@@ -158,14 +158,23 @@ def matrix_clusters(manifest: Path) -> dict[str, list[dict]]:
     return {c: logs for c, logs in out.items() if len(logs) >= 2 and len({e["hardware"] for e in logs}) == 1}
 
 
+def matrix_fit_args(entry: dict) -> dict:
+    """calibrate's keywords for a fit on one manifest log as the held-out matrix makes it (no bootstrap, nothing held
+    out; the log's collective, ranks, -g and stated system facts)."""
+    return dict(bootstrap=0, holdout_fraction=0.0, nccl_op=entry.get("op"), nccl_ranks=entry.get("ranks"),
+                gpus_per_thread=entry.get("gpus_per_thread", 1), system=system_facts(entry))
+
+
 @lru_cache(maxsize=4)
 def calibration_matrix(manifest: Path, infer_facts: bool | None = None,
                        latency_per_protocol: bool | str | None = None,
-                       transfer_rule: str | None = None) -> tuple[HeldOutPair, ...]:
+                       transfer_rule: str | None = None, fixed_weight: bool = True) -> tuple[HeldOutPair, ...]:
     """Fit on each log of every matrix cluster in turn, predict every other log of that cluster. `infer_facts`:
     calibrate's inference of unstated system facts (facts_fit.py; None = calibrate's default); `latency_per_protocol`:
     calibrate's hop-latency rule (fit.PROTOCOL_MODES; None = calibrate's default); `transfer_rule`: where calibrate
-    writes the fitted figures (transfer.TRANSFER_RULES; None = calibrate's default; session 10, calpairs)."""
+    writes the fitted figures (transfer.TRANSFER_RULES; None = calibrate's default; session 10, calpairs);
+    `fixed_weight` False skips the second fit at fit.LEVEL_PRIOR_WEIGHT (fixed_weight_mape is then NaN: half the time,
+    for the held-out rule's checks, which read the automatic weight's pairs only; session 12, heldout)."""
     from moesim.calibrate import calibrate
     from moesim.calibrate.fit import LEVEL_PRIOR_WEIGHT
 
@@ -177,12 +186,11 @@ def calibration_matrix(manifest: Path, infer_facts: bool | None = None,
             prior = load_hardware(hardware)
             for fit_on in logs:
                 path, dest = str(folder / fit_on["file"]), Path(tmp) / "cal.toml"
-                how = dict(bootstrap=0, holdout_fraction=0.0, nccl_op=fit_on.get("op"), nccl_ranks=fit_on.get("ranks"),
-                           gpus_per_thread=fit_on.get("gpus_per_thread", 1), system=system_facts(fit_on),
-                           infer_facts=infer_facts, latency_per_protocol=latency_per_protocol,
+                how = dict(matrix_fit_args(fit_on), infer_facts=infer_facts, latency_per_protocol=latency_per_protocol,
                            transfer_rule=transfer_rule)
                 auto = calibrate([path], hardware, dest, **how)
-                fixed = calibrate([path], hardware, dest, prior_weight=LEVEL_PRIOR_WEIGHT, **how).profile
+                fixed = (calibrate([path], hardware, dest, prior_weight=LEVEL_PRIOR_WEIGHT, **how).profile
+                         if fixed_weight else None)
                 for held in logs:
                     if held is not fit_on:
                         pts, g = _points(folder, held), held.get("gpus_per_thread", 1)
@@ -190,7 +198,8 @@ def calibration_matrix(manifest: Path, infer_facts: bool | None = None,
                         after = log_error(pts, entry_hardware(held, auto.profile), None, g)
                         out.append(HeldOutPair(cluster, fit_on["file"], held["file"], auto.fit.level_prior_weight,
                                                before.mape_large, after.mape_large,
-                                               log_error(pts, entry_hardware(held, fixed), None, g).mape_large,
+                                               log_error(pts, entry_hardware(held, fixed), None, g).mape_large
+                                               if fixed is not None else float("nan"),
                                                before.mape_small, after.mape_small))
     return tuple(out)
 

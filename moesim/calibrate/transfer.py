@@ -14,9 +14,18 @@ calibration log's binding rows did not run keeps the prior:
     v2.28.9-1).
 A figure set by rows of both kinds is written to both (one figure, as "shared"): the rule does not split a fit.
 docs/collectives-history.md "Session 10 (calpairs)" has the rule, its sources and its held-out matrix.
+
+Session 12 (heldout), each defined before it was priced (docs/collectives-history.md "Session 12 (heldout)"):
+"lines" splits only the send/recv line P as "machinery" does and writes every latency as "shared" (a hop's latency is
+the path's, the same NIC / switch / proxy for every algorithm: src/transport/net.cc sendProxyProgress, NVIDIA/nccl
+v2.28.9-1; a line depends on the peers and channels in flight); "identified" writes at the prior's value every fitted
+figure whose move is within IDENTIFIED_SE of its own relative standard errors (uncertainty.log_covariance), and the
+rest as "shared"; "lines-identified" applies both.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -25,11 +34,20 @@ from moesim.calibrate.profile_io import _sig
 from moesim.errors import SpecError
 from moesim.specs.hardware import MAX_NVLSTREE_NET_FACTOR
 
-TRANSFER_RULES = ("shared", "machinery")
+TRANSFER_RULES = ("shared", "machinery", "lines", "identified", "lines-identified")
 TRANSFER_MEANINGS = {"shared": "a fitted figure is written to the one key every mechanism reads",
                      "machinery": "ring / other-algorithm hop and one-peer / all-to-all send/recv line kept apart, "
-                                  "each fitted figure written only to the machinery whose rows set it"}
+                                  "each fitted figure written only to the machinery whose rows set it",
+                     "lines": "one-peer / all-to-all send/recv line kept apart as by machinery, every latency shared",
+                     "identified": "a figure moved within two of its standard errors is written at the prior",
+                     "lines-identified": "identified, then the send/recv lines kept apart as by lines"}
+SPLIT_RULES = {"machinery": True, "lines": False, "lines-identified": False}  # rule: does it split the hop α too
 US_PER_S = 1e6
+# "identified": a fitted figure is carried only when |ln(θ/θ0)| > IDENTIFIED_SE × its relative standard error (the
+# usual two-sided 95 % of a normal estimate; fixed before pricing, docs/collectives-history.md "Session 12 (heldout)")
+IDENTIFIED_SE = 2.0
+_NOT_INTERCONNECT = ("efficiency@", "peak_scale", "memory_bw", "layer_overhead")
+_LINE_KEYS = {"p2p_bandwidth": "p2p_factor", "nvlstree_bandwidth": "nvlstree_net_factor"}
 
 
 def check_transfer(rule: str) -> str:
@@ -69,10 +87,13 @@ def setting_machinery(fit) -> tuple[list[set[str]], list[set[str]]]:
     return alpha, line
 
 
-def apply_machinery(table: dict, fit) -> list[str]:
-    """Rewrite the calibrated profile table (profile_io.calibrated_table) by the "machinery" rule; returns one note
-    per figure kept off a machinery (also added to the level's `source`)."""
+def apply_machinery(table: dict, fit, rule: str = "machinery") -> list[str]:
+    """Rewrite the calibrated profile table (profile_io.calibrated_table) by the "machinery" rule (or "lines":
+    the send/recv lines only, SPLIT_RULES); returns one note per figure kept off a machinery (also added to the
+    level's `source`)."""
     alpha_kinds, line_kinds = setting_machinery(fit)
+    if not SPLIT_RULES[rule]:
+        alpha_kinds = [set() for _ in alpha_kinds]
     notes = []
     for j, (raw, level, (_, alpha, bw, alpha_fitted, bw_fitted)) in enumerate(
             zip(table["interconnect"], fit.prior.interconnect, fit.levels)):
@@ -103,10 +124,51 @@ def apply_machinery(table: dict, fit) -> list[str]:
         if said:
             note = f"{level.name}: " + "; ".join(said)
             notes.append(note)
-            raw["source"] = f"--transfer machinery: {note}; " + raw.get("source", "")
+            raw["source"] = f"--transfer {rule}: {note}; " + raw.get("source", "")
     return notes
 
 
 def _factor(x: float) -> float:
     """A send/recv line factor as the profile writer rounds it, within the profile's bound."""
     return min(_sig(x), MAX_NVLSTREE_NET_FACTOR)
+
+
+def unidentified(fit) -> list:
+    """The interconnect figures the fit moved by no more than IDENTIFIED_SE of their own relative standard errors
+    (uncertainty.ParameterFit.rel_std; none: not identified), as ParameterFits."""
+    return [p for p in fit.parameters if p.fitted and not p.name.startswith(_NOT_INTERCONNECT) and p.prior > 0
+            and (p.rel_std is None or abs(np.log(p.value / p.prior)) <= IDENTIFIED_SE * p.rel_std)]
+
+
+def at_prior_where_unidentified(fit):
+    """(`fit` with every unidentified() figure set back to its prior value, one note per figure): what the
+    "identified" rule writes. A hop latency or W is written as not fitted; π, α^LL / α^LL128 and a line (P, U) at the
+    prior's value; V with the fitted V'/V kept; V'/V at the prior's ratio."""
+    levels = [list(lv) for lv in fit.levels]
+    index = {lv[0]: j for j, lv in enumerate(levels)}
+    p2p, protocol = dict(fit.p2p_latencies), {k: list(v) for k, v in fit.protocol_latencies.items()}
+    nvls, lines, notes = {k: list(v) for k, v in fit.nvls_bandwidths.items()}, dict(fit.extra_bandwidths), []
+    kept = unidentified(fit)
+    for p in sorted(kept, key=lambda q: q.name.endswith(".nvls_bandwidth")):  # V'/V before V
+        level, figure = p.name.split(".", 1)
+        if figure in ("latency", "bandwidth"):
+            levels[index[level]][3 if figure == "latency" else 4] = False
+        elif figure == "p2p_latency":
+            p2p[level] = p.prior
+        elif figure in ("ll_latency", "ll128_latency"):
+            protocol[level][0 if figure == "ll_latency" else 1] = p.prior
+        elif figure == "nvlstree_ratio":
+            nvls[level][1] = nvls[level][0] * p.prior
+        elif figure == "nvls_bandwidth":
+            nvls[level] = [v * p.prior / nvls[level][0] for v in nvls[level]]
+        elif figure in _LINE_KEYS:
+            lines[(level, _LINE_KEYS[figure])] = p.prior
+        else:
+            continue
+        moved = "no standard error" if p.rel_std is None else \
+            f"{abs(np.log(p.value / p.prior)) / p.rel_std:.2g} standard errors"
+        notes.append(f"{p.name} {p.value:.4g} {p.unit} within {moved} of the prior {p.prior:.4g}: prior kept")
+    written = dataclasses.replace(fit, levels=tuple(tuple(lv) for lv in levels), p2p_latencies=p2p,
+                                  protocol_latencies={k: tuple(v) for k, v in protocol.items()},
+                                  nvls_bandwidths={k: tuple(v) for k, v in nvls.items()}, extra_bandwidths=lines)
+    return written, notes

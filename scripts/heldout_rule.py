@@ -1,0 +1,115 @@
+"""Session 12 (heldout): the lead's rule for a calibrate transfer default, judged over every pair of the held-out
+matrix (docs/collectives-history.md, "Session 12 (heldout)"; the rule was committed verbatim before any candidate was
+priced across the matrix).
+
+A transfer becomes the default of `calibrate` only if, over every pair of the matrix, (i) the number of worse pairs
+(> 0.3 pt) falls at >= 1 MiB and does not rise below 1 MiB, (ii) the number of better pairs does not fall in either
+band, (iii) the matrix's summed held-out MAPE does not rise in either band, (iv) no cluster's mean change at >= 1 MiB
+becomes positive, and (v) the shipped priors and every uncalibrated figure are unchanged (checked apart: the quick
+grid's sha256, benchmarks/collective_grid.py; a transfer rule only rewrites calibrate's output).
+
+Run: python scripts/heldout_rule.py RULE [RULE ...] [--cache DIR]   prices the matrix under `shared` (calibrate's
+default) and each RULE (nccl_table.calibration_matrix at the automatic prior weight only), caches each as DIR/RULE.json
+(pass --cache to reuse a matrix already priced on this tree), and prints the rule's five checks for each RULE.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from moesim.calibrate.nccl_table import HeldOutPair, calibration_matrix  # noqa: E402
+
+MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
+NOISE = 0.003  # "worse / better by more than 0.3 pt" (tests/calibrate/test_calibration_matrix.py NOISE)
+BANDS = (">= 1 MiB", "< 1 MiB")
+
+
+def priced(rule: str, cache: Path | None = None) -> list[HeldOutPair]:
+    """The matrix under `rule`, from cache/rule.json where it is there, else priced (and written there)."""
+    path = None if cache is None else cache / f"{rule}.json"
+    if path is not None and path.exists():
+        return [HeldOutPair(**row) for row in json.loads(path.read_text(encoding="utf-8"))]
+    pairs = list(calibration_matrix(MANIFEST, transfer_rule=rule, fixed_weight=False))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps([p.__dict__ for p in pairs], indent=0), encoding="utf-8")
+    return pairs
+
+
+def _band(p: HeldOutPair, band: int) -> tuple[float | None, float | None]:
+    """(prior, calibrated) MAPE of a pair in a band (None, None: the held-out log has no row there)."""
+    return (p.prior_mape, p.calibrated_mape) if band == 0 else (p.prior_mape_small, p.calibrated_mape_small)
+
+
+def counts(pairs: list[HeldOutPair], band: int) -> tuple[int, int, float, int]:
+    """(worse, better by more than NOISE, summed calibrated MAPE, pairs with rows) in a band."""
+    rows = [_band(p, band) for p in pairs if _band(p, band)[0] is not None]
+    return (sum(c > b + NOISE for b, c in rows), sum(c < b - NOISE for b, c in rows), sum(c for _, c in rows),
+            len(rows))
+
+
+def cluster_means(pairs: list[HeldOutPair]) -> dict[str, float]:
+    """Mean change of the held-out MAPE >= 1 MiB per cluster (calibrated - prior)."""
+    by: dict[str, list[float]] = {}
+    for p in pairs:
+        by.setdefault(p.cluster, []).append(p.calibrated_mape - p.prior_mape)
+    return {c: sum(v) / len(v) for c, v in by.items()}
+
+
+def verdict(base: list[HeldOutPair], cand: list[HeldOutPair], name: str) -> tuple[bool, list[str]]:
+    """The rule's checks (i)-(iv) of `cand` against `base` (the same pairs in the same order): (passes, lines)."""
+    assert [(p.fitted_on, p.held_out) for p in base] == [(p.fitted_on, p.held_out) for p in cand]
+    lines, ok = [f"--transfer {name} against shared, every pair of the held-out matrix ({len(base)})"], True
+    b, c = [counts(base, k) for k in (0, 1)], [counts(cand, k) for k in (0, 1)]
+    for k in (0, 1):
+        lines.append(f"  {BANDS[k]} ({c[k][3]} pairs): worse | better {b[k][0]} | {b[k][1]} -> {c[k][0]} | {c[k][1]}, "
+                     f"summed held-out MAPE {100 * b[k][2]:.1f} -> {100 * c[k][2]:.1f}")
+    ok_i = c[0][0] < b[0][0] and c[1][0] <= b[1][0]
+    ok_ii = c[0][1] >= b[0][1] and c[1][1] >= b[1][1]
+    ok_iii = c[0][2] <= b[0][2] and c[1][2] <= b[1][2]
+    mb, mc = cluster_means(base), cluster_means(cand)
+    turned = [k for k in mc if mc[k] > 0 and not mb[k] > 0]
+    ok_iv = not turned
+    lines.append("  mean change >= 1 MiB per cluster (pt), shared -> " + name + ": " + ", ".join(
+        f"{k} {100 * mb[k]:+.2f} -> {100 * mc[k]:+.2f}" for k in sorted(mb)))
+    for label, good in (("(i) worse falls >= 1 MiB, does not rise < 1 MiB", ok_i),
+                        ("(ii) better does not fall in either band", ok_ii),
+                        ("(iii) summed MAPE does not rise in either band", ok_iii),
+                        ("(iv) no cluster's mean change >= 1 MiB becomes positive"
+                         + (f" (turned: {', '.join(turned)})" if turned else ""), ok_iv)):
+        lines.append(f"  {label}: {'holds' if good else 'fails'}")
+        ok &= good
+    lines.append(f"  verdict on (i)-(iv): {'meets' if ok else 'fails'} the rule; (v) is the quick grid's sha256")
+    return ok, lines
+
+
+def moved(base: list[HeldOutPair], cand: list[HeldOutPair]) -> list[str]:
+    """Every pair whose held-out MAPE moves by more than NOISE in either band, shared -> candidate."""
+    out = []
+    for a, b in zip(base, cand):
+        for k in (0, 1):
+            (p0, c0), (_, c1) = _band(a, k), _band(b, k)
+            if p0 is not None and not math.isclose(c0, c1, abs_tol=NOISE):
+                fitted, held = (x.removesuffix("_perf.log") for x in (a.fitted_on, a.held_out))
+                out.append(f"    {fitted:40s} -> {held:40s}"
+                           f" {BANDS[k]:8s} prior {100 * p0:6.2f} %, shared {100 * c0:6.2f} -> {100 * c1:6.2f} %")
+    return out
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    cache = None
+    if "--cache" in args:
+        i = args.index("--cache")
+        cache, args = Path(args[i + 1]), args[:i] + args[i + 2:]
+    base = priced("shared", cache)
+    for rule in args:
+        cand = priced(rule, cache)
+        print("\n".join(verdict(base, cand, rule)[1] + ["  pairs that move by more than 0.3 pt:"] + moved(base, cand)))

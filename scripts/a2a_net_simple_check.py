@@ -18,12 +18,7 @@ Run: python scripts/a2a_net_simple_check.py [--write]   (--write replaces the ma
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
 from moesim.calibrate.nccl_table import _size  # noqa: E402
 from moesim.collectives.base import Group, p2p_latency_s  # noqa: E402

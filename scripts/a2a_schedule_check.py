@@ -17,12 +17,7 @@ Run: python scripts/a2a_schedule_check.py [--write]   (--write replaces the mark
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
 from moesim.calibrate.nccl_table import _size  # noqa: E402
 from moesim.collectives import nccl, nccl_p2p_schedule  # noqa: E402

@@ -14,11 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
-from docblock import run_check  # noqa: E402
+from scripts.docblock import run_check  # noqa: E402
 
 from moesim.calibrate import calibrate  # noqa: E402
 from moesim.calibrate.nccl_error import log_error, pct  # noqa: E402

@@ -22,9 +22,7 @@ import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
 from moesim.calibrate.nccl_error import log_error  # noqa: E402
 from moesim.calibrate.nccl_table import (_points, calibration_matrix, entry_hardware, entry_model,  # noqa: E402

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import collections
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for path in (ROOT, ROOT / "benchmarks"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
+sys.path.insert(0, str(ROOT / "benchmarks"))  # collective_grid
 
 import collective_grid  # noqa: E402
 

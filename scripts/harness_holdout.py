@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 SWEEP = ROOT / "tests" / "calibrate" / "data" / "cpu-calibration.toml"
 PRIORS = ("cpu-localhost", "ops")
 
@@ -118,7 +118,6 @@ def main(argv=None) -> int:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     layers, ops = measure(out_dir, args.clock, args.reuse, Path(args.sweep), args.dtypes)
-    sys.path.insert(0, str(ROOT))
     summary = evaluate(layers, ops, out_dir, seeds, args.holdout_fraction)
     summary["clock"] = args.clock
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")

@@ -36,7 +36,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _repo_root import ROOT  # noqa: F401  (first: this checkout's root on sys.path; scripts/_repo_root.py)
 
 from moesim.ops.attention import work_fraction  # noqa: E402
 

@@ -16,13 +16,9 @@ Run: python scripts/nvls_chunk_check.py [--write]   (--write replaces the marked
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
 from moesim.collectives import nccl_plan  # noqa: E402
 from moesim.collectives.formulas import Terms  # noqa: E402

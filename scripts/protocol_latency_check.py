@@ -14,11 +14,8 @@ Run: python scripts/protocol_latency_check.py [--pairs]   (about 10-20 minutes o
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
 from moesim.calibrate.fit import HOP_LATENCY_RULES  # noqa: E402
 from moesim.calibrate.nccl_table import calibration_matrix  # noqa: E402

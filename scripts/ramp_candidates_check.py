@@ -13,12 +13,8 @@ docs/collectives-history.md)
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
 from moesim.collectives.topo_model import TopologyModel  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402

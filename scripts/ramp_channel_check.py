@@ -13,13 +13,9 @@ Run: python scripts/ramp_channel_check.py [--write]   (--write replaces the mark
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
 from moesim.calibrate.nccl_error import LARGE_BYTES  # noqa: E402
 from moesim.collectives import nccl_plan  # noqa: E402

@@ -3,7 +3,6 @@ histogram examples it shows load (issue #14 item 8)."""
 
 from __future__ import annotations
 
-import importlib.util
 import tomllib
 from pathlib import Path
 
@@ -15,15 +14,8 @@ from moesim.errors import SpecError
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
-def _make_keys():
-    spec = importlib.util.spec_from_file_location("make_keys", DOCS / "make_keys.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_key_reference_is_current():
-    text = _make_keys().render()  # raises when a key the loaders read has no meaning
+def test_key_reference_is_current(load_script):
+    text = load_script("docs/make_keys.py").render()  # raises when a key the loaders read has no meaning
     assert (DOCS / "keys.md").read_text(encoding="utf-8") == text, "run python docs/make_keys.py"
 
 
@@ -36,8 +28,8 @@ def test_every_loader_key_is_listed_with_type_and_default():
         assert row in text, row
 
 
-def test_a_key_without_a_meaning_fails(tmp_path, monkeypatch):
-    make_keys = _make_keys()
+def test_a_key_without_a_meaning_fails(tmp_path, monkeypatch, load_script):
+    make_keys = load_script("docs/make_keys.py")
     meanings = (DOCS / "key_meanings.toml").read_text(encoding="utf-8")
     stripped = tmp_path / "key_meanings.toml"
     stripped.write_text(meanings.replace('"training.zero_stage" = ', '"training.zero_stag" = '), encoding="utf-8")

@@ -38,7 +38,8 @@ class Terms(NamedTuple):
 
     @property
     def time_s(self) -> float:
-        return self.latency_s + self.bandwidth_s
+        transfer = self.transfer_s  # latency_s + bandwidth_s, inline: the tuner reads it for every candidate
+        return self.latency_s + ((max(transfer) if self.overlapped else sum(transfer)) if transfer else 0.0)
 
     @property
     def bottleneck(self) -> int:

@@ -47,8 +47,9 @@ def ring_latency_s(passes: int, n: int, counts, alpha) -> float:
 def ring_transfer_s(passes: int, size_bytes: float, n: int, counts, bw) -> tuple[float, ...]:
     """ring_terms' per-tier transfer times."""
     out, c = [], 1  # c = _c(counts, i), inline: this runs for every NCCL ring candidate
+    moved = passes * (n - 1) / n * size_bytes  # the same product, left to right, as per tier before
     for i, g in enumerate(counts):
-        out.append(passes * (n - 1) / n * size_bytes / (c * bw[i]) if max(1, -(-g // c)) > 1 else 0.0)
+        out.append(moved / (c * bw[i]) if g > c else 0.0)  # g > c: D_i = ceil(g / c) > 1
         c = g
     return tuple(out)
 
@@ -109,13 +110,14 @@ def double_binary_tree_latency_s(counts, alpha) -> float:
 
 def double_binary_tree_transfer_s(size_bytes: float, counts, bw) -> tuple[float, ...]:
     """double_binary_tree_terms' per-tier transfer times."""
-    transfer = []
-    for i in range(len(counts)):
-        d = _d(counts, i)
+    transfer, c = [], 1  # c = _c(counts, i), d = _d(counts, i), inline: this runs for every NCCL tree candidate
+    for i, g in enumerate(counts):
+        d = max(1, -(-g // c))
         if i == 0:
             transfer.append(2 * size_bytes / (TREE_EFFICIENCY * bw[0]) if d > 1 else 0.0)
         else:
-            transfer.append(tree_bytes(d, size_bytes) / (TREE_EFFICIENCY * _c(counts, i) * bw[i]) if d > 1 else 0.0)
+            transfer.append(tree_bytes(d, size_bytes) / (TREE_EFFICIENCY * c * bw[i]) if d > 1 else 0.0)
+        c = g
     return tuple(transfer)
 
 

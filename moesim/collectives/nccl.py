@@ -273,6 +273,8 @@ def _scaled(terms: Terms, k: float) -> Terms:
 
 def _scaled_transfer(transfer: tuple[float, ...], k: float) -> tuple[float, ...]:
     """`transfer` with its largest (first largest: Terms.bottleneck) entry × k."""
+    if len(transfer) == 1:  # one tier (most groups on one node): no search
+        return (transfer[0] * k,)
     if not transfer:
         return transfer
     worst = transfer.index(max(transfer))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 from moesim.errors import SpecError
 from moesim.specs.dtypes import DTYPES
@@ -45,10 +46,17 @@ class EfficiencyTable:
             return pts[0][1]
         if size >= pts[-1][0]:
             return pts[-1][1]
-        i = bisect.bisect_right([p[0] for p in pts], size)
-        (s0, e0), (s1, e1) = pts[i - 1], pts[i]
-        w = (math.log(size) - math.log(s0)) / (math.log(s1) - math.log(s0))
+        sizes, logs = self._sizes_logs
+        i = bisect.bisect_right(sizes, size)
+        (_, e0), (_, e1) = pts[i - 1], pts[i]
+        w = (math.log(size) - logs[i - 1]) / (logs[i] - logs[i - 1])
         return e0 + w * (e1 - e0)
+
+    @cached_property
+    def _sizes_logs(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The points' sizes and their logs, for `at` (computed once per table: it runs for every priced message)."""
+        sizes = tuple(p[0] for p in self.points)
+        return sizes, tuple(math.log(s) for s in sizes)
 
     def at_array(self, sizes):
         """`at` over a numpy array of sizes."""

@@ -255,13 +255,8 @@ def test_calibrating_on_one_log_of_a_cluster_helps_the_others(tmp_path):
         assert fitted.mape_large < prior.mape_large - gain, (held, prior.mape_large, fitted.mape_large)
 
 
-def test_collectives_doc_table_is_current():
-    import importlib.util
-
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("make_collectives_table", root / "docs" / "make_collectives_table.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+def test_collectives_doc_table_is_current(load_script):
+    script = load_script("docs/make_collectives_table.py")
     from moesim.calibrate.nccl_table import render
 
     doc = script.DOC.read_text(encoding="utf-8")

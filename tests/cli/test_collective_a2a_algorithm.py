@@ -4,7 +4,6 @@ output the command printed before the option; a bad value is one line, exit 2.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -105,20 +104,12 @@ def test_help_states_the_default():
     assert action.default == "nccl-tests" and "default nccl-tests" in action.help
 
 
-def _net_simple_check():
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("a2a_net_simple_check", root / "scripts" / "a2a_net_simple_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod, root
-
-
-def test_network_peers_simple_is_not_shipped_because_the_logs_get_worse():
+def test_network_peers_simple_is_not_shipped_because_the_logs_get_worse(load_script):
     """Why a flat all-to-all's network peers stay priced with the per-peer-size protocol (docs/collectives.md "Flat
     all-to-all: the network peers' protocol"): Simple there, in the shipped per-peer sum, prices the B200 Vultr
     2-node small sizes 3.4x slow (< 1 MiB MAPE 21.0 -> 68.1 %); no row at or above 1 MiB moves, nor a 1-node log.
     The docs' block is the script's output."""
-    mod, root = _net_simple_check()
+    mod = load_script("scripts/a2a_net_simple_check.py")
     found = {name: sizes for name, _, sizes in mod.rows()}
 
     def mape(sizes, col, large):
@@ -133,5 +124,5 @@ def test_network_peers_simple_is_not_shipped_because_the_logs_get_worse():
                 assert simple == shipped, (name, size)
             else:
                 assert simple > 3 * shipped, (name, size)
-    doc = (root / "docs" / "collectives.md").read_text(encoding="utf-8")
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "collectives.md").read_text(encoding="utf-8")
     assert mod.BEGIN + "\n" + mod.render() + "\n" + mod.END in doc

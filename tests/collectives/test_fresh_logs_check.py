@@ -4,7 +4,6 @@ figures, the fresh logs as the manifest and SOURCES.md hold them, and the genera
 
 from __future__ import annotations
 
-import importlib.util
 import tomllib
 from pathlib import Path
 
@@ -15,11 +14,8 @@ DATA = ROOT / "tests" / "data" / "nccl"
 
 
 @pytest.fixture(scope="module")
-def check():
-    spec = importlib.util.spec_from_file_location("fresh_logs_check", ROOT / "scripts" / "fresh_logs_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def check(load_script):
+    return load_script("scripts/fresh_logs_check.py")
 
 
 def _rows(fresh_after, old_after=((0.10, 0.30),)):

@@ -100,16 +100,10 @@ def test_the_channel_count_is_wire_only(monkeypatch):
         assert moved == {64.0: 3, 2.0**12: 3, 2.0**16: 3, 2.0**18: 1, 2.0**22: 0}[size]
 
 
-def test_docs_print_the_ramp_check():
+def test_docs_print_the_ramp_check(load_script):
     """scripts/ramp_channel_check.py: before / shipped / replaced per healthy log; docs/collectives-history.md prints exactly
     its block, and the shipped form has fewer misses than both others."""
-    import importlib.util
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("ramp_channel_check", root / "scripts" / "ramp_channel_check.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scripts/ramp_channel_check.py")
     found = script.errors()
     small = {v: sum(e[v].mape_small or 0 for e in found.values()) for v in script.VARIANTS}
     large = {v: sum(e[v].mape_large or 0 for e in found.values()) for v in script.VARIANTS}
@@ -319,23 +313,12 @@ def test_manifest_channel_knobs(tmp_path):
         read_manifest(bad)
 
 
-def _channel_default_check():
-    import importlib.util
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("channel_default_check", root / "scripts" / "channel_default_check.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return root, script
-
-
-def test_published_channel_counts_read_strictly(tmp_path):
+def test_published_channel_counts_read_strictly(tmp_path, load_script):
     """channel_counts.toml: every run has exactly its keys; the 8-GPU one-node counts of one profile agree (24 on
     A100 and H100 nodes, 32 on a DGX B200 node, 16 on H800; 16 across H100 nodes: the published INFO lines)."""
     from moesim.errors import SpecError
 
-    _, script = _channel_default_check()
+    script = load_script("scripts/channel_default_check.py")
     counts = script.published_counts(script.read_evidence())
     assert counts == {("a100-80gb", False): 24, ("h100-sxm", False): 24, ("h100-sxm", True): 16, ("h800", False): 16,
                       ("b200", False): 32}
@@ -346,11 +329,11 @@ def test_published_channel_counts_read_strictly(tmp_path):
         script.read_evidence(bad)
 
 
-def test_docs_print_the_channel_default_check():
+def test_docs_print_the_channel_default_check(load_script):
     """scripts/channel_default_check.py: the published per-system count, evaluated against every healthy log, moves
     nothing >= 1 MiB and was worse overall below 1 MiB on the logs the choice was made on (so 16 is kept);
     docs/collectives-history.md prints exactly its block."""
-    root, script = _channel_default_check()
+    script = load_script("scripts/channel_default_check.py")
     runs = script.read_evidence()
     counts = script.published_counts(runs)
     found = script.errors(counts)

@@ -7,9 +7,6 @@ NCCL's own model time (time + tuner offset) and its pick do not move. Unset and 
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from moesim.collectives import hierarchy, nccl_facts, nccl_plan
@@ -157,15 +154,12 @@ def test_unset_and_pxb_price_alike_and_nccls_pick_does_not_move(name, kw, group,
                for size in SIZES)  # each case has a candidate with this session's legs (NVLSTree, CollNet or PAT)
 
 
-def test_vultr_what_if_block_is_current():
+def test_vultr_what_if_block_is_current(load_script):
     """scripts/gdrless_check.py (docs/collectives.md, "GDR-less legs on every algorithm"): with PHB on the b200-vultr
     2-node logs (a what-if, nothing set in logs.toml), the held all_reduce's NVLSTree rows gain 16 us and its >= 1 MiB
     MAPE falls (11.3 -> 5.4 %); the all_gather / reduce_scatter (rings) do not move; the shipped column is the path
     unset. The docs block is the script's output."""
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("gdrless_check", root / "scripts" / "gdrless_check.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scripts/gdrless_check.py")
     found = script.errors()
     before, after = (found["b200-vultr-2node_all_reduce_perf.log"][1][v] for v in script.VARIANTS[1:])
     assert after.mape_large < before.mape_large - 0.05

@@ -4,9 +4,6 @@ step on the wire, NCCL's pick unchanged (nccl_plan.priced). Constants: nccl_tuni
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from moesim.collectives import nccl_plan
@@ -16,7 +13,6 @@ from moesim.collectives.select import default_model
 from moesim.specs.load import load_hardware
 
 KIB, MIB, GIB = 2**10, 2**20, 2**30
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def nccl_chunk(algorithm, n_bytes, n_channels, n_heads, n_nodes):
@@ -99,13 +95,11 @@ def test_loops_are_priced_on_the_wire_only(monkeypatch):
     assert now["ring/Simple"].time_s == before["ring/Simple"].time_s
 
 
-def test_vultr_one_node_steps_follow_nccl_chunk_cuts():
+def test_vultr_one_node_steps_follow_nccl_chunk_cuts(load_script):
     """b200-vultr-1node all_reduce (8 B200, NCCL 2.28.9; tests/data/nccl/SOURCES.md): measured over priced steps down
     where NCCL's chunk doubles (96 MiB: 32 -> 64 KiB; 1.5 GiB: 64 -> 128 KiB). With NCCL's loops priced, 128 MiB - 1 GiB
     (64 KiB chunks) is within 4 % (was +13 to +14 %) and 4 - 64 MiB (16 / 32 KiB) within 18 % (was +31 to +39 %)."""
-    spec = importlib.util.spec_from_file_location("nvls_chunk_check", ROOT / "scripts" / "nvls_chunk_check.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scripts/nvls_chunk_check.py")
     found = script.errors()
     errs = {e.size_bytes: e.busbw_error for e in found["b200-vultr-1node_all_reduce_perf.log"]["shipped"].sizes}
     assert all(abs(errs[2.0**k]) < 0.04 for k in range(27, 31))

@@ -4,9 +4,6 @@ ncclAddWorkBatchToPlan), and the check that keeps it out of the shipped all-to-a
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from moesim.collectives import nccl_p2p_schedule as ps
@@ -81,20 +78,12 @@ def test_small_nodes_blocks_of_their_local_ranks():
     assert len(batches) == 4 and ps.sequential_batches(batches) == 1
 
 
-def _check_script():
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("a2a_schedule_check", root / "scripts" / "a2a_schedule_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_scheduled_latency_is_not_shipped_because_the_logs_get_worse():
+def test_scheduled_latency_is_not_shipped_because_the_logs_get_worse(load_script):
     """The reason the shipped all-to-all keeps one message per peer (docs/collectives-history.md 'All-to-all: peers in
     flight'): NCCL's schedule prices the healthy single-node B200 log's small sizes ~50 % too fast (14.2 -> 51.3 %
     below 1 MiB), with or without the proxy's posts (no network peer there); on the 2-node run the posts at NCCL's
     figure for its AMD hosts (logs.toml host_cpu) take the small sizes from 21.0 % to 38.4 %."""
-    rows = {name: sizes for name, _, sizes in _check_script().rows()}
+    rows = {name: sizes for name, _, sizes in load_script("scripts/a2a_schedule_check.py").rows()}
 
     def mape(sizes, col):
         small = [s for s in sizes if s[0] < 2**20]

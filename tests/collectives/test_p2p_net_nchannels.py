@@ -94,12 +94,7 @@ def test_estimate_and_simulator_move_together():
     assert out["one"][0] > out["shipped"][0] and out["one"][1] > out["shipped"][1]
 
 
-def test_docs_block_is_current():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("p2p_net_nchannels_check",
-                                                  ROOT / "scripts" / "p2p_net_nchannels_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_docs_block_is_current(load_script):
+    module = load_script("scripts/p2p_net_nchannels_check.py")
     doc = (ROOT / "docs" / "collectives-history.md").read_text(encoding="utf-8")
     assert doc.split(module.BEGIN, 1)[1].split(module.END, 1)[0].strip() == module.render()

@@ -6,7 +6,6 @@ docs/collectives-history.md "Session 11 (ramp)"."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -86,20 +85,15 @@ def test_cli_flag_and_json_key(capsys):
      "<!-- END ring_ramp_residual -->"),
     ("ramp_candidates_check", "<!-- BEGIN ramp_candidates_check: python scripts/ramp_candidates_check.py --write -->",
      "<!-- END ramp_candidates_check -->")])
-def test_generated_blocks_are_current(script, begin, end):
-    spec = importlib.util.spec_from_file_location(script, ROOT / "scripts" / f"{script}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_generated_blocks_are_current(load_script, script, begin, end):
+    module = load_script(f"scripts/{script}.py")
     doc = (ROOT / "docs" / "collectives-history.md").read_text(encoding="utf-8")
     block = doc.split(begin, 1)[1].split(end, 1)[0].strip("\n")
     assert block == module.render(), f"stale: run python scripts/{script}.py --write"
 
 
-def test_c1_meets_the_rules_b_and_c2_does_not():
-    spec = importlib.util.spec_from_file_location("ramp_candidates_check",
-                                                  ROOT / "scripts" / "ramp_candidates_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_c1_meets_the_rules_b_and_c2_does_not(load_script):
+    module = load_script("scripts/ramp_candidates_check.py")
     (_, c1, _), (_, c2, _) = module.CANDIDATES
     assert module.verdict(module.rows(c1))[1] is True
     assert module.verdict(module.rows(c2))[1] is False

@@ -54,16 +54,10 @@ def test_nccl_picks_by_its_own_model_at_its_wire_time():
     assert picked.time_s == ring_ll.time_s > wire_fastest.time_s
 
 
-def test_leave_one_cluster_out_cross_check_runs_and_docs_print_it():
+def test_leave_one_cluster_out_cross_check_runs_and_docs_print_it(load_script):
     """scripts/nvlink_ll_hop_check.py: the LL hop fitted on a100-thanos predicts b200-vultr's single-node logs and back;
     docs/collectives-history.md prints exactly its rows. The published hop itself is not fitted: restored after the check."""
-    import importlib.util
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("nvlink_ll_hop_check", root / "scripts" / "nvlink_ll_hop_check.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scripts/nvlink_ll_hop_check.py")
     rows = script.cross_check()
     assert tuning()["published_hop_us"]["nvlink"]["LL"] == 1.0
     assert {r[0] for r in rows} == {"a100-thanos", "b200-vultr"} and len(rows) == 3

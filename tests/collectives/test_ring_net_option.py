@@ -5,7 +5,6 @@ moves. Not sourced, not the default (docs/collectives-history.md "Session 10 (ri
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
@@ -90,11 +89,8 @@ def test_cli_flag_prices_it_says_so_and_rejects_bad_input(capsys):
         assert "--ring-net-channel-gbps" in capsys.readouterr().err
 
 
-def test_docs_block_is_current():
-    spec = importlib.util.spec_from_file_location("ring_channel_cap_check",
-                                                  ROOT / "scripts" / "ring_channel_cap_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_docs_block_is_current(load_script):
+    module = load_script("scripts/ring_channel_cap_check.py")
     doc = (ROOT / "docs" / "collectives-history.md").read_text(encoding="utf-8")
     assert doc.split(module.BEGIN, 1)[1].split(module.END, 1)[0].strip() == module.render()
 

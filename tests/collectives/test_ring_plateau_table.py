@@ -3,7 +3,6 @@ draw from it hold on the logs as they are."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -15,11 +14,8 @@ MISSES = ("h100-xxrjun-10node_all_gather", "h100-xxrjun-10node_reduce_scatter",
 
 
 @pytest.fixture(scope="module")
-def table():
-    spec = importlib.util.spec_from_file_location("ring_plateau_table", ROOT / "scripts" / "ring_plateau_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def table(load_script):
+    return load_script("scripts/ring_plateau_table.py")
 
 
 def test_docs_block_is_current(table):

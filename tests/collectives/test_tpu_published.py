@@ -150,10 +150,7 @@ def test_manifest_keys_are_strict(tmp_path):
         compare(bad)
 
 
-def test_docs_tpu_table_is_current():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("make_tpu_table", DOCS / "make_tpu_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+def test_docs_tpu_table_is_current(load_script):
+    mod = load_script("docs/make_tpu_table.py")
     text = (DOCS / "collectives.md").read_text(encoding="utf-8")
     assert mod.updated(text) == text, "run python docs/make_tpu_table.py"

@@ -3,22 +3,9 @@ the tables they produced in the shipped profiles."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from moesim.specs.load import load_hardware
-
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 TABLE = '''entries {
   key: "sm_90"
@@ -55,8 +42,8 @@ entries {
 '''
 
 
-def test_xla_table_converts_single_gemms_and_batched_ones_per_architecture():
-    mod = _script("import_xla_matmul")
+def test_xla_table_converts_single_gemms_and_batched_ones_per_architecture(load_script):
+    mod = load_script("scripts/import_xla_matmul.py")
     tables = mod.convert(TABLE, "sm_90", "bf16xbf16->bf16", 989.0)
     assert tables["gemm"] == [(256, 512, 1024, pytest.approx(0.1))]
     assert tables["grouped_gemm"] == [(2, 256, 512, 1024, pytest.approx(0.2))]
@@ -68,8 +55,8 @@ def test_xla_table_converts_single_gemms_and_batched_ones_per_architecture():
                      "--peak-tflops", "1", "--source", "s", "--measured-on", "m"]) == 2
 
 
-def test_simumax_default_memory_factor_is_marked_assumed_and_fused_ce_imported():
-    mod = _script("import_simumax")
+def test_simumax_default_memory_factor_is_marked_assumed_and_fused_ce_imported(load_script):
+    mod = load_script("scripts/import_simumax.py")
     system = {"accelerator": {"op": {}, "bandwidth": {
         "default": {"efficient_factor": 0.5, "gbps": 1000.0, "latency_us": 30},
         "ce_fusion": {"efficient_factor": 0.25, "gbps": 1000.0, "latency_us": 30}}}}

@@ -116,14 +116,8 @@ def test_causal_attention_time_uses_computed_tiles_and_mfu_the_full_matrix():
     assert causal.model_flops_per_step == full.model_flops_per_step  # PaLM convention either way
 
 
-def test_sparsity_comparison_doc_is_current_and_sparse_masks_are_faster():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "docs" / "make_sparsity.py"
-    spec = importlib.util.spec_from_file_location("make_sparsity", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+def test_sparsity_comparison_doc_is_current_and_sparse_masks_are_faster(load_script):
+    mod = load_script("docs/make_sparsity.py")
     assert mod.DOC.read_text(encoding="utf-8") == mod.render_markdown(), "run: python docs/make_sparsity.py"
     from moesim.ops.sparsity import compare
 

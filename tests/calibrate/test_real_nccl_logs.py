@@ -85,6 +85,12 @@ KNOWN_MISSES = {
     # as the met H100 / H200 multi-node logs); with the plateau priced exactly 22.2 / 23.6 % (scripts/ring_plateau_table.py).
     ("h100-xxrjun-10node_all_gather_perf.log", "large"): 0.30,
     ("h100-xxrjun-10node_reduce_scatter_perf.log", "large"): 0.31,
+    # --- evidence (session 12): the same ten hosts' other 10-node job, a day earlier (run 20260128-145054; SOURCES.md,
+    # "Session 12 (evidence)"), priced as it came after its flags were committed: 24.8 / 25.3 % (the run above: 23.2 /
+    # 23.7 %), the same shape, so the miss is the cluster's, not one job's; `--nccl-proto ^LL128` would give 16.9 / 16.7 %
+    # (docs/collectives-history.md, "Session 12 (evidence)").
+    ("h100-xxrjun-10node-b_all_gather_perf.log", "large"): 0.27,
+    ("h100-xxrjun-10node-b_reduce_scatter_perf.log", "large"): 0.28,
     # h100-xxrjun-10node sendrecv met since session 11 (p2pcong): 83.7 -> 8.0 %, NCCL's p2pnChannels across nodes is
     # pow2Up of the 16 collective channels (paths.cc ncclTopoComputeP2pChannels, v2.29.2-1), so 80 ranks run one
     # channel per network peer (14 GB/s priced, 15.2 measured) where 32 gave two (28.0).

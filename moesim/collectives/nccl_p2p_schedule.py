@@ -94,6 +94,26 @@ def channel_batches(n: int, counts: tuple[int, ...], parts: int, p2p_channels: i
     return tuple(tuple(frozenset(b[2]) for b in chan) for chan in batches.values())
 
 
+@lru_cache(maxsize=4096)
+def busiest_network_parts(n: int, counts: tuple[int, ...], parts: int, p2p_channels: int, per_batch: int,
+                          group_size: int) -> int:
+    """The most parts of sends to a peer off rank 0's node (tier >= 1) that one channel carries: round r's op starts
+    on base_channel and its `parts` parts take (base + part) mod p2p_channels (NVIDIA/nccl v2.29.2-1
+    src/include/channel.h ncclP2pChannelBaseForRound, src/include/device.h ncclP2pChannelForPart)."""
+    local = counts[0]
+    g = schedule_group_size(n, local, group_size)
+    multi = n > local
+    load: dict[int, int] = {}
+    for r, (send, _) in enumerate(rounds(n, local, group_size)):
+        if _tier(send, counts) < 1:
+            continue
+        base = base_channel(r, multi, g, p2p_channels, per_batch)
+        for part in range(min(parts, p2p_channels)):
+            chan = (base + part) & (p2p_channels - 1)
+            load[chan] = load.get(chan, 0) + 1
+    return max(load.values(), default=0)
+
+
 def _tier(peer: int, counts: tuple[int, ...]) -> int:
     """The tier rank 0 crosses to reach `peer` (ranks fill each tier's domains in order), SELF for itself."""
     if peer == 0:

@@ -284,17 +284,18 @@ class TopologyModel:
                 getattr(self, k) for k in CHANNEL_KNOBS)) if system.nccl and op == "broadcast" else None)
 
     def _concurrent_layout(self, op: str, system: System, pl: GroupPlacement, tiers, protocol_rows):
-        """What p2p_net_model="concurrent" needs for `op` (nccl_p2p_net.py), or None where it does not apply (not
-        NCCL, not a send/recv-based op, one node, no network tier, no Simple row): (Simple's row, the proxy's launch
-        s, the NVLink tier, the NIC tier, the communicator's p2p channels across nodes)."""
-        if (self.p2p_net_model != "concurrent" or not system.nccl or op not in _P2P_OPS or len(tiers) < 2
+        """What p2p_net_model="concurrent" / "channels" needs for `op` (nccl_p2p_net.py), or None where it does not
+        apply (not NCCL, not a send/recv-based op, one node, no network tier, no Simple row): (Simple's row, the
+        proxy's launch s, the NVLink tier, the NIC tier, the communicator's p2p channels across nodes, the model)."""
+        if (self.p2p_net_model == "summed" or not system.nccl or op not in _P2P_OPS or len(tiers) < 2
                 or all(t.kind in ("switch", "torus") for t in tiers[1:])):
             return None
         simple = [row for row in protocol_rows if row[0].name == "Simple"]
         if not simple:
             return None
         launch = nccl_p2p_net.launch_s(getattr(tiers[1], "host_cpu", ""))
-        return simple[0], launch, tiers[0], _nic_tier(system, pl), nccl.p2p_net_nchannels(self.p2p_net_nchannels)
+        return (simple[0], launch, tiers[0], _nic_tier(system, pl), nccl.p2p_net_nchannels(self.p2p_net_nchannels),
+                self.p2p_net_model)
 
     def _tiers(self, op: str, size: float, n: int, system: System, pl: GroupPlacement, lay: "_Layout",
                pinned=None) -> list[tuple]:

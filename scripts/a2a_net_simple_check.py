@@ -18,6 +18,7 @@ Run: python scripts/a2a_net_simple_check.py [--write]   (--write replaces the ma
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -70,6 +71,8 @@ def net_simple_time_s(model, size_bytes: float, group: Group) -> tuple[float, fl
 def rows() -> list[tuple]:
     out = []
     for name, healthy, model, floor, points in alltoall_logs(MANIFEST):
+        # against the per-peer sum ("summed", the default until session 12's "channels")
+        model = dataclasses.replace(model, p2p_net_model="summed")
         sizes = []
         for p in points:
             old, new, label = net_simple_time_s(model, p.size_bytes, Group(size=p.group_size, devices=p.group_size))

@@ -110,8 +110,8 @@ def row_lines() -> list[str]:
 
 
 def render() -> str:
-    return "\n".join(["```", *rule_lines(), "every row of the alltoall / sendrecv logs (us; err = measured / priced - 1)",
-                      *row_lines(), "```"])
+    title = "every row of the alltoall / sendrecv logs (us; err = measured / priced - 1)"
+    return "\n".join(["```", *rule_lines(), title, *row_lines(), "```"])
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ Run: python scripts/a2a_schedule_check.py [--write]   (--write replaces the mark
 
 from __future__ import annotations
 
+import dataclasses
+
 import sys
 from pathlib import Path
 
@@ -75,6 +77,8 @@ def scheduled_time_s(model, size_bytes: float, group: Group) -> tuple[float, flo
 def rows() -> list[tuple]:
     out = []
     for name, healthy, model, floor, points in alltoall_logs(MANIFEST):  # with the logs' system facts
+        # against the per-peer sum ("summed", the default until session 12's "channels")
+        model = dataclasses.replace(model, p2p_net_model="summed")
         sizes = []
         for p in points:
             old, new, seq, proxied, chan = scheduled_time_s(model, p.size_bytes, Group(size=p.group_size,

@@ -46,7 +46,7 @@ from moesim.collectives import nccl, nccl_p2p_schedule
 from moesim.collectives.formulas import Terms
 
 MODELS = ("summed", "concurrent", "channels")
-DEFAULT_MODEL = "channels"  # what TopologyModel.p2p_net_model is unless set (session 12, a2ap2p: shipped under its rule)
+DEFAULT_MODEL = "channels"  # TopologyModel.p2p_net_model unless set (session 12, a2ap2p: shipped under its rule)
 _PART_ALIGN_BYTES = 4096  # ncclP2pPartBounds: alignUp(divUp(bytes, nParts), 4 << 10)
 
 

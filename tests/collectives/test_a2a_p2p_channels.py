@@ -63,14 +63,15 @@ def test_channel_bound_binds_where_one_channel_carries_a_node():
 
 def test_ten_nodes_posts_and_the_nic():
     """10 x 8 H100 (the xxrjun cluster's 80-rank all-to-all) at 32 MiB: one part a peer (the halving loop: 4 -> 1
-    channel at 80 ranks on 16), 10 blocks on 10 channels, one batch each; latency one Simple network message + 71
-    posts at 3 us; the busiest channel (8 x 410 KiB at 14 GB/s) stays under the NIC's 72 peers, so the transfer is
-    the shipped one."""
+    channel at 80 ranks on 16), 10 blocks on 10 channels, one batch each; the latency is one Simple network message +
+    71 posts (3 us Intel, 6 us AMD: the difference is 71 x 3 us); the busiest channel (8 x 410 KiB at 14 GB/s) stays
+    under the NIC's 72 peers, so the transfer is the shipped one."""
     hw = load_hardware("h100-sxm")
-    conc = _pairwise(TopologyModel(hw, p2p_net_model="concurrent"), 32 * MIB, 80)
     chan = _pairwise(TopologyModel(hw, p2p_net_model="channels"), 32 * MIB, 80)
+    amd = _pairwise(TopologyModel(with_system_facts(hw, {"host_cpu": "amd"}), p2p_net_model="channels"), 32 * MIB, 80)
     summed = _pairwise(TopologyModel(hw, p2p_net_model="summed"), 32 * MIB, 80)
-    assert chan.terms.latency_s == pytest.approx(conc.terms.latency_s + 71 * 3 * US)
+    assert amd.terms.latency_s - chan.terms.latency_s == pytest.approx(71 * 3 * US)
+    assert 71 * 3 * US < chan.terms.latency_s < 71 * 3 * US + 30 * US
     assert chan.terms.transfer_s[1] == summed.terms.transfer_s[1]
     assert chan.time_s < summed.time_s  # 72 summed message latencies no longer
 
@@ -84,7 +85,8 @@ def test_send_recv_between_nodes_adds_its_parts_posts():
     chan = TopologyModel(hw, p2p_net_model="channels").candidates("send_recv", 1 * GIB, group)[0]
     assert chan.terms.latency_s == pytest.approx(summed.terms.latency_s + 3 * 3 * US)
     assert chan.terms.transfer_s == summed.terms.transfer_s
-    small = [TopologyModel(hw, p2p_net_model=m).cost("send_recv", 4 * KIB, group).time_s for m in ("summed", "channels")]
+    small = [TopologyModel(hw, p2p_net_model=m).cost("send_recv", 4 * KIB, group).time_s
+             for m in ("summed", "channels")]
     assert small[0] == small[1]
 
 
@@ -101,8 +103,9 @@ def test_one_node_and_tpus_do_not_move(hardware, n):
 def test_the_2dh_all_to_all_does_not_move():
     hw = load_hardware("h100-sxm")
     for size in (1 * MIB, 1 * GIB):
-        a, b = (min((c for c in TopologyModel(hw, p2p_net_model=m).candidates("all_to_all", size, Group(size=32,
-                    devices=32)) if c.algorithm == "hierarchical"), key=lambda c: c.time_s) for m in ("channels", "summed"))
+        group = Group(size=32, devices=32)
+        a, b = (min((c for c in TopologyModel(hw, p2p_net_model=m).candidates("all_to_all", size, group)
+                     if c.algorithm == "hierarchical"), key=lambda c: c.time_s) for m in ("channels", "summed"))
         assert a.time_s == b.time_s
 
 
@@ -163,4 +166,4 @@ def test_cli_option_and_json_key(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["p2p_net_model"] == "channels"
     model = TopologyModel(load_hardware("h100-sxm"), p2p_net_model="channels")
-    assert report["results"][0]["time_us"] == pytest.approx(_pairwise(model, 32 * MIB, 80).time_s / US, rel=1e-6)
+    assert report["results"][0]["time_us"] == pytest.approx(_pairwise(model, 32 * MIB, 80).time_s / US, rel=1e-5)

@@ -1,7 +1,9 @@
 """NCCL's network sends of one grouped send/recv (a flat all-to-all, a send/recv between nodes) run at once:
 the wire latency of a batch is paid once, and the proxy thread launches every Simple step of every network peer
-one after another (TopologyModel(p2p_net_model="concurrent"); "summed", the default, is the per-peer sum of
-hierarchy.pairwise_all_to_all_terms).
+one after another (TopologyModel(p2p_net_model="concurrent"), an option); or the ops on NCCL's p2p channels, one
+latency per work batch, the proxy posting each (peer, part) op in turn, 14 GB/s a channel ("channels", the default
+since session 12, a2ap2p: NVIDIA/nccl v2.29.2-1, docs/collectives-history.md "Session 12 (a2ap2p)"); "summed" is the
+per-peer sum of hierarchy.pairwise_all_to_all_terms (the default before).
 
 Read in NVIDIA/nccl v2.28.9-1 (the B200 Vultr report's NCCL), file and function:
 - protocol: src/enqueue.cc addP2pToPlan, `protoLL[dir] &= conn->conn.buffs[NCCL_PROTO_LL] != nullptr`: a network

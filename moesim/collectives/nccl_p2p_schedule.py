@@ -18,9 +18,9 @@ So one rank's all-to-all waits for the busiest channel: the sum over its batches
 
 Not modelled here: the proxy thread that posts every network op of the rank in turn (src/proxy.cc;
 scripts/a2a_schedule_check.py tries NCCL's tuner network post overhead for it); budget splits of one group into
-several kernel plans (ncclTestBudget), which an all-to-all of moesim's sizes does not reach. Not used by the
-shipped pricing (docs/collectives-history.md "All-to-all: peers in flight" says why); p2p_net_model="concurrent"
-(nccl_p2p_net.py, an option) prices a flat all-to-all's network peers with it.
+several kernel plans (ncclTestBudget), which an all-to-all of moesim's sizes does not reach. The default
+p2p_net_model="channels" (nccl_p2p_net.py, session 12) and the option "concurrent" price a flat all-to-all's network
+peers with it; one node keeps the per-peer sum (docs/collectives-history.md "All-to-all: peers in flight" says why).
 """
 
 from __future__ import annotations

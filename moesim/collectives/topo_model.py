@@ -86,8 +86,8 @@ class TopologyModel:
     nccl_nvls_nchannels: int | None = None
     nccl_min_ctas: int | None = None
     nccl_max_ctas: int | None = None
-    # a network peer's sends inside one grouped send/recv (nccl_p2p_net.MODELS): "summed", one message latency per
-    # peer (hierarchy.pairwise_all_to_all_terms), or "concurrent", NCCL's batches and proxy launches (nccl_p2p_net.py)
+    # a network peer's sends in one grouped send/recv (nccl_p2p_net.MODELS): "channels" (default, session 12), NCCL's
+    # p2p channels, batches and proxy posts; "summed", one message latency per peer; "concurrent" (nccl_p2p_net.py)
     p2p_net_model: str = nccl_p2p_net.DEFAULT_MODEL
     # GB/s one ring channel moves where its ring crosses the network (nccl_plan.ring_net_caps, session 10 ringnet);
     # None = not modelled (the shipped pricing); not sourced, so an option only

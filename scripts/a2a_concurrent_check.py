@@ -58,7 +58,8 @@ def rows() -> list[tuple]:
     out = []
     for e in p2p_entries():
         hw = entry_hardware(e)
-        shipped = entry_model(e, hw) or default_model(hw)
+        # the per-peer sum this round was judged against ("summed", the default until session 12's "channels")
+        shipped = dataclasses.replace(entry_model(e, hw) or default_model(hw), p2p_net_model="summed")
         concurrent = dataclasses.replace(shipped, p2p_net_model="concurrent")
         pts, gpt = tuple(_points(MANIFEST.parent, e)), e.get("gpus_per_thread", 1)
         old, new = log_error(pts, hw, shipped, gpt), log_error(pts, hw, concurrent, gpt)

@@ -18,6 +18,8 @@ Run: python scripts/a2a_net_simple_check.py [--write]   (--write replaces the ma
 
 from __future__ import annotations
 
+import dataclasses
+
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
 from moesim.calibrate.nccl_table import _size  # noqa: E402
@@ -65,6 +67,8 @@ def net_simple_time_s(model, size_bytes: float, group: Group) -> tuple[float, fl
 def rows() -> list[tuple]:
     out = []
     for name, healthy, model, floor, points in alltoall_logs(MANIFEST):
+        # against the per-peer sum ("summed", the default until session 12's "channels")
+        model = dataclasses.replace(model, p2p_net_model="summed")
         sizes = []
         for p in points:
             old, new, label = net_simple_time_s(model, p.size_bytes, Group(size=p.group_size, devices=p.group_size))

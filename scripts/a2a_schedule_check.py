@@ -17,6 +17,8 @@ Run: python scripts/a2a_schedule_check.py [--write]   (--write replaces the mark
 
 from __future__ import annotations
 
+import dataclasses
+
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
 from moesim.calibrate.nccl_table import _size  # noqa: E402
@@ -70,6 +72,8 @@ def scheduled_time_s(model, size_bytes: float, group: Group) -> tuple[float, flo
 def rows() -> list[tuple]:
     out = []
     for name, healthy, model, floor, points in alltoall_logs(MANIFEST):  # with the logs' system facts
+        # against the per-peer sum ("summed", the default until session 12's "channels")
+        model = dataclasses.replace(model, p2p_net_model="summed")
         sizes = []
         for p in points:
             old, new, seq, proxied, chan = scheduled_time_s(model, p.size_bytes, Group(size=p.group_size,

@@ -43,7 +43,9 @@ def register(subparsers) -> None:
                         "pairwise); 'auto' the faster of the two (training's dispatch_backend 'nccl'); default "
                         f"{DEFAULT_A2A_ALGORITHM}; other ops ignore it")
     p.add_argument("--p2p-net-model", default=DEFAULT_P2P_NET_MODEL, metavar="MODEL",
-                   help="how the network peers of a flat all-to-all and a send/recv between nodes are priced: 'summed' "
+                   help="how the network peers of a flat all-to-all and a send/recv between nodes are priced: "
+                        "'channels' NCCL's p2p channels (one latency per work batch, the proxy posting each op in "
+                        "turn, 14 GB/s a channel; docs/collectives-history.md 'Session 12 (a2ap2p)'); 'summed' "
                         "one message latency per peer; 'concurrent' NCCL's sends at once, one latency per work batch, "
                         "and its proxy launching every Simple step in turn (collectives/nccl_p2p_net.py; evaluated, "
                         f"not the default: docs/collectives-history.md 'Session 9 (a2aconc)'); one of "

@@ -94,7 +94,5 @@ def p2p_net_bw_cap(size_bytes: float, n: int, tier0, net_tier, net_nchannels: in
 
 
 def _pow2_up(v: int) -> int:
-    p = 1
-    while p < v:
-        p <<= 1
-    return p
+    """The least power of two >= v (1 for v <= 1), NCCL's pow2Up."""
+    return 1 if v <= 1 else 1 << (int(v) - 1).bit_length()

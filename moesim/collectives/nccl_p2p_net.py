@@ -1,7 +1,9 @@
 """NCCL's network sends of one grouped send/recv (a flat all-to-all, a send/recv between nodes) run at once:
 the wire latency of a batch is paid once, and the proxy thread launches every Simple step of every network peer
-one after another (TopologyModel(p2p_net_model="concurrent"); "summed", the default, is the per-peer sum of
-hierarchy.pairwise_all_to_all_terms).
+one after another (TopologyModel(p2p_net_model="concurrent"), an option); or the ops on NCCL's p2p channels, one
+latency per work batch, the proxy posting each (peer, part) op in turn, 14 GB/s a channel ("channels", the default
+since session 12, a2ap2p: NVIDIA/nccl v2.29.2-1, docs/collectives-history.md "Session 12 (a2ap2p)"); "summed" is the
+per-peer sum of hierarchy.pairwise_all_to_all_terms (the default before).
 
 Read in NVIDIA/nccl v2.28.9-1 (the B200 Vultr report's NCCL), file and function:
 - protocol: src/enqueue.cc addP2pToPlan, `protoLL[dir] &= conn->conn.buffs[NCCL_PROTO_LL] != nullptr`: a network
@@ -45,8 +47,8 @@ from functools import lru_cache
 from moesim.collectives import nccl, nccl_p2p_schedule
 from moesim.collectives.formulas import Terms
 
-MODELS = ("summed", "concurrent")
-DEFAULT_MODEL = "summed"  # what TopologyModel.p2p_net_model is unless set
+MODELS = ("summed", "concurrent", "channels")
+DEFAULT_MODEL = "channels"  # TopologyModel.p2p_net_model unless set (session 12, a2ap2p: shipped under its rule)
 _PART_ALIGN_BYTES = 4096  # ncclP2pPartBounds: alignUp(divUp(bytes, nParts), 4 << 10)
 
 
@@ -134,19 +136,54 @@ def concurrent_send_recv_terms(shipped: Terms, size_bytes: float, parts: int, la
     return Terms(shipped.latency_s, tuple(transfer), overlapped=shipped.overlapped)
 
 
+def channels_all_to_all_terms(shipped: Terms, size_bytes: float, n: int, counts, alpha_inner, alpha_simple,
+                              simple_scale: float, parts: int, post_s: float, p2p_channels: int, per_batch: int,
+                              group_size: int) -> Terms:
+    """A flat all-to-all's Terms with its network peers on NCCL's p2p channels (p2p_net_model="channels",
+    docs/collectives-history.md "Session 12 (a2ap2p)"): NVLink peers as `shipped` (one message each at
+    `alpha_inner`); network peers Simple, latency = the busiest channel's batches (one Simple message each) + the
+    proxy's posts of every network (peer, part) op in turn (src/proxy.cc progressOps, `post_s` each); transfer = the
+    larger of the NIC tier's (at Simple's factor) and the busiest channel's parts at NCCL_P2P_PER_CHANNEL_NET_BW
+    (NVIDIA/nccl v2.29.2-1 src/graph/paths.cc; src/device/sendrecv.h RunWorkBatch shares a channel among its ops)."""
+    g0 = counts[0]
+    parts = max(1, parts)
+    nvlink_s = (g0 - 1) * alpha_inner[0]
+    net_s = _network_batches_s(n, tuple(counts), parts, p2p_channels, per_batch, group_size,
+                               (0.0,) + tuple(alpha_simple[1:]))
+    net_s += launches_s((n - g0) * parts, post_s)  # (network ops - 1) posts after the first
+    busiest = nccl_p2p_schedule.busiest_network_parts(n, tuple(counts), parts, p2p_channels, per_batch, group_size)
+    channel_bytes_per_s = nccl.tuning()["p2p_net"]["per_channel_net_gb_per_s"] * 1e9
+    transfer = list(shipped.transfer_s)
+    for i in range(1, len(transfer)):
+        transfer[i] *= simple_scale
+    transfer[1] = max(transfer[1], busiest * size_bytes / n / parts / channel_bytes_per_s)
+    return Terms(max(nvlink_s, net_s), tuple(transfer), overlapped=True)
+
+
+def channels_send_recv_terms(shipped: Terms, parts: int, post_s: float) -> Terms:
+    """A send/recv between nodes under p2p_net_model="channels": the proxy posts its `parts` ops in turn, (parts - 1)
+    posts on top of its latency (its transfer is already capped at parts x 14 GB/s, nccl_p2p.p2p_net_bw_cap)."""
+    return Terms(shipped.latency_s + launches_s(max(1, parts), post_s), shipped.transfer_s,
+                 overlapped=shipped.overlapped)
+
+
 def concurrent_terms(conc: tuple, name: str, size: float, n: int, counts, proto, alpha, factor: float, shipped: Terms,
                      base: float) -> tuple[Terms, float]:
     """(Terms, base latency s) of a flat all-to-all or a send/recv between nodes with NCCL's network peers
-    concurrent; `shipped` the summed pricing at protocol `proto`, `conc` TopologyModel._concurrent_layout's tuple."""
-    (simple, simple_alpha, simple_factor), launch, tier0, net_tier, p2p_nchannels = conc
+    concurrent ("concurrent") or on its p2p channels ("channels", the last item of `conc`); `shipped` the summed
+    pricing at protocol `proto`, `conc` TopologyModel._concurrent_layout's tuple."""
+    (simple, simple_alpha, simple_factor), launch, tier0, net_tier, p2p_nchannels, model = conc
     if name == "direct":  # a send/recv between nodes runs Simple (TopologyModel._layout); LL only with LL buffers
         if proto is not simple:
             return shipped, base
         parts = nccl.p2p_channels(size, n, tier0, net_tier, p2p_nchannels) if net_tier is not None else 0
+        if model == "channels":
+            return channels_send_recv_terms(shipped, parts, launch), base
         return concurrent_send_recv_terms(shipped, size, parts, launch), base
     parts = nccl.p2p_channels(size / n, n, tier0, net_tier, p2p_nchannels) if net_tier is not None else 0
     t_sched = nccl.tuning()
-    terms = concurrent_all_to_all_terms(
+    priced_by = channels_all_to_all_terms if model == "channels" else concurrent_all_to_all_terms
+    terms = priced_by(
         shipped, size, n, counts, alpha["ring"], simple_alpha["ring"], factor / simple_factor, parts, launch,
         p2p_nchannels, t_sched["p2p_net"]["max_p2p_per_batch"], t_sched["p2p_schedule"]["group_size"])
     return terms, max(base, simple.base_latency_s(name))

@@ -18,9 +18,9 @@ So one rank's all-to-all waits for the busiest channel: the sum over its batches
 
 Not modelled here: the proxy thread that posts every network op of the rank in turn (src/proxy.cc;
 scripts/a2a_schedule_check.py tries NCCL's tuner network post overhead for it); budget splits of one group into
-several kernel plans (ncclTestBudget), which an all-to-all of moesim's sizes does not reach. Not used by the
-shipped pricing (docs/collectives-history.md "All-to-all: peers in flight" says why); p2p_net_model="concurrent"
-(nccl_p2p_net.py, an option) prices a flat all-to-all's network peers with it.
+several kernel plans (ncclTestBudget), which an all-to-all of moesim's sizes does not reach. The default
+p2p_net_model="channels" (nccl_p2p_net.py, session 12) and the option "concurrent" price a flat all-to-all's network
+peers with it; one node keeps the per-peer sum (docs/collectives-history.md "All-to-all: peers in flight" says why).
 """
 
 from __future__ import annotations
@@ -92,6 +92,26 @@ def channel_batches(n: int, counts: tuple[int, ...], parts: int, p2p_channels: i
             else:
                 chan.append((r // per_batch, [r], set(tiers)))
     return tuple(tuple(frozenset(b[2]) for b in chan) for chan in batches.values())
+
+
+@lru_cache(maxsize=4096)
+def busiest_network_parts(n: int, counts: tuple[int, ...], parts: int, p2p_channels: int, per_batch: int,
+                          group_size: int) -> int:
+    """The most parts of sends to a peer off rank 0's node (tier >= 1) that one channel carries: round r's op starts
+    on base_channel and its `parts` parts take (base + part) mod p2p_channels (NVIDIA/nccl v2.29.2-1
+    src/include/channel.h ncclP2pChannelBaseForRound, src/include/device.h ncclP2pChannelForPart)."""
+    local = counts[0]
+    g = schedule_group_size(n, local, group_size)
+    multi = n > local
+    load: dict[int, int] = {}
+    for r, (send, _) in enumerate(rounds(n, local, group_size)):
+        if _tier(send, counts) < 1:
+            continue
+        base = base_channel(r, multi, g, p2p_channels, per_batch)
+        for part in range(min(parts, p2p_channels)):
+            chan = (base + part) & (p2p_channels - 1)
+            load[chan] = load.get(chan, 0) + 1
+    return max(load.values(), default=0)
 
 
 def _tier(peer: int, counts: tuple[int, ...]) -> int:

@@ -86,8 +86,8 @@ class TopologyModel:
     nccl_nvls_nchannels: int | None = None
     nccl_min_ctas: int | None = None
     nccl_max_ctas: int | None = None
-    # a network peer's sends inside one grouped send/recv (nccl_p2p_net.MODELS): "summed", one message latency per
-    # peer (hierarchy.pairwise_all_to_all_terms), or "concurrent", NCCL's batches and proxy launches (nccl_p2p_net.py)
+    # a network peer's sends in one grouped send/recv (nccl_p2p_net.MODELS): "channels" (default, session 12), NCCL's
+    # p2p channels, batches and proxy posts; "summed", one message latency per peer; "concurrent" (nccl_p2p_net.py)
     p2p_net_model: str = nccl_p2p_net.DEFAULT_MODEL
     # GB/s one ring channel moves where its ring crosses the network (nccl_plan.ring_net_caps, session 10 ringnet);
     # None = not modelled (the shipped pricing); not sourced, so an option only
@@ -284,17 +284,18 @@ class TopologyModel:
                 getattr(self, k) for k in CHANNEL_KNOBS)) if system.nccl and op == "broadcast" else None)
 
     def _concurrent_layout(self, op: str, system: System, pl: GroupPlacement, tiers, protocol_rows):
-        """What p2p_net_model="concurrent" needs for `op` (nccl_p2p_net.py), or None where it does not apply (not
-        NCCL, not a send/recv-based op, one node, no network tier, no Simple row): (Simple's row, the proxy's launch
-        s, the NVLink tier, the NIC tier, the communicator's p2p channels across nodes)."""
-        if (self.p2p_net_model != "concurrent" or not system.nccl or op not in _P2P_OPS or len(tiers) < 2
+        """What p2p_net_model="concurrent" / "channels" needs for `op` (nccl_p2p_net.py), or None where it does not
+        apply (not NCCL, not a send/recv-based op, one node, no network tier, no Simple row): (Simple's row, the
+        proxy's launch s, the NVLink tier, the NIC tier, the communicator's p2p channels across nodes, the model)."""
+        if (self.p2p_net_model == "summed" or not system.nccl or op not in _P2P_OPS or len(tiers) < 2
                 or all(t.kind in ("switch", "torus") for t in tiers[1:])):
             return None
         simple = [row for row in protocol_rows if row[0].name == "Simple"]
         if not simple:
             return None
         launch = nccl_p2p_net.launch_s(getattr(tiers[1], "host_cpu", ""))
-        return simple[0], launch, tiers[0], _nic_tier(system, pl), nccl.p2p_net_nchannels(self.p2p_net_nchannels)
+        return (simple[0], launch, tiers[0], _nic_tier(system, pl), nccl.p2p_net_nchannels(self.p2p_net_nchannels),
+                self.p2p_net_model)
 
     def _tiers(self, op: str, size: float, n: int, system: System, pl: GroupPlacement, lay: "_Layout",
                pinned=None) -> list[tuple]:

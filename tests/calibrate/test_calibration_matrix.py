@@ -97,11 +97,9 @@ KNOWN_WORSE = {
     # (session 10, calpairs: `--transfer machinery` keeps the one-peer line (p2p_factor) and the all-to-all's
     # (alltoall_p2p_factor) apart and takes five of these six to the prior; the 2-node -> 10-node alltoall pair stays,
     # 12.96 %; opt-in, not the default: docs/collectives-history.md "Session 10 (calpairs)")
-    ("h100-xxrjun-10node_alltoall_perf.log", "h100-xxrjun-2node_sendrecv_perf.log"),
     ("h100-xxrjun-2node_alltoall_perf.log", "h100-xxrjun-2node_sendrecv_perf.log"),
     ("h100-xxrjun-2node_alltoall_perf.log", "h100-xxrjun-10node_alltoall_perf.log"),
     ("h100-xxrjun-2node_sendrecv_perf.log", "h100-xxrjun-2node_alltoall_perf.log"),
-    ("h100-xxrjun-2node_sendrecv_perf.log", "h100-xxrjun-10node_alltoall_perf.log"),
     ("h100-xxrjun-1node_alltoall_perf.log", "h100-xxrjun-1node_sendrecv_perf.log"),
     # --- newlogs3 (session 11): example-cluster01's second node pair (cnode3-010/011, "2node-b": alltoall 4.3 %,
     # sendrecv 1.9 % from the prior), 46 fresh pairs, 9 worse | 5 better. The same disagreement as above on the one
@@ -115,13 +113,11 @@ KNOWN_WORSE = {
     # takes all 13 alltoall <-> sendrecv pairs of example-cluster01 here and above to the prior and loses no better
     # pair; the two alltoall -> 10node alltoall pairs stay, pairwise to pairwise. Not the default: the < 1 MiB sum of
     # the matrix rises 0.0002 pt, which rule (iii) as written forbids; docs/collectives-history.md "Session 12")
-    ("h100-xxrjun-10node_alltoall_perf.log", "h100-xxrjun-2node-b_sendrecv_perf.log"),
     ("h100-xxrjun-2node_alltoall_perf.log", "h100-xxrjun-2node-b_sendrecv_perf.log"),
     ("h100-xxrjun-2node_sendrecv_perf.log", "h100-xxrjun-2node-b_alltoall_perf.log"),
     ("h100-xxrjun-2node-b_alltoall_perf.log", "h100-xxrjun-10node_alltoall_perf.log"),
     ("h100-xxrjun-2node-b_alltoall_perf.log", "h100-xxrjun-2node_sendrecv_perf.log"),
     ("h100-xxrjun-2node-b_alltoall_perf.log", "h100-xxrjun-2node-b_sendrecv_perf.log"),
-    ("h100-xxrjun-2node-b_sendrecv_perf.log", "h100-xxrjun-10node_alltoall_perf.log"),
     ("h100-xxrjun-2node-b_sendrecv_perf.log", "h100-xxrjun-2node_alltoall_perf.log"),
     ("h100-xxrjun-2node-b_sendrecv_perf.log", "h100-xxrjun-2node-b_alltoall_perf.log"),
     # --- evidence (session 12): example-cluster01's other 10-node job ("10node-b", run 20260128-145054: alltoall 12.3 %,
@@ -136,6 +132,22 @@ KNOWN_WORSE = {
     ("h100-xxrjun-2node-b_sendrecv_perf.log", "h100-xxrjun-10node-b_alltoall_perf.log"),
     ("h100-xxrjun-10node-b_alltoall_perf.log", "h100-xxrjun-2node_sendrecv_perf.log"),
     ("h100-xxrjun-10node-b_alltoall_perf.log", "h100-xxrjun-2node-b_sendrecv_perf.log"),
+    # session 12 (a2ap2p): with the flat all-to-all on NCCL's p2p channels (p2p_net_model "channels", the default) the
+    # 10-node alltoall's prior is 2.8 % (was 12.4: its 32-256 MiB rows no longer pay 72 summed message latencies), its
+    # >= 2 GiB rows 1.6-2.2 % slower than priced like every sendrecv's, so the one network line P it fits now agrees
+    # with the sendrecvs: four pairs left this list (10node alltoall -> 2node / 2node-b sendrecv 2.4 -> 0.4, 1.9 ->
+    # 1.0 %; 2node / 2node-b sendrecv -> 10node alltoall 2.8 -> 2.2 / 1.9 %). The 2-node alltoalls (4.3 % faster than
+    # priced, 49 GB/s a NIC) are now the ones apart: fitted on the 10-node alltoall they go 4.3 -> 7.0 % (2node and
+    # 2node-b); fitted on them the 10-node alltoall goes 2.8 -> 6.5 / 6.4 % (in the list above already).
+    ("h100-xxrjun-10node_alltoall_perf.log", "h100-xxrjun-2node_alltoall_perf.log"),
+    ("h100-xxrjun-10node_alltoall_perf.log", "h100-xxrjun-2node-b_alltoall_perf.log"),
+    # session 12 (a2ap2p): Together's 2- and 4-node sendrecvs, 9.4 / 7.9 % from the prior before, 3.8 / 2.5 % with the
+    # proxy's posts of a send's 4 parts priced (+9 us from 1 MiB). Fitted on either, the send/recv latency goes 14 ->
+    # ~20 us (their 64-512 KiB rows are 15-48 % slower than priced), which the other's small rows take (4-node +47.6 ->
+    # +19.5 % at 64 KiB) but its 1-16 MiB rows, now within 3 %, go 3-10 % fast: 2 -> 4 nodes 2.5 -> 4.4 %, 4 -> 2 nodes
+    # 3.8 -> 5.9 % (both were better before: 7.9 -> 2.1, 9.4 -> 2.6 %).
+    ("b200-together-2node_sendrecv_perf.log", "b200-together-4node_sendrecv_perf.log"),
+    ("b200-together-4node_sendrecv_perf.log", "b200-together-2node_sendrecv_perf.log"),
     # session 11 (ramp): NCCL's per-channel ring LL128 / tree caps (per_channel_caps, the default) move the priors
     # these pairs are judged against (Vultr 1-node all_gather 8.5 -> 8.9 %, Voltage Park 4-node all_reduce 9.3 ->
     # 8.3 %) more than the fits: the Vultr 1-node reduce-scatter's NVLink fill no longer carries over to the
@@ -270,20 +282,25 @@ def test_nvls_and_nvlstree_figures_are_recovered_exactly_from_synthetic_logs():
 def test_send_recv_and_nvlstree_network_lines_are_their_own(tmp_path):
     """B200 2 nodes: ring all-gather over the NICs is ~20 % slower than the model and send/recv ~2.4x, while the
     all-reduce's NVLSTree is within 3 %. Fitting the send/recv log moves send/recv's line (p2p_factor), not the
-    network W, so the all-reduce log does not get worse (it did: 14 -> 44 % when W moved)."""
+    network W, so the all-reduce log does not get worse (it did: 14 -> 44 % when W moved).
+    Session 12 (a2ap2p): with the proxy's posts of a send/recv's parts priced (p2p_net_model "channels", the
+    default), the fit frees the send/recv latency as well as its line (2 parameters, was 1), the log's residuals are
+    one same-sign run (1 effective row, was 3.3), so the prior weight is the largest (8) and the line stays near the
+    prior (p2p_factor 0.99, was 0.42: this log, not held to the targets, is 2.4x slower than priced); W still does not
+    move. Under p2p_net_model "summed" the fit is as before (0.42)."""
     prior = load_hardware("b200")
     out = tmp_path / "sr.toml"
     calibrate([str(DATA / "b200-vultr-2node_sendrecv_perf.log")], "b200", out, bootstrap=0, holdout_fraction=0.0,
               nccl_ranks=16)
     raw = tomllib.loads(out.read_text())["interconnect"]
-    assert raw[1]["p2p_factor"] < 0.6
+    assert raw[1]["p2p_factor"] < 1.0
     fitted = load_hardware(out)
     ib, ib0 = fitted.interconnect[1], prior.interconnect[1]
     assert ib.link_bw_bytes_per_s * ib.bw_efficiency.at(1.0) == ib0.link_bw_bytes_per_s * ib0.bw_efficiency.at(1.0)
     reduce = read_nccl_tests(DATA / "b200-vultr-2node_all_reduce_perf.log", ranks=16).collectives
     assert log_error(reduce, fitted).mape_large <= log_error(reduce, prior).mape_large + NOISE  # was 14 -> 44 %
     sendrecv = read_nccl_tests(DATA / "b200-vultr-2node_sendrecv_perf.log", ranks=16).collectives
-    assert log_error(sendrecv, fitted).mape_large < 0.5 * log_error(sendrecv, prior).mape_large
+    assert log_error(sendrecv, fitted).mape_large < log_error(sendrecv, prior).mape_large
 
 
 def test_factors_default_to_one_and_are_checked():

@@ -92,12 +92,14 @@ def test_deepep_intranode_nvlink(size, measured):
     close(busbw_GBps("h800", "all_to_all", size, 8), measured, 0.05)
 
 
-@pytest.mark.parametrize("ranks,measured,error", [(16, 43.0, 0.033), (32, 58.0, -0.262), (64, 51.0, -0.223)])
+@pytest.mark.parametrize("ranks,measured,error", [(16, 43.0, 0.045), (32, 58.0, -0.251), (64, 51.0, -0.148)])
 def test_deepep_internode_rdma(ranks, measured, error):
     """DeepEP V1 internode dispatch, H800 with CX7 400 Gb/s: EP16 43, EP32 58, EP64 51 GB/s RDMA bottleneck
     bandwidth (deepseek-ai/DeepEP docs/legacy.md). Predicted RDMA bandwidth = off-node bytes per GPU / time
-    of the fastest plain NCCL all-to-all: 44.4 (+3.3%), 42.8 (−26.2%), 39.6 (−22.3%) (NCCL 2.30's 14 us
-    network hop as the profile latency). DeepEP reports logical bandwidth (58 GB/s exceeds the ~50 GB/s line
+    of the fastest plain NCCL all-to-all: 44.9 (+4.5%), 43.4 (−25.1%), 43.5 (−14.8%) (NCCL 2.30's 14 us
+    network hop as the profile latency; the network peers on NCCL's p2p channels, session 12 a2ap2p: one message per
+    work batch and the proxy's posts in place of one message per peer, which gave 44.4 (+3.3%), 42.8 (−26.2%), 39.6
+    (−22.3%)). DeepEP reports logical bandwidth (58 GB/s exceeds the ~50 GB/s line
     rate) and forwards each token once per node (dedup), which a plain all-to-all does not: the DeepEP
     model itself is checked in tests/collectives/test_dispatch.py. Tolerance 30%."""
     m = model("h800")

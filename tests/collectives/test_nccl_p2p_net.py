@@ -49,15 +49,17 @@ def test_launch_is_the_tuners_simple_network_overhead():
     assert nccl_p2p_net.launches_s(1, 6 * US) == 0.0
 
 
-def test_default_is_summed_and_bit_identical():
+def test_default_is_channels_and_summed_stays_selectable():
+    """Since session 12 (a2ap2p) the default is "channels" (tests/collectives/test_a2a_p2p_channels.py); "summed", the
+    pricing before, stays selectable: the two agree on one node and differ across nodes."""
     hw = load_hardware("h100-sxm")
     default, summed = TopologyModel(hw), TopologyModel(hw, p2p_net_model="summed")
-    assert default.p2p_net_model == nccl_p2p_net.DEFAULT_MODEL == "summed"
+    assert default.p2p_net_model == nccl_p2p_net.DEFAULT_MODEL == "channels"
     for op in ("all_to_all", "send_recv"):
         for size in (1 * KIB, 1 * MIB, 1 * GIB):
-            for n in (8, 16, 64):
-                a, b = default.cost(op, size, Group(size=n, devices=n)), summed.cost(op, size, Group(size=n, devices=n))
-                assert a.time_s == b.time_s and a.algorithm == b.algorithm
+            a, b = default.cost(op, size, Group(size=8, devices=8)), summed.cost(op, size, Group(size=8, devices=8))
+            assert a.time_s == b.time_s and a.algorithm == b.algorithm
+    assert _pairwise(default, 1 * MIB, 64).time_s != _pairwise(summed, 1 * MIB, 64).time_s
 
 
 def test_unknown_model_is_a_spec_error():
@@ -77,8 +79,8 @@ def test_two_nodes_small_all_to_all_is_one_network_message_plus_seven_launches()
     are one batch on one channel (one Simple network latency), the proxy launches 8 steps, 7 after the first at
     6 us; the NVLink peers (7 LL messages, priced as shipped) run on another channel and are shorter."""
     hw = with_system_facts(load_hardware("b200"), {"host_cpu": "amd"})
-    summed, conc = _pairwise(TopologyModel(hw), 1 * KIB, 16), _pairwise(TopologyModel(hw, p2p_net_model="concurrent"),
-                                                                         1 * KIB, 16)
+    summed = _pairwise(TopologyModel(hw, p2p_net_model="summed"), 1 * KIB, 16)
+    conc = _pairwise(TopologyModel(hw, p2p_net_model="concurrent"), 1 * KIB, 16)
     simple = [p for p, _, _ in _layout_rows(hw) if p.name == "Simple"][0]
     alpha_net = [a for p, a, _ in _layout_rows(hw) if p.name == "Simple"][0]["ring"][1]
     assert conc.terms.latency_s == pytest.approx(alpha_net)
@@ -113,7 +115,7 @@ def test_send_recv_between_nodes_is_launch_bound_only_where_the_launches_are_slo
     no launch after the first, the shipped price."""
     hw = load_hardware("h100-sxm")
     group = Group(size=16, devices=16)
-    summed = TopologyModel(hw).candidates("send_recv", 1 * GIB, group)[0]
+    summed = TopologyModel(hw, p2p_net_model="summed").candidates("send_recv", 1 * GIB, group)[0]
     conc = TopologyModel(hw, p2p_net_model="concurrent").candidates("send_recv", 1 * GIB, group)[0]
     assert conc.latency_s == summed.latency_s
     assert summed.terms.transfer_s[-1] < 8191 * 3 * US
@@ -130,7 +132,7 @@ def test_estimate_and_simulator_move_together():
     sys.path.insert(0, str(ROOT / "tests" / "des"))
     from des_helpers import pipeline_send_engines
 
-    out = pipeline_send_engines({"summed": {}, "concurrent": {"p2p_net_model": "concurrent"}})
+    out = pipeline_send_engines({"summed": {"p2p_net_model": "summed"}, "concurrent": {"p2p_net_model": "concurrent"}})
     assert out["concurrent"][2] > out["summed"][2]
     assert out["concurrent"][2] - out["summed"][2] == pytest.approx(out["concurrent"][3] - out["summed"][3], rel=1e-9)
     assert out["concurrent"][0] > out["summed"][0] and out["concurrent"][1] > out["summed"][1]
@@ -161,7 +163,7 @@ def test_cli_option_prices_the_concurrent_model_and_says_so(capsys):
     assert report["p2p_net_model"] == "concurrent"
     assert report["results"][0]["time_us"] == pytest.approx(_pairwise(model, 1 * GIB, 16).time_s / US, rel=1e-6)
     assert main(["collective", "all_to_all", "--hardware", "b200", "--devices", "16", "--bytes", "1GiB", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["p2p_net_model"] == "summed"
+    assert json.loads(capsys.readouterr().out)["p2p_net_model"] == "channels"  # the default since session 12
 
 
 def test_cli_bad_values_exit_2(capsys):

@@ -68,9 +68,11 @@ def test_torus_all_to_all_and_send_recv_take_the_p2p_latency():
 
 def test_switch_tiers_all_to_all_and_send_recv_take_the_p2p_latency():
     """H100, 16 ranks on 2 nodes: the pairwise all-to-all's Σ (g_i − g_{i−1})·α_i grows by FACTOR on each tier
-    (Simple: the per-step factor is 1); the ring all-reduce is unchanged."""
+    (Simple: the per-step factor is 1) where each peer is priced a message (p2p_net_model "summed"); on NCCL's p2p
+    channels (the default since session 12, a2ap2p) the 8 network peers are one work batch, so one network message
+    grows; the ring all-reduce is unchanged."""
     hw = load_hardware("h100-sxm")
-    plain, p2p = TopologyModel(hw), TopologyModel(with_p2p_latency(hw))
+    plain, p2p = TopologyModel(hw, p2p_net_model="summed"), TopologyModel(with_p2p_latency(hw), p2p_net_model="summed")
     group = Group(size=16, devices=16)
     size = 2.0**26  # Simple: per-peer messages above NCCL's p2p LL threshold
     pick = lambda model: next(c for c in model.candidates("all_to_all", size, group)  # noqa: E731
@@ -81,6 +83,8 @@ def test_switch_tiers_all_to_all_and_send_recv_take_the_p2p_latency():
     assert before.terms.latency_s == pytest.approx(7 * nvl + 8 * net, rel=1e-12)
     assert after.terms.latency_s == pytest.approx(FACTOR * (7 * nvl + 8 * net), rel=1e-12)
     assert plain.cost("all_reduce", size, group) == p2p.cost("all_reduce", size, group)
+    before, after = pick(TopologyModel(hw)), pick(TopologyModel(with_p2p_latency(hw)))
+    assert after.terms.latency_s - before.terms.latency_s == pytest.approx((FACTOR - 1) * net, rel=1e-9)
 
 
 @pytest.mark.parametrize("backend, ranks", [("deepep", 64), ("deepep", 8), ("deepep_ll", 64)])

@@ -32,7 +32,7 @@ from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
 from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl_tuner_rules import PROTOCOLS as NCCL_PROTOCOL_NAMES
-from moesim.collectives import nccl_channel_caps
+from moesim.collectives import nccl_channel_caps, nccl_tuning
 from moesim.collectives.nccl_tuner_rules import TunerRules, parse_nccl_proto
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
 from moesim.collectives.tier_layout import Layout as _Layout
@@ -98,6 +98,9 @@ class TopologyModel:
     p2p_net_nchannels: int | None = None
     # how NCCL's ring broadcast is priced (nccl_broadcast.MODELS: plain, nccl (default), nccl-fill, nccl-tests, ...)
     broadcast_model: str = nccl_broadcast.DEFAULT_MODEL
+    # the NCCL release the run used ("2.26.2"): its version-keyed constants (nccl_tuning.at_version); "" = the file's
+    # own tables (session 12 ncclver)
+    nccl_version: str = ""
     _algos: frozenset = field(default=frozenset(), init=False, repr=False)
     _protos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_PROTO's list}, set ops only
     _systems: dict = field(default_factory=dict, init=False, repr=False)
@@ -134,7 +137,14 @@ class TopologyModel:
     def cost(self, op: str, size_bytes: float, group: Group) -> CollectiveCost:
         """The fastest candidate (ties: the first listed); NCCL's tuner candidates ranked by its own model
         (time_s + tuner_offset_s). `candidates`' pick, without building the losers' Candidate objects
-        (tests/collectives/test_cost_fast_path.py checks the two agree bit for bit)."""
+        (tests/collectives/test_cost_fast_path.py checks the two agree bit for bit). With nccl_version set, priced
+        at that release's constants (nccl_tuning.at_version)."""
+        if self.nccl_version:
+            with nccl_tuning.at_version(self.nccl_version):
+                return self._cost(op, size_bytes, group)
+        return self._cost(op, size_bytes, group)
+
+    def _cost(self, op: str, size_bytes: float, group: Group) -> CollectiveCost:
         if group.size == 1:
             check_op(op, size_bytes)
             return CollectiveCost(op, size_bytes, 1, 0.0, "local", "none")
@@ -167,7 +177,13 @@ class TopologyModel:
                               bound if isinstance(bound, str) else _bound(terms, bound))
 
     def candidates(self, op: str, size_bytes: float, group: Group) -> list[Candidate]:
-        """Every applicable (algorithm, protocol) with its time."""
+        """Every applicable (algorithm, protocol) with its time (at nccl_version's constants where set)."""
+        if self.nccl_version:
+            with nccl_tuning.at_version(self.nccl_version):
+                return self._candidates(op, size_bytes, group)
+        return self._candidates(op, size_bytes, group)
+
+    def _candidates(self, op: str, size_bytes: float, group: Group) -> list[Candidate]:
         rows, bound = self._priced(op, size_bytes, group)
         if isinstance(bound, str):
             return [Candidate(name, proto, terms, base, bound, offset) for name, proto, terms, base, offset in rows]
@@ -353,6 +369,7 @@ class TopologyModel:
         nccl_plan.check_ring_net_channel_gbps(self.ring_net_channel_gbps)
         nccl_p2p.check_p2p_net_nchannels(self.p2p_net_nchannels)
         nccl_broadcast.check_model(self.broadcast_model)
+        nccl_tuning.check_version(self.nccl_version)
         if self.tuner_rules is not None and not isinstance(self.tuner_rules, TunerRules):
             raise SpecError("tuner_rules must be the rules load_tuner_rules reads (or None)", field="tuner_rules",
                             value=type(self.tuner_rules).__name__)

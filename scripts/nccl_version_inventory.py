@@ -119,6 +119,8 @@ def _ll128_net_gate(text: str) -> str:
     """The LL128 gate on the graph's typeInter (the GPU-NIC path of a ring / tree across nodes)."""
     if "ncclParamLl128C2c() && minCompCap >= 90" in text:
         return "<= PXN on SM90+ (NCCL_LL128_C2C=1), else <= PXB"
+    if "typeInter <= (ncclParamLl128C2c() ? PATH_P2C : PATH_PXN)" in text:
+        return "<= P2C on SM90+ (NCCL_LL128_C2C=1; PXN with 0), else <= PXB"
     if "typeInter <= PATH_PXB || (minCompCap >= 90 && graphs[a]->typeInter <= PATH_PXN)" in text:
         return "<= PXN on SM90+, else <= PXB"
     return "?"
@@ -170,16 +172,18 @@ def _version(tag: str) -> str:
     return tag[1:].split("-")[0]
 
 
-def _logs_by_version() -> dict[str, list[str]]:
-    """{x.y.z: [log, ...]} over the manifest: each log's NCCL version (its own line, else logs.toml nccl_version)."""
-    from moesim.calibrate.nccl_table import read_manifest
-    from moesim.calibrate.nccl_tests import read_nccl_version
+def _logs_by_version() -> dict[str, list[tuple[str, str]]]:
+    """{x.y.z: [(log, its GPU's nccl_arch), ...]} over the manifest: each log's NCCL release (entry_nccl_version: its
+    own banner, else logs.toml nccl_version; "not stated")."""
+    from moesim.calibrate.nccl_table import entry_nccl_version, read_manifest
+    from moesim.specs.load import load_hardware
     manifest = ROOT / "tests" / "data" / "nccl" / "logs.toml"
-    out: dict[str, list[str]] = {}
+    out: dict[str, list[tuple[str, str]]] = {}
     for e in read_manifest(manifest):
-        v = read_nccl_version(manifest.parent / e["file"]) or e.get("nccl_version", "")
+        v = entry_nccl_version(manifest.parent, e)
         name = e["file"].removesuffix("_perf.log") + ("" if e["healthy"] else " (not healthy)")
-        out.setdefault(v or "not stated", []).append(name)
+        arch = load_hardware(e["hardware"]).interconnect[0].nccl_arch
+        out.setdefault(v or "not stated", []).append((name, arch))
     return out
 
 
@@ -189,36 +193,70 @@ def _short(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def _runs(values: list[tuple[str, object]]) -> list[tuple[str, str, object]]:
+    """(first tag, last tag, value) per run of equal values over `values` [(tag, value)] in TAGS order."""
+    runs: list[list] = []
+    for tag, v in values:
+        if runs and repr(runs[-1][2]) == repr(v):
+            runs[-1][1] = tag
+        else:
+            runs.append([tag, tag, v])
+    return [tuple(r) for r in runs]
+
+
+def _span(first: str, last: str) -> str:
+    return _version(first) + ("" if first == last else f" - {_version(last)}")
+
+
 def render() -> str:
     data = tomllib.loads(DATA.read_text(encoding="utf-8"))
-    lines = ["Every constant below is read at each tag by scripts/nccl_version_inventory.py (data in",
-             "scripts/nccl_version_inventory.toml). Same at every tag:", ""]
-    same = [k for k, rows in data.items() if len({repr(v) for v in rows.values()}) == 1]
-    lines.append(", ".join(f"{k} ({_short(next(iter(data[k].values())))})" if not isinstance(
-        next(iter(data[k].values())), list) or len(next(iter(data[k].values()))) <= 3 else k for k in same) + ".")
-    lines += ["", "Differ between the logs' versions (each run of equal values as one row; the numbers of NCCL's",
-              "initializer in order):", ""]
-    for key, rows in data.items():
-        if key in same:
+    logs = _logs_by_version()
+    today = {path: nccl_tuning_value(path) for path in VERSIONED}
+    lines = [f"Read at every release tag {TAGS[0]} .. {TAGS[-1]} ({len(TAGS)} tags) by scripts/nccl_version_inventory.py "
+             "(data: scripts/nccl_version_inventory.toml).", "",
+             "**The same at every tag** (NCCL's figure; moesim's in nccl_tuning.toml): " + ", ".join(
+                 f"{k} {_short(next(iter(rows.values())))}" for k, rows in data.items()
+                 if len({repr(v) for v in rows.values()}) == 1) + ".", "",
+             "**Priced by moesim and different between releases** (nccl_tuning.toml [versioned]; a row per run of "
+             "equal values, [LL, LL128, Simple] or [1, 2, 4+ nodes]; \"absent\": the release has no such constant, "
+             "moesim's value kept). The logs column lists the logs whose release holds another value than the one "
+             "moesim prices unset (whether their op / GPU reads it: the pricing below):", "",
+             "| constant (nccl_tuning.toml) | releases: value | logs at another value than unset |", "|---|---|---|"]
+    for path, (get, _) in VERSIONED.items():
+        runs = _runs([(tag, get(data, tag)) for tag in TAGS])
+        if len(runs) == 1:
             continue
-        lines += [f"{key}:", "", "| tags | value |", "|---|---|"]
-        run: list[str] = []
-        prev = None
-        for tag, v in list(rows.items()) + [(None, None)]:
-            if run and (tag is None or repr(v) != repr(prev)):
-                span = _version(run[0]) + ("" if len(run) == 1 else f" - {_version(run[-1])}")
-                lines.append(f"| {span} | {_short(prev)} |")
-                run = []
-            if tag is not None:
-                run.append(tag)
-                prev = v
-        lines.append("")
-    lines += ["The logs by the NCCL version they ran (their own `NCCL version` line, else logs.toml nccl_version):", "",
-              "| NCCL | logs |", "|---|---|"]
-    for v, logs in sorted(_logs_by_version().items(), key=lambda kv: [int(x) for x in kv[0].split(".")]
-                          if kv[0][0].isdigit() else [99]):
-        lines.append(f"| {v} | {', '.join(logs)} |")
+        cells = "; ".join(f"{_span(a, b)}: {'absent' if v is None else _short(v)}" for a, b, v in runs)
+        arch = next((a for a in ARCHS if path.endswith("." + a)), "")
+        touched = [name for version, names in logs.items() if version[:1].isdigit()
+                   and (v := get(data, f"v{version}-1")) is not None and repr(v) != repr(today[path])
+                   for name, log_arch in names if not arch or arch == log_arch]
+        lines.append(f"| {path} | {cells} | {', '.join(touched) or '-'} |")
+    lines += ["", "**Different between releases, not priced by moesim** (code rules and tables it does not model; the "
+              "numbers of NCCL's initializer in order):", ""]
+    priced = {"base_latency_us", "hw_latency_us", "ll_max_bws_gb_per_s", "per_ch_max_ring_ll128_gb_per_s",
+              "per_ch_max_tree_ll128_gb_per_s", "per_ch_max_tree_gb_per_s", "nvls_nchannels_sm90",
+              "nvls_nchannels_sm100", "nvls_nchannels_sm100_nvl", "pat_bw_factor"}
+    for key, rows in data.items():
+        runs = _runs(list(rows.items()))
+        if key in priced or len(runs) == 1:
+            continue
+        lines.append(f"- {key}: " + "; ".join(f"{_span(a, b)}: {_short(v)}" for a, b, v in runs))
+    logs = {v: [name for name, _ in names] for v, names in logs.items()}
+    lines += ["", "The logs by the NCCL release they ran (their own `NCCL version` line or `nccl-library=` header, else "
+              "logs.toml nccl_version):", "", "| NCCL | logs |", "|---|---|"]
+    for v, names in sorted(logs.items(), key=lambda kv: [int(x) for x in kv[0].split(".")]
+                           if kv[0][0].isdigit() else [99]):
+        lines.append(f"| {v} | {', '.join(names)} |")
     return "\n".join(lines)
+
+
+def nccl_tuning_value(path: str):
+    """The value at `path` in nccl_tuning.toml as it stands (unset: what moesim prices)."""
+    node = tomllib.loads(TUNING.read_text(encoding="utf-8"))
+    for name in path.split("."):
+        node = node[name]
+    return node
 
 
 ALGOS = ("tree", "ring", "collnetdirect", "collnetchain", "nvls", "nvlstree", "pat")  # NCCL_ALGO_* order (nccl.h)
@@ -291,6 +329,10 @@ VERSIONED["nvls.channels.blackwell"] = (_nvls_channels(False), "transport/nvls.c
 VERSIONED["nvls.channels_multi_node.blackwell"] = (_nvls_channels(True), "transport/nvls.cc NVLS_NCHANNELS_SM100")
 VERSIONED["pat.bw_factor"] = (lambda data, tag: None if data["pat_bw_factor"][tag] == "absent"
                               else data["pat_bw_factor"][tag], "tuning.cc ncclTopoTuneModel (PAT busBw *=)")
+for _arch in ("hopper", "blackwell"):  # SM90+: the gate's SM90 branch (Blackwell's LL128 before v2.25.1-1: not modelled)
+    VERSIONED[f"gpu_nic_path.ll128_max.{_arch}"] = (
+        lambda data, tag: "P2C" if data["ll128_net_gate"][tag].startswith("<= P2C") else "PXN",
+        "tuning.cc ncclTopoTuneModel (LL128's typeInter gate)")
 ROWS_BEGIN = "# BEGIN versioned rows: python scripts/nccl_version_inventory.py --rows"
 ROWS_END = "# END versioned rows"
 

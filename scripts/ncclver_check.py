@@ -5,6 +5,8 @@ them moves what).
 
 - today: the tables as they stand (no version);
 - own: TopologyModel(nccl_version=the log's release: its banner, else logs.toml nccl_version; none stated: today's);
+- own, pick: the same, the release's constants ranking NCCL's candidates only, the wire at today's tables
+  (TopologyModel nccl_version_scope "pick", collectives/nccl_version_pick.py);
 - own, one group only: the same with only that group's [versioned] rows in force (the others at today's values).
 
 Run: python scripts/ncclver_check.py [--write]   (--write replaces the marked block of docs/collectives-history.md)
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +26,7 @@ if str(ROOT) not in sys.path:
 from moesim.calibrate.nccl_table import entry_model, entry_nccl_version  # noqa: E402
 from moesim.collectives import nccl_tuning  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
-from scripts.log_variants import MANIFEST, before_after_rows, moved_lines, rule_b_lines  # noqa: E402
+from scripts.log_variants import MANIFEST, before_after_rows, moved_lines, rule_b_lines  # noqa: E402, F401
 
 DOC = ROOT / "docs" / "collectives-history.md"
 BEGIN = "<!-- BEGIN ncclver_check: python scripts/ncclver_check.py --write -->"
@@ -52,14 +55,16 @@ def only(prefixes: tuple[str, ...] | None):
         nccl_tuning._at.cache_clear()
 
 
-def _make(entry, hw, model, n):
-    version = entry_nccl_version(MANIFEST.parent, entry)
-    return model, (entry_model(entry, hw, version) if version else model)
+def _make(scope: str):
+    def make(entry, hw, model, n):
+        version = entry_nccl_version(MANIFEST.parent, entry)
+        return model, (replace(entry_model(entry, hw, version), nccl_version_scope=scope) if version else model)
+    return make
 
 
-def rows(prefixes: tuple[str, ...] | None = None) -> list[tuple]:
+def rows(prefixes: tuple[str, ...] | None = None, scope: str = "all") -> list[tuple]:
     with only(prefixes):
-        return before_after_rows(_make)
+        return before_after_rows(_make(scope))
 
 
 def render() -> str:
@@ -69,6 +74,11 @@ def render() -> str:
              "```"]
     report, met = rule_b_lines(found, small_rise=0.01)
     lines += report + [f"rule (b): {'met' if met else 'not met'}", "```"]
+    pick = rows(scope="pick")
+    report, met = rule_b_lines(pick, small_rise=0.01)
+    lines += ["", "Own version, NCCL's pick only (nccl_version_scope \"pick\": every candidate on the wire at today's "
+              "tables, ranked at the release's):", "", "```", *moved_lines(pick, "today  ->  own version, pick"),
+              *report, f"rule (b): {'met' if met else 'not met'}", "```"]
     for name, prefixes in GROUPS.items():
         part = rows(prefixes)
         report, met = rule_b_lines(part, small_rise=0.01)

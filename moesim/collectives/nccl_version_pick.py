@@ -9,6 +9,7 @@ evaluated option (docs/collectives-history.md "Session 12 (ncclver)")."""
 
 from __future__ import annotations
 
+from moesim.collectives import nccl_tuning
 from moesim.errors import SpecError
 
 SCOPES = ("all", "pick")
@@ -27,3 +28,14 @@ def ranked_by(rows: list[tuple], at_version: list[tuple]) -> list[tuple]:
     ranked = {(r[0], r[1]): r[3] + r[2].time_s + r[4] for r in at_version}
     return [(a, p, terms, base, ranked[(a, p)] - (base + terms.time_s)) for a, p, terms, base, _ in rows
             if (a, p) in ranked]
+
+
+def priced(model, op: str, size_bytes: float, group) -> tuple[list[tuple], object]:
+    """TopologyModel._priced's (rows, bound); with nccl_version_scope "pick", the rows on the wire at today's tables,
+    each ranked (tuner offset) at the model's release (ranked_by)."""
+    rows, bound = model._priced(op, size_bytes, group)
+    if not model.nccl_version or model.nccl_version_scope != "pick":
+        return rows, bound
+    with nccl_tuning.at_version(model.nccl_version):
+        at_version, _ = model._priced(op, size_bytes, group)
+    return ranked_by(rows, at_version), bound

@@ -101,8 +101,7 @@ class TopologyModel:
     # the NCCL release the run used ("2.26.2"): its version-keyed constants (nccl_tuning.at_version); "" = the file's
     # own tables (session 12 ncclver)
     nccl_version: str = ""
-    # what the release's constants move (nccl_version_pick.SCOPES): "all", NCCL's pick and the wire (priced so); "pick",
-    # NCCL's pick only, the wire at today's tables (evaluated, an option: session 12 ncclver)
+    # what the release's constants move (nccl_version_pick.SCOPES): "all" (NCCL's pick and the wire) or "pick"
     nccl_version_scope: str = nccl_version_pick.DEFAULT_SCOPE
     _algos: frozenset = field(default=frozenset(), init=False, repr=False)
     _protos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_PROTO's list}, set ops only
@@ -151,7 +150,7 @@ class TopologyModel:
         if group.size == 1:
             check_op(op, size_bytes)
             return CollectiveCost(op, size_bytes, 1, 0.0, "local", "none")
-        rows, bound = self._priced_at(op, size_bytes, group)
+        rows, bound = nccl_version_pick.priced(self, op, size_bytes, group)
         best, best_s, best_rank = None, 0.0, 0.0
         if self.tuner_rules is not None and self.tuner_rules.covers(op):  # a tuner plugin's pick (nccl_tuner_rules.py)
             best, channels = self._rule_row(op, size_bytes, group, rows)
@@ -187,21 +186,11 @@ class TopologyModel:
         return self._candidates(op, size_bytes, group)
 
     def _candidates(self, op: str, size_bytes: float, group: Group) -> list[Candidate]:
-        rows, bound = self._priced_at(op, size_bytes, group)
+        rows, bound = nccl_version_pick.priced(self, op, size_bytes, group)
         if isinstance(bound, str):
             return [Candidate(name, proto, terms, base, bound, offset) for name, proto, terms, base, offset in rows]
         return [Candidate(name, proto, terms, base, _bound(terms, bound), offset)
                 for name, proto, terms, base, offset in rows]
-
-    def _priced_at(self, op: str, size_bytes: float, group: Group) -> tuple[list[tuple], str | tuple]:
-        """_priced; with nccl_version_scope "pick", the wire at today's tables and NCCL's pick (each row's tuner
-        offset) by the release's constants (nccl_version_pick.ranked_by)."""
-        rows, bound = self._priced(op, size_bytes, group)
-        if not self.nccl_version or self.nccl_version_scope != "pick":
-            return rows, bound
-        with nccl_tuning.at_version(self.nccl_version):
-            at_version, _ = self._priced(op, size_bytes, group)
-        return nccl_version_pick.ranked_by(rows, at_version), bound
 
     def _priced(self, op: str, size_bytes: float, group: Group, pinned=None) -> tuple[list[tuple], str | tuple]:
         """(rows of (algorithm, protocol, Terms, base latency s, tuner offset s), bound): `bound` names the

@@ -194,3 +194,14 @@ def test_docs_print_the_ncclver_check_and_the_rule_is_not_met():
     doc = script.DOC.read_text(encoding="utf-8")
     assert doc.split(script.BEGIN)[1].split(script.END)[0].strip() == script.render().strip(), \
         "run: python scripts/ncclver_check.py --write"
+
+
+def test_a_manifest_with_a_bad_version_names_the_entry(tmp_path):
+    manifest = tmp_path / "logs.toml"
+    manifest.write_text('schema_version = 1\n\n[[log]]\nfile = "x_all_reduce_perf.log"\nhardware = "h100-sxm"\n'
+                        'cluster = "x"\nhealthy = true\nshape = false\nnote = ""\nnccl_version = "2.26"\n',
+                        encoding="utf-8")
+    with pytest.raises(SpecError) as err:
+        read_manifest(manifest)
+    text = str(err.value)
+    assert "log 1 (x_all_reduce_perf.log)" in text and "nccl_version" in text and "2.18.1 - 2.30.7" in text

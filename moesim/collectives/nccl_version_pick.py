@@ -9,6 +9,8 @@ evaluated option (docs/collectives-history.md "Session 12 (ncclver)")."""
 
 from __future__ import annotations
 
+from functools import wraps
+
 from moesim.collectives import nccl_tuning
 from moesim.errors import SpecError
 
@@ -39,3 +41,15 @@ def priced(model, op: str, size_bytes: float, group) -> tuple[list[tuple], objec
     with nccl_tuning.at_version(model.nccl_version):
         at_version, _ = model._priced(op, size_bytes, group)
     return ranked_by(rows, at_version), bound
+
+
+def at_release(method):
+    """A TopologyModel pricing method run at the model's nccl_version (nccl_tuning.at_version) where it is set and its
+    scope is "all"; as it stands otherwise ("pick" enters the release inside `priced`)."""
+    @wraps(method)
+    def at(model, *args):
+        if model.nccl_version and model.nccl_version_scope == "all":
+            with nccl_tuning.at_version(model.nccl_version):
+                return method(model, *args)
+        return method(model, *args)
+    return at

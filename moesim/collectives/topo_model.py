@@ -136,17 +136,11 @@ class TopologyModel:
             found = self._placements[key] = (system, place(system, group), {})
         return found
 
+    @nccl_version_pick.at_release  # nccl_version set: priced at that release's constants (nccl_tuning.at_version)
     def cost(self, op: str, size_bytes: float, group: Group) -> CollectiveCost:
         """The fastest candidate (ties: the first listed); NCCL's tuner candidates ranked by its own model
         (time_s + tuner_offset_s). `candidates`' pick, without building the losers' Candidate objects
-        (tests/collectives/test_cost_fast_path.py checks the two agree bit for bit). With nccl_version set, priced
-        at that release's constants (nccl_tuning.at_version)."""
-        if self.nccl_version and self.nccl_version_scope == "all":
-            with nccl_tuning.at_version(self.nccl_version):
-                return self._cost(op, size_bytes, group)
-        return self._cost(op, size_bytes, group)
-
-    def _cost(self, op: str, size_bytes: float, group: Group) -> CollectiveCost:
+        (tests/collectives/test_cost_fast_path.py checks the two agree bit for bit)."""
         if group.size == 1:
             check_op(op, size_bytes)
             return CollectiveCost(op, size_bytes, 1, 0.0, "local", "none")
@@ -178,14 +172,9 @@ class TopologyModel:
         return CollectiveCost(op, size_bytes, group.size, best_s, label,
                               bound if isinstance(bound, str) else _bound(terms, bound))
 
+    @nccl_version_pick.at_release
     def candidates(self, op: str, size_bytes: float, group: Group) -> list[Candidate]:
-        """Every applicable (algorithm, protocol) with its time (at nccl_version's constants where set)."""
-        if self.nccl_version and self.nccl_version_scope == "all":
-            with nccl_tuning.at_version(self.nccl_version):
-                return self._candidates(op, size_bytes, group)
-        return self._candidates(op, size_bytes, group)
-
-    def _candidates(self, op: str, size_bytes: float, group: Group) -> list[Candidate]:
+        """Every applicable (algorithm, protocol) with its time."""
         rows, bound = nccl_version_pick.priced(self, op, size_bytes, group)
         if isinstance(bound, str):
             return [Candidate(name, proto, terms, base, bound, offset) for name, proto, terms, base, offset in rows]

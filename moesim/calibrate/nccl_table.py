@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from moesim.calibrate.nccl_error import log_error, pct
-from moesim.calibrate.nccl_tests import read_nccl_tests
+from moesim.calibrate.nccl_tests import read_nccl_tests, read_nccl_version
 from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.errors import SpecError
 from moesim.paths import builtin_names, read_versioned_toml
@@ -25,12 +25,16 @@ MANIFEST_KEYS |= set(CHANNEL_KNOBS)
 # host_cpu, gpu_nic_path: facts of the cluster's system read from its own report, set over the shared profile
 # (moesim/specs/system_facts.py); absent = not stated
 MANIFEST_KEYS |= set(SYSTEM_FACT_KEYS)
+# nccl_version: the NCCL release the run used ("2.28.9"), where a cited source states it and the log prints no banner
+# (a log's own "NCCL version" line wins; the two must agree: entry_nccl_version; session 12 ncclver)
+MANIFEST_KEYS |= {"nccl_version"}
 
 
 # The type of each manifest key read here (a key of MANIFEST_KEYS not listed is checked where it is read);
 # the first six are required.
 MANIFEST_TYPES = {"file": str, "hardware": str, "cluster": str, "healthy": bool, "shape": bool, "note": str,
-                  "op": str, "ranks": int, "gpus_per_thread": int, "nccl_algo": str, "nccl_proto": str, "collnet": bool}
+                  "op": str, "ranks": int, "gpus_per_thread": int, "nccl_algo": str, "nccl_proto": str, "collnet": bool,
+                  "nccl_version": str}
 REQUIRED_KEYS = ("file", "hardware", "cluster", "healthy", "shape", "note")
 
 
@@ -49,6 +53,7 @@ def read_manifest(path: Path) -> list[dict]:
             raise SpecError(f"unknown keys {sorted(unknown)}", file=where, allowed=tuple(sorted(MANIFEST_KEYS)))
         _check_entry(entry, where)
         system_facts(entry, where)
+        _check_version(entry.get("nccl_version", ""), where)
         for name in CHANNEL_KNOBS:
             check_channel_knob(name, entry.get(name), file=where)
     return entries
@@ -85,6 +90,25 @@ def _check_entry(entry: dict, where: str) -> None:
                 raise err.in_file(where) from None
 
 
+def _check_version(version: str, where: str) -> None:
+    from moesim.collectives.nccl_tuning import check_version
+
+    try:
+        check_version(version)
+    except SpecError as err:
+        raise SpecError(err.message, file=where, field="nccl_version", value=version, allowed=err.allowed) from None
+
+
+def entry_nccl_version(folder: Path, entry: dict) -> str:
+    """The NCCL release a log ran: its own banner (nccl_tests.read_nccl_version), else the entry's nccl_version; ""
+    where neither states it. A banner and an entry that disagree are an error naming the file."""
+    own, stated = read_nccl_version(folder / entry["file"]), entry.get("nccl_version", "")
+    if own and stated and own != stated:
+        raise SpecError(f"logs.toml says nccl_version {stated} but the log prints NCCL {own}", file=entry["file"],
+                        field="nccl_version", value=stated, allowed=(own,))
+    return own or stated
+
+
 def entry_hardware(entry: dict, hardware=None):
     """The profile a log is priced with: its `hardware` (or the given profile) with the entry's system facts."""
     return with_system_facts(hardware or load_hardware(entry["hardware"]), system_facts(entry))
@@ -103,15 +127,17 @@ def _points(folder: Path, entry: dict):
     return read_nccl_tests(folder / entry["file"], op=entry.get("op"), ranks=entry.get("ranks")).collectives
 
 
-def entry_model(entry: dict, hardware):
+def entry_model(entry: dict, hardware, nccl_version: str = ""):
     """The model a log is priced with: the default one, or NCCL_ALGO / NCCL_PROTO / NCCL_COLLNET_ENABLE as the run
-    set them (manifest keys nccl_algo, nccl_proto, collnet, the CHANNEL_KNOBS); None = the hardware's default model."""
-    if not any(k in entry for k in FORCED_KEYS) and not entry.get("collnet", False):
+    set them (manifest keys nccl_algo, nccl_proto, collnet, the CHANNEL_KNOBS), at `nccl_version` where given
+    (entry_nccl_version; "" = today's tables); None = the hardware's default model."""
+    if not any(k in entry for k in FORCED_KEYS) and not entry.get("collnet", False) and not nccl_version:
         return None
     from moesim.collectives.topo_model import TopologyModel
 
     return TopologyModel(hardware, nccl_algo=entry.get("nccl_algo", ""), collnet=entry.get("collnet", False),
-                         nccl_proto=entry.get("nccl_proto", ""), **{k: entry.get(k) for k in CHANNEL_KNOBS})
+                         nccl_proto=entry.get("nccl_proto", ""), nccl_version=nccl_version,
+                         **{k: entry.get(k) for k in CHANNEL_KNOBS})
 
 
 def prior_rows(manifest: Path) -> list[tuple]:

@@ -128,6 +128,21 @@ def read_nccl_tests(path: str | Path, op: str | None = None, ranks: int | None =
                         rank_checks=checks)
 
 
+# NCCL's own banner, printed once by rank 0 at init (NVIDIA/nccl src/init.cc showVersion: "NCCL version %d.%d.%d%s"),
+# with launcher prefixes or a markdown paste before it; nccl-tests >= 2.17 also prints "nccl-library=NNNNN" in its
+# "# nccl-tests version" header (NCCL_VERSION_CODE: major x 10000 + minor x 100 + patch, src/nccl.h.in)
+_NCCL_VERSION = re.compile(rb"NCCL version (\d+)\.(\d+)\.(\d+)")
+_NCCL_LIBRARY = re.compile(rb"nccl-library=(\d)(\d\d)(\d\d)\b")
+
+
+def read_nccl_version(path: str | Path, *, data: bytes | None = None) -> str:
+    """The NCCL version ("2.26.2") a log ran, from its first "NCCL version x.y.z" line, else its nccl-tests header's
+    nccl-library=NNNNN; "" where the log prints neither (the version is then a fact of logs.toml, nccl_version)."""
+    data = read_bytes_file(Path(path), field="measurements") if data is None else data
+    m = _NCCL_VERSION.search(data) or _NCCL_LIBRARY.search(data)
+    return ".".join(str(int(g)) for g in m.groups()) if m else ""
+
+
 _NGPUS = re.compile(rb"^[^\n]*#\s*nThread\s+\d+\s+nGpus\s+(\d+)", re.MULTILINE)
 
 

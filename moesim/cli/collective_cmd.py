@@ -14,7 +14,8 @@ DEFAULT_SWEEP = "8B:8GiB"  # the range nccl-tests' README runs (-b 8 -e 8G -f 2)
 # the library's keywords a SpecError names, as the user typed them here (the Python API keeps the keyword names)
 FLAGS = {"nccl_algo": "--nccl-algo", "nccl_proto": "--nccl-proto", "tuner_rules": "--tuner-rules",
          "ring_net_channel_gbps": "--ring-net-channel-gbps", "p2p_net_model": "--p2p-net-model",
-         "broadcast_model": "--broadcast-model", "p2p_net_nchannels": "--p2p-net-nchannels"}
+         "broadcast_model": "--broadcast-model", "p2p_net_nchannels": "--p2p-net-nchannels",
+         "nccl_version": "--nccl-version", "nccl_version_scope": "--nccl-version-scope"}
 
 
 def register(subparsers) -> None:
@@ -65,6 +66,17 @@ def register(subparsers) -> None:
                         "all-to-all spans several nodes: the per-peer channels are halved to fit them "
                         "(collectives/nccl_p2p.py; docs/collectives-history.md 'Session 11 (p2pcong)'); 1 to 64; "
                         "default: nccl_tuning.toml [p2p_net] p2p_channels; GPU profiles only")
+    p.add_argument("--nccl-version", default="", metavar="X.Y.Z",
+                   help="the NCCL release the run uses (a release tag 2.18.1 - 2.30.7, e.g. 2.26.2): NCCL's constants "
+                        "that differ between releases (hop and base latencies, llMaxBws, per-channel caps, NVLS "
+                        "channels, PAT) at that release's values (collectives/nccl_tuning.toml [versioned]; evaluated, "
+                        "not the logs' default: docs/collectives-history.md 'Session 12 (ncclver)'); default: today's "
+                        "tables; GPU profiles only")
+    p.add_argument("--nccl-version-scope", default="all", choices=("all", "pick"),
+                   help="what --nccl-version's constants move: 'all' NCCL's pick and the wire; 'pick' NCCL's pick only "
+                        "(its tuner's ranking), every candidate priced on the wire at today's tables "
+                        "(collectives/nccl_version_pick.py; evaluated: docs/collectives-history.md 'Session 12 "
+                        "(ncclver)'); default all")
     p.add_argument("--broadcast-model", default=DEFAULT_BROADCAST_MODEL, metavar="MODEL",
                    help="how NCCL's ring broadcast is priced: 'nccl' one broadcast on NCCL's per-size channels with "
                         "its ring LL bus cap (the default); 'plain' the pricing before session 10 (every channel at "
@@ -121,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
                                    {name: getattr(args, name) for name in CHANNEL_KNOBS}, args.a2a_algorithm,
                                    args.p2p_net_model, args.broadcast_model, args.ring_net_channel_gbps,
                                    None if args.per_channel_caps is None else args.per_channel_caps == "on",
-                                   args.p2p_net_nchannels)
+                                   args.p2p_net_nchannels, args.nccl_version,
+                                   args.nccl_version_scope)
     except SpecError as err:
         if err.field not in FLAGS:
             raise

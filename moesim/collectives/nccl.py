@@ -32,7 +32,7 @@ from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl_p2p import (  # noqa: F401
     p2p_bw_cap, p2p_channels, p2p_net_bw_cap, p2p_net_nchannels, p2p_net_peer_channels,
 )
-from moesim.collectives.nccl_tuning import tuning
+from moesim.collectives.nccl_tuning import active_version, tuning
 from moesim.errors import SpecError
 
 PROTOCOLS = ("LL", "LL128", "Simple")
@@ -217,12 +217,12 @@ def _hop_tables(tiers) -> tuple[list[dict], dict]:
     latency_us alone (its tuner ranks by hwLat, which no measured protocol hop changes)."""
     key = tuple((tier.kind, tier.latency_s, getattr(tier, "gpu_nic_path", ""), protocol_latency_s(tier, 0),
                  protocol_latency_s(tier, 1), tuple(protocol_latency_s(tier, p, "tree") for p in range(3)))
-                for tier in tiers)
+                for tier in tiers) + (active_version(),)  # the NCCL version in force: its hwLat rows
     found = _HOPS.get(key)
     if found is None:
         t = tuning()
         wire = []
-        for kind, latency, path, ll, ll128, other in key:
+        for kind, latency, path, ll, ll128, other in key[:-1]:
             link = _link(kind)
             # per protocol (PROTOCOLS): ring's, and every other algorithm's (nonring_latency_us where set)
             scales = [x / t["reference_hop_us"][link] for x in (ll, ll128, latency)]

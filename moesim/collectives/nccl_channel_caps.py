@@ -32,7 +32,7 @@ def per_channel_cap_bytes_per_s(algorithm: str, protocol: str, arch: str, nodes:
     if algorithm != "tree":
         return 0.0
     tree = graph * table["tree"][arch][col] * GB
-    if protocol == "LL128":
-        return min(tree * 120 / 128, graph * table["tree_ll128"][arch][col] * GB)
+    if protocol == "LL128":  # a release without perChMaxTreeLL128Bws (v2.18.1-1: its row [0, 0, 0]) caps at the tree's
+        return min((c for c in (tree * 120 / 128, graph * table["tree_ll128"][arch][col] * GB) if c > 0), default=0.0)
     factor = tuning()["protocol_bw_factor"]["tree"][0]
     return tree * factor if protocol == "LL" else tree

@@ -17,7 +17,8 @@ def model_for(scenario) -> CollectiveModel:
     """The default model for `scenario`'s hardware, its expert all-to-all priced by the scenario's dispatch
     backend (training.dispatch_backend) and node-limited routing (moe.max_nodes_per_token): dispatch.py.
     With the default backend "nccl" this is default_model itself."""
-    base = default_model(scenario.hardware)
+    version = getattr(scenario, "nccl_version", "")  # [system] nccl_version: NCCL's constants at that release
+    base = TopologyModel(scenario.hardware, nccl_version=version) if version else default_model(scenario.hardware)
     backend = scenario.training.dispatch_backend
     moe = scenario.model.moe
     if backend == "nccl" or moe is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 
 from moesim.collectives import nccl_broadcast, nccl_channel_caps, nccl_p2p, nccl_p2p_net, nccl_plan
+from moesim.collectives import nccl_tuning, nccl_version_pick
 from moesim.collectives.base import OPS, CollectiveCost, CollectiveModel, Group
 from moesim.collectives.nccl_broadcast import DEFAULT_MODEL as DEFAULT_BROADCAST_MODEL
 from moesim.collectives.nccl_broadcast import MODELS as BROADCAST_MODELS  # noqa: F401 (the CLI's help reads it here)
@@ -102,7 +103,8 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
                       a2a_algorithm: str = DEFAULT_A2A_ALGORITHM, p2p_net_model: str = DEFAULT_P2P_NET_MODEL,
                       broadcast_model: str = DEFAULT_BROADCAST_MODEL,
                       ring_net_channel_gbps: float | None = None, per_channel_caps: bool | None = None,
-                      p2p_net_nchannels: int | None = None) -> dict:
+                      p2p_net_nchannels: int | None = None, nccl_version: str = "",
+                      nccl_version_scope: str = nccl_version_pick.DEFAULT_SCOPE) -> dict:
     """Everything `moesim collective` prints: the group, the system it lands on, one row per size.
 
     `devices` is the group size (nccl-tests' rank count); `stride` spaces its members on the device
@@ -120,7 +122,9 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     (collectives/nccl_plan.ring_net_caps), None = off; `per_channel_caps` NCCL's per-channel ring LL128 / tree caps
     (collectives/nccl_channel_caps.py), None = the default (nccl_channel_caps.DEFAULT).
     `p2p_net_nchannels` NCCL's p2p channels where a send/recv or all-to-all spans several nodes
-    (collectives/nccl_p2p.p2p_net_nchannels), None = the default.
+    (collectives/nccl_p2p.p2p_net_nchannels), None = the default. `nccl_version` the NCCL release the run uses
+    ("2.26.2": its version-keyed constants, collectives/nccl_tuning.at_version), "" = today's tables;
+    `nccl_version_scope` what they move (collectives/nccl_version_pick.SCOPES: "all", the default, or "pick").
     """
     from moesim.collectives.select import default_model
     from moesim.specs.load import load_hardware
@@ -132,6 +136,8 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     nccl_plan.check_ring_net_channel_gbps(ring_net_channel_gbps)
     nccl_p2p.check_p2p_net_nchannels(p2p_net_nchannels)
     nccl_broadcast.check_model(broadcast_model)
+    nccl_tuning.check_version(nccl_version, field="--nccl-version")
+    nccl_version_pick.check_scope(nccl_version_scope, field="--nccl-version-scope")
     hw = load_hardware(hardware)
     if op not in OPS:
         raise SpecError(f"unknown collective '{op}'", field="op", value=op, allowed=OPS)
@@ -152,7 +158,8 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
                ("--broadcast-model", broadcast_model != DEFAULT_BROADCAST_MODEL),
                ("--ring-net-channel-gbps", ring_net_channel_gbps is not None),
                ("--per-channel-caps", per_channel_caps is not None and per_channel_caps != nccl_channel_caps.DEFAULT),
-               ("--p2p-net-nchannels", p2p_net_nchannels is not None)]
+               ("--p2p-net-nchannels", p2p_net_nchannels is not None), ("--nccl-version", nccl_version),
+               ("--nccl-version-scope", nccl_version_scope != nccl_version_pick.DEFAULT_SCOPE)]
     given = [name for name, value in options if value]
     if given:
         if hw.device_kind != "gpu":  # the model prices these devices' own collectives: NCCL's options would do nothing
@@ -167,8 +174,8 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
                               p2p_net_model=p2p_net_model, broadcast_model=broadcast_model,
                               ring_net_channel_gbps=ring_net_channel_gbps,
                               per_channel_caps=nccl_channel_caps.DEFAULT if per_channel_caps is None else per_channel_caps,
-                              p2p_net_nchannels=p2p_net_nchannels,
-                              **knobs)
+                              p2p_net_nchannels=p2p_net_nchannels, nccl_version=nccl_version,
+                              nccl_version_scope=nccl_version_scope, **knobs)
         rows = collective_rows(model, op, sizes, group, a2a_algorithm)
         ignored = [name for name, value in options[:3] if value]  # NCCL_ALGO, NCCL_COLLNET_ENABLE, NCCL_PROTO
         if op in ("all_to_all", "send_recv") and ignored:  # NCCL's p2p: no algorithm, the protocol by size
@@ -184,7 +191,8 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
             "a2a_algorithm": a2a_algorithm, "p2p_net_model": p2p_net_model, "broadcast_model": broadcast_model,
             "ring_net_channel_gbps": ring_net_channel_gbps,
             "per_channel_caps": getattr(model, "per_channel_caps", nccl_channel_caps.DEFAULT),
-            "p2p_net_nchannels": p2p_net_nchannels,
+            "p2p_net_nchannels": p2p_net_nchannels, "nccl_version": getattr(model, "nccl_version", ""),
+            "nccl_version_scope": getattr(model, "nccl_version_scope", nccl_version_pick.DEFAULT_SCOPE),
             "nccl_algo": nccl_algo, "nccl_collnet": collnet, "nccl_proto": nccl_proto, "tuner_rules": tuner_rules,
             **knobs, "nccl_channels": channel_counts(model, group, knobs),
             "system": system, "results": rows, "avg_busbw_GBps": average_busbw_GBps(rows)}

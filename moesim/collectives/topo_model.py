@@ -32,7 +32,7 @@ from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
 from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl_tuner_rules import PROTOCOLS as NCCL_PROTOCOL_NAMES
-from moesim.collectives import nccl_channel_caps
+from moesim.collectives import nccl_channel_caps, nccl_tuning, nccl_version_pick
 from moesim.collectives.nccl_tuner_rules import TunerRules, parse_nccl_proto
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
 from moesim.collectives.tier_layout import Layout as _Layout
@@ -98,6 +98,11 @@ class TopologyModel:
     p2p_net_nchannels: int | None = None
     # how NCCL's ring broadcast is priced (nccl_broadcast.MODELS: plain, nccl (default), nccl-fill, nccl-tests, ...)
     broadcast_model: str = nccl_broadcast.DEFAULT_MODEL
+    # the NCCL release the run used ("2.26.2"): its version-keyed constants (nccl_tuning.at_version); "" = the file's
+    # own tables (session 12 ncclver)
+    nccl_version: str = ""
+    # what the release's constants move (nccl_version_pick.SCOPES): "all" (NCCL's pick and the wire) or "pick"
+    nccl_version_scope: str = nccl_version_pick.DEFAULT_SCOPE
     _algos: frozenset = field(default=frozenset(), init=False, repr=False)
     _protos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_PROTO's list}, set ops only
     _systems: dict = field(default_factory=dict, init=False, repr=False)
@@ -131,6 +136,7 @@ class TopologyModel:
             found = self._placements[key] = (system, place(system, group), {})
         return found
 
+    @nccl_version_pick.at_release  # nccl_version set: priced at that release's constants (nccl_tuning.at_version)
     def cost(self, op: str, size_bytes: float, group: Group) -> CollectiveCost:
         """The fastest candidate (ties: the first listed); NCCL's tuner candidates ranked by its own model
         (time_s + tuner_offset_s). `candidates`' pick, without building the losers' Candidate objects
@@ -138,7 +144,7 @@ class TopologyModel:
         if group.size == 1:
             check_op(op, size_bytes)
             return CollectiveCost(op, size_bytes, 1, 0.0, "local", "none")
-        rows, bound = self._priced(op, size_bytes, group)
+        rows, bound = nccl_version_pick.priced(self, op, size_bytes, group)
         best, best_s, best_rank = None, 0.0, 0.0
         if self.tuner_rules is not None and self.tuner_rules.covers(op):  # a tuner plugin's pick (nccl_tuner_rules.py)
             best, channels = self._rule_row(op, size_bytes, group, rows)
@@ -166,9 +172,10 @@ class TopologyModel:
         return CollectiveCost(op, size_bytes, group.size, best_s, label,
                               bound if isinstance(bound, str) else _bound(terms, bound))
 
+    @nccl_version_pick.at_release
     def candidates(self, op: str, size_bytes: float, group: Group) -> list[Candidate]:
         """Every applicable (algorithm, protocol) with its time."""
-        rows, bound = self._priced(op, size_bytes, group)
+        rows, bound = nccl_version_pick.priced(self, op, size_bytes, group)
         if isinstance(bound, str):
             return [Candidate(name, proto, terms, base, bound, offset) for name, proto, terms, base, offset in rows]
         return [Candidate(name, proto, terms, base, _bound(terms, bound), offset)
@@ -183,9 +190,10 @@ class TopologyModel:
             if pl.torus.chips == 1 or (op == "send_recv" and sum(pl.torus.pair_hops) == 0):
                 return [self._on_chip(op, size_bytes, group.size)], ON_CHIP
             return self._torus(op, size_bytes, group.size, system, pl), system.tiers[0].name
-        layout = layouts.get(op)
+        key = op if not nccl_tuning.active_version() else (op, nccl_tuning.active_version())  # tables in force
+        layout = layouts.get(key)
         if layout is None:
-            layout = layouts[op] = self._layout(op, group.size, system, pl)
+            layout = layouts[key] = self._layout(op, group.size, system, pl)
         return self._tiers(op, size_bytes, group.size, system, pl, layout, pinned), layout.tiers
 
     def _rule_row(self, op: str, size_bytes: float, group: Group, rows: list[tuple]) -> tuple:
@@ -354,6 +362,8 @@ class TopologyModel:
         nccl_plan.check_ring_net_channel_gbps(self.ring_net_channel_gbps)
         nccl_p2p.check_p2p_net_nchannels(self.p2p_net_nchannels)
         nccl_broadcast.check_model(self.broadcast_model)
+        nccl_tuning.check_version(self.nccl_version)
+        nccl_version_pick.check_scope(self.nccl_version_scope)
         if self.tuner_rules is not None and not isinstance(self.tuner_rules, TunerRules):
             raise SpecError("tuner_rules must be the rules load_tuner_rules reads (or None)", field="tuner_rules",
                             value=type(self.tuner_rules).__name__)

@@ -44,6 +44,7 @@ class Scenario:
     description: str = ""
     source: str = ""
     file: str = ""
+    nccl_version: str = ""  # [system] nccl_version: the NCCL release its collectives are priced at ("": today's)
 
     def __post_init__(self) -> None:
         check_ranges(self, file=self.file or None)

@@ -80,6 +80,18 @@ def scenario_system(hardware, t: Table):
                       allowed=err.allowed) from None
 
 
+def scenario_nccl_version(t: Table) -> str:
+    """The [system] table's nccl_version: the NCCL release the run uses (collectives/nccl_tuning.check_version), ""
+    where unset (today's tables)."""
+    from moesim.collectives.nccl_tuning import check_version
+
+    version = t.opt("nccl_version", str, "")
+    try:
+        return check_version(version)
+    except SpecError as err:
+        raise t.error("nccl_version", err.message, value=version, allowed=err.allowed) from None
+
+
 def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] | None = None) -> Scenario:
     """Build a Scenario; `overrides` (hardware, devices, layout text) come from the command line."""
     overrides = overrides or {}
@@ -99,7 +111,9 @@ def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] |
     if overrides.get("hardware"):
         t.opt("hardware", str)
     system_t = t.sub("system", required=False)
+    nccl_version = ""
     if system_t is not None:
+        nccl_version = scenario_nccl_version(system_t)
         hardware = scenario_system(hardware, system_t)
     devices = overrides.get("devices") or t.req("devices", int)
     if overrides.get("devices"):
@@ -121,7 +135,7 @@ def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] |
     scenario = Scenario(
         name=name, model=model, hardware=hardware, devices=devices, training=training,
         layout_given=layout_given, search=search, description=t.opt("description", str, ""),
-        source=t.opt("source", str, ""), file=t.file,
+        source=t.opt("source", str, ""), file=t.file, nccl_version=nccl_version,
     )
     t.finish()
     return scenario

@@ -24,11 +24,8 @@ import re
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
 DATA = ROOT / "scripts" / "nccl_version_inventory.toml"
 DOC = ROOT / "docs" / "collectives-history.md"

@@ -128,14 +128,10 @@ def _pair(cluster, name, prior, cal, prior_small=None, cal_small=None):
     return HeldOutPair(cluster, f"{name}_a", f"{name}_b", 1.0, prior, cal, float("nan"), prior_small, cal_small)
 
 
-def test_the_rule_reads_every_check_strictly():
+def test_the_rule_reads_every_check_strictly(load_script):
     """scripts/heldout_rule.verdict: (i) worse falls >= 1 MiB and does not rise below, (ii) better does not fall,
     (iii) no band's sum rises (by any amount), (iv) no cluster's mean turns positive."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("heldout_rule", DATA.parents[2] / "scripts" / "heldout_rule.py")
-    rule = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rule)
+    rule = load_script("scripts/heldout_rule.py")
     base = [_pair("c", "w", 0.10, 0.12, 0.20, 0.21), _pair("c", "b", 0.10, 0.05), _pair("d", "x", 0.10, 0.101)]
     good = [_pair("c", "w", 0.10, 0.10, 0.20, 0.21), _pair("c", "b", 0.10, 0.05), _pair("d", "x", 0.10, 0.101)]
     assert rule.verdict(base, good, "good")[0]
@@ -151,18 +147,10 @@ def test_the_rule_reads_every_check_strictly():
     assert not ok and any("(iv)" in line and "fails" in line and "turned: d" in line for line in lines)
 
 
-def test_the_diagnosis_names_the_figure_the_rows_and_the_machinery(tmp_path):
+def test_the_diagnosis_names_the_figure_the_rows_and_the_machinery(tmp_path, load_script):
     """scripts/heldout_pairs.py on the xxrjun 2-node pair: the all-to-all's fit moves the network send/recv line,
     set by its pairwise all-to-all rows; the sendrecv's 4-16 GiB rows (one peer, direct) lose: different machinery."""
-    import importlib.util
-    import sys
-
-    root = DATA.parents[2]
-    if str(root) not in sys.path:  # the script imports scripts.docblock
-        sys.path.insert(0, str(root))
-    spec = importlib.util.spec_from_file_location("heldout_pairs", root / "scripts" / "heldout_pairs.py")
-    diag = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(diag)
+    diag = load_script("scripts/heldout_pairs.py")
     entries = {e["file"]: e for e in diag.read_manifest(diag.MANIFEST)}
     fit_on, held = entries["h100-xxrjun-2node_alltoall_perf.log"], entries["h100-xxrjun-2node_sendrecv_perf.log"]
     result = calibrate([str(DATA / fit_on["file"])], "h100-sxm", tmp_path / "d.toml", **diag.matrix_fit_args(fit_on))
@@ -174,18 +162,10 @@ def test_the_diagnosis_names_the_figure_the_rows_and_the_machinery(tmp_path):
     assert diag._same(rows, [("x", 0.1, {"A2A direct/Simple net"})]) == "same"  # the collective aside
 
 
-def test_the_diagnosis_block_is_current():
+def test_the_diagnosis_block_is_current(load_script):
     """docs/collectives-history.md "Session 12 (heldout)": the worse pairs' table is what scripts/heldout_pairs.py
     renders now (it reuses the matrix test_calibration_matrix.py prices, lru-cached in one pytest process)."""
-    import importlib.util
-    import sys
-
-    root = DATA.parents[2]
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    spec = importlib.util.spec_from_file_location("heldout_pairs", root / "scripts" / "heldout_pairs.py")
-    diag = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(diag)
+    diag = load_script("scripts/heldout_pairs.py")
     doc = diag.DOC.read_text(encoding="utf-8")
     block = doc.split(diag.BEGIN, 1)[1].split(diag.END, 1)[0].strip("\n")
     assert block == diag.render(None), "stale: run python scripts/heldout_pairs.py --write"

@@ -3,7 +3,6 @@ version-keyed tables give each release tag's value, unset prices as before, bad 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -21,13 +20,6 @@ from moesim.specs.load import load_hardware
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / "tests" / "data" / "nccl"
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # -- the parser ---------------------------------------------------------------------------------------------------
@@ -123,8 +115,8 @@ def test_pick_scope_prices_today_wire_ranked_at_the_release():
     assert chosen.time_s == wire["ring/LL128"]  # the pick's wire is today's
 
 
-def test_the_versioned_rows_and_the_docs_block_are_current():
-    script = _script("nccl_version_inventory")
+def test_the_versioned_rows_and_the_docs_block_are_current(load_script):
+    script = load_script("scripts/nccl_version_inventory.py")
     text = script.TUNING.read_text(encoding="utf-8")
     block = text.split(script.ROWS_BEGIN)[1].split(script.ROWS_END)[0].strip()
     assert block == script.versioned_rows().strip(), "run: python scripts/nccl_version_inventory.py --rows --write"
@@ -182,10 +174,10 @@ def test_a_scenario_names_its_release(tmp_path):
                 load_scenario(path)
 
 
-def test_docs_print_the_ncclver_check_and_the_rule_is_not_met():
+def test_docs_print_the_ncclver_check_and_the_rule_is_not_met(load_script):
     """scripts/ncclver_check.py: the logs at their own releases against today's tables; the docs print its block, and
     the candidate fails the ship rule's (b) (so the per-log pricing keeps today's tables: entry_model's version is "")."""
-    script = _script("ncclver_check")
+    script = load_script("scripts/ncclver_check.py")
     found = script.rows()
     moved = {r[0] for r in found if r[2] != r[3]}
     assert "h100-voltagepark-4node_all_reduce" in moved and "h100-xxrjun-10node_all_gather" not in moved  # 2.24.3; 2.29.2

@@ -30,6 +30,7 @@ from moesim.calibrate.nccl_table import (_points, calibration_matrix, entry_hard
 from moesim.collectives.select import default_model  # noqa: E402
 from scripts.channel_default_check import published_counts, read_evidence, system_channels  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
+from scripts.heldout_rule import counts  # noqa: E402
 from scripts.log_variants import BARS, pct  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
@@ -40,7 +41,6 @@ END = "<!-- END fresh_logs_check -->"
 FRESH = ("b200-gke-a4-ctk-2node_all_gather_perf.log", "h100-xxrjun-2node-b_alltoall_perf.log",
          "h100-xxrjun-2node-b_sendrecv_perf.log")
 WORSE_PT = 0.02  # the rule's "worse by more than 2 pt"
-NOISE = 0.003  # the calibration matrix's "by more than 0.3 pt" (tests/calibrate/test_calibration_matrix.py)
 OPTIONS = ("p2p_net_model=concurrent", "published channel count", "ring_net_channel_gbps=20",
            "broadcast_model=nccl-fill", "broadcast_model=nccl-tests")
 _REPLACE = {"p2p_net_model=concurrent": {"p2p_net_model": "concurrent"},
@@ -142,8 +142,7 @@ def pair_lines() -> list[str]:
                          f"{pct(a.prior_mape)} -> {pct(a.calibrated_mape)} | {pct(b.calibrated_mape)}")
     for name, pairs in (("shared", shared), ("machinery", machinery)):
         fresh_pairs_ = [p for p, f in zip(pairs, is_fresh) if f]
-        worse = sum(p.calibrated_mape > p.prior_mape + NOISE for p in fresh_pairs_)
-        better = sum(p.calibrated_mape < p.prior_mape - NOISE for p in fresh_pairs_)
+        worse, better, _, _ = counts(fresh_pairs_, 0)
         lines.append(f"  --transfer {name}: worse | better than the prior by more than 0.3 pt: {worse} | {better}")
     if shared:
         rows = {f"{a.fitted_on} -> {a.held_out}": {"shipped": (a.calibrated_mape, None),
@@ -170,12 +169,9 @@ def all_pairs_lines() -> list[str]:
     for name, pairs in (("shared", shared), ("machinery", machinery)):
         for label, keep in (("all", lambda p: True), ("fresh", lambda p: p.fitted_on in FRESH or p.held_out in FRESH)):
             ps = [p for p in pairs if keep(p)]
-            small = [p for p in ps if p.prior_mape_small is not None]
+            (worse, better, _, _), (worse_small, better_small, _, n_small) = counts(ps, 0), counts(ps, 1)
             lines.append(f"  {name}, {label} {len(ps)}: worse | better by more than 0.3 pt >= 1 MiB "
-                         f"{sum(p.calibrated_mape > p.prior_mape + NOISE for p in ps)} | "
-                         f"{sum(p.calibrated_mape < p.prior_mape - NOISE for p in ps)}, < 1 MiB "
-                         f"{sum(p.calibrated_mape_small > p.prior_mape_small + NOISE for p in small)} | "
-                         f"{sum(p.calibrated_mape_small < p.prior_mape_small - NOISE for p in small)} of {len(small)}")
+                         f"{worse} | {better}, < 1 MiB {worse_small} | {better_small} of {n_small}")
     return lines
 
 

@@ -26,9 +26,10 @@ from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/
 
 from moesim.calibrate import calibrate  # noqa: E402
 from moesim.calibrate.nccl_error import LARGE_BYTES, log_error  # noqa: E402
-from moesim.calibrate.nccl_table import (_points, calibration_matrix, entry_hardware,  # noqa: E402
+from moesim.calibrate.nccl_table import (_points, _size, calibration_matrix, entry_hardware,  # noqa: E402
                                          matrix_fit_args, read_manifest)
 from moesim.calibrate.predict import CollectiveTerm  # noqa: E402
+from moesim.calibrate.transfer import NOT_INTERCONNECT  # noqa: E402
 from scripts.docblock import replace_block  # noqa: E402
 from scripts.heldout_rule import NOISE, priced  # noqa: E402
 
@@ -44,13 +45,6 @@ _OP = {"all_reduce": "AR", "all_gather": "AG", "reduce_scatter": "RS", "all_to_a
 
 def _short(name: str) -> str:
     return name.removesuffix("_perf.log")
-
-
-def _size(b: float) -> str:
-    for unit, k in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if b >= k:
-            return f"{b / k:.4g}{unit}"
-    return f"{b:.4g}B"
 
 
 def machinery(op: str, algorithm: str, ranks: int, domain: int) -> str:
@@ -77,9 +71,7 @@ def figure_rows(design) -> dict[str, np.ndarray]:
 def fit_figures(result) -> list[tuple[str, float, set[str]]]:
     """(figure, relative move, machinery of the rows that set it) for every figure the fit moved by > MOVED."""
     design, theta = result.fit.point[0], result.fit.point[1]
-    model = design._model_at(design.level_values(theta), design.memory_bw(theta), design.nvls_values(theta),
-                             design.extra_values(theta), design.p2p_latencies(theta),
-                             design.protocol_latencies(theta) if design.per_protocol else None)
+    model = design.model_at_theta(theta)
     domain = design.prior.interconnect[0].domain_devices
     labels = []
     for obs in design.observations:
@@ -89,8 +81,7 @@ def fit_figures(result) -> list[tuple[str, float, set[str]]]:
     rows = figure_rows(design) if getattr(design, "alpha_rows", None) is not None else {}
     out = []
     for p in result.fit.parameters:
-        if p.fitted and p.prior > 0 and abs(p.value / p.prior - 1) > MOVED and not p.name.startswith(
-                ("efficiency@", "peak_scale", "memory_bw", "layer_overhead")):
+        if p.fitted and p.prior > 0 and abs(p.value / p.prior - 1) > MOVED and not p.name.startswith(NOT_INTERCONNECT):
             setting = rows.get(p.name)
             kinds = set() if setting is None else {m for i in np.flatnonzero(setting) for m in labels[i]}
             out.append((p.name, p.value / p.prior - 1, kinds))
@@ -116,7 +107,7 @@ def losing_rows(held: dict, prior, profile, band: int) -> list[tuple]:
 
 
 def _rows_text(rows: list[tuple]) -> str:
-    """Losing rows grouped by machinery: 'RS ring/LL128 net 1MiB-4MiB (3 rows, +12.1 -> +15.0 % at the worst)'."""
+    """Losing rows grouped by machinery: 'RS ring/LL128 net 1 MiB-4 MiB (3 rows, +12.1 -> +15.0 % at the worst)'."""
     groups: dict[str, list[tuple]] = {}
     for r in rows:
         groups.setdefault(r[1] if r[1] == r[2] else f"{r[1]} -> {r[2].split(' ', 1)[1]}", []).append(r)

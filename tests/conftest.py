@@ -1,10 +1,11 @@
-"""Shared fixtures: shipped scenarios, a small dense/MoE scenario built in code, and `load_script` (a file under
-scripts/ or docs/ loaded by path)."""
+"""Shared fixtures: shipped scenarios, a small dense/MoE scenario built in code, `load_script` (a file under
+scripts/ or docs/ loaded by path), and `doc_block` / `script_stdout` (a generated doc block against its script)."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -59,3 +60,23 @@ def _load_script(path: str) -> ModuleType:
 def load_script():
     """`load_script("scripts/NAME.py")`: the script as a module (fresh each call; see _load_script)."""
     return _load_script
+
+
+@pytest.fixture(scope="session")
+def doc_block():
+    """`doc_block("NAME")`: the generated block NAME of docs/collectives-history.md (`doc` another file), between its
+    `<!-- BEGIN NAME: python scripts/NAME.py --write -->` and `<!-- END NAME -->` lines, stripped."""
+    def block(name: str, doc: str = "docs/collectives-history.md") -> str:
+        text = (ROOT / doc).read_text(encoding="utf-8")
+        begin, end = f"<!-- BEGIN {name}: python scripts/{name}.py --write -->", f"<!-- END {name} -->"
+        return text.split(begin, 1)[1].split(end, 1)[0].strip()
+    return block
+
+
+@pytest.fixture(scope="session")
+def script_stdout():
+    """`script_stdout("scripts/NAME.py")`: what the script prints (run from the repository root), stripped."""
+    def run(path: str) -> str:
+        return subprocess.run([sys.executable, str(ROOT / path)], capture_output=True, text=True, check=True,
+                              cwd=ROOT).stdout.strip()
+    return run

@@ -20,7 +20,9 @@ from moesim.calibrate.profile_io import (
     Provenance, calibrated_table, now_utc, profile_from_table, render_profile,
 )
 from moesim.calibrate.records import Measurements, read_measurements, split_holdout
-from moesim.calibrate.transfer import SPLIT_RULES, apply_machinery, at_prior_where_unidentified, check_transfer
+from moesim.calibrate.transfer import (
+    AT_PRIOR_RULES, SPLIT_RULES, apply_machinery, at_prior_where_unidentified, check_transfer,
+)
 from moesim.calibrate.report import ValidationReport, validation_report
 from moesim.errors import SpecError
 from moesim.paths import check_output_path
@@ -153,7 +155,7 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
                             holdout_fraction=holdout_fraction, seed=seed, fitted_on=tuple(fit_keys),
                             held_out=tuple(held), created_utc=now_utc())
     written_fit, transfer_notes = fit, ()  # heldout (session 12): "identified" writes unidentified figures at the prior
-    if transfer in ("identified", "lines-identified"):
+    if transfer in AT_PRIOR_RULES:
         written_fit, said = at_prior_where_unidentified(fit)
         transfer_notes = tuple(said)
     table = set_system_facts(calibrated_table(prior_path, written_fit, provenance, name), system or {})

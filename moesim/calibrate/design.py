@@ -321,6 +321,12 @@ class Design:
         return [(float(np.exp(level[j] + theta[proto + j])), float(np.exp(level[j] + theta[proto + n + j])))
                 for j in range(n)]
 
+    def model_at_theta(self, theta: np.ndarray):
+        """The collective model with every figure as the fitted vector θ sets it (_model_at)."""
+        return self._model_at(self.level_values(theta), self.memory_bw(theta), self.nvls_values(theta),
+                              self.extra_values(theta), self.p2p_latencies(theta),
+                              self.protocol_latencies(theta) if self.per_protocol else None)
+
     def _model_at(self, values: list[tuple[float, float]], memory_bw: float, nvls: dict[int, tuple[float, float]],
                   net: dict[tuple[int, str], float] | None = None, p2p: list[float] | None = None,
                   protocol: list[tuple[float, float]] | None = None):

@@ -42,11 +42,12 @@ TRANSFER_MEANINGS = {"shared": "a fitted figure is written to the one key every 
                      "identified": "a figure moved within two of its standard errors is written at the prior",
                      "lines-identified": "identified, then the send/recv lines kept apart as by lines"}
 SPLIT_RULES = {"machinery": True, "lines": False, "lines-identified": False}  # rule: does it split the hop α too
+AT_PRIOR_RULES = ("identified", "lines-identified")  # rules that write unidentified figures at the prior
 US_PER_S = 1e6
 # "identified": a fitted figure is carried only when |ln(θ/θ0)| > IDENTIFIED_SE × its relative standard error (the
 # usual two-sided 95 % of a normal estimate; fixed before pricing, docs/collectives-history.md "Session 12 (heldout)")
 IDENTIFIED_SE = 2.0
-_NOT_INTERCONNECT = ("efficiency@", "peak_scale", "memory_bw", "layer_overhead")
+NOT_INTERCONNECT = ("efficiency@", "peak_scale", "memory_bw", "layer_overhead")
 _LINE_KEYS = {"p2p_bandwidth": "p2p_factor", "nvlstree_bandwidth": "nvlstree_net_factor"}
 
 
@@ -69,9 +70,7 @@ def setting_machinery(fit) -> tuple[list[set[str]], list[set[str]]]:
     alpha_rows = getattr(design, "alpha_rows", None)
     if alpha_rows is None:  # no collective rows were probed
         return [set() for _ in range(n_lev)], [set() for _ in range(n_lev)]
-    model = design._model_at(design.level_values(theta), design.memory_bw(theta), design.nvls_values(theta),
-                             design.extra_values(theta), design.p2p_latencies(theta),
-                             design.protocol_latencies(theta) if design.per_protocol else None)
+    model = design.model_at_theta(theta)
     algorithm, op = [], []
     for obs in design.observations:
         terms = [t for t in obs.terms if isinstance(t, CollectiveTerm)]
@@ -136,7 +135,7 @@ def _factor(x: float) -> float:
 def unidentified(fit) -> list:
     """The interconnect figures the fit moved by no more than IDENTIFIED_SE of their own relative standard errors
     (uncertainty.ParameterFit.rel_std; none: not identified), as ParameterFits."""
-    return [p for p in fit.parameters if p.fitted and not p.name.startswith(_NOT_INTERCONNECT) and p.prior > 0
+    return [p for p in fit.parameters if p.fitted and not p.name.startswith(NOT_INTERCONNECT) and p.prior > 0
             and (p.rel_std is None or abs(np.log(p.value / p.prior)) <= IDENTIFIED_SE * p.rel_std)]
 
 

@@ -106,16 +106,25 @@ def concurrent_all_to_all_terms(shipped: Terms, size_bytes: float, n: int, count
     (hierarchy.pairwise_all_to_all_terms) at the NVLink peers' protocol (`alpha_inner` its per-tier latency);
     `alpha_simple` Simple's per-tier latency; `simple_scale` the NVLink protocol's bandwidth factor over Simple's
     (the shipped network transfers are rescaled to Simple's); `parts` the channels of one peer's send."""
-    g0 = counts[0]
-    nvlink_s = (g0 - 1) * alpha_inner[0]
+    nvlink_s, net_s, transfer = _simple_network_peers(shipped, n, counts, alpha_inner, alpha_simple, simple_scale,
+                                                      parts, p2p_channels, per_batch, group_size)
+    steps = (n - counts[0]) * peer_steps(size_bytes / n, parts)
+    transfer[1] = max(transfer[1], launches_s(steps, launch_s))
+    return Terms(max(nvlink_s, net_s), tuple(transfer), overlapped=True)
+
+
+def _simple_network_peers(shipped: Terms, n: int, counts, alpha_inner, alpha_simple, simple_scale: float, parts: int,
+                          p2p_channels: int, per_batch: int, group_size: int) -> tuple[float, float, list[float]]:
+    """What "concurrent" and "channels" share for a flat all-to-all: (the NVLink peers' latency, one message each at
+    `alpha_inner`; the busiest channel's batches of Simple network messages; `shipped`'s per-tier transfers with the
+    network tiers rescaled from the NVLink peers' protocol to Simple by `simple_scale`)."""
+    nvlink_s = (counts[0] - 1) * alpha_inner[0]
     net_s = _network_batches_s(n, tuple(counts), max(1, parts), p2p_channels, per_batch, group_size,
                                (0.0,) + tuple(alpha_simple[1:]))
-    steps = (n - g0) * peer_steps(size_bytes / n, parts)
     transfer = list(shipped.transfer_s)
     for i in range(1, len(transfer)):
         transfer[i] *= simple_scale
-    transfer[1] = max(transfer[1], launches_s(steps, launch_s))
-    return Terms(max(nvlink_s, net_s), tuple(transfer), overlapped=True)
+    return nvlink_s, net_s, transfer
 
 
 @lru_cache(maxsize=4096)
@@ -145,17 +154,12 @@ def channels_all_to_all_terms(shipped: Terms, size_bytes: float, n: int, counts,
     proxy's posts of every network (peer, part) op in turn (src/proxy.cc progressOps, `post_s` each); transfer = the
     larger of the NIC tier's (at Simple's factor) and the busiest channel's parts at NCCL_P2P_PER_CHANNEL_NET_BW
     (NVIDIA/nccl v2.29.2-1 src/graph/paths.cc; src/device/sendrecv.h RunWorkBatch shares a channel among its ops)."""
-    g0 = counts[0]
     parts = max(1, parts)
-    nvlink_s = (g0 - 1) * alpha_inner[0]
-    net_s = _network_batches_s(n, tuple(counts), parts, p2p_channels, per_batch, group_size,
-                               (0.0,) + tuple(alpha_simple[1:]))
-    net_s += launches_s((n - g0) * parts, post_s)  # (network ops - 1) posts after the first
+    nvlink_s, net_s, transfer = _simple_network_peers(shipped, n, counts, alpha_inner, alpha_simple, simple_scale,
+                                                      parts, p2p_channels, per_batch, group_size)
+    net_s += launches_s((n - counts[0]) * parts, post_s)  # (network ops - 1) posts after the first
     busiest = nccl_p2p_schedule.busiest_network_parts(n, tuple(counts), parts, p2p_channels, per_batch, group_size)
     channel_bytes_per_s = nccl.tuning()["p2p_net"]["per_channel_net_gb_per_s"] * 1e9
-    transfer = list(shipped.transfer_s)
-    for i in range(1, len(transfer)):
-        transfer[i] *= simple_scale
     transfer[1] = max(transfer[1], busiest * size_bytes / n / parts / channel_bytes_per_s)
     return Terms(max(nvlink_s, net_s), tuple(transfer), overlapped=True)
 

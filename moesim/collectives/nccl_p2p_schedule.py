@@ -77,41 +77,40 @@ def channel_batches(n: int, counts: tuple[int, ...], parts: int, p2p_channels: i
     for the copy to itself): tier i is the innermost tier whose domain around rank 0 holds the peer (`counts`:
     ranks of the group inside one domain of each tier, innermost first; tier 0 = the node). `parts`: channels
     per op (NCCL's nChannels of one peer's send, the same for every peer of an all-to-all)."""
-    local = counts[0]
-    g = schedule_group_size(n, local, group_size)
-    multi = n > local
     batches: dict[int, list] = {}
-    for r, (send, recv) in enumerate(rounds(n, local, group_size)):
+    for r, send, recv, channel in _part_channels(n, counts, parts, p2p_channels, per_batch, group_size):
         tiers = frozenset(_tier(peer, counts) for peer in (send, recv))
-        base = base_channel(r, multi, g, p2p_channels, per_batch)
-        for part in range(min(parts, p2p_channels)):
-            chan = batches.setdefault((base + part) & (p2p_channels - 1), [])
-            if chan and len(chan[-1][1]) < per_batch and chan[-1][0] == r // per_batch:
-                chan[-1][1].append(r)
-                chan[-1][2].update(tiers)
-            else:
-                chan.append((r // per_batch, [r], set(tiers)))
+        chan = batches.setdefault(channel, [])
+        if chan and len(chan[-1][1]) < per_batch and chan[-1][0] == r // per_batch:
+            chan[-1][1].append(r)
+            chan[-1][2].update(tiers)
+        else:
+            chan.append((r // per_batch, [r], set(tiers)))
     return tuple(tuple(frozenset(b[2]) for b in chan) for chan in batches.values())
 
 
 @lru_cache(maxsize=4096)
 def busiest_network_parts(n: int, counts: tuple[int, ...], parts: int, p2p_channels: int, per_batch: int,
                           group_size: int) -> int:
-    """The most parts of sends to a peer off rank 0's node (tier >= 1) that one channel carries: round r's op starts
-    on base_channel and its `parts` parts take (base + part) mod p2p_channels (NVIDIA/nccl v2.29.2-1
+    """The most parts of sends to a peer off rank 0's node (tier >= 1) that one channel carries (_part_channels)."""
+    load: dict[int, int] = {}
+    for _, send, _, chan in _part_channels(n, counts, parts, p2p_channels, per_batch, group_size):
+        if _tier(send, counts) >= 1:
+            load[chan] = load.get(chan, 0) + 1
+    return max(load.values(), default=0)
+
+
+def _part_channels(n: int, counts: tuple[int, ...], parts: int, p2p_channels: int, per_batch: int, group_size: int):
+    """(round r, rank 0's send peer, its recv peer, channel) of every part of every round, in NCCL's order: round r's
+    op starts on base_channel and its part p takes (base + p) mod p2p_channels (NVIDIA/nccl v2.29.2-1
     src/include/channel.h ncclP2pChannelBaseForRound, src/include/device.h ncclP2pChannelForPart)."""
     local = counts[0]
     g = schedule_group_size(n, local, group_size)
     multi = n > local
-    load: dict[int, int] = {}
-    for r, (send, _) in enumerate(rounds(n, local, group_size)):
-        if _tier(send, counts) < 1:
-            continue
+    for r, (send, recv) in enumerate(rounds(n, local, group_size)):
         base = base_channel(r, multi, g, p2p_channels, per_batch)
         for part in range(min(parts, p2p_channels)):
-            chan = (base + part) & (p2p_channels - 1)
-            load[chan] = load.get(chan, 0) + 1
-    return max(load.values(), default=0)
+            yield r, send, recv, (base + part) & (p2p_channels - 1)
 
 
 def _tier(peer: int, counts: tuple[int, ...]) -> int:

@@ -29,7 +29,7 @@ class Layout:
     p2p_protocols: bool  # NCCL send/recv: each algorithm runs the protocol its message size picks
     p2p_net_simple: bool = False  # NCCL send/recv between nodes: Simple at every size (nccl_multinode.p2p_net_runs_ll)
     gdr_offsets: dict | None = None  # broadcast without GDR: {protocol: tuner offset s}, its legs taken back
-    p2p_concurrent: tuple | None = None  # p2p_net_model="concurrent": TopologyModel._concurrent_layout's tuple
+    p2p_concurrent: tuple | None = None  # p2p_net_model "concurrent" / "channels": TopologyModel._concurrent_layout's
     bcast: dict | None = None  # broadcast_model other than "plain": nccl_broadcast.layout's
 
 

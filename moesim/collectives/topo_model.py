@@ -190,7 +190,8 @@ class TopologyModel:
             if pl.torus.chips == 1 or (op == "send_recv" and sum(pl.torus.pair_hops) == 0):
                 return [self._on_chip(op, size_bytes, group.size)], ON_CHIP
             return self._torus(op, size_bytes, group.size, system, pl), system.tiers[0].name
-        key = op if not nccl_tuning.active_version() else (op, nccl_tuning.active_version())  # tables in force
+        version = nccl_tuning.active_version()
+        key = (op, version) if version else op  # the layout of the NCCL tables in force
         layout = layouts.get(key)
         if layout is None:
             layout = layouts[key] = self._layout(op, group.size, system, pl)

@@ -7,7 +7,6 @@ least the busiest channel's parts at 14 GB/s; a send/recv between nodes adds its
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 import sys
 from pathlib import Path
 
@@ -141,13 +140,9 @@ def test_estimate_and_simulator_move_together():
     assert (c[0] - s[0]) * (c[1] - s[1]) > 0
 
 
-def test_docs_block_is_current():
+def test_docs_block_is_current(doc_block, script_stdout):
     """docs/collectives-history.md's a2a_p2p_channels_check block is what the script prints now."""
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "a2a_p2p_channels_check.py")], capture_output=True,
-                         text=True, check=True, cwd=ROOT).stdout.strip()
-    doc = (ROOT / "docs" / "collectives-history.md").read_text(encoding="utf-8")
-    begin = "<!-- BEGIN a2a_p2p_channels_check: python scripts/a2a_p2p_channels_check.py --write -->"
-    assert doc.split(begin, 1)[1].split("<!-- END a2a_p2p_channels_check -->", 1)[0].strip() == out
+    assert doc_block("a2a_p2p_channels_check") == script_stdout("scripts/a2a_p2p_channels_check.py")
 
 
 def test_figures_the_model_reads():

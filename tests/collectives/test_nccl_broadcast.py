@@ -123,18 +123,9 @@ def test_broadcast_terms_are_hierarchys_ring():
     assert t.transfer_s == pytest.approx((1e6 / 100.0, 1e6 / (8 * 50.0)))
 
 
-def test_docs_block_is_current():
+def test_docs_block_is_current(doc_block, script_stdout):
     """docs/collectives-history.md's broadcast_model_check block is what the script prints now."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, str(root / "scripts" / "broadcast_model_check.py")], capture_output=True,
-                         text=True, check=True, cwd=root).stdout.strip()
-    doc = (root / "docs" / "collectives-history.md").read_text(encoding="utf-8")
-    begin = "<!-- BEGIN broadcast_model_check: python scripts/broadcast_model_check.py --write -->"
-    assert doc.split(begin, 1)[1].split("<!-- END broadcast_model_check -->", 1)[0].strip() == out
+    assert doc_block("broadcast_model_check") == script_stdout("scripts/broadcast_model_check.py")
 
 
 def test_store_and_forward_fill_by_hand():

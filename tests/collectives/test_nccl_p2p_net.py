@@ -5,7 +5,6 @@ and the simulator move together; the docs' generated block is current."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -138,13 +137,9 @@ def test_estimate_and_simulator_move_together():
     assert out["concurrent"][0] > out["summed"][0] and out["concurrent"][1] > out["summed"][1]
 
 
-def test_docs_block_is_current():
+def test_docs_block_is_current(doc_block, script_stdout):
     """docs/collectives-history.md's a2a_concurrent_check block is what the script prints now."""
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "a2a_concurrent_check.py")], capture_output=True,
-                         text=True, check=True, cwd=ROOT).stdout.strip()
-    doc = (ROOT / "docs" / "collectives-history.md").read_text(encoding="utf-8")
-    begin = "<!-- BEGIN a2a_concurrent_check: python scripts/a2a_concurrent_check.py --write -->"
-    assert doc.split(begin, 1)[1].split("<!-- END a2a_concurrent_check -->", 1)[0].strip() == out
+    assert doc_block("a2a_concurrent_check") == script_stdout("scripts/a2a_concurrent_check.py")
 
 
 def test_nccl_tuning_figures_the_model_reads():

@@ -1,5 +1,5 @@
 """Candidate A of session 13 (treecorr): NCCL's treeCorrectionFactor on the tree all-reduce only for
-0 <= log2(bytes / 64) < 23, as ncclTopoGetAlgoTime (src/graph/tuning.cc v2.18.3-1 .. v2.30.7-1), against the bound
+0 <= log2(bytes / 64) < 23, as ncclTopoGetAlgoTime (src/graph/tuning.cc v2.18.1-1 .. v2.30.7-1), against the bound
 24 moesim had before (index 23, Simple 0.9, on a tree all-reduce of 512 MiB - 1 GiB): every log's busbw MAPE and the
 ship rule's (b) over the healthy logs (docs/collectives-history.md "Session 13 (treecorr)").
 

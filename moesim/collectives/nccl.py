@@ -188,7 +188,7 @@ def tree_correction(protocol: str, size_bytes: float, algorithm: str = "tree") -
     """NCCL's all-reduce bandwidth factor for this size: treeCorrectionFactor[p][log2(bytes/64)] where
     0 <= log2(bytes/64) < the algorithm's bound (tree 23: none from 512 MiB; NVLSTree 24), else 1.0.
 
-    Source: NVIDIA/nccl ncclTopoGetAlgoTime (src/graph/tuning.cc v2.18.3-1 .. v2.30.7-1) / treeCorrectionFactor
+    Source: NVIDIA/nccl ncclTopoGetAlgoTime (src/graph/tuning.cc v2.18.1-1 .. v2.30.7-1) / treeCorrectionFactor
     (nccl_tuning.toml [tree_correction], [tree_correction_bound]).
     """
     t = tuning()

@@ -160,7 +160,7 @@ def test_tree_correction_is_nccls_table_by_size():
 
 def test_tree_correction_stops_at_logsize_23_for_the_tree():
     """NCCL corrects the tree all-reduce only for 0 <= logSize < 23, logSize = log2i(nBytes >> 6): none from 512 MiB
-    (NVIDIA/nccl src/graph/tuning.cc ncclTopoGetAlgoTime, v2.18.3-1 .. v2.30.7-1); index 23 (Simple 0.9) is read
+    (NVIDIA/nccl src/graph/tuning.cc ncclTopoGetAlgoTime, v2.18.1-1 .. v2.30.7-1); index 23 (Simple 0.9) is read
     for NVLSTree only (logSize < 24, SM100 on x86 hosts, from v2.29.2-1)."""
     from moesim.collectives.nccl import tree_correction
 

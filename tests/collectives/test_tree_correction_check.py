@@ -1,5 +1,5 @@
 """scripts/tree_correction_check.py (session 13 treecorr, candidate A): the docs print its block, and the tree's
-bound 23 (NVIDIA/nccl ncclTopoGetAlgoTime, v2.18.3-1 .. v2.30.7-1) meets the ship rule's (b) for exact bookkeeping."""
+bound 23 (NVIDIA/nccl ncclTopoGetAlgoTime, v2.18.1-1 .. v2.30.7-1) meets the ship rule's (b) for exact bookkeeping."""
 
 
 def test_docs_print_the_tree_correction_check_and_rule_b_is_met(load_script, doc_block):

@@ -60,7 +60,7 @@ def _tree_corrected_nvls(original):
         if (row[0] != "nvlstree" or getattr(tiers[0], "nccl_arch", "") != "blackwell"
                 or getattr(tiers[1], "host_cpu", "") not in X86):
             return row
-        k = 1.0 / tree_correction("Simple", size_bytes)
+        k = 1.0 / tree_correction("Simple", size_bytes, "nvlstree")  # NVLSTree: logSize < 24
         algo, proto, terms, base, offset = row
         terms = Terms(terms.latency_s, tuple(x * k for x in terms.transfer_s), terms.overlapped)
         return algo, proto, terms, base, offset

@@ -184,16 +184,18 @@ def _net_overheads(host_cpu: str = "") -> tuple[float, ...]:
     return tuple(net_overhead_s(proto, host_cpu) for proto in PROTOCOLS)
 
 
-def tree_correction(protocol: str, size_bytes: float) -> float:
-    """NCCL's tree all-reduce bandwidth factor for this size: treeCorrectionFactor[p][log2(bytes/64)].
+def tree_correction(protocol: str, size_bytes: float, algorithm: str = "tree") -> float:
+    """NCCL's all-reduce bandwidth factor for this size: treeCorrectionFactor[p][log2(bytes/64)] where
+    0 <= log2(bytes/64) < the algorithm's bound (tree 23: none from 512 MiB; NVLSTree 24), else 1.0.
 
-    Source: NVIDIA/nccl ncclTopoGetAlgoTime / treeCorrectionFactor (nccl_tuning.toml [tree_correction]);
-    1.0 below 64 B and past the table, as NCCL.
+    Source: NVIDIA/nccl ncclTopoGetAlgoTime (src/graph/tuning.cc v2.18.1-1 .. v2.30.7-1) / treeCorrectionFactor
+    (nccl_tuning.toml [tree_correction], [tree_correction_bound]).
     """
-    row = tuning()["tree_correction"][protocol]
+    t = tuning()
+    row = t["tree_correction"][protocol]
     units = int(size_bytes) >> 6
     index = units.bit_length() - 1  # log2i
-    return row[index] if 0 <= index < len(row) else 1.0
+    return row[index] if 0 <= index < min(len(row), t["tree_correction_bound"][algorithm]) else 1.0
 
 
 def _ring_plateau(latency_s: float, base_s: float, size_bytes: float, n: int, tier0,

@@ -7,7 +7,18 @@ from __future__ import annotations
 
 from moesim.collectives.formulas import Terms, lg
 from moesim.collectives.nccl import (PROTOCOLS, US, _link, _scaled, fill_factor, hop_latency_s, level_fill_bytes,
-                                     nvls_fill_bytes, tuning)
+                                     nvls_fill_bytes, tree_correction, tuning)
+from moesim.collectives import nccl_code_rules
+
+X86_HOSTS = ("intel", "amd", "mixed")  # host_cpu values NCCL reads as NCCL_TOPO_CPU_ARCH_X86 ("" = not stated: no)
+
+
+def nvlstree_corrected(tiers) -> bool:
+    """Whether NCCL corrects NVLSTree's all-reduce bandwidth by treeCorrectionFactor: minCompCap >= 100 (Blackwell)
+    and cpuArch x86, from v2.29.2-1 (src/graph/tuning.cc ncclTopoGetAlgoTime; nccl_code_rules.toml
+    [nvlstree_tree_correction], not priced unless a version names it). A host CPU not stated is not taken as x86."""
+    return (getattr(tiers[0], "nccl_arch", "") == "blackwell" and getattr(tiers[1], "host_cpu", "") in X86_HOSTS
+            and nccl_code_rules.rule("nvlstree_tree_correction"))
 
 
 def _pat(size_bytes, n, nodes, tiers, port_bw):
@@ -100,4 +111,7 @@ def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, fixed):
     inter = port_bw[1] * counts[0] * getattr(tiers[1], "nvlstree_net_factor", 1.0)  # the node's c_1 = g_0 NICs
     outer = size_bytes / inter * (1 if nodes <= 2 else 2)
     transfer = (size_bytes / line0, outer) + tuple(0.0 for _ in tiers[2:])
+    if nvlstree_corrected(tiers):  # NCCL's bw x treeCorrectionFactor (ncclTopoGetAlgoTime from v2.29.2-1)
+        k = 1.0 / tree_correction("Simple", size_bytes, "nvlstree")
+        transfer = tuple(x * k for x in transfer)
     return "nvlstree", "Simple", _scaled(Terms(latency, transfer), fill_factor(size_bytes, fill)), 0.0, 0.0

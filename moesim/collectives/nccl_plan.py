@@ -18,6 +18,7 @@ from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _hop_tables, _ll_cap,
                                      _tree_net_hops, fill_factor, level_fill_bytes, tree_correction, tuning)
 from moesim.collectives.nccl_algos import _collnet, _nvls, _nvls_fixed, _pat
 from moesim.collectives.nccl_channel_caps import per_channel_cap_bytes_per_s
+from moesim.collectives import nccl_code_rules
 from moesim.collectives.nccl_channels import (channel_rule, coll_channels, full_share_bytes, pinned_share,
                                               share_at)
 from moesim.collectives.nccl_facts import ll128_across_nodes, no_gdr_legs_s, no_gdr_tuner_latency_s
@@ -95,6 +96,10 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
     ppn1 = multi and counts[0] == 1
     overhead = _net_overheads(cpu) if multi else None
     ll128 = ll128_across_nodes(t, getattr(tiers[0], "nccl_arch", ""), path)  # NCCL's LL128 gate by the path
+    # LL128 off by default on Blackwell up to v2.24.3-1 (ncclTopoTuneModel's compCap switch; nccl_code_rules.toml)
+    ll128 = ll128 and (getattr(tiers[0], "nccl_arch", "") != "blackwell" or nccl_code_rules.rule("ll128_on_blackwell"))
+    # ring LL128 x 0.7 instead of 0.92 with one GPU per node, v2.18.1-1 .. v2.22.3-1 (0: not in force)
+    ll128_ppn1 = nccl_code_rules.rule("ring_ll128_factor_one_gpu_per_node") if ppn1 else 0.0
     forced = protocols is not None  # NCCL_PROTO set the op's list: what it keeps is on, past the gate (candidates)
     protocols = frozenset(PROTOCOLS) if protocols is None else protocols
     staged = no_gdr_legs_s(t, path)  # host-memory legs without GPUDirect RDMA, wire only (as the LL leg)
@@ -143,7 +148,8 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
                 # change comm->nChannels only)
                 per_ch = per_channel_cap_bytes_per_s(algo, proto, getattr(tiers[0], "nccl_arch", ""), nodes, default)
                 cap = min((c for c in (cap, per_ch) if c > 0), default=0.0)  # 0 = no cap
-            ring_tree.append((algo, proto, latency, factors[p], _caps(counts, cap),
+            factor = ll128_ppn1 if algo == "ring" and proto == "LL128" and ll128_ppn1 else factors[p]
+            ring_tree.append((algo, proto, latency, factor, _caps(counts, cap),
                               bases[p] * US, plateau, offset, (full_share_bytes(rule), rule)))
     simple = "Simple" in protocols  # PAT, NVLS / NVLSTree and CollNet run Simple only
     nvls = (_nvls_fixed(op, n, counts, tiers, nodes, multi, allowed, nvls_knobs) if nvls_eff > 0 and counts[0] > 1
@@ -151,7 +157,8 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
     return Plan(op=op, n=n, counts=tuple(counts), tiers=tuple(tiers), allowed=allowed,
                 passes=passes, multi=multi, nodes=nodes, nvls_eff=nvls_eff,
                 fill_bytes=level_fill_bytes(tiers, multi, channels), ring_tree=tuple(ring_tree), channels=channels,
-                pat=multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed and simple,
+                pat=multi and counts[0] == 1 and op != "all_reduce" and "pat" in allowed and simple
+                and nccl_code_rules.rule("pat_available"),  # NCCL's PAT from v2.23.4-1 (nccl_code_rules.toml)
                 # NVLS across nodes goes over CollNet where SHARP is on (_collnet), else it is NVLSTree
                 nvls=nvls,
                 sharp=collnet and multi and op == "all_reduce" and getattr(tiers[1], "sharp", False) and simple,

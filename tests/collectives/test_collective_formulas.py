@@ -154,8 +154,43 @@ def test_tree_correction_is_nccls_table_by_size():
     assert tree_correction("LL", 64) == 1.0 and tree_correction("Simple", 64) == 0.9
     assert tree_correction("LL128", 2**20) == 0.6 and tree_correction("LL", 2**20) == 0.5
     assert tree_correction("LL128", 2**20 - 1) == 0.6  # log2i rounds down: 1 MiB - 1 B is index 13
-    assert tree_correction("Simple", 2**29) == 0.9  # index 23, the last
+    assert tree_correction("Simple", 2**29 - 1) == 0.9  # index 22, the tree's last (256 MiB - 512 MiB)
     assert tree_correction("Simple", 2**30) == 1.0 and tree_correction("LL", 8) == 1.0  # outside the table
+
+
+def test_tree_correction_stops_at_logsize_23_for_the_tree():
+    """NCCL corrects the tree all-reduce only for 0 <= logSize < 23, logSize = log2i(nBytes >> 6): none from 512 MiB
+    (NVIDIA/nccl src/graph/tuning.cc ncclTopoGetAlgoTime, v2.18.1-1 .. v2.30.7-1); index 23 (Simple 0.9) is read
+    for NVLSTree only (logSize < 24, SM100 on x86 hosts, from v2.29.2-1)."""
+    from moesim.collectives.nccl import tree_correction
+
+    for proto in ("LL", "LL128", "Simple"):
+        assert tree_correction(proto, 2**29) == 1.0 and tree_correction(proto, 2**30 - 1) == 1.0
+    assert tree_correction("Simple", 2**29, "nvlstree") == 0.9  # index 23 of the Simple row
+    assert tree_correction("Simple", 2**30, "nvlstree") == 1.0
+
+
+def test_tree_all_reduce_of_512_mib_to_1_gib_is_priced_uncorrected(h100):
+    """The tree/Simple candidate at 512 MiB and 1 GiB - 64 B moves its bytes at the uncorrected bandwidth: its transfer
+    is the one at bound 24 (index 23, 0.9) x 0.9, and at 256 MiB (index 22, 0.9) both bounds agree."""
+    from moesim.collectives import nccl_tuning
+
+    model = h100[0]
+    group = Group(size=8, devices=8)
+    bound = nccl_tuning._file()["tree_correction_bound"]
+
+    def transfer(size):
+        return pick(TopologyModel(model.hardware), "all_reduce", size, group, "tree", "Simple").terms.bandwidth_s
+
+    sizes = (2**28, 2**29, 2**30 - 64)
+    now = [transfer(s) for s in sizes]
+    bound["tree"] = 24
+    try:
+        before = [transfer(s) for s in sizes]
+    finally:
+        bound["tree"] = 23
+    assert now[0] == before[0]
+    assert now[1] == pytest.approx(before[1] * 0.9, rel=1e-12) and now[2] == pytest.approx(before[2] * 0.9, rel=1e-12)
 
 
 def test_ring_plateau_multiplies_multi_node_simple_ring_latency(h100):

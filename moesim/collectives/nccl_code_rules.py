@@ -1,0 +1,38 @@
+"""NCCL code rules that changed between releases, by the NCCL version in force (nccl_code_rules.toml; issue 11,
+session 13 treecorr): `rule(name)` is the rule's value at nccl_tuning.active_version() (a release a run names), or
+its `unset` value where no version is named (the pricing as it was). Read where the rule applies: nccl_plan.plan
+(LL128 on Blackwell, the ring LL128 factor with one GPU per node, PAT) and nccl_algos._nvls (NVLSTree's tree
+correction)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from moesim.collectives import nccl_tuning
+from moesim.errors import SpecError
+from moesim.paths import read_versioned_toml
+
+_RULES = Path(__file__).with_name("nccl_code_rules.toml")
+
+
+@lru_cache(maxsize=1)
+def _file() -> dict:
+    return read_versioned_toml(_RULES)
+
+
+@lru_cache(maxsize=None)
+def _at(name: str, version: str):
+    entry = _file()[name]
+    if not version:
+        return entry["unset"]
+    key = nccl_tuning._key(version)
+    for first, last, value in entry["rows"]:
+        if nccl_tuning._key(first) <= key <= nccl_tuning._key(last):
+            return value
+    raise SpecError(f"nccl_code_rules.toml [{name}]: no row holds NCCL {version}", field="nccl_version", value=version)
+
+
+def rule(name: str, version: str | None = None):
+    """The value of code rule `name` at `version` (None: the version in force, nccl_tuning.active_version)."""
+    return _at(name, nccl_tuning.active_version() if version is None else version)

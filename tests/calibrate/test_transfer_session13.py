@@ -136,3 +136,23 @@ def test_session13_rule_checks(load_script):
     over = [_pair("x", "a", "b", 0.10, 0.09, 0.2, 0.1 + 0.0011), _pair("y", "c", "d", 0.10, 0.10)]
     assert not rule.verdict_session13(base, over, "cand")[0]
     assert np.isclose(rule.SUM_SLACK, 0.001)
+
+
+def test_the_causes_table_says_what_nccl_runs(load_script):
+    """scripts/heldout_causes.py on Together's 2-node sendrecv rows: one op (1 part, 1 network peer) at 1 KiB, four at
+    1 MiB (NCCL splits a peer's bytes into 4 parts: nccl.p2p_channels); a qoofyk all-reduce row names its channels."""
+    causes = load_script("scripts/heldout_causes.py")
+    from moesim.collectives.select import default_model
+    model = default_model(load_hardware("b200"))
+    assert causes.nccl_runs(model, "send_recv", 1024, 16) == "direct/Simple net parts 1, 1 net peer, 1 op"
+    assert causes.nccl_runs(model, "send_recv", 2**20, 16) == "direct/Simple net parts 4, 1 net peer, 4 ops"
+    assert causes.nccl_runs(default_model(load_hardware("h100-sxm")), "all_reduce", 8, 16).startswith("tree/LL net ch ")
+
+
+def test_the_causes_block_is_current(load_script):
+    """docs/collectives-history.md "Session 13 (heldout2)": the table is what scripts/heldout_causes.py renders now (it
+    reuses the matrix test_calibration_matrix.py prices, lru-cached in one pytest process)."""
+    causes = load_script("scripts/heldout_causes.py")
+    doc = causes.DOC.read_text(encoding="utf-8")
+    block = doc.split(causes.BEGIN, 1)[1].split(causes.END, 1)[0].strip("\n")
+    assert block == causes.render(None), "stale: run python scripts/heldout_causes.py --write"

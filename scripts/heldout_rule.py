@@ -8,9 +8,15 @@ band, (iii) the matrix's summed held-out MAPE does not rise in either band, (iv)
 becomes positive, and (v) the shipped priors and every uncalibrated figure are unchanged (checked apart: the quick
 grid's sha256, benchmarks/collective_grid.py; a transfer rule only rewrites calibrate's output).
 
-Run: python scripts/heldout_rule.py RULE [RULE ...] [--cache DIR]   prices the matrix under `shared` (calibrate's
-default) and each RULE (nccl_table.calibration_matrix at the automatic prior weight only), caches each as DIR/RULE.json
-(pass --cache to reuse a matrix already priced on this tree), and prints the rule's five checks for each RULE.
+Run: python scripts/heldout_rule.py RULE [RULE ...] [--cache DIR] [--rule session13]   prices the matrix under `shared`
+(calibrate's default) and each RULE (nccl_table.calibration_matrix at the automatic prior weight only), caches each as
+DIR/RULE.json (pass --cache to reuse a matrix already priced on this tree), and prints the rule's checks for each RULE.
+A RULE `hop:NAME` prices calibrate's `--hop-latency NAME` (fit.HOP_LATENCY_RULES) under the shared transfer.
+
+`--rule session13` judges by session 13's rule instead (docs/collectives-history.md "Session 13 (heldout2)", committed
+verbatim before any candidate was priced): (i) no cluster's mean change at >= 1 MiB is positive, (ii) the number of
+worse pairs (> 0.3 pt) does not rise in either band, (iii) the summed held-out MAPE does not rise by more than 0.1 pt in
+either band, (iv) the shipped priors and every uncalibrated figure unchanged (the quick grid's sha256, checked apart).
 """
 
 from __future__ import annotations
@@ -31,10 +37,15 @@ BANDS = (">= 1 MiB", "< 1 MiB")
 
 def priced(rule: str, cache: Path | None = None) -> list[HeldOutPair]:
     """The matrix under `rule`, from cache/rule.json where it is there, else priced (and written there)."""
-    path = None if cache is None else cache / f"{rule}.json"
+    path = None if cache is None else cache / f"{rule.replace(':', '-')}.json"
     if path is not None and path.exists():
         return [HeldOutPair(**row) for row in json.loads(path.read_text(encoding="utf-8"))]
-    pairs = list(calibration_matrix(MANIFEST, transfer_rule=rule, fixed_weight=False))
+    if rule.startswith("hop:"):  # calibrate's --hop-latency NAME, the transfer shared
+        from moesim.calibrate.fit import HOP_LATENCY_RULES
+        pairs = list(calibration_matrix(MANIFEST, latency_per_protocol=HOP_LATENCY_RULES[rule[4:]],
+                                        fixed_weight=False))
+    else:
+        pairs = list(calibration_matrix(MANIFEST, transfer_rule=rule, fixed_weight=False))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps([p.__dict__ for p in pairs], indent=0), encoding="utf-8")
@@ -88,6 +99,35 @@ def verdict(base: list[HeldOutPair], cand: list[HeldOutPair], name: str) -> tupl
     return ok, lines
 
 
+SUM_SLACK = 0.001  # session 13 (iii): "does not rise by more than 0.1 pt"
+
+
+def verdict_session13(base: list[HeldOutPair], cand: list[HeldOutPair], name: str) -> tuple[bool, list[str]]:
+    """Session 13's rule, checks (i)-(iii), of `cand` against `base` (the same pairs in the same order)."""
+    assert [(p.fitted_on, p.held_out) for p in base] == [(p.fitted_on, p.held_out) for p in cand]
+    lines = [f"--transfer {name} against shared, every pair of the held-out matrix ({len(base)}), session 13's rule"]
+    b, c = [counts(base, k) for k in (0, 1)], [counts(cand, k) for k in (0, 1)]
+    for k in (0, 1):
+        lines.append(f"  {BANDS[k]} ({c[k][3]} pairs): worse | better {b[k][0]} | {b[k][1]} -> {c[k][0]} | {c[k][1]}, "
+                     f"summed held-out MAPE {100 * b[k][2]:.2f} -> {100 * c[k][2]:.2f} ({100 * (c[k][2] - b[k][2]):+.2f})")
+    mb, mc = cluster_means(base), cluster_means(cand)
+    positive = sorted(k for k in mc if mc[k] > 0)
+    ok_i = not positive
+    ok_ii = c[0][0] <= b[0][0] and c[1][0] <= b[1][0]
+    ok_iii = c[0][2] <= b[0][2] + SUM_SLACK and c[1][2] <= b[1][2] + SUM_SLACK
+    lines.append("  mean change >= 1 MiB per cluster (pt), shared -> " + name + ": " + ", ".join(
+        f"{k} {100 * mb[k]:+.2f} -> {100 * mc[k]:+.2f}" for k in sorted(mb)))
+    ok = True
+    for label, good in (("(i) no cluster's mean change >= 1 MiB is positive"
+                         + (f" (positive: {', '.join(positive)})" if positive else ""), ok_i),
+                        ("(ii) worse pairs do not rise in either band", ok_ii),
+                        ("(iii) summed MAPE rises by no more than 0.1 pt in either band", ok_iii)):
+        lines.append(f"  {label}: {'holds' if good else 'fails'}")
+        ok &= good
+    lines.append(f"  verdict on (i)-(iii): {'meets' if ok else 'fails'} the rule; (iv) is the quick grid's sha256")
+    return ok, lines
+
+
 def moved(base: list[HeldOutPair], cand: list[HeldOutPair]) -> list[str]:
     """Every pair whose held-out MAPE moves by more than NOISE in either band, shared -> candidate."""
     out = []
@@ -107,7 +147,16 @@ if __name__ == "__main__":
     if "--cache" in args:
         i = args.index("--cache")
         cache, args = Path(args[i + 1]), args[:i] + args[i + 2:]
+    judge = verdict
+    if "--rule" in args:
+        i = args.index("--rule")
+        if args[i + 1] != "session13":
+            sys.exit(f"heldout_rule.py: --rule {args[i + 1]!r}: allowed values: session13")
+        judge, args = verdict_session13, args[:i] + args[i + 2:]
     base = priced("shared", cache)
+    if judge is verdict_session13:
+        print("shared (the baseline): mean change >= 1 MiB per cluster (pt): " + ", ".join(
+            f"{k} {100 * v:+.2f}" for k, v in sorted(cluster_means(base).items())))
     for rule in args:
         cand = priced(rule, cache)
-        print("\n".join(verdict(base, cand, rule)[1] + ["  pairs that move by more than 0.3 pt:"] + moved(base, cand)))
+        print("\n".join(judge(base, cand, rule)[1] + ["  pairs that move by more than 0.3 pt:"] + moved(base, cand)))

@@ -21,8 +21,10 @@ from moesim.calibrate.profile_io import (
 )
 from moesim.calibrate.records import Measurements, read_measurements, split_holdout
 from moesim.calibrate.transfer import (
-    AT_PRIOR_RULES, SPLIT_RULES, apply_machinery, at_prior_where_unidentified, check_transfer,
+    AT_PRIOR_RULES, PER_PROTOCOL_RULES, SPLIT_RULES, apply_machinery, at_prior_where_unidentified, check_transfer,
+    protocol_hops,
 )
+from moesim.calibrate.transfer_p2p import P2P_OPS_RULES, p2p_latency_where_ops_agree
 from moesim.calibrate.report import ValidationReport, validation_report
 from moesim.errors import SpecError
 from moesim.paths import check_output_path
@@ -124,6 +126,9 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     """
     rule = check_hop_latency(LATENCY_PER_PROTOCOL if latency_per_protocol is None else latency_per_protocol)
     transfer = check_transfer(TRANSFER_RULE if transfer_rule is None else transfer_rule)
+    if transfer in PER_PROTOCOL_RULES and rule:
+        raise SpecError(f"--transfer {transfer} fits its own hop per protocol beside the shared fit: give it with "
+                        "--hop-latency shared", field="--hop-latency", value=hop_latency_rule(rule), allowed=("shared",))
     check_output(out, paths, hardware)
     measurements = read_measurements(paths, nccl_op=nccl_op, nccl_ranks=nccl_ranks)
     prior_path = resolve_ref(hardware, "hardware_profiles")
@@ -157,6 +162,15 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     written_fit, transfer_notes = fit, ()  # heldout (session 12): "identified" writes unidentified figures at the prior
     if transfer in AT_PRIOR_RULES:
         written_fit, said = at_prior_where_unidentified(fit)
+        transfer_notes = tuple(said)
+    elif transfer in PER_PROTOCOL_RULES:  # heldout2 (session 13): the hop per protocol where its own rows set it
+        per_protocol = fit_profile(measurements, prior, fit_keys=set(fit_keys), bootstrap=0, seed=seed, loss=loss,
+                                   fit_router_matmul=fit_router_matmul, level_prior_weight=prior_weight,
+                                   gpus_per_thread=gpus_per_thread, latency_per_protocol=True)
+        written_fit, said = protocol_hops(fit, per_protocol)
+        transfer_notes = tuple(said)
+    elif transfer in P2P_OPS_RULES:  # heldout2 (session 13): π at the prior where op counts disagree on it
+        written_fit, said = p2p_latency_where_ops_agree(fit)
         transfer_notes = tuple(said)
     table = set_system_facts(calibrated_table(prior_path, written_fit, provenance, name), system or {})
     if facts is not None:  # calfacts: which facts were stated and which inferred

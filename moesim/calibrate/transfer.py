@@ -21,6 +21,13 @@ the path's, the same NIC / switch / proxy for every algorithm: src/transport/net
 v2.28.9-1; a line depends on the peers and channels in flight); "identified" writes at the prior's value every fitted
 figure whose move is within IDENTIFIED_SE of its own relative standard errors (uncertainty.log_covariance), and the
 rest as "shared"; "lines-identified" applies both.
+
+Session 13 (heldout2), defined before pricing (docs/collectives-history.md "Session 13 (heldout2)"): "protocol-hops"
+writes a level's hop per protocol (Simple latency_us, ll_latency_us, ll128_latency_us) from a second fit with a figure
+per protocol (fit_profile(latency_per_protocol=True)) where that protocol's own rows set it, and what "shared" writes
+elsewhere (NCCL prices a hop per link, algorithm and protocol: src/graph/tuning.cc ncclTopoTuneModel hwLat, NVIDIA/nccl
+v2.28.9-1); "p2p-ops" (transfer_p2p.py) writes the send/recv latency π at the prior where the fitted log's network
+send/recv rows of different op counts disagree on it.
 """
 
 from __future__ import annotations
@@ -34,13 +41,16 @@ from moesim.calibrate.profile_io import _sig
 from moesim.errors import SpecError
 from moesim.specs.hardware import MAX_NVLSTREE_NET_FACTOR
 
-TRANSFER_RULES = ("shared", "machinery", "lines", "identified", "lines-identified")
+TRANSFER_RULES = ("shared", "machinery", "lines", "identified", "lines-identified", "protocol-hops", "p2p-ops")
 TRANSFER_MEANINGS = {"shared": "a fitted figure is written to the one key every mechanism reads",
                      "machinery": "ring / other-algorithm hop and one-peer / all-to-all send/recv line kept apart, "
                                   "each fitted figure written only to the machinery whose rows set it",
                      "lines": "one-peer / all-to-all send/recv line kept apart as by machinery, every latency shared",
                      "identified": "a figure moved within two of its standard errors is written at the prior",
-                     "lines-identified": "identified, then the send/recv lines kept apart as by lines"}
+                     "lines-identified": "identified, then the send/recv lines kept apart as by lines",
+                     "protocol-hops": "a hop latency per protocol where that protocol's rows set it, shared elsewhere",
+                     "p2p-ops": "the send/recv latency kept at the prior where rows of different op counts disagree"}
+PER_PROTOCOL_RULES = ("protocol-hops",)  # rules that need calibrate's second fit with a hop figure per protocol
 SPLIT_RULES = {"machinery": True, "lines": False, "lines-identified": False}  # rule: does it split the hop α too
 AT_PRIOR_RULES = ("identified", "lines-identified")  # rules that write unidentified figures at the prior
 US_PER_S = 1e6
@@ -170,4 +180,33 @@ def at_prior_where_unidentified(fit):
     written = dataclasses.replace(fit, levels=tuple(tuple(lv) for lv in levels), p2p_latencies=p2p,
                                   protocol_latencies={k: tuple(v) for k, v in protocol.items()},
                                   nvls_bandwidths={k: tuple(v) for k, v in nvls.items()}, extra_bandwidths=lines)
+    return written, notes
+
+
+def protocol_hops(shared, per_protocol) -> tuple:
+    """("protocol-hops") the shared fit with each level's hop per protocol taken from the per-protocol fit where rows
+    of that protocol set it (its design frees α for Simple rows, α^LL / α^LL128 for LL / LL128 rows:
+    linearise.probe), else what "shared" writes for that protocol (the prior's own α^p where the prior states one,
+    else the shared α); (the fit to write, one note per level whose hops differ from shared)."""
+    design = per_protocol.point[0]
+    own_hops = dict(per_protocol.protocol_latencies)
+    levels, hops, notes = [], {}, []
+    for j, (lv, lv_p, level) in enumerate(zip(shared.levels, per_protocol.levels, shared.prior.interconnect)):
+        name, alpha, bw, alpha_fitted, bw_fitted = lv
+        shared_alpha = alpha if alpha_fitted else level.latency_s
+        simple_set = bool(design.level_used[j, 0])
+        simple = lv_p[1] if simple_set else shared_alpha
+        said = [f"Simple {simple * US_PER_S:.4g} us" + (" (own rows)" if simple_set else "")]
+        pair = []
+        for q, (label, own) in enumerate((("LL", level.ll_latency_s), ("LL128", level.ll128_latency_s))):
+            if bool(design.protocol_latency_used[j, q]):
+                pair.append(own_hops[name][q])
+                said.append(f"{label} {pair[-1] * US_PER_S:.4g} us (own rows)")
+            else:
+                pair.append(own if own is not None else shared_alpha)
+        levels.append((name, simple, bw, alpha_fitted or simple_set, bw_fitted))
+        hops[name] = tuple(pair)
+        if simple_set or design.protocol_latency_used[j].any():
+            notes.append(f"{name}: hop per protocol " + ", ".join(said))
+    written = dataclasses.replace(shared, levels=tuple(levels), protocol_latencies=hops)
     return written, notes

@@ -66,15 +66,19 @@ def register(subparsers) -> None:
                         "the LL / LL128 hops follow), 'per-protocol' (the LL and LL128 hops figures of their own), "
                         "'hierarchical' (each a departure from the level hop with its own prior); system facts are "
                         "inferred first under 'shared', then the rule is fitted with them fixed (default: shared)")
-    p.add_argument("--transfer", choices=("shared", "machinery", "lines", "identified", "lines-identified"),
+    p.add_argument("--transfer", choices=("shared", "machinery", "lines", "identified", "lines-identified",
+                                          "protocol-hops", "p2p-ops"),
                    default=None,
                    help="where fitted figures are written: 'shared' (one key every mechanism reads), 'machinery' "
                         "(the ring / other-algorithm hop latency and the one-peer / all-to-all send/recv line kept "
                         "apart, each fitted figure written only to the machinery whose rows set it, the other keeping "
                         "the prior; docs/collectives-history.md 'Session 10 (calpairs)'), 'lines' (only the send/recv "
                         "lines kept apart, every latency shared), 'identified' (a figure moved within two of its "
-                        "standard errors written at the prior), 'lines-identified' (both; 'Session 12 (heldout)'; "
-                        "default: shared)")
+                        "standard errors written at the prior), 'lines-identified' (both; 'Session 12 (heldout)'), "
+                        "'protocol-hops' (a hop latency per protocol where that protocol's own rows set it in a second "
+                        "fit, shared elsewhere; with --hop-latency shared only), 'p2p-ops' (the send/recv latency kept "
+                        "at the prior where the log's network send/recv rows of different op counts disagree on it; "
+                        "'Session 13 (heldout2)'; default: shared)")
     p.add_argument("--prior-weight", default="auto", metavar="auto|W",
                    help="weight of the log-normal prior on the interconnect figures (latency, bandwidth, NVLS): "
                         "'auto' (default) weighs each figure by its stated uncertainty (moesim/calibrate/"

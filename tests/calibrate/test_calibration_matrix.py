@@ -52,6 +52,10 @@ KNOWN_WORSE = {
     # default because it costs B200 Vultr 13 better pairs and adds five worse ones: docs/collectives.md, "Session 8")
     # (session 9, calorder: `--hop-latency hierarchical`, facts inferred first, takes both off too, 4 -> 2 nodes 3.4 %,
     # 2 -> 4 nodes 8.2 %; not the default: 18 better pairs against the decision rule's 20, docs/collectives-history.md)
+    # (session 13, heldout2: `--transfer protocol-hops`, the hop per protocol where that protocol's own rows set it in a
+    # second fit and shared elsewhere, takes both off, 2 -> 4 nodes 9.93 -> 7.74 %, 4 -> 2 nodes 4.37 -> 3.43 %; not the
+    # default: it costs B200 Vultr, whose 1-node all_gather fit re-picks NVLS at 2-4 MiB and drags the Simple NVLink hop
+    # 3.4 -> 1.7 us, docs/collectives-history.md "Session 13 (heldout2)")
     ("h100-vm-4node-qoofyk_all_reduce_perf.log", "h100-hgx-2node-qoofyk_all_reduce_perf.log"),
     ("h100-hgx-2node-qoofyk_all_reduce_perf.log", "h100-vm-4node-qoofyk_all_reduce_perf.log"),
     # B200 Vultr 1 node: the all-reduce's ring/LL rows (64 B - 512 KiB, hop latency 0.52-0.68 of their time, 1.08-1.33x
@@ -146,6 +150,10 @@ KNOWN_WORSE = {
     # ~20 us (their 64-512 KiB rows are 15-48 % slower than priced), which the other's small rows take (4-node +47.6 ->
     # +19.5 % at 64 KiB) but its 1-16 MiB rows, now within 3 %, go 3-10 % fast: 2 -> 4 nodes 2.5 -> 4.4 %, 4 -> 2 nodes
     # 3.8 -> 5.9 % (both were better before: 7.9 -> 2.1, 9.4 -> 2.6 %).
+    # (session 13, heldout2: the rows that ask the move are one-op sends (1-128 KiB, 1 part), the rows that refuse it
+    # four-op sends (>= 512 KiB, 4 parts: scripts/heldout_causes.py); `--transfer p2p-ops` keeps π at the prior where a
+    # log's op counts disagree, 2 -> 4 nodes 2.03 %, 4 -> 2 nodes 3.70 %, but gives back the < 1 MiB gain (7.5 -> 27.4,
+    # 8.5 -> 23.5 %); not the default: docs/collectives-history.md "Session 13 (heldout2)")
     ("b200-together-2node_sendrecv_perf.log", "b200-together-4node_sendrecv_perf.log"),
     ("b200-together-4node_sendrecv_perf.log", "b200-together-2node_sendrecv_perf.log"),
     # session 11 (ramp): NCCL's per-channel ring LL128 / tree caps (per_channel_caps, the default) move the priors

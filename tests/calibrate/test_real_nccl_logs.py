@@ -94,6 +94,27 @@ KNOWN_MISSES = {
     # h100-xxrjun-10node sendrecv met since session 11 (p2pcong): 83.7 -> 8.0 %, NCCL's p2pnChannels across nodes is
     # pow2Up of the 16 collective channels (paths.cc ncclTopoComputeP2pChannels, v2.29.2-1), so 80 ranks run one
     # channel per network peer (14 GB/s priced, 15.2 measured) where 32 gave two (28.0).
+    # --- newlogs4 (session 13): MIT ORCD's Engaging B200 nodes (mit-orcd/orcd-benchmarks; SOURCES.md, "Session 13
+    # (newlogs4)"), one process per node driving 8 GPUs (-g 8), 1 MiB - 16 GiB; priced as they came after the kept runs
+    # and the flags were committed (docs/collectives-history.md, "Session 13 (newlogs4)"). Not tuned away.
+    # The 2-node pair: every collective but sendrecv spends 0.33-1.3 ms a call at 1-64 MiB (the same pair's sendrecv:
+    # 52 us at 1 MiB), so the rows there measure 2-10x the priced time; from 1 GiB the ring rows are within 0-16 % of
+    # the priced ring/Simple plateau (4 and 16 GiB: +0 to +8 %). A reading, not checked: the job runs one MPI rank per
+    # node with no -c, so OpenMPI binds it to one core, on which the proxy threads of its 8 GPUs progress every network
+    # send; the sendrecv (one network peer per node) is met, 7.8 %.
+    ("b200-engaging-2node_all_gather_perf.log", "large"): 3.02,  # 298.0 %: 1 MiB +962 %, 16 GiB +2 %
+    ("b200-engaging-2node_reduce_scatter_perf.log", "large"): 2.41,  # 237.8 %: 1 MiB +792 %, 16 GiB -0 %
+    ("b200-engaging-2node_broadcast_perf.log", "large"): 2.21,  # 217.8 %: 1 MiB +757 %, 16 GiB +2 %
+    # 409.3 %: also 2.8x at 16 GiB (240 GB/s busbw against 676 priced for NVLSTree/Simple; the source reads 240 as the
+    # ring's two passes, and no NCCL line says which algorithm ran)
+    ("b200-engaging-2node_all_reduce_perf.log", "large"): 4.12,
+    # 279.9 %: 1.85x at 16 GiB too (48.4 GB/s busbw at 4 GiB, "one rail's worth" in the source's words, against 88
+    # priced; the Vultr 2-node alltoall, not held, plateaus at 42.4)
+    ("b200-engaging-2node_alltoall_perf.log", "large"): 2.82,
+    # The 1-node run (-g 8): the 1-16 MiB rows measure 19-77 % over the priced time (the host floor of 8 launches binds
+    # only at 1 MiB), from 64 MiB within -10 to +18 %.
+    ("b200-engaging-1node_all_gather_perf.log", "large"): 0.26,  # 23.6 %: 1 MiB +70 %, 16 MiB +63 %
+    ("b200-engaging-1node_alltoall_perf.log", "large"): 0.28,  # 26.1 %: 1 MiB +77 %, 4 MiB +72 %
 }
 
 

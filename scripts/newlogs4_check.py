@@ -1,0 +1,110 @@
+"""Session 13 (newlogs4): the fresh logs as they came out, priced once (docs/collectives-history.md, "Session 13
+(newlogs4)"; the logs, the runs kept and their healthy flags were committed in ef429e1, before any was priced).
+
+For every fresh log: busbw MAPE >= 1 MiB | < 1 MiB and the signed mean >= 1 MiB, priced as the per-log table prices it
+(calibrate/nccl_error.log_error: its system facts, its model, the host floor), and with each unshipped pricing option
+the lane names, one at a time on that model: NCCL_PROTO "^LL128" (session 11, ramp: C2), the log's NCCL release as a
+fact (session 12, ncclver: nccl_version = the release the log prints or its entry cites), p2p_net_model "summed" (the
+network sends before session 12's "channels"). Then the held-out calibration pairs of the fresh logs' clusters under
+`--transfer shared` (calibrate's default), `machinery` and `lines` (nccl_table.calibration_matrix on those clusters).
+
+Run: python scripts/newlogs4_check.py [--pairs]   (--pairs adds the held-out pairs: three matrices over the fresh
+clusters, minutes). Prints only; the figures are quoted in the docs section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
+
+from moesim.calibrate.nccl_error import log_error  # noqa: E402
+from moesim.calibrate.nccl_table import (_points, entry_hardware, entry_model, entry_nccl_version,  # noqa: E402
+                                         read_manifest)
+from moesim.collectives.select import default_model  # noqa: E402
+from scripts.fresh_logs_check import MANIFEST  # noqa: E402
+from scripts.heldout_rule import counts  # noqa: E402
+from scripts.log_variants import pct  # noqa: E402
+
+# The logs session 13 added (tests/data/nccl/SOURCES.md, "Session 13 (newlogs4)"), committed before pricing.
+FRESH_PREFIXES = ("b200-engaging-",)
+OPTIONS = ("nccl_proto=^LL128", "nccl_version=log's", "p2p_net_model=summed")
+TRANSFERS = ("shared", "machinery", "lines")
+
+
+def fresh_entries() -> list[dict]:
+    return [e for e in read_manifest(MANIFEST) if e["file"].startswith(FRESH_PREFIXES)]
+
+
+def _model(entry: dict, option: str | None):
+    hw = entry_hardware(entry)
+    model = entry_model(entry, hw) or default_model(hw)
+    if option == "nccl_proto=^LL128":
+        model = dataclasses.replace(model, nccl_proto="^LL128")
+    elif option == "nccl_version=log's":
+        model = dataclasses.replace(model, nccl_version=entry_nccl_version(MANIFEST.parent, entry))
+    elif option == "p2p_net_model=summed":
+        model = dataclasses.replace(model, p2p_net_model="summed")
+    return hw, model
+
+
+def priced(entry: dict, option: str | None = None):
+    """The log's LogError as shipped (option None) or with `option`."""
+    hw, model = _model(entry, option)
+    return log_error(tuple(_points(MANIFEST.parent, entry)), hw, model, entry.get("gpus_per_thread", 1))
+
+
+def log_lines() -> list[str]:
+    lines = [f"{'log':40s} {'held':5s} shipped (>= 1 MiB | < 1 MiB, signed)   " + "   ".join(OPTIONS)]
+    for e in fresh_entries():
+        base = priced(e)
+        cells = [f"{pct(base.mape_large)} | {pct(base.mape_small)}, {pct(base.signed_large)}"]
+        for option in OPTIONS:
+            err = priced(e, option)
+            cells.append(f"{pct(err.mape_large)} | {pct(err.mape_small)}")
+        lines.append(f"{e['file'].removesuffix('_perf.log'):40s} {'yes' if e['healthy'] else 'no':5s} "
+                     + "   ".join(f"{c:28s}" for c in cells))
+    return lines
+
+
+def size_lines() -> list[str]:
+    """Per size, measured / priced time - 1 of every fresh log as shipped."""
+    lines = []
+    for e in fresh_entries():
+        err = priced(e)
+        lines.append(f"{e['file'].removesuffix('_perf.log')}: " + ", ".join(
+            f"{int(s.size_bytes) >> 20} MiB {100 * s.busbw_error:+.0f}%" for s in err.sizes))
+    return lines
+
+
+def pair_lines() -> list[str]:
+    """The held-out pairs of the fresh logs' clusters under each transfer rule."""
+    from scripts.fresh_logs_check import FRESH, fresh_pairs
+    import scripts.fresh_logs_check as flc
+
+    fresh_files = tuple(e["file"] for e in fresh_entries() if e["healthy"])
+    flc.FRESH = fresh_files  # fresh_pairs takes the clusters that hold one of flc.FRESH
+    try:
+        by_rule = {rule: fresh_pairs(None if rule == "shared" else rule) for rule in TRANSFERS}
+    finally:
+        flc.FRESH = FRESH
+    shared = by_rule["shared"]
+    lines = [f"held-out pairs of the fresh clusters: {len(shared)} (MAPE >= 1 MiB: prior -> calibrated, --transfer "
+             + " | ".join(TRANSFERS) + ")"]
+    for i, a in enumerate(shared):
+        lines.append(f"  {a.fitted_on.removesuffix('_perf.log'):34s} -> {a.held_out.removesuffix('_perf.log'):34s}"
+                     f"{pct(a.prior_mape)} -> " + " | ".join(pct(by_rule[r][i].calibrated_mape) for r in TRANSFERS))
+    for rule in TRANSFERS:
+        worse, better, total, n = counts(by_rule[rule], 0)
+        prior = sum(p.prior_mape for p in by_rule[rule])
+        lines.append(f"  --transfer {rule}: worse | better than the prior by more than 0.3 pt: {worse} | {better};"
+                     f" summed held-out MAPE {100 * prior:.1f} -> {100 * total:.1f} over {n} pairs")
+    return lines
+
+
+if __name__ == "__main__":
+    out = log_lines() + [""] + size_lines()
+    if "--pairs" in sys.argv[1:]:
+        out += [""] + pair_lines()
+    print("\n".join(out))

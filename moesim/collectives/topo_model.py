@@ -136,15 +136,21 @@ class TopologyModel:
             found = self._placements[key] = (system, place(system, group), {})
         return found
 
-    @nccl_version_pick.at_release  # nccl_version set: priced at that release's constants (nccl_tuning.at_version)
     def cost(self, op: str, size_bytes: float, group: Group) -> CollectiveCost:
         """The fastest candidate (ties: the first listed); NCCL's tuner candidates ranked by its own model
         (time_s + tuner_offset_s). `candidates`' pick, without building the losers' Candidate objects
-        (tests/collectives/test_cost_fast_path.py checks the two agree bit for bit)."""
+        (tests/collectives/test_cost_fast_path.py checks the two agree bit for bit). With nccl_version set, priced at
+        that release's constants (nccl_version_pick.at_release, entered here rather than by a wrapper: one call
+        fewer per collective)."""
+        version = self.nccl_version
+        if version and self.nccl_version_scope == "all" and nccl_tuning.active_version() != version:
+            with nccl_tuning.at_version(version):
+                return self.cost(op, size_bytes, group)
         if group.size == 1:
             check_op(op, size_bytes)
             return CollectiveCost(op, size_bytes, 1, 0.0, "local", "none")
-        rows, bound = nccl_version_pick.priced(self, op, size_bytes, group)
+        rows, bound = (nccl_version_pick.priced(self, op, size_bytes, group) if version
+                       else self._priced(op, size_bytes, group))
         best, best_s, best_rank = None, 0.0, 0.0
         if self.tuner_rules is not None and self.tuner_rules.covers(op):  # a tuner plugin's pick (nccl_tuner_rules.py)
             best, channels = self._rule_row(op, size_bytes, group, rows)
@@ -154,7 +160,8 @@ class TopologyModel:
             if best is not None:
                 best_s = best[3] + best[2].time_s
         for row in rows if best is None else ():
-            time_s = row[3] + row[2].time_s  # Candidate.time_s
+            latency_s, transfer, overlapped = row[2]  # Candidate.time_s = base + Terms.time_s, inline
+            time_s = row[3] + (latency_s + ((max(transfer) if overlapped else sum(transfer)) if transfer else 0.0))
             rank_s = time_s + row[4]  # NCCL's pick (nccl_plan.candidates), its wire time
             if best is None or rank_s < best_rank:
                 best, best_s, best_rank = row, time_s, rank_s
@@ -385,8 +392,10 @@ class TopologyModel:
 
 
 def _bound(terms: Terms, tiers) -> str:
-    moving = any(t > 0 for t in terms.transfer_s)
-    return tiers[terms.bottleneck].name if moving else tiers[-1].name
+    for t in terms.transfer_s:  # any(t > 0): a tier moves bytes
+        if t > 0:
+            return tiers[terms.bottleneck].name
+    return tiers[-1].name
 
 
 def check_op(op: str, size_bytes: float) -> None:

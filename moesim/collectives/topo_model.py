@@ -45,6 +45,7 @@ from moesim.topology.placement import GroupPlacement, place
 from moesim.topology.system import System, build_system
 
 ON_CHIP = "on_chip"
+_active_version = nccl_tuning.active_version
 
 
 @dataclass(frozen=True)
@@ -191,13 +192,15 @@ class TopologyModel:
     def _priced(self, op: str, size_bytes: float, group: Group, pinned=None) -> tuple[list[tuple], str | tuple]:
         """(rows of (algorithm, protocol, Terms, base latency s, tuner offset s), bound): `bound` names the
         bottleneck of every row, or is the tiers each row's Terms index (_bound). `pinned`: nccl_plan.priced's."""
-        check_op(op, size_bytes)
-        system, pl, layouts = self._placed(group)
+        if op not in OPS or size_bytes.__class__ not in (int, float) or not size_bytes >= 0:
+            check_op(op, size_bytes)  # the one clear error (or a valid subclass / bool: on as before)
+        found = self._placements.get((group.size, group.stride, group.concurrent, group.devices))  # _placed, inline
+        system, pl, layouts = found if found is not None else self._placed(group)
         if pl.torus is not None and pl.top == 0:
             if pl.torus.chips == 1 or (op == "send_recv" and sum(pl.torus.pair_hops) == 0):
                 return [self._on_chip(op, size_bytes, group.size)], ON_CHIP
             return self._torus(op, size_bytes, group.size, system, pl), system.tiers[0].name
-        version = nccl_tuning.active_version()
+        version = _active_version()
         key = (op, version) if version else op  # the layout of the NCCL tables in force
         layout = layouts.get(key)
         if layout is None:
@@ -295,14 +298,15 @@ class TopologyModel:
             protocols=protocol_rows,
             names=_algorithm_names(op, counts, n, system.nccl), tuner=tuner, cap_tiers=cap_tiers,
             p2p_protocols=system.nccl and op in _P2P_OPS, p2p_net_simple=net_simple, gdr_offsets=gdr_offsets,
-            p2p_concurrent=self._concurrent_layout(op, system, pl, tiers, protocol_rows),
+            p2p_concurrent=self._concurrent_layout(op, n, system, pl, tiers, protocol_rows),
             bcast=nccl_broadcast.layout(self.broadcast_model, n, counts, tiers, protocol_rows, tuple(
                 getattr(self, k) for k in CHANNEL_KNOBS)) if system.nccl and op == "broadcast" else None)
 
-    def _concurrent_layout(self, op: str, system: System, pl: GroupPlacement, tiers, protocol_rows):
+    def _concurrent_layout(self, op: str, n: int, system: System, pl: GroupPlacement, tiers, protocol_rows):
         """What p2p_net_model="concurrent" / "channels" needs for `op` (nccl_p2p_net.py), or None where it does not
         apply (not NCCL, not a send/recv-based op, one node, no network tier, no Simple row): (Simple's row, the
-        proxy's launch s, the NVLink tier, the NIC tier, the communicator's p2p channels across nodes, the model)."""
+        proxy's launch s, the NVLink tier, the NIC tier, the communicator's p2p channels across nodes, the model, the
+        size-free part of a peer's p2p channels (nccl_p2p.p2p_channel_rule), NCCL's p2p ops per batch and group size)."""
         if (self.p2p_net_model == "summed" or not system.nccl or op not in _P2P_OPS or len(tiers) < 2
                 or all(t.kind in ("switch", "torus") for t in tiers[1:])):
             return None
@@ -310,16 +314,20 @@ class TopologyModel:
         if not simple:
             return None
         launch = nccl_p2p_net.launch_s(getattr(tiers[1], "host_cpu", ""))
-        return (simple[0], launch, tiers[0], _nic_tier(system, pl), nccl.p2p_net_nchannels(self.p2p_net_nchannels),
-                self.p2p_net_model)
+        net_tier, t, nchannels = _nic_tier(system, pl), nccl.tuning(), nccl.p2p_net_nchannels(self.p2p_net_nchannels)
+        return (simple[0], launch, tiers[0], net_tier, nchannels, self.p2p_net_model,
+                nccl_p2p.p2p_channel_rule(n, tiers[0], net_tier, nchannels) if net_tier is not None else None,
+                t["p2p_net"]["max_p2p_per_batch"], t["p2p_schedule"]["group_size"])
 
     def _tiers(self, op: str, size: float, n: int, system: System, pl: GroupPlacement, lay: "_Layout",
                pinned=None) -> list[tuple]:
         """Rows of every algorithm × protocol over the switch tiers at this size (`lay`: the size-free part)."""
         tiers, counts, top, multi = lay.tiers, lay.counts, lay.top, lay.multi
         message = size / n if op in _PASSES or op == "all_to_all" else size
-        port = [self._port_bw(system, pl, i, message) if torus else t.bw_at(message) * pl.boost[i]
-                for i, (t, torus) in enumerate(zip(tiers, lay.torus_port))]
+        port, boost, clamped = [], pl.boost, max(float(message), 1.0)  # Tier.bw_at's message, read once
+        for i, (t, torus) in enumerate(zip(tiers, lay.torus_port)):  # Tier.bw_at inline on switch tiers
+            port.append(self._port_bw(system, pl, i, message) if torus else
+                        t.port_bw_bytes_per_s * t.efficiency.at(clamped) * boost[i])
         if lay.p2p is not None:  # send/recv's own line where a profile sets one (InterconnectLevel.p2p_factor)
             port = [w * f for w, f in zip(port, lay.p2p)]
         if lay.tuner is not None:  # NCCL's tuner: nccl_plan.py

@@ -92,7 +92,8 @@ def test_cost_at_a_release_equals_the_wrapped_candidates_pick(scope):
 SETTINGS = ({}, {"nccl_version": "2.18.1"}, {"nccl_version": "2.18.1", "nccl_version_scope": "pick"},
             {"p2p_net_model": "summed"}, {"p2p_net_model": "concurrent"}, {"nccl_algo": "ring"},
             {"nccl_proto": "^LL128"}, {"nccl_proto": "Simple"}, {"per_channel_caps": False},
-            {"nccl_max_nchannels": 4}, {"ring_net_channel_gbps": 20.0}, {"broadcast_model": "plain"})
+            {"nccl_max_nchannels": 4}, {"ring_net_channel_gbps": 20.0}, {"broadcast_model": "plain"},
+            {"p2p_net_nchannels": 4})
 
 
 def test_no_memo_leaks_across_model_settings():

@@ -22,7 +22,8 @@ class Layout:
     torus_port: tuple[bool, ...]  # per tier: a torus tier inside a larger group (TopologyModel._port_bw)
     p2p: tuple[float, ...] | None  # per tier InterconnectLevel.p2p_factor, for send/recv-based ops
     rail: bool  # a rail-optimized fabric among the tiers (PXN forwarding over NVLink)
-    protocols: tuple  # (Protocol, {"ring" | "tree": per-tier step latency s}, bandwidth factor) per protocol
+    # (Protocol, {"ring" | "tree": per-tier step latency s}, bandwidth factor) per protocol; () where `tuner` prices
+    protocols: tuple
     names: tuple[str, ...]  # the algorithms _algorithm_terms prices for the op
     tuner: object  # nccl_plan.plan for AR / AG / RS on NCCL systems, else None
     cap_tiers: tuple | None  # (NVLink tier, NIC tier or None) where NCCL's p2p channels cap a send/recv

@@ -261,11 +261,17 @@ class TopologyModel:
         allowed = self._protos.get(op)  # NCCL_PROTO's list for the op (tuner-picked ops only), None: not set
         if system.nccl and allowed is not None:
             protocols = tuple(p for p in protocols if p.name in allowed)
-        tuner = None
-        if system.nccl and op in _PASSES:  # NCCL's tuner: nccl_plan.py
-            tuner = nccl_plan.plan(op, n, counts, tiers, self._allowed(), self.collnet, allowed,
-                                   tuple(getattr(self, k) for k in CHANNEL_KNOBS),
-                                   (self.ring_net_channel_gbps or 0.0) * 1e9, self.per_channel_caps)
+        torus_port = tuple(t.kind == "torus" and pl.torus is not None for t in tiers)
+        rail = any(t.kind == "fabric" and self.hardware.interconnect[t.level_index].topology == "rail_optimized"
+                   for t in tiers)
+        if system.nccl and op in _PASSES:  # NCCL's tuner: nccl_plan.py prices every candidate from its plan (_tiers),
+            # so nothing per protocol is built here (protocols empty; the rest as below for these ops)
+            return _Layout(tiers=tiers, counts=counts, top=top, multi=multi, torus_port=torus_port, p2p=None, rail=rail,
+                           protocols=(), names=_algorithm_names(op, counts, n, system.nccl), cap_tiers=None,
+                           p2p_protocols=False, tuner=nccl_plan.plan(
+                               op, n, counts, tiers, self._allowed(), self.collnet, allowed,
+                               tuple(getattr(self, k) for k in CHANNEL_KNOBS),
+                               (self.ring_net_channel_gbps or 0.0) * 1e9, self.per_channel_caps))
         cap_tiers = None
         # send/recv's own message latency where a profile sets one (InterconnectLevel.p2p_latency_s)
         latency = [p2p_latency_s(t) if op in _P2P_OPS else t.latency_s for t in tiers]
@@ -290,13 +296,10 @@ class TopologyModel:
                                        for family in ("ring", "tree")},
                                proto.bw_factor(op == "all_reduce", multi)) for proto in protocols)
         return _Layout(
-            tiers=tiers, counts=counts, top=top, multi=multi,
-            torus_port=tuple(t.kind == "torus" and pl.torus is not None for t in tiers),
-            p2p=tuple(_p2p_line(t, op) for t in tiers) if op in _P2P_OPS else None,
-            rail=any(t.kind == "fabric" and self.hardware.interconnect[t.level_index].topology == "rail_optimized"
-                     for t in tiers),
+            tiers=tiers, counts=counts, top=top, multi=multi, torus_port=torus_port,
+            p2p=tuple(_p2p_line(t, op) for t in tiers) if op in _P2P_OPS else None, rail=rail,
             protocols=protocol_rows,
-            names=_algorithm_names(op, counts, n, system.nccl), tuner=tuner, cap_tiers=cap_tiers,
+            names=_algorithm_names(op, counts, n, system.nccl), tuner=None, cap_tiers=cap_tiers,
             p2p_protocols=system.nccl and op in _P2P_OPS, p2p_net_simple=net_simple, gdr_offsets=gdr_offsets,
             p2p_concurrent=self._concurrent_layout(op, n, system, pl, tiers, protocol_rows),
             bcast=nccl_broadcast.layout(self.broadcast_model, n, counts, tiers, protocol_rows, tuple(
@@ -400,9 +403,10 @@ class TopologyModel:
 
 
 def _bound(terms: Terms, tiers) -> str:
-    for t in terms.transfer_s:  # any(t > 0): a tier moves bytes
+    transfer = terms.transfer_s
+    for t in transfer:  # any(t > 0): a tier moves bytes
         if t > 0:
-            return tiers[terms.bottleneck].name
+            return tiers[transfer.index(max(transfer))].name  # Terms.bottleneck, inline
     return tiers[-1].name
 
 

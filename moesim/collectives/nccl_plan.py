@@ -229,7 +229,7 @@ def priced(plan: Plan, size_bytes: float, port_bw, pinned: tuple | None = None) 
         if size_bytes < full or pin:  # NCCL runs its pick on fewer channels / threads: wire only, the offset takes it back
             share = (pinned_share(rule, size_bytes, pinned[2], plan.passes, proto) if pin  # all-reduce: 2 bytes per byte
                      else share_at(rule, size_bytes))
-            cut = (tuple(x / share for x in transfer) if caps is None else  # no cap: the transfer / share
+            cut = (tuple([x / share for x in transfer]) if caps is None else  # no cap: the transfer / share
                    _ramped(plan.shape, algo, proto, size_bytes, port_bw, factor * share, caps, ramp) if net is None
                    else _scaled_transfer(_transfer(plan, algo, proto, size_bytes, port_bw, factor * share, caps,
                                                    tuple(c * share for c in net)), ramp))
@@ -255,7 +255,7 @@ def _wire_only(row: tuple, extra_s: float) -> tuple:
     """A candidate row (algorithm, protocol, Terms, base s, tuner offset s) with `extra_s` more latency on the wire
     and the same taken back in the offset: NCCL's tuner does not see it, so its pick does not move."""
     algo, proto, terms, base, offset = row
-    return algo, proto, Terms(terms.latency_s + extra_s, terms.transfer_s, terms.overlapped), base, offset - extra_s
+    return algo, proto, _new_terms((terms.latency_s + extra_s, terms.transfer_s, terms.overlapped)), base, offset - extra_s
 
 
 def _ramped(shape: tuple, algo: str, proto: str, size_bytes: float, port_bw, factor: float, caps,

@@ -346,9 +346,11 @@ class TopologyModel:
                 cap = nccl.p2p_net_bw_cap(size, n, tier0, net, self.p2p_net_nchannels)
         # send/recv-based ops on NCCL price each algorithm with the protocol its message size picks only (a
         # send/recv between nodes: Simple, _layout)
-        picked = None if not lay.p2p_protocols else {
-            name: "Simple" if lay.p2p_net_simple else p2p_protocol(_peer_bytes(name, size, n, counts))
-            for name in lay.names}
+        picked = None
+        if lay.p2p_protocols:  # {algorithm: its protocol}, a loop rather than a comprehension (one frame fewer)
+            picked = {}
+            for name in lay.names:
+                picked[name] = "Simple" if lay.p2p_net_simple else p2p_protocol(_peer_bytes(name, size, n, counts))
         out = []
         for proto, alpha, factor in lay.protocols:
             if picked is not None and proto.name not in picked.values():

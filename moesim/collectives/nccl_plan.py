@@ -255,7 +255,8 @@ def _wire_only(row: tuple, extra_s: float) -> tuple:
     """A candidate row (algorithm, protocol, Terms, base s, tuner offset s) with `extra_s` more latency on the wire
     and the same taken back in the offset: NCCL's tuner does not see it, so its pick does not move."""
     algo, proto, terms, base, offset = row
-    return algo, proto, _new_terms((terms.latency_s + extra_s, terms.transfer_s, terms.overlapped)), base, offset - extra_s
+    wire = _new_terms((terms.latency_s + extra_s, terms.transfer_s, terms.overlapped))  # Terms(...)
+    return algo, proto, wire, base, offset - extra_s
 
 
 def _ramped(shape: tuple, algo: str, proto: str, size_bytes: float, port_bw, factor: float, caps,

@@ -309,7 +309,7 @@ class TopologyModel:
         """What p2p_net_model="concurrent" / "channels" needs for `op` (nccl_p2p_net.py), or None where it does not
         apply (not NCCL, not a send/recv-based op, one node, no network tier, no Simple row): (Simple's row, the
         proxy's launch s, the NVLink tier, the NIC tier, the communicator's p2p channels across nodes, the model, the
-        size-free part of a peer's p2p channels (nccl_p2p.p2p_channel_rule), NCCL's p2p ops per batch and group size)."""
+        size-free part of a peer's p2p channels (nccl_p2p.p2p_channel_rule), NCCL's p2p ops per batch, group size)."""
         if (self.p2p_net_model == "summed" or not system.nccl or op not in _P2P_OPS or len(tiers) < 2
                 or all(t.kind in ("switch", "torus") for t in tiers[1:])):
             return None

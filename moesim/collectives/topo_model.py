@@ -36,6 +36,8 @@ from moesim.collectives import nccl_channel_caps, nccl_tuning, nccl_version_pick
 from moesim.collectives.nccl_tuner_rules import TunerRules, parse_nccl_proto
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
 from moesim.collectives.tier_layout import Layout as _Layout
+from moesim.collectives.tier_layout import bound as _bound
+from moesim.collectives.tier_layout import concurrent_layout as _concurrent_layout
 from moesim.collectives.tier_layout import nic_tier as _nic_tier
 from moesim.collectives.tier_layout import p2p_line as _p2p_line
 from moesim.errors import SpecError
@@ -301,26 +303,10 @@ class TopologyModel:
             protocols=protocol_rows,
             names=_algorithm_names(op, counts, n, system.nccl), tuner=None, cap_tiers=cap_tiers,
             p2p_protocols=system.nccl and op in _P2P_OPS, p2p_net_simple=net_simple, gdr_offsets=gdr_offsets,
-            p2p_concurrent=self._concurrent_layout(op, n, system, pl, tiers, protocol_rows),
+            p2p_concurrent=_concurrent_layout(self.p2p_net_model, self.p2p_net_nchannels, op, n, system, pl, tiers,
+                                              protocol_rows),
             bcast=nccl_broadcast.layout(self.broadcast_model, n, counts, tiers, protocol_rows, tuple(
                 getattr(self, k) for k in CHANNEL_KNOBS)) if system.nccl and op == "broadcast" else None)
-
-    def _concurrent_layout(self, op: str, n: int, system: System, pl: GroupPlacement, tiers, protocol_rows):
-        """What p2p_net_model="concurrent" / "channels" needs for `op` (nccl_p2p_net.py), or None where it does not
-        apply (not NCCL, not a send/recv-based op, one node, no network tier, no Simple row): (Simple's row, the
-        proxy's launch s, the NVLink tier, the NIC tier, the communicator's p2p channels across nodes, the model, the
-        size-free part of a peer's p2p channels (nccl_p2p.p2p_channel_rule), NCCL's p2p ops per batch, group size)."""
-        if (self.p2p_net_model == "summed" or not system.nccl or op not in _P2P_OPS or len(tiers) < 2
-                or all(t.kind in ("switch", "torus") for t in tiers[1:])):
-            return None
-        simple = [row for row in protocol_rows if row[0].name == "Simple"]
-        if not simple:
-            return None
-        launch = nccl_p2p_net.launch_s(getattr(tiers[1], "host_cpu", ""))
-        net_tier, t, nchannels = _nic_tier(system, pl), nccl.tuning(), nccl.p2p_net_nchannels(self.p2p_net_nchannels)
-        return (simple[0], launch, tiers[0], net_tier, nchannels, self.p2p_net_model,
-                nccl_p2p.p2p_channel_rule(n, tiers[0], net_tier, nchannels) if net_tier is not None else None,
-                t["p2p_net"]["max_p2p_per_batch"], t["p2p_schedule"]["group_size"])
 
     def _tiers(self, op: str, size: float, n: int, system: System, pl: GroupPlacement, lay: "_Layout",
                pinned=None) -> list[tuple]:
@@ -402,14 +388,6 @@ class TopologyModel:
             rings = sum(torus_costs.axis_ring_bw(tg.m[a], tg.wrap[a], tg.share[a], b) for a in tg.axes)
             return max(rings, b) / tg.q
         return tier.bw_at(message) * pl.boost[index]
-
-
-def _bound(terms: Terms, tiers) -> str:
-    transfer = terms.transfer_s
-    for t in transfer:  # any(t > 0): a tier moves bytes
-        if t > 0:
-            return tiers[transfer.index(max(transfer))].name  # Terms.bottleneck, inline
-    return tiers[-1].name
 
 
 def check_op(op: str, size_bytes: float) -> None:

@@ -103,14 +103,13 @@ def _nvls(op, size_bytes, n, counts, tiers, port_bw, nvls_eff, nodes, fixed):
     """
     name, latency, fill = fixed
     line0 = port_bw[0] * nvls_eff
-    if name == "nvls":
+    if name == "nvls":  # one tier: _scaled(Terms(latency, (S·f / line0,)), ramp) written out, the same operations
         share = 1.0 if op == "all_reduce" else (n - 1) / n
-        terms = Terms(latency, (size_bytes * share / line0,))
-        return "nvls", "Simple", _scaled(terms, fill_factor(size_bytes, fill)), 0.0, 0.0
+        return "nvls", "Simple", Terms(latency, (size_bytes * share / line0 * fill_factor(size_bytes, fill),)), 0.0, 0.0
     line0 = port_bw[0] * (getattr(tiers[0], "nvlstree_efficiency", 0.0) or nvls_eff)  # calibrate: its own figure
     inter = port_bw[1] * counts[0] * getattr(tiers[1], "nvlstree_net_factor", 1.0)  # the node's c_1 = g_0 NICs
     outer = size_bytes / inter * (1 if nodes <= 2 else 2)
-    transfer = (size_bytes / line0, outer) + tuple(0.0 for _ in tiers[2:])
+    transfer = (size_bytes / line0, outer) + (0.0,) * (len(tiers) - 2)
     if nvlstree_corrected(tiers):  # NCCL's bw x treeCorrectionFactor (ncclTopoGetAlgoTime from v2.29.2-1)
         k = 1.0 / tree_correction("Simple", size_bytes, "nvlstree")
         transfer = tuple(x * k for x in transfer)

@@ -22,10 +22,17 @@ def p2p_channels(size_bytes: float, n: int, tier0, net_tier=None, net_nchannels:
     max(NICs, ceil(NIC GB/s / 14)) below an NVLink peer's 2 x links), halved while per-peer x ceil(peers / 8)
     exceeds the communicator's p2p channels (p2p_net_nchannels(net_nchannels)), and parts of P2P_NET_CHUNKSIZE / 2
     to P2P_NET_CHUNKSIZE."""
+    return p2p_channels_at(p2p_channel_rule(n, tier0, net_tier, net_nchannels), size_bytes)
+
+
+def p2p_channel_rule(n: int, tier0, net_tier=None, net_nchannels: int | None = None) -> tuple | None:
+    """The part of p2p_channels no size changes (a layout computes it once per group and op): (the per-peer count
+    after the communicator's bound, the smallest part, the largest part, the per-peer count), None where the tier's
+    architecture has no NVLink line rate listed."""
     t = tuning()["p2p"]
     line = t["link_gb_per_s"].get(getattr(tier0, "nccl_arch", ""))
     if not line:
-        return 0
+        return None
     links = max(1, int(tier0.port_bw_bytes_per_s / (line * 1e9) + 1e-9))
     if net_tier is None:
         total = t["p2p_channels"]
@@ -43,6 +50,15 @@ def p2p_channels(size_bytes: float, n: int, tier0, net_tier=None, net_nchannels:
     c_min = per_peer
     while c_min * n > total and c_min > 1:
         c_min //= 2
+    return c_min, min_part, max_part, per_peer
+
+
+def p2p_channels_at(rule: tuple | None, size_bytes: float) -> int:
+    """p2p_channels at `size_bytes` from its size-free part (`rule`: p2p_channel_rule; None: 0, not priced by
+    channel)."""
+    if rule is None:
+        return 0
+    c_min, min_part, max_part, per_peer = rule
     c = max(1, min(c_min, -(-int(size_bytes) // min_part)))
     while size_bytes / c > max_part and c <= per_peer // 2:
         c *= 2

@@ -46,6 +46,7 @@ from functools import lru_cache
 
 from moesim.collectives import nccl, nccl_p2p_schedule
 from moesim.collectives.formulas import Terms
+from moesim.collectives.nccl_p2p import p2p_channels_at
 
 MODELS = ("summed", "concurrent", "channels")
 DEFAULT_MODEL = "channels"  # TopologyModel.p2p_net_model unless set (session 12, a2ap2p: shipped under its rule)
@@ -175,19 +176,19 @@ def concurrent_terms(conc: tuple, name: str, size: float, n: int, counts, proto,
                      base: float) -> tuple[Terms, float]:
     """(Terms, base latency s) of a flat all-to-all or a send/recv between nodes with NCCL's network peers
     concurrent ("concurrent") or on its p2p channels ("channels", the last item of `conc`); `shipped` the summed
-    pricing at protocol `proto`, `conc` TopologyModel._concurrent_layout's tuple."""
-    (simple, simple_alpha, simple_factor), launch, tier0, net_tier, p2p_nchannels, model = conc
+    pricing at protocol `proto`, `conc` TopologyModel._concurrent_layout's tuple (its p2p channel rule and batch
+    constants read once per layout: nccl_p2p.p2p_channel_rule)."""
+    (simple, simple_alpha, simple_factor), launch, tier0, net_tier, p2p_nchannels, model, rule, per_batch, group = conc
     if name == "direct":  # a send/recv between nodes runs Simple (TopologyModel._layout); LL only with LL buffers
         if proto is not simple:
             return shipped, base
-        parts = nccl.p2p_channels(size, n, tier0, net_tier, p2p_nchannels) if net_tier is not None else 0
+        parts = p2p_channels_at(rule, size) if net_tier is not None else 0  # nccl.p2p_channels, its rule once
         if model == "channels":
             return channels_send_recv_terms(shipped, parts, launch), base
         return concurrent_send_recv_terms(shipped, size, parts, launch), base
-    parts = nccl.p2p_channels(size / n, n, tier0, net_tier, p2p_nchannels) if net_tier is not None else 0
-    t_sched = nccl.tuning()
+    parts = p2p_channels_at(rule, size / n) if net_tier is not None else 0
     priced_by = channels_all_to_all_terms if model == "channels" else concurrent_all_to_all_terms
     terms = priced_by(
         shipped, size, n, counts, alpha["ring"], simple_alpha["ring"], factor / simple_factor, parts, launch,
-        p2p_nchannels, t_sched["p2p_net"]["max_p2p_per_batch"], t_sched["p2p_schedule"]["group_size"])
+        p2p_nchannels, per_batch, group)
     return terms, max(base, simple.base_latency_s(name))

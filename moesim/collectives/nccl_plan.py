@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 from moesim.collectives import hierarchy
 from moesim.collectives.formulas import Terms
@@ -25,6 +26,8 @@ from moesim.collectives.nccl_facts import ll128_across_nodes, no_gdr_legs_s, no_
 from moesim.collectives.nccl_multinode import ring_chain_extra_net_steps
 from moesim.collectives.nccl_nvls import nvls_step_rule, nvls_steps_s
 from moesim.errors import SpecError
+
+_new_terms = partial(tuple.__new__, Terms)  # Terms((latency, transfer, overlapped)) without its Python-level __new__
 
 
 def candidates(op: str, size_bytes: float, n: int, counts, tiers, port_bw, allowed: frozenset[str],
@@ -76,6 +79,8 @@ class Plan:
     nvls_steps: tuple | None = None  # nccl_nvls.nvls_step_rule of NVLS / NVLSTree where it runs (per-loop cost)
     no_gdr: tuple | None = None  # ((algorithm, s), ...) PAT / NVLSTree / CollNet legs without GDR (wire only)
     ring_net: tuple | None = None  # per-tier ring bandwidth caps of the ringnet option (ring_net_caps), None = off
+    # the size-free factors of the ring's and the tree's per-tier transfer (transfer_shape; priced's fast path)
+    shape: tuple = ()
 
 
 def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool = False,
@@ -165,7 +170,22 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
                 nvls_steps=nvls_step_rule(nvls[0], n, counts, tiers, nodes, nvls_knobs) if nvls else None,
                 no_gdr=no_gdr_tuner_latency_s(t, path, nodes, counts[0]) if staged else None,
                 ring_net=ring_net_caps(counts, default if channels is None else channels, ring_net_channel_bw)
-                if multi and ring_net_channel_bw > 0 else None)
+                if multi and ring_net_channel_bw > 0 else None, shape=transfer_shape(passes, n, tuple(counts)))
+
+
+def transfer_shape(passes: int, n: int, counts: tuple) -> tuple:
+    """What no size changes in hierarchy.ring_transfer_s and double_binary_tree_transfer_s over `counts`, so that
+    priced computes them with the same operations in the same order (bit for bit; tests/collectives/
+    test_priced_fast_path.py): (passes·(n−1)/n, per tier c_i where the ring crosses it else 0; per tier the tree's
+    bytes per byte of S (2 on tier 0, formulas.tree_bytes above) where D_i > 1 else 0, and η·c_i)."""
+    ring_c, tree_m, tree_e, c = [], [], [], 1
+    for i, g in enumerate(counts):
+        d = max(1, -(-g // c))
+        ring_c.append(c if g > c else 0)
+        tree_m.append(0 if d <= 1 else 2 if i == 0 else 1 if d == 2 else 2)
+        tree_e.append(hierarchy.TREE_EFFICIENCY * c)
+        c = g
+    return passes * (n - 1) / n, tuple(ring_c), tuple(tree_m), tuple(tree_e)
 
 
 def check_ring_net_channel_gbps(value) -> None:
@@ -206,7 +226,7 @@ def priced(plan: Plan, size_bytes: float, port_bw, pinned: tuple | None = None) 
             latency, base = _ring_plateau(latency, base, size_bytes, n, tiers[0], plan.channels)
             chain_wire *= latency / before if before else 1.0
         offset = own_s - chain_wire - leg_s  # NCCL's own model time minus the wire's
-        transfer = _scaled_transfer(_transfer(plan, algo, proto, size_bytes, port_bw, factor, caps), ramp)
+        transfer = _ramped(plan.shape, algo, proto, size_bytes, port_bw, factor, caps, ramp)
         net = plan.ring_net if algo == "ring" else None
         if net is not None:  # the ringnet option's per-channel cap: wire only (NCCL's tuner has no such rate)
             capped = _scaled_transfer(_transfer(plan, algo, proto, size_bytes, port_bw, factor, caps, net), ramp)
@@ -216,12 +236,13 @@ def priced(plan: Plan, size_bytes: float, port_bw, pinned: tuple | None = None) 
         if size_bytes < full or pin:  # NCCL runs its pick on fewer channels / threads: wire only, the offset takes it back
             share = (pinned_share(rule, size_bytes, pinned[2], plan.passes, proto) if pin  # all-reduce: 2 bytes per byte
                      else share_at(rule, size_bytes))
-            cut = (tuple(x / share for x in transfer) if caps is None else  # no cap: the transfer / share
-                   _scaled_transfer(_transfer(plan, algo, proto, size_bytes, port_bw, factor * share, caps,
-                                              None if net is None else tuple(c * share for c in net)), ramp))
+            cut = (tuple([x / share for x in transfer]) if caps is None else  # no cap: the transfer / share
+                   _ramped(plan.shape, algo, proto, size_bytes, port_bw, factor * share, caps, ramp) if net is None
+                   else _scaled_transfer(_transfer(plan, algo, proto, size_bytes, port_bw, factor * share, caps,
+                                                   tuple(c * share for c in net)), ramp))
             offset -= max(cut) - max(transfer)
             transfer = cut
-        out.append((algo, proto, Terms(latency, transfer, True), base, offset))
+        out.append((algo, proto, _new_terms((latency, transfer, True)), base, offset))  # Terms(latency, transfer)
     if plan.pat:
         out.append(_pat(size_bytes, n, plan.nodes, tiers, port_bw))
     if plan.nvls:
@@ -241,7 +262,39 @@ def _wire_only(row: tuple, extra_s: float) -> tuple:
     """A candidate row (algorithm, protocol, Terms, base s, tuner offset s) with `extra_s` more latency on the wire
     and the same taken back in the offset: NCCL's tuner does not see it, so its pick does not move."""
     algo, proto, terms, base, offset = row
-    return algo, proto, Terms(terms.latency_s + extra_s, terms.transfer_s, terms.overlapped), base, offset - extra_s
+    wire = _new_terms((terms.latency_s + extra_s, terms.transfer_s, terms.overlapped))  # Terms(...)
+    return algo, proto, wire, base, offset - extra_s
+
+
+def _ramped(shape: tuple, algo: str, proto: str, size_bytes: float, port_bw, factor: float, caps,
+            ramp: float) -> tuple:
+    """_scaled_transfer(_transfer(...), ramp) without the ringnet option, from the plan's transfer_shape: the same
+    operations in the same order (hierarchy.ring_transfer_s, double_binary_tree_transfer_s), one call per candidate
+    and no comprehension (the pricing's hot path: tests/collectives/test_priced_fast_path.py checks the two agree bit
+    for bit)."""
+    k_ring, ring_c, tree_m, tree_e = shape
+    out = []
+    if algo == "ring":
+        moved = k_ring * size_bytes
+        if caps is None:
+            for c, w in zip(ring_c, port_bw):
+                out.append(moved / (c * (w * factor)) if c else 0.0)
+        else:
+            for c, w, cap in zip(ring_c, port_bw, caps):
+                out.append(moved / (c * min(w * factor, cap)) if c else 0.0)
+    else:
+        k = 1.0 / tree_correction(proto, size_bytes)
+        if caps is None:
+            for m, e, w in zip(tree_m, tree_e, port_bw):
+                out.append(m * size_bytes / (e * (w * factor)) * k if m else 0.0)
+        else:
+            for m, e, w, cap in zip(tree_m, tree_e, port_bw, caps):
+                out.append(m * size_bytes / (e * min(w * factor, cap)) * k if m else 0.0)
+    if len(out) == 1:  # one tier: no search (_scaled_transfer)
+        return (out[0] * ramp,)
+    worst = out.index(max(out))  # the first largest, as Terms.bottleneck
+    out[worst] *= ramp
+    return tuple(out)
 
 
 def _transfer(plan: Plan, algo: str, proto: str, size_bytes: float, port_bw, factor: float, caps,

@@ -36,6 +36,8 @@ from moesim.collectives import nccl_channel_caps, nccl_tuning, nccl_version_pick
 from moesim.collectives.nccl_tuner_rules import TunerRules, parse_nccl_proto
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
 from moesim.collectives.tier_layout import Layout as _Layout
+from moesim.collectives.tier_layout import bound as _bound
+from moesim.collectives.tier_layout import concurrent_layout as _concurrent_layout
 from moesim.collectives.tier_layout import nic_tier as _nic_tier
 from moesim.collectives.tier_layout import p2p_line as _p2p_line
 from moesim.errors import SpecError
@@ -45,6 +47,7 @@ from moesim.topology.placement import GroupPlacement, place
 from moesim.topology.system import System, build_system
 
 ON_CHIP = "on_chip"
+_active_version = nccl_tuning.active_version
 
 
 @dataclass(frozen=True)
@@ -136,15 +139,21 @@ class TopologyModel:
             found = self._placements[key] = (system, place(system, group), {})
         return found
 
-    @nccl_version_pick.at_release  # nccl_version set: priced at that release's constants (nccl_tuning.at_version)
     def cost(self, op: str, size_bytes: float, group: Group) -> CollectiveCost:
         """The fastest candidate (ties: the first listed); NCCL's tuner candidates ranked by its own model
         (time_s + tuner_offset_s). `candidates`' pick, without building the losers' Candidate objects
-        (tests/collectives/test_cost_fast_path.py checks the two agree bit for bit)."""
+        (tests/collectives/test_cost_fast_path.py checks the two agree bit for bit). With nccl_version set, priced at
+        that release's constants (nccl_version_pick.at_release, entered here rather than by a wrapper: one call
+        fewer per collective)."""
+        version = self.nccl_version
+        if version and self.nccl_version_scope == "all" and nccl_tuning.active_version() != version:
+            with nccl_tuning.at_version(version):
+                return self.cost(op, size_bytes, group)
         if group.size == 1:
             check_op(op, size_bytes)
             return CollectiveCost(op, size_bytes, 1, 0.0, "local", "none")
-        rows, bound = nccl_version_pick.priced(self, op, size_bytes, group)
+        rows, bound = (nccl_version_pick.priced(self, op, size_bytes, group) if version
+                       else self._priced(op, size_bytes, group))
         best, best_s, best_rank = None, 0.0, 0.0
         if self.tuner_rules is not None and self.tuner_rules.covers(op):  # a tuner plugin's pick (nccl_tuner_rules.py)
             best, channels = self._rule_row(op, size_bytes, group, rows)
@@ -154,7 +163,8 @@ class TopologyModel:
             if best is not None:
                 best_s = best[3] + best[2].time_s
         for row in rows if best is None else ():
-            time_s = row[3] + row[2].time_s  # Candidate.time_s
+            latency_s, transfer, overlapped = row[2]  # Candidate.time_s = base + Terms.time_s, inline
+            time_s = row[3] + (latency_s + ((max(transfer) if overlapped else sum(transfer)) if transfer else 0.0))
             rank_s = time_s + row[4]  # NCCL's pick (nccl_plan.candidates), its wire time
             if best is None or rank_s < best_rank:
                 best, best_s, best_rank = row, time_s, rank_s
@@ -184,13 +194,15 @@ class TopologyModel:
     def _priced(self, op: str, size_bytes: float, group: Group, pinned=None) -> tuple[list[tuple], str | tuple]:
         """(rows of (algorithm, protocol, Terms, base latency s, tuner offset s), bound): `bound` names the
         bottleneck of every row, or is the tiers each row's Terms index (_bound). `pinned`: nccl_plan.priced's."""
-        check_op(op, size_bytes)
-        system, pl, layouts = self._placed(group)
+        if op not in OPS or size_bytes.__class__ not in (int, float) or not size_bytes >= 0:
+            check_op(op, size_bytes)  # the one clear error (or a valid subclass / bool: on as before)
+        found = self._placements.get((group.size, group.stride, group.concurrent, group.devices))  # _placed, inline
+        system, pl, layouts = found if found is not None else self._placed(group)
         if pl.torus is not None and pl.top == 0:
             if pl.torus.chips == 1 or (op == "send_recv" and sum(pl.torus.pair_hops) == 0):
                 return [self._on_chip(op, size_bytes, group.size)], ON_CHIP
             return self._torus(op, size_bytes, group.size, system, pl), system.tiers[0].name
-        version = nccl_tuning.active_version()
+        version = _active_version()
         key = (op, version) if version else op  # the layout of the NCCL tables in force
         layout = layouts.get(key)
         if layout is None:
@@ -251,11 +263,17 @@ class TopologyModel:
         allowed = self._protos.get(op)  # NCCL_PROTO's list for the op (tuner-picked ops only), None: not set
         if system.nccl and allowed is not None:
             protocols = tuple(p for p in protocols if p.name in allowed)
-        tuner = None
-        if system.nccl and op in _PASSES:  # NCCL's tuner: nccl_plan.py
-            tuner = nccl_plan.plan(op, n, counts, tiers, self._allowed(), self.collnet, allowed,
-                                   tuple(getattr(self, k) for k in CHANNEL_KNOBS),
-                                   (self.ring_net_channel_gbps or 0.0) * 1e9, self.per_channel_caps)
+        torus_port = tuple(t.kind == "torus" and pl.torus is not None for t in tiers)
+        rail = any(t.kind == "fabric" and self.hardware.interconnect[t.level_index].topology == "rail_optimized"
+                   for t in tiers)
+        if system.nccl and op in _PASSES:  # NCCL's tuner: nccl_plan.py prices every candidate from its plan (_tiers),
+            # so nothing per protocol is built here (protocols empty; the rest as below for these ops)
+            return _Layout(tiers=tiers, counts=counts, top=top, multi=multi, torus_port=torus_port, p2p=None, rail=rail,
+                           protocols=(), names=_algorithm_names(op, counts, n, system.nccl), cap_tiers=None,
+                           p2p_protocols=False, tuner=nccl_plan.plan(
+                               op, n, counts, tiers, self._allowed(), self.collnet, allowed,
+                               tuple(getattr(self, k) for k in CHANNEL_KNOBS),
+                               (self.ring_net_channel_gbps or 0.0) * 1e9, self.per_channel_caps))
         cap_tiers = None
         # send/recv's own message latency where a profile sets one (InterconnectLevel.p2p_latency_s)
         latency = [p2p_latency_s(t) if op in _P2P_OPS else t.latency_s for t in tiers]
@@ -280,39 +298,25 @@ class TopologyModel:
                                        for family in ("ring", "tree")},
                                proto.bw_factor(op == "all_reduce", multi)) for proto in protocols)
         return _Layout(
-            tiers=tiers, counts=counts, top=top, multi=multi,
-            torus_port=tuple(t.kind == "torus" and pl.torus is not None for t in tiers),
-            p2p=tuple(_p2p_line(t, op) for t in tiers) if op in _P2P_OPS else None,
-            rail=any(t.kind == "fabric" and self.hardware.interconnect[t.level_index].topology == "rail_optimized"
-                     for t in tiers),
+            tiers=tiers, counts=counts, top=top, multi=multi, torus_port=torus_port,
+            p2p=tuple(_p2p_line(t, op) for t in tiers) if op in _P2P_OPS else None, rail=rail,
             protocols=protocol_rows,
-            names=_algorithm_names(op, counts, n, system.nccl), tuner=tuner, cap_tiers=cap_tiers,
+            names=_algorithm_names(op, counts, n, system.nccl), tuner=None, cap_tiers=cap_tiers,
             p2p_protocols=system.nccl and op in _P2P_OPS, p2p_net_simple=net_simple, gdr_offsets=gdr_offsets,
-            p2p_concurrent=self._concurrent_layout(op, system, pl, tiers, protocol_rows),
+            p2p_concurrent=_concurrent_layout(self.p2p_net_model, self.p2p_net_nchannels, op, n, system, pl, tiers,
+                                              protocol_rows),
             bcast=nccl_broadcast.layout(self.broadcast_model, n, counts, tiers, protocol_rows, tuple(
                 getattr(self, k) for k in CHANNEL_KNOBS)) if system.nccl and op == "broadcast" else None)
-
-    def _concurrent_layout(self, op: str, system: System, pl: GroupPlacement, tiers, protocol_rows):
-        """What p2p_net_model="concurrent" / "channels" needs for `op` (nccl_p2p_net.py), or None where it does not
-        apply (not NCCL, not a send/recv-based op, one node, no network tier, no Simple row): (Simple's row, the
-        proxy's launch s, the NVLink tier, the NIC tier, the communicator's p2p channels across nodes, the model)."""
-        if (self.p2p_net_model == "summed" or not system.nccl or op not in _P2P_OPS or len(tiers) < 2
-                or all(t.kind in ("switch", "torus") for t in tiers[1:])):
-            return None
-        simple = [row for row in protocol_rows if row[0].name == "Simple"]
-        if not simple:
-            return None
-        launch = nccl_p2p_net.launch_s(getattr(tiers[1], "host_cpu", ""))
-        return (simple[0], launch, tiers[0], _nic_tier(system, pl), nccl.p2p_net_nchannels(self.p2p_net_nchannels),
-                self.p2p_net_model)
 
     def _tiers(self, op: str, size: float, n: int, system: System, pl: GroupPlacement, lay: "_Layout",
                pinned=None) -> list[tuple]:
         """Rows of every algorithm × protocol over the switch tiers at this size (`lay`: the size-free part)."""
         tiers, counts, top, multi = lay.tiers, lay.counts, lay.top, lay.multi
         message = size / n if op in _PASSES or op == "all_to_all" else size
-        port = [self._port_bw(system, pl, i, message) if torus else t.bw_at(message) * pl.boost[i]
-                for i, (t, torus) in enumerate(zip(tiers, lay.torus_port))]
+        port, boost, clamped = [], pl.boost, max(float(message), 1.0)  # Tier.bw_at's message, read once
+        for i, (t, torus) in enumerate(zip(tiers, lay.torus_port)):  # Tier.bw_at inline on switch tiers
+            port.append(self._port_bw(system, pl, i, message) if torus else
+                        t.port_bw_bytes_per_s * t.efficiency.at(clamped) * boost[i])
         if lay.p2p is not None:  # send/recv's own line where a profile sets one (InterconnectLevel.p2p_factor)
             port = [w * f for w, f in zip(port, lay.p2p)]
         if lay.tuner is not None:  # NCCL's tuner: nccl_plan.py
@@ -328,9 +332,11 @@ class TopologyModel:
                 cap = nccl.p2p_net_bw_cap(size, n, tier0, net, self.p2p_net_nchannels)
         # send/recv-based ops on NCCL price each algorithm with the protocol its message size picks only (a
         # send/recv between nodes: Simple, _layout)
-        picked = None if not lay.p2p_protocols else {
-            name: "Simple" if lay.p2p_net_simple else p2p_protocol(_peer_bytes(name, size, n, counts))
-            for name in lay.names}
+        picked = None
+        if lay.p2p_protocols:  # {algorithm: its protocol}, a loop rather than a comprehension (one frame fewer)
+            picked = {}
+            for name in lay.names:
+                picked[name] = "Simple" if lay.p2p_net_simple else p2p_protocol(_peer_bytes(name, size, n, counts))
         out = []
         for proto, alpha, factor in lay.protocols:
             if picked is not None and proto.name not in picked.values():
@@ -382,11 +388,6 @@ class TopologyModel:
             rings = sum(torus_costs.axis_ring_bw(tg.m[a], tg.wrap[a], tg.share[a], b) for a in tg.axes)
             return max(rings, b) / tg.q
         return tier.bw_at(message) * pl.boost[index]
-
-
-def _bound(terms: Terms, tiers) -> str:
-    moving = any(t > 0 for t in terms.transfer_s)
-    return tiers[terms.bottleneck].name if moving else tiers[-1].name
 
 
 def check_op(op: str, size_bytes: float) -> None:

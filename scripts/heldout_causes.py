@@ -22,9 +22,7 @@ from pathlib import Path
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
 from moesim.calibrate import calibrate  # noqa: E402
-from moesim.calibrate.nccl_error import LARGE_BYTES, log_error  # noqa: E402
-from moesim.calibrate.nccl_table import (_points, _size, calibration_matrix, entry_hardware,  # noqa: E402
-                                         matrix_fit_args, read_manifest)
+from moesim.calibrate.nccl_table import _size, calibration_matrix, matrix_fit_args, read_manifest  # noqa: E402
 from moesim.calibrate.predict import CollectiveTerm  # noqa: E402
 from moesim.calibrate.transfer_p2p import network_ops  # noqa: E402
 from moesim.collectives.base import Group  # noqa: E402
@@ -34,7 +32,7 @@ from moesim.collectives.select import default_model  # noqa: E402
 from moesim.collectives.tier_layout import nic_tier  # noqa: E402
 from moesim.specs.load import load_hardware  # noqa: E402
 from scripts.docblock import replace_block  # noqa: E402
-from scripts.heldout_pairs import LOSES, fit_figures, machinery  # noqa: E402
+from scripts.heldout_pairs import fit_figures, losing_sizes  # noqa: E402
 from scripts.heldout_rule import NOISE, priced  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
@@ -57,8 +55,8 @@ def nccl_runs(model, op: str, size_bytes: float, ranks: int) -> str:
         peer = size_bytes if op == "send_recv" else size_bytes / ranks
         net = nic_tier(system, pl) if pl.top >= 1 else None
         parts = p2p_channels(peer, ranks, system.tiers[0], net, p2p_net_nchannels(None)) or 1
-        ops = network_ops(model, CollectiveTerm(op, size_bytes, group, 1))
-        peers = (1 if op == "send_recv" else ranks - pl.counts[0]) if ops else 0
+        ops = network_ops(model, CollectiveTerm(op, size_bytes, group, 1))  # network peers x these parts, or 0
+        peers = ops // parts
         return f"{cost.algorithm} {where} parts {parts}" + (f", {peers} net peer{'s' * (peers > 1)}, {ops} op{'s' * (ops > 1)}"
                                                             if ops else "")
     if algo in ("ring", "tree"):
@@ -72,13 +70,10 @@ def nccl_runs(model, op: str, size_bytes: float, ranks: int) -> str:
 def losing(held: dict, prior, profile, band: int) -> list[tuple]:
     """(size, prior error, calibrated error, what NCCL runs at the prior) of the held-out rows in `band` whose |busbw
     error| grows by more than LOSES."""
-    pts, g = _points(MANIFEST.parent, held), held.get("gpus_per_thread", 1)
-    hw0 = entry_hardware(held, prior)
-    before, after = log_error(pts, hw0, None, g), log_error(pts, entry_hardware(held, profile), None, g)
+    before, hw0, rows = losing_sizes(held, prior, profile, band)
     model = default_model(hw0)
     return [(a.size_bytes, a.busbw_error, b.busbw_error, nccl_runs(model, before.op, a.size_bytes, before.ranks))
-            for a, b in zip(before.sizes, after.sizes)
-            if (a.size_bytes >= LARGE_BYTES) == (band == 0) and abs(b.busbw_error) > abs(a.busbw_error) + LOSES]
+            for a, b in rows]
 
 
 def _rows_text(rows: list[tuple]) -> str:

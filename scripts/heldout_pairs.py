@@ -91,19 +91,24 @@ def fit_figures(result) -> list[tuple[str, float, set[str]]]:
     return out
 
 
+def losing_sizes(held: dict, prior, profile, band: int) -> tuple:
+    """(the held-out log's error at the prior, its hardware at the prior, [(row at the prior, row calibrated)] of the
+    rows in `band` (0: >= 1 MiB, 1: below) whose |busbw error| grows by more than LOSES)."""
+    pts, g = _points(MANIFEST.parent, held), held.get("gpus_per_thread", 1)
+    hw0 = entry_hardware(held, prior)
+    before, after = log_error(pts, hw0, None, g), log_error(pts, entry_hardware(held, profile), None, g)
+    return before, hw0, [(a, b) for a, b in zip(before.sizes, after.sizes)
+                         if (a.size_bytes >= LARGE_BYTES) == (band == 0)
+                         and abs(b.busbw_error) > abs(a.busbw_error) + LOSES]
+
+
 def losing_rows(held: dict, prior, profile, band: int) -> list[tuple]:
     """(size, machinery prior, machinery calibrated, error prior, error calibrated) of the held-out rows in `band`
     (0: >= 1 MiB, 1: below) whose |busbw error| grows by more than LOSES."""
-    pts, g = _points(MANIFEST.parent, held), held.get("gpus_per_thread", 1)
-    hw0, hw1 = entry_hardware(held, prior), entry_hardware(held, profile)
-    before, after = log_error(pts, hw0, None, g), log_error(pts, hw1, None, g)
+    before, hw0, rows = losing_sizes(held, prior, profile, band)
     domain = hw0.interconnect[0].domain_devices
-    out = []
-    for a, b in zip(before.sizes, after.sizes):
-        if (a.size_bytes >= LARGE_BYTES) == (band == 0) and abs(b.busbw_error) > abs(a.busbw_error) + LOSES:
-            out.append((a.size_bytes, machinery(before.op, a.algorithm, before.ranks, domain),
-                        machinery(before.op, b.algorithm, before.ranks, domain), a.busbw_error, b.busbw_error))
-    return out
+    return [(a.size_bytes, machinery(before.op, a.algorithm, before.ranks, domain),
+             machinery(before.op, b.algorithm, before.ranks, domain), a.busbw_error, b.busbw_error) for a, b in rows]
 
 
 def _rows_text(rows: list[tuple]) -> str:

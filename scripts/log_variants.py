@@ -3,6 +3,7 @@ the per-log errors those scripts tabulate, and the cell formats they share."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, ContextManager
 
@@ -81,17 +82,19 @@ def mape_cell(sizes, large: bool, col: int) -> str:
     return f"{100 * sum(errs) / len(errs):.1f}" if errs else "-"
 
 
-def before_after_rows(make) -> list[tuple]:
+def before_after_rows(make, before_in: Callable[[], ContextManager] | None = None) -> list[tuple]:
     """(log, healthy, (before >= 1 MiB, < 1 MiB), (after >= 1 MiB, < 1 MiB)) per manifest entry, in its order:
     `make(entry, hw, model, n)` gives (the model before, the model after) from the log's own model (entry_model or
-    the profile's default) and its group size n; an `after` that `is` the model before is not priced twice."""
+    the profile's default) and its group size n; an `after` that `is` the model before is not priced twice, unless
+    `before_in` is given: the before is then priced inside `before_in()` (a table as it was) and the after outside."""
     out = []
     for entry in read_manifest(MANIFEST):
         hw = entry_hardware(entry)
         pts, gpt = tuple(_points(MANIFEST.parent, entry)), entry.get("gpus_per_thread", 1)
         before, after = make(entry, hw, entry_model(entry, hw) or default_model(hw), pts[0].group_size)
-        old = log_error(pts, hw, before, gpt)
-        new = old if after is before else log_error(pts, hw, after, gpt)
+        with before_in() if before_in is not None else nullcontext():
+            old = log_error(pts, hw, before, gpt)
+        new = old if after is before and before_in is None else log_error(pts, hw, after, gpt)
         out.append((entry["file"].removesuffix("_perf.log"), entry["healthy"], (old.mape_large, old.mape_small),
                     (new.mape_large, new.mape_small)))
     return out

@@ -151,27 +151,24 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     fit = facts.fit if facts is not None and not rule else None
     if fit is not None and bootstrap:
         fit = with_bootstrap(fit, bootstrap, seed, progress)
+    fit_args = dict(fit_keys=set(fit_keys), seed=seed, loss=loss, fit_router_matmul=fit_router_matmul,
+                    level_prior_weight=prior_weight, gpus_per_thread=gpus_per_thread)
     if fit is None:
-        fit = fit_profile(measurements, prior, fit_keys=set(fit_keys), bootstrap=bootstrap, seed=seed, loss=loss,
-                          fit_router_matmul=fit_router_matmul, level_prior_weight=prior_weight, progress=progress,
-                          gpus_per_thread=gpus_per_thread, latency_per_protocol=rule)
+        fit = fit_profile(measurements, prior, bootstrap=bootstrap, progress=progress, latency_per_protocol=rule,
+                          **fit_args)
     provenance = Provenance(prior=str(prior_path),
                             sources=tuple(f"{p}@sha256:{measurements.file(p).digest}" for p in paths),
                             holdout_fraction=holdout_fraction, seed=seed, fitted_on=tuple(fit_keys),
                             held_out=tuple(held), created_utc=now_utc())
-    written_fit, transfer_notes = fit, ()  # heldout (session 12): "identified" writes unidentified figures at the prior
-    if transfer in AT_PRIOR_RULES:
+    written_fit, said = fit, ()
+    if transfer in AT_PRIOR_RULES:  # heldout (session 12): "identified" writes unidentified figures at the prior
         written_fit, said = at_prior_where_unidentified(fit)
-        transfer_notes = tuple(said)
     elif transfer in PER_PROTOCOL_RULES:  # heldout2 (session 13): the hop per protocol where its own rows set it
-        per_protocol = fit_profile(measurements, prior, fit_keys=set(fit_keys), bootstrap=0, seed=seed, loss=loss,
-                                   fit_router_matmul=fit_router_matmul, level_prior_weight=prior_weight,
-                                   gpus_per_thread=gpus_per_thread, latency_per_protocol=True)
-        written_fit, said = protocol_hops(fit, per_protocol)
-        transfer_notes = tuple(said)
+        written_fit, said = protocol_hops(fit, fit_profile(measurements, prior, bootstrap=0, latency_per_protocol=True,
+                                                           **fit_args))
     elif transfer in P2P_OPS_RULES:  # heldout2 (session 13): π at the prior where op counts disagree on it
         written_fit, said = p2p_latency_where_ops_agree(fit)
-        transfer_notes = tuple(said)
+    transfer_notes = tuple(said)
     table = set_system_facts(calibrated_table(prior_path, written_fit, provenance, name), system or {})
     if facts is not None:  # calfacts: which facts were stated and which inferred
         table["calibrated_from"] += "\n" + provenance_line(facts)

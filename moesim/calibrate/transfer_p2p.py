@@ -17,12 +17,12 @@ import dataclasses
 import numpy as np
 
 from moesim.calibrate.predict import CollectiveTerm
+from moesim.calibrate.transfer import US_PER_S
 
 P2P_OPS_RULES = ("p2p-ops",)
 # a group "refuses" the move when its mean |ln t̂/t| at the fitted π exceeds that at the prior π by more than this
 # (the held-out matrix's 0.3 pt, tests/calibrate/test_calibration_matrix.py NOISE; fixed before pricing)
 AGREE_TOLERANCE = 0.003
-US_PER_S = 1e6
 
 
 def network_ops(model, term: CollectiveTerm) -> int:
@@ -67,16 +67,16 @@ def disagreeing_levels(fit) -> dict[str, list[tuple[int, float, float]]]:
         return {}
     prior_theta, offset = design.initial(), design._p2p_offset()
     measured = np.log(design.measured)
+    fitted = np.abs(np.log(design.predict(theta)) - measured)  # |ln t̂/t| at the fit, the same for every level
     out = {}
     for j, level in enumerate(design.levels):
         if not design.p2p_latency_used[j] or theta[offset + j] == prior_theta[offset + j]:
             continue
         back = theta.copy()
         back[offset + j] = prior_theta[offset + j]
-        fitted, prior = np.log(design.predict(theta)) - measured, np.log(design.predict(back)) - measured
-        refused = [(k, float(np.abs(fitted[rows]).mean()), float(np.abs(prior[rows]).mean()))
-                   for k, rows in groups.items()
-                   if np.abs(fitted[rows]).mean() > np.abs(prior[rows]).mean() + AGREE_TOLERANCE]
+        prior = np.abs(np.log(design.predict(back)) - measured)
+        means = [(k, float(fitted[rows].mean()), float(prior[rows].mean())) for k, rows in groups.items()]
+        refused = [m for m in means if m[1] > m[2] + AGREE_TOLERANCE]
         if refused:
             out[level.name] = refused
     return out

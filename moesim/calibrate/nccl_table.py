@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from moesim.calibrate.launch_facts import LAUNCH_FACT_KEYS, launch_facts
 from moesim.calibrate.nccl_error import log_error, pct
 from moesim.calibrate.nccl_tests import read_nccl_tests, read_nccl_version
 from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
@@ -28,6 +29,9 @@ MANIFEST_KEYS |= set(SYSTEM_FACT_KEYS)
 # nccl_version: the NCCL release the run used ("2.28.9"), where a cited source states it and the log prints no banner
 # (a log's own "NCCL version" line wins; the two must agree: entry_nccl_version; session 12 ncclver)
 MANIFEST_KEYS |= {"nccl_version"}
+# processes_per_node, bind_to, cores_per_process: how the run was launched, as its job script states it; facts only,
+# nothing prices them (moesim/calibrate/launch_facts.py; session 14 g8)
+MANIFEST_KEYS |= set(LAUNCH_FACT_KEYS)
 
 
 # The type of each manifest key read here (a key of MANIFEST_KEYS not listed is checked where it is read);
@@ -53,6 +57,7 @@ def read_manifest(path: Path) -> list[dict]:
             raise SpecError(f"unknown keys {sorted(unknown)}", file=where, allowed=tuple(sorted(MANIFEST_KEYS)))
         _check_entry(entry, where)
         system_facts(entry, where)
+        launch_facts(entry, where)
         _check_version(entry.get("nccl_version", ""), where)
         for name in CHANNEL_KNOBS:
             check_channel_knob(name, entry.get(name), file=where)

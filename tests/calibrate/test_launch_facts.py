@@ -1,0 +1,76 @@
+"""How the runs were launched, as their job scripts state it (moesim/calibrate/launch_facts.py; docs/collectives-history.md,
+"Session 14 (g8)"): the manifest's launch facts read strictly, the Engaging entries carry what
+mit-orcd/orcd-benchmarks @bca7147f states (one process per node driving 8 GPUs, no binding flag), and no entry claims
+the cores a process ran on where its source does not print them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from moesim.calibrate.launch_facts import BIND_TO_VALUES, LaunchFacts, launch_facts
+from moesim.calibrate.nccl_table import read_manifest
+from moesim.errors import SpecError
+
+MANIFEST = Path(__file__).resolve().parent.parent / "data" / "nccl" / "logs.toml"
+ENTRY = ('[[log]]\nfile = "x_all_reduce_perf.log"\nhardware = "h100-sxm"\ncluster = "c"\nhealthy = true\n'
+         'shape = false\nnote = "n"\n')
+
+
+def _entries(prefix: str) -> list[dict]:
+    return [e for e in read_manifest(MANIFEST) if e["file"].startswith(prefix)]
+
+
+def test_engaging_entries_state_one_process_per_node_and_no_binding_flag():
+    for prefix, count in (("b200-engaging-2node", 6), ("b200-engaging-1node", 6)):
+        entries = _entries(prefix)
+        assert len(entries) == count
+        for entry in entries:
+            facts = launch_facts(entry)
+            # job-nccl-2node.sh "#SBATCH --ntasks-per-node=1"; run-nccl-1node.sh "mpirun -np 1"
+            assert facts == LaunchFacts(processes_per_node=1, bind_to="default", cores_per_process=None), entry["file"]
+            assert entry["gpus_per_thread"] == 8  # "-g $GPUS_PER_TASK" / "-g $NGPUS" with 8: one process drives 8 GPUs
+            # the launcher's default binding is documented, not printed by the run: no cores may be assumed
+            assert facts.stated_cores() is None
+
+
+def test_no_entry_states_cores_without_a_stated_binding():
+    for entry in read_manifest(MANIFEST):
+        facts = launch_facts(entry)
+        if facts.cores_per_process is not None:
+            assert facts.bind_to not in (None, "default", "none"), entry["file"]
+
+
+def test_entries_without_launch_facts_read_as_not_stated():
+    plain = [e for e in read_manifest(MANIFEST) if not e["file"].startswith("b200-engaging-")]
+    assert plain and all(launch_facts(e) == LaunchFacts() for e in plain)
+
+
+def _manifest(tmp_path, extra: str) -> Path:
+    path = tmp_path / "logs.toml"
+    path.write_text("schema_version = 1\n\n" + ENTRY + extra, encoding="utf-8")
+    return path
+
+
+def test_good_launch_facts_read(tmp_path):
+    entry = read_manifest(_manifest(tmp_path, 'processes_per_node = 8\nbind_to = "core"\ncores_per_process = 2\n'))[0]
+    assert launch_facts(entry) == LaunchFacts(8, "core", 2)
+    assert launch_facts(entry).stated_cores() == 2
+
+
+@pytest.mark.parametrize("extra, fragments", [
+    ('bind_to = "cores"\n', ("field 'bind_to'", "bind_to 'cores' is not allowed", "allowed: " + ", ".join(BIND_TO_VALUES))),
+    ("processes_per_node = 0\n", ("field 'processes_per_node'", "integer >= 1")),
+    ("processes_per_node = true\n", ("field 'processes_per_node'", "integer >= 1")),
+    ('cores_per_process = "1"\n', ("field 'cores_per_process'", "integer >= 1")),
+    ("cores_per_process = 1\n", ("field 'cores_per_process'", "needs the binding the source states")),
+    ('bind_to = "default"\ncores_per_process = 1\n', ("field 'cores_per_process'", "allowed: hwthread")),
+])
+def test_bad_launch_facts_are_one_line_naming_the_entry_and_field(tmp_path, extra, fragments):
+    with pytest.raises(SpecError) as err:
+        read_manifest(_manifest(tmp_path, extra))
+    text = str(err.value)
+    assert "log 1 (x_all_reduce_perf.log)" in text and "\n" not in text
+    for fragment in fragments:
+        assert fragment in text, text

@@ -76,8 +76,9 @@ def row_lines() -> list[str]:
         if all(x.predicted_s == y.predicted_s for x, y in zip(a.sizes, b.sizes)):
             lines.append(f"{e['file'].removesuffix('_perf.log')}: no row moves")
             continue
+        cpu = getattr(hw.interconnect[-1], "host_cpu", "") or "unstated"
         lines.append(f"{e['file'].removesuffix('_perf.log')} (healthy: {'yes' if e['healthy'] else 'no'}; "
-                     f"{pts[0].group_size} ranks; host CPU {getattr(hw.interconnect[-1], 'host_cpu', '') or 'unstated'})")
+                     f"{pts[0].group_size} ranks; host CPU {cpu})")
         for x, y in zip(a.sizes, b.sizes):
             lines.append(f"{_size(int(x.size_bytes)):>12s} {x.measured_s * 1e6:10.1f} {x.predicted_s * 1e6:10.1f} "
                          f"{x.busbw_error:+8.1%} {y.predicted_s * 1e6:14.1f} {y.busbw_error:+8.1%}")

@@ -4,8 +4,8 @@ the model every log is priced and calibrated with, judged against the shipped ma
 
 Run: python scripts/p2p_ops_heldout.py [--cache DIR] [candidate|v1|v2 ...]   (default: candidate). The shipped matrix
 is heldout_rule.priced("shared"); each candidate's is the same matrix priced with "channels" pricing a send/recv
-between nodes as "channels-steps" (v1 / v2: the session's variants, the launch floor / the first launch alone), cached as
-DIR/p2p-ops-NAME.json. Prints the rule's checks, every pair that moves by more than 0.3 pt, and the Together pairs.
+between nodes as "channels-steps" (v1 / v2: the session's variants, the launch floor / the first launch alone), cached
+as DIR/p2p-ops-NAME.json. Prints the rule's checks, every pair that moves by more than 0.3 pt, and the Together pairs.
 """
 
 from __future__ import annotations
@@ -63,5 +63,6 @@ if __name__ == "__main__":
             if a.cluster == "b200-together":
                 print(f"    {a.fitted_on.removesuffix('_perf.log')} -> {a.held_out.removesuffix('_perf.log')}: "
                       f"{100 * a.prior_mape:.2f} -> {100 * a.calibrated_mape:.2f} | {100 * a.prior_mape_small:.2f} -> "
-                      f"{100 * a.calibrated_mape_small:.2f} %; {100 * b.prior_mape:.2f} -> {100 * b.calibrated_mape:.2f}"
-                      f" | {100 * b.prior_mape_small:.2f} -> {100 * b.calibrated_mape_small:.2f} %")
+                      f"{100 * a.calibrated_mape_small:.2f} %; {100 * b.prior_mape:.2f} -> "
+                      f"{100 * b.calibrated_mape:.2f} | {100 * b.prior_mape_small:.2f} -> "
+                      f"{100 * b.calibrated_mape_small:.2f} %")

@@ -190,7 +190,8 @@ def concurrent_terms(conc: tuple, name: str, size: float, n: int, counts, proto,
             terms = nccl_p2p_ops.steps_send_recv_terms(terms, peer_steps(size, parts), parts, launch)
         return terms, base
     parts = p2p_channels_at(rule, size / n) if net_tier is not None else 0
-    priced_by = concurrent_all_to_all_terms if model == "concurrent" else channels_all_to_all_terms  # channels-steps: as channels
+    # "channels-steps" prices an all-to-all as "channels"
+    priced_by = concurrent_all_to_all_terms if model == "concurrent" else channels_all_to_all_terms
     terms = priced_by(
         shipped, size, n, counts, alpha["ring"], simple_alpha["ring"], factor / simple_factor, parts, launch,
         p2p_nchannels, per_batch, group)

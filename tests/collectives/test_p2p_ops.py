@@ -1,7 +1,7 @@
 """p2p_net_model="channels-steps" (session 14, p2pops; moesim/collectives/nccl_p2p_ops.py, NVIDIA/nccl v2.29.7-1): a
-send/recv between nodes with every Simple step launched by the proxy at the tuner's network overhead (getNetOverhead x 3,
-src/graph/tuning.cc). Against a hand computation from NCCL's figures (baseLatencies Ring Simple 8.4 us, the profile's
-14 us network hop as π, NCCL_P2P_NET_CHUNKSIZE 128 KiB and addP2pToPlan's / 4, / 2 chunk rule, 4 parts a network peer
+send/recv between nodes with every Simple step launched by the proxy at the tuner's network overhead (getNetOverhead
+x 3, src/graph/tuning.cc). Against a hand computation from NCCL's figures (baseLatencies Ring Simple 8.4 us, the
+profile's 14 us network hop as π, NCCL_P2P_NET_CHUNKSIZE 128 KiB and addP2pToPlan's / 4, / 2 chunk rule, 4 parts a network peer
 from 512 KiB at 16 ranks, 14 GB/s a p2p channel); the option's plumbing; unset, the shipped pricing; the docs' block."""
 
 from __future__ import annotations

@@ -49,8 +49,11 @@ def register(subparsers) -> None:
                         "turn, 14 GB/s a channel; docs/collectives-history.md 'Session 12 (a2ap2p)'); 'summed' "
                         "one message latency per peer; 'concurrent' NCCL's sends at once, one latency per work batch, "
                         "and its proxy launching every Simple step in turn (collectives/nccl_p2p_net.py; evaluated, "
-                        f"not the default: docs/collectives-history.md 'Session 9 (a2aconc)'); one of "
-                        f"{', '.join(P2P_NET_MODELS)}; default {DEFAULT_P2P_NET_MODEL}; GPU profiles only")
+                        "not the default: docs/collectives-history.md 'Session 9 (a2aconc)'); 'channels-steps' "
+                        "'channels' with every Simple step of a send/recv between nodes launched by the proxy at "
+                        "NCCL's tuner network overhead (collectives/nccl_p2p_ops.py; evaluated, not the default: "
+                        f"'Session 14 (p2pops)'); one of {', '.join(P2P_NET_MODELS)}; default "
+                        f"{DEFAULT_P2P_NET_MODEL}; GPU profiles only")
     p.add_argument("--ring-net-channel-gbps", type=float, default=None, metavar="GBPS",
                    help="GB/s one ring channel moves where its ring crosses the network: caps a multi-node ring at "
                         "channels x GBPS (collectives/nccl_plan.ring_net_caps; not sourced, evaluated, not the "

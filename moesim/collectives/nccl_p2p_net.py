@@ -44,11 +44,11 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from moesim.collectives import nccl, nccl_p2p_schedule
+from moesim.collectives import nccl, nccl_p2p_ops, nccl_p2p_schedule
 from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl_p2p import p2p_channels_at
 
-MODELS = ("summed", "concurrent", "channels")
+MODELS = ("summed", "concurrent", "channels", "channels-steps")  # the last: nccl_p2p_ops.py (session 14, an option)
 DEFAULT_MODEL = "channels"  # TopologyModel.p2p_net_model unless set (session 12, a2ap2p: shipped under its rule)
 _PART_ALIGN_BYTES = 4096  # ncclP2pPartBounds: alignUp(divUp(bytes, nParts), 4 << 10)
 
@@ -183,11 +183,15 @@ def concurrent_terms(conc: tuple, name: str, size: float, n: int, counts, proto,
         if proto is not simple:
             return shipped, base
         parts = p2p_channels_at(rule, size) if net_tier is not None else 0  # nccl.p2p_channels, its rule once
-        if model == "channels":
-            return channels_send_recv_terms(shipped, parts, launch), base
-        return concurrent_send_recv_terms(shipped, size, parts, launch), base
+        if model == "concurrent":
+            return concurrent_send_recv_terms(shipped, size, parts, launch), base
+        terms = channels_send_recv_terms(shipped, parts, launch)
+        if model == nccl_p2p_ops.MODEL and parts:  # every Simple step launched by the proxy (nccl_p2p_ops.py)
+            terms = nccl_p2p_ops.steps_send_recv_terms(terms, peer_steps(size, parts), parts, launch)
+        return terms, base
     parts = p2p_channels_at(rule, size / n) if net_tier is not None else 0
-    priced_by = channels_all_to_all_terms if model == "channels" else concurrent_all_to_all_terms
+    # "channels-steps" prices an all-to-all as "channels"
+    priced_by = concurrent_all_to_all_terms if model == "concurrent" else channels_all_to_all_terms
     terms = priced_by(
         shipped, size, n, counts, alpha["ring"], simple_alpha["ring"], factor / simple_factor, parts, launch,
         p2p_nchannels, per_batch, group)

@@ -116,3 +116,15 @@ def test_calibrate_writes_the_priors_levels_and_every_row_is_priced_on_the_prior
         free_moved += m_free.cost(point.op, point.size_bytes, group).algorithm != want
     if rule == "pick-protocol-hops":  # session 13: ranked by the fitted LL hop, NVLS won the 2-4 MiB rows
         assert free_moved > 0
+
+
+def test_the_pick_trace_block_is_current_and_the_pick_rules_move_no_pick(load_script):
+    """docs/collectives-history.md "Session 14 (pick)": the table is what scripts/pick_trace.py renders now; some
+    fitted figure moves the model's own pick, none moves it with the prior's levels as pick_interconnect."""
+    trace = load_script("scripts/pick_trace.py")
+    rows = trace.rows()
+    assert all(row[3] == "0" for row in rows)
+    assert sum(int(row[2]) > 0 for row in rows) >= 5  # hops, lines, NVLS, fill move the model's own pick
+    doc = trace.DOC.read_text(encoding="utf-8")
+    block = doc.split(trace.BEGIN, 1)[1].split(trace.END, 1)[0].strip("\n")
+    assert block == trace.render(), "stale: run python scripts/pick_trace.py --write"

@@ -21,15 +21,15 @@ from moesim.calibrate.profile_io import (
 )
 from moesim.calibrate.records import Measurements, read_measurements, split_holdout
 from moesim.calibrate.transfer import (
-    AT_PRIOR_RULES, PER_PROTOCOL_RULES, SPLIT_RULES, apply_machinery, at_prior_where_unidentified, check_transfer,
-    protocol_hops,
+    AT_PRIOR_RULES, PER_PROTOCOL_RULES, PICK_RULES, SPLIT_RULES, apply_machinery, at_prior_where_unidentified,
+    check_transfer, pick_levels, protocol_hops, ranked_on_prior,
 )
 from moesim.calibrate.transfer_p2p import P2P_OPS_RULES, p2p_latency_where_ops_agree
 from moesim.calibrate.report import ValidationReport, validation_report
 from moesim.errors import SpecError
 from moesim.paths import check_output_path
 from moesim.specs.hardware import HardwareProfile
-from moesim.specs.load import load_hardware, resolve_ref
+from moesim.specs.load import load_hardware, read_data_file, resolve_ref
 from moesim.specs.system_facts import set_system_facts, with_system_facts
 
 # calfacts (session 8): infer unstated system facts from nccl-tests rows by default (facts_fit.py; the measurement
@@ -133,6 +133,8 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     measurements = read_measurements(paths, nccl_op=nccl_op, nccl_ranks=nccl_ranks)
     prior_path = resolve_ref(hardware, "hardware_profiles")
     prior = with_system_facts(load_hardware(prior_path), system or {})
+    if transfer in PICK_RULES:  # pick (session 14): every fit below ranks each call on the prior's levels
+        prior = ranked_on_prior(prior)
     logs = sorted({p.source.rsplit(":", 1)[0] for p in measurements.collectives if p.nccl_tests})
     if logs and prior.device_kind != "gpu":  # nccl-tests measure NCCL, which runs on GPUs
         raise SpecError(f"nccl-tests logs measure NCCL on GPUs, but {prior.name}'s devices are {prior.device_kind}: "
@@ -169,7 +171,10 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     elif transfer in P2P_OPS_RULES:  # heldout2 (session 13): π at the prior where op counts disagree on it
         written_fit, said = p2p_latency_where_ops_agree(fit)
     transfer_notes = tuple(said)
-    table = set_system_facts(calibrated_table(prior_path, written_fit, provenance, name), system or {})
+    table = calibrated_table(prior_path, written_fit, provenance, name)
+    if transfer in PICK_RULES:  # pick (session 14): the prior's levels, which the written profile ranks by
+        table = pick_levels(table, read_data_file(prior_path))
+    table = set_system_facts(table, system or {})
     if facts is not None:  # calfacts: which facts were stated and which inferred
         table["calibrated_from"] += "\n" + provenance_line(facts)
     if transfer in SPLIT_RULES:

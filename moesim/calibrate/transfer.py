@@ -28,10 +28,17 @@ per protocol (fit_profile(latency_per_protocol=True)) where that protocol's own 
 elsewhere (NCCL prices a hop per link, algorithm and protocol: src/graph/tuning.cc ncclTopoTuneModel hwLat, NVIDIA/nccl
 v2.28.9-1); "p2p-ops" (transfer_p2p.py) writes the send/recv latency π at the prior where the fitted log's network
 send/recv rows of different op counts disagree on it.
+
+Session 14 (pick), defined before pricing (docs/collectives-history.md "Session 14 (pick)"): "pick-as-nccl" fits and
+writes as "shared", but the fit and the written profile rank each call's (algorithm, protocol) on the prior's levels
+(HardwareProfile.pick_interconnect, collectives/nccl_pick.py: NCCL's tuner ranks by its own constants and detected
+links, src/graph/tuning.cc ncclTopoTuneModel, NVIDIA/nccl v2.28.9-1, never by a measured figure); "pick-protocol-hops"
+is "protocol-hops" with the same pick.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -41,7 +48,8 @@ from moesim.calibrate.profile_io import _sig
 from moesim.errors import SpecError
 from moesim.specs.hardware import MAX_NVLSTREE_NET_FACTOR
 
-TRANSFER_RULES = ("shared", "machinery", "lines", "identified", "lines-identified", "protocol-hops", "p2p-ops")
+TRANSFER_RULES = ("shared", "machinery", "lines", "identified", "lines-identified", "protocol-hops", "p2p-ops",
+                  "pick-as-nccl", "pick-protocol-hops")
 TRANSFER_MEANINGS = {"shared": "a fitted figure is written to the one key every mechanism reads",
                      "machinery": "ring / other-algorithm hop and one-peer / all-to-all send/recv line kept apart, "
                                   "each fitted figure written only to the machinery whose rows set it",
@@ -49,8 +57,12 @@ TRANSFER_MEANINGS = {"shared": "a fitted figure is written to the one key every 
                      "identified": "a figure moved within two of its standard errors is written at the prior",
                      "lines-identified": "identified, then the send/recv lines kept apart as by lines",
                      "protocol-hops": "a hop latency per protocol where that protocol's rows set it, shared elsewhere",
-                     "p2p-ops": "the send/recv latency kept at the prior where rows of different op counts disagree"}
-PER_PROTOCOL_RULES = ("protocol-hops",)  # rules that need calibrate's second fit with a hop figure per protocol
+                     "p2p-ops": "the send/recv latency kept at the prior where rows of different op counts disagree",
+                     "pick-as-nccl": "as shared, each call's algorithm / protocol ranked on the prior's figures as "
+                                     "NCCL's tuner ranks (written as pick_interconnect)",
+                     "pick-protocol-hops": "protocol-hops, each call's algorithm / protocol ranked as pick-as-nccl"}
+PER_PROTOCOL_RULES = ("protocol-hops", "pick-protocol-hops")
+PICK_RULES = ("pick-as-nccl", "pick-protocol-hops")  # rules that rank on the prior's levels (ranked_on_prior)  # rules that need calibrate's second fit with a hop figure per protocol
 SPLIT_RULES = {"machinery": True, "lines": False, "lines-identified": False}  # rule: does it split the hop α too
 AT_PRIOR_RULES = ("identified", "lines-identified")  # rules that write unidentified figures at the prior
 US_PER_S = 1e6
@@ -59,6 +71,19 @@ US_PER_S = 1e6
 IDENTIFIED_SE = 2.0
 NOT_INTERCONNECT = ("efficiency@", "peak_scale", "memory_bw", "layer_overhead")
 _LINE_KEYS = {"p2p_bandwidth": "p2p_factor", "nvlstree_bandwidth": "nvlstree_net_factor"}
+
+
+def ranked_on_prior(prior):
+    """(pick) `prior` ranking every call on its own levels (pick_interconnect; a prior that has them keeps them: NCCL's
+    own figures are the first prior's), so that a fit on it sees NCCL's pick at every θ (collectives/nccl_pick.py)."""
+    return dataclasses.replace(prior, pick_interconnect=prior.pick_interconnect or prior.interconnect)
+
+
+def pick_levels(table: dict, prior_raw: dict) -> dict:
+    """(pick) the calibrated profile `table` with `pick_interconnect`: the prior file's own (a profile calibrated under
+    a pick rule), else the prior's interconnect tables, copied."""
+    table["pick_interconnect"] = copy.deepcopy(prior_raw.get("pick_interconnect") or prior_raw["interconnect"])
+    return table
 
 
 def check_transfer(rule: str) -> str:

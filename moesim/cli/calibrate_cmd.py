@@ -67,7 +67,7 @@ def register(subparsers) -> None:
                         "'hierarchical' (each a departure from the level hop with its own prior); system facts are "
                         "inferred first under 'shared', then the rule is fitted with them fixed (default: shared)")
     p.add_argument("--transfer", choices=("shared", "machinery", "lines", "identified", "lines-identified",
-                                          "protocol-hops", "p2p-ops"),
+                                          "protocol-hops", "p2p-ops", "pick-as-nccl", "pick-protocol-hops"),
                    default=None,
                    help="where fitted figures are written: 'shared' (one key every mechanism reads), 'machinery' "
                         "(the ring / other-algorithm hop latency and the one-peer / all-to-all send/recv line kept "
@@ -78,7 +78,10 @@ def register(subparsers) -> None:
                         "'protocol-hops' (a hop latency per protocol where that protocol's own rows set it in a second "
                         "fit, shared elsewhere; with --hop-latency shared only), 'p2p-ops' (the send/recv latency kept "
                         "at the prior where the log's network send/recv rows of different op counts disagree on it; "
-                        "'Session 13 (heldout2)'; default: shared)")
+                        "'Session 13 (heldout2)'), 'pick-as-nccl' (as shared, but the fit and the written profile "
+                        "rank each call's algorithm / protocol on the prior's figures, as NCCL's tuner does, and price "
+                        "the pick with the fitted ones), 'pick-protocol-hops' (protocol-hops with that pick; "
+                        "'Session 14 (pick)'; default: shared)")
     p.add_argument("--prior-weight", default="auto", metavar="auto|W",
                    help="weight of the log-normal prior on the interconnect figures (latency, bandwidth, NVLS): "
                         "'auto' (default) weighs each figure by its stated uncertainty (moesim/calibrate/"

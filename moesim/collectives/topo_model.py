@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from moesim.collectives import formulas, hierarchy, nccl, nccl_facts, nccl_multinode, nccl_plan, torus_costs
-from moesim.collectives import nccl_broadcast, nccl_p2p, nccl_p2p_net
+from moesim.collectives import nccl_broadcast, nccl_p2p, nccl_p2p_net, nccl_pick
 from moesim.collectives.algorithm_menu import HALVING_NAME as _HALVING_NAME
 from moesim.collectives.algorithm_menu import P2P_OPS as _P2P_OPS
 from moesim.collectives.algorithm_menu import PASSES as _PASSES
@@ -141,10 +141,9 @@ class TopologyModel:
 
     def cost(self, op: str, size_bytes: float, group: Group) -> CollectiveCost:
         """The fastest candidate (ties: the first listed); NCCL's tuner candidates ranked by its own model
-        (time_s + tuner_offset_s). `candidates`' pick, without building the losers' Candidate objects
-        (tests/collectives/test_cost_fast_path.py checks the two agree bit for bit). With nccl_version set, priced at
-        that release's constants (nccl_version_pick.at_release, entered here rather than by a wrapper: one call
-        fewer per collective)."""
+        (time_s + tuner_offset_s; on hardware.pick_interconnect's levels where set: nccl_pick.py). `candidates`' pick,
+        without building the losers' Candidate objects (tests/collectives/test_cost_fast_path.py checks the two agree
+        bit for bit). With nccl_version set, at that release's constants (nccl_version_pick.at_release, entered here)."""
         version = self.nccl_version
         if version and self.nccl_version_scope == "all" and nccl_tuning.active_version() != version:
             with nccl_tuning.at_version(version):
@@ -162,6 +161,8 @@ class TopologyModel:
                 best = next(row for row in rows if row[:2] == best[:2])
             if best is not None:
                 best_s = best[3] + best[2].time_s
+        if best is None and self.hardware.pick_interconnect:  # NCCL's pick on the prior's figures (nccl_pick.py)
+            best, best_s = nccl_pick.ranked_row(self, op, size_bytes, group, rows)
         for row in rows if best is None else ():
             latency_s, transfer, overlapped = row[2]  # Candidate.time_s = base + Terms.time_s, inline
             time_s = row[3] + (latency_s + ((max(transfer) if overlapped else sum(transfer)) if transfer else 0.0))

@@ -231,6 +231,9 @@ class HardwareProfile:
     price_per_device_hour_usd: float | None = None
     price_source: str = ""
     calibrated_from: str = ""
+    # the levels NCCL's tuner ranks (algorithm, protocol) by where they differ from the priced ones: the prior's,
+    # written by `calibrate --transfer pick-as-nccl` (collectives/nccl_pick.py); () = rank by `interconnect`
+    pick_interconnect: tuple[InterconnectLevel, ...] = ()
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -250,6 +253,10 @@ class HardwareProfile:
             if outer % inner:
                 raise SpecError(f"interconnect domains must nest: {outer} devices is not a multiple of {inner}",
                                 field="interconnect", value=domains)
+        picks = [level.domain_devices for level in self.pick_interconnect]
+        if picks and picks != domains:
+            raise SpecError(f"pick_interconnect's domains {picks} are not interconnect's {domains}",
+                            field="pick_interconnect", value=picks, allowed=f"the same levels as interconnect: {domains}")
         if domains[-1] < self.max_devices:
             raise SpecError(f"the outermost interconnect level joins {domains[-1]} devices but max_devices is "
                             f"{self.max_devices}", field="interconnect", value=domains)

@@ -172,6 +172,10 @@ def _hardware_from_table(t: Table) -> HardwareProfile:
     for level_t in t.sub_list("interconnect"):
         levels.append(_level_from_table(level_t, per_chip))
         level_t.finish()
+    picks = []  # calibrate --transfer pick-as-nccl: the levels NCCL's tuner ranks by (HardwareProfile.pick_interconnect)
+    for level_t in t.sub_list("pick_interconnect", required=False):
+        picks.append(_level_from_table(level_t, per_chip))
+        level_t.finish()
     profile = HardwareProfile(
         name=t.req("name", str),
         description=t.req("description", str),
@@ -184,6 +188,7 @@ def _hardware_from_table(t: Table) -> HardwareProfile:
         price_per_device_hour_usd=t.opt("price_per_device_hour_usd", float, None),
         price_source=t.opt("price_source", str, ""),
         calibrated_from=t.opt("calibrated_from", str, ""),
+        pick_interconnect=tuple(picks),
     )
     t.finish()
     return profile

@@ -37,14 +37,14 @@ def with_system_facts(hardware: HardwareProfile, facts: Mapping[str, str]) -> Ha
     if not any(level.topology in NETWORK_TOPOLOGIES for level in hardware.interconnect):
         raise SpecError(f"{hardware.name} has no network level to set {sorted(facts)} on", field=sorted(facts)[0],
                         allowed=NETWORK_TOPOLOGIES)
-    levels = tuple(replace(level, **facts) if level.topology in NETWORK_TOPOLOGIES else level
-                   for level in hardware.interconnect)
-    return replace(hardware, interconnect=levels)
+    levels, picks = (tuple(replace(level, **facts) if level.topology in NETWORK_TOPOLOGIES else level
+                           for level in group) for group in (hardware.interconnect, hardware.pick_interconnect))
+    return replace(hardware, interconnect=levels, pick_interconnect=picks)
 
 
 def set_system_facts(raw: dict, facts: Mapping[str, str]) -> dict:
     """A hardware profile's TOML table (moesim calibrate's output) with `facts` written on its network levels."""
-    for level in raw.get("interconnect", []):
+    for level in raw.get("interconnect", []) + raw.get("pick_interconnect", []):
         if level.get("topology") in NETWORK_TOPOLOGIES:
             level.update(facts)
     return raw

@@ -56,6 +56,10 @@ KNOWN_WORSE = {
     # second fit and shared elsewhere, takes both off, 2 -> 4 nodes 9.93 -> 7.74 %, 4 -> 2 nodes 4.37 -> 3.43 %; not the
     # default: it costs B200 Vultr, whose 1-node all_gather fit re-picks NVLS at 2-4 MiB and drags the Simple NVLink hop
     # 3.4 -> 1.7 us, docs/collectives-history.md "Session 13 (heldout2)")
+    # (session 14, pick: `--transfer pick-protocol-hops` fits and prices on NCCL's pick at the prior, which stops that
+    # re-pick (Vultr's mean +0.01 -> -0.47 pt); 2 -> 4 nodes 9.93 -> 7.71 % leaves the list, 4 -> 2 nodes 4.37 -> 3.85 %
+    # stays (the 4-node fit's Simple hop 14.27 -> 14.73 us on the prior's pick); qoofyk's mean +0.06 pt: opt-in,
+    # docs/collectives-history.md "Session 14 (pick)")
     ("h100-vm-4node-qoofyk_all_reduce_perf.log", "h100-hgx-2node-qoofyk_all_reduce_perf.log"),
     ("h100-hgx-2node-qoofyk_all_reduce_perf.log", "h100-vm-4node-qoofyk_all_reduce_perf.log"),
     # B200 Vultr 1 node: the all-reduce's ring/LL rows (64 B - 512 KiB, hop latency 0.52-0.68 of their time, 1.08-1.33x

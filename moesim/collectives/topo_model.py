@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from moesim.collectives import formulas, hierarchy, nccl, nccl_facts, nccl_multinode, nccl_plan, torus_costs
-from moesim.collectives import nccl_broadcast, nccl_p2p, nccl_p2p_net
+from moesim.collectives import nccl_broadcast, nccl_p2p, nccl_p2p_net, nccl_p2p_peer
 from moesim.collectives.algorithm_menu import HALVING_NAME as _HALVING_NAME
 from moesim.collectives.algorithm_menu import P2P_OPS as _P2P_OPS
 from moesim.collectives.algorithm_menu import PASSES as _PASSES
@@ -99,6 +99,9 @@ class TopologyModel:
     # NCCL's p2pnChannels where a send/recv or all-to-all spans several nodes (nccl_p2p.p2p_net_nchannels: pow2Up of
     # comm->nChannels); None = the default ([p2p_net] p2p_channels; session 11 p2pcong)
     p2p_net_nchannels: int | None = None
+    # NCCL's rule for a network peer's p2p channels (nccl_p2p_peer.RULES "2.18" / "2.20" / "2.29"); "" = the release in
+    # force (nccl_version; none named: "2.29", as before) (session 14 a2ab200)
+    p2p_net_peer_rule: str = nccl_p2p_peer.DEFAULT
     # how NCCL's ring broadcast is priced (nccl_broadcast.MODELS: plain, nccl (default), nccl-fill, nccl-tests, ...)
     broadcast_model: str = nccl_broadcast.DEFAULT_MODEL
     # the NCCL release the run used ("2.26.2"): its version-keyed constants (nccl_tuning.at_version); "" = the file's
@@ -304,7 +307,7 @@ class TopologyModel:
             names=_algorithm_names(op, counts, n, system.nccl), tuner=None, cap_tiers=cap_tiers,
             p2p_protocols=system.nccl and op in _P2P_OPS, p2p_net_simple=net_simple, gdr_offsets=gdr_offsets,
             p2p_concurrent=_concurrent_layout(self.p2p_net_model, self.p2p_net_nchannels, op, n, system, pl, tiers,
-                                              protocol_rows),
+                                              protocol_rows, nccl_p2p_peer.resolve(self.p2p_net_peer_rule)),
             bcast=nccl_broadcast.layout(self.broadcast_model, n, counts, tiers, protocol_rows, tuple(
                 getattr(self, k) for k in CHANNEL_KNOBS)) if system.nccl and op == "broadcast" else None)
 
@@ -329,7 +332,8 @@ class TopologyModel:
             if not multi:
                 cap = nccl.p2p_bw_cap(size, n, tier0, net)
             elif net is not None:
-                cap = nccl.p2p_net_bw_cap(size, n, tier0, net, self.p2p_net_nchannels)
+                cap = nccl.p2p_net_bw_cap(size, n, tier0, net, self.p2p_net_nchannels,
+                                          nccl_p2p_peer.resolve(self.p2p_net_peer_rule))
         # send/recv-based ops on NCCL price each algorithm with the protocol its message size picks only (a
         # send/recv between nodes: Simple, _layout)
         picked = None
@@ -368,6 +372,7 @@ class TopologyModel:
         nccl_p2p_net.check_model(self.p2p_net_model)
         nccl_plan.check_ring_net_channel_gbps(self.ring_net_channel_gbps)
         nccl_p2p.check_p2p_net_nchannels(self.p2p_net_nchannels)
+        nccl_p2p_peer.check_rule(self.p2p_net_peer_rule)
         nccl_broadcast.check_model(self.broadcast_model)
         nccl_tuning.check_version(self.nccl_version)
         nccl_version_pick.check_scope(self.nccl_version_scope)

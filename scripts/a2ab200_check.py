@@ -1,15 +1,15 @@
 """Check of p2p_net_peer_rule (session 14, a2ab200: NCCL's network-peer p2p channel rule of the run's release;
-moesim/collectives/nccl_p2p_peer.py, NVIDIA/nccl src/graph/paths.cc v2.18.1-1 .. v2.30.7-1) against every nccl-tests
-log: the ship rule's (b) over the healthy logs, every log that moves, and every row of the alltoall / sendrecv logs that
-move.
+moesim/collectives/nccl_p2p_peer.py, NVIDIA/nccl src/graph/paths.cc v2.18.1-1 .. v2.30.7-1) against every
+nccl-tests log: the ship rule's (b) over the healthy logs, every log that moves, and every row of the alltoall /
+sendrecv logs that move.
 
 The rule, the candidate and its variant were committed before this script first ran (docs/collectives-history.md
 "Session 14 (a2ab200)", 28f2012). Each log is priced as the per-log table prices it (calibrate/nccl_error.log_error: its
 system facts, its model, the host floor), once as shipped and once with:
 - candidate: p2p_net_peer_rule = the rule of the log's own stated release (its banner, else logs.toml nccl_version;
   nccl_code_rules.toml [p2p_net_peer_channels]); a log that states none does not move;
-- variant: p2p_net_peer_rule = "2.20" (NCCL v2.20.3-1 .. v2.28.9-1) on every alltoall / sendrecv log, whatever release it
-  states (evaluated only: it contradicts the 2.29.2 logs' own banners).
+- variant: p2p_net_peer_rule = "2.20" (NCCL v2.20.3-1 .. v2.28.9-1) on every alltoall / sendrecv log, whatever
+  release it states (evaluated only: it contradicts the 2.29.2 logs' own banners).
 
 Run: python scripts/a2ab200_check.py [--write]   (--write replaces the marked block of docs/collectives-history.md)
 """

@@ -39,7 +39,7 @@ def network_peer_channels(rule: str, n: int, p2p_nchannels: int, net_tier) -> in
     tn = tuning()["p2p_net"]
     if rule == "2.18":  # NCCL_PARAM(NChannelsPerNetPeer, "NCHANNELS_PER_NET_PEER", 2), v2.18.1-1 .. v2.19.4-1
         return tn["default_net_peer_channels"]
-    if rule == "2.20":  # start at 2, halve while c x nRanks > 4 x p2pnChannels; at least the NICs (v2.20.3-1 .. v2.28.9-1)
+    if rule == "2.20":  # 2, halved while c x nRanks > 4 x p2pnChannels; at least the NICs (v2.20.3-1 .. v2.28.9-1)
         c = tn["default_net_peer_channels"]
         while c * n > tn["ops_per_channel_before_halving"] * p2p_nchannels and c > 1:
             c //= 2

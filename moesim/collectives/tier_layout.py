@@ -29,7 +29,8 @@ class Layout:
     protocols: tuple
     names: tuple[str, ...]  # the algorithms _algorithm_terms prices for the op
     tuner: object  # nccl_plan.plan for AR / AG / RS on NCCL systems, else None
-    cap_tiers: tuple | None  # (NVLink tier, NIC tier or None) where NCCL's p2p channels cap a send/recv
+    # (NVLink tier, NIC tier or None, network-peer rule) where NCCL's p2p channels cap a send/recv
+    cap_tiers: tuple | None
     p2p_protocols: bool  # NCCL send/recv: each algorithm runs the protocol its message size picks
     p2p_net_simple: bool = False  # NCCL send/recv between nodes: Simple at every size (nccl_multinode.p2p_net_runs_ll)
     gdr_offsets: dict | None = None  # broadcast without GDR: {protocol: tuner offset s}, its legs taken back

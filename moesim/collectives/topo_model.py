@@ -281,7 +281,7 @@ class TopologyModel:
         # send/recv's own message latency where a profile sets one (InterconnectLevel.p2p_latency_s)
         latency = [p2p_latency_s(t) if op in _P2P_OPS else t.latency_s for t in tiers]
         if system.nccl and op == "send_recv" and tiers[0].kind == "switch":
-            cap_tiers = (tiers[0], _nic_tier(system, pl))
+            cap_tiers = (tiers[0], _nic_tier(system, pl), nccl_p2p_peer.resolve(self.p2p_net_peer_rule))
         # NCCL's send/recv between nodes runs Simple: its network connection has no LL buffer by default; where it
         # has one (NCCL_ALLOC_P2P_NET_LL_BUFFERS=1) that buffer is in host memory, so LL pays the host leg
         net_p2p = system.nccl and op == "send_recv" and multi and tiers[top].kind not in ("switch", "torus")
@@ -328,12 +328,11 @@ class TopologyModel:
         cap = 0.0
         if lay.cap_tiers is not None:
             # NCCL's p2p channels per peer (nccl_tuning.toml [p2p], [p2p_net]: the comm's NIC tier if it spans nodes)
-            tier0, net = lay.cap_tiers
+            tier0, net, peer_rule = lay.cap_tiers
             if not multi:
                 cap = nccl.p2p_bw_cap(size, n, tier0, net)
             elif net is not None:
-                cap = nccl.p2p_net_bw_cap(size, n, tier0, net, self.p2p_net_nchannels,
-                                          nccl_p2p_peer.resolve(self.p2p_net_peer_rule))
+                cap = nccl.p2p_net_bw_cap(size, n, tier0, net, self.p2p_net_nchannels, peer_rule)
         # send/recv-based ops on NCCL price each algorithm with the protocol its message size picks only (a
         # send/recv between nodes: Simple, _layout)
         picked = None

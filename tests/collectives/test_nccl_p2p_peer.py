@@ -1,8 +1,8 @@
 """p2p_net_peer_rule (session 14, a2ab200; moesim/collectives/nccl_p2p_peer.py): the p2p channels NCCL gives a peer on
-another node, by the rule of the release (NVIDIA/nccl src/graph/paths.cc ncclTopoGetNchannels / ncclTopoComputeP2pChannels
-at v2.18.1-1 .. v2.30.7-1). Unset and with no release named the pricing is as before; a release up to v2.28.9-1 gives a
-2-node B200 all-to-all's network peers 2 channels (2.29.2+: 4); the flag's bad value is one clear line; the docs'
-generated block is current."""
+another node, by the rule of the release (NVIDIA/nccl src/graph/paths.cc ncclTopoGetNchannels /
+ncclTopoComputeP2pChannels at v2.18.1-1 .. v2.30.7-1). Unset and with no release named the pricing is as before; a
+release up to v2.28.9-1 gives a 2-node B200 all-to-all's network peers 2 channels (2.29.2+: 4); the flag's bad value is
+one clear line; the docs' generated block is current."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_the_code_rule_names_the_rule_of_each_release(version, rule):
 
 @pytest.mark.parametrize("n,rule,per_peer", [
     (16, "2.18", 2), (16, "2.20", 2), (16, "2.29", 4),  # 2 x 8 B200: 2.28.9 gives 2, 2.29.2 gives 4 (400 Gb/s NIC)
-    (32, "2.20", 2), (32, "2.29", 4),                    # 2 x 32 = 64 is not > 4 x 16; 4 x ceil(32 / 8) = 16 is not > 16
+    (32, "2.20", 2), (32, "2.29", 4),  # 2 x 32 = 64 is not > 4 x 16; 4 x ceil(32 / 8) = 16 is not > 16
     (48, "2.20", 1), (48, "2.29", 2),                    # 2 x 48 > 64; 4 x 6 > 16, 2 x 6 is not
     (80, "2.18", 2), (80, "2.20", 1), (80, "2.29", 1),  # the 10-node count: 1 from 2.20 on
 ])

@@ -99,9 +99,7 @@ class TopologyModel:
     # NCCL's p2pnChannels where a send/recv or all-to-all spans several nodes (nccl_p2p.p2p_net_nchannels: pow2Up of
     # comm->nChannels); None = the default ([p2p_net] p2p_channels; session 11 p2pcong)
     p2p_net_nchannels: int | None = None
-    # NCCL's rule for a network peer's p2p channels (nccl_p2p_peer.RULES "2.18" / "2.20" / "2.29"); "" = the release in
-    # force (nccl_version; none named: "2.29", as before) (session 14 a2ab200)
-    p2p_net_peer_rule: str = nccl_p2p_peer.DEFAULT
+    p2p_net_peer_rule: str = nccl_p2p_peer.DEFAULT  # a network peer's p2p channel rule (nccl_p2p_peer); "": the release's
     # how NCCL's ring broadcast is priced (nccl_broadcast.MODELS: plain, nccl (default), nccl-fill, nccl-tests, ...)
     broadcast_model: str = nccl_broadcast.DEFAULT_MODEL
     # the NCCL release the run used ("2.26.2"): its version-keyed constants (nccl_tuning.at_version); "" = the file's
@@ -277,11 +275,10 @@ class TopologyModel:
                                op, n, counts, tiers, self._allowed(), self.collnet, allowed,
                                tuple(getattr(self, k) for k in CHANNEL_KNOBS),
                                (self.ring_net_channel_gbps or 0.0) * 1e9, self.per_channel_caps))
-        cap_tiers = None
         # send/recv's own message latency where a profile sets one (InterconnectLevel.p2p_latency_s)
         latency = [p2p_latency_s(t) if op in _P2P_OPS else t.latency_s for t in tiers]
-        if system.nccl and op == "send_recv" and tiers[0].kind == "switch":
-            cap_tiers = (tiers[0], _nic_tier(system, pl), nccl_p2p_peer.resolve(self.p2p_net_peer_rule))
+        cap_tiers = ((tiers[0], _nic_tier(system, pl), nccl_p2p_peer.resolve(self.p2p_net_peer_rule))
+                     if system.nccl and op == "send_recv" and tiers[0].kind == "switch" else None)
         # NCCL's send/recv between nodes runs Simple: its network connection has no LL buffer by default; where it
         # has one (NCCL_ALLOC_P2P_NET_LL_BUFFERS=1) that buffer is in host memory, so LL pays the host leg
         net_p2p = system.nccl and op == "send_recv" and multi and tiers[top].kind not in ("switch", "torus")

@@ -21,7 +21,7 @@ from dataclasses import replace
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
 from moesim.calibrate.nccl_table import entry_model, entry_nccl_version  # noqa: E402
-from moesim.collectives import nccl_tuning  # noqa: E402
+from moesim.collectives import nccl_code_rules, nccl_tuning  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
 from scripts.log_variants import MANIFEST, before_after_rows, moved_lines, rule_b_lines  # noqa: E402, F401
 
@@ -52,6 +52,23 @@ def only(prefixes: tuple[str, ...] | None):
         nccl_tuning._at.cache_clear()
 
 
+@contextmanager
+def peer_rule_unset(hold: bool):
+    """With `hold`, session 14's code rule p2p_net_peer_channels at its unset value at every release for the duration
+    (a group's section then moves what its [versioned] rows move; the rule is priced alone by
+    scripts/a2ab200_check.py and scripts/code_rules_check.py)."""
+    entry = nccl_code_rules._file()["p2p_net_peer_channels"]
+    kept = entry["rows"]
+    if hold:
+        entry["rows"] = [[first, last, entry["unset"]] for first, last, _ in kept]
+    nccl_code_rules._at.cache_clear()
+    try:
+        yield
+    finally:
+        entry["rows"] = kept
+        nccl_code_rules._at.cache_clear()
+
+
 def _make(scope: str):
     def make(entry, hw, model, n):
         version = entry_nccl_version(MANIFEST.parent, entry)
@@ -60,7 +77,7 @@ def _make(scope: str):
 
 
 def rows(prefixes: tuple[str, ...] | None = None, scope: str = "all") -> list[tuple]:
-    with only(prefixes):
+    with only(prefixes), peer_rule_unset(prefixes is not None):
         return before_after_rows(_make(scope))
 
 

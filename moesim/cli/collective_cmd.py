@@ -15,7 +15,8 @@ DEFAULT_SWEEP = "8B:8GiB"  # the range nccl-tests' README runs (-b 8 -e 8G -f 2)
 FLAGS = {"nccl_algo": "--nccl-algo", "nccl_proto": "--nccl-proto", "tuner_rules": "--tuner-rules",
          "ring_net_channel_gbps": "--ring-net-channel-gbps", "p2p_net_model": "--p2p-net-model",
          "broadcast_model": "--broadcast-model", "p2p_net_nchannels": "--p2p-net-nchannels",
-         "nccl_version": "--nccl-version", "nccl_version_scope": "--nccl-version-scope"}
+         "nccl_version": "--nccl-version", "nccl_version_scope": "--nccl-version-scope",
+         "p2p_net_peer_rule": "--p2p-net-peer-rule"}
 
 
 def register(subparsers) -> None:
@@ -75,6 +76,12 @@ def register(subparsers) -> None:
                         "channels, PAT) at that release's values (collectives/nccl_tuning.toml [versioned]; evaluated, "
                         "not the logs' default: docs/collectives-history.md 'Session 12 (ncclver)'); default: today's "
                         "tables; GPU profiles only")
+    p.add_argument("--p2p-net-peer-rule", default="", metavar="RULE",
+                   help="NCCL's rule for the p2p channels of a peer on another node: '2.18' (v2.18.1 - v2.19.4: 2), "
+                        "'2.20' (v2.20.3 - v2.28.9: 2, halved while 2 x ranks > 4 x p2p channels), '2.29' (v2.29.2 - "
+                        "v2.30.7: max(NICs, NIC GB/s / 14), halved to fit one round) (src/graph/paths.cc; "
+                        "collectives/nccl_p2p_peer.py; docs/collectives-history.md 'Session 14 (a2ab200)'); default: "
+                        "the rule of --nccl-version's release, '2.29' where none is named; GPU profiles only")
     p.add_argument("--nccl-version-scope", default="all", choices=("all", "pick"),
                    help="what --nccl-version's constants move: 'all' NCCL's pick and the wire; 'pick' NCCL's pick only "
                         "(its tuner's ranking), every candidate priced on the wire at today's tables "
@@ -137,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
                                    args.p2p_net_model, args.broadcast_model, args.ring_net_channel_gbps,
                                    None if args.per_channel_caps is None else args.per_channel_caps == "on",
                                    args.p2p_net_nchannels, args.nccl_version,
-                                   args.nccl_version_scope)
+                                   args.nccl_version_scope, args.p2p_net_peer_rule)
     except SpecError as err:
         if err.field not in FLAGS:
             raise

@@ -7,11 +7,13 @@ p2pnChannels: NCCL 2.29.2 paths.cc ncclTopoComputeP2pChannels, session 11 p2pcon
 
 from __future__ import annotations
 
+from moesim.collectives import nccl_p2p_peer
 from moesim.collectives.nccl_tuning import tuning
 from moesim.errors import SpecError
 
 
-def p2p_channels(size_bytes: float, n: int, tier0, net_tier=None, net_nchannels: int | None = None) -> int:
+def p2p_channels(size_bytes: float, n: int, tier0, net_tier=None, net_nchannels: int | None = None,
+                 peer_rule: str = "2.29") -> int:
     """Channels NCCL splits one peer's send of `size_bytes` over, in an n-rank communicator
     (nccl_tuning.toml [p2p], [p2p_net]; NCCL 2.30.7 enqueue.cc addP2pToPlan / scheduleP2pTasksToPlan, paths.cc
     ncclTopoGetNchannels / ncclTopoComputeP2pChannels); 0 where the tier's architecture has no NVLink line
@@ -21,11 +23,12 @@ def p2p_channels(size_bytes: float, n: int, tier0, net_tier=None, net_nchannels:
     one included, gets the communicator's per-peer count, the smallest over all peers (the network peer's
     max(NICs, ceil(NIC GB/s / 14)) below an NVLink peer's 2 x links), halved while per-peer x ceil(peers / 8)
     exceeds the communicator's p2p channels (p2p_net_nchannels(net_nchannels)), and parts of P2P_NET_CHUNKSIZE / 2
-    to P2P_NET_CHUNKSIZE."""
-    return p2p_channels_at(p2p_channel_rule(n, tier0, net_tier, net_nchannels), size_bytes)
+    to P2P_NET_CHUNKSIZE. `peer_rule` the network peer's rule (nccl_p2p_peer.RULES; "2.29" the above)."""
+    return p2p_channels_at(p2p_channel_rule(n, tier0, net_tier, net_nchannels, peer_rule), size_bytes)
 
 
-def p2p_channel_rule(n: int, tier0, net_tier=None, net_nchannels: int | None = None) -> tuple | None:
+def p2p_channel_rule(n: int, tier0, net_tier=None, net_nchannels: int | None = None,
+                     peer_rule: str = "2.29") -> tuple | None:
     """The part of p2p_channels no size changes (a layout computes it once per group and op): (the per-peer count
     after the communicator's bound, the smallest part, the largest part, the per-peer count), None where the tier's
     architecture has no NVLink line rate listed."""
@@ -42,8 +45,10 @@ def p2p_channel_rule(n: int, tier0, net_tier=None, net_nchannels: int | None = N
     else:
         tn = tuning()["p2p_net"]
         total = p2p_net_nchannels(net_nchannels)
-        per_peer = min(total, _pow2_up(min(2 * links, p2p_net_peer_channels(net_tier))))
-        while per_peer * -(-n // tn["max_p2p_per_batch"]) > total and per_peer > 1:
+        per_peer = min(total, _pow2_up(min(2 * links, nccl_p2p_peer.network_peer_channels(peer_rule, n, total,
+                                                                                          net_tier))))
+        while nccl_p2p_peer.halves_to_one_round(peer_rule) and per_peer * -(-n // tn["max_p2p_per_batch"]) > total \
+                and per_peer > 1:  # ncclTopoComputeP2pChannels from v2.29.2-1: every peer in one round
             per_peer //= 2
         min_part = tn["chunk_bytes"] // tn["min_part_divisor"]
         max_part = tn["chunk_bytes"]
@@ -99,13 +104,15 @@ def p2p_net_peer_channels(net_tier) -> int:
     return max(tn["nics_per_gpu"], -(-nic_gb_per_s // tn["per_channel_net_gb_per_s"]))
 
 
-def p2p_net_bw_cap(size_bytes: float, n: int, tier0, net_tier, net_nchannels: int | None = None) -> float:
+def p2p_net_bw_cap(size_bytes: float, n: int, tier0, net_tier, net_nchannels: int | None = None,
+                   peer_rule: str = "2.29") -> float:
     """Bytes/s one send to a peer on another node carries: its p2p channels x NCCL's per-channel network
     figure (14 GB/s, the bandwidth NCCL provisions one channel for; that a channel moves exactly that much is
-    an assumption). Without an NVLink tier the network peer's own count applies. 0 = no cap."""
-    c = p2p_channels(size_bytes, n, tier0, net_tier, net_nchannels) if tier0 is not None else 0
+    an assumption). Without an NVLink tier the network peer's own count applies. 0 = no cap. `peer_rule`:
+    p2p_channels'."""
+    c = p2p_channels(size_bytes, n, tier0, net_tier, net_nchannels, peer_rule) if tier0 is not None else 0
     if not c:
-        c = p2p_net_peer_channels(net_tier)
+        c = nccl_p2p_peer.network_peer_channels(peer_rule, n, p2p_net_nchannels(net_nchannels), net_tier)
     return c * tuning()["p2p_net"]["per_channel_net_gb_per_s"] * 1e9
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import warnings
 
 from moesim.collectives import nccl_broadcast, nccl_channel_caps, nccl_p2p, nccl_p2p_net, nccl_plan
-from moesim.collectives import nccl_tuning, nccl_version_pick
+from moesim.collectives import nccl_p2p_peer, nccl_tuning, nccl_version_pick
 from moesim.collectives.base import OPS, CollectiveCost, CollectiveModel, Group
 from moesim.collectives.nccl_broadcast import DEFAULT_MODEL as DEFAULT_BROADCAST_MODEL
 from moesim.collectives.nccl_broadcast import MODELS as BROADCAST_MODELS  # noqa: F401 (the CLI's help reads it here)
@@ -104,7 +104,8 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
                       broadcast_model: str = DEFAULT_BROADCAST_MODEL,
                       ring_net_channel_gbps: float | None = None, per_channel_caps: bool | None = None,
                       p2p_net_nchannels: int | None = None, nccl_version: str = "",
-                      nccl_version_scope: str = nccl_version_pick.DEFAULT_SCOPE) -> dict:
+                      nccl_version_scope: str = nccl_version_pick.DEFAULT_SCOPE,
+                      p2p_net_peer_rule: str = nccl_p2p_peer.DEFAULT) -> dict:
     """Everything `moesim collective` prints: the group, the system it lands on, one row per size.
 
     `devices` is the group size (nccl-tests' rank count); `stride` spaces its members on the device
@@ -125,6 +126,8 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     (collectives/nccl_p2p.p2p_net_nchannels), None = the default. `nccl_version` the NCCL release the run uses
     ("2.26.2": its version-keyed constants, collectives/nccl_tuning.at_version), "" = today's tables;
     `nccl_version_scope` what they move (collectives/nccl_version_pick.SCOPES: "all", the default, or "pick").
+    `p2p_net_peer_rule` NCCL's rule for a network peer's p2p channels (collectives/nccl_p2p_peer.RULES), "" = the
+    release in force (`nccl_version`; none named: "2.29", the default pricing).
     """
     from moesim.collectives.select import default_model
     from moesim.specs.load import load_hardware
@@ -138,6 +141,7 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     nccl_broadcast.check_model(broadcast_model)
     nccl_tuning.check_version(nccl_version, field="--nccl-version")
     nccl_version_pick.check_scope(nccl_version_scope, field="--nccl-version-scope")
+    nccl_p2p_peer.check_rule(p2p_net_peer_rule, field="--p2p-net-peer-rule")
     hw = load_hardware(hardware)
     if op not in OPS:
         raise SpecError(f"unknown collective '{op}'", field="op", value=op, allowed=OPS)
@@ -159,7 +163,8 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
                ("--ring-net-channel-gbps", ring_net_channel_gbps is not None),
                ("--per-channel-caps", per_channel_caps is not None and per_channel_caps != nccl_channel_caps.DEFAULT),
                ("--p2p-net-nchannels", p2p_net_nchannels is not None), ("--nccl-version", nccl_version),
-               ("--nccl-version-scope", nccl_version_scope != nccl_version_pick.DEFAULT_SCOPE)]
+               ("--nccl-version-scope", nccl_version_scope != nccl_version_pick.DEFAULT_SCOPE),
+               ("--p2p-net-peer-rule", p2p_net_peer_rule)]
     given = [name for name, value in options if value]
     if given:
         if hw.device_kind != "gpu":  # the model prices these devices' own collectives: NCCL's options would do nothing
@@ -175,7 +180,7 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
                               ring_net_channel_gbps=ring_net_channel_gbps,
                               per_channel_caps=nccl_channel_caps.DEFAULT if per_channel_caps is None else per_channel_caps,
                               p2p_net_nchannels=p2p_net_nchannels, nccl_version=nccl_version,
-                              nccl_version_scope=nccl_version_scope, **knobs)
+                              nccl_version_scope=nccl_version_scope, p2p_net_peer_rule=p2p_net_peer_rule, **knobs)
         rows = collective_rows(model, op, sizes, group, a2a_algorithm)
         ignored = [name for name, value in options[:3] if value]  # NCCL_ALGO, NCCL_COLLNET_ENABLE, NCCL_PROTO
         if op in ("all_to_all", "send_recv") and ignored:  # NCCL's p2p: no algorithm, the protocol by size
@@ -193,6 +198,7 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
             "per_channel_caps": getattr(model, "per_channel_caps", nccl_channel_caps.DEFAULT),
             "p2p_net_nchannels": p2p_net_nchannels, "nccl_version": getattr(model, "nccl_version", ""),
             "nccl_version_scope": getattr(model, "nccl_version_scope", nccl_version_pick.DEFAULT_SCOPE),
+            "p2p_net_peer_rule": getattr(model, "p2p_net_peer_rule", nccl_p2p_peer.DEFAULT),
             "nccl_algo": nccl_algo, "nccl_collnet": collnet, "nccl_proto": nccl_proto, "tuner_rules": tuner_rules,
             **knobs, "nccl_channels": channel_counts(model, group, knobs),
             "system": system, "results": rows, "avg_busbw_GBps": average_busbw_GBps(rows)}

@@ -29,7 +29,8 @@ class Layout:
     protocols: tuple
     names: tuple[str, ...]  # the algorithms _algorithm_terms prices for the op
     tuner: object  # nccl_plan.plan for AR / AG / RS on NCCL systems, else None
-    cap_tiers: tuple | None  # (NVLink tier, NIC tier or None) where NCCL's p2p channels cap a send/recv
+    # (NVLink tier, NIC tier or None, network-peer rule) where NCCL's p2p channels cap a send/recv
+    cap_tiers: tuple | None
     p2p_protocols: bool  # NCCL send/recv: each algorithm runs the protocol its message size picks
     p2p_net_simple: bool = False  # NCCL send/recv between nodes: Simple at every size (nccl_multinode.p2p_net_runs_ll)
     gdr_offsets: dict | None = None  # broadcast without GDR: {protocol: tuner offset s}, its legs taken back
@@ -52,11 +53,12 @@ def p2p_line(tier, op: str) -> float:
 
 
 def concurrent_layout(p2p_net_model: str, p2p_net_nchannels, op: str, n: int, system: System, pl: GroupPlacement,
-                      tiers, protocol_rows):
+                      tiers, protocol_rows, peer_rule: str = "2.29"):
     """What TopologyModel's p2p_net_model="concurrent" / "channels" needs for `op` (nccl_p2p_net.py), or None where it
     does not apply (not NCCL, not a send/recv-based op, one node, no network tier, no Simple row): (Simple's row, the
     proxy's launch s, the NVLink tier, the NIC tier, the communicator's p2p channels across nodes, the model, the
-    size-free part of a peer's p2p channels (nccl_p2p.p2p_channel_rule), NCCL's p2p ops per batch, group size)."""
+    size-free part of a peer's p2p channels (nccl_p2p.p2p_channel_rule; `peer_rule` the network peer's rule,
+    nccl_p2p_peer.RULES), NCCL's p2p ops per batch, group size)."""
     if (p2p_net_model == "summed" or not system.nccl or op not in P2P_OPS or len(tiers) < 2
             or all(t.kind in ("switch", "torus") for t in tiers[1:])):
         return None
@@ -66,7 +68,7 @@ def concurrent_layout(p2p_net_model: str, p2p_net_nchannels, op: str, n: int, sy
     launch = nccl_p2p_net.launch_s(getattr(tiers[1], "host_cpu", ""))
     net_tier, t, nchannels = nic_tier(system, pl), nccl.tuning(), nccl.p2p_net_nchannels(p2p_net_nchannels)
     return (simple[0], launch, tiers[0], net_tier, nchannels, p2p_net_model,
-            nccl_p2p.p2p_channel_rule(n, tiers[0], net_tier, nchannels) if net_tier is not None else None,
+            nccl_p2p.p2p_channel_rule(n, tiers[0], net_tier, nchannels, peer_rule) if net_tier is not None else None,
             t["p2p_net"]["max_p2p_per_batch"], t["p2p_schedule"]["group_size"])
 
 

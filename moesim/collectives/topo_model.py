@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from moesim.collectives import formulas, hierarchy, nccl, nccl_facts, nccl_multinode, nccl_plan, torus_costs
-from moesim.collectives import nccl_broadcast, nccl_p2p, nccl_p2p_net, nccl_pick
+from moesim.collectives import nccl_broadcast, nccl_p2p, nccl_p2p_net, nccl_p2p_peer, nccl_pick
 from moesim.collectives.algorithm_menu import HALVING_NAME as _HALVING_NAME
 from moesim.collectives.algorithm_menu import P2P_OPS as _P2P_OPS
 from moesim.collectives.algorithm_menu import PASSES as _PASSES
@@ -99,6 +99,7 @@ class TopologyModel:
     # NCCL's p2pnChannels where a send/recv or all-to-all spans several nodes (nccl_p2p.p2p_net_nchannels: pow2Up of
     # comm->nChannels); None = the default ([p2p_net] p2p_channels; session 11 p2pcong)
     p2p_net_nchannels: int | None = None
+    p2p_net_peer_rule: str = nccl_p2p_peer.DEFAULT  # a network peer's p2p channel rule (nccl_p2p_peer); "": the release's
     # how NCCL's ring broadcast is priced (nccl_broadcast.MODELS: plain, nccl (default), nccl-fill, nccl-tests, ...)
     broadcast_model: str = nccl_broadcast.DEFAULT_MODEL
     # the NCCL release the run used ("2.26.2"): its version-keyed constants (nccl_tuning.at_version); "" = the file's
@@ -275,11 +276,10 @@ class TopologyModel:
                                op, n, counts, tiers, self._allowed(), self.collnet, allowed,
                                tuple(getattr(self, k) for k in CHANNEL_KNOBS),
                                (self.ring_net_channel_gbps or 0.0) * 1e9, self.per_channel_caps))
-        cap_tiers = None
         # send/recv's own message latency where a profile sets one (InterconnectLevel.p2p_latency_s)
         latency = [p2p_latency_s(t) if op in _P2P_OPS else t.latency_s for t in tiers]
-        if system.nccl and op == "send_recv" and tiers[0].kind == "switch":
-            cap_tiers = (tiers[0], _nic_tier(system, pl))
+        cap_tiers = ((tiers[0], _nic_tier(system, pl), nccl_p2p_peer.resolve(self.p2p_net_peer_rule))
+                     if system.nccl and op == "send_recv" and tiers[0].kind == "switch" else None)
         # NCCL's send/recv between nodes runs Simple: its network connection has no LL buffer by default; where it
         # has one (NCCL_ALLOC_P2P_NET_LL_BUFFERS=1) that buffer is in host memory, so LL pays the host leg
         net_p2p = system.nccl and op == "send_recv" and multi and tiers[top].kind not in ("switch", "torus")
@@ -305,7 +305,7 @@ class TopologyModel:
             names=_algorithm_names(op, counts, n, system.nccl), tuner=None, cap_tiers=cap_tiers,
             p2p_protocols=system.nccl and op in _P2P_OPS, p2p_net_simple=net_simple, gdr_offsets=gdr_offsets,
             p2p_concurrent=_concurrent_layout(self.p2p_net_model, self.p2p_net_nchannels, op, n, system, pl, tiers,
-                                              protocol_rows),
+                                              protocol_rows, nccl_p2p_peer.resolve(self.p2p_net_peer_rule)),
             bcast=nccl_broadcast.layout(self.broadcast_model, n, counts, tiers, protocol_rows, tuple(
                 getattr(self, k) for k in CHANNEL_KNOBS)) if system.nccl and op == "broadcast" else None)
 
@@ -326,11 +326,11 @@ class TopologyModel:
         cap = 0.0
         if lay.cap_tiers is not None:
             # NCCL's p2p channels per peer (nccl_tuning.toml [p2p], [p2p_net]: the comm's NIC tier if it spans nodes)
-            tier0, net = lay.cap_tiers
+            tier0, net, peer_rule = lay.cap_tiers
             if not multi:
                 cap = nccl.p2p_bw_cap(size, n, tier0, net)
             elif net is not None:
-                cap = nccl.p2p_net_bw_cap(size, n, tier0, net, self.p2p_net_nchannels)
+                cap = nccl.p2p_net_bw_cap(size, n, tier0, net, self.p2p_net_nchannels, peer_rule)
         # send/recv-based ops on NCCL price each algorithm with the protocol its message size picks only (a
         # send/recv between nodes: Simple, _layout)
         picked = None
@@ -369,6 +369,7 @@ class TopologyModel:
         nccl_p2p_net.check_model(self.p2p_net_model)
         nccl_plan.check_ring_net_channel_gbps(self.ring_net_channel_gbps)
         nccl_p2p.check_p2p_net_nchannels(self.p2p_net_nchannels)
+        nccl_p2p_peer.check_rule(self.p2p_net_peer_rule)
         nccl_broadcast.check_model(self.broadcast_model)
         nccl_tuning.check_version(self.nccl_version)
         nccl_version_pick.check_scope(self.nccl_version_scope)

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 
 from moesim.collectives import formulas, hierarchy, nccl, nccl_facts, nccl_multinode, nccl_plan, torus_costs
 from moesim.collectives import nccl_broadcast, nccl_p2p, nccl_p2p_net, nccl_p2p_peer, nccl_pick
-from moesim.collectives.algorithm_menu import HALVING_NAME as _HALVING_NAME
-from moesim.collectives.algorithm_menu import P2P_OPS as _P2P_OPS
+from moesim.collectives.algorithm_menu import HALVING_NAME as _HALVING_NAME, P2P_OPS as _P2P_OPS
 from moesim.collectives.algorithm_menu import PASSES as _PASSES
 from moesim.collectives.algorithm_menu import algorithm_names as _algorithm_names
 from moesim.collectives.algorithm_menu import algorithm_terms as _algorithm_terms

@@ -1,5 +1,5 @@
 """Session 14 (newlogs5): the fresh logs as they came out, priced once (docs/collectives-history.md, "Session 14
-(newlogs5)"; the logs, the runs kept and their healthy flags were committed in 2a70d1b, before any was priced).
+(newlogs5)"; the logs, the runs kept and their healthy flags were committed in 2a70d1b and 648c50e (the Together run3 files), before any was priced).
 
 For every fresh log: busbw MAPE >= 1 MiB | < 1 MiB and the signed mean >= 1 MiB, priced as the per-log table prices it
 (calibrate/nccl_error.log_error: its system facts, its model, the host floor), and with each unshipped pricing option
@@ -26,7 +26,7 @@ from scripts.log_variants import pct  # noqa: E402
 from scripts.newlogs4_check import OPTIONS, priced  # noqa: E402  (the same options, priced the same way)
 
 # The logs session 14 added (tests/data/nccl/SOURCES.md, "Session 14 (newlogs5)"), committed before pricing.
-FRESH_PREFIXES = ("b200-engaging-2node-b_", "b200-aicr-1node_")
+FRESH_PREFIXES = ("b200-engaging-2node-b_", "b200-aicr-1node_", "b200-together-2node-r3_", "b200-together-4node-r3_")
 TRANSFERS = ("shared", "machinery", "lines", "protocol-hops", "p2p-ops")
 
 
@@ -47,10 +47,14 @@ def log_lines() -> list[str]:
     return lines
 
 
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes >> 20} MiB" if n_bytes >= 1 << 20 else f"{n_bytes >> 10} KiB"
+
+
 def size_lines() -> list[str]:
     """Per size, measured / priced time - 1 of every fresh log as shipped."""
     return [f"{e['file'].removesuffix('_perf.log')}: " + ", ".join(
-        f"{int(s.size_bytes) >> 20} MiB {100 * s.busbw_error:+.0f}%" for s in priced(e).sizes)
+        f"{_size(int(s.size_bytes))} {100 * s.busbw_error:+.0f}%" for s in priced(e).sizes)
         for e in fresh_entries()]
 
 

@@ -28,7 +28,7 @@ from scripts.heldout_rule import counts  # noqa: E402
 from scripts.log_variants import pct  # noqa: E402
 
 # The logs session 13 added (tests/data/nccl/SOURCES.md, "Session 13 (newlogs4)"), committed before pricing.
-FRESH_PREFIXES = ("b200-engaging-",)
+FRESH_PREFIXES = ("b200-engaging-1node_", "b200-engaging-2node_")  # not session 14's -2node-b
 OPTIONS = ("nccl_proto=^LL128", "nccl_version=log's", "p2p_net_model=summed")
 TRANSFERS = ("shared", "machinery", "lines")
 

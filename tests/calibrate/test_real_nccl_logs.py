@@ -115,6 +115,15 @@ KNOWN_MISSES = {
     # only at 1 MiB), from 64 MiB within -10 to +18 %.
     ("b200-engaging-1node_all_gather_perf.log", "large"): 0.26,  # 23.6 %: 1 MiB +70 %, 16 MiB +63 %
     ("b200-engaging-1node_alltoall_perf.log", "large"): 0.28,  # 26.1 %: 1 MiB +77 %, 4 MiB +72 %
+    # --- newlogs5 (session 14): the same -g 8 job on the second pair by job id, node5500 + node5502 (SOURCES.md, "Session
+    # 14 (newlogs5)"), priced once after the runs kept and the flags were committed (2a70d1b). Not tuned away. The same
+    # per-call cost as the first pair (0.30-1.1 ms at 1-16 MiB, sendrecv met at 5.6 %), so it belongs to the job, not to
+    # node5501; the large ring rows again sit on the priced plateau (all_gather / reduce_scatter -2 % at 16 GiB).
+    ("b200-engaging-2node-b_all_gather_perf.log", "large"): 2.42,  # 239.4 %: 1 MiB +776 %, 16 GiB -2 %
+    ("b200-engaging-2node-b_reduce_scatter_perf.log", "large"): 2.44,  # 241.1 %: 1 MiB +706 %, 16 GiB -2 %
+    ("b200-engaging-2node-b_broadcast_perf.log", "large"): 1.72,  # 169.6 %: 1 MiB +916 %, 16 GiB +4 %
+    ("b200-engaging-2node-b_all_reduce_perf.log", "large"): 4.33,  # 430.8 %: 4 MiB +873 %, 16 GiB +190 % (229 GB/s busbw)
+    ("b200-engaging-2node-b_alltoall_perf.log", "large"): 2.88,  # 285.2 %: 1 MiB +911 %, 16 GiB +77 % (49.9 GB/s busbw)
 }
 
 

@@ -1,0 +1,100 @@
+"""Session 14 (newlogs5): the fresh logs as they came out, priced once (docs/collectives-history.md, "Session 14
+(newlogs5)"; the logs, the runs kept and their healthy flags were committed in 2a70d1b and 648c50e (the Together run3 files), before any was priced).
+
+For every fresh log: busbw MAPE >= 1 MiB | < 1 MiB and the signed mean >= 1 MiB, priced as the per-log table prices it
+(calibrate/nccl_error.log_error: its system facts, its model, the host floor), and with each unshipped pricing option
+the lane names, one at a time on that model (scripts/newlogs4_check.py's three: NCCL_PROTO "^LL128", the log's NCCL
+release as a fact, p2p_net_model "summed"). Then the held-out calibration pairs of the fresh logs' clusters under
+`--transfer shared` (calibrate's default) and the opt-in rules `machinery`, `lines`, `protocol-hops`, `p2p-ops`: the
+pairs with a fresh log on either side (worse | better than the prior by more than 0.3 pt), and each fresh cluster's
+mean change at >= 1 MiB over all its pairs (scripts/heldout_rule.cluster_means).
+
+Run: python scripts/newlogs5_check.py [--pairs]   (--pairs adds the held-out pairs: five matrices over the fresh
+clusters, minutes). Prints only; the figures are quoted in the docs section.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
+
+from moesim.calibrate.nccl_table import read_manifest  # noqa: E402
+from scripts.fresh_logs_check import MANIFEST  # noqa: E402
+from scripts.heldout_rule import cluster_means, counts  # noqa: E402
+from scripts.log_variants import pct  # noqa: E402
+from scripts.newlogs4_check import OPTIONS, priced  # noqa: E402  (the same options, priced the same way)
+
+# The logs session 14 added (tests/data/nccl/SOURCES.md, "Session 14 (newlogs5)"), committed before pricing.
+FRESH_PREFIXES = ("b200-engaging-2node-b_", "b200-aicr-1node_", "b200-together-2node-r3_", "b200-together-4node-r3_")
+TRANSFERS = ("shared", "machinery", "lines", "protocol-hops", "p2p-ops")
+
+
+def fresh_entries() -> list[dict]:
+    return [e for e in read_manifest(MANIFEST) if e["file"].startswith(FRESH_PREFIXES)]
+
+
+def log_lines() -> list[str]:
+    lines = [f"{'log':40s} {'held':5s} shipped (>= 1 MiB | < 1 MiB, signed)   " + "   ".join(OPTIONS)]
+    for e in fresh_entries():
+        base = priced(e)
+        cells = [f"{pct(base.mape_large)} | {pct(base.mape_small)}, {pct(base.signed_large)}"]
+        for option in OPTIONS:
+            err = priced(e, option)
+            cells.append(f"{pct(err.mape_large)} | {pct(err.mape_small)}")
+        lines.append(f"{e['file'].removesuffix('_perf.log'):40s} {'yes' if e['healthy'] else 'no':5s} "
+                     + "   ".join(f"{c:28s}" for c in cells))
+    return lines
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes >> 20} MiB" if n_bytes >= 1 << 20 else f"{n_bytes >> 10} KiB"
+
+
+def size_lines() -> list[str]:
+    """Per size, measured / priced time - 1 of every fresh log as shipped."""
+    return [f"{e['file'].removesuffix('_perf.log')}: " + ", ".join(
+        f"{_size(int(s.size_bytes))} {100 * s.busbw_error:+.0f}%" for s in priced(e).sizes)
+        for e in fresh_entries()]
+
+
+def pairs_by_rule() -> dict[str, list]:
+    """{transfer rule: every held-out pair of the clusters that hold a fresh log}, the same pairs in the same order."""
+    import scripts.fresh_logs_check as flc
+
+    saved = flc.FRESH
+    flc.FRESH = tuple(e["file"] for e in fresh_entries() if e["healthy"])  # fresh_pairs takes these logs' clusters
+    try:
+        return {rule: flc.fresh_pairs(None if rule == "shared" else rule) for rule in TRANSFERS}
+    finally:
+        flc.FRESH = saved
+
+
+def pair_lines(by_rule: dict[str, list] | None = None) -> list[str]:
+    by_rule = by_rule or pairs_by_rule()
+    fresh = {e["file"] for e in fresh_entries()}
+    is_fresh = [a.fitted_on in fresh or a.held_out in fresh for a in by_rule["shared"]]
+    lines = [f"held-out pairs of the fresh clusters: {len(is_fresh)}, with a fresh log on either side: {sum(is_fresh)}"]
+    for rule in TRANSFERS:
+        pairs = [p for p, f in zip(by_rule[rule], is_fresh) if f]
+        worse, better, total, n = counts(pairs, 0)
+        prior = sum(p.prior_mape for p in pairs)
+        worse_s, better_s, _, n_s = counts(pairs, 1)
+        means = cluster_means(by_rule[rule])
+        lines.append(f"  --transfer {rule}: fresh pairs worse | better by more than 0.3 pt: >= 1 MiB {worse} | {better}"
+                     f" ({n} pairs), < 1 MiB {worse_s} | {better_s} ({n_s}); summed held-out MAPE >= 1 MiB"
+                     f" {100 * prior:.1f} -> {100 * total:.1f}; cluster mean change >= 1 MiB (all pairs, pt): "
+                     + ", ".join(f"{c} {100 * m:+.2f}" for c, m in sorted(means.items())))
+    lines.append("  fresh pairs, MAPE >= 1 MiB prior -> calibrated (" + " | ".join(TRANSFERS) + "):")
+    for i, a in enumerate(by_rule["shared"]):
+        if is_fresh[i]:
+            lines.append(f"    {a.fitted_on.removesuffix('_perf.log'):34s} -> {a.held_out.removesuffix('_perf.log'):34s}"
+                         f"{pct(a.prior_mape)} -> " + " | ".join(pct(by_rule[r][i].calibrated_mape) for r in TRANSFERS))
+    return lines
+
+
+if __name__ == "__main__":
+    out = log_lines() + [""] + size_lines()
+    if "--pairs" in sys.argv[1:]:
+        out += [""] + pair_lines()
+    print("\n".join(out))

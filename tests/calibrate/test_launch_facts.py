@@ -23,7 +23,7 @@ def _entries(prefix: str) -> list[dict]:
 
 
 def test_engaging_entries_state_one_process_per_node_and_no_binding_flag():
-    for prefix, count in (("b200-engaging-2node", 6), ("b200-engaging-1node", 6)):
+    for prefix, count in (("b200-engaging-2node_", 6), ("b200-engaging-2node-b_", 6), ("b200-engaging-1node", 6)):
         entries = _entries(prefix)
         assert len(entries) == count
         for entry in entries:

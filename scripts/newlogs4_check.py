@@ -55,9 +55,10 @@ def priced(entry: dict, option: str | None = None):
     return log_error(tuple(_points(MANIFEST.parent, entry)), hw, model, entry.get("gpus_per_thread", 1))
 
 
-def log_lines() -> list[str]:
+def log_lines(entries: list[dict] | None = None) -> list[str]:
+    """One line per log of `entries` (default: this round's fresh logs): shipped, then each option."""
     lines = [f"{'log':40s} {'held':5s} shipped (>= 1 MiB | < 1 MiB, signed)   " + "   ".join(OPTIONS)]
-    for e in fresh_entries():
+    for e in fresh_entries() if entries is None else entries:
         base = priced(e)
         cells = [f"{pct(base.mape_large)} | {pct(base.mape_small)}, {pct(base.signed_large)}"]
         for option in OPTIONS:

@@ -23,7 +23,8 @@ from moesim.calibrate.nccl_table import read_manifest  # noqa: E402
 from scripts.fresh_logs_check import MANIFEST  # noqa: E402
 from scripts.heldout_rule import cluster_means, counts  # noqa: E402
 from scripts.log_variants import pct  # noqa: E402
-from scripts.newlogs4_check import OPTIONS, priced  # noqa: E402  (the same options, priced the same way)
+from scripts import newlogs4_check  # noqa: E402
+from scripts.newlogs4_check import priced  # noqa: E402  (the same options, priced the same way)
 
 # The logs session 14 added (tests/data/nccl/SOURCES.md, "Session 14 (newlogs5)"), committed before pricing.
 FRESH_PREFIXES = ("b200-engaging-2node-b_", "b200-aicr-1node_", "b200-together-2node-r3_", "b200-together-4node-r3_")
@@ -35,16 +36,7 @@ def fresh_entries() -> list[dict]:
 
 
 def log_lines() -> list[str]:
-    lines = [f"{'log':40s} {'held':5s} shipped (>= 1 MiB | < 1 MiB, signed)   " + "   ".join(OPTIONS)]
-    for e in fresh_entries():
-        base = priced(e)
-        cells = [f"{pct(base.mape_large)} | {pct(base.mape_small)}, {pct(base.signed_large)}"]
-        for option in OPTIONS:
-            err = priced(e, option)
-            cells.append(f"{pct(err.mape_large)} | {pct(err.mape_small)}")
-        lines.append(f"{e['file'].removesuffix('_perf.log'):40s} {'yes' if e['healthy'] else 'no':5s} "
-                     + "   ".join(f"{c:28s}" for c in cells))
-    return lines
+    return newlogs4_check.log_lines(fresh_entries())
 
 
 def _size(n_bytes: int) -> str:

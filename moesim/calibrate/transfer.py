@@ -61,8 +61,9 @@ TRANSFER_MEANINGS = {"shared": "a fitted figure is written to the one key every 
                      "pick-as-nccl": "as shared, each call's algorithm / protocol ranked on the prior's figures as "
                                      "NCCL's tuner ranks (written as pick_interconnect)",
                      "pick-protocol-hops": "protocol-hops, each call's algorithm / protocol ranked as pick-as-nccl"}
+# rules that need calibrate's second fit with a hop figure per protocol
 PER_PROTOCOL_RULES = ("protocol-hops", "pick-protocol-hops")
-PICK_RULES = ("pick-as-nccl", "pick-protocol-hops")  # rules that rank on the prior's levels (ranked_on_prior)  # rules that need calibrate's second fit with a hop figure per protocol
+PICK_RULES = ("pick-as-nccl", "pick-protocol-hops")  # rules that rank on the prior's levels (ranked_on_prior)
 SPLIT_RULES = {"machinery": True, "lines": False, "lines-identified": False}  # rule: does it split the hop α too
 AT_PRIOR_RULES = ("identified", "lines-identified")  # rules that write unidentified figures at the prior
 US_PER_S = 1e6

@@ -98,10 +98,9 @@ def check_p2p_net_nchannels(value) -> None:
 def p2p_net_peer_channels(net_tier) -> int:
     """Channels NCCL 2.30.7 gives one network peer by default: max(NICs per GPU, ceil(NIC GB/s / 14))
     (paths.cc ncclTopoGetNchannels, NCCL_P2P_PER_CHANNEL_NET_BW = 14 GB/s; nccl_tuning.toml [p2p_net]).
-    One NIC per GPU on every shipped rail profile: 400 Gb/s (50 GB/s) -> 4, 200 Gb/s -> 2, 100 Gb/s -> 1."""
-    tn = tuning()["p2p_net"]
-    nic_gb_per_s = int(net_tier.port_bw_bytes_per_s / 1e9 + 1e-9)
-    return max(tn["nics_per_gpu"], -(-nic_gb_per_s // tn["per_channel_net_gb_per_s"]))
+    One NIC per GPU on every shipped rail profile: 400 Gb/s (50 GB/s) -> 4, 200 Gb/s -> 2, 100 Gb/s -> 1.
+    The "2.29" rule of nccl_p2p_peer (which takes no rank or channel count)."""
+    return nccl_p2p_peer.network_peer_channels("2.29", 0, 0, net_tier)
 
 
 def p2p_net_bw_cap(size_bytes: float, n: int, tier0, net_tier, net_nchannels: int | None = None,

@@ -35,21 +35,36 @@ NOISE = 0.003  # "worse / better by more than 0.3 pt" (tests/calibrate/test_cali
 BANDS = (">= 1 MiB", "< 1 MiB")
 
 
-def priced(rule: str, cache: Path | None = None) -> list[HeldOutPair]:
-    """The matrix under `rule`, from cache/rule.json where it is there, else priced (and written there)."""
-    path = None if cache is None else cache / f"{rule.replace(':', '-')}.json"
+def cached(path: Path | None, compute) -> list[HeldOutPair]:
+    """The matrix stored at `path` where it is there, else compute() (and written there); path None: no cache."""
     if path is not None and path.exists():
         return [HeldOutPair(**row) for row in json.loads(path.read_text(encoding="utf-8"))]
-    if rule.startswith("hop:"):  # calibrate's --hop-latency NAME, the transfer shared
-        from moesim.calibrate.fit import HOP_LATENCY_RULES
-        pairs = list(calibration_matrix(MANIFEST, latency_per_protocol=HOP_LATENCY_RULES[rule[4:]],
-                                        fixed_weight=False))
-    else:
-        pairs = list(calibration_matrix(MANIFEST, transfer_rule=rule, fixed_weight=False))
+    pairs = compute()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps([p.__dict__ for p in pairs], indent=0), encoding="utf-8")
     return pairs
+
+
+def cache_arg(args: list[str]) -> tuple[Path | None, list[str]]:
+    """(the directory of `--cache DIR`, or None; the other arguments)."""
+    if "--cache" not in args:
+        return None, args
+    i = args.index("--cache")
+    return Path(args[i + 1]), args[:i] + args[i + 2:]
+
+
+def _matrix(rule: str) -> list[HeldOutPair]:
+    if rule.startswith("hop:"):  # calibrate's --hop-latency NAME, the transfer shared
+        from moesim.calibrate.fit import HOP_LATENCY_RULES
+        return list(calibration_matrix(MANIFEST, latency_per_protocol=HOP_LATENCY_RULES[rule[4:]],
+                                       fixed_weight=False))
+    return list(calibration_matrix(MANIFEST, transfer_rule=rule, fixed_weight=False))
+
+
+def priced(rule: str, cache: Path | None = None) -> list[HeldOutPair]:
+    """The matrix under `rule`, from cache/rule.json where it is there, else priced (and written there)."""
+    return cached(None if cache is None else cache / f"{rule.replace(':', '-')}.json", lambda: _matrix(rule))
 
 
 def _band(p: HeldOutPair, band: int) -> tuple[float | None, float | None]:
@@ -142,11 +157,7 @@ def moved(base: list[HeldOutPair], cand: list[HeldOutPair]) -> list[str]:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    cache = None
-    if "--cache" in args:
-        i = args.index("--cache")
-        cache, args = Path(args[i + 1]), args[:i] + args[i + 2:]
+    cache, args = cache_arg(sys.argv[1:])
     judge = verdict
     if "--rule" in args:
         i = args.index("--rule")

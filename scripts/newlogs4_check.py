@@ -20,8 +20,8 @@ import sys
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
 from moesim.calibrate.nccl_error import log_error  # noqa: E402
-from moesim.calibrate.nccl_table import (_points, entry_hardware, entry_model, entry_nccl_version,  # noqa: E402
-                                         read_manifest)
+from moesim.calibrate.nccl_table import (_points, _size, entry_hardware, entry_model,  # noqa: E402
+                                         entry_nccl_version, read_manifest)
 from moesim.collectives.select import default_model  # noqa: E402
 from scripts.fresh_logs_check import MANIFEST  # noqa: E402
 from scripts.heldout_rule import counts  # noqa: E402
@@ -69,27 +69,29 @@ def log_lines(entries: list[dict] | None = None) -> list[str]:
     return lines
 
 
-def size_lines() -> list[str]:
-    """Per size, measured / priced time - 1 of every fresh log as shipped."""
-    lines = []
-    for e in fresh_entries():
-        err = priced(e)
-        lines.append(f"{e['file'].removesuffix('_perf.log')}: " + ", ".join(
-            f"{int(s.size_bytes) >> 20} MiB {100 * s.busbw_error:+.0f}%" for s in err.sizes))
-    return lines
+def size_lines(entries: list[dict] | None = None) -> list[str]:
+    """Per size, measured / priced time - 1 of every log of `entries` (default: this round's fresh logs) as shipped."""
+    return [f"{e['file'].removesuffix('_perf.log')}: " + ", ".join(
+        f"{_size(s.size_bytes)} {100 * s.busbw_error:+.0f}%" for s in priced(e).sizes)
+        for e in (fresh_entries() if entries is None else entries)]
+
+
+def pairs_by_rule(entries: list[dict], transfers: tuple[str, ...]) -> dict[str, list]:
+    """{transfer rule: every held-out pair of the clusters that hold a healthy log of `entries`}, the same pairs in
+    the same order (fresh_logs_check.fresh_pairs over those logs' clusters)."""
+    import scripts.fresh_logs_check as flc
+
+    saved = flc.FRESH
+    flc.FRESH = tuple(e["file"] for e in entries if e["healthy"])  # fresh_pairs takes the clusters of flc.FRESH
+    try:
+        return {rule: flc.fresh_pairs(None if rule == "shared" else rule) for rule in transfers}
+    finally:
+        flc.FRESH = saved
 
 
 def pair_lines() -> list[str]:
     """The held-out pairs of the fresh logs' clusters under each transfer rule."""
-    from scripts.fresh_logs_check import FRESH, fresh_pairs
-    import scripts.fresh_logs_check as flc
-
-    fresh_files = tuple(e["file"] for e in fresh_entries() if e["healthy"])
-    flc.FRESH = fresh_files  # fresh_pairs takes the clusters that hold one of flc.FRESH
-    try:
-        by_rule = {rule: fresh_pairs(None if rule == "shared" else rule) for rule in TRANSFERS}
-    finally:
-        flc.FRESH = FRESH
+    by_rule = pairs_by_rule(fresh_entries(), TRANSFERS)
     shared = by_rule["shared"]
     lines = [f"held-out pairs of the fresh clusters: {len(shared)} (MAPE >= 1 MiB: prior -> calibrated, --transfer "
              + " | ".join(TRANSFERS) + ")"]

@@ -39,27 +39,13 @@ def log_lines() -> list[str]:
     return newlogs4_check.log_lines(fresh_entries())
 
 
-def _size(n_bytes: int) -> str:
-    return f"{n_bytes >> 20} MiB" if n_bytes >= 1 << 20 else f"{n_bytes >> 10} KiB"
-
-
 def size_lines() -> list[str]:
-    """Per size, measured / priced time - 1 of every fresh log as shipped."""
-    return [f"{e['file'].removesuffix('_perf.log')}: " + ", ".join(
-        f"{_size(int(s.size_bytes))} {100 * s.busbw_error:+.0f}%" for s in priced(e).sizes)
-        for e in fresh_entries()]
+    return newlogs4_check.size_lines(fresh_entries())
 
 
 def pairs_by_rule() -> dict[str, list]:
     """{transfer rule: every held-out pair of the clusters that hold a fresh log}, the same pairs in the same order."""
-    import scripts.fresh_logs_check as flc
-
-    saved = flc.FRESH
-    flc.FRESH = tuple(e["file"] for e in fresh_entries() if e["healthy"])  # fresh_pairs takes these logs' clusters
-    try:
-        return {rule: flc.fresh_pairs(None if rule == "shared" else rule) for rule in TRANSFERS}
-    finally:
-        flc.FRESH = saved
+    return newlogs4_check.pairs_by_rule(fresh_entries(), TRANSFERS)
 
 
 def pair_lines(by_rule: dict[str, list] | None = None) -> list[str]:

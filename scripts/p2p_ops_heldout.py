@@ -10,14 +10,13 @@ as DIR/p2p-ops-NAME.json. Prints the rule's checks, every pair that moves by mor
 
 from __future__ import annotations
 
-import json
 import sys
 from functools import partial
 from pathlib import Path
 
 from _repo_root import ROOT  # noqa: F401 (first: this checkout's root on sys.path)
 
-from heldout_rule import MANIFEST, cluster_means, moved, priced, verdict_session13  # noqa: E402
+from heldout_rule import MANIFEST, cache_arg, cached, cluster_means, moved, priced, verdict_session13  # noqa: E402
 from moesim.calibrate.nccl_table import HeldOutPair, calibration_matrix  # noqa: E402
 from moesim.collectives import nccl_p2p_ops  # noqa: E402
 
@@ -26,28 +25,21 @@ HOW = {"candidate": {}, "v1": {"first": False}, "v2": {"floor": False}}
 
 def priced_as_default(name: str, cache: Path | None) -> list[HeldOutPair]:
     """The matrix with "channels" pricing a send/recv between nodes as channels-steps (variant `name`)."""
-    path = None if cache is None else cache / f"p2p-ops-{name}.json"
-    if path is not None and path.exists():
-        return [HeldOutPair(**row) for row in json.loads(path.read_text(encoding="utf-8"))]
+    return cached(None if cache is None else cache / f"p2p-ops-{name}.json", partial(_matrix_as_default, name))
+
+
+def _matrix_as_default(name: str) -> list[HeldOutPair]:
     kept_model, kept_terms = nccl_p2p_ops.MODEL, nccl_p2p_ops.steps_send_recv_terms
     nccl_p2p_ops.MODEL = "channels"  # the call site (nccl_p2p_net.concurrent_terms) reads it at each call
     nccl_p2p_ops.steps_send_recv_terms = partial(kept_terms, **HOW[name])
     try:
-        pairs = list(calibration_matrix.__wrapped__(MANIFEST, fixed_weight=False))  # not its lru_cache: one per variant
+        return list(calibration_matrix.__wrapped__(MANIFEST, fixed_weight=False))  # not its lru_cache: one per variant
     finally:
         nccl_p2p_ops.MODEL, nccl_p2p_ops.steps_send_recv_terms = kept_model, kept_terms
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps([p.__dict__ for p in pairs], indent=0), encoding="utf-8")
-    return pairs
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    cache = None
-    if "--cache" in args:
-        i = args.index("--cache")
-        cache, args = Path(args[i + 1]), args[:i] + args[i + 2:]
+    cache, args = cache_arg(sys.argv[1:])
     bad = [a for a in args if a not in HOW]
     if bad:
         sys.exit(f"p2p_ops_heldout.py: {bad[0]!r}: allowed values: {', '.join(HOW)}")

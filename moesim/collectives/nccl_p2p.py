@@ -13,7 +13,7 @@ from moesim.errors import SpecError
 
 
 def p2p_channels(size_bytes: float, n: int, tier0, net_tier=None, net_nchannels: int | None = None,
-                 peer_rule: str = "2.29") -> int:
+                 peer_rule: str = nccl_p2p_peer.LATEST) -> int:
     """Channels NCCL splits one peer's send of `size_bytes` over, in an n-rank communicator
     (nccl_tuning.toml [p2p], [p2p_net]; NCCL 2.30.7 enqueue.cc addP2pToPlan / scheduleP2pTasksToPlan, paths.cc
     ncclTopoGetNchannels / ncclTopoComputeP2pChannels); 0 where the tier's architecture has no NVLink line
@@ -28,7 +28,7 @@ def p2p_channels(size_bytes: float, n: int, tier0, net_tier=None, net_nchannels:
 
 
 def p2p_channel_rule(n: int, tier0, net_tier=None, net_nchannels: int | None = None,
-                     peer_rule: str = "2.29") -> tuple | None:
+                     peer_rule: str = nccl_p2p_peer.LATEST) -> tuple | None:
     """The part of p2p_channels no size changes (a layout computes it once per group and op): (the per-peer count
     after the communicator's bound, the smallest part, the largest part, the per-peer count), None where the tier's
     architecture has no NVLink line rate listed."""
@@ -100,11 +100,11 @@ def p2p_net_peer_channels(net_tier) -> int:
     (paths.cc ncclTopoGetNchannels, NCCL_P2P_PER_CHANNEL_NET_BW = 14 GB/s; nccl_tuning.toml [p2p_net]).
     One NIC per GPU on every shipped rail profile: 400 Gb/s (50 GB/s) -> 4, 200 Gb/s -> 2, 100 Gb/s -> 1.
     The "2.29" rule of nccl_p2p_peer (which takes no rank or channel count)."""
-    return nccl_p2p_peer.network_peer_channels("2.29", 0, 0, net_tier)
+    return nccl_p2p_peer.network_peer_channels(nccl_p2p_peer.LATEST, 0, 0, net_tier)
 
 
 def p2p_net_bw_cap(size_bytes: float, n: int, tier0, net_tier, net_nchannels: int | None = None,
-                   peer_rule: str = "2.29") -> float:
+                   peer_rule: str = nccl_p2p_peer.LATEST) -> float:
     """Bytes/s one send to a peer on another node carries: its p2p channels x NCCL's per-channel network
     figure (14 GB/s, the bandwidth NCCL provisions one channel for; that a channel moves exactly that much is
     an assumption). Without an NVLink tier the network peer's own count applies. 0 = no cap. `peer_rule`:

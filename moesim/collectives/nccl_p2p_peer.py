@@ -18,6 +18,7 @@ from moesim.collectives.nccl_tuning import tuning
 from moesim.errors import SpecError
 
 RULES = ("2.18", "2.20", "2.29")
+LATEST = RULES[-1]  # the rule priced where no release is named (nccl_code_rules.toml [p2p_net_peer_channels] unset)
 DEFAULT = ""  # TopologyModel.p2p_net_peer_rule unless set: the rule of the release in force
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from moesim.collectives import nccl, nccl_p2p, nccl_p2p_net
+from moesim.collectives import nccl, nccl_p2p, nccl_p2p_net, nccl_p2p_peer
 from moesim.collectives.algorithm_menu import P2P_OPS
 from moesim.collectives.formulas import Terms
 from moesim.topology.placement import GroupPlacement
@@ -53,7 +53,7 @@ def p2p_line(tier, op: str) -> float:
 
 
 def concurrent_layout(p2p_net_model: str, p2p_net_nchannels, op: str, n: int, system: System, pl: GroupPlacement,
-                      tiers, protocol_rows, peer_rule: str = "2.29"):
+                      tiers, protocol_rows, peer_rule: str = nccl_p2p_peer.LATEST):
     """What TopologyModel's p2p_net_model="concurrent" / "channels" needs for `op` (nccl_p2p_net.py), or None where it
     does not apply (not NCCL, not a send/recv-based op, one node, no network tier, no Simple row): (Simple's row, the
     proxy's launch s, the NVLink tier, the NIC tier, the communicator's p2p channels across nodes, the model, the

@@ -19,10 +19,9 @@ from contextlib import contextmanager
 
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
-from moesim.calibrate.nccl_error import log_error  # noqa: E402
-from moesim.calibrate.nccl_table import _points, _size, entry_hardware, entry_model, read_manifest  # noqa: E402
+from moesim.calibrate.log_pricing import priced_log  # noqa: E402
+from moesim.calibrate.nccl_table import _size, read_manifest  # noqa: E402
 from moesim.collectives import nccl, nccl_p2p_net  # noqa: E402
-from moesim.collectives.select import default_model  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
 from scripts.log_variants import mape_cell  # noqa: E402
 
@@ -57,12 +56,11 @@ def rows() -> list[tuple]:
     """(log, healthy, [(size, measured s, summed s, concurrent s, summed label)]) per log."""
     out = []
     for e in p2p_entries():
-        hw = entry_hardware(e)
+        log = priced_log(MANIFEST.parent, e)
         # the per-peer sum this round was judged against ("summed", the default until session 12's "channels")
-        shipped = dataclasses.replace(entry_model(e, hw) or default_model(hw), p2p_net_model="summed")
+        shipped = log.model(p2p_net_model="summed")
         concurrent = dataclasses.replace(shipped, p2p_net_model="concurrent")
-        pts, gpt = tuple(_points(MANIFEST.parent, e)), e.get("gpus_per_thread", 1)
-        old, new = log_error(pts, hw, shipped, gpt), log_error(pts, hw, concurrent, gpt)
+        old, new = log.error(shipped), log.error(concurrent)
         sizes = [(a.size_bytes, a.measured_s, a.predicted_s, b.predicted_s, a.algorithm)
                  for a, b in zip(old.sizes, new.sizes)]
         out.append((e["file"].replace("_perf.log", ""), e.get("healthy", True), sizes))

@@ -20,11 +20,10 @@ from contextlib import contextmanager
 
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
-from moesim.calibrate.nccl_error import log_error  # noqa: E402
-from moesim.calibrate.nccl_table import _points, _size, entry_hardware, entry_model, read_manifest  # noqa: E402
+from moesim.calibrate.log_pricing import priced_log  # noqa: E402
+from moesim.calibrate.nccl_table import _size, read_manifest  # noqa: E402
 from moesim.collectives import nccl_p2p_net, nccl_p2p_schedule  # noqa: E402
 from moesim.collectives.formulas import Terms  # noqa: E402
-from moesim.collectives.select import default_model  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
 from scripts.log_variants import MANIFEST, before_after_rows, moved_lines, rule_b_lines  # noqa: E402
 
@@ -93,13 +92,9 @@ def row_lines() -> list[str]:
     for e in read_manifest(MANIFEST):
         if not any(k in e["file"] for k in P2P_FILES):
             continue
-        hw = entry_hardware(e)
-        model = entry_model(e, hw) or default_model(hw)
-        pts, gpt = tuple(_points(MANIFEST.parent, e)), e.get("gpus_per_thread", 1)
-        a = log_error(pts, hw, dataclasses.replace(model, p2p_net_model="summed"), gpt)
-        b = log_error(pts, hw, dataclasses.replace(model, p2p_net_model=CANDIDATE), gpt)
-        lines.append(f"{e['file'].removesuffix('_perf.log')} (healthy: {'yes' if e['healthy'] else 'no'}; "
-                     f"{pts[0].group_size} ranks)")
+        log = priced_log(MANIFEST.parent, e)
+        a, b = log.error(log.model(p2p_net_model="summed")), log.error(log.model(p2p_net_model=CANDIDATE))
+        lines.append(f"{log.name} (healthy: {'yes' if e['healthy'] else 'no'}; {log.group_size} ranks)")
         for x, y in zip(a.sizes, b.sizes):
             lines.append(f"{_size(int(x.size_bytes)):>12s} {x.measured_s * 1e6:10.1f} {x.predicted_s * 1e6:10.1f} "
                          f"{x.busbw_error:+8.1%} {y.predicted_s * 1e6:10.1f} {y.busbw_error:+8.1%}  {x.algorithm}")

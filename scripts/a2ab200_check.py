@@ -20,11 +20,9 @@ import dataclasses
 
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
-from moesim.calibrate.nccl_error import log_error  # noqa: E402
-from moesim.calibrate.nccl_table import _points, _size, entry_hardware, entry_model, entry_nccl_version  # noqa: E402
-from moesim.calibrate.nccl_table import read_manifest  # noqa: E402
+from moesim.calibrate.log_pricing import priced_log  # noqa: E402
+from moesim.calibrate.nccl_table import _size, entry_nccl_version, read_manifest  # noqa: E402
 from moesim.collectives import nccl_code_rules  # noqa: E402
-from moesim.collectives.select import default_model  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
 from scripts.log_variants import MANIFEST, before_after_rows, moved_lines, rule_b_lines  # noqa: E402
 
@@ -80,13 +78,12 @@ def row_lines(moved: dict) -> list[str]:
         name = e["file"].removesuffix("_perf.log")
         if name not in names or not any(k in e["file"] for k in P2P_FILES):
             continue
-        hw = entry_hardware(e)
-        model = entry_model(e, hw) or default_model(hw)
-        pts, gpt = tuple(_points(MANIFEST.parent, e)), e.get("gpus_per_thread", 1)
-        priced = [log_error(pts, hw, make(e, hw, model, pts[0].group_size)[1], gpt) for _, make in VARIANTS]
-        base = log_error(pts, hw, model, gpt)
+        log = priced_log(MANIFEST.parent, e)
+        model = log.model()
+        priced = [log.error(make(e, log.hardware, model, log.group_size)[1]) for _, make in VARIANTS]
+        base = log.error(model)
         rule = release_rule(e) or "none stated"
-        lines.append(f"{name} (healthy: {'yes' if e['healthy'] else 'no'}; {pts[0].group_size} ranks; "
+        lines.append(f"{name} (healthy: {'yes' if e['healthy'] else 'no'}; {log.group_size} ranks; "
                      f"release rule {rule})")
         for x, y, z in zip(base.sizes, *(p.sizes for p in priced)):
             lines.append(f"{_size(int(x.size_bytes)):>12s} {x.measured_s * 1e6:10.1f} {x.predicted_s * 1e6:10.1f} "

@@ -20,10 +20,9 @@ import dataclasses
 
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
-from moesim.calibrate.nccl_error import log_error  # noqa: E402
-from moesim.calibrate.nccl_table import _points, _size, entry_hardware, entry_model, read_manifest  # noqa: E402
+from moesim.calibrate.log_pricing import priced_log  # noqa: E402
+from moesim.calibrate.nccl_table import _size, read_manifest  # noqa: E402
 from moesim.collectives.nccl_broadcast import MODELS  # noqa: E402
-from moesim.collectives.select import default_model  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
 from scripts.log_variants import mape_cell  # noqa: E402
 
@@ -44,10 +43,9 @@ def rows() -> list[tuple]:
     """(log, healthy, [(size, measured s, one predicted s per MODELS, nccl label)]) per log."""
     out = []
     for e in broadcast_entries():
-        hw = entry_hardware(e)
-        base = entry_model(e, hw) or default_model(hw)
-        pts, gpt = tuple(_points(MANIFEST.parent, e)), e.get("gpus_per_thread", 1)
-        errs = [log_error(pts, hw, dataclasses.replace(base, broadcast_model=m), gpt) for m in MODELS]
+        log = priced_log(MANIFEST.parent, e)
+        base = log.model()
+        errs = [log.error(dataclasses.replace(base, broadcast_model=m)) for m in MODELS]
         sizes = [(rs[0].size_bytes, rs[0].measured_s, *(r.predicted_s for r in rs), rs[1].algorithm)
                  for rs in zip(*(err.sizes for err in errs))]
         out.append((e["file"].replace("_perf.log", ""), e.get("healthy", True), sizes))

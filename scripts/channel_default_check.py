@@ -18,11 +18,10 @@ from pathlib import Path
 
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
-from moesim.calibrate.nccl_error import log_error  # noqa: E402
-from moesim.calibrate.nccl_table import _points, entry_hardware, entry_model, read_manifest  # noqa: E402
+from moesim.calibrate.log_pricing import priced_log  # noqa: E402
+from moesim.calibrate.nccl_table import read_manifest  # noqa: E402
 from moesim.collectives import nccl_plan  # noqa: E402
 from moesim.collectives.nccl import tuning  # noqa: E402
-from moesim.collectives.topo_model import TopologyModel  # noqa: E402
 from moesim.errors import SpecError  # noqa: E402
 from moesim.paths import read_versioned_toml  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
@@ -83,13 +82,12 @@ def errors(counts: dict[tuple[str, bool], int]) -> dict[str, dict[str, object]]:
     for entry in read_manifest(MANIFEST):
         if not entry["healthy"]:
             continue
-        pts, hw = _points(MANIFEST.parent, entry), entry_hardware(entry)
-        several = pts[0].group_size > hw.interconnect[0].domain_devices
+        log = priced_log(MANIFEST.parent, entry)
+        several = log.group_size > log.hardware.interconnect[0].domain_devices
         out[entry["file"]] = {}
         for name, count in (("shipped", None), ("published", counts.get((entry["hardware"], several)))):
             with system_channels(count):
-                model = entry_model(entry, hw) or TopologyModel(hw)  # a fresh model: plans are memoised per model
-                out[entry["file"]][name] = log_error(pts, hw, model, entry.get("gpus_per_thread", 1))
+                out[entry["file"]][name] = log.error()  # a fresh model: plans are memoised per model
     return out
 
 

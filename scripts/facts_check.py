@@ -19,12 +19,10 @@ from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/
 from scripts.docblock import run_check  # noqa: E402
 
 from moesim.calibrate import calibrate  # noqa: E402
-from moesim.calibrate.nccl_error import log_error, pct  # noqa: E402
-from moesim.calibrate.nccl_table import (  # noqa: E402
-    _points, calibration_matrix, entry_hardware, entry_model, read_manifest,
-)
+from moesim.calibrate.log_pricing import priced_log  # noqa: E402
+from moesim.calibrate.nccl_error import pct  # noqa: E402
+from moesim.calibrate.nccl_table import calibration_matrix, matrix_fit_args, read_manifest  # noqa: E402
 from moesim.cli.output import table  # noqa: E402
-from moesim.specs.system_facts import system_facts  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 DOC = ROOT / "docs" / "collectives.md"
@@ -48,17 +46,14 @@ def per_log_rows() -> tuple[list[tuple], float, float]:
         for e in read_manifest(MANIFEST):
             if not e["healthy"]:
                 continue
-            pts, g = _points(folder, e), e.get("gpus_per_thread", 1)
-            how = dict(bootstrap=0, holdout_fraction=0.0, nccl_op=e.get("op"), nccl_ranks=e.get("ranks"),
-                       gpus_per_thread=g, system=system_facts(e))
+            log, how = priced_log(folder, e), matrix_fit_args(e)  # the held-out matrix's fit of one log
             err, inf = {}, None
             for infer in (False, True):
                 start = time.perf_counter()
                 result = calibrate([str(folder / e["file"])], e["hardware"], Path(tmp) / "c.toml", infer_facts=infer,
                                    **how)
                 spent[infer] += time.perf_counter() - start
-                hw = entry_hardware(e, result.profile)
-                err[infer] = log_error(pts, hw, entry_model(e, hw), g)
+                err[infer] = log.on(result.profile).error()
                 inf = result.facts if infer else inf
             rows.append((e["file"].removesuffix("_perf.log"), _short(inf),
                          f"{pct(err[False].mape_large)} -> {pct(err[True].mape_large)}",

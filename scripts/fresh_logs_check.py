@@ -16,7 +16,6 @@ docs/collectives-history.md); python scripts/fresh_logs_check.py --all-pairs pri
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import tempfile
 from contextlib import nullcontext
@@ -24,10 +23,8 @@ from pathlib import Path
 
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
-from moesim.calibrate.nccl_error import log_error  # noqa: E402
-from moesim.calibrate.nccl_table import (_points, calibration_matrix, entry_hardware, entry_model,  # noqa: E402
-                                         matrix_clusters, read_manifest)
-from moesim.collectives.select import default_model  # noqa: E402
+from moesim.calibrate.log_pricing import priced_log  # noqa: E402
+from moesim.calibrate.nccl_table import calibration_matrix, matrix_clusters, read_manifest  # noqa: E402
 from scripts.channel_default_check import published_counts, read_evidence, system_channels  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
 from scripts.heldout_rule import counts  # noqa: E402
@@ -51,16 +48,12 @@ _REPLACE = {"p2p_net_model=concurrent": {"p2p_net_model": "concurrent"},
 
 def _priced(entry: dict, option: str | None, counts: dict) -> tuple:
     """(MAPE >= 1 MiB, MAPE < 1 MiB) of one log as shipped (option None) or with `option`."""
-    hw = entry_hardware(entry)
-    pts, gpt = tuple(_points(MANIFEST.parent, entry)), entry.get("gpus_per_thread", 1)
+    log = priced_log(MANIFEST.parent, entry)
     count = None
     if option == "published channel count":
-        count = counts.get((entry["hardware"], pts[0].group_size > hw.interconnect[0].domain_devices))
+        count = counts.get((entry["hardware"], log.group_size > log.hardware.interconnect[0].domain_devices))
     with system_channels(count) if count is not None else nullcontext():
-        model = entry_model(entry, hw) or default_model(hw)  # built inside: plans are memoised per model
-        if option in _REPLACE:
-            model = dataclasses.replace(model, **_REPLACE[option])
-        err = log_error(pts, hw, model, gpt)
+        err = log.error(log.model(**_REPLACE.get(option, {})))  # built inside: plans are memoised per model
     return err.mape_large, err.mape_small
 
 

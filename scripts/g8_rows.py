@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
-from moesim.calibrate.nccl_error import SizeError, log_error  # noqa: E402
-from moesim.calibrate.nccl_table import _points, entry_hardware, entry_model, read_manifest  # noqa: E402
-from moesim.collectives.select import default_model  # noqa: E402
+from moesim.calibrate.log_pricing import priced_log  # noqa: E402
+from moesim.calibrate.nccl_error import SizeError  # noqa: E402
+from moesim.calibrate.nccl_table import read_manifest  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 US_PER_S = 1e6
@@ -29,11 +29,7 @@ def _entry(name: str) -> dict:
 
 def rows(name: str) -> dict[int, SizeError]:
     """Size in bytes -> the priced row of log `name` (e.g. "b200-engaging-2node_all_gather")."""
-    entry = _entry(name)
-    hardware = entry_hardware(entry)
-    model = entry_model(entry, hardware) or default_model(hardware)
-    err = log_error(tuple(_points(MANIFEST.parent, entry)), hardware, model, entry.get("gpus_per_thread", 1))
-    return {int(s.size_bytes): s for s in err.sizes}
+    return {int(s.size_bytes): s for s in priced_log(MANIFEST.parent, _entry(name)).error().sizes}
 
 
 def excess_us(row: SizeError) -> float:

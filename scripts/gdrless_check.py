@@ -17,11 +17,12 @@ Run: python scripts/gdrless_check.py [--write]   (--write replaces the marked bl
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
-from moesim.calibrate.nccl_error import log_error  # noqa: E402
-from moesim.calibrate.nccl_table import _points, entry_hardware, entry_model, read_manifest  # noqa: E402
+from moesim.calibrate.log_pricing import priced_log  # noqa: E402
+from moesim.calibrate.nccl_table import read_manifest  # noqa: E402
 from moesim.collectives import nccl_facts, nccl_plan  # noqa: E402
 from moesim.specs.system_facts import with_system_facts  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
@@ -52,12 +53,12 @@ def errors() -> dict[str, dict[str, object]]:
     for entry in read_manifest(MANIFEST):
         if not entry["file"].startswith(PREFIX):
             continue
-        pts, shipped = _points(MANIFEST.parent, entry), entry_hardware(entry)
-        phb = with_system_facts(shipped, {"gpu_nic_path": "PHB"})
-        found = {"shipped": log_error(pts, shipped, entry_model(entry, shipped), entry.get("gpus_per_thread", 1))}
+        shipped = priced_log(MANIFEST.parent, entry)
+        phb = replace(shipped, hardware=with_system_facts(shipped.hardware, {"gpu_nic_path": "PHB"}))
+        found = {"shipped": shipped.error()}
         with _session7_legs_only():
-            found[VARIANTS[1]] = log_error(pts, phb, entry_model(entry, phb), entry.get("gpus_per_thread", 1))
-        found[VARIANTS[2]] = log_error(pts, phb, entry_model(entry, phb), entry.get("gpus_per_thread", 1))
+            found[VARIANTS[1]] = phb.error()
+        found[VARIANTS[2]] = phb.error()
         out[entry["file"]] = (entry, found)
     return out
 

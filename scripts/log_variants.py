@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Callable, ContextManager
 
 from moesim.calibrate.bench_cost import host_floor_s
-from moesim.calibrate.nccl_error import LARGE_BYTES, best_per_size, log_error, pct
-from moesim.calibrate.nccl_table import _points, entry_hardware, entry_model, read_manifest
-from moesim.collectives.select import default_model
+from moesim.calibrate.log_pricing import priced_log
+from moesim.calibrate.nccl_error import LARGE_BYTES, best_per_size, pct
+from moesim.calibrate.nccl_table import read_manifest
 
 MANIFEST = Path(__file__).resolve().parents[1] / "tests" / "data" / "nccl" / "logs.toml"
 
@@ -21,14 +21,12 @@ def variant_errors(variants: tuple[str, ...], variant: Callable[[str], ContextMa
     for entry in read_manifest(MANIFEST):
         if not entry["healthy"]:
             continue
-        pts, hw = _points(MANIFEST.parent, entry), entry_hardware(entry)
+        log = priced_log(MANIFEST.parent, entry)
         out[entry["file"]] = {}
         for name in variants:
             with variant(name):
-                out[entry["file"]][name] = log_error(pts, hw, entry_model(entry, hw), entry.get("gpus_per_thread", 1))
+                out[entry["file"]][name] = log.error()  # the model built inside: plans are memoised per model
     return out
-
-
 
 
 def at_size(err, size: int):
@@ -70,10 +68,9 @@ def alltoall_logs(manifest: Path):
     for e in read_manifest(manifest):
         if e.get("op", "") != "all_to_all" and "alltoall" not in e["file"]:
             continue
-        hw = entry_hardware(e)
-        model = entry_model(e, hw) or default_model(hw)
-        floor = host_floor_s(hw, e.get("gpus_per_thread", 1))
-        yield e["file"], e.get("healthy", True), model, floor, best_per_size(tuple(_points(manifest.parent, e)))
+        log = priced_log(manifest.parent, e)
+        floor = host_floor_s(log.hardware, log.gpus_per_thread)
+        yield e["file"], e.get("healthy", True), log.model(), floor, best_per_size(log.points)
 
 
 def mape_cell(sizes, large: bool, col: int) -> str:
@@ -89,13 +86,12 @@ def before_after_rows(make, before_in: Callable[[], ContextManager] | None = Non
     `before_in` is given: the before is then priced inside `before_in()` (a table as it was) and the after outside."""
     out = []
     for entry in read_manifest(MANIFEST):
-        hw = entry_hardware(entry)
-        pts, gpt = tuple(_points(MANIFEST.parent, entry)), entry.get("gpus_per_thread", 1)
-        before, after = make(entry, hw, entry_model(entry, hw) or default_model(hw), pts[0].group_size)
+        log = priced_log(MANIFEST.parent, entry)
+        before, after = make(entry, log.hardware, log.model(), log.group_size)
         with before_in() if before_in is not None else nullcontext():
-            old = log_error(pts, hw, before, gpt)
-        new = old if after is before and before_in is None else log_error(pts, hw, after, gpt)
-        out.append((entry["file"].removesuffix("_perf.log"), entry["healthy"], (old.mape_large, old.mape_small),
+            old = log.error(before)
+        new = old if after is before and before_in is None else log.error(after)
+        out.append((log.name, entry["healthy"], (old.mape_large, old.mape_small),
                     (new.mape_large, new.mape_small)))
     return out
 

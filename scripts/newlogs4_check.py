@@ -14,15 +14,12 @@ clusters, minutes). Prints only; the figures are quoted in the docs section.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
-from moesim.calibrate.nccl_error import log_error  # noqa: E402
-from moesim.calibrate.nccl_table import (_points, _size, entry_hardware, entry_model,  # noqa: E402
-                                         entry_nccl_version, read_manifest)
-from moesim.collectives.select import default_model  # noqa: E402
+from moesim.calibrate.log_pricing import priced_log  # noqa: E402
+from moesim.calibrate.nccl_table import _size, entry_nccl_version, read_manifest  # noqa: E402
 from scripts.fresh_logs_check import MANIFEST  # noqa: E402
 from scripts.heldout_rule import counts  # noqa: E402
 from scripts.log_variants import pct  # noqa: E402
@@ -37,22 +34,21 @@ def fresh_entries() -> list[dict]:
     return [e for e in read_manifest(MANIFEST) if e["file"].startswith(FRESH_PREFIXES)]
 
 
-def _model(entry: dict, option: str | None):
-    hw = entry_hardware(entry)
-    model = entry_model(entry, hw) or default_model(hw)
+def _changes(entry: dict, option: str | None) -> dict:
+    """The model's fields `option` sets (none as shipped)."""
     if option == "nccl_proto=^LL128":
-        model = dataclasses.replace(model, nccl_proto="^LL128")
-    elif option == "nccl_version=log's":
-        model = dataclasses.replace(model, nccl_version=entry_nccl_version(MANIFEST.parent, entry))
-    elif option == "p2p_net_model=summed":
-        model = dataclasses.replace(model, p2p_net_model="summed")
-    return hw, model
+        return {"nccl_proto": "^LL128"}
+    if option == "nccl_version=log's":
+        return {"nccl_version": entry_nccl_version(MANIFEST.parent, entry)}
+    if option == "p2p_net_model=summed":
+        return {"p2p_net_model": "summed"}
+    return {}
 
 
 def priced(entry: dict, option: str | None = None):
     """The log's LogError as shipped (option None) or with `option`."""
-    hw, model = _model(entry, option)
-    return log_error(tuple(_points(MANIFEST.parent, entry)), hw, model, entry.get("gpus_per_thread", 1))
+    log = priced_log(MANIFEST.parent, entry)
+    return log.error(log.model(**_changes(entry, option)))
 
 
 def log_lines(entries: list[dict] | None = None) -> list[str]:

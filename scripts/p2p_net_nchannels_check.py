@@ -19,9 +19,8 @@ import dataclasses
 
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
-from moesim.calibrate.nccl_error import log_error  # noqa: E402
-from moesim.calibrate.nccl_table import _points, _size, entry_hardware, entry_model, read_manifest  # noqa: E402
-from moesim.collectives.select import default_model  # noqa: E402
+from moesim.calibrate.log_pricing import priced_log  # noqa: E402
+from moesim.calibrate.nccl_table import _size, read_manifest  # noqa: E402
 from moesim.collectives.topo_model import TopologyModel  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
 from scripts.log_variants import misses, pct  # noqa: E402
@@ -38,12 +37,11 @@ def priced() -> list[tuple]:
     """(log, healthy, {variant: LogError}) per manifest entry, in the manifest's order."""
     out = []
     for e in read_manifest(MANIFEST):
-        hw = entry_hardware(e)
-        model = entry_model(e, hw) or default_model(hw)
+        log = priced_log(MANIFEST.parent, e)
+        model = log.model()
         if not isinstance(model, TopologyModel):
             continue
-        pts, gpt = tuple(_points(MANIFEST.parent, e)), e.get("gpus_per_thread", 1)
-        errs = {v: log_error(pts, hw, dataclasses.replace(model, p2p_net_nchannels=v), gpt) for v in VARIANTS}
+        errs = {v: log.error(dataclasses.replace(model, p2p_net_nchannels=v)) for v in VARIANTS}
         out.append((e["file"].replace("_perf.log", ""), e.get("healthy", True), errs))
     return out
 

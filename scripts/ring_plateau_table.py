@@ -18,10 +18,10 @@ from pathlib import Path
 
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
-from moesim.calibrate.nccl_error import best_per_size, log_error, pct  # noqa: E402
-from moesim.calibrate.nccl_table import _points, _size, entry_hardware, entry_model, read_manifest  # noqa: E402
+from moesim.calibrate.log_pricing import priced_log  # noqa: E402
+from moesim.calibrate.nccl_error import best_per_size, pct  # noqa: E402
+from moesim.calibrate.nccl_table import _size, read_manifest  # noqa: E402
 from moesim.collectives.base import Group, bus_bw_factor  # noqa: E402
-from moesim.collectives.select import default_model  # noqa: E402
 from moesim.paths import read_versioned_toml  # noqa: E402
 from moesim.cli.output import table  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
@@ -51,15 +51,14 @@ def rows() -> list[tuple]:
     for entry in read_manifest(MANIFEST):
         if not entry["healthy"]:
             continue
-        points = _points(MANIFEST.parent, entry)
-        best = best_per_size(points)
+        log = priced_log(MANIFEST.parent, entry)
+        best = best_per_size(log.points)
         n, op = best[0].group_size, best[0].op
-        hardware = entry_hardware(entry)
-        domain = hardware.interconnect[0].domain_devices
+        domain = log.hardware.interconnect[0].domain_devices
         if op not in OPS or n <= domain:
             continue
-        model = entry_model(entry, hardware) or default_model(hardware)
-        err = log_error(points, hardware, model, entry.get("gpus_per_thread", 1))
+        model = log.model()
+        err = log.error(model)
         top = best[-1]
         cost = model.cost(op, top.size_bytes, Group(size=n, devices=n))
         algbw = top.size_bytes / top.time_s / 1e9
@@ -86,13 +85,11 @@ def split_rows() -> list[tuple]:
     for entry in read_manifest(MANIFEST):
         if not entry["healthy"]:
             continue
-        points = _points(MANIFEST.parent, entry)
-        n, op = points[0].group_size, points[0].op
-        hardware = entry_hardware(entry)
-        if op not in OPS or n <= hardware.interconnect[0].domain_devices:
+        log = priced_log(MANIFEST.parent, entry)
+        if log.points[0].op not in OPS or log.group_size <= log.hardware.interconnect[0].domain_devices:
             continue
-        model = entry_model(entry, hardware) or default_model(hardware)
-        sizes = log_error(points, hardware, model, entry.get("gpus_per_thread", 1)).sizes
+        err = log.error()
+        sizes = err.sizes
         if not sizes[-1].algorithm.startswith("ring/"):
             continue
         cells, split = [], 0.99 * 2**30
@@ -102,8 +99,7 @@ def split_rows() -> list[tuple]:
                       if errs else ["-", "-", "0"])
         large = [e for e in sizes if e.size_bytes >= 2**20]
         oracle = sum(abs(e.busbw_error) for e in large if e.size_bytes < split) / len(large)
-        out.append((entry["file"].removesuffix("_perf.log"), *cells, pct(log_error(points, hardware, model, entry.get(
-            "gpus_per_thread", 1)).mape_large), f"{oracle:.1%}"))
+        out.append((log.name, *cells, pct(err.mape_large), f"{oracle:.1%}"))
     return out
 
 

@@ -23,15 +23,13 @@ docs/collectives-history.md)
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
-from moesim.calibrate.nccl_error import log_error  # noqa: E402
-from moesim.calibrate.nccl_table import _points, _size, entry_hardware, entry_model, read_manifest  # noqa: E402
+from moesim.calibrate.log_pricing import priced_log  # noqa: E402
+from moesim.calibrate.nccl_table import _size, read_manifest  # noqa: E402
 from moesim.collectives.nccl_channels import ring_tree_channels  # noqa: E402
-from moesim.collectives.select import default_model  # noqa: E402
 from moesim.collectives.topo_model import TopologyModel  # noqa: E402
 from moesim.cli.output import table  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
@@ -48,18 +46,16 @@ SIMPLE_SLICE_BYTES = 2 * 512 * 1024  # a ring Simple slice: 2 steps of 512 KiB
 
 
 def _logs():
-    """(name, entry, points, hardware, model, n, op, nodes) of every healthy multi-node AR / AG / RS log."""
+    """(PricedLog, op, nodes) of every healthy multi-node AR / AG / RS log."""
     for entry in read_manifest(MANIFEST):
         if not entry["healthy"]:
             continue
-        points = _points(MANIFEST.parent, entry)
-        n, op = points[0].group_size, points[0].op
-        hardware = entry_hardware(entry)
-        domain = hardware.interconnect[0].domain_devices
+        log = priced_log(MANIFEST.parent, entry)
+        n, op = log.group_size, log.points[0].op
+        domain = log.hardware.interconnect[0].domain_devices
         if op not in OPS or n <= domain:
             continue
-        model = dataclasses.replace(entry_model(entry, hardware) or default_model(hardware), per_channel_caps=False)
-        yield entry["file"].removesuffix("_perf.log"), entry, points, hardware, model, n, op, -(-n // domain)
+        yield log, op, -(-n // domain)
 
 
 def _simple_model(entry, hardware):
@@ -89,10 +85,10 @@ def _bytes(x: float) -> str:
 
 def rows() -> tuple[list[tuple], list[tuple]]:
     body, summary = [], []
-    for name, entry, points, hardware, model, n, op, nodes in _logs():
-        gpt = entry.get("gpus_per_thread", 1)
-        prior = log_error(points, hardware, model, gpt).sizes
-        simple = log_error(points, hardware, _simple_model(entry, hardware), gpt).sizes
+    for log, op, nodes in _logs():
+        name, n = log.name, log.group_size
+        prior = log.error(log.model(per_channel_caps=False)).sizes
+        simple = log.error(_simple_model(log.entry, log.hardware)).sizes
         ramp = [(p, s) for p, s in zip(prior, simple) if LOW <= p.size_bytes <= HIGH]
         if not ramp:
             continue

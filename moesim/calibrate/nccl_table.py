@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from moesim.calibrate.launch_facts import LAUNCH_FACT_KEYS, launch_facts
-from moesim.calibrate.nccl_error import log_error, pct
+from moesim.calibrate.nccl_error import pct
 from moesim.calibrate.nccl_tests import read_nccl_tests, read_nccl_version
 from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.errors import SpecError
@@ -146,12 +146,12 @@ def entry_model(entry: dict, hardware, nccl_version: str = ""):
 
 
 def prior_rows(manifest: Path) -> list[tuple]:
-    folder = manifest.parent
+    from moesim.calibrate.log_pricing import priced_log
+
     rows = []
     for e in read_manifest(manifest):
-        pts = _points(folder, e)
-        hw = entry_hardware(e)
-        err = log_error(pts, hw, entry_model(e, hw), e.get("gpus_per_thread", 1))
+        log = priced_log(manifest.parent, e)
+        err, pts = log.error(), log.points
         span = f"{_size(min(p.size_bytes for p in pts))} - {_size(max(p.size_bytes for p in pts))}"
         rows.append((e["file"], e["hardware"], err.ranks, err.op, span, "yes" if e["healthy"] else "no",
                      pct(err.mape_large), pct(err.mape_small),
@@ -208,6 +208,7 @@ def calibration_matrix(manifest: Path, infer_facts: bool | None = None,
     for the held-out rule's checks, which read the automatic weight's pairs only; session 12, heldout)."""
     from moesim.calibrate import calibrate
     from moesim.calibrate.fit import LEVEL_PRIOR_WEIGHT
+    from moesim.calibrate.log_pricing import priced_log
 
     folder = manifest.parent
     out = []
@@ -223,14 +224,12 @@ def calibration_matrix(manifest: Path, infer_facts: bool | None = None,
                 fixed = (calibrate([path], hardware, dest, prior_weight=LEVEL_PRIOR_WEIGHT, **how).profile
                          if fixed_weight else None)
                 for held in logs:
-                    if held is not fit_on:
-                        pts, g = _points(folder, held), held.get("gpus_per_thread", 1)
-                        before = log_error(pts, entry_hardware(held, prior), None, g)
-                        after = log_error(pts, entry_hardware(held, auto.profile), None, g)
+                    if held is not fit_on:  # the matrix's logs force no knob: priced by the profile's default model
+                        log = priced_log(folder, held, prior)
+                        before, after = log.error(), log.on(auto.profile).error()
                         out.append(HeldOutPair(cluster, fit_on["file"], held["file"], auto.fit.level_prior_weight,
                                                before.mape_large, after.mape_large,
-                                               log_error(pts, entry_hardware(held, fixed), None, g).mape_large
-                                               if fixed is not None else float("nan"),
+                                               log.on(fixed).error().mape_large if fixed is not None else float("nan"),
                                                before.mape_small, after.mape_small))
     return tuple(out)
 

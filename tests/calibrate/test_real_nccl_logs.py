@@ -235,10 +235,10 @@ def test_calibrate_never_ends_in_a_traceback(name, tmp_path, capsys):
 
 
 def errors(name, profile=None):
-    from moesim.calibrate.nccl_table import entry_hardware, entry_model
+    from moesim.calibrate.log_pricing import priced_log
 
-    hw = entry_hardware(LOGS[name], profile)  # the profile with the log's system facts (host_cpu, gpu_nic_path)
-    return log_error(points(name), hw, entry_model(LOGS[name], hw), LOGS[name].get("gpus_per_thread", 1))
+    # the profile with the log's system facts (host_cpu, gpu_nic_path), its model and its -g
+    return priced_log(DATA, LOGS[name], profile).error()
 
 
 @pytest.mark.parametrize("name", HEALTHY)

@@ -20,10 +20,10 @@ from contextlib import contextmanager
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
 from moesim.calibrate.log_pricing import priced_log  # noqa: E402
-from moesim.calibrate.nccl_table import _size, read_manifest  # noqa: E402
+from moesim.calibrate.nccl_table import read_manifest  # noqa: E402
 from moesim.collectives import nccl, nccl_p2p_net  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
-from scripts.log_variants import mape_cell  # noqa: E402
+from scripts.log_variants import mape_cell, mape_change_line, moved_size_lines  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 DOC = ROOT / "docs" / "collectives-history.md"
@@ -74,16 +74,11 @@ def _sum(data, healthy: bool, large: bool, col: int) -> str:
     return f"{sum(found):.1f}" if found else "-"
 
 
-def _log_line(name: str, healthy: bool, sizes) -> str:
-    return (f"{name + ' (' + str(healthy).lower() + ')':39s}{mape_cell(sizes, True, 2)} | {mape_cell(sizes, False, 2)}"
-            f"  ->  {mape_cell(sizes, True, 3)} | {mape_cell(sizes, False, 3)}")
-
-
 def render() -> str:
     data = rows()
     lines = ["```",
              "log (healthy)                          busbw MAPE >= 1 MiB | < 1 MiB: summed (shipped) -> concurrent"]
-    lines += [_log_line(name, healthy, sizes) for name, healthy, sizes in data]
+    lines += [mape_change_line(name, healthy, sizes) for name, healthy, sizes in data]
     for healthy in (True, False):
         moved = [(n, h, s) for n, h, s in data if h == healthy and any(r[2] != r[3] for r in s)]
         lines.append(f"sum over the {'healthy' if healthy else 'other'} logs that move ({len(moved)}): "
@@ -92,18 +87,10 @@ def render() -> str:
     with launch_without_simple_multiplier():
         what_if = rows()
     lines += ["", "what-if, after the table above was seen (not the rule): a p2p step launched at 1 / 2 us (no x 3)"]
-    lines += [_log_line(name, healthy, other) for name, healthy, other in what_if if any(r[2] != r[3] for r in other)]
+    lines += [mape_change_line(name, healthy, other) for name, healthy, other in what_if
+              if any(r[2] != r[3] for r in other)]
     lines += ["", "sizes that move (us; error = measured / predicted - 1)"]
-    for name, _, sizes in data:
-        moved = [s for s in sizes if s[2] != s[3]]
-        if not moved:
-            continue
-        lines.append(name)
-        lines.append(f"  {'size':>9s} {'measured':>9s} {'summed':>9s} {'err':>8s} {'concurrent':>10s} {'err':>8s}  "
-                     "shipped label")
-        for size, meas, old, new, label in moved:
-            lines.append(f"  {_size(size):>9s} {meas * 1e6:9.1f} {old * 1e6:9.1f} {meas / old - 1:+8.1%} "
-                         f"{new * 1e6:10.1f} {meas / new - 1:+8.1%}  {label}")
+    lines += moved_size_lines(data, "summed", "concurrent")
     lines.append("```")
     return "\n".join(lines)
 

@@ -22,11 +22,10 @@ import dataclasses
 
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
-from moesim.calibrate.nccl_table import _size  # noqa: E402
 from moesim.collectives.base import Group, p2p_latency_s  # noqa: E402
 from moesim.collectives.protocols import NCCL_PROTOCOLS  # noqa: E402
 from scripts.docblock import run_check  # noqa: E402
-from scripts.log_variants import alltoall_logs, mape_cell  # noqa: E402
+from scripts.log_variants import alltoall_logs, mape_change_line, moved_size_lines  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 DOC = ROOT / "docs" / "collectives.md"
@@ -80,22 +79,10 @@ def rows() -> list[tuple]:
 def render() -> str:
     lines = ["```",
              "log (healthy)                          busbw MAPE >= 1 MiB | < 1 MiB: shipped -> network peers Simple"]
-    data = rows()
-    for name, healthy, sizes in data:
-        lines.append(f"{name.replace('_perf.log', '') + ' (' + str(healthy).lower() + ')':39s}"
-                     f"{mape_cell(sizes, True, 2)} | {mape_cell(sizes, False, 2)}  ->  {mape_cell(sizes, True, 3)} | "
-                     f"{mape_cell(sizes, False, 3)}")
+    data = [(name.replace("_perf.log", ""), healthy, sizes) for name, healthy, sizes in rows()]
+    lines += [mape_change_line(name, healthy, sizes) for name, healthy, sizes in data]
     lines += ["", "sizes that move (us; error = measured / predicted - 1)"]
-    for name, _, sizes in data:
-        moved = [s for s in sizes if s[2] != s[3]]
-        if not moved:
-            continue
-        lines.append(name.replace("_perf.log", ""))
-        lines.append(f"  {'size':>9s} {'measured':>9s} {'shipped':>9s} {'err':>8s} {'net Simple':>10s} {'err':>8s}  "
-                     "shipped label")
-        for size, meas, old, new, label in moved:
-            lines.append(f"  {_size(size):>9s} {meas * 1e6:9.1f} {old * 1e6:9.1f} {meas / old - 1:+8.1%} "
-                         f"{new * 1e6:10.1f} {meas / new - 1:+8.1%}  {label}")
+    lines += moved_size_lines(data, "shipped", "net Simple")
     lines.append("```")
     return "\n".join(lines)
 

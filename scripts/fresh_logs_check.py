@@ -121,6 +121,13 @@ def fresh_pairs(transfer_rule: str | None) -> list:
         return list(calibration_matrix(folder / MANIFEST.name, transfer_rule=transfer_rule))
 
 
+def pair_row(pair, calibrated: list) -> str:
+    """One held-out pair (nccl_table.HeldOutPair): fitted on -> held out, its prior MAPE >= 1 MiB -> the calibrated
+    MAPE >= 1 MiB of each of `calibrated` (the same pair under each transfer rule), joined by ' | '."""
+    return (f"{pair.fitted_on.removesuffix('_perf.log'):34s} -> {pair.held_out.removesuffix('_perf.log'):34s}"
+            f"{pct(pair.prior_mape)} -> " + " | ".join(pct(p.calibrated_mape) for p in calibrated))
+
+
 def pair_lines() -> list[str]:
     """The pairs with a fresh log on either side under --transfer shared and machinery, and the rule on them: (i) on
     those pairs, (ii) on every pair of their clusters (the pair's held-out MAPE >= 1 MiB for a log's; shared for
@@ -131,8 +138,7 @@ def pair_lines() -> list[str]:
              " --transfer shared | machinery)"]
     for a, b, f in zip(shared, machinery, is_fresh):
         if f:
-            lines.append(f"  {a.fitted_on.removesuffix('_perf.log'):34s} -> {a.held_out.removesuffix('_perf.log'):34s}"
-                         f"{pct(a.prior_mape)} -> {pct(a.calibrated_mape)} | {pct(b.calibrated_mape)}")
+            lines.append("  " + pair_row(a, [a, b]))
     for name, pairs in (("shared", shared), ("machinery", machinery)):
         fresh_pairs_ = [p for p, f in zip(pairs, is_fresh) if f]
         worse, better, _, _ = counts(fresh_pairs_, 0)

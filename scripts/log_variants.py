@@ -10,7 +10,7 @@ from typing import Callable, ContextManager
 from moesim.calibrate.bench_cost import host_floor_s
 from moesim.calibrate.log_pricing import priced_log
 from moesim.calibrate.nccl_error import LARGE_BYTES, best_per_size, pct
-from moesim.calibrate.nccl_table import read_manifest
+from moesim.calibrate.nccl_table import _size, read_manifest
 
 MANIFEST = Path(__file__).resolve().parents[1] / "tests" / "data" / "nccl" / "logs.toml"
 
@@ -77,6 +77,28 @@ def mape_cell(sizes, large: bool, col: int) -> str:
     """MAPE in % of measured (column 1) against the time in column `col` over the rows >= 1 MiB (large) or below."""
     errs = [abs(s[1] / s[col] - 1) for s in sizes if (s[0] >= LARGE_BYTES) == large]
     return f"{100 * sum(errs) / len(errs):.1f}" if errs else "-"
+
+
+def mape_change_line(name: str, healthy: bool, sizes) -> str:
+    """One log's `name (healthy)` and its MAPE cells (mape_cell) >= 1 MiB | < 1 MiB, column 2 -> column 3."""
+    return (f"{name + ' (' + str(healthy).lower() + ')':39s}{mape_cell(sizes, True, 2)} | {mape_cell(sizes, False, 2)}"
+            f"  ->  {mape_cell(sizes, True, 3)} | {mape_cell(sizes, False, 3)}")
+
+
+def moved_size_lines(data, before: str, after: str) -> list[str]:
+    """Per log of `data` [(name, healthy, [(size bytes, measured s, before s, after s, label)])], the sizes whose time
+    moves from column `before` to `after`: us, and the error measured / priced - 1 of each."""
+    lines = []
+    for name, _, sizes in data:
+        moved = [s for s in sizes if s[2] != s[3]]
+        if not moved:
+            continue
+        lines.append(name)
+        lines.append(f"  {'size':>9s} {'measured':>9s} {before:>9s} {'err':>8s} {after:>10s} {'err':>8s}  shipped label")
+        for size, meas, old, new, label in moved:
+            lines.append(f"  {_size(size):>9s} {meas * 1e6:9.1f} {old * 1e6:9.1f} {meas / old - 1:+8.1%} "
+                         f"{new * 1e6:10.1f} {meas / new - 1:+8.1%}  {label}")
+    return lines
 
 
 def before_after_rows(make, before_in: Callable[[], ContextManager] | None = None) -> list[tuple]:

@@ -20,7 +20,7 @@ from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/
 
 from moesim.calibrate.log_pricing import priced_log  # noqa: E402
 from moesim.calibrate.nccl_table import _size, entry_nccl_version, read_manifest  # noqa: E402
-from scripts.fresh_logs_check import MANIFEST  # noqa: E402
+from scripts.fresh_logs_check import MANIFEST, pair_row  # noqa: E402
 from scripts.heldout_rule import counts  # noqa: E402
 from scripts.log_variants import pct  # noqa: E402
 
@@ -92,8 +92,7 @@ def pair_lines() -> list[str]:
     lines = [f"held-out pairs of the fresh clusters: {len(shared)} (MAPE >= 1 MiB: prior -> calibrated, --transfer "
              + " | ".join(TRANSFERS) + ")"]
     for i, a in enumerate(shared):
-        lines.append(f"  {a.fitted_on.removesuffix('_perf.log'):34s} -> {a.held_out.removesuffix('_perf.log'):34s}"
-                     f"{pct(a.prior_mape)} -> " + " | ".join(pct(by_rule[r][i].calibrated_mape) for r in TRANSFERS))
+        lines.append("  " + pair_row(a, [by_rule[r][i] for r in TRANSFERS]))
     for rule in TRANSFERS:
         worse, better, total, n = counts(by_rule[rule], 0)
         prior = sum(p.prior_mape for p in by_rule[rule])

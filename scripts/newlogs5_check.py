@@ -20,9 +20,8 @@ import sys
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
 from moesim.calibrate.nccl_table import read_manifest  # noqa: E402
-from scripts.fresh_logs_check import MANIFEST  # noqa: E402
+from scripts.fresh_logs_check import MANIFEST, pair_row  # noqa: E402
 from scripts.heldout_rule import cluster_means, counts  # noqa: E402
-from scripts.log_variants import pct  # noqa: E402
 from scripts import newlogs4_check  # noqa: E402
 from scripts.newlogs4_check import priced  # noqa: E402  (the same options, priced the same way)
 
@@ -66,8 +65,7 @@ def pair_lines(by_rule: dict[str, list] | None = None) -> list[str]:
     lines.append("  fresh pairs, MAPE >= 1 MiB prior -> calibrated (" + " | ".join(TRANSFERS) + "):")
     for i, a in enumerate(by_rule["shared"]):
         if is_fresh[i]:
-            lines.append(f"    {a.fitted_on.removesuffix('_perf.log'):34s} -> {a.held_out.removesuffix('_perf.log'):34s}"
-                         f"{pct(a.prior_mape)} -> " + " | ".join(pct(by_rule[r][i].calibrated_mape) for r in TRANSFERS))
+            lines.append("    " + pair_row(a, [by_rule[r][i] for r in TRANSFERS]))
     return lines
 
 

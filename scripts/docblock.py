@@ -16,12 +16,16 @@ def replace_block(doc: Path, begin: str, end: str, block: str) -> None:
     doc.write_text(head + begin + "\n" + block + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
 
 
-def run_check(description: str, render, doc: Path, begin: str, end: str) -> None:
-    """A check script's command line: print its block, rendered once; with --write also put it in `doc`."""
+def run_check(description: str, render, doc: Path, begin: str, end: str, cache: bool = False) -> None:
+    """A check script's command line: print its block, rendered once; with --write also put it in `doc`. With
+    `cache`, also --cache DIR (scripts/heldout_rule.py's cache folder of held-out matrices), rendered as render(DIR)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--write", action="store_true", help=f"replace the marked block of {doc.name}")
-    write = parser.parse_args().write
-    block = render()
+    if cache:
+        parser.add_argument("--cache", type=Path, default=None, help="scripts/heldout_rule.py's cache folder")
+    args = parser.parse_args()
+    write = args.write
+    block = render(args.cache) if cache else render()
     if write:
         replace_block(doc, begin, end, block)
     print(block)

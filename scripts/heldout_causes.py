@@ -15,7 +15,6 @@ docs/collectives-history.md; --cache DIR reuses scripts/heldout_rule.py's priced
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from moesim.collectives.nccl_channels import channel_counts, ring_tree_channels 
 from moesim.collectives.select import default_model  # noqa: E402
 from moesim.collectives.tier_layout import nic_tier  # noqa: E402
 from moesim.specs.load import load_hardware  # noqa: E402
-from scripts.docblock import replace_block  # noqa: E402
+from scripts.docblock import run_check  # noqa: E402
 from scripts.heldout_pairs import fit_figures, losing_sizes  # noqa: E402
 from scripts.heldout_rule import NOISE, priced  # noqa: E402
 
@@ -132,11 +131,4 @@ def render(cache: Path | None) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help=f"replace the marked block of {DOC.name}")
-    parser.add_argument("--cache", type=Path, default=None, help="scripts/heldout_rule.py's cache folder")
-    args = parser.parse_args()
-    block = render(args.cache)
-    if args.write:
-        replace_block(DOC, BEGIN, END, block)
-    print(block)
+    run_check(__doc__.splitlines()[0], render, DOC, BEGIN, END, cache=True)

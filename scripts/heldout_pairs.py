@@ -15,7 +15,6 @@ docs/collectives-history.md; --cache DIR reuses scripts/heldout_rule.py's priced
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -30,7 +29,7 @@ from moesim.calibrate.nccl_table import (_points, _size, calibration_matrix, ent
                                          matrix_fit_args, read_manifest)
 from moesim.calibrate.predict import CollectiveTerm  # noqa: E402
 from moesim.calibrate.transfer import NOT_INTERCONNECT  # noqa: E402
-from scripts.docblock import replace_block  # noqa: E402
+from scripts.docblock import run_check  # noqa: E402
 from scripts.heldout_rule import NOISE, priced  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
@@ -170,11 +169,4 @@ def render(cache: Path | None) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help=f"replace the marked block of {DOC.name}")
-    parser.add_argument("--cache", type=Path, default=None, help="scripts/heldout_rule.py's cache folder")
-    args = parser.parse_args()
-    block = render(args.cache)
-    if args.write:
-        replace_block(DOC, BEGIN, END, block)
-    print(block)
+    run_check(__doc__.splitlines()[0], render, DOC, BEGIN, END, cache=True)

@@ -117,6 +117,14 @@ def _outer_port_bw(level: InterconnectLevel, per_chip: int) -> float:
     return level.link_bw_bytes_per_s
 
 
+def _level_facts(level) -> dict:
+    """The Tier fields a switch, fabric or uplink tier copies from its InterconnectLevel (factors 1 where unset)."""
+    return dict(nvlstree_net_factor=level.nvlstree_net_factor or 1.0, p2p_factor=level.p2p_factor or 1.0,
+                p2p_latency_s=level.p2p_latency_s, host_cpu=level.host_cpu, gpu_nic_path=level.gpu_nic_path,
+                fill_bytes=level.fill_bytes, ll_latency_s=level.ll_latency_s, ll128_latency_s=level.ll128_latency_s,
+                alltoall_p2p_factor=level.alltoall_p2p_factor, nonring_latency_s=level.nonring_latency_s)
+
+
 def build_system(hardware: HardwareProfile, devices: int) -> System:
     """Tiers, torus slice or fabric for a job of `devices` devices on `hardware`.
 
@@ -144,34 +152,18 @@ def build_system(hardware: HardwareProfile, devices: int) -> System:
             inner = tiers[-1].domain_devices if tiers else 1
             rails = level.rails if level.topology == "rail_optimized" else 1
             if inner < leaf < domain:
+                facts = _level_facts(level)
                 tiers.append(Tier(level.name, "fabric", leaf, port, level.latency_s, level.bw_efficiency, index, rails,
-                                  sharp=level.sharp, nvlstree_net_factor=level.nvlstree_net_factor or 1.0,
-                                  p2p_factor=level.p2p_factor or 1.0, p2p_latency_s=level.p2p_latency_s,
-                                  host_cpu=level.host_cpu, gpu_nic_path=level.gpu_nic_path,
-                                  fill_bytes=level.fill_bytes,
-                                  ll_latency_s=level.ll_latency_s, ll128_latency_s=level.ll128_latency_s,
-                                  alltoall_p2p_factor=level.alltoall_p2p_factor,
-                                  nonring_latency_s=level.nonring_latency_s))
+                                  sharp=level.sharp, **facts))
                 tiers.append(Tier(f"{level.name}-uplink", "uplink", level.domain_devices, port / level.oversubscription,
-                                  level.latency_s, level.bw_efficiency, index, rails, sharp=level.sharp,
-                                  nvlstree_net_factor=level.nvlstree_net_factor or 1.0,
-                                  p2p_factor=level.p2p_factor or 1.0, p2p_latency_s=level.p2p_latency_s,
-                                  host_cpu=level.host_cpu, gpu_nic_path=level.gpu_nic_path,
-                                  fill_bytes=level.fill_bytes,
-                                  ll_latency_s=level.ll_latency_s, ll128_latency_s=level.ll128_latency_s,
-                                  alltoall_p2p_factor=level.alltoall_p2p_factor,
-                                  nonring_latency_s=level.nonring_latency_s))
+                                  level.latency_s, level.bw_efficiency, index, rails, sharp=level.sharp, **facts))
                 continue
         tiers.append(Tier(level.name, kind, level.domain_devices, port, level.latency_s, level.bw_efficiency, index,
                           1, level.nvls_efficiency if kind == "switch" else 0.0, level.nccl_arch,
                           level.sharp and kind == "fabric",
                           nvlstree_efficiency=(level.nvls_efficiency if level.nvlstree_efficiency is None
                                                else level.nvlstree_efficiency) if kind == "switch" else 0.0,
-                          nvlstree_net_factor=level.nvlstree_net_factor or 1.0, p2p_factor=level.p2p_factor or 1.0,
-                          p2p_latency_s=level.p2p_latency_s, host_cpu=level.host_cpu,
-                          gpu_nic_path=level.gpu_nic_path, fill_bytes=level.fill_bytes,
-                          ll_latency_s=level.ll_latency_s, ll128_latency_s=level.ll128_latency_s,
-                          alltoall_p2p_factor=level.alltoall_p2p_factor, nonring_latency_s=level.nonring_latency_s))
+                          **_level_facts(level)))
     fabric = None if torus is not None else _fabric_of(hardware, devices)
     return System(hardware=hardware, devices=devices, tiers=tuple(tiers), torus=torus, fabric=fabric)
 

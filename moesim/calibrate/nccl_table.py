@@ -119,8 +119,6 @@ def entry_hardware(entry: dict, hardware=None):
     return with_system_facts(hardware or load_hardware(entry["hardware"]), system_facts(entry))
 
 
-
-
 def _size(nbytes: float) -> str:
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if nbytes >= scale:

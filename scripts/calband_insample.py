@@ -21,17 +21,17 @@ import numpy as np
 
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
-from docblock import run_check  # noqa: E402
 from moesim.calibrate import calibrate  # noqa: E402
 from moesim.calibrate.nccl_error import LARGE_BYTES, log_error  # noqa: E402
 from moesim.calibrate.nccl_table import entry_hardware, matrix_fit_args, read_manifest  # noqa: E402
 from moesim.calibrate.predict import CollectiveTerm  # noqa: E402
 from moesim.calibrate.profile_io import Provenance, calibrated_table, profile_from_table  # noqa: E402
 from moesim.calibrate.solve import F_SCALE  # noqa: E402
-from moesim.calibrate.transfer_band import moved_figures, own_band_mapes, simple_hop_at_prior  # noqa: E402
 from moesim.calibrate.transfer import at_prior  # noqa: E402
+from moesim.calibrate.transfer_band import moved_figures, own_band_mapes, simple_hop_at_prior  # noqa: E402
 from moesim.specs.load import resolve_ref  # noqa: E402
 from moesim.specs.system_facts import set_system_facts  # noqa: E402
+from scripts.docblock import run_check  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 DOC = ROOT / "docs" / "collectives-history.md"

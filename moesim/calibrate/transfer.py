@@ -36,8 +36,8 @@ links, src/graph/tuning.cc ncclTopoTuneModel, NVIDIA/nccl v2.28.9-1, never by a 
 is "protocol-hops" with the same pick.
 
 Session 15 (calband), defined before pricing (docs/collectives-history.md "Session 15 (calband)"): "band-guard",
-"pareto-guard", "band-split" and "hop-split" (transfer_band.py) write at the prior a fitted figure that the calibration log's own
-busbw MAPE, per band, asks back ("band-split": a hop's Simple figure only).
+"pareto-guard", "band-split" and "hop-split" (transfer_band.py) write at the prior a fitted figure that the calibration
+log's own busbw MAPE, per band, asks back ("band-split", "hop-split": a hop's Simple figure only).
 """
 
 from __future__ import annotations
@@ -200,9 +200,9 @@ def at_prior_where_unidentified(fit):
 
 
 def at_prior(fit, figures) -> tuple:
-    """(`fit` with each of `figures` (ParameterFits) written at its prior value, the figures so written): a hop latency
-    or W as not fitted; π, α^LL / α^LL128 and a line (P, U) at the prior's value; V with the fitted V'/V kept; V'/V at
-    the prior's ratio. A figure of another kind (the efficiency table, peaks) is left as fitted and not returned."""
+    """(`fit` with each of `figures` (ParameterFits) written at its prior value, the figures so written): a hop
+    latency or W as not fitted; π, α^LL / α^LL128 and a line (P, U) at the prior's value; V with the fitted V'/V kept;
+    V'/V at the prior's ratio. A figure of another kind (the efficiency table, peaks) is left as fitted and not returned."""
     levels = [list(lv) for lv in fit.levels]
     index = {lv[0]: j for j, lv in enumerate(levels)}
     p2p, protocol = dict(fit.p2p_latencies), {k: list(v) for k, v in fit.protocol_latencies.items()}

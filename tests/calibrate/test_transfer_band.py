@@ -93,7 +93,8 @@ def test_band_guard_refuses_a_figure_that_raises_the_logs_own_large_rows(togethe
 def test_band_guard_on_together_lowers_its_own_large_band(together):
     """The real case (diagnosis: scripts/calband_insample.py): the shared fit takes Together 2-node's own >= 1 MiB
     busbw MAPE 3.79 -> 5.13 %; band-guard writes π at the prior, after which no figure it leaves moved could, set
-    back alone, lower that band by more than the noise (the rule's guarantee), and the band is below the shared fit's."""
+    back alone, lower that band by more than the noise (the rule's guarantee), and the band is below the shared
+    fit's."""
     own = _own(together, TOGETHER)
     shared = own(together.fit)
     written, notes = band_guard(together.fit, own, "band-guard")
@@ -156,3 +157,33 @@ def test_json_names_the_band_rule(tmp_path, capsys):
                  "--bootstrap", "0", "--json", "--transfer", "band-guard"]) == 0
     fit = json.loads(capsys.readouterr().out)["fit"]
     assert fit["transfer_rule"] == "band-guard" and "p2p_latency" in fit["transfer_notes"][0]
+
+
+def test_hop_split_takes_both_qoofyk_pairs_to_their_prior_and_keeps_the_small_rows(tmp_path):
+    """The two qoofyk logs as a matrix of their own (KNOWN_WORSE both ways under shared, +1.96 / +0.90 pt): under
+    hop-split each pair is within the 0.3 pt noise of its prior at >= 1 MiB (9.93 -> 7.66 % against 7.97; 4.37 -> 3.67 %
+    against 3.47) and keeps its < 1 MiB gain (19.69 -> 8.61, 20.97 -> 14.62 %; docs/collectives-history.md "Session 15
+    (calband)")."""
+    from moesim.calibrate.nccl_table import calibration_matrix
+
+    manifest = tmp_path / "logs.toml"
+    entries = "".join(f'[[log]]\nfile = "{DATA / log}"\nhardware = "h100-sxm"\ncluster = "q"\nhealthy = true\n'
+                      f'shape = false\nnote = ""\n\n' for log in (QOOFYK, "h100-vm-4node-qoofyk_all_reduce_perf.log"))
+    manifest.write_text("schema_version = 1\n\n" + entries)
+    split = calibration_matrix(manifest, transfer_rule="hop-split", fixed_weight=False)
+    shared = calibration_matrix(manifest, transfer_rule="shared", fixed_weight=False)
+    assert len(split) == 2
+    for p, q in zip(split, shared):
+        assert q.calibrated_mape > q.prior_mape + GUARD_NOISE  # the shared fit loses (KNOWN_WORSE)
+        assert p.calibrated_mape < p.prior_mape + GUARD_NOISE
+        assert p.calibrated_mape_small < p.prior_mape_small - 0.05
+        assert p.calibrated_mape_small == pytest.approx(q.calibrated_mape_small, abs=1e-4)
+
+
+def test_the_insample_block_is_current(load_script, doc_block):
+    """docs/collectives-history.md "Session 15 (calband)": the table is what scripts/calband_insample.py renders now,
+    and it shows what the section reads from it: Together 2-node's own >= 1 MiB MAPE 3.79 -> 5.13 % under shared."""
+    block = doc_block("calband_insample")
+    assert block == load_script("scripts/calband_insample.py").render(), \
+        "stale: run python scripts/calband_insample.py --write"
+    assert "| b200-together-2node_sendrecv |" in block and "3.79 \\| 23.47 -> 5.13 \\| 8.10" in block

@@ -24,6 +24,7 @@ from moesim.calibrate.transfer import (
     AT_PRIOR_RULES, PER_PROTOCOL_RULES, PICK_RULES, SPLIT_RULES, apply_machinery, at_prior_where_unidentified,
     check_transfer, pick_levels, protocol_hops, ranked_on_prior,
 )
+from moesim.calibrate.transfer_band import BAND_RULES, band_guard, own_band_mapes
 from moesim.calibrate.transfer_p2p import P2P_OPS_RULES, p2p_latency_where_ops_agree
 from moesim.calibrate.report import ValidationReport, validation_report
 from moesim.errors import SpecError
@@ -170,6 +171,9 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
                                                            **fit_args))
     elif transfer in P2P_OPS_RULES:  # heldout2 (session 13): π at the prior where op counts disagree on it
         written_fit, said = p2p_latency_where_ops_agree(fit)
+    elif transfer in BAND_RULES:  # calband (session 15): a figure the log's own >= 1 MiB rows ask back, at the prior
+        written_fit, said = band_guard(fit, own_band_mapes(measurements, lambda f: profile_from_table(set_system_facts(
+            calibrated_table(prior_path, f, provenance, name), system or {})), gpus_per_thread), transfer)
     transfer_notes = tuple(said)
     table = calibrated_table(prior_path, written_fit, provenance, name)
     if transfer in PICK_RULES:  # pick (session 14): the prior's levels, which the written profile ranks by

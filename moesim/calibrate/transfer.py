@@ -34,6 +34,10 @@ writes as "shared", but the fit and the written profile rank each call's (algori
 (HardwareProfile.pick_interconnect, collectives/nccl_pick.py: NCCL's tuner ranks by its own constants and detected
 links, src/graph/tuning.cc ncclTopoTuneModel, NVIDIA/nccl v2.28.9-1, never by a measured figure); "pick-protocol-hops"
 is "protocol-hops" with the same pick.
+
+Session 15 (calband), defined before pricing (docs/collectives-history.md "Session 15 (calband)"): "band-guard",
+"pareto-guard", "band-split" and "hop-split" (transfer_band.py) write at the prior a fitted figure that the calibration
+log's own busbw MAPE, per band, asks back ("band-split", "hop-split": a hop's Simple figure only).
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from moesim.errors import SpecError
 from moesim.specs.hardware import MAX_NVLSTREE_NET_FACTOR
 
 TRANSFER_RULES = ("shared", "machinery", "lines", "identified", "lines-identified", "protocol-hops", "p2p-ops",
-                  "pick-as-nccl", "pick-protocol-hops")
+                  "pick-as-nccl", "pick-protocol-hops", "band-guard", "pareto-guard", "band-split", "hop-split")
 TRANSFER_MEANINGS = {"shared": "a fitted figure is written to the one key every mechanism reads",
                      "machinery": "ring / other-algorithm hop and one-peer / all-to-all send/recv line kept apart, "
                                   "each fitted figure written only to the machinery whose rows set it",
@@ -60,7 +64,14 @@ TRANSFER_MEANINGS = {"shared": "a fitted figure is written to the one key every 
                      "p2p-ops": "the send/recv latency kept at the prior where rows of different op counts disagree",
                      "pick-as-nccl": "as shared, each call's algorithm / protocol ranked on the prior's figures as "
                                      "NCCL's tuner ranks (written as pick_interconnect)",
-                     "pick-protocol-hops": "protocol-hops, each call's algorithm / protocol ranked as pick-as-nccl"}
+                     "pick-protocol-hops": "protocol-hops, each call's algorithm / protocol ranked as pick-as-nccl",
+                     "band-guard": "a figure whose move raises the fitted log's own busbw MAPE >= 1 MiB by more than "
+                                   "0.3 pt is written at the prior (transfer_band.py)",
+                     "pareto-guard": "a figure whose move raises the fitted log's own busbw MAPE in one band by more "
+                                     "than 0.3 pt and lowers the other's by no more is written at the prior",
+                     "band-split": "band-guard, but a refused hop latency is written at the prior for Simple only, "
+                                   "its LL / LL128 hops as shared writes them",
+                     "hop-split": "band-split with the hop latencies its only candidates"}
 # rules that need calibrate's second fit with a hop figure per protocol
 PER_PROTOCOL_RULES = ("protocol-hops", "pick-protocol-hops")
 PICK_RULES = ("pick-as-nccl", "pick-protocol-hops")  # rules that rank on the prior's levels (ranked_on_prior)
@@ -179,12 +190,24 @@ def at_prior_where_unidentified(fit):
     """(`fit` with every unidentified() figure set back to its prior value, one note per figure): what the
     "identified" rule writes. A hop latency or W is written as not fitted; π, α^LL / α^LL128 and a line (P, U) at the
     prior's value; V with the fitted V'/V kept; V'/V at the prior's ratio."""
+    written, kept = at_prior(fit, unidentified(fit))
+    notes = []
+    for p in kept:
+        moved = "no standard error" if p.rel_std is None else \
+            f"{abs(np.log(p.value / p.prior)) / p.rel_std:.2g} standard errors"
+        notes.append(f"{p.name} {p.value:.4g} {p.unit} within {moved} of the prior {p.prior:.4g}: prior kept")
+    return written, notes
+
+
+def at_prior(fit, figures) -> tuple:
+    """(`fit` with each of `figures` (ParameterFits) written at its prior value, the figures so written): a hop
+    latency or W as not fitted; π, α^LL / α^LL128 and a line (P, U) at the prior's value; V with the fitted V'/V kept;
+    V'/V at the prior's ratio. A figure of another kind (the efficiency table, peaks) is left as fitted and not returned."""
     levels = [list(lv) for lv in fit.levels]
     index = {lv[0]: j for j, lv in enumerate(levels)}
     p2p, protocol = dict(fit.p2p_latencies), {k: list(v) for k, v in fit.protocol_latencies.items()}
-    nvls, lines, notes = {k: list(v) for k, v in fit.nvls_bandwidths.items()}, dict(fit.extra_bandwidths), []
-    kept = unidentified(fit)
-    for p in sorted(kept, key=lambda q: q.name.endswith(".nvls_bandwidth")):  # V'/V before V
+    nvls, lines, done = {k: list(v) for k, v in fit.nvls_bandwidths.items()}, dict(fit.extra_bandwidths), []
+    for p in sorted(figures, key=lambda q: q.name.endswith(".nvls_bandwidth")):  # V'/V before V
         level, figure = p.name.split(".", 1)
         if figure in ("latency", "bandwidth"):
             levels[index[level]][3 if figure == "latency" else 4] = False
@@ -200,13 +223,11 @@ def at_prior_where_unidentified(fit):
             lines[(level, _LINE_KEYS[figure])] = p.prior
         else:
             continue
-        moved = "no standard error" if p.rel_std is None else \
-            f"{abs(np.log(p.value / p.prior)) / p.rel_std:.2g} standard errors"
-        notes.append(f"{p.name} {p.value:.4g} {p.unit} within {moved} of the prior {p.prior:.4g}: prior kept")
+        done.append(p)
     written = dataclasses.replace(fit, levels=tuple(tuple(lv) for lv in levels), p2p_latencies=p2p,
                                   protocol_latencies={k: tuple(v) for k, v in protocol.items()},
                                   nvls_bandwidths={k: tuple(v) for k, v in nvls.items()}, extra_bandwidths=lines)
-    return written, notes
+    return written, done
 
 
 def protocol_hops(shared, per_protocol) -> tuple:

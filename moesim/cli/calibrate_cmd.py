@@ -67,7 +67,8 @@ def register(subparsers) -> None:
                         "'hierarchical' (each a departure from the level hop with its own prior); system facts are "
                         "inferred first under 'shared', then the rule is fitted with them fixed (default: shared)")
     p.add_argument("--transfer", choices=("shared", "machinery", "lines", "identified", "lines-identified",
-                                          "protocol-hops", "p2p-ops", "pick-as-nccl", "pick-protocol-hops"),
+                                          "protocol-hops", "p2p-ops", "pick-as-nccl", "pick-protocol-hops",
+                                          "band-guard", "pareto-guard", "band-split", "hop-split"),
                    default=None,
                    help="where fitted figures are written: 'shared' (one key every mechanism reads), 'machinery' "
                         "(the ring / other-algorithm hop latency and the one-peer / all-to-all send/recv line kept "
@@ -81,7 +82,11 @@ def register(subparsers) -> None:
                         "'Session 13 (heldout2)'), 'pick-as-nccl' (as shared, but the fit and the written profile "
                         "rank each call's algorithm / protocol on the prior's figures, as NCCL's tuner does, and price "
                         "the pick with the fitted ones), 'pick-protocol-hops' (protocol-hops with that pick; "
-                        "'Session 14 (pick)'; default: shared)")
+                        "'Session 14 (pick)'), 'band-guard' (a fitted figure whose move raises the log's own busbw "
+                        "MAPE at >= 1 MiB by more than 0.3 pt written at the prior), 'pareto-guard' (one that raises "
+                        "one band's by more than 0.3 pt and lowers the other's by no more), 'band-split' (band-guard, "
+                        "a refused hop latency written at the prior for Simple only), 'hop-split' (band-split on the "
+                        "hop latencies only; 'Session 15 (calband)'; default: shared)")
     p.add_argument("--prior-weight", default="auto", metavar="auto|W",
                    help="weight of the log-normal prior on the interconnect figures (latency, bandwidth, NVLS): "
                         "'auto' (default) weighs each figure by its stated uncertainty (moesim/calibrate/"

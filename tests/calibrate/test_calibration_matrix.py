@@ -60,6 +60,11 @@ KNOWN_WORSE = {
     # re-pick (Vultr's mean +0.01 -> -0.47 pt); 2 -> 4 nodes 9.93 -> 7.71 % leaves the list, 4 -> 2 nodes 4.37 -> 3.85 %
     # stays (the 4-node fit's Simple hop 14.27 -> 14.73 us on the prior's pick); qoofyk's mean +0.06 pt: opt-in,
     # docs/collectives-history.md "Session 14 (pick)")
+    # (session 15, calband: each log's own >= 1 MiB rows refuse the hop its small rows set (hgx-2node 3.47 -> 4.34 %
+    # in-sample); `--transfer hop-split` / `band-split` write the Simple hop at the prior and keep LL / LL128 at the
+    # fitted hop: 2 -> 4 nodes 9.93 -> 7.66 %, 4 -> 2 nodes 4.37 -> 3.67 %, both within the noise, the < 1 MiB gain kept;
+    # not the default: Together stays +1.38 pt under hop-split and gives back its < 1 MiB gain under band-split,
+    # docs/collectives-history.md "Session 15 (calband)")
     ("h100-vm-4node-qoofyk_all_reduce_perf.log", "h100-hgx-2node-qoofyk_all_reduce_perf.log"),
     ("h100-hgx-2node-qoofyk_all_reduce_perf.log", "h100-vm-4node-qoofyk_all_reduce_perf.log"),
     # B200 Vultr 1 node: the all-reduce's ring/LL rows (64 B - 512 KiB, hop latency 0.52-0.68 of their time, 1.08-1.33x
@@ -158,6 +163,10 @@ KNOWN_WORSE = {
     # four-op sends (>= 512 KiB, 4 parts: scripts/heldout_causes.py); `--transfer p2p-ops` keeps π at the prior where a
     # log's op counts disagree, 2 -> 4 nodes 2.03 %, 4 -> 2 nodes 3.70 %, but gives back the < 1 MiB gain (7.5 -> 27.4,
     # 8.5 -> 23.5 %); not the default: docs/collectives-history.md "Session 13 (heldout2)")
+    # (session 15, calband: the fitted log's own >= 1 MiB rows refuse the move too, 2-node 3.79 -> 5.13 %, 4-node 2.50
+    # -> 4.92 % in-sample; `--transfer band-guard` writes π at the prior (2 -> 4 nodes 2.03 %, 4 -> 2 nodes 3.70 %, all
+    # six Together pairs at or under their prior) and gives back the < 1 MiB gain as p2p-ops does: not the default,
+    # docs/collectives-history.md "Session 15 (calband)")
     ("b200-together-2node_sendrecv_perf.log", "b200-together-4node_sendrecv_perf.log"),
     ("b200-together-4node_sendrecv_perf.log", "b200-together-2node_sendrecv_perf.log"),
     # session 11 (ramp): NCCL's per-channel ring LL128 / tree caps (per_channel_caps, the default) move the priors

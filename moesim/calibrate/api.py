@@ -131,7 +131,7 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
                         "--hop-latency shared", field="--hop-latency", value=hop_latency_rule(rule), allowed=("shared",))
     check_output(out, paths, hardware)
     measurements = read_measurements(paths, nccl_op=nccl_op, nccl_ranks=nccl_ranks)
-    prior_path = resolve_ref(hardware, "hardware_profiles")
+    prior_path = resolve_ref(hardware, "hardware_profiles", field="--hardware")
     prior = with_system_facts(load_hardware(prior_path), system or {})
     if transfer in PICK_RULES:  # pick (session 14): every fit below ranks each call on the prior's levels
         prior = ranked_on_prior(prior)
@@ -231,5 +231,5 @@ def check_output(out: str | Path, paths: list[str], hardware: str) -> None:
 def validate_report(paths: list[str], hardware: str, *, include_fitted: bool = False,
                     nccl_op: str | None = None) -> ValidationReport:
     """Held-out comparison of `hardware`'s predictions with the switch_layer records in `paths`."""
-    return validation_report(read_measurements(paths, nccl_op=nccl_op), load_hardware(hardware),
+    return validation_report(read_measurements(paths, nccl_op=nccl_op), load_hardware(hardware, field="--hardware"),
                              include_fitted=include_fitted)

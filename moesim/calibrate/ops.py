@@ -162,7 +162,7 @@ def fit_launch_and_memory(records: list[OpRecord]) -> float:
 def calibrate_ops(paths: list[str], hardware: str, out: str | Path, *, holdout_fraction: float = 0.3,
                   seed: int = 0, name: str | None = None) -> OpCalibration:
     records = read_op_records(paths)
-    prior_path = resolve_ref(hardware, "hardware_profiles")
+    prior_path = resolve_ref(hardware, "hardware_profiles", field="--hardware")
     prior = load_hardware(prior_path)
     keys = sorted({r.key for r in records})
     fit_keys, held = split_holdout(keys, holdout_fraction, seed)

@@ -12,7 +12,7 @@ from moesim.units import parse_size_bytes, parse_size_range
 
 DEFAULT_SWEEP = "8B:8GiB"  # the range nccl-tests' README runs (-b 8 -e 8G -f 2)
 # the library's keywords a SpecError names, as the user typed them here (the Python API keeps the keyword names)
-FLAGS = {"nccl_algo": "--nccl-algo", "nccl_proto": "--nccl-proto", "tuner_rules": "--tuner-rules",
+FLAGS = {"hardware": "--hardware", "nccl_algo": "--nccl-algo", "nccl_proto": "--nccl-proto", "tuner_rules": "--tuner-rules",
          "ring_net_channel_gbps": "--ring-net-channel-gbps", "p2p_net_model": "--p2p-net-model",
          "broadcast_model": "--broadcast-model", "p2p_net_nchannels": "--p2p-net-nchannels",
          "nccl_version": "--nccl-version", "nccl_version_scope": "--nccl-version-scope",

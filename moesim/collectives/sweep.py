@@ -142,7 +142,7 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     nccl_tuning.check_version(nccl_version, field="--nccl-version")
     nccl_version_pick.check_scope(nccl_version_scope, field="--nccl-version-scope")
     nccl_p2p_peer.check_rule(p2p_net_peer_rule, field="--p2p-net-peer-rule")
-    hw = load_hardware(hardware)
+    hw = load_hardware(hardware, field="hardware")
     if op not in OPS:
         raise SpecError(f"unknown collective '{op}'", field="op", value=op, allowed=OPS)
     for name, value in (("--devices", devices), ("--group-stride", stride), ("--concurrent", concurrent)):

@@ -27,7 +27,7 @@ from moesim.calibrate.transfer import (
 from moesim.calibrate.transfer_p2p import P2P_OPS_RULES, p2p_latency_where_ops_agree
 from moesim.calibrate.report import ValidationReport, validation_report
 from moesim.errors import SpecError
-from moesim.paths import check_output_path
+from moesim.paths import check_output_path, write_text_file
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.load import load_hardware, read_data_file, resolve_ref
 from moesim.specs.system_facts import set_system_facts, with_system_facts
@@ -189,12 +189,9 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     report = validation_report(measurements, profile, only_keys=set(held)) if held else None
     gap = layer_gap(measurements, profile, set(fit_keys), set(held))
     out = Path(out)
-    try:
-        lines = header_lines(fit, measurements, report, gap) + ([_guard_text(guard)] if guard else [])
-        lines += [] if facts is None else ["System facts (moesim/calibrate/facts_fit.py): " + facts.note]
-        out.write_text(render_profile(table, lines), encoding="utf-8")
-    except OSError as err:
-        raise SpecError(f"cannot write the calibrated profile: {err.strerror}", file=str(out)) from None
+    lines = header_lines(fit, measurements, report, gap) + ([_guard_text(guard)] if guard else [])
+    lines += [] if facts is None else ["System facts (moesim/calibrate/facts_fit.py): " + facts.note]
+    write_text_file(out, render_profile(table, lines), field="--output")  # whole or nothing (paths.write_text_file)
     written = load_hardware(out)
     # after the fit, so that a run ending in an error stays one line
     for log in logs:  # a -g N run priced as one GPU per thread (or the reverse) misreads its small rows' floor

@@ -158,7 +158,7 @@ def _prior_weight(text: str) -> float | None:
     except ValueError:
         value = float("nan")
     if not value > 0 or value == float("inf"):
-        raise SpecError("--prior-weight is 'auto' or a number > 0", field="prior_weight", value=text,
+        raise SpecError("--prior-weight is 'auto' or a number > 0", field="--prior-weight", value=text,
                         allowed="auto, > 0")
     return value
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from moesim.cli.output import print_json
+from moesim.collectives.nccl_channel_caps import DEFAULT as CHANNEL_CAPS_DEFAULT
 from moesim.errors import SpecError
 from moesim.collectives.sweep import (BROADCAST_MODELS, DEFAULT_A2A_ALGORITHM, DEFAULT_BROADCAST_MODEL,
                                      DEFAULT_P2P_NET_MODEL, P2P_NET_MODELS)
@@ -63,8 +64,8 @@ def register(subparsers) -> None:
     p.add_argument("--per-channel-caps", choices=("on", "off"), default=None,
                    help="NCCL's per-channel bandwidth caps of ring LL128 and the tree (tuning.cc perChMaxRingLL128Bw, "
                         "perChMaxTreeBw, perChMaxTreeLL128Bw x the graph's channels), in NCCL's pick and on the wire "
-                        "(collectives/nccl_channel_caps.py; docs/collectives-history.md 'Session 11 (ramp)'); default: "
-                        "the shipped pricing's; GPU profiles only")
+                        "(collectives/nccl_channel_caps.py; docs/collectives-history.md 'Session 11 (ramp)'); default "
+                        f"{'on' if CHANNEL_CAPS_DEFAULT else 'off'} (the shipped pricing); GPU profiles only")
     p.add_argument("--p2p-net-nchannels", type=int, default=None, metavar="N",
                    help="NCCL's p2p channels (p2pnChannels, pow2Up of the communicator's channels) where a send/recv or "
                         "all-to-all spans several nodes: the per-peer channels are halved to fit them "

@@ -5,6 +5,7 @@ the ones it was not fitted on; a log the profile was fitted on is marked in-samp
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,11 @@ def log_checks(measurements: Measurements, hardware: HardwareProfile, gpus_per_t
         points = tuple(p for p in measurements.collectives if p.nccl_tests and p.source.rsplit(":", 1)[0] == f.path)
         if not points:
             continue
+        ngpus = set(f.header_gpus)
+        if ngpus and gpus_per_thread not in ngpus:  # as calibrate: a -g N run priced as one GPU per thread misreads
+            said = " or ".join(map(str, sorted(ngpus)))
+            warnings.warn(f"{f.path}: its header says nGpus {said} (GPUs one thread drove) but --gpus-per-thread is "
+                          f"{gpus_per_thread}: pass --gpus-per-thread {said} unless the log says otherwise")
         digest = "sha256:" + file_digest(f.path)
         in_sample = str(Path(f.path).resolve()) in fitted or digest in fitted
         checks.append(LogCheck(f.path, log_error(points, hardware, gpus_per_thread=gpus_per_thread), in_sample))

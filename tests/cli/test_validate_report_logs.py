@@ -69,3 +69,14 @@ def test_ranks_reads_a_log_without_rank_lines(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     out = report(capsys, ["tests/data/nccl/b200-vultr-2node_all_gather_perf.log", "--hardware", "b200", "--ranks", 16])
     assert out["logs"][0]["ranks"] == 16 and out["logs"][0]["busbw_mape_ge_1mib"] > 0
+
+
+def test_a_log_run_with_several_gpus_per_thread_warns_when_not_told(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    log = "tests/data/nccl/b200-engaging-2node_all_reduce_perf.log"  # -g 8: nGpus 8 in its header
+    assert main(["validate-report", log, "--hardware", "b200"]) == 0
+    err = capsys.readouterr().err
+    assert "moesim: warning: " in err and "pass --gpus-per-thread 8" in err
+    assert main(["validate-report", log, "--hardware", "b200", "--gpus-per-thread", "8", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "warning" not in err and json.loads(out)["logs"][0]["busbw_mape_ge_1mib"] is not None

@@ -231,7 +231,8 @@ def render() -> str:
 # JSON a command prints (docs/key_meanings.toml [output_*]; tests/cli/test_json_keys_documented.py runs the commands)
 OUTPUT_TITLES = {"output_collective": "JSON of `moesim collective --json`",
                  "output_calibrate": "JSON of `moesim calibrate --json` (nccl-tests logs; layer records add `held_out` "
-                                     "and more, docs/calibration.md)"}
+                                     "and more, docs/calibration.md)",
+                 "output_validate_report_logs": "JSON of `moesim validate-report --json` on nccl-tests logs only"}
 
 
 def main(argv: list[str]) -> int:

@@ -115,7 +115,38 @@ def check_output_path(path: str | Path | None, *, field: str) -> Path:
                 and not written_by_calibrate(real)):
             raise SpecError(f"cannot write: is the shipped {shipped[0].rstrip('s').replace('_', ' ')} '{real.stem}'; "
                             "name a new file", file=str(p), field=field)
+    _probe_writable(p, field=field)
     return p
+
+
+def _probe_writable(p: Path, *, field: str) -> None:
+    """A file can be made in `p`'s folder and `p`, if there, opened for writing: else a SpecError now, before the
+    command's work (a calibration's fit, a simulation) is done and then lost. The folder's permission bits do not
+    tell (root ignores them; /sys refuses root): a probe file is made and removed."""
+    import errno
+    import os
+
+    from moesim.errors import SpecError
+
+    try:
+        if p.exists() and not p.is_file():  # a device or a pipe (/dev/null, /dev/stdout): written in place
+            if not os.access(p, os.W_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+            return
+        if p.exists():
+            os.close(os.open(p, os.O_WRONLY))  # neither truncated nor changed
+        probe = _temp_name(p, "probe")
+        with open(probe, "xb"):
+            pass
+        probe.unlink()
+    except OSError as err:
+        raise SpecError(f"cannot write: {err.strerror or err}", file=str(p), field=field) from None
+
+
+def _temp_name(p: Path, what: str) -> Path:
+    import os
+
+    return p.with_name(f".{p.name}.{what}-{os.getpid()}")
 
 
 def written_by_calibrate(path: Path) -> bool:
@@ -129,15 +160,31 @@ def written_by_calibrate(path: Path) -> bool:
 
 
 def write_text_file(path: str | Path, text: str, *, field: str) -> Path:
-    """Write `text` to `path` (checked as `check_output_path`); an OSError (full disk, no permission) is a
-    SpecError naming the file."""
+    """Write `text` to `path` (checked as `check_output_path`) whole or not at all: into a file beside it, then
+    renamed over it, so that a failed write (full disk, no permission) leaves a file already there as it was. An
+    OSError is a SpecError naming the file and `field`. A link is written through to the file it names."""
+    import os
+
     from moesim.errors import SpecError
 
     p = check_output_path(path, field=field)
+    target = p.resolve() if p.is_symlink() else p
+    if target.exists() and not target.is_file():  # a device or a pipe (/dev/null): written in place, never replaced
+        try:
+            with open(target, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+        except OSError as err:
+            raise SpecError(f"cannot write: {err.strerror or err}", file=str(p), field=field) from None
+        return p
+    temp = _temp_name(target, "partial")
     try:
-        with open(p, "w", encoding="utf-8", newline="") as handle:
+        with open(temp, "x", encoding="utf-8", newline="") as handle:
             handle.write(text)
+        if target.exists():
+            os.chmod(temp, target.stat().st_mode & 0o7777)  # the file keeps its permissions
+        os.replace(temp, target)
     except OSError as err:
+        temp.unlink(missing_ok=True)
         raise SpecError(f"cannot write: {err.strerror or err}", file=str(p), field=field) from None
     return p
 

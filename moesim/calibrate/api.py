@@ -28,7 +28,7 @@ from moesim.calibrate.transfer_band import BAND_RULES, band_guard, own_band_mape
 from moesim.calibrate.transfer_p2p import P2P_OPS_RULES, p2p_latency_where_ops_agree
 from moesim.calibrate.report import ValidationReport, validation_report
 from moesim.errors import SpecError
-from moesim.paths import check_output_path
+from moesim.paths import check_output_path, write_text_file
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.load import load_hardware, read_data_file, resolve_ref
 from moesim.specs.system_facts import set_system_facts, with_system_facts
@@ -132,7 +132,7 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
                         "--hop-latency shared", field="--hop-latency", value=hop_latency_rule(rule), allowed=("shared",))
     check_output(out, paths, hardware)
     measurements = read_measurements(paths, nccl_op=nccl_op, nccl_ranks=nccl_ranks)
-    prior_path = resolve_ref(hardware, "hardware_profiles")
+    prior_path = resolve_ref(hardware, "hardware_profiles", field="--hardware")
     prior = with_system_facts(load_hardware(prior_path), system or {})
     if transfer in PICK_RULES:  # pick (session 14): every fit below ranks each call on the prior's levels
         prior = ranked_on_prior(prior)
@@ -193,12 +193,9 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     report = validation_report(measurements, profile, only_keys=set(held)) if held else None
     gap = layer_gap(measurements, profile, set(fit_keys), set(held))
     out = Path(out)
-    try:
-        lines = header_lines(fit, measurements, report, gap) + ([_guard_text(guard)] if guard else [])
-        lines += [] if facts is None else ["System facts (moesim/calibrate/facts_fit.py): " + facts.note]
-        out.write_text(render_profile(table, lines), encoding="utf-8")
-    except OSError as err:
-        raise SpecError(f"cannot write the calibrated profile: {err.strerror}", file=str(out)) from None
+    lines = header_lines(fit, measurements, report, gap) + ([_guard_text(guard)] if guard else [])
+    lines += [] if facts is None else ["System facts (moesim/calibrate/facts_fit.py): " + facts.note]
+    write_text_file(out, render_profile(table, lines), field="--output")  # whole or nothing (paths.write_text_file)
     written = load_hardware(out)
     # after the fit, so that a run ending in an error stays one line
     for log in logs:  # a -g N run priced as one GPU per thread (or the reverse) misreads its small rows' floor
@@ -235,5 +232,5 @@ def check_output(out: str | Path, paths: list[str], hardware: str) -> None:
 def validate_report(paths: list[str], hardware: str, *, include_fitted: bool = False,
                     nccl_op: str | None = None) -> ValidationReport:
     """Held-out comparison of `hardware`'s predictions with the switch_layer records in `paths`."""
-    return validation_report(read_measurements(paths, nccl_op=nccl_op), load_hardware(hardware),
+    return validation_report(read_measurements(paths, nccl_op=nccl_op), load_hardware(hardware, field="--hardware"),
                              include_fitted=include_fitted)

@@ -149,7 +149,8 @@ def render_calibration(result: CalibrationResult) -> str:
         parts += ["", render(result.held_out_report)]
     elif not m.layers:
         parts += ["", "no switch_layer records, none held out: every collective row is fitted (to test the fit, "
-                      "price another log of the same cluster with the written profile)"]
+                      "price another log of the same cluster with the written profile: moesim validate-report LOG "
+                      "--hardware PROFILE)"]
     else:
         parts += ["", "no records held out (--holdout-fraction 0 or fewer than 2 records)"]
     return "\n".join(parts)

@@ -178,7 +178,7 @@ class _State:
                                 allowed=tuple(f"{b}_perf" for b in NCCL_TESTS_OPS))
             if self.explicit_op and self.explicit_op != self.test_op:
                 raise SpecError(f"the log measured {self.test_op} but {self.explicit_op} was given", file=where,
-                                value=self.explicit_op)
+                                field="--nccl-op", value=self.explicit_op, allowed=(self.test_op,))
             self.columns = None
             return
         if line.startswith("# Using devices"):

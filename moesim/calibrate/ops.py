@@ -37,6 +37,7 @@ from moesim.calibrate.records import split_holdout
 from moesim.errors import SpecError
 from moesim.ops.base import Op
 from moesim.ops.price import op_time_s
+from moesim.paths import write_text_file
 from moesim.specs.hardware import DTYPES, OP_DIMS, OP_KINDS, HardwareProfile
 from moesim.specs.load import load_hardware, read_data_file, resolve_ref
 
@@ -162,7 +163,7 @@ def fit_launch_and_memory(records: list[OpRecord]) -> float:
 def calibrate_ops(paths: list[str], hardware: str, out: str | Path, *, holdout_fraction: float = 0.3,
                   seed: int = 0, name: str | None = None) -> OpCalibration:
     records = read_op_records(paths)
-    prior_path = resolve_ref(hardware, "hardware_profiles")
+    prior_path = resolve_ref(hardware, "hardware_profiles", field="--hardware")
     prior = load_hardware(prior_path)
     keys = sorted({r.key for r in records})
     fit_keys, held = split_holdout(keys, holdout_fraction, seed)
@@ -229,10 +230,7 @@ def calibrate_ops(paths: list[str], hardware: str, out: str | Path, *, holdout_f
               "; ".join(f"{k} {e.n}, {e.mape:.1%}, {e.max_abs:.1%}, {e.mean_signed:+.1%}; {e.prior_mape:.1%}"
                         for k, e in errors.items())]
     out = Path(out)
-    try:
-        out.write_text(render_profile(table, header), encoding="utf-8")
-    except OSError as err:
-        raise SpecError(f"cannot write the calibrated profile: {err.strerror}", file=str(out)) from None
+    write_text_file(out, render_profile(table, header), field="--output")  # whole or nothing (paths.write_text_file)
     written = load_hardware(out)
     return OpCalibration(written, out, launch, peaks, len(fit), errors)
 

@@ -99,13 +99,23 @@ def register(subparsers) -> None:
     p.set_defaults(run=run_calibrate)
 
     r = subparsers.add_parser(
-        "validate-report", help="compare a profile's predictions with held-out switch_layer measurements",
+        "validate-report", help="compare a profile's predictions with held-out switch_layer measurements or "
+                                "nccl-tests logs",
         description="Per-phase and layer-total error (MAPE, max, signed mean) of the profile's predictions on "
                     "switch_layer records it was not fitted on: a profile written by `moesim calibrate` lists the "
-                    "records it was fitted on and those are left out; with any other profile every record counts.")
-    r.add_argument("measurements", nargs="+", metavar="FILE", help="validate/ results (.jsonl)")
+                    "records it was fitted on and those are left out; with any other profile every record counts. "
+                    "Given only nccl-tests logs: the profile's busbw error on each log (MAPE at >= 1 MiB and below, "
+                    "the signed mean at >= 1 MiB, as docs/collectives.md's per-log table), a log the profile was "
+                    "calibrated on marked in-sample.")
+    r.add_argument("measurements", nargs="+", metavar="FILE",
+                   help="validate/ results (.jsonl), or nccl-tests logs (the same reader as calibrate's)")
     r.add_argument("--hardware", required=True, help="hardware profile: built-in name or TOML file")
     r.add_argument("--all", action="store_true", help="include the records the profile was fitted on (in-sample)")
+    r.add_argument("--ranks", type=int, default=None, metavar="N",
+                   help="group size of nccl-tests logs whose rank list was cut (as calibrate's --ranks; default: "
+                        "largest listed rank + 1)")
+    r.add_argument("--gpus-per-thread", type=int, default=1, metavar="N",
+                   help="GPUs one nccl-tests thread drove (as calibrate's --gpus-per-thread; default 1)")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.set_defaults(run=run_validate_report)
 
@@ -163,7 +173,7 @@ def _prior_weight(text: str) -> float | None:
     except ValueError:
         value = float("nan")
     if not value > 0 or value == float("inf"):
-        raise SpecError("--prior-weight is 'auto' or a number > 0", field="prior_weight", value=text,
+        raise SpecError("--prior-weight is 'auto' or a number > 0", field="--prior-weight", value=text,
                         allowed="auto, > 0")
     return value
 
@@ -171,10 +181,33 @@ def _prior_weight(text: str) -> float | None:
 def run_validate_report(args: argparse.Namespace) -> int:
     from moesim.calibrate import validate_report
     from moesim.calibrate.report import render
+    from moesim.calibrate.records import read_measurements
 
+    measurements = read_measurements(args.measurements, nccl_ranks=args.ranks)
+    if not measurements.layers and any(p.nccl_tests for p in measurements.collectives):
+        return _report_logs(args, measurements)  # nccl-tests logs only: the profile's busbw error on each
     report = validate_report(args.measurements, args.hardware, include_fitted=args.all)
     if args.json:
         print_json(report.as_dict())
     else:
         print(render(report))
+    return 0
+
+
+def _report_logs(args: argparse.Namespace, measurements) -> int:
+    """validate-report on nccl-tests logs: the profile's busbw error per log (calibrate/log_report.py)."""
+    from moesim.calibrate.log_report import log_checks, render
+    from moesim.specs.load import load_hardware
+
+    from moesim.errors import SpecError
+
+    hardware = load_hardware(args.hardware, field="--hardware")
+    if hardware.device_kind != "gpu":  # as calibrate: nccl-tests measure NCCL, which runs on GPUs
+        raise SpecError(f"nccl-tests logs measure NCCL on GPUs, but {hardware.name}'s devices are "
+                        f"{hardware.device_kind}", field="--hardware", value=args.hardware, allowed="a GPU profile")
+    checks = log_checks(measurements, hardware, gpus_per_thread=args.gpus_per_thread)
+    if args.json:
+        print_json({"hardware": hardware.name, "logs": [c.as_dict() for c in checks]})
+    else:
+        print(render(checks, hardware))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from moesim.cli.output import print_json
+from moesim.collectives.nccl_channel_caps import DEFAULT as CHANNEL_CAPS_DEFAULT
 from moesim.errors import SpecError
 from moesim.collectives.sweep import (BROADCAST_MODELS, DEFAULT_A2A_ALGORITHM, DEFAULT_BROADCAST_MODEL,
                                      DEFAULT_P2P_NET_MODEL, P2P_NET_MODELS)
@@ -12,7 +13,7 @@ from moesim.units import parse_size_bytes, parse_size_range
 
 DEFAULT_SWEEP = "8B:8GiB"  # the range nccl-tests' README runs (-b 8 -e 8G -f 2)
 # the library's keywords a SpecError names, as the user typed them here (the Python API keeps the keyword names)
-FLAGS = {"nccl_algo": "--nccl-algo", "nccl_proto": "--nccl-proto", "tuner_rules": "--tuner-rules",
+FLAGS = {"hardware": "--hardware", "nccl_algo": "--nccl-algo", "nccl_proto": "--nccl-proto", "tuner_rules": "--tuner-rules",
          "ring_net_channel_gbps": "--ring-net-channel-gbps", "p2p_net_model": "--p2p-net-model",
          "broadcast_model": "--broadcast-model", "p2p_net_nchannels": "--p2p-net-nchannels",
          "nccl_version": "--nccl-version", "nccl_version_scope": "--nccl-version-scope",
@@ -63,8 +64,8 @@ def register(subparsers) -> None:
     p.add_argument("--per-channel-caps", choices=("on", "off"), default=None,
                    help="NCCL's per-channel bandwidth caps of ring LL128 and the tree (tuning.cc perChMaxRingLL128Bw, "
                         "perChMaxTreeBw, perChMaxTreeLL128Bw x the graph's channels), in NCCL's pick and on the wire "
-                        "(collectives/nccl_channel_caps.py; docs/collectives-history.md 'Session 11 (ramp)'); default: "
-                        "the shipped pricing's; GPU profiles only")
+                        "(collectives/nccl_channel_caps.py; docs/collectives-history.md 'Session 11 (ramp)'); default "
+                        f"{'on' if CHANNEL_CAPS_DEFAULT else 'off'} (the shipped pricing); GPU profiles only")
     p.add_argument("--p2p-net-nchannels", type=int, default=None, metavar="N",
                    help="NCCL's p2p channels (p2pnChannels, pow2Up of the communicator's channels) where a send/recv or "
                         "all-to-all spans several nodes: the per-peer channels are halved to fit them "

@@ -20,6 +20,7 @@ from moesim.collectives.nccl_broadcast import MODELS as BROADCAST_MODELS  # noqa
 from moesim.collectives.nccl_p2p_net import DEFAULT_MODEL as DEFAULT_P2P_NET_MODEL
 from moesim.collectives.nccl_p2p_net import MODELS as P2P_NET_MODELS  # noqa: F401 (as BROADCAST_MODELS)
 from moesim.errors import SpecError
+from moesim.topology.mapping import devices_spanned
 
 NCCL_TESTS_TYPE, NCCL_TESTS_TYPE_BYTES = "float", 4  # nccl-tests' default `-d float`
 SWEEP_FACTOR = 2  # nccl-tests `-f 2`
@@ -142,7 +143,7 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     nccl_tuning.check_version(nccl_version, field="--nccl-version")
     nccl_version_pick.check_scope(nccl_version_scope, field="--nccl-version-scope")
     nccl_p2p_peer.check_rule(p2p_net_peer_rule, field="--p2p-net-peer-rule")
-    hw = load_hardware(hardware)
+    hw = load_hardware(hardware, field="hardware")
     if op not in OPS:
         raise SpecError(f"unknown collective '{op}'", field="op", value=op, allowed=OPS)
     for name, value in (("--devices", devices), ("--group-stride", stride), ("--concurrent", concurrent)):
@@ -152,6 +153,12 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
         raise SpecError(f"{devices} devices is more than {hw.name} holds", field="--devices", value=devices,
                         allowed=f"1..{hw.max_devices}")
     group = Group(size=devices, stride=stride, concurrent=concurrent)
+    spanned = devices_spanned(group)
+    if spanned > hw.max_devices:  # the stride or the groups at once, not --devices, carry the group past the profile
+        flag = "--group-stride" if stride > 1 else "--concurrent"
+        raise SpecError(f"{devices} ranks at stride {stride}, {concurrent} group(s) at once, span {spanned} devices "
+                        f"but {hw.name} has at most {hw.max_devices}", field=flag, value=stride if stride > 1 else
+                        concurrent, allowed=f"groups within {hw.max_devices} devices")
     model = default_model(hw)
     from moesim.collectives.nccl_channels import CHANNEL_KNOBS, channel_counts
 

@@ -62,17 +62,24 @@ def resolve_ref(ref: str | Path, kind: str, *, relative_to: Path | None = None, 
     if candidate.suffix in DATA_SUFFIXES or "/" in ref_text or candidate.is_file():
         if candidate.is_file():
             return candidate
-        read_text_file(candidate)  # names the problem: too long a path, a directory, no such file
-        raise SpecError(f"no such file: {ref_text}", file=ref_text)
+        read_text_file(candidate, field=field)  # names the problem: too long a path, a directory, no such file
+        raise SpecError(f"no such file: {ref_text}", file=ref_text, field=field)
     directory = builtin_dir(kind)
     for suffix in DATA_SUFFIXES:
         path = directory / f"{ref_text}{suffix}"
         if path.is_file():
             return path
-    near = difflib.get_close_matches(ref_text, builtin_names(kind), n=1)
+    near = closest_name(ref_text, builtin_names(kind))
     hint = f" (did you mean '{near[0]}'?)" if near else ""
     raise SpecError(f"unknown {kind.rstrip('s').replace('_', ' ')} '{ref_text}'{hint}", field=field or kind.rstrip("s"),
                     value=ref_text, allowed=builtin_names(kind) or "none shipped")
+
+
+def closest_name(typed: str, names) -> list[str]:
+    """The built-in name to suggest for `typed`: the shortest that starts with it ('h100' -> 'h100-sxm', 'gb200' ->
+    'gb200-nvl72', where difflib's ratio says 'h800' / 'b200'), else difflib's closest; [] if none is close."""
+    started = sorted((n for n in names if typed and n.lower().startswith(typed.lower())), key=lambda n: (len(n), n))
+    return started[:1] or difflib.get_close_matches(typed, list(names), n=1)
 
 
 def with_file(path: Path, build):

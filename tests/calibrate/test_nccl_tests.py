@@ -114,7 +114,7 @@ def test_log_line_wins_and_conflicts_are_errors(tmp_path):
     line = "# Collective test starting: all_reduce_perf"
     path = _log(tmp_path, "results.txt", [GOOD_ROW], extra_header=line)
     assert read_nccl_tests(path).collectives[0].op == "all_reduce"
-    with pytest.raises(SpecError, match=r":1: the log measured all_reduce but all_gather was given"):
+    with pytest.raises(SpecError, match=r":1: field '--nccl-op': the log measured all_reduce but all_gather was given"):
         read_nccl_tests(path, op="all_gather")
     gather = _log(tmp_path, "x.txt", [GOOD_ROW], extra_header="# Collective test starting: gather_perf")
     with pytest.raises(SpecError, match="'gather_perf' is not a collective moesim models"):

@@ -85,7 +85,7 @@ def test_unknown_collective_binary(tmp_path, capsys):
     (("--ranks", "0"), ("--ranks", "0 is out of range")),
     (("--host-cpu", "bogus"), ("--host-cpu", "invalid choice: 'bogus'", "'amd'")),
     (("--gpu-nic-path", "pix"), ("--gpu-nic-path", "'PIX'")),
-    (("--prior-weight", "0"), ("prior_weight", "allowed: auto, > 0")),
+    (("--prior-weight", "0"), ("field '--prior-weight'", "allowed: auto, > 0")),
 ])
 def test_bad_options(tmp_path, capsys, extra, fragments):
     run_bad(capsys, calibrate(LOG, tmp_path, *extra), *fragments)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from moesim.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -44,3 +46,18 @@ def test_the_walkthrough_shows_what_the_commands_print(tmp_path, capsys, monkeyp
         printed = (out + err).replace(str(written), argv[out_arg]).rstrip("\n").split("\n")
         assert [line.rstrip() for line in printed] == [line.rstrip() for line in shown]
         assert code == (2 if err else 0)
+
+
+def test_step_three_shows_what_the_commands_print_now(load_script, doc_block):
+    """Step 3 of the walk-through (the calibrated profile in `moesim collective`, `estimate`, `search`) is the
+    generated block of scripts/walkthrough_use.py, which reruns those commands; session 15 found the hand-copied
+    figures stale (the page said 318.9 GB/s at 1 GiB and a 245.59 ms step where the commands printed 337.6 and
+    245.28). Here the block must equal a fresh run, and its rows must be the commands' own figures."""
+    script = load_script("scripts/walkthrough_use.py")
+    block = script.render()
+    assert doc_block("walkthrough_use", "docs/collectives.md") == block.strip()
+    shipped = script.moesim_json("collective", "all_gather", "--hardware", "b200", "--devices", "16", "--bytes",
+                                 "1GiB")["results"][0]
+    assert f"| 1 GiB | 299.6 | {shipped['busbw_GBps']:.1f} (" in block  # measured: the log's 1 GiB row, 299.55
+    measured = script.measured_busbw_gbps()
+    assert measured[2**30] == pytest.approx(299.55, abs=0.06)  # all_gather_perf's printed busbw, out-of-place

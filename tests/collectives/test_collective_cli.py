@@ -65,7 +65,7 @@ def test_text_table(capsys):
     (["all_reduce", "--hardware", "h100-sxm", "--devices", "8", "--bytes", "12QB"], "field '--bytes'"),
     (["all_reduce", "--hardware", "h100-sxm", "--devices", "8", "--sweep", "8GiB:8B"], "field '--sweep'"),
     (["all_reduce", "--hardware", "tpu-v3", "--devices", "4096"], "field '--devices'"),
-    (["all_reduce", "--hardware", "h100-sxm", "--devices", "512", "--group-stride", "4"], "field 'devices'"),
+    (["all_reduce", "--hardware", "h100-sxm", "--devices", "512", "--group-stride", "4"], "field '--group-stride'"),
     (["all_reduce", "--hardware", "h100-sxm", "--devices", "0"], "field '--devices'"),
     (["all_reduce", "--hardware", "tpu-v99", "--devices", "8"], "unknown hardware profile 'tpu-v99'"),
     (["all_reduce", "--hardware", "h100-sxm", "--devices", "64", "--nccl-algo", "collnetchain"],

@@ -1,0 +1,45 @@
+"""Each refusal names the flag the user typed (session 15, newuser): '--prior-weight' (was the keyword
+'prior_weight'), '--nccl-op' where it contradicts the log (was no field), '--group-stride' / '--concurrent' where
+they, not --devices, carry the groups past the profile (was "field 'devices'")."""
+
+from __future__ import annotations
+
+import pytest
+
+from moesim.cli import main
+
+LOG = "tests/data/nccl/h100-xxrjun-2node_alltoall_perf.log"
+
+
+def one_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("moesim: error: ") and "\n" not in err
+    return err
+
+
+@pytest.mark.parametrize("weight", ["0", "x", "-1", "inf"])
+def test_prior_weight(capsys, tmp_path, weight):
+    err = one_error(capsys, ["calibrate", LOG, "--hardware", "h100-sxm", "-o", str(tmp_path / "o.toml"),
+                             "--prior-weight", weight])
+    assert "field '--prior-weight'" in err and "(allowed: auto, > 0)" in err
+
+
+def test_nccl_op_contradicting_the_log(capsys, tmp_path):
+    err = one_error(capsys, ["calibrate", LOG, "--hardware", "h100-sxm", "-o", str(tmp_path / "o.toml"),
+                             "--nccl-op", "all_reduce"])
+    assert f"{LOG}:2: field '--nccl-op': the log measured all_to_all but all_reduce was given" in err
+    assert "(allowed: all_to_all)" in err
+
+
+@pytest.mark.parametrize("extra, flag", [(["--group-stride", "100"], "--group-stride"),
+                                         (["--concurrent", "100"], "--concurrent")])
+def test_groups_past_the_profile_name_the_flag_that_carries_them(capsys, extra, flag):
+    err = one_error(capsys, ["collective", "all_reduce", "--hardware", "h100-sxm", "--devices", "16", "--bytes", "1MiB",
+                             *extra])
+    assert f"field '{flag}'" in err and "h100-sxm has at most 1024" in err
+
+
+def test_the_same_group_inside_the_profile_still_prices(capsys):
+    assert main(["collective", "all_reduce", "--hardware", "h100-sxm", "--devices", "16", "--bytes", "1MiB",
+                 "--group-stride", "64"]) == 0

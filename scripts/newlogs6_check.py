@@ -22,6 +22,7 @@ from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/
 from moesim.calibrate.nccl_table import read_manifest  # noqa: E402
 from scripts.fresh_logs_check import MANIFEST  # noqa: E402
 from scripts import newlogs4_check, newlogs5_check  # noqa: E402
+from scripts.newlogs4_check import priced  # noqa: E402,F401  (the same options, priced the same way)
 
 # The logs session 15 added (tests/data/nccl/SOURCES.md, "Session 15 (newlogs6)"), committed before pricing.
 FRESH_PREFIXES = ("b200-engaging-ubuntu-2node_", "h100-lambda-2node-g8_", "h100-mghpcc-dgx-2node-g8_")

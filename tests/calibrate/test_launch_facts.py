@@ -42,8 +42,22 @@ def test_no_entry_states_cores_without_a_stated_binding():
             assert facts.bind_to not in (None, "default", "none"), entry["file"]
 
 
+def test_newlogs6_g8_entries_state_one_process_per_node_and_no_binding_flag():
+    """Session 15 (newlogs6): the Ubuntu Engaging pair (run-nccl-2node.sh: HOSTLIST "$NODE_A:1,$NODE_B:1",
+    "mpirun -np $NTASKS -H") and the Lambda / MGHPCC DGX H100 pairs (hostfiles "slots=1", "mpirun ... -n 2"), each
+    -g 8 with no binding flag (logs.toml cites each)."""
+    for prefix, count in (("b200-engaging-ubuntu-2node_", 6), ("h100-lambda-2node-g8_", 1),
+                          ("h100-mghpcc-dgx-2node-g8_", 1)):
+        entries = _entries(prefix)
+        assert len(entries) == count
+        for entry in entries:
+            assert launch_facts(entry) == LaunchFacts(processes_per_node=1, bind_to="default"), entry["file"]
+            assert entry["gpus_per_thread"] == 8 and launch_facts(entry).stated_cores() is None
+
+
 def test_entries_without_launch_facts_read_as_not_stated():
-    plain = [e for e in read_manifest(MANIFEST) if not e["file"].startswith("b200-engaging-")]
+    stated = ("b200-engaging-", "h100-lambda-2node-g8_", "h100-mghpcc-dgx-2node-g8_")
+    plain = [e for e in read_manifest(MANIFEST) if not e["file"].startswith(stated)]
     assert plain and all(launch_facts(e) == LaunchFacts() for e in plain)
 
 

@@ -47,12 +47,16 @@ def pairs_by_rule() -> dict[str, list]:
     return newlogs4_check.pairs_by_rule(fresh_entries(), TRANSFERS)
 
 
-def pair_lines(by_rule: dict[str, list] | None = None) -> list[str]:
-    by_rule = by_rule or pairs_by_rule()
-    fresh = {e["file"] for e in fresh_entries()}
+def pair_lines(by_rule: dict[str, list] | None = None, entries: list[dict] | None = None,
+               transfers: tuple[str, ...] = TRANSFERS) -> list[str]:
+    """The fresh pairs' counts, cluster means and rows under each rule of `transfers` (a later round passes its own
+    logs and rules)."""
+    entries = fresh_entries() if entries is None else entries
+    by_rule = by_rule or newlogs4_check.pairs_by_rule(entries, transfers)
+    fresh = {e["file"] for e in entries}
     is_fresh = [a.fitted_on in fresh or a.held_out in fresh for a in by_rule["shared"]]
     lines = [f"held-out pairs of the fresh clusters: {len(is_fresh)}, with a fresh log on either side: {sum(is_fresh)}"]
-    for rule in TRANSFERS:
+    for rule in transfers:
         pairs = [p for p, f in zip(by_rule[rule], is_fresh) if f]
         worse, better, total, n = counts(pairs, 0)
         prior = sum(p.prior_mape for p in pairs)
@@ -62,10 +66,10 @@ def pair_lines(by_rule: dict[str, list] | None = None) -> list[str]:
                      f" ({n} pairs), < 1 MiB {worse_s} | {better_s} ({n_s}); summed held-out MAPE >= 1 MiB"
                      f" {100 * prior:.1f} -> {100 * total:.1f}; cluster mean change >= 1 MiB (all pairs, pt): "
                      + ", ".join(f"{c} {100 * m:+.2f}" for c, m in sorted(means.items())))
-    lines.append("  fresh pairs, MAPE >= 1 MiB prior -> calibrated (" + " | ".join(TRANSFERS) + "):")
+    lines.append("  fresh pairs, MAPE >= 1 MiB prior -> calibrated (" + " | ".join(transfers) + "):")
     for i, a in enumerate(by_rule["shared"]):
         if is_fresh[i]:
-            lines.append("    " + pair_row(a, [by_rule[r][i] for r in TRANSFERS]))
+            lines.append("    " + pair_row(a, [by_rule[r][i] for r in transfers]))
     return lines
 
 

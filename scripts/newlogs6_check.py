@@ -48,12 +48,7 @@ def pairs_by_rule() -> dict[str, list]:
 
 def pair_lines(by_rule: dict[str, list] | None = None) -> list[str]:
     """newlogs5_check's pair lines (fresh pairs, counts, cluster means) over this round's logs and rules."""
-    saved = newlogs5_check.fresh_entries, newlogs5_check.TRANSFERS
-    newlogs5_check.fresh_entries, newlogs5_check.TRANSFERS = fresh_entries, TRANSFERS
-    try:
-        return newlogs5_check.pair_lines(by_rule or pairs_by_rule())
-    finally:
-        newlogs5_check.fresh_entries, newlogs5_check.TRANSFERS = saved
+    return newlogs5_check.pair_lines(by_rule or pairs_by_rule(), fresh_entries(), TRANSFERS)
 
 
 if __name__ == "__main__":

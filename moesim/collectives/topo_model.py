@@ -31,7 +31,7 @@ from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
 from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl_tuner_rules import PROTOCOLS as NCCL_PROTOCOL_NAMES
-from moesim.collectives import nccl_channel_caps, nccl_tuning, nccl_version_pick
+from moesim.collectives import nccl_channel_caps, nccl_no_pick, nccl_tuning, nccl_version_pick
 from moesim.collectives.nccl_tuner_rules import TunerRules, parse_nccl_proto
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
 from moesim.collectives.tier_layout import Layout as _Layout
@@ -153,6 +153,8 @@ class TopologyModel:
             return CollectiveCost(op, size_bytes, 1, 0.0, "local", "none")
         rows, bound = (nccl_version_pick.priced(self, op, size_bytes, group) if version
                        else self._priced(op, size_bytes, group))
+        if bound == "none" and rows and rows[0][0] == nccl_no_pick.EMPTY:  # discarded before any kernel (nccl_no_pick.py)
+            return CollectiveCost(op, size_bytes, group.size, 0.0, nccl_no_pick.EMPTY, "none")
         best, best_s, best_rank = None, 0.0, 0.0
         if self.tuner_rules is not None and self.tuner_rules.covers(op):  # a tuner plugin's pick (nccl_tuner_rules.py)
             best, channels = self._rule_row(op, size_bytes, group, rows)
@@ -169,6 +171,8 @@ class TopologyModel:
             rank_s = time_s + row[4]  # NCCL's pick (nccl_plan.candidates), its wire time
             if best is None or rank_s < best_rank:
                 best, best_s, best_rank = row, time_s, rank_s
+        if best is None and op in _PASSES and (fell := nccl_no_pick.fallback_cost(self, op, size_bytes, group)):
+            return fell  # NCCL_ALGO left nothing: ring, at the releases that fall back (nccl_no_pick.ring_fallback)
         if best is None and op in self._protos:
             raise SpecError(f"NCCL_ALGO '{self.nccl_algo}' with NCCL_PROTO '{self.nccl_proto}' leaves no "
                             f"(algorithm, protocol) NCCL runs for {op} over {group.size} devices here",
@@ -176,7 +180,7 @@ class TopologyModel:
         if best is None:  # only where NCCL_ALGO (or CollNet without SHARP) rules out every algorithm
             needs = "; ".join(dict.fromkeys(need for name, need in nccl.ALGO_NEEDS.items() if name in self._algos))
             raise SpecError(f"NCCL_ALGO '{self.nccl_algo}' leaves no algorithm NCCL runs for {op} over "
-                            f"{group.size} devices here ({needs})",
+                            f"{group.size} devices here ({needs}){nccl_no_pick.error_note(self.nccl_version)}",
                             field="nccl_algo", value=self.nccl_algo, allowed=nccl.ALGORITHMS)
         name, proto, terms = best[:3]
         label = f"{name}/{proto}" if proto else name
@@ -199,6 +203,8 @@ class TopologyModel:
             check_op(op, size_bytes)  # the one clear error (or a valid subclass / bool: on as before)
         found = self._placements.get((group.size, group.stride, group.concurrent, group.devices))  # _placed, inline
         system, pl, layouts = found if found is not None else self._placed(group)
+        if size_bytes == 0 and system.nccl and nccl_no_pick.discarded(op, size_bytes, self.nccl_version):
+            return nccl_no_pick.empty_rows()  # NCCL v2.29.2-1 src/enqueue.cc taskAppend: an empty collective is dropped
         if pl.torus is not None and pl.top == 0:
             if pl.torus.chips == 1 or (op == "send_recv" and sum(pl.torus.pair_hops) == 0):
                 return [self._on_chip(op, size_bytes, group.size)], ON_CHIP

@@ -1,0 +1,62 @@
+"""Calls NCCL answers without its tuner's pick (issue 11, session 15 zerobytes): the empty collective, which NCCL
+discards before any kernel, and NCCL_ALGO leaving a collective no algorithm, which some releases answer with ring
+and the others with an error. Each rule is keyed by release in nccl_code_rules.toml (cited there); TopologyModel
+reads them (`_priced`, `cost`). docs/collectives-history.md "Session 15 (zerobytes)"."""
+
+from __future__ import annotations
+
+from moesim.collectives.nccl_code_rules import rule
+
+EMPTY = "empty"  # the algorithm label of a discarded call (CollectiveCost.algorithm, JSON "algorithm")
+_COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")  # ncclFunc* through taskAppend's test
+
+
+def discarded(op: str, size_bytes: float, version: str) -> bool:
+    """Whether NCCL at `version` ("": unset, 2.30.7's rule) drops a call of `size_bytes` before any task exists."""
+    if size_bytes != 0:
+        return False
+    if op in _COLLECTIVES:  # NVIDIA/nccl v2.29.2-1 src/enqueue.cc taskAppend: "Empty collectives can be discarded."
+        return rule("empty_collective_discarded", version)
+    if op == "all_to_all":  # ncclAlltoAll from v2.28.3-1; before, grouped ncclSend / ncclRecv (nccl-tests alltoall.cu)
+        return rule("empty_alltoall_discarded", version)
+    return False  # send_recv: v2.29.2-1 src/enqueue.cc addP2pToPlan, a 0-byte p2p posts one step (nsteps = 1)
+
+
+def empty_rows() -> tuple[list[tuple], str]:
+    """TopologyModel._priced's (rows, bound) of a discarded call: one row, no latency, no transfer."""
+    from moesim.collectives.formulas import Terms
+
+    return [(EMPTY, "", Terms(0.0, ()), 0.0, 0.0)], "none"
+
+
+def ring_fallback(version: str) -> str:
+    """What NCCL at `version` does where NCCL_ALGO leaves a collective no algorithm (ncclTopoTuneModel's ringbdw):
+    "any" ring with every protocol, "proto" ring with NCCL_PROTO's protocols, "none" fails the call."""
+    return rule("nccl_algo_ring_fallback", version)
+
+
+def fallback_cost(model, op: str, size_bytes: float, group):
+    """The CollectiveCost NCCL's ring fallback gives at `model.nccl_version` where `model` (a TopologyModel whose
+    NCCL_ALGO leaves `op` nothing) runs on a release that has one; None where the release fails the call, or where
+    ring with the protocols left cannot run either (the caller raises its own error)."""
+    from dataclasses import replace
+
+    from moesim.errors import SpecError
+
+    keep = ring_fallback(model.nccl_version)
+    if keep == "none" or "ring" in model._allowed():
+        return None
+    ring = replace(model, nccl_algo="ring", nccl_proto=model.nccl_proto if keep == "proto" else "")
+    try:
+        return ring.cost(op, size_bytes, group)
+    except SpecError:
+        return None
+
+
+def error_note(version: str) -> str:
+    """The tail of moesim's error where NCCL_ALGO leaves a collective nothing: what NCCL at `version` does there."""
+    if ring_fallback(version) != "none":
+        return ""
+    at = f"NCCL {version}" if version else "NCCL 2.24.3 on (--nccl-version unset)"
+    return (f"; {at} also fails the call ('no algorithm/protocol available'); 2.19.1-2.23.4 fall back to ring "
+            f"(--nccl-version)")

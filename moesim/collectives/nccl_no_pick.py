@@ -60,3 +60,18 @@ def error_note(version: str) -> str:
     at = f"NCCL {version}" if version else "NCCL 2.24.3 on (--nccl-version unset)"
     return (f"; {at} also fails the call ('no algorithm/protocol available'); 2.19.1-2.23.4 fall back to ring "
             f"(--nccl-version)")
+
+
+def broadcast_fallback(model, n: int, allowed):
+    """NCCL_PROTO's protocols for a broadcast whose NCCL_ALGO lacks ring (NCCL prices broadcast for ring only:
+    v2.29.2-1 src/graph/tuning.cc ncclTopoTuneModel, `coll == ncclFuncBroadcast && a != NCCL_ALGO_RING`): None (every
+    protocol) at 2.19.1-2.21.5, `allowed` at 2.22.3-2.23.4; elsewhere NCCL fails the call, and so does this."""
+    from moesim.collectives.nccl import ALGORITHMS
+    from moesim.errors import SpecError
+
+    keep = ring_fallback(model.nccl_version)
+    if keep == "none":
+        raise SpecError(f"NCCL_ALGO '{model.nccl_algo}' leaves no algorithm NCCL runs for broadcast over {n} devices "
+                        f"here (broadcast: ring only){error_note(model.nccl_version)}", field="nccl_algo",
+                        value=model.nccl_algo, allowed=ALGORITHMS)
+    return allowed if keep == "proto" else None

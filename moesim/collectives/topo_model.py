@@ -268,6 +268,8 @@ class TopologyModel:
         multi = top >= 1
         protocols = NCCL_PROTOCOLS if system.nccl else (PLAIN,)
         allowed = self._protos.get(op)  # NCCL_PROTO's list for the op (tuner-picked ops only), None: not set
+        if op == "broadcast" and system.nccl and "ring" not in self._algos:  # ring only (nccl_no_pick.py)
+            allowed = nccl_no_pick.broadcast_fallback(self, n, allowed)
         if system.nccl and allowed is not None:
             protocols = tuple(p for p in protocols if p.name in allowed)
         torus_port = tuple(t.kind == "torus" and pl.torus is not None for t in tiers)

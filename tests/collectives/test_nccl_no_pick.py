@@ -110,3 +110,21 @@ def test_cli_help_and_outputs(capsys):
                  "--nccl-algo", "tree"]) == 2
     err = capsys.readouterr().err
     assert "also fails the call" in err and err.count("\n") == 1
+
+
+def test_broadcast_without_ring_fails_where_nccl_fails_and_runs_ring_where_it_falls_back():
+    """NCCL prices broadcast for ring only (v2.29.2-1 src/graph/tuning.cc ncclTopoTuneModel): an NCCL_ALGO without
+    ring fails the call at 2.24.3 on (and unset) and 2.18.6, and falls back to ring at 2.19.1-2.23.4."""
+    for version in ("", "2.18.6", "2.24.3"):
+        with pytest.raises(SpecError, match="leaves no algorithm NCCL runs for broadcast.*also fails the call"):
+            TopologyModel(H100, nccl_algo="tree", nccl_version=version).cost("broadcast", MIB, EIGHT)
+        if version != "2.18.6":  # discarded before any pick from 2.20.3-1: no error for an empty call
+            assert TopologyModel(H100, nccl_algo="tree", nccl_version=version).cost("broadcast", 0, EIGHT).time_s == 0
+    for version, proto, label in (("2.21.5", "Simple", "ring/LL"), ("2.23.4", "Simple", "ring/Simple")):
+        tree = TopologyModel(H100, nccl_algo="tree", nccl_proto=proto, nccl_version=version)
+        ring = TopologyModel(H100, nccl_algo="ring", nccl_proto=proto if version == "2.23.4" else "",
+                             nccl_version=version)
+        assert tree.cost("broadcast", 4096, EIGHT) == ring.cost("broadcast", 4096, EIGHT)
+        assert tree.cost("broadcast", 4096, EIGHT).algorithm == label  # 2.21.5: NCCL_PROTO ignored (nccl#1304)
+    assert TopologyModel(H100, nccl_algo="ring,tree").cost("broadcast", MIB, EIGHT) == \
+        TopologyModel(H100).cost("broadcast", MIB, EIGHT)  # ring allowed: as before

@@ -9,6 +9,9 @@ from moesim.collectives.nccl_code_rules import rule
 
 EMPTY = "empty"  # the algorithm label of a discarded call (CollectiveCost.algorithm, JSON "algorithm")
 _COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")  # ncclFunc* through taskAppend's test
+# what NCCL_ALGO restricts (all-to-all and send/recv run NCCL's p2p); broadcast is priced for ring only (v2.29.2-1
+# src/graph/tuning.cc ncclTopoTuneModel: `(coll == ncclFuncBroadcast || coll == ncclFuncReduce) && a != NCCL_ALGO_RING`)
+_FALLS_BACK = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
 
 
 def discarded(op: str, size_bytes: float, version: str) -> bool:
@@ -35,22 +38,33 @@ def ring_fallback(version: str) -> str:
     return rule("nccl_algo_ring_fallback", version)
 
 
-def fallback_cost(model, op: str, size_bytes: float, group):
-    """The CollectiveCost NCCL's ring fallback gives at `model.nccl_version` where `model` (a TopologyModel whose
-    NCCL_ALGO leaves `op` nothing) runs on a release that has one; None where the release fails the call, or where
-    ring with the protocols left cannot run either (the caller raises its own error)."""
+def no_algorithm(model, op: str, size_bytes: float, group):
+    """TopologyModel.cost where NCCL_ALGO / NCCL_PROTO leave `op` no (algorithm, protocol): ring as NCCL's tuner
+    restores it from `ringbdw` at `model.nccl_version` ("any": every protocol, even where NCCL_ALGO kept ring and
+    NCCL_PROTO left nothing; "proto": NCCL_PROTO's, where NCCL_ALGO dropped ring), else the one-line error."""
     from dataclasses import replace
 
+    from moesim.collectives import nccl
+    from moesim.collectives.nccl_tuner_rules import PROTOCOLS
     from moesim.errors import SpecError
 
-    keep = ring_fallback(model.nccl_version)
-    if keep == "none" or "ring" in model._allowed():
-        return None
-    ring = replace(model, nccl_algo="ring", nccl_proto=model.nccl_proto if keep == "proto" else "")
-    try:
-        return ring.cost(op, size_bytes, group)
-    except SpecError:
-        return None
+    keep, has_ring = ring_fallback(model.nccl_version), "ring" in model._allowed()
+    if op in _FALLS_BACK and (keep == "any" or (keep == "proto" and not has_ring)):
+        ring = replace(model, nccl_algo="ring", nccl_proto=model.nccl_proto if keep == "proto" else "")
+        try:
+            return ring.cost(op, size_bytes, group)
+        except SpecError:
+            pass  # ring cannot run either: the error below
+    if op in model._protos and (op != "broadcast" or has_ring):  # broadcast: NCCL_ALGO dropped its one ring
+        raise SpecError(f"NCCL_ALGO '{model.nccl_algo}' with NCCL_PROTO '{model.nccl_proto}' leaves no "
+                        f"(algorithm, protocol) NCCL runs for {op} over {group.size} devices here",
+                        field="nccl_proto", value=model.nccl_proto, allowed=PROTOCOLS)
+    # only where NCCL_ALGO (or CollNet without SHARP) rules out every algorithm
+    needs = "; ".join(dict.fromkeys(need for name, need in nccl.ALGO_NEEDS.items() if name in model._allowed()))
+    needs = "broadcast: ring only" if op == "broadcast" else needs
+    raise SpecError(f"NCCL_ALGO '{model.nccl_algo}' leaves no algorithm NCCL runs for {op} over "
+                    f"{group.size} devices here ({needs}){error_note(model.nccl_version)}",
+                    field="nccl_algo", value=model.nccl_algo, allowed=nccl.ALGORITHMS)
 
 
 def error_note(version: str) -> str:
@@ -61,17 +75,3 @@ def error_note(version: str) -> str:
     return (f"; {at} also fails the call ('no algorithm/protocol available'); 2.19.1-2.23.4 fall back to ring "
             f"(--nccl-version)")
 
-
-def broadcast_fallback(model, n: int, allowed):
-    """NCCL_PROTO's protocols for a broadcast whose NCCL_ALGO lacks ring (NCCL prices broadcast for ring only:
-    v2.29.2-1 src/graph/tuning.cc ncclTopoTuneModel, `coll == ncclFuncBroadcast && a != NCCL_ALGO_RING`): None (every
-    protocol) at 2.19.1-2.21.5, `allowed` at 2.22.3-2.23.4; elsewhere NCCL fails the call, and so does this."""
-    from moesim.collectives.nccl import ALGORITHMS
-    from moesim.errors import SpecError
-
-    keep = ring_fallback(model.nccl_version)
-    if keep == "none":
-        raise SpecError(f"NCCL_ALGO '{model.nccl_algo}' leaves no algorithm NCCL runs for broadcast over {n} devices "
-                        f"here (broadcast: ring only){error_note(model.nccl_version)}", field="nccl_algo",
-                        value=model.nccl_algo, allowed=ALGORITHMS)
-    return allowed if keep == "proto" else None

@@ -30,7 +30,6 @@ from moesim.collectives.algorithm_menu import peer_bytes as _peer_bytes
 from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
 from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.collectives.formulas import Terms
-from moesim.collectives.nccl_tuner_rules import PROTOCOLS as NCCL_PROTOCOL_NAMES
 from moesim.collectives import nccl_channel_caps, nccl_no_pick, nccl_tuning, nccl_version_pick
 from moesim.collectives.nccl_tuner_rules import TunerRules, parse_nccl_proto
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
@@ -153,8 +152,6 @@ class TopologyModel:
             return CollectiveCost(op, size_bytes, 1, 0.0, "local", "none")
         rows, bound = (nccl_version_pick.priced(self, op, size_bytes, group) if version
                        else self._priced(op, size_bytes, group))
-        if bound == "none" and rows and rows[0][0] == nccl_no_pick.EMPTY:  # discarded before any kernel (nccl_no_pick.py)
-            return CollectiveCost(op, size_bytes, group.size, 0.0, nccl_no_pick.EMPTY, "none")
         best, best_s, best_rank = None, 0.0, 0.0
         if self.tuner_rules is not None and self.tuner_rules.covers(op):  # a tuner plugin's pick (nccl_tuner_rules.py)
             best, channels = self._rule_row(op, size_bytes, group, rows)
@@ -171,17 +168,8 @@ class TopologyModel:
             rank_s = time_s + row[4]  # NCCL's pick (nccl_plan.candidates), its wire time
             if best is None or rank_s < best_rank:
                 best, best_s, best_rank = row, time_s, rank_s
-        if best is None and op in _PASSES and (fell := nccl_no_pick.fallback_cost(self, op, size_bytes, group)):
-            return fell  # NCCL_ALGO left nothing: ring, at the releases that fall back (nccl_no_pick.ring_fallback)
-        if best is None and op in self._protos:
-            raise SpecError(f"NCCL_ALGO '{self.nccl_algo}' with NCCL_PROTO '{self.nccl_proto}' leaves no "
-                            f"(algorithm, protocol) NCCL runs for {op} over {group.size} devices here",
-                            field="nccl_proto", value=self.nccl_proto, allowed=NCCL_PROTOCOL_NAMES)
-        if best is None:  # only where NCCL_ALGO (or CollNet without SHARP) rules out every algorithm
-            needs = "; ".join(dict.fromkeys(need for name, need in nccl.ALGO_NEEDS.items() if name in self._algos))
-            raise SpecError(f"NCCL_ALGO '{self.nccl_algo}' leaves no algorithm NCCL runs for {op} over "
-                            f"{group.size} devices here ({needs}){nccl_no_pick.error_note(self.nccl_version)}",
-                            field="nccl_algo", value=self.nccl_algo, allowed=nccl.ALGORITHMS)
+        if best is None:  # NCCL_ALGO / NCCL_PROTO leave nothing: ring where the release falls back, else the error
+            return nccl_no_pick.no_algorithm(self, op, size_bytes, group)
         name, proto, terms = best[:3]
         label = f"{name}/{proto}" if proto else name
         return CollectiveCost(op, size_bytes, group.size, best_s, label,
@@ -268,8 +256,7 @@ class TopologyModel:
         multi = top >= 1
         protocols = NCCL_PROTOCOLS if system.nccl else (PLAIN,)
         allowed = self._protos.get(op)  # NCCL_PROTO's list for the op (tuner-picked ops only), None: not set
-        if op == "broadcast" and system.nccl and "ring" not in self._algos:  # ring only (nccl_no_pick.py)
-            allowed = nccl_no_pick.broadcast_fallback(self, n, allowed)
+        no_ring = op == "broadcast" and system.nccl and "ring" not in self._algos  # ring only: nccl_no_pick.py
         if system.nccl and allowed is not None:
             protocols = tuple(p for p in protocols if p.name in allowed)
         torus_port = tuple(t.kind == "torus" and pl.torus is not None for t in tiers)
@@ -309,7 +296,7 @@ class TopologyModel:
             tiers=tiers, counts=counts, top=top, multi=multi, torus_port=torus_port,
             p2p=tuple(_p2p_line(t, op) for t in tiers) if op in _P2P_OPS else None, rail=rail,
             protocols=protocol_rows,
-            names=_algorithm_names(op, counts, n, system.nccl), tuner=None, cap_tiers=cap_tiers,
+            names=() if no_ring else _algorithm_names(op, counts, n, system.nccl), tuner=None, cap_tiers=cap_tiers,
             p2p_protocols=system.nccl and op in _P2P_OPS, p2p_net_simple=net_simple, gdr_offsets=gdr_offsets,
             p2p_concurrent=_concurrent_layout(self.p2p_net_model, self.p2p_net_nchannels, op, n, system, pl, tiers,
                                               protocol_rows, nccl_p2p_peer.resolve(self.p2p_net_peer_rule)),

@@ -5,6 +5,9 @@ reads them (`_priced`, `cost`). docs/collectives-history.md "Session 15 (zerobyt
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 from moesim.collectives.nccl_code_rules import rule
 
 EMPTY = "empty"  # the algorithm label of a discarded call (CollectiveCost.algorithm, JSON "algorithm")
@@ -14,9 +17,23 @@ _COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")  # nc
 _FALLS_BACK = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
 
 
+_AS_FLOOR: ContextVar[bool] = ContextVar("moesim_empty_as_floor", default=False)
+
+
+@contextmanager
+def as_floor():
+    """Inside, a 0-byte call is priced as before this rule, the fixed part of a real call (T(0)), not discarded: the
+    simulator's latency term of a call it runs with bytes (des/costs.py), not an empty call of its own."""
+    token = _AS_FLOOR.set(True)
+    try:
+        yield
+    finally:
+        _AS_FLOOR.reset(token)
+
+
 def discarded(op: str, size_bytes: float, version: str) -> bool:
     """Whether NCCL at `version` ("": unset, 2.30.7's rule) drops a call of `size_bytes` before any task exists."""
-    if size_bytes != 0:
+    if size_bytes != 0 or _AS_FLOOR.get():
         return False
     if op in _COLLECTIVES:  # NVIDIA/nccl v2.29.2-1 src/enqueue.cc taskAppend: "Empty collectives can be discarded."
         return rule("empty_collective_discarded", version)

@@ -128,3 +128,16 @@ def test_broadcast_without_ring_fails_where_nccl_fails_and_runs_ring_where_it_fa
         assert tree.cost("broadcast", 4096, EIGHT).algorithm == label  # 2.21.5: NCCL_PROTO ignored (nccl#1304)
     assert TopologyModel(H100, nccl_algo="ring,tree").cost("broadcast", MIB, EIGHT) == \
         TopologyModel(H100).cost("broadcast", MIB, EIGHT)  # ring allowed: as before
+
+
+def test_the_simulators_latency_term_is_a_real_calls_floor():
+    """des/costs.py prices a call's latency term as T(0) of that call (it runs with bytes): inside as_floor the empty
+    rule is off, so the term is the floor it was (> 0), while an empty call of its own still costs nothing."""
+    from moesim.collectives.nccl_no_pick import as_floor
+
+    model = TopologyModel(H100)
+    with as_floor():
+        floor = model.cost("all_to_all", 0, EIGHT)
+    assert floor.time_s > 0 and floor.algorithm != "empty"
+    assert floor.time_s < model.cost("all_to_all", MIB, EIGHT).time_s
+    assert model.cost("all_to_all", 0, EIGHT).time_s == 0.0

@@ -103,7 +103,11 @@ def register(subparsers) -> None:
                    help="restrict NCCL's algorithms as NCCL_ALGO does: 'ring', 'ring,tree', '^nvls,nvlstree' "
                         "(ring, tree, nvls, nvlstree, collnetdirect, collnetchain, pat; 'collnet' = both CollNets; "
                         "case-insensitive; default: all, the fastest as NCCL's tuner picks; all-to-all and send/recv "
-                        "run NCCL's p2p and ignore it; GPU profiles only)")
+                        "run NCCL's p2p and ignore it; broadcast runs ring only; where it leaves broadcast or "
+                        "all_reduce / all_gather / reduce_scatter no algorithm (e.g. 'tree' on all_gather), NCCL "
+                        "2.19.1-2.23.4 fall back to ring (2.19.1-2.21.5 with every protocol, ignoring "
+                        "--nccl-proto) and moesim prices that at those --nccl-version releases; NCCL 2.24.3 on, and "
+                        "moesim with --nccl-version unset, fail the call; GPU profiles only)")
     p.add_argument("--nccl-collnet", action="store_true",
                    help="NCCL_COLLNET_ENABLE=1: CollNet (SHARP) all-reduce where the profile's fabric has sharp = true "
                         "(default off; GPU profiles only)")

@@ -30,8 +30,7 @@ from moesim.collectives.algorithm_menu import peer_bytes as _peer_bytes
 from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
 from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.collectives.formulas import Terms
-from moesim.collectives.nccl_tuner_rules import PROTOCOLS as NCCL_PROTOCOL_NAMES
-from moesim.collectives import nccl_channel_caps, nccl_tuning, nccl_version_pick
+from moesim.collectives import nccl_channel_caps, nccl_no_pick, nccl_tuning, nccl_version_pick
 from moesim.collectives.nccl_tuner_rules import TunerRules, parse_nccl_proto
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
 from moesim.collectives.tier_layout import Layout as _Layout
@@ -169,15 +168,8 @@ class TopologyModel:
             rank_s = time_s + row[4]  # NCCL's pick (nccl_plan.candidates), its wire time
             if best is None or rank_s < best_rank:
                 best, best_s, best_rank = row, time_s, rank_s
-        if best is None and op in self._protos:
-            raise SpecError(f"NCCL_ALGO '{self.nccl_algo}' with NCCL_PROTO '{self.nccl_proto}' leaves no "
-                            f"(algorithm, protocol) NCCL runs for {op} over {group.size} devices here",
-                            field="nccl_proto", value=self.nccl_proto, allowed=NCCL_PROTOCOL_NAMES)
-        if best is None:  # only where NCCL_ALGO (or CollNet without SHARP) rules out every algorithm
-            needs = "; ".join(dict.fromkeys(need for name, need in nccl.ALGO_NEEDS.items() if name in self._algos))
-            raise SpecError(f"NCCL_ALGO '{self.nccl_algo}' leaves no algorithm NCCL runs for {op} over "
-                            f"{group.size} devices here ({needs})",
-                            field="nccl_algo", value=self.nccl_algo, allowed=nccl.ALGORITHMS)
+        if best is None:  # NCCL_ALGO / NCCL_PROTO leave nothing: ring where the release falls back, else the error
+            return nccl_no_pick.no_algorithm(self, op, size_bytes, group)
         name, proto, terms = best[:3]
         label = f"{name}/{proto}" if proto else name
         return CollectiveCost(op, size_bytes, group.size, best_s, label,
@@ -199,6 +191,8 @@ class TopologyModel:
             check_op(op, size_bytes)  # the one clear error (or a valid subclass / bool: on as before)
         found = self._placements.get((group.size, group.stride, group.concurrent, group.devices))  # _placed, inline
         system, pl, layouts = found if found is not None else self._placed(group)
+        if size_bytes == 0 and system.nccl and nccl_no_pick.discarded(op, size_bytes, self.nccl_version):
+            return nccl_no_pick.empty_rows()  # NCCL v2.29.2-1 src/enqueue.cc taskAppend: an empty collective is dropped
         if pl.torus is not None and pl.top == 0:
             if pl.torus.chips == 1 or (op == "send_recv" and sum(pl.torus.pair_hops) == 0):
                 return [self._on_chip(op, size_bytes, group.size)], ON_CHIP
@@ -262,6 +256,7 @@ class TopologyModel:
         multi = top >= 1
         protocols = NCCL_PROTOCOLS if system.nccl else (PLAIN,)
         allowed = self._protos.get(op)  # NCCL_PROTO's list for the op (tuner-picked ops only), None: not set
+        no_ring = op == "broadcast" and system.nccl and "ring" not in self._algos  # ring only: nccl_no_pick.py
         if system.nccl and allowed is not None:
             protocols = tuple(p for p in protocols if p.name in allowed)
         torus_port = tuple(t.kind == "torus" and pl.torus is not None for t in tiers)
@@ -301,7 +296,7 @@ class TopologyModel:
             tiers=tiers, counts=counts, top=top, multi=multi, torus_port=torus_port,
             p2p=tuple(_p2p_line(t, op) for t in tiers) if op in _P2P_OPS else None, rail=rail,
             protocols=protocol_rows,
-            names=_algorithm_names(op, counts, n, system.nccl), tuner=None, cap_tiers=cap_tiers,
+            names=() if no_ring else _algorithm_names(op, counts, n, system.nccl), tuner=None, cap_tiers=cap_tiers,
             p2p_protocols=system.nccl and op in _P2P_OPS, p2p_net_simple=net_simple, gdr_offsets=gdr_offsets,
             p2p_concurrent=_concurrent_layout(self.p2p_net_model, self.p2p_net_nchannels, op, n, system, pl, tiers,
                                               protocol_rows, nccl_p2p_peer.resolve(self.p2p_net_peer_rule)),

@@ -22,6 +22,7 @@ import numpy as np
 
 from moesim.collectives.base import CollectiveModel, Group, wire_bytes_per_device
 from moesim.collectives.dispatch import for_call
+from moesim.collectives.nccl_no_pick import as_floor
 from moesim.des.orders import device_of, virtual_stages
 from moesim.estimate.candidates import effective_capacity_factor
 from moesim.estimate.context_parallel import CP_COMM_CODES
@@ -157,7 +158,8 @@ class Costs:
             pricer = self._pricers.get(id(model)) or \
                 self._pricers.setdefault(id(model), CollectivePricer(model, devices))
         full = pricer.one(op, *args)
-        empty = pricer.one(op, 0.0, *args[1:])
+        with as_floor():  # the call's latency term: T(0) of a real call, not NCCL's discarded empty call
+            empty = pricer.one(op, 0.0, *args[1:])
         wire = size_bytes if op == "send_recv" else wire_bytes_per_device(op, size_bytes, p)
         dedup, stages = 1.0, (0.0, 0.0, 0.0)
         if op == "all_to_all" and getattr(model, "backend", "").startswith("deepep"):

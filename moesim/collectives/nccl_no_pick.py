@@ -1,0 +1,94 @@
+"""Calls NCCL answers without its tuner's pick (issue 11, session 15 zerobytes): the empty collective, which NCCL
+discards before any kernel, and NCCL_ALGO leaving a collective no algorithm, which some releases answer with ring
+and the others with an error. Each rule is keyed by release in nccl_code_rules.toml (cited there); TopologyModel
+reads them (`_priced`, `cost`). docs/collectives-history.md "Session 15 (zerobytes)"."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from moesim.collectives.nccl_code_rules import rule
+
+EMPTY = "empty"  # the algorithm label of a discarded call (CollectiveCost.algorithm, JSON "algorithm")
+_COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")  # ncclFunc* through taskAppend's test
+# what NCCL_ALGO restricts (all-to-all and send/recv run NCCL's p2p); broadcast is priced for ring only (v2.29.2-1
+# src/graph/tuning.cc ncclTopoTuneModel: `(coll == ncclFuncBroadcast || coll == ncclFuncReduce) && a != NCCL_ALGO_RING`)
+_FALLS_BACK = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
+
+
+_AS_FLOOR: ContextVar[bool] = ContextVar("moesim_empty_as_floor", default=False)
+
+
+@contextmanager
+def as_floor():
+    """Inside, a 0-byte call is priced as before this rule, the fixed part of a real call (T(0)), not discarded: the
+    simulator's latency term of a call it runs with bytes (des/costs.py), not an empty call of its own."""
+    token = _AS_FLOOR.set(True)
+    try:
+        yield
+    finally:
+        _AS_FLOOR.reset(token)
+
+
+def discarded(op: str, size_bytes: float, version: str) -> bool:
+    """Whether NCCL at `version` ("": unset, 2.30.7's rule) drops a call of `size_bytes` before any task exists."""
+    if size_bytes != 0 or _AS_FLOOR.get():
+        return False
+    if op in _COLLECTIVES:  # NVIDIA/nccl v2.29.2-1 src/enqueue.cc taskAppend: "Empty collectives can be discarded."
+        return rule("empty_collective_discarded", version)
+    if op == "all_to_all":  # ncclAlltoAll from v2.28.3-1; before, grouped ncclSend / ncclRecv (nccl-tests alltoall.cu)
+        return rule("empty_alltoall_discarded", version)
+    return False  # send_recv: v2.29.2-1 src/enqueue.cc addP2pToPlan, a 0-byte p2p posts one step (nsteps = 1)
+
+
+def empty_rows() -> tuple[list[tuple], str]:
+    """TopologyModel._priced's (rows, bound) of a discarded call: one row, no latency, no transfer."""
+    from moesim.collectives.formulas import Terms
+
+    return [(EMPTY, "", Terms(0.0, ()), 0.0, 0.0)], "none"
+
+
+def ring_fallback(version: str) -> str:
+    """What NCCL at `version` does where NCCL_ALGO leaves a collective no algorithm (ncclTopoTuneModel's ringbdw):
+    "any" ring with every protocol, "proto" ring with NCCL_PROTO's protocols, "none" fails the call."""
+    return rule("nccl_algo_ring_fallback", version)
+
+
+def no_algorithm(model, op: str, size_bytes: float, group):
+    """TopologyModel.cost where NCCL_ALGO / NCCL_PROTO leave `op` no (algorithm, protocol): ring as NCCL's tuner
+    restores it from `ringbdw` at `model.nccl_version` ("any": every protocol, even where NCCL_ALGO kept ring and
+    NCCL_PROTO left nothing; "proto": NCCL_PROTO's, where NCCL_ALGO dropped ring), else the one-line error."""
+    from dataclasses import replace
+
+    from moesim.collectives import nccl
+    from moesim.collectives.nccl_tuner_rules import PROTOCOLS
+    from moesim.errors import SpecError
+
+    keep, has_ring = ring_fallback(model.nccl_version), "ring" in model._allowed()
+    if op in _FALLS_BACK and (keep == "any" or (keep == "proto" and not has_ring)):
+        ring = replace(model, nccl_algo="ring", nccl_proto=model.nccl_proto if keep == "proto" else "")
+        try:
+            return ring.cost(op, size_bytes, group)
+        except SpecError:
+            pass  # ring cannot run either: the error below
+    if op in model._protos and (op != "broadcast" or has_ring):  # broadcast: NCCL_ALGO dropped its one ring
+        raise SpecError(f"NCCL_ALGO '{model.nccl_algo}' with NCCL_PROTO '{model.nccl_proto}' leaves no "
+                        f"(algorithm, protocol) NCCL runs for {op} over {group.size} devices here",
+                        field="nccl_proto", value=model.nccl_proto, allowed=PROTOCOLS)
+    # only where NCCL_ALGO (or CollNet without SHARP) rules out every algorithm
+    needs = "; ".join(dict.fromkeys(need for name, need in nccl.ALGO_NEEDS.items() if name in model._allowed()))
+    needs = "broadcast: ring only" if op == "broadcast" else needs
+    raise SpecError(f"NCCL_ALGO '{model.nccl_algo}' leaves no algorithm NCCL runs for {op} over "
+                    f"{group.size} devices here ({needs}){error_note(model.nccl_version)}",
+                    field="nccl_algo", value=model.nccl_algo, allowed=nccl.ALGORITHMS)
+
+
+def error_note(version: str) -> str:
+    """The tail of moesim's error where NCCL_ALGO leaves a collective nothing: what NCCL at `version` does there."""
+    if ring_fallback(version) != "none":
+        return ""
+    at = f"NCCL {version}" if version else "NCCL 2.24.3 on (--nccl-version unset)"
+    return (f"; {at} also fails the call ('no algorithm/protocol available'); 2.19.1-2.23.4 fall back to ring "
+            f"(--nccl-version)")
+

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moesim.calibrate.nccl_error import LogError, log_error, pct
-from moesim.calibrate.profile_io import parse_provenance
+from moesim.calibrate.profile_io import file_digest, parse_provenance
 from moesim.calibrate.records import Measurements
 from moesim.specs.hardware import HardwareProfile
 
@@ -40,8 +40,6 @@ def _fitted_sources(hardware: HardwareProfile) -> set[str]:
 
 def log_checks(measurements: Measurements, hardware: HardwareProfile, gpus_per_thread: int = 1) -> list[LogCheck]:
     """Each nccl-tests log of `measurements` priced with `hardware` (its default collective model)."""
-    from moesim.calibrate.profile_io import file_digest
-
     fitted = _fitted_sources(hardware)
     checks = []
     for f in measurements.files:

@@ -179,14 +179,15 @@ def _prior_weight(text: str) -> float | None:
 
 
 def run_validate_report(args: argparse.Namespace) -> int:
-    from moesim.calibrate import validate_report
-    from moesim.calibrate.report import render
     from moesim.calibrate.records import read_measurements
+    from moesim.calibrate.report import render, validation_report
+    from moesim.specs.load import load_hardware
 
-    measurements = read_measurements(args.measurements, nccl_ranks=args.ranks)
+    measurements = read_measurements(args.measurements, nccl_ranks=args.ranks)  # read once, for either report
     if not measurements.layers and any(p.nccl_tests for p in measurements.collectives):
         return _report_logs(args, measurements)  # nccl-tests logs only: the profile's busbw error on each
-    report = validate_report(args.measurements, args.hardware, include_fitted=args.all)
+    report = validation_report(measurements, load_hardware(args.hardware, field="--hardware"),
+                               include_fitted=args.all)
     if args.json:
         print_json(report.as_dict())
     else:
@@ -197,9 +198,8 @@ def run_validate_report(args: argparse.Namespace) -> int:
 def _report_logs(args: argparse.Namespace, measurements) -> int:
     """validate-report on nccl-tests logs: the profile's busbw error per log (calibrate/log_report.py)."""
     from moesim.calibrate.log_report import log_checks, render
-    from moesim.specs.load import load_hardware
-
     from moesim.errors import SpecError
+    from moesim.specs.load import load_hardware
 
     hardware = load_hardware(args.hardware, field="--hardware")
     if hardware.device_kind != "gpu":  # as calibrate: nccl-tests measure NCCL, which runs on GPUs

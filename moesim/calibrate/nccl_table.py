@@ -67,8 +67,8 @@ def read_manifest(path: Path) -> list[dict]:
 def _check_entry(entry: dict, where: str) -> None:
     """The entry's required keys, their types, and the values the readers take (collective, counts, NCCL_*)."""
     from moesim.calibrate.nccl_tests import NCCL_TESTS_OPS
-    from moesim.collectives.nccl import parse_nccl_algo
-    from moesim.collectives.nccl_tuner_rules import parse_nccl_proto
+    from moesim.collectives.nccl_env_lists import algo_lists, proto_lists
+    from moesim.collectives.nccl_tuning import releases
 
     for key in REQUIRED_KEYS:
         if key not in entry:
@@ -87,10 +87,12 @@ def _check_entry(entry: dict, where: str) -> None:
     if "op" in entry and entry["op"] not in NCCL_TESTS_OPS.values():
         raise SpecError(f"unknown collective '{entry['op']}'", file=where, field="op", value=entry["op"],
                         allowed=tuple(NCCL_TESTS_OPS.values()))
-    for key, parse in (("nccl_algo", parse_nccl_algo), ("nccl_proto", parse_nccl_proto)):
+    version = entry.get("nccl_version", "")
+    version = version if version in releases() else ""  # a bad one fails in _check_version, named there
+    for key, parse in (("nccl_algo", algo_lists), ("nccl_proto", proto_lists)):
         if key in entry:
             try:
-                parse(entry[key])
+                parse(entry[key], version)  # the syntax of the run's release (per-collective clauses: 2.24.3 on)
             except SpecError as err:
                 raise err.in_file(where) from None
 

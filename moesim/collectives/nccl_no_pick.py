@@ -65,7 +65,7 @@ def no_algorithm(model, op: str, size_bytes: float, group):
     from moesim.collectives.nccl_tuner_rules import PROTOCOLS
     from moesim.errors import SpecError
 
-    keep, has_ring = ring_fallback(model.nccl_version), "ring" in model._allowed()
+    keep, has_ring = ring_fallback(model.nccl_version), "ring" in model._allowed(op)
     if op in _FALLS_BACK and (keep == "any" or (keep == "proto" and not has_ring)):
         ring = replace(model, nccl_algo="ring", nccl_proto=model.nccl_proto if keep == "proto" else "")
         try:
@@ -77,8 +77,8 @@ def no_algorithm(model, op: str, size_bytes: float, group):
                         f"(algorithm, protocol) NCCL runs for {op} over {group.size} devices here",
                         field="nccl_proto", value=model.nccl_proto, allowed=PROTOCOLS)
     # only where NCCL_ALGO (or CollNet without SHARP) rules out every algorithm
-    needs = "; ".join(dict.fromkeys(need for name, need in nccl.ALGO_NEEDS.items() if name in model._allowed()))
-    needs = "broadcast: ring only" if op == "broadcast" else needs
+    needs = "; ".join(dict.fromkeys(need for name, need in nccl.ALGO_NEEDS.items() if name in model._allowed(op)))
+    needs = "broadcast: ring only" if op == "broadcast" else needs or "it enables none for this collective"
     raise SpecError(f"NCCL_ALGO '{model.nccl_algo}' leaves no algorithm NCCL runs for {op} over "
                     f"{group.size} devices here ({needs}){error_note(model.nccl_version)}",
                     field="nccl_algo", value=model.nccl_algo, allowed=nccl.ALGORITHMS)

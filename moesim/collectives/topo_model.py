@@ -30,8 +30,8 @@ from moesim.collectives.algorithm_menu import peer_bytes as _peer_bytes
 from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
 from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.collectives.formulas import Terms
-from moesim.collectives import nccl_channel_caps, nccl_no_pick, nccl_tuning, nccl_version_pick
-from moesim.collectives.nccl_tuner_rules import TunerRules, parse_nccl_proto
+from moesim.collectives import nccl_channel_caps, nccl_env_lists, nccl_no_pick, nccl_tuning, nccl_version_pick
+from moesim.collectives.nccl_tuner_rules import TunerRules
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
 from moesim.collectives.tier_layout import Layout as _Layout
 from moesim.collectives.tier_layout import bound as _bound
@@ -105,7 +105,7 @@ class TopologyModel:
     nccl_version: str = ""
     # what the release's constants move (nccl_version_pick.SCOPES): "all" (NCCL's pick and the wire) or "pick"
     nccl_version_scope: str = nccl_version_pick.DEFAULT_SCOPE
-    _algos: frozenset = field(default=frozenset(), init=False, repr=False)
+    _algos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_ALGO's list} (nccl_env_lists)
     _protos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_PROTO's list}, set ops only
     _systems: dict = field(default_factory=dict, init=False, repr=False)
     _placements: dict = field(default_factory=dict, init=False, repr=False)
@@ -256,7 +256,7 @@ class TopologyModel:
         multi = top >= 1
         protocols = NCCL_PROTOCOLS if system.nccl else (PLAIN,)
         allowed = self._protos.get(op)  # NCCL_PROTO's list for the op (tuner-picked ops only), None: not set
-        no_ring = op == "broadcast" and system.nccl and "ring" not in self._algos  # ring only: nccl_no_pick.py
+        no_ring = op == "broadcast" and system.nccl and "ring" not in self._allowed(op)  # ring only: nccl_no_pick.py
         if system.nccl and allowed is not None:
             protocols = tuple(p for p in protocols if p.name in allowed)
         torus_port = tuple(t.kind == "torus" and pl.torus is not None for t in tiers)
@@ -267,7 +267,7 @@ class TopologyModel:
             return _Layout(tiers=tiers, counts=counts, top=top, multi=multi, torus_port=torus_port, p2p=None, rail=rail,
                            protocols=(), names=_algorithm_names(op, counts, n, system.nccl), cap_tiers=None,
                            p2p_protocols=False, tuner=nccl_plan.plan(
-                               op, n, counts, tiers, self._allowed(), self.collnet, allowed,
+                               op, n, counts, tiers, self._allowed(op), self.collnet, allowed,
                                tuple(getattr(self, k) for k in CHANNEL_KNOBS),
                                (self.ring_net_channel_gbps or 0.0) * 1e9, self.per_channel_caps))
         # send/recv's own message latency where a profile sets one (InterconnectLevel.p2p_latency_s)
@@ -356,8 +356,9 @@ class TopologyModel:
         return out
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_algos", nccl.parse_nccl_algo(self.nccl_algo))
-        object.__setattr__(self, "_protos", parse_nccl_proto(self.nccl_proto))
+        nccl_tuning.check_version(self.nccl_version)  # first: the NCCL_ALGO / NCCL_PROTO syntax is the release's
+        object.__setattr__(self, "_algos", nccl_env_lists.algo_lists(self.nccl_algo, self.nccl_version, self.collnet))
+        object.__setattr__(self, "_protos", nccl_env_lists.proto_lists(self.nccl_proto, self.nccl_version))
         for name in CHANNEL_KNOBS:
             check_channel_knob(name, getattr(self, name))
         nccl_p2p_net.check_model(self.p2p_net_model)
@@ -365,14 +366,13 @@ class TopologyModel:
         nccl_p2p.check_p2p_net_nchannels(self.p2p_net_nchannels)
         nccl_p2p_peer.check_rule(self.p2p_net_peer_rule)
         nccl_broadcast.check_model(self.broadcast_model)
-        nccl_tuning.check_version(self.nccl_version)
         nccl_version_pick.check_scope(self.nccl_version_scope)
         if self.tuner_rules is not None and not isinstance(self.tuner_rules, TunerRules):
             raise SpecError("tuner_rules must be the rules load_tuner_rules reads (or None)", field="tuner_rules",
                             value=type(self.tuner_rules).__name__)
 
-    def _allowed(self) -> frozenset[str]:
-        return self._algos
+    def _allowed(self, op: str = nccl_env_lists.OTHER) -> frozenset[str]:
+        return self._algos.get(op, self._algos[nccl_env_lists.OTHER])
 
     def _port_bw(self, system: System, pl: GroupPlacement, index: int, message: float) -> float:
         """Per-device bandwidth of tier `index`: the port × efficiency, an uplink's share × boost, or, for a

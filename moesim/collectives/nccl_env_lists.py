@@ -1,0 +1,122 @@
+"""NCCL_ALGO / NCCL_PROTO as the NCCL release in force parses them (session 16 algosyntax; docs/collectives-history.md
+"Session 16 (algosyntax)"): `algo_lists` and `proto_lists` give {collective: the list the variable sets for it}.
+
+- The classic list ("ring,tree", "^nvls"; no ':' or ';') is read as before at every release (nccl.parse_nccl_algo,
+  nccl_tuner_rules.parse_nccl_proto), the same list for every collective.
+- Per-collective clauses ("ring;allreduce:tree,ring;broadcast:ring", '^' per clause): NCCL's parseList from
+  v2.24.3-1 (src/graph/tuning.cc, unchanged in effect to v2.30.7-1), at the releases nccl_code_rules.toml
+  [nccl_env_per_collective] names, and with the release unset (2.30.7's rule).
+- Before v2.24.3-1, parseList reads the whole string as one classic list (v2.23.4-1 src/graph/tuning.cc parseList: a
+  leading '^', ','-separated names, strcasecmp, a name it does not know ignored), so a clause such as
+  "allreduce:tree" names nothing; where that leaves ring, tree, NVLS and NVLSTree all off and CollNet is not in use,
+  ncclTopoTuneModel re-enables ring and tree ("If user has hard set NCCL_ALGO=COLLNET, ignore it", v2.18.1-1 ..
+  v2.23.4-1).
+"""
+
+from __future__ import annotations
+
+from moesim.collectives import nccl
+from moesim.collectives.nccl_code_rules import rule
+from moesim.collectives.nccl_tuner_rules import PROTOCOLS, TUNER_OPS, parse_nccl_proto
+from moesim.errors import SpecError
+
+OTHER = ""  # the key of what a collective NCCL_ALGO does not restrict reads (all-to-all, send/recv: NCCL's p2p)
+FUNCTIONS = ("broadcast", "reduce", "allgather", "reducescatter", "allreduce")  # v2.24.3-1 src/init.cc ncclFuncStr
+_NCCL_ALGOS = ("tree", "ring", "collnetdirect", "collnetchain", "nvls", "nvlstree", "pat")  # ncclAlgoStr, lower case
+_OPS = tuple(op for op in TUNER_OPS.values() if op is not None)  # all_gather, reduce_scatter, all_reduce, broadcast
+_SET_ONE = ("ring", "tree", "nvls", "nvlstree")  # ncclTopoTuneModel's test before re-enabling ring and tree
+
+
+def has_clauses(text: str | None) -> bool:
+    """Whether `text` uses the per-collective syntax (a ':' or a ';')."""
+    return bool(text) and (":" in text or ";" in text)
+
+
+def per_collective(version: str) -> bool:
+    """Whether NCCL at `version` ("": unset, 2.30.7's rule) reads per-collective clauses."""
+    return rule("nccl_env_per_collective", version)
+
+
+def algo_lists(text: str | None, version: str = "", collnet: bool = False) -> dict[str, frozenset[str]]:
+    """{collective: the algorithms NCCL_ALGO `text` enables for it} for all_reduce, all_gather, reduce_scatter,
+    broadcast, and OTHER for the rest, as NCCL at `version` parses it (module doc). A collective's set may be empty
+    (NCCL fails that call only: nccl_no_pick.no_algorithm)."""
+    if not has_clauses(text):
+        every = nccl.parse_nccl_algo(text)  # the classic list, unchanged
+        return {op: every for op in (*_OPS, OTHER)}
+    if per_collective(version):
+        out = {op: frozenset(nccl.ALGORITHMS) for op in (*_OPS, OTHER)}
+        out.update(_clauses(text))
+        return out
+    chosen = _one_list(text, "NCCL_ALGO", nccl.ALGORITHMS, version)
+    if not collnet and not chosen & set(_SET_ONE):  # v2.23.4-1 ncclTopoTuneModel, collNetSupport == 0
+        chosen |= {"ring", "tree"}
+    return {op: chosen for op in (*_OPS, OTHER)}
+
+
+def proto_lists(text: str | None, version: str = "") -> dict[str, frozenset[str]]:
+    """nccl_tuner_rules.parse_nccl_proto's {collective: protocols}, except that before the per-collective releases a
+    string with clauses is one classic list for every collective (possibly empty: no_algorithm decides)."""
+    if not has_clauses(text) or per_collective(version):
+        return parse_nccl_proto(text)
+    chosen = _one_list(text, "NCCL_PROTO", PROTOCOLS, version)
+    return {op: chosen for op in _OPS}
+
+
+def _one_list(text: str, env: str, names: tuple[str, ...], version: str) -> frozenset[str]:
+    """v2.23.4-1 src/graph/tuning.cc parseList: a leading '^' excludes, ','-separated names; a token holding ':' or
+    ';' matches no name and is ignored, as NCCL ignores it; any other name is checked as the classic list is."""
+    exclude = text.startswith("^")
+    tokens = [t.strip() for t in text[exclude:].split(",") if t.strip()]
+    kept = [t for t in tokens if ":" not in t and ";" not in t]
+    by_lower = {n.lower(): n for n in names}
+    named: set[str] = set()
+    for token in kept:
+        for name in nccl.ALIASES.get(token.lower(), (token.lower(),)) if env == "NCCL_ALGO" else (token.lower(),):
+            if name not in by_lower:
+                raise SpecError(f"{env} '{text}' at NCCL {version}: unknown name '{token}' (per-collective clauses "
+                                f"are read from NCCL 2.24.3; before, NCCL reads one list)", field=env.lower(),
+                                value=text, allowed=names)
+            named.add(by_lower[name])
+    return frozenset(names) - named if exclude else frozenset(named)
+
+
+def _clauses(text: str) -> dict[str, frozenset[str]]:
+    """v2.24.3-1 src/graph/tuning.cc parseList (same in effect at v2.30.7-1): ';'-separated clauses (empty ones
+    skipped, strtok), each "prefix:list" (a third ':' part ignored); only the first clause of the string may lack its
+    prefix (it then sets every function); '^' starts an excluding list; each clause first resets its functions' whole
+    list; an unknown prefix or name fails (ncclInvalidUsage). Names and prefixes case-insensitive, spaces trimmed."""
+    env, field = "NCCL_ALGO", "nccl_algo"
+    out: dict[str, frozenset[str]] = {}
+    for index, clause in enumerate(text.split(";")):
+        parts = [p for p in clause.split(":") if p]
+        if not parts:
+            if clause:  # ':' alone: NCCL dereferences a null list here; moesim says so
+                raise SpecError(f"{env} clause '{clause}' names no collective and no list", field=field, value=text,
+                                allowed=FUNCTIONS)
+            continue
+        if len(parts) == 1:
+            if index:
+                raise SpecError(f"{env} clause '{clause}': every clause but the first names its collective "
+                                f"('allreduce:tree')", field=field, value=text, allowed=FUNCTIONS)
+            prefix, items = None, parts[0]
+        else:
+            prefix, items = parts[0].strip(), parts[1]
+            if prefix.lower() not in FUNCTIONS:
+                raise SpecError(f"{env} clause '{clause}': unknown collective '{prefix}'", field=field, value=text,
+                                allowed=FUNCTIONS)
+        items = items.strip()
+        exclude = items.startswith("^")
+        named = set()
+        for token in (t.strip() for t in items[exclude:].split(",")):
+            if not token:
+                continue
+            if token.lower() not in _NCCL_ALGOS:  # 'collnet' (2.5-2.13) too: NCCL 2.24.3 on fails it
+                raise SpecError(f"{env} clause '{clause}': unknown algorithm '{token}'", field=field, value=text,
+                                allowed=nccl.ALGORITHMS)
+            named.add(token.lower())
+        chosen = frozenset(nccl.ALGORITHMS) - named if exclude else frozenset(named)
+        for op in _OPS if prefix is None else (TUNER_OPS[prefix.lower()],):
+            if op is not None:  # NCCL's reduce: moesim has no reduce collective
+                out[op] = chosen
+    return out

@@ -107,15 +107,18 @@ def register(subparsers) -> None:
                         "all_reduce / all_gather / reduce_scatter no algorithm (e.g. 'tree' on all_gather), NCCL "
                         "2.19.1-2.23.4 fall back to ring (2.19.1-2.21.5 with every protocol, ignoring "
                         "--nccl-proto) and moesim prices that at those --nccl-version releases; NCCL 2.24.3 on, and "
-                        "moesim with --nccl-version unset, fail the call; GPU profiles only)")
+                        "moesim with --nccl-version unset, fail the call; per collective as NCCL 2.24.3 on (and "
+                        "moesim with --nccl-version unset): 'ring;allreduce:tree,ring;broadcast:ring', '^' per clause, "
+                        "prefixes broadcast, reduce, allgather, reducescatter, allreduce; an earlier --nccl-version "
+                        "reads the string as one list, as that NCCL does (docs/collectives.md); GPU profiles only)")
     p.add_argument("--nccl-collnet", action="store_true",
                    help="NCCL_COLLNET_ENABLE=1: CollNet (SHARP) all-reduce where the profile's fabric has sharp = true "
                         "(default off; GPU profiles only)")
     p.add_argument("--nccl-proto", default="", metavar="PROTOS",
                    help="restrict NCCL's protocols as NCCL_PROTO does: 'LL128,Simple', '^LL' (LL, LL128, Simple; "
                         "all-reduce, all-gather, reduce-scatter, broadcast: send/recv-based ops pick theirs by size; "
-                        "per collective as NCCL: 'LL,Simple;allreduce:^LL'; default: all three, NCCL's pick; GPU "
-                        "profiles only)")
+                        "per collective as NCCL 2.24.3 on: 'LL,Simple;allreduce:^LL' (an earlier --nccl-version reads "
+                        "one list, as --nccl-algo); default: all three, NCCL's pick; GPU profiles only)")
     p.add_argument("--tuner-rules", default=None, metavar="FILE",
                    help="a tuner plugin's rules in the CSV of NCCL's example tuner plugin (collective_type,min_bytes,"
                         "max_bytes,algorithm,protocol,channels,nNodes,nRanks[,numPipeOps[,regBuff]]; min/max_bytes "

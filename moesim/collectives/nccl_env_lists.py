@@ -63,6 +63,14 @@ def proto_lists(text: str | None, version: str = "") -> dict[str, frozenset[str]
     return {op: chosen for op in _OPS}
 
 
+def one_list_note(model) -> str:
+    """The tail of nccl_no_pick's error where NCCL at the model's release reads a clause string as one list."""
+    said = [(env, text) for env, text in (("NCCL_ALGO", model.nccl_algo), ("NCCL_PROTO", model.nccl_proto))
+            if has_clauses(text) and not per_collective(model.nccl_version)]
+    return "".join(f"; NCCL {model.nccl_version} reads {env} '{text}' as one list (per-collective clauses from "
+                   f"2.24.3) and ignores the names holding ':' or ';'" for env, text in said)
+
+
 def _one_list(text: str, env: str, names: tuple[str, ...], version: str) -> frozenset[str]:
     """v2.23.4-1 src/graph/tuning.cc parseList: a leading '^' excludes, ','-separated names; a token holding ':' or
     ';' matches no name and is ignored, as NCCL ignores it; any other name is checked as the classic list is."""

@@ -61,7 +61,7 @@ def no_algorithm(model, op: str, size_bytes: float, group):
     NCCL_PROTO left nothing; "proto": NCCL_PROTO's, where NCCL_ALGO dropped ring), else the one-line error."""
     from dataclasses import replace
 
-    from moesim.collectives import nccl
+    from moesim.collectives import nccl, nccl_env_lists
     from moesim.collectives.nccl_tuner_rules import PROTOCOLS
     from moesim.errors import SpecError
 
@@ -74,13 +74,15 @@ def no_algorithm(model, op: str, size_bytes: float, group):
             pass  # ring cannot run either: the error below
     if op in model._protos and (op != "broadcast" or has_ring):  # broadcast: NCCL_ALGO dropped its one ring
         raise SpecError(f"NCCL_ALGO '{model.nccl_algo}' with NCCL_PROTO '{model.nccl_proto}' leaves no "
-                        f"(algorithm, protocol) NCCL runs for {op} over {group.size} devices here",
+                        f"(algorithm, protocol) NCCL runs for {op} over {group.size} devices here"
+                        f"{nccl_env_lists.one_list_note(model)}",
                         field="nccl_proto", value=model.nccl_proto, allowed=PROTOCOLS)
     # only where NCCL_ALGO (or CollNet without SHARP) rules out every algorithm
     needs = "; ".join(dict.fromkeys(need for name, need in nccl.ALGO_NEEDS.items() if name in model._allowed(op)))
     needs = "broadcast: ring only" if op == "broadcast" else needs or "it enables none for this collective"
     raise SpecError(f"NCCL_ALGO '{model.nccl_algo}' leaves no algorithm NCCL runs for {op} over "
-                    f"{group.size} devices here ({needs}){error_note(model.nccl_version)}",
+                    f"{group.size} devices here ({needs}){error_note(model.nccl_version)}"
+                    f"{nccl_env_lists.one_list_note(model)}",
                     field="nccl_algo", value=model.nccl_algo, allowed=nccl.ALGORITHMS)
 
 

@@ -20,7 +20,7 @@ from moesim.collectives.nccl_code_rules import rule
 from moesim.collectives.nccl_tuner_rules import PROTOCOLS, TUNER_OPS, parse_nccl_proto
 from moesim.errors import SpecError
 
-OTHER = ""  # the key of what a collective NCCL_ALGO does not restrict reads (all-to-all, send/recv: NCCL's p2p)
+OTHER = ""  # the key read for a collective NCCL_ALGO does not restrict (all-to-all, send/recv run NCCL's p2p)
 FUNCTIONS = ("broadcast", "reduce", "allgather", "reducescatter", "allreduce")  # v2.24.3-1 src/init.cc ncclFuncStr
 _NCCL_ALGOS = ("tree", "ring", "collnetdirect", "collnetchain", "nvls", "nvlstree", "pat")  # ncclAlgoStr, lower case
 _OPS = tuple(op for op in TUNER_OPS.values() if op is not None)  # all_gather, reduce_scatter, all_reduce, broadcast

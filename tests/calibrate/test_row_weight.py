@@ -37,9 +37,16 @@ def _entry(log: str) -> dict:
     return next(e for e in read_manifest(DATA / "logs.toml") if e["file"] == log)
 
 
+_FITS: dict = {}  # (log, keywords) -> calibrate's result, made once for the module (each fit is seconds)
+
+
 def _calibrate(tmp_path: Path, log: str, **kw):
-    e = _entry(log)
-    return calibrate([str(DATA / log)], e["hardware"], tmp_path / "cal.toml", **{**matrix_fit_args(e), **kw})
+    key = (log, tuple(sorted(kw.items())))
+    if key not in _FITS:
+        e = _entry(log)
+        _FITS[key] = calibrate([str(DATA / log)], e["hardware"], tmp_path / f"cal{len(_FITS)}.toml",
+                               **{**matrix_fit_args(e), **kw})
+    return _FITS[key]
 
 
 def _design(log: str) -> Design:

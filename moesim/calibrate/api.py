@@ -13,6 +13,7 @@ from moesim.calibrate.calibration_text import (  # noqa: F401 (SKIPPED_SHOWN, re
 )
 from moesim.calibrate.facts_fit import FactsInference, infer_system_facts, provenance_line
 from moesim.calibrate.fit import FitResult, check_hop_latency, fit_profile, hop_latency_rule, with_bootstrap
+from moesim.calibrate.row_weight import check_row_weight
 from moesim.calibrate.profile_checks import (  # noqa: F401 (CONSISTENCY_RTOL: re-exported)
     CONSISTENCY_RTOL, LayerGap, PriorGuard, consistency_gaps, kept_prior_table, layer_gap, prior_guard,
 )
@@ -42,6 +43,9 @@ LATENCY_PER_PROTOCOL = False
 # calpairs (session 10): where a fitted figure is written (transfer.TRANSFER_RULES; `--transfer`): "shared", one key
 # every mechanism reads (docs/collectives-history.md, "Session 10 (calpairs)", has the decision rule and its matrix)
 TRANSFER_RULE = "shared"
+# bandfit (session 16): each fitted row's weight (row_weight.ROW_WEIGHTS; `--row-weight`): "row", every row 1
+# (docs/collectives-history.md, "Session 16 (bandfit)", has the rule and the matrix of each other choice)
+ROW_WEIGHT = "row"
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class CalibrationResult:
                                "ramp_rows": f.ramp_rows, "fitted": f.fitted} for f in fit.fills],
                     "system_facts": self.facts.as_dict() if self.facts else None,
                     "hop_latency_rule": hop_latency_rule(fit.latency_per_protocol),
+                    "row_weight": fit.row_weight,
                     # calpairs: only where not the default, so that default outputs stay as they were
                     **({"transfer_rule": self.transfer_rule, "transfer_notes": list(self.transfer_notes)}
                        if self.transfer_rule != "shared" else {})},
@@ -106,7 +111,7 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
               nccl_ranks: int | None = None, prior_weight: float | None = None, progress=None,
               gpus_per_thread: int = 1, system: Mapping[str, str] | None = None,
               infer_facts: bool | None = None, latency_per_protocol: bool | str | None = None,
-              transfer_rule: str | None = None) -> CalibrationResult:
+              transfer_rule: str | None = None, row_weight: str | None = None) -> CalibrationResult:
     """Fit `hardware` to the measurement files, write the calibrated profile to `out`, report held-out error.
 
     Never ends in a traceback on a fit the profile cannot hold exactly: `consistency` lists the observations
@@ -124,9 +129,12 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     Facts are inferred first, their classes compared under the shared rule (facts_fit.py); then, with the chosen class
     fixed, the requested rule is fitted (calorder's ordering, session 9).
     `transfer_rule`: where fitted figures are written (transfer.TRANSFER_RULES; None = TRANSFER_RULE).
+    `row_weight`: each fitted row's weight in the objective, in the facts' fits too (row_weight.ROW_WEIGHTS; None =
+    ROW_WEIGHT).
     """
     rule = check_hop_latency(LATENCY_PER_PROTOCOL if latency_per_protocol is None else latency_per_protocol)
     transfer = check_transfer(TRANSFER_RULE if transfer_rule is None else transfer_rule)
+    row_weight = check_row_weight(ROW_WEIGHT if row_weight is None else row_weight)
     if transfer in PER_PROTOCOL_RULES and rule:
         raise SpecError(f"--transfer {transfer} fits its own hop per protocol beside the shared fit: give it with "
                         "--hop-latency shared", field="--hop-latency", value=hop_latency_rule(rule), allowed=("shared",))
@@ -144,7 +152,8 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     facts = None  # calfacts (session 8): the unstated system facts from the log itself; stated ones win
     if logs and (INFER_FACTS if infer_facts is None else infer_facts):  # nccl-tests logs only
         facts = infer_system_facts(measurements, prior, dict(system or {}), seed=seed, loss=loss,
-                                   level_prior_weight=prior_weight, gpus_per_thread=gpus_per_thread)
+                                   level_prior_weight=prior_weight, gpus_per_thread=gpus_per_thread,
+                                   row_weight=row_weight)
         system = {**(system or {}), **facts.inferred}
         prior = with_system_facts(prior, facts.inferred)
     keys = [r.key for r in measurements.layers]
@@ -155,7 +164,7 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     if fit is not None and bootstrap:
         fit = with_bootstrap(fit, bootstrap, seed, progress)
     fit_args = dict(fit_keys=set(fit_keys), seed=seed, loss=loss, fit_router_matmul=fit_router_matmul,
-                    level_prior_weight=prior_weight, gpus_per_thread=gpus_per_thread)
+                    level_prior_weight=prior_weight, gpus_per_thread=gpus_per_thread, row_weight=row_weight)
     if fit is None:
         fit = fit_profile(measurements, prior, bootstrap=bootstrap, progress=progress, latency_per_protocol=rule,
                           **fit_args)

@@ -83,6 +83,7 @@ class Design:
         self._dtypes = dtypes  # (ref_dtype, scaled_dtypes) over the rows' own: a bootstrap resample's (uncertainty.py)
         self.hierarchical = per_protocol == "hierarchical"  # ... as departures from α (module docstring)
         self.measured = np.array([o.measured_s for o in observations])
+        self.row_weights = np.array([o.weight for o in observations])  # w_i (row_weight.py; solve.py's residuals)
         self.levels = prior.interconnect
         self._compile_compute()
         self._compile_memory()

@@ -41,7 +41,7 @@ from moesim.calibrate.fit import FitResult, fit_profile, observations_for
 from moesim.calibrate.linearise import priced_once
 from moesim.calibrate.nccl_error import LARGE_BYTES, pct
 from moesim.calibrate.predict import CollectiveTerm, terms_time_s
-from moesim.calibrate.prior_weight import effective_rows, size_order
+from moesim.calibrate.prior_weight import effective_rows, size_order, weighted_share
 from moesim.calibrate.records import Measurements
 from moesim.calibrate.solve import robust_loss
 from moesim.collectives.nccl import tuning
@@ -119,7 +119,7 @@ def fact_classes(prior: HardwareProfile, key: str) -> list[tuple[str, ...]]:
 @priced_once()  # one scope over the candidates' fits (linearise.py; calspeed, session 9)
 def infer_system_facts(measurements: Measurements, prior: HardwareProfile, stated: dict[str, str], *,
                        seed: int = 0, loss: str = "soft_l1", level_prior_weight: float | None = None,
-                       gpus_per_thread: int = 1) -> FactsInference:
+                       gpus_per_thread: int = 1, row_weight: str = "row") -> FactsInference:
     """The module docstring's rule on `measurements` (nccl-tests rows) over `prior` (stated facts already set)."""
     levels = tuple(lv.name for lv in prior.interconnect if lv.topology in NETWORK_TOPOLOGIES)
     stated = {k: v for k, v in stated.items() if v}
@@ -155,12 +155,16 @@ def infer_system_facts(measurements: Measurements, prior: HardwareProfile, state
         return left("every class of the unstated facts prices every row alike: nothing tells them apart")
     fits = [fit_profile(measurements, priced, fit_keys=set(), bootstrap=0, seed=seed, loss=loss,  # the shared rule
                         level_prior_weight=level_prior_weight, gpus_per_thread=gpus_per_thread,
-                        latency_per_protocol=False)
+                        latency_per_protocol=False, row_weight=row_weight)
             for _, _, priced in candidates]
     shared = set.intersection(*({o.unit for o in f.observations} for f in fits))
     residuals = [_residuals(f, shared) for f in fits]
-    losses = [max(robust_loss(r[order], loss), 1e-300) for r, order in residuals]
-    rows = [effective_rows(r[order]) for r, order in residuals]
+    # rows weighted by --row-weight (row_weight.py): √w r in the loss, Kish's share of the rows in n_eff (prior_weight.py)
+    weights = [np.array([o.weight for o in f.observations if o.unit in shared]) for f in fits]
+    shares = [weighted_share(w) for w in weights]
+    losses = [max(robust_loss(r[order] if np.all(w == 1.0) else (np.sqrt(w) * r)[order], loss), 1e-300)
+              for (r, order), w in zip(residuals, weights)]
+    rows = [effective_rows(r[order]) * share for (r, order), share in zip(residuals, shares)]
     n_eff = min(rows)
     out = []
     for (facts, members, _), fit, value, n_c, (r, order) in zip(candidates, fits, losses, rows, residuals):

@@ -129,7 +129,7 @@ def map_cost(design: Design, theta: np.ndarray, loss: str, prior_weights: np.nda
     """The fit's MAP cost at θ (solve.py's residuals, exact collectives: re-probed at θ) with the fill's prior
     residual s · `fill_residual` beside the others', under the solver's robust loss."""
     pred = np.maximum(design.predict(theta, design.probe(theta)), 1e-300)
-    data = np.log(pred / design.measured)
+    data = np.sqrt(design.row_weights) * np.log(pred / design.measured)  # solve.py's weighted data residuals
     sigma = float(np.sqrt(np.mean(data**2)))
     prior = design.initial()
     k = len(design.knots)

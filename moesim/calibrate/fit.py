@@ -41,8 +41,10 @@ from moesim.calibrate.linearise import priced_once
 from moesim.calibrate.predict import check_fits, collective_terms, layer_terms, layer_total_terms, uses_ops
 from moesim.calibrate.records import TOTAL, CollectivePoint, Measurements
 from moesim.calibrate.prior_weight import bayes_weights, uniform_weights
+from moesim.calibrate.row_weight import check_row_weight, row_weights
 from moesim.calibrate.solve import (
     F_SCALE, LEVEL_PRIOR_WEIGHT, LOSSES, MAX_RELINEARISATIONS, RIDGE, TRUST_GROW_GAIN, TRUST_LOG, relinearised_fit,
+    row_losses,
 )
 from moesim.calibrate.uncertainty import (
     BOOTSTRAP_FROM, INTERVAL_PERCENTILES, ParameterFit, bootstrap_samples, log_covariance, parameter_table,
@@ -154,6 +156,7 @@ class FitResult:
     host_floor_rows: int = 0  # nccl-tests rows at that floor under the prior, left out of the fit (host_bound_rows)
     fills: tuple[FillFit, ...] = ()  # the ramp's fill per level (fill_fit.py): searched where ramp rows bind it
     latency_per_protocol: bool | str = False  # the hop-latency rule fitted (PROTOCOL_MODES; HOP_LATENCY_RULES)
+    row_weight: str = "row"  # how each row weighs in the objective (row_weight.ROW_WEIGHTS; `--row-weight`)
     # (design, θ, log covariance, prior weights) of the point fit: what with_bootstrap resamples (calspeed, session 9)
     point: tuple | None = field(default=None, repr=False, compare=False)
 
@@ -188,14 +191,17 @@ def observations_for(measurements: Measurements, fit_keys: set[str], hardware: H
 def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys: set[str],
                 knots_flops: tuple[float, ...] | None = None, bootstrap: int = 100, seed: int = 0,
                 loss: str = "soft_l1", fit_router_matmul: bool = False, level_prior_weight: float | None = None,
-                progress=None, gpus_per_thread: int = 1, latency_per_protocol: bool | str = False) -> FitResult:
+                progress=None, gpus_per_thread: int = 1, latency_per_protocol: bool | str = False,
+                row_weight: str = "row") -> FitResult:
     """Fit `prior`'s efficiency table, peaks, memory bandwidth, per-level α, W and layer overhead to the
     measurements. `level_prior_weight`: one prior weight for every interconnect figure; None = LEVEL_PRIOR_WEIGHT, or
     where every observation is a collective each figure's √(n / n_eff) / σ_j (prior_weight.py).
     `latency_per_protocol`: the LL and LL128 hop latencies as figures of their own (design.py; evaluated in session 8,
     not the default: the held-out matrix got worse, docs/collectives.md), else they follow α as before;
-    "hierarchical": each a departure from α with its own prior (design.py; session 8, calhier)."""
+    "hierarchical": each a departure from α with its own prior (design.py; session 8, calhier).
+    `row_weight`: each row's weight in the objective (row_weight.py; "row", every row 1, is the default)."""
     check_hop_latency(latency_per_protocol)
+    check_row_weight(row_weight)
     if loss not in LOSSES:
         raise SpecError(f"unknown loss '{loss}'", field="loss", value=loss, allowed=LOSSES)
     if bootstrap < 0:
@@ -211,6 +217,9 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
     if int(design.free.sum()) >= len(obs):
         raise SpecError(f"{len(obs)} observations cannot fit {int(design.free.sum())} parameters: measure more "
                         "configurations or sizes")
+    if row_weight != "row":  # bandfit (session 16): the rows' weights, read from the log and the prior's θ
+        obs = weighted(design, row_weight, loss)
+        design = Design(obs, prior, design.knots, latency_per_protocol)
     level_weight, n_eff, rounds = level_prior_weight or LEVEL_PRIOR_WEIGHT, None, ()
     prior_weights = uniform_weights(design, level_weight)
     bayes = level_prior_weight is None and design.has_collectives and not measurements.layers
@@ -252,7 +261,16 @@ def fit_profile(measurements: Measurements, prior: HardwareProfile, *, fit_keys:
         protocol_latencies=({lv.name: v for lv, v in zip(design.levels, design.protocol_latencies(theta))}
                             if latency_per_protocol else {}),
         fills=fills, latency_per_protocol=latency_per_protocol, point=(design, theta, log_cov, prior_weights),
+        row_weight=row_weight,
     )
+
+
+def weighted(design: Design, rule: str, loss: str) -> list[Observation]:
+    """The design's observations, each carrying its weight under `rule` (row_weight.row_weights; band-loss reads the
+    rows' ln(t̂/t) at the prior's θ and the fit's robust loss)."""
+    r0 = np.log(np.maximum(design.predict(design.initial()), 1e-300) / design.measured)
+    w = row_weights(design.observations, rule, r0, lambda r: row_losses(r, loss))
+    return [replace(o, weight=float(x)) for o, x in zip(design.observations, w)]
 
 
 @priced_once()

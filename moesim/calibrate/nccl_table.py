@@ -199,13 +199,15 @@ def matrix_fit_args(entry: dict) -> dict:
 @lru_cache(maxsize=4)
 def calibration_matrix(manifest: Path, infer_facts: bool | None = None,
                        latency_per_protocol: bool | str | None = None,
-                       transfer_rule: str | None = None, fixed_weight: bool = True) -> tuple[HeldOutPair, ...]:
+                       transfer_rule: str | None = None, fixed_weight: bool = True,
+                       row_weight: str | None = None) -> tuple[HeldOutPair, ...]:
     """Fit on each log of every matrix cluster in turn, predict every other log of that cluster. `infer_facts`:
     calibrate's inference of unstated system facts (facts_fit.py; None = calibrate's default); `latency_per_protocol`:
     calibrate's hop-latency rule (fit.PROTOCOL_MODES; None = calibrate's default); `transfer_rule`: where calibrate
     writes the fitted figures (transfer.TRANSFER_RULES; None = calibrate's default; session 10, calpairs);
     `fixed_weight` False skips the second fit at fit.LEVEL_PRIOR_WEIGHT (fixed_weight_mape is then NaN: half the time,
-    for the held-out rule's checks, which read the automatic weight's pairs only; session 12, heldout)."""
+    for the held-out rule's checks, which read the automatic weight's pairs only; session 12, heldout); `row_weight`:
+    calibrate's `--row-weight` (row_weight.ROW_WEIGHTS; None = calibrate's default; session 16, bandfit)."""
     from moesim.calibrate import calibrate
     from moesim.calibrate.fit import LEVEL_PRIOR_WEIGHT
     from moesim.calibrate.log_pricing import priced_log
@@ -219,7 +221,7 @@ def calibration_matrix(manifest: Path, infer_facts: bool | None = None,
             for fit_on in logs:
                 path, dest = str(folder / fit_on["file"]), Path(tmp) / "cal.toml"
                 how = dict(matrix_fit_args(fit_on), infer_facts=infer_facts, latency_per_protocol=latency_per_protocol,
-                           transfer_rule=transfer_rule)
+                           transfer_rule=transfer_rule, row_weight=row_weight)
                 auto = calibrate([path], hardware, dest, **how)
                 fixed = (calibrate([path], hardware, dest, prior_weight=LEVEL_PRIOR_WEIGHT, **how).profile
                          if fixed_weight else None)

@@ -21,6 +21,7 @@ class Observation:
     terms: tuple[Term, ...]
     measured_s: float
     unit: str  # observations sharing a unit (one layer record) are resampled together
+    weight: float = 1.0  # w of its residual √w · ln(t̂/t) in the fit (row_weight.py, `--row-weight`; 1: every row alike)
 
 
 def choose_knots(observations: list[Observation], max_knots: int = MAX_KNOTS) -> tuple[float, ...]:

@@ -10,7 +10,9 @@ of n_eff = n (1 − φ) / (1 + φ) independent ones for large n (Source: Bayley 
 number of independent observations in an autocorrelated time series", J. R. Stat. Soc. Suppl. 8(2)).
 The MAP estimate then minimises (n_eff / n) Σ_i ρ(r_i) / s² + Σ_j (ln θ_j − ln θ_j0)² / σ_j², i.e. (times s² n /
 n_eff) the data residuals r_i beside prior residuals s · √(n / n_eff) · (ln θ_j − ln θ_j0) / σ_j: the weight of
-figure j is √(n / n_eff) / σ_j. φ is the residuals' own, at the fit (ordered by collective, group and size): a
+figure j is √(n / n_eff) / σ_j. Rows weighted by `--row-weight` (row_weight.py: residuals √w_i r_i, s their RMS)
+count as Kish's (Σ w)² / Σ w² rows before the correlation's factor: n_eff = n_Kish (1 − φ) / (1 + φ).
+φ is the residuals' own, at the fit (ordered by collective, group and size): a
 misfit the figures remove leaves uncorrelated residuals and the data decide; a misfit of shape the figures cannot
 follow (a ramp, a floor) leaves long runs of one sign, few effective rows, and the prior holds. The fit and φ
 are iterated to a fixed point (MAX_ROUNDS at most), starting from n_eff = n (the rows taken as independent: the
@@ -112,17 +114,28 @@ def effective_rows(residuals: np.ndarray) -> float:
     return max(1.0, n * (1.0 - phi) / (1.0 + phi))
 
 
+def weighted_share(weights: np.ndarray) -> float:
+    """Kish's effective rows of weighted rows over their number, (Σ w)² / (n Σ w²) (row_weight.py): 1 for equal
+    weights (exactly: the default fit's n_eff unchanged), less for unequal ones, which carry fewer rows' information."""
+    w = np.asarray(weights, float)
+    if np.all(w == w[0]):
+        return 1.0
+    return float(w.sum() ** 2 / (len(w) * (w**2).sum()))
+
+
 def bayes_weights(design: Design, loss: str, fit) -> tuple[np.ndarray, float, tuple[float, ...]]:
     """(per-θ prior weights √(n / n_eff) / σ_j, n_eff, the n_eff of each round): the fixed point of the module
     docstring. `fit(design, loss, weights)` is fit._relinearised_fit (θ first in what it returns)."""
     n, inv, order = len(design.observations), inverse_sigmas(design), size_order(design)
     theta0 = design.initial()
 
+    kish = weighted_share(design.row_weights)
+
     def n_eff_at(theta: np.ndarray) -> float:
         r = np.log(np.maximum(design.predict(theta, design.probe(theta)), 1e-300) / design.measured)
-        return effective_rows(r[order])
+        return max(1.0, effective_rows(r[order]) * kish)
 
-    n_eff, rounds = float(n), []
+    n_eff, rounds = float(n) * kish, []
     seen = [n_eff]
     for _ in range(MAX_ROUNDS):
         design.coef = design.probe(theta0)

@@ -43,7 +43,7 @@ LEVEL_PRIOR_WEIGHT = 10.0
 def relinearised_fit(design: Design, loss: str, prior_weights: np.ndarray):
     """(θ, the last solve's result, relinearisations, the free mask it used): least squares on the collectives'
     linearisation, re-probed until the slopes stop changing, under the trust region (module docstring)."""
-    theta, weights = design.initial(), np.ones(len(design.observations))
+    theta, weights = design.initial(), design.row_weights  # w_i of each row (row_weight.py; ones by default)
     trust, best = TRUST_LOG, _model_loss(design, theta, loss=loss)
     for relin in range(1, MAX_RELINEARISATIONS + 1):
         free_used = design.free.copy()  # re-probing can change which parameters move: keep the solve's own
@@ -76,17 +76,27 @@ def relinearised_fit(design: Design, loss: str, prior_weights: np.ndarray):
 
 
 def _model_loss(design: Design, theta: np.ndarray, coef=None, loss: str = "soft_l1") -> float:
-    """The solver's own robust loss (scipy's ρ at F_SCALE) of ln(predicted/measured), with the collectives
+    """The solver's own robust loss (scipy's ρ at F_SCALE) of √w · ln(predicted/measured), with the collectives
     linearised exactly at θ (`coef` probed there)."""
-    return robust_loss(np.log(np.maximum(design.predict(theta, coef), 1e-300) / design.measured), loss)
+    return robust_loss(np.sqrt(design.row_weights) * np.log(np.maximum(design.predict(theta, coef), 1e-300)
+                                                            / design.measured), loss)
 
 
 def robust_loss(r: np.ndarray, loss: str) -> float:
     """Σ ρ(r) as scipy.optimize.least_squares sums it for `loss` at f_scale F_SCALE (its documented ρ forms)."""
-    z = (r / F_SCALE) ** 2
-    rho = {"linear": z, "soft_l1": 2 * (np.sqrt(1 + z) - 1), "huber": np.where(z <= 1, z, 2 * np.sqrt(z) - 1),
-           "cauchy": np.log1p(z)}[loss]
-    return float(F_SCALE**2 * np.sum(rho))
+    return float(F_SCALE**2 * np.sum(_rho(r, loss)))
+
+
+def row_losses(r: np.ndarray, loss: str) -> np.ndarray:
+    """ρ(r_i) of each residual, as robust_loss sums them (row_weight.py's band-loss reads them)."""
+    return F_SCALE**2 * _rho(r, loss)
+
+
+def _rho(r: np.ndarray, loss: str) -> np.ndarray:
+    """scipy's ρ(z) of z = (r / F_SCALE)², before its F_SCALE² factor."""
+    z = (np.asarray(r, float) / F_SCALE) ** 2
+    return {"linear": z, "soft_l1": 2 * (np.sqrt(1 + z) - 1), "huber": np.where(z <= 1, z, 2 * np.sqrt(z) - 1),
+            "cauchy": np.log1p(z)}[loss]
 
 
 def _same_slopes(new, old) -> bool:

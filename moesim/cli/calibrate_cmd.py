@@ -87,6 +87,11 @@ def register(subparsers) -> None:
                         "one band's by more than 0.3 pt and lowers the other's by no more), 'band-split' (band-guard, "
                         "a refused hop latency written at the prior for Simple only), 'hop-split' (band-split on the "
                         "hop latencies only; 'Session 15 (calband)'; default: shared)")
+    p.add_argument("--row-weight", choices=("row", "band", "size", "band-loss"), default=None,
+                   help="each fitted row's weight in the objective (moesim/calibrate/row_weight.py): 'row' (every "
+                        "row 1), 'band' (the < 1 MiB and >= 1 MiB rows carry equal summed weight), 'size' (each "
+                        "message size counts once), 'band-loss' (each band carries half the prior's robust loss on "
+                        "the log; 'Session 16 (bandfit)'; default: row)")
     p.add_argument("--prior-weight", default="auto", metavar="auto|W",
                    help="weight of the log-normal prior on the interconnect figures (latency, bandwidth, NVLS): "
                         "'auto' (default) weighs each figure by its stated uncertainty (moesim/calibrate/"
@@ -147,7 +152,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
                            system={k: v for k, v in (("host_cpu", args.host_cpu), ("gpu_nic_path", args.gpu_nic_path))
                                    if v},
                            infer_facts=args.infer_facts, latency_per_protocol=_hop_latency(args.hop_latency),
-                           transfer_rule=args.transfer)
+                           transfer_rule=args.transfer, row_weight=args.row_weight)
     if args.json:
         print_json(result.as_dict())
     else:

@@ -106,6 +106,7 @@ class _Stub:
     def __init__(self, residuals):
         self.calls, self.residuals = 0, residuals
         self.measured = np.ones(len(residuals))
+        self.row_weights = np.ones(len(residuals))  # every row 1 (row_weight.py's default; session 16)
         self.observations = [Observation("collective:all_reduce", (), 1.0, str(i)) for i in range(len(residuals))]
 
     def level_slice(self):

@@ -93,7 +93,7 @@ def render(r: dict) -> str:
     if r.get("equivalent_orders_folded"):
         parts.append(f"{r['equivalent_orders_folded']:,} ranked layouts repeat a better-ranked one in another mesh "
                      "order with the same figures: folded into it below (equivalent_orders in --json)")
-    if not r["results"]:
+    if not r["ranked"]:  # not `results`: --top 0 shows none of the ranked layouts
         parts.append("no layout is valid and fits in memory")
         parts += _closest_miss_text(r.get("closest_miss"), r["memory_capacity_bytes"])
     rows = [(res["rank"], format_seconds(res["step_time_s"]), format_bytes(res["memory_bytes_per_device"]),

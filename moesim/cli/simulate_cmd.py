@@ -92,9 +92,9 @@ def render(d: dict) -> str:
     lay, o, st = d["layout"], d["options"], d["step_time_s"]
     more = "".join(f" {k}={lay[k]}" for k in ("vp", "cp", "cp_comm") if k in lay)  # only when not the default
     head = (f"{d['scenario']}: {d['devices']} x {d['hardware']}, layout dp={lay['dp']} tp={lay['tp']} ep={lay['ep']} "
-            f"pp={lay['pp']} etp={lay['etp']}{more}, {lay['micro_batches']} micro-batches "
-            f"({lay['pipeline_schedule']})")
-    what = (f"routing {o['routing']}{' (expected loads)' if o['expected_loads'] else ''}, {o['steps']} steps, "
+            f"pp={lay['pp']} etp={lay['etp']}{more}, micro-batches {lay['micro_batches']} "
+            f"({lay['pipeline_schedule']})")  # as estimate's head; was "1 micro-batches"
+    what = (f"routing {o['routing']}{' (expected loads)' if o['expected_loads'] else ''}, steps {o['steps']}, "
             f"seed {o['seed']}, contention {'on' if o['contention'] else 'off'}, chunks {o['chunks']}")
     if o["straggler_fraction"] and o["straggler_slowdown"] > 1:
         what += f", stragglers {o['straggler_fraction']:g} x{o['straggler_slowdown']:g}"

@@ -1,6 +1,7 @@
 """What a new user met running the commands on the shipped scenarios (session 16, newcomer2): `search --top 0`
 said "no layout is valid and fits in memory" over 46,650 ranked layouts; a flag the command does not take ended
-"moesim: error: moesim: unrecognized arguments: -q", naming neither the command nor the flags it takes."""
+"moesim: error: moesim: unrecognized arguments: -q", naming neither the command nor the flags it takes; simulate's
+head said "1 micro-batches" and "1 steps"."""
 
 from __future__ import annotations
 
@@ -34,3 +35,10 @@ def test_an_unknown_flag_before_any_command_lists_the_commands(capsys):
     assert main(["--foo"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("moesim: error: moesim: unrecognized arguments: --foo") and "simulate" in err
+
+
+def test_simulate_head_says_micro_batches_and_steps_as_estimate_does(capsys):
+    assert main(["simulate", "switch-base-128-tpu-v3", "--steps", "1", "-q"]) == 0
+    head = capsys.readouterr().out.splitlines()[:2]
+    assert head[0].endswith(", micro-batches 1 (1f1b)") and "1 micro-batches" not in head[0]  # was "1 micro-batches"
+    assert ", steps 1, seed 0," in head[1] and "1 steps" not in head[1]

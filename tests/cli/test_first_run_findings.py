@@ -42,3 +42,11 @@ def test_simulate_head_says_micro_batches_and_steps_as_estimate_does(capsys):
     head = capsys.readouterr().out.splitlines()[:2]
     assert head[0].endswith(", micro-batches 1 (1f1b)") and "1 micro-batches" not in head[0]  # was "1 micro-batches"
     assert ", steps 1, seed 0," in head[1] and "1 steps" not in head[1]
+
+
+def test_a_capacity_factor_that_is_no_number_names_the_allowed_values(capsys):
+    assert main(["estimate", "switch-base-128-tpu-v3", "--layout", "dp=32,cf=abc"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "field '--layout': 'capacity_factor=abc' is not a number or 'dropless'" in err  # was all it said
+    assert err.endswith("(allowed: capacity_factor=NUMBER, capacity_factor=dropless; KEY=VALUE pairs separated by "
+                        "commas or spaces)")

@@ -79,6 +79,10 @@ def _unrecognized(parser: argparse.ArgumentParser, command: str | None, extras: 
     target = sub.choices.get(command, parser) if command else parser
     flags = [s for a in target._actions for s in a.option_strings if s not in ("-h", "--help")]
     flags += [] if command else list(sub.choices)  # no command given: the commands too
+    early = [e for e in extras if command and e.split("=", 1)[0] in flags]  # `moesim -q search ...`: before the command
+    if early:
+        return SpecError(f"{target.prog}: {' '.join(early)} given before the command; options go after it: "
+                         f"`{target.prog} ... {' '.join(early)}`", allowed=", ".join(flags))
     return SpecError(f"{target.prog}: unrecognized arguments: {' '.join(extras)}; see `{target.prog} --help`",
                      allowed=", ".join(flags))
 

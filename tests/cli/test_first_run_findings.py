@@ -50,3 +50,15 @@ def test_a_capacity_factor_that_is_no_number_names_the_allowed_values(capsys):
     assert "field '--layout': 'capacity_factor=abc' is not a number or 'dropless'" in err  # was all it said
     assert err.endswith("(allowed: capacity_factor=NUMBER, capacity_factor=dropless; KEY=VALUE pairs separated by "
                         "commas or spaces)")
+
+
+@pytest.mark.parametrize("argv, prog, early", [
+    (["-q", "search", "switch-base-128-tpu-v3"], "moesim search", "-q"),
+    (["--json", "estimate", "switch-base-128-tpu-v3"], "moesim estimate", "--json"),
+])
+def test_a_flag_before_its_command_says_where_it_goes(capsys, argv, prog, early):
+    # argparse's line called a flag the command takes unrecognized: "moesim: unrecognized arguments: -q"
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"moesim: error: {prog}: {early} given before the command; options go after it: "
+                          f"`{prog} ... {early}`") and "unrecognized" not in err

@@ -24,7 +24,8 @@ def test_binom_pmf_is_scipy_stats_bit_for_bit(m, experts):
 
 
 def test_drop_fraction_is_unchanged(monkeypatch):
-    cases = [(t, e, k, c) for t in (512, 4096, 2**20) for e in (8, 128, 2048) for k in (1, 2) for c in (1, 2, 5, 40, 700)]
+    cases = [(t, e, k, c) for t in (512, 4096, 2**20) for e in (8, 128, 2048) for k in (1, 2)
+             for c in (1, 2, 5, 40, 700)]
     new = [capacity.expected_drop_fraction(*case) for case in cases]
     monkeypatch.setattr(capacity, "binom_pmf", lambda x, m, p: stats.binom.pmf(x, m, p))
     assert new == [capacity.expected_drop_fraction(*case) for case in cases]

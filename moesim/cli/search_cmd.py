@@ -24,7 +24,8 @@ def register(subparsers) -> None:
     p.add_argument("--top", type=int, default=5, metavar="K", help="layouts to show with a breakdown (default 5)")
     p.add_argument("--objective", choices=OBJECTIVE_CHOICES, default="step_time", help="ranking (default step_time)")
     p.add_argument("--refine-des", type=int, default=0, metavar="K",
-                   help="also simulate the top K layouts with the discrete-event simulator (moesim.des; default 0: none)")
+                   help="also simulate the top K layouts with the discrete-event simulator (moesim.des; default 0: "
+                        "none)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_quiet(p)
     p.set_defaults(run=run)

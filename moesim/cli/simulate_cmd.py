@@ -19,8 +19,8 @@ def register(subparsers) -> None:
                     "analytical estimate.")
     add_scenario_overrides(p)
     p.add_argument("--routing", default="uniform",
-                   help="uniform | zipf:S (popularity ∝ rank^-S, permuted per layer) | histogram file (.json/.csv); default "
-                        "uniform")
+                   help="uniform | zipf:S (popularity ∝ rank^-S, permuted per layer) | histogram file "
+                        "(.json/.csv); default uniform")
     p.add_argument("--expected-loads", action="store_true",
                    help="every routing group gets exactly its expected loads (no sampling noise)")
     p.add_argument("--sampler", default="auto", choices=("auto", "gumbel", "multinomial", "moments"),
@@ -34,8 +34,10 @@ def register(subparsers) -> None:
                         "no chunking)")
     p.add_argument("--no-contention", action="store_true",
                    help="every transfer runs alone on the network (the analytical model's assumption)")
-    p.add_argument("--straggler-fraction", type=float, default=0.0, help="fraction of devices slowed, per step (0 to 1; default 0: none)")
-    p.add_argument("--straggler-slowdown", type=float, default=1.0, help="compute slowdown factor of a straggler (>= 1; default 1: none)")
+    p.add_argument("--straggler-fraction", type=float, default=0.0,
+                   help="fraction of devices slowed, per step (0 to 1; default 0: none)")
+    p.add_argument("--straggler-slowdown", type=float, default=1.0,
+                   help="compute slowdown factor of a straggler (>= 1; default 1: none)")
     p.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
                    help="per-kernel lognormal noise sigma (mean-one multiplier; default 0: none)")
     p.add_argument("--mode", default="auto", choices=("auto", "full", "aggregated"),
@@ -44,7 +46,8 @@ def register(subparsers) -> None:
     p.add_argument("--engine", default="fast", choices=("fast", "simpy"),
                    help="fast (default) or the simpy reference engine (every device, slow; for checking)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--trace", metavar="FILE", help="write the first step as Chrome trace-event JSON (Perfetto; default: none written)")
+    p.add_argument("--trace", metavar="FILE",
+                   help="write the first step as Chrome trace-event JSON (Perfetto; default: none written)")
     add_quiet(p)
     p.set_defaults(run=run)
 

@@ -32,8 +32,8 @@ def test_every_command_has_its_table_in_one_of_the_two_pages(doc_block):
     assert sorted(listed) == sorted(commands())  # each once: no command in both pages, none in neither
 
 
-@pytest.mark.parametrize("command", ["model", "estimate", "profiles", "search", "sweep", "simulate", "validate-report",
-                                     "report"])
+@pytest.mark.parametrize("command", ["model", "estimate", "profiles", "search", "sweep", "simulate",
+                                     "validate-report", "report"])
 def test_every_flag_in_help_is_in_the_reference(command, doc_block):
     rows = re.findall(r"^\| ([^|]*) \|", section(doc_block("cli_flags_table", DOC), command), flags=re.M)
     documented = {flag for cell in rows for flag in re.findall(r"`(-[^`]+)`", cell)}
@@ -46,8 +46,8 @@ def test_every_flag_in_help_is_in_the_reference(command, doc_block):
 def test_simulate_flags_with_their_defaults(doc_block):
     table = section(doc_block("cli_flags_table", DOC), "simulate")
     for row in ("| `--steps` | STEPS | training steps to simulate (default 5) |",
-                "| `--straggler-fraction` | STRAGGLER_FRACTION | fraction of devices slowed, per step (0 to 1; default 0: "
-                "none) |", "| `--trace` | FILE |"):
+                "| `--straggler-fraction` | STRAGGLER_FRACTION | fraction of devices slowed, per step (0 to 1; "
+                "default 0: none) |", "| `--trace` | FILE |"):
         assert row in table
 
 

@@ -16,8 +16,8 @@ def subparser(name: str) -> argparse.ArgumentParser:
     return sub.choices[name]
 
 
-COMMANDS = ("model", "estimate", "profiles", "collective", "search", "sweep", "simulate", "calibrate", "validate-report",
-            "report")
+COMMANDS = ("model", "estimate", "profiles", "collective", "search", "sweep", "simulate", "calibrate",
+            "validate-report", "report")
 
 
 def test_the_list_is_every_command():

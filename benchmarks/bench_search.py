@@ -154,6 +154,23 @@ COMPARE_CASES = (("switch-c-2048-tpu-v3", None), ("moe-64e-1024-h100", 1), ("moe
                  ("mixtral-8x7b-h100 +schedules", None), ("mixtral-8x7b-h100 +cp", None))
 
 
+if __name__ == "__main__" and "--cold-warm" in sys.argv[1:]:
+    # python benchmarks/bench_search.py --cold-warm SCENARIO: in a fresh process, the first search (cold: the imports
+    # and caches it pays, as `moesim search` does) and a second (warm), wall and CPU seconds (session 16, newcomer2).
+    path = sys.argv[sys.argv.index("--cold-warm") + 1]
+    scenario = load_scenario(path)
+    times = []
+    for _ in range(2):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        result = search(scenario)
+        times.append((time.perf_counter() - start, time.process_time() - start_cpu))
+    (cold, cold_cpu), (warm, warm_cpu) = times
+    print(f"{Path(path).stem}: cold {cold:.3f} s wall {cold_cpu:.3f} s CPU; warm {warm:.3f} s wall {warm_cpu:.3f} s "
+          f"CPU; load {os.getloadavg()[0]:.1f}; considered {result.considered:,}, ranked {result.ranked:,}, best "
+          f"{result.step_time_s[0] * 1e3:.3f} ms")
+    sys.exit(0)
+
+
 if __name__ == "__main__" and "--min-of" in sys.argv[1:]:
     # python benchmarks/bench_search.py --min-of 3 [--case NAME]: one line per case (run it with PYTHONPATH on
     # the tree to time; the scenarios are read from this script's tree).

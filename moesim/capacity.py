@@ -73,6 +73,20 @@ def drop_warning(moe, drop_fraction: float | None, capacity_factor: float | None
     return text
 
 
+def binom_pmf(x: np.ndarray, m: int, p: float) -> np.ndarray:
+    """scipy.stats.binom.pmf(x, m, p) for integer x in 0..m, bit for bit, through the ufunc it calls (Boost's binomial
+    pdf, scipy.special._ufuncs._binom_pmf: scipy/stats/_discrete_distns.py binom_gen._pmf, scipy 1.17) without
+    importing scipy.stats: that import was most of a cold `moesim search` (session 16, newcomer2). A scipy without
+    the ufunc takes scipy.stats."""
+    try:
+        from scipy.special._ufuncs import _binom_pmf
+    except ImportError:
+        from scipy import stats  # here, not at the top: importing scipy.stats is most of `moesim`'s start (calspeed)
+
+        return stats.binom.pmf(x, m, p)
+    return np.clip(_binom_pmf(x, m, p), 0, 1)  # rv_discrete.pmf clips too
+
+
 def expected_drop_fraction(tokens: int, num_experts: int, top_k: int, capacity: int) -> float:
     """Expected fraction of token-expert assignments dropped under uniform routing.
 
@@ -94,14 +108,12 @@ def expected_drop_fraction(tokens: int, num_experts: int, top_k: int, capacity: 
     # a window wider than 2e6 points (σ > 25,000) is summed every `step` points: a Riemann sum of a
     # pmf that is smooth on that scale
     step = max(1, math.ceil((high - low) / 2e6))
-    from scipy import stats  # here, not at the top: importing scipy.stats is most of `moesim`'s start (calspeed)
-
     if capacity + 1 >= low:
         x = np.arange(capacity + 1, high + 1, step)
-        overflow = float(np.sum((x - capacity) * stats.binom.pmf(x, m, p))) * step
+        overflow = float(np.sum((x - capacity) * binom_pmf(x, m, p))) * step
     else:
         x = np.arange(low, capacity + 1, step)
-        overflow = mean - capacity + float(np.sum((capacity - x) * stats.binom.pmf(x, m, p))) * step
+        overflow = mean - capacity + float(np.sum((capacity - x) * binom_pmf(x, m, p))) * step
     return min(1.0, max(0.0, overflow / mean))  # a fraction: rounding may not push it past 1 (1.0000000000000004)
 
 

@@ -72,6 +72,21 @@ def check_args(args: argparse.Namespace) -> None:
             check_output_path(value, field="--" + dest)
 
 
+def _unrecognized(parser: argparse.ArgumentParser, command: str | None, extras: list[str]) -> SpecError:
+    """Arguments no parser took, named with the command they were given to and the flags it takes (argparse's
+    own line named neither: "moesim: error: moesim: unrecognized arguments: -q")."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    target = sub.choices.get(command, parser) if command else parser
+    flags = [s for a in target._actions for s in a.option_strings if s not in ("-h", "--help")]
+    flags += [] if command else list(sub.choices)  # no command given: the commands too
+    early = [e for e in extras if command and e.split("=", 1)[0] in flags]  # `moesim -q search ...`: before the command
+    if early:
+        return SpecError(f"{target.prog}: {' '.join(early)} given before the command; options go after it: "
+                         f"`{target.prog} ... {' '.join(early)}`", allowed=", ".join(flags))
+    return SpecError(f"{target.prog}: unrecognized arguments: {' '.join(extras)}; see `{target.prog} --help`",
+                     allowed=", ".join(flags))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="moesim",
@@ -94,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            raise _unrecognized(parser, getattr(args, "command", None), extras)
     except SpecError as err:
         print(f"moesim: error: {one_line(str(err))}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -14,7 +14,8 @@ def register(subparsers) -> None:
                                           "a model TOML, or a HuggingFace config.json.")
     p.add_argument("model", help="built-in model name or path")
     p.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (encoder input); default: model's")
-    p.add_argument("--decoder-seq-len", type=int, default=None, help="decoder target tokens (encoder-decoder)")
+    p.add_argument("--decoder-seq-len", type=int, default=None,
+                   help="decoder target tokens (encoder-decoder); default: model's")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=run)
 

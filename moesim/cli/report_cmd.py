@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     add_scenario_overrides(p)
     p.add_argument("-o", "--output", default="report.html", help="HTML file to write (default: report.html)")
     p.add_argument("--results", help="validate/ results (JSONL with \"kind\": \"switch_layer\" records) to plot "
-                                     "against the analytical prediction")
+                                     "against the analytical prediction (default: none, no measured figure)")
     p.add_argument("--results-hardware", help="hardware profile the results were measured on (default: the "
                                               "scenario's)")
     p.add_argument("--simulate", action="store_true", help="add the simulated timeline (needs moesim.des)")

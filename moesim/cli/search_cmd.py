@@ -24,7 +24,8 @@ def register(subparsers) -> None:
     p.add_argument("--top", type=int, default=5, metavar="K", help="layouts to show with a breakdown (default 5)")
     p.add_argument("--objective", choices=OBJECTIVE_CHOICES, default="step_time", help="ranking (default step_time)")
     p.add_argument("--refine-des", type=int, default=0, metavar="K",
-                   help="also simulate the top K layouts with the discrete-event simulator (moesim.des)")
+                   help="also simulate the top K layouts with the discrete-event simulator (moesim.des; default 0: "
+                        "none)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_quiet(p)
     p.set_defaults(run=run)
@@ -93,7 +94,7 @@ def render(r: dict) -> str:
     if r.get("equivalent_orders_folded"):
         parts.append(f"{r['equivalent_orders_folded']:,} ranked layouts repeat a better-ranked one in another mesh "
                      "order with the same figures: folded into it below (equivalent_orders in --json)")
-    if not r["results"]:
+    if not r["ranked"]:  # not `results`: --top 0 shows none of the ranked layouts
         parts.append("no layout is valid and fits in memory")
         parts += _closest_miss_text(r.get("closest_miss"), r["memory_capacity_bytes"])
     rows = [(res["rank"], format_seconds(res["step_time_s"]), format_bytes(res["memory_bytes_per_device"]),

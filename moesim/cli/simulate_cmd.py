@@ -19,7 +19,8 @@ def register(subparsers) -> None:
                     "analytical estimate.")
     add_scenario_overrides(p)
     p.add_argument("--routing", default="uniform",
-                   help="uniform | zipf:S (popularity ∝ rank^-S, permuted per layer) | histogram file (.json/.csv)")
+                   help="uniform | zipf:S (popularity ∝ rank^-S, permuted per layer) | histogram file "
+                        "(.json/.csv); default uniform")
     p.add_argument("--expected-loads", action="store_true",
                    help="every routing group gets exactly its expected loads (no sampling noise)")
     p.add_argument("--sampler", default="auto", choices=("auto", "gumbel", "multinomial", "moments"),
@@ -29,20 +30,24 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=5, help="training steps to simulate (default 5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--chunks", type=int, default=1,
-                   help="split each MoE layer's all-to-alls and experts into C overlapped chunks (Tutel)")
+                   help="split each MoE layer's all-to-alls and experts into C overlapped chunks (Tutel; default 1: "
+                        "no chunking)")
     p.add_argument("--no-contention", action="store_true",
                    help="every transfer runs alone on the network (the analytical model's assumption)")
-    p.add_argument("--straggler-fraction", type=float, default=0.0, help="fraction of devices slowed, per step")
-    p.add_argument("--straggler-slowdown", type=float, default=1.0, help="compute slowdown factor of a straggler")
+    p.add_argument("--straggler-fraction", type=float, default=0.0,
+                   help="fraction of devices slowed, per step (0 to 1; default 0: none)")
+    p.add_argument("--straggler-slowdown", type=float, default=1.0,
+                   help="compute slowdown factor of a straggler (>= 1; default 1: none)")
     p.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
-                   help="per-kernel lognormal noise sigma (mean-one multiplier)")
+                   help="per-kernel lognormal noise sigma (mean-one multiplier; default 0: none)")
     p.add_argument("--mode", default="auto", choices=("auto", "full", "aggregated"),
                    help="fold devices with identical timelines into one (auto: whenever some do; exact), or "
-                        "simulate every device")
+                        "simulate every device (default auto)")
     p.add_argument("--engine", default="fast", choices=("fast", "simpy"),
                    help="fast (default) or the simpy reference engine (every device, slow; for checking)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--trace", metavar="FILE", help="write the first step as Chrome trace-event JSON (Perfetto)")
+    p.add_argument("--trace", metavar="FILE",
+                   help="write the first step as Chrome trace-event JSON (Perfetto; default: none written)")
     add_quiet(p)
     p.set_defaults(run=run)
 
@@ -90,9 +95,9 @@ def render(d: dict) -> str:
     lay, o, st = d["layout"], d["options"], d["step_time_s"]
     more = "".join(f" {k}={lay[k]}" for k in ("vp", "cp", "cp_comm") if k in lay)  # only when not the default
     head = (f"{d['scenario']}: {d['devices']} x {d['hardware']}, layout dp={lay['dp']} tp={lay['tp']} ep={lay['ep']} "
-            f"pp={lay['pp']} etp={lay['etp']}{more}, {lay['micro_batches']} micro-batches "
-            f"({lay['pipeline_schedule']})")
-    what = (f"routing {o['routing']}{' (expected loads)' if o['expected_loads'] else ''}, {o['steps']} steps, "
+            f"pp={lay['pp']} etp={lay['etp']}{more}, micro-batches {lay['micro_batches']} "
+            f"({lay['pipeline_schedule']})")  # as estimate's head; was "1 micro-batches"
+    what = (f"routing {o['routing']}{' (expected loads)' if o['expected_loads'] else ''}, steps {o['steps']}, "
             f"seed {o['seed']}, contention {'on' if o['contention'] else 'off'}, chunks {o['chunks']}")
     if o["straggler_fraction"] and o["straggler_slowdown"] > 1:
         what += f", stragglers {o['straggler_fraction']:g} x{o['straggler_slowdown']:g}"

@@ -23,9 +23,10 @@ def register(subparsers) -> None:
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...", required=True,
                    help="a field and its values; repeat for a grid")
     p.add_argument("--objective", choices=OBJECTIVE_CHOICES, default="step_time", help="ranking (default step_time)")
-    p.add_argument("-o", "--output", metavar="FILE.csv", help="also write the results as CSV")
+    p.add_argument("-o", "--output", metavar="FILE.csv", help="also write the results as CSV (default: none written)")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: the cores; 1 = in process)")
-    p.add_argument("--dask", metavar="tcp://HOST:PORT", help="run the points on this Dask scheduler instead")
+    p.add_argument("--dask", metavar="tcp://HOST:PORT",
+                   help="run the points on this Dask scheduler instead (default: none, local worker processes)")
     p.add_argument("--json", action="store_true", help="machine-readable output (no progress bar)")
     add_quiet(p)
     p.set_defaults(run=run)

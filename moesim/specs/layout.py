@@ -204,7 +204,9 @@ def parse_layout_value(name: str, value: str, *, field: str, text: str) -> objec
         try:
             return float(value)
         except ValueError:
-            raise SpecError(f"'{name}={value}' is not a number or '{DROPLESS}'", field=field, value=text) from None
+            raise SpecError(f"'{name}={value}' is not a number or '{DROPLESS}'", field=field, value=text,
+                            allowed=f"{name}=NUMBER, {name}={DROPLESS}; KEY=VALUE pairs separated by commas or spaces"
+                            ) from None
     try:
         return int(value)
     except ValueError:

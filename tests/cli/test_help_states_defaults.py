@@ -1,5 +1,5 @@
-"""--help of the commands issue #11 touched: every option taking a value states its default (or is required) and
-its allowed values; size options state their unit."""
+"""--help of every command (issue #11's first, every one since session 16): every option taking a value states its
+default (or is required) and its allowed values; size options state their unit."""
 
 from __future__ import annotations
 
@@ -16,7 +16,16 @@ def subparser(name: str) -> argparse.ArgumentParser:
     return sub.choices[name]
 
 
-@pytest.mark.parametrize("command", ["collective", "calibrate", "estimate", "search"])
+COMMANDS = ("model", "estimate", "profiles", "collective", "search", "sweep", "simulate", "calibrate",
+            "validate-report", "report")
+
+
+def test_the_list_is_every_command():
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)  # simulate's --chunks, --noise, ... stated none (session 16, newcomer2)
 def test_every_valued_option_states_its_default(command):
     missing = []
     for action in subparser(command)._actions:
@@ -27,8 +36,6 @@ def test_every_valued_option_states_its_default(command):
             missing.append(action.option_strings[-1])
         if action.dest in ("host_cpu", "gpu_nic_path") and not action.choices:
             missing.append(action.option_strings[-1] + " (allowed values)")
-    if command in ("estimate", "search"):
-        missing = [m for m in missing if m in ("--hardware", "--devices")]  # the options #11's profiles go through
     assert not missing, missing
 
 

@@ -1,6 +1,6 @@
-"""Every key `moesim collective --json` and `moesim calibrate --json` (on nccl-tests logs) print has a unit and a
-meaning in docs/key_meanings.toml (shown in docs/keys.md), and every key listed there is printed by one of the
-runs below: a new key cannot go undocumented, a removed one cannot linger."""
+"""Every key `moesim collective --json`, `moesim calibrate --json` (on nccl-tests logs) and `moesim simulate --json`
+print has a unit and a meaning in docs/key_meanings.toml (shown in docs/keys.md), and every key listed there is
+printed by one of the runs below: a new key cannot go undocumented, a removed one cannot linger."""
 
 from __future__ import annotations
 
@@ -62,3 +62,21 @@ def test_every_documented_key_has_a_unit_slot_and_a_meaning():
     for section in ("output_collective", "output_calibrate"):
         for key, entry in MEANINGS[section].items():
             assert isinstance(entry, list) and len(entry) == 2 and entry[1].strip(), (section, key)
+
+
+# Layout keys `moesim simulate` prints only off their defaults (Layout.as_dict): documented, not printed below.
+SIMULATE_OPTIONAL = {"layout.first_stage_layers", "layout.last_stage_layers", "layout.vp", "layout.cp",
+                     "layout.cp_comm"}
+
+
+def test_simulate_json_keys_are_documented(capsys, tmp_path):
+    """Session 16 (newcomer2): `moesim simulate --json`'s keys were in no doc."""
+    documented = set(MEANINGS["output_simulate"])
+    seen = set()
+    for argv in (["switch-base-128-tpu-v3", "--steps", 2, "--trace", tmp_path / "t.json"],  # capacity rule, trace
+                 ["mixtral-8x7b-h100", "--devices", 8, "--layout", "dp=8,ep=8", "--steps", 1]):  # dropless: nulls
+        found = keys(printed(capsys, ["simulate", *argv, "-q", "--json"]))
+        assert found <= documented, sorted(found - documented)
+        seen |= found
+    assert documented - seen == SIMULATE_OPTIONAL, sorted(documented - seen)
+    assert all(len(MEANINGS["output_simulate"][k]) == 2 for k in documented)

@@ -224,6 +224,18 @@ KNOWN_WORSE = {
     # (--transfer machinery / lines keep both at the prior).
     ("b200-engaging-ubuntu-2node_sendrecv_perf.log", "b200-engaging-ubuntu-2node_alltoall_perf.log"),
     ("b200-engaging-ubuntu-2node_alltoall_perf.log", "b200-engaging-ubuntu-2node_sendrecv_perf.log"),
+    # --- newlogs7 (session 16): Together's run1 2-node sendrecv (gpu-149 / -150, 50 iterations; cluster b200-together),
+    # 6 fresh pairs, 3 worse | 2 better at >= 1 MiB under --transfer shared (docs/collectives-history.md, "Session 16
+    # (newlogs7)"; scripts/newlogs7_check.py --diagnose). The send/recv latency of the pairs above, the other way: the
+    # three older Together logs are slower than priced at 64-512 KiB, so fitted on any of them the network send/recv
+    # latency rises 41-52 % (and the p2p bandwidth falls 0-3 %); run1's 1-8 MiB rows already run fast (1 MiB -10 %)
+    # and go further: 2node -> 2node-r1 6.63 -> 8.19 %, 4node -> 2node-r1 6.63 -> 8.99 %, 2node-r3 -> 2node-r1 6.63 ->
+    # 7.66 % (1 MiB -10.3 -> -20 to -21 %); below 1 MiB the same three lose too (8.96 -> 14.55 / 16.36 / 13.20 %: its
+    # small rows are the faster ones), so they are not in IMPROVE_BELOW_ONE_MIB (a sendrecv held out). --transfer
+    # p2p-ops takes the first to 5.8 % and keeps the second at 6.6 %; the third it leaves as shared does (7.7 %).
+    ("b200-together-2node_sendrecv_perf.log", "b200-together-2node-r1_sendrecv_perf.log"),
+    ("b200-together-4node_sendrecv_perf.log", "b200-together-2node-r1_sendrecv_perf.log"),
+    ("b200-together-2node-r3_sendrecv_perf.log", "b200-together-2node-r1_sendrecv_perf.log"),
 }
 # Pairs allowed to lose more than the 11 pt every other pair stays under (test_no_same_cluster_pair_gets_worse), with
 # their figure: the held-out log misses by far already (KNOWN_MISSES, tests/calibrate/test_real_nccl_logs.py).

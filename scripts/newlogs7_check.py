@@ -1,0 +1,98 @@
+"""Session 16 (newlogs7): the fresh logs as they came out, priced once (docs/collectives-history.md, "Session 16
+(newlogs7)"; the logs, the runs kept and their healthy flags were committed in 0de30e1, before any was priced).
+
+For every fresh log: busbw MAPE >= 1 MiB | < 1 MiB and the signed mean >= 1 MiB, priced as the per-log table prices it,
+and with each unshipped pricing option session 13 named, one at a time on that model (scripts/newlogs4_check.py's three:
+NCCL_PROTO "^LL128", the log's NCCL release as a fact, p2p_net_model "summed"); then, per size, measured / priced time
+- 1. With --pairs: the held-out calibration pairs of the fresh logs' clusters under `--transfer shared` (calibrate's
+default) and the opt-in rules `machinery`, `lines`, `protocol-hops`, `p2p-ops`, `pick-protocol-hops` (the pairs with a
+fresh log on either side, worse | better than the prior by more than 0.3 pt, and each fresh cluster's mean change at
+>= 1 MiB over all its pairs), printed by newlogs5_check.pair_lines over this round's logs.
+
+With --diagnose: every fresh pair the shared transfer makes worse by more than 0.3 pt in a band, read as
+scripts/heldout_pairs.py reads the whole matrix (the figures the fit moves, the held-out rows that lose, their machinery).
+
+Run: python scripts/newlogs7_check.py [--pairs] [--diagnose]   (--pairs: six matrices over the fresh cluster, minutes).
+Prints only; the figures are quoted in the docs section.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
+
+from moesim.calibrate.nccl_table import read_manifest  # noqa: E402
+from scripts.fresh_logs_check import MANIFEST  # noqa: E402
+from scripts import newlogs4_check, newlogs5_check  # noqa: E402
+from scripts.newlogs4_check import priced  # noqa: E402,F401  (the same options, priced the same way)
+
+# The logs session 16 added (tests/data/nccl/SOURCES.md, "Session 16 (newlogs7)"), committed before pricing.
+FRESH_PREFIXES = ("b200-together-2node-r1_", "b200-together-4node-r1_")
+TRANSFERS = ("shared", "machinery", "lines", "protocol-hops", "p2p-ops", "pick-protocol-hops")
+
+
+def fresh_entries() -> list[dict]:
+    return [e for e in read_manifest(MANIFEST) if e["file"].startswith(FRESH_PREFIXES)]
+
+
+def log_lines() -> list[str]:
+    return newlogs4_check.log_lines(fresh_entries())
+
+
+def size_lines() -> list[str]:
+    return newlogs4_check.size_lines(fresh_entries())
+
+
+def pairs_by_rule() -> dict[str, list]:
+    """{transfer rule: every held-out pair of the clusters that hold a healthy fresh log}, the same pairs in order."""
+    return newlogs4_check.pairs_by_rule(fresh_entries(), TRANSFERS)
+
+
+def pair_lines(by_rule: dict[str, list] | None = None) -> list[str]:
+    """newlogs5_check's pair lines (fresh pairs, counts, cluster means) over this round's logs and rules."""
+    return newlogs5_check.pair_lines(by_rule or pairs_by_rule(), fresh_entries(), TRANSFERS)
+
+
+def diagnose_lines(shared_pairs: list) -> list[str]:
+    """scripts/heldout_pairs.py's row per worse pair (> 0.3 pt, either band), over the fresh pairs of `--transfer
+    shared` only (a fresh log on either side)."""
+    import tempfile
+    from pathlib import Path
+
+    from moesim.calibrate import calibrate
+    from moesim.calibrate.nccl_table import matrix_fit_args
+    from moesim.specs.load import load_hardware
+    from scripts.heldout_pairs import _rows_text, _same, _short, fit_figures, losing_rows
+    from scripts.heldout_rule import NOISE
+
+    fresh = {e["file"] for e in fresh_entries()}
+    entries = {e["file"]: e for e in read_manifest(MANIFEST)}
+    worse = [(p, band) for p in shared_pairs if fresh & {p.fitted_on, p.held_out} for band in (0, 1)
+             if (p.prior_mape, p.prior_mape_small)[band] is not None
+             and (p.calibrated_mape, p.calibrated_mape_small)[band] > (p.prior_mape, p.prior_mape_small)[band] + NOISE]
+    out, fits = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for p, band in worse:
+            fit_on, held = entries[p.fitted_on], entries[p.held_out]
+            if p.fitted_on not in fits:
+                result = calibrate([str(MANIFEST.parent / p.fitted_on)], fit_on["hardware"], Path(tmp) / "cal.toml",
+                                   **matrix_fit_args(fit_on))
+                fits[p.fitted_on] = (load_hardware(fit_on["hardware"]), result.profile, fit_figures(result))
+            prior, profile, figures = fits[p.fitted_on]
+            rows = losing_rows(held, prior, profile, band)
+            figs = "; ".join(f"{n} {100 * m:+.1f} % ({', '.join(sorted(k)) or 'rows not recorded'})"
+                             for n, m, k in figures) or "none by more than 0.5 %"
+            mape = ((p.prior_mape, p.calibrated_mape), (p.prior_mape_small, p.calibrated_mape_small))[band]
+            out.append(f"{_short(p.fitted_on)} -> {_short(p.held_out)} | {('>= 1 MiB', '< 1 MiB')[band]} | "
+                       f"{100 * mape[0]:.2f} -> {100 * mape[1]:.2f} % | {figs} | {_rows_text(rows)} | {_same(rows, figures)}")
+    return out
+
+
+if __name__ == "__main__":
+    out = log_lines() + [""] + size_lines()
+    if "--pairs" in sys.argv[1:]:
+        out += [""] + pair_lines()
+    if "--diagnose" in sys.argv[1:]:
+        out += [""] + diagnose_lines(newlogs4_check.pairs_by_rule(fresh_entries(), ("shared",))["shared"])
+    print("\n".join(out))

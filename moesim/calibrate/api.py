@@ -221,7 +221,8 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
                           f"{gpus_per_thread}: pass --gpus-per-thread {said} unless the log says otherwise")
     # calreport (session 16): what the fit did to the log's own rows per band; read after the profile is written
     rows = in_sample(measurements, stated_prior, written, gpus_per_thread)
-    if any(r.worse_large for r in rows) and row_weight != "band-loss" and transfer == "shared" and not keys:
+    if any(r.worse_large and r.prior[1] is not None for r in rows) and row_weight != "band-loss" and \
+            transfer == "shared" and not keys:
         # one more fit (0.2 s on the Together log, no bootstrap) to say what --row-weight band-loss gives; not written
         other = fit_profile(measurements, prior, bootstrap=0, latency_per_protocol=rule,
                             **{**fit_args, "row_weight": "band-loss"})

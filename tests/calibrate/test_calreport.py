@@ -113,7 +113,7 @@ def test_g_warning_on_a_two_node_g8_log(tmp_path):
     (warning,) = result.warnings
     assert warning.startswith(f"{ENGAGING_2}: one process drove 8 GPUs (nccl-tests -g 8) on 2 nodes "
                               "(node5500, node5501)")
-    assert "183-861 us at 1 MiB" in warning and "Session 14 (g8)" in warning and "Session 15 (newlogs6)" in warning
+    assert "1 MiB: 183-861 us" in warning and "Session 14 (g8)" in warning and "Session 15 (newlogs6)" in warning
     assert "absorb" in warning
     assert f"warning: {warning}" in render_calibration(result).splitlines()
     assert result.as_dict()["warnings"] == [warning]
@@ -144,3 +144,12 @@ def test_note_threshold_is_the_noise(fitted, worse):
     assert row.worse_large is worse
     assert len(worse_notes((row,), "row")) == int(worse)
     assert InSample("x.log", "all_gather", 16, (None, 0.2), (None, 0.3)).worse_large is False  # no >= 1 MiB rows
+
+
+def test_one_band_log_is_not_told_band_loss():
+    """A log with no rows below 1 MiB (e.g. gb200-coreweave-1rack all_reduce, 3.28 -> 4.17 % in calreport_survey.py):
+    every row weight is 1 there, so the note points at --transfer band-guard, not at band-loss."""
+    row = InSample("x.log", "all_reduce", 72, (0.0328, None), (0.0417, None))
+    (note,) = worse_notes((row,), "row")
+    assert "3.28 % -> 4.17 %" in note and "no rows below 1 MiB" in note and "--transfer band-guard" in note
+    assert "Try --row-weight band-loss" not in note

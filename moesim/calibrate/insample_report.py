@@ -69,6 +69,7 @@ def _logs(measurements: Measurements) -> dict[tuple, tuple]:
 
 
 def band_mapes(points: tuple, profile, gpus_per_thread: int) -> tuple[float | None, float | None]:
+    """(MAPE >= 1 MiB, MAPE < 1 MiB) of `profile` (its default collective model) on one log's rows."""
     e = log_error(points, profile, None, gpus_per_thread)
     return e.mape_large, e.mape_small
 
@@ -76,8 +77,9 @@ def band_mapes(points: tuple, profile, gpus_per_thread: int) -> tuple[float | No
 def in_sample(measurements: Measurements, prior, written, gpus_per_thread: int = 1,
               band_loss_profile=None) -> tuple[InSample, ...]:
     """Each nccl-tests log's own busbw MAPE per band with `prior` and with `written` (and `band_loss_profile`)."""
-    return tuple(InSample(log, op, n, band_mapes(pts, prior, gpus_per_thread), band_mapes(pts, written, gpus_per_thread),
-                          None if band_loss_profile is None else band_mapes(pts, band_loss_profile, gpus_per_thread))
+    g = gpus_per_thread
+    return tuple(InSample(log, op, n, band_mapes(pts, prior, g), band_mapes(pts, written, g),
+                          None if band_loss_profile is None else band_mapes(pts, band_loss_profile, g))
                  for (log, op, n), pts in _logs(measurements).items())
 
 

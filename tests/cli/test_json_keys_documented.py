@@ -1,6 +1,7 @@
-"""Every key `moesim collective --json`, `moesim calibrate --json` (on nccl-tests logs) and `moesim simulate --json`
-print has a unit and a meaning in docs/key_meanings.toml (shown in docs/keys.md), and every key listed there is
-printed by one of the runs below: a new key cannot go undocumented, a removed one cannot linger."""
+"""Every key `moesim collective --json`, `moesim calibrate --json` (on nccl-tests logs), `moesim simulate --json`,
+`moesim estimate --json` and `moesim search --json` print has a unit and a meaning in docs/key_meanings.toml (shown
+in docs/keys.md), and every key listed there is printed by one of the runs below: a new key cannot go undocumented,
+a removed one cannot linger."""
 
 from __future__ import annotations
 

@@ -37,15 +37,30 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
+def _api_name(name: str) -> property:
+    """A package attribute that stays the API function when the subpackage of the same name loads (the import
+    system then sets the attribute to the module: ignored); any other value set (a test's monkeypatch) is kept."""
+
+    def get(module):
+        value = module.__dict__.get(name)
+        return __getattr__(name) if value is None else value
+
+    def put(module, value) -> None:
+        if not isinstance(value, _types.ModuleType):
+            module.__dict__[name] = value
+
+    return property(get, put)
+
+
 class _Package(_types.ModuleType):
     """`estimate` and `search` are API functions and also subpackages: importing a subpackage sets the
-    package's attribute to it (the import system's setattr), which would hide the function. These
-    properties keep `moesim.estimate` / `from moesim import search` the functions, as before; the
-    subpackages stay importable (`from moesim.estimate import ...` reads sys.modules)."""
+    package's attribute to it, which would hide the function. These properties keep `moesim.estimate` /
+    `from moesim import search` the functions, as the eager imports did; the subpackages stay importable
+    (`from moesim.estimate import ...` reads sys.modules)."""
 
     SHADOWED = ("estimate", "search")
-    estimate = property(lambda self: __getattr__("estimate"), lambda self, value: None)
-    search = property(lambda self: __getattr__("search"), lambda self, value: None)
+    estimate = _api_name("estimate")
+    search = _api_name("search")
 
 
 _sys.modules[__name__].__class__ = _Package

@@ -64,3 +64,14 @@ def test_collective_help_default_is_the_pricings():
     from moesim.collectives.sweep import DEFAULT_A2A_ALGORITHM as PRICED
 
     assert DEFAULT_A2A_ALGORITHM == PRICED
+
+
+def test_an_api_name_set_by_hand_is_kept(monkeypatch):
+    """The properties that keep `estimate` / `search` the functions ignore only the subpackage module."""
+    import moesim
+    import moesim.api
+
+    monkeypatch.setattr(moesim, "estimate", "patched")
+    assert moesim.estimate == "patched"
+    monkeypatch.undo()
+    assert moesim.estimate is moesim.api.estimate

@@ -188,7 +188,8 @@ def parse_layout_text(text: str, *, field: str = "--layout") -> dict[str, object
         if name in values:
             raise SpecError(f"'{key}' is given twice", field=field, value=text)
         values[name] = parse_layout_value(name, value.strip(), field=field, text=text)
-        _check_option(f"{key}={value.strip()}", name, values[name], field=field, text=text)
+        if name in OPTION_KEYS.values():
+            _check_option(f"{key}={value.strip()}", name, values[name], field=field, text=text)
     return values
 
 

@@ -233,7 +233,9 @@ OUTPUT_TITLES = {"output_collective": "JSON of `moesim collective --json`",
                  "output_calibrate": "JSON of `moesim calibrate --json` (nccl-tests logs; layer records add `held_out` "
                                      "and more, docs/calibration.md)",
                  "output_validate_report_logs": "JSON of `moesim validate-report --json` on nccl-tests logs only",
-                 "output_simulate": "JSON of `moesim simulate --json`"}
+                 "output_simulate": "JSON of `moesim simulate --json`",
+                 "output_estimate": "JSON of `moesim estimate --json`",
+                 "output_search": "JSON of `moesim search --json`"}
 
 
 def main(argv: list[str]) -> int:

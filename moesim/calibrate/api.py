@@ -13,6 +13,7 @@ from moesim.calibrate.calibration_text import (  # noqa: F401 (SKIPPED_SHOWN, re
 )
 from moesim.calibrate.facts_fit import FactsInference, infer_system_facts, provenance_line
 from moesim.calibrate.fit import FitResult, check_hop_latency, fit_profile, hop_latency_rule, with_bootstrap
+from moesim.calibrate.insample_report import InSample, in_sample, multinode_g_warnings, worse_notes
 from moesim.calibrate.row_weight import check_row_weight
 from moesim.calibrate.profile_checks import (  # noqa: F401 (CONSISTENCY_RTOL: re-exported)
     CONSISTENCY_RTOL, LayerGap, PriorGuard, consistency_gaps, kept_prior_table, layer_gap, prior_guard,
@@ -64,6 +65,8 @@ class CalibrationResult:
     facts: FactsInference | None = None  # unstated system facts inferred from the log (facts_fit.py); None: not tried
     transfer_rule: str = "shared"  # where fitted figures were written (transfer.py); JSON fit.transfer_rule if not shared
     transfer_notes: tuple[str, ...] = ()  # the figures the "machinery" rule kept off a machinery
+    in_sample: tuple[InSample, ...] = ()  # calreport: each nccl-tests log's own busbw MAPE per band, prior | fitted
+    warnings: tuple[str, ...] = ()  # calreport: the -g N multi-node warnings, then the fit-worse notes
 
     def as_dict(self) -> dict:
         fit = self.fit
@@ -102,6 +105,8 @@ class CalibrationResult:
             "kept_prior": self.guard.kept_prior if self.guard else False,
             "held_in_layer_mape": ({"fit": self.guard.fit_mape, "prior": self.guard.prior_mape}
                                    if self.guard else None),
+            "in_sample": [r.as_dict() for r in self.in_sample],  # calreport (session 16): added keys
+            "warnings": list(self.warnings),
         }
 
 
@@ -142,6 +147,7 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     measurements = read_measurements(paths, nccl_op=nccl_op, nccl_ranks=nccl_ranks)
     prior_path = resolve_ref(hardware, "hardware_profiles", field="--hardware")
     prior = with_system_facts(load_hardware(prior_path), system or {})
+    stated_prior = prior  # calreport: the in-sample table's prior (the user's stated facts, none inferred)
     if transfer in PICK_RULES:  # pick (session 14): every fit below ranks each call on the prior's levels
         prior = ranked_on_prior(prior)
     logs = sorted({p.source.rsplit(":", 1)[0] for p in measurements.collectives if p.nccl_tests})
@@ -213,9 +219,19 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
             said = " or ".join(map(str, sorted(ngpus)))
             warnings.warn(f"{log}: its header says nGpus {said} (GPUs one thread drove) but --gpus-per-thread is "
                           f"{gpus_per_thread}: pass --gpus-per-thread {said} unless the log says otherwise")
+    # calreport (session 16): what the fit did to the log's own rows per band; read after the profile is written
+    rows = in_sample(measurements, stated_prior, written, gpus_per_thread)
+    if any(r.worse_large and r.prior[1] is not None for r in rows) and row_weight != "band-loss" and \
+            transfer == "shared" and not keys:
+        # one more fit (0.2 s on the Together log, no bootstrap) to say what --row-weight band-loss gives; not written
+        other = fit_profile(measurements, prior, bootstrap=0, latency_per_protocol=rule,
+                            **{**fit_args, "row_weight": "band-loss"})
+        rows = in_sample(measurements, stated_prior, written, gpus_per_thread, profile_from_table(set_system_facts(
+            calibrated_table(prior_path, other, provenance, name), system or {})))
     return CalibrationResult(fit, measurements, written, out, tuple(held), report, gap,
                              () if guard is not None and guard.kept_prior else consistency_gaps(fit, written), guard,
-                             facts, transfer, transfer_notes)
+                             facts, transfer, transfer_notes, rows,
+                             multinode_g_warnings(measurements, gpus_per_thread) + worse_notes(rows, row_weight))
 
 
 def check_output(out: str | Path, paths: list[str], hardware: str) -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from moesim.calibrate.facts_fit import render_inference
 from moesim.calibrate.fit import FIT_PHASES, HOP_LATENCY_MEANINGS, ROUTER_MATMUL, FitResult, hop_latency_rule
+from moesim.calibrate.insample_report import render_in_sample
 from moesim.calibrate.nccl_error import pct
 from moesim.calibrate.profile_checks import CONSISTENCY_RTOL, LayerGap, PriorGuard
 from moesim.calibrate.records import Measurements
@@ -130,6 +131,11 @@ def render_calibration(result: CalibrationResult) -> str:
         parts += [f"Transfer rule: {result.transfer_rule} ({TRANSFER_MEANINGS[result.transfer_rule]}; --transfer)"
                   + "".join(f"\n  {note}" for note in result.transfer_notes)]
     parts += ["", "fit residuals (in-sample)", residuals]
+    if result.in_sample:  # calreport (session 16): the user's own logs per band, and what to try
+        parts += [""] + render_in_sample(result.in_sample)
+    notes = sum(r.worse_large for r in result.in_sample)  # the fit-worse notes come last (api.calibrate)
+    parts += [("note: " if i >= len(result.warnings) - notes else "warning: ") + w
+              for i, w in enumerate(result.warnings)]
     if fit.op_fits:
         diag = table([(o.op, o.group_size, o.n, f"{o.latency_s * 1e6:.4g}", f"{o.algbw_bytes_per_s / 1e9:.4g}",
                        pct(o.max_abs_pct_error)) for o in fit.op_fits],

@@ -152,6 +152,21 @@ def gpus_in_headers(data: bytes) -> tuple[int, ...]:
     return tuple(sorted({int(n) for n in _NGPUS.findall(data)}))
 
 
+def hosts_in_rank_lines(data: bytes) -> tuple[str, ...]:
+    """The distinct host names of a log's '#  Rank r Group g Pid p on HOST device d' lines (launcher prefixes
+    unwrapped as read_nccl_tests does), sorted; empty where no rank line names its host (calreport, session 16: how many
+    nodes a -g N run spanned)."""
+    hosts = set()
+    for raw in data.decode("utf-8-sig", errors="replace").splitlines():
+        prefix = _MPI_PREFIX.match(raw)
+        line = raw[prefix.end():] if prefix else raw
+        label = _SRUN_PREFIX.match(line)
+        rank = _RANK_LINE.match((line[label.end():] if label else line).strip())
+        if rank and rank.group(2):
+            hosts.add(rank.group(2))
+    return tuple(sorted(hosts))
+
+
 class _State:
     """Header context while scanning a log: collective, ranks, column layout."""
 

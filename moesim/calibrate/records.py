@@ -103,6 +103,7 @@ class MeasurementFile:
     path: str
     digest: str
     header_gpus: tuple[int, ...] = ()
+    hosts: tuple[str, ...] = ()  # an nccl-tests log's rank lines' host names (nccl_tests.hosts_in_rank_lines)
 
 
 @dataclass(frozen=True)
@@ -299,7 +300,7 @@ def read_measurements(paths: list[str | Path], nccl_op: str | None = None,
     `nccl_op` names the collective of nccl-tests logs that neither say it nor carry it in their name;
     `nccl_ranks` their group size where the log's rank list was cut.
     """
-    from moesim.calibrate.nccl_tests import gpus_in_headers, read_nccl_tests
+    from moesim.calibrate.nccl_tests import gpus_in_headers, hosts_in_rank_lines, read_nccl_tests
 
     if not paths:
         raise SpecError("no measurement files given")
@@ -320,7 +321,7 @@ def read_measurements(paths: list[str | Path], nccl_op: str | None = None,
             read = read_jsonl(path, data=data) + Measurements(files=(MeasurementFile(str(path), digest),))
         else:
             read = read_nccl_tests(path, nccl_op, nccl_ranks, data=data) + Measurements(
-                files=(MeasurementFile(str(path), digest, gpus_in_headers(data)),))
+                files=(MeasurementFile(str(path), digest, gpus_in_headers(data), hosts_in_rank_lines(data)),))
         total = total + read
     keys = [rec.key for rec in total.layers]
     dupes = sorted({k for k in keys if keys.count(k) > 1})

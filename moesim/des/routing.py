@@ -50,17 +50,17 @@ class RoutingSpec:
     text: str = "uniform"
 
 
-def _bad(message: str, path: Path | str, field: str = "routing") -> SpecError:
+def _bad(message: str, path: Path | str, field: str) -> SpecError:
     return SpecError(message, file=str(path), field=field)
 
 
-def _rows_from_json(path: Path) -> list[list]:
-    data = parse_json_text(read_text_file(path, field="routing"), file=str(path), field="routing")
+def _rows_from_json(path: Path, field: str) -> list[list]:
+    data = parse_json_text(read_text_file(path, field=field), file=str(path), field=field)
     if isinstance(data, dict):
         keys = [k for k in ("layers", "experts", "counts") if k in data]
         if len(keys) != 1:
             raise SpecError("a histogram object needs exactly one of the keys 'layers', 'experts', 'counts'",
-                            file=str(path), field="routing", value=sorted(data),
+                            file=str(path), field=field, value=sorted(data),
                             allowed=("layers", "experts", "counts"))
         data = data[keys[0]]
     if isinstance(data, list) and data and all(isinstance(r, list) for r in data):
@@ -68,11 +68,11 @@ def _rows_from_json(path: Path) -> list[list]:
     if isinstance(data, list):
         return [data]
     raise _bad("expected a list of per-expert counts, a list of such lists (one per MoE layer), "
-               "or an object with 'layers' or 'experts'", path)
+               "or an object with 'layers' or 'experts'", path, field)
 
 
-def _rows_from_csv(path: Path) -> list[list]:
-    rows = [r for r in csv.reader(read_text_file(path, field="routing").splitlines()) if any(c.strip() for c in r)]
+def _rows_from_csv(path: Path, field: str) -> list[list]:
+    rows = [r for r in csv.reader(read_text_file(path, field=field).splitlines()) if any(c.strip() for c in r)]
     if rows and not _numeric(rows[0]):
         rows = rows[1:]  # a header line
     if rows and all(len(r) == 1 for r in rows) and len(rows) > 1:
@@ -88,20 +88,21 @@ def _numeric(row) -> bool:
         return False
 
 
-def load_histograms(path: str | Path, num_experts: int) -> tuple[tuple[float, ...], ...]:
-    """Per-expert popularity rows from a JSON or CSV file, each normalised to sum 1; raises SpecError."""
+def load_histograms(path: str | Path, num_experts: int, *, field: str = "--routing") -> tuple[tuple[float, ...], ...]:
+    """Per-expert popularity rows from a JSON or CSV file, each normalised to sum 1; raises SpecError naming
+    `field` (the flag or key that gave the file)."""
     path = Path(path)
     if path.suffix.lower() not in (".json", ".csv"):
-        raise SpecError(f"unknown histogram format '{path.suffix}'", file=str(path), field="routing",
+        raise SpecError(f"unknown histogram format '{path.suffix}'", file=str(path), field=field,
                         allowed=(".json", ".csv"))
     if not path.is_file():
-        raise _bad("no such file", path)
-    rows = _rows_from_json(path) if path.suffix.lower() == ".json" else _rows_from_csv(path)
+        raise _bad("no such file", path, field)
+    rows = _rows_from_json(path, field) if path.suffix.lower() == ".json" else _rows_from_csv(path, field)
     if not rows:
-        raise _bad("the histogram file holds no counts", path)
+        raise _bad("the histogram file holds no counts", path, field)
     out = []
     for i, row in enumerate(rows):
-        where = f"routing[{i}]" if len(rows) > 1 else "routing"
+        where = f"{field}[{i}]" if len(rows) > 1 else field
         if not _numeric(row) or any(isinstance(v, bool) for v in row):
             raise _bad(f"row {i + 1} holds a value that is not a number", path, where)
         values = np.array([float(v) for v in row])
@@ -132,7 +133,7 @@ def parse_routing(text: str, num_experts: int, *, field: str = "--routing") -> R
                             allowed=ROUTING_FORMS)
         return RoutingSpec("zipf", zipf_s=s, text=text)
     if text.lower().endswith((".json", ".csv")) or Path(text).exists():
-        return RoutingSpec("histogram", histograms=load_histograms(text, num_experts), text=text)
+        return RoutingSpec("histogram", histograms=load_histograms(text, num_experts, field=field), text=text)
     raise SpecError(f"unknown routing '{text}'", field=field, value=text, allowed=ROUTING_FORMS)
 
 

@@ -188,7 +188,25 @@ def parse_layout_text(text: str, *, field: str = "--layout") -> dict[str, object
         if name in values:
             raise SpecError(f"'{key}' is given twice", field=field, value=text)
         values[name] = parse_layout_value(name, value.strip(), field=field, text=text)
+        if name in OPTION_KEYS.values():
+            _check_option(f"{key}={value.strip()}", name, values[name], field=field, text=text)
     return values
+
+
+def _check_option(typed: str, name: str, value: object, *, field: str, text: str) -> None:
+    """An execution option checked as the user typed it (`typed`: its KEY=VALUE, so the error says `zero`, not
+    the TrainingSpec field zero_stage): the bounds of moesim.specs.ranges and TrainingSpec's choices."""
+    from moesim.specs.ranges import RANGES
+    from moesim.specs.training import PIPELINE_SCHEDULES, RECOMPUTE_MODES
+
+    rng = RANGES["TrainingSpec"].get(name)
+    problem = None if rng is None or value is None else rng.problem(value)
+    if problem:
+        raise SpecError(f"'{typed}': {problem}", field=field, value=text, allowed=rng.describe())
+    choices = {"recompute": RECOMPUTE_MODES, "pipeline_schedule": PIPELINE_SCHEDULES}.get(name)
+    if choices is not None and value not in choices:
+        raise SpecError(f"'{typed}' is not allowed", field=field, value=text,
+                        allowed=tuple(f"{typed.partition('=')[0]}={c}" for c in choices))
 
 
 def parse_layout_value(name: str, value: str, *, field: str, text: str) -> object:

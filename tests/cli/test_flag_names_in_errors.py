@@ -43,3 +43,24 @@ def test_groups_past_the_profile_name_the_flag_that_carries_them(capsys, extra, 
 def test_the_same_group_inside_the_profile_still_prices(capsys):
     assert main(["collective", "all_reduce", "--hardware", "h100-sxm", "--devices", "16", "--bytes", "1MiB",
                  "--group-stride", "64"]) == 0
+
+
+# Session 16 (jsonkeys): `--layout zero=5` said "field '--layout.zero_stage'" (the TrainingSpec field, not the key
+# typed); a bad --routing histogram said "field 'routing'" (not the flag).
+@pytest.mark.parametrize("typed, allowed", [("zero=5", "an integer >= 0 and <= 3"),
+                                            ("mb=0", "an integer >= 1"),
+                                            ("cf=0", "a finite number > 0"),
+                                            ("schedule=x", "schedule=1f1b")])
+def test_layout_option_errors_name_the_key_typed(capsys, typed, allowed):
+    err = one_error(capsys, ["estimate", "scenarios/mixtral-8x7b-h100.toml", "--layout", typed])
+    assert f"field '--layout': '{typed}'" in err and f"(allowed: {allowed}" in err
+    assert "zero_stage" not in err and "micro_batches" not in err and "pipeline_schedule" not in err
+
+
+def test_routing_file_errors_name_the_flag(capsys, tmp_path):
+    bad = tmp_path / "BAD.json"
+    bad.write_text('{"bad": 1}', encoding="utf-8")
+    err = one_error(capsys, ["simulate", "mixtral-8x7b-h100", "--routing", str(bad), "--steps", "1", "-q"])
+    assert f"{bad}: field '--routing': a histogram object needs exactly one of" in err
+    err = one_error(capsys, ["simulate", "mixtral-8x7b-h100", "--routing", str(tmp_path / "none.csv"), "-q"])
+    assert "field '--routing': no such file" in err

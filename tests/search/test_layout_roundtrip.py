@@ -51,7 +51,7 @@ def test_layout_arg_parses_back_to_the_same_keys():
 def test_wrong_edp_and_bad_options_are_one_line_errors():
     with pytest.raises(SpecError, match="edp = 2 but tp·dp/"):
         load_scenario("switch-c-2048-tpu-v3", layout="dp=2048,ep=2048,edp=2").resolve()
-    with pytest.raises(SpecError, match=r"field '--layout.zero_stage': 5 is out of range \(allowed: an integer >= 0 and <= 3\)$"):
+    with pytest.raises(SpecError, match=r"field '--layout': 'zero=5': 5 is out of range \(allowed: an integer >= 0 and <= 3\)$"):
         load_scenario("switch-c-2048-tpu-v3", layout="dp=2048,zero=5")
     with pytest.raises(SpecError, match="needs a dropless model"):
         load_scenario("switch-c-2048-tpu-v3", layout="dp=2048 dropless")

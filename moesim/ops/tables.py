@@ -16,7 +16,6 @@ computed here with numpy (one batched inverse per triangulation) rather than by 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from functools import lru_cache
 
@@ -27,9 +26,10 @@ from moesim.specs.hardware import OpTable
 INSIDE_TOL = 1e-9  # barycentric coordinates this far below 0 still count as inside (shapes on a face)
 QUERY_CHUNK = 256
 MEMO_LIMIT = 200_000  # answered shapes kept per table
-CALLS_KEPT = 4096  # table_efficiency answers kept (whole calls, keyed by a digest of their input columns)
+CALL_BYTES_KEPT = 64 << 20  # table_efficiency answers kept (whole calls, keyed by their input columns' bytes)
 CALL_ROWS_KEPT = 1 << 16  # calls with more rows than this (the simulator's expert shapes) are not kept
 _calls: dict[tuple, np.ndarray] = {}
+_kept_bytes = [0]
 
 
 class _Linear:
@@ -163,10 +163,9 @@ def _unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _call_key(table: OpTable, arrays: list[np.ndarray], n: int | None) -> tuple:
-    """A table_efficiency call's key: the table, n, and per input column its shape and a 256-bit digest of its
-    float64 bytes (equal keys: the same table at the same coordinates, so the same answer)."""
-    return (table, n) + tuple((a.shape, hashlib.blake2b(np.ascontiguousarray(a).data, digest_size=32).digest())
-                              for a in arrays)
+    """A table_efficiency call's key: the table, n, and per input column its shape and float64 bytes (equal keys:
+    the same table at the same coordinates, so the same answer)."""
+    return (table, n) + tuple((a.shape, a.tobytes()) for a in arrays)
 
 
 def table_efficiency(table: OpTable, shape: tuple, n: int | None = None) -> np.ndarray:
@@ -184,9 +183,12 @@ def table_efficiency(table: OpTable, shape: tuple, n: int | None = None) -> np.n
         return kept.copy() if kept.size == size else np.broadcast_to(kept, (size,))
     values = _table_values(table, columns)
     if key is not None:
-        if len(_calls) >= CALLS_KEPT:
+        size_bytes = values.nbytes + sum(len(part[1]) for part in key[2:])
+        if _kept_bytes[0] + size_bytes > CALL_BYTES_KEPT:
             _calls.clear()
+            _kept_bytes[0] = 0
         _calls[key] = values
+        _kept_bytes[0] += size_bytes
         values = values.copy()
     return values if values.size == size else np.broadcast_to(values, (size,))
 

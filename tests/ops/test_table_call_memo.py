@@ -40,3 +40,13 @@ def test_other_coordinates_are_priced_not_kept_ones():
     one = tables.table_efficiency(TABLE, (2048.0, 2048.0, 2048.0), n=4)
     again = tables.table_efficiency(TABLE, (2048.0, 2048.0, 2048.0), n=4)
     assert one.shape == again.shape == (4,) and np.array_equal(one, again)
+
+
+def test_kept_answers_stay_within_their_byte_budget(monkeypatch):
+    tables._calls.clear()
+    tables._kept_bytes[0] = 0
+    monkeypatch.setattr(tables, "CALL_BYTES_KEPT", 200)  # one call of five rows keeps 40 + 40 + 8 + 40 bytes
+    tables.table_efficiency(TABLE, _shape())
+    assert len(tables._calls) == 1 and tables._kept_bytes[0] == 5 * 8 + 5 * 8 + 8 + 5 * 8
+    tables.table_efficiency(TABLE, _shape(1.5))  # over the budget: the kept answers are dropped first
+    assert len(tables._calls) == 1 and tables._kept_bytes[0] <= 200

@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 
 from moesim.search import rank, search
-from tests.search.search_fixtures import build
+from search_fixtures import build
 
 
 def _same(a, b):

@@ -35,6 +35,7 @@ CHUNK_CANDIDATES = 200_000  # evaluate at most this many at once: bounds the mem
 MAX_THREADS = 4  # evaluation threads by default (a few batches; more threads only add memory)
 MISSES_KEPT = 5  # when nothing fits: the valid layouts needing the least memory that a search reports
 MEMOS_KEPT = 4  # default models' memoised costs kept across searches (the most recently used ones)
+MEMO_ENTRIES_KEPT = 100_000  # a kept memo with more costs than this starts afresh (a sweep's searches on one model)
 
 
 def objective_unit(scenario: Scenario, objective: str) -> str:
@@ -187,6 +188,11 @@ class _MemoModel:
         self._cache: dict[tuple, CollectiveCost] = {}
         self._pricers: dict[int, CollectivePricer] = {}
 
+    def entries(self) -> int:
+        """Costs kept: this memo's, its directed models' and its pricers'."""
+        return sum(m.entries() if isinstance(m, _MemoModel) else 1 for m in self._cache.values()) \
+            + sum(len(p._cache) for p in self._pricers.values())
+
     def pricer(self, devices: int) -> CollectivePricer:
         """One CollectivePricer per device count for every batch of the search (estimate.pricing.pricer_for)."""
         found = self._pricers.get(devices)
@@ -225,7 +231,9 @@ def _default_memo(scenario: Scenario) -> _MemoModel:
         return _MemoModel(model)
     key = repr(model)
     with _memos_lock:
-        memo = _memos.pop(key, None) or _MemoModel(model)
+        memo = _memos.pop(key, None)
+        if memo is None or memo.entries() > MEMO_ENTRIES_KEPT:
+            memo = _MemoModel(model)
         _memos[key] = memo  # most recently used last
         while len(_memos) > MEMOS_KEPT:
             del _memos[next(iter(_memos))]

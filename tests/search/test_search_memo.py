@@ -22,7 +22,7 @@ def test_equal_models_share_one_memo_and_rank_as_a_fresh_model():
     assert rank._default_memo(one) is rank._default_memo(two)
     first = search(one, threads=1)
     memo = rank._default_memo(one)
-    kept = len(memo._cache) + sum(len(p._cache) for p in memo._pricers.values())
+    kept = memo.entries()
     assert kept > 0  # the first search left its costs
     again = search(two, threads=1)  # priced from the kept costs
     fresh = search(two, collective_model=rank.model_for(two), threads=1)  # its own memo, nothing kept
@@ -42,3 +42,14 @@ def test_other_models_do_not_share_and_few_are_kept():
         rank._default_memo(renamed(k))
     assert len(rank._memos) == rank.MEMOS_KEPT
     assert list(rank._memos) == [repr(rank.model_for(renamed(k))) for k in range(3, 7)]  # the most recent ones
+
+
+def test_a_memo_over_its_bound_starts_afresh(monkeypatch):
+    rank._memos.clear()
+    base = build()
+    search(base, threads=1)
+    memo = rank._default_memo(base)
+    assert memo.entries() > 0
+    monkeypatch.setattr(rank, "MEMO_ENTRIES_KEPT", memo.entries() - 1)
+    fresh = rank._default_memo(base)
+    assert fresh is not memo and fresh.entries() == 0

@@ -1,6 +1,6 @@
 """Layout-search speed: Switch-C on 2048 TPU v3 cores, a 64-expert decoder on 1024 H100 GPUs, Mixtral 8x7B on
-64 H100 GPUs; the first and the last also over the larger space of pipeline schedules / virtual stages
-("+schedules") and context parallelism ("+cp").
+64 H100 GPUs, DeepSeek-V3 on 2048 H800 GPUs; Switch-C and Mixtral also over the larger space of pipeline schedules /
+virtual stages ("+schedules") and context parallelism ("+cp").
 
 Run `python benchmarks/bench_search.py [--write]` for the table recorded in benchmarks/RESULTS.md
 (## Search), or `pytest benchmarks/bench_search.py --benchmark-enable` for pytest-benchmark statistics.
@@ -32,6 +32,7 @@ CASES = {
     "switch-c-2048-tpu-v3": str(ROOT / "scenarios" / "switch-c-2048-tpu-v3.toml"),
     "moe-64e-1024-h100": str(ROOT / "tests" / "search" / "data" / "moe-64e-1024-h100.toml"),
     "mixtral-8x7b-h100": str(ROOT / "scenarios" / "mixtral-8x7b-h100.toml"),
+    "deepseek-v3-h800": str(ROOT / "scenarios" / "deepseek-v3-h800.toml"),  # 2048 H800, 9.3 M layouts (session 16)
 }
 # The larger spaces: [search] keys of specs.scenario.SearchSpace.
 SPACES = {
@@ -151,7 +152,8 @@ def min_of(case: str, threads: int | None, runs: int = 3) -> dict:
 
 COMPARE_CASES = (("switch-c-2048-tpu-v3", None), ("moe-64e-1024-h100", 1), ("moe-64e-1024-h100", None),
                  ("mixtral-8x7b-h100", None), ("switch-c-2048-tpu-v3 +schedules", None), ("switch-c-2048-tpu-v3 +cp", None),
-                 ("mixtral-8x7b-h100 +schedules", None), ("mixtral-8x7b-h100 +cp", None))
+                 ("mixtral-8x7b-h100 +schedules", None), ("mixtral-8x7b-h100 +cp", None),
+                 ("deepseek-v3-h800", 1), ("deepseek-v3-h800", None))
 
 
 if __name__ == "__main__" and "--cold-warm" in sys.argv[1:]:

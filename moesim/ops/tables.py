@@ -26,6 +26,10 @@ from moesim.specs.hardware import OpTable
 INSIDE_TOL = 1e-9  # barycentric coordinates this far below 0 still count as inside (shapes on a face)
 QUERY_CHUNK = 256
 MEMO_LIMIT = 200_000  # answered shapes kept per table
+CALL_BYTES_KEPT = 64 << 20  # table_efficiency answers kept (whole calls, keyed by their input columns' bytes)
+CALL_ROWS_KEPT = 1 << 16  # calls with more rows than this (the simulator's expert shapes) are not kept
+_calls: dict[tuple, np.ndarray] = {}
+_kept_bytes = [0]
 
 
 class _Linear:
@@ -158,12 +162,39 @@ def _unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ordered[new], inverse
 
 
+def _call_key(table: OpTable, arrays: list[np.ndarray], n: int | None) -> tuple:
+    """A table_efficiency call's key: the table, n, and per input column its shape and float64 bytes (equal keys:
+    the same table at the same coordinates, so the same answer)."""
+    return (table, n) + tuple((a.shape, a.tobytes()) for a in arrays)
+
+
 def table_efficiency(table: OpTable, shape: tuple, n: int | None = None) -> np.ndarray:
     """Efficiency of `table` at `shape` (coordinates as arrays or scalars, broadcast together)."""
-    columns = np.broadcast_arrays(*[np.asarray(c, dtype=float) for c in shape])
+    arrays = [np.asarray(c, dtype=float) for c in shape]
+    columns = np.broadcast_arrays(*arrays)
     size = columns[0].size if n is None else n
     if len(table.points) == 1:  # one measured figure (e.g. a memory op's bandwidth fraction): no lookup
         return np.full(size, float(table.points[0][-1]))
+    # A layout search asks the same table at the same columns several times (forward, backward and
+    # recomputation passes, once per pipeline degree and per search): such a call's answer is kept whole.
+    key = _call_key(table, arrays, n) if columns[0].size <= CALL_ROWS_KEPT else None
+    kept = _calls.get(key) if key is not None else None
+    if kept is not None:
+        return kept.copy() if kept.size == size else np.broadcast_to(kept, (size,))
+    values = _table_values(table, columns)
+    if key is not None:
+        size_bytes = values.nbytes + sum(len(part[1]) for part in key[2:])
+        if _kept_bytes[0] + size_bytes > CALL_BYTES_KEPT:
+            _calls.clear()
+            _kept_bytes[0] = 0
+        _calls[key] = values
+        _kept_bytes[0] += size_bytes
+        values = values.copy()
+    return values if values.size == size else np.broadcast_to(values, (size,))
+
+
+def _table_values(table: OpTable, columns: list[np.ndarray]) -> np.ndarray:
+    """table_efficiency's answer per row of the broadcast `columns`, before its broadcast to n rows."""
     coords = np.column_stack([np.broadcast_to(c, columns[0].shape).reshape(-1) for c in columns])
     coords = np.log(np.maximum(coords, 1e-30))
     uniq, inverse = _unique_rows(coords)
@@ -177,8 +208,7 @@ def table_efficiency(table: OpTable, shape: tuple, n: int | None = None) -> np.n
         for i in np.unique(pick):
             rows = pick == i
             values[rows] = _interpolant(subsets[i])(uniq[rows])
-    values = values[inverse.reshape(-1)]
-    return values if values.size == size else np.broadcast_to(values, (size,))
+    return values[inverse.reshape(-1)]
 
 
 def select_table(tables: tuple[OpTable, ...], kind: str, dtype: str, pass_: str,

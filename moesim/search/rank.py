@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim.collectives.base import CollectiveCost, CollectiveModel, Group
+from moesim.collectives.dispatch import DispatchModel
 from moesim.collectives.select import model_for
+from moesim.collectives.topo_model import TopologyModel
 from moesim.errors import SpecError
 from moesim.estimate import Candidates, StepEstimate, evaluate, step_estimate
 from moesim.estimate.candidates import RECOMPUTE_NAMES
@@ -32,6 +34,8 @@ SECONDS_PER_HOUR = 3600.0
 CHUNK_CANDIDATES = 200_000  # evaluate at most this many at once: bounds the memory of one batch
 MAX_THREADS = 4  # evaluation threads by default (a few batches; more threads only add memory)
 MISSES_KEPT = 5  # when nothing fits: the valid layouts needing the least memory that a search reports
+MEMOS_KEPT = 4  # default models' memoised costs kept across searches (the most recently used ones)
+MEMO_ENTRIES_KEPT = 100_000  # a kept memo with more costs than this starts afresh (a sweep's searches on one model)
 
 
 def objective_unit(scenario: Scenario, objective: str) -> str:
@@ -184,6 +188,11 @@ class _MemoModel:
         self._cache: dict[tuple, CollectiveCost] = {}
         self._pricers: dict[int, CollectivePricer] = {}
 
+    def entries(self) -> int:
+        """Costs kept: this memo's, its directed models' and its pricers'."""
+        return sum(m.entries() if isinstance(m, _MemoModel) else 1 for m in self._cache.values()) \
+            + sum(len(p._cache) for p in self._pricers.values())
+
     def pricer(self, devices: int) -> CollectivePricer:
         """One CollectivePricer per device count for every batch of the search (estimate.pricing.pricer_for)."""
         found = self._pricers.get(devices)
@@ -209,6 +218,28 @@ class _MemoModel:
         return cost
 
 
+_memos: dict[str, _MemoModel] = {}
+_memos_lock = threading.Lock()
+
+
+def _default_memo(scenario: Scenario) -> _MemoModel:
+    """The memoised default model (model_for) of `scenario`, shared by the searches of equal models: keyed by the
+    model's repr, which for these frozen dataclasses names every field it is built from (their own per-instance
+    caches are repr=False), so an equal repr is an equal model and every cost it memoised is that model's."""
+    model = model_for(scenario)
+    if type(model) not in (TopologyModel, DispatchModel):
+        return _MemoModel(model)
+    key = repr(model)
+    with _memos_lock:
+        memo = _memos.pop(key, None)
+        if memo is None or memo.entries() > MEMO_ENTRIES_KEPT:
+            memo = _MemoModel(model)
+        _memos[key] = memo  # most recently used last
+        while len(_memos) > MEMOS_KEPT:
+            del _memos[next(iter(_memos))]
+    return memo
+
+
 def _chunks(pp: np.ndarray) -> list[slice]:
     """Runs of candidates evaluated together: one pipeline degree (pp-sorted input), at most CHUNK_CANDIDATES."""
     bounds = np.concatenate([[0], np.flatnonzero(pp[1:] != pp[:-1]) + 1, [len(pp)]])
@@ -232,7 +263,7 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
         raise SpecError(f"unknown objective '{objective}'", field="--objective", value=objective, allowed=OBJECTIVES)
     found = enumerate_layouts(scenario)
     cands = found.candidates
-    model = _MemoModel(collective_model or model_for(scenario))
+    model = _MemoModel(collective_model) if collective_model else _default_memo(scenario)
     n = len(cands)
     # Rows over the memory capacity are not evaluated past their memory (evaluate's fitting_only): NaN here.
     step, memory, mfu, tokens = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)

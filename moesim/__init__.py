@@ -49,7 +49,10 @@ def _api_name(name: str) -> property:
         if not isinstance(value, _types.ModuleType):
             module.__dict__[name] = value
 
-    return property(get, put)
+    def drop(module) -> None:  # `del moesim.estimate`, unittest.mock.patch's exit: back to the API function
+        module.__dict__.pop(name, None)
+
+    return property(get, put, drop)
 
 
 class _Package(_types.ModuleType):

@@ -134,22 +134,24 @@ def _same(rows: list[tuple], figures: list[tuple]) -> str:
     return "same" if all(hits) else "different" if not any(hits) else "partly"
 
 
-def render(cache: Path | None) -> str:
-    # without a cache, the matrix exactly as the calibration tests price it (lru-cached there: one pricing per process)
-    pairs = priced("shared", cache) if cache is not None else list(calibration_matrix(MANIFEST))
+def worse_pairs(pairs) -> list[tuple]:
+    """(pair, band) for every pair worse than the prior by more than NOISE in that band (0: >= 1 MiB, 1: below)."""
+    return [(p, band) for p in pairs for band in (0, 1)
+            if (p.prior_mape, p.prior_mape_small)[band] is not None
+            and (p.calibrated_mape, p.calibrated_mape_small)[band] > (p.prior_mape, p.prior_mape_small)[band] + NOISE]
+
+
+def diagnosis_cells(worse: list[tuple]) -> list[tuple[str, ...]]:
+    """One row of cells per worse (pair, band): fitted on -> held out, band, MAPE prior -> shared, the figures the fit
+    moves, the held-out rows that lose, their machinery (render's table; scripts/newlogs7_check.py --diagnose)."""
+    from moesim.specs.load import load_hardware
+
     entries = {e["file"]: e for e in read_manifest(MANIFEST)}
-    worse = [(p, band) for p in pairs for band in (0, 1)
-             if (p.prior_mape, p.prior_mape_small)[band] is not None
-             and (p.calibrated_mape, p.calibrated_mape_small)[band] > (p.prior_mape, p.prior_mape_small)[band] + NOISE]
-    fits = {}
-    lines = ["| fitted on -> held out | band | MAPE prior -> shared | figures the fit moves (machinery of the rows "
-             "that set them) | held-out rows that lose > 0.5 pt (machinery prior [-> calibrated]; signed error) | "
-             "machinery |", "|---|---|---|---|---|---|"]
+    fits, out = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         for p, band in worse:
             fit_on, held = entries[p.fitted_on], entries[p.held_out]
             if p.fitted_on not in fits:
-                from moesim.specs.load import load_hardware
                 result = calibrate([str(MANIFEST.parent / p.fitted_on)], fit_on["hardware"], Path(tmp) / "cal.toml",
                                    **matrix_fit_args(fit_on))
                 fits[p.fitted_on] = (load_hardware(fit_on["hardware"]), result.profile, fit_figures(result))
@@ -158,9 +160,19 @@ def render(cache: Path | None) -> str:
             figs = "; ".join(f"{n} {100 * m:+.1f} % ({', '.join(sorted(k)) or 'rows not recorded'})"
                              for n, m, k in figures) or "none by more than 0.5 %"
             mape = ((p.prior_mape, p.calibrated_mape), (p.prior_mape_small, p.calibrated_mape_small))[band]
-            lines.append(f"| {_short(p.fitted_on)} -> {_short(p.held_out)} | {('>= 1 MiB', '< 1 MiB')[band]} | "
-                         f"{100 * mape[0]:.2f} -> {100 * mape[1]:.2f} % | {figs} | {_rows_text(rows)} | "
-                         f"{_same(rows, figures)} |")
+            out.append((f"{_short(p.fitted_on)} -> {_short(p.held_out)}", (">= 1 MiB", "< 1 MiB")[band],
+                        f"{100 * mape[0]:.2f} -> {100 * mape[1]:.2f} %", figs, _rows_text(rows), _same(rows, figures)))
+    return out
+
+
+def render(cache: Path | None) -> str:
+    # without a cache, the matrix exactly as the calibration tests price it (lru-cached there: one pricing per process)
+    pairs = priced("shared", cache) if cache is not None else list(calibration_matrix(MANIFEST))
+    worse = worse_pairs(pairs)
+    lines = ["| fitted on -> held out | band | MAPE prior -> shared | figures the fit moves (machinery of the rows "
+             "that set them) | held-out rows that lose > 0.5 pt (machinery prior [-> calibrated]; signed error) | "
+             "machinery |", "|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in diagnosis_cells(worse)]
     n0 = sum(b == 0 for _, b in worse)
     lines.append("")
     lines.append(f"{len(pairs)} pairs; worse by more than 0.3 pt under `--transfer shared`: {n0} at >= 1 MiB, "

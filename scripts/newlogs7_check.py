@@ -57,36 +57,11 @@ def pair_lines(by_rule: dict[str, list] | None = None) -> list[str]:
 def diagnose_lines(shared_pairs: list) -> list[str]:
     """scripts/heldout_pairs.py's row per worse pair (> 0.3 pt, either band), over the fresh pairs of `--transfer
     shared` only (a fresh log on either side)."""
-    import tempfile
-    from pathlib import Path
-
-    from moesim.calibrate import calibrate
-    from moesim.calibrate.nccl_table import matrix_fit_args
-    from moesim.specs.load import load_hardware
-    from scripts.heldout_pairs import _rows_text, _same, _short, fit_figures, losing_rows
-    from scripts.heldout_rule import NOISE
+    from scripts.heldout_pairs import diagnosis_cells, worse_pairs
 
     fresh = {e["file"] for e in fresh_entries()}
-    entries = {e["file"]: e for e in read_manifest(MANIFEST)}
-    worse = [(p, band) for p in shared_pairs if fresh & {p.fitted_on, p.held_out} for band in (0, 1)
-             if (p.prior_mape, p.prior_mape_small)[band] is not None
-             and (p.calibrated_mape, p.calibrated_mape_small)[band] > (p.prior_mape, p.prior_mape_small)[band] + NOISE]
-    out, fits = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for p, band in worse:
-            fit_on, held = entries[p.fitted_on], entries[p.held_out]
-            if p.fitted_on not in fits:
-                result = calibrate([str(MANIFEST.parent / p.fitted_on)], fit_on["hardware"], Path(tmp) / "cal.toml",
-                                   **matrix_fit_args(fit_on))
-                fits[p.fitted_on] = (load_hardware(fit_on["hardware"]), result.profile, fit_figures(result))
-            prior, profile, figures = fits[p.fitted_on]
-            rows = losing_rows(held, prior, profile, band)
-            figs = "; ".join(f"{n} {100 * m:+.1f} % ({', '.join(sorted(k)) or 'rows not recorded'})"
-                             for n, m, k in figures) or "none by more than 0.5 %"
-            mape = ((p.prior_mape, p.calibrated_mape), (p.prior_mape_small, p.calibrated_mape_small))[band]
-            out.append(f"{_short(p.fitted_on)} -> {_short(p.held_out)} | {('>= 1 MiB', '< 1 MiB')[band]} | "
-                       f"{100 * mape[0]:.2f} -> {100 * mape[1]:.2f} % | {figs} | {_rows_text(rows)} | {_same(rows, figures)}")
-    return out
+    worse = worse_pairs([p for p in shared_pairs if fresh & {p.fitted_on, p.held_out}])
+    return [" | ".join(cells) for cells in diagnosis_cells(worse)]
 
 
 if __name__ == "__main__":

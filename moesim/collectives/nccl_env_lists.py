@@ -104,6 +104,9 @@ def _clauses(text: str) -> dict[str, frozenset[str]]:
                                 allowed=FUNCTIONS)
             continue
         if len(parts) == 1:
+            if ":" in clause and parts[0].strip().lower() in FUNCTIONS:  # NCCL reads it as a list: an unknown name
+                raise SpecError(f"{env} clause '{clause}' names the collective '{parts[0].strip()}' and no list "
+                                f"('{parts[0].strip()}:tree,ring')", field=field, value=text, allowed=nccl.ALGORITHMS)
             if index:
                 raise SpecError(f"{env} clause '{clause}': every clause but the first names its collective "
                                 f"('allreduce:tree')", field=field, value=text, allowed=FUNCTIONS)

@@ -68,6 +68,8 @@ def parse_nccl_proto(text: str | None) -> dict[str, frozenset[str]]:
     if not text:
         return out
     for index, entry in enumerate(text.split(";")):
+        if not entry:  # NCCL's strtok skips an empty entry ("allreduce:LL;", ";allreduce:LL"), as nccl_env_lists does
+            continue
         prefix, colon, items = entry.partition(":")
         if not colon:
             if index:

@@ -187,7 +187,7 @@ def parse_layout_text(text: str, *, field: str = "--layout") -> dict[str, object
         name = OPTION_KEYS.get(key, key)
         if name in values:
             raise SpecError(f"'{key}' is given twice", field=field, value=text)
-        values[name] = parse_layout_value(name, value.strip(), field=field, text=text)
+        values[name] = parse_layout_value(name, value.strip(), field=field, text=text, key=key)
         if name in OPTION_KEYS.values():
             _check_option(f"{key}={value.strip()}", name, values[name], field=field, text=text)
     return values
@@ -209,9 +209,11 @@ def _check_option(typed: str, name: str, value: object, *, field: str, text: str
                         allowed=tuple(f"{typed.partition('=')[0]}={c}" for c in choices))
 
 
-def parse_layout_value(name: str, value: str, *, field: str, text: str) -> object:
+def parse_layout_value(name: str, value: str, *, field: str, text: str, key: str | None = None) -> object:
     """One value of a layout line: the order as a tuple, recompute as text, the capacity factor as a
-    number (None for `dropless`), every other key as an integer."""
+    number (None for `dropless`), every other key as an integer. `key`: the key as typed (`zero` for zero_stage,
+    `cf` for capacity_factor), which the errors name; None: `name`."""
+    key = key or name
     if name == "order":
         return tuple(a.strip() for a in value.replace("/", "-").split("-"))
     if name in ("recompute", "cp_comm", "pipeline_schedule"):
@@ -222,14 +224,14 @@ def parse_layout_value(name: str, value: str, *, field: str, text: str) -> objec
         try:
             return float(value)
         except ValueError:
-            raise SpecError(f"'{name}={value}' is not a number or '{DROPLESS}'", field=field, value=text,
-                            allowed=f"{name}=NUMBER, {name}={DROPLESS}; KEY=VALUE pairs separated by commas or spaces"
+            raise SpecError(f"'{key}={value}' is not a number or '{DROPLESS}'", field=field, value=text,
+                            allowed=f"{key}=NUMBER, {key}={DROPLESS}; KEY=VALUE pairs separated by commas or spaces"
                             ) from None
     try:
         return int(value)
     except ValueError:
-        raise SpecError(f"'{name}={value}': {name} is not an integer", field=field, value=text,
-                        allowed=f"{name}=INTEGER; KEY=VALUE pairs separated by commas or spaces") from None
+        raise SpecError(f"'{key}={value}': {key} is not an integer", field=field, value=text,
+                        allowed=f"{key}=INTEGER; KEY=VALUE pairs separated by commas or spaces") from None
 
 
 def split_layout_options(given: dict[str, object]) -> tuple[dict[str, object], dict[str, object]]:

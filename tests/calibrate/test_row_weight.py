@@ -65,7 +65,9 @@ def test_rules_are_added_not_renamed():
 def test_row_is_main_exactly(tmp_path, log):
     """The default (and `--row-weight row`) fits exactly what main @ a2c407c fitted (the golden file says how)."""
     golden = json.loads(GOLDEN.read_text())[log]
-    for kw in ({}, {"row_weight": "row"}):
+    # `row_weight="row"` is the default's own path (api.calibrate: None -> ROW_WEIGHT): run it on the 2 s Together fit
+    # only, not again on the qoofyk fit (~24 s on a busy box; the pair took 48 s: session 16 review)
+    for kw in ({}, {"row_weight": "row"}) if log == TOGETHER else ({},):
         result = _calibrate(tmp_path, log, **kw)
         d = result.as_dict()
         assert {p["name"]: p["value"] for p in d["parameters"]} == golden["parameters"]

@@ -75,3 +75,20 @@ def test_an_api_name_set_by_hand_is_kept(monkeypatch):
     assert moesim.estimate == "patched"
     monkeypatch.undo()
     assert moesim.estimate is moesim.api.estimate
+
+
+def test_mock_patch_of_an_api_name_restores_it():
+    """unittest.mock.patch restores an attribute it did not find in the module's __dict__ by deleting it: the
+    properties keeping `estimate` / `search` the functions had no deleter, so the patch's exit raised AttributeError
+    and left the fake in place (session 16 review)."""
+    from unittest import mock
+
+    import moesim
+    import moesim.api
+
+    for name in ("estimate", "search"):
+        with mock.patch(f"moesim.{name}", lambda *a, **k: "fake"):
+            assert getattr(moesim, name)() == "fake"
+        assert getattr(moesim, name) is getattr(moesim.api, name)
+        delattr(moesim, name)  # `del moesim.search`: nothing set by hand, still the function
+        assert getattr(moesim, name) is getattr(moesim.api, name)

@@ -47,9 +47,20 @@ def test_simulate_head_says_micro_batches_and_steps_as_estimate_does(capsys):
 def test_a_capacity_factor_that_is_no_number_names_the_allowed_values(capsys):
     assert main(["estimate", "switch-base-128-tpu-v3", "--layout", "dp=32,cf=abc"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "field '--layout': 'capacity_factor=abc' is not a number or 'dropless'" in err  # was all it said
-    assert err.endswith("(allowed: capacity_factor=NUMBER, capacity_factor=dropless; KEY=VALUE pairs separated by "
-                        "commas or spaces)")
+    # the key as typed (`cf`; it said capacity_factor, the TrainingSpec field, until the session 16 review)
+    assert "field '--layout': 'cf=abc' is not a number or 'dropless'" in err  # was all it said
+    assert err.endswith("(allowed: cf=NUMBER, cf=dropless; KEY=VALUE pairs separated by commas or spaces)")
+
+
+@pytest.mark.parametrize("layout, said", [
+    ("dp=32,zero=2.5", "'zero=2.5': zero is not an integer (allowed: zero=INTEGER;"),  # said zero_stage=2.5
+    ("dp=32,mb=two", "'mb=two': mb is not an integer (allowed: mb=INTEGER;"),  # said micro_batches=two
+    ("dp=32,capacity_factor=x", "'capacity_factor=x' is not a number or 'dropless' (allowed: capacity_factor=NUMBER"),
+])
+def test_a_layout_value_error_names_the_key_as_typed(capsys, layout, said):
+    assert main(["estimate", "switch-base-128-tpu-v3", "--layout", layout]) == 2
+    err = capsys.readouterr().err.strip()
+    assert said in err and err.count("\n") == 0, err
 
 
 @pytest.mark.parametrize("argv, prog, early", [

@@ -134,6 +134,10 @@ def test_nccl_proto_clauses_are_keyed_too():
     (";ring", ("clause 'ring'", "every clause but the first")),  # strtok skips the ';': not the string's first
     ("allreduce:collnet", ("unknown algorithm 'collnet'",)),  # NCCL 2.24.3 on fails the 2.5-2.13 name
     ("ring;:", ("clause ':' names no collective",)),
+    # a prefix and no list: NCCL reads 'allreduce' as the list and fails its name; moesim said "unknown algorithm
+    # 'allreduce'" (first clause) or "every clause but the first names its collective" (later): session 16 review
+    ("allreduce:", ("clause 'allreduce:' names the collective 'allreduce' and no list", "'allreduce:tree,ring'")),
+    ("ring;AllGather:", ("clause 'AllGather:' names the collective 'AllGather' and no list",)),
 ])
 def test_bad_clauses_are_one_line_naming_the_flag(capsys, algo, fragments):
     assert main(["collective", "all_reduce", "--hardware", "h100-sxm", "--devices", "16", "--bytes", "1048576",

@@ -47,6 +47,17 @@ def test_parse_nccl_proto_per_collective():
     assert parse_nccl_proto("reduce:LL") == {} == parse_nccl_proto("")  # NCCL's reduce: not priced
 
 
+def test_parse_nccl_proto_skips_empty_entries():
+    """NCCL's parseList splits on ';' with strtok, which skips empty entries: a trailing, leading or doubled ';' is
+    accepted, as NCCL_ALGO's clauses are (nccl_env_lists._clauses); an unprefixed entry after the first still fails
+    (session 16 review: 'allreduce:LL;' was 'entries after the first name their collective')."""
+    assert parse_nccl_proto("allreduce:LL;") == parse_nccl_proto(";allreduce:LL") == {"all_reduce": {"LL"}}
+    assert parse_nccl_proto("LL;;allgather:Simple") == parse_nccl_proto("LL;allgather:Simple")
+    assert parse_nccl_proto(";") == {}  # no entry: NCCL's defaults
+    with pytest.raises(SpecError, match="entries after the first name their collective"):
+        parse_nccl_proto(";LL")  # NCCL: the first token is not at the string's start, so it needs a prefix
+
+
 @pytest.mark.parametrize("text,fragment", [
     ("LL64", "unknown NCCL protocol 'll64'"),
     ("^LL,LL128,Simple", "NCCL_PROTO leaves no protocol"),

@@ -202,7 +202,7 @@ def run_validate_report(args: argparse.Namespace) -> int:
 
 def _report_logs(args: argparse.Namespace, measurements) -> int:
     """validate-report on nccl-tests logs: the profile's busbw error per log (calibrate/log_report.py)."""
-    from moesim.calibrate.log_report import log_checks, render
+    from moesim.calibrate.log_report import log_checks, prior_profile, render
     from moesim.errors import SpecError
     from moesim.specs.load import load_hardware
 
@@ -211,8 +211,10 @@ def _report_logs(args: argparse.Namespace, measurements) -> int:
         raise SpecError(f"nccl-tests logs measure NCCL on GPUs, but {hardware.name}'s devices are "
                         f"{hardware.device_kind}", field="--hardware", value=args.hardware, allowed="a GPU profile")
     checks = log_checks(measurements, hardware, gpus_per_thread=args.gpus_per_thread)
+    prior = prior_profile(hardware) if any(c.prior_error is not None for c in checks) else None
     if args.json:
-        print_json({"hardware": hardware.name, "logs": [c.as_dict() for c in checks]})
+        print_json({"hardware": hardware.name, "prior": None if prior is None else prior.name,
+                    "logs": [c.as_dict() for c in checks]})
     else:
-        print(render(checks, hardware))
+        print(render(checks, hardware, prior))
     return 0

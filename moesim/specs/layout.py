@@ -193,20 +193,33 @@ def parse_layout_text(text: str, *, field: str = "--layout") -> dict[str, object
     return values
 
 
-def _check_option(typed: str, name: str, value: object, *, field: str, text: str) -> None:
-    """An execution option checked as the user typed it (`typed`: its KEY=VALUE, so the error says `zero`, not
-    the TrainingSpec field zero_stage): the bounds of moesim.specs.ranges and TrainingSpec's choices."""
+def option_problem(name: str, value: object) -> tuple[str, object] | None:
+    """(problem, allowed) of an execution option's value (TrainingSpec field `name`): the bounds of
+    moesim.specs.ranges (allowed: their description), else TrainingSpec's choices (allowed: the tuple); None: fine."""
     from moesim.specs.ranges import RANGES
     from moesim.specs.training import PIPELINE_SCHEDULES, RECOMPUTE_MODES
 
     rng = RANGES["TrainingSpec"].get(name)
     problem = None if rng is None or value is None else rng.problem(value)
     if problem:
-        raise SpecError(f"'{typed}': {problem}", field=field, value=text, allowed=rng.describe())
+        return problem, rng.describe()
     choices = {"recompute": RECOMPUTE_MODES, "pipeline_schedule": PIPELINE_SCHEDULES}.get(name)
     if choices is not None and value not in choices:
-        raise SpecError(f"'{typed}' is not allowed", field=field, value=text,
-                        allowed=tuple(f"{typed.partition('=')[0]}={c}" for c in choices))
+        return "", choices
+    return None
+
+
+def _check_option(typed: str, name: str, value: object, *, field: str, text: str) -> None:
+    """An execution option checked as the user typed it (`typed`: its KEY=VALUE, so the error says `zero`, not
+    the TrainingSpec field zero_stage): the bounds of moesim.specs.ranges and TrainingSpec's choices."""
+    found = option_problem(name, value)
+    if found is None:
+        return
+    problem, allowed = found
+    if problem:
+        raise SpecError(f"'{typed}': {problem}", field=field, value=text, allowed=allowed)
+    raise SpecError(f"'{typed}' is not allowed", field=field, value=text,
+                    allowed=tuple(f"{typed.partition('=')[0]}={c}" for c in allowed))
 
 
 def parse_layout_value(name: str, value: str, *, field: str, text: str, key: str | None = None) -> object:

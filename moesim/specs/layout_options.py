@@ -7,7 +7,7 @@ import dataclasses
 
 from moesim.errors import SpecError
 from moesim.specs.fields import Table
-from moesim.specs.layout import DROPLESS, LAYOUT_LINE_KEYS, OPTION_KEYS
+from moesim.specs.layout import DROPLESS, LAYOUT_LINE_KEYS, OPTION_KEYS, option_problem
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
 
@@ -37,25 +37,38 @@ def layout_from_table(t: Table) -> dict[str, object]:
             given[name] = None if value == DROPLESS else float(value)
         else:
             given[name] = t.req(key, int)
+        if key in OPTION_KEYS:  # checked as written (polish, session 16): the error names `zero`, not zero_stage
+            found = option_problem(name, given[name])
+            if found is not None:
+                problem, allowed = found
+                raise t.error(key, problem or f"{given[name]!r} is not allowed", value=t.data[key], allowed=allowed)
     t.finish(allowed=LAYOUT_LINE_KEYS)
     return given
 
 
+def typed_option_keys(data: dict) -> dict[str, str]:
+    """TrainingSpec field -> the key a [layout] table spelled it with (`zero_stage` -> `zero`), for its errors."""
+    return {OPTION_KEYS[key]: key for key in data if key in OPTION_KEYS}
+
+
 def apply_layout_options(training: TrainingSpec, model: ModelSpec, options: dict[str, object], *,
-                         explicit: dict[str, object], source: str) -> TrainingSpec:
+                         explicit: dict[str, object], source: str, typed: dict[str, str] | None = None) -> TrainingSpec:
     """`training` with a layout line's execution options (micro-batches, ZeRO stage, recomputation,
-    capacity factor); a [layout] option that contradicts the same key set in [training] is an error."""
+    capacity factor); a [layout] option that contradicts the same key set in [training] is an error.
+    `typed`: TrainingSpec field -> the key as the [layout] table wrote it (typed_option_keys), which errors name."""
     if not options:
         return training
+    typed = typed or {}
     for name, value in options.items():
         if name in explicit and explicit[name] != value:
-            raise SpecError(f"'{name}' = {value!r} contradicts training.{name} = {explicit[name]!r}",
-                            field=f"{source}.{name}", value=value)
+            key = typed.get(name, name)
+            raise SpecError(f"'{key}' = {value!r} contradicts training.{name} = {explicit[name]!r}",
+                            field=f"{source}.{key}", value=value)
     if "capacity_factor" in options and options["capacity_factor"] is None:
         if model.moe is None or not model.moe.dropless:
             rule = model.moe.capacity_rule if model.moe else "no experts"
             raise SpecError(f"'{DROPLESS}' needs a dropless model (capacity rule here: {rule})",
-                            field=f"{source}.capacity_factor", value=DROPLESS)
+                            field=f"{source}.{typed.get('capacity_factor', 'capacity_factor')}", value=DROPLESS)
     try:
         return dataclasses.replace(training, **options)
     except SpecError as err:
@@ -63,5 +76,6 @@ def apply_layout_options(training: TrainingSpec, model: ModelSpec, options: dict
         message = message[len(prefix):] if message.startswith(prefix) else message
         message = message.rsplit(" (allowed: ", 1)[0] if err.allowed is not None else message
         key = (err.field or "").rsplit(".", 1)[-1]
+        key = typed.get(key, key)
         raise SpecError(message, field=f"{source}.{key}" if key else source, value=err.value,
                         allowed=err.allowed) from None

@@ -12,7 +12,7 @@ from moesim.specs.data_files import SCHEMA_VERSION, int_list, read_data_file, re
 from moesim.specs.fields import Table, check_file_kind, check_schema_version
 from moesim.specs.hardware_file import load_hardware
 from moesim.specs.layout import CP_COMMS, STAGE_KEYS, parse_layout_text, split_layout_options
-from moesim.specs.layout_options import apply_layout_options, layout_from_table
+from moesim.specs.layout_options import apply_layout_options, layout_from_table, typed_option_keys
 from moesim.specs.model import ModelSpec
 from moesim.specs.model_file import load_model, model_from_table
 from moesim.specs.scenario import Scenario, SearchSpace
@@ -123,7 +123,8 @@ def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] |
     layout_t = t.sub("layout", required=False)
     layout_given = layout_from_table(layout_t) if layout_t is not None else {}
     layout_given, options = split_layout_options(layout_given)
-    training = apply_layout_options(training, model, options, explicit=training_t.data, source="layout")
+    training = apply_layout_options(training, model, options, explicit=training_t.data, source="layout",
+                                    typed=typed_option_keys(layout_t.data) if layout_t is not None else None)
     if overrides.get("layout"):
         layout_given, options = split_layout_options(parse_layout_text(overrides["layout"]))
         training = apply_layout_options(training, model, options, explicit={}, source="--layout")

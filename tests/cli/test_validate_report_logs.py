@@ -35,7 +35,7 @@ def test_logs_are_priced_as_the_per_log_table_prices_them(capsys, monkeypatch):
         assert row["busbw_mape_ge_1mib"] == expected.mape_large and row["busbw_mape_lt_1mib"] is None
         assert row["op"] == "all_to_all" and row["ranks"] == 16 and not row["in_sample"]
     documented = set(tomllib.loads((ROOT / "docs" / "key_meanings.toml").read_text())["output_validate_report_logs"])
-    printed = {"hardware"} | {f"logs[].{k}" for k in out["logs"][0]}
+    printed = {k for k in out if k != "logs"} | {f"logs[].{k}" for k in out["logs"][0]}
     assert printed == documented
 
 
@@ -80,3 +80,44 @@ def test_a_log_run_with_several_gpus_per_thread_warns_when_not_told(capsys, monk
     assert main(["validate-report", log, "--hardware", "b200", "--gpus-per-thread", "8", "--json"]) == 0
     out, err = capsys.readouterr()
     assert "warning" not in err and json.loads(out)["logs"][0]["busbw_mape_ge_1mib"] is not None
+
+
+def test_a_calibrated_profile_shows_its_prior_beside_it(capsys, monkeypatch, tmp_path):
+    """Session 16 (polish): a calibrated --hardware prices each log with its prior too (calibrated_from's prior:),
+    the figures the shipped profile gives, and the change in pt; a profile that is not calibrated gives nulls."""
+    monkeypatch.chdir(ROOT)
+    profile = tmp_path / "xxrjun.toml"
+    assert main(["calibrate", A, "--hardware", "h100-sxm", "-o", str(profile), "-q", "--bootstrap", "0"]) == 0
+    capsys.readouterr()
+    shipped = report(capsys, [A, B, "--hardware", "h100-sxm"])
+    assert shipped["prior"] is None
+    assert all(r["busbw_mape_ge_1mib_prior"] is None and r["change_ge_1mib_pt"] is None for r in shipped["logs"])
+    fitted = report(capsys, [A, B, "--hardware", profile])
+    assert fitted["prior"] == "h100-sxm"
+    for got, base in zip(fitted["logs"], shipped["logs"]):
+        assert got["busbw_mape_ge_1mib_prior"] == base["busbw_mape_ge_1mib"]
+        assert got["busbw_mape_lt_1mib_prior"] == base["busbw_mape_lt_1mib"] is None
+        assert got["change_ge_1mib_pt"] == pytest.approx(100 * (got["busbw_mape_ge_1mib"] - base["busbw_mape_ge_1mib"]))
+        assert got["change_lt_1mib_pt"] is None
+    assert fitted["logs"][0]["change_ge_1mib_pt"] < 0  # in-sample: the fit's own log improves
+    assert main(["validate-report", A, B, "--hardware", str(profile)]) == 0
+    text = capsys.readouterr().out
+    assert "prior >= 1 MiB" in text and "prior: h100-sxm" in text
+    assert f"{fitted['logs'][1]['change_ge_1mib_pt']:+.1f} pt" in text.split(B, 1)[1].split("\n", 1)[0]
+    assert main(["validate-report", A, "--hardware", "h100-sxm"]) == 0
+    assert "prior" not in capsys.readouterr().out
+
+
+def test_a_prior_that_is_gone_is_left_out_with_a_warning(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    prior = tmp_path / "mine.toml"
+    prior.write_text((ROOT / "hardware_profiles" / "h100-sxm.toml").read_text())
+    profile = tmp_path / "cal.toml"
+    assert main(["calibrate", A, "--hardware", str(prior), "-o", str(profile), "-q", "--bootstrap", "0"]) == 0
+    capsys.readouterr()
+    assert report(capsys, [A, "--hardware", profile])["prior"] == "h100-sxm"
+    prior.unlink()
+    assert main(["validate-report", A, "--hardware", str(profile), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["prior"] is None and json.loads(out)["logs"][0]["busbw_mape_ge_1mib_prior"] is None
+    assert "is not a file here" in err and "\n" not in err.strip()

@@ -141,3 +141,38 @@ def test_the_simulators_latency_term_is_a_real_calls_floor():
     assert floor.time_s > 0 and floor.algorithm != "empty"
     assert floor.time_s < model.cost("all_to_all", MIB, EIGHT).time_s
     assert model.cost("all_to_all", 0, EIGHT).time_s == 0.0
+
+
+def _no_algorithm_error(group: Group, **kwargs) -> str:
+    with pytest.raises(SpecError, match="leaves no algorithm NCCL runs for all_reduce") as info:
+        TopologyModel(H100, **kwargs).cost("all_reduce", 64 * MIB, group)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("group", [EIGHT, TWO_NODES], ids=["1node", "2node"])
+def test_the_no_algorithm_error_says_what_earlier_releases_do_with_a_clause_string(group):
+    """Polish (session 16): the error said "2.19.1-2.23.4 fall back to ring" for a clause string too, but those
+    releases read it as one list (nccl_env_lists), which here names nothing and gets ring and tree back: each claim of
+    the message is checked against moesim's own pricing at those releases."""
+    text = _no_algorithm_error(group, nccl_algo="allreduce:collnetdirect")
+    assert "2.18.1-2.23.4 read it as one list" in text and "which enables ring, tree for all_reduce" in text
+    assert "fall back to ring" not in text
+    for version in ("2.18.6", "2.21.5", "2.23.4"):  # no error, and not a fallback: the tuner's pick of ring / tree
+        cost = TopologyModel(H100, nccl_algo="allreduce:collnetdirect", nccl_version=version).cost(
+            "all_reduce", 64 * MIB, group)
+        assert cost.algorithm.split("/")[0] in ("ring", "tree")
+
+
+def test_a_clause_string_whose_one_list_leaves_nothing_still_says_ring():
+    """With CollNet on, 'collnetdirect;allreduce:collnetdirect' is one empty list before 2.24.3 (no ring / tree
+    re-enabled): 2.19.1-2.23.4 fall back to ring, as the message says; a classic list keeps the old text."""
+    text = _no_algorithm_error(EIGHT, nccl_algo="collnetdirect;allreduce:collnetdirect", collnet=True)
+    assert "which leaves all_reduce no algorithm: 2.19.1-2.23.4 fall back to ring" in text
+    text = _no_algorithm_error(EIGHT, nccl_algo="collnetdirect,collnetchain;allreduce:collnetdirect", collnet=True)
+    assert "only collnetdirect, none of which runs here: 2.19.1-2.23.4 fall back to ring" in text
+    for algo in ("collnetdirect;allreduce:collnetdirect", "collnetdirect,collnetchain;allreduce:collnetdirect"):
+        assert TopologyModel(H100, nccl_algo=algo, collnet=True, nccl_version="2.21.5").cost(
+            "all_reduce", 64 * MIB, EIGHT).algorithm.startswith("ring/")
+    text = _no_algorithm_error(EIGHT, nccl_algo="collnetdirect")
+    assert "also fails the call ('no algorithm/protocol available'); 2.19.1-2.23.4 fall back to ring " in text
+    assert "one list" not in text

@@ -85,6 +85,32 @@ def pairs_by_rule(entries: list[dict], transfers: tuple[str, ...]) -> dict[str, 
         flc.FRESH = saved
 
 
+def round_views(prefixes: tuple[str, ...], transfers: tuple[str, ...], pair_lines_of=None) -> tuple:
+    """A later round's views over its own fresh logs and transfer rules (scripts/newlogs5/6/7_check.py): (fresh_entries,
+    log_lines, size_lines, pairs_by_rule, pair_lines), each as this module's function of the same name over the
+    manifest entries whose file starts with one of `prefixes`. `pair_lines_of` is newlogs5_check.pair_lines (passed
+    in: that module imports this one); without it the last view is None."""
+
+    def fresh() -> list[dict]:
+        return [e for e in read_manifest(MANIFEST) if e["file"].startswith(prefixes)]
+
+    def logs() -> list[str]:
+        return log_lines(fresh())
+
+    def sizes() -> list[str]:
+        return size_lines(fresh())
+
+    def by_rule() -> dict[str, list]:
+        """{transfer rule: every held-out pair of the clusters that hold a fresh log}, the same pairs in order."""
+        return pairs_by_rule(fresh(), transfers)
+
+    def pairs(rules: dict[str, list] | None = None) -> list[str]:
+        """newlogs5_check's pair lines (fresh pairs, counts, cluster means) over this round's logs and rules."""
+        return pair_lines_of(rules or by_rule(), fresh(), transfers)
+
+    return fresh, logs, sizes, by_rule, (pairs if pair_lines_of is not None else None)
+
+
 def pair_lines() -> list[str]:
     """The held-out pairs of the fresh logs' clusters under each transfer rule."""
     by_rule = pairs_by_rule(fresh_entries(), TRANSFERS)

@@ -19,8 +19,7 @@ import sys
 
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
-from moesim.calibrate.nccl_table import read_manifest  # noqa: E402
-from scripts.fresh_logs_check import MANIFEST, pair_row  # noqa: E402
+from scripts.fresh_logs_check import pair_row  # noqa: E402
 from scripts.heldout_rule import cluster_means, counts  # noqa: E402
 from scripts import newlogs4_check  # noqa: E402
 from scripts.newlogs4_check import priced  # noqa: E402  (the same options, priced the same way)
@@ -30,22 +29,9 @@ FRESH_PREFIXES = ("b200-engaging-2node-b_", "b200-aicr-1node_", "b200-together-2
 TRANSFERS = ("shared", "machinery", "lines", "protocol-hops", "p2p-ops")
 
 
-def fresh_entries() -> list[dict]:
-    return [e for e in read_manifest(MANIFEST) if e["file"].startswith(FRESH_PREFIXES)]
-
-
-def log_lines() -> list[str]:
-    return newlogs4_check.log_lines(fresh_entries())
-
-
-def size_lines() -> list[str]:
-    return newlogs4_check.size_lines(fresh_entries())
-
-
-def pairs_by_rule() -> dict[str, list]:
-    """{transfer rule: every held-out pair of the clusters that hold a fresh log}, the same pairs in the same order."""
-    return newlogs4_check.pairs_by_rule(fresh_entries(), TRANSFERS)
-
+# The round's views (scripts/newlogs4_check.round_views); pair_lines below is the implementation later
+# rounds pass in.
+fresh_entries, log_lines, size_lines, pairs_by_rule, _ = newlogs4_check.round_views(FRESH_PREFIXES, TRANSFERS)
 
 def pair_lines(by_rule: dict[str, list] | None = None, entries: list[dict] | None = None,
                transfers: tuple[str, ...] = TRANSFERS) -> list[str]:

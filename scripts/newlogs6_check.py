@@ -19,8 +19,6 @@ import sys
 
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
-from moesim.calibrate.nccl_table import read_manifest  # noqa: E402
-from scripts.fresh_logs_check import MANIFEST  # noqa: E402
 from scripts import newlogs4_check, newlogs5_check  # noqa: E402
 from scripts.newlogs4_check import priced  # noqa: E402,F401  (the same options, priced the same way)
 
@@ -29,26 +27,9 @@ FRESH_PREFIXES = ("b200-engaging-ubuntu-2node_", "h100-lambda-2node-g8_", "h100-
 TRANSFERS = ("shared", "machinery", "lines", "protocol-hops", "p2p-ops", "pick-protocol-hops")
 
 
-def fresh_entries() -> list[dict]:
-    return [e for e in read_manifest(MANIFEST) if e["file"].startswith(FRESH_PREFIXES)]
-
-
-def log_lines() -> list[str]:
-    return newlogs4_check.log_lines(fresh_entries())
-
-
-def size_lines() -> list[str]:
-    return newlogs4_check.size_lines(fresh_entries())
-
-
-def pairs_by_rule() -> dict[str, list]:
-    """{transfer rule: every held-out pair of the clusters that hold a healthy fresh log}, the same pairs in order."""
-    return newlogs4_check.pairs_by_rule(fresh_entries(), TRANSFERS)
-
-
-def pair_lines(by_rule: dict[str, list] | None = None) -> list[str]:
-    """newlogs5_check's pair lines (fresh pairs, counts, cluster means) over this round's logs and rules."""
-    return newlogs5_check.pair_lines(by_rule or pairs_by_rule(), fresh_entries(), TRANSFERS)
+# The round's views (scripts/newlogs4_check.round_views), each over this round's fresh logs and rules.
+fresh_entries, log_lines, size_lines, pairs_by_rule, pair_lines = newlogs4_check.round_views(
+    FRESH_PREFIXES, TRANSFERS, newlogs5_check.pair_lines)
 
 
 if __name__ == "__main__":

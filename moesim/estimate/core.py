@@ -117,7 +117,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # (DeepSeek-V3 Table 2); first and last share the embedding the MTP module reads (§3.2.3).
     dual = sch.is_schedule(sched, "dualpipe")[:, None]
     # Without a DualPipe candidate every pair term below is masked out: any in-range column will do.
-    pair = dualpipe_pair_columns(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers) if dual.any() \
+    pair = dualpipe_pair_columns(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers,
+                                 n_stages) if dual.any() \
         else np.full((n_cand, n_stages), -1)
     pair = np.where(pair >= 0, pair, np.arange(n_stages)[None, :])
     memory, total_mem, mem_index, capacity_bytes = stage_memory(

@@ -103,18 +103,33 @@ class CollectivePricer:
         columns = np.broadcast_arrays(np.asarray(size_bytes, dtype=float), np.asarray(size, dtype=np.int64),
                                       np.asarray(stride, dtype=np.int64), np.asarray(concurrent, dtype=np.int64))
         columns = [c.reshape(-1) for c in columns]
-        first, inverse = distinct_rows(columns)
-        unique = zip(*(c[first].tolist() for c in columns))
-        costs = np.empty(len(first), dtype=object)
-        times = np.zeros(len(first))
-        for i, (nbytes, n, st, conc) in enumerate(unique):
+        return self._price_distinct(op, columns, distinct_rows(columns), with_costs)
+
+    def _price_distinct(self, op: str, columns: list[np.ndarray], grouping: tuple[np.ndarray, np.ndarray],
+                        with_costs: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """`price` of the (size_bytes, size, stride, concurrent) `columns` given their distinct_rows
+        `grouping`: each distinct row looked up in the memo once (the key `one` files it under)."""
+        first, inverse = grouping
+        cache, one = self._cache, self.one
+        costs, times = [], []
+        for row in zip(*(c[first].tolist() for c in columns)):  # (bytes float, size, stride, concurrent ints)
+            nbytes, n = row[0], row[1]
             if n <= 1 or nbytes <= 0:
-                costs[i] = CollectiveCost(op, nbytes, int(n), 0.0, "none", "none")
+                costs.append(CollectiveCost(op, nbytes, int(n), 0.0, "none", "none"))
+                times.append(0.0)
                 continue
-            costs[i] = self.one(op, nbytes, int(n), int(st), int(conc))
-            times[i] = costs[i].time_s
+            cost = cache.get((op, *row))  # == one's key: tolist() gives Python floats / ints already
+            if cost is None:
+                cost = one(op, *row)
+            costs.append(cost)
+            times.append(cost.time_s)
         inverse = inverse.reshape(-1)
-        return times[inverse], (costs[inverse] if with_costs else None)
+        times_s = np.array(times, dtype=float).reshape(-1)
+        if not with_costs:
+            return times_s[inverse], None
+        cost_array = np.empty(len(costs), dtype=object)
+        cost_array[:] = costs
+        return times_s[inverse], cost_array[inverse]
 
     def price_runs(self, op: str, size_bytes: np.ndarray, groups: GroupRuns,
                    with_costs: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -131,8 +146,9 @@ class CollectivePricer:
         lengths = np.diff(starts, append=len(rows))
         k = rows.shape[1]
         at = starts.repeat(k)
-        times, costs = self.price(op, rows[starts].reshape(-1), groups.size[at], groups.stride[at],
-                                  groups.concurrent[at], with_costs)
+        columns = [rows[starts].reshape(-1), groups.size[at], groups.stride[at], groups.concurrent[at]]
+        # concurrent = devices // size: grouping by (bytes, size, stride) is grouping by all four.
+        times, costs = self._price_distinct(op, columns, distinct_rows(columns[:3]), with_costs)
         times = np.repeat(times.reshape(-1, k), lengths, axis=0).reshape(size_bytes.shape)
         if with_costs:
             costs = np.repeat(costs.reshape(-1, k), lengths, axis=0).reshape(size_bytes.shape)

@@ -60,11 +60,18 @@ def _representatives(workload: Workload, p: int, first: int | None = None, last:
 def _distinct_keys(pp: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
     """np.unique(np.stack([pp, first, last], axis=1), axis=0) (non-negative integers), through one integer
     code per row: the same rows in the same (lexicographic) order, without the slow row-wise unique."""
+    return _distinct_keys_inverse(pp, first, last)[0]
+
+
+def _distinct_keys_inverse(pp: np.ndarray, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(_distinct_keys(pp, first, last), the key number of every row): a row's per-key values are then one
+    gather, `table[inverse]`, instead of a mask over every row for each key."""
     if not len(pp):
-        return np.zeros((0, 3), dtype=np.int64)
+        return np.zeros((0, 3), dtype=np.int64), np.zeros(0, dtype=np.int64)
     span = int(max(pp.max(), first.max(), last.max())) + 1
-    code = np.unique((pp * span + first) * span + last)
-    return np.stack([code // (span * span), code // span % span, code % span], axis=1)
+    code, inverse = np.unique((pp * span + first) * span + last, return_inverse=True)
+    keys = np.stack([code // (span * span), code // span % span, code % span], axis=1)
+    return keys, inverse.reshape(-1)
 
 
 def pipeline_stages(workload: Workload, pp: np.ndarray, first: np.ndarray | None = None,
@@ -74,32 +81,36 @@ def pipeline_stages(workload: Workload, pp: np.ndarray, first: np.ndarray | None
     n = len(pp)
     first = np.zeros(n, dtype=np.int64) if first is None else np.asarray(first, dtype=np.int64)
     last = np.zeros(n, dtype=np.int64) if last is None else np.asarray(last, dtype=np.int64)
-    keys = _distinct_keys(np.asarray(pp, dtype=np.int64), first, last)
-    reps = {(int(p), int(f), int(l_)): _representatives(workload, int(p), int(f) or None, int(l_) or None)
-            for p, f, l_ in keys}
-    width = max(len(r[0]) for r in reps.values())
-    index = np.full((n, width), -1)
-    counts = np.zeros((n, width, len(workload.classes)))
-    tokens_out, tokens_in = np.zeros((n, width)), np.zeros((n, width))
-    for (p, f, l_), (idx, cnt, out, into) in reps.items():
-        sel, k = (pp == p) & (first == f) & (last == l_), len(idx)
-        index[sel, :k], counts[sel, :k], tokens_out[sel, :k], tokens_in[sel, :k] = idx, cnt, out, into
-    return Stages(index=index, counts=counts, tokens_out=tokens_out, tokens_in=tokens_in)
+    keys, inverse = _distinct_keys_inverse(np.asarray(pp, dtype=np.int64), first, last)
+    reps = [_representatives(workload, int(p), int(f) or None, int(l_) or None) for p, f, l_ in keys]
+    width = max(len(r[0]) for r in reps)
+    k_keys = len(reps)
+    index = np.full((k_keys, width), -1)
+    counts = np.zeros((k_keys, width, len(workload.classes)))
+    tokens_out, tokens_in = np.zeros((k_keys, width)), np.zeros((k_keys, width))
+    for row, (idx, cnt, out, into) in enumerate(reps):  # one row per distinct key, gathered to every candidate
+        k = len(idx)
+        index[row, :k], counts[row, :k], tokens_out[row, :k], tokens_in[row, :k] = idx, cnt, out, into
+    return Stages(index=index[inverse], counts=counts[inverse], tokens_out=tokens_out[inverse],
+                  tokens_in=tokens_in[inverse])
 
 
 def dualpipe_pair_columns(workload: Workload, pp: np.ndarray, first: np.ndarray | None = None,
-                          last: np.ndarray | None = None) -> np.ndarray:
+                          last: np.ndarray | None = None, width: int | None = None) -> np.ndarray:
     """(N, S) column of the representative of the stage that shares a DualPipe device with each column's.
 
     DualPipe rank r holds stages r and p − 1 − r of a p-stage split (`deepseek-ai/DualPipe:examples`,
     `full_modules[rank]` and `full_modules[pp_size - 1 - rank]`; DeepSeek-V3 §3.2.3). The partner stage's
-    column is that of the earliest stage of its kind (the same key as `_representatives`); -1 pads."""
+    column is that of the earliest stage of its kind (the same key as `_representatives`); -1 pads. `width`:
+    the stage columns of pipeline_stages(workload, pp, first, last), when the caller has them (else computed)."""
     n = len(pp)
     first = np.zeros(n, dtype=np.int64) if first is None else np.asarray(first, dtype=np.int64)
     last = np.zeros(n, dtype=np.int64) if last is None else np.asarray(last, dtype=np.int64)
-    reps = pipeline_stages(workload, pp, first, last)
-    out = np.full(reps.index.shape, -1)
-    for p, f, l_ in _distinct_keys(np.asarray(pp, dtype=np.int64), first, last):
+    if width is None:
+        width = pipeline_stages(workload, pp, first, last).index.shape[1]
+    keys, inverse = _distinct_keys_inverse(np.asarray(pp, dtype=np.int64), first, last)
+    out = np.full((len(keys), width), -1)
+    for row, (p, f, l_) in enumerate(keys):  # one row per distinct key, gathered to every candidate
         p, f, l_ = int(p), int(f) or None, int(l_) or None
         counts = stage_class_counts(workload, p, f, l_)
         tok_out = _boundary_tokens(workload, p, f, l_)
@@ -111,9 +122,8 @@ def dualpipe_pair_columns(workload: Workload, pp: np.ndarray, first: np.ndarray 
         index = _representatives(workload, p, f, l_)[0]
         column = {int(s): c for c, s in enumerate(index)}
         cols = [column[earliest[key(p - 1 - int(s))]] for s in index]
-        sel = (pp == p) & (first == (f or 0)) & (last == (l_ or 0))
-        out[sel, :len(cols)] = cols
-    return out
+        out[row, :len(cols)] = cols
+    return out[inverse]
 
 
 def per_stage(counts: np.ndarray, per_class: list[np.ndarray]) -> np.ndarray:

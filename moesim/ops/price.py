@@ -56,6 +56,7 @@ def ops_time_by_part(ops: list[Op], hw: HardwareProfile, n: int) -> dict[str, np
     """Σ op_time_s per stage part, as (n,) arrays, in first-seen order."""
     out: dict[str, np.ndarray] = {}
     for op in ops:
-        t = np.broadcast_to(np.asarray(op_time_s(op, hw), dtype=float), (n,))
+        t = np.asarray(op_time_s(op, hw), dtype=float)
+        t = t if t.shape == (n,) else np.broadcast_to(t, (n,))  # most are (n,) already: no view to build
         out[op.part] = out[op.part] + t if op.part in out else t.copy()
     return out

@@ -28,7 +28,7 @@ QUERY_CHUNK = 256
 MEMO_LIMIT = 200_000  # answered shapes kept per table
 CALL_BYTES_KEPT = 64 << 20  # table_efficiency answers kept (whole calls, keyed by their input columns' bytes)
 CALL_ROWS_KEPT = 1 << 16  # calls with more rows than this (the simulator's expert shapes) are not kept
-_calls: dict[tuple, np.ndarray] = {}
+_calls: dict[tuple, tuple] = {}  # key -> (table, long columns kept for the comparison, answer, bytes counted)
 _kept_bytes = [0]
 
 
@@ -162,10 +162,27 @@ def _unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ordered[new], inverse
 
 
+KEY_BYTES_MAX = 64  # input columns up to this size are keyed by their bytes; longer ones by a 64-bit sum of them
+
+
+def _column_key(a: np.ndarray) -> tuple:
+    """One input column's part of a call key: its shape and, short, its float64 bytes (exact), long, the sum of
+    its bits as uint64 (a fingerprint: `_same_columns` then compares the kept column element by element)."""
+    if a.size <= KEY_BYTES_MAX:
+        return a.shape, a.tobytes()
+    return a.shape, int(a.view(np.uint64).sum())
+
+
 def _call_key(table: OpTable, arrays: list[np.ndarray], n: int | None) -> tuple:
-    """A table_efficiency call's key: the table, n, and per input column its shape and float64 bytes (equal keys:
-    the same table at the same coordinates, so the same answer)."""
-    return (table, n) + tuple((a.shape, a.tobytes()) for a in arrays)
+    """A table_efficiency call's key: the table (by identity: an entry keeps its table, so the id stays its own),
+    n, and per input column `_column_key`. Equal keys and `_same_columns`: the same table at the same coordinates,
+    so the same answer."""
+    return (id(table), n) + tuple(_column_key(a) for a in arrays)
+
+
+def _same_columns(kept: tuple, arrays: list[np.ndarray]) -> bool:
+    """Whether the long columns a kept call was keyed by a fingerprint of equal `arrays` bit for bit."""
+    return all(np.array_equal(k.view(np.uint64), a.view(np.uint64)) for k, a in zip(kept, arrays) if k is not None)
 
 
 def table_efficiency(table: OpTable, shape: tuple, n: int | None = None) -> np.ndarray:
@@ -178,16 +195,20 @@ def table_efficiency(table: OpTable, shape: tuple, n: int | None = None) -> np.n
     # A layout search asks the same table at the same columns several times (forward, backward and
     # recomputation passes, once per pipeline degree and per search): such a call's answer is kept whole.
     key = _call_key(table, arrays, n) if columns[0].size <= CALL_ROWS_KEPT else None
-    kept = _calls.get(key) if key is not None else None
-    if kept is not None:
+    entry = _calls.get(key) if key is not None else None
+    if entry is not None and entry[0] is table and _same_columns(entry[1], arrays):
+        kept = entry[2]
         return kept.copy() if kept.size == size else np.broadcast_to(kept, (size,))
     values = _table_values(table, columns)
     if key is not None:
-        size_bytes = values.nbytes + sum(len(part[1]) for part in key[2:])
+        size_bytes = values.nbytes + sum(a.nbytes for a in arrays)
         if _kept_bytes[0] + size_bytes > CALL_BYTES_KEPT:
             _calls.clear()
             _kept_bytes[0] = 0
-        _calls[key] = values
+        elif entry is not None:  # a fingerprint shared with other columns: this call's answer replaces it
+            _kept_bytes[0] -= entry[3]
+        long_columns = tuple(a.copy() if a.size > KEY_BYTES_MAX else None for a in arrays)
+        _calls[key] = (table, long_columns, values, size_bytes)
         _kept_bytes[0] += size_bytes
         values = values.copy()
     return values if values.size == size else np.broadcast_to(values, (size,))

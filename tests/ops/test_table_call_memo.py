@@ -50,3 +50,21 @@ def test_kept_answers_stay_within_their_byte_budget(monkeypatch):
     assert len(tables._calls) == 1 and tables._kept_bytes[0] == 5 * 8 + 5 * 8 + 8 + 5 * 8
     tables.table_efficiency(TABLE, _shape(1.5))  # over the budget: the kept answers are dropped first
     assert len(tables._calls) == 1 and tables._kept_bytes[0] <= 200
+
+
+def test_long_columns_with_one_fingerprint_are_not_answered_from_each_other():
+    """Columns over KEY_BYTES_MAX are keyed by the sum of their bits: a permutation has the same sum, so the kept
+    call must be compared element by element (session 16, dsv3speed2) and priced afresh when it differs."""
+    tables._calls.clear()
+    tables._kept_bytes[0] = 0
+    m = np.geomspace(512.0, 16384.0, tables.KEY_BYTES_MAX + 7)
+    k = np.full(len(m), 2048.0)
+    forward = tables.table_efficiency(TABLE, (m, 2048.0, k))
+    backward = tables.table_efficiency(TABLE, (m[::-1], 2048.0, k))  # same fingerprint, other coordinates
+    fresh = tables._table_values(TABLE, np.broadcast_arrays(m[::-1], np.asarray(2048.0), k))
+    np.testing.assert_array_equal(backward, fresh)
+    np.testing.assert_array_equal(backward, forward[::-1])
+    assert not np.array_equal(backward, forward)
+    again = tables.table_efficiency(TABLE, (m[::-1], 2048.0, k))  # the kept call now holds these columns
+    np.testing.assert_array_equal(again, fresh)
+    assert len(tables._calls) == 1

@@ -4,16 +4,17 @@ the checks on the written profile: profile_checks.py)."""
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from moesim.calibrate.calibration_text import (  # noqa: F401 (SKIPPED_SHOWN, render_calibration: re-exported)
     SKIPPED_SHOWN, _guard_text, header_lines, render_calibration,
 )
 from moesim.calibrate.facts_fit import FactsInference, infer_system_facts, provenance_line
 from moesim.calibrate.fit import FitResult, check_hop_latency, fit_profile, hop_latency_rule, with_bootstrap
-from moesim.calibrate.insample_report import InSample, in_sample, multinode_g_warnings, worse_notes
+from moesim.calibrate.insample_report import InSample, in_sample, multinode_g_warnings, with_band_loss, worse_notes
 from moesim.calibrate.row_weight import check_row_weight
 from moesim.calibrate.profile_checks import (  # noqa: F401 (CONSISTENCY_RTOL: re-exported)
     CONSISTENCY_RTOL, LayerGap, PriorGuard, consistency_gaps, kept_prior_table, layer_gap, prior_guard,
@@ -65,8 +66,22 @@ class CalibrationResult:
     facts: FactsInference | None = None  # unstated system facts inferred from the log (facts_fit.py); None: not tried
     transfer_rule: str = "shared"  # where fitted figures were written (transfer.py); JSON fit.transfer_rule if not shared
     transfer_notes: tuple[str, ...] = ()  # the figures the "machinery" rule kept off a machinery
-    in_sample: tuple[InSample, ...] = ()  # calreport: each nccl-tests log's own busbw MAPE per band, prior | fitted
-    warnings: tuple[str, ...] = ()  # calreport: the -g N multi-node warnings, then the fit-worse notes
+    # calreport: () -> (in_sample, warnings), called once, on first use of either (api.calibrate's report_of)
+    report_of: Callable[[], tuple] | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def _report(self) -> tuple:
+        return self.report_of() if self.report_of is not None else ((), ())
+
+    @property
+    def in_sample(self) -> tuple[InSample, ...]:
+        """calreport: each nccl-tests log's own busbw MAPE per band, prior | fitted (and band-loss where fitted)."""
+        return self._report[0]
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """calreport: the -g N multi-node warnings, then the fit-worse notes."""
+        return self._report[1]
 
     def as_dict(self) -> dict:
         fit = self.fit
@@ -219,19 +234,22 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
             said = " or ".join(map(str, sorted(ngpus)))
             warnings.warn(f"{log}: its header says nGpus {said} (GPUs one thread drove) but --gpus-per-thread is "
                           f"{gpus_per_thread}: pass --gpus-per-thread {said} unless the log says otherwise")
-    # calreport (session 16): what the fit did to the log's own rows per band; read after the profile is written
-    rows = in_sample(measurements, stated_prior, written, gpus_per_thread)
-    if any(r.worse_large and r.prior[1] is not None for r in rows) and row_weight != "band-loss" and \
-            transfer == "shared" and not keys:
-        # one more fit (0.2 s on the Together log, no bootstrap) to say what --row-weight band-loss gives; not written
-        other = fit_profile(measurements, prior, bootstrap=0, latency_per_protocol=rule,
-                            **{**fit_args, "row_weight": "band-loss"})
-        rows = in_sample(measurements, stated_prior, written, gpus_per_thread, profile_from_table(set_system_facts(
-            calibrated_table(prior_path, other, provenance, name), system or {})))
+    def report_of() -> tuple[tuple[InSample, ...], tuple[str, ...]]:
+        """calreport (session 16): what the fit did to the logs' own rows per band, priced when first asked for (the
+        held-out matrix's calibrations never ask), and the warnings / notes that go with it."""
+        rows = in_sample(measurements, stated_prior, written, gpus_per_thread)
+        if any(r.worse_large and r.prior[1] is not None for r in rows) and row_weight != "band-loss" and \
+                transfer == "shared" and not keys:
+            # one more fit (0.2 s on the Together log, no bootstrap): what --row-weight band-loss gives; not written
+            other = fit_profile(measurements, prior, bootstrap=0, latency_per_protocol=rule,
+                                **{**fit_args, "row_weight": "band-loss"})
+            rows = with_band_loss(rows, measurements, profile_from_table(set_system_facts(
+                calibrated_table(prior_path, other, provenance, name), system or {})), gpus_per_thread)
+        return rows, multinode_g_warnings(measurements, gpus_per_thread) + worse_notes(rows, row_weight)
+
     return CalibrationResult(fit, measurements, written, out, tuple(held), report, gap,
                              () if guard is not None and guard.kept_prior else consistency_gaps(fit, written), guard,
-                             facts, transfer, transfer_notes, rows,
-                             multinode_g_warnings(measurements, gpus_per_thread) + worse_notes(rows, row_weight))
+                             facts, transfer, transfer_notes, report_of)
 
 
 def check_output(out: str | Path, paths: list[str], hardware: str) -> None:

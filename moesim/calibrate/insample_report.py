@@ -17,7 +17,7 @@ rows with the prior and with the written profile, after the profile is written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from moesim.calibrate.nccl_error import LARGE_BYTES, log_error
 from moesim.calibrate.records import Measurements
@@ -74,13 +74,18 @@ def band_mapes(points: tuple, profile, gpus_per_thread: int) -> tuple[float | No
     return e.mape_large, e.mape_small
 
 
-def in_sample(measurements: Measurements, prior, written, gpus_per_thread: int = 1,
-              band_loss_profile=None) -> tuple[InSample, ...]:
-    """Each nccl-tests log's own busbw MAPE per band with `prior` and with `written` (and `band_loss_profile`)."""
+def in_sample(measurements: Measurements, prior, written, gpus_per_thread: int = 1) -> tuple[InSample, ...]:
+    """Each nccl-tests log's own busbw MAPE per band with `prior` and with `written`."""
     g = gpus_per_thread
-    return tuple(InSample(log, op, n, band_mapes(pts, prior, g), band_mapes(pts, written, g),
-                          None if band_loss_profile is None else band_mapes(pts, band_loss_profile, g))
+    return tuple(InSample(log, op, n, band_mapes(pts, prior, g), band_mapes(pts, written, g))
                  for (log, op, n), pts in _logs(measurements).items())
+
+
+def with_band_loss(rows: tuple[InSample, ...], measurements: Measurements, band_loss_profile,
+                   gpus_per_thread: int = 1) -> tuple[InSample, ...]:
+    """`rows` (in_sample's, same order) with each log's MAPE per band under `band_loss_profile` added."""
+    return tuple(replace(r, band_loss=band_mapes(pts, band_loss_profile, gpus_per_thread))
+                 for r, pts in zip(rows, _logs(measurements).values()))
 
 
 def multinode_g_warnings(measurements: Measurements, gpus_per_thread: int = 1) -> tuple[str, ...]:

@@ -200,14 +200,16 @@ def matrix_fit_args(entry: dict) -> dict:
 def calibration_matrix(manifest: Path, infer_facts: bool | None = None,
                        latency_per_protocol: bool | str | None = None,
                        transfer_rule: str | None = None, fixed_weight: bool = True,
-                       row_weight: str | None = None) -> tuple[HeldOutPair, ...]:
+                       row_weight: str | None = None, clusters: tuple[str, ...] | None = None
+                       ) -> tuple[HeldOutPair, ...]:
     """Fit on each log of every matrix cluster in turn, predict every other log of that cluster. `infer_facts`:
     calibrate's inference of unstated system facts (facts_fit.py; None = calibrate's default); `latency_per_protocol`:
     calibrate's hop-latency rule (fit.PROTOCOL_MODES; None = calibrate's default); `transfer_rule`: where calibrate
     writes the fitted figures (transfer.TRANSFER_RULES; None = calibrate's default; session 10, calpairs);
     `fixed_weight` False skips the second fit at fit.LEVEL_PRIOR_WEIGHT (fixed_weight_mape is then NaN: half the time,
     for the held-out rule's checks, which read the automatic weight's pairs only; session 12, heldout); `row_weight`:
-    calibrate's `--row-weight` (row_weight.ROW_WEIGHTS; None = calibrate's default; session 16, bandfit)."""
+    calibrate's `--row-weight` (row_weight.ROW_WEIGHTS; None = calibrate's default; session 16, bandfit); `clusters`:
+    only these matrix clusters (None: every one)."""
     from moesim.calibrate import calibrate
     from moesim.calibrate.fit import LEVEL_PRIOR_WEIGHT
     from moesim.calibrate.log_pricing import priced_log
@@ -216,6 +218,8 @@ def calibration_matrix(manifest: Path, infer_facts: bool | None = None,
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         for cluster, logs in matrix_clusters(manifest).items():
+            if clusters is not None and cluster not in clusters:
+                continue
             hardware = logs[0]["hardware"]
             prior = load_hardware(hardware)
             for fit_on in logs:

@@ -7,15 +7,12 @@ import argparse
 from moesim.cli.output import print_json
 from moesim.collectives.nccl_channel_caps import DEFAULT as CHANNEL_CAPS_DEFAULT
 from moesim.errors import SpecError
+from moesim.collectives.a2a_choice import DEFAULT_A2A_ALGORITHM
 from moesim.collectives.nccl_broadcast import DEFAULT_MODEL as DEFAULT_BROADCAST_MODEL
 from moesim.collectives.nccl_broadcast import MODELS as BROADCAST_MODELS
 from moesim.collectives.nccl_p2p_net import DEFAULT_MODEL as DEFAULT_P2P_NET_MODEL
 from moesim.collectives.nccl_p2p_net import MODELS as P2P_NET_MODELS
 from moesim.units import parse_size_bytes, parse_size_range
-
-# sweep.DEFAULT_A2A_ALGORITHM, without importing the pricing (numpy, the topology) for `moesim --help`
-# (tests/cli/test_cli_start.py holds the two the same)
-DEFAULT_A2A_ALGORITHM = "nccl-tests"
 
 DEFAULT_SWEEP = "8B:8GiB"  # the range nccl-tests' README runs (-b 8 -e 8G -f 2)
 # the library's keywords a SpecError names, as the user typed them here (the Python API keeps the keyword names)

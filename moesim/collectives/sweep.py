@@ -14,6 +14,7 @@ import warnings
 
 from moesim.collectives import nccl_broadcast, nccl_channel_caps, nccl_p2p, nccl_p2p_net, nccl_plan
 from moesim.collectives import nccl_p2p_peer, nccl_tuning, nccl_version_pick
+from moesim.collectives.a2a_choice import A2A_ALGORITHMS, DEFAULT_A2A_ALGORITHM  # noqa: F401 (callers read them here)
 from moesim.collectives.base import OPS, CollectiveCost, CollectiveModel, Group
 from moesim.collectives.nccl_broadcast import DEFAULT_MODEL as DEFAULT_BROADCAST_MODEL
 from moesim.collectives.nccl_broadcast import MODELS as BROADCAST_MODELS  # noqa: F401 (the CLI's help reads it here)
@@ -26,11 +27,6 @@ NCCL_TESTS_TYPE, NCCL_TESTS_TYPE_BYTES = "float", 4  # nccl-tests' default `-d f
 SWEEP_FACTOR = 2  # nccl-tests `-f 2`
 _PER_RANK_OPS = ("all_gather", "reduce_scatter", "all_to_all")
 _REDOP = {"all_reduce": "sum", "reduce_scatter": "sum"}
-# Which all-to-all `moesim collective` prices (--a2a-algorithm): "nccl-tests" what alltoall_perf runs, the flat
-# pairwise exchange (calibrate/bench_cost.py, the per-log error's pricing); "pairwise" / "hierarchical" that
-# candidate (training.dispatch_backend's names); "auto" the fastest of them (training's `nccl` backend's rule).
-A2A_ALGORITHMS = ("nccl-tests", "pairwise", "hierarchical", "auto")
-DEFAULT_A2A_ALGORITHM = "nccl-tests"
 
 
 def sweep_sizes(min_bytes: int, max_bytes: int, factor: int = SWEEP_FACTOR) -> list[int]:

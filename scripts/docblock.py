@@ -7,6 +7,13 @@ import sys
 from pathlib import Path
 
 
+def fenced_table(head: tuple, body: list[tuple]) -> list[str]:
+    """A fenced text table of string cells (the CLI's own table, every column left-aligned), as lines."""
+    from moesim.cli.output import table
+
+    return ["```", *table(body, head, "l" * len(head)).split("\n"), "```"]
+
+
 def replace_block(doc: Path, begin: str, end: str, block: str) -> None:
     """Put `block` between the `begin` and `end` markers of `doc` (markers kept, the rest of the file untouched)."""
     text = doc.read_text(encoding="utf-8")

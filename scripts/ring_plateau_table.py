@@ -23,8 +23,7 @@ from moesim.calibrate.nccl_error import best_per_size, pct  # noqa: E402
 from moesim.calibrate.nccl_table import _size, read_manifest  # noqa: E402
 from moesim.collectives.base import Group, bus_bw_factor  # noqa: E402
 from moesim.paths import read_versioned_toml  # noqa: E402
-from moesim.cli.output import table  # noqa: E402
-from scripts.docblock import run_check  # noqa: E402
+from scripts.docblock import fenced_table, run_check  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 FACTS = Path(__file__).with_name("ring_plateau_facts.toml")
@@ -103,19 +102,14 @@ def split_rows() -> list[tuple]:
     return out
 
 
-def _table(head: tuple, body: list[tuple]) -> list[str]:
-    """A fenced text table of string cells (the CLI's own table, every column left-aligned)."""
-    return ["```", *table(body, head, "l" * len(head)).split("\n"), "```"]
-
-
 def render() -> str:
     head = ("log", "nodes", "collective", "NCCL", "fabric", "NICs per node", "largest", "measured busbw",
             "priced busbw", "priced as", "measured/priced-1", "per NIC GB/s", "of 50", "MAPE >= 1 MiB")
     split = ("log (priced as a ring at its largest size)", "ramp MAPE 1-512 MiB", "signed", "sizes",
              "plateau MAPE >= 1 GiB", "signed", "sizes", "MAPE >= 1 MiB", "plateau priced exactly")
-    return "\n".join(_table(head, rows()) + ["", "Ramp and plateau of the logs priced as a ring at their largest "
-                                                 "size (error = measured time / priced time - 1):", ""]
-                     + _table(split, split_rows()))
+    return "\n".join(fenced_table(head, rows()) + ["", "Ramp and plateau of the logs priced as a ring at their "
+                                                       "largest size (error = measured time / priced time - 1):", ""]
+                     + fenced_table(split, split_rows()))
 
 
 if __name__ == "__main__":

@@ -31,8 +31,7 @@ from moesim.calibrate.log_pricing import priced_log  # noqa: E402
 from moesim.calibrate.nccl_table import _size, read_manifest  # noqa: E402
 from moesim.collectives.nccl_channels import ring_tree_channels  # noqa: E402
 from moesim.collectives.topo_model import TopologyModel  # noqa: E402
-from moesim.cli.output import table  # noqa: E402
-from scripts.docblock import run_check  # noqa: E402
+from scripts.docblock import fenced_table, run_check  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "data" / "nccl" / "logs.toml"
 DOC = ROOT / "docs" / "collectives-history.md"
@@ -110,11 +109,6 @@ def rows() -> tuple[list[tuple], list[tuple]]:
     return body, summary
 
 
-def _table(head: tuple, body: list[tuple]) -> list[str]:
-    """A fenced text table of string cells (the CLI's own table, every column left-aligned)."""
-    return ["```", *table(body, head, "l" * len(head)).split("\n"), "```"]
-
-
 def render() -> str:
     body, summary = rows()
     head = ("log", "size", "priced as", "ch x thr", "ring steps", "chain net edges", "bytes/ch/step", "msgs/step",
@@ -122,9 +116,9 @@ def render() -> str:
     shead = ("log", "nodes", "rows 1-512 MiB", "MAPE as priced", "signed", "MAPE at NCCL_PROTO=Simple", "LL128 rows",
              "their MAPE as priced", "at NCCL_PROTO=Simple")
     return "\n".join(["Per row (error = measured time / priced time - 1; + = priced too fast):", ""]
-                     + _table(head, body)
+                     + fenced_table(head, body)
                      + ["", "Per log, the 1-512 MiB rows as priced and with the prior's own Simple candidates "
-                            "(NCCL_PROTO=Simple):", ""] + _table(shead, summary))
+                            "(NCCL_PROTO=Simple):", ""] + fenced_table(shead, summary))
 
 
 if __name__ == "__main__":

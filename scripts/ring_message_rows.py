@@ -7,7 +7,7 @@ docs/collectives-history.md "Session 17 (agrs)".
 
 Per row (NVIDIA/nccl v2.24.3-1 / v2.28.9-1 / v2.29.2-1; figures and lines in scripts/ring_message_rows.toml): the
 channels NCCL runs at the priced (ring, protocol): its tuner's loop (nccl_channels.ring_tree_channels), then its
-scheduler's cells of MinTrafficPerChannel (scheduled_channels; below 256 KiB on 16 ranks at most);
+scheduler's cells of MinTrafficPerChannel (scheduled_channels; it cuts only rows below 256 KiB here);
 data per channel per ring step m = bytes / (ranks x channels) (enqueue.cc spreads a ring collective's per-rank count
 over the channels, all_gather.h / reduce_scatter.h send each channel's part one ring step at a time), capped at one
 protocol step (LL128 576,000 B, Simple a 1 MiB slice); wire bytes: LL128 divUp(m, 1920) x 2048, LL divUp(m, 8) x 16,

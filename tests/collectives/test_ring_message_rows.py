@@ -4,7 +4,12 @@ its docs block current, and the finding the docs draw from it holding on the log
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 IB_LOGS = ("b200-vultr-2node_all_gather", "b200-vultr-2node_reduce_scatter", "h100-voltagepark-4node_all_gather")
 GIB_LOGS = ("h200-gke-a3ultra-2node_all_gather", "b200-gke-a4-2node_all_gather",
@@ -25,14 +30,11 @@ def test_docs_block_is_current(rows, doc_block):
     assert doc_block("ring_message_rows") == rows.render()
 
 
-def test_nccl_figures_are_the_source_s():
+def test_nccl_figures_follow_the_macros_they_cite():
     """The TOML's figures from the macros they cite: WireWordPerSlice = WARP_SIZE (32) x
     NCCL_LL128_SHMEM_ELEMS_PER_THREAD (8) words of 8 B; one word in NCCL_LL128_LINEELEMS (128 / 8 = 16) is the flag;
     an LL128 step 120 x 640 x 8 B of which 120/128 is data; an LL line 16 B holding 8; NCCL_IB_AR_THRESHOLD 8192."""
-    import tomllib
-    from pathlib import Path
-
-    nccl = tomllib.loads((Path(__file__).resolve().parents[2] / "scripts" / "ring_message_rows.toml").read_text())
+    nccl = tomllib.loads((ROOT / "scripts" / "ring_message_rows.toml").read_text(encoding="utf-8"))
     wire_words = 32 * 8
     assert nccl["ll128"]["slice_wire_bytes"] == wire_words * 8 == 2048
     assert nccl["ll128"]["slice_data_bytes"] == (wire_words - wire_words // 16) * 8 == 1920

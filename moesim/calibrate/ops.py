@@ -179,7 +179,7 @@ def split_by_table(records: list[OpRecord], fraction: float, seed: int) -> set[s
         by_table[table_of(r)].add(r.key)
     fit: set[str] = set()
     for _, keys in sorted(by_table.items()):
-        fit.update(split_holdout(sorted(keys), fraction, seed)[0])
+        fit.update(split_holdout(sorted(keys), fraction, seed)[0] if len(keys) > 1 else keys)
     return fit
 
 

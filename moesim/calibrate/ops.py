@@ -3,8 +3,13 @@
     moesim calibrate ops.jsonl --hardware P -o P-calibrated.toml [--holdout-fraction 0.3] [--seed 0]
 
 Procedure (fit only on operator measurements; docs/operators.md):
-1. Split by shape: every record's key is kind/pass/op/dtype/shape; a seeded hash holds out a fraction of
-   the keys (moesim.calibrate.records.split_holdout, the rule the layer calibration uses).
+1. Split by shape within each table: every record's key is kind/pass/op/dtype/shape; per table the records
+   feed (`table_of`: kind, dtype, pass, op; memory: op, every dtype pooled) a seeded hash holds out a
+   fraction of its keys (moesim.calibrate.records.split_holdout, the rule the layer calibration uses, applied
+   per table as moesim/ops/holdout.py does), so every held-out record is priced by a fitted table of its own
+   kind, dtype and pass: held out over all keys at once, a split could take every shape of a table (seed 2
+   of the quick sweep held out all six attention backward keys), and those records were then priced by the
+   prior's FLOP-keyed curve, not by any table (docs/operators.md "Attention's held-out miss").
 2. Kernel launch cost L (efficiency.kernel_launch_us), shared by every kernel: the median of the fitted
    `launch` records (validate.ops: one ATen call's cost, forward and autograd backward, measured
    directly) when there are any; else the intercept of non-negative least squares (scipy nnls) of the
@@ -160,14 +165,30 @@ def fit_launch_and_memory(records: list[OpRecord]) -> float:
     return float(coef[-1])
 
 
+def table_of(rec: OpRecord) -> tuple[str, ...]:
+    """The table a fitted record becomes a point of (step 4): kind, dtype, pass, op; memory records of every
+    dtype and pass feed their op's table."""
+    return (rec.kind, rec.op) if rec.kind == "memory" else (rec.kind, rec.dtype, rec.pass_, rec.op)
+
+
+def split_by_table(records: list[OpRecord], fraction: float, seed: int) -> set[str]:
+    """The fitted keys (step 1): split_holdout over each table's keys, so a table of two or more shapes keeps
+    at least one and a table of one shape is never held out."""
+    by_table: dict[tuple, set[str]] = defaultdict(set)
+    for r in records:
+        by_table[table_of(r)].add(r.key)
+    fit: set[str] = set()
+    for _, keys in sorted(by_table.items()):
+        fit.update(split_holdout(sorted(keys), fraction, seed)[0] if len(keys) > 1 else keys)
+    return fit
+
+
 def calibrate_ops(paths: list[str], hardware: str, out: str | Path, *, holdout_fraction: float = 0.3,
                   seed: int = 0, name: str | None = None) -> OpCalibration:
     records = read_op_records(paths)
     prior_path = resolve_ref(hardware, "hardware_profiles", field="--hardware")
     prior = load_hardware(prior_path)
-    keys = sorted({r.key for r in records})
-    fit_keys, held = split_holdout(keys, holdout_fraction, seed)
-    fit_set = set(fit_keys)
+    fit_set = split_by_table(records, holdout_fraction, seed)
     fit = [r for r in records if r.key in fit_set]
     launch = fit_launch_and_memory(fit)
     fit = [r for r in fit if r.op != LAUNCH_OP]  # a per-call cost, no bandwidth table

@@ -16,7 +16,7 @@ from moesim.estimate.strides import _strides, candidate_strides
 from moesim.search import enumerate_layouts, search
 from moesim.search.rank import _equivalent_orders
 from moesim.specs.scenario import SearchSpace
-from search_fixtures import ODD_MOE, build, with_hbm
+from search_fixtures import DENSE, ODD_MOE, build, with_hbm
 
 FIGURES = ("step_time_s", "memory_total_bytes", "mfu", "tokens_per_s", "fits", "slowest_stage", "memory_stage")
 
@@ -176,3 +176,27 @@ def test_equivalent_orders_by_runs_when_ranked_by_step(odd):
     args = (result.candidates, np.arange(result.ranked), result.step_time_s, result.memory_bytes_per_device)
     by_runs, by_hash = _equivalent_orders(*args, adjacent=True), _equivalent_orders(*args)
     assert np.array_equal(by_runs[0], by_hash[0]) and np.array_equal(by_runs[1], by_hash[1])
+
+
+@pytest.mark.parametrize("which", ["odd", "odd_wide", "dense"])
+def test_memory_terms_are_builds_memory(which, request):
+    """TermBuilder.memory_terms (the search's memory check before pricing) gives build's activation bytes and
+    routing figures bit for bit, on every candidate row (context parallelism's ring buffers included)."""
+    from moesim.estimate.context_parallel import tokens_divisor
+    from moesim.estimate.terms import TermBuilder
+    from moesim.workload import build_workload
+
+    scenario = build(DENSE, devices=8) if which == "dense" else request.getfixturevalue(which)
+    cands = enumerate_layouts(scenario).candidates
+    tr, f = scenario.training, (lambda a: np.asarray(a, dtype=float))
+    b = tr.global_batch_sequences / (f(cands.dp) * f(cands.micro_batches)) / tokens_divisor(f(cands.cp))
+    builder = TermBuilder(scenario.model, scenario.hardware, tr, b, f(cands.tp), f(cands.ep), f(cands.etp),
+                          cands.recompute, f(cands.capacity_factor), f(cands.cp), cands.cp_comm)
+    for cls in build_workload(scenario.model, *scenario.seq_lens).classes:
+        built, held = builder.build(cls), builder.memory_terms(cls)
+        assert held.ops_fwd == [] and not np.any(held.fwd_time_s)  # nothing priced
+        for name in ("activation_bytes", "slots", "capacity", "tokens_per_device"):
+            want, got = getattr(built, name), getattr(held, name)
+            assert (want is None) == (got is None), name
+            if want is not None:
+                assert np.array_equal(np.asarray(got), np.asarray(want)), name

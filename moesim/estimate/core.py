@@ -57,8 +57,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     With `breakdown=False` the per-collective totals (`Evaluation.comms`) are left out and every
     other figure is the same: the layout search ranks that way, then evaluates its top few again.
     With `fitting_only` the candidates over the memory capacity (known before any mesh order counts)
-    are dropped before the collectives: the Evaluation holds the fitting ones, `rows` their input
-    positions (one non-fitting row is kept when none fits); every figure is the same as without."""
+    are dropped before anything is priced: the Evaluation holds the fitting ones, `rows` their input
+    positions (none when none fits: every array empty); every figure is the same as without."""
     model, hw, tr = scenario.model, scenario.hardware, scenario.training
     seq, dec = scenario.seq_lens
     wl = build_workload(model, seq, dec)
@@ -69,7 +69,9 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     base, of = order_free_rows(cands)
     rows = None
     if fitting_only:  # the layout search ranks only what fits: the rest is priced on the rows that fit
-        rows, base, of = _fitting_rows(scenario, wl, cands, base, of)
+        rows, base, of, fitted = _fitting_rows(scenario, wl, cands, base, of)
+        if rows is not None and not len(rows):
+            return _nothing_fits(cands, fitted)
         full = full if rows is None else full.take(rows)
     if of is not None or rows is not None:
         cands = cands.take(base)
@@ -392,20 +394,32 @@ def _held(scenario: Scenario, wl, cands: Candidates, build_terms) -> _Held:
 
 
 def _fitting_rows(scenario: Scenario, wl, cands: Candidates, base: np.ndarray, of: np.ndarray | None
-                  ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
-    """(rows, base, of): `rows` the positions in `cands` of the candidates within the memory capacity (None when
-    all are; one row, not fitting, when none is), `base` and `of` the order-free fold of those rows in
-    order_free_rows' form (`base` indexes `cands`, `of` maps each row to its entry of `base`). Memory per
-    order-free row as evaluate computes it, from TermBuilder.memory_terms: nothing is priced for the rest."""
+                  ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None, _Held]:
+    """(rows, base, of, held): `rows` the positions in `cands` of the candidates within the memory capacity (None
+    when all are), `base` and `of` the order-free fold of those rows in order_free_rows' form (`base` indexes
+    `cands`, `of` maps each row to its entry of `base`), `held` the memory check's `_Held` of the order-free
+    rows. Memory as evaluate computes it, from TermBuilder.memory_terms: nothing is priced for the rest."""
     held = _held(scenario, wl, cands if of is None else cands.take(base),
                  lambda builder: [builder.memory_terms(cls) for cls in wl.classes])
     fit = held.total_mem <= held.capacity_bytes
     if fit.all():
-        return None, base, of
+        return None, base, of, held
     rows = np.flatnonzero(fit if of is None else fit[of])
-    rows = rows if len(rows) else np.arange(1)  # keep one row: the arrays of evaluate stay non-empty
     if of is None:
-        return rows, rows, None
+        return rows, rows, None, held
     kept = np.zeros(len(base), dtype=bool)
     kept[of[rows]] = True
-    return rows, base[kept], (np.cumsum(kept) - 1)[of[rows]]
+    return rows, base[kept], (np.cumsum(kept) - 1)[of[rows]], held
+
+
+def _nothing_fits(cands: Candidates, held: _Held) -> Evaluation:
+    """evaluate(fitting_only=True) of a batch none of whose candidates fits: every array empty, `rows` too."""
+    none = np.zeros(0)
+    return Evaluation(
+        candidates=cands.take(np.zeros(0, dtype=np.int64)), step_time_s=none, step_time_no_overlap_s=none,
+        compute_time_s=none, communication_time_s=none, exposed_communication_time_s=none, bubble_time_s=none,
+        optimizer_time_s=none, memory={k: v[:0] for k, v in held.memory.items()}, memory_total_bytes=none,
+        memory_capacity_bytes=held.capacity_bytes, fits=np.zeros(0, dtype=bool), model_flops_per_step=none,
+        hardware_flops_per_step=none, mfu=none, hfu=none, tokens_per_s=none, comms={},
+        slowest_stage=np.zeros(0, dtype=np.int64), memory_stage=np.zeros(0, dtype=np.int64),
+        rows=np.zeros(0, dtype=np.int64))

@@ -151,11 +151,13 @@ def test_fitting_only_evaluates_the_fitting_rows_alike(which, request):
     assert np.array_equal(some.rows, np.flatnonzero(every.fits))
     for name in FIGURES:
         assert np.array_equal(getattr(some, name), getattr(every, name)[some.rows]), name
-    # Nothing fits: one row is kept (not fitting), with its figures.
+    # Nothing fits: nothing is priced, every array empty (the search ranks none of them).
     tight = with_hbm(scenario, 1.0e6)
+    assert not evaluate(tight, cands, model, breakdown=False).fits.any()
     none = evaluate(tight, cands, model, breakdown=False, fitting_only=True)
-    assert none.rows.tolist() == [0] and not none.fits.any()
-    assert none.step_time_s[0] == evaluate(tight, cands.take([0]), model).step_time_s[0]
+    assert none.rows.tolist() == [] and len(none.candidates) == 0
+    for name in FIGURES:
+        assert len(getattr(none, name)) == 0, name
 
 
 def test_rank_order_is_lexsort():

@@ -6,7 +6,8 @@ body twice under `valgrind --tool=cachegrind --cache-sim=no` (PYTHONHASHSEED=0, 
 1 search and once with 2, and prints Ir of each process and the warm figure: Ir(2 searches) - Ir(1 search), the
 instructions of one search after a first one (start-up, imports and the cold search cancel). --tree DIR measures
 another checkout (e.g. `git archive BASE` extracted to /tmp/base): its moesim is the one imported, this script and
-benchmarks/bench_search.py's case files (this checkout's) are the ones run. Method: benchmarks/RESULTS.md, "Session 16 (dsv3speed)".
+benchmarks/bench_search.py's case files (this checkout's) are the ones run. Method: benchmarks/RESULTS.md,
+"Session 16 (dsv3speed)".
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ collectives priced and counted per stage (comm_ledger.py), the pipeline (schedul
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from moesim import memory as mem
@@ -55,34 +57,33 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     With `breakdown=False` the per-collective totals (`Evaluation.comms`) are left out and every
     other figure is the same: the layout search ranks that way, then evaluates its top few again.
     With `fitting_only` the candidates over the memory capacity (known before any mesh order counts)
-    are dropped before the collectives: the Evaluation holds the fitting ones, `rows` their input
-    positions (one non-fitting row is kept when none fits); every figure is the same as without."""
+    are dropped before anything is priced: the Evaluation holds the fitting ones, `rows` their input
+    positions (none when none fits: every array empty); every figure is the same as without."""
     model, hw, tr = scenario.model, scenario.hardware, scenario.training
     seq, dec = scenario.seq_lens
     wl = build_workload(model, seq, dec)
     f = lambda a: np.asarray(a, dtype=float)  # noqa: E731
-    dp, tp, pp, ep, etp, m = f(cands.dp), f(cands.tp), f(cands.pp), f(cands.ep), f(cands.etp), f(cands.micro_batches)
-    edp = f(cands.edp)
-    cp, vp, sched = f(cands.cp), f(cands.vp), cands.schedule_codes(tr)
     full, devices = cands, scenario.devices
     # Up to the collectives nothing depends on the mesh order: compute it once per distinct
     # order-free row (a layout search has several orders per row), expand before the collectives.
     base, of = order_free_rows(cands)
-    if of is not None:
+    rows = None
+    if fitting_only:  # the layout search ranks only what fits: the rest is priced on the rows that fit
+        rows, base, of, fitted = _fitting_rows(scenario, wl, cands, base, of)
+        if rows is not None and not len(rows):
+            return _nothing_fits(cands, fitted)
+        full = full if rows is None else full.take(rows)
+    if of is not None or rows is not None:
         cands = cands.take(base)
-        dp, tp, pp, ep, etp, m = dp[base], tp[base], pp[base], ep[base], etp[base], m[base]
-        edp = edp[base]
-        cp, vp, sched = cp[base], vp[base], sched[base]
-    n_cand = len(cands)
-    b = tr.global_batch_sequences / (dp * m) / tokens_divisor(cp)  # per device: the micro-batch over cp
-    builder = TermBuilder(model, hw, tr, b, tp, ep, etp, cands.recompute, f(cands.capacity_factor), cp, cands.cp_comm)
-    terms: list[ClassTerms] = [builder.build(cls) for cls in wl.classes]
-    # One representative per kind of stage (see stages.py); uneven splits as specs.layout.stage_layers.
-    stages = pipeline_stages(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers)
-    counts = stages.counts
+    held = _held(scenario, wl, cands, lambda builder: [builder.build(cls) for cls in wl.classes])
+    tp, pp, ep, etp, m, edp = held.tp, held.pp, held.ep, held.etp, held.m, held.edp
+    cp, vp, sched = held.cp, held.vp, held.sched
+    b, builder, terms, stages = held.b, held.builder, held.terms, held.stages
+    n_cand, counts, exists, first, last = len(cands), stages.counts, held.exists, held.first, held.last
     n_stages = counts.shape[1]
-    exists = stages.index >= 0
-    first, last = stages.index == 0, stages.index == (pp[:, None] - 1)
+    dense_params, expert_params, dcp, zero = held.dense_params, held.expert_params, held.dcp, held.zero
+    pair, memory, total_mem = held.pair, held.memory, held.total_mem
+    mem_index, capacity_bytes = held.mem_index, held.capacity_bytes
 
     # Compute per micro-batch per stage; logits on the last stage (2·h·V per output token, fwd), once per
     # output head (the main model's and one per MTP module).
@@ -104,26 +105,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                                  out=np.full(n_cand, 2.0), where=np.asarray(t.fwd_parts_s["attention"]) > 0))
         for t in terms], axis=1)[:, None] if np.any(cp > 1) else None
 
-    dense_params, expert_params = stage_params(wl, counts, first, last, sched, tp, ep, etp)
-    dcp = dp * cp  # CP ranks hold the same weights: gradients reduce and ZeRO shards over dp·cp
-    zero = cands.zero_stage[:, None]
     q_g, q_p = tr.bytes_of("grad"), tr.bytes_of("param")
-
     opt_time = optimizer_time_s(model, hw, tr, dense_params, expert_params, dcp, edp, zero, exists)
-
-    # Memory per stage.
-    # DualPipe: the device of stage s also holds stage p − 1 − s (its `pair` column), each with 1F1B's
-    # min(m, p − s) micro-batches in flight: PP + 1 per device and 2x parameters when stages are alike
-    # (DeepSeek-V3 Table 2); first and last share the embedding the MTP module reads (§3.2.3).
-    dual = sch.is_schedule(sched, "dualpipe")[:, None]
-    # Without a DualPipe candidate every pair term below is masked out: any in-range column will do.
-    pair = dualpipe_pair_columns(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers,
-                                 n_stages) if dual.any() \
-        else np.full((n_cand, n_stages), -1)
-    pair = np.where(pair >= 0, pair, np.arange(n_stages)[None, :])
-    memory, total_mem, mem_index, capacity_bytes = stage_memory(
-        wl, model, hw, tr, terms, stages, dense_params, expert_params, sched=sched, dual=dual, pair=pair, b=b, m=m,
-        pp=pp, tp=tp, ep=ep, etp=etp, vp=vp, dcp=dcp, edp=edp, zero=zero, first=first, last=last, exists=exists)
     moe_terms = [t for t in terms if t.slots is not None]
 
     # Model FLOPs count the token-expert assignments an expert processes: less the expected dropped
@@ -158,14 +141,6 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     layer_calls = [[counts[:, :, c] * np.asarray(call.calls, dtype=float)[..., None]
                     * (exists & (of_sizes[call.axis] > 1)[:, None]).astype(float) for call in class_calls]
                    for c, class_calls in enumerate(calls)]
-    rows = None
-    if fitting_only:  # the layout search ranks only what fits: the rest stops here
-        fit = total_mem <= capacity_bytes
-        if not fit.all():
-            rows = np.flatnonzero(fit if of is None else fit[of])
-            rows = rows if len(rows) else np.arange(1)  # keep one row: the arrays below stay non-empty
-            of = rows if of is None else of[rows]
-            full = full.take(rows)
     if of is not None:  # back to every candidate: the collectives depend on the order
         x = lambda a: np.take(a, of, axis=0) if np.ndim(a) else a  # noqa: E731  (a[of], faster on 2-D)
         cands, n_cand = full, len(full)
@@ -343,3 +318,108 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         slowest_stage=pick(stages.index), memory_stage=mem_index,
         expert_capacity=capacity, tokens_per_device=tokens_per_device, drop_fraction=drop_fraction, rows=rows,
     )
+
+
+@dataclass(frozen=True)
+class _Held:
+    """What `_held` gives evaluate: the candidates' degrees as floats (sched: schedule codes), b sequences per
+    micro-batch per device, the term builder and per-class terms, the representative stages and their masks,
+    parameters per device, and stage memory (device_state.stage_memory's four results)."""
+
+    dp: np.ndarray
+    tp: np.ndarray
+    pp: np.ndarray
+    ep: np.ndarray
+    etp: np.ndarray
+    m: np.ndarray
+    edp: np.ndarray
+    cp: np.ndarray
+    vp: np.ndarray
+    sched: np.ndarray
+    b: np.ndarray
+    builder: TermBuilder
+    terms: list
+    stages: Stages
+    exists: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    dense_params: np.ndarray
+    expert_params: np.ndarray
+    dcp: np.ndarray
+    zero: np.ndarray
+    pair: np.ndarray
+    memory: dict
+    total_mem: np.ndarray
+    mem_index: np.ndarray
+    capacity_bytes: float
+
+
+def _held(scenario: Scenario, wl, cands: Candidates, build_terms) -> _Held:
+    """Per candidate row of `cands`, what each device holds (see `_Held`); `build_terms(builder)` gives the
+    per-class terms (TermBuilder.build, or memory_terms: the same memory without pricing any operator)."""
+    model, hw, tr = scenario.model, scenario.hardware, scenario.training
+    f = lambda a: np.asarray(a, dtype=float)  # noqa: E731
+    dp, tp, pp, ep, etp, m = f(cands.dp), f(cands.tp), f(cands.pp), f(cands.ep), f(cands.etp), f(cands.micro_batches)
+    edp = f(cands.edp)
+    cp, vp, sched = f(cands.cp), f(cands.vp), cands.schedule_codes(tr)
+    n_cand = len(cands)
+    b = tr.global_batch_sequences / (dp * m) / tokens_divisor(cp)  # per device: the micro-batch over cp
+    builder = TermBuilder(model, hw, tr, b, tp, ep, etp, cands.recompute, f(cands.capacity_factor), cp, cands.cp_comm)
+    terms: list[ClassTerms] = build_terms(builder)
+    # One representative per kind of stage (see stages.py); uneven splits as specs.layout.stage_layers.
+    stages = pipeline_stages(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers)
+    n_stages = stages.counts.shape[1]
+    exists = stages.index >= 0
+    first, last = stages.index == 0, stages.index == (pp[:, None] - 1)
+    dense_params, expert_params = stage_params(wl, stages.counts, first, last, sched, tp, ep, etp)
+    dcp = dp * cp  # CP ranks hold the same weights: gradients reduce and ZeRO shards over dp·cp
+    zero = cands.zero_stage[:, None]
+    # Memory per stage.
+    # DualPipe: the device of stage s also holds stage p − 1 − s (its `pair` column), each with 1F1B's
+    # min(m, p − s) micro-batches in flight: PP + 1 per device and 2x parameters when stages are alike
+    # (DeepSeek-V3 Table 2); first and last share the embedding the MTP module reads (§3.2.3).
+    dual = sch.is_schedule(sched, "dualpipe")[:, None]
+    # Without a DualPipe candidate every pair term below is masked out: any in-range column will do.
+    pair = dualpipe_pair_columns(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers,
+                                 n_stages) if dual.any() \
+        else np.full((n_cand, n_stages), -1)
+    pair = np.where(pair >= 0, pair, np.arange(n_stages)[None, :])
+    memory, total_mem, mem_index, capacity_bytes = stage_memory(
+        wl, model, hw, tr, terms, stages, dense_params, expert_params, sched=sched, dual=dual, pair=pair, b=b, m=m,
+        pp=pp, tp=tp, ep=ep, etp=etp, vp=vp, dcp=dcp, edp=edp, zero=zero, first=first, last=last, exists=exists)
+    return _Held(dp=dp, tp=tp, pp=pp, ep=ep, etp=etp, m=m, edp=edp, cp=cp, vp=vp, sched=sched, b=b, builder=builder,
+                 terms=terms, stages=stages, exists=exists, first=first, last=last, dense_params=dense_params,
+                 expert_params=expert_params, dcp=dcp, zero=zero, pair=pair, memory=memory, total_mem=total_mem,
+                 mem_index=mem_index, capacity_bytes=capacity_bytes)
+
+
+def _fitting_rows(scenario: Scenario, wl, cands: Candidates, base: np.ndarray, of: np.ndarray | None
+                  ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None, _Held]:
+    """(rows, base, of, held): `rows` the positions in `cands` of the candidates within the memory capacity (None
+    when all are), `base` and `of` the order-free fold of those rows in order_free_rows' form (`base` indexes
+    `cands`, `of` maps each row to its entry of `base`), `held` the memory check's `_Held` of the order-free
+    rows. Memory as evaluate computes it, from TermBuilder.memory_terms: nothing is priced for the rest."""
+    held = _held(scenario, wl, cands if of is None else cands.take(base),
+                 lambda builder: [builder.memory_terms(cls) for cls in wl.classes])
+    fit = held.total_mem <= held.capacity_bytes
+    if fit.all():
+        return None, base, of, held
+    rows = np.flatnonzero(fit if of is None else fit[of])
+    if of is None:
+        return rows, rows, None, held
+    kept = np.zeros(len(base), dtype=bool)
+    kept[of[rows]] = True
+    return rows, base[kept], (np.cumsum(kept) - 1)[of[rows]], held
+
+
+def _nothing_fits(cands: Candidates, held: _Held) -> Evaluation:
+    """evaluate(fitting_only=True) of a batch none of whose candidates fits: every array empty, `rows` too."""
+    none = np.zeros(0)
+    return Evaluation(
+        candidates=cands.take(np.zeros(0, dtype=np.int64)), step_time_s=none, step_time_no_overlap_s=none,
+        compute_time_s=none, communication_time_s=none, exposed_communication_time_s=none, bubble_time_s=none,
+        optimizer_time_s=none, memory={k: v[:0] for k, v in held.memory.items()}, memory_total_bytes=none,
+        memory_capacity_bytes=held.capacity_bytes, fits=np.zeros(0, dtype=bool), model_flops_per_step=none,
+        hardware_flops_per_step=none, mfu=none, hfu=none, tokens_per_s=none, comms={},
+        slowest_stage=np.zeros(0, dtype=np.int64), memory_stage=np.zeros(0, dtype=np.int64),
+        rows=np.zeros(0, dtype=np.int64))

@@ -76,8 +76,9 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
     with_pair = lambda a: a + np.where(dual, np.take_along_axis(a, pair, axis=1), 0)  # noqa: E731
     pm_mem = sch.parameter_multiple(sched)[:, None]
     shared = np.where(dual & (first | last) & (pp[:, None] > 1), (wl.mtp_embedding_params / tp)[:, None], 0)
-    w_d, g_d, o_d = mem.model_state_bytes(with_pair(dense_params / pm_mem) - shared, dcp[:, None], zero, tr, opt_bpp)
-    w_e, g_e, o_e = mem.model_state_bytes(with_pair(expert_params / pm_mem), edp[:, None], zero, tr, opt_bpp)
+    dense_held, expert_held = with_pair(dense_params / pm_mem) - shared, with_pair(expert_params / pm_mem)
+    w_d, g_d, o_d = mem.model_state_bytes(dense_held, dcp[:, None], zero, tr, opt_bpp)
+    w_e, g_e, o_e = mem.model_state_bytes(expert_held, edp[:, None], zero, tr, opt_bpp)
     in_flight = mem.in_flight_micro_batches(sched, m[:, None], pp[:, None], stages.index, vp[:, None])
     acts_mb = per_stage(counts, [t.activation_bytes for t in terms])
     logits = np.where(last, mem.logits_bytes(b, wl.output_tokens, model.vocab_size, tp, tr.fused_cross_entropy,
@@ -100,8 +101,7 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
                              for c in wl.classes], axis=0)
     working = np.where(zero >= 3, 2 * layer_gathered[:, None] * q_p, 0)
     # Cached FP8 copies of the stage's weights (all of them under ZeRO-3's gathers: an upper bound there).
-    device_params = with_pair(dense_params / pm_mem) - shared + with_pair(expert_params / pm_mem)
-    fp8_weights = fp8_weight_copy_bytes(device_params, tr.fp8_scaling) if tr.fp8_weight_cache else 0.0
+    fp8_weights = fp8_weight_copy_bytes(dense_held + expert_held, tr.fp8_scaling) if tr.fp8_weight_cache else 0.0
     memory = {
         "weights": w_d + w_e + working + fp8_weights, "gradients": g_d + g_e, "optimizer_states": o_d + o_e,
         "activations": acts, "moe_buffers": np.broadcast_to(buffers[:, None], acts.shape),

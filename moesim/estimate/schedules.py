@@ -85,11 +85,15 @@ def in_flight(schedule: np.ndarray, m, pp, vp, stage) -> np.ndarray:
     """Micro-batches of activations stage `stage` holds at peak (module docstring); broadcasts (N, S)."""
     m, p, v, s = (np.asarray(a, dtype=float) for a in (m, pp, vp, stage))
     sched = np.asarray(schedule)[..., None] if np.ndim(s) == 2 and np.ndim(schedule) == 1 else schedule
-    one_f_one_b = np.minimum(m, p - s)
-    out = np.where(is_schedule(sched, "gpipe"), m, one_f_one_b)
-    out = np.where(is_schedule(sched, "interleaved"), np.minimum(m * v, 2 * (p - s - 1) + (v - 1) * p + 1) / v, out)
-    out = np.where(is_schedule(sched, "zb-v"), np.minimum(m, p), out)
-    return out  # dualpipe: 1F1B's per stage, two stages per device (module docstring)
+    out = np.minimum(m, p - s)  # 1F1B; dualpipe: 1F1B's per stage, two stages per device (module docstring)
+    shape = np.broadcast_shapes(np.shape(sched), out.shape, v.shape)
+    for name, held in (("gpipe", lambda: m),
+                       ("interleaved", lambda: np.minimum(m * v, 2 * (p - s - 1) + (v - 1) * p + 1) / v),
+                       ("zb-v", lambda: np.minimum(m, p))):
+        at = is_schedule(sched, name)
+        if at.any() or out.shape != shape:  # a schedule no row has changes nothing (once `out` has the full shape)
+            out = np.where(at, held(), out)
+    return out
 
 
 def p2p_multiple(schedule: np.ndarray, vp) -> np.ndarray:

@@ -175,6 +175,18 @@ class TermBuilder:
             return self._context_parallel(cls, self._build(cls, *self._rows))
         return self._context_parallel(cls, _expand(self._build(cls, *self._rows), self._inverse))
 
+    def memory_terms(self, cls: LayerClass) -> ClassTerms:
+        """What stage memory reads of build(cls), the same figures: its activation bytes and, for an MoE layer, the
+        routing's tokens, capacity and slots; no operator list is built or priced (times and FLOP are zeros).
+        A layout search checks memory with these before it prices the layouts that fit (estimate.core)."""
+        b, tp, ep, etp, rec, cf = self._rows
+        routing = self._routing(cls, b, tp, cf) if cls.is_moe else None
+        zero = np.zeros_like(b, dtype=float)
+        terms = ClassTerms(zero, zero, zero, zero, zero, self._activation_bytes(cls, b, tp, etp, rec, routing))
+        if routing is not None:
+            terms.tokens_per_device, terms.capacity, terms.slots = routing
+        return self._context_parallel(cls, terms if self._inverse is None else _expand(terms, self._inverse))
+
     def _context_parallel(self, cls: LayerClass, terms: ClassTerms) -> ClassTerms:
         """The CP collectives of every attention block and the ring's KV buffers, on every candidate row
         (moesim.estimate.context_parallel; the layer itself is priced on b/cp sequences)."""
@@ -201,20 +213,8 @@ class TermBuilder:
         fwd_flops = att_proj + scores
         padded_extra = np.zeros_like(b)
         blocks = 2 if cls.cross_attention else 1  # attention blocks needing tp collectives
-        sp = self.tr.sequence_parallel
-        q_st = self.q_store
-        kept = self.kept = stored_inputs(model, self.tr, rec, q_st)  # recompute_modules, dropout (selective.py)
-        att = model.attention  # the output projection's input: a·d_v per token (moesim/ops/layer.py out_proj)
-        att_kw = dict(q_input=kept.q_gemm_input, mask=kept.mask, qkv_per_token=kept.qkv_per_token,
-                      proj_in_per_token=att.num_heads * (att.v_head_dim or att.head_dim),
-                      q_proj=self.tr.attention_output_storage_bytes)
-        act = mem.attention_activation_bytes(b, n, n, h, model.attention.num_heads, tp, sp, rec, q_st, **att_kw)
-        if cls.cross_attention:
-            act = act + mem.attention_activation_bytes(b, n, cls.encoder_tokens, h, model.attention.num_heads,
-                                                       tp, sp, rec, q_st, **att_kw)
-        act = act + mem.norm_activation_bytes(b, n, h, tp, sp, 3 if cls.cross_attention else 2)
-        if cls.mtp:
-            act = act + mem.mtp_input_activation_bytes(b, n, h, tp, sp, q_st, kept.q_gemm_input)
+        routing = self._routing(cls, b, tp, cf) if cls.is_moe else None
+        act = self._activation_bytes(cls, b, tp, etp, rec, routing)
         zero = np.zeros_like(b, dtype=float)
         terms = ClassTerms(zero, zero, zero, fwd_flops, fwd_flops, act)
         fwd_ops = ops.attention(cls)
@@ -225,11 +225,9 @@ class TermBuilder:
         if not cls.is_moe:
             fwd_ops += ops.dense_ffn(cls)
             fwd_flops = fwd_flops + b * fl.dense_ffn / tp
-            act = act + mem.mlp_activation_bytes(b, n, h, model.d_ff, tp, sp, model.ffn_kind, q_st, False,
-                                                 kept.q_gemm_input, kept.mask)
             blocks += 1
         else:
-            moe_ops, fwd_flops, act, padded_extra = self._moe(cls, terms, ops, fwd_flops, act, b, tp, cf, rec)
+            moe_ops, fwd_flops, padded_extra = self._moe(cls, terms, ops, fwd_flops, b, tp, rec, routing)
             fwd_ops += moe_ops
         # Host overhead: once per layer per pass, forward and backward alike (and in a full recompute,
         # which replays the forward); modeling.md §6 "host overheads: per-layer fixed cost".
@@ -270,7 +268,6 @@ class TermBuilder:
             if dense_einsum else 0.0
         terms.hardware_flops = (1 + BACKWARD_TO_FORWARD) * fwd_executed - einsum_saved + recompute_flops \
             + (ATTENTION_BACKWARD_TO_FORWARD - BACKWARD_TO_FORWARD) * executed
-        terms.activation_bytes = np.where(full, mem.full_recompute_bytes(b, n, h, tp, sp), act)
         self._tp_comms(terms, cls, blocks, full, b)
         terms.attention_core_time_s = score_time
         return terms
@@ -294,18 +291,62 @@ class TermBuilder:
             fwd.append(memory(part, "fp8_weight_cast", dt, nbytes))
         return fwd, bwd
 
-    def _moe(self, cls: LayerClass, terms: ClassTerms, ops: LayerOps, fwd_flops, act, b, tp, cf, rec):
-        model, moe = self.model, self.model.moe
-        h, n, fl = model.d_model, cls.tokens, cls.flops
+    def _routing(self, cls: LayerClass, b, tp, cf) -> tuple:
+        """(t_dev, C, r) of an MoE layer on one device: the tokens entering it, the expert capacity per routing
+        group and the token slots it sends (module docstring)."""
+        moe = self.model.moe
         E, k = moe.num_experts, moe.top_k
-        etp = ops.etp
-        t_dev = b * n / tp
+        t_dev = b * cls.tokens / tp
         # Routing groups (Switch §2.2 / T5X GROUP_SIZE): capacity is set per group of tokens.
         group = np.minimum(moe.group_size_tokens, t_dev) if moe.group_size_tokens else t_dev
         groups = t_dev / group
         capacity = expert_capacity_array(np.floor(group), E, k, cf, moe.capacity_rule, moe.min_expert_capacity)
         dropless = np.isnan(cf)
         slots = np.where(dropless, k * t_dev, groups * E * capacity)
+        return t_dev, capacity, slots
+
+    def _activation_bytes(self, cls: LayerClass, b, tp, etp, rec, routing) -> np.ndarray:
+        """Bytes one layer of `cls` keeps for its backward per device per micro-batch (a full recompute: its input
+        only); `routing`: _routing's (t_dev, C, r) of an MoE layer, None for a dense one. Context parallelism's
+        ring buffers are added by _context_parallel."""
+        model, tr = self.model, self.tr
+        h, n = model.d_model, cls.tokens
+        sp, q_st = tr.sequence_parallel, self.q_store
+        kept = stored_inputs(model, tr, rec, q_st)  # recompute_modules, dropout (selective.py)
+        att = model.attention  # the output projection's input: a·d_v per token (moesim/ops/layer.py out_proj)
+        att_kw = dict(q_input=kept.q_gemm_input, mask=kept.mask, qkv_per_token=kept.qkv_per_token,
+                      proj_in_per_token=att.num_heads * (att.v_head_dim or att.head_dim),
+                      q_proj=tr.attention_output_storage_bytes)
+        act = mem.attention_activation_bytes(b, n, n, h, model.attention.num_heads, tp, sp, rec, q_st, **att_kw)
+        if cls.cross_attention:
+            act = act + mem.attention_activation_bytes(b, n, cls.encoder_tokens, h, model.attention.num_heads,
+                                                       tp, sp, rec, q_st, **att_kw)
+        act = act + mem.norm_activation_bytes(b, n, h, tp, sp, 3 if cls.cross_attention else 2)
+        if cls.mtp:
+            act = act + mem.mtp_input_activation_bytes(b, n, h, tp, sp, q_st, kept.q_gemm_input)
+        if routing is None:
+            act = act + mem.mlp_activation_bytes(b, n, h, model.d_ff, tp, sp, model.ffn_kind, q_st, False,
+                                                 kept.q_gemm_input, kept.mask)
+        else:
+            moe = model.moe
+            t_dev, capacity, slots = routing
+            dense_einsum = tr.dispatch_impl == "dense_einsum"
+            act = act + mem.moe_activation_bytes(t_dev, slots, h, moe.expert_d_ff, moe.num_experts, etp,
+                                                 model.ffn_kind, dense_einsum, capacity, q_st,
+                                                 tr.moe_activation_recompute, kept.q_router_input, kept.mask)
+            if moe.num_shared_experts:
+                act = act + mem.mlp_activation_bytes(b, n, h, moe.num_shared_experts * moe.shared_expert_d_ff, tp,
+                                                     sp, model.ffn_kind, q_st, tr.moe_activation_recompute,
+                                                     kept.q_gemm_input, kept.mask)
+        full = rec == mem.RECOMPUTE_CODES["full"]
+        return np.where(full, mem.full_recompute_bytes(b, n, h, tp, sp), act)
+
+    def _moe(self, cls: LayerClass, terms: ClassTerms, ops: LayerOps, fwd_flops, b, tp, rec, routing):
+        model, moe = self.model, self.model.moe
+        h, fl = model.d_model, cls.flops
+        E = moe.num_experts
+        etp = ops.etp
+        t_dev, capacity, slots = routing
         per_expert = ffn_params(h, moe.expert_d_ff, model.ffn_kind)
         expert_flops = FLOPS_PER_MAC * slots * per_expert
         router = b * fl.router / tp
@@ -323,14 +364,6 @@ class TermBuilder:
             terms.dispatch_einsum_flops = einsum / 2
         moe_ops = (ops.router(cls, t_dev) + permute + ops.experts(slots) + unpermute + [ops.moe_residual(cls)]
                    + ops.shared_experts(cls))
-        recompute_act_fn, kept = self.tr.moe_activation_recompute, self.kept
-        act = act + mem.moe_activation_bytes(t_dev, slots, h, moe.expert_d_ff, E, etp, model.ffn_kind,
-                                             dense_einsum, capacity, self.q_store, recompute_act_fn,
-                                             kept.q_router_input, kept.mask)
-        if moe.num_shared_experts:
-            act = act + mem.mlp_activation_bytes(b, n, h, moe.num_shared_experts * moe.shared_expert_d_ff, tp,
-                                                 self.tr.sequence_parallel, model.ffn_kind, self.q_store,
-                                                 recompute_act_fn, kept.q_gemm_input, kept.mask)
         terms.slots, terms.capacity, terms.tokens_per_device = slots, capacity, t_dev
         full = rec == mem.RECOMPUTE_CODES["full"]
         extra = np.where(full, 1, 0)
@@ -344,7 +377,7 @@ class TermBuilder:
         # the gather moves dispatched tokens (dispatch dtype), the scatter expert outputs (combine dtype).
         terms.comms.append(CommCall("etp_all_gather", "etp", "all_gather", gathered * self.q_dispatch, 2 + extra))
         terms.comms.append(CommCall("etp_reduce_scatter", "etp", "reduce_scatter", gathered * q_c, 2 + extra))
-        return moe_ops, fwd_flops, act, padded_extra
+        return moe_ops, fwd_flops, padded_extra
 
     def _tp_comms(self, terms: ClassTerms, cls: LayerClass, blocks: int, full, b) -> None:
         """Megatron TP: per block an all-reduce forward and one backward, or with sequence parallelism an

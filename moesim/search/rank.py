@@ -23,7 +23,7 @@ from moesim.errors import SpecError
 from moesim.estimate import Candidates, StepEstimate, evaluate, step_estimate
 from moesim.estimate.candidates import RECOMPUTE_NAMES
 from moesim.estimate.pricing import CollectivePricer, distinct_rows
-from moesim.search.enumerate import enumerate_layouts
+from moesim.search.enumerate import Enumeration, enumerate_layouts
 from moesim.search.pareto import front_of_sorted, pareto_front
 from moesim.specs.layout import Layout, layout_arg
 from moesim.specs.scenario import Scenario
@@ -36,6 +36,7 @@ MAX_THREADS = 4  # evaluation threads by default (a few batches; more threads on
 MISSES_KEPT = 5  # when nothing fits: the valid layouts needing the least memory that a search reports
 MEMOS_KEPT = 4  # default models' memoised costs kept across searches (the most recently used ones)
 MEMO_ENTRIES_KEPT = 100_000  # a kept memo with more costs than this starts afresh (a sweep's searches on one model)
+ENUMERATION_BYTES_KEPT = 256 * 2**20  # the last search's enumeration is kept for the next one up to this size
 
 
 def objective_unit(scenario: Scenario, objective: str) -> str:
@@ -240,6 +241,36 @@ def _default_memo(scenario: Scenario) -> _MemoModel:
     return memo
 
 
+_enumerations: dict[tuple, Enumeration] = {}
+_enumerations_lock = threading.Lock()
+
+
+def _enumeration(scenario: Scenario) -> Enumeration:
+    """enumerate_layouts(scenario), the last one kept for the next search of the same space: keyed by all that
+    search.enumerate reads (the model, the training, the [search] space and the device count; frozen dataclasses,
+    equal when their fields are), its arrays made read-only. A search reads the candidates and keeps copies of
+    the rows it returns (Candidates.take by index), never the kept arrays. An unhashable key, or an enumeration
+    over ENUMERATION_BYTES_KEPT, is not kept."""
+    key = (scenario.model, scenario.training, scenario.search, scenario.devices)
+    try:
+        hash(key)
+    except TypeError:
+        return enumerate_layouts(scenario)
+    with _enumerations_lock:
+        found = _enumerations.get(key)
+    if found is not None:
+        return found
+    found = enumerate_layouts(scenario)
+    arrays = [a for a in vars(found.candidates).values() if isinstance(a, np.ndarray)]
+    if sum(a.nbytes for a in arrays) <= ENUMERATION_BYTES_KEPT:
+        for a in arrays:
+            a.setflags(write=False)
+        with _enumerations_lock:
+            _enumerations.clear()
+            _enumerations[key] = found
+    return found
+
+
 def _chunks(pp: np.ndarray) -> list[slice]:
     """Runs of candidates evaluated together: one pipeline degree (pp-sorted input), at most CHUNK_CANDIDATES."""
     bounds = np.concatenate([[0], np.flatnonzero(pp[1:] != pp[:-1]) + 1, [len(pp)]])
@@ -261,7 +292,7 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
     """
     if objective not in OBJECTIVES:
         raise SpecError(f"unknown objective '{objective}'", field="--objective", value=objective, allowed=OBJECTIVES)
-    found = enumerate_layouts(scenario)
+    found = _enumeration(scenario)
     cands = found.candidates
     model = _MemoModel(collective_model) if collective_model else _default_memo(scenario)
     n = len(cands)

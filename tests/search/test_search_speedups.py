@@ -16,7 +16,7 @@ from moesim.estimate.strides import _strides, candidate_strides
 from moesim.search import enumerate_layouts, search
 from moesim.search.rank import _equivalent_orders
 from moesim.specs.scenario import SearchSpace
-from search_fixtures import ODD_MOE, build, with_hbm
+from search_fixtures import DENSE, ODD_MOE, build, with_hbm
 
 FIGURES = ("step_time_s", "memory_total_bytes", "mfu", "tokens_per_s", "fits", "slowest_stage", "memory_stage")
 
@@ -151,11 +151,13 @@ def test_fitting_only_evaluates_the_fitting_rows_alike(which, request):
     assert np.array_equal(some.rows, np.flatnonzero(every.fits))
     for name in FIGURES:
         assert np.array_equal(getattr(some, name), getattr(every, name)[some.rows]), name
-    # Nothing fits: one row is kept (not fitting), with its figures.
+    # Nothing fits: nothing is priced, every array empty (the search ranks none of them).
     tight = with_hbm(scenario, 1.0e6)
+    assert not evaluate(tight, cands, model, breakdown=False).fits.any()
     none = evaluate(tight, cands, model, breakdown=False, fitting_only=True)
-    assert none.rows.tolist() == [0] and not none.fits.any()
-    assert none.step_time_s[0] == evaluate(tight, cands.take([0]), model).step_time_s[0]
+    assert none.rows.tolist() == [] and len(none.candidates) == 0
+    for name in FIGURES:
+        assert len(getattr(none, name)) == 0, name
 
 
 def test_rank_order_is_lexsort():
@@ -176,3 +178,27 @@ def test_equivalent_orders_by_runs_when_ranked_by_step(odd):
     args = (result.candidates, np.arange(result.ranked), result.step_time_s, result.memory_bytes_per_device)
     by_runs, by_hash = _equivalent_orders(*args, adjacent=True), _equivalent_orders(*args)
     assert np.array_equal(by_runs[0], by_hash[0]) and np.array_equal(by_runs[1], by_hash[1])
+
+
+@pytest.mark.parametrize("which", ["odd", "odd_wide", "dense"])
+def test_memory_terms_are_builds_memory(which, request):
+    """TermBuilder.memory_terms (the search's memory check before pricing) gives build's activation bytes and
+    routing figures bit for bit, on every candidate row (context parallelism's ring buffers included)."""
+    from moesim.estimate.context_parallel import tokens_divisor
+    from moesim.estimate.terms import TermBuilder
+    from moesim.workload import build_workload
+
+    scenario = build(DENSE, devices=8) if which == "dense" else request.getfixturevalue(which)
+    cands = enumerate_layouts(scenario).candidates
+    tr, f = scenario.training, (lambda a: np.asarray(a, dtype=float))
+    b = tr.global_batch_sequences / (f(cands.dp) * f(cands.micro_batches)) / tokens_divisor(f(cands.cp))
+    builder = TermBuilder(scenario.model, scenario.hardware, tr, b, f(cands.tp), f(cands.ep), f(cands.etp),
+                          cands.recompute, f(cands.capacity_factor), f(cands.cp), cands.cp_comm)
+    for cls in build_workload(scenario.model, *scenario.seq_lens).classes:
+        built, held = builder.build(cls), builder.memory_terms(cls)
+        assert held.ops_fwd == [] and not np.any(held.fwd_time_s)  # nothing priced
+        for name in ("activation_bytes", "slots", "capacity", "tokens_per_device"):
+            want, got = getattr(built, name), getattr(held, name)
+            assert (want is None) == (got is None), name
+            if want is not None:
+                assert np.array_equal(np.asarray(got), np.asarray(want)), name

@@ -103,6 +103,8 @@ DEFINES = (
     ("ib_ar_threshold_bytes", ("src/transport/net_ib/p2p.cc", "src/transport/net_ib.cc"),
      r"int64_t ncclIbArThreshold = (\d+);|\"IB_AR_THRESHOLD\", (\d+)\)"),
     ("p2p_ll_threshold_bytes", ("src/enqueue.cc",), r"\"P2P_LL_THRESHOLD\", (\d+)\)"),
+    ("net_gdr_level_default", ("src/graph/paths.cc",), r"int netGdrLevel = ([^;]+);"),
+    ("net_gdr_c2c_default", ("src/graph/paths.cc",), r"\"NET_GDR_C2C\", (\d+)\)"),
 )
 # (key, file, regex): every match's groups in order, flattened (the NVLS / NVLSTree chunk cuts of calcCollChunking)
 FINDALL = (
@@ -279,12 +281,13 @@ def render() -> str:
                    and (v := get(data, f"v{version}-1")) is not None and repr(v) != repr(today[path])
                    for name, log_arch in names if not arch or arch == log_arch]
         lines.append(f"| {path} | {cells} | {', '.join(touched) or '-'} |")
-    lines += ["", "**Different between releases, not priced by moesim** (code rules and tables it does not model; the "
-              "numbers of NCCL's initializer in order):", ""]
+    lines += ["", "**Different between releases, not in [versioned]** (code rules, kept in nccl_code_rules.toml or not "
+              "modelled, and tables moesim does not price; the numbers of NCCL's initializer in order, or the code "
+              "as written; which is which: docs/collectives-history.md \"Session 17 (versiongap)\"):", ""]
     priced = {"base_latency_us", "hw_latency_us", "ll_max_bws_gb_per_s", "per_ch_max_ring_ll128_gb_per_s",
               "per_ch_max_tree_ll128_gb_per_s", "per_ch_max_tree_gb_per_s", "nvls_nchannels_sm90",
               "nvls_nchannels_sm100", "nvls_nchannels_sm100_nvl", "pat_bw_factor", "maxchannels", "min_traffic_per_channel",
-              "min_traffic_ll_multiplier", "collnet_direct_arity_us", "max_nvls_arity"}
+              "min_traffic_ll_multiplier", "collnet_direct_arity_us", "max_nvls_arity", "net_gdr_c2c_default"}
     for key, rows in data.items():
         runs = _runs(list(rows.items()))
         if key in priced or len(runs) == 1:
@@ -407,6 +410,9 @@ VERSIONED["channels.max_channels"] = (lambda data, tag: int(data["maxchannels"][
 VERSIONED["collnet.direct_per_local_rank_us"] = (lambda data, tag: data["collnet_direct_arity_us"][tag],
                                                  "tuning.cc ncclTopoTuneModel (CollNetDirect arity serialization)")
 VERSIONED["nvls_chunk.max_arity"] = (lambda data, tag: int(data["max_nvls_arity"][tag]), "include/device.h (devcomm.h before v2.19) NCCL_MAX_NVLS_ARITY")
+VERSIONED["gpu_nic_path.gdr_also"] = (  # GDR on a P2C path (Grace C2C) only where NCCL_NET_GDR_C2C defaults to 1
+    lambda data, tag: ["P2C", "PXN"] if data["net_gdr_c2c_default"][tag] == 1.0 else ["PXN"],
+    "graph/paths.cc ncclTopoCheckGdr (NCCL_NET_GDR_C2C default)")
 ROWS_BEGIN = "# BEGIN versioned rows: python scripts/nccl_version_inventory.py --rows"
 ROWS_END = "# END versioned rows"
 

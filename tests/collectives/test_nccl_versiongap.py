@@ -33,6 +33,9 @@ ABSENT = nccl_tuning.ABSENT
     # src/include/device.h `#define NCCL_MAX_NVLS_ARITY`
     ("2.20.5", "nvls_chunk.max_arity", 8),                         # v2.20.5-1 l. 160
     ("2.21.5", "nvls_chunk.max_arity", 32),                        # v2.21.5-1 l. 170
+    # src/graph/paths.cc `NCCL_PARAM(NetGdrC2c, "NET_GDR_C2C", x)`: GDR on a P2C (Grace C2C) path where 1
+    ("2.26.6", "gpu_nic_path.gdr_also", ["PXN"]),                  # v2.26.6-1 l. 381: 0
+    ("2.27.3", "gpu_nic_path.gdr_also", ["P2C", "PXN"]),           # v2.27.3-1 l. 386: 1
 ])
 def test_each_release_row_is_the_tagged_line(version, path, value):
     assert nccl_tuning.row_for(path, version) == value

@@ -67,6 +67,49 @@ DEFINES = (
     ("net_overhead_us_intel_amd", ("src/graph/tuning.cc",),
      r"VENDOR_INTEL\) return ([\d.]+);\s*if \((?:comm->)?cpuArch == NCCL_TOPO_CPU_ARCH_X86 && (?:comm->)?cpuVendor == "
      r"NCCL_TOPO_CPU_VENDOR_AMD\) return ([\d.]+);"),
+    # session 17 (versiongap): the other NCCL figures of nccl_tuning.toml, read at every tag as well
+    ("min_traffic_per_channel", ("src/enqueue.cc",), r"constexpr size_t MinTrafficPerChannel = (\d+)(?: << (\d+))?;"),
+    ("min_traffic_ll_multiplier", ("src/enqueue.cc",), r"protocol == NCCL_PROTO_LL\) trafficPerByte \*= (\d+);"),
+    ("ring_ll_bw_factor", ("src/graph/tuning.cc",),
+     r"NCCL_ALGO_RING && p == NCCL_PROTO_LL\)\s*\{?\s*busBw = std::min\(llMaxBw, busBw \* (.+?)\);"),
+    ("ring_ll128_bw_factor", ("src/graph/tuning.cc",),
+     r"NCCL_ALGO_RING && p == NCCL_PROTO_LL128\)\s*busBw = std::min\(busBw \* \((.+?)\),"),
+    ("tree_bw_factor", ("src/graph/tuning.cc",),
+     r"if \((a == NCCL_ALGO_TREE(?: && coll == ncclFuncAllReduce)?)\)\s*busBw = std::min\(busBw ?\* ?([\d.]+)"),
+    ("tree_ll_bw_divisor", ("src/graph/tuning.cc",),
+     r"NCCL_ALGO_TREE && p == NCCL_PROTO_LL\)\s*busBw = std::min\(busBw ?\* ?1\.0 ?/ ?([\d.]+)"),
+    ("tree_ll128_bw_one_node_else", ("src/graph/tuning.cc",),
+     r"nNodes == 1 \? ([\d.]+) ?/ ?([\d.]+) : ([\d.]+) ?/ ?([\d.]+)"),
+    ("tree_pattern_bw_factor", ("src/graph/tuning.cc",), r"NCCL_TOPO_PATTERN_TREE\)\s*busBw \*= ([\d.]+)"),
+    ("collnet_direct_bw_factor_sm90", ("src/graph/tuning.cc",), r"minCompCap >= 90\)\s*busBw \*= ([\d.]+)"),
+    ("collnet_direct_arity_us", ("src/graph/tuning.cc",), r"\(nRanks ?/ ?nNodes ?- ?1\) ?\* ?([\d.]+)\) ?\+ ?interLat"),
+    ("pat_latency_divisor_per_rank_us", ("src/graph/tuning.cc",),
+     r"log2i\(nNodes\) \* \(interLat ?/ ?([\d.]+)\)[^+]*\+ ?nRanks ?\* ?([\d.]+)"),
+    ("net_overhead_simple_multiplier", ("src/graph/tuning.cc",), r"netOverhead \*= (\d+)"),
+    ("ring_plateau_min_bytes", ("src/graph/tuning.cc",), r"comm->nRanks\) >= (\d+)"),
+    ("warp_size", ("src/include/device.h", "src/collectives/device/common.h", "src/include/devcomm.h"),
+     r"#define WARP_SIZE (\d+)"),
+    ("ll_lines_per_thread", ("src/include/device.h", "src/include/devcomm.h"), r"#define NCCL_LL_LINES_PER_THREAD (\d+)"),
+    ("ll128_elems_per_thread", ("src/include/device.h", "src/include/devcomm.h"),
+     r"#define NCCL_LL128_ELEMS_PER_THREAD (\d+)"),
+    ("max_nvls_arity", ("src/include/device.h", "src/include/devcomm.h"), r"#define NCCL_MAX_NVLS_ARITY (\d+)"),
+    ("max_dev_work_p2p_per_batch", ("src/include/device.h", "src/include/devcomm.h"),
+     r"#define NCCL_MAX_DEV_WORK_P2P_PER_BATCH (\d+)"),
+    ("broadcast_chunksteps", ("src/include/collectives.h",), r"#define BROADCAST_CHUNKSTEPS (\d+)"),
+    ("alloc_p2p_net_ll_buffers", ("src/init.cc",), r"\"ALLOC_P2P_NET_LL_BUFFERS\", (\d+)\)"),
+    ("p2p_schedule_group_size", ("src/init.cc",), r"\"P2P_SCHEDULE_GROUP_SIZE\", (\w+)\)"),
+    ("nchannels_per_net_peer", ("src/graph/paths.cc", "src/init.cc"), r"\"NCHANNELS_PER_NET_PEER\", (\w+)\)"),
+    ("p2p_per_channel_net_gb_per_s", ("src/graph/paths.cc",), r"\"P2P_PER_CHANNEL_NET_BW\", (?:/\*GB/s\*/ ?)?(\d+)\)"),
+    ("ib_ar_threshold_bytes", ("src/transport/net_ib/p2p.cc", "src/transport/net_ib.cc"),
+     r"int64_t ncclIbArThreshold = (\d+);|\"IB_AR_THRESHOLD\", (\d+)\)"),
+    ("p2p_ll_threshold_bytes", ("src/enqueue.cc",), r"\"P2P_LL_THRESHOLD\", (\d+)\)"),
+    ("net_gdr_level_default", ("src/graph/paths.cc",), r"int netGdrLevel = ([^;]+);"),
+    ("net_gdr_c2c_default", ("src/graph/paths.cc",), r"\"NET_GDR_C2C\", (\d+)\)"),
+)
+# (key, file, regex): every match's groups in order, flattened (the NVLS / NVLSTree chunk cuts of calcCollChunking)
+FINDALL = (
+    ("nvls_chunk_cuts", "src/enqueue.cc",
+     r"\(nBytes < \((\d+) \* \(concurrentOps \* chunkSize\)\)\) && \(chunkSize > (\d+)\)\) chunkSize = \d+"),
 )
 NUMBER = re.compile(r"(\d+\.?\d*|\.\d+)f?(?:\s*\*\s*(\d+\.?\d*|\.\d+))?")
 COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
@@ -123,6 +166,12 @@ def _ll128_net_gate(text: str) -> str:
     return "?"
 
 
+def _number(text: str):
+    """A captured figure as a float, a name (PATH_PXB, NCCL_CONFIG_UNDEF_INT) as it is written."""
+    text = COMMENT.sub(" ", text).strip()
+    return float(text) if re.fullmatch(r"[\d.]+", text) else " ".join(text.split())
+
+
 def extract(git_dir: str) -> dict:
     """{constant: {tag: value}} read from the NCCL git directory at each tag of TAGS."""
     out: dict[str, dict] = {}
@@ -138,10 +187,13 @@ def extract(git_dir: str) -> dict:
             for path in files:
                 m = re.search(pattern, _show(git_dir, tag, path))
                 if m:
-                    groups = [float(g) for g in m.groups() if g is not None]
+                    groups = [_number(g) for g in m.groups() if g is not None]
                     value = groups[0] if len(groups) == 1 else groups
                     break
             out.setdefault(key, {})[tag] = value
+        for key, path, pattern in FINDALL:
+            found = [_number(g) for m in re.finditer(pattern, _show(git_dir, tag, path)) for g in m.groups()]
+            out.setdefault(key, {})[tag] = found or "absent"
     return out
 
 
@@ -186,7 +238,7 @@ def _logs_by_version() -> dict[str, list[tuple[str, str]]]:
 
 def _short(v) -> str:
     if isinstance(v, list):
-        return " ".join(f"{x:g}" for x in v)
+        return " ".join(_short(x) for x in v)
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
@@ -229,11 +281,13 @@ def render() -> str:
                    and (v := get(data, f"v{version}-1")) is not None and repr(v) != repr(today[path])
                    for name, log_arch in names if not arch or arch == log_arch]
         lines.append(f"| {path} | {cells} | {', '.join(touched) or '-'} |")
-    lines += ["", "**Different between releases, not priced by moesim** (code rules and tables it does not model; the "
-              "numbers of NCCL's initializer in order):", ""]
+    lines += ["", "**Different between releases, not in [versioned]** (code rules, kept in nccl_code_rules.toml or not "
+              "modelled, and tables moesim does not price; the numbers of NCCL's initializer in order, or the code "
+              "as written; which is which: docs/collectives-history.md \"Session 17 (versiongap)\"):", ""]
     priced = {"base_latency_us", "hw_latency_us", "ll_max_bws_gb_per_s", "per_ch_max_ring_ll128_gb_per_s",
               "per_ch_max_tree_ll128_gb_per_s", "per_ch_max_tree_gb_per_s", "nvls_nchannels_sm90",
-              "nvls_nchannels_sm100", "nvls_nchannels_sm100_nvl", "pat_bw_factor"}
+              "nvls_nchannels_sm100", "nvls_nchannels_sm100_nvl", "pat_bw_factor", "maxchannels", "min_traffic_per_channel",
+              "min_traffic_ll_multiplier", "collnet_direct_arity_us", "max_nvls_arity", "net_gdr_c2c_default"}
     for key, rows in data.items():
         runs = _runs(list(rows.items()))
         if key in priced or len(runs) == 1:
@@ -330,6 +384,35 @@ for _arch in ("hopper", "blackwell"):  # SM90+: the gate's SM90 branch (Blackwel
     VERSIONED[f"gpu_nic_path.ll128_max.{_arch}"] = (
         lambda data, tag: "P2C" if data["ll128_net_gate"][tag].startswith("<= P2C") else "PXN",
         "tuning.cc ncclTopoTuneModel (LL128's typeInter gate)")
+
+
+def _min_traffic(data, tag):
+    """MinTrafficPerChannel in bytes (`16 << 10` read as [16, 10]); None before v2.22.3-1 (no such constant)."""
+    value = data["min_traffic_per_channel"][tag]
+    if value == "absent":
+        return None
+    return int(value[0]) << int(value[1]) if isinstance(value, list) else int(value)
+
+
+def _min_traffic_ll(data, tag):
+    """LL's trafficPerByte multiplier in the scheduler's cells: 1 where MinTrafficPerChannel exists but the line
+    does not (v2.22.3-1 .. v2.25.1-1), None where neither does."""
+    if _min_traffic(data, tag) is None:
+        return None
+    value = data["min_traffic_ll_multiplier"][tag]
+    return 1 if value == "absent" else int(value)
+
+
+# session 17 (versiongap): the rest of the NCCL figures nccl_tuning.toml prices that differ between releases
+VERSIONED["channels.min_traffic_per_channel_bytes"] = (_min_traffic, "enqueue.cc MinTrafficPerChannel")
+VERSIONED["channels.min_traffic_ll_multiplier"] = (_min_traffic_ll, "enqueue.cc scheduleCollTasksToPlan (LL trafficPerByte *=)")
+VERSIONED["channels.max_channels"] = (lambda data, tag: int(data["maxchannels"][tag]), "include/device.h (devcomm.h before v2.19) MAXCHANNELS")
+VERSIONED["collnet.direct_per_local_rank_us"] = (lambda data, tag: data["collnet_direct_arity_us"][tag],
+                                                 "tuning.cc ncclTopoTuneModel (CollNetDirect arity serialization)")
+VERSIONED["nvls_chunk.max_arity"] = (lambda data, tag: int(data["max_nvls_arity"][tag]), "include/device.h (devcomm.h before v2.19) NCCL_MAX_NVLS_ARITY")
+VERSIONED["gpu_nic_path.gdr_also"] = (  # GDR on a P2C path (Grace C2C) only where NCCL_NET_GDR_C2C defaults to 1
+    lambda data, tag: ["P2C", "PXN"] if data["net_gdr_c2c_default"][tag] == 1.0 else ["PXN"],
+    "graph/paths.cc ncclTopoCheckGdr (NCCL_NET_GDR_C2C default)")
 ROWS_BEGIN = "# BEGIN versioned rows: python scripts/nccl_version_inventory.py --rows"
 ROWS_END = "# END versioned rows"
 

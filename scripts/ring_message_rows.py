@@ -5,7 +5,8 @@ write plus a 0-byte write with immediate where adaptive routing is on: NCCL's de
 and the measured time's step from the row before against the priced one. Session 17 (agrs):
 docs/collectives-history.md "Session 17 (agrs)".
 
-Per row (NVIDIA/nccl v2.24.3-1 / v2.28.9-1 / v2.29.2-1; figures and lines in scripts/ring_message_rows.toml): the
+Per row (NVIDIA/nccl v2.24.3-1 / v2.28.9-1 / v2.29.2-1; figures and lines in scripts/ring_message_rows.toml, the
+scheduler's in moesim/collectives/nccl_tuning.toml [channels] and its release rows): the
 channels NCCL runs at the priced (ring, protocol): its tuner's loop (nccl_channels.ring_tree_channels), then its
 scheduler's cells of MinTrafficPerChannel (scheduled_channels; it cuts only rows below 256 KiB here);
 data per channel per ring step m = bytes / (ranks x channels) (enqueue.cc spreads a ring collective's per-rank count
@@ -27,6 +28,7 @@ from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/
 from moesim.calibrate.log_pricing import priced_log  # noqa: E402
 from moesim.calibrate.nccl_table import _size, entry_nccl_version, read_manifest  # noqa: E402
 from moesim.collectives.nccl_channels import ring_tree_channels  # noqa: E402
+from moesim.collectives.nccl_tuning import at_version, tuning  # noqa: E402
 from moesim.collectives.topo_model import TopologyModel  # noqa: E402
 from scripts.docblock import fenced_table, run_check  # noqa: E402
 
@@ -42,21 +44,14 @@ STEP_LOW, STEP_HIGH = 256 * 2**10, 64 * 2**20  # the rows whose step from the ro
 CHANNELS = 16  # nccl_tuning.toml [pipeline] channels (no healthy multi-node ring log sets NCCL_MIN/MAX_NCHANNELS)
 
 
-def _release(version: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in version.split("."))
-
-
 def scheduled_channels(protocol: str, size_bytes: float, channels: int, version: str) -> int:
     """Channels NCCL's scheduler spreads an all_gather / reduce_scatter of `size_bytes` (nccl-tests' size, the
     collective's traffic) over, given the tuner's `channels`: ceil(traffic / cell traffic), at most `channels`
-    (enqueue.cc scheduleCollTasksToPlan, MinTrafficPerChannel of the release `version`; "" = 16 KiB)."""
-    sched = NCCL["scheduler"]
-    cell = sched["min_traffic_per_channel_bytes"][0][1]
-    for first, cell_bytes in sched["min_traffic_per_channel_bytes"]:
-        if version and _release(version) >= _release(first):
-            cell = cell_bytes
-    if protocol == "LL":
-        cell /= sched["ll_cell_divisor"]
+    (enqueue.cc scheduleCollTasksToPlan: MinTrafficPerChannel and LL's multiplier of the release `version`, moesim's
+    nccl_tuning.toml [channels] and their [versioned] rows; "" = the unset figures, v2.30.7-1's 32 KiB, LL 4x denser)."""
+    with at_version(version):
+        ch = tuning()["channels"]
+    cell = ch["min_traffic_per_channel_bytes"] / (ch["min_traffic_ll_multiplier"] if protocol == "LL" else 1)
     return max(1, min(channels, math.ceil(size_bytes / cell)))
 
 

@@ -68,11 +68,14 @@ def share_at(rule: tuple, size_bytes: float) -> float:
 def pinned_share(rule: tuple, size_bytes: float, channels: int, traffic_per_byte: int, protocol: str) -> float:
     """share_at with a tuner plugin's channel count: NCCL keeps the threads of its own per-size loop and replaces the
     channels by the plugin's (getAlgoInfo: `info->nMaxChannels = nMaxChannels`); the scheduler caps them at
-    comm->nChannels and spreads the traffic (nBytes x 2 for all-reduce) in cells of at least 16 KiB per channel (4x
-    denser for LL), so a small collective still runs on ceil(traffic / 16 KiB) channels. Source: NVIDIA/nccl v2.28.9-1
-    / v2.30.7-1 src/enqueue.cc getAlgoInfo, scheduleCollTasksToPlan (MinTrafficPerChannel), ncclFuncTrafficPerByte."""
+    comm->nChannels and spreads the traffic (nBytes x 2 for all-reduce) in cells of at least MinTrafficPerChannel per
+    channel (32 KiB unset, v2.30.7-1's; 4x denser for LL), so a small collective still runs on ceil(traffic / cell)
+    channels; both figures are the release's where a version is in force (nccl_tuning.toml [versioned] rows).
+    Source: NVIDIA/nccl v2.28.9-1 / v2.30.7-1 src/enqueue.cc getAlgoInfo, scheduleCollTasksToPlan
+    (MinTrafficPerChannel), ncclFuncTrafficPerByte."""
     _, nt = ring_tree_channels_at(rule, size_bytes)
-    per_channel = tuning()["channels"]["min_traffic_per_channel_bytes"] / (4 if protocol == "LL" else 1)
+    ch = tuning()["channels"]
+    per_channel = ch["min_traffic_per_channel_bytes"] / (ch["min_traffic_ll_multiplier"] if protocol == "LL" else 1)
     used = min(channels, rule[0], max(1, -(-int(size_bytes * traffic_per_byte) // int(per_channel))))
     return min(1.0, used * nt / rule[6])
 

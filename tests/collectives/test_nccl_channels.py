@@ -380,14 +380,21 @@ def test_tuner_rule_channels_on_the_wire(channels, factor):
 
 
 def test_pinned_share_follows_ncclS_scheduler():
-    """min(plugin's channels, comm->nChannels, ceil(traffic / 16 KiB)) channels (LL: 4 KiB), the loop's threads."""
+    """min(plugin's channels, comm->nChannels, ceil(traffic / MinTrafficPerChannel)) channels (LL's cells 4x denser),
+    the loop's threads: 16 KiB at NCCL 2.28.9, 32 KiB unset (v2.30.7-1's; session 17 versiongap)."""
     from moesim.collectives.nccl_channels import channel_rule, pinned_share
+    from moesim.collectives.nccl_tuning import at_version
 
-    rule = channel_rule("ring", "Simple", 16, 16)
-    assert pinned_share(rule, 2.0**26, 4, 1, "Simple") == pytest.approx(4 / 16)
-    assert pinned_share(rule, 2.0**26, 64, 1, "Simple") == 1.0
-    # 48 KiB: the loop runs 1 channel of 512 threads; the plugin's 8 give 3 cells of 16 KiB (all-reduce traffic: 6)
-    assert pinned_share(rule, 48 * 1024.0, 8, 1, "Simple") == pytest.approx(3 / 16)
-    assert pinned_share(rule, 48 * 1024.0, 8, 2, "Simple") == pytest.approx(6 / 16)
-    ll = channel_rule("tree", "LL", 16, 16)
-    assert pinned_share(ll, 16 * 1024.0, 8, 2, "LL") == pytest.approx(8 / 16)  # 32 KiB traffic / 4 KiB cells, capped 8
+    with at_version("2.28.9"):
+        rule = channel_rule("ring", "Simple", 16, 16)
+        assert pinned_share(rule, 2.0**26, 4, 1, "Simple") == pytest.approx(4 / 16)
+        assert pinned_share(rule, 2.0**26, 64, 1, "Simple") == 1.0
+        # 48 KiB: the loop runs 1 channel of 512 threads; the plugin's 8 give 3 cells of 16 KiB (all-reduce traffic: 6)
+        assert pinned_share(rule, 48 * 1024.0, 8, 1, "Simple") == pytest.approx(3 / 16)
+        assert pinned_share(rule, 48 * 1024.0, 8, 2, "Simple") == pytest.approx(6 / 16)
+        ll = channel_rule("tree", "LL", 16, 16)
+        assert pinned_share(ll, 16 * 1024.0, 8, 2, "LL") == pytest.approx(8 / 16)  # 32 KiB / 4 KiB cells, capped 8
+    # unset: 32 KiB cells, 8 KiB for LL
+    assert pinned_share(rule, 48 * 1024.0, 8, 1, "Simple") == pytest.approx(2 / 16)
+    assert pinned_share(rule, 48 * 1024.0, 8, 2, "Simple") == pytest.approx(3 / 16)
+    assert pinned_share(ll, 16 * 1024.0, 8, 2, "LL") == pytest.approx(4 / 16)

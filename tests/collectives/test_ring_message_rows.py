@@ -41,7 +41,6 @@ def test_nccl_figures_follow_the_macros_they_cite():
     assert nccl["ll128"]["step_data_bytes"] == 120 * 640 * 8 * 120 // 128 == 576000
     assert (nccl["ll"]["line_data_bytes"], nccl["ll"]["line_wire_bytes"]) == (8, 16)
     assert nccl["ib"]["ar_threshold_bytes"] == 8192
-    assert nccl["scheduler"]["min_traffic_per_channel_bytes"] == [["2.18.1", 16 << 10], ["2.29.2", 32 << 10]]
 
 
 @pytest.mark.parametrize(("protocol", "data", "wire", "over"), [
@@ -63,8 +62,9 @@ def test_wire_bytes_and_the_ar_threshold(rows, protocol, data, wire, over):
     ("LL128", 128 * 2**10, "2.28.9", 8),    # 128 KiB of traffic in 16 KiB cells
     ("LL128", 256 * 2**10, "2.28.9", 16),
     ("LL128", 256 * 2**10, "2.29.2", 8),    # 32 KiB cells from 2.29.2
-    ("LL128", 256 * 2**10, "", 16),         # no stated release: 16 KiB
+    ("LL128", 256 * 2**10, "", 8),          # no stated release: the unset 32 KiB (v2.30.7-1's)
     ("LL", 32 * 2**10, "2.28.9", 8),        # LL cells 4x denser: 4 KiB
+    ("LL", 32 * 2**10, "2.24.3", 2),        # not before 2.26.2: 16 KiB cells for LL too
     ("Simple", 64 * 2**20, "2.29.2", 16),   # never above the tuner's channels
 ])
 def test_scheduled_channels(rows, protocol, size, version, channels):

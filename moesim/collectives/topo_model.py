@@ -258,7 +258,8 @@ class TopologyModel:
         multi = top >= 1
         protocols = NCCL_PROTOCOLS if system.nccl else (PLAIN,)
         allowed = self._protos.get(op)  # NCCL_PROTO's list for the op (tuner-picked ops only), None: not set
-        no_ring = op == "broadcast" and system.nccl and "ring" not in self._allowed(op, multi)  # ring only: nccl_no_pick.py
+        # broadcast runs ring only (nccl_no_pick.py)
+        no_ring = op == "broadcast" and system.nccl and "ring" not in self._allowed(op, multi)
         if system.nccl and allowed is not None:
             protocols = tuple(p for p in protocols if p.name in allowed)
         torus_port = tuple(t.kind == "torus" and pl.torus is not None for t in tiers)
@@ -359,14 +360,15 @@ class TopologyModel:
 
     def __post_init__(self) -> None:
         nccl_tuning.check_version(self.nccl_version)  # first: the NCCL_ALGO / NCCL_PROTO syntax is the release's
-        object.__setattr__(self, "_algos", {multi: nccl_env_lists.algo_lists(self.nccl_algo, self.nccl_version,
-                                                                             self.collnet, multi)
-                                            for multi in (False, True)})
+        one = nccl_env_lists.algo_lists(self.nccl_algo, self.nccl_version, self.collnet)
+        by_nodes = self.nccl_version and not nccl_env_lists.per_collective(self.nccl_version)  # 2.18.1-2.23.4 only
+        several = nccl_env_lists.algo_lists(self.nccl_algo, self.nccl_version, self.collnet, True) if by_nodes else one
+        object.__setattr__(self, "_algos", {False: one, True: several})
         ignored = nccl_env_lists.ignored_names(self.nccl_algo, self.nccl_version)
         if ignored:  # v2.23.4-1 src/graph/tuning.cc parseList l. 34-53: a name strcasecmp matches to nothing
             warnings.warn(f"NCCL_ALGO '{self.nccl_algo}': NCCL {self.nccl_version} ignores "
-                          f"{', '.join(repr(t) for t in ignored)} (not one of its algorithm names; NCCL 2.24.3 on fails "
-                          f"the string)")
+                          f"{', '.join(repr(t) for t in ignored)} (not one of its algorithm names; NCCL 2.24.3 on "
+                          f"fails the string)")
         object.__setattr__(self, "_protos", nccl_env_lists.proto_lists(self.nccl_proto, self.nccl_version))
         for name in CHANNEL_KNOBS:
             check_channel_knob(name, getattr(self, name))

@@ -89,3 +89,16 @@ def test_an_unknown_name_is_ignored_before_2_24_3_and_fails_from_it(capsys):
     assert err.count("moesim: warning: NCCL_ALGO 'rnig,ring': NCCL 2.23.4 ignores 'rnig'") == 1
     code, _, _, err = priced(capsys, "rnig,ring", "2.24.3")
     assert code == 2 and "field '--nccl-algo'" in err and "unknown algorithm 'rnig'" in err
+
+
+def test_the_error_from_2_24_3_says_what_2_18_1_to_2_23_4_do_with_the_classic_list(capsys):
+    for version in ("2.24.3", ""):  # unset: 2.24.3 on
+        code = main(["collective", "all_reduce", "--hardware", "b200", "--devices", "16", "--bytes", "1048576",
+                     "--nccl-algo", "collnetdirect"] + (["--nccl-version", version] if version else []))
+        err = " ".join(capsys.readouterr().err.split())
+        assert code == 2 and "2.18.1-2.23.4 enable ring, tree for all_reduce: ncclTopoTuneModel" in err, err
+        assert "fall back to ring" not in err
+    # a list whose names the earlier releases keep as they are still says the ring fallback
+    assert main(["collective", "all_gather", "--hardware", "b200", "--devices", "16", "--bytes", "1048576",
+                 "--nccl-algo", "tree", "--nccl-version", "2.24.3"]) == 2
+    assert "2.19.1-2.23.4 fall back to ring" in " ".join(capsys.readouterr().err.split())

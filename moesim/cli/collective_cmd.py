@@ -113,7 +113,10 @@ def register(subparsers) -> None:
                         "moesim with --nccl-version unset, fail the call; per collective as NCCL 2.24.3 on (and "
                         "moesim with --nccl-version unset): 'ring;allreduce:tree,ring;broadcast:ring', '^' per clause, "
                         "prefixes broadcast, reduce, allgather, reducescatter, allreduce; an earlier --nccl-version "
-                        "reads the string as one list, as that NCCL does (docs/collectives.md); GPU profiles only)")
+                        "reads the string as one list, as that NCCL does: at 2.18.1-2.23.4 a name it does not know "
+                        "('collnet', 'pat' before 2.23.4) is ignored with a warning and, without --nccl-collnet, a "
+                        "list without ring, tree, nvls or nvlstree gets ring and tree back; 2.24.3 on fail an "
+                        "unknown name (docs/collectives.md); GPU profiles only)")
     p.add_argument("--nccl-collnet", action="store_true",
                    help="NCCL_COLLNET_ENABLE=1: CollNet (SHARP) all-reduce where the profile's fabric has sharp = true "
                         "(default off; GPU profiles only)")

@@ -1,16 +1,19 @@
 """NCCL_ALGO / NCCL_PROTO as the NCCL release in force parses them (session 16 algosyntax; docs/collectives-history.md
 "Session 16 (algosyntax)"): `algo_lists` and `proto_lists` give {collective: the list the variable sets for it}.
 
-- The classic list ("ring,tree", "^nvls"; no ':' or ';') is read as before at every release (nccl.parse_nccl_algo,
-  nccl_tuner_rules.parse_nccl_proto), the same list for every collective.
-- Per-collective clauses ("ring;allreduce:tree,ring;broadcast:ring", '^' per clause): NCCL's parseList from
-  v2.24.3-1 (src/graph/tuning.cc, unchanged in effect to v2.30.7-1), at the releases nccl_code_rules.toml
-  [nccl_env_per_collective] names, and with the release unset (2.30.7's rule).
-- Before v2.24.3-1, parseList reads the whole string as one classic list (v2.23.4-1 src/graph/tuning.cc parseList: a
-  leading '^', ','-separated names, strcasecmp, a name it does not know ignored), so a clause such as
-  "allreduce:tree" names nothing; where that leaves ring, tree, NVLS and NVLSTree all off and CollNet is not in use,
-  ncclTopoTuneModel re-enables ring and tree ("If user has hard set NCCL_ALGO=COLLNET, ignore it", v2.18.1-1 ..
-  v2.23.4-1).
+- At 2.24.3 on (nccl_code_rules.toml [nccl_env_per_collective]) NCCL's parseList reads a classic list ("ring,tree",
+  "^nvls"; no ':' or ';') as the first clause of a per-collective string (v2.24.3-1 src/graph/tuning.cc parseList,
+  l. 53-110, same in effect to v2.30.7-1): one path, `_clauses`, so a name NCCL does not know fails, 'collnet' (NCCL
+  2.5-2.13's name) included. Per-collective clauses ("ring;allreduce:tree,ring;broadcast:ring", '^' per clause) are
+  read there too. With the release unset the classic list is read as it always was (nccl.parse_nccl_algo, which still
+  takes 'collnet'), clause strings as 2.30.7 reads them.
+- At 2.18.1 .. 2.23.4 parseList reads the whole string, classic or not, as one list (v2.18.1-1 / v2.23.4-1
+  src/graph/tuning.cc parseList l. 34-53: a leading '^', ','-separated names, strcasecmp against ncclAlgoStr, a name
+  it does not know ignored), so a clause such as "allreduce:tree", 'collnet', a typo, or 'pat' before 2.23.4 (no
+  NCCL_ALGO_PAT: v2.22.3-1 src/init.cc l. 40) names nothing; `ignored_names` lists them (TopologyModel warns).
+  ncclTopoTuneModel then, where CollNet is not supported (collNetSupport == 0), turns NVLSTree off on one node and NVLS
+  off across nodes, and re-enables ring and tree where ring, tree, NVLS and NVLSTree are all off ("If user has hard
+  set NCCL_ALGO=COLLNET, ignore it": v2.18.1-1 l. 250-262, v2.19.1-1 l. 265-277, v2.23.4-1 l. 303-314).
 """
 
 from __future__ import annotations
@@ -37,21 +40,37 @@ def per_collective(version: str) -> bool:
     return rule("nccl_env_per_collective", version)
 
 
-def algo_lists(text: str | None, version: str = "", collnet: bool = False) -> dict[str, frozenset[str]]:
+def algo_lists(text: str | None, version: str = "", collnet: bool = False,
+               multi_node: bool = False) -> dict[str, frozenset[str]]:
     """{collective: the algorithms NCCL_ALGO `text` enables for it} for all_reduce, all_gather, reduce_scatter,
-    broadcast, and OTHER for the rest, as NCCL at `version` parses it (module doc). A collective's set may be empty
-    (NCCL fails that call only: nccl_no_pick.no_algorithm)."""
-    if not has_clauses(text):
-        every = nccl.parse_nccl_algo(text)  # the classic list, unchanged
+    broadcast, and OTHER for the rest, as NCCL at `version` parses it (module doc), for a communicator over one node or
+    several (`multi_node`: the re-enabling test before 2.24.3 reads NVLS or NVLSTree by it). A collective's set may be
+    empty (NCCL fails that call only: nccl_no_pick.no_algorithm)."""
+    if not text or (not version and not has_clauses(text)):
+        every = nccl.parse_nccl_algo(text)  # unset release (or no NCCL_ALGO): the classic list as it always was
         return {op: every for op in (*_OPS, OTHER)}
     if per_collective(version):
         out = {op: frozenset(nccl.ALGORITHMS) for op in (*_OPS, OTHER)}
-        out.update(_clauses(text))
+        found = _clauses(text)
+        out.update(found)
+        if not has_clauses(text):  # a classic list: its one clause is every collective's list, as parse_nccl_algo's was
+            out[OTHER] = found[_OPS[0]]
         return out
     chosen = _one_list(text, "NCCL_ALGO", nccl.ALGORITHMS, version)
-    if not collnet and not chosen & set(_SET_ONE):  # v2.23.4-1 ncclTopoTuneModel, collNetSupport == 0
-        chosen |= {"ring", "tree"}
+    if not collnet:  # v2.23.4-1 src/graph/tuning.cc l. 303-314 (collNetSupport == 0; v2.18.1-1 l. 250-262)
+        running = chosen - {"nvls" if multi_node else "nvlstree"}  # NVLS off across nodes, NVLSTree on one node
+        if not running & set(_SET_ONE):
+            chosen |= {"ring", "tree"}
     return {op: chosen for op in (*_OPS, OTHER)}
+
+
+def ignored_names(text: str | None, version: str) -> tuple[str, ...]:
+    """The NCCL_ALGO names NCCL at `version` reads and ignores: before 2.24.3 a name not in that release's
+    ncclAlgoStr (a clause token, 'collnet', a typo, 'pat' before 2.23.4; module doc); none from 2.24.3 or unset."""
+    if not text or not version or per_collective(version):
+        return ()
+    known = _algo_names(version)
+    return tuple(t for t in _tokens(text) if t.lower() not in known)
 
 
 def proto_lists(text: str | None, version: str = "") -> dict[str, frozenset[str]]:
@@ -71,21 +90,37 @@ def one_list_note(model) -> str:
                    f"2.24.3) and ignores the names holding ':' or ';'" for env, text in said)
 
 
+def _algo_names(version: str) -> tuple[str, ...]:
+    """ncclAlgoStr at `version`, lower case: six names at v2.18.1-1 .. v2.22.3-1 (src/init.cc l. 38 / 40), PAT added
+    at v2.23.4-1 (src/init.cc l. 40; nccl_code_rules.toml [pat_available])."""
+    return _NCCL_ALGOS if rule("pat_available", version) else tuple(a for a in _NCCL_ALGOS if a != "pat")
+
+
+def _tokens(text: str) -> list[str]:
+    """parseList's tokens before 2.24.3: one leading '^' dropped, ','-separated (strtok: empty ones skipped); moesim
+    trims spaces around each, as its classic list always has."""
+    return [t.strip() for t in text[text.startswith("^"):].split(",") if t.strip()]
+
+
 def _one_list(text: str, env: str, names: tuple[str, ...], version: str) -> frozenset[str]:
-    """v2.23.4-1 src/graph/tuning.cc parseList: a leading '^' excludes, ','-separated names; a token holding ':' or
-    ';' matches no name and is ignored, as NCCL ignores it; any other name is checked as the classic list is."""
+    """v2.23.4-1 src/graph/tuning.cc parseList (l. 34-53): a leading '^' excludes, ','-separated names. NCCL_ALGO: a
+    name not in that release's ncclAlgoStr is ignored, as NCCL ignores it (ignored_names). NCCL_PROTO: any name but
+    LL, LL128, Simple is still an error (moesim's classic NCCL_PROTO reading)."""
     exclude = text.startswith("^")
-    tokens = [t.strip() for t in text[exclude:].split(",") if t.strip()]
-    kept = [t for t in tokens if ":" not in t and ";" not in t]
     by_lower = {n.lower(): n for n in names}
+    known = _algo_names(version) if env == "NCCL_ALGO" else tuple(by_lower)
     named: set[str] = set()
-    for token in kept:
-        for name in nccl.ALIASES.get(token.lower(), (token.lower(),)) if env == "NCCL_ALGO" else (token.lower(),):
-            if name not in by_lower:
-                raise SpecError(f"{env} '{text}' at NCCL {version}: unknown name '{token}' (per-collective clauses "
-                                f"are read from NCCL 2.24.3; before, NCCL reads one list)", field=env.lower(),
-                                value=text, allowed=names)
-            named.add(by_lower[name])
+    for token in _tokens(text):
+        name = token.lower()
+        if env == "NCCL_ALGO" and name not in known:
+            continue  # NCCL's strcasecmp matches no element: nothing set
+        if ":" in token or ";" in token:
+            continue  # a clause token (NCCL_PROTO): matches no name
+        if name not in by_lower:
+            raise SpecError(f"{env} '{text}' at NCCL {version}: unknown name '{token}' (per-collective clauses "
+                            f"are read from NCCL 2.24.3; before, NCCL reads one list)", field=env.lower(),
+                            value=text, allowed=names)
+        named.add(by_lower[name])
     return frozenset(names) - named if exclude else frozenset(named)
 
 

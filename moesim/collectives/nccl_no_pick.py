@@ -65,7 +65,8 @@ def no_algorithm(model, op: str, size_bytes: float, group):
     from moesim.collectives.nccl_tuner_rules import PROTOCOLS
     from moesim.errors import SpecError
 
-    keep, has_ring = ring_fallback(model.nccl_version), "ring" in model._allowed(op)
+    multi = model._multi_node(group)
+    keep, has_ring = ring_fallback(model.nccl_version), "ring" in model._allowed(op, multi)
     if op in _FALLS_BACK and (keep == "any" or (keep == "proto" and not has_ring)):
         ring = replace(model, nccl_algo="ring", nccl_proto=model.nccl_proto if keep == "proto" else "")
         try:
@@ -78,21 +79,22 @@ def no_algorithm(model, op: str, size_bytes: float, group):
                         f"{nccl_env_lists.one_list_note(model)}",
                         field="nccl_proto", value=model.nccl_proto, allowed=PROTOCOLS)
     # only where NCCL_ALGO (or CollNet without SHARP) rules out every algorithm
-    needs = "; ".join(dict.fromkeys(need for name, need in nccl.ALGO_NEEDS.items() if name in model._allowed(op)))
+    named = model._allowed(op, multi)
+    needs = "; ".join(dict.fromkeys(need for name, need in nccl.ALGO_NEEDS.items() if name in named))
     needs = "broadcast: ring only" if op == "broadcast" else needs or "it enables none for this collective"
     raise SpecError(f"NCCL_ALGO '{model.nccl_algo}' leaves no algorithm NCCL runs for {op} over "
-                    f"{group.size} devices here ({needs}){error_note(model.nccl_version, model, op)}"
+                    f"{group.size} devices here ({needs}){error_note(model.nccl_version, model, op, multi)}"
                     f"{nccl_env_lists.one_list_note(model)}",
                     field="nccl_algo", value=model.nccl_algo, allowed=nccl.ALGORITHMS)
 
 
-def error_note(version: str, model=None, op: str = "") -> str:
+def error_note(version: str, model=None, op: str = "", multi_node: bool = False) -> str:
     """The tail of moesim's error where NCCL_ALGO leaves a collective nothing: what NCCL at `version` does there, and
     what the releases that fall back do with `model`'s NCCL_ALGO for `op` (earlier_releases)."""
     if ring_fallback(version) != "none":
         return ""
     at = f"NCCL {version}" if version else "NCCL 2.24.3 on (--nccl-version unset)"
-    return f"; {at} also fails the call ('no algorithm/protocol available'); {earlier_releases(model, op)}"
+    return f"; {at} also fails the call ('no algorithm/protocol available'); {earlier_releases(model, op, multi_node)}"
 
 
 # The last release that reads NCCL_ALGO as one list (nccl_code_rules.toml [nccl_env_per_collective]: 2.18.1-2.23.4
@@ -100,24 +102,26 @@ def error_note(version: str, model=None, op: str = "") -> str:
 LAST_ONE_LIST = "2.23.4"
 
 
-def earlier_releases(model, op: str) -> str:
-    """2.19.1-2.23.4 fall back to ring where NCCL_ALGO leaves a collective nothing; but a clause string that a
-    per-collective release read (polish, session 16) is one list at 2.18.1-2.23.4 (nccl_env_lists.algo_lists), which
-    may leave `op` algorithms (ring and tree re-enabled where it names none of ring, tree, NVLS, NVLSTree): say what."""
+def earlier_releases(model, op: str, multi_node: bool = False) -> str:
+    """2.19.1-2.23.4 fall back to ring where NCCL_ALGO leaves a collective nothing; but 2.18.1-2.23.4 read NCCL_ALGO as
+    one list (nccl_env_lists.algo_lists: a clause string's clauses ignored, polish, session 16) and, without CollNet,
+    turn ring and tree back on where it leaves ring, tree, NVLS and NVLSTree off (algofallback, session 17), which
+    may leave `op` algorithms where this release leaves none: say what."""
     from moesim.collectives import nccl_env_lists
-    from moesim.errors import SpecError
 
     classic = "2.19.1-2.23.4 fall back to ring (--nccl-version)"
     text = getattr(model, "nccl_algo", None)
-    if not nccl_env_lists.has_clauses(text) or not nccl_env_lists.per_collective(model.nccl_version):
-        return classic  # a classic list, or a clause string the releases that fall back read as this one did
+    if not text or not nccl_env_lists.per_collective(model.nccl_version):
+        return classic  # no NCCL_ALGO, or a release (2.18.x) that reads the string as those releases do
+    kept = nccl_env_lists.algo_lists(text, LAST_ONE_LIST, model.collnet, multi_node)[op]
+    here = model._allowed(op, multi_node)
+    if not nccl_env_lists.has_clauses(text):  # a classic list: the same names, plus what ncclTopoTuneModel adds back
+        if kept <= here:
+            return classic
+        return (f"2.18.1-2.23.4 enable {', '.join(sorted(kept - here))} for {op}: ncclTopoTuneModel turns ring and tree "
+                f"back on without CollNet where NCCL_ALGO leaves ring, tree, NVLS and NVLSTree off (--nccl-version)")
     one_list = "2.18.1-2.23.4 read it as one list (per-collective clauses from 2.24.3)"
-    try:
-        kept = nccl_env_lists.algo_lists(text, LAST_ONE_LIST, model.collnet)[op]
-    except SpecError as err:  # a name the one list does not know
-        return f"{one_list}, which they fail: {err}"
-    if not kept or kept <= model._allowed(op):  # none of this call's list runs here (why this error is raised)
+    if not kept or kept <= here:  # none of this call's list runs here (why this error is raised)
         said = "no algorithm" if not kept else f"only {', '.join(sorted(kept))}, none of which runs here"
         return f"{one_list}, which leaves {op} {said}: {classic}"
     return f"{one_list}, which enables {', '.join(sorted(kept))} for {op} (--nccl-version)"
-

@@ -18,6 +18,7 @@ Algorithms (formulas in formulas.py, hierarchy.py, torus_costs.py):
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 from moesim.collectives import formulas, hierarchy, nccl, nccl_facts, nccl_multinode, nccl_plan, torus_costs
@@ -105,7 +106,8 @@ class TopologyModel:
     nccl_version: str = ""
     # what the release's constants move (nccl_version_pick.SCOPES): "all" (NCCL's pick and the wire) or "pick"
     nccl_version_scope: str = nccl_version_pick.DEFAULT_SCOPE
-    _algos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_ALGO's list} (nccl_env_lists)
+    # {multi_node: {op: NCCL_ALGO's list}} (nccl_env_lists.algo_lists: before 2.24.3 the list depends on the nodes)
+    _algos: dict = field(default_factory=dict, init=False, repr=False)
     _protos: dict = field(default_factory=dict, init=False, repr=False)  # {op: NCCL_PROTO's list}, set ops only
     _systems: dict = field(default_factory=dict, init=False, repr=False)
     _placements: dict = field(default_factory=dict, init=False, repr=False)
@@ -256,7 +258,8 @@ class TopologyModel:
         multi = top >= 1
         protocols = NCCL_PROTOCOLS if system.nccl else (PLAIN,)
         allowed = self._protos.get(op)  # NCCL_PROTO's list for the op (tuner-picked ops only), None: not set
-        no_ring = op == "broadcast" and system.nccl and "ring" not in self._allowed(op)  # ring only: nccl_no_pick.py
+        # broadcast runs ring only (nccl_no_pick.py)
+        no_ring = op == "broadcast" and system.nccl and "ring" not in self._allowed(op, multi)
         if system.nccl and allowed is not None:
             protocols = tuple(p for p in protocols if p.name in allowed)
         torus_port = tuple(t.kind == "torus" and pl.torus is not None for t in tiers)
@@ -267,7 +270,7 @@ class TopologyModel:
             return _Layout(tiers=tiers, counts=counts, top=top, multi=multi, torus_port=torus_port, p2p=None, rail=rail,
                            protocols=(), names=_algorithm_names(op, counts, n, system.nccl), cap_tiers=None,
                            p2p_protocols=False, tuner=nccl_plan.plan(
-                               op, n, counts, tiers, self._allowed(op), self.collnet, allowed,
+                               op, n, counts, tiers, self._allowed(op, multi), self.collnet, allowed,
                                tuple(getattr(self, k) for k in CHANNEL_KNOBS),
                                (self.ring_net_channel_gbps or 0.0) * 1e9, self.per_channel_caps))
         # send/recv's own message latency where a profile sets one (InterconnectLevel.p2p_latency_s)
@@ -357,7 +360,15 @@ class TopologyModel:
 
     def __post_init__(self) -> None:
         nccl_tuning.check_version(self.nccl_version)  # first: the NCCL_ALGO / NCCL_PROTO syntax is the release's
-        object.__setattr__(self, "_algos", nccl_env_lists.algo_lists(self.nccl_algo, self.nccl_version, self.collnet))
+        one = nccl_env_lists.algo_lists(self.nccl_algo, self.nccl_version, self.collnet)
+        by_nodes = self.nccl_version and not nccl_env_lists.per_collective(self.nccl_version)  # 2.18.1-2.23.4 only
+        several = nccl_env_lists.algo_lists(self.nccl_algo, self.nccl_version, self.collnet, True) if by_nodes else one
+        object.__setattr__(self, "_algos", {False: one, True: several})
+        ignored = nccl_env_lists.ignored_names(self.nccl_algo, self.nccl_version)
+        if ignored:  # v2.23.4-1 src/graph/tuning.cc parseList l. 34-53: a name strcasecmp matches to nothing
+            warnings.warn(f"NCCL_ALGO '{self.nccl_algo}': NCCL {self.nccl_version} ignores "
+                          f"{', '.join(repr(t) for t in ignored)} (not one of its algorithm names; NCCL 2.24.3 on "
+                          f"fails the string)")
         object.__setattr__(self, "_protos", nccl_env_lists.proto_lists(self.nccl_proto, self.nccl_version))
         for name in CHANNEL_KNOBS:
             check_channel_knob(name, getattr(self, name))
@@ -371,8 +382,14 @@ class TopologyModel:
             raise SpecError("tuner_rules must be the rules load_tuner_rules reads (or None)", field="tuner_rules",
                             value=type(self.tuner_rules).__name__)
 
-    def _allowed(self, op: str = nccl_env_lists.OTHER) -> frozenset[str]:
-        return self._algos.get(op, self._algos[nccl_env_lists.OTHER])
+    def _allowed(self, op: str = nccl_env_lists.OTHER, multi_node: bool = False) -> frozenset[str]:
+        """NCCL_ALGO's list for `op` on a communicator over one node or several (algo_lists)."""
+        lists = self._algos[multi_node]
+        return lists.get(op, lists[nccl_env_lists.OTHER])
+
+    def _multi_node(self, group: Group) -> bool:
+        """Whether `group` spans NVLink domains (nccl_plan.plan's N > 1), as _layout's `multi`."""
+        return self._placed(group)[1].top >= 1
 
     def _port_bw(self, system: System, pl: GroupPlacement, index: int, message: float) -> float:
         """Per-device bandwidth of tier `index`: the port × efficiency, an uplink's share × boost, or, for a

@@ -55,11 +55,18 @@ def test_clauses_as_parse_list_reads_them(version):
     assert lists("allreduce:,", version)["all_reduce"] == frozenset()
 
 
-def test_the_classic_list_is_unchanged_at_every_release():
+def test_the_classic_list_at_every_release():
     for version in ("", "2.18.1", "2.23.4", "2.24.3"):
         assert lists("ring,tree", version) == dict.fromkeys(TUNED, {"ring", "tree"})
         assert lists("^nvls,nvlstree", version) == dict.fromkeys(TUNED, ALL - {"nvls", "nvlstree"})
-        assert lists("collnet", version) == dict.fromkeys(TUNED, {"collnetdirect", "collnetchain"})
+    # 'collnet' (NCCL 2.5-2.13): the alias with the release unset (as before); 2.18.1-2.23.4 ignore the name, so
+    # nothing is set and ring and tree come back (session 17 algofallback); 2.24.3 on fail it
+    assert lists("collnet") == dict.fromkeys(TUNED, {"collnetdirect", "collnetchain"})
+    for version in ("2.18.1", "2.23.4"):
+        with pytest.warns(UserWarning, match=f"NCCL {version} ignores 'collnet'"):
+            assert lists("collnet", version) == dict.fromkeys(TUNED, {"ring", "tree"})
+    with pytest.raises(SpecError, match="unknown algorithm 'collnet'"):
+        lists("collnet", "2.24.3")
 
 
 @pytest.mark.parametrize("version", ["2.18.1", "2.19.1", "2.22.3", "2.23.4"])

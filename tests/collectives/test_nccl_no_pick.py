@@ -165,7 +165,8 @@ def test_the_no_algorithm_error_says_what_earlier_releases_do_with_a_clause_stri
 
 def test_a_clause_string_whose_one_list_leaves_nothing_still_says_ring():
     """With CollNet on, 'collnetdirect;allreduce:collnetdirect' is one empty list before 2.24.3 (no ring / tree
-    re-enabled): 2.19.1-2.23.4 fall back to ring, as the message says; a classic list keeps the old text."""
+    re-enabled): 2.19.1-2.23.4 fall back to ring, as the message says. The classic list 'collnetdirect' without
+    CollNet gets ring and tree back at 2.18.1-2.23.4 (session 17 algofallback), and the message says that instead."""
     text = _no_algorithm_error(EIGHT, nccl_algo="collnetdirect;allreduce:collnetdirect", collnet=True)
     assert "which leaves all_reduce no algorithm: 2.19.1-2.23.4 fall back to ring" in text
     text = _no_algorithm_error(EIGHT, nccl_algo="collnetdirect,collnetchain;allreduce:collnetdirect", collnet=True)
@@ -174,5 +175,6 @@ def test_a_clause_string_whose_one_list_leaves_nothing_still_says_ring():
         assert TopologyModel(H100, nccl_algo=algo, collnet=True, nccl_version="2.21.5").cost(
             "all_reduce", 64 * MIB, EIGHT).algorithm.startswith("ring/")
     text = _no_algorithm_error(EIGHT, nccl_algo="collnetdirect")
-    assert "also fails the call ('no algorithm/protocol available'); 2.19.1-2.23.4 fall back to ring " in text
-    assert "one list" not in text
+    assert ("also fails the call ('no algorithm/protocol available'); 2.18.1-2.23.4 enable ring, tree for all_reduce: "
+            "ncclTopoTuneModel turns ring and tree back on without CollNet") in text
+    assert "one list" not in text and "fall back to ring" not in text

@@ -92,11 +92,13 @@ def register(subparsers) -> None:
                         "(collectives/nccl_version_pick.py; evaluated: docs/collectives-history.md 'Session 12 "
                         "(ncclver)'); default all")
     p.add_argument("--broadcast-model", default=DEFAULT_BROADCAST_MODEL, metavar="MODEL",
-                   help="how NCCL's ring broadcast is priced: 'nccl' one broadcast on NCCL's per-size channels with "
-                        "its ring LL bus cap (the default); 'plain' the pricing before session 10 (every channel at "
+                   help="how NCCL's ring broadcast is priced: 'nccl-ll128-cap' (the default since session 17) 'nccl' "
+                        "with NCCL's per-channel ring LL128 cap (tuner and wire; 'nccl' with --per-channel-caps off); "
+                        "'nccl' one broadcast on NCCL's per-size channels with "
+                        "its ring LL bus cap; 'plain' the pricing before session 10 (every channel at "
                         "every size, no LL cap); 'nccl-fill' 'nccl' and the chain's store-and-forward fill, one chunk "
                         "per network hop (and Simple NVLink hop); 'nccl-tests' what broadcast_perf reports for "
-                        "back-to-back broadcasts of the default, averaged over ranks (the last two evaluated, not the "
+                        "back-to-back broadcasts of 'nccl', averaged over ranks (the last two evaluated, not the "
                         "default: docs/collectives-history.md 'Session 10 (bcast)'); 'nccl-fill-entry' 'nccl-fill' "
                         "with the root its node's ring exit (nNodes network hops); 'nccl-tests-proxy' back-to-back "
                         "broadcasts of 'nccl-fill-entry', the period bounded by the proxy's per-connection op order "

@@ -1,4 +1,5 @@
-"""NCCL's ring broadcast as NCCL runs one (`nccl`, the default; `nccl-fill` with the chain's store-and-forward fill) and
+"""NCCL's ring broadcast as NCCL runs one (`nccl`; `nccl-ll128-cap`, the default since session 17, with NCCL's ring
+LL128 cap; `nccl-fill` with the chain's store-and-forward fill) and
 as nccl-tests reports back-to-back ones (`nccl-tests`), beside the pricing before session 10 (`plain`):
 TopologyModel(broadcast_model=...), `moesim collective --broadcast-model`. docs/collectives-history.md "Session 10
 (bcast)" has the sources read, the per-log figures and why only `nccl` ships.
@@ -35,21 +36,28 @@ Session 11 (bcast2; docs/collectives-history.md "Session 11 (bcast2)"), both eva
 - `nccl-tests-proxy`: the `nccl-tests` reading over `nccl-fill-entry`, its period bounded below by the proxy's
   per-connection op order at a network hop (proxy_period_s: src/proxy.cc `ProxyAppend` / `removeOp`).
 
+Session 17 (bcast; docs/collectives-history.md "Session 17 (bcast)"), the default by that round's ship rule:
+- `nccl-ll128-cap`: `nccl` with NCCL's per-channel ring LL128 cap on the broadcast's LL128 candidate (v2.24.3-1
+  src/graph/tuning.cc l. 251: the ring LL128 line has no condition on the collective), tuner and wire alike, as
+  nccl_plan prices it for the other ring collectives (nccl_channel_caps.py; graph channels = system's / 2), after the
+  channel share and per tier as the LL cap; only where per_channel_caps is on (off: `nccl` bit for bit).
+
 Who uses which: estimate, search and the simulator price no broadcast; `moesim collective`, `moesim calibrate` and the
-per-log table price the default (`nccl`); the others where asked for (`--broadcast-model`,
-scripts/broadcast_model_check.py). `nccl-tests` reads the default one-broadcast model (with the fill where that is
-`nccl-fill`).
+per-log table price the default (`nccl-ll128-cap`); the others where asked for (`--broadcast-model`,
+scripts/broadcast_model_check.py). `nccl-tests` reads session 10's one-broadcast model, `nccl` (with the fill were the
+default `nccl-fill`), not the LL128 cap.
 """
 
 from __future__ import annotations
 
 from moesim.collectives import hierarchy
 from moesim.collectives.formulas import Terms
+from moesim.collectives.nccl_channel_caps import per_channel_cap_bytes_per_s
 from moesim.collectives.nccl_channels import ring_tree_channels_at, share_at
 from moesim.errors import SpecError
 
-MODELS = ("plain", "nccl", "nccl-fill", "nccl-tests", "nccl-fill-entry", "nccl-tests-proxy")
-DEFAULT_MODEL = "nccl"
+MODELS = ("plain", "nccl", "nccl-fill", "nccl-tests", "nccl-fill-entry", "nccl-tests-proxy", "nccl-ll128-cap")
+DEFAULT_MODEL = "nccl-ll128-cap"
 
 
 def check_model(name: str) -> None:
@@ -111,12 +119,14 @@ def chain_latencies_s(n: int, counts, alpha, offset: int = 0) -> tuple[float, fl
     return worst, sum(a * w for a, (_, w) in zip(alpha, weights))
 
 
-def layout(model: str, n: int, counts, tiers, protocol_rows, knobs: tuple) -> dict | None:
-    """What `terms` needs that no size changes, per protocol name: (channel rule, per-tier LL caps or None,
-    nccl-tests latency s or None, fill: (per-tier (store-and-forward hops, their rank weight), chunk bytes) or None,
-    the chain's latency s where the root is its node's exit (entry_offset) or None);
+def layout(model: str, n: int, counts, tiers, protocol_rows, knobs: tuple,
+           per_channel_caps: bool = True) -> dict | None:
+    """What `terms` needs that no size changes, per protocol name: (channel rule, per-tier LL caps (LL128's under
+    `nccl-ll128-cap`) or None, nccl-tests latency s or None, fill: (per-tier (store-and-forward hops, their rank
+    weight), chunk bytes) or None, the chain's latency s where the root is its node's exit (entry_offset) or None);
     None for `plain` (today's pricing) or off NCCL. `knobs`: the run's nccl_channels.CHANNEL_KNOBS values (None: not
-    set), whose comm->nChannels (nccl_channels.coll_channels) the channel rule takes."""
+    set), whose comm->nChannels (nccl_channels.coll_channels) the channel rule takes. `per_channel_caps`
+    (TopologyModel's): whether `nccl-ll128-cap` puts NCCL's per-channel ring LL128 cap on the LL128 candidate."""
     if model == "plain":
         return None
     from moesim.collectives.nccl import _caps, _ll_cap, tuning
@@ -133,6 +143,9 @@ def layout(model: str, n: int, counts, tiers, protocol_rows, knobs: tuple) -> di
     weights = hop_weights(n, counts, offset)
     fill = entry or model == "nccl-fill" or (model == "nccl-tests" and DEFAULT_MODEL == "nccl-fill")
     chunks = tuning()["broadcast_chunk_bytes"]
+    # NCCL's ring LL128 bus cap, graph channels x perChMaxRingLL128Bw (tuning.cc v2.24.3-1 l. 251; nccl_channel_caps)
+    ll128_cap = per_channel_cap_bytes_per_s("ring", "LL128", getattr(tiers[0], "nccl_arch", ""), nodes, default) \
+        if model == "nccl-ll128-cap" and per_channel_caps else 0.0
     out = {}
     for proto, alpha, _ in protocol_rows:
         rule = channel_rule("ring", proto.name, n, default if channels is None else channels, default)
@@ -147,7 +160,8 @@ def layout(model: str, n: int, counts, tiers, protocol_rows, knobs: tuple) -> di
         sf = tuple(w if proto.name == "Simple" or t.kind not in ("switch", "torus") else (0, 0.0)
                    for w, t in zip(weights, tiers))
         chain = sum(a * hops for a, (hops, _) in zip(alpha["ring"], weights)) if offset else None
-        out[proto.name] = (rule, _caps(counts, cap) if proto.name == "LL" else None, tests,
+        caps = _caps(counts, cap) if proto.name == "LL" else _caps(counts, ll128_cap) if proto.name == "LL128" else None
+        out[proto.name] = (rule, caps, tests,
                            (sf, chunks[proto.name], iters()) if fill else None, chain)
     return out
 

@@ -115,7 +115,7 @@ def collective_report(hardware: str, op: str, devices: int, sizes: list[int], st
     `a2a_algorithm` which all-to-all is priced (A2A_ALGORITHMS, all_to_all_cost), ignored by the other ops;
     `p2p_net_model` how the network peers of a flat all-to-all / a send/recv between nodes are priced
     (collectives/nccl_p2p_net.py MODELS: "channels", the default, "summed", "concurrent" or "channels-steps");
-    `broadcast_model` how NCCL's ring broadcast is priced (collectives/nccl_broadcast.py MODELS; "nccl" the default);
+    `broadcast_model` how NCCL's ring broadcast is priced (nccl_broadcast.MODELS; "nccl-ll128-cap" the default);
     `ring_net_channel_gbps` the ringnet option's GB/s per ring channel across the network
     (collectives/nccl_plan.ring_net_caps), None = off; `per_channel_caps` NCCL's per-channel ring LL128 / tree caps
     (collectives/nccl_channel_caps.py), None = the default (nccl_channel_caps.DEFAULT).

@@ -99,7 +99,7 @@ class TopologyModel:
     # comm->nChannels); None = the default ([p2p_net] p2p_channels; session 11 p2pcong)
     p2p_net_nchannels: int | None = None
     p2p_net_peer_rule: str = nccl_p2p_peer.DEFAULT  # a network peer's p2p channel rule (nccl_p2p_peer); "": the release's
-    # how NCCL's ring broadcast is priced (nccl_broadcast.MODELS: plain, nccl (default), nccl-fill, nccl-tests, ...)
+    # how NCCL's ring broadcast is priced (nccl_broadcast.MODELS: plain, nccl, nccl-fill, ..., nccl-ll128-cap (default))
     broadcast_model: str = nccl_broadcast.DEFAULT_MODEL
     # the NCCL release the run used ("2.26.2"): its version-keyed constants (nccl_tuning.at_version); "" = the file's
     # own tables (session 12 ncclver)
@@ -304,7 +304,8 @@ class TopologyModel:
             p2p_concurrent=_concurrent_layout(self.p2p_net_model, self.p2p_net_nchannels, op, n, system, pl, tiers,
                                               protocol_rows, nccl_p2p_peer.resolve(self.p2p_net_peer_rule)),
             bcast=nccl_broadcast.layout(self.broadcast_model, n, counts, tiers, protocol_rows, tuple(
-                getattr(self, k) for k in CHANNEL_KNOBS)) if system.nccl and op == "broadcast" else None)
+                getattr(self, k) for k in CHANNEL_KNOBS), self.per_channel_caps)
+            if system.nccl and op == "broadcast" else None)
 
     def _tiers(self, op: str, size: float, n: int, system: System, pl: GroupPlacement, lay: "_Layout",
                pinned=None) -> list[tuple]:

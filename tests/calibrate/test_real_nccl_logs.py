@@ -74,7 +74,9 @@ KNOWN_MISSES = {
     # measure 1.3-2.1x the priced time (16-256 MiB measure ~210 us + S / 281 GB/s: no source read explains the 210 us),
     # the ring/Simple rows from 512 MiB 1.3-1.7x (the ring plateau over the network: 286 GB/s at 8 GiB, 367 priced).
     # docs/collectives-history.md "Session 10 (bcast)".
-    ("h100-voltagepark-4node_broadcast_perf.log", "large"): 0.58,
+    # Session 17 (bcast): NCCL's per-channel ring LL128 cap on the broadcast too (broadcast_model "nccl-ll128-cap", the
+    # default; tuning.cc v2.24.3-1 l. 251): 52.0 | 61.1 %, the 4-64 MiB LL128 rows 3-16 pt closer, still a miss.
+    ("h100-voltagepark-4node_broadcast_perf.log", "large"): 0.53,
     ("h100-voltagepark-4node_broadcast_perf.log", "small"): 0.62,
     # --- newlogs (session 9): H100 "example-cluster01" of xxrjun/nccl-tests-cluster, 10 x 8 (32 MiB - 16 GiB only; the
     # fabric is not stated: SOURCES.md). The ring all-gather / reduce-scatter run slower than priced at every size:

@@ -1,6 +1,7 @@
 """broadcast_model (moesim/collectives/nccl_broadcast.py): NCCL's ring broadcast on its per-size channels with its ring
-LL bus cap ("nccl", the default; NCCL v2.24.3-1 enqueue.cc topoGetAlgoInfo, tuning.cc ncclTopoTuneModel), the pricing
-before session 10 ("plain", bit for bit) and what nccl-tests 2.17.9 reports for back-to-back broadcasts ("nccl-tests",
+LL bus cap ("nccl"; NCCL v2.24.3-1 enqueue.cc topoGetAlgoInfo, tuning.cc ncclTopoTuneModel), the pricing
+before session 10 ("plain", bit for bit), NCCL's per-channel ring LL128 cap on top ("nccl-ll128-cap", the default since
+session 17; tuning.cc l. 251) and what nccl-tests 2.17.9 reports for back-to-back broadcasts ("nccl-tests",
 src/common.cu BenchTime: 20 iterations, mean over ranks)."""
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ def test_chain_latencies_by_hand():
     assert nccl_broadcast.chain_latencies_s(8, (8,), (2.0,)) == (2.0, pytest.approx(7.0))
 
 
-def test_default_is_nccl_and_plain_is_the_old_pricing():
+def test_default_is_nccl_ll128_cap_and_plain_is_the_old_pricing():
     hw = load_hardware("h100-sxm")
-    assert TopologyModel(hw).broadcast_model == nccl_broadcast.DEFAULT_MODEL == "nccl"
+    # session 17 (bcast): "nccl-ll128-cap" ships as the default by its ship rule; "nccl" stays selectable
+    assert TopologyModel(hw).broadcast_model == nccl_broadcast.DEFAULT_MODEL == "nccl-ll128-cap"
     plain = TopologyModel(hw, broadcast_model="plain")
     for size in (8, 64 * KIB, 1 * MIB, 1 * GIB):
         row = _row(plain, size, 32, "LL")
@@ -57,7 +59,7 @@ def test_small_ll_broadcast_runs_on_fewer_channels():
     # ring LL threshold 8 B x nRanks per thread, 512 threads: one channel per 128 KiB on 32 ranks (of 16): 1 MiB runs
     # on 8 channels, half the full-size rate, under the cap's 20.4 GB/s
     hw = load_hardware("h100-sxm")
-    plain, model = TopologyModel(hw, broadcast_model="plain"), TopologyModel(hw)
+    plain, model = TopologyModel(hw, broadcast_model="plain"), TopologyModel(hw, broadcast_model="nccl")
     full = max(_row(plain, 1 * MIB, 32, "LL").terms.transfer_s)
     half = max(_row(model, 1 * MIB, 32, "LL").terms.transfer_s)
     assert half == pytest.approx(max(2 * full, MIB / 20.4e9))
@@ -103,7 +105,7 @@ def test_cli_option_and_json_key(capsys):
     assert report["results"][0]["time_us"] == pytest.approx(
         model.cost("broadcast", 8, Group(size=32, devices=32)).time_s / US, rel=1e-6)
     assert main(["collective", "broadcast", "--hardware", "h100-sxm", "--devices", "32", "--bytes", "8", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["broadcast_model"] == "nccl"
+    assert json.loads(capsys.readouterr().out)["broadcast_model"] == "nccl-ll128-cap"
 
 
 def test_cli_bad_values_exit_2(capsys):
@@ -153,7 +155,46 @@ def test_fill_model_adds_the_fill_to_nccl():
 
 def test_the_runs_channel_knobs_reach_the_broadcast():
     # NCCL_MAX_NCHANNELS=4: the 16 channels' share of a 64 MiB LL128 broadcast is 4 / 16, so its transfer is 4x
+    # (under "nccl": the default's per-channel LL128 cap would bind the full share only)
     hw = load_hardware("h100-sxm")
-    full, four = _row(TopologyModel(hw), 64 * MIB, 32, "LL128"), _row(TopologyModel(hw, nccl_max_nchannels=4), 64 * MIB,
-                                                                         32, "LL128")
+    full = _row(TopologyModel(hw, broadcast_model="nccl"), 64 * MIB, 32, "LL128")
+    four = _row(TopologyModel(hw, broadcast_model="nccl", nccl_max_nchannels=4), 64 * MIB, 32, "LL128")
     assert max(four.terms.transfer_s) == pytest.approx(4 * max(full.terms.transfer_s))
+
+
+def test_ll128_cap_by_hand():
+    # NVIDIA/nccl v2.24.3-1 src/graph/tuning.cc l. 251: ring LL128 busBw <= graphs[RING]->nChannels x
+    # perChMaxRingLL128Bw (l. 159: Hopper 36.7 GB/s at N1 / N2 / N4); graph channels = 16 / 2 (connect.cc l. 455);
+    # a broadcast's algBw = busBw (l. 228 nsteps = nRanks, l. 286 ratio 1): 256 MiB at 8 x 36.7 GB/s
+    hw = load_hardware("h100-sxm")
+    cap = TopologyModel(hw, broadcast_model="nccl-ll128-cap")
+    one = TopologyModel(hw, broadcast_model="nccl")
+    for n in (8, 32):  # one node (N1) and four (N4): the same Hopper figure
+        capped, free = _row(cap, 256 * MIB, n, "LL128"), _row(one, 256 * MIB, n, "LL128")
+        assert max(capped.terms.transfer_s) == pytest.approx(256 * MIB / (8 * 36.7e9))
+        assert max(free.terms.transfer_s) < max(capped.terms.transfer_s)  # the cap binds: the uncapped is faster
+        assert capped.terms.latency_s == free.terms.latency_s
+        for proto in ("LL", "Simple"):  # the other protocols are "nccl"'s, bit for bit
+            assert _row(cap, 256 * MIB, n, proto).time_s == _row(one, 256 * MIB, n, proto).time_s
+    # per_channel_caps off: "nccl" bit for bit
+    off = TopologyModel(hw, broadcast_model="nccl-ll128-cap", per_channel_caps=False)
+    for size in (8, 1 * MIB, 256 * MIB):
+        g = Group(size=32, devices=32)
+        assert off.cost("broadcast", size, g) == one.cost("broadcast", size, g)
+
+
+def test_ll128_cap_moves_the_pick_only_where_capped_ll128_loses():
+    # NCCL's tuner ranks the capped candidate (the cap is in its busBw): a pick can only leave LL128, never join it
+    hw = load_hardware("h100-sxm")
+    cap, one = TopologyModel(hw), TopologyModel(hw, broadcast_model="nccl")
+    g = Group(size=32, devices=32)
+    for size in (64 * KIB, 1 * MIB, 16 * MIB, 128 * MIB, 512 * MIB, 4 * GIB):
+        a, b = one.cost("broadcast", size, g), cap.cost("broadcast", size, g)
+        assert b.time_s >= a.time_s
+        if "LL128" not in a.algorithm:
+            assert b == a
+
+
+def test_session17_block_is_current(doc_block, script_stdout):
+    """docs/collectives-history.md's bcast_ll128_cap_check block (session 17's rule (b) and residual table)."""
+    assert doc_block("bcast_ll128_cap_check") == script_stdout("scripts/bcast_ll128_cap_check.py")

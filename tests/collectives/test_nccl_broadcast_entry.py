@@ -107,4 +107,4 @@ def test_cli_takes_the_new_models(capsys):
         model = TopologyModel(load_hardware("h100-sxm"), broadcast_model=name)
         assert report["results"][0]["time_us"] == pytest.approx(
             model.cost("broadcast", MIB, Group(size=32, devices=32)).time_s / US, rel=1e-6)
-    assert nccl_broadcast.DEFAULT_MODEL == "nccl"
+    assert nccl_broadcast.DEFAULT_MODEL == "nccl-ll128-cap"  # session 17 (bcast)

@@ -24,8 +24,8 @@ def register(subparsers) -> None:
     p.add_argument("--top", type=int, default=5, metavar="K", help="layouts to show with a breakdown (default 5)")
     p.add_argument("--objective", choices=OBJECTIVE_CHOICES, default="step_time", help="ranking (default step_time)")
     p.add_argument("--refine-des", type=int, default=0, metavar="K",
-                   help="also simulate the top K layouts with the discrete-event simulator (moesim.des; default 0: "
-                        "none)")
+                   help="also simulate the top K layouts shown (mesh-order twins folded, as in the top table) with the "
+                        "discrete-event simulator (moesim.des; default 0: none)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_quiet(p)
     p.set_defaults(run=run)
@@ -127,6 +127,10 @@ def render(r: dict) -> str:
                  f"{x['simulated_over_analytical']:.3f}", layout_text(x["layout"])) for x in r["refined"]]
         parts += ["", "refined with the discrete-event simulator (fastest simulated first)",
                   table(rows, ["rank", "analytical", "simulated", "ratio", "layout"], align="rrrrl")]
+        twins = sum(x.get("equivalent_orders_not_simulated", 0) for x in r["refined"])
+        if twins:  # the simulator reads the mesh order (axis strides): a twin's simulated time may differ
+            parts.append(f"{twins:,} layouts in another mesh order folded into these rows were not simulated "
+                         "(their simulated times may differ; simulate one with moesim simulate --layout)")
     if r["pareto"]:
         rows = [(p["rank"], format_seconds(p["step_time_s"]), format_bytes(p["memory_bytes_per_device"]),
                  f"{p['mfu']:.1%}", layout_text(p["layout"])) for p in r["pareto"]]

@@ -57,16 +57,20 @@ class Refined:
 
 def refine(result: SearchResult, k: int, step_time: StepTimeFn | None = None,
            progress: Callable[[float], None] | None = None) -> list[Refined]:
-    """Simulate the top `k` layouts of `result`, each distinct (layout, training) once; returned fastest
-    simulated first (ties: analytical rank). `progress(fraction)` is called as simulations finish
-    (and within each, when the hook is the simulator's own)."""
+    """Simulate the top `k` rows the search shows (`result.distinct(k)`: a layout in another mesh order with
+    the same analytical figures is folded into its better-ranked twin and not simulated, as the text and the
+    `results` of `moesim search` fold it; the simulator reads the mesh order through the axis strides,
+    moesim.topology.mapping.mesh_strides, so a twin's simulated time may differ), each distinct
+    (layout, training) once; returned fastest simulated first (ties: analytical rank). `progress(fraction)`
+    is called as simulations finish (and within each, when the hook is the simulator's own)."""
     if k < 0:
         raise SpecError("must be >= 0", field="--refine-des", value=k)
     default = step_time is None
     step_time = step_time or des_step_time()
     first: dict[str, int] = {}
     keys = []
-    for i in range(min(k, result.ranked)):
+    shown = [int(i) for i in result.distinct(k)]
+    for i in shown:
         keys.append(repr((result.layout(i), result.training(i))))
         first.setdefault(keys[-1], i)
     simulated: dict[str, float] = {}
@@ -79,5 +83,5 @@ def refine(result: SearchResult, k: int, step_time: StepTimeFn | None = None,
             progress((n + 1) / len(first))
     refined = [Refined(rank=i, analytical_step_time_s=float(result.step_time_s[i]),
                        simulated_step_time_s=simulated[key], same_as=None if first[key] == i else first[key])
-               for i, key in enumerate(keys)]
+               for i, key in zip(shown, keys)]
     return sorted(refined, key=lambda r: (r.simulated_step_time_s, r.rank))

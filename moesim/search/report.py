@@ -52,7 +52,9 @@ def describe_search(result, *, top: int = 5, refine_des: int = 0, step_time: Ste
         report["closest_miss"] = closest_miss(result)
     report["equivalent_orders_folded"] = result.ranked - len(distinct)
     if refine_des:
-        report["refined"] = [r.as_dict() | {"layout": result.layout_dict(r.rank),
-                                            "layout_arg": result.summary(r.rank)["layout_arg"]}
-                             for r in refine(result, refine_des, step_time, progress)]
+        # The rows the text shows (result.distinct); equivalent_orders counts the row itself, the twins are the rest.
+        report["refined"] = [r.as_dict() | {"layout": result.layout_dict(r.rank), "layout_arg": summary["layout_arg"],
+                                            "equivalent_orders_not_simulated": summary.get("equivalent_orders", 1) - 1}
+                             for r in refine(result, refine_des, step_time, progress)
+                             for summary in (result.summary(r.rank),)]
     return report

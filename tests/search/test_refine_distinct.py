@@ -16,7 +16,8 @@ def test_identical_layouts_are_simulated_once():
     training = TrainingSpec(global_batch_sequences=16, seq_len=512)
     layouts = [same, other, same, same]
     result = SimpleNamespace(ranked=4, scenario="sc", step_time_s=np.array([1.0, 1.1, 1.2, 1.3]),
-                             layout=lambda i: layouts[i], training=lambda i: training)
+                             layout=lambda i: layouts[i], training=lambda i: training,
+                             distinct=lambda k: np.arange(4)[:k])  # no mesh-order twins
     calls = []
 
     def hook(scenario, layout, train):
@@ -40,3 +41,32 @@ def test_search_reports_progress_to_the_end():
     result = search(load_scenario("switch-base-128-tpu-v3"), progress=seen.append)
     assert result.ranked > 0 and seen[-1] == 1.0
     assert all(0 < a <= b for a, b in zip(seen, seen[1:]))
+
+
+def test_refine_simulates_the_rows_shown_not_their_mesh_order_twins():
+    """--refine-des K simulates the top K rows the search shows: a layout folded into a better-ranked one of
+    another mesh order (same analytical figures) is not simulated in its place (on main before session 17 it
+    was: ranks 1..K of the full ranking, twins included, fewer distinct rows than asked for)."""
+    from moesim.cli.search_cmd import render
+    from moesim.search.rank import search
+    from moesim.search.report import describe_search
+    from moesim.specs.load import load_scenario
+
+    result = search(load_scenario("deepseek-v2-l4-b200-ep8"))
+    shown = result.distinct(3).tolist()
+    assert shown != [0, 1, 2]  # the scenario has a mesh-order twin among its first three ranks
+    calls = []
+
+    def hook(scenario, layout, training):
+        calls.append(layout)
+        return 1.0 + len(calls)
+
+    report = describe_search(result, top=3, refine_des=3, step_time=hook)
+    assert calls == [result.layout(i) for i in shown]
+    assert sorted(x["rank"] for x in report["refined"]) == [x["rank"] for x in report["results"]] == \
+        [i + 1 for i in shown]
+    folded = {x["rank"]: x.get("equivalent_orders", 1) - 1 for x in report["results"]}  # the class, itself included
+    assert {x["rank"]: x["equivalent_orders_not_simulated"] for x in report["refined"]} == folded
+    assert sum(folded.values()) > 0
+    assert f"{sum(folded.values())} layouts in another mesh order folded into these rows were not simulated" \
+        in render(report)

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from moesim.collectives import formulas, hierarchy, nccl, nccl_facts, nccl_multinode, nccl_plan, torus_costs
-from moesim.collectives import nccl_broadcast, nccl_code_rules, nccl_p2p, nccl_p2p_net, nccl_p2p_peer, nccl_pick
+from moesim.collectives import nccl_broadcast, nccl_p2p, nccl_p2p_net, nccl_p2p_peer, nccl_pick
 from moesim.collectives.algorithm_menu import HALVING_NAME as _HALVING_NAME, P2P_OPS as _P2P_OPS
 from moesim.collectives.algorithm_menu import PASSES as _PASSES
 from moesim.collectives.algorithm_menu import algorithm_names as _algorithm_names
@@ -291,7 +291,8 @@ class TopologyModel:
                                                      (gdr[proto.name] if gdr else 0.0)
                                                      for lat, t, extra, gdr in zip(latency, tiers, legs, staged))
                                        for family in ("ring", "tree")},
-                               _bw_factor(proto, op, n, counts, multi, system.nccl)) for proto in protocols)
+                               nccl_broadcast.protocol_bw_factor(proto, op, n, counts, multi, system.nccl))
+                               for proto in protocols)
         return _Layout(
             tiers=tiers, counts=counts, top=top, multi=multi, torus_port=torus_port,
             p2p=tuple(_p2p_line(t, op) for t in tiers) if op in _P2P_OPS else None, rail=rail,
@@ -393,12 +394,3 @@ def check_op(op: str, size_bytes: float) -> None:
     if not isinstance(size_bytes, (int, float)) or math.isnan(size_bytes) or size_bytes < 0:
         raise SpecError(f"size must be a non-negative number of bytes, got {size_bytes!r}", field="bytes",
                         value=size_bytes)
-
-
-def _bw_factor(proto, op: str, n: int, counts, multi: bool, on_nccl: bool) -> float:
-    """A send/recv-based op's bandwidth factor for `proto`; NCCL's ring broadcast's LL factor follows the release in
-    force (1/4 or 1/3 up to v2.20.5-1: nccl_code_rules.ring_ll_bw_factor; its tuner prices the broadcast as a ring)."""
-    factor = proto.bw_factor(op == "all_reduce", multi)
-    if on_nccl and op == "broadcast" and proto.name == "LL":
-        return nccl_code_rules.ring_ll_bw_factor(op, max(1, n // counts[0]), factor)
-    return factor

@@ -38,7 +38,8 @@ def rules_in_force(names: tuple[str, ...] | None):
             table[name]["rows"] = [[first, last, table[name]["unset"]] for first, last, _ in rows]
     nccl_code_rules._at.cache_clear()
     try:
-        yield
+        with nccl_code_rules.in_force(*saved):  # a rule kept off (`priced = false`) priced as its candidate
+            yield
     finally:
         for name, rows in saved.items():
             table[name]["rows"] = rows

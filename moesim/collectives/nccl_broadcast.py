@@ -50,7 +50,7 @@ default `nccl-fill`), not the LL128 cap.
 
 from __future__ import annotations
 
-from moesim.collectives import hierarchy
+from moesim.collectives import hierarchy, nccl_code_rules
 from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl_channel_caps import per_channel_cap_bytes_per_s
 from moesim.collectives.nccl_channels import ring_tree_channels_at, share_at
@@ -212,3 +212,13 @@ def terms(bcast: dict, proto: str, size: float, n: int, counts, alpha, bw) -> tu
         return Terms(one.latency_s + extra, one.transfer_s, one.overlapped), 0.0
     reading = tests + mean_extra / fill[2] if fill is not None else tests
     return Terms(reading, one.transfer_s, one.overlapped), one.latency_s + extra - reading
+
+
+def protocol_bw_factor(proto, op: str, n: int, counts, multi: bool, on_nccl: bool) -> float:
+    """The bandwidth factor of `proto` in topo_model's protocol rows (send/recv-based ops); NCCL's ring broadcast's LL
+    factor follows the release in force (1/4 or 1/3 up to v2.20.5-1, nccl_code_rules.ring_ll_bw_factor: its tuner
+    prices the broadcast as a ring, src/graph/tuning.cc `a == NCCL_ALGO_RING && p == NCCL_PROTO_LL`)."""
+    factor = proto.bw_factor(op == "all_reduce", multi)
+    if on_nccl and op == "broadcast" and proto.name == "LL":
+        return nccl_code_rules.ring_ll_bw_factor(op, max(1, n // counts[0]), factor)
+    return factor

@@ -154,6 +154,8 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
                 per_ch = per_channel_cap_bytes_per_s(algo, proto, getattr(tiers[0], "nccl_arch", ""), nodes, default)
                 cap = min((c for c in (cap, per_ch) if c > 0), default=0.0)  # 0 = no cap
             factor = ll128_ppn1 if algo == "ring" and proto == "LL128" and ll128_ppn1 else factors[p]
+            if algo == "ring" and proto == "LL":  # 1/4 or 1/3 up to v2.20.5-1 (nccl_code_rules.toml [ring_ll_factor])
+                factor = nccl_code_rules.ring_ll_bw_factor(op, nodes, factor)
             ring_tree.append((algo, proto, latency, factor, _caps(counts, cap),
                               bases[p] * US, plateau, offset, (full_share_bytes(rule), rule)))
     simple = "Simple" in protocols  # PAT, NVLS / NVLSTree and CollNet run Simple only

@@ -294,7 +294,8 @@ class TopologyModel:
                                                      (gdr[proto.name] if gdr else 0.0)
                                                      for lat, t, extra, gdr in zip(latency, tiers, legs, staged))
                                        for family in ("ring", "tree")},
-                               proto.bw_factor(op == "all_reduce", multi)) for proto in protocols)
+                               nccl_broadcast.protocol_bw_factor(proto, op, n, counts, multi, system.nccl))
+                               for proto in protocols)
         return _Layout(
             tiers=tiers, counts=counts, top=top, multi=multi, torus_port=torus_port,
             p2p=tuple(_p2p_line(t, op) for t in tiers) if op in _P2P_OPS else None, rail=rail,

@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from moesim.collectives import nccl
 from moesim.collectives.nccl_code_rules import rule
 from moesim.collectives.nccl_tuner_rules import PROTOCOLS, TUNER_OPS, parse_nccl_proto
@@ -62,6 +64,19 @@ def algo_lists(text: str | None, version: str = "", collnet: bool = False,
         if not running & set(_SET_ONE):
             chosen |= {"ring", "tree"}
     return {op: chosen for op in (*_OPS, OTHER)}
+
+
+def algo_lists_by_nodes(text: str | None, version: str = "", collnet: bool = False) -> dict[bool, dict]:
+    """{multi_node: algo_lists(...)}: before 2.24.3 the lists depend on the node count (NVLS / NVLSTree in the
+    re-enabling test); with a warning naming what the release ignores (v2.23.4-1 src/graph/tuning.cc parseList
+    l. 34-53: a name strcasecmp matches to nothing)."""
+    one = algo_lists(text, version, collnet)
+    by_nodes = version and not per_collective(version)  # 2.18.1-2.23.4 only
+    ignored = ignored_names(text, version)
+    if ignored:
+        warnings.warn(f"NCCL_ALGO '{text}': NCCL {version} ignores {', '.join(repr(t) for t in ignored)} (not one "
+                      f"of its algorithm names; NCCL 2.24.3 on fails the string)")
+    return {False: one, True: algo_lists(text, version, collnet, True) if by_nodes else one}
 
 
 def ignored_names(text: str | None, version: str) -> tuple[str, ...]:

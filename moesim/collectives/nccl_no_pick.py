@@ -65,7 +65,7 @@ def no_algorithm(model, op: str, size_bytes: float, group):
     from moesim.collectives.nccl_tuner_rules import PROTOCOLS
     from moesim.errors import SpecError
 
-    multi = model._multi_node(group)
+    multi = model._placed(group)[1].top >= 1  # the group spans NVLink domains, as TopologyModel._layout's `multi`
     keep, has_ring = ring_fallback(model.nccl_version), "ring" in model._allowed(op, multi)
     if op in _FALLS_BACK and (keep == "any" or (keep == "proto" and not has_ring)):
         ring = replace(model, nccl_algo="ring", nccl_proto=model.nccl_proto if keep == "proto" else "")

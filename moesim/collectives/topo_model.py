@@ -18,7 +18,6 @@ Algorithms (formulas in formulas.py, hierarchy.py, torus_costs.py):
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 from moesim.collectives import formulas, hierarchy, nccl, nccl_facts, nccl_multinode, nccl_plan, torus_costs
@@ -258,8 +257,7 @@ class TopologyModel:
         multi = top >= 1
         protocols = NCCL_PROTOCOLS if system.nccl else (PLAIN,)
         allowed = self._protos.get(op)  # NCCL_PROTO's list for the op (tuner-picked ops only), None: not set
-        # broadcast runs ring only (nccl_no_pick.py)
-        no_ring = op == "broadcast" and system.nccl and "ring" not in self._allowed(op, multi)
+        no_ring = op == "broadcast" and system.nccl and "ring" not in self._allowed(op, multi)  # nccl_no_pick.py
         if system.nccl and allowed is not None:
             protocols = tuple(p for p in protocols if p.name in allowed)
         torus_port = tuple(t.kind == "torus" and pl.torus is not None for t in tiers)
@@ -304,9 +302,8 @@ class TopologyModel:
             p2p_protocols=system.nccl and op in _P2P_OPS, p2p_net_simple=net_simple, gdr_offsets=gdr_offsets,
             p2p_concurrent=_concurrent_layout(self.p2p_net_model, self.p2p_net_nchannels, op, n, system, pl, tiers,
                                               protocol_rows, nccl_p2p_peer.resolve(self.p2p_net_peer_rule)),
-            bcast=nccl_broadcast.layout(self.broadcast_model, n, counts, tiers, protocol_rows, tuple(
-                getattr(self, k) for k in CHANNEL_KNOBS), self.per_channel_caps)
-            if system.nccl and op == "broadcast" else None)
+            bcast=nccl_broadcast.layout(self.broadcast_model, n, counts, tiers, protocol_rows, tuple(getattr(
+                self, k) for k in CHANNEL_KNOBS), self.per_channel_caps) if system.nccl and op == "broadcast" else None)
 
     def _tiers(self, op: str, size: float, n: int, system: System, pl: GroupPlacement, lay: "_Layout",
                pinned=None) -> list[tuple]:
@@ -362,15 +359,8 @@ class TopologyModel:
 
     def __post_init__(self) -> None:
         nccl_tuning.check_version(self.nccl_version)  # first: the NCCL_ALGO / NCCL_PROTO syntax is the release's
-        one = nccl_env_lists.algo_lists(self.nccl_algo, self.nccl_version, self.collnet)
-        by_nodes = self.nccl_version and not nccl_env_lists.per_collective(self.nccl_version)  # 2.18.1-2.23.4 only
-        several = nccl_env_lists.algo_lists(self.nccl_algo, self.nccl_version, self.collnet, True) if by_nodes else one
-        object.__setattr__(self, "_algos", {False: one, True: several})
-        ignored = nccl_env_lists.ignored_names(self.nccl_algo, self.nccl_version)
-        if ignored:  # v2.23.4-1 src/graph/tuning.cc parseList l. 34-53: a name strcasecmp matches to nothing
-            warnings.warn(f"NCCL_ALGO '{self.nccl_algo}': NCCL {self.nccl_version} ignores "
-                          f"{', '.join(repr(t) for t in ignored)} (not one of its algorithm names; NCCL 2.24.3 on "
-                          f"fails the string)")
+        object.__setattr__(self, "_algos", nccl_env_lists.algo_lists_by_nodes(self.nccl_algo, self.nccl_version,
+                                                                              self.collnet))
         object.__setattr__(self, "_protos", nccl_env_lists.proto_lists(self.nccl_proto, self.nccl_version))
         for name in CHANNEL_KNOBS:
             check_channel_knob(name, getattr(self, name))
@@ -388,10 +378,6 @@ class TopologyModel:
         """NCCL_ALGO's list for `op` on a communicator over one node or several (algo_lists)."""
         lists = self._algos[multi_node]
         return lists.get(op, lists[nccl_env_lists.OTHER])
-
-    def _multi_node(self, group: Group) -> bool:
-        """Whether `group` spans NVLink domains (nccl_plan.plan's N > 1), as _layout's `multi`."""
-        return self._placed(group)[1].top >= 1
 
     def _port_bw(self, system: System, pl: GroupPlacement, index: int, message: float) -> float:
         """Per-device bandwidth of tier `index`: the port × efficiency, an uplink's share × boost, or, for a

@@ -12,6 +12,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
+
 from moesim.calibrate.predict import predict_layer
 from moesim.calibrate.records import TOTAL, layer_record
 from moesim.collectives.base import Group
@@ -22,6 +24,11 @@ from moesim.specs.load import load_hardware
 DATA = Path(__file__).parent / "data"
 UNMODELLED_S = 1e-4
 SPREAD = 0.01  # synthetic p10 / p90 = median ∓ 1 %
+
+# the tests that read the whole manifest's held-out matrix (nccl_table.calibration_matrix(MANIFEST), ~100 s of CPU,
+# lru-cached: priced once per process): under pytest-xdist's `--dist loadgroup` they run in one worker, so the matrix
+# is priced once, not once per worker (session 17, citime)
+HELDOUT_MATRIX = pytest.mark.xdist_group("heldout_matrix")
 
 
 def layer_record_dict(*, tokens=1024, d_model=128, d_ff=512, experts_per_rank=2, top_k=1, world=2, ep=None,

@@ -276,8 +276,9 @@ def render(manifest: Path) -> str:
     ])
 
 
-def matrix_fit(manifest: Path, file: str, infer_facts: bool | None = None, latency_per_protocol: bool | str | None = None,
-               transfer_rule: str | None = None, row_weight: str | None = None, prior_weight: float | None = None):
+def matrix_fit(manifest: Path, file: str, infer_facts: bool | None = None,
+               latency_per_protocol: bool | str | None = None, transfer_rule: str | None = None,
+               row_weight: str | None = None, prior_weight: float | None = None):
     """calibrate's result for the held-out matrix's fit on the manifest's log `file` (matrix_fit_args, the given
     options; None = calibrate's default), written to a temporary file (the result's profile is the one read back).
     Cached on its arguments (however they are passed): callers must not change the result."""

@@ -15,13 +15,11 @@ docs/collectives-history.md; --cache DIR reuses scripts/heldout_rule.py's priced
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
-from moesim.calibrate import calibrate  # noqa: E402
-from moesim.calibrate.nccl_table import _size, calibration_matrix, matrix_fit_args, read_manifest  # noqa: E402
+from moesim.calibrate.nccl_table import _size, calibration_matrix, matrix_fit, read_manifest  # noqa: E402
 from moesim.calibrate.predict import CollectiveTerm  # noqa: E402
 from moesim.calibrate.transfer_p2p import network_ops  # noqa: E402
 from moesim.collectives.base import Group  # noqa: E402
@@ -105,24 +103,21 @@ def render(cache: Path | None) -> str:
              "rows that set them) | held-out rows that lose > 0.5 pt: what NCCL runs there (signed busbw error prior "
              "-> shared) |", "|---|---|---|---|---|"]
     fits = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for p, band in selected(pairs):
-            if p.fitted_on not in fits:
-                fit_on = entries[p.fitted_on]
-                result = calibrate([str(MANIFEST.parent / p.fitted_on)], fit_on["hardware"], Path(tmp) / "cal.toml",
-                                   **matrix_fit_args(fit_on))
-                fits[p.fitted_on] = (load_hardware(fit_on["hardware"]), result.profile, fit_figures(result))
-            prior, profile, figures = fits[p.fitted_on]
-            latency = [f for f in figures if f[0].endswith(LATENCY_FIGURES)]
-            if p.cluster not in CLUSTERS and not latency:
-                continue
-            figs = "; ".join(f"{n} {100 * m:+.1f} % ({', '.join(sorted(k)) or 'rows not recorded'})"
-                             for n, m, k in latency) or "none by more than 0.5 %"
-            mape = ((p.prior_mape, p.calibrated_mape), (p.prior_mape_small, p.calibrated_mape_small))[band]
-            rows = losing(entries[p.held_out], prior, profile, band)
-            lines.append(f"| {p.fitted_on.removesuffix('_perf.log')} -> {p.held_out.removesuffix('_perf.log')} | "
-                         f"{('>= 1 MiB', '< 1 MiB')[band]} | {100 * mape[0]:.2f} -> {100 * mape[1]:.2f} % | {figs} | "
-                         f"{_rows_text(rows)} |")
+    for p, band in selected(pairs):
+        if p.fitted_on not in fits:  # the matrix's own fit (nccl_table.matrix_fit, cached: not fitted again)
+            result = matrix_fit(MANIFEST, p.fitted_on)
+            fits[p.fitted_on] = (load_hardware(entries[p.fitted_on]["hardware"]), result.profile, fit_figures(result))
+        prior, profile, figures = fits[p.fitted_on]
+        latency = [f for f in figures if f[0].endswith(LATENCY_FIGURES)]
+        if p.cluster not in CLUSTERS and not latency:
+            continue
+        figs = "; ".join(f"{n} {100 * m:+.1f} % ({', '.join(sorted(k)) or 'rows not recorded'})"
+                         for n, m, k in latency) or "none by more than 0.5 %"
+        mape = ((p.prior_mape, p.calibrated_mape), (p.prior_mape_small, p.calibrated_mape_small))[band]
+        rows = losing(entries[p.held_out], prior, profile, band)
+        lines.append(f"| {p.fitted_on.removesuffix('_perf.log')} -> {p.held_out.removesuffix('_perf.log')} | "
+                     f"{('>= 1 MiB', '< 1 MiB')[band]} | {100 * mape[0]:.2f} -> {100 * mape[1]:.2f} % | {figs} | "
+                     f"{_rows_text(rows)} |")
     lines.append("")
     lines.append(f"(channels: the NCCL channels the row runs on; parts: one peer's bytes split over that many p2p "
                  f"channels; ops: the (peer, part) ops one rank's proxy posts; NCCL_P2P_NET_CHUNKSIZE "

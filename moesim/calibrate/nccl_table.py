@@ -210,33 +210,29 @@ def calibration_matrix(manifest: Path, infer_facts: bool | None = None,
     for the held-out rule's checks, which read the automatic weight's pairs only; session 12, heldout); `row_weight`:
     calibrate's `--row-weight` (row_weight.ROW_WEIGHTS; None = calibrate's default; session 16, bandfit); `clusters`:
     only these matrix clusters (None: every one)."""
-    from moesim.calibrate import calibrate
     from moesim.calibrate.fit import LEVEL_PRIOR_WEIGHT
     from moesim.calibrate.log_pricing import priced_log
 
     folder = manifest.parent
     out = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for cluster, logs in matrix_clusters(manifest).items():
-            if clusters is not None and cluster not in clusters:
-                continue
-            hardware = logs[0]["hardware"]
-            prior = load_hardware(hardware)
-            for fit_on in logs:
-                path, dest = str(folder / fit_on["file"]), Path(tmp) / "cal.toml"
-                how = dict(matrix_fit_args(fit_on), infer_facts=infer_facts, latency_per_protocol=latency_per_protocol,
-                           transfer_rule=transfer_rule, row_weight=row_weight)
-                auto = calibrate([path], hardware, dest, **how)
-                fixed = (calibrate([path], hardware, dest, prior_weight=LEVEL_PRIOR_WEIGHT, **how).profile
-                         if fixed_weight else None)
-                for held in logs:
-                    if held is not fit_on:  # the matrix's logs force no knob: priced by the profile's default model
-                        log = priced_log(folder, held, prior)
-                        before, after = log.error(), log.on(auto.profile).error()
-                        out.append(HeldOutPair(cluster, fit_on["file"], held["file"], auto.fit.level_prior_weight,
-                                               before.mape_large, after.mape_large,
-                                               log.on(fixed).error().mape_large if fixed is not None else float("nan"),
-                                               before.mape_small, after.mape_small))
+    for cluster, logs in matrix_clusters(manifest).items():
+        if clusters is not None and cluster not in clusters:
+            continue
+        prior = load_hardware(logs[0]["hardware"])
+        for fit_on in logs:
+            how = dict(infer_facts=infer_facts, latency_per_protocol=latency_per_protocol, transfer_rule=transfer_rule,
+                       row_weight=row_weight)
+            auto = matrix_fit(manifest, fit_on["file"], **how)
+            fixed = matrix_fit(manifest, fit_on["file"], prior_weight=LEVEL_PRIOR_WEIGHT, **how).profile \
+                if fixed_weight else None
+            for held in logs:
+                if held is not fit_on:  # the matrix's logs force no knob: priced by the profile's default model
+                    log = priced_log(folder, held, prior)
+                    before, after = log.error(), log.on(auto.profile).error()
+                    out.append(HeldOutPair(cluster, fit_on["file"], held["file"], auto.fit.level_prior_weight,
+                                           before.mape_large, after.mape_large,
+                                           log.on(fixed).error().mape_large if fixed is not None else float("nan"),
+                                           before.mape_small, after.mape_small))
     return tuple(out)
 
 
@@ -278,3 +274,25 @@ def render(manifest: Path) -> str:
         "```", cal, "```",
         "",
     ])
+
+
+def matrix_fit(manifest: Path, file: str, infer_facts: bool | None = None,
+               latency_per_protocol: bool | str | None = None, transfer_rule: str | None = None,
+               row_weight: str | None = None, prior_weight: float | None = None):
+    """calibrate's result for the held-out matrix's fit on the manifest's log `file` (matrix_fit_args, the given
+    options; None = calibrate's default), written to a temporary file (the result's profile is the one read back).
+    Cached on its arguments (however they are passed): callers must not change the result."""
+    return _matrix_fit(manifest, file, infer_facts, latency_per_protocol, transfer_rule, row_weight, prior_weight)
+
+
+# one matrix's fits (70 logs at two prior weights) and a few more: heldout_pairs / heldout_causes read the fits the
+# matrix made instead of fitting again (session 17, citime: 54 s of the calibration tests' CPU)
+@lru_cache(maxsize=160)
+def _matrix_fit(manifest: Path, file: str, infer_facts, latency_per_protocol, transfer_rule, row_weight, prior_weight):
+    from moesim.calibrate import calibrate
+
+    entry = next(e for e in read_manifest(manifest) if e["file"] == file)
+    with tempfile.TemporaryDirectory() as tmp:
+        return calibrate([str(manifest.parent / file)], entry["hardware"], Path(tmp) / "cal.toml",
+                         **matrix_fit_args(entry), infer_facts=infer_facts, latency_per_protocol=latency_per_protocol,
+                         transfer_rule=transfer_rule, row_weight=row_weight, prior_weight=prior_weight)

@@ -23,6 +23,8 @@ from moesim.errors import SpecError
 from moesim.specs.hardware import EfficiencyTable
 from moesim.specs.load import load_hardware
 
+from calibrate_synth import HELDOUT_MATRIX
+
 DATA = Path(__file__).resolve().parents[1] / "data" / "nccl"
 MANIFEST = DATA / "logs.toml"
 # "Stays within noise": the issue's tolerance for a held-out log that calibration leaves as it was (0.3 pt MAPE).
@@ -261,6 +263,7 @@ def errors(name, hardware=None):
     return log_error(read_nccl_tests(DATA / name).collectives, hardware or load_hardware("h100-sxm"))
 
 
+@HELDOUT_MATRIX
 def test_matrix_covers_the_clusters_with_several_healthy_logs():
     clusters = matrix_clusters(MANIFEST)
     assert {"h100-gjaion", "h100-qoofyk", "gb200-coreweave"} <= set(clusters)
@@ -269,6 +272,7 @@ def test_matrix_covers_the_clusters_with_several_healthy_logs():
     assert len(pairs) == sum(len(logs) * (len(logs) - 1) for logs in clusters.values())
 
 
+@HELDOUT_MATRIX
 def test_no_same_cluster_pair_gets_worse():
     """Every (fitted, held-out) pair of one cluster: the calibrated MAPE >= 1 MiB is not above the prior's."""
     worse = [(p.fitted_on, p.held_out, p.prior_mape, p.calibrated_mape) for p in calibration_matrix(MANIFEST)
@@ -281,6 +285,7 @@ def test_no_same_cluster_pair_gets_worse():
                for p in calibration_matrix(MANIFEST))
 
 
+@HELDOUT_MATRIX
 def test_calibration_helps_where_the_fitted_log_carries_over():
     """Pairs that improve (docs/collectives.md, the held-out table). gj-aion 8 -> 2 nodes left this list
     in session 6 (8.7 -> 6.7 % with the size check's weight 3 on every figure, 8.5 % now): the 8-node log's residuals
@@ -300,6 +305,7 @@ def test_calibration_helps_where_the_fitted_log_carries_over():
         assert gain[pair] > least, (pair, gain[pair])
 
 
+@HELDOUT_MATRIX
 def test_known_worse_pairs_improve_below_one_mib():
     """The KNOWN_WORSE pairs fitted on a latency lose at >= 1 MiB but the figure is the held-out log's own: its rows
     below 1 MiB, which that latency binds, improve by 5 pt or more (the list's comments have the figures)."""

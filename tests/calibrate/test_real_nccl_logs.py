@@ -17,6 +17,8 @@ from moesim.collectives.select import default_model
 from moesim.errors import SpecError
 from moesim.specs.load import load_hardware
 
+from calibrate_synth import HELDOUT_MATRIX
+
 DATA = Path(__file__).resolve().parents[1] / "data" / "nccl"
 MANIFEST = tomllib.loads((DATA / "logs.toml").read_text())
 LOGS = {entry["file"]: entry for entry in MANIFEST["log"]}
@@ -302,6 +304,7 @@ def test_calibrating_on_one_log_of_a_cluster_helps_the_others(tmp_path):
         assert fitted.mape_large < prior.mape_large - gain, (held, prior.mape_large, fitted.mape_large)
 
 
+@HELDOUT_MATRIX
 def test_collectives_doc_table_is_current(load_script):
     script = load_script("docs/make_collectives_table.py")
     from moesim.calibrate.nccl_table import render

@@ -85,7 +85,11 @@ def test_cli_calibrate_and_report_json(tmp_path, synthetic_jsonl, capsys):
     assert main(["validate-report", str(synthetic_jsonl), "--hardware", str(out)]) == 0
     text = capsys.readouterr().out
     assert "MAPE" in text and "layer total" in text
-    assert main(["calibrate", str(synthetic_jsonl), "--hardware", "cpu-localhost", "-o", str(out)]) == 0
+    # the text output with intervals: the default (100 resamples, asserted on the parser) cost ~56 s of CPU here for the
+    # same text path 5 resamples take (session 17, citime)
+    args = ["calibrate", str(synthetic_jsonl), "--hardware", "cpu-localhost", "-o", str(out)]
+    assert build_parser().parse_args(args).bootstrap == 100
+    assert main(args + ["--bootstrap", "5"]) == 0
     assert "90% bootstrap" in capsys.readouterr().out
     assert main(["calibrate", str(synthetic_jsonl), "--hardware", "cpu-localhost", "-o", str(out), "--bootstrap", "0",
                  "--fit-router-matmul", "--json"]) == 0

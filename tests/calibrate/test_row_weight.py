@@ -63,17 +63,20 @@ def test_rules_are_added_not_renamed():
 
 @pytest.mark.parametrize("log", [TOGETHER, QOOFYK])
 def test_row_is_main_exactly(tmp_path, log):
-    """The default (and `--row-weight row`) fits exactly what main @ a2c407c fitted (the golden file says how)."""
+    """The default (and `--row-weight row`) fits what main @ a2c407c fitted (the golden file says how), to 1e-9
+    relative: the last digits move with the CPU and its libraries (session 17: 2.6e-12 on an AMD EPYC box, e.g.
+    infiniband.p2p_bandwidth 46239543251.58146 against the golden 46239543251.46039), while any change to the fit's
+    rows, weights or prior moves them by far more (the band / band-loss test below: whole parameters)."""
     golden = json.loads(GOLDEN.read_text())[log]
     # `row_weight="row"` is the default's own path (api.calibrate: None -> ROW_WEIGHT): run it on the 2 s Together fit
     # only, not again on the qoofyk fit (~24 s on a busy box; the pair took 48 s: session 16 review)
     for kw in ({}, {"row_weight": "row"}) if log == TOGETHER else ({},):
         result = _calibrate(tmp_path, log, **kw)
         d = result.as_dict()
-        assert {p["name"]: p["value"] for p in d["parameters"]} == golden["parameters"]
-        assert list(result.fit.predicted_s) == golden["predicted_s"]
+        assert {p["name"]: p["value"] for p in d["parameters"]} == pytest.approx(golden["parameters"], rel=1e-9)
+        assert list(result.fit.predicted_s) == pytest.approx(golden["predicted_s"], rel=1e-9)
         assert (d["fit"]["mape"], d["fit"]["prior_weight"], d["fit"]["effective_rows"]) == \
-            (golden["mape"], golden["prior_weight"], golden["effective_rows"])
+            pytest.approx((golden["mape"], golden["prior_weight"], golden["effective_rows"]), rel=1e-9)
         assert d["fit"]["row_weight"] == "row"
 
 

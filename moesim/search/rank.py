@@ -271,6 +271,16 @@ def _enumeration(scenario: Scenario) -> Enumeration:
     return found
 
 
+def release_kept() -> None:
+    """Drop what searches keep for the next search in this process: the last enumeration (up to
+    ENUMERATION_BYTES_KEPT; DeepSeek-V3's is ~200 MB) and the default models' memoised costs (MEMOS_KEPT models).
+    For a long-lived process done searching; the next search enumerates and prices afresh, with the same figures."""
+    with _enumerations_lock:
+        _enumerations.clear()
+    with _memos_lock:
+        _memos.clear()
+
+
 def _chunks(pp: np.ndarray) -> list[slice]:
     """Runs of candidates evaluated together: one pipeline degree (pp-sorted input), at most CHUNK_CANDIDATES."""
     bounds = np.concatenate([[0], np.flatnonzero(pp[1:] != pp[:-1]) + 1, [len(pp)]])

@@ -53,3 +53,14 @@ def test_an_enumeration_over_its_bound_is_not_kept(monkeypatch):
     found = rank._enumeration(base)
     assert not rank._enumerations and found.candidates.dp.flags.writeable
     assert rank._enumeration(base) is not found
+
+
+def test_release_kept_drops_the_kept_enumeration_and_memos_and_the_next_search_ranks_the_same():
+    from moesim.search import release_kept
+
+    base = build()
+    first = search(base, threads=1)
+    assert rank._enumerations and rank._memos  # a search keeps both for the next one
+    release_kept()
+    assert not rank._enumerations and not rank._memos
+    _same(first, search(base, threads=1))  # enumerated and priced afresh: the same ranking

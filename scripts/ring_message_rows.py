@@ -41,7 +41,6 @@ END = "<!-- END ring_message_rows -->"
 OPS = ("all_gather", "reduce_scatter")
 LOW, HIGH = 128 * 2**10, 512 * 2**20
 STEP_LOW, STEP_HIGH = 256 * 2**10, 64 * 2**20  # the rows whose step from the row before is compared
-CHANNELS = 16  # nccl_tuning.toml [pipeline] channels (no healthy multi-node ring log sets NCCL_MIN/MAX_NCHANNELS)
 
 
 def scheduled_channels(protocol: str, size_bytes: float, channels: int, version: str) -> int:
@@ -113,8 +112,10 @@ def log_rows(log, version: str = "") -> list[dict]:
         if not LOW <= p.size_bytes <= HIGH:
             continue
         proto = p.algorithm.split("/")[1]
-        nc = scheduled_channels(proto, p.size_bytes, ring_tree_channels("ring", proto, p.size_bytes, n, CHANNELS)[0],
-                                version)
+        # the tuner's channels from nccl_tuning.toml [pipeline] channels (no healthy multi-node ring log sets
+        # NCCL_MIN/MAX_NCHANNELS)
+        tuned = ring_tree_channels("ring", proto, p.size_bytes, n, tuning()["pipeline"]["channels"])[0]
+        nc = scheduled_channels(proto, p.size_bytes, tuned, version)
         data = message_data_bytes(proto, p.size_bytes, n, nc)
         wire = wire_bytes(proto, data)
         out.append({"size": p.size_bytes, "algorithm": p.algorithm, "channels": nc, "data": data, "wire": wire,

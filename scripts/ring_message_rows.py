@@ -27,7 +27,7 @@ from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/
 
 from moesim.calibrate.log_pricing import priced_log  # noqa: E402
 from moesim.calibrate.nccl_table import _size, entry_nccl_version, read_manifest  # noqa: E402
-from moesim.collectives.nccl_channels import ring_tree_channels  # noqa: E402
+from moesim.collectives.nccl_channels import ring_tree_channels, traffic_cell_bytes  # noqa: E402
 from moesim.collectives.nccl_tuning import at_version, tuning  # noqa: E402
 from moesim.collectives.topo_model import TopologyModel  # noqa: E402
 from scripts.docblock import fenced_table, run_check  # noqa: E402
@@ -49,9 +49,8 @@ def scheduled_channels(protocol: str, size_bytes: float, channels: int, version:
     (enqueue.cc scheduleCollTasksToPlan: MinTrafficPerChannel and LL's multiplier of the release `version`, moesim's
     nccl_tuning.toml [channels] and their [versioned] rows; "" = the unset figures, v2.30.7-1's 32 KiB, LL 4x denser)."""
     with at_version(version):
-        ch = tuning()["channels"]
-    cell = ch["min_traffic_per_channel_bytes"] / (ch["min_traffic_ll_multiplier"] if protocol == "LL" else 1)
-    return max(1, min(channels, math.ceil(size_bytes / cell)))
+        cell = traffic_cell_bytes(protocol)  # None before v2.22.3-1: no such scheduler, the tuner's channels whole
+    return channels if cell is None else max(1, min(channels, math.ceil(size_bytes / cell)))
 
 
 def message_data_bytes(protocol: str, size_bytes: float, ranks: int, channels: int) -> float:

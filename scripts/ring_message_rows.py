@@ -27,7 +27,7 @@ from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/
 
 from moesim.calibrate.log_pricing import priced_log  # noqa: E402
 from moesim.calibrate.nccl_table import _size, entry_nccl_version, read_manifest  # noqa: E402
-from moesim.collectives.nccl_channels import ring_tree_channels  # noqa: E402
+from moesim.collectives.nccl_channels import ring_tree_channels, traffic_cell_bytes  # noqa: E402
 from moesim.collectives.nccl_tuning import at_version, tuning  # noqa: E402
 from moesim.collectives.topo_model import TopologyModel  # noqa: E402
 from scripts.docblock import fenced_table, run_check  # noqa: E402
@@ -41,7 +41,6 @@ END = "<!-- END ring_message_rows -->"
 OPS = ("all_gather", "reduce_scatter")
 LOW, HIGH = 128 * 2**10, 512 * 2**20
 STEP_LOW, STEP_HIGH = 256 * 2**10, 64 * 2**20  # the rows whose step from the row before is compared
-CHANNELS = 16  # nccl_tuning.toml [pipeline] channels (no healthy multi-node ring log sets NCCL_MIN/MAX_NCHANNELS)
 
 
 def scheduled_channels(protocol: str, size_bytes: float, channels: int, version: str) -> int:
@@ -50,9 +49,8 @@ def scheduled_channels(protocol: str, size_bytes: float, channels: int, version:
     (enqueue.cc scheduleCollTasksToPlan: MinTrafficPerChannel and LL's multiplier of the release `version`, moesim's
     nccl_tuning.toml [channels] and their [versioned] rows; "" = the unset figures, v2.30.7-1's 32 KiB, LL 4x denser)."""
     with at_version(version):
-        ch = tuning()["channels"]
-    cell = ch["min_traffic_per_channel_bytes"] / (ch["min_traffic_ll_multiplier"] if protocol == "LL" else 1)
-    return max(1, min(channels, math.ceil(size_bytes / cell)))
+        cell = traffic_cell_bytes(protocol)  # None before v2.22.3-1: no such scheduler, the tuner's channels whole
+    return channels if cell is None else max(1, min(channels, math.ceil(size_bytes / cell)))
 
 
 def message_data_bytes(protocol: str, size_bytes: float, ranks: int, channels: int) -> float:
@@ -113,8 +111,10 @@ def log_rows(log, version: str = "") -> list[dict]:
         if not LOW <= p.size_bytes <= HIGH:
             continue
         proto = p.algorithm.split("/")[1]
-        nc = scheduled_channels(proto, p.size_bytes, ring_tree_channels("ring", proto, p.size_bytes, n, CHANNELS)[0],
-                                version)
+        # the tuner's channels from nccl_tuning.toml [pipeline] channels (no healthy multi-node ring log sets
+        # NCCL_MIN/MAX_NCHANNELS)
+        tuned = ring_tree_channels("ring", proto, p.size_bytes, n, tuning()["pipeline"]["channels"])[0]
+        nc = scheduled_channels(proto, p.size_bytes, tuned, version)
         data = message_data_bytes(proto, p.size_bytes, n, nc)
         wire = wire_bytes(proto, data)
         out.append({"size": p.size_bytes, "algorithm": p.algorithm, "channels": nc, "data": data, "wire": wire,

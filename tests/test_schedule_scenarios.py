@@ -30,7 +30,6 @@ def test_in_flight_micro_batches_per_schedule():
     assert dual.tolist() == [4, 3, 2, 1] and (dual + dual[::-1]).tolist() == [5] * 4
 
 
-
 def test_in_flight_rows_alike_in_a_mixed_batch():
     """in_flight skips the schedules no row has: each row gets what a batch of its schedule alone gives, bit for
     bit, and a scalar stage broadcast to the schedules' shape keeps that shape."""
@@ -42,6 +41,7 @@ def test_in_flight_rows_alike_in_a_mixed_batch():
         alone = in_flight(np.array([name])[:, None], m[i:i + 1, None], p[i:i + 1, None], v[i:i + 1, None], s[None, :])
         assert np.array_equal(mixed[i:i + 1], alone), name
     assert in_flight(np.array(["1f1b", "1f1b"]), 8, 4, 1, 0).shape == (2,)
+
 
 def test_bubble_fractions_are_the_published_ones():
     # Interleaved bubble / ideal = (p − 1)/(v·m) (Narayanan §2.2.2), with free sends.

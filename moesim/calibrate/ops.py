@@ -174,6 +174,7 @@ def table_of(rec: OpRecord) -> tuple[str, ...]:
 def split_by_table(records: list[OpRecord], fraction: float, seed: int) -> set[str]:
     """The fitted keys (step 1): split_holdout over each table's keys, so a table of two or more shapes keeps
     at least one and a table of one shape is never held out."""
+    split_holdout([], fraction, seed)  # the fraction checked even where every table has one shape
     by_table: dict[tuple, set[str]] = defaultdict(set)
     for r in records:
         by_table[table_of(r)].add(r.key)

@@ -6,6 +6,7 @@ Constants: nccl_tuning.toml [channels]; docs/collectives-history.md "The ramp fr
 from __future__ import annotations
 
 from moesim.collectives.nccl import tuning
+from moesim.collectives.nccl_tuning import ABSENT, active_version, row_for
 from moesim.errors import SpecError
 
 
@@ -70,14 +71,25 @@ def pinned_share(rule: tuple, size_bytes: float, channels: int, traffic_per_byte
     channels by the plugin's (getAlgoInfo: `info->nMaxChannels = nMaxChannels`); the scheduler caps them at
     comm->nChannels and spreads the traffic (nBytes x 2 for all-reduce) in cells of at least MinTrafficPerChannel per
     channel (32 KiB unset, v2.30.7-1's; 4x denser for LL), so a small collective still runs on ceil(traffic / cell)
-    channels; both figures are the release's where a version is in force (nccl_tuning.toml [versioned] rows).
+    channels; both figures are the release's where a version is in force (nccl_tuning.toml [versioned] rows; no
+    cell before v2.22.3-1: traffic_cell_bytes).
     Source: NVIDIA/nccl v2.28.9-1 / v2.30.7-1 src/enqueue.cc getAlgoInfo, scheduleCollTasksToPlan
     (MinTrafficPerChannel), ncclFuncTrafficPerByte."""
     _, nt = ring_tree_channels_at(rule, size_bytes)
-    ch = tuning()["channels"]
-    per_channel = ch["min_traffic_per_channel_bytes"] / (ch["min_traffic_ll_multiplier"] if protocol == "LL" else 1)
-    used = min(channels, rule[0], max(1, -(-int(size_bytes * traffic_per_byte) // int(per_channel))))
+    cell = traffic_cell_bytes(protocol)
+    used = min(channels, rule[0], max(1, -(-int(size_bytes * traffic_per_byte) // int(cell))) if cell else channels)
     return min(1.0, used * nt / rule[6])
+
+
+def traffic_cell_bytes(protocol: str) -> float | None:
+    """The traffic of one scheduler cell per channel at the NCCL release in force: MinTrafficPerChannel, LL's 4x denser
+    from v2.26.2-1 (nccl_tuning.toml [channels] and their [versioned] rows; enqueue.cc scheduleCollTasksToPlan); None
+    at v2.18.1-1 .. v2.21.5-1, which have no such scheduler (a tuner plugin's channel count is taken whole)."""
+    version = active_version()
+    if version and row_for("channels.min_traffic_per_channel_bytes", version) == ABSENT:
+        return None
+    ch = tuning()["channels"]
+    return ch["min_traffic_per_channel_bytes"] / (ch["min_traffic_ll_multiplier"] if protocol == "LL" else 1)
 
 
 def ring_tree_channels(algorithm: str, protocol: str, size_bytes: float, n: int, channels: int) -> tuple[int, int]:

@@ -250,7 +250,8 @@ def _enumeration(scenario: Scenario) -> Enumeration:
     search.enumerate reads (the model, the training, the [search] space and the device count; frozen dataclasses,
     equal when their fields are), its arrays made read-only. A search reads the candidates and keeps copies of
     the rows it returns (Candidates.take by index), never the kept arrays. An unhashable key, or an enumeration
-    over ENUMERATION_BYTES_KEPT, is not kept."""
+    over ENUMERATION_BYTES_KEPT, is not kept; a search of another space drops the kept one before it enumerates.
+    release_kept() drops it too."""
     key = (scenario.model, scenario.training, scenario.search, scenario.devices)
     try:
         hash(key)
@@ -258,6 +259,8 @@ def _enumeration(scenario: Scenario) -> Enumeration:
         return enumerate_layouts(scenario)
     with _enumerations_lock:
         found = _enumerations.get(key)
+        if found is None:
+            _enumerations.clear()  # another space: not held while this one is built (peak memory), nor after it
     if found is not None:
         return found
     found = enumerate_layouts(scenario)
@@ -269,6 +272,16 @@ def _enumeration(scenario: Scenario) -> Enumeration:
             _enumerations.clear()
             _enumerations[key] = found
     return found
+
+
+def release_kept() -> None:
+    """Drop what searches keep for the next search in this process: the last enumeration (up to
+    ENUMERATION_BYTES_KEPT; DeepSeek-V3's is ~200 MB) and the default models' memoised costs (MEMOS_KEPT models).
+    For a long-lived process done searching; the next search enumerates and prices afresh, with the same figures."""
+    with _enumerations_lock:
+        _enumerations.clear()
+    with _memos_lock:
+        _memos.clear()
 
 
 def _chunks(pp: np.ndarray) -> list[slice]:

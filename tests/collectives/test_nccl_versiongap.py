@@ -64,6 +64,8 @@ def test_unset_keeps_the_file_figures():
     ("2.29.2", "LL", 8),      # 8 KiB
     ("", "LL", 8),            # unset: 8 KiB
     ("2.24.3", "LL", 4),      # before v2.26.2-1 LL's cells are as large as the others'
+    ("2.21.5", "LL128", 16),  # v2.18.1-1 .. v2.21.5-1: no MinTrafficPerChannel, the plugin's count taken whole
+    ("2.19.1", "LL", 16),
 ])
 def test_the_pinned_channel_count_follows_the_release(version, protocol, channels):
     size = 64 * 2**10

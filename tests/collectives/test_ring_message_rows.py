@@ -96,3 +96,21 @@ def test_gib_logs_follow_ll128_above_the_threshold(per_log):
     for name in GIB_LOGS:
         over = [r for r in per_log[name] if r["algorithm"] == "ring/LL128" and r["over"] and r["size"] >= 2**20]
         assert over and sum(abs(r["error"]) for r in over) / len(over) < 0.20, name
+
+
+def test_the_tuner_channels_are_read_from_nccl_tuning(rows, monkeypatch):
+    """log_rows takes the tuner's channel count from nccl_tuning.toml [pipeline] channels, not a copy of it: with
+    that figure at 2 no row runs on more than 2 channels (at 16, the file's, the large rows run on more)."""
+    import copy
+
+    real = rows.tuning
+    log, _, version = next(rows._logs())
+    assert max(r["channels"] for r in rows.log_rows(log, version)) > 2
+
+    def two_channels():
+        t = copy.deepcopy(real())
+        t["pipeline"]["channels"] = 2
+        return t
+
+    monkeypatch.setattr(rows, "tuning", two_channels)
+    assert max(r["channels"] for r in rows.log_rows(log, version)) <= 2

@@ -72,3 +72,12 @@ def test_held_out_attention_is_priced_by_its_own_table(records, tmp_path, seed):
     assert err.max_abs < 1e-4, err  # the table's own efficiency: exact up to the profile's 6 digits
     assert err.n == 4  # one of three lengths per (dtype, pass) table
     assert err.prior_mape > 0.2, err  # the FLOP-keyed prior is not: the check could fail
+
+
+def test_a_bad_fraction_is_an_error_even_where_every_table_has_one_shape(records):
+    from moesim.calibrate.ops import split_by_table
+    from moesim.errors import SpecError
+
+    recs = read_op_records([str(records)])
+    with pytest.raises(SpecError, match="holdout fraction must be in"):
+        split_by_table(recs[:1], 1.5, 0)  # one table of one shape: nothing split, the fraction still checked

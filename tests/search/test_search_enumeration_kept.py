@@ -53,3 +53,32 @@ def test_an_enumeration_over_its_bound_is_not_kept(monkeypatch):
     found = rank._enumeration(base)
     assert not rank._enumerations and found.candidates.dp.flags.writeable
     assert rank._enumeration(base) is not found
+
+
+def test_release_kept_drops_the_kept_enumeration_and_memos_and_the_next_search_ranks_the_same():
+    from moesim.search import release_kept
+
+    base = build()
+    first = search(base, threads=1)
+    assert rank._enumerations and rank._memos  # a search keeps both for the next one
+    release_kept()
+    assert not rank._enumerations and not rank._memos
+    _same(first, search(base, threads=1))  # enumerated and priced afresh: the same ranking
+
+
+def test_another_space_drops_the_kept_one_even_when_its_own_is_not_kept(monkeypatch):
+    """A search of another space does not hold the last space's enumeration while it builds its own (peak memory),
+    nor after, when its own is over the bound and not kept."""
+    rank._enumerations.clear()
+    base = build()
+    rank._enumeration(base)
+    seen = []
+
+    def enumerate_and_look(scenario):
+        seen.append(len(rank._enumerations))
+        return enumerate_layouts(scenario)
+
+    monkeypatch.setattr(rank, "enumerate_layouts", enumerate_and_look)
+    monkeypatch.setattr(rank, "ENUMERATION_BYTES_KEPT", 0)
+    rank._enumeration(build(devices=24))
+    assert seen == [0] and not rank._enumerations

@@ -5,6 +5,8 @@ Constants: nccl_tuning.toml [channels]; docs/collectives-history.md "The ramp fr
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from moesim.collectives.nccl import tuning
 from moesim.collectives.nccl_tuning import ABSENT, active_version, row_for
 from moesim.errors import SpecError
@@ -54,6 +56,30 @@ def ring_tree_channels_at(rule: tuple, size_bytes: float) -> tuple[int, int]:
         while size_bytes < nt * threshold and nt % 128 == 0:
             nt //= 2
     return nc, max(nt + sync, min_threads) - sync
+
+
+_RING_LL_SHARE = {"on": True}  # the per-size share on a ring LL's wire (ring_ll_share_on); on as shipped
+
+
+def ring_ll_share_on() -> bool:
+    """Whether nccl_plan prices a small ring LL collective at its channel / thread share (share_at), as shipped.
+    Off (without_ring_ll_share) the ring LL wire runs at the full busBw at every size, as NCCL's own model prices it
+    (v2.19.3-1 src/graph/tuning.cc ncclTopoGetAlgoTime l. 418: the bandwidth scaled by channels only where
+    info->nChannels is set). Off is worse on 7 healthy logs below 1 MiB (docs/collectives-history.md "Session 17
+    (llshare)"), so the share stays on; the switch is a Python API only (no CLI flag, no JSON key)."""
+    return _RING_LL_SHARE["on"]
+
+
+@contextmanager
+def without_ring_ll_share():
+    """The ring LL share off for the duration (ring_ll_share_on); a TopologyModel memoises its plans, so build the
+    model inside (and price nothing through costs kept from before it)."""
+    saved = _RING_LL_SHARE["on"]
+    _RING_LL_SHARE["on"] = False
+    try:
+        yield
+    finally:
+        _RING_LL_SHARE["on"] = saved
 
 
 def share_at(rule: tuple, size_bytes: float) -> float:

@@ -21,7 +21,7 @@ from moesim.collectives.nccl_algos import _collnet, _nvls, _nvls_fixed, _pat
 from moesim.collectives.nccl_channel_caps import per_channel_cap_bytes_per_s
 from moesim.collectives import nccl_code_rules
 from moesim.collectives.nccl_channels import (channel_rule, coll_channels, full_share_bytes, pinned_share,
-                                              share_at)
+                                              ring_ll_share_on, share_at)
 from moesim.collectives.nccl_facts import ll128_across_nodes, no_gdr_legs_s, no_gdr_tuner_latency_s
 from moesim.collectives.nccl_multinode import ring_chain_extra_net_steps
 from moesim.collectives.nccl_nvls import nvls_step_rule, nvls_steps_s
@@ -147,6 +147,8 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
                 leg += staged["tree" if ppn1 else algo][p] * net_steps
             offset = (steps0 * (own0 - alpha[0]), chain_wire, leg)
             rule = channel_rule(algo, proto, n, default if channels is None else channels, default)
+            # the size below which NCCL's per-size share applies; 0 (never) for a ring LL with the share off
+            full = full_share_bytes(rule) if algo != "ring" or proto != "LL" or ring_ll_share_on() else 0.0
             cap = ll_cap if p == 0 else 0.0
             if per_channel_caps:  # NCCL's per-channel ring LL128 / tree caps, tuner and wire (nccl_channel_caps.py)
                 # the graph's channels: the system's count (its tuner's graphs[a]->nChannels; the run's knobs
@@ -157,7 +159,7 @@ def plan(op: str, n: int, counts, tiers, allowed: frozenset[str], collnet: bool 
             if algo == "ring" and proto == "LL":  # 1/4 or 1/3 up to v2.20.5-1 (nccl_code_rules.toml [ring_ll_factor])
                 factor = nccl_code_rules.ring_ll_bw_factor(op, nodes, factor)
             ring_tree.append((algo, proto, latency, factor, _caps(counts, cap),
-                              bases[p] * US, plateau, offset, (full_share_bytes(rule), rule)))
+                              bases[p] * US, plateau, offset, (full, rule)))
     simple = "Simple" in protocols  # PAT, NVLS / NVLSTree and CollNet run Simple only
     nvls = (_nvls_fixed(op, n, counts, tiers, nodes, multi, allowed, nvls_knobs) if nvls_eff > 0 and counts[0] > 1
             and simple else None)

@@ -378,7 +378,7 @@ class TopologyModel:
                             value=type(self.tuner_rules).__name__)
         version = self.nccl_version
         if self.tuner_rules is not None and version and not nccl_code_rules.rule("tuner_plugin_available", version):
-            warnings.warn(f"--tuner-rules: NCCL {self.nccl_version} has no tuner plugin interface (NCCL_TUNER_PLUGIN "
+            warnings.warn(f"--tuner-rules: NCCL {version} has no tuner plugin interface (NCCL_TUNER_PLUGIN "
                           f"is read from 2.19.1), so NCCL's own tuner picks; the rules are not applied")
             object.__setattr__(self, "tuner_rules", None)  # nccl_code_rules.toml [tuner_plugin_available]
 

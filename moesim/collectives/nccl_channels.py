@@ -100,7 +100,11 @@ def pinned_share(rule: tuple, size_bytes: float, channels: int, traffic_per_byte
     channels; both figures are the release's where a version is in force (nccl_tuning.toml [versioned] rows; no
     cell before v2.22.3-1: traffic_cell_bytes).
     Source: NVIDIA/nccl v2.28.9-1 / v2.30.7-1 src/enqueue.cc getAlgoInfo, scheduleCollTasksToPlan
-    (MinTrafficPerChannel), ncclFuncTrafficPerByte."""
+    (MinTrafficPerChannel), ncclFuncTrafficPerByte. The cap at comm->nChannels by release (session 17 tunerver):
+    v2.20.3-1 .. v2.21.5-1 addTunedCollToPlan `std::min(collInfo->nChannels, usableChannels)` (l. 340), usableChannels
+    at most comm->collChannels = comm->nChannels (l. 780 / 810; graph/connect.cc l. 471); v2.19.x has none (getAlgoInfo
+    l. 1257 hands the plugin's count to addCollToPlan as nBid, which fills channels 0..nBid-1 past comm->nChannels,
+    channels that init never connected): moesim keeps the cap there, having no run to price above it."""
     _, nt = ring_tree_channels_at(rule, size_bytes)
     cell = traffic_cell_bytes(protocol)
     used = min(channels, rule[0], max(1, -(-int(size_bytes * traffic_per_byte) // int(cell))) if cell else channels)

@@ -3,7 +3,8 @@ session 13 treecorr): `rule(name)` is the rule's value at nccl_tuning.active_ver
 its `unset` value where no version is named (the pricing as it was) or the rule is kept off (`priced = false`;
 `in_force` prices it). Read where the rule applies: nccl_plan.plan (LL128 on Blackwell, the ring LL128 factor with
 one GPU per node, the ring LL factor, PAT), nccl_broadcast.protocol_bw_factor (the ring LL factor of an NCCL
-broadcast) and nccl_algos._nvls (NVLSTree's tree correction)."""
+broadcast), nccl_algos._nvls (NVLSTree's tree correction) and TopologyModel (a tuner plugin's rules dropped, with a
+warning, at releases without the plugin interface: [tuner_plugin_available])."""
 
 from __future__ import annotations
 

@@ -11,6 +11,8 @@
   src/graph/tuning.cc parseList l. 34-53: a leading '^', ','-separated names, strcasecmp against ncclAlgoStr, a name
   it does not know ignored), so a clause such as "allreduce:tree", 'collnet', a typo, or 'pat' before 2.23.4 (no
   NCCL_ALGO_PAT: v2.22.3-1 src/init.cc l. 40) names nothing; `ignored_names` lists them (TopologyModel warns).
+  NCCL_PROTO is read the same way there, classic or not (ncclProtoStr: LL, LL128, Simple; any other name ignored
+  with a warning: proto_lists; session 17 tunerver).
   ncclTopoTuneModel then, where CollNet is not supported (collNetSupport == 0), turns NVLSTree off on one node and NVLS
   off across nodes, and re-enables ring and tree where ring, tree, NVLS and NVLSTree are all off ("If user has hard
   set NCCL_ALGO=COLLNET, ignore it": v2.18.1-1 l. 250-262, v2.19.1-1 l. 265-277, v2.23.4-1 l. 303-314).
@@ -84,15 +86,27 @@ def ignored_names(text: str | None, version: str) -> tuple[str, ...]:
     ncclAlgoStr (a clause token, 'collnet', a typo, 'pat' before 2.23.4; module doc); none from 2.24.3 or unset."""
     if not text or not version or per_collective(version):
         return ()
-    known = _algo_names(version)
-    return tuple(t for t in _tokens(text) if t.lower() not in known)
+    return _unknown(text, _algo_names(version))
+
+
+def _unknown(text: str, known: tuple[str, ...]) -> tuple[str, ...]:
+    """parseList's tokens before 2.24.3 (_tokens) that strcasecmp matches to none of `known`."""
+    lower = {name.lower() for name in known}
+    return tuple(t for t in _tokens(text) if t.lower() not in lower)
 
 
 def proto_lists(text: str | None, version: str = "") -> dict[str, frozenset[str]]:
-    """nccl_tuner_rules.parse_nccl_proto's {collective: protocols}, except that before the per-collective releases a
-    string with clauses is one classic list for every collective (possibly empty: no_algorithm decides)."""
-    if not has_clauses(text) or per_collective(version):
+    """nccl_tuner_rules.parse_nccl_proto's {collective: protocols}, except that at 2.18.1 .. 2.23.4 every string,
+    classic or with clauses, is one list for every collective as parseList reads it there: a name that is not LL,
+    LL128 or Simple (a typo, a clause token) ignored with a warning, as NCCL_ALGO's (v2.18.1-1 src/graph/tuning.cc
+    l. 242 / v2.23.4-1 l. 295 `parseList(protoStr, ncclProtoStr, NCCL_NUM_PROTOCOLS, protoEnable)`); the list may be
+    empty (nothing enabled: nccl_no_pick.no_algorithm decides)."""
+    if not text or not version or per_collective(version):
         return parse_nccl_proto(text)
+    ignored = _unknown(text, PROTOCOLS)
+    if ignored:
+        warnings.warn(f"NCCL_PROTO '{text}': NCCL {version} ignores {', '.join(repr(t) for t in ignored)} (not one "
+                      f"of its protocol names; NCCL 2.24.3 on fails the string)")
     chosen = _one_list(text, "NCCL_PROTO", PROTOCOLS, version)
     return {op: chosen for op in _OPS}
 
@@ -118,23 +132,16 @@ def _tokens(text: str) -> list[str]:
 
 
 def _one_list(text: str, env: str, names: tuple[str, ...], version: str) -> frozenset[str]:
-    """v2.23.4-1 src/graph/tuning.cc parseList (l. 34-53): a leading '^' excludes, ','-separated names. NCCL_ALGO: a
-    name not in that release's ncclAlgoStr is ignored, as NCCL ignores it (ignored_names). NCCL_PROTO: any name but
-    LL, LL128, Simple is still an error (moesim's classic NCCL_PROTO reading)."""
+    """v2.23.4-1 src/graph/tuning.cc parseList (l. 34-53): a leading '^' excludes, ','-separated names; a name not
+    in that release's ncclAlgoStr / ncclProtoStr is ignored, as NCCL ignores it (ignored_names, proto_lists)."""
     exclude = text.startswith("^")
     by_lower = {n.lower(): n for n in names}
     known = _algo_names(version) if env == "NCCL_ALGO" else tuple(by_lower)
     named: set[str] = set()
     for token in _tokens(text):
         name = token.lower()
-        if env == "NCCL_ALGO" and name not in known:
+        if name not in known:
             continue  # NCCL's strcasecmp matches no element: nothing set
-        if ":" in token or ";" in token:
-            continue  # a clause token (NCCL_PROTO): matches no name
-        if name not in by_lower:
-            raise SpecError(f"{env} '{text}' at NCCL {version}: unknown name '{token}' (per-collective clauses "
-                            f"are read from NCCL 2.24.3; before, NCCL reads one list)", field=env.lower(),
-                            value=text, allowed=names)
         named.add(by_lower[name])
     return frozenset(names) - named if exclude else frozenset(named)
 

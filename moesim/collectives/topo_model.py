@@ -18,6 +18,7 @@ Algorithms (formulas in formulas.py, hierarchy.py, torus_costs.py):
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 from moesim.collectives import formulas, hierarchy, nccl, nccl_facts, nccl_multinode, nccl_plan, torus_costs
@@ -30,6 +31,7 @@ from moesim.collectives.algorithm_menu import peer_bytes as _peer_bytes
 from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
 from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.collectives.formulas import Terms
+from moesim.collectives import nccl_code_rules
 from moesim.collectives import nccl_channel_caps, nccl_env_lists, nccl_no_pick, nccl_tuning, nccl_version_pick
 from moesim.collectives.nccl_tuner_rules import TunerRules
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
@@ -209,7 +211,8 @@ class TopologyModel:
         """(row, channels) of the first tuner rule that matches and that the model can run here (rows hold only
         what NCCL_ALGO / NCCL_PROTO allow), as NCCL's example tuner plugin takes it; (None, -1): NCCL's own pick."""
         system, _, layouts = self._placed(group)
-        layout = layouts.get(op)
+        version = _active_version()
+        layout = layouts.get((op, version) if version else op)  # _priced's key: the layout of the tables in force
         if not system.nccl or layout is None:
             return None, -1
         nodes = max(1, group.size // layout.counts[0])  # NVLink domains spanned: nccl_plan.plan's N
@@ -373,6 +376,11 @@ class TopologyModel:
         if self.tuner_rules is not None and not isinstance(self.tuner_rules, TunerRules):
             raise SpecError("tuner_rules must be the rules load_tuner_rules reads (or None)", field="tuner_rules",
                             value=type(self.tuner_rules).__name__)
+        version = self.nccl_version
+        if self.tuner_rules is not None and version and not nccl_code_rules.rule("tuner_plugin_available", version):
+            warnings.warn(f"--tuner-rules: NCCL {version} has no tuner plugin interface (NCCL_TUNER_PLUGIN "
+                          f"is read from 2.19.1), so NCCL's own tuner picks; the rules are not applied")
+            object.__setattr__(self, "tuner_rules", None)  # nccl_code_rules.toml [tuner_plugin_available]
 
     def _allowed(self, op: str = nccl_env_lists.OTHER, multi_node: bool = False) -> frozenset[str]:
         """NCCL_ALGO's list for `op` on a communicator over one node or several (algo_lists)."""

@@ -85,3 +85,16 @@ def test_a_run_that_fails_after_a_warning_still_ends_in_one_line(capsys, tmp_pat
     line = one_error(capsys, "all_reduce", "--hardware", "h100-sxm", "--devices", 16, "--bytes", "1MiB",
                      "--tuner-rules", empty, "--nccl-algo", "foo")
     assert "unknown NCCL algorithm 'foo'" in line
+
+
+def test_an_unknown_protocol_at_a_release_that_ignores_it_warns_once(capsys):
+    """NCCL 2.18.1-2.23.4 ignore a protocol name they do not know (session 17 tunerver); 2.24.3 on fail it."""
+    args = ("all_reduce", "--hardware", "h100-sxm", "--devices", 16, "--bytes", "1MiB", "--json")
+    code, ignored, err = run(capsys, *args, "--nccl-proto", "LL128,LL512", "--nccl-version", "2.20.3")
+    assert code == 0 and err.strip().splitlines() == [
+        "moesim: warning: NCCL_PROTO 'LL128,LL512': NCCL 2.20.3 ignores 'LL512' (not one of its protocol names; "
+        "NCCL 2.24.3 on fails the string)"]
+    code, named, _ = run(capsys, *args, "--nccl-proto", "LL128", "--nccl-version", "2.20.3")
+    assert json.loads(ignored)["results"] == json.loads(named)["results"]
+    assert "unknown NCCL protocol 'll512'" in one_error(capsys, *args, "--nccl-proto", "LL128,LL512",
+                                                          "--nccl-version", "2.24.3")

@@ -189,3 +189,32 @@ def test_the_manifest_keys_take_the_syntax_of_the_entrys_release(tmp_path):
     assert "log 1 (x_all_reduce_perf.log)" in text and "field 'nccl_algo'" in text and "unknown algorithm 'foo'" in text
     # at 2.23.4 NCCL ignores the clause: the entry reads (priced with ring and tree)
     assert read_manifest(_manifest(tmp_path, 'nccl_algo = "allreduce:foo"\nnccl_version = "2.23.4"\n'))
+
+
+@pytest.mark.parametrize("version", ["2.18.1", "2.21.5", "2.23.4"])
+def test_an_unknown_protocol_name_is_ignored_before_2_24_3(version):
+    """v2.18.1-1 .. v2.23.4-1 parseList(protoStr, ncclProtoStr, ...) strcasecmps each ','-token against LL, LL128,
+    Simple and sets nothing for a name it does not know: ignored, with one warning, as NCCL_ALGO's."""
+    with pytest.warns(UserWarning, match=rf"NCCL_PROTO 'LL,foo': NCCL {version} ignores 'foo' \(not one of its "
+                                         r"protocol names; NCCL 2\.24\.3 on fails the string\)"):
+        model = TopologyModel(H100, nccl_proto="LL,foo", nccl_version=version)
+    assert model._protos == dict.fromkeys(TUNED, {"LL"})
+    with pytest.warns(UserWarning, match=f"NCCL {version} ignores 'LL512'"):
+        assert TopologyModel(H100, nccl_proto="^LL512,simple", nccl_version=version)._protos == \
+            dict.fromkeys(TUNED, {"LL", "LL128"})
+
+
+@pytest.mark.parametrize("version", ["2.24.3", "2.30.7", ""])
+def test_an_unknown_protocol_name_fails_from_2_24_3_and_unset(version):
+    with pytest.raises(SpecError, match="unknown NCCL protocol 'foo'"):
+        TopologyModel(H100, nccl_proto="LL,foo", nccl_version=version)
+
+
+def test_a_protocol_list_of_unknown_names_enables_nothing_before_2_24_3():
+    """'LL512' alone leaves protoEnable all 0: 2.19.1-2.21.5's ring fallback brings every protocol back (the ring row
+    NCCL_ALGO=ring gives); 2.18.x has no fallback and fails the call (nccl_code_rules.toml [nccl_algo_ring_fallback])."""
+    with pytest.warns(UserWarning):
+        ring = TopologyModel(H100, nccl_proto="LL512", nccl_version="2.21.5").cost("all_reduce", MIB, TWO_NODES)
+    assert ring == TopologyModel(H100, nccl_algo="ring", nccl_version="2.21.5").cost("all_reduce", MIB, TWO_NODES)
+    with pytest.warns(UserWarning), pytest.raises(SpecError):
+        TopologyModel(H100, nccl_proto="LL512", nccl_version="2.18.1").cost("all_reduce", MIB, TWO_NODES)

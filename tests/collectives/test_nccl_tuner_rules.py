@@ -345,3 +345,51 @@ def test_nccl_proto_keeping_ll128_passes_ncclls_default_gate():
                  for proto in ("", "^LL", "LL128,Simple", "reducescatter:LL128")}
     assert protocols[""] == {"LL", "Simple"} == protocols["reducescatter:LL128"]
     assert protocols["^LL"] == {"LL128", "Simple"} == protocols["LL128,Simple"]
+
+
+def test_no_tuner_plugin_interface_before_2_19_1():
+    """v2.19.1-1 adds src/misc/tuner.cc (ncclLoadTunerPlugin, NCCL_TUNER_PLUGIN) and getCollInfo; v2.18.x has
+    neither (nccl_code_rules.toml [tuner_plugin_available])."""
+    from moesim.collectives.nccl_code_rules import rule
+    assert [rule("tuner_plugin_available", v) for v in ("2.18.1", "2.18.6", "2.19.1", "2.30.7", "")] == \
+        [False, False, True, True, True]
+
+
+@pytest.mark.parametrize("version", ["2.18.1", "2.18.6"])
+def test_rules_at_2_18_warn_and_nccl_picks_itself(h200, tmp_path, version):
+    """NCCL 2.18.x never loads a plugin: its own pick, with one warning naming the flag, the release and 2.19.1."""
+    rules = load_tuner_rules(write(tmp_path, RULES))
+    with pytest.warns(UserWarning, match=rf"--tuner-rules: NCCL {version} has no tuner plugin interface "
+                                         r"\(NCCL_TUNER_PLUGIN is read from 2.19.1\)"):
+        ruled = TopologyModel(h200, tuner_rules=rules, nccl_version=version)
+    assert ruled.tuner_rules is None
+    own = TopologyModel(h200, nccl_version=version)
+    assert ruled.cost("all_gather", MIB, TWO_NODES) == own.cost("all_gather", MIB, TWO_NODES)
+    assert own.cost("all_gather", MIB, TWO_NODES).algorithm != "ring/LL"  # what line 5 would have forced
+    at_219 = TopologyModel(h200, tuner_rules=rules, nccl_version="2.19.1")
+    assert at_219.cost("all_gather", MIB, TWO_NODES).algorithm == "ring/LL"  # from 2.19.1 the rule is taken
+
+
+def test_cli_rules_at_2_18_one_warning_line(capsys, tmp_path):
+    path = write(tmp_path, "allgather,0,1048576,ring,ll,-1,2,16\n")
+    argv = ["collective", "all_gather", "--hardware", "h200", "--devices", "16", "--bytes", "1MiB", "--json",
+            "--nccl-version", "2.18.3"]
+    assert main(argv + ["--tuner-rules", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines() == [
+        "moesim: warning: --tuner-rules: NCCL 2.18.3 has no tuner plugin interface (NCCL_TUNER_PLUGIN is read from "
+        "2.19.1), so NCCL's own tuner picks; the rules are not applied"]
+    assert main(argv) == 0
+    assert json.loads(out)["results"] == json.loads(capsys.readouterr().out)["results"]
+
+
+@pytest.mark.parametrize("version,scope", [("2.19.1", "all"), ("2.24.3", "all"), ("2.30.7", "all"),
+                                           ("2.30.7", "pick")])
+def test_rules_apply_at_a_named_release(h200, version, scope):
+    """With a release named the rows are priced under the release's layout key ((op, version)); the rule's row is
+    looked up there too (it was looked up under `op` alone, so no rule ever matched with --nccl-version)."""
+    rules = TunerRules((TunerRule("all_gather", "ring", "LL"),))
+    ruled = TopologyModel(h200, tuner_rules=rules, nccl_version=version, nccl_version_scope=scope)
+    own = TopologyModel(h200, nccl_version=version, nccl_version_scope=scope)
+    assert own.cost("all_gather", MIB, TWO_NODES).algorithm == "ring/LL128"
+    assert ruled.cost("all_gather", MIB, TWO_NODES).algorithm == "ring/LL"

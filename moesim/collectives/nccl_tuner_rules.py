@@ -162,6 +162,18 @@ class TunerRules:
         return frozenset(r.op for r in self.rules if r.op is not None)
 
 
+def rules_at_release(rules: "TunerRules | None", version: str) -> "TunerRules | None":
+    """`rules` where NCCL at `version` has a tuner plugin interface; None (NCCL's own pick), with a warning, at a
+    release without one (nccl_code_rules.toml [tuner_plugin_available]: NCCL_TUNER_PLUGIN is read from v2.19.1-1)."""
+    from moesim.collectives.nccl_code_rules import rule  # here: nccl_code_rules is not needed to read a rules file
+
+    if rules is None or not version or rule("tuner_plugin_available", version):
+        return rules
+    warnings.warn(f"--tuner-rules: NCCL {version} has no tuner plugin interface (NCCL_TUNER_PLUGIN is read from "
+                  f"2.19.1), so NCCL's own tuner picks; the rules are not applied")
+    return None
+
+
 def load_tuner_rules(path: str | Path) -> TunerRules:
     """Read a tuner's rules: a `.toml` file in moesim's form, anything else as NCCL's example-plugin CSV (module
     docstring); SpecError naming the file, the line or rule, and the field on anything else."""

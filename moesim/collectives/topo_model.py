@@ -18,22 +18,19 @@ Algorithms (formulas in formulas.py, hierarchy.py, torus_costs.py):
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 from moesim.collectives import formulas, hierarchy, nccl, nccl_facts, nccl_multinode, nccl_plan, torus_costs
 from moesim.collectives import nccl_broadcast, nccl_p2p, nccl_p2p_net, nccl_p2p_peer, nccl_pick
 from moesim.collectives.algorithm_menu import HALVING_NAME as _HALVING_NAME, P2P_OPS as _P2P_OPS
-from moesim.collectives.algorithm_menu import PASSES as _PASSES
-from moesim.collectives.algorithm_menu import algorithm_names as _algorithm_names
+from moesim.collectives.algorithm_menu import PASSES as _PASSES, algorithm_names as _algorithm_names
 from moesim.collectives.algorithm_menu import algorithm_terms as _algorithm_terms
 from moesim.collectives.algorithm_menu import peer_bytes as _peer_bytes
 from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
 from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.collectives.formulas import Terms
-from moesim.collectives import nccl_code_rules
 from moesim.collectives import nccl_channel_caps, nccl_env_lists, nccl_no_pick, nccl_tuning, nccl_version_pick
-from moesim.collectives.nccl_tuner_rules import TunerRules
+from moesim.collectives.nccl_tuner_rules import TunerRules, rules_at_release
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
 from moesim.collectives.tier_layout import Layout as _Layout
 from moesim.collectives.tier_layout import bound as _bound
@@ -211,8 +208,7 @@ class TopologyModel:
         """(row, channels) of the first tuner rule that matches and that the model can run here (rows hold only
         what NCCL_ALGO / NCCL_PROTO allow), as NCCL's example tuner plugin takes it; (None, -1): NCCL's own pick."""
         system, _, layouts = self._placed(group)
-        version = _active_version()
-        layout = layouts.get((op, version) if version else op)  # _priced's key: the layout of the tables in force
+        layout = layouts.get((op, v) if (v := _active_version()) else op)  # _priced's key: the tables in force
         if not system.nccl or layout is None:
             return None, -1
         nodes = max(1, group.size // layout.counts[0])  # NVLink domains spanned: nccl_plan.plan's N
@@ -376,11 +372,7 @@ class TopologyModel:
         if self.tuner_rules is not None and not isinstance(self.tuner_rules, TunerRules):
             raise SpecError("tuner_rules must be the rules load_tuner_rules reads (or None)", field="tuner_rules",
                             value=type(self.tuner_rules).__name__)
-        version = self.nccl_version
-        if self.tuner_rules is not None and version and not nccl_code_rules.rule("tuner_plugin_available", version):
-            warnings.warn(f"--tuner-rules: NCCL {version} has no tuner plugin interface (NCCL_TUNER_PLUGIN "
-                          f"is read from 2.19.1), so NCCL's own tuner picks; the rules are not applied")
-            object.__setattr__(self, "tuner_rules", None)  # nccl_code_rules.toml [tuner_plugin_available]
+        object.__setattr__(self, "tuner_rules", rules_at_release(self.tuner_rules, self.nccl_version))
 
     def _allowed(self, op: str = nccl_env_lists.OTHER, multi_node: bool = False) -> frozenset[str]:
         """NCCL_ALGO's list for `op` on a communicator over one node or several (algo_lists)."""

@@ -57,7 +57,8 @@ def message_data_bytes(protocol: str, size_bytes: float, ranks: int, channels: i
     """Data bytes of one channel's network message per ring step of an all_gather / reduce_scatter of `size_bytes`
     (the total, nccl-tests' size) over `ranks` on `channels`, capped at one protocol step (module doc)."""
     m = size_bytes / (ranks * channels)
-    cap = {"LL128": NCCL["ll128"]["step_data_bytes"], "Simple": NCCL["simple"]["slice_bytes"]}.get(protocol)
+    # one LL128 step's data: nccl_tuning.toml [broadcast_chunk_bytes] LL128 (BROADCAST_CHUNKSTEPS 1: one step)
+    cap = {"LL128": tuning()["broadcast_chunk_bytes"]["LL128"], "Simple": NCCL["simple"]["slice_bytes"]}.get(protocol)
     return m if cap is None else min(m, cap)
 
 

@@ -74,10 +74,7 @@ def algo_lists_by_nodes(text: str | None, version: str = "", collnet: bool = Fal
     l. 34-53: a name strcasecmp matches to nothing)."""
     one = algo_lists(text, version, collnet)
     by_nodes = version and not per_collective(version)  # 2.18.1-2.23.4 only
-    ignored = ignored_names(text, version)
-    if ignored:
-        warnings.warn(f"NCCL_ALGO '{text}': NCCL {version} ignores {', '.join(repr(t) for t in ignored)} (not one "
-                      f"of its algorithm names; NCCL 2.24.3 on fails the string)")
+    _warn_ignored("NCCL_ALGO", "algorithm", text, version, ignored_names(text, version))
     return {False: one, True: algo_lists(text, version, collnet, True) if by_nodes else one}
 
 
@@ -87,6 +84,13 @@ def ignored_names(text: str | None, version: str) -> tuple[str, ...]:
     if not text or not version or per_collective(version):
         return ()
     return _unknown(text, _algo_names(version))
+
+
+def _warn_ignored(env: str, kind: str, text: str, version: str, ignored: tuple[str, ...]) -> None:
+    """One warning line naming the `ignored` names of `env` that NCCL `version` (2.18.1-2.23.4) skips in parseList."""
+    if ignored:
+        warnings.warn(f"{env} '{text}': NCCL {version} ignores {', '.join(repr(t) for t in ignored)} (not one of its "
+                      f"{kind} names; NCCL 2.24.3 on fails the string)")
 
 
 def _unknown(text: str, known: tuple[str, ...]) -> tuple[str, ...]:
@@ -103,10 +107,7 @@ def proto_lists(text: str | None, version: str = "") -> dict[str, frozenset[str]
     empty (nothing enabled: nccl_no_pick.no_algorithm decides)."""
     if not text or not version or per_collective(version):
         return parse_nccl_proto(text)
-    ignored = _unknown(text, PROTOCOLS)
-    if ignored:
-        warnings.warn(f"NCCL_PROTO '{text}': NCCL {version} ignores {', '.join(repr(t) for t in ignored)} (not one "
-                      f"of its protocol names; NCCL 2.24.3 on fails the string)")
+    _warn_ignored("NCCL_PROTO", "protocol", text, version, _unknown(text, PROTOCOLS))
     chosen = _one_list(text, "NCCL_PROTO", PROTOCOLS, version)
     return {op: chosen for op in _OPS}
 

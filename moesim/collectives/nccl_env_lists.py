@@ -5,8 +5,9 @@
   "^nvls"; no ':' or ';') as the first clause of a per-collective string (v2.24.3-1 src/graph/tuning.cc parseList,
   l. 53-110, same in effect to v2.30.7-1): one path, `_clauses`, so a name NCCL does not know fails, 'collnet' (NCCL
   2.5-2.13's name) included. Per-collective clauses ("ring;allreduce:tree,ring;broadcast:ring", '^' per clause) are
-  read there too. With the release unset the classic list is read as it always was (nccl.parse_nccl_algo, which still
-  takes 'collnet'), clause strings as 2.30.7 reads them.
+  read there too. With the release unset the classic list is read as it always was (nccl.parse_nccl_algo), clause
+  strings as 2.30.7 reads them; its 'collnet' stays moesim's documented alias for both CollNets (the `--nccl-algo`
+  help, docs/collectives.md), now with a warning that NCCL 2.24.3 on fails the name (session 18 ncclleft).
 - At 2.18.1 .. 2.23.4 parseList reads the whole string, classic or not, as one list (v2.18.1-1 / v2.23.4-1
   src/graph/tuning.cc parseList l. 34-53: a leading '^', ','-separated names, strcasecmp against ncclAlgoStr, a name
   it does not know ignored), so a clause such as "allreduce:tree", 'collnet', a typo, or 'pat' before 2.23.4 (no
@@ -73,6 +74,7 @@ def algo_lists_by_nodes(text: str | None, version: str = "", collnet: bool = Fal
     re-enabling test); with a warning naming what the release ignores (v2.23.4-1 src/graph/tuning.cc parseList
     l. 34-53: a name strcasecmp matches to nothing)."""
     one = algo_lists(text, version, collnet)
+    _warn_alias(text, version)
     by_nodes = version and not per_collective(version)  # 2.18.1-2.23.4 only
     _warn_ignored("NCCL_ALGO", "algorithm", text, version, ignored_names(text, version))
     return {False: one, True: algo_lists(text, version, collnet, True) if by_nodes else one}
@@ -84,6 +86,19 @@ def ignored_names(text: str | None, version: str) -> tuple[str, ...]:
     if not text or not version or per_collective(version):
         return ()
     return _unknown(text, _algo_names(version))
+
+
+def _warn_alias(text: str | None, version: str) -> None:
+    """One warning where a classic list read with the release unset names an alias of nccl.ALIASES ('collnet', NCCL
+    2.5-2.13's name): moesim keeps its documented reading, NCCL 2.24.3 on fails the name (v2.30.7-1 src/graph/tuning.cc
+    l. 109 "Unrecognized element token", ncclInvalidUsage) and 2.18.1-2.23.4 ignore it (parseList l. 34-53)."""
+    if not text or version or has_clauses(text):
+        return
+    aliased = dict.fromkeys(t.lower() for t in _tokens(text) if t.lower() in nccl.ALIASES)
+    if aliased:
+        read = "; ".join(f"'{a}' as {','.join(nccl.ALIASES[a])}" for a in aliased)
+        warnings.warn(f"NCCL_ALGO '{text}': moesim reads {read} (NCCL 2.5-2.13's name), but NCCL 2.24.3 on fails "
+                      f"the string and 2.18.1-2.23.4 ignore the name; name the algorithms for a current NCCL")
 
 
 def _warn_ignored(env: str, kind: str, text: str, version: str, ignored: tuple[str, ...]) -> None:

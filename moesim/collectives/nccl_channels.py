@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+from moesim.collectives import nccl_tuned_plan
 from moesim.collectives.nccl import tuning
+from moesim.collectives.nccl_code_rules import rule as code_rule
 from moesim.collectives.nccl_tuning import ABSENT, active_version, row_for
 from moesim.errors import SpecError
 
@@ -92,7 +94,8 @@ def share_at(rule: tuple, size_bytes: float) -> float:
     return min(1.0, nc * nt / rule[6])
 
 
-def pinned_share(rule: tuple, size_bytes: float, channels: int, traffic_per_byte: int, protocol: str) -> float:
+def pinned_share(rule: tuple, size_bytes: float, channels: int, traffic_per_byte: int, protocol: str,
+                 work_bytes: int | None = None) -> float:
     """share_at with a tuner plugin's channel count: NCCL keeps the threads of its own per-size loop and replaces the
     channels by the plugin's (getAlgoInfo: `info->nMaxChannels = nMaxChannels`); the scheduler caps them at
     comm->nChannels and spreads the traffic (nBytes x 2 for all-reduce) in cells of at least MinTrafficPerChannel per
@@ -104,7 +107,14 @@ def pinned_share(rule: tuple, size_bytes: float, channels: int, traffic_per_byte
     v2.20.3-1 .. v2.21.5-1 addTunedCollToPlan `std::min(collInfo->nChannels, usableChannels)` (l. 340), usableChannels
     at most comm->collChannels = comm->nChannels (l. 780 / 810; graph/connect.cc l. 471); v2.19.x has none (getAlgoInfo
     l. 1257 hands the plugin's count to addCollToPlan as nBid, which fills channels 0..nBid-1 past comm->nChannels,
-    channels that init never connected): moesim keeps the cap there, having no run to price above it."""
+    channels that init never connected): moesim keeps the cap there, having no run to price above it.
+    v2.20.3-1 .. v2.21.5-1 ([tuned_coll_to_plan]; session 18 ncclleft) halve the threads against the plugin's count and
+    run as many channels as whole aligned shares of the count (`work_bytes`: nccl_tuned_plan.count_bytes) fill; a
+    tree keeps moesim's all threads there (its threads are not priced at any release)."""
+    if work_bytes is not None and code_rule("tuned_coll_to_plan"):
+        threads = nccl_tuned_plan.tuned_threads(rule, size_bytes, channels, protocol)
+        used = nccl_tuned_plan.tuned_channels(work_bytes, channels, rule[0], threads, protocol)
+        return min(1.0, used * (rule[5] or threads - rule[3]) / rule[6])  # a ring's data threads: less its sync warp
     _, nt = ring_tree_channels_at(rule, size_bytes)
     cell = traffic_cell_bytes(protocol)
     used = min(channels, rule[0], max(1, -(-int(size_bytes * traffic_per_byte) // int(cell))) if cell else channels)

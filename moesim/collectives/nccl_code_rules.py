@@ -4,7 +4,8 @@ its `unset` value where no version is named (the pricing as it was) or the rule 
 `in_force` prices it). Read where the rule applies: nccl_plan.plan (LL128 on Blackwell, the ring LL128 factor with
 one GPU per node, the ring LL factor, PAT), nccl_broadcast.protocol_bw_factor (the ring LL factor of an NCCL
 broadcast), nccl_algos._nvls (NVLSTree's tree correction) and TopologyModel (a tuner plugin's rules dropped, with a
-warning, at releases without the plugin interface: [tuner_plugin_available])."""
+warning, at releases without the plugin interface: [tuner_plugin_available]) and nccl_channels.pinned_share (a
+plugin's channel count planned by addTunedCollToPlan at 2.20.3-2.21.5: [tuned_coll_to_plan])."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from moesim.collectives.nccl import (PROTOCOLS, US, _caps, _hop_tables, _ll_cap,
                                      _tree_net_hops, fill_factor, level_fill_bytes, tree_correction, tuning)
 from moesim.collectives.nccl_algos import _collnet, _nvls, _nvls_fixed, _pat
 from moesim.collectives.nccl_channel_caps import per_channel_cap_bytes_per_s
-from moesim.collectives import nccl_code_rules
+from moesim.collectives import nccl_code_rules, nccl_tuned_plan
 from moesim.collectives.nccl_channels import (channel_rule, coll_channels, full_share_bytes, pinned_share,
                                               ring_ll_share_on, share_at)
 from moesim.collectives.nccl_facts import ll128_across_nodes, no_gdr_legs_s, no_gdr_tuner_latency_s
@@ -238,7 +238,8 @@ def priced(plan: Plan, size_bytes: float, port_bw, pinned: tuple | None = None) 
             transfer = capped
         pin = pinned is not None and pinned[:2] == (algo, proto)
         if size_bytes < full or pin:  # NCCL runs its pick on fewer channels / threads: wire only, the offset takes it back
-            share = (pinned_share(rule, size_bytes, pinned[2], plan.passes, proto) if pin  # all-reduce: 2 bytes per byte
+            share = (pinned_share(rule, size_bytes, pinned[2], plan.passes, proto,  # all-reduce: 2 bytes per byte
+                                  nccl_tuned_plan.count_bytes(op, size_bytes, n)) if pin
                      else share_at(rule, size_bytes))
             cut = (tuple([x / share for x in transfer]) if caps is None else  # no cap: the transfer / share
                    _ramped(plan.shape, algo, proto, size_bytes, port_bw, factor * share, caps, ramp) if net is None

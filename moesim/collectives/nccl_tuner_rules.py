@@ -31,7 +31,8 @@ passed over, as the plugin passes over a cost-table entry NCCL marked IGNORE; no
 What moesim does not model, and how the rules meet it: a collective call here is one operation with
 unregistered buffers (numPipeOps 1, regBuff 0), so rules asking for other values never match; a positive
 `channels` replaces the channels of the picked ring / tree on the wire (NCCL keeps its own threads and caps the count
-at comm->nChannels from v2.20.3-1: nccl_channels.pinned_share; NVLS / PAT / CollNet keep theirs), -1 keeps NCCL's own
+at comm->nChannels from v2.20.3-1: nccl_channels.pinned_share; at v2.20.3-1 .. v2.21.5-1 the threads and aligned
+channels of addTunedCollToPlan: nccl_tuned_plan.py; NVLS / PAT / CollNet keep theirs), -1 keeps NCCL's own
 (no plugin before v2.19.1-1: nccl_code_rules.toml [tuner_plugin_available]), as the
 plugin's README says (its plugin.c returns 1 by default: not followed, docs/collectives-history.md "Channel counts"); 'reduce' is read but
 moesim has no reduce collective. Nodes are the NVLink domains the group spans (moesim's node; on a multi-node

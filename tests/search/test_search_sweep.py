@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import os
 
 import pytest
 
@@ -12,6 +13,7 @@ from moesim.errors import SpecError
 from moesim.search import search
 from moesim.search.overrides import ALIASES, apply_point
 from moesim.search.sweep import LAYOUT_COLUMNS, grid, parse_vary, run_sweep, to_csv
+from moesim.search.workers import map_items
 from search_fixtures import DENSE, ODD_MOE, TINY_MOE, build
 
 SMALL = dict(devices=8, batch=16, seq_len=512)
@@ -125,6 +127,17 @@ def test_worker_processes_give_the_serial_answer():
     serial = run_sweep(scenario, axes, workers=1)
     parallel = run_sweep(scenario, axes, workers=2)
     assert parallel == serial
+
+
+def test_worker_processes_are_gone_when_the_sweep_returns():
+    """What a worker keeps for its next search (the enumeration, the memoised costs) lives no longer than the sweep:
+    map_items shuts its pool down and the workers exit, so the system has their memory back (session 18 ncclleft:
+    why no worker calls release_kept after its last point)."""
+    pids = map_items(os.getpid, [(), (), ()], workers=2)
+    assert os.getpid() not in pids
+    for pid in set(pids):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 def test_dask_local_cluster_gives_the_serial_answer():

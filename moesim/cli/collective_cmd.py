@@ -107,7 +107,8 @@ def register(subparsers) -> None:
     p.add_argument("--nccl-algo", default="", metavar="ALGOS",
                    help="restrict NCCL's algorithms as NCCL_ALGO does: 'ring', 'ring,tree', '^nvls,nvlstree' "
                         "(ring, tree, nvls, nvlstree, collnetdirect, collnetchain, pat; 'collnet' = both CollNets "
-                        "with a warning, as NCCL 2.24.3 on fails it; case-insensitive; default: all, the fastest as NCCL's tuner picks; all-to-all and send/recv "
+                        "with a warning, as NCCL 2.24.3 on fails it; case-insensitive; default: all, the fastest as "
+                        "NCCL's tuner picks; all-to-all and send/recv "
                         "run NCCL's p2p and ignore it; broadcast runs ring only; where it leaves broadcast or "
                         "all_reduce / all_gather / reduce_scatter no algorithm (e.g. 'tree' on all_gather), NCCL "
                         "2.19.1-2.23.4 fall back to ring (2.19.1-2.21.5 with every protocol, ignoring "

@@ -67,20 +67,24 @@ def test_pinned_share_by_release(version, mechanism):
 
 
 @pytest.fixture
-def plan_off(monkeypatch):
+def plan_off():
     """[tuned_coll_to_plan] false at every release for the duration (the pricing before session 18 ncclleft)."""
     entry = nccl_code_rules._file()["tuned_coll_to_plan"]
-    monkeypatch.setitem(entry, "rows", [[first, last, False] for first, last, _ in entry["rows"]])
+    saved = entry["rows"]
+    entry["rows"] = [[first, last, False] for first, last, _ in saved]
     nccl_code_rules._at.cache_clear()
-    yield
-    nccl_code_rules._at.cache_clear()
+    try:
+        yield
+    finally:
+        entry["rows"] = saved
+        nccl_code_rules._at.cache_clear()  # after the rows are back: no value of the test's rows stays cached
 
 
-def _cost(version, tmp_path, **kw):
+def _cost(version, tmp_path):
     path = tmp_path / "rules.toml"
     path.write_text('schema_version = 1\n[[rule]]\ncollective = "all_reduce"\nalgorithm = "ring"\nprotocol = '
                     '"Simple"\nchannels = 16\n')
-    model = TopologyModel(load_hardware("h200"), tuner_rules=load_tuner_rules(path), nccl_version=version, **kw)
+    model = TopologyModel(load_hardware("h200"), tuner_rules=load_tuner_rules(path), nccl_version=version)
     return model.cost("all_reduce", 16 * KIB, Group(size=8))
 
 

@@ -5,8 +5,9 @@
 batch 15360 / 7680, twice each) through moesim.search.workers.map_items, the path of `moesim sweep --workers N`; each
 point reports from inside its worker: its pid, the worker's peak RSS so far (getrusage ru_maxrss), its RSS after the
 search (the enumeration kept), after glibc's malloc_trim(0) with it still kept (where libc has malloc_trim), after
-moesim.search.release_kept() and a gc, and after malloc_trim(0) again. /usr/bin/time -v on this command sees the parent's peak only: the workers are the forkserver's children.
-Each point releases after it, so a worker's second point starts from the released state.
+moesim.search.release_kept() and a gc, and after malloc_trim(0) again. /usr/bin/time -v on this command sees the
+parent's peak only: the workers are the forkserver's children. Each point releases after it, so a worker's second
+point starts from the released state.
 
 `python benchmarks/sweep_worker_memory.py reuse` prices, in one process with imports and caches warm, the CPU time of
 a point of the same enumeration key as the search before it (the hourly price changed: the enumeration is reused),
@@ -97,4 +98,7 @@ if __name__ == "__main__":
     parser.add_argument("what", choices=("memory", "reuse"))
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    memory(args.workers) if args.what == "memory" else reuse()
+    if args.what == "memory":
+        memory(args.workers)
+    else:
+        reuse()

@@ -62,7 +62,8 @@ def test_the_classic_list_at_every_release():
     # 'collnet' (NCCL 2.5-2.13): the documented alias with the release unset, with a warning that NCCL 2.24.3 on
     # fails it (session 18 ncclleft); 2.18.1-2.23.4 ignore the name, so nothing is set and ring and tree come back
     # (session 17 algofallback); 2.24.3 on fail it
-    with pytest.warns(UserWarning, match="moesim reads 'collnet' as collnetdirect,collnetchain .* NCCL 2.24.3 on fails"):
+    with pytest.warns(UserWarning,
+                      match="moesim reads 'collnet' as collnetdirect,collnetchain .* NCCL 2.24.3 on fails"):
         assert lists("collnet") == dict.fromkeys(TUNED, {"collnetdirect", "collnetchain"})
     with pytest.warns(UserWarning, match="NCCL_ALGO '\\^COLLNET': moesim reads 'collnet' as"):
         assert lists("^COLLNET") == dict.fromkeys(TUNED, ALL - {"collnetdirect", "collnetchain"})

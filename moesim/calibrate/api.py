@@ -206,7 +206,7 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     elif transfer in BAND_RULES:  # calband (session 15): a figure the log's own >= 1 MiB rows ask back, at the prior
         written_fit, said = band_guard(fit, own_band_mapes(measurements, lambda f: profile_from_table(set_system_facts(
             calibrated_table(prior_path, f, provenance, name), system or {})), gpus_per_thread), transfer)
-    elif transfer in CV_RULES:  # heldout3 (session 18): a move the log's own held-out sizes do not confirm, at the prior
+    elif transfer in CV_RULES:  # heldout3 (session 18): a move the log's own held-out sizes refuse, at the prior
         written_fit, said = cv_gate(fit, seed)
     elif transfer in SHRINK_RULES:  # heldout3 (session 18): each move shrunk toward the prior by its bootstrap spread
         written_fit, said = boot_shrink(fit, seed)

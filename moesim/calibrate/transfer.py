@@ -57,7 +57,8 @@ from moesim.errors import SpecError
 from moesim.specs.hardware import MAX_NVLSTREE_NET_FACTOR
 
 TRANSFER_RULES = ("shared", "machinery", "lines", "identified", "lines-identified", "protocol-hops", "p2p-ops",
-                  "pick-as-nccl", "pick-protocol-hops", "band-guard", "pareto-guard", "band-split", "hop-split", "cv-gate", "boot-shrink")
+                  "pick-as-nccl", "pick-protocol-hops", "band-guard", "pareto-guard", "band-split", "hop-split",
+                  "cv-gate", "boot-shrink")
 TRANSFER_MEANINGS = {"shared": "a fitted figure is written to the one key every mechanism reads",
                      "machinery": "ring / other-algorithm hop and one-peer / all-to-all send/recv line kept apart, "
                                   "each fitted figure written only to the machinery whose rows set it",

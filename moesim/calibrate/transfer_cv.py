@@ -11,7 +11,8 @@ figure the shared fit moved (transfer_band.moved_figures) is kept only where tha
 fitted than with the figure's θ entry set back to the prior's in every θ_k; else it is written at the prior
 (transfer.at_prior). Rows without a collective term are in every training set and scored in none.
 Source: K-fold cross-validation, Hastie, Tibshirani & Friedman, The Elements of Statistical Learning (2nd ed.),
-§7.10.1. The rule and its held-out figures: docs/collectives-history.md "Session 18 (heldout3)" (defined before pricing).
+§7.10.1. The rule and its held-out figures: docs/collectives-history.md "Session 18 (heldout3)" (defined before
+pricing).
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ SHRINK_RESAMPLES = 30  # B, fixed before pricing
 
 
 def shrink_weight(sigma_prior: float, s_boot: float) -> float:
-    """Weight on the fitted move: the normal-normal posterior mean's τ² / (τ² + σ²) (Gelman et al., BDA3 §2.5 eq.
-    2.12), τ the prior's σ, σ the estimate's spread (here the bootstrap's)."""
+    """Weight on the fitted move: the normal-normal posterior mean's τ² / (τ² + σ²) (Gelman et al., BDA3 §2.5, a
+    normal mean of known variance), τ the prior's σ, σ the estimate's spread (here the bootstrap's)."""
     return sigma_prior**2 / (sigma_prior**2 + s_boot**2)
 
 

@@ -6,6 +6,7 @@ figure moved toward its prior by its bootstrap spread; moesim/calibrate/transfer
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 
 import numpy as np
@@ -183,3 +184,18 @@ def test_the_diagnosis_block_is_current(load_script):
     doc = diag.DOC.read_text(encoding="utf-8")
     block = doc.split(diag.BEGIN, 1)[1].split(diag.END, 1)[0].strip("\n")
     assert block == diag.render(None), "stale: run python scripts/heldout3_diag.py --write"
+
+
+@pytest.mark.parametrize("rule", ["cv-gate", "boot-shrink"])
+def test_the_cli_takes_the_rules_and_json_names_them(tmp_path, capsys, rule):
+    from moesim.cli import main
+
+    log = _log(tmp_path, "outlier", scale_at={2**8: 3.0})
+    assert main(["calibrate", str(log), "--hardware", "cpu-localhost", "-o", str(tmp_path / "j.toml"),
+                 "--bootstrap", "0", "--holdout-fraction", "0", "--json", "--transfer", rule]) == 0
+    fit = json.loads(capsys.readouterr().out)["fit"]
+    assert fit["transfer_rule"] == rule and any("p2p_latency" in n for n in fit["transfer_notes"])
+    code = main(["calibrate", str(log), "--hardware", "cpu-localhost", "-o", str(tmp_path / "x.toml"),
+                 "--transfer", "cv"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "cv-gate" in err and "boot-shrink" in err

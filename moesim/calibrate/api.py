@@ -28,7 +28,9 @@ from moesim.calibrate.transfer import (
     check_transfer, pick_levels, protocol_hops, ranked_on_prior,
 )
 from moesim.calibrate.transfer_band import BAND_RULES, band_guard, own_band_mapes
+from moesim.calibrate.transfer_cv import CV_RULES, cv_gate
 from moesim.calibrate.transfer_p2p import P2P_OPS_RULES, p2p_latency_where_ops_agree
+from moesim.calibrate.transfer_shrink import SHRINK_RULES, boot_shrink
 from moesim.calibrate.report import ValidationReport, validation_report
 from moesim.errors import SpecError
 from moesim.paths import check_output_path, write_text_file
@@ -204,6 +206,10 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
     elif transfer in BAND_RULES:  # calband (session 15): a figure the log's own >= 1 MiB rows ask back, at the prior
         written_fit, said = band_guard(fit, own_band_mapes(measurements, lambda f: profile_from_table(set_system_facts(
             calibrated_table(prior_path, f, provenance, name), system or {})), gpus_per_thread), transfer)
+    elif transfer in CV_RULES:  # heldout3 (session 18): a move the log's own held-out sizes refuse, at the prior
+        written_fit, said = cv_gate(fit, seed)
+    elif transfer in SHRINK_RULES:  # heldout3 (session 18): each move shrunk toward the prior by its bootstrap spread
+        written_fit, said = boot_shrink(fit, seed)
     transfer_notes = tuple(said)
     table = calibrated_table(prior_path, written_fit, provenance, name)
     if transfer in PICK_RULES:  # pick (session 14): the prior's levels, which the written profile ranks by

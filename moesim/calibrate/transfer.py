@@ -38,6 +38,10 @@ is "protocol-hops" with the same pick.
 Session 15 (calband), defined before pricing (docs/collectives-history.md "Session 15 (calband)"): "band-guard",
 "pareto-guard", "band-split" and "hop-split" (transfer_band.py) write at the prior a fitted figure that the calibration
 log's own busbw MAPE, per band, asks back ("band-split", "hop-split": a hop's Simple figure only).
+
+Session 18 (heldout3), defined before pricing (docs/collectives-history.md "Session 18 (heldout3)"): "cv-gate"
+(transfer_cv.py) writes at the prior a figure whose move does not beat the prior out of fold on the fitted log's own
+sizes; "boot-shrink" (transfer_shrink.py) writes each moved figure part of the way, by its bootstrap spread.
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ from moesim.errors import SpecError
 from moesim.specs.hardware import MAX_NVLSTREE_NET_FACTOR
 
 TRANSFER_RULES = ("shared", "machinery", "lines", "identified", "lines-identified", "protocol-hops", "p2p-ops",
-                  "pick-as-nccl", "pick-protocol-hops", "band-guard", "pareto-guard", "band-split", "hop-split")
+                  "pick-as-nccl", "pick-protocol-hops", "band-guard", "pareto-guard", "band-split", "hop-split",
+                  "cv-gate", "boot-shrink")
 TRANSFER_MEANINGS = {"shared": "a fitted figure is written to the one key every mechanism reads",
                      "machinery": "ring / other-algorithm hop and one-peer / all-to-all send/recv line kept apart, "
                                   "each fitted figure written only to the machinery whose rows set it",
@@ -71,7 +76,11 @@ TRANSFER_MEANINGS = {"shared": "a fitted figure is written to the one key every 
                                      "than 0.3 pt and lowers the other's by no more is written at the prior",
                      "band-split": "band-guard, but a refused hop latency is written at the prior for Simple only, "
                                    "its LL / LL128 hops as shared writes them",
-                     "hop-split": "band-split with the hop latencies its only candidates"}
+                     "hop-split": "band-split with the hop latencies its only candidates",
+                     "cv-gate": "a figure whose move does not beat the prior on the fitted log's own sizes held out "
+                                "of the fit (5 folds by size) is written at the prior (transfer_cv.py)",
+                     "boot-shrink": "each figure moved toward the prior by the bootstrap's spread against the prior's "
+                                    "sigma (transfer_shrink.py)"}
 # rules that need calibrate's second fit with a hop figure per protocol
 PER_PROTOCOL_RULES = ("protocol-hops", "pick-protocol-hops")
 PICK_RULES = ("pick-as-nccl", "pick-protocol-hops")  # rules that rank on the prior's levels (ranked_on_prior)
@@ -203,24 +212,36 @@ def at_prior(fit, figures) -> tuple:
     """(`fit` with each of `figures` (ParameterFits) written at its prior value, the figures so written): a hop
     latency or W as not fitted; π, α^LL / α^LL128 and a line (P, U) at the prior's value; V with the fitted V'/V kept;
     V'/V at the prior's ratio. A figure of another kind (the efficiency table, peaks) is left as fitted and not returned."""
+    return at_values(fit, [(p, None) for p in figures])
+
+
+def at_values(fit, figures) -> tuple:
+    """(`fit` with each (ParameterFit, value) of `figures` written at that value, the figures so written), as at_prior
+    writes one (value None: at the prior, a hop latency or W then written as not fitted); a value for V keeps the
+    fitted V'/V. A figure of another kind (the efficiency table, peaks) is left as fitted and not returned."""
     levels = [list(lv) for lv in fit.levels]
     index = {lv[0]: j for j, lv in enumerate(levels)}
     p2p, protocol = dict(fit.p2p_latencies), {k: list(v) for k, v in fit.protocol_latencies.items()}
     nvls, lines, done = {k: list(v) for k, v in fit.nvls_bandwidths.items()}, dict(fit.extra_bandwidths), []
-    for p in sorted(figures, key=lambda q: q.name.endswith(".nvls_bandwidth")):  # V'/V before V
+    for p, value in sorted(figures, key=lambda q: q[0].name.endswith(".nvls_bandwidth")):  # V'/V before V
         level, figure = p.name.split(".", 1)
+        target = p.prior if value is None else value
         if figure in ("latency", "bandwidth"):
-            levels[index[level]][3 if figure == "latency" else 4] = False
+            slot = 1 if figure == "latency" else 2
+            if value is None:
+                levels[index[level]][slot + 2] = False
+            else:
+                levels[index[level]][slot] = value
         elif figure == "p2p_latency":
-            p2p[level] = p.prior
+            p2p[level] = target
         elif figure in ("ll_latency", "ll128_latency"):
-            protocol[level][0 if figure == "ll_latency" else 1] = p.prior
+            protocol[level][0 if figure == "ll_latency" else 1] = target
         elif figure == "nvlstree_ratio":
-            nvls[level][1] = nvls[level][0] * p.prior
+            nvls[level][1] = nvls[level][0] * target
         elif figure == "nvls_bandwidth":
-            nvls[level] = [v * p.prior / nvls[level][0] for v in nvls[level]]
+            nvls[level] = [v * target / nvls[level][0] for v in nvls[level]]
         elif figure in _LINE_KEYS:
-            lines[(level, _LINE_KEYS[figure])] = p.prior
+            lines[(level, _LINE_KEYS[figure])] = target
         else:
             continue
         done.append(p)

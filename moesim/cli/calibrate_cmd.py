@@ -68,7 +68,8 @@ def register(subparsers) -> None:
                         "inferred first under 'shared', then the rule is fitted with them fixed (default: shared)")
     p.add_argument("--transfer", choices=("shared", "machinery", "lines", "identified", "lines-identified",
                                           "protocol-hops", "p2p-ops", "pick-as-nccl", "pick-protocol-hops",
-                                          "band-guard", "pareto-guard", "band-split", "hop-split"),
+                                          "band-guard", "pareto-guard", "band-split", "hop-split", "cv-gate",
+                                          "boot-shrink"),
                    default=None,
                    help="where fitted figures are written: 'shared' (one key every mechanism reads), 'machinery' "
                         "(the ring / other-algorithm hop latency and the one-peer / all-to-all send/recv line kept "
@@ -86,7 +87,10 @@ def register(subparsers) -> None:
                         "MAPE at >= 1 MiB by more than 0.3 pt written at the prior), 'pareto-guard' (one that raises "
                         "one band's by more than 0.3 pt and lowers the other's by no more), 'band-split' (band-guard, "
                         "a refused hop latency written at the prior for Simple only), 'hop-split' (band-split on the "
-                        "hop latencies only; 'Session 15 (calband)'; default: shared)")
+                        "hop latencies only; 'Session 15 (calband)'), 'cv-gate' (a fitted figure whose move does not "
+                        "beat the prior on the log's own sizes held out of 5 fits, folds by size, written at the "
+                        "prior), 'boot-shrink' (each fitted figure moved toward the prior by its bootstrap spread "
+                        "against the prior's sigma; 'Session 18 (heldout3)'; default: shared)")
     p.add_argument("--row-weight", choices=("row", "band", "size", "band-loss"), default=None,
                    help="each fitted row's weight in the objective (moesim/calibrate/row_weight.py): 'row' (every "
                         "row 1), 'band' (the < 1 MiB and >= 1 MiB rows carry equal summed weight), 'size' (each "

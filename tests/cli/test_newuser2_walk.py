@@ -137,3 +137,29 @@ def test_log_starting_with_a_bracket_tag_is_still_a_log():
 
     read = read_measurements(["tests/data/nccl/h200-cetus-2node-cut_all_reduce_perf.log"])
     assert read.collectives and not read.layers
+
+
+# `moesim sweep ... -o results.json` wrote CSV into the .json file (the README offers "a table, CSV or JSON"; -o is the
+# CSV, --json the JSON); refused before the sweep runs, nothing written.
+def test_sweep_output_named_json_is_refused_before_the_sweep(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    run_bad(capsys, ["sweep", "switch-base-128-tpu-v3", "--vary", "experts=64", "-o", out], str(out),
+            "field '--output'", "-o writes CSV", "--json")
+    assert not out.exists()
+
+
+# `simulate s.toml --trace s.toml` wrote the trace over the scenario, `sweep s.toml -o s.toml` the CSV; `report
+# --results r.jsonl -o r.jsonl` is refused the same way (before its .html check). The input file is left as it was.
+@pytest.mark.parametrize("argv", [
+    ["simulate", "{s}", "--steps", "1", "--trace", "{s}"],
+    ["sweep", "{s}", "--vary", "experts=64", "-o", "{s}"],
+    ["report", "{s}", "--results", "{r}", "-o", "{r}"],
+])
+def test_output_over_an_input_file_is_refused(tmp_path, capsys, argv):
+    scenario = scenario_with(tmp_path, "devices = 32", "devices = 32")
+    results = tmp_path / "r.jsonl"
+    results.write_bytes(open(LAYERS, "rb").read())
+    before = scenario.read_bytes(), results.read_bytes()
+    argv = [a.format(s=scenario, r=results) for a in argv]
+    run_bad(capsys, argv, "writing there would overwrite it", "(allowed: a path that is not one of the command's input")
+    assert (scenario.read_bytes(), results.read_bytes()) == before

@@ -51,8 +51,8 @@ NON_EMPTY_ARGS = ("scenario", "model", "hardware", "layout", "routing", "results
                   "dask", "sweep", "bytes")
 # Command-line values that name a file moesim writes.
 OUTPUT_ARGS = ("output", "trace")
-# Command-line values that name a file moesim reads and must not write over (a profile may be calibrated in place).
-INPUT_ARGS = ("scenario", "routing", "results", "measurements")
+# Command-line values that name a file moesim reads and must not write over (calibrate checks its own inputs).
+INPUT_ARGS = ("scenario", "routing", "results")
 
 
 def check_args(args: argparse.Namespace) -> None:

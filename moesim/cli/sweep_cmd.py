@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from moesim.specs.load import load_scenario
 
     if args.output and args.output.lower().endswith((".json", ".jsonl")):  # CSV under a JSON name; before the sweep
-        raise SpecError("-o writes CSV: give a path ending in .csv (for JSON: --json > FILE.json)",
-                        file=args.output, field="--output", value=args.output, allowed="a path not ending in .json or .jsonl")
+        raise SpecError("-o writes CSV: give a path ending in .csv (for JSON: --json > FILE.json)", file=args.output,
+                        field="--output", value=args.output, allowed="a path not ending in .json or .jsonl")
     axes = [parse_vary(text) for text in args.vary]
     scenario = load_scenario(args.scenario, hardware=args.hardware, devices=args.devices)
     sweep = run_sweep(scenario, axes, objective=args.objective, workers=args.workers, dask_address=args.dask,

@@ -87,7 +87,8 @@ def render(result) -> str:
     more = "".join(f" {k}={lay[k]}" for k in ("vp", "cp", "cp_comm") if k in lay)  # only when not the default
     head = (f"{d['scenario']}: {d['devices']} x {d['hardware']}, layout dp={lay['dp']} tp={lay['tp']} ep={lay['ep']} "
             f"pp={lay['pp']} etp={lay['etp']}{more} (edp={lay['edp']}, order {'-'.join(lay['order'])}), "
-            f"micro-batches {lay['micro_batches']}, ZeRO-{lay['zero_stage']}, recompute {lay['recompute']}")
+            f"micro-batches {lay['micro_batches']} ({result.training.pipeline_schedule}), ZeRO-{lay['zero_stage']}, "
+            f"recompute {lay['recompute']}")  # the schedule as simulate's head says it (DualPipe was in no line)
     times = kv_block("step time", [
         ("step (grad sync overlapped)", format_seconds(d["step_time_s"])),
         ("step (no overlap)", format_seconds(d["step_time_no_overlap_s"])),

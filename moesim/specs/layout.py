@@ -305,7 +305,8 @@ def resolve_layout(
     except SpecError as err:  # a degree out of range, as typed on the command line: the flag's error, not 'layout.dp'
         if not source.startswith("--") or not (err.field or "").startswith("layout."):
             raise
-        raise SpecError(f"'{err.field.removeprefix('layout.')}={err.value}': {err.message}", field=source,
+        typed = "-".join(err.value) if isinstance(err.value, (tuple, list)) else err.value  # an order as typed
+        raise SpecError(f"'{err.field.removeprefix('layout.')}={typed}': {err.message}", field=source,
                         value=err.value, allowed=err.allowed) from None
     if "edp" in given and given["edp"] != layout.edp:
         inner = f"tp·cp·dp/(etp·ep) = {tp}·{cp}·{dp}/({etp}·{ep})" if cp != 1 else \

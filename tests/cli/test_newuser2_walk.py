@@ -163,3 +163,18 @@ def test_output_over_an_input_file_is_refused(tmp_path, capsys, argv):
     argv = [a.format(s=scenario, r=results) for a in argv]
     run_bad(capsys, argv, "writing there would overwrite it", "(allowed: a path that is not one of the command's input")
     assert (scenario.read_bytes(), results.read_bytes()) == before
+
+
+# The --layout wrapper above prints what was typed: an order as tp-ep-pp, not Python's tuple.
+def test_layout_flag_bad_order_is_shown_as_typed(capsys):
+    line = run_bad(capsys, ["estimate", "mixtral-8x7b-h100", "--layout", "dp=16,ep=8,pp=4,order=tp-ep-pp"],
+                   "field '--layout'", "'order=tp-ep-pp'", "order must list each of tp, ep, dp, pp once")
+    assert "('tp'" not in line, line
+
+
+# estimate's head named no pipeline schedule: DeepSeek-V3's DualPipe was in no line of its text output (simulate's head
+# says "micro-batches 16 (interleaved)").
+def test_estimate_head_names_the_pipeline_schedule(capsys):
+    assert main(["estimate", "deepseek-v3-h800"]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert "micro-batches 120 (dualpipe)" in head, head

@@ -35,12 +35,18 @@ def register(subparsers) -> None:
     p.set_defaults(run=run)
 
 
+def layout_source(args: argparse.Namespace) -> str:
+    """The field a layout error names: the flag that set the layout, or re-derived it from the file's (--devices,
+    --hardware), else the file's [layout]."""
+    return next((f"--{k}" for k in ("layout", "devices", "hardware") if getattr(args, k, None)), "layout")
+
+
 def run(args: argparse.Namespace) -> int:
     from moesim.estimate import estimate
     from moesim.specs.load import load_scenario
 
     scenario = load_scenario(args.scenario, hardware=args.hardware, devices=args.devices, layout=args.layout)
-    layout = scenario.resolve(source="--layout" if args.layout else "layout")
+    layout = scenario.resolve(source=layout_source(args))
     result = estimate(scenario, layout)
     rows = None
     if getattr(args, "ops", False):

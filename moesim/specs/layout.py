@@ -303,7 +303,7 @@ def resolve_layout(
     try:
         layout = Layout(dp=dp, tp=tp, ep=ep, pp=pp, etp=etp, order=order, **stages, **extra)
     except SpecError as err:  # a degree out of range, as typed on the command line: the flag's error, not 'layout.dp'
-        if not source.startswith("--") or not (err.field or "").startswith("layout."):
+        if source != "--layout" or not (err.field or "").startswith("layout."):
             raise
         typed = "-".join(err.value) if isinstance(err.value, (tuple, list)) else err.value  # an order as typed
         raise SpecError(f"'{err.field.removeprefix('layout.')}={typed}': {err.message}", field=source,

@@ -178,3 +178,12 @@ def test_estimate_head_names_the_pipeline_schedule(capsys):
     assert main(["estimate", "deepseek-v3-h800"]) == 0
     head = capsys.readouterr().out.splitlines()[0]
     assert "micro-batches 120 (dualpipe)" in head, head
+
+
+# `--devices 12` re-derives the layout from the file's; the batch it cannot split was blamed on the file's 'layout'
+# (a table the user did not touch), in estimate, simulate and report alike.
+@pytest.mark.parametrize("command", [["estimate"], ["simulate", "--steps", "1"], ["report", "-o", "{tmp}/r.html"]])
+def test_layout_rederived_for_devices_flag_names_the_flag(tmp_path, capsys, command):
+    argv = [command[0], "mixtral-8x7b-h100", "--devices", "12"] + [a.format(tmp=tmp_path) for a in command[1:]]
+    line = run_bad(capsys, argv, "field '--devices'", "impossible layout", "dp·micro_batches = 3·16")
+    assert "field 'layout'" not in line, line

@@ -289,7 +289,10 @@ def read_jsonl(path: str | Path, *, data: bytes | None = None) -> Measurements:
         else:
             collectives.extend(collective_points(rec, where))
     if not layers and not collectives:
-        raise SpecError("no usable records (every line blank or with a status other than 'ok')", file=str(path))
+        why = (f"line {skipped[0].removeprefix(f'{path}:')}; {len(skipped)} skipped in all" if skipped
+               else "every line blank")
+        raise SpecError(f"no usable records ({why})", file=str(path),
+                        allowed="one JSON object per line with status 'ok'")
     return Measurements(tuple(layers), tuple(collectives), (str(path),), tuple(skipped))
 
 
@@ -317,6 +320,10 @@ def read_measurements(paths: list[str | Path], nccl_op: str | None = None,
         _check_text(raw, path)
         first = raw.lstrip()[:1].decode("latin-1")
         digest = bytes_digest(data)
+        # a JSON array of objects (json.dump of a list) would be read as a log; a log's '[host]' tags are not one
+        if first == "[" and raw.lstrip()[1:].lstrip()[:1] == b"{":
+            raise SpecError("a JSON array, not JSON lines (expected validate/ JSONL records, one JSON object per "
+                            "line, or an nccl-tests log)", file=str(path), field="measurements")
         if first == "{":
             read = read_jsonl(path, data=data) + Measurements(files=(MeasurementFile(str(path), digest),))
         else:

@@ -51,6 +51,8 @@ NON_EMPTY_ARGS = ("scenario", "model", "hardware", "layout", "routing", "results
                   "dask", "sweep", "bytes")
 # Command-line values that name a file moesim writes.
 OUTPUT_ARGS = ("output", "trace")
+# Command-line values that name a file moesim reads and must not write over (calibrate checks its own inputs).
+INPUT_ARGS = ("scenario", "routing", "results")
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -70,6 +72,22 @@ def check_args(args: argparse.Namespace) -> None:
         value = getattr(args, dest, None)
         if isinstance(value, str):
             check_output_path(value, field="--" + dest)
+            _check_not_an_input(args, value, "--" + dest)
+
+
+def _check_not_an_input(args: argparse.Namespace, out: str, field: str) -> None:
+    """A SpecError where the output path `out` is one of the command's input files (`simulate s.toml --trace s.toml`
+    wrote the trace over the scenario)."""
+    import os
+
+    if not os.path.isfile(out):
+        return
+    for dest in INPUT_ARGS:
+        given = getattr(args, dest, None)
+        for path in given if isinstance(given, list) else [given]:
+            if isinstance(path, str) and os.path.isfile(path) and os.path.samefile(path, out):
+                raise SpecError(f"is the {dest} file given ({path}): writing there would overwrite it", file=out,
+                                field=field, allowed="a path that is not one of the command's input files")
 
 
 def _unrecognized(parser: argparse.ArgumentParser, command: str | None, extras: list[str]) -> SpecError:

@@ -35,12 +35,18 @@ def register(subparsers) -> None:
     p.set_defaults(run=run)
 
 
+def layout_source(args: argparse.Namespace) -> str:
+    """The field a layout error names: the flag that set the layout, or re-derived it from the file's (--devices,
+    --hardware), else the file's [layout]."""
+    return next((f"--{k}" for k in ("layout", "devices", "hardware") if getattr(args, k, None)), "layout")
+
+
 def run(args: argparse.Namespace) -> int:
     from moesim.estimate import estimate
     from moesim.specs.load import load_scenario
 
     scenario = load_scenario(args.scenario, hardware=args.hardware, devices=args.devices, layout=args.layout)
-    layout = scenario.resolve(source="--layout" if args.layout else "layout")
+    layout = scenario.resolve(source=layout_source(args))
     result = estimate(scenario, layout)
     rows = None
     if getattr(args, "ops", False):
@@ -68,7 +74,8 @@ def render_ops(rows) -> str:
     body = [(r.layer_class, r.part, r.name, r.pass_, r.kind, r.dtype, _shape_text(r),
              "-" if r.efficiency != r.efficiency else f"{r.efficiency:.3f}", format_seconds(r.time_s),
              f"{r.calls_per_step:g}", format_seconds(r.step_time_s)) for r in rows if r.kind != "host" or r.time_s]
-    return "operators (per device; time per call = one layer, one micro-batch)\n" + table(
+    return ("operators (per device; the first pipeline stage's layers and the last stage's head; time per call = one "
+            "layer, one micro-batch)\n") + table(
         body, ["layers", "part", "operator", "pass", "kind", "dtype", "shape", "efficiency", "time/call", "calls",
                "time/step"], align="lllllllrrrr")
 
@@ -86,7 +93,8 @@ def render(result) -> str:
     more = "".join(f" {k}={lay[k]}" for k in ("vp", "cp", "cp_comm") if k in lay)  # only when not the default
     head = (f"{d['scenario']}: {d['devices']} x {d['hardware']}, layout dp={lay['dp']} tp={lay['tp']} ep={lay['ep']} "
             f"pp={lay['pp']} etp={lay['etp']}{more} (edp={lay['edp']}, order {'-'.join(lay['order'])}), "
-            f"micro-batches {lay['micro_batches']}, ZeRO-{lay['zero_stage']}, recompute {lay['recompute']}")
+            f"micro-batches {lay['micro_batches']} ({result.training.pipeline_schedule}), ZeRO-{lay['zero_stage']}, "
+            f"recompute {lay['recompute']}")  # the schedule as simulate's head says it (DualPipe was in no line)
     times = kv_block("step time", [
         ("step (grad sync overlapped)", format_seconds(d["step_time_s"])),
         ("step (no overlap)", format_seconds(d["step_time_no_overlap_s"])),

@@ -33,6 +33,7 @@ REPORT_SUFFIXES = (".html", ".htm")  # the page is HTML whatever the name: anoth
 
 
 def run(args: argparse.Namespace) -> int:
+    from moesim.cli.estimate_cmd import layout_source
     from moesim.cli.progress import progress_bar
     from moesim.errors import SpecError
     from moesim.report import write_report
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError("the report is an HTML page: give -o a path ending in .html or .htm", file=str(args.output),
                         field="--output", value=suffix, allowed=REPORT_SUFFIXES)
     scenario = load_scenario(args.scenario, hardware=args.hardware, devices=args.devices, layout=args.layout)
-    layout = scenario.resolve(source="--layout" if args.layout else "layout")
+    layout = scenario.resolve(source=layout_source(args))
     with progress_bar(args, "building the report" + (" and simulating" if args.simulate else "")) as progress:
         report = write_report(args.output, scenario, layout, results=args.results,
                               results_hardware=args.results_hardware, simulate=args.simulate, progress=progress)

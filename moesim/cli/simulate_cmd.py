@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from moesim.cli.estimate_cmd import add_scenario_overrides
+from moesim.cli.estimate_cmd import add_scenario_overrides, layout_source
 from moesim.cli.output import kv_block, print_json, table
 from moesim.cli.progress import add_quiet, progress_bar
 from moesim.units import format_bytes, format_seconds
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                          contention=not args.no_contention, chunks=args.chunks,
                          straggler_fraction=args.straggler_fraction, straggler_slowdown=args.straggler_slowdown,
                          noise_sigma=args.noise, mode=args.mode, trace=bool(args.trace), engine=args.engine)
-    layout = scenario.resolve(source="--layout" if args.layout else "layout")
+    layout = scenario.resolve(source=layout_source(args))
     with progress_bar(args, "simulating") as progress:
         result = simulate(scenario, layout, options, progress=progress)
     data = result.as_dict()

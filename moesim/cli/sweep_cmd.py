@@ -8,6 +8,7 @@ from moesim.cli.estimate_cmd import add_scenario_overrides
 from moesim.cli.output import print_json, table
 from moesim.cli.progress import add_quiet, wanted
 from moesim.cli.search_cmd import OBJECTIVE_CHOICES
+from moesim.errors import SpecError
 from moesim.paths import write_text_file
 from moesim.units import format_bytes, format_seconds
 
@@ -36,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     from moesim.search.sweep import parse_vary, run_sweep, to_csv
     from moesim.specs.load import load_scenario
 
+    if args.output and args.output.lower().endswith((".json", ".jsonl")):  # CSV under a JSON name; before the sweep
+        raise SpecError("-o writes CSV: give a path ending in .csv (for JSON: --json > FILE.json)", file=args.output,
+                        field="--output", value=args.output, allowed="a path not ending in .json or .jsonl")
     axes = [parse_vary(text) for text in args.vary]
     scenario = load_scenario(args.scenario, hardware=args.hardware, devices=args.devices)
     sweep = run_sweep(scenario, axes, objective=args.objective, workers=args.workers, dask_address=args.dask,

@@ -71,7 +71,8 @@ def report_figures(scenario: Scenario, layout: Layout | None = None, *, results:
         if events:
             figs.append(("timeline", F.timeline(events)))
     if results is not None:
-        hardware = load_hardware(results_hardware) if results_hardware else scenario.hardware
+        hardware = (load_hardware(results_hardware, field="--results-hardware") if results_hardware
+                    else scenario.hardware)
         records, skipped = read_switch_records(results)
         if not records:
             raise SpecError(f"holds no usable \"switch_layer\" record ({skipped} lines skipped)", file=str(results),

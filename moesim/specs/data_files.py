@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,8 @@ def resolve_ref(ref: str | Path, kind: str, *, relative_to: Path | None = None, 
     problem = path_problem(candidate)
     if problem:
         raise SpecError(f"cannot read: {problem}", file=ref_text[:80] + ("..." if len(ref_text) > 80 else ""),
-                        field=kind.rstrip("s"))
+                        field=field or _key(kind))
+    near = None
     if relative_to is not None and not candidate.is_absolute():
         near = relative_to / candidate
         if near.suffix in DATA_SUFFIXES and near.is_file():
@@ -62,17 +64,28 @@ def resolve_ref(ref: str | Path, kind: str, *, relative_to: Path | None = None, 
     if candidate.suffix in DATA_SUFFIXES or "/" in ref_text or candidate.is_file():
         if candidate.is_file():
             return candidate
-        read_text_file(candidate, field=field)  # names the problem: too long a path, a directory, no such file
+        if near is not None and not (field or "").startswith("--") and not near.exists() and not candidate.exists():
+            # a path a file names (a scenario's model or hardware): the error is that file's, at its key
+            raise SpecError(f"no such file '{ref_text}' (looked for {os.path.abspath(near)}, beside this file, "
+                            "and in the current folder)", field=field or _key(kind))
+        read_text_file(candidate, field=field or _key(kind))  # names the problem: a directory, no such file
         raise SpecError(f"no such file: {ref_text}", file=ref_text, field=field)
     directory = builtin_dir(kind)
     for suffix in DATA_SUFFIXES:
         path = directory / f"{ref_text}{suffix}"
         if path.is_file():
             return path
+    if candidate.is_dir():  # no built-in of that name, a folder of it (a HuggingFace checkpoint): the read names it
+        read_text_file(candidate, field=field or _key(kind))
     near = closest_name(ref_text, builtin_names(kind))
     hint = f" (did you mean '{near[0]}'?)" if near else ""
-    raise SpecError(f"unknown {kind.rstrip('s').replace('_', ' ')} '{ref_text}'{hint}", field=field or kind.rstrip("s"),
+    raise SpecError(f"unknown {kind.rstrip('s').replace('_', ' ')} '{ref_text}'{hint}", field=field or _key(kind),
                     value=ref_text, allowed=builtin_names(kind) or "none shipped")
+
+
+def _key(kind: str) -> str:
+    """The key a file or the command line names a `kind` by: model, hardware, scenario (never 'hardware_profile')."""
+    return {"hardware_profiles": "hardware"}.get(kind, kind.rstrip("s"))
 
 
 def closest_name(typed: str, names) -> list[str]:

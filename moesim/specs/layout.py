@@ -286,10 +286,11 @@ def resolve_layout(
     if "dp" in given:
         dp = int(given["dp"])
     else:
-        if tp < 1 or pp < 1 or cp < 1 or devices % (tp * cp * pp):
+        positive = min(tp, cp, pp) >= 1  # else Layout's range check below names the degree
+        if positive and devices % (tp * cp * pp):
             raise SpecError(f"cannot infer dp: devices={devices} is not a multiple of tp·cp·pp = {tp}·{cp}·{pp}",
                             field=source, value=_degrees_text({"tp": tp, "cp": cp, "pp": pp}))
-        dp = devices // (tp * cp * pp)
+        dp = devices // (tp * cp * pp) if positive else devices
     if "ep" in given:
         ep = int(given["ep"])
     elif num_experts > 1 and etp >= 1 and (tp * cp * dp) % etp == 0:
@@ -299,7 +300,14 @@ def resolve_layout(
     order = tuple(given.get("order", DEFAULT_ORDER))
     stages = {k: int(given[k]) for k in STAGE_KEYS if given.get(k) is not None}
     extra = {k: given[k] for k in ("vp", "cp", "cp_comm") if k in given}
-    layout = Layout(dp=dp, tp=tp, ep=ep, pp=pp, etp=etp, order=order, **stages, **extra)
+    try:
+        layout = Layout(dp=dp, tp=tp, ep=ep, pp=pp, etp=etp, order=order, **stages, **extra)
+    except SpecError as err:  # a degree out of range, as typed on the command line: the flag's error, not 'layout.dp'
+        if source != "--layout" or not (err.field or "").startswith("layout."):
+            raise
+        typed = "-".join(err.value) if isinstance(err.value, (tuple, list)) else err.value  # an order as typed
+        raise SpecError(f"'{err.field.removeprefix('layout.')}={typed}': {err.message}", field=source,
+                        value=err.value, allowed=err.allowed) from None
     if "edp" in given and given["edp"] != layout.edp:
         inner = f"tp·cp·dp/(etp·ep) = {tp}·{cp}·{dp}/({etp}·{ep})" if cp != 1 else \
             f"tp·dp/(etp·ep) = {tp}·{dp}/({etp}·{ep})"

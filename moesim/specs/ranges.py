@@ -49,7 +49,7 @@ class Range:
 
     def describe(self) -> str:
         def fmt(x: float) -> str:
-            if float(x).is_integer() and abs(x) < 1e15:
+            if isinstance(x, int) or (float(x).is_integer() and abs(x) < 1e15):  # an int bound exactly (2**63 - 1)
                 return str(int(x))
             return f"{x:g}"
 

@@ -77,8 +77,11 @@ class Scenario:
         """The layout from `given` (else the scenario's own), defaults filled, checked; raises SpecError."""
         given = self.layout_given if given is None else given
         moe = self.model.moe
-        layout = resolve_layout(given, devices=self.devices, num_experts=moe.num_experts if moe else 1,
-                                source=source)
+        try:
+            layout = resolve_layout(given, devices=self.devices, num_experts=moe.num_experts if moe else 1,
+                                    source=source)
+        except SpecError as err:  # a degree of the file's [layout] out of range: the file's error
+            raise (err.in_file(self.file) if self.file else err) from None
         self.check(layout, source=source)
         return layout
 

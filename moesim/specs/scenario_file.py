@@ -107,7 +107,7 @@ def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] |
     if moe_t is not None:
         model = scenario_moe(model, moe_t)
     hardware = load_hardware(overrides.get("hardware") or t.req("hardware", str), relative_to=base_dir,
-                             field="--hardware" if overrides.get("hardware") else None)
+                             field="--hardware" if overrides.get("hardware") else "hardware")
     if overrides.get("hardware"):
         t.opt("hardware", str)
     system_t = t.sub("system", required=False)
@@ -118,6 +118,10 @@ def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] |
     devices = overrides.get("devices") or t.req("devices", int)
     if overrides.get("devices"):
         t.opt("devices", int)
+        try:  # a count the profile cannot hold is the flag's error, not the file's 'devices'
+            hardware.check_devices(devices)
+        except SpecError as err:
+            raise err.with_field("--devices") from None
     training_t = t.sub("training")
     training = training_from_table(training_t)
     layout_t = t.sub("layout", required=False)

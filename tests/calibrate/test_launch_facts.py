@@ -55,8 +55,20 @@ def test_newlogs6_g8_entries_state_one_process_per_node_and_no_binding_flag():
             assert entry["gpus_per_thread"] == 8 and launch_facts(entry).stated_cores() is None
 
 
+def test_newlogs8_entries_state_one_process_per_gpu_and_no_binding():
+    """Session 18 (newlogs8): dstack's Lambda B200 and Crusoe A100 tasks ("-n $DSTACK_GPUS_NUM -N
+    $DSTACK_GPUS_PER_NODE --bind-to none" on two nodes of 8 GPUs, -g 1; logs.toml cites each)."""
+    for prefix in ("b200-lambda-2node_", "a100-crusoe-2node_"):
+        entries = _entries(prefix)
+        assert len(entries) == 1
+        facts = launch_facts(entries[0])
+        assert facts == LaunchFacts(processes_per_node=8, bind_to="none"), prefix
+        assert "gpus_per_thread" not in entries[0] and facts.stated_cores() is None
+
+
 def test_entries_without_launch_facts_read_as_not_stated():
-    stated = ("b200-engaging-", "h100-lambda-2node-g8_", "h100-mghpcc-dgx-2node-g8_")
+    stated = ("b200-engaging-", "h100-lambda-2node-g8_", "h100-mghpcc-dgx-2node-g8_", "b200-lambda-2node_",
+              "a100-crusoe-2node_")
     plain = [e for e in read_manifest(MANIFEST) if not e["file"].startswith(stated)]
     assert plain and all(launch_facts(e) == LaunchFacts() for e in plain)
 

@@ -31,8 +31,9 @@ Collectives, each of size S = t·h·q_a (nccl-tests convention, as the layers' t
               _VocabParallelCrossEntropy.forward: logits_max (MAX), predicted_logits, sum_exp_logits (SUM): three
               of 4·t bytes; fused (core/fusions/fused_cross_entropy.py): logits_max, then the two concatenated,
               4·t and 8·t bytes); none backward
-The head's GEMM and cross-entropy passes are moesim.ops.layer.logits_ops. TPU programs (XLA/GSPMD) place these
-differently and are not priced here: every function returns nothing for a TPU device kind.
+The head's GEMM and cross-entropy passes are moesim.ops.layer.logits_ops. Only GPU profiles run Megatron: TPU
+programs (XLA/GSPMD) place these differently and the CPU harness is one layer, so every function returns nothing
+for another device kind.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ CE_FUSED_ALL_REDUCE_FLOATS = (1, 2)  # fused: logits_max, then predicted_logits 
 
 
 def _is_gpu(device_kind: str) -> bool:
-    return not device_kind.startswith("tpu")
+    return device_kind == "gpu"
 
 
 def embedding_tokens(model: ModelSpec, seq_len: int, decoder_seq_len: int) -> int:
@@ -71,13 +72,18 @@ def embedding_ops(model: ModelSpec, training: TrainingSpec, b, tp, tokens: int,
     rows = b * tokens * h  # t·h elements
     shard = model.vocab_size / tp * h  # the local [V/tp, h] table
     split = tp > 1
+    # layers.py VocabParallelEmbedding.forward: F.embedding reads and writes t rows; output_parallel[input_mask] = 0
     fwd = [memory(PART, "embedding_lookup", dt, READ_WRITE * rows * q),
            memory(PART, "embedding_mask", dt, np.where(split, rows * q, 0.0), kernels=np.where(split, 1.0, 0.0)),
+           # VocabParallelEmbedding / LanguageModelEmbedding: [b, s, h] -> [s, b, h] .contiguous() (a copy for b > 1)
            memory(PART, "embedding_transpose", dt, np.where(b > 1, READ_WRITE * rows * q, 0.0),
                   kernels=np.where(b > 1, 1.0, 0.0))]
-    if training.sequence_parallel:
+    if training.sequence_parallel:  # LanguageModelEmbedding.forward: clone_scatter_output_in_embedding (default on)
         fwd.append(memory(PART, "embedding_clone", dt, np.where(split, READ_WRITE * rows / tp * q, 0.0),
                           kernels=np.where(split, 1.0, 0.0)))
+    # The mask's backward zeroes the same gradient rows; EmbeddingBackwardKernel.cu: zeroed [V/tp, h] gradient, the
+    # rows summed through float partials (read q, write 4, read 4, write q); distributed_data_parallel.py backward
+    # hook: param.main_grad.add_(param.grad) reads q_g + q and writes q_g over the shard.
     bwd = [memory(PART, "embedding_mask", dt, np.where(split, rows * q, 0.0), kernels=np.where(split, 1.0, 0.0),
                   pass_="bwd"),
            memory(PART, "embedding_grad_zero", dt, shard * q * np.ones_like(b), pass_="bwd"),
@@ -107,6 +113,7 @@ def vocab_calls(training: TrainingSpec, d_model: int, b, input_tokens: int, outp
     if not _is_gpu(device_kind):
         return []
     q_a, b = training.bytes_of("activation"), np.asarray(b, dtype=float)
+    # [t, h] activations, the size convention of the layers' tp collectives (moesim.estimate.terms._tp_comms)
     s_in, s_out = b * input_tokens * d_model * q_a, b * output_tokens * d_model * q_a
     t_out = b * output_tokens
     if training.sequence_parallel:

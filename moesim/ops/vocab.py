@@ -29,8 +29,9 @@ Collectives, each of size S = t·h·q_a (nccl-tests convention, as the layers' t
               all-reduce backward
   cross-entropy  forward all-reduces of [t] float32 (core/tensor_parallel/cross_entropy.py
               _VocabParallelCrossEntropy.forward: logits_max (MAX), predicted_logits, sum_exp_logits (SUM): three
-              of 4·t bytes; fused (core/fusions/fused_cross_entropy.py): logits_max, then the two concatenated,
-              4·t and 8·t bytes); none backward
+              of 4·t bytes; fused (core/fusions/fused_cross_entropy.py, --cross-entropy-fusion-impl native):
+              logits_max, then the two concatenated, 4·t and 8·t bytes; Transformer Engine's implementation is
+              not modelled apart); none backward
 The head's GEMM and cross-entropy passes are moesim.ops.layer.logits_ops. Only GPU profiles run Megatron: TPU
 programs (XLA/GSPMD) place these differently and the CPU harness is one layer, so every function returns nothing
 for another device kind.

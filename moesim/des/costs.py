@@ -30,6 +30,7 @@ from moesim.estimate.schedules import weight_grad_time_s
 from moesim.estimate.pricing import CollectivePricer
 from moesim.estimate.terms import ClassTerms, TermBuilder
 from moesim.memory import RECOMPUTE_CODES
+from moesim.ops.vocab import embedding_tokens, vocab_calls
 from moesim.specs.layout import Layout
 from moesim.specs.scenario import Scenario
 from moesim.specs.training import TrainingSpec
@@ -111,6 +112,15 @@ class StageCost:
     head_grad_bytes: float  # output projection and final norms (last stage), ready first
     param_dense_bytes: float  # whole-stage parameters per device, for ZeRO-3 gathers
     param_expert_bytes: float
+    embedding_fwd_s: float = 0.0  # the input embedding's operators (first stage; moesim.ops.vocab)
+    embedding_bwd_s: float = 0.0  # its backward: all weight gradient
+    # The embedding's (first stage) and output heads' (last stage) tp collectives: (end, pass, before the end's
+    # compute, CommSpec), one entry per call, in execution order (moesim.ops.vocab.vocab_calls).
+    end_comms: tuple = ()
+
+    def end_calls(self, end: str, pass_: str, before: bool) -> list[CommSpec]:
+        """The collectives of `end` (embedding | head) in `pass_` before (or after) its compute."""
+        return [spec for e, p, b, spec in self.end_comms if (e, p, b) == (end, pass_, before)]
 
 
 @dataclass
@@ -240,6 +250,11 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
     out = _boundary_tokens(wl, ranges)
     sp_split = tp if tr.sequence_parallel else 1
     logits = _f(builder.logits_time_s(wl.output_tokens, wl.logit_heads))
+    in_tokens = embedding_tokens(spec, seq, dec)
+    embedding_fwd, embedding_bwd = (_f(builder.embedding_time_s(in_tokens, backward_only)) for backward_only in (0, 1))
+    end_comms = [(call.end, call.pass_, call.before, costs.price(call.name, "tp", call.op, _f(call.size_bytes)))
+                 for call in vocab_calls(tr, spec.d_model, one(b), in_tokens, wl.output_tokens, wl.logit_heads,
+                                         hw.device_kind) for _ in range(call.calls)]
     for s in range(pieces):
         layers = tuple(ranges[s])
         first, last = s == 0, s == pieces - 1
@@ -257,6 +272,9 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
             send_backward=None if first else costs.price("pp_send_recv", "pp", "send_recv", bwd_bytes),
             logits_s=logits if last else 0.0, embedding_grad_bytes=embedding * q_g, head_grad_bytes=head * q_g,
             param_dense_bytes=dense * q_p, param_expert_bytes=expert * q_p,
+            embedding_fwd_s=embedding_fwd - embedding_bwd if first else 0.0,
+            embedding_bwd_s=embedding_bwd if first else 0.0,
+            end_comms=tuple(c for c in end_comms if c[3] is not None and (first if c[0] == "embedding" else last)),
         ))
     return costs
 

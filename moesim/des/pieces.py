@@ -28,16 +28,45 @@ def forward(b, costs: Costs, mb: int, vs: int) -> None:
     b.recv = ("act", mb, vs) if vs and _peer(costs, vs - 1, mb, b.stage) else None
     if costs.training.zero_stage >= 3:
         b.zero3_gather(mb, "fwd")
+    if vs == 0:
+        _embedding_forward(b, costs, mb)
     for layer in costs.stages[vs].layers:
         b.segment = 0
         b.layer_forward(layer, mb)
     _forward_end(b, costs, mb, vs)
 
 
+def _embedding_forward(b: Builder, costs: Costs, mb: int) -> None:
+    """The input embedding of micro-batch `mb` and its tp collective (first piece; moesim.ops.vocab)."""
+    piece = costs.stages[0]
+    b.compute("embedding", "fwd", -1, mb, piece.embedding_fwd_s)
+    for spec in piece.end_calls("embedding", "fwd", False):
+        b.comm(spec, "fwd", -1, mb)
+
+
+def _embedding_backward(b: Builder, costs: Costs, mb: int, kind: str) -> None:
+    """The embedding's backward collective and, in a full backward (B), its weight-gradient operators (an I leaves
+    them to its W)."""
+    piece = costs.stages[0]
+    for spec in piece.end_calls("embedding", "bwd", True):
+        b.comm(spec, "bwd", -1, mb)
+    if kind == "B":
+        b.compute("embedding", "bwd", -1, mb, piece.embedding_bwd_s)
+
+
+def _head(b: Builder, piece, mb: int, pass_: str, duration_s: float) -> None:
+    """The output heads' compute (logits GEMM and cross-entropy) between their tp collectives (moesim.ops.vocab)."""
+    for spec in piece.end_calls("head", pass_, True):
+        b.comm(spec, pass_, -1, mb)
+    b.compute("logits", pass_, -1, mb, duration_s)
+    for spec in piece.end_calls("head", pass_, False):
+        b.comm(spec, pass_, -1, mb)
+
+
 def _forward_end(b: Builder, costs: Costs, mb: int, vs: int) -> None:
     piece = costs.stages[vs]
     if vs == len(costs.stages) - 1:
-        b.compute("logits", "fwd", -1, mb, piece.logits_s / (1 + BACKWARD_TO_FORWARD))
+        _head(b, piece, mb, "fwd", piece.logits_s / (1 + BACKWARD_TO_FORWARD))
     else:
         b.send(piece.send_forward, _peer(costs, vs + 1, mb, b.stage), mb, "fwd")
 
@@ -50,7 +79,7 @@ def _backward_start(b: Builder, costs: Costs, mb: int, vs: int) -> None:
     if costs.training.zero_stage >= 3:
         b.zero3_gather(mb, "bwd")
     if last:
-        b.compute("logits", "bwd", -1, mb, piece.logits_s * BACKWARD_TO_FORWARD / (1 + BACKWARD_TO_FORWARD))
+        _head(b, piece, mb, "bwd", piece.logits_s * BACKWARD_TO_FORWARD / (1 + BACKWARD_TO_FORWARD))
 
 
 def _backward_layer(b: Builder, costs: Costs, mb: int, vs: int, n: int, kind: str, left: dict,
@@ -60,6 +89,8 @@ def _backward_layer(b: Builder, costs: Costs, mb: int, vs: int, n: int, kind: st
     layers = costs.stages[vs].layers
     b.segment = 0
     b.layer_backward(layers[-1 - n], mb, input_only=kind == "I")
+    if vs == 0 and n == len(layers) - 1:
+        _embedding_backward(b, costs, mb, kind)
     if kind == "B" and left[vs] == 1:
         _gradient_of(b, costs, vs, n, pieces_left[0] == 1)
 
@@ -86,6 +117,7 @@ def weights(b, costs: Costs, mb: int, vs: int, left: dict, pieces_left: list) ->
     classes = costs.workload.layer_class_index
     duration = sum(costs.classes[classes[layer]].weight_grad_s for layer in costs.stages[vs].layers)
     duration += costs.stages[vs].logits_s / (1 + BACKWARD_TO_FORWARD)  # the head's dW (last piece only)
+    duration += costs.stages[vs].embedding_bwd_s  # the embedding's backward, all dW (first piece only)
     b.compute("weight gradients", "bwd", -1, mb, duration)
     if left[vs] == 1:
         for n in range(len(costs.stages[vs].layers)):
@@ -135,6 +167,8 @@ def overlapped(b, costs: Costs, slot: Slot, left: dict, pieces_left: list) -> No
             b.recv, recv_f = recv_f, None
             b.segment = 0
             made = len(b.ops)
+            if i == 0 and slot.vs == 0:
+                _embedding_forward(b, costs, slot.mb)
             b.layer_forward(fwd_layers[i], slot.mb)
             sides += [(k, 0) for k in range(made, len(b.ops))]
             chain_f = b.last

@@ -55,7 +55,11 @@ COMM_NAMES = {"tp_all_gather": "TP all-gather", "tp_all_gather_wgrad": "TP all-g
               "tp_reduce_scatter": "TP reduce-scatter",
               "tp_all_reduce": "TP all-reduce", "ep_all_to_all_dispatch": "dispatch all-to-all",
               "ep_all_to_all_combine": "combine all-to-all", "etp_all_gather": "ETP all-gather",
-              "etp_reduce_scatter": "ETP reduce-scatter"}
+              "etp_reduce_scatter": "ETP reduce-scatter", "tp_embedding_reduce_scatter": "embedding TP reduce-scatter",
+              "tp_embedding_all_gather": "embedding TP all-gather", "tp_embedding_all_reduce": "embedding TP all-reduce",
+              "tp_head_all_gather": "head TP all-gather", "tp_head_all_gather_wgrad": "head TP all-gather (wgrad input)",
+              "tp_head_reduce_scatter": "head TP reduce-scatter", "tp_head_all_reduce": "head TP all-reduce",
+              "tp_cross_entropy_all_reduce": "cross-entropy TP all-reduce"}
 FORWARD_SUFFIX = " (NVLink forwards)"  # trace name of a DeepEP member's NVLink stage across nodes: its call's + this
 
 

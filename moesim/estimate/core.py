@@ -42,6 +42,7 @@ from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
 from moesim.capacity import expected_drop_fraction_array
 from moesim.flops import BACKWARD_TO_FORWARD, training_flops_per_sequence
+from moesim.ops.vocab import embedding_tokens, vocab_calls
 from moesim.specs.scenario import Scenario
 from moesim.workload import build_workload
 
@@ -92,11 +93,15 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     fwd = per_stage(counts, [t.fwd_time_s for t in terms])
     bwd = per_stage(counts, [t.bwd_time_s for t in terms])
     recompute = per_stage(counts, [t.recompute_time_s for t in terms])
-    compute_mb = fwd + bwd + recompute + np.where(last, logits_time[:, None], 0.0)
-    bwd_mb = bwd + np.where(last, (2 / 3) * logits_time[:, None], 0.0)
+    # The input embedding on the first stage (moesim.ops.vocab; GPUs): its backward is all weight gradient.
+    in_tokens = embedding_tokens(model, seq, dec)
+    embedding_time, embedding_bwd = (builder.embedding_time_s(in_tokens, backward_only) for backward_only in (0, 1))
+    compute_mb = fwd + bwd + recompute + np.where(last, logits_time[:, None], 0.0) \
+        + np.where(first, embedding_time[:, None], 0.0)
+    bwd_mb = bwd + np.where(last, (2 / 3) * logits_time[:, None], 0.0) + np.where(first, embedding_bwd[:, None], 0.0)
     # Weight-gradient part W (zero-bubble schedules) and the attention cores a CP ring hides under.
     weight_mb = per_stage(counts, [sch.weight_grad_time_s(t) for t in terms])
-    weight_mb += np.where(last, logits_time[:, None] / 3, 0.0)
+    weight_mb += np.where(last, logits_time[:, None] / 3, 0.0) + np.where(first, embedding_bwd[:, None], 0.0)
     # Ring window per layer: the forward core, its backward (the attention part's backward/forward ratio,
     # as the simulator scales it) and a full recompute's replay.
     full_rec = (f(cands.recompute) == mem.RECOMPUTE_CODES["full"])
@@ -203,6 +208,11 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                 t_call = exposed_ring_time_s(t_call, core_mb[:, :, c])
             per_mb_comm += t_call
             bwd_comm += t_call * backward_share
+    # The embedding's, output heads' and cross-entropies' tp collectives on the first / last stage (moesim.ops.vocab).
+    for call in vocab_calls(tr, model.d_model, b, in_tokens, wl.output_tokens, wl.logit_heads, hw.device_kind):
+        t_call = add(call.name, "tp", call.op, call.size_bytes, call.calls * (first if call.end == "embedding" else last))
+        per_mb_comm += t_call
+        bwd_comm += t_call if call.pass_ == "bwd" else 0.0
     sp_split = tp[:, None] if tr.sequence_parallel else 1
     pp_bytes = b[:, None] * stages.tokens_out * model.d_model * builder.q_a / sp_split
     # Per micro-batch a stage sends its activations forward (all but the last stage) and the

@@ -39,6 +39,7 @@ from moesim.estimate.precision_terms import (
 )
 from moesim.ops.layer import LayerOps, backward_ops, logits_ops
 from moesim.ops.price import op_time_s, ops_time_by_part
+from moesim.ops.vocab import embedding_ops
 from moesim.workload import LayerClass
 
 READ_WRITE = 2  # a copy reads and writes every byte
@@ -154,18 +155,23 @@ class TermBuilder:
     def logits_time_s(self, output_tokens: int, heads: int = 1):
         """Forward + backward time of the output head on the last stage (moesim.ops.layer.logits_ops), once per
         head: the main model's and one per MTP module (Workload.logit_heads)."""
-        return heads * self._logits(output_tokens, backward_only=False)
+        return heads * self._priced(logits_ops, output_tokens, backward_only=False)
 
     def logits_bwd_time_s(self, output_tokens: int, heads: int = 1):
         """Backward part of `logits_time_s`."""
-        return heads * self._logits(output_tokens, backward_only=True)
+        return heads * self._priced(logits_ops, output_tokens, backward_only=True)
 
-    def _logits(self, output_tokens: int, backward_only: bool):
+    def embedding_time_s(self, tokens: int, backward_only: bool = False):
+        """Forward + backward (or backward only: all dW) time of the first stage's input embedding (moesim.ops.vocab)."""
+        return self._priced(embedding_ops, tokens, backward_only)
+
+    def _priced(self, build_ops, tokens: int, backward_only: bool):
+        """Σ op_time_s of build_ops(model, training, b, tp, tokens, device kind)'s operators, on every candidate."""
         b, tp = self._rows[0], self._rows[1]
-        fwd, bwd = logits_ops(self.model, self.tr, b, tp, output_tokens, self.hw.device_kind)
+        fwd, bwd = build_ops(self.model, self.tr, b, tp, tokens, self.hw.device_kind)
         ops = bwd if backward_only else fwd + bwd
         n = len(np.asarray(b).reshape(-1))
-        t = sum(np.broadcast_to(np.asarray(op_time_s(op, self.hw), dtype=float), (n,)) for op in ops)
+        t = sum((np.broadcast_to(np.asarray(op_time_s(op, self.hw), dtype=float), (n,)) for op in ops), np.zeros(n))
         if self._inverse is not None:
             return t[self._inverse]
         return t.reshape(np.shape(self.b)) if np.ndim(self.b) else t

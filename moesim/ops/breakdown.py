@@ -1,8 +1,8 @@
 """Per-operator breakdown of one layout: every operator the estimate prices, with its shape, efficiency and time.
 
 `operator_breakdown(scenario, layout)` rebuilds the operator lists that `moesim.estimate` prices (the same
-TermBuilder, moesim.estimate.terms) for the first pipeline stage's layer classes and the last stage's
-output head, and returns one row per (layer class, operator, pass) with its time per call and per step
+TermBuilder, moesim.estimate.terms) for the first pipeline stage's layer classes and input embedding and the
+last stage's output head, and returns one row per (layer class, operator, pass) with its time per call and per step
 (× layers of the class on the stage × micro-batches). `moesim estimate SCENARIO --ops` prints it; the
 validation sections of docs/operators.md compare it with SimuMax's per-module costs.
 """
@@ -18,6 +18,7 @@ from moesim.estimate.context_parallel import tokens_divisor
 from moesim.memory import RECOMPUTE_CODES
 from moesim.ops.base import Op
 from moesim.ops.layer import logits_ops
+from moesim.ops.vocab import embedding_ops, embedding_tokens
 from moesim.ops.price import op_efficiency, op_time_s
 from moesim.specs.layout import Layout
 from moesim.specs.scenario import Scenario
@@ -28,7 +29,7 @@ from moesim.workload import build_workload, stage_class_counts
 class OpRow:
     """One operator of the breakdown (times in seconds)."""
 
-    layer_class: str  # "decoder dense", "decoder moe", ..., or "head" for the output layer
+    layer_class: str  # "decoder dense", "decoder moe", ..., "head" for the output layer, "embedding" the input
     part: str
     name: str
     kind: str
@@ -57,7 +58,8 @@ def _row(label: str, op: Op, hw, calls: float) -> OpRow:
 
 
 def operator_breakdown(scenario: Scenario, layout: Layout) -> list[OpRow]:
-    """The priced operators of the first stage's layer classes (and the last stage's head) for `layout`."""
+    """The priced operators of the first stage's layer classes (and the last stage's head, the first's embedding)
+    for `layout`."""
     from moesim.estimate.terms import TermBuilder
 
     model, hw, tr = scenario.model, scenario.hardware, scenario.training
@@ -79,6 +81,8 @@ def operator_breakdown(scenario: Scenario, layout: Layout) -> list[OpRow]:
         rows += [_row(label, op, hw, layers * m) for op in terms.ops_fwd + terms.ops_bwd]
     fwd, bwd = logits_ops(model, tr, b, arr(layout.tp), wl.output_tokens, hw.device_kind)
     rows += [_row("head", op, hw, wl.logit_heads * m) for op in fwd + bwd]
+    fwd, bwd = embedding_ops(model, tr, b, arr(layout.tp), embedding_tokens(model, seq, dec), hw.device_kind)
+    rows += [_row("embedding", op, hw, m) for op in fwd + bwd if np.any(np.asarray(op.kernels) > 0)]
     return rows
 
 

@@ -36,6 +36,12 @@ CASES = [
     ("glam tpu-v4 zero3 recompute", "glam-64b-64e-tpu-v4", {}, None),
     ("gshard-600b", "gshard-600b-tpu-v3", {}, None),
     ("glam 1024 h100 pp4 m8", GLAM_1024, {}, None),
+    # The model's ends (moesim.ops.vocab): the embedding's and the head's tp collectives, with and without SP.
+    ("llama3-70b b200 tp8 sp", "llama3-70b-l12-b200-tp8", {}, None),
+    ("llama3-70b b200 tp8 no sp, fused ce", "llama3-70b-l12-b200-tp8",
+     {"sequence_parallel": False, "fused_cross_entropy": True}, None),
+    ("llama3-70b b200 tp4 pp2 interleaved", "llama3-70b-l12-b200-tp8", {"pipeline_schedule": "interleaved"},
+     Layout(dp=1, tp=4, pp=2, vp=2)),
 ]
 
 
@@ -72,6 +78,7 @@ def test_layer_overhead_keeps_the_simulator_in_agreement(name, scenario, changes
     assert result.analytical_step_time_s > base.analytical_step_time_s
 
 
+UNEVEN_BOUND_SLACK = 0.002  # above the bound by at most this (test docstring: 0.03 % / 0.10 % measured)
 UNEVEN_CASES = [
     # (id, scenario, devices, training changes, layout): pp ∤ layers, stages split by specs.layout.stage_layers
     ("mixtral-8x7b pp3 (11, 11, 10) 1f1b", "mixtral-8x7b-h100", 48, {}, Layout(dp=16, ep=8, pp=3)),
@@ -85,7 +92,12 @@ UNEVEN_CASES = [
 @pytest.mark.parametrize("name, scenario, devices, changes, layout", UNEVEN_CASES, ids=[c[0] for c in UNEVEN_CASES])
 def test_uneven_stages_agree_with_the_estimate(name, scenario, devices, changes, layout):
     """Uneven stages: the estimate's (m + pp − 1) · slowest stage bounds the simulated pipeline from above
-    (lighter stages fill and drain it faster) and stays within 2 % of it here."""
+    (lighter stages fill and drain it faster) and stays within 2 % of it here. Nearly: since the input embedding is
+    priced (session 18, b200val: 0.70 ms per micro-batch, mostly the fp32 main-gradient add of the [V, h] table)
+    Mixtral's first stage (11 layers, one send, the embedding: 1.448 ms beside the layers) is just lighter than the
+    middle one the estimate charges (11 layers, sends both ways: 1.491 ms), so the estimate does not move, while the
+    first stage, whose forwards start the pipeline and whose backwards end it, now makes the simulated step 0.03 %
+    (1F1B) and 0.10 % (GPipe) longer than the bound."""
     sc = load_scenario(scenario, devices=devices)
     if changes:
         sc = dataclasses.replace(sc, training=dataclasses.replace(sc.training, **changes))
@@ -96,4 +108,4 @@ def test_uneven_stages_agree_with_the_estimate(name, scenario, devices, changes,
     # passes (issue 10), a heavier last stage; 2.5 % for it.
     tolerance = 0.025 if "deepseek" in scenario else TOLERANCE
     assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=tolerance)
-    assert result.step_times_s[0] <= result.analytical_step_time_s
+    assert result.step_times_s[0] <= result.analytical_step_time_s * (1 + UNEVEN_BOUND_SLACK)

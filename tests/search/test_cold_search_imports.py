@@ -1,6 +1,7 @@
-"""A cold `moesim search` imports only what it uses (session 18, coldsearch): scipy.interpolate (with scipy.optimize),
-networkx, simpy and plotly made most of its start (benchmarks/RESULTS.md "Session 18 (coldsearch)"). The nearest-shape
-lookup that replaced scipy.interpolate.NearestNDInterpolator answers as it did, ties and far points included."""
+"""A cold `moesim search` imports only what it uses (session 18, coldsearch): scipy.interpolate (with scipy.optimize)
+and networkx were ~0.9 G instructions of DeepSeek-V3's cold command and a search used neither; scipy.stats, simpy and
+plotly are held out too (benchmarks/RESULTS.md "Session 18 (coldsearch)"). The nearest-shape lookup that replaced
+scipy.interpolate.NearestNDInterpolator answers as it did, ties and far points included."""
 
 from __future__ import annotations
 

@@ -7,7 +7,10 @@ body twice under `valgrind --tool=cachegrind --cache-sim=no` (PYTHONHASHSEED=0, 
 instructions of one search after a first one (start-up, imports and the cold search cancel). --tree DIR measures
 another checkout (e.g. `git archive BASE` extracted to /tmp/base): its moesim is the one imported, this script and
 benchmarks/bench_search.py's case files (this checkout's) are the ones run. Method: benchmarks/RESULTS.md,
-"Session 16 (dsv3speed)".
+"Session 16 (dsv3speed)". `--count --cold` instead counts one cold command, `python -m moesim search FILE --json`
+(FILE: the case's scenario file in the measured tree; a case without a SPACES suffix), start-up and imports included
+(session 18, coldsearch). Python compiles a module whose bytecode is not cached: run it once first, or with
+PYTHONDONTWRITEBYTECODE set (this box sets it) count the compilation too, as benchmarks/RESULTS.md says.
 """
 
 from __future__ import annotations
@@ -33,18 +36,24 @@ def run_searches(case: str, n: int) -> None:
         search(scenario, threads=1)
 
 
-def instructions(case: str, n: int, tree: Path) -> int:
-    """Ir of a whole process running N one-thread searches of CASE with TREE's moesim (cachegrind, no cache sim)."""
+def instructions(case: str, n: int, tree: Path, cold: bool = False) -> int:
+    """Ir of a whole process running N one-thread searches of CASE with TREE's moesim (cachegrind, no cache sim);
+    `cold`: of one `python -m moesim search FILE --json` process instead (N unused)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), str(ROOT / "benchmarks")]), PYTHONHASHSEED="0",
                OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if cold:
+        from bench_search import CASES
+
+        body = ["-m", "moesim", "search", str(tree / Path(CASES[case]).relative_to(ROOT)), "--json"]
+    else:
+        body = [str(Path(__file__).resolve()), case, str(n)]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cachegrind.out"
         done = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}",
-                               sys.executable, str(Path(__file__).resolve()), case, str(n)],
-                              cwd=tree, env=env, capture_output=True, text=True, check=False)
+                               sys.executable, *body], cwd=tree, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise SystemExit(f"ir_search: valgrind on {case} x{n} (tree {tree}) exited {done.returncode}:\n"
-                             f"{done.stderr[-2000:]}")
+            raise SystemExit(f"ir_search: valgrind on {case} {'cold CLI' if cold else f'x{n}'} (tree {tree}) exited "
+                             f"{done.returncode}:\n{done.stderr[-2000:]}")
         found = re.search(r"^summary:\s+(\d+)", out.read_text(), re.MULTILINE)
         if found is None:
             raise SystemExit(f"ir_search: no 'summary:' line in cachegrind's output {out}")
@@ -57,9 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("n", nargs="?", type=int, default=None, help="run N searches here (cachegrind's body)")
     parser.add_argument("--count", action="store_true", help="count Ir of 1 and of 2 searches under cachegrind")
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose moesim is measured")
+    parser.add_argument("--cold", action="store_true",
+                        help="with --count: Ir of one cold `python -m moesim search FILE --json` process")
     args = parser.parse_args(argv)
     if args.count == (args.n is not None):
         parser.error("give either N (searches to run here) or --count (measure under cachegrind)")
+    if args.cold and not args.count:
+        parser.error("--cold goes with --count")
     if args.n is not None:
         if args.n < 1:
             parser.error(f"N must be at least 1, got {args.n}")
@@ -68,6 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     tree = args.tree.resolve()
     if not (tree / "moesim").is_dir():
         parser.error(f"--tree {tree}: no moesim/ package there")
+    if args.cold:
+        from bench_search import CASES  # this script's folder is on sys.path
+
+        if args.case not in CASES:
+            parser.error(f"--cold takes a case without a SPACES suffix (a scenario file): one of {', '.join(CASES)}")
+        print(f"{args.case} tree={tree}: Ir of a cold `moesim search --json` process "
+              f"{instructions(args.case, 1, tree, cold=True) / 1e6:,.1f} M")
+        return 0
     one = instructions(args.case, 1, tree)
     two = instructions(args.case, 2, tree)
     print(f"{args.case} tree={tree}: Ir 1 search {one / 1e6:,.1f} M, 2 searches {two / 1e6:,.1f} M, "

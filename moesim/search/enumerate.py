@@ -231,15 +231,23 @@ def enumerate_layouts(scenario: Scenario) -> Enumeration:
     for index, name in enumerate(_PIPELINE_REASONS):
         rejected[name] = int(np.sum(late == index)) * n_opt
     ok = late < 0
-    at, pipe, c, m = (np.repeat(a[ok], n_opt) for a in (at, pipe, c, m))
-    opt = np.tile(np.arange(n_opt), int(ok.sum()))
+    at, pipe, c, m = at[ok], pipe[ok], c[ok], m[ok]
+    # Each (combination, order, micro-batch, pipeline choice) row repeated once per option: a column is gathered
+    # on these rows, then repeated (the same values as gathering on the repeated rows, fewer long arrays).
+    options_of = {name: np.tile(values, len(c)) for name, values in options.items()}  # options[name][opt]
+
+    def per_option(values: np.ndarray) -> np.ndarray:
+        return np.repeat(values, n_opt)
+
     # Equal for the candidates that differ only in the order: (combination, micro-batch, pipeline choice, options).
-    order_free = ((c * table.shape[1] + offset[at]) * n_pipes + pipe) * n_opt + opt
+    order_free = per_option(((c * table.shape[1] + offset[at]) * n_pipes + pipe) * n_opt) \
+        + np.tile(np.arange(n_opt), len(c))
     cands = Candidates(
-        dp=g["dp"][c], tp=g["tp"][c], pp=g["pp"][c], ep=g["ep"][c], etp=g["etp"][c], micro_batches=m,
-        zero_stage=options["zero_stage"][opt], recompute=options["recompute"][opt],
-        capacity_factor=options["capacity_factor"][opt], order=order_index[row[at]], orders=orders,
-        cp=g["cp"][c], vp=pipes["vp"][pipe], cp_comm=pipes["cp_comm"][pipe], schedule=pipes["schedule"][pipe],
-        order_free_key=order_free,
+        dp=per_option(g["dp"][c]), tp=per_option(g["tp"][c]), pp=per_option(g["pp"][c]), ep=per_option(g["ep"][c]),
+        etp=per_option(g["etp"][c]), micro_batches=per_option(m), zero_stage=options_of["zero_stage"],
+        recompute=options_of["recompute"], capacity_factor=options_of["capacity_factor"],
+        order=per_option(order_index[row[at]]), orders=orders, cp=per_option(g["cp"][c]),
+        vp=per_option(pipes["vp"][pipe]), cp_comm=per_option(pipes["cp_comm"][pipe]),
+        schedule=per_option(pipes["schedule"][pipe]), order_free_key=order_free,
     )
     return Enumeration(candidates=cands, considered=considered, rejected=rejected)

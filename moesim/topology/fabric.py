@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import networkx as nx
+if TYPE_CHECKING:  # networkx only where a graph is built: a search never builds one (session 18, coldsearch)
+    import networkx as nx
 
 # NVIDIA Quantum-2 NDR switches have 64 ports (SB gpus.md, DGX H100 SuperPod: "64-port" switches);
 # used when a profile gives no switch_radix.
@@ -119,6 +121,8 @@ def build_fabric_graph(f: SwitchedFabric, domain_name: str = "nvlink",
     Edge attributes: `bw_bytes_per_s` (one direction), `latency_s` (a level's end-to-end latency
     spread over its hops), `level`. Every device has one domain port and, with a fabric, one NIC.
     """
+    import networkx as nx
+
     g = nx.MultiDiGraph(name=f"{f.devices} devices, domains of {f.domain_devices}, {f.fabric or 'no fabric'}")
 
     def link(a, b, bw, lat, level):

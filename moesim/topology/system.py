@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from moesim.errors import SpecError
 from moesim.specs.hardware import NETWORK_TOPOLOGIES, EfficiencyTable, HardwareProfile, InterconnectLevel
 from moesim.topology.fabric import DEFAULT_SWITCH_RADIX, SwitchedFabric, build_fabric_graph
 from moesim.topology.torus import TorusSlice, build_torus_graph, make_slice
+
+if TYPE_CHECKING:  # networkx only where a graph is built: a search never builds one (session 18, coldsearch)
+    import networkx as nx
 
 TORUS_TOPOLOGIES = ("torus", "ring")
 

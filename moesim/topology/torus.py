@@ -14,12 +14,15 @@ import itertools
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
 from moesim.errors import SpecError
 from moesim.specs.hardware import WRAPAROUND_RULES
+
+if TYPE_CHECKING:  # networkx only where a graph is built: a search never builds one (session 18, coldsearch)
+    import networkx as nx
 
 MULTIPLE_OF_4 = 4  # v4/v5p slices are tori on axes that are multiples of 4 (cloud.google.com/tpu/docs/v4)
 
@@ -166,6 +169,8 @@ def build_torus_graph(torus: TorusSlice, name: str = "ici") -> nx.MultiDiGraph:
     Edge attributes: `bw_bytes_per_s` (one direction), `latency_s`, `axis`, `level`. Parallel links
     (an axis of length 2 with wraparound) are parallel edges, so multiplicity is kept.
     """
+    import networkx as nx
+
     g = nx.MultiDiGraph(name=f"torus {'x'.join(map(str, torus.dims))}")
     k = len(torus.dims)
     for chip, coord in enumerate(itertools.product(*(range(a) for a in reversed(torus.dims)))):

@@ -1,5 +1,6 @@
-"""Session 18 (crusoe): the Crusoe A100 2-node all_reduce size by size (scripts/crusoe_rows.py; docs/collectives-history.md
-"Session 18 (crusoe)"): the figures the section quotes, from the shipped priors and Crusoe's stated fabric."""
+"""Session 18 (crusoe): the Crusoe A100 2-node all_reduce size by size (scripts/crusoe_rows.py;
+docs/collectives-history.md "Session 18 (crusoe)"): the figures the section quotes, from the shipped priors and
+Crusoe's stated fabric."""
 
 import tomllib
 from pathlib import Path

@@ -51,8 +51,10 @@ NON_EMPTY_ARGS = ("scenario", "model", "hardware", "layout", "routing", "results
                   "dask", "sweep", "bytes")
 # Command-line values that name a file moesim writes.
 OUTPUT_ARGS = ("output", "trace")
-# Command-line values that name a file moesim reads and must not write over (calibrate checks its own inputs).
-INPUT_ARGS = ("scenario", "routing", "results")
+# Command-line values that name a file moesim reads and must not write over; calibrate checks its own inputs (its
+# messages name the measurements and the prior), so none of these are checked for it.
+INPUT_ARGS = ("scenario", "hardware", "results_hardware", "routing", "results")
+SELF_CHECKED_COMMANDS = ("calibrate",)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -80,13 +82,13 @@ def _check_not_an_input(args: argparse.Namespace, out: str, field: str) -> None:
     wrote the trace over the scenario)."""
     import os
 
-    if not os.path.isfile(out):
+    if not os.path.isfile(out) or getattr(args, "command", None) in SELF_CHECKED_COMMANDS:
         return
     for dest in INPUT_ARGS:
         given = getattr(args, dest, None)
         for path in given if isinstance(given, list) else [given]:
             if isinstance(path, str) and os.path.isfile(path) and os.path.samefile(path, out):
-                raise SpecError(f"is the {dest} file given ({path}): writing there would overwrite it", file=out,
+                raise SpecError(f"is the {dest.replace('_', ' ')} file given ({path}): writing there would overwrite it", file=out,
                                 field=field, allowed="a path that is not one of the command's input files")
 
 

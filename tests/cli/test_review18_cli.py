@@ -1,0 +1,37 @@
+"""What session 18's review found in the CLI's output-over-input check (lane review18): each test failed on main at
+the review's branch point. The table is in docs/collectives-history.md, "Session 18 (review18)"."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+
+import pytest
+
+import _cli
+from moesim.paths import builtin_dir
+
+run_bad = functools.partial(_cli.run_bad, timeout_s=30.0)
+SCENARIO = builtin_dir("scenarios") / "switch-base-128-tpu-v3.toml"
+PROFILE = builtin_dir("hardware_profiles") / "tpu-v3.toml"
+
+
+# `simulate s --hardware hw.toml --trace hw.toml` wrote the trace over the hardware profile it read, and `sweep s
+# --hardware hw.toml -o hw.toml` the CSV: the generic check compared the output with the scenario, --routing and
+# --results only. Also through a symbolic link and a relative path. The profile is left as it was.
+@pytest.mark.parametrize("argv", [
+    ["simulate", "{s}", "--hardware", "{h}", "--steps", "1", "--trace", "{h}"],
+    ["simulate", "{s}", "--hardware", "{h}", "--steps", "1", "--trace", "{link}"],
+    ["simulate", "{s}", "--hardware", "{h}", "--steps", "1", "--trace", "hw.toml"],
+    ["sweep", "{s}", "--hardware", "{h}", "--vary", "experts=64", "-o", "{h}"],
+])
+def test_output_over_the_hardware_file_is_refused(tmp_path, capsys, monkeypatch, argv):
+    profile = tmp_path / "hw.toml"
+    shutil.copyfile(PROFILE, profile)
+    os.symlink(profile, tmp_path / "link.toml")
+    before = profile.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    argv = [a.format(s=SCENARIO, h=profile, link=tmp_path / "link.toml") for a in argv]
+    run_bad(capsys, argv, "is the hardware file given", "writing there would overwrite it")
+    assert profile.read_bytes() == before

@@ -88,8 +88,8 @@ def _check_not_an_input(args: argparse.Namespace, out: str, field: str) -> None:
         given = getattr(args, dest, None)
         for path in given if isinstance(given, list) else [given]:
             if isinstance(path, str) and os.path.isfile(path) and os.path.samefile(path, out):
-                raise SpecError(f"is the {dest.replace('_', ' ')} file given ({path}): writing there would overwrite it", file=out,
-                                field=field, allowed="a path that is not one of the command's input files")
+                raise SpecError(f"is the {dest.replace('_', ' ')} file given ({path}): writing there would overwrite it",
+                                file=out, field=field, allowed="a path that is not one of the command's input files")
 
 
 def _unrecognized(parser: argparse.ArgumentParser, command: str | None, extras: list[str]) -> SpecError:

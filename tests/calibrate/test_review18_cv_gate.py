@@ -1,7 +1,7 @@
 """Session 18 review18: `calibrate --transfer cv-gate` on a log of one message size (moesim/calibrate/transfer_cv.py).
 Its 'one message size' branch came after the fold fits, and the one fold's fit, on the rows outside it, had none:
 calibrate stopped with "nothing to fit" where the shared fit wrote a profile. docs/collectives-history.md, "Session 18
-(review18)"."""
+(review)"."""
 
 from __future__ import annotations
 

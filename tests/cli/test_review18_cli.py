@@ -1,5 +1,5 @@
-"""What session 18's review found in the CLI's output-over-input check (lane review18): each test failed on main at
-the review's branch point. The table is in docs/collectives-history.md, "Session 18 (review18)"."""
+"""What session 18's review found in the CLI (lane review18): each test failed on main at
+the review's branch point. The list is in docs/collectives-history.md, "Session 18 (review)"."""
 
 from __future__ import annotations
 

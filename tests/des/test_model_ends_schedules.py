@@ -1,7 +1,8 @@
-"""The model's ends in every pipeline schedule of the simulator (session 18 review18, a second reading of b200val): per
-micro-batch the input embedding (moesim.ops.vocab) runs once on the first piece and the output head once on the last,
-with their tensor-parallel collectives, whatever the schedule places the pieces on (interleaved: v pieces a device;
-zb-v: pieces d and 2p-1-d; DualPipe: half the micro-batches through the mirrored devices)."""
+"""The model's ends in every pipeline schedule of the simulator (session 18 review, a second reading of b200val;
+docs/collectives-history.md "Session 18 (review)"): per micro-batch the input embedding (moesim.ops.vocab) runs once
+on the first piece and the output head once on the last, with their tensor-parallel collectives, whatever the schedule
+places the pieces on (interleaved: v pieces a device; zb-v: pieces d and 2p-1-d; DualPipe: half the micro-batches
+through the mirrored devices)."""
 
 from __future__ import annotations
 

@@ -88,8 +88,40 @@ def _check_not_an_input(args: argparse.Namespace, out: str, field: str) -> None:
         given = getattr(args, dest, None)
         for path in given if isinstance(given, list) else [given]:
             if isinstance(path, str) and os.path.isfile(path) and os.path.samefile(path, out):
-                raise SpecError(f"is the {dest.replace('_', ' ')} file given ({path}): writing there would overwrite it",
-                                file=out, field=field, allowed="a path that is not one of the command's input files")
+                raise SpecError(f"is the {dest.replace('_', ' ')} file given ({path}): writing there would "
+                                "overwrite it", file=out, field=field,
+                                allowed="a path that is not one of the command's input files")
+    for key, path in _scenario_files(args):
+        if os.path.isfile(path) and os.path.samefile(path, out):
+            raise SpecError(f"is the scenario's {key} file ({path}): writing there would overwrite it", file=out,
+                            field=field, allowed="a path that is not one of the command's input files")
+
+
+def _scenario_files(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(key, path) of the model and hardware files the command's scenario file names, resolved as its load resolves
+    them (moesim.specs.scenario_file.scenario_from_table); the hardware only where no --hardware replaces it. None
+    that cannot be resolved: the load says why."""
+    from moesim.specs.data_files import read_data_file, resolve_ref
+
+    scenario = getattr(args, "scenario", None)
+    if not isinstance(scenario, str):
+        return []
+    try:
+        path = resolve_ref(scenario, "scenarios")
+        table = read_data_file(path)
+    except (SpecError, OSError):
+        return []
+    kinds = {"model": "models", "hardware": "hardware_profiles"}
+    if getattr(args, "hardware", None):  # --hardware replaces the scenario's profile: that file is not read
+        del kinds["hardware"]
+    out = []
+    for key, kind in kinds.items():
+        if isinstance(table.get(key), str):
+            try:
+                out.append((key, str(resolve_ref(table[key], kind, relative_to=path.parent))))
+            except (SpecError, OSError):
+                continue
+    return out
 
 
 def _unrecognized(parser: argparse.ArgumentParser, command: str | None, extras: list[str]) -> SpecError:

@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 import _cli
+from moesim.cli import main
 from moesim.paths import builtin_dir
 
 run_bad = functools.partial(_cli.run_bad, timeout_s=30.0)
@@ -50,3 +51,26 @@ def test_estimate_ops_title_and_help_name_the_embedding_rows(capsys):
     with pytest.raises(SystemExit):
         main(["estimate", "--help"])
     assert "(first stage's layers and embedding, last stage's head;" in " ".join(capsys.readouterr().out.split())
+
+
+# A scenario file naming its own profile or model file (`hardware = "hw.toml"`, `model = "m.toml"`, beside it):
+# `simulate s.toml --trace hw.toml` wrote the trace over the profile the scenario reads. The check reads the scenario's
+# two keys as its load resolves them (beside the scenario, then the current folder); --hardware given, the scenario's
+# profile is not read and not guarded.
+@pytest.mark.parametrize("key, argv", [
+    ("hardware", ["simulate", "{s}", "--steps", "1", "--trace", "hw.toml"]),
+    ("model", ["sweep", "{s}", "--vary", "experts=64", "-o", "{d}/m.toml"]),
+])
+def test_output_over_a_file_the_scenario_names_is_refused(tmp_path, capsys, monkeypatch, key, argv):
+    shutil.copyfile(PROFILE, tmp_path / "hw.toml")
+    shutil.copyfile(builtin_dir("models") / "switch-base-128.toml", tmp_path / "m.toml")
+    text = SCENARIO.read_text().replace('hardware = "tpu-v3"', 'hardware = "hw.toml"', 1)
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(text.replace('model = "switch-base-128"', 'model = "m.toml"', 1))
+    before = {p: p.read_bytes() for p in (tmp_path / "hw.toml", tmp_path / "m.toml")}
+    monkeypatch.chdir(tmp_path)
+    run_bad(capsys, [a.format(s=scenario, d=tmp_path) for a in argv], f"is the scenario's {key} file",
+            "writing there would overwrite it")
+    assert {p: p.read_bytes() for p in before} == before
+    # the profile the scenario names is not read under --hardware: writing over it is the user's to choose
+    assert main(["simulate", str(scenario), "--hardware", "tpu-v3", "--steps", "1", "--trace", "hw.toml"]) == 0

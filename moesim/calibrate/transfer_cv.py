@@ -104,7 +104,7 @@ def cv_gate(fit, seed: int) -> tuple:
         return fit, []
     design = fit.point[0]
     folds = fold_fits(fit, seed)
-    if not folds:  # one size: nothing the folds can confirm
+    if not folds:  # fewer than two sizes: nothing the folds can confirm
         written, _ = at_prior(fit, moved)
         return written, [f"{p.name}: fewer than two message sizes, no fold to confirm it: written at the prior"
                          for p in moved]

@@ -79,7 +79,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 def _check_not_an_input(args: argparse.Namespace, out: str, field: str) -> None:
     """A SpecError where the output path `out` is one of the command's input files (`simulate s.toml --trace s.toml`
-    wrote the trace over the scenario)."""
+    wrote the trace over the scenario): those INPUT_ARGS name and the model and hardware files the scenario names."""
     import os
 
     if not os.path.isfile(out) or getattr(args, "command", None) in SELF_CHECKED_COMMANDS:

@@ -41,8 +41,6 @@ def test_output_over_the_hardware_file_is_refused(tmp_path, capsys, monkeypatch,
 # `estimate --ops` has listed the first stage's input embedding since b200val (rows "embedding"), while its title and
 # the flag's help, written by newuser2 beside it, named only the first stage's layers and the last stage's head.
 def test_estimate_ops_title_and_help_name_the_embedding_rows(capsys):
-    from moesim.cli import main
-
     assert main(["estimate", "llama3-70b-l12-b200-tp8", "--ops"]) == 0
     out = capsys.readouterr().out.split("operators (per device")[1]
     assert any(line.startswith("embedding ") for line in out.splitlines())

@@ -65,11 +65,15 @@ def band_score(keys: list[tuple], measured: np.ndarray, predicted: np.ndarray) -
 
 
 def fold_fits(fit, seed: int) -> list[tuple[Design, list[tuple], np.ndarray]]:
-    """Per fold: (a Design of its rows, their size keys, θ_k of the point fit's solve on every other row)."""
+    """Per fold: (a Design of its rows, their size keys, θ_k of the point fit's solve on every other row); none where
+    the log has fewer than two sizes (one fold would leave its fit no row to fit on)."""
     design, _, _, prior_weights = fit.point
     keys = size_keys(design.observations)
+    folds = size_folds(keys, seed)
+    if len(folds) < 2:
+        return []
     out = []
-    for rows in size_folds(keys, seed):
+    for rows in folds:
         copies = np.ones(len(keys), dtype=int)
         copies[rows] = 0
         theta_k, _ = refit(design, fit.loss, copies, prior_weights)
@@ -100,9 +104,10 @@ def cv_gate(fit, seed: int) -> tuple:
         return fit, []
     design = fit.point[0]
     folds = fold_fits(fit, seed)
-    if len(folds) < 2:  # one size: nothing the folds can confirm
+    if not folds:  # fewer than two sizes: nothing the folds can confirm
         written, _ = at_prior(fit, moved)
-        return written, [f"{p.name}: one message size, no fold to confirm it: written at the prior" for p in moved]
+        return written, [f"{p.name}: fewer than two message sizes, no fold to confirm it: written at the prior"
+                         for p in moved]
     theta0 = design.initial()
     fitted = out_of_fold_score(folds, theta0)
     refused, notes = [], []

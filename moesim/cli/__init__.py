@@ -51,8 +51,10 @@ NON_EMPTY_ARGS = ("scenario", "model", "hardware", "layout", "routing", "results
                   "dask", "sweep", "bytes")
 # Command-line values that name a file moesim writes.
 OUTPUT_ARGS = ("output", "trace")
-# Command-line values that name a file moesim reads and must not write over (calibrate checks its own inputs).
-INPUT_ARGS = ("scenario", "routing", "results")
+# Command-line values that name a file moesim reads and must not write over; calibrate checks its own inputs (its
+# messages name the measurements and the prior), so none of these are checked for it.
+INPUT_ARGS = ("scenario", "hardware", "results_hardware", "routing", "results")
+SELF_CHECKED_COMMANDS = ("calibrate",)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -77,17 +79,49 @@ def check_args(args: argparse.Namespace) -> None:
 
 def _check_not_an_input(args: argparse.Namespace, out: str, field: str) -> None:
     """A SpecError where the output path `out` is one of the command's input files (`simulate s.toml --trace s.toml`
-    wrote the trace over the scenario)."""
+    wrote the trace over the scenario): those INPUT_ARGS name and the model and hardware files the scenario names."""
     import os
 
-    if not os.path.isfile(out):
+    if not os.path.isfile(out) or getattr(args, "command", None) in SELF_CHECKED_COMMANDS:
         return
     for dest in INPUT_ARGS:
         given = getattr(args, dest, None)
         for path in given if isinstance(given, list) else [given]:
             if isinstance(path, str) and os.path.isfile(path) and os.path.samefile(path, out):
-                raise SpecError(f"is the {dest} file given ({path}): writing there would overwrite it", file=out,
-                                field=field, allowed="a path that is not one of the command's input files")
+                raise SpecError(f"is the {dest.replace('_', ' ')} file given ({path}): writing there would "
+                                "overwrite it", file=out, field=field,
+                                allowed="a path that is not one of the command's input files")
+    for key, path in _scenario_files(args):
+        if os.path.isfile(path) and os.path.samefile(path, out):
+            raise SpecError(f"is the scenario's {key} file ({path}): writing there would overwrite it", file=out,
+                            field=field, allowed="a path that is not one of the command's input files")
+
+
+def _scenario_files(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(key, path) of the model and hardware files the command's scenario file names, resolved as its load resolves
+    them (moesim.specs.scenario_file.scenario_from_table); the hardware only where no --hardware replaces it. None
+    that cannot be resolved: the load says why."""
+    from moesim.specs.data_files import read_data_file, resolve_ref
+
+    scenario = getattr(args, "scenario", None)
+    if not isinstance(scenario, str):
+        return []
+    try:
+        path = resolve_ref(scenario, "scenarios")
+        table = read_data_file(path)
+    except (SpecError, OSError):
+        return []
+    kinds = {"model": "models", "hardware": "hardware_profiles"}
+    if getattr(args, "hardware", None):  # --hardware replaces the scenario's profile: that file is not read
+        del kinds["hardware"]
+    out = []
+    for key, kind in kinds.items():
+        if isinstance(table.get(key), str):
+            try:
+                out.append((key, str(resolve_ref(table[key], kind, relative_to=path.parent))))
+            except (SpecError, OSError):
+                continue
+    return out
 
 
 def _unrecognized(parser: argparse.ArgumentParser, command: str | None, extras: list[str]) -> SpecError:

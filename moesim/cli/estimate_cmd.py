@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--ops", action="store_true",
                    help="also list every priced operator: shape, efficiency, time per call and per step "
-                        "(first stage's layers, last stage's head; JSON key 'operators')")
+                        "(first stage's layers and embedding, last stage's head; JSON key 'operators')")
     p.set_defaults(run=run)
 
 
@@ -74,8 +74,8 @@ def render_ops(rows) -> str:
     body = [(r.layer_class, r.part, r.name, r.pass_, r.kind, r.dtype, _shape_text(r),
              "-" if r.efficiency != r.efficiency else f"{r.efficiency:.3f}", format_seconds(r.time_s),
              f"{r.calls_per_step:g}", format_seconds(r.step_time_s)) for r in rows if r.kind != "host" or r.time_s]
-    return ("operators (per device; the first pipeline stage's layers and the last stage's head; time per call = one "
-            "layer, one micro-batch)\n") + table(
+    return ("operators (per device; the first pipeline stage's layers and input embedding and the last stage's head; "
+            "time per call = one layer, one micro-batch)\n") + table(
         body, ["layers", "part", "operator", "pass", "kind", "dtype", "shape", "efficiency", "time/call", "calls",
                "time/step"], align="lllllllrrrr")
 

@@ -44,12 +44,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim.ops.base import Op, memory
+from moesim.ops.layer import FP32_BYTES, READ_WRITE
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
 
 PART = "dense_ffn"  # the part the head's operators are priced in too (moesim.ops.layer.logits_ops)
-READ_WRITE = 2
-FP32_BYTES = 4
 CE_ALL_REDUCES = 3  # unfused: logits_max, predicted_logits, sum_exp_logits, [t] float32 each (cross_entropy.py)
 CE_FUSED_ALL_REDUCE_FLOATS = (1, 2)  # fused: logits_max, then predicted_logits ++ sum_exp_logits (floats per token)
 

@@ -48,9 +48,10 @@ def optimizer_time_s(model: ModelSpec, hw: HardwareProfile, tr: TrainingSpec, de
     shard_e = np.where(zero >= 1, edp[:, None], 1)
     local = dense_params / shard_d + expert_params / shard_e
     # The step's memory-bound operators (moesim/ops/optimizer.py): gradient-buffer reset (sharded at ZeRO >= 2),
-    # grad norm, the update over the states, the master -> parameter copy.
+    # grad norm, the update over the states, the master -> parameter copy; on GPUs Megatron DDP's NaN-check norm and
+    # 1/(dp·cp) pre-scale of the gradient buffers before their reduction.
     buffer = dense_params / np.where(zero >= 2, dcp[:, None], 1) + expert_params / np.where(zero >= 2, edp[:, None], 1)
-    opt_ops = optimizer_step_ops(tr, model.d_model, model.d_ff, local, buffer)
+    opt_ops = optimizer_step_ops(tr, model.d_model, model.d_ff, local, buffer, dcp, hw.device_kind)
     # FP8 GEMMs with cached weight copies: the updated weights are quantised once per step (TE caches them
     # across micro-batches); without the cache every micro-batch casts them (terms.py, precision_terms.py).
     if tr.fp8_weight_cache:

@@ -22,6 +22,7 @@ Forward operators, in execution order, by stage part:
                   summed once the combine is back)
   shared_experts  shared_fc1, shared_activation, shared_fc2 (as fc1/fc2 with f = shared d_ff, split by tp)
   layer_overhead  the profile's fixed host cost per layer pass (efficiency.layer_overhead_us)
+The last stage's head (logits_ops, once per output head): final_norm (as attn_norm), logits (gemm), cross-entropy.
 t_n = b·n/tp with sequence parallelism (norms and residuals on the sequence shard, Korthikanti et al. 2022
 §4.2.2), b·n without. GEMM FLOP totals equal moesim.flops' per-layer figures. Backward: moesim.ops.base.backward
 (dgrad and wgrad per GEMM, flash backward, memory ops at a bytes factor: norms and activations read the
@@ -287,15 +288,19 @@ def _cross_entropy_ops(training: TrainingSpec, logits, q, compiled: bool) -> tup
 
 def logits_ops(model: ModelSpec, training: TrainingSpec, b, tp, output_tokens: int,
                device_kind: str = "gpu") -> tuple[list[Op], list[Op]]:
-    """(forward, backward) operators of the output head on the last stage: the [b·n, h]·[h, V/tp] GEMM and
-    the cross-entropy over its logits (memory: the passes of Megatron's vocab-parallel cross-entropy, of the
-    fused kernel, or of XLA's fusion on TPUs; _cross_entropy_ops)."""
+    """(forward, backward) operators of the output head on the last stage: the final norm, the [b·n, h]·[h, V/tp]
+    GEMM and the cross-entropy over its logits (memory: the passes of Megatron's vocab-parallel cross-entropy, of
+    the fused kernel, or of XLA's fusion on TPUs; _cross_entropy_ops)."""
     dt = training.dtype_for("head")  # the output head stays in BF16 under FP8 recipes (DeepSeek-V3 §3.3)
     m = b * output_tokens
+    q = training.bytes_of("activation")
+    # Megatron-LM TransformerBlock.forward: final_layernorm on the last stage, on the sequence shard with SP (the
+    # head's ColumnParallelLinear gathers after it); one per MTP module too (MultiTokenPredictionLayer.final_layernorm)
+    norm = _norm("dense_ffn", "final_norm", op_dtype(training, "memory"), q,
+                 m / tp if training.sequence_parallel else m, model.d_model)
     head = gemm("dense_ffn", "logits", dt, m, model.vocab_size / tp, model.d_model)
-    ce_fwd, ce_bwd = _cross_entropy_ops(training, m * model.vocab_size / tp, training.bytes_of("activation"),
-                                        compiled=device_kind.startswith("tpu"))
-    return [head, ce_fwd], [ce_bwd] + backward(head)
+    ce_fwd, ce_bwd = _cross_entropy_ops(training, m * model.vocab_size / tp, q, compiled=device_kind.startswith("tpu"))
+    return [norm, head, ce_fwd], [ce_bwd] + backward(head) + backward(norm)
 
 
 __all__ = ["LayerOps", "backward_ops", "logits_ops", "self_attention_mask"]

@@ -11,6 +11,15 @@ Per device, over its parameters (arrays broadcast over candidates and stages):
                     parameter, (q_master + q_p) · P_local (core/optimizer/optimizer.py,
                     _copy_main_params_to_model_params); without a master copy the update writes the parameter
                     in place and this is q_p · P_local, the write the update's state bytes do not count
+Before the data-parallel reduction, Megatron-LM DDP passes over every gradient buffer of the device (GPU only;
+core/distributed/param_and_grad_buffer.py _ParamAndGradBucketGroup.start_grad_sync, at 23e00ed0, the commit of the
+published B200 runs):
+  grad_nan_check    check_grads: bucket.grad_data.norm(p=2), one read, q_g · P_buffer (training.grad_nan_check)
+  grad_prescale     bucket.grad_data *= gradient_scaling_factor, 1/(dp·cp) for dense and expert buffers alike
+                    unless the collective averages (distributed_data_parallel.py __init__): 2 · q_g · P_buffer
+                    when dp·cp > 1 and not training.grad_average_in_collective
+They run on the compute stream once per step, after the last backward when the reduction is not overlapped, so
+they are priced with the step's end here. XLA programs fuse them into the reduction: none on TPUs.
 Gradient clipping's scale pass (read + write of the main gradients) runs only when the norm exceeds the
 threshold (clip_grad_by_total_norm_fp32 applies clip_coeff < 1), so it is not priced.
 Each operator is priced like every memory-bound operator (moesim.ops.price: the profile's memory table or
@@ -31,18 +40,28 @@ PART = "optimizer"
 
 
 def optimizer_step_ops(training: TrainingSpec, model_d_model: int, model_d_ff: int, local_params,
-                       buffer_params) -> list[Op]:
+                       buffer_params, dp_cp=1, device_kind: str = "gpu") -> list[Op]:
     """The step's memory-bound operators for `local_params` in the optimizer's shard and `buffer_params`
-    in the device's gradient buffer (module docstring)."""
+    in the device's gradient buffer, `dp_cp` the dense gradients' reduction group (module docstring)."""
     q_g, q_p = training.bytes_of("grad"), training.bytes_of("param")
     k = optimizer_state_bytes_per_param(training, model_d_model, model_d_ff)
     has_master = training.dtype_for("master") != training.param_dtype
     q_master = training.bytes_of("master") if has_master else 0.0
-    local = np.asarray(local_params, dtype=float)
-    return [memory(PART, "zero_grad_buffer", "float32", q_g * np.asarray(buffer_params, dtype=float)),
-            memory(PART, "grad_norm", "float32", q_g * local),
-            memory(PART, "optimizer_update", "float32", (q_g + 2 * k) * local),
-            memory(PART, "param_copy", "float32", (q_master + q_p) * local)]
+    local, buffer = np.asarray(local_params, dtype=float), np.asarray(buffer_params, dtype=float)
+    ops = [memory(PART, "zero_grad_buffer", "float32", q_g * buffer),
+           memory(PART, "grad_norm", "float32", q_g * local),
+           memory(PART, "optimizer_update", "float32", (q_g + 2 * k) * local),
+           memory(PART, "param_copy", "float32", (q_master + q_p) * local)]
+    if device_kind != "gpu":
+        return ops
+    if training.grad_nan_check:  # param_and_grad_buffer.py check_grads: grad_data.norm(p=2)
+        ops.append(memory(PART, "grad_nan_check", "float32", q_g * buffer))
+    if not training.grad_average_in_collective:  # start_grad_sync: grad_data *= 1/(dp·cp), where that is not 1
+        prescaled = np.where(np.asarray(dp_cp, dtype=float) > 1, 2 * q_g, 0.0)
+        if np.ndim(prescaled) == 1 and np.ndim(buffer) == 2:
+            prescaled = prescaled[:, None]
+        ops.append(memory(PART, "grad_prescale", "float32", prescaled * buffer))
+    return ops
 
 
 def ops_total_time_s(ops: list[Op], hw: HardwareProfile) -> np.ndarray:

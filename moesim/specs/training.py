@@ -92,6 +92,11 @@ class TrainingSpec:
     sequence_parallel: bool = True
     pipeline_schedule: str = "1f1b"
     overlap_grad_reduce: bool = True
+    # Megatron-LM DDP's passes over every gradient buffer before the data-parallel reduction (core/distributed/
+    # param_and_grad_buffer.py _ParamAndGradBucketGroup.start_grad_sync): check_grads' L2 norm (check_for_nan_in_grad,
+    # on unless --no-check-for-nan-in-loss-and-grad) and, unless --ddp-average-in-collective, the 1/(dp·cp) pre-scale.
+    grad_nan_check: bool = True
+    grad_average_in_collective: bool = False
     dispatch_impl: str = "index"
     dispatch_backend: str = "nccl"
     capacity_factor: float | None = None  # None: the model's train capacity factor

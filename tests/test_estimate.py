@@ -108,14 +108,25 @@ def test_without_overlap_grad_sync_is_exposed():
 
 
 def test_pipeline_bubble():
-    """1F1B: T_pipe = (m + pp − 1)·T_mb, so the bubble is (pp − 1)/m of the m micro-batches' time
-    (Narayanan et al. 2021, arXiv 2104.04473, §2.2)."""
+    """1F1B: T_pipe = Σ_s T_mb(s) + (m − 1)·max_s T_mb(s) (Alpa, Zheng et al. OSDI 2022, §5 Eq. 2), so the bubble is
+    the stages' summed time per micro-batch less the slowest one's; (pp − 1)/m of the m micro-batches' time
+    (Narayanan et al. 2021, arXiv 2104.04473, §2.2) only at equal stages. Session 18 (pipebound): the two stages of
+    pp = 2 are the model's ends (the embedding on one, the output head on the other), so the bubble is the lighter
+    one's time, below (pp − 1)/m of the slowest's; and both stages together run the whole model of pp = 1 at the
+    same micro-batch plus one pipeline send each per micro-batch."""
     m, pp = 4, 2
-    scenario = tiny(micro_batches=m, overlap_grad_reduce=False)
-    e = estimate(scenario, Layout(dp=4, tp=2, pp=pp, ep=8))
-    grad_sync = sum(c["time_s"] for c in e.communication.values() if c["overlapped_with_backward"])
-    per_micro_batches = e.compute_time_s + e.exposed_communication_time_s - grad_sync
-    assert e.bubble_time_s == pytest.approx((pp - 1) / m * per_micro_batches, rel=1e-12)
+    e = estimate(tiny(micro_batches=m, overlap_grad_reduce=False), Layout(dp=4, tp=2, pp=pp, ep=8))
+    one = estimate(tiny(devices=8, micro_batches=m, overlap_grad_reduce=False), Layout(dp=4, tp=2, pp=1, ep=8))
+
+    def per_micro_batch(est):
+        grad_sync = sum(c["time_s"] for c in est.communication.values() if c["overlapped_with_backward"])
+        return (est.compute_time_s + est.exposed_communication_time_s - grad_sync) / m
+
+    slowest = per_micro_batch(e)
+    assert e.bubble_time_s < (pp - 1) * slowest
+    send = e.communication["pp_send_recv"]["time_s"] / m  # the slowest stage's one send per micro-batch
+    assert e.bubble_time_s + slowest == pytest.approx(per_micro_batch(one) + pp * send, rel=1e-12)
+    assert one.bubble_time_s == 0.0
     # Each stage of two sends once per micro-batch: activations forward, or input gradients backward.
     assert e.communication["pp_send_recv"]["calls_per_step"] == m
 

@@ -3,10 +3,10 @@
 Per device, per micro-batch, per pipeline stage (1F1B or GPipe; Narayanan et al. 2021,
 arXiv 2104.04473):
   T_mb(s)   = Σ_layers (fwd + bwd + recompute) + exposed per-micro-batch collectives (tp, ep, etp, pp)
-  T_pipe    = (m + pp − 1) · max_s T_mb(s)                          (bubble (pp−1)/m of the ideal;
-              with uneven stages (specs.layout.stage_layers) an upper bound: the simulator's 1F1B
-              pipeline fills and drains through the lighter stages faster); other schedules
-              (interleaved, zb-h1, zb-v, dualpipe) as moesim.estimate.schedules
+  T_pipe    = Σ_s T_mb(s) + (m − 1) · max_s T_mb(s)                 (Alpa, Zheng et al. 2022, §5 Eq. 2;
+              (m + pp − 1) · T_mb at equal stages, bubble (pp−1)/m of the ideal: the pipeline fills
+              and drains through every stage, the lighter ends and uneven splits faster); other
+              schedules (interleaved, zb-h1, zb-v, dualpipe) as moesim.estimate.schedules
   cp        context parallelism prices a layer as b/cp sequences plus its ring / all-to-all traffic
               (moesim.estimate.context_parallel); the dense gradient sync runs over dp·cp
   T_dp      = gradient sync over dp (dense) and edp (experts), ZeRO-dependent
@@ -152,7 +152,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         tp, pp, m, b = x(tp), x(pp), x(m), x(b)
         cp, vp, sched, dcp = x(cp), x(vp), x(sched), x(dcp)
         stages = Stages(index=x(stages.index), counts=x(stages.counts), tokens_out=x(stages.tokens_out),
-                        tokens_in=x(stages.tokens_in))
+                        tokens_in=x(stages.tokens_in), multiplicity=x(stages.multiplicity))
         counts, exists, first, last = stages.counts, x(exists), x(first), x(last)
         compute_mb = x(compute_mb)  # fwd, bwd_mb and weight_mb are read on the slowest stage only: pick_of below
         core_mb = None if core_mb is None else x(core_mb)
@@ -181,7 +181,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         cands, n_cand = cands.take(sf), len(sf)
         tp, pp, m, b, exists, first, last = y(tp), y(pp), y(m), y(b), y(exists), y(first), y(last)
         stages = Stages(index=y(stages.index), counts=y(stages.counts), tokens_out=y(stages.tokens_out),
-                        tokens_in=y(stages.tokens_in))
+                        tokens_in=y(stages.tokens_in), multiplicity=y(stages.multiplicity))
         dense_1, expert_1 = y(dense_1), y(expert_1)
         calls = [[CommCall(c.name, c.axis, c.op, y(np.asarray(c.size_bytes)), None)
                   for c in class_calls] for class_calls in calls]
@@ -296,8 +296,11 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # One pipeline send: the slowest stage's larger direction (the first stage has no backward send, the last
     # no forward one: pp_comm / 2 there was half a send). Interleaved, every device sends both ways.
     hop = pick(np.maximum(pp_forward, pp_backward)) / sends[:, 0]
+    # 1F1B / GPipe fill and drain through every stage (schedules.py): Σ_s (t_s − t) over the pp stages, each
+    # representative once per stage of its kind; exactly 0 at equal stages.
+    below = np.sum(np.where(exists, stage_mb - t_mb[:, None], 0.0) * stages.multiplicity, axis=1)
     pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick_of(fwd), pick_of(bwd_mb) + pick(bwd_comm),
-                                       pick_of(weight_mb), hop, overlapped)
+                                       pick_of(weight_mb), hop, overlapped, below)
     dp_sync = np.max(np.where(exists, dp_time, 0), axis=1)
     # Gradient buckets reduce while the last micro-batch runs backward: its backward compute and its
     # backward collectives (the simulator's grad stream overlaps both; contention is the simulator's).

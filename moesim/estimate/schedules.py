@@ -6,12 +6,15 @@ collectives), B the input-gradient backward, W the weight-gradient part (the GEM
 backward product: one forward's time each), B_full = B + W.
 
   schedule     T_pipe                                   bubble / device            source
-  1f1b, gpipe  (m + p − 1)·t                            (p − 1)·t                  Narayanan et al. 2021 §2.2.1
+  1f1b, gpipe  Σ_s t_s + (m − 1)·t                      Σ_s t_s − t                Alpa (Zheng et al. OSDI'22) §5 Eq. 2
   interleaved  m·t + (p − 1)·t/v + 2(p·v − 1)·t_send     (p − 1)·t/v + sends        Narayanan §2.2.2, (p−1)/(v·m)
   zb-h1        m·t + (p − 1)·(F + B − W)                (p − 1)(t − 2W)            Qi et al. ICLR'24 Table 2
   zb-v         m·t + (p − 1)·max(F/2, F + B − 2W)       ZB-H2's, at ZB-H1 memory   Qi et al. Table 2, §6
   dualpipe     n·t_o + (m − n)·t + (p/2 − 1)·(F&B + B_full − 3W)                   DeepSeek-V3 Table 2
 
+1F1B, GPipe: t_s each stage's time per micro-batch, t = max_s t_s; at equal stages (m + p − 1)·t, Narayanan et
+al. 2021 §2.2.1: the first micro-batch crosses every stage before the slowest one's m passes, and the last
+one every stage after them (the other schedules' rows keep the slowest stage's t throughout).
 DualPipe: n = min(m − 1.5p + 1, m − p − 1) micro-batches run in overlapped F&B pairs on the rank with
 the fewest (the eight steps of `deepseek-ai/DualPipe`: 2(m/2 − p + h + 1) + (p/2 − h − 1) pairs on
 rank h from the end, one fewer on the middle ranks), each taking t_o = max(compute, collectives): the
@@ -53,11 +56,13 @@ def is_schedule(schedule, name: str) -> np.ndarray:
 
 
 def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, weight_s, send_s=0.0,
-                    overlapped_s=None) -> tuple[np.ndarray, np.ndarray]:
-    """(T_pipe, bubble) per candidate (module table); arrays over candidates, `schedule` holds names."""
+                    overlapped_s=None, below_slowest_s=0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(T_pipe, bubble) per candidate (module table); arrays over candidates, `schedule` holds names.
+    `below_slowest_s`: Σ_s (t_s − t) over every stage (≤ 0; 0 at equal stages), 1F1B's and GPipe's only."""
     m, p, v = (np.asarray(a, dtype=float) for a in (m, pp, vp))
     t, w, bf = np.asarray(t_mb, dtype=float), np.asarray(weight_s, dtype=float), np.asarray(bwd_full_s, dtype=float)
-    bubble = (p - 1) * t
+    # Alpa (Zheng et al., OSDI 2022) §5 Eq. 2: T = Σ_s t_s + (m − 1)·max_s t_s, i.e. bubble Σ_s t_s − t.
+    bubble = (p - 1) * t + np.asarray(below_slowest_s, dtype=float)
     fill_sends = 2 * (p * v - 1) * np.asarray(send_s)
     bubble = np.where(is_schedule(schedule, "interleaved"), (p - 1) * t / v + fill_sends, bubble)
     bubble = np.where(is_schedule(schedule, "zb-h1"), (p - 1) * np.maximum(0.0, t - 2 * w), bubble)

@@ -9,7 +9,9 @@ everywhere), so it also needs the most memory. Every maximum the cost model take
 the earliest stage of some kind, and the earliest index still wins ties: evaluating only those
 representatives gives the same figures as evaluating all pp stages, with at most a handful of
 stage columns instead of up to pp (a decoder-only model has three kinds: first, middle, last; an
-uneven split adds middle stages of the other size and the boundaries between them).
+uneven split adds middle stages of the other size and the boundaries between them). A sum over
+all pp stages (1F1B's and GPipe's fill and drain, moesim.estimate.schedules) weighs each
+representative by its `multiplicity`, the number of stages of its kind.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Stages:
     counts: np.ndarray  # (N, S, classes): layers of each class on the stage
     tokens_out: np.ndarray  # tokens per sequence sent to the next stage (0 on the last)
     tokens_in: np.ndarray  # tokens per sequence received from the previous stage (first: its own out)
+    multiplicity: np.ndarray  # how many of the pipeline's stages are of the representative's kind (0 pads)
 
 
 def _boundary_tokens(workload: Workload, p: int, first: int | None, last: int | None) -> np.ndarray:
@@ -44,17 +47,19 @@ def _boundary_tokens(workload: Workload, p: int, first: int | None, last: int | 
 
 @lru_cache(maxsize=256)
 def _representatives(workload: Workload, p: int, first: int | None = None, last: int | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(stage indices, class counts, tokens out, tokens in) of the earliest stage of each kind, in order."""
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(stage indices, class counts, tokens out, tokens in, stages of the kind) of the earliest stage of each
+    kind, in order."""
     counts = stage_class_counts(workload, p, first, last)
     out = _boundary_tokens(workload, p, first, last)
     into = np.concatenate([out[:1], out[:-1]])
     seen: dict[tuple, int] = {}
+    kind = np.zeros(p, dtype=np.int64)  # each stage's representative
     for s in range(p):
         key = (tuple(counts[s]), s == 0, s == p - 1, out[s], into[s])
-        seen.setdefault(key, s)
+        kind[s] = seen.setdefault(key, s)
     index = np.array(sorted(seen.values()))
-    return index, counts[index], out[index], into[index]
+    return index, counts[index], out[index], into[index], np.bincount(kind, minlength=p)[index].astype(float)
 
 
 def _distinct_keys(pp: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
@@ -88,11 +93,13 @@ def pipeline_stages(workload: Workload, pp: np.ndarray, first: np.ndarray | None
     index = np.full((k_keys, width), -1)
     counts = np.zeros((k_keys, width, len(workload.classes)))
     tokens_out, tokens_in = np.zeros((k_keys, width)), np.zeros((k_keys, width))
-    for row, (idx, cnt, out, into) in enumerate(reps):  # one row per distinct key, gathered to every candidate
+    multiplicity = np.zeros((k_keys, width))
+    for row, (idx, cnt, out, into, many) in enumerate(reps):  # one row per distinct key, gathered to every candidate
         k = len(idx)
         index[row, :k], counts[row, :k], tokens_out[row, :k], tokens_in[row, :k] = idx, cnt, out, into
+        multiplicity[row, :k] = many
     return Stages(index=index[inverse], counts=counts[inverse], tokens_out=tokens_out[inverse],
-                  tokens_in=tokens_in[inverse])
+                  tokens_in=tokens_in[inverse], multiplicity=multiplicity[inverse])
 
 
 def dualpipe_pair_columns(workload: Workload, pp: np.ndarray, first: np.ndarray | None = None,

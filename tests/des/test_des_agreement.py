@@ -2,8 +2,9 @@
 nothing the analytical model leaves out, so the two agree (within 2 %) over scenarios and layouts.
 
 Where they still differ, the simulator's schedule is the finer one: a real 1F1B/GPipe pipeline
-instead of (m + pp − 1)·max-stage, gradient buckets that overlap backward collectives too, and a
-last bucket that nothing can hide (see benchmarks/RESULTS.md, Simulator)."""
+instead of Σ_s t_s + (m − 1)·max_s t_s (Alpa, Zheng et al. OSDI 2022, §5 Eq. 2; (m + pp − 1)·max-stage
+before session 18's pipebound), gradient buckets that overlap backward collectives too, and a last
+bucket that nothing can hide (see benchmarks/RESULTS.md, Simulator)."""
 
 from __future__ import annotations
 
@@ -35,14 +36,33 @@ CASES = [
     ("st-moe-32b", "st-moe-32b-tpu-v3", {}, None),
     ("glam tpu-v4 zero3 recompute", "glam-64b-64e-tpu-v4", {}, None),
     ("gshard-600b", "gshard-600b-tpu-v3", {}, None),
-    ("glam 1024 h100 pp4 m8", GLAM_1024, {}, None),
+    ("glam 1024 h100 pp4 m8", GLAM_1024, {}, None),  # +2.99 %: GRAD_SYNC_CASES
     # The model's ends (moesim.ops.vocab): the embedding's and the head's tp collectives, with and without SP.
     ("llama3-70b b200 tp8 sp", "llama3-70b-l12-b200-tp8", {}, None),
     ("llama3-70b b200 tp8 no sp, fused ce", "llama3-70b-l12-b200-tp8",
      {"sequence_parallel": False, "fused_cross_entropy": True}, None),
     ("llama3-70b b200 tp4 pp2 interleaved", "llama3-70b-l12-b200-tp8", {"pipeline_schedule": "interleaved"},
      Layout(dp=1, tp=4, pp=2, vp=2)),
+    # Uneven ends (session 18, pipebound): the embedding on the first stage, the head and cross-entropy on the last,
+    # 3 layers each at pp 4, (1, 1, 1, 2, 2, 2, 2, 1) at pp 8; dp = 1, so nothing but the pipeline differs. The
+    # estimate's (m + pp − 1)·max-stage put the simulator 8.99 % (pp 4) and 12.23 % (pp 8) under it; Alpa's Eq. 2:
+    # -0.24 % and -0.89 %. Mixtral pp 8 (4 layers each, dp 8): -3.18 -> -0.56 %.
+    ("llama3-70b b200 tp2 pp4 m8 1f1b", "llama3-70b-l12-b200-tp8",
+     {"global_batch_sequences": 8, "micro_batches": 8, "pipeline_schedule": "1f1b"}, Layout(dp=1, tp=2, pp=4)),
+    ("llama3-70b b200 tp2 pp4 m8 gpipe", "llama3-70b-l12-b200-tp8",
+     {"global_batch_sequences": 8, "micro_batches": 8, "pipeline_schedule": "gpipe"}, Layout(dp=1, tp=2, pp=4)),
+    ("llama3-70b b200 tp1 pp8 m16 1f1b", "llama3-70b-l12-b200-tp8",
+     {"global_batch_sequences": 16, "micro_batches": 16, "pipeline_schedule": "1f1b"}, Layout(dp=1, tp=1, pp=8)),
+    ("mixtral-8x7b pp8 1f1b", "mixtral-8x7b-h100", {"global_batch_sequences": 128}, Layout(dp=8, ep=8, pp=8)),
 ]
+# The gradient sync, not the pipeline (session 18, pipebound): the simulator reduces a stage's last bucket after
+# its last backward (the first stage's holds the embedding's gradients, produced last), while the estimate hides
+# the whole sync under the slowest stage's last backward. GLaM's first-stage sync (0.68 s, the 256K x 8192 table)
+# leaves the simulator +2.99 % over the estimate since the pipeline's fill and drain are priced stage by stage
+# (+1.6 % before, when the (m + pp − 1)·max-stage bound's 0.032 s over covered part of it); the estimate with the
+# whole sync exposed (overlap_grad_reduce off; the simulator's step does not read it) is 1.18 % above it.
+GRAD_SYNC_CASES = {"glam 1024 h100 pp4 m8": 0.035}
+ONE_DEVICE_PER_STAGE = {"llama3-70b b200 tp1 pp8 m16 1f1b"}  # tp = dp = 1: nothing to aggregate, all 8 simulated
 
 
 @pytest.mark.parametrize("name, scenario, changes, layout", CASES, ids=[c[0] for c in CASES])
@@ -51,8 +71,14 @@ def test_simulated_step_agrees_with_the_estimate(name, scenario, changes, layout
     if changes:
         sc = dataclasses.replace(sc, training=dataclasses.replace(sc.training, **changes))
     result = simulate(sc, layout, SimOptions(contention=False, expected_loads=True, trace=False))
-    assert result.mode == "aggregated"
-    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=TOLERANCE)
+    assert result.mode == ("full" if name in ONE_DEVICE_PER_STAGE else "aggregated")
+    tolerance = GRAD_SYNC_CASES.get(name, TOLERANCE)
+    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=tolerance)
+    if name in GRAD_SYNC_CASES:
+        exposed = dataclasses.replace(sc, training=dataclasses.replace(sc.training, overlap_grad_reduce=False))
+        again = simulate(exposed, layout, SimOptions(contention=False, expected_loads=True, trace=False))
+        assert again.step_times_s[0] == result.step_times_s[0]
+        assert again.step_times_s[0] == pytest.approx(again.analytical_step_time_s, rel=TOLERANCE)
 
 
 OVERHEAD_CASES = [
@@ -78,7 +104,7 @@ def test_layer_overhead_keeps_the_simulator_in_agreement(name, scenario, changes
     assert result.analytical_step_time_s > base.analytical_step_time_s
 
 
-UNEVEN_BOUND_SLACK = 0.002  # above the bound by at most this (test docstring: 0.03 % / 0.10 % measured)
+UNEVEN_TOLERANCE = 0.01  # test docstring: -0.41 % .. +0.40 % measured
 UNEVEN_CASES = [
     # (id, scenario, devices, training changes, layout): pp ∤ layers, stages split by specs.layout.stage_layers
     ("mixtral-8x7b pp3 (11, 11, 10) 1f1b", "mixtral-8x7b-h100", 48, {}, Layout(dp=16, ep=8, pp=3)),
@@ -91,21 +117,16 @@ UNEVEN_CASES = [
 
 @pytest.mark.parametrize("name, scenario, devices, changes, layout", UNEVEN_CASES, ids=[c[0] for c in UNEVEN_CASES])
 def test_uneven_stages_agree_with_the_estimate(name, scenario, devices, changes, layout):
-    """Uneven stages: the estimate's (m + pp − 1) · slowest stage bounds the simulated pipeline from above
-    (lighter stages fill and drain it faster) and stays within 2 % of it here. Nearly: since the input embedding is
-    priced (session 18, b200val: 0.70 ms per micro-batch, mostly the fp32 main-gradient add of the [V, h] table)
-    Mixtral's first stage (11 layers, one send, the embedding: 1.448 ms beside the layers) is just lighter than the
-    middle one the estimate charges (11 layers, sends both ways: 1.491 ms), so the estimate does not move, while the
-    first stage, whose forwards start the pipeline and whose backwards end it, now makes the simulated step 0.03 %
-    (1F1B) and 0.10 % (GPipe) longer than the bound."""
+    """Uneven stages: the estimate prices 1F1B and GPipe as Σ_s t_s + (m − 1)·max_s t_s (Alpa, Zheng et al. OSDI
+    2022, §5 Eq. 2), the pipeline filling and draining through every stage at its own time, and stays within 1 %
+    of the simulated pipeline here. Not a bound either way: Mixtral (dp 16) is +0.33 % (1F1B) and +0.40 % (GPipe)
+    over it, the gradient sync the simulator hides less of (see GRAD_SYNC_CASES), and DeepSeek-V3 -0.41 % under it.
+    Session 18 (pipebound): the estimate was (m + pp − 1)·max-stage, a bound from above within 0.2 % of Mixtral's
+    (+0.03 %, +0.10 %) and 1.41 % over DeepSeek-V3's (2.5 % allowed: its heavy last stage)."""
     sc = load_scenario(scenario, devices=devices)
     if changes:
         sc = dataclasses.replace(sc, training=dataclasses.replace(sc.training, **changes))
     layout = layout or sc.resolve()
     assert len(set(layout.stage_layers(sc.model.num_layers))) >= 2
     result = simulate(sc, layout, SimOptions(contention=False, expected_loads=True, trace=False))
-    # DeepSeek-V3 (two output heads, 129K vocabulary): -2.0 % since the unfused cross-entropy is priced by its
-    # passes (issue 10), a heavier last stage; 2.5 % for it.
-    tolerance = 0.025 if "deepseek" in scenario else TOLERANCE
-    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=tolerance)
-    assert result.step_times_s[0] <= result.analytical_step_time_s * (1 + UNEVEN_BOUND_SLACK)
+    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=UNEVEN_TOLERANCE)

@@ -27,7 +27,8 @@ operation of its layers' weight-gradient time. Gradients of each layer
 are reduced on the grad stream in buckets as the last micro-batch's backward fills them (MCore
 --overlap-grad-reduce; buckets of 40e6 parameters, MCore's default floor - MCore scales it to
 1e6·dp above dp = 40, which at dp = 2048 leaves one bucket and no overlap; `bucket_params` sets
-it); the optimizer step follows the last bucket.
+it; with overlap_grad_reduce off, one bucket per axis after the device's last backward, as MCore's
+bucket size None); the optimizer step follows the last bucket.
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ from moesim.des.costs import CommSpec, Costs, LayerCost
 from moesim.des.orders import device_order
 from moesim.des.pieces import backward, forward, overlapped, weights
 from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
+from moesim.estimate.grad_buckets import DEFAULT_BUCKET_PARAMS  # noqa: F401  (run.py's default, from here)
 from moesim.flops import BACKWARD_TO_FORWARD
 
 STREAMS = ("compute", "comm", "p2p", "grad")
-DEFAULT_BUCKET_PARAMS = 40_000_000  # Megatron-Core's default bucket floor, in parameters
 COMPUTE, COLLECTIVE, SEND = "compute", "collective", "send"
 # How routing loads change an operation (see variation.py).
 TO_EXPERTS, FROM_EXPERTS, EXPERT, GATHER = "to_experts", "from_experts", "expert", "gather"
@@ -271,7 +272,8 @@ class _Builder:
         q_ratio = tr.bytes_of("param") / q_g
         for axis, nbytes in (("dp", dense_bytes), ("edp", expert_bytes)):
             self.pending[axis] += nbytes
-            threshold = self.bucket_params * q_g
+            # overlap_grad_reduce off: MCore's bucket size None, one bucket after the backward (grad_buckets.py).
+            threshold = self.bucket_params * q_g if tr.overlap_grad_reduce else np.inf
             if self.pending[axis] <= 0 or (self.pending[axis] < threshold and not flush):
                 continue
             size, self.pending[axis] = self.pending[axis], 0.0

@@ -36,6 +36,7 @@ from moesim.estimate.candidates import Candidates
 from moesim.estimate.comm_ledger import CommLedger, comm_totals
 from moesim.estimate.device_state import optimizer_time_s, stage_memory, stage_params
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
+from moesim.estimate.grad_buckets import DEFAULT_BUCKET_PARAMS, bucket_count
 from moesim.estimate.folds import order_free_rows, schedule_free_rows
 from moesim.estimate.stages import Stages, dualpipe_pair_columns, per_stage, pipeline_stages
 from moesim.estimate.strides import candidate_strides
@@ -227,14 +228,21 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     wrap_sends = add("pp_send_recv", "pp", "send_recv", previous, np.where(first | last, 1, 0), multiple="wrap") \
         if (wrap > 0).any() else 0.0  # one call on each end stage (pp > 1: never both)
 
+    # Layers carrying dense / expert gradients on each stage: a bucket closes at a layer's end (grad_buckets.py).
+    grad_layers = [per_stage(stages.counts, [np.full(n_cand, float(has(c))) for c in wl.classes])
+                   for has in (lambda c: c.params_shardable + c.params_replicated > 0, lambda c: c.params_experts > 0)]
     dp_time = np.zeros((n_cand, n_stages))
     zero3_mb = np.zeros((n_cand, n_stages))
-    for axis, params in (("dp", dense_1), ("edp", expert_1)):
+    for axis, params, layers in (("dp", dense_1, grad_layers[0]), ("edp", expert_1, grad_layers[1])):
         grad_bytes, param_bytes = params * q_g, params * q_p
-        dp_time += add(f"{axis}_all_reduce", axis, "all_reduce", grad_bytes, np.where(zero == 0, 1, 0), True)
-        dp_time += add(f"{axis}_reduce_scatter", axis, "reduce_scatter", grad_bytes, np.where(zero >= 1, 1, 0),
+        # The sync runs bucket by bucket, each its own collective (MCore param_and_grad_buffer.py, start_grad_sync).
+        n_b = bucket_count(grad_bytes, layers, DEFAULT_BUCKET_PARAMS * q_g, tr.overlap_grad_reduce)
+        bucket_bytes = grad_bytes / n_b
+        dp_time += add(f"{axis}_all_reduce", axis, "all_reduce", bucket_bytes, np.where(zero == 0, n_b, 0), True)
+        dp_time += add(f"{axis}_reduce_scatter", axis, "reduce_scatter", bucket_bytes, np.where(zero >= 1, n_b, 0),
                        True)
-        dp_time += add(f"{axis}_all_gather", axis, "all_gather", param_bytes, np.where(zero >= 1, 1, 0), True)
+        dp_time += add(f"{axis}_all_gather", axis, "all_gather", param_bytes / n_b, np.where(zero >= 1, n_b, 0),
+                       True)
         # ZeRO-3 gathers every layer's parameters again in forward and backward (ZeRO §7).
         zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", param_bytes,
                         np.where(zero >= 3, 2 * m[:, None], 0)) / m[:, None]
@@ -302,10 +310,15 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick_of(fwd), pick_of(bwd_mb) + pick(bwd_comm),
                                        pick_of(weight_mb), hop, overlapped, below)
     dp_sync = np.max(np.where(exists, dp_time, 0), axis=1)
-    # Gradient buckets reduce while the last micro-batch runs backward: its backward compute and its
-    # backward collectives (the simulator's grad stream overlaps both; contention is the simulator's).
-    window = pick_of(bwd_mb) + pick(bwd_comm)
-    exposed_dp = np.maximum(0.0, dp_sync - window) if tr.overlap_grad_reduce else dp_sync
+    # Gradient buckets reduce while the last micro-batch runs backward on their own stage: its backward compute and
+    # its backward collectives (the simulator's grad stream overlaps both; contention is the simulator's). The step
+    # waits for the stage whose sync outlasts its window most (MCore distributed_data_parallel.py, finish_grad_sync
+    # before the optimizer); stage 0 ends a 1F1B / GPipe pipeline last, the others' earlier end is not credited.
+    if tr.overlap_grad_reduce:
+        bwd_own = bwd_mb if lazy is None else np.take(bwd_mb, lazy, axis=0)
+        exposed_dp = np.max(np.where(exists, np.maximum(0.0, dp_time - bwd_own - bwd_comm), 0), axis=1)
+    else:
+        exposed_dp = dp_sync
 
     # Breakdown entries are what the step charges: per-micro-batch collectives (and the ZeRO-3
     # parameter gathers, recorded per step) on the slowest stage, the gradient sync on its busiest stage.

@@ -36,7 +36,7 @@ CASES = [
     ("st-moe-32b", "st-moe-32b-tpu-v3", {}, None),
     ("glam tpu-v4 zero3 recompute", "glam-64b-64e-tpu-v4", {}, None),
     ("gshard-600b", "gshard-600b-tpu-v3", {}, None),
-    ("glam 1024 h100 pp4 m8", GLAM_1024, {}, None),  # +2.99 %: GRAD_SYNC_CASES
+    ("glam 1024 h100 pp4 m8", GLAM_1024, {}, None),  # +0.01 % (+2.95 % before gradsync): GRAD_SYNC_CASES
     # The model's ends (moesim.ops.vocab): the embedding's and the head's tp collectives, with and without SP.
     ("llama3-70b b200 tp8 sp", "llama3-70b-l12-b200-tp8", {}, None),
     ("llama3-70b b200 tp8 no sp, fused ce", "llama3-70b-l12-b200-tp8",
@@ -55,13 +55,13 @@ CASES = [
      {"global_batch_sequences": 16, "micro_batches": 16, "pipeline_schedule": "1f1b"}, Layout(dp=1, tp=1, pp=8)),
     ("mixtral-8x7b pp8 1f1b", "mixtral-8x7b-h100", {"global_batch_sequences": 128}, Layout(dp=8, ep=8, pp=8)),
 ]
-# The gradient sync, not the pipeline (session 18, pipebound): the simulator reduces a stage's last bucket after
-# its last backward (the first stage's holds the embedding's gradients, produced last), while the estimate hides
-# the whole sync under the slowest stage's last backward. GLaM's first-stage sync (0.68 s, the 256K x 8192 table)
-# leaves the simulator +2.99 % over the estimate since the pipeline's fill and drain are priced stage by stage
-# (+1.6 % before, when the (m + pp − 1)·max-stage bound's 0.032 s over covered part of it); the estimate with the
-# whole sync exposed (overlap_grad_reduce off; the simulator's step does not read it) is 1.18 % above it.
-GRAD_SYNC_CASES = {"glam 1024 h100 pp4 m8": 0.035}
+# The gradient sync (session 18, gradsync): the simulator runs it bucket by bucket (40e6 parameters each, MCore's
+# floor), the estimate priced one collective per axis over the stage's whole gradient and hid it under the slowest
+# stage's last backward. GLaM's first stage: 0.74366 s in 24 buckets vs 0.68242 s in one, 88 % of the +2.95 % the
+# simulator stood over the estimate (0.035 allowed here). With the buckets priced (moesim.estimate.grad_buckets) and
+# each stage's sync hidden under its own last backward: +0.01 %. Overlap off, both engines run one bucket per axis
+# after the backward (MCore's bucket size None) and the simulator's step reads it: -0.06 %, 0.027 s slower.
+GRAD_SYNC_CASES = {"glam 1024 h100 pp4 m8": TOLERANCE}
 ONE_DEVICE_PER_STAGE = {"llama3-70b b200 tp1 pp8 m16 1f1b"}  # tp = dp = 1: nothing to aggregate, all 8 simulated
 
 
@@ -77,7 +77,7 @@ def test_simulated_step_agrees_with_the_estimate(name, scenario, changes, layout
     if name in GRAD_SYNC_CASES:
         exposed = dataclasses.replace(sc, training=dataclasses.replace(sc.training, overlap_grad_reduce=False))
         again = simulate(exposed, layout, SimOptions(contention=False, expected_loads=True, trace=False))
-        assert again.step_times_s[0] == result.step_times_s[0]
+        assert again.step_times_s[0] > result.step_times_s[0]  # the simulator reads overlap_grad_reduce
         assert again.step_times_s[0] == pytest.approx(again.analytical_step_time_s, rel=TOLERANCE)
 
 

@@ -38,7 +38,11 @@ def test_alternatives_are_valid_distinct_layouts(mixtral):
     compared = layouts_to_compare(mixtral, mixtral.resolve())
     described = [e.layout.describe() for e in compared.estimates]
     assert described[0] == mixtral.resolve().describe()
-    assert len(set(described)) == len(described) >= 3
+    # Distinct candidates: the search also varies the training knobs. Session 18 (gradsync): with the gradient sync
+    # priced bucket by bucket, dp 64, ep 8, etp 2 ranks in the top at 2 and at 4 micro-batches.
+    candidates = [(e.layout.describe(), e.training.micro_batches, e.training.zero_stage, e.training.recompute)
+                  for e in compared.estimates]
+    assert len(set(candidates)) == len(candidates) >= 3
     assert all(e.layout.devices == mixtral.devices for e in compared.estimates)
 
 

@@ -36,8 +36,8 @@ from moesim.estimate.candidates import Candidates
 from moesim.estimate.comm_ledger import CommLedger, comm_totals
 from moesim.estimate.device_state import optimizer_time_s, stage_memory, stage_params
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
-from moesim.estimate.grad_buckets import DEFAULT_BUCKET_PARAMS, bucket_count
 from moesim.estimate.folds import order_free_rows, schedule_free_rows
+from moesim.estimate.grad_buckets import DEFAULT_BUCKET_PARAMS, bucket_count
 from moesim.estimate.stages import Stages, dualpipe_pair_columns, per_stage, pipeline_stages
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder

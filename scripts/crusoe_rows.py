@@ -21,7 +21,7 @@ from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/
 
 from moesim.calibrate.log_pricing import priced_log  # noqa: E402
 from moesim.calibrate.nccl_table import _size, read_manifest  # noqa: E402
-from moesim.collectives.base import Group  # noqa: E402
+from moesim.collectives.base import Group, bus_bw_factor  # noqa: E402
 from moesim.collectives.nccl_channels import ring_tree_channels  # noqa: E402
 from moesim.collectives.nccl_tuning import tuning  # noqa: E402
 from scripts.docblock import fenced_table  # noqa: E402
@@ -47,8 +47,8 @@ def crusoe_log():
 
 
 def busbw_bytes_per_s(size_bytes: float, time_s: float, ranks: int) -> float:
-    """nccl-tests' all_reduce busbw: algbw x 2(n-1)/n (nccl-tests doc/PERFORMANCE.md, "AllReduce")."""
-    return size_bytes / time_s * 2 * (ranks - 1) / ranks
+    """nccl-tests' all_reduce busbw: algbw x moesim.collectives.base.bus_bw_factor (2(n-1)/n, doc/PERFORMANCE.md)."""
+    return size_bytes / time_s * bus_bw_factor("all_reduce", ranks)
 
 
 def line_rates_bytes_per_s(hardware) -> tuple[float, float]:

@@ -46,8 +46,8 @@ def size_folds(keys: list[tuple | None], seed: int, folds: int = CV_FOLDS) -> li
     round-robin into min(folds, sizes) folds; every row of a size in one fold."""
     sizes = sorted({k for k in keys if k is not None})
     order = np.random.default_rng(seed).permutation(len(sizes))
-    fold_of = {sizes[s]: i % min(folds, len(sizes)) for i, s in enumerate(order)}
     n = min(folds, len(sizes))
+    fold_of = {sizes[s]: i % n for i, s in enumerate(order)}
     return [np.array([i for i, k in enumerate(keys) if k is not None and fold_of[k] == f], dtype=int) for f in range(n)]
 
 

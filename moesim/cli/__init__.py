@@ -84,17 +84,16 @@ def _check_not_an_input(args: argparse.Namespace, out: str, field: str) -> None:
 
     if not os.path.isfile(out) or getattr(args, "command", None) in SELF_CHECKED_COMMANDS:
         return
+    inputs = []  # (what the message calls the file, its path)
     for dest in INPUT_ARGS:
         given = getattr(args, dest, None)
-        for path in given if isinstance(given, list) else [given]:
-            if isinstance(path, str) and os.path.isfile(path) and os.path.samefile(path, out):
-                raise SpecError(f"is the {dest.replace('_', ' ')} file given ({path}): writing there would "
-                                "overwrite it", file=out, field=field,
-                                allowed="a path that is not one of the command's input files")
-    for key, path in _scenario_files(args):
+        inputs += [(f"the {dest.replace('_', ' ')} file given", path)
+                   for path in (given if isinstance(given, list) else [given]) if isinstance(path, str)]
+    inputs += [(f"the scenario's {key} file", path) for key, path in _scenario_files(args)]
+    for what, path in inputs:
         if os.path.isfile(path) and os.path.samefile(path, out):
-            raise SpecError(f"is the scenario's {key} file ({path}): writing there would overwrite it", file=out,
-                            field=field, allowed="a path that is not one of the command's input files")
+            raise SpecError(f"is {what} ({path}): writing there would overwrite it", file=out, field=field,
+                            allowed="a path that is not one of the command's input files")
 
 
 def _scenario_files(args: argparse.Namespace) -> list[tuple[str, str]]:

@@ -42,7 +42,7 @@ from moesim.des.costs import CommSpec, Costs, LayerCost
 from moesim.des.orders import device_order
 from moesim.des.pieces import backward, forward, overlapped, weights
 from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
-from moesim.estimate.grad_buckets import DEFAULT_BUCKET_PARAMS  # noqa: F401  (run.py's default, from here)
+from moesim.estimate.grad_buckets import DEFAULT_BUCKET_PARAMS  # the estimate's bucket floor, one figure
 from moesim.flops import BACKWARD_TO_FORWARD
 
 STREAMS = ("compute", "comm", "p2p", "grad")

@@ -41,8 +41,8 @@ def test_unknown_hardware_in_a_scenario_names_its_key(tmp_path, capsys):
 def test_missing_file_a_scenario_names_says_which_scenario_and_key(tmp_path, capsys, old, new, key):
     path = scenario_with(tmp_path, old, new)
     typed = new.split('"')[1]
-    line = run_bad(capsys, ["estimate", path], str(path), f"field '{key}'", f"no such file '{typed}'",
-                   str(tmp_path / typed))
+    run_bad(capsys, ["estimate", path], str(path), f"field '{key}'", f"no such file '{typed}'",
+            str(tmp_path / typed))
 
 
 def test_missing_hardware_flag_file_keeps_the_flag(tmp_path, capsys):

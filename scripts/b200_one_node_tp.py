@@ -28,11 +28,9 @@ def one_node_b200_entries() -> list[dict]:
 
 def tp_rows(entry: dict) -> dict:
     """{"sizes": (first, last, count) of the log's sizes, size_bytes: SizeError or None for each TP size}."""
-    err = priced(entry)
-    by_size = {int(s.size_bytes): s for s in err.sizes}
+    by_size = {int(s.size_bytes): s for s in priced(entry).sizes}
     sizes = sorted(by_size)
-    return {"sizes": (sizes[0], sizes[-1], len(sizes)), "error": err,
-            **{b: by_size.get(b) for b in TP_SIZES_BYTES}}
+    return {"sizes": (sizes[0], sizes[-1], len(sizes)), **{b: by_size.get(b) for b in TP_SIZES_BYTES}}
 
 
 def lines() -> list[str]:

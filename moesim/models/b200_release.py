@@ -23,7 +23,6 @@ from moesim.errors import SpecError
 
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "b200" / "simumax_release_v1.2.toml"
 GPUS = 8  # every row: one 8-GPU B200 node (the case's tp·cp·pp·dp)
-MIB_PER_GIB = 1024
 MODEL_ORDER = ("llama3-70b-l12-b200-tp8", "llama3-405b-l4-b200-tp8", "deepseek-v2-l4-b200-ep8",
                "deepseek-v3-l4-b200-ep8")
 MODEL_LABEL = {"llama3-70b-l12-b200-tp8": "Llama-3-70B 12 layers", "llama3-405b-l4-b200-tp8": "Llama-3-405B 4 layers",
@@ -36,12 +35,17 @@ CP_COMM = "a2a"
 DES_CASES = ("llama3_70b_l12_tp8_pp1_dp1_mbc4_cef", "llama3_70b_l12_tp1_pp2_dp4_mbc4_cef",
              "llama3_405b_l4_tp8_pp1_dp1_mbc4_cef", "deepseekv2_tp1_ep8_pp1_dp8_l4_mbc4_cef",
              "deepseekv3_l4_tp1_ep8_pp1_dp8_mbc4_cef")
-# What the rows' launchers pass that moesim has no key for (scenarios' `source` / `notes` cite the flags).
-NOT_EXPRESSED = {
-    "deepseek": "group-limited routing (--moe-router-num-groups = EP, --moe-router-group-topk 3): not modelled, "
-                "each token's k experts spread over all EP ranks; --moe-router-pre-softmax / topk scaling / "
-                "seq_aux_loss: no cost of their own in moesim",
-}
+# What the rows' launchers pass that moesim has no key for: (label, base scenarios it applies to, text). The table
+# names them per row rather than approximating silently.
+NOT_EXPRESSED = (
+    ("flash", MODEL_ORDER,
+     "--use-flash-attn (TE fused attention): moesim's activation memory keeps the unfused n² scores and softmax "
+     "(moesim/memory.py attention_activation_bytes, Korthikanti §4.1) and has no key for a kernel that stores "
+     "neither; priced time is flash's (the attention tables)"),
+    ("group", ("deepseek-v2-l4-b200-ep8", "deepseek-v3-l4-b200-ep8"),
+     "group-limited routing (--moe-router-num-groups = EP, --moe-router-group-topk 3): not modelled, each token's "
+     "k experts spread over all EP ranks"),
+)
 FIELDS = {"case": str, "scenario": str, "layers": int, "tp": int, "cp": int, "ep": int, "pp": int, "dp": int,
           "seq_len": int, "micro_batches": int, "micro_batch_size": int, "cross_entropy_fusion": bool,
           "real_ms": float, "real_alloc_gib": float, "real_reserved_gib": float, "max_allocated_mib_by_rank": list,
@@ -225,15 +229,23 @@ def render_block(priced: list[Priced]) -> str:
     """The generated block of docs/operators.md (without its BEGIN / END marker lines)."""
     gib = 2**30
     out = ["| case | published ms | moesim ms | error | SimuMax error | simulator ms (vs estimate) | "
-           "published GiB (worst rank) | moesim GiB (stage) | error | SimuMax error |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "published GiB (worst rank) | moesim GiB (stage) | error | SimuMax error | not in moesim |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for p in priced:
         r = p.row
         des = "" if p.des_step_s is None else f"{p.des_step_s * 1e3:.1f} ({_pct(p.des_step_s / p.step_s - 1)})"
         out.append(f"| `{r.case}` | {r.real_ms:.1f} | {p.step_s * 1e3:.1f} | {_pct(p.step_error)} | "
                    f"{_pct(r.simumax_rel_err_pct / 100)} | {des} | {r.real_alloc_gib:.2f} ({_stage_text(r)}) | "
                    f"{p.peak_bytes / gib:.2f} (stage {p.memory_stage}) | {_pct(p.memory_error)} | "
-                   f"{_pct(r.simumax_alloc_err_pct / 100)} |")
+                   f"{_pct(r.simumax_alloc_err_pct / 100)} | "
+                   + ", ".join(label for label, models, _ in NOT_EXPRESSED if r.scenario in models) + " |")
+    out += ["", "Not in moesim (the rows' flags it has no key for; the rows are priced without them):", ""]
+    out += [f"- {label}: {text}." for label, _, text in NOT_EXPRESSED]
+    out += ["- Written down: `_cef` as `fused_cross_entropy = true` (the base scenarios keep it false, as the "
+            "six golden step times of tests/ops/test_b200_validation.py), tp 1 rows without SP (Megatron-LM "
+            "drops --sequence-parallel at tp 1), CP rows with `cp_comm = a2a` and max_position_embeddings = seq, "
+            "`--moe-expert-capacity-factor 1 --moe-pad-expert-input-to-capacity` as the dropless mean (every "
+            "expert k·t/E rows at uniform routing)."]
     out += ["", "Summary (error = moesim / published − 1; SimuMax's own errors beside):", "",
             "| step time | rows | mean | mean abs | worst | SimuMax mean | SimuMax mean abs | SimuMax worst |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]

@@ -127,6 +127,18 @@ def test_the_generated_block_is_current(load_script, doc_block):
     assert script.main(["--check"]) == 0
 
 
+def test_check_fails_on_a_stale_block(load_script, tmp_path, capsys):
+    script = load_script("scripts/b200_release_check.py")
+    stale = tmp_path / "operators.md"
+    stale.write_text(f"text\n{script.BEGIN}\n| an old table |\n{script.END}\nmore\n", encoding="utf-8")
+    script.DOC = stale
+    assert script.main(["--check"]) == 1
+    assert "stale" in capsys.readouterr().err
+    assert script.main(["--write"]) == 0 and script.main(["--check"]) == 0
+    assert stale.read_text(encoding="utf-8").startswith("text\n") and stale.read_text(encoding="utf-8").endswith(
+        "more\n")
+
+
 def test_the_simulator_runs_the_agreement_rows():
     """Both engines price one operator list: on the release's base layouts they agree within 2 % (as
     tests/des/test_des_agreement.py's tolerance)."""

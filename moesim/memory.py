@@ -10,7 +10,8 @@ backward pass (q_a, or 1 + scale bytes where an FP8 recipe caches them in FP8: D
 wave2.md §6.1); everything else (attention Q/K/V, norms, router, expert outputs) stays at q_a.
 Source: Korthikanti et al., "Reducing Activation Recomputation in Large Transformer Models",
 arXiv 2205.05198, §4 and Table 2 (the "unfused" attention kernel); a "flash" kernel's saved tensors as
-TransformerEngine v2.11 and Megatron-LM 23e00ed0 keep them (`attention_core_bytes`); ZeRO, Rajbhandari et al., arXiv 1910.02054, §5.
+TransformerEngine v2.11 and Megatron-LM 23e00ed0 keep them (`attention_core_bytes`); ZeRO, Rajbhandari et al.,
+arXiv 1910.02054, §5.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def attention_activation_bytes(b, n_q, n_kv, h, a, tp, sequence_parallel, recomp
     per token (`proj_in_per_token`; h in Korthikanti, 16384 > h = 7168 in DeepSeek-V3's MLA, V2 §2.1.2 eq. 18)
     at q_proj bytes (q_st; DeepSeek-V3 §3.3.4 keeps it in 12-bit E5M6). With kernel "flash" the core is
     `attention_core_bytes`' softmax statistics; the kernel's saved output O is the projection's input (one
-    tensor: Megatron-LM 23e00ed0 core/transformer/attention.py views core_attn_out for linear_proj).
+    storage: TE's FusedAttention returns a view of it, which Megatron-LM 23e00ed0 core/transformer/attention.py
+    passes to linear_proj as core_attn_out).
     """
     q_input = q_store if q_input is None else q_input
     q_proj = q_store if q_proj is None else q_proj

@@ -62,7 +62,8 @@ def test_mla_flash_keeps_full_width_qkv_and_the_latents():
     q_layernorm's input and output 2·1536, the KV down-projection's output 512 + 64 and c_KV's norm output 512."""
     model = load_scenario("deepseek-v2-l4-b200-ep8").model
     assert flash_qkv_per_token(model) == 128 * 192 * 2 + 128 * 128 + 2 * 1536 + (512 + 64) + 512 == 69696
-    flash = TrainingSpec(global_batch_sequences=1, attention_kernel="flash", recompute_modules=("core_attn", "mla_up_proj"))
+    flash = TrainingSpec(global_batch_sequences=1, attention_kernel="flash",
+                         recompute_modules=("core_attn", "mla_up_proj"))
     unfused = dataclasses.replace(flash, attention_kernel="unfused")
     rec = np.asarray([0, 1])
     assert stored_inputs(model, flash, rec, 2).qkv_per_token.tolist() == [69696, 1536 + 512 + 64]
@@ -72,7 +73,8 @@ def test_mla_flash_keeps_full_width_qkv_and_the_latents():
 def test_gqa_flash_keeps_kv_heads_unfused_repeats_them():
     model = load_scenario("llama3-70b-l12-b200-tp8").model
     assert flash_qkv_per_token(model) == 64 * 128 + 2 * 8 * 128
-    assert stored_inputs(model, TrainingSpec(global_batch_sequences=1, attention_kernel="unfused"), NONE, 2).qkv_per_token is None  # 3h
+    unfused = TrainingSpec(global_batch_sequences=1, attention_kernel="unfused")
+    assert stored_inputs(model, unfused, NONE, 2).qkv_per_token is None  # Korthikanti's 3h
 
 
 def test_probs_in_activation_keeps_no_expert_outputs():

@@ -9,7 +9,9 @@ q_s optimizer state, q_a activations (2, bf16), masks 1 byte, q_st the inputs of
 backward pass (q_a, or 1 + scale bytes where an FP8 recipe caches them in FP8: DeepSeek-V3 §3.3.4,
 wave2.md §6.1); everything else (attention Q/K/V, norms, router, expert outputs) stays at q_a.
 Source: Korthikanti et al., "Reducing Activation Recomputation in Large Transformer Models",
-arXiv 2205.05198, §4 and Table 2; ZeRO, Rajbhandari et al., arXiv 1910.02054, §5.
+arXiv 2205.05198, §4 and Table 2 (the "unfused" attention kernel); a "flash" kernel's saved tensors as
+TransformerEngine v2.11 and Megatron-LM 23e00ed0 keep them (`attention_core_bytes`); ZeRO, Rajbhandari et al.,
+arXiv 1910.02054, §5.
 """
 
 from __future__ import annotations
@@ -65,10 +67,31 @@ def model_state_bytes(params, shard_group, zero_stage, training: TrainingSpec, o
     return weights, grads, optimizer
 
 
+def attention_core_bytes(b, n_q, n_kv, a, kernel: str = "unfused", mask=MASK_BYTES):
+    """What the attention core keeps beyond Q, K, V and its output, per device before the tp split.
+
+    unfused: softmax output 2 and, with dropout, its mask 1 and output 2 bytes per score element,
+    5·a·n_q·n_kv·b (2·a·n_q·n_kv·b without dropout; Korthikanti §4.1).
+    flash: the FP32 log-sum-exp per query row and head, 4·a·n_q·b ("softmaxStats [b, h, s_q, 1] float32",
+    TransformerEngine v2.11 cpp_extensions/fused_attn.py fused_attn_fwd, saved by
+    attention/dot_product_attention/backends.py FusedAttnFunc.forward); no dropout mask (the kernel keeps
+    its RNG state and regenerates it)."""
+    if kernel == "flash":
+        return FP32_BYTES * a * n_q * b
+    return (2 + (3 if mask else 0)) * a * n_q * n_kv * b
+
+
+def qkv_per_token_flash(a, kv_heads, head_dim, v_head_dim=None):
+    """Q, K, V elements per token a flash kernel keeps: a·d + g·d + g·d_v, K and V at the g KV heads as
+    given (TransformerEngine v2.11 FusedAttnFunc saves q, k, v; Megatron-LM 23e00ed0's unfused
+    core/transformer/dot_product_attention.py instead repeat_interleaves K and V to all a heads)."""
+    return a * head_dim + kv_heads * (head_dim + (head_dim if v_head_dim is None else v_head_dim))
+
+
 def attention_activation_bytes(b, n_q, n_kv, h, a, tp, sequence_parallel, recompute, q_store=ACT_BYTES,
                                q_input=None, mask=MASK_BYTES, qkv_per_token=None, proj_in_per_token=None,
-                               q_proj=None):
-    """One attention block, Korthikanti §4.1: 11·n·b·h + 5·a·n_q·n_kv·b bytes (q_st = 2).
+                               q_proj=None, kernel: str = "unfused"):
+    """One attention block, Korthikanti §4.1: 11·n·b·h + 5·a·n_q·n_kv·b bytes (q_st = 2, kernel "unfused").
 
     Unsharded by tp without sequence parallelism: block input q_in·nbh (the QKV GEMM's input, q_st;
     0 when the norm before it is recomputed) and output dropout mask nbh; the rest (Q, K, V 6nbh —
@@ -77,14 +100,17 @@ def attention_activation_bytes(b, n_q, n_kv, h, a, tp, sequence_parallel, recomp
     with dropout (softmax output 2, mask 1, dropout output 2), 2·a·n_q·n_kv·b without; selective
     recomputation drops it (Korthikanti §5). The projection's input is the attention output, a·d_v elements
     per token (`proj_in_per_token`; h in Korthikanti, 16384 > h = 7168 in DeepSeek-V3's MLA, V2 §2.1.2 eq. 18)
-    at q_proj bytes (q_st; DeepSeek-V3 §3.3.4 keeps it in 12-bit E5M6).
+    at q_proj bytes (q_st; DeepSeek-V3 §3.3.4 keeps it in 12-bit E5M6). With kernel "flash" the core is
+    `attention_core_bytes`' softmax statistics; the kernel's saved output O is the projection's input (one
+    storage: TE's FusedAttention returns a view of it, which Megatron-LM 23e00ed0 core/transformer/attention.py
+    passes to linear_proj as core_attn_out).
     """
     q_input = q_store if q_input is None else q_input
     q_proj = q_store if q_proj is None else q_proj
     proj_in = h if proj_in_per_token is None else proj_in_per_token
     qkv = 3 * h if qkv_per_token is None else qkv_per_token
     replicated = (q_input + mask) * n_q * b * h
-    core = (2 + (3 if mask else 0)) * a * n_q * n_kv * b
+    core = attention_core_bytes(b, n_q, n_kv, a, kernel, mask)
     sharded = (ACT_BYTES * qkv + q_proj * proj_in) * n_q * b + np.where(recompute >= 1, 0.0, core)
     return _split(replicated, sharded, tp, sequence_parallel)
 
@@ -117,7 +143,7 @@ def norm_activation_bytes(b, n, h, tp, sequence_parallel, norms: int):
 
 def moe_activation_bytes(tokens_per_device, slots_per_device, h, f_e, num_experts, etp, ffn_kind: str,
                          dense_einsum: bool, capacity, q_store=ACT_BYTES, recompute_act_fn: bool = False,
-                         q_input=ACT_BYTES, mask=MASK_BYTES):
+                         q_input=ACT_BYTES, mask=MASK_BYTES, probs_in_activation: bool = False):
     """One MoE layer on one device (../shared/reference/modeling.md §4.2 [derived]).
 
     Block input q_in·th (the router's input, 2; 0 with the norm before it recomputed) + mask th; router logits and probabilities fp32 8·t·E; permuted input q_st·h·r
@@ -128,11 +154,13 @@ def moe_activation_bytes(tokens_per_device, slots_per_device, h, f_e, num_expert
     With the expert activation recomputed (`recompute_act_fn`), the routing probability is applied inside
     it, act(x)·p, so the gate's gradient comes from the recomputed activation and the expert outputs are
     not kept (Megatron-Core grouped MLP `activation_func_with_probs` under the "moe_act" recompute
-    module; DeepSeek-V3 §3.3.4 recomputes the MoE SwiGLU from its cached FP8 input).
+    module; DeepSeek-V3 §3.3.4 recomputes the MoE SwiGLU from its cached FP8 input). Megatron-Core applies
+    the probability inside the activation without recomputing it too (`probs_in_activation`; Megatron-LM
+    23e00ed0 core/transformer/moe/experts.py): the activation's input is kept as usual, the expert outputs not.
     """
     t, r = tokens_per_device, slots_per_device
     total = (q_input + mask) * t * h + 2 * FP32_BYTES * t * num_experts
-    total = total + (q_store + (0 if recompute_act_fn else ACT_BYTES)) * h * r
+    total = total + (q_store + (0 if recompute_act_fn or probs_in_activation else ACT_BYTES)) * h * r
     total = total + r * ffn_inner_bytes_per_token(f_e, ffn_kind, q_store, recompute_act_fn) / etp
     if dense_einsum:
         total = total + FP32_BYTES * t * num_experts * capacity

@@ -14,9 +14,10 @@ F = 4 * H
 
 
 def dense_layer(tp, sp, recompute):
-    """attention + MLP + two layer norms, as the estimate adds them for a dense layer."""
+    """attention + MLP + two layer norms, as the estimate adds them for a dense layer (Korthikanti's unfused
+    attention kernel, which keeps the a·s² scores)."""
     rec = np.asarray(mem.RECOMPUTE_CODES[recompute])
-    return (mem.attention_activation_bytes(B, S, S, H, A, tp, sp, rec)
+    return (mem.attention_activation_bytes(B, S, S, H, A, tp, sp, rec, kernel="unfused")
             + mem.mlp_activation_bytes(B, S, H, F, tp, sp, "gelu")
             + mem.norm_activation_bytes(B, S, H, tp, sp, 2))
 

@@ -9,6 +9,8 @@ With recompute = "selective" moesim always recomputes the attention core (Korthi
                c_Q (r_q), c_KV (r_kv) and the shared rotary key (d_r); cost: the up-projection GEMMs,
                2·tokens·(r_q·a(d + d_r) + r_kv·a(d + d_v)) FLOP (DeepSeek-V2 §2.1.2, eq. 9-14).
 Without dropout (training.dropout false) no 1-byte masks are stored (Korthikanti §4.1 counts them).
+With a flash attention kernel (training.attention_kernel) Q, K and V are kept as the kernel gets them
+(`flash_qkv_per_token`); with the unfused one Korthikanti's 3h (K and V repeated to every head).
 """
 
 from __future__ import annotations
@@ -52,12 +54,27 @@ def mla_latents_per_token(model: ModelSpec) -> int:
     return att.q_lora_rank + att.kv_lora_rank + att.qk_rope_head_dim
 
 
+def flash_qkv_per_token(model: ModelSpec) -> int:
+    """Q, K, V elements per token a flash kernel keeps (mem.qkv_per_token_flash). MLA: Q and K of a heads of
+    d + d_r (the rotary key expanded to every head and concatenated), V of a·d_v (Megatron-LM 23e00ed0
+    core/transformer/multi_latent_attention.py qkv_up_proj_and_rope_apply), plus the latents the up-projections
+    keep: c_Q as its layer norm's input and output (r_q twice: TransformerEngine v2.11 LayerNormLinear saves
+    inputmat and ln_out), the KV down-projection's output r_kv + d_r (c_KV is a split view of it, kept whole as
+    the kv up-projection's inputmat) and c_KV's norm output r_kv."""
+    att = model.attention
+    if att.kind == "mla":
+        qkv = mem.qkv_per_token_flash(att.num_heads, att.num_heads, att.head_dim + att.qk_rope_head_dim,
+                                      att.v_head_dim)
+        return qkv + mla_latents_per_token(model) + att.q_lora_rank + att.kv_lora_rank
+    return mem.qkv_per_token_flash(att.num_heads, att.num_kv_heads, att.head_dim, att.v_head_dim or None)
+
+
 def stored_inputs(model: ModelSpec, training: TrainingSpec, recompute, q_store: float) -> StoredInputs:
     norms = _modules(training, recompute, "layernorm")
-    qkv = None
+    qkv = flash_qkv_per_token(model) if training.attention_kernel == "flash" else None
     if model.attention.kind == "mla":
         up = _modules(training, recompute, "mla_up_proj")
-        qkv = np.where(up, mla_latents_per_token(model), 3 * model.d_model)
+        qkv = np.where(up, mla_latents_per_token(model), 3 * model.d_model if qkv is None else qkv)
     return StoredInputs(q_gemm_input=np.where(norms, 0.0, q_store), q_router_input=np.where(norms, 0.0, mem.ACT_BYTES),
                         mask=mem.MASK_BYTES if training.dropout else 0.0, qkv_per_token=qkv)
 

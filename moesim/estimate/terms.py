@@ -322,7 +322,7 @@ class TermBuilder:
         att = model.attention  # the output projection's input: a·d_v per token (moesim/ops/layer.py out_proj)
         att_kw = dict(q_input=kept.q_gemm_input, mask=kept.mask, qkv_per_token=kept.qkv_per_token,
                       proj_in_per_token=att.num_heads * (att.v_head_dim or att.head_dim),
-                      q_proj=tr.attention_output_storage_bytes)
+                      q_proj=tr.attention_output_storage_bytes, kernel=tr.attention_kernel)
         act = mem.attention_activation_bytes(b, n, n, h, model.attention.num_heads, tp, sp, rec, q_st, **att_kw)
         if cls.cross_attention:
             act = act + mem.attention_activation_bytes(b, n, cls.encoder_tokens, h, model.attention.num_heads,
@@ -339,7 +339,8 @@ class TermBuilder:
             dense_einsum = tr.dispatch_impl == "dense_einsum"
             act = act + mem.moe_activation_bytes(t_dev, slots, h, moe.expert_d_ff, moe.num_experts, etp,
                                                  model.ffn_kind, dense_einsum, capacity, q_st,
-                                                 tr.moe_activation_recompute, kept.q_router_input, kept.mask)
+                                                 tr.moe_activation_recompute, kept.q_router_input, kept.mask,
+                                                 tr.moe_probs_in_activation)
             if moe.num_shared_experts:
                 act = act + mem.mlp_activation_bytes(b, n, h, moe.num_shared_experts * moe.shared_expert_d_ff, tp,
                                                      sp, model.ffn_kind, q_st, tr.moe_activation_recompute,

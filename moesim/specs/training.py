@@ -24,6 +24,11 @@ RECOMPUTE_MODES = ("none", "selective", "full")
 RECOMPUTE_MODULES = ("core_attn", "layernorm", "mla_up_proj")
 PIPELINE_SCHEDULES = ("1f1b", "gpipe", "interleaved", "zb-h1", "zb-v", "dualpipe")  # moesim.des.orders
 DISPATCH_IMPLS = ("index", "dense_einsum")
+# The attention core's kernel, for what it keeps for backward (moesim/memory.py attention_activation_bytes):
+# "flash" a fused kernel that keeps Q, K, V, O and FP32 softmax statistics (FlashAttention, Dao et al. 2022,
+# arXiv 2205.14135 Alg. 2; TransformerEngine 2.11 FusedAttnFunc); "unfused" the score, softmax and dropout
+# tensors of Korthikanti et al. §4.1 (a·n² per sequence).
+ATTENTION_KERNELS = ("flash", "unfused")
 # How the expert all-to-all runs (moesim/collectives/dispatch.py): "nccl" the fastest of NCCL's pairwise
 # all-to-all and the two-level (hierarchical) one; "pairwise"; "hierarchical" (Tutel/DeepSpeed 2DH);
 # "deepep" DeepEP normal kernels (one copy per destination node over RDMA, NVLink forwarding);
@@ -73,6 +78,11 @@ class TrainingSpec:
     activation_dtype: str = ""  # working activations, tp/pp traffic, norms; "" = compute_dtype, BF16 if that is FP8
     activation_storage_dtype: str = ""  # GEMM inputs kept for the backward pass; "" = activation dtype
     moe_activation_recompute: bool = False  # expert SwiGLU recomputed from its stored input (DeepSeek-V3 §3.3.4)
+    # The routing probability multiplies the experts' activation output, act(x)·p, so the gate's gradient comes from
+    # the activation's saved input and no expert output is kept (Megatron-LM 23e00ed0 core/transformer/moe/
+    # experts.py activation_func_with_probs, every expert implementation); false: p multiplies the expert output
+    # in the combine, which keeps that output (GShard / Switch combine einsum).
+    moe_probs_in_activation: bool = False
     fused_cross_entropy: bool = False  # CE keeps the logits in their own dtype, not an FP32 softmax (TE fused CE)
     # FP8 GEMMs: keep the FP8 weight copies from the first micro-batch to the optimizer step (memory, one cast
     # per step; TE `is_first_microbatch`), or cast the weights again every micro-batch (time, no memory).
@@ -88,6 +98,9 @@ class TrainingSpec:
     zero_stage: int = 0
     recompute: str = "none"
     recompute_modules: tuple[str, ...] = ("core_attn",)  # with recompute = "selective" (RECOMPUTE_MODULES)
+    # flash: the attention operator is priced as a flash kernel (moesim/ops/attention.py), so the memory side
+    # keeps what that kernel keeps; unfused: Korthikanti's score matrix (his Table 2).
+    attention_kernel: str = "flash"  # ATTENTION_KERNELS
     dropout: bool = True  # dropout masks stored, 1 byte per element (Korthikanti §4.1); false without dropout
     sequence_parallel: bool = True
     pipeline_schedule: str = "1f1b"
@@ -132,7 +145,8 @@ class TrainingSpec:
         checks = (("optimizer", OPTIMIZERS), ("recompute", RECOMPUTE_MODES),
                   ("pipeline_schedule", PIPELINE_SCHEDULES), ("dispatch_impl", DISPATCH_IMPLS),
                   ("dispatch_backend", DISPATCH_BACKENDS),
-                  ("zero_stage", ZERO_STAGES), ("ema_location", EMA_LOCATIONS))
+                  ("zero_stage", ZERO_STAGES), ("ema_location", EMA_LOCATIONS),
+                  ("attention_kernel", ATTENTION_KERNELS))
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise SpecError(f"'{getattr(self, name)}' is not allowed", field=f"training.{name}",

@@ -38,10 +38,6 @@ DES_CASES = ("llama3_70b_l12_tp8_pp1_dp1_mbc4_cef", "llama3_70b_l12_tp1_pp2_dp4_
 # What the rows' launchers pass that moesim has no key for: (label, base scenarios it applies to, text). The table
 # names them per row rather than approximating silently.
 NOT_EXPRESSED = (
-    ("flash", MODEL_ORDER,
-     "--use-flash-attn (TE fused attention): moesim's activation memory keeps the unfused attention's n² softmax "
-     "output (moesim/memory.py attention_activation_bytes, Korthikanti §4.1) and has no key for a kernel that "
-     "never stores it; priced time is flash's (the attention tables)"),
     ("group", ("deepseek-v2-l4-b200-ep8", "deepseek-v3-l4-b200-ep8"),
      "group-limited routing (--moe-router-num-groups = EP, --moe-router-group-topk 3): not modelled, each token's "
      "k experts spread over all EP ranks"),

@@ -324,6 +324,57 @@ def render(kernels: list[Kernel]) -> str:
     return "\n".join(lines)
 
 
+# The trace's operators imported into hardware_profiles/h800.toml as measured op-table points: (operator, pass)
+# of the grouping -> moesim's table (kind, dtype, pass, op = the attention's mask). MLA's attention core is the
+# one compute operator whose H800 table was derived from another GPU (FlashAttention-3's H100 figures) and whose
+# head_dim (192) no table point has.
+IMPORTED = {("attention_core", "fwd"): ("attention", "bfloat16", "fwd", "causal"),
+            ("attention_core", "bwd"): ("attention", "bfloat16", "bwd", "causal")}
+MEASURED_ON = ("H800 SXM (132 SMs), DeepSeek's training framework: FlashAttention kernels (forward "
+               "flash::compute_attn_ws; backward FlashAttnBwdPreprocess + FlashAttnBwd + "
+               "FlashAttnBwdPostprocessConvertdQ), causal, 4096-token sequence, 128 heads, q/k head_dim 192, "
+               "v 128, run beside DeepEP's kernels (20 SMs), as in training")
+
+
+def import_points(kernels: list[Kernel]) -> list[dict]:
+    """The op tables of IMPORTED: one point per operator at the trace's shape, the efficiency at which moesim's
+    own operator (its FLOP count of computed tiles and its kernel count, moesim/ops/price.py op_time_s) takes the
+    measured time: the mean over the 4 layers of the operator's summed kernel time."""
+    from moesim.ops.breakdown import term_builder
+    from moesim.specs.load import load_scenario
+
+    moe = load_scenario(str(SCENARIO), layout="dp=128,tp=1,ep=64,pp=16,first_stage_layers=4,last_stage_layers=2")
+    builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
+    terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
+    hw = moe.hardware
+    measured = _merged(assign(kernels, load_rules()), lambda ks: sum(k.dur_us for k in ks))
+    tables = []
+    for (name, pas), (kind, dtype, table_pass, op_name) in IMPORTED.items():
+        op = next(o for o in terms.ops_fwd + terms.ops_bwd if o.name == name and o.pass_ == pas)
+        seconds = measured[(name, pas)] * 1e-6 - float(op.kernels) * hw.efficiency.kernel_launch_s
+        # moesim/ops/price.py: t = flops / (peak[dtype] · η) + kernels · t_launch, solved for η
+        eta = float(op.flops[0]) / (hw.chip.peak_for(dtype) * seconds)
+        shape = [int(round(float(c if not hasattr(c, "__len__") else c[0]))) for c in op.shape]
+        tables.append({"kind": kind, "dtype": dtype, "pass": table_pass, "op": op_name, "status": "measured",
+                       "measured_on": MEASURED_ON,
+                       "source": f"{SOURCE}: mean over the 4 layers of the {pas} kernels' summed duration, "
+                                 f"{measured[(name, pas)]:.2f} us (scripts/dsv3_trace.py --points); efficiency = "
+                                 f"moesim's computed-tile FLOPs / ({hw.chip.peak_for(dtype) / 1e12:g} TFLOPS x (time - "
+                                 f"{float(op.kernels):g} launch))",
+                       "points": [[*shape, round(eta, 4)]]})
+    return tables
+
+
+def points_toml(tables: list[dict]) -> str:
+    """`[[efficiency.op_table]]` entries of `tables`, as hardware_profiles/*.toml writes them."""
+    out = []
+    for t in tables:
+        out += ["[[efficiency.op_table]]"] + [f"{k} = {json.dumps(t[k])}" for k in
+                                              ("kind", "dtype", "pass", "op", "status", "measured_on", "source")]
+        out += ["points = ["] + [f"  {json.dumps(p)}," for p in t["points"]] + ["]", ""]
+    return "\n".join(out).rstrip()
+
+
 DOC = ROOT / "docs" / "operators.md"
 BEGIN, END = "<!-- BEGIN dsv3_trace: python scripts/dsv3_trace.py --write -->", "<!-- END dsv3_trace -->"
 
@@ -334,12 +385,16 @@ def main(argv=None) -> int:
     p.add_argument("--trace", type=Path, help=f"train.json for --extract (default: {MIRROR_GIT_DIR}, HEAD:train.json)")
     p.add_argument("--record", type=Path, default=RECORD, help="the kernel record (default: %(default)s)")
     p.add_argument("--write", action="store_true", help=f"replace the marked block of {DOC.name} with the table")
+    p.add_argument("--points", action="store_true", help="print the op-table points imported into h800.toml")
     args = p.parse_args(argv)
     try:
         if args.extract:
             kernels = extract_kernels(load_trace(args.trace))
             write_record(kernels, args.record)
             print(f"{len(kernels)} kernels -> {args.record}")
+            return 0
+        if args.points:
+            print(points_toml(import_points(read_record(args.record))))
             return 0
         text = render(read_record(args.record))
     except TraceError as exc:

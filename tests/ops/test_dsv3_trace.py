@@ -108,3 +108,26 @@ def test_shapes_the_trace_implies_match_the_scenario(dsv3, kernels):
 
 def test_docs_table_is_the_scripts_output(dsv3, kernels, doc_block):
     assert doc_block("dsv3_trace", "docs/operators.md") == dsv3.render(kernels)
+
+
+def test_h800_attention_points_are_the_traces_kernels(dsv3, kernels):
+    """The causal attention tables of hardware_profiles/h800.toml are what `dsv3_trace.py --points` computes from
+    the committed record (status measured, the trace cited), and pricing the trace's shape with them gives back the
+    measured time: the forward kernels' mean 1237.0 us, the backward's (three kernels) 4254.25 us."""
+    from moesim.ops.breakdown import term_builder
+    from moesim.ops.price import op_time_s
+    from moesim.specs.hardware_file import load_hardware
+    from moesim.specs.load import load_scenario
+
+    hw = load_hardware("h800")
+    shipped = [t for t in hw.efficiency.op_tables if "deepseek-ai/profile-data" in t.source]
+    computed = dsv3.import_points(kernels)
+    assert [(t.kind, t.dtype, t.pass_, t.op, t.status, t.source, t.measured_on) for t in shipped] == [
+        (c["kind"], c["dtype"], c["pass"], c["op"], c["status"], c["source"], c["measured_on"]) for c in computed]
+    assert [[list(p) for p in t.points] for t in shipped] == [c["points"] for c in computed]
+    moe = load_scenario(str(dsv3.SCENARIO), layout="dp=128,tp=1,ep=64,pp=16,first_stage_layers=4,last_stage_layers=2")
+    builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
+    terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
+    core = {op.pass_: float(op_time_s(op, hw)[0]) for op in terms.ops_fwd + terms.ops_bwd if op.kind == "attention"}
+    assert core["fwd"] == pytest.approx(1237.0e-6, rel=1e-3)  # 4-decimal efficiency: within 0.1 %
+    assert core["bwd"] == pytest.approx(4254.25e-6, rel=1e-3)

@@ -9,12 +9,12 @@ EP64, TP1, 4096-token sequences, "absolutely balanced" routing, PP communication
 `--extract` reads it (by default from the fetched mirror, `git show HEAD:train.json`) and writes one CSV row per GPU
 kernel: the annotated phase that launched it (the trace's own user annotations: attn(F), mlp(B), dispatch(F), ...),
 which occurrence of that phase (the layer within the chunk, 0-3), stream, start (us from the first kernel),
-duration (us), launch order, a short kernel name and the grid. Without it, the script groups the record's kernels into moesim's
-operators by the rules of scripts/dsv3_trace.toml and prints, per operator, the measured time per layer (the mean
-over the 4 layers of each layer's summed kernel time) beside moesim's priced time for one layer and micro-batch of
-scenarios/deepseek-v3-h800.toml, the per-device shapes the trace implies, which kernels ran beside DeepEP's, and
-the chunk pair's wall span (an end-to-end figure: validation only, never fitted); --write puts that in
-docs/operators.md's marked block.
+duration (us), launch order, a short kernel name and the grid. Without it, the script groups the record's kernels
+into moesim's operators by the rules of scripts/dsv3_trace.toml and prints, per operator, the measured time per
+layer (the mean over the 4 layers of each layer's summed kernel time) beside moesim's priced time for one layer and
+micro-batch of scenarios/deepseek-v3-h800.toml, the per-device shapes the trace implies, which kernels ran beside
+DeepEP's, and the chunk pair's wall span (an end-to-end figure: validation only, never fitted); --write puts that in
+docs/operators.md's marked block; --points prints the op tables imported into hardware_profiles/h800.toml.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import json
 import re
 import subprocess
 import sys
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 from _repo_root import ROOT  # noqa: F401  (first: this checkout's root on sys.path; scripts/_repo_root.py)
 

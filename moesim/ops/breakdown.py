@@ -57,20 +57,29 @@ def _row(label: str, op: Op, hw, calls: float) -> OpRow:
                  calls, _scalar(op.kernels))
 
 
-def operator_breakdown(scenario: Scenario, layout: Layout) -> list[OpRow]:
-    """The priced operators of the first stage's layer classes (and the last stage's head, the first's embedding)
-    for `layout`."""
+def term_builder(scenario: Scenario, layout: Layout):
+    """(the estimate's TermBuilder for `layout`, one row; the workload; sequences per micro-batch): what
+    operator_breakdown prices with (scripts/dsv3_trace.py also reads a class's recomputation time from it)."""
     from moesim.estimate.terms import TermBuilder
 
     model, hw, tr = scenario.model, scenario.hardware, scenario.training
     seq, dec = scenario.seq_lens
-    wl = build_workload(model, seq, dec)
-    m = tr.micro_batches
-    b = tr.global_batch_sequences / (layout.dp * m) / tokens_divisor(np.array([layout.cp]))
+    b = tr.global_batch_sequences / (layout.dp * tr.micro_batches) / tokens_divisor(np.array([layout.cp]))
     arr = lambda v: np.array([float(v)])  # noqa: E731
     builder = TermBuilder(model, hw, tr, b, arr(layout.tp), arr(layout.ep), arr(layout.etp),
                           arr(RECOMPUTE_CODES[tr.recompute]), arr(effective_capacity_factor(scenario, tr)),
                           arr(layout.cp), None)
+    return builder, build_workload(model, seq, dec), b
+
+
+def operator_breakdown(scenario: Scenario, layout: Layout) -> list[OpRow]:
+    """The priced operators of the first stage's layer classes (and the last stage's head, the first's embedding)
+    for `layout`."""
+    model, hw, tr = scenario.model, scenario.hardware, scenario.training
+    seq, dec = scenario.seq_lens
+    builder, wl, b = term_builder(scenario, layout)
+    m = tr.micro_batches
+    arr = lambda v: np.array([float(v)])  # noqa: E731
     counts = stage_class_counts(wl, layout.pp, layout.first_stage_layers, layout.last_stage_layers)[0]
     rows: list[OpRow] = []
     for cls, layers in zip(wl.classes, counts):
@@ -96,4 +105,4 @@ def summarize(rows: list[OpRow]) -> dict[str, float]:
     return out
 
 
-__all__ = ["OpRow", "operator_breakdown", "summarize"]
+__all__ = ["OpRow", "operator_breakdown", "summarize", "term_builder"]

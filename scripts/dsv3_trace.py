@@ -1,0 +1,412 @@
+"""DeepSeek's H800 training trace, kernel by kernel, against moesim's DeepSeek-V3 operators.
+
+    python scripts/dsv3_trace.py --extract [--trace train.json] [--record tests/data/dsv3_trace/train_kernels.csv]
+    python scripts/dsv3_trace.py [--record ...] [--write]
+
+Source: github.com/deepseek-ai/profile-data at commit 449602428a1b023acb8a505d4f34fef536535db6, train.json: a PyTorch
+profiler trace (chrome trace format) of one DualPipe pair of a forward and a backward chunk, 4 MoE layers each,
+EP64, TP1, 4096-token sequences, "absolutely balanced" routing, PP communication not included (its README.md).
+`--extract` reads it (by default from the fetched mirror, `git show HEAD:train.json`) and writes one CSV row per GPU
+kernel: the annotated phase that launched it (the trace's own user annotations: attn(F), mlp(B), dispatch(F), ...),
+which occurrence of that phase (the layer within the chunk, 0-3), stream, start (us from the first kernel),
+duration (us), launch order, a short kernel name and the grid. Without it, the script groups the record's kernels
+into moesim's operators by the rules of scripts/dsv3_trace.toml and prints, per operator, the measured time per
+layer (the mean over the 4 layers of each layer's summed kernel time) beside moesim's priced time for one layer and
+micro-batch of scenarios/deepseek-v3-h800.toml, the per-device shapes the trace implies, which kernels ran beside
+DeepEP's, and the chunk pair's wall span (an end-to-end figure: validation only, never fitted); --write puts that in
+docs/operators.md's marked block; --points prints the op tables imported into hardware_profiles/h800.toml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+from _repo_root import ROOT  # noqa: F401  (first: this checkout's root on sys.path; scripts/_repo_root.py)
+
+MIRROR_GIT_DIR = Path("/work/.mirror/deepseek-ai+profile-data/repo")
+SOURCE = "github.com/deepseek-ai/profile-data@449602428a1b023acb8a505d4f34fef536535db6 train.json"
+RECORD = ROOT / "tests" / "data" / "dsv3_trace" / "train_kernels.csv"
+RULES = ROOT / "scripts" / "dsv3_trace.toml"
+SCENARIO = ROOT / "scenarios" / "deepseek-v3-h800.toml"
+GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
+COMM_STREAM = 27  # DeepEP's kernels (dpsk::ep::internode::*) all run on stream 27 in this trace
+FIELDS = ("phase", "layer", "stream", "start_us", "dur_us", "order", "kernel", "grid")
+
+
+class TraceError(ValueError):
+    """A trace, record or rules file this script cannot read (the message names the file and the field)."""
+
+
+class Kernel(NamedTuple):
+    """One GPU kernel of the trace (times in microseconds, as the profiler writes them)."""
+
+    phase: str  # the user annotation whose time range holds the kernel's launch, e.g. "attn(F)"
+    layer: int  # which occurrence of that phase in the trace: the layer of the chunk, 0-3
+    stream: int
+    start_us: int  # from the first kernel's start
+    dur_us: int
+    order: int  # launch order (the profiler's correlation id)
+    kernel: str  # short name (short_name)
+    grid: str  # "x,y,z"; "" for memcpy / memset
+
+
+def short_name(name: str) -> str:
+    """A kernel's name without `void `, its template arguments and its parameter list; the operator inside a
+    `cutlass::device_kernel<...>`; at most 60 characters."""
+    n = name.replace("void ", "", 1).strip()
+    if n.startswith("cutlass::device_kernel<"):
+        n = n[len("cutlass::device_kernel<"):]
+    return re.split(r"[<(]", n)[0].rstrip(">").strip()[:60]
+
+
+def load_trace(path: Path | None) -> dict:
+    """The trace as a dict: from `path`, or, without one, from the fetched mirror's HEAD:train.json."""
+    try:
+        if path is None:
+            text = subprocess.run(["git", f"--git-dir={MIRROR_GIT_DIR}", "show", "HEAD:train.json"], check=True,
+                                  capture_output=True, text=True).stdout
+            where = f"{MIRROR_GIT_DIR}:train.json"
+        else:
+            text, where = Path(path).read_text(), str(path)
+        trace = json.loads(text)
+    except (OSError, subprocess.CalledProcessError, json.JSONDecodeError) as exc:
+        raise TraceError(f"{path or MIRROR_GIT_DIR}: cannot read the trace ({exc})") from exc
+    if not isinstance(trace, dict) or not isinstance(trace.get("traceEvents"), list):
+        raise TraceError(f"{where}: field 'traceEvents' missing (a chrome trace is a JSON object with a list there)")
+    return trace
+
+
+def extract_kernels(trace: dict) -> list[Kernel]:
+    """Every GPU kernel, memcpy and memset of the trace, with the annotated phase whose time range holds its launch
+    (the CPU runtime call of the same correlation id), sorted by stream, then launch order."""
+    events = trace["traceEvents"]
+    launches = {e["args"]["correlation"]: e["ts"] for e in events
+                if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
+    phases = sorted((e for e in events if e.get("cat") == "user_annotation" and "(" in e.get("name", "")),
+                    key=lambda e: e["ts"])
+    seen: dict[str, int] = {}
+    spans = []
+    for a in phases:
+        spans.append((a["ts"], a["ts"] + a["dur"], a["name"], seen.get(a["name"], 0)))
+        seen[a["name"]] = seen.get(a["name"], 0) + 1
+    gpu = [e for e in events if e.get("cat") in GPU_CATEGORIES]
+    if not gpu:
+        raise TraceError("trace: no events of cat 'kernel' in 'traceEvents'")
+    t0 = min(e["ts"] for e in gpu)
+    out = []
+    for e in gpu:
+        corr = e["args"]["correlation"]
+        t = launches.get(corr)
+        hit = next(((name, k) for lo, hi, name, k in spans if t is not None and lo <= t <= hi), ("", -1))
+        grid = ",".join(str(g) for g in e["args"]["grid"]) if "grid" in e["args"] else ""
+        out.append(Kernel(hit[0], hit[1], int(e["tid"]), int(e["ts"] - t0), int(e["dur"]), int(corr),
+                          short_name(e["name"]), grid))
+    return sorted(out, key=lambda k: (k.stream, k.order))
+
+
+def write_record(kernels: list[Kernel], path: Path) -> None:
+    """The compact derived record: one CSV row per kernel (FIELDS), headed by the source line."""
+    with open(path, "w", newline="") as f:
+        f.write(f"# {SOURCE}: GPU kernels, written by scripts/dsv3_trace.py --extract\n")
+        w = csv.writer(f)
+        w.writerow(FIELDS)
+        for k in kernels:
+            w.writerow([getattr(k, name) for name in FIELDS])
+
+
+def read_record(path: Path) -> list[Kernel]:
+    """The kernels of a record written by write_record."""
+    try:
+        lines = [ln for ln in Path(path).read_text().splitlines() if not ln.startswith("#")]
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read the kernel record ({exc})") from exc
+    rows = list(csv.DictReader(lines))
+    if not rows or tuple(rows[0]) != FIELDS:
+        raise TraceError(f"{path}: header must be {','.join(FIELDS)}")
+    try:
+        return [Kernel(r["phase"], int(r["layer"]), int(r["stream"]), int(r["start_us"]), int(r["dur_us"]),
+                       int(r["order"]), r["kernel"], r["grid"]) for r in rows]
+    except ValueError as exc:
+        raise TraceError(f"{path}: a row's layer / stream / start_us / dur_us / order is not an integer ({exc})") \
+            from exc
+
+
+def load_rules(path: Path = RULES) -> list[dict]:
+    """The grouping rules of scripts/dsv3_trace.toml (phase, kernel substring, optional nth, operator, pass)."""
+    import tomllib
+
+    try:
+        rules = tomllib.loads(Path(path).read_text())["rule"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
+        raise TraceError(f"{path}: cannot read the [[rule]] tables ({exc})") from exc
+    for i, r in enumerate(rules):
+        missing = {"phase", "kernel", "operator", "pass"} - set(r)
+        if missing:
+            raise TraceError(f"{path}: rule {i} lacks {', '.join(sorted(missing))}")
+    return rules
+
+
+def assign(kernels: list[Kernel], rules: list[dict]) -> list[tuple[Kernel, str, str]]:
+    """Each kernel with its (operator, pass): the first rule whose phase equals the kernel's and whose `kernel`
+    substring is in its short name, and, for a rule with `nth`, whose index among the same phase occurrence's
+    kernels holding that substring (launch order; negative from the end) is nth. ("unmatched", "") otherwise."""
+    by_phase: dict[tuple[str, int], list[Kernel]] = {}
+    for k in sorted(kernels, key=lambda k: k.order):
+        by_phase.setdefault((k.phase, k.layer), []).append(k)
+    out = []
+    for (phase, _), ks in by_phase.items():
+        for k in ks:
+            for r in rules:
+                if r["phase"] != phase or r["kernel"] not in k.kernel:
+                    continue
+                if "nth" in r:
+                    same = [x for x in ks if r["kernel"] in x.kernel]
+                    if same.index(k) != (r["nth"] % len(same)):
+                        continue
+                out.append((k, r["operator"], r["pass"]))
+                break
+            else:
+                out.append((k, "unmatched", ""))
+    return out
+
+
+def overlapped_us(kernels: list[Kernel]) -> dict[int, int]:
+    """Launch order -> microseconds of a compute-stream kernel that ran while a DeepEP kernel (stream 27) ran."""
+    comm = sorted((k.start_us, k.start_us + k.dur_us) for k in kernels if k.stream == COMM_STREAM)
+    out = {}
+    for k in kernels:
+        if k.stream == COMM_STREAM:
+            continue
+        lo, hi = k.start_us, k.start_us + k.dur_us
+        out[k.order] = sum(max(0, min(hi, b) - max(lo, a)) for a, b in comm)
+    return out
+
+
+def span_us(kernels: list[Kernel]) -> tuple[int, int]:
+    """(wall span from the first kernel's start to the last one's end, time some stream was busy), us."""
+    iv = sorted((k.start_us, k.start_us + k.dur_us) for k in kernels)
+    busy, end = 0, None
+    for a, b in iv:
+        if end is None or a > end:
+            busy += b - a
+            end = b
+        elif b > end:
+            busy += b - end
+            end = b
+    return max(b for _, b in iv) - min(a for a, _ in iv), busy
+
+
+def trace_shapes(kernels: list[Kernel]) -> dict[str, list[int]]:
+    """Per-device shapes the kernels' grids imply, per layer: tokens per micro-batch (the grid of the FP8 cast of
+    the forward chunk's attention input: one block per token), routed token rows on the device (the grid of the
+    forward expert SwiGLU, one block per row) and routed expert weight-gradient kernels per GEMM (one per expert)."""
+    assigned = assign(kernels, load_rules())
+    firsts = {}
+    for k in sorted(kernels, key=lambda k: k.order):
+        if k.phase == "attn(F)" and "per_token_cast_to_fp8_with_channels" in k.kernel:
+            firsts.setdefault(k.layer, int(k.grid.split(",")[0]))
+    rows = {k.layer: int(k.grid.split(",")[0]) for k, op, pas in assigned
+            if op == "expert_activation" and pas == "fwd"}
+    experts = {}
+    for k, op, pas in assigned:
+        if op == "expert_fc1" and pas == "wgrad":
+            experts[k.layer] = experts.get(k.layer, 0) + 1
+    return {"tokens_per_micro_batch": [firsts[i] for i in sorted(firsts)],
+            "routed_rows_per_device": [rows[i] for i in sorted(rows)],
+            "experts_per_device": [experts[i] for i in sorted(experts)]}
+
+
+def priced_us() -> dict[tuple[str, str], float]:
+    """moesim's priced time of one MoE layer and one micro-batch of scenarios/deepseek-v3-h800.toml, per
+    (operator, pass), summed over parts (us); and DeepEP's dispatch / combine per call (the estimate's
+    communication entries: time per step / calls per step)."""
+    from moesim.estimate import estimate
+    from moesim.ops.breakdown import operator_breakdown, term_builder
+    from moesim.specs.load import load_scenario
+
+    scenario = load_scenario(str(SCENARIO))
+    layout = scenario.resolve(source="layout")
+    out: dict[tuple[str, str], float] = {}
+    # the scenario's first stage holds only dense layers: a first stage of 4 (3 dense + 1 MoE) lists the MoE class
+    moe = load_scenario(str(SCENARIO), layout="dp=128,tp=1,ep=64,pp=16,first_stage_layers=4,last_stage_layers=2")
+    moe_layout = moe.resolve(source="--layout")
+    for r in operator_breakdown(moe, moe_layout):
+        if r.layer_class == "decoder moe":
+            key = (r.name, r.pass_)
+            out[key] = out.get(key, 0.0) + r.time_s * 1e6
+    # selective recomputation is no operator row: the estimate adds the class's recompute_time_s to its backward
+    # (moesim/estimate/terms.py: the attention core's forward, the norms, the MLA up-projections)
+    builder, wl, _ = term_builder(moe, moe_layout)
+    cls = next(c for c in wl.classes if c.is_moe and not c.mtp)
+    out[("selective_recompute", "recompute")] = float(builder.build(cls).recompute_time_s[0]) * 1e6
+    comm = estimate(scenario, layout).as_dict()["communication"]
+    for name, op in (("ep_all_to_all_dispatch", "ep_dispatch"), ("ep_all_to_all_combine", "ep_combine")):
+        out[(op, "fwd")] = comm[name]["time_s"] / comm[name]["calls_per_step"] * 1e6
+    # the backward of a dispatch moves the combine's bytes and the backward of a combine the dispatch's (the
+    # trace runs them as a combine kernel in BF16 and an FP8 dispatch kernel)
+    out[("ep_dispatch", "bwd")] = out[("ep_combine", "fwd")]
+    out[("ep_combine", "bwd")] = out[("ep_dispatch", "fwd")]
+    return out
+
+
+# moesim's name for a trace operator where they differ: the FP8 cast of the dispatched tokens is part of
+# moesim's permute fp8_quantise (summed here with the other parts' casts)
+PRICED_AS = {("fp8_quantise_dispatch", "fwd"): ("fp8_quantise", "fwd"),
+             ("fp8_quantise_dispatch", "bwd"): ("fp8_quantise", "bwd")}
+
+
+PASS_ORDER = ("fwd", "recompute", "dgrad", "bwd", "wgrad")
+
+
+def _merged(assigned, value) -> dict[tuple[str, str], float]:
+    """Sum of value(kernels of one layer) over the 4 layers / 4, per (operator, pass) in moesim's names
+    (PRICED_AS), in the trace's order of first appearance."""
+    groups: dict[tuple[str, str, int], list[Kernel]] = {}
+    for k, op, pas in assigned:
+        target = PRICED_AS.get((op, pas), (op, pas))
+        groups.setdefault((*target, k.layer), []).append(k)
+    out: dict[tuple[str, str], float] = {}
+    for (op, pas, _), ks in groups.items():
+        out[(op, pas)] = out.get((op, pas), 0.0) + value(ks) / 4
+    return out
+
+
+def table_rows(kernels: list[Kernel]) -> list[tuple]:
+    """(operator, pass, measured us per layer (kernel time summed), its span per layer (us some kernel of it ran:
+    below the sum where two streams ran it at once), priced us per layer or None, measured / priced or None, us of
+    it beside a DeepEP kernel) per operator, in the trace's phase order, then the priced operators without a
+    kernel."""
+    assigned = assign(kernels, load_rules())
+    beside = overlapped_us(kernels)
+    summed = _merged(assigned, lambda ks: sum(k.dur_us for k in ks))
+    spans = _merged(assigned, lambda ks: span_us(ks)[1])
+    ov = _merged(assigned, lambda ks: sum(beside.get(k.order, 0) for k in ks))
+    priced = priced_us()
+    rows = []
+    for key, us in summed.items():
+        p = priced.get(key)
+        rows.append((key[0], key[1], us, spans[key], p, us / p if p else None, ov[key]))
+    rows += [(key[0], key[1], 0.0, 0.0, p, None, 0.0) for key, p in priced.items() if key not in summed and p]
+    return sorted(rows, key=lambda r: PASS_ORDER.index(r[1]))  # stable: the trace's order within a pass
+
+
+def priced_pair_us(priced: dict[tuple[str, str], float], layers: int = 4) -> tuple[float, float, float]:
+    """(compute, collectives, pair) of a DualPipe forward & backward chunk pair of `layers` MoE layers by the
+    estimate's rule for an overlapped pair, max(compute, collectives) (moesim/estimate/core.py, DeepSeek-V3
+    §3.2.1 Figure 4), us; the trace has no pipeline sends, so none are added."""
+    comm = sum(v for (op, _), v in priced.items() if op.startswith("ep_"))
+    compute = sum(v for (op, _), v in priced.items() if not op.startswith("ep_"))
+    return layers * compute, layers * comm, layers * max(compute, comm)
+
+
+def render(kernels: list[Kernel]) -> str:
+    """The per-operator table, the shapes and the chunk pair's span, as markdown."""
+    lines = ["| operator | pass | measured us / layer | its span | moesim us / layer | measured / moesim | "
+             "us beside DeepEP |", "|---|---|---:|---:|---:|---:|---:|"]
+    for op, pas, us, span, p, ratio, ov in table_rows(kernels):
+        lines.append(f"| {op} | {pas} | {us:.1f} | {span:.1f} | {'-' if p is None else f'{p:.1f}'} | "
+                     f"{'-' if ratio is None else f'{ratio:.2f}'} | {ov:.1f} |")
+    shapes = trace_shapes(kernels)
+    wall, busy = span_us(kernels)
+    _, compute = span_us([k for k in kernels if k.stream != COMM_STREAM])
+    p_compute, p_comm, p_pair = priced_pair_us(priced_us())
+    lines += ["", "shapes per layer: " + "; ".join(f"{k} {v}" for k, v in shapes.items()),
+              f"chunk pair: wall span {wall} us; some stream busy {busy} us; a compute stream busy {compute} us",
+              f"moesim's pair (4 MoE layers, max(compute, collectives)): compute {p_compute:.0f} us, collectives "
+              f"{p_comm:.0f} us, pair {p_pair:.0f} us: {p_pair / wall - 1:+.1%} against the wall span"]
+    return "\n".join(lines)
+
+
+# The trace's operators imported into hardware_profiles/h800.toml as measured op-table points: (operator, pass)
+# of the grouping -> moesim's table (kind, dtype, pass, op = the attention's mask). MLA's attention core is the
+# one compute operator whose H800 table was derived from another GPU (FlashAttention-3's H100 figures) and whose
+# head_dim (192) no table point has.
+IMPORTED = {("attention_core", "fwd"): ("attention", "bfloat16", "fwd", "causal"),
+            ("attention_core", "bwd"): ("attention", "bfloat16", "bwd", "causal")}
+MEASURED_ON = ("H800 SXM (132 SMs), DeepSeek's training framework: FlashAttention kernels (forward "
+               "flash::compute_attn_ws; backward FlashAttnBwdPreprocess + FlashAttnBwd + "
+               "FlashAttnBwdPostprocessConvertdQ), causal, 4096-token sequence, 128 heads, q/k head_dim 192, "
+               "v 128, run beside DeepEP's kernels (20 SMs), as in training")
+
+
+def import_points(kernels: list[Kernel]) -> list[dict]:
+    """The op tables of IMPORTED: one point per operator at the trace's shape, the efficiency at which moesim's
+    own operator (its FLOP count of computed tiles and its kernel count, moesim/ops/price.py op_time_s) takes the
+    measured time: the mean over the 4 layers of the operator's summed kernel time."""
+    from moesim.ops.breakdown import term_builder
+    from moesim.specs.load import load_scenario
+
+    moe = load_scenario(str(SCENARIO), layout="dp=128,tp=1,ep=64,pp=16,first_stage_layers=4,last_stage_layers=2")
+    builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
+    terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
+    hw = moe.hardware
+    measured = _merged(assign(kernels, load_rules()), lambda ks: sum(k.dur_us for k in ks))
+    tables = []
+    for (name, pas), (kind, dtype, table_pass, op_name) in IMPORTED.items():
+        op = next(o for o in terms.ops_fwd + terms.ops_bwd if o.name == name and o.pass_ == pas)
+        seconds = measured[(name, pas)] * 1e-6 - float(op.kernels) * hw.efficiency.kernel_launch_s
+        # moesim/ops/price.py: t = flops / (peak[dtype] · η) + kernels · t_launch, solved for η
+        eta = float(op.flops[0]) / (hw.chip.peak_for(dtype) * seconds)
+        shape = [int(round(float(c if not hasattr(c, "__len__") else c[0]))) for c in op.shape]
+        tables.append({"kind": kind, "dtype": dtype, "pass": table_pass, "op": op_name, "status": "measured",
+                       "measured_on": MEASURED_ON,
+                       "source": f"{SOURCE}: mean over the 4 layers of the {pas} kernels' summed duration, "
+                                 f"{measured[(name, pas)]:.2f} us (scripts/dsv3_trace.py --points); efficiency = "
+                                 f"moesim's computed-tile FLOPs / ({hw.chip.peak_for(dtype) / 1e12:g} TFLOPS x (time - "
+                                 f"{float(op.kernels):g} launch))",
+                       "points": [[*shape, round(eta, 4)]]})
+    return tables
+
+
+def points_toml(tables: list[dict]) -> str:
+    """`[[efficiency.op_table]]` entries of `tables`, as hardware_profiles/*.toml writes them."""
+    out = []
+    for t in tables:
+        out += ["[[efficiency.op_table]]"] + [f"{k} = {json.dumps(t[k])}" for k in
+                                              ("kind", "dtype", "pass", "op", "status", "measured_on", "source")]
+        out += ["points = ["] + [f"  {json.dumps(p)}," for p in t["points"]] + ["]", ""]
+    return "\n".join(out).rstrip()
+
+
+DOC = ROOT / "docs" / "operators.md"
+BEGIN, END = "<!-- BEGIN dsv3_trace: python scripts/dsv3_trace.py --write -->", "<!-- END dsv3_trace -->"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--extract", action="store_true", help="write the kernel record (--record) from the trace")
+    p.add_argument("--trace", type=Path, help=f"train.json for --extract (default: {MIRROR_GIT_DIR}, HEAD:train.json)")
+    p.add_argument("--record", type=Path, default=RECORD, help="the kernel record (default: %(default)s)")
+    p.add_argument("--write", action="store_true", help=f"replace the marked block of {DOC.name} with the table")
+    p.add_argument("--points", action="store_true", help="print the op-table points imported into h800.toml")
+    args = p.parse_args(argv)
+    try:
+        if args.extract:
+            kernels = extract_kernels(load_trace(args.trace))
+            write_record(kernels, args.record)
+            print(f"{len(kernels)} kernels -> {args.record}")
+            return 0
+        if args.points:
+            print(points_toml(import_points(read_record(args.record))))
+            return 0
+        text = render(read_record(args.record))
+    except TraceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    if args.write:
+        from docblock import replace_block
+
+        replace_block(DOC, BEGIN, END, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""scripts/dsv3_trace.py: DeepSeek's H800 training trace (deepseek-ai/profile-data train.json) read kernel by kernel,
+grouped into moesim's operators, and its table in docs/operators.md."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def dsv3(load_script):
+    return load_script("scripts/dsv3_trace.py")
+
+
+@pytest.fixture(scope="module")
+def kernels(dsv3):
+    return dsv3.read_record(dsv3.RECORD)
+
+
+def _trace():
+    """A chrome trace of three kernels as the PyTorch profiler writes them: two phases' annotations, the CPU
+    launches (cuda_runtime, correlation ids) inside them, the kernels on two streams."""
+    ann = lambda name, ts, dur: {"ph": "X", "cat": "user_annotation", "name": name, "ts": ts, "dur": dur}  # noqa: E731
+    launch = lambda corr, ts: {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": ts,  # noqa: E731
+                               "dur": 3, "args": {"correlation": corr}}
+    kern = lambda corr, tid, ts, dur, name, grid: {"ph": "X", "cat": "kernel", "name": name, "tid": tid,  # noqa: E731
+                                                   "ts": ts, "dur": dur,
+                                                   "args": {"correlation": corr, "grid": grid}}
+    return {"traceEvents": [
+        ann("1F1B", 0, 1000), ann("attn(F)", 10, 100), ann("dispatch(F)", 120, 50), ann("attn(F)", 300, 100),
+        launch(7, 20), launch(8, 130), launch(9, 310),
+        kern(7, 7, 500, 40, "void flash::compute_attn_ws<Flash_fwd_kernel_traits<192, 128>>(int)", [32, 128, 1]),
+        kern(8, 27, 520, 90, "void dpsk::ep::internode::dispatch<false, 8, false, 8>(int4*)", [20, 1, 1]),
+        kern(9, 7, 600, 45, "void flash::compute_attn_ws<Flash_fwd_kernel_traits<192, 128>>(int)", [32, 128, 1]),
+    ]}
+
+
+def test_extract_names_each_kernel_by_its_launching_phase_and_occurrence(dsv3):
+    ks = {k.order: k for k in dsv3.extract_kernels(_trace())}
+    assert (ks[7].phase, ks[7].layer, ks[9].phase, ks[9].layer) == ("attn(F)", 0, "attn(F)", 1)
+    assert (ks[8].phase, ks[8].stream, ks[8].kernel) == ("dispatch(F)", 27, "dpsk::ep::internode::dispatch")
+    assert [ks[i].start_us for i in (7, 8, 9)] == [0, 20, 100]  # from the first kernel's start
+    assert [ks[i].dur_us for i in (7, 8, 9)] == [40, 90, 45]
+    assert ks[7].kernel == "flash::compute_attn_ws" and ks[7].grid == "32,128,1"
+    # the first attention kernel ran 20 of its 40 us beside the DeepEP kernel, the second 10 of 45
+    assert dsv3.overlapped_us(list(ks.values())) == {7: 20, 9: 10}
+    assert dsv3.span_us(list(ks.values())) == (145, 145)
+
+
+def test_record_round_trip_and_bad_header(dsv3, tmp_path):
+    ks = dsv3.extract_kernels(_trace())
+    path = tmp_path / "k.csv"
+    dsv3.write_record(ks, path)
+    assert dsv3.read_record(path) == ks
+    path.write_text("phase,layer\nattn(F),0\n")
+    with pytest.raises(dsv3.TraceError, match="k.csv: header must be phase,layer,stream"):
+        dsv3.read_record(path)
+
+
+def test_short_names_of_the_traces_kernel_families(dsv3):
+    assert dsv3.short_name("void cutlass::device_kernel<dpsk::grouped_gemm::cuda::m_grouped_fp8_ptp128c::GemmKernel>"
+                           "(dpsk::grouped_gemm::cuda::m_grouped_fp8_ptp128c::GemmKernel::Params)") == \
+        "dpsk::grouped_gemm::cuda::m_grouped_fp8_ptp128c::GemmKernel"
+    assert dsv3.short_name("void layer_norm::ln_fwd_kernel<layer_norm::Kernel_traits<__nv_bfloat16, 7168u>>(int)") == \
+        "layer_norm::ln_fwd_kernel"
+
+
+def test_committed_record_every_kernel_grouped(dsv3, kernels):
+    """The record holds the trace's 983 GPU kernels / copies / sets, each launched inside a phase, and the rules
+    of scripts/dsv3_trace.toml give every one an operator."""
+    assert len(kernels) == 983
+    assigned = dsv3.assign(kernels, dsv3.load_rules())
+    assert [k.kernel for k, op, _ in assigned if op == "unmatched"] == []
+    assert {k.phase for k in kernels} == {"attn(F)", "attn(B)", "attn(W)", "mlp(F)", "mlp(B)", "mlp(W)",
+                                          "dispatch(F)", "dispatch(B)", "combine(F)", "combine(B)"}
+    assert {k.layer for k in kernels} == {0, 1, 2, 3}
+
+
+def test_grouping_picks_the_gemms_by_shape_as_the_grids_show(dsv3, kernels):
+    """Each operator the rules name gets kernels of one grid: the routed experts' GEMMs are DeepGEMM's m-grouped
+    kernel (112 CTAs, one per SM left beside DeepEP's 20), one per layer and pass; the weight gradients one kernel
+    per expert; MLA's attention the FlashAttention kernels, one forward per layer."""
+    assigned = dsv3.assign(kernels, dsv3.load_rules())
+    by = {}
+    for k, op, pas in assigned:
+        by.setdefault((op, pas), []).append(k)
+    for key in (("expert_fc1", "fwd"), ("expert_fc2", "fwd"), ("expert_fc1", "dgrad"), ("expert_fc2", "dgrad")):
+        assert {(k.kernel.split("::")[-2], k.grid) for k in by[key]} == {("m_grouped_fp8_ptp128c", "1,112,1")}
+        assert len(by[key]) == 4
+    assert len(by[("expert_fc1", "wgrad")]) == len(by[("expert_fc2", "wgrad")]) == 16  # 4 experts x 4 layers
+    assert {k.stream for k in by[("expert_fc1", "wgrad")]} == {7, 23}  # two streams at once
+    assert [k.dur_us for k in by[("attention_core", "fwd")]] == [1248, 1199, 1280, 1221]
+    assert {k.kernel for k in by[("attention_core", "bwd")]} == {
+        "flash::FlashAttnBwd", "flash::FlashAttnBwdPreprocess", "flash::FlashAttnBwdPostprocessConvertdQ"}
+    assert all(k.kernel.startswith("sm90_xmma_gemm_bf16f32") for k in by[("router", "fwd")])  # BF16 in, FP32 out
+    assert {k.stream for key, ks in by.items() if key[0].startswith("ep_") for k in ks} == {27}
+
+
+def test_shapes_the_trace_implies_match_the_scenario(dsv3, kernels):
+    """4096 tokens per micro-batch (one 4096-token sequence: scenarios/deepseek-v3-h800.toml's 15360 sequences over
+    128 data-parallel ranks and 120 micro-batches), 4 experts per device (256 / EP64), and routed rows near
+    4096 x 8 = 32768 per layer (balanced over the batch, not exactly per micro-batch)."""
+    shapes = dsv3.trace_shapes(kernels)
+    assert shapes["tokens_per_micro_batch"] == [4096] * 4
+    assert shapes["experts_per_device"] == [4] * 4
+    rows = shapes["routed_rows_per_device"]
+    assert len(rows) == 4 and all(0.9 < r / 32768 < 1.15 for r in rows)
+
+
+def test_docs_table_is_the_scripts_output(dsv3, kernels, doc_block):
+    assert doc_block("dsv3_trace", "docs/operators.md") == dsv3.render(kernels)
+
+
+def test_h800_attention_points_are_the_traces_kernels(dsv3, kernels):
+    """The causal attention tables of hardware_profiles/h800.toml are what `dsv3_trace.py --points` computes from
+    the committed record (status measured, the trace cited), and pricing the trace's shape with them gives back the
+    measured time: the forward kernels' mean 1237.0 us, the backward's (three kernels) 4254.25 us."""
+    from moesim.ops.breakdown import term_builder
+    from moesim.ops.price import op_time_s
+    from moesim.specs.hardware_file import load_hardware
+    from moesim.specs.load import load_scenario
+
+    hw = load_hardware("h800")
+    shipped = [t for t in hw.efficiency.op_tables if "deepseek-ai/profile-data" in t.source]
+    computed = dsv3.import_points(kernels)
+    assert [(t.kind, t.dtype, t.pass_, t.op, t.status, t.source, t.measured_on) for t in shipped] == [
+        (c["kind"], c["dtype"], c["pass"], c["op"], c["status"], c["source"], c["measured_on"]) for c in computed]
+    assert [[list(p) for p in t.points] for t in shipped] == [c["points"] for c in computed]
+    moe = load_scenario(str(dsv3.SCENARIO), layout="dp=128,tp=1,ep=64,pp=16,first_stage_layers=4,last_stage_layers=2")
+    builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
+    terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
+    core = {op.pass_: float(op_time_s(op, hw)[0]) for op in terms.ops_fwd + terms.ops_bwd if op.kind == "attention"}
+    assert core["fwd"] == pytest.approx(1237.0e-6, rel=1e-3)  # 4-decimal efficiency: within 0.1 %
+    assert core["bwd"] == pytest.approx(4254.25e-6, rel=1e-3)

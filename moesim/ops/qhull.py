@@ -35,7 +35,8 @@ def _extension_path(package_dir: Path, name: str) -> Path | None:
 
 
 def _load_by_path() -> ModuleType | None:
-    """scipy.spatial._qhull loaded from its file (cython_lapack first), or None where a file is not found."""
+    """scipy.spatial._qhull loaded from its file (cython_lapack first), or None where a file is not found or does
+    not load so (another scipy's layout: the caller then imports scipy.spatial)."""
     import scipy
 
     root = Path(scipy.__file__).parent
@@ -57,6 +58,8 @@ def _load_by_path() -> ModuleType | None:
             added.append(full)
             spec.loader.exec_module(module)
         return sys.modules["scipy.spatial._qhull"]
+    except ImportError:
+        return None
     finally:
         for full in added:
             sys.modules.pop(full, None)

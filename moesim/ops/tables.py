@@ -77,7 +77,8 @@ class _Nearest:
     query_single_point): the first of the nearest, numpy's argmin, ties included. In a larger table the tree's order
     of visits decides ties, so a query whose second nearest point is within NEAR_TIE of its nearest goes to the tree
     itself; so do queries that are not finite (the tree refuses them with its ValueError, as it did) and calls of
-    more than BRUTE_PAIRS query-point pairs (the simulator's millions of expert shapes, where the tree's O(log n) per query is cheaper)."""
+    more than BRUTE_PAIRS query-point pairs (the simulator's millions of expert shapes: the tree's O(log n) a query
+    is cheaper there)."""
 
     LEAFSIZE = 16  # cKDTree's default leafsize (scipy 1.17 spatial/_ckdtree.pyx), NearestNDInterpolator's tree
     MAX_DIM = 4  # up to 4 coordinates the tree sums (x0 - y0)^2 + ... in index order (ckdtree distance_base.h)
@@ -86,7 +87,7 @@ class _Nearest:
 
     def __init__(self, points: np.ndarray, values: np.ndarray) -> None:
         self.points = np.asarray(points, dtype=float)
-        self.values = np.asarray(values)
+        self.values = np.asarray(values, dtype=float)
         self.tree = None
 
     def _tree_query(self, q: np.ndarray) -> np.ndarray:
@@ -112,15 +113,15 @@ class _Nearest:
         rows = np.arange(len(q))
         best = d2.argmin(axis=1)
         best_d2 = d2[rows, best]
-        d2[rows, best] = np.inf
-        second_d2 = d2.min(axis=1)
         clear = np.isfinite(best_d2)
         if len(self.points) > self.LEAFSIZE:
-            clear &= second_d2 > best_d2 * (1 + self.NEAR_TIE) + self.NEAR_TIE
+            d2[rows, best] = np.inf
+            clear &= d2.min(axis=1) > best_d2 * (1 + self.NEAR_TIE) + self.NEAR_TIE  # the second nearest
+        if clear.all():
+            return self.values[best]
         out = np.empty(len(q))
         out[clear] = self.values[best[clear]]
-        if not clear.all():
-            out[~clear] = self._tree_query(q[~clear])
+        out[~clear] = self._tree_query(q[~clear])
         return out
 
 

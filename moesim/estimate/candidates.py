@@ -64,6 +64,11 @@ class Candidates:
         names = np.array(PIPELINE_SCHEDULES + (base.pipeline_schedule,))
         return names[np.where(self.schedule < 0, len(PIPELINE_SCHEDULES), self.schedule)]
 
+    def schedule_name(self, i: int, base: TrainingSpec) -> str:
+        """schedule_names(base)[i] without naming every candidate's (a report asks for a few rows of ~10^5)."""
+        code = int(self.schedule[i])
+        return base.pipeline_schedule if code < 0 else PIPELINE_SCHEDULES[code]
+
     def __len__(self) -> int:
         return len(self.dp)
 
@@ -86,7 +91,7 @@ class Candidates:
         return replace(base, micro_batches=int(self.micro_batches[i]), zero_stage=int(self.zero_stage[i]),
                        recompute=RECOMPUTE_NAMES[int(self.recompute[i])],
                        capacity_factor=None if np.isnan(cf) else cf,
-                       pipeline_schedule=str(self.schedule_names(base)[i]))
+                       pipeline_schedule=self.schedule_name(i, base))
 
     def take(self, index) -> "Candidates":
         """The candidates at `index` (an index array or boolean mask)."""

@@ -21,6 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from moesim.ops.qhull import qhull_module
 from moesim.specs.hardware import OpTable
 
 INSIDE_TOL = 1e-9  # barycentric coordinates this far below 0 still count as inside (shapes on a face)
@@ -33,12 +34,11 @@ _kept_bytes = [0]
 
 
 class _Linear:
-    """Piecewise-linear interpolation on a Delaunay triangulation (scipy.spatial.Delaunay, qhull); NaN outside."""
+    """Piecewise-linear interpolation on a Delaunay triangulation (scipy.spatial.Delaunay, qhull; loaded by
+    moesim/ops/qhull.py without the scipy.spatial package); NaN outside."""
 
     def __init__(self, points: np.ndarray, values: np.ndarray) -> None:
-        from scipy.spatial import Delaunay
-
-        tri = Delaunay(points)
+        tri = qhull_module().Delaunay(points)
         verts = points[tri.simplices]  # (s, d + 1, d)
         edges = (verts[:, :-1] - verts[:, -1:]).transpose(0, 2, 1)  # columns v_i − v_d
         det = np.linalg.det(edges)
@@ -68,22 +68,60 @@ class _Linear:
 
 
 class _Nearest:
-    """The value of the nearest point (scipy.spatial.cKDTree): scipy.interpolate.NearestNDInterpolator's answer
-    (scipy 1.17 interpolate/_ndgriddata.py, NearestNDInterpolator.__call__: the tree's query, NaN where its distance
-    is not finite), without importing scipy.interpolate (scipy.optimize and more: ~0.5 G instructions of a cold
-    `moesim search`, session 18)."""
+    """The value of the nearest point: scipy.interpolate.NearestNDInterpolator's answer (scipy 1.17
+    interpolate/_ndgriddata.py, NearestNDInterpolator.__call__: a cKDTree's query, NaN where its distance is not
+    finite), bit for bit, without importing scipy.spatial (~1,150 M instructions of a cold `moesim search`, session 19).
+    numpy computes every query's squared distance to every point, coordinate by coordinate as the tree does.
+    A table of at most LEAFSIZE points is one leaf of the tree, whose points the query visits in index order, a later
+    one replacing the nearest only when strictly nearer (scipy 1.17 spatial/ckdtree/src/query.cxx,
+    query_single_point): the first of the nearest, numpy's argmin, ties included. In a larger table the tree's order
+    of visits decides ties, so a query whose second nearest point is within NEAR_TIE of its nearest goes to the tree
+    itself; so do queries that are not finite (the tree refuses them with its ValueError, as it did) and calls of
+    more than BRUTE_PAIRS query-point pairs (the simulator's millions of expert shapes: the tree's O(log n) a query
+    is cheaper there)."""
+
+    LEAFSIZE = 16  # cKDTree's default leafsize (scipy 1.17 spatial/_ckdtree.pyx), NearestNDInterpolator's tree
+    MAX_DIM = 4  # up to 4 coordinates the tree sums (x0 - y0)^2 + ... in index order (ckdtree distance_base.h)
+    NEAR_TIE = 1e-9  # relative and absolute margin in squared log-shape distance, far above the tree's rounding
+    BRUTE_PAIRS = 1 << 22  # query-point pairs per call answered by numpy; more go to the tree
 
     def __init__(self, points: np.ndarray, values: np.ndarray) -> None:
-        from scipy.spatial import cKDTree
+        self.points = np.asarray(points, dtype=float)
+        self.values = np.asarray(values, dtype=float)
+        self.tree = None
 
-        self.tree = cKDTree(points)
-        self.values = np.asarray(values)
+    def _tree_query(self, q: np.ndarray) -> np.ndarray:
+        if self.tree is None:
+            from scipy.spatial import cKDTree
 
-    def __call__(self, q: np.ndarray) -> np.ndarray:
+            self.tree = cKDTree(self.points)
         dist, index = self.tree.query(q)
         out = np.full(len(q), np.nan)
         found = np.isfinite(dist)
         out[found] = self.values[index[found]]
+        return out
+
+    def __call__(self, q: np.ndarray) -> np.ndarray:
+        q = np.asarray(q, dtype=float)
+        if len(q) * len(self.points) > self.BRUTE_PAIRS or len(self.points) < 2 or q.shape[1] > self.MAX_DIM:
+            return self._tree_query(q)
+        # Squared distance summed coordinate by coordinate, in the tree's order (scipy 1.17
+        # spatial/ckdtree/src/distance_base.h sqeuclidean_distance_double).
+        d2 = np.zeros((len(q), len(self.points)))
+        for j in range(self.points.shape[1]):
+            d2 += (q[:, j, None] - self.points[None, :, j]) ** 2
+        rows = np.arange(len(q))
+        best = d2.argmin(axis=1)
+        best_d2 = d2[rows, best]
+        clear = np.isfinite(best_d2)
+        if len(self.points) > self.LEAFSIZE:
+            d2[rows, best] = np.inf
+            clear &= d2.min(axis=1) > best_d2 * (1 + self.NEAR_TIE) + self.NEAR_TIE  # the second nearest
+        if clear.all():
+            return self.values[best]
+        out = np.empty(len(q))
+        out[clear] = self.values[best[clear]]
+        out[~clear] = self._tree_query(q[~clear])
         return out
 
 
@@ -106,13 +144,11 @@ class _Interpolant:
             order = np.argsort(uniq[:, 0])
             self.x, self.y = uniq[order, 0], mean[order]
         elif self.dim >= 2:
-            from scipy.spatial import QhullError
-
             self.nearest = _Nearest(uniq, mean)
             if len(uniq) > self.dim:
                 try:
                     self.linear = _Linear(uniq, mean)
-                except (QhullError, np.linalg.LinAlgError):
+                except (qhull_module().QhullError, np.linalg.LinAlgError):
                     self.linear = None
 
     def __call__(self, log_coords: np.ndarray) -> np.ndarray:

@@ -149,7 +149,7 @@ class SearchResult:
         return self.layout(i).as_dict() | {
             "micro_batches": int(c.micro_batches[i]), "zero_stage": int(c.zero_stage[i]),
             "recompute": RECOMPUTE_NAMES[int(c.recompute[i])], "capacity_factor": None if np.isnan(cf) else cf,
-            "pipeline_schedule": str(c.schedule_names(self.scenario.training)[i]),
+            "pipeline_schedule": c.schedule_name(i, self.scenario.training),
         }
 
     def layout_arg(self, i: int) -> str:

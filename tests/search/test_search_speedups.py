@@ -202,3 +202,15 @@ def test_memory_terms_are_builds_memory(which, request):
             assert (want is None) == (got is None), name
             if want is not None:
                 assert np.array_equal(np.asarray(got), np.asarray(want)), name
+
+
+@pytest.mark.parametrize("which", ["odd", "odd_wide"])
+def test_schedule_name_is_schedule_names_row(which, request):
+    """Session 19 (coldsearch2): one row's schedule name (the report's layouts) equals that row of every
+    candidate's names, the training's own schedule (-1) included."""
+    scenario = request.getfixturevalue(which)
+    found = enumerate_layouts(scenario).candidates
+    unset = np.where(np.arange(len(found)) % 3 == 0, -1, found.schedule)  # every third row the training's
+    for cand in (found, dataclasses.replace(found, schedule=unset)):
+        names = cand.schedule_names(scenario.training)
+        assert [cand.schedule_name(i, scenario.training) for i in range(len(cand))] == [str(n) for n in names]

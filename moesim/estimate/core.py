@@ -37,7 +37,7 @@ from moesim.estimate.comm_ledger import CommLedger, comm_totals
 from moesim.estimate.device_state import optimizer_time_s, stage_memory, stage_params
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
 from moesim.estimate.folds import order_free_rows, schedule_free_rows
-from moesim.estimate.grad_buckets import DEFAULT_BUCKET_PARAMS, bucket_count
+from moesim.estimate.grad_buckets import bucket_count, bucket_params
 from moesim.estimate.stages import Stages, dualpipe_pair_columns, per_stage, pipeline_stages
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
@@ -233,16 +233,23 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                    for has in (lambda c: c.params_shardable + c.params_replicated > 0, lambda c: c.params_experts > 0)]
     dp_time = np.zeros((n_cand, n_stages))
     zero3_mb = np.zeros((n_cand, n_stages))
+    # MCore's bucket size from the dp·cp group, one for both axes (grad_buckets.bucket_params).
+    threshold_bytes = bucket_params(cands.dp * cands.cp)[:, None] * q_g
+    last_bucket = np.zeros((n_cand, n_stages))  # each axis's last bucket: ready only at the backward's end
+    most_buckets = np.ones((n_cand, n_stages))  # the first bucket is ready after 1 / n_b of the last backward
     for axis, params, layers in (("dp", dense_1, grad_layers[0]), ("edp", expert_1, grad_layers[1])):
         grad_bytes, param_bytes = params * q_g, params * q_p
         # The sync runs bucket by bucket, each its own collective (MCore param_and_grad_buffer.py, start_grad_sync).
-        n_b = bucket_count(grad_bytes, layers, DEFAULT_BUCKET_PARAMS * q_g, tr.overlap_grad_reduce)
+        n_b = bucket_count(grad_bytes, layers, threshold_bytes, tr.overlap_grad_reduce)
         bucket_bytes = grad_bytes / n_b
-        dp_time += add(f"{axis}_all_reduce", axis, "all_reduce", bucket_bytes, np.where(zero == 0, n_b, 0), True)
-        dp_time += add(f"{axis}_reduce_scatter", axis, "reduce_scatter", bucket_bytes, np.where(zero >= 1, n_b, 0),
-                       True)
-        dp_time += add(f"{axis}_all_gather", axis, "all_gather", param_bytes / n_b, np.where(zero >= 1, n_b, 0),
-                       True)
+        axis_time = add(f"{axis}_all_reduce", axis, "all_reduce", bucket_bytes, np.where(zero == 0, n_b, 0), True)
+        axis_time = axis_time + add(f"{axis}_reduce_scatter", axis, "reduce_scatter", bucket_bytes,
+                                    np.where(zero >= 1, n_b, 0), True)
+        axis_time = axis_time + add(f"{axis}_all_gather", axis, "all_gather", param_bytes / n_b,
+                                    np.where(zero >= 1, n_b, 0), True)
+        dp_time += axis_time
+        last_bucket += axis_time / n_b
+        most_buckets = np.maximum(most_buckets, np.where(grad_bytes > 0, n_b, 1.0))
         # ZeRO-3 gathers every layer's parameters again in forward and backward (ZeRO §7).
         zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", param_bytes,
                         np.where(zero >= 3, 2 * m[:, None], 0)) / m[:, None]
@@ -250,7 +257,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # Back to every candidate; the schedule's multiples.
     z = (lambda a: np.take(a, sf_inv, axis=0)) if sf_inv is not None else (lambda a: a)  # noqa: E731
     per_mb_comm, bwd_comm, pp_forward, pp_backward = z(per_mb_comm), z(bwd_comm), z(pp_forward), z(pp_backward)
-    dp_time, zero3_mb = z(dp_time) * pm, z(zero3_mb) * pm
+    dp_time, zero3_mb, last_bucket, most_buckets = z(dp_time) * pm, z(zero3_mb) * pm, z(last_bucket) * pm, z(most_buckets)
     ledger.expand(z, sends, pm, wrap=wrap)
     (cands, n_cand, tp, pp, m, b, exists, first, last, stages, dense_params, expert_params, calls,
      core_mb) = every.values()
@@ -314,9 +321,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # its backward collectives (the simulator's grad stream overlaps both; contention is the simulator's). The step
     # waits for the stage whose sync outlasts its window most (MCore distributed_data_parallel.py, finish_grad_sync
     # before the optimizer); stage 0 ends a 1F1B / GPipe pipeline last, the others' earlier end is not credited.
+    # n_b equal buckets ready at k·W / n_b over a window W, each S / n_b long, end the grad stream at
+    # max_k(k·W / n_b + (n_b − k + 1)·S / n_b), W after the window's start + max(S / n_b, S − W·(1 − 1 / n_b)):
+    # the last bucket is never hidden and the first bucket's fill is not window (one bucket: nothing hides).
     if tr.overlap_grad_reduce:
         bwd_own = bwd_mb if lazy is None else np.take(bwd_mb, lazy, axis=0)
-        exposed_dp = np.max(np.where(exists, np.maximum(0.0, dp_time - bwd_own - bwd_comm), 0), axis=1)
+        window = (bwd_own + bwd_comm) * (1.0 - 1.0 / most_buckets)
+        exposed_dp = np.max(np.where(exists, np.maximum(last_bucket, dp_time - window), 0), axis=1)
     else:
         exposed_dp = dp_sync
 

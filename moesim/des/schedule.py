@@ -335,6 +335,11 @@ def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
         else:
             backward(b, costs, slot.mb, slot.vs, slot.kind, left, pieces_left)
     b.key = (len(slots),)
+    if costs.embedding_sync is not None and stage in (0, costs.layout.pp - 1):
+        # Megatron finalize_model_grads: the data-parallel sync finished (finish_grad_sync), the first and last
+        # stage all-reduce the shared word embedding's gradient, then the optimizer (estimate/embedding_sync.py).
+        b.add("grad", COLLECTIVE, "embedding gradient all-reduce", "grad", -1, -1, (b.last,), chain=False,
+              comm=costs.embedding_sync)
     grads = [op.index for op in b.ops if op.stream == "grad"]
     b.add("compute", COMPUTE, "optimizer", "step", -1, -1, tuple(grads[-1:]), duration_s=costs.optimizer_s)
     ops = tuple(b.ops)

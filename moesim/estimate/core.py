@@ -34,6 +34,8 @@ from moesim.estimate.context_parallel import exposed_ring_time_s, tokens_divisor
 from moesim.collectives.base import CollectiveModel
 from moesim.estimate.candidates import Candidates
 from moesim.estimate.comm_ledger import CommLedger, comm_totals
+from moesim.estimate.embedding_sync import (EMBEDDING_AXIS, embedding_concurrent, embedding_grad_bytes,
+                                            embedding_group, ends_apart, shares_embedding)
 from moesim.estimate.device_state import optimizer_time_s, stage_memory, stage_params
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
 from moesim.estimate.folds import order_free_rows, schedule_free_rows
@@ -194,7 +196,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
              "edp": cands.edp, "cp": cands.cp}
     # dp·cp as one group: exact when dp follows cp on the mesh (tp-cp-dp, Megatron's order), else the inner stride.
     strides["dp"] = np.where(cands.cp > 1, np.minimum(strides["cp"], strides["dp"]), strides["dp"])
-    ledger = CommLedger(collective_model, devices, sizes, strides, exists, breakdown)
+    # The first and last stage's embedding group where the model shares its embedding (embedding_sync.py; the
+    # schedules that put both ends on one device are masked after the schedule fold, `ends_apart` below).
+    sizes[EMBEDDING_AXIS], strides[EMBEDDING_AXIS] = embedding_group(
+        np.where(shares_embedding(model, wl), cands.pp, 1), strides["pp"])
+    ledger = CommLedger(collective_model, devices, sizes, strides, exists, breakdown,
+                        {EMBEDDING_AXIS: embedding_concurrent(devices, cands.pp)})
     add = ledger.add
 
     per_mb_comm = np.zeros((n_cand, n_stages))
@@ -254,11 +261,18 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", param_bytes,
                         np.where(zero >= 3, 2 * m[:, None], 0)) / m[:, None]
 
+    # The shared word embedding's gradient, all-reduced by the first and last stage after the sync (Megatron
+    # finalize_model_grads.py, _allreduce_word_embedding_grads; embedding_sync.py): once per step, not hidden.
+    embedding_time = add("embedding_grad_all_reduce", EMBEDDING_AXIS, "all_reduce",
+                         embedding_grad_bytes(model, wl, tr, tp), np.where(first | last, 1, 0), multiple="ends_apart")
+
     # Back to every candidate; the schedule's multiples.
     z = (lambda a: np.take(a, sf_inv, axis=0)) if sf_inv is not None else (lambda a: a)  # noqa: E731
     per_mb_comm, bwd_comm, pp_forward, pp_backward = z(per_mb_comm), z(bwd_comm), z(pp_forward), z(pp_backward)
     dp_time, zero3_mb, last_bucket, most_buckets = z(dp_time) * pm, z(zero3_mb) * pm, z(last_bucket) * pm, z(most_buckets)
-    ledger.expand(z, sends, pm, wrap=wrap)
+    apart = ends_apart(sched, every["pp"])[:, None].astype(float)  # ZB-V and DualPipe: both ends on one device, nothing to sync
+    embedding_time = z(embedding_time) * apart
+    ledger.expand(z, sends, pm, wrap=wrap, ends_apart=apart)
     (cands, n_cand, tp, pp, m, b, exists, first, last, stages, dense_params, expert_params, calls,
      core_mb) = every.values()
     counts, zero = stages.counts, cands.zero_stage[:, None]
@@ -317,6 +331,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick_of(fwd), pick_of(bwd_mb) + pick(bwd_comm),
                                        pick_of(weight_mb), hop, overlapped, below)
     dp_sync = np.max(np.where(exists, dp_time, 0), axis=1)
+    embedding_sync = np.max(np.where(exists, embedding_time, 0), axis=1)
     # Gradient buckets reduce while the last micro-batch runs backward on their own stage: its backward compute and
     # its backward collectives (the simulator's grad stream overlaps both; contention is the simulator's). The step
     # waits for the stage whose sync outlasts its window most (MCore distributed_data_parallel.py, finish_grad_sync
@@ -339,14 +354,14 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     seq_tokens = seq
     hw_flops = hw_model_mb * m * devices / pp
     compute_total = m * compute_1
-    comm_total = m * comm_1 + dp_sync
+    comm_total = m * comm_1 + dp_sync + embedding_sync
     exposed_mb = (pipe - bubble) / m - compute_1  # the collectives' share of the slowest stage's time per mb
-    step = pipe + exposed_dp + opt_time
-    step_no = pipe + dp_sync + opt_time
+    step = pipe + exposed_dp + embedding_sync + opt_time
+    step_no = pipe + dp_sync + embedding_sync + opt_time
     peak_total = devices * builder.peak
     return Evaluation(
         candidates=cands, step_time_s=step, step_time_no_overlap_s=step_no, compute_time_s=compute_total,
-        communication_time_s=comm_total, exposed_communication_time_s=m * exposed_mb + exposed_dp,
+        communication_time_s=comm_total, exposed_communication_time_s=m * exposed_mb + exposed_dp + embedding_sync,
         bubble_time_s=bubble, optimizer_time_s=opt_time, memory=memory, memory_total_bytes=total_mem,
         memory_capacity_bytes=capacity_bytes, fits=total_mem <= capacity_bytes,
         model_flops_per_step=model_flops, hardware_flops_per_step=hw_flops,

@@ -99,12 +99,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # The input embedding on the first stage (moesim.ops.vocab; GPUs): its backward is all weight gradient.
     in_tokens = embedding_tokens(model, seq, dec)
     embedding_time, embedding_bwd = (builder.embedding_time_s(in_tokens, backward_only) for backward_only in (0, 1))
-    compute_mb = fwd + bwd + recompute + np.where(last, logits_time[:, None], 0.0) \
+    head = held.head  # the output head's stage: the last, the first under ZB-V
+    compute_mb = fwd + bwd + recompute + np.where(head, logits_time[:, None], 0.0) \
         + np.where(first, embedding_time[:, None], 0.0)
-    bwd_mb = bwd + np.where(last, (2 / 3) * logits_time[:, None], 0.0) + np.where(first, embedding_bwd[:, None], 0.0)
+    bwd_mb = bwd + np.where(head, (2 / 3) * logits_time[:, None], 0.0) + np.where(first, embedding_bwd[:, None], 0.0)
     # Weight-gradient part W (zero-bubble schedules) and the attention cores a CP ring hides under.
     weight_mb = per_stage(counts, [sch.weight_grad_time_s(t) for t in terms])
-    weight_mb += np.where(last, logits_time[:, None] / 3, 0.0) + np.where(first, embedding_bwd[:, None], 0.0)
+    weight_mb += np.where(head, logits_time[:, None] / 3, 0.0) + np.where(first, embedding_bwd[:, None], 0.0)
     # Ring window per layer: the forward core, its backward (the attention part's backward/forward ratio,
     # as the simulator scales it) and a full recompute's replay.
     full_rec = (f(cands.recompute) == mem.RECOMPUTE_CODES["full"])
@@ -175,6 +176,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # parameter copy (its gradients synced like the first's: twice the time) scale the results below.
     pm = sch.parameter_multiple(sched)[:, None]
     sends = sch.p2p_multiple(sched, vp)[:, None]
+    zb_v = sch.is_schedule(sched, "zb-v").astype(float)  # (every candidate) ZB-V: the head on the first stage
     sf, sf_inv = schedule_free_rows(cands)
     every = dict(cands=cands, n_cand=n_cand, tp=tp, pp=pp, m=m, b=b, exists=exists, first=first, last=last,
                  stages=stages, dense_params=dense_params, expert_params=expert_params, calls=calls, core_mb=core_mb)
@@ -217,10 +219,20 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             per_mb_comm += t_call
             bwd_comm += t_call * backward_share
     # The embedding's, output heads' and cross-entropies' tp collectives on the first / last stage (moesim.ops.vocab).
+    # The rows here hold every schedule at once (schedule_free_rows): the head's are priced on the last stage and,
+    # where a candidate runs ZB-V, on the first too, each kept below where its schedule puts the head.
+    head_ends = (("last", last, "head_last"),) + ((("first", first, "head_first"),) if zb_v.any() else ())
+    head_comm = {end: [np.zeros((n_cand, n_stages)), np.zeros((n_cand, n_stages))] for end, _, _ in head_ends}
     for call in vocab_calls(tr, model.d_model, b, in_tokens, wl.output_tokens, wl.logit_heads, hw.device_kind):
-        t_call = add(call.name, "tp", call.op, call.size_bytes, call.calls * (first if call.end == "embedding" else last))
-        per_mb_comm += t_call
-        bwd_comm += t_call if call.pass_ == "bwd" else 0.0
+        if call.end == "embedding":
+            t_call = add(call.name, "tp", call.op, call.size_bytes, call.calls * first)
+            per_mb_comm += t_call
+            bwd_comm += t_call if call.pass_ == "bwd" else 0.0
+            continue
+        for end, mask, multiple in head_ends:
+            t_call = add(call.name, "tp", call.op, call.size_bytes, call.calls * mask, multiple=multiple)
+            head_comm[end][0] += t_call
+            head_comm[end][1] += t_call if call.pass_ == "bwd" else 0.0
     sp_split = tp[:, None] if tr.sequence_parallel else 1
     pp_bytes = b[:, None] * stages.tokens_out * model.d_model * builder.q_a / sp_split
     # Per micro-batch a stage sends its activations forward (all but the last stage) and the
@@ -269,10 +281,14 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # Back to every candidate; the schedule's multiples.
     z = (lambda a: np.take(a, sf_inv, axis=0)) if sf_inv is not None else (lambda a: a)  # noqa: E731
     per_mb_comm, bwd_comm, pp_forward, pp_backward = z(per_mb_comm), z(bwd_comm), z(pp_forward), z(pp_backward)
+    at_last = 1.0 - zb_v[:, None]  # the head's collectives where the schedule runs the head (ZB-V: the first stage)
+    for end, keep in (("last", at_last), ("first", 1.0 - at_last)):
+        if end in head_comm:
+            per_mb_comm, bwd_comm = per_mb_comm + z(head_comm[end][0]) * keep, bwd_comm + z(head_comm[end][1]) * keep
     dp_time, zero3_mb, last_bucket, most_buckets = z(dp_time) * pm, z(zero3_mb) * pm, z(last_bucket) * pm, z(most_buckets)
     apart = ends_apart(sched, every["pp"])[:, None].astype(float)  # ZB-V and DualPipe: both ends on one device, nothing to sync
     embedding_time = z(embedding_time) * apart
-    ledger.expand(z, sends, pm, wrap=wrap, ends_apart=apart)
+    ledger.expand(z, sends, pm, wrap=wrap, ends_apart=apart, head_last=at_last, head_first=1.0 - at_last)
     (cands, n_cand, tp, pp, m, b, exists, first, last, stages, dense_params, expert_params, calls,
      core_mb) = every.values()
     counts, zero = stages.counts, cands.zero_stage[:, None]
@@ -395,6 +411,7 @@ class _Held:
     exists: np.ndarray
     first: np.ndarray
     last: np.ndarray
+    head: np.ndarray  # the device holding the output head: the last stage's, the first's under ZB-V
     dense_params: np.ndarray
     expert_params: np.ndarray
     dcp: np.ndarray
@@ -423,7 +440,10 @@ def _held(scenario: Scenario, wl, cands: Candidates, build_terms) -> _Held:
     n_stages = stages.counts.shape[1]
     exists = stages.index >= 0
     first, last = stages.index == 0, stages.index == (pp[:, None] - 1)
-    dense_params, expert_params = stage_params(wl, stages.counts, first, last, sched, tp, ep, etp)
+    # ZB-V runs the model's last piece, the head, on device 0 beside the embedding (moesim.des.orders: pieces d
+    # and 2p − 1 − d on device d), every other schedule on the last stage.
+    head = np.where(sch.is_schedule(sched, "zb-v")[:, None], first, last)
+    dense_params, expert_params = stage_params(wl, stages.counts, first, head, sched, tp, ep, etp)
     dcp = dp * cp  # CP ranks hold the same weights: gradients reduce and ZeRO shards over dp·cp
     zero = cands.zero_stage[:, None]
     # Memory per stage.
@@ -438,9 +458,9 @@ def _held(scenario: Scenario, wl, cands: Candidates, build_terms) -> _Held:
     pair = np.where(pair >= 0, pair, np.arange(n_stages)[None, :])
     memory, total_mem, mem_index, capacity_bytes = stage_memory(
         wl, model, hw, tr, terms, stages, dense_params, expert_params, sched=sched, dual=dual, pair=pair, b=b, m=m,
-        pp=pp, tp=tp, ep=ep, etp=etp, vp=vp, dcp=dcp, edp=edp, zero=zero, first=first, last=last, exists=exists)
+        pp=pp, tp=tp, ep=ep, etp=etp, vp=vp, dcp=dcp, edp=edp, zero=zero, first=first, last=head, exists=exists)
     return _Held(dp=dp, tp=tp, pp=pp, ep=ep, etp=etp, m=m, edp=edp, cp=cp, vp=vp, sched=sched, b=b, builder=builder,
-                 terms=terms, stages=stages, exists=exists, first=first, last=last, dense_params=dense_params,
+                 terms=terms, stages=stages, exists=exists, first=first, last=last, head=head, dense_params=dense_params,
                  expert_params=expert_params, dcp=dcp, zero=zero, pair=pair, memory=memory, total_mem=total_mem,
                  mem_index=mem_index, capacity_bytes=capacity_bytes)
 

@@ -1,8 +1,8 @@
 """The step's collectives per named entry: priced on each axis's device groups, counted per stage, totalled.
 
 Notation as moesim.estimate.core: arrays (N, S) over candidates and representative stages; the axes
-tp, dp (dp·cp as one group), pp, ep, etp, edp, cp, embd (the first and last stage); `breakdown=False` prices without recording entries
-(the layout search), every returned time the same.
+tp, dp (dp·cp as one group), pp, ep, etp, edp, cp, embd (the first and last stage); `breakdown=False` prices
+without recording entries (the layout search), every returned time the same.
 """
 
 from __future__ import annotations

@@ -285,8 +285,9 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     for end, keep in (("last", at_last), ("first", 1.0 - at_last)):
         if end in head_comm:
             per_mb_comm, bwd_comm = per_mb_comm + z(head_comm[end][0]) * keep, bwd_comm + z(head_comm[end][1]) * keep
-    dp_time, zero3_mb, last_bucket, most_buckets = z(dp_time) * pm, z(zero3_mb) * pm, z(last_bucket) * pm, z(most_buckets)
-    apart = ends_apart(sched, every["pp"])[:, None].astype(float)  # ZB-V and DualPipe: both ends on one device, nothing to sync
+    dp_time, zero3_mb, last_bucket = z(dp_time) * pm, z(zero3_mb) * pm, z(last_bucket) * pm
+    most_buckets = z(most_buckets)
+    apart = ends_apart(sched, every["pp"])[:, None].astype(float)  # ZB-V, DualPipe: both ends on one device
     embedding_time = z(embedding_time) * apart
     ledger.expand(z, sends, pm, wrap=wrap, ends_apart=apart, head_last=at_last, head_first=1.0 - at_last)
     (cands, n_cand, tp, pp, m, b, exists, first, last, stages, dense_params, expert_params, calls,
@@ -460,7 +461,8 @@ def _held(scenario: Scenario, wl, cands: Candidates, build_terms) -> _Held:
         wl, model, hw, tr, terms, stages, dense_params, expert_params, sched=sched, dual=dual, pair=pair, b=b, m=m,
         pp=pp, tp=tp, ep=ep, etp=etp, vp=vp, dcp=dcp, edp=edp, zero=zero, first=first, last=head, exists=exists)
     return _Held(dp=dp, tp=tp, pp=pp, ep=ep, etp=etp, m=m, edp=edp, cp=cp, vp=vp, sched=sched, b=b, builder=builder,
-                 terms=terms, stages=stages, exists=exists, first=first, last=last, head=head, dense_params=dense_params,
+                 terms=terms, stages=stages, exists=exists, first=first, last=last, head=head,
+                 dense_params=dense_params,
                  expert_params=expert_params, dcp=dcp, zero=zero, pair=pair, memory=memory, total_mem=total_mem,
                  mem_index=mem_index, capacity_bytes=capacity_bytes)
 

@@ -124,10 +124,10 @@ def test_simulated_cp_traffic_matches_the_estimate_where_the_ring_is_exposed():
 
 
 def test_the_ring_gap_with_overlapped_buckets_is_the_gradient_sync():
-    """The same cases with 1M-parameter buckets and overlap on: both engines hide part of the gradient sync, the
-    estimate more (all of it: max(0, sync - the last micro-batch's backward), where the simulator's last bucket
-    waits for the end of the backward); without overlap the two agree within 2 %. Not fixed here: the estimate
-    has no buckets (the simulator's bucketed overlap is the closer model of MCore --overlap-grad-reduce)."""
+    """The same cases with 1M-parameter buckets and overlap on: the simulator hides part of the gradient sync. At
+    MCore's default bucket size (40e6 parameters here) the tiny model's sync is one bucket per axis, ready only at
+    the end of the backward, so neither engine hides any of it (session 19, leftovers19: the estimate's last
+    bucket is never hidden); without overlap the two agree within 2 %."""
     sc = tiny_scenario(16, micro_batches=2, global_batch_sequences=32, seq_len=2048)
     off = dataclasses.replace(sc, training=dataclasses.replace(sc.training, overlap_grad_reduce=False))
     bucketed = SimOptions(contention=False, expected_loads=True, trace=False, grad_bucket_params=1_000_000)
@@ -135,8 +135,8 @@ def test_the_ring_gap_with_overlapped_buckets_is_the_gradient_sync():
     for layout in (Layout(dp=16, ep=8), Layout(dp=2, cp=8, ep=8)):
         hidden_sim = simulate(off, layout, single_bucket).step_times_s[0] - simulate(sc, layout, bucketed).step_times_s[0]
         est = estimate(sc, layout)
-        hidden_est = est.step_time_no_overlap_s - est.step_time_s
-        # Both hide something; the estimate hides more (all of it: max(0, sync - last backward)).
-        assert 0 < hidden_sim < hidden_est
+        assert hidden_sim > 0
+        assert est.step_time_s == est.step_time_no_overlap_s  # one bucket: nothing hides
+        assert simulate(sc, layout, single_bucket).step_times_s[0] == pytest.approx(est.step_time_s, rel=0.02)
         no_overlap = simulate(off, layout, single_bucket)
         assert no_overlap.step_times_s[0] == pytest.approx(est.step_time_no_overlap_s, rel=0.02)

@@ -34,6 +34,8 @@ from moesim.ops.vocab import embedding_tokens, vocab_calls
 from moesim.specs.layout import Layout
 from moesim.specs.scenario import Scenario
 from moesim.specs.training import TrainingSpec
+from moesim.estimate.embedding_sync import (EMBEDDING_AXIS, embedding_grad_bytes, embedding_group, ends_apart,
+                                            shares_embedding)
 from moesim.topology.mapping import axis_sizes, mesh_strides
 from moesim.workload import Workload, build_workload, stage_ranges
 
@@ -140,6 +142,8 @@ class Costs:
     pricer: CollectivePricer
     strides: dict[str, int] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+    # The word embedding's gradient all-reduce of the first and last device (estimate/embedding_sync.py); None: none.
+    embedding_sync: CommSpec | None = None
     _expert_s: dict = field(default_factory=dict, repr=False)
     _pricers: dict = field(default_factory=dict, repr=False)  # per directed model (collectives.dispatch.for_call)
 
@@ -162,7 +166,9 @@ class Costs:
         if p <= 1 or size_bytes <= 0:
             return None
         devices = self.scenario.devices
-        args = (float(size_bytes), p, self.strides[axis], devices // p)
+        # one group per pipeline on the embedding axis (embedding_sync.embedding_concurrent), else the axis tiles
+        concurrent = devices // self.layout.pp if axis == EMBEDDING_AXIS else devices // p
+        args = (float(size_bytes), p, self.strides[axis], concurrent)
         model, pricer = for_call(self.pricer.model, name), self.pricer
         if model is not pricer.model:
             pricer = self._pricers.get(id(model)) or \
@@ -221,8 +227,15 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
     strides, sizes = dict(mesh_strides(layout)), dict(axis_sizes(layout))
     if layout.cp > 1:  # gradients reduce over dp·cp (as the estimate: exact when dp follows tp·cp)
         sizes["dp"], strides["dp"] = layout.dp * layout.cp, min(strides["cp"], strides["dp"])
+    # Megatron finalize_model_grads, _allreduce_word_embedding_grads: a group of the first and last stage, where
+    # they are apart and share the embedding (estimate/embedding_sync.py); a group of one otherwise.
+    synced = ends_apart(tr.pipeline_schedule, layout.pp) and shares_embedding(spec, wl)
+    size, stride = embedding_group(layout.pp if synced else 1, strides["pp"])
+    sizes[EMBEDDING_AXIS], strides[EMBEDDING_AXIS] = int(size), int(stride)
     costs = Costs(scenario, layout, tr, wl, builder, [], [], m, optimizer_s, cf,
                   CollectivePricer(model, scenario.devices), strides, sizes)
+    costs.embedding_sync = costs.price("embedding_grad_all_reduce", EMBEDDING_AXIS, "all_reduce",
+                                       float(embedding_grad_bytes(spec, wl, tr, tp)))
     q_g, q_p, q_a = tr.bytes_of("grad"), tr.bytes_of("param"), tr.bytes_of("activation")
     for cls in wl.classes:
         terms: ClassTerms = builder.build(cls)

@@ -29,7 +29,9 @@ from simpy.core import NORMAL
 
 from moesim.des.costs import Costs
 from moesim.des.fabric import PortFabric
+from moesim.des.fold import group_members
 from moesim.des.network import Link, Network
+from moesim.estimate.embedding_sync import EMBEDDING_AXIS
 from moesim.des.schedule import COMPUTE, COLLECTIVE, FORWARD_SUFFIX, Op, StageProgram
 
 
@@ -90,12 +92,11 @@ class Engine:
 
     def _group(self, axis: str, device: int) -> tuple[int, int]:
         """(first member, simulated members) of `device`'s group on `axis`."""
-        size, stride = self.costs.sizes[axis], self.costs.strides[axis]
-        base = device - ((device // stride) % size) * stride
-        key = (axis, base)
+        members = group_members(self.costs.sizes, self.costs.strides, axis, device)
+        key = (axis, members[0])
         if key not in self._expected:
-            self._expected[key] = sum(1 for i in range(size) if base + i * stride in self.simulated)
-        return base, self._expected[key]
+            self._expected[key] = sum(1 for d in members if d in self.simulated)
+        return members[0], self._expected[key]
 
     def _links(self, links: tuple[Link, ...]) -> tuple[tuple[int, int], ...]:
         return tuple((self.network.add_link(link), 1) for link in links)
@@ -150,7 +151,8 @@ class Engine:
     def _join(self, run: DeviceRun, op: Op, egress: float, ingress: float) -> simpy.Event:
         spec = op.comm
         base, expected = self._group(spec.axis, run.device)
-        key = (run.program.stage, op.index, base)
+        # The embedding group's one all-reduce joins two stages' programs: its key is the group's alone.
+        key = (spec.axis, base) if spec.axis == EMBEDDING_AXIS else (run.program.stage, op.index, base)
         inst = self.instances.get(key)
         if inst is None:
             inst = self.instances[key] = _Instance(expected)

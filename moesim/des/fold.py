@@ -28,8 +28,9 @@ import numpy as np
 
 from moesim.des.fabric import PortFabric
 from moesim.des.network import Link
+from moesim.estimate.embedding_sync import EMBEDDING_AXIS, embedding_members
 
-AXES = ("tp", "ep", "etp", "dp", "edp")
+AXES = ("tp", "ep", "etp", "dp", "edp", EMBEDDING_AXIS)  # the last: the first and last stage (embedding_sync.py)
 
 
 def _labels(rows: np.ndarray) -> np.ndarray:
@@ -50,9 +51,25 @@ def _groups(n: int, size: int, stride: int) -> np.ndarray:
     return bases[:, None] + np.arange(size)[None, :] * stride
 
 
+def _axis_groups(n: int, sizes: dict, strides: dict, axis: str) -> np.ndarray:
+    """Members of every group of `axis`, (groups, size); the embedding group: each pipeline's first and last."""
+    if axis == EMBEDDING_AXIS:
+        return np.unique(np.stack(embedding_members(np.arange(n), sizes["pp"], strides["pp"]), axis=1), axis=0)
+    return _groups(n, sizes[axis], strides[axis])
+
+
+def group_members(sizes: dict, strides: dict, axis: str, device: int) -> tuple[int, ...]:
+    """The members of `device`'s group on `axis` (the mesh rule; the embedding group: embedding_members)."""
+    if axis == EMBEDDING_AXIS:
+        return tuple(int(d) for d in embedding_members(device, sizes["pp"], strides["pp"]))
+    size, stride = sizes[axis], strides[axis]
+    base = device - ((device // stride) % size) * stride
+    return tuple(base + i * stride for i in range(size))
+
+
 def neighbourhoods(sizes: dict, strides: dict, fabric: PortFabric, n: int) -> list[np.ndarray]:
     """Sets of devices whose classes a device's timeline depends on: its collective groups and link mates."""
-    out = [_groups(n, sizes[a], strides[a]) for a in AXES if sizes.get(a, 1) > 1]
+    out = [_axis_groups(n, sizes, strides, a) for a in AXES if sizes.get(a, 1) > 1]
     for level in range(len(fabric.hardware.interconnect)):
         for block in (fabric.sharers(level), fabric.inner_domain(level)):
             if block > 1 and n % block == 0:
@@ -140,12 +157,11 @@ class Fold:
 
     def group(self, axis: str, device: int) -> tuple[tuple, int]:
         """(instance key, representatives to wait for) of `device`'s group on `axis`."""
-        size, stride = self.sizes[axis], self.strides[axis]
-        base = device - ((device // stride) % size) * stride
-        key = (axis, base)
+        members = group_members(self.sizes, self.strides, axis, device)
+        key = (axis, members[0])
         hit = self._group_cache.get(key)
         if hit is None:
-            classes = tuple(sorted(set(int(c) for c in self.labels[base + np.arange(size) * stride])))
+            classes = tuple(sorted(set(int(c) for c in self.labels[list(members)])))
             hit = self._group_cache[key] = ((axis, classes), len(classes))
         return hit
 
@@ -161,4 +177,4 @@ class Fold:
         return canonical, multiset.count(int(self.labels[device]))
 
 
-__all__ = ["AXES", "Fold", "neighbourhoods", "refine"]
+__all__ = ["AXES", "Fold", "group_members", "neighbourhoods", "refine"]

@@ -30,6 +30,7 @@ from moesim.des.fabric import PortFabric
 from moesim.des.fold import Fold
 from moesim.des.flows import FlowSharing
 from moesim.des.forwards import ForwardStages
+from moesim.estimate.embedding_sync import EMBEDDING_AXIS
 from moesim.des.schedule import COLLECTIVE, COMPUTE, StageProgram
 
 _COMPUTE, _COLLECTIVE, _SEND = 0, 1, 2
@@ -292,8 +293,11 @@ class Kernel(FlowSharing, ForwardStages):
         if base is None:  # the group as a small int: instance keys are ints, not tuples over the group's classes
             group, expected = self.fold.group(spec.axis, d.device)
             gid = self._group_ids.setdefault(group, len(self._group_ids))
-            base = d.groups[spec.axis] = ((gid << 40) + (code.program.stage << 24), expected)
-        key = base[0] + i  # (group, stage, operation) as one int (Compiled keeps operations below 2**24)
+            # The embedding group's one all-reduce joins two stages' programs: its key is the group's alone.
+            stage = 0 if spec.axis == EMBEDDING_AXIS else code.program.stage << 24
+            base = d.groups[spec.axis] = ((gid << 40) + stage, expected)
+        # (group, stage, operation) as one int (Compiled keeps operations below 2**24)
+        key = base[0] + (0 if spec.axis == EMBEDDING_AXIS else i)
         instances = self.instances
         inst = instances.get(key)
         if inst is None:

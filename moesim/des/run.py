@@ -25,7 +25,7 @@ from moesim.collectives.select import model_for
 from moesim.des.costs import Costs, build_costs
 from moesim.des.fabric import PortFabric
 from moesim.des.routing import SAMPLERS
-from moesim.des.schedule import DEFAULT_BUCKET_PARAMS, build_stage_program
+from moesim.des.schedule import build_stage_program
 from moesim.des.trace import chrome_trace
 from moesim.des.step import ENGINES, Setup, Step, run_step, work_reasons
 # the step's routing sampler; _node_limit and sampler_reason stay importable from here (tests, benchmarks)
@@ -58,13 +58,15 @@ class SimOptions:
     noise_sigma: float = 0.0
     mode: str = "auto"
     trace: bool = True  # record the first step's timeline
-    grad_bucket_params: int = DEFAULT_BUCKET_PARAMS  # gradient bucket (parameters), see schedule.py
+    grad_bucket_params: int | None = None  # gradient bucket (parameters); None: MCore's max(40e6, 1e6·dp·cp)
     engine: str = "fast"  # fast (kernel.py, folds identical devices) | simpy (engine.py, every device: reference)
 
     def __post_init__(self) -> None:
         check_ranges(self, prefix="")
         for name in ("steps", "chunks", "grad_bucket_params"):
             value = getattr(self, name)
+            if value is None and name == "grad_bucket_params":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"must be an integer >= 1, got {value!r}", field=name, value=value)
         if not 0 <= self.straggler_fraction <= 1:

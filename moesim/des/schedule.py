@@ -25,9 +25,9 @@ DeepSeek-V3 Figure 4 pairs attention/MLP with dispatch/combine, in the order of 
 model's times: pieces.pair_order). A slot's W runs as one compute
 operation of its layers' weight-gradient time. Gradients of each layer
 are reduced on the grad stream in buckets as the last micro-batch's backward fills them (MCore
---overlap-grad-reduce; buckets of 40e6 parameters, MCore's default floor - MCore scales it to
-1e6·dp above dp = 40, which at dp = 2048 leaves one bucket and no overlap; `bucket_params` sets
-it; with overlap_grad_reduce off, one bucket per axis after the device's last backward, as MCore's
+--overlap-grad-reduce; buckets of MCore's default max(40e6, 1e6·dp·cp) parameters, one size for
+the dense and the expert buffers (moesim.estimate.grad_buckets.bucket_params); `bucket_params` sets
+another; with overlap_grad_reduce off, one bucket per axis after the device's last backward, as MCore's
 bucket size None); the optimizer step follows the last bucket.
 """
 
@@ -42,7 +42,7 @@ from moesim.des.costs import CommSpec, Costs, LayerCost
 from moesim.des.orders import device_order
 from moesim.des.pieces import backward, forward, overlapped, weights
 from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
-from moesim.estimate.grad_buckets import DEFAULT_BUCKET_PARAMS  # the estimate's bucket floor, one figure
+from moesim.estimate.grad_buckets import bucket_params as mcore_bucket_params  # the estimate's bucket size, one rule
 from moesim.flops import BACKWARD_TO_FORWARD
 
 STREAMS = ("compute", "comm", "p2p", "grad")
@@ -100,7 +100,7 @@ class StageProgram:
 class _Builder:
     """Appends operations; `last` is the operation the next one in the data chain waits for."""
 
-    def __init__(self, costs: Costs, stage: int, chunks: int, bucket_params: int) -> None:
+    def __init__(self, costs: Costs, stage: int, chunks: int, bucket_params: float) -> None:
         self.costs, self.stage, self.chunks, self.bucket_params = costs, stage, chunks, bucket_params
         self.ops: list[Op] = []
         self.keys: list[tuple] = []  # stream order: by key (creation order unless a DualPipe pair merges)
@@ -311,8 +311,11 @@ def _fiw(costs: Costs) -> tuple[float, float, float]:
 
 
 def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
-                        bucket_params: int = DEFAULT_BUCKET_PARAMS) -> StageProgram:
-    """The program of every device of pipeline `stage` for one training step."""
+                        bucket_params: int | None = None) -> StageProgram:
+    """The program of every device of pipeline `stage` for one training step; `bucket_params` None: MCore's
+    default bucket size for the layout's dp·cp group."""
+    if bucket_params is None:
+        bucket_params = float(mcore_bucket_params(costs.layout.dp * costs.layout.cp))
     b = _Builder(costs, stage, chunks, bucket_params)
     tr, m = costs.training, costs.micro_batches
     slots = device_order(tr.pipeline_schedule, m, costs.layout.pp, costs.layout.vp, stage, _fiw(costs))
@@ -332,6 +335,11 @@ def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
         else:
             backward(b, costs, slot.mb, slot.vs, slot.kind, left, pieces_left)
     b.key = (len(slots),)
+    if costs.embedding_sync is not None and stage in (0, costs.layout.pp - 1):
+        # Megatron finalize_model_grads: the data-parallel sync finished (finish_grad_sync), the first and last
+        # stage all-reduce the shared word embedding's gradient, then the optimizer (estimate/embedding_sync.py).
+        b.add("grad", COLLECTIVE, "embedding gradient all-reduce", "grad", -1, -1, (b.last,), chain=False,
+              comm=costs.embedding_sync)
     grads = [op.index for op in b.ops if op.stream == "grad"]
     b.add("compute", COMPUTE, "optimizer", "step", -1, -1, tuple(grads[-1:]), duration_s=costs.optimizer_s)
     ops = tuple(b.ops)

@@ -1,8 +1,8 @@
 """The step's collectives per named entry: priced on each axis's device groups, counted per stage, totalled.
 
 Notation as moesim.estimate.core: arrays (N, S) over candidates and representative stages; the axes
-tp, dp (dp·cp as one group), pp, ep, etp, edp, cp; `breakdown=False` prices without recording entries
-(the layout search), every returned time the same.
+tp, dp (dp·cp as one group), pp, ep, etp, edp, cp, embd (the first and last stage); `breakdown=False` prices
+without recording entries (the layout search), every returned time the same.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import numpy as np
 
 from moesim.collectives.base import CollectiveModel, wire_factor
 from moesim.collectives.dispatch import for_call
+from moesim.estimate.embedding_sync import EMBEDDING_AXIS
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal
 from moesim.estimate.pricing import GroupRuns, pricer_for
 
@@ -27,13 +28,15 @@ class CommLedger:
     last five lists of (N, S) arrays, one per `add`."""
 
     def __init__(self, collective_model: CollectiveModel, devices: int, sizes: dict[str, np.ndarray],
-                 strides: dict[str, np.ndarray], exists: np.ndarray, breakdown: bool):
+                 strides: dict[str, np.ndarray], exists: np.ndarray, breakdown: bool,
+                 concurrent: dict[str, np.ndarray] | None = None):
         self.collective_model, self.sizes, self.exists, self.breakdown = collective_model, sizes, exists, breakdown
         self.n_cand, self.n_stages = exists.shape
         self.pricer = pricer_for(collective_model, devices)
         self.devices = devices
         self._pricers: dict[int, object] = {}  # per directed model (the expert all-to-alls: dispatch.for_call)
-        self.groups = {axis: GroupRuns(sizes[axis], strides[axis], devices) for axis in sizes}  # once per axis
+        self.groups = {axis: GroupRuns(sizes[axis], strides[axis], devices, (concurrent or {}).get(axis))
+                       for axis in sizes}  # once per axis
         self.entries: dict[str, list] = {}
         self.multiples: dict[str, list] = {}  # per entry, the schedule multiple of each `add` (expand)
         self._gates: dict[str, np.ndarray] = {}
@@ -99,6 +102,8 @@ def comm_totals(entries: dict[str, list], slow: np.ndarray, dp_stage: np.ndarray
     for name, (axis, op, overlappable, size_l, calls_l, bytes_l, time_l, cost_l) in entries.items():
         on_pipe = axis in PER_MB_AXES or "param_all_gather" in name
         at = slow if on_pipe else dp_stage
+        if axis == EMBEDDING_AXIS:  # the first stage's (and the last's) embedding all-reduce: the first with calls
+            at = np.argmax(sum(calls_l) > 0, axis=1)
         one_at = lambda a, cols: np.take_along_axis(a, cols[:, None], axis=1)[:, 0]  # noqa: E731
         pick_at = lambda a: one_at(a, at)  # noqa: E731,B023
         col = at  # the column whose sizes and algorithm the entry shows

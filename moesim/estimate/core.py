@@ -34,10 +34,12 @@ from moesim.estimate.context_parallel import exposed_ring_time_s, tokens_divisor
 from moesim.collectives.base import CollectiveModel
 from moesim.estimate.candidates import Candidates
 from moesim.estimate.comm_ledger import CommLedger, comm_totals
+from moesim.estimate.embedding_sync import (EMBEDDING_AXIS, embedding_concurrent, embedding_grad_bytes,
+                                            embedding_group, ends_apart, shares_embedding)
 from moesim.estimate.device_state import optimizer_time_s, stage_memory, stage_params
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
 from moesim.estimate.folds import order_free_rows, schedule_free_rows
-from moesim.estimate.grad_buckets import DEFAULT_BUCKET_PARAMS, bucket_count
+from moesim.estimate.grad_buckets import bucket_count, bucket_params
 from moesim.estimate.stages import Stages, dualpipe_pair_columns, per_stage, pipeline_stages
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
@@ -97,12 +99,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # The input embedding on the first stage (moesim.ops.vocab; GPUs): its backward is all weight gradient.
     in_tokens = embedding_tokens(model, seq, dec)
     embedding_time, embedding_bwd = (builder.embedding_time_s(in_tokens, backward_only) for backward_only in (0, 1))
-    compute_mb = fwd + bwd + recompute + np.where(last, logits_time[:, None], 0.0) \
+    head = held.head  # the output head's stage: the last, the first under ZB-V
+    compute_mb = fwd + bwd + recompute + np.where(head, logits_time[:, None], 0.0) \
         + np.where(first, embedding_time[:, None], 0.0)
-    bwd_mb = bwd + np.where(last, (2 / 3) * logits_time[:, None], 0.0) + np.where(first, embedding_bwd[:, None], 0.0)
+    bwd_mb = bwd + np.where(head, (2 / 3) * logits_time[:, None], 0.0) + np.where(first, embedding_bwd[:, None], 0.0)
     # Weight-gradient part W (zero-bubble schedules) and the attention cores a CP ring hides under.
     weight_mb = per_stage(counts, [sch.weight_grad_time_s(t) for t in terms])
-    weight_mb += np.where(last, logits_time[:, None] / 3, 0.0) + np.where(first, embedding_bwd[:, None], 0.0)
+    weight_mb += np.where(head, logits_time[:, None] / 3, 0.0) + np.where(first, embedding_bwd[:, None], 0.0)
     # Ring window per layer: the forward core, its backward (the attention part's backward/forward ratio,
     # as the simulator scales it) and a full recompute's replay.
     full_rec = (f(cands.recompute) == mem.RECOMPUTE_CODES["full"])
@@ -173,6 +176,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # parameter copy (its gradients synced like the first's: twice the time) scale the results below.
     pm = sch.parameter_multiple(sched)[:, None]
     sends = sch.p2p_multiple(sched, vp)[:, None]
+    zb_v = sch.is_schedule(sched, "zb-v").astype(float)  # (every candidate) ZB-V: the head on the first stage
     sf, sf_inv = schedule_free_rows(cands)
     every = dict(cands=cands, n_cand=n_cand, tp=tp, pp=pp, m=m, b=b, exists=exists, first=first, last=last,
                  stages=stages, dense_params=dense_params, expert_params=expert_params, calls=calls, core_mb=core_mb)
@@ -194,7 +198,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
              "edp": cands.edp, "cp": cands.cp}
     # dp·cp as one group: exact when dp follows cp on the mesh (tp-cp-dp, Megatron's order), else the inner stride.
     strides["dp"] = np.where(cands.cp > 1, np.minimum(strides["cp"], strides["dp"]), strides["dp"])
-    ledger = CommLedger(collective_model, devices, sizes, strides, exists, breakdown)
+    # The first and last stage's embedding group where the model shares its embedding (embedding_sync.py; the
+    # schedules that put both ends on one device are masked after the schedule fold, `ends_apart` below).
+    sizes[EMBEDDING_AXIS], strides[EMBEDDING_AXIS] = embedding_group(
+        np.where(shares_embedding(model, wl), cands.pp, 1), strides["pp"])
+    ledger = CommLedger(collective_model, devices, sizes, strides, exists, breakdown,
+                        {EMBEDDING_AXIS: embedding_concurrent(devices, cands.pp)})
     add = ledger.add
 
     per_mb_comm = np.zeros((n_cand, n_stages))
@@ -210,10 +219,20 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             per_mb_comm += t_call
             bwd_comm += t_call * backward_share
     # The embedding's, output heads' and cross-entropies' tp collectives on the first / last stage (moesim.ops.vocab).
+    # The rows here hold every schedule at once (schedule_free_rows): the head's are priced on the last stage and,
+    # where a candidate runs ZB-V, on the first too, each kept below where its schedule puts the head.
+    head_ends = (("last", last, "head_last"),) + ((("first", first, "head_first"),) if zb_v.any() else ())
+    head_comm = {end: [np.zeros((n_cand, n_stages)), np.zeros((n_cand, n_stages))] for end, _, _ in head_ends}
     for call in vocab_calls(tr, model.d_model, b, in_tokens, wl.output_tokens, wl.logit_heads, hw.device_kind):
-        t_call = add(call.name, "tp", call.op, call.size_bytes, call.calls * (first if call.end == "embedding" else last))
-        per_mb_comm += t_call
-        bwd_comm += t_call if call.pass_ == "bwd" else 0.0
+        if call.end == "embedding":
+            t_call = add(call.name, "tp", call.op, call.size_bytes, call.calls * first)
+            per_mb_comm += t_call
+            bwd_comm += t_call if call.pass_ == "bwd" else 0.0
+            continue
+        for end, mask, multiple in head_ends:
+            t_call = add(call.name, "tp", call.op, call.size_bytes, call.calls * mask, multiple=multiple)
+            head_comm[end][0] += t_call
+            head_comm[end][1] += t_call if call.pass_ == "bwd" else 0.0
     sp_split = tp[:, None] if tr.sequence_parallel else 1
     pp_bytes = b[:, None] * stages.tokens_out * model.d_model * builder.q_a / sp_split
     # Per micro-batch a stage sends its activations forward (all but the last stage) and the
@@ -233,25 +252,44 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                    for has in (lambda c: c.params_shardable + c.params_replicated > 0, lambda c: c.params_experts > 0)]
     dp_time = np.zeros((n_cand, n_stages))
     zero3_mb = np.zeros((n_cand, n_stages))
+    # MCore's bucket size from the dp·cp group, one for both axes (grad_buckets.bucket_params).
+    threshold_bytes = bucket_params(cands.dp * cands.cp)[:, None] * q_g
+    last_bucket = np.zeros((n_cand, n_stages))  # each axis's last bucket: ready only at the backward's end
+    most_buckets = np.ones((n_cand, n_stages))  # the first bucket is ready after 1 / n_b of the last backward
     for axis, params, layers in (("dp", dense_1, grad_layers[0]), ("edp", expert_1, grad_layers[1])):
         grad_bytes, param_bytes = params * q_g, params * q_p
         # The sync runs bucket by bucket, each its own collective (MCore param_and_grad_buffer.py, start_grad_sync).
-        n_b = bucket_count(grad_bytes, layers, DEFAULT_BUCKET_PARAMS * q_g, tr.overlap_grad_reduce)
+        n_b = bucket_count(grad_bytes, layers, threshold_bytes, tr.overlap_grad_reduce)
         bucket_bytes = grad_bytes / n_b
-        dp_time += add(f"{axis}_all_reduce", axis, "all_reduce", bucket_bytes, np.where(zero == 0, n_b, 0), True)
-        dp_time += add(f"{axis}_reduce_scatter", axis, "reduce_scatter", bucket_bytes, np.where(zero >= 1, n_b, 0),
-                       True)
-        dp_time += add(f"{axis}_all_gather", axis, "all_gather", param_bytes / n_b, np.where(zero >= 1, n_b, 0),
-                       True)
+        axis_time = add(f"{axis}_all_reduce", axis, "all_reduce", bucket_bytes, np.where(zero == 0, n_b, 0), True)
+        axis_time = axis_time + add(f"{axis}_reduce_scatter", axis, "reduce_scatter", bucket_bytes,
+                                    np.where(zero >= 1, n_b, 0), True)
+        axis_time = axis_time + add(f"{axis}_all_gather", axis, "all_gather", param_bytes / n_b,
+                                    np.where(zero >= 1, n_b, 0), True)
+        dp_time += axis_time
+        last_bucket += axis_time / n_b
+        most_buckets = np.maximum(most_buckets, np.where(grad_bytes > 0, n_b, 1.0))
         # ZeRO-3 gathers every layer's parameters again in forward and backward (ZeRO §7).
         zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", param_bytes,
                         np.where(zero >= 3, 2 * m[:, None], 0)) / m[:, None]
 
+    # The shared word embedding's gradient, all-reduced by the first and last stage after the sync (Megatron
+    # finalize_model_grads.py, _allreduce_word_embedding_grads; embedding_sync.py): once per step, not hidden.
+    embedding_time = add("embedding_grad_all_reduce", EMBEDDING_AXIS, "all_reduce",
+                         embedding_grad_bytes(model, wl, tr, tp), np.where(first | last, 1, 0), multiple="ends_apart")
+
     # Back to every candidate; the schedule's multiples.
     z = (lambda a: np.take(a, sf_inv, axis=0)) if sf_inv is not None else (lambda a: a)  # noqa: E731
     per_mb_comm, bwd_comm, pp_forward, pp_backward = z(per_mb_comm), z(bwd_comm), z(pp_forward), z(pp_backward)
-    dp_time, zero3_mb = z(dp_time) * pm, z(zero3_mb) * pm
-    ledger.expand(z, sends, pm, wrap=wrap)
+    at_last = 1.0 - zb_v[:, None]  # the head's collectives where the schedule runs the head (ZB-V: the first stage)
+    for end, keep in (("last", at_last), ("first", 1.0 - at_last)):
+        if end in head_comm:
+            per_mb_comm, bwd_comm = per_mb_comm + z(head_comm[end][0]) * keep, bwd_comm + z(head_comm[end][1]) * keep
+    dp_time, zero3_mb, last_bucket = z(dp_time) * pm, z(zero3_mb) * pm, z(last_bucket) * pm
+    most_buckets = z(most_buckets)
+    apart = ends_apart(sched, every["pp"])[:, None].astype(float)  # ZB-V, DualPipe: both ends on one device
+    embedding_time = z(embedding_time) * apart
+    ledger.expand(z, sends, pm, wrap=wrap, ends_apart=apart, head_last=at_last, head_first=1.0 - at_last)
     (cands, n_cand, tp, pp, m, b, exists, first, last, stages, dense_params, expert_params, calls,
      core_mb) = every.values()
     counts, zero = stages.counts, cands.zero_stage[:, None]
@@ -310,13 +348,18 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick_of(fwd), pick_of(bwd_mb) + pick(bwd_comm),
                                        pick_of(weight_mb), hop, overlapped, below)
     dp_sync = np.max(np.where(exists, dp_time, 0), axis=1)
+    embedding_sync = np.max(np.where(exists, embedding_time, 0), axis=1)
     # Gradient buckets reduce while the last micro-batch runs backward on their own stage: its backward compute and
     # its backward collectives (the simulator's grad stream overlaps both; contention is the simulator's). The step
     # waits for the stage whose sync outlasts its window most (MCore distributed_data_parallel.py, finish_grad_sync
     # before the optimizer); stage 0 ends a 1F1B / GPipe pipeline last, the others' earlier end is not credited.
+    # n_b equal buckets ready at k·W / n_b over a window W, each S / n_b long, end the grad stream at
+    # max_k(k·W / n_b + (n_b − k + 1)·S / n_b), W after the window's start + max(S / n_b, S − W·(1 − 1 / n_b)):
+    # the last bucket is never hidden and the first bucket's fill is not window (one bucket: nothing hides).
     if tr.overlap_grad_reduce:
         bwd_own = bwd_mb if lazy is None else np.take(bwd_mb, lazy, axis=0)
-        exposed_dp = np.max(np.where(exists, np.maximum(0.0, dp_time - bwd_own - bwd_comm), 0), axis=1)
+        window = (bwd_own + bwd_comm) * (1.0 - 1.0 / most_buckets)
+        exposed_dp = np.max(np.where(exists, np.maximum(last_bucket, dp_time - window), 0), axis=1)
     else:
         exposed_dp = dp_sync
 
@@ -328,14 +371,14 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     seq_tokens = seq
     hw_flops = hw_model_mb * m * devices / pp
     compute_total = m * compute_1
-    comm_total = m * comm_1 + dp_sync
+    comm_total = m * comm_1 + dp_sync + embedding_sync
     exposed_mb = (pipe - bubble) / m - compute_1  # the collectives' share of the slowest stage's time per mb
-    step = pipe + exposed_dp + opt_time
-    step_no = pipe + dp_sync + opt_time
+    step = pipe + exposed_dp + embedding_sync + opt_time
+    step_no = pipe + dp_sync + embedding_sync + opt_time
     peak_total = devices * builder.peak
     return Evaluation(
         candidates=cands, step_time_s=step, step_time_no_overlap_s=step_no, compute_time_s=compute_total,
-        communication_time_s=comm_total, exposed_communication_time_s=m * exposed_mb + exposed_dp,
+        communication_time_s=comm_total, exposed_communication_time_s=m * exposed_mb + exposed_dp + embedding_sync,
         bubble_time_s=bubble, optimizer_time_s=opt_time, memory=memory, memory_total_bytes=total_mem,
         memory_capacity_bytes=capacity_bytes, fits=total_mem <= capacity_bytes,
         model_flops_per_step=model_flops, hardware_flops_per_step=hw_flops,
@@ -369,6 +412,7 @@ class _Held:
     exists: np.ndarray
     first: np.ndarray
     last: np.ndarray
+    head: np.ndarray  # the device holding the output head: the last stage's, the first's under ZB-V
     dense_params: np.ndarray
     expert_params: np.ndarray
     dcp: np.ndarray
@@ -397,7 +441,10 @@ def _held(scenario: Scenario, wl, cands: Candidates, build_terms) -> _Held:
     n_stages = stages.counts.shape[1]
     exists = stages.index >= 0
     first, last = stages.index == 0, stages.index == (pp[:, None] - 1)
-    dense_params, expert_params = stage_params(wl, stages.counts, first, last, sched, tp, ep, etp)
+    # ZB-V runs the model's last piece, the head, on device 0 beside the embedding (moesim.des.orders: pieces d
+    # and 2p − 1 − d on device d), every other schedule on the last stage.
+    head = np.where(sch.is_schedule(sched, "zb-v")[:, None], first, last)
+    dense_params, expert_params = stage_params(wl, stages.counts, first, head, sched, tp, ep, etp)
     dcp = dp * cp  # CP ranks hold the same weights: gradients reduce and ZeRO shards over dp·cp
     zero = cands.zero_stage[:, None]
     # Memory per stage.
@@ -412,9 +459,10 @@ def _held(scenario: Scenario, wl, cands: Candidates, build_terms) -> _Held:
     pair = np.where(pair >= 0, pair, np.arange(n_stages)[None, :])
     memory, total_mem, mem_index, capacity_bytes = stage_memory(
         wl, model, hw, tr, terms, stages, dense_params, expert_params, sched=sched, dual=dual, pair=pair, b=b, m=m,
-        pp=pp, tp=tp, ep=ep, etp=etp, vp=vp, dcp=dcp, edp=edp, zero=zero, first=first, last=last, exists=exists)
+        pp=pp, tp=tp, ep=ep, etp=etp, vp=vp, dcp=dcp, edp=edp, zero=zero, first=first, last=head, exists=exists)
     return _Held(dp=dp, tp=tp, pp=pp, ep=ep, etp=etp, m=m, edp=edp, cp=cp, vp=vp, sched=sched, b=b, builder=builder,
-                 terms=terms, stages=stages, exists=exists, first=first, last=last, dense_params=dense_params,
+                 terms=terms, stages=stages, exists=exists, first=first, last=last, head=head,
+                 dense_params=dense_params,
                  expert_params=expert_params, dcp=dcp, zero=zero, pair=pair, memory=memory, total_mem=total_mem,
                  mem_index=mem_index, capacity_bytes=capacity_bytes)
 

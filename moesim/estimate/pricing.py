@@ -71,10 +71,12 @@ class GroupRuns:
     where neighbouring candidates change group: built once per batch and axis, shared by every
     collective priced on the axis (`CollectivePricer.price_runs`)."""
 
-    def __init__(self, size, stride, devices: int) -> None:
+    def __init__(self, size, stride, devices: int, concurrent=None) -> None:
         self.size = np.asarray(size, dtype=np.int64).reshape(-1)
         self.stride = np.broadcast_to(np.asarray(stride, dtype=np.int64), self.size.shape)
-        self.concurrent = devices // self.size
+        # a mesh axis tiles the devices with its groups; `concurrent` where fewer run at once (embedding_sync.py)
+        self.concurrent = devices // self.size if concurrent is None else \
+            np.broadcast_to(np.asarray(concurrent, dtype=np.int64), self.size.shape)
         self.change = np.ones(len(self.size), dtype=bool)
         self.change[1:] = (self.size[1:] != self.size[:-1]) | (self.stride[1:] != self.stride[:-1])
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from moesim.capacity import drop_warning, expected_drop_fraction
 from moesim.estimate.core import PER_MB_AXES, Evaluation
+from moesim.estimate.embedding_sync import EMBEDDING_AXIS, EMBEDDING_GROUP_RANKS
 from moesim.specs.layout import Layout, layout_arg
 from moesim.specs.scenario import Scenario
 from moesim.specs.training import TrainingSpec
@@ -124,7 +125,7 @@ def step_estimate(scenario: Scenario, ev: Evaluation, i: int = 0) -> StepEstimat
             continue
         cost = comm.costs[i]
         group = {"tp": layout.tp, "dp": layout.dp * layout.cp, "pp": layout.pp, "ep": layout.ep, "etp": layout.etp,
-                 "edp": layout.edp, "cp": layout.cp}[comm.axis]  # gradients reduce over dp·cp
+                 "edp": layout.edp, "cp": layout.cp, EMBEDDING_AXIS: EMBEDDING_GROUP_RANKS}[comm.axis]  # dp: dp·cp
         communication[name] = {
             "axis": comm.axis, "op": comm.op, "group_size": group,
             "size_bytes": float(comm.size_bytes[i]), "calls_per_step": float(comm.calls_per_step[i]),

@@ -51,6 +51,11 @@ CASES = [
      {"global_batch_sequences": 8, "micro_batches": 8, "pipeline_schedule": "1f1b"}, Layout(dp=1, tp=2, pp=4)),
     ("llama3-70b b200 tp2 pp4 m8 gpipe", "llama3-70b-l12-b200-tp8",
      {"global_batch_sequences": 8, "micro_batches": 8, "pipeline_schedule": "gpipe"}, Layout(dp=1, tp=2, pp=4)),
+    # ZB-V runs the head on device 0 beside the embedding (session 19, leftovers19: so does the estimate now; it was
+    # +0.86 % with the head charged to the last stage, -1.66 % with it on the first, where the ZB-V bubble's
+    # slowest-stage t charges every stage the first one's heavier time).
+    ("llama3-70b b200 tp2 pp4 m8 zb-v", "llama3-70b-l12-b200-tp8",
+     {"global_batch_sequences": 8, "micro_batches": 8, "pipeline_schedule": "zb-v"}, Layout(dp=1, tp=2, pp=4)),
     ("llama3-70b b200 tp1 pp8 m16 1f1b", "llama3-70b-l12-b200-tp8",
      {"global_batch_sequences": 16, "micro_batches": 16, "pipeline_schedule": "1f1b"}, Layout(dp=1, tp=1, pp=8)),
     ("mixtral-8x7b pp8 1f1b", "mixtral-8x7b-h100", {"global_batch_sequences": 128}, Layout(dp=8, ep=8, pp=8)),
@@ -61,6 +66,9 @@ CASES = [
 # simulator stood over the estimate (0.035 allowed here). With the buckets priced (moesim.estimate.grad_buckets) and
 # each stage's sync hidden under its own last backward: +0.01 %. Overlap off, both engines run one bucket per axis
 # after the backward (MCore's bucket size None) and the simulator's step reads it: -0.06 %, 0.027 s slower.
+# Session 19 (leftovers19): the bucket is MCore's max(40e6, 1e6·dp·cp) parameters in both engines (at dp 2048 one
+# bucket: Switch-C's and GShard's syncs no longer hide in the simulator, +2.32 % / +1.65 % until the estimate, too,
+# stopped hiding the last bucket and the first bucket's fill: -0.00 % each).
 GRAD_SYNC_CASES = {"glam 1024 h100 pp4 m8": TOLERANCE}
 ONE_DEVICE_PER_STAGE = {"llama3-70b b200 tp1 pp8 m16 1f1b"}  # tp = dp = 1: nothing to aggregate, all 8 simulated
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from moesim import memory as mem
+from moesim import memory as mem, memory_peak as peak
 from moesim.estimate import schedules as sch
 from moesim.estimate.stages import Stages, per_stage
 from moesim.estimate.terms import ClassTerms
@@ -95,6 +95,8 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
         # for the wider of the dispatch and combine elements (FP8 dispatch, BF16 combine: DeepSeek-V3 §3.3.4).
         q_buf = max(tr.element_bytes("dispatch"), tr.element_bytes("combine"))
         buffers = np.maximum.reduce([2 * t.slots * model.d_model * q_buf for t in moe_terms])
+    resident_extra, transients = _framework_memory(wl, model, hw, tr, stages, acts_mb, logits, buffers, tp=tp, ep=ep,
+                                                   etp=etp, b=b, dual=dual, pair=pair, first=first, last=last)
     # ZeRO-3 gathers one layer's parameters as this device uses them: its tp shard of the dense part
     # (over dp·cp) and its ep·etp share of the experts (over edp); current + prefetched layer.
     # Source: ZeRO, Rajbhandari et al., arXiv 1910.02054, §7.2.2 (params fetched before use, discarded after).
@@ -106,6 +108,7 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
     memory = {
         "weights": w_d + w_e + working + fp8_weights, "gradients": g_d + g_e, "optimizer_states": o_d + o_e,
         "activations": acts, "moe_buffers": np.broadcast_to(buffers[:, None], acts.shape),
+        "dummy_wgrads": resident_extra, "peak_transients": transients,
         "reserved": np.full(acts.shape, hw.memory_reserved_bytes),
     }
     total_stage = np.where(exists, sum(memory.values()), -np.inf)
@@ -115,3 +118,31 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
     total_mem = pick_m(total_stage)
     capacity_bytes = hw.chip.hbm_bytes * (1 - tr.memory_headroom_fraction)
     return memory, total_mem, pick_m(stages.index), capacity_bytes
+
+
+def _framework_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: TrainingSpec, stages: Stages,
+                      acts_mb: np.ndarray, logits: np.ndarray, buffers: np.ndarray, *, tp: np.ndarray, ep: np.ndarray,
+                      etp: np.ndarray, b: np.ndarray, dual: np.ndarray, pair: np.ndarray, first: np.ndarray,
+                      last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(dummy_wgrads, peak_transients) per stage (N, S): Megatron-LM + TransformerEngine on GPUs
+    (moesim.memory_peak); zero on other device kinds."""
+    shape = acts_mb.shape
+    if hw.device_kind != "gpu":
+        return np.zeros(shape), np.zeros(shape)
+    held = lambda mask: mask | (dual & np.take_along_axis(mask, pair, axis=1))  # noqa: E731 (DualPipe's pair)
+    shapes, present = [], []
+    for c, cls in enumerate(wl.classes):
+        on_stage = held(stages.counts[:, :, c] > 0)
+        for rows, cols in peak.layer_weight_shapes(model, cls, tp, ep, etp):
+            shapes.append((rows[:, None], cols[:, None]))
+            present.append(on_stage)
+    # The output layer, Megatron's ColumnParallelLinear [V/t, h] (layers.py l.594: TE's placeholder too).
+    shapes.append(((model.vocab_size / tp)[:, None], np.full((len(tp), 1), float(model.d_model))))
+    present.append(held(np.broadcast_to(last, shape)))
+    dummy = peak.distinct_shape_bytes(shapes, present, tr.bytes_of("param"))
+    loss = np.where(last, peak.loss_transient_bytes(b, wl.output_tokens, model.vocab_size, tp, tr.fused_cross_entropy,
+                                                    tr.bytes_of("head"))[:, None], 0.0)
+    emb = peak.embedding_grad_bytes(model.vocab_size, model.d_model, tp, tr.bytes_of("param"))[:, None]
+    emb_excess = np.where(first, emb - acts_mb - logits, 0.0)
+    transients = peak.peak_transient_bytes(loss, emb_excess, buffers[:, None])
+    return np.broadcast_to(dummy, shape) + 0.0, np.broadcast_to(transients, shape) + 0.0

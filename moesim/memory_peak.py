@@ -1,0 +1,113 @@
+"""What the peak allocated memory of a training step holds besides model states and saved activations (GPUs).
+
+Megatron-LM 23e00ed0 with TransformerEngine 2.11 (the stack of SimuMax's B200 runs, docs/operators.md "Validation
+against published B200 runs"); pure functions over numbers or numpy arrays, like moesim.memory.
+
+Two parts, each its own key of `memory_bytes_per_device`:
+
+- `dummy_wgrads` (resident): with gradient-accumulation fusion every linear layer's weight gradient is written into
+  the fp32 main_grad buffer and the autograd function returns a placeholder tensor of the weight's shape in its
+  dtype, which TE caches, one per distinct (rows, cols, dtype), for the rest of the run: TE v2.11
+  transformer_engine/pytorch/module/base.py l.79-92 `get_dummy_wgrad` (`_dummy_wgrads`), called from Linear
+  (linear.py l.953-962), LayerNormLinear (layernorm_linear.py l.1002-1011), GroupedLinear (grouped_linear.py
+  l.488-497) and, with TE importable, Megatron's own ColumnParallelLinear (the output layer; Megatron-LM 23e00ed0
+  megatron/core/tensor_parallel/layers.py l.573-602).
+- `peak_transients`: the largest tensor alive for a moment on top of the in-flight saved activations, above what
+  `moe_buffers` already charges (so the total holds the largest of the step's transients once):
+  * the loss (last stage): Megatron's unfused VocabParallelCrossEntropy casts the logits to fp32 and saves that
+    copy (the `activations` term); the output layer's logits in their own dtype stay referenced by GPTModel's
+    forward while it runs (megatron/core/tensor_parallel/cross_entropy.py l.27-29 `.float()`; gpt_model.py
+    l.533-562 `logits` then `compute_language_model_loss`); the backward's cast of the fp32 gradient back holds the
+    same q_l + 4 bytes per logit. TE's fused cross-entropy writes the gradient into the logits in place
+    (transformer_engine/pytorch/triton/cross_entropy.py `cross_entropy_forward`): nothing beyond them.
+  * the embedding's gradient (first stage): PyTorch's embedding backward returns a dense [V/t, h] gradient in the
+    weight's dtype (aten embedding_dense_backward), added to main_grad by Megatron DDP's hook
+    (distributed_data_parallel.py `_make_backward_post_hook`); it runs after that micro-batch's activations are
+    freed, so it counts only where it exceeds them.
+  The optimizer step's temporaries (multi-tensor grad norm, clip) are small and come after the activations are
+  freed: not a peak term.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.specs.model import GATED_FFN_KINDS, ModelSpec
+from moesim.workload import LayerClass
+
+
+def _gate(model: ModelSpec) -> int:
+    """Matrices in fc1: 2 for a gated FFN (SwiGLU/GeGLU), else 1 (as moesim.ops.layer.gate_factor)."""
+    return 2 if model.ffn_kind in GATED_FFN_KINDS else 1
+
+
+def layer_weight_shapes(model: ModelSpec, cls: LayerClass, tp, ep, etp) -> list[tuple]:
+    """(rows, cols) of every linear weight of one layer of `cls` on a device, Megatron's [out, in] layout, with the
+    same tp / etp splits as moesim.ops.layer (which prices their GEMMs). The MoE router's weight is a plain
+    parameter (Megatron TopKRouter), not a TE linear: no placeholder."""
+    att, h, g = model.attention, model.d_model, _gate(model)
+    a, d = att.num_heads, att.head_dim
+    d_v = att.v_head_dim or d
+    shapes = []
+    if att.kind == "mla":
+        d_r = att.qk_rope_head_dim
+        if att.q_lora_rank:
+            shapes += [(att.q_lora_rank / tp, h), (a * (d + d_r) / tp, att.q_lora_rank)]
+        else:
+            shapes.append((a * (d + d_r) / tp, h))
+        shapes += [((att.kv_lora_rank + d_r) / tp, h), (a * (d + d_v) / tp, att.kv_lora_rank)]
+    else:
+        kv = att.num_kv_heads or a
+        shapes.append(((a + 2 * kv) * d / tp, h))
+    shapes.append((h, a * d_v / tp))
+    if cls.cross_attention:
+        # Megatron CrossAttention: linear_q [a·d, h] and linear_kv [2·a·d, h] (attention.py, CrossAttention).
+        shapes += [(a * d / tp, h), (2 * a * d / tp, h)]
+    if cls.mtp:
+        # MultiTokenPredictionLayer.eh_proj: [2h] -> [h], column-parallel (DeepSeek-V3 eq. 21's M_k).
+        shapes.append((h / tp, 2 * h))
+    if cls.is_moe:
+        moe = model.moe
+        fe = moe.expert_d_ff / etp
+        shapes += [(g * fe, h), (h, fe)]
+        if moe.num_shared_experts:
+            fs = moe.num_shared_experts * (moe.shared_expert_d_ff or moe.expert_d_ff) / tp
+            shapes += [(g * fs, h), (h, fs)]
+    else:
+        shapes += [(g * model.d_ff / tp, h), (h, model.d_ff / tp)]
+    n = np.broadcast(np.asarray(tp), np.asarray(ep), np.asarray(etp)).shape
+    return [tuple(np.broadcast_to(np.asarray(x, dtype=float), n) for x in shape) for shape in shapes]
+
+
+def distinct_shape_bytes(shapes: list[tuple], present: list, q_bytes: float) -> np.ndarray:
+    """Σ rows·cols·q over the distinct (rows, cols) present on each device: TE keeps one placeholder per shape
+    (base.py l.83: keyed by (shape[0], shape[1], dtype)). Rows and columns are arrays; `present`, a mask per
+    shape, broadcasts with them."""
+    total = 0.0
+    for i, (rows, cols) in enumerate(shapes):
+        first_of_kind = np.asarray(present[i], dtype=bool)
+        for j in range(i):
+            same = (shapes[j][0] == rows) & (shapes[j][1] == cols)
+            first_of_kind = first_of_kind & ~(np.asarray(present[j], dtype=bool) & same)
+        total = total + np.where(first_of_kind, rows * cols * q_bytes, 0.0)
+    return total
+
+
+def loss_transient_bytes(b, n_out, vocab, tp, fused: bool, q_logits) -> np.ndarray:
+    """Logits in their own dtype alive beside the fp32 copy the unfused cross-entropy saves: q_l·n·b·V/t (one
+    output head at a time); 0 with the fused kernel (module docstring)."""
+    if fused:
+        return np.zeros(np.shape(np.asarray(b * tp, dtype=float)))
+    return q_logits * n_out * b * vocab / np.asarray(tp, dtype=float)
+
+
+def embedding_grad_bytes(vocab, h, tp, q_param) -> np.ndarray:
+    """PyTorch's dense embedding gradient on the first stage: [V/t, h] at the weight's dtype."""
+    return q_param * vocab * h / np.asarray(tp, dtype=float)
+
+
+def peak_transient_bytes(loss, embedding_excess, moe_buffers) -> np.ndarray:
+    """The largest of the step's transients (loss, embedding gradient past its micro-batch's activations, the
+    MoE dispatch buffers) above `moe_buffers`, which the total already holds."""
+    largest = np.maximum(np.maximum(loss, embedding_excess), moe_buffers)
+    return np.maximum(largest - moe_buffers, 0.0)

@@ -5,21 +5,29 @@ against published B200 runs"); pure functions over numbers or numpy arrays, like
 
 Two parts, each its own key of `memory_bytes_per_device`:
 
-- `dummy_wgrads` (resident): with gradient-accumulation fusion every linear layer's weight gradient is written into
-  the fp32 main_grad buffer and the autograd function returns a placeholder tensor of the weight's shape in its
-  dtype, which TE caches, one per distinct (rows, cols, dtype), for the rest of the run: TE v2.11
-  transformer_engine/pytorch/module/base.py l.79-92 `get_dummy_wgrad` (`_dummy_wgrads`), called from Linear
-  (linear.py l.953-962), LayerNormLinear (layernorm_linear.py l.1002-1011), GroupedLinear (grouped_linear.py
-  l.488-497) and, with TE importable, Megatron's own ColumnParallelLinear (the output layer; Megatron-LM 23e00ed0
-  megatron/core/tensor_parallel/layers.py l.573-602).
+- `framework_buffers` (resident, allocated once and kept):
+  * TE's placeholder weight gradients: with gradient-accumulation fusion every linear layer's weight gradient is
+    written into the fp32 main_grad buffer and the autograd function returns a placeholder tensor of the weight's
+    shape in its dtype, which TE caches, one per distinct (rows, cols, dtype): TE v2.11
+    transformer_engine/pytorch/module/base.py l.79-92 `get_dummy_wgrad` (`_dummy_wgrads`), called from Linear
+    (linear.py l.953-962), LayerNormLinear (layernorm_linear.py l.1002-1011), GroupedLinear (grouped_linear.py
+    l.488-497) and, with TE importable, Megatron's own ColumnParallelLinear (the output layer; Megatron-LM
+    23e00ed0 megatron/core/tensor_parallel/layers.py l.573-602).
+  * Megatron's global all-gather buffer: with sequence parallelism the output layer (Megatron's
+    ColumnParallelLinear, not TE) gathers its [s/t, h] input into GlobalMemoryBuffer's "mpu" tensor, [s, h] in the
+    activations' dtype, cached for the run (layers.py l.470-476; megatron/core/utils.py l.512-538).
 - `peak_transients`: the largest tensor alive for a moment on top of the in-flight saved activations, above what
   `moe_buffers` already charges (so the total holds the largest of the step's transients once):
   * the loss (last stage): Megatron's unfused VocabParallelCrossEntropy casts the logits to fp32 and saves that
     copy (the `activations` term); the output layer's logits in their own dtype stay referenced by GPTModel's
-    forward while it runs (megatron/core/tensor_parallel/cross_entropy.py l.27-29 `.float()`; gpt_model.py
+    forward while it runs (megatron/core/tensor_parallel/cross_entropy.py l.28 `.float()`; gpt_model.py
     l.533-562 `logits` then `compute_language_model_loss`); the backward's cast of the fp32 gradient back holds the
     same q_l + 4 bytes per logit. TE's fused cross-entropy writes the gradient into the logits in place
     (transformer_engine/pytorch/triton/cross_entropy.py `cross_entropy_forward`): nothing beyond them.
+  * the output layer's backward (last stage): its input gradient [s, h] before the tp reduce-scatter and the
+    [s/t, h] shard it scatters into (layers.py l.523 `grad_input = grad_output.matmul(weight)`, l.543
+    `sub_grad_input`), beside the logits' gradient: in place in the logits with TE's fused CE; with the unfused
+    CE a new q_l copy (autograd's cast of the fp32 gradient) once the 4-byte softmax is freed.
   * the embedding's gradient (first stage): PyTorch's embedding backward returns a dense [V/t, h] gradient in the
     weight's dtype (aten embedding_dense_backward), added to main_grad by Megatron DDP's hook
     (distributed_data_parallel.py `_make_backward_post_hook`); it runs after that micro-batch's activations are
@@ -101,13 +109,30 @@ def loss_transient_bytes(b, n_out, vocab, tp, fused: bool, q_logits) -> np.ndarr
     return q_logits * n_out * b * vocab / np.asarray(tp, dtype=float)
 
 
+def head_backward_excess_bytes(b, n_out, h, vocab, tp, sequence_parallel: bool, fused: bool, q_act,
+                               q_logits) -> np.ndarray:
+    """The output layer's backward above the forward's peak: input gradient n·b·h (+ its n·b·h/t reduce-scatter
+    shard with SP) at q_a, and with the unfused CE the logits' gradient at q_l in place of the freed fp32 softmax
+    (q_l − 4 bytes per logit; module docstring)."""
+    tp = np.asarray(tp, dtype=float)
+    shard = np.where(tp > 1, 1.0 / tp, 0.0) if sequence_parallel else 0.0
+    dgrad = q_act * n_out * b * h * (1.0 + shard)
+    return dgrad + (0.0 if fused else (q_logits - 4) * n_out * b * vocab / tp)
+
+
+def gather_buffer_bytes(b, n_out, h, tp, sequence_parallel: bool, q_act) -> np.ndarray:
+    """Megatron's "mpu" all-gather buffer kept by the output layer with SP: [n·b, h] at q_a where tp > 1."""
+    tp = np.asarray(tp, dtype=float)
+    return np.where(tp > 1, q_act * n_out * b * h, 0.0) if sequence_parallel else np.zeros(tp.shape)
+
+
 def embedding_grad_bytes(vocab, h, tp, q_param) -> np.ndarray:
     """PyTorch's dense embedding gradient on the first stage: [V/t, h] at the weight's dtype."""
     return q_param * vocab * h / np.asarray(tp, dtype=float)
 
 
-def peak_transient_bytes(loss, embedding_excess, moe_buffers) -> np.ndarray:
-    """The largest of the step's transients (loss, embedding gradient past its micro-batch's activations, the
-    MoE dispatch buffers) above `moe_buffers`, which the total already holds."""
-    largest = np.maximum(np.maximum(loss, embedding_excess), moe_buffers)
+def peak_transient_bytes(loss, head_excess, embedding_excess, moe_buffers) -> np.ndarray:
+    """The largest of the step's transients (loss, output layer's backward and embedding gradient past what they
+    free, the MoE dispatch buffers) above `moe_buffers`, which the total already holds."""
+    largest = np.maximum(np.maximum(loss, head_excess), np.maximum(embedding_excess, moe_buffers))
     return np.maximum(largest - moe_buffers, 0.0)

@@ -95,7 +95,7 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
         # for the wider of the dispatch and combine elements (FP8 dispatch, BF16 combine: DeepSeek-V3 §3.3.4).
         q_buf = max(tr.element_bytes("dispatch"), tr.element_bytes("combine"))
         buffers = np.maximum.reduce([2 * t.slots * model.d_model * q_buf for t in moe_terms])
-    resident_extra, transients = _framework_memory(wl, model, hw, tr, stages, acts_mb, logits, buffers, tp=tp, ep=ep,
+    framework, transients = _framework_memory(wl, model, hw, tr, stages, acts_mb, logits, buffers, tp=tp, ep=ep,
                                                    etp=etp, b=b, dual=dual, pair=pair, first=first, last=last)
     # ZeRO-3 gathers one layer's parameters as this device uses them: its tp shard of the dense part
     # (over dp·cp) and its ep·etp share of the experts (over edp); current + prefetched layer.
@@ -108,7 +108,7 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
     memory = {
         "weights": w_d + w_e + working + fp8_weights, "gradients": g_d + g_e, "optimizer_states": o_d + o_e,
         "activations": acts, "moe_buffers": np.broadcast_to(buffers[:, None], acts.shape),
-        "dummy_wgrads": resident_extra, "peak_transients": transients,
+        "framework_buffers": framework, "peak_transients": transients,
         "reserved": np.full(acts.shape, hw.memory_reserved_bytes),
     }
     total_stage = np.where(exists, sum(memory.values()), -np.inf)
@@ -124,7 +124,7 @@ def _framework_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: T
                       acts_mb: np.ndarray, logits: np.ndarray, buffers: np.ndarray, *, tp: np.ndarray, ep: np.ndarray,
                       etp: np.ndarray, b: np.ndarray, dual: np.ndarray, pair: np.ndarray, first: np.ndarray,
                       last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(dummy_wgrads, peak_transients) per stage (N, S): Megatron-LM + TransformerEngine on GPUs
+    """(framework_buffers, peak_transients) per stage (N, S): Megatron-LM + TransformerEngine on GPUs
     (moesim.memory_peak); zero on other device kinds."""
     shape = acts_mb.shape
     if hw.device_kind != "gpu":
@@ -139,10 +139,13 @@ def _framework_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: T
     # The output layer, Megatron's ColumnParallelLinear [V/t, h] (layers.py l.594: TE's placeholder too).
     shapes.append(((model.vocab_size / tp)[:, None], np.full((len(tp), 1), float(model.d_model))))
     present.append(held(np.broadcast_to(last, shape)))
-    dummy = peak.distinct_shape_bytes(shapes, present, tr.bytes_of("param"))
-    loss = np.where(last, peak.loss_transient_bytes(b, wl.output_tokens, model.vocab_size, tp, tr.fused_cross_entropy,
-                                                    tr.bytes_of("head"))[:, None], 0.0)
-    emb = peak.embedding_grad_bytes(model.vocab_size, model.d_model, tp, tr.bytes_of("param"))[:, None]
+    n, h, v, sp = wl.output_tokens, model.d_model, model.vocab_size, tr.sequence_parallel
+    q_a, q_l, fused = tr.bytes_of("activation"), tr.bytes_of("head"), tr.fused_cross_entropy
+    buffers_resident = peak.distinct_shape_bytes(shapes, present, tr.bytes_of("param")) + np.where(
+        held(np.broadcast_to(last, shape)), peak.gather_buffer_bytes(b, n, h, tp, sp, q_a)[:, None], 0.0)
+    loss = np.where(last, peak.loss_transient_bytes(b, n, v, tp, fused, q_l)[:, None], 0.0)
+    head = np.where(last, peak.head_backward_excess_bytes(b, n, h, v, tp, sp, fused, q_a, q_l)[:, None], 0.0)
+    emb = peak.embedding_grad_bytes(v, h, tp, tr.bytes_of("param"))[:, None]
     emb_excess = np.where(first, emb - acts_mb - logits, 0.0)
-    transients = peak.peak_transient_bytes(loss, emb_excess, buffers[:, None])
-    return np.broadcast_to(dummy, shape) + 0.0, np.broadcast_to(transients, shape) + 0.0
+    transients = peak.peak_transient_bytes(loss, head, emb_excess, buffers[:, None])
+    return np.broadcast_to(buffers_resident, shape) + 0.0, np.broadcast_to(transients, shape) + 0.0

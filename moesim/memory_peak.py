@@ -40,20 +40,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from moesim.specs.model import GATED_FFN_KINDS, ModelSpec
+from moesim.ops.layer import gate_factor
+from moesim.specs.model import ModelSpec
 from moesim.workload import LayerClass
-
-
-def _gate(model: ModelSpec) -> int:
-    """Matrices in fc1: 2 for a gated FFN (SwiGLU/GeGLU), else 1 (as moesim.ops.layer.gate_factor)."""
-    return 2 if model.ffn_kind in GATED_FFN_KINDS else 1
 
 
 def layer_weight_shapes(model: ModelSpec, cls: LayerClass, tp, ep, etp) -> list[tuple]:
     """(rows, cols) of every linear weight of one layer of `cls` on a device, Megatron's [out, in] layout, with the
     same tp / etp splits as moesim.ops.layer (which prices their GEMMs). The MoE router's weight is a plain
     parameter (Megatron TopKRouter), not a TE linear: no placeholder."""
-    att, h, g = model.attention, model.d_model, _gate(model)
+    att, h, g = model.attention, model.d_model, gate_factor(model)
     a, d = att.num_heads, att.head_dim
     d_v = att.v_head_dim or d
     shapes = []

@@ -83,17 +83,21 @@ def layer_weight_shapes(model: ModelSpec, cls: LayerClass, tp, ep, etp) -> list[
     return [tuple(np.broadcast_to(np.asarray(x, dtype=float), n) for x in shape) for shape in shapes]
 
 
-def distinct_shape_bytes(shapes: list[tuple], present: list, q_bytes: float) -> np.ndarray:
+def distinct_shape_bytes(groups: list[tuple], q_bytes: float) -> np.ndarray:
     """Σ rows·cols·q over the distinct (rows, cols) present on each device: TE keeps one placeholder per shape
-    (base.py l.83: keyed by (shape[0], shape[1], dtype)). Rows and columns are arrays; `present`, a mask per
-    shape, broadcasts with them."""
+    (base.py l.83: keyed by (shape[0], shape[1], dtype)). `groups`: (present, shapes) pairs, a mask of where the
+    group's layers are (e.g. (N, S) stages) and its (rows, cols) arrays (e.g. (N, 1) candidates), which broadcast."""
     total = 0.0
-    for i, (rows, cols) in enumerate(shapes):
-        first_of_kind = np.asarray(present[i], dtype=bool)
-        for j in range(i):
-            same = (shapes[j][0] == rows) & (shapes[j][1] == cols)
-            first_of_kind = first_of_kind & ~(np.asarray(present[j], dtype=bool) & same)
-        total = total + np.where(first_of_kind, rows * cols * q_bytes, 0.0)
+    for g, (present, shapes) in enumerate(groups):
+        for i, (rows, cols) in enumerate(shapes):
+            new = np.asarray(present, dtype=bool)
+            for g2, (present2, shapes2) in enumerate(groups[:g + 1]):
+                earlier = shapes2[:i] if g2 == g else shapes2
+                if not earlier:
+                    continue
+                same = np.logical_or.reduce([(r == rows) & (c == cols) for r, c in earlier])
+                new = new & ~same if g2 == g else new & ~(np.asarray(present2, dtype=bool) & same)
+            total = total + np.where(new, rows * cols * q_bytes, 0.0)
     return total
 
 

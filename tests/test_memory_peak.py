@@ -89,18 +89,20 @@ def test_no_framework_terms_off_gpus():
 
 
 def test_distinct_shapes_count_once_and_only_where_present():
-    rows = [np.array([4.0, 4.0]), np.array([4.0, 2.0]), np.array([3.0, 3.0])]
-    cols = [np.array([5.0, 5.0]), np.array([5.0, 5.0]), np.array([7.0, 7.0])]
-    present = [np.array([True, True]), np.array([True, True]), np.array([False, True])]
-    got = peak.distinct_shape_bytes(list(zip(rows, cols)), present, 2)
-    # device 0: (4, 5) twice -> once, (3, 7) absent; device 1: (4, 5), (2, 5), (3, 7)
-    assert got.tolist() == [2 * 20, 2 * (20 + 10 + 21)]
+    col = lambda *x: np.array(x, dtype=float)[:, None]  # noqa: E731 (candidates down, one column)
+    # two candidates (rows), two stages (columns): group A on both stages, group B on the second only
+    a = (np.array([[True, True], [True, True]]), [(col(4, 4), col(5, 5)), (col(4, 2), col(5, 5))])
+    b = (np.array([[False, True], [False, True]]), [(col(3, 3), col(7, 7)), (col(4, 9), col(5, 5))])
+    got = peak.distinct_shape_bytes([a, b], 2)
+    # candidate 0: A's (4, 5) twice -> once; B's (3, 7) and (4, 5) on stage 1 only, (4, 5) already there
+    # candidate 1: A's (4, 5) and (2, 5); B's (3, 7) and (9, 5) on stage 1
+    assert got.tolist() == [[40, 40 + 42], [40 + 20, 40 + 20 + 42 + 90]]
 
 
 def test_a_shape_absent_first_is_counted_where_it_appears_later():
-    shapes = [(np.array([4.0]), np.array([5.0])), (np.array([4.0]), np.array([5.0]))]
-    got = peak.distinct_shape_bytes(shapes, [np.array([False]), np.array([True])], 2)
-    assert got.tolist() == [40]
+    one = np.array([[4.0]]), np.array([[5.0]])
+    got = peak.distinct_shape_bytes([(np.array([[False]]), [one]), (np.array([[True]]), [one])], 2)
+    assert got.tolist() == [[40]]
 
 
 def test_the_largest_transient_is_held_once():

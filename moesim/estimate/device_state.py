@@ -130,18 +130,15 @@ def _framework_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: T
     if hw.device_kind != "gpu":
         return np.zeros(shape), np.zeros(shape)
     held = lambda mask: mask | (dual & np.take_along_axis(mask, pair, axis=1))  # noqa: E731 (DualPipe's pair)
-    shapes, present = [], []
-    for c, cls in enumerate(wl.classes):
-        on_stage = held(stages.counts[:, :, c] > 0)
-        for rows, cols in peak.layer_weight_shapes(model, cls, tp, ep, etp):
-            shapes.append((rows[:, None], cols[:, None]))
-            present.append(on_stage)
+    groups = [(held(stages.counts[:, :, c] > 0), [(rows[:, None], cols[:, None]) for rows, cols in
+                                                  peak.layer_weight_shapes(model, cls, tp, ep, etp)])
+              for c, cls in enumerate(wl.classes)]
     # The output layer, Megatron's ColumnParallelLinear [V/t, h] (layers.py l.594: TE's placeholder too).
-    shapes.append(((model.vocab_size / tp)[:, None], np.full((len(tp), 1), float(model.d_model))))
-    present.append(held(np.broadcast_to(last, shape)))
+    groups.append((held(np.broadcast_to(last, shape)),
+                   [((model.vocab_size / tp)[:, None], np.full((len(tp), 1), float(model.d_model)))]))
     n, h, v, sp = wl.output_tokens, model.d_model, model.vocab_size, tr.sequence_parallel
     q_a, q_l, fused = tr.bytes_of("activation"), tr.bytes_of("head"), tr.fused_cross_entropy
-    buffers_resident = peak.distinct_shape_bytes(shapes, present, tr.bytes_of("param")) + np.where(
+    buffers_resident = peak.distinct_shape_bytes(groups, tr.bytes_of("param")) + np.where(
         held(np.broadcast_to(last, shape)), peak.gather_buffer_bytes(b, n, h, tp, sp, q_a)[:, None], 0.0)
     loss = np.where(last, peak.loss_transient_bytes(b, n, v, tp, fused, q_l)[:, None], 0.0)
     head = np.where(last, peak.head_backward_excess_bytes(b, n, h, v, tp, sp, fused, q_a, q_l)[:, None], 0.0)

@@ -101,6 +101,20 @@ def distinct_shape_bytes(groups: list[tuple], q_bytes: float) -> np.ndarray:
     return total
 
 
+def distinct_shape_bytes_by_pattern(masks: list, shapes: list[list[tuple]], row_of: np.ndarray,
+                                    q_bytes: float) -> np.ndarray:
+    """`distinct_shape_bytes` where each group's presence is an (N, S) mask and its shapes are given on a few
+    distinct rows (U, 1) that `row_of` (N,) maps each candidate to: every presence pattern that occurs is priced once
+    on the U rows, then read back per candidate and stage (the search holds many candidates per layout shape)."""
+    n_rows = shapes[0][0][0].shape[0] if shapes and shapes[0] else 1
+    code = sum(np.asarray(m, dtype=np.int64) << g for g, m in enumerate(masks))
+    patterns, pattern_of = np.unique(code, return_inverse=True)
+    table = np.stack([np.broadcast_to(distinct_shape_bytes([(bool((p >> g) & 1), group) for g, group in
+                                                            enumerate(shapes)], q_bytes), (n_rows, 1))[:, 0]
+                      for p in patterns], axis=1)
+    return table[np.asarray(row_of)[:, None], pattern_of.reshape(code.shape)]
+
+
 def loss_transient_bytes(b, n_out, vocab, tp, fused: bool, q_logits) -> np.ndarray:
     """Logits in their own dtype alive beside the fp32 copy the unfused cross-entropy saves: q_l·n·b·V/t (one
     output head at a time); 0 with the fused kernel (module docstring)."""

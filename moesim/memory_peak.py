@@ -83,36 +83,36 @@ def layer_weight_shapes(model: ModelSpec, cls: LayerClass, tp, ep, etp) -> list[
     return [tuple(np.broadcast_to(np.asarray(x, dtype=float), n) for x in shape) for shape in shapes]
 
 
-def distinct_shape_bytes(groups: list[tuple], q_bytes: float) -> np.ndarray:
-    """Σ rows·cols·q over the distinct (rows, cols) present on each device: TE keeps one placeholder per shape
-    (base.py l.83: keyed by (shape[0], shape[1], dtype)). `groups`: (present, shapes) pairs, a mask of where the
-    group's layers are (e.g. (N, S) stages) and its (rows, cols) arrays (e.g. (N, 1) candidates), which broadcast."""
-    total = 0.0
-    for g, (present, shapes) in enumerate(groups):
-        for i, (rows, cols) in enumerate(shapes):
-            new = np.asarray(present, dtype=bool)
-            for g2, (present2, shapes2) in enumerate(groups[:g + 1]):
-                earlier = shapes2[:i] if g2 == g else shapes2
-                if not earlier:
-                    continue
-                same = np.logical_or.reduce([(r == rows) & (c == cols) for r, c in earlier])
-                new = new & ~same if g2 == g else new & ~(np.asarray(present2, dtype=bool) & same)
-            total = total + np.where(new, rows * cols * q_bytes, 0.0)
-    return total
+def distinct_shape_bytes(rows, cols, present, q_bytes: float) -> np.ndarray:
+    """Σ rows·cols·q over the distinct (rows, cols) present, along the last axis (K weights): TE keeps one
+    placeholder per shape (base.py l.83: keyed by (shape[0], shape[1], dtype)). rows, cols (..., K); present
+    broadcasts with them. Sorted as complex numbers rows + i·cols (lexicographic), a shape counts at its first
+    place."""
+    rows, cols, present = np.broadcast_arrays(np.asarray(rows, dtype=float), np.asarray(cols, dtype=float),
+                                              np.asarray(present, dtype=bool))
+    key = np.where(present, rows + 1j * cols, complex(np.inf, np.inf))
+    order = np.argsort(key, axis=-1)
+    key = np.take_along_axis(key, order, axis=-1)
+    size = np.take_along_axis(np.where(present, rows * cols, 0.0), order, axis=-1)
+    first = np.ones(key.shape, dtype=bool)
+    first[..., 1:] = key[..., 1:] != key[..., :-1]
+    return q_bytes * np.sum(np.where(first, size, 0.0), axis=-1)
 
 
 def distinct_shape_bytes_by_pattern(masks: list, shapes: list[list[tuple]], row_of: np.ndarray,
                                     q_bytes: float) -> np.ndarray:
-    """`distinct_shape_bytes` where each group's presence is an (N, S) mask and its shapes are given on a few
-    distinct rows (U, 1) that `row_of` (N,) maps each candidate to: every presence pattern that occurs is priced once
-    on the U rows, then read back per candidate and stage (the search holds many candidates per layout shape)."""
-    n_rows = shapes[0][0][0].shape[0] if shapes and shapes[0] else 1
+    """`distinct_shape_bytes` where group g's presence is masks[g], an (N, S) mask, and its (rows, cols) are given
+    on U distinct rows ((U,) arrays) that `row_of` (N,) maps each candidate to: every presence pattern that occurs
+    is priced once on the U rows, then read back per candidate and stage (the search holds many candidates per
+    layout shape)."""
+    group = np.array([g for g, weights in enumerate(shapes) for _ in weights], dtype=np.int64)
+    rows = np.stack([np.asarray(r, dtype=float) for weights in shapes for r, _ in weights], axis=-1)  # (U, K)
+    cols = np.stack([np.asarray(c, dtype=float) for weights in shapes for _, c in weights], axis=-1)
     code = sum(np.asarray(m, dtype=np.int64) << g for g, m in enumerate(masks))
     patterns, pattern_of = np.unique(code, return_inverse=True)
-    table = np.stack([np.broadcast_to(distinct_shape_bytes([(bool((p >> g) & 1), group) for g, group in
-                                                            enumerate(shapes)], q_bytes), (n_rows, 1))[:, 0]
-                      for p in patterns], axis=1)
-    return table[np.asarray(row_of)[:, None], pattern_of.reshape(code.shape)]
+    present = ((patterns[:, None] >> group[None, :]) & 1).astype(bool)[:, None, :]  # (P, 1, K)
+    table = distinct_shape_bytes(rows[None], cols[None], present, q_bytes)  # (P, U)
+    return table[pattern_of.reshape(code.shape), np.asarray(row_of)[:, None]]
 
 
 def loss_transient_bytes(b, n_out, vocab, tp, fused: bool, q_logits) -> np.ndarray:

@@ -89,20 +89,24 @@ def test_no_framework_terms_off_gpus():
 
 
 def test_distinct_shapes_count_once_and_only_where_present():
-    col = lambda *x: np.array(x, dtype=float)[:, None]  # noqa: E731 (candidates down, one column)
-    # two candidates (rows), two stages (columns): group A on both stages, group B on the second only
-    a = (np.array([[True, True], [True, True]]), [(col(4, 4), col(5, 5)), (col(4, 2), col(5, 5))])
-    b = (np.array([[False, True], [False, True]]), [(col(3, 3), col(7, 7)), (col(4, 9), col(5, 5))])
-    got = peak.distinct_shape_bytes([a, b], 2)
-    # candidate 0: A's (4, 5) twice -> once; B's (3, 7) and (4, 5) on stage 1 only, (4, 5) already there
-    # candidate 1: A's (4, 5) and (2, 5); B's (3, 7) and (9, 5) on stage 1
-    assert got.tolist() == [[40, 40 + 42], [40 + 20, 40 + 20 + 42 + 90]]
+    # two devices (rows) holding four weights each (columns); the last one absent on device 0
+    rows = np.array([[4.0, 4.0, 3.0, 4.0], [4.0, 2.0, 3.0, 9.0]])
+    cols = np.array([[5.0, 5.0, 7.0, 5.0], [5.0, 5.0, 7.0, 5.0]])
+    present = np.array([[True, True, True, False], [True, True, True, True]])
+    got = peak.distinct_shape_bytes(rows, cols, present, 2)
+    # device 0: (4, 5) twice -> once, (3, 7); device 1: (4, 5), (2, 5), (3, 7), (9, 5)
+    assert got.tolist() == [2 * (20 + 21), 2 * (20 + 10 + 21 + 45)]
 
 
-def test_a_shape_absent_first_is_counted_where_it_appears_later():
-    one = np.array([[4.0]]), np.array([[5.0]])
-    got = peak.distinct_shape_bytes([(np.array([[False]]), [one]), (np.array([[True]]), [one])], 2)
-    assert got.tolist() == [[40]]
+def test_shapes_by_presence_pattern_read_back_per_candidate_and_stage():
+    # group A on both stages, group B on the second only; two distinct layout rows, three candidates
+    a = [(np.array([4.0, 4.0]), np.array([5.0, 5.0])), (np.array([4.0, 2.0]), np.array([5.0, 5.0]))]
+    b = [(np.array([3.0, 3.0]), np.array([7.0, 7.0])), (np.array([4.0, 9.0]), np.array([5.0, 5.0]))]
+    masks = [np.ones((3, 2), dtype=bool), np.array([[False, True]] * 3)]
+    got = peak.distinct_shape_bytes_by_pattern(masks, [a, b], np.array([0, 1, 0]), 2)
+    row0 = [2 * 20, 2 * (20 + 21)]  # (4, 5) once; then (3, 7) on stage 1 ((4, 5) already there)
+    row1 = [2 * (20 + 10), 2 * (20 + 10 + 21 + 45)]
+    assert got.tolist() == [row0, row1, row0]
 
 
 def test_the_largest_transient_is_held_once():

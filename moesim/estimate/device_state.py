@@ -135,10 +135,9 @@ def _framework_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: T
     _, first_row, row_of = np.unique(key, return_index=True, return_inverse=True)
     tp_u, ep_u, etp_u = (np.asarray(x)[first_row] for x in (tp, ep, etp))
     masks = [held(stages.counts[:, :, c] > 0) for c in range(len(wl.classes))] + [held(np.broadcast_to(last, shape))]
-    shapes = [[(rows[:, None], cols[:, None]) for rows, cols in peak.layer_weight_shapes(model, cls, tp_u, ep_u, etp_u)]
-              for cls in wl.classes]
+    shapes = [peak.layer_weight_shapes(model, cls, tp_u, ep_u, etp_u) for cls in wl.classes]
     # The output layer, Megatron's ColumnParallelLinear [V/t, h] (layers.py l.594: TE's placeholder too).
-    shapes.append([((model.vocab_size / tp_u)[:, None], np.full((len(tp_u), 1), float(model.d_model)))])
+    shapes.append([(model.vocab_size / tp_u, np.full(len(tp_u), float(model.d_model)))])
     n, h, v, sp = wl.output_tokens, model.d_model, model.vocab_size, tr.sequence_parallel
     q_a, q_l, fused = tr.bytes_of("activation"), tr.bytes_of("head"), tr.fused_cross_entropy
     placeholders = peak.distinct_shape_bytes_by_pattern(masks, shapes, row_of.ravel(), tr.bytes_of("param"))

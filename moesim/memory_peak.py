@@ -99,20 +99,19 @@ def distinct_shape_bytes(rows, cols, present, q_bytes: float) -> np.ndarray:
     return q_bytes * np.sum(np.where(first, size, 0.0), axis=-1)
 
 
-def distinct_shape_bytes_by_pattern(masks: list, shapes: list[list[tuple]], row_of: np.ndarray,
+def distinct_shape_bytes_by_pattern(code: np.ndarray, shapes: list[list[tuple]], row_of: np.ndarray,
                                     q_bytes: float) -> np.ndarray:
-    """`distinct_shape_bytes` where group g's presence is masks[g], an (N, S) mask, and its (rows, cols) are given
-    on U distinct rows ((U,) arrays) that `row_of` (N,) maps each candidate to: every presence pattern that occurs
-    is priced once on the U rows, then read back per candidate and stage (the search holds many candidates per
-    layout shape)."""
+    """`distinct_shape_bytes` where group g is present where bit g of `code` (e.g. (N, S) candidates by stages) is
+    set and its (rows, cols) are given on U distinct rows ((U,) arrays) that `row_of` (N,) maps each candidate to:
+    every presence pattern is priced once on the U rows, then read back per candidate and stage (the search holds
+    many candidates per layout shape)."""
     group = np.array([g for g, weights in enumerate(shapes) for _ in weights], dtype=np.int64)
     rows = np.stack([np.asarray(r, dtype=float) for weights in shapes for r, _ in weights], axis=-1)  # (U, K)
     cols = np.stack([np.asarray(c, dtype=float) for weights in shapes for _, c in weights], axis=-1)
-    code = sum(np.asarray(m, dtype=np.int64) << g for g, m in enumerate(masks))
-    patterns, pattern_of = np.unique(code, return_inverse=True)
+    patterns = np.arange(1 << len(shapes), dtype=np.int64)
     present = ((patterns[:, None] >> group[None, :]) & 1).astype(bool)[:, None, :]  # (P, 1, K)
     table = distinct_shape_bytes(rows[None], cols[None], present, q_bytes)  # (P, U)
-    return table[pattern_of.reshape(code.shape), np.asarray(row_of)[:, None]]
+    return table[code, np.asarray(row_of)[:, None]]
 
 
 def loss_transient_bytes(b, n_out, vocab, tp, fused: bool, q_logits) -> np.ndarray:

@@ -102,8 +102,8 @@ def test_shapes_by_presence_pattern_read_back_per_candidate_and_stage():
     # group A on both stages, group B on the second only; two distinct layout rows, three candidates
     a = [(np.array([4.0, 4.0]), np.array([5.0, 5.0])), (np.array([4.0, 2.0]), np.array([5.0, 5.0]))]
     b = [(np.array([3.0, 3.0]), np.array([7.0, 7.0])), (np.array([4.0, 9.0]), np.array([5.0, 5.0]))]
-    masks = [np.ones((3, 2), dtype=bool), np.array([[False, True]] * 3)]
-    got = peak.distinct_shape_bytes_by_pattern(masks, [a, b], np.array([0, 1, 0]), 2)
+    code = np.array([[0b01, 0b11]] * 3)  # bit 0: group A, bit 1: group B
+    got = peak.distinct_shape_bytes_by_pattern(code, [a, b], np.array([0, 1, 0]), 2)
     row0 = [2 * 20, 2 * (20 + 21)]  # (4, 5) once; then (3, 7) on stage 1 ((4, 5) already there)
     row1 = [2 * (20 + 10), 2 * (20 + 10 + 21 + 45)]
     assert got.tolist() == [row0, row1, row0]

@@ -129,19 +129,22 @@ def _framework_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: T
     shape = acts_mb.shape
     if hw.device_kind != "gpu":
         return np.zeros(shape), np.zeros(shape)
-    held = lambda mask: mask | (dual & np.take_along_axis(mask, pair, axis=1))  # noqa: E731 (DualPipe's pair)
     # Weight shapes depend on (tp, ep, etp) only: found on the distinct triples, read back per candidate.
     key = sum(np.asarray(x, dtype=np.int64) << bits for x, bits in ((tp, 40), (ep, 20), (etp, 0)))
     _, first_row, row_of = np.unique(key, return_index=True, return_inverse=True)
     tp_u, ep_u, etp_u = (np.asarray(x)[first_row] for x in (tp, ep, etp))
-    masks = [held(stages.counts[:, :, c] > 0) for c in range(len(wl.classes))] + [held(np.broadcast_to(last, shape))]
     shapes = [peak.layer_weight_shapes(model, cls, tp_u, ep_u, etp_u) for cls in wl.classes]
     # The output layer, Megatron's ColumnParallelLinear [V/t, h] (layers.py l.594: TE's placeholder too).
     shapes.append([(model.vocab_size / tp_u, np.full(len(tp_u), float(model.d_model)))])
+    # Which groups a device holds, bit g for group g (the classes, then the head); a DualPipe device also its pair's.
+    code = sum((stages.counts[:, :, c] > 0).astype(np.int64) << c for c in range(len(wl.classes)))
+    code = code + (np.broadcast_to(last, shape).astype(np.int64) << len(wl.classes))
+    code = code | np.where(dual, np.take_along_axis(code, pair, axis=1), 0)
     n, h, v, sp = wl.output_tokens, model.d_model, model.vocab_size, tr.sequence_parallel
     q_a, q_l, fused = tr.bytes_of("activation"), tr.bytes_of("head"), tr.fused_cross_entropy
-    placeholders = peak.distinct_shape_bytes_by_pattern(masks, shapes, row_of.ravel(), tr.bytes_of("param"))
-    buffers_resident = placeholders + np.where(masks[-1], peak.gather_buffer_bytes(b, n, h, tp, sp, q_a)[:, None], 0.0)
+    placeholders = peak.distinct_shape_bytes_by_pattern(code, shapes, row_of.ravel(), tr.bytes_of("param"))
+    head_held = (code >> len(wl.classes)) & 1 == 1
+    buffers_resident = placeholders + np.where(head_held, peak.gather_buffer_bytes(b, n, h, tp, sp, q_a)[:, None], 0.0)
     loss = np.where(last, peak.loss_transient_bytes(b, n, v, tp, fused, q_l)[:, None], 0.0)
     head = np.where(last, peak.head_backward_excess_bytes(b, n, h, v, tp, sp, fused, q_a, q_l)[:, None], 0.0)
     emb = peak.embedding_grad_bytes(v, h, tp, tr.bytes_of("param"))[:, None]

@@ -48,7 +48,7 @@ from moesim.workload import LayerClass
 def layer_weight_shapes(model: ModelSpec, cls: LayerClass, tp, ep, etp) -> list[tuple]:
     """(rows, cols) of every linear weight of one layer of `cls` on a device, Megatron's [out, in] layout, with the
     same tp / etp splits as moesim.ops.layer (which prices their GEMMs). The MoE router's weight is a plain
-    parameter (Megatron TopKRouter), not a TE linear: no placeholder."""
+    parameter (Megatron router.py l.50, TopKRouter), not a TE linear: no placeholder."""
     att, h, g = model.attention, model.d_model, gate_factor(model)
     a, d = att.num_heads, att.head_dim
     d_v = att.v_head_dim or d
@@ -65,10 +65,10 @@ def layer_weight_shapes(model: ModelSpec, cls: LayerClass, tp, ep, etp) -> list[
         shapes.append(((a + 2 * kv) * d / tp, h))
     shapes.append((h, a * d_v / tp))
     if cls.cross_attention:
-        # Megatron CrossAttention: linear_q [a·d, h] and linear_kv [2·a·d, h] (attention.py, CrossAttention).
-        shapes += [(a * d / tp, h), (2 * a * d / tp, h)]
+        # Megatron CrossAttention: linear_q [a·d, h] and linear_kv [2·kv·d, h] (attention.py l.1089-1104).
+        shapes += [(a * d / tp, h), (2 * (att.num_kv_heads or a) * d / tp, h)]
     if cls.mtp:
-        # MultiTokenPredictionLayer.eh_proj: [2h] -> [h], column-parallel (DeepSeek-V3 eq. 21's M_k).
+        # MultiTokenPredictionLayer.eh_proj: [2h] -> [h], column-parallel (multi_token_prediction.py l.457-463).
         shapes.append((h / tp, 2 * h))
     if cls.is_moe:
         moe = model.moe
@@ -103,15 +103,15 @@ def distinct_shape_bytes_by_pattern(code: np.ndarray, shapes: list[list[tuple]],
                                     q_bytes: float) -> np.ndarray:
     """`distinct_shape_bytes` where group g is present where bit g of `code` (e.g. (N, S) candidates by stages) is
     set and its (rows, cols) are given on U distinct rows ((U,) arrays) that `row_of` (N,) maps each candidate to:
-    every presence pattern is priced once on the U rows, then read back per candidate and stage (the search holds
-    many candidates per layout shape)."""
+    every presence pattern that occurs is priced once on the U rows, then read back per candidate and stage (the
+    search holds many candidates per layout shape)."""
     group = np.array([g for g, weights in enumerate(shapes) for _ in weights], dtype=np.int64)
     rows = np.stack([np.asarray(r, dtype=float) for weights in shapes for r, _ in weights], axis=-1)  # (U, K)
     cols = np.stack([np.asarray(c, dtype=float) for weights in shapes for _, c in weights], axis=-1)
-    patterns = np.arange(1 << len(shapes), dtype=np.int64)
+    patterns, pattern_of = np.unique(code, return_inverse=True)  # the patterns that occur
     present = ((patterns[:, None] >> group[None, :]) & 1).astype(bool)[:, None, :]  # (P, 1, K)
     table = distinct_shape_bytes(rows[None], cols[None], present, q_bytes)  # (P, U)
-    return table[code, np.asarray(row_of)[:, None]]
+    return table[pattern_of.reshape(np.shape(code)), np.asarray(row_of)[:, None]]
 
 
 def loss_transient_bytes(b, n_out, vocab, tp, fused: bool, q_logits) -> np.ndarray:

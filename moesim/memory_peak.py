@@ -108,10 +108,13 @@ def distinct_shape_bytes_by_pattern(code: np.ndarray, shapes: list[list[tuple]],
     group = np.array([g for g, weights in enumerate(shapes) for _ in weights], dtype=np.int64)
     rows = np.stack([np.asarray(r, dtype=float) for weights in shapes for r, _ in weights], axis=-1)  # (U, K)
     cols = np.stack([np.asarray(c, dtype=float) for weights in shapes for _, c in weights], axis=-1)
-    patterns, pattern_of = np.unique(code, return_inverse=True)  # the patterns that occur
+    code = np.asarray(code, dtype=np.int64)
+    patterns = np.flatnonzero(np.bincount(code.ravel(), minlength=1 << len(shapes)))  # the patterns that occur
+    number = np.zeros(1 << len(shapes), dtype=np.int64)
+    number[patterns] = np.arange(len(patterns))
     present = ((patterns[:, None] >> group[None, :]) & 1).astype(bool)[:, None, :]  # (P, 1, K)
     table = distinct_shape_bytes(rows[None], cols[None], present, q_bytes)  # (P, U)
-    return table[pattern_of.reshape(np.shape(code)), np.asarray(row_of)[:, None]]
+    return table[number[code], np.asarray(row_of)[:, None]]
 
 
 def loss_transient_bytes(b, n_out, vocab, tp, fused: bool, q_logits) -> np.ndarray:
@@ -144,8 +147,11 @@ def embedding_grad_bytes(vocab, h, tp, q_param) -> np.ndarray:
     return q_param * vocab * h / np.asarray(tp, dtype=float)
 
 
-def peak_transient_bytes(loss, head_excess, embedding_excess, moe_buffers) -> np.ndarray:
-    """The largest of the step's transients (loss, output layer's backward and embedding gradient past what they
-    free, the MoE dispatch buffers) above `moe_buffers`, which the total already holds."""
-    largest = np.maximum(np.maximum(loss, head_excess), np.maximum(embedding_excess, moe_buffers))
+def peak_transient_bytes(moments: list, moe_buffers) -> np.ndarray:
+    """The largest of the step's transients above the saved activations at their moments (the loss or the output
+    layer's backward, the embedding's gradient past what its micro-batch frees) and the MoE dispatch buffers, less
+    `moe_buffers`, which the total already holds."""
+    largest = moe_buffers
+    for moment in moments:
+        largest = np.maximum(largest, moment)
     return np.maximum(largest - moe_buffers, 0.0)

@@ -112,13 +112,13 @@ def test_shapes_by_presence_pattern_read_back_per_candidate_and_stage():
 def test_the_largest_transient_is_held_once():
     one = lambda x: np.array([float(x)])  # noqa: E731
     # loss 5, head 4, embedding excess 3, dispatch buffers 2 already in the total -> 3 more
-    assert peak.peak_transient_bytes(one(5), one(4), one(3), one(2)).tolist() == [3.0]
+    assert peak.peak_transient_bytes([one(5), one(4), one(3)], one(2)).tolist() == [3.0]
     # the output layer's backward is the largest
-    assert peak.peak_transient_bytes(one(1), one(7), one(3), one(2)).tolist() == [5.0]
+    assert peak.peak_transient_bytes([one(1), one(7), one(3)], one(2)).tolist() == [5.0]
     # the embedding gradient past its micro-batch's activations is
-    assert peak.peak_transient_bytes(one(1), one(-1), one(6), one(2)).tolist() == [4.0]
+    assert peak.peak_transient_bytes([one(1), one(-1), one(6)], one(2)).tolist() == [4.0]
     # the dispatch buffers are: nothing more
-    assert peak.peak_transient_bytes(one(1), one(-1), one(-9), one(2)).tolist() == [0.0]
+    assert peak.peak_transient_bytes([one(1), one(-1), one(-9)], one(2)).tolist() == [0.0]
 
 
 def test_gather_buffer_only_with_sequence_parallelism_over_several_ranks():

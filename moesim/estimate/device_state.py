@@ -12,6 +12,7 @@ import numpy as np
 
 from moesim import memory as mem, memory_peak as peak
 from moesim.estimate import schedules as sch
+from moesim.estimate.pricing import distinct_rows
 from moesim.estimate.stages import Stages, per_stage
 from moesim.estimate.terms import ClassTerms
 from moesim.ops.base import memory as memory_op
@@ -130,9 +131,9 @@ def _framework_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: T
     if hw.device_kind != "gpu":
         return np.zeros(shape), np.zeros(shape)
     # Weight shapes depend on (tp, ep, etp) only: found on the distinct triples, read back per candidate.
-    key = sum(np.asarray(x, dtype=np.int64) << bits for x, bits in ((tp, 40), (ep, 20), (etp, 0)))
-    _, first_row, row_of = np.unique(key, return_index=True, return_inverse=True)
-    tp_u, ep_u, etp_u = (np.asarray(x)[first_row] for x in (tp, ep, etp))
+    columns = [np.asarray(x, dtype=float).reshape(-1) for x in np.broadcast_arrays(tp, ep, etp)]
+    first_row, row_of = distinct_rows(columns)
+    tp_u, ep_u, etp_u = (c[first_row] for c in columns)
     shapes = [peak.layer_weight_shapes(model, cls, tp_u, ep_u, etp_u) for cls in wl.classes]
     # The output layer, Megatron's ColumnParallelLinear [V/t, h] (layers.py l.594: TE's placeholder too).
     shapes.append([(model.vocab_size / tp_u, np.full(len(tp_u), float(model.d_model)))])
@@ -142,12 +143,12 @@ def _framework_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: T
     code = code | np.where(dual, np.take_along_axis(code, pair, axis=1), 0)
     n, h, v, sp = wl.output_tokens, model.d_model, model.vocab_size, tr.sequence_parallel
     q_a, q_l, fused = tr.bytes_of("activation"), tr.bytes_of("head"), tr.fused_cross_entropy
-    placeholders = peak.distinct_shape_bytes_by_pattern(code, shapes, row_of.ravel(), tr.bytes_of("param"))
+    placeholders = peak.distinct_shape_bytes_by_pattern(code, shapes, row_of, tr.bytes_of("param"))
     head_held = (code >> len(wl.classes)) & 1 == 1
     buffers_resident = placeholders + np.where(head_held, peak.gather_buffer_bytes(b, n, h, tp, sp, q_a)[:, None], 0.0)
-    loss = np.where(last, peak.loss_transient_bytes(b, n, v, tp, fused, q_l)[:, None], 0.0)
-    head = np.where(last, peak.head_backward_excess_bytes(b, n, h, v, tp, sp, fused, q_a, q_l)[:, None], 0.0)
+    loss = peak.loss_transient_bytes(b, n, v, tp, fused, q_l)
+    head = peak.head_backward_excess_bytes(b, n, h, v, tp, sp, fused, q_a, q_l)
+    ends = np.where(last, np.maximum(loss, head)[:, None], 0.0)  # the loss or the head's backward, last stage
     emb = peak.embedding_grad_bytes(v, h, tp, tr.bytes_of("param"))[:, None]
     emb_excess = np.where(first, emb - acts_mb - logits, 0.0)
-    transients = peak.peak_transient_bytes(loss, head, emb_excess, buffers[:, None])
-    return np.broadcast_to(buffers_resident, shape) + 0.0, np.broadcast_to(transients, shape) + 0.0
+    return buffers_resident, peak.peak_transient_bytes([ends, emb_excess], buffers[:, None])

@@ -97,7 +97,7 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
         q_buf = max(tr.element_bytes("dispatch"), tr.element_bytes("combine"))
         buffers = np.maximum.reduce([2 * t.slots * model.d_model * q_buf for t in moe_terms])
     framework, transients = _framework_memory(wl, model, hw, tr, stages, acts_mb, logits, buffers, tp=tp, ep=ep,
-                                                   etp=etp, b=b, dual=dual, pair=pair, first=first, last=last)
+                                              etp=etp, b=b, dual=dual, pair=pair, first=first, last=last)
     # ZeRO-3 gathers one layer's parameters as this device uses them: its tp shard of the dense part
     # (over dp·cp) and its ep·etp share of the experts (over edp); current + prefetched layer.
     # Source: ZeRO, Rajbhandari et al., arXiv 1910.02054, §7.2.2 (params fetched before use, discarded after).

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from moesim import memory as mem
+from moesim import memory as mem, memory_peak as peak
 from moesim.estimate import schedules as sch
+from moesim.estimate.pricing import distinct_rows
 from moesim.estimate.stages import Stages, per_stage
 from moesim.estimate.terms import ClassTerms
 from moesim.ops.base import memory as memory_op
@@ -95,6 +96,8 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
         # for the wider of the dispatch and combine elements (FP8 dispatch, BF16 combine: DeepSeek-V3 §3.3.4).
         q_buf = max(tr.element_bytes("dispatch"), tr.element_bytes("combine"))
         buffers = np.maximum.reduce([2 * t.slots * model.d_model * q_buf for t in moe_terms])
+    framework, transients = _framework_memory(wl, model, hw, tr, stages, acts_mb, logits, buffers, tp=tp, ep=ep,
+                                              etp=etp, b=b, dual=dual, pair=pair, first=first, last=last)
     # ZeRO-3 gathers one layer's parameters as this device uses them: its tp shard of the dense part
     # (over dp·cp) and its ep·etp share of the experts (over edp); current + prefetched layer.
     # Source: ZeRO, Rajbhandari et al., arXiv 1910.02054, §7.2.2 (params fetched before use, discarded after).
@@ -106,6 +109,7 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
     memory = {
         "weights": w_d + w_e + working + fp8_weights, "gradients": g_d + g_e, "optimizer_states": o_d + o_e,
         "activations": acts, "moe_buffers": np.broadcast_to(buffers[:, None], acts.shape),
+        "framework_buffers": framework, "peak_transients": transients,
         "reserved": np.full(acts.shape, hw.memory_reserved_bytes),
     }
     total_stage = np.where(exists, sum(memory.values()), -np.inf)
@@ -115,3 +119,36 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
     total_mem = pick_m(total_stage)
     capacity_bytes = hw.chip.hbm_bytes * (1 - tr.memory_headroom_fraction)
     return memory, total_mem, pick_m(stages.index), capacity_bytes
+
+
+def _framework_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: TrainingSpec, stages: Stages,
+                      acts_mb: np.ndarray, logits: np.ndarray, buffers: np.ndarray, *, tp: np.ndarray, ep: np.ndarray,
+                      etp: np.ndarray, b: np.ndarray, dual: np.ndarray, pair: np.ndarray, first: np.ndarray,
+                      last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(framework_buffers, peak_transients) per stage (N, S): Megatron-LM + TransformerEngine on GPUs
+    (moesim.memory_peak); zero on other device kinds."""
+    shape = acts_mb.shape
+    if hw.device_kind != "gpu":
+        return np.zeros(shape), np.zeros(shape)
+    # Weight shapes depend on (tp, ep, etp) only: found on the distinct triples, read back per candidate.
+    columns = [np.asarray(x, dtype=float).reshape(-1) for x in np.broadcast_arrays(tp, ep, etp)]
+    first_row, row_of = distinct_rows(columns)
+    tp_u, ep_u, etp_u = (c[first_row] for c in columns)
+    shapes = [peak.layer_weight_shapes(model, cls, tp_u, ep_u, etp_u) for cls in wl.classes]
+    # The output layer, Megatron's ColumnParallelLinear [V/t, h] (layers.py l.594: TE's placeholder too).
+    shapes.append([(model.vocab_size / tp_u, np.full(len(tp_u), float(model.d_model)))])
+    # Which groups a device holds, bit g for group g (the classes, then the head); a DualPipe device also its pair's.
+    code = sum((stages.counts[:, :, c] > 0).astype(np.int64) << c for c in range(len(wl.classes)))
+    code = code + (np.broadcast_to(last, shape).astype(np.int64) << len(wl.classes))
+    code = code | np.where(dual, np.take_along_axis(code, pair, axis=1), 0)
+    n, h, v, sp = wl.output_tokens, model.d_model, model.vocab_size, tr.sequence_parallel
+    q_a, q_l, fused = tr.bytes_of("activation"), tr.bytes_of("head"), tr.fused_cross_entropy
+    placeholders = peak.distinct_shape_bytes_by_pattern(code, shapes, row_of, tr.bytes_of("param"))
+    head_held = (code >> len(wl.classes)) & 1 == 1
+    buffers_resident = placeholders + np.where(head_held, peak.gather_buffer_bytes(b, n, h, tp, sp, q_a)[:, None], 0.0)
+    loss = peak.loss_transient_bytes(b, n, v, tp, fused, q_l)
+    head = peak.head_backward_excess_bytes(b, n, h, v, tp, sp, fused, q_a, q_l)
+    ends = np.where(last, np.maximum(loss, head)[:, None], 0.0)  # the loss or the head's backward, last stage
+    emb = peak.embedding_grad_bytes(v, h, tp, tr.bytes_of("param"))[:, None]
+    emb_excess = np.where(first, emb - acts_mb - logits, 0.0)
+    return buffers_resident, peak.peak_transient_bytes([ends, emb_excess], buffers[:, None])

@@ -23,7 +23,8 @@ from moesim.specs.scenario import Scenario
 
 BREAKDOWN_PARTS = ("compute", "communication (per micro-batch)", "pipeline bubble", "gradient sync (exposed)",
                    "optimizer step")
-MEMORY_KINDS = ("weights", "gradients", "optimizer_states", "activations", "moe_buffers", "reserved")
+MEMORY_KINDS = ("weights", "gradients", "optimizer_states", "activations", "moe_buffers", "framework_buffers",
+                "peak_transients", "reserved")
 AXES = ("tp", "ep", "etp", "pp", "dp", "edp", "cp")  # cp: context parallelism (estimate.context_parallel)
 CAPACITY_FACTORS = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0)
 EXPERT_MULTIPLES = (0.25, 0.5, 1.0, 2.0, 4.0)

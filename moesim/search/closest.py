@@ -9,7 +9,8 @@ pull, by evaluating it again with the lever changed (the same analytical model, 
   more devices             the same scenario searched on 2x, 4x, ... devices, up to the profile's
                            max_devices (MAX_DOUBLINGS searches at most)
 and reports, for each, whether it fits and the memory it reaches. Memory that does not scale with
-tokens (weights, gradients, optimizer states, reserved) bounds what the token levers can do.
+tokens (weights, gradients, optimizer states, framework buffers, reserved) bounds what the token
+levers can do.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from moesim.specs.training import RECOMPUTE_MODES, ZERO_STAGES
 
 MAX_DOUBLINGS = 3  # device counts tried: 2x, 4x, 8x the scenario's (each is one more search)
-STATIC_PARTS = ("weights", "gradients", "optimizer_states", "reserved")
+STATIC_PARTS = ("weights", "gradients", "optimizer_states", "framework_buffers", "reserved")
 
 
 def _evaluate(scenario, layout, training):
@@ -68,7 +69,7 @@ def _micro_batch_tokens(scenario, est, capacity: float) -> dict:
     mem = tried[-1][1] if tried else est.memory_bytes_per_device["total"]
     return {"lever": "fewer micro-batch tokens", "fits": False, "memory_bytes_per_device": mem,
             "detail": f"even 1 sequence per micro-batch needs {mem / 2**30:.2f} GiB; weights, gradients, optimizer "
-                      f"states and reserved memory alone take {static / 2**30:.2f} GiB"}
+                      f"states, framework buffers and reserved memory alone take {static / 2**30:.2f} GiB"}
 
 
 def _more_devices(scenario, capacity: float) -> dict:

@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 
 from moesim.cli import main
+from moesim.search.closest import STATIC_PARTS
 from moesim.search.rank import search
 from moesim.search.report import search_report
 from moesim.specs.load import load_scenario
@@ -46,7 +47,7 @@ def test_micro_batch_lever_when_activations_are_the_excess():
     full = search(with_hbm(scenario, 1e15))
     i = int(np.argmin(full.memory_bytes_per_device))
     est = full.estimates([i])[0]
-    static = sum(est.memory_bytes_per_device[k] for k in ("weights", "gradients", "optimizer_states", "reserved"))
+    static = sum(est.memory_bytes_per_device[k] for k in STATIC_PARTS)
     # Capacity between the static memory and the least total: only fewer tokens per micro-batch can help.
     cap = (static + est.memory_bytes_per_device["total"]) / 2
     report = search_report(with_hbm(scenario, cap / (1 - scenario.training.memory_headroom_fraction)), top=1)

@@ -68,6 +68,7 @@ class LayerSplit:
 def host_bound_step_s(split: LayerSplit, host_per_layer_s: float) -> float:
     """Step time when each layer-micro-batch takes the longer of its GPU time and the host's time to issue it
     (the host running ahead through long kernels; no synchronisation inside the dense step), the rest as priced."""
+    # max(GPU, host) per layer: a queue the host fills ahead of the GPU (docs/operators.md, Session 19 (hostcost))
     return split.outside_s + split.layer_micro_batches * max(split.layer_gpu_s, host_per_layer_s)
 
 

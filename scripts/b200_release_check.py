@@ -10,13 +10,12 @@ docs/operators.md ("Every row of the B200 release table"); --check exits 1 when 
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
 from moesim.models.b200_release import price_all, render_block  # noqa: E402
-from scripts.docblock import replace_block  # noqa: E402
+from scripts.docblock import block_main  # noqa: E402
 
 DOC = ROOT / "docs" / "operators.md"
 BEGIN = "<!-- BEGIN b200_release_check: python scripts/b200_release_check.py --write -->"
@@ -27,31 +26,8 @@ def render() -> str:
     return render_block(price_all())
 
 
-def committed_block() -> str:
-    text = DOC.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        sys.exit(f"{DOC}: no '{BEGIN}' ... '{END}' block")
-    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help=f"replace the marked block of {DOC.name}")
-    mode.add_argument("--check", action="store_true", help=f"exit 1 when the block of {DOC.name} is stale")
-    args = parser.parse_args(argv)
-    block = render()
-    if args.check:
-        if committed_block() != block.strip():
-            print(f"{DOC.name}: the B200 release block is stale; run: python scripts/b200_release_check.py --write",
-                  file=sys.stderr)
-            return 1
-        print(f"{DOC.name}: the B200 release block is current")
-        return 0
-    if args.write:
-        replace_block(DOC, BEGIN, END, block)
-    print(block)
-    return 0
+    return block_main(argv, __doc__.splitlines()[0], DOC, BEGIN, END, render, "b200_release_check")
 
 
 if __name__ == "__main__":

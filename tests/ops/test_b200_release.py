@@ -127,8 +127,11 @@ def test_the_generated_block_is_current(load_script, doc_block):
     assert script.main(["--check"]) == 0
 
 
-def test_check_fails_on_a_stale_block(load_script, tmp_path, capsys):
-    script = load_script("scripts/b200_release_check.py")
+@pytest.mark.parametrize("path", ["scripts/b200_release_check.py", "scripts/b200_host_bound.py"])
+def test_check_fails_on_a_stale_block(path, load_script, tmp_path, capsys):
+    """Both B200 blocks of docs/operators.md share scripts/docblock.py's block_main (b200_host_bound: session 19,
+    hostcost)."""
+    script = load_script(path)
     stale = tmp_path / "operators.md"
     stale.write_text(f"text\n{script.BEGIN}\n| an old table |\n{script.END}\nmore\n", encoding="utf-8")
     script.DOC = stale

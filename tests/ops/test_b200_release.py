@@ -145,3 +145,18 @@ def test_the_simulator_runs_the_agreement_rows():
     for case in rel.DES_CASES[:2]:
         priced = rel.price_row(next(r for r in ROWS if r.case == case), simulate=True)
         assert priced.des_step_s == pytest.approx(priced.step_s, rel=0.02)
+
+
+def test_the_memory_by_part_table_adds_up_to_its_total():
+    """Every part of `memory_bytes_per_device` but `reserved` has its column, so the columns sum to the total
+    (to the table's rounding); before session 19's review the framework buffers and transients had none."""
+    priced = [rel.price_row(r) for r in ROWS if r.case in rel.DES_CASES]
+    block = rel.render_block(priced).split("moesim's memory by part", 1)[1]
+    lines = [line for line in block.splitlines() if line.startswith("| `")]
+    assert len(lines) == len(priced)
+    parts = set(priced[0].memory_bytes) - {"total", "reserved"}
+    for line in lines:
+        cells = [float(c) for c in line.strip("|").split("|")[1:]]
+        *columns, total, _published, _left = cells
+        assert len(columns) == len(parts)
+        assert sum(columns) == pytest.approx(total, abs=0.005 * len(columns))

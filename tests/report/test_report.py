@@ -34,6 +34,29 @@ def test_breakdown_adds_up_to_step_time(mixtral, st_moe):
                 sum(c["time_s"] for c in est.communication.values()))
 
 
+
+def test_a_tied_pipeline_reports_its_embedding_all_reduce(mixtral):
+    """Tied embeddings at pp 2: the first and last stage's all-reduce (axis embd) has its bar, counts as gradient
+    sync, and the page builds (it ended in a KeyError before session 19's review)."""
+    from moesim.specs.layout import Layout
+
+    tied = dataclasses.replace(mixtral, devices=16,
+                               model=dataclasses.replace(mixtral.model, tied_embeddings=True),
+                               training=dataclasses.replace(mixtral.training, global_batch_sequences=64,
+                                                            micro_batches=8))
+    layout = Layout(dp=4, tp=2, ep=8, pp=2)
+    figs, _, est = report_figures(tied, layout)
+    ar_s = est.communication["embedding_grad_all_reduce"]["time_s"]
+    assert ar_s > 0
+    assert comm_per_axis(est)["embd"]["time_s"] == ar_s
+    parts = breakdown_s(est)
+    assert sum(parts.values()) == pytest.approx(est.step_time_s, rel=1e-9)
+    assert parts["gradient sync (exposed)"] >= ar_s
+    per_mb = sum(c["time_s"] for c in est.communication.values() if not c["overlapped_with_backward"])
+    assert parts["communication (per micro-batch)"] == pytest.approx(per_mb - ar_s)
+    communication = dict(figs)["communication"]
+    assert "embd" in communication.data[0].x
+
 def test_alternatives_are_valid_distinct_layouts(mixtral):
     compared = layouts_to_compare(mixtral, mixtral.resolve())
     described = [e.layout.describe() for e in compared.estimates]

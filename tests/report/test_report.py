@@ -19,6 +19,7 @@ from moesim.report.analysis import (
 )
 from moesim.report.calibration import phase_points, predict_phases, read_switch_records
 from moesim.report.layouts import layouts_to_compare
+from moesim.specs.layout import Layout
 from moesim.specs.load import load_hardware
 
 
@@ -34,12 +35,9 @@ def test_breakdown_adds_up_to_step_time(mixtral, st_moe):
                 sum(c["time_s"] for c in est.communication.values()))
 
 
-
 def test_a_tied_pipeline_reports_its_embedding_all_reduce(mixtral):
     """Tied embeddings at pp 2: the first and last stage's all-reduce (axis embd) has its bar, counts as gradient
     sync, and the page builds (it ended in a KeyError before session 19's review)."""
-    from moesim.specs.layout import Layout
-
     tied = dataclasses.replace(mixtral, devices=16,
                                model=dataclasses.replace(mixtral.model, tied_embeddings=True),
                                training=dataclasses.replace(mixtral.training, global_batch_sequences=64,
@@ -56,6 +54,7 @@ def test_a_tied_pipeline_reports_its_embedding_all_reduce(mixtral):
     assert parts["communication (per micro-batch)"] == pytest.approx(per_mb - ar_s)
     communication = dict(figs)["communication"]
     assert "embd" in communication.data[0].x
+
 
 def test_alternatives_are_valid_distinct_layouts(mixtral):
     compared = layouts_to_compare(mixtral, mixtral.resolve())

@@ -160,3 +160,14 @@ def test_the_memory_by_part_table_adds_up_to_its_total():
         *columns, total, _published, _left = cells
         assert len(columns) == len(parts)
         assert sum(columns) == pytest.approx(total, abs=0.005 * len(columns))
+
+
+@pytest.mark.parametrize("name", rel.MODEL_ORDER)
+def test_each_base_scenario_states_its_rows_cross_entropy(name):
+    """A base scenario priced alone is its rows' run: every row of the table is a `_cef` case, so each base
+    scenario states the fused loss (two of the four did not after session 19's merge fix)."""
+    from moesim.specs.load import load_scenario
+
+    fusion = {r.cross_entropy_fusion for r in ROWS if r.scenario == name}
+    assert fusion == {True}
+    assert load_scenario(name).training.fused_cross_entropy

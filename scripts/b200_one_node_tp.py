@@ -12,7 +12,7 @@ Run: python scripts/b200_one_node_tp.py. Prints only; the figures are quoted in 
 
 from __future__ import annotations
 
-from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
+from _repo_root import ROOT  # noqa: F401  (first: this checkout's root on sys.path; scripts/_repo_root.py)
 
 from moesim.calibrate.nccl_table import _size, read_manifest  # noqa: E402
 from scripts.fresh_logs_check import MANIFEST  # noqa: E402

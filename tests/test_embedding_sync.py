@@ -43,9 +43,9 @@ def test_estimate_prices_one_all_reduce_of_the_embedding_gradient_on_two_ranks()
     assert NAME not in untied.communication
 
 
-@pytest.mark.parametrize("change", ["untied", "pp1", "zb-v"])
+@pytest.mark.parametrize("change", ["untied", "pp1", "zb-v", "dualpipe"])
 def test_no_all_reduce_where_one_device_holds_the_only_copy(change):
-    sc = _mixtral(tied=change != "untied", schedule="zb-v" if change == "zb-v" else "1f1b")
+    sc = _mixtral(tied=change != "untied", schedule=change if change in ("zb-v", "dualpipe") else "1f1b")
     layout = Layout(dp=8, tp=2, ep=8, pp=1) if change == "pp1" else LAYOUT
     est = estimate(sc, layout)
     assert NAME not in est.communication

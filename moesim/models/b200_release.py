@@ -237,8 +237,9 @@ def render_block(priced: list[Priced]) -> str:
                    + ", ".join(label for label, models, _ in NOT_EXPRESSED if r.scenario in models) + " |")
     out += ["", "Not in moesim (the rows' flags it has no key for; the rows are priced without them):", ""]
     out += [f"- {label}: {text}." for label, _, text in NOT_EXPRESSED]
-    out += ["- Written down: `_cef` as `fused_cross_entropy = true` (the base scenarios keep it false, as the "
-            "six golden step times of tests/ops/test_b200_validation.py), tp 1 rows without SP (Megatron-LM "
+    out += ["- Written down: `_cef` as `fused_cross_entropy = true` (the base scenarios state it too, so the six "
+            "golden step times of tests/ops/test_b200_validation.py are these rows' mb 4 / 8 / 32 figures), tp 1 "
+            "rows without SP (Megatron-LM "
             "drops --sequence-parallel at tp 1), CP rows with `cp_comm = a2a` and max_position_embeddings = seq, "
             "`--moe-expert-capacity-factor 1 --moe-pad-expert-input-to-capacity` as the dropless mean (every "
             "expert k·t/E rows at uniform routing)."]
@@ -258,12 +259,14 @@ def render_block(priced: list[Priced]) -> str:
     out += ["", "moesim's memory by part on its fullest stage, per measured run (GiB; `reserved` left out; "
             "\"published − states\" is the published peak less moesim's weights, gradients and optimizer "
             "states: what the run held beyond them, activations and transients):", "",
-            "| run | weights | gradients | optimizer | activations | MoE buffers | moesim total | published | "
-            "published − states |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| run | weights | gradients | optimizer | activations | MoE buffers | framework buffers | "
+            "peak transients | moesim total | published | published − states |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for p in runs:
         m = {k: v / gib for k, v in p.memory_bytes.items()}
         states = m["weights"] + m["gradients"] + m["optimizer_states"]
         out.append(f"| `{p.row.case}` | {m['weights']:.2f} | {m['gradients']:.2f} | {m['optimizer_states']:.2f} | "
-                   f"{m['activations']:.2f} | {m['moe_buffers']:.2f} | {p.peak_bytes / gib:.2f} | "
+                   f"{m['activations']:.2f} | {m['moe_buffers']:.2f} | {m['framework_buffers']:.2f} | "
+                   f"{m['peak_transients']:.2f} | {p.peak_bytes / gib:.2f} | "
                    f"{p.row.real_alloc_gib:.2f} | {p.row.real_alloc_gib - states:.2f} |")
     return "\n".join(out)

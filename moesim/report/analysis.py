@@ -2,7 +2,8 @@
 
   breakdown      one step split into parts that add up to the step time:
                  compute + per-micro-batch communication (tp, ep, etp, pp, ZeRO-3 gathers)
-                 + pipeline bubble + exposed gradient sync + optimizer step
+                 + pipeline bubble + exposed gradient sync (the shared embedding's all-reduce
+                 included) + optimizer step
   memory         per device, by kind, against the device's memory (estimate's worst stage)
   per-axis comm  time and bytes sent per device per step, summed over the collectives of each axis
   pareto         layouts not beaten on both step time and memory per device
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from moesim.errors import SpecError
 from moesim.estimate import StepEstimate, estimate
+from moesim.estimate.embedding_sync import EMBEDDING_AXIS
 from moesim.specs.layout import Layout
 from moesim.specs.scenario import Scenario
 
@@ -25,14 +27,17 @@ BREAKDOWN_PARTS = ("compute", "communication (per micro-batch)", "pipeline bubbl
                    "optimizer step")
 MEMORY_KINDS = ("weights", "gradients", "optimizer_states", "activations", "moe_buffers", "framework_buffers",
                 "peak_transients", "reserved")
-AXES = ("tp", "ep", "etp", "pp", "dp", "edp", "cp")  # cp: context parallelism (estimate.context_parallel)
+# cp: context parallelism (estimate.context_parallel); embd: the first and last stage's embedding group
+# (estimate.embedding_sync)
+AXES = ("tp", "ep", "etp", "pp", "dp", "edp", "cp", EMBEDDING_AXIS)
 CAPACITY_FACTORS = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0)
 EXPERT_MULTIPLES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def breakdown_s(est: StepEstimate) -> dict[str, float]:
     """The step's parts in seconds (module docstring); they sum to `step_time_s`."""
-    per_mb = sum(c["time_s"] for c in est.communication.values() if not c["overlapped_with_backward"])
+    per_mb = sum(c["time_s"] for c in est.communication.values()
+                 if not c["overlapped_with_backward"] and c["axis"] != EMBEDDING_AXIS)  # embd: once per step
     grad_sync = max(0.0, est.exposed_communication_time_s - per_mb)
     return dict(zip(BREAKDOWN_PARTS, (est.compute_time_s, per_mb, est.bubble_time_s, grad_sync,
                                       est.optimizer_time_s)))

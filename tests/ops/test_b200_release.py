@@ -148,3 +148,29 @@ def test_the_simulator_runs_the_agreement_rows():
     for case in rel.DES_CASES[:2]:
         priced = rel.price_row(next(r for r in ROWS if r.case == case), simulate=True)
         assert priced.des_step_s == pytest.approx(priced.step_s, rel=0.02)
+
+
+def test_the_memory_by_part_table_adds_up_to_its_total():
+    """Every part of `memory_bytes_per_device` but `reserved` has its column, so the columns sum to the total
+    (to the table's rounding); before session 19's review the framework buffers and transients had none."""
+    priced = [rel.price_row(r) for r in ROWS if r.case in rel.DES_CASES]
+    block = rel.render_block(priced).split("moesim's memory by part", 1)[1]
+    lines = [line for line in block.splitlines() if line.startswith("| `")]
+    assert len(lines) == len(priced)
+    parts = set(priced[0].memory_bytes) - {"total", "reserved"}
+    for line in lines:
+        cells = [float(c) for c in line.strip("|").split("|")[1:]]
+        *columns, total, _published, _left = cells
+        assert len(columns) == len(parts)
+        assert sum(columns) == pytest.approx(total, abs=0.005 * len(columns))
+
+
+@pytest.mark.parametrize("name", rel.MODEL_ORDER)
+def test_each_base_scenario_states_its_rows_cross_entropy(name):
+    """A base scenario priced alone is its rows' run: every row of the table is a `_cef` case, so each base
+    scenario states the fused loss (two of the four did not after session 19's merge fix)."""
+    from moesim.specs.load import load_scenario
+
+    fusion = {r.cross_entropy_fusion for r in ROWS if r.scenario == name}
+    assert fusion == {True}
+    assert load_scenario(name).training.fused_cross_entropy

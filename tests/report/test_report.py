@@ -19,6 +19,7 @@ from moesim.report.analysis import (
 )
 from moesim.report.calibration import phase_points, predict_phases, read_switch_records
 from moesim.report.layouts import layouts_to_compare
+from moesim.specs.layout import Layout
 from moesim.specs.load import load_hardware
 
 
@@ -32,6 +33,27 @@ def test_breakdown_adds_up_to_step_time(mixtral, st_moe):
             per_axis = comm_per_axis(est)
             assert sum(a["time_s"] for a in per_axis.values()) == pytest.approx(
                 sum(c["time_s"] for c in est.communication.values()))
+
+
+def test_a_tied_pipeline_reports_its_embedding_all_reduce(mixtral):
+    """Tied embeddings at pp 2: the first and last stage's all-reduce (axis embd) has its bar, counts as gradient
+    sync, and the page builds (it ended in a KeyError before session 19's review)."""
+    tied = dataclasses.replace(mixtral, devices=16,
+                               model=dataclasses.replace(mixtral.model, tied_embeddings=True),
+                               training=dataclasses.replace(mixtral.training, global_batch_sequences=64,
+                                                            micro_batches=8))
+    layout = Layout(dp=4, tp=2, ep=8, pp=2)
+    figs, _, est = report_figures(tied, layout)
+    ar_s = est.communication["embedding_grad_all_reduce"]["time_s"]
+    assert ar_s > 0
+    assert comm_per_axis(est)["embd"]["time_s"] == ar_s
+    parts = breakdown_s(est)
+    assert sum(parts.values()) == pytest.approx(est.step_time_s, rel=1e-9)
+    assert parts["gradient sync (exposed)"] >= ar_s
+    per_mb = sum(c["time_s"] for c in est.communication.values() if not c["overlapped_with_backward"])
+    assert parts["communication (per micro-batch)"] == pytest.approx(per_mb - ar_s)
+    communication = dict(figs)["communication"]
+    assert "embd" in communication.data[0].x
 
 
 def test_alternatives_are_valid_distinct_layouts(mixtral):

@@ -344,7 +344,8 @@ MEASURED_ON = {"attention": "H800 SXM (132 SMs), DeepSeek's training framework: 
                "memory": "H800 SXM (132 SMs), DeepSeek's training framework: the router's gating as PyTorch runs it "
                          "(39 kernels forward, 37 backward: at::native elementwise / reduce / sbtopk::gatherTopK / "
                          "scatter-gather, cuda::topk_sum_and_topk_idx, unique_group_indices_impl, aux_fi_impl), "
-                         "4096 tokens, 256 experts, top-8 within 4 of 8 expert groups, scripts/dsv3_trace.toml's router_gating rules"}
+                         "4096 tokens, 256 experts, top-8 within 4 of 8 expert groups, scripts/dsv3_trace.toml's "
+                         "router_gating rules"}
 
 
 def import_points(kernels: list[Kernel]) -> list[dict]:

@@ -155,7 +155,8 @@ def load_rules(path: Path = RULES) -> list[dict]:
 
 def assign(kernels: list[Kernel], rules: list[dict]) -> list[tuple[Kernel, str, str]]:
     """Each kernel with its (operator, pass): the first rule whose phase equals the kernel's and whose `kernel`
-    substring is in its short name, and, for a rule with `nth`, whose index among the same phase occurrence's
+    substring is in its short name, whose first grid dimension is at least `min_grid` where the rule has one, and,
+    for a rule with `nth`, whose index among the same phase occurrence's
     kernels holding that substring (launch order; negative from the end) is nth. ("unmatched", "") otherwise."""
     by_phase: dict[tuple[str, int], list[Kernel]] = {}
     for k in sorted(kernels, key=lambda k: k.order):
@@ -165,6 +166,8 @@ def assign(kernels: list[Kernel], rules: list[dict]) -> list[tuple[Kernel, str, 
         for k in ks:
             for r in rules:
                 if r["phase"] != phase or r["kernel"] not in k.kernel:
+                    continue
+                if "min_grid" in r and (not k.grid or int(k.grid.split(",")[0]) < r["min_grid"]):
                     continue
                 if "nth" in r:
                     same = [x for x in ks if r["kernel"] in x.kernel]
@@ -325,21 +328,32 @@ def render(kernels: list[Kernel]) -> str:
 
 
 # The trace's operators imported into hardware_profiles/h800.toml as measured op-table points: (operator, pass)
-# of the grouping -> moesim's table (kind, dtype, pass, op = the attention's mask). MLA's attention core is the
-# one compute operator whose H800 table was derived from another GPU (FlashAttention-3's H100 figures) and whose
-# head_dim (192) no table point has.
+# of the grouping -> moesim's table (kind, dtype, pass, op = the attention's mask or the memory operator's name).
+# MLA's attention core is the one compute operator whose H800 table was derived from another GPU
+# (FlashAttention-3's H100 figures) and whose head_dim (192) no table point has; the router's gating (sigmoid,
+# group-limited top-k, normalisation, the balance statistics: ~40 small PyTorch kernels a pass) had the profile's
+# default bandwidth fraction only.
 IMPORTED = {("attention_core", "fwd"): ("attention", "bfloat16", "fwd", "causal"),
-            ("attention_core", "bwd"): ("attention", "bfloat16", "bwd", "causal")}
-MEASURED_ON = ("H800 SXM (132 SMs), DeepSeek's training framework: FlashAttention kernels (forward "
-               "flash::compute_attn_ws; backward FlashAttnBwdPreprocess + FlashAttnBwd + "
-               "FlashAttnBwdPostprocessConvertdQ), causal, 4096-token sequence, 128 heads, q/k head_dim 192, "
-               "v 128, run beside DeepEP's kernels (20 SMs), as in training")
+            ("attention_core", "bwd"): ("attention", "bfloat16", "bwd", "causal"),
+            ("router_gating", "fwd"): ("memory", "float32", "fwd", "router_gating"),
+            ("router_gating", "bwd"): ("memory", "float32", "bwd", "router_gating")}
+MEASURED_ON = {"attention": "H800 SXM (132 SMs), DeepSeek's training framework: FlashAttention kernels (forward "
+                            "flash::compute_attn_ws; backward FlashAttnBwdPreprocess + FlashAttnBwd + "
+                            "FlashAttnBwdPostprocessConvertdQ), causal, 4096-token sequence, 128 heads, q/k head_dim "
+                            "192, v 128, run beside DeepEP's kernels (20 SMs), as in training",
+               "memory": "H800 SXM (132 SMs), DeepSeek's training framework: the router's gating as PyTorch runs it "
+                         "(39 kernels forward, 37 backward: at::native elementwise / reduce / sbtopk::gatherTopK / "
+                         "scatter-gather, cuda::topk_sum_and_topk_idx, unique_group_indices_impl, aux_fi_impl), "
+                         "4096 tokens, 256 experts, top-8 within 4 of 8 expert groups, scripts/dsv3_trace.toml's "
+                         "router_gating rules"}
 
 
 def import_points(kernels: list[Kernel]) -> list[dict]:
     """The op tables of IMPORTED: one point per operator at the trace's shape, the efficiency at which moesim's
-    own operator (its FLOP count of computed tiles and its kernel count, moesim/ops/price.py op_time_s) takes the
-    measured time: the mean over the 4 layers of the operator's summed kernel time."""
+    own operator (its FLOP count of computed tiles, or its bytes, and its kernel count, moesim/ops/price.py
+    op_time_s) takes the measured time: the mean over the 4 layers of the operator's summed kernel time."""
+    import numpy as np
+
     from moesim.ops.breakdown import term_builder
     from moesim.specs.load import load_scenario
 
@@ -352,16 +366,19 @@ def import_points(kernels: list[Kernel]) -> list[dict]:
     for (name, pas), (kind, dtype, table_pass, op_name) in IMPORTED.items():
         op = next(o for o in terms.ops_fwd + terms.ops_bwd if o.name == name and o.pass_ == pas)
         seconds = measured[(name, pas)] * 1e-6 - float(op.kernels) * hw.efficiency.kernel_launch_s
-        # moesim/ops/price.py: t = flops / (peak[dtype] · η) + kernels · t_launch, solved for η
-        eta = float(op.flops[0]) / (hw.chip.peak_for(dtype) * seconds)
+        if kind == "memory":  # moesim/ops/price.py: t = bytes / (HBM bandwidth · η) + kernels · t_launch
+            eta = float(np.ravel(op.bytes)[0]) / (hw.chip.hbm_bw_bytes_per_s * seconds)
+            rate = f"moesim's bytes / ({hw.chip.hbm_bw_bytes_per_s / 1e9:g} GB/s"
+        else:  # moesim/ops/price.py: t = flops / (peak[dtype] · η) + kernels · t_launch, solved for η
+            eta = float(np.ravel(op.flops)[0]) / (hw.chip.peak_for(dtype) * seconds)
+            rate = f"moesim's computed-tile FLOPs / ({hw.chip.peak_for(dtype) / 1e12:g} TFLOPS"
         shape = [int(round(float(c if not hasattr(c, "__len__") else c[0]))) for c in op.shape]
         tables.append({"kind": kind, "dtype": dtype, "pass": table_pass, "op": op_name, "status": "measured",
-                       "measured_on": MEASURED_ON,
+                       "measured_on": MEASURED_ON[kind],
                        "source": f"{SOURCE}: mean over the 4 layers of the {pas} kernels' summed duration, "
                                  f"{measured[(name, pas)]:.2f} us (scripts/dsv3_trace.py --points); efficiency = "
-                                 f"moesim's computed-tile FLOPs / ({hw.chip.peak_for(dtype) / 1e12:g} TFLOPS x (time - "
-                                 f"{float(op.kernels):g} launch))",
-                       "points": [[*shape, round(eta, 4)]]})
+                                 f"{rate} x (time - {float(op.kernels):g} launch))",
+                       "points": [[*shape, float(f"{eta:.4g}")]]})  # 4 significant digits
     return tables
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from moesim.errors import SpecError
 from moesim.specs.data_files import SCHEMA_VERSION, int_list, read_data_file, resolve_ref, str_list, with_file
+from moesim.specs.dtypes import DTYPES
 from moesim.specs.fields import Table, check_file_kind, check_schema_version
 from moesim.specs.hardware_file import load_hardware
 from moesim.specs.layout import CP_COMMS, STAGE_KEYS, parse_layout_text, split_layout_options
@@ -55,13 +56,18 @@ def search_from_table(t: Table) -> SearchSpace:
 
 # Keys a scenario's own [moe] table may set over the model's: how the framework of the published run
 # groups and bounds tokens for routing. They are implementation choices, not architecture: Mesh-TF,
-# T5X and GShard route the same model in routing groups of different sizes.
+# T5X and GShard route the same model in routing groups of different sizes. router_dtype: the dtype the run's
+# framework computes the router GEMM in (DeepSeek-V3 §3.3.1 keeps the gating modules in "BF16 or FP32"; which
+# one is the run's, e.g. the BF16 cuBLAS GEMM of DeepSeek's H800 trace, docs/operators.md).
 SCENARIO_MOE_KEYS = ("group_size_tokens", "min_expert_capacity", "max_nodes_per_token")
+SCENARIO_MOE_DTYPE_KEYS = ("router_dtype",)
 
 
 def scenario_moe(model: ModelSpec, t: Table) -> ModelSpec:
-    """`model` with the routing keys of a scenario's [moe] table (SCENARIO_MOE_KEYS) replaced."""
+    """`model` with the routing keys of a scenario's [moe] table (SCENARIO_MOE_KEYS, SCENARIO_MOE_DTYPE_KEYS)
+    replaced."""
     changes = {key: value for key in SCENARIO_MOE_KEYS if (value := t.opt(key, int)) is not None}
+    changes.update({key: value for key in SCENARIO_MOE_DTYPE_KEYS if (value := t.choice(key, DTYPES, None))})
     t.finish()
     if model.moe is None:
         raise t.error(None, f"model '{model.name}' has no mixture-of-experts layers to set")

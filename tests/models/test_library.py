@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from moesim.arithmetic import param_counts
@@ -60,7 +62,11 @@ def test_deepseek_v3_scenario_layout_is_published_one():
     assert "DualPipe" in s.description
     # The library model's 61 layers on 16 uneven stages (no stand-in): the first holds the 3 dense layers, the
     # last, which also runs the MTP module, 2 (the scenario's first/last_stage_layers); the other 56 split evenly.
-    assert s.model == load_model("deepseek-v3") and s.model.mtp_depth == 1
+    # The scenario's [moe] sets the router GEMM's dtype of DeepSeek's own framework (BF16: its H800 trace's kernels);
+    # the library model keeps the FP32 default.
+    library = load_model("deepseek-v3")
+    assert s.model == replace(library, moe=replace(library.moe, router_dtype="bfloat16")) and s.model.mtp_depth == 1
+    assert library.moe.router_dtype == "float32"
     assert lay.stage_layers(s.model.num_layers) == (3,) + (4,) * 14 + (2,)
     assert s.training.pipeline_schedule == "dualpipe" and s.training.ema_location == "host"
     # §3.3: the FP8 recipe, with the BF16 combine stated in the file.

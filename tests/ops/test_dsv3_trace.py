@@ -129,5 +129,44 @@ def test_h800_attention_points_are_the_traces_kernels(dsv3, kernels):
     builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
     terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
     core = {op.pass_: float(op_time_s(op, hw)[0]) for op in terms.ops_fwd + terms.ops_bwd if op.kind == "attention"}
-    assert core["fwd"] == pytest.approx(1237.0e-6, rel=1e-3)  # 4-decimal efficiency: within 0.1 %
+    assert core["fwd"] == pytest.approx(1237.0e-6, rel=1e-3)  # 4-digit efficiency: within 0.1 %
     assert core["bwd"] == pytest.approx(4254.25e-6, rel=1e-3)
+
+
+def test_h800_gating_points_price_the_traces_gate(dsv3, kernels):
+    """The router's gating on H800 is priced from the trace's own kernels (session 19, dsv3gap): at the trace's
+    shape the forward takes the 39 small kernels' mean 267.0 us per layer and the backward the 37 of the gate
+    (160.0 us); the token x hidden elementwise kernels of the same phase (the residual gradients) are not the
+    gate's. The router GEMM is BF16, as the trace's cuBLAS kernels are."""
+    from moesim.ops.breakdown import term_builder
+    from moesim.ops.price import op_time_s
+    from moesim.specs.load import load_scenario
+
+    assigned = dsv3.assign(kernels, dsv3.load_rules())
+    residual = [k for k, op, pas in assigned if op == "residual_grad"]
+    assert residual and all(int(k.grid.split(",")[0]) >= 16384 for k in residual)
+    gate_bwd = [k for k, op, pas in assigned if (op, pas) == ("router_gating", "bwd")]
+    assert max(int(k.grid.split(",")[0]) for k in gate_bwd if k.grid) < 16384
+    assert (len(gate_bwd), sum(k.dur_us for k in gate_bwd)) == (4 * 37, 4 * 160)
+    moe = load_scenario(str(dsv3.SCENARIO), layout="dp=128,tp=1,ep=64,pp=16,first_stage_layers=4,last_stage_layers=2")
+    assert moe.model.moe.router_dtype == "bfloat16"
+    builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
+    terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
+    gating = {op.pass_: float(op_time_s(op, moe.hardware)[0]) for op in terms.ops_fwd + terms.ops_bwd
+              if op.name == "router_gating"}
+    assert gating["fwd"] == pytest.approx(267.0e-6, rel=1e-3)
+    assert gating["bwd"] == pytest.approx(160.0e-6, rel=1e-3)
+    router = [op for op in terms.ops_fwd + terms.ops_bwd if op.name == "router"]
+    assert {op.dtype for op in router} == {"bfloat16"} and len(router) == 3
+
+
+def test_scenario_router_dtype_must_be_a_dtype(dsv3, tmp_path):
+    """A scenario's [moe] router_dtype is one of the spec's dtypes; a wrong one names the field and the choices."""
+    from moesim.errors import SpecError
+    from moesim.specs.load import load_scenario
+
+    bad = tmp_path / "s.toml"
+    bad.write_text(dsv3.SCENARIO.read_text().replace('router_dtype = "bfloat16"', 'router_dtype = "bf16"'))
+    with pytest.raises(SpecError, match="router_dtype") as err:
+        load_scenario(str(bad))
+    assert "bfloat16" in str(err.value)

@@ -289,14 +289,14 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             per_mb_comm, bwd_comm = per_mb_comm + z(head_comm[end][0]) * keep, bwd_comm + z(head_comm[end][1]) * keep
     dp_time, zero3_mb, last_bucket = z(dp_time) * pm, z(zero3_mb) * pm, z(last_bucket) * pm
     most_buckets = z(most_buckets)
-    # Interleaved, a later stage's v chunks sync one bucket each, as each chunk's last backward ends
-    # (grad_buckets.chunk_buckets): v buckets over the window, the collectives still priced as one per axis.
-    most_buckets, last_bucket = chunk_buckets(sched, vp, first, most_buckets, last_bucket, dp_time)
     apart = ends_apart(sched, every["pp"])[:, None].astype(float)  # ZB-V, DualPipe: both ends on one device
     embedding_time = z(embedding_time) * apart
     ledger.expand(z, sends, pm, wrap=wrap, ends_apart=apart, head_last=at_last, head_first=1.0 - at_last)
     (cands, n_cand, tp, pp, m, b, exists, first, last, stages, dense_params, expert_params, calls,
      core_mb) = every.values()
+    # Interleaved, a later stage's v chunks sync one bucket each, as each chunk's last backward ends
+    # (grad_buckets.chunk_buckets): v buckets over the window, the collectives still priced as one per axis.
+    most_buckets, last_bucket = chunk_buckets(sched, vp, first, most_buckets, last_bucket, dp_time)
     counts, zero = stages.counts, cands.zero_stage[:, None]
     wrap_sends = z(wrap_sends) * wrap if np.ndim(wrap_sends) else 0.0
     pp_forward, pp_backward = pp_forward * sends + wrap_sends * last, pp_backward * sends + wrap_sends * first

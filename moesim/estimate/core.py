@@ -357,11 +357,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # Gradient buckets reduce while the last micro-batch runs backward on their own stage: its backward compute and
     # its backward collectives (the simulator's grad stream overlaps both; contention is the simulator's). The step
     # waits for the stage whose sync outlasts its window most (MCore distributed_data_parallel.py, finish_grad_sync
-    # before the optimizer); stage 0 ends a 1F1B / GPipe pipeline last, the others' earlier end is not credited.
+    # before the optimizer); stage 0 ends a 1F1B / GPipe pipeline last, the others earlier (credited below).
     # n_b equal buckets ready at k·W / n_b over a window W, each S / n_b long, end the grad stream at
     # max_k(k·W / n_b + (n_b − k + 1)·S / n_b), W after the window's start + max(S / n_b, S − W·(1 − 1 / n_b)):
-    # the last bucket is never hidden and the first bucket's fill is not window (one bucket: nothing hides). A later
-    # stage's grad stream starts that much before stage 0's under 1F1B / GPipe / interleaved (earlier_end_s).
+    # the last bucket is never hidden and the first bucket's fill is not window (one bucket: nothing hides).
     if tr.overlap_grad_reduce:
         bwd_own = bwd_mb if lazy is None else np.take(bwd_mb, lazy, axis=0)
         window = (bwd_own + bwd_comm) * (1.0 - 1.0 / most_buckets)

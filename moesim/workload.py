@@ -59,7 +59,11 @@ class Workload:
     final_norm_params: int
     output_tokens: int  # tokens per sequence through the logits
     mtp_layers: int = 0  # MTP modules, the last entries of layer_class_index (on the last stage)
-    mtp_embedding_params: int = 0  # the embedding the MTP modules read: a copy on the last stage when pp > 1
+    # The word embedding's copy on the last stage when pp > 1: where the embeddings are tied (Megatron's
+    # output_layer.weight, allocated on a stage without pre_process and synced from the first: gpt_model.py
+    # `skip_weight_param_allocation=self.pre_process and self.share_embeddings_and_output_weights`,
+    # language_module.py setup_embeddings_and_output_layer; NVIDIA/Megatron-LM d98e8a6) or the MTP modules read it.
+    embedding_copy_params: int = 0
 
     @property
     def num_layers(self) -> int:
@@ -117,7 +121,7 @@ def build_workload(model: ModelSpec, seq_len: int, decoder_seq_len: int) -> Work
         lm_head_params=counts.lm_head, position_params=position_params(model),
         final_norm_params=len(model.stacks()) * norm_params(model.d_model, model.norm_kind),
         output_tokens=tokens["decoder"], mtp_layers=mtp.depth,
-        mtp_embedding_params=counts.embedding if mtp.depth else 0,
+        embedding_copy_params=counts.embedding if (mtp.depth or model.tied_embeddings) else 0,
     )
 
 

@@ -12,7 +12,8 @@ from moesim.des.costs import build_costs
 from moesim.des.schedule import build_stage_program
 from moesim.errors import SpecError
 from moesim.estimate import estimate
-from moesim.estimate.grad_buckets import bucket_count, bucket_params
+from moesim.estimate.grad_buckets import (bucket_count, bucket_params, bucketed, chunk_buckets, earlier_end_s,
+                                         first_stage_buckets)
 from moesim.specs.layout import Layout
 from moesim.specs.load import load_scenario
 
@@ -74,3 +75,70 @@ def test_an_explicit_bucket_size_overrides_the_rule():
     assert SimOptions().grad_bucket_params is None  # MCore's rule
     with pytest.raises(SpecError):
         SimOptions(grad_bucket_params=0)
+
+
+# Session 19 (leftovers19b): MCore buckets only the first chunk of pipeline rank 0 (NVIDIA/Megatron-LM d98e8a6,
+# distributed_data_parallel.py DistributedDataParallel.__init__: `if disable_bucketing or pp_rank > 0:
+# self.bucket_size = None`; training.py get_model: `chunk_idx > 0` sets disable_bucketing).
+
+
+def test_only_the_first_chunk_of_pipeline_rank_0_is_bucketed():
+    assert bucketed(0, 0)
+    assert not any(bucketed(device, piece) for device, piece in ((0, 1), (0, 3), (1, 1), (1, 0), (3, 4)))
+    first = np.array([[True, False, False]])
+    assert first_stage_buckets(np.array([[7.0, 5.0, 3.0]]), first).tolist() == [[7.0, 1.0, 1.0]]
+
+
+def _pipelined(pp: int, vp: int = 1, schedule: str = "1f1b"):
+    sc = load_scenario("mixtral-8x7b-h100")
+    layout = Layout(dp=8, tp=2, ep=8, pp=pp, vp=vp)
+    sc = dataclasses.replace(sc, devices=8 * 2 * pp, training=dataclasses.replace(
+        sc.training, global_batch_sequences=8 * 4, micro_batches=4, zero_stage=0, pipeline_schedule=schedule))
+    est = estimate(sc, layout)
+    costs = build_costs(sc, layout, sc.training, model_for(sc), est.optimizer_time_s)
+    return costs, [build_stage_program(costs, s) for s in range(pp)]
+
+
+def test_a_later_stage_syncs_its_whole_gradient_in_one_bucket():
+    """Mixtral 8x7B at tp 2, ep 8, pp 2, ZeRO 0: stage 0 closes a bucket per 40e6 parameters (many per axis), stage 1
+    reduces each axis once, the whole stage's gradient in that one collective."""
+    costs, (first, second) = _pipelined(2)
+    for axis in ("dp", "edp"):
+        assert len(_sim_buckets(first, axis)) > 1
+        assert len(_sim_buckets(second, axis)) == 1
+    piece = costs.stages[1]
+    layers = [costs.classes[costs.workload.layer_class_index[layer]] for layer in piece.layers]
+    dense = sum(lc.dense_grad_bytes for lc in layers) + piece.head_grad_bytes + piece.embedding_grad_bytes
+    assert _sim_buckets(second, "dp") == [pytest.approx(dense)]
+    assert _sim_buckets(second, "edp") == [pytest.approx(sum(lc.expert_grad_bytes for lc in layers))]
+
+
+def test_interleaved_chunks_after_the_first_sync_in_one_bucket_each():
+    """Interleaved at pp 2, vp 2: device 0 buckets its first chunk (piece 0) and reduces its second (piece 2) in one
+    bucket per axis; device 1 reduces each of its two chunks (pieces 1 and 3) in one bucket per axis."""
+    _, (device0, device1) = _pipelined(2, vp=2, schedule="interleaved")
+    assert len(_sim_buckets(device1, "edp")) == 2
+    assert len(_sim_buckets(device0, "edp")) > 2
+    pieces = [op.vs for op in device0.ops if op.stream == "grad" and op.name.endswith("(edp)")]
+    assert pieces.count(2) == 1 and pieces.count(0) == len(pieces) - 1
+
+
+def test_a_later_stage_ends_its_backward_earlier_by_the_stages_before_it():
+    """earlier_end_s by hand: representatives at stages 0, 1 and 3 of 4 (stage 2 of stage 1's kind), backward per
+    micro-batch 3, 2 and 4 s, a 1 s hop. 1F1B / GPipe: stage 1 ends (3 + 1) = 4 s before stage 0, stage 3 (3 + 1) +
+    2 × (2 + 1) = 10 s; interleaved at v 2 the chunks' backward halves: 2.5 and 6.5 s; ZB-H1 credits nothing."""
+    index, exists = np.array([[0, 1, 3]] * 4), np.ones((4, 3), dtype=bool)
+    bwd = np.array([[3.0, 2.0, 4.0]] * 4)
+    schedule = np.array(["1f1b", "gpipe", "interleaved", "zb-h1"])
+    early = earlier_end_s(schedule, np.array([1, 1, 2, 1]), index, exists, bwd, np.ones(4))
+    assert early.tolist() == [[0.0, 4.0, 10.0], [0.0, 4.0, 10.0], [0.0, 2.5, 6.5], [0.0, 0.0, 0.0]]
+
+
+def test_interleaved_later_stages_hide_their_sync_as_v_chunk_buckets():
+    """chunk_buckets: interleaved at v 4, the stage after the first is 4 buckets of a quarter of its 8 s sync; the
+    first stage and every stage of 1F1B keep their own count and last bucket."""
+    schedule, first = np.array(["interleaved", "1f1b"]), np.array([[True, False], [True, False]])
+    most, last = np.array([[5.0, 1.0], [5.0, 1.0]]), np.array([[0.5, 8.0], [0.5, 8.0]])
+    buckets, last_s = chunk_buckets(schedule, np.array([4, 1]), first, most, last, np.full((2, 2), 8.0))
+    assert buckets.tolist() == [[5.0, 4.0], [5.0, 1.0]]
+    assert last_s.tolist() == [[0.5, 2.0], [0.5, 8.0]]

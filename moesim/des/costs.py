@@ -275,7 +275,7 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
         bwd_bytes = b * (out[s - 1] if s else out[0]) * spec.d_model * q_a / sp_split
         embedding = wl.embedding_params / tp + wl.position_params if first else 0.0
         head = wl.lm_head_params / tp + wl.final_norm_params if last else 0.0
-        head += wl.mtp_embedding_params / tp if last and not first else 0.0  # MTP's embedding copy
+        head += wl.embedding_copy_params / tp if last and not first else 0.0  # tied / MTP: the embedding's copy
         classes = [costs.classes[wl.layer_class_index[i]] for i in layers]
         dense = sum(c.dense_grad_bytes for c in classes) / q_g + embedding + head
         expert = sum(c.expert_grad_bytes for c in classes) / q_g

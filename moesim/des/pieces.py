@@ -133,14 +133,16 @@ def _gradients_done(vs: int, left: dict, pieces_left: list) -> None:
 
 
 def _gradient_of(b: Builder, costs: Costs, vs: int, n: int, last_piece: bool) -> None:
-    """The n-th layer from the end of piece `vs` hands its gradients to the buckets (flush after the
-    device's last layer)."""
+    """The n-th layer from the end of piece `vs` hands its gradients to the buckets (flush after the piece's last
+    layer: MCore's buffers are per model chunk, each chunk's last bucket launched once its gradients are ready;
+    with overlap_grad_reduce off, after the device's last layer)."""
     piece = costs.stages[vs]
     layers = piece.layers
     lc = costs.classes[costs.workload.layer_class_index[layers[-1 - n]]]
     end = n == len(layers) - 1
     extra = (piece.embedding_grad_bytes if end else 0.0) + (piece.head_grad_bytes if n == 0 else 0.0)
-    b.grad_bucket(lc.dense_grad_bytes + extra, lc.expert_grad_bytes, layers[-1 - n], flush=end and last_piece)
+    flush = end and (last_piece or b.costs.training.overlap_grad_reduce)
+    b.grad_bucket(lc.dense_grad_bytes + extra, lc.expert_grad_bytes, layers[-1 - n], vs, flush=flush)
 
 
 def overlapped(b, costs: Costs, slot: Slot, left: dict, pieces_left: list) -> None:

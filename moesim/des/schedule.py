@@ -27,7 +27,9 @@ operation of its layers' weight-gradient time. Gradients of each layer
 are reduced on the grad stream in buckets as the last micro-batch's backward fills them (MCore
 --overlap-grad-reduce; buckets of MCore's default max(40e6, 1e6·dp·cp) parameters, one size for
 the dense and the expert buffers (moesim.estimate.grad_buckets.bucket_params); `bucket_params` sets
-another; with overlap_grad_reduce off, one bucket per axis after the device's last backward, as MCore's
+another; only the model's first piece on device 0 is bucketed, every other piece reduces as one bucket per axis
+once its gradients are in (MCore's bucket size None for pp rank > 0 and chunks after the first, grad_buckets.bucketed);
+with overlap_grad_reduce off, one bucket per axis after the device's last backward, as MCore's
 bucket size None); the optimizer step follows the last bucket.
 """
 
@@ -43,6 +45,7 @@ from moesim.des.orders import device_order
 from moesim.des.pieces import backward, forward, overlapped, weights
 from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
 from moesim.estimate.grad_buckets import bucket_params as mcore_bucket_params  # the estimate's bucket size, one rule
+from moesim.estimate.grad_buckets import bucketed
 from moesim.flops import BACKWARD_TO_FORWARD
 
 STREAMS = ("compute", "comm", "p2p", "grad")
@@ -111,7 +114,7 @@ class _Builder:
         self.recv: tuple[str, int, int] | None = None
         self.vs = -1
         self.scale = 1.0  # backward kernels' share run now (input-gradient only: 1 − W/backward)
-        self.pending = {"dp": 0.0, "edp": 0.0}  # gradient bytes waiting for their bucket
+        self.pending: dict[tuple[str, int], float] = {}  # (axis, piece): gradient bytes waiting for their bucket
         self.moe_number = {}
         n = 0
         for layer, cls in enumerate(costs.workload.layer_class_index):
@@ -263,20 +266,25 @@ class _Builder:
 
     # Gradient sync, ZeRO-3, pipeline -------------------------------------------------------------
 
-    def grad_bucket(self, dense_bytes: float, expert_bytes: float, layer: int, flush: bool = False) -> None:
-        """Add one layer's gradients to the open buckets; reduce a bucket once it holds `bucket_params`
-        parameters or when `flush` (end of backward). ZeRO-0: all-reduce; ZeRO ≥ 1: reduce-scatter +
-        all-gather, all on the grad stream after the operation that produced the last gradient."""
+    def grad_bucket(self, dense_bytes: float, expert_bytes: float, layer: int, piece: int, flush: bool = False) -> None:
+        """Add one layer's gradients of model piece `piece` to its open buckets; reduce a bucket once it holds
+        `bucket_params` parameters or when `flush` (end of backward). Only piece 0 on device 0 is bucketed (MCore:
+        the first chunk of pp rank 0, grad_buckets.bucketed); any other piece reduces as one bucket per axis once its
+        last layer's gradients are in. ZeRO-0: all-reduce; ZeRO ≥ 1: reduce-scatter + all-gather, all on the grad
+        stream after the operation that produced the last gradient."""
         tr, ready = self.costs.training, self.last
         q_g = tr.bytes_of("grad")
         q_ratio = tr.bytes_of("param") / q_g
+        # overlap_grad_reduce off: MCore's bucket size None, one bucket after the backward (grad_buckets.py).
+        sized = tr.overlap_grad_reduce and bucketed(self.stage, piece)
+        threshold = self.bucket_params * q_g if sized else np.inf
         for axis, nbytes in (("dp", dense_bytes), ("edp", expert_bytes)):
-            self.pending[axis] += nbytes
-            # overlap_grad_reduce off: MCore's bucket size None, one bucket after the backward (grad_buckets.py).
-            threshold = self.bucket_params * q_g if tr.overlap_grad_reduce else np.inf
-            if self.pending[axis] <= 0 or (self.pending[axis] < threshold and not flush):
+            key = (axis, piece if tr.overlap_grad_reduce else -1)  # off: every piece waits for the device's end
+            pending = self.pending.get(key, 0.0) + nbytes
+            self.pending[key] = pending
+            if pending <= 0 or (pending < threshold and not flush):
                 continue
-            size, self.pending[axis] = self.pending[axis], 0.0
+            size, self.pending[key] = pending, 0.0
             if tr.zero_stage == 0:
                 steps = ((f"{axis}_all_reduce", "all_reduce", size),)
             else:

@@ -39,7 +39,8 @@ from moesim.estimate.embedding_sync import (EMBEDDING_AXIS, embedding_concurrent
 from moesim.estimate.device_state import optimizer_time_s, stage_memory, stage_params
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
 from moesim.estimate.folds import order_free_rows, schedule_free_rows
-from moesim.estimate.grad_buckets import bucket_count, bucket_params
+from moesim.estimate.grad_buckets import (bucket_count, bucket_params, chunk_buckets, earlier_end_s,
+                                         first_stage_buckets)
 from moesim.estimate.stages import Stages, dualpipe_pair_columns, per_stage, pipeline_stages
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
@@ -259,7 +260,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     for axis, params, layers in (("dp", dense_1, grad_layers[0]), ("edp", expert_1, grad_layers[1])):
         grad_bytes, param_bytes = params * q_g, params * q_p
         # The sync runs bucket by bucket, each its own collective (MCore param_and_grad_buffer.py, start_grad_sync).
-        n_b = bucket_count(grad_bytes, layers, threshold_bytes, tr.overlap_grad_reduce)
+        # Only the first stage is bucketed; every later one syncs in one bucket (grad_buckets.bucketed).
+        n_b = first_stage_buckets(bucket_count(grad_bytes, layers, threshold_bytes, tr.overlap_grad_reduce), first)
         bucket_bytes = grad_bytes / n_b
         axis_time = add(f"{axis}_all_reduce", axis, "all_reduce", bucket_bytes, np.where(zero == 0, n_b, 0), True)
         axis_time = axis_time + add(f"{axis}_reduce_scatter", axis, "reduce_scatter", bucket_bytes,
@@ -292,6 +294,9 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     ledger.expand(z, sends, pm, wrap=wrap, ends_apart=apart, head_last=at_last, head_first=1.0 - at_last)
     (cands, n_cand, tp, pp, m, b, exists, first, last, stages, dense_params, expert_params, calls,
      core_mb) = every.values()
+    # Interleaved, a later stage's v chunks sync one bucket each, as each chunk's last backward ends
+    # (grad_buckets.chunk_buckets): v buckets over the window, the collectives still priced as one per axis.
+    most_buckets, last_bucket = chunk_buckets(sched, vp, first, most_buckets, last_bucket, dp_time)
     counts, zero = stages.counts, cands.zero_stage[:, None]
     wrap_sends = z(wrap_sends) * wrap if np.ndim(wrap_sends) else 0.0
     pp_forward, pp_backward = pp_forward * sends + wrap_sends * last, pp_backward * sends + wrap_sends * first
@@ -352,14 +357,17 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # Gradient buckets reduce while the last micro-batch runs backward on their own stage: its backward compute and
     # its backward collectives (the simulator's grad stream overlaps both; contention is the simulator's). The step
     # waits for the stage whose sync outlasts its window most (MCore distributed_data_parallel.py, finish_grad_sync
-    # before the optimizer); stage 0 ends a 1F1B / GPipe pipeline last, the others' earlier end is not credited.
+    # before the optimizer); stage 0 ends a 1F1B / GPipe pipeline last, the others earlier (credited below).
     # n_b equal buckets ready at k·W / n_b over a window W, each S / n_b long, end the grad stream at
     # max_k(k·W / n_b + (n_b − k + 1)·S / n_b), W after the window's start + max(S / n_b, S − W·(1 − 1 / n_b)):
     # the last bucket is never hidden and the first bucket's fill is not window (one bucket: nothing hides).
     if tr.overlap_grad_reduce:
         bwd_own = bwd_mb if lazy is None else np.take(bwd_mb, lazy, axis=0)
         window = (bwd_own + bwd_comm) * (1.0 - 1.0 / most_buckets)
-        exposed_dp = np.max(np.where(exists, np.maximum(last_bucket, dp_time - window), 0), axis=1)
+        # A later stage, one bucket (grad_buckets.bucketed), ends its backward before stage 0 (earlier_end_s).
+        early = earlier_end_s(sched, vp, stages.index, exists, bwd_own + bwd_comm, hop)
+        exposed_dp = np.max(np.where(exists, np.maximum(0.0, np.maximum(last_bucket, dp_time - window) - early), 0),
+                            axis=1)
     else:
         exposed_dp = dp_sync
 

@@ -32,8 +32,9 @@ def stage_params(wl: Workload, counts: np.ndarray, first: np.ndarray, last: np.n
                                       for c in wl.classes])
     dense_params += np.where(first, ((wl.embedding_params / tp) + wl.position_params)[:, None], 0)
     dense_params += np.where(last, ((wl.lm_head_params / tp) + wl.final_norm_params)[:, None], 0)
-    # MTP modules read the embedding on the last stage: a copy there unless it is also the first (pp = 1).
-    dense_params += np.where(last & ~first, (wl.mtp_embedding_params / tp)[:, None], 0)
+    # Tied embeddings or MTP modules: the word embedding's copy on the last stage unless it is also the first (pp = 1)
+    # (Megatron language_module.py setup_embeddings_and_output_layer; workload.embedding_copy_params).
+    dense_params += np.where(last & ~first, (wl.embedding_copy_params / tp)[:, None], 0)
     dense_params *= sch.parameter_multiple(sched)[:, None]
     expert_params = per_stage(counts, [np.full(n_cand, c.params_experts) / (ep * etp) for c in wl.classes])
     expert_params *= sch.parameter_multiple(sched)[:, None]
@@ -77,7 +78,7 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
     opt_bpp = mem.optimizer_state_bytes_per_param(tr, model.d_model, model.d_ff)
     with_pair = lambda a: a + np.where(dual, np.take_along_axis(a, pair, axis=1), 0)  # noqa: E731
     pm_mem = sch.parameter_multiple(sched)[:, None]
-    shared = np.where(dual & (first | last) & (pp[:, None] > 1), (wl.mtp_embedding_params / tp)[:, None], 0)
+    shared = np.where(dual & (first | last) & (pp[:, None] > 1), (wl.embedding_copy_params / tp)[:, None], 0)
     dense_held, expert_held = with_pair(dense_params / pm_mem) - shared, with_pair(expert_params / pm_mem)
     w_d, g_d, o_d = mem.model_state_bytes(dense_held, dcp[:, None], zero, tr, opt_bpp)
     w_e, g_e, o_e = mem.model_state_bytes(expert_held, edp[:, None], zero, tr, opt_bpp)

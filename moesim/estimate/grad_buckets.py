@@ -12,11 +12,19 @@ The bucket size (`bucket_params`) is MCore's default, max(40e6, 1e6 · dp·cp) p
 `resolve_ddp_bucket_size` sizes it from the dp·cp group (`pg_collection.dp_cp`) when neither `--ddp-bucket-size` nor
 `--ddp-num-buckets` is given, and `wrap_model_chunks_with_ddp` hands that one size to every buffer of the chunk,
 the expert-parallel ones (reduced over the expert data-parallel group) included (NVIDIA/Megatron-LM d98e8a6).
+
+Only the first model chunk of the first pipeline rank is bucketed (`bucketed`): `get_model` (training.py, d98e8a6)
+passes bucket size None for every chunk when `pp_rank > 0` and for chunks after the first (`chunk_idx > 0`, with
+`disable_bucketing`), and `DistributedDataParallel.__init__` sets `self.bucket_size = None` "if disable_bucketing
+or pp_rank > 0" ("data-parallel communication on these stages is not on the critical path"): such a chunk reduces
+each of its buffers as one bucket, launched once the chunk's last backward has made all its gradients ready.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from moesim.estimate import schedules as sch
 
 # Megatron-Core's default bucket floor, in parameters (megatron/training/training.py, resolve_ddp_bucket_size:
 # max(40000000, 1000000 * get_pg_size(dp_cp_group))).
@@ -31,6 +39,19 @@ def bucket_params(dp_cp):
     return np.maximum(DEFAULT_BUCKET_PARAMS, BUCKET_PARAMS_PER_DP_CP_RANK * np.asarray(dp_cp))
 
 
+def bucketed(device: int, piece: int) -> bool:
+    """Whether MCore buckets the gradients of model piece `piece` held by pipeline device `device`: only the first
+    chunk of pipeline rank 0, the model's first piece (distributed_data_parallel.py `DistributedDataParallel.__init__`,
+    `if disable_bucketing or pp_rank > 0: self.bucket_size = None`; training.py `get_model`, `chunk_idx > 0`)."""
+    return device == 0 and piece == 0
+
+
+def first_stage_buckets(n_buckets: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Buckets per stage (N, S) where only the first pipeline stage (`first`, (N, S) or broadcastable) keeps its
+    `n_buckets` and every later stage syncs in one (`bucketed`: pp_rank > 0 has bucket size None)."""
+    return np.where(first, n_buckets, 1.0)
+
+
 def bucket_count(grad_bytes: np.ndarray, layers: np.ndarray, bucket_bytes: float, overlap: bool) -> np.ndarray:
     """Buckets per stage (N, S) for `grad_bytes` spread over `layers` layers (both (N, S)) in buckets of
     `bucket_bytes` (a scalar or (N, 1)); 1 where either is 0 or overlap is off."""
@@ -42,3 +63,41 @@ def bucket_count(grad_bytes: np.ndarray, layers: np.ndarray, bucket_bytes: float
         layers_per_bucket = np.ceil(bucket_bytes / per_layer_bytes)
         n = np.ceil(layers / layers_per_bucket)
     return np.where((grad_bytes > 0) & (layers > 0) & np.isfinite(n), np.maximum(n, 1.0), 1.0)
+
+
+def earlier_end_s(schedule: np.ndarray, vp, index: np.ndarray, exists: np.ndarray, bwd_mb_s: np.ndarray,
+                  hop_s) -> np.ndarray:
+    """(N, S) how long before stage 0 each representative stage (`index`, sorted, -1 pads) ends its last backward,
+    so its one-bucket sync starts that much earlier. 1F1B / GPipe drain the last micro-batch's backward from stage
+    p − 1 to 0 (Narayanan et al. 2021, arXiv 2104.04473, §2.2): stage s ends Σ_{j<s} (t_j + hop) before stage 0,
+    t_j a stage's backward per micro-batch (compute and its collectives, `bwd_mb_s`); interleaved, the last
+    backward is chunk 0, t_j / v (§2.2.2). Stages between two representatives are not priced one by one: each is
+    counted at the smallest earlier representative's t (a lower bound; exact on an even split, where the middle
+    stages are one kind). ZB-H1, ZB-V and DualPipe fill the drain with weight gradients or the other direction:
+    0, nothing credited."""
+    interleaved = sch.is_schedule(schedule, "interleaved")[:, None]
+    t_s = np.where(interleaved, bwd_mb_s / np.asarray(vp, dtype=float)[:, None], bwd_mb_s)
+    per_stage = np.where(exists, t_s + np.asarray(hop_s, dtype=float).reshape(-1, 1), np.inf)
+    n, width = per_stage.shape
+    before = np.zeros((n, width))
+    cheapest = np.full(n, np.inf)
+    total = np.zeros(n)
+    for c in range(width):
+        # c representatives before column c, the other index − c stages before it at the cheapest one's t.
+        between = np.maximum(index[:, c] - c, 0)
+        before[:, c] = total + between * np.where(np.isfinite(cheapest), cheapest, 0.0)
+        total = total + np.where(np.isfinite(per_stage[:, c]), per_stage[:, c], 0.0)
+        cheapest = np.minimum(cheapest, per_stage[:, c])
+    drains = sch.is_schedule(schedule, "1f1b") | sch.is_schedule(schedule, "gpipe")
+    return np.where((drains[:, None] | interleaved) & exists, before, 0.0)
+
+
+def chunk_buckets(schedule: np.ndarray, vp, first: np.ndarray, most_buckets: np.ndarray, last_bucket: np.ndarray,
+                  sync_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(buckets, last bucket's time) per stage (N, S) for the estimate's hiding window: interleaved, a stage after the
+    first holds v chunks, each synced as one bucket once its last backward ends (`bucketed`), so its sync `sync_s` is
+    v equal buckets ready across the window, the last one sync_s / v; the first stage keeps its own count (its first
+    chunk's buckets stand for all v, an approximation: MCore syncs its later chunks in one bucket each too)."""
+    later = sch.is_schedule(schedule, "interleaved")[:, None] & ~np.asarray(first, dtype=bool)
+    v = np.broadcast_to(np.asarray(vp, dtype=float)[:, None], most_buckets.shape)
+    return np.where(later, v, most_buckets), np.where(later, sync_s / v, last_bucket)

@@ -138,7 +138,7 @@ FIGURES: tuple[Published, ...] = (
        note="FP8 recipe with BF16 combine, attention and head, MTP module on the last stage, DeepEP dispatch with "
             "node-limited routing (4 nodes); DualPipe (each pair's all-to-alls hidden under the other chunk's "
             "compute in both engines; the simulator, scheduling whole kernels, 16.14 s against the estimate's "
-            "15.48 s); the input embedding's operators on the first stage (the MTP module's lookup is not "
+            "15.52 s); the input embedding's operators on the first stage (the MTP module's lookup is not "
             "priced); the router GEMM in BF16 and its gating at the times DeepSeek's H800 trace measured "
             "(docs/operators.md); 61 layers as 3 | 14 x 4 | 2 + MTP (split "
             "not published: the fastest that fits); the 20 SMs DeepEP takes from compute are not modelled; "

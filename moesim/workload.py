@@ -42,7 +42,7 @@ class LayerClass:
     per_expert: int
     flops: LayerFlops  # forward FLOP per sequence
     mtp: bool = False  # a multi-token-prediction module (block + M_k projection + its norms)
-    params_duplicated_gemm: int = 0  # of params_replicated: GEMM weights whole on every tp rank (MLA's down-projections)
+    params_duplicated_gemm: int = 0  # of params_replicated: GEMM weights whole on every tp rank (MLA's down-projs)
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,6 @@ def _class_key(shape: LayerShape) -> tuple[str, bool]:
     return (shape.stack, shape.is_moe)
 
 
-@lru_cache(maxsize=64)
 def _duplicated(model: ModelSpec, cross_attention: bool) -> tuple[int, int]:
     """(GEMM weights, all weights) of a layer's attention that every tp rank holds whole (arithmetic.
     attention_duplicated_params; a cross-attention layer has two attention blocks, as layer_params counts)."""
@@ -86,6 +85,7 @@ def _duplicated(model: ModelSpec, cross_attention: bool) -> tuple[int, int]:
     return blocks * gemm_weights, blocks * (gemm_weights + norm_weights)
 
 
+@lru_cache(maxsize=64)
 def build_workload(model: ModelSpec, seq_len: int, decoder_seq_len: int) -> Workload:
     """Group the layers of `model` into classes at the given sequence lengths."""
     shapes = layer_shapes(model)

@@ -54,6 +54,20 @@ def attention_params(d_model: int, att: AttentionSpec) -> int:
     return params
 
 
+def attention_duplicated_params(d_model: int, att: AttentionSpec) -> tuple[int, int]:
+    """(GEMM weights, norm weights) of one attention block that every tensor-parallel rank holds whole: MLA's
+    down-projections h·r_q + h·(r_kv + d_r) and their latents' norms r_q + r_kv; (0, 0) for other attention.
+
+    Megatron-LM d98e8a6 megatron/core/transformer/multi_latent_attention.py, MLASelfAttention.__init__:
+    linear_q_down_proj / linear_kv_down_proj built as TELinear with parallel_mode='duplicated' (l.526-527,
+    573-574), q_layernorm / kv_layernorm over the whole r_q / r_kv (l.619-630). Both are part of
+    attention_params (which counts the block once, whatever the split)."""
+    if att.kind != "mla":
+        return 0, 0
+    h, r_q, r_kv = d_model, att.q_lora_rank, att.kv_lora_rank
+    return h * r_q + h * (r_kv + att.qk_rope_head_dim), r_q + r_kv
+
+
 def attention_gemm_widths(d_model: int, att: AttentionSpec) -> tuple[int, int]:
     """(Σ input widths, Σ output widths) over the GEMMs of one attention block, a shared input counted once.
 

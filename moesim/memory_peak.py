@@ -5,7 +5,8 @@ against published B200 runs"); pure functions over numbers or numpy arrays, like
 
 Two parts, each its own key of `memory_bytes_per_device`:
 
-- `framework_buffers` (resident, allocated once and kept):
+- `framework_buffers` (resident, allocated once and kept; where training.framework is "megatron-te", the default,
+  and zero where a scenario states "none", e.g. DeepSeek-V3's own HAI-LLM):
   * TE's placeholder weight gradients: with gradient-accumulation fusion every linear layer's weight gradient is
     written into the fp32 main_grad buffer and the autograd function returns a placeholder tensor of the weight's
     shape in its dtype, which TE caches, one per distinct (rows, cols, dtype): TE v2.11
@@ -47,19 +48,21 @@ from moesim.workload import LayerClass
 
 def layer_weight_shapes(model: ModelSpec, cls: LayerClass, tp, ep, etp) -> list[tuple]:
     """(rows, cols) of every linear weight of one layer of `cls` on a device, Megatron's [out, in] layout, with the
-    same tp / etp splits as moesim.ops.layer (which prices their GEMMs). The MoE router's weight is a plain
-    parameter (Megatron router.py l.50, TopKRouter), not a TE linear: no placeholder."""
+    same tp / etp splits as moesim.ops.layer (which prices their GEMMs; MLA's down-projections whole). The MoE
+    router's weight is a plain parameter (Megatron router.py l.50, TopKRouter), not a TE linear: no placeholder."""
     att, h, g = model.attention, model.d_model, gate_factor(model)
     a, d = att.num_heads, att.head_dim
     d_v = att.v_head_dim or d
     shapes = []
     if att.kind == "mla":
         d_r = att.qk_rope_head_dim
+        # The down-projections are whole on every tp rank: TELinear parallel_mode='duplicated' (Megatron-LM d98e8a6
+        # multi_latent_attention.py l.526-527, 573-574); the up-projections are column-parallel.
         if att.q_lora_rank:
-            shapes += [(att.q_lora_rank / tp, h), (a * (d + d_r) / tp, att.q_lora_rank)]
+            shapes += [(att.q_lora_rank, h), (a * (d + d_r) / tp, att.q_lora_rank)]
         else:
             shapes.append((a * (d + d_r) / tp, h))
-        shapes += [((att.kv_lora_rank + d_r) / tp, h), (a * (d + d_v) / tp, att.kv_lora_rank)]
+        shapes += [(att.kv_lora_rank + d_r, h), (a * (d + d_v) / tp, att.kv_lora_rank)]
     else:
         kv = att.num_kv_heads or a
         shapes.append(((a + 2 * kv) * d / tp, h))

@@ -19,8 +19,8 @@ from functools import lru_cache
 import numpy as np
 
 from moesim.arithmetic import (
-    LayerShape, layer_params, layer_shapes, mtp_params, mtp_shape, norm_params, param_counts,
-    position_params,
+    LayerShape, attention_duplicated_params, layer_params, layer_shapes, mtp_params, mtp_shape, norm_params,
+    param_counts, position_params,
 )
 from moesim.flops import LayerFlops, layer_forward_flops, mtp_layer_forward_flops
 from moesim.specs.layout import stage_layers
@@ -37,11 +37,12 @@ class LayerClass:
     tokens: int  # tokens per sequence through this layer
     encoder_tokens: int  # cross-attended encoder tokens per sequence (0 without cross-attention)
     params_shardable: int  # attention + dense FFN + shared experts: split by tp
-    params_replicated: int  # router + norms: every tp rank holds a copy
+    params_replicated: int  # router + norms (+ MLA's down-projections and latent norms): every tp rank holds a copy
     params_experts: int  # all routed experts of one layer
     per_expert: int
     flops: LayerFlops  # forward FLOP per sequence
     mtp: bool = False  # a multi-token-prediction module (block + M_k projection + its norms)
+    params_duplicated_gemm: int = 0  # of params_replicated: GEMM weights whole on every tp rank (MLA's down-projs)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,14 @@ def _class_key(shape: LayerShape) -> tuple[str, bool]:
     return (shape.stack, shape.is_moe)
 
 
+def _duplicated(model: ModelSpec, cross_attention: bool) -> tuple[int, int]:
+    """(GEMM weights, all weights) of a layer's attention that every tp rank holds whole (arithmetic.
+    attention_duplicated_params; a cross-attention layer has two attention blocks, as layer_params counts)."""
+    gemm_weights, norm_weights = attention_duplicated_params(model.d_model, model.attention)
+    blocks = 2 if cross_attention else 1
+    return blocks * gemm_weights, blocks * (gemm_weights + norm_weights)
+
+
 @lru_cache(maxsize=64)
 def build_workload(model: ModelSpec, seq_len: int, decoder_seq_len: int) -> Workload:
     """Group the layers of `model` into classes at the given sequence lengths."""
@@ -95,11 +104,12 @@ def build_workload(model: ModelSpec, seq_len: int, decoder_seq_len: int) -> Work
         if key not in keys:
             keys.append(key)
             p = layer_params(model, shape)
+            dup_gemm, dup = _duplicated(model, shape.cross_attention)
             classes.append(LayerClass(
                 stack=shape.stack, is_moe=shape.is_moe, cross_attention=shape.cross_attention,
                 tokens=tokens[shape.stack], encoder_tokens=n_enc if shape.cross_attention else 0,
-                params_shardable=p.attention + p.dense_ffn + p.shared_experts,
-                params_replicated=p.router + p.norms,
+                params_shardable=p.attention - dup + p.dense_ffn + p.shared_experts,
+                params_replicated=p.router + p.norms + dup, params_duplicated_gemm=dup_gemm,
                 params_experts=p.experts, per_expert=p.per_expert,
                 flops=layer_forward_flops(model, shape, tokens[shape.stack], n_enc),
             ))
@@ -107,10 +117,12 @@ def build_workload(model: ModelSpec, seq_len: int, decoder_seq_len: int) -> Work
     mtp = mtp_params(model)
     if mtp.depth:
         shape, p = mtp_shape(model), layer_params(model, mtp_shape(model))
+        dup_gemm, dup = _duplicated(model, False)
         classes.append(LayerClass(
             stack="decoder", is_moe=shape.is_moe, cross_attention=False, tokens=tokens["decoder"], encoder_tokens=0,
-            params_shardable=p.attention + p.dense_ffn + p.shared_experts + mtp.projection,
-            params_replicated=p.router + p.norms + mtp.norms, params_experts=p.experts, per_expert=p.per_expert,
+            params_shardable=p.attention - dup + p.dense_ffn + p.shared_experts + mtp.projection,
+            params_replicated=p.router + p.norms + mtp.norms + dup, params_duplicated_gemm=dup_gemm,
+            params_experts=p.experts, per_expert=p.per_expert,
             flops=mtp_layer_forward_flops(model, tokens["decoder"]), mtp=True,
         ))
         index.extend([len(classes) - 1] * mtp.depth)

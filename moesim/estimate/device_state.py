@@ -127,7 +127,8 @@ def _framework_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: T
                       etp: np.ndarray, b: np.ndarray, dual: np.ndarray, pair: np.ndarray, first: np.ndarray,
                       last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(framework_buffers, peak_transients) per stage (N, S): Megatron-LM + TransformerEngine on GPUs
-    (moesim.memory_peak); zero on other device kinds."""
+    (moesim.memory_peak); zero on other device kinds. framework_buffers is zero where training.framework is
+    "none" (the transients are PyTorch's and the loss's, priced whatever the framework)."""
     shape = acts_mb.shape
     if hw.device_kind != "gpu":
         return np.zeros(shape), np.zeros(shape)
@@ -147,6 +148,8 @@ def _framework_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: T
     placeholders = peak.distinct_shape_bytes_by_pattern(code, shapes, row_of, tr.bytes_of("param"))
     head_held = (code >> len(wl.classes)) & 1 == 1
     buffers_resident = placeholders + np.where(head_held, peak.gather_buffer_bytes(b, n, h, tp, sp, q_a)[:, None], 0.0)
+    if tr.framework == "none":
+        buffers_resident = np.zeros(shape)
     loss = peak.loss_transient_bytes(b, n, v, tp, fused, q_l)
     head = peak.head_backward_excess_bytes(b, n, h, v, tp, sp, fused, q_a, q_l)
     ends = np.where(last, np.maximum(loss, head)[:, None], 0.0)  # the loss or the head's backward, last stage

@@ -75,7 +75,8 @@ def weight_cast_bytes(training: TrainingSpec, cls: LayerClass, tp, ep, etp) -> d
     def cast(params):
         return weight_quantise_cost(params, scaling, q_p).bytes_moved
 
-    parts = {"attention": cast(cls.params_shardable / tp)}
+    # MLA's down-projections run in FP8 whole on every tp rank (moesim.arithmetic.attention_duplicated_params).
+    parts = {"attention": cast(cls.params_shardable / tp + cls.params_duplicated_gemm)}
     if cls.is_moe:
         parts["permute"] = cast(cls.params_experts / (ep * etp))
     return parts

@@ -136,7 +136,7 @@ class LayerOps:
         m = b * n
         ops = [_norm("attention", "attn_norm", dt_mem, q, tn, h)]
         if att.kind == "mla":
-            ops += self._mla_projections(m, dt, dt_mem, fallback) * blocks
+            ops += self._mla_projections(m, tn, dt, dt_mem, fallback) * blocks
         else:
             qkv_n = (proj - out_flops) / (FLOPS_PER_MAC * m * h)
             ops.append(gemm("attention", "qkv_proj", dt, m, qkv_n, h, fallback=fallback))
@@ -156,23 +156,28 @@ class LayerOps:
         ops.append(_residual("attention", "attn_residual", dt_mem, q, tn * blocks, h))
         return ops
 
-    def _mla_projections(self, m, dt, dt_mem, fallback) -> list[Op]:
+    def _mla_projections(self, m, tn, dt, dt_mem, fallback) -> list[Op]:
         """MLA's projections as the separate GEMMs and norms they run as (DeepSeek-V2 §2.1.2, Eq. 9-14;
         Megatron-LM MLASelfAttention: linear_q_down_proj, q_layernorm, linear_q_up_proj, linear_kv_down_proj,
         kv_layernorm, linear_kv_up_proj): down-projections h -> r_q and h -> r_kv + d_r, RMSNorm of the
-        latents, up-projections r_q -> a·(d + d_r) and r_kv -> a·(d + d_v). Every width is split by tp, so
-        their FLOPs sum to moesim.flops' (the latent norms' weights aside)."""
+        latents, up-projections r_q -> a·(d + d_r) and r_kv -> a·(d + d_v). The up-projections are
+        column-parallel (widths split by tp, all m tokens). The down-projections are whole on every tp rank
+        (TELinear parallel_mode='duplicated', Megatron-LM d98e8a6 multi_latent_attention.py l.526-527,
+        573-574) over the layer input as it arrives, `tn` tokens: the sequence shard m/tp with sequence
+        parallelism (no gather before them, l.641-645), all m without; the latent norms likewise (l.777-781).
+        With sequence parallelism their FLOPs sum to moesim.flops'; without, each tp rank repeats the
+        down-projections' m·(r_q + r_kv + d_r)·h MACs."""
         att, h, tp, q = self.model.attention, self.model.d_model, self.tp, self.q
         a, d, d_r, d_v = att.num_heads, att.head_dim, att.qk_rope_head_dim, att.v_head_dim
         ops = []
         if att.q_lora_rank:
-            ops += [gemm("attention", "q_down_proj", dt, m, att.q_lora_rank / tp, h, fallback=fallback),
-                    _norm("attention", "q_norm", dt_mem, q, m, att.q_lora_rank / tp),
+            ops += [gemm("attention", "q_down_proj", dt, tn, att.q_lora_rank, h, fallback=fallback),
+                    _norm("attention", "q_norm", dt_mem, q, tn, att.q_lora_rank),
                     gemm("attention", "q_up_proj", dt, m, a * (d + d_r) / tp, att.q_lora_rank, fallback=fallback)]
         else:
             ops.append(gemm("attention", "q_proj", dt, m, a * (d + d_r) / tp, h, fallback=fallback))
-        ops += [gemm("attention", "kv_down_proj", dt, m, (att.kv_lora_rank + d_r) / tp, h, fallback=fallback),
-                _norm("attention", "kv_norm", dt_mem, q, m, att.kv_lora_rank / tp),
+        ops += [gemm("attention", "kv_down_proj", dt, tn, att.kv_lora_rank + d_r, h, fallback=fallback),
+                _norm("attention", "kv_norm", dt_mem, q, tn, att.kv_lora_rank),
                 gemm("attention", "kv_up_proj", dt, m, a * (d + d_v) / tp, att.kv_lora_rank, fallback=fallback)]
         return ops
 

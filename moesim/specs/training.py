@@ -29,6 +29,12 @@ DISPATCH_IMPLS = ("index", "dense_einsum")
 # arXiv 2205.14135 Alg. 2; TransformerEngine 2.11 FusedAttnFunc); "unfused" the score, softmax and dropout
 # tensors of Korthikanti et al. §4.1 (a·n² per sequence).
 ATTENTION_KERNELS = ("flash", "unfused")
+# The training framework whose resident buffers a GPU step holds beyond model states and activations
+# (moesim/memory_peak.py `framework_buffers`): "megatron-te" Megatron-LM with TransformerEngine (TE's placeholder
+# weight gradients, Megatron's output-layer all-gather buffer: the stack of every GPU run the operator tables and
+# the B200 validation come from, hence the default); "none" no such buffers priced (a framework whose buffers no
+# source gives, e.g. DeepSeek's HAI-LLM). TPU scenarios price none either way.
+FRAMEWORKS = ("megatron-te", "none")
 # How the expert all-to-all runs (moesim/collectives/dispatch.py): "nccl" the fastest of NCCL's pairwise
 # all-to-all and the two-level (hierarchical) one; "pairwise"; "hierarchical" (Tutel/DeepSpeed 2DH);
 # "deepep" DeepEP normal kernels (one copy per destination node over RDMA, NVLink forwarding);
@@ -101,6 +107,7 @@ class TrainingSpec:
     # flash: the attention operator is priced as a flash kernel (moesim/ops/attention.py), so the memory side
     # keeps what that kernel keeps; unfused: Korthikanti's score matrix (his Table 2).
     attention_kernel: str = "flash"  # ATTENTION_KERNELS
+    framework: str = "megatron-te"  # FRAMEWORKS: whose framework_buffers a GPU step holds
     dropout: bool = True  # dropout masks stored, 1 byte per element (Korthikanti §4.1); false without dropout
     sequence_parallel: bool = True
     pipeline_schedule: str = "1f1b"
@@ -146,7 +153,7 @@ class TrainingSpec:
                   ("pipeline_schedule", PIPELINE_SCHEDULES), ("dispatch_impl", DISPATCH_IMPLS),
                   ("dispatch_backend", DISPATCH_BACKENDS),
                   ("zero_stage", ZERO_STAGES), ("ema_location", EMA_LOCATIONS),
-                  ("attention_kernel", ATTENTION_KERNELS))
+                  ("attention_kernel", ATTENTION_KERNELS), ("framework", FRAMEWORKS))
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise SpecError(f"'{getattr(self, name)}' is not allowed", field=f"training.{name}",

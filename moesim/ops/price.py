@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.ops.base import Op
+from moesim.ops.sm_share import shared_time_s
 from moesim.ops.tables import select_table, table_efficiency
 from moesim.specs.hardware import HardwareProfile
 
@@ -60,3 +61,18 @@ def ops_time_by_part(ops: list[Op], hw: HardwareProfile, n: int) -> dict[str, np
         t = t if t.shape == (n,) else np.broadcast_to(t, (n,))  # most are (n,) already: no view to build
         out[op.part] = out[op.part] + t if op.part in out else t.copy()
     return out
+
+
+def ops_time_by_part_shared(ops: list[Op], hw: HardwareProfile, n: int,
+                            share: float) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(Σ op_time_s per stage part, the same with the operators at `share` of the chip's SMs: moesim.ops.sm_share
+    .shared_time_s), as (n,) arrays in first-seen order; each operator's efficiency is read once."""
+    out: dict[str, np.ndarray] = {}
+    shared: dict[str, np.ndarray] = {}
+    launch_s = hw.efficiency.kernel_launch_s or 0.0
+    for op in ops:
+        t = np.broadcast_to(np.asarray(op_time_s(op, hw), dtype=float), (n,))
+        s = np.broadcast_to(np.asarray(shared_time_s(op.kind, t, op.kernels * launch_s, share), dtype=float), (n,))
+        out[op.part] = out[op.part] + t if op.part in out else t.copy()
+        shared[op.part] = shared[op.part] + s if op.part in shared else s.copy()
+    return out, shared

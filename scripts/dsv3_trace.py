@@ -337,7 +337,8 @@ def render(kernels: list[Kernel]) -> str:
     p_compute, p_comm, p_pair = priced_pair_us(priced_us(), beside_us=beside_deepep_us())
     lines += ["", "shapes per layer: " + "; ".join(f"{k} {v}" for k, v in shapes.items()),
               f"chunk pair: wall span {wall} us; some stream busy {busy} us; a compute stream busy {compute} us",
-              f"moesim's pair (4 MoE layers, max(compute, collectives)): compute {p_compute:.0f} us, collectives "
+              f"moesim's pair (4 MoE layers, max(compute, collectives); the GEMMs and grouped GEMMs on the SMs DeepEP's "
+              f"20 leave, the table's rows at the full chip): compute {p_compute:.0f} us, collectives "
               f"{p_comm:.0f} us, pair {p_pair:.0f} us: {p_pair / wall - 1:+.1%} against the wall span"]
     return "\n".join(lines)
 

@@ -36,9 +36,15 @@ def overlapped_compute_share(hw: HardwareProfile, tr: TrainingSpec) -> float:
     return compute_share(hw.chip.sm_count, normal_kernel_sms())
 
 
+def shared_extra_s(time_s, launch_s, share):
+    """What a SHARED_KINDS operator of `time_s` (launches `launch_s` of it) takes longer at `share` of the SMs: its
+    throughput part (time − launch) over `share`, less the same at the full chip; launches unchanged."""
+    return (time_s - launch_s) * (1 / share - 1)
+
+
 def shared_time_s(kind: str, time_s, launch_s, share):
-    """An operator's seconds at `share` of the SMs: a SHARED_KINDS operator's throughput part (time − launch)
-    divided by `share`, its launch unchanged; any other kind unchanged (module docstring)."""
+    """An operator's seconds at `share` of the SMs: a SHARED_KINDS operator's plus shared_extra_s; any other kind
+    unchanged (module docstring)."""
     if kind not in SHARED_KINDS:
         return time_s
-    return launch_s + (time_s - launch_s) / share
+    return time_s + shared_extra_s(time_s, launch_s, share)

@@ -300,12 +300,27 @@ def table_rows(kernels: list[Kernel]) -> list[tuple]:
     return sorted(rows, key=lambda r: PASS_ORDER.index(r[1]))  # stable: the trace's order within a pass
 
 
-def priced_pair_us(priced: dict[tuple[str, str], float], layers: int = 4) -> tuple[float, float, float]:
+def beside_deepep_us() -> float:
+    """What one MoE layer's forward and backward operators take longer in a DualPipe pair than on the full chip
+    (us): its GEMMs and grouped GEMMs on the SMs DeepEP's 20 leave (moesim/ops/sm_share.py; ClassTerms.pair_time_s).
+    Not a row of the table: the rows are full-chip prices."""
+    from moesim.ops.breakdown import term_builder
+    from moesim.specs.load import load_scenario
+
+    moe = load_scenario(str(SCENARIO), layout="dp=128,tp=1,ep=64,pp=16,first_stage_layers=4,last_stage_layers=2")
+    builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
+    terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
+    return float((terms.pair_time_s() - terms.fwd_time_s - terms.bwd_time_s)[0]) * 1e6
+
+
+def priced_pair_us(priced: dict[tuple[str, str], float], layers: int = 4,
+                   beside_us: float = 0.0) -> tuple[float, float, float]:
     """(compute, collectives, pair) of a DualPipe forward & backward chunk pair of `layers` MoE layers by the
     estimate's rule for an overlapped pair, max(compute, collectives) (moesim/estimate/core.py, DeepSeek-V3
-    §3.2.1 Figure 4), us; the trace has no pipeline sends, so none are added."""
+    §3.2.1 Figure 4), us; the trace has no pipeline sends, so none are added. `beside_us`: what a layer's compute
+    takes longer beside DeepEP's SMs (beside_deepep_us), added to the operator rows' sum."""
     comm = sum(v for (op, _), v in priced.items() if op.startswith("ep_"))
-    compute = sum(v for (op, _), v in priced.items() if not op.startswith("ep_"))
+    compute = sum(v for (op, _), v in priced.items() if not op.startswith("ep_")) + beside_us
     return layers * compute, layers * comm, layers * max(compute, comm)
 
 
@@ -319,10 +334,11 @@ def render(kernels: list[Kernel]) -> str:
     shapes = trace_shapes(kernels)
     wall, busy = span_us(kernels)
     _, compute = span_us([k for k in kernels if k.stream != COMM_STREAM])
-    p_compute, p_comm, p_pair = priced_pair_us(priced_us())
+    p_compute, p_comm, p_pair = priced_pair_us(priced_us(), beside_us=beside_deepep_us())
     lines += ["", "shapes per layer: " + "; ".join(f"{k} {v}" for k, v in shapes.items()),
               f"chunk pair: wall span {wall} us; some stream busy {busy} us; a compute stream busy {compute} us",
-              f"moesim's pair (4 MoE layers, max(compute, collectives)): compute {p_compute:.0f} us, collectives "
+              f"moesim's pair (4 MoE layers, max(compute, collectives); the GEMMs and grouped GEMMs on the SMs DeepEP's "
+              f"20 leave, the table's rows at the full chip): compute {p_compute:.0f} us, collectives "
               f"{p_comm:.0f} us, pair {p_pair:.0f} us: {p_pair / wall - 1:+.1%} against the wall span"]
     return "\n".join(lines)
 

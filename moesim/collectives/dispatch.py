@@ -63,7 +63,8 @@ RECORD_KERNELS = ("intranode_dispatch", "intranode_combine", "internode_dispatch
                   "low_latency_dispatch", "low_latency_combine")
 _RECORD_KEYS = {"fixed_bytes", "per_topk_bytes", "align_bytes", "source"}
 _KEYS = {"schema_version": None, "forward": {"dispatch_gb_per_s", "combine_gb_per_s", "source"},
-         "rdma": {"logical_gb_per_s", "nodes", "link_gb_per_s", "source"}, "records": set(RECORD_KERNELS)}
+         "rdma": {"logical_gb_per_s", "nodes", "link_gb_per_s", "source"}, "records": set(RECORD_KERNELS),
+         "sms": {"normal_training", "source"}}
 # The expert all-to-alls of the operator list (estimate/terms.py CommCall names) and the direction each runs.
 DIRECTIONS = {"ep_all_to_all_dispatch": "dispatch", "ep_all_to_all_combine": "combine"}
 
@@ -87,6 +88,9 @@ def _constants() -> dict:
             len(rdma["nodes"]) != len(rdma["logical_gb_per_s"]) or min(rdma["nodes"]) < 2:
         raise SpecError("figures must be positive, one node count (>= 2) per rdma figure", file=str(_CONSTANTS),
                         field="forward / rdma", value=numbers)
+    sms = data["sms"]["normal_training"]
+    if not isinstance(sms, int) or isinstance(sms, bool) or sms < 1:
+        raise SpecError("must be an integer >= 1 (SMs)", file=str(_CONSTANTS), field="sms.normal_training", value=sms)
     for kernel, record in data["records"].items():
         if set(record) != _RECORD_KEYS:
             raise SpecError("unknown or missing keys", file=str(_CONSTANTS), field=f"records.{kernel}",
@@ -121,6 +125,11 @@ def forward_rate_bytes_per_s() -> float:
     collective model does not know which one it prices): the mean of the measured dispatch and combine."""
     forward = _constants()["forward"]
     return (forward["dispatch_gb_per_s"] + forward["combine_gb_per_s"]) / 2 * 1e9
+
+
+def normal_kernel_sms() -> int:
+    """The SMs DeepEP's normal kernels hold while they run in training (deepep.toml [sms])."""
+    return _constants()["sms"]["normal_training"]
 
 
 @lru_cache(maxsize=1)

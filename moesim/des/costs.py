@@ -30,6 +30,7 @@ from moesim.estimate.schedules import weight_grad_time_s
 from moesim.estimate.pricing import CollectivePricer
 from moesim.estimate.terms import ClassTerms, TermBuilder
 from moesim.memory import RECOMPUTE_CODES
+from moesim.ops.sm_share import overlapped_compute_share
 from moesim.ops.vocab import embedding_tokens, vocab_calls
 from moesim.specs.layout import Layout
 from moesim.specs.scenario import Scenario
@@ -98,6 +99,15 @@ class LayerCost:
     slots: float = 0.0  # token slots the device sends per MoE layer (padded or k·t)
     capacity: int = 0  # per expert per routing group; 0 when dropless
     tokens: int = 0  # t, tokens per device entering the MoE layer
+    # The parts as a DualPipe overlapped pair runs them, beside DeepEP's SMs (ClassTerms.*_pair_parts_s); None:
+    # the same as fwd_s / bwd_s (nothing shares the chip).
+    fwd_pair_s: dict[str, float] | None = None
+    bwd_pair_s: dict[str, float] | None = None
+
+    def parts(self, backward: bool, paired: bool) -> dict[str, float]:
+        """The stage parts' seconds: backward or forward, in a DualPipe overlapped pair or not."""
+        pair = self.bwd_pair_s if backward else self.fwd_pair_s
+        return pair if paired and pair is not None else (self.bwd_s if backward else self.fwd_s)
 
 
 @dataclass(frozen=True)
@@ -147,14 +157,19 @@ class Costs:
     _expert_s: dict = field(default_factory=dict, repr=False)
     _pricers: dict = field(default_factory=dict, repr=False)  # per directed model (collectives.dispatch.for_call)
 
-    def expert_ffn_s(self, slots: float, backward: bool) -> float:
-        """builder.expert_ffn_time_s for one device and `slots` token slots, priced once per (slots, direction):
-        every micro-batch of a layer class asks for the same."""
-        key = (float(slots), bool(backward))
+    def expert_ffn_s(self, slots: float, backward: bool, share: float = 1.0) -> float:
+        """builder.expert_ffn_time_s for one device and `slots` token slots at `share` of the SMs, priced once per
+        (slots, direction, share): every micro-batch of a layer class asks for the same."""
+        key = (float(slots), bool(backward), float(share))
         hit = self._expert_s.get(key)
         if hit is None:
-            hit = self._expert_s[key] = _f(self.builder.expert_ffn_time_s(slots, backward))
+            hit = self._expert_s[key] = _f(self.builder.expert_ffn_time_s(slots, backward, share))
         return hit
+
+    def pair_share(self) -> float:
+        """The SM share of compute in a DualPipe overlapped pair (moesim.ops.sm_share): beside DeepEP's kernels
+        where the layout splits the experts (ep > 1), else the full chip."""
+        return overlapped_compute_share(self.builder.hw, self.training) if self.layout.ep > 1 else 1.0
 
     def device_of(self, vs: int, mb: int = 0) -> int:
         """The pipeline stage (device) that runs piece `vs` of micro-batch `mb`."""
@@ -249,6 +264,8 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
             is_moe=cls.is_moe, attention_blocks=2 if cls.cross_attention else 1,
             fwd_s={k: _f(v) for k, v in terms.fwd_parts_s.items()},
             bwd_s={k: _f(v) for k, v in terms.bwd_parts_s.items()},
+            fwd_pair_s={k: _f(v) for k, v in terms.fwd_pair_parts_s.items()} or None,
+            bwd_pair_s={k: _f(v) for k, v in terms.bwd_pair_parts_s.items()} or None,
             recompute=tr.recompute, recompute_s=_f(terms.recompute_time_s), comms=comms,
             dense_grad_bytes=dense * q_g, expert_grad_bytes=cls.params_experts / (layout.ep * layout.etp) * q_g,
             weight_grad_s=_f(weight_grad_time_s(terms)),

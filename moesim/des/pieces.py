@@ -163,6 +163,7 @@ def overlapped(b, costs: Costs, slot: Slot, left: dict, pieces_left: list) -> No
     chain_b = b.last
     steps = max(len(fwd_layers), len(bwd_layers))
     sides: list[tuple[int, int]] = []  # (operation, 0 forward chain | 1 backward chain) of the layers below
+    b.paired = True  # the layers' compute runs beside the other chunk's DeepEP kernels (moesim.ops.sm_share)
     for i in range(steps):
         if i < len(fwd_layers):
             b.key, b.side, b.last, b.vs = b.key[:1] + (1 + i,), 0, chain_f, slot.vs
@@ -181,6 +182,7 @@ def overlapped(b, costs: Costs, slot: Slot, left: dict, pieces_left: list) -> No
             _backward_layer(b, costs, mb_b, vs_b, i, kind_b, left, pieces_left)
             sides += [(k, 1) for k in range(made, len(b.ops))]
             chain_b = b.last
+    b.paired = False
     for k, position in pair_order(b.ops, b.keys, sides).items():  # the streams run the pair as a list schedule does
         b.keys[k] = b.key[:1] + (1, position)
     b.key, b.side, b.segment = b.key[:1] + (steps + 1,), 0, 0

@@ -88,6 +88,7 @@ class Op:
     recv: tuple[str, int, int] | None = None  # ("act" | "grad", micro-batch, piece) from another stage
     peer: int = 0  # SEND: the receiving stage minus this one (+1 next, −1 previous under 1F1B)
     vs: int = -1  # the pipeline piece (virtual stage, moesim.des.orders) the operation belongs to
+    share: float = 1.0  # an expert FFN's share of the SMs (beside DeepEP in a DualPipe pair: moesim.ops.sm_share)
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class _Builder:
         self.recv: tuple[str, int, int] | None = None
         self.vs = -1
         self.scale = 1.0  # backward kernels' share run now (input-gradient only: 1 − W/backward)
+        self.paired = False  # inside a DualPipe overlapped pair: compute beside DeepEP's SMs (LayerCost.*_pair_s)
         self.pending: dict[tuple[str, int], float] = {}  # (axis, piece): gradient bytes waiting for their bucket
         self.moe_number = {}
         n = 0
@@ -197,13 +199,14 @@ class _Builder:
         return self.costs.price(spec.name, spec.axis, spec.op, spec.size_bytes / self.chunks)
 
     def _moe(self, lc: LayerCost, phase: str, layer: int, mb: int, backward: bool) -> None:
-        c, parts = self.chunks, (lc.bwd_s if backward else lc.fwd_s)
+        c, parts = self.chunks, lc.parts(backward, self.paired and phase != "recompute")
         first, second = ("ep_all_to_all_combine", "ep_all_to_all_dispatch") if backward else \
             ("ep_all_to_all_dispatch", "ep_all_to_all_combine")
         into, back = self._chunk_spec(lc, first), self._chunk_spec(lc, second)
         gather, scatter = self._chunk_spec(lc, "etp_all_gather"), self._chunk_spec(lc, "etp_reduce_scatter")
         moe = self.moe_number[layer]
-        expert_s = self.costs.expert_ffn_s(lc.slots / c, backward)
+        share = self.costs.pair_share() if self.paired and phase != "recompute" else 1.0
+        expert_s = self.costs.expert_ffn_s(lc.slots / c, backward, share)
         expert_s *= self.scale if backward else 1  # input-gradient only: less the W share (zero-bubble)
         kw = dict(moe=moe, chunks=c, backward=backward)
         order = ("shared_experts", "unpermute") if backward else ("router", "permute")
@@ -219,7 +222,7 @@ class _Builder:
                              comm=gather, load=GATHER, **kw)
             arrived.append(a)
         computed = [self.add("compute", COMPUTE, STAGE_NAMES["expert_ffn"], phase, layer, mb, (a,), chain=False,
-                             duration_s=expert_s, load=EXPERT, **kw) for a in arrived]
+                             duration_s=expert_s, load=EXPERT, share=share, **kw) for a in arrived]
         for e in computed:
             r = e
             if scatter:
@@ -235,14 +238,15 @@ class _Builder:
 
     def layer_forward(self, layer: int, mb: int, phase: str = "fwd") -> None:
         lc = self.costs.classes[self.costs.workload.layer_class_index[layer]]
-        self.compute(STAGE_NAMES["layer_overhead"], phase, layer, mb, lc.fwd_s["layer_overhead"])
-        attention = lc.fwd_s["attention"] / lc.attention_blocks
+        parts = lc.parts(False, self.paired and phase != "recompute")
+        self.compute(STAGE_NAMES["layer_overhead"], phase, layer, mb, parts["layer_overhead"])
+        attention = parts["attention"] / lc.attention_blocks
         for _ in range(lc.attention_blocks):
             self._block(lc, "attention", attention, phase, layer, mb)
         if lc.is_moe:
             self._moe(lc, phase, layer, mb, backward=False)
         else:
-            self._block(lc, "dense FFN", lc.fwd_s["dense_ffn"], phase, layer, mb)
+            self._block(lc, "dense FFN", parts["dense_ffn"], phase, layer, mb)
 
     def layer_backward(self, layer: int, mb: int, input_only: bool = False) -> None:
         """Backward of one layer; `input_only` leaves out its weight-gradient part W (every backward
@@ -254,12 +258,13 @@ class _Builder:
             self.compute("attention recompute", "recompute", layer, mb, lc.recompute_s)
         total = sum(lc.bwd_s.values())
         self.scale = 1 - lc.weight_grad_s / total if input_only and total > 0 else 1.0
-        self.compute(STAGE_NAMES["layer_overhead"], "bwd", layer, mb, lc.bwd_s["layer_overhead"])
+        parts = lc.parts(True, self.paired)
+        self.compute(STAGE_NAMES["layer_overhead"], "bwd", layer, mb, parts["layer_overhead"])
         if lc.is_moe:
             self._moe(lc, "bwd", layer, mb, backward=True)
         else:
-            self._block(lc, "dense FFN", lc.bwd_s["dense_ffn"], "bwd", layer, mb)
-        attention = lc.bwd_s["attention"] / lc.attention_blocks
+            self._block(lc, "dense FFN", parts["dense_ffn"], "bwd", layer, mb)
+        attention = parts["attention"] / lc.attention_blocks
         for _ in range(lc.attention_blocks):
             self._block(lc, "attention", attention, "bwd", layer, mb)
         self.scale = 1.0

@@ -39,7 +39,7 @@ def _apply_loads(costs: Costs, program: StageProgram, devices: np.ndarray | None
     loads set), column k of the matrices belongs to ops[k] instead of operation k. `devices` None: the loads'
     arrays are the matrices' rows already (read, not copied)."""
     wl = costs.workload
-    experts: dict[bool, list] = {False: [], True: []}  # expert FFN columns, priced in one call per direction
+    experts: dict[tuple[bool, float], list] = {}  # expert FFN columns, priced in one call per (direction, SM share)
     for k, op in (enumerate(ops) if ops is not None else ((op.index, op) for op in program.ops)):
         if not op.load:
             continue
@@ -48,7 +48,7 @@ def _apply_loads(costs: Costs, program: StageProgram, devices: np.ndarray | None
                                            else (a[devices] for a in loads[(op.moe, op.mb)]))
         c = op.chunks
         if op.load == EXPERT:
-            experts[bool(op.backward)].append((k, received / c))
+            experts.setdefault((bool(op.backward), op.share), []).append((k, received / c))
             continue
         if op.load == GATHER:
             egress[:, k] = ingress[:, k] = op.comm.wire_bytes * received / slots
@@ -59,12 +59,12 @@ def _apply_loads(costs: Costs, program: StageProgram, devices: np.ndarray | None
         out, back = (sent, received_remote) if op.load == TO_EXPERTS else (received_remote, sent)
         egress[:, k] = out * per_token / c
         ingress[:, k] = back * per_token / c
-    for backward, columns in experts.items():
+    for (backward, share), columns in experts.items():
         if columns:  # every device and column at once: the operator pricing is elementwise in the slots,
             # so each distinct slot count is priced once (whole token counts: a few thousand of ~10^5 entries)
             slots = np.stack([x for _, x in columns], axis=1)
             distinct, inverse = np.unique(slots.reshape(-1), return_inverse=True)
-            times = np.asarray(costs.builder.expert_ffn_time_s(distinct, backward), dtype=float)
+            times = np.asarray(costs.builder.expert_ffn_time_s(distinct, backward, share), dtype=float)
             times = np.broadcast_to(times, distinct.shape)[inverse.reshape(-1)]
             durations[:, [k for k, _ in columns]] = times.reshape(slots.shape)
 

@@ -38,7 +38,8 @@ from moesim.estimate.precision_terms import (
     activation_recompute_bytes, quantise_parts_bytes, quantised_elements, weight_cast_bytes,
 )
 from moesim.ops.layer import LayerOps, backward_ops, logits_ops
-from moesim.ops.price import op_time_s, ops_time_by_part
+from moesim.ops.price import op_time_s, ops_time_by_part, ops_time_by_part_shared
+from moesim.ops.sm_share import overlapped_compute_share, shared_time_s
 from moesim.ops.vocab import embedding_ops
 from moesim.workload import LayerClass
 
@@ -88,6 +89,16 @@ class ClassTerms:
     # W: the weight-gradient operators of bwd_time_s (pass "wgrad": every GEMM's dW, launches included), what
     # zero-bubble schedules split off (Qi et al. 2023 §2); None before the operator lists are priced.
     weight_grad_s: np.ndarray | None = None
+    # The stage parts' times as a DualPipe overlapped pair runs them, beside DeepEP's kernels: the compute-bound
+    # operators at the SMs those leave (moesim.ops.sm_share); empty when nothing shares the chip (= the parts).
+    fwd_pair_parts_s: dict[str, np.ndarray] = field(default_factory=dict)
+    bwd_pair_parts_s: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def pair_time_s(self) -> np.ndarray:
+        """Forward plus backward time of the layer in a DualPipe overlapped pair (fwd + bwd without sharing)."""
+        if not self.fwd_pair_parts_s:
+            return self.fwd_time_s + self.bwd_time_s
+        return sum(self.fwd_pair_parts_s.values()) + sum(self.bwd_pair_parts_s.values())
 
 
 MOE_PARTS = ("router", "permute", "expert_ffn", "unpermute", "shared_experts")
@@ -104,6 +115,8 @@ def _expand(terms: ClassTerms, inverse: np.ndarray) -> ClassTerms:
                  for c in terms.comms]
     out.fwd_parts_s = {k: x(v) for k, v in terms.fwd_parts_s.items()}
     out.bwd_parts_s = {k: x(v) for k, v in terms.bwd_parts_s.items()}
+    out.fwd_pair_parts_s = {k: x(v) for k, v in terms.fwd_pair_parts_s.items()}
+    out.bwd_pair_parts_s = {k: x(v) for k, v in terms.bwd_pair_parts_s.items()}
     out.ops_fwd, out.ops_bwd = terms.ops_fwd, terms.ops_bwd
     return out
 
@@ -145,12 +158,17 @@ class TermBuilder:
                 b, tp, ep, etp, recompute, capacity_factor = (c[first] for c in columns)
         self._rows = (b, tp, ep, etp, recompute, capacity_factor)
 
-    def expert_ffn_time_s(self, slots, backward: bool = False):
+    def expert_ffn_time_s(self, slots, backward: bool = False, share: float = 1.0):
         """Time of the routed experts' operators on one device for `slots` token slots (forward, or with
-        `backward` their dgrad, wgrad and activation backward): the expert_ffn part of the operator list."""
+        `backward` their dgrad, wgrad and activation backward): the expert_ffn part of the operator list; at
+        `share` of the chip's SMs for the compute-bound ones (moesim.ops.sm_share.shared_time_s)."""
         fwd = self.ops.experts(slots)
         ops = backward_ops(fwd) if backward else fwd
-        return sum(np.asarray(op_time_s(op, self.hw), dtype=float) for op in ops)
+        if share == 1.0:
+            return sum(np.asarray(op_time_s(op, self.hw), dtype=float) for op in ops)
+        launch_s = self.hw.efficiency.kernel_launch_s or 0.0
+        return sum(np.asarray(shared_time_s(op.kind, np.asarray(op_time_s(op, self.hw), dtype=float),
+                                            op.kernels * launch_s, share), dtype=float) for op in ops)
 
     def logits_time_s(self, output_tokens: int, heads: int = 1):
         """Forward + backward time of the output head on the last stage (moesim.ops.layer.logits_ops), once per
@@ -244,12 +262,22 @@ class TermBuilder:
         extra_fwd, extra_bwd = self._precision_ops(cls, b, tp, ep, etp, terms.slots)
         fwd_ops, bwd_ops = fwd_ops + extra_fwd, bwd_ops + extra_bwd
         terms.ops_fwd, terms.ops_bwd = fwd_ops, bwd_ops
-        fwd_parts = ops_time_by_part(fwd_ops, self.hw, n_rows)
-        bwd_parts = ops_time_by_part(bwd_ops, self.hw, n_rows)
+        share = overlapped_compute_share(self.hw, self.tr)
+        if share != 1.0:  # DeepEP's kernels run only where the experts are split over devices (ep > 1)
+            share = np.broadcast_to(np.where(np.asarray(ep) > 1, share, 1.0), (n_rows,)).astype(float)
+        if np.all(share == 1.0):
+            fwd_parts = ops_time_by_part(fwd_ops, self.hw, n_rows)
+            bwd_parts = ops_time_by_part(bwd_ops, self.hw, n_rows)
+        else:  # the same operators beside DeepEP's kernels too (a DualPipe overlapped pair: moesim.ops.sm_share)
+            fwd_parts, fwd_pair = ops_time_by_part_shared(fwd_ops, self.hw, n_rows, share)
+            bwd_parts, bwd_pair = ops_time_by_part_shared(bwd_ops, self.hw, n_rows, share)
         order = [p for p in PARTS if p in fwd_parts or (cls.is_moe and p in MOE_PARTS)]
         zeros = np.zeros(n_rows)
         terms.fwd_parts_s = {p: fwd_parts.get(p, zeros) for p in order}
         terms.bwd_parts_s = {p: bwd_parts.get(p, zeros) for p in order}
+        if not np.all(share == 1.0):
+            terms.fwd_pair_parts_s = {p: fwd_pair.get(p, zeros) for p in order}
+            terms.bwd_pair_parts_s = {p: bwd_pair.get(p, zeros) for p in order}
         terms.fwd_time_s = sum(terms.fwd_parts_s.values())
         terms.bwd_time_s = sum(terms.bwd_parts_s.values())
         terms.weight_grad_s = sum((np.broadcast_to(np.asarray(op_time_s(op, self.hw), dtype=float), (n_rows,))

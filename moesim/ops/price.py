@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.ops.base import Op
+from moesim.ops.sm_share import SHARED_KINDS, shared_extra_s
 from moesim.ops.tables import select_table, table_efficiency
 from moesim.specs.hardware import HardwareProfile
 
@@ -60,3 +61,20 @@ def ops_time_by_part(ops: list[Op], hw: HardwareProfile, n: int) -> dict[str, np
         t = t if t.shape == (n,) else np.broadcast_to(t, (n,))  # most are (n,) already: no view to build
         out[op.part] = out[op.part] + t if op.part in out else t.copy()
     return out
+
+
+def ops_time_by_part_shared(ops: list[Op], hw: HardwareProfile, n: int,
+                            share) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(Σ op_time_s per stage part, the same with the operators at `share` of the chip's SMs: moesim.ops.sm_share),
+    as (n,) arrays in first-seen order; each operator is priced once, the shared kinds' extra added per part."""
+    out: dict[str, np.ndarray] = {}
+    extra: dict[str, np.ndarray] = {}
+    launch_s = hw.efficiency.kernel_launch_s or 0.0
+    for op in ops:
+        t = np.asarray(op_time_s(op, hw), dtype=float)
+        t = t if t.shape == (n,) else np.broadcast_to(t, (n,))
+        out[op.part] = out[op.part] + t if op.part in out else t.copy()
+        if op.kind in SHARED_KINDS:
+            e = shared_extra_s(t, op.kernels * launch_s, share)
+            extra[op.part] = extra[op.part] + e if op.part in extra else e
+    return out, {p: out[p] + extra[p] if p in extra else out[p] for p in out}

@@ -50,6 +50,9 @@ class ChipSpec:
     hbm_bytes: float
     hbm_bw_bytes_per_s: float
     source: str = ""
+    # Streaming multiprocessors per device (GPUs); None: unknown, and no compute is priced as sharing the chip
+    # with a communication kernel's SMs (moesim.ops.sm_share).
+    sm_count: int | None = None
 
     def __post_init__(self) -> None:
         check_ranges(self)

@@ -144,6 +144,7 @@ def _hardware_from_table(t: Table) -> HardwareProfile:
         hbm_bytes=hbm_bytes / per_chip,
         hbm_bw_bytes_per_s=units.gb_per_s_to_bytes_per_s(chip_t.req("hbm_bw_gb_per_s_per_chip", float)) / per_chip,
         source=chip_t.req("source", str),
+        sm_count=chip_t.opt("sm_count", int, None),
     )
     chip_t.finish()
     eff_t = t.sub("efficiency")

@@ -166,6 +166,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "peak_flops_per_s": positive(1e18, "FLOP/s per device"),  # 10^6 TFLOP/s
         "hbm_bytes": positive(2**20 * GIB, "bytes per device"),
         "hbm_bw_bytes_per_s": positive(1e15, "bytes/s per device"),  # 10^6 GB/s
+        "sm_count": count(1, 4096, "SMs per device"),
     },
     "ComputeEfficiency": {
         "memory_bandwidth": fraction(),

@@ -283,20 +283,25 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
 
     # The shared word embedding's gradient, all-reduced by the first and last stage after the sync (Megatron
     # finalize_model_grads.py, _allreduce_word_embedding_grads; embedding_sync.py): once per step, not hidden.
+    # Without a shared embedding its group has size 1 (no calls, every time 0): nothing is priced (searchspeed19).
+    tied = shares_embedding(model, wl)
     embedding_time = add("embedding_grad_all_reduce", EMBEDDING_AXIS, "all_reduce",
-                         embedding_grad_bytes(model, wl, tr, tp), np.where(first | last, 1, 0), multiple="ends_apart")
+                         embedding_grad_bytes(model, wl, tr, tp), np.where(first | last, 1, 0),
+                         multiple="ends_apart") if tied else None
 
     # Back to every candidate; the schedule's multiples.
     z = (lambda a: np.take(a, sf_inv, axis=0)) if sf_inv is not None else (lambda a: a)  # noqa: E731
     per_mb_comm, bwd_comm, pp_forward, pp_backward = z(per_mb_comm), z(bwd_comm), z(pp_forward), z(pp_backward)
     at_last = 1.0 - zb_v[:, None]  # the head's collectives where the schedule runs the head (ZB-V: the first stage)
-    for end, keep in (("last", at_last), ("first", 1.0 - at_last)):
-        if end in head_comm:
+    if "first" in head_comm:
+        for end, keep in (("last", at_last), ("first", 1.0 - at_last)):
             per_mb_comm, bwd_comm = per_mb_comm + z(head_comm[end][0]) * keep, bwd_comm + z(head_comm[end][1]) * keep
+    else:  # no ZB-V candidate: every keep is 1.0, the head's collectives all on the last stage (x · 1.0 is x)
+        per_mb_comm, bwd_comm = per_mb_comm + z(head_comm["last"][0]), bwd_comm + z(head_comm["last"][1])
     dp_time, zero3_mb, last_bucket = z(dp_time) * pm, z(zero3_mb) * pm, z(last_bucket) * pm
     most_buckets = z(most_buckets)
     apart = ends_apart(sched, every["pp"])[:, None].astype(float)  # ZB-V, DualPipe: both ends on one device
-    embedding_time = z(embedding_time) * apart
+    embedding_time = None if embedding_time is None else z(embedding_time) * apart
     ledger.expand(z, sends, pm, wrap=wrap, ends_apart=apart, head_last=at_last, head_first=1.0 - at_last)
     (cands, n_cand, tp, pp, m, b, exists, first, last, stages, dense_params, expert_params, calls,
      core_mb) = every.values()
@@ -362,7 +367,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick_of(fwd), pick_of(bwd_mb) + pick(bwd_comm),
                                        pick_of(weight_mb), hop, overlapped, below)
     dp_sync = np.max(np.where(exists, dp_time, 0), axis=1)
-    embedding_sync = np.max(np.where(exists, embedding_time, 0), axis=1)
+    # Untied: 0.0 for every candidate, as the priced zeros would give (x + 0.0 is x).
+    embedding_sync = np.max(np.where(exists, embedding_time, 0), axis=1) if embedding_time is not None else 0.0
     # Gradient buckets reduce while the last micro-batch runs backward on their own stage: its backward compute and
     # its backward collectives (the simulator's grad stream overlaps both; contention is the simulator's). The step
     # waits for the stage whose sync outlasts its window most (MCore distributed_data_parallel.py, finish_grad_sync

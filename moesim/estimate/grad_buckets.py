@@ -79,15 +79,15 @@ def earlier_end_s(schedule: np.ndarray, vp, index: np.ndarray, exists: np.ndarra
     t_s = np.where(interleaved, bwd_mb_s / np.asarray(vp, dtype=float)[:, None], bwd_mb_s)
     per_stage = np.where(exists, t_s + np.asarray(hop_s, dtype=float).reshape(-1, 1), np.inf)
     n, width = per_stage.shape
-    before = np.zeros((n, width))
-    cheapest = np.full(n, np.inf)
-    total = np.zeros(n)
-    for c in range(width):
-        # c representatives before column c, the other index − c stages before it at the cheapest one's t.
-        between = np.maximum(index[:, c] - c, 0)
-        before[:, c] = total + between * np.where(np.isfinite(cheapest), cheapest, 0.0)
-        total = total + np.where(np.isfinite(per_stage[:, c]), per_stage[:, c], 0.0)
-        cheapest = np.minimum(cheapest, per_stage[:, c])
+    # Column c: the c representatives before it (an exclusive running sum, added left to right), the other
+    # index − c stages before it at the cheapest earlier one's t (an exclusive running minimum).
+    finite = np.where(np.isfinite(per_stage), per_stage, 0.0)
+    total = np.zeros((n, width))
+    np.cumsum(finite[:, :-1], axis=1, out=total[:, 1:])
+    cheapest = np.full((n, width), np.inf)
+    np.minimum.accumulate(per_stage[:, :-1], axis=1, out=cheapest[:, 1:])
+    between = np.maximum(index - np.arange(width)[None, :], 0)
+    before = total + between * np.where(np.isfinite(cheapest), cheapest, 0.0)
     drains = sch.is_schedule(schedule, "1f1b") | sch.is_schedule(schedule, "gpipe")
     return np.where((drains[:, None] | interleaved) & exists, before, 0.0)
 

@@ -74,13 +74,15 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     base, of = order_free_rows(cands)
     rows = None
     if fitting_only:  # the layout search ranks only what fits: the rest is priced on the rows that fit
-        rows, base, of, fitted = _fitting_rows(scenario, wl, cands, base, of)
+        rows, base, of, fitted, kept_at = _fitting_rows(scenario, wl, cands, base, of)
         if rows is not None and not len(rows):
             return _nothing_fits(cands, fitted)
         full = full if rows is None else full.take(rows)
     if of is not None or rows is not None:
         cands = cands.take(base)
-    held = _held(scenario, wl, cands, lambda builder: [builder.build(cls) for cls in wl.classes])
+    # The memory check's figures of the rows kept, not computed again (row by row the same: searchspeed19).
+    held = _held(scenario, wl, cands, lambda builder: [builder.build(cls) for cls in wl.classes],
+                 None if not fitting_only else (fitted, kept_at))
     tp, pp, ep, etp, m, edp = held.tp, held.pp, held.ep, held.etp, held.m, held.edp
     cp, vp, sched = held.cp, held.vp, held.sched
     b, builder, terms, stages = held.b, held.builder, held.terms, held.stages
@@ -447,9 +449,12 @@ class _Held:
     capacity_bytes: float
 
 
-def _held(scenario: Scenario, wl, cands: Candidates, build_terms) -> _Held:
+def _held(scenario: Scenario, wl, cands: Candidates, build_terms,
+          memory_of: tuple[_Held, np.ndarray | None] | None = None) -> _Held:
     """Per candidate row of `cands`, what each device holds (see `_Held`); `build_terms(builder)` gives the
-    per-class terms (TermBuilder.build, or memory_terms: the same memory without pricing any operator)."""
+    per-class terms (TermBuilder.build, or memory_terms: the same memory without pricing any operator).
+    `memory_of` (held, at): the memory already found for these rows, `cands` being held's rows `at` (None: all),
+    read from there (stage columns past this batch's width are padding: dropped) instead of computed again."""
     model, hw, tr = scenario.model, scenario.hardware, scenario.training
     f = lambda a: np.asarray(a, dtype=float)  # noqa: E731
     dp, tp, pp, ep, etp, m = f(cands.dp), f(cands.tp), f(cands.pp), f(cands.ep), f(cands.etp), f(cands.micro_batches)
@@ -480,9 +485,16 @@ def _held(scenario: Scenario, wl, cands: Candidates, build_terms) -> _Held:
                                  n_stages) if dual.any() \
         else np.full((n_cand, n_stages), -1)
     pair = np.where(pair >= 0, pair, np.arange(n_stages)[None, :])
-    memory, total_mem, mem_index, capacity_bytes = stage_memory(
-        wl, model, hw, tr, terms, stages, dense_params, expert_params, sched=sched, dual=dual, pair=pair, b=b, m=m,
-        pp=pp, tp=tp, ep=ep, etp=etp, vp=vp, dcp=dcp, edp=edp, zero=zero, first=first, last=head, exists=exists)
+    if memory_of is None:
+        memory, total_mem, mem_index, capacity_bytes = stage_memory(
+            wl, model, hw, tr, terms, stages, dense_params, expert_params, sched=sched, dual=dual, pair=pair, b=b,
+            m=m, pp=pp, tp=tp, ep=ep, etp=etp, vp=vp, dcp=dcp, edp=edp, zero=zero, first=first, last=head,
+            exists=exists)
+    else:
+        known, at = memory_of
+        rows = (lambda a: a) if at is None else (lambda a: np.take(a, at, axis=0))  # noqa: E731
+        memory = {k: rows(v)[:, :n_stages] if np.ndim(v) == 2 else rows(v) for k, v in known.memory.items()}
+        total_mem, mem_index, capacity_bytes = rows(known.total_mem), rows(known.mem_index), known.capacity_bytes
     return _Held(dp=dp, tp=tp, pp=pp, ep=ep, etp=etp, m=m, edp=edp, cp=cp, vp=vp, sched=sched, b=b, builder=builder,
                  terms=terms, stages=stages, exists=exists, first=first, last=last, head=head,
                  dense_params=dense_params,
@@ -491,22 +503,23 @@ def _held(scenario: Scenario, wl, cands: Candidates, build_terms) -> _Held:
 
 
 def _fitting_rows(scenario: Scenario, wl, cands: Candidates, base: np.ndarray, of: np.ndarray | None
-                  ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None, _Held]:
-    """(rows, base, of, held): `rows` the positions in `cands` of the candidates within the memory capacity (None
-    when all are), `base` and `of` the order-free fold of those rows in order_free_rows' form (`base` indexes
+                  ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None, _Held, np.ndarray | None]:
+    """(rows, base, of, held, at): `rows` the positions in `cands` of the candidates within the memory capacity
+    (None when all are), `base` and `of` the order-free fold of those rows in order_free_rows' form (`base` indexes
     `cands`, `of` maps each row to its entry of `base`), `held` the memory check's `_Held` of the order-free
-    rows. Memory as evaluate computes it, from TermBuilder.memory_terms: nothing is priced for the rest."""
+    rows, `at` the positions in held's rows of the new `base` (None: all). Memory as evaluate computes it, from
+    TermBuilder.memory_terms: nothing is priced for the rest."""
     held = _held(scenario, wl, cands if of is None else cands.take(base),
                  lambda builder: [builder.memory_terms(cls) for cls in wl.classes])
     fit = held.total_mem <= held.capacity_bytes
     if fit.all():
-        return None, base, of, held
+        return None, base, of, held, None
     rows = np.flatnonzero(fit if of is None else fit[of])
     if of is None:
-        return rows, rows, None, held
+        return rows, rows, None, held, rows
     kept = np.zeros(len(base), dtype=bool)
     kept[of[rows]] = True
-    return rows, base[kept], (np.cumsum(kept) - 1)[of[rows]], held
+    return rows, base[kept], (np.cumsum(kept) - 1)[of[rows]], held, np.flatnonzero(kept)
 
 
 def _nothing_fits(cands: Candidates, held: _Held) -> Evaluation:

@@ -151,6 +151,12 @@ def test_fitting_only_evaluates_the_fitting_rows_alike(which, request):
     assert np.array_equal(some.rows, np.flatnonzero(every.fits))
     for name in FIGURES:
         assert np.array_equal(getattr(some, name), getattr(every, name)[some.rows]), name
+    # Every memory part per stage too (read from the memory check's rows, not computed again: searchspeed19); the
+    # fitting rows may need fewer stage columns (the rest is padding).
+    assert set(some.memory) == set(every.memory)
+    for key, part in some.memory.items():
+        alike = every.memory[key][some.rows]
+        assert np.array_equal(part, alike[:, :part.shape[1]] if np.ndim(part) == 2 else alike), key
     # Nothing fits: nothing is priced, every array empty (the search ranks none of them).
     tight = with_hbm(scenario, 1.0e6)
     assert not evaluate(tight, cands, model, breakdown=False).fits.any()

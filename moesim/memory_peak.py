@@ -7,8 +7,8 @@ Two parts, each its own key of `memory_bytes_per_device`:
 
 - `framework_buffers` (resident, allocated once and kept; where training.framework is "megatron-te", the default,
   and zero where a scenario states "none", e.g. DeepSeek-V3's own HAI-LLM):
-  * TE's placeholder weight gradients: with gradient-accumulation fusion every linear layer's weight gradient is
-    written into the fp32 main_grad buffer and the autograd function returns a placeholder tensor of the weight's
+  * TE's dummy weight gradients: with gradient-accumulation fusion every linear layer's weight gradient is
+    written into the fp32 main_grad buffer and the autograd function returns a dummy tensor of the weight's
     shape in its dtype, which TE caches, one per distinct (rows, cols, dtype): TE v2.11
     transformer_engine/pytorch/module/base.py l.79-92 `get_dummy_wgrad` (`_dummy_wgrads`), called from Linear
     (linear.py l.953-962), LayerNormLinear (layernorm_linear.py l.1002-1011), GroupedLinear (grouped_linear.py
@@ -49,7 +49,7 @@ from moesim.workload import LayerClass
 def layer_weight_shapes(model: ModelSpec, cls: LayerClass, tp, ep, etp) -> list[tuple]:
     """(rows, cols) of every linear weight of one layer of `cls` on a device, Megatron's [out, in] layout, with the
     same tp / etp splits as moesim.ops.layer (which prices their GEMMs; MLA's down-projections whole). The MoE
-    router's weight is a plain parameter (Megatron router.py l.50, TopKRouter), not a TE linear: no placeholder."""
+    router's weight is a plain parameter (Megatron router.py l.50, TopKRouter), not a TE linear: no dummy weight gradient."""
     att, h, g = model.attention, model.d_model, gate_factor(model)
     a, d = att.num_heads, att.head_dim
     d_v = att.v_head_dim or d
@@ -88,7 +88,7 @@ def layer_weight_shapes(model: ModelSpec, cls: LayerClass, tp, ep, etp) -> list[
 
 def distinct_shape_bytes(rows, cols, present, q_bytes: float) -> np.ndarray:
     """Σ rows·cols·q over the distinct (rows, cols) present, along the last axis (K weights): TE keeps one
-    placeholder per shape (base.py l.83: keyed by (shape[0], shape[1], dtype)). rows, cols (..., K); present
+    dummy weight gradient per shape (base.py l.83: keyed by (shape[0], shape[1], dtype)). rows, cols (..., K); present
     broadcasts with them. Sorted as complex numbers rows + i·cols (lexicographic), a shape counts at its first
     place."""
     rows, cols, present = np.broadcast_arrays(np.asarray(rows, dtype=float), np.asarray(cols, dtype=float),

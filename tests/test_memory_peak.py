@@ -1,4 +1,4 @@
-"""moesim.memory_peak: the framework's resident buffers (TransformerEngine's placeholder weight gradients, Megatron's
+"""moesim.memory_peak: the framework's resident buffers (TransformerEngine's dummy weight gradients, Megatron's
 all-gather buffer) and the step's largest transient, by hand from the cited shapes (Megatron-LM 23e00ed0, TE v2.11;
 the B200 validation runs, docs/operators.md)."""
 
@@ -45,7 +45,7 @@ def _memory(name, **training):
 # DeepSeek-V2: tp 1, none).
 @pytest.mark.parametrize("name, shapes, gather", [("llama3-70b-l12-b200-tp8", LLAMA_TP8_SHAPES, BF16 * 4096 * 8192),
                                                   ("deepseek-v2-l4-b200-ep8", DSV2_SHAPES, 0)])
-def test_framework_buffers_are_one_placeholder_per_weight_shape_and_the_gather_buffer(name, shapes, gather):
+def test_framework_buffers_are_one_dummy_wgrad_per_weight_shape_and_the_gather_buffer(name, shapes, gather):
     assert len(set(shapes)) == len(shapes)
     want = BF16 * sum(r * c for r, c in shapes) + gather
     assert _memory(name)["framework_buffers"] == pytest.approx(want, rel=1e-12)

@@ -81,13 +81,13 @@ def test_down_projection_gemms_are_whole_over_the_tokens_a_rank_holds(sp):
     assert _one(ops["kv_norm"].bytes) == 2 * tokens * R_KV * q_act
 
 
-def test_framework_buffers_hold_whole_down_projection_placeholders_at_tp2():
-    # One placeholder per distinct weight shape on a device at tp 2 (tests/test_memory_peak.py's list at tp 1).
+def test_framework_buffers_hold_whole_down_projection_dummy_wgrads_at_tp2():
+    # One dummy weight gradient per distinct weight shape on a device at tp 2 (tests/test_memory_peak.py's list at tp 1).
     shapes = [
         (R_Q, H), (A * (D + D_R) // 2, R_Q), (R_KV + D_R, H), (A * (D + D_V) // 2, R_KV), (H, A * D_V // 2),  # MLA
         (2 * 12288 // 2, H), (H, 12288 // 2),  # the dense layer
         (2 * 1536, H), (H, 1536),  # routed experts (etp 1); the two shared experts as one MLP split by tp 2,
-        # [2·3072/2, h] and [h, 3072/2], are the same two shapes: one placeholder each (base.py l.83)
+        # [2·3072/2, h] and [h, 3072/2], are the same two shapes: one dummy weight gradient each (base.py l.83)
         (102400 // 2, H),  # output_layer
     ]
     assert len(set(shapes)) == len(shapes)

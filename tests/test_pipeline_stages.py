@@ -223,7 +223,7 @@ def test_deepseek_v3_61_layers_on_16_stages():
     assert int(ev_1f.slowest_stage[0]) == 15
     # Memory peaks on stage 1 under 1F1B: four MoE layers with 15 micro-batches in flight outweigh the first stage's
     # three dense layers (d_ff 18432) with 16; under DualPipe too (the rank of stages 1 and 14). The scenario's
-    # framework is DeepSeek's own (training.framework = "none"): no TransformerEngine placeholders, which with
+    # framework is DeepSeek's own (training.framework = "none"): no TransformerEngine dummy weight gradients, which with
     # Megatron + TE would put the output layer's [V, h] and the dense layers' shapes on the rank of stages 0 and 15
     # and make it the fullest (session 19, peakmem; opsfix).
     assert int(ev_1f.memory_stage[0]) == 1 and int(ev.memory_stage[0]) == 1

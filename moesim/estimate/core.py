@@ -108,7 +108,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     bwd_mb = bwd + np.where(head, (2 / 3) * logits_time[:, None], 0.0) + np.where(first, embedding_bwd[:, None], 0.0)
     # The same in a DualPipe overlapped pair, where the layers' compute-bound operators run beside DeepEP's SMs
     # (ClassTerms.pair_time_s, moesim.ops.sm_share); the recompute, head and embedding as above.
-    compute_pair_mb = compute_mb if not any(t.fwd_pair_parts_s for t in terms) else \
+    sm_shared = any(t.fwd_pair_parts_s for t in terms)  # without sharing compute_pair_mb is compute_mb itself
+    compute_pair_mb = compute_mb if not sm_shared else \
         compute_mb - fwd - bwd + per_stage(counts, [t.pair_time_s() for t in terms])
     # Weight-gradient part W (zero-bubble schedules) and the attention cores a CP ring hides under.
     weight_mb = per_stage(counts, [sch.weight_grad_time_s(t) for t in terms])
@@ -165,9 +166,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         stages = Stages(index=x(stages.index), counts=x(stages.counts), tokens_out=x(stages.tokens_out),
                         tokens_in=x(stages.tokens_in), multiplicity=x(stages.multiplicity))
         counts, exists, first, last = stages.counts, x(exists), x(first), x(last)
-        shared = compute_pair_mb is not compute_mb
         compute_mb = x(compute_mb)  # fwd, bwd_mb and weight_mb are read on the slowest stage only: pick_of below
-        compute_pair_mb = x(compute_pair_mb) if shared else compute_mb
+        compute_pair_mb = x(compute_pair_mb) if sm_shared else compute_mb
         core_mb = None if core_mb is None else x(core_mb)
         dense_params, expert_params, opt_time = x(dense_params), x(expert_params), x(opt_time)
         memory, total_mem, mem_index = {k: x(v) for k, v in memory.items()}, x(total_mem), x(mem_index)
@@ -324,9 +324,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     if dual_t.any():
         pair_t = pair  # the memory's pair columns (dualpipe_pair_columns), on every candidate
         pair_mean = lambda a: np.where(dual_t[:, None], (a + np.take_along_axis(a, pair_t, axis=1)) / 2, a)  # noqa: E731
-        shared = compute_pair_mb is not compute_mb
         compute_mb, per_mb_comm, bwd_comm, pp_comm = map(pair_mean, (compute_mb, per_mb_comm, bwd_comm, pp_comm))
-        compute_pair_mb = pair_mean(compute_pair_mb) if shared else compute_mb
+        compute_pair_mb = pair_mean(compute_pair_mb) if sm_shared else compute_mb
         if lazy is not None:  # every candidate's own columns first: the pair's mean reads them
             fwd, bwd_mb, weight_mb = (np.take(a, lazy, axis=0) for a in (fwd, bwd_mb, weight_mb))
             lazy = None
@@ -359,7 +358,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # DualPipe overlaps a forward chunk with another micro-batch's backward chunk, hiding their
     # collectives under each other's compute (DeepSeek-V3 §3.2.1, Figure 4): max, not sum, for those.
     # Their compute-bound operators run on the SMs DeepEP leaves (compute_pair_mb; = compute_mb without sharing).
-    overlapped = np.maximum(compute_1 if compute_pair_mb is compute_mb else pick(compute_pair_mb), t_mb - compute_1)
+    overlapped = np.maximum(pick(compute_pair_mb) if sm_shared else compute_1, t_mb - compute_1)
     # One pipeline send: the slowest stage's larger direction (the first stage has no backward send, the last
     # no forward one: pp_comm / 2 there was half a send). Interleaved, every device sends both ways.
     hop = pick(np.maximum(pp_forward, pp_backward)) / sends[:, 0]

@@ -132,27 +132,37 @@ def _framework_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: T
     shape = acts_mb.shape
     if hw.device_kind != "gpu":
         return np.zeros(shape), np.zeros(shape)
-    # Weight shapes depend on (tp, ep, etp) only: found on the distinct triples, read back per candidate.
-    columns = [np.asarray(x, dtype=float).reshape(-1) for x in np.broadcast_arrays(tp, ep, etp)]
-    first_row, row_of = distinct_rows(columns)
-    tp_u, ep_u, etp_u = (c[first_row] for c in columns)
-    shapes = [peak.layer_weight_shapes(model, cls, tp_u, ep_u, etp_u) for cls in wl.classes]
-    # The output layer, Megatron's ColumnParallelLinear [V/t, h] (layers.py l.594: TE's placeholder too).
-    shapes.append([(model.vocab_size / tp_u, np.full(len(tp_u), float(model.d_model)))])
-    # Which groups a device holds, bit g for group g (the classes, then the head); a DualPipe device also its pair's.
-    code = sum((stages.counts[:, :, c] > 0).astype(np.int64) << c for c in range(len(wl.classes)))
-    code = code + (np.broadcast_to(last, shape).astype(np.int64) << len(wl.classes))
-    code = code | np.where(dual, np.take_along_axis(code, pair, axis=1), 0)
     n, h, v, sp = wl.output_tokens, model.d_model, model.vocab_size, tr.sequence_parallel
     q_a, q_l, fused = tr.bytes_of("activation"), tr.bytes_of("head"), tr.fused_cross_entropy
-    placeholders = peak.distinct_shape_bytes_by_pattern(code, shapes, row_of, tr.bytes_of("param"))
-    head_held = (code >> len(wl.classes)) & 1 == 1
-    buffers_resident = placeholders + np.where(head_held, peak.gather_buffer_bytes(b, n, h, tp, sp, q_a)[:, None], 0.0)
-    if tr.framework == "none":
-        buffers_resident = np.zeros(shape)
+    buffers_resident = np.zeros(shape) if tr.framework == "none" else \
+        _megatron_te_buffers(wl, model, tr, stages, shape, tp=tp, ep=ep, etp=etp, b=b, dual=dual, pair=pair,
+                             last=last)
     loss = peak.loss_transient_bytes(b, n, v, tp, fused, q_l)
     head = peak.head_backward_excess_bytes(b, n, h, v, tp, sp, fused, q_a, q_l)
     ends = np.where(last, np.maximum(loss, head)[:, None], 0.0)  # the loss or the head's backward, last stage
     emb = peak.embedding_grad_bytes(v, h, tp, tr.bytes_of("param"))[:, None]
     emb_excess = np.where(first, emb - acts_mb - logits, 0.0)
     return buffers_resident, peak.peak_transient_bytes([ends, emb_excess], buffers[:, None])
+
+
+def _megatron_te_buffers(wl: Workload, model: ModelSpec, tr: TrainingSpec, stages: Stages, shape: tuple, *,
+                         tp: np.ndarray, ep: np.ndarray, etp: np.ndarray, b: np.ndarray, dual: np.ndarray,
+                         pair: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """framework_buffers (N, S) of Megatron-LM + TransformerEngine (moesim.memory_peak): TE's dummy weight gradients,
+    one per distinct weight shape a device holds, and the output layer's all-gather buffer under SP."""
+    # Weight shapes depend on (tp, ep, etp) only: found on the distinct triples, read back per candidate.
+    columns = [np.asarray(x, dtype=float).reshape(-1) for x in np.broadcast_arrays(tp, ep, etp)]
+    first_row, row_of = distinct_rows(columns)
+    tp_u, ep_u, etp_u = (c[first_row] for c in columns)
+    shapes = [peak.layer_weight_shapes(model, cls, tp_u, ep_u, etp_u) for cls in wl.classes]
+    # The output layer, Megatron's ColumnParallelLinear [V/t, h] (layers.py l.594: TE's dummy weight gradient too).
+    shapes.append([(model.vocab_size / tp_u, np.full(len(tp_u), float(model.d_model)))])
+    # Which groups a device holds, bit g for group g (the classes, then the head); a DualPipe device also its pair's.
+    code = sum((stages.counts[:, :, c] > 0).astype(np.int64) << c for c in range(len(wl.classes)))
+    code = code + (np.broadcast_to(last, shape).astype(np.int64) << len(wl.classes))
+    code = code | np.where(dual, np.take_along_axis(code, pair, axis=1), 0)
+    dummy_wgrads = peak.distinct_shape_bytes_by_pattern(code, shapes, row_of, tr.bytes_of("param"))
+    head_held = (code >> len(wl.classes)) & 1 == 1
+    gather = peak.gather_buffer_bytes(b, wl.output_tokens, model.d_model, tp, tr.sequence_parallel,
+                                      tr.bytes_of("activation"))
+    return dummy_wgrads + np.where(head_held, gather[:, None], 0.0)

@@ -30,7 +30,7 @@ DISPATCH_IMPLS = ("index", "dense_einsum")
 # tensors of Korthikanti et al. §4.1 (a·n² per sequence).
 ATTENTION_KERNELS = ("flash", "unfused")
 # The training framework whose resident buffers a GPU step holds beyond model states and activations
-# (moesim/memory_peak.py `framework_buffers`): "megatron-te" Megatron-LM with TransformerEngine (TE's placeholder
+# (moesim/memory_peak.py `framework_buffers`): "megatron-te" Megatron-LM with TransformerEngine (TE's dummy
 # weight gradients, Megatron's output-layer all-gather buffer: the stack of every GPU run the operator tables and
 # the B200 validation come from, hence the default); "none" no such buffers priced (a framework whose buffers no
 # source gives, e.g. DeepSeek's HAI-LLM). TPU scenarios price none either way.

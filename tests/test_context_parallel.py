@@ -140,3 +140,36 @@ def test_the_ring_gap_with_overlapped_buckets_is_the_gradient_sync():
         assert simulate(sc, layout, single_bucket).step_times_s[0] == pytest.approx(est.step_time_s, rel=0.02)
         no_overlap = simulate(off, layout, single_bucket)
         assert no_overlap.step_times_s[0] == pytest.approx(est.step_time_no_overlap_s, rel=0.02)
+
+
+def _activations_with_and_without_the_output_copy(monkeypatch, recompute: str | None = None) -> tuple[float, float]:
+    """Activations of SimuMax's B200 row Llama-3-70B 12 layers tp 2 · cp 4 (a2a) at 32K, priced as the row says
+    (or under `recompute`), with and without context_parallel.a2a_output_copy_bytes."""
+    from moesim.api import with_layout
+    from moesim.models import b200_release as rel
+
+    row = next(r for r in rel.load_rows() if r.case == "llama3_70b_l12_tp2_cp4_pp1_dp1_seq32768_mbc4_cef")
+    base, layout_text = rel.row_scenario(row)
+    if recompute is not None:
+        base = dataclasses.replace(base, training=dataclasses.replace(base.training, recompute=recompute))
+    sc, layout = with_layout(base, layout_text)
+    with_copy = estimate(sc, layout).memory_bytes_per_device["activations"]
+    monkeypatch.setattr(cpar, "a2a_output_copy_bytes", lambda b, n, cp, width, q: np.zeros_like(cp * 1.0))
+    return with_copy, estimate(sc, layout).memory_bytes_per_device["activations"]
+
+
+def test_a2a_keeps_the_attention_output_before_and_after_its_all_to_all(monkeypatch):
+    """TE v2.11 AttnFuncWithCPAndQKVOA2A saves the kernel's output before the output all-to-all and linear_proj
+    saves the a2a's new tensor: one more [s/cp, a·d/tp] bf16 tensor per layer. By hand for the 70B row (12
+    layers, 64 heads of 128, tp 2, cp 4, seq 32768, one sequence per micro-batch, pp 1: one micro-batch in flight):
+    12 · 2 B · 8192 tokens · 4096 = 805,306,368 B (0.75 GiB)."""
+    assert cpar.a2a_output_copy_bytes(1, 32768, 4, 64 * 128, 2) == 32768 / 4 * 64 * 128 * 2
+    with_copy, without = _activations_with_and_without_the_output_copy(monkeypatch)
+    assert with_copy - without == 12 * 2 * (32768 // 4) * (64 * 128 // 2) == 805_306_368
+
+
+@pytest.mark.parametrize("recompute", ["selective", "full"])
+def test_a_recomputed_core_keeps_no_output_copy(monkeypatch, recompute):
+    """Megatron's checkpointed core attention (selective) or layer (full) saves nothing of the CP function."""
+    with_copy, without = _activations_with_and_without_the_output_copy(monkeypatch, recompute)
+    assert with_copy == without

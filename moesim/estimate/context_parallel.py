@@ -14,6 +14,8 @@ cost model therefore prices a layer as b/c sequences (`tokens_divisor`), plus:
   a2a (Ulysses)         per pass an all-to-all of Q, K, V (b·(n/c)·(h + 2kv)·q bytes per device) before
                         attention and of the output (b·(n/c)·h·q) after it; not overlapped
                         (DeepSpeed-Ulysses, arXiv 2309.14509: 4Nh/P per link per layer).
+                        Memory: the attention output held twice, before and after its all-to-all
+                        (`a2a_output_copy_bytes`, TE v2.11), where no layer is recomputed.
 Without balancing, a contiguous split gives rank r causal work ∝ r + ½ chunks: the slowest rank
 does (2c − 1)/c times the mean (`causal_imbalance`).
 """
@@ -60,6 +62,17 @@ def ulysses_bytes(b, n, cp, h: int, kv_width: int, q_bytes: float) -> tuple[np.n
 def ring_buffer_bytes(b, n, cp, kv_width: int, q_bytes: float) -> np.ndarray:
     """Transient ring buffers of one layer: the current and the incoming KV chunk (Liu et al. §3.2)."""
     return 2 * ring_chunk_bytes(b, n, cp, kv_width, q_bytes)
+
+
+def a2a_output_copy_bytes(b, n, cp, out_width: int, q_bytes: float) -> np.ndarray:
+    """The attention output a2a CP keeps a second time, per device per layer: b·(n/c)·(a·d_v)·q bytes (÷ tp by the
+    caller). TE v2.11 AttnFuncWithCPAndQKVOA2A saves the kernel's output before the output all-to-all (`out_part`,
+    attention/dot_product_attention/context_parallel.py l.3569-3582) and returns the a2a's new tensor
+    (flash_attn_a2a_communicate l.464, `empty_like`), which Megatron-LM 23e00ed0 passes to linear_proj
+    (core/transformer/attention.py l.846) and TE's Linear saves as its input (module/linear.py l.404, 433): two
+    storages of the same a·d_v per token where the kernel without CP saves one (moesim.memory's `proj_in`).
+    Q, K and V are saved once either way (after the input all-to-all, same elements per device)."""
+    return np.asarray(b, dtype=float) * n / np.asarray(cp, dtype=float) * out_width * q_bytes
 
 
 def comm_calls(b, n, cp, cp_comm, h: int, kv_width: int, q_bytes: float, recompute_full) -> list[tuple]:

@@ -212,8 +212,8 @@ class TermBuilder:
         return self._context_parallel(cls, terms if self._inverse is None else _expand(terms, self._inverse))
 
     def _context_parallel(self, cls: LayerClass, terms: ClassTerms) -> ClassTerms:
-        """The CP collectives of every attention block and the ring's KV buffers, on every candidate row
-        (moesim.estimate.context_parallel; the layer itself is priced on b/cp sequences)."""
+        """The CP collectives of every attention block, the ring's KV buffers and a2a's second attention output, on
+        every candidate row (moesim.estimate.context_parallel; the layer itself is priced on b/cp sequences)."""
         if not np.any(self.cp > 1):
             return terms
         model, b, n, h = self.model, np.asarray(self.b, dtype=float), cls.tokens, self.model.d_model
@@ -226,6 +226,13 @@ class TermBuilder:
         ring = (self.cp_comm == cpar.CP_COMM_CODES["p2p"]) & (self.cp > 1)
         terms.activation_bytes = terms.activation_bytes + cpar.ring_buffer_bytes(
             b * self.cp, n, self.cp, kv_width, self.q_a) * ring / self.tp
+        # a2a keeps the attention output before and after its all-to-all; a recomputed core (selective) or layer
+        # (full) saves neither copy of the CP function (Megatron's checkpointed core_attention).
+        a2a = (self.cp_comm == cpar.CP_COMM_CODES["a2a"]) & (self.cp > 1) & (
+            np.asarray(self.recompute) == mem.RECOMPUTE_CODES["none"])
+        out_width = model.attention.num_heads * (model.attention.v_head_dim or model.attention.head_dim)
+        terms.activation_bytes = terms.activation_bytes + blocks * cpar.a2a_output_copy_bytes(
+            b * self.cp, n, self.cp, out_width, self.q_a) * a2a / self.tp
         return terms
 
     def _build(self, cls: LayerClass, b, tp, ep, etp, rec, cf) -> ClassTerms:

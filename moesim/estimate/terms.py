@@ -404,7 +404,7 @@ class TermBuilder:
             fwd_flops = fwd_flops + einsum
             padded_extra = padded_extra + einsum
             terms.dispatch_einsum_flops = einsum / 2
-        moe_ops = (ops.router(cls, t_dev) + permute + ops.experts(slots) + unpermute + [ops.moe_residual(cls)]
+        moe_ops = (ops.router(cls, t_dev) + permute + ops.experts(slots) + unpermute + ops.moe_residual(cls)
                    + ops.shared_experts(cls))
         terms.slots, terms.capacity, terms.tokens_per_device = slots, capacity, t_dev
         full = rec == mem.RECOMPUTE_CODES["full"]

@@ -87,7 +87,7 @@ def backward(op: Op) -> list[Op]:
     """The backward operators of a forward operator: dgrad and wgrad of a GEMM (wgrad only when the
     operator has weights: meta['weights']; dgrad only when its input needs a gradient: meta['dgrad']),
     the flash backward of attention, and for a memory op the bytes of its backward
-    (meta['bwd_bytes_factor'] × forward)."""
+    (meta['bwd_bytes_factor'] × forward, in meta['bwd_kernels'] launches where set, else the forward's)."""
     if op.kind in ("gemm", "grouped_gemm"):
         out = []
         if op.kind == "gemm":
@@ -109,5 +109,6 @@ def backward(op: Op) -> list[Op]:
         if not factor:
             return []
         nbytes = op.bytes * factor
-        return [replace(op, pass_="bwd", bytes=nbytes, shape=(np.maximum(nbytes, 1.0),))]
+        kernels = op.meta.get("bwd_kernels", op.kernels)  # an implementation's own backward count (ops/mcore_moe.py)
+        return [replace(op, pass_="bwd", bytes=nbytes, shape=(np.maximum(nbytes, 1.0),), kernels=kernels)]
     return [replace(op, pass_="bwd")]

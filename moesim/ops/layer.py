@@ -43,6 +43,7 @@ from moesim.flops import FLOPS_PER_MAC, _score_flops
 from moesim.ops.attention import work_fraction
 from moesim.ops.base import Op, backward, gemm, grouped_gemm, memory
 from moesim.ops.dtypes import op_dtype
+from moesim.ops.mcore_moe import dispatch_ops, gating_op, moe_impl, shared_add_op
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
 from moesim.workload import LayerClass
@@ -195,6 +196,8 @@ class LayerOps:
         ops = [_norm("router", "moe_norm", dt_mem, self.q, self.norm_tokens(cls.tokens), h)]
         router = gemm("router", "router", moe.router_dtype, t_dev, E, h)
         ops.append(router)
+        if moe.router_impl:  # the framework's own gating kernels (moesim/ops/mcore_moe.toml)
+            return ops + [gating_op(moe_impl(moe.router_impl), t_dev, E)]
         gating_bytes = 3 * t_dev * E * FP32_BYTES + t_dev * k * INDEX_AND_WEIGHT_BYTES
         ops.append(replace(memory("router", "router_gating", "float32", gating_bytes, kernels=GATING_KERNELS),
                            meta={"bwd_bytes_factor": 1.0}))
@@ -216,7 +219,8 @@ class LayerOps:
 
     def dispatch(self, slots, t_dev, capacity, dense_einsum: bool) -> tuple[list[Op], list[Op]]:
         """(permute ops, unpermute ops): index copies, or GShard's dispatch and combine einsums."""
-        h, E, dt_mem = self.model.d_model, self.model.moe.num_experts, self.dtype["memory"]
+        moe = self.model.moe
+        h, E, dt_mem = self.model.d_model, moe.num_experts, self.dtype["memory"]
         if dense_einsum:
             # Per routing group: [E·C, S]·[S, h] (dispatch) and [S, E·C]·[E·C, h] (combine); Σ S = t.
             einsum = FLOPS_PER_MAC * t_dev * E * capacity * h
@@ -233,7 +237,8 @@ class LayerOps:
             # The sorts read SimuMax's measured permute efficiency (its B200 cost model prices them alike).
             q_d, q_c = self.q_dispatch, self.q_combine
             sorted_ = np.where((np.asarray(self.ep) > 1) & (E / np.asarray(self.ep) > 1), 1.0, 0.0)
-            permute = [memory("permute", "permute", dt_mem, (t_dev + slots) * h * q_d),
+            pre = dispatch_ops(moe_impl(moe.router_impl), t_dev, slots, E, self.tp, sorted_) if moe.router_impl else []
+            permute = pre + [memory("permute", "permute", dt_mem, (t_dev + slots) * h * q_d),
                        replace(memory("permute", "permute_sort", dt_mem, sorted_ * READ_WRITE * slots * h * q_d,
                                       kernels=sorted_), meta={"table_op": "permute"})]
             unpermute = [replace(memory("unpermute", "unpermute_sort", dt_mem, sorted_ * READ_WRITE * slots * h * q_c,
@@ -248,9 +253,14 @@ class LayerOps:
         return _ffn_ops("shared_experts", "shared_", self.model, self.dtype["gemm"], self.q, self.b * cls.tokens,
                         moe.num_shared_experts * moe.shared_expert_d_ff, self.tp, 0, with_norm=False)
 
-    def moe_residual(self, cls: LayerClass) -> Op:
-        return _residual("unpermute", "moe_residual", self.dtype["memory"], self.q, self.norm_tokens(cls.tokens),
-                         self.model.d_model)
+    def moe_residual(self, cls: LayerClass) -> list[Op]:
+        """The residual add after the combine, and, where the framework adds the shared experts' output to the
+        routed one in a kernel of its own (moesim/ops/mcore_moe.toml), that add."""
+        moe, h = self.model.moe, self.model.d_model
+        residual = _residual("unpermute", "moe_residual", self.dtype["memory"], self.q, self.norm_tokens(cls.tokens), h)
+        if not (moe.router_impl and moe.num_shared_experts):
+            return [residual]
+        return [shared_add_op(moe_impl(moe.router_impl), self.b * cls.tokens / self.tp, h, self.q), residual]
 
 
 def backward_ops(forward: list[Op]) -> list[Op]:

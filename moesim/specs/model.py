@@ -113,6 +113,9 @@ class MoESpec:
     router_bias: bool = False
     # Node-limited routing (DeepSeek-V3 §2.1.2: each token to at most M nodes, M = 4 of 8): 0 = no limit.
     max_nodes_per_token: int = 0
+    # The framework implementation whose router / dispatcher kernels are priced (moesim/ops/mcore_moe.toml); "" =
+    # moesim's generic operators (moesim/ops/layer.py). A scenario's [moe] table sets the run's own.
+    router_impl: str = ""
 
     def __post_init__(self) -> None:
         check_ranges(self)

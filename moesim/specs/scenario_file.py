@@ -61,13 +61,21 @@ def search_from_table(t: Table) -> SearchSpace:
 # one is the run's, e.g. the BF16 cuBLAS GEMM of DeepSeek's H800 trace, docs/operators.md).
 SCENARIO_MOE_KEYS = ("group_size_tokens", "min_expert_capacity", "max_nodes_per_token")
 SCENARIO_MOE_DTYPE_KEYS = ("router_dtype",)
+# router_impl: the framework implementation whose router and dispatcher kernels the run launches
+# (moesim/ops/mcore_moe.toml names them; unset, moesim's generic operators).
+SCENARIO_MOE_IMPL_KEYS = ("router_impl",)
 
 
 def scenario_moe(model: ModelSpec, t: Table) -> ModelSpec:
-    """`model` with the routing keys of a scenario's [moe] table (SCENARIO_MOE_KEYS, SCENARIO_MOE_DTYPE_KEYS)
-    replaced."""
+    """`model` with the routing keys of a scenario's [moe] table (SCENARIO_MOE_KEYS, SCENARIO_MOE_DTYPE_KEYS,
+    SCENARIO_MOE_IMPL_KEYS) replaced."""
     changes = {key: value for key in SCENARIO_MOE_KEYS if (value := t.opt(key, int)) is not None}
     changes.update({key: value for key in SCENARIO_MOE_DTYPE_KEYS if (value := t.choice(key, DTYPES, None))})
+    if any(key in t.data for key in SCENARIO_MOE_IMPL_KEYS):
+        from moesim.ops.mcore_moe import impl_names  # read only where a scenario names one
+
+        changes.update({key: value for key in SCENARIO_MOE_IMPL_KEYS
+                        if (value := t.choice(key, impl_names(), None))})
     t.finish()
     if model.moe is None:
         raise t.error(None, f"model '{model.name}' has no mixture-of-experts layers to set")

@@ -1,0 +1,95 @@
+"""Megatron-Core's MoE layer as a named implementation runs it: the kernels moesim's generic router and dispatcher
+operators leave out (data: moesim/ops/mcore_moe.toml, read off Megatron-LM and TransformerEngine; session 20)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+from moesim.errors import SpecError
+from moesim.ops.base import Op, memory
+from moesim.paths import read_versioned_toml
+
+IMPL_FILE = Path(__file__).with_name("mcore_moe.toml")
+FP32_BYTES = 4
+INDEX_BYTES = 8  # torch.long counts (token_dispatcher.py torch.full(..., dtype=torch.long))
+ADD_PASSES = 3  # output += shared: two reads, one write
+
+
+@dataclass(frozen=True)
+class MoEImpl:
+    """One implementation's kernel counts and bytes per (token, expert) element (mcore_moe.toml comments)."""
+
+    gating_fwd_kernels: int
+    gating_fwd_bytes_per_token_expert: float
+    gating_bwd_kernels: int
+    gating_bwd_bytes_per_token_expert: float
+    row_id_map_kernels: int
+    row_id_map_bytes_per_token_expert: float
+    dispatch_fill_kernels: int
+    probs_sort_kernels: int
+    shared_add_kernels: int
+
+
+_FIELDS = set(MoEImpl.__dataclass_fields__)
+
+
+@lru_cache(maxsize=1)
+def _impls() -> dict[str, MoEImpl]:
+    data = read_versioned_toml(IMPL_FILE)
+    out = {}
+    for name, table in data.get("impl", {}).items():
+        figures = {k: v for k, v in table.items() if k not in ("source", "flags")}
+        if set(figures) != _FIELDS:
+            raise SpecError("unknown or missing keys", file=str(IMPL_FILE), field=f"impl.{name}",
+                            value=sorted(set(figures) ^ _FIELDS), allowed=sorted(_FIELDS))
+        out[name] = MoEImpl(**figures)
+    return out
+
+
+def impl_names() -> tuple[str, ...]:
+    """The implementations a scenario's [moe] router_impl may name."""
+    return tuple(_impls())
+
+
+def moe_impl(name: str) -> MoEImpl:
+    try:
+        return _impls()[name]
+    except KeyError:
+        raise SpecError("unknown MoE implementation", file=str(IMPL_FILE), field="moe.router_impl", value=name,
+                        allowed=impl_names()) from None
+
+
+def gating_op(impl: MoEImpl, t_dev, num_experts) -> Op:
+    """The router's gating (softmax, group-limited top-k, capacity drop, seq aux loss) as the implementation's
+    kernels: bytes = kernels' HBM passes per (token, expert) × t·E (mcore_moe.toml), forward and backward apart."""
+    elements = t_dev * num_experts
+    op = memory("router", "router_gating", "float32", impl.gating_fwd_bytes_per_token_expert * elements,
+                kernels=float(impl.gating_fwd_kernels))
+    bwd_factor = impl.gating_bwd_bytes_per_token_expert / impl.gating_fwd_bytes_per_token_expert
+    return replace(op, meta={"bwd_bytes_factor": bwd_factor, "bwd_kernels": float(impl.gating_bwd_kernels)})
+
+
+def dispatch_ops(impl: MoEImpl, t_dev, slots, num_experts, tp, sorted_) -> list[Op]:
+    """The dispatcher's kernels before the token copy: the GPU fill of the per-expert counts
+    (num_experts·tp longs), TE's row id map (three passes over [t, E]) and, with several local experts, the
+    probs' sort by local expert (read and write `slots` float32; `sorted_` is 1 there, else 0)."""
+    fill = replace(memory("permute", "dispatch_counts_fill", "int64", num_experts * tp * INDEX_BYTES,
+                          kernels=float(impl.dispatch_fill_kernels)), meta={"bwd_bytes_factor": 0.0})
+    row_map = replace(memory("permute", "permute_row_id_map", "int32",
+                             impl.row_id_map_bytes_per_token_expert * t_dev * num_experts,
+                             kernels=float(impl.row_id_map_kernels)), meta={"bwd_bytes_factor": 0.0})
+    probs = replace(memory("permute", "permute_probs_sort", "float32", sorted_ * 2 * slots * FP32_BYTES,
+                           kernels=sorted_ * impl.probs_sort_kernels), meta={"table_op": "permute"})
+    return [fill, row_map, probs]
+
+
+def shared_add_op(impl: MoEImpl, tokens, h, q) -> Op:
+    """combine_postprocess's `output += shared_expert_output` over the layer's tokens (forward only)."""
+    op = memory("unpermute", "shared_expert_add", "bfloat16", ADD_PASSES * tokens * h * q,
+                kernels=float(impl.shared_add_kernels))
+    return replace(op, meta={"bwd_bytes_factor": 0.0})
+
+
+__all__ = ["MoEImpl", "dispatch_ops", "gating_op", "impl_names", "moe_impl", "shared_add_op"]

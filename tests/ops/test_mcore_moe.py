@@ -1,0 +1,77 @@
+"""Megatron-Core's MoE router and dispatcher kernels (moesim/ops/mcore_moe.toml) behind scenario [moe] router_impl."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from moesim.errors import SpecError
+from moesim.estimate import estimate
+from moesim.ops.base import backward
+from moesim.ops.layer import LayerOps
+from moesim.ops.mcore_moe import impl_names, moe_impl
+from moesim.specs.fields import Table
+from moesim.specs.load import load_scenario
+from moesim.specs.scenario_file import scenario_moe
+from moesim.workload import build_workload
+
+IMPL = "megatron-core-23e00ed0"
+
+
+def _moe_class(model):
+    return next(c for c in build_workload(model, 4096, 0).classes if c.is_moe)
+
+
+def _ops(model, training, ep=8.0):
+    ops = LayerOps(model, training, 1.0, 1.0, ep, 1.0)
+    cls = _moe_class(model)
+    t = 4096.0
+    slots = t * model.moe.top_k
+    permute, unpermute = ops.dispatch(slots, t, slots / model.moe.num_experts, dense_einsum=False)
+    return ops.router(cls, t) + permute + unpermute + ops.moe_residual(cls)
+
+
+def test_the_b200_deepseek_scenarios_name_the_runs_implementation():
+    for name in ("deepseek-v2-l4-b200-ep8", "deepseek-v3-l4-b200-ep8"):
+        assert load_scenario(name).model.moe.router_impl == IMPL
+    assert load_scenario("deepseek-v3-h800").model.moe.router_impl == ""
+
+
+def test_router_impl_prices_the_gating_kernels_read_off_the_source_forward_and_backward():
+    sc = load_scenario("deepseek-v2-l4-b200-ep8")
+    generic = dataclasses.replace(sc.model, moe=dataclasses.replace(sc.model.moe, router_impl=""))
+    by_name = {op.name: op for op in _ops(sc.model, sc.training)}
+    gating = by_name["router_gating"]
+    impl = moe_impl(IMPL)
+    assert gating.kernels == impl.gating_fwd_kernels == 43
+    (bwd,) = backward(gating)
+    assert bwd.kernels == impl.gating_bwd_kernels == 17
+    assert bwd.bytes == pytest.approx(impl.gating_bwd_bytes_per_token_expert * 4096 * 160)
+    # TE's row id map (3 passes), the counts' fill, the probs' sort and the shared-expert add are new operators
+    assert by_name["permute_row_id_map"].kernels == 3 and not backward(by_name["permute_row_id_map"])
+    assert by_name["permute_probs_sort"].kernels == 1 and by_name["dispatch_counts_fill"].kernels == 1
+    assert by_name["shared_expert_add"].bytes == pytest.approx(3 * 4096 * 5120 * 2)
+    old = {op.name: op for op in _ops(generic, sc.training)}
+    assert old["router_gating"].kernels == 4 and "permute_row_id_map" not in old and "shared_expert_add" not in old
+    # one local expert: no probs sort
+    one = {op.name: op for op in _ops(sc.model, sc.training, ep=160.0)}
+    assert one["permute_probs_sort"].kernels == 0
+
+
+def test_router_impl_slows_only_the_scenarios_that_set_it():
+    sc = load_scenario("deepseek-v2-l4-b200-ep8")
+    generic = dataclasses.replace(sc, model=dataclasses.replace(
+        sc.model, moe=dataclasses.replace(sc.model.moe, router_impl="")))
+    with_impl, without = estimate(sc).step_time_s, estimate(generic).step_time_s
+    assert 0 < with_impl - without < 0.02 * without  # ~60 small kernels a MoE layer-micro-batch, 12 of them
+    assert np.isfinite(with_impl)
+
+
+def test_unknown_router_impl_is_a_clear_error():
+    sc = load_scenario("deepseek-v2-l4-b200-ep8")
+    with pytest.raises(SpecError) as err:
+        scenario_moe(sc.model, Table({"router_impl": "megatron-core-main"}, file="s.toml", path="moe"))
+    assert "router_impl" in str(err.value) and IMPL in str(err.value)
+    assert impl_names() == (IMPL,)

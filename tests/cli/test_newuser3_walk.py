@@ -1,0 +1,24 @@
+"""What a third newcomer's walk through the brief's three uses found (session 20, lane newuser3): each test failed on
+main at b5fc318. The log is in docs/collectives-history.md, "Session 20 (newuser3)"."""
+
+from __future__ import annotations
+
+import pytest
+
+from moesim.cli import main
+from moesim.specs.layout import LAYOUT_LINE_KEYS
+
+
+# --layout's help listed dp .. cf but not vp, cp, cp_comm or pipeline_schedule, which the line takes (and which
+# `moesim search` prints: "... dropless pipeline_schedule=dualpipe"); a newcomer asking for a what-if with context
+# parallelism or an interleaved schedule found no way to write it in the help.
+@pytest.mark.parametrize("command", ["estimate", "simulate", "report"])
+def test_layout_help_names_every_key_the_line_takes(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = "".join(capsys.readouterr().out.split())  # argparse wraps the long value anywhere
+    short = [k for k in LAYOUT_LINE_KEYS if k not in ("micro_batches", "zero_stage", "capacity_factor", "schedule")]
+    missing = [k for k in short if f"{k}=" not in text]
+    assert not missing, missing
+    for value in ("a2a", "interleaved", "zb-v", "dualpipe"):
+        assert value in text, value

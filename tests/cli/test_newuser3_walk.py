@@ -22,3 +22,14 @@ def test_layout_help_names_every_key_the_line_takes(command, capsys):
     assert not missing, missing
     for value in ("a2a", "interleaved", "zb-v", "dualpipe"):
         assert value in text, value
+
+
+# calibrate's parameter table named the matmul efficiency knots "efficiency@2.19e+06" with the unit "fraction of
+# peak": the knot's own unit (a kernel's FLOP, moesim/calibrate/design.py) was said nowhere in the output.
+def test_calibrate_says_what_the_efficiency_knots_count(tmp_path, capsys):
+    out = tmp_path / "cal.toml"
+    assert main(["calibrate", "tests/calibrate/data/harness-cpu-clock-layers.jsonl", "--hardware", "cpu-localhost",
+                 "-o", str(out), "--bootstrap", "0", "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "efficiency@" in text
+    assert "efficiency@K: matmul efficiency (fraction of peak) of a kernel of K FLOP" in text

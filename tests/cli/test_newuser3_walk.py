@@ -33,3 +33,19 @@ def test_calibrate_says_what_the_efficiency_knots_count(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "efficiency@" in text
     assert "efficiency@K: matmul efficiency (fraction of peak) of a kernel of K FLOP" in text
+
+
+# README said "so MFU ≤ HFU" without a condition; `moesim estimate deepseek-v3-h800` printed MFU 28.1 % / HFU
+# 27.4 %: MFU counts the whole score matrix (PaLM), HFU the causal kernel's tiles (docs/operators.md: MFU <= HFU for
+# full masks only). The README now says where it holds.
+def test_readme_states_where_mfu_is_at_most_hfu():
+    from pathlib import Path
+
+    from moesim.estimate import estimate
+    from moesim.specs.load import load_scenario
+
+    est = estimate(load_scenario("deepseek-v3-h800"))
+    assert est.mfu > est.hfu  # a causal model: the README's unconditional claim would be false
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    assert "so MFU ≤ HFU;" not in readme
+    assert "MFU ≤ HFU holds for full masks only" in readme

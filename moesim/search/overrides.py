@@ -95,8 +95,10 @@ def apply_point(scenario: Scenario, point: dict[str, object]) -> Scenario:
 
     parts: dict[str, object] = {"model": scenario.model, "hardware": scenario.hardware, "devices": scenario.devices,
                                 "training": scenario.training, "search": scenario.search}
-    # Whole profiles and models first, so that their fields varied alongside apply on top of them.
-    for key, value in sorted(point.items(), key=lambda item: canonical_key(item[0]) not in ("hardware", "model")):
+    # Whole profiles and models first, then a precision recipe, so that the fields varied alongside apply on top.
+    first = ("hardware", "model", "training.precision_recipe")
+    for key, value in sorted(point.items(), key=lambda item: first.index(p) if (p := canonical_key(item[0])) in first
+                             else len(first)):
         path = canonical_key(key)
         head, _, rest = path.partition(".")
         if path == "hardware":

@@ -104,6 +104,9 @@ def test_varying_the_precision_recipe_applies_its_keys(tmp_path):
     kept = dataclasses.replace(bf16, training=dataclasses.replace(bf16.training, dispatch_dtype="float8"))
     changed = apply_point(kept, {"training.precision_recipe": "te-delayed-scaling"}).training
     assert changed.dispatch_dtype == "float8" and changed.gemm_scaling == "per_tensor_delayed"
+    # a precision key varied beside the recipe wins, whichever is named first
+    both = apply_point(fp8, {"training.dispatch_dtype": "float8", "training.precision_recipe": "bf16"}).training
+    assert both.dispatch_dtype == "float8" and both.gemm_dtype == "bfloat16"
     with pytest.raises(SpecError, match="unknown precision recipe") as err:
         apply_point(fp8, {"training.precision_recipe": "fp4"})
     assert "--vary training.precision_recipe" in str(err.value) and "bf16" in str(err.value)

@@ -111,6 +111,8 @@ def render_calibration(result: CalibrationResult) -> str:
              f"[{p.interval[0]:.4g}, {p.interval[1]:.4g}]" if p.interval else "-", pct(p.rel_std))
             for p in fit.parameters if p.fitted]
     params = table(rows, ["parameter", "unit", "fitted", "prior", "90% bootstrap", "rel. std"], align="llrrrr")
+    if any(p.name.startswith("efficiency@") for p in fit.parameters if p.fitted):  # knots in kernel FLOP (design.py)
+        params += "\nefficiency@K: matmul efficiency (fraction of peak) of a kernel of K FLOP"
     if not rows:
         params = ("no figure is fitted: no row's largest term is a figure of the profile (a row mostly fixed cost "
                   "says nothing about a figure), so the prior's figures are written")

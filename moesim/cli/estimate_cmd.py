@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from moesim.cli.output import kv_block, print_json, table
+from moesim.specs.layout import CP_COMMS
+from moesim.specs.training import PIPELINE_SCHEDULES, RECOMPUTE_MODES
 from moesim.units import format_bytes, format_seconds
 
 
@@ -17,8 +19,10 @@ def add_scenario_overrides(p: argparse.ArgumentParser, *, layout: bool = True) -
     p.add_argument("--devices", type=int, help="device count, replacing the scenario's (default: the scenario's)")
     if layout:
         p.add_argument("--layout", help="dp=..,tp=..,ep=..,pp=..[,etp=..][,edp=..][,order=tp-ep-dp-pp]"
-                                        "[,first_stage_layers=..][,last_stage_layers=..][,mb=..][,zero=..]"
-                                        "[,recompute=none|selective|full][,cf=..|dropless] (commas or spaces: "
+                                        "[,first_stage_layers=..][,last_stage_layers=..][,vp=..][,cp=..]"
+                                        f"[,cp_comm={'|'.join(CP_COMMS)}][,mb=..][,zero=..]"
+                                        f"[,recompute={'|'.join(RECOMPUTE_MODES)}][,cf=..|dropless]"
+                                        f"[,pipeline_schedule={'|'.join(PIPELINE_SCHEDULES)}] (commas or spaces: "
                                         "the line `moesim search` prints, or its layout_arg); "
                                         "omitted degrees take defaults")
 

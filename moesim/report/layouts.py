@@ -107,5 +107,7 @@ def layouts_to_compare(scenario: Scenario, base: Layout) -> LayoutSet:
     found, front, note = _from_search(scenario)
     origin = "moesim.search" if found else "built-in alternatives"
     others = found if found else builtin_alternatives(scenario, base)
-    others = [e for e in others if e.layout.describe() != base.describe()]
+    # the scenario's own only where degrees and training options both match (a search row on the scenario's
+    # degrees with another ZeRO stage, recomputation or micro-batch count is another candidate)
+    others = [e for e in others if (e.layout.describe(), e.training) != (base.describe(), own.training)]
     return LayoutSet(estimates=(own, *others), origin=origin, note=note, search_front=tuple(front))

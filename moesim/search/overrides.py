@@ -6,6 +6,8 @@ file), `model` (a model name or file) and `devices`, `search.max_micro_batches`,
 Options the layout search chooses itself become restrictions of its space at that point:
 `training.zero_stage` and `training.recompute` pin the stage or mode, and
 `training.capacity_factor` replaces any capacity factors the scenario's [search] lists.
+`training.precision_recipe` sets the recipe's precision keys, as naming it in the file does (a key the
+scenario sets beside its recipe keeps its value).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.model import AttentionSpec, ModelSpec, MoESpec
 from moesim.specs.scenario import Scenario, SearchSpace
-from moesim.specs.training import TrainingSpec
+from moesim.specs.training import PRECISION_KEYS, TrainingSpec
 
 ALIASES = {
     "experts": "model.moe.num_experts",
@@ -93,8 +95,10 @@ def apply_point(scenario: Scenario, point: dict[str, object]) -> Scenario:
 
     parts: dict[str, object] = {"model": scenario.model, "hardware": scenario.hardware, "devices": scenario.devices,
                                 "training": scenario.training, "search": scenario.search}
-    # Whole profiles and models first, so that their fields varied alongside apply on top of them.
-    for key, value in sorted(point.items(), key=lambda item: canonical_key(item[0]) not in ("hardware", "model")):
+    # Whole profiles and models first, then a precision recipe, so that the fields varied alongside apply on top.
+    first = ("hardware", "model", "training.precision_recipe")
+    for key, value in sorted(point.items(), key=lambda item: first.index(p) if (p := canonical_key(item[0])) in first
+                             else len(first)):
         path = canonical_key(key)
         head, _, rest = path.partition(".")
         if path == "hardware":
@@ -107,6 +111,8 @@ def apply_point(scenario: Scenario, point: dict[str, object]) -> Scenario:
             parts["search"] = _replace(parts["search"], key, **{rest: value})
         elif head == "hardware":
             parts["hardware"] = _replace(parts["hardware"], key, **{rest: value})
+        elif path == "training.precision_recipe":
+            parts["training"] = _with_recipe(parts["training"], key, value)
         elif head == "training":
             parts["training"] = _replace(parts["training"], key, **{rest: value})
             parts["search"] = _restrict_search(parts["search"], rest, value)
@@ -131,6 +137,21 @@ def _loaded(loader, ref, key: str):
         return loader(ref)
     except SpecError as err:
         raise SpecError(str(err), field=f"--vary {key}", value=ref) from None
+
+
+def _with_recipe(training: TrainingSpec, key: str, name: str) -> TrainingSpec:
+    """`training` under precision recipe `name`, as the loader builds it (TrainingSpec.with_recipe): a precision key
+    holding what the current recipe (or, where it sets none, the TrainingSpec default) gives takes the new recipe's
+    value (or the default); a key the scenario set over its recipe keeps its value."""
+    from moesim.precision import recipe_values
+
+    try:
+        old, new = (recipe_values(training.precision_recipe) if training.precision_recipe else {}), recipe_values(name)
+    except SpecError as err:
+        raise SpecError(str(err), field=f"--vary {key}", value=name) from None
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainingSpec) if f.name in PRECISION_KEYS}
+    changes = {k: new.get(k, defaults[k]) for k in PRECISION_KEYS if getattr(training, k) == old.get(k, defaults[k])}
+    return _replace(training, key, precision_recipe=name, **changes)
 
 
 def _restrict_search(space: SearchSpace, name: str, value) -> SearchSpace:

@@ -62,8 +62,9 @@ def best_layout(scenario: Scenario, objective: str) -> dict:
     result = search(scenario, objective, threads=1)
     row = {"considered": result.considered, "ranked": result.ranked, "rejected": result.rejected,
            "objective_unit": result.objective_unit}
-    if not result.ranked:
-        return row | {"status": "no valid layout fits in memory"}
+    if not result.ranked:  # out of memory, or every layout broke a rule before memory was priced
+        return row | {"status": "no valid layout fits in memory" if result.rejected.get("out_of_memory")
+                      else "no valid layout: every one breaks a rule (counts in rejected), none was priced"}
     best = result.summary(0)
     est = result.estimates([0])[0]
     return row | best | {"status": "ok", "bottleneck": est.bottleneck, "hfu": est.hfu, "warnings": list(est.warnings)}

@@ -159,6 +159,24 @@ def test_search_results_are_used(mixtral):
     assert front == sorted(front, reverse=True) and len(front) == min(len(result.pareto), 40)
 
 
+def test_search_layouts_on_the_scenarios_degrees_are_kept():
+    """Session 20 (newuser3): Switch-C's own layout (dp 2048, ep 2048, ZeRO-0) has the degrees of the search's two
+    fastest (ZeRO-2), which the report dropped as if they were the scenario's own: its page showed 3 of the "7
+    fastest" and not the fastest. Only a candidate with the scenario's degrees and training options is the same."""
+    from moesim.report.layouts import MAX_ALTERNATIVES
+    from moesim.search import search
+    from moesim.specs.load import load_scenario
+
+    switch_c = load_scenario("switch-c-2048-tpu-v3")
+    result = search(switch_c)
+    compared = layouts_to_compare(switch_c, switch_c.resolve())
+    shown = compared.estimates[1:]
+    assert len(shown) == min(MAX_ALTERNATIVES, result.ranked)
+    assert shown[0].step_time_s == pytest.approx(float(result.step_time_s[0]))
+    assert shown[0].layout.describe() == compared.estimates[0].layout.describe()  # same degrees, other training
+    assert shown[0].training != compared.estimates[0].training
+
+
 def test_builtin_alternatives_when_nothing_fits(mixtral):
     tiny_hbm = dataclasses.replace(mixtral.hardware.chip, hbm_bytes=1e9)
     starved = dataclasses.replace(mixtral, hardware=dataclasses.replace(mixtral.hardware, chip=tiny_hbm,

@@ -80,6 +80,38 @@ def test_apply_point_changes_the_named_fields():
     assert priced_first.hardware.price_per_device_hour_usd == 2.0  # the profile loads before its fields
 
 
+def test_varying_the_precision_recipe_applies_its_keys(tmp_path):
+    """Session 20 (newuser3): `--vary training.precision_recipe=bf16,deepseek-v3-fp8` on deepseek-v3-h800 gave the
+    same step time and memory at both points: the recipe's keys are filled in when the file is read, so replacing
+    the name alone changed nothing. A point now equals the scenario file with that recipe named (the keys the file
+    sets beside the recipe win, as when it is read)."""
+    from pathlib import Path
+
+    from moesim.estimate import estimate
+    from moesim.specs.load import load_scenario
+
+    text = (Path(__file__).parents[2] / "scenarios" / "deepseek-v3-h800.toml").read_text()
+    assert 'precision_recipe = "deepseek-v3-fp8"' in text
+    bf16_file = tmp_path / "dsv3-bf16.toml"
+    bf16_file.write_text(text.replace('precision_recipe = "deepseek-v3-fp8"', 'precision_recipe = "bf16"'))
+    fp8, bf16 = load_scenario("deepseek-v3-h800"), load_scenario(str(bf16_file))
+    assert apply_point(fp8, {"training.precision_recipe": "bf16"}).training == bf16.training
+    assert apply_point(bf16, {"training.precision_recipe": "deepseek-v3-fp8"}).training == fp8.training
+    assert apply_point(fp8, {"training.precision_recipe": "deepseek-v3-fp8"}).training == fp8.training
+    assert (estimate(apply_point(fp8, {"training.precision_recipe": "bf16"})).step_time_s
+            == estimate(bf16).step_time_s != estimate(fp8).step_time_s)
+    # a key set over the recipe (here FP8 dispatch under bf16, whose own is BF16) stays when the recipe changes
+    kept = dataclasses.replace(bf16, training=dataclasses.replace(bf16.training, dispatch_dtype="float8"))
+    changed = apply_point(kept, {"training.precision_recipe": "te-delayed-scaling"}).training
+    assert changed.dispatch_dtype == "float8" and changed.gemm_scaling == "per_tensor_delayed"
+    # a precision key varied beside the recipe wins, whichever is named first
+    both = apply_point(fp8, {"training.dispatch_dtype": "float8", "training.precision_recipe": "bf16"}).training
+    assert both.dispatch_dtype == "float8" and both.gemm_dtype == "bfloat16"
+    with pytest.raises(SpecError, match="unknown precision recipe") as err:
+        apply_point(fp8, {"training.precision_recipe": "fp4"})
+    assert "--vary training.precision_recipe" in str(err.value) and "bf16" in str(err.value)
+
+
 def test_sweep_point_is_the_search_best():
     scenario = build(TINY_MOE, **SMALL)
     sweep = run_sweep(scenario, [parse_vary("experts=8,16")], workers=1)
@@ -110,6 +142,18 @@ def test_csv_and_json_columns():
     assert [r["capacity_factor"] for r in rows] == ["1.0", "2.0", "1.0", "2.0"]  # the best layout's, pinned
     assert set(sweep) == {"scenario", "objective", "vary", "points"}
     assert sweep["vary"] == {"experts": [8, 16], "capacity_factor": [1.0, 2.0]}
+
+
+def test_point_where_no_layout_is_valid_does_not_blame_memory():
+    """Session 20 (newuser3): `--vary training.pipeline_schedule=...,interleaved` on deepseek-v3-h800 (61 layers: no
+    pp·vp divides them) said "no valid layout fits in memory" though no layout was rejected for memory."""
+    sweep = run_sweep(build(ODD_MOE, devices=12, pipeline_schedule="interleaved"),
+                      [parse_vary("model.decoder_layers=3,4")], workers=1)
+    none, ok = sweep["points"]
+    assert none["ranked"] == 0 and none["rejected"]["out_of_memory"] == 0
+    assert none["rejected"]["interleaved_layers_not_divisible_by_pp_vp"] > 0
+    assert "memory" not in none["status"] and "breaks a rule" in none["status"]
+    assert ok["status"] == "ok"
 
 
 def test_point_where_nothing_fits():

@@ -245,7 +245,7 @@ def priced_us() -> dict[tuple[str, str], float]:
             key = (r.name, r.pass_)
             out[key] = out.get(key, 0.0) + r.time_s * 1e6
     # selective recomputation is no operator row: the estimate adds the class's recompute_time_s to its backward
-    # (moesim/estimate/terms.py: the attention core's forward, the norms, the MLA up-projections)
+    # (moesim/estimate/selective.py recomputed_ops: the norms, the MLA up-projections and their RoPE and copies)
     builder, wl, _ = term_builder(moe, moe_layout)
     cls = next(c for c in wl.classes if c.is_moe and not c.mtp)
     out[("selective_recompute", "recompute")] = float(builder.build(cls).recompute_time_s[0]) * 1e6

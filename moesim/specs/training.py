@@ -163,9 +163,9 @@ class TrainingSpec:
             if module not in RECOMPUTE_MODULES:
                 raise SpecError(f"'{module}' is not allowed", field="training.recompute_modules", value=module,
                                 allowed=RECOMPUTE_MODULES)
-        if "core_attn" not in self.recompute_modules:
-            raise SpecError("selective recomputation always covers 'core_attn'", field="training.recompute_modules",
-                            value=list(self.recompute_modules), allowed=RECOMPUTE_MODULES)
+        if not self.recompute_modules:  # core_attn may be left out: DeepSeek-V3 §3.2.3 recomputes norms and MLA only
+            raise SpecError("selective recomputation needs at least one module", field="training.recompute_modules",
+                            value=[], allowed=RECOMPUTE_MODULES)
         if self.capacity_factor is not None and self.capacity_factor <= 0:
             raise SpecError("capacity_factor must be > 0", field="training.capacity_factor",
                             value=self.capacity_factor)

@@ -73,3 +73,23 @@ def test_core_attn_in_the_set_prices_the_core_again():
     kept = float(terms["dsv3"].activation_bytes[0] - terms["core"].activation_bytes[0])
     assert kept == pytest.approx(4 * 128 * 4096, rel=1e-9)
     assert RECOMPUTE_CODES["selective"] == 1
+
+
+def test_requantise_bytes_by_hand():
+    """DeepSeek-V3 §3.5.2: forward one 1x128-tile copy per GEMM input; backward the input re-quantised transposed
+    (read BF16, write FP8 + scales) and the output gradient cast twice, each cast reading it."""
+    from moesim.precision import quantise_pass_bytes
+    s = 4 / 128  # FP32 scale per 1x128 tile
+    fwd, bwd = quantise_pass_bytes(1000.0, 300.0, "blockwise", 2.0, "requantise")
+    assert fwd == pytest.approx(1000 * (2 + (1 + s)))
+    assert bwd == pytest.approx(2 * 300 * (2 + (1 + s)) + 1000 * (2 + (1 + s)))
+    fwd, bwd = quantise_pass_bytes(1000.0, 300.0, "blockwise", 2.0, "cast_transpose")  # TE: both copies, one read
+    assert fwd == pytest.approx(1000 * (2 + 2 * (1 + s))) and bwd == pytest.approx(300 * (2 + 2 * (1 + s)))
+
+
+def test_deepseek_recipe_requantises_and_a_bad_value_is_named():
+    from moesim.errors import SpecError
+    sc = load_scenario("deepseek-v3-h800")
+    assert sc.training.fp8_transpose == "requantise"
+    with pytest.raises(SpecError, match="fp8_transpose"):
+        dataclasses.replace(sc.training, fp8_transpose="transpose")

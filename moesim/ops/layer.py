@@ -93,7 +93,8 @@ def _ffn_ops(part: str, prefix: str, model: ModelSpec, dtype: str, q: float, tok
 
 def _norm(part, name, dtype, q, tokens, h) -> Op:
     op = memory(part, name, dtype, READ_WRITE * tokens * h * q)
-    return replace(op, meta={"bwd_bytes_factor": NORM_BACKWARD_FACTOR})
+    # every norm reads a profile's "norm" table where it has one (h800.toml: DeepSeek's trace, scripts/dsv3_trace.py)
+    return replace(op, meta={"bwd_bytes_factor": NORM_BACKWARD_FACTOR, "table_op": "norm"})
 
 
 def _residual(part, name, dtype, q, tokens, h) -> Op:

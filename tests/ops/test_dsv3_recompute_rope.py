@@ -93,3 +93,21 @@ def test_deepseek_recipe_requantises_and_a_bad_value_is_named():
     assert sc.training.fp8_transpose == "requantise"
     with pytest.raises(SpecError, match="fp8_transpose"):
         dataclasses.replace(sc.training, fp8_transpose="transpose")
+
+
+def test_h800_norm_points_price_the_traces_two_norms(moe_terms):
+    """The H800 "norm" tables (scripts/dsv3_trace.py --points, fitted in-sample on attn_norm + moe_norm) give back
+    the trace's summed time of the two full-width norms per layer: 238.75 us forward, 299.75 us backward; a profile
+    without a norm table prices a norm as before (bandwidth fraction 0.8)."""
+    from moesim.specs.hardware_file import load_hardware
+    sc, terms, _ = moe_terms
+    hw = sc.hardware
+    for pass_, measured_us in (("fwd", 238.75), ("bwd", 299.75)):
+        ops = [_op(terms.ops_fwd + terms.ops_bwd, name, pass_) for name in ("attn_norm", "moe_norm")]
+        total = sum(float(np.asarray(op_time_s(op, hw)).reshape(-1)[0]) for op in ops)
+        assert total == pytest.approx(measured_us * 1e-6, rel=1e-3)
+        assert all(op.meta["table_op"] == "norm" for op in ops)
+    h100 = load_hardware("h100-sxm")
+    op = _op(terms.ops_fwd, "attn_norm", "fwd")
+    by_hand = 2 * 4096 * 7168 * 2 / (h100.chip.hbm_bw_bytes_per_s * 0.8) + h100.efficiency.kernel_launch_s
+    assert float(np.asarray(op_time_s(op, h100)).reshape(-1)[0]) == pytest.approx(by_hand, rel=1e-9)

@@ -131,10 +131,9 @@ def quantise_pass_bytes(inputs, output_grads, scaling: str, src_bytes: float = 2
     if transpose == "cast_transpose":
         return (quantise_cost(inputs, scaling, src_bytes).bytes_moved,
                 quantise_cost(output_grads, scaling, src_bytes).bytes_moved)
-    one = 1  # one copy written per cast kernel
-    fwd = quantise_cost(inputs, scaling, src_bytes, copies=one).bytes_moved
-    bwd = (QUANTISED_COPIES * quantise_cost(output_grads, scaling, src_bytes, copies=one).bytes_moved
-           + quantise_cost(inputs, scaling, src_bytes, copies=one).bytes_moved)
+    fwd = quantise_cost(inputs, scaling, src_bytes, copies=1).bytes_moved  # each cast kernel writes one copy
+    bwd = (QUANTISED_COPIES * quantise_cost(output_grads, scaling, src_bytes, copies=1).bytes_moved
+           + quantise_cost(inputs, scaling, src_bytes, copies=1).bytes_moved)
     return fwd, bwd
 
 

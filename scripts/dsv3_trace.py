@@ -358,14 +358,14 @@ IMPORTED = {("attention_core", "fwd"): ("attention", "bfloat16", "fwd", "causal"
             (("attn_norm", "moe_norm"), "fwd"): ("memory", "bfloat16", "fwd", "norm"),
             (("attn_norm", "moe_norm"), "bwd"): ("memory", "bfloat16", "bwd", "norm")}
 MEASURED_ON = {"causal": "H800 SXM (132 SMs), DeepSeek's training framework: FlashAttention kernels (forward "
-                            "flash::compute_attn_ws; backward FlashAttnBwdPreprocess + FlashAttnBwd + "
-                            "FlashAttnBwdPostprocessConvertdQ), causal, 4096-token sequence, 128 heads, q/k head_dim "
-                            "192, v 128, run beside DeepEP's kernels (20 SMs), as in training",
-               "router_gating": "H800 SXM (132 SMs), DeepSeek's training framework: the router's gating as PyTorch runs it "
-                         "(39 kernels forward, 37 backward: at::native elementwise / reduce / sbtopk::gatherTopK / "
-                         "scatter-gather, cuda::topk_sum_and_topk_idx, unique_group_indices_impl, aux_fi_impl), "
-                         "4096 tokens, 256 experts, top-8 within 4 of 8 expert groups, scripts/dsv3_trace.toml's "
-                         "router_gating rules",
+                         "flash::compute_attn_ws; backward FlashAttnBwdPreprocess + FlashAttnBwd + "
+                         "FlashAttnBwdPostprocessConvertdQ), causal, 4096-token sequence, 128 heads, q/k head_dim "
+                         "192, v 128, run beside DeepEP's kernels (20 SMs), as in training",
+               "router_gating": "H800 SXM (132 SMs), DeepSeek's training framework: the router's gating as PyTorch "
+                                "runs it (39 kernels forward, 37 backward: at::native elementwise / reduce / "
+                                "sbtopk::gatherTopK / scatter-gather, cuda::topk_sum_and_topk_idx, "
+                                "unique_group_indices_impl, aux_fi_impl), 4096 tokens, 256 experts, top-8 within 4 "
+                                "of 8 expert groups, scripts/dsv3_trace.toml's router_gating rules",
                "norm": "H800 SXM (132 SMs), DeepSeek's training framework: the layer's two full-width RMSNorms "
                        "(layer_norm::ln_fwd_kernel forward, ln_bwd backward, BF16, 4096 tokens x 7168), "
                        "scripts/dsv3_trace.toml's attn_norm and moe_norm rules, fitted together"}

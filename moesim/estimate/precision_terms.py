@@ -2,7 +2,8 @@
 
 An FP8 recipe quantises the input of every Linear in forward (Fprop; the transposed copy serves Wgrad)
 and the gradient of its output in backward (Dgrad and Wgrad); `moesim.precision.quantise_pass_bytes` gives
-the bytes of both passes (TE's cast-transpose, or DeepSeek-V3's transposed re-quantisation in backward). Here: how many elements each part of a layer quantises, and the bytes those
+the bytes of both passes (TE's cast-transpose, or DeepSeek-V3's transposed re-quantisation in backward).
+Here: how many elements each part of a layer quantises, and the bytes those
 memory-bound operators move (the operator list prices them). The time is reported by the part whose GEMMs consume the casts (attention projections in
 "attention", dense FFN in "dense_ffn", shared experts in "shared_experts"; the routed experts' casts in
 "permute", where DeepSeek-V3 quantises tokens before dispatch, §3.3.4), so both engines run it.

@@ -116,6 +116,27 @@ def quantise_cost(elements, scaling: str, src_bytes: float = 2.0, copies: int = 
     return QuantiseCost(read, written, 2.0 * elements)
 
 
+def quantise_pass_bytes(inputs, output_grads, scaling: str, src_bytes: float = 2.0,
+                        transpose: str = "cast_transpose") -> tuple:
+    """(forward, backward) bytes the FP8 casts of GEMMs move, over `inputs` GEMM input elements (cast in forward)
+    and `output_grads` output-gradient elements (cast in backward).
+
+    "cast_transpose": one cast of each writing both copies (module docstring: TE's fused cast-transpose).
+    "requantise" (DeepSeek-V3 arXiv 2412.19437 §3.5.2, "Support for Transposed GEMM Operations": activations are
+    "quantized into 1x128 FP8 tiles and stored. During the backward pass, the matrix needs to be read out,
+    dequantized, transposed, re-quantized into 128x1 tiles, and stored in HBM"; DeepSeek's H800 trace,
+    tests/data/dsv3_trace: per_token_cast_to_fp8 in forward, per_channel_cast_and_transpose and per_token_cast in
+    backward): forward one copy per input; backward the input read again and written once transposed, and the
+    output gradient cast twice (1x128 for Dgrad, 128x1 for Wgrad), each cast reading it."""
+    if transpose == "cast_transpose":
+        return (quantise_cost(inputs, scaling, src_bytes).bytes_moved,
+                quantise_cost(output_grads, scaling, src_bytes).bytes_moved)
+    fwd = quantise_cost(inputs, scaling, src_bytes, copies=1).bytes_moved  # each cast kernel writes one copy
+    bwd = (QUANTISED_COPIES * quantise_cost(output_grads, scaling, src_bytes, copies=1).bytes_moved
+           + quantise_cost(inputs, scaling, src_bytes, copies=1).bytes_moved)
+    return fwd, bwd
+
+
 def quantise_time_s(elements, scaling: str, hbm_bw_bytes_per_s: float, src_bytes: float = 2.0):
     """Time of a memory-bound quantise: (bytes read + bytes written) / effective HBM bandwidth."""
     return quantise_cost(elements, scaling, src_bytes).bytes_moved / hbm_bw_bytes_per_s

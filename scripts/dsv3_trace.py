@@ -245,7 +245,7 @@ def priced_us() -> dict[tuple[str, str], float]:
             key = (r.name, r.pass_)
             out[key] = out.get(key, 0.0) + r.time_s * 1e6
     # selective recomputation is no operator row: the estimate adds the class's recompute_time_s to its backward
-    # (moesim/estimate/terms.py: the attention core's forward, the norms, the MLA up-projections)
+    # (moesim/estimate/selective.py recomputed_ops: the norms, the MLA up-projections and their RoPE and copies)
     builder, wl, _ = term_builder(moe, moe_layout)
     cls = next(c for c in wl.classes if c.is_moe and not c.mtp)
     out[("selective_recompute", "recompute")] = float(builder.build(cls).recompute_time_s[0]) * 1e6
@@ -348,20 +348,27 @@ def render(kernels: list[Kernel]) -> str:
 # MLA's attention core is the one compute operator whose H800 table was derived from another GPU
 # (FlashAttention-3's H100 figures) and whose head_dim (192) no table point has; the router's gating (sigmoid,
 # group-limited top-k, normalisation, the balance statistics: ~40 small PyTorch kernels a pass) had the profile's
-# default bandwidth fraction only.
+# default bandwidth fraction only. The full-width RMSNorms (attn_norm and moe_norm over 4096 x 7168, fitted
+# together: session 20, dsv3mb) run DeepSeek's layer_norm::ln_fwd_kernel / ln_bwd at ~1 TB/s where the profile's
+# default fraction gives ~2.7: an H800 table for every norm (moesim/ops/layer.py `_norm`, table_op "norm").
 IMPORTED = {("attention_core", "fwd"): ("attention", "bfloat16", "fwd", "causal"),
             ("attention_core", "bwd"): ("attention", "bfloat16", "bwd", "causal"),
             ("router_gating", "fwd"): ("memory", "float32", "fwd", "router_gating"),
-            ("router_gating", "bwd"): ("memory", "float32", "bwd", "router_gating")}
-MEASURED_ON = {"attention": "H800 SXM (132 SMs), DeepSeek's training framework: FlashAttention kernels (forward "
-                            "flash::compute_attn_ws; backward FlashAttnBwdPreprocess + FlashAttnBwd + "
-                            "FlashAttnBwdPostprocessConvertdQ), causal, 4096-token sequence, 128 heads, q/k head_dim "
-                            "192, v 128, run beside DeepEP's kernels (20 SMs), as in training",
-               "memory": "H800 SXM (132 SMs), DeepSeek's training framework: the router's gating as PyTorch runs it "
-                         "(39 kernels forward, 37 backward: at::native elementwise / reduce / sbtopk::gatherTopK / "
-                         "scatter-gather, cuda::topk_sum_and_topk_idx, unique_group_indices_impl, aux_fi_impl), "
-                         "4096 tokens, 256 experts, top-8 within 4 of 8 expert groups, scripts/dsv3_trace.toml's "
-                         "router_gating rules"}
+            ("router_gating", "bwd"): ("memory", "float32", "bwd", "router_gating"),
+            (("attn_norm", "moe_norm"), "fwd"): ("memory", "bfloat16", "fwd", "norm"),
+            (("attn_norm", "moe_norm"), "bwd"): ("memory", "bfloat16", "bwd", "norm")}
+MEASURED_ON = {"causal": "H800 SXM (132 SMs), DeepSeek's training framework: FlashAttention kernels (forward "
+                         "flash::compute_attn_ws; backward FlashAttnBwdPreprocess + FlashAttnBwd + "
+                         "FlashAttnBwdPostprocessConvertdQ), causal, 4096-token sequence, 128 heads, q/k head_dim "
+                         "192, v 128, run beside DeepEP's kernels (20 SMs), as in training",
+               "router_gating": "H800 SXM (132 SMs), DeepSeek's training framework: the router's gating as PyTorch "
+                                "runs it (39 kernels forward, 37 backward: at::native elementwise / reduce / "
+                                "sbtopk::gatherTopK / scatter-gather, cuda::topk_sum_and_topk_idx, "
+                                "unique_group_indices_impl, aux_fi_impl), 4096 tokens, 256 experts, top-8 within 4 "
+                                "of 8 expert groups, scripts/dsv3_trace.toml's router_gating rules",
+               "norm": "H800 SXM (132 SMs), DeepSeek's training framework: the layer's two full-width RMSNorms "
+                       "(layer_norm::ln_fwd_kernel forward, ln_bwd backward, BF16, 4096 tokens x 7168), "
+                       "scripts/dsv3_trace.toml's attn_norm and moe_norm rules, fitted together"}
 
 
 def import_points(kernels: list[Kernel]) -> list[dict]:
@@ -379,21 +386,23 @@ def import_points(kernels: list[Kernel]) -> list[dict]:
     hw = moe.hardware
     measured = _merged(assign(kernels, load_rules()), lambda ks: sum(k.dur_us for k in ks))
     tables = []
-    for (name, pas), (kind, dtype, table_pass, op_name) in IMPORTED.items():
-        op = next(o for o in terms.ops_fwd + terms.ops_bwd if o.name == name and o.pass_ == pas)
-        seconds = measured[(name, pas)] * 1e-6 - float(op.kernels) * hw.efficiency.kernel_launch_s
+    for (names, pas), (kind, dtype, table_pass, op_name) in IMPORTED.items():
+        names = (names,) if isinstance(names, str) else names  # several operators of one table fit together
+        ops = [next(o for o in terms.ops_fwd + terms.ops_bwd if o.name == name and o.pass_ == pas) for name in names]
+        op, measured_us = ops[0], sum(measured[(name, pas)] for name in names)
+        seconds = measured_us * 1e-6 - sum(float(o.kernels) for o in ops) * hw.efficiency.kernel_launch_s
         if kind == "memory":  # moesim/ops/price.py: t = bytes / (HBM bandwidth · η) + kernels · t_launch
-            eta = float(np.ravel(op.bytes)[0]) / (hw.chip.hbm_bw_bytes_per_s * seconds)
+            eta = sum(float(np.ravel(o.bytes)[0]) for o in ops) / (hw.chip.hbm_bw_bytes_per_s * seconds)
             rate = f"moesim's bytes / ({hw.chip.hbm_bw_bytes_per_s / 1e9:g} GB/s"
         else:  # moesim/ops/price.py: t = flops / (peak[dtype] · η) + kernels · t_launch, solved for η
             eta = float(np.ravel(op.flops)[0]) / (hw.chip.peak_for(dtype) * seconds)
             rate = f"moesim's computed-tile FLOPs / ({hw.chip.peak_for(dtype) / 1e12:g} TFLOPS"
         shape = [int(round(float(c if not hasattr(c, "__len__") else c[0]))) for c in op.shape]
         tables.append({"kind": kind, "dtype": dtype, "pass": table_pass, "op": op_name, "status": "measured",
-                       "measured_on": MEASURED_ON[kind],
+                       "measured_on": MEASURED_ON[op_name],
                        "source": f"{SOURCE}: mean over the 4 layers of the {pas} kernels' summed duration, "
-                                 f"{measured[(name, pas)]:.2f} us (scripts/dsv3_trace.py --points); efficiency = "
-                                 f"{rate} x (time - {float(op.kernels):g} launch))",
+                                 f"{measured_us:.2f} us (scripts/dsv3_trace.py --points); efficiency = "
+                                 f"{rate} x (time - {sum(float(o.kernels) for o in ops):g} launch))",
                        "points": [[*shape, float(f"{eta:.4g}")]]})  # 4 significant digits
     return tables
 

@@ -1,8 +1,9 @@
 """FP8 quantise operators of one layer, per device per micro-batch (issue 12, precision per tensor class).
 
 An FP8 recipe quantises the input of every Linear in forward (Fprop; the transposed copy serves Wgrad)
-and the gradient of its output in backward (Dgrad and Wgrad); `moesim.precision.quantise_cost` gives
-the bytes of one cast. Here: how many elements each part of a layer quantises, and the bytes those
+and the gradient of its output in backward (Dgrad and Wgrad); `moesim.precision.quantise_pass_bytes` gives
+the bytes of both passes (TE's cast-transpose, or DeepSeek-V3's transposed re-quantisation in backward).
+Here: how many elements each part of a layer quantises, and the bytes those
 memory-bound operators move (the operator list prices them). The time is reported by the part whose GEMMs consume the casts (attention projections in
 "attention", dense FFN in "dense_ffn", shared experts in "shared_experts"; the routed experts' casts in
 "permute", where DeepSeek-V3 quantises tokens before dispatch, §3.3.4), so both engines run it.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.arithmetic import MTP_PROJECTION_INPUTS, attention_gemm_widths, ffn_matrices
-from moesim.precision import quantise_cost, weight_quantise_cost
+from moesim.precision import quantise_pass_bytes, weight_quantise_cost
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
 from moesim.workload import LayerClass
@@ -59,9 +60,9 @@ def quantise_parts_bytes(training: TrainingSpec, elements: dict[str, tuple]
     if scaling == "none":
         return {}, {}
     q_src = training.bytes_of("activation")
-    fwd = {name: quantise_cost(e[0], scaling, q_src).bytes_moved for name, e in elements.items()}
-    bwd = {name: quantise_cost(e[1], scaling, q_src).bytes_moved for name, e in elements.items()}
-    return fwd, bwd
+    both = {name: quantise_pass_bytes(e[0], e[1], scaling, q_src, training.fp8_transpose)
+            for name, e in elements.items()}
+    return {name: b[0] for name, b in both.items()}, {name: b[1] for name, b in both.items()}
 
 
 def weight_cast_bytes(training: TrainingSpec, cls: LayerClass, tp, ep, etp) -> dict[str, np.ndarray]:

@@ -1,13 +1,16 @@
-"""Selective recomputation beyond the attention core (TrainingSpec.recompute_modules), and dropout masks.
+"""Selective recomputation (TrainingSpec.recompute_modules), and dropout masks.
 
-With recompute = "selective" moesim always recomputes the attention core (Korthikanti §5). Megatron-Core's
---recompute-modules (and DeepSeek-V3 §3.2.3) add:
+With recompute = "selective" moesim recomputes the listed modules (Megatron-Core's --recompute-modules; the
+default is the attention core alone, Korthikanti §5):
+  core_attn    the attention core runs again; its saved state (a flash kernel's softmax statistics, an
+               unfused core's scores) is not stored.
   layernorm    the norms run again in backward, so their outputs — the QKV GEMM's input, the FFN's or the
-               router's input, an MTP module's M_k input — are not stored; cost: one memory-bound pass per
-               norm (read the stored input, write the output), 2·q_a·tokens·h bytes.
+               router's input, an MTP module's M_k input — are not stored.
   mla_up_proj  MLA's Q and KV up-projections run again, so Q, K, V are not stored, only the latents
-               c_Q (r_q), c_KV (r_kv) and the shared rotary key (d_r); cost: the up-projection GEMMs,
-               2·tokens·(r_q·a(d + d_r) + r_kv·a(d + d_v)) FLOP (DeepSeek-V2 §2.1.2, eq. 9-14).
+               c_Q (r_q), c_KV (r_kv) and the shared rotary key (d_r) (DeepSeek-V2 §2.1.2, eq. 9-14).
+The cost is the recomputed forward operators at their forward prices (`recomputed_ops`: the one operator list).
+DeepSeek-V3 §3.2.3 recomputes the norms and the up-projections, not the attention core (its H800 trace has no
+attention kernel in the backward besides the flash backward).
 Without dropout (training.dropout false) no 1-byte masks are stored (Korthikanti §4.1 counts them).
 With a flash attention kernel (training.attention_kernel) Q, K and V are kept as the kernel gets them
 (`flash_qkv_per_token`); with the unfused one Korthikanti's 3h (K and V repeated to every head).
@@ -20,10 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim import memory as mem
-from moesim.flops import FLOPS_PER_MAC
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
-from moesim.workload import LayerClass
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,6 @@ class StoredInputs:
 
 def _modules(training: TrainingSpec, recompute, module: str) -> np.ndarray:
     return (np.asarray(recompute) == mem.RECOMPUTE_CODES["selective"]) & (module in training.recompute_modules)
-
-
-def mla_up_projection_flops_per_token(model: ModelSpec) -> float:
-    """2·(r_q·a(d + d_r) + r_kv·a(d + d_v)): the MLA up-projections (no q_lora: Q projects h, not recomputed)."""
-    att = model.attention
-    q_up = att.q_lora_rank * att.num_heads * (att.head_dim + att.qk_rope_head_dim)
-    kv_up = att.kv_lora_rank * att.num_heads * (att.head_dim + att.v_head_dim)
-    return FLOPS_PER_MAC * (q_up + kv_up)
 
 
 def mla_latents_per_token(model: ModelSpec) -> int:
@@ -79,20 +72,26 @@ def stored_inputs(model: ModelSpec, training: TrainingSpec, recompute, q_store: 
                         mask=mem.MASK_BYTES if training.dropout else 0.0, qkv_per_token=qkv)
 
 
-def recompute_extra(model: ModelSpec, training: TrainingSpec, cls: LayerClass, b, tp, recompute, hbm_bw_bytes_per_s,
-                    matmul_time) -> tuple[np.ndarray, np.ndarray]:
-    """(time, FLOP) the listed modules add to a layer's selective recomputation, per device per micro-batch.
+# The forward operators each module runs again (moesim/ops/layer.py names): every RMSNorm / LayerNorm, including
+# MLA's latent norms and an MTP module's two input norms (DeepSeek-V3 §3.2.3 "recompute all RMSNorm operations";
+# DeepSeek's H800 trace, tests/data/dsv3_trace: attn_norm, q_norm, kv_norm and moe_norm kernels in the backward),
+# and MLA's Q and KV up-projections with the RoPE and copies of their outputs (§3.2.3 "MLA up-projections"; the
+# trace's q / kv up-projection GEMMs, rotary_kernel, _copy_tensor_kernel and 65536-block copy again there).
+RECOMPUTED_OPS = {"layernorm": ("attn_norm", "q_norm", "kv_norm", "mlp_norm", "moe_norm", "mtp_norms"),
+                  "mla_up_proj": ("q_up_proj", "kv_up_proj", "rope_and_copies")}
 
-    `matmul_time(flops, kernel_flops)` prices GEMMs as the layer's other matmuls."""
-    tokens = b * cls.tokens
-    norm_tokens = tokens / (tp if training.sequence_parallel else 1)
-    norms = (3 if cls.cross_attention else 2) + (2 if cls.mtp else 0)
-    norm_bytes = norms * 2 * mem.ACT_BYTES * norm_tokens * model.d_model
-    time = np.where(_modules(training, recompute, "layernorm"), norm_bytes / hbm_bw_bytes_per_s, 0.0)
-    flops = np.zeros_like(time)
-    if model.attention.kind == "mla":
-        up_flops = tokens * mla_up_projection_flops_per_token(model) / tp
-        up = _modules(training, recompute, "mla_up_proj")
-        time = time + np.where(up, matmul_time(up_flops, up_flops / 2), 0.0)
-        flops = flops + np.where(up, up_flops, 0.0)
-    return time, flops
+
+def recomputed_ops(training: TrainingSpec, fwd_ops: list) -> list:
+    """The forward operators a selective recomputation runs again in backward, to be priced as the forward prices
+    them (one operator list): the attention core with core_attn, the norms and up-projections of RECOMPUTED_OPS."""
+    modules = training.recompute_modules
+    names = {name for module in modules for name in RECOMPUTED_OPS.get(module, ())}
+    return [op for op in fwd_ops if (op.kind == "attention" and "core_attn" in modules) or op.name in names]
+
+
+def core_recompute_code(training: TrainingSpec, recompute) -> np.ndarray:
+    """The recompute code the attention core's saved state follows: selective without core_attn keeps the core's
+    state (the softmax statistics of a flash kernel) as no recomputation would."""
+    selective = np.asarray(recompute) == mem.RECOMPUTE_CODES["selective"]
+    none = mem.RECOMPUTE_CODES["none"]
+    return np.where(selective & ("core_attn" not in training.recompute_modules), none, recompute)

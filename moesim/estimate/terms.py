@@ -33,7 +33,7 @@ from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
 from moesim.estimate.pricing import distinct_rows
 from moesim.ops.base import ATTENTION_BACKWARD_TO_FORWARD, PARTS, Op, gemm, memory
-from moesim.estimate.selective import recompute_extra, stored_inputs
+from moesim.estimate.selective import core_recompute_code, recomputed_ops, stored_inputs
 from moesim.estimate.precision_terms import (
     activation_recompute_bytes, quantise_parts_bytes, quantised_elements, weight_cast_bytes,
 )
@@ -250,7 +250,8 @@ class TermBuilder:
         terms = ClassTerms(zero, zero, zero, fwd_flops, fwd_flops, act)
         fwd_ops = ops.attention(cls)
         if fl.mtp_projection:  # an MTP module's M_k GEMM [b·n, 2h]·[2h, h/tp], before its block (DeepSeek-V3 eq. 21)
-            fwd_ops.insert(1, gemm("attention", "mtp_projection", self.tr.dtype_for("gemm"), b * n, h / tp, 2 * h))
+            fwd_ops[1:1] = [ops.mtp_norms(cls),
+                            gemm("attention", "mtp_projection", self.tr.dtype_for("gemm"), b * n, h / tp, 2 * h)]
             fwd_flops = fwd_flops + b * fl.mtp_projection / tp
         dense_einsum = cls.is_moe and self.tr.dispatch_impl == "dense_einsum"
         if not cls.is_moe:
@@ -293,8 +294,11 @@ class TermBuilder:
         selective = rec == mem.RECOMPUTE_CODES["selective"]
         core = next(op for op in fwd_ops if op.kind == "attention")
         score_time = np.broadcast_to(np.asarray(op_time_s(core, self.hw), dtype=float), (n_rows,))
-        extra_time, extra_flops = recompute_extra(model, self.tr, cls, b, tp, rec, self.hbm_bw, self._flop_time_s)
-        terms.recompute_time_s = np.where(full, terms.fwd_time_s, np.where(selective, score_time + extra_time, 0.0))
+        redo = recomputed_ops(self.tr, fwd_ops)  # the selective modules' forward operators, priced again
+        redo_time = sum((np.broadcast_to(np.asarray(op_time_s(op, self.hw), dtype=float), (n_rows,)) for op in redo),
+                        np.zeros(n_rows))
+        redo_flops = sum((op.flops for op in redo if op.kind != "memory"), np.zeros(n_rows))
+        terms.recompute_time_s = np.where(full, terms.fwd_time_s, np.where(selective, redo_time, 0.0))
         unpadded = fwd_flops - padded_extra
         terms.model_flops = (1 + BACKWARD_TO_FORWARD) * unpadded
         # Hardware FLOPs are what the kernels execute, the work their time is priced on: the attention core's
@@ -304,7 +308,7 @@ class TermBuilder:
         # only (a masked attention's model FLOPs include skipped tiles).
         executed = core.flops
         fwd_executed = fwd_flops - scores + executed
-        recompute_flops = np.where(full, fwd_executed, np.where(selective, executed + extra_flops, 0.0))
+        recompute_flops = np.where(full, fwd_executed, np.where(selective, redo_flops, 0.0))
         einsum_saved = (BACKWARD_TO_FORWARD - DISPATCH_EINSUM_BACKWARD) * terms.dispatch_einsum_flops \
             if dense_einsum else 0.0
         terms.hardware_flops = (1 + BACKWARD_TO_FORWARD) * fwd_executed - einsum_saved + recompute_flops \
@@ -312,10 +316,6 @@ class TermBuilder:
         self._tp_comms(terms, cls, blocks, full, b)
         terms.attention_core_time_s = score_time
         return terms
-
-    def _flop_time_s(self, flops, kernel_flops):
-        """A GEMM's time from the FLOP-keyed matmul table at the GEMM dtype's peak (recomputed MLA up-projections)."""
-        return flops / (self.peak * self.hw.efficiency.matmul.at_array(kernel_flops))
 
     def _precision_ops(self, cls: LayerClass, b, tp, ep, etp, slots) -> tuple[list[Op], list[Op]]:
         """(forward, backward) memory-bound operators of the precision recipe (issue 12): FP8 quantise casts of
@@ -358,10 +358,11 @@ class TermBuilder:
         att_kw = dict(q_input=kept.q_gemm_input, mask=kept.mask, qkv_per_token=kept.qkv_per_token,
                       proj_in_per_token=att.num_heads * (att.v_head_dim or att.head_dim),
                       q_proj=tr.attention_output_storage_bytes, kernel=tr.attention_kernel)
-        act = mem.attention_activation_bytes(b, n, n, h, model.attention.num_heads, tp, sp, rec, q_st, **att_kw)
+        rec_core = core_recompute_code(tr, rec)  # selective without core_attn keeps the core's saved state
+        act = mem.attention_activation_bytes(b, n, n, h, model.attention.num_heads, tp, sp, rec_core, q_st, **att_kw)
         if cls.cross_attention:
             act = act + mem.attention_activation_bytes(b, n, cls.encoder_tokens, h, model.attention.num_heads,
-                                                       tp, sp, rec, q_st, **att_kw)
+                                                       tp, sp, rec_core, q_st, **att_kw)
         act = act + mem.norm_activation_bytes(b, n, h, tp, sp, 3 if cls.cross_attention else 2)
         if cls.mtp:
             act = act + mem.mtp_input_activation_bytes(b, n, h, tp, sp, q_st, kept.q_gemm_input)

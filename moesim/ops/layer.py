@@ -28,8 +28,9 @@ t_n = b·n/tp with sequence parallelism (norms and residuals on the sequence sha
 (dgrad and wgrad per GEMM, flash backward, memory ops at a bytes factor: norms and activations read the
 input and the output gradient and write the input gradient, ~1.5× forward; residual adds pass the gradient
 through).
-Not priced as operators: dropout (0 in the models moesim ships), rotary embeddings (fused into attention in
-FlashAttention-2/-3 pipelines), bias adds (fused into GEMM epilogues).
+Not priced as operators: dropout (0 in the models moesim ships), rotary embeddings other than MLA's (fused into
+attention in FlashAttention-2/-3 pipelines; MLA's decoupled RoPE and its Q/K/V copies are `rope_and_copies`),
+bias adds (fused into GEMM epilogues).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ NORM_BACKWARD_FACTOR = 1.5  # reads x and dy, writes dx: 3 passes against the fo
 FP32_BYTES = 4
 INDEX_AND_WEIGHT_BYTES = 12  # int64 expert index + float32 combine weight per (token, choice)
 GATING_KERNELS = 4  # softmax, top-k, aux loss, capacity/position bookkeeping
+MLA_ROPE_KERNELS = 4  # rotary on q, rotary on k_pe, K's assembly, V's copy (LayerOps._mla_rope_and_copies)
 
 
 def gate_factor(model: ModelSpec) -> int:
@@ -92,7 +94,8 @@ def _ffn_ops(part: str, prefix: str, model: ModelSpec, dtype: str, q: float, tok
 
 def _norm(part, name, dtype, q, tokens, h) -> Op:
     op = memory(part, name, dtype, READ_WRITE * tokens * h * q)
-    return replace(op, meta={"bwd_bytes_factor": NORM_BACKWARD_FACTOR})
+    # every norm reads a profile's "norm" table where it has one (h800.toml: DeepSeek's trace, scripts/dsv3_trace.py)
+    return replace(op, meta={"bwd_bytes_factor": NORM_BACKWARD_FACTOR, "table_op": "norm"})
 
 
 def _residual(part, name, dtype, q, tokens, h) -> Op:
@@ -179,8 +182,29 @@ class LayerOps:
             ops.append(gemm("attention", "q_proj", dt, m, a * (d + d_r) / tp, h, fallback=fallback))
         ops += [gemm("attention", "kv_down_proj", dt, tn, att.kv_lora_rank + d_r, h, fallback=fallback),
                 _norm("attention", "kv_norm", dt_mem, q, tn, att.kv_lora_rank),
-                gemm("attention", "kv_up_proj", dt, m, a * (d + d_v) / tp, att.kv_lora_rank, fallback=fallback)]
+                gemm("attention", "kv_up_proj", dt, m, a * (d + d_v) / tp, att.kv_lora_rank, fallback=fallback),
+                self._mla_rope_and_copies(m, dt_mem)]
         return ops
+
+    def _mla_rope_and_copies(self, m, dt_mem) -> Op:
+        """MLA's decoupled RoPE and the copies that give the attention kernel contiguous Q, K, V (DeepSeek-V2
+        §2.1.3 eq. 14-17; Megatron-LM 23e00ed0 multi_latent_attention.py qkv_up_proj_and_rope_apply; DeepSeek's
+        H800 trace, tests/data/dsv3_trace: rotary_kernel x2, _copy_tensor_kernel, elementwise_kernel over 65536
+        blocks in attn(F)), per token over a/tp heads: RoPE in place on q's rope part and on k_pe (read + write
+        a·d_r + d_r), K assembled from k_nope and k_pe expanded to every head (read a·d + d_r, write a·(d + d_r)),
+        V made contiguous (read + write a·d_v). Backward: the same bytes (each copy's gradient split back)."""
+        att, tp, q = self.model.attention, self.tp, self.q
+        a, d, d_r, d_v = att.num_heads / tp, att.head_dim, att.qk_rope_head_dim, att.v_head_dim
+        per_token = READ_WRITE * (a * d_r + d_r) + (a * d + d_r) + a * (d + d_r) + READ_WRITE * a * d_v
+        op = memory("attention", "rope_and_copies", dt_mem, m * per_token * q, kernels=MLA_ROPE_KERNELS)
+        return replace(op, meta={"bwd_bytes_factor": 1.0})
+
+    def mtp_norms(self, cls: LayerClass) -> Op:
+        """An MTP module's two RMSNorms before M_k, of the previous depth's hidden state and of the token
+        embedding (DeepSeek-V3 §2.2 eq. 21; Megatron-LM MultiTokenPredictionLayer enorm / hnorm): as attn_norm
+        over twice the tokens."""
+        n = self.norm_tokens(cls.tokens)
+        return _norm("attention", "mtp_norms", self.dtype["memory"], self.q, 2 * n, self.model.d_model)
 
     def dense_ffn(self, cls: LayerClass) -> list[Op]:
         n = cls.tokens

@@ -18,9 +18,9 @@ from moesim.specs.hardware import DTYPE_BYTES, DTYPES
 
 OPTIMIZERS = ("adam", "adafactor", "sgd")
 RECOMPUTE_MODES = ("none", "selective", "full")
-# What selective recomputation covers (Megatron-Core --recompute-modules names): the attention core always
-# (moesim's "selective", Korthikanti §5); optionally the norms and the MLA up-projections, whose outputs are
-# then not stored (DeepSeek-V3 §3.2.3 recomputes "all RMSNorm operations and MLA up-projections").
+# What selective recomputation covers (Megatron-Core --recompute-modules names): the attention core (the default,
+# Korthikanti §5), the norms and the MLA up-projections, whose outputs are then not stored (DeepSeek-V3 §3.2.3
+# recomputes "all RMSNorm operations and MLA up-projections", not the core: moesim/estimate/selective.py).
 RECOMPUTE_MODULES = ("core_attn", "layernorm", "mla_up_proj")
 PIPELINE_SCHEDULES = ("1f1b", "gpipe", "interleaved", "zb-h1", "zb-v", "dualpipe")  # moesim.des.orders
 DISPATCH_IMPLS = ("index", "dense_einsum")
@@ -29,6 +29,12 @@ DISPATCH_IMPLS = ("index", "dense_einsum")
 # arXiv 2205.14135 Alg. 2; TransformerEngine 2.11 FusedAttnFunc); "unfused" the score, softmax and dropout
 # tensors of Korthikanti et al. §4.1 (a·n² per sequence).
 ATTENTION_KERNELS = ("flash", "unfused")
+# How an FP8 recipe gives the weight gradient its token-dimension-scaled operands (moesim/precision.py
+# `quantise_pass_bytes`): "cast_transpose" TransformerEngine's fused cast-transpose, both copies of a GEMM input
+# written in forward and both of an output gradient in backward, each from one read; "requantise" DeepSeek-V3
+# §3.5.2: the forward writes the 1x128-tile copy only, the backward reads the input again and re-quantises it
+# transposed into 128x1 tiles, and casts the output gradient rowwise and transposed in two kernels.
+FP8_TRANSPOSES = ("cast_transpose", "requantise")
 # The training framework whose resident buffers a GPU step holds beyond model states and activations
 # (moesim/memory_peak.py `framework_buffers`): "megatron-te" Megatron-LM with TransformerEngine (TE's dummy
 # weight gradients, Megatron's output-layer all-gather buffer: the stack of every GPU run the operator tables and
@@ -52,7 +58,7 @@ TENSOR_CLASSES = ("gemm", "attention", "activation", "head", "dispatch", "combin
 PRECISION_KEYS = ("param_dtype", "compute_dtype", "gemm_dtype", "gemm_scaling", "attention_dtype", "activation_dtype",
                   "grad_dtype", "dispatch_dtype", "combine_dtype", "activation_storage_dtype",
                   "moe_activation_recompute", "optimizer_state_dtype", "master_weights", "fused_cross_entropy",
-                  "fp8_weight_cache", "attention_output_storage_bits")
+                  "fp8_weight_cache", "attention_output_storage_bits", "fp8_transpose")
 # Dtype fields that may be left "" (= derived, see dtype_for).
 _DERIVED_DTYPES = ("combine_dtype", "gemm_dtype", "attention_dtype", "activation_dtype", "activation_storage_dtype")
 FP8 = "float8"
@@ -93,6 +99,7 @@ class TrainingSpec:
     # FP8 GEMMs: keep the FP8 weight copies from the first micro-batch to the optimizer step (memory, one cast
     # per step; TE `is_first_microbatch`), or cast the weights again every micro-batch (time, no memory).
     fp8_weight_cache: bool = True
+    fp8_transpose: str = "cast_transpose"  # FP8_TRANSPOSES: how Wgrad's transposed FP8 operands are made
     # The input of the Linear after attention (the attention output) kept for backward in a format of this many
     # bits per element plus the recipe's scales; 0 = activation_storage_dtype (DeepSeek-V3 §3.3.4: E5M6, 12 bits).
     attention_output_storage_bits: int = 0
@@ -153,7 +160,8 @@ class TrainingSpec:
                   ("pipeline_schedule", PIPELINE_SCHEDULES), ("dispatch_impl", DISPATCH_IMPLS),
                   ("dispatch_backend", DISPATCH_BACKENDS),
                   ("zero_stage", ZERO_STAGES), ("ema_location", EMA_LOCATIONS),
-                  ("attention_kernel", ATTENTION_KERNELS), ("framework", FRAMEWORKS))
+                  ("attention_kernel", ATTENTION_KERNELS), ("framework", FRAMEWORKS),
+                  ("fp8_transpose", FP8_TRANSPOSES))
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise SpecError(f"'{getattr(self, name)}' is not allowed", field=f"training.{name}",
@@ -163,9 +171,9 @@ class TrainingSpec:
             if module not in RECOMPUTE_MODULES:
                 raise SpecError(f"'{module}' is not allowed", field="training.recompute_modules", value=module,
                                 allowed=RECOMPUTE_MODULES)
-        if "core_attn" not in self.recompute_modules:
-            raise SpecError("selective recomputation always covers 'core_attn'", field="training.recompute_modules",
-                            value=list(self.recompute_modules), allowed=RECOMPUTE_MODULES)
+        if not self.recompute_modules:  # core_attn may be left out: DeepSeek-V3 §3.2.3 recomputes norms and MLA only
+            raise SpecError("selective recomputation needs at least one module", field="training.recompute_modules",
+                            value=[], allowed=RECOMPUTE_MODULES)
         if self.capacity_factor is not None and self.capacity_factor <= 0:
             raise SpecError("capacity_factor must be > 0", field="training.capacity_factor",
                             value=self.capacity_factor)

@@ -92,6 +92,12 @@ class BridgeRow:
         return self.gbs * self.seq_len / (self.tokens_per_s_per_gpu * self.gpus)
 
     @property
+    def published_gflop_per_token(self) -> float:
+        """The page's own model FLOPs per token: Model TFLOP / s / GPU over tokens / s / GPU (a consistency check
+        between the two printed columns; the same model and sequence should give the same figure)."""
+        return self.model_tflops_per_gpu * 1e3 / self.tokens_per_s_per_gpu
+
+    @property
     def layout_text(self) -> str:
         text = f"tp{self.tp}·pp{self.pp}" + (f"·vp{self.vp}" if self.vp > 1 else "") + f"·ep{self.ep}·dp{self.dp}"
         return text + (f"·cp{self.cp}" if self.cp > 1 else "")
@@ -253,10 +259,26 @@ def _pct(x: float, signed: bool = True) -> str:
     return (f"{x * 100:+.1f} %" if signed else f"{x * 100:.1f} %").replace("-", "−")
 
 
-def not_written(p: Priced) -> list[str]:
-    """What the row ran that moesim's scenario does not write as published."""
+FLOP_SPREAD = 0.10  # a row's GFLOP per token this far from its model's median is named (printed columns disagree)
+
+
+def flop_outlier(row: BridgeRow, rows: tuple[BridgeRow, ...]) -> str:
+    """Why the row's two printed columns disagree with its model's other rows ("" when they agree): the same model,
+    sequence and MTP give the same model FLOPs per token, so Model TFLOP/s over tokens/s should match."""
+    same = [r.published_gflop_per_token for r in rows if (r.model, r.mtp, r.seq_len) == (row.model, row.mtp,
+                                                                                         row.seq_len)]
+    median = float(np.median(same))
+    if abs(row.published_gflop_per_token / median - 1) <= FLOP_SPREAD:
+        return ""
+    return (f"the page's own columns disagree: {row.published_gflop_per_token:.1f} GFLOP per token against "
+            f"{median:.1f} on the model's other rows (tokens/s or TFLOP/s misprinted)")
+
+
+def not_written(p: Priced, rows: tuple[BridgeRow, ...] = ()) -> list[str]:
+    """What the row ran that moesim's scenario does not write as published, and where the row's own printed
+    figures disagree (`rows`: the table it is checked against; none: no check)."""
     r = p.row
-    out = []
+    out = [text for text in [flop_outlier(r, rows)] if text] if rows else []
     if p.vp != r.vp:
         out.append(f"vp {r.vp} priced as 1F1B (uneven chunks: a pipeline layout key moesim lacks)")
     if r.dispatcher == "hybridep":
@@ -282,18 +304,20 @@ def _summary(label: str, ps: list[Priced]) -> str:
 def render_block(priced: list[Priced]) -> str:
     """The generated block of docs/operators.md (without its BEGIN / END marker lines)."""
     out = ["| case (release, system, model as printed) | precision (recipe) | layout (GBS, MBS) | published tokens/s/GPU "
-           "| published step s | moesim step s | error | simulator s (vs estimate) | recompute priced (GiB, fits) | "
-           "not written as published / assumed |",
-           "|---|---|---|---:|---:|---:|---:|---:|---|---|"]
+           "| published GFLOP/token | published step s | moesim step s | error | simulator s (vs estimate) | "
+           "recompute priced (GiB, fits) | not written as published / assumed |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    rows = tuple(p.row for p in priced)
     for p in priced:
         r = p.row
         des = "" if p.des_step_s is None else f"{p.des_step_s:.3f} ({_pct(p.des_step_s / p.step_s - 1)})"
         prec = r.precision + ("" if r.precision_stated else " (assumed)")
         out.append(f"| `{r.case}` ({r.release}, {r.system}, {r.source_model}) | {prec} "
                    f"(`{PRECISION_RECIPE[r.precision]}`) | {r.layout_text} ({r.gbs}, {r.mbs}) | "
-                   f"{r.tokens_per_s_per_gpu:.0f} | {r.published_step_s:.3f} | {p.step_s:.3f} | "
+                   f"{r.tokens_per_s_per_gpu:.0f} | {r.published_gflop_per_token:.1f} | {r.published_step_s:.3f} | "
+                   f"{p.step_s:.3f} | "
                    f"{_pct(p.step_error)} | {des} | {p.recompute} ({p.memory_gib:.1f}, "
-                   f"{'yes' if p.fits else 'no'}) | {'; '.join(not_written(p))} |")
+                   f"{'yes' if p.fits else 'no'}) | {'; '.join(not_written(p, rows))} |")
     out += ["", "Summary (error = moesim / published − 1 on the step time; negative: moesim too fast):", "",
             "| rows | n | mean | mean abs | worst |", "|---|---:|---:|---:|---:|"]
     groups = [(f"{HARDWARE_LABEL[h]} {MODEL_LABEL[m]}", [p for p in priced if p.row.hardware == h

@@ -12,7 +12,6 @@ docs/operators.md (scripts/bridge_perf_check.py writes and checks it). Published
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from moesim.errors import SpecError
+from moesim.models.row_table import read_rows, typed_fields
 
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "bridge_perf" / "megatron_bridge_moe.toml"
 # The page's Precision column -> moesim's precision recipe (moesim/precision_recipes.toml): BF16 the baseline,
@@ -105,22 +105,7 @@ class BridgeRow:
 
 def _row(raw: dict, index: int, path: Path) -> BridgeRow:
     where = f"row[{index}]"
-    values = {}
-    for name, kind in FIELDS.items():
-        if name not in raw:
-            raise SpecError(f"{where} has no '{name}'", file=str(path), field=f"{where}.{name}")
-        value = raw[name]
-        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-        if kind is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not ok:
-            raise SpecError(f"{where}.{name} must be {kind.__name__}", file=str(path), field=f"{where}.{name}",
-                            value=value)
-        values[name] = tuple(value) if kind is list else (float(value) if kind is float else value)
-    extra = sorted(set(raw) - set(FIELDS))
-    if extra:
-        raise SpecError(f"{where} has unknown fields {extra}", file=str(path), field=where, allowed=sorted(FIELDS))
-    row = BridgeRow(**values)
+    row = BridgeRow(**typed_fields(raw, FIELDS, where, path))
     if row.precision not in PRECISION_RECIPE:
         raise SpecError(f"{row.case}: unknown precision", file=str(path), field=f"{where}.precision",
                         value=row.precision, allowed=sorted(PRECISION_RECIPE))
@@ -147,14 +132,7 @@ def _row(raw: dict, index: int, path: Path) -> BridgeRow:
 
 @lru_cache(maxsize=None)
 def load_rows(path: Path = DATA) -> tuple[BridgeRow, ...]:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise SpecError(f"cannot read the Megatron-Bridge table: {exc}", file=str(path)) from exc
-    rows = raw.get("row")
-    if not isinstance(rows, list) or not rows:
-        raise SpecError("no [[row]] tables", file=str(path), field="row")
-    return tuple(_row(r, i, path) for i, r in enumerate(rows))
+    return tuple(_row(r, i, path) for i, r in enumerate(read_rows(path, "the Megatron-Bridge table")))
 
 
 def priced_vp(row: BridgeRow, num_layers: int) -> int:
@@ -303,8 +281,8 @@ def _summary(label: str, ps: list[Priced]) -> str:
 
 def render_block(priced: list[Priced]) -> str:
     """The generated block of docs/operators.md (without its BEGIN / END marker lines)."""
-    out = ["| case (release, system, model as printed) | precision (recipe) | layout (GBS, MBS) | published tokens/s/GPU "
-           "| published GFLOP/token | published step s | moesim step s | error | simulator s (vs estimate) | "
+    out = ["| case (release, system, model as printed) | precision (recipe) | layout (GBS, MBS) | "
+           "published tokens/s/GPU | published GFLOP/token | published step s | moesim step s | error | simulator s (vs estimate) | "
            "recompute priced (GiB, fits) | not written as published / assumed |",
            "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     rows = tuple(p.row for p in priced)

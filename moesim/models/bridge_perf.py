@@ -27,18 +27,18 @@ DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "bridge_perf" / 
 PRECISION_RECIPE = {"BF16": "bf16", "FP8-MX": "mxfp8-blackwell", "FP8-CS": "te-current-scaling"}
 HARDWARE = ("h100-sxm", "b200", "gb200-nvl72")  # moesim profiles of the page's DGX-H100, DGX-B200, DGX-GB200
 HARDWARE_LABEL = {"h100-sxm": "H100", "b200": "B200", "gb200-nvl72": "GB200"}
-MODEL_LABEL = {"deepseek-v3": "DeepSeek-V3", "qwen3-30b-a3b": "Qwen3-30B-A3B"}
+MODEL_LABEL = {"deepseek-v3": "DeepSeek-V3", "qwen3-30b-a3b": "Qwen3-30B-A3B", "qwen3-235b-a22b": "Qwen3-235B-A22B"}
 # Where neither the page nor a matching recipe states recompute: tried in this order, the first under which
 # moesim's own memory estimate fits is priced (the data file's header). (recompute, recompute_modules, MLA only)
 RECOMPUTE_LADDER = (("none", (), False), ("selective", ("mla_up_proj",), True), ("full", (), False))
 # The recipe's moe_flex_dispatcher_backend -> moesim's dispatch_backend: DeepEP is moesim's `deepep`; HybridEP has
 # no moesim key and, like a dispatcher the recipe does not name, is priced as the NCCL all-to-all.
 DISPATCH_BACKEND = {"": "nccl", "deepep": "deepep", "hybridep": "nccl"}
-# Rows the simulator also runs (the agreement column): 26.02's three Qwen3-30B-A3B rows and one DeepSeek-V3 row
-# per Blackwell system.
+# Rows the simulator also runs (the agreement column): 26.02's three Qwen3-30B-A3B rows, one DeepSeek-V3 row per
+# Blackwell system and one Qwen3-235B-A22B row.
 DES_CASES = ("26.02-gb200-qwen3-30b-fp8mx-ep8", "26.02-b200-qwen3-30b-fp8mx-ep8",
              "26.02-h100-qwen3-30b-fp8cs-pp2vp12ep8", "26.02-gb200-dsv3-fp8mx-pp4vp4ep64",
-             "25.11-b200-dsv3-fp8mx-pp16ep8")
+             "25.11-b200-dsv3-fp8mx-pp16ep8", "26.02-b200-qwen3-235b-fp8mx-pp8ep8")
 FIELDS = {"case": str, "release": str, "system": str, "source_model": str, "model": str, "hardware": str,
           "gpus": int, "precision": str, "precision_stated": bool, "gbs": int, "mbs": int, "seq_len": int,
           "fsdp": int, "tp": int, "pp": int, "cp": int, "vp": int, "ep": int, "ga": int,
@@ -252,6 +252,13 @@ def flop_outlier(row: BridgeRow, rows: tuple[BridgeRow, ...]) -> str:
             f"{median:.1f} on the model's other rows (tokens/s or TFLOP/s misprinted)")
 
 
+@lru_cache(maxsize=None)
+def _num_layers(model: str) -> int:
+    from moesim.specs.model_file import load_model
+
+    return load_model(model).num_layers
+
+
 def not_written(p: Priced, rows: tuple[BridgeRow, ...] = ()) -> list[str]:
     """What the row ran that moesim's scenario does not write as published, and where the row's own printed
     figures disagree (`rows`: the table it is checked against; none: no check)."""
@@ -259,6 +266,9 @@ def not_written(p: Priced, rows: tuple[BridgeRow, ...] = ()) -> list[str]:
     out = [text for text in [flop_outlier(r, rows)] if text] if rows else []
     if p.vp != r.vp:
         out.append(f"vp {r.vp} priced as 1F1B (uneven chunks: a pipeline layout key moesim lacks)")
+    layers = _num_layers(r.model)
+    if layers % r.pp and not (r.first_stage_layers or r.last_stage_layers):
+        out.append(f"split of {layers} layers over pp {r.pp} not stated (moesim's rule)")
     if r.dispatcher == "hybridep":
         out.append("HybridEP dispatcher (no moesim key; NCCL all-to-all priced)")
     if r.cuda_graph_scope:

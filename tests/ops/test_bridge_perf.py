@@ -27,6 +27,7 @@ SOURCE_SPOTS = {
     "26.02-h100-qwen3-30b-fp8cs-pp2vp12ep8": (16, 1024, 1, 1, 2, 12, 8, 128, 2557, 118),
     "25.11-gb200-qwen3-30b-fp8mx-ep8": (8, 512, 4, 1, 1, 1, 8, 16, 23766, 547),
     "25.09-h100-dsv3-pp8vp4ep64tp2": (1024, 8192, 1, 2, 8, 4, 64, 128, 1297, 338),
+    "25.11-b200-qwen3-235b-fp8mx-pp8vp2ep8": (64, 1024, 1, 1, 8, 2, 8, 128, 3269, 484),
 }
 
 # moesim's step-time error per row as it came out when the block was generated (moesim / published − 1, %), each
@@ -45,11 +46,17 @@ RECORDED_ERROR_PCT = {
     "25.11-b200-qwen3-30b-fp8mx-ep8": -60.7,  # 25.11 DGX-B200 Qwen3_30B_a3B: 9299
     "25.11-h100-qwen3-30b-fp8cs-pp2vp24ep8": -48.7,  # 25.11 DGX-H100 Qwen3_30B_a3B: 5275
     "25.09-h100-dsv3-pp8vp4ep64tp2": +41.9,  # 25.09 DGX-H100 DeepSeekV3 (dropless): 1297
+    "26.02-gb200-qwen3-235b-fp8mx-pp8ep32": -16.8,  # 26.02 DGX-GB200 Qwen3_235B_a22B: 5448
+    "26.02-b200-qwen3-235b-fp8mx-pp8ep8": -19.8,  # 26.02 DGX-B200 Qwen3_235B_a22B: 3805
+    "26.02-h100-qwen3-235b-fp8cs-tp2pp8vp4ep32": -21.0,  # 26.02 DGX-H100 Qwen3_235B_a22B: 1633
+    "25.11-gb200-qwen3-235b-bf16-pp8vp3ep32": -11.3,  # 25.11 DGX-GB200 Qwen3_235B_a22B BF16: 4916
+    "25.11-b200-qwen3-235b-fp8mx-pp8vp2ep8": -26.9,  # 25.11 DGX-B200 Qwen3_235B_a22B: 3269
+    "25.11-h100-qwen3-235b-fp8cs-tp2pp8vp4ep32": +19.0,  # 25.11 DGX-H100 Qwen3_235B_a22B: 1575
 }
 
 
 def test_the_data_holds_the_spot_rows_of_the_source():
-    assert len(ROWS) == 12 and set(BY_CASE) == set(RECORDED_ERROR_PCT)
+    assert len(ROWS) == 18 and set(BY_CASE) == set(RECORDED_ERROR_PCT)
     for case, spot in SOURCE_SPOTS.items():
         r = BY_CASE[case]
         assert (r.gpus, r.gbs, r.mbs, r.tp, r.pp, r.vp, r.ep, r.ga, r.tokens_per_s_per_gpu,
@@ -121,10 +128,12 @@ def test_vp_moesim_cannot_write_is_named_not_hidden():
 
 def test_the_row_whose_printed_columns_disagree_is_named():
     """Model TFLOP/s over tokens/s is the page's own FLOPs per token: 23.0 G on every Qwen3-30B-A3B row but 26.02's
-    H100 one (118 / 2557 = 46.1 G), 249-261 G on DeepSeek-V3's (260 with MTP, 249-250 without)."""
+    H100 one (118 / 2557 = 46.1 G), 148 G on every Qwen3-235B-A22B row, 249-261 G on DeepSeek-V3's (260 with MTP,
+    249-250 without)."""
     named = {r.case for r in ROWS if bp.flop_outlier(r, ROWS)}
     assert named == {"26.02-h100-qwen3-30b-fp8cs-pp2vp12ep8"}
     assert BY_CASE["26.02-h100-qwen3-30b-fp8cs-pp2vp12ep8"].published_gflop_per_token == pytest.approx(46.15, abs=0.01)
+    assert {round(r.published_gflop_per_token) for r in ROWS if r.model == "qwen3-235b-a22b"} == {148}
     with_mtp = [r.published_gflop_per_token for r in ROWS if r.model == "deepseek-v3" and r.mtp]
     without = [r.published_gflop_per_token for r in ROWS if r.model == "deepseek-v3" and not r.mtp]
     assert min(with_mtp) > 259 and max(without) < 250

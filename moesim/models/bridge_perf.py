@@ -89,6 +89,7 @@ class BridgeRow:
     @property
     def published_step_s(self) -> float:
         """gbs · seq_len tokens per step over gpus · tokens / s / GPU."""
+        # the page's "Tokens / sec / GPU: Throughput per GPU" (performance-summary.md, Performance Metrics)
         return self.gbs * self.seq_len / (self.tokens_per_s_per_gpu * self.gpus)
 
     @property
@@ -202,7 +203,6 @@ def price_row(row: BridgeRow, *, simulate: bool = False) -> Priced:
     from moesim.collectives.select import model_for
     from moesim.estimate import evaluate, step_estimate
     from moesim.estimate.candidates import single
-
     from moesim.specs.model_file import load_model
 
     mla = load_model(row.model).attention.kind == "mla"
@@ -292,8 +292,8 @@ def _summary(label: str, ps: list[Priced]) -> str:
 def render_block(priced: list[Priced]) -> str:
     """The generated block of docs/operators.md (without its BEGIN / END marker lines)."""
     out = ["| case (release, system, model as printed) | precision (recipe) | layout (GBS, MBS) | "
-           "published tokens/s/GPU | published GFLOP/token | published step s | moesim step s | error | simulator s (vs estimate) | "
-           "recompute priced (GiB, fits) | not written as published / assumed |",
+           "published tokens/s/GPU | published GFLOP/token | published step s | moesim step s | error | "
+           "simulator s (vs estimate) | recompute priced (GiB, fits) | not written as published / assumed |",
            "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     rows = tuple(p.row for p in priced)
     for p in priced:

@@ -12,7 +12,6 @@ too little memory).
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from moesim.errors import SpecError
+from moesim.models.row_table import read_rows, typed_fields
 
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "b200" / "simumax_release_v1.2.toml"
 GPUS = 8  # every row: one 8-GPU B200 node (the case's tp·cp·pp·dp)
@@ -96,22 +96,7 @@ class ReleaseRow:
 
 def _row(raw: dict, index: int, path: Path) -> ReleaseRow:
     where = f"row[{index}]"
-    values = {}
-    for name, kind in FIELDS.items():
-        if name not in raw:
-            raise SpecError(f"{where} has no '{name}'", file=str(path), field=f"{where}.{name}")
-        value = raw[name]
-        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-        if kind is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not ok:
-            raise SpecError(f"{where}.{name} must be {kind.__name__}", file=str(path), field=f"{where}.{name}",
-                            value=value)
-        values[name] = tuple(value) if kind is list else (float(value) if kind is float else value)
-    extra = sorted(set(raw) - set(FIELDS))
-    if extra:
-        raise SpecError(f"{where} has unknown fields {extra}", file=str(path), field=where, allowed=sorted(FIELDS))
-    row = ReleaseRow(**values)
+    row = ReleaseRow(**typed_fields(raw, FIELDS, where, path))
     if row.tp * row.cp * row.pp * row.dp != GPUS or len(row.max_allocated_mib_by_rank) != GPUS:
         raise SpecError(f"{row.case}: tp·cp·pp·dp and the per-rank memory must cover {GPUS} GPUs",
                         file=str(path), field=where)
@@ -123,14 +108,7 @@ def _row(raw: dict, index: int, path: Path) -> ReleaseRow:
 
 @lru_cache(maxsize=None)
 def load_rows(path: Path = DATA) -> tuple[ReleaseRow, ...]:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise SpecError(f"cannot read the B200 release table: {exc}", file=str(path)) from exc
-    rows = raw.get("row")
-    if not isinstance(rows, list) or not rows:
-        raise SpecError("no [[row]] tables", file=str(path), field="row")
-    return tuple(_row(r, i, path) for i, r in enumerate(rows))
+    return tuple(_row(r, i, path) for i, r in enumerate(read_rows(path, "the B200 release table")))
 
 
 def row_scenario(row: ReleaseRow):

@@ -120,6 +120,8 @@ FIGURES: tuple[Published, ...] = (
     _P(model="qwen2-57b-a14b", quantity="active_params", value=14e9, tolerance=_printed(14e9, 1e9), source="Qwen2 report Table 1: 14B activated"),
     _P(model="qwen3-30b-a3b", quantity="total_params", value=30.5e9, tolerance=0.02, source="HF Qwen/Qwen3-30B-A3B model card: 30.5B"),
     _P(model="qwen3-30b-a3b", quantity="active_params", value=3.3e9, tolerance=0.02, source="HF Qwen/Qwen3-30B-A3B model card: 3.3B activated"),
+    _P(model="qwen3-235b-a22b", quantity="total_params", value=235e9, tolerance=_printed(235e9, 1e9), source="HF Qwen/Qwen3-235B-A22B model card: 235B in total"),
+    _P(model="qwen3-235b-a22b", quantity="active_params", value=22e9, tolerance=_printed(22e9, 1e9), source="HF Qwen/Qwen3-235B-A22B model card: 22B activated"),
     # --- DeepSeek --------------------------------------------------------------------------
     _P(model="deepseek-v2", quantity="total_params", value=236e9, tolerance=_printed(236e9, 1e9), source="DeepSeek-V2 (arXiv 2405.04434) abstract: 236B"),
     _P(model="deepseek-v2", quantity="active_params_no_embedding", value=21e9, tolerance=_printed(21e9, 1e9),

@@ -12,7 +12,8 @@ from moesim.paths import builtin_names
 from moesim.specs.load import load_model, load_scenario
 
 NEW_MODELS = ["gshard-600b", "glam-64b-64e", "mixtral-8x7b", "mixtral-8x22b", "deepseek-v2", "deepseek-v2-lite",
-              "deepseek-v3", "qwen1.5-moe-a2.7b", "qwen2-57b-a14b", "qwen3-30b-a3b", "olmoe-1b-7b", "dbrx", "st-moe-32b",
+              "deepseek-v3", "qwen1.5-moe-a2.7b", "qwen2-57b-a14b", "qwen3-30b-a3b", "qwen3-235b-a22b",
+              "olmoe-1b-7b", "dbrx", "st-moe-32b",
               "llama-2-7b", "llama-3-8b", "mistral-7b"]
 NEW_SCENARIOS = ["deepseek-v3-h800", "mixtral-8x7b-h100", "mixtral-8x22b-h100", "st-moe-32b-tpu-v3",
                  "glam-64b-64e-tpu-v4", "gshard-600b-tpu-v3"]

@@ -1,0 +1,325 @@
+"""Megatron-Bridge's published MoE pre-training throughputs, priced by moesim (validation only, never fitted).
+
+The rows (system, model, layout, batch, precision and the measured tokens / s / GPU) are data:
+tests/data/bridge_perf/megatron_bridge_moe.toml (NVIDIA-NeMo/Megatron-Bridge @ df0289c1,
+docs/performance-summary.md), every field cited there and what the page does not state marked as assumed.
+`row_scenario` writes a row as a scenario in code (its model, hardware profile, device count, batch, precision
+recipe and layout); `price_row` gives moesim's step time; `render_block` is the generated table of
+docs/operators.md (scripts/bridge_perf_check.py writes and checks it). Published step time
+= gbs · seq_len / (tokens_per_s_per_gpu · gpus); error = moesim / published − 1 (negative: moesim too fast).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from moesim.errors import SpecError
+from moesim.models.row_table import read_rows, typed_fields
+
+DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "bridge_perf" / "megatron_bridge_moe.toml"
+# The page's Precision column -> moesim's precision recipe (moesim/precision_recipes.toml): BF16 the baseline,
+# FP8-MX TransformerEngine's MXFP8BlockScaling, FP8-CS TE's Float8CurrentScaling (the recipes' own sources).
+PRECISION_RECIPE = {"BF16": "bf16", "FP8-MX": "mxfp8-blackwell", "FP8-CS": "te-current-scaling"}
+HARDWARE = ("h100-sxm", "b200", "gb200-nvl72")  # moesim profiles of the page's DGX-H100, DGX-B200, DGX-GB200
+HARDWARE_LABEL = {"h100-sxm": "H100", "b200": "B200", "gb200-nvl72": "GB200"}
+MODEL_LABEL = {"deepseek-v3": "DeepSeek-V3", "qwen3-30b-a3b": "Qwen3-30B-A3B", "qwen3-235b-a22b": "Qwen3-235B-A22B"}
+# Where neither the page nor a matching recipe states recompute: tried in this order, the first under which
+# moesim's own memory estimate fits is priced (the data file's header). (recompute, recompute_modules, MLA only)
+RECOMPUTE_LADDER = (("none", (), False), ("selective", ("mla_up_proj",), True), ("full", (), False))
+# The recipe's moe_flex_dispatcher_backend -> moesim's dispatch_backend: DeepEP is moesim's `deepep`; HybridEP has
+# no moesim key and, like a dispatcher the recipe does not name, is priced as the NCCL all-to-all.
+DISPATCH_BACKEND = {"": "nccl", "deepep": "deepep", "hybridep": "nccl"}
+# Rows the simulator also runs (the agreement column): 26.02's three Qwen3-30B-A3B rows, one DeepSeek-V3 row per
+# Blackwell system and one Qwen3-235B-A22B row.
+DES_CASES = ("26.02-gb200-qwen3-30b-fp8mx-ep8", "26.02-b200-qwen3-30b-fp8mx-ep8",
+             "26.02-h100-qwen3-30b-fp8cs-pp2vp12ep8", "26.02-gb200-dsv3-fp8mx-pp4vp4ep64",
+             "25.11-b200-dsv3-fp8mx-pp16ep8", "26.02-b200-qwen3-235b-fp8mx-pp8ep8")
+FIELDS = {"case": str, "release": str, "system": str, "source_model": str, "model": str, "hardware": str,
+          "gpus": int, "precision": str, "precision_stated": bool, "gbs": int, "mbs": int, "seq_len": int,
+          "fsdp": int, "tp": int, "pp": int, "cp": int, "vp": int, "ep": int, "ga": int,
+          "tokens_per_s_per_gpu": float, "model_tflops_per_gpu": float, "mtp": bool, "recipe": str,
+          "recompute": str, "recompute_modules": list, "first_stage_layers": int, "last_stage_layers": int,
+          "dispatcher": str, "cuda_graph_scope": list, "assumed": list}
+
+
+@dataclass(frozen=True)
+class BridgeRow:
+    """One published row (fields as tests/data/bridge_perf/megatron_bridge_moe.toml documents them)."""
+
+    case: str
+    release: str
+    system: str
+    source_model: str
+    model: str
+    hardware: str
+    gpus: int
+    precision: str
+    precision_stated: bool
+    gbs: int
+    mbs: int
+    seq_len: int
+    fsdp: int
+    tp: int
+    pp: int
+    cp: int
+    vp: int
+    ep: int
+    ga: int
+    tokens_per_s_per_gpu: float
+    model_tflops_per_gpu: float
+    mtp: bool
+    recipe: str
+    recompute: str
+    recompute_modules: tuple[str, ...]
+    first_stage_layers: int
+    last_stage_layers: int
+    dispatcher: str
+    cuda_graph_scope: tuple[str, ...]
+    assumed: tuple[str, ...]
+
+    @property
+    def dp(self) -> int:
+        return self.gpus // (self.tp * self.cp * self.pp)
+
+    @property
+    def published_step_s(self) -> float:
+        """gbs · seq_len tokens per step over gpus · tokens / s / GPU."""
+        # the page's "Tokens / sec / GPU: Throughput per GPU" (performance-summary.md, Performance Metrics)
+        return self.gbs * self.seq_len / (self.tokens_per_s_per_gpu * self.gpus)
+
+    @property
+    def published_gflop_per_token(self) -> float:
+        """The page's own model FLOPs per token: Model TFLOP / s / GPU over tokens / s / GPU (a consistency check
+        between the two printed columns; the same model and sequence should give the same figure)."""
+        return self.model_tflops_per_gpu * 1e3 / self.tokens_per_s_per_gpu
+
+    @property
+    def layout_text(self) -> str:
+        text = f"tp{self.tp}·pp{self.pp}" + (f"·vp{self.vp}" if self.vp > 1 else "") + f"·ep{self.ep}·dp{self.dp}"
+        return text + (f"·cp{self.cp}" if self.cp > 1 else "")
+
+
+def _row(raw: dict, index: int, path: Path) -> BridgeRow:
+    where = f"row[{index}]"
+    row = BridgeRow(**typed_fields(raw, FIELDS, where, path))
+    if row.precision not in PRECISION_RECIPE:
+        raise SpecError(f"{row.case}: unknown precision", file=str(path), field=f"{where}.precision",
+                        value=row.precision, allowed=sorted(PRECISION_RECIPE))
+    if row.hardware not in HARDWARE:
+        raise SpecError(f"{row.case}: unknown hardware", file=str(path), field=f"{where}.hardware",
+                        value=row.hardware, allowed=HARDWARE)
+    if row.model not in MODEL_LABEL:
+        raise SpecError(f"{row.case}: unknown model", file=str(path), field=f"{where}.model", value=row.model,
+                        allowed=sorted(MODEL_LABEL))
+    if row.dispatcher not in DISPATCH_BACKEND:
+        raise SpecError(f"{row.case}: unknown dispatcher", file=str(path), field=f"{where}.dispatcher",
+                        value=row.dispatcher, allowed=sorted(DISPATCH_BACKEND))
+    if row.recompute not in ("", "none", "selective", "full"):
+        raise SpecError(f"{row.case}: unknown recompute", file=str(path), field=f"{where}.recompute",
+                        value=row.recompute, allowed=["", "none", "selective", "full"])
+    if row.fsdp != 0:
+        raise SpecError(f"{row.case}: FSDP rows are not written down (moesim prices ZeRO-1 here)",
+                        file=str(path), field=f"{where}.fsdp", value=row.fsdp, allowed=[0])
+    if row.gpus % (row.tp * row.cp * row.pp) or row.mbs * row.ga * row.dp != row.gbs:
+        raise SpecError(f"{row.case}: tp·cp·pp must divide gpus and mbs·ga·dp must equal gbs", file=str(path),
+                        field=where)
+    return row
+
+
+@lru_cache(maxsize=None)
+def load_rows(path: Path = DATA) -> tuple[BridgeRow, ...]:
+    return tuple(_row(r, i, path) for i, r in enumerate(read_rows(path, "the Megatron-Bridge table")))
+
+
+def priced_vp(row: BridgeRow, num_layers: int) -> int:
+    """The row's vp where moesim can write it (pp·vp chunks of equal layers), else 1 (plain 1F1B): Megatron-Bridge
+    splits DeepSeek-V3's 61 layers into uneven chunks with a pipeline layout, a key moesim lacks."""
+    return row.vp if num_layers % (row.pp * row.vp) == 0 else 1
+
+
+def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
+    """The row as a scenario: its model (MTP off where the row runs without), hardware, gpus, batch
+    (micro-batches = GA, so the micro-batch is mbs sequences), precision recipe, ZeRO-1, the given recompute,
+    SP at tp > 1 (Megatron requires it with EP and TP), the dispatcher, and its layout (vp only where moesim can
+    write it; the recipe's first / last stage layers where it gives them)."""
+    from moesim.specs.fields import Table
+    from moesim.specs.model_file import load_model
+    from moesim.specs.scenario_file import scenario_from_table
+
+    model = load_model(row.model)
+    vp = priced_vp(row, model.num_layers)
+    training = {"global_batch_sequences": row.gbs, "seq_len": row.seq_len, "micro_batches": row.ga,
+                "precision_recipe": PRECISION_RECIPE[row.precision], "zero_stage": 1, "recompute": recompute,
+                "sequence_parallel": row.tp > 1, "overlap_grad_reduce": True,
+                "dispatch_backend": DISPATCH_BACKEND[row.dispatcher],
+                "pipeline_schedule": "interleaved" if vp > 1 else "1f1b"}
+    if recompute == "selective":  # moesim's selective always names core_attn: the s·s scores FlashAttention never
+        # keeps (moesim/specs/training.py), so Megatron's ["mla_up_proj"] is ("core_attn", "mla_up_proj") here
+        training["recompute_modules"] = list(dict.fromkeys(("core_attn", *modules)))
+    layout = {"dp": row.dp, "tp": row.tp, "ep": row.ep, "pp": row.pp} | ({"vp": vp} if vp > 1 else {}) | (
+        {"cp": row.cp} if row.cp > 1 else {})
+    layout |= {k: n for k, n in (("first_stage_layers", row.first_stage_layers),
+                                 ("last_stage_layers", row.last_stage_layers)) if n}
+    table = {"schema_version": 1, "name": row.case, "model": row.model, "hardware": row.hardware,
+             "devices": row.gpus, "training": training, "layout": layout,
+             "source": f"Megatron-Bridge performance summary, {row.release} {row.system} {row.source_model}"}
+    sc = scenario_from_table(Table(table, file=str(DATA), path=row.case), base_dir=DATA.parent)
+    if not row.mtp and sc.model.mtp_depth:
+        sc = dataclasses.replace(sc, model=dataclasses.replace(sc.model, mtp_depth=0))
+    return sc
+
+
+@dataclass(frozen=True)
+class Priced:
+    """moesim's figures for one row."""
+
+    row: BridgeRow
+    step_s: float
+    recompute: str  # the recompute priced (the recipe's, else the ladder's first that fits, or its last)
+    fits: bool
+    memory_gib: float  # moesim's peak per device on its fullest stage, reserved included
+    vp: int  # the vp priced
+    parts_s: dict[str, float]  # the estimate's compute, exposed communication, bubble and optimizer time
+    des_step_s: float | None = None
+
+    @property
+    def step_error(self) -> float:
+        return self.step_s / self.row.published_step_s - 1
+
+
+PARTS = ("compute", "exposed communication", "bubble", "optimizer")
+
+
+def _recompute_label(recompute: str, modules: tuple[str, ...]) -> str:
+    return recompute if recompute != "selective" else "selective (" + ", ".join(modules) + ")"
+
+
+def price_row(row: BridgeRow, *, simulate: bool = False) -> Priced:
+    from moesim.collectives.select import model_for
+    from moesim.estimate import evaluate, step_estimate
+    from moesim.estimate.candidates import single
+    from moesim.specs.model_file import load_model
+
+    mla = load_model(row.model).attention.kind == "mla"
+    ladder = ((row.recompute, row.recompute_modules, False),) if row.recompute else RECOMPUTE_LADDER
+    for recompute, modules, mla_only in ladder:
+        if mla_only and not mla:
+            continue
+        sc = row_scenario(row, recompute, modules)
+        layout = sc.resolve()
+        ev = evaluate(sc, single(sc, layout), model_for(sc))
+        if bool(ev.fits[0]):
+            break
+    est = step_estimate(sc, ev, 0)
+    des = None
+    if simulate:
+        from moesim.des import SimOptions
+        from moesim.des import simulate as run
+
+        des = float(run(sc, layout, SimOptions(contention=False, expected_loads=True, trace=False)).step_times_s[0])
+    parts = {"compute": est.compute_time_s, "exposed communication": est.exposed_communication_time_s,
+             "bubble": est.bubble_time_s, "optimizer": est.optimizer_time_s}
+    return Priced(row, est.step_time_s, _recompute_label(recompute, modules), bool(ev.fits[0]),
+                  est.memory_bytes_per_device["total"] / 2**30, layout.vp, parts, des)
+
+
+def price_all(rows: tuple[BridgeRow, ...] | None = None) -> list[Priced]:
+    rows = load_rows() if rows is None else rows
+    return [price_row(r, simulate=r.case in DES_CASES) for r in rows]
+
+
+def _pct(x: float, signed: bool = True) -> str:
+    return (f"{x * 100:+.1f} %" if signed else f"{x * 100:.1f} %").replace("-", "−")
+
+
+FLOP_SPREAD = 0.10  # a row's GFLOP per token this far from its model's median is named (printed columns disagree)
+
+
+def flop_outlier(row: BridgeRow, rows: tuple[BridgeRow, ...]) -> str:
+    """Why the row's two printed columns disagree with its model's other rows ("" when they agree): the same model,
+    sequence and MTP give the same model FLOPs per token, so Model TFLOP/s over tokens/s should match."""
+    same = [r.published_gflop_per_token for r in rows if (r.model, r.mtp, r.seq_len) == (row.model, row.mtp,
+                                                                                         row.seq_len)]
+    median = float(np.median(same))
+    if abs(row.published_gflop_per_token / median - 1) <= FLOP_SPREAD:
+        return ""
+    return (f"the page's own columns disagree: {row.published_gflop_per_token:.1f} GFLOP per token against "
+            f"{median:.1f} on the model's other rows (tokens/s or TFLOP/s misprinted)")
+
+
+@lru_cache(maxsize=None)
+def _num_layers(model: str) -> int:
+    from moesim.specs.model_file import load_model
+
+    return load_model(model).num_layers
+
+
+def not_written(p: Priced, rows: tuple[BridgeRow, ...] = ()) -> list[str]:
+    """What the row ran that moesim's scenario does not write as published, and where the row's own printed
+    figures disagree (`rows`: the table it is checked against; none: no check)."""
+    r = p.row
+    out = [text for text in [flop_outlier(r, rows)] if text] if rows else []
+    if p.vp != r.vp:
+        out.append(f"vp {r.vp} priced as 1F1B (uneven chunks: a pipeline layout key moesim lacks)")
+    layers = _num_layers(r.model)
+    if layers % r.pp and not (r.first_stage_layers or r.last_stage_layers):
+        out.append(f"split of {layers} layers over pp {r.pp} not stated (moesim's rule)")
+    if r.dispatcher == "hybridep":
+        out.append("HybridEP dispatcher (no moesim key; NCCL all-to-all priced)")
+    if r.cuda_graph_scope:
+        out.append("CUDA graphs (" + ", ".join(r.cuda_graph_scope) + ": no moesim key)")
+    if not r.recompute:
+        out.append("recompute not stated (moesim's rule: the least that fits)")
+    if not p.fits:
+        out.append("moesim's memory estimate does not fit the device")
+    if not r.recipe:
+        out.append("no recipe at the page's commit matches the row (split, dispatcher, graphs unknown)")
+    out += list(r.assumed)
+    return out
+
+
+def _summary(label: str, ps: list[Priced]) -> str:
+    a = np.array([p.step_error for p in ps])
+    worst = a[np.argmax(np.abs(a))]
+    return f"| {label} | {len(a)} | {_pct(a.mean())} | {_pct(np.abs(a).mean(), False)} | {_pct(worst)} |"
+
+
+def render_block(priced: list[Priced]) -> str:
+    """The generated block of docs/operators.md (without its BEGIN / END marker lines)."""
+    out = ["| case (release, system, model as printed) | precision (recipe) | layout (GBS, MBS) | "
+           "published tokens/s/GPU | published GFLOP/token | published step s | moesim step s | error | "
+           "simulator s (vs estimate) | recompute priced (GiB, fits) | not written as published / assumed |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    rows = tuple(p.row for p in priced)
+    for p in priced:
+        r = p.row
+        des = "" if p.des_step_s is None else f"{p.des_step_s:.3f} ({_pct(p.des_step_s / p.step_s - 1)})"
+        prec = r.precision + ("" if r.precision_stated else " (assumed)")
+        out.append(f"| `{r.case}` ({r.release}, {r.system}, {r.source_model}) | {prec} "
+                   f"(`{PRECISION_RECIPE[r.precision]}`) | {r.layout_text} ({r.gbs}, {r.mbs}) | "
+                   f"{r.tokens_per_s_per_gpu:.0f} | {r.published_gflop_per_token:.1f} | {r.published_step_s:.3f} | "
+                   f"{p.step_s:.3f} | "
+                   f"{_pct(p.step_error)} | {des} | {p.recompute} ({p.memory_gib:.1f}, "
+                   f"{'yes' if p.fits else 'no'}) | {'; '.join(not_written(p, rows))} |")
+    out += ["", "Summary (error = moesim / published − 1 on the step time; negative: moesim too fast):", "",
+            "| rows | n | mean | mean abs | worst |", "|---|---:|---:|---:|---:|"]
+    groups = [(f"{HARDWARE_LABEL[h]} {MODEL_LABEL[m]}", [p for p in priced if p.row.hardware == h
+                                                        and p.row.model == m])
+              for h in HARDWARE for m in MODEL_LABEL]
+    groups += [(HARDWARE_LABEL[h], [p for p in priced if p.row.hardware == h]) for h in HARDWARE]
+    groups += [(MODEL_LABEL[m], [p for p in priced if p.row.model == m]) for m in MODEL_LABEL]
+    groups += [("rows priced with the published vp and fitting moesim's memory", [p for p in priced
+                                                                               if p.vp == p.row.vp and p.fits]),
+               ("all rows", priced)]
+    out += [_summary(label, ps) for label, ps in groups if ps]
+    out += ["", "Where moesim's step time goes (the estimate's parts, seconds; communication counted where not "
+            "hidden under compute):", "", "| case | " + " | ".join(PARTS) + " | moesim step s | published step s |",
+            "|---|" + "---:|" * (len(PARTS) + 2)]
+    out += [f"| `{p.row.case}` | " + " | ".join(f"{p.parts_s[k]:.3f}" for k in PARTS)
+            + f" | {p.step_s:.3f} | {p.row.published_step_s:.3f} |" for p in priced]
+    return "\n".join(out)

@@ -113,13 +113,14 @@ def pipeline_grid(scenario: Scenario) -> dict[str, np.ndarray]:
 
 def pipeline_reason(scenario: Scenario, pp, tp, cp, micro_batches, schedule, vp, cp_comm) -> np.ndarray:
     """Index into _PIPELINE_REASONS of the first schedule/cp rule each row breaks; -1 when none (the order
-    of specs.layout.schedule_problems, then the Ulysses head rule). Arrays of equal length; schedule codes."""
+    of specs.layout.schedule_problems, then the Ulysses head rule). Arrays of equal length; schedule codes (indices
+    into PIPELINE_SCHEDULES, compared as codes rather than named row by row)."""
     layers, heads = scenario.model.num_layers, scenario.model.attention.num_heads
-    names = np.array(PIPELINE_SCHEDULES)[schedule]
-    inter, m = names == "interleaved", micro_batches
+    code = PIPELINE_SCHEDULES.index
+    inter, m = schedule == code("interleaved"), micro_batches
     fails = [inter & (layers % (pp * vp) != 0), inter & (m % pp != 0), inter & (pp < 2),
-             (names == "zb-v") & (layers < 2 * pp),
-             (names == "dualpipe") & ((pp % 2 != 0) | (m % 2 != 0) | (m < 2 * pp)),
+             (schedule == code("zb-v")) & (layers < 2 * pp),
+             (schedule == code("dualpipe")) & ((pp % 2 != 0) | (m % 2 != 0) | (m < 2 * pp)),
              (cp > 1) & (cp_comm == CP_COMMS.index("a2a")) & (heads % (tp * cp) != 0)]
     reason = np.full(len(m), -1)
     for index in reversed(range(len(fails))):

@@ -76,14 +76,21 @@ def degree_grid(scenario: Scenario) -> dict[str, np.ndarray]:
     if not cps or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in cps):
         raise SpecError("needs one or more integers >= 1", field="search.context_parallel", value=cps)
     rows = []
-    for pp in divisors(devices):
+    found: dict[int, np.ndarray] = {}  # divisors of each n, computed once (the loops ask for the same n many times)
+
+    def divs(n: int) -> np.ndarray:
+        if n not in found:
+            found[n] = divisors(n)
+        return found[n]
+
+    for pp in divs(devices):
         for cp in sorted(set(cps)):
             if (devices // pp) % cp:
                 continue
-            for tp in divisors(devices // (pp * cp)):
+            for tp in divs(devices // (pp * cp)):
                 dp = devices // (pp * cp * tp)
-                for ep in (divisors(tp * cp * dp) if moe else (1,)):
-                    for etp in (divisors(tp * cp * dp // ep) if moe else (1,)):
+                for ep in (divs(tp * cp * dp) if moe else (1,)):
+                    for etp in (divs(tp * cp * dp // ep) if moe else (1,)):
                         rows.append((dp, tp, pp, ep, etp, cp))
     grid = np.array(rows, dtype=np.int64).reshape(-1, 6)
     return {name: grid[:, i] for i, name in enumerate(("dp", "tp", "pp", "ep", "etp", "cp"))}
@@ -250,5 +257,8 @@ def enumerate_layouts(scenario: Scenario) -> Enumeration:
         order=per_option(order_index[row[at]]), orders=orders, cp=per_option(g["cp"][c]),
         vp=per_option(pipes["vp"][pipe]), cp_comm=per_option(pipes["cp_comm"][pipe]),
         schedule=per_option(pipes["schedule"][pipe]), order_free_key=order_free,
+        # the automatic split everywhere: Candidates' default, as zeroed pages rather than filled ones
+        first_stage_layers=np.zeros(len(order_free), dtype=np.int64),
+        last_stage_layers=np.zeros(len(order_free), dtype=np.int64),
     )
     return Enumeration(candidates=cands, considered=considered, rejected=rejected)

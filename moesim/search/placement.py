@@ -21,6 +21,7 @@ from moesim.specs.layout import AXES, DEFAULT_ORDER
 _EXPERT_NAME = {"tp": "etp", "ep": "ep", "dp": "edp", "pp": "pp"}
 # Attention strides tp, dp, pp then expert strides etp, ep, edp, pp: the placement's signature.
 SIGNATURE_AXES = ("tp", "cp", "dp", "pp", "etp", "ep", "edp", "epp")
+COMBINATIONS_AT_ONCE = 4096  # degree combinations compared per pass: 24 x 24 x 4096 booleans an array
 
 
 def all_orders() -> tuple[tuple[str, ...], ...]:
@@ -74,14 +75,24 @@ def distinct_placements(orders: tuple[tuple[str, ...], ...], dp, tp, pp, ep, etp
     sizes = {"tp": tp, "cp": cp, "dp": dp, "pp": pp, "ep": ep, "etp": etp, "edp": (tp * cp * dp) // (etp * ep)}
     sigs, mismatches = zip(*(_signature(order, sizes) for order in orders))
     mismatch = np.array(mismatches)
-    same = _same_signature(np.stack(sigs))  # (O, O, N): orders o and other give the same groups
-    # A mismatched order that gives the groups of a valid one (pp = 1) is that placement; of two orders alike in
-    # groups and in mismatch, the earlier one is kept. Every (o, other != o) pair as the pairwise loop took them.
-    valid_twin = same & mismatch[:, None, :] & ~mismatch[None, :, :]
-    earlier = np.tri(len(orders), k=-1, dtype=bool)[:, :, None]  # other < o
-    earlier_twin = same & (mismatch[:, None, :] == mismatch[None, :, :]) & earlier
-    keep = ~(valid_twin.any(axis=1) | earlier_twin.any(axis=1))
+    sigs = np.stack(sigs)
+    keep = np.empty(mismatch.shape, dtype=bool)
+    for start in range(0, len(dp), COMBINATIONS_AT_ONCE):  # (O, O, n) arrays of a bounded n
+        at = slice(start, start + COMBINATIONS_AT_ONCE)
+        keep[:, at] = _kept(sigs[:, at], mismatch[:, at])
     return keep, mismatch
+
+
+def _kept(sigs: np.ndarray, mismatch: np.ndarray) -> np.ndarray:
+    """distinct_placements' keep (O, n) from the orders' signatures (O, n, 8) and mismatches (O, n): every pair of
+    orders at once, as a loop over (o, other != o) pairs would take them."""
+    same = _same_signature(sigs)  # (O, O, n): orders o and other give the same groups
+    # A mismatched order that gives the groups of a valid one (pp = 1) is that placement; of two orders alike in
+    # groups and in mismatch, the earlier one is kept.
+    valid_twin = same & mismatch[:, None, :] & ~mismatch[None, :, :]
+    earlier = np.tri(len(sigs), k=-1, dtype=bool)[:, :, None]  # other < o
+    earlier_twin = same & (mismatch[:, None, :] == mismatch[None, :, :]) & earlier
+    return ~(valid_twin.any(axis=1) | earlier_twin.any(axis=1))
 
 
 def _same_signature(sigs: np.ndarray) -> np.ndarray:

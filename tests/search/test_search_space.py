@@ -11,6 +11,7 @@ import pytest
 from brute_force import classify, options, placement
 from moesim.errors import SpecError
 from moesim.search import REASONS, enumerate_layouts, search
+from moesim.search import placement as placement_module
 from moesim.search.placement import all_orders, distinct_placements
 from moesim.specs.layout import Layout
 from moesim.specs.scenario import SearchSpace
@@ -132,7 +133,7 @@ def test_layout_dict_round_trips():
 
 
 def _pairwise_placements(orders, dp, tp, pp, ep, etp, cp):
-    """distinct_placements as session 18 wrote it: every pair of orders compared column by column."""
+    """distinct_placements as main @ b5fc318 had it: every pair of orders compared column by column."""
     from moesim.search.placement import _signature
 
     sizes = {"tp": tp, "cp": cp, "dp": dp, "pp": pp, "ep": ep, "etp": etp, "edp": (tp * cp * dp) // (etp * ep)}
@@ -150,11 +151,12 @@ def _pairwise_placements(orders, dp, tp, pp, ep, etp, cp):
     return keep, mismatch
 
 
-@pytest.mark.parametrize("seed, largest", [(0, 4), (1, 64), (2, 2 ** 12)])
-def test_distinct_placements_as_the_pairwise_loop(seed, largest):
+@pytest.mark.parametrize("seed, largest, at_once", [(0, 4, 4096), (1, 64, 4096), (2, 2 ** 12, 4096), (3, 64, 7)])
+def test_distinct_placements_as_the_pairwise_loop(seed, largest, at_once, monkeypatch):
     """searchspeed20: the orders compared all at once on packed keys keep exactly what the pairwise loop kept,
     with strides small enough to pack several columns per word and large enough for one word each (2^12: strides
-    up to 2^48)."""
+    up to 2^48), in one pass or in passes of 7 combinations."""
+    monkeypatch.setattr(placement_module, "COMBINATIONS_AT_ONCE", at_once)
     rng = np.random.default_rng(seed)
     n = 400
     powers = int(np.log2(largest)) + 1

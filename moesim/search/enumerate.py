@@ -76,14 +76,21 @@ def degree_grid(scenario: Scenario) -> dict[str, np.ndarray]:
     if not cps or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in cps):
         raise SpecError("needs one or more integers >= 1", field="search.context_parallel", value=cps)
     rows = []
-    for pp in divisors(devices):
+    found: dict[int, np.ndarray] = {}  # divisors of each n, computed once (the loops ask for the same n many times)
+
+    def divs(n: int) -> np.ndarray:
+        if n not in found:
+            found[n] = divisors(n)
+        return found[n]
+
+    for pp in divs(devices):
         for cp in sorted(set(cps)):
             if (devices // pp) % cp:
                 continue
-            for tp in divisors(devices // (pp * cp)):
+            for tp in divs(devices // (pp * cp)):
                 dp = devices // (pp * cp * tp)
-                for ep in (divisors(tp * cp * dp) if moe else (1,)):
-                    for etp in (divisors(tp * cp * dp // ep) if moe else (1,)):
+                for ep in (divs(tp * cp * dp) if moe else (1,)):
+                    for etp in (divs(tp * cp * dp // ep) if moe else (1,)):
                         rows.append((dp, tp, pp, ep, etp, cp))
     grid = np.array(rows, dtype=np.int64).reshape(-1, 6)
     return {name: grid[:, i] for i, name in enumerate(("dp", "tp", "pp", "ep", "etp", "cp"))}
@@ -113,13 +120,14 @@ def pipeline_grid(scenario: Scenario) -> dict[str, np.ndarray]:
 
 def pipeline_reason(scenario: Scenario, pp, tp, cp, micro_batches, schedule, vp, cp_comm) -> np.ndarray:
     """Index into _PIPELINE_REASONS of the first schedule/cp rule each row breaks; -1 when none (the order
-    of specs.layout.schedule_problems, then the Ulysses head rule). Arrays of equal length; schedule codes."""
+    of specs.layout.schedule_problems, then the Ulysses head rule). Arrays of equal length; schedule codes (indices
+    into PIPELINE_SCHEDULES, compared as codes rather than named row by row)."""
     layers, heads = scenario.model.num_layers, scenario.model.attention.num_heads
-    names = np.array(PIPELINE_SCHEDULES)[schedule]
-    inter, m = names == "interleaved", micro_batches
+    code = PIPELINE_SCHEDULES.index
+    inter, m = schedule == code("interleaved"), micro_batches
     fails = [inter & (layers % (pp * vp) != 0), inter & (m % pp != 0), inter & (pp < 2),
-             (names == "zb-v") & (layers < 2 * pp),
-             (names == "dualpipe") & ((pp % 2 != 0) | (m % 2 != 0) | (m < 2 * pp)),
+             (schedule == code("zb-v")) & (layers < 2 * pp),
+             (schedule == code("dualpipe")) & ((pp % 2 != 0) | (m % 2 != 0) | (m < 2 * pp)),
              (cp > 1) & (cp_comm == CP_COMMS.index("a2a")) & (heads % (tp * cp) != 0)]
     reason = np.full(len(m), -1)
     for index in reversed(range(len(fails))):
@@ -249,5 +257,8 @@ def enumerate_layouts(scenario: Scenario) -> Enumeration:
         order=per_option(order_index[row[at]]), orders=orders, cp=per_option(g["cp"][c]),
         vp=per_option(pipes["vp"][pipe]), cp_comm=per_option(pipes["cp_comm"][pipe]),
         schedule=per_option(pipes["schedule"][pipe]), order_free_key=order_free,
+        # the automatic split everywhere: Candidates' default, as zeroed pages rather than filled ones
+        first_stage_layers=np.zeros(len(order_free), dtype=np.int64),
+        last_stage_layers=np.zeros(len(order_free), dtype=np.int64),
     )
     return Enumeration(candidates=cands, considered=considered, rejected=rejected)

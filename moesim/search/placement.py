@@ -21,6 +21,7 @@ from moesim.specs.layout import AXES, DEFAULT_ORDER
 _EXPERT_NAME = {"tp": "etp", "ep": "ep", "dp": "edp", "pp": "pp"}
 # Attention strides tp, dp, pp then expert strides etp, ep, edp, pp: the placement's signature.
 SIGNATURE_AXES = ("tp", "cp", "dp", "pp", "etp", "ep", "edp", "epp")
+COMBINATIONS_AT_ONCE = 4096  # degree combinations compared per pass: 24 x 24 x 4096 booleans an array
 
 
 def all_orders() -> tuple[tuple[str, ...], ...]:
@@ -74,14 +75,37 @@ def distinct_placements(orders: tuple[tuple[str, ...], ...], dp, tp, pp, ep, etp
     sizes = {"tp": tp, "cp": cp, "dp": dp, "pp": pp, "ep": ep, "etp": etp, "edp": (tp * cp * dp) // (etp * ep)}
     sigs, mismatches = zip(*(_signature(order, sizes) for order in orders))
     mismatch = np.array(mismatches)
-    keep = np.ones((len(orders), len(dp)), dtype=bool)
-    for o in range(len(orders)):
-        for other in range(len(orders)):
-            if other == o:
-                continue
-            same = np.all(sigs[o] == sigs[other], axis=1)
-            # A mismatched order that gives the groups of a valid one (pp = 1) is that placement.
-            keep[o] &= ~(same & mismatch[o] & ~mismatch[other])
-            if other < o:
-                keep[o] &= ~(same & (mismatch[o] == mismatch[other]))
+    sigs = np.stack(sigs)
+    keep = np.empty(mismatch.shape, dtype=bool)
+    for start in range(0, len(dp), COMBINATIONS_AT_ONCE):  # (O, O, n) arrays of a bounded n
+        at = slice(start, start + COMBINATIONS_AT_ONCE)
+        keep[:, at] = _kept(sigs[:, at], mismatch[:, at])
     return keep, mismatch
+
+
+def _kept(sigs: np.ndarray, mismatch: np.ndarray) -> np.ndarray:
+    """distinct_placements' keep (O, n) from the orders' signatures (O, n, 8) and mismatches (O, n): every pair of
+    orders at once, as a loop over (o, other != o) pairs would take them."""
+    same = _same_signature(sigs)  # (O, O, n): orders o and other give the same groups
+    # A mismatched order that gives the groups of a valid one (pp = 1) is that placement; of two orders alike in
+    # groups and in mismatch, the earlier one is kept.
+    valid_twin = same & mismatch[:, None, :] & ~mismatch[None, :, :]
+    earlier = np.tri(len(sigs), k=-1, dtype=bool)[:, :, None]  # other < o
+    earlier_twin = same & (mismatch[:, None, :] == mismatch[None, :, :]) & earlier
+    return ~(valid_twin.any(axis=1) | earlier_twin.any(axis=1))
+
+
+def _same_signature(sigs: np.ndarray) -> np.ndarray:
+    """(O, O, N) bool: whether orders o and o' have equal signatures (O, N, 8) for each combination, compared as
+    exact integer keys: the columns packed into as few int64 words as their largest value allows (each column in its
+    own bit field, so equal keys are equal columns; a negative column, which no stride is, one word to itself)."""
+    bits = 63 if sigs.min(initial=0) < 0 else max(1, int(sigs.max(initial=0)).bit_length())
+    per_word = max(1, 63 // bits)
+    same = None
+    for start in range(0, sigs.shape[2], per_word):
+        key = np.zeros(sigs.shape[:2], dtype=np.int64)
+        for column in range(start, min(start + per_word, sigs.shape[2])):
+            key = (key << bits) | sigs[:, :, column]
+        equal = key[:, None, :] == key[None, :, :]
+        same = equal if same is None else same & equal
+    return same

@@ -11,6 +11,7 @@ import pytest
 from brute_force import classify, options, placement
 from moesim.errors import SpecError
 from moesim.search import REASONS, enumerate_layouts, search
+from moesim.search import placement as placement_module
 from moesim.search.placement import all_orders, distinct_placements
 from moesim.specs.layout import Layout
 from moesim.specs.scenario import SearchSpace
@@ -129,3 +130,41 @@ def test_layout_dict_round_trips():
                         "capacity_factor", "pipeline_schedule"}  # pipeline_schedule: added with the schedule search
     layout = Layout(dp=lay["dp"], tp=lay["tp"], ep=lay["ep"], pp=lay["pp"], etp=lay["etp"], order=tuple(lay["order"]))
     assert layout == result.layout(0) and layout.edp == lay["edp"]
+
+
+def _pairwise_placements(orders, dp, tp, pp, ep, etp, cp):
+    """distinct_placements as main @ b5fc318 had it: every pair of orders compared column by column."""
+    from moesim.search.placement import _signature
+
+    sizes = {"tp": tp, "cp": cp, "dp": dp, "pp": pp, "ep": ep, "etp": etp, "edp": (tp * cp * dp) // (etp * ep)}
+    sigs, mismatches = zip(*(_signature(order, sizes) for order in orders))
+    mismatch = np.array(mismatches)
+    keep = np.ones((len(orders), len(dp)), dtype=bool)
+    for o in range(len(orders)):
+        for other in range(len(orders)):
+            if other == o:
+                continue
+            same = np.all(sigs[o] == sigs[other], axis=1)
+            keep[o] &= ~(same & mismatch[o] & ~mismatch[other])
+            if other < o:
+                keep[o] &= ~(same & (mismatch[o] == mismatch[other]))
+    return keep, mismatch
+
+
+@pytest.mark.parametrize("seed, largest, at_once", [(0, 4, 4096), (1, 64, 4096), (2, 2 ** 12, 4096), (3, 64, 7)])
+def test_distinct_placements_as_the_pairwise_loop(seed, largest, at_once, monkeypatch):
+    """searchspeed20: the orders compared all at once on packed keys keep exactly what the pairwise loop kept,
+    with strides small enough to pack several columns per word and large enough for one word each (2^12: strides
+    up to 2^48), in one pass or in passes of 7 combinations."""
+    monkeypatch.setattr(placement_module, "COMBINATIONS_AT_ONCE", at_once)
+    rng = np.random.default_rng(seed)
+    n = 400
+    powers = int(np.log2(largest)) + 1
+    tp, cp, pp, ep = (2 ** rng.integers(0, powers, n) for _ in range(4))
+    etp = np.minimum(tp, 2 ** rng.integers(0, powers, n))
+    dp = ep * 2 ** rng.integers(0, powers, n)  # edp = tp·cp·dp / (etp·ep) stays whole
+    orders = all_orders()
+    got = distinct_placements(orders, dp, tp, pp, ep, etp, cp)
+    want = _pairwise_placements(orders, dp, tp, pp, ep, etp, cp)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert 0 < got[0].sum() < got[0].size  # some orders dropped, some kept

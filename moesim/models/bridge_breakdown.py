@@ -42,7 +42,7 @@ class TablePoint:
 
     name: str
     pass_: str
-    shape: tuple  # (groups, rows per group, n, k)
+    shape: tuple  # (groups, m, n, k) in the pass's own order (wgrad: groups, k, n, m)
     efficiency: float  # what moesim prices (of the dtype's peak)
     below: tuple[str, ...]  # coordinates under the table's smallest measured value
     above: tuple[str, ...]  # coordinates over its largest
@@ -71,6 +71,8 @@ class LayerPace:
 
 @dataclass(frozen=True)
 class Breakdown:
+    """One row's MoE layer-micro-batch as the estimate prices it, beside the published step."""
+
     case: str
     layers: int  # MoE layers on the (first) stage
     micro_batches: int
@@ -245,8 +247,9 @@ def render_block(bd: Breakdown, paces: tuple[LayerPace, ...] = ()) -> str:
     out += ["", "Collectives issued per MoE layer-micro-batch (the estimate's; priced by the collective model, "
             "not here):", "", "| collective | axis | op | bytes | calls |", "|---|---|---|---:|---:|"]
     out += [f"| {c[0]} | {c[1]} | {c[2]} | {c[3]:.0f} | {c[4]:g} |" for c in bd.collectives]
-    out += ["", "Where each grouped GEMM reads the profile's grouped-GEMM table (coordinates groups × rows per "
-            "group × n × k; FP8 reads the BF16 table's fraction of the FP8 peak):", "",
+    out += ["", "Where each grouped GEMM reads the profile's grouped-GEMM table (coordinates in the pass's own "
+            "order, docs/operators.md \"Efficiency tables\"; FP8 reads the BF16 table's fraction of the FP8 peak):",
+            "",
             "| operator | pass | shape | under the table's smallest | over its largest | nearest measured shape "
             "| its efficiency | priced |", "|---|---|---|---|---|---|---:|---:|"]
     out += [f"| {t.name} | {t.pass_} | {_shape(t.shape)} | {', '.join(t.below) or '—'} | "

@@ -46,6 +46,7 @@ from moesim.des.pieces import backward, forward, overlapped, weights
 from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
 from moesim.estimate.grad_buckets import bucket_params as mcore_bucket_params  # the estimate's bucket size, one rule
 from moesim.estimate.grad_buckets import bucketed
+from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE
 from moesim.flops import BACKWARD_TO_FORWARD
 
 STREAMS = ("compute", "comm", "p2p", "grad")
@@ -63,7 +64,8 @@ COMM_NAMES = {"tp_all_gather": "TP all-gather", "tp_all_gather_wgrad": "TP all-g
               "tp_embedding_all_gather": "embedding TP all-gather", "tp_embedding_all_reduce": "embedding TP all-reduce",
               "tp_head_all_gather": "head TP all-gather", "tp_head_all_gather_wgrad": "head TP all-gather (wgrad input)",
               "tp_head_reduce_scatter": "head TP reduce-scatter", "tp_head_all_reduce": "head TP all-reduce",
-              "tp_cross_entropy_all_reduce": "cross-entropy TP all-reduce"}
+              "tp_cross_entropy_all_reduce": "cross-entropy TP all-reduce",
+              TP_GRAD_ALL_REDUCE: "TP gradient all-reduce (replicated weights)"}
 FORWARD_SUFFIX = " (NVLink forwards)"  # trace name of a DeepEP member's NVLink stage across nodes: its call's + this
 
 
@@ -337,6 +339,7 @@ def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
         [(s.pair[1], s.pair[2]) for s in slots if s.kind == "FB" and s.pair[0] == "B"]
     left = {vs: sum(1 for v, _ in grad_passes if v == vs) for vs, _ in grad_passes}
     pieces_left = [len(left)]
+    replicated = sum(costs.stages[vs].replicated_grad_bytes for vs in {s.vs for s in slots})  # the device's pieces
     for n, slot in enumerate(slots):
         b.key = (n,)
         if slot.kind == "FB":
@@ -348,6 +351,11 @@ def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
         else:
             backward(b, costs, slot.mb, slot.vs, slot.kind, left, pieces_left)
     b.key = (len(slots),)
+    # Megatron finalize_model_grads: after the data-parallel sync, the tp all-reduce of the gradients whole on every
+    # tp rank under sequence parallelism, the device's pieces coalesced into one call (estimate/tp_grad_sync.py).
+    spec = costs.price(TP_GRAD_ALL_REDUCE, "tp", "all_reduce", replicated) if replicated > 0 else None
+    if spec is not None:
+        b.add("grad", COLLECTIVE, COMM_NAMES[TP_GRAD_ALL_REDUCE], "grad", -1, -1, (b.last,), chain=False, comm=spec)
     if costs.embedding_sync is not None and stage in (0, costs.layout.pp - 1):
         # Megatron finalize_model_grads: the data-parallel sync finished (finish_grad_sync), the first and last
         # stage all-reduce the shared word embedding's gradient, then the optimizer (estimate/embedding_sync.py).

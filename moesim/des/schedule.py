@@ -325,6 +325,15 @@ def _fiw(costs: Costs) -> tuple[float, float, float]:
     return f, sum(sum(c.bwd_s.values()) for c in layers) - w, w
 
 
+def grad_passes_per_piece(slots) -> dict[int, int]:
+    """Weight-gradient passes (B, W, and an F&B pair's B) of each piece a device runs in one step: a piece's gradients
+    are final after its last one. An F&B slot's `pair` is (kind, mb, vs): its piece is pair[2] (before session 20 the
+    pair's micro-batch was read as its piece, so a DualPipe piece's gradients flushed one or more passes early)."""
+    passes = [s.vs for s in slots if s.kind in ("B", "W")] + \
+        [s.pair[2] for s in slots if s.kind == "FB" and s.pair[0] == "B"]
+    return {vs: passes.count(vs) for vs in dict.fromkeys(passes)}
+
+
 def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
                         bucket_params: int | None = None) -> StageProgram:
     """The program of every device of pipeline `stage` for one training step; `bucket_params` None: MCore's
@@ -334,10 +343,7 @@ def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
     b = _Builder(costs, stage, chunks, bucket_params)
     tr, m = costs.training, costs.micro_batches
     slots = device_order(tr.pipeline_schedule, m, costs.layout.pp, costs.layout.vp, stage, _fiw(costs))
-    # A piece's gradients are final after its last weight-gradient pass (B or W) of the step.
-    grad_passes = [(s.vs, s.mb) for s in slots if s.kind in ("B", "W")] + \
-        [(s.pair[1], s.pair[2]) for s in slots if s.kind == "FB" and s.pair[0] == "B"]
-    left = {vs: sum(1 for v, _ in grad_passes if v == vs) for vs, _ in grad_passes}
+    left = grad_passes_per_piece(slots)
     pieces_left = [len(left)]
     replicated = sum(costs.stages[vs].replicated_grad_bytes for vs in {s.vs for s in slots})  # the device's pieces
     for n, slot in enumerate(slots):
@@ -376,4 +382,4 @@ def pipeline_order(schedule: str, micro_batches: int, pp: int, stage: int) -> li
 
 
 __all__ = ["COLLECTIVE", "COMPUTE", "EXPERT", "FORWARD_SUFFIX", "FROM_EXPERTS", "GATHER", "Op", "SEND", "STREAMS",
-           "StageProgram", "TO_EXPERTS", "build_stage_program", "pipeline_order"]
+           "StageProgram", "TO_EXPERTS", "build_stage_program", "grad_passes_per_piece", "pipeline_order"]

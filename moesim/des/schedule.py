@@ -46,6 +46,7 @@ from moesim.des.pieces import backward, forward, overlapped, weights
 from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
 from moesim.estimate.grad_buckets import bucket_params as mcore_bucket_params  # the estimate's bucket size, one rule
 from moesim.estimate.grad_buckets import bucketed
+from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER
 from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE
 from moesim.flops import BACKWARD_TO_FORWARD
 
@@ -65,7 +66,9 @@ COMM_NAMES = {"tp_all_gather": "TP all-gather", "tp_all_gather_wgrad": "TP all-g
               "tp_head_all_gather": "head TP all-gather", "tp_head_all_gather_wgrad": "head TP all-gather (wgrad input)",
               "tp_head_reduce_scatter": "head TP reduce-scatter", "tp_head_all_reduce": "head TP all-reduce",
               "tp_cross_entropy_all_reduce": "cross-entropy TP all-reduce",
-              TP_GRAD_ALL_REDUCE: "TP gradient all-reduce (replicated weights)"}
+              TP_GRAD_ALL_REDUCE: "TP gradient all-reduce (replicated weights)",
+              MLA_GATHER: "TP all-gather (MLA latents)", MLA_SCATTER: "TP reduce-scatter (MLA latents)",
+              MLA_WGRAD_GATHER: "TP all-gather (MLA latents, wgrad input)"}
 FORWARD_SUFFIX = " (NVLink forwards)"  # trace name of a DeepEP member's NVLink stage across nodes: its call's + this
 
 
@@ -159,14 +162,19 @@ class _Builder:
     # Layers ----------------------------------------------------------------------------------
 
     def _block(self, lc: LayerCost, name: str, duration_s: float, phase: str, layer: int, mb: int) -> None:
-        self.comm(lc.comms.get("tp_all_gather"), phase, layer, mb)
-        if phase == "bwd":  # sequence parallelism: the input gathered again for the weight gradient (terms.py)
-            self.comm(lc.comms.get("tp_all_gather_wgrad"), phase, layer, mb)
+        gather, wgrad, scatter = "tp_all_gather", "tp_all_gather_wgrad", "tp_reduce_scatter"
+        if name == "attention" and MLA_GATHER in lc.comms:  # MLA under SP (estimate/mla_tp_comms.py)
+            # forward: the latents gathered, the out-projection's h scattered; backward the other way round
+            gather, wgrad, scatter = (MLA_GATHER, None, "tp_reduce_scatter") if phase != "bwd" else \
+                ("tp_all_gather", MLA_WGRAD_GATHER, MLA_SCATTER)
+        self.comm(lc.comms.get(gather), phase, layer, mb)
+        if phase == "bwd" and wgrad:  # sequence parallelism: the input gathered again for the weight gradient
+            self.comm(lc.comms.get(wgrad), phase, layer, mb)
         if name == "attention" and self.costs.layout.cp > 1:
             self._context_parallel_attention(lc, duration_s, phase, layer, mb)
         else:
             self.compute(name, phase, layer, mb, duration_s)
-        self.comm(lc.comms.get("tp_reduce_scatter"), phase, layer, mb)
+        self.comm(lc.comms.get(scatter), phase, layer, mb)
         self.comm(lc.comms.get("tp_all_reduce"), phase, layer, mb)
 
     def _context_parallel_attention(self, lc: LayerCost, duration_s: float, phase: str, layer: int, mb: int) -> None:

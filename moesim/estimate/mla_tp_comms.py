@@ -3,7 +3,7 @@
 NVIDIA/Megatron-LM 23e00ed0, megatron/core/transformer/multi_latent_attention.py. With TE's spec the q and kv
 down-projections are TELinear `parallel_mode='duplicated'` (l.368-370, 407-409) and read `hidden_states` as they
 arrive (l.530, 548): under SP the layer input's sequence shard [s/t, h], which nothing gathers first. Their outputs
-keep the shard ("q_compressed: [s / TP, b, q_lora_rank]", l.526-529; kv_compressed and k_pos_emb likewise, l.560-563);
+keep the shard ("q_compressed: [s / TP, b, q_lora_rank]", l.526-529; kv_compressed, l.560; k_pos_emb gathered below);
 the column-parallel up-projections (linear_q_up_proj, linear_kv_up_proj, l.590 and l.677) all-gather their latent
 inputs to the whole sequence, and k_pos_emb is gathered by `gather_from_sequence_parallel_region` (l.566-569). Without
 q_lora_rank, linear_q_proj is column-parallel on the hidden states themselves (l.594): it gathers h. The attention

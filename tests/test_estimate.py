@@ -13,6 +13,7 @@ from moesim.arithmetic import param_counts
 from moesim.collectives.select import default_model
 from moesim.estimate import estimate, evaluate
 from moesim.estimate.candidates import Candidates, single
+from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE
 from moesim.specs.layout import Layout
 from moesim.specs.load import load_hardware, load_model
 from moesim.specs.scenario import Scenario
@@ -123,6 +124,8 @@ def test_pipeline_bubble():
 
     def per_micro_batch(est):
         grad_sync = sum(c["time_s"] for c in est.communication.values() if c["overlapped_with_backward"])
+        # the once-a-step tp all-reduce of the replicated gradients (SP, tp 2) follows the sync (tp_grad_sync.py)
+        grad_sync += est.communication.get(TP_GRAD_ALL_REDUCE, {}).get("time_s", 0.0)
         return (est.compute_time_s + est.exposed_communication_time_s - grad_sync) / m
 
     slowest = per_micro_batch(e)

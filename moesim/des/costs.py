@@ -35,6 +35,7 @@ from moesim.ops.vocab import embedding_tokens, vocab_calls
 from moesim.specs.layout import Layout
 from moesim.specs.scenario import Scenario
 from moesim.specs.training import TrainingSpec
+from moesim.estimate.tp_grad_sync import reduces_over_tp, replicated_grad_bytes
 from moesim.estimate.embedding_sync import (EMBEDDING_AXIS, embedding_grad_bytes, embedding_group, ends_apart,
                                             shares_embedding)
 from moesim.topology.mapping import axis_sizes, mesh_strides
@@ -126,6 +127,9 @@ class StageCost:
     param_expert_bytes: float
     embedding_fwd_s: float = 0.0  # the input embedding's operators (first stage; moesim.ops.vocab)
     embedding_bwd_s: float = 0.0  # its backward: all weight gradient
+    # Gradient bytes of the parameters whole on every tp rank (norms, router, MLA's duplicated weights), all-reduced
+    # over tp once a step under sequence parallelism (moesim/estimate/tp_grad_sync.py); 0 where not reduced.
+    replicated_grad_bytes: float = 0.0
     # The embedding's (first stage) and output heads' (last stage) tp collectives: (end, pass, before the end's
     # compute, CommSpec), one entry per call, in execution order (moesim.ops.vocab.vocab_calls).
     end_comms: tuple = ()
@@ -279,6 +283,7 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
         stage_ranges(wl, pieces)
     out = _boundary_tokens(wl, ranges)
     sp_split = tp if tr.sequence_parallel else 1
+    tp_reduced = bool(reduces_over_tp(tr.sequence_parallel, tp, hw.device_kind))
     logits = _f(builder.logits_time_s(wl.output_tokens, wl.logit_heads))
     in_tokens = embedding_tokens(spec, seq, dec)
     embedding_fwd, embedding_bwd = (_f(builder.embedding_time_s(in_tokens, backward_only)) for backward_only in (0, 1))
@@ -296,6 +301,8 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
         classes = [costs.classes[wl.layer_class_index[i]] for i in layers]
         dense = sum(c.dense_grad_bytes for c in classes) / q_g + embedding + head
         expert = sum(c.expert_grad_bytes for c in classes) / q_g
+        replicated = replicated_grad_bytes(wl, sum(wl.classes[wl.layer_class_index[i]].params_replicated
+                                                   for i in layers), last, q_g) if tp_reduced else 0.0
         costs.stages.append(StageCost(
             index=s, layers=layers,
             send_forward=None if last else costs.price("pp_send_recv", "pp", "send_recv", fwd_bytes),
@@ -303,7 +310,7 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
             logits_s=logits if last else 0.0, embedding_grad_bytes=embedding * q_g, head_grad_bytes=head * q_g,
             param_dense_bytes=dense * q_p, param_expert_bytes=expert * q_p,
             embedding_fwd_s=embedding_fwd - embedding_bwd if first else 0.0,
-            embedding_bwd_s=embedding_bwd if first else 0.0,
+            embedding_bwd_s=embedding_bwd if first else 0.0, replicated_grad_bytes=float(replicated),
             end_comms=tuple(c for c in end_comms if c[3] is not None and (first if c[0] == "embedding" else last)),
         ))
     return costs

@@ -46,6 +46,8 @@ from moesim.des.pieces import backward, forward, overlapped, weights
 from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
 from moesim.estimate.grad_buckets import bucket_params as mcore_bucket_params  # the estimate's bucket size, one rule
 from moesim.estimate.grad_buckets import bucketed
+from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER
+from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE
 from moesim.flops import BACKWARD_TO_FORWARD
 
 STREAMS = ("compute", "comm", "p2p", "grad")
@@ -63,7 +65,10 @@ COMM_NAMES = {"tp_all_gather": "TP all-gather", "tp_all_gather_wgrad": "TP all-g
               "tp_embedding_all_gather": "embedding TP all-gather", "tp_embedding_all_reduce": "embedding TP all-reduce",
               "tp_head_all_gather": "head TP all-gather", "tp_head_all_gather_wgrad": "head TP all-gather (wgrad input)",
               "tp_head_reduce_scatter": "head TP reduce-scatter", "tp_head_all_reduce": "head TP all-reduce",
-              "tp_cross_entropy_all_reduce": "cross-entropy TP all-reduce"}
+              "tp_cross_entropy_all_reduce": "cross-entropy TP all-reduce",
+              TP_GRAD_ALL_REDUCE: "TP gradient all-reduce (replicated weights)",
+              MLA_GATHER: "TP all-gather (MLA latents)", MLA_SCATTER: "TP reduce-scatter (MLA latents)",
+              MLA_WGRAD_GATHER: "TP all-gather (MLA latents, wgrad input)"}
 FORWARD_SUFFIX = " (NVLink forwards)"  # trace name of a DeepEP member's NVLink stage across nodes: its call's + this
 
 
@@ -157,14 +162,19 @@ class _Builder:
     # Layers ----------------------------------------------------------------------------------
 
     def _block(self, lc: LayerCost, name: str, duration_s: float, phase: str, layer: int, mb: int) -> None:
-        self.comm(lc.comms.get("tp_all_gather"), phase, layer, mb)
-        if phase == "bwd":  # sequence parallelism: the input gathered again for the weight gradient (terms.py)
-            self.comm(lc.comms.get("tp_all_gather_wgrad"), phase, layer, mb)
+        gather, wgrad, scatter = "tp_all_gather", "tp_all_gather_wgrad", "tp_reduce_scatter"
+        if name == "attention" and MLA_GATHER in lc.comms:  # MLA under SP (estimate/mla_tp_comms.py)
+            # forward: the latents gathered, the out-projection's h scattered; backward the other way round
+            gather, wgrad, scatter = (MLA_GATHER, None, "tp_reduce_scatter") if phase != "bwd" else \
+                ("tp_all_gather", MLA_WGRAD_GATHER, MLA_SCATTER)
+        self.comm(lc.comms.get(gather), phase, layer, mb)
+        if phase == "bwd" and wgrad:  # sequence parallelism: the input gathered again for the weight gradient
+            self.comm(lc.comms.get(wgrad), phase, layer, mb)
         if name == "attention" and self.costs.layout.cp > 1:
             self._context_parallel_attention(lc, duration_s, phase, layer, mb)
         else:
             self.compute(name, phase, layer, mb, duration_s)
-        self.comm(lc.comms.get("tp_reduce_scatter"), phase, layer, mb)
+        self.comm(lc.comms.get(scatter), phase, layer, mb)
         self.comm(lc.comms.get("tp_all_reduce"), phase, layer, mb)
 
     def _context_parallel_attention(self, lc: LayerCost, duration_s: float, phase: str, layer: int, mb: int) -> None:
@@ -323,6 +333,15 @@ def _fiw(costs: Costs) -> tuple[float, float, float]:
     return f, sum(sum(c.bwd_s.values()) for c in layers) - w, w
 
 
+def grad_passes_per_piece(slots) -> dict[int, int]:
+    """Weight-gradient passes (B, W, and an F&B pair's B) of each piece a device runs in one step: a piece's gradients
+    are final after its last one. An F&B slot's `pair` is (kind, mb, vs): its piece is pair[2] (before session 20 the
+    pair's micro-batch was read as its piece, so a DualPipe piece's gradients flushed one or more passes early)."""
+    passes = [s.vs for s in slots if s.kind in ("B", "W")] + \
+        [s.pair[2] for s in slots if s.kind == "FB" and s.pair[0] == "B"]
+    return {vs: passes.count(vs) for vs in dict.fromkeys(passes)}
+
+
 def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
                         bucket_params: int | None = None) -> StageProgram:
     """The program of every device of pipeline `stage` for one training step; `bucket_params` None: MCore's
@@ -332,11 +351,9 @@ def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
     b = _Builder(costs, stage, chunks, bucket_params)
     tr, m = costs.training, costs.micro_batches
     slots = device_order(tr.pipeline_schedule, m, costs.layout.pp, costs.layout.vp, stage, _fiw(costs))
-    # A piece's gradients are final after its last weight-gradient pass (B or W) of the step.
-    grad_passes = [(s.vs, s.mb) for s in slots if s.kind in ("B", "W")] + \
-        [(s.pair[1], s.pair[2]) for s in slots if s.kind == "FB" and s.pair[0] == "B"]
-    left = {vs: sum(1 for v, _ in grad_passes if v == vs) for vs, _ in grad_passes}
+    left = grad_passes_per_piece(slots)
     pieces_left = [len(left)]
+    replicated = sum(costs.stages[vs].replicated_grad_bytes for vs in {s.vs for s in slots})  # the device's pieces
     for n, slot in enumerate(slots):
         b.key = (n,)
         if slot.kind == "FB":
@@ -348,6 +365,11 @@ def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
         else:
             backward(b, costs, slot.mb, slot.vs, slot.kind, left, pieces_left)
     b.key = (len(slots),)
+    # Megatron finalize_model_grads: after the data-parallel sync, the tp all-reduce of the gradients whole on every
+    # tp rank under sequence parallelism, the device's pieces coalesced into one call (estimate/tp_grad_sync.py).
+    spec = costs.price(TP_GRAD_ALL_REDUCE, "tp", "all_reduce", replicated) if replicated > 0 else None
+    if spec is not None:
+        b.add("grad", COLLECTIVE, COMM_NAMES[TP_GRAD_ALL_REDUCE], "grad", -1, -1, (b.last,), chain=False, comm=spec)
     if costs.embedding_sync is not None and stage in (0, costs.layout.pp - 1):
         # Megatron finalize_model_grads: the data-parallel sync finished (finish_grad_sync), the first and last
         # stage all-reduce the shared word embedding's gradient, then the optimizer (estimate/embedding_sync.py).
@@ -368,4 +390,4 @@ def pipeline_order(schedule: str, micro_batches: int, pp: int, stage: int) -> li
 
 
 __all__ = ["COLLECTIVE", "COMPUTE", "EXPERT", "FORWARD_SUFFIX", "FROM_EXPERTS", "GATHER", "Op", "SEND", "STREAMS",
-           "StageProgram", "TO_EXPERTS", "build_stage_program", "pipeline_order"]
+           "StageProgram", "TO_EXPERTS", "build_stage_program", "grad_passes_per_piece", "pipeline_order"]

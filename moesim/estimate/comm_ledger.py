@@ -12,7 +12,7 @@ import numpy as np
 from moesim.collectives.base import CollectiveModel, wire_factor
 from moesim.collectives.dispatch import for_call
 from moesim.estimate.embedding_sync import EMBEDDING_AXIS
-from moesim.estimate.evaluation import PER_MB_AXES, CommTotal
+from moesim.estimate.evaluation import CommTotal, per_micro_batch
 from moesim.estimate.pricing import GroupRuns, pricer_for
 
 
@@ -100,7 +100,8 @@ def comm_totals(entries: dict[str, list], slow: np.ndarray, dp_stage: np.ndarray
     n_cand = len(slow)
     comms: dict[str, CommTotal] = {}
     for name, (axis, op, overlappable, size_l, calls_l, bytes_l, time_l, cost_l) in entries.items():
-        on_pipe = axis in PER_MB_AXES or "param_all_gather" in name
+        per_mb = per_micro_batch(name, axis)
+        on_pipe = per_mb or "param_all_gather" in name
         at = slow if on_pipe else dp_stage
         if axis == EMBEDDING_AXIS:  # the first stage's (and the last's) embedding all-reduce: the first with calls
             at = np.argmax(sum(calls_l) > 0, axis=1)
@@ -116,7 +117,7 @@ def comm_totals(entries: dict[str, list], slow: np.ndarray, dp_stage: np.ndarray
         if not np.any(calls > 0):
             continue
         # Per-layer collectives are recorded per micro-batch; the ZeRO-3 gathers' calls (2·m) are per step.
-        scale = m if axis in PER_MB_AXES else 1.0
+        scale = m if per_mb else 1.0
         size = one_at(np.max(np.stack(size_l), axis=0), col)
         big = np.argmax(np.stack([one_at(s, col) for s in size_l]), axis=0)
         costs = np.stack([one_at(c, col) for c in cost_l])[big, np.arange(n_cand)]

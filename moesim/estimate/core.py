@@ -44,6 +44,7 @@ from moesim.estimate.grad_buckets import (bucket_count, bucket_params, chunk_buc
 from moesim.estimate.stages import Stages, dualpipe_pair_columns, per_stage, pipeline_stages
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
+from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE, reduces_over_tp, replicated_grad_bytes
 from moesim.capacity import expected_drop_fraction_array
 from moesim.flops import BACKWARD_TO_FORWARD, training_flops_per_sequence
 from moesim.ops.vocab import embedding_tokens, vocab_calls
@@ -290,6 +291,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     embedding_time = add("embedding_grad_all_reduce", EMBEDDING_AXIS, "all_reduce",
                          embedding_grad_bytes(model, wl, tr, tp), np.where(first | last, 1, 0),
                          multiple="ends_apart") if tied else None
+    # With sequence parallelism the gradients every tp rank holds whole (norms, router, MLA's duplicated weights),
+    # all-reduced over tp once per step after the sync (finalize_model_grads, tp_grad_sync.py); × the parameter copies.
+    tp_grad_time = None
+    if reduces_over_tp(tr.sequence_parallel, tp, hw.device_kind).any():
+        replicated = per_stage(stages.counts, [np.full(n_cand, float(c.params_replicated)) for c in wl.classes])
+        tp_grad_time = add(TP_GRAD_ALL_REDUCE, "tp", "all_reduce", replicated_grad_bytes(wl, replicated, last, q_g),
+                           1.0, multiple="copies")
 
     # Back to every candidate; the schedule's multiples.
     z = (lambda a: np.take(a, sf_inv, axis=0)) if sf_inv is not None else (lambda a: a)  # noqa: E731
@@ -304,7 +312,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     most_buckets = z(most_buckets)
     apart = ends_apart(sched, every["pp"])[:, None].astype(float)  # ZB-V, DualPipe: both ends on one device
     embedding_time = None if embedding_time is None else z(embedding_time) * apart
-    ledger.expand(z, sends, pm, wrap=wrap, ends_apart=apart, head_last=at_last, head_first=1.0 - at_last)
+    tp_grad = 0.0 if tp_grad_time is None else z(tp_grad_time) * pm
+    ledger.expand(z, sends, pm, wrap=wrap, ends_apart=apart, head_last=at_last, head_first=1.0 - at_last, copies=pm)
     (cands, n_cand, tp, pp, m, b, exists, first, last, stages, dense_params, expert_params, calls,
      core_mb) = every.values()
     # Interleaved, a later stage's v chunks sync one bucket each, as each chunk's last backward ends
@@ -367,7 +376,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     below = np.sum(np.where(exists, stage_mb - t_mb[:, None], 0.0) * stages.multiplicity, axis=1)
     pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick_of(fwd), pick_of(bwd_mb) + pick(bwd_comm),
                                        pick_of(weight_mb), hop, overlapped, below)
-    dp_sync = np.max(np.where(exists, dp_time, 0), axis=1)
+    # Each stage's tp all-reduce of its replicated gradients follows its own sync (0.0 without SP or at tp 1).
+    dp_sync = np.max(np.where(exists, dp_time + tp_grad, 0), axis=1)
     # Untied: 0.0 for every candidate, as the priced zeros would give (x + 0.0 is x).
     embedding_sync = np.max(np.where(exists, embedding_time, 0), axis=1) if embedding_time is not None else 0.0
     # Gradient buckets reduce while the last micro-batch runs backward on their own stage: its backward compute and
@@ -382,8 +392,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         window = (bwd_own + bwd_comm) * (1.0 - 1.0 / most_buckets)
         # A later stage, one bucket (grad_buckets.bucketed), ends its backward before stage 0 (earlier_end_s).
         early = earlier_end_s(sched, vp, stages.index, exists, bwd_own + bwd_comm, hop)
-        exposed_dp = np.max(np.where(exists, np.maximum(0.0, np.maximum(last_bucket, dp_time - window) - early), 0),
-                            axis=1)
+        exposed_dp = np.max(np.where(exists, np.maximum(0.0, np.maximum(last_bucket, dp_time - window) - early)
+                                     + tp_grad, 0), axis=1)
     else:
         exposed_dp = dp_sync
 

@@ -10,8 +10,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from moesim.estimate.candidates import Candidates
+from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE
 
 PER_MB_AXES = ("tp", "ep", "etp", "pp", "cp")
+# Collectives on those axes issued once a step, not per micro-batch (finalize_model_grads' tp all-reduce).
+PER_STEP_NAMES = (TP_GRAD_ALL_REDUCE,)
+
+
+def per_micro_batch(name: str, axis: str) -> bool:
+    """Whether the named collective on `axis` is recorded per micro-batch (a layer's, a pipeline send's)."""
+    return axis in PER_MB_AXES and name not in PER_STEP_NAMES
 
 
 @dataclass

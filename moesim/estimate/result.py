@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from moesim.capacity import drop_warning, expected_drop_fraction
-from moesim.estimate.core import PER_MB_AXES, Evaluation
+from moesim.estimate.core import Evaluation
+from moesim.estimate.evaluation import per_micro_batch
 from moesim.estimate.embedding_sync import EMBEDDING_AXIS, EMBEDDING_GROUP_RANKS
 from moesim.specs.layout import Layout, layout_arg
 from moesim.specs.scenario import Scenario
@@ -21,7 +22,7 @@ def bottlenecks(ev: Evaluation) -> np.ndarray:
              "optimizer step": ev.optimizer_time_s}
     per_axis: dict[str, np.ndarray] = {}
     for name, comm in ev.comms.items():
-        if comm.axis in PER_MB_AXES or "param_all_gather" in name:
+        if per_micro_batch(name, comm.axis) or "param_all_gather" in name:
             label = f"{comm.axis} {comm.op}" if "param" not in name else f"{comm.axis} ZeRO-3 parameter gathers"
             per_axis[label] = per_axis.get(label, 0) + comm.time_s
     parts.update(per_axis)

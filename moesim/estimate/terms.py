@@ -34,6 +34,7 @@ from moesim.specs.training import TrainingSpec
 from moesim.estimate.pricing import distinct_rows
 from moesim.ops.base import ATTENTION_BACKWARD_TO_FORWARD, PARTS, Op, gemm, memory
 from moesim.estimate.selective import core_recompute_code, recomputed_ops, stored_inputs
+from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER, mla_sp_widths
 from moesim.estimate.precision_terms import (
     activation_recompute_bytes, quantise_parts_bytes, quantised_elements, weight_cast_bytes,
 )
@@ -432,8 +433,29 @@ class TermBuilder:
         size = b * cls.tokens * self.model.d_model * self.q_a
         calls = blocks * (2 + np.where(full, 1, 0))
         if self.tr.sequence_parallel:
-            terms.comms.append(CommCall("tp_all_gather", "tp", "all_gather", size, calls))
-            terms.comms.append(CommCall("tp_reduce_scatter", "tp", "reduce_scatter", size, calls))
-            terms.comms.append(CommCall("tp_all_gather_wgrad", "tp", "all_gather", size, blocks * np.ones_like(calls)))
+            mla = mla_sp_widths(self.model)
+            if mla is None:
+                terms.comms.append(CommCall("tp_all_gather", "tp", "all_gather", size, calls))
+                terms.comms.append(CommCall("tp_reduce_scatter", "tp", "reduce_scatter", size, calls))
+                terms.comms.append(CommCall("tp_all_gather_wgrad", "tp", "all_gather", size,
+                                            blocks * np.ones_like(calls)))
+                return
+            # MLA under SP (Megatron-LM 23e00ed0 multi_latent_attention.py get_query_key_value_tensors): the
+            # duplicated down-projections read the layer input's shard, nothing gathers it; the up-projections
+            # gather the latents and k_pos_emb (l.569), backward their reduce-scatters and the up-projections'
+            # wgrad re-gathers; the out-projection's reduce-scatter (and backward gather) stays h (mla_sp_widths).
+            gathered, wgrad = mla
+            per_token = b * cls.tokens * self.q_a
+            others = blocks - 1  # one MLA self-attention block per layer; the rest (the dense MLP) as above
+            once = np.ones_like(calls)
+            terms.comms.append(CommCall("tp_all_gather", "tp", "all_gather", size, others * (calls / blocks) + once))
+            terms.comms.append(CommCall("tp_reduce_scatter", "tp", "reduce_scatter", size,
+                                        others * (calls / blocks) + 1 + np.where(full, 1, 0)))
+            if others:
+                terms.comms.append(CommCall("tp_all_gather_wgrad", "tp", "all_gather", size, others * once))
+            terms.comms.append(CommCall(MLA_GATHER, "tp", "all_gather", per_token * gathered,
+                                        once + np.where(full, 1, 0)))
+            terms.comms.append(CommCall(MLA_SCATTER, "tp", "reduce_scatter", per_token * gathered, once))
+            terms.comms.append(CommCall(MLA_WGRAD_GATHER, "tp", "all_gather", per_token * wgrad, once))
         else:
             terms.comms.append(CommCall("tp_all_reduce", "tp", "all_reduce", size, calls))

@@ -90,3 +90,20 @@ def test_sweep_cli_csv_json_and_table(capsys, tmp_path):
     assert main(["sweep", ODD_SCENARIO, "--vary", "seq_len=256,512", "--workers", "1"]) == 0
     out = capsys.readouterr().out
     assert "best layout by step_time at 2 points" in out and "seq_len" in out
+
+
+def test_top_table_says_which_ranks_it_folds(capsys):
+    """Session 20 (whyrank): Mixtral's top table showed ranks 1, 3, 5 with no word on 2 and 4 (newuser3's log)."""
+    assert main(["search", "mixtral-8x7b-h100", "--top", "3", "-q", "--json"]) == 0
+    ranked = json.loads(capsys.readouterr().out)["results"]
+    ranks = [r["rank"] for r in ranked]
+    skipped = sorted(set(range(1, ranks[-1] + 1)) - set(ranks))
+    assert skipped  # Mixtral's tp = 1 rows repeat in the ep-tp-dp-pp order
+    assert main(["search", "mixtral-8x7b-h100", "--top", "3", "-q"]) == 0
+    out = capsys.readouterr().out
+    several = ", ".join(f"#{r['rank']} ({r['equivalent_orders']})" for r in ranked if r.get("equivalent_orders", 1) > 1)
+    assert (f"ranks {', '.join(map(str, skipped))} not shown: each is a row above in another mesh order with the same "
+            f"figures, folded into it; rows standing for several mesh orders (how many): {several}") in out
+    # a table that skips no rank says nothing of it
+    assert main(["search", ODD_SCENARIO, "--top", "1", "-q"]) == 0
+    assert "not shown: each is a row above" not in capsys.readouterr().out

@@ -79,6 +79,6 @@ def render(sweep: dict) -> str:
     if sweep["objective"] == "step_time":  # the objective column would repeat the step time
         rows = [r[:len(keys)] + r[len(keys) + 1:] for r in rows]
         headers, align = headers[:len(keys)] + headers[len(keys) + 1:], align[:len(keys)] + align[len(keys) + 1:]
-    notes = [f"warning at {', '.join(f'{k}={v}' for k, v in p['point'].items())}: {w}"
-             for p in sweep["points"] for w in p.get("warnings", ())]
+    notes = [f"{kind} at {', '.join(f'{k}={v}' for k, v in p['point'].items())}: {w}"
+             for p in sweep["points"] for kind in ("warning", "note") for w in p.get(kind + "s", ())]
     return "\n".join([head, table(rows, headers, align=align), *notes])

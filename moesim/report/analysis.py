@@ -17,6 +17,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from moesim.capacity import capacity_floor_note
 from moesim.errors import SpecError
 from moesim.estimate import StepEstimate, estimate
 from moesim.estimate.embedding_sync import EMBEDDING_AXIS
@@ -92,8 +93,14 @@ def capacity_factor_sweep(scenario: Scenario, layout: Layout, training=None) -> 
     base = training.capacity_factor if training.capacity_factor is not None else moe.capacity_factor_train
     values = tuple(sorted(set(CAPACITY_FACTORS) | {base}))
     ests = [estimate(scenario, layout, dataclasses.replace(training, capacity_factor=cf)) for cf in values]
+    floored = [(cf, said) for cf, e in zip(values, ests)
+               if (said := capacity_floor_note(int(e.moe["routing_group_tokens"]), moe.num_experts, moe.top_k, cf,
+                                               moe.capacity_rule, moe.min_expert_capacity))]
+    note = "" if not floored else (  # whyrank (session 20): a flat panel says why
+        f"the expert capacity floor overrides capacity factor{'s' if len(floored) > 1 else ''} "
+        f"{', '.join(f'{cf:g}' for cf, _ in floored)} (flat there): {floored[-1][1]}")
     return Sweep("capacity factor", "", values, tuple(e.step_time_s for e in ests),
-                 tuple(e.memory_bytes_per_device["total"] for e in ests), base)
+                 tuple(e.memory_bytes_per_device["total"] for e in ests), base, note=note)
 
 
 def expert_count_sweep(scenario: Scenario, layout: Layout, training=None) -> Sweep:

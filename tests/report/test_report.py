@@ -86,6 +86,18 @@ def test_sensitivity_sweeps(st_moe, mixtral):
     assert 8.0 in experts.values and all(v % 8 == 0 for v in experts.values)
 
 
+def test_capacity_factor_panel_says_where_the_capacity_floor_overrides_it(st_moe):
+    """Session 20 (whyrank): Switch-C's panel is flat (the 2-slot floor binds at every factor) and said nothing."""
+    from moesim.specs.load import load_scenario
+
+    switch_c = load_scenario("switch-c-2048-tpu-v3")
+    cf = capacity_factor_sweep(switch_c, switch_c.resolve())
+    assert len(set(cf.step_time_s)) == 1  # flat
+    assert cf.note.startswith("the expert capacity floor overrides capacity factors 1, 1.25, 1.5, 2, 3, 4 (flat there)")
+    assert "the rule alone reaches 2 from capacity factor 8 on" in cf.note
+    assert capacity_factor_sweep(st_moe, st_moe.resolve()).note == ""  # its factor sets the capacity
+
+
 def test_every_figure_has_title_axis_titles_and_hover(mixtral, results_file):
     figs, notes, _ = report_figures(mixtral, results=results_file, results_hardware="cpu-localhost")
     assert [k for k, _ in figs] == ["step-breakdown", "memory", "pareto", "communication", "sensitivity",

@@ -199,3 +199,31 @@ def test_dask_unreachable_scheduler_is_a_spec_error():
     with pytest.raises(SpecError, match="--dask"):
         run_sweep(build(TINY_MOE, **SMALL), [parse_vary("experts=8")], dask_address="tcp://127.0.0.1:9",
                   connect_timeout_s=0.5)
+
+
+def test_capacity_floor_note_is_the_rule_against_its_floor():
+    from moesim.capacity import capacity_floor_note
+
+    # Switch-C: 512-token routing groups over 2048 experts, floor 2 (T5X min_expert_capacity): floor(512 CF / 2048)
+    said = capacity_floor_note(512, 2048, 1, 2.0, "switch", 2)
+    assert said.startswith("capacity factor 2 gives 0 slots per expert per routing group of 512 tokens")
+    assert "below min_expert_capacity 2: 2 are used" in said and "from capacity factor 8 on" in said
+    assert capacity_floor_note(512, 2048, 1, 8.0, "switch", 2) is None  # floor(512 x 8 / 2048) = 2: the rule's own
+    assert capacity_floor_note(512, 2048, 1, 2.0, "switch", 0) is None  # no floor
+    assert capacity_floor_note(512, 2048, 1, None, "dropless", 2) is None
+    # megatron: ceil(t k CF / E) reaches 2 once t k CF / E is above 1
+    assert "above capacity factor 1" in capacity_floor_note(64, 64, 1, 0.5, "megatron", 2)
+
+
+def test_sweep_says_when_the_capacity_floor_overrides_the_swept_factor(capsys):
+    """Session 20 (whyrank): Switch-C's capacity-factor sweep moved nothing (the 2-slot floor binds at every factor
+    tried) and no output said so (newuser3's log)."""
+    from moesim.cli import main
+    from moesim.specs.load import load_scenario
+
+    sweep = run_sweep(load_scenario("switch-c-2048-tpu-v3"), [parse_vary("capacity_factor=2.0,8.0")], workers=1)
+    low, high = sweep["points"]
+    assert len(low["notes"]) == 1 and low["notes"][0].startswith("expert capacity floor: capacity factor 2 gives 0")
+    assert high["notes"] == []  # floor(512 x 8 / 2048) = 2 slots: the factor sets the capacity
+    assert main(["sweep", "switch-c-2048-tpu-v3", "--vary", "capacity_factor=2.0", "--workers", "1", "-q"]) == 0
+    assert f"note at capacity_factor=2.0: {low['notes'][0]}" in capsys.readouterr().out

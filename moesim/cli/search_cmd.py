@@ -127,6 +127,8 @@ def render(r: dict) -> str:
         parts += ["", f"top {len(rows)}", table(rows, headers, align=align)]
         folded = _folded_ranks_text(r["results"])
         parts += [folded] if folded else []
+        parts += ["", "why each ranks where it does (step parts against #1, memory)"]
+        parts += [f"  #{res['rank']}: {res['why']}" for res in r["results"]]
     warnings = dict.fromkeys(w for res in r["results"] for w in res["estimate"].get("warnings", ()))
     parts += [f"warning: {w}" for w in warnings]
     for res in r["results"]:

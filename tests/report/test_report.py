@@ -189,6 +189,41 @@ def test_search_layouts_on_the_scenarios_degrees_are_kept():
     assert shown[0].training != compared.estimates[0].training
 
 
+def test_header_says_whether_the_scenarios_layout_fits_and_names_the_searchs_best():
+    """Session 20 (whyrank): Switch-C's header showed its own layout (18.68 GiB of 15.20 usable) with no word that it
+    does not fit, never named the search's best, nor said in words why a row ranks where it does (newuser3's log)."""
+    from moesim.search import search
+    from moesim.specs.load import load_scenario
+
+    switch_c = load_scenario("switch-c-2048-tpu-v3")
+    best = search(switch_c)
+    report = build_report(switch_c)
+    summary = dict(report.summary)
+    assert summary["the scenario's layout"] == \
+        "does not fit: 18.68 GiB per device, 3.48 GiB over the 15.20 GiB usable"
+    said = summary["the search's best"]
+    assert said.startswith("#1 dp=2048 tp=1 ep=2048 pp=1 etp=1 (edp=1), 1 micro-batch, ZeRO-2, recompute none: "
+                           f"{float(best.step_time_s[0]) * 1e3:.2f} ms (bottleneck: compute), 15.03 GiB per device; ")
+    assert "faster than the scenario's layout" in said and f'--layout "{best.best_layout_arg}"' in said
+    rows = report.ranked
+    assert [r[1] for r in rows] == ["-"] + [f"#{k}" for k in range(1, len(rows))]  # twins: none on Switch-C's top 7
+    assert rows[0][5].startswith("does not fit: 18.68 GiB per device") and "against #1" in rows[0][5]
+    assert rows[1][5].startswith("fastest: compute ") and all(" against #1: " in r[5] for r in rows[2:])
+    assert "Layouts compared, and why each ranks where it does" in report.html
+    assert all(r[5].replace("'", "&#x27;") in report.html for r in rows)
+
+
+def test_report_folds_mesh_order_twins_and_says_so(mixtral):
+    """Mixtral's search ranks #2 and #4 as #1 and #3 in another mesh order: the report draws each once, as the
+    search's table does, and its note says how many it left out."""
+    compared = layouts_to_compare(mixtral, mixtral.resolve())
+    figures = [(e.step_time_s, e.memory_bytes_per_device["total"]) for e in compared.estimates]
+    assert len(set(figures)) == len(figures)
+    assert compared.ranks[0] is None and compared.ranks[1:3] == (1, 3)
+    assert "3 that repeat one of them in another mesh order with the same figures left out" in compared.note
+    assert compared.best.step_time_s == compared.estimates[1].step_time_s
+
+
 def test_builtin_alternatives_when_nothing_fits(mixtral):
     tiny_hbm = dataclasses.replace(mixtral.hardware.chip, hbm_bytes=1e9)
     starved = dataclasses.replace(mixtral, hardware=dataclasses.replace(mixtral.hardware, chip=tiny_hbm,

@@ -17,7 +17,7 @@ import numpy as np
 
 from moesim.capacity import capacity_floor_note
 from moesim.errors import SpecError
-from moesim.search.overrides import apply_point, canonical_key, parse_value
+from moesim.search.overrides import apply_point, canonical_key, parse_value, value_text
 from moesim.search.rank import OBJECTIVES, search
 from moesim.search.workers import map_items
 from moesim.specs.scenario import Scenario
@@ -108,7 +108,8 @@ def flat_rows(sweep: dict) -> tuple[list[str], list[dict]]:
     out = []
     for p in sweep["points"]:
         layout = p.get("layout") or {}
-        row = {names[k]: v for k, v in p["point"].items()} | {"status": p["status"], "objective": sweep["objective"],
+        row = {names[k]: value_text(v) if isinstance(v, tuple) else v for k, v in p["point"].items()} | {
+            "status": p["status"], "objective": sweep["objective"],
                                                               "objective_unit": p["objective_unit"]}
         row |= {c: p.get(c) for c in FIGURE_COLUMNS} | {c: layout.get(c) for c in LAYOUT_COLUMNS}
         row |= {c: p[c] for c in COUNT_COLUMNS}

@@ -227,3 +227,43 @@ def test_sweep_says_when_the_capacity_floor_overrides_the_swept_factor(capsys):
     assert high["notes"] == []  # floor(512 x 8 / 2048) = 2 slots: the factor sets the capacity
     assert main(["sweep", "switch-c-2048-tpu-v3", "--vary", "capacity_factor=2.0", "--workers", "1", "-q"]) == 0
     assert f"note at capacity_factor=2.0: {low['notes'][0]}" in capsys.readouterr().out
+
+
+def test_sweep_varies_the_search_lists():
+    """Session 20 (whyrank): `sweep` could not vary search.context_parallel or search.pipeline_schedules (newuser3:
+    a context-parallel what-if needed a scenario file). A value is one entry, several joined by '+'."""
+    assert parse_vary("search.context_parallel=1,2+4").values == ((1,), (2, 4))
+    assert parse_vary("search.pipeline_schedules=1f1b,zb-h1+dualpipe").values == (("1f1b",), ("zb-h1", "dualpipe"))
+    assert parse_vary("search.cp_comms=p2p+a2a").values == (("p2p", "a2a"),)
+    scenario = build(ODD_MOE, devices=12)
+    assert apply_point(scenario, {"search.context_parallel": (1, 2)}).search.context_parallel == (1, 2)
+    sweep = run_sweep(scenario, [parse_vary("search.pipeline_schedules=1f1b,zb-h1")], workers=1)
+    for point in sweep["points"]:
+        best = search(apply_point(scenario, point["point"]))
+        assert point["layout"] == best.layout_dict(0) and point["step_time_s"] == best.step_time_s[0]
+        assert point["layout"]["pipeline_schedule"] == point["point"]["search.pipeline_schedules"][0]
+    rows = list(csv.DictReader(io.StringIO(to_csv(run_sweep(scenario, [parse_vary("search.context_parallel=1+2")],
+                                                            workers=1)))))
+    assert rows[0]["search.context_parallel"] == "1+2"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("search.pipeline_schedules=1f1b,zigzag", "'zigzag' is not allowed"),
+    ("search.cp_comms=ring", "'ring' is not allowed"),
+    ("search.context_parallel=two", "'two' is not an integer"),
+    ("search.context_parallel=1++2", "has an empty entry"),
+    ("search.orders=tp-ep-dp-pp", "cannot vary 'search.orders'"),
+])
+def test_bad_search_list_values_name_the_key_and_the_allowed(text, message):
+    with pytest.raises(SpecError, match=message) as err:
+        parse_vary(text)
+    assert f"--vary {text.partition('=')[0]}" in str(err.value) or "cannot vary" in message
+    if "zigzag" in text:
+        assert "allowed: 1f1b, gpipe, interleaved" in str(err.value)
+    if "cannot vary" in message:
+        assert "search.context_parallel" in str(err.value)  # the allowed keys name the lists
+
+
+def test_out_of_range_search_list_value_fails_before_any_search():
+    with pytest.raises(SpecError, match="--vary search.context_parallel"):
+        run_sweep(build(ODD_MOE, devices=12), [parse_vary("search.context_parallel=1,0")], workers=1)

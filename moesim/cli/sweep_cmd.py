@@ -19,10 +19,10 @@ def register(subparsers) -> None:
         description="Search the best layout at every point of the cartesian product of the --vary values. Keys: "
                     "experts, capacity_factor, hardware, devices, seq_len, batch (aliases), any training.* field, "
                     "model.*, model.moe.*, model.attention.*, model, hardware.price_per_device_hour_usd, "
-                    "search.max_micro_batches, and the [search] lists search.context_parallel, search.pipeline_schedules, "
-                    "search.virtual_stages, search.cp_comms (a value is one entry, several joined by '+': "
-                    "--vary search.context_parallel=1,2+4). Points run in parallel worker processes, or on a Dask "
-                    "cluster.")
+                    "search.max_micro_batches, and the [search] lists search.context_parallel, "
+                    "search.pipeline_schedules, search.virtual_stages, search.cp_comms (a value is one entry, several "
+                    "joined by '+': --vary search.context_parallel=1,2+4). Points run in parallel worker processes, or "
+                    "on a Dask cluster.")
     add_scenario_overrides(p, layout=False)
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...", required=True,
                    help="a field and its values; repeat for a grid")

@@ -116,8 +116,6 @@ def _fits_text(est) -> str:
 
 def _best_text(own, best, own_rank) -> str:
     """The search's rank 1: its layout, step time and memory, against the scenario's own layout."""
-    if best is None:
-        return "none: the search ranked no layout (see the notes)"
     if own_rank == 1:
         return f"the scenario's own layout (rank 1): {format_seconds(best.step_time_s)}"
     gain = own.step_time_s - best.step_time_s
@@ -130,20 +128,23 @@ def _best_text(own, best, own_rank) -> str:
 
 def _ranked_rows(compared) -> list[tuple[str, ...]]:
     """One row per layout compared: label, search rank, step time, memory, bottleneck, and why (search.why) against
-    the search's rank 1 (the scenario's own row too, said first whether it fits)."""
+    the search's rank 1 (the scenario's own row too; built-in alternatives against the scenario's own), a layout that
+    does not fit said so first."""
     from moesim.report.figures import _labels
-    from moesim.search.why import why_line
+    from moesim.search.why import largest_part_text, why_line
 
     best = compared.best.as_dict() if compared.best is not None else None
     rows = []
-    for i, (label, est, rank) in enumerate(zip(_labels(list(compared.estimates)), compared.estimates,
-                                               compared.ranks or (None,) * len(compared.estimates))):
+    ranks = compared.ranks or (None,) * len(compared.estimates)
+    for i, (label, est, rank) in enumerate(zip(_labels(list(compared.estimates)), compared.estimates, ranks)):
         mine = est.as_dict()
-        why = why_line(mine, None if best is None or rank == 1 else best)
-        if best is None and i:  # built-in alternatives: against the scenario's own
-            why = why_line(mine, compared.estimates[0].as_dict(), "the scenario's layout")
-        if not est.fits_in_memory:
-            why = f"{_fits_text(est)}; {why}"
+        if best is None:  # built-in alternatives: each against the scenario's own
+            why = why_line(mine, compared.estimates[0].as_dict(), "the scenario's layout") if i else \
+                f"the scenario's layout: {largest_part_text(mine)}"
+        else:
+            why = why_line(mine, None if rank == 1 else best)
+        if not est.fits_in_memory:  # its headroom says by how much
+            why = f"does not fit; {why}"
         rows.append((label, "-" if rank is None else f"#{rank}", format_seconds(est.step_time_s),
                      format_bytes(est.memory_bytes_per_device["total"]), est.bottleneck, why))
     return rows
@@ -165,8 +166,8 @@ def build_report(scenario: Scenario, layout: Layout | None = None, **options) ->
                               f"{format_bytes(own.memory_capacity_bytes)} usable"),
         # whyrank (session 20): whether the scenario's own layout fits, and the search's best
         ("the scenario's layout", _fits_text(own)),
-        ("the search's best", _best_text(own, compared.best, compared.ranks[0] if compared.ranks else None)
-         if compared.origin == "moesim.search" or compared.best is not None else f"none: {compared.note}"),
+        ("the search's best", _best_text(own, compared.best, (compared.ranks or (None,))[0])
+         if compared.best is not None else f"none: {compared.note}"),
     ]
     if scenario.source:
         summary.append(("source", scenario.source))

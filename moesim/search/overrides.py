@@ -18,9 +18,9 @@ import dataclasses
 
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
+from moesim.specs.layout import CP_COMMS
 from moesim.specs.model import AttentionSpec, ModelSpec, MoESpec
 from moesim.specs.scenario import Scenario, SearchSpace
-from moesim.specs.layout import CP_COMMS
 from moesim.specs.training import PIPELINE_SCHEDULES, PRECISION_KEYS, TrainingSpec
 
 ALIASES = {

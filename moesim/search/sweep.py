@@ -108,9 +108,8 @@ def flat_rows(sweep: dict) -> tuple[list[str], list[dict]]:
     out = []
     for p in sweep["points"]:
         layout = p.get("layout") or {}
-        row = {names[k]: value_text(v) if isinstance(v, tuple) else v for k, v in p["point"].items()} | {
-            "status": p["status"], "objective": sweep["objective"],
-                                                              "objective_unit": p["objective_unit"]}
+        row = {names[k]: value_text(v) if isinstance(v, tuple) else v for k, v in p["point"].items()}
+        row |= {"status": p["status"], "objective": sweep["objective"], "objective_unit": p["objective_unit"]}
         row |= {c: p.get(c) for c in FIGURE_COLUMNS} | {c: layout.get(c) for c in LAYOUT_COLUMNS}
         row |= {c: p[c] for c in COUNT_COLUMNS}
         if isinstance(row["order"], (list, tuple)):

@@ -1,8 +1,7 @@
 """Why a ranked layout ranks where it does, in one line: its step split into parts (those its bottleneck is chosen
 from, estimate.result.bottlenecks, where the schedule hides none of the per-micro-batch collectives), set against
-the best layout's, and its memory headroom. Built from an
-estimate's JSON form (StepEstimate.as_dict, the `estimate` of a `moesim search --json` row), so the search's text,
-its JSON and the report say the same."""
+the best layout's, and its memory headroom. Built from an estimate's JSON form (StepEstimate.as_dict, the `estimate`
+of a `moesim search --json` row), so the search's text, its JSON and the report say the same."""
 
 from __future__ import annotations
 
@@ -11,8 +10,6 @@ from moesim.units import format_bytes, format_seconds
 
 PARTS_NAMED = 3  # at most this many parts named in a line
 PART_SHARE_NAMED = 0.1  # a part is named when it moves at least this share of the largest part's move
-
-
 EXPOSED = "exposed communication"  # the one communication part where the schedule hides part of the per-micro-batch
 # collectives (DualPipe: estimate.schedules), which then cannot be told apart by axis
 
@@ -50,15 +47,20 @@ def headroom_text(est: dict) -> str:
     return f"{format_bytes(left)} memory headroom" if left >= 0 else f"{format_bytes(-left)} over the usable memory"
 
 
+def largest_part_text(est: dict) -> str:
+    """Its largest step part against the step, and its memory headroom."""
+    parts = step_parts_s(est)
+    top = max(parts, key=parts.get)
+    return f"{top} {format_seconds(parts[top])} of the {format_seconds(est['step_time_s'])} step; {headroom_text(est)}"
+
+
 def why_line(est: dict, best: dict | None = None, best_name: str = "#1") -> str:
     """One line on `est` (an estimate's JSON form): without `best`, its largest part and headroom (the best row);
     with `best`, its step against the best's (`best_name`), the parts that move most and its memory against it."""
-    by_axis = split_by_axis(est) and (best is None or split_by_axis(best))  # the same parts on both sides
-    parts = step_parts_s(est, by_axis)
     if best is None:
-        top = max(parts, key=parts.get)
-        return (f"fastest: {top} {format_seconds(parts[top])} of the {format_seconds(est['step_time_s'])} step; "
-                f"{headroom_text(est)}")
+        return f"fastest: {largest_part_text(est)}"
+    by_axis = split_by_axis(est) and split_by_axis(best)  # the same parts on both sides
+    parts = step_parts_s(est, by_axis)
     base = step_parts_s(best, by_axis)
     delta = {k: parts.get(k, 0.0) - base.get(k, 0.0) for k in {**base, **parts}}
     largest = max((abs(v) for v in delta.values()), default=0.0)

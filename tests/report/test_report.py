@@ -207,7 +207,8 @@ def test_header_says_whether_the_scenarios_layout_fits_and_names_the_searchs_bes
     assert "faster than the scenario's layout" in said and f'--layout "{best.best_layout_arg}"' in said
     rows = report.ranked
     assert [r[1] for r in rows] == ["-"] + [f"#{k}" for k in range(1, len(rows))]  # twins: none on Switch-C's top 7
-    assert rows[0][5].startswith("does not fit: 18.68 GiB per device") and "against #1" in rows[0][5]
+    assert rows[0][5].startswith("does not fit; +") and "against #1" in rows[0][5]
+    assert rows[0][5].endswith("3.48 GiB over the usable memory")
     assert rows[1][5].startswith("fastest: compute ") and all(" against #1: " in r[5] for r in rows[2:])
     assert "Layouts compared, and why each ranks where it does" in report.html
     assert all(r[5].replace("'", "&#x27;") in report.html for r in rows)
@@ -231,6 +232,12 @@ def test_builtin_alternatives_when_nothing_fits(mixtral):
     compared = layouts_to_compare(starved, starved.resolve())
     assert compared.origin == "built-in alternatives" and "no layout that fits" in compared.note
     assert len(compared.estimates) > 1
+    report = build_report(starved)  # the header and the table say so (whyrank, session 20)
+    summary = dict(report.summary)
+    assert summary["the scenario's layout"].startswith("does not fit: ")
+    assert summary["the search's best"] == f"none: {compared.note}"
+    assert report.ranked[0][5].startswith("does not fit; the scenario's layout: ")
+    assert all(" against the scenario's layout: " in r[5] for r in report.ranked[1:])
 
 
 def test_cli_report(tmp_path, capsys, results_file):

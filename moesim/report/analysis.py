@@ -1,7 +1,8 @@
 """Numbers behind the report's figures, from step estimates; no plotting here.
 
   breakdown      one step split into parts that add up to the step time:
-                 compute + per-micro-batch communication (tp, ep, etp, pp, ZeRO-3 gathers)
+                 compute + per-micro-batch communication (tp, ep, etp, pp, ZeRO-3 gathers; no more than the
+                 exposed communication, where a schedule such as DualPipe overlaps it with compute)
                  + pipeline bubble + exposed gradient sync (the shared embedding's all-reduce
                  included) + optimizer step
   memory         per device, by kind, against the device's memory (estimate's worst stage)
@@ -39,6 +40,8 @@ def breakdown_s(est: StepEstimate) -> dict[str, float]:
     """The step's parts in seconds (module docstring); they sum to `step_time_s`."""
     per_mb = sum(c["time_s"] for c in est.communication.values()
                  if not c["overlapped_with_backward"] and c["axis"] != EMBEDDING_AXIS)  # embd: once per step
+    # a schedule that overlaps them with compute (DualPipe) exposes only part: no more than the exposed communication
+    per_mb = min(per_mb, est.exposed_communication_time_s)
     grad_sync = max(0.0, est.exposed_communication_time_s - per_mb)
     return dict(zip(BREAKDOWN_PARTS, (est.compute_time_s, per_mb, est.bubble_time_s, grad_sync,
                                       est.optimizer_time_s)))

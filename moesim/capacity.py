@@ -38,6 +38,25 @@ def expert_capacity(tokens: int, num_experts: int, top_k: int, capacity_factor: 
     return max(capacity, min_capacity)
 
 
+def capacity_floor_note(tokens: int, num_experts: int, top_k: int, capacity_factor: float | None, rule: str,
+                        min_capacity: int) -> str | None:
+    """When the floor `min_capacity` raises the capacity the rule gives (so the capacity factor sets nothing), a
+    sentence saying so, with the factor from which the rule alone would reach the floor; None otherwise."""
+    if rule == "dropless" or capacity_factor is None or not min_capacity:
+        return None
+    raw = expert_capacity(tokens, num_experts, top_k, capacity_factor, rule)
+    if raw >= min_capacity:
+        return None
+    per_expert = tokens * (1 if rule == "switch" else top_k) / num_experts  # slots per unit of capacity factor
+    # floor rules reach the floor at CF >= m / per_expert; megatron's ceil above (m - 1) / per_expert
+    lift = (f"from capacity factor {min_capacity / per_expert:.4g} on" if rule != "megatron"
+            else f"above capacity factor {(min_capacity - 1) / per_expert:.4g}")
+    return (f"capacity factor {capacity_factor:g} gives {raw} slot{'' if raw == 1 else 's'} per expert per routing "
+            f"group of {tokens:,} tokens ({rule} rule, {num_experts:,} experts), below min_expert_capacity "
+            f"{min_capacity}: {min_capacity} are used, so the capacity factor sets nothing here (the rule alone "
+            f"reaches {min_capacity} {lift})")
+
+
 def expert_capacity_array(tokens: np.ndarray, num_experts: int, top_k: int, capacity_factor: np.ndarray,
                           rule: str = "switch", min_capacity: int = 0) -> np.ndarray:
     """`expert_capacity` over arrays; NaN capacity factor means dropless (capacity = t·k)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from moesim.calibrate.calibration_text import (  # noqa: F401 (SKIPPED_SHOWN, render_calibration: re-exported)
-    SKIPPED_SHOWN, _guard_text, header_lines, render_calibration,
+    SKIPPED_SHOWN, _guard_text, efficiency_warnings, header_lines, render_calibration,
 )
 from moesim.calibrate.facts_fit import FactsInference, infer_system_facts, provenance_line
 from moesim.calibrate.fit import FitResult, check_hop_latency, fit_profile, hop_latency_rule, with_bootstrap
@@ -82,8 +82,9 @@ class CalibrationResult:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        """calreport: the -g N multi-node warnings, then the fit-worse notes."""
-        return self._report[1]
+        """A fitted matmul efficiency above 1 (whyrank, session 20), calreport's -g N multi-node warnings, then the
+        fit-worse notes (last: the text prints them as notes)."""
+        return tuple(efficiency_warnings(self.fit)) + tuple(self._report[1])
 
     def as_dict(self) -> dict:
         fit = self.fit

@@ -98,6 +98,21 @@ def _gap_text(gap: LayerGap) -> str:
     return text + "."
 
 
+def efficiency_warnings(fit: FitResult) -> list[str]:
+    """One line when a fitted matmul efficiency knot is above 1 (a kernel faster than the prior's peak): the largest
+    such knot, its value and the peak it is a fraction of; what it usually means is in docs/calibration.md."""
+    over = [p for p in fit.parameters if p.fitted and p.name.startswith("efficiency@") and p.value > 1]
+    if not over:
+        return []
+    top = max(over, key=lambda p: p.value)
+    others = f" (and {len(over) - 1} other knot{'s' if len(over) > 2 else ''} above 1)" if len(over) > 1 else ""
+    peak_flops_per_s = fit.prior.chip.peak_for(fit.ref_dtype)
+    return [f"fitted matmul efficiency {top.name} is {top.value:.4g}, above 1, of the {fit.ref_dtype} peak "
+            f"{peak_flops_per_s / 1e12:.4g} TFLOP/s per device of the prior profile {fit.prior.name}{others}: the "
+            "profile's peak is likely wrong for this machine, or the timings include less work than moesim prices "
+            "(the written profile raises its peaks by that factor; docs/calibration.md)"]
+
+
 SKIPPED_SHOWN = 5  # skipped rows the text lists (all of them in --json)
 
 

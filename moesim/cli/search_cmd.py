@@ -76,6 +76,25 @@ def _closest_miss_text(miss: dict | None, capacity: float) -> list[str]:
     return parts
 
 
+FOLDED_RANKS_SHOWN = 10  # skipped ranks the note under the top table names
+
+
+def _folded_ranks_text(results: list[dict]) -> str | None:
+    """The note under the top table when it skips ranks: those ranks are mesh-order twins of rows above it
+    (rank.SearchResult.distinct), and how many orders each row stands for (None when no rank is skipped)."""
+    ranks = [res["rank"] for res in results]
+    skipped = sorted(set(range(1, ranks[-1] + 1)) - set(ranks)) if ranks else []
+    if not skipped:
+        return None
+    named = ", ".join(map(str, skipped[:FOLDED_RANKS_SHOWN]))
+    if len(skipped) > FOLDED_RANKS_SHOWN:
+        named += f" and {len(skipped) - FOLDED_RANKS_SHOWN:,} more"
+    several = [f"#{res['rank']} ({res['equivalent_orders']})" for res in results if res.get("equivalent_orders", 1) > 1]
+    return (f"rank{'s' if len(skipped) > 1 else ''} {named} not shown: each is a row above in another mesh order "
+            "with the same figures, folded into it; rows standing for several mesh orders (how many): "
+            + ", ".join(several))
+
+
 def _objective(value: float, unit: str) -> str:
     return f"{value:.4g} {unit}" if unit != "fraction of peak" else f"{value:.1%} MFU"
 
@@ -106,6 +125,10 @@ def render(r: dict) -> str:
             rows = [row[:4] + row[5:] for row in rows]
             headers, align = headers[:4] + headers[5:], align[:4] + align[5:]
         parts += ["", f"top {len(rows)}", table(rows, headers, align=align)]
+        folded = _folded_ranks_text(r["results"])
+        parts += [folded] if folded else []
+        parts += ["", "why each ranks where it does (step parts against #1, memory)"]
+        parts += [f"  #{res['rank']}: {res['why']}" for res in r["results"]]
     warnings = dict.fromkeys(w for res in r["results"] for w in res["estimate"].get("warnings", ()))
     parts += [f"warning: {w}" for w in warnings]
     for res in r["results"]:

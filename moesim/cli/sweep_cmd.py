@@ -19,7 +19,10 @@ def register(subparsers) -> None:
         description="Search the best layout at every point of the cartesian product of the --vary values. Keys: "
                     "experts, capacity_factor, hardware, devices, seq_len, batch (aliases), any training.* field, "
                     "model.*, model.moe.*, model.attention.*, model, hardware.price_per_device_hour_usd, "
-                    "search.max_micro_batches. Points run in parallel worker processes, or on a Dask cluster.")
+                    "search.max_micro_batches, and the [search] lists search.context_parallel, "
+                    "search.pipeline_schedules, search.virtual_stages, search.cp_comms (a value is one entry, several "
+                    "joined by '+': --vary search.context_parallel=1,2+4). Points run in parallel worker processes, or "
+                    "on a Dask cluster.")
     add_scenario_overrides(p, layout=False)
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...", required=True,
                    help="a field and its values; repeat for a grid")
@@ -54,10 +57,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render(sweep: dict) -> str:
+    from moesim.search.overrides import value_text
+
     keys = list(sweep["vary"])
     rows = []
     for p in sweep["points"]:
-        values = [("none" if v is None else v) for v in p["point"].values()]
+        values = [("none" if v is None else value_text(v)) for v in p["point"].values()]
         if p["status"] != "ok":
             rows.append(values + ["-", "-", "-", "-", "-", p["status"]])
             continue
@@ -79,6 +84,6 @@ def render(sweep: dict) -> str:
     if sweep["objective"] == "step_time":  # the objective column would repeat the step time
         rows = [r[:len(keys)] + r[len(keys) + 1:] for r in rows]
         headers, align = headers[:len(keys)] + headers[len(keys) + 1:], align[:len(keys)] + align[len(keys) + 1:]
-    notes = [f"warning at {', '.join(f'{k}={v}' for k, v in p['point'].items())}: {w}"
-             for p in sweep["points"] for w in p.get("warnings", ())]
+    notes = [f"{kind} at {', '.join(f'{k}={value_text(v)}' for k, v in p['point'].items())}: {w}"
+             for p in sweep["points"] for kind in ("warning", "note") for w in p.get(kind + "s", ())]
     return "\n".join([head, table(rows, headers, align=align), *notes])

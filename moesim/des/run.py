@@ -179,7 +179,8 @@ def _mode_reason(fold, reasons: list[str], options: SimOptions) -> str:
         return "every device, as asked (--mode full)"
     if fold.folded:
         why = "; ".join(reasons) if reasons else "devices of a stage do the same work"
-        return (f"{fold.classes} classes of devices with identical timelines (equal work, collective groups, "
+        classes = f"{fold.classes} class" if fold.classes == 1 else f"{fold.classes} classes"
+        return (f"{classes} of devices with identical timelines (equal work, collective groups, "
                 f"link mates and pipeline neighbours; {why}): one representative each, exact")
     return "every device differs (" + "; ".join(reasons or ["link sharing"]) + "): nothing to fold"
 

@@ -15,6 +15,14 @@ from moesim.specs.scenario import Scenario
 from moesim.specs.training import TrainingSpec
 
 
+def bottleneck_part(name: str, axis: str, op: str) -> str | None:
+    """The part of the step (bottlenecks) a collective's time counts in: its axis and op for the per-micro-batch
+    axes and ZeRO-3's parameter gathers; None for the rest, which counts in the exposed gradient sync."""
+    if per_micro_batch(name, axis) or "param_all_gather" in name:
+        return f"{axis} {op}" if "param" not in name else f"{axis} ZeRO-3 parameter gathers"
+    return None
+
+
 def bottlenecks(ev: Evaluation) -> np.ndarray:
     """Per candidate, the largest exposed part of the step: compute, a mesh axis's collectives,
     the pipeline bubble, exposed gradient sync, or the optimizer step."""
@@ -22,8 +30,8 @@ def bottlenecks(ev: Evaluation) -> np.ndarray:
              "optimizer step": ev.optimizer_time_s}
     per_axis: dict[str, np.ndarray] = {}
     for name, comm in ev.comms.items():
-        if per_micro_batch(name, comm.axis) or "param_all_gather" in name:
-            label = f"{comm.axis} {comm.op}" if "param" not in name else f"{comm.axis} ZeRO-3 parameter gathers"
+        label = bottleneck_part(name, comm.axis, comm.op)
+        if label is not None:
             per_axis[label] = per_axis.get(label, 0) + comm.time_s
     parts.update(per_axis)
     parts["gradient sync (exposed)"] = ev.step_time_s - (ev.compute_time_s + ev.bubble_time_s + ev.optimizer_time_s

@@ -1,7 +1,8 @@
 """Numbers behind the report's figures, from step estimates; no plotting here.
 
   breakdown      one step split into parts that add up to the step time:
-                 compute + per-micro-batch communication (tp, ep, etp, pp, ZeRO-3 gathers)
+                 compute + per-micro-batch communication (tp, ep, etp, pp, ZeRO-3 gathers; no more than the
+                 exposed communication, where a schedule such as DualPipe overlaps it with compute)
                  + pipeline bubble + exposed gradient sync (the shared embedding's all-reduce
                  included) + optimizer step
   memory         per device, by kind, against the device's memory (estimate's worst stage)
@@ -17,6 +18,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from moesim.capacity import capacity_floor_note
 from moesim.errors import SpecError
 from moesim.estimate import StepEstimate, estimate
 from moesim.estimate.embedding_sync import EMBEDDING_AXIS
@@ -38,6 +40,8 @@ def breakdown_s(est: StepEstimate) -> dict[str, float]:
     """The step's parts in seconds (module docstring); they sum to `step_time_s`."""
     per_mb = sum(c["time_s"] for c in est.communication.values()
                  if not c["overlapped_with_backward"] and c["axis"] != EMBEDDING_AXIS)  # embd: once per step
+    # a schedule that overlaps them with compute (DualPipe) exposes only part: no more than the exposed communication
+    per_mb = min(per_mb, est.exposed_communication_time_s)
     grad_sync = max(0.0, est.exposed_communication_time_s - per_mb)
     return dict(zip(BREAKDOWN_PARTS, (est.compute_time_s, per_mb, est.bubble_time_s, grad_sync,
                                       est.optimizer_time_s)))
@@ -92,8 +96,14 @@ def capacity_factor_sweep(scenario: Scenario, layout: Layout, training=None) -> 
     base = training.capacity_factor if training.capacity_factor is not None else moe.capacity_factor_train
     values = tuple(sorted(set(CAPACITY_FACTORS) | {base}))
     ests = [estimate(scenario, layout, dataclasses.replace(training, capacity_factor=cf)) for cf in values]
+    floored = [(cf, said) for cf, e in zip(values, ests)
+               if (said := capacity_floor_note(int(e.moe["routing_group_tokens"]), moe.num_experts, moe.top_k, cf,
+                                               moe.capacity_rule, moe.min_expert_capacity))]
+    note = "" if not floored else (  # whyrank (session 20): a flat panel says why
+        f"the expert capacity floor overrides capacity factor{'s' if len(floored) > 1 else ''} "
+        f"{', '.join(f'{cf:g}' for cf, _ in floored)} (flat there): {floored[-1][1]}")
     return Sweep("capacity factor", "", values, tuple(e.step_time_s for e in ests),
-                 tuple(e.memory_bytes_per_device["total"] for e in ests), base)
+                 tuple(e.memory_bytes_per_device["total"] for e in ests), base, note=note)
 
 
 def expert_count_sweep(scenario: Scenario, layout: Layout, training=None) -> Sweep:

@@ -27,6 +27,8 @@ class LayoutSet:
     origin: str  # "moesim.search" or "built-in alternatives"
     note: str
     search_front: tuple[StepEstimate, ...] = ()  # the search's Pareto front (empty without it)
+    ranks: tuple[int | None, ...] = ()  # per estimate, its rank in the search (None: the scenario's own, a built-in)
+    best: StepEstimate | None = None  # the search's rank 1 (None when the search ranked nothing or is missing)
 
 
 def _neighbours(base: Layout, num_experts: int) -> list[Layout]:
@@ -83,31 +85,39 @@ def builtin_alternatives(scenario: Scenario, base: Layout) -> list[StepEstimate]
     return out
 
 
-def _from_search(scenario: Scenario) -> tuple[list[StepEstimate] | None, list[StepEstimate], str]:
-    """(the search's fastest layouts, its Pareto front, a note), or (None, [], why not)."""
+def _from_search(scenario: Scenario) -> tuple[list[StepEstimate] | None, list[StepEstimate], str, list[int]]:
+    """(the search's fastest layouts, its Pareto front, a note, the fastest's ranks), or (None, [], why not, [])."""
     try:
         from moesim.search import search
     except ImportError as err:
-        return None, [], f"moesim.search is not available ({err}); built-in alternatives shown"
+        return None, [], f"moesim.search is not available ({err}); built-in alternatives shown", []
     result = search(scenario)
     if result.ranked == 0:
-        return None, [], "moesim.search found no layout that fits; built-in alternatives shown"
-    top = list(range(min(MAX_ALTERNATIVES, result.ranked)))
+        return None, [], "moesim.search found no layout that fits; built-in alternatives shown", []
+    # mesh-order twins (another order, the same figures) folded into the better-ranked row, as the search's table
+    top = [int(i) for i in result.distinct(MAX_ALTERNATIVES)]
+    folded = top[-1] + 1 - len(top)
     front = [int(i) for i in result.pareto[:MAX_PARETO]]
     estimates = result.estimates(sorted(set(top) | set(front)))
     by_rank = dict(zip(sorted(set(top) | set(front)), estimates))
     note = (f"layouts from moesim.search: the {len(top)} fastest of {result.ranked:,} that fit "
-            f"({result.considered:,} considered) and {len(front)} of its Pareto front")
-    return [by_rank[i] for i in top], [by_rank[i] for i in front], note
+            f"({result.considered:,} considered)"
+            + (f", {folded} that repeat one of them in another mesh order with the same figures left out"
+               if folded else "") + f", and {len(front)} of its Pareto front")
+    return [by_rank[i] for i in top], [by_rank[i] for i in front], note, [i + 1 for i in top]
 
 
 def layouts_to_compare(scenario: Scenario, base: Layout) -> LayoutSet:
     """The scenario's layout first, then up to MAX_ALTERNATIVES others (see module docstring)."""
     own = estimate(scenario, base)
-    found, front, note = _from_search(scenario)
+    found, front, note, ranks = _from_search(scenario)
     origin = "moesim.search" if found else "built-in alternatives"
     others = found if found else builtin_alternatives(scenario, base)
+    ranked = list(zip(others, ranks if found else [None] * len(others)))
     # the scenario's own only where degrees and training options both match (a search row on the scenario's
     # degrees with another ZeRO stage, recomputation or micro-batch count is another candidate)
-    others = [e for e in others if (e.layout.describe(), e.training) != (base.describe(), own.training)]
-    return LayoutSet(estimates=(own, *others), origin=origin, note=note, search_front=tuple(front))
+    mine = [(e.layout.describe(), e.training) == (base.describe(), own.training) for e, _ in ranked]
+    own_rank = next((r for (_, r), m in zip(ranked, mine) if m), None)  # the search ranked the scenario's own
+    ranked = [row for row, m in zip(ranked, mine) if not m]
+    return LayoutSet(estimates=(own, *(e for e, _ in ranked)), origin=origin, note=note, search_front=tuple(front),
+                     ranks=(own_rank, *(r for _, r in ranked)), best=found[0] if found else None)

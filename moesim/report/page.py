@@ -28,9 +28,16 @@ def _table(rows: list[tuple[str, str]]) -> str:
     return f'<table class="summary">{body}</table>'
 
 
+def _grid(title: str, headers: list[str], rows: list[tuple[str, ...]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<h2>{html.escape(title)}</h2><table class="summary ranked"><tr>{head}</tr>{body}</table>'
+
+
 def render_page(title: str, subtitle: str, summary: list[tuple[str, str]], figures: list[tuple[str, go.Figure]],
-                notes: list[str]) -> str:
-    """The page: heading, summary table, notes, then each (key, figure) in its own section."""
+                notes: list[str], tables: list[tuple[str, list[str], list[tuple[str, ...]]]] = ()) -> str:
+    """The page: heading, summary table, each (title, headers, rows) of `tables`, notes, then each (key, figure)
+    in its own section."""
     parts = []
     for i, (key, fig) in enumerate(figures):
         div = pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0), include_mathjax=False,
@@ -45,6 +52,7 @@ def render_page(title: str, subtitle: str, summary: list[tuple[str, str]], figur
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="muted">{html.escape(subtitle)}</p>',
         _table(summary),
+        *(_grid(*t) for t in tables),
         "<h2>Notes</h2>",
         f'<ul class="notes">{note_items}</ul>',
         "<h2>Figures</h2>",

@@ -2,7 +2,9 @@
 
 Keys are dotted paths into the scenario (`training.seq_len`, `model.moe.num_experts`,
 `hardware.price_per_device_hour_usd`), the whole-object keys `hardware` (a profile name or
-file), `model` (a model name or file) and `devices`, `search.max_micro_batches`, or a short alias.
+file), `model` (a model name or file) and `devices`, `search.max_micro_batches`, the [search] lists
+`search.context_parallel`, `search.pipeline_schedules`, `search.virtual_stages` and `search.cp_comms` (one entry
+per value, several joined by '+'), or a short alias.
 Options the layout search chooses itself become restrictions of its space at that point:
 `training.zero_stage` and `training.recompute` pin the stage or mode, and
 `training.capacity_factor` replaces any capacity factors the scenario's [search] lists.
@@ -16,9 +18,10 @@ import dataclasses
 
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
+from moesim.specs.layout import CP_COMMS
 from moesim.specs.model import AttentionSpec, ModelSpec, MoESpec
 from moesim.specs.scenario import Scenario, SearchSpace
-from moesim.specs.training import PRECISION_KEYS, TrainingSpec
+from moesim.specs.training import PIPELINE_SCHEDULES, PRECISION_KEYS, TrainingSpec
 
 ALIASES = {
     "experts": "model.moe.num_experts",
@@ -43,6 +46,13 @@ def _scalar_fields(cls) -> dict[str, str]:
 
 FIELD_TYPES: dict[str, str] = {"devices": "int", "hardware": "profile", "model": "model",
                                "search.max_micro_batches": "int"}
+# The [search] lists a sweep may vary (whyrank, session 20): a value is one entry, or several joined by '+'
+# (`search.context_parallel=1,2+4`: a point searching cp 1 only, then one searching cp 2 and 4); entries are checked
+# against the values the scenario file allows (scenario_file.search_from_table) and SearchSpace's ranges.
+LIST_ENTRIES: dict[str, tuple | type] = {"search.context_parallel": int, "search.virtual_stages": int,
+                                         "search.pipeline_schedules": PIPELINE_SCHEDULES, "search.cp_comms": CP_COMMS}
+LIST_JOIN = "+"
+FIELD_TYPES.update({k: "list" for k in LIST_ENTRIES})
 for _prefix, _cls in _GROUPS.items():
     FIELD_TYPES.update({f"{_prefix}.{name}": kind for name, kind in _scalar_fields(_cls).items()})
 ALLOWED_KEYS = tuple(ALIASES) + tuple(k for k in FIELD_TYPES if k not in ALIASES)
@@ -67,6 +77,8 @@ def parse_value(key: str, text: str) -> object:
         if not text:
             raise SpecError("empty value", **where)
         return text
+    if kind == "list":
+        return _list_value(path, text, where)
     if kind.endswith("| None") and text.lower() in ("none", "null"):
         return None
     if kind == "bool":
@@ -79,6 +91,28 @@ def parse_value(key: str, text: str) -> object:
     except ValueError:
         raise SpecError(f"'{text}' is not {'an integer' if _SCALAR_TYPES[kind] is int else 'a number'}",
                         **where) from None
+
+
+def _list_value(path: str, text: str, where: dict) -> tuple:
+    """`text` as the entries of the [search] list `path` (LIST_ENTRIES): integers, or names from its allowed ones."""
+    entries = [e.strip() for e in text.split(LIST_JOIN)]
+    if not all(entries):
+        raise SpecError(f"'{text}' has an empty entry (join several with '{LIST_JOIN}')", **where)
+    allowed = LIST_ENTRIES[path]
+    if allowed is int:
+        try:
+            return tuple(int(e) for e in entries)
+        except ValueError:
+            raise SpecError(f"'{text}' is not an integer (join several with '{LIST_JOIN}')", **where) from None
+    for e in entries:
+        if e not in allowed:
+            raise SpecError(f"'{e}' is not allowed", **where, allowed=allowed)
+    return tuple(entries)
+
+
+def value_text(value) -> str:
+    """A parsed value as a sweep prints it (a [search] list's entries joined by '+')."""
+    return LIST_JOIN.join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def _replace(obj, key: str, **changes):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from moesim.search.enumerate import REASONS
 from moesim.search.rank import cost_note, search
 from moesim.search.refine import StepTimeFn, des_step_time, refine
+from moesim.search.why import why_line
 from moesim.specs.scenario import Scenario
 
 SEARCH_SHARE = 0.1  # of the progress bar when --refine-des simulates afterwards
@@ -37,6 +38,8 @@ def describe_search(result, *, top: int = 5, refine_des: int = 0, step_time: Ste
     for i, est in zip(shown, estimates):
         results.append({"rank": int(i) + 1, **result.summary(int(i)), "bottleneck": est.bottleneck,
                         "estimate": est.as_dict()})
+    for res in results:  # whyrank (session 20): one line against the best (results[0] is rank 1)
+        res["why"] = why_line(res["estimate"], None if res is results[0] else results[0]["estimate"])
     distinct = set(result.distinct().tolist())
     pareto = [{"rank": int(i) + 1, **result.summary(int(i))} for i in result.pareto if int(i) in distinct]
     report = {

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from moesim.capacity import capacity_floor_note
 from moesim.errors import SpecError
-from moesim.search.overrides import apply_point, canonical_key, parse_value
+from moesim.search.overrides import apply_point, canonical_key, parse_value, value_text
 from moesim.search.rank import OBJECTIVES, search
 from moesim.search.workers import map_items
 from moesim.specs.scenario import Scenario
@@ -67,7 +68,19 @@ def best_layout(scenario: Scenario, objective: str) -> dict:
                       else "no valid layout: every one breaks a rule (counts in rejected), none was priced"}
     best = result.summary(0)
     est = result.estimates([0])[0]
-    return row | best | {"status": "ok", "bottleneck": est.bottleneck, "hfu": est.hfu, "warnings": list(est.warnings)}
+    return row | best | {"status": "ok", "bottleneck": est.bottleneck, "hfu": est.hfu, "warnings": list(est.warnings),
+                         "notes": overridden_notes(scenario, est)}
+
+
+def overridden_notes(scenario: Scenario, est) -> list[str]:
+    """What a floor or clamp set in place of a varied value at the best layout (whyrank, session 20): the expert
+    capacity floor (min_expert_capacity) raising what the capacity factor gives."""
+    moe, info = scenario.model.moe, est.moe
+    if moe is None or not info:
+        return []
+    note = capacity_floor_note(int(info["routing_group_tokens"]), moe.num_experts, moe.top_k, info["capacity_factor"],
+                               moe.capacity_rule, moe.min_expert_capacity)
+    return [f"expert capacity floor: {note}"] if note else []
 
 
 def run_sweep(scenario: Scenario, axes: list[Axis], *, objective: str = "step_time", workers: int | None = None,
@@ -95,8 +108,8 @@ def flat_rows(sweep: dict) -> tuple[list[str], list[dict]]:
     out = []
     for p in sweep["points"]:
         layout = p.get("layout") or {}
-        row = {names[k]: v for k, v in p["point"].items()} | {"status": p["status"], "objective": sweep["objective"],
-                                                              "objective_unit": p["objective_unit"]}
+        row = {names[k]: value_text(v) if isinstance(v, tuple) else v for k, v in p["point"].items()}
+        row |= {"status": p["status"], "objective": sweep["objective"], "objective_unit": p["objective_unit"]}
         row |= {c: p.get(c) for c in FIGURE_COLUMNS} | {c: layout.get(c) for c in LAYOUT_COLUMNS}
         row |= {c: p[c] for c in COUNT_COLUMNS}
         if isinstance(row["order"], (list, tuple)):

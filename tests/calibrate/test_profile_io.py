@@ -39,13 +39,18 @@ def test_round_trip_and_same_predictions(tmp_path, synthetic_jsonl, true_hw):
     assert result.held_out_report.total.max_abs_pct_error < 0.05
 
 
-def test_measured_throughput_above_the_prior_peak_raises_the_peak(tmp_path):
+def _faster_than_the_prior_peak(tmp_path):
+    """calibrate on records of a CPU 4x (float32) and 10x (bfloat16) the cpu-localhost prior's peaks: (result, out)."""
     true_hw = true_cpu_profile()
     fast = dataclasses.replace(true_hw, chip=dataclasses.replace(
         true_hw.chip, peak_flops_per_s={"float32": 4 * 96e9, "bfloat16": 10 * 96e9}))
     path = write_jsonl(tmp_path / "fast.jsonl", synthetic_records(fast))
     out = tmp_path / "fast.toml"
-    result = calibrate([str(path)], "cpu-localhost", out, holdout_fraction=0.0, bootstrap=0)
+    return calibrate([str(path)], "cpu-localhost", out, holdout_fraction=0.0, bootstrap=0), out
+
+
+def test_measured_throughput_above_the_prior_peak_raises_the_peak(tmp_path):
+    result, out = _faster_than_the_prior_peak(tmp_path)
     assert max(result.fit.efficiency) > 1
     loaded = load_hardware(out)
     assert all(0 < e <= 1 for _, e in loaded.efficiency.matmul.points)
@@ -53,6 +58,27 @@ def test_measured_throughput_above_the_prior_peak_raises_the_peak(tmp_path):
     assert loaded.chip.peak_for("bfloat16") / loaded.chip.peak_for("float32") == pytest.approx(2.5, rel=0.02)
     for obs, expected in zip(result.fit.observations, result.fit.predicted_s):
         assert terms_time_s(obs.terms, loaded) == pytest.approx(expected, rel=1e-5)
+
+
+def test_fitted_efficiency_above_one_is_warned_with_its_knot_value_and_the_peak(tmp_path, synthetic_jsonl):
+    """Session 20 (whyrank): newuser3's CPU fit gave an efficiency of 1.304 of peak and no output said so."""
+    from moesim.calibrate.calibration_text import render_calibration
+
+    result, _ = _faster_than_the_prior_peak(tmp_path)
+    top = max((p for p in result.fit.parameters if p.fitted and p.name.startswith("efficiency@")),
+              key=lambda p: p.value)
+    assert top.value > 1
+    said = [w for w in result.warnings if "matmul efficiency" in w]
+    assert len(said) == 1 and "\n" not in said[0]
+    assert f"{top.name} is {top.value:.4g}, above 1" in said[0]
+    assert "float32 peak 0.096 TFLOP/s per device of the prior profile cpu-localhost" in said[0]
+    assert "profile's peak is likely wrong for this machine" in said[0]
+    assert f"warning: {said[0]}" in render_calibration(result)
+    assert said[0] in result.as_dict()["warnings"]
+    # a fit at or below the peak says nothing of it
+    plain = calibrate([str(synthetic_jsonl)], "cpu-localhost", tmp_path / "plain.toml", holdout_fraction=0.0,
+                      bootstrap=0)
+    assert max(plain.fit.efficiency) <= 1 and not any("matmul efficiency" in w for w in plain.warnings)
 
 
 def test_nccl_logs_calibrate_both_levels_of_a_gpu_profile(tmp_path):

@@ -138,3 +138,14 @@ def test_routing_loads_are_kept_per_stage():
         layers = {n for n, _ in per_stage}
         assert per_stage and all(len(a) == 8 for arrays in per_stage.values() for a in arrays)
         assert all(router.stage_of_layer[router.layers[n]] == stage for n in layers)
+
+
+def test_mode_reason_says_one_class_not_one_classes():
+    """Session 20 (whyrank): `simulate` printed "1 classes" (newuser3's log); one class is singular."""
+    from types import SimpleNamespace
+
+    from moesim.des.run import _mode_reason
+
+    one, three = (SimpleNamespace(folded=True, classes=k) for k in (1, 3))
+    assert _mode_reason(one, [], SimOptions()).startswith("1 class of devices with identical timelines")
+    assert _mode_reason(three, [], SimOptions()).startswith("3 classes of devices with identical timelines")

@@ -35,6 +35,19 @@ def test_breakdown_adds_up_to_step_time(mixtral, st_moe):
                 sum(c["time_s"] for c in est.communication.values()))
 
 
+def test_breakdown_adds_up_where_the_schedule_overlaps_the_all_to_alls():
+    """Session 20 (whyrank): DeepSeek-V3's DualPipe hides most of its per-micro-batch collectives (7.96 s, 2.17 s
+    exposed); the breakdown stacked them whole, a 20.15 s bar for a 14.35 s step."""
+    from moesim.search import search
+    from moesim.specs.load import load_scenario
+
+    est = search(load_scenario("deepseek-v3-h800")).estimates([0])[0]
+    assert est.training.pipeline_schedule == "dualpipe"
+    parts = breakdown_s(est)
+    assert sum(parts.values()) == pytest.approx(est.step_time_s, rel=1e-9)
+    assert parts["communication (per micro-batch)"] == pytest.approx(est.exposed_communication_time_s, rel=1e-12)
+
+
 def test_a_tied_pipeline_reports_its_embedding_all_reduce(mixtral):
     """Tied embeddings at pp 2: the first and last stage's all-reduce (axis embd) has its bar, counts as gradient
     sync, and the page builds (it ended in a KeyError before session 19's review)."""
@@ -84,6 +97,18 @@ def test_sensitivity_sweeps(st_moe, mixtral):
     assert capacity_factor_sweep(mixtral, mixtral.resolve()).note.startswith("dropless")
     experts = expert_count_sweep(mixtral, mixtral.resolve())
     assert 8.0 in experts.values and all(v % 8 == 0 for v in experts.values)
+
+
+def test_capacity_factor_panel_says_where_the_capacity_floor_overrides_it(st_moe):
+    """Session 20 (whyrank): Switch-C's panel is flat (the 2-slot floor binds at every factor) and said nothing."""
+    from moesim.specs.load import load_scenario
+
+    switch_c = load_scenario("switch-c-2048-tpu-v3")
+    cf = capacity_factor_sweep(switch_c, switch_c.resolve())
+    assert len(set(cf.step_time_s)) == 1  # flat
+    assert cf.note.startswith("the expert capacity floor overrides capacity factors 1, 1.25, 1.5, 2, 3, 4 (flat there)")
+    assert "the rule alone reaches 2 from capacity factor 8 on" in cf.note
+    assert capacity_factor_sweep(st_moe, st_moe.resolve()).note == ""  # its factor sets the capacity
 
 
 def test_every_figure_has_title_axis_titles_and_hover(mixtral, results_file):
@@ -177,6 +202,42 @@ def test_search_layouts_on_the_scenarios_degrees_are_kept():
     assert shown[0].training != compared.estimates[0].training
 
 
+def test_header_says_whether_the_scenarios_layout_fits_and_names_the_searchs_best():
+    """Session 20 (whyrank): Switch-C's header showed its own layout (18.68 GiB of 15.20 usable) with no word that it
+    does not fit, never named the search's best, nor said in words why a row ranks where it does (newuser3's log)."""
+    from moesim.search import search
+    from moesim.specs.load import load_scenario
+
+    switch_c = load_scenario("switch-c-2048-tpu-v3")
+    best = search(switch_c)
+    report = build_report(switch_c)
+    summary = dict(report.summary)
+    assert summary["the scenario's layout"] == \
+        "does not fit: 18.68 GiB per device, 3.48 GiB over the 15.20 GiB usable"
+    said = summary["the search's best"]
+    assert said.startswith("#1 dp=2048 tp=1 ep=2048 pp=1 etp=1 (edp=1), 1 micro-batch, ZeRO-2, recompute none: "
+                           f"{float(best.step_time_s[0]) * 1e3:.2f} ms (bottleneck: compute), 15.03 GiB per device; ")
+    assert "faster than the scenario's layout" in said and f'--layout "{best.best_layout_arg}"' in said
+    rows = report.ranked
+    assert [r[1] for r in rows] == ["-"] + [f"#{k}" for k in range(1, len(rows))]  # twins: none on Switch-C's top 7
+    assert rows[0][5].startswith("does not fit; +") and "against #1" in rows[0][5]
+    assert rows[0][5].endswith("3.48 GiB over the usable memory")
+    assert rows[1][5].startswith("fastest: compute ") and all(" against #1: " in r[5] for r in rows[2:])
+    assert "Layouts compared, and why each ranks where it does" in report.html
+    assert all(r[5].replace("'", "&#x27;") in report.html for r in rows)
+
+
+def test_report_folds_mesh_order_twins_and_says_so(mixtral):
+    """Mixtral's search ranks #2 and #4 as #1 and #3 in another mesh order: the report draws each once, as the
+    search's table does, and its note says how many it left out."""
+    compared = layouts_to_compare(mixtral, mixtral.resolve())
+    figures = [(e.step_time_s, e.memory_bytes_per_device["total"]) for e in compared.estimates]
+    assert len(set(figures)) == len(figures)
+    assert compared.ranks[0] is None and compared.ranks[1:3] == (1, 3)
+    assert "3 that repeat one of them in another mesh order with the same figures left out" in compared.note
+    assert compared.best.step_time_s == compared.estimates[1].step_time_s
+
+
 def test_builtin_alternatives_when_nothing_fits(mixtral):
     tiny_hbm = dataclasses.replace(mixtral.hardware.chip, hbm_bytes=1e9)
     starved = dataclasses.replace(mixtral, hardware=dataclasses.replace(mixtral.hardware, chip=tiny_hbm,
@@ -184,6 +245,12 @@ def test_builtin_alternatives_when_nothing_fits(mixtral):
     compared = layouts_to_compare(starved, starved.resolve())
     assert compared.origin == "built-in alternatives" and "no layout that fits" in compared.note
     assert len(compared.estimates) > 1
+    report = build_report(starved)  # the header and the table say so (whyrank, session 20)
+    summary = dict(report.summary)
+    assert summary["the scenario's layout"].startswith("does not fit: ")
+    assert summary["the search's best"] == f"none: {compared.note}"
+    assert report.ranked[0][5].startswith("does not fit; the scenario's layout: ")
+    assert all(" against the scenario's layout: " in r[5] for r in report.ranked[1:])
 
 
 def test_cli_report(tmp_path, capsys, results_file):

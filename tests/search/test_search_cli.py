@@ -90,3 +90,72 @@ def test_sweep_cli_csv_json_and_table(capsys, tmp_path):
     assert main(["sweep", ODD_SCENARIO, "--vary", "seq_len=256,512", "--workers", "1"]) == 0
     out = capsys.readouterr().out
     assert "best layout by step_time at 2 points" in out and "seq_len" in out
+
+
+def test_top_table_says_which_ranks_it_folds(capsys):
+    """Session 20 (whyrank): Mixtral's top table showed ranks 1, 3, 5 with no word on 2 and 4 (newuser3's log)."""
+    assert main(["search", "mixtral-8x7b-h100", "--top", "3", "-q", "--json"]) == 0
+    ranked = json.loads(capsys.readouterr().out)["results"]
+    ranks = [r["rank"] for r in ranked]
+    skipped = sorted(set(range(1, ranks[-1] + 1)) - set(ranks))
+    assert skipped  # Mixtral's tp = 1 rows repeat in the ep-tp-dp-pp order
+    assert main(["search", "mixtral-8x7b-h100", "--top", "3", "-q"]) == 0
+    out = capsys.readouterr().out
+    several = ", ".join(f"#{r['rank']} ({r['equivalent_orders']})" for r in ranked if r.get("equivalent_orders", 1) > 1)
+    assert (f"ranks {', '.join(map(str, skipped))} not shown: each is a row above in another mesh order with the same "
+            f"figures, folded into it; rows standing for several mesh orders (how many): {several}") in out
+    # a table that skips no rank says nothing of it
+    assert main(["search", ODD_SCENARIO, "--top", "1", "-q"]) == 0
+    assert "not shown: each is a row above" not in capsys.readouterr().out
+
+
+def test_each_ranked_row_says_why_it_ranks_there(capsys):
+    """Session 20 (whyrank): no output said in words why a row ranks where it does (newuser3's log). Each --top row
+    carries a line built from its estimate: rank 1 its largest part and headroom, the others the parts that move most
+    against rank 1 (Mixtral: #3 is #1 with selective recomputation, only compute moves)."""
+    from moesim.search.why import step_parts_s
+
+    data = run_json(capsys, "search", "mixtral-8x7b-h100", "--top", "3", "-q")
+    best, second = data["results"][0], data["results"][1]
+    for res in data["results"]:  # the parts add up to the step; the largest is the bottleneck column
+        parts = step_parts_s(res["estimate"])
+        assert sum(parts.values()) == pytest.approx(res["step_time_s"], rel=1e-12)
+        assert max(parts, key=parts.get) == res["bottleneck"]
+    headroom = (best["estimate"]["memory_capacity_bytes"] - best["memory_bytes_per_device"]) / 2**30
+    assert best["why"] == (f"fastest: compute {best['estimate']['compute_time_s']:.3f} s of the "
+                           f"{best['step_time_s']:.3f} s step; {headroom:.2f} GiB memory headroom")
+    assert {k: v for k, v in second["layout"].items() if k != "recompute"} == \
+        {k: v for k, v in best["layout"].items() if k != "recompute"}
+    slower_ms = (second["step_time_s"] - best["step_time_s"]) * 1e3
+    assert second["why"].startswith(f"+{slower_ms:.2f} ms (+{slower_ms / 1e3 / best['step_time_s']:.1%}) against #1: "
+                                    f"compute +{slower_ms:.2f} ms; memory -")
+    assert main(["search", "mixtral-8x7b-h100", "--top", "3", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "why each ranks where it does" in out
+    assert all(f"  #{res['rank']}: {res['why']}\n" in out for res in data["results"])
+
+
+def test_why_takes_exposed_communication_whole_where_the_schedule_overlaps_it():
+    """DeepSeek-V3's DualPipe hides part of its all-to-alls: their sum is above the exposed communication, which then
+    is one part (split by axis it would leave a negative gradient sync)."""
+    from moesim.search.report import search_report
+    from moesim.search.why import EXPOSED, split_by_axis, step_parts_s
+    from moesim.specs.load import load_scenario
+
+    report = search_report(load_scenario("deepseek-v3-h800"), top=2)
+    for res in report["results"]:
+        est = res["estimate"]
+        assert res["layout"]["pipeline_schedule"] == "dualpipe" and not split_by_axis(est)
+        parts = step_parts_s(est)
+        assert set(parts) == {"compute", "pipeline bubble", "optimizer step", EXPOSED}
+        assert all(v >= 0 for v in parts.values()) and sum(parts.values()) == pytest.approx(est["step_time_s"])
+    assert "exposed communication" in report["results"][1]["why"]
+
+
+def test_search_json_same_leaves_out_only_the_added_keys(load_script):
+    same = load_script("scripts/search_json_same.py")
+    a = json.dumps({"results": [{"rank": 1, "step_time_s": 1.5, "why": "x"}], "ranked": 3}).encode()
+    b = json.dumps({"results": [{"rank": 1, "step_time_s": 1.5}], "ranked": 3}).encode()
+    assert not same.same_output(a, b, []) and same.same_output(a, b, ["results[].why"])
+    moved = json.dumps({"results": [{"rank": 1, "step_time_s": 1.5000000000000002}], "ranked": 3}).encode()
+    assert not same.same_output(a, moved, ["results[].why"])  # a priced figure one ulp off still differs

@@ -199,3 +199,71 @@ def test_dask_unreachable_scheduler_is_a_spec_error():
     with pytest.raises(SpecError, match="--dask"):
         run_sweep(build(TINY_MOE, **SMALL), [parse_vary("experts=8")], dask_address="tcp://127.0.0.1:9",
                   connect_timeout_s=0.5)
+
+
+def test_capacity_floor_note_is_the_rule_against_its_floor():
+    from moesim.capacity import capacity_floor_note
+
+    # Switch-C: 512-token routing groups over 2048 experts, floor 2 (T5X min_expert_capacity): floor(512 CF / 2048)
+    said = capacity_floor_note(512, 2048, 1, 2.0, "switch", 2)
+    assert said.startswith("capacity factor 2 gives 0 slots per expert per routing group of 512 tokens")
+    assert "below min_expert_capacity 2: 2 are used" in said and "from capacity factor 8 on" in said
+    assert capacity_floor_note(512, 2048, 1, 8.0, "switch", 2) is None  # floor(512 x 8 / 2048) = 2: the rule's own
+    assert capacity_floor_note(512, 2048, 1, 2.0, "switch", 0) is None  # no floor
+    assert capacity_floor_note(512, 2048, 1, None, "dropless", 2) is None
+    # megatron: ceil(t k CF / E) reaches 2 once t k CF / E is above 1
+    assert "above capacity factor 1" in capacity_floor_note(64, 64, 1, 0.5, "megatron", 2)
+
+
+def test_sweep_says_when_the_capacity_floor_overrides_the_swept_factor(capsys):
+    """Session 20 (whyrank): Switch-C's capacity-factor sweep moved nothing (the 2-slot floor binds at every factor
+    tried) and no output said so (newuser3's log)."""
+    from moesim.cli import main
+    from moesim.specs.load import load_scenario
+
+    sweep = run_sweep(load_scenario("switch-c-2048-tpu-v3"), [parse_vary("capacity_factor=2.0,8.0")], workers=1)
+    low, high = sweep["points"]
+    assert len(low["notes"]) == 1 and low["notes"][0].startswith("expert capacity floor: capacity factor 2 gives 0")
+    assert high["notes"] == []  # floor(512 x 8 / 2048) = 2 slots: the factor sets the capacity
+    assert main(["sweep", "switch-c-2048-tpu-v3", "--vary", "capacity_factor=2.0", "--workers", "1", "-q"]) == 0
+    assert f"note at capacity_factor=2.0: {low['notes'][0]}" in capsys.readouterr().out
+
+
+def test_sweep_varies_the_search_lists():
+    """Session 20 (whyrank): `sweep` could not vary search.context_parallel or search.pipeline_schedules (newuser3:
+    a context-parallel what-if needed a scenario file). A value is one entry, several joined by '+'."""
+    assert parse_vary("search.context_parallel=1,2+4").values == ((1,), (2, 4))
+    assert parse_vary("search.pipeline_schedules=1f1b,zb-h1+dualpipe").values == (("1f1b",), ("zb-h1", "dualpipe"))
+    assert parse_vary("search.cp_comms=p2p+a2a").values == (("p2p", "a2a"),)
+    scenario = build(ODD_MOE, devices=12)
+    assert apply_point(scenario, {"search.context_parallel": (1, 2)}).search.context_parallel == (1, 2)
+    sweep = run_sweep(scenario, [parse_vary("search.pipeline_schedules=1f1b,zb-h1")], workers=1)
+    for point in sweep["points"]:
+        best = search(apply_point(scenario, point["point"]))
+        assert point["layout"] == best.layout_dict(0) and point["step_time_s"] == best.step_time_s[0]
+        assert point["layout"]["pipeline_schedule"] == point["point"]["search.pipeline_schedules"][0]
+    rows = list(csv.DictReader(io.StringIO(to_csv(run_sweep(scenario, [parse_vary("search.context_parallel=1+2")],
+                                                            workers=1)))))
+    assert rows[0]["search.context_parallel"] == "1+2"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("search.pipeline_schedules=1f1b,zigzag", "'zigzag' is not allowed"),
+    ("search.cp_comms=ring", "'ring' is not allowed"),
+    ("search.context_parallel=two", "'two' is not an integer"),
+    ("search.context_parallel=1++2", "has an empty entry"),
+    ("search.orders=tp-ep-dp-pp", "cannot vary 'search.orders'"),
+])
+def test_bad_search_list_values_name_the_key_and_the_allowed(text, message):
+    with pytest.raises(SpecError, match=message) as err:
+        parse_vary(text)
+    assert f"--vary {text.partition('=')[0]}" in str(err.value) or "cannot vary" in message
+    if "zigzag" in text:
+        assert "allowed: 1f1b, gpipe, interleaved" in str(err.value)
+    if "cannot vary" in message:
+        assert "search.context_parallel" in str(err.value)  # the allowed keys name the lists
+
+
+def test_out_of_range_search_list_value_fails_before_any_search():
+    with pytest.raises(SpecError, match="--vary search.context_parallel"):
+        run_sweep(build(ODD_MOE, devices=12), [parse_vary("search.context_parallel=1,0")], workers=1)

@@ -126,20 +126,23 @@ def test_recipe_values_are_what_the_scenario_runs():
 
 
 def test_moe_activation_recompute_costs_a_memory_bound_pass_in_backward():
-    """Per routed slot: read the SwiGLU input 2f at 1 + 4/128 bytes, write its output f in BF16 (DeepSeek-V3 §3.3.4)."""
+    """Per routed slot: read the SwiGLU input 2f at 1 + 4/128 bytes, write its output f in BF16 (DeepSeek-V3 §3.3.4);
+    before it, under the recipe's re-quantisation (§3.5.2), the stored input dequantised: read 2f at 1 + 4/128,
+    write 2f in BF16 (the H800 trace's cast_back_impl)."""
     sc = load_scenario("deepseek-v3-h800")
     kept = dataclasses.replace(sc, training=dataclasses.replace(sc.training, moe_activation_recompute=False))
     cls = build_workload(sc.model, 4096, 0).classes[1]
     b = builder(sc)
     on, off = b.build(cls), builder(kept).build(cls)
     f = sc.model.moe.expert_d_ff
-    per_slot = f * (2 * (1 + 4 / 128) + 2)
+    per_slot = f * (2 * (1 + 4 / 128) + 2) + 2 * f * ((1 + 4 / 128) + 2)
     # k = 8 routed slots per token plus the one shared expert (d_ff 2048) per token
-    launch = sc.hardware.efficiency.kernel_launch_s  # one memory operator each for routed and shared experts
-    assert on.bwd_time_s - off.bwd_time_s == pytest.approx((on.slots + 4096) * per_slot / b.hbm_bw + 2 * launch)
+    launch = sc.hardware.efficiency.kernel_launch_s  # two memory operators each for routed and shared experts
+    assert on.bwd_time_s - off.bwd_time_s == pytest.approx((on.slots + 4096) * per_slot / b.hbm_bw + 4 * launch)
     assert on.fwd_time_s == pytest.approx(off.fwd_time_s)
     shared = on.bwd_parts_s["shared_experts"] - off.bwd_parts_s["shared_experts"]
-    assert shared == pytest.approx(4096 * sc.model.moe.shared_expert_d_ff * (2 * (1 + 4 / 128) + 2) / b.hbm_bw + launch)
+    assert shared == pytest.approx(4096 * sc.model.moe.shared_expert_d_ff * (2 * (1 + 4 / 128) + 2 + 2 * (3 + 4 / 128))
+                                   / b.hbm_bw + 2 * launch)
 
 
 def test_fp8_weight_copies_cost_memory_when_cached_and_time_when_not(mixtral):

@@ -123,6 +123,18 @@ def attention_output_cast_bytes(model: ModelSpec, training: TrainingSpec, cls: L
     return elements * per_element, elements * per_element
 
 
+def _activation_rows_bytes(model: ModelSpec, cls: LayerClass, b, tp, etp, slots, per_row) -> dict[str, np.ndarray]:
+    """per_row(f, inputs) summed over the MoE activations of one layer: each routed slot (part "permute", f/etp)
+    and each token of the shared experts (f_s/tp); inputs = the activation's input elements per output (2 gated)."""
+    moe = model.moe
+    widths = ffn_matrices(model.ffn_kind) - 1  # activation inputs per output element: 2 gated, 1 otherwise
+    parts = {"permute": slots * per_row(moe.expert_d_ff / etp, widths)}
+    if moe.num_shared_experts:
+        shared = moe.num_shared_experts * moe.shared_expert_d_ff / tp
+        parts["shared_experts"] = b * cls.tokens * per_row(shared, widths)
+    return parts
+
+
 def activation_recompute_bytes(model: ModelSpec, training: TrainingSpec, cls: LayerClass,
                                b, tp, etp, slots) -> dict[str, np.ndarray]:
     """Backward bytes moved recomputing the MoE activation function from its stored input (moe_activation_recompute):
@@ -130,14 +142,20 @@ def activation_recompute_bytes(model: ModelSpec, training: TrainingSpec, cls: La
     f/etp) and per token of the shared experts (f_s/tp); memory-bound. DeepSeek-V3 §3.3.4; Megatron "moe_act"."""
     if not (cls.is_moe and training.moe_activation_recompute):
         return {}
-    moe, q_in, q_out = model.moe, training.element_bytes("activation_storage"), training.bytes_of("activation")
-    widths = ffn_matrices(model.ffn_kind) - 1  # activation inputs per output element: 2 gated, 1 otherwise
+    q_in, q_out = training.element_bytes("activation_storage"), training.bytes_of("activation")
+    return _activation_rows_bytes(model, cls, b, tp, etp, slots, lambda f, w: f * (w * q_in + q_out))
 
-    def per_row(f):
-        return f * (widths * q_in + q_out)
 
-    parts = {"permute": slots * per_row(moe.expert_d_ff / etp)}
-    if moe.num_shared_experts:
-        shared = moe.num_shared_experts * moe.shared_expert_d_ff / tp
-        parts["shared_experts"] = b * cls.tokens * per_row(shared)
-    return parts
+def activation_dequantise_bytes(model: ModelSpec, training: TrainingSpec, cls: LayerClass,
+                                b, tp, etp, slots) -> dict[str, np.ndarray]:
+    """Backward bytes of dequantising the MoE activation's FP8-stored input before it is recomputed, where the recipe
+    re-quantises in backward (fp8_transpose = "requantise": DeepSeek-V3 arXiv 2412.19437 §3.5.2, the stored FP8
+    tensor "read out, dequantized"; §3.3.4, the SwiGLU input cached in FP8): read 2f at q_st, write 2f at q_a per
+    routed slot and shared-expert token. DeepSeek's H800 trace: cuda::cast_back_impl<__nv_fp8x2_e4m3> in mlp(B),
+    one before the shared expert's SwiGLU backward (~26 us at 4096 x 4096) and one before the routed experts'
+    (155-179 us, in step with the backward chunk's routed rows 28,416-34,688)."""
+    q_in, q_out = training.element_bytes("activation_storage"), training.bytes_of("activation")
+    if not (cls.is_moe and training.moe_activation_recompute and training.fp8_transpose == "requantise"
+            and q_in != q_out):
+        return {}
+    return _activation_rows_bytes(model, cls, b, tp, etp, slots, lambda f, w: f * w * (q_in + q_out))

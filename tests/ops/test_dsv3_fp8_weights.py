@@ -110,3 +110,17 @@ def test_a_bad_value_and_mxfp8_are_named():
                      fp8_weight_transpose="per_micro_batch")
     with pytest.raises(SpecError, match="fp8_weight_transpose"):
         weight_transpose_bytes(1.0, "mxfp8")
+
+
+def test_the_swiglu_inputs_are_dequantised_before_their_recomputation(moe_terms):
+    """§3.3.4 / §3.5.2 and the trace's cuda::cast_back_impl<__nv_fp8x2_e4m3> (mlp(B), 196 us a layer): the FP8-stored
+    SwiGLU input (2 x 2048 per row, 1 + 4/128 bytes) read and written back in BF16, for 4096 tokens x 8 routed
+    slots (dropless) and the shared expert's 4096 tokens; nothing under TE's cast-transpose."""
+    sc, _, terms = moe_terms
+    per_row = 2 * 2048 * ((1 + 4 / 128) + 2)
+    assert _bytes(terms.ops_bwd, "moe_activation_dequantise", "bwd") == {
+        "permute": pytest.approx(4096 * 8 * per_row), "shared_experts": pytest.approx(4096 * per_row)}
+    te = dataclasses.replace(sc, training=dataclasses.replace(sc.training, fp8_transpose="cast_transpose"))
+    builder, wl, _ = term_builder(te, te.resolve(source="--layout"))
+    ops = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp)).ops_bwd
+    assert not _bytes(ops, "moe_activation_dequantise", "bwd")

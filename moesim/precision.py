@@ -85,7 +85,8 @@ def weight_quantise_cost(params, scaling: str, param_bytes: float = 2.0,
 
 
 def weight_transpose_bytes(params, scaling: str):
-    """Bytes an FP8 -> FP8 transpose of `params` cached weights moves: read one copy, write it transposed, 2·P·(1 + s_w).
+    """Bytes an FP8 -> FP8 transpose of `params` cached weights moves: read one copy, write it transposed,
+    2·P·(1 + s_w).
 
     Exact only where a weight's scale block is square or whole (128×128 blocks, DeepSeek-V3 arXiv 2412.19437
     §3.3.2; one scale per tensor): the transposed block keeps its scale, nothing is re-quantised. DeepSeek's H800

@@ -87,7 +87,8 @@ def test_the_attention_outputs_e5m6_cast_and_its_dequantisation_by_hand(moe_term
     128 elements out, and back."""
     _, _, terms = moe_terms
     per_element = 2 + 12 / 8 + 4 / 128
-    assert _bytes(terms.ops_fwd, "attention_output_cast", "fwd") == {"attention": pytest.approx(4096 * 16384 * per_element)}
+    assert _bytes(terms.ops_fwd, "attention_output_cast", "fwd") == \
+        {"attention": pytest.approx(4096 * 16384 * per_element)}
     assert _bytes(terms.ops_bwd, "attention_output_dequantise", "bwd") == \
         {"attention": pytest.approx(4096 * 16384 * per_element)}
 

@@ -68,19 +68,36 @@ def weight_scale_bytes_per_element(scaling: str) -> float:
     return scale_bytes_per_element(scaling)
 
 
-def fp8_weight_copy_bytes(params, scaling: str):
-    """Bytes of the FP8 copies of `params` GEMM weights: c·P·(1 + s_w) (rowwise + transposed/columnwise, as
-    the activations: Dgrad needs Wᵀ on Hopper's TN-only FP8 GEMMs); 0 without FP8."""
+def fp8_weight_copy_bytes(params, scaling: str, copies: int = QUANTISED_COPIES):
+    """Bytes of the FP8 copies of `params` GEMM weights: c·P·(1 + s_w) (by default rowwise + transposed/columnwise,
+    as the activations: Dgrad needs Wᵀ on Hopper's TN-only FP8 GEMMs); 0 without FP8."""
     if scaling == "none":
         return 0.0 * params
-    return QUANTISED_COPIES * params * (1 + weight_scale_bytes_per_element(scaling))
+    return copies * params * (1 + weight_scale_bytes_per_element(scaling))
 
 
-def weight_quantise_cost(params, scaling: str, param_bytes: float = 2.0) -> QuantiseCost:
-    """Casting `params` weights to FP8: read q_p·P, write fp8_weight_copy_bytes; 2P amax FLOP."""
+def weight_quantise_cost(params, scaling: str, param_bytes: float = 2.0,
+                         copies: int = QUANTISED_COPIES) -> QuantiseCost:
+    """Casting `params` weights to FP8: read q_p·P, write fp8_weight_copy_bytes (`copies` copies); 2P amax FLOP."""
     if scaling == "none":
         return QuantiseCost(0.0 * params, 0.0 * params, 0.0 * params)
-    return QuantiseCost(param_bytes * params, fp8_weight_copy_bytes(params, scaling), 2.0 * params)
+    return QuantiseCost(param_bytes * params, fp8_weight_copy_bytes(params, scaling, copies), 2.0 * params)
+
+
+def weight_transpose_bytes(params, scaling: str):
+    """Bytes an FP8 -> FP8 transpose of `params` cached weights moves: read one copy, write it transposed,
+    2·P·(1 + s_w).
+
+    Exact only where a weight's scale block is square or whole (128×128 blocks, DeepSeek-V3 arXiv 2412.19437
+    §3.3.2; one scale per tensor): the transposed block keeps its scale, nothing is re-quantised. DeepSeek's H800
+    trace (tests/data/dsv3_trace) runs one cuda::batched_transpose per weight before its Dgrad GEMM, its grid the
+    weight's count of 128×128 blocks. MXFP8's 1×32 blocks do not transpose: SpecError."""
+    if scaling == "none":
+        return 0.0 * params
+    if scaling == "mxfp8":
+        raise SpecError("MXFP8's 1x32 weight blocks cannot be transposed in FP8: the columnwise copy is a cast",
+                        field="training.fp8_weight_transpose", value="per_micro_batch", allowed=("cached",))
+    return 2 * fp8_weight_copy_bytes(params, scaling, copies=1)
 
 
 def amax_read_passes(scaling: str) -> int:

@@ -126,33 +126,40 @@ def test_recipe_values_are_what_the_scenario_runs():
 
 
 def test_moe_activation_recompute_costs_a_memory_bound_pass_in_backward():
-    """Per routed slot: read the SwiGLU input 2f at 1 + 4/128 bytes, write its output f in BF16 (DeepSeek-V3 §3.3.4)."""
+    """Per routed slot: read the SwiGLU input 2f at 1 + 4/128 bytes, write its output f in BF16 (DeepSeek-V3 §3.3.4);
+    before it, under the recipe's re-quantisation (§3.5.2), the stored input dequantised: read 2f at 1 + 4/128,
+    write 2f in BF16 (the H800 trace's cast_back_impl)."""
     sc = load_scenario("deepseek-v3-h800")
     kept = dataclasses.replace(sc, training=dataclasses.replace(sc.training, moe_activation_recompute=False))
     cls = build_workload(sc.model, 4096, 0).classes[1]
     b = builder(sc)
     on, off = b.build(cls), builder(kept).build(cls)
     f = sc.model.moe.expert_d_ff
-    per_slot = f * (2 * (1 + 4 / 128) + 2)
+    per_slot = f * (2 * (1 + 4 / 128) + 2) + 2 * f * ((1 + 4 / 128) + 2)
     # k = 8 routed slots per token plus the one shared expert (d_ff 2048) per token
-    launch = sc.hardware.efficiency.kernel_launch_s  # one memory operator each for routed and shared experts
-    assert on.bwd_time_s - off.bwd_time_s == pytest.approx((on.slots + 4096) * per_slot / b.hbm_bw + 2 * launch)
+    launch = sc.hardware.efficiency.kernel_launch_s  # two memory operators each for routed and shared experts
+    assert on.bwd_time_s - off.bwd_time_s == pytest.approx((on.slots + 4096) * per_slot / b.hbm_bw + 4 * launch)
     assert on.fwd_time_s == pytest.approx(off.fwd_time_s)
     shared = on.bwd_parts_s["shared_experts"] - off.bwd_parts_s["shared_experts"]
-    assert shared == pytest.approx(4096 * sc.model.moe.shared_expert_d_ff * (2 * (1 + 4 / 128) + 2) / b.hbm_bw + launch)
+    assert shared == pytest.approx(4096 * sc.model.moe.shared_expert_d_ff * (2 * (1 + 4 / 128) + 2 + 2 * (3 + 4 / 128))
+                                   / b.hbm_bw + 2 * launch)
 
 
 def test_fp8_weight_copies_cost_memory_when_cached_and_time_when_not(mixtral):
-    """Cached (TE is_first_microbatch): 2 FP8 copies per weight in memory, one cast per step in the optimizer pass.
+    """Cached (TE is_first_microbatch): 2 FP8 copies per FP8 GEMM weight in memory (not the embedding, head, router
+    and norms, which stay BF16), one cast per step in the optimizer pass.
     Not cached: no memory, a cast of every layer's weights in every micro-batch's forward."""
     from moesim.precision import fp8_weight_copy_bytes, weight_scale_bytes_per_element
 
     bf16 = estimate(with_precision(mixtral, precision_recipe="te-delayed-scaling", gemm_dtype="bfloat16"))
     cached = estimate(with_precision(mixtral, precision_recipe="te-delayed-scaling"))
     recast = estimate(with_precision(mixtral, precision_recipe="te-delayed-scaling", fp8_weight_cache=False))
-    params = bf16.memory_bytes_per_device["weights"] / 2  # BF16 parameters on the device
+    # By hand: 8 layers a stage (32 / pp 4), tp 1, one expert a device (8 / ep 8): q, o 4096 x 4096, k, v 4096 x 1024
+    # (GQA, 8 KV heads), the expert's three 4096 x 14336 matrices.
+    gemm_params = 8 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336)
+    assert gemm_params == 1_744_830_464
     assert cached.memory_bytes_per_device["weights"] - bf16.memory_bytes_per_device["weights"] == \
-        pytest.approx(fp8_weight_copy_bytes(params, "per_tensor_delayed")) == pytest.approx(2 * params)
+        pytest.approx(fp8_weight_copy_bytes(gemm_params, "per_tensor_delayed")) == pytest.approx(2 * gemm_params)
     assert recast.memory_bytes_per_device["weights"] == bf16.memory_bytes_per_device["weights"]
     assert cached.optimizer_time_s > recast.optimizer_time_s
     assert recast.compute_time_s > cached.compute_time_s

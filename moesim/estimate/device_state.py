@@ -12,6 +12,7 @@ import numpy as np
 
 from moesim import memory as mem, memory_peak as peak
 from moesim.estimate import schedules as sch
+from moesim.estimate.precision_terms import cached_weight_copies
 from moesim.estimate.pricing import distinct_rows
 from moesim.estimate.stages import Stages, per_stage
 from moesim.estimate.terms import ClassTerms
@@ -58,7 +59,7 @@ def optimizer_time_s(model: ModelSpec, hw: HardwareProfile, tr: TrainingSpec, de
     # across micro-batches); without the cache every micro-batch casts them (terms.py, precision_terms.py).
     if tr.fp8_weight_cache:
         opt_ops.append(memory_op(OPTIMIZER_PART, "fp8_weight_quantise", tr.dtype_for("activation"),
-                              weight_quantise_cost(local, tr.fp8_scaling, q_p).bytes_moved))
+                              weight_quantise_cost(local, tr.fp8_scaling, q_p, cached_weight_copies(tr)).bytes_moved))
     opt_time = np.max(np.where(exists, ops_total_time_s(opt_ops, hw), 0), axis=1)
     return opt_time
 
@@ -105,8 +106,16 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
     layer_gathered = np.max([c.params_shardable / tp + c.params_replicated + c.params_experts / (ep * etp)
                              for c in wl.classes], axis=0)
     working = np.where(zero >= 3, 2 * layer_gathered[:, None] * q_p, 0)
-    # Cached FP8 copies of the stage's weights (all of them under ZeRO-3's gathers: an upper bound there).
-    fp8_weights = fp8_weight_copy_bytes(dense_held + expert_held, tr.fp8_scaling) if tr.fp8_weight_cache else 0.0
+    # Cached FP8 copies of the stage's FP8 GEMM weights: the Linears of its layers (attention, dense FFN, shared
+    # and routed experts, MLA's duplicated down-projections); not the embedding, output head, router and norms,
+    # which stay BF16 (DeepSeek-V3 arXiv 2412.19437 §3.3; Megatron's output layer is no TE Linear). All of them
+    # under ZeRO-3's gathers: an upper bound there. One copy per weight where the transposed one is made every
+    # micro-batch (precision_terms.cached_weight_copies).
+    fp8_weights = 0.0
+    if tr.fp8_weight_cache:
+        gemm_held = with_pair(per_stage(counts, [c.params_shardable / tp + c.params_duplicated_gemm
+                                                 + c.params_experts / (ep * etp) for c in wl.classes]))
+        fp8_weights = fp8_weight_copy_bytes(gemm_held, tr.fp8_scaling, cached_weight_copies(tr))
     memory = {
         "weights": w_d + w_e + working + fp8_weights, "gradients": g_d + g_e, "optimizer_states": o_d + o_e,
         "activations": acts, "moe_buffers": np.broadcast_to(buffers[:, None], acts.shape),

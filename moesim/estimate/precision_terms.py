@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.arithmetic import MTP_PROJECTION_INPUTS, attention_gemm_widths, ffn_matrices
-from moesim.precision import quantise_pass_bytes, weight_quantise_cost
+from moesim.precision import QUANTISED_COPIES, quantise_pass_bytes, weight_quantise_cost, weight_transpose_bytes
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
 from moesim.workload import LayerClass
@@ -83,6 +83,58 @@ def weight_cast_bytes(training: TrainingSpec, cls: LayerClass, tp, ep, etp) -> d
     return parts
 
 
+def cached_weight_copies(training: TrainingSpec) -> int:
+    """FP8 copies of each weight the cache holds: 1 where Dgrad's transposed copy is made every micro-batch
+    (fp8_weight_transpose = "per_micro_batch"), else 2 (rowwise and transposed, moesim.precision.QUANTISED_COPIES)."""
+    return 1 if training.fp8_weight_transpose == "per_micro_batch" else QUANTISED_COPIES
+
+
+def weight_transpose_parts_bytes(training: TrainingSpec, cls: LayerClass, tp, ep, etp
+                                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(forward, backward) bytes of the FP8 -> FP8 weight transposes one layer runs every micro-batch (cached
+    weights, fp8_weight_transpose = "per_micro_batch"; moesim.precision.weight_transpose_bytes). Where DeepSeek's
+    H800 trace runs them (tests/data/dsv3_trace, cuda::batched_transpose, grid = the weight's 128x128 blocks): the
+    non-expert weights in backward, each before its Dgrad GEMM (attn(B), mlp(B): out_proj 7168 blocks, q_up 2304,
+    kv_up 1024, q_down 672, kv_down 280, the shared expert's 1792 + 896), part "attention"; the device's routed
+    experts in forward, before their grouped GEMMs (mlp(F): 4 experts' fc1 7168, fc2 3584), part "permute"."""
+    if training.fp8_scaling == "none" or not training.fp8_weight_cache \
+            or training.fp8_weight_transpose != "per_micro_batch":
+        return {}, {}
+    scaling = training.fp8_scaling
+    bwd = {"attention": weight_transpose_bytes(cls.params_shardable / tp + cls.params_duplicated_gemm, scaling)}
+    fwd = {"permute": weight_transpose_bytes(cls.params_experts / (ep * etp), scaling)} if cls.is_moe else {}
+    return fwd, bwd
+
+
+def attention_output_cast_bytes(model: ModelSpec, training: TrainingSpec, cls: LayerClass, b, tp) -> tuple:
+    """(forward, backward) bytes of the attention output's own storage format (attention_output_storage_bits set):
+    forward a cast of the BF16 output into it beside the FP8 cast the output projection's GEMM reads, backward its
+    dequantisation back to the activation dtype before the transposed re-quantisation for Wgrad. DeepSeek-V3 arXiv
+    2412.19437 §3.3.4 ("a customized E5M6 data format" for the input of the Linear after attention); DeepSeek's H800
+    trace: cuda::per_token_cast_to_fp8_with_fp8_special_fmt (attn(F), one CTA per token) and
+    cuda::per_token_cast_back_special_fmt_impl (attn(B)). Elements: a·d_v/tp per token (the output projection's
+    input), each moving q_a + q_e (q_e = bits/8 + the recipe's scales) one way, then back; (0, 0) without the key."""
+    if not training.attention_output_storage_bits:
+        return 0.0, 0.0
+    att = model.attention
+    blocks = 2 if cls.cross_attention else 1
+    elements = blocks * b * cls.tokens * att.num_heads * (att.v_head_dim or att.head_dim) / tp
+    per_element = training.bytes_of("activation") + training.attention_output_storage_bytes
+    return elements * per_element, elements * per_element
+
+
+def _activation_rows_bytes(model: ModelSpec, cls: LayerClass, b, tp, etp, slots, per_row) -> dict[str, np.ndarray]:
+    """per_row(f, inputs) summed over the MoE activations of one layer: each routed slot (part "permute", f/etp)
+    and each token of the shared experts (f_s/tp); inputs = the activation's input elements per output (2 gated)."""
+    moe = model.moe
+    widths = ffn_matrices(model.ffn_kind) - 1  # activation inputs per output element: 2 gated, 1 otherwise
+    parts = {"permute": slots * per_row(moe.expert_d_ff / etp, widths)}
+    if moe.num_shared_experts:
+        shared = moe.num_shared_experts * moe.shared_expert_d_ff / tp
+        parts["shared_experts"] = b * cls.tokens * per_row(shared, widths)
+    return parts
+
+
 def activation_recompute_bytes(model: ModelSpec, training: TrainingSpec, cls: LayerClass,
                                b, tp, etp, slots) -> dict[str, np.ndarray]:
     """Backward bytes moved recomputing the MoE activation function from its stored input (moe_activation_recompute):
@@ -90,14 +142,20 @@ def activation_recompute_bytes(model: ModelSpec, training: TrainingSpec, cls: La
     f/etp) and per token of the shared experts (f_s/tp); memory-bound. DeepSeek-V3 §3.3.4; Megatron "moe_act"."""
     if not (cls.is_moe and training.moe_activation_recompute):
         return {}
-    moe, q_in, q_out = model.moe, training.element_bytes("activation_storage"), training.bytes_of("activation")
-    widths = ffn_matrices(model.ffn_kind) - 1  # activation inputs per output element: 2 gated, 1 otherwise
+    q_in, q_out = training.element_bytes("activation_storage"), training.bytes_of("activation")
+    return _activation_rows_bytes(model, cls, b, tp, etp, slots, lambda f, w: f * (w * q_in + q_out))
 
-    def per_row(f):
-        return f * (widths * q_in + q_out)
 
-    parts = {"permute": slots * per_row(moe.expert_d_ff / etp)}
-    if moe.num_shared_experts:
-        shared = moe.num_shared_experts * moe.shared_expert_d_ff / tp
-        parts["shared_experts"] = b * cls.tokens * per_row(shared)
-    return parts
+def activation_dequantise_bytes(model: ModelSpec, training: TrainingSpec, cls: LayerClass,
+                                b, tp, etp, slots) -> dict[str, np.ndarray]:
+    """Backward bytes of dequantising the MoE activation's FP8-stored input before it is recomputed, where the recipe
+    re-quantises in backward (fp8_transpose = "requantise": DeepSeek-V3 arXiv 2412.19437 §3.5.2, the stored FP8
+    tensor "read out, dequantized"; §3.3.4, the SwiGLU input cached in FP8): read 2f at q_st, write 2f at q_a per
+    routed slot and shared-expert token. DeepSeek's H800 trace: cuda::cast_back_impl<__nv_fp8x2_e4m3> in mlp(B),
+    one before the shared expert's SwiGLU backward (~26 us at 4096 x 4096) and one before the routed experts'
+    (155-179 us, in step with the backward chunk's routed rows 28,416-34,688)."""
+    q_in, q_out = training.element_bytes("activation_storage"), training.bytes_of("activation")
+    if not (cls.is_moe and training.moe_activation_recompute and training.fp8_transpose == "requantise"
+            and q_in != q_out):
+        return {}
+    return _activation_rows_bytes(model, cls, b, tp, etp, slots, lambda f, w: f * w * (q_in + q_out))

@@ -36,7 +36,8 @@ from moesim.ops.base import ATTENTION_BACKWARD_TO_FORWARD, PARTS, Op, gemm, memo
 from moesim.estimate.selective import core_recompute_code, recomputed_ops, stored_inputs
 from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER, mla_sp_widths
 from moesim.estimate.precision_terms import (
-    activation_recompute_bytes, quantise_parts_bytes, quantised_elements, weight_cast_bytes,
+    activation_dequantise_bytes, activation_recompute_bytes, attention_output_cast_bytes, quantise_parts_bytes,
+    quantised_elements, weight_cast_bytes, weight_transpose_parts_bytes,
 )
 from moesim.ops.layer import LayerOps, backward_ops, logits_ops
 from moesim.ops.price import op_time_s, ops_time_by_part, ops_time_by_part_shared
@@ -327,10 +328,19 @@ class TermBuilder:
         fwd_b, bwd_b = quantise_parts_bytes(tr, quantised_elements(model, cls, b, tp, etp, slots))
         fwd = [memory(part, "fp8_quantise", dt, nbytes) for part, nbytes in fwd_b.items()]
         bwd = [memory(part, "fp8_quantise", dt, nbytes, pass_="bwd") for part, nbytes in bwd_b.items()]
+        for part, nbytes in activation_dequantise_bytes(model, tr, cls, b, tp, etp, slots).items():
+            bwd.append(memory(part, "moe_activation_dequantise", dt, nbytes, pass_="bwd"))
         for part, nbytes in activation_recompute_bytes(model, tr, cls, b, tp, etp, slots).items():
             bwd.append(memory(part, "moe_activation_recompute", dt, nbytes, pass_="bwd"))
         for part, nbytes in weight_cast_bytes(tr, cls, tp, ep, etp).items():
             fwd.append(memory(part, "fp8_weight_cast", dt, nbytes))
+        fwd_t, bwd_t = weight_transpose_parts_bytes(tr, cls, tp, ep, etp)
+        fwd += [memory(part, "fp8_weight_transpose", dt, nbytes) for part, nbytes in fwd_t.items()]
+        bwd += [memory(part, "fp8_weight_transpose", dt, nbytes, pass_="bwd") for part, nbytes in bwd_t.items()]
+        if tr.attention_output_storage_bits:  # its own storage format: a cast forward, a dequantise backward
+            out_fwd, out_bwd = attention_output_cast_bytes(model, tr, cls, b, tp)
+            fwd.append(memory("attention", "attention_output_cast", dt, out_fwd))
+            bwd.append(memory("attention", "attention_output_dequantise", dt, out_bwd, pass_="bwd"))
         return fwd, bwd
 
     def _routing(self, cls: LayerClass, b, tp, cf) -> tuple:

@@ -139,13 +139,16 @@ FIGURES: tuple[Published, ...] = (
        source="DeepSeek-V3 §1 / Table 1: 180K H800 GPU hours per trillion tokens (2.664M for 14.8T pre-training; 2.788M in all)",
        note="FP8 recipe with BF16 combine, attention and head, MTP module on the last stage, DeepEP dispatch with "
             "node-limited routing (4 nodes); DualPipe (each pair's all-to-alls hidden under the other chunk's "
-            "compute in both engines; the simulator, scheduling whole kernels, 17.23 s against the estimate's "
-            "16.61 s); the input embedding's operators on the first stage (the MTP module's lookup is not "
+            "compute in both engines; the simulator, scheduling whole kernels, 17.21 s against the estimate's "
+            "16.58 s); the input embedding's operators on the first stage (the MTP module's lookup is not "
             "priced); the router GEMM in BF16 and its gating at the times DeepSeek's H800 trace measured "
             "(docs/operators.md); the recomputation of §3.2.3 (norms and MLA up-projections, not the attention "
             "core), MLA's RoPE and copies, DeepSeek's transposed FP8 re-quantisation (§3.5.2) and the norms at "
-            "the trace's H800 bandwidth (operator-level, in-sample for the trace); 61 layers as 3 | 14 x 4 | "
-            "2 + MTP (split not published: the fastest that fits); a pair's GEMMs on the 112 SMs DeepEP's 20 "
+            "the trace's H800 bandwidth (operator-level, in-sample for the trace); one FP8 weight copy cached "
+            "and transposed every micro-batch, the E5M6 attention output cast and cast back, the SwiGLU inputs "
+            "dequantised before their recomputation (the trace's kernels; the cached copy puts this layout "
+            "0.69 GiB over moesim's usable memory); 61 layers as 3 | 14 x 4 | 2 + MTP (split not published: "
+            "the fastest that fitted before the cached copy); a pair's GEMMs on the 112 SMs DeepEP's 20 "
             "leave (§3.2.2); uncalibrated H800 profile. Validation only, not fitted"),
     # --- dense baselines ---------------------------------------------------------------------
     _P(model="llama-2-7b", quantity="total_params", value=7e9, tolerance=_printed(7e9, 1e9), source="Llama 2 (arXiv 2307.09288) Table 1: 7B"),

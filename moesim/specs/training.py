@@ -35,6 +35,12 @@ ATTENTION_KERNELS = ("flash", "unfused")
 # §3.5.2: the forward writes the 1x128-tile copy only, the backward reads the input again and re-quantises it
 # transposed into 128x1 tiles, and casts the output gradient rowwise and transposed in two kernels.
 FP8_TRANSPOSES = ("cast_transpose", "requantise")
+# With fp8_weight_cache, how the Dgrad GEMM gets the weight's transposed FP8 copy (moesim/precision.py
+# `weight_transpose_bytes`): "cached" both copies written by the per-step cast and held (TE caches the weight's
+# rowwise and columnwise usage across micro-batches); "per_micro_batch" one rowwise copy held, transposed in FP8
+# before each Dgrad GEMM of every micro-batch (DeepSeek's H800 trace: cuda::batched_transpose, one 128x128 block per
+# CTA, no weight cast in the DualPipe pair). Without the cache every micro-batch casts both copies.
+FP8_WEIGHT_TRANSPOSES = ("cached", "per_micro_batch")
 # The training framework whose resident buffers a GPU step holds beyond model states and activations
 # (moesim/memory_peak.py `framework_buffers`): "megatron-te" Megatron-LM with TransformerEngine (TE's dummy
 # weight gradients, Megatron's output-layer all-gather buffer: the stack of every GPU run the operator tables and
@@ -58,7 +64,7 @@ TENSOR_CLASSES = ("gemm", "attention", "activation", "head", "dispatch", "combin
 PRECISION_KEYS = ("param_dtype", "compute_dtype", "gemm_dtype", "gemm_scaling", "attention_dtype", "activation_dtype",
                   "grad_dtype", "dispatch_dtype", "combine_dtype", "activation_storage_dtype",
                   "moe_activation_recompute", "optimizer_state_dtype", "master_weights", "fused_cross_entropy",
-                  "fp8_weight_cache", "attention_output_storage_bits", "fp8_transpose")
+                  "fp8_weight_cache", "attention_output_storage_bits", "fp8_transpose", "fp8_weight_transpose")
 # Dtype fields that may be left "" (= derived, see dtype_for).
 _DERIVED_DTYPES = ("combine_dtype", "gemm_dtype", "attention_dtype", "activation_dtype", "activation_storage_dtype")
 FP8 = "float8"
@@ -100,6 +106,7 @@ class TrainingSpec:
     # per step; TE `is_first_microbatch`), or cast the weights again every micro-batch (time, no memory).
     fp8_weight_cache: bool = True
     fp8_transpose: str = "cast_transpose"  # FP8_TRANSPOSES: how Wgrad's transposed FP8 operands are made
+    fp8_weight_transpose: str = "cached"  # FP8_WEIGHT_TRANSPOSES: how Dgrad's transposed FP8 weight is made
     # The input of the Linear after attention (the attention output) kept for backward in a format of this many
     # bits per element plus the recipe's scales; 0 = activation_storage_dtype (DeepSeek-V3 §3.3.4: E5M6, 12 bits).
     attention_output_storage_bits: int = 0
@@ -161,11 +168,15 @@ class TrainingSpec:
                   ("dispatch_backend", DISPATCH_BACKENDS),
                   ("zero_stage", ZERO_STAGES), ("ema_location", EMA_LOCATIONS),
                   ("attention_kernel", ATTENTION_KERNELS), ("framework", FRAMEWORKS),
-                  ("fp8_transpose", FP8_TRANSPOSES))
+                  ("fp8_transpose", FP8_TRANSPOSES), ("fp8_weight_transpose", FP8_WEIGHT_TRANSPOSES))
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise SpecError(f"'{getattr(self, name)}' is not allowed", field=f"training.{name}",
                                 value=getattr(self, name), allowed=allowed)
+        if self.fp8_weight_transpose == "per_micro_batch" and self.fp8_scaling == "mxfp8":
+            raise SpecError("MXFP8's 1x32 weight blocks cannot be transposed in FP8 (the columnwise copy is a cast)",
+                            field="training.fp8_weight_transpose", value=self.fp8_weight_transpose,
+                            allowed=("cached",))
         object.__setattr__(self, "recompute_modules", tuple(self.recompute_modules))  # a list from a file
         for module in self.recompute_modules:
             if module not in RECOMPUTE_MODULES:

@@ -66,9 +66,18 @@ def test_newlogs8_entries_state_one_process_per_gpu_and_no_binding():
         assert "gpus_per_thread" not in entries[0] and facts.stated_cores() is None
 
 
+def test_newlogs10_entry_states_one_process_per_gpu_bound_to_numa():
+    """Session 20 (newlogs10): the Azure H200 note's mpirun line ("-np 8 --bind-to numa --map-by ppr:8:node", -g 1,
+    one host; logs.toml cites it)."""
+    (entry,) = _entries("h200-azhpc-1node_")
+    facts = launch_facts(entry)
+    assert facts == LaunchFacts(processes_per_node=8, bind_to="numa")
+    assert "gpus_per_thread" not in entry and facts.stated_cores() is None
+
+
 def test_entries_without_launch_facts_read_as_not_stated():
     stated = ("b200-engaging-", "h100-lambda-2node-g8_", "h100-mghpcc-dgx-2node-g8_", "b200-lambda-2node_",
-              "a100-crusoe-2node_")
+              "a100-crusoe-2node_", "h200-azhpc-1node_")
     plain = [e for e in read_manifest(MANIFEST) if not e["file"].startswith(stated)]
     assert plain and all(launch_facts(e) == LaunchFacts() for e in plain)
 

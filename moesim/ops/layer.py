@@ -239,7 +239,8 @@ class LayerOps:
         model, moe = self.model, self.model.moe
         h, E, k, dt_mem = model.d_model, moe.num_experts, moe.top_k, self.dtype["memory"]
         tn = self.norm_tokens(cls.tokens)
-        # the norm's output feeds the router, the dispatch and the shared experts (Megatron-LM MoELayer.forward)
+        # the norm's output feeds the router, the dispatch and the shared experts (Megatron-LM 23e00ed0
+        # moe_layer.py l.177-220: router(hidden_states), dispatch_preprocess(hidden_states), shared_experts(residual))
         consumers = 2 + (1 if moe.num_shared_experts else 0)
         ops = [_fanned_out(_norm("router", "moe_norm", dt_mem, self.q, tn, h), consumers, self.q, tn, h,
                            self.grad_adds)]

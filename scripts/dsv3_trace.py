@@ -260,9 +260,11 @@ def priced_us() -> dict[tuple[str, str], float]:
 
 
 # moesim's name for a trace operator where they differ: the FP8 cast of the dispatched tokens is part of
-# moesim's permute fp8_quantise (summed here with the other parts' casts)
+# moesim's permute fp8_quantise (summed here with the other parts' casts); the residual gradients' adds are
+# moesim's grad_accumulate
 PRICED_AS = {("fp8_quantise_dispatch", "fwd"): ("fp8_quantise", "fwd"),
-             ("fp8_quantise_dispatch", "bwd"): ("fp8_quantise", "bwd")}
+             ("fp8_quantise_dispatch", "bwd"): ("fp8_quantise", "bwd"),
+             ("residual_grad", "bwd"): ("grad_accumulate", "bwd")}  # autograd's gradient sums (moesim/ops/base.py)
 
 
 PASS_ORDER = ("fwd", "recompute", "dgrad", "bwd", "wgrad")

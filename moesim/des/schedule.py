@@ -60,7 +60,8 @@ STAGE_NAMES = {"layer_overhead": "layer overhead", "attention": "attention", "de
 COMM_NAMES = {"tp_all_gather": "TP all-gather", "tp_all_gather_wgrad": "TP all-gather (wgrad input)",
               "tp_reduce_scatter": "TP reduce-scatter",
               "tp_all_reduce": "TP all-reduce", "ep_all_to_all_dispatch": "dispatch all-to-all",
-              "ep_all_to_all_combine": "combine all-to-all", "etp_all_gather": "ETP all-gather",
+              "ep_all_to_all_combine": "combine all-to-all",
+              "ep_all_to_all_probs": "probs all-to-all", "etp_all_gather": "ETP all-gather",
               "etp_reduce_scatter": "ETP reduce-scatter", "tp_embedding_reduce_scatter": "embedding TP reduce-scatter",
               "tp_embedding_all_gather": "embedding TP all-gather", "tp_embedding_all_reduce": "embedding TP all-reduce",
               "tp_head_all_gather": "head TP all-gather", "tp_head_all_gather_wgrad": "head TP all-gather (wgrad input)",
@@ -214,6 +215,9 @@ class _Builder:
             ("ep_all_to_all_dispatch", "ep_all_to_all_combine")
         into, back = self._chunk_spec(lc, first), self._chunk_spec(lc, second)
         gather, scatter = self._chunk_spec(lc, "etp_all_gather"), self._chunk_spec(lc, "etp_reduce_scatter")
+        # Megatron's alltoall dispatcher: the probabilities' all-to-all after the tokens' (forward) and its reverse
+        # beside the tokens' way back (backward); only where the layer names that implementation (estimate.terms)
+        probs = self._chunk_spec(lc, "ep_all_to_all_probs")
         moe = self.moe_number[layer]
         share = self.costs.pair_share() if self.paired and phase != "recompute" else 1.0
         expert_s = self.costs.expert_ffn_s(lc.slots / c, backward, share)
@@ -227,6 +231,9 @@ class _Builder:
         for _ in range(c):
             a = self.add("comm", COLLECTIVE, COMM_NAMES[into.name], phase, layer, mb, (start,), chain=False,
                          comm=into, load=TO_EXPERTS, **kw) if into else start
+            if probs and not backward:
+                a = self.add("comm", COLLECTIVE, COMM_NAMES[probs.name], phase, layer, mb, (a,), chain=False,
+                             comm=probs, load=TO_EXPERTS, **kw)
             if gather:
                 a = self.add("comm", COLLECTIVE, COMM_NAMES[gather.name], phase, layer, mb, (a,), chain=False,
                              comm=gather, load=GATHER, **kw)
@@ -241,6 +248,9 @@ class _Builder:
             if back:
                 r = self.add("comm", COLLECTIVE, COMM_NAMES[back.name], phase, layer, mb, (r,), chain=False,
                              comm=back, load=FROM_EXPERTS, **kw)
+            if probs and backward:
+                r = self.add("comm", COLLECTIVE, COMM_NAMES[probs.name], phase, layer, mb, (r,), chain=False,
+                             comm=probs, load=FROM_EXPERTS, **kw)
             self.last = r
         order = ("permute", "router") if backward else ("unpermute", "shared_experts")
         for part in order:

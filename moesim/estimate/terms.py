@@ -40,6 +40,7 @@ from moesim.estimate.precision_terms import (
     quantised_elements, weight_cast_bytes, weight_transpose_parts_bytes,
 )
 from moesim.ops.layer import LayerOps, backward_ops, logits_ops
+from moesim.ops.mcore_moe import moe_impl
 from moesim.ops.price import op_time_s, ops_time_by_part, ops_time_by_part_shared
 from moesim.ops.sm_share import overlapped_compute_share, shared_time_s
 from moesim.ops.vocab import embedding_ops
@@ -148,7 +149,7 @@ class TermBuilder:
         self.q_dispatch = training.element_bytes("dispatch")
         self.q_store = training.element_bytes("activation_storage")
         self.hbm_bw = hardware.chip.hbm_bw_bytes_per_s * hardware.efficiency.memory_bandwidth
-        self.ops = LayerOps(model, training, b, tp, ep, etp)
+        self.ops = LayerOps(model, training, b, tp, ep, etp, hardware.device_kind)
         columns = [np.asarray(x, dtype=float).reshape(-1) for x in
                    np.broadcast_arrays(b, tp, ep, etp, recompute, capacity_factor)]
         self._n = len(columns[0])
@@ -241,7 +242,7 @@ class TermBuilder:
         model = self.model
         h, n, fl = model.d_model, cls.tokens, cls.flops
         n_rows = len(np.asarray(b).reshape(-1))
-        ops = LayerOps(model, self.tr, b, tp, ep, etp)
+        ops = LayerOps(model, self.tr, b, tp, ep, etp, self.hw.device_kind)
         att_proj, scores = b * fl.attention_proj / tp, b * fl.attention_scores / tp
         fwd_flops = att_proj + scores
         padded_extra = np.zeros_like(b)
@@ -426,6 +427,12 @@ class TermBuilder:
         terms.comms.append(CommCall("ep_all_to_all_dispatch", "ep", "all_to_all", slots * h * self.q_dispatch,
                                     2 + extra))
         terms.comms.append(CommCall("ep_all_to_all_combine", "ep", "all_to_all", slots * h * q_c, 2 + extra))
+        if moe.router_impl:  # Megatron's alltoall dispatcher sends the probabilities in a call of their own
+            impl = moe_impl(moe.router_impl)  # (moesim/ops/mcore_moe.toml: forward, and reversed in the backward)
+            if impl.probs_all_to_all_calls:
+                terms.comms.append(CommCall("ep_all_to_all_probs", "ep", "all_to_all",
+                                            slots * impl.probs_bytes_per_slot,
+                                            impl.probs_all_to_all_calls * (2 + extra)))
         gathered = slots * etp * h
         # Expert tensor parallelism: A2A(EP) → AG(ETP) → experts → RS(ETP) → A2A(EP) (MCore token_dispatcher);
         # the gather moves dispatched tokens (dispatch dtype), the scatter expert outputs (combine dtype).

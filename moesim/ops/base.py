@@ -87,7 +87,9 @@ def backward(op: Op) -> list[Op]:
     """The backward operators of a forward operator: dgrad and wgrad of a GEMM (wgrad only when the
     operator has weights: meta['weights']; dgrad only when its input needs a gradient: meta['dgrad']),
     the flash backward of attention, and for a memory op the bytes of its backward
-    (meta['bwd_bytes_factor'] × forward, in meta['bwd_kernels'] launches where set, else the forward's)."""
+    (meta['bwd_bytes_factor'] × forward, in meta['bwd_kernels'] launches where set, else the forward's; named
+    meta['bwd_name'] where set), preceded by `grad_accumulate` where meta['grad_add_kernels'] is set (the sums of
+    the op's output gradients arriving from several consumers: meta['grad_add_bytes'])."""
     if op.kind in ("gemm", "grouped_gemm"):
         out = []
         if op.kind == "gemm":
@@ -105,10 +107,25 @@ def backward(op: Op) -> list[Op]:
         return [replace(op, pass_="bwd", flops=op.flops * ATTENTION_BACKWARD_TO_FORWARD,
                         fallback_kernel_flops=op.fallback_kernel_flops)]
     if op.kind == "memory":
+        # the sums of the output's gradients from its several consumers run before the op's own backward
+        out = [grad_accumulate(op.part, op.dtype, op.meta["grad_add_bytes"], op.meta["grad_add_kernels"])
+               ] if op.meta.get("grad_add_kernels") else []
         factor = op.meta.get("bwd_bytes_factor", 1.0)
         if not factor:
-            return []
+            return out
         nbytes = op.bytes * factor
         kernels = op.meta.get("bwd_kernels", op.kernels)  # an implementation's own backward count (ops/mcore_moe.py)
-        return [replace(op, pass_="bwd", bytes=nbytes, shape=(np.maximum(nbytes, 1.0),), kernels=kernels)]
+        name = op.meta.get("bwd_name", op.name)  # a backward that is another kernel than the forward's (layer.py)
+        return out + [replace(op, name=name, pass_="bwd", bytes=nbytes, shape=(np.maximum(nbytes, 1.0),),
+                              kernels=kernels)]
     return [replace(op, pass_="bwd")]
+
+
+GRAD_ACCUMULATE = "grad_accumulate"
+
+
+def grad_accumulate(part: str, dtype: str, nbytes, kernels) -> Op:
+    """Autograd's sum of a tensor's incoming gradients, a backward-only memory operator: each gradient after the
+    first is added to the buffer with one add kernel, two reads and one write of the tensor (PyTorch
+    torch/csrc/autograd/input_buffer.cpp `accumulate`: dense + dense is `old_var + var`)."""
+    return memory(part, GRAD_ACCUMULATE, dtype, nbytes, kernels=kernels, pass_="bwd")

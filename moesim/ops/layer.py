@@ -26,8 +26,12 @@ The last stage's head (logits_ops, once per output head): final_norm (as attn_no
 t_n = b·n/tp with sequence parallelism (norms and residuals on the sequence shard, Korthikanti et al. 2022
 §4.2.2), b·n without. GEMM FLOP totals equal moesim.flops' per-layer figures. Backward: moesim.ops.base.backward
 (dgrad and wgrad per GEMM, flash backward, memory ops at a bytes factor: norms and activations read the
-input and the output gradient and write the input gradient, ~1.5× forward; residual adds pass the gradient
-through).
+input and the output gradient and write the input gradient, ~1.5× forward; a residual add's own backward
+passes the gradient through, and autograd then sums the skip's gradient with the block's at the residual's input:
+`grad_accumulate`, the forward add's bytes, one kernel). Every tensor two or more operators read gets its
+gradients summed so (PyTorch torch/csrc/autograd/input_buffer.cpp `accumulate`, one add per gradient after the
+first): each residual's input; MLA's norm output (q and kv down-projections); the MoE norm's output (router,
+dispatch, shared experts). Not on TPUs, whose XLA program fuses them (LayerOps.grad_adds).
 Not priced as operators: dropout (0 in the models moesim ships), rotary embeddings other than MLA's (fused into
 attention in FlashAttention-2/-3 pipelines; MLA's decoupled RoPE and its Q/K/V copies are `rope_and_copies`),
 bias adds (fused into GEMM epilogues).
@@ -42,7 +46,7 @@ import numpy as np
 from moesim.arithmetic import ffn_matrices
 from moesim.flops import FLOPS_PER_MAC, _score_flops
 from moesim.ops.attention import work_fraction
-from moesim.ops.base import Op, backward, gemm, grouped_gemm, memory
+from moesim.ops.base import GRAD_ACCUMULATE, Op, backward, gemm, grouped_gemm, memory
 from moesim.ops.dtypes import op_dtype
 from moesim.ops.mcore_moe import dispatch_ops, gating_op, moe_impl, shared_add_op
 from moesim.specs.model import ModelSpec
@@ -98,9 +102,22 @@ def _norm(part, name, dtype, q, tokens, h) -> Op:
     return replace(op, meta={"bwd_bytes_factor": NORM_BACKWARD_FACTOR, "table_op": "norm"})
 
 
-def _residual(part, name, dtype, q, tokens, h) -> Op:
+def _residual(part, name, dtype, q, tokens, h, grad_adds: bool) -> Op:
+    """x + f(x): forward one add; backward, with `grad_adds`, autograd's sum at x of the skip's gradient and f's
+    (one add, the same 2 reads + 1 write of t_n·h·q: moesim.ops.base.grad_accumulate), else nothing (the add's own
+    backward passes the gradient to both inputs; an XLA program fuses the sum into its neighbours)."""
     op = memory(part, name, dtype, RESIDUAL_PASSES * tokens * h * q)
-    return replace(op, meta={"bwd_bytes_factor": 0.0})
+    return replace(op, meta={"bwd_bytes_factor": 1.0 if grad_adds else 0.0, "bwd_name": GRAD_ACCUMULATE})
+
+
+def _fanned_out(op: Op, consumers: int, q, tokens, h, grad_adds: bool) -> Op:
+    """A norm whose [tokens, h] output feeds `consumers` operators: with `grad_adds`, autograd sums their
+    gradients before the norm's backward, consumers − 1 adds of 2 reads + 1 write each (base.grad_accumulate)."""
+    if not grad_adds or consumers < 2:
+        return op
+    adds = consumers - 1
+    return replace(op, meta={**op.meta, "grad_add_kernels": float(adds),
+                             "grad_add_bytes": adds * RESIDUAL_PASSES * tokens * h * q})
 
 
 def _activation(part, name, dtype, q, elements, g) -> Op:
@@ -115,9 +132,12 @@ def _no_weights(op: Op) -> Op:
 class LayerOps:
     """Builds the forward operator list of a layer class over arrays of candidates (module docstring)."""
 
-    def __init__(self, model: ModelSpec, training: TrainingSpec, b, tp, ep, etp) -> None:
+    def __init__(self, model: ModelSpec, training: TrainingSpec, b, tp, ep, etp, device_kind: str = "gpu") -> None:
         self.model, self.tr = model, training
         self.b, self.tp, self.ep, self.etp = b, tp, ep, etp
+        # autograd's gradient sums run as kernels of their own in an eager framework (GPU, CPU); an XLA program
+        # (TPU) fuses them into neighbouring fusions (the cross-entropy's convention, logits_ops)
+        self.grad_adds = not device_kind.startswith("tpu")
         self.dtype = {kind: op_dtype(training, kind) for kind in ("gemm", "grouped_gemm", "attention", "memory")}
         self.q = training.bytes_of("activation")  # working activations (BF16 under FP8 GEMMs)
         self.q_dispatch = training.element_bytes("dispatch")  # with FP8 scales
@@ -139,7 +159,8 @@ class LayerOps:
         fallback = proj / ATTENTION_PROJECTIONS  # the estimate's convention before operator tables
         m = b * n
         ops = [_norm("attention", "attn_norm", dt_mem, q, tn, h)]
-        if att.kind == "mla":
+        if att.kind == "mla":  # the norm's output feeds the q and kv down-projections (or q_proj): one gradient sum
+            ops[0] = _fanned_out(ops[0], 2, q, tn, h, self.grad_adds)
             ops += self._mla_projections(m, tn, dt, dt_mem, fallback) * blocks
         else:
             qkv_n = (proj - out_flops) / (FLOPS_PER_MAC * m * h)
@@ -157,7 +178,7 @@ class LayerOps:
                   meta={"full_matrix_flops": b * cls.flops.attention_scores / tp, "work_fraction": frac})
         ops.append(core)
         ops.append(gemm("attention", "out_proj", dt, m, h, heads * d_v / tp * blocks, fallback=fallback))
-        ops.append(_residual("attention", "attn_residual", dt_mem, q, tn * blocks, h))
+        ops.append(_residual("attention", "attn_residual", dt_mem, q, tn * blocks, h, self.grad_adds))
         return ops
 
     def _mla_projections(self, m, tn, dt, dt_mem, fallback) -> list[Op]:
@@ -212,12 +233,17 @@ class LayerOps:
                        self.tp, self.norm_tokens(n), with_norm=True)
         return [replace(ops[0], name="mlp_norm")] + ops[1:] + [
             _residual("dense_ffn", "mlp_residual", self.dtype["memory"], self.q, self.norm_tokens(n),
-                      self.model.d_model)]
+                      self.model.d_model, self.grad_adds)]
 
     def router(self, cls: LayerClass, t_dev) -> list[Op]:
         model, moe = self.model, self.model.moe
         h, E, k, dt_mem = model.d_model, moe.num_experts, moe.top_k, self.dtype["memory"]
-        ops = [_norm("router", "moe_norm", dt_mem, self.q, self.norm_tokens(cls.tokens), h)]
+        tn = self.norm_tokens(cls.tokens)
+        # the norm's output feeds the router, the dispatch and the shared experts (Megatron-LM 23e00ed0
+        # moe_layer.py l.177-220: router(hidden_states), dispatch_preprocess(hidden_states), shared_experts(residual))
+        consumers = 2 + (1 if moe.num_shared_experts else 0)
+        ops = [_fanned_out(_norm("router", "moe_norm", dt_mem, self.q, tn, h), consumers, self.q, tn, h,
+                           self.grad_adds)]
         router = gemm("router", "router", moe.router_dtype, t_dev, E, h)
         ops.append(router)
         if moe.router_impl:  # the framework's own gating kernels (moesim/ops/mcore_moe.toml)
@@ -281,7 +307,8 @@ class LayerOps:
         """The residual add after the combine, and, where the framework adds the shared experts' output to the
         routed one in a kernel of its own (moesim/ops/mcore_moe.toml), that add."""
         moe, h = self.model.moe, self.model.d_model
-        residual = _residual("unpermute", "moe_residual", self.dtype["memory"], self.q, self.norm_tokens(cls.tokens), h)
+        residual = _residual("unpermute", "moe_residual", self.dtype["memory"], self.q, self.norm_tokens(cls.tokens), h,
+                             self.grad_adds)
         if not (moe.router_impl and moe.num_shared_experts):
             return [residual]
         return [shared_add_op(moe_impl(moe.router_impl), self.b * cls.tokens / self.tp, h, self.q), residual]

@@ -30,6 +30,8 @@ class MoEImpl:
     dispatch_fill_kernels: int
     probs_sort_kernels: int
     shared_add_kernels: int
+    probs_all_to_all_calls: int
+    probs_bytes_per_slot: float
 
 
 _FIELDS = set(MoEImpl.__dataclass_fields__)

@@ -199,8 +199,10 @@ def test_simulated_bubble_with_free_transfers_is_the_formula(schedule, v, monkey
     result, est, (f, full, w) = _simulate_with_free_sends(_scenario(schedule), Layout(dp=1, pp=P, vp=v), monkeypatch)
     bubble = result.step_times_s[0] - est.optimizer_time_s - M * (f + full)
     # zb-v: the simulated order beats the synchronised-step formula by 24 % since W is the priced wgrad
-    # operators (issue 10; W/F 0.63 here, where the formula's regime assumes W near F); the others within 1 %.
-    assert bubble == pytest.approx(_formula(schedule, P, v, f, full - w, w), rel=0.3 if schedule == "zb-v" else 0.01)
+    # operators (issue 10; W/F 0.63 here, where the formula's regime assumes W near F), by 31 % since autograd's
+    # gradient sums add to B (session 20, gradadds: F + B − 2W grows, the greedy order absorbs it); the others
+    # within 1 %.
+    assert bubble == pytest.approx(_formula(schedule, P, v, f, full - w, w), rel=0.35 if schedule == "zb-v" else 0.01)
 
 
 def test_bubbles_shrink_in_the_published_order():
@@ -336,8 +338,10 @@ def test_dualpipe_on_uneven_stages_is_priced_per_device_pair(first, last, before
     # pair's mean sends), while the simulator's p2p stream hides every send here (free sends: same step), so the
     # slower sends moved the estimate alone. Hiding them in the estimate too (with or without 2(p - 1) fill
     # sends) gives -6.6 / -7.0 %, and moves the even split -1.3 -> +0.2 / -0.4 %, (2, 6) +1.0 -> +2.4 / +1.9 %:
-    # no clear gain, left as is. The rest of the gap is fill and drain at m = 2p.
-    assert abs(error) < 0.075 and abs(error) <= abs(before) + 0.012
+    # no clear gain, left as is. The rest of the gap is fill and drain at m = 2p. -7.5 % since autograd's gradient
+    # sums add to every backward (session 20, gradadds; the closed form's (p/2 − 1)·(F&B + B_full − 3W) grows
+    # with B).
+    assert abs(error) < 0.08 and abs(error) <= abs(before) + 0.014
 
 
 def test_dualpipe_routes_each_micro_batch_on_the_device_that_runs_it():

@@ -145,6 +145,11 @@ def test_h800_gating_points_price_the_traces_gate(dsv3, kernels):
     assigned = dsv3.assign(kernels, dsv3.load_rules())
     residual = [k for k, op, pas in assigned if op == "residual_grad"]
     assert residual and all(int(k.grid.split(",")[0]) >= 16384 for k in residual)
+    # session 20 (gradadds): three [4096, 7168] adds a layer (57344 blocks of 512 elements, autograd's gradient sums);
+    # the [4096, 128, 64] copy (65536 blocks) between the Q / K copies and the rotary kernels is rope_and_copies'
+    assert len(residual) == 4 * 3 and {k.grid.split(",")[0] for k in residual} == {"57344"}
+    rope_copy = [k for k, op, pas in assigned if (op, pas) == ("rope_and_copies", "bwd") and k.grid.startswith("65536,")]
+    assert len(rope_copy) == 4
     gate_bwd = [k for k, op, pas in assigned if (op, pas) == ("router_gating", "bwd")]
     assert max(int(k.grid.split(",")[0]) for k in gate_bwd if k.grid) < 16384
     assert (len(gate_bwd), sum(k.dur_us for k in gate_bwd)) == (4 * 37, 4 * 160)

@@ -75,3 +75,35 @@ def test_unknown_router_impl_is_a_clear_error():
         scenario_moe(sc.model, Table({"router_impl": "megatron-core-main"}, file="s.toml", path="moe"))
     assert "router_impl" in str(err.value) and IMPL in str(err.value)
     assert impl_names() == (IMPL,)
+
+
+def test_the_probs_all_to_all_is_a_call_of_its_own_where_the_layer_names_megatron():
+    """token_dispatcher.py's `global_probs = all_to_all(...)` beside the tokens' (mcore_moe.toml): one call forward
+    and its reverse backward, one bf16 probability per token slot; none for the generic dispatcher."""
+    from moesim.ops.breakdown import term_builder
+
+    impl = moe_impl(IMPL)
+    assert (impl.probs_all_to_all_calls, impl.probs_bytes_per_slot) == (1, 2)
+    for name, expected in (("deepseek-v2-l4-b200-ep8", True), ("mixtral-8x7b-h100", False)):
+        sc = load_scenario(name)
+        builder, wl, _ = term_builder(sc, sc.resolve(source="layout"))
+        terms = builder.build(next(c for c in wl.classes if c.is_moe))
+        calls = {c.name: c for c in terms.comms}
+        assert ("ep_all_to_all_probs" in calls) is expected
+        if expected:
+            probs, tokens = calls["ep_all_to_all_probs"], calls["ep_all_to_all_dispatch"]
+            slots = float(np.asarray(terms.slots).reshape(-1)[0])
+            assert float(np.asarray(probs.size_bytes).reshape(-1)[0]) == 2 * slots
+            assert probs.axis == "ep" and probs.op == "all_to_all"
+            assert np.all(np.asarray(probs.calls) == np.asarray(tokens.calls))  # forward + backward (+ recompute)
+            assert estimate(sc).as_dict()["communication"]["ep_all_to_all_probs"]["calls_per_step"] > 0
+
+
+def test_the_simulator_runs_the_probs_all_to_all_as_the_estimate_prices_it():
+    from moesim.des import SimOptions, simulate
+
+    sc = load_scenario("deepseek-v2-l4-b200-ep8")
+    result = simulate(sc, sc.resolve(source="layout"), SimOptions(contention=False, expected_loads=True, trace=True))
+    names = [(rec[2], rec[3]) for rec in result.trace_records if rec[1] == "comm"]
+    assert ("probs all-to-all", "fwd") in names and ("probs all-to-all", "bwd") in names
+    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=1e-6)

@@ -187,7 +187,7 @@ class TrainingSpec:
         if not self.fp8_gemm_param_copy and (self.dtype_for("gemm") != FP8 or not self.fp8_weight_cache):
             raise SpecError("dropping the param_dtype copy of the GEMM weights needs FP8 GEMMs that read a cached FP8 "
                             "copy (gemm_dtype = float8, fp8_weight_cache = true): otherwise the GEMMs read that copy",
-                            field="training.fp8_gemm_param_copy", value=False, allowed=(True,))
+                            field="training.fp8_gemm_param_copy", value=False, allowed=("true",))
         object.__setattr__(self, "recompute_modules", tuple(self.recompute_modules))  # a list from a file
         for module in self.recompute_modules:
             if module not in RECOMPUTE_MODULES:

@@ -4,7 +4,7 @@ The shipped layout's fullest rank (DualPipe rank 1: stages 1 and 14, four MoE la
 model's shapes (DeepSeek-V3 config: d 7168, q_lora 1536, kv_lora 512, rope 64, 128 heads of 128 + 64 / v 128, 256
 routed experts of 2048, one shared, ep 64 -> 4 experts a device), against DeepSeek-V3 arXiv 2412.19437 §3.3.1 (FP8
 GEMM inputs; master weights, weight gradients and optimizer states in higher precision), §3.3 "Low-Precision Storage
-and Communication" (BF16 AdamW moments, FP32 master weights and gradients), §3.1 (ZeRO-1) and DualPipe's two
+and Communication" (BF16 AdamW moments, FP32 master weights and gradients), §3.2 (ZeRO-1) and DualPipe's two
 parameter copies (DeepSeek-V3 §3.2.1).
 """
 

@@ -113,9 +113,16 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
     # micro-batch (precision_terms.cached_weight_copies).
     fp8_weights = 0.0
     if tr.fp8_weight_cache:
-        gemm_held = with_pair(per_stage(counts, [c.params_shardable / tp + c.params_duplicated_gemm
-                                                 + c.params_experts / (ep * etp) for c in wl.classes]))
-        fp8_weights = fp8_weight_copy_bytes(gemm_held, tr.fp8_scaling, cached_weight_copies(tr))
+        gemm_dense = with_pair(per_stage(counts, [c.params_shardable / tp + c.params_duplicated_gemm
+                                                  for c in wl.classes]))
+        gemm_expert = with_pair(per_stage(counts, [c.params_experts / (ep * etp) for c in wl.classes]))
+        fp8_weights = fp8_weight_copy_bytes(gemm_dense + gemm_expert, tr.fp8_scaling, cached_weight_copies(tr))
+        if not tr.fp8_gemm_param_copy:
+            # No param_dtype copy of those weights (DeepSeek-V3 arXiv 2412.19437 §3.3.1: the GEMMs take FP8 inputs;
+            # master weights, gradients and optimizer states are what it stores in higher precision): their q_p
+            # bytes leave the weights, at ZeRO-3 the sharded share model_state_bytes charged (over dp·cp, edp).
+            fp8_weights = fp8_weights - q_p * (gemm_dense / np.where(zero >= 3, dcp[:, None], 1)
+                                               + gemm_expert / np.where(zero >= 3, edp[:, None], 1))
     memory = {
         "weights": w_d + w_e + working + fp8_weights, "gradients": g_d + g_e, "optimizer_states": o_d + o_e,
         "activations": acts, "moe_buffers": np.broadcast_to(buffers[:, None], acts.shape),

@@ -146,9 +146,9 @@ FIGURES: tuple[Published, ...] = (
             "core), MLA's RoPE and copies, DeepSeek's transposed FP8 re-quantisation (§3.5.2) and the norms at "
             "the trace's H800 bandwidth (operator-level, in-sample for the trace); one FP8 weight copy cached "
             "and transposed every micro-batch, the E5M6 attention output cast and cast back, the SwiGLU inputs "
-            "dequantised before their recomputation (the trace's kernels; the cached copy puts this layout "
-            "0.69 GiB over moesim's usable memory); 61 layers as 3 | 14 x 4 | 2 + MTP (split not published: "
-            "the fastest that fitted before the cached copy); a pair's GEMMs on the 112 SMs DeepEP's 20 "
+            "dequantised before their recomputation (the trace's kernels), no BF16 copy of the FP8 GEMM weights "
+            "(§3.3.1: 65.40 GiB on the fullest rank, inside moesim's usable 70.78); 61 layers as 3 | 14 x 4 | 2 + "
+            "MTP (split not published: the fastest that fits); a pair's GEMMs on the 112 SMs DeepEP's 20 "
             "leave (§3.2.2); uncalibrated H800 profile. Validation only, not fitted"),
     # --- dense baselines ---------------------------------------------------------------------
     _P(model="llama-2-7b", quantity="total_params", value=7e9, tolerance=_printed(7e9, 1e9), source="Llama 2 (arXiv 2307.09288) Table 1: 7B"),

@@ -64,7 +64,8 @@ TENSOR_CLASSES = ("gemm", "attention", "activation", "head", "dispatch", "combin
 PRECISION_KEYS = ("param_dtype", "compute_dtype", "gemm_dtype", "gemm_scaling", "attention_dtype", "activation_dtype",
                   "grad_dtype", "dispatch_dtype", "combine_dtype", "activation_storage_dtype",
                   "moe_activation_recompute", "optimizer_state_dtype", "master_weights", "fused_cross_entropy",
-                  "fp8_weight_cache", "attention_output_storage_bits", "fp8_transpose", "fp8_weight_transpose")
+                  "fp8_weight_cache", "attention_output_storage_bits", "fp8_transpose", "fp8_weight_transpose",
+                  "fp8_gemm_param_copy")
 # Dtype fields that may be left "" (= derived, see dtype_for).
 _DERIVED_DTYPES = ("combine_dtype", "gemm_dtype", "attention_dtype", "activation_dtype", "activation_storage_dtype")
 FP8 = "float8"
@@ -107,6 +108,12 @@ class TrainingSpec:
     fp8_weight_cache: bool = True
     fp8_transpose: str = "cast_transpose"  # FP8_TRANSPOSES: how Wgrad's transposed FP8 operands are made
     fp8_weight_transpose: str = "cached"  # FP8_WEIGHT_TRANSPOSES: how Dgrad's transposed FP8 weight is made
+    # With fp8_weight_cache: whether a param_dtype copy of the FP8 GEMM weights (the Linears) is held beside the
+    # cached FP8 copy (true: Megatron + TE keep their BF16 parameters); false: only the FP32 master (optimizer
+    # states) and the FP8 copy, as DeepSeek-V3 arXiv 2412.19437 §3.3.1 states what it holds (FP8 GEMM inputs; master
+    # weights, weight gradients and optimizer states in higher precision; BF16/FP32 kept for the embedding, head,
+    # gating, norms). The other parameters keep their param_dtype copy either way.
+    fp8_gemm_param_copy: bool = True
     # The input of the Linear after attention (the attention output) kept for backward in a format of this many
     # bits per element plus the recipe's scales; 0 = activation_storage_dtype (DeepSeek-V3 §3.3.4: E5M6, 12 bits).
     attention_output_storage_bits: int = 0
@@ -177,6 +184,10 @@ class TrainingSpec:
             raise SpecError("MXFP8's 1x32 weight blocks cannot be transposed in FP8 (the columnwise copy is a cast)",
                             field="training.fp8_weight_transpose", value=self.fp8_weight_transpose,
                             allowed=("cached",))
+        if not self.fp8_gemm_param_copy and (self.dtype_for("gemm") != FP8 or not self.fp8_weight_cache):
+            raise SpecError("dropping the param_dtype copy of the GEMM weights needs FP8 GEMMs that read a cached FP8 "
+                            "copy (gemm_dtype = float8, fp8_weight_cache = true): otherwise the GEMMs read that copy",
+                            field="training.fp8_gemm_param_copy", value=False, allowed=("true",))
         object.__setattr__(self, "recompute_modules", tuple(self.recompute_modules))  # a list from a file
         for module in self.recompute_modules:
             if module not in RECOMPUTE_MODULES:

@@ -124,10 +124,6 @@ def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] |
                              field="--hardware" if overrides.get("hardware") else "hardware")
     if overrides.get("hardware"):
         t.opt("hardware", str)
-    if model.moe is not None and model.moe.router_impl and hardware.device_kind != "gpu":
-        # the named implementation's kernels are CUDA launches (moesim/ops/mcore_moe.toml); an XLA program has none
-        raise t.error("moe.router_impl", f"names a GPU framework's kernels, but hardware '{hardware.name}' is a "
-                      f"{hardware.device_kind}", value=model.moe.router_impl, allowed="a GPU hardware profile")
     system_t = t.sub("system", required=False)
     nccl_version = ""
     if system_t is not None:

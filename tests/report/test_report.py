@@ -13,8 +13,8 @@ import pytest
 
 from moesim.cli import main
 from moesim.errors import SpecError
-from moesim.report import build_report, report_figures
 from moesim.estimate import estimate
+from moesim.report import build_report, report_figures
 from moesim.report.analysis import (
     breakdown_s, capacity_factor_sweep, comm_per_axis, expert_count_sweep, memory_bytes, pareto_front,
 )

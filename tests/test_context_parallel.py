@@ -142,16 +142,19 @@ def test_the_ring_gap_with_overlapped_buckets_is_the_gradient_sync():
         assert no_overlap.step_times_s[0] == pytest.approx(est.step_time_no_overlap_s, rel=0.02)
 
 
-def _activations_with_and_without_the_output_copy(monkeypatch, recompute: str | None = None) -> tuple[float, float]:
+def _activations_with_and_without_the_output_copy(monkeypatch, recompute: str | None = None,
+                                                 modules: tuple = ()) -> tuple[float, float]:
     """Activations of SimuMax's B200 row Llama-3-70B 12 layers tp 2 · cp 4 (a2a) at 32K, priced as the row says
-    (or under `recompute`), with and without context_parallel.a2a_output_copy_bytes."""
+    (or under `recompute`, and `modules` as recompute_modules), with and without
+    context_parallel.a2a_output_copy_bytes."""
     from moesim.api import with_layout
     from moesim.models import b200_release as rel
 
     row = next(r for r in rel.load_rows() if r.case == "llama3_70b_l12_tp2_cp4_pp1_dp1_seq32768_mbc4_cef")
     base, layout_text = rel.row_scenario(row)
     if recompute is not None:
-        base = dataclasses.replace(base, training=dataclasses.replace(base.training, recompute=recompute))
+        changes = {"recompute": recompute, **({"recompute_modules": modules} if modules else {})}
+        base = dataclasses.replace(base, training=dataclasses.replace(base.training, **changes))
     sc, layout = with_layout(base, layout_text)
     with_copy = estimate(sc, layout).memory_bytes_per_device["activations"]
     monkeypatch.setattr(cpar, "a2a_output_copy_bytes", lambda b, n, cp, width, q: np.zeros_like(cp * 1.0))
@@ -173,6 +176,14 @@ def test_a_recomputed_core_keeps_no_output_copy(monkeypatch, recompute):
     """Megatron's checkpointed core attention (selective) or layer (full) saves nothing of the CP function."""
     with_copy, without = _activations_with_and_without_the_output_copy(monkeypatch, recompute)
     assert with_copy == without
+
+
+def test_selective_without_the_core_keeps_both_output_copies(monkeypatch):
+    """Selective recomputation of the norms alone (recompute_modules without core_attn, as DeepSeek-V3 §3.2.3) runs
+    the core once, not checkpointed: both copies are saved, as without recomputation (review20: cpmem's rule read
+    the recompute mode only, so it dropped the copy here)."""
+    with_copy, without = _activations_with_and_without_the_output_copy(monkeypatch, "selective", ("layernorm",))
+    assert with_copy - without == 12 * 2 * (32768 // 4) * (64 * 128 // 2)
 
 
 def test_the_context_parallel_b200_runs_come_within_one_percent():

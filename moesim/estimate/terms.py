@@ -229,10 +229,11 @@ class TermBuilder:
         ring = (self.cp_comm == cpar.CP_COMM_CODES["p2p"]) & (self.cp > 1)
         terms.activation_bytes = terms.activation_bytes + cpar.ring_buffer_bytes(
             b * self.cp, n, self.cp, kv_width, self.q_a) * ring / self.tp
-        # a2a keeps the attention output before and after its all-to-all; a recomputed core (selective) or layer
-        # (full) saves neither copy of the CP function (Megatron's checkpointed core_attention).
+        # a2a keeps the attention output before and after its all-to-all; a recomputed core (selective with
+        # core_attn) or layer (full) saves neither copy of the CP function (Megatron's checkpointed core_attention);
+        # selective without core_attn keeps the core's state as no recomputation would (selective.core_recompute_code)
         a2a = (self.cp_comm == cpar.CP_COMM_CODES["a2a"]) & (self.cp > 1) & (
-            np.asarray(self.recompute) == mem.RECOMPUTE_CODES["none"])
+            core_recompute_code(self.tr, self.recompute) == mem.RECOMPUTE_CODES["none"])
         out_width = model.attention.num_heads * (model.attention.v_head_dim or model.attention.head_dim)
         terms.activation_bytes = terms.activation_bytes + blocks * cpar.a2a_output_copy_bytes(
             b * self.cp, n, self.cp, out_width, self.q_a) * a2a / self.tp

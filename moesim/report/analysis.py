@@ -4,7 +4,7 @@
                  compute + per-micro-batch communication (tp, ep, etp, pp, ZeRO-3 gathers; no more than the
                  exposed communication, where a schedule such as DualPipe overlaps it with compute)
                  + pipeline bubble + exposed gradient sync (the shared embedding's all-reduce
-                 included) + optimizer step
+                 and SP's tp all-reduce of replicated gradients included) + optimizer step
   memory         per device, by kind, against the device's memory (estimate's worst stage)
   per-axis comm  time and bytes sent per device per step, summed over the collectives of each axis
   pareto         layouts not beaten on both step time and memory per device
@@ -22,6 +22,7 @@ from moesim.capacity import capacity_floor_note
 from moesim.errors import SpecError
 from moesim.estimate import StepEstimate, estimate
 from moesim.estimate.embedding_sync import EMBEDDING_AXIS
+from moesim.estimate.evaluation import PER_STEP_NAMES
 from moesim.specs.layout import Layout
 from moesim.specs.scenario import Scenario
 
@@ -38,8 +39,9 @@ EXPERT_MULTIPLES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 def breakdown_s(est: StepEstimate) -> dict[str, float]:
     """The step's parts in seconds (module docstring); they sum to `step_time_s`."""
-    per_mb = sum(c["time_s"] for c in est.communication.values()
-                 if not c["overlapped_with_backward"] and c["axis"] != EMBEDDING_AXIS)  # embd: once per step
+    # embd and the tp all-reduce of replicated gradients: once per step, after the sync (estimate.evaluation)
+    per_mb = sum(c["time_s"] for name, c in est.communication.items()
+                 if not c["overlapped_with_backward"] and c["axis"] != EMBEDDING_AXIS and name not in PER_STEP_NAMES)
     # a schedule that overlaps them with compute (DualPipe) exposes only part: no more than the exposed communication
     per_mb = min(per_mb, est.exposed_communication_time_s)
     grad_sync = max(0.0, est.exposed_communication_time_s - per_mb)

@@ -76,6 +76,11 @@ def parse_value(key: str, text: str) -> object:
     if kind in ("profile", "model", "str"):
         if not text:
             raise SpecError("empty value", **where)
+        if path == "model.moe.router_impl":  # checked here, not first where the layer is priced (mcore_moe.toml)
+            from moesim.ops.mcore_moe import impl_names
+
+            if text not in impl_names():
+                raise SpecError(f"'{text}' is not allowed", **where, allowed=impl_names())
         return text
     if kind == "list":
         return _list_value(path, text, where)

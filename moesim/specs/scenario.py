@@ -56,6 +56,12 @@ class Scenario:
             raise SpecError(f"recomputing MLA up-projections needs an MLA model ('{self.model.name}' has "
                             f"{self.model.attention.kind} attention)", file=self.file or None,
                             field="training.recompute_modules", value="mla_up_proj")
+        moe = self.model.moe
+        if moe is not None and moe.router_impl and self.hardware.device_kind != "gpu":
+            # the named implementation's kernels are CUDA launches (moesim/ops/mcore_moe.toml); XLA has none
+            raise SpecError(f"names a GPU framework's kernels, but hardware '{self.hardware.name}' is a "
+                            f"{self.hardware.device_kind}", file=self.file or None, field="moe.router_impl",
+                            value=moe.router_impl, allowed="a GPU hardware profile")
         if self.model.architecture == "encoder_decoder" and not self.seq_lens[1]:
             raise SpecError("an encoder-decoder model needs decoder_seq_len", file=self.file or None,
                             field="training.decoder_seq_len")

@@ -105,8 +105,9 @@ def test_the_simulators_pair_kernels_by_hand():
 
 
 def test_both_engines_agree_and_move_together():
-    """Uniform loads, no contention: within 2 % with sharing (+1.20 % measured; +0.87 % without it; +0.46 / +0.10 %
-    while the simulator counted DualPipe's gradient passes by micro-batch, before session 20), and the
+    """Uniform loads, no contention: within 2 % with sharing (+0.74 % measured; +0.41 % without it; +1.20 / +0.87 %
+    before autograd's gradient sums, session 20 gradadds; +0.46 / +0.10 % while the simulator counted DualPipe's
+    gradient passes by micro-batch, before session 20 leftovers20), and the
     mechanism moves the two engines' step by the same sign and within 15 % of each other (simulator +1.82 ms,
     estimate +1.67 ms measured)."""
     options = SimOptions(contention=False, expected_loads=True, trace=False)

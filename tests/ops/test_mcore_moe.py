@@ -77,6 +77,19 @@ def test_unknown_router_impl_is_a_clear_error():
     assert impl_names() == (IMPL,)
 
 
+def test_router_impl_on_a_tpu_is_a_clear_error(tmp_path):
+    """Megatron-Core's kernels are CUDA launches: a scenario naming them on a TPU profile names the field and the
+    hardware (review20: it priced them on the TPU)."""
+    path = tmp_path / "s.toml"
+    path.write_text('schema_version = 1\nname = "s"\nmodel = "deepseek-v3"\nhardware = "tpu-v5p"\ndevices = 256\n'
+                    '[training]\nglobal_batch_sequences = 256\nseq_len = 4096\n'
+                    f'[moe]\nrouter_impl = "{IMPL}"\n', encoding="utf-8")
+    with pytest.raises(SpecError) as err:
+        load_scenario(str(path))
+    assert err.value.field == "moe.router_impl" and "tpu-v5p" in str(err.value) and "s.toml" in str(err.value)
+    assert load_scenario(str(path), hardware="h800").model.moe.router_impl == IMPL
+
+
 def test_the_probs_all_to_all_is_a_call_of_its_own_where_the_layer_names_megatron():
     """token_dispatcher.py's `global_probs = all_to_all(...)` beside the tokens' (mcore_moe.toml): one call forward
     and its reverse backward, one bf16 probability per token slot; none for the generic dispatcher."""

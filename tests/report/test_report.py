@@ -13,6 +13,7 @@ import pytest
 
 from moesim.cli import main
 from moesim.errors import SpecError
+from moesim.estimate import estimate
 from moesim.report import build_report, report_figures
 from moesim.report.analysis import (
     breakdown_s, capacity_factor_sweep, comm_per_axis, expert_count_sweep, memory_bytes, pareto_front,
@@ -46,6 +47,22 @@ def test_breakdown_adds_up_where_the_schedule_overlaps_the_all_to_alls():
     parts = breakdown_s(est)
     assert sum(parts.values()) == pytest.approx(est.step_time_s, rel=1e-9)
     assert parts["communication (per micro-batch)"] == pytest.approx(est.exposed_communication_time_s, rel=1e-12)
+
+
+def test_the_tp_all_reduce_of_replicated_gradients_counts_as_gradient_sync(mixtral):
+    """Under SP at tp 2 the once-a-step tp all-reduce of the norms' and router's gradients (leftovers20) follows the
+    data-parallel sync in the estimate, and bottlenecks() counts it there; the breakdown stacked it with the
+    per-micro-batch collectives (review20)."""
+    sp = dataclasses.replace(mixtral, training=dataclasses.replace(mixtral.training, sequence_parallel=True))
+    est = estimate(sp, Layout(dp=8, tp=2, ep=8, pp=4))
+    grad_s = est.communication["tp_grad_all_reduce"]["time_s"]
+    assert grad_s > 0 and not est.communication["tp_grad_all_reduce"]["overlapped_with_backward"]
+    parts = breakdown_s(est)
+    assert sum(parts.values()) == pytest.approx(est.step_time_s, rel=1e-9)
+    per_mb = sum(c["time_s"] for name, c in est.communication.items()
+                 if not c["overlapped_with_backward"] and name != "tp_grad_all_reduce")
+    assert parts["communication (per micro-batch)"] == pytest.approx(per_mb, rel=1e-12)
+    assert parts["gradient sync (exposed)"] >= grad_s
 
 
 def test_a_tied_pipeline_reports_its_embedding_all_reduce(mixtral):

@@ -267,3 +267,12 @@ def test_bad_search_list_values_name_the_key_and_the_allowed(text, message):
 def test_out_of_range_search_list_value_fails_before_any_search():
     with pytest.raises(SpecError, match="--vary search.context_parallel"):
         run_sweep(build(ODD_MOE, devices=12), [parse_vary("search.context_parallel=1,0")], workers=1)
+
+
+def test_a_bad_router_impl_names_the_vary_flag():
+    """review20: an unknown `model.moe.router_impl` was caught only where the layer was priced, the error naming
+    moesim/ops/mcore_moe.toml instead of the flag."""
+    with pytest.raises(SpecError, match="'megatron-core-main' is not allowed") as err:
+        parse_vary("model.moe.router_impl=megatron-core-main")
+    assert err.value.field == "--vary model.moe.router_impl" and "megatron-core-23e00ed0" in str(err.value)
+    assert parse_vary("model.moe.router_impl=megatron-core-23e00ed0")

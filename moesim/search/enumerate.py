@@ -12,7 +12,9 @@ The space (vectorised; counts never materialise the rejected layouts):
   pipeline     schedule × vp (interleaved: [search] virtual_stages; others vp = 1) × cp variant
                (cp_comms, only where cp > 1), checked after the rest (specs.layout.schedule_problems)
 Each considered layout lands in exactly one bucket: valid (then evaluated: ranked or out of
-memory) or the first rule it breaks, in the order of `specs.layout.layout_problems`.
+memory) or the first rule it breaks, in the order of `specs.layout.layout_problems`, with two of Megatron-LM's own
+refusals after the degree rules where the scenario's framework is megatron-te on GPUs (`megatron_rules`; not in
+layout_problems: an explicit layout is priced as given).
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ REASONS = {
     "expert_d_ff_not_divisible_by_etp": "expert_d_ff % etp != 0",
     "more_stages_than_layers": "pp > num_layers (uneven splits are fine: specs.layout.stage_layers)",
     "sequence_not_divisible_by_2cp": "seq_len % (2·cp) != 0 (causal balance: 2·cp chunks)",
+    # Megatron's own refusals, only where training.framework = "megatron-te" on GPUs (megatron_rules).
+    "megatron_moe_tp_needs_sequence_parallel":
+        "Megatron-LM 23e00ed0 moe_layer.py l.258-262 raises ValueError for an MoE layer with tp > 1 and no sequence "
+        "parallelism; the search prices the scenario's training.sequence_parallel (false here) for every layout, so "
+        "tp > 1 needs sequence_parallel = true (Megatron turns it off itself at tp 1, arguments.py l.836-842)",
+    "megatron_flex_dispatcher_needs_etp_ep_above_1":
+        "Megatron-LM 23e00ed0 token_dispatcher.py l.1163 asserts etp·ep > 1 in the flex dispatcher, its only DeepEP "
+        "path (transformer_config.py l.754-756): dispatch_backend deepep / deepep_ll with etp = ep = 1",
     "pipeline_stage_mismatch": "the order cuts different pipeline stages in the attention and expert meshes",
     "batch_not_divisible_by_dp_micro_batches": "global batch % (dp·micro_batches) != 0",
     "interleaved_layers_not_divisible_by_pp_vp": "interleaved: num_layers % (pp·vp) != 0",
@@ -48,8 +58,11 @@ REASONS = {
     "cp_a2a_heads_not_divisible": "cp_comm a2a: num_heads % (tp·cp) != 0 (Ulysses scatters heads)",
     "out_of_memory": "memory per device above the usable HBM",
 }
-_DEGREE_REASONS = tuple(REASONS)[:7]
-_PIPELINE_REASONS = tuple(REASONS)[9:15]
+_DEGREE_REASONS = tuple(REASONS)[:9]
+_PIPELINE_REASONS = tuple(REASONS)[11:17]
+# The frameworks whose refusals the search applies, by training.framework (GPU scenarios only).
+MEGATRON_FRAMEWORK = "megatron-te"
+DEEPEP_BACKENDS = ("deepep", "deepep_ll")
 
 
 def divisors(n: int) -> np.ndarray:
@@ -135,11 +148,19 @@ def pipeline_reason(scenario: Scenario, pp, tp, cp, micro_batches, schedule, vp,
     return reason
 
 
+def megatron_rules(scenario: Scenario) -> bool:
+    """Whether the search applies Megatron-LM's own layout refusals: training.framework = "megatron-te" on GPUs
+    (not framework "none", e.g. DeepSeek's HAI-LLM, nor TPU scenarios, whose framework key is not read there)."""
+    return scenario.training.framework == MEGATRON_FRAMEWORK and scenario.hardware.device_kind == "gpu"
+
+
 def degree_reason(scenario: Scenario, g: dict[str, np.ndarray]) -> np.ndarray:
     """Index into REASONS of the first degree rule each combination breaks; -1 when none."""
     model, moe, att = scenario.model, scenario.model.moe, scenario.model.attention
     tp = g["tp"]
     kv = att.num_kv_heads
+    megatron_moe = bool(moe) and megatron_rules(scenario)
+    deepep = scenario.training.dispatch_backend in DEEPEP_BACKENDS
     fails = [
         (model.moe.num_experts % g["ep"] != 0) if moe else np.zeros(len(tp), bool),
         att.num_heads % tp != 0,
@@ -148,6 +169,10 @@ def degree_reason(scenario: Scenario, g: dict[str, np.ndarray]) -> np.ndarray:
         (moe.expert_d_ff % g["etp"] != 0) if moe else np.zeros(len(tp), bool),
         g["pp"] > model.num_layers,
         (g["cp"] > 1) & (scenario.seq_lens[0] % (2 * g["cp"]) != 0),
+        # Megatron-LM 23e00ed0 moe_layer.py l.258: `attn_tp_group.size() > 1 and not config.sequence_parallel`
+        (tp > 1) & (megatron_moe and not scenario.training.sequence_parallel),
+        # Megatron-LM 23e00ed0 token_dispatcher.py l.1163: `assert self.tp_size * self.ep_size > 1` (expert tp)
+        (g["etp"] * g["ep"] == 1) & (megatron_moe and deepep),
     ]
     reason = np.full(len(tp), -1)
     for index in reversed(range(len(fails))):

@@ -12,7 +12,7 @@ The space (vectorised; counts never materialise the rejected layouts):
   pipeline     schedule × vp (interleaved: [search] virtual_stages; others vp = 1) × cp variant
                (cp_comms, only where cp > 1), checked after the rest (specs.layout.schedule_problems)
 Each considered layout lands in exactly one bucket: valid (then evaluated: ranked or out of
-memory) or the first rule it breaks, in the order of `specs.layout.layout_problems`, with two of Megatron-LM's own
+memory) or the first rule it breaks, in the order of `specs.layout.layout_problems`, with three of Megatron-LM's own
 refusals after the degree rules where the scenario's framework is megatron-te on GPUs (`megatron_rules`; not in
 layout_problems: an explicit layout is priced as given).
 """
@@ -41,6 +41,9 @@ REASONS = {
     "more_stages_than_layers": "pp > num_layers (uneven splits are fine: specs.layout.stage_layers)",
     "sequence_not_divisible_by_2cp": "seq_len % (2·cp) != 0 (causal balance: 2·cp chunks)",
     # Megatron's own refusals, only where training.framework = "megatron-te" on GPUs (megatron_rules).
+    "megatron_query_groups_not_divisible_by_tp":
+        "Megatron-LM 23e00ed0 transformer_config.py l.696-700 raises ValueError unless num_query_groups (num_kv_heads) "
+        "% tp == 0: no kv-head replication at tp > num_kv_heads",
     "megatron_moe_tp_needs_sequence_parallel":
         "Megatron-LM 23e00ed0 moe_layer.py l.258-262 raises ValueError for an MoE layer with tp > 1 and no sequence "
         "parallelism; the search prices the scenario's training.sequence_parallel (false here) for every layout, so "
@@ -58,8 +61,8 @@ REASONS = {
     "cp_a2a_heads_not_divisible": "cp_comm a2a: num_heads % (tp·cp) != 0 (Ulysses scatters heads)",
     "out_of_memory": "memory per device above the usable HBM",
 }
-_DEGREE_REASONS = tuple(REASONS)[:9]
-_PIPELINE_REASONS = tuple(REASONS)[11:17]
+_DEGREE_REASONS = tuple(REASONS)[:10]
+_PIPELINE_REASONS = tuple(REASONS)[12:18]
 # The frameworks whose refusals the search applies, by training.framework (GPU scenarios only).
 MEGATRON_FRAMEWORK = "megatron-te"
 DEEPEP_BACKENDS = ("deepep", "deepep_ll")
@@ -159,7 +162,8 @@ def degree_reason(scenario: Scenario, g: dict[str, np.ndarray]) -> np.ndarray:
     model, moe, att = scenario.model, scenario.model.moe, scenario.model.attention
     tp = g["tp"]
     kv = att.num_kv_heads
-    megatron_moe = bool(moe) and megatron_rules(scenario)
+    megatron = megatron_rules(scenario)
+    megatron_moe = bool(moe) and megatron
     deepep = scenario.training.dispatch_backend in DEEPEP_BACKENDS
     fails = [
         (model.moe.num_experts % g["ep"] != 0) if moe else np.zeros(len(tp), bool),
@@ -169,6 +173,8 @@ def degree_reason(scenario: Scenario, g: dict[str, np.ndarray]) -> np.ndarray:
         (moe.expert_d_ff % g["etp"] != 0) if moe else np.zeros(len(tp), bool),
         g["pp"] > model.num_layers,
         (g["cp"] > 1) & (scenario.seq_lens[0] % (2 * g["cp"]) != 0),
+        # Megatron-LM 23e00ed0 transformer_config.py l.696: `num_query_groups % tensor_model_parallel_size != 0`
+        (kv % tp != 0) & megatron,
         # Megatron-LM 23e00ed0 moe_layer.py l.258: `attn_tp_group.size() > 1 and not config.sequence_parallel`
         (tp > 1) & (megatron_moe and not scenario.training.sequence_parallel),
         # Megatron-LM 23e00ed0 token_dispatcher.py l.1163: `assert self.tp_size * self.ep_size > 1` (expert tp)

@@ -34,10 +34,14 @@ BEFORE_MEGATRON = ("experts_not_divisible_by_ep", "heads_not_divisible_by_tp", "
 
 def megatron_reason(scenario: Scenario, layout: Layout) -> str | None:
     """The Megatron-LM 23e00ed0 refusal `layout` meets (plain conditions), where the scenario runs Megatron + TE on
-    GPUs: an MoE layer at tp > 1 without sequence parallelism (moe_layer.py l.258), the flex / DeepEP dispatcher
-    at etp·ep = 1 (token_dispatcher.py l.1163)."""
+    GPUs: num_kv_heads not a multiple of tp (transformer_config.py l.696), an MoE layer at tp > 1 without sequence
+    parallelism (moe_layer.py l.258), the flex / DeepEP dispatcher at etp·ep = 1 (token_dispatcher.py l.1163)."""
     tr = scenario.training
-    if not scenario.model.moe or tr.framework != "megatron-te" or scenario.hardware.device_kind != "gpu":
+    if tr.framework != "megatron-te" or scenario.hardware.device_kind != "gpu":
+        return None
+    if scenario.model.attention.num_kv_heads % layout.tp:
+        return "megatron_query_groups_not_divisible_by_tp"
+    if not scenario.model.moe:
         return None
     if layout.tp > 1 and not tr.sequence_parallel:
         return "megatron_moe_tp_needs_sequence_parallel"

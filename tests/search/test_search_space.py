@@ -52,11 +52,16 @@ def test_every_rule_bites_on_the_odd_model():
                                virtual_stages=(2, 3), context_parallel=(1, 2, 4), cp_comms=("p2p", "a2a"))
     found = enumerate_layouts(build(ODD_MOE, devices=24, batch=36, seq_len=500, search=wide))
     megatron = [r for r in REASONS if r.startswith("megatron_")]
-    assert len(megatron) == 2 and all(found.rejected[r] == 0 for r in megatron)  # sequence parallel on, NCCL
+    assert len(megatron) == 3 and all(found.rejected[r] == 0 for r in megatron)  # sequence parallel on, NCCL
     assert all(found.rejected[r] > 0 for r in REASONS if r != "out_of_memory" and r not in megatron)
     refused = enumerate_layouts(build(ODD_MOE, devices=24, batch=36, seq_len=500, search=wide,
                                       sequence_parallel=False, dispatch_backend="deepep"))
-    assert all(refused.rejected[r] > 0 for r in megatron)
+    assert all(refused.rejected[r] > 0 for r in megatron[1:])
+    # 4 KV heads at tp 8 (8 heads): replicated kv heads, which Megatron refuses
+    tiny = enumerate_layouts(build(TINY_MOE, devices=8, batch=16, seq_len=1024, search=SMALL))
+    assert tiny.rejected["megatron_query_groups_not_divisible_by_tp"] > 0
+    assert enumerate_layouts(build(TINY_MOE, devices=8, batch=16, seq_len=1024, search=SMALL, framework="none")
+                             ).rejected["megatron_query_groups_not_divisible_by_tp"] == 0
 
 
 def test_megatron_refusals_only_where_the_scenario_runs_megatron_on_gpus():

@@ -42,15 +42,13 @@ REASONS = {
     "sequence_not_divisible_by_2cp": "seq_len % (2·cp) != 0 (causal balance: 2·cp chunks)",
     # Megatron's own refusals, only where training.framework = "megatron-te" on GPUs (megatron_rules).
     "megatron_query_groups_not_divisible_by_tp":
-        "Megatron-LM 23e00ed0 transformer_config.py l.696-700 raises ValueError unless num_query_groups (num_kv_heads) "
-        "% tp == 0: no kv-head replication at tp > num_kv_heads",
+        "num_kv_heads % tp != 0 (Megatron-LM 23e00ed0 transformer_config.py l.696 raises: no kv-head replication)",
     "megatron_moe_tp_needs_sequence_parallel":
-        "Megatron-LM 23e00ed0 moe_layer.py l.258-262 raises ValueError for an MoE layer with tp > 1 and no sequence "
-        "parallelism; the search prices the scenario's training.sequence_parallel (false here) for every layout, so "
-        "tp > 1 needs sequence_parallel = true (Megatron turns it off itself at tp 1, arguments.py l.836-842)",
+        "MoE, tp > 1, sequence_parallel false (Megatron-LM 23e00ed0 moe_layer.py l.258 raises; the search prices the "
+        "scenario's SP for every layout: set it true for tp > 1)",
     "megatron_flex_dispatcher_needs_etp_ep_above_1":
-        "Megatron-LM 23e00ed0 token_dispatcher.py l.1163 asserts etp·ep > 1 in the flex dispatcher, its only DeepEP "
-        "path (transformer_config.py l.754-756): dispatch_backend deepep / deepep_ll with etp = ep = 1",
+        "etp·ep = 1 with dispatch_backend deepep (Megatron-LM 23e00ed0 token_dispatcher.py l.1163 asserts in flex, "
+        "its only DeepEP path)",
     "pipeline_stage_mismatch": "the order cuts different pipeline stages in the attention and expert meshes",
     "batch_not_divisible_by_dp_micro_batches": "global batch % (dp·micro_batches) != 0",
     "interleaved_layers_not_divisible_by_pp_vp": "interleaved: num_layers % (pp·vp) != 0",
@@ -63,7 +61,7 @@ REASONS = {
 }
 _DEGREE_REASONS = tuple(REASONS)[:10]
 _PIPELINE_REASONS = tuple(REASONS)[12:18]
-# The frameworks whose refusals the search applies, by training.framework (GPU scenarios only).
+# The training.framework whose refusals the search applies (GPU scenarios only), and Megatron's DeepEP backends.
 MEGATRON_FRAMEWORK = "megatron-te"
 DEEPEP_BACKENDS = ("deepep", "deepep_ll")
 

@@ -76,14 +76,19 @@ def gating_op(impl: MoEImpl, t_dev, num_experts) -> Op:
 def dispatch_ops(impl: MoEImpl, t_dev, slots, num_experts, tp, sorted_) -> list[Op]:
     """The dispatcher's kernels before the token copy: the GPU fill of the per-expert counts
     (num_experts·tp longs), TE's row id map (three passes over [t, E]) and, with several local experts, the
-    probs' sort by local expert (read and write `slots` float32; `sorted_` is 1 there, else 0)."""
+    probs' sort by local expert (read and write `slots` probabilities in the router's dtype, the implementation's
+    probs_bytes_per_slot: TE v2.11 triton/permutation.py l.158 permutes them in probs.dtype; `sorted_` is 1 there,
+    else 0)."""
     fill = replace(memory("permute", "dispatch_counts_fill", "int64", num_experts * tp * INDEX_BYTES,
                           kernels=float(impl.dispatch_fill_kernels)), meta={"bwd_bytes_factor": 0.0})
     row_map = replace(memory("permute", "permute_row_id_map", "int32",
                              impl.row_id_map_bytes_per_token_expert * t_dev * num_experts,
                              kernels=float(impl.row_id_map_kernels)), meta={"bwd_bytes_factor": 0.0})
-    probs = replace(memory("permute", "permute_probs_sort", "float32", sorted_ * 2 * slots * FP32_BYTES,
-                           kernels=sorted_ * impl.probs_sort_kernels), meta={"table_op": "permute"})
+    # bytes: one read + one write of each slot's probability (token_dispatcher.py l.679-690 view/transpose/contiguous)
+    probs_dtype = "float32" if impl.probs_bytes_per_slot == FP32_BYTES else "bfloat16"
+    probs = replace(memory("permute", "permute_probs_sort", probs_dtype,
+                           sorted_ * 2 * slots * impl.probs_bytes_per_slot, kernels=sorted_ * impl.probs_sort_kernels),
+                    meta={"table_op": "permute"})
     return [fill, row_map, probs]
 
 

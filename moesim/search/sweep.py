@@ -64,12 +64,23 @@ def best_layout(scenario: Scenario, objective: str) -> dict:
     row = {"considered": result.considered, "ranked": result.ranked, "rejected": result.rejected,
            "objective_unit": result.objective_unit}
     if not result.ranked:  # out of memory, or every layout broke a rule before memory was priced
-        return row | {"status": "no valid layout fits in memory" if result.rejected.get("out_of_memory")
-                      else "no valid layout: every one breaks a rule (counts in rejected), none was priced"}
+        return row | {"status": failed_status(result.rejected)}
     best = result.summary(0)
     est = result.estimates([0])[0]
     return row | best | {"status": "ok", "bottleneck": est.bottleneck, "hfu": est.hfu, "warnings": list(est.warnings),
                          "notes": overridden_notes(scenario, est)}
+
+
+def failed_status(rejected: dict[str, int]) -> str:
+    """The status of a search that ranked nothing: out of memory, or the rule that rejected most layouts named;
+    either way the Megatron-LM refusals that took layouts out before pricing (enumerate.REASONS `megatron_*`)."""
+    megatron = [f"{name} ({count:,})" for name, count in rejected.items() if name.startswith("megatron_") and count]
+    refused = f"; Megatron-LM refuses {', '.join(megatron)} before pricing" if megatron else ""
+    if rejected.get("out_of_memory"):
+        return "no valid layout fits in memory" + refused
+    rules = {name: count for name, count in rejected.items() if count}
+    most = f"most often {max(rules, key=rules.get)}, " if rules else ""
+    return f"no valid layout: every one breaks a rule ({most}counts in rejected), none was priced" + refused
 
 
 def overridden_notes(scenario: Scenario, est) -> list[str]:

@@ -55,6 +55,11 @@ def test_router_impl_prices_the_gating_kernels_read_off_the_source_forward_and_b
     assert by_name["shared_expert_add"].bytes == pytest.approx(3 * 4096 * 5120 * 2)
     old = {op.name: op for op in _ops(generic, sc.training)}
     assert old["router_gating"].kernels == 4 and "permute_row_id_map" not in old and "shared_expert_add" not in old
+    # the probs' sort by local expert (token_dispatcher.py l.679-690) copies probs in the router's dtype, bf16 here:
+    # TE's permute writes permuted_probs in probs.dtype (v2.11 triton/permutation.py l.158), one read + one write
+    slots = 4096 * sc.model.moe.top_k
+    assert by_name["permute_probs_sort"].bytes == pytest.approx(2 * slots * impl.probs_bytes_per_slot)
+    assert by_name["permute_probs_sort"].dtype == "bfloat16"
     # one local expert: no probs sort
     one = {op.name: op for op in _ops(sc.model, sc.training, ep=160.0)}
     assert one["permute_probs_sort"].kernels == 0

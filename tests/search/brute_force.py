@@ -26,6 +26,37 @@ PROBLEM_PREFIX = {
 }
 
 
+# The degree rules moesim.search checks before Megatron's own refusals (REASONS' order).
+BEFORE_MEGATRON = ("experts_not_divisible_by_ep", "heads_not_divisible_by_tp", "kv_heads_incompatible_with_tp",
+                   "d_ff_not_divisible_by_tp", "expert_d_ff_not_divisible_by_etp", "more_stages_than_layers",
+                   "sequence_not_divisible_by_2cp")
+
+
+def megatron_reason(scenario: Scenario, layout: Layout) -> str | None:
+    """The Megatron-LM 23e00ed0 refusal `layout` meets (plain conditions), where the scenario runs Megatron + TE on
+    GPUs: num_kv_heads not a multiple of tp (transformer_config.py l.696), an MoE layer at tp > 1 without sequence
+    parallelism (moe_layer.py l.258), the flex / DeepEP dispatcher at etp·ep = 1 (token_dispatcher.py l.1163)."""
+    tr = scenario.training
+    if tr.framework != "megatron-te" or scenario.hardware.device_kind != "gpu":
+        return None
+    if scenario.model.attention.num_kv_heads % layout.tp:
+        return "megatron_query_groups_not_divisible_by_tp"
+    if not scenario.model.moe:
+        return None
+    if layout.tp > 1 and not tr.sequence_parallel:
+        return "megatron_moe_tp_needs_sequence_parallel"
+    if layout.etp * layout.ep == 1 and tr.dispatch_backend in ("deepep", "deepep_ll"):
+        return "megatron_flex_dispatcher_needs_etp_ep_above_1"
+    return None
+
+
+def first_reason(reason: str | None, scenario: Scenario, layout: Layout) -> str | None:
+    """The first rule broken, `reason` being the first of Scenario.problems: Megatron's after the degree rules."""
+    if reason in BEFORE_MEGATRON:
+        return reason
+    return megatron_reason(scenario, layout) or reason
+
+
 def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
@@ -74,7 +105,7 @@ def classify(scenario: Scenario) -> dict[tuple, tuple[Layout, str | None]]:
     out: dict[tuple, tuple[Layout, str | None]] = {}
     for layout, m in layouts(scenario):
         problems = scenario.problems(layout, m)
-        reason = reason_of(problems[0]) if problems else None
+        reason = first_reason(reason_of(problems[0]) if problems else None, scenario, layout)
         key = (layout.dp, layout.tp, layout.pp, layout.ep, layout.etp, placement(layout), m)
         if key not in out or (out[key][1] == "pipeline_stage_mismatch" and reason != "pipeline_stage_mismatch"):
             out[key] = (layout, reason)

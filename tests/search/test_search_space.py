@@ -25,7 +25,12 @@ SMALL = SearchSpace(zero_stages=(0, 3), recompute_modes=("none", "full"), max_mi
     lambda: build(ODD_MOE, devices=8, batch=12, search=SMALL),
     lambda: build(TINY_MOE, devices=8, batch=16, seq_len=1024, search=SMALL),
     lambda: build(DENSE, devices=8, batch=8, seq_len=1024, search=SMALL),
-], ids=["odd-moe-12", "odd-moe-8", "tiny-moe-8", "dense-8"])
+    lambda: build(ODD_MOE, devices=12, search=SMALL, sequence_parallel=False),
+    lambda: build(TINY_MOE, devices=8, batch=16, seq_len=1024, search=SMALL, sequence_parallel=False,
+                  dispatch_backend="deepep"),
+    lambda: build(DENSE, devices=8, batch=8, seq_len=1024, search=SMALL, sequence_parallel=False),
+], ids=["odd-moe-12", "odd-moe-8", "tiny-moe-8", "dense-8", "odd-moe-12-no-sp", "tiny-moe-8-deepep-no-sp",
+        "dense-8-no-sp"])
 def test_rejections_match_brute_force(make):
     """Every considered layout in exactly one bucket, the first rule it breaks, as Scenario.problems says."""
     scenario = make()
@@ -46,7 +51,35 @@ def test_every_rule_bites_on_the_odd_model():
     wide = dataclasses.replace(SMALL, pipeline_schedules=("1f1b", "interleaved", "zb-v", "dualpipe"),
                                virtual_stages=(2, 3), context_parallel=(1, 2, 4), cp_comms=("p2p", "a2a"))
     found = enumerate_layouts(build(ODD_MOE, devices=24, batch=36, seq_len=500, search=wide))
-    assert all(found.rejected[r] > 0 for r in REASONS if r != "out_of_memory")
+    megatron = [r for r in REASONS if r.startswith("megatron_")]
+    assert len(megatron) == 3 and all(found.rejected[r] == 0 for r in megatron)  # sequence parallel on, NCCL
+    assert all(found.rejected[r] > 0 for r in REASONS if r != "out_of_memory" and r not in megatron)
+    refused = enumerate_layouts(build(ODD_MOE, devices=24, batch=36, seq_len=500, search=wide,
+                                      sequence_parallel=False, dispatch_backend="deepep"))
+    assert all(refused.rejected[r] > 0 for r in megatron[1:])
+    # 4 KV heads at tp 8 (8 heads): replicated kv heads, which Megatron refuses
+    tiny = enumerate_layouts(build(TINY_MOE, devices=8, batch=16, seq_len=1024, search=SMALL))
+    assert tiny.rejected["megatron_query_groups_not_divisible_by_tp"] > 0
+    assert enumerate_layouts(build(TINY_MOE, devices=8, batch=16, seq_len=1024, search=SMALL, framework="none")
+                             ).rejected["megatron_query_groups_not_divisible_by_tp"] == 0
+
+
+def test_megatron_refusals_only_where_the_scenario_runs_megatron_on_gpus():
+    """Megatron-LM 23e00ed0 moe_layer.py l.258 refuses an MoE layer at tp > 1 without sequence parallelism: the search
+    drops those layouts for framework megatron-te on GPUs, and ranks them for framework "none" and on TPUs."""
+    def tp_above_1(scenario):
+        found = enumerate_layouts(scenario)
+        return found.rejected["megatron_moe_tp_needs_sequence_parallel"], int((found.candidates.tp > 1).sum())
+
+    refused, ranked = tp_above_1(build(ODD_MOE, devices=12, search=SMALL, sequence_parallel=False))
+    assert refused > 0 and ranked == 0
+    for other in (build(ODD_MOE, devices=12, search=SMALL, sequence_parallel=False, framework="none"),
+                  build(ODD_MOE, devices=16, search=SMALL, sequence_parallel=False, hardware="tpu-v3"),
+                  build(ODD_MOE, devices=12, search=SMALL)):
+        refused, ranked = tp_above_1(other)
+        assert refused == 0 and ranked > 0
+    assert "moe_layer.py l.258" in REASONS["megatron_moe_tp_needs_sequence_parallel"]
+    assert "token_dispatcher.py l.1163" in REASONS["megatron_flex_dispatcher_needs_etp_ep_above_1"]
 
 
 def test_counts_add_up_after_ranking(switch_c):

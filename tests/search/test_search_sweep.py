@@ -12,7 +12,7 @@ import pytest
 from moesim.errors import SpecError
 from moesim.search import search
 from moesim.search.overrides import ALIASES, apply_point
-from moesim.search.sweep import LAYOUT_COLUMNS, grid, parse_vary, run_sweep, to_csv
+from moesim.search.sweep import LAYOUT_COLUMNS, failed_status, grid, parse_vary, run_sweep, to_csv
 from moesim.search.workers import map_items
 from search_fixtures import DENSE, ODD_MOE, TINY_MOE, build
 
@@ -276,3 +276,18 @@ def test_a_bad_router_impl_names_the_vary_flag():
         parse_vary("model.moe.router_impl=megatron-core-main")
     assert err.value.field == "--vary model.moe.router_impl" and "megatron-core-23e00ed0" in str(err.value)
     assert parse_vary("model.moe.router_impl=megatron-core-23e00ed0")
+
+
+def test_a_failed_point_names_the_rule_and_megatrons_refusals():
+    """A point that ranks nothing says which rule took most layouts, and how many Megatron-LM refuses (enumerate
+    REASONS megatron_*), so a sweep over training.sequence_parallel = false says why tp > 1 is gone."""
+    rules = {"heads_not_divisible_by_tp": 5, "megatron_moe_tp_needs_sequence_parallel": 40,
+             "megatron_flex_dispatcher_needs_etp_ep_above_1": 0, "out_of_memory": 0}
+    status = failed_status(rules)
+    assert status.startswith("no valid layout: every one breaks a rule (most often "
+                             "megatron_moe_tp_needs_sequence_parallel, counts in rejected)")
+    assert status.endswith("; Megatron-LM refuses megatron_moe_tp_needs_sequence_parallel (40) before pricing")
+    assert failed_status(rules | {"out_of_memory": 3}) == ("no valid layout fits in memory; Megatron-LM refuses "
+                                                          "megatron_moe_tp_needs_sequence_parallel (40) before pricing")
+    assert failed_status({"out_of_memory": 3, "megatron_moe_tp_needs_sequence_parallel": 0}) == \
+        "no valid layout fits in memory"

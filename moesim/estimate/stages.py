@@ -33,7 +33,7 @@ class Stages:
     tokens_out: np.ndarray  # tokens per sequence sent to the next stage (0 on the last)
     tokens_in: np.ndarray  # tokens per sequence received from the previous stage (first: its own out)
     multiplicity: np.ndarray  # how many of the pipeline's stages are of the representative's kind (0 pads)
-    latest: np.ndarray  # the position of the last stage of the representative's kind (ZB-V's start-up skew grows with it)
+    latest: np.ndarray  # the position of the last stage of the representative's kind (ZB-V's skew grows with it)
 
 
 def _boundary_tokens(workload: Workload, p: int, first: int | None, last: int | None) -> np.ndarray:

@@ -24,7 +24,7 @@ LAYOUT = Layout(dp=1, tp=2, pp=4)
 
 
 def _case(schedule: str = "zb-v"):
-    """tests/des/test_des_agreement.py's ZB-V case: Llama-3-70B's 12-layer slice on B200, tp 2 · pp 4, 8 micro-batches."""
+    """tests/des/test_des_agreement.py's ZB-V case: Llama-3-70B's 12-layer slice on B200, tp 2 · pp 4, m 8."""
     sc = load_scenario("llama3-70b-l12-b200-tp8")
     return dataclasses.replace(sc, training=dataclasses.replace(
         sc.training, global_batch_sequences=8, micro_batches=8, pipeline_schedule=schedule))

@@ -142,10 +142,27 @@ def stage_ranges(workload: Workload, pp: int, first: int | None = None, last: in
     """Global layer indices of each of `pp` contiguous stages, split by `specs.layout.stage_layers`
     (L/pp each when pp | L; else the leftover layers on the middle stages, latest first). The MTP
     modules, if any, end the last stage."""
-    ends = np.cumsum(stage_layers(workload.num_layers, pp, first, last))
-    ends[-1] += workload.mtp_layers
-    sizes = np.diff(ends, prepend=0)
-    return tuple(range(int(end - size), int(end)) for end, size in zip(ends, sizes))
+    return _contiguous(stage_layers(workload.num_layers, pp, first, last), workload.mtp_layers)
+
+
+def _contiguous(sizes, mtp_layers: int) -> tuple[range, ...]:
+    """Consecutive layer ranges of `sizes` layers each, the MTP modules ending the last."""
+    ends = np.cumsum(sizes)
+    ends[-1] += mtp_layers
+    return tuple(range(int(end - size), int(end)) for end, size in zip(ends, np.diff(ends, prepend=0)))
+
+
+@lru_cache(maxsize=256)
+def v_shape_ranges(workload: Workload, pp: int, first: int | None = None, last: int | None = None) -> tuple[range, ...]:
+    """ZB-V's 2·pp pieces along a micro-batch's path, device d holding pieces d and 2·pp − 1 − d (Qi et al. ICLR'24
+    §6): device d's layers are its stage's (`specs.layout.stage_layers`, as the estimate prices it), the first leg's
+    piece taking the larger half (sail-sg/zero-bubble-pipeline-parallelism@035cda20 megatron/core/zbpp_utils.py
+    `validate_arguments`: L/pp even, L/(2·pp) a chunk; an odd stage is moesim's case, split as stage_layers(n, 2)).
+    The MTP modules, if any, end the last piece (device 0's, beside the head)."""
+    pieces = [0] * (2 * pp)
+    for d, n in enumerate(stage_layers(workload.num_layers, pp, first, last)):
+        pieces[d], pieces[2 * pp - 1 - d] = stage_layers(n, 2)
+    return _contiguous(pieces, workload.mtp_layers)
 
 
 @lru_cache(maxsize=256)

@@ -39,7 +39,7 @@ from moesim.estimate.tp_grad_sync import reduces_over_tp, replicated_grad_bytes
 from moesim.estimate.embedding_sync import (EMBEDDING_AXIS, embedding_grad_bytes, embedding_group, ends_apart,
                                             shares_embedding)
 from moesim.topology.mapping import axis_sizes, mesh_strides
-from moesim.workload import Workload, build_workload, stage_ranges
+from moesim.workload import Workload, build_workload, stage_ranges, v_shape_ranges
 
 
 @dataclass(frozen=True)
@@ -279,8 +279,9 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
             tokens=int(round(_f(terms.tokens_per_device))) if terms.tokens_per_device is not None else 0,
         ))
     pieces = virtual_stages(tr.pipeline_schedule, pp, layout.vp)
-    ranges = stage_ranges(wl, pp, layout.first_stage_layers, layout.last_stage_layers) if pieces == pp else \
-        stage_ranges(wl, pieces)
+    ends = (layout.first_stage_layers, layout.last_stage_layers)
+    ranges = stage_ranges(wl, pp, *ends) if pieces == pp else \
+        v_shape_ranges(wl, pp, *ends) if tr.pipeline_schedule == "zb-v" else stage_ranges(wl, pieces)
     out = _boundary_tokens(wl, ranges)
     sp_split = tp if tr.sequence_parallel else 1
     tp_reduced = bool(reduces_over_tp(tr.sequence_parallel, tp, hw.device_kind))

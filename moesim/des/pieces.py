@@ -71,7 +71,10 @@ def _forward_end(b: Builder, costs: Costs, mb: int, vs: int) -> None:
         b.send(piece.send_forward, _peer(costs, vs + 1, mb, b.stage), mb, "fwd")
 
 
-def _backward_start(b: Builder, costs: Costs, mb: int, vs: int) -> None:
+def _backward_start(b: Builder, costs: Costs, mb: int, vs: int, kind: str = "B") -> None:
+    """The head's backward on the last piece: a full backward (B) runs its dX and dW (2 forwards: Kaplan et al. 2020
+    §2.1); an I its dX only, the dW (one forward) left to the piece's W (`weights`; before session 20, zbvagree, an
+    I ran both and its W the dW again)."""
     piece = costs.stages[vs]
     b.vs = vs
     last = vs == len(costs.stages) - 1
@@ -79,7 +82,8 @@ def _backward_start(b: Builder, costs: Costs, mb: int, vs: int) -> None:
     if costs.training.zero_stage >= 3:
         b.zero3_gather(mb, "bwd")
     if last:
-        _head(b, piece, mb, "bwd", piece.logits_s * BACKWARD_TO_FORWARD / (1 + BACKWARD_TO_FORWARD))
+        passes = BACKWARD_TO_FORWARD - (kind == "I")  # forwards' worth: dX and dW, or dX alone
+        _head(b, piece, mb, "bwd", piece.logits_s * passes / (1 + BACKWARD_TO_FORWARD))
 
 
 def _backward_layer(b: Builder, costs: Costs, mb: int, vs: int, n: int, kind: str, left: dict,
@@ -105,7 +109,7 @@ def _backward_end(b: Builder, costs: Costs, mb: int, vs: int, kind: str, left: d
 
 def backward(b, costs: Costs, mb: int, vs: int, kind: str, left: dict, pieces_left: list) -> None:
     """Full (B) or input-gradient-only (I) backward of piece `vs` for micro-batch `mb`."""
-    _backward_start(b, costs, mb, vs)
+    _backward_start(b, costs, mb, vs, kind)
     for n in range(len(costs.stages[vs].layers)):
         _backward_layer(b, costs, mb, vs, n, kind, left, pieces_left)
     _backward_end(b, costs, mb, vs, kind, left, pieces_left)
@@ -158,7 +162,7 @@ def overlapped(b, costs: Costs, slot: Slot, left: dict, pieces_left: list) -> No
     recv_f = ("act", slot.mb, slot.vs) if slot.vs and _peer(costs, slot.vs - 1, slot.mb, b.stage) else None
     chain_f = start
     b.last = start
-    _backward_start(b, costs, mb_b, vs_b)
+    _backward_start(b, costs, mb_b, vs_b, kind_b)
     recv_b, b.recv = b.recv, None  # the backward's receive, unless its logits took it
     chain_b = b.last
     steps = max(len(fwd_layers), len(bwd_layers))

@@ -165,7 +165,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         tp, pp, m, b = x(tp), x(pp), x(m), x(b)
         cp, vp, sched, dcp = x(cp), x(vp), x(sched), x(dcp)
         stages = Stages(index=x(stages.index), counts=x(stages.counts), tokens_out=x(stages.tokens_out),
-                        tokens_in=x(stages.tokens_in), multiplicity=x(stages.multiplicity))
+                        tokens_in=x(stages.tokens_in), multiplicity=x(stages.multiplicity),
+                        latest=x(stages.latest))
         counts, exists, first, last = stages.counts, x(exists), x(first), x(last)
         compute_mb = x(compute_mb)  # fwd, bwd_mb and weight_mb are read on the slowest stage only: pick_of below
         compute_pair_mb = x(compute_pair_mb) if sm_shared else compute_mb
@@ -196,7 +197,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         cands, n_cand = cands.take(sf), len(sf)
         tp, pp, m, b, exists, first, last = y(tp), y(pp), y(m), y(b), y(exists), y(first), y(last)
         stages = Stages(index=y(stages.index), counts=y(stages.counts), tokens_out=y(stages.tokens_out),
-                        tokens_in=y(stages.tokens_in), multiplicity=y(stages.multiplicity))
+                        tokens_in=y(stages.tokens_in), multiplicity=y(stages.multiplicity),
+                        latest=y(stages.latest))
         dense_1, expert_1 = y(dense_1), y(expert_1)
         calls = [[CommCall(c.name, c.axis, c.op, y(np.asarray(c.size_bytes)), None)
                   for c in class_calls] for class_calls in calls]
@@ -374,8 +376,11 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # 1F1B / GPipe fill and drain through every stage (schedules.py): Σ_s (t_s − t) over the pp stages, each
     # representative once per stage of its kind; exactly 0 at equal stages.
     below = np.sum(np.where(exists, stage_mb - t_mb[:, None], 0.0) * stages.multiplicity, axis=1)
+    # ZB-V: every stage's own start-up skew and time (schedules.zbv_pipe_s), the slowest device not always the last.
+    own = (lambda a: a) if lazy is None else (lambda a: np.take(a, lazy, axis=0))  # noqa: E731
+    zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(fwd), own(weight_mb), stages.latest) if zb_v.any() else None
     pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick_of(fwd), pick_of(bwd_mb) + pick(bwd_comm),
-                                       pick_of(weight_mb), hop, overlapped, below)
+                                       pick_of(weight_mb), hop, overlapped, below, zbv)
     # Each stage's tp all-reduce of its replicated gradients follows its own sync (0.0 without SP or at tp 1).
     dp_sync = np.max(np.where(exists, dp_time + tp_grad, 0), axis=1)
     # Untied: 0.0 for every candidate, as the priced zeros would give (x + 0.0 is x).

@@ -22,7 +22,10 @@ pair hides one chunk's collectives under the other's compute; the rest take t; F
 priced is the one with the largest n·t_o + (m − n)·t, each device's t the mean of its stages s and p − 1 − s.
 ZB-V: the paper's bubble is zero at F = B = W because it drops the synchronisation before the optimizer
 step (post-validation); a synchronised step keeps the start-up skew of the V, (p − 1) half-stage forwards
-before the last device starts (DERIVED; the simulator's order reaches exactly that at equal times).
+before the last device starts (DERIVED; the simulator's order reaches exactly that at equal times). The skew
+is each device's own, s half-stage forwards on device s, so the table's row is the last stage's: where a
+heavier stage starts earlier (the first, holding the embedding and the head) T_pipe is the largest over the
+stages of m·t_s + s·F_s/2 + (p − 1)·max(0, F_s + B_s − 2W_s − F_s/2) (`zbv_pipe_s`; session 20, zbvagree).
 Interleaved: t leaves out the pipeline sends, which Megatron overlaps with compute (overlap_p2p_comm:
 `--no-overlap-p2p-communication` is store_false, so on by default, and validate_args turns it off without
 virtual stages; Megatron-LM megatron/training/arguments.py), but the first micro-batch's forward crosses
@@ -56,9 +59,10 @@ def is_schedule(schedule, name: str) -> np.ndarray:
 
 
 def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, weight_s, send_s=0.0,
-                    overlapped_s=None, below_slowest_s=0.0) -> tuple[np.ndarray, np.ndarray]:
+                    overlapped_s=None, below_slowest_s=0.0, zbv_pipe=None) -> tuple[np.ndarray, np.ndarray]:
     """(T_pipe, bubble) per candidate (module table); arrays over candidates, `schedule` holds names.
-    `below_slowest_s`: Σ_s (t_s − t) over every stage (≤ 0; 0 at equal stages), 1F1B's and GPipe's only."""
+    `below_slowest_s`: Σ_s (t_s − t) over every stage (≤ 0; 0 at equal stages), 1F1B's and GPipe's only.
+    `zbv_pipe`: ZB-V's T_pipe over every stage (`zbv_pipe_s`); without it the slowest stage's closed form."""
     m, p, v = (np.asarray(a, dtype=float) for a in (m, pp, vp))
     t, w, bf = np.asarray(t_mb, dtype=float), np.asarray(weight_s, dtype=float), np.asarray(bwd_full_s, dtype=float)
     # Alpa (Zheng et al., OSDI 2022) §5 Eq. 2: T = Σ_s t_s + (m − 1)·max_s t_s, i.e. bubble Σ_s t_s − t.
@@ -69,7 +73,8 @@ def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, we
     # ZB-V: ZB-H2's (p − 1)(F + B − 2W), but a synchronised step never less than the V's start-up skew
     # (p − 1)·F/2 (orders.py: the paper's zero needs optimizer post-validation).
     f = np.asarray(fwd_s, dtype=float)
-    bubble = np.where(is_schedule(schedule, "zb-v"), (p - 1) * np.maximum(f / 2, t - 3 * w), bubble)
+    zbv_bubble = (p - 1) * np.maximum(f / 2, t - 3 * w) if zbv_pipe is None else np.asarray(zbv_pipe) - m * t
+    bubble = np.where(is_schedule(schedule, "zb-v"), zbv_bubble, bubble)
     dual = np.maximum(0.0, p / 2 - 1) * np.maximum(0.0, t + bf - 3 * w)
     bubble = np.where(is_schedule(schedule, "dualpipe"), dual, bubble)
     work = m * t
@@ -77,6 +82,18 @@ def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, we
         pairs = dualpipe_pairs(m, p)
         work = np.where(is_schedule(schedule, "dualpipe"), pairs * np.asarray(overlapped_s) + (m - pairs) * t, work)
     return work + bubble, bubble
+
+
+def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position) -> np.ndarray:
+    """ZB-V's T_pipe, max over stages s of m·t_s + s·F_s/2 + (p − 1)·max(0, t_s − 3W_s − F_s/2) (DERIVED, module
+    docstring): device s starts after s half-stage forwards and, where F/2 ≥ F + B − 2W, runs gap-free to its last W
+    (the paper's parallelogram, Qi et al. ICLR'24 §6; moesim.des.orders reaches it at equal times); beyond that the
+    excess of ZB-H2's (p − 1)(F + B − 2W) over the skew. At equal stages the last one's: (p − 1)·max(F/2, F + B − 2W).
+    (N, S) arrays over the representative stages (`stage_mb` −inf where none), `position` each kind's last stage."""
+    m, p = (np.asarray(a, dtype=float)[:, None] for a in (m, pp))
+    t, f, w = (np.asarray(a, dtype=float) for a in (stage_mb, fwd_s, weight_s))
+    skew = np.asarray(position, dtype=float) * f / 2
+    return np.max(m * t + skew + (p - 1) * np.maximum(0.0, t - 3 * w - f / 2), axis=1)
 
 
 def dualpipe_pairs(m, pp) -> np.ndarray:

@@ -33,6 +33,7 @@ class Stages:
     tokens_out: np.ndarray  # tokens per sequence sent to the next stage (0 on the last)
     tokens_in: np.ndarray  # tokens per sequence received from the previous stage (first: its own out)
     multiplicity: np.ndarray  # how many of the pipeline's stages are of the representative's kind (0 pads)
+    latest: np.ndarray  # the position of the last stage of the representative's kind (ZB-V's skew grows with it)
 
 
 def _boundary_tokens(workload: Workload, p: int, first: int | None, last: int | None) -> np.ndarray:
@@ -47,9 +48,9 @@ def _boundary_tokens(workload: Workload, p: int, first: int | None, last: int | 
 
 @lru_cache(maxsize=256)
 def _representatives(workload: Workload, p: int, first: int | None = None, last: int | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(stage indices, class counts, tokens out, tokens in, stages of the kind) of the earliest stage of each
-    kind, in order."""
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(stage indices, class counts, tokens out, tokens in, stages of the kind, the kind's last position) of the
+    earliest stage of each kind, in order."""
     counts = stage_class_counts(workload, p, first, last)
     out = _boundary_tokens(workload, p, first, last)
     into = np.concatenate([out[:1], out[:-1]])
@@ -59,7 +60,10 @@ def _representatives(workload: Workload, p: int, first: int | None = None, last:
         key = (tuple(counts[s]), s == 0, s == p - 1, out[s], into[s])
         kind[s] = seen.setdefault(key, s)
     index = np.array(sorted(seen.values()))
-    return index, counts[index], out[index], into[index], np.bincount(kind, minlength=p)[index].astype(float)
+    latest = np.zeros(p)
+    np.maximum.at(latest, kind, np.arange(p, dtype=float))
+    return (index, counts[index], out[index], into[index], np.bincount(kind, minlength=p)[index].astype(float),
+            latest[index])
 
 
 def _distinct_keys(pp: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
@@ -93,13 +97,13 @@ def pipeline_stages(workload: Workload, pp: np.ndarray, first: np.ndarray | None
     index = np.full((k_keys, width), -1)
     counts = np.zeros((k_keys, width, len(workload.classes)))
     tokens_out, tokens_in = np.zeros((k_keys, width)), np.zeros((k_keys, width))
-    multiplicity = np.zeros((k_keys, width))
-    for row, (idx, cnt, out, into, many) in enumerate(reps):  # one row per distinct key, gathered to every candidate
+    multiplicity, latest = np.zeros((k_keys, width)), np.zeros((k_keys, width))
+    for row, (idx, cnt, out, into, many, end) in enumerate(reps):  # one row per distinct key, to every candidate
         k = len(idx)
         index[row, :k], counts[row, :k], tokens_out[row, :k], tokens_in[row, :k] = idx, cnt, out, into
-        multiplicity[row, :k] = many
+        multiplicity[row, :k], latest[row, :k] = many, end
     return Stages(index=index[inverse], counts=counts[inverse], tokens_out=tokens_out[inverse],
-                  tokens_in=tokens_in[inverse], multiplicity=multiplicity[inverse])
+                  tokens_in=tokens_in[inverse], multiplicity=multiplicity[inverse], latest=latest[inverse])
 
 
 def dualpipe_pair_columns(workload: Workload, pp: np.ndarray, first: np.ndarray | None = None,

@@ -392,6 +392,10 @@ def layout_problems(
         problems.append(f"global batch = {global_batch_sequences} sequences is not divisible by "
                         f"dp·micro_batches = {layout.dp}·{micro_batches}")
     problems += schedule_problems(schedule, layout.pp, layout.vp, num_layers, micro_batches)
+    if schedule == "zb-v":  # each device's layers go to its two chunks (workload.v_shape_ranges)
+        problems += [f"zb-v needs {key} = {value} >= 2 (two chunks per device)"
+                     for key, value in zip(STAGE_KEYS, (layout.first_stage_layers, layout.last_stage_layers))
+                     if value is not None and value < 2]
     if layout.cp > 1 and layout.cp_comm == "a2a" and num_heads % (layout.tp * layout.cp):
         # Ulysses scatters heads over the CP group (SimuMax asserts head_num % cp_size == 0).
         problems.append(f"cp_comm = a2a needs num_heads = {num_heads} divisible by {tp_text}")

@@ -77,10 +77,16 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
     counts, q_p = stages.counts, tr.bytes_of("param")
     n_cand = counts.shape[0]
     opt_bpp = mem.optimizer_state_bytes_per_param(tr, model.d_model, model.d_ff)
-    with_pair = lambda a: a + np.where(dual, np.take_along_axis(a, pair, axis=1), 0)  # noqa: E731
+    # Without a DualPipe row every pair term is 0.0 (a + 0.0 as the masked zeros give, bit for bit; x − 0.0 is x):
+    # the pair columns are not gathered (warmspeed, session 20).
+    any_dual = bool(np.any(dual))
+    with_pair = (lambda a: a + np.where(dual, np.take_along_axis(a, pair, axis=1), 0)) if any_dual \
+        else (lambda a: a + 0.0)  # noqa: E731
     pm_mem = sch.parameter_multiple(sched)[:, None]
-    shared = np.where(dual & (first | last) & (pp[:, None] > 1), (wl.embedding_copy_params / tp)[:, None], 0)
-    dense_held, expert_held = with_pair(dense_params / pm_mem) - shared, with_pair(expert_params / pm_mem)
+    dense_held, expert_held = with_pair(dense_params / pm_mem), with_pair(expert_params / pm_mem)
+    if any_dual:
+        dense_held = dense_held - np.where(dual & (first | last) & (pp[:, None] > 1),
+                                           (wl.embedding_copy_params / tp)[:, None], 0)
     w_d, g_d, o_d = mem.model_state_bytes(dense_held, dcp[:, None], zero, tr, opt_bpp)
     w_e, g_e, o_e = mem.model_state_bytes(expert_held, edp[:, None], zero, tr, opt_bpp)
     in_flight = mem.in_flight_micro_batches(sched, m[:, None], pp[:, None], stages.index, vp[:, None])
@@ -89,8 +95,9 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
                                              tr.bytes_of("head"), wl.logit_heads)[:, None], 0)
     # The partner stage p − 1 − s holds min(m, s + 1) micro-batches (schedules.in_flight).
     pair_in_flight = np.minimum(m[:, None], stages.index + 1)
-    acts = acts_mb * in_flight + logits + np.where(
+    acts = acts_mb * in_flight + logits + (np.where(
         dual, np.take_along_axis(acts_mb, pair, axis=1) * pair_in_flight + np.take_along_axis(logits, pair, axis=1), 0)
+        if any_dual else 0.0)
     moe_terms = [t for t in terms if t.slots is not None]
     buffers = np.zeros(n_cand)
     if moe_terms:
@@ -111,8 +118,8 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
     # which stay BF16 (DeepSeek-V3 arXiv 2412.19437 §3.3; Megatron's output layer is no TE Linear). All of them
     # under ZeRO-3's gathers: an upper bound there. One copy per weight where the transposed one is made every
     # micro-batch (precision_terms.cached_weight_copies).
-    fp8_weights = 0.0
-    if tr.fp8_weight_cache:
+    fp8_weights = 0.0  # without FP8 scaling and with the param_dtype copy: 0.0 (fp8_weight_copy_bytes' 0.0 · P)
+    if tr.fp8_weight_cache and (tr.fp8_scaling != "none" or not tr.fp8_gemm_param_copy):
         gemm_dense = with_pair(per_stage(counts, [c.params_shardable / tp + c.params_duplicated_gemm
                                                   for c in wl.classes]))
         gemm_expert = with_pair(per_stage(counts, [c.params_experts / (ep * etp) for c in wl.classes]))
@@ -131,8 +138,11 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
     }
     total_stage = np.where(exists, sum(memory.values()), -np.inf)
     mem_stage = np.argmax(total_stage, axis=1)
-    pick_m = lambda a: np.take_along_axis(np.asarray(a), mem_stage[:, None], axis=1)[:, 0]  # noqa: E731
-    memory = {k: pick_m(v) for k, v in memory.items()}
+    # a[i, mem_stage[i]] per candidate: one flat take (the same elements as take_along_axis, fewer instructions)
+    at_mem = np.arange(n_cand) * total_stage.shape[1] + mem_stage
+    pick_m = lambda a: np.take(np.ascontiguousarray(a).reshape(-1), at_mem)  # noqa: E731
+    # the dispatch buffers are one figure per candidate on every stage: their own column
+    memory = {k: buffers.copy() if k == "moe_buffers" else pick_m(v) for k, v in memory.items()}
     total_mem = pick_m(total_stage)
     capacity_bytes = hw.chip.hbm_bytes * (1 - tr.memory_headroom_fraction)
     return memory, total_mem, pick_m(stages.index), capacity_bytes
@@ -176,7 +186,8 @@ def _megatron_te_buffers(wl: Workload, model: ModelSpec, tr: TrainingSpec, stage
     # Which groups a device holds, bit g for group g (the classes, then the head); a DualPipe device also its pair's.
     code = sum((stages.counts[:, :, c] > 0).astype(np.int64) << c for c in range(len(wl.classes)))
     code = code + (np.broadcast_to(last, shape).astype(np.int64) << len(wl.classes))
-    code = code | np.where(dual, np.take_along_axis(code, pair, axis=1), 0)
+    if np.any(dual):  # (code | 0 is code)
+        code = code | np.where(dual, np.take_along_axis(code, pair, axis=1), 0)
     dummy_wgrads = peak.distinct_shape_bytes_by_pattern(code, shapes, row_of, tr.bytes_of("param"))
     head_held = (code >> len(wl.classes)) & 1 == 1
     gather = peak.gather_buffer_bytes(b, wl.output_tokens, model.d_model, tp, tr.sequence_parallel,

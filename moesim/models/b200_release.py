@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from moesim.errors import SpecError
-from moesim.models.row_table import read_rows, typed_fields
+from moesim.models.row_table import read_rows, row_fields, typed_fields
 
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "b200" / "simumax_release_v1.2.toml"
 GPUS = 8  # every row: one 8-GPU B200 node (the case's tp·cp·pp·dp)
@@ -42,11 +42,6 @@ NOT_EXPRESSED = (
      "group-limited routing (--moe-router-num-groups = EP, --moe-router-group-topk 3): not modelled, each token's "
      "k experts spread over all EP ranks"),
 )
-FIELDS = {"case": str, "scenario": str, "layers": int, "tp": int, "cp": int, "ep": int, "pp": int, "dp": int,
-          "seq_len": int, "micro_batches": int, "micro_batch_size": int, "cross_entropy_fusion": bool,
-          "real_ms": float, "real_alloc_gib": float, "real_reserved_gib": float, "max_allocated_mib_by_rank": list,
-          "memory_source_case": str, "simumax_perf_ms": float, "simumax_rel_err_pct": float,
-          "simumax_alloc_gib": float, "simumax_alloc_err_pct": float, "simumax_peak_alloc_by_stage_gib": list}
 
 
 @dataclass(frozen=True)
@@ -92,6 +87,9 @@ class ReleaseRow:
     def layout_text(self) -> str:
         text = f"dp={self.dp},tp={self.tp},ep={self.ep},pp={self.pp}"
         return text + (f",cp={self.cp},cp_comm={CP_COMM}" if self.cp > 1 else "")
+
+
+FIELDS = row_fields(ReleaseRow)  # the data file's fields: the row's, typed as it declares them
 
 
 def _row(raw: dict, index: int, path: Path) -> ReleaseRow:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from moesim.errors import SpecError
-from moesim.models.row_table import read_rows, typed_fields
+from moesim.models.row_table import read_rows, row_fields, typed_fields
 
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "bridge_perf" / "megatron_bridge_moe.toml"
 # The page's Precision column -> moesim's precision recipe (moesim/precision_recipes.toml): BF16 the baseline,
@@ -39,12 +39,6 @@ DISPATCH_BACKEND = {"": "nccl", "deepep": "deepep", "hybridep": "nccl"}
 DES_CASES = ("26.02-gb200-qwen3-30b-fp8mx-ep8", "26.02-b200-qwen3-30b-fp8mx-ep8",
              "26.02-h100-qwen3-30b-fp8cs-pp2vp12ep8", "26.02-gb200-dsv3-fp8mx-pp4vp4ep64",
              "25.11-b200-dsv3-fp8mx-pp16ep8", "26.02-b200-qwen3-235b-fp8mx-pp8ep8")
-FIELDS = {"case": str, "release": str, "system": str, "source_model": str, "model": str, "hardware": str,
-          "gpus": int, "precision": str, "precision_stated": bool, "gbs": int, "mbs": int, "seq_len": int,
-          "fsdp": int, "tp": int, "pp": int, "cp": int, "vp": int, "ep": int, "ga": int,
-          "tokens_per_s_per_gpu": float, "model_tflops_per_gpu": float, "mtp": bool, "recipe": str,
-          "recompute": str, "recompute_modules": list, "first_stage_layers": int, "last_stage_layers": int,
-          "dispatcher": str, "cuda_graph_scope": list, "assumed": list}
 
 
 @dataclass(frozen=True)
@@ -102,6 +96,9 @@ class BridgeRow:
     def layout_text(self) -> str:
         text = f"tp{self.tp}·pp{self.pp}" + (f"·vp{self.vp}" if self.vp > 1 else "") + f"·ep{self.ep}·dp{self.dp}"
         return text + (f"·cp{self.cp}" if self.cp > 1 else "")
+
+
+FIELDS = row_fields(BridgeRow)  # the data file's fields: the row's, typed as it declares them
 
 
 def _row(raw: dict, index: int, path: Path) -> BridgeRow:

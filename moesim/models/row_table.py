@@ -3,7 +3,9 @@ fields, errors naming the file and the row's field (tests/data/b200, tests/data/
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
+import typing
 from pathlib import Path
 
 from moesim.errors import SpecError
@@ -40,3 +42,11 @@ def typed_fields(raw: dict, fields: dict[str, type], where: str, path: Path) -> 
     if extra:
         raise SpecError(f"{where} has unknown fields {extra}", file=str(path), field=where, allowed=sorted(fields))
     return values
+
+
+def row_fields(row_class) -> dict[str, type]:
+    """A frozen row dataclass's fields as `typed_fields` reads them, in declaration order: each annotation's type,
+    a `tuple[...]` field read as a TOML list."""
+    hints = typing.get_type_hints(row_class)
+    return {f.name: list if typing.get_origin(hints[f.name]) is tuple else hints[f.name]
+            for f in dataclasses.fields(row_class)}

@@ -138,6 +138,12 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds * 1e6:.1f} us"
 
 
+def format_fraction_pct(x: float, signed: bool = True) -> str:
+    """A fraction as a percentage with one decimal and a typographic minus, e.g. `−10.4 %` (the docs' validation
+    tables: error = moesim / published − 1)."""
+    return (f"{x * 100:+.1f} %" if signed else f"{x * 100:.1f} %").replace("-", "−")
+
+
 def format_count(n: float) -> str:
     """Short count with decimal suffix, e.g. `1.57T`."""
     for unit, scale in (("P", 1e15), ("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):

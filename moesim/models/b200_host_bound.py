@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from moesim.errors import SpecError
 from moesim.models.b200_release import ReleaseRow, load_rows, row_scenario
+from moesim.units import format_fraction_pct as _pct
 
 # The TP collectives of a decoder layer (moesim/estimate/comm_ledger.py's names): SP's all-gather before the
 # column-parallel GEMMs, its reduce-scatter after the row-parallel ones, and the backward's all-gather for wgrad.
@@ -103,10 +104,6 @@ def split_row(row: ReleaseRow) -> LayerSplit:
 def split_rows() -> list[LayerSplit]:
     """Every Llama row of the release table at pp 1 without CP."""
     return [split_row(r) for r in load_rows() if r.pp == 1 and r.cp == 1 and r.scenario.startswith("llama3")]
-
-
-def _pct(x: float) -> str:
-    return f"{x * 100:+.1f} %".replace("-", "−")
 
 
 def render_block(splits: list[LayerSplit]) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 
 from moesim.errors import SpecError
 from moesim.models.row_table import read_rows, row_fields, typed_fields
+from moesim.units import format_fraction_pct as _pct
 
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "b200" / "simumax_release_v1.2.toml"
 GPUS = 8  # every row: one 8-GPU B200 node (the case's tp·cp·pp·dp)
@@ -177,10 +178,6 @@ def price_row(row: ReleaseRow, *, simulate: bool = False) -> Priced:
 def price_all(rows: tuple[ReleaseRow, ...] | None = None) -> list[Priced]:
     rows = load_rows() if rows is None else rows
     return [price_row(r, simulate=r.case in DES_CASES) for r in rows]
-
-
-def _pct(x: float, signed: bool = True) -> str:
-    return (f"{x * 100:+.1f} %" if signed else f"{x * 100:.1f} %").replace("-", "−")
 
 
 def _stage_text(row: ReleaseRow) -> str:

@@ -20,6 +20,7 @@ from moesim.ops.base import Op
 from moesim.ops.breakdown import OpRow, operator_breakdown, term_builder
 from moesim.ops.price import op_time_s
 from moesim.ops.tables import select_table
+from moesim.units import format_fraction_pct as _pct
 
 # The cases broken down in docs/operators.md: the B200 row at MBS 1 with a recipe at the page's commit.
 CASES = ("26.02-b200-qwen3-30b-fp8mx-ep8",)
@@ -217,10 +218,6 @@ def layer_paces(model: str = "qwen3-30b-a3b") -> tuple[LayerPace, ...]:
         n = layers * sc.training.micro_batches
         out.append(LayerPace(row.case, row.mbs, n, row.published_step_s / n, priced.step_s / n))
     return tuple(out)
-
-
-def _pct(x: float) -> str:
-    return f"{x * 100:+.1f} %".replace("-", "−")
 
 
 def _shape(shape: tuple) -> str:

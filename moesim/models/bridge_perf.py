@@ -20,6 +20,7 @@ import numpy as np
 
 from moesim.errors import SpecError
 from moesim.models.row_table import read_rows, row_fields, typed_fields
+from moesim.units import format_fraction_pct as _pct
 
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "bridge_perf" / "megatron_bridge_moe.toml"
 # The page's Precision column -> moesim's precision recipe (moesim/precision_recipes.toml): BF16 the baseline,
@@ -228,10 +229,6 @@ def price_row(row: BridgeRow, *, simulate: bool = False) -> Priced:
 def price_all(rows: tuple[BridgeRow, ...] | None = None) -> list[Priced]:
     rows = load_rows() if rows is None else rows
     return [price_row(r, simulate=r.case in DES_CASES) for r in rows]
-
-
-def _pct(x: float, signed: bool = True) -> str:
-    return (f"{x * 100:+.1f} %" if signed else f"{x * 100:.1f} %").replace("-", "−")
 
 
 FLOP_SPREAD = 0.10  # a row's GFLOP per token this far from its model's median is named (printed columns disagree)

@@ -19,7 +19,9 @@ from moesim.models.row_table import read_rows, row_fields, typed_fields
 from moesim.units import format_fraction_pct as _pct
 
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "small_experts" / "published_kernels.toml"
-PASSES = ("fwd", "dgrad", "wgrad")  # a grouped GEMM's passes (moesim/ops/base.py backward)
+# A grouped GEMM's passes (moesim/ops/base.py backward); "fwd+bwd": the forward and the dgrad and wgrad base.backward
+# gives it, summed, for a figure that times one forward and backward together.
+PASSES = ("fwd", "dgrad", "wgrad", "fwd+bwd")
 # Qwen3-30B-A3B's expert GEMMs on the B200 MBS 1 rows, moesim's (groups, rows, n, k) forward shapes
 # (docs/operators.md "Qwen3-30B-A3B's rows per layer-micro-batch": 16 local experts of 2048 rows, d 2048, d_ff 768).
 QWEN3_B200_FC1 = (16, 2048, 1536, 2048)
@@ -74,11 +76,9 @@ def _row(raw: dict, i: int, path: Path) -> KernelRow:
     values["pass_"] = values.pop("pass")
     if values["pass_"] not in PASSES:
         raise SpecError("unknown pass", file=str(path), field=f"row[{i}].pass", value=values["pass_"], allowed=PASSES)
-    for dim in ("groups", "rows", "n", "k"):
-        if values[dim] <= 0:
-            raise SpecError("must be positive", file=str(path), field=f"row[{i}].{dim}", value=values[dim])
-    if values["gpu_us"] <= 0:
-        raise SpecError("must be positive", file=str(path), field=f"row[{i}].gpu_us", value=values["gpu_us"])
+    for name in ("groups", "rows", "n", "k", "gpu_us"):
+        if values[name] <= 0:
+            raise SpecError("must be positive", file=str(path), field=f"row[{i}].{name}", value=values[name])
     return KernelRow(**values)
 
 
@@ -87,16 +87,24 @@ def load_rows(path: Path = DATA) -> tuple[KernelRow, ...]:
 
 
 def price(row: KernelRow) -> Priced:
-    """moesim's grouped GEMM of the row's shape, dtype and pass on the row's profile (moesim.ops.price)."""
-    from moesim.ops.base import grouped_gemm
-    from moesim.ops.price import op_efficiency, op_time_s
+    """moesim's grouped GEMM of the row's shape, dtype and pass (with fwd+bwd, its dgrad and wgrad too) on the row's
+    profile (moesim.ops.price)."""
+    from moesim.ops.base import backward, grouped_gemm
+    from moesim.ops.price import op_time_s
     from moesim.specs.hardware_file import load_hardware
 
     hw = load_hardware(row.profile)
-    op = grouped_gemm("expert_ffn", "expert_fc1", row.dtype, row.groups, row.rows, row.n, row.k, pass_=row.pass_)
-    launch_s = op.kernels * (hw.efficiency.kernel_launch_s or 0.0)
-    return Priced(row, op.flops, float(np.ravel(op_time_s(op, hw))[0]), launch_s,
-                  float(np.ravel(op_efficiency(op, hw))[0]))
+    if row.pass_ == "fwd+bwd":
+        fwd = grouped_gemm("expert_ffn", "expert_fc1", row.dtype, row.groups, row.rows, row.n, row.k)
+        ops = [fwd, *backward(fwd)]
+    else:
+        ops = [grouped_gemm("expert_ffn", "expert_fc1", row.dtype, row.groups, row.rows, row.n, row.k,
+                            pass_=row.pass_)]
+    flops = sum(op.flops for op in ops)
+    seconds = sum(float(np.ravel(op_time_s(op, hw))[0]) for op in ops)
+    launch_s = sum(op.kernels for op in ops) * (hw.efficiency.kernel_launch_s or 0.0)
+    # the efficiency the operators reach together: their FLOPs over the time they take less the launch charge
+    return Priced(row, flops, seconds, launch_s, flops / ((seconds - launch_s) * hw.chip.peak_for(row.dtype)))
 
 
 def flops_per_group(groups_rows_n_k: tuple) -> float:
@@ -117,9 +125,11 @@ def render_block(priced: tuple[Priced, ...]) -> str:
                      f"| {r.gpu_us:.2f} ({p.flops / p.measured_s / 1e12:.0f}) "
                      f"| {p.moesim_s * 1e6:.2f} ({p.moesim_launch_s * 1e6:.2f}) | {p.efficiency:.3f} "
                      f"| {_pct(p.error)} | {host} |")
-    largest = max(flops_per_group((p.row.groups, p.row.rows, p.row.n, p.row.k)) for p in priced)
-    fc1, fc2 = flops_per_group(QWEN3_B200_FC1), flops_per_group(QWEN3_B200_FC2)
-    lines += ["", f"Work per group: the published rows do at most {largest / 1e6:.0f} MFLOP per group; the B200 "
-              f"Qwen3-30B-A3B rows' expert GEMMs do {fc1 / 1e6:.0f} (fc1) and {fc2 / 1e6:.0f} (fc2) MFLOP per "
-              f"group, {fc2 / largest:.0f}–{fc1 / largest:.0f} times as much: no published figure found covers them."]
+    sm100 = [p for p in priced if p.row.profile == "b200"]
+    if sm100:
+        largest = max(flops_per_group((p.row.groups, p.row.rows, p.row.n, p.row.k)) for p in sm100)
+        fc1, fc2 = flops_per_group(QWEN3_B200_FC1), flops_per_group(QWEN3_B200_FC2)
+        lines += ["", f"Work per group: the SM100 rows do at most {largest / 1e6:.0f} MFLOP per group; the B200 "
+                  f"Qwen3-30B-A3B rows' expert GEMMs do {fc1 / 1e6:.0f} (fc1) and {fc2 / 1e6:.0f} (fc2) MFLOP per "
+                  f"group, {fc2 / largest:.0f}–{fc1 / largest:.0f} times as much."]
     return "\n".join(lines)

@@ -10,31 +10,53 @@ import pytest
 
 from moesim.errors import SpecError
 from moesim.models import small_expert_kernels as sek
-from moesim.ops.base import grouped_gemm
-from moesim.ops.price import op_time_s
+from moesim.ops.base import backward, grouped_gemm
+from moesim.ops.price import op_efficiency, op_time_s
 from moesim.specs.hardware_file import load_hardware
 
 
 def test_rows_are_cited_and_shaped():
-    rows = sek.load_rows()
-    assert [r.case for r in rows] == ["cudnn-fe-924-mxfp8-glu", "cudnn-fe-924-mxfp8-dglu"]
-    for r in rows:
-        assert "cudnn-frontend PR 924" in r.source and str(r.gpu_us) in r.source
+    rows = {r.case: r for r in sek.load_rows()}
+    assert list(rows) == ["cudnn-fe-924-mxfp8-glu", "cudnn-fe-924-mxfp8-dglu",
+                          "grouped-gemm-pr37-h100-bf16-cublas-loop", "grouped-gemm-pr37-h100-bf16-cutlass-sm90"]
+    for r in rows.values():
+        assert f"{r.gpu_us:g} us" in r.source or f"{r.gpu_us / 1000:.3f} ms" in r.source
+        assert 0 <= r.host_us_low <= r.host_us_high
+    for case in ("cudnn-fe-924-mxfp8-glu", "cudnn-fe-924-mxfp8-dglu"):
+        r = rows[case]
+        assert "cudnn-frontend PR 924" in r.source and r.host_us_low > 0
         assert (r.groups, r.rows, r.n, r.k, r.dtype, r.profile) == (4, 512, 512, 512, "float8", "b200")
-        assert 0 < r.host_us_low <= r.host_us_high
+    for case in ("grouped-gemm-pr37-h100-bf16-cublas-loop", "grouped-gemm-pr37-h100-bf16-cutlass-sm90"):
+        r = rows[case]
+        # Qwen3-30B-A3B's up_proj (N = 2 · d_ff 768, K = d 2048) over 128 experts, the log's 65536 rows uniform
+        assert (r.groups, r.rows, r.n, r.k) == (128, 65536 // 128, 2 * 768, 2048)
+        # the log's own forward TFLOP/s: 2 · rows · N · K over the step (129.50 for the cuBLAS loop, 160.54 CUTLASS)
+        fwd_tflops = {"grouped-gemm-pr37-h100-bf16-cublas-loop": 129.50,
+                      "grouped-gemm-pr37-h100-bf16-cutlass-sm90": 160.54}[case]
+        tflops = 2 * 65536 * r.n * r.k / (r.gpu_us * 1e-6) / 1e12
+        assert tflops == pytest.approx(fwd_tflops, abs=0.05)  # the log prints the step to 3 places of a ms
+        assert (r.dtype, r.profile, r.pass_, r.host_us_high) == ("bfloat16", "h100-sxm", "fwd+bwd", 0.0)
 
 
 def test_each_comparison_is_moesims_operator_pricing():
-    """The moesim figure is op_time_s of the grouped GEMM of the row's shape, dtype and pass on its profile."""
-    hw = load_hardware("b200")
+    """The moesim figure is op_time_s of the grouped GEMM of the row's shape, dtype and pass on its profile; fwd+bwd
+    the forward and the dgrad and wgrad moesim.ops.base.backward gives it."""
     for r in sek.load_rows():
+        hw = load_hardware(r.profile)
         p = sek.price(r)
-        op = grouped_gemm("expert_ffn", "expert_fc1", r.dtype, r.groups, r.rows, r.n, r.k, pass_=r.pass_)
-        assert p.moesim_s == float(np.ravel(op_time_s(op, hw))[0])
-        assert p.flops == 2.0 * r.groups * r.rows * r.n * r.k
-        assert p.moesim_launch_s == pytest.approx(hw.efficiency.kernel_launch_s)
+        if r.pass_ == "fwd+bwd":
+            fwd = grouped_gemm("expert_ffn", "expert_fc1", r.dtype, r.groups, r.rows, r.n, r.k)
+            ops = [fwd, *backward(fwd)]
+            assert [op.pass_ for op in ops] == ["fwd", "dgrad", "wgrad"]
+        else:
+            ops = [grouped_gemm("expert_ffn", "expert_fc1", r.dtype, r.groups, r.rows, r.n, r.k, pass_=r.pass_)]
+        assert p.moesim_s == pytest.approx(sum(float(np.ravel(op_time_s(op, hw))[0]) for op in ops), rel=1e-12)
+        assert p.flops == pytest.approx(2.0 * r.groups * r.rows * r.n * r.k * len(ops), rel=1e-12)
+        assert p.moesim_launch_s == pytest.approx(len(ops) * hw.efficiency.kernel_launch_s)
         assert p.error == pytest.approx(p.moesim_s / (r.gpu_us * 1e-6) - 1.0)
-    # the measured calls take longer than moesim's priced time at these shapes (the block's reading)
+        if len(ops) == 1:  # one operator: the efficiency is its table's
+            assert p.efficiency == pytest.approx(float(np.ravel(op_efficiency(ops[0], hw))[0]), rel=1e-9)
+    # every measured call takes longer than moesim's priced time at its shape (the block's reading)
     assert all(sek.price(r).error < 0 for r in sek.load_rows())
 
 
@@ -50,15 +72,12 @@ def test_qwen3_shapes_are_the_breakdowns():
 def test_bad_rows_are_clear_errors(tmp_path):
     text = sek.DATA.read_text(encoding="utf-8")
     bad = tmp_path / "k.toml"
-    bad.write_text(text.replace('pass = "dgrad"', 'pass = "bwd"'), encoding="utf-8")
-    with pytest.raises(SpecError, match="unknown pass"):
-        sek.load_rows(bad)
-    bad.write_text(text.replace("gpu_us = 10.19", 'gpu_us = "10.19"'), encoding="utf-8")
-    with pytest.raises(SpecError, match="gpu_us must be float"):
-        sek.load_rows(bad)
-    bad.write_text(text.replace("groups = 4", "groups = 0", 1), encoding="utf-8")
-    with pytest.raises(SpecError, match="must be positive"):
-        sek.load_rows(bad)
+    for old, new, message in (('pass = "dgrad"', 'pass = "bwd"', "unknown pass"),
+                              ("gpu_us = 10.19", 'gpu_us = "10.19"', r"row\[0\]\.gpu_us must be float"),
+                              ("groups = 4", "groups = 0", "must be positive")):
+        bad.write_text(text.replace(old, new, 1), encoding="utf-8")
+        with pytest.raises(SpecError, match=message):
+            sek.load_rows(bad)
 
 
 def test_the_block_is_current(load_script, doc_block):

@@ -1,5 +1,5 @@
 """Session 21 (newlogs11): the fresh logs as they came out, priced once (docs/collectives-history.md, "Session 21
-(newlogs11)"; the logs and their healthy flags were committed in 61893a4, before either was priced).
+(newlogs11)"; the logs and their healthy flags were committed in 231e0bb, before either was priced).
 
 For each fresh log: busbw MAPE >= 1 MiB | < 1 MiB and the signed mean >= 1 MiB, priced as the per-log table prices it,
 and with each unshipped pricing option session 13 named, one at a time on that model (scripts/newlogs4_check.py's three:

@@ -75,9 +75,19 @@ def test_newlogs10_entry_states_one_process_per_gpu_bound_to_numa():
     assert "gpus_per_thread" not in entry and facts.stated_cores() is None
 
 
+def test_newlogs11_entries_state_one_process_per_gpu():
+    """Session 21 (newlogs11): the README's host pair ("-np 16 ... -H ip:8,ip:8", no --bind-to) and SkyPilot's Together
+    AI task ("-np $NP -N $SKYPILOT_NUM_GPUS_PER_NODE --bind-to none", two nodes of 8 H100); logs.toml cites each."""
+    for prefix, bind_to in (("h100-hostpair-2node_", "default"), ("h100-together-sky-2node_", "none")):
+        (entry,) = _entries(prefix)
+        facts = launch_facts(entry)
+        assert facts == LaunchFacts(processes_per_node=8, bind_to=bind_to), prefix
+        assert "gpus_per_thread" not in entry and facts.stated_cores() is None
+
+
 def test_entries_without_launch_facts_read_as_not_stated():
     stated = ("b200-engaging-", "h100-lambda-2node-g8_", "h100-mghpcc-dgx-2node-g8_", "b200-lambda-2node_",
-              "a100-crusoe-2node_", "h200-azhpc-1node_")
+              "a100-crusoe-2node_", "h200-azhpc-1node_", "h100-hostpair-2node_", "h100-together-sky-2node_")
     plain = [e for e in read_manifest(MANIFEST) if not e["file"].startswith(stated)]
     assert plain and all(launch_facts(e) == LaunchFacts() for e in plain)
 

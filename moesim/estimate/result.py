@@ -144,7 +144,9 @@ def step_estimate(scenario: Scenario, ev: Evaluation, i: int = 0) -> StepEstimat
         }
     memory = {k: float(v[i]) for k, v in ev.memory.items()}
     memory["total"] = float(ev.memory_total_bytes[i])
-    warnings: list[str] = []
+    from moesim.search.enumerate import megatron_layout_warnings  # the search's rules; imported late (cycle)
+
+    warnings: list[str] = megatron_layout_warnings(scenario, layout)
     if not ev.fits[i]:
         gib = 2.0 ** 30
         largest = sorted(((v, k) for k, v in memory.items() if k != "total"), reverse=True)[:3]

@@ -14,7 +14,7 @@ The space (vectorised; counts never materialise the rejected layouts):
 Each considered layout lands in exactly one bucket: valid (then evaluated: ranked or out of
 memory) or the first rule it breaks, in the order of `specs.layout.layout_problems`, with three of Megatron-LM's own
 refusals after the degree rules where the scenario's framework is megatron-te on GPUs (`megatron_rules`; not in
-layout_problems: an explicit layout is priced as given).
+layout_problems: an explicit layout is priced as given, with a warning naming the rule, `megatron_layout_warnings`).
 """
 
 from __future__ import annotations
@@ -155,14 +155,38 @@ def megatron_rules(scenario: Scenario) -> bool:
     return scenario.training.framework == MEGATRON_FRAMEWORK and scenario.hardware.device_kind == "gpu"
 
 
+def megatron_fails(scenario: Scenario, g: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Megatron-LM's three refusals (REASONS' megatron_* entries, in order) for each combination of g's tp / ep /
+    etp; all False where megatron_rules does not apply."""
+    tp, moe = g["tp"], scenario.model.moe
+    megatron = megatron_rules(scenario)
+    megatron_moe = bool(moe) and megatron
+    deepep = scenario.training.dispatch_backend in DEEPEP_BACKENDS
+    return [
+        # Megatron-LM 23e00ed0 transformer_config.py l.696: `num_query_groups % tensor_model_parallel_size != 0`
+        (scenario.model.attention.num_kv_heads % tp != 0) & megatron,
+        # Megatron-LM 23e00ed0 moe_layer.py l.258: `attn_tp_group.size() > 1 and not config.sequence_parallel`
+        (tp > 1) & (megatron_moe and not scenario.training.sequence_parallel),
+        # Megatron-LM 23e00ed0 token_dispatcher.py l.1163: `assert self.tp_size * self.ep_size > 1` (expert tp)
+        (g["etp"] * g["ep"] == 1) & (megatron_moe and deepep),
+    ]
+
+
+def megatron_layout_warnings(scenario: Scenario, layout) -> list[str]:
+    """One line per Megatron-LM refusal an explicit layout breaks (the search's rules, which `estimate --layout`
+    and `simulate` do not enforce: they price the layout as given); empty where megatron_rules does not apply."""
+    g = {axis: np.array([getattr(layout, axis)]) for axis in ("tp", "ep", "etp")}
+    names = [name for name in REASONS if name.startswith("megatron_")]
+    return [f"Megatron-LM refuses this layout ({scenario.training.framework} on {scenario.hardware.name}): "
+            f"{REASONS[name]} [{name}]; priced as given, `moesim search` does not rank it"
+            for name, fails in zip(names, megatron_fails(scenario, g)) if bool(fails[0])]
+
+
 def degree_reason(scenario: Scenario, g: dict[str, np.ndarray]) -> np.ndarray:
     """Index into REASONS of the first degree rule each combination breaks; -1 when none."""
     model, moe, att = scenario.model, scenario.model.moe, scenario.model.attention
     tp = g["tp"]
     kv = att.num_kv_heads
-    megatron = megatron_rules(scenario)
-    megatron_moe = bool(moe) and megatron
-    deepep = scenario.training.dispatch_backend in DEEPEP_BACKENDS
     fails = [
         (model.moe.num_experts % g["ep"] != 0) if moe else np.zeros(len(tp), bool),
         att.num_heads % tp != 0,
@@ -171,12 +195,7 @@ def degree_reason(scenario: Scenario, g: dict[str, np.ndarray]) -> np.ndarray:
         (moe.expert_d_ff % g["etp"] != 0) if moe else np.zeros(len(tp), bool),
         g["pp"] > model.num_layers,
         (g["cp"] > 1) & (scenario.seq_lens[0] % (2 * g["cp"]) != 0),
-        # Megatron-LM 23e00ed0 transformer_config.py l.696: `num_query_groups % tensor_model_parallel_size != 0`
-        (kv % tp != 0) & megatron,
-        # Megatron-LM 23e00ed0 moe_layer.py l.258: `attn_tp_group.size() > 1 and not config.sequence_parallel`
-        (tp > 1) & (megatron_moe and not scenario.training.sequence_parallel),
-        # Megatron-LM 23e00ed0 token_dispatcher.py l.1163: `assert self.tp_size * self.ep_size > 1` (expert tp)
-        (g["etp"] * g["ep"] == 1) & (megatron_moe and deepep),
+        *megatron_fails(scenario, g),
     ]
     reason = np.full(len(tp), -1)
     for index in reversed(range(len(fails))):

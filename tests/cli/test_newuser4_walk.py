@@ -109,3 +109,15 @@ def test_sequence_parallel_moves_no_tp_1_figure(mixtral):
     for layout in (None, "dp=64 tp=1 ep=2 pp=1 etp=4 mb=2 zero=2 recompute=none"):
         off, on = estimate(mixtral, layout), estimate(with_sp, layout)
         assert (off.step_time_s, off.memory_bytes_per_device) == (on.step_time_s, on.memory_bytes_per_device)
+
+
+# `moesim sweep switch-c-2048-tpu-v3 --vary training.precision_recipe=bf16,te-delayed-scaling` failed from inside the
+# search with "field 'chip.peak_tflops_per_chip': no peak FLOP/s for float8 on TPU v3", naming neither the sweep point
+# nor --vary; it now fails before any search, naming both.
+def test_sweep_point_whose_gemms_have_no_peak_on_the_chip_is_named(capsys):
+    assert main(["sweep", "switch-base-128-tpu-v3", "--vary", "training.precision_recipe=bf16,te-delayed-scaling",
+                 "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "field '--vary': training.precision_recipe=te-delayed-scaling is invalid" in err
+    assert "no peak FLOP/s for float8 on TPU v3 (allowed: bfloat16, float32)" in err
+    assert "Traceback" not in err

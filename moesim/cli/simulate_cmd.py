@@ -56,7 +56,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from moesim.des import SimOptions, simulate
     from moesim.des.trace import write_chrome_trace
-    from moesim.search.enumerate import megatron_layout_warnings
+    from moesim.megatron_rules import megatron_layout_warnings
     from moesim.specs.load import load_scenario
 
     scenario = load_scenario(args.scenario, hardware=args.hardware, devices=args.devices, layout=args.layout)

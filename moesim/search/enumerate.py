@@ -13,8 +13,8 @@ The space (vectorised; counts never materialise the rejected layouts):
                (cp_comms, only where cp > 1), checked after the rest (specs.layout.schedule_problems)
 Each considered layout lands in exactly one bucket: valid (then evaluated: ranked or out of
 memory) or the first rule it breaks, in the order of `specs.layout.layout_problems`, with three of Megatron-LM's own
-refusals after the degree rules where the scenario's framework is megatron-te on GPUs (`megatron_rules`; not in
-layout_problems: an explicit layout is priced as given, with a warning naming the rule, `megatron_layout_warnings`).
+refusals after the degree rules where the scenario's framework is megatron-te on GPUs (`moesim.megatron_rules`; not in
+layout_problems: an explicit layout is priced as given, with a warning naming the rule).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 
 from moesim.errors import SpecError
 from moesim.estimate.candidates import Candidates, effective_capacity_factor
+from moesim.megatron_rules import MEGATRON_REASONS, megatron_fails
 from moesim.memory import RECOMPUTE_CODES
 from moesim.search.placement import distinct_placements, search_orders
 from moesim.specs.layout import CP_COMMS
@@ -40,15 +41,8 @@ REASONS = {
     "expert_d_ff_not_divisible_by_etp": "expert_d_ff % etp != 0",
     "more_stages_than_layers": "pp > num_layers (uneven splits are fine: specs.layout.stage_layers)",
     "sequence_not_divisible_by_2cp": "seq_len % (2·cp) != 0 (causal balance: 2·cp chunks)",
-    # Megatron's own refusals, only where training.framework = "megatron-te" on GPUs (megatron_rules).
-    "megatron_query_groups_not_divisible_by_tp":
-        "num_kv_heads % tp != 0 (Megatron-LM 23e00ed0 transformer_config.py l.696 raises: no kv-head replication)",
-    "megatron_moe_tp_needs_sequence_parallel":
-        "MoE, tp > 1, sequence_parallel false (Megatron-LM 23e00ed0 moe_layer.py l.258 raises; the search prices the "
-        "scenario's SP for every layout: set it true for tp > 1)",
-    "megatron_flex_dispatcher_needs_etp_ep_above_1":
-        "etp·ep = 1 with dispatch_backend deepep (Megatron-LM 23e00ed0 token_dispatcher.py l.1163 asserts in flex, "
-        "its only DeepEP path)",
+    # Megatron's own refusals, only where training.framework = "megatron-te" on GPUs (moesim.megatron_rules).
+    **MEGATRON_REASONS,
     "pipeline_stage_mismatch": "the order cuts different pipeline stages in the attention and expert meshes",
     "batch_not_divisible_by_dp_micro_batches": "global batch % (dp·micro_batches) != 0",
     "interleaved_layers_not_divisible_by_pp_vp": "interleaved: num_layers % (pp·vp) != 0",
@@ -61,9 +55,6 @@ REASONS = {
 }
 _DEGREE_REASONS = tuple(REASONS)[:10]
 _PIPELINE_REASONS = tuple(REASONS)[12:18]
-# The training.framework whose refusals the search applies (GPU scenarios only), and Megatron's DeepEP backends.
-MEGATRON_FRAMEWORK = "megatron-te"
-DEEPEP_BACKENDS = ("deepep", "deepep_ll")
 
 
 def divisors(n: int) -> np.ndarray:
@@ -147,39 +138,6 @@ def pipeline_reason(scenario: Scenario, pp, tp, cp, micro_batches, schedule, vp,
     for index in reversed(range(len(fails))):
         reason = np.where(fails[index], index, reason)
     return reason
-
-
-def megatron_rules(scenario: Scenario) -> bool:
-    """Whether the search applies Megatron-LM's own layout refusals: training.framework = "megatron-te" on GPUs
-    (not framework "none", e.g. DeepSeek's HAI-LLM, nor TPU scenarios, whose framework key is not read there)."""
-    return scenario.training.framework == MEGATRON_FRAMEWORK and scenario.hardware.device_kind == "gpu"
-
-
-def megatron_fails(scenario: Scenario, g: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Megatron-LM's three refusals (REASONS' megatron_* entries, in order) for each combination of g's tp / ep /
-    etp; all False where megatron_rules does not apply."""
-    tp, moe = g["tp"], scenario.model.moe
-    megatron = megatron_rules(scenario)
-    megatron_moe = bool(moe) and megatron
-    deepep = scenario.training.dispatch_backend in DEEPEP_BACKENDS
-    return [
-        # Megatron-LM 23e00ed0 transformer_config.py l.696: `num_query_groups % tensor_model_parallel_size != 0`
-        (scenario.model.attention.num_kv_heads % tp != 0) & megatron,
-        # Megatron-LM 23e00ed0 moe_layer.py l.258: `attn_tp_group.size() > 1 and not config.sequence_parallel`
-        (tp > 1) & (megatron_moe and not scenario.training.sequence_parallel),
-        # Megatron-LM 23e00ed0 token_dispatcher.py l.1163: `assert self.tp_size * self.ep_size > 1` (expert tp)
-        (g["etp"] * g["ep"] == 1) & (megatron_moe and deepep),
-    ]
-
-
-def megatron_layout_warnings(scenario: Scenario, layout) -> list[str]:
-    """One line per Megatron-LM refusal an explicit layout breaks (the search's rules, which `estimate --layout`
-    and `simulate` do not enforce: they price the layout as given); empty where megatron_rules does not apply."""
-    g = {axis: np.array([getattr(layout, axis)]) for axis in ("tp", "ep", "etp")}
-    names = [name for name in REASONS if name.startswith("megatron_")]
-    return [f"Megatron-LM refuses this layout ({scenario.training.framework} on {scenario.hardware.name}): "
-            f"{REASONS[name]} [{name}]; priced as given, `moesim search` does not rank it"
-            for name, fails in zip(names, megatron_fails(scenario, g)) if bool(fails[0])]
 
 
 def degree_reason(scenario: Scenario, g: dict[str, np.ndarray]) -> np.ndarray:

@@ -11,7 +11,8 @@ import pytest
 
 from moesim.cli import main
 from moesim.api import estimate
-from moesim.search.enumerate import REASONS, megatron_layout_warnings
+from moesim.megatron_rules import megatron_layout_warnings
+from moesim.search.enumerate import REASONS
 from moesim.specs.layout import Layout
 from moesim.specs.load import load_scenario
 

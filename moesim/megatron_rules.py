@@ -53,3 +53,20 @@ def megatron_layout_warnings(scenario, layout) -> list[str]:
     return [f"Megatron-LM refuses this layout ({scenario.training.framework} on {scenario.hardware.name}): "
             f"{MEGATRON_REASONS[name]} [{name}]; priced as given, `moesim search` does not rank it"
             for name, fails in zip(MEGATRON_REASONS, megatron_fails(scenario, g)) if bool(fails[0])]
+
+
+SP_RULE = "megatron_moe_tp_needs_sequence_parallel"
+
+
+def sequence_parallel_note(scenario: str, rejected: dict[str, int]) -> str | None:
+    """What a scenario with sequence_parallel = false costs a search whose rejection counts are `rejected` (SP_RULE
+    refused some layouts), and how to rank tp > 1; None where the rule refused none (`search`'s text, the report)."""
+    refused = rejected.get(SP_RULE, 0)
+    if not refused:
+        return None
+    # Megatron-LM 23e00ed0 training/arguments.py l.836-842: SP is turned off at tp 1, so it moves no tp = 1 figure
+    return (f"sequence_parallel is false in the scenario: {refused:,} layouts at tp > 1 were refused [{SP_RULE}], not "
+            "priced, so the ranking has tp = 1 only. Megatron-LM turns SP off itself at tp 1 (23e00ed0 "
+            "training/arguments.py l.836-842), so SP on moves no tp = 1 figure: to rank tp > 1 as well, set "
+            "training.sequence_parallel = true in the scenario file, or compare the best of each with "
+            f"`moesim sweep {scenario} --vary training.sequence_parallel=false,true`")

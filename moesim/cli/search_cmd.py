@@ -7,6 +7,7 @@ import argparse
 from moesim.cli.estimate_cmd import add_scenario_overrides
 from moesim.cli.output import kv_block, print_json, table
 from moesim.cli.progress import add_quiet, progress_bar
+from moesim.megatron_rules import sequence_parallel_note
 from moesim.units import format_bytes, format_seconds
 
 OBJECTIVE_CHOICES = ("step_time", "cost", "mfu")  # search.OBJECTIVES, without importing the search here; sweep's too
@@ -76,19 +77,6 @@ def _closest_miss_text(miss: dict | None, capacity: float) -> list[str]:
     return parts
 
 
-SP_RULE = "megatron_moe_tp_needs_sequence_parallel"  # search.enumerate.REASONS
-
-
-def _sequence_parallel_text(scenario: str, refused: int) -> str:
-    """What a scenario with sequence_parallel = false costs the search (the rule SP_RULE), and how to rank tp > 1."""
-    # Megatron-LM 23e00ed0 training/arguments.py l.836-842: SP is turned off at tp 1, so it moves no tp = 1 figure
-    return (f"sequence_parallel is false in the scenario: the {refused:,} layouts above at tp > 1 were refused, not "
-            "priced, so the ranking below has tp = 1 only. Megatron-LM turns SP off itself at tp 1 (23e00ed0 "
-            "training/arguments.py l.836-842), so SP on moves no tp = 1 figure: to rank tp > 1 as well, set "
-            f"training.sequence_parallel = true in the scenario file, or compare the best of each with "
-            f"`moesim sweep {scenario} --vary training.sequence_parallel=false,true`")
-
-
 FOLDED_RANKS_SHOWN = 10  # skipped ranks the note under the top table names
 
 
@@ -123,9 +111,8 @@ def render(r: dict) -> str:
         parts.append(f"cost: {r['cost_note']}")
     if counts:
         parts.append(table(counts, ["rejected because", "layouts"], align="lr"))
-    sp_refused = r["rejected"].get(SP_RULE, 0)
-    if sp_refused:
-        parts.append(_sequence_parallel_text(r["scenario"], sp_refused))
+    sp_note = sequence_parallel_note(r["scenario"], r["rejected"])
+    parts += [sp_note] if sp_note else []
     if r.get("equivalent_orders_folded"):
         parts.append(f"{r['equivalent_orders_folded']:,} ranked layouts repeat a better-ranked one in another mesh "
                      "order with the same figures: folded into it below (equivalent_orders in --json)")

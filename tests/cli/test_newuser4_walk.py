@@ -94,7 +94,7 @@ def test_search_says_the_ranking_has_tp_1_only_when_sequence_parallel_is_off(cap
     assert main(["search", "mixtral-8x7b-h100", "--top", "1"]) == 0
     text = capsys.readouterr().out
     assert "sequence_parallel is false in the scenario" in text
-    assert "the ranking below has tp = 1 only" in text
+    assert f"167,472 layouts at tp > 1 were refused [{SP_RULE}], not priced, so the ranking has tp = 1 only" in text
     assert "--vary training.sequence_parallel=false,true" in text
     assert main(["search", "mixtral-8x22b-h100", "--top", "1"]) == 0  # SP on: no such line
     assert "sequence_parallel is false" not in capsys.readouterr().out
@@ -102,6 +102,15 @@ def test_search_says_the_ranking_has_tp_1_only_when_sequence_parallel_is_off(cap
         source = open(f"scenarios/{name}.toml").read()
         assert "train_mixtral_8x7b_distributed.sh (9b8acfd) passes --sequence-parallel" in source
     assert "moe_layer.py l.258" in REASONS[SP_RULE]
+
+
+def test_report_notes_say_the_ranking_has_tp_1_only_when_sequence_parallel_is_off(mixtral):
+    from moesim.report.layouts import layouts_to_compare
+
+    note = layouts_to_compare(mixtral, mixtral.resolve()).note
+    assert "sequence_parallel is false in the scenario" in note and "the ranking has tp = 1 only" in note
+    sp_on = load_scenario("mixtral-8x22b-h100")
+    assert "sequence_parallel" not in layouts_to_compare(sp_on, sp_on.resolve()).note
 
 
 def test_sequence_parallel_moves_no_tp_1_figure(mixtral):

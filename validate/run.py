@@ -134,6 +134,12 @@ def run_sweep(sweep: Sweep, args, backend: str, device: torch.device) -> dict[st
         _run_one(kind, cfg, key, env, args, device, rank)
         counts["run"] += 1
     _log(rank, f"finished: {counts}")
+    wanted = sorted({cfg.world_size for _, cfg in jobs if cfg.world_size not in (None, world)})
+    if counts["skipped_world_size"]:  # what to do about them, not only that they were skipped
+        _log(rank, f"{counts['skipped_world_size']} of {len(jobs)} configurations were not run: the sweep gives them "
+                   f"world_size {', '.join(map(str, wanted))}, this run has {world} rank{'s' if world > 1 else ''}; "
+                   f"run with --nproc-per-node {wanted[0]}, or set world_size = [{', '.join(map(str, wanted))}, "
+                   f"{world}] in {args.sweep} ([defaults] or the entry; a list runs each size, as its own record)")
     return counts
 
 

@@ -7,6 +7,7 @@ import argparse
 from moesim.cli.estimate_cmd import add_scenario_overrides
 from moesim.cli.output import kv_block, print_json, table
 from moesim.cli.progress import add_quiet, progress_bar
+from moesim.megatron_rules import sequence_parallel_note
 from moesim.units import format_bytes, format_seconds
 
 OBJECTIVE_CHOICES = ("step_time", "cost", "mfu")  # search.OBJECTIVES, without importing the search here; sweep's too
@@ -110,6 +111,8 @@ def render(r: dict) -> str:
         parts.append(f"cost: {r['cost_note']}")
     if counts:
         parts.append(table(counts, ["rejected because", "layouts"], align="lr"))
+    sp_note = sequence_parallel_note(r["scenario"], r["rejected"])
+    parts += [sp_note] if sp_note else []
     if r.get("equivalent_orders_folded"):
         parts.append(f"{r['equivalent_orders_folded']:,} ranked layouts repeat a better-ranked one in another mesh "
                      "order with the same figures: folded into it below (equivalent_orders in --json)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 
 from moesim.cli.estimate_cmd import add_scenario_overrides, layout_source
 from moesim.cli.output import kv_block, print_json, table
@@ -55,6 +56,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from moesim.des import SimOptions, simulate
     from moesim.des.trace import write_chrome_trace
+    from moesim.megatron_rules import megatron_layout_warnings
     from moesim.specs.load import load_scenario
 
     scenario = load_scenario(args.scenario, hardware=args.hardware, devices=args.devices, layout=args.layout)
@@ -64,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
                          straggler_fraction=args.straggler_fraction, straggler_slowdown=args.straggler_slowdown,
                          noise_sigma=args.noise, mode=args.mode, trace=bool(args.trace), engine=args.engine)
     layout = scenario.resolve(source=layout_source(args))
+    for text in megatron_layout_warnings(scenario, layout):  # said on stderr once the run succeeds (cli/__init__)
+        warnings.warn(text, stacklevel=1)
     with progress_bar(args, "simulating") as progress:
         result = simulate(scenario, layout, options, progress=progress)
     data = result.as_dict()

@@ -10,6 +10,7 @@ from moesim.capacity import drop_warning, expected_drop_fraction
 from moesim.estimate.core import Evaluation
 from moesim.estimate.evaluation import per_micro_batch
 from moesim.estimate.embedding_sync import EMBEDDING_AXIS, EMBEDDING_GROUP_RANKS
+from moesim.megatron_rules import megatron_layout_warnings
 from moesim.specs.layout import Layout, layout_arg
 from moesim.specs.scenario import Scenario
 from moesim.specs.training import TrainingSpec
@@ -144,7 +145,7 @@ def step_estimate(scenario: Scenario, ev: Evaluation, i: int = 0) -> StepEstimat
         }
     memory = {k: float(v[i]) for k, v in ev.memory.items()}
     memory["total"] = float(ev.memory_total_bytes[i])
-    warnings: list[str] = []
+    warnings: list[str] = megatron_layout_warnings(scenario, layout)
     if not ev.fits[i]:
         gib = 2.0 ** 30
         largest = sorted(((v, k) for k, v in memory.items() if k != "total"), reverse=True)[:3]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from math import gcd
 
 from moesim.estimate import StepEstimate, estimate
+from moesim.megatron_rules import sequence_parallel_note
 from moesim.specs.layout import Layout
 from moesim.specs.scenario import Scenario
 
@@ -104,6 +105,8 @@ def _from_search(scenario: Scenario) -> tuple[list[StepEstimate] | None, list[St
             f"({result.considered:,} considered)"
             + (f", {folded} that repeat one of them in another mesh order with the same figures left out"
                if folded else "") + f", and {len(front)} of its Pareto front")
+    sp_note = sequence_parallel_note(scenario.name, result.rejected)
+    note += f"; {sp_note}" if sp_note else ""
     return [by_rank[i] for i in top], [by_rank[i] for i in front], note, [i + 1 for i in top]
 
 

@@ -13,8 +13,8 @@ The space (vectorised; counts never materialise the rejected layouts):
                (cp_comms, only where cp > 1), checked after the rest (specs.layout.schedule_problems)
 Each considered layout lands in exactly one bucket: valid (then evaluated: ranked or out of
 memory) or the first rule it breaks, in the order of `specs.layout.layout_problems`, with three of Megatron-LM's own
-refusals after the degree rules where the scenario's framework is megatron-te on GPUs (`megatron_rules`; not in
-layout_problems: an explicit layout is priced as given).
+refusals after the degree rules where the scenario's framework is megatron-te on GPUs (`moesim.megatron_rules`; not in
+layout_problems: an explicit layout is priced as given, with a warning naming the rule).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 
 from moesim.errors import SpecError
 from moesim.estimate.candidates import Candidates, effective_capacity_factor
+from moesim.megatron_rules import MEGATRON_REASONS, megatron_fails
 from moesim.memory import RECOMPUTE_CODES
 from moesim.search.placement import distinct_placements, search_orders
 from moesim.specs.layout import CP_COMMS
@@ -40,15 +41,8 @@ REASONS = {
     "expert_d_ff_not_divisible_by_etp": "expert_d_ff % etp != 0",
     "more_stages_than_layers": "pp > num_layers (uneven splits are fine: specs.layout.stage_layers)",
     "sequence_not_divisible_by_2cp": "seq_len % (2·cp) != 0 (causal balance: 2·cp chunks)",
-    # Megatron's own refusals, only where training.framework = "megatron-te" on GPUs (megatron_rules).
-    "megatron_query_groups_not_divisible_by_tp":
-        "num_kv_heads % tp != 0 (Megatron-LM 23e00ed0 transformer_config.py l.696 raises: no kv-head replication)",
-    "megatron_moe_tp_needs_sequence_parallel":
-        "MoE, tp > 1, sequence_parallel false (Megatron-LM 23e00ed0 moe_layer.py l.258 raises; the search prices the "
-        "scenario's SP for every layout: set it true for tp > 1)",
-    "megatron_flex_dispatcher_needs_etp_ep_above_1":
-        "etp·ep = 1 with dispatch_backend deepep (Megatron-LM 23e00ed0 token_dispatcher.py l.1163 asserts in flex, "
-        "its only DeepEP path)",
+    # Megatron's own refusals, only where training.framework = "megatron-te" on GPUs (moesim.megatron_rules).
+    **MEGATRON_REASONS,
     "pipeline_stage_mismatch": "the order cuts different pipeline stages in the attention and expert meshes",
     "batch_not_divisible_by_dp_micro_batches": "global batch % (dp·micro_batches) != 0",
     "interleaved_layers_not_divisible_by_pp_vp": "interleaved: num_layers % (pp·vp) != 0",
@@ -61,9 +55,6 @@ REASONS = {
 }
 _DEGREE_REASONS = tuple(REASONS)[:10]
 _PIPELINE_REASONS = tuple(REASONS)[12:18]
-# The training.framework whose refusals the search applies (GPU scenarios only), and Megatron's DeepEP backends.
-MEGATRON_FRAMEWORK = "megatron-te"
-DEEPEP_BACKENDS = ("deepep", "deepep_ll")
 
 
 def divisors(n: int) -> np.ndarray:
@@ -149,20 +140,11 @@ def pipeline_reason(scenario: Scenario, pp, tp, cp, micro_batches, schedule, vp,
     return reason
 
 
-def megatron_rules(scenario: Scenario) -> bool:
-    """Whether the search applies Megatron-LM's own layout refusals: training.framework = "megatron-te" on GPUs
-    (not framework "none", e.g. DeepSeek's HAI-LLM, nor TPU scenarios, whose framework key is not read there)."""
-    return scenario.training.framework == MEGATRON_FRAMEWORK and scenario.hardware.device_kind == "gpu"
-
-
 def degree_reason(scenario: Scenario, g: dict[str, np.ndarray]) -> np.ndarray:
     """Index into REASONS of the first degree rule each combination breaks; -1 when none."""
     model, moe, att = scenario.model, scenario.model.moe, scenario.model.attention
     tp = g["tp"]
     kv = att.num_kv_heads
-    megatron = megatron_rules(scenario)
-    megatron_moe = bool(moe) and megatron
-    deepep = scenario.training.dispatch_backend in DEEPEP_BACKENDS
     fails = [
         (model.moe.num_experts % g["ep"] != 0) if moe else np.zeros(len(tp), bool),
         att.num_heads % tp != 0,
@@ -171,12 +153,7 @@ def degree_reason(scenario: Scenario, g: dict[str, np.ndarray]) -> np.ndarray:
         (moe.expert_d_ff % g["etp"] != 0) if moe else np.zeros(len(tp), bool),
         g["pp"] > model.num_layers,
         (g["cp"] > 1) & (scenario.seq_lens[0] % (2 * g["cp"]) != 0),
-        # Megatron-LM 23e00ed0 transformer_config.py l.696: `num_query_groups % tensor_model_parallel_size != 0`
-        (kv % tp != 0) & megatron,
-        # Megatron-LM 23e00ed0 moe_layer.py l.258: `attn_tp_group.size() > 1 and not config.sequence_parallel`
-        (tp > 1) & (megatron_moe and not scenario.training.sequence_parallel),
-        # Megatron-LM 23e00ed0 token_dispatcher.py l.1163: `assert self.tp_size * self.ep_size > 1` (expert tp)
-        (g["etp"] * g["ep"] == 1) & (megatron_moe and deepep),
+        *megatron_fails(scenario, g),
     ]
     reason = np.full(len(tp), -1)
     for index in reversed(range(len(fails))):

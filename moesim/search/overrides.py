@@ -162,6 +162,9 @@ def apply_point(scenario: Scenario, point: dict[str, object]) -> Scenario:
         raise SpecError(f"model {parts['model'].name} is {'dense' if moe is None else 'dropless'}: it has no capacity "
                         "factor to vary", field="--vary", value=_point_text(point))
     try:
+        # the point's GEMMs need a peak on the point's chip (HardwareProfile.peak_for): said here, naming the point,
+        # not from a worker mid-sweep (an FP8 recipe on TPU v3)
+        parts["hardware"].chip.peak_for(parts["training"].dtype_for("gemm"))
         return dataclasses.replace(scenario, **parts)
     except SpecError as err:
         raise SpecError(f"{_point_text(point)} is invalid: {err}", field="--vary", value=_point_text(point)) from None

@@ -328,3 +328,18 @@ def test_cpu_clock_records_say_which_clock_timed_each_phase_and_get_their_own_ke
     assert clocks["expert_compute"] == clocks["backward"] == clocks["layer_unsynced"] == "cpu"
     assert clocks["dispatch_a2a"] == clocks["combine_a2a"] == clocks["grad_sync"] == "wall"
     assert set(wall["phase_clocks"].values()) == {"wall"}
+
+
+def test_world_size_skips_say_what_to_do(tmp_path, capsys):
+    """Session 21 (newuser4): the bundled CPU sweep at --nproc-per-node 4 ran its 4 collectives and skipped its 13
+    layer cases ("needs world_size=2, running 4") without saying how to run them at 4; the harness now says so."""
+    from validate.run import main
+
+    sweep = tmp_path / "two.toml"
+    sweep.write_text(LAYER_A)  # world_size 2; this test's run has world size 1
+    assert main(["--sweep", str(sweep), "--out", str(tmp_path / "o.jsonl"), "--only", "layers"]) == 0
+    err = capsys.readouterr().err
+    assert ("1 of 1 configurations were not run: the sweep gives them world_size 2, this run has 1 rank; run with "
+            f"--nproc-per-node 2, or set world_size = [2, 1] in {sweep} ([defaults] or the entry; a list runs each "
+            "size") in err
+    assert not (tmp_path / "o.jsonl").exists() or not (tmp_path / "o.jsonl").read_text().strip()

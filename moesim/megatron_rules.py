@@ -1,0 +1,72 @@
+"""Megatron-LM's own layout refusals (23e00ed0), which the search applies where a scenario runs
+training.framework = "megatron-te" on GPUs, and which an explicit layout (`estimate --layout`, `simulate`) is warned
+of: it is priced as given. Outside moesim.search so that `moesim estimate` does not import the search."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# The training.framework whose refusals the search applies (GPU scenarios only), and Megatron's DeepEP backends.
+MEGATRON_FRAMEWORK = "megatron-te"
+DEEPEP_BACKENDS = ("deepep", "deepep_ll")
+
+# Rule name: reason text, in the order megatron_fails lists them (search.enumerate.REASONS holds them in its order).
+MEGATRON_REASONS = {
+    "megatron_query_groups_not_divisible_by_tp":
+        "num_kv_heads % tp != 0 (Megatron-LM 23e00ed0 transformer_config.py l.696 raises: no kv-head replication)",
+    "megatron_moe_tp_needs_sequence_parallel":
+        "MoE, tp > 1, sequence_parallel false (Megatron-LM 23e00ed0 moe_layer.py l.258 raises; the search prices the "
+        "scenario's SP for every layout: set it true for tp > 1)",
+    "megatron_flex_dispatcher_needs_etp_ep_above_1":
+        "etp·ep = 1 with dispatch_backend deepep (Megatron-LM 23e00ed0 token_dispatcher.py l.1163 asserts in flex, "
+        "its only DeepEP path)",
+}
+
+
+def megatron_rules(scenario) -> bool:
+    """Whether the search applies Megatron-LM's own layout refusals: training.framework = "megatron-te" on GPUs
+    (not framework "none", e.g. DeepSeek's HAI-LLM, nor TPU scenarios, whose framework key is not read there)."""
+    return scenario.training.framework == MEGATRON_FRAMEWORK and scenario.hardware.device_kind == "gpu"
+
+
+def megatron_fails(scenario, g: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Megatron-LM's three refusals (MEGATRON_REASONS, in order) for each combination of g's tp / ep /
+    etp; all False where megatron_rules does not apply."""
+    tp, moe = g["tp"], scenario.model.moe
+    megatron = megatron_rules(scenario)
+    megatron_moe = bool(moe) and megatron
+    deepep = scenario.training.dispatch_backend in DEEPEP_BACKENDS
+    return [
+        # Megatron-LM 23e00ed0 transformer_config.py l.696: `num_query_groups % tensor_model_parallel_size != 0`
+        (scenario.model.attention.num_kv_heads % tp != 0) & megatron,
+        # Megatron-LM 23e00ed0 moe_layer.py l.258: `attn_tp_group.size() > 1 and not config.sequence_parallel`
+        (tp > 1) & (megatron_moe and not scenario.training.sequence_parallel),
+        # Megatron-LM 23e00ed0 token_dispatcher.py l.1163: `assert self.tp_size * self.ep_size > 1` (expert tp)
+        (g["etp"] * g["ep"] == 1) & (megatron_moe and deepep),
+    ]
+
+
+def megatron_layout_warnings(scenario, layout) -> list[str]:
+    """One line per Megatron-LM refusal an explicit layout breaks (the search's rules, which `estimate --layout`
+    and `simulate` do not enforce: they price the layout as given); empty where megatron_rules does not apply."""
+    g = {axis: np.array([getattr(layout, axis)]) for axis in ("tp", "ep", "etp")}
+    return [f"Megatron-LM refuses this layout ({scenario.training.framework} on {scenario.hardware.name}): "
+            f"{MEGATRON_REASONS[name]} [{name}]; priced as given, `moesim search` does not rank it"
+            for name, fails in zip(MEGATRON_REASONS, megatron_fails(scenario, g)) if bool(fails[0])]
+
+
+SP_RULE = "megatron_moe_tp_needs_sequence_parallel"
+
+
+def sequence_parallel_note(scenario: str, rejected: dict[str, int]) -> str | None:
+    """What a scenario with sequence_parallel = false costs a search whose rejection counts are `rejected` (SP_RULE
+    refused some layouts), and how to rank tp > 1; None where the rule refused none (`search`'s text, the report)."""
+    refused = rejected.get(SP_RULE, 0)
+    if not refused:
+        return None
+    # Megatron-LM 23e00ed0 training/arguments.py l.836-842: SP is turned off at tp 1, so it moves no tp = 1 figure
+    return (f"sequence_parallel is false in the scenario: {refused:,} layouts at tp > 1 were refused [{SP_RULE}], not "
+            "priced, so the ranking has tp = 1 only. Megatron-LM turns SP off itself at tp 1 (23e00ed0 "
+            "training/arguments.py l.836-842), so SP on moves no tp = 1 figure: to rank tp > 1 as well, set "
+            "training.sequence_parallel = true in the scenario file, or compare the best of each with "
+            f"`moesim sweep {scenario} --vary training.sequence_parallel=false,true`")

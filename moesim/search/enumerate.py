@@ -61,9 +61,10 @@ REASONS = {
 }
 _DEGREE_REASONS = tuple(REASONS)[:10]
 _PIPELINE_REASONS = tuple(REASONS)[12:18]
-# The training.framework whose refusals the search applies (GPU scenarios only), and Megatron's DeepEP backends.
+# The training.framework whose refusals the search applies (GPU scenarios only), and the backends Megatron runs
+# through its flex dispatcher (DeepEP's kernels, and HybridEP: moe_flex_dispatcher_backend, session 21).
 MEGATRON_FRAMEWORK = "megatron-te"
-DEEPEP_BACKENDS = ("deepep", "deepep_ll")
+DEEPEP_BACKENDS = ("deepep", "deepep_ll", "hybridep")
 
 
 def divisors(n: int) -> np.ndarray:

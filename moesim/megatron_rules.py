@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-# The training.framework whose refusals the search applies (GPU scenarios only), and Megatron's DeepEP backends.
+# The training.framework whose refusals the search applies (GPU scenarios only), and the backends Megatron runs
+# through its flex dispatcher (DeepEP's kernels, and HybridEP: moe_flex_dispatcher_backend, session 21).
 MEGATRON_FRAMEWORK = "megatron-te"
-DEEPEP_BACKENDS = ("deepep", "deepep_ll")
+DEEPEP_BACKENDS = ("deepep", "deepep_ll", "hybridep")
 
 # Rule name: reason text, in the order megatron_fails lists them (search.enumerate.REASONS holds them in its order).
 MEGATRON_REASONS = {

@@ -145,6 +145,13 @@ def stage_ranges(workload: Workload, pp: int, first: int | None = None, last: in
     return _contiguous(stage_layers(workload.num_layers, pp, first, last), workload.mtp_layers)
 
 
+def layout_ranges(workload: Workload, chunk_layers: tuple[int, ...]) -> tuple[range, ...]:
+    """Global layer indices of each virtual stage of a pipeline layout (`specs.pipeline_layout`: its decoder layers
+    per virtual stage in layer order, Megatron-LM pipeline_parallel_layer_layout.py's flatten_layout); the MTP
+    modules end the last (the layout's 'm' is there: specs.pipeline_layout.parse)."""
+    return _contiguous(tuple(chunk_layers), workload.mtp_layers)
+
+
 def _contiguous(sizes, mtp_layers: int) -> tuple[range, ...]:
     """Consecutive layer ranges of `sizes` layers each, the MTP modules ending the last."""
     ends = np.cumsum(sizes)

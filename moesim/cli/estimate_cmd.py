@@ -19,7 +19,7 @@ def add_scenario_overrides(p: argparse.ArgumentParser, *, layout: bool = True) -
     p.add_argument("--devices", type=int, help="device count, replacing the scenario's (default: the scenario's)")
     if layout:
         p.add_argument("--layout", help="dp=..,tp=..,ep=..,pp=..[,etp=..][,edp=..][,order=tp-ep-dp-pp]"
-                                        "[,first_stage_layers=..][,last_stage_layers=..][,vp=..][,cp=..]"
+                                        "[,first_stage_layers=..][,last_stage_layers=..][,vp=..][,pipeline_layout=..][,cp=..]"
                                         f"[,cp_comm={'|'.join(CP_COMMS)}][,mb=..][,zero=..]"
                                         f"[,recompute={'|'.join(RECOMPUTE_MODES)}][,cf=..|dropless]"
                                         f"[,pipeline_schedule={'|'.join(PIPELINE_SCHEDULES)}] (commas or spaces: "

@@ -31,6 +31,10 @@ Costs (one direction; combine is the same path reversed):
       (one node: S·Γ/k·f / W_nvl + α_nvl)
   deepep_ll (low-latency kernels): one RDMA message per (token, selected expert), no dedup:
       T = max(S·(N−1)/N·f / W_net, S/N·f / W_nvl) + 2·α_net   (the flag each receiver polls: a second hop)
+  hybridep (NVIDIA's HybridEP, session 21): DeepEP's normal-kernel path (hybridep.toml: NVLink inside the domain,
+      RDMA across), the tokens alone (f = 1: the bytes its benchmark counts), its NVLink stage at the published
+      per-rank rate W_hep where hybridep.toml has the hardware (else DeepEP's figures):
+      T = S·Γ/k / min(W_nvl, W_hep) + α_nvl on one domain; across domains DeepEP's T with W_fwd = W_hep
   pairwise / hierarchical / nccl: the collective model's all-to-all (NCCL pairwise, 2DH, or the faster).
 DeepEP reports *logical* bandwidth: bytes × D/k (normal, own node included) or bytes (low-latency, every
 selection) over the time (tests/test_internode.py, test_low_latency.py of deepseek-ai/DeepEP). Its
@@ -57,8 +61,10 @@ from moesim.collectives.base import CollectiveCost, Group, bus_bw_factor, p2p_la
 from moesim.errors import SpecError
 from moesim.paths import read_versioned_toml
 
-BACKENDS = ("nccl", "pairwise", "hierarchical", "deepep", "deepep_ll")
+BACKENDS = ("nccl", "pairwise", "hierarchical", "deepep", "deepep_ll", "hybridep")
+KERNEL_BACKENDS = ("deepep", "deepep_ll", "hybridep")  # priced on DeepEP's path (not the collective model's)
 _CONSTANTS = Path(__file__).with_name("deepep.toml")
+_HYBRIDEP = Path(__file__).with_name("hybridep.toml")
 RECORD_KERNELS = ("intranode_dispatch", "intranode_combine", "internode_dispatch", "internode_combine",
                   "low_latency_dispatch", "low_latency_combine")
 _RECORD_KEYS = {"fixed_bytes", "per_topk_bytes", "align_bytes", "source"}
@@ -100,6 +106,44 @@ def _constants() -> dict:
             raise SpecError("byte counts must be integers >= 0 (align_bytes >= 1)", file=str(_CONSTANTS),
                             field=f"records.{kernel}", value=sizes)
     return data
+
+
+@lru_cache(maxsize=1)
+def _hybridep_rates() -> dict[str, tuple[tuple[int, float, float], ...]]:
+    """hybridep.toml, strictly: hardware -> its rows (ranks, dispatch, combine GB/s) by ranks."""
+    data = read_versioned_toml(_HYBRIDEP)
+    if set(data) != {"schema_version", "source", "rate"}:
+        raise SpecError("unknown or missing keys", file=str(_HYBRIDEP), value=sorted(data),
+                        allowed=["schema_version", "source", "rate"])
+    keys = {"hardware", "ranks", "dispatch_gb_per_s", "combine_gb_per_s"}
+    out: dict[str, list] = {}
+    for i, row in enumerate(data["rate"]):
+        figures = [row.get(k) for k in ("ranks", "dispatch_gb_per_s", "combine_gb_per_s")]
+        if set(row) != keys or not isinstance(row["hardware"], str) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in figures):
+            raise SpecError("a rate needs hardware (a profile name) and positive ranks, dispatch_gb_per_s, "
+                            "combine_gb_per_s", file=str(_HYBRIDEP), field=f"rate[{i}]", value=row,
+                            allowed=sorted(keys))
+        out.setdefault(row["hardware"], []).append((int(row["ranks"]), float(figures[1]), float(figures[2])))
+    return {hw: tuple(sorted(rows)) for hw, rows in out.items()}
+
+
+def hybridep_published_ranks(hardware: str) -> int:
+    """The most ranks hybridep.toml publishes a rate for on profile `hardware` (0: none)."""
+    rows = _hybridep_rates().get(hardware)
+    return rows[-1][0] if rows else 0
+
+
+def hybridep_rate_bytes_per_s(hardware: str, ranks: int, direction: str = "") -> float:
+    """W_hep: HybridEP's published per-rank rate (hybridep.toml) on profile `hardware` for `ranks` GPUs, the row of
+    the fewest ranks >= `ranks` (beyond the table, its last); `direction` dispatch or combine, "" their mean;
+    inf where the table has no row for the hardware (DeepEP's figures alone then)."""
+    rows = _hybridep_rates().get(hardware)
+    if not rows:
+        return math.inf
+    _, dispatch, combine = next((r for r in rows if r[0] >= ranks), rows[-1])
+    gb = dispatch if direction == "dispatch" else combine if direction == "combine" else (dispatch + combine) / 2
+    return gb * 1e9
 
 
 def record_bytes(kernel: str, token_bytes: float, top_k: int) -> float:
@@ -260,8 +304,9 @@ class DispatchModel:
             return CollectiveCost(op, size_bytes, group.size, best.time_s, best.label, best.bottleneck)
         shape = self.shape(group.size)
         moved = size_bytes * self.record_factor(shape.nodes)  # the records the kernels move, priced as time
-        time_s, bound = deepep_time_s(self.backend, moved, shape, *self._links(moved, group),
-                                      w_forward=forward_rate_bytes_per_s())
+        w_nvl, a_nvl, w_net, a_net = self._links(moved, group)
+        w_nvl, w_forward = self._nvlink_rates(w_nvl, group.size)
+        time_s, bound = deepep_time_s(self._kernel, moved, shape, w_nvl, a_nvl, w_net, a_net, w_forward=w_forward)
         levels = self.hardware.interconnect
         name = levels[0].name if bound == "nvlink" or len(levels) == 1 else levels[1].name
         return CollectiveCost(op, size_bytes, group.size, time_s, self.backend, name)
@@ -272,14 +317,28 @@ class DispatchModel:
         shape = self.shape(group.size)
         moved = size_bytes * self.record_factor(shape.nodes)
         w_nvl, _, w_net, _ = self._links(moved, group)
-        return deepep_stage_s(self.backend, moved, shape, w_nvl, w_net, w_forward=forward_rate_bytes_per_s())
+        w_nvl, w_forward = self._nvlink_rates(w_nvl, group.size)
+        return deepep_stage_s(self._kernel, moved, shape, w_nvl, w_net, w_forward=w_forward)
+
+    @property
+    def _kernel(self) -> str:
+        """The DeepEP kernels whose path prices this backend: HybridEP's is the normal kernels' (module docstring)."""
+        return "deepep" if self.backend == "hybridep" else self.backend
+
+    def _nvlink_rates(self, w_nvl: float, ranks: int) -> tuple[float, float]:
+        """(W_nvl, W_fwd) of the NVLink stage: DeepEP's link and measured forwarder; HybridEP's published rate
+        (W_hep) bounds both (module docstring)."""
+        if self.backend != "hybridep":
+            return w_nvl, forward_rate_bytes_per_s()
+        w_hep = hybridep_rate_bytes_per_s(self.hardware.name, ranks, self.direction)
+        return min(w_nvl, w_hep), w_hep
 
     def wire_factor(self, op: str, n: int) -> float:
         """Bytes a GPU sends per byte of S: DeepEP normal kernels (R + F)/k (each (token, remote node) pair
         once over the network, each NVLink forward once), low-latency (n−1)/n (every selection, as the
         plain all-to-all), each × the record factor (record_factor); other collectives and backends: the
         busbw factor."""
-        if op != "all_to_all" or not self.backend.startswith("deepep") or n <= 1:
+        if op != "all_to_all" or self.backend not in KERNEL_BACKENDS or n <= 1:
             base = getattr(self.base, "wire_factor", None)
             return base(op, n) if base is not None else bus_bw_factor(op, n)
         return sum(self.stage_factors(n))

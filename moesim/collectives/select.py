@@ -26,10 +26,17 @@ def model_for(scenario) -> CollectiveModel:
     from moesim.collectives.dispatch import DispatchModel
     from moesim.errors import SpecError
 
-    if backend.startswith("deepep") and scenario.hardware.device_kind != "gpu":
+    if backend in ("deepep", "deepep_ll", "hybridep") and scenario.hardware.device_kind != "gpu":
         raise SpecError(f"dispatch backend '{backend}' runs on GPUs (NVLink + RDMA); {scenario.hardware.name} has "
                         f"{scenario.hardware.device_kind} devices", file=scenario.file or None,
                         field="training.dispatch_backend", value=backend,
                         allowed=("nccl", "pairwise", "hierarchical"))
+    if backend == "hybridep" and scenario.training.dtype_for("dispatch") == "float8":
+        # Megatron-LM megatron/core/transformer/moe/fused_a2a.py init_hybrid_ep_buffer: "HybridEP dispatcher does not
+        # support fp8 dispatch now"
+        raise SpecError("dispatch backend 'hybridep' dispatches BF16 (Megatron-Core asserts it); this precision "
+                        f"recipe dispatches {scenario.training.dtype_for('dispatch')}", file=scenario.file or None,
+                        field="training.dispatch_backend", value=backend,
+                        allowed=("nccl", "pairwise", "hierarchical", "deepep", "deepep_ll"))
     tokens = tuple(scenario.model.d_model * scenario.training.element_bytes(which) for which in ("dispatch", "combine"))
     return DispatchModel(base, backend, moe.num_experts, moe.top_k, moe.max_nodes_per_token, tokens)

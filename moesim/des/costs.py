@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from moesim.collectives.base import CollectiveModel, Group, wire_bytes_per_device
-from moesim.collectives.dispatch import for_call
+from moesim.collectives.dispatch import KERNEL_BACKENDS, for_call
 from moesim.collectives.nccl_no_pick import as_floor
 from moesim.des.orders import device_of, virtual_stages
 from moesim.estimate.candidates import effective_capacity_factor
@@ -39,7 +39,7 @@ from moesim.estimate.tp_grad_sync import reduces_over_tp, replicated_grad_bytes
 from moesim.estimate.embedding_sync import (EMBEDDING_AXIS, embedding_grad_bytes, embedding_group, ends_apart,
                                             shares_embedding)
 from moesim.topology.mapping import axis_sizes, mesh_strides
-from moesim.workload import Workload, build_workload, stage_ranges, v_shape_ranges
+from moesim.workload import Workload, build_workload, layout_ranges, stage_ranges, v_shape_ranges
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ class Costs:
             empty = pricer.one(op, 0.0, *args[1:])
         wire = size_bytes if op == "send_recv" else wire_bytes_per_device(op, size_bytes, p)
         dedup, stages = 1.0, (0.0, 0.0, 0.0)
-        if op == "all_to_all" and getattr(model, "backend", "").startswith("deepep"):
+        if op == "all_to_all" and getattr(model, "backend", "") in KERNEL_BACKENDS:
             # DeepEP's flows carry its records: over the network each (token, node) pair once (one node: each
             # (token, GPU) pair over NVLink), the bytes the estimate prices (DispatchModel.stage_factors); across
             # nodes the NVLink forwards inside the destination node are flows of their own, each stage at the pace
@@ -281,7 +281,8 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
     pieces = virtual_stages(tr.pipeline_schedule, pp, layout.vp)
     ends = (layout.first_stage_layers, layout.last_stage_layers)
     ranges = stage_ranges(wl, pp, *ends) if pieces == pp else \
-        v_shape_ranges(wl, pp, *ends) if tr.pipeline_schedule == "zb-v" else stage_ranges(wl, pieces)
+        v_shape_ranges(wl, pp, *ends) if tr.pipeline_schedule == "zb-v" else \
+        layout_ranges(wl, layout.chunk_layers) if layout.chunk_layers else stage_ranges(wl, pieces)
     out = _boundary_tokens(wl, ranges)
     sp_split = tp if tr.sequence_parallel else 1
     tp_reduced = bool(reduces_over_tp(tr.sequence_parallel, tp, hw.device_kind))

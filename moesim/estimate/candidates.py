@@ -45,6 +45,9 @@ class Candidates:
     cp: np.ndarray | None = None  # context-parallel degree, 1 when absent
     cp_comm: np.ndarray | None = None  # index into CP_COMMS, 0 (p2p) when absent
     schedule: np.ndarray | None = None  # index into PIPELINE_SCHEDULES, -1 (the training's) when absent
+    # Megatron pipeline layouts (specs.pipeline_layout), an object array of str or None per candidate; None when
+    # absent (no candidate has one: the search never sets it). The end stages and vp above are read off it already.
+    pipeline_layout: np.ndarray | None = None
     # Optional hint from the enumeration: candidates with equal keys differ at most in the mesh order
     # (evaluate checks it before relying on it; None: no hint).
     order_free_key: np.ndarray | None = None
@@ -84,7 +87,8 @@ class Candidates:
         stages = {name: int(getattr(self, name)[i]) for name in STAGE_FIELDS if getattr(self, name)[i]}
         return Layout(dp=int(self.dp[i]), tp=int(self.tp[i]), ep=int(self.ep[i]), pp=int(self.pp[i]),
                       etp=int(self.etp[i]), order=self.orders[int(self.order[i])], **stages,
-                      vp=int(self.vp[i]), cp=int(self.cp[i]), cp_comm=CP_COMMS[int(self.cp_comm[i])])
+                      vp=int(self.vp[i]), cp=int(self.cp[i]), cp_comm=CP_COMMS[int(self.cp_comm[i])],
+                      pipeline_layout=None if self.pipeline_layout is None else self.pipeline_layout[i])
 
     def training(self, i: int, base: TrainingSpec) -> TrainingSpec:
         cf = float(self.capacity_factor[i])
@@ -99,7 +103,8 @@ class Candidates:
                   ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute",
                    "capacity_factor", "order") + STAGE_FIELDS + PIPELINE_FIELDS}
         key = None if self.order_free_key is None else self.order_free_key[index]
-        return Candidates(orders=self.orders, order_free_key=key, **fields)
+        layouts = None if self.pipeline_layout is None else self.pipeline_layout[index]
+        return Candidates(orders=self.orders, order_free_key=key, pipeline_layout=layouts, **fields)
 
 
 def effective_capacity_factor(scenario: Scenario, training: TrainingSpec) -> float:
@@ -125,4 +130,5 @@ def single(scenario: Scenario, layout: Layout, training: TrainingSpec | None = N
         last_stage_layers=np.array([layout.last_stage_layers or 0]),
         vp=np.array([layout.vp]), cp=np.array([layout.cp]), cp_comm=np.array([CP_COMMS.index(layout.cp_comm)]),
         schedule=np.array([PIPELINE_SCHEDULES.index(training.pipeline_schedule)]),
+        pipeline_layout=None if layout.pipeline_layout is None else np.array([layout.pipeline_layout], dtype=object),
     )

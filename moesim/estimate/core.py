@@ -500,10 +500,11 @@ def _held(scenario: Scenario, wl, cands: Candidates, build_terms,
         else np.full((n_cand, n_stages), -1)
     pair = np.where(pair >= 0, pair, np.arange(n_stages)[None, :])
     if memory_of is None:
+        chunk_held = _layout_in_flight(cands, sched, m, stages.index)
         memory, total_mem, mem_index, capacity_bytes = stage_memory(
             wl, model, hw, tr, terms, stages, dense_params, expert_params, sched=sched, dual=dual, pair=pair, b=b,
             m=m, pp=pp, tp=tp, ep=ep, etp=etp, vp=vp, dcp=dcp, edp=edp, zero=zero, first=first, last=head,
-            exists=exists)
+            exists=exists, layout_in_flight=chunk_held)
     else:
         known, at = memory_of
         rows = (lambda a: a) if at is None else (lambda a: np.take(a, at, axis=0))  # noqa: E731
@@ -514,6 +515,25 @@ def _held(scenario: Scenario, wl, cands: Candidates, build_terms,
                  dense_params=dense_params,
                  expert_params=expert_params, dcp=dcp, zero=zero, pair=pair, memory=memory, total_mem=total_mem,
                  mem_index=mem_index, capacity_bytes=capacity_bytes)
+
+
+def _layout_in_flight(cands: Candidates, sched: np.ndarray, m: np.ndarray, index: np.ndarray) -> np.ndarray | None:
+    """(N, S) in-flight micro-batches of interleaved candidates with a pipeline layout (schedules.layout_in_flight,
+    their uneven chunks), NaN elsewhere; None when no candidate has a layout."""
+    if cands.pipeline_layout is None or not any(x is not None for x in cands.pipeline_layout):
+        return None
+    from moesim.specs.pipeline_layout import parse
+
+    out = np.full(index.shape, np.nan)
+    interleaved = sch.is_schedule(sched, "interleaved")
+    for n, text in enumerate(cands.pipeline_layout):
+        if text is None or not interleaved[n]:
+            continue
+        pl = parse(text, int(cands.pp[n]))
+        for j, s in enumerate(index[n]):
+            if s >= 0:
+                out[n, j] = sch.layout_in_flight(pl.chunk_layers, pl.pp, pl.vp, int(m[n]), int(s))
+    return out
 
 
 def _fitting_rows(scenario: Scenario, wl, cands: Candidates, base: np.ndarray, of: np.ndarray | None

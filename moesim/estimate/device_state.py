@@ -68,12 +68,14 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
                  stages: Stages, dense_params: np.ndarray, expert_params: np.ndarray, *, sched: np.ndarray,
                  dual: np.ndarray, pair: np.ndarray, b: np.ndarray, m: np.ndarray, pp: np.ndarray, tp: np.ndarray,
                  ep: np.ndarray, etp: np.ndarray, vp: np.ndarray, dcp: np.ndarray, edp: np.ndarray,
-                 zero: np.ndarray, first: np.ndarray, last: np.ndarray, exists: np.ndarray
+                 zero: np.ndarray, first: np.ndarray, last: np.ndarray, exists: np.ndarray,
+                 layout_in_flight: np.ndarray | None = None
                  ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, float]:
     """(memory by part, total, stage index, usable capacity in bytes) per candidate, on its fullest stage.
 
     `dual` (N, 1): DualPipe candidates, whose device of stage s also holds the stage of its `pair` column
-    (p − 1 − s): parameters and in-flight activations of both (see moesim.estimate.core)."""
+    (p − 1 − s): parameters and in-flight activations of both (see moesim.estimate.core). `layout_in_flight` (N, S):
+    the in-flight count of interleaved candidates with a pipeline layout (schedules.layout_in_flight), NaN elsewhere."""
     counts, q_p = stages.counts, tr.bytes_of("param")
     n_cand = counts.shape[0]
     opt_bpp = mem.optimizer_state_bytes_per_param(tr, model.d_model, model.d_ff)
@@ -90,6 +92,8 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
     w_d, g_d, o_d = mem.model_state_bytes(dense_held, dcp[:, None], zero, tr, opt_bpp)
     w_e, g_e, o_e = mem.model_state_bytes(expert_held, edp[:, None], zero, tr, opt_bpp)
     in_flight = mem.in_flight_micro_batches(sched, m[:, None], pp[:, None], stages.index, vp[:, None])
+    if layout_in_flight is not None:  # uneven chunks of a pipeline layout (interleaved): their layers held
+        in_flight = np.where(np.isnan(layout_in_flight), in_flight, layout_in_flight)
     acts_mb = per_stage(counts, [t.activation_bytes for t in terms])
     logits = np.where(last, mem.logits_bytes(b, wl.output_tokens, model.vocab_size, tp, tr.fused_cross_entropy,
                                              tr.bytes_of("head"), wl.logit_heads)[:, None], 0)

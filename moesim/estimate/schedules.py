@@ -118,6 +118,20 @@ def in_flight(schedule: np.ndarray, m, pp, vp, stage) -> np.ndarray:
     return out
 
 
+def layout_in_flight(chunk_layers, pp: int, vp: int, m: int, stage: int) -> float:
+    """Interleaved in-flight micro-batches of device `stage` in units of its layers when its chunks are uneven (a
+    pipeline layout; chunk_layers: decoder layers of each of the pp·vp virtual stages in layer order, virtual stage
+    c·pp + stage being the device's chunk c): the W = min(m·v, 2(p − s − 1) + (v − 1)·p + 1) forwards held at peak
+    (the table's count, Megatron-LM schedules.py num_warmup_microbatches plus one) run chunk (k mod p·v) // p for
+    the k-th (Megatron-LM schedules.py get_model_chunk_id), so the device holds Σ_k layers(chunk of k) layer-micro-
+    batches; over its layers that is the figure `in_flight` gives at equal chunks (W / v). Layers weigh alike
+    (DERIVED: a layer class's activations differ, e.g. DeepSeek-V3's dense layers in chunk 0)."""
+    p, v = int(pp), int(vp)
+    own = [chunk_layers[c * p + stage] for c in range(v)]
+    held = min(m * v, 2 * (p - stage - 1) + (v - 1) * p + 1)
+    return sum(own[(k % (p * v)) // p] for k in range(held)) / sum(own)
+
+
 def p2p_multiple(schedule: np.ndarray, vp) -> np.ndarray:
     """Pipeline sends per micro-batch relative to 1F1B: v (interleaved), 2 (zb-v), 1 otherwise."""
     v = np.asarray(vp, dtype=float)

@@ -41,6 +41,7 @@ from moesim.estimate.precision_terms import (
 )
 from moesim.ops.layer import LayerOps, backward_ops, logits_ops
 from moesim.ops.mcore_moe import moe_impl
+from moesim.ops.graphs import graphed
 from moesim.ops.price import op_time_s, ops_time_by_part, ops_time_by_part_shared
 from moesim.ops.sm_share import overlapped_compute_share, shared_time_s
 from moesim.ops.vocab import embedding_ops
@@ -167,11 +168,12 @@ class TermBuilder:
         `share` of the chip's SMs for the compute-bound ones (moesim.ops.sm_share.shared_time_s)."""
         fwd = self.ops.experts(slots)
         ops = backward_ops(fwd) if backward else fwd
+        ops = graphed(ops, self.tr.cuda_graph_scope, True) if self.tr.cuda_graph_scope else ops
         if share == 1.0:
             return sum(np.asarray(op_time_s(op, self.hw), dtype=float) for op in ops)
         launch_s = self.hw.efficiency.kernel_launch_s or 0.0
         return sum(np.asarray(shared_time_s(op.kind, np.asarray(op_time_s(op, self.hw), dtype=float),
-                                            op.kernels * launch_s, share), dtype=float) for op in ops)
+                                            op.launch_count * launch_s, share), dtype=float) for op in ops)
 
     def logits_time_s(self, output_tokens: int, heads: int = 1):
         """Forward + backward time of the output head on the last stage (moesim.ops.layer.logits_ops), once per
@@ -273,6 +275,8 @@ class TermBuilder:
         bwd_ops = [replace(host, pass_="bwd")] + backward_ops(fwd_ops[1:])
         extra_fwd, extra_bwd = self._precision_ops(cls, b, tp, ep, etp, terms.slots)
         fwd_ops, bwd_ops = fwd_ops + extra_fwd, bwd_ops + extra_bwd
+        if self.tr.cuda_graph_scope:  # captured parts launch one graph a pass, not each kernel (moesim.ops.graphs)
+            fwd_ops, bwd_ops = (graphed(o, self.tr.cuda_graph_scope, cls.is_moe) for o in (fwd_ops, bwd_ops))
         terms.ops_fwd, terms.ops_bwd = fwd_ops, bwd_ops
         share = overlapped_compute_share(self.hw, self.tr)
         if share != 1.0:  # DeepEP's kernels run only where the experts are split over devices (ep > 1)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moesim.collectives.dispatch import hybridep_published_ranks
 from moesim.errors import SpecError
 from moesim.models.row_table import read_rows, row_fields, typed_fields
 from moesim.units import format_fraction_pct as _pct
@@ -32,9 +33,10 @@ MODEL_LABEL = {"deepseek-v3": "DeepSeek-V3", "qwen3-30b-a3b": "Qwen3-30B-A3B", "
 # Where neither the page nor a matching recipe states recompute: tried in this order, the first under which
 # moesim's own memory estimate fits is priced (the data file's header). (recompute, recompute_modules, MLA only)
 RECOMPUTE_LADDER = (("none", (), False), ("selective", ("mla_up_proj",), True), ("full", (), False))
-# The recipe's moe_flex_dispatcher_backend -> moesim's dispatch_backend: DeepEP is moesim's `deepep`; HybridEP has
-# no moesim key and, like a dispatcher the recipe does not name, is priced as the NCCL all-to-all.
-DISPATCH_BACKEND = {"": "nccl", "deepep": "deepep", "hybridep": "nccl"}
+# The recipe's moe_flex_dispatcher_backend -> moesim's dispatch_backend: DeepEP is moesim's `deepep`, HybridEP its
+# `hybridep` (session 21: DeepEP's path at HybridEP's published rates); a dispatcher the recipe does not name is
+# priced as the NCCL all-to-all.
+DISPATCH_BACKEND = {"": "nccl", "deepep": "deepep", "hybridep": "hybridep"}
 # Rows the simulator also runs (the agreement column): 26.02's three Qwen3-30B-A3B rows, one DeepSeek-V3 row per
 # Blackwell system and one Qwen3-235B-A22B row.
 DES_CASES = ("26.02-gb200-qwen3-30b-fp8mx-ep8", "26.02-b200-qwen3-30b-fp8mx-ep8",
@@ -73,6 +75,7 @@ class BridgeRow:
     recompute_modules: tuple[str, ...]
     first_stage_layers: int
     last_stage_layers: int
+    pipeline_layout: str  # Megatron's --pipeline-model-parallel-layout of the recipe ("": none given)
     dispatcher: str
     cuda_graph_scope: tuple[str, ...]
     assumed: tuple[str, ...]
@@ -104,6 +107,7 @@ FIELDS = row_fields(BridgeRow)  # the data file's fields: the row's, typed as it
 
 def _row(raw: dict, index: int, path: Path) -> BridgeRow:
     where = f"row[{index}]"
+    raw = raw if "pipeline_layout" in raw else raw | {"pipeline_layout": ""}  # optional (session 21): "" = none
     row = BridgeRow(**typed_fields(raw, FIELDS, where, path))
     if row.precision not in PRECISION_RECIPE:
         raise SpecError(f"{row.case}: unknown precision", file=str(path), field=f"{where}.precision",
@@ -126,6 +130,18 @@ def _row(raw: dict, index: int, path: Path) -> BridgeRow:
     if row.gpus % (row.tp * row.cp * row.pp) or row.mbs * row.ga * row.dp != row.gbs:
         raise SpecError(f"{row.case}: tp·cp·pp must divide gpus and mbs·ga·dp must equal gbs", file=str(path),
                         field=where)
+    if row.pipeline_layout:
+        from moesim.specs.pipeline_layout import parse
+
+        pl = parse(row.pipeline_layout, row.pp, field=f"{where}.pipeline_layout", file=str(path))
+        ends = [(k, n, d) for k, n, d in (("first_stage_layers", row.first_stage_layers, pl.device_layers[0]),
+                                          ("last_stage_layers", row.last_stage_layers, pl.device_layers[-1]))
+                if n and n != d]
+        if pl.vp != row.vp or ends:
+            raise SpecError(f"{row.case}: the pipeline layout has vp {pl.vp} and end stages of "
+                            f"{pl.device_layers[0]} / {pl.device_layers[-1]} layers, the row vp {row.vp} and "
+                            + ", ".join(f"{k} {n}" for k, n, _ in ends), file=str(path),
+                            field=f"{where}.pipeline_layout", value=row.pipeline_layout)
     return row
 
 
@@ -135,9 +151,9 @@ def load_rows(path: Path = DATA) -> tuple[BridgeRow, ...]:
 
 
 def priced_vp(row: BridgeRow, num_layers: int) -> int:
-    """The row's vp where moesim can write it (pp·vp chunks of equal layers), else 1 (plain 1F1B): Megatron-Bridge
-    splits DeepSeek-V3's 61 layers into uneven chunks with a pipeline layout, a key moesim lacks."""
-    return row.vp if num_layers % (row.pp * row.vp) == 0 else 1
+    """The row's vp where moesim can write it (pp·vp chunks of equal layers, or the recipe's pipeline layout naming
+    each chunk's layers), else 1 (plain 1F1B: uneven chunks the row's data does not name)."""
+    return row.vp if row.pipeline_layout or num_layers % (row.pp * row.vp) == 0 else 1
 
 
 def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
@@ -155,6 +171,7 @@ def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
                 "precision_recipe": PRECISION_RECIPE[row.precision], "zero_stage": 1, "recompute": recompute,
                 "sequence_parallel": row.tp > 1, "overlap_grad_reduce": True,
                 "dispatch_backend": DISPATCH_BACKEND[row.dispatcher],
+                "cuda_graph_scope": list(row.cuda_graph_scope),
                 "pipeline_schedule": "interleaved" if vp > 1 else "1f1b"}
     if recompute == "selective":  # moesim's selective always names core_attn: the s·s scores FlashAttention never
         # keeps (moesim/specs/training.py), so Megatron's ["mla_up_proj"] is ("core_attn", "mla_up_proj") here
@@ -163,6 +180,7 @@ def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
         {"cp": row.cp} if row.cp > 1 else {})
     layout |= {k: n for k, n in (("first_stage_layers", row.first_stage_layers),
                                  ("last_stage_layers", row.last_stage_layers)) if n}
+    layout |= {"pipeline_layout": row.pipeline_layout} if row.pipeline_layout else {}
     table = {"schema_version": 1, "name": row.case, "model": row.model, "hardware": row.hardware,
              "devices": row.gpus, "training": training, "layout": layout,
              "source": f"Megatron-Bridge performance summary, {row.release} {row.system} {row.source_model}"}
@@ -259,14 +277,15 @@ def not_written(p: Priced, rows: tuple[BridgeRow, ...] = ()) -> list[str]:
     r = p.row
     out = [text for text in [flop_outlier(r, rows)] if text] if rows else []
     if p.vp != r.vp:
-        out.append(f"vp {r.vp} priced as 1F1B (uneven chunks: a pipeline layout key moesim lacks)")
+        out.append(f"vp {r.vp} priced as 1F1B (uneven chunks the row's recipe does not name)")
     layers = _num_layers(r.model)
-    if layers % r.pp and not (r.first_stage_layers or r.last_stage_layers):
+    if layers % r.pp and not (r.first_stage_layers or r.last_stage_layers or r.pipeline_layout):
         out.append(f"split of {layers} layers over pp {r.pp} not stated (moesim's rule)")
-    if r.dispatcher == "hybridep":
-        out.append("HybridEP dispatcher (no moesim key; NCCL all-to-all priced)")
-    if r.cuda_graph_scope:
-        out.append("CUDA graphs (" + ", ".join(r.cuda_graph_scope) + ": no moesim key)")
+    if r.dispatcher == "hybridep" and r.ep > hybridep_published_ranks(r.hardware):
+        out.append(f"HybridEP at ep {r.ep}: no published rate for so many ranks on {HARDWARE_LABEL[r.hardware]} "
+                   "(the largest published rank count's rate priced)")
+    if "moe_preprocess" in r.cuda_graph_scope:  # moesim.ops.graphs: no operator of the list is MoELayer.preprocess
+        out.append("CUDA graph of moe_preprocess: its metadata kernels are not in moesim's operator list")
     if not r.recompute:
         out.append("recompute not stated (moesim's rule: the least that fits)")
     if not p.fits:

@@ -12,7 +12,8 @@ Work conventions (what the kernel executes, which is what its time is priced on)
                 arXiv 2307.08691 §3.2; Shah et al. 2024, arXiv 2407.08608 §4.1 benchmark convention)
   memory        bytes moved through HBM (every read and write counted)
   host          a fixed time (the profile's per-layer host overhead)
-`kernels` launches are each charged the profile's `efficiency.kernel_launch_us`.
+`kernels` launches are each charged the profile's `efficiency.kernel_launch_us`, or `launches` of them where set (an
+operator inside a captured CUDA graph: moesim.ops.graphs).
 `fallback_kernel_flops` is the size the FLOP-keyed matmul table is read at when the profile has no
 table for the operator (the estimate's convention before operator tables: one kernel's FLOP).
 """
@@ -47,6 +48,7 @@ class Op:
     fallback_kernel_flops: np.ndarray | float | None = None
     time_s: np.ndarray | float = 0.0  # host kind only
     mask: str = "full"  # attention only
+    launches: np.ndarray | float | None = None  # launches charged (None: `kernels`; CUDA graphs: moesim.ops.graphs)
     meta: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -61,7 +63,13 @@ class Op:
         """The same operator doing `factor` times the work (repeated kernels)."""
         fb = self.fallback_kernel_flops
         return replace(self, flops=self.flops * factor, bytes=self.bytes * factor, kernels=self.kernels * factor,
-                       time_s=self.time_s * factor, fallback_kernel_flops=fb)
+                       time_s=self.time_s * factor, fallback_kernel_flops=fb,
+                       launches=None if self.launches is None else self.launches * factor)
+
+    @property
+    def launch_count(self) -> np.ndarray | float:
+        """Kernel launches the operator is charged (module docstring)."""
+        return self.kernels if self.launches is None else self.launches
 
 
 def gemm(part: str, name: str, dtype: str, m, n, k, *, count=1.0, fallback=None, pass_: str = "fwd") -> Op:

@@ -47,7 +47,7 @@ def op_time_s(op: Op, hw: HardwareProfile) -> np.ndarray | float:
     """Seconds for `op` on `hw` (module docstring)."""
     if op.kind == "host":
         return op.time_s
-    launch = op.kernels * hw.efficiency.kernel_launch_s if hw.efficiency.kernel_launch_s else 0.0
+    launch = op.launch_count * hw.efficiency.kernel_launch_s if hw.efficiency.kernel_launch_s else 0.0
     if op.kind == "memory":
         return op.bytes / (hw.chip.hbm_bw_bytes_per_s * op_efficiency(op, hw)) + launch
     return op.flops / (hw.chip.peak_for(op.dtype) * op_efficiency(op, hw)) + launch
@@ -75,6 +75,6 @@ def ops_time_by_part_shared(ops: list[Op], hw: HardwareProfile, n: int,
         t = t if t.shape == (n,) else np.broadcast_to(t, (n,))
         out[op.part] = out[op.part] + t if op.part in out else t.copy()
         if op.kind in SHARED_KINDS:
-            e = shared_extra_s(t, op.kernels * launch_s, share)
+            e = shared_extra_s(t, op.launch_count * launch_s, share)
             extra[op.part] = extra[op.part] + e if op.part in extra else e
     return out, {p: out[p] + extra[p] if p in extra else out[p] for p in out}

@@ -29,6 +29,9 @@ Megatron-Core itself requires pp | L unless `--decoder-first-pipeline-num-layers
 `last_stage_layers` are those flags; the other layers then split over the remaining stages by the
 rule above (each stage ≥ 1 layer; Megatron wants them to divide evenly, moesim takes the leftovers
 too). The search splits automatically (it never sets them).
+`pipeline_layout` is Megatron's `--pipeline-model-parallel-layout` string (moesim.specs.pipeline_layout): which
+layers each of the pp·vp virtual stages holds, uneven chunks allowed; vp and the end stages' layer counts are read
+off it (given too, they must agree), and the simulator gives each chunk its own layers.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ AXES = ("tp", "ep", "dp", "pp")
 DEFAULT_ORDER = ("tp", "ep", "dp", "pp")
 STAGE_KEYS = ("first_stage_layers", "last_stage_layers")
 CP_COMMS = ("p2p", "a2a")  # Megatron/TE cp_comm_type: ring of KV chunks, or Ulysses all-to-all
-LAYOUT_KEYS = ("dp", "tp", "ep", "pp", "etp", "order") + STAGE_KEYS + ("vp", "cp", "cp_comm")
+LAYOUT_KEYS = ("dp", "tp", "ep", "pp", "etp", "order") + STAGE_KEYS + ("vp", "cp", "cp_comm", "pipeline_layout")
 # Execution options a layout line may carry too, as `moesim search` prints them (short spelling) or by
 # their TrainingSpec names; `edp` is derived and only checked. Short spelling -> TrainingSpec field.
 OPTION_KEYS = {"mb": "micro_batches", "micro_batches": "micro_batches", "zero": "zero_stage",
@@ -109,6 +112,7 @@ class Layout:
     vp: int = 1  # virtual pipeline stages per device (interleaved schedule)
     cp: int = 1  # context-parallel degree
     cp_comm: str = "p2p"  # p2p (ring attention) | a2a (Ulysses)
+    pipeline_layout: str | None = None  # Megatron's --pipeline-model-parallel-layout (specs.pipeline_layout)
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -130,6 +134,20 @@ class Layout:
             raise SpecError(f"order must list each of {', '.join(AXES)} once, got {', '.join(order)}",
                             field="layout.order", value=order, allowed=AXES)
         object.__setattr__(self, "order", order)
+        if self.pipeline_layout is not None:
+            self.pipeline  # noqa: B018  (parsed now: a bad string is the layout's error, not a later one)
+
+    @property
+    def pipeline(self):
+        """The parsed `pipeline_layout` (moesim.specs.pipeline_layout.PipelineLayout), None without one."""
+        from moesim.specs.pipeline_layout import parse
+
+        return None if self.pipeline_layout is None else parse(self.pipeline_layout, self.pp)
+
+    @property
+    def chunk_layers(self) -> tuple[int, ...] | None:
+        """Decoder layers of each of the pp·vp virtual stages in layer order (pipeline_layout's), None without one."""
+        return None if self.pipeline_layout is None else self.pipeline.chunk_layers
 
     @property
     def devices(self) -> int:
@@ -149,7 +167,7 @@ class Layout:
         for name in STAGE_KEYS:
             if getattr(self, name) is not None:
                 text += f",{name}={getattr(self, name)}"
-        for name, default in (("vp", 1), ("cp", 1), ("cp_comm", "p2p")):
+        for name, default in (("vp", 1), ("cp", 1), ("cp_comm", "p2p"), ("pipeline_layout", None)):
             if getattr(self, name) != default:
                 text += f",{name}={getattr(self, name)}"
         return text
@@ -162,8 +180,8 @@ class Layout:
         out: dict[str, object] = {"dp": self.dp, "tp": self.tp, "ep": self.ep, "pp": self.pp, "etp": self.etp,
                                   "edp": self.edp, "order": list(self.order)}
         out |= {k: getattr(self, k) for k in STAGE_KEYS if getattr(self, k) is not None}
-        return out | {k: v for k, v, d in (("vp", self.vp, 1), ("cp", self.cp, 1), ("cp_comm", self.cp_comm, "p2p"))
-                      if v != d}
+        return out | {k: v for k, v, d in (("vp", self.vp, 1), ("cp", self.cp, 1), ("cp_comm", self.cp_comm, "p2p"),
+                                           ("pipeline_layout", self.pipeline_layout, None)) if v != d}
 
 
 def _degrees_text(values: dict[str, int]) -> str:
@@ -229,7 +247,7 @@ def parse_layout_value(name: str, value: str, *, field: str, text: str, key: str
     key = key or name
     if name == "order":
         return tuple(a.strip() for a in value.replace("/", "-").split("-"))
-    if name in ("recompute", "cp_comm", "pipeline_schedule"):
+    if name in ("recompute", "cp_comm", "pipeline_schedule", "pipeline_layout"):
         return value
     if name == "capacity_factor":
         if value == DROPLESS:
@@ -260,7 +278,7 @@ def layout_arg(lay: dict) -> str:
     if "order" in lay:
         parts.append(f"order={'-'.join(lay['order'])}")
     parts += [f"{k}={lay[k]}" for k in STAGE_KEYS if lay.get(k) is not None]
-    parts += [f"{k}={lay[k]}" for k in ("vp", "cp", "cp_comm") if k in lay]
+    parts += [f"{k}={lay[k]}" for k in ("vp", "cp", "cp_comm", "pipeline_layout") if k in lay]
     short = {"micro_batches": "mb", "zero_stage": "zero", "recompute": "recompute",
              "pipeline_schedule": "schedule"}
     parts += [f"{short[k]}={lay[k]}" for k in short if k in lay]
@@ -299,7 +317,15 @@ def resolve_layout(
         ep = 1
     order = tuple(given.get("order", DEFAULT_ORDER))
     stages = {k: int(given[k]) for k in STAGE_KEYS if given.get(k) is not None}
-    extra = {k: given[k] for k in ("vp", "cp", "cp_comm") if k in given}
+    extra = {k: given[k] for k in ("vp", "cp", "cp_comm", "pipeline_layout") if k in given}
+    if given.get("pipeline_layout") is not None:  # vp and the end stages read off the layout unless given
+        from moesim.specs.pipeline_layout import parse
+
+        pl = parse(given["pipeline_layout"], pp, field=f"{source}.pipeline_layout")
+        extra.setdefault("vp", pl.vp)
+        if pp > 1:
+            for key, value in zip(STAGE_KEYS, (pl.device_layers[0], pl.device_layers[-1])):
+                stages.setdefault(key, value)
     try:
         layout = Layout(dp=dp, tp=tp, ep=ep, pp=pp, etp=etp, order=order, **stages, **extra)
     except SpecError as err:  # a degree out of range, as typed on the command line: the flag's error, not 'layout.dp'
@@ -349,6 +375,7 @@ def layout_problems(
     micro_batches: int,
     schedule: str = "1f1b",
     seq_len: int = 0,
+    mtp_depth: int = 0,
 ) -> list[str]:
     """Every reason `layout` is impossible (empty when valid). Pure; used by checks and search."""
     degrees = {"dp": layout.dp, "tp": layout.tp, "ep": layout.ep, "pp": layout.pp, "etp": layout.etp}
@@ -382,6 +409,11 @@ def layout_problems(
     split = stage_split_problem(num_layers, layout.pp, layout.first_stage_layers, layout.last_stage_layers)
     if split:
         problems.append(split)
+    if layout.pipeline_layout is not None:
+        from moesim.specs.pipeline_layout import layout_problems as pipeline_problems
+
+        problems += pipeline_problems(layout.pipeline, num_layers=num_layers, mtp_depth=mtp_depth, vp=layout.vp,
+                                      first=layout.first_stage_layers, last=layout.last_stage_layers)
     if layout.cp > 1 and seq_len and seq_len % (2 * layout.cp):
         # Causal balance splits each sequence into 2·cp chunks (TE DualChunkSwap: s divisible by 2·cp).
         problems.append(f"cp = {layout.cp} needs seq_len = {seq_len} divisible by 2·cp = {2 * layout.cp}")
@@ -391,7 +423,8 @@ def layout_problems(
     if global_batch_sequences % (layout.dp * micro_batches):
         problems.append(f"global batch = {global_batch_sequences} sequences is not divisible by "
                         f"dp·micro_batches = {layout.dp}·{micro_batches}")
-    problems += schedule_problems(schedule, layout.pp, layout.vp, num_layers, micro_batches)
+    problems += schedule_problems(schedule, layout.pp, layout.vp, num_layers, micro_batches,
+                                  chunks_given=layout.pipeline_layout is not None)
     if schedule == "zb-v":  # each device's layers go to its two chunks (workload.v_shape_ranges)
         problems += [f"zb-v needs {key} = {value} >= 2 (two chunks per device)"
                      for key, value in zip(STAGE_KEYS, (layout.first_stage_layers, layout.last_stage_layers))
@@ -402,19 +435,22 @@ def layout_problems(
     return problems
 
 
-def schedule_problems(schedule: str, pp: int, vp: int, num_layers: int, micro_batches: int) -> list[str]:
+def schedule_problems(schedule: str, pp: int, vp: int, num_layers: int, micro_batches: int,
+                      chunks_given: bool = False) -> list[str]:
     """Why `schedule` cannot run pp stages × vp chunks of num_layers with m micro-batches (empty when it can).
 
     Megatron's interleaved schedule wants L divisible by pp·vp and m a multiple of pp (Narayanan et al.
     §2.2.2); DualPipe wants pp and m even and m ≥ 2·pp (DeepSeek-V3 §3.2.1; `deepseek-ai/DualPipe`
-    asserts num_chunks >= 2·num_ranks); only the interleaved schedule has vp > 1."""
+    asserts num_chunks >= 2·num_ranks); only the interleaved schedule has vp > 1. `chunks_given`: a pipeline
+    layout names each chunk's layers (Megatron-LM transformer_block.py get_num_layers_to_build takes the layout's
+    count and skips its pp·vp divisibility assert), so L need not divide."""
     m, out = micro_batches, []
     if vp > 1 and schedule != "interleaved":
         out.append(f"vp = {vp} needs pipeline_schedule = interleaved (got {schedule})")
     if schedule == "interleaved":
         if vp < 2:
             out.append(f"the interleaved schedule needs vp >= 2 (vp = {vp})")
-        if num_layers % (pp * vp):
+        if num_layers % (pp * vp) and not chunks_given:
             out.append(f"vp = {vp} needs layers = {num_layers} divisible by pp·vp = {pp}·{vp}")
         if m % pp:
             out.append(f"the interleaved schedule needs micro_batches = {m} divisible by pp = {pp}")

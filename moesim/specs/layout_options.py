@@ -28,7 +28,7 @@ def layout_from_table(t: Table) -> dict[str, object]:
                 raise t.error(key, "expected axis names such as 'tp-ep-dp-pp' or ['tp', 'ep', 'dp', 'pp']",
                               value=order)
             given[key] = tuple(order.split("-") if isinstance(order, str) else order)
-        elif name in ("recompute", "cp_comm", "pipeline_schedule"):
+        elif name in ("recompute", "cp_comm", "pipeline_schedule", "pipeline_layout"):
             given[name] = t.req(key, str)
         elif name == "capacity_factor":
             value = t.req(key, (int, float, str))

@@ -57,6 +57,17 @@ class Scenario:
                             f"{self.model.attention.kind} attention)", file=self.file or None,
                             field="training.recompute_modules", value="mla_up_proj")
         moe = self.model.moe
+        if self.training.cuda_graph_scope and self.hardware.device_kind != "gpu":
+            raise SpecError("CUDA graphs run on GPUs", file=self.file or None, field="training.cuda_graph_scope",
+                            value=list(self.training.cuda_graph_scope), allowed=[])
+        if "moe" in self.training.cuda_graph_scope and moe is not None and moe.dropless \
+                and self.training.capacity_factor is None:
+            # Megatron-LM cuda_graph.md: "moe | _forward_mlp() for MoE layers (drop-and-pad only)"
+            raise SpecError("a CUDA graph of the whole MoE layer needs drop-and-pad routing (Megatron-LM "
+                            "cuda_graph.md); this model is dropless: capture moe_router / moe_preprocess instead",
+                            file=self.file or None, field="training.cuda_graph_scope",
+                            value=list(self.training.cuda_graph_scope), allowed=["attn", "mlp", "moe_router",
+                                                                                  "moe_preprocess"])
         if moe is not None and moe.router_impl and self.hardware.device_kind != "gpu":
             # the named implementation's kernels are CUDA launches (moesim/ops/mcore_moe.toml); XLA has none
             raise SpecError(f"names a GPU framework's kernels, but hardware '{self.hardware.name}' is a "
@@ -110,5 +121,5 @@ class Scenario:
             expert_d_ff=moe.expert_d_ff if moe else self.model.d_ff, num_layers=self.model.num_layers,
             global_batch_sequences=training.global_batch_sequences,
             micro_batches=micro_batches or training.micro_batches,
-            schedule=training.pipeline_schedule, seq_len=self.seq_lens[0],
+            schedule=training.pipeline_schedule, seq_len=self.seq_lens[0], mtp_depth=self.model.mtp_depth,
         )

@@ -22,6 +22,12 @@ RECOMPUTE_MODES = ("none", "selective", "full")
 # Korthikanti §5), the norms and the MLA up-projections, whose outputs are then not stored (DeepSeek-V3 §3.2.3
 # recomputes "all RMSNorm operations and MLA up-projections", not the core: moesim/estimate/selective.py).
 RECOMPUTE_MODULES = ("core_attn", "layernorm", "mla_up_proj")
+# What a per-layer CUDA graph captures in training (Megatron-LM --cuda-graph-impl local | transformer_engine with
+# --cuda-graph-modules; NVIDIA/Megatron-LM @ d98e8a64 docs/user-guide/features/cuda_graph.md, "--cuda-graph-modules
+# options"): attn TransformerLayer._forward_attention, mlp the dense layers' _forward_mlp, moe the MoE layers'
+# _forward_mlp (drop-and-pad only), moe_router the router and the shared experts, moe_preprocess MoELayer.preprocess
+# (with moe_router). moesim.ops.graphs prices what each captures.
+CUDA_GRAPH_MODULES = ("attn", "mlp", "moe", "moe_router", "moe_preprocess")
 PIPELINE_SCHEDULES = ("1f1b", "gpipe", "interleaved", "zb-h1", "zb-v", "dualpipe")  # moesim.des.orders
 DISPATCH_IMPLS = ("index", "dense_einsum")
 # The attention core's kernel, for what it keeps for backward (moesim/memory.py attention_activation_bytes):
@@ -50,8 +56,10 @@ FRAMEWORKS = ("megatron-te", "none")
 # How the expert all-to-all runs (moesim/collectives/dispatch.py): "nccl" the fastest of NCCL's pairwise
 # all-to-all and the two-level (hierarchical) one; "pairwise"; "hierarchical" (Tutel/DeepSpeed 2DH);
 # "deepep" DeepEP normal kernels (one copy per destination node over RDMA, NVLink forwarding);
-# "deepep_ll" DeepEP low-latency kernels (pure RDMA, one message per selected expert).
-DISPATCH_BACKENDS = ("nccl", "pairwise", "hierarchical", "deepep", "deepep_ll")
+# "deepep_ll" DeepEP low-latency kernels (pure RDMA, one message per selected expert); "hybridep" NVIDIA's HybridEP
+# (Megatron-Core moe_flex_dispatcher_backend = "hybridep"): DeepEP's normal-kernel path at its published rates
+# (moesim/collectives/hybridep.toml), BF16 dispatch only.
+DISPATCH_BACKENDS = ("nccl", "pairwise", "hierarchical", "deepep", "deepep_ll", "hybridep")
 ZERO_STAGES = (0, 1, 2, 3)
 # Where an exponential moving average of the parameters lives: none kept, in device memory (charged with the
 # optimizer states, sharded as they are), or in host memory (DeepSeek-V3 §3.2.3: "EMA in CPU", updated
@@ -125,6 +133,7 @@ class TrainingSpec:
     zero_stage: int = 0
     recompute: str = "none"
     recompute_modules: tuple[str, ...] = ("core_attn",)  # with recompute = "selective" (RECOMPUTE_MODULES)
+    cuda_graph_scope: tuple[str, ...] = ()  # CUDA_GRAPH_MODULES captured per layer; () no CUDA graphs
     # flash: the attention operator is priced as a flash kernel (moesim/ops/attention.py), so the memory side
     # keeps what that kernel keeps; unfused: Korthikanti's score matrix (his Table 2).
     attention_kernel: str = "flash"  # ATTENTION_KERNELS
@@ -188,6 +197,16 @@ class TrainingSpec:
             raise SpecError("dropping the param_dtype copy of the GEMM weights needs FP8 GEMMs that read a cached FP8 "
                             "copy (gemm_dtype = float8, fp8_weight_cache = true): otherwise the GEMMs read that copy",
                             field="training.fp8_gemm_param_copy", value=False, allowed=("true",))
+        object.__setattr__(self, "cuda_graph_scope", tuple(self.cuda_graph_scope))  # a list from a file
+        for module in self.cuda_graph_scope:
+            if module not in CUDA_GRAPH_MODULES or self.cuda_graph_scope.count(module) > 1:
+                raise SpecError(f"'{module}' is not allowed (or given twice)", field="training.cuda_graph_scope",
+                                value=list(self.cuda_graph_scope), allowed=CUDA_GRAPH_MODULES)
+        if "moe_preprocess" in self.cuda_graph_scope and "moe_router" not in self.cuda_graph_scope:
+            # cuda_graph.md: "moe_preprocess | MoELayer.preprocess() — must be paired with moe_router"
+            raise SpecError("moe_preprocess must be captured with moe_router (Megatron-LM cuda_graph.md)",
+                            field="training.cuda_graph_scope", value=list(self.cuda_graph_scope),
+                            allowed=CUDA_GRAPH_MODULES)
         object.__setattr__(self, "recompute_modules", tuple(self.recompute_modules))  # a list from a file
         for module in self.recompute_modules:
             if module not in RECOMPUTE_MODULES:

@@ -67,7 +67,7 @@ def test_every_documented_key_has_a_unit_slot_and_a_meaning():
 
 # Layout keys `moesim simulate` prints only off their defaults (Layout.as_dict): documented, not printed below.
 SIMULATE_OPTIONAL = {"layout.first_stage_layers", "layout.last_stage_layers", "layout.vp", "layout.cp",
-                     "layout.cp_comm"}
+                     "layout.cp_comm", "layout.pipeline_layout"}
 
 
 def test_simulate_json_keys_are_documented(capsys, tmp_path):
@@ -101,7 +101,9 @@ def test_estimate_json_keys_are_documented(capsys):
     for argv in (["mixtral-8x7b-h100", "--ops"],  # MoE, operators[]
                  ["llama-2-7b-128k-cp4-h100", "--devices", 32,  # dense (moe: {}), cp, cp_comm, stage sizes
                   "--layout", "dp=2,tp=2,cp=4,pp=2,cp_comm=a2a,first_stage_layers=15,last_stage_layers=17"],
-                 ["mixtral-8x7b-h100-vp8"]):  # vp
+                 ["mixtral-8x7b-h100-vp8"],  # vp
+                 ["deepseek-v3-h800", "--devices", 256, "--layout",  # a Megatron pipeline layout
+                  "dp=64,ep=64,pp=4,pipeline_layout=Et*4|(t*4|)*14tmL,schedule=interleaved,mb=60"]):
         found = named(keys(printed(capsys, ["estimate", *argv, "--json"])))
         assert found <= documented, sorted(found - documented)
         seen |= found

@@ -32,12 +32,15 @@ SOURCE_SPOTS = {
 
 # moesim's step-time error per row as it came out when the block was generated (moesim / published − 1, %), each
 # with the published row beside it. Recorded, not a bar: a pricing change that moves a row by more than 1 pt fails
-# here on purpose; regenerate with `python scripts/bridge_perf_check.py --write` and update the figure.
+# here on purpose; regenerate with `python scripts/bridge_perf_check.py --write` and update the figure. Session 21
+# (bridgekeys) re-recorded seven: the recipes' pipeline layouts (DeepSeek-V3 GB200 and 25.09 H100 at their vp 4,
+# Qwen3-235B-A22B H100's uneven chunks), the HybridEP backend and the recipes' CUDA graphs (the 26.02 rows that
+# name them).
 RECORDED_ERROR_PCT = {
-    "26.02-gb200-dsv3-fp8mx-pp4vp4ep64": -10.9,  # 26.02 DGX-GB200 DeepSeekV3: 3955 tokens/s/GPU
-    "26.02-gb200-qwen3-30b-fp8mx-ep8": -28.8,  # 26.02 DGX-GB200 Qwen3_30B_a3B: 26084
-    "26.02-b200-dsv3-fp8mx-pp16ep8": +15.8,  # 26.02 DGX-B200 DeepSeekV3: 2689
-    "26.02-b200-qwen3-30b-fp8mx-ep8": -59.0,  # 26.02 DGX-B200 Qwen3_30B_a3B: 9691
+    "26.02-gb200-dsv3-fp8mx-pp4vp4ep64": -10.6,  # 26.02 DGX-GB200 DeepSeekV3: 3955 tokens/s/GPU
+    "26.02-gb200-qwen3-30b-fp8mx-ep8": -28.5,  # 26.02 DGX-GB200 Qwen3_30B_a3B: 26084
+    "26.02-b200-dsv3-fp8mx-pp16ep8": +15.5,  # 26.02 DGX-B200 DeepSeekV3: 2689
+    "26.02-b200-qwen3-30b-fp8mx-ep8": -59.1,  # 26.02 DGX-B200 Qwen3_30B_a3B: 9691
     "26.02-h100-qwen3-30b-fp8cs-pp2vp12ep8": -82.1,  # 26.02 DGX-H100 Qwen3_30B_a3B: 2557
     "25.11-gb200-dsv3-bf16-pp4vp4ep64": +12.6,  # 25.11 DGX-GB200 DeepSeekV3 (w/o MTP) BF16: 3139
     "25.11-gb200-dsv3-fp8mx-pp8vp4ep32": -15.7,  # 25.11 DGX-GB200 DeepSeekV3 (w/o MTP) FP8-MX: 4018
@@ -45,10 +48,10 @@ RECORDED_ERROR_PCT = {
     "25.11-b200-dsv3-fp8mx-pp16ep8": -2.6,  # 25.11 DGX-B200 DeepSeekV3 (w/ MTP): 2139
     "25.11-b200-qwen3-30b-fp8mx-ep8": -60.7,  # 25.11 DGX-B200 Qwen3_30B_a3B: 9299
     "25.11-h100-qwen3-30b-fp8cs-pp2vp24ep8": -48.7,  # 25.11 DGX-H100 Qwen3_30B_a3B: 5275
-    "25.09-h100-dsv3-pp8vp4ep64tp2": +43.1,  # 25.09 DGX-H100 DeepSeekV3 (dropless): 1297
-    "26.02-gb200-qwen3-235b-fp8mx-pp8ep32": -16.8,  # 26.02 DGX-GB200 Qwen3_235B_a22B: 5448
+    "25.09-h100-dsv3-pp8vp4ep64tp2": +38.0,  # 25.09 DGX-H100 DeepSeekV3 (dropless): 1297
+    "26.02-gb200-qwen3-235b-fp8mx-pp8ep32": -13.2,  # 26.02 DGX-GB200 Qwen3_235B_a22B: 5448
     "26.02-b200-qwen3-235b-fp8mx-pp8ep8": -19.8,  # 26.02 DGX-B200 Qwen3_235B_a22B: 3805
-    "26.02-h100-qwen3-235b-fp8cs-tp2pp8vp4ep32": -21.0,  # 26.02 DGX-H100 Qwen3_235B_a22B: 1633
+    "26.02-h100-qwen3-235b-fp8cs-tp2pp8vp4ep32": -21.5,  # 26.02 DGX-H100 Qwen3_235B_a22B: 1633
     "25.11-gb200-qwen3-235b-bf16-pp8vp3ep32": -11.3,  # 25.11 DGX-GB200 Qwen3_235B_a22B BF16: 4916
     "25.11-b200-qwen3-235b-fp8mx-pp8vp2ep8": -26.9,  # 25.11 DGX-B200 Qwen3_235B_a22B: 3269
     "25.11-h100-qwen3-235b-fp8cs-tp2pp8vp4ep32": +19.0,  # 25.11 DGX-H100 Qwen3_235B_a22B: 1575
@@ -119,11 +122,29 @@ def test_a_row_is_written_as_a_scenario_in_code():
 
 
 def test_vp_moesim_cannot_write_is_named_not_hidden():
-    """DeepSeek-V3's 61 layers do not split into pp·vp equal chunks: priced as 1F1B and the block says so."""
-    row = BY_CASE["26.02-gb200-dsv3-fp8mx-pp4vp4ep64"]
-    assert bp.priced_vp(row, 61) == 1 and bp.priced_vp(BY_CASE["26.02-h100-qwen3-30b-fp8cs-pp2vp12ep8"], 48) == 12
+    """DeepSeek-V3's 61 layers do not split into pp·vp equal chunks: a row whose recipe names no pipeline layout is
+    priced as 1F1B and the block says so."""
+    row = BY_CASE["25.11-gb200-dsv3-bf16-pp4vp4ep64"]
+    assert not row.pipeline_layout and bp.priced_vp(row, 61) == 1
+    assert bp.priced_vp(BY_CASE["26.02-h100-qwen3-30b-fp8cs-pp2vp12ep8"], 48) == 12
     priced = bp.price_row(row)
     assert priced.vp == 1 and any("vp 4 priced as 1F1B" in s for s in bp.not_written(priced))
+
+
+def test_the_recipes_pipeline_layouts_are_priced_with_their_vp():
+    """Session 21 (bridgekeys): the rows whose recipe gives a pipeline layout are priced with it, vp included: the
+    (4, 4) DeepSeek-V3 map of deepseek_v3.py as 16 chunks, the 25.09 yaml's 'Et|(tt|)*30mL' as 32, Qwen3-235B-A22B's
+    account_for_embedding / loss split as the layout it builds (96 = 94 + 2 slots over pp·vp)."""
+    expect = {"26.02-gb200-dsv3-fp8mx-pp4vp4ep64": (4, 16, 13), "25.09-h100-dsv3-pp8vp4ep64tp2": (4, 7, 6),
+              "26.02-h100-qwen3-235b-fp8cs-tp2pp8vp4ep32": (4, 11, 11),
+              "26.02-b200-qwen3-235b-fp8mx-pp8ep8": (1, 11, 11), "26.02-b200-dsv3-fp8mx-pp16ep8": (1, 4, 1)}
+    for case, (vp, first, last) in expect.items():
+        row = BY_CASE[case]
+        lay = bp.row_scenario(row, "none", ()).resolve()
+        assert (lay.vp, lay.first_stage_layers, lay.last_stage_layers, lay.pipeline_layout) == (
+            vp, first, last, row.pipeline_layout), case
+        assert not any("priced as 1F1B" in s or "not stated" in s for s in bp.not_written(bp.price_row(row))), case
+    assert sum(bool(r.pipeline_layout) for r in ROWS) == 7
 
 
 def test_the_row_whose_printed_columns_disagree_is_named():
@@ -158,6 +179,16 @@ def test_bad_rows_are_named(tmp_path):
     bad.write_text(good.replace('precision = "FP8-MX"', 'precision = "FP4"', 1), encoding="utf-8")
     with pytest.raises(SpecError, match="unknown precision"):
         bp.load_rows(bad)
+    bad.write_text(good.replace("first_stage_layers = 16", "first_stage_layers = 15", 1), encoding="utf-8")
+    with pytest.raises(SpecError, match="pipeline layout has vp 4 and end stages of 16 / 13") as err:
+        bp.load_rows(bad)
+    assert err.value.field == "row[0].pipeline_layout"
+    bad.write_text(good.replace('pipeline_layout = "Et*4|(t*4|)*14tmL"', 'pipeline_layout = "Et*4|(t*4|)*14tmX"', 1),
+                   encoding="utf-8")
+    with pytest.raises(SpecError, match="unknown layer symbols"):
+        bp.load_rows(bad)
+    bad.write_text(good.replace('pipeline_layout = ""\n', "", 1), encoding="utf-8")  # optional: "" when left out
+    assert bp.load_rows(bad)[1].pipeline_layout == ""
 
 
 def test_the_generated_block_is_current(load_script, doc_block):

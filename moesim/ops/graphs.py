@@ -1,0 +1,57 @@
+"""Per-layer CUDA graphs in training: which operators a captured module holds, and the launches it is charged.
+
+Megatron-LM (NVIDIA/Megatron-LM @ d98e8a64, docs/user-guide/features/cuda_graph.md): "CUDA Graphs reduce
+kernel-launch overhead by recording GPU operations once and replaying the recording"; --cuda-graph-modules picks
+what a per-layer graph captures (training.cuda_graph_scope, CUDA_GRAPH_MODULES). moesim charges each kernel the
+profile's kernel_launch_us (moesim.ops.price); a captured module's operators are replayed as one graph, so they are
+charged one launch per part and pass (the graph's replay), not one per kernel (DERIVED: the replay's own cost is
+taken as one kernel launch). Nothing else changes: the kernels' own times, and what the capture cannot hold (the
+dispatch all-to-alls and the permute / expert work of a dropless MoE layer, whose shapes change every step) stay.
+
+  module          moesim parts captured                         source (cuda_graph.md, "--cuda-graph-modules options")
+  attn            attention                                     TransformerLayer._forward_attention()
+  mlp             dense_ffn (dense layers)                      _forward_mlp() for dense layers
+  moe             router, permute, expert_ffn, unpermute,       _forward_mlp() for MoE layers (drop-and-pad only)
+                  shared_experts (MoE layers)
+  moe_router      router, shared_experts                        "MoE router + shared experts (if not EP-comm-overlapped)"
+  moe_preprocess  none priced apart                             MoELayer.preprocess(): its metadata kernels are not
+                                                                operators of moesim's list (the permute copies run in
+                                                                the dispatch, outside it)
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from moesim.ops.base import Op
+
+CAPTURED_PARTS = {"attn": ("attention",), "mlp": ("dense_ffn",),
+                  "moe": ("router", "permute", "expert_ffn", "unpermute", "shared_experts"),
+                  "moe_router": ("router", "shared_experts"), "moe_preprocess": ()}
+MOE_ONLY = ("moe", "moe_router", "moe_preprocess")
+DENSE_ONLY = ("mlp",)
+
+
+def captured_parts(scope: tuple[str, ...], is_moe: bool) -> frozenset[str]:
+    """The parts of a layer (moesim.ops.base.PARTS) that `scope`'s modules capture on a MoE or a dense layer."""
+    out: set[str] = set()
+    for module in scope:
+        if (module in MOE_ONLY and not is_moe) or (module in DENSE_ONLY and is_moe):
+            continue
+        out.update(CAPTURED_PARTS[module])
+    return frozenset(out)
+
+
+def graphed(ops: list[Op], scope: tuple[str, ...], is_moe: bool) -> list[Op]:
+    """`ops` (one pass of a layer) with each captured part charged one launch, its first operator's (the graph's
+    replay), and its other operators none (module docstring); host operators and other parts unchanged."""
+    parts = captured_parts(scope, is_moe)
+    seen: set[str] = set()
+    out = []
+    for op in ops:
+        if op.part in parts and op.kind != "host":
+            out.append(replace(op, launches=0.0 if op.part in seen else 1.0))
+            seen.add(op.part)
+        else:
+            out.append(op)
+    return out

@@ -35,6 +35,10 @@ RECOMPUTE_LADDER = (("none", (), False), ("selective", ("mla_up_proj",), True), 
 # The recipe's moe_flex_dispatcher_backend -> moesim's dispatch_backend: DeepEP is moesim's `deepep`; HybridEP has
 # no moesim key and, like a dispatcher the recipe does not name, is priced as the NCCL all-to-all.
 DISPATCH_BACKEND = {"": "nccl", "deepep": "deepep", "hybridep": "nccl"}
+# The recipe's moe_a2a_overlap (Megatron-Core overlap_moe_expert_parallel_comm + delay_wgrad_compute, the combined
+# 1F1B schedule: Megatron-LM megatron/core/models/common/model_chunk_schedule_plan.py TransformerLayerSchedulePlan.run):
+# recorded, not priced (no moesim key; moesim.models.bridge_a2a prices it beside the operator list).
+A2A_OVERLAP = ("on", "off", "")
 # Rows the simulator also runs (the agreement column): 26.02's three Qwen3-30B-A3B rows, one DeepSeek-V3 row per
 # Blackwell system and one Qwen3-235B-A22B row.
 DES_CASES = ("26.02-gb200-qwen3-30b-fp8mx-ep8", "26.02-b200-qwen3-30b-fp8mx-ep8",
@@ -68,6 +72,7 @@ class BridgeRow:
     tokens_per_s_per_gpu: float
     model_tflops_per_gpu: float
     mtp: bool
+    moe_a2a_overlap: str  # A2A_OVERLAP: the recipe's moe_a2a_overlap, "" where no recipe was read
     recipe: str
     recompute: str
     recompute_modules: tuple[str, ...]
@@ -117,6 +122,9 @@ def _row(raw: dict, index: int, path: Path) -> BridgeRow:
     if row.dispatcher not in DISPATCH_BACKEND:
         raise SpecError(f"{row.case}: unknown dispatcher", file=str(path), field=f"{where}.dispatcher",
                         value=row.dispatcher, allowed=sorted(DISPATCH_BACKEND))
+    if row.moe_a2a_overlap not in A2A_OVERLAP:
+        raise SpecError(f"{row.case}: unknown moe_a2a_overlap", file=str(path), field=f"{where}.moe_a2a_overlap",
+                        value=row.moe_a2a_overlap, allowed=list(A2A_OVERLAP))
     if row.recompute not in ("", "none", "selective", "full"):
         raise SpecError(f"{row.case}: unknown recompute", file=str(path), field=f"{where}.recompute",
                         value=row.recompute, allowed=["", "none", "selective", "full"])
@@ -265,6 +273,8 @@ def not_written(p: Priced, rows: tuple[BridgeRow, ...] = ()) -> list[str]:
         out.append(f"split of {layers} layers over pp {r.pp} not stated (moesim's rule)")
     if r.dispatcher == "hybridep":
         out.append("HybridEP dispatcher (no moesim key; NCCL all-to-all priced)")
+    if r.moe_a2a_overlap == "on":
+        out.append("EP all-to-all overlap (combined 1F1B, delay_wgrad_compute: no moesim key; priced exposed)")
     if r.cuda_graph_scope:
         out.append("CUDA graphs (" + ", ".join(r.cuda_graph_scope) + ": no moesim key)")
     if not r.recompute:

@@ -37,7 +37,7 @@ RECOMPUTE_LADDER = (("none", (), False), ("selective", ("mla_up_proj",), True), 
 DISPATCH_BACKEND = {"": "nccl", "deepep": "deepep", "hybridep": "nccl"}
 # The recipe's moe_a2a_overlap (Megatron-Core overlap_moe_expert_parallel_comm + delay_wgrad_compute, the combined
 # 1F1B schedule: Megatron-LM megatron/core/models/common/model_chunk_schedule_plan.py TransformerLayerSchedulePlan.run):
-# recorded, not priced (no moesim key; moesim.models.bridge_a2a prices it beside the operator list).
+# priced (training.moe_a2a_overlap) where moesim prices the row's interleaved schedule, else named as not written.
 A2A_OVERLAP = ("on", "off", "")
 # Rows the simulator also runs (the agreement column): 26.02's three Qwen3-30B-A3B rows, one DeepSeek-V3 row per
 # Blackwell system and one Qwen3-235B-A22B row.
@@ -163,7 +163,9 @@ def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
                 "precision_recipe": PRECISION_RECIPE[row.precision], "zero_stage": 1, "recompute": recompute,
                 "sequence_parallel": row.tp > 1, "overlap_grad_reduce": True,
                 "dispatch_backend": DISPATCH_BACKEND[row.dispatcher],
-                "pipeline_schedule": "interleaved" if vp > 1 else "1f1b"}
+                "pipeline_schedule": "interleaved" if vp > 1 else "1f1b",
+                # the recipe's EP A2A overlap where moesim prices the interleaved schedule Megatron runs it with
+                "moe_a2a_overlap": row.moe_a2a_overlap == "on" and vp > 1}
     if recompute == "selective":  # moesim's selective always names core_attn: the s·s scores FlashAttention never
         # keeps (moesim/specs/training.py), so Megatron's ["mla_up_proj"] is ("core_attn", "mla_up_proj") here
         training["recompute_modules"] = list(dict.fromkeys(("core_attn", *modules)))
@@ -273,8 +275,8 @@ def not_written(p: Priced, rows: tuple[BridgeRow, ...] = ()) -> list[str]:
         out.append(f"split of {layers} layers over pp {r.pp} not stated (moesim's rule)")
     if r.dispatcher == "hybridep":
         out.append("HybridEP dispatcher (no moesim key; NCCL all-to-all priced)")
-    if r.moe_a2a_overlap == "on":
-        out.append("EP all-to-all overlap (combined 1F1B, delay_wgrad_compute: no moesim key; priced exposed)")
+    if r.moe_a2a_overlap == "on" and p.vp == 1:
+        out.append("EP all-to-all overlap not priced (Megatron runs it interleaved; vp priced as 1F1B)")
     if r.cuda_graph_scope:
         out.append("CUDA graphs (" + ", ".join(r.cuda_graph_scope) + ": no moesim key)")
     if not r.recompute:

@@ -1,4 +1,4 @@
-"""The Megatron-Bridge rows' expert all-to-all and the EP A2A overlap priced beside the list (moesim.models.bridge_a2a)."""
+"""The Bridge rows' expert all-to-all and the EP A2A overlap beside the list (moesim.models.bridge_a2a)."""
 
 import pytest
 

@@ -7,7 +7,8 @@ micro-batch's path); a device runs a list of `Slot`s in order:
   B  full backward (input and weight gradients together)
   I  input-gradient backward only (ZB's "B"); its weight-gradient part W runs later
   W  weight-gradient pass of an earlier I (first in, first out)
-  FB forward of (mb, vs) overlapped with the backward (`pair`) of another micro-batch (DualPipe)
+  FB forward of (mb, vs) overlapped with the backward (`pair`) of another micro-batch (DualPipe; interleaved
+     with the EP A2A overlap)
 
 Pieces and devices per schedule (`virtual_stages`, `device_of`):
   1f1b, gpipe, zb-h1   V = p, piece s on device s
@@ -19,7 +20,9 @@ Orders:
   1f1b / gpipe   Megatron's warm-up rule (p − d − 1 forwards, then one forward / one backward)
   interleaved    Megatron's `forward_backward_pipelining_with_interleaving`: warm-up
                  2(p − d − 1) + (v − 1)·p forwards; forward k runs chunk ⌊k/p⌋ mod v of micro-batch
-                 ⌊k/(p·v)⌋·p + k mod p; backward k the chunk v − 1 − ⌊k/p⌋ mod v
+                 ⌊k/(p·v)⌋·p + k mod p; backward k the chunk v − 1 − ⌊k/p⌋ mod v. With the EP A2A overlap
+                 (training.moe_a2a_overlap) one more warm-up forward and every steady-state forward-backward
+                 an FB slot (Megatron-Core's combined 1F1B)
   zb-h1, zb-v    greedy list scheduling, ZB-H1 on equal unit times (the paper's handcrafted shape),
                  ZB-V on the stage's F, I, W times when the caller gives them (Qi et al. build theirs
                  from profiled T_F, T_B, T_W too; on unit times a B = 2F stage's bubble grew with m): a device
@@ -76,9 +79,10 @@ def device_of(schedule: str, pp: int, vs: int, mb: int, micro_batches: int) -> i
 
 
 def device_order(schedule: str, micro_batches: int, pp: int, vp: int, device: int,
-                 times: tuple[float, float, float] | None = None) -> list[Slot]:
+                 times: tuple[float, float, float] | None = None, a2a_overlap: bool = False) -> list[Slot]:
     """The slots device `device` runs in one step, in order (module docstring). `times` = (F, I, W) of a
-    device's stage per micro-batch, for the zero-bubble orders' list scheduling (relative values count)."""
+    device's stage per micro-batch, for the zero-bubble orders' list scheduling (relative values count).
+    `a2a_overlap`: interleaved with Megatron-Core's EP A2A overlap (training.moe_a2a_overlap)."""
     m, p = micro_batches, pp
     if schedule in ("1f1b", "gpipe"):
         if schedule == "gpipe":
@@ -89,7 +93,7 @@ def device_order(schedule: str, micro_batches: int, pp: int, vp: int, device: in
             order += [Slot("F", warm + i, device), Slot("B", i, device)]
         return order + [Slot("B", i, device) for i in range(m - warm, m)]
     if schedule == "interleaved":
-        return _interleaved(m, p, vp, device)
+        return _interleaved(m, p, vp, device, a2a_overlap)
     if schedule in ("zb-h1", "zb-v"):
         # ZB-H1 is the paper's handcrafted 1F1B-with-deferred-W shape: equal times; ZB-V on the given times.
         return list(_greedy(schedule, m, p, _unit_times(times if schedule == "zb-v" else None))[device])
@@ -98,9 +102,11 @@ def device_order(schedule: str, micro_batches: int, pp: int, vp: int, device: in
     raise ValueError(schedule)
 
 
-def _interleaved(m: int, p: int, v: int, d: int) -> list[Slot]:
+def _interleaved(m: int, p: int, v: int, d: int, a2a_overlap: bool = False) -> list[Slot]:
     total = m * v
-    warm = min(2 * (p - d - 1) + (v - 1) * p, total)
+    # Megatron-LM schedules.py get_pp_rank_microbatches: with the EP A2A overlap one more warm-up forward, so that
+    # each steady-state forward runs with an independent backward (combined 1F1B: an FB slot, as DualPipe's)
+    warm = min(2 * (p - d - 1) + (v - 1) * p + int(a2a_overlap), total)
 
     def mb(k: int) -> int:
         return (k // (p * v)) * p + k % p
@@ -113,7 +119,11 @@ def _interleaved(m: int, p: int, v: int, d: int) -> list[Slot]:
 
     order = [fwd(k) for k in range(warm)]
     for i in range(total - warm):
-        order += [fwd(warm + i), bwd(i)]
+        if a2a_overlap:
+            f, b = fwd(warm + i), bwd(i)
+            order.append(Slot("FB", f.mb, f.vs, pair=("B", b.mb, b.vs)))
+        else:
+            order += [fwd(warm + i), bwd(i)]
     return order + [bwd(k) for k in range(total - warm, total)]
 
 

@@ -360,7 +360,8 @@ def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
         bucket_params = float(mcore_bucket_params(costs.layout.dp * costs.layout.cp))
     b = _Builder(costs, stage, chunks, bucket_params)
     tr, m = costs.training, costs.micro_batches
-    slots = device_order(tr.pipeline_schedule, m, costs.layout.pp, costs.layout.vp, stage, _fiw(costs))
+    slots = device_order(tr.pipeline_schedule, m, costs.layout.pp, costs.layout.vp, stage, _fiw(costs),
+                         tr.moe_a2a_overlap)
     left = grad_passes_per_piece(slots)
     pieces_left = [len(left)]
     replicated = sum(costs.stages[vs].replicated_grad_bytes for vs in {s.vs for s in slots})  # the device's pieces

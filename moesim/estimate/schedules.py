@@ -11,6 +11,7 @@ backward product: one forward's time each), B_full = B + W.
   zb-h1        m·t + (p − 1)·(F + B − W)                (p − 1)(t − 2W)            Qi et al. ICLR'24 Table 2
   zb-v         m·t + (p − 1)·max(F/2, F + B − 2W)       ZB-H2's, at ZB-H1 memory   Qi et al. Table 2, §6
   dualpipe     n·t_o + (m − n)·t + (p/2 − 1)·(F&B + B_full − 3W)                   DeepSeek-V3 Table 2
+  interleaved with the EP A2A overlap: n·t_o + (m − n)·t in place of m·t, n = `interleaved_pairs`    Megatron-Core
 
 1F1B, GPipe: t_s each stage's time per micro-batch, t = max_s t_s; at equal stages (m + p − 1)·t, Narayanan et
 al. 2021 §2.2.1: the first micro-batch crosses every stage before the slowest one's m passes, and the last
@@ -59,8 +60,10 @@ def is_schedule(schedule, name: str) -> np.ndarray:
 
 
 def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, weight_s, send_s=0.0,
-                    overlapped_s=None, below_slowest_s=0.0, zbv_pipe=None) -> tuple[np.ndarray, np.ndarray]:
+                    overlapped_s=None, below_slowest_s=0.0, zbv_pipe=None,
+                    a2a_overlap: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(T_pipe, bubble) per candidate (module table); arrays over candidates, `schedule` holds names.
+    `a2a_overlap`: interleaved runs Megatron-Core's EP A2A overlap (training.moe_a2a_overlap; `interleaved_pairs`).
     `below_slowest_s`: Σ_s (t_s − t) over every stage (≤ 0; 0 at equal stages), 1F1B's and GPipe's only.
     `zbv_pipe`: ZB-V's T_pipe over every stage (`zbv_pipe_s`); without it the slowest stage's closed form."""
     m, p, v = (np.asarray(a, dtype=float) for a in (m, pp, vp))
@@ -81,7 +84,20 @@ def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, we
     if overlapped_s is not None:
         pairs = dualpipe_pairs(m, p)
         work = np.where(is_schedule(schedule, "dualpipe"), pairs * np.asarray(overlapped_s) + (m - pairs) * t, work)
+        if a2a_overlap:  # the same max(compute, collectives) for the pairs of Megatron's combined 1F1B
+            pairs = interleaved_pairs(m, p, v)
+            work = np.where(is_schedule(schedule, "interleaved"), pairs * np.asarray(overlapped_s) + (m - pairs) * t,
+                            work)
     return work + bubble, bubble
+
+
+def interleaved_pairs(m, pp, vp) -> np.ndarray:
+    """Micro-batches' worth of forward-backward pairs the first device runs under Megatron-Core's EP A2A overlap:
+    its m·v chunk passes less 2(p − 1) + (v − 1)·p + 1 warm-up forwards (Megatron-LM schedules.py
+    get_pp_rank_microbatches, one more than without the overlap), over v (moesim.des.orders._interleaved)."""
+    m, p, v = (np.asarray(a, dtype=float) for a in (m, pp, vp))
+    total = m * v
+    return (total - np.minimum(total, 2 * (p - 1) + (v - 1) * p + 1)) / v
 
 
 def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position) -> np.ndarray:

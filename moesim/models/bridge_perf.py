@@ -37,6 +37,10 @@ RECOMPUTE_LADDER = (("none", (), False), ("selective", ("mla_up_proj",), True), 
 # `hybridep` (session 21: DeepEP's path at HybridEP's published rates); a dispatcher the recipe does not name is
 # priced as the NCCL all-to-all.
 DISPATCH_BACKEND = {"": "nccl", "deepep": "deepep", "hybridep": "hybridep"}
+# The recipe's moe_a2a_overlap (Megatron-Core overlap_moe_expert_parallel_comm + delay_wgrad_compute, the combined
+# 1F1B schedule: Megatron-LM megatron/core/models/common/model_chunk_schedule_plan.py TransformerLayerSchedulePlan.run):
+# priced (training.moe_a2a_overlap) where moesim prices the row's interleaved schedule, else named as not written.
+A2A_OVERLAP = ("on", "off", "")
 # Rows the simulator also runs (the agreement column): 26.02's three Qwen3-30B-A3B rows, one DeepSeek-V3 row per
 # Blackwell system and one Qwen3-235B-A22B row.
 DES_CASES = ("26.02-gb200-qwen3-30b-fp8mx-ep8", "26.02-b200-qwen3-30b-fp8mx-ep8",
@@ -70,6 +74,7 @@ class BridgeRow:
     tokens_per_s_per_gpu: float
     model_tflops_per_gpu: float
     mtp: bool
+    moe_a2a_overlap: str  # A2A_OVERLAP: the recipe's moe_a2a_overlap, "" where no recipe was read
     recipe: str
     recompute: str
     recompute_modules: tuple[str, ...]
@@ -121,6 +126,9 @@ def _row(raw: dict, index: int, path: Path) -> BridgeRow:
     if row.dispatcher not in DISPATCH_BACKEND:
         raise SpecError(f"{row.case}: unknown dispatcher", file=str(path), field=f"{where}.dispatcher",
                         value=row.dispatcher, allowed=sorted(DISPATCH_BACKEND))
+    if row.moe_a2a_overlap not in A2A_OVERLAP:
+        raise SpecError(f"{row.case}: unknown moe_a2a_overlap", file=str(path), field=f"{where}.moe_a2a_overlap",
+                        value=row.moe_a2a_overlap, allowed=list(A2A_OVERLAP))
     if row.recompute not in ("", "none", "selective", "full"):
         raise SpecError(f"{row.case}: unknown recompute", file=str(path), field=f"{where}.recompute",
                         value=row.recompute, allowed=["", "none", "selective", "full"])
@@ -172,7 +180,9 @@ def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
                 "sequence_parallel": row.tp > 1, "overlap_grad_reduce": True,
                 "dispatch_backend": DISPATCH_BACKEND[row.dispatcher],
                 "cuda_graph_scope": list(row.cuda_graph_scope),
-                "pipeline_schedule": "interleaved" if vp > 1 else "1f1b"}
+                "pipeline_schedule": "interleaved" if vp > 1 else "1f1b",
+                # the recipe's EP A2A overlap where moesim prices the interleaved schedule Megatron runs it with
+                "moe_a2a_overlap": row.moe_a2a_overlap == "on" and vp > 1}
     if recompute == "selective":  # moesim's selective always names core_attn: the s·s scores FlashAttention never
         # keeps (moesim/specs/training.py), so Megatron's ["mla_up_proj"] is ("core_attn", "mla_up_proj") here
         training["recompute_modules"] = list(dict.fromkeys(("core_attn", *modules)))
@@ -286,6 +296,8 @@ def not_written(p: Priced, rows: tuple[BridgeRow, ...] = ()) -> list[str]:
                    "(the largest published rank count's rate priced)")
     if "moe_preprocess" in r.cuda_graph_scope:  # moesim.ops.graphs: no operator of the list is MoELayer.preprocess
         out.append("CUDA graph of moe_preprocess: its metadata kernels are not in moesim's operator list")
+    if r.moe_a2a_overlap == "on" and p.vp == 1:
+        out.append("EP all-to-all overlap not priced (Megatron runs it interleaved; vp priced as 1F1B)")
     if not r.recompute:
         out.append("recompute not stated (moesim's rule: the least that fits)")
     if not p.fits:

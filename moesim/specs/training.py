@@ -141,6 +141,11 @@ class TrainingSpec:
     dropout: bool = True  # dropout masks stored, 1 byte per element (Korthikanti §4.1); false without dropout
     sequence_parallel: bool = True
     pipeline_schedule: str = "1f1b"
+    # Megatron-Core's EP A2A overlap (overlap_moe_expert_parallel_comm with delay_wgrad_compute; Megatron-Bridge's
+    # moe_a2a_overlap): the interleaved schedule's steady state runs each forward chunk with another micro-batch's
+    # backward chunk, one's expert all-to-alls under the other's compute (megatron/core/models/common/
+    # model_chunk_schedule_plan.py TransformerLayerSchedulePlan.run); interleaved only (moesim.des.orders).
+    moe_a2a_overlap: bool = False
     overlap_grad_reduce: bool = True
     # Megatron-LM DDP's passes over every gradient buffer before the data-parallel reduction (core/distributed/
     # param_and_grad_buffer.py _ParamAndGradBucketGroup.start_grad_sync): check_grads' L2 norm (check_for_nan_in_grad,
@@ -189,6 +194,11 @@ class TrainingSpec:
             if getattr(self, name) not in allowed:
                 raise SpecError(f"'{getattr(self, name)}' is not allowed", field=f"training.{name}",
                                 value=getattr(self, name), allowed=allowed)
+        if self.moe_a2a_overlap and self.pipeline_schedule != "interleaved":
+            # Megatron-LM transformer_config.py: with pp > 1 the overlap needs virtual stages (pp 1 is not built here)
+            raise SpecError("moe_a2a_overlap runs with Megatron's interleaved schedule only",
+                            field="training.pipeline_schedule", value=self.pipeline_schedule,
+                            allowed=("interleaved",))
         if self.fp8_weight_transpose == "per_micro_batch" and self.fp8_scaling == "mxfp8":
             raise SpecError("MXFP8's 1x32 weight blocks cannot be transposed in FP8 (the columnwise copy is a cast)",
                             field="training.fp8_weight_transpose", value=self.fp8_weight_transpose,

@@ -59,6 +59,13 @@ CASES = [
     ("llama3-70b b200 tp1 pp8 m16 1f1b", "llama3-70b-l12-b200-tp8",
      {"global_batch_sequences": 16, "micro_batches": 16, "pipeline_schedule": "1f1b"}, Layout(dp=1, tp=1, pp=8)),
     ("mixtral-8x7b pp8 1f1b", "mixtral-8x7b-h100", {"global_batch_sequences": 128}, Layout(dp=8, ep=8, pp=8)),
+    # Megatron-Core's EP A2A overlap (session 21, a2aoverlap): interleaved steady-state forward-backward pairs, the
+    # estimate's max(compute, collectives) per pair against the simulator's FB slots; NCCL and DeepEP (SM share).
+    ("mixtral-8x7b pp4 vp2 a2a overlap", "mixtral-8x7b-h100",
+     {"pipeline_schedule": "interleaved", "moe_a2a_overlap": True}, Layout(dp=16, ep=8, pp=4, vp=2)),
+    ("mixtral-8x7b pp4 vp2 a2a overlap deepep", "mixtral-8x7b-h100",
+     {"pipeline_schedule": "interleaved", "moe_a2a_overlap": True, "dispatch_backend": "deepep"},
+     Layout(dp=16, ep=8, pp=4, vp=2)),
 ]
 # The gradient sync (session 18, gradsync): the simulator runs it bucket by bucket (40e6 parameters each, MCore's
 # floor), the estimate priced one collective per axis over the stage's whole gradient and hid it under the slowest

@@ -23,11 +23,17 @@ from moesim.models.row_table import read_rows, row_fields, typed_fields
 from moesim.units import format_fraction_pct as _pct
 
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "bridge_perf" / "megatron_bridge_moe.toml"
+# The newer releases' rows (26.02.01 to 26.08, Megatron-Bridge @ 067f987d): same fields, their own generated block.
+DATA_NEWER = DATA.with_name("megatron_bridge_moe_2602_2608.toml")
 # The page's Precision column -> moesim's precision recipe (moesim/precision_recipes.toml): BF16 the baseline,
 # FP8-MX TransformerEngine's MXFP8BlockScaling, FP8-CS TE's Float8CurrentScaling (the recipes' own sources).
 PRECISION_RECIPE = {"BF16": "bf16", "FP8-MX": "mxfp8-blackwell", "FP8-CS": "te-current-scaling"}
+# The newer tables' names: "MXFP8" is FP8-MX; "FP8" (DGX-H100) names no scaling: current scaling, assumed
+# (megatron_bridge_moe_2602_2608.toml's header).
+PRECISION_RECIPE |= {"MXFP8": "mxfp8-blackwell", "FP8": "te-current-scaling"}
 HARDWARE = ("h100-sxm", "b200", "gb200-nvl72")  # moesim profiles of the page's DGX-H100, DGX-B200, DGX-GB200
-HARDWARE_LABEL = {"h100-sxm": "H100", "b200": "B200", "gb200-nvl72": "GB200"}
+HARDWARE += ("b300", "gb300-nvl72")  # DGX-B300, DGX-GB300 (the newer tables; hardware_profiles/, vendor figures)
+HARDWARE_LABEL = {"h100-sxm": "H100", "b200": "B200", "gb200-nvl72": "GB200", "b300": "B300", "gb300-nvl72": "GB300"}
 MODEL_LABEL = {"deepseek-v3": "DeepSeek-V3", "qwen3-30b-a3b": "Qwen3-30B-A3B", "qwen3-235b-a22b": "Qwen3-235B-A22B"}
 # Where neither the page nor a matching recipe states recompute: tried in this order, the first under which
 # moesim's own memory estimate fits is priced (the data file's header). (recompute, recompute_modules, MLA only)
@@ -132,6 +138,11 @@ def _row(raw: dict, index: int, path: Path) -> BridgeRow:
 @lru_cache(maxsize=None)
 def load_rows(path: Path = DATA) -> tuple[BridgeRow, ...]:
     return tuple(_row(r, i, path) for i, r in enumerate(read_rows(path, "the Megatron-Bridge table")))
+
+
+def load_newer_rows() -> tuple[BridgeRow, ...]:
+    """The 26.02.01 to 26.08 rows (tests/data/bridge_perf/megatron_bridge_moe_2602_2608.toml)."""
+    return load_rows(DATA_NEWER)
 
 
 def priced_vp(row: BridgeRow, num_layers: int) -> int:
@@ -316,4 +327,45 @@ def render_block(priced: list[Priced]) -> str:
             "|---|" + "---:|" * (len(PARTS) + 2)]
     out += [f"| `{p.row.case}` | " + " | ".join(f"{p.parts_s[k]:.3f}" for k in PARTS)
             + f" | {p.step_s:.3f} | {p.row.published_step_s:.3f} |" for p in priced]
+    return "\n".join(out)
+
+
+RELEASES = ("25.09", "25.11", "26.02", "26.02.01", "26.04", "26.04.01", "26.06", "26.06.01", "26.08")  # the page's order
+
+
+def _same_run(row: BridgeRow) -> tuple:
+    """What makes two releases' rows one run to moesim: system, model, precision recipe, GPUs, batch and layout."""
+    return (row.hardware, row.model, PRECISION_RECIPE[row.precision], row.gpus, row.gbs, row.mbs, row.seq_len,
+            row.tp, row.pp, row.cp, row.vp, row.ep)
+
+
+def release_spread(rows: tuple[BridgeRow, ...]) -> list[tuple[tuple, list[BridgeRow]]]:
+    """Runs published in more than one release with the same layout (moesim prices them alike but for what a
+    row's recipe states), each with its rows in release order."""
+    runs: dict[tuple, list[BridgeRow]] = {}
+    for r in rows:
+        runs.setdefault(_same_run(r), []).append(r)
+    return [(key, sorted(rs, key=lambda r: RELEASES.index(r.release))) for key, rs in runs.items() if len(rs) > 1]
+
+
+def render_newer_block(priced: list[Priced], older: tuple[BridgeRow, ...]) -> str:
+    """The generated block of the 26.02.01-26.08 rows: the same table and summaries as `render_block`, per-release
+    means, and the release-to-release spread of the published throughput of one run (the older table's rows
+    included: `older`)."""
+    out = [render_block(priced), "", "Per release (error as above):", "", "| release | n | mean | mean abs | worst |",
+           "|---|---:|---:|---:|---:|"]
+    out += [_summary(rel, [p for p in priced if p.row.release == rel]) for rel in RELEASES
+            if any(p.row.release == rel for p in priced)]
+    error = {p.row.case: p.step_error for p in priced}
+    out += ["", "The same run (system, model, precision, GPUs, GBS, MBS, layout) published in several releases: "
+            "tokens / s / GPU per release (moesim's error where this block prices the row), and the spread "
+            "(highest / lowest − 1), which no per-run pricing can follow:", "",
+            "| run | releases: tokens/s/GPU (error) | spread |", "|---|---|---:|"]
+    for _key, rs in release_spread(older + tuple(p.row for p in priced)):
+        r = rs[0]
+        cells = "; ".join(f"{x.release}: {x.tokens_per_s_per_gpu:.0f}"
+                          + (f" ({_pct(error[x.case])})" if x.case in error else "") for x in rs)
+        tokens = [x.tokens_per_s_per_gpu for x in rs]
+        out.append(f"| {HARDWARE_LABEL[r.hardware]} {MODEL_LABEL[r.model]} {r.precision} {r.layout_text} "
+                   f"(GBS {r.gbs}, MBS {r.mbs}) | {cells} | {_pct(max(tokens) / min(tokens) - 1, False)} |")
     return "\n".join(out)

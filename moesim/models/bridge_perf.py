@@ -35,6 +35,7 @@ HARDWARE = ("h100-sxm", "b200", "gb200-nvl72")  # moesim profiles of the page's 
 HARDWARE += ("b300", "gb300-nvl72")  # DGX-B300, DGX-GB300 (the newer tables; hardware_profiles/, vendor figures)
 HARDWARE_LABEL = {"h100-sxm": "H100", "b200": "B200", "gb200-nvl72": "GB200", "b300": "B300", "gb300-nvl72": "GB300"}
 MODEL_LABEL = {"deepseek-v3": "DeepSeek-V3", "qwen3-30b-a3b": "Qwen3-30B-A3B", "qwen3-235b-a22b": "Qwen3-235B-A22B"}
+MODEL_LABEL |= {"gpt-oss-120b": "GPT-OSS-120B"}  # the newer tables' rows (moesim/models/library/gpt-oss-120b.toml)
 # Where neither the page nor a matching recipe states recompute: tried in this order, the first under which
 # moesim's own memory estimate fits is priced (the data file's header). (recompute, recompute_modules, MLA only)
 RECOMPUTE_LADDER = (("none", (), False), ("selective", ("mla_up_proj",), True), ("full", (), False))
@@ -292,14 +293,20 @@ def not_written(p: Priced, rows: tuple[BridgeRow, ...] = ()) -> list[str]:
     return out
 
 
+def _same_release(row: BridgeRow, rows: tuple[BridgeRow, ...]) -> tuple[BridgeRow, ...]:
+    return tuple(r for r in rows if r.release == row.release)
+
+
 def _summary(label: str, ps: list[Priced]) -> str:
     a = np.array([p.step_error for p in ps])
     worst = a[np.argmax(np.abs(a))]
     return f"| {label} | {len(a)} | {_pct(a.mean())} | {_pct(np.abs(a).mean(), False)} | {_pct(worst)} |"
 
 
-def render_block(priced: list[Priced]) -> str:
-    """The generated block of docs/operators.md (without its BEGIN / END marker lines)."""
+def render_block(priced: list[Priced], by_release: bool = False) -> str:
+    """The generated block of docs/operators.md (without its BEGIN / END marker lines). `by_release`: a row's
+    printed columns are checked against its own release's rows only (the page's FLOP count may change between
+    releases: GPT-OSS-120B's is 27.2 GFLOP per token to 26.04.01, 32.6 from 26.06)."""
     out = ["| case (release, system, model as printed) | precision (recipe) | layout (GBS, MBS) | "
            "published tokens/s/GPU | published GFLOP/token | published step s | moesim step s | error | "
            "simulator s (vs estimate) | recompute priced (GiB, fits) | not written as published / assumed |",
@@ -314,7 +321,8 @@ def render_block(priced: list[Priced]) -> str:
                    f"{r.tokens_per_s_per_gpu:.0f} | {r.published_gflop_per_token:.1f} | {r.published_step_s:.3f} | "
                    f"{p.step_s:.3f} | "
                    f"{_pct(p.step_error)} | {des} | {p.recompute} ({p.memory_gib:.1f}, "
-                   f"{'yes' if p.fits else 'no'}) | {'; '.join(not_written(p, rows))} |")
+                   f"{'yes' if p.fits else 'no'}) | "
+                   f"{'; '.join(not_written(p, _same_release(r, rows) if by_release else rows))} |")
     out += ["", "Summary (error = moesim / published − 1 on the step time; negative: moesim too fast):", "",
             "| rows | n | mean | mean abs | worst |", "|---|---:|---:|---:|---:|"]
     groups = [(f"{HARDWARE_LABEL[h]} {MODEL_LABEL[m]}", [p for p in priced if p.row.hardware == h
@@ -353,7 +361,7 @@ def render_newer_block(priced: list[Priced], older: tuple[BridgeRow, ...]) -> st
     """The generated block of the 26.02.01-26.08 rows: the same table and summaries as `render_block`, per-release
     means, and the release-to-release spread of the published throughput of one run (the older table's rows
     included: `older`)."""
-    out = [render_block(priced), "", "Per release (error as above):", "", "| release | n | mean | mean abs | worst |",
+    out = [render_block(priced, by_release=True), "", "Per release (error as above):", "", "| release | n | mean | mean abs | worst |",
            "|---|---:|---:|---:|---:|"]
     out += [_summary(rel, [p for p in priced if p.row.release == rel]) for rel in RELEASES
             if any(p.row.release == rel for p in priced)]

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from moesim.arithmetic import param_counts
 from moesim.errors import SpecError
 from moesim.models import bridge_perf as bp
+from moesim.specs.load import load_model
 
 ROWS = bp.load_newer_rows()
 BY_CASE = {r.case: r for r in ROWS}
@@ -29,6 +31,8 @@ SOURCE_SPOTS = {
     "26.04.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": (256, 8192, 1, 2, 8, 4, 32, 1712, 253),
     "26.02.01-b300-qwen3-235b-mxfp8-pp8vp4ep8": (256, 8192, 1, 1, 8, 4, 8, 2644, 391),
     "26.02.01-gb300-qwen3-30b-mxfp8-ep8": (8, 512, 8, 1, 1, 1, 8, 30411, 700),
+    "26.08-gb300-gpt-oss-120b-mxfp8-ep16": (64, 1280, 4, 1, 1, 1, 16, 33024, 1077),
+    "26.04.01-h100-gpt-oss-120b-bf16-pp4ep8": (64, 1280, 1, 1, 4, 1, 8, 5824, 158),
 }
 
 # moesim's step-time error per row as it came out when the block was generated (moesim / published − 1, %), with
@@ -97,11 +101,33 @@ RECORDED_ERROR_PCT = {
     "26.02.01-gb200-qwen3-235b-mxfp8-pp8ep32": -14.8,  # 26.02.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5530; none
     "26.02.01-b300-qwen3-235b-mxfp8-pp8vp4ep8": -59.1,  # 26.02.01 DGX-B300 Qwen3_235B_a22B MXFP8: 2644; none
     "26.02.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": +17.5,  # 26.02.01 DGX-H100 Qwen3_235B_a22B FP8: 1611; none
+    "26.08-gb300-gpt-oss-120b-mxfp8-ep16": -12.1,  # 26.08 DGX-GB300 GPT OSS 120B MXFP8: 33024; none
+    "26.08-gb200-gpt-oss-120b-mxfp8-ep64": -20.1,  # 26.08 DGX-GB200 GPT OSS 120B MXFP8: 28672; none
+    "26.06.01-gb300-gpt-oss-120b-mxfp8-ep16": -46.0,  # 26.06.01 DGX-GB300 GPT OSS 120B MXFP8: 20288; none
+    "26.06.01-gb200-gpt-oss-120b-mxfp8-ep64": -49.0,  # 26.06.01 DGX-GB200 GPT OSS 120B MXFP8: 18304; none
+    "26.06-gb300-gpt-oss-120b-mxfp8-ep16": -11.8,  # 26.06 DGX-GB300 GPT OSS 120B MXFP8: 33166; none
+    "26.06-gb200-gpt-oss-120b-mxfp8-ep64": -19.4,  # 26.06 DGX-GB200 GPT OSS 120B MXFP8: 28947; none
+    "26.06-b300-gpt-oss-120b-mxfp8-ep8": -34.5,  # 26.06 DGX-B300 GPT OSS 120B MXFP8: 18534; none
+    "26.04.01-gb300-gpt-oss-120b-bf16-ep64": -35.0,  # 26.04.01 DGX-GB300 GPT OSS 120B BF16: 19200; none
+    "26.04.01-gb200-gpt-oss-120b-bf16-ep64": -43.7,  # 26.04.01 DGX-GB200 GPT OSS 120B BF16: 16640; none
+    "26.04.01-b300-gpt-oss-120b-bf16-ep8": -36.4,  # 26.04.01 DGX-B300 GPT OSS 120B BF16: 15232; none
+    "26.04.01-b200-gpt-oss-120b-bf16-ep8": +7.6,  # 26.04.01 DGX-B200 GPT OSS 120B BF16: 13568; full
+    "26.04.01-h100-gpt-oss-120b-bf16-pp4ep8": -21.1,  # 26.04.01 DGX-H100 GPT OSS 120B BF16: 5824; full
+    "26.04-gb300-gpt-oss-120b-bf16-ep64": -34.7,  # 26.04 DGX-GB300 GPT OSS 120B BF16: 19275; none
+    "26.04-gb200-gpt-oss-120b-bf16-ep64": -46.0,  # 26.04 DGX-GB200 GPT OSS 120B BF16: 15938; none
+    "26.04-b300-gpt-oss-120b-bf16-ep8": -36.9,  # 26.04 DGX-B300 GPT OSS 120B BF16: 15114; none
+    "26.04-b200-gpt-oss-120b-bf16-ep8": +3.4,  # 26.04 DGX-B200 GPT OSS 120B BF16: 13045; full
+    "26.04-h100-gpt-oss-120b-bf16-pp4ep8": -21.3,  # 26.04 DGX-H100 GPT OSS 120B BF16: 5810; full
+    "26.02.01-gb300-gpt-oss-120b-bf16-ep64": -34.4,  # 26.02.01 DGX-GB300 GPT OSS 120B BF16: 19366; none
+    "26.02.01-gb200-gpt-oss-120b-bf16-ep64": -46.7,  # 26.02.01 DGX-GB200 GPT OSS 120B BF16: 15754; none
+    "26.02.01-b300-gpt-oss-120b-bf16-ep8": -37.2,  # 26.02.01 DGX-B300 GPT OSS 120B BF16: 15031; none
+    "26.02.01-b200-gpt-oss-120b-bf16-ep8": +8.8,  # 26.02.01 DGX-B200 GPT OSS 120B BF16: 13722; full
+    "26.02.01-h100-gpt-oss-120b-bf16-pp4ep8": -18.9,  # 26.02.01 DGX-H100 GPT OSS 120B BF16: 5984; full
 }
 
 
 def test_the_data_holds_the_spot_rows_of_the_source():
-    assert len(ROWS) == 62 and set(BY_CASE) == set(RECORDED_ERROR_PCT)
+    assert len(ROWS) == 84 and set(BY_CASE) == set(RECORDED_ERROR_PCT)
     for case, spot in SOURCE_SPOTS.items():
         r = BY_CASE[case]
         assert (r.gpus, r.gbs, r.mbs, r.tp, r.pp, r.vp, r.ep, r.tokens_per_s_per_gpu, r.model_tflops_per_gpu) == spot
@@ -208,3 +234,26 @@ def test_the_generated_block_is_current(load_script):
     text = (bp.DATA.parents[3] / "docs" / "operators.md").read_text(encoding="utf-8")
     block = text.split(script.BEGIN_NEWER, 1)[1].split(script.END_NEWER, 1)[0].strip()
     assert block == script.render_newer().strip(), "run: python scripts/bridge_perf_check.py --write"
+
+
+def test_gpt_oss_120b_parameters_match_the_card():
+    """OpenAI's gpt-oss model card (arXiv 2508.10925) Table 1: 116.83B total, 5.13B active (the unembedding counted,
+    the embedding not); the shape from Megatron-Bridge @ 067f987d docs/models/gpt_oss/gpt-oss.md."""
+    m = load_model("gpt-oss-120b")
+    assert (m.num_layers, m.d_model, m.moe.num_experts, m.moe.top_k, m.moe.expert_d_ff) == (36, 2880, 128, 4, 2880)
+    assert (m.attention.num_heads, m.attention.num_kv_heads, m.attention.head_dim) == (64, 8, 64)
+    c = param_counts(m)
+    assert c.total / 1e9 == pytest.approx(116.83, abs=0.01)
+    assert (c.active - c.embedding) / 1e9 == pytest.approx(5.13, abs=0.01)
+    assert c.attention / 1e9 == pytest.approx(0.96, abs=0.01) and c.experts / 1e9 == pytest.approx(114.70, abs=0.01)
+
+
+def test_the_pages_flop_count_for_gpt_oss_changed_between_releases():
+    """Model TFLOP/s over tokens/s: 27.1-27.4 GFLOP per token on the BF16 rows (26.04.01 and older), 32.6 on the
+    MXFP8 rows (26.06 on). Checked within each release, no GPT-OSS row is named as disagreeing with itself."""
+    gpt = [r for r in ROWS if r.model == "gpt-oss-120b"]
+    assert len(gpt) == 22
+    assert {round(r.published_gflop_per_token) for r in gpt if r.precision == "BF16"} == {27}
+    assert {round(r.published_gflop_per_token, 1) for r in gpt if r.precision == "MXFP8"} == {32.6}
+    assert bp.flop_outlier(gpt[0], tuple(gpt))  # against every release's rows it would be named
+    assert not any(bp.flop_outlier(r, bp._same_release(r, ROWS)) for r in ROWS)

@@ -17,7 +17,8 @@ import sys
 
 from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/_repo_root.py)
 
-from moesim.models.bridge_perf import load_newer_rows, load_rows, price_all, render_block, render_newer_block  # noqa: E402
+from moesim.models.bridge_perf import (  # noqa: E402
+    load_newer_rows, load_rows, price_all, render_block, render_newer_block)
 from scripts.docblock import block_main  # noqa: E402
 
 DOC = ROOT / "docs" / "operators.md"

@@ -243,7 +243,8 @@ def price_all(rows: tuple[BridgeRow, ...] | None = None) -> list[Priced]:
     return [price_row(r, simulate=r.case in DES_CASES) for r in rows]
 
 
-RELEASES = ("25.09", "25.11", "26.02", "26.02.01", "26.04", "26.04.01", "26.06", "26.06.01", "26.08")  # the page's order
+# The page's releases in order (megatron_bridge_moe.toml's three, then the newer file's six).
+RELEASES = ("25.09", "25.11", "26.02", "26.02.01", "26.04", "26.04.01", "26.06", "26.06.01", "26.08")
 OLDER_RELEASES = RELEASES[:3]  # megatron_bridge_moe.toml's releases, whose recipes were searched for every row
 FLOP_SPREAD = 0.10  # a row's GFLOP per token this far from its model's median is named (printed columns disagree)
 
@@ -361,8 +362,8 @@ def render_newer_block(priced: list[Priced], older: tuple[BridgeRow, ...]) -> st
     """The generated block of the 26.02.01-26.08 rows: the same table and summaries as `render_block`, per-release
     means, and the release-to-release spread of the published throughput of one run (the older table's rows
     included: `older`)."""
-    out = [render_block(priced, by_release=True), "", "Per release (error as above):", "", "| release | n | mean | mean abs | worst |",
-           "|---|---:|---:|---:|---:|"]
+    out = [render_block(priced, by_release=True), "", "Per release (error as above):", "",
+           "| release | n | mean | mean abs | worst |", "|---|---:|---:|---:|---:|"]
     out += [_summary(rel, [p for p in priced if p.row.release == rel]) for rel in RELEASES
             if any(p.row.release == rel for p in priced)]
     error = {p.row.case: p.step_error for p in priced}

@@ -51,56 +51,56 @@ RECORDED_ERROR_PCT = {
     "26.06.01-gb200-qwen3-30b-mxfp8-ep8": +55.8,  # 26.06.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 40960; full
     "26.06.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": +24.3,  # 26.06.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 9008; none
     "26.06.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": +13.3,  # 26.06.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 7360; none
-    "26.06-gb300-dsv3-mxfp8-pp2vp8ep32": +79.3,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6338; full
+    "26.06-gb300-dsv3-mxfp8-pp2vp8ep32": +28.9,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6338; none
     "26.06-gb300-dsv3-mxfp8-pp2vp8ep32-gbs15360": +76.9,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6422; full
-    "26.06-gb200-dsv3-mxfp8-pp4vp4ep64": +25.7,  # 26.06 DGX-GB200 DeepSeekV3 MXFP8: 4969; selective (mla_up_proj)
-    "26.06-b300-dsv3-mxfp8-pp8ep8": +30.6,  # 26.06 DGX-B300 DeepSeekV3 MXFP8: 3541; full
-    "26.06-gb300-qwen3-30b-mxfp8-ep8": +66.6,  # 26.06 DGX-GB300 Qwen3_30B_a3B MXFP8: 45275; full
-    "26.06-gb200-qwen3-30b-mxfp8-ep8": +54.8,  # 26.06 DGX-GB200 Qwen3_30B_a3B MXFP8: 40706; full
-    "26.06-b300-qwen3-30b-mxfp8-ep8": +55.4,  # 26.06 DGX-B300 Qwen3_30B_a3B MXFP8: 40769; full
-    "26.06-h100-qwen3-30b-fp8-ep16": +58.4,  # 26.06 DGX-H100 Qwen3_30B_a3B FP8: 8826; full
+    "26.06-gb200-dsv3-mxfp8-pp4vp4ep64": +13.1,  # 26.06 DGX-GB200 DeepSeekV3 MXFP8: 4969; selective (mla_up_proj)
+    "26.06-b300-dsv3-mxfp8-pp8ep8": -10.2,  # 26.06 DGX-B300 DeepSeekV3 MXFP8: 3541; selective (mla_up_proj)
+    "26.06-gb300-qwen3-30b-mxfp8-ep8": +21.1,  # 26.06 DGX-GB300 Qwen3_30B_a3B MXFP8: 45275; none
+    "26.06-gb200-qwen3-30b-mxfp8-ep8": +12.4,  # 26.06 DGX-GB200 Qwen3_30B_a3B MXFP8: 40706; none
+    "26.06-b300-qwen3-30b-mxfp8-ep8": +13.2,  # 26.06 DGX-B300 Qwen3_30B_a3B MXFP8: 40769; none
+    "26.06-h100-qwen3-30b-fp8-ep16": +11.1,  # 26.06 DGX-H100 Qwen3_30B_a3B FP8: 8826; none
     "26.06-gb300-qwen3-235b-mxfp8-pp4vp12ep32": +24.4,  # 26.06 DGX-GB300 Qwen3_235B_a22B MXFP8: 9015; none
     "26.06-gb200-qwen3-235b-mxfp8-pp8vp3ep32": +13.6,  # 26.06 DGX-GB200 Qwen3_235B_a22B MXFP8: 7376; none
-    "26.04.01-gb300-dsv3-mxfp8-pp2vp8ep32": +38.6,  # 26.04.01 DGX-GB300 DeepSeekV3 MXFP8: 4992; full
-    "26.04.01-gb200-dsv3-mxfp8-pp4vp4ep64": +7.7,  # 26.04.01 DGX-GB200 DeepSeekV3 MXFP8: 4256; selective (mla_up_proj)
-    "26.04.01-b300-dsv3-mxfp8-pp8ep8": +27.5,  # 26.04.01 DGX-B300 DeepSeekV3 MXFP8: 3456; full
-    "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": +201.9,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; selective (mla_up_proj)
-    "26.04.01-gb300-qwen3-30b-mxfp8-ep8": +16.8,  # 26.04.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 31744; full
-    "26.04.01-gb200-qwen3-30b-mxfp8-ep8": -0.7,  # 26.04.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26112; full
-    "26.04.01-b300-qwen3-30b-mxfp8-ep8": +17.1,  # 26.04.01 DGX-B300 Qwen3_30B_a3B MXFP8: 30720; full
-    "26.04.01-b200-qwen3-30b-mxfp8-ep8": +39.4,  # 26.04.01 DGX-B200 Qwen3_30B_a3B MXFP8: 27136; full
-    "26.04.01-h100-qwen3-30b-fp8-ep16": +60.8,  # 26.04.01 DGX-H100 Qwen3_30B_a3B FP8: 8960; full
+    "26.04.01-gb300-dsv3-mxfp8-pp2vp8ep32": +4.9,  # 26.04.01 DGX-GB300 DeepSeekV3 MXFP8: 4992; selective (mla_up_proj)
+    "26.04.01-gb200-dsv3-mxfp8-pp4vp4ep64": +23.6,  # 26.04.01 DGX-GB200 DeepSeekV3 MXFP8: 4256; full
+    "26.04.01-b300-dsv3-mxfp8-pp8ep8": -12.3,  # 26.04.01 DGX-B300 DeepSeekV3 MXFP8: 3456; selective (mla_up_proj)
+    "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": +71.4,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; selective (mla_up_proj)
+    "26.04.01-gb300-qwen3-30b-mxfp8-ep8": -15.1,  # 26.04.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 31744; none
+    "26.04.01-gb200-qwen3-30b-mxfp8-ep8": -27.9,  # 26.04.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26112; none
+    "26.04.01-b300-qwen3-30b-mxfp8-ep8": -14.7,  # 26.04.01 DGX-B300 Qwen3_30B_a3B MXFP8: 30720; none
+    "26.04.01-b200-qwen3-30b-mxfp8-ep8": +3.5,  # 26.04.01 DGX-B200 Qwen3_30B_a3B MXFP8: 27136; none
+    "26.04.01-h100-qwen3-30b-fp8-ep16": +12.8,  # 26.04.01 DGX-H100 Qwen3_30B_a3B FP8: 8960; none
     "26.04.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -4.1,  # 26.04.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 6944; none
     "26.04.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -12.5,  # 26.04.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5680; none
     "26.04.01-b300-qwen3-235b-mxfp8-pp8ep8": -10.4,  # 26.04.01 DGX-B300 Qwen3_235B_a22B MXFP8: 5936; none
     "26.04.01-b200-qwen3-235b-mxfp8-pp8ep8": -16.1,  # 26.04.01 DGX-B200 Qwen3_235B_a22B MXFP8: 3776; none
     "26.04.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": +24.9,  # 26.04.01 DGX-H100 Qwen3_235B_a22B FP8: 1712; none
-    "26.04-gb300-dsv3-mxfp8-pp2vp8ep32": +37.9,  # 26.04 DGX-GB300 DeepSeekV3 MXFP8: 4965; full
-    "26.04-gb200-dsv3-mxfp8-pp4vp4ep64": +6.1,  # 26.04 DGX-GB200 DeepSeekV3 MXFP8: 4193; selective (mla_up_proj)
-    "26.04-b300-dsv3-mxfp8-pp16ep8": +12.9,  # 26.04 DGX-B300 DeepSeekV3 MXFP8: 3131; none
-    "26.04-b200-dsv3-mxfp8-pp16ep8": +87.2,  # 26.04 DGX-B200 DeepSeekV3 MXFP8: 2815; full
-    "26.04-gb300-qwen3-30b-mxfp8-ep8": +15.8,  # 26.04 DGX-GB300 Qwen3_30B_a3B MXFP8: 31470; full
-    "26.04-gb200-qwen3-30b-mxfp8-ep8": -1.0,  # 26.04 DGX-GB200 Qwen3_30B_a3B MXFP8: 26032; full
-    "26.04-b300-qwen3-30b-mxfp8-ep8": +16.4,  # 26.04 DGX-B300 Qwen3_30B_a3B MXFP8: 30553; full
-    "26.04-b200-qwen3-30b-mxfp8-ep8": +37.9,  # 26.04 DGX-B200 Qwen3_30B_a3B MXFP8: 26859; full
-    "26.04-h100-qwen3-30b-fp8-ep16": +59.8,  # 26.04 DGX-H100 Qwen3_30B_a3B FP8: 8901; full
+    "26.04-gb300-dsv3-mxfp8-pp2vp8ep32": +4.3,  # 26.04 DGX-GB300 DeepSeekV3 MXFP8: 4965; selective (mla_up_proj)
+    "26.04-gb200-dsv3-mxfp8-pp4vp4ep64": +21.8,  # 26.04 DGX-GB200 DeepSeekV3 MXFP8: 4193; full
+    "26.04-b300-dsv3-mxfp8-pp16ep8": -15.6,  # 26.04 DGX-B300 DeepSeekV3 MXFP8: 3131; selective (mla_up_proj)
+    "26.04-b200-dsv3-mxfp8-pp16ep8": +21.7,  # 26.04 DGX-B200 DeepSeekV3 MXFP8: 2815; selective (mla_up_proj)
+    "26.04-gb300-qwen3-30b-mxfp8-ep8": -15.9,  # 26.04 DGX-GB300 Qwen3_30B_a3B MXFP8: 31470; none
+    "26.04-gb200-qwen3-30b-mxfp8-ep8": -28.1,  # 26.04 DGX-GB200 Qwen3_30B_a3B MXFP8: 26032; none
+    "26.04-b300-qwen3-30b-mxfp8-ep8": -15.2,  # 26.04 DGX-B300 Qwen3_30B_a3B MXFP8: 30553; none
+    "26.04-b200-qwen3-30b-mxfp8-ep8": +2.5,  # 26.04 DGX-B200 Qwen3_30B_a3B MXFP8: 26859; none
+    "26.04-h100-qwen3-30b-fp8-ep16": +12.0,  # 26.04 DGX-H100 Qwen3_30B_a3B FP8: 8901; none
     "26.04-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -3.5,  # 26.04 DGX-GB300 Qwen3_235B_a22B MXFP8: 6994; none
     "26.04-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -12.7,  # 26.04 DGX-GB200 Qwen3_235B_a22B MXFP8: 5672; none
     "26.04-b300-qwen3-235b-mxfp8-pp8ep8": -26.5,  # 26.04 DGX-B300 Qwen3_235B_a22B MXFP8: 4865; none
     "26.04-h100-qwen3-235b-fp8-tp2pp8vp4ep32": +23.0,  # 26.04 DGX-H100 Qwen3_235B_a22B FP8: 1686; none
-    "26.02.01-gb300-dsv3-mxfp8-pp2vp8ep32": +30.3,  # 26.02.01 DGX-GB300 DeepSeekV3 MXFP8: 4691; full
-    "26.02.01-gb200-dsv3-mxfp8-pp4vp4ep64": +1.7,  # 26.02.01 DGX-GB200 DeepSeekV3 MXFP8: 4021; selective (mla_up_proj)
-    "26.02.01-b300-dsv3-mxfp8-pp16ep8": +11.7,  # 26.02.01 DGX-B300 DeepSeekV3 MXFP8: 3099; none
-    "26.02.01-b200-dsv3-mxfp8-pp16ep8": +85.5,  # 26.02.01 DGX-B200 DeepSeekV3 MXFP8: 2790; full
-    "26.02.01-gb300-qwen3-30b-mxfp8-ep8": +11.9,  # 26.02.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 30411; full
-    "26.02.01-gb200-qwen3-30b-mxfp8-ep8": +0.3,  # 26.02.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26373; full
-    "26.02.01-b300-qwen3-30b-mxfp8-ep8": +12.2,  # 26.02.01 DGX-B300 Qwen3_30B_a3B MXFP8: 29454; full
-    "26.02.01-b200-qwen3-30b-mxfp8-ep8": +37.1,  # 26.02.01 DGX-B200 Qwen3_30B_a3B MXFP8: 26695; full
+    "26.02.01-gb300-dsv3-mxfp8-pp2vp8ep32": -1.4,  # 26.02.01 DGX-GB300 DeepSeekV3 MXFP8: 4691; selective (mla_up_proj)
+    "26.02.01-gb200-dsv3-mxfp8-pp4vp4ep64": -8.5,  # 26.02.01 DGX-GB200 DeepSeekV3 MXFP8: 4021; selective (mla_up_proj)
+    "26.02.01-b300-dsv3-mxfp8-pp16ep8": -16.4,  # 26.02.01 DGX-B300 DeepSeekV3 MXFP8: 3099; selective (mla_up_proj)
+    "26.02.01-b200-dsv3-mxfp8-pp16ep8": +20.6,  # 26.02.01 DGX-B200 DeepSeekV3 MXFP8: 2790; selective (mla_up_proj)
+    "26.02.01-gb300-qwen3-30b-mxfp8-ep8": -18.7,  # 26.02.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 30411; none
+    "26.02.01-gb200-qwen3-30b-mxfp8-ep8": -27.2,  # 26.02.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26373; none
+    "26.02.01-b300-qwen3-30b-mxfp8-ep8": -18.2,  # 26.02.01 DGX-B300 Qwen3_30B_a3B MXFP8: 29454; none
+    "26.02.01-b200-qwen3-30b-mxfp8-ep8": +1.8,  # 26.02.01 DGX-B200 Qwen3_30B_a3B MXFP8: 26695; none
     "26.02.01-h100-qwen3-30b-fp8-pp2vp12ep8": -31.6,  # 26.02.01 DGX-H100 Qwen3_30B_a3B FP8: 9058; none
     "26.02.01-gb300-qwen3-235b-mxfp8-pp4ep32": -9.1,  # 26.02.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 6583; none
     "26.02.01-gb200-qwen3-235b-mxfp8-pp8ep32": -14.8,  # 26.02.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5530; none
     "26.02.01-b300-qwen3-235b-mxfp8-pp8vp4ep8": -59.1,  # 26.02.01 DGX-B300 Qwen3_235B_a22B MXFP8: 2644; none
-    "26.02.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": +17.5,  # 26.02.01 DGX-H100 Qwen3_235B_a22B FP8: 1611; none
+    "26.02.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -21.6,  # 26.02.01 DGX-H100 Qwen3_235B_a22B FP8: 1611; none
     "26.08-gb300-gpt-oss-120b-mxfp8-ep16": -12.1,  # 26.08 DGX-GB300 GPT OSS 120B MXFP8: 33024; none
     "26.08-gb200-gpt-oss-120b-mxfp8-ep64": -20.1,  # 26.08 DGX-GB200 GPT OSS 120B MXFP8: 28672; none
     "26.06.01-gb300-gpt-oss-120b-mxfp8-ep16": -46.0,  # 26.06.01 DGX-GB300 GPT OSS 120B MXFP8: 20288; none
@@ -194,8 +194,14 @@ def test_the_2608_recipes_are_written_into_the_scenarios():
     assert priced.vp == 1 and priced.recompute == "none"
     said = bp.not_written(priced)
     assert any("HybridEP" in s for s in said) and any("full_iteration" in s for s in said)
-    unread = BY_CASE["26.06-gb300-dsv3-mxfp8-pp2vp8ep32"]  # same run, recipe not read: moesim's ladder
+    unread = BY_CASE["26.06.01-gb300-dsv3-mxfp8-pp2vp8ep32"]  # same run, recipe not read: moesim's ladder
     assert unread.recipe == "" and bp.price_row(unread).recompute == "full"
+    older = BY_CASE["26.04-gb300-dsv3-mxfp8-pp2vp8ep32"]  # the workload config at 74695a06d: pp_layout, mla_up_proj
+    assert (older.first_stage_layers, older.last_stage_layers, older.recompute_modules) == (32, 29, ("mla_up_proj",))
+    b200 = BY_CASE["26.04.01-b200-dsv3-mxfp8-pp8vp2ep32"]  # the same pp_layout over pp 8 · vp 2: 4 + 4 | 4 + 1
+    assert (b200.first_stage_layers, b200.last_stage_layers, b200.dispatcher) == (8, 5, "deepep")
+    mlp = BY_CASE["26.04-gb200-dsv3-mxfp8-pp4vp4ep64"]  # recomputes "mlp": no moesim module, moesim's rule
+    assert mlp.recipe and mlp.recompute == "" and any("no moesim module" in a for a in mlp.assumed)
     h100 = BY_CASE["26.06-h100-qwen3-30b-fp8-ep16"]
     assert bp.row_scenario(h100, "none", ()).training.precision_recipe == "te-current-scaling"
     assert any("current scaling" in a for a in h100.assumed)

@@ -1,7 +1,7 @@
 """Megatron-Bridge's newer published MoE rows (26.02.01 to 26.08, GB300 / B300 included) as validation cases
 (docs/operators.md, "Megatron-Bridge's newer published MoE runs"): the committed data against the source page, the
-26.08 rows' recipe fields in their scenarios, each row's error as recorded, the release-to-release spread, and the
-generated block current. Validation only: nothing here is fitted, and no error is asserted to be small."""
+recipe fields (26.08's perf_recipes, the older releases' workload configs) in their scenarios, each row's error as
+recorded, the release-to-release spread, GPT-OSS-120B against its card, and the generated block current. Validation only: nothing here is fitted, and no error is asserted to be small."""
 
 from __future__ import annotations
 

@@ -24,12 +24,19 @@ from moesim.models.row_table import read_rows, row_fields, typed_fields
 from moesim.units import format_fraction_pct as _pct
 
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "bridge_perf" / "megatron_bridge_moe.toml"
+# The newer releases' rows (26.02.01 to 26.08, Megatron-Bridge @ 067f987d): same fields, their own generated block.
+DATA_NEWER = DATA.with_name("megatron_bridge_moe_2602_2608.toml")
 # The page's Precision column -> moesim's precision recipe (moesim/precision_recipes.toml): BF16 the baseline,
 # FP8-MX TransformerEngine's MXFP8BlockScaling, FP8-CS TE's Float8CurrentScaling (the recipes' own sources).
 PRECISION_RECIPE = {"BF16": "bf16", "FP8-MX": "mxfp8-blackwell", "FP8-CS": "te-current-scaling"}
+# The newer tables' names: "MXFP8" is FP8-MX; "FP8" (DGX-H100) names no scaling: current scaling, assumed
+# (megatron_bridge_moe_2602_2608.toml's header).
+PRECISION_RECIPE |= {"MXFP8": "mxfp8-blackwell", "FP8": "te-current-scaling"}
 HARDWARE = ("h100-sxm", "b200", "gb200-nvl72")  # moesim profiles of the page's DGX-H100, DGX-B200, DGX-GB200
-HARDWARE_LABEL = {"h100-sxm": "H100", "b200": "B200", "gb200-nvl72": "GB200"}
+HARDWARE += ("b300", "gb300-nvl72")  # DGX-B300, DGX-GB300 (the newer tables; hardware_profiles/, vendor figures)
+HARDWARE_LABEL = {"h100-sxm": "H100", "b200": "B200", "gb200-nvl72": "GB200", "b300": "B300", "gb300-nvl72": "GB300"}
 MODEL_LABEL = {"deepseek-v3": "DeepSeek-V3", "qwen3-30b-a3b": "Qwen3-30B-A3B", "qwen3-235b-a22b": "Qwen3-235B-A22B"}
+MODEL_LABEL |= {"gpt-oss-120b": "GPT-OSS-120B"}  # the newer tables' rows (moesim/models/library/gpt-oss-120b.toml)
 # Where neither the page nor a matching recipe states recompute: tried in this order, the first under which
 # moesim's own memory estimate fits is priced (the data file's header). (recompute, recompute_modules, MLA only)
 RECOMPUTE_LADDER = (("none", (), False), ("selective", ("mla_up_proj",), True), ("full", (), False))
@@ -158,6 +165,11 @@ def load_rows(path: Path = DATA) -> tuple[BridgeRow, ...]:
     return tuple(_row(r, i, path) for i, r in enumerate(read_rows(path, "the Megatron-Bridge table")))
 
 
+def load_newer_rows() -> tuple[BridgeRow, ...]:
+    """The 26.02.01 to 26.08 rows (tests/data/bridge_perf/megatron_bridge_moe_2602_2608.toml)."""
+    return load_rows(DATA_NEWER)
+
+
 def priced_vp(row: BridgeRow, num_layers: int) -> int:
     """The row's vp where moesim can write it (pp·vp chunks of equal layers, or the recipe's pipeline layout naming
     each chunk's layers), else 1 (plain 1F1B: uneven chunks the row's data does not name)."""
@@ -259,6 +271,9 @@ def price_all(rows: tuple[BridgeRow, ...] | None = None) -> list[Priced]:
     return [price_row(r, simulate=r.case in DES_CASES) for r in rows]
 
 
+# The page's releases in order (megatron_bridge_moe.toml's three, then the newer file's six).
+RELEASES = ("25.09", "25.11", "26.02", "26.02.01", "26.04", "26.04.01", "26.06", "26.06.01", "26.08")
+OLDER_RELEASES = RELEASES[:3]  # megatron_bridge_moe.toml's releases, whose recipes were searched for every row
 FLOP_SPREAD = 0.10  # a row's GFLOP per token this far from its model's median is named (printed columns disagree)
 
 
@@ -302,10 +317,16 @@ def not_written(p: Priced, rows: tuple[BridgeRow, ...] = ()) -> list[str]:
         out.append("recompute not stated (moesim's rule: the least that fits)")
     if not p.fits:
         out.append("moesim's memory estimate does not fit the device")
-    if not r.recipe:
+    if not r.recipe and r.release in OLDER_RELEASES:
         out.append("no recipe at the page's commit matches the row (split, dispatcher, graphs unknown)")
+    elif not r.recipe:
+        out.append("the release's recipe not read (split, dispatcher, graphs unknown)")
     out += list(r.assumed)
     return out
+
+
+def _same_release(row: BridgeRow, rows: tuple[BridgeRow, ...]) -> tuple[BridgeRow, ...]:
+    return tuple(r for r in rows if r.release == row.release)
 
 
 def _summary(label: str, ps: list[Priced]) -> str:
@@ -314,8 +335,10 @@ def _summary(label: str, ps: list[Priced]) -> str:
     return f"| {label} | {len(a)} | {_pct(a.mean())} | {_pct(np.abs(a).mean(), False)} | {_pct(worst)} |"
 
 
-def render_block(priced: list[Priced]) -> str:
-    """The generated block of docs/operators.md (without its BEGIN / END marker lines)."""
+def render_block(priced: list[Priced], by_release: bool = False) -> str:
+    """The generated block of docs/operators.md (without its BEGIN / END marker lines). `by_release`: a row's
+    printed columns are checked against its own release's rows only (the page's FLOP count may change between
+    releases: GPT-OSS-120B's is 27.2 GFLOP per token to 26.04.01, 32.6 from 26.06)."""
     out = ["| case (release, system, model as printed) | precision (recipe) | layout (GBS, MBS) | "
            "published tokens/s/GPU | published GFLOP/token | published step s | moesim step s | error | "
            "simulator s (vs estimate) | recompute priced (GiB, fits) | not written as published / assumed |",
@@ -330,7 +353,8 @@ def render_block(priced: list[Priced]) -> str:
                    f"{r.tokens_per_s_per_gpu:.0f} | {r.published_gflop_per_token:.1f} | {r.published_step_s:.3f} | "
                    f"{p.step_s:.3f} | "
                    f"{_pct(p.step_error)} | {des} | {p.recompute} ({p.memory_gib:.1f}, "
-                   f"{'yes' if p.fits else 'no'}) | {'; '.join(not_written(p, rows))} |")
+                   f"{'yes' if p.fits else 'no'}) | "
+                   f"{'; '.join(not_written(p, _same_release(r, rows) if by_release else rows))} |")
     out += ["", "Summary (error = moesim / published − 1 on the step time; negative: moesim too fast):", "",
             "| rows | n | mean | mean abs | worst |", "|---|---:|---:|---:|---:|"]
     groups = [(f"{HARDWARE_LABEL[h]} {MODEL_LABEL[m]}", [p for p in priced if p.row.hardware == h
@@ -347,4 +371,42 @@ def render_block(priced: list[Priced]) -> str:
             "|---|" + "---:|" * (len(PARTS) + 2)]
     out += [f"| `{p.row.case}` | " + " | ".join(f"{p.parts_s[k]:.3f}" for k in PARTS)
             + f" | {p.step_s:.3f} | {p.row.published_step_s:.3f} |" for p in priced]
+    return "\n".join(out)
+
+
+def _same_run(row: BridgeRow) -> tuple:
+    """What makes two releases' rows one run to moesim: system, model, precision recipe, GPUs, batch and layout."""
+    return (row.hardware, row.model, PRECISION_RECIPE[row.precision], row.gpus, row.gbs, row.mbs, row.seq_len,
+            row.tp, row.pp, row.cp, row.vp, row.ep)
+
+
+def release_spread(rows: tuple[BridgeRow, ...]) -> list[tuple[tuple, list[BridgeRow]]]:
+    """Runs published in more than one release with the same layout (moesim prices them alike but for what a
+    row's recipe states), each with its rows in release order."""
+    runs: dict[tuple, list[BridgeRow]] = {}
+    for r in rows:
+        runs.setdefault(_same_run(r), []).append(r)
+    return [(key, sorted(rs, key=lambda r: RELEASES.index(r.release))) for key, rs in runs.items() if len(rs) > 1]
+
+
+def render_newer_block(priced: list[Priced], older: tuple[BridgeRow, ...]) -> str:
+    """The generated block of the 26.02.01-26.08 rows: the same table and summaries as `render_block`, per-release
+    means, and the release-to-release spread of the published throughput of one run (the older table's rows
+    included: `older`)."""
+    out = [render_block(priced, by_release=True), "", "Per release (error as above):", "",
+           "| release | n | mean | mean abs | worst |", "|---|---:|---:|---:|---:|"]
+    out += [_summary(rel, [p for p in priced if p.row.release == rel]) for rel in RELEASES
+            if any(p.row.release == rel for p in priced)]
+    error = {p.row.case: p.step_error for p in priced}
+    out += ["", "The same run (system, model, precision, GPUs, GBS, MBS, layout) published in several releases: "
+            "tokens / s / GPU per release (moesim's error where this block prices the row), and the spread "
+            "(highest / lowest − 1), which no per-run pricing can follow:", "",
+            "| run | releases: tokens/s/GPU (error) | spread |", "|---|---|---:|"]
+    for _key, rs in release_spread(older + tuple(p.row for p in priced)):
+        r = rs[0]
+        cells = "; ".join(f"{x.release}: {x.tokens_per_s_per_gpu:.0f}"
+                          + (f" ({_pct(error[x.case])})" if x.case in error else "") for x in rs)
+        tokens = [x.tokens_per_s_per_gpu for x in rs]
+        out.append(f"| {HARDWARE_LABEL[r.hardware]} {MODEL_LABEL[r.model]} {r.precision} {r.layout_text} "
+                   f"(GBS {r.gbs}, MBS {r.mbs}) | {cells} | {_pct(max(tokens) / min(tokens) - 1, False)} |")
     return "\n".join(out)

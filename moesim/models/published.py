@@ -122,6 +122,10 @@ FIGURES: tuple[Published, ...] = (
     _P(model="qwen3-30b-a3b", quantity="active_params", value=3.3e9, tolerance=0.02, source="HF Qwen/Qwen3-30B-A3B model card: 3.3B activated"),
     _P(model="qwen3-235b-a22b", quantity="total_params", value=235e9, tolerance=_printed(235e9, 1e9), source="HF Qwen/Qwen3-235B-A22B model card: 235B in total"),
     _P(model="qwen3-235b-a22b", quantity="active_params", value=22e9, tolerance=_printed(22e9, 1e9), source="HF Qwen/Qwen3-235B-A22B model card: 22B activated"),
+    _P(model="gpt-oss-120b", quantity="total_params", value=116.83e9, tolerance=_printed(116.83e9, 0.01e9),
+       source="OpenAI gpt-oss-120b & gpt-oss-20b model card (arXiv 2508.10925) Table 1: 116.83B total"),
+    _P(model="gpt-oss-120b", quantity="active_params_no_embedding", value=5.13e9, tolerance=_printed(5.13e9, 0.01e9),
+       source="the same Table 1: 5.13B active per token (the unembedding counted, the embedding not)"),
     # --- DeepSeek --------------------------------------------------------------------------
     _P(model="deepseek-v2", quantity="total_params", value=236e9, tolerance=_printed(236e9, 1e9), source="DeepSeek-V2 (arXiv 2405.04434) abstract: 236B"),
     _P(model="deepseek-v2", quantity="active_params_no_embedding", value=21e9, tolerance=_printed(21e9, 1e9),

@@ -352,13 +352,17 @@ def render(kernels: list[Kernel]) -> str:
 # group-limited top-k, normalisation, the balance statistics: ~40 small PyTorch kernels a pass) had the profile's
 # default bandwidth fraction only. The full-width RMSNorms (attn_norm and moe_norm over 4096 x 7168, fitted
 # together: session 20, dsv3mb) run DeepSeek's layer_norm::ln_fwd_kernel / ln_bwd at ~1 TB/s where the profile's
-# default fraction gives ~2.7: an H800 table for every norm (moesim/ops/layer.py `_norm`, table_op "norm").
+# default fraction gives ~2.7: an H800 table for every norm (moesim/ops/layer.py `_norm`, table_op "norm"). The
+# attention output's E5M6 cast and its cast back (session 21, dsv3rest; DeepSeek-V3 §3.3.4, one kernel each: 1.3 /
+# 1.7 TB/s, where the default fraction gives ~2.7; session 20 dsv3left priced their bytes and left the rate).
 IMPORTED = {("attention_core", "fwd"): ("attention", "bfloat16", "fwd", "causal"),
             ("attention_core", "bwd"): ("attention", "bfloat16", "bwd", "causal"),
             ("router_gating", "fwd"): ("memory", "float32", "fwd", "router_gating"),
             ("router_gating", "bwd"): ("memory", "float32", "bwd", "router_gating"),
             (("attn_norm", "moe_norm"), "fwd"): ("memory", "bfloat16", "fwd", "norm"),
-            (("attn_norm", "moe_norm"), "bwd"): ("memory", "bfloat16", "bwd", "norm")}
+            (("attn_norm", "moe_norm"), "bwd"): ("memory", "bfloat16", "bwd", "norm"),
+            ("attention_output_cast", "fwd"): ("memory", "bfloat16", "fwd", "attention_output_cast"),
+            ("attention_output_dequantise", "bwd"): ("memory", "bfloat16", "bwd", "attention_output_dequantise")}
 MEASURED_ON = {"causal": "H800 SXM (132 SMs), DeepSeek's training framework: FlashAttention kernels (forward "
                          "flash::compute_attn_ws; backward FlashAttnBwdPreprocess + FlashAttnBwd + "
                          "FlashAttnBwdPostprocessConvertdQ), causal, 4096-token sequence, 128 heads, q/k head_dim "
@@ -370,7 +374,15 @@ MEASURED_ON = {"causal": "H800 SXM (132 SMs), DeepSeek's training framework: Fla
                                 "of 8 expert groups, scripts/dsv3_trace.toml's router_gating rules",
                "norm": "H800 SXM (132 SMs), DeepSeek's training framework: the layer's two full-width RMSNorms "
                        "(layer_norm::ln_fwd_kernel forward, ln_bwd backward, BF16, 4096 tokens x 7168), "
-                       "scripts/dsv3_trace.toml's attn_norm and moe_norm rules, fitted together"}
+                       "scripts/dsv3_trace.toml's attn_norm and moe_norm rules, fitted together",
+               "attention_output_cast": "H800 SXM (132 SMs), DeepSeek's training framework: the attention output's "
+                                        "12-bit E5M6 copy (per_token_cast_to_fp8_with_fp8_special_fmt<bf16, 128, 3>, "
+                                        "grid 4096, inside RopeLoraFlashAttnVarlenFunc), 4096 tokens x 16384, one "
+                                        "kernel, scripts/dsv3_trace.toml's attention_output_cast rule",
+               "attention_output_dequantise": "H800 SXM (132 SMs), DeepSeek's training framework: the E5M6 attention "
+                                              "output cast back to BF16 before out_proj's Wgrad "
+                                              "(per_token_cast_back_special_fmt_impl), 4096 tokens x 16384, one "
+                                              "kernel, scripts/dsv3_trace.toml's attention_output_dequantise rule"}
 
 
 # The FP8 weight-gradient GEMMs (session 21, dsv3rest): DeepSeek's Wgrad kernel (`fp8_dptp128c_acc`) multiplies two

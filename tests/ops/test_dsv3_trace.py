@@ -219,3 +219,26 @@ def test_h800_wgrad_points_price_the_traces_weight_gradients(dsv3, kernels):
             fwd = select_table(hw.efficiency.op_tables, op.kind, op.dtype, "fwd", (op.name,))
             assert op.pass_ == "dgrad" and table is None and "DeepGEMM" in fwd.source
 
+
+
+def test_h800_e5m6_points_price_the_traces_casts(dsv3, kernels):
+    """Session 21 (dsv3rest): the attention output's E5M6 cast and its cast back (DeepSeek-V3 §3.3.4) read their own
+    H800 tables, one kernel each in the trace: at the trace's shape they take the kernels' mean 185.5 / 140.5 us a
+    layer; the other FP8 casts keep the profile's default bandwidth fraction (no table of theirs)."""
+    from moesim.ops.breakdown import term_builder
+    from moesim.ops.price import op_efficiency, op_time_s
+    from moesim.specs.load import load_scenario
+
+    assigned = dsv3.assign(kernels, dsv3.load_rules())
+    for name, kernel in (("attention_output_cast", "per_token_cast_to_fp8_with_fp8_special_fmt"),
+                         ("attention_output_dequantise", "per_token_cast_back_special_fmt_impl")):
+        ks = [k for k, op, _ in assigned if op == name]
+        assert len(ks) == 4 and all(kernel in k.kernel for k in ks)
+    moe = load_scenario(str(dsv3.SCENARIO), layout="dp=128,tp=1,ep=64,pp=16,first_stage_layers=4,last_stage_layers=2")
+    builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
+    terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
+    ops = {op.name: op for op in terms.ops_fwd + terms.ops_bwd}
+    hw = moe.hardware
+    assert float(op_time_s(ops["attention_output_cast"], hw)[0]) == pytest.approx(185.5e-6, rel=1e-3)
+    assert float(op_time_s(ops["attention_output_dequantise"], hw)[0]) == pytest.approx(140.5e-6, rel=1e-3)
+    assert op_efficiency(ops["fp8_quantise"], hw) == hw.efficiency.memory_bandwidth

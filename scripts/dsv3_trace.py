@@ -390,7 +390,8 @@ MEASURED_ON = {"causal": "H800 SXM (132 SMs), DeepSeek's training framework: Fla
 # per_channel_cast_and_transpose before it) and accumulates into the FP32 gradient, so its promotion scales every
 # accumulator by a row scale times a column scale per 128 of K (deepseek-ai/DeepGEMM@04278f6
 # deep_gemm/include/deep_gemm/fp8_wgrad_gemm.cuh lines 293-302, against one scale per block in fp8_gemm.cuh): it
-# runs at ~0.35 of the FP8 peak where DeepGEMM's forward tables give 0.6-0.7. No H800 wgrad table is published
+# runs at 0.31-0.45 of the FP8 peak (full-chip equivalent) where DeepGEMM's forward tables give 0.51-0.68 at the
+# same shapes. No H800 wgrad table is published
 # (DeepGEMM's README tables time its forward kernels; its wgrad kernels came later without one), so every FP8
 # wgrad read the forward table at its own shape (moesim/ops/price.py). One point per operator, at moesim's wgrad
 # shape (base.backward_ops: (k, n, m)), from the operator's span per layer (the routed experts' four kernels run on

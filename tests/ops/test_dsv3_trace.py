@@ -220,7 +220,6 @@ def test_h800_wgrad_points_price_the_traces_weight_gradients(dsv3, kernels):
             assert op.pass_ == "dgrad" and table is None and "DeepGEMM" in fwd.source
 
 
-
 def test_h800_e5m6_points_price_the_traces_casts(dsv3, kernels):
     """Session 21 (dsv3rest): the attention output's E5M6 cast and its cast back (DeepSeek-V3 §3.3.4) read their own
     H800 tables, one kernel each in the trace: at the trace's shape they take the kernels' mean 185.5 / 140.5 us a

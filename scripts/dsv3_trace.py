@@ -352,13 +352,17 @@ def render(kernels: list[Kernel]) -> str:
 # group-limited top-k, normalisation, the balance statistics: ~40 small PyTorch kernels a pass) had the profile's
 # default bandwidth fraction only. The full-width RMSNorms (attn_norm and moe_norm over 4096 x 7168, fitted
 # together: session 20, dsv3mb) run DeepSeek's layer_norm::ln_fwd_kernel / ln_bwd at ~1 TB/s where the profile's
-# default fraction gives ~2.7: an H800 table for every norm (moesim/ops/layer.py `_norm`, table_op "norm").
+# default fraction gives ~2.7: an H800 table for every norm (moesim/ops/layer.py `_norm`, table_op "norm"). The
+# attention output's E5M6 cast and its cast back (session 21, dsv3rest; DeepSeek-V3 §3.3.4, one kernel each: 1.3 /
+# 1.7 TB/s, where the default fraction gives ~2.7; session 20 dsv3left priced their bytes and left the rate).
 IMPORTED = {("attention_core", "fwd"): ("attention", "bfloat16", "fwd", "causal"),
             ("attention_core", "bwd"): ("attention", "bfloat16", "bwd", "causal"),
             ("router_gating", "fwd"): ("memory", "float32", "fwd", "router_gating"),
             ("router_gating", "bwd"): ("memory", "float32", "bwd", "router_gating"),
             (("attn_norm", "moe_norm"), "fwd"): ("memory", "bfloat16", "fwd", "norm"),
-            (("attn_norm", "moe_norm"), "bwd"): ("memory", "bfloat16", "bwd", "norm")}
+            (("attn_norm", "moe_norm"), "bwd"): ("memory", "bfloat16", "bwd", "norm"),
+            ("attention_output_cast", "fwd"): ("memory", "bfloat16", "fwd", "attention_output_cast"),
+            ("attention_output_dequantise", "bwd"): ("memory", "bfloat16", "bwd", "attention_output_dequantise")}
 MEASURED_ON = {"causal": "H800 SXM (132 SMs), DeepSeek's training framework: FlashAttention kernels (forward "
                          "flash::compute_attn_ws; backward FlashAttnBwdPreprocess + FlashAttnBwd + "
                          "FlashAttnBwdPostprocessConvertdQ), causal, 4096-token sequence, 128 heads, q/k head_dim "
@@ -370,7 +374,72 @@ MEASURED_ON = {"causal": "H800 SXM (132 SMs), DeepSeek's training framework: Fla
                                 "of 8 expert groups, scripts/dsv3_trace.toml's router_gating rules",
                "norm": "H800 SXM (132 SMs), DeepSeek's training framework: the layer's two full-width RMSNorms "
                        "(layer_norm::ln_fwd_kernel forward, ln_bwd backward, BF16, 4096 tokens x 7168), "
-                       "scripts/dsv3_trace.toml's attn_norm and moe_norm rules, fitted together"}
+                       "scripts/dsv3_trace.toml's attn_norm and moe_norm rules, fitted together",
+               "attention_output_cast": "H800 SXM (132 SMs), DeepSeek's training framework: the attention output's "
+                                        "12-bit E5M6 copy (per_token_cast_to_fp8_with_fp8_special_fmt<bf16, 128, 3>, "
+                                        "grid 4096, inside RopeLoraFlashAttnVarlenFunc), 4096 tokens x 16384, one "
+                                        "kernel, scripts/dsv3_trace.toml's attention_output_cast rule",
+               "attention_output_dequantise": "H800 SXM (132 SMs), DeepSeek's training framework: the E5M6 attention "
+                                              "output cast back to BF16 before out_proj's Wgrad "
+                                              "(per_token_cast_back_special_fmt_impl), 4096 tokens x 16384, one "
+                                              "kernel, scripts/dsv3_trace.toml's attention_output_dequantise rule"}
+
+
+# The FP8 weight-gradient GEMMs (session 21, dsv3rest): DeepSeek's Wgrad kernel (`fp8_dptp128c_acc`) multiplies two
+# operands both quantised 1x128 along K (the tokens: DeepSeek-V3 arXiv 2412.19437 §3.3.2, Figure 7; the trace's
+# per_channel_cast_and_transpose before it) and accumulates into the FP32 gradient, so its promotion scales every
+# accumulator by a row scale times a column scale per 128 of K (deepseek-ai/DeepGEMM@04278f6
+# deep_gemm/include/deep_gemm/fp8_wgrad_gemm.cuh lines 293-302, against one scale per block in fp8_gemm.cuh): it
+# runs at 0.31-0.45 of the FP8 peak (full-chip equivalent) where DeepGEMM's forward tables give 0.51-0.68 at the
+# same shapes. No H800 wgrad table is published
+# (DeepGEMM's README tables time its forward kernels; its wgrad kernels came later without one), so every FP8
+# wgrad read the forward table at its own shape (moesim/ops/price.py). One point per operator, at moesim's wgrad
+# shape (base.backward_ops: (k, n, m)), from the operator's span per layer (the routed experts' four kernels run on
+# two streams at once: their span, not their sum, is the operator's time); the kernels run 112 CTAs, one per SM
+# DeepEP leaves (Session 19 dsv3gap), so the full-chip efficiency is solved with moesim's SM share
+# (moesim/ops/sm_share.py shared_time_s): measured = (t_full - launch) / share + launch.
+WGRAD_IMPORTED = {("gemm", "float8", "wgrad", "any"): ("q_down_proj", "kv_down_proj", "q_up_proj", "kv_up_proj",
+                                                       "out_proj", "shared_fc1", "shared_fc2"),
+                  ("grouped_gemm", "float8", "wgrad", "any"): ("expert_fc1", "expert_fc2")}
+WGRAD_MEASURED_ON = ("H800 SXM (132 SMs), DeepSeek's training framework: the FP8 weight-gradient GEMMs "
+                     "(dpsk::grouped_gemm::cuda::fp8_dptp128c_acc, 1x128 x 1x128 scaling along K, FP32 "
+                     "accumulation, 112 CTAs on the SMs DeepEP's 20 leave), 4096 tokens a micro-batch, the routed "
+                     "experts' 4 kernels a GEMM on two streams, scripts/dsv3_trace.toml's mlp(W) / attn(W) rules")
+
+
+def import_wgrad_points(kernels: list[Kernel]) -> list[dict]:
+    """The FP8 wgrad op tables of WGRAD_IMPORTED: per operator one point at moesim's wgrad shape, the full-chip
+    efficiency at which moesim's operator, priced on the SM share DeepEP leaves, takes the operator's measured span
+    (mean over the 4 layers): eta = flops / (peak · (span − launches) · share)."""
+    import numpy as np
+
+    from moesim.ops.breakdown import term_builder
+    from moesim.ops.sm_share import overlapped_compute_share
+    from moesim.specs.load import load_scenario
+
+    moe = load_scenario(str(SCENARIO), layout="dp=128,tp=1,ep=64,pp=16,first_stage_layers=4,last_stage_layers=2")
+    builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
+    terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
+    hw = moe.hardware
+    share = overlapped_compute_share(hw, moe.training)
+    spans = _merged(assign(kernels, load_rules()), lambda ks: span_us(ks)[1])
+    tables = []
+    for (kind, dtype, table_pass, op_name), names in WGRAD_IMPORTED.items():
+        points, quoted = [], []
+        for name in names:
+            op = next(o for o in terms.ops_bwd if o.name == name and o.pass_ == "wgrad")
+            seconds = (spans[(name, "wgrad")] * 1e-6 - float(op.kernels) * hw.efficiency.kernel_launch_s) * share
+            eta = float(np.ravel(op.flops)[0]) / (hw.chip.peak_for(dtype) * seconds)
+            points.append([*(int(round(float(np.ravel(c)[0]))) for c in op.shape), float(f"{eta:.4g}")])
+            quoted.append(f"{name} {spans[(name, 'wgrad')]:.2f}")
+        tables.append({"kind": kind, "dtype": dtype, "pass": table_pass, "op": op_name, "status": "measured",
+                       "measured_on": WGRAD_MEASURED_ON,
+                       "source": f"{SOURCE}: mean over the 4 layers of the wgrad kernels' span, us: "
+                                 f"{', '.join(quoted)} (scripts/dsv3_trace.py --points); efficiency = moesim's "
+                                 f"FLOPs / ({hw.chip.peak_for(dtype) / 1e12:g} TFLOPS x (time - 1 launch) x "
+                                 f"{share:.4g} of the SMs)",
+                       "points": points})
+    return tables
 
 
 def import_points(kernels: list[Kernel]) -> list[dict]:
@@ -438,7 +507,8 @@ def main(argv=None) -> int:
             print(f"{len(kernels)} kernels -> {args.record}")
             return 0
         if args.points:
-            print(points_toml(import_points(read_record(args.record))))
+            record = read_record(args.record)
+            print(points_toml(import_points(record) + import_wgrad_points(record)))
             return 0
         text = render(read_record(args.record))
     except TraceError as exc:

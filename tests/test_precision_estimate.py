@@ -166,15 +166,18 @@ def test_fp8_weight_copies_cost_memory_when_cached_and_time_when_not(mixtral):
     assert weight_scale_bytes_per_element("blockwise") == 4 / (128 * 128)  # DeepSeek-V3 128×128 weight blocks
 
 
-@pytest.mark.parametrize("pass_", ["dgrad", "wgrad"])
-def test_fp8_backward_gemms_read_the_fp8_table_at_their_own_shape(pass_):
-    """H800 has DeepGEMM FP8 tables for the forward pass only: an FP8 dgrad / wgrad GEMM reads them at its own
-    M×N×K (DeepSeek-V3 §3.3.1 runs all three passes in FP8), not the FLOP-keyed prior nor a BF16 table."""
+@pytest.mark.parametrize("profile, pass_", [("h800", "dgrad"), ("h100-sxm", "dgrad"), ("h100-sxm", "wgrad")])
+def test_fp8_backward_gemms_read_the_fp8_table_at_their_own_shape(profile, pass_):
+    """A profile with FP8 GEMM tables for the forward pass only (H800's dgrad; H100's DeepGEMM-derived tables in
+    every backward pass): an FP8 dgrad / wgrad GEMM reads them at its own M×N×K (DeepSeek-V3 §3.3.1 runs all three
+    passes in FP8), not the FLOP-keyed prior nor a BF16 table. H800's wgrad has its own tables since session 21
+    (dsv3rest: tests/ops/test_dsv3_trace.py)."""
     from moesim.ops.base import gemm, grouped_gemm  # noqa: PLC0415
     from moesim.ops.price import op_efficiency  # noqa: PLC0415
     from moesim.ops.tables import select_table, table_efficiency  # noqa: PLC0415
     from moesim.specs.load import load_hardware  # noqa: PLC0415
-    hw = load_hardware("h800")
+    hw = load_hardware(profile)
+    assert select_table(hw.efficiency.op_tables, "gemm", "float8", pass_, ("qkv",)) is None
     for op in (gemm("attention", "qkv", "float8", 4096, 7168, 16384, pass_=pass_),
                grouped_gemm("expert_ffn", "fc1", "float8", 4, 8192, 4096, 7168, pass_=pass_)):
         table = select_table(hw.efficiency.op_tables, op.kind, "float8", "fwd", (op.name,))

@@ -111,7 +111,7 @@ def test_docs_table_is_the_scripts_output(dsv3, kernels, doc_block):
 
 
 def test_h800_attention_points_are_the_traces_kernels(dsv3, kernels):
-    """The causal attention tables of hardware_profiles/h800.toml are what `dsv3_trace.py --points` computes from
+    """The H800 tables read off the trace are what `dsv3_trace.py --points` computes from
     the committed record (status measured, the trace cited), and pricing the trace's shape with them gives back the
     measured time: the forward kernels' mean 1237.0 us, the backward's (three kernels) 4254.25 us."""
     from moesim.ops.breakdown import term_builder
@@ -121,7 +121,7 @@ def test_h800_attention_points_are_the_traces_kernels(dsv3, kernels):
 
     hw = load_hardware("h800")
     shipped = [t for t in hw.efficiency.op_tables if "deepseek-ai/profile-data" in t.source]
-    computed = dsv3.import_points(kernels)
+    computed = dsv3.import_points(kernels) + dsv3.import_wgrad_points(kernels)
     assert [(t.kind, t.dtype, t.pass_, t.op, t.status, t.source, t.measured_on) for t in shipped] == [
         (c["kind"], c["dtype"], c["pass"], c["op"], c["status"], c["source"], c["measured_on"]) for c in computed]
     assert [[list(p) for p in t.points] for t in shipped] == [c["points"] for c in computed]
@@ -175,3 +175,69 @@ def test_scenario_router_dtype_must_be_a_dtype(dsv3, tmp_path):
     with pytest.raises(SpecError, match="router_dtype") as err:
         load_scenario(str(bad))
     assert "bfloat16" in str(err.value)
+
+
+def test_h800_wgrad_points_price_the_traces_weight_gradients(dsv3, kernels):
+    """Session 21 (dsv3rest): every FP8 weight-gradient GEMM of a DeepSeek-V3 MoE layer on H800 reads the wgrad
+    tables fitted on the trace, not the forward table: priced on the SM share DeepEP leaves (112 of 132), each takes
+    the operator's measured span per layer (the routed experts' kernels ran on two streams at once: span, not sum),
+    within the tables' 4 significant digits; the dgrad GEMMs still read DeepGEMM's forward table. The kernels the
+    rules group as wgrad are all DeepSeek's fp8_dptp128c_acc, 4 per routed-expert GEMM (one per local expert)."""
+    from moesim.ops.breakdown import term_builder
+    from moesim.ops.price import op_efficiency, op_time_s
+    from moesim.ops.sm_share import overlapped_compute_share, shared_time_s
+    from moesim.ops.tables import select_table
+    from moesim.specs.load import load_scenario
+
+    assigned = dsv3.assign(kernels, dsv3.load_rules())
+    wgrad = [(k, op) for k, op, pas in assigned if pas == "wgrad" and op != "router"]
+    assert {k.kernel for k, _ in wgrad} == {"dpsk::grouped_gemm::cuda::fp8_dptp128c_acc::GemmKernel"}
+    assert sum(op == "expert_fc1" for _, op in wgrad) == sum(op == "expert_fc2" for _, op in wgrad) == 4 * 4
+    spans = dsv3._merged(assigned, lambda ks: dsv3.span_us(ks)[1])
+    sums = dsv3._merged(assigned, lambda ks: sum(k.dur_us for k in ks))
+    assert spans[("expert_fc1", "wgrad")] < 0.8 * sums[("expert_fc1", "wgrad")]  # two streams at once
+    moe = load_scenario(str(dsv3.SCENARIO), layout="dp=128,tp=1,ep=64,pp=16,first_stage_layers=4,last_stage_layers=2")
+    hw = moe.hardware
+    share = overlapped_compute_share(hw, moe.training)
+    assert share == pytest.approx(112 / 132)
+    builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
+    terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
+    names = [n for ns in dsv3.WGRAD_IMPORTED.values() for n in ns]
+    assert len(names) == 9
+    for op in terms.ops_bwd:
+        if op.name not in names:
+            continue
+        table = select_table(hw.efficiency.op_tables, op.kind, op.dtype, op.pass_, (op.name,))
+        if op.pass_ == "wgrad":
+            assert table.pass_ == "wgrad" and table.status == "measured"
+            t = shared_time_s(op.kind, float(op_time_s(op, hw)[0]), float(op.kernels) * hw.efficiency.kernel_launch_s,
+                              share)
+            assert t == pytest.approx(spans[(op.name, "wgrad")] * 1e-6, rel=1e-3), op.name
+            assert 0.3 < float(op_efficiency(op, hw)[0]) < 0.46
+        else:
+            # no dgrad table: price.op_efficiency's FP8 fallback reads the forward table at the dgrad shape
+            fwd = select_table(hw.efficiency.op_tables, op.kind, op.dtype, "fwd", (op.name,))
+            assert op.pass_ == "dgrad" and table is None and "DeepGEMM" in fwd.source
+
+
+def test_h800_e5m6_points_price_the_traces_casts(dsv3, kernels):
+    """Session 21 (dsv3rest): the attention output's E5M6 cast and its cast back (DeepSeek-V3 §3.3.4) read their own
+    H800 tables, one kernel each in the trace: at the trace's shape they take the kernels' mean 185.5 / 140.5 us a
+    layer; the other FP8 casts keep the profile's default bandwidth fraction (no table of theirs)."""
+    from moesim.ops.breakdown import term_builder
+    from moesim.ops.price import op_efficiency, op_time_s
+    from moesim.specs.load import load_scenario
+
+    assigned = dsv3.assign(kernels, dsv3.load_rules())
+    for name, kernel in (("attention_output_cast", "per_token_cast_to_fp8_with_fp8_special_fmt"),
+                         ("attention_output_dequantise", "per_token_cast_back_special_fmt_impl")):
+        ks = [k for k, op, _ in assigned if op == name]
+        assert len(ks) == 4 and all(kernel in k.kernel for k in ks)
+    moe = load_scenario(str(dsv3.SCENARIO), layout="dp=128,tp=1,ep=64,pp=16,first_stage_layers=4,last_stage_layers=2")
+    builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
+    terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
+    ops = {op.name: op for op in terms.ops_fwd + terms.ops_bwd}
+    hw = moe.hardware
+    assert float(op_time_s(ops["attention_output_cast"], hw)[0]) == pytest.approx(185.5e-6, rel=1e-3)
+    assert float(op_time_s(ops["attention_output_dequantise"], hw)[0]) == pytest.approx(140.5e-6, rel=1e-3)
+    assert op_efficiency(ops["fp8_quantise"], hw) == hw.efficiency.memory_bandwidth

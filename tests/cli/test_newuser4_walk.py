@@ -21,18 +21,31 @@ SP_RULE = "megatron_moe_tp_needs_sequence_parallel"
 
 @pytest.fixture(scope="module")
 def mixtral():
-    return load_scenario("mixtral-8x7b-h100")
+    """Mixtral 8x7B with sequence parallelism off, as the scenario file read until the lead turned it on in session
+    21 (Megatron-LM's own Mixtral script passes --sequence-parallel): the case these tests walk."""
+    sc = load_scenario("mixtral-8x7b-h100")
+    return dataclasses.replace(sc, training=dataclasses.replace(sc.training, sequence_parallel=False))
+
+
+@pytest.fixture(scope="module")
+def mixtral_file(tmp_path_factory):
+    """The same, as a scenario file for the CLI."""
+    text = open("scenarios/mixtral-8x7b-h100.toml").read()
+    assert text.count("sequence_parallel = true") == 1
+    path = tmp_path_factory.mktemp("sp_off") / "mixtral-8x7b-h100-sp-off.toml"
+    path.write_text(text.replace("sequence_parallel = true", "sequence_parallel = false"))
+    return str(path)
 
 
 # `moesim estimate mixtral-8x7b-h100 --layout "dp=8 tp=2 ep=8 pp=4"` priced a layout Megatron-LM refuses (an MoE layer
 # at tp > 1 without sequence parallelism, moe_layer.py l.258) with no word, while `moesim search` refuses it: the
 # estimate now warns, naming the rule and its source line, in the text and in --json's `warnings`.
-def test_estimate_warns_when_an_explicit_layout_breaks_a_megatron_rule(capsys):
-    assert main(["estimate", "mixtral-8x7b-h100", "--layout", "dp=8 tp=2 ep=8 pp=4"]) == 0
+def test_estimate_warns_when_an_explicit_layout_breaks_a_megatron_rule(capsys, mixtral_file):
+    assert main(["estimate", mixtral_file, "--layout", "dp=8 tp=2 ep=8 pp=4"]) == 0
     text = capsys.readouterr().out
     line = next(x for x in text.splitlines() if x.startswith("warning: Megatron-LM refuses this layout"))
     assert f"[{SP_RULE}]" in line and "moe_layer.py l.258" in line and "priced as given" in line
-    assert main(["estimate", "mixtral-8x7b-h100", "--layout", "dp=4 tp=16 ep=8 pp=1", "--json"]) == 0
+    assert main(["estimate", mixtral_file, "--layout", "dp=4 tp=16 ep=8 pp=1", "--json"]) == 0
     said = json.loads(capsys.readouterr().out)["warnings"]
     names = [w.rsplit("[", 1)[1].split("]")[0] for w in said if w.startswith("Megatron-LM refuses")]
     assert names == ["megatron_query_groups_not_divisible_by_tp", SP_RULE]  # 8 kv heads, tp 16; SP off
@@ -63,7 +76,7 @@ def test_the_warning_and_the_search_apply_the_same_rules(mixtral):
 
 
 # `simulate` with such a layout ran it without a word either: it now says so on stderr (moesim: warning: ...).
-def test_simulate_warns_when_an_explicit_layout_breaks_a_megatron_rule(monkeypatch, capsys):
+def test_simulate_warns_when_an_explicit_layout_breaks_a_megatron_rule(monkeypatch, capsys, mixtral_file):
     import moesim.des
 
     class Stop(Exception):
@@ -80,7 +93,7 @@ def test_simulate_warns_when_an_explicit_layout_breaks_a_megatron_rule(monkeypat
         with pytest.raises(Stop):
             from moesim.cli import build_parser
 
-            args = build_parser().parse_args(["simulate", "mixtral-8x7b-h100", "--layout", "dp=8 tp=2 ep=8 pp=4",
+            args = build_parser().parse_args(["simulate", mixtral_file, "--layout", "dp=8 tp=2 ep=8 pp=4",
                                               "-q"])
             args.run(args)
     said = [str(w.message) for w in caught]
@@ -90,14 +103,15 @@ def test_simulate_warns_when_an_explicit_layout_breaks_a_megatron_rule(monkeypat
 # `moesim search mixtral-8x7b-h100` ranked tp = 1 only; the reason row said "set it true for tp > 1" but not what the
 # user loses or that Megatron's own Mixtral script passes --sequence-parallel. The search now says, under the
 # rejection table, that the ranking has tp = 1 only and how to rank tp > 1; the scenario files cite the script.
-def test_search_says_the_ranking_has_tp_1_only_when_sequence_parallel_is_off(capsys):
-    assert main(["search", "mixtral-8x7b-h100", "--top", "1"]) == 0
+def test_search_says_the_ranking_has_tp_1_only_when_sequence_parallel_is_off(capsys, mixtral_file):
+    assert main(["search", mixtral_file, "--top", "1"]) == 0
     text = capsys.readouterr().out
     assert "sequence_parallel is false in the scenario" in text
     assert f"167,472 layouts at tp > 1 were refused [{SP_RULE}], not priced, so the ranking has tp = 1 only" in text
     assert "--vary training.sequence_parallel=false,true" in text
-    assert main(["search", "mixtral-8x22b-h100", "--top", "1"]) == 0  # SP on: no such line
-    assert "sequence_parallel is false" not in capsys.readouterr().out
+    for name in ("mixtral-8x22b-h100", "mixtral-8x7b-h100"):  # SP on (the 8x7B since session 21): no such line
+        assert main(["search", name, "--top", "1"]) == 0
+        assert "sequence_parallel is false" not in capsys.readouterr().out
     for name in ("mixtral-8x7b-h100", "mixtral-8x7b-h100-vp8"):
         source = open(f"scenarios/{name}.toml").read()
         assert "train_mixtral_8x7b_distributed.sh (9b8acfd) passes --sequence-parallel" in source
@@ -109,8 +123,9 @@ def test_report_notes_say_the_ranking_has_tp_1_only_when_sequence_parallel_is_of
 
     note = layouts_to_compare(mixtral, mixtral.resolve()).note
     assert "sequence_parallel is false in the scenario" in note and "the ranking has tp = 1 only" in note
-    sp_on = load_scenario("mixtral-8x22b-h100")
-    assert "sequence_parallel" not in layouts_to_compare(sp_on, sp_on.resolve()).note
+    for name in ("mixtral-8x22b-h100", "mixtral-8x7b-h100"):
+        sp_on = load_scenario(name)
+        assert "sequence_parallel" not in layouts_to_compare(sp_on, sp_on.resolve()).note
 
 
 def test_sequence_parallel_moves_no_tp_1_figure(mixtral):

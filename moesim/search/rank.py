@@ -311,7 +311,7 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
     n = len(cands)
     # Each batch's figures kept for the rows it evaluated (fitting_only: those within the memory capacity), not
     # written into arrays over every candidate: a cold process touches fewer fresh pages (session 21).
-    parts: dict[int, tuple] = {}
+    parts: dict[int, list] = {}
     chunks = _chunks(cands.pp)
     finished = [0]
     lock = threading.Lock()
@@ -320,17 +320,22 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
         ev = evaluate(scenario, cands.take(index), model, breakdown=False, fitting_only=fitting_only)
         at = np.arange(index.start, index.stop) if ev.rows is None else index.start + ev.rows
         with lock:
-            parts[index.start] = (at, ev.step_time_s, ev.memory_total_bytes, ev.mfu, ev.tokens_per_s, ev.fits)
+            parts[index.start] = [at, ev.step_time_s, ev.memory_total_bytes, ev.mfu, ev.tokens_per_s, ev.fits]
             if progress is not None and fitting_only:
                 finished[0] += index.stop - index.start
                 progress(finished[0] / max(1, n))
 
-    def evaluated() -> tuple[np.ndarray, ...]:
-        """(row, step, memory, mfu, tokens, fits) of every evaluated row, rows ascending (batches in order)."""
-        got = [parts[start] for start in sorted(parts)]
-        columns = [np.concatenate([p[k] for p in got]) if got else np.zeros(0) for k in range(6)]
-        return (columns[0].astype(np.int64, copy=False), *(np.asarray(c, dtype=float) for c in columns[1:5]),
-                columns[5].astype(bool, copy=False))
+    def evaluated() -> list[np.ndarray]:
+        """[row, step, memory, mfu, tokens, fits] of every evaluated row, rows ascending (batches in order); the
+        batches' arrays are let go column by column as they are joined (at most one column held twice)."""
+        got = [parts.pop(start) for start in sorted(parts)]
+        columns = []
+        for k, dtype in enumerate((np.int64, float, float, float, float, bool)):
+            columns.append(np.concatenate([p[k] for p in got]).astype(dtype, copy=False) if got
+                           else np.zeros(0, dtype=dtype))
+            for p in got:
+                p[k] = None
+        return columns
 
     threads = _default_threads() if threads is None else threads
     if threads > 1 and len(chunks) > 1:
@@ -343,7 +348,8 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
     rejected = dict(found.rejected)
     rejected["out_of_memory"] = n - int(np.count_nonzero(fits))  # a row not evaluated does not fit
     keep = at[fits]  # ascending: np.flatnonzero of the fitting rows over every candidate
-    step, memory, mfu, tokens = step[fits], memory[fits], mfu[fits], tokens[fits]
+    if not fits.all():  # (where every evaluated row fits, no copy)
+        step, memory, mfu, tokens = step[fits], memory[fits], mfu[fits], tokens[fits]
     value = objective_values(scenario, objective, step, mfu)  # element by element: the kept rows' figures
     primary = -value if objective == "mfu" else value
     ranked = _rank_order(primary, memory)  # stable: full ties keep the enumeration order
@@ -354,7 +360,6 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
     equivalent = np.where(first, counts, 0)
     misses = miss_memory = miss_step = None
     if not len(order) and n:
-        parts.clear()
         for index in chunks:  # nothing fits: the closest misses need every row's memory and step
             run(index, fitting_only=False)
         _, every_step, every_memory, _, _, every_fits = evaluated()  # every row, in order

@@ -309,23 +309,33 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
     cands = found.candidates
     model = _MemoModel(collective_model) if collective_model else _default_memo(scenario)
     n = len(cands)
-    # Rows over the memory capacity are not evaluated past their memory (evaluate's fitting_only): NaN here.
-    step, memory, mfu, tokens = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
-    fits = np.zeros(n, dtype=bool)
-
+    # Each batch's figures kept for the rows it evaluated (fitting_only: those within the memory capacity), not
+    # written into arrays over every candidate: a cold process touches fewer fresh pages (session 21).
+    parts: dict[int, list] = {}
     chunks = _chunks(cands.pp)
     finished = [0]
     lock = threading.Lock()
 
     def run(index: slice, fitting_only: bool = True) -> None:
         ev = evaluate(scenario, cands.take(index), model, breakdown=False, fitting_only=fitting_only)
-        at = index if ev.rows is None else index.start + ev.rows
-        step[at], memory[at], mfu[at] = ev.step_time_s, ev.memory_total_bytes, ev.mfu
-        tokens[at], fits[at] = ev.tokens_per_s, ev.fits
-        if progress is not None and fitting_only:
-            with lock:
+        at = np.arange(index.start, index.stop) if ev.rows is None else index.start + ev.rows
+        with lock:
+            parts[index.start] = [at, ev.step_time_s, ev.memory_total_bytes, ev.mfu, ev.tokens_per_s, ev.fits]
+            if progress is not None and fitting_only:
                 finished[0] += index.stop - index.start
                 progress(finished[0] / max(1, n))
+
+    def evaluated() -> list[np.ndarray]:
+        """[row, step, memory, mfu, tokens, fits] of every evaluated row, rows ascending (batches in order); the
+        batches' arrays are let go column by column as they are joined (at most one column held twice)."""
+        got = [parts.pop(start) for start in sorted(parts)]
+        columns = []
+        for k, dtype in enumerate((np.int64, float, float, float, float, bool)):
+            columns.append(np.concatenate([p[k] for p in got]).astype(dtype, copy=False) if got
+                           else np.zeros(0, dtype=dtype))
+            for p in got:
+                p[k] = None
+        return columns
 
     threads = _default_threads() if threads is None else threads
     if threads > 1 and len(chunks) > 1:
@@ -334,31 +344,36 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
     else:
         for index in chunks:
             run(index)
+    at, step, memory, mfu, tokens, fits = evaluated()
     rejected = dict(found.rejected)
-    rejected["out_of_memory"] = int(np.count_nonzero(~fits))
-    value = objective_values(scenario, objective, step, mfu)
-    keep = np.flatnonzero(fits)
-    primary = -value[keep] if objective == "mfu" else value[keep]
-    order = keep[_rank_order(primary, memory[keep])]  # stable: full ties keep the enumeration order
+    rejected["out_of_memory"] = n - int(np.count_nonzero(fits))  # a row not evaluated does not fit
+    keep = at[fits]  # ascending: np.flatnonzero of the fitting rows over every candidate
+    if not fits.all():  # (where every evaluated row fits, no copy)
+        step, memory, mfu, tokens = step[fits], memory[fits], mfu[fits], tokens[fits]
+    value = objective_values(scenario, objective, step, mfu)  # element by element: the kept rows' figures
+    primary = -value if objective == "mfu" else value
+    ranked = _rank_order(primary, memory)  # stable: full ties keep the enumeration order
+    order = keep[ranked]
+    step, memory, mfu, tokens, value = step[ranked], memory[ranked], mfu[ranked], tokens[ranked], value[ranked]
     # Ranked by step time, rows of equal (step, memory) are neighbours.
-    first, counts = _equivalent_orders(cands, order, step, memory, adjacent=objective == "step_time")
+    first, counts = _equivalent_orders(cands, order, step, memory, adjacent=objective == "step_time", ordered=True)
     equivalent = np.where(first, counts, 0)
     misses = miss_memory = miss_step = None
     if not len(order) and n:
         for index in chunks:  # nothing fits: the closest misses need every row's memory and step
             run(index, fitting_only=False)
-        near = np.flatnonzero(~fits)
-        near = near[np.lexsort((step[near], memory[near]))]
-        near = near[_equivalent_orders(cands, near, np.zeros_like(step), memory)[0]]  # one order per layout
-        near = near[:MISSES_KEPT]
-        misses, miss_memory, miss_step = cands.take(near), memory[near], step[near]
-    step, memory = step[order], memory[order]
+        _, every_step, every_memory, _, _, every_fits = evaluated()  # every row, in order
+        near = np.flatnonzero(~every_fits)
+        near = near[np.lexsort((every_step[near], every_memory[near]))]
+        near = near[_equivalent_orders(cands, near, np.zeros(len(near)), every_memory[near], ordered=True)[0]]
+        near = near[:MISSES_KEPT]  # one order per layout
+        misses, miss_memory, miss_step = cands.take(near), every_memory[near], every_step[near]
     # Ranked by step time the points are already sorted as the Pareto sweep needs them.
     pareto = np.flatnonzero(front_of_sorted(memory)) if objective == "step_time" else pareto_front(step, memory)
     return SearchResult(
         scenario=scenario, objective=objective, objective_unit=objective_unit(scenario, objective),
         considered=found.considered, rejected=rejected, candidates=cands.take(order), step_time_s=step,
-        memory_bytes_per_device=memory, mfu=mfu[order], tokens_per_s=tokens[order], objective_value=value[order],
+        memory_bytes_per_device=memory, mfu=mfu, tokens_per_s=tokens, objective_value=value,
         pareto=pareto,
         memory_capacity_bytes=scenario.hardware.chip.hbm_bytes * (1 - scenario.training.memory_headroom_fraction),
         collective_model=collective_model, equivalent_orders=equivalent, misses=misses,
@@ -385,22 +400,25 @@ def _rank_order(primary: np.ndarray, memory: np.ndarray) -> np.ndarray:
 
 
 def _equivalent_orders(cands: Candidates, order: np.ndarray, step: np.ndarray, memory: np.ndarray,
-                       adjacent: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                       adjacent: bool = False, ordered: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Over the ranked candidate indices `order`: whether each is the first (best-ranked) of the layouts
     that differ only in the mesh order and have the same step time and memory (e.g. tp = 1 anywhere in
     the order), and how many such layouts its class holds. `adjacent`: rows of equal (step, memory) are
-    neighbours in `order` (ranked by step time), so runs find them."""
+    neighbours in `order` (ranked by step time), so runs find them. `ordered`: `step` and `memory` are given
+    along `order` (step[order], memory[order]) rather than over every candidate."""
     if not len(order):
         return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
+    if not ordered:
+        step, memory = step[order], memory[order]
     # Grouped as estimate.pricing.distinct_rows groups (runs of equal neighbours first, then a 64-bit hash,
     # exact on a collision); each group's smallest index is its best-ranked row (np.unique's return_index).
     # Rows equal in every column share their (step, memory) first: group by those two, then compare the
     # other columns only on the rows whose pair another row shares (the same groups, fewer rows to hash).
     if adjacent:  # compared as bits, as distinct_rows does
-        bits = [np.ascontiguousarray(a[order]).view(np.uint64) for a in (step, memory)]
+        bits = [np.ascontiguousarray(a).view(np.uint64) for a in (step, memory)]
         pair = np.concatenate([[0], np.cumsum((bits[0][1:] != bits[0][:-1]) | (bits[1][1:] != bits[1][:-1]))])
     else:
-        _, pair = distinct_rows([step[order], memory[order]])
+        _, pair = distinct_rows([step, memory])
     shared = np.flatnonzero(np.bincount(pair)[pair] > 1)
     inverse = pair
     if len(shared):

@@ -378,9 +378,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     below = np.sum(np.where(exists, stage_mb - t_mb[:, None], 0.0) * stages.multiplicity, axis=1)
     # ZB-V: every stage's own start-up skew and time (schedules.zbv_pipe_s), the slowest device not always the last.
     own = (lambda a: a) if lazy is None else (lambda a: np.take(a, lazy, axis=0))  # noqa: E731
-    zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(fwd), own(weight_mb), stages.latest) if zb_v.any() else None
+    zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(fwd), own(weight_mb), stages.latest, stages.multiplicity,
+                         hop) if zb_v.any() else None
+    zb_h1 = sch.is_schedule(sched, "zb-h1")
+    chain = (sch.zbh1_chain_s(m, stage_mb, own(fwd), own(weight_mb), stages.latest, stages.multiplicity)
+             if zb_h1.any() else None)
     pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick_of(fwd), pick_of(bwd_mb) + pick(bwd_comm),
-                                       pick_of(weight_mb), hop, overlapped, below, zbv)
+                                       pick_of(weight_mb), hop, overlapped, below, zbv, chain)
     # Each stage's tp all-reduce of its replicated gradients follows its own sync (0.0 without SP or at tp 1).
     dp_sync = np.max(np.where(exists, dp_time + tp_grad, 0), axis=1)
     # Untied: 0.0 for every candidate, as the priced zeros would give (x + 0.0 is x).

@@ -26,6 +26,13 @@ before the last device starts (DERIVED; the simulator's order reaches exactly th
 is each device's own, s half-stage forwards on device s, so the table's row is the last stage's: where a
 heavier stage starts earlier (the first, holding the embedding and the head) T_pipe is the largest over the
 stages of m·t_s + s·F_s/2 + (p − 1)·max(0, F_s + B_s − 2W_s − F_s/2) (`zbv_pipe_s`; session 20, zbvagree).
+The table's row assumes the V full (m ≥ 2p or so); below that one micro-batch crossing the V forward and back
+sets the step, p·(F + B) + W/2 at m = 1, and `zbv_pipe_s` takes the largest of the row and two such fill / drain
+bounds (session 21, zbvfew; DERIVED from the order, and sail-sg's ZB-V scheduler, zerobubble/scheduler/zbv.py @
+39f2c186, reaches them exactly at equal stages and m ≤ p). sail-sg refuses no micro-batch count for ZB-V
+(megatron/core/zbpp_utils.py `validate_arguments` checks layers only), so neither does moesim.
+ZB-H1 below p micro-batches: the row's (p − 1)(F + B − W) assumes the 1F1B steady state; one micro-batch down and
+back, (m + p − 1)(F + B) + W, is larger there by (p − m)·W (`zbh1_chain_s`, Alpa's path with B the I only).
 Interleaved: t leaves out the pipeline sends, which Megatron overlaps with compute (overlap_p2p_comm:
 `--no-overlap-p2p-communication` is store_false, so on by default, and validate_args turns it off without
 virtual stages; Megatron-LM megatron/training/arguments.py), but the first micro-batch's forward crosses

@@ -137,12 +137,12 @@ def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=
     return np.maximum(base, np.max(np.where(exists, np.maximum(fill, drain), -np.inf), axis=1))
 
 
-def zbh1_chain_s(m, stage_mb, fwd_s, weight_s, position, multiplicity) -> np.ndarray:
+def zbh1_chain_s(m, stage_mb, weight_s, position, multiplicity) -> np.ndarray:
     """ZB-H1's floor Σ_s (F_s + B_s) + (m − 1)·max_s (F_s + B_s) + W_0 (DERIVED, module docstring): the last
     micro-batch enters stage 0 after m − 1 others, crosses every stage forward and back (its I on each, its W
     deferred), then stage 0 runs its W; Alpa's 1F1B path (Zheng et al. OSDI'22 §5 Eq. 2) with B full replaced by
     the input-gradient I. It binds only below p micro-batches at equal stages ((m + p − 1)(F + B) + W against the
-    row's m·t + (p − 1)(F + B − W): (p − m)·W more). (N, S) arrays as `zbv_pipe_s`."""
+    row's m·t + (p − 1)(F + B − W): (p − m)·W more). (N, S) arrays as `zbv_pipe_s`; F_s + B_s = t_s − W_s."""
     t, w = np.asarray(stage_mb, dtype=float), np.asarray(weight_s, dtype=float)
     position, count = np.asarray(position, dtype=float), np.asarray(multiplicity, dtype=float)
     exists = np.isfinite(t) & (count > 0)

@@ -75,8 +75,8 @@ def test_zbv_never_below_the_old_row_and_equal_to_it_from_2p(p):
 @pytest.mark.parametrize("p, m", [(4, 1), (4, 2), (8, 1), (8, 3), (8, 7)])
 def test_zbh1_below_p_is_one_micro_batch_down_and_back(p, m):
     """ZB-H1 at m < p: (m + p − 1)(F + B) + W, which moesim's ZB-H1 order (the paper's handcrafted shape) reaches."""
-    t, f, w, pos, mult = _equal_stages(p, 1.0, 1.5, 0.7)
-    chain = zbh1_chain_s(np.array([m]), t, f, w, pos, mult)[0]
+    t, _, w, pos, mult = _equal_stages(p, 1.0, 1.5, 0.7)
+    chain = zbh1_chain_s(np.array([m]), t, w, pos, mult)[0]
     assert chain == pytest.approx((m + p - 1) * 2.5 + 0.7)
     assert order_makespan("zb-h1", m, p, 1, 1.0, 1.5, 0.7) == pytest.approx(chain, rel=1e-9)
 

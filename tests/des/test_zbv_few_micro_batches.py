@@ -101,8 +101,9 @@ def _llama(schedule: str, m: int) -> dict:
 
 CASES = [
     ("llama zb-v m1", LLAMA, _llama("zb-v", 1), Layout(dp=1, tp=2, pp=4), 0.02),
-    # m 2: the simulator runs a fixed order built on equal chunk times, and on the heavier first device (embedding,
-    # head) the W slots it placed before an I delay that I; the closed form has no term for it: -4.28 %.
+    # m 2: the simulator runs a fixed order built on one F : I : W ratio for every chunk (des.schedule._fiw), and
+    # with the heavier first device (embedding, head) W slots it placed before an I delay that I; the closed form has
+    # no term for it: -4.28 %.
     ("llama zb-v m2", LLAMA, _llama("zb-v", 2), Layout(dp=1, tp=2, pp=4), 0.05),
     ("llama zb-v m4 (pp)", LLAMA, _llama("zb-v", 4), Layout(dp=1, tp=2, pp=4), 0.02),
     ("llama zb-v m8 (2pp)", LLAMA, _llama("zb-v", 8), Layout(dp=1, tp=2, pp=4), 0.02),

@@ -43,7 +43,8 @@ def test_one_micro_batch_crosses_the_v_down_and_back():
 
 
 # (p, m, F, B, W a stage) -> sail-sg's ZB-V makespan: zerobubble/scheduler/zbv.py @ 39f2c186,
-# `PipelineGraph(p, m, f, b, w, c=0, ...)` with the chunk costs f = F/2, b = B/2, w = W/2 in units of 1/1000,
+# `PipelineGraph(p, m, f, b, w, c=0, ...)` with the chunk costs f = 1000·F/2, b = 1000·B/2, w = 1000·W/2 and its
+# makespan divided by 1000:
 # the smallest makespan (max end_time) of create_schedule's four fill_b / fill_f tries, run once and written here.
 SAIL_SG_ZBV = {
     (4, 1, 2.0, 2.0, 2.0): 17.0, (4, 2, 2.0, 2.0, 2.0): 19.0, (4, 4, 2.0, 2.0, 2.0): 27.0,

@@ -376,11 +376,17 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # 1F1B / GPipe fill and drain through every stage (schedules.py): Σ_s (t_s − t) over the pp stages, each
     # representative once per stage of its kind; exactly 0 at equal stages.
     below = np.sum(np.where(exists, stage_mb - t_mb[:, None], 0.0) * stages.multiplicity, axis=1)
-    # ZB-V: every stage's own start-up skew and time (schedules.zbv_pipe_s), the slowest device not always the last.
+    # ZB-V: every stage's own start-up skew and time (schedules.zbv_pipe_s), the slowest device not always the last,
+    # and at few micro-batches one micro-batch down the V and back; ZB-H1 that micro-batch's path (zbh1_chain_s).
     own = (lambda a: a) if lazy is None else (lambda a: np.take(a, lazy, axis=0))  # noqa: E731
-    zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(fwd), own(weight_mb), stages.latest) if zb_v.any() else None
+    zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(fwd), own(weight_mb), stages.latest, stages.multiplicity,
+                         hop) if zb_v.any() else None
+    zb_h1 = sch.is_schedule(sched, "zb-h1")
+    chain = (sch.zbh1_chain_s(m, stage_mb, own(weight_mb), stages.latest, stages.multiplicity)
+             if zb_h1.any() else None)
     pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick_of(fwd), pick_of(bwd_mb) + pick(bwd_comm),
-                                       pick_of(weight_mb), hop, overlapped, below, zbv, tr.moe_a2a_overlap)
+                                       pick_of(weight_mb), hop, overlapped, below, zbv, chain,
+                                       tr.moe_a2a_overlap)
     # Each stage's tp all-reduce of its replicated gradients follows its own sync (0.0 without SP or at tp 1).
     dp_sync = np.max(np.where(exists, dp_time + tp_grad, 0), axis=1)
     # Untied: 0.0 for every candidate, as the priced zeros would give (x + 0.0 is x).

@@ -27,6 +27,13 @@ before the last device starts (DERIVED; the simulator's order reaches exactly th
 is each device's own, s half-stage forwards on device s, so the table's row is the last stage's: where a
 heavier stage starts earlier (the first, holding the embedding and the head) T_pipe is the largest over the
 stages of m·t_s + s·F_s/2 + (p − 1)·max(0, F_s + B_s − 2W_s − F_s/2) (`zbv_pipe_s`; session 20, zbvagree).
+The table's row assumes the V full (m ≥ 2p or so); below that one micro-batch crossing the V forward and back
+sets the step, p·(F + B) + W/2 at m = 1, and `zbv_pipe_s` takes the largest of the row and two such fill / drain
+bounds (session 21, zbvfew; DERIVED from the order, and sail-sg's ZB-V scheduler, zerobubble/scheduler/zbv.py @
+39f2c186, reaches them exactly at equal stages and m ≤ p). sail-sg refuses no micro-batch count for ZB-V
+(megatron/core/zbpp_utils.py `validate_arguments` checks layers only), so neither does moesim.
+ZB-H1 below p micro-batches: the row's (p − 1)(F + B − W) assumes the 1F1B steady state; one micro-batch down and
+back, (m + p − 1)(F + B) + W, is larger there by (p − m)·W (`zbh1_chain_s`, Alpa's path with B the I only).
 Interleaved: t leaves out the pipeline sends, which Megatron overlaps with compute (overlap_p2p_comm:
 `--no-overlap-p2p-communication` is store_false, so on by default, and validate_args turns it off without
 virtual stages; Megatron-LM megatron/training/arguments.py), but the first micro-batch's forward crosses
@@ -61,18 +68,22 @@ def is_schedule(schedule, name: str) -> np.ndarray:
 
 def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, weight_s, send_s=0.0,
                     overlapped_s=None, below_slowest_s=0.0, zbv_pipe=None,
-                    a2a_overlap: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                    zbh1_chain=None, a2a_overlap: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(T_pipe, bubble) per candidate (module table); arrays over candidates, `schedule` holds names.
     `a2a_overlap`: interleaved runs Megatron-Core's EP A2A overlap (training.moe_a2a_overlap; `interleaved_pairs`).
     `below_slowest_s`: Σ_s (t_s − t) over every stage (≤ 0; 0 at equal stages), 1F1B's and GPipe's only.
-    `zbv_pipe`: ZB-V's T_pipe over every stage (`zbv_pipe_s`); without it the slowest stage's closed form."""
+    `zbv_pipe`: ZB-V's T_pipe over every stage (`zbv_pipe_s`); without it the slowest stage's closed form.
+    `zbh1_chain`: ZB-H1's critical path over every stage (`zbh1_chain_s`), a floor under its row; none without it."""
     m, p, v = (np.asarray(a, dtype=float) for a in (m, pp, vp))
     t, w, bf = np.asarray(t_mb, dtype=float), np.asarray(weight_s, dtype=float), np.asarray(bwd_full_s, dtype=float)
     # Alpa (Zheng et al., OSDI 2022) §5 Eq. 2: T = Σ_s t_s + (m − 1)·max_s t_s, i.e. bubble Σ_s t_s − t.
     bubble = (p - 1) * t + np.asarray(below_slowest_s, dtype=float)
     fill_sends = 2 * (p * v - 1) * np.asarray(send_s)
     bubble = np.where(is_schedule(schedule, "interleaved"), (p - 1) * t / v + fill_sends, bubble)
-    bubble = np.where(is_schedule(schedule, "zb-h1"), (p - 1) * np.maximum(0.0, t - 2 * w), bubble)
+    zbh1 = (p - 1) * np.maximum(0.0, t - 2 * w)
+    # ZB-H1 below p micro-batches: never less than one micro-batch's F and I through every stage (zbh1_chain_s).
+    zbh1 = zbh1 if zbh1_chain is None else np.maximum(zbh1, np.asarray(zbh1_chain) - m * t)
+    bubble = np.where(is_schedule(schedule, "zb-h1"), zbh1, bubble)
     # ZB-V: ZB-H2's (p − 1)(F + B − 2W), but a synchronised step never less than the V's start-up skew
     # (p − 1)·F/2 (orders.py: the paper's zero needs optimizer post-validation).
     f = np.asarray(fwd_s, dtype=float)
@@ -100,16 +111,60 @@ def interleaved_pairs(m, pp, vp) -> np.ndarray:
     return (total - np.minimum(total, 2 * (p - 1) + (v - 1) * p + 1)) / v
 
 
-def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position) -> np.ndarray:
-    """ZB-V's T_pipe, max over stages s of m·t_s + s·F_s/2 + (p − 1)·max(0, t_s − 3W_s − F_s/2) (DERIVED, module
-    docstring): device s starts after s half-stage forwards and, where F/2 ≥ F + B − 2W, runs gap-free to its last W
-    (the paper's parallelogram, Qi et al. ICLR'24 §6; moesim.des.orders reaches it at equal times); beyond that the
-    excess of ZB-H2's (p − 1)(F + B − 2W) over the skew. At equal stages the last one's: (p − 1)·max(F/2, F + B − 2W).
-    (N, S) arrays over the representative stages (`stage_mb` −inf where none), `position` each kind's last stage."""
+def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=0.0) -> np.ndarray:
+    """ZB-V's T_pipe: the largest over the stages s of lower bounds on device s's end (DERIVED, module docstring),
+    B_s = t_s − F_s − W_s, ΣF and ΣB over the pipeline's stages, h one pipeline send:
+      skew    m·t_s + s·F_s/2 + (p − 1)·max(0, t_s − 3W_s − F_s/2): device s starts after s half-stage forwards
+              and, where F/2 ≥ F + B − 2W, runs gap-free to its last W (the paper's parallelogram, Qi et al. ICLR'24
+              §6; moesim.des.orders reaches it at equal times); beyond that the excess of ZB-H2's (p − 1)(F + B − 2W);
+      fill    ΣF + 2(p − 1)·h + β_s/2 + m·(B_s + W_s): no I runs before micro-batch 0 has crossed all 2p chunks,
+              the first reaches device s after the second-leg chunks before it (β_s/2), then all m of its I and W;
+              on device 0 also ΣF − F_0/2 + 2(p − 1)·h + m·(F_0/2 + B_0 + W_0): its V-end chunk's forwards wait
+              for micro-batch 0's return as well;
+      drain   ΣF + ΣB + 4(p − 1)·h + (m − 1)·q_s + W_0/2: the last micro-batch crosses the V forward and back
+              (2p − 2 device boundaries each way) and its W on device 0 (chunk 0's half) ends the step; at one
+              station it waits for the m − 1 before it: the last device's I pair (q = B_s, its two chunks back to
+              back), device 0's V-end chunk, which runs each micro-batch's F and then its I ((F_0 + B_0)/2).
+    β_s = Σ_{s' < s} B_s' on the last device (every other stage lies before it), 0 elsewhere (still a lower bound).
+    fill and drain bind where m < 2p or so (m = 1: p·(F + B) + W/2, one micro-batch down the V and back, which
+    sail-sg's scheduler, megatron/core/pipeline_parallel/zerobubble/scheduler/zbv.py @ 39f2c186, reaches too); the
+    skew at larger m. (N, S) arrays over the representative stages (`stage_mb` −inf where none), `position` each
+    kind's last stage, `multiplicity` its number of stages (0 pads); `send_s` (N,) or scalar."""
     m, p = (np.asarray(a, dtype=float)[:, None] for a in (m, pp))
     t, f, w = (np.asarray(a, dtype=float) for a in (stage_mb, fwd_s, weight_s))
-    skew = np.asarray(position, dtype=float) * f / 2
-    return np.max(m * t + skew + (p - 1) * np.maximum(0.0, t - 3 * w - f / 2), axis=1)
+    position, count = np.asarray(position, dtype=float), np.asarray(multiplicity, dtype=float)
+    h = np.broadcast_to(np.asarray(send_s, dtype=float), m.shape[:1])[:, None]
+    exists = np.isfinite(t) & (count > 0)
+    b = np.where(exists, t - f - w, 0.0)
+    skew = position * f / 2
+    base = np.max(m * t + skew + (p - 1) * np.maximum(0.0, t - 3 * w - f / 2), axis=1)
+    # Micro-batch 0's forward down the whole V, and every stage's B, each stage counted once per stage of its kind.
+    forward_all = np.sum(np.where(exists, count * f, 0.0), axis=1, keepdims=True)
+    backward_all = np.sum(count * b, axis=1, keepdims=True)
+    last, first = exists & (position == p - 1), exists & (position == 0)
+    before = np.where(last, backward_all - b, 0.0)
+    first_w = np.sum(np.where(first, w, 0.0), axis=1, keepdims=True) / 2
+    fill = forward_all + 2 * (p - 1) * h + before / 2 + m * (b + w)
+    # Device 0 runs its V-end chunk's forwards after micro-batch 0 reaches it too: all but its first-leg forwards.
+    fill = np.where(first, np.maximum(fill, forward_all - f / 2 + 2 * (p - 1) * h + m * (f / 2 + b + w)), fill)
+    station = np.where(last, b, np.where(first, (f + b) / 2, 0.0))
+    drain = forward_all + backward_all + 4 * (p - 1) * h + (m - 1) * station + first_w
+    return np.maximum(base, np.max(np.where(exists, np.maximum(fill, drain), -np.inf), axis=1))
+
+
+def zbh1_chain_s(m, stage_mb, weight_s, position, multiplicity) -> np.ndarray:
+    """ZB-H1's floor Σ_s (F_s + B_s) + (m − 1)·max_s (F_s + B_s) + W_0 (DERIVED, module docstring): the last
+    micro-batch enters stage 0 after m − 1 others, crosses every stage forward and back (its I on each, its W
+    deferred), then stage 0 runs its W; Alpa's 1F1B path (Zheng et al. OSDI'22 §5 Eq. 2) with B full replaced by
+    the input-gradient I. It binds only below p micro-batches at equal stages ((m + p − 1)(F + B) + W against the
+    row's m·t + (p − 1)(F + B − W): (p − m)·W more). (N, S) arrays as `zbv_pipe_s`; F_s + B_s = t_s − W_s."""
+    t, w = np.asarray(stage_mb, dtype=float), np.asarray(weight_s, dtype=float)
+    position, count = np.asarray(position, dtype=float), np.asarray(multiplicity, dtype=float)
+    exists = np.isfinite(t) & (count > 0)
+    through = np.where(exists, t - w, 0.0)  # F_s + B_s
+    first_w = np.sum(np.where(exists & (position == 0), w, 0.0), axis=1)
+    m = np.asarray(m, dtype=float)
+    return np.sum(count * through, axis=1) + (m - 1) * np.max(through, axis=1) + first_w
 
 
 def dualpipe_pairs(m, pp) -> np.ndarray:

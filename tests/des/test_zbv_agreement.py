@@ -83,16 +83,17 @@ def test_the_first_device_computes_what_the_estimate_prices_and_runs_without_a_g
 
 
 def test_the_closed_form_by_hand():
-    """m·t_s + s·F_s/2 + (p − 1)·max(0, t_s − 3W_s − F_s/2), the largest over the stages."""
+    """m·t_s + s·F_s/2 + (p − 1)·max(0, t_s − 3W_s − F_s/2), the largest over the stages (at m = 8 = 2p the fill and
+    drain bounds of session 21's zbvfew lie below it: tests/des/test_zbv_few_micro_batches.py)."""
     m, p = np.array([8.0]), np.array([4.0])
     equal = zbv_pipe_s(m, p, np.array([[3.0, 3.0, 3.0]]), np.array([[1.0] * 3]), np.array([[1.0] * 3]),
-                       np.array([[0.0, 2.0, 3.0]]))
+                       np.array([[0.0, 2.0, 3.0]]), np.array([[1.0, 2.0, 1.0]]))
     assert equal[0] == pytest.approx(8 * 3 + 3 * max(0.5, 3 - 3 * 1.0))  # the table's row: (p − 1)·max(F/2, F+B−2W)
     heavy_b = zbv_pipe_s(m, p, np.array([[3.0, 3.0]]), np.array([[1.0, 1.0]]), np.array([[0.5, 0.5]]),
-                         np.array([[0.0, 3.0]]))
+                         np.array([[0.0, 3.0]]), np.array([[3.0, 1.0]]))
     assert heavy_b[0] == pytest.approx(8 * 3 + 3 * (3 - 1.5))  # F + B − 2W = 1.5 > F/2: ZB-H2's row
     first_heavy = zbv_pipe_s(m, p, np.array([[4.0, 3.0, -np.inf]]), np.array([[1.0, 1.0, 0.0]]),
-                             np.array([[1.5, 1.0, 0.0]]), np.array([[0.0, 3.0, 0.0]]))
+                             np.array([[1.5, 1.0, 0.0]]), np.array([[0.0, 3.0, 0.0]]), np.array([[1.0, 3.0, 0.0]]))
     assert first_heavy[0] == pytest.approx(max(8 * 4.0, 8 * 3.0 + 1.5))  # the first stage starts at once
 
 

@@ -385,8 +385,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     chain = (sch.zbh1_chain_s(m, stage_mb, own(weight_mb), stages.latest, stages.multiplicity)
              if zb_h1.any() else None)
     pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick_of(fwd), pick_of(bwd_mb) + pick(bwd_comm),
-                                       pick_of(weight_mb), hop, overlapped, below, zbv, chain,
-                                       tr.moe_a2a_overlap)
+                                       pick_of(weight_mb), hop, overlapped, below, zbv, zbh1_chain=chain,
+                                       a2a_overlap=tr.moe_a2a_overlap)
     # Each stage's tp all-reduce of its replicated gradients follows its own sync (0.0 without SP or at tp 1).
     dp_sync = np.max(np.where(exists, dp_time + tp_grad, 0), axis=1)
     # Untied: 0.0 for every candidate, as the priced zeros would give (x + 0.0 is x).

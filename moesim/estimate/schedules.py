@@ -68,7 +68,7 @@ def is_schedule(schedule, name: str) -> np.ndarray:
 
 def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, weight_s, send_s=0.0,
                     overlapped_s=None, below_slowest_s=0.0, zbv_pipe=None,
-                    zbh1_chain=None, a2a_overlap: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                    *, zbh1_chain=None, a2a_overlap: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(T_pipe, bubble) per candidate (module table); arrays over candidates, `schedule` holds names.
     `a2a_overlap`: interleaved runs Megatron-Core's EP A2A overlap (training.moe_a2a_overlap; `interleaved_pairs`).
     `below_slowest_s`: Σ_s (t_s − t) over every stage (≤ 0; 0 at equal stages), 1F1B's and GPipe's only.

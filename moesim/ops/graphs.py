@@ -49,8 +49,8 @@ CAPTURED_PARTS = {"attn": ("attention",), "mlp": ("dense_ffn",),
                   "moe": ("router", "permute", "expert_ffn", "unpermute", "shared_experts"),
                   "moe_router": ("router", "shared_experts"), "moe_preprocess": ()}
 MOE_ONLY = ("moe", "moe_router", "moe_preprocess")
-FULL_ITERATION = "full_iteration"  # the whole-iteration graph (module docstring); alone in a scope
 DENSE_ONLY = ("mlp",)
+FULL_ITERATION = "full_iteration"  # the whole-iteration graph (module docstring); alone in a scope
 
 
 def captured_parts(scope: tuple[str, ...], is_moe: bool) -> frozenset[str]:

@@ -41,7 +41,7 @@ from moesim.estimate.precision_terms import (
 )
 from moesim.ops.layer import LayerOps, backward_ops, logits_ops
 from moesim.ops.mcore_moe import moe_impl
-from moesim.ops.graphs import graphed
+from moesim.ops.graphs import FULL_ITERATION, graphed
 from moesim.ops.price import op_time_s, ops_time_by_part, ops_time_by_part_shared
 from moesim.ops.sm_share import overlapped_compute_share, shared_time_s
 from moesim.ops.vocab import embedding_ops
@@ -193,6 +193,8 @@ class TermBuilder:
         b, tp = self._rows[0], self._rows[1]
         fwd, bwd = build_ops(self.model, self.tr, b, tp, tokens, self.hw.device_kind)
         ops = bwd if backward_only else fwd + bwd
+        if FULL_ITERATION in self.tr.cuda_graph_scope:  # the head and embedding replay in the step's graph
+            ops = graphed(ops, self.tr.cuda_graph_scope, False)
         n = len(np.asarray(b).reshape(-1))
         t = sum((np.broadcast_to(np.asarray(op_time_s(op, self.hw), dtype=float), (n,)) for op in ops), np.zeros(n))
         if self._inverse is not None:

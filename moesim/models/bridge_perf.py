@@ -21,7 +21,7 @@ import numpy as np
 from moesim.collectives.dispatch import hybridep_published_ranks
 from moesim.errors import SpecError
 from moesim.models.row_table import read_rows, row_fields, typed_fields
-from moesim.specs.training import CUDA_GRAPH_MODULES
+from moesim.specs.training import CUDA_GRAPH_SCOPES
 from moesim.units import format_fraction_pct as _pct
 
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "bridge_perf" / "megatron_bridge_moe.toml"
@@ -137,10 +137,10 @@ def _row(raw: dict, index: int, path: Path) -> BridgeRow:
     if row.moe_a2a_overlap not in A2A_OVERLAP:
         raise SpecError(f"{row.case}: unknown moe_a2a_overlap", file=str(path), field=f"{where}.moe_a2a_overlap",
                         value=row.moe_a2a_overlap, allowed=list(A2A_OVERLAP))
-    if any(m not in (*CUDA_GRAPH_MODULES, "full_iteration") for m in row.cuda_graph_scope):
+    if any(m not in CUDA_GRAPH_SCOPES for m in row.cuda_graph_scope):
         raise SpecError(f"{row.case}: unknown cuda_graph_scope module", file=str(path),
                         field=f"{where}.cuda_graph_scope", value=list(row.cuda_graph_scope),
-                        allowed=[*CUDA_GRAPH_MODULES, "full_iteration"])
+                        allowed=list(CUDA_GRAPH_SCOPES))
     if row.recompute not in ("", "none", "selective", "full"):
         raise SpecError(f"{row.case}: unknown recompute", file=str(path), field=f"{where}.recompute",
                         value=row.recompute, allowed=["", "none", "selective", "full"])
@@ -196,8 +196,9 @@ def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
                 "precision_recipe": PRECISION_RECIPE[row.precision], "zero_stage": 1, "recompute": recompute,
                 "sequence_parallel": row.tp > 1, "overlap_grad_reduce": True,
                 "dispatch_backend": DISPATCH_BACKEND[row.dispatcher],
-                # per-layer modules only: a whole-iteration graph (cuda_graph_impl "full_iteration") has no moesim key
-                "cuda_graph_scope": [m for m in row.cuda_graph_scope if m in CUDA_GRAPH_MODULES],
+                # the recipe's per-layer modules, or ["full_iteration"] (cuda_graph_impl "full_iteration":
+                # moesim.ops.graphs.FULL_ITERATION, session 21 bridgerows2)
+                "cuda_graph_scope": list(row.cuda_graph_scope),
                 "pipeline_schedule": "interleaved" if vp > 1 else "1f1b",
                 # the recipe's EP A2A overlap where moesim prices the interleaved schedule Megatron runs it with
                 "moe_a2a_overlap": row.moe_a2a_overlap == "on" and vp > 1}
@@ -315,11 +316,11 @@ def not_written(p: Priced, rows: tuple[BridgeRow, ...] = ()) -> list[str]:
     if r.dispatcher == "hybridep" and r.ep > hybridep_published_ranks(r.hardware):
         out.append(f"HybridEP at ep {r.ep}: no published rate for so many ranks on {HARDWARE_LABEL[r.hardware]} "
                    "(the largest published rank count's rate priced)")
-    if "full_iteration" in r.cuda_graph_scope:
-        out.append("whole-iteration CUDA graph (cuda_graph_impl full_iteration: no moesim key; priced without graphs)")
     if "moe_preprocess" in r.cuda_graph_scope:  # moesim.ops.graphs: no operator of the list is MoELayer.preprocess
         out.append("CUDA graph of moe_preprocess: its metadata kernels are not in moesim's operator list")
-    if r.moe_a2a_overlap == "on" and p.vp == 1:
+    if r.moe_a2a_overlap == "on" and p.vp == 1 and r.pp == 1:  # Megatron's combined_1f1b_schedule_for_no_pipelining
+        out.append("EP all-to-all overlap at pp 1 not priced (moesim prices it in the interleaved schedule only)")
+    elif r.moe_a2a_overlap == "on" and p.vp == 1:
         out.append("EP all-to-all overlap not priced (Megatron runs it interleaved; vp priced as 1F1B)")
     if not r.recompute:
         out.append("recompute not stated (moesim's rule: the least that fits)")

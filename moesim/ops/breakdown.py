@@ -17,6 +17,7 @@ from moesim.estimate.candidates import effective_capacity_factor
 from moesim.estimate.context_parallel import tokens_divisor
 from moesim.memory import RECOMPUTE_CODES
 from moesim.ops.base import Op
+from moesim.ops.graphs import FULL_ITERATION, graphed
 from moesim.ops.layer import logits_ops
 from moesim.ops.vocab import embedding_ops, embedding_tokens
 from moesim.ops.price import op_efficiency, op_time_s
@@ -88,10 +89,12 @@ def operator_breakdown(scenario: Scenario, layout: Layout) -> list[OpRow]:
         terms = builder.build(cls)
         label = f"{cls.stack} {'moe' if cls.is_moe else 'dense'}{' mtp' if cls.mtp else ''}"
         rows += [_row(label, op, hw, layers * m) for op in terms.ops_fwd + terms.ops_bwd]
+    # the head and embedding replay in a whole-iteration graph too (moesim.ops.graphs.FULL_ITERATION)
+    whole = (lambda ops: graphed(ops, tr.cuda_graph_scope, False)) if FULL_ITERATION in tr.cuda_graph_scope else list
     fwd, bwd = logits_ops(model, tr, b, arr(layout.tp), wl.output_tokens, hw.device_kind)
-    rows += [_row("head", op, hw, wl.logit_heads * m) for op in fwd + bwd]
+    rows += [_row("head", op, hw, wl.logit_heads * m) for op in whole(fwd + bwd)]
     fwd, bwd = embedding_ops(model, tr, b, arr(layout.tp), embedding_tokens(model, seq, dec), hw.device_kind)
-    rows += [_row("embedding", op, hw, m) for op in fwd + bwd if np.any(np.asarray(op.kernels) > 0)]
+    rows += [_row("embedding", op, hw, m) for op in whole(fwd + bwd) if np.any(np.asarray(op.kernels) > 0)]
     return rows
 
 

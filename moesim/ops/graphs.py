@@ -1,4 +1,5 @@
-"""Per-layer CUDA graphs in training: which operators a captured module holds, and the launches it is charged.
+"""CUDA graphs in training: which operators a captured module holds, and the launches it is charged; and the
+whole-iteration graph (FULL_ITERATION).
 
 Megatron-LM (NVIDIA/Megatron-LM @ d98e8a64, docs/user-guide/features/cuda_graph.md): "CUDA Graphs reduce
 kernel-launch overhead by recording GPU operations once and replaying the recording"; --cuda-graph-modules picks
@@ -17,6 +18,25 @@ dispatch all-to-alls and the permute / expert work of a dropless MoE layer, whos
   moe_preprocess  none priced apart                             MoELayer.preprocess(): its metadata kernels are not
                                                                 operators of moesim's list (the permute copies run in
                                                                 the dispatch, outside it)
+
+The whole-iteration graph (training.cuda_graph_scope = ["full_iteration"]: Megatron-LM `--cuda-graph-impl
+full_iteration`, whose --cuda-graph-modules "must be empty"; cuda_graph.md "Full-Iteration Training CUDA Graph":
+"Captures the entire training iteration (excluding optimizer) as a single CUDA graph"). FullCudaGraphWrapper
+(megatron/core/full_cuda_graph.py) captures `forward_backward_func`, every micro-batch's forward and backward on
+the device, pipeline sends and gradient reductions included, and replays it once a step; the optimizer step runs
+outside it, eager. So every operator of a layer pass, its head and its embedding is charged no launch, and the
+host's per-layer cost (efficiency.layer_overhead_s: launches, the dropless dispatcher's host sync, framework
+dispatch) is not paid: the replay runs no Python and no host sync (a host-device sync cannot be captured:
+cuda_graph.md requires --no-check-for-nan-in-loss-and-grad for that reason). The one replay launch a step is not
+charged (one kernel_launch_us a step: under 1e-5 of any step priced). Kernel times, memory and every communication
+stay. What it requires of a dropless MoE model: static shapes, which Megatron gets from HybridEP with
+moe_expert_rank_capacity_factor (token_dispatcher.py: "Static upper bound on permuted tokens passed to HybridEP
+(dropless EP rank budget) ... num_permuted_tokens stays None; HybridEP sizes buffers dynamically (CPU sync in
+dispatch)") and the paged stash (cuda_graph.md: "With paged stash ... expert dispatch shapes become static ...
+which allows full-iteration CUDA graphs to be used on MoE models"); moesim.specs.scenario refuses it on a dropless
+model dispatched otherwise. The capacity budget sizes buffers, not work: the fused grouped GEMM reads the routed
+count on the device (experts.py, `num_tokens_tensor=tokens_per_expert.sum()`), so the experts stay priced on the
+routed tokens (the paged stash's memory is not priced here).
 """
 
 from __future__ import annotations
@@ -30,6 +50,7 @@ CAPTURED_PARTS = {"attn": ("attention",), "mlp": ("dense_ffn",),
                   "moe_router": ("router", "shared_experts"), "moe_preprocess": ()}
 MOE_ONLY = ("moe", "moe_router", "moe_preprocess")
 DENSE_ONLY = ("mlp",)
+FULL_ITERATION = "full_iteration"  # the whole-iteration graph (module docstring); alone in a scope
 
 
 def captured_parts(scope: tuple[str, ...], is_moe: bool) -> frozenset[str]:
@@ -44,7 +65,10 @@ def captured_parts(scope: tuple[str, ...], is_moe: bool) -> frozenset[str]:
 
 def graphed(ops: list[Op], scope: tuple[str, ...], is_moe: bool) -> list[Op]:
     """`ops` (one pass of a layer) with each captured part charged one launch, its first operator's (the graph's
-    replay), and its other operators none (module docstring); host operators and other parts unchanged."""
+    replay), and its other operators none (module docstring); host operators and other parts unchanged. Under the
+    whole-iteration graph every operator is charged no launch and the host operators no time."""
+    if FULL_ITERATION in scope:
+        return [replace(op, time_s=op.time_s * 0.0) if op.kind == "host" else replace(op, launches=0.0) for op in ops]
     parts = captured_parts(scope, is_moe)
     seen: set[str] = set()
     out = []

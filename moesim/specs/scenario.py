@@ -68,6 +68,16 @@ class Scenario:
                             file=self.file or None, field="training.cuda_graph_scope",
                             value=list(self.training.cuda_graph_scope), allowed=["attn", "mlp", "moe_router",
                                                                                   "moe_preprocess"])
+        if "full_iteration" in self.training.cuda_graph_scope and moe is not None and moe.dropless \
+                and self.training.capacity_factor is None and self.training.dispatch_backend != "hybridep":
+            # static shapes: HybridEP's budget (Megatron-LM token_dispatcher.py, moe_expert_rank_capacity_factor:
+            # without it "HybridEP sizes buffers dynamically (CPU sync in dispatch)"); cuda_graph.md's MoE example
+            raise SpecError("a whole-iteration CUDA graph of a dropless MoE model needs static dispatch shapes, "
+                            "which Megatron-LM gets from HybridEP's capacity budget (cuda_graph.md): set "
+                            "training.dispatch_backend = \"hybridep\" or capture per layer",
+                            file=self.file or None, field="training.cuda_graph_scope",
+                            value=list(self.training.cuda_graph_scope), allowed=["attn", "mlp", "moe_router",
+                                                                                  "moe_preprocess"])
         if moe is not None and moe.router_impl and self.hardware.device_kind != "gpu":
             # the named implementation's kernels are CUDA launches (moesim/ops/mcore_moe.toml); XLA has none
             raise SpecError(f"names a GPU framework's kernels, but hardware '{self.hardware.name}' is a "

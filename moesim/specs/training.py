@@ -28,6 +28,9 @@ RECOMPUTE_MODULES = ("core_attn", "layernorm", "mla_up_proj")
 # _forward_mlp (drop-and-pad only), moe_router the router and the shared experts, moe_preprocess MoELayer.preprocess
 # (with moe_router). moesim.ops.graphs prices what each captures.
 CUDA_GRAPH_MODULES = ("attn", "mlp", "moe", "moe_router", "moe_preprocess")
+# Or the whole iteration (--cuda-graph-impl full_iteration, whose --cuda-graph-modules "must be empty": cuda_graph.md's
+# table of implementations), alone in the scope; moesim.ops.graphs.FULL_ITERATION prices it.
+CUDA_GRAPH_SCOPES = (*CUDA_GRAPH_MODULES, "full_iteration")
 PIPELINE_SCHEDULES = ("1f1b", "gpipe", "interleaved", "zb-h1", "zb-v", "dualpipe")  # moesim.des.orders
 DISPATCH_IMPLS = ("index", "dense_einsum")
 # The attention core's kernel, for what it keeps for backward (moesim/memory.py attention_activation_bytes):
@@ -133,7 +136,7 @@ class TrainingSpec:
     zero_stage: int = 0
     recompute: str = "none"
     recompute_modules: tuple[str, ...] = ("core_attn",)  # with recompute = "selective" (RECOMPUTE_MODULES)
-    cuda_graph_scope: tuple[str, ...] = ()  # CUDA_GRAPH_MODULES captured per layer; () no CUDA graphs
+    cuda_graph_scope: tuple[str, ...] = ()  # CUDA_GRAPH_MODULES captured per layer, or ("full_iteration",); () none
     # flash: the attention operator is priced as a flash kernel (moesim/ops/attention.py), so the memory side
     # keeps what that kernel keeps; unfused: Korthikanti's score matrix (his Table 2).
     attention_kernel: str = "flash"  # ATTENTION_KERNELS
@@ -209,9 +212,14 @@ class TrainingSpec:
                             field="training.fp8_gemm_param_copy", value=False, allowed=("true",))
         object.__setattr__(self, "cuda_graph_scope", tuple(self.cuda_graph_scope))  # a list from a file
         for module in self.cuda_graph_scope:
-            if module not in CUDA_GRAPH_MODULES or self.cuda_graph_scope.count(module) > 1:
+            if module not in CUDA_GRAPH_SCOPES or self.cuda_graph_scope.count(module) > 1:
                 raise SpecError(f"'{module}' is not allowed (or given twice)", field="training.cuda_graph_scope",
-                                value=list(self.cuda_graph_scope), allowed=CUDA_GRAPH_MODULES)
+                                value=list(self.cuda_graph_scope), allowed=CUDA_GRAPH_SCOPES)
+        if "full_iteration" in self.cuda_graph_scope and len(self.cuda_graph_scope) > 1:
+            # cuda_graph.md: full_iteration "one graph per training iteration; --cuda-graph-modules must be empty"
+            raise SpecError("a whole-iteration CUDA graph captures every module: give full_iteration alone "
+                            "(Megatron-LM cuda_graph.md)", field="training.cuda_graph_scope",
+                            value=list(self.cuda_graph_scope), allowed=[["full_iteration"], list(CUDA_GRAPH_MODULES)])
         if "moe_preprocess" in self.cuda_graph_scope and "moe_router" not in self.cuda_graph_scope:
             # cuda_graph.md: "moe_preprocess | MoELayer.preprocess() — must be paired with moe_router"
             raise SpecError("moe_preprocess must be captured with moe_router (Megatron-LM cuda_graph.md)",

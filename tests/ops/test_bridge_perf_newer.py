@@ -39,44 +39,44 @@ SOURCE_SPOTS = {
 # the published row and the recompute priced beside it. Recorded, not a bar: a pricing change that moves a row by
 # more than 1 pt fails here on purpose; regenerate with `python scripts/bridge_perf_check.py --write` and update.
 RECORDED_ERROR_PCT = {
-    "26.08-gb300-dsv3-mxfp8-pp2vp8ep32": +22.3,  # 26.08 DGX-GB300 DeepSeekV3 MXFP8: 6288; none
-    "26.08-gb200-dsv3-mxfp8-pp4vp4ep64": +16.6,  # 26.08 DGX-GB200 DeepSeekV3 MXFP8: 4912; selective (mla_up_proj)
-    "26.08-gb300-qwen3-30b-mxfp8-ep8": +10.5,  # 26.08 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; none
-    "26.08-gb200-qwen3-30b-mxfp8-ep8": +10.0,  # 26.08 DGX-GB200 Qwen3_30B_a3B MXFP8: 39936; none
-    "26.08-gb300-qwen3-235b-mxfp8-pp4vp12ep32": +15.6,  # 26.08 DGX-GB300 Qwen3_235B_a22B MXFP8: 8816; none
-    "26.08-gb200-qwen3-235b-mxfp8-pp8vp3ep32": +17.5,  # 26.08 DGX-GB200 Qwen3_235B_a22B MXFP8: 7280; none
-    "26.06.01-gb300-dsv3-mxfp8-pp2vp8ep32": +78.4,  # 26.06.01 DGX-GB300 DeepSeekV3 MXFP8: 6304; full
-    "26.06.01-gb200-dsv3-mxfp8-pp4vp4ep64": +24.7,  # 26.06.01 DGX-GB200 DeepSeekV3 MXFP8: 4928; selective (mla_up_proj)
-    "26.06.01-gb300-qwen3-30b-mxfp8-ep8": +63.9,  # 26.06.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; full
-    "26.06.01-gb200-qwen3-30b-mxfp8-ep8": +55.8,  # 26.06.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 40960; full
-    "26.06.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": +24.3,  # 26.06.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 9008; none
-    "26.06.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": +13.3,  # 26.06.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 7360; none
-    "26.06-gb300-dsv3-mxfp8-pp2vp8ep32": +23.2,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6338; none
+    "26.08-gb300-dsv3-mxfp8-pp2vp8ep32": -3.7,  # 26.08 DGX-GB300 DeepSeekV3 MXFP8: 6288; none
+    "26.08-gb200-dsv3-mxfp8-pp4vp4ep64": -15.2,  # 26.08 DGX-GB200 DeepSeekV3 MXFP8: 4912; selective (mla_up_proj)
+    "26.08-gb300-qwen3-30b-mxfp8-ep8": +9.2,  # 26.08 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; none
+    "26.08-gb200-qwen3-30b-mxfp8-ep8": +7.7,  # 26.08 DGX-GB200 Qwen3_30B_a3B MXFP8: 39936; none
+    "26.08-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -15.4,  # 26.08 DGX-GB300 Qwen3_235B_a22B MXFP8: 8816; none
+    "26.08-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -21.3,  # 26.08 DGX-GB200 Qwen3_235B_a22B MXFP8: 7280; none
+    "26.06.01-gb300-dsv3-mxfp8-pp2vp8ep32": -3.5,  # 26.06.01 DGX-GB300 DeepSeekV3 MXFP8: 6304; none
+    "26.06.01-gb200-dsv3-mxfp8-pp4vp4ep64": -14.9,  # 26.06.01 DGX-GB200 DeepSeekV3 MXFP8: 4928; selective (mla_up_proj)
+    "26.06.01-gb300-qwen3-30b-mxfp8-ep8": +9.2,  # 26.06.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; none
+    "26.06.01-gb200-qwen3-30b-mxfp8-ep8": +10.5,  # 26.06.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 40960; none
+    "26.06.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -13.5,  # 26.06.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 9008; none
+    "26.06.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -20.4,  # 26.06.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 7360; none
+    "26.06-gb300-dsv3-mxfp8-pp2vp8ep32": -3.0,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6338; none
     "26.06-gb300-dsv3-mxfp8-pp2vp8ep32-gbs15360": +76.9,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6422; full
-    "26.06-gb200-dsv3-mxfp8-pp4vp4ep64": +18.0,  # 26.06 DGX-GB200 DeepSeekV3 MXFP8: 4969; selective (mla_up_proj)
+    "26.06-gb200-dsv3-mxfp8-pp4vp4ep64": -14.2,  # 26.06 DGX-GB200 DeepSeekV3 MXFP8: 4969; selective (mla_up_proj)
     "26.06-b300-dsv3-mxfp8-pp8ep8": -13.6,  # 26.06 DGX-B300 DeepSeekV3 MXFP8: 3541; selective (mla_up_proj)
-    "26.06-gb300-qwen3-30b-mxfp8-ep8": +12.3,  # 26.06 DGX-GB300 Qwen3_30B_a3B MXFP8: 45275; none
-    "26.06-gb200-qwen3-30b-mxfp8-ep8": +12.1,  # 26.06 DGX-GB200 Qwen3_30B_a3B MXFP8: 40706; none
-    "26.06-b300-qwen3-30b-mxfp8-ep8": +5.3,  # 26.06 DGX-B300 Qwen3_30B_a3B MXFP8: 40769; none
+    "26.06-gb300-qwen3-30b-mxfp8-ep8": +11.0,  # 26.06 DGX-GB300 Qwen3_30B_a3B MXFP8: 45275; none
+    "26.06-gb200-qwen3-30b-mxfp8-ep8": +9.8,  # 26.06 DGX-GB200 Qwen3_30B_a3B MXFP8: 40706; none
+    "26.06-b300-qwen3-30b-mxfp8-ep8": +4.1,  # 26.06 DGX-B300 Qwen3_30B_a3B MXFP8: 40769; none
     "26.06-h100-qwen3-30b-fp8-ep16": -36.4,  # 26.06 DGX-H100 Qwen3_30B_a3B FP8: 8826; none
-    "26.06-gb300-qwen3-235b-mxfp8-pp4vp12ep32": +18.2,  # 26.06 DGX-GB300 Qwen3_235B_a22B MXFP8: 9015; none
-    "26.06-gb200-qwen3-235b-mxfp8-pp8vp3ep32": +19.0,  # 26.06 DGX-GB200 Qwen3_235B_a22B MXFP8: 7376; none
-    "26.04.01-gb300-dsv3-mxfp8-pp2vp8ep32": +2.0,  # 26.04.01 DGX-GB300 DeepSeekV3 MXFP8: 4992; selective (mla_up_proj)
-    "26.04.01-gb200-dsv3-mxfp8-pp4vp4ep64": +28.7,  # 26.04.01 DGX-GB200 DeepSeekV3 MXFP8: 4256; full
+    "26.06-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -13.5,  # 26.06 DGX-GB300 Qwen3_235B_a22B MXFP8: 9015; none
+    "26.06-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -20.3,  # 26.06 DGX-GB200 Qwen3_235B_a22B MXFP8: 7376; none
+    "26.04.01-gb300-dsv3-mxfp8-pp2vp8ep32": -2.7,  # 26.04.01 DGX-GB300 DeepSeekV3 MXFP8: 4992; selective (mla_up_proj)
+    "26.04.01-gb200-dsv3-mxfp8-pp4vp4ep64": +23.7,  # 26.04.01 DGX-GB200 DeepSeekV3 MXFP8: 4256; full
     "26.04.01-b300-dsv3-mxfp8-pp8ep8": -15.6,  # 26.04.01 DGX-B300 DeepSeekV3 MXFP8: 3456; selective (mla_up_proj)
-    "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": +70.4,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; selective (mla_up_proj)
+    "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": +29.0,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; full
     "26.04.01-gb300-qwen3-30b-mxfp8-ep8": -21.5,  # 26.04.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 31744; none
     "26.04.01-gb200-qwen3-30b-mxfp8-ep8": -28.5,  # 26.04.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26112; none
     "26.04.01-b300-qwen3-30b-mxfp8-ep8": -20.9,  # 26.04.01 DGX-B300 Qwen3_30B_a3B MXFP8: 30720; none
     "26.04.01-b200-qwen3-30b-mxfp8-ep8": +0.2,  # 26.04.01 DGX-B200 Qwen3_30B_a3B MXFP8: 27136; none
     "26.04.01-h100-qwen3-30b-fp8-ep16": -35.4,  # 26.04.01 DGX-H100 Qwen3_30B_a3B FP8: 8960; none
-    "26.04.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -9.7,  # 26.04.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 6944; none
-    "26.04.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -9.6,  # 26.04.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5680; none
+    "26.04.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -13.0,  # 26.04.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 6944; none
+    "26.04.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -11.6,  # 26.04.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5680; none
     "26.04.01-b300-qwen3-235b-mxfp8-pp8ep8": -15.2,  # 26.04.01 DGX-B300 Qwen3_235B_a22B MXFP8: 5936; none
     "26.04.01-b200-qwen3-235b-mxfp8-pp8ep8": -16.1,  # 26.04.01 DGX-B200 Qwen3_235B_a22B MXFP8: 3776; none
-    "26.04.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": +24.9,  # 26.04.01 DGX-H100 Qwen3_235B_a22B FP8: 1712; none
-    "26.04-gb300-dsv3-mxfp8-pp2vp8ep32": +1.4,  # 26.04 DGX-GB300 DeepSeekV3 MXFP8: 4965; selective (mla_up_proj)
-    "26.04-gb200-dsv3-mxfp8-pp4vp4ep64": +26.8,  # 26.04 DGX-GB200 DeepSeekV3 MXFP8: 4193; full
+    "26.04.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -23.7,  # 26.04.01 DGX-H100 Qwen3_235B_a22B FP8: 1712; none
+    "26.04-gb300-dsv3-mxfp8-pp2vp8ep32": -3.3,  # 26.04 DGX-GB300 DeepSeekV3 MXFP8: 4965; selective (mla_up_proj)
+    "26.04-gb200-dsv3-mxfp8-pp4vp4ep64": +21.9,  # 26.04 DGX-GB200 DeepSeekV3 MXFP8: 4193; full
     "26.04-b300-dsv3-mxfp8-pp16ep8": -17.4,  # 26.04 DGX-B300 DeepSeekV3 MXFP8: 3131; selective (mla_up_proj)
     "26.04-b200-dsv3-mxfp8-pp16ep8": +20.9,  # 26.04 DGX-B200 DeepSeekV3 MXFP8: 2815; selective (mla_up_proj)
     "26.04-gb300-qwen3-30b-mxfp8-ep8": -22.2,  # 26.04 DGX-GB300 Qwen3_30B_a3B MXFP8: 31470; none
@@ -84,12 +84,12 @@ RECORDED_ERROR_PCT = {
     "26.04-b300-qwen3-30b-mxfp8-ep8": -21.3,  # 26.04 DGX-B300 Qwen3_30B_a3B MXFP8: 30553; none
     "26.04-b200-qwen3-30b-mxfp8-ep8": -0.8,  # 26.04 DGX-B200 Qwen3_30B_a3B MXFP8: 26859; none
     "26.04-h100-qwen3-30b-fp8-ep16": -35.9,  # 26.04 DGX-H100 Qwen3_30B_a3B FP8: 8901; none
-    "26.04-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -9.1,  # 26.04 DGX-GB300 Qwen3_235B_a22B MXFP8: 6994; none
-    "26.04-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -9.7,  # 26.04 DGX-GB200 Qwen3_235B_a22B MXFP8: 5672; none
+    "26.04-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -12.4,  # 26.04 DGX-GB300 Qwen3_235B_a22B MXFP8: 6994; none
+    "26.04-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -11.7,  # 26.04 DGX-GB200 Qwen3_235B_a22B MXFP8: 5672; none
     "26.04-b300-qwen3-235b-mxfp8-pp8ep8": -26.5,  # 26.04 DGX-B300 Qwen3_235B_a22B MXFP8: 4865; none
-    "26.04-h100-qwen3-235b-fp8-tp2pp8vp4ep32": +23.0,  # 26.04 DGX-H100 Qwen3_235B_a22B FP8: 1686; none
-    "26.02.01-gb300-dsv3-mxfp8-pp2vp8ep32": -4.2,  # 26.02.01 DGX-GB300 DeepSeekV3 MXFP8: 4691; selective (mla_up_proj)
-    "26.02.01-gb200-dsv3-mxfp8-pp4vp4ep64": -6.0,  # 26.02.01 DGX-GB200 DeepSeekV3 MXFP8: 4021; selective (mla_up_proj)
+    "26.04-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -24.9,  # 26.04 DGX-H100 Qwen3_235B_a22B FP8: 1686; none
+    "26.02.01-gb300-dsv3-mxfp8-pp2vp8ep32": -8.6,  # 26.02.01 DGX-GB300 DeepSeekV3 MXFP8: 4691; selective (mla_up_proj)
+    "26.02.01-gb200-dsv3-mxfp8-pp4vp4ep64": -9.2,  # 26.02.01 DGX-GB200 DeepSeekV3 MXFP8: 4021; selective (mla_up_proj)
     "26.02.01-b300-dsv3-mxfp8-pp16ep8": -18.2,  # 26.02.01 DGX-B300 DeepSeekV3 MXFP8: 3099; selective (mla_up_proj)
     "26.02.01-b200-dsv3-mxfp8-pp16ep8": +19.9,  # 26.02.01 DGX-B200 DeepSeekV3 MXFP8: 2790; selective (mla_up_proj)
     "26.02.01-gb300-qwen3-30b-mxfp8-ep8": -24.8,  # 26.02.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 30411; none
@@ -100,13 +100,13 @@ RECORDED_ERROR_PCT = {
     "26.02.01-gb300-qwen3-235b-mxfp8-pp4ep32": -9.1,  # 26.02.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 6583; none
     "26.02.01-gb200-qwen3-235b-mxfp8-pp8ep32": -14.8,  # 26.02.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5530; none
     "26.02.01-b300-qwen3-235b-mxfp8-pp8vp4ep8": -59.1,  # 26.02.01 DGX-B300 Qwen3_235B_a22B MXFP8: 2644; none
-    "26.02.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -21.6,  # 26.02.01 DGX-H100 Qwen3_235B_a22B FP8: 1611; none
-    "26.08-gb300-gpt-oss-120b-mxfp8-ep16": -14.0,  # 26.08 DGX-GB300 GPT OSS 120B MXFP8: 33024; none
-    "26.08-gb200-gpt-oss-120b-mxfp8-ep64": -17.1,  # 26.08 DGX-GB200 GPT OSS 120B MXFP8: 28672; none
-    "26.06.01-gb300-gpt-oss-120b-mxfp8-ep16": -46.0,  # 26.06.01 DGX-GB300 GPT OSS 120B MXFP8: 20288; none
-    "26.06.01-gb200-gpt-oss-120b-mxfp8-ep64": -49.0,  # 26.06.01 DGX-GB200 GPT OSS 120B MXFP8: 18304; none
-    "26.06-gb300-gpt-oss-120b-mxfp8-ep16": -13.7,  # 26.06 DGX-GB300 GPT OSS 120B MXFP8: 33166; none
-    "26.06-gb200-gpt-oss-120b-mxfp8-ep64": -16.3,  # 26.06 DGX-GB200 GPT OSS 120B MXFP8: 28947; none
+    "26.02.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -50.9,  # 26.02.01 DGX-H100 Qwen3_235B_a22B FP8: 1611; none
+    "26.08-gb300-gpt-oss-120b-mxfp8-ep16": -15.4,  # 26.08 DGX-GB300 GPT OSS 120B MXFP8: 33024; none
+    "26.08-gb200-gpt-oss-120b-mxfp8-ep64": -18.3,  # 26.08 DGX-GB200 GPT OSS 120B MXFP8: 28672; none
+    "26.06.01-gb300-gpt-oss-120b-mxfp8-ep16": -48.0,  # 26.06.01 DGX-GB300 GPT OSS 120B MXFP8: 20288; none
+    "26.06.01-gb200-gpt-oss-120b-mxfp8-ep64": -47.9,  # 26.06.01 DGX-GB200 GPT OSS 120B MXFP8: 18304; none
+    "26.06-gb300-gpt-oss-120b-mxfp8-ep16": -15.1,  # 26.06 DGX-GB300 GPT OSS 120B MXFP8: 33166; none
+    "26.06-gb200-gpt-oss-120b-mxfp8-ep64": -17.5,  # 26.06 DGX-GB200 GPT OSS 120B MXFP8: 28947; none
     "26.06-b300-gpt-oss-120b-mxfp8-ep8": -35.5,  # 26.06 DGX-B300 GPT OSS 120B MXFP8: 18534; none
     "26.04.01-gb300-gpt-oss-120b-bf16-ep64": -35.4,  # 26.04.01 DGX-GB300 GPT OSS 120B BF16: 19200; none
     "26.04.01-gb200-gpt-oss-120b-bf16-ep64": -43.7,  # 26.04.01 DGX-GB200 GPT OSS 120B BF16: 16640; none
@@ -182,20 +182,26 @@ def test_mtp_is_read_off_the_pages_own_columns():
 
 def test_the_2608_recipes_are_written_into_the_scenarios():
     """26.08 GB300 DeepSeek-V3: recompute_modules [] and the layout 'Et*4|(t*4|)*14tmL' over pp 2 · vp 8: a
-    stage-0 device holds 8 chunks of 4 layers, a stage-1 device 7 of 4 and the last (1 layer + MTP)."""
+    stage-0 device holds 8 chunks of 4 layers, a stage-1 device 7 of 4 and the last (1 layer + MTP); the
+    full-iteration helper's EP overlap and whole-iteration graph (session 21, bridgerows2)."""
     row = BY_CASE["26.08-gb300-dsv3-mxfp8-pp2vp8ep32"]
+    assert (row.pipeline_layout, row.moe_a2a_overlap, row.cuda_graph_scope) == ("Et*4|(t*4|)*14tmL", "on",
+                                                                                ("full_iteration",))
     sc = bp.row_scenario(row, row.recompute, row.recompute_modules)
     layout = sc.resolve()
     assert (sc.hardware.name, sc.devices, sc.model.mtp_depth) == ("gb300-nvl72", 256, 1)
-    assert (layout.first_stage_layers, layout.last_stage_layers, layout.pp, layout.ep, layout.dp) == (32, 29, 2, 32,
-                                                                                                       128)
+    assert (layout.first_stage_layers, layout.last_stage_layers, layout.pp, layout.vp, layout.ep, layout.dp) == (
+        32, 29, 2, 8, 32, 128)
     assert (sc.training.recompute, sc.training.gemm_scaling) == ("none", "mxfp8")
+    assert sc.training.cuda_graph_scope == ("full_iteration",) and sc.training.moe_a2a_overlap
     priced = bp.price_row(row)
-    assert priced.vp == 1 and priced.recompute == "none"
+    assert priced.vp == 8 and priced.recompute == "none"
     said = bp.not_written(priced)
-    assert any("HybridEP" in s for s in said) and any("full_iteration" in s for s in said)
-    unread = BY_CASE["26.06.01-gb300-dsv3-mxfp8-pp2vp8ep32"]  # same run, recipe not read: moesim's ladder
-    assert unread.recipe == "" and bp.price_row(unread).recompute == "full"
+    assert any("HybridEP" in s for s in said) and not any("full_iteration" in s for s in said)
+    read = BY_CASE["26.06.01-gb300-dsv3-mxfp8-pp2vp8ep32"]  # same run, 26.06.01's perf_recipes at 381d0b825
+    assert read.recipe.startswith("NVIDIA-NeMo/Megatron-Bridge @ 381d0b825") and bp.price_row(read).recompute == "none"
+    assert all(BY_CASE[c].recipe for c in BY_CASE if c.startswith("26.06.01-"))
+    assert sum("full_iteration" in r.cuda_graph_scope for r in ROWS) == 25
     older = BY_CASE["26.04-gb300-dsv3-mxfp8-pp2vp8ep32"]  # the workload config at 74695a06d: pp_layout, mla_up_proj
     assert (older.first_stage_layers, older.last_stage_layers, older.recompute_modules) == (32, 29, ("mla_up_proj",))
     b200 = BY_CASE["26.04.01-b200-dsv3-mxfp8-pp8vp2ep32"]  # the same pp_layout over pp 8 · vp 2: 4 + 4 | 4 + 1

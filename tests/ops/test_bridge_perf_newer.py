@@ -5,6 +5,7 @@ recorded, the release-to-release spread, GPT-OSS-120B against its card, and the 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 from pathlib import Path
@@ -210,6 +211,36 @@ def test_the_2608_recipes_are_written_into_the_scenarios():
     assert any("current scaling" in a for a in h100.assumed)
 
 
+def _memory_parts(row):
+    from moesim.collectives.select import model_for
+    from moesim.estimate import evaluate, step_estimate
+    from moesim.estimate.candidates import single
+
+    sc = bp.row_scenario(row, row.recompute, row.recompute_modules)
+    ev = evaluate(sc, single(sc, sc.resolve()), model_for(sc))
+    return sc, step_estimate(sc, ev, 0).memory_bytes_per_device, bool(ev.fits[0])
+
+
+def test_the_recipes_gradient_and_parameter_storage_are_priced():
+    """Every read recipe runs grad_reduce_in_fp32 = False (BF16 gradient buffers) and, FP8 rows, fp8_param_gather
+    (FP8 weights without a BF16 copy): 26.08 GB200 Qwen3-30B-A3B's gradients halve, its weights lose the BF16 copy
+    of its Linears, and the run fits its 186 GB as it ran; the same row with the flags unread does not."""
+    read = [r for r in ROWS if r.recipe]
+    assert {r.grad_reduce_in_fp32 for r in read} == {"false"} and {r.grad_reduce_in_fp32 for r in ROWS
+                                                                   if not r.recipe} == {""}
+    assert all(r.fp8_param_gather == ("false" if r.precision == "BF16" else "true") for r in read)
+    row = BY_CASE["26.08-gb200-qwen3-30b-mxfp8-ep8"]
+    sc, after, fits_after = _memory_parts(row)
+    assert (sc.training.grad_dtype, sc.training.fp8_gemm_param_copy) == ("bfloat16", False)
+    unread = dataclasses.replace(row, grad_reduce_in_fp32="", fp8_param_gather="")
+    sc0, before, fits_before = _memory_parts(unread)
+    assert (sc0.training.grad_dtype, sc0.training.fp8_gemm_param_copy) == ("float32", True)
+    assert after["gradients"] == pytest.approx(before["gradients"] / 2, rel=1e-12)
+    assert 0 < before["weights"] - after["weights"] < before["weights"] / 2
+    assert (fits_before, fits_after) == (False, True)
+    assert after["activations"] == before["activations"]
+
+
 @pytest.mark.parametrize("row", ROWS, ids=[r.case for r in ROWS])
 def test_each_row_prices_with_its_recorded_error(row):
     priced = bp.price_row(row)
@@ -229,12 +260,15 @@ def test_the_release_spread_groups_one_run_across_both_files():
 
 BAD_FIELDS = [('hardware = "gb300-nvl72"', 'hardware = "gb300"', "unknown hardware"),
               ('precision = "MXFP8"', 'precision = "NVFP4"', "unknown precision"),
-              ('model = "gpt-oss-120b"', 'model = "gpt-oss"', "unknown model")]
+              ('model = "gpt-oss-120b"', 'model = "gpt-oss"', "unknown model"),
+              ('fp8_param_gather = "true"', 'fp8_param_gather = "yes"', "unknown fp8_param_gather"),
+              ('grad_reduce_in_fp32 = "false"', 'grad_reduce_in_fp32 = "no"', "unknown grad_reduce_in_fp32")]
 
 
 @pytest.mark.parametrize(("good", "bad", "error"), BAD_FIELDS)
 def test_bad_rows_are_named(tmp_path, good, bad, error):
-    """A profile, precision (NVFP4: no moesim recipe) or model the loader does not know is named with its field."""
+    """A profile, precision (NVFP4: no moesim recipe), model or recipe flag the loader does not know is named with
+    its field."""
     path = tmp_path / "bad.toml"
     path.write_text(bp.DATA_NEWER.read_text(encoding="utf-8").replace(good, bad, 1), encoding="utf-8")
     with pytest.raises(SpecError, match=error):

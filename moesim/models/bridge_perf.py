@@ -199,8 +199,9 @@ def priced_vp(row: BridgeRow, num_layers: int) -> int:
 def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
     """The row as a scenario: its model (MTP off where the row runs without), hardware, gpus, batch
     (micro-batches = GA, so the micro-batch is mbs sequences), precision recipe, ZeRO-1, the given recompute,
-    SP at tp > 1 (Megatron requires it with EP and TP), the dispatcher, and its layout (vp only where moesim can
-    write it; the recipe's first / last stage layers where it gives them)."""
+    SP at tp > 1 (Megatron requires it with EP and TP), the dispatcher, Megatron-Core's routing probability inside
+    the expert activation, the recipe's gradient-buffer dtype and FP8 parameters where read, and its layout (vp only
+    where moesim can write it; the recipe's first / last stage layers where it gives them)."""
     from moesim.specs.fields import Table
     from moesim.specs.model_file import load_model
     from moesim.specs.scenario_file import scenario_from_table
@@ -215,7 +216,11 @@ def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
                 "cuda_graph_scope": [m for m in row.cuda_graph_scope if m in CUDA_GRAPH_MODULES],
                 "pipeline_schedule": "interleaved" if vp > 1 else "1f1b",
                 # the recipe's EP A2A overlap where moesim prices the interleaved schedule Megatron runs it with
-                "moe_a2a_overlap": row.moe_a2a_overlap == "on" and vp > 1}
+                "moe_a2a_overlap": row.moe_a2a_overlap == "on" and vp > 1,
+                # Megatron-Core's grouped experts multiply the routing probability inside the activation (Megatron-LM
+                # core/transformer/moe/experts.py TEGroupedMLP bias_act_func: weighted_bias_swiglu_impl(..,
+                # permuted_probs)), so no expert output is kept: every row runs Megatron-Core (session 21, bridgemem)
+                "moe_probs_in_activation": True}
     if row.grad_reduce_in_fp32 == "false":
         # Megatron-LM param_and_grad_buffer.py: grad_dtype = torch.float if grad_reduce_in_fp32 else param.dtype
         # (BF16 gradient buffers, reduced in BF16: both engines read bytes_of("grad"))

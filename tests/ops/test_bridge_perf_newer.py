@@ -215,23 +215,19 @@ def test_the_2608_recipes_are_written_into_the_scenarios():
     assert any("current scaling" in a for a in h100.assumed)
 
 
+def _scenario_memory(sc):
+    """(memory parts per device, fits) of a scenario at its own layout (the estimate's)."""
+    from moesim.collectives.select import model_for
+    from moesim.estimate import evaluate, step_estimate
+    from moesim.estimate.candidates import single
+
+    ev = evaluate(sc, single(sc, sc.resolve()), model_for(sc))
+    return step_estimate(sc, ev, 0).memory_bytes_per_device, bool(ev.fits[0])
+
+
 def _memory_parts(row):
-    from moesim.collectives.select import model_for
-    from moesim.estimate import evaluate, step_estimate
-    from moesim.estimate.candidates import single
-
     sc = bp.row_scenario(row, row.recompute, row.recompute_modules)
-    ev = evaluate(sc, single(sc, sc.resolve()), model_for(sc))
-    return sc, step_estimate(sc, ev, 0).memory_bytes_per_device, bool(ev.fits[0])
-
-
-def _activations(sc):
-    from moesim.collectives.select import model_for
-    from moesim.estimate import evaluate, step_estimate
-    from moesim.estimate.candidates import single
-
-    ev = evaluate(sc, single(sc, sc.resolve()), model_for(sc))
-    return step_estimate(sc, ev, 0).memory_bytes_per_device["activations"]
+    return (sc, *_scenario_memory(sc))
 
 
 def test_the_recipes_gradient_and_parameter_storage_are_priced():
@@ -259,7 +255,7 @@ def test_the_recipes_gradient_and_parameter_storage_are_priced():
     # every row runs Megatron-Core's grouped experts: the probability inside the activation, no expert output kept
     assert sc.training.moe_probs_in_activation and sc0.training.moe_probs_in_activation
     no_probs = dataclasses.replace(sc.training, moe_probs_in_activation=False)
-    assert _activations(dataclasses.replace(sc, training=no_probs)) > after["activations"]
+    assert _scenario_memory(dataclasses.replace(sc, training=no_probs))[0]["activations"] > after["activations"]
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.case for r in ROWS])

@@ -49,6 +49,10 @@ DISPATCH_BACKEND = {"": "nccl", "deepep": "deepep", "hybridep": "hybridep"}
 # 1F1B schedule: Megatron-LM megatron/core/models/common/model_chunk_schedule_plan.py TransformerLayerSchedulePlan.run):
 # priced (training.moe_a2a_overlap) where moesim prices the row's interleaved schedule, else named as not written.
 A2A_OVERLAP = ("on", "off", "")
+# A recipe's boolean setting as written down: "true" / "false" as the recipe sets it, "" where it was not read.
+RECIPE_FLAG = ("true", "false", "")
+# Optional row fields (session 21, bridgemem) and their value where a row leaves them out: not read.
+OPTIONAL_FIELDS = {"pipeline_layout": "", "grad_reduce_in_fp32": "", "fp8_param_gather": ""}
 # Rows the simulator also runs (the agreement column): 26.02's three Qwen3-30B-A3B rows, one DeepSeek-V3 row per
 # Blackwell system and one Qwen3-235B-A22B row.
 DES_CASES = ("26.02-gb200-qwen3-30b-fp8mx-ep8", "26.02-b200-qwen3-30b-fp8mx-ep8",
@@ -92,6 +96,10 @@ class BridgeRow:
     dispatcher: str
     cuda_graph_scope: tuple[str, ...]
     assumed: tuple[str, ...]
+    # RECIPE_FLAG: the recipe's grad_reduce_in_fp32 (Megatron DDP's gradient buffers in FP32, else in the parameters'
+    # BF16) and fp8_param_gather (the Linear weights stored as FP8 tensors, no BF16 copy); "" where not read
+    grad_reduce_in_fp32: str = ""
+    fp8_param_gather: str = ""
 
     @property
     def dp(self) -> int:
@@ -120,7 +128,7 @@ FIELDS = row_fields(BridgeRow)  # the data file's fields: the row's, typed as it
 
 def _row(raw: dict, index: int, path: Path) -> BridgeRow:
     where = f"row[{index}]"
-    raw = raw if "pipeline_layout" in raw else raw | {"pipeline_layout": ""}  # optional (session 21): "" = none
+    raw = OPTIONAL_FIELDS | raw  # optional (session 21): "" = none / not read
     row = BridgeRow(**typed_fields(raw, FIELDS, where, path))
     if row.precision not in PRECISION_RECIPE:
         raise SpecError(f"{row.case}: unknown precision", file=str(path), field=f"{where}.precision",
@@ -137,6 +145,13 @@ def _row(raw: dict, index: int, path: Path) -> BridgeRow:
     if row.moe_a2a_overlap not in A2A_OVERLAP:
         raise SpecError(f"{row.case}: unknown moe_a2a_overlap", file=str(path), field=f"{where}.moe_a2a_overlap",
                         value=row.moe_a2a_overlap, allowed=list(A2A_OVERLAP))
+    for name in ("grad_reduce_in_fp32", "fp8_param_gather"):
+        if getattr(row, name) not in RECIPE_FLAG:
+            raise SpecError(f"{row.case}: unknown {name}", file=str(path), field=f"{where}.{name}",
+                            value=getattr(row, name), allowed=list(RECIPE_FLAG))
+    if row.fp8_param_gather == "true" and row.precision == "BF16":
+        raise SpecError(f"{row.case}: fp8_param_gather on a BF16 row (no FP8 weights to store)", file=str(path),
+                        field=f"{where}.fp8_param_gather", value=row.fp8_param_gather, allowed=["false", ""])
     if any(m not in CUDA_GRAPH_SCOPES for m in row.cuda_graph_scope):
         raise SpecError(f"{row.case}: unknown cuda_graph_scope module", file=str(path),
                         field=f"{where}.cuda_graph_scope", value=list(row.cuda_graph_scope),
@@ -184,8 +199,9 @@ def priced_vp(row: BridgeRow, num_layers: int) -> int:
 def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
     """The row as a scenario: its model (MTP off where the row runs without), hardware, gpus, batch
     (micro-batches = GA, so the micro-batch is mbs sequences), precision recipe, ZeRO-1, the given recompute,
-    SP at tp > 1 (Megatron requires it with EP and TP), the dispatcher, and its layout (vp only where moesim can
-    write it; the recipe's first / last stage layers where it gives them)."""
+    SP at tp > 1 (Megatron requires it with EP and TP), the dispatcher, Megatron-Core's routing probability inside
+    the expert activation, the recipe's gradient-buffer dtype and FP8 parameters where read, and its layout (vp only
+    where moesim can write it; the recipe's first / last stage layers where it gives them)."""
     from moesim.specs.fields import Table
     from moesim.specs.model_file import load_model
     from moesim.specs.scenario_file import scenario_from_table
@@ -201,7 +217,19 @@ def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
                 "cuda_graph_scope": list(row.cuda_graph_scope),
                 "pipeline_schedule": "interleaved" if vp > 1 else "1f1b",
                 # the recipe's EP A2A overlap where moesim prices the interleaved schedule Megatron runs it with
-                "moe_a2a_overlap": row.moe_a2a_overlap == "on" and vp > 1}
+                "moe_a2a_overlap": row.moe_a2a_overlap == "on" and vp > 1,
+                # Megatron-Core's grouped experts multiply the routing probability inside the activation (Megatron-LM
+                # core/transformer/moe/experts.py TEGroupedMLP bias_act_func: weighted_bias_swiglu_impl(..,
+                # permuted_probs)), so no expert output is kept: every row runs Megatron-Core (session 21, bridgemem)
+                "moe_probs_in_activation": True}
+    if row.grad_reduce_in_fp32 == "false":
+        # Megatron-LM param_and_grad_buffer.py: grad_dtype = torch.float if grad_reduce_in_fp32 else param.dtype
+        # (BF16 gradient buffers, reduced in BF16: both engines read bytes_of("grad"))
+        training["grad_dtype"] = "bfloat16"
+    if row.fp8_param_gather == "true":
+        # Megatron-LM fp8_utils.py: --fp8-param-gather builds the model under TE's fp8_model_init, the Linear weights
+        # FP8 tensors with no BF16 copy (FP32 masters in the distributed optimizer): moesim's fp8_gemm_param_copy
+        training["fp8_gemm_param_copy"] = False
     if recompute == "selective":  # moesim's selective always names core_attn: the s·s scores FlashAttention never
         # keeps (moesim/specs/training.py), so Megatron's ["mla_up_proj"] is ("core_attn", "mla_up_proj") here
         training["recompute_modules"] = list(dict.fromkeys(("core_attn", *modules)))

@@ -5,6 +5,7 @@ recorded, the release-to-release spread, GPT-OSS-120B against its card, and the 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 from pathlib import Path
@@ -38,91 +39,96 @@ SOURCE_SPOTS = {
 # moesim's step-time error per row as it came out when the block was generated (moesim / published − 1, %), with
 # the published row and the recompute priced beside it. Recorded, not a bar: a pricing change that moves a row by
 # more than 1 pt fails here on purpose; regenerate with `python scripts/bridge_perf_check.py --write` and update.
+# Session 21 (bridgemem) re-recorded every row whose recipe was read: BF16 gradient buffers (grad_reduce_in_fp32
+# False) and FP8 parameters without a BF16 copy (fp8_param_gather), so less memory (the recompute ladder stops earlier
+# on rows whose recompute the recipe leaves unstated) and BF16 gradient reductions; every row: Megatron-Core's
+# routing probability inside the expert activation (no expert output kept), so the ladder stops earlier on rows
+# whose recipe was not read.
 RECORDED_ERROR_PCT = {
-    "26.08-gb300-dsv3-mxfp8-pp2vp8ep32": -3.7,  # 26.08 DGX-GB300 DeepSeekV3 MXFP8: 6288; none
-    "26.08-gb200-dsv3-mxfp8-pp4vp4ep64": -15.2,  # 26.08 DGX-GB200 DeepSeekV3 MXFP8: 4912; selective (mla_up_proj)
-    "26.08-gb300-qwen3-30b-mxfp8-ep8": +9.2,  # 26.08 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; none
-    "26.08-gb200-qwen3-30b-mxfp8-ep8": +7.7,  # 26.08 DGX-GB200 Qwen3_30B_a3B MXFP8: 39936; none
+    "26.08-gb300-dsv3-mxfp8-pp2vp8ep32": -4.8,  # 26.08 DGX-GB300 DeepSeekV3 MXFP8: 6288; none
+    "26.08-gb200-dsv3-mxfp8-pp4vp4ep64": -15.6,  # 26.08 DGX-GB200 DeepSeekV3 MXFP8: 4912; selective (mla_up_proj)
+    "26.08-gb300-qwen3-30b-mxfp8-ep8": +9.0,  # 26.08 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; none
+    "26.08-gb200-qwen3-30b-mxfp8-ep8": +7.5,  # 26.08 DGX-GB200 Qwen3_30B_a3B MXFP8: 39936; none
     "26.08-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -15.4,  # 26.08 DGX-GB300 Qwen3_235B_a22B MXFP8: 8816; none
     "26.08-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -21.3,  # 26.08 DGX-GB200 Qwen3_235B_a22B MXFP8: 7280; none
-    "26.06.01-gb300-dsv3-mxfp8-pp2vp8ep32": -3.5,  # 26.06.01 DGX-GB300 DeepSeekV3 MXFP8: 6304; none
-    "26.06.01-gb200-dsv3-mxfp8-pp4vp4ep64": -14.9,  # 26.06.01 DGX-GB200 DeepSeekV3 MXFP8: 4928; selective (mla_up_proj)
-    "26.06.01-gb300-qwen3-30b-mxfp8-ep8": +9.2,  # 26.06.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; none
-    "26.06.01-gb200-qwen3-30b-mxfp8-ep8": +10.5,  # 26.06.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 40960; none
-    "26.06.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -13.5,  # 26.06.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 9008; none
-    "26.06.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -20.4,  # 26.06.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 7360; none
-    "26.06-gb300-dsv3-mxfp8-pp2vp8ep32": -3.0,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6338; none
-    "26.06-gb300-dsv3-mxfp8-pp2vp8ep32-gbs15360": +76.9,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6422; full
-    "26.06-gb200-dsv3-mxfp8-pp4vp4ep64": -14.2,  # 26.06 DGX-GB200 DeepSeekV3 MXFP8: 4969; selective (mla_up_proj)
-    "26.06-b300-dsv3-mxfp8-pp8ep8": -13.6,  # 26.06 DGX-B300 DeepSeekV3 MXFP8: 3541; selective (mla_up_proj)
-    "26.06-gb300-qwen3-30b-mxfp8-ep8": +11.0,  # 26.06 DGX-GB300 Qwen3_30B_a3B MXFP8: 45275; none
-    "26.06-gb200-qwen3-30b-mxfp8-ep8": +9.8,  # 26.06 DGX-GB200 Qwen3_30B_a3B MXFP8: 40706; none
-    "26.06-b300-qwen3-30b-mxfp8-ep8": +4.1,  # 26.06 DGX-B300 Qwen3_30B_a3B MXFP8: 40769; none
-    "26.06-h100-qwen3-30b-fp8-ep16": -36.4,  # 26.06 DGX-H100 Qwen3_30B_a3B FP8: 8826; none
+    "26.06.01-gb300-dsv3-mxfp8-pp2vp8ep32": -4.6,  # 26.06.01 DGX-GB300 DeepSeekV3 MXFP8: 6304; none
+    "26.06.01-gb200-dsv3-mxfp8-pp4vp4ep64": -15.3,  # 26.06.01 DGX-GB200 DeepSeekV3 MXFP8: 4928; selective (mla_up_proj)
+    "26.06.01-gb300-qwen3-30b-mxfp8-ep8": +9.0,  # 26.06.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; none
+    "26.06.01-gb200-qwen3-30b-mxfp8-ep8": +10.3,  # 26.06.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 40960; none
+    "26.06.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -13.6,  # 26.06.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 9008; none
+    "26.06.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -20.5,  # 26.06.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 7360; none
+    "26.06-gb300-dsv3-mxfp8-pp2vp8ep32": -4.0,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6338; none
+    "26.06-gb300-dsv3-mxfp8-pp2vp8ep32-gbs15360": +36.9,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6422; full
+    "26.06-gb200-dsv3-mxfp8-pp4vp4ep64": -14.6,  # 26.06 DGX-GB200 DeepSeekV3 MXFP8: 4969; selective (mla_up_proj)
+    "26.06-b300-dsv3-mxfp8-pp8ep8": -14.8,  # 26.06 DGX-B300 DeepSeekV3 MXFP8: 3541; selective (mla_up_proj)
+    "26.06-gb300-qwen3-30b-mxfp8-ep8": +10.8,  # 26.06 DGX-GB300 Qwen3_30B_a3B MXFP8: 45275; none
+    "26.06-gb200-qwen3-30b-mxfp8-ep8": +9.6,  # 26.06 DGX-GB200 Qwen3_30B_a3B MXFP8: 40706; none
+    "26.06-b300-qwen3-30b-mxfp8-ep8": +4.0,  # 26.06 DGX-B300 Qwen3_30B_a3B MXFP8: 40769; none
+    "26.06-h100-qwen3-30b-fp8-ep16": -36.6,  # 26.06 DGX-H100 Qwen3_30B_a3B FP8: 8826; none
     "26.06-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -13.5,  # 26.06 DGX-GB300 Qwen3_235B_a22B MXFP8: 9015; none
     "26.06-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -20.3,  # 26.06 DGX-GB200 Qwen3_235B_a22B MXFP8: 7376; none
-    "26.04.01-gb300-dsv3-mxfp8-pp2vp8ep32": -2.7,  # 26.04.01 DGX-GB300 DeepSeekV3 MXFP8: 4992; selective (mla_up_proj)
-    "26.04.01-gb200-dsv3-mxfp8-pp4vp4ep64": +23.7,  # 26.04.01 DGX-GB200 DeepSeekV3 MXFP8: 4256; full
-    "26.04.01-b300-dsv3-mxfp8-pp8ep8": -15.6,  # 26.04.01 DGX-B300 DeepSeekV3 MXFP8: 3456; selective (mla_up_proj)
-    "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": +29.0,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; full
-    "26.04.01-gb300-qwen3-30b-mxfp8-ep8": -21.5,  # 26.04.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 31744; none
-    "26.04.01-gb200-qwen3-30b-mxfp8-ep8": -28.5,  # 26.04.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26112; none
-    "26.04.01-b300-qwen3-30b-mxfp8-ep8": -20.9,  # 26.04.01 DGX-B300 Qwen3_30B_a3B MXFP8: 30720; none
-    "26.04.01-b200-qwen3-30b-mxfp8-ep8": +0.2,  # 26.04.01 DGX-B200 Qwen3_30B_a3B MXFP8: 27136; none
-    "26.04.01-h100-qwen3-30b-fp8-ep16": -35.4,  # 26.04.01 DGX-H100 Qwen3_30B_a3B FP8: 8960; none
+    "26.04.01-gb300-dsv3-mxfp8-pp2vp8ep32": -3.1,  # 26.04.01 DGX-GB300 DeepSeekV3 MXFP8: 4992; selective (mla_up_proj)
+    "26.04.01-gb200-dsv3-mxfp8-pp4vp4ep64": -4.2,  # 26.04.01 DGX-GB200 DeepSeekV3 MXFP8: 4256; full
+    "26.04.01-b300-dsv3-mxfp8-pp8ep8": -16.8,  # 26.04.01 DGX-B300 DeepSeekV3 MXFP8: 3456; selective (mla_up_proj)
+    "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": +13.9,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; full
+    "26.04.01-gb300-qwen3-30b-mxfp8-ep8": -21.6,  # 26.04.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 31744; none
+    "26.04.01-gb200-qwen3-30b-mxfp8-ep8": -28.6,  # 26.04.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26112; none
+    "26.04.01-b300-qwen3-30b-mxfp8-ep8": -21.0,  # 26.04.01 DGX-B300 Qwen3_30B_a3B MXFP8: 30720; none
+    "26.04.01-b200-qwen3-30b-mxfp8-ep8": +0.1,  # 26.04.01 DGX-B200 Qwen3_30B_a3B MXFP8: 27136; none
+    "26.04.01-h100-qwen3-30b-fp8-ep16": -35.6,  # 26.04.01 DGX-H100 Qwen3_30B_a3B FP8: 8960; none
     "26.04.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -13.0,  # 26.04.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 6944; none
     "26.04.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -11.6,  # 26.04.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5680; none
-    "26.04.01-b300-qwen3-235b-mxfp8-pp8ep8": -15.2,  # 26.04.01 DGX-B300 Qwen3_235B_a22B MXFP8: 5936; none
-    "26.04.01-b200-qwen3-235b-mxfp8-pp8ep8": -16.1,  # 26.04.01 DGX-B200 Qwen3_235B_a22B MXFP8: 3776; none
+    "26.04.01-b300-qwen3-235b-mxfp8-pp8ep8": -15.5,  # 26.04.01 DGX-B300 Qwen3_235B_a22B MXFP8: 5936; none
+    "26.04.01-b200-qwen3-235b-mxfp8-pp8ep8": -16.5,  # 26.04.01 DGX-B200 Qwen3_235B_a22B MXFP8: 3776; none
     "26.04.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -23.7,  # 26.04.01 DGX-H100 Qwen3_235B_a22B FP8: 1712; none
-    "26.04-gb300-dsv3-mxfp8-pp2vp8ep32": -3.3,  # 26.04 DGX-GB300 DeepSeekV3 MXFP8: 4965; selective (mla_up_proj)
-    "26.04-gb200-dsv3-mxfp8-pp4vp4ep64": +21.9,  # 26.04 DGX-GB200 DeepSeekV3 MXFP8: 4193; full
-    "26.04-b300-dsv3-mxfp8-pp16ep8": -17.4,  # 26.04 DGX-B300 DeepSeekV3 MXFP8: 3131; selective (mla_up_proj)
-    "26.04-b200-dsv3-mxfp8-pp16ep8": +20.9,  # 26.04 DGX-B200 DeepSeekV3 MXFP8: 2815; selective (mla_up_proj)
-    "26.04-gb300-qwen3-30b-mxfp8-ep8": -22.2,  # 26.04 DGX-GB300 Qwen3_30B_a3B MXFP8: 31470; none
-    "26.04-gb200-qwen3-30b-mxfp8-ep8": -28.7,  # 26.04 DGX-GB200 Qwen3_30B_a3B MXFP8: 26032; none
-    "26.04-b300-qwen3-30b-mxfp8-ep8": -21.3,  # 26.04 DGX-B300 Qwen3_30B_a3B MXFP8: 30553; none
-    "26.04-b200-qwen3-30b-mxfp8-ep8": -0.8,  # 26.04 DGX-B200 Qwen3_30B_a3B MXFP8: 26859; none
-    "26.04-h100-qwen3-30b-fp8-ep16": -35.9,  # 26.04 DGX-H100 Qwen3_30B_a3B FP8: 8901; none
+    "26.04-gb300-dsv3-mxfp8-pp2vp8ep32": -3.6,  # 26.04 DGX-GB300 DeepSeekV3 MXFP8: 4965; selective (mla_up_proj)
+    "26.04-gb200-dsv3-mxfp8-pp4vp4ep64": -5.6,  # 26.04 DGX-GB200 DeepSeekV3 MXFP8: 4193; full
+    "26.04-b300-dsv3-mxfp8-pp16ep8": -17.8,  # 26.04 DGX-B300 DeepSeekV3 MXFP8: 3131; selective (mla_up_proj)
+    "26.04-b200-dsv3-mxfp8-pp16ep8": +20.2,  # 26.04 DGX-B200 DeepSeekV3 MXFP8: 2815; selective (mla_up_proj)
+    "26.04-gb300-qwen3-30b-mxfp8-ep8": -22.3,  # 26.04 DGX-GB300 Qwen3_30B_a3B MXFP8: 31470; none
+    "26.04-gb200-qwen3-30b-mxfp8-ep8": -28.8,  # 26.04 DGX-GB200 Qwen3_30B_a3B MXFP8: 26032; none
+    "26.04-b300-qwen3-30b-mxfp8-ep8": -21.4,  # 26.04 DGX-B300 Qwen3_30B_a3B MXFP8: 30553; none
+    "26.04-b200-qwen3-30b-mxfp8-ep8": -0.9,  # 26.04 DGX-B200 Qwen3_30B_a3B MXFP8: 26859; none
+    "26.04-h100-qwen3-30b-fp8-ep16": -36.0,  # 26.04 DGX-H100 Qwen3_30B_a3B FP8: 8901; none
     "26.04-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -12.4,  # 26.04 DGX-GB300 Qwen3_235B_a22B MXFP8: 6994; none
-    "26.04-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -11.7,  # 26.04 DGX-GB200 Qwen3_235B_a22B MXFP8: 5672; none
-    "26.04-b300-qwen3-235b-mxfp8-pp8ep8": -26.5,  # 26.04 DGX-B300 Qwen3_235B_a22B MXFP8: 4865; none
+    "26.04-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -11.8,  # 26.04 DGX-GB200 Qwen3_235B_a22B MXFP8: 5672; none
+    "26.04-b300-qwen3-235b-mxfp8-pp8ep8": -26.8,  # 26.04 DGX-B300 Qwen3_235B_a22B MXFP8: 4865; none
     "26.04-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -24.9,  # 26.04 DGX-H100 Qwen3_235B_a22B FP8: 1686; none
-    "26.02.01-gb300-dsv3-mxfp8-pp2vp8ep32": -8.6,  # 26.02.01 DGX-GB300 DeepSeekV3 MXFP8: 4691; selective (mla_up_proj)
-    "26.02.01-gb200-dsv3-mxfp8-pp4vp4ep64": -9.2,  # 26.02.01 DGX-GB200 DeepSeekV3 MXFP8: 4021; selective (mla_up_proj)
-    "26.02.01-b300-dsv3-mxfp8-pp16ep8": -18.2,  # 26.02.01 DGX-B300 DeepSeekV3 MXFP8: 3099; selective (mla_up_proj)
-    "26.02.01-b200-dsv3-mxfp8-pp16ep8": +19.9,  # 26.02.01 DGX-B200 DeepSeekV3 MXFP8: 2790; selective (mla_up_proj)
-    "26.02.01-gb300-qwen3-30b-mxfp8-ep8": -24.8,  # 26.02.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 30411; none
-    "26.02.01-gb200-qwen3-30b-mxfp8-ep8": -27.7,  # 26.02.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26373; none
-    "26.02.01-b300-qwen3-30b-mxfp8-ep8": -24.1,  # 26.02.01 DGX-B300 Qwen3_30B_a3B MXFP8: 29454; none
-    "26.02.01-b200-qwen3-30b-mxfp8-ep8": -1.4,  # 26.02.01 DGX-B200 Qwen3_30B_a3B MXFP8: 26695; none
+    "26.02.01-gb300-dsv3-mxfp8-pp2vp8ep32": -8.9,  # 26.02.01 DGX-GB300 DeepSeekV3 MXFP8: 4691; selective (mla_up_proj)
+    "26.02.01-gb200-dsv3-mxfp8-pp4vp4ep64": -9.5,  # 26.02.01 DGX-GB200 DeepSeekV3 MXFP8: 4021; selective (mla_up_proj)
+    "26.02.01-b300-dsv3-mxfp8-pp16ep8": -18.6,  # 26.02.01 DGX-B300 DeepSeekV3 MXFP8: 3099; selective (mla_up_proj)
+    "26.02.01-b200-dsv3-mxfp8-pp16ep8": +19.1,  # 26.02.01 DGX-B200 DeepSeekV3 MXFP8: 2790; selective (mla_up_proj)
+    "26.02.01-gb300-qwen3-30b-mxfp8-ep8": -24.9,  # 26.02.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 30411; none
+    "26.02.01-gb200-qwen3-30b-mxfp8-ep8": -27.9,  # 26.02.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26373; none
+    "26.02.01-b300-qwen3-30b-mxfp8-ep8": -24.3,  # 26.02.01 DGX-B300 Qwen3_30B_a3B MXFP8: 29454; none
+    "26.02.01-b200-qwen3-30b-mxfp8-ep8": -1.5,  # 26.02.01 DGX-B200 Qwen3_30B_a3B MXFP8: 26695; none
     "26.02.01-h100-qwen3-30b-fp8-pp2vp12ep8": -31.6,  # 26.02.01 DGX-H100 Qwen3_30B_a3B FP8: 9058; none
     "26.02.01-gb300-qwen3-235b-mxfp8-pp4ep32": -9.1,  # 26.02.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 6583; none
     "26.02.01-gb200-qwen3-235b-mxfp8-pp8ep32": -14.8,  # 26.02.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5530; none
     "26.02.01-b300-qwen3-235b-mxfp8-pp8vp4ep8": -59.1,  # 26.02.01 DGX-B300 Qwen3_235B_a22B MXFP8: 2644; none
     "26.02.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -50.9,  # 26.02.01 DGX-H100 Qwen3_235B_a22B FP8: 1611; none
-    "26.08-gb300-gpt-oss-120b-mxfp8-ep16": -15.4,  # 26.08 DGX-GB300 GPT OSS 120B MXFP8: 33024; none
-    "26.08-gb200-gpt-oss-120b-mxfp8-ep64": -18.3,  # 26.08 DGX-GB200 GPT OSS 120B MXFP8: 28672; none
-    "26.06.01-gb300-gpt-oss-120b-mxfp8-ep16": -48.0,  # 26.06.01 DGX-GB300 GPT OSS 120B MXFP8: 20288; none
-    "26.06.01-gb200-gpt-oss-120b-mxfp8-ep64": -47.9,  # 26.06.01 DGX-GB200 GPT OSS 120B MXFP8: 18304; none
-    "26.06-gb300-gpt-oss-120b-mxfp8-ep16": -15.1,  # 26.06 DGX-GB300 GPT OSS 120B MXFP8: 33166; none
-    "26.06-gb200-gpt-oss-120b-mxfp8-ep64": -17.5,  # 26.06 DGX-GB200 GPT OSS 120B MXFP8: 28947; none
-    "26.06-b300-gpt-oss-120b-mxfp8-ep8": -35.5,  # 26.06 DGX-B300 GPT OSS 120B MXFP8: 18534; none
-    "26.04.01-gb300-gpt-oss-120b-bf16-ep64": -35.4,  # 26.04.01 DGX-GB300 GPT OSS 120B BF16: 19200; none
-    "26.04.01-gb200-gpt-oss-120b-bf16-ep64": -43.7,  # 26.04.01 DGX-GB200 GPT OSS 120B BF16: 16640; none
-    "26.04.01-b300-gpt-oss-120b-bf16-ep8": -37.2,  # 26.04.01 DGX-B300 GPT OSS 120B BF16: 15232; none
-    "26.04.01-b200-gpt-oss-120b-bf16-ep8": +7.6,  # 26.04.01 DGX-B200 GPT OSS 120B BF16: 13568; full
-    "26.04.01-h100-gpt-oss-120b-bf16-pp4ep8": -21.1,  # 26.04.01 DGX-H100 GPT OSS 120B BF16: 5824; full
-    "26.04-gb300-gpt-oss-120b-bf16-ep64": -35.1,  # 26.04 DGX-GB300 GPT OSS 120B BF16: 19275; none
-    "26.04-gb200-gpt-oss-120b-bf16-ep64": -44.3,  # 26.04 DGX-GB200 GPT OSS 120B BF16: 15938; none
-    "26.04-b300-gpt-oss-120b-bf16-ep8": -37.7,  # 26.04 DGX-B300 GPT OSS 120B BF16: 15114; none
-    "26.04-b200-gpt-oss-120b-bf16-ep8": +4.3,  # 26.04 DGX-B200 GPT OSS 120B BF16: 13045; full
-    "26.04-h100-gpt-oss-120b-bf16-pp4ep8": -21.3,  # 26.04 DGX-H100 GPT OSS 120B BF16: 5810; full
-    "26.02.01-gb300-gpt-oss-120b-bf16-ep64": -34.8,  # 26.02.01 DGX-GB300 GPT OSS 120B BF16: 19366; none
-    "26.02.01-gb200-gpt-oss-120b-bf16-ep64": -46.7,  # 26.02.01 DGX-GB200 GPT OSS 120B BF16: 15754; none
+    "26.08-gb300-gpt-oss-120b-mxfp8-ep16": -16.1,  # 26.08 DGX-GB300 GPT OSS 120B MXFP8: 33024; none
+    "26.08-gb200-gpt-oss-120b-mxfp8-ep64": -18.6,  # 26.08 DGX-GB200 GPT OSS 120B MXFP8: 28672; none
+    "26.06.01-gb300-gpt-oss-120b-mxfp8-ep16": -48.4,  # 26.06.01 DGX-GB300 GPT OSS 120B MXFP8: 20288; none
+    "26.06.01-gb200-gpt-oss-120b-mxfp8-ep64": -48.0,  # 26.06.01 DGX-GB200 GPT OSS 120B MXFP8: 18304; none
+    "26.06-gb300-gpt-oss-120b-mxfp8-ep16": -15.7,  # 26.06 DGX-GB300 GPT OSS 120B MXFP8: 33166; none
+    "26.06-gb200-gpt-oss-120b-mxfp8-ep64": -17.8,  # 26.06 DGX-GB200 GPT OSS 120B MXFP8: 28947; none
+    "26.06-b300-gpt-oss-120b-mxfp8-ep8": -42.2,  # 26.06 DGX-B300 GPT OSS 120B MXFP8: 18534; none
+    "26.04.01-gb300-gpt-oss-120b-bf16-ep64": -35.5,  # 26.04.01 DGX-GB300 GPT OSS 120B BF16: 19200; none
+    "26.04.01-gb200-gpt-oss-120b-bf16-ep64": -43.8,  # 26.04.01 DGX-GB200 GPT OSS 120B BF16: 16640; none
+    "26.04.01-b300-gpt-oss-120b-bf16-ep8": -42.8,  # 26.04.01 DGX-B300 GPT OSS 120B BF16: 15232; none
+    "26.04.01-b200-gpt-oss-120b-bf16-ep8": -1.9,  # 26.04.01 DGX-B200 GPT OSS 120B BF16: 13568; full
+    "26.04.01-h100-gpt-oss-120b-bf16-pp4ep8": -36.9,  # 26.04.01 DGX-H100 GPT OSS 120B BF16: 5824; full
+    "26.04-gb300-gpt-oss-120b-bf16-ep64": -35.3,  # 26.04 DGX-GB300 GPT OSS 120B BF16: 19275; none
+    "26.04-gb200-gpt-oss-120b-bf16-ep64": -44.5,  # 26.04 DGX-GB200 GPT OSS 120B BF16: 15938; none
+    "26.04-b300-gpt-oss-120b-bf16-ep8": -43.2,  # 26.04 DGX-B300 GPT OSS 120B BF16: 15114; none
+    "26.04-b200-gpt-oss-120b-bf16-ep8": -4.8,  # 26.04 DGX-B200 GPT OSS 120B BF16: 13045; full
+    "26.04-h100-gpt-oss-120b-bf16-pp4ep8": -37.1,  # 26.04 DGX-H100 GPT OSS 120B BF16: 5810; full
+    "26.02.01-gb300-gpt-oss-120b-bf16-ep64": -35.0,  # 26.02.01 DGX-GB300 GPT OSS 120B BF16: 19366; none
+    "26.02.01-gb200-gpt-oss-120b-bf16-ep64": -46.8,  # 26.02.01 DGX-GB200 GPT OSS 120B BF16: 15754; none
     "26.02.01-b300-gpt-oss-120b-bf16-ep8": -37.2,  # 26.02.01 DGX-B300 GPT OSS 120B BF16: 15031; none
     "26.02.01-b200-gpt-oss-120b-bf16-ep8": +8.8,  # 26.02.01 DGX-B200 GPT OSS 120B BF16: 13722; full
-    "26.02.01-h100-gpt-oss-120b-bf16-pp4ep8": -18.9,  # 26.02.01 DGX-H100 GPT OSS 120B BF16: 5984; full
+    "26.02.01-h100-gpt-oss-120b-bf16-pp4ep8": -35.2,  # 26.02.01 DGX-H100 GPT OSS 120B BF16: 5984; none
 }
 
 
@@ -213,6 +219,49 @@ def test_the_2608_recipes_are_written_into_the_scenarios():
     assert any("current scaling" in a for a in h100.assumed)
 
 
+def _scenario_memory(sc):
+    """(memory parts per device, fits) of a scenario at its own layout (the estimate's)."""
+    from moesim.collectives.select import model_for
+    from moesim.estimate import evaluate, step_estimate
+    from moesim.estimate.candidates import single
+
+    ev = evaluate(sc, single(sc, sc.resolve()), model_for(sc))
+    return step_estimate(sc, ev, 0).memory_bytes_per_device, bool(ev.fits[0])
+
+
+def _memory_parts(row):
+    sc = bp.row_scenario(row, row.recompute, row.recompute_modules)
+    return (sc, *_scenario_memory(sc))
+
+
+def test_the_recipes_gradient_and_parameter_storage_are_priced():
+    """Every read recipe runs grad_reduce_in_fp32 = False (BF16 gradient buffers) and, FP8 rows, fp8_param_gather
+    (FP8 weights without a BF16 copy): 26.08 GB200 Qwen3-30B-A3B's gradients halve and its weights lose the BF16
+    copy of its Linears; 26.04 GB300 DeepSeek-V3 (selective, mla_up_proj) fits its 288 GB as it ran, and with the
+    flags unread it does not."""
+    read = [r for r in ROWS if r.recipe]
+    assert {r.grad_reduce_in_fp32 for r in read} == {"false"} and {r.grad_reduce_in_fp32 for r in ROWS
+                                                                   if not r.recipe} == {""}
+    assert all(r.fp8_param_gather == ("false" if r.precision == "BF16" else "true") for r in read)
+    row = BY_CASE["26.08-gb200-qwen3-30b-mxfp8-ep8"]
+    sc, after, fits_after = _memory_parts(row)
+    assert (sc.training.grad_dtype, sc.training.fp8_gemm_param_copy) == ("bfloat16", False)
+    unread = dataclasses.replace(row, grad_reduce_in_fp32="", fp8_param_gather="")
+    sc0, before, _ = _memory_parts(unread)
+    assert (sc0.training.grad_dtype, sc0.training.fp8_gemm_param_copy) == ("float32", True)
+    assert after["gradients"] == pytest.approx(before["gradients"] / 2, rel=1e-12)
+    assert 0 < before["weights"] - after["weights"] < before["weights"] / 2
+    assert fits_after and after["activations"] == before["activations"]
+    dsv3 = BY_CASE["26.04-gb300-dsv3-mxfp8-pp2vp8ep32"]
+    fits = [_memory_parts(r)[2] for r in (dsv3, dataclasses.replace(dsv3, grad_reduce_in_fp32="",
+                                                                     fp8_param_gather=""))]
+    assert fits == [True, False]
+    # every row runs Megatron-Core's grouped experts: the probability inside the activation, no expert output kept
+    assert sc.training.moe_probs_in_activation and sc0.training.moe_probs_in_activation
+    no_probs = dataclasses.replace(sc.training, moe_probs_in_activation=False)
+    assert _scenario_memory(dataclasses.replace(sc, training=no_probs))[0]["activations"] > after["activations"]
+
+
 @pytest.mark.parametrize("row", ROWS, ids=[r.case for r in ROWS])
 def test_each_row_prices_with_its_recorded_error(row):
     priced = bp.price_row(row)
@@ -232,12 +281,15 @@ def test_the_release_spread_groups_one_run_across_both_files():
 
 BAD_FIELDS = [('hardware = "gb300-nvl72"', 'hardware = "gb300"', "unknown hardware"),
               ('precision = "MXFP8"', 'precision = "NVFP4"', "unknown precision"),
-              ('model = "gpt-oss-120b"', 'model = "gpt-oss"', "unknown model")]
+              ('model = "gpt-oss-120b"', 'model = "gpt-oss"', "unknown model"),
+              ('fp8_param_gather = "true"', 'fp8_param_gather = "yes"', "unknown fp8_param_gather"),
+              ('grad_reduce_in_fp32 = "false"', 'grad_reduce_in_fp32 = "no"', "unknown grad_reduce_in_fp32")]
 
 
 @pytest.mark.parametrize(("good", "bad", "error"), BAD_FIELDS)
 def test_bad_rows_are_named(tmp_path, good, bad, error):
-    """A profile, precision (NVFP4: no moesim recipe) or model the loader does not know is named with its field."""
+    """A profile, precision (NVFP4: no moesim recipe), model or recipe flag the loader does not know is named with
+    its field."""
     path = tmp_path / "bad.toml"
     path.write_text(bp.DATA_NEWER.read_text(encoding="utf-8").replace(good, bad, 1), encoding="utf-8")
     with pytest.raises(SpecError, match=error):

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-# The training.framework whose refusals the search applies (GPU scenarios only), and the backends Megatron runs
-# through its flex dispatcher (DeepEP's kernels, and HybridEP: moe_flex_dispatcher_backend, session 21).
+# The training.framework whose refusals the search applies (GPU scenarios only), and the backends whose flex
+# dispatcher asserts tp·ep > 1: DeepEP's kernels. Not HybridEP: Megatron-LM d98e8a64 token_dispatcher.py l.1835-1836
+# asserts it for moe_flex_dispatcher_backend "deepep" (and "ncclep") only, its "hybridep" branch (l.1845) does not.
 MEGATRON_FRAMEWORK = "megatron-te"
-DEEPEP_BACKENDS = ("deepep", "deepep_ll", "hybridep")
+DEEPEP_BACKENDS = ("deepep", "deepep_ll")
 
 # Rule name: reason text, in the order megatron_fails lists them (search.enumerate.REASONS holds them in its order).
 MEGATRON_REASONS = {

@@ -168,7 +168,8 @@ class TermBuilder:
         `share` of the chip's SMs for the compute-bound ones (moesim.ops.sm_share.shared_time_s)."""
         fwd = self.ops.experts(slots)
         ops = backward_ops(fwd) if backward else fwd
-        ops = graphed(ops, self.tr.cuda_graph_scope, True) if self.tr.cuda_graph_scope else ops
+        if self.tr.cuda_graph_scope:  # moesim.ops.graphs
+            ops = graphed(ops, self.tr.cuda_graph_scope, True, self.tr.moe_a2a_overlap)
         if share == 1.0:
             return sum(np.asarray(op_time_s(op, self.hw), dtype=float) for op in ops)
         launch_s = self.hw.efficiency.kernel_launch_s or 0.0
@@ -278,7 +279,8 @@ class TermBuilder:
         extra_fwd, extra_bwd = self._precision_ops(cls, b, tp, ep, etp, terms.slots)
         fwd_ops, bwd_ops = fwd_ops + extra_fwd, bwd_ops + extra_bwd
         if self.tr.cuda_graph_scope:  # captured parts launch one graph a pass, not each kernel (moesim.ops.graphs)
-            fwd_ops, bwd_ops = (graphed(o, self.tr.cuda_graph_scope, cls.is_moe) for o in (fwd_ops, bwd_ops))
+            fwd_ops, bwd_ops = (graphed(o, self.tr.cuda_graph_scope, cls.is_moe, self.tr.moe_a2a_overlap)
+                                for o in (fwd_ops, bwd_ops))
         terms.ops_fwd, terms.ops_bwd = fwd_ops, bwd_ops
         share = overlapped_compute_share(self.hw, self.tr)
         if share != 1.0:  # DeepEP's kernels run only where the experts are split over devices (ep > 1)

@@ -14,7 +14,8 @@ dispatch all-to-alls and the permute / expert work of a dropless MoE layer, whos
   mlp             dense_ffn (dense layers)                      _forward_mlp() for dense layers
   moe             router, permute, expert_ffn, unpermute,       _forward_mlp() for MoE layers (drop-and-pad only)
                   shared_experts (MoE layers)
-  moe_router      router, shared_experts                        "MoE router + shared experts (if not EP-comm-overlapped)"
+  moe_router      router, shared_experts (no shared             MoE router + shared experts (if not EP-comm-overlapped)
+                  experts with training.moe_a2a_overlap)
   moe_preprocess  none priced apart                             MoELayer.preprocess(): its metadata kernels are not
                                                                 operators of moesim's list (the permute copies run in
                                                                 the dispatch, outside it)
@@ -53,23 +54,27 @@ DENSE_ONLY = ("mlp",)
 FULL_ITERATION = "full_iteration"  # the whole-iteration graph (module docstring); alone in a scope
 
 
-def captured_parts(scope: tuple[str, ...], is_moe: bool) -> frozenset[str]:
-    """The parts of a layer (moesim.ops.base.PARTS) that `scope`'s modules capture on a MoE or a dense layer."""
+def captured_parts(scope: tuple[str, ...], is_moe: bool, a2a_overlap: bool = False) -> frozenset[str]:
+    """The parts of a layer (moesim.ops.base.PARTS) that `scope`'s modules capture on a MoE or a dense layer;
+    `a2a_overlap` (training.moe_a2a_overlap): moe_router leaves the shared experts out (module docstring's table)."""
     out: set[str] = set()
     for module in scope:
         if (module in MOE_ONLY and not is_moe) or (module in DENSE_ONLY and is_moe):
             continue
-        out.update(CAPTURED_PARTS[module])
+        parts = CAPTURED_PARTS[module]
+        if module == "moe_router" and a2a_overlap:  # cuda_graph.md l.70: shared experts "if not EP-comm-overlapped"
+            parts = tuple(p for p in parts if p != "shared_experts")
+        out.update(parts)
     return frozenset(out)
 
 
-def graphed(ops: list[Op], scope: tuple[str, ...], is_moe: bool) -> list[Op]:
+def graphed(ops: list[Op], scope: tuple[str, ...], is_moe: bool, a2a_overlap: bool = False) -> list[Op]:
     """`ops` (one pass of a layer) with each captured part charged one launch, its first operator's (the graph's
     replay), and its other operators none (module docstring); host operators and other parts unchanged. Under the
     whole-iteration graph every operator is charged no launch and the host operators no time."""
     if FULL_ITERATION in scope:
         return [replace(op, time_s=op.time_s * 0.0) if op.kind == "host" else replace(op, launches=0.0) for op in ops]
-    parts = captured_parts(scope, is_moe)
+    parts = captured_parts(scope, is_moe, a2a_overlap)
     seen: set[str] = set()
     out = []
     for op in ops:

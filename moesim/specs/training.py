@@ -202,6 +202,11 @@ class TrainingSpec:
             raise SpecError("moe_a2a_overlap runs with Megatron's interleaved schedule only",
                             field="training.pipeline_schedule", value=self.pipeline_schedule,
                             allowed=("interleaved",))
+        if self.moe_a2a_overlap and self.recompute == "full":
+            # Megatron-LM d98e8a64 transformer_config.py l.3021-3023: "disable full recomputation when enabling
+            # overlap_moe_expert_parallel_comm"
+            raise SpecError("moe_a2a_overlap cannot run with full recomputation (Megatron-Core asserts it)",
+                            field="training.recompute", value=self.recompute, allowed=("none", "selective"))
         if self.fp8_weight_transpose == "per_micro_batch" and self.fp8_scaling == "mxfp8":
             raise SpecError("MXFP8's 1x32 weight blocks cannot be transposed in FP8 (the columnwise copy is a cast)",
                             field="training.fp8_weight_transpose", value=self.fp8_weight_transpose,

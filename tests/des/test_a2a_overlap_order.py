@@ -44,3 +44,13 @@ def test_the_overlap_outside_the_interleaved_schedule_is_refused():
     with pytest.raises(SpecError, match="interleaved schedule only"):
         dataclasses.replace(sc.training, moe_a2a_overlap=True)
     assert dataclasses.replace(sc.training, pipeline_schedule="interleaved", moe_a2a_overlap=True).moe_a2a_overlap
+
+
+def test_the_overlap_with_full_recomputation_is_refused():
+    """Megatron-LM d98e8a64 transformer_config.py l.3021-3023 asserts it (review21: it was priced silently)."""
+    sc = load_scenario("mixtral-8x7b-h100")
+    on = dataclasses.replace(sc.training, pipeline_schedule="interleaved", moe_a2a_overlap=True)
+    with pytest.raises(SpecError, match="full recomputation") as err:
+        dataclasses.replace(on, recompute="full")
+    assert err.value.field == "training.recompute" and "selective" in str(err.value)
+    assert dataclasses.replace(on, recompute="selective").recompute == "selective"

@@ -66,6 +66,19 @@ CASES = [
     ("mixtral-8x7b pp4 vp2 a2a overlap deepep", "mixtral-8x7b-h100",
      {"pipeline_schedule": "interleaved", "moe_a2a_overlap": True, "dispatch_backend": "deepep"},
      Layout(dp=16, ep=8, pp=4, vp=2)),
+    # Session 21's other keys (review21), each read by both engines: HybridEP's published B200 rate on DeepEP's path
+    # (+0.00 %; the deepep backend on the same slice prices 0.529 s, HybridEP 0.534 s), per-layer CUDA graphs (one
+    # launch a captured part and pass: DeepSeek-V3 slice +0.00 %, Mixtral −0.52 %), and a pipeline layout of uneven
+    # chunks (3, 4, 4, 4, 5, 4, 4, 4): −1.18 %, the estimate pricing the devices' sums (equal here: 2.3408 s, as the
+    # even layout's, against which the simulator is −1.04 %; bridgekeys' Left: the chunk split is not in its bubble).
+    ("deepseek-v3 l4 b200 hybridep", "deepseek-v3-l4-b200-ep8", {"dispatch_backend": "hybridep"}, None),
+    ("deepseek-v3 l4 b200 cuda graphs attn moe_router", "deepseek-v3-l4-b200-ep8",
+     {"cuda_graph_scope": ("attn", "moe_router")}, None),
+    ("mixtral-8x7b cuda graphs attn moe_router moe_preprocess", "mixtral-8x7b-h100",
+     {"cuda_graph_scope": ("attn", "moe_router", "moe_preprocess")}, None),
+    ("mixtral-8x7b pp4 vp2 uneven pipeline layout", "mixtral-8x7b-h100", {"pipeline_schedule": "interleaved"},
+     Layout(dp=16, ep=8, pp=4, vp=2, first_stage_layers=8, last_stage_layers=8,
+            pipeline_layout="Et*3|t*4|t*4|t*4|t*5|t*4|t*4|t*4L")),
 ]
 # The gradient sync (session 18, gradsync): the simulator runs it bucket by bucket (40e6 parameters each, MCore's
 # floor), the estimate priced one collective per axis over the stage's whole gradient and hid it under the slowest

@@ -24,6 +24,9 @@ def test_the_modules_capture_megatrons_regions():
     assert captured_parts(("attn", "moe_router", "moe_preprocess"), True) == {"attention", "router", "shared_experts"}
     assert captured_parts(("attn", "moe_router"), False) == {"attention"}  # a dense layer has no router
     assert captured_parts(("mlp",), True) == set() and captured_parts(("mlp",), False) == {"dense_ffn"}
+    # cuda_graph.md: moe_router holds "shared experts (if not EP-comm-overlapped)" (review21: they were captured)
+    assert captured_parts(("attn", "moe_router"), True, a2a_overlap=True) == {"attention", "router"}
+    assert captured_parts(("moe",), True, a2a_overlap=True) >= {"router", "shared_experts"}
 
 
 def test_a_captured_part_launches_once_and_its_kernels_keep_their_time():

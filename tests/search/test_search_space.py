@@ -57,6 +57,12 @@ def test_every_rule_bites_on_the_odd_model():
     refused = enumerate_layouts(build(ODD_MOE, devices=24, batch=36, seq_len=500, search=wide,
                                       sequence_parallel=False, dispatch_backend="deepep"))
     assert all(refused.rejected[r] > 0 for r in megatron[1:])
+    # HybridEP: Megatron-LM d98e8a64 token_dispatcher.py asserts tp·ep > 1 for the deepep backend only (l.1835-1836),
+    # not in its hybridep branch (review21: the search refused HybridEP at etp·ep = 1 as DeepEP)
+    hybrid = enumerate_layouts(build(ODD_MOE, devices=24, batch=36, seq_len=500, search=wide,
+                                     dispatch_backend="hybridep"))
+    assert hybrid.rejected["megatron_flex_dispatcher_needs_etp_ep_above_1"] == 0
+    assert refused.rejected["megatron_flex_dispatcher_needs_etp_ep_above_1"] > 0
     # 4 KV heads at tp 8 (8 heads): replicated kv heads, which Megatron refuses
     tiny = enumerate_layouts(build(TINY_MOE, devices=8, batch=16, seq_len=1024, search=SMALL))
     assert tiny.rejected["megatron_query_groups_not_divisible_by_tp"] > 0

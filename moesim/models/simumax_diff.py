@@ -11,7 +11,10 @@ module and summed by kind; `render_block` is the generated block of docs/operato
 Units: µs per layer-micro-batch for a decoder module (one call of one layer for one micro-batch, forward + backward),
 ms per step for the kind sums. moesim's per-kernel launch charge (profile `efficiency.kernel_launch_us`) and
 SimuMax's per-pass `latency_us` (its memory-access time adds it to every memory-bound pass, simumax/core/config.py
-`compute_mem_access_time`) are both shown as the kind "per-kernel floor", taken out of the operator's own kind.
+`compute_mem_access_time`) are both shown as the kind "host / launch floor" (with moesim's per-layer host overhead,
+0 on the B200 profile), taken out of the operator's own kind. Neither engine overlaps a collective on these rows
+(the launchers pass no overlap flag: moesim exposes them, SimuMax adds them to the chunk), so there is no overlap
+kind.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ STEPS_RECORD = DATA_DIR / "simumax_steps_4dcaae51.csv"
 OP_FIELDS = ("case", "stage", "module", "cls", "calls", "fwd_us", "dgrad_us", "wgrad_us", "net_fwd_us",
              "net_bwd_us", "floor_us")
 STEP_FIELDS = ("case", "step_ms", "dp_and_optim_ms", "optimizer_ms", "dp_ms", "bubble_ms")
-FLOOR = "per-kernel floor"
-KIND_ORDER = ("GEMM", "attention", "memory-bound", FLOOR, "host", "TP collectives", "EP all-to-all",
+FLOOR = "host / launch floor"
+KIND_ORDER = ("GEMM", "attention", "memory-bound", FLOOR, "TP collectives", "EP all-to-all",
               "DP collectives", "pipeline p2p", "optimizer", "pipeline bubble")
 ROW_FIELDS = ("case", "model", "strategy", "parallel", "moe", "layers", "tp", "pp", "ep", "micro_batches")
 END_MODULES = ("embedding", "layernorm", "linear_out", "parallel_ce")  # SimuMax's model ends (language_model.py)

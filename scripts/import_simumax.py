@@ -9,7 +9,13 @@ not code) to moesim's conventions (moesim/ops/base.py):
 - matmul: key "b, m, k, n, layout": TN = forward (M tokens, K in, N out), NN = dgrad (M tokens, K out,
   N in), NT = wgrad (M out, K tokens, N in) (SimuMax simumax/core/base_struct.py get_gemm_mnk). moesim's
   point is (m, n, k) of its own pass convention: fwd (M, N, K); dgrad (M, N, K) as well (m tokens,
-  n in, k out); wgrad (N, M, K) (m in, n out, k tokens).
+  n in, k out); wgrad (N, M, K) (m in, n out, k tokens). A wgrad key also names its output dtype: SimuMax
+  measured the accumulating weight-gradient GEMM writing fp32 (its `grad_reduce_in_bf16` off, base_struct.py
+  `get_gemm_bmnk`) and, for some shapes, bf16. Only `--wgrad-out-dtype`'s (default fp32) are imported: with
+  Megatron's gradient-accumulation fusion the wgrad GEMM writes straight into the main gradient, whose dtype is
+  fp32 unless --grad-reduce-in-bf16 (Transformer Engine v2.11 pytorch/module/linear.py, wgrad_gemm_kwargs
+  `out_dtype = main_grad.dtype`, `out = main_grad`), moesim's `training.grad_dtype` default. Both kinds of point
+  on one shape would otherwise be averaged (moesim/ops/tables.py takes the mean of duplicate shapes).
 - group_matmul: key "ng, M (tokens per expert), N out, K in, stage": moesim (groups, m, n, k) per pass:
   fwd (ng, M, N, K), dgrad (ng, M, K, N), wgrad (ng, K, N, M).
 - sdp_fwd / sdp_bwd: key "batch, seq_len, head_num, kv_head_num, qk_head_dim": SimuMax counts the full
@@ -49,8 +55,10 @@ def _fields(key: str) -> dict[str, str]:
     return dict(part.strip().split("=", 1) for part in key.split(",") if "=" in part)
 
 
-def convert(system: dict, peak_tflops: float, hbm_gb_per_s: float, memory: bool = True) -> dict[tuple, list]:
-    """{(kind, dtype, pass, op): [points]} in moesim's conventions (module docstring)."""
+def convert(system: dict, peak_tflops: float, hbm_gb_per_s: float, memory: bool = True,
+            wgrad_out_dtype: str = "fp32") -> dict[tuple, list]:
+    """{(kind, dtype, pass, op): [points]} in moesim's conventions (module docstring); dense wgrad keys only
+    where their out_dtype is `wgrad_out_dtype` (a key without one is kept)."""
     out: dict[tuple, list] = defaultdict(list)
     acc = system["accelerator"]
     for name, entry in acc["op"].items():
@@ -62,6 +70,8 @@ def convert(system: dict, peak_tflops: float, hbm_gb_per_s: float, memory: bool 
                 M *= b
                 dtype = "float8" if name.startswith("fp8") else "bfloat16"
                 layout = f["layout"]
+                if layout == "NT" and f.get("out_dtype", wgrad_out_dtype) != wgrad_out_dtype:
+                    continue
                 pass_, point = {"TN": ("fwd", (M, N, K)), "NN": ("dgrad", (M, N, K)),
                                 "NT": ("wgrad", (N, M, K))}[layout]
                 out[("gemm", dtype, pass_, "any")].append((*point, eff * scale))
@@ -117,10 +127,13 @@ def main(argv=None) -> int:
     ap.add_argument("--status", choices=("measured", "derived"), default="measured",
                     help="derived: measured on another SKU than the profile's")
     ap.add_argument("--no-memory", action="store_true", help="leave out the memory-bound fractions")
+    ap.add_argument("--wgrad-out-dtype", choices=("fp32", "bf16"), default="fp32",
+                    help="which of SimuMax's weight-gradient GEMM measurements to import (module docstring)")
     args = ap.parse_args(argv)
     try:
         system = json.loads(Path(args.system_json).read_text(encoding="utf-8"))
-        tables = convert(system, args.peak_tflops, args.hbm_gb_per_s, memory=not args.no_memory)
+        tables = convert(system, args.peak_tflops, args.hbm_gb_per_s, memory=not args.no_memory,
+                         wgrad_out_dtype=args.wgrad_out_dtype)
     except (OSError, ValueError, KeyError) as err:
         print(f"error: {args.system_json}: {err}", file=sys.stderr)
         return 2

@@ -70,25 +70,25 @@ RECORDED_ERROR_PCT = {
     "26.04.01-gb300-dsv3-mxfp8-pp2vp8ep32": -3.1,  # 26.04.01 DGX-GB300 DeepSeekV3 MXFP8: 4992; selective (mla_up_proj)
     "26.04.01-gb200-dsv3-mxfp8-pp4vp4ep64": -4.2,  # 26.04.01 DGX-GB200 DeepSeekV3 MXFP8: 4256; full
     "26.04.01-b300-dsv3-mxfp8-pp8ep8": -16.8,  # 26.04.01 DGX-B300 DeepSeekV3 MXFP8: 3456; selective (mla_up_proj)
-    "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": +14.0,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; full
+    "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": +14.6,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; full
     "26.04.01-gb300-qwen3-30b-mxfp8-ep8": -21.6,  # 26.04.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 31744; none
     "26.04.01-gb200-qwen3-30b-mxfp8-ep8": -28.6,  # 26.04.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26112; none
     "26.04.01-b300-qwen3-30b-mxfp8-ep8": -21.0,  # 26.04.01 DGX-B300 Qwen3_30B_a3B MXFP8: 30720; none
-    "26.04.01-b200-qwen3-30b-mxfp8-ep8": +0.1,  # 26.04.01 DGX-B200 Qwen3_30B_a3B MXFP8: 27136; none
+    "26.04.01-b200-qwen3-30b-mxfp8-ep8": +0.2,  # 26.04.01 DGX-B200 Qwen3_30B_a3B MXFP8: 27136; none
     "26.04.01-h100-qwen3-30b-fp8-ep16": -35.6,  # 26.04.01 DGX-H100 Qwen3_30B_a3B FP8: 8960; none
     "26.04.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -13.0,  # 26.04.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 6944; none
     "26.04.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -11.6,  # 26.04.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5680; none
     "26.04.01-b300-qwen3-235b-mxfp8-pp8ep8": -15.5,  # 26.04.01 DGX-B300 Qwen3_235B_a22B MXFP8: 5936; none
-    "26.04.01-b200-qwen3-235b-mxfp8-pp8ep8": -16.5,  # 26.04.01 DGX-B200 Qwen3_235B_a22B MXFP8: 3776; none
+    "26.04.01-b200-qwen3-235b-mxfp8-pp8ep8": -16.3,  # 26.04.01 DGX-B200 Qwen3_235B_a22B MXFP8: 3776; none
     "26.04.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -23.7,  # 26.04.01 DGX-H100 Qwen3_235B_a22B FP8: 1712; none
     "26.04-gb300-dsv3-mxfp8-pp2vp8ep32": -3.6,  # 26.04 DGX-GB300 DeepSeekV3 MXFP8: 4965; selective (mla_up_proj)
     "26.04-gb200-dsv3-mxfp8-pp4vp4ep64": -5.6,  # 26.04 DGX-GB200 DeepSeekV3 MXFP8: 4193; full
     "26.04-b300-dsv3-mxfp8-pp16ep8": -17.8,  # 26.04 DGX-B300 DeepSeekV3 MXFP8: 3131; selective (mla_up_proj)
-    "26.04-b200-dsv3-mxfp8-pp16ep8": +20.2,  # 26.04 DGX-B200 DeepSeekV3 MXFP8: 2815; selective (mla_up_proj)
+    "26.04-b200-dsv3-mxfp8-pp16ep8": +20.9,  # 26.04 DGX-B200 DeepSeekV3 MXFP8: 2815; selective (mla_up_proj)
     "26.04-gb300-qwen3-30b-mxfp8-ep8": -22.3,  # 26.04 DGX-GB300 Qwen3_30B_a3B MXFP8: 31470; none
     "26.04-gb200-qwen3-30b-mxfp8-ep8": -28.8,  # 26.04 DGX-GB200 Qwen3_30B_a3B MXFP8: 26032; none
     "26.04-b300-qwen3-30b-mxfp8-ep8": -21.4,  # 26.04 DGX-B300 Qwen3_30B_a3B MXFP8: 30553; none
-    "26.04-b200-qwen3-30b-mxfp8-ep8": -0.9,  # 26.04 DGX-B200 Qwen3_30B_a3B MXFP8: 26859; none
+    "26.04-b200-qwen3-30b-mxfp8-ep8": -0.8,  # 26.04 DGX-B200 Qwen3_30B_a3B MXFP8: 26859; none
     "26.04-h100-qwen3-30b-fp8-ep16": -36.0,  # 26.04 DGX-H100 Qwen3_30B_a3B FP8: 8901; none
     "26.04-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -12.4,  # 26.04 DGX-GB300 Qwen3_235B_a22B MXFP8: 6994; none
     "26.04-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -11.8,  # 26.04 DGX-GB200 Qwen3_235B_a22B MXFP8: 5672; none
@@ -97,11 +97,11 @@ RECORDED_ERROR_PCT = {
     "26.02.01-gb300-dsv3-mxfp8-pp2vp8ep32": -8.9,  # 26.02.01 DGX-GB300 DeepSeekV3 MXFP8: 4691; selective (mla_up_proj)
     "26.02.01-gb200-dsv3-mxfp8-pp4vp4ep64": -9.5,  # 26.02.01 DGX-GB200 DeepSeekV3 MXFP8: 4021; selective (mla_up_proj)
     "26.02.01-b300-dsv3-mxfp8-pp16ep8": -18.6,  # 26.02.01 DGX-B300 DeepSeekV3 MXFP8: 3099; selective (mla_up_proj)
-    "26.02.01-b200-dsv3-mxfp8-pp16ep8": +19.1,  # 26.02.01 DGX-B200 DeepSeekV3 MXFP8: 2790; selective (mla_up_proj)
+    "26.02.01-b200-dsv3-mxfp8-pp16ep8": +19.8,  # 26.02.01 DGX-B200 DeepSeekV3 MXFP8: 2790; selective (mla_up_proj)
     "26.02.01-gb300-qwen3-30b-mxfp8-ep8": -24.9,  # 26.02.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 30411; none
     "26.02.01-gb200-qwen3-30b-mxfp8-ep8": -27.9,  # 26.02.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26373; none
     "26.02.01-b300-qwen3-30b-mxfp8-ep8": -24.3,  # 26.02.01 DGX-B300 Qwen3_30B_a3B MXFP8: 29454; none
-    "26.02.01-b200-qwen3-30b-mxfp8-ep8": -1.5,  # 26.02.01 DGX-B200 Qwen3_30B_a3B MXFP8: 26695; none
+    "26.02.01-b200-qwen3-30b-mxfp8-ep8": -1.4,  # 26.02.01 DGX-B200 Qwen3_30B_a3B MXFP8: 26695; none
     "26.02.01-h100-qwen3-30b-fp8-pp2vp12ep8": -31.6,  # 26.02.01 DGX-H100 Qwen3_30B_a3B FP8: 9058; none
     "26.02.01-gb300-qwen3-235b-mxfp8-pp4ep32": -9.1,  # 26.02.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 6583; none
     "26.02.01-gb200-qwen3-235b-mxfp8-pp8ep32": -14.8,  # 26.02.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5530; none

@@ -76,3 +76,29 @@ def test_shipped_xla_tables():
     assert not [t for t in load_hardware("b200").efficiency.op_tables if t.dtype == "float8"]
     # Every efficiency is a fraction of the dense peak: H100 bf16 GEMMs peak at 0.79 at 4096^3.
     assert max(p[-1] for t in h100 for p in t.points) < 0.85
+
+
+def test_simumax_wgrad_keys_of_one_output_dtype_only(load_script):
+    """SimuMax measured some weight-gradient GEMMs both writing fp32 and bf16; the runs' wgrad GEMM writes the fp32
+    main gradient (Megatron's fused accumulation; TE v2.11 linear.py out_dtype = main_grad.dtype), so only those
+    are imported by default, and one shape is not the mean of two kernels (session 21, simumaxdiff)."""
+    mod = load_script("scripts/import_simumax.py")
+    key = "b=1, m=7168, k=4096, n=8192, layout=NT, accumulate=True, out_dtype={}"
+    fwd = "b=1, m=4096, k=8192, n=7168, layout=TN, accumulate=False, out_dtype=bf16"
+    system = {"accelerator": {"op": {"matmul": {"tflops": 1000.0, "accurate_efficient_factor": {
+        key.format("fp32"): 0.47, key.format("bf16"): 0.61, fwd: 0.6}}}}}
+    default = mod.convert(system, 1000.0, 1000.0, memory=False)
+    assert default[("gemm", "bfloat16", "wgrad", "any")] == [(8192, 7168, 4096, pytest.approx(0.47))]
+    assert default[("gemm", "bfloat16", "fwd", "any")] == [(4096, 7168, 8192, pytest.approx(0.6))]
+    bf16 = mod.convert(system, 1000.0, 1000.0, memory=False, wgrad_out_dtype="bf16")
+    assert bf16[("gemm", "bfloat16", "wgrad", "any")] == [(8192, 7168, 4096, pytest.approx(0.61))]
+
+
+def test_shipped_b200_wgrad_table_is_the_fp32_output_kernel():
+    """The B200 profile's dense wgrad table: SimuMax's 144 fp32-output keys, one value per shape (its fc1 wgrad at
+    tp 8, m 7168 out, k 4096 tokens, n 8192 in: 0.4742, configs/system/b200_bf16_ceperm.json @ 4dcaae51)."""
+    (table,) = [t for t in load_hardware("b200").efficiency.op_tables
+                if (t.kind, t.dtype, t.pass_, t.op) == ("gemm", "bfloat16", "wgrad", "any")]
+    shapes = [p[:3] for p in table.points]
+    assert len(shapes) == len(set(shapes)) == 144
+    assert dict((p[:3], p[3]) for p in table.points)[(8192, 7168, 4096)] == pytest.approx(0.4742)

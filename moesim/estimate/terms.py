@@ -33,7 +33,7 @@ from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
 from moesim.estimate.pricing import distinct_rows
 from moesim.ops.base import ATTENTION_BACKWARD_TO_FORWARD, PARTS, Op, gemm, memory
-from moesim.estimate.selective import core_recompute_code, recomputed_ops, stored_inputs
+from moesim.estimate.selective import core_recompute_code, recomputed, recomputed_ops, stored_inputs
 from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER, mla_sp_widths
 from moesim.estimate.precision_terms import (
     activation_dequantise_bytes, activation_recompute_bytes, attention_output_cast_bytes, quantise_parts_bytes,
@@ -384,16 +384,23 @@ class TermBuilder:
         if cls.mtp:
             act = act + mem.mtp_input_activation_bytes(b, n, h, tp, sp, q_st, kept.q_gemm_input)
         if routing is None:
-            act = act + mem.mlp_activation_bytes(b, n, h, model.d_ff, tp, sp, model.ffn_kind, q_st, False,
-                                                 kept.q_gemm_input, kept.mask)
+            mlp = mem.mlp_activation_bytes(b, n, h, model.d_ff, tp, sp, model.ffn_kind, q_st, False,
+                                           kept.q_gemm_input, kept.mask)
+            # "mlp": a checkpoint keeps the MLP's input only (a norm input, counted above); its dropout mask stays
+            checkpointed = mem.mlp_activation_bytes(b, n, h, 0, tp, sp, model.ffn_kind, q_st, False, 0.0, kept.mask)
+            act = act + np.where(recomputed(tr, rec, "mlp"), checkpointed, mlp)
         else:
             moe = model.moe
             t_dev, capacity, slots = routing
             dense_einsum = tr.dispatch_impl == "dense_einsum"
-            act = act + mem.moe_activation_bytes(t_dev, slots, h, moe.expert_d_ff, moe.num_experts, etp,
-                                                 model.ffn_kind, dense_einsum, capacity, q_st,
-                                                 tr.moe_activation_recompute, kept.q_router_input, kept.mask,
-                                                 tr.moe_probs_in_activation)
+            args = (t_dev, slots, h, moe.expert_d_ff, moe.num_experts, etp, model.ffn_kind, dense_einsum, capacity,
+                    q_st)
+            experts = mem.moe_activation_bytes(*args, tr.moe_activation_recompute, kept.q_router_input, kept.mask,
+                                               tr.moe_probs_in_activation)
+            # "moe_act": FC1's output kept as computed (q_a), FC2's input and the expert outputs not (selective.py)
+            moe_act = mem.moe_activation_bytes(*args, True, kept.q_router_input, kept.mask, True,
+                                               q_act_input=tr.bytes_of("activation"))
+            act = act + np.where(recomputed(tr, rec, "moe_act"), moe_act, experts)
             if moe.num_shared_experts:
                 act = act + mem.mlp_activation_bytes(b, n, h, moe.num_shared_experts * moe.shared_expert_d_ff, tp,
                                                      sp, model.ffn_kind, q_st, tr.moe_activation_recompute,

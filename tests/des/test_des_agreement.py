@@ -66,6 +66,11 @@ CASES = [
     ("mixtral-8x7b pp4 vp2 a2a overlap deepep", "mixtral-8x7b-h100",
      {"pipeline_schedule": "interleaved", "moe_a2a_overlap": True, "dispatch_backend": "deepep"},
      Layout(dp=16, ep=8, pp=4, vp=2)),
+    # Megatron's "mlp" and "moe_act" recompute modules (session 21, recompmods): both engines read the recomputed
+    # operators' time from the one operator list (moesim/estimate/selective.py recomputed_ops).
+    ("deepseek-v2-l4 b200 selective mlp", "deepseek-v2-l4-b200-ep8",
+     {"recompute": "selective", "recompute_modules": ("mlp",)}, None),
+    ("mixtral-8x7b selective moe_act", "mixtral-8x7b-h100", {"recompute_modules": ("core_attn", "moe_act")}, None),
 ]
 # The gradient sync (session 18, gradsync): the simulator runs it bucket by bucket (40e6 parameters each, MCore's
 # floor), the estimate priced one collective per axis over the stage's whole gradient and hid it under the slowest

@@ -228,7 +228,8 @@ class TrainingSpec:
             raise SpecError("moe_act (Megatron's recompute module: routed experts, BF16 input kept) and "
                             "moe_activation_recompute (DeepSeek-V3 §3.3.4: FP8 input, shared experts too) both "
                             "recompute the expert activation: choose one", field="training.recompute_modules",
-                            value=list(self.recompute_modules), allowed=[m for m in RECOMPUTE_MODULES if m != "moe_act"])
+                            value=list(self.recompute_modules),
+                            allowed=[m for m in RECOMPUTE_MODULES if m != "moe_act"])
         if "moe_act" in self.recompute_modules and self.fp8_scaling == "per_tensor_delayed":
             # Megatron-LM 23e00ed0 transformer_config.py l.916: "Delayed scaling does not support moe_act ..."
             raise SpecError("moe_act recompute does not run with FP8 delayed scaling (Megatron-LM "

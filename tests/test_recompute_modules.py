@@ -25,11 +25,11 @@ def dsv2():
     return load_scenario(DSV2)
 
 
-def _terms(sc, modules: tuple[str, ...], ep: int = 8) -> dict[bool, object]:
-    """One layer's terms of each class (keyed by is_moe), selective with `modules`, micro-batch 1, tp 1."""
+def _terms(sc, modules: tuple[str, ...], ep: int = 8, tp: int = 1) -> dict[bool, object]:
+    """One layer's terms of each class (keyed by is_moe), selective with `modules`, micro-batch 1."""
     tr = dataclasses.replace(sc.training, recompute="selective", recompute_modules=modules)
     one = lambda v: np.array([float(v)])  # noqa: E731
-    builder = TermBuilder(sc.model, sc.hardware, tr, one(1), one(1), one(ep), one(1),
+    builder = TermBuilder(sc.model, sc.hardware, tr, one(1), one(tp), one(ep), one(1),
                           np.array([RECOMPUTE_CODES["selective"]]), one(np.nan))
     return {cls.is_moe: builder.build(cls) for cls in build_workload(sc.model, *sc.seq_lens).classes}
 
@@ -53,6 +53,18 @@ def test_mlp_keeps_only_the_checkpoint_input_and_reruns_the_dense_mlp(dsv2):
     gemm_flops = 2 * n * 3 * h * f  # FC1 (2f wide, gated) and FC2 run again
     assert (mlp[False].hardware_flops - base[False].hardware_flops)[0] == pytest.approx(gemm_flops)
     assert mlp[True].recompute_time_s[0] == base[True].recompute_time_s[0]
+
+
+def test_mlp_reruns_its_tp_collectives():
+    """Megatron's checkpoint re-runs the MLP's forward whole: under SP its all-gather before FC1 and its
+    reduce-scatter after FC2 (without SP the all-reduce), once more per micro-batch."""
+    sc = load_scenario("llama3-70b-l12-b200-tp8")
+    for sp in (True, False):
+        sc_sp = dataclasses.replace(sc, training=dataclasses.replace(sc.training, sequence_parallel=sp))
+        calls = [{c.name: float(np.asarray(c.calls).ravel()[0]) for c in _terms(sc_sp, mods, 1, 8)[False].comms}
+                 for mods in (("core_attn",), ("core_attn", "mlp"))]
+        names = ("tp_all_gather", "tp_reduce_scatter") if sp else ("tp_all_reduce",)
+        assert {k: calls[1][k] - calls[0][k] for k in calls[0]} == {k: float(k in names) for k in calls[0]}
 
 
 def test_moe_act_drops_fc2_input_and_reruns_the_routed_activation(dsv2):

@@ -70,6 +70,8 @@ CASES = [
     # operators' time from the one operator list (moesim/estimate/selective.py recomputed_ops).
     ("deepseek-v2-l4 b200 selective mlp", "deepseek-v2-l4-b200-ep8",
      {"recompute": "selective", "recompute_modules": ("mlp",)}, None),
+    ("llama3-70b b200 tp8 sp selective mlp", "llama3-70b-l12-b200-tp8",
+     {"recompute": "selective", "recompute_modules": ("core_attn", "mlp")}, None),
     ("mixtral-8x7b selective moe_act", "mixtral-8x7b-h100", {"recompute_modules": ("core_attn", "moe_act")}, None),
 ]
 # The gradient sync (session 18, gradsync): the simulator runs it bucket by bucket (40e6 parameters each, MCore's

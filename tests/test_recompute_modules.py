@@ -105,6 +105,9 @@ def test_modules_that_do_not_apply_are_refused(dsv2):
         TrainingSpec(global_batch_sequences=8, recompute="selective", recompute_modules=("moe_act",),
                      gemm_dtype="float8", gemm_scaling="per_tensor_delayed")
     assert err.value.field == "training.gemm_scaling"
+    with pytest.raises(SpecError, match="layernorm recompute does not run with FP8 delayed scaling"):
+        TrainingSpec(global_batch_sequences=8, recompute="selective", recompute_modules=("layernorm",),
+                     gemm_dtype="float8")  # FP8 without a scaling named: delayed
     TrainingSpec(global_batch_sequences=8, recompute="selective", recompute_modules=("moe_act",),
                  gemm_dtype="float8", gemm_scaling="mxfp8")  # current / block scalings run it
     with pytest.raises(SpecError, match="not allowed"):

@@ -230,9 +230,11 @@ class TrainingSpec:
                             "recompute the expert activation: choose one", field="training.recompute_modules",
                             value=list(self.recompute_modules),
                             allowed=[m for m in RECOMPUTE_MODULES if m != "moe_act"])
-        if "moe_act" in self.recompute_modules and self.fp8_scaling == "per_tensor_delayed":
-            # Megatron-LM 23e00ed0 transformer_config.py l.916: "Delayed scaling does not support moe_act ..."
-            raise SpecError("moe_act recompute does not run with FP8 delayed scaling (Megatron-LM "
+        delayed = [m for m in ("moe_act", "layernorm") if m in self.recompute_modules]
+        if delayed and self.fp8_scaling == "per_tensor_delayed":
+            # Megatron-LM 23e00ed0 transformer_config.py l.916: "Delayed scaling does not support moe_act and
+            # layernorm recompute for fp8" (their discarded outputs are FP8 GEMM inputs re-quantised in backward)
+            raise SpecError(f"{' and '.join(delayed)} recompute does not run with FP8 delayed scaling (Megatron-LM "
                             "transformer_config.py)", field="training.gemm_scaling", value=self.fp8_scaling,
                             allowed=[s for s in SCALINGS if s not in ("none", "per_tensor_delayed")])
         if not self.recompute_modules:  # core_attn may be left out: DeepSeek-V3 §3.2.3 recomputes norms and MLA only

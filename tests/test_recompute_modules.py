@@ -55,16 +55,26 @@ def test_mlp_keeps_only_the_checkpoint_input_and_reruns_the_dense_mlp(dsv2):
     assert mlp[True].recompute_time_s[0] == base[True].recompute_time_s[0]
 
 
+def _added_calls(sc, ep: int, tp: int) -> dict[str, float]:
+    """Collective calls per micro-batch of the dense layer that "mlp" adds to core_attn alone."""
+    calls = [{c.name: float(np.asarray(c.calls).ravel()[0]) for c in _terms(sc, mods, ep, tp)[False].comms}
+             for mods in (("core_attn",), ("core_attn", "mlp"))]
+    return {k: calls[1][k] - calls[0][k] for k in calls[0]}
+
+
 def test_mlp_reruns_its_tp_collectives():
     """Megatron's checkpoint re-runs the MLP's forward whole: under SP its all-gather before FC1 and its
     reduce-scatter after FC2 (without SP the all-reduce), once more per micro-batch."""
     sc = load_scenario("llama3-70b-l12-b200-tp8")
     for sp in (True, False):
         sc_sp = dataclasses.replace(sc, training=dataclasses.replace(sc.training, sequence_parallel=sp))
-        calls = [{c.name: float(np.asarray(c.calls).ravel()[0]) for c in _terms(sc_sp, mods, 1, 8)[False].comms}
-                 for mods in (("core_attn",), ("core_attn", "mlp"))]
+        added = _added_calls(sc_sp, 1, 8)
         names = ("tp_all_gather", "tp_reduce_scatter") if sp else ("tp_all_reduce",)
-        assert {k: calls[1][k] - calls[0][k] for k in calls[0]} == {k: float(k in names) for k in calls[0]}
+        assert added == {k: float(k in names) for k in added}
+    dsv2 = load_scenario(DSV2)  # an MLA dense layer under SP: the MLP's h-wide gather and scatter, not the latents'
+    dsv2 = dataclasses.replace(dsv2, training=dataclasses.replace(dsv2.training, sequence_parallel=True))
+    added = _added_calls(dsv2, 4, 2)
+    assert added == {k: float(k in ("tp_all_gather", "tp_reduce_scatter")) for k in added}
 
 
 def test_moe_act_drops_fc2_input_and_reruns_the_routed_activation(dsv2):
@@ -89,7 +99,7 @@ def test_moe_act_keeps_expert_outputs_without_probs_in_activation(dsv2):
     assert (base[True].activation_bytes - act[True].activation_bytes)[0] == pytest.approx(slots * (2 * h + 2 * f_e))
 
 
-def test_modules_that_do_not_apply_are_refused(dsv2):
+def test_modules_that_do_not_apply_are_refused():
     sc = load_scenario("llama3-70b-l12-b200-tp8")  # dense
     with pytest.raises(SpecError, match="no MoE layers") as err:
         dataclasses.replace(sc, training=dataclasses.replace(sc.training, recompute="selective",

@@ -100,7 +100,7 @@ RECOMPUTED_PART = {"mlp": "dense_ffn"}  # modules whose operators are taken from
 
 def recomputed_ops(training: TrainingSpec, fwd_ops: list) -> list:
     """The forward operators a selective recomputation runs again in backward, to be priced as the forward prices
-    them (one operator list): the attention core with core_attn, the norms and up-projections of RECOMPUTED_OPS."""
+    them (one operator list): the attention core with core_attn, the operators RECOMPUTED_OPS names for the others."""
     modules = training.recompute_modules
     names = {name for module in modules for name in RECOMPUTED_OPS.get(module, ()) if module not in RECOMPUTED_PART}
     parts = {(RECOMPUTED_PART[module], name) for module in modules if module in RECOMPUTED_PART

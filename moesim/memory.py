@@ -115,13 +115,15 @@ def attention_activation_bytes(b, n_q, n_kv, h, a, tp, sequence_parallel, recomp
     return _split(replicated, sharded, tp, sequence_parallel)
 
 
-def ffn_inner_bytes_per_token(f, ffn_kind: str, q_store=ACT_BYTES, recompute_act_fn: bool = False):
+def ffn_inner_bytes_per_token(f, ffn_kind: str, q_store=ACT_BYTES, recompute_act_fn: bool = False,
+                              q_act_input=None):
     """Bytes kept per token inside one FFN: the activation function's input (2f gated, f otherwise) at q_a
     and its output (FC2's input) f at q_st; with the activation function recomputed in backward, its input
-    only, at q_st (DeepSeek-V3 §3.3.4: SwiGLU inputs cached in FP8, SwiGLU recomputed)."""
+    only, at q_act_input (None: q_st, DeepSeek-V3 §3.3.4: SwiGLU inputs cached in FP8, SwiGLU recomputed;
+    Megatron's "moe_act" keeps FC1's output as computed, q_a: Megatron-LM 23e00ed0 moe/experts.py l.908-914)."""
     act_in = (2 if ffn_kind in GATED_FFN_KINDS else 1) * f
     if recompute_act_fn:
-        return q_store * act_in
+        return (q_store if q_act_input is None else q_act_input) * act_in
     return ACT_BYTES * act_in + q_store * f
 
 
@@ -143,7 +145,8 @@ def norm_activation_bytes(b, n, h, tp, sequence_parallel, norms: int):
 
 def moe_activation_bytes(tokens_per_device, slots_per_device, h, f_e, num_experts, etp, ffn_kind: str,
                          dense_einsum: bool, capacity, q_store=ACT_BYTES, recompute_act_fn: bool = False,
-                         q_input=ACT_BYTES, mask=MASK_BYTES, probs_in_activation: bool = False):
+                         q_input=ACT_BYTES, mask=MASK_BYTES, probs_in_activation: bool = False,
+                         q_act_input=None):
     """One MoE layer on one device (../shared/reference/modeling.md §4.2 [derived]).
 
     Block input q_in·th (the router's input, 2; 0 with the norm before it recomputed) + mask th; router logits and probabilities fp32 8·t·E; permuted input q_st·h·r
@@ -157,11 +160,12 @@ def moe_activation_bytes(tokens_per_device, slots_per_device, h, f_e, num_expert
     module; DeepSeek-V3 §3.3.4 recomputes the MoE SwiGLU from its cached FP8 input). Megatron-Core applies
     the probability inside the activation without recomputing it too (`probs_in_activation`; Megatron-LM
     23e00ed0 core/transformer/moe/experts.py): the activation's input is kept as usual, the expert outputs not.
+    `q_act_input`: bytes per element of the recomputed activation's kept input (ffn_inner_bytes_per_token).
     """
     t, r = tokens_per_device, slots_per_device
     total = (q_input + mask) * t * h + 2 * FP32_BYTES * t * num_experts
     total = total + (q_store + (0 if recompute_act_fn or probs_in_activation else ACT_BYTES)) * h * r
-    total = total + r * ffn_inner_bytes_per_token(f_e, ffn_kind, q_store, recompute_act_fn) / etp
+    total = total + r * ffn_inner_bytes_per_token(f_e, ffn_kind, q_store, recompute_act_fn, q_act_input) / etp
     if dense_einsum:
         total = total + FP32_BYTES * t * num_experts * capacity
     return total

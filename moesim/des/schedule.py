@@ -275,7 +275,13 @@ class _Builder:
         if lc.recompute == "full":
             self.layer_forward(layer, mb, "recompute")
         elif lc.recompute == "selective":
+            mlp = not lc.is_moe and "mlp" in self.costs.training.recompute_modules
+            if mlp:  # the checkpointed dense MLP's forward again, its tp collectives with it (estimate/terms.py)
+                self.comm(lc.comms.get("tp_all_gather"), "recompute", layer, mb)
             self.compute("attention recompute", "recompute", layer, mb, lc.recompute_s)
+            if mlp:
+                self.comm(lc.comms.get("tp_reduce_scatter"), "recompute", layer, mb)
+                self.comm(lc.comms.get("tp_all_reduce"), "recompute", layer, mb)
         total = sum(lc.bwd_s.values())
         self.scale = 1 - lc.weight_grad_s / total if input_only and total > 0 else 1.0
         parts = lc.parts(True, self.paired)

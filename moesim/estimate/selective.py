@@ -8,6 +8,17 @@ default is the attention core alone, Korthikanti §5):
                router's input, an MTP module's M_k input — are not stored.
   mla_up_proj  MLA's Q and KV up-projections run again, so Q, K, V are not stored, only the latents
                c_Q (r_q), c_KV (r_kv) and the shared rotary key (d_r) (DeepSeek-V2 §2.1.2, eq. 9-14).
+  mlp          a dense layer's MLP is one checkpoint (Megatron-LM 23e00ed0 transformer_layer.py l.425-427 and
+               l.605-620: tensor_parallel.checkpoint / te_checkpoint of self.mlp, MoE layers excluded): it keeps
+               its input only (the norm's input, counted already), so nothing of FC1's input, FC1's output or the
+               activation is stored; its norm, FC1, activation and FC2 run again in backward. The bias-dropout-add
+               after it is outside the checkpoint (its mask stays).
+  moe_act      the routed experts' activation is discarded after FC2 reads it and recomputed before FC2's
+               backward (Megatron-LM 23e00ed0 moe/experts.py l.804-806, l.908-914: CheckpointWithoutOutput): the
+               activation's input (FC1's output, activation dtype) stays, FC2's input and the expert outputs are
+               not kept (the routing weight is applied inside the activation); the shared experts are untouched.
+               Its FP8 form needs a current or block scaling (transformer_config.py l.916). The DeepSeek-V3 form,
+               input cached in FP8 and the shared experts too, is training.moe_activation_recompute.
 The cost is the recomputed forward operators at their forward prices (`recomputed_ops`: the one operator list).
 DeepSeek-V3 §3.2.3 recomputes the norms and the up-projections, not the attention core (its H800 trace has no
 attention kernel in the backward besides the flash backward).
@@ -37,7 +48,8 @@ class StoredInputs:
     qkv_per_token: np.ndarray | None  # Q, K, V elements kept per token (None: Korthikanti's 3h)
 
 
-def _modules(training: TrainingSpec, recompute, module: str) -> np.ndarray:
+def recomputed(training: TrainingSpec, recompute, module: str) -> np.ndarray:
+    """Per candidate: `module` is recomputed (recompute = "selective" and the module listed)."""
     return (np.asarray(recompute) == mem.RECOMPUTE_CODES["selective"]) & (module in training.recompute_modules)
 
 
@@ -63,10 +75,10 @@ def flash_qkv_per_token(model: ModelSpec) -> int:
 
 
 def stored_inputs(model: ModelSpec, training: TrainingSpec, recompute, q_store: float) -> StoredInputs:
-    norms = _modules(training, recompute, "layernorm")
+    norms = recomputed(training, recompute, "layernorm")
     qkv = flash_qkv_per_token(model) if training.attention_kernel == "flash" else None
     if model.attention.kind == "mla":
-        up = _modules(training, recompute, "mla_up_proj")
+        up = recomputed(training, recompute, "mla_up_proj")
         qkv = np.where(up, mla_latents_per_token(model), 3 * model.d_model if qkv is None else qkv)
     return StoredInputs(q_gemm_input=np.where(norms, 0.0, q_store), q_router_input=np.where(norms, 0.0, mem.ACT_BYTES),
                         mask=mem.MASK_BYTES if training.dropout else 0.0, qkv_per_token=qkv)
@@ -77,16 +89,24 @@ def stored_inputs(model: ModelSpec, training: TrainingSpec, recompute, q_store: 
 # DeepSeek's H800 trace, tests/data/dsv3_trace: attn_norm, q_norm, kv_norm and moe_norm kernels in the backward),
 # and MLA's Q and KV up-projections with the RoPE and copies of their outputs (§3.2.3 "MLA up-projections"; the
 # trace's q / kv up-projection GEMMs, rotary_kernel, _copy_tensor_kernel and 65536-block copy again there).
+# "mlp": a dense layer's whole MLP but its residual add (moesim/ops/layer.py dense_ffn, part "dense_ffn"); "moe_act":
+# the routed experts' activation (layer.py experts), priced as its forward (read 2f or f, write f per slot).
 RECOMPUTED_OPS = {"layernorm": ("attn_norm", "q_norm", "kv_norm", "mlp_norm", "moe_norm", "mtp_norms"),
-                  "mla_up_proj": ("q_up_proj", "kv_up_proj", "rope_and_copies")}
+                  "mla_up_proj": ("q_up_proj", "kv_up_proj", "rope_and_copies"),
+                  "mlp": ("mlp_norm", "fc1", "activation", "fc2"),
+                  "moe_act": ("expert_activation",)}
+RECOMPUTED_PART = {"mlp": "dense_ffn"}  # modules whose operators are taken from one part only
 
 
 def recomputed_ops(training: TrainingSpec, fwd_ops: list) -> list:
     """The forward operators a selective recomputation runs again in backward, to be priced as the forward prices
-    them (one operator list): the attention core with core_attn, the norms and up-projections of RECOMPUTED_OPS."""
+    them (one operator list): the attention core with core_attn, the operators RECOMPUTED_OPS names for the others."""
     modules = training.recompute_modules
-    names = {name for module in modules for name in RECOMPUTED_OPS.get(module, ())}
-    return [op for op in fwd_ops if (op.kind == "attention" and "core_attn" in modules) or op.name in names]
+    names = {name for module in modules for name in RECOMPUTED_OPS.get(module, ()) if module not in RECOMPUTED_PART}
+    parts = {(RECOMPUTED_PART[module], name) for module in modules if module in RECOMPUTED_PART
+             for name in RECOMPUTED_OPS[module]}
+    return [op for op in fwd_ops if (op.kind == "attention" and "core_attn" in modules) or op.name in names
+            or (op.part, op.name) in parts]
 
 
 def core_recompute_code(training: TrainingSpec, recompute) -> np.ndarray:

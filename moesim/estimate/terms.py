@@ -33,7 +33,7 @@ from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
 from moesim.estimate.pricing import distinct_rows
 from moesim.ops.base import ATTENTION_BACKWARD_TO_FORWARD, PARTS, Op, gemm, memory
-from moesim.estimate.selective import core_recompute_code, recomputed_ops, stored_inputs
+from moesim.estimate.selective import core_recompute_code, recomputed, recomputed_ops, stored_inputs
 from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER, mla_sp_widths
 from moesim.estimate.precision_terms import (
     activation_dequantise_bytes, activation_recompute_bytes, attention_output_cast_bytes, quantise_parts_bytes,
@@ -325,7 +325,9 @@ class TermBuilder:
             if dense_einsum else 0.0
         terms.hardware_flops = (1 + BACKWARD_TO_FORWARD) * fwd_executed - einsum_saved + recompute_flops \
             + (ATTENTION_BACKWARD_TO_FORWARD - BACKWARD_TO_FORWARD) * executed
-        self._tp_comms(terms, cls, blocks, full, b)
+        # "mlp": the checkpointed dense MLP re-runs its gather and scatter (or all-reduce) in backward (selective.py)
+        mlp_redo = np.where(recomputed(self.tr, rec, "mlp") & (not cls.is_moe), 1, 0)
+        self._tp_comms(terms, cls, blocks, full, b, mlp_redo)
         terms.attention_core_time_s = score_time
         return terms
 
@@ -388,16 +390,23 @@ class TermBuilder:
         if cls.mtp:
             act = act + mem.mtp_input_activation_bytes(b, n, h, tp, sp, q_st, kept.q_gemm_input)
         if routing is None:
-            act = act + mem.mlp_activation_bytes(b, n, h, model.d_ff, tp, sp, model.ffn_kind, q_st, False,
-                                                 kept.q_gemm_input, kept.mask)
+            mlp = mem.mlp_activation_bytes(b, n, h, model.d_ff, tp, sp, model.ffn_kind, q_st, False,
+                                           kept.q_gemm_input, kept.mask)
+            # "mlp": a checkpoint keeps the MLP's input only (a norm input, counted above); its dropout mask stays
+            checkpointed = mem.mlp_activation_bytes(b, n, h, 0, tp, sp, model.ffn_kind, q_st, False, 0.0, kept.mask)
+            act = act + np.where(recomputed(tr, rec, "mlp"), checkpointed, mlp)
         else:
             moe = model.moe
             t_dev, capacity, slots = routing
             dense_einsum = tr.dispatch_impl == "dense_einsum"
-            act = act + mem.moe_activation_bytes(t_dev, slots, h, moe.expert_d_ff, moe.num_experts, etp,
-                                                 model.ffn_kind, dense_einsum, capacity, q_st,
-                                                 tr.moe_activation_recompute, kept.q_router_input, kept.mask,
-                                                 tr.moe_probs_in_activation)
+            args = (t_dev, slots, h, moe.expert_d_ff, moe.num_experts, etp, model.ffn_kind, dense_einsum, capacity,
+                    q_st)
+            experts = mem.moe_activation_bytes(*args, tr.moe_activation_recompute, kept.q_router_input, kept.mask,
+                                               tr.moe_probs_in_activation)
+            # "moe_act": FC1's output kept as computed (q_a), FC2's input and the expert outputs not (selective.py)
+            moe_act = mem.moe_activation_bytes(*args, True, kept.q_router_input, kept.mask, True,
+                                               q_act_input=tr.bytes_of("activation"))
+            act = act + np.where(recomputed(tr, rec, "moe_act"), moe_act, experts)
             if moe.num_shared_experts:
                 act = act + mem.mlp_activation_bytes(b, n, h, moe.num_shared_experts * moe.shared_expert_d_ff, tp,
                                                      sp, model.ffn_kind, q_st, tr.moe_activation_recompute,
@@ -449,20 +458,21 @@ class TermBuilder:
         terms.comms.append(CommCall("etp_reduce_scatter", "etp", "reduce_scatter", gathered * q_c, 2 + extra))
         return moe_ops, fwd_flops, padded_extra
 
-    def _tp_comms(self, terms: ClassTerms, cls: LayerClass, blocks: int, full, b) -> None:
+    def _tp_comms(self, terms: ClassTerms, cls: LayerClass, blocks: int, full, b, mlp_redo=0) -> None:
         """Megatron TP: per block an all-reduce forward and one backward, or with sequence parallelism an
         all-gather + reduce-scatter of the same volume (Korthikanti §4.2.2). With sequence parallelism the
         column-parallel GEMM keeps only its sequence shard of the input for backward and all-gathers it once
         more there for its weight gradient (Megatron-LM core/tensor_parallel/layers.py,
         LinearWithGradAccumulationAndAsyncCommunication.backward; Transformer Engine's Linear likewise):
-        tp_all_gather_wgrad, one per block per micro-batch."""
+        tp_all_gather_wgrad, one per block per micro-batch. `mlp_redo`: 1 where a checkpointed dense MLP runs its
+        forward again in backward (recompute module "mlp"), with its gather and scatter (or all-reduce)."""
         size = b * cls.tokens * self.model.d_model * self.q_a
         calls = blocks * (2 + np.where(full, 1, 0))
         if self.tr.sequence_parallel:
             mla = mla_sp_widths(self.model)
             if mla is None:
-                terms.comms.append(CommCall("tp_all_gather", "tp", "all_gather", size, calls))
-                terms.comms.append(CommCall("tp_reduce_scatter", "tp", "reduce_scatter", size, calls))
+                terms.comms.append(CommCall("tp_all_gather", "tp", "all_gather", size, calls + mlp_redo))
+                terms.comms.append(CommCall("tp_reduce_scatter", "tp", "reduce_scatter", size, calls + mlp_redo))
                 terms.comms.append(CommCall("tp_all_gather_wgrad", "tp", "all_gather", size,
                                             blocks * np.ones_like(calls)))
                 return
@@ -474,9 +484,10 @@ class TermBuilder:
             per_token = b * cls.tokens * self.q_a
             others = blocks - 1  # one MLA self-attention block per layer; the rest (the dense MLP) as above
             once = np.ones_like(calls)
-            terms.comms.append(CommCall("tp_all_gather", "tp", "all_gather", size, others * (calls / blocks) + once))
+            terms.comms.append(CommCall("tp_all_gather", "tp", "all_gather", size,
+                                        others * (calls / blocks) + once + mlp_redo))
             terms.comms.append(CommCall("tp_reduce_scatter", "tp", "reduce_scatter", size,
-                                        others * (calls / blocks) + 1 + np.where(full, 1, 0)))
+                                        others * (calls / blocks) + 1 + np.where(full, 1, 0) + mlp_redo))
             if others:
                 terms.comms.append(CommCall("tp_all_gather_wgrad", "tp", "all_gather", size, others * once))
             terms.comms.append(CommCall(MLA_GATHER, "tp", "all_gather", per_token * gathered,
@@ -484,4 +495,4 @@ class TermBuilder:
             terms.comms.append(CommCall(MLA_SCATTER, "tp", "reduce_scatter", per_token * gathered, once))
             terms.comms.append(CommCall(MLA_WGRAD_GATHER, "tp", "all_gather", per_token * wgrad, once))
         else:
-            terms.comms.append(CommCall("tp_all_reduce", "tp", "all_reduce", size, calls))
+            terms.comms.append(CommCall("tp_all_reduce", "tp", "all_reduce", size, calls + mlp_redo))

@@ -57,6 +57,15 @@ class Scenario:
                             f"{self.model.attention.kind} attention)", file=self.file or None,
                             field="training.recompute_modules", value="mla_up_proj")
         moe = self.model.moe
+        if "moe_act" in self.training.recompute_modules and moe is None:
+            # Megatron-LM 23e00ed0 moe/experts.py l.804-806: the routed experts' (grouped) MLP only
+            raise SpecError(f"moe_act recomputes the routed experts' activation: '{self.model.name}' has no MoE "
+                            "layers", file=self.file or None, field="training.recompute_modules", value="moe_act")
+        if "mlp" in self.training.recompute_modules and self.model.num_moe_layers == self.model.num_layers:
+            # Megatron-LM 23e00ed0 transformer_layer.py l.425-427: "mlp" checkpoints dense MLPs, not an MoELayer
+            raise SpecError(f"mlp recomputes dense MLP layers: every layer of '{self.model.name}' is an MoE layer "
+                            "(recompute the experts' activation with moe_act)", file=self.file or None,
+                            field="training.recompute_modules", value="mlp")
         if self.training.cuda_graph_scope and self.hardware.device_kind != "gpu":
             raise SpecError("CUDA graphs run on GPUs", file=self.file or None, field="training.cuda_graph_scope",
                             value=list(self.training.cuda_graph_scope), allowed=[])

@@ -21,7 +21,9 @@ RECOMPUTE_MODES = ("none", "selective", "full")
 # What selective recomputation covers (Megatron-Core --recompute-modules names): the attention core (the default,
 # Korthikanti §5), the norms and the MLA up-projections, whose outputs are then not stored (DeepSeek-V3 §3.2.3
 # recomputes "all RMSNorm operations and MLA up-projections", not the core: moesim/estimate/selective.py).
-RECOMPUTE_MODULES = ("core_attn", "layernorm", "mla_up_proj")
+# Megatron-LM 23e00ed0 core/transformer/transformer_config.py recompute_modules (l.304-317): moesim builds these five
+# of its seven ("moe" and "shared_experts", whole-module checkpoints of the MoE layer / shared experts, are not built)
+RECOMPUTE_MODULES = ("core_attn", "layernorm", "mla_up_proj", "mlp", "moe_act")
 # What a per-layer CUDA graph captures in training (Megatron-LM --cuda-graph-impl local | transformer_engine with
 # --cuda-graph-modules; NVIDIA/Megatron-LM @ d98e8a64 docs/user-guide/features/cuda_graph.md, "--cuda-graph-modules
 # options"): attn TransformerLayer._forward_attention, mlp the dense layers' _forward_mlp, moe the MoE layers'
@@ -235,6 +237,19 @@ class TrainingSpec:
             if module not in RECOMPUTE_MODULES:
                 raise SpecError(f"'{module}' is not allowed", field="training.recompute_modules", value=module,
                                 allowed=RECOMPUTE_MODULES)
+        if "moe_act" in self.recompute_modules and self.moe_activation_recompute:
+            raise SpecError("moe_act (Megatron's recompute module: routed experts, BF16 input kept) and "
+                            "moe_activation_recompute (DeepSeek-V3 §3.3.4: FP8 input, shared experts too) both "
+                            "recompute the expert activation: choose one", field="training.recompute_modules",
+                            value=list(self.recompute_modules),
+                            allowed=[m for m in RECOMPUTE_MODULES if m != "moe_act"])
+        delayed = [m for m in ("moe_act", "layernorm") if m in self.recompute_modules]
+        if delayed and self.fp8_scaling == "per_tensor_delayed":
+            # Megatron-LM 23e00ed0 transformer_config.py l.916: "Delayed scaling does not support moe_act and
+            # layernorm recompute for fp8" (their discarded outputs are FP8 GEMM inputs re-quantised in backward)
+            raise SpecError(f"{' and '.join(delayed)} recompute does not run with FP8 delayed scaling (Megatron-LM "
+                            "transformer_config.py)", field="training.gemm_scaling", value=self.fp8_scaling,
+                            allowed=[s for s in SCALINGS if s not in ("none", "per_tensor_delayed")])
         if not self.recompute_modules:  # core_attn may be left out: DeepSeek-V3 §3.2.3 recomputes norms and MLA only
             raise SpecError("selective recomputation needs at least one module", field="training.recompute_modules",
                             value=[], allowed=RECOMPUTE_MODULES)

@@ -79,6 +79,13 @@ CASES = [
     ("mixtral-8x7b pp4 vp2 uneven pipeline layout", "mixtral-8x7b-h100", {"pipeline_schedule": "interleaved"},
      Layout(dp=16, ep=8, pp=4, vp=2, first_stage_layers=8, last_stage_layers=8,
             pipeline_layout="Et*3|t*4|t*4|t*4|t*5|t*4|t*4|t*4L")),
+    # Megatron's "mlp" and "moe_act" recompute modules (session 21, recompmods): both engines read the recomputed
+    # operators' time from the one operator list (moesim/estimate/selective.py recomputed_ops).
+    ("deepseek-v2-l4 b200 selective mlp", "deepseek-v2-l4-b200-ep8",
+     {"recompute": "selective", "recompute_modules": ("mlp",)}, None),
+    ("llama3-70b b200 tp8 sp selective mlp", "llama3-70b-l12-b200-tp8",
+     {"recompute": "selective", "recompute_modules": ("core_attn", "mlp")}, None),
+    ("mixtral-8x7b selective moe_act", "mixtral-8x7b-h100", {"recompute_modules": ("core_attn", "moe_act")}, None),
 ]
 # The gradient sync (session 18, gradsync): the simulator runs it bucket by bucket (40e6 parameters each, MCore's
 # floor), the estimate priced one collective per axis over the stage's whole gradient and hid it under the slowest

@@ -55,8 +55,9 @@ RECORDED_ERROR_PCT = {
     "25.11-b200-qwen3-30b-fp8mx-ep8": -60.3,  # 25.11 DGX-B200 Qwen3_30B_a3B: 9299
     "25.11-h100-qwen3-30b-fp8cs-pp2vp24ep8": -48.3,  # 25.11 DGX-H100 Qwen3_30B_a3B: 5275
     # DeepEP as the recipe's run_script.py runs it on H100 (session 21, a2aoverlap; +43.1 with NCCL's all-to-all), at
-    # the recipe's vp 4 (bridgekeys) and so with the recipe's EP A2A overlap priced
-    "25.09-h100-dsv3-pp8vp4ep64tp2": -24.8,  # 25.09 DGX-H100 DeepSeekV3 (dropless): 1297
+    # the recipe's vp 4 (bridgekeys) and so with the recipe's EP A2A overlap priced; its modules mla_up_proj + mlp
+    # (recompmods; Megatron's default core_attn before: -24.5)
+    "25.09-h100-dsv3-pp8vp4ep64tp2": -23.4,  # 25.09 DGX-H100 DeepSeekV3 (dropless): 1297
     "26.02-gb200-qwen3-235b-fp8mx-pp8ep32": -13.3,  # 26.02 DGX-GB200 Qwen3_235B_a22B: 5448
     "26.02-b200-qwen3-235b-fp8mx-pp8ep8": -19.4,  # 26.02 DGX-B200 Qwen3_235B_a22B: 3805
     # the recipe's uneven chunks (bridgekeys) make it interleaved, so its EP A2A overlap is priced (a2aoverlap; -21.5)

@@ -51,10 +51,10 @@ RECORDED_ERROR_PCT = {
     "26.08-gb200-qwen3-30b-mxfp8-ep8": +7.5,  # 26.08 DGX-GB200 Qwen3_30B_a3B MXFP8: 39936; none
     "26.08-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -15.4,  # 26.08 DGX-GB300 Qwen3_235B_a22B MXFP8: 8816; none
     "26.08-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -21.3,  # 26.08 DGX-GB200 Qwen3_235B_a22B MXFP8: 7280; none
-    "26.06.01-gb300-dsv3-mxfp8-pp2vp8ep32": -4.6,  # 26.06.01 DGX-GB300 DeepSeekV3 MXFP8: 6304; none
+    "26.06.01-gb300-dsv3-mxfp8-pp2vp8ep32": -4.6,  # 26.06.01 DGX-GB300 DeepSeekV3 MXFP8: 6304; full
     "26.06.01-gb200-dsv3-mxfp8-pp4vp4ep64": -15.3,  # 26.06.01 DGX-GB200 DeepSeekV3 MXFP8: 4928; selective (mla_up_proj)
-    "26.06.01-gb300-qwen3-30b-mxfp8-ep8": +9.0,  # 26.06.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; none
-    "26.06.01-gb200-qwen3-30b-mxfp8-ep8": +10.3,  # 26.06.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 40960; none
+    "26.06.01-gb300-qwen3-30b-mxfp8-ep8": +9.0,  # 26.06.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; full
+    "26.06.01-gb200-qwen3-30b-mxfp8-ep8": +10.3,  # 26.06.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 40960; full
     "26.06.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -13.6,  # 26.06.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 9008; none
     "26.06.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -20.5,  # 26.06.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 7360; none
     "26.06-gb300-dsv3-mxfp8-pp2vp8ep32": -4.0,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6338; none
@@ -68,9 +68,10 @@ RECORDED_ERROR_PCT = {
     "26.06-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -13.5,  # 26.06 DGX-GB300 Qwen3_235B_a22B MXFP8: 9015; none
     "26.06-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -20.3,  # 26.06 DGX-GB200 Qwen3_235B_a22B MXFP8: 7376; none
     "26.04.01-gb300-dsv3-mxfp8-pp2vp8ep32": -3.1,  # 26.04.01 DGX-GB300 DeepSeekV3 MXFP8: 4992; selective (mla_up_proj)
-    "26.04.01-gb200-dsv3-mxfp8-pp4vp4ep64": -4.2,  # 26.04.01 DGX-GB200 DeepSeekV3 MXFP8: 4256; full
+    "26.04.01-gb200-dsv3-mxfp8-pp4vp4ep64": -5.6,  # 26.04.01 DGX-GB200 DeepSeekV3 MXFP8: 4256; selective (mlp)
     "26.04.01-b300-dsv3-mxfp8-pp8ep8": -16.8,  # 26.04.01 DGX-B300 DeepSeekV3 MXFP8: 3456; selective (mla_up_proj)
-    "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": +14.6,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; full
+    # the recipe's modules: selective (mla_up_proj, mlp), priced since session 21 (recompmods; moesim's rule before)
+    "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": +14.6,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; the recipe's modules
     "26.04.01-gb300-qwen3-30b-mxfp8-ep8": -21.6,  # 26.04.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 31744; none
     "26.04.01-gb200-qwen3-30b-mxfp8-ep8": -28.6,  # 26.04.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26112; none
     "26.04.01-b300-qwen3-30b-mxfp8-ep8": -21.0,  # 26.04.01 DGX-B300 Qwen3_30B_a3B MXFP8: 30720; none
@@ -82,7 +83,7 @@ RECORDED_ERROR_PCT = {
     "26.04.01-b200-qwen3-235b-mxfp8-pp8ep8": -16.3,  # 26.04.01 DGX-B200 Qwen3_235B_a22B MXFP8: 3776; none
     "26.04.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -23.7,  # 26.04.01 DGX-H100 Qwen3_235B_a22B FP8: 1712; none
     "26.04-gb300-dsv3-mxfp8-pp2vp8ep32": -3.6,  # 26.04 DGX-GB300 DeepSeekV3 MXFP8: 4965; selective (mla_up_proj)
-    "26.04-gb200-dsv3-mxfp8-pp4vp4ep64": -5.6,  # 26.04 DGX-GB200 DeepSeekV3 MXFP8: 4193; full
+    "26.04-gb200-dsv3-mxfp8-pp4vp4ep64": -7.0,  # 26.04 DGX-GB200 DeepSeekV3 MXFP8: 4193; selective (mlp)
     "26.04-b300-dsv3-mxfp8-pp16ep8": -17.8,  # 26.04 DGX-B300 DeepSeekV3 MXFP8: 3131; selective (mla_up_proj)
     "26.04-b200-dsv3-mxfp8-pp16ep8": +20.9,  # 26.04 DGX-B200 DeepSeekV3 MXFP8: 2815; selective (mla_up_proj)
     "26.04-gb300-qwen3-30b-mxfp8-ep8": -22.3,  # 26.04 DGX-GB300 Qwen3_30B_a3B MXFP8: 31470; none
@@ -115,20 +116,21 @@ RECORDED_ERROR_PCT = {
     "26.06-gb200-gpt-oss-120b-mxfp8-ep64": -17.8,  # 26.06 DGX-GB200 GPT OSS 120B MXFP8: 28947; none
     "26.06-b300-gpt-oss-120b-mxfp8-ep8": -42.2,  # 26.06 DGX-B300 GPT OSS 120B MXFP8: 18534; none
     "26.04.01-gb300-gpt-oss-120b-bf16-ep64": -35.5,  # 26.04.01 DGX-GB300 GPT OSS 120B BF16: 19200; none
-    "26.04.01-gb200-gpt-oss-120b-bf16-ep64": -43.8,  # 26.04.01 DGX-GB200 GPT OSS 120B BF16: 16640; none
+    # the recipe's modules: selective (layernorm, moe_act), priced since session 21 (recompmods; moesim's rule before)
+    "26.04.01-gb200-gpt-oss-120b-bf16-ep64": -41.7,  # 26.04.01 DGX-GB200 GPT OSS 120B BF16: 16640; the recipe's modules
     "26.04.01-b300-gpt-oss-120b-bf16-ep8": -42.8,  # 26.04.01 DGX-B300 GPT OSS 120B BF16: 15232; none
-    "26.04.01-b200-gpt-oss-120b-bf16-ep8": -1.9,  # 26.04.01 DGX-B200 GPT OSS 120B BF16: 13568; full
-    "26.04.01-h100-gpt-oss-120b-bf16-pp4ep8": -36.9,  # 26.04.01 DGX-H100 GPT OSS 120B BF16: 5824; full
+    "26.04.01-b200-gpt-oss-120b-bf16-ep8": -19.2,  # 26.04.01 DGX-B200 GPT OSS 120B BF16: 13568; the recipe's modules
+    "26.04.01-h100-gpt-oss-120b-bf16-pp4ep8": -34.5,  # 26.04.01 DGX-H100 GPT OSS 120B BF16: 5824; the recipe's modules
     "26.04-gb300-gpt-oss-120b-bf16-ep64": -35.3,  # 26.04 DGX-GB300 GPT OSS 120B BF16: 19275; none
-    "26.04-gb200-gpt-oss-120b-bf16-ep64": -44.5,  # 26.04 DGX-GB200 GPT OSS 120B BF16: 15938; none
+    "26.04-gb200-gpt-oss-120b-bf16-ep64": -42.5,  # 26.04 DGX-GB200 GPT OSS 120B BF16: 15938; the recipe's modules
     "26.04-b300-gpt-oss-120b-bf16-ep8": -43.2,  # 26.04 DGX-B300 GPT OSS 120B BF16: 15114; none
-    "26.04-b200-gpt-oss-120b-bf16-ep8": -4.8,  # 26.04 DGX-B200 GPT OSS 120B BF16: 13045; full
-    "26.04-h100-gpt-oss-120b-bf16-pp4ep8": -37.1,  # 26.04 DGX-H100 GPT OSS 120B BF16: 5810; full
+    "26.04-b200-gpt-oss-120b-bf16-ep8": -21.7,  # 26.04 DGX-B200 GPT OSS 120B BF16: 13045; the recipe's modules
+    "26.04-h100-gpt-oss-120b-bf16-pp4ep8": -34.7,  # 26.04 DGX-H100 GPT OSS 120B BF16: 5810; the recipe's modules
     "26.02.01-gb300-gpt-oss-120b-bf16-ep64": -35.0,  # 26.02.01 DGX-GB300 GPT OSS 120B BF16: 19366; none
-    "26.02.01-gb200-gpt-oss-120b-bf16-ep64": -46.8,  # 26.02.01 DGX-GB200 GPT OSS 120B BF16: 15754; none
+    "26.02.01-gb200-gpt-oss-120b-bf16-ep64": -44.8,  # 26.02.01 DGX-GB200 GPT OSS 120B BF16: 15754; the recipe's modules
     "26.02.01-b300-gpt-oss-120b-bf16-ep8": -37.2,  # 26.02.01 DGX-B300 GPT OSS 120B BF16: 15031; none
     "26.02.01-b200-gpt-oss-120b-bf16-ep8": +8.8,  # 26.02.01 DGX-B200 GPT OSS 120B BF16: 13722; full
-    "26.02.01-h100-gpt-oss-120b-bf16-pp4ep8": -35.2,  # 26.02.01 DGX-H100 GPT OSS 120B BF16: 5984; none
+    "26.02.01-h100-gpt-oss-120b-bf16-pp4ep8": -32.7,  # 26.02.01 DGX-H100 GPT OSS 120B BF16: 5984; the recipe's modules
 }
 
 
@@ -212,8 +214,10 @@ def test_the_2608_recipes_are_written_into_the_scenarios():
     assert (older.first_stage_layers, older.last_stage_layers, older.recompute_modules) == (32, 29, ("mla_up_proj",))
     b200 = BY_CASE["26.04.01-b200-dsv3-mxfp8-pp8vp2ep32"]  # the same pp_layout over pp 8 · vp 2: 4 + 4 | 4 + 1
     assert (b200.first_stage_layers, b200.last_stage_layers, b200.dispatcher) == (8, 5, "deepep")
-    mlp = BY_CASE["26.04-gb200-dsv3-mxfp8-pp4vp4ep64"]  # recomputes "mlp": no moesim module, moesim's rule
-    assert mlp.recipe and mlp.recompute == "" and any("no moesim module" in a for a in mlp.assumed)
+    mlp = BY_CASE["26.04-gb200-dsv3-mxfp8-pp4vp4ep64"]  # recomputes "mlp": moesim's module since recompmods
+    assert mlp.recipe and (mlp.recompute, mlp.recompute_modules) == ("selective", ("mlp",))
+    assert bp.row_scenario(mlp, mlp.recompute, mlp.recompute_modules).training.recompute_modules == ("core_attn", "mlp")
+    assert not any("no moesim module" in a for r in ROWS for a in r.assumed)
     h100 = BY_CASE["26.06-h100-qwen3-30b-fp8-ep16"]
     assert bp.row_scenario(h100, "none", ()).training.precision_recipe == "te-current-scaling"
     assert any("current scaling" in a for a in h100.assumed)

@@ -1,0 +1,124 @@
+"""Megatron-LM's "mlp" and "moe_act" recompute modules (moesim/estimate/selective.py): what each stops keeping,
+what each runs again in backward, and the set-ups Megatron refuses (Megatron-LM 23e00ed0 transformer_config.py,
+transformer_layer.py l.425-427 / l.605-620, moe/experts.py l.804-806 / l.908-914)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from moesim.errors import SpecError
+from moesim.estimate.terms import TermBuilder
+from moesim.memory import RECOMPUTE_CODES
+from moesim.ops.price import op_time_s
+from moesim.specs.load import load_scenario
+from moesim.specs.training import TrainingSpec
+from moesim.workload import build_workload
+
+DSV2 = "deepseek-v2-l4-b200-ep8"  # 1 dense + 3 MoE layers, 2 shared experts, BF16, no dropout
+
+
+@pytest.fixture(scope="module")
+def dsv2():
+    return load_scenario(DSV2)
+
+
+def _terms(sc, modules: tuple[str, ...], ep: int = 8, tp: int = 1) -> dict[bool, object]:
+    """One layer's terms of each class (keyed by is_moe), selective with `modules`, micro-batch 1."""
+    tr = dataclasses.replace(sc.training, recompute="selective", recompute_modules=modules)
+    one = lambda v: np.array([float(v)])  # noqa: E731
+    builder = TermBuilder(sc.model, sc.hardware, tr, one(1), one(tp), one(ep), one(1),
+                          np.array([RECOMPUTE_CODES["selective"]]), one(np.nan))
+    return {cls.is_moe: builder.build(cls) for cls in build_workload(sc.model, *sc.seq_lens).classes}
+
+
+def _fwd(terms, part: str, names: tuple[str, ...]) -> list:
+    return [op for op in terms.ops_fwd if op.part == part and op.name in names]
+
+
+def test_mlp_keeps_only_the_checkpoint_input_and_reruns_the_dense_mlp(dsv2):
+    base, mlp = _terms(dsv2, ("core_attn",)), _terms(dsv2, ("core_attn", "mlp"))
+    n, h, f = dsv2.training.seq_len, dsv2.model.d_model, dsv2.model.d_ff
+    assert dsv2.training.bytes_of("activation_storage") == 2 and not dsv2.training.dropout
+    # BF16 SwiGLU MLP, no dropout: FC1's input 2h, FC1's output 2·2f and the SwiGLU output 2f per token go
+    assert (base[False].activation_bytes - mlp[False].activation_bytes)[0] == pytest.approx(n * (2 * h + 6 * f))
+    assert mlp[True].activation_bytes[0] == base[True].activation_bytes[0]  # an MoE layer is not an MLP
+    redo = _fwd(base[False], "dense_ffn", ("mlp_norm", "fc1", "activation", "fc2"))
+    assert len(redo) == 4  # the residual add after the MLP is outside Megatron's checkpoint
+    extra_s = sum(np.asarray(op_time_s(op, dsv2.hardware), dtype=float).ravel()[0] for op in redo)
+    assert (mlp[False].recompute_time_s - base[False].recompute_time_s)[0] == pytest.approx(extra_s)
+    assert extra_s > 0
+    gemm_flops = 2 * n * 3 * h * f  # FC1 (2f wide, gated) and FC2 run again
+    assert (mlp[False].hardware_flops - base[False].hardware_flops)[0] == pytest.approx(gemm_flops)
+    assert mlp[True].recompute_time_s[0] == base[True].recompute_time_s[0]
+
+
+def _added_calls(sc, ep: int, tp: int) -> dict[str, float]:
+    """Collective calls per micro-batch of the dense layer that "mlp" adds to core_attn alone."""
+    calls = [{c.name: float(np.asarray(c.calls).ravel()[0]) for c in _terms(sc, mods, ep, tp)[False].comms}
+             for mods in (("core_attn",), ("core_attn", "mlp"))]
+    return {k: calls[1][k] - calls[0][k] for k in calls[0]}
+
+
+def test_mlp_reruns_its_tp_collectives():
+    """Megatron's checkpoint re-runs the MLP's forward whole: under SP its all-gather before FC1 and its
+    reduce-scatter after FC2 (without SP the all-reduce), once more per micro-batch."""
+    sc = load_scenario("llama3-70b-l12-b200-tp8")
+    for sp in (True, False):
+        sc_sp = dataclasses.replace(sc, training=dataclasses.replace(sc.training, sequence_parallel=sp))
+        added = _added_calls(sc_sp, 1, 8)
+        names = ("tp_all_gather", "tp_reduce_scatter") if sp else ("tp_all_reduce",)
+        assert added == {k: float(k in names) for k in added}
+    dsv2 = load_scenario(DSV2)  # an MLA dense layer under SP: the MLP's h-wide gather and scatter, not the latents'
+    dsv2 = dataclasses.replace(dsv2, training=dataclasses.replace(dsv2.training, sequence_parallel=True))
+    added = _added_calls(dsv2, 4, 2)
+    assert added == {k: float(k in ("tp_all_gather", "tp_reduce_scatter")) for k in added}
+
+
+def test_moe_act_drops_fc2_input_and_reruns_the_routed_activation(dsv2):
+    base, act = _terms(dsv2, ("core_attn",)), _terms(dsv2, ("core_attn", "moe_act"))
+    slots, f_e = base[True].slots[0], dsv2.model.moe.expert_d_ff
+    assert dsv2.training.moe_probs_in_activation  # the expert outputs are not kept either way here
+    # per routed slot (ep 8, etp 1): FC2's input f_e at 2 bytes goes; the SwiGLU input 2·f_e stays at 2 bytes
+    assert (base[True].activation_bytes - act[True].activation_bytes)[0] == pytest.approx(slots * 2 * f_e)
+    (redo,) = _fwd(base[True], "expert_ffn", ("expert_activation",))
+    assert (act[True].recompute_time_s - base[True].recompute_time_s)[0] == \
+        pytest.approx(np.asarray(op_time_s(redo, dsv2.hardware), dtype=float).ravel()[0])
+    # the shared experts (their bytes and activation, inside both differences above) and the dense layer are untouched
+    assert act[False].activation_bytes[0] == base[False].activation_bytes[0]
+
+
+def test_moe_act_keeps_expert_outputs_without_probs_in_activation(dsv2):
+    """With the routing weight applied in the combine, moe_act moves it inside the activation (Megatron-LM
+    23e00ed0 experts.py activation_func_with_probs): the expert outputs (2h per slot) are not kept either."""
+    sc = dataclasses.replace(dsv2, training=dataclasses.replace(dsv2.training, moe_probs_in_activation=False))
+    base, act = _terms(sc, ("core_attn",)), _terms(sc, ("core_attn", "moe_act"))
+    slots, h, f_e = base[True].slots[0], sc.model.d_model, sc.model.moe.expert_d_ff
+    assert (base[True].activation_bytes - act[True].activation_bytes)[0] == pytest.approx(slots * (2 * h + 2 * f_e))
+
+
+def test_modules_that_do_not_apply_are_refused():
+    sc = load_scenario("llama3-70b-l12-b200-tp8")  # dense
+    with pytest.raises(SpecError, match="no MoE layers") as err:
+        dataclasses.replace(sc, training=dataclasses.replace(sc.training, recompute="selective",
+                                                             recompute_modules=("moe_act",)))
+    assert err.value.field == "training.recompute_modules"
+    mixtral = load_scenario("mixtral-8x7b-h100")  # every layer an MoE layer
+    with pytest.raises(SpecError, match="every layer of 'mixtral-8x7b' is an MoE layer"):
+        dataclasses.replace(mixtral, training=dataclasses.replace(mixtral.training, recompute_modules=("mlp",)))
+    with pytest.raises(SpecError, match="choose one"):
+        TrainingSpec(global_batch_sequences=8, recompute="selective", recompute_modules=("moe_act",),
+                     moe_activation_recompute=True)
+    with pytest.raises(SpecError, match="delayed scaling") as err:
+        TrainingSpec(global_batch_sequences=8, recompute="selective", recompute_modules=("moe_act",),
+                     gemm_dtype="float8", gemm_scaling="per_tensor_delayed")
+    assert err.value.field == "training.gemm_scaling"
+    with pytest.raises(SpecError, match="layernorm recompute does not run with FP8 delayed scaling"):
+        TrainingSpec(global_batch_sequences=8, recompute="selective", recompute_modules=("layernorm",),
+                     gemm_dtype="float8")  # FP8 without a scaling named: delayed
+    TrainingSpec(global_batch_sequences=8, recompute="selective", recompute_modules=("moe_act",),
+                 gemm_dtype="float8", gemm_scaling="mxfp8")  # current / block scalings run it
+    with pytest.raises(SpecError, match="not allowed"):
+        TrainingSpec(global_batch_sequences=8, recompute="selective", recompute_modules=("moe",))  # not built

@@ -43,6 +43,7 @@ import numpy as np
 from moesim.des.costs import CommSpec, Costs, LayerCost
 from moesim.des.orders import device_order
 from moesim.des.pieces import backward, forward, overlapped, weights
+from moesim.estimate.a2a_order import MEGATRON_A2A_NODES, MEGATRON_COMM_STREAM
 from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
 from moesim.estimate.grad_buckets import bucket_params as mcore_bucket_params  # the estimate's bucket size, one rule
 from moesim.estimate.grad_buckets import bucketed
@@ -115,7 +116,9 @@ class _Builder:
         self.ops: list[Op] = []
         self.keys: list[tuple] = []  # stream order: by key (creation order unless a DualPipe pair merges)
         self.key: tuple = (0,)  # prefix of the next operation's key
-        self.segment = 0  # collectives so far in the current layer pass (DualPipe pairs merge by it)
+        self._segment = 0  # collectives so far in the current layer pass (DualPipe pairs merge by it)
+        self.a2a_segments = False  # an FB slot in Megatron's order: segments split at the EP all-to-alls only
+        self._a2a_segment = 0  # EP dispatch / combine all-to-alls so far in the current layer pass
         self.side = 0  # in a DualPipe pair: 0 forward chain, 1 backward chain
         self.last: int | None = None
         self.recv: tuple[str, int, int] | None = None
@@ -130,9 +133,19 @@ class _Builder:
                 self.moe_number[layer] = n
                 n += 1
 
+    @property
+    def segment(self) -> int:
+        return self._a2a_segment if self.a2a_segments else self._segment
+
+    @segment.setter
+    def segment(self, value: int) -> None:  # a layer pass starts: both counters from 0
+        self._segment = self._a2a_segment = value
+
     def add(self, stream: str, kind: str, name: str, phase: str, layer: int, mb: int, deps=(), *,
             chain: bool = True, **kw) -> int:
         deps = tuple(d for d in deps if d is not None)
+        if self.a2a_segments and kind == COLLECTIVE and stream == "comm" and kw["comm"].name not in MEGATRON_COMM_STREAM:
+            stream = "compute"  # Megatron's order: a tp / cp collective runs inside its compute node (a2a_order)
         if chain and self.last is not None:
             deps = deps + (self.last,)
         deps = tuple(sorted({d for d in deps if self.ops[d].stream != stream}))
@@ -143,7 +156,10 @@ class _Builder:
         merged = (2 * self.segment - self.side,) if len(self.key) > 1 else ()
         self.keys.append(self.key + merged + (len(self.ops),))
         if kind == COLLECTIVE:
-            self.segment += 1
+            self._segment += 1
+            spec = kw.get("comm")
+            # Megatron's order (moesim.estimate.a2a_order): its comm nodes are the dispatch and the combine
+            self._a2a_segment += spec is not None and spec.name in MEGATRON_A2A_NODES
         if chain:
             self.last = op.index
         return op.index

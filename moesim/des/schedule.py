@@ -43,7 +43,7 @@ import numpy as np
 from moesim.des.costs import CommSpec, Costs, LayerCost
 from moesim.des.orders import device_order
 from moesim.des.pieces import backward, forward, overlapped, weights
-from moesim.estimate.a2a_order import MEGATRON_A2A_NODES, MEGATRON_COMM_STREAM
+from moesim.estimate.a2a_order import MEGATRON_A2A_NODES, OFF_COMPUTE_STREAM
 from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
 from moesim.estimate.grad_buckets import bucket_params as mcore_bucket_params  # the estimate's bucket size, one rule
 from moesim.estimate.grad_buckets import bucketed
@@ -144,7 +144,8 @@ class _Builder:
     def add(self, stream: str, kind: str, name: str, phase: str, layer: int, mb: int, deps=(), *,
             chain: bool = True, **kw) -> int:
         deps = tuple(d for d in deps if d is not None)
-        if self.a2a_segments and kind == COLLECTIVE and stream == "comm" and kw["comm"].name not in MEGATRON_COMM_STREAM:
+        spec = kw.get("comm")
+        if self.a2a_segments and stream == "comm" and spec is not None and spec.name not in OFF_COMPUTE_STREAM:
             stream = "compute"  # Megatron's order: a tp / cp collective runs inside its compute node (a2a_order)
         if chain and self.last is not None:
             deps = deps + (self.last,)
@@ -157,7 +158,6 @@ class _Builder:
         self.keys.append(self.key + merged + (len(self.ops),))
         if kind == COLLECTIVE:
             self._segment += 1
-            spec = kw.get("comm")
             # Megatron's order (moesim.estimate.a2a_order): its comm nodes are the dispatch and the combine
             self._a2a_segment += spec is not None and spec.name in MEGATRON_A2A_NODES
         if chain:

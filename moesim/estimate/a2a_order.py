@@ -70,6 +70,7 @@ MEGATRON_A2A_NODES = ("ep_all_to_all_dispatch", "ep_all_to_all_combine")  # moe_
 # fine_grained_callables.py build_layer_callables: moe_dispatch, moe_combine); a layer's tp / cp collectives run
 # inside its compute nodes, on the compute stream
 MEGATRON_COMM_STREAM = MEGATRON_A2A_NODES + ("ep_all_to_all_probs", "etp_all_gather", "etp_reduce_scatter")
+OFF_COMPUTE_STREAM = MEGATRON_COMM_STREAM + ("cp_ring_send_recv",)  # the cp ring runs beside the attention it feeds
 A2A_OF_CALL = {"ep_all_to_all_dispatch": "dispatch", "ep_all_to_all_probs": "dispatch",
                "ep_all_to_all_combine": "combine"}  # estimate.terms call names -> Megatron's comm nodes
 
@@ -83,7 +84,7 @@ def add_call(a2a_call: dict, c: int, name: str, t_call, calls_stage, layers) -> 
     if name in A2A_OF_CALL:
         key = (c, A2A_OF_CALL[name])
         a2a_call[key] = a2a_call.get(key, 0.0) + per(t_call, calls_stage)
-    elif name not in MEGATRON_COMM_STREAM and name != "cp_ring_send_recv":  # the ring hides under attention
+    elif name not in OFF_COMPUTE_STREAM:
         layer_s = per(t_call, np.asarray(layers, dtype=float))
         shares = (("tp_bwd", 1.0),) if "wgrad" in name else (("tp_fwd", 0.5), ("tp_bwd", 0.5))
         for key, share in shares:
@@ -138,4 +139,5 @@ def saving_s(terms, a2a_call: dict, counts: np.ndarray, vp, of, paired: bool, la
     return v * (serial - together)
 
 
-__all__ = ["A2A_OF_CALL", "add_call", "MEGATRON_A2A_NODES", "MEGATRON_COMM_STREAM", "BWD_SEGMENTS", "FWD_SEGMENTS", "layer_pairs_s", "saving_s", "segments_s"]
+__all__ = ["A2A_OF_CALL", "BWD_SEGMENTS", "FWD_SEGMENTS", "MEGATRON_A2A_NODES", "MEGATRON_COMM_STREAM",
+           "OFF_COMPUTE_STREAM", "add_call", "layer_pairs_s", "saving_s", "segments_s"]

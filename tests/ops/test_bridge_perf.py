@@ -50,8 +50,8 @@ RECORDED_ERROR_PCT = {
     "25.11-b200-qwen3-30b-fp8mx-ep8": -60.3,  # 25.11 DGX-B200 Qwen3_30B_a3B: 9299
     "25.11-h100-qwen3-30b-fp8cs-pp2vp24ep8": -48.3,  # 25.11 DGX-H100 Qwen3_30B_a3B: 5275
     # DeepEP as the recipe's run_script.py runs it on H100 (session 21, a2aoverlap; +43.1 with NCCL's all-to-all), at
-    # the recipe's vp 4 (bridgekeys) and so with the recipe's EP A2A overlap priced (a2aorder: in Megatron's order; -24.5
-    # with DualPipe's max per pair)
+    # the recipe's vp 4 (bridgekeys) and so with the recipe's EP A2A overlap priced (a2aorder: in Megatron's order;
+    # -24.5 with DualPipe's max per pair)
     "25.09-h100-dsv3-pp8vp4ep64tp2": -19.9,  # 25.09 DGX-H100 DeepSeekV3 (dropless): 1297
     "26.02-gb200-qwen3-235b-fp8mx-pp8ep32": -13.2,  # 26.02 DGX-GB200 Qwen3_235B_a22B: 5448
     "26.02-b200-qwen3-235b-fp8mx-pp8ep8": -19.2,  # 26.02 DGX-B200 Qwen3_235B_a22B: 3805

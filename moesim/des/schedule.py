@@ -236,8 +236,8 @@ class _Builder:
         probs = self._chunk_spec(lc, "ep_all_to_all_probs")
         moe = self.moe_number[layer]
         share = self.costs.pair_share() if self.paired and phase != "recompute" else 1.0
-        expert_s = self.costs.expert_ffn_s(lc.slots / c, backward, share)
-        expert_s *= self.scale if backward else 1  # input-gradient only: less the W share (zero-bubble)
+        expert_full_s = self.costs.expert_ffn_s(lc.slots / c, backward, share)
+        expert_s = expert_full_s * (self.scale if backward else 1)  # input-gradient only: less the W share
         kw = dict(moe=moe, chunks=c, backward=backward)
         order = ("shared_experts", "unpermute") if backward else ("router", "permute")
         for part in order:
@@ -256,6 +256,10 @@ class _Builder:
             arrived.append(a)
         computed = [self.add("compute", COMPUTE, STAGE_NAMES["expert_ffn"], phase, layer, mb, (a,), chain=False,
                              duration_s=expert_s, load=EXPERT, share=share, **kw) for a in arrived]
+        if backward and self.a2a_segments and expert_s < expert_full_s:  # mlp_bwd_dw, off the chain (a2a_order)
+            for e in computed:
+                self.add("compute", COMPUTE, "expert FFN weight gradients", phase, layer, mb, (e,), chain=False,
+                         duration_s=expert_full_s - expert_s, load=EXPERT, share=share, **kw)
         for e in computed:
             r = e
             if scatter:
@@ -292,8 +296,11 @@ class _Builder:
             self.layer_forward(layer, mb, "recompute")
         elif lc.recompute == "selective":
             self.compute("attention recompute", "recompute", layer, mb, lc.recompute_s)
+        # delay_wgrad_compute in Megatron's order (moesim.estimate.a2a_order): a MoE layer's weight gradients leave its
+        # chain, the experts' after their backward, the rest (attention, shared experts) after the layer's backward
+        delayed = self.a2a_segments and lc.is_moe and not input_only
         total = sum(lc.bwd_s.values())
-        self.scale = 1 - lc.weight_grad_s / total if input_only and total > 0 else 1.0
+        self.scale = 1 - lc.weight_grad_s / total if (input_only or delayed) and total > 0 else 1.0
         parts = lc.parts(True, self.paired)
         self.compute(STAGE_NAMES["layer_overhead"], "bwd", layer, mb, parts["layer_overhead"])
         if lc.is_moe:
@@ -303,6 +310,10 @@ class _Builder:
         attention = parts["attention"] / lc.attention_blocks
         for _ in range(lc.attention_blocks):
             self._block(lc, "attention", attention, "bwd", layer, mb)
+        if delayed and self.scale < 1:  # pre_dispatch_computation.backward_dw: off the chain, on the compute stream
+            rest_s = (1 - self.scale) * sum(v for k, v in parts.items() if k != "expert_ffn")
+            self.add("compute", COMPUTE, "weight gradients (delayed)", "bwd", layer, mb, (self.last,), chain=False,
+                     duration_s=rest_s)
         self.scale = 1.0
 
     # Gradient sync, ZeRO-3, pipeline -------------------------------------------------------------

@@ -15,19 +15,21 @@ the order issued: the layers stay aligned, no collective moves past its layer pa
 moesim.des.pieces.pair_order, is not Megatron's). moesim's operators split at the EP all-to-alls into three
 segments a pass: forward F0 (layer overhead, attention, router, permute) | dispatch | F1 (experts) | combine | F2
 (unpermute, shared experts); backward B0 (recompute, layer overhead, shared experts, unpermute) | combine | B1
-(experts, their weight gradients with them) | dispatch | B2 (permute, router, attention). On the compute stream
-B0 F0 B1 F1 B2 F2, on the comm stream c_b d_f d_b c_f (the simulator's keys, moesim.des.schedule._Builder.add), each
-operation after its chain's previous one: `layer_pairs_s` walks that, layer pair by layer pair. What it leaves out
-(as the simulator's order does not price it either): the weight-gradient split of delay_wgrad_compute (mlp_bwd_dw and
-the attention's backward_dw run on the compute stream where the backward's kernels run; moesim's backward kernels
-carry their W, so dispatch_bwd waits for it). The tp and cp collectives run on the compute stream, inside the
-compute nodes that issue them (the simulator's order runs them there too): serial with all compute, outside the
-pair's overlap.
+(experts) | dispatch | B2 (permute, router, attention), a MoE layer's backward kernels at their input-gradient share
+(delay_wgrad_compute: 1 − W/backward each, the simulator's input-only scale) and its weight gradients off the chain:
+W1 the experts' after B1 (mlp_bwd_dw), W2 the rest after B2 (pre_dispatch_computation.backward_dw: the shared experts'
+and the attention's, megatron/core/models/common/utils.py _BackwardDWWrapper.backward_dw). On the compute stream
+B0 F0 B1 W1 F1 B2 W2 F2, on the comm stream c_b d_f d_b c_f (the simulator's keys, moesim.des.schedule._Builder.add),
+each operation after its chain's previous one: `layer_pairs_s` walks that, layer pair by layer pair. A dense layer is
+one segment a pass, its W on the chain. The tp collectives run on the compute stream, inside the compute nodes that
+issue them (the simulator's order runs them there too); the cp ring stays beside the attention it feeds.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from moesim.estimate.schedules import weight_grad_time_s
 
 FWD_SEGMENTS = (("layer_overhead", "attention", "dense_ffn", "router", "permute"), ("expert_ffn",),
                 ("unpermute", "shared_experts"))  # moesim.des.schedule layer_forward / _moe: F0 | F1 | F2
@@ -43,23 +45,26 @@ def segments_s(parts: dict, names: tuple[str, ...]):
 def layer_pairs_s(fwd, bwd, weights) -> tuple[np.ndarray, np.ndarray]:
     """(paired, serial) seconds of forward layers run beside as many backward layers in Megatron's order (module
     docstring): fwd[i] = (F0, F1, F2, dispatch, combine) of forward layer i, bwd[i] = (B0, B1, B2, dispatch,
-    combine) of the backward layer paired with it (a dense layer: its pass in F0 / B0, no all-to-all), weights[i]
-    that pair's count (1, a fraction for the chunk's last, 0 past it); all broadcasting arrays."""
+    combine, W1, W2) of the backward layer paired with it (a dense layer: its pass in F0 / B0, no all-to-all; W1
+    the experts' weight gradients after B1, W2 the rest after B2, each off its chain), weights[i] that pair's count
+    (1, a fraction for the chunk's last, 0 past it); all broadcasting arrays."""
     comp = comm = f_ready = b_ready = paired = serial = np.zeros(())
-    for (f0, f1, f2, d_f, c_f), (b0, b1, b2, d_b, c_b), share in zip(fwd, bwd, weights):
+    for (f0, f1, f2, d_f, c_f), (b0, b1, b2, d_b, c_b, w1, w2), share in zip(fwd, bwd, weights):
         # model_chunk_schedule_plan.py TransformerLayerSchedulePlan.run: the issue order on each stream
         e_b0 = np.maximum(comp, b_ready) + b0
         e_cb = np.maximum(comm, e_b0) + c_b
         e_f0 = np.maximum(e_b0, f_ready) + f0
         e_df = np.maximum(e_cb, e_f0) + d_f
         e_b1 = np.maximum(e_f0, e_cb) + b1
+        e_w1 = e_b1 + w1  # mlp_bwd_dw: the compute stream's next, dispatch_bwd does not wait for it
         e_db = np.maximum(e_df, e_b1) + d_b
-        e_f1 = np.maximum(e_b1, e_df) + f1
+        e_f1 = np.maximum(e_w1, e_df) + f1
         e_cf = np.maximum(e_db, e_f1) + c_f
         e_b2 = np.maximum(e_f1, e_db) + b2
-        e_f2 = np.maximum(e_b2, e_cf) + f2
+        e_w2 = e_b2 + w2  # pre_dispatch_computation.backward_dw, likewise off the chain
+        e_f2 = np.maximum(e_w2, e_cf) + f2
         paired = paired + share * (e_f2 - comp)
-        serial = serial + share * (f0 + f1 + f2 + d_f + c_f + b0 + b1 + b2 + d_b + c_b)
+        serial = serial + share * (f0 + f1 + f2 + d_f + c_f + b0 + b1 + b2 + d_b + c_b + w1 + w2)
         comp, comm, f_ready, b_ready = (np.where(share > 0, new, old) for new, old in
                                         ((e_f2, comp), (e_cf, comm), (e_f2, f_ready), (e_b2, b_ready)))
     return paired, serial
@@ -114,13 +119,19 @@ def saving_s(terms, a2a_call: dict, counts: np.ndarray, vp, of, paired: bool, la
             ((sum(FWD_SEGMENTS, ()), (), ()), (sum(BWD_SEGMENTS, ()), (), ()))  # no all-to-all: one segment
         f = [rows(segments_s(fwd, names)) for names in f_names]
         b = [rows(segments_s(bwd, names)) for names in b_names]
+        # delay_wgrad_compute: a MoE layer's W share r of every backward kernel off its chain (the simulator's
+        # input-only scale, moesim.des.schedule layer_backward), the experts' after B1, the rest after B2
+        r = rows(weight_grad_time_s(t) / np.maximum(segments_s(t.bwd_parts_s, sum(BWD_SEGMENTS, ())), 1e-300)) \
+            if moe else np.zeros((1, 1))
+        w = (r * b[1], r * (b[0] + b[2]))
+        b = [(1 - r) * x for x in b]
         b[0] = b[0] + rows(t.recompute_time_s)  # the simulator's recompute opens the backward (schedule.py)
         f[0] = f[0] + a2a_call.get((c, "tp_fwd"), 0.0)  # the tp collectives, forward and backward
         b[-1 if moe else 0] = b[-1 if moe else 0] + a2a_call.get((c, "tp_bwd"), 0.0)
         d, cmb = a2a_call.get((c, "dispatch"), 0.0), a2a_call.get((c, "combine"), 0.0)
         shape = counts.shape[:2]
         per_class_f.append(np.stack([np.broadcast_to(a, shape) for a in (*f, d, cmb)]))
-        per_class_b.append(np.stack([np.broadcast_to(a, shape) for a in (*b, d, cmb)]))
+        per_class_b.append(np.stack([np.broadcast_to(a, shape) for a in (*b, d, cmb, *w)]))
     f_all, b_all = np.stack(per_class_f), np.stack(per_class_b)  # (class, segment, candidate, stage)
     classes = np.asarray(layer_classes)
     moe_at = [i for i, c in enumerate(classes) if (c, "dispatch") in a2a_call or (c, "combine") in a2a_call]

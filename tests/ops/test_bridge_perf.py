@@ -52,12 +52,12 @@ RECORDED_ERROR_PCT = {
     # DeepEP as the recipe's run_script.py runs it on H100 (session 21, a2aoverlap; +43.1 with NCCL's all-to-all), at
     # the recipe's vp 4 (bridgekeys) and so with the recipe's EP A2A overlap priced (a2aorder: in Megatron's order;
     # -24.5 with DualPipe's max per pair)
-    "25.09-h100-dsv3-pp8vp4ep64tp2": -19.9,  # 25.09 DGX-H100 DeepSeekV3 (dropless): 1297
+    "25.09-h100-dsv3-pp8vp4ep64tp2": -21.4,  # 25.09 DGX-H100 DeepSeekV3 (dropless): 1297
     "26.02-gb200-qwen3-235b-fp8mx-pp8ep32": -13.2,  # 26.02 DGX-GB200 Qwen3_235B_a22B: 5448
     "26.02-b200-qwen3-235b-fp8mx-pp8ep8": -19.2,  # 26.02 DGX-B200 Qwen3_235B_a22B: 3805
     # the recipe's uneven chunks (bridgekeys) make it interleaved, so its EP A2A overlap is priced (a2aoverlap; -21.5),
     # in Megatron's order (a2aorder; -50.3 with DualPipe's max per pair)
-    "26.02-h100-qwen3-235b-fp8cs-tp2pp8vp4ep32": -44.7,  # 26.02 DGX-H100 Qwen3_235B_a22B: 1633
+    "26.02-h100-qwen3-235b-fp8cs-tp2pp8vp4ep32": -45.9,  # 26.02 DGX-H100 Qwen3_235B_a22B: 1633
     "25.11-gb200-qwen3-235b-bf16-pp8vp3ep32": -10.7,  # 25.11 DGX-GB200 Qwen3_235B_a22B BF16: 4916
     "25.11-b200-qwen3-235b-fp8mx-pp8vp2ep8": -26.4,  # 25.11 DGX-B200 Qwen3_235B_a22B: 3269
     "25.11-h100-qwen3-235b-fp8cs-tp2pp8vp4ep32": +19.5,  # 25.11 DGX-H100 Qwen3_235B_a22B: 1575
@@ -206,7 +206,8 @@ def test_the_generated_block_is_current(load_script, doc_block):
     assert block == script.render().strip(), "run: python scripts/bridge_perf_check.py --write"
 
 
-# Rows whose recipe's EP A2A overlap is priced (session 21, a2aoverlap): the simulator's excess allowed (+3.4 % seen)
+# Rows whose recipe's EP A2A overlap is priced (session 21, a2aoverlap): the simulator's excess allowed (+3.4 % seen;
+# +2.0 % in Megatron's order with delay_wgrad_compute's W off the chain, a2aorder)
 A2A_OVERLAP_DES = {"26.02-h100-qwen3-30b-fp8cs-pp2vp12ep8": 0.04}
 
 
@@ -215,8 +216,8 @@ def test_the_simulator_runs_the_agreement_rows():
     tests/des/test_des_agreement.py's tolerance)."""
     for case in bp.DES_CASES:
         priced = bp.price_row(BY_CASE[case], simulate=True)
-        if case in A2A_OVERLAP_DES:  # 2-layer chunks with the EP A2A overlap: the simulator over the estimate, +3.4 %
-            # with DualPipe's max per pair and the same in Megatron's order (a2aorder; not traced further)
+        if case in A2A_OVERLAP_DES:  # 2-layer chunks with the EP A2A overlap: the simulator over the estimate (+3.4 %
+            # with DualPipe's max per pair, +2.0 % in Megatron's order; a2aorder, not traced further)
             assert priced.step_s <= priced.des_step_s <= priced.step_s * (1 + A2A_OVERLAP_DES[case])
             continue
         assert priced.des_step_s == pytest.approx(priced.step_s, rel=0.02)

@@ -1,7 +1,8 @@
-"""The expert all-to-all of Megatron-Bridge rows, and Megatron-Core's EP A2A overlap priced beside the list.
+"""The expert all-to-all of Megatron-Bridge rows.
 
 Validation only (moesim.models.bridge_a2a): per row, each EP all-to-all the estimate charges (group, nodes spanned,
-bytes, µs per call, NCCL's algorithm, per-step time) and the step the combined 1F1B schedule would give. Rows: the
+bytes, µs per call, NCCL's algorithm, per-step time); Megatron-Core's EP A2A overlap is priced in the operator list
+(training.moe_a2a_overlap, moesim.estimate.a2a_order). Rows: the
 cases named on the command line, else every row of tests/data/bridge_perf/megatron_bridge_moe.toml with ep > 1.
 """
 

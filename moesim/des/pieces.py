@@ -150,11 +150,15 @@ def _gradient_of(b: Builder, costs: Costs, vs: int, n: int, last_piece: bool) ->
 
 
 def overlapped(b, costs: Costs, slot: Slot, left: dict, pieces_left: list) -> None:
-    """DualPipe's F&B: forward of (mb, vs) and backward of `slot.pair`, built layer by layer as two chains, keyed
+    """An F&B: forward of (mb, vs) and backward of `slot.pair`, built layer by layer as two chains, keyed
     so that the backward's j-th stage part (between its collectives) sorts before the forward's j-th (as in
     DeepSeek-V3 Figure 4, compute F attention | B MLP | F MLP | B attention beside comm B combine | F dispatch |
-    B dispatch | F combine); each stream then runs the pair's operations in the order of a list schedule on the
-    model's times (`pair_order`), whose ties keep that order."""
+    B dispatch | F combine). DualPipe: each stream then runs the pair's operations in the order of a list schedule
+    on the model's times (`pair_order`), whose ties keep that order. Megatron-Core's EP A2A overlap
+    (training.moe_a2a_overlap): each stream runs them in that keyed order, layer pair by layer pair, the parts split
+    at the EP dispatch and combine only (Megatron's comm nodes; moesim.estimate.a2a_order, which the estimate
+    prices)."""
+    megatron = costs.training.moe_a2a_overlap
     kind_b, mb_b, vs_b = slot.pair
     start = b.last
     fwd_layers, bwd_layers = costs.stages[slot.vs].layers, tuple(reversed(costs.stages[vs_b].layers))
@@ -168,6 +172,7 @@ def overlapped(b, costs: Costs, slot: Slot, left: dict, pieces_left: list) -> No
     steps = max(len(fwd_layers), len(bwd_layers))
     sides: list[tuple[int, int]] = []  # (operation, 0 forward chain | 1 backward chain) of the layers below
     b.paired = True  # the layers' compute runs beside the other chunk's DeepEP kernels (moesim.ops.sm_share)
+    b.a2a_segments = megatron
     for i in range(steps):
         if i < len(fwd_layers):
             b.key, b.side, b.last, b.vs = b.key[:1] + (1 + i,), 0, chain_f, slot.vs
@@ -186,9 +191,10 @@ def overlapped(b, costs: Costs, slot: Slot, left: dict, pieces_left: list) -> No
             _backward_layer(b, costs, mb_b, vs_b, i, kind_b, left, pieces_left)
             sides += [(k, 1) for k in range(made, len(b.ops))]
             chain_b = b.last
-    b.paired = False
-    for k, position in pair_order(b.ops, b.keys, sides).items():  # the streams run the pair as a list schedule does
-        b.keys[k] = b.key[:1] + (1, position)
+    b.paired = b.a2a_segments = False
+    if not megatron:  # DualPipe: the streams run the pair as a list schedule does
+        for k, position in pair_order(b.ops, b.keys, sides).items():
+            b.keys[k] = b.key[:1] + (1, position)
     b.key, b.side, b.segment = b.key[:1] + (steps + 1,), 0, 0
     b.last, b.vs = chain_f, slot.vs
     _forward_end(b, costs, slot.mb, slot.vs)

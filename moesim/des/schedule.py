@@ -43,6 +43,7 @@ import numpy as np
 from moesim.des.costs import CommSpec, Costs, LayerCost
 from moesim.des.orders import device_order
 from moesim.des.pieces import backward, forward, overlapped, weights
+from moesim.estimate.a2a_order import MEGATRON_A2A_NODES, OFF_COMPUTE_STREAM
 from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
 from moesim.estimate.grad_buckets import bucket_params as mcore_bucket_params  # the estimate's bucket size, one rule
 from moesim.estimate.grad_buckets import bucketed
@@ -115,7 +116,9 @@ class _Builder:
         self.ops: list[Op] = []
         self.keys: list[tuple] = []  # stream order: by key (creation order unless a DualPipe pair merges)
         self.key: tuple = (0,)  # prefix of the next operation's key
-        self.segment = 0  # collectives so far in the current layer pass (DualPipe pairs merge by it)
+        self._segment = 0  # collectives so far in the current layer pass (DualPipe pairs merge by it)
+        self.a2a_segments = False  # an FB slot in Megatron's order: segments split at the EP all-to-alls only
+        self._a2a_segment = 0  # EP dispatch / combine all-to-alls so far in the current layer pass
         self.side = 0  # in a DualPipe pair: 0 forward chain, 1 backward chain
         self.last: int | None = None
         self.recv: tuple[str, int, int] | None = None
@@ -130,9 +133,20 @@ class _Builder:
                 self.moe_number[layer] = n
                 n += 1
 
+    @property
+    def segment(self) -> int:
+        return self._a2a_segment if self.a2a_segments else self._segment
+
+    @segment.setter
+    def segment(self, value: int) -> None:  # a layer pass starts: both counters from 0
+        self._segment = self._a2a_segment = value
+
     def add(self, stream: str, kind: str, name: str, phase: str, layer: int, mb: int, deps=(), *,
             chain: bool = True, **kw) -> int:
         deps = tuple(d for d in deps if d is not None)
+        spec = kw.get("comm")
+        if self.a2a_segments and stream == "comm" and spec is not None and spec.name not in OFF_COMPUTE_STREAM:
+            stream = "compute"  # Megatron's order: a tp / cp collective runs inside its compute node (a2a_order)
         if chain and self.last is not None:
             deps = deps + (self.last,)
         deps = tuple(sorted({d for d in deps if self.ops[d].stream != stream}))
@@ -143,7 +157,9 @@ class _Builder:
         merged = (2 * self.segment - self.side,) if len(self.key) > 1 else ()
         self.keys.append(self.key + merged + (len(self.ops),))
         if kind == COLLECTIVE:
-            self.segment += 1
+            self._segment += 1
+            # Megatron's order (moesim.estimate.a2a_order): its comm nodes are the dispatch and the combine
+            self._a2a_segment += spec is not None and spec.name in MEGATRON_A2A_NODES
         if chain:
             self.last = op.index
         return op.index
@@ -220,8 +236,8 @@ class _Builder:
         probs = self._chunk_spec(lc, "ep_all_to_all_probs")
         moe = self.moe_number[layer]
         share = self.costs.pair_share() if self.paired and phase != "recompute" else 1.0
-        expert_s = self.costs.expert_ffn_s(lc.slots / c, backward, share)
-        expert_s *= self.scale if backward else 1  # input-gradient only: less the W share (zero-bubble)
+        expert_full_s = self.costs.expert_ffn_s(lc.slots / c, backward, share)
+        expert_s = expert_full_s * (self.scale if backward else 1)  # input-gradient only: less the W share
         kw = dict(moe=moe, chunks=c, backward=backward)
         order = ("shared_experts", "unpermute") if backward else ("router", "permute")
         for part in order:
@@ -240,6 +256,10 @@ class _Builder:
             arrived.append(a)
         computed = [self.add("compute", COMPUTE, STAGE_NAMES["expert_ffn"], phase, layer, mb, (a,), chain=False,
                              duration_s=expert_s, load=EXPERT, share=share, **kw) for a in arrived]
+        if backward and self.a2a_segments and expert_s < expert_full_s:  # mlp_bwd_dw, off the chain (a2a_order)
+            for e in computed:
+                self.add("compute", COMPUTE, "expert FFN weight gradients", phase, layer, mb, (e,), chain=False,
+                         duration_s=expert_full_s - expert_s, load=EXPERT, share=share, **kw)
         for e in computed:
             r = e
             if scatter:
@@ -282,8 +302,11 @@ class _Builder:
             if mlp:
                 self.comm(lc.comms.get("tp_reduce_scatter"), "recompute", layer, mb)
                 self.comm(lc.comms.get("tp_all_reduce"), "recompute", layer, mb)
+        # delay_wgrad_compute in Megatron's order (moesim.estimate.a2a_order): a MoE layer's weight gradients leave its
+        # chain, the experts' after their backward, the rest (attention, shared experts) after the layer's backward
+        delayed = self.a2a_segments and lc.is_moe and not input_only
         total = sum(lc.bwd_s.values())
-        self.scale = 1 - lc.weight_grad_s / total if input_only and total > 0 else 1.0
+        self.scale = 1 - lc.weight_grad_s / total if (input_only or delayed) and total > 0 else 1.0
         parts = lc.parts(True, self.paired)
         self.compute(STAGE_NAMES["layer_overhead"], "bwd", layer, mb, parts["layer_overhead"])
         if lc.is_moe:
@@ -293,6 +316,10 @@ class _Builder:
         attention = parts["attention"] / lc.attention_blocks
         for _ in range(lc.attention_blocks):
             self._block(lc, "attention", attention, "bwd", layer, mb)
+        if delayed and self.scale < 1:  # pre_dispatch_computation.backward_dw: off the chain, on the compute stream
+            rest_s = (1 - self.scale) * sum(v for k, v in parts.items() if k != "expert_ffn")
+            self.add("compute", COMPUTE, "weight gradients (delayed)", "bwd", layer, mb, (self.last,), chain=False,
+                     duration_s=rest_s)
         self.scale = 1.0
 
     # Gradient sync, ZeRO-3, pipeline -------------------------------------------------------------

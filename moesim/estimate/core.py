@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim import memory as mem
+from moesim.estimate import a2a_order
 from moesim.estimate import schedules as sch
 from moesim.estimate.context_parallel import exposed_ring_time_s, tokens_divisor
 from moesim.collectives.base import CollectiveModel
@@ -223,9 +224,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # layer is recomputed in full; the backward share is what the gradient sync can hide under.
     backward_share = 1.0 / (2 + (f(cands.recompute) == mem.RECOMPUTE_CODES["full"]))[:, None]
     bwd_comm = np.zeros((n_cand, n_stages))
+    a2a_call = {}  # Megatron's EP A2A overlap: (class, dispatch | combine) -> one call's time per stage (a2a_order)
     for c, class_calls in enumerate(calls):
         for call, calls_stage in zip(class_calls, layer_calls[c]):
             t_call = add(call.name, call.axis, call.op, call.size_bytes, calls_stage, gated=True)
+            if tr.moe_a2a_overlap:
+                a2a_order.add_call(a2a_call, c, call.name, t_call, calls_stage, counts[:, :, c])
             if call.name == "cp_ring_send_recv":  # ring steps hide under the attention they feed
                 t_call = exposed_ring_time_s(t_call, core_mb[:, :, c])
             per_mb_comm += t_call
@@ -304,6 +308,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # Back to every candidate; the schedule's multiples.
     z = (lambda a: np.take(a, sf_inv, axis=0)) if sf_inv is not None else (lambda a: a)  # noqa: E731
     per_mb_comm, bwd_comm, pp_forward, pp_backward = z(per_mb_comm), z(bwd_comm), z(pp_forward), z(pp_backward)
+    a2a_call = {k: z(v) for k, v in a2a_call.items()}
     at_last = 1.0 - zb_v[:, None]  # the head's collectives where the schedule runs the head (ZB-V: the first stage)
     if "first" in head_comm:
         for end, keep in (("last", at_last), ("first", 1.0 - at_last)):
@@ -384,9 +389,15 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     zb_h1 = sch.is_schedule(sched, "zb-h1")
     chain = (sch.zbh1_chain_s(m, stage_mb, own(weight_mb), stages.latest, stages.multiplicity)
              if zb_h1.any() else None)
+    # Megatron's combined 1F1B (training.moe_a2a_overlap): a pair is the two micro-batches' serial time less what
+    # Megatron's per-layer order hides (a2a_order; compute at the pair's rate, as DualPipe's pairs).
+    a2a_pair = None
+    if tr.moe_a2a_overlap:
+        saved = a2a_order.saving_s(terms, a2a_call, counts, vp, of, sm_shared, wl.layer_class_index)
+        a2a_pair = t_mb - compute_1 + (pick(compute_pair_mb) if sm_shared else compute_1) - pick(saved)
     pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick_of(fwd), pick_of(bwd_mb) + pick(bwd_comm),
                                        pick_of(weight_mb), hop, overlapped, below, zbv, zbh1_chain=chain,
-                                       a2a_overlap=tr.moe_a2a_overlap)
+                                       a2a_pair_s=a2a_pair)
     # Each stage's tp all-reduce of its replicated gradients follows its own sync (0.0 without SP or at tp 1).
     dp_sync = np.max(np.where(exists, dp_time + tp_grad, 0), axis=1)
     # Untied: 0.0 for every candidate, as the priced zeros would give (x + 0.0 is x).

@@ -11,7 +11,7 @@ backward product: one forward's time each), B_full = B + W.
   zb-h1        m·t + (p − 1)·(F + B − W)                (p − 1)(t − 2W)            Qi et al. ICLR'24 Table 2
   zb-v         m·t + (p − 1)·max(F/2, F + B − 2W)       ZB-H2's, at ZB-H1 memory   Qi et al. Table 2, §6
   dualpipe     n·t_o + (m − n)·t + (p/2 − 1)·(F&B + B_full − 3W)                   DeepSeek-V3 Table 2
-  interleaved with the EP A2A overlap: n·t_o + (m − n)·t in place of m·t, n = `interleaved_pairs`    Megatron-Core
+  interleaved with the EP A2A overlap: n·t_a + (m − n)·t in place of m·t, n = `interleaved_pairs`    Megatron-Core
 
 1F1B, GPipe: t_s each stage's time per micro-batch, t = max_s t_s; at equal stages (m + p − 1)·t, Narayanan et
 al. 2021 §2.2.1: the first micro-batch crosses every stage before the slowest one's m passes, and the last
@@ -21,6 +21,8 @@ the fewest (the eight steps of `deepseek-ai/DualPipe`: 2(m/2 − p + h + 1) + (p
 rank h from the end, one fewer on the middle ranks), each taking t_o = max(compute, collectives): the
 pair hides one chunk's collectives under the other's compute; the rest take t; F&B = t. The device
 priced is the one with the largest n·t_o + (m − n)·t, each device's t the mean of its stages s and p − 1 − s.
+Interleaved with Megatron-Core's EP A2A overlap: t_a = t less what Megatron's per-layer order hides when each of the
+device's v forward chunks runs beside another micro-batch's backward chunk (moesim.estimate.a2a_order).
 ZB-V: the paper's bubble is zero at F = B = W because it drops the synchronisation before the optimizer
 step (post-validation); a synchronised step keeps the start-up skew of the V, (p − 1) half-stage forwards
 before the last device starts (DERIVED; the simulator's order reaches exactly that at equal times). The skew
@@ -68,9 +70,10 @@ def is_schedule(schedule, name: str) -> np.ndarray:
 
 def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, weight_s, send_s=0.0,
                     overlapped_s=None, below_slowest_s=0.0, zbv_pipe=None,
-                    *, zbh1_chain=None, a2a_overlap: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                    *, zbh1_chain=None, a2a_pair_s=None) -> tuple[np.ndarray, np.ndarray]:
     """(T_pipe, bubble) per candidate (module table); arrays over candidates, `schedule` holds names.
-    `a2a_overlap`: interleaved runs Megatron-Core's EP A2A overlap (training.moe_a2a_overlap; `interleaved_pairs`).
+    `a2a_pair_s`: interleaved runs Megatron-Core's EP A2A overlap (training.moe_a2a_overlap), `interleaved_pairs`
+    micro-batches at this time each (moesim.estimate.a2a_order: Megatron's per-layer order); None: not run.
     `below_slowest_s`: Σ_s (t_s − t) over every stage (≤ 0; 0 at equal stages), 1F1B's and GPipe's only.
     `zbv_pipe`: ZB-V's T_pipe over every stage (`zbv_pipe_s`); without it the slowest stage's closed form.
     `zbh1_chain`: ZB-H1's critical path over every stage (`zbh1_chain_s`), a floor under its row; none without it."""
@@ -95,10 +98,9 @@ def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, we
     if overlapped_s is not None:
         pairs = dualpipe_pairs(m, p)
         work = np.where(is_schedule(schedule, "dualpipe"), pairs * np.asarray(overlapped_s) + (m - pairs) * t, work)
-        if a2a_overlap:  # the same max(compute, collectives) for the pairs of Megatron's combined 1F1B
-            pairs = interleaved_pairs(m, p, v)
-            work = np.where(is_schedule(schedule, "interleaved"), pairs * np.asarray(overlapped_s) + (m - pairs) * t,
-                            work)
+    if a2a_pair_s is not None:  # Megatron's combined 1F1B: its pairs in Megatron's per-layer order (a2a_order)
+        pairs = interleaved_pairs(m, p, v)
+        work = np.where(is_schedule(schedule, "interleaved"), pairs * np.asarray(a2a_pair_s) + (m - pairs) * t, work)
     return work + bubble, bubble
 
 

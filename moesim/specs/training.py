@@ -149,7 +149,8 @@ class TrainingSpec:
     # Megatron-Core's EP A2A overlap (overlap_moe_expert_parallel_comm with delay_wgrad_compute; Megatron-Bridge's
     # moe_a2a_overlap): the interleaved schedule's steady state runs each forward chunk with another micro-batch's
     # backward chunk, one's expert all-to-alls under the other's compute (megatron/core/models/common/
-    # model_chunk_schedule_plan.py TransformerLayerSchedulePlan.run); interleaved only (moesim.des.orders).
+    # model_chunk_schedule_plan.py TransformerLayerSchedulePlan.run, priced in that order: moesim.estimate.a2a_order);
+    # interleaved only (moesim.des.orders).
     moe_a2a_overlap: bool = False
     overlap_grad_reduce: bool = True
     # Megatron-LM DDP's passes over every gradient buffer before the data-parallel reduction (core/distributed/

@@ -34,8 +34,8 @@ def test_the_estimate_counts_the_first_devices_pairs():
     assert interleaved_pairs(2, 4, 2) == 0.0
     sched = np.array(["interleaved", "1f1b"])
     t, o = np.array([2.0, 2.0]), np.array([1.5, 1.5])
-    on, _ = pipeline_time_s(sched, 8, 4, 2, t, t / 3, t / 3, t / 3, 0.0, o, 0.0, None, a2a_overlap=True)
-    off, _ = pipeline_time_s(sched, 8, 4, 2, t, t / 3, t / 3, t / 3, 0.0, o, 0.0, None, a2a_overlap=False)
+    on, _ = pipeline_time_s(sched, 8, 4, 2, t, t / 3, t / 3, t / 3, 0.0, None, 0.0, None, a2a_pair_s=o)
+    off, _ = pipeline_time_s(sched, 8, 4, 2, t, t / 3, t / 3, t / 3, 0.0, o, 0.0, None)
     assert on[0] == pytest.approx(off[0] - 2.5 * (2.0 - 1.5)) and on[1] == off[1]
 
 

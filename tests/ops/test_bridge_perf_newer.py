@@ -71,7 +71,7 @@ RECORDED_ERROR_PCT = {
     "26.04.01-gb200-dsv3-mxfp8-pp4vp4ep64": -5.6,  # 26.04.01 DGX-GB200 DeepSeekV3 MXFP8: 4256; selective (mlp)
     "26.04.01-b300-dsv3-mxfp8-pp8ep8": -16.8,  # 26.04.01 DGX-B300 DeepSeekV3 MXFP8: 3456; selective (mla_up_proj)
     # the recipe's modules: selective (mla_up_proj, mlp), priced since session 21 (recompmods; moesim's rule before)
-    "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": +14.6,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; the recipe's modules
+    "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": +25.8,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; the recipe's modules
     "26.04.01-gb300-qwen3-30b-mxfp8-ep8": -21.6,  # 26.04.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 31744; none
     "26.04.01-gb200-qwen3-30b-mxfp8-ep8": -28.6,  # 26.04.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26112; none
     "26.04.01-b300-qwen3-30b-mxfp8-ep8": -21.0,  # 26.04.01 DGX-B300 Qwen3_30B_a3B MXFP8: 30720; none
@@ -81,7 +81,7 @@ RECORDED_ERROR_PCT = {
     "26.04.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -11.6,  # 26.04.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5680; none
     "26.04.01-b300-qwen3-235b-mxfp8-pp8ep8": -15.5,  # 26.04.01 DGX-B300 Qwen3_235B_a22B MXFP8: 5936; none
     "26.04.01-b200-qwen3-235b-mxfp8-pp8ep8": -16.3,  # 26.04.01 DGX-B200 Qwen3_235B_a22B MXFP8: 3776; none
-    "26.04.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -23.7,  # 26.04.01 DGX-H100 Qwen3_235B_a22B FP8: 1712; none
+    "26.04.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -13.5,  # 26.04.01 DGX-H100 Qwen3_235B_a22B FP8: 1712; none
     "26.04-gb300-dsv3-mxfp8-pp2vp8ep32": -3.6,  # 26.04 DGX-GB300 DeepSeekV3 MXFP8: 4965; selective (mla_up_proj)
     "26.04-gb200-dsv3-mxfp8-pp4vp4ep64": -7.0,  # 26.04 DGX-GB200 DeepSeekV3 MXFP8: 4193; selective (mlp)
     "26.04-b300-dsv3-mxfp8-pp16ep8": -17.8,  # 26.04 DGX-B300 DeepSeekV3 MXFP8: 3131; selective (mla_up_proj)
@@ -94,7 +94,7 @@ RECORDED_ERROR_PCT = {
     "26.04-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -12.4,  # 26.04 DGX-GB300 Qwen3_235B_a22B MXFP8: 6994; none
     "26.04-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -11.8,  # 26.04 DGX-GB200 Qwen3_235B_a22B MXFP8: 5672; none
     "26.04-b300-qwen3-235b-mxfp8-pp8ep8": -26.8,  # 26.04 DGX-B300 Qwen3_235B_a22B MXFP8: 4865; none
-    "26.04-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -24.9,  # 26.04 DGX-H100 Qwen3_235B_a22B FP8: 1686; none
+    "26.04-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -14.8,  # 26.04 DGX-H100 Qwen3_235B_a22B FP8: 1686; none
     "26.02.01-gb300-dsv3-mxfp8-pp2vp8ep32": -8.9,  # 26.02.01 DGX-GB300 DeepSeekV3 MXFP8: 4691; selective (mla_up_proj)
     "26.02.01-gb200-dsv3-mxfp8-pp4vp4ep64": -9.5,  # 26.02.01 DGX-GB200 DeepSeekV3 MXFP8: 4021; selective (mla_up_proj)
     "26.02.01-b300-dsv3-mxfp8-pp16ep8": -18.6,  # 26.02.01 DGX-B300 DeepSeekV3 MXFP8: 3099; selective (mla_up_proj)
@@ -107,7 +107,7 @@ RECORDED_ERROR_PCT = {
     "26.02.01-gb300-qwen3-235b-mxfp8-pp4ep32": -9.1,  # 26.02.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 6583; none
     "26.02.01-gb200-qwen3-235b-mxfp8-pp8ep32": -14.8,  # 26.02.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5530; none
     "26.02.01-b300-qwen3-235b-mxfp8-pp8vp4ep8": -59.1,  # 26.02.01 DGX-B300 Qwen3_235B_a22B MXFP8: 2644; none
-    "26.02.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -50.9,  # 26.02.01 DGX-H100 Qwen3_235B_a22B FP8: 1611; none
+    "26.02.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -46.6,  # 26.02.01 DGX-H100 Qwen3_235B_a22B FP8: 1611; none
     "26.08-gb300-gpt-oss-120b-mxfp8-ep16": -16.1,  # 26.08 DGX-GB300 GPT OSS 120B MXFP8: 33024; none
     "26.08-gb200-gpt-oss-120b-mxfp8-ep64": -18.6,  # 26.08 DGX-GB200 GPT OSS 120B MXFP8: 28672; none
     "26.06.01-gb300-gpt-oss-120b-mxfp8-ep16": -48.4,  # 26.06.01 DGX-GB300 GPT OSS 120B MXFP8: 20288; none

@@ -1,0 +1,128 @@
+"""Megatron-Core's EP A2A overlap in Megatron's own per-layer order (session 21, a2aorder): the estimate's walk of
+the two streams (moesim.estimate.a2a_order.layer_pairs_s) and the simulator's FB slot (moesim.des.pieces.overlapped),
+Megatron-LM d98e8a64 model_chunk_schedule_plan.py TransformerLayerSchedulePlan.run."""
+
+import dataclasses
+import importlib
+
+import numpy as np
+import pytest
+
+from moesim.collectives.select import model_for
+from moesim.des import SimOptions, simulate
+from moesim.des.costs import build_costs
+from moesim.des.orders import device_order
+from moesim.des.schedule import COLLECTIVE, build_stage_program
+from moesim.estimate import estimate
+from moesim.specs.layout import Layout
+from moesim.specs.load import load_scenario
+
+ao = importlib.import_module("moesim.estimate.a2a_order")  # moesim.estimate's `estimate` shadows the package name
+
+
+def pair(fwd, bwd, d, c, w=(0.0, 0.0)):
+    """One forward and one backward MoE layer: fwd = (F0, F1, F2), bwd = (B0, B1, B2), w its delayed W1, W2."""
+    return ao.layer_pairs_s([(*fwd, d, c)], [(*bwd, d, c, *w)], [1.0])
+
+
+def test_a_comm_bound_pair_waits_on_the_two_dispatches_in_the_middle():
+    paired, serial = pair((1.0, 2.0, 0.0), (0.0, 4.0, 3.0), 5.0, 0.5)
+    # c_b beside F0 (1 s), d_f and d_b back to back (10 s) with B1 + F1 (6 s) beside them, then B2 (3 s)
+    assert paired == pytest.approx(1.0 + 10.0 + 3.0)
+    assert serial == pytest.approx(1.0 + 2.0 + 4.0 + 3.0 + 2 * 5.0 + 2 * 0.5)
+
+
+def test_a_compute_bound_pair_hides_every_all_to_all():
+    paired, serial = pair((1.0, 2.0, 0.0), (0.0, 4.0, 3.0), 0.1, 0.1)
+    assert paired == pytest.approx(10.0) and serial == pytest.approx(10.4)
+
+
+def test_the_delayed_weight_gradients_run_beside_the_backwards_dispatch():
+    """delay_wgrad_compute: mlp_bwd_dw runs on the compute stream while dispatch_bwd goes (it does not wait for it),
+    the attention's after pre_dispatch_bwd; on the chain instead (moesim's plain backward) the dispatch waits."""
+    split, serial = pair((1.0, 2.0, 0.0), (0.0, 3.0, 2.0), 5.0, 0.5, w=(1.0, 1.0))
+    whole, serial_whole = pair((1.0, 2.0, 0.0), (0.0, 4.0, 3.0), 5.0, 0.5)
+    assert serial == pytest.approx(serial_whole) == pytest.approx(21.0)
+    # c_b beside F0 (1), d_f (5) beside B1 + W1 (4), d_b (5) beside F1 (2), then B2 (2) and W2 (1): 1 + 10 + 3
+    assert split == pytest.approx(14.0) and whole == pytest.approx(14.0)
+    # compute-bound: the W beside the dispatch shortens nothing, the sum of compute stays
+    split, _ = pair((1.0, 2.0, 0.0), (0.0, 3.0, 2.0), 0.1, 0.1, w=(1.0, 1.0))
+    assert split == pytest.approx(10.0)
+    # a dispatch as long as B1's dX: with W on the chain it waits for W1 too
+    split, _ = pair((1.0, 0.5, 0.0), (0.0, 3.0, 2.0), 3.5, 0.0, w=(2.0, 0.0))
+    whole, _ = pair((1.0, 0.5, 0.0), (0.0, 5.0, 2.0), 3.5, 0.0)
+    assert split < whole
+
+
+def test_a_dense_forward_beside_a_moe_backward_hides_its_combine_only():
+    """Layers stay aligned: the backward's dispatch has no forward MLP beside it (a dense layer runs in F0)."""
+    paired, serial = ao.layer_pairs_s([(2.8, 0.0, 0.0, 0.0, 0.0)], [(0.0, 3.0, 2.0, 0.5, 0.5, 0.0, 0.0)], [1.0])
+    assert serial - paired == pytest.approx(0.5)
+
+
+def test_layers_chain_and_a_fraction_counts_its_share():
+    one = (1.0, 2.0, 0.0, 5.0, 0.5), (0.0, 4.0, 3.0, 5.0, 0.5, 0.0, 0.0)
+    paired, serial = ao.layer_pairs_s([one[0]] * 2, [one[1]] * 2, [1.0, 0.5])
+    assert serial == pytest.approx(1.5 * 21.0)
+    assert 14.0 < paired < 1.5 * 21.0
+    nothing, none = ao.layer_pairs_s([one[0]], [one[1]], [np.zeros(3)])
+    assert np.all(nothing == 0) and np.all(none == 0)
+
+
+def mixtral(tp=2, backend="nccl"):
+    sc = load_scenario("mixtral-8x7b-h100")
+    tr = dataclasses.replace(sc.training, pipeline_schedule="interleaved", moe_a2a_overlap=True,
+                             global_batch_sequences=128, dispatch_backend=backend)
+    return dataclasses.replace(sc, training=tr), Layout(dp=16 // tp, tp=tp, ep=8, pp=4, vp=2)
+
+
+def test_the_simulators_pair_runs_megatrons_issue_order():
+    """In an FB slot each stream runs its operations in Megatron's issue order, layer pair by layer pair: compute
+    B0 F0 B1 W1 F1 B2 W2 F2, comm c_b d_f d_b c_f; the attention's tp collectives on the compute stream."""
+    sc, layout = mixtral()
+    est = estimate(sc, layout)
+    costs = build_costs(sc, layout, sc.training, model_for(sc), est.optimizer_time_s)
+    program = build_stage_program(costs, 0)
+    slots = device_order("interleaved", costs.micro_batches, 4, 2, 0, None, True)
+    first_fb = next(s for s in slots if s.kind == "FB")
+    layer_f, layer_b = costs.stages[first_fb.vs].layers[0], costs.stages[first_fb.pair[2]].layers[-1]
+    ops = program.ops
+
+    def in_pair(i):
+        o = ops[i]
+        return (o.phase, o.mb, o.layer) in (("fwd", first_fb.mb, layer_f), ("bwd", first_fb.pair[1], layer_b))
+
+    comm = [ops[i] for i in program.streams["comm"] if in_pair(i)]
+    assert [(o.phase, o.name) for o in comm] == [("bwd", "combine all-to-all"), ("fwd", "dispatch all-to-all"),
+                                                 ("bwd", "dispatch all-to-all"), ("fwd", "combine all-to-all")]
+    compute = [(ops[i].phase, ops[i].name) for i in program.streams["compute"] if in_pair(i)]
+    assert compute == [("bwd", "unpermute"),  # B0
+                       ("fwd", "attention"), ("fwd", "TP all-reduce"), ("fwd", "router"), ("fwd", "permute"),  # F0
+                       ("bwd", "expert FFN"), ("bwd", "expert FFN weight gradients"),  # B1: mlp_bwd -> mlp_bwd_dw
+                       ("fwd", "expert FFN"),  # F1: mlp_fwd
+                       ("bwd", "permute"), ("bwd", "router"), ("bwd", "attention"), ("bwd", "TP all-reduce"),  # B2
+                       ("bwd", "weight gradients (delayed)"),  # pre_dispatch_computation.backward_dw
+                       ("fwd", "unpermute")]  # F2
+    # delay_wgrad_compute: the backward's dispatch waits for the experts' dX, not their W
+    by_name = {(ops[i].phase, ops[i].name): ops[i] for i in program.streams["compute"] + program.streams["comm"]
+               if in_pair(i)}
+    w_index = by_name[("bwd", "expert FFN weight gradients")].index
+    assert w_index not in by_name[("bwd", "dispatch all-to-all")].deps
+    # only tp collectives (the layers', the embedding's in Megatron's pre_process node) leave the comm stream
+    assert {o.name for o in ops if o.kind == COLLECTIVE and o.stream == "compute"} == \
+        {"TP all-reduce", "embedding TP all-reduce"}
+
+
+def test_both_engines_price_what_the_order_hides_alike():
+    """The EP group across two nodes (tp 2): the overlap's saving in the simulator within 20 % of the estimate's
+    (measured: 0.0390 s against 0.0376); both engines' steps within 3.5 % (the plain interleaved twin is −2.80 %
+    at tp 2; with the overlap −2.99 %)."""
+    options = SimOptions(contention=False, expected_loads=True, trace=False)
+    sc, layout = mixtral()
+    off = dataclasses.replace(sc, training=dataclasses.replace(sc.training, moe_a2a_overlap=False))
+    on, plain = simulate(sc, layout, options), simulate(off, layout, options)
+    sim_saved = plain.step_times_s[0] - on.step_times_s[0]
+    est_saved = plain.analytical_step_time_s - on.analytical_step_time_s
+    assert sim_saved > 0 and est_saved > 0
+    assert sim_saved == pytest.approx(est_saved, rel=0.2)
+    assert on.step_times_s[0] == pytest.approx(on.analytical_step_time_s, rel=0.035)

@@ -94,7 +94,7 @@ def paired_fraction(m: int, pp: int, vp: int) -> float:
 
 def _scenario(p: Priced):
     name, _, mods = p.recompute.partition(" ")
-    modules = tuple(x for x in mods.strip("()").split(", ") if x and x != "core_attn")
+    modules = tuple(x for x in mods.strip("()").split(", ") if x)
     return row_scenario(p.row, name, modules)
 
 

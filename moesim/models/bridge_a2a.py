@@ -33,7 +33,7 @@ class A2ARow:
 
 def _scenario(p: Priced):
     name, _, mods = p.recompute.partition(" ")
-    modules = tuple(x for x in mods.strip("()").split(", ") if x and x != "core_attn")
+    modules = tuple(x for x in mods.strip("()").split(", ") if x)
     return row_scenario(p.row, name, modules)
 
 

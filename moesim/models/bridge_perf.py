@@ -230,9 +230,10 @@ def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
         # Megatron-LM fp8_utils.py: --fp8-param-gather builds the model under TE's fp8_model_init, the Linear weights
         # FP8 tensors with no BF16 copy (FP32 masters in the distributed optimizer): moesim's fp8_gemm_param_copy
         training["fp8_gemm_param_copy"] = False
-    if recompute == "selective":  # moesim's selective always names core_attn: the s·s scores FlashAttention never
-        # keeps (moesim/specs/training.py), so Megatron's ["mla_up_proj"] is ("core_attn", "mla_up_proj") here
-        training["recompute_modules"] = list(dict.fromkeys(("core_attn", *modules)))
+    if recompute == "selective":  # the recipe's list as given, Megatron's default ["core_attn"] where it gives none
+        # (Megatron-LM 23e00ed0 transformer_config.py l.864-865; attention.py l.177-180: the core is checkpointed only
+        # when named). The s·s scores a flash kernel never keeps come from training.attention_kernel, not the list.
+        training["recompute_modules"] = list(modules) or ["core_attn"]
     layout = {"dp": row.dp, "tp": row.tp, "ep": row.ep, "pp": row.pp} | ({"vp": vp} if vp > 1 else {}) | (
         {"cp": row.cp} if row.cp > 1 else {})
     layout |= {k: n for k, n in (("first_stage_layers", row.first_stage_layers),

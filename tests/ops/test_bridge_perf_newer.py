@@ -46,32 +46,32 @@ SOURCE_SPOTS = {
 # whose recipe was not read.
 RECORDED_ERROR_PCT = {
     "26.08-gb300-dsv3-mxfp8-pp2vp8ep32": -4.8,  # 26.08 DGX-GB300 DeepSeekV3 MXFP8: 6288; none
-    "26.08-gb200-dsv3-mxfp8-pp4vp4ep64": -15.6,  # 26.08 DGX-GB200 DeepSeekV3 MXFP8: 4912; selective (mla_up_proj)
+    "26.08-gb200-dsv3-mxfp8-pp4vp4ep64": -18.2,  # 26.08 DGX-GB200 DeepSeekV3 MXFP8: 4912; selective (mla_up_proj)
     "26.08-gb300-qwen3-30b-mxfp8-ep8": +9.0,  # 26.08 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; none
     "26.08-gb200-qwen3-30b-mxfp8-ep8": +7.5,  # 26.08 DGX-GB200 Qwen3_30B_a3B MXFP8: 39936; none
     "26.08-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -15.4,  # 26.08 DGX-GB300 Qwen3_235B_a22B MXFP8: 8816; none
     "26.08-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -21.3,  # 26.08 DGX-GB200 Qwen3_235B_a22B MXFP8: 7280; none
     "26.06.01-gb300-dsv3-mxfp8-pp2vp8ep32": -4.6,  # 26.06.01 DGX-GB300 DeepSeekV3 MXFP8: 6304; full
-    "26.06.01-gb200-dsv3-mxfp8-pp4vp4ep64": -15.3,  # 26.06.01 DGX-GB200 DeepSeekV3 MXFP8: 4928; selective (mla_up_proj)
+    "26.06.01-gb200-dsv3-mxfp8-pp4vp4ep64": -18.0,  # 26.06.01 DGX-GB200 DeepSeekV3 MXFP8: 4928; selective (mla_up_proj)
     "26.06.01-gb300-qwen3-30b-mxfp8-ep8": +9.0,  # 26.06.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; full
     "26.06.01-gb200-qwen3-30b-mxfp8-ep8": +10.3,  # 26.06.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 40960; full
     "26.06.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -13.6,  # 26.06.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 9008; none
     "26.06.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -20.5,  # 26.06.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 7360; none
     "26.06-gb300-dsv3-mxfp8-pp2vp8ep32": -4.0,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6338; none
-    "26.06-gb300-dsv3-mxfp8-pp2vp8ep32-gbs15360": +36.9,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6422; full
-    "26.06-gb200-dsv3-mxfp8-pp4vp4ep64": -14.6,  # 26.06 DGX-GB200 DeepSeekV3 MXFP8: 4969; selective (mla_up_proj)
-    "26.06-b300-dsv3-mxfp8-pp8ep8": -14.8,  # 26.06 DGX-B300 DeepSeekV3 MXFP8: 3541; selective (mla_up_proj)
+    "26.06-gb300-dsv3-mxfp8-pp2vp8ep32-gbs15360": +33.0,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6422; full
+    "26.06-gb200-dsv3-mxfp8-pp4vp4ep64": -17.3,  # 26.06 DGX-GB200 DeepSeekV3 MXFP8: 4969; selective (mla_up_proj)
+    "26.06-b300-dsv3-mxfp8-pp8ep8": -16.8,  # 26.06 DGX-B300 DeepSeekV3 MXFP8: 3541; selective (mla_up_proj)
     "26.06-gb300-qwen3-30b-mxfp8-ep8": +10.8,  # 26.06 DGX-GB300 Qwen3_30B_a3B MXFP8: 45275; none
     "26.06-gb200-qwen3-30b-mxfp8-ep8": +9.6,  # 26.06 DGX-GB200 Qwen3_30B_a3B MXFP8: 40706; none
     "26.06-b300-qwen3-30b-mxfp8-ep8": +4.0,  # 26.06 DGX-B300 Qwen3_30B_a3B MXFP8: 40769; none
     "26.06-h100-qwen3-30b-fp8-ep16": -36.6,  # 26.06 DGX-H100 Qwen3_30B_a3B FP8: 8826; none
     "26.06-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -13.5,  # 26.06 DGX-GB300 Qwen3_235B_a22B MXFP8: 9015; none
     "26.06-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -20.3,  # 26.06 DGX-GB200 Qwen3_235B_a22B MXFP8: 7376; none
-    "26.04.01-gb300-dsv3-mxfp8-pp2vp8ep32": -3.1,  # 26.04.01 DGX-GB300 DeepSeekV3 MXFP8: 4992; selective (mla_up_proj)
-    "26.04.01-gb200-dsv3-mxfp8-pp4vp4ep64": -5.6,  # 26.04.01 DGX-GB200 DeepSeekV3 MXFP8: 4256; selective (mlp)
-    "26.04.01-b300-dsv3-mxfp8-pp8ep8": -16.8,  # 26.04.01 DGX-B300 DeepSeekV3 MXFP8: 3456; selective (mla_up_proj)
+    "26.04.01-gb300-dsv3-mxfp8-pp2vp8ep32": -6.0,  # 26.04.01 DGX-GB300 DeepSeekV3 MXFP8: 4992; selective (mla_up_proj)
+    "26.04.01-gb200-dsv3-mxfp8-pp4vp4ep64": -7.9,  # 26.04.01 DGX-GB200 DeepSeekV3 MXFP8: 4256; selective (mlp)
+    "26.04.01-b300-dsv3-mxfp8-pp8ep8": -18.8,  # 26.04.01 DGX-B300 DeepSeekV3 MXFP8: 3456; selective (mla_up_proj)
     # the recipe's modules: selective (mla_up_proj, mlp), priced since session 21 (recompmods; moesim's rule before)
-    "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": +25.8,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; the recipe's modules
+    "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": +22.9,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; the recipe's modules
     "26.04.01-gb300-qwen3-30b-mxfp8-ep8": -21.6,  # 26.04.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 31744; none
     "26.04.01-gb200-qwen3-30b-mxfp8-ep8": -28.6,  # 26.04.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26112; none
     "26.04.01-b300-qwen3-30b-mxfp8-ep8": -21.0,  # 26.04.01 DGX-B300 Qwen3_30B_a3B MXFP8: 30720; none
@@ -82,10 +82,10 @@ RECORDED_ERROR_PCT = {
     "26.04.01-b300-qwen3-235b-mxfp8-pp8ep8": -15.5,  # 26.04.01 DGX-B300 Qwen3_235B_a22B MXFP8: 5936; none
     "26.04.01-b200-qwen3-235b-mxfp8-pp8ep8": -16.3,  # 26.04.01 DGX-B200 Qwen3_235B_a22B MXFP8: 3776; none
     "26.04.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -13.5,  # 26.04.01 DGX-H100 Qwen3_235B_a22B FP8: 1712; none
-    "26.04-gb300-dsv3-mxfp8-pp2vp8ep32": -3.6,  # 26.04 DGX-GB300 DeepSeekV3 MXFP8: 4965; selective (mla_up_proj)
-    "26.04-gb200-dsv3-mxfp8-pp4vp4ep64": -7.0,  # 26.04 DGX-GB200 DeepSeekV3 MXFP8: 4193; selective (mlp)
-    "26.04-b300-dsv3-mxfp8-pp16ep8": -17.8,  # 26.04 DGX-B300 DeepSeekV3 MXFP8: 3131; selective (mla_up_proj)
-    "26.04-b200-dsv3-mxfp8-pp16ep8": +20.9,  # 26.04 DGX-B200 DeepSeekV3 MXFP8: 2815; selective (mla_up_proj)
+    "26.04-gb300-dsv3-mxfp8-pp2vp8ep32": -6.5,  # 26.04 DGX-GB300 DeepSeekV3 MXFP8: 4965; selective (mla_up_proj)
+    "26.04-gb200-dsv3-mxfp8-pp4vp4ep64": -9.3,  # 26.04 DGX-GB200 DeepSeekV3 MXFP8: 4193; selective (mlp)
+    "26.04-b300-dsv3-mxfp8-pp16ep8": -19.0,  # 26.04 DGX-B300 DeepSeekV3 MXFP8: 3131; selective (mla_up_proj)
+    "26.04-b200-dsv3-mxfp8-pp16ep8": +19.0,  # 26.04 DGX-B200 DeepSeekV3 MXFP8: 2815; selective (mla_up_proj)
     "26.04-gb300-qwen3-30b-mxfp8-ep8": -22.3,  # 26.04 DGX-GB300 Qwen3_30B_a3B MXFP8: 31470; none
     "26.04-gb200-qwen3-30b-mxfp8-ep8": -28.8,  # 26.04 DGX-GB200 Qwen3_30B_a3B MXFP8: 26032; none
     "26.04-b300-qwen3-30b-mxfp8-ep8": -21.4,  # 26.04 DGX-B300 Qwen3_30B_a3B MXFP8: 30553; none
@@ -95,10 +95,10 @@ RECORDED_ERROR_PCT = {
     "26.04-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -11.8,  # 26.04 DGX-GB200 Qwen3_235B_a22B MXFP8: 5672; none
     "26.04-b300-qwen3-235b-mxfp8-pp8ep8": -26.8,  # 26.04 DGX-B300 Qwen3_235B_a22B MXFP8: 4865; none
     "26.04-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -14.8,  # 26.04 DGX-H100 Qwen3_235B_a22B FP8: 1686; none
-    "26.02.01-gb300-dsv3-mxfp8-pp2vp8ep32": -8.9,  # 26.02.01 DGX-GB300 DeepSeekV3 MXFP8: 4691; selective (mla_up_proj)
-    "26.02.01-gb200-dsv3-mxfp8-pp4vp4ep64": -9.5,  # 26.02.01 DGX-GB200 DeepSeekV3 MXFP8: 4021; selective (mla_up_proj)
-    "26.02.01-b300-dsv3-mxfp8-pp16ep8": -18.6,  # 26.02.01 DGX-B300 DeepSeekV3 MXFP8: 3099; selective (mla_up_proj)
-    "26.02.01-b200-dsv3-mxfp8-pp16ep8": +19.8,  # 26.02.01 DGX-B200 DeepSeekV3 MXFP8: 2790; selective (mla_up_proj)
+    "26.02.01-gb300-dsv3-mxfp8-pp2vp8ep32": -11.7,  # 26.02.01 DGX-GB300 DeepSeekV3 MXFP8: 4691; selective (mla_up_proj)
+    "26.02.01-gb200-dsv3-mxfp8-pp4vp4ep64": -11.7,  # 26.02.01 DGX-GB200 DeepSeekV3 MXFP8: 4021; selective (mla_up_proj)
+    "26.02.01-b300-dsv3-mxfp8-pp16ep8": -19.8,  # 26.02.01 DGX-B300 DeepSeekV3 MXFP8: 3099; selective (mla_up_proj)
+    "26.02.01-b200-dsv3-mxfp8-pp16ep8": +18.0,  # 26.02.01 DGX-B200 DeepSeekV3 MXFP8: 2790; selective (mla_up_proj)
     "26.02.01-gb300-qwen3-30b-mxfp8-ep8": -24.9,  # 26.02.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 30411; none
     "26.02.01-gb200-qwen3-30b-mxfp8-ep8": -27.9,  # 26.02.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26373; none
     "26.02.01-b300-qwen3-30b-mxfp8-ep8": -24.3,  # 26.02.01 DGX-B300 Qwen3_30B_a3B MXFP8: 29454; none
@@ -117,20 +117,20 @@ RECORDED_ERROR_PCT = {
     "26.06-b300-gpt-oss-120b-mxfp8-ep8": -42.2,  # 26.06 DGX-B300 GPT OSS 120B MXFP8: 18534; none
     "26.04.01-gb300-gpt-oss-120b-bf16-ep64": -35.5,  # 26.04.01 DGX-GB300 GPT OSS 120B BF16: 19200; none
     # the recipe's modules: selective (layernorm, moe_act), priced since session 21 (recompmods; moesim's rule before)
-    "26.04.01-gb200-gpt-oss-120b-bf16-ep64": -41.7,  # 26.04.01 DGX-GB200 GPT OSS 120B BF16: 16640; the recipe's modules
+    "26.04.01-gb200-gpt-oss-120b-bf16-ep64": -42.9,  # 26.04.01 DGX-GB200 GPT OSS 120B BF16: 16640; the recipe's modules
     "26.04.01-b300-gpt-oss-120b-bf16-ep8": -42.8,  # 26.04.01 DGX-B300 GPT OSS 120B BF16: 15232; none
-    "26.04.01-b200-gpt-oss-120b-bf16-ep8": -19.2,  # 26.04.01 DGX-B200 GPT OSS 120B BF16: 13568; the recipe's modules
-    "26.04.01-h100-gpt-oss-120b-bf16-pp4ep8": -34.5,  # 26.04.01 DGX-H100 GPT OSS 120B BF16: 5824; the recipe's modules
+    "26.04.01-b200-gpt-oss-120b-bf16-ep8": -20.7,  # 26.04.01 DGX-B200 GPT OSS 120B BF16: 13568; the recipe's modules
+    "26.04.01-h100-gpt-oss-120b-bf16-pp4ep8": -36.1,  # 26.04.01 DGX-H100 GPT OSS 120B BF16: 5824; the recipe's modules
     "26.04-gb300-gpt-oss-120b-bf16-ep64": -35.3,  # 26.04 DGX-GB300 GPT OSS 120B BF16: 19275; none
-    "26.04-gb200-gpt-oss-120b-bf16-ep64": -42.5,  # 26.04 DGX-GB200 GPT OSS 120B BF16: 15938; the recipe's modules
+    "26.04-gb200-gpt-oss-120b-bf16-ep64": -43.6,  # 26.04 DGX-GB200 GPT OSS 120B BF16: 15938; the recipe's modules
     "26.04-b300-gpt-oss-120b-bf16-ep8": -43.2,  # 26.04 DGX-B300 GPT OSS 120B BF16: 15114; none
-    "26.04-b200-gpt-oss-120b-bf16-ep8": -21.7,  # 26.04 DGX-B200 GPT OSS 120B BF16: 13045; the recipe's modules
-    "26.04-h100-gpt-oss-120b-bf16-pp4ep8": -34.7,  # 26.04 DGX-H100 GPT OSS 120B BF16: 5810; the recipe's modules
+    "26.04-b200-gpt-oss-120b-bf16-ep8": -23.2,  # 26.04 DGX-B200 GPT OSS 120B BF16: 13045; the recipe's modules
+    "26.04-h100-gpt-oss-120b-bf16-pp4ep8": -36.2,  # 26.04 DGX-H100 GPT OSS 120B BF16: 5810; the recipe's modules
     "26.02.01-gb300-gpt-oss-120b-bf16-ep64": -35.0,  # 26.02.01 DGX-GB300 GPT OSS 120B BF16: 19366; none
-    "26.02.01-gb200-gpt-oss-120b-bf16-ep64": -44.8,  # 26.02.01 DGX-GB200 GPT OSS 120B BF16: 15754; the recipe's modules
+    "26.02.01-gb200-gpt-oss-120b-bf16-ep64": -46.0,  # 26.02.01 DGX-GB200 GPT OSS 120B BF16: 15754; the recipe's modules
     "26.02.01-b300-gpt-oss-120b-bf16-ep8": -37.2,  # 26.02.01 DGX-B300 GPT OSS 120B BF16: 15031; none
     "26.02.01-b200-gpt-oss-120b-bf16-ep8": +8.8,  # 26.02.01 DGX-B200 GPT OSS 120B BF16: 13722; full
-    "26.02.01-h100-gpt-oss-120b-bf16-pp4ep8": -32.7,  # 26.02.01 DGX-H100 GPT OSS 120B BF16: 5984; the recipe's modules
+    "26.02.01-h100-gpt-oss-120b-bf16-pp4ep8": -34.3,  # 26.02.01 DGX-H100 GPT OSS 120B BF16: 5984; the recipe's modules
 }
 
 
@@ -216,7 +216,7 @@ def test_the_2608_recipes_are_written_into_the_scenarios():
     assert (b200.first_stage_layers, b200.last_stage_layers, b200.dispatcher) == (8, 5, "deepep")
     mlp = BY_CASE["26.04-gb200-dsv3-mxfp8-pp4vp4ep64"]  # recomputes "mlp": moesim's module since recompmods
     assert mlp.recipe and (mlp.recompute, mlp.recompute_modules) == ("selective", ("mlp",))
-    assert bp.row_scenario(mlp, mlp.recompute, mlp.recompute_modules).training.recompute_modules == ("core_attn", "mlp")
+    assert bp.row_scenario(mlp, mlp.recompute, mlp.recompute_modules).training.recompute_modules == ("mlp",)
     assert not any("no moesim module" in a for r in ROWS for a in r.assumed)
     h100 = BY_CASE["26.06-h100-qwen3-30b-fp8-ep16"]
     assert bp.row_scenario(h100, "none", ()).training.precision_recipe == "te-current-scaling"

@@ -368,8 +368,9 @@ def _cross_entropy_ops(training: TrainingSpec, logits, q, compiled: bool) -> tup
 def logits_ops(model: ModelSpec, training: TrainingSpec, b, tp, output_tokens: int,
                device_kind: str = "gpu") -> tuple[list[Op], list[Op]]:
     """(forward, backward) operators of the output head on the last stage: the final norm, the [b·n, h]·[h, V/tp]
-    GEMM (V padded Megatron's way where it runs: moesim.ops.vocab_padding) and the cross-entropy over its logits (memory: the passes of Megatron's vocab-parallel cross-entropy, of
-    the fused kernel, or of XLA's fusion on TPUs; _cross_entropy_ops)."""
+    GEMM (V padded Megatron's way where it runs: moesim.ops.vocab_padding) and the cross-entropy over its logits
+    (memory: the passes of Megatron's vocab-parallel cross-entropy, of the fused kernel, or of XLA's fusion on TPUs;
+    _cross_entropy_ops)."""
     dt = training.dtype_for("head")  # the output head stays in BF16 under FP8 recipes (DeepSeek-V3 §3.3)
     m = b * output_tokens
     q = training.bytes_of("activation")

@@ -25,10 +25,15 @@ MEGATRON_REASONS = {
 }
 
 
+def runs_megatron_te(framework: str, device_kind: str) -> bool:
+    """Whether a run is Megatron-LM + TransformerEngine: training.framework = "megatron-te" on GPUs (not framework
+    "none", e.g. DeepSeek's HAI-LLM, nor TPU scenarios, whose framework key is not read)."""
+    return framework == MEGATRON_FRAMEWORK and device_kind == "gpu"
+
+
 def megatron_rules(scenario) -> bool:
-    """Whether the search applies Megatron-LM's own layout refusals: training.framework = "megatron-te" on GPUs
-    (not framework "none", e.g. DeepSeek's HAI-LLM, nor TPU scenarios, whose framework key is not read there)."""
-    return scenario.training.framework == MEGATRON_FRAMEWORK and scenario.hardware.device_kind == "gpu"
+    """Whether the search applies Megatron-LM's own layout refusals (runs_megatron_te)."""
+    return runs_megatron_te(scenario.training.framework, scenario.hardware.device_kind)
 
 
 def megatron_fails(scenario, g: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -21,7 +21,7 @@ LLAMA_TP8_SHAPES = [
     (8192, 64 * 128 // 8),  # linear_proj
     (2 * 28672 // 8, 8192),  # linear_fc1 (gate + up)
     (8192, 28672 // 8),  # linear_fc2
-    (128256 // 8, 8192),  # output_layer
+    (129024 // 8, 8192),  # output_layer: Megatron's vocabulary padded to 128·tp (moesim/ops/vocab_padding.py)
 ]
 # DeepSeek-V2 slice, EP8 x DP8, tp 1 (h 5120, 128 heads, q_lora 1536, kv_lora 512, d 128, d_r 64, d_v 128; dense FFN
 # 12288; experts 1536, 2 shared of 1536; vocab 102400). Experts' fc1 [3072, 5120] appears once.
@@ -54,7 +54,7 @@ def test_framework_buffers_are_one_dummy_wgrad_per_weight_shape_and_the_gather_b
 def test_llama_peak_transient_is_the_bf16_logits_beside_their_fp32_copy():
     mem = _memory("llama3-70b-l12-b200-tp8", fused_cross_entropy=False)  # Megatron's unfused loss
     assert mem["moe_buffers"] == 0
-    assert mem["peak_transients"] == pytest.approx(BF16 * 4096 * 128256 / 8, rel=1e-12)  # s·b·V/t at 2 bytes
+    assert mem["peak_transients"] == pytest.approx(BF16 * 4096 * 129024 / 8, rel=1e-12)  # s·b·V/t at 2 B, V padded
 
 
 def test_dsv2_peak_transient_is_the_loss_above_the_dispatch_buffers():

@@ -49,6 +49,7 @@ from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE, reduces_over_tp, re
 from moesim.capacity import expected_drop_fraction_array
 from moesim.flops import BACKWARD_TO_FORWARD, training_flops_per_sequence
 from moesim.ops.vocab import embedding_tokens, vocab_calls
+from moesim.ops.vocab_padding import padded_vocab_size
 from moesim.specs.scenario import Scenario
 from moesim.workload import build_workload
 
@@ -96,7 +97,9 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
 
     # Compute per micro-batch per stage; logits on the last stage (2·h·V per output token, fwd), once per
     # output head (the main model's and one per MTP module).
-    logits_flops = wl.logit_heads * 2 * b * wl.output_tokens * model.d_model * model.vocab_size / tp
+    # (hardware FLOPs: over Megatron's padded vocabulary where it runs, moesim.ops.vocab_padding)
+    vocab = padded_vocab_size(model.vocab_size, tp, tr.framework, hw.device_kind)
+    logits_flops = wl.logit_heads * 2 * b * wl.output_tokens * model.d_model * vocab / tp
     logits_time = builder.logits_time_s(wl.output_tokens, wl.logit_heads)
     fwd = per_stage(counts, [t.fwd_time_s for t in terms])
     bwd = per_stage(counts, [t.bwd_time_s for t in terms])

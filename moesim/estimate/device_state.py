@@ -18,6 +18,7 @@ from moesim.estimate.stages import Stages, per_stage
 from moesim.estimate.terms import ClassTerms
 from moesim.ops.base import memory as memory_op
 from moesim.ops.optimizer import PART as OPTIMIZER_PART, ops_total_time_s, optimizer_step_ops
+from moesim.ops.vocab_padding import padded_vocab_size
 from moesim.precision import fp8_weight_copy_bytes, weight_quantise_cost
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.model import ModelSpec
@@ -95,7 +96,8 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
     if layout_in_flight is not None:  # uneven chunks of a pipeline layout (interleaved): their layers held
         in_flight = np.where(np.isnan(layout_in_flight), in_flight, layout_in_flight)
     acts_mb = per_stage(counts, [t.activation_bytes for t in terms])
-    logits = np.where(last, mem.logits_bytes(b, wl.output_tokens, model.vocab_size, tp, tr.fused_cross_entropy,
+    vocab = padded_vocab_size(model.vocab_size, tp, tr.framework, hw.device_kind)  # Megatron's (ops/vocab_padding)
+    logits = np.where(last, mem.logits_bytes(b, wl.output_tokens, vocab, tp, tr.fused_cross_entropy,
                                              tr.bytes_of("head"), wl.logit_heads)[:, None], 0)
     # The partner stage p − 1 − s holds min(m, s + 1) micro-batches (schedules.in_flight).
     pair_in_flight = np.minimum(m[:, None], stages.index + 1)
@@ -162,7 +164,8 @@ def _framework_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: T
     shape = acts_mb.shape
     if hw.device_kind != "gpu":
         return np.zeros(shape), np.zeros(shape)
-    n, h, v, sp = wl.output_tokens, model.d_model, model.vocab_size, tr.sequence_parallel
+    n, h, sp = wl.output_tokens, model.d_model, tr.sequence_parallel
+    v = padded_vocab_size(model.vocab_size, tp, tr.framework, hw.device_kind)  # Megatron's (ops/vocab_padding)
     q_a, q_l, fused = tr.bytes_of("activation"), tr.bytes_of("head"), tr.fused_cross_entropy
     buffers_resident = np.zeros(shape) if tr.framework == "none" else \
         _megatron_te_buffers(wl, model, tr, stages, shape, tp=tp, ep=ep, etp=etp, b=b, dual=dual, pair=pair,
@@ -186,7 +189,8 @@ def _megatron_te_buffers(wl: Workload, model: ModelSpec, tr: TrainingSpec, stage
     tp_u, ep_u, etp_u = (c[first_row] for c in columns)
     shapes = [peak.layer_weight_shapes(model, cls, tp_u, ep_u, etp_u) for cls in wl.classes]
     # The output layer, Megatron's ColumnParallelLinear [V/t, h] (layers.py l.594: TE's dummy weight gradient too).
-    shapes.append([(model.vocab_size / tp_u, np.full(len(tp_u), float(model.d_model)))])
+    vocab = padded_vocab_size(model.vocab_size, tp_u, tr.framework)  # its padded shard (moesim.ops.vocab_padding)
+    shapes.append([(vocab / tp_u, np.full(len(tp_u), float(model.d_model)))])
     # Which groups a device holds, bit g for group g (the classes, then the head); a DualPipe device also its pair's.
     code = sum((stages.counts[:, :, c] > 0).astype(np.int64) << c for c in range(len(wl.classes)))
     code = code + (np.broadcast_to(last, shape).astype(np.int64) << len(wl.classes))

@@ -45,10 +45,12 @@ import numpy as np
 
 from moesim.arithmetic import ffn_matrices
 from moesim.flops import FLOPS_PER_MAC, _score_flops
+from moesim.megatron_rules import runs_megatron_te
 from moesim.ops.attention import work_fraction
 from moesim.ops.base import GRAD_ACCUMULATE, Op, backward, gemm, grouped_gemm, memory
 from moesim.ops.dtypes import op_dtype
 from moesim.ops.mcore_moe import dispatch_ops, gating_op, moe_impl, shared_add_op
+from moesim.ops.vocab_padding import padded_vocab_size
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
 from moesim.workload import LayerClass
@@ -57,6 +59,13 @@ READ_WRITE = 2
 ATTENTION_PROJECTIONS = 4  # Q, K, V, O: the FLOP-keyed fallback reads its table at a quarter of their FLOP
 RESIDUAL_PASSES = 3  # a + b -> c: two reads, one write
 NORM_BACKWARD_FACTOR = 1.5  # reads x and dy, writes dx: 3 passes against the forward's 2
+# TransformerEngine's norm backward is two kernels: the main one (dx and per-CTA dgamma partials) and a finalize
+# that sums the partials into dgamma (TE v2.11 common/normalization/rmsnorm/rmsnorm_bwd_semi_cuda_kernel.cu
+# launch_rmsnorm_bwd_tuned_ / _general_: `kernel<<<...>>>` then `kernel_f<<<...>>>` / `kernel_final<<<...>>>`;
+# layernorm/ln_bwd_semi_cuda_kernel.cu the same pair). Only the launch is priced: the partials the finalize reads,
+# ctas_per_col·h·4 B, scale with ctas_per_col = SMs · occupancy (cudaOccupancyMaxActiveBlocksPerMultiprocessor at
+# run time, no figure of the source), and the dgamma it writes is h elements.
+TE_NORM_BACKWARD_KERNELS = 2.0
 FP32_BYTES = 4
 INDEX_AND_WEIGHT_BYTES = 12  # int64 expert index + float32 combine weight per (token, choice)
 GATING_KERNELS = 4  # softmax, top-k, aux loss, capacity/position bookkeeping
@@ -82,24 +91,26 @@ def mask_params(model: ModelSpec) -> dict:
 
 
 def _ffn_ops(part: str, prefix: str, model: ModelSpec, dtype: str, q: float, tokens, d_ff, tp, norm_tokens,
-             with_norm: bool) -> list[Op]:
+             with_norm: bool, te_norm: bool = False) -> list[Op]:
     """norm (optional), fc1, activation, fc2, residual of a dense FFN block over `tokens` rows."""
     h, g = model.d_model, gate_factor(model)
     f = d_ff / tp
     fallback = FLOPS_PER_MAC * tokens * (g + 1) * h * d_ff / tp / ffn_matrices(model.ffn_kind)
     ops = []
     if with_norm:
-        ops.append(_norm(part, f"{prefix}norm", dtype, q, norm_tokens, h))
+        ops.append(_norm(part, f"{prefix}norm", dtype, q, norm_tokens, h, te_norm))
     ops.append(gemm(part, f"{prefix}fc1", dtype, tokens, g * f, h, fallback=fallback))
     ops.append(_activation(part, f"{prefix}activation", dtype, q, tokens * f, g))
     ops.append(gemm(part, f"{prefix}fc2", dtype, tokens, h, f, fallback=fallback))
     return ops
 
 
-def _norm(part, name, dtype, q, tokens, h) -> Op:
+def _norm(part, name, dtype, q, tokens, h, te: bool = False) -> Op:
+    """A norm over [tokens, h]; `te`: TransformerEngine's two-kernel backward (TE_NORM_BACKWARD_KERNELS)."""
     op = memory(part, name, dtype, READ_WRITE * tokens * h * q)
     # every norm reads a profile's "norm" table where it has one (h800.toml: DeepSeek's trace, scripts/dsv3_trace.py)
-    return replace(op, meta={"bwd_bytes_factor": NORM_BACKWARD_FACTOR, "table_op": "norm"})
+    meta = {"bwd_bytes_factor": NORM_BACKWARD_FACTOR, "table_op": "norm"}
+    return replace(op, meta={**meta, "bwd_kernels": op.kernels * TE_NORM_BACKWARD_KERNELS} if te else meta)
 
 
 def _residual(part, name, dtype, q, tokens, h, grad_adds: bool) -> Op:
@@ -138,6 +149,7 @@ class LayerOps:
         # autograd's gradient sums run as kernels of their own in an eager framework (GPU, CPU); an XLA program
         # (TPU) fuses them into neighbouring fusions (the cross-entropy's convention, logits_ops)
         self.grad_adds = not device_kind.startswith("tpu")
+        self.te = runs_megatron_te(training.framework, device_kind)  # TransformerEngine's norms (TE_NORM_...)
         self.dtype = {kind: op_dtype(training, kind) for kind in ("gemm", "grouped_gemm", "attention", "memory")}
         self.q = training.bytes_of("activation")  # working activations (BF16 under FP8 GEMMs)
         self.q_dispatch = training.element_bytes("dispatch")  # with FP8 scales
@@ -158,7 +170,7 @@ class LayerOps:
         out_flops = blocks * FLOPS_PER_MAC * b * n * h * att.num_heads * d_v / tp
         fallback = proj / ATTENTION_PROJECTIONS  # the estimate's convention before operator tables
         m = b * n
-        ops = [_norm("attention", "attn_norm", dt_mem, q, tn, h)]
+        ops = [_norm("attention", "attn_norm", dt_mem, q, tn, h, self.te)]
         if att.kind == "mla":  # the norm's output feeds the q and kv down-projections (or q_proj): one gradient sum
             ops[0] = _fanned_out(ops[0], 2, q, tn, h, self.grad_adds)
             ops += self._mla_projections(m, tn, dt, dt_mem, fallback) * blocks
@@ -197,12 +209,12 @@ class LayerOps:
         ops = []
         if att.q_lora_rank:
             ops += [gemm("attention", "q_down_proj", dt, tn, att.q_lora_rank, h, fallback=fallback),
-                    _norm("attention", "q_norm", dt_mem, q, tn, att.q_lora_rank),
+                    _norm("attention", "q_norm", dt_mem, q, tn, att.q_lora_rank, self.te),
                     gemm("attention", "q_up_proj", dt, m, a * (d + d_r) / tp, att.q_lora_rank, fallback=fallback)]
         else:
             ops.append(gemm("attention", "q_proj", dt, m, a * (d + d_r) / tp, h, fallback=fallback))
         ops += [gemm("attention", "kv_down_proj", dt, tn, att.kv_lora_rank + d_r, h, fallback=fallback),
-                _norm("attention", "kv_norm", dt_mem, q, tn, att.kv_lora_rank),
+                _norm("attention", "kv_norm", dt_mem, q, tn, att.kv_lora_rank, self.te),
                 gemm("attention", "kv_up_proj", dt, m, a * (d + d_v) / tp, att.kv_lora_rank, fallback=fallback),
                 self._mla_rope_and_copies(m, dt_mem)]
         return ops
@@ -225,12 +237,13 @@ class LayerOps:
         embedding (DeepSeek-V3 §2.2 eq. 21; Megatron-LM MultiTokenPredictionLayer enorm / hnorm): as attn_norm
         over twice the tokens."""
         n = self.norm_tokens(cls.tokens)
-        return _norm("attention", "mtp_norms", self.dtype["memory"], self.q, 2 * n, self.model.d_model)
+        return _norm("attention", "mtp_norms", self.dtype["memory"], self.q, 2 * n, self.model.d_model,
+                     self.te)
 
     def dense_ffn(self, cls: LayerClass) -> list[Op]:
         n = cls.tokens
         ops = _ffn_ops("dense_ffn", "", self.model, self.dtype["gemm"], self.q, self.b * n, self.model.d_ff,
-                       self.tp, self.norm_tokens(n), with_norm=True)
+                       self.tp, self.norm_tokens(n), with_norm=True, te_norm=self.te)
         return [replace(ops[0], name="mlp_norm")] + ops[1:] + [
             _residual("dense_ffn", "mlp_residual", self.dtype["memory"], self.q, self.norm_tokens(n),
                       self.model.d_model, self.grad_adds)]
@@ -242,7 +255,7 @@ class LayerOps:
         # the norm's output feeds the router, the dispatch and the shared experts (Megatron-LM 23e00ed0
         # moe_layer.py l.177-220: router(hidden_states), dispatch_preprocess(hidden_states), shared_experts(residual))
         consumers = 2 + (1 if moe.num_shared_experts else 0)
-        ops = [_fanned_out(_norm("router", "moe_norm", dt_mem, self.q, tn, h), consumers, self.q, tn, h,
+        ops = [_fanned_out(_norm("router", "moe_norm", dt_mem, self.q, tn, h, self.te), consumers, self.q, tn, h,
                            self.grad_adds)]
         router = gemm("router", "router", moe.router_dtype, t_dev, E, h)
         ops.append(router)
@@ -355,17 +368,21 @@ def _cross_entropy_ops(training: TrainingSpec, logits, q, compiled: bool) -> tup
 def logits_ops(model: ModelSpec, training: TrainingSpec, b, tp, output_tokens: int,
                device_kind: str = "gpu") -> tuple[list[Op], list[Op]]:
     """(forward, backward) operators of the output head on the last stage: the final norm, the [b·n, h]·[h, V/tp]
-    GEMM and the cross-entropy over its logits (memory: the passes of Megatron's vocab-parallel cross-entropy, of
-    the fused kernel, or of XLA's fusion on TPUs; _cross_entropy_ops)."""
+    GEMM (V padded Megatron's way where it runs: moesim.ops.vocab_padding) and the cross-entropy over its logits
+    (memory: the passes of Megatron's vocab-parallel cross-entropy, of the fused kernel, or of XLA's fusion on TPUs;
+    _cross_entropy_ops)."""
     dt = training.dtype_for("head")  # the output head stays in BF16 under FP8 recipes (DeepSeek-V3 §3.3)
     m = b * output_tokens
     q = training.bytes_of("activation")
     # Megatron-LM TransformerBlock.forward: final_layernorm on the last stage, on the sequence shard with SP (the
     # head's ColumnParallelLinear gathers after it); one per MTP module too (MultiTokenPredictionLayer.final_layernorm)
     norm = _norm("dense_ffn", "final_norm", op_dtype(training, "memory"), q,
-                 m / tp if training.sequence_parallel else m, model.d_model)
-    head = gemm("dense_ffn", "logits", dt, m, model.vocab_size / tp, model.d_model)
-    ce_fwd, ce_bwd = _cross_entropy_ops(training, m * model.vocab_size / tp, q, compiled=device_kind.startswith("tpu"))
+                 m / tp if training.sequence_parallel else m, model.d_model,
+                 runs_megatron_te(training.framework, device_kind))
+    # the head's shard of Megatron's padded vocabulary (moesim.ops.vocab_padding: tokenizer.py _vocab_size_with_padding)
+    vocab = padded_vocab_size(model.vocab_size, tp, training.framework, device_kind)
+    head = gemm("dense_ffn", "logits", dt, m, vocab / tp, model.d_model)
+    ce_fwd, ce_bwd = _cross_entropy_ops(training, m * vocab / tp, q, compiled=device_kind.startswith("tpu"))
     return [norm, head, ce_fwd], [ce_bwd] + backward(head) + backward(norm)
 
 

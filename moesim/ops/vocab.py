@@ -45,6 +45,7 @@ import numpy as np
 
 from moesim.ops.base import Op, memory
 from moesim.ops.layer import FP32_BYTES, READ_WRITE
+from moesim.ops.vocab_padding import padded_vocab_size
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
 
@@ -70,7 +71,8 @@ def embedding_ops(model: ModelSpec, training: TrainingSpec, b, tp, tokens: int,
     dt, q, q_g, h = training.dtype_for("head"), training.bytes_of("head"), training.bytes_of("grad"), model.d_model
     b, tp = np.asarray(b, dtype=float), np.asarray(tp, dtype=float)
     rows = b * tokens * h  # t·h elements
-    shard = model.vocab_size / tp * h  # the local [V/tp, h] table
+    # the local [V/tp, h] table of Megatron's padded vocabulary (vocab_padding: tokenizer.py _vocab_size_with_padding)
+    shard = padded_vocab_size(model.vocab_size, tp, training.framework, device_kind) / tp * h
     split = tp > 1
     # layers.py VocabParallelEmbedding.forward: F.embedding reads and writes t rows; output_parallel[input_mask] = 0
     fwd = [memory(PART, "embedding_lookup", dt, READ_WRITE * rows * q),

@@ -350,8 +350,9 @@ def test_dualpipe_on_uneven_stages_is_priced_per_device_pair(first, last, before
     # the middle ones 4, and devices 0 and 3 run gap-free (27.301 ms of compute from 0 to 27.301 ms, the estimate's
     # compute exactly) while the closed form adds its (p/2 − 1)(F&B + B − 3W) = 3.192 ms of bubble on them; the
     # waits fall on the light devices (14.26 ms idle each). Unlike ZB-V's skew, Table 2 does not say which device
-    # waits how long, so no per-device form is read from it: the bar stays.
-    assert abs(error) < 0.08 and abs(error) <= abs(before) + 0.014
+    # waits how long, so no per-device form is read from it: the bar stays. -7.70 % (and (6, 3) -7.03 -> -7.16 %)
+    # since TE's norm backward is two kernels (session 21 normvocab: B grows by a launch per norm, as above).
+    assert abs(error) < 0.08 and abs(error) <= abs(before) + 0.016
 
 
 def test_dualpipe_routes_each_micro_batch_on_the_device_that_runs_it():

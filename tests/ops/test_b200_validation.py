@@ -127,7 +127,7 @@ def test_cross_entropy_bytes_follow_the_implementation():
     sc = load_scenario("llama3-70b-l12-b200-tp8")
     model = sc.model
     tr = dataclasses.replace(sc.training, fused_cross_entropy=False)  # the scenario states the runs' fused loss
-    logits = 4096 * model.vocab_size / 8
+    logits = 4096 * 129024 / 8  # Megatron's vocabulary padded to 128·tp (moesim/ops/vocab_padding.py)
 
     def ce(training, kind="gpu"):
         fwd, bwd = logits_ops(model, training, 1.0, 8.0, 4096, kind)
@@ -136,7 +136,8 @@ def test_cross_entropy_bytes_follow_the_implementation():
     assert ce(tr) == pytest.approx([38 * logits, 14 * logits])  # Megatron unfused, bf16 logits
     fused = dataclasses.replace(tr, fused_cross_entropy=True)
     assert ce(fused) == pytest.approx([4 * logits, 4 * logits])
-    assert ce(tr, "tpu_chip") == pytest.approx([8 * logits, 8 * logits])  # XLA-fused
+    xla = 4096 * model.vocab_size / 8  # an XLA program's vocabulary as given
+    assert ce(tr, "tpu_chip") == pytest.approx([8 * xla, 8 * xla])  # XLA-fused
 
 
 def test_mla_projections_are_separate_gemms_with_the_model_flops():
@@ -199,13 +200,13 @@ def test_estimate_ops_flag_lists_the_priced_operators(capsys):
 
 def test_embedding_operators_are_megatrons_passes():
     """VocabParallelEmbedding with TP and SP (moesim/ops/vocab.py): lookup 2·t·h·q, mask t·h·q (and its backward),
-    the scattered output's clone 2·t/tp·h·q; backward: zeroed [V/tp, h] gradient, the token rows summed into it
+    the scattered output's clone 2·t/tp·h·q; backward: zeroed [V/tp, h] gradient (V padded to 128·tp), the token rows summed into it
     through float partials t·h·(2q + 8), the fp32 main-gradient add V/tp·h·(4 + q + 4)."""
     from moesim.ops.vocab import embedding_ops
 
     sc = load_scenario("llama3-70b-l12-b200-tp8")
     model, tr = sc.model, sc.training
-    t_h, shard = 4096 * model.d_model, model.vocab_size / 8 * model.d_model
+    t_h, shard = 4096 * model.d_model, 129024 / 8 * model.d_model  # the shard of the padded vocabulary
     fwd, bwd = embedding_ops(model, tr, np.array([1.0]), np.array([8.0]), 4096)
     got = {(op.name, op.pass_): float(np.asarray(op.bytes)[0]) for op in fwd + bwd}
     assert got == pytest.approx({("embedding_lookup", "fwd"): 4 * t_h, ("embedding_mask", "fwd"): 2 * t_h,

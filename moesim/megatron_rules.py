@@ -4,7 +4,6 @@ of: it is priced as given. Outside moesim.search so that `moesim estimate` does 
 
 from __future__ import annotations
 
-import numpy as np
 
 # The training.framework whose refusals the search applies (GPU scenarios only), and the backends whose flex
 # dispatcher asserts tp·ep > 1: DeepEP's kernels. Not HybridEP: Megatron-LM d98e8a64 token_dispatcher.py l.1835-1836
@@ -56,6 +55,8 @@ def megatron_fails(scenario, g: dict[str, np.ndarray]) -> list[np.ndarray]:
 def megatron_layout_warnings(scenario, layout) -> list[str]:
     """One line per Megatron-LM refusal an explicit layout breaks (the search's rules, which `estimate --layout`
     and `simulate` do not enforce: they price the layout as given); empty where megatron_rules does not apply."""
+    import numpy as np  # here, not at the top: `moesim --version` / `--help` import this module (search_cmd)
+
     g = {axis: np.array([getattr(layout, axis)]) for axis in ("tp", "ep", "etp")}
     return [f"Megatron-LM refuses this layout ({scenario.training.framework} on {scenario.hardware.name}): "
             f"{MEGATRON_REASONS[name]} [{name}]; priced as given, `moesim search` does not rank it"

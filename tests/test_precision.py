@@ -179,8 +179,9 @@ def test_quantise_cost_is_vectorised_and_linear():
 
 def test_recompute_modules_are_checked():
     assert spec(recompute_modules=["core_attn", "layernorm"]).recompute_modules == ("core_attn", "layernorm")
-    with pytest.raises(SpecError, match="'moe' is not allowed.*allowed: core_attn, layernorm, mla_up_proj, mlp, moe_"):
-        spec(recompute_modules=["core_attn", "moe"])  # Megatron's whole-MoE-layer checkpoint: not built
+    with pytest.raises(SpecError, match="'mhc' is not allowed.*allowed: core_attn, layernorm, mla_up_proj, mlp, "
+                       "moe_act, moe, shared_experts"):
+        spec(recompute_modules=["core_attn", "mhc"])  # Megatron-LM d98e8a64's hyper-connections: no such layer here
     assert spec(recompute_modules=["layernorm"]).recompute_modules == ("layernorm",)  # DeepSeek-V3 §3.2.3's set
     with pytest.raises(SpecError, match="needs at least one module"):
         spec(recompute_modules=[])

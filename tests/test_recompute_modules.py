@@ -1,6 +1,7 @@
-"""Megatron-LM's "mlp" and "moe_act" recompute modules (moesim/estimate/selective.py): what each stops keeping,
-what each runs again in backward, and the set-ups Megatron refuses (Megatron-LM 23e00ed0 transformer_config.py,
-transformer_layer.py l.425-427 / l.605-620, moe/experts.py l.804-806 / l.908-914)."""
+"""Megatron-LM's "mlp", "moe_act", "moe" and "shared_experts" recompute modules (moesim/estimate/selective.py):
+what each stops keeping, what each runs again in backward, and the set-ups Megatron refuses (Megatron-LM 23e00ed0
+transformer_config.py, transformer_layer.py l.425-427 / l.605-620, moe/experts.py l.804-806 / l.908-914,
+moe/moe_layer.py l.115-121 / l.204-220 / l.265-286)."""
 
 from __future__ import annotations
 
@@ -121,4 +122,111 @@ def test_modules_that_do_not_apply_are_refused():
     TrainingSpec(global_batch_sequences=8, recompute="selective", recompute_modules=("moe_act",),
                  gemm_dtype="float8", gemm_scaling="mxfp8")  # current / block scalings run it
     with pytest.raises(SpecError, match="not allowed"):
-        TrainingSpec(global_batch_sequences=8, recompute="selective", recompute_modules=("moe",))  # not built
+        TrainingSpec(global_batch_sequences=8, recompute="selective", recompute_modules=("mhc",))  # no such layer
+
+
+MOE_LAYER_PARTS = ("router", "permute", "expert_ffn", "unpermute", "shared_experts")
+
+
+def _time_s(ops, hw) -> float:
+    return sum(np.asarray(op_time_s(op, hw), dtype=float).ravel()[0] for op in ops)
+
+
+def test_moe_keeps_only_the_layer_input_and_reruns_the_layer_with_its_all_to_alls(dsv2):
+    """Megatron's "moe": MoELayer.forward under one checkpoint (moe_layer.py l.265-286). It keeps the layer's input
+    (the pre-MLP norm's output, the router's) and the dropout mask after it; router, permute, experts, unpermute and
+    shared experts run again, and with them the dispatch, combine and probabilities' all-to-alls."""
+    base, moe = _terms(dsv2, ("core_attn",)), _terms(dsv2, ("core_attn", "moe"))
+    t, h = base[True].tokens_per_device[0], dsv2.model.d_model
+    assert not dsv2.training.dropout  # no mask: the layer keeps its 2-byte input only
+    expected = base[True].activation_bytes[0] - _moe_layer_bytes(base[True], dsv2) + 2 * t * h
+    assert moe[True].activation_bytes[0] == pytest.approx(expected)
+    redo = [op for op in base[True].ops_fwd
+            if op.part in MOE_LAYER_PARTS and op.name not in ("moe_norm", "moe_residual")]
+    assert {op.name for op in redo} >= {"router", "permute", "expert_fc1", "expert_activation", "expert_fc2",
+                                        "unpermute", "shared_fc1", "shared_fc2"}
+    assert (moe[True].recompute_time_s - base[True].recompute_time_s)[0] == pytest.approx(_time_s(redo, dsv2.hardware))
+    assert sum(v[0] for v in moe[True].moe_recompute_parts_s.values()) == pytest.approx(_time_s(redo, dsv2.hardware))
+    gemm_flops = sum(np.asarray(op.flops, dtype=float).ravel()[0] for op in redo if op.kind != "memory")
+    assert (moe[True].hardware_flops - base[True].hardware_flops)[0] == pytest.approx(gemm_flops)
+    calls = [{c.name: float(np.asarray(c.calls).ravel()[0]) for c in terms[True].comms} for terms in (base, moe)]
+    added = {k: calls[1][k] - calls[0][k] for k in calls[0]}
+    ep = ("ep_all_to_all_dispatch", "ep_all_to_all_combine", "ep_all_to_all_probs", "etp_all_gather",
+          "etp_reduce_scatter")
+    assert added == {k: float(k in ep) for k in added}
+    assert "ep_all_to_all_probs" in added  # the scenario's dispatcher sends the probabilities in a call of their own
+    assert moe[False].activation_bytes[0] == base[False].activation_bytes[0]  # the dense layer is no MoELayer
+    assert moe[False].recompute_time_s[0] == base[False].recompute_time_s[0]
+
+
+def _moe_layer_bytes(terms, sc) -> float:
+    """What one MoE layer of `sc` keeps (core_attn recompute, no layernorm recompute): the routed part and the
+    shared experts, hand-counted from moesim.memory as the estimate does."""
+    from moesim import memory as mem
+    moe, h, n = sc.model.moe, sc.model.d_model, sc.training.seq_len
+    routed = mem.moe_activation_bytes(terms.tokens_per_device[0], terms.slots[0], h, moe.expert_d_ff, moe.num_experts,
+                                      1, sc.model.ffn_kind, False, 0, 2, False, 2, 0.0,
+                                      sc.training.moe_probs_in_activation)
+    shared = mem.mlp_activation_bytes(1, n, h, moe.num_shared_experts * moe.shared_expert_d_ff, 1, False,
+                                      sc.model.ffn_kind, 2, False, 2, 0.0)
+    return routed + shared
+
+
+def test_shared_experts_drop_their_activations_and_rerun(dsv2):
+    base, shared = _terms(dsv2, ("core_attn",)), _terms(dsv2, ("core_attn", "shared_experts"))
+    n, h = dsv2.training.seq_len, dsv2.model.d_model
+    f_s = dsv2.model.moe.num_shared_experts * dsv2.model.moe.shared_expert_d_ff
+    # BF16 SwiGLU, no dropout: FC1's input 2h, FC1's output 2·2f_s and the SwiGLU output 2f_s per token go
+    assert (base[True].activation_bytes - shared[True].activation_bytes)[0] == pytest.approx(n * (2 * h + 6 * f_s))
+    redo = [op for op in base[True].ops_fwd if op.part == "shared_experts"]
+    assert {op.name for op in redo} == {"shared_fc1", "shared_activation", "shared_fc2"}
+    assert (shared[True].recompute_time_s - base[True].recompute_time_s)[0] == \
+        pytest.approx(_time_s(redo, dsv2.hardware))
+    assert [c.calls for c in shared[True].comms] == [c.calls for c in base[True].comms]  # tp 1: no collective
+    assert not shared[True].moe_recompute_parts_s
+    assert shared[False].activation_bytes[0] == base[False].activation_bytes[0]
+
+
+def test_modules_nested_in_moe_run_twice(dsv2):
+    """Inside the re-run MoE forward, moe_act discards the activation again and recomputes it before FC2's
+    backward, and the shared experts' checkpoint runs its forward again in its own backward: each once more."""
+    moe = _terms(dsv2, ("core_attn", "moe"))[True]
+    act = _terms(dsv2, ("core_attn", "moe", "moe_act"))[True]
+    shared = _terms(dsv2, ("core_attn", "moe", "shared_experts"))[True]
+    (activation,) = [op for op in moe.ops_fwd if op.name == "expert_activation"]
+    assert (act.recompute_time_s - moe.recompute_time_s)[0] == pytest.approx(_time_s([activation], dsv2.hardware))
+    shared_ops = [op for op in moe.ops_fwd if op.part == "shared_experts"]
+    assert (shared.recompute_time_s - moe.recompute_time_s)[0] == pytest.approx(_time_s(shared_ops, dsv2.hardware))
+    assert act.activation_bytes[0] == moe.activation_bytes[0] == shared.activation_bytes[0]
+
+
+def test_moe_and_shared_experts_refusals():
+    llama = load_scenario("llama3-70b-l12-b200-tp8")  # dense
+    with pytest.raises(SpecError, match="moe recomputes MoE layers: 'llama") as err:
+        dataclasses.replace(llama, training=dataclasses.replace(llama.training, recompute="selective",
+                                                                recompute_modules=("moe",)))
+    assert err.value.field == "training.recompute_modules"
+    mixtral = load_scenario("mixtral-8x7b-h100")  # no shared experts
+    with pytest.raises(SpecError, match="shared_experts recomputes the shared experts: 'mixtral-8x7b' has none"):
+        dataclasses.replace(mixtral, training=dataclasses.replace(mixtral.training,
+                                                                  recompute_modules=("shared_experts",)))
+    with pytest.raises(SpecError, match="does not run under moe_a2a_overlap") as err:
+        TrainingSpec(global_batch_sequences=8, recompute="selective", recompute_modules=("moe",),
+                     pipeline_schedule="interleaved", moe_a2a_overlap=True)
+    assert err.value.field == "training.recompute_modules"
+    TrainingSpec(global_batch_sequences=8, recompute="selective", recompute_modules=("shared_experts",),
+                 pipeline_schedule="interleaved", moe_a2a_overlap=True)  # the overlap calls shared_experts_compute
+    with pytest.raises(SpecError, match="moe_router CUDA graph") as err:
+        TrainingSpec(global_batch_sequences=8, recompute="selective", recompute_modules=("moe",),
+                     cuda_graph_scope=("moe_router",))
+    assert err.value.field == "training.cuda_graph_scope"
+    with pytest.raises(SpecError, match="needs dropout off") as err:
+        TrainingSpec(global_batch_sequences=8, recompute="selective", recompute_modules=("moe",),
+                     cuda_graph_scope=("moe",), dropout=True)
+    assert err.value.field == "training.dropout"
+    TrainingSpec(global_batch_sequences=8, recompute="selective", recompute_modules=("moe",),
+                 cuda_graph_scope=("moe",), dropout=False)
+    TrainingSpec(global_batch_sequences=8, recompute="none", recompute_modules=("moe",),
+                 pipeline_schedule="interleaved", moe_a2a_overlap=True)  # listed, not selective: nothing checkpointed
+    TrainingSpec(global_batch_sequences=8, recompute="selective", recompute_modules=("moe", "moe_act"),
+                 gemm_dtype="float8", gemm_scaling="mxfp8")  # te_checkpoint under FP8; moe_act nests in it

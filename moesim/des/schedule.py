@@ -225,8 +225,10 @@ class _Builder:
             return spec
         return self.costs.price(spec.name, spec.axis, spec.op, spec.size_bytes / self.chunks)
 
-    def _moe(self, lc: LayerCost, phase: str, layer: int, mb: int, backward: bool) -> None:
-        c, parts = self.chunks, lc.parts(backward, self.paired and phase != "recompute")
+    def _moe(self, lc: LayerCost, phase: str, layer: int, mb: int, backward: bool, parts=None) -> None:
+        """One MoE layer's pass; `parts`: the stage parts' seconds to run (default: the layer's own)."""
+        c = self.chunks
+        parts = lc.parts(backward, self.paired and phase != "recompute") if parts is None else parts
         first, second = ("ep_all_to_all_combine", "ep_all_to_all_dispatch") if backward else \
             ("ep_all_to_all_dispatch", "ep_all_to_all_combine")
         into, back = self._chunk_spec(lc, first), self._chunk_spec(lc, second)
@@ -298,7 +300,11 @@ class _Builder:
             mlp = not lc.is_moe and "mlp" in self.costs.training.recompute_modules
             if mlp:  # the checkpointed dense MLP's forward again, its tp collectives with it (estimate/terms.py)
                 self.comm(lc.comms.get("tp_all_gather"), "recompute", layer, mb)
-            self.compute("attention recompute", "recompute", layer, mb, lc.recompute_s)
+            moe = lc.moe_recompute_s
+            self.compute("attention recompute", "recompute", layer, mb, max(lc.recompute_s - sum(moe.values()), 0.0))
+            if moe:  # the "moe" checkpoint: the MoE layer's forward again, all-to-alls and all (estimate/selective.py)
+                self._moe(lc, "recompute", layer, mb, backward=False,
+                          parts={p: moe.get(p, 0.0) for p in ("router", "permute", "unpermute", "shared_experts")})
             if mlp:
                 self.comm(lc.comms.get("tp_reduce_scatter"), "recompute", layer, mb)
                 self.comm(lc.comms.get("tp_all_reduce"), "recompute", layer, mb)

@@ -19,6 +19,18 @@ default is the attention core alone, Korthikanti §5):
                not kept (the routing weight is applied inside the activation); the shared experts are untouched.
                Its FP8 form needs a current or block scaling (transformer_config.py l.916). The DeepSeek-V3 form,
                input cached in FP8 and the shared experts too, is training.moe_activation_recompute.
+  moe          the whole MoE layer is one checkpoint (Megatron-LM 23e00ed0 moe/moe_layer.py l.115-117 and
+               l.265-286, custom_forward under tensor_parallel.checkpoint / te_checkpoint; d98e8a64 l.701-718):
+               it keeps its input only (the pre-MLP norm's output, the router's input, counted already; the norm
+               and the bias-dropout-add after the layer are outside, in transformer_layer.py), so nothing of the
+               router, the permutation, the experts, the shared experts or the combine is stored; all of them run
+               again in backward, the dispatch and combine all-to-alls (and the probabilities' and the expert-tp
+               collectives) with them. Nested modules run a second time inside it: moe_act's activation is
+               discarded again in the re-run forward and recomputed once more before FC2's backward, and the
+               shared_experts checkpoint's forward runs in the re-run and again in its own backward.
+  shared_experts  the shared experts are one checkpoint (moe_layer.py l.118-121, l.204-220; d98e8a64 l.517-529):
+               they keep only their input (the same norm output the router keeps), and their FC1, activation and
+               FC2 run again in backward.
 The cost is the recomputed forward operators at their forward prices (`recomputed_ops`: the one operator list).
 DeepSeek-V3 §3.2.3 recomputes the norms and the up-projections, not the attention core (its H800 trace has no
 attention kernel in the backward besides the flash backward).
@@ -96,17 +108,39 @@ RECOMPUTED_OPS = {"layernorm": ("attn_norm", "q_norm", "kv_norm", "mlp_norm", "m
                   "mlp": ("mlp_norm", "fc1", "activation", "fc2"),
                   "moe_act": ("expert_activation",)}
 RECOMPUTED_PART = {"mlp": "dense_ffn"}  # modules whose operators are taken from one part only
+# Modules whose operators are every operator of some parts (moesim/estimate/terms.py MOE_PARTS) but the named ones:
+# "moe" the MoE layer (Megatron-LM 23e00ed0 moe_layer.py l.265-272, router to combine; its pre-MLP norm and the
+# residual add after it live in transformer_layer.py, outside the checkpoint), "shared_experts" their FFN.
+RECOMPUTED_PARTS = {"moe": (("router", "permute", "expert_ffn", "unpermute", "shared_experts"),
+                            ("moe_norm", "moe_residual")),
+                    "shared_experts": (("shared_experts",), ())}
+
+
+def _whole_parts(module: str, fwd_ops: list) -> list:
+    """The operators of a RECOMPUTED_PARTS module."""
+    parts, outside = RECOMPUTED_PARTS[module]
+    return [op for op in fwd_ops if op.part in parts and op.name not in outside]
 
 
 def recomputed_ops(training: TrainingSpec, fwd_ops: list) -> list:
     """The forward operators a selective recomputation runs again in backward, to be priced as the forward prices
-    them (one operator list): the attention core with core_attn, the operators RECOMPUTED_OPS names for the others."""
+    them (one operator list): the attention core with core_attn, the operators RECOMPUTED_OPS names for the others,
+    the shared experts' with shared_experts; with "moe" the MoE layer's operators once more, so that a module nested
+    in it (moe_act, shared_experts) is counted twice, as Megatron runs it (module docstring)."""
     modules = training.recompute_modules
     names = {name for module in modules for name in RECOMPUTED_OPS.get(module, ()) if module not in RECOMPUTED_PART}
     parts = {(RECOMPUTED_PART[module], name) for module in modules if module in RECOMPUTED_PART
              for name in RECOMPUTED_OPS[module]}
-    return [op for op in fwd_ops if (op.kind == "attention" and "core_attn" in modules) or op.name in names
-            or (op.part, op.name) in parts]
+    shared = {id(op) for op in _whole_parts("shared_experts", fwd_ops)} if "shared_experts" in modules else set()
+    redo = [op for op in fwd_ops if (op.kind == "attention" and "core_attn" in modules) or op.name in names
+            or (op.part, op.name) in parts or id(op) in shared]
+    return redo + moe_recomputed_ops(training, fwd_ops)
+
+
+def moe_recomputed_ops(training: TrainingSpec, fwd_ops: list) -> list:
+    """The MoE layer's forward operators the "moe" checkpoint runs again (empty without it): the simulator runs
+    them with the layer's all-to-alls in its recompute phase (moesim/des/schedule.py)."""
+    return _whole_parts("moe", fwd_ops) if "moe" in training.recompute_modules else []
 
 
 def core_recompute_code(training: TrainingSpec, recompute) -> np.ndarray:

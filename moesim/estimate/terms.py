@@ -33,7 +33,9 @@ from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
 from moesim.estimate.pricing import distinct_rows
 from moesim.ops.base import ATTENTION_BACKWARD_TO_FORWARD, PARTS, Op, gemm, memory
-from moesim.estimate.selective import core_recompute_code, recomputed, recomputed_ops, stored_inputs
+from moesim.estimate.selective import (
+    core_recompute_code, moe_recomputed_ops, recomputed, recomputed_ops, stored_inputs,
+)
 from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER, mla_sp_widths
 from moesim.estimate.precision_terms import (
     activation_dequantise_bytes, activation_recompute_bytes, attention_output_cast_bytes, quantise_parts_bytes,
@@ -97,6 +99,9 @@ class ClassTerms:
     # operators at the SMs those leave (moesim.ops.sm_share); empty when nothing shares the chip (= the parts).
     fwd_pair_parts_s: dict[str, np.ndarray] = field(default_factory=dict)
     bwd_pair_parts_s: dict[str, np.ndarray] = field(default_factory=dict)
+    # Recompute module "moe": the part of recompute_time_s that is the MoE layer's forward again, by stage part (the
+    # simulator runs it around the layer's all-to-alls; moesim/estimate/selective.py); empty without it.
+    moe_recompute_parts_s: dict[str, np.ndarray] = field(default_factory=dict)
 
     def pair_time_s(self) -> np.ndarray:
         """Forward plus backward time of the layer in a DualPipe overlapped pair (fwd + bwd without sharing)."""
@@ -311,6 +316,10 @@ class TermBuilder:
                         np.zeros(n_rows))
         redo_flops = sum((op.flops for op in redo if op.kind != "memory"), np.zeros(n_rows))
         terms.recompute_time_s = np.where(full, terms.fwd_time_s, np.where(selective, redo_time, 0.0))
+        moe_redo = moe_recomputed_ops(self.tr, fwd_ops) if cls.is_moe else []
+        if moe_redo:
+            terms.moe_recompute_parts_s = {p: np.where(selective, t, 0.0)
+                                           for p, t in ops_time_by_part(moe_redo, self.hw, n_rows).items()}
         unpadded = fwd_flops - padded_extra
         terms.model_flops = (1 + BACKWARD_TO_FORWARD) * unpadded
         # Hardware FLOPs are what the kernels execute, the work their time is priced on: the attention core's
@@ -406,11 +415,18 @@ class TermBuilder:
             # "moe_act": FC1's output kept as computed (q_a), FC2's input and the expert outputs not (selective.py)
             moe_act = mem.moe_activation_bytes(*args, True, kept.q_router_input, kept.mask, True,
                                                q_act_input=tr.bytes_of("activation"))
-            act = act + np.where(recomputed(tr, rec, "moe_act"), moe_act, experts)
+            # "moe": the layer's checkpoint keeps its input (the router's, q_in) and the dropout mask of the
+            # bias-dropout-add after it (outside the checkpoint) only (selective.py)
+            layer_checkpoint = (kept.q_router_input + kept.mask) * t_dev * h
+            moe_layer = recomputed(tr, rec, "moe")
+            act = act + np.where(moe_layer, layer_checkpoint, np.where(recomputed(tr, rec, "moe_act"), moe_act,
+                                                                       experts))
             if moe.num_shared_experts:
-                act = act + mem.mlp_activation_bytes(b, n, h, moe.num_shared_experts * moe.shared_expert_d_ff, tp,
-                                                     sp, model.ffn_kind, q_st, tr.moe_activation_recompute,
-                                                     kept.q_gemm_input, kept.mask)
+                shared = mem.mlp_activation_bytes(b, n, h, moe.num_shared_experts * moe.shared_expert_d_ff, tp,
+                                                  sp, model.ffn_kind, q_st, tr.moe_activation_recompute,
+                                                  kept.q_gemm_input, kept.mask)
+                # "shared_experts" (or "moe"): their checkpoint's input is the router's, counted above
+                act = act + np.where(moe_layer | recomputed(tr, rec, "shared_experts"), 0.0, shared)
         full = rec == mem.RECOMPUTE_CODES["full"]
         return np.where(full, mem.full_recompute_bytes(b, n, h, tp, sp), act)
 
@@ -439,7 +455,9 @@ class TermBuilder:
                    + ops.shared_experts(cls))
         terms.slots, terms.capacity, terms.tokens_per_device = slots, capacity, t_dev
         full = rec == mem.RECOMPUTE_CODES["full"]
-        extra = np.where(full, 1, 0)
+        # the forward's collectives once more under a full recompute or the "moe" checkpoint (Megatron-LM 23e00ed0
+        # moe_layer.py l.265-286: dispatch and combine inside custom_forward, re-run in backward)
+        extra = np.where(full | recomputed(self.tr, rec, "moe"), 1, 0)
         q_c = self.tr.element_bytes("combine")
         # Dispatch and combine all-to-alls, forward and backward (Switch §5.4; FasterMoE §3.3: 4 per layer).
         terms.comms.append(CommCall("ep_all_to_all_dispatch", "ep", "all_to_all", slots * h * self.q_dispatch,

@@ -61,6 +61,14 @@ class Scenario:
             # Megatron-LM 23e00ed0 moe/experts.py l.804-806: the routed experts' (grouped) MLP only
             raise SpecError(f"moe_act recomputes the routed experts' activation: '{self.model.name}' has no MoE "
                             "layers", file=self.file or None, field="training.recompute_modules", value="moe_act")
+        if "moe" in self.training.recompute_modules and moe is None:
+            # Megatron-LM 23e00ed0 moe/moe_layer.py l.115-117: the checkpoint is MoELayer's own
+            raise SpecError(f"moe recomputes MoE layers: '{self.model.name}' has no MoE layers",
+                            file=self.file or None, field="training.recompute_modules", value="moe")
+        if "shared_experts" in self.training.recompute_modules and not (moe and moe.num_shared_experts):
+            # Megatron-LM 23e00ed0 moe/moe_layer.py l.118-121, l.204-220: the MoE layer's shared experts only
+            raise SpecError(f"shared_experts recomputes the shared experts: '{self.model.name}' has none",
+                            file=self.file or None, field="training.recompute_modules", value="shared_experts")
         if "mlp" in self.training.recompute_modules and self.model.num_moe_layers == self.model.num_layers:
             # Megatron-LM 23e00ed0 transformer_layer.py l.425-427: "mlp" checkpoints dense MLPs, not an MoELayer
             raise SpecError(f"mlp recomputes dense MLP layers: every layer of '{self.model.name}' is an MoE layer "

@@ -21,9 +21,9 @@ RECOMPUTE_MODES = ("none", "selective", "full")
 # What selective recomputation covers (Megatron-Core --recompute-modules names): the attention core (the default,
 # Korthikanti §5), the norms and the MLA up-projections, whose outputs are then not stored (DeepSeek-V3 §3.2.3
 # recomputes "all RMSNorm operations and MLA up-projections", not the core: moesim/estimate/selective.py).
-# Megatron-LM 23e00ed0 core/transformer/transformer_config.py recompute_modules (l.304-317): moesim builds these five
-# of its seven ("moe" and "shared_experts", whole-module checkpoints of the MoE layer / shared experts, are not built)
-RECOMPUTE_MODULES = ("core_attn", "layernorm", "mla_up_proj", "mlp", "moe_act")
+# Megatron-LM 23e00ed0 core/transformer/transformer_config.py recompute_modules (l.304-317): all seven ("moe" and
+# "shared_experts" since session 21's recompmods2; d98e8a64's gdn_* / gdp_* / mhc are for layer kinds moesim lacks)
+RECOMPUTE_MODULES = ("core_attn", "layernorm", "mla_up_proj", "mlp", "moe_act", "moe", "shared_experts")
 # What a per-layer CUDA graph captures in training (Megatron-LM --cuda-graph-impl local | transformer_engine with
 # --cuda-graph-modules; NVIDIA/Megatron-LM @ d98e8a64 docs/user-guide/features/cuda_graph.md, "--cuda-graph-modules
 # options"): attn TransformerLayer._forward_attention, mlp the dense layers' _forward_mlp, moe the MoE layers'
@@ -244,6 +244,27 @@ class TrainingSpec:
                             "recompute the expert activation: choose one", field="training.recompute_modules",
                             value=list(self.recompute_modules),
                             allowed=[m for m in RECOMPUTE_MODULES if m != "moe_act"])
+        layer_checkpoint = self.recompute == "selective" and "moe" in self.recompute_modules
+        if layer_checkpoint and self.moe_a2a_overlap:
+            # Megatron-LM d98e8a64 models/gpt/fine_grained_callables.py l.125-216 (23e00ed0 l.358-429): the EP A2A
+            # overlap calls the MoE layer's pieces itself, so MoELayer.forward's checkpoint (moe_layer.py l.701) never
+            # runs: "moe" would be listed and not done
+            raise SpecError("the moe recompute module does not run under moe_a2a_overlap (Megatron's overlap calls "
+                            "the MoE layer's pieces, not its checkpointed forward)", field="training.recompute_modules",
+                            value=list(self.recompute_modules), allowed=[m for m in RECOMPUTE_MODULES if m != "moe"])
+        if layer_checkpoint and "moe_router" in self.cuda_graph_scope:
+            # Megatron-LM d98e8a64 transformer_config.py l.2861-2870: "moe recompute is not supported with moe_router
+            # CUDA graph" (transformer_engine graphs; a recompute module must not cover a graph's scope)
+            raise SpecError("the moe recompute module cannot run with the moe_router CUDA graph (Megatron-LM "
+                            "transformer_config.py)", field="training.cuda_graph_scope",
+                            value=list(self.cuda_graph_scope),
+                            allowed=[m for m in CUDA_GRAPH_MODULES if m not in ("moe_router", "moe_preprocess")])
+        graphed_moe = "moe" in self.cuda_graph_scope or "full_iteration" in self.cuda_graph_scope
+        if layer_checkpoint and graphed_moe and self.dropout:
+            # Megatron-LM d98e8a64 transformer_config.py l.2884-2897: "hidden dropout is not supported with graphed
+            # MLP/MoE recomputation" (a graphed recompute takes no random numbers)
+            raise SpecError("the moe recompute module inside a CUDA graph needs dropout off (Megatron-LM "
+                            "transformer_config.py)", field="training.dropout", value=self.dropout, allowed=[False])
         delayed = [m for m in ("moe_act", "layernorm") if m in self.recompute_modules]
         if delayed and self.fp8_scaling == "per_tensor_delayed":
             # Megatron-LM 23e00ed0 transformer_config.py l.916: "Delayed scaling does not support moe_act and

@@ -89,6 +89,13 @@ CASES = [
     ("llama3-70b b200 tp8 sp selective mlp", "llama3-70b-l12-b200-tp8",
      {"recompute": "selective", "recompute_modules": ("core_attn", "mlp")}, None),
     ("mixtral-8x7b selective moe_act", "mixtral-8x7b-h100", {"recompute_modules": ("core_attn", "moe_act")}, None),
+    # Megatron's "moe" and "shared_experts" (session 21, recompmods2): the MoE layer's forward again in the recompute
+    # phase, its all-to-alls with it (moesim/des/schedule.py), and the shared experts' operators again.
+    ("deepseek-v2-l4 b200 selective moe", "deepseek-v2-l4-b200-ep8",
+     {"recompute": "selective", "recompute_modules": ("core_attn", "moe")}, None),
+    ("mixtral-8x7b selective moe", "mixtral-8x7b-h100", {"recompute_modules": ("core_attn", "moe")}, None),
+    ("deepseek-v2-l4 b200 selective shared_experts", "deepseek-v2-l4-b200-ep8",
+     {"recompute": "selective", "recompute_modules": ("core_attn", "shared_experts")}, None),
     ("mixtral-8x7b tp2 pp4 vp2 a2a overlap, ep over 2 nodes", "mixtral-8x7b-h100",
      {"pipeline_schedule": "interleaved", "moe_a2a_overlap": True, "global_batch_sequences": 128,
       "sequence_parallel": False}, Layout(dp=8, tp=2, ep=8, pp=4, vp=2)),

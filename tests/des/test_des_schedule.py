@@ -56,6 +56,25 @@ def test_tensor_parallel_blocks_and_full_recompute():
     assert _layer_ops(prog, 1, "recompute") == _layer_ops(prog, 1, "fwd")
 
 
+def test_moe_recompute_module_reruns_the_layer_with_its_all_to_alls():
+    """Megatron's "moe" recompute module (moesim/estimate/selective.py): the MoE layer's forward again in the
+    recompute phase, dispatch and combine all-to-alls included, after the rest of the selective recompute; the
+    stage parts' seconds are the estimate's recomputed operators."""
+    scenario = tiny_scenario(8, recompute="selective", recompute_modules=("core_attn", "moe"))
+    costs = _costs(scenario, Layout(dp=8, ep=8))
+    prog = build_stage_program(costs, 0)
+    assert _layer_ops(prog, 0, "recompute") == [
+        ("compute", "attention recompute"), ("compute", "router"), ("compute", "permute"),
+        ("comm", "dispatch all-to-all"), ("compute", "expert FFN"), ("comm", "combine all-to-all"),
+        ("compute", "unpermute")]
+    lc = costs.classes[0]
+    assert lc.moe_recompute_s["router"] < lc.fwd_s["router"]  # its pre-MLP norm is outside the checkpoint
+    core = [o for o in prog.ops if o.layer == 0 and o.phase == "recompute" and o.name == "attention recompute"]
+    assert core[0].duration_s == pytest.approx(lc.recompute_s - sum(lc.moe_recompute_s.values()))
+    plain = build_stage_program(_costs(tiny_scenario(8, recompute="selective"), Layout(dp=8, ep=8)), 0)
+    assert _layer_ops(plain, 0, "recompute") == [("compute", "attention recompute")]
+
+
 def test_chunks_queue_dispatches_ahead_of_combines():
     scenario = tiny_scenario(8)
     prog = build_stage_program(_costs(scenario, Layout(dp=8, ep=8)), 0, chunks=2)

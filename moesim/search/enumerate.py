@@ -53,8 +53,11 @@ REASONS = {
     "cp_a2a_heads_not_divisible": "cp_comm a2a: num_heads % (tp·cp) != 0 (Ulysses scatters heads)",
     "out_of_memory": "memory per device above the usable HBM",
 }
-_DEGREE_REASONS = tuple(REASONS)[:10]
-_PIPELINE_REASONS = tuple(REASONS)[12:18]
+# The degree rules (degree_reason's list) end before pipeline_stage_mismatch; the schedule rules (pipeline_reason's)
+# run from the interleaved layer rule up to cp_a2a_heads_not_divisible, inclusive.
+_DEGREE_REASONS = tuple(REASONS)[:tuple(REASONS).index("pipeline_stage_mismatch")]
+_PIPELINE_REASONS = tuple(REASONS)[tuple(REASONS).index("interleaved_layers_not_divisible_by_pp_vp"):
+                                   tuple(REASONS).index("out_of_memory")]
 
 
 def divisors(n: int) -> np.ndarray:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
-from moesim.specs.layout import Layout, layout_problems, resolve_layout
+from moesim.specs.layout import Layout, a2a_overlap_problems, layout_problems, resolve_layout
 from moesim.specs.model import ModelSpec
 from moesim.specs.ranges import MAX_TOKENS_PER_STEP, check_ranges
 from moesim.specs.training import TrainingSpec
@@ -134,7 +134,8 @@ class Scenario:
         training = training or self.training
         moe = self.model.moe
         att = self.model.attention
-        return layout_problems(
+        overlap = a2a_overlap_problems(training.moe_a2a_overlap, training.pipeline_schedule, layout.pp, layout.ep)
+        return overlap + layout_problems(
             layout, devices=self.devices, num_experts=moe.num_experts if moe else 1,
             num_heads=att.num_heads, num_kv_heads=att.num_kv_heads, d_ff=self.model.d_ff,
             expert_d_ff=moe.expert_d_ff if moe else self.model.d_ff, num_layers=self.model.num_layers,

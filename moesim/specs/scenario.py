@@ -135,11 +135,11 @@ class Scenario:
         moe = self.model.moe
         att = self.model.attention
         overlap = a2a_overlap_problems(training.moe_a2a_overlap, training.pipeline_schedule, layout.pp, layout.ep)
-        return overlap + layout_problems(
+        return layout_problems(
             layout, devices=self.devices, num_experts=moe.num_experts if moe else 1,
             num_heads=att.num_heads, num_kv_heads=att.num_kv_heads, d_ff=self.model.d_ff,
             expert_d_ff=moe.expert_d_ff if moe else self.model.d_ff, num_layers=self.model.num_layers,
             global_batch_sequences=training.global_batch_sequences,
             micro_batches=micro_batches or training.micro_batches,
             schedule=training.pipeline_schedule, seq_len=self.seq_lens[0], mtp_depth=self.model.mtp_depth,
-        )
+        ) + overlap  # last, as the search's order has them (moesim.search.enumerate.REASONS)

@@ -52,8 +52,8 @@ REASONS = {
     "dualpipe_needs_even_pp_and_micro_batches": "dualpipe: pp or micro_batches odd, or micro_batches < 2·pp",
     "cp_a2a_heads_not_divisible": "cp_comm a2a: num_heads % (tp·cp) != 0 (Ulysses scatters heads)",
     "a2a_overlap_needs_interleaved_at_pp_above_1":
-        "training.moe_a2a_overlap at pp > 1 outside the interleaved schedule (Megatron-LM d98e8a64 transformer_config.py "
-        "l.3007-3011 asserts virtual stages)",
+        "training.moe_a2a_overlap at pp > 1 outside the interleaved schedule (Megatron-LM d98e8a64 "
+        "transformer_config.py l.3007-3011 asserts virtual stages)",
     "out_of_memory": "memory per device above the usable HBM",
 }
 # The degree rules (degree_reason's list) end before pipeline_stage_mismatch; the schedule rules (pipeline_reason's)
@@ -131,8 +131,8 @@ def pipeline_grid(scenario: Scenario) -> dict[str, np.ndarray]:
 
 def pipeline_reason(scenario: Scenario, pp, tp, cp, micro_batches, schedule, vp, cp_comm) -> np.ndarray:
     """Index into _PIPELINE_REASONS of the first schedule/cp rule each row breaks; -1 when none (the order
-    of specs.layout.schedule_problems, then the Ulysses head rule, then the EP A2A overlap's). Arrays of equal length; schedule codes (indices
-    into PIPELINE_SCHEDULES, compared as codes rather than named row by row)."""
+    of specs.layout.schedule_problems, then the Ulysses head rule, then the EP A2A overlap's). Arrays of equal
+    length; schedule codes (indices into PIPELINE_SCHEDULES, compared as codes rather than named row by row)."""
     layers, heads = scenario.model.num_layers, scenario.model.attention.num_heads
     code = PIPELINE_SCHEDULES.index
     inter, m = schedule == code("interleaved"), micro_batches

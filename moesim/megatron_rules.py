@@ -21,6 +21,9 @@ MEGATRON_REASONS = {
     "megatron_flex_dispatcher_needs_etp_ep_above_1":
         "etp·ep = 1 with dispatch_backend deepep (Megatron-LM 23e00ed0 token_dispatcher.py l.1163 asserts in flex, "
         "its only DeepEP path)",
+    "megatron_a2a_overlap_needs_ep_above_1":
+        "ep = 1 with training.moe_a2a_overlap (Megatron-LM d98e8a64 transformer_config.py l.3013-3015 asserts "
+        "expert_model_parallel_size > 1 for overlap_moe_expert_parallel_comm)",
 }
 
 
@@ -36,8 +39,8 @@ def megatron_rules(scenario) -> bool:
 
 
 def megatron_fails(scenario, g: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Megatron-LM's three refusals (MEGATRON_REASONS, in order) for each combination of g's tp / ep /
-    etp; all False where megatron_rules does not apply."""
+    """Megatron-LM's four refusals (MEGATRON_REASONS, in order) for each combination of g's tp / ep /
+    etp; the first three all False where megatron_rules does not apply."""
     tp, moe = g["tp"], scenario.model.moe
     megatron = megatron_rules(scenario)
     megatron_moe = bool(moe) and megatron
@@ -49,6 +52,9 @@ def megatron_fails(scenario, g: dict[str, np.ndarray]) -> list[np.ndarray]:
         (tp > 1) & (megatron_moe and not scenario.training.sequence_parallel),
         # Megatron-LM 23e00ed0 token_dispatcher.py l.1163: `assert self.tp_size * self.ep_size > 1` (expert tp)
         (g["etp"] * g["ep"] == 1) & (megatron_moe and deepep),
+        # Megatron-LM d98e8a64 transformer_config.py l.3013-3015: `assert self.expert_model_parallel_size > 1` under
+        # overlap_moe_expert_parallel_comm (the overlap is Megatron-Core's own: refused whatever the framework)
+        (g["ep"] == 1) & bool(moe and scenario.training.moe_a2a_overlap),
     ]
 
 

@@ -22,7 +22,9 @@ Orders:
                  2(p − d − 1) + (v − 1)·p forwards; forward k runs chunk ⌊k/p⌋ mod v of micro-batch
                  ⌊k/(p·v)⌋·p + k mod p; backward k the chunk v − 1 − ⌊k/p⌋ mod v. With the EP A2A overlap
                  (training.moe_a2a_overlap) one more warm-up forward and every steady-state forward-backward
-                 an FB slot (Megatron-Core's combined 1F1B)
+                 an FB slot (Megatron-Core's combined 1F1B); 1f1b at p = 1 with the overlap: that order at
+                 v = 1 (F0, then forward i beside backward i − 1, then the last backward: Megatron-Core's
+                 combined_1f1b_schedule_for_no_pipelining)
   zb-h1, zb-v    greedy list scheduling, ZB-H1 on equal unit times (the paper's handcrafted shape),
                  ZB-V on the stage's F, I, W times when the caller gives them (Qi et al. build theirs
                  from profiled T_F, T_B, T_W too; on unit times a B = 2F stage's bubble grew with m): a device
@@ -82,8 +84,12 @@ def device_order(schedule: str, micro_batches: int, pp: int, vp: int, device: in
                  times: tuple[float, float, float] | None = None, a2a_overlap: bool = False) -> list[Slot]:
     """The slots device `device` runs in one step, in order (module docstring). `times` = (F, I, W) of a
     device's stage per micro-batch, for the zero-bubble orders' list scheduling (relative values count).
-    `a2a_overlap`: interleaved with Megatron-Core's EP A2A overlap (training.moe_a2a_overlap)."""
+    `a2a_overlap`: interleaved, or 1f1b at pp 1, with Megatron-Core's EP A2A overlap (training.moe_a2a_overlap)."""
     m, p = micro_batches, pp
+    if schedule == "1f1b" and a2a_overlap and p == 1:
+        # Megatron-LM d98e8a64 combined_1f1b.py l.35-135 combined_1f1b_schedule_for_no_pipelining: F0 alone, then
+        # forward i with backward i − 1 (FB), the last backward alone: the interleaved order at p = v = 1
+        return _interleaved(m, 1, 1, 0, True)
     if schedule in ("1f1b", "gpipe"):
         if schedule == "gpipe":
             return [Slot("F", i, device) for i in range(m)] + [Slot("B", i, device) for i in range(m)]

@@ -12,6 +12,7 @@ backward product: one forward's time each), B_full = B + W.
   zb-v         m·t + (p − 1)·max(F/2, F + B − 2W)       ZB-H2's, at ZB-H1 memory   Qi et al. Table 2, §6
   dualpipe     n·t_o + (m − n)·t + (p/2 − 1)·(F&B + B_full − 3W)                   DeepSeek-V3 Table 2
   interleaved with the EP A2A overlap: n·t_a + (m − n)·t in place of m·t, n = `interleaved_pairs`    Megatron-Core
+  (1f1b at pp 1 with it likewise, n = m − 1: combined_1f1b_schedule_for_no_pipelining)
 
 1F1B, GPipe: t_s each stage's time per micro-batch, t = max_s t_s; at equal stages (m + p − 1)·t, Narayanan et
 al. 2021 §2.2.1: the first micro-batch crosses every stage before the slowest one's m passes, and the last
@@ -100,7 +101,9 @@ def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, we
         work = np.where(is_schedule(schedule, "dualpipe"), pairs * np.asarray(overlapped_s) + (m - pairs) * t, work)
     if a2a_pair_s is not None:  # Megatron's combined 1F1B: its pairs in Megatron's per-layer order (a2a_order)
         pairs = interleaved_pairs(m, p, v)
-        work = np.where(is_schedule(schedule, "interleaved"), pairs * np.asarray(a2a_pair_s) + (m - pairs) * t, work)
+        # 1f1b at pp 1: combined_1f1b_schedule_for_no_pipelining, the interleaved count at p = v = 1 (m − 1 pairs)
+        combined = is_schedule(schedule, "interleaved") | (is_schedule(schedule, "1f1b") & (p == 1))
+        work = np.where(combined, pairs * np.asarray(a2a_pair_s) + (m - pairs) * t, work)
     return work + bubble, bubble
 
 

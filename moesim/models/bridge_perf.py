@@ -47,7 +47,8 @@ RECOMPUTE_LADDER = (("none", (), False), ("selective", ("mla_up_proj",), True), 
 DISPATCH_BACKEND = {"": "nccl", "deepep": "deepep", "hybridep": "hybridep"}
 # The recipe's moe_a2a_overlap (Megatron-Core overlap_moe_expert_parallel_comm + delay_wgrad_compute, the combined
 # 1F1B schedule: Megatron-LM megatron/core/models/common/model_chunk_schedule_plan.py TransformerLayerSchedulePlan.run):
-# priced (training.moe_a2a_overlap) where moesim prices the row's interleaved schedule, else named as not written.
+# priced (training.moe_a2a_overlap) where moesim prices the row's interleaved schedule or the row runs pp 1, else named
+# as not written.
 A2A_OVERLAP = ("on", "off", "")
 # A recipe's boolean setting as written down: "true" / "false" as the recipe sets it, "" where it was not read.
 RECIPE_FLAG = ("true", "false", "")
@@ -216,8 +217,9 @@ def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
                 # moesim.ops.graphs.FULL_ITERATION, session 21 bridgerows2)
                 "cuda_graph_scope": list(row.cuda_graph_scope),
                 "pipeline_schedule": "interleaved" if vp > 1 else "1f1b",
-                # the recipe's EP A2A overlap where moesim prices the interleaved schedule Megatron runs it with
-                "moe_a2a_overlap": row.moe_a2a_overlap == "on" and vp > 1,
+                # the recipe's EP A2A overlap where moesim prices the schedule Megatron runs it with: interleaved, or
+                # at pp 1 combined_1f1b_schedule_for_no_pipelining (Megatron-LM d98e8a64 schedules.py l.778; 1f1b here)
+                "moe_a2a_overlap": row.moe_a2a_overlap == "on" and (vp > 1 or row.pp == 1),
                 # Megatron-Core's grouped experts multiply the routing probability inside the activation (Megatron-LM
                 # core/transformer/moe/experts.py TEGroupedMLP bias_act_func: weighted_bias_swiglu_impl(..,
                 # permuted_probs)), so no expert output is kept: every row runs Megatron-Core (session 21, bridgemem)
@@ -347,9 +349,7 @@ def not_written(p: Priced, rows: tuple[BridgeRow, ...] = ()) -> list[str]:
                    "(the largest published rank count's rate priced)")
     if "moe_preprocess" in r.cuda_graph_scope:  # moesim.ops.graphs: no operator of the list is MoELayer.preprocess
         out.append("CUDA graph of moe_preprocess: its metadata kernels are not in moesim's operator list")
-    if r.moe_a2a_overlap == "on" and p.vp == 1 and r.pp == 1:  # Megatron's combined_1f1b_schedule_for_no_pipelining
-        out.append("EP all-to-all overlap at pp 1 not priced (moesim prices it in the interleaved schedule only)")
-    elif r.moe_a2a_overlap == "on" and p.vp == 1:
+    if r.moe_a2a_overlap == "on" and p.vp == 1 and r.pp > 1:
         out.append("EP all-to-all overlap not priced (Megatron runs it interleaved; vp priced as 1F1B)")
     if not r.recompute:
         out.append("recompute not stated (moesim's rule: the least that fits)")

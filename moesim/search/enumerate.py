@@ -51,10 +51,16 @@ REASONS = {
     "zb_v_needs_two_layers_per_stage": "zb-v: num_layers < 2·pp (two chunks per device)",
     "dualpipe_needs_even_pp_and_micro_batches": "dualpipe: pp or micro_batches odd, or micro_batches < 2·pp",
     "cp_a2a_heads_not_divisible": "cp_comm a2a: num_heads % (tp·cp) != 0 (Ulysses scatters heads)",
+    "a2a_overlap_needs_interleaved_at_pp_above_1":
+        "training.moe_a2a_overlap at pp > 1 outside the interleaved schedule (Megatron-LM d98e8a64 "
+        "transformer_config.py l.3007-3011 asserts virtual stages)",
     "out_of_memory": "memory per device above the usable HBM",
 }
-_DEGREE_REASONS = tuple(REASONS)[:10]
-_PIPELINE_REASONS = tuple(REASONS)[12:18]
+# The degree rules (degree_reason's list) end before pipeline_stage_mismatch; the schedule rules (pipeline_reason's)
+# run from the interleaved layer rule up to the A2A overlap's schedule rule, inclusive.
+_DEGREE_REASONS = tuple(REASONS)[:tuple(REASONS).index("pipeline_stage_mismatch")]
+_PIPELINE_REASONS = tuple(REASONS)[tuple(REASONS).index("interleaved_layers_not_divisible_by_pp_vp"):
+                                   tuple(REASONS).index("out_of_memory")]
 
 
 def divisors(n: int) -> np.ndarray:
@@ -125,15 +131,17 @@ def pipeline_grid(scenario: Scenario) -> dict[str, np.ndarray]:
 
 def pipeline_reason(scenario: Scenario, pp, tp, cp, micro_batches, schedule, vp, cp_comm) -> np.ndarray:
     """Index into _PIPELINE_REASONS of the first schedule/cp rule each row breaks; -1 when none (the order
-    of specs.layout.schedule_problems, then the Ulysses head rule). Arrays of equal length; schedule codes (indices
-    into PIPELINE_SCHEDULES, compared as codes rather than named row by row)."""
+    of specs.layout.schedule_problems, then the Ulysses head rule, then the EP A2A overlap's). Arrays of equal
+    length; schedule codes (indices into PIPELINE_SCHEDULES, compared as codes rather than named row by row)."""
     layers, heads = scenario.model.num_layers, scenario.model.attention.num_heads
     code = PIPELINE_SCHEDULES.index
     inter, m = schedule == code("interleaved"), micro_batches
     fails = [inter & (layers % (pp * vp) != 0), inter & (m % pp != 0), inter & (pp < 2),
              (schedule == code("zb-v")) & (layers < 2 * pp),
              (schedule == code("dualpipe")) & ((pp % 2 != 0) | (m % 2 != 0) | (m < 2 * pp)),
-             (cp > 1) & (cp_comm == CP_COMMS.index("a2a")) & (heads % (tp * cp) != 0)]
+             (cp > 1) & (cp_comm == CP_COMMS.index("a2a")) & (heads % (tp * cp) != 0),
+             # Megatron-LM d98e8a64 transformer_config.py l.3007-3011: the EP A2A overlap at pp > 1 needs vp
+             (pp > 1) & ~inter & bool(scenario.training.moe_a2a_overlap)]
     reason = np.full(len(m), -1)
     for index in reversed(range(len(fails))):
         reason = np.where(fails[index], index, reason)

@@ -435,6 +435,18 @@ def layout_problems(
     return problems
 
 
+def a2a_overlap_problems(overlap: bool, schedule: str, pp: int, ep: int) -> list[str]:
+    """Why Megatron-Core refuses its EP A2A overlap (training.moe_a2a_overlap) on this layout (empty when it runs)."""
+    out = []
+    if overlap and ep == 1:  # Megatron-LM d98e8a64 transformer_config.py l.3013-3015: expert_model_parallel_size > 1
+        out.append("moe_a2a_overlap needs ep > 1 (Megatron-LM transformer_config.py: 'overlap_moe_expert_parallel_comm "
+                   "is only supported with expert model parallelism')")
+    if overlap and pp > 1 and schedule != "interleaved":  # transformer_config.py l.3007-3011: vp needed at pp > 1
+        out.append(f"moe_a2a_overlap at pp = {pp} needs pipeline_schedule = interleaved (got {schedule}; Megatron-LM "
+                   "transformer_config.py asserts virtual_pipeline_model_parallel_size at pp > 1)")
+    return out
+
+
 def schedule_problems(schedule: str, pp: int, vp: int, num_layers: int, micro_batches: int,
                       chunks_given: bool = False) -> list[str]:
     """Why `schedule` cannot run pp stages × vp chunks of num_layers with m micro-batches (empty when it can).

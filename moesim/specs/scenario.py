@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
-from moesim.specs.layout import Layout, layout_problems, resolve_layout
+from moesim.specs.layout import Layout, a2a_overlap_problems, layout_problems, resolve_layout
 from moesim.specs.model import ModelSpec
 from moesim.specs.ranges import MAX_TOKENS_PER_STEP, check_ranges
 from moesim.specs.training import TrainingSpec
@@ -142,6 +142,7 @@ class Scenario:
         training = training or self.training
         moe = self.model.moe
         att = self.model.attention
+        overlap = a2a_overlap_problems(training.moe_a2a_overlap, training.pipeline_schedule, layout.pp, layout.ep)
         return layout_problems(
             layout, devices=self.devices, num_experts=moe.num_experts if moe else 1,
             num_heads=att.num_heads, num_kv_heads=att.num_kv_heads, d_ff=self.model.d_ff,
@@ -149,4 +150,4 @@ class Scenario:
             global_batch_sequences=training.global_batch_sequences,
             micro_batches=micro_batches or training.micro_batches,
             schedule=training.pipeline_schedule, seq_len=self.seq_lens[0], mtp_depth=self.model.mtp_depth,
-        )
+        ) + overlap  # last, as the search's order has them (moesim.search.enumerate.REASONS)

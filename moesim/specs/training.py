@@ -34,6 +34,8 @@ CUDA_GRAPH_MODULES = ("attn", "mlp", "moe", "moe_router", "moe_preprocess")
 # table of implementations), alone in the scope; moesim.ops.graphs.FULL_ITERATION prices it.
 CUDA_GRAPH_SCOPES = (*CUDA_GRAPH_MODULES, "full_iteration")
 PIPELINE_SCHEDULES = ("1f1b", "gpipe", "interleaved", "zb-h1", "zb-v", "dualpipe")  # moesim.des.orders
+# The schedules Megatron-Core runs its EP A2A overlap with (training.moe_a2a_overlap; 1f1b at pp 1 only)
+A2A_OVERLAP_SCHEDULES = ("interleaved", "1f1b")
 DISPATCH_IMPLS = ("index", "dense_einsum")
 # The attention core's kernel, for what it keeps for backward (moesim/memory.py attention_activation_bytes):
 # "flash" a fused kernel that keeps Q, K, V, O and FP32 softmax statistics (FlashAttention, Dao et al. 2022,
@@ -150,7 +152,7 @@ class TrainingSpec:
     # moe_a2a_overlap): the interleaved schedule's steady state runs each forward chunk with another micro-batch's
     # backward chunk, one's expert all-to-alls under the other's compute (megatron/core/models/common/
     # model_chunk_schedule_plan.py TransformerLayerSchedulePlan.run, priced in that order: moesim.estimate.a2a_order);
-    # interleaved only (moesim.des.orders).
+    # interleaved, or 1f1b at pp 1 (Megatron's combined_1f1b_schedule_for_no_pipelining; moesim.des.orders); ep > 1.
     moe_a2a_overlap: bool = False
     overlap_grad_reduce: bool = True
     # Megatron-LM DDP's passes over every gradient buffer before the data-parallel reduction (core/distributed/
@@ -200,11 +202,12 @@ class TrainingSpec:
             if getattr(self, name) not in allowed:
                 raise SpecError(f"'{getattr(self, name)}' is not allowed", field=f"training.{name}",
                                 value=getattr(self, name), allowed=allowed)
-        if self.moe_a2a_overlap and self.pipeline_schedule != "interleaved":
-            # Megatron-LM transformer_config.py: with pp > 1 the overlap needs virtual stages (pp 1 is not built here)
-            raise SpecError("moe_a2a_overlap runs with Megatron's interleaved schedule only",
+        if self.moe_a2a_overlap and self.pipeline_schedule not in A2A_OVERLAP_SCHEDULES:
+            # Megatron-LM d98e8a64 transformer_config.py l.3007-3011: at pp > 1 the overlap needs virtual stages; at
+            # pp 1 schedules.py l.778 runs combined_1f1b_schedule_for_no_pipelining (1f1b here, pp 1: the layout check)
+            raise SpecError("moe_a2a_overlap runs with Megatron's interleaved schedule, or 1f1b at pp 1",
                             field="training.pipeline_schedule", value=self.pipeline_schedule,
-                            allowed=("interleaved",))
+                            allowed=A2A_OVERLAP_SCHEDULES)
         if self.moe_a2a_overlap and self.recompute == "full":
             # Megatron-LM d98e8a64 transformer_config.py l.3021-3023: "disable full recomputation when enabling
             # overlap_moe_expert_parallel_comm"

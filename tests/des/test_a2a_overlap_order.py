@@ -1,14 +1,16 @@
 """Megatron-Core's EP A2A overlap (training.moe_a2a_overlap): the interleaved order's FB slots, the estimate's pairs,
-the spec's refusal outside the interleaved schedule (session 21, a2aoverlap)."""
+the spec's refusal outside the interleaved schedule (session 21, a2aoverlap); pp 1 and the ep 1 refusal (overlapep1)."""
 
 import dataclasses
 
 import numpy as np
 import pytest
 
-from moesim.des.orders import device_order
+from moesim.des.orders import Slot, device_order
 from moesim.errors import SpecError
+from moesim.megatron_rules import MEGATRON_REASONS, megatron_fails
 from moesim.estimate.schedules import interleaved_pairs, pipeline_time_s
+from moesim.specs.layout import Layout
 from moesim.specs.load import load_scenario
 
 
@@ -39,11 +41,43 @@ def test_the_estimate_counts_the_first_devices_pairs():
     assert on[0] == pytest.approx(off[0] - 2.5 * (2.0 - 1.5)) and on[1] == off[1]
 
 
-def test_the_overlap_outside_the_interleaved_schedule_is_refused():
+def test_the_overlap_outside_its_schedules_is_refused():
+    """Interleaved, or 1f1b at pp 1 (Megatron-LM d98e8a64 transformer_config.py l.3007-3011; session 21, overlapep1)."""
     sc = load_scenario("mixtral-8x7b-h100")
-    with pytest.raises(SpecError, match="interleaved schedule only"):
-        dataclasses.replace(sc.training, moe_a2a_overlap=True)
+    with pytest.raises(SpecError, match="interleaved schedule, or 1f1b at pp 1"):
+        dataclasses.replace(sc.training, pipeline_schedule="gpipe", moe_a2a_overlap=True)
     assert dataclasses.replace(sc.training, pipeline_schedule="interleaved", moe_a2a_overlap=True).moe_a2a_overlap
+    on = dataclasses.replace(sc, training=dataclasses.replace(sc.training, moe_a2a_overlap=True))  # 1f1b
+    with pytest.raises(SpecError, match="at pp = 4 needs pipeline_schedule = interleaved"):
+        on.check(Layout(dp=16, ep=8, pp=4))
+    on.check(Layout(dp=64, ep=8), micro_batches=4)  # pp 1: Megatron's combined_1f1b_schedule_for_no_pipelining
+
+
+def test_the_overlap_at_ep_1_is_refused_and_the_search_does_not_rank_it():
+    """Megatron-LM d98e8a64 transformer_config.py l.3013-3015 asserts expert_model_parallel_size > 1."""
+    sc = load_scenario("mixtral-8x7b-h100")
+    on = dataclasses.replace(sc, training=dataclasses.replace(sc.training, moe_a2a_overlap=True))
+    with pytest.raises(SpecError, match="moe_a2a_overlap needs ep > 1"):
+        on.check(Layout(dp=64, ep=1), micro_batches=4)
+    sc.check(Layout(dp=64, ep=1), micro_batches=4)  # without the overlap the layout runs
+    g = {"tp": np.array([1, 1]), "ep": np.array([1, 8]), "etp": np.array([1, 1])}
+    assert list(megatron_fails(on, g)[-1]) == [True, False]
+    assert not megatron_fails(sc, g)[-1].any()
+    assert list(MEGATRON_REASONS)[-1] == "megatron_a2a_overlap_needs_ep_above_1"
+
+
+def test_at_pp_1_the_overlap_runs_megatrons_no_pipelining_order():
+    """combined_1f1b.py l.35-135: F0 alone, forward i beside backward i − 1, the last backward alone."""
+    order = device_order("1f1b", 4, 1, 1, 0, a2a_overlap=True)
+    assert order[0] == Slot("F", 0, 0) and order[-1] == Slot("B", 3, 0)
+    assert [(s.kind, s.mb, s.pair) for s in order[1:-1]] == [("FB", i, ("B", i - 1, 0)) for i in (1, 2, 3)]
+    assert [s.kind for s in device_order("1f1b", 4, 1, 1, 0)] == ["F", "B"] * 4  # without it: plain
+    sched = np.array(["1f1b", "1f1b"])
+    t, o = np.array([2.0, 2.0]), np.array([1.5, 1.5])
+    on, _ = pipeline_time_s(sched, 4, np.array([1, 2]), 1, t, t / 3, t / 3, t / 3, 0.0, None, 0.0, None,
+                            a2a_pair_s=o)
+    off, _ = pipeline_time_s(sched, 4, np.array([1, 2]), 1, t, t / 3, t / 3, t / 3, 0.0, None, 0.0, None)
+    assert on[0] == pytest.approx(off[0] - 3 * (2.0 - 1.5)) and on[1] == off[1]  # m − 1 pairs at pp 1 only
 
 
 def test_the_overlap_with_full_recomputation_is_refused():

@@ -47,23 +47,23 @@ SOURCE_SPOTS = {
 RECORDED_ERROR_PCT = {
     "26.08-gb300-dsv3-mxfp8-pp2vp8ep32": -4.8,  # 26.08 DGX-GB300 DeepSeekV3 MXFP8: 6288; none
     "26.08-gb200-dsv3-mxfp8-pp4vp4ep64": -18.2,  # 26.08 DGX-GB200 DeepSeekV3 MXFP8: 4912; selective (mla_up_proj)
-    "26.08-gb300-qwen3-30b-mxfp8-ep8": +9.0,  # 26.08 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; none
-    "26.08-gb200-qwen3-30b-mxfp8-ep8": +7.5,  # 26.08 DGX-GB200 Qwen3_30B_a3B MXFP8: 39936; none
+    "26.08-gb300-qwen3-30b-mxfp8-ep8": -13.2,  # 26.08 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; none
+    "26.08-gb200-qwen3-30b-mxfp8-ep8": -21.5,  # 26.08 DGX-GB200 Qwen3_30B_a3B MXFP8: 39936; none
     "26.08-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -15.4,  # 26.08 DGX-GB300 Qwen3_235B_a22B MXFP8: 8816; none
     "26.08-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -21.3,  # 26.08 DGX-GB200 Qwen3_235B_a22B MXFP8: 7280; none
     "26.06.01-gb300-dsv3-mxfp8-pp2vp8ep32": -4.6,  # 26.06.01 DGX-GB300 DeepSeekV3 MXFP8: 6304; full
     "26.06.01-gb200-dsv3-mxfp8-pp4vp4ep64": -18.0,  # 26.06.01 DGX-GB200 DeepSeekV3 MXFP8: 4928; selective (mla_up_proj)
-    "26.06.01-gb300-qwen3-30b-mxfp8-ep8": +9.0,  # 26.06.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; full
-    "26.06.01-gb200-qwen3-30b-mxfp8-ep8": +10.3,  # 26.06.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 40960; full
+    "26.06.01-gb300-qwen3-30b-mxfp8-ep8": -13.2,  # 26.06.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; full
+    "26.06.01-gb200-qwen3-30b-mxfp8-ep8": -19.5,  # 26.06.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 40960; full
     "26.06.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -13.6,  # 26.06.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 9008; none
     "26.06.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -20.5,  # 26.06.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 7360; none
     "26.06-gb300-dsv3-mxfp8-pp2vp8ep32": -4.0,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6338; none
     "26.06-gb300-dsv3-mxfp8-pp2vp8ep32-gbs15360": +33.2,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6422; full
     "26.06-gb200-dsv3-mxfp8-pp4vp4ep64": -17.3,  # 26.06 DGX-GB200 DeepSeekV3 MXFP8: 4969; selective (mla_up_proj)
     "26.06-b300-dsv3-mxfp8-pp8ep8": -16.8,  # 26.06 DGX-B300 DeepSeekV3 MXFP8: 3541; selective (mla_up_proj)
-    "26.06-gb300-qwen3-30b-mxfp8-ep8": +10.8,  # 26.06 DGX-GB300 Qwen3_30B_a3B MXFP8: 45275; none
-    "26.06-gb200-qwen3-30b-mxfp8-ep8": +9.6,  # 26.06 DGX-GB200 Qwen3_30B_a3B MXFP8: 40706; none
-    "26.06-b300-qwen3-30b-mxfp8-ep8": +4.0,  # 26.06 DGX-B300 Qwen3_30B_a3B MXFP8: 40769; none
+    "26.06-gb300-qwen3-30b-mxfp8-ep8": -11.8,  # 26.06 DGX-GB300 Qwen3_30B_a3B MXFP8: 45275; none
+    "26.06-gb200-qwen3-30b-mxfp8-ep8": -20.0,  # 26.06 DGX-GB200 Qwen3_30B_a3B MXFP8: 40706; none
+    "26.06-b300-qwen3-30b-mxfp8-ep8": -16.4,  # 26.06 DGX-B300 Qwen3_30B_a3B MXFP8: 40769; none
     "26.06-h100-qwen3-30b-fp8-ep16": -36.5,  # 26.06 DGX-H100 Qwen3_30B_a3B FP8: 8826; none
     "26.06-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -13.5,  # 26.06 DGX-GB300 Qwen3_235B_a22B MXFP8: 9015; none
     "26.06-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -20.3,  # 26.06 DGX-GB200 Qwen3_235B_a22B MXFP8: 7376; none
@@ -108,21 +108,21 @@ RECORDED_ERROR_PCT = {
     "26.02.01-gb200-qwen3-235b-mxfp8-pp8ep32": -14.7,  # 26.02.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5530; none
     "26.02.01-b300-qwen3-235b-mxfp8-pp8vp4ep8": -59.0,  # 26.02.01 DGX-B300 Qwen3_235B_a22B MXFP8: 2644; none
     "26.02.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -46.5,  # 26.02.01 DGX-H100 Qwen3_235B_a22B FP8: 1611; none
-    "26.08-gb300-gpt-oss-120b-mxfp8-ep16": -16.1,  # 26.08 DGX-GB300 GPT OSS 120B MXFP8: 33024; none
-    "26.08-gb200-gpt-oss-120b-mxfp8-ep64": -18.6,  # 26.08 DGX-GB200 GPT OSS 120B MXFP8: 28672; none
-    "26.06.01-gb300-gpt-oss-120b-mxfp8-ep16": -48.4,  # 26.06.01 DGX-GB300 GPT OSS 120B MXFP8: 20288; none
-    "26.06.01-gb200-gpt-oss-120b-mxfp8-ep64": -48.0,  # 26.06.01 DGX-GB200 GPT OSS 120B MXFP8: 18304; none
-    "26.06-gb300-gpt-oss-120b-mxfp8-ep16": -15.7,  # 26.06 DGX-GB300 GPT OSS 120B MXFP8: 33166; none
-    "26.06-gb200-gpt-oss-120b-mxfp8-ep64": -17.8,  # 26.06 DGX-GB200 GPT OSS 120B MXFP8: 28947; none
+    "26.08-gb300-gpt-oss-120b-mxfp8-ep16": -27.1,  # 26.08 DGX-GB300 GPT OSS 120B MXFP8: 33024; none
+    "26.08-gb200-gpt-oss-120b-mxfp8-ep64": -35.7,  # 26.08 DGX-GB200 GPT OSS 120B MXFP8: 28672; none
+    "26.06.01-gb300-gpt-oss-120b-mxfp8-ep16": -55.2,  # 26.06.01 DGX-GB300 GPT OSS 120B MXFP8: 20288; none
+    "26.06.01-gb200-gpt-oss-120b-mxfp8-ep64": -58.9,  # 26.06.01 DGX-GB200 GPT OSS 120B MXFP8: 18304; none
+    "26.06-gb300-gpt-oss-120b-mxfp8-ep16": -26.7,  # 26.06 DGX-GB300 GPT OSS 120B MXFP8: 33166; none
+    "26.06-gb200-gpt-oss-120b-mxfp8-ep64": -35.1,  # 26.06 DGX-GB200 GPT OSS 120B MXFP8: 28947; none
     "26.06-b300-gpt-oss-120b-mxfp8-ep8": -42.2,  # 26.06 DGX-B300 GPT OSS 120B MXFP8: 18534; none
     "26.04.01-gb300-gpt-oss-120b-bf16-ep64": -35.5,  # 26.04.01 DGX-GB300 GPT OSS 120B BF16: 19200; none
     # the recipe's modules: selective (layernorm, moe_act), priced since session 21 (recompmods; moesim's rule before)
-    "26.04.01-gb200-gpt-oss-120b-bf16-ep64": -42.9,  # 26.04.01 DGX-GB200 GPT OSS 120B BF16: 16640; the recipe's modules
+    "26.04.01-gb200-gpt-oss-120b-bf16-ep64": -51.4,  # 26.04.01 DGX-GB200 GPT OSS 120B BF16: 16640; the recipe's modules
     "26.04.01-b300-gpt-oss-120b-bf16-ep8": -42.8,  # 26.04.01 DGX-B300 GPT OSS 120B BF16: 15232; none
     "26.04.01-b200-gpt-oss-120b-bf16-ep8": -20.7,  # 26.04.01 DGX-B200 GPT OSS 120B BF16: 13568; the recipe's modules
     "26.04.01-h100-gpt-oss-120b-bf16-pp4ep8": -36.0,  # 26.04.01 DGX-H100 GPT OSS 120B BF16: 5824; the recipe's modules
     "26.04-gb300-gpt-oss-120b-bf16-ep64": -35.3,  # 26.04 DGX-GB300 GPT OSS 120B BF16: 19275; none
-    "26.04-gb200-gpt-oss-120b-bf16-ep64": -43.6,  # 26.04 DGX-GB200 GPT OSS 120B BF16: 15938; the recipe's modules
+    "26.04-gb200-gpt-oss-120b-bf16-ep64": -53.1,  # 26.04 DGX-GB200 GPT OSS 120B BF16: 15938; the recipe's modules
     "26.04-b300-gpt-oss-120b-bf16-ep8": -43.2,  # 26.04 DGX-B300 GPT OSS 120B BF16: 15114; none
     "26.04-b200-gpt-oss-120b-bf16-ep8": -23.2,  # 26.04 DGX-B200 GPT OSS 120B BF16: 13045; the recipe's modules
     "26.04-h100-gpt-oss-120b-bf16-pp4ep8": -36.2,  # 26.04 DGX-H100 GPT OSS 120B BF16: 5810; the recipe's modules

@@ -23,6 +23,8 @@ PROBLEM_PREFIX = {
     "num_kv_heads = ": "kv_heads_incompatible_with_tp", "d_ff = ": "d_ff_not_divisible_by_tp",
     "expert_d_ff = ": "expert_d_ff_not_divisible_by_etp", "layers = ": "more_stages_than_layers",
     "order ": "pipeline_stage_mismatch", "global batch = ": "batch_not_divisible_by_dp_micro_batches",
+    "moe_a2a_overlap needs ep > 1": "megatron_a2a_overlap_needs_ep_above_1",
+    "moe_a2a_overlap at pp = ": "a2a_overlap_needs_interleaved_at_pp_above_1",
 }
 
 
@@ -38,7 +40,7 @@ def megatron_reason(scenario: Scenario, layout: Layout) -> str | None:
     parallelism (moe_layer.py l.258), the flex / DeepEP dispatcher at etp·ep = 1 (token_dispatcher.py l.1163)."""
     tr = scenario.training
     if tr.framework != "megatron-te" or scenario.hardware.device_kind != "gpu":
-        return None
+        return overlap_reason(scenario, layout)
     if scenario.model.attention.num_kv_heads % layout.tp:
         return "megatron_query_groups_not_divisible_by_tp"
     if not scenario.model.moe:
@@ -47,6 +49,13 @@ def megatron_reason(scenario: Scenario, layout: Layout) -> str | None:
         return "megatron_moe_tp_needs_sequence_parallel"
     if layout.etp * layout.ep == 1 and tr.dispatch_backend in ("deepep", "deepep_ll"):
         return "megatron_flex_dispatcher_needs_etp_ep_above_1"
+    return overlap_reason(scenario, layout)
+
+
+def overlap_reason(scenario: Scenario, layout: Layout) -> str | None:
+    """Megatron-LM d98e8a64 transformer_config.py l.3013-3015: the EP A2A overlap at ep 1, whatever the framework."""
+    if scenario.model.moe and scenario.training.moe_a2a_overlap and layout.ep == 1:
+        return "megatron_a2a_overlap_needs_ep_above_1"
     return None
 
 

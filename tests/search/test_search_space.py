@@ -29,8 +29,9 @@ SMALL = SearchSpace(zero_stages=(0, 3), recompute_modes=("none", "full"), max_mi
     lambda: build(TINY_MOE, devices=8, batch=16, seq_len=1024, search=SMALL, sequence_parallel=False,
                   dispatch_backend="deepep"),
     lambda: build(DENSE, devices=8, batch=8, seq_len=1024, search=SMALL, sequence_parallel=False),
+    lambda: build(TINY_MOE, devices=8, batch=16, seq_len=1024, search=SMALL, moe_a2a_overlap=True),
 ], ids=["odd-moe-12", "odd-moe-8", "tiny-moe-8", "dense-8", "odd-moe-12-no-sp", "tiny-moe-8-deepep-no-sp",
-        "dense-8-no-sp"])
+        "dense-8-no-sp", "tiny-moe-8-a2a-overlap"])
 def test_rejections_match_brute_force(make):
     """Every considered layout in exactly one bucket, the first rule it breaks, as Scenario.problems says."""
     scenario = make()
@@ -52,11 +53,18 @@ def test_every_rule_bites_on_the_odd_model():
                                virtual_stages=(2, 3), context_parallel=(1, 2, 4), cp_comms=("p2p", "a2a"))
     found = enumerate_layouts(build(ODD_MOE, devices=24, batch=36, seq_len=500, search=wide))
     megatron = [r for r in REASONS if r.startswith("megatron_")]
-    assert len(megatron) == 3 and all(found.rejected[r] == 0 for r in megatron)  # sequence parallel on, NCCL
-    assert all(found.rejected[r] > 0 for r in REASONS if r != "out_of_memory" and r not in megatron)
+    assert len(megatron) == 4 and all(found.rejected[r] == 0 for r in megatron)  # sequence parallel on, NCCL
+    overlap_rules = ["a2a_overlap_needs_interleaved_at_pp_above_1"]  # the overlap off here: below
+    assert all(found.rejected[r] > 0 for r in REASONS if r != "out_of_memory" and r not in megatron + overlap_rules)
+    assert found.rejected["a2a_overlap_needs_interleaved_at_pp_above_1"] == 0
     refused = enumerate_layouts(build(ODD_MOE, devices=24, batch=36, seq_len=500, search=wide,
                                       sequence_parallel=False, dispatch_backend="deepep"))
-    assert all(refused.rejected[r] > 0 for r in megatron[1:])
+    assert all(refused.rejected[r] > 0 for r in megatron[1:3])
+    # the EP A2A overlap at ep 1 (Megatron-LM d98e8a64 transformer_config.py l.3013-3015; session 21, overlapep1)
+    overlap = enumerate_layouts(build(ODD_MOE, devices=24, batch=36, seq_len=500, search=wide, moe_a2a_overlap=True,
+                                      pipeline_schedule="interleaved"))
+    assert overlap.rejected["megatron_a2a_overlap_needs_ep_above_1"] > 0
+    assert overlap.rejected["a2a_overlap_needs_interleaved_at_pp_above_1"] > 0  # 1f1b / zb-v / dualpipe at pp > 1
     # HybridEP: Megatron-LM d98e8a64 token_dispatcher.py asserts tp·ep > 1 for the deepep backend only (l.1835-1836),
     # not in its hybridep branch (review21: the search refused HybridEP at etp·ep = 1 as DeepEP)
     hybrid = enumerate_layouts(build(ODD_MOE, devices=24, batch=36, seq_len=500, search=wide,

@@ -13,10 +13,10 @@ from moesim.des import SimOptions, simulate
 from moesim.errors import SpecError
 from moesim.estimate import evaluate, step_estimate
 from moesim.estimate.candidates import single
-from moesim.estimate.schedules import in_flight, layout_in_flight
+from moesim.estimate.schedules import in_flight, layout_in_flight, layout_pipe_s
 from moesim.collectives.select import model_for
 from moesim.specs import pipeline_layout as pl
-from moesim.specs.layout import parse_layout_text
+from moesim.specs.layout import Layout, parse_layout_text
 from moesim.specs.load import load_scenario
 
 DSV3_44 = "Et*4|(t*4|)*14tmL"  # Megatron-Bridge df0289c1 deepseek_v3.py layout_map[(4, 4)] (and (16, 1))
@@ -123,3 +123,37 @@ def test_both_engines_price_the_layout_and_agree():
     plain = one_f.resolve(parse_layout_text("dp=32,ep=32,pp=4,first_stage_layers=16,last_stage_layers=13"))
     est_1f1b = step_estimate(one_f, evaluate(one_f, single(one_f, plain), model_for(one_f)), 0)
     assert est.bubble_time_s < est_1f1b.bubble_time_s  # the interleaved chunks shrink the bubble
+
+
+@pytest.mark.parametrize("p, v, m", [(4, 2, 8), (4, 4, 16), (8, 2, 16), (2, 3, 4)])
+def test_equal_chunks_give_narayanans_interleaved_step(p, v, m):
+    """Equal chunks, t per device per micro-batch: m·t + (p − 1)·t/v (Narayanan et al. SC'21 §2.2.2), the table's
+    row, from the fill bound of the last device."""
+    t = 6.0
+    chunk = np.full(p * v, t / v)
+    assert layout_pipe_s(chunk, chunk / 3, m, p, v) == pytest.approx(m * t + (p - 1) * t / v)
+
+
+def test_a_heavy_first_chunk_waits_in_its_warm_up():
+    """p = 2, v = 2, m = 2, chunk times (6, 3, 3, 3), forwards a third: the fill bounds give 18 on both devices;
+    device 0 runs its 4 forwards (2 + 2 + 1 + 1 = 6), then its first backward (chunk 1's, virtual stage 2) waits for
+    micro-batch 0's forward through the 4 virtual stages (5) and virtual stage 3's backward (2): 5 + 2 + (18 − 6)
+    = 19. (Megatron's order run by hand reaches 21: a bound from below.)"""
+    chunk = np.array([6.0, 3.0, 3.0, 3.0])
+    assert layout_pipe_s(chunk, chunk / 3, 2, 2, 2) == pytest.approx(19.0)
+
+
+def test_the_estimate_prices_uneven_chunks_in_its_bubble():
+    """Mixtral 8x7B, pp 4 vp 2, chunks (3, 4, 4, 4, 5, 4, 4, 4): the devices' sums equal the even layout's, so the
+    estimate priced both alike (2.3408 s, the simulator −1.18 % under the uneven one); with each chunk's time in the
+    bubble it is within 0.5 % (−0.35 %), and below the even layout's."""
+    sc = load_scenario("mixtral-8x7b-h100")
+    sc = dataclasses.replace(sc, training=dataclasses.replace(sc.training, pipeline_schedule="interleaved"))
+    uneven = Layout(dp=16, ep=8, pp=4, vp=2, first_stage_layers=8, last_stage_layers=8,
+                    pipeline_layout="Et*3|t*4|t*4|t*4|t*5|t*4|t*4|t*4L")
+    est = step_estimate(sc, evaluate(sc, single(sc, uneven), model_for(sc)), 0)
+    even = Layout(dp=16, ep=8, pp=4, vp=2)
+    est_even = step_estimate(sc, evaluate(sc, single(sc, even), model_for(sc)), 0)
+    sim = simulate(sc, uneven, SimOptions(contention=False, expected_loads=True, trace=False))
+    assert sim.step_times_s[0] == pytest.approx(est.step_time_s, rel=0.005)
+    assert est.step_time_s < est_even.step_time_s

@@ -13,6 +13,7 @@ backward product: one forward's time each), B_full = B + W.
   dualpipe     n·t_o + (m − n)·t + (p/2 − 1)·(F&B + B_full − 3W)                   DeepSeek-V3 Table 2
   interleaved with the EP A2A overlap: n·t_a + (m − n)·t in place of m·t, n = `interleaved_pairs`    Megatron-Core
   (1f1b at pp 1 with it likewise, n = m − 1: combined_1f1b_schedule_for_no_pipelining)
+  interleaved, uneven chunks (a pipeline layout): the bubble from each virtual stage's own time, `layout_pipe_s`
 
 1F1B, GPipe: t_s each stage's time per micro-batch, t = max_s t_s; at equal stages (m + p − 1)·t, Narayanan et
 al. 2021 §2.2.1: the first micro-batch crosses every stage before the slowest one's m passes, and the last
@@ -71,19 +72,24 @@ def is_schedule(schedule, name: str) -> np.ndarray:
 
 def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, weight_s, send_s=0.0,
                     overlapped_s=None, below_slowest_s=0.0, zbv_pipe=None,
-                    *, zbh1_chain=None, a2a_pair_s=None) -> tuple[np.ndarray, np.ndarray]:
+                    *, zbh1_chain=None, a2a_pair_s=None, layout_bubble_s=None) -> tuple[np.ndarray, np.ndarray]:
     """(T_pipe, bubble) per candidate (module table); arrays over candidates, `schedule` holds names.
     `a2a_pair_s`: interleaved runs Megatron-Core's EP A2A overlap (training.moe_a2a_overlap), `interleaved_pairs`
     micro-batches at this time each (moesim.estimate.a2a_order: Megatron's per-layer order); None: not run.
     `below_slowest_s`: Σ_s (t_s − t) over every stage (≤ 0; 0 at equal stages), 1F1B's and GPipe's only.
     `zbv_pipe`: ZB-V's T_pipe over every stage (`zbv_pipe_s`); without it the slowest stage's closed form.
-    `zbh1_chain`: ZB-H1's critical path over every stage (`zbh1_chain_s`), a floor under its row; none without it."""
+    `zbh1_chain`: ZB-H1's critical path over every stage (`zbh1_chain_s`), a floor under its row; none without it.
+    `layout_bubble_s`: interleaved candidates with uneven chunks (a pipeline layout), `layout_pipe_s` − m·t in
+    place of (p − 1)·t/v (NaN: the table's row); None: no candidate has one."""
     m, p, v = (np.asarray(a, dtype=float) for a in (m, pp, vp))
     t, w, bf = np.asarray(t_mb, dtype=float), np.asarray(weight_s, dtype=float), np.asarray(bwd_full_s, dtype=float)
     # Alpa (Zheng et al., OSDI 2022) §5 Eq. 2: T = Σ_s t_s + (m − 1)·max_s t_s, i.e. bubble Σ_s t_s − t.
     bubble = (p - 1) * t + np.asarray(below_slowest_s, dtype=float)
     fill_sends = 2 * (p * v - 1) * np.asarray(send_s)
     bubble = np.where(is_schedule(schedule, "interleaved"), (p - 1) * t / v + fill_sends, bubble)
+    if layout_bubble_s is not None:  # uneven virtual stages: each chunk's own time (layout_pipe_s)
+        chunks = np.asarray(layout_bubble_s, dtype=float)
+        bubble = np.where(is_schedule(schedule, "interleaved") & np.isfinite(chunks), chunks + fill_sends, bubble)
     zbh1 = (p - 1) * np.maximum(0.0, t - 2 * w)
     # ZB-H1 below p micro-batches: never less than one micro-batch's F and I through every stage (zbh1_chain_s).
     zbh1 = zbh1 if zbh1_chain is None else np.maximum(zbh1, np.asarray(zbh1_chain) - m * t)
@@ -206,6 +212,37 @@ def layout_in_flight(chunk_layers, pp: int, vp: int, m: int, stage: int) -> floa
     own = [chunk_layers[c * p + stage] for c in range(v)]
     held = min(m * v, 2 * (p - stage - 1) + (v - 1) * p + 1)
     return sum(own[(k % (p * v)) // p] for k in range(held)) / sum(own)
+
+
+def layout_pipe_s(chunk_s, chunk_fwd_s, m: int, pp: int, vp: int) -> float:
+    """Interleaved 1F1B's T_pipe (sends aside) when the pp·vp virtual stages take their own times: the largest over
+    the devices d of two lower bounds on device d's end (DERIVED from Megatron's schedule order, NVIDIA/Megatron-LM
+    @ d98e8a64 schedules.py forward_backward_pipelining_with_interleaving; chunk_s[i] = F_i + B_i of virtual stage i
+    per micro-batch, virtual stage c·p + d being device d's chunk c, chunk_fwd_s[i] = F_i, T_d = Σ_c chunk_s[c·p + d]):
+      fill    Σ_{j<d} (F_j + B_j) + m·T_d: device d's first pass (micro-batch 0's chunk 0) waits for virtual stages
+              0 … d − 1 and its last (the last micro-batch's chunk 0 backward, cooldown order v − 1 … 0) is followed
+              by their backward; at equal chunks the last device gives Narayanan et al. SC'21 §2.2.2's
+              m·t + (p − 1)·t/v exactly;
+      steady  Σ_i F_i + Σ_{(v−1)p+d < i} B_i + m·T_d − Σ_{k ≤ w_d} F_chunk(k) + Σ_{j<d} B_j: device d's first
+              backward (chunk v − 1 of micro-batch 0) waits for micro-batch 0's forward through every virtual stage
+              and its backward down to its own, after w_d + 1 = min(m·v, 2(p − d − 1) + (v − 1)·p + 1) forwards
+              (num_warmup_microbatches plus the steady state's first), the k-th in chunk (k mod p·v) // p
+              (get_model_chunk_id); the rest of its work follows it. Equal chunks: (p − 1)(F + B)/v on the last
+              device, the fill bound's; it binds where a heavy first device (embedding, dense layers) waits in its
+              warm-up for a lighter pipeline.
+    Both are bounds from below (the simulator's order may wait more); the estimate takes their maximum."""
+    p, v = int(pp), int(vp)
+    tau, f = np.asarray(chunk_s, dtype=float), np.asarray(chunk_fwd_s, dtype=float)
+    b = tau - f
+    device = tau.reshape(v, p).sum(axis=0)  # T_d: virtual stage c·p + d is device d's chunk c
+    best = 0.0
+    for d in range(p):
+        fill = tau[:d].sum() + m * device[d]
+        warm = min(m * v, 2 * (p - d - 1) + (v - 1) * p + 1)
+        warm_f = sum(f[((k % (p * v)) // p) * p + d] for k in range(warm))
+        steady = f.sum() + b[(v - 1) * p + d + 1:].sum() + m * device[d] - warm_f + b[:d].sum()
+        best = max(best, fill, steady)
+    return float(best)
 
 
 def p2p_multiple(schedule: np.ndarray, vp) -> np.ndarray:

@@ -106,6 +106,19 @@ def pipeline_stages(workload: Workload, pp: np.ndarray, first: np.ndarray | None
                   tokens_in=tokens_in[inverse], multiplicity=multiplicity[inverse], latest=latest[inverse])
 
 
+def device_columns(workload: Workload, p: int, first: int | None = None, last: int | None = None) -> np.ndarray:
+    """(p,) the column of pipeline_stages' representatives that prices each of the p devices (the earliest stage
+    of its kind, `_representatives`' key)."""
+    index = _representatives(workload, p, first, last)[0]
+    counts = stage_class_counts(workload, p, first, last)
+    out = _boundary_tokens(workload, p, first, last)
+    into = np.concatenate([out[:1], out[:-1]])
+    seen: dict[tuple, int] = {}
+    kind = [seen.setdefault((tuple(counts[s]), s == 0, s == p - 1, out[s], into[s]), s) for s in range(p)]
+    column = {int(s): c for c, s in enumerate(index)}
+    return np.array([column[k] for k in kind], dtype=np.int64)
+
+
 def dualpipe_pair_columns(workload: Workload, pp: np.ndarray, first: np.ndarray | None = None,
                           last: np.ndarray | None = None, width: int | None = None) -> np.ndarray:
     """(N, S) column of the representative of the stage that shares a DualPipe device with each column's.

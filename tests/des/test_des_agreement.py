@@ -80,6 +80,8 @@ CASES = [
     # launch a captured part and pass: DeepSeek-V3 slice +0.00 %, Mixtral −0.52 %), and a pipeline layout of uneven
     # chunks (3, 4, 4, 4, 5, 4, 4, 4): −1.18 %, the estimate pricing the devices' sums (equal here: 2.3408 s, as the
     # even layout's, against which the simulator is −1.04 %; bridgekeys' Left: the chunk split is not in its bubble).
+    # Session 21 (unevenbubble): the estimate's interleaved bubble from each chunk's own time
+    # (schedules.layout_pipe_s): 2.3212 s, −0.35 %.
     ("deepseek-v3 l4 b200 hybridep", "deepseek-v3-l4-b200-ep8", {"dispatch_backend": "hybridep"}, None),
     ("deepseek-v3 l4 b200 cuda graphs attn moe_router", "deepseek-v3-l4-b200-ep8",
      {"cuda_graph_scope": ("attn", "moe_router")}, None),
@@ -88,6 +90,18 @@ CASES = [
     ("mixtral-8x7b pp4 vp2 uneven pipeline layout", "mixtral-8x7b-h100", {"pipeline_schedule": "interleaved"},
      Layout(dp=16, ep=8, pp=4, vp=2, first_stage_layers=8, last_stage_layers=8,
             pipeline_layout="Et*3|t*4|t*4|t*4|t*5|t*4|t*4|t*4L")),
+    # DeepSeek-V3's recipe layout (Megatron-Bridge df0289c1 deepseek_v3.py layout_map) at (4, 4) and (8, 2), 16
+    # micro-batches: the first chunk holds the embedding and the 3 dense layers, the last 1 layer, the MTP module and
+    # the loss. Before unevenbubble (bubble (p − 1)·t/v of the slowest device) −1.03 % / −0.89 %; after −1.00 % /
+    # −0.76 % (64 micro-batches: −0.27 -> −0.26 %, −0.27 -> −0.22 %).
+    ("deepseek-v3 pp4 vp4 layout Et*4|(t*4|)*14tmL", "deepseek-v3-h800",
+     {"pipeline_schedule": "interleaved", "micro_batches": 16, "global_batch_sequences": 16 * 512},
+     Layout(dp=512, ep=64, pp=4, vp=4, first_stage_layers=16, last_stage_layers=13,
+            pipeline_layout="Et*4|(t*4|)*14tmL")),
+    ("deepseek-v3 pp8 vp2 layout Et*4|(t*4|)*14tmL", "deepseek-v3-h800",
+     {"pipeline_schedule": "interleaved", "micro_batches": 16, "global_batch_sequences": 16 * 256},
+     Layout(dp=256, ep=64, pp=8, vp=2, first_stage_layers=8, last_stage_layers=5,
+            pipeline_layout="Et*4|(t*4|)*14tmL")),
     # Megatron's "mlp" and "moe_act" recompute modules (session 21, recompmods): both engines read the recomputed
     # operators' time from the one operator list (moesim/estimate/selective.py recomputed_ops).
     ("deepseek-v2-l4 b200 selective mlp", "deepseek-v2-l4-b200-ep8",

@@ -42,7 +42,7 @@ SOURCE_SPOTS = {
 # routing probability inside the expert activation (no expert output kept), so the ladder stops earlier on rows
 # whose recipe was not read.
 RECORDED_ERROR_PCT = {
-    "26.02-gb200-dsv3-fp8mx-pp4vp4ep64": -13.1,  # 26.02 DGX-GB200 DeepSeekV3: 3955 tokens/s/GPU
+    "26.02-gb200-dsv3-fp8mx-pp4vp4ep64": -13.2,  # 26.02 DGX-GB200 DeepSeekV3: 3955 tokens/s/GPU
     "26.02-gb200-qwen3-30b-fp8mx-ep8": -28.6,  # 26.02 DGX-GB200 Qwen3_30B_a3B: 26084
     "26.02-b200-dsv3-fp8mx-pp16ep8": +13.8,  # 26.02 DGX-B200 DeepSeekV3: 2689
     "26.02-b200-qwen3-30b-fp8mx-ep8": -59.2,  # 26.02 DGX-B200 Qwen3_30B_a3B: 9691
@@ -58,7 +58,7 @@ RECORDED_ERROR_PCT = {
     # the recipe's vp 4 (bridgekeys) and so with the recipe's EP A2A overlap priced, in Megatron's order (a2aorder;
     # -24.5 with DualPipe's max per pair); its modules mla_up_proj + mlp (recompmods), without core_attn added
     # (coreattn)
-    "25.09-h100-dsv3-pp8vp4ep64tp2": -22.1,  # 25.09 DGX-H100 DeepSeekV3 (dropless): 1297
+    "25.09-h100-dsv3-pp8vp4ep64tp2": -22.3,  # 25.09 DGX-H100 DeepSeekV3 (dropless): 1297
     "26.02-gb200-qwen3-235b-fp8mx-pp8ep32": -13.3,  # 26.02 DGX-GB200 Qwen3_235B_a22B: 5448
     "26.02-b200-qwen3-235b-fp8mx-pp8ep8": -19.3,  # 26.02 DGX-B200 Qwen3_235B_a22B: 3805
     # the recipe's uneven chunks (bridgekeys) make it interleaved, so its EP A2A overlap is priced (a2aoverlap; -21.5),

@@ -46,6 +46,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from moesim.estimate.schedules import interleaved_warmup
+
 SCHEDULES = ("1f1b", "gpipe", "interleaved", "zb-h1", "zb-v", "dualpipe")
 GREEDY_UNIT_TIMES = {"F": 1.0, "I": 1.0, "W": 1.0}  # equal F, B, W as the ZB paper's handcrafted schedules
 
@@ -112,7 +114,7 @@ def _interleaved(m: int, p: int, v: int, d: int, a2a_overlap: bool = False) -> l
     total = m * v
     # Megatron-LM schedules.py get_pp_rank_microbatches: with the EP A2A overlap one more warm-up forward, so that
     # each steady-state forward runs with an independent backward (combined 1F1B: an FB slot, as DualPipe's)
-    warm = min(2 * (p - d - 1) + (v - 1) * p + int(a2a_overlap), total)
+    warm = min(interleaved_warmup(p, v, d) + int(a2a_overlap), total)
 
     def mb(k: int) -> int:
         return (k // (p * v)) * p + k % p

@@ -113,13 +113,20 @@ def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, we
     return work + bubble, bubble
 
 
+def interleaved_warmup(pp, vp, stage):
+    """Megatron's interleaved warm-up forwards on device `stage` before its first backward, 2(p − s − 1) + (v − 1)·p
+    (Megatron-LM schedules.py forward_backward_pipelining_with_interleaving, num_warmup_microbatches; uncapped: the
+    callers cap it by the m·v chunk passes). Scalars or arrays."""
+    return 2 * (pp - stage - 1) + (vp - 1) * pp
+
+
 def interleaved_pairs(m, pp, vp) -> np.ndarray:
     """Micro-batches' worth of forward-backward pairs the first device runs under Megatron-Core's EP A2A overlap:
     its m·v chunk passes less 2(p − 1) + (v − 1)·p + 1 warm-up forwards (Megatron-LM schedules.py
     get_pp_rank_microbatches, one more than without the overlap), over v (moesim.des.orders._interleaved)."""
     m, p, v = (np.asarray(a, dtype=float) for a in (m, pp, vp))
     total = m * v
-    return (total - np.minimum(total, 2 * (p - 1) + (v - 1) * p + 1)) / v
+    return (total - np.minimum(total, interleaved_warmup(p, v, 0) + 1)) / v
 
 
 def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=0.0) -> np.ndarray:
@@ -192,7 +199,7 @@ def in_flight(schedule: np.ndarray, m, pp, vp, stage) -> np.ndarray:
     out = np.minimum(m, p - s)  # 1F1B; dualpipe: 1F1B's per stage, two stages per device (module docstring)
     shape = np.broadcast_shapes(np.shape(sched), out.shape, v.shape)
     for name, held in (("gpipe", lambda: m),
-                       ("interleaved", lambda: np.minimum(m * v, 2 * (p - s - 1) + (v - 1) * p + 1) / v),
+                       ("interleaved", lambda: np.minimum(m * v, interleaved_warmup(p, v, s) + 1) / v),
                        ("zb-v", lambda: np.minimum(m, p))):
         at = is_schedule(sched, name)
         if at.any() or out.shape != shape:  # a schedule no row has changes nothing (once `out` has the full shape)
@@ -210,7 +217,7 @@ def layout_in_flight(chunk_layers, pp: int, vp: int, m: int, stage: int) -> floa
     (DERIVED: a layer class's activations differ, e.g. DeepSeek-V3's dense layers in chunk 0)."""
     p, v = int(pp), int(vp)
     own = [chunk_layers[c * p + stage] for c in range(v)]
-    held = min(m * v, 2 * (p - stage - 1) + (v - 1) * p + 1)
+    held = min(m * v, interleaved_warmup(p, v, stage) + 1)
     return sum(own[(k % (p * v)) // p] for k in range(held)) / sum(own)
 
 
@@ -238,7 +245,7 @@ def layout_pipe_s(chunk_s, chunk_fwd_s, m: int, pp: int, vp: int) -> float:
     best = 0.0
     for d in range(p):
         fill = tau[:d].sum() + m * device[d]
-        warm = min(m * v, 2 * (p - d - 1) + (v - 1) * p + 1)
+        warm = min(m * v, interleaved_warmup(p, v, d) + 1)
         warm_f = sum(f[((k % (p * v)) // p) * p + d] for k in range(warm))
         steady = f.sum() + b[(v - 1) * p + d + 1:].sum() + m * device[d] - warm_f + b[:d].sum()
         best = max(best, fill, steady)

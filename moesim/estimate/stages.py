@@ -47,19 +47,26 @@ def _boundary_tokens(workload: Workload, p: int, first: int | None, last: int | 
 
 
 @lru_cache(maxsize=256)
-def _representatives(workload: Workload, p: int, first: int | None = None, last: int | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(stage indices, class counts, tokens out, tokens in, stages of the kind, the kind's last position) of the
-    earliest stage of each kind, in order."""
+def _stage_kinds(workload: Workload, p: int, first: int | None = None, last: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(class counts, tokens out, tokens in, kind) of each of the p stages, `kind` the earliest stage with the same
+    class counts, ends and boundary tokens (the stages priced alike: one representative each)."""
     counts = stage_class_counts(workload, p, first, last)
     out = _boundary_tokens(workload, p, first, last)
     into = np.concatenate([out[:1], out[:-1]])
     seen: dict[tuple, int] = {}
-    kind = np.zeros(p, dtype=np.int64)  # each stage's representative
-    for s in range(p):
-        key = (tuple(counts[s]), s == 0, s == p - 1, out[s], into[s])
-        kind[s] = seen.setdefault(key, s)
-    index = np.array(sorted(seen.values()))
+    kind = np.array([seen.setdefault((tuple(counts[s]), s == 0, s == p - 1, out[s], into[s]), s)
+                     for s in range(p)], dtype=np.int64)
+    return counts, out, into, kind
+
+
+@lru_cache(maxsize=256)
+def _representatives(workload: Workload, p: int, first: int | None = None, last: int | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(stage indices, class counts, tokens out, tokens in, stages of the kind, the kind's last position) of the
+    earliest stage of each kind (`_stage_kinds`), in order."""
+    counts, out, into, kind = _stage_kinds(workload, p, first, last)
+    index = np.unique(kind)
     latest = np.zeros(p)
     np.maximum.at(latest, kind, np.arange(p, dtype=float))
     return (index, counts[index], out[index], into[index], np.bincount(kind, minlength=p)[index].astype(float),
@@ -110,13 +117,8 @@ def device_columns(workload: Workload, p: int, first: int | None = None, last: i
     """(p,) the column of pipeline_stages' representatives that prices each of the p devices (the earliest stage
     of its kind, `_representatives`' key)."""
     index = _representatives(workload, p, first, last)[0]
-    counts = stage_class_counts(workload, p, first, last)
-    out = _boundary_tokens(workload, p, first, last)
-    into = np.concatenate([out[:1], out[:-1]])
-    seen: dict[tuple, int] = {}
-    kind = [seen.setdefault((tuple(counts[s]), s == 0, s == p - 1, out[s], into[s]), s) for s in range(p)]
     column = {int(s): c for c, s in enumerate(index)}
-    return np.array([column[k] for k in kind], dtype=np.int64)
+    return np.array([column[int(k)] for k in _stage_kinds(workload, p, first, last)[3]], dtype=np.int64)
 
 
 def dualpipe_pair_columns(workload: Workload, pp: np.ndarray, first: np.ndarray | None = None,
@@ -136,16 +138,10 @@ def dualpipe_pair_columns(workload: Workload, pp: np.ndarray, first: np.ndarray 
     out = np.full((len(keys), width), -1)
     for row, (p, f, l_) in enumerate(keys):  # one row per distinct key, gathered to every candidate
         p, f, l_ = int(p), int(f) or None, int(l_) or None
-        counts = stage_class_counts(workload, p, f, l_)
-        tok_out = _boundary_tokens(workload, p, f, l_)
-        tok_in = np.concatenate([tok_out[:1], tok_out[:-1]])
-        key = lambda s: (tuple(counts[s]), s == 0, s == p - 1, tok_out[s], tok_in[s])  # noqa: E731
-        earliest: dict[tuple, int] = {}
-        for s in range(p):
-            earliest.setdefault(key(s), s)
+        kind = _stage_kinds(workload, p, f, l_)[3]
         index = _representatives(workload, p, f, l_)[0]
         column = {int(s): c for c, s in enumerate(index)}
-        cols = [column[earliest[key(p - 1 - int(s))]] for s in index]
+        cols = [column[int(kind[p - 1 - int(s)])] for s in index]
         out[row, :len(cols)] = cols
     return out[inverse]
 

@@ -31,18 +31,12 @@ class A2ARow:
     bottleneck: str
 
 
-def _scenario(p: Priced):
-    name, _, mods = p.recompute.partition(" ")
-    modules = tuple(x for x in mods.strip("()").split(", ") if x)
-    return row_scenario(p.row, name, modules)
-
-
 def _estimate(p: Priced):
     from moesim.collectives.select import model_for
     from moesim.estimate import evaluate, step_estimate
     from moesim.estimate.candidates import single
 
-    sc = _scenario(p)
+    sc = row_scenario(p.row, p.recompute_mode, p.recompute_modules)
     layout = sc.resolve()
     est = step_estimate(sc, evaluate(sc, single(sc, layout), model_for(sc)), 0)
     return sc, layout, est

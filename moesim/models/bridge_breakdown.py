@@ -169,8 +169,7 @@ def row_breakdown(case: str) -> Breakdown:
         raise SpecError("unknown Megatron-Bridge case", field="case", value=case, allowed=sorted(rows))
     row = rows[case]
     priced = price_row(row)
-    recompute, _, modules = priced.recompute.partition(" (")
-    sc = row_scenario(row, recompute, tuple(m for m in modules.rstrip(")").split(", ") if m))
+    sc = row_scenario(row, priced.recompute_mode, priced.recompute_modules)
     layout = sc.resolve()
     hw = sc.hardware
     ops = operator_breakdown(sc, layout)

@@ -28,16 +28,18 @@ DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "bridge_perf" / 
 # The newer releases' rows (26.02.01 to 26.08, Megatron-Bridge @ 067f987d): same fields, their own generated block.
 DATA_NEWER = DATA.with_name("megatron_bridge_moe_2602_2608.toml")
 # The page's Precision column -> moesim's precision recipe (moesim/precision_recipes.toml): BF16 the baseline,
-# FP8-MX TransformerEngine's MXFP8BlockScaling, FP8-CS TE's Float8CurrentScaling (the recipes' own sources).
-PRECISION_RECIPE = {"BF16": "bf16", "FP8-MX": "mxfp8-blackwell", "FP8-CS": "te-current-scaling"}
-# The newer tables' names: "MXFP8" is FP8-MX; "FP8" (DGX-H100) names no scaling: current scaling, assumed
+# FP8-MX TransformerEngine's MXFP8BlockScaling, FP8-CS TE's Float8CurrentScaling (the recipes' own sources); the
+# newer tables' "MXFP8" is FP8-MX, their "FP8" (DGX-H100) names no scaling: current scaling, assumed
 # (megatron_bridge_moe_2602_2608.toml's header).
-PRECISION_RECIPE |= {"MXFP8": "mxfp8-blackwell", "FP8": "te-current-scaling"}
-HARDWARE = ("h100-sxm", "b200", "gb200-nvl72")  # moesim profiles of the page's DGX-H100, DGX-B200, DGX-GB200
-HARDWARE += ("b300", "gb300-nvl72")  # DGX-B300, DGX-GB300 (the newer tables; hardware_profiles/, vendor figures)
+PRECISION_RECIPE = {"BF16": "bf16", "FP8-MX": "mxfp8-blackwell", "FP8-CS": "te-current-scaling",
+                    "MXFP8": "mxfp8-blackwell", "FP8": "te-current-scaling"}
+# moesim's profiles of the page's systems -> their labels (DGX-B300 / GB300 in the newer tables only;
+# hardware_profiles/, vendor figures)
 HARDWARE_LABEL = {"h100-sxm": "H100", "b200": "B200", "gb200-nvl72": "GB200", "b300": "B300", "gb300-nvl72": "GB300"}
-MODEL_LABEL = {"deepseek-v3": "DeepSeek-V3", "qwen3-30b-a3b": "Qwen3-30B-A3B", "qwen3-235b-a22b": "Qwen3-235B-A22B"}
-MODEL_LABEL |= {"gpt-oss-120b": "GPT-OSS-120B"}  # the newer tables' rows (moesim/models/library/gpt-oss-120b.toml)
+HARDWARE = tuple(HARDWARE_LABEL)
+# GPT-OSS-120B in the newer tables' rows only (moesim/models/library/gpt-oss-120b.toml)
+MODEL_LABEL = {"deepseek-v3": "DeepSeek-V3", "qwen3-30b-a3b": "Qwen3-30B-A3B", "qwen3-235b-a22b": "Qwen3-235B-A22B",
+               "gpt-oss-120b": "GPT-OSS-120B"}
 # Where neither the page nor a matching recipe states recompute: tried in this order, the first under which
 # moesim's own memory estimate fits is priced (the data file's header). (recompute, recompute_modules, MLA only)
 RECOMPUTE_LADDER = (("none", (), False), ("selective", ("mla_up_proj",), True), ("full", (), False))
@@ -256,7 +258,9 @@ class Priced:
 
     row: BridgeRow
     step_s: float
-    recompute: str  # the recompute priced (the recipe's, else the ladder's first that fits, or its last)
+    # the recompute priced (the recipe's, else the ladder's first that fits, or its last): mode and modules
+    recompute_mode: str
+    recompute_modules: tuple[str, ...]
     fits: bool
     memory_gib: float  # moesim's peak per device on its fullest stage, reserved included
     vp: int  # the vp priced
@@ -267,12 +271,15 @@ class Priced:
     def step_error(self) -> float:
         return self.step_s / self.row.published_step_s - 1
 
+    @property
+    def recompute(self) -> str:
+        """The recompute priced, as the block prints it ("selective (mla_up_proj)")."""
+        if self.recompute_mode != "selective":
+            return self.recompute_mode
+        return "selective (" + ", ".join(self.recompute_modules) + ")"
+
 
 PARTS = ("compute", "exposed communication", "bubble", "optimizer")
-
-
-def _recompute_label(recompute: str, modules: tuple[str, ...]) -> str:
-    return recompute if recompute != "selective" else "selective (" + ", ".join(modules) + ")"
 
 
 def price_row(row: BridgeRow, *, simulate: bool = False) -> Priced:
@@ -300,7 +307,7 @@ def price_row(row: BridgeRow, *, simulate: bool = False) -> Priced:
         des = float(run(sc, layout, SimOptions(contention=False, expected_loads=True, trace=False)).step_times_s[0])
     parts = {"compute": est.compute_time_s, "exposed communication": est.exposed_communication_time_s,
              "bubble": est.bubble_time_s, "optimizer": est.optimizer_time_s}
-    return Priced(row, est.step_time_s, _recompute_label(recompute, modules), bool(ev.fits[0]),
+    return Priced(row, est.step_time_s, recompute, tuple(modules), bool(ev.fits[0]),
                   est.memory_bytes_per_device["total"] / 2**30, layout.vp, parts, des)
 
 

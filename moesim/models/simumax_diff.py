@@ -26,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from moesim.errors import SpecError
+from moesim.models.row_table import row_fields
 
 HERE = Path(__file__).resolve()
 MAPPING = HERE.with_name("simumax_diff.toml")
@@ -38,7 +39,6 @@ STEP_FIELDS = ("case", "step_ms", "dp_and_optim_ms", "optimizer_ms", "dp_ms", "b
 FLOOR = "host / launch floor"
 KIND_ORDER = ("GEMM", "attention", "memory-bound", FLOOR, "TP collectives", "EP all-to-all",
               "DP collectives", "pipeline p2p", "optimizer", "pipeline bubble")
-ROW_FIELDS = ("case", "model", "strategy", "parallel", "moe", "layers", "tp", "pp", "ep", "micro_batches")
 END_MODULES = ("embedding", "layernorm", "linear_out", "parallel_ce")  # SimuMax's model ends (language_model.py)
 # moesim's communication ledger axis -> kind (moesim.estimate: "embd" is the tied-embedding all-reduce)
 AXIS_KIND = {"tp": "TP collectives", "ep": "EP all-to-all", "dp": "DP collectives", "edp": "DP collectives",
@@ -59,6 +59,9 @@ class Row:
     pp: int
     ep: int
     micro_batches: int
+
+
+ROW_FIELDS = tuple(row_fields(Row))  # the mapping file's row fields: the Row's, in its order
 
 
 @lru_cache(maxsize=None)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from moesim.errors import SpecError
 
@@ -67,6 +68,13 @@ class PipelineLayout:
 def parse(text: str, pp: int, *, field: str = "layout.pipeline_layout", file: str | None = None) -> PipelineLayout:
     """`text` for pp pipeline ranks; SpecError (file, field, what was expected) when its stages are not a
     multiple of pp or it breaks a rule of the module docstring that needs no model."""
+    if not isinstance(text, str):  # (before the cache: an unhashable value is the field's error too)
+        expand(text, field=field, file=file)
+    return _parse(text, pp, field, file)
+
+
+@lru_cache(maxsize=256)  # pure, and read per candidate by the estimate, the layout and the loaders: parsed once
+def _parse(text: str, pp: int, field: str, file: str | None) -> PipelineLayout:
     stages = expand(text, field=field, file=file)
     if pp < 1 or len(stages) % pp:
         raise SpecError(f"the pipeline layout has {len(stages)} virtual stages, not a multiple of pp = {pp}",

@@ -9,7 +9,11 @@ from moesim.specs.hardware import HardwareProfile
 from moesim.specs.layout import Layout, a2a_overlap_problems, layout_problems, resolve_layout
 from moesim.specs.model import ModelSpec
 from moesim.specs.ranges import MAX_TOKENS_PER_STEP, check_ranges
-from moesim.specs.training import TrainingSpec
+from moesim.specs.training import CUDA_GRAPH_MODULES, TrainingSpec
+
+# What a dropless MoE model may capture per layer (not the whole MoE layer: Megatron-LM cuda_graph.md, "moe" is
+# drop-and-pad only)
+DROPLESS_GRAPH_MODULES = [m for m in CUDA_GRAPH_MODULES if m != "moe"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,8 +87,7 @@ class Scenario:
             raise SpecError("a CUDA graph of the whole MoE layer needs drop-and-pad routing (Megatron-LM "
                             "cuda_graph.md); this model is dropless: capture moe_router / moe_preprocess instead",
                             file=self.file or None, field="training.cuda_graph_scope",
-                            value=list(self.training.cuda_graph_scope), allowed=["attn", "mlp", "moe_router",
-                                                                                  "moe_preprocess"])
+                            value=list(self.training.cuda_graph_scope), allowed=DROPLESS_GRAPH_MODULES)
         if "full_iteration" in self.training.cuda_graph_scope and moe is not None and moe.dropless \
                 and self.training.capacity_factor is None and self.training.dispatch_backend != "hybridep":
             # static shapes: HybridEP's budget (Megatron-LM token_dispatcher.py, moe_expert_rank_capacity_factor:
@@ -93,8 +96,7 @@ class Scenario:
                             "which Megatron-LM gets from HybridEP's capacity budget (cuda_graph.md): set "
                             "training.dispatch_backend = \"hybridep\" or capture per layer",
                             file=self.file or None, field="training.cuda_graph_scope",
-                            value=list(self.training.cuda_graph_scope), allowed=["attn", "mlp", "moe_router",
-                                                                                  "moe_preprocess"])
+                            value=list(self.training.cuda_graph_scope), allowed=DROPLESS_GRAPH_MODULES)
         if moe is not None and moe.router_impl and self.hardware.device_kind != "gpu":
             # the named implementation's kernels are CUDA launches (moesim/ops/mcore_moe.toml); XLA has none
             raise SpecError(f"names a GPU framework's kernels, but hardware '{self.hardware.name}' is a "

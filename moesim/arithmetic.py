@@ -34,7 +34,8 @@ def attention_params(d_model: int, att: AttentionSpec) -> int:
     MHA/GQA: h·a·d (Q) + 2·h·a_kv·d (K, V) + a·d·h (O) (Vaswani et al. 2017 §3.2.2; GQA,
     Ainslie et al. 2023). MLA (DeepSeek-V2 §2.1.2, Eq. 9-14; HF DeepseekV3Attention): low-rank
     query h·r_q + r_q + r_q·a·(d + d_r) (or h·a·(d + d_r) without), joint KV down-projection
-    h·(r_kv + d_r) + r_kv, up-projection r_kv·a·(d + d_v), output a·d_v·h.
+    h·(r_kv + d_r) + r_kv, up-projection r_kv·a·(d + d_v), output a·d_v·h. Either:
+    + a attention sinks where learned (sink_params).
     """
     h, a = d_model, att.num_heads
     if att.kind == "mla":
@@ -43,7 +44,7 @@ def attention_params(d_model: int, att: AttentionSpec) -> int:
         kv = h * (att.kv_lora_rank + att.qk_rope_head_dim) + att.kv_lora_rank
         kv += att.kv_lora_rank * a * (att.head_dim + att.v_head_dim)
         out = a * att.v_head_dim * h
-        return q + kv + out + (h if att.out_bias else 0)
+        return q + kv + out + (h if att.out_bias else 0) + sink_params(att)
     q_out = a * att.head_dim
     kv_out = att.num_kv_heads * att.head_dim
     params = h * q_out + 2 * h * kv_out + q_out * h
@@ -51,7 +52,16 @@ def attention_params(d_model: int, att: AttentionSpec) -> int:
         params += q_out + 2 * kv_out
     if att.out_bias:
         params += h
-    return params
+    return params + sink_params(att)
+
+
+def sink_params(att: AttentionSpec) -> int:
+    """a: one learned logit per head (the attention sinks) with softmax_type "learnable", else 0.
+
+    Source: Megatron-LM d98e8a6 megatron/core/transformer/transformer_config.py l.170 (softmax_type, "learnable
+    offset"); openai/gpt-oss a194b990 gpt_oss/torch/model.py AttentionBlock.sinks (num_attention_heads values).
+    Split with the heads by tp."""
+    return att.num_heads if att.softmax_type == "learnable" else 0
 
 
 def attention_duplicated_params(d_model: int, att: AttentionSpec) -> tuple[int, int]:

@@ -1,9 +1,10 @@
 """Layout-independent per-layer quantities of a scenario, grouped into layer classes, and how a
 pipeline of `pp` stages splits them (contiguous layers; uneven counts by `specs.layout.stage_layers`).
 
-A layer class is every layer sharing (stack, MoE or dense): they have identical parameters,
+A layer class is every layer sharing (stack, MoE or dense, self-attention mask): they have identical parameters,
 FLOPs and activations, so the cost model works on at most four classes per stage
-(encoder-dense, encoder-MoE, decoder-dense, decoder-MoE) with a layer count each.
+(encoder-dense, encoder-MoE, decoder-dense, decoder-MoE) with a layer count each, times the masks of a
+model's `attention.layer_pattern` (GPT-OSS: sliding-window and causal layers alternating).
 
 Multi-token-prediction modules (DeepSeek-V3 §2.2) form a class of their own, after the main layers
 in execution order, placed on the last pipeline stage (Megatron-Core puts its MTP layers in the
@@ -43,6 +44,7 @@ class LayerClass:
     flops: LayerFlops  # forward FLOP per sequence
     mtp: bool = False  # a multi-token-prediction module (block + M_k projection + its norms)
     params_duplicated_gemm: int = 0  # of params_replicated: GEMM weights whole on every tp rank (MLA's down-projs)
+    mask: str = ""  # self-attention mask from the model's attention.layer_pattern; "" = the model's one mask
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,8 @@ class Workload:
         return 1 + self.mtp_layers
 
 
-def _class_key(shape: LayerShape) -> tuple[str, bool]:
-    return (shape.stack, shape.is_moe)
+def _class_key(model: ModelSpec, shape: LayerShape) -> tuple[str, bool, str]:
+    return (shape.stack, shape.is_moe, model.attention.pattern_mask(shape.index))
 
 
 def _duplicated(model: ModelSpec, cross_attention: bool) -> tuple[int, int]:
@@ -100,7 +102,7 @@ def build_workload(model: ModelSpec, seq_len: int, decoder_seq_len: int) -> Work
     classes: list[LayerClass] = []
     index: list[int] = []
     for shape in shapes:
-        key = _class_key(shape)
+        key = _class_key(model, shape)
         if key not in keys:
             keys.append(key)
             p = layer_params(model, shape)
@@ -111,7 +113,7 @@ def build_workload(model: ModelSpec, seq_len: int, decoder_seq_len: int) -> Work
                 params_shardable=p.attention - dup + p.dense_ffn + p.shared_experts,
                 params_replicated=p.router + p.norms + dup, params_duplicated_gemm=dup_gemm,
                 params_experts=p.experts, per_expert=p.per_expert,
-                flops=layer_forward_flops(model, shape, tokens[shape.stack], n_enc),
+                flops=layer_forward_flops(model, shape, tokens[shape.stack], n_enc), mask=key[2],
             ))
         index.append(keys.index(key))
     mtp = mtp_params(model)
@@ -124,6 +126,9 @@ def build_workload(model: ModelSpec, seq_len: int, decoder_seq_len: int) -> Work
             params_replicated=p.router + p.norms + mtp.norms + dup, params_duplicated_gemm=dup_gemm,
             params_experts=p.experts, per_expert=p.per_expert,
             flops=mtp_layer_forward_flops(model, tokens["decoder"]), mtp=True,
+            # an MTP module repeats the last decoder layer's spec, its attention kind included (Megatron-Bridge
+            # 067f987d src/megatron/bridge/training/utils/flop_utils.py l.1434-1435)
+            mask=model.attention.pattern_mask(model.decoder_layers - 1),
         ))
         index.extend([len(classes) - 1] * mtp.depth)
     counts = param_counts(model)

@@ -194,11 +194,19 @@ def flop_conventions(scenario: Scenario) -> dict:
     from moesim.workload import build_workload
 
     wl = build_workload(scenario.model, *scenario.seq_lens)
-    masks = {}
-    for cls in wl.classes:
+    masks, by_mask = {}, {}
+    for c, cls in enumerate(wl.classes):
         mask = self_attention_mask(scenario.model, cls)
-        masks[cls.stack] = {"mask": mask, "tokens": cls.tokens,
-                            "computed_fraction": work_fraction(mask, cls.tokens, cls.tokens, **mask_params(scenario.model))}
+        frac = work_fraction(mask, cls.tokens, cls.tokens, **mask_params(scenario.model))
+        masks[cls.stack] = {"mask": mask, "tokens": cls.tokens, "computed_fraction": frac}
+        if cls.mask and not cls.mtp:  # a layer_pattern: each mask's layers, and the stack as their mean
+            entry = by_mask.setdefault(cls.stack, {}).setdefault(mask, {"layers": 0, "computed_fraction": frac})
+            entry["layers"] += wl.layer_class_index.count(c)
+    for stack, entries in by_mask.items():
+        layers = sum(e["layers"] for e in entries.values())
+        masks[stack] |= {"mask": "+".join(entries), "by_mask": entries,
+                         "computed_fraction": sum(e["layers"] * e["computed_fraction"] for e in entries.values())
+                         / layers}
     return {"mfu_attention_flops": "full score matrix, 4·s²·d per head forward (PaLM, arXiv 2204.02311 App. B)",
             "attention_time_flops": "tiles the mask's flash kernel computes (128 x 128), backward 2.5 x forward",
             "self_attention": masks}

@@ -18,8 +18,11 @@ Masks (s_q = s_kv = s for self-attention, nb = ceil(s/T) tile rows, row tile a =
   block_sparse_strided  Child et al. §4.1 "strided", causal: the previous l tokens, and every l-th
                         token before them; with l a multiple of T the strided keys of a tile row fall
                         in one tile per earlier period: min(a, l/T) + 1 + max(0, floor(a·T/l) − 1)
-GPT-3 alternates dense and locally banded sparse layers (Brown et al. 2020, arXiv 2005.14165 §2.1);
-here a mask applies to every self-attention layer of a model.
+GPT-3 alternates dense and locally banded sparse layers (Brown et al. 2020, arXiv 2005.14165 §2.1), GPT-OSS a
+128-token window and causal attention: a model's `attention.layer_pattern` gives each layer its own mask (its layer
+class carries it: moesim.workload), otherwise one mask applies to every self-attention layer of a model.
+`attended_fraction` counts the (query, key) pairs a mask keeps, exactly, for FLOP conventions that count those
+(Megatron-Bridge's: tests/ops/test_attention_pattern.py).
 """
 
 from __future__ import annotations
@@ -60,3 +63,15 @@ def work_fraction(mask: str, seq_q: int, seq_kv: int, tile: int = TILE_TOKENS, *
         return 1.0
     nb = max(1, math.ceil(seq_q / tile))
     return float(tiles_per_row(mask, nb, tile, **params).sum()) / (nb * nb)
+
+
+def attended_fraction(mask: str, seq: int, window_tokens: int = 0) -> float:
+    """(Query, key) pairs the mask keeps / s²: full 1; causal (s + 1)/(2s); sliding_window Σ_i min(i + 1, w) / s²,
+    i.e. (w − w(w − 1)/(2s))/s for w < s (Megatron-Bridge 067f987d src/megatron/bridge/training/utils/flop_utils.py
+    l.1367-1373, "exact average causal SWA context"), causal's for w >= s."""
+    if mask == "full":
+        return 1.0
+    w = window_tokens if mask == "sliding_window" and window_tokens < seq else seq
+    if mask not in ("causal", "sliding_window"):
+        raise ValueError(f"attended_fraction counts full, causal and sliding_window masks, not {mask!r}")
+    return (w - w * (w - 1) / (2 * seq)) / seq

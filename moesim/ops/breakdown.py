@@ -87,7 +87,8 @@ def operator_breakdown(scenario: Scenario, layout: Layout) -> list[OpRow]:
         if not layers:
             continue
         terms = builder.build(cls)
-        label = f"{cls.stack} {'moe' if cls.is_moe else 'dense'}{' mtp' if cls.mtp else ''}"
+        label = f"{cls.stack} {'moe' if cls.is_moe else 'dense'}{' mtp' if cls.mtp else ''}" \
+            + (f" {cls.mask}" if cls.mask else "")
         rows += [_row(label, op, hw, layers * m) for op in terms.ops_fwd + terms.ops_bwd]
     # the head and embedding replay in a whole-iteration graph too (moesim.ops.graphs.FULL_ITERATION)
     whole = (lambda ops: graphed(ops, tr.cuda_graph_scope, False)) if FULL_ITERATION in tr.cuda_graph_scope else list

@@ -69,6 +69,8 @@ TE_NORM_BACKWARD_KERNELS = 2.0
 FP32_BYTES = 4
 INDEX_AND_WEIGHT_BYTES = 12  # int64 expert index + float32 combine weight per (token, choice)
 GATING_KERNELS = 4  # softmax, top-k, aux loss, capacity/position bookkeeping
+# An attention sink's share of its softmax row (sink_flops): subtract the row max, exponentiate, add to the sum.
+SINK_FLOPS_PER_ROW = 3
 MLA_ROPE_KERNELS = 4  # rotary on q, rotary on k_pe, K's assembly, V's copy (LayerOps._mla_rope_and_copies)
 
 
@@ -78,10 +80,21 @@ def gate_factor(model: ModelSpec) -> int:
 
 
 def self_attention_mask(model: ModelSpec, cls: LayerClass) -> str:
-    """The mask of a class's self-attention: the model's, or causal in a decoder, full in an encoder."""
+    """The mask of a class's self-attention: its layer_pattern entry, the model's, or causal in a decoder, full in an
+    encoder."""
+    if cls.mask:
+        return cls.mask
     if model.attention.mask:
         return model.attention.mask
     return "causal" if cls.stack == "decoder" else "full"
+
+
+def sink_flops(att, n_q: int) -> float:
+    """Forward FLOPs of the attention sinks over n_q query rows: SINK_FLOPS_PER_ROW per row and head, 0 without
+    sinks. The sink is one more logit in each softmax row with no value vector (openai/gpt-oss a194b990
+    gpt_oss/torch/model.py `sdpa`: QK concatenated with the sink column S, softmax, the column dropped), so no matmul
+    work: its softmax share only ("off-by-one" a fixed zero logit, the same work)."""
+    return SINK_FLOPS_PER_ROW * n_q * att.num_heads if att.softmax_type != "vanilla" else 0.0
 
 
 def mask_params(model: ModelSpec) -> dict:
@@ -181,7 +194,7 @@ class LayerOps:
         self_scores = _score_flops(model, n, n)
         frac = work_fraction(mask, n, n, **mask_params(model))
         cross = cls.flops.attention_scores - self_scores
-        work = b * (self_scores * frac + cross) / tp
+        work = b * (self_scores * frac + cross + sink_flops(att, n)) / tp
         heads = att.num_heads
         d_qk = att.head_dim + att.qk_rope_head_dim
         core = Op("attention", "attention_core", "attention", "fwd", dt_att, flops=work,

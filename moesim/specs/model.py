@@ -22,6 +22,9 @@ POSITION_KINDS = ("relative_bias", "rope", "learned", "none")
 # Megatron-Core ceil(t·k·CF/E); MegaBlocks floor(t·k·CF/E); dropless = no capacity.
 CAPACITY_RULES = ("switch", "megatron", "megablocks", "dropless")
 ROUTER_SCORES = ("softmax", "sigmoid")
+# Megatron-LM d98e8a6 megatron/core/transformer/transformer_config.py l.170 softmax_type: "learnable" adds one learned
+# logit per head to every softmax row (the attention sink), "off-by-one" a fixed zero logit.
+SOFTMAX_TYPES = ("vanilla", "off-by-one", "learnable")
 MOE_STACKS = ("encoder", "decoder")
 
 
@@ -57,18 +60,22 @@ class AttentionSpec:
     window_tokens: int = 0  # sliding_window: band width
     sparse_stride_tokens: int = 0  # block_sparse_*: Child et al. 2019's l
     sparse_summary_tokens: int = 0  # block_sparse_fixed: Child et al.'s c
+    # Masks per layer, cycled over a decoder-only model's layers in order (layer i: layer_pattern[i % len]); empty:
+    # every layer `mask`. GPT-OSS ["sliding_window", "causal"] is Megatron-LM's window_attn_skip_freq = 2
+    # (d98e8a6 megatron/core/transformer/utils.py l.531-542 is_layer_window_attention: 1-indexed layer l is windowed
+    # unless l % 2 == 0), HF config.json's layer_types alternating from "sliding_attention".
+    layer_pattern: tuple[str, ...] = ()
+    softmax_type: str = "vanilla"  # SOFTMAX_TYPES; "learnable": attention sinks, one logit per head
 
     def __post_init__(self) -> None:
         check_ranges(self)
         _one_of("attention.kind", self.kind, ATTENTION_KINDS)
-        if self.mask:
-            _one_of("attention.mask", self.mask, ATTENTION_MASKS)
-        if self.mask == "sliding_window" and self.window_tokens < 1:
-            raise SpecError("a sliding_window mask needs window_tokens >= 1", field="attention.window_tokens",
-                            value=self.window_tokens)
-        if self.mask.startswith("block_sparse") and self.sparse_stride_tokens < 1:
-            raise SpecError("a block-sparse mask needs sparse_stride_tokens >= 1",
-                            field="attention.sparse_stride_tokens", value=self.sparse_stride_tokens)
+        _one_of("attention.softmax_type", self.softmax_type, SOFTMAX_TYPES)
+        if self.mask and self.layer_pattern:
+            raise SpecError("give either a mask for every layer or a layer_pattern, not both",
+                            field="attention.layer_pattern", value=list(self.layer_pattern))
+        for mask in self.layer_masks():
+            self._check_mask(mask)
         _positive("attention.num_heads", self.num_heads)
         _positive("attention.head_dim", self.head_dim)
         for name in ("num_kv_heads", "q_lora_rank", "kv_lora_rank", "qk_rope_head_dim", "v_head_dim"):
@@ -86,6 +93,25 @@ class AttentionSpec:
         if self.kind == "mla" and (self.kv_lora_rank == 0 or self.v_head_dim == 0):
             raise SpecError("MLA needs kv_lora_rank and v_head_dim > 0", field="attention.kv_lora_rank",
                             value=self.kv_lora_rank)
+
+    def layer_masks(self) -> tuple[str, ...]:
+        """The masks the file names: the pattern's, or `mask` alone ("" = the stack's default)."""
+        return self.layer_pattern or (self.mask,)
+
+    def _check_mask(self, mask: str) -> None:
+        field_name = "attention.layer_pattern" if self.layer_pattern else "attention.mask"
+        if mask or self.layer_pattern:
+            _one_of(field_name, mask, ATTENTION_MASKS)
+        if mask == "sliding_window" and self.window_tokens < 1:
+            raise SpecError("a sliding_window mask needs window_tokens >= 1", field="attention.window_tokens",
+                            value=self.window_tokens)
+        if mask.startswith("block_sparse") and self.sparse_stride_tokens < 1:
+            raise SpecError("a block-sparse mask needs sparse_stride_tokens >= 1",
+                            field="attention.sparse_stride_tokens", value=self.sparse_stride_tokens)
+
+    def pattern_mask(self, layer: int) -> str:
+        """The mask of decoder layer `layer` (0-based) under layer_pattern; "" without one."""
+        return self.layer_pattern[layer % len(self.layer_pattern)] if self.layer_pattern else ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,6 +230,10 @@ class ModelSpec:
         if self.mtp_depth and self.architecture != "decoder_only":
             raise SpecError("multi-token prediction needs a decoder-only model", field="mtp_depth",
                             value=self.mtp_depth)
+        if self.attention.layer_pattern and self.architecture != "decoder_only":
+            raise SpecError("a per-layer attention pattern needs a decoder-only model",
+                            field="attention.layer_pattern", value=list(self.attention.layer_pattern),
+                            allowed=("decoder_only",))
         if self.architecture == "encoder_decoder":
             if self.encoder_layers == 0:
                 raise SpecError("an encoder-decoder model needs encoder_layers > 0", field="encoder_layers")

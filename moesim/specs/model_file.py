@@ -7,8 +7,8 @@ from pathlib import Path
 from moesim.specs.data_files import SCHEMA_VERSION, read_data_file, resolve_ref, str_list, with_file
 from moesim.specs.fields import Table, check_file_kind, check_schema_version
 from moesim.specs.model import (
-    ARCHITECTURES, ATTENTION_KINDS, CAPACITY_RULES, FFN_KINDS, MOE_STACKS, NORM_KINDS, POSITION_KINDS,
-    ROUTER_SCORES, AttentionSpec, ModelSpec, MoESpec,
+    ARCHITECTURES, ATTENTION_KINDS, ATTENTION_MASKS, CAPACITY_RULES, FFN_KINDS, MOE_STACKS, NORM_KINDS, POSITION_KINDS,
+    ROUTER_SCORES, SOFTMAX_TYPES, AttentionSpec, ModelSpec, MoESpec,
 )
 
 
@@ -33,6 +33,8 @@ def model_from_table(t: Table) -> ModelSpec:
         window_tokens=att_t.opt("window_tokens", int, 0),
         sparse_stride_tokens=att_t.opt("sparse_stride_tokens", int, 0),
         sparse_summary_tokens=att_t.opt("sparse_summary_tokens", int, 0),
+        layer_pattern=tuple(str_list(att_t, "layer_pattern", ATTENTION_MASKS, [])),
+        softmax_type=att_t.choice("softmax_type", SOFTMAX_TYPES, "vanilla"),
     )
     att_t.finish()
     moe = None

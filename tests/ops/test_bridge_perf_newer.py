@@ -108,29 +108,29 @@ RECORDED_ERROR_PCT = {
     "26.02.01-gb200-qwen3-235b-mxfp8-pp8ep32": -14.7,  # 26.02.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5530; none
     "26.02.01-b300-qwen3-235b-mxfp8-pp8vp4ep8": -59.0,  # 26.02.01 DGX-B300 Qwen3_235B_a22B MXFP8: 2644; none
     "26.02.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -46.5,  # 26.02.01 DGX-H100 Qwen3_235B_a22B FP8: 1611; none
-    "26.08-gb300-gpt-oss-120b-mxfp8-ep16": -27.1,  # 26.08 DGX-GB300 GPT OSS 120B MXFP8: 33024; none
-    "26.08-gb200-gpt-oss-120b-mxfp8-ep64": -35.7,  # 26.08 DGX-GB200 GPT OSS 120B MXFP8: 28672; none
-    "26.06.01-gb300-gpt-oss-120b-mxfp8-ep16": -55.2,  # 26.06.01 DGX-GB300 GPT OSS 120B MXFP8: 20288; none
-    "26.06.01-gb200-gpt-oss-120b-mxfp8-ep64": -58.9,  # 26.06.01 DGX-GB200 GPT OSS 120B MXFP8: 18304; none
-    "26.06-gb300-gpt-oss-120b-mxfp8-ep16": -26.7,  # 26.06 DGX-GB300 GPT OSS 120B MXFP8: 33166; none
-    "26.06-gb200-gpt-oss-120b-mxfp8-ep64": -35.1,  # 26.06 DGX-GB200 GPT OSS 120B MXFP8: 28947; none
-    "26.06-b300-gpt-oss-120b-mxfp8-ep8": -42.2,  # 26.06 DGX-B300 GPT OSS 120B MXFP8: 18534; none
-    "26.04.01-gb300-gpt-oss-120b-bf16-ep64": -35.5,  # 26.04.01 DGX-GB300 GPT OSS 120B BF16: 19200; none
+    "26.08-gb300-gpt-oss-120b-mxfp8-ep16": -30.6,  # 26.08 DGX-GB300 GPT OSS 120B MXFP8: 33024; none
+    "26.08-gb200-gpt-oss-120b-mxfp8-ep64": -38.7,  # 26.08 DGX-GB200 GPT OSS 120B MXFP8: 28672; none
+    "26.06.01-gb300-gpt-oss-120b-mxfp8-ep16": -57.4,  # 26.06.01 DGX-GB300 GPT OSS 120B MXFP8: 20288; none
+    "26.06.01-gb200-gpt-oss-120b-mxfp8-ep64": -60.9,  # 26.06.01 DGX-GB200 GPT OSS 120B MXFP8: 18304; none
+    "26.06-gb300-gpt-oss-120b-mxfp8-ep16": -30.3,  # 26.06 DGX-GB300 GPT OSS 120B MXFP8: 33166; none
+    "26.06-gb200-gpt-oss-120b-mxfp8-ep64": -38.1,  # 26.06 DGX-GB200 GPT OSS 120B MXFP8: 28947; none
+    "26.06-b300-gpt-oss-120b-mxfp8-ep8": -44.1,  # 26.06 DGX-B300 GPT OSS 120B MXFP8: 18534; none
+    "26.04.01-gb300-gpt-oss-120b-bf16-ep64": -37.6,  # 26.04.01 DGX-GB300 GPT OSS 120B BF16: 19200; none
     # the recipe's modules: selective (layernorm, moe_act), priced since session 21 (recompmods; moesim's rule before)
-    "26.04.01-gb200-gpt-oss-120b-bf16-ep64": -51.4,  # 26.04.01 DGX-GB200 GPT OSS 120B BF16: 16640; the recipe's modules
-    "26.04.01-b300-gpt-oss-120b-bf16-ep8": -42.8,  # 26.04.01 DGX-B300 GPT OSS 120B BF16: 15232; none
-    "26.04.01-b200-gpt-oss-120b-bf16-ep8": -20.7,  # 26.04.01 DGX-B200 GPT OSS 120B BF16: 13568; the recipe's modules
-    "26.04.01-h100-gpt-oss-120b-bf16-pp4ep8": -36.0,  # 26.04.01 DGX-H100 GPT OSS 120B BF16: 5824; the recipe's modules
-    "26.04-gb300-gpt-oss-120b-bf16-ep64": -35.3,  # 26.04 DGX-GB300 GPT OSS 120B BF16: 19275; none
-    "26.04-gb200-gpt-oss-120b-bf16-ep64": -53.1,  # 26.04 DGX-GB200 GPT OSS 120B BF16: 15938; the recipe's modules
-    "26.04-b300-gpt-oss-120b-bf16-ep8": -43.2,  # 26.04 DGX-B300 GPT OSS 120B BF16: 15114; none
-    "26.04-b200-gpt-oss-120b-bf16-ep8": -23.2,  # 26.04 DGX-B200 GPT OSS 120B BF16: 13045; the recipe's modules
-    "26.04-h100-gpt-oss-120b-bf16-pp4ep8": -36.2,  # 26.04 DGX-H100 GPT OSS 120B BF16: 5810; the recipe's modules
-    "26.02.01-gb300-gpt-oss-120b-bf16-ep64": -35.0,  # 26.02.01 DGX-GB300 GPT OSS 120B BF16: 19366; none
-    "26.02.01-gb200-gpt-oss-120b-bf16-ep64": -45.9,  # 26.02.01 DGX-GB200 GPT OSS 120B BF16: 15754; the recipe's modules
-    "26.02.01-b300-gpt-oss-120b-bf16-ep8": -37.2,  # 26.02.01 DGX-B300 GPT OSS 120B BF16: 15031; none
-    "26.02.01-b200-gpt-oss-120b-bf16-ep8": +8.8,  # 26.02.01 DGX-B200 GPT OSS 120B BF16: 13722; full
-    "26.02.01-h100-gpt-oss-120b-bf16-pp4ep8": -34.3,  # 26.02.01 DGX-H100 GPT OSS 120B BF16: 5984; the recipe's modules
+    "26.04.01-gb200-gpt-oss-120b-bf16-ep64": -53.2,  # 26.04.01 DGX-GB200 GPT OSS 120B BF16: 16640; the recipe's modules
+    "26.04.01-b300-gpt-oss-120b-bf16-ep8": -44.3,  # 26.04.01 DGX-B300 GPT OSS 120B BF16: 15232; none
+    "26.04.01-b200-gpt-oss-120b-bf16-ep8": -22.9,  # 26.04.01 DGX-B200 GPT OSS 120B BF16: 13568; the recipe's modules
+    "26.04.01-h100-gpt-oss-120b-bf16-pp4ep8": -38.2,  # 26.04.01 DGX-H100 GPT OSS 120B BF16: 5824; the recipe's modules
+    "26.04-gb300-gpt-oss-120b-bf16-ep64": -37.3,  # 26.04 DGX-GB300 GPT OSS 120B BF16: 19275; none
+    "26.04-gb200-gpt-oss-120b-bf16-ep64": -54.8,  # 26.04 DGX-GB200 GPT OSS 120B BF16: 15938; the recipe's modules
+    "26.04-b300-gpt-oss-120b-bf16-ep8": -44.7,  # 26.04 DGX-B300 GPT OSS 120B BF16: 15114; none
+    "26.04-b200-gpt-oss-120b-bf16-ep8": -25.3,  # 26.04 DGX-B200 GPT OSS 120B BF16: 13045; the recipe's modules
+    "26.04-h100-gpt-oss-120b-bf16-pp4ep8": -38.4,  # 26.04 DGX-H100 GPT OSS 120B BF16: 5810; the recipe's modules
+    "26.02.01-gb300-gpt-oss-120b-bf16-ep64": -37.1,  # 26.02.01 DGX-GB300 GPT OSS 120B BF16: 19366; none
+    "26.02.01-gb200-gpt-oss-120b-bf16-ep64": -47.6,  # 26.02.01 DGX-GB200 GPT OSS 120B BF16: 15754; the recipe's modules
+    "26.02.01-b300-gpt-oss-120b-bf16-ep8": -38.7,  # 26.02.01 DGX-B300 GPT OSS 120B BF16: 15031; none
+    "26.02.01-b200-gpt-oss-120b-bf16-ep8": +5.9,  # 26.02.01 DGX-B200 GPT OSS 120B BF16: 13722; full
+    "26.02.01-h100-gpt-oss-120b-bf16-pp4ep8": -36.5,  # 26.02.01 DGX-H100 GPT OSS 120B BF16: 5984; the recipe's modules
 }
 
 

@@ -10,6 +10,9 @@ Each reader follows the family's HF modeling code (transformers `models/<family>
                       i % moe_layer_freq == 0; n_shared_experts x moe_intermediate_size shared;
                       V3's noaux_tc routing adds e_score_correction_bias (E per layer)
   olmoe               every layer MoE with SwiGLU experts of intermediate_size
+  gpt_oss             every layer MoE (num_local_experts, biases everywhere, router bias); layer_types as the
+                      attention.layer_pattern (sliding_attention -> a sliding_window of `sliding_window` tokens,
+                      full_attention -> causal); attention sinks (softmax_type learnable)
   dbrx                nested ffn_config (GLU experts) and attn_config (kv_n_heads)
   t5                  encoder-decoder, feed_forward_proj relu / gated-gelu, relative position bias
   switch_transformers T5 with sparse layers where i % sparse_step == 1 (every layer when step 1)
@@ -32,6 +35,8 @@ SWITCH_CAPACITY_FACTORS = (1.25, 2.0)  # train / eval (switch_base.gin); config.
 # Gated activations: HF decoders' MLPs are act(x W_gate) * (x W_up); "silu" makes it SwiGLU.
 GATED_ACTIVATIONS = {"silu": "swiglu", "swish": "swiglu", "gelu": "geglu", "gelu_new": "geglu",
                      "gelu_pytorch_tanh": "geglu"}
+# transformers GptOssConfig layer_types (828a27fd models/gpt_oss/configuration_gpt_oss.py) -> moesim masks
+HF_LAYER_TYPES = {"sliding_attention": "sliding_window", "full_attention": "causal"}
 T5_FFN = {"relu": "relu", "gelu": "gelu", "gated-gelu": "geglu", "gated-silu": "swiglu"}
 
 
@@ -190,6 +195,34 @@ def read_olmoe(cfg: HFConfig, path: Path) -> ModelSpec:
                     ffn_kind=_gated_kind(cfg), moe=moe, notes="Every layer MoE, dropless; QK-norm not counted.")
 
 
+def _layer_pattern(cfg: HFConfig, layers: int) -> tuple[str, ...]:
+    """HF layer_types as moesim masks, cut to their shortest repeating cycle (() when every layer is causal); absent,
+    GptOssConfig's default: sliding_attention where (i + 1) % 2, full_attention otherwise."""
+    types = cfg.opt("layer_types", list, None, nullable=True) or [
+        "sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)]
+    for t in types:
+        if t not in HF_LAYER_TYPES:
+            raise cfg.error("layer_types", f"layer type '{t}' is not supported", value=t, allowed=tuple(HF_LAYER_TYPES))
+    if len(types) != layers:
+        raise cfg.error("layer_types", f"{len(types)} layer types for num_hidden_layers = {layers}", value=len(types))
+    masks = [HF_LAYER_TYPES[t] for t in types]
+    period = next(p for p in range(1, layers + 1) if layers % p == 0 and masks == masks[:p] * (layers // p))
+    return () if set(masks) == {"causal"} else tuple(masks[:period])
+
+
+def read_gpt_oss(cfg: HFConfig, path: Path) -> ModelSpec:
+    layers, d_ff = cfg.req("num_hidden_layers", int), cfg.req("intermediate_size", int)
+    pattern = _layer_pattern(cfg, layers)
+    attention = dataclasses.replace(_attention(cfg, bias=True, out_bias=True), layer_pattern=pattern,
+                                    window_tokens=cfg.req("sliding_window", int) if pattern else 0,
+                                    softmax_type="learnable")
+    moe = _dropless(cfg.req("num_local_experts", int), cfg.req("num_experts_per_tok", int), d_ff, router_bias=True)
+    return _decoder(cfg, path, "gpt-oss", attention=attention, d_ff=d_ff, ffn_kind="swiglu", moe=moe, ffn_bias=True,
+                    notes="GPT-OSS: every layer MoE, dropless, biases on the attention, expert and router linears; "
+                          "attention per layer_types, sinks per head; SwiGLU for the clamped gated activation "
+                          "(swiglu_limit: same GEMMs and bytes).")
+
+
 def read_dbrx(cfg: HFConfig, path: Path) -> ModelSpec:
     ffn, attn = cfg.sub("ffn_config"), cfg.sub("attn_config")
     act = ffn.opt("ffn_act_fn", dict, {"name": "silu"}).get("name", "silu")
@@ -270,6 +303,7 @@ READERS: dict[str, Callable[[HFConfig, Path], ModelSpec]] = {
     "deepseek_v2": lambda cfg, path: read_deepseek(cfg, path, 2),
     "deepseek_v3": lambda cfg, path: read_deepseek(cfg, path, 3),
     "olmoe": read_olmoe,
+    "gpt_oss": read_gpt_oss,
     "dbrx": read_dbrx,
     "t5": read_t5,
     "switch_transformers": read_switch,

@@ -33,6 +33,7 @@ PAIRS = [
     ("deepseek-v2-lite", "deepseek-v2-lite"),
     ("deepseek-v3", "deepseek-v3"),
     ("olmoe-1b-7b-0924", "olmoe-1b-7b"),
+    ("gpt-oss-120b", "gpt-oss-120b"),
     ("dbrx-base", "dbrx"),
     ("switch-base-128", "switch-base-128"),
     ("t5-base", "t5-base"),
@@ -180,3 +181,22 @@ def test_switch_sparse_steps_must_agree(tmp_path):
         load_model(_write(tmp_path, "switch-base-128", decoder_sparse_step=4))
     m = load_model(_write(tmp_path, "switch-base-128", decoder_sparse_step=0))
     assert m.moe.stacks == ("encoder",) and m.num_moe_layers == 6
+
+
+def test_gpt_oss_layer_types_become_the_attention_pattern(tmp_path):
+    """transformers 828a27fd GptOssConfig: layer_types (default sliding_attention where (i + 1) % 2) and
+    sliding_window; the sinks (GptOssAttention.sinks) always. The list is cut to its shortest cycle."""
+    m = load_model(config("gpt-oss-120b"))
+    att = m.attention
+    assert (att.layer_pattern, att.window_tokens, att.softmax_type) == (("sliding_window", "causal"), 128, "learnable")
+    assert load_model(_write(tmp_path, "gpt-oss-120b", layer_types=None)).attention.layer_pattern == att.layer_pattern
+    three = ["sliding_attention", "sliding_attention", "full_attention"] * 12
+    assert load_model(_write(tmp_path, "gpt-oss-120b", layer_types=three)).attention.layer_pattern == (
+        "sliding_window", "sliding_window", "causal")
+    causal = load_model(_write(tmp_path, "gpt-oss-120b", layer_types=["full_attention"] * 36)).attention
+    assert (causal.layer_pattern, causal.window_tokens) == ((), 0)
+    with pytest.raises(SpecError, match="layer type 'chunked_attention' is not supported") as err:
+        load_model(_write(tmp_path, "gpt-oss-120b", layer_types=["chunked_attention"] * 36))
+    assert "layer_types" in str(err.value)
+    with pytest.raises(SpecError, match="2 layer types for num_hidden_layers = 36"):
+        load_model(_write(tmp_path, "gpt-oss-120b", layer_types=["full_attention"] * 2))

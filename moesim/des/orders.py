@@ -271,10 +271,12 @@ def order_makespan(schedule: str, micro_batches: int, pp: int, vp: int, f_s: flo
 
 
 def device_spans(schedule: str, micro_batches: int, pp: int, vp: int, f_s: float, b_s: float,
-                 w_s: float) -> list[tuple[float, float]]:
+                 w_s: float, piece_times: tuple[tuple[float, float, float], ...] | None = None
+                 ) -> list[tuple[float, float]]:
     """(start of the first slot, end of the last) per device, as `order_makespan` runs the orders. A device
     busy from start to end without a gap has end − start = m·(F + I + W): the zero-bubble schedules'
-    "parallelogram" (Qi et al.), whose bubble the synchronised step adds only at its two ends."""
+    "parallelogram" (Qi et al.), whose bubble the synchronised step adds only at its two ends. `piece_times`:
+    (F, I, W) of each piece in place of the even split (the orders are still built on f_s, b_s, w_s)."""
     m, p = micro_batches, pp
     V = virtual_stages(schedule, p, vp)
     share = p / V
@@ -306,7 +308,8 @@ def device_spans(schedule: str, micro_batches: int, pp: int, vp: int, f_s: float
                 continue
             begin = max([clock[d], *starts])
             first[d] = begin if first[d] is None else first[d]
-            clock[d] = begin + sum(time[item[0]] for item in items)
+            clock[d] = begin + sum(time[item[0]] if piece_times is None else _piece_time(piece_times, *item)
+                                   for item in items)
             for kind, mb, vs in items:
                 done[("B" if kind in ("B", "I") else kind, mb, vs)] = clock[d]
             position[d] += 1
@@ -315,6 +318,11 @@ def device_spans(schedule: str, micro_batches: int, pp: int, vp: int, f_s: float
         if not moved:
             raise ValueError(f"{schedule}: the orders wait on each other (m={m}, pp={p}, vp={vp})")
     return [(first[d] or 0.0, clock[d]) for d in range(p)]
+
+
+def _piece_time(piece_times, kind: str, mb: int, vs: int) -> float:
+    f, i, w = piece_times[vs]
+    return {"F": f, "I": i, "W": w, "B": i + w}[kind]
 
 
 __all__ = ["SCHEDULES", "Slot", "device_of", "device_order", "device_spans", "order_makespan", "virtual_stages"]

@@ -30,7 +30,8 @@ piece's own times were tried (session 22, zbvslot) and refused: the walk's passe
 alone, which at equal times always find their input placed, and with the Llama-3-70B slice's heavier ends (m 8) one
 forward came before its input (the source asserts it, zbv.py l.93). sail-sg reads a missing cross-device input
 (fa_id = −1) as `end_time[-1]`, the last node's end, −1 until the very last W is placed: here no input means no wait
-to fill (the same walk over 1,170 (p, m, F, B, W) points, p 2-16, m 1 to 4p, c = 0: every order identical).
+to fill (the same walk as zbv.py's over 1,170 (p, m, F, B, W) points, p 2-16, m 1 … 2p + 2, 3p and 4p, c = 0: every
+order identical).
 Times are turned into integers exactly (a float is an integer times a power of two; all share the smallest power),
 so that sums and ties compare as the source's integer costs do.
 """

@@ -469,4 +469,5 @@ def pipeline_order(schedule: str, micro_batches: int, pp: int, stage: int) -> li
 
 
 __all__ = ["COLLECTIVE", "COMPUTE", "EXPERT", "FORWARD_SUFFIX", "FROM_EXPERTS", "GATHER", "Op", "SEND", "STREAMS",
-           "StageProgram", "TO_EXPERTS", "build_stage_program", "grad_passes_per_piece", "pipeline_order"]
+           "StageProgram", "TO_EXPERTS", "build_stage_program", "grad_passes_per_piece", "pipeline_order",
+           "zbv_piece_times", "zbv_stage_times"]

@@ -7,7 +7,7 @@ pieces d (first leg) and 2p − 1 − d (second leg); a list of slots per device
 slot starting when its device is free and its input has arrived (the cross-device input's end plus one send, `send`):
   1. every device runs micro-batch 0's first-leg F, device 0 first (l.121-122);
   2. from the last device back to device 0: while the V's return for micro-batch 0 has not reached device d, and the
-     device holds fewer than 2p − 2 − 2d activations, one more first-leg F on devices 0 … d; then d's second-leg F
+     device holds at most 2p − 2 − 2d activations, one more first-leg F on devices 0 … d; then d's second-leg F
      (l.123-131);
   3. down the devices, forwards alternately of the two legs from the last device to device d until d has as many
      forwards as d − 1 and at least one second-leg forward more (l.132-143, the leg carried across devices);
@@ -25,7 +25,7 @@ bubbles it found as the "approved" ones while the largest falls (l.239-249), and
 largest bubble of fill_b, fill_f in (True, True), (True, False), (False, True), (False, False) (l.285-294).
 
 The times: sail-sg runs the walk on one set, for every piece, the median over devices of each device's mean F, B, W
-(runtime.py l.1507-1511 `avg_then_mid`, sorted(a)[len(a) // 2]); so does moesim (des.schedule.zbv_chunk_times). Each
+(runtime.py l.1507-1511 `avg_then_mid`, sorted(a)[len(a) // 2]); so does moesim (des.schedule.zbv_stage_times). Each
 piece's own times were tried (session 22, zbvslot) and refused: the walk's passes 3 and 4 place forwards by counts
 alone, which at equal times always find their input placed, and with the Llama-3-70B slice's heavier ends (m 8) one
 forward came before its input (the source asserts it, zbv.py l.93). sail-sg reads a missing cross-device input

@@ -25,18 +25,19 @@ Orders:
                  an FB slot (Megatron-Core's combined 1F1B); 1f1b at p = 1 with the overlap: that order at
                  v = 1 (F0, then forward i beside backward i − 1, then the last backward: Megatron-Core's
                  combined_1f1b_schedule_for_no_pipelining)
-  zb-h1, zb-v    greedy list scheduling, ZB-H1 on equal unit times (the paper's handcrafted shape),
-                 ZB-V on the stage's F, I, W times when the caller gives them (Qi et al. build theirs
-                 from profiled T_F, T_B, T_W too; on unit times a B = 2F stage's bubble grew with m): a device
-                 runs, when free, a ready I before a ready F before a pending W; an F waits while the
-                 device holds its activation limit of pieces not yet consumed by their I: ZB-H1 1F1B's
-                 p − d, ZB-V p micro-batches (2p pieces) on every device, first leg only (Qi et al. §6).
-                 At equal times it reaches ZB-H1's (p−1)(F+B−W), and for ZB-V every device, once
-                 started, runs without a gap to its last W (the paper's zero bubble); a step that
-                 starts synchronised still pays the V's start-up skew (p−1)·F/2 (the last device waits
-                 for p − 1 half-stage forwards), which the paper removes by not synchronising before
-                 the optimizer step ("optimizer post-validation": the all-reduce "breaks parallelogram
-                 and makes zero bubble impossible", sail-sg/zero-bubble-pipeline-parallelism README).
+  zb-h1          greedy list scheduling on equal unit times (the paper's handcrafted shape): a device runs, when
+                 free, a ready I before a ready F before a pending W; an F waits while the device holds 1F1B's
+                 p − d pieces not yet consumed by their I. It reaches ZB-H1's (p−1)(F+B−W).
+  zb-v           sail-sg's V scheduler (zerobubble/scheduler/zbv.py @ 39f2c186; moesim.des.zbv_order) on a
+                 stage's F, I, W times when the caller gives them (the source runs it on profiled times, the median
+                 device's for every piece): a W goes into a device's wait only where it ends before the input the
+                 device waits for arrives (zbv.py l.186, l.224). Before session 22 (zbvslot) a greedy list schedule
+                 on one F : I : W ratio for every piece, up to 28 % slower than the source's at p 8, m 9, B = 2F
+                 (110 against 86 units). At equal times and m >= 2p every device, once started, runs without a gap to
+                 its last W (the paper's zero bubble); a step that starts synchronised still pays the V's start-up
+                 skew (p−1)·F/2 (the last device waits for p − 1 half-stage forwards), which the paper removes by not
+                 synchronising before the optimizer step ("optimizer post-validation": the all-reduce "breaks
+                 parallelogram and makes zero bubble impossible", sail-sg/zero-bubble-pipeline-parallelism README).
   dualpipe       the eight steps of `deepseek-ai/DualPipe:dualpipe/dualpipe.py@3da1bbea` (`step`):
                  nF0, nF0F1, nB1W1F1, nF0B1F1B0 (main, overlapped pairs), nB1F1B0, nB1B0, nWB0, nW.
 """
@@ -46,10 +47,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from moesim.des.zbv_order import DEFAULT_MEMORY, zbv_orders
 from moesim.estimate.schedules import interleaved_warmup
 
 SCHEDULES = ("1f1b", "gpipe", "interleaved", "zb-h1", "zb-v", "dualpipe")
-GREEDY_UNIT_TIMES = {"F": 1.0, "I": 1.0, "W": 1.0}  # equal F, B, W as the ZB paper's handcrafted schedules
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,12 @@ def device_of(schedule: str, pp: int, vs: int, mb: int, micro_batches: int) -> i
 
 
 def device_order(schedule: str, micro_batches: int, pp: int, vp: int, device: int,
-                 times: tuple[float, float, float] | None = None, a2a_overlap: bool = False) -> list[Slot]:
-    """The slots device `device` runs in one step, in order (module docstring). `times` = (F, I, W) of a
-    device's stage per micro-batch, for the zero-bubble orders' list scheduling (relative values count).
-    `a2a_overlap`: interleaved, or 1f1b at pp 1, with Megatron-Core's EP A2A overlap (training.moe_a2a_overlap)."""
+                 times: tuple[float, float, float] | None = None, a2a_overlap: bool = False, send_s: float = 0.0,
+                 memory: tuple[int, int] = DEFAULT_MEMORY) -> list[Slot]:
+    """The slots device `device` runs in one step, in order (module docstring). ZB-V's order is built on `times` =
+    (F, I, W) of a device's stage per micro-batch, half of it a piece (equal times without), with `send_s` one
+    pipeline transfer and `memory` = (f_mem, w_mem) of a piece's activations (moesim.des.zbv_order). `a2a_overlap`:
+    interleaved, or 1f1b at pp 1, with Megatron-Core's EP A2A overlap (training.moe_a2a_overlap)."""
     m, p = micro_batches, pp
     if schedule == "1f1b" and a2a_overlap and p == 1:
         # Megatron-LM d98e8a64 combined_1f1b.py l.35-135 combined_1f1b_schedule_for_no_pipelining: F0 alone, then
@@ -102,9 +105,11 @@ def device_order(schedule: str, micro_batches: int, pp: int, vp: int, device: in
         return order + [Slot("B", i, device) for i in range(m - warm, m)]
     if schedule == "interleaved":
         return _interleaved(m, p, vp, device, a2a_overlap)
-    if schedule in ("zb-h1", "zb-v"):
-        # ZB-H1 is the paper's handcrafted 1F1B-with-deferred-W shape: equal times; ZB-V on the given times.
-        return list(_greedy(schedule, m, p, _unit_times(times if schedule == "zb-v" else None))[device])
+    if schedule == "zb-h1":  # the paper's handcrafted 1F1B-with-deferred-W shape: equal times
+        return list(_greedy_h1(m, p)[device])
+    if schedule == "zb-v":
+        piece = tuple(x / 2 for x in times) if times is not None else (1.0, 1.0, 1.0)
+        return [Slot(*slot) for slot in zbv_orders(m, p, piece, send_s if times is not None else 0.0, memory)[device]]
     if schedule == "dualpipe":
         return _dualpipe(m, p, device)
     raise ValueError(schedule)
@@ -135,20 +140,11 @@ def _interleaved(m: int, p: int, v: int, d: int, a2a_overlap: bool = False) -> l
     return order + [bwd(k) for k in range(total - warm, total)]
 
 
-def _unit_times(times: tuple[float, float, float] | None) -> tuple[float, float, float]:
-    """(F, I, W) scaled to F = 1 and rounded (a cache key; relative values decide the order); equal without."""
-    if times is None or not times[0] > 0:
-        return GREEDY_UNIT_TIMES["F"], GREEDY_UNIT_TIMES["I"], GREEDY_UNIT_TIMES["W"]
-    f, i, w = (max(0.0, float(x)) / float(times[0]) for x in times)
-    return 1.0, round(i, 3), round(w, 3)
-
-
 @lru_cache(maxsize=64)
-def _greedy(schedule: str, m: int, p: int, unit: tuple[float, float, float]) -> tuple[tuple[Slot, ...], ...]:
-    """Greedy list schedule of F, I, W on times `unit` = (F, I, W) for every device (module docstring)."""
-    V = virtual_stages(schedule, p, 2)
-    t = dict(zip(("F", "I", "W"), unit))
-    owned = [[vs for vs in range(V) if device_of(schedule, p, vs, 0, m) == d] for d in range(p)]
+def _greedy_h1(m: int, p: int) -> tuple[tuple[Slot, ...], ...]:
+    """ZB-H1's greedy list schedule of F, I, W on equal unit times for every device (module docstring)."""
+    V = p
+    owned = [[d] for d in range(p)]
     done: dict[tuple[str, int, int], float] = {}
     clock = [0.0] * p
     orders: list[list[Slot]] = [[] for _ in range(p)]
@@ -168,8 +164,7 @@ def _greedy(schedule: str, m: int, p: int, unit: tuple[float, float, float]) -> 
                     if ready is not None:
                         options.append((max(ready, now), 0, -vs, "I", i, vs))
                 f = next_f[vs]
-                limit = 2 * p if schedule == "zb-v" else p - d  # pieces: ZB-V p·M_B on every device, ZB-H1 1F1B's
-                if f < m and not (vs < p and forwards[d] - inputs[d] >= limit):
+                if f < m and not forwards[d] - inputs[d] >= p - d:  # 1F1B's in-flight pieces
                     ready = 0.0 if vs == 0 else done.get(("F", f, vs - 1))
                     if ready is not None:
                         options.append((max(ready, now), 1, -vs, "F", f, vs))
@@ -182,7 +177,7 @@ def _greedy(schedule: str, m: int, p: int, unit: tuple[float, float, float]) -> 
             if best is None or pick[0] < best[1][0]:
                 best = (d, pick)
         d, (start, _, _, kind, mb, vs) = best
-        clock[d] = start + t[kind]
+        clock[d] = start + 1.0
         done[(kind, mb, vs)] = clock[d]
         orders[d].append(Slot(kind, mb, vs))
         left -= 1
@@ -276,10 +271,12 @@ def order_makespan(schedule: str, micro_batches: int, pp: int, vp: int, f_s: flo
 
 
 def device_spans(schedule: str, micro_batches: int, pp: int, vp: int, f_s: float, b_s: float,
-                 w_s: float) -> list[tuple[float, float]]:
+                 w_s: float, piece_times: tuple[tuple[float, float, float], ...] | None = None
+                 ) -> list[tuple[float, float]]:
     """(start of the first slot, end of the last) per device, as `order_makespan` runs the orders. A device
     busy from start to end without a gap has end − start = m·(F + I + W): the zero-bubble schedules'
-    "parallelogram" (Qi et al.), whose bubble the synchronised step adds only at its two ends."""
+    "parallelogram" (Qi et al.), whose bubble the synchronised step adds only at its two ends. `piece_times`:
+    (F, I, W) of each piece in place of the even split (the orders are still built on f_s, b_s, w_s)."""
     m, p = micro_batches, pp
     V = virtual_stages(schedule, p, vp)
     share = p / V
@@ -311,7 +308,8 @@ def device_spans(schedule: str, micro_batches: int, pp: int, vp: int, f_s: float
                 continue
             begin = max([clock[d], *starts])
             first[d] = begin if first[d] is None else first[d]
-            clock[d] = begin + sum(time[item[0]] for item in items)
+            clock[d] = begin + sum(time[item[0]] if piece_times is None else _piece_time(piece_times, *item)
+                                   for item in items)
             for kind, mb, vs in items:
                 done[("B" if kind in ("B", "I") else kind, mb, vs)] = clock[d]
             position[d] += 1
@@ -320,6 +318,11 @@ def device_spans(schedule: str, micro_batches: int, pp: int, vp: int, f_s: float
         if not moved:
             raise ValueError(f"{schedule}: the orders wait on each other (m={m}, pp={p}, vp={vp})")
     return [(first[d] or 0.0, clock[d]) for d in range(p)]
+
+
+def _piece_time(piece_times, kind: str, mb: int, vs: int) -> float:
+    f, i, w = piece_times[vs]
+    return {"F": f, "I": i, "W": w, "B": i + w}[kind]
 
 
 __all__ = ["SCHEDULES", "Slot", "device_of", "device_order", "device_spans", "order_makespan", "virtual_stages"]

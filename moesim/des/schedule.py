@@ -43,6 +43,7 @@ import numpy as np
 from moesim.des.costs import CommSpec, Costs, LayerCost
 from moesim.des.orders import device_order
 from moesim.des.pieces import backward, forward, overlapped, weights
+from moesim.des.zbv_order import activation_memory
 from moesim.estimate.a2a_order import MEGATRON_A2A_NODES, OFF_COMPUTE_STREAM
 from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
 from moesim.estimate.grad_buckets import bucket_params as mcore_bucket_params  # the estimate's bucket size, one rule
@@ -372,14 +373,41 @@ class _Builder:
             self.add("p2p", SEND, "pipeline send", phase, -1, mb, (self.last,), chain=False, comm=spec, peer=peer)
 
 
-def _fiw(costs: Costs) -> tuple[float, float, float]:
-    """(F, I, W) of the whole pipeline per micro-batch, for the zero-bubble orders' list scheduling (issue 12:
-    the order is built on the model's own times, one set for every device so that the orders fit together)."""
+def zbv_piece_times(costs: Costs) -> tuple[tuple[float, float, float], ...]:
+    """(F, I, W) of each piece per micro-batch on its compute stream, for ZB-V's order (moesim.des.zbv_order: sail-sg
+    builds it from profiled times): its layers' forward, input-gradient (with any recompute) and weight-gradient
+    parts, the embedding's forward on the first piece and its backward in W (pieces._embedding_backward), the head's
+    forward, dX and dW as a third of `logits_s` each on the last (pieces._backward_start, pieces.weights)."""
     classes, index = costs.classes, costs.workload.layer_class_index
-    layers = [classes[index[layer]] for piece in costs.stages for layer in piece.layers]
-    f = sum(sum(c.fwd_s.values()) for c in layers)
-    w = sum(c.weight_grad_s for c in layers)
-    return f, sum(sum(c.bwd_s.values()) for c in layers) - w, w
+    head = 1 / (1 + BACKWARD_TO_FORWARD)  # one forward's share of the head's forward + backward (Kaplan et al. §2.1)
+    times = []
+    for piece in costs.stages:
+        layers = [classes[index[layer]] for layer in piece.layers]
+        w = sum(c.weight_grad_s for c in layers)
+        f = sum(sum(c.fwd_s.values()) for c in layers) + piece.embedding_fwd_s + piece.logits_s * head
+        i = sum(sum(c.bwd_s.values()) + c.recompute_s for c in layers) - w + \
+            piece.logits_s * head * (BACKWARD_TO_FORWARD - 1)
+        times.append((f, i, w + piece.logits_s * head + piece.embedding_bwd_s))
+    return tuple(times)
+
+
+def zbv_stage_times(costs: Costs) -> tuple[float, float, float]:
+    """(F, I, W) of a device's stage for ZB-V's order as sail-sg's runtime gives its scheduler: each device's mean over
+    its pieces, then the median device's (runtime.py l.1401-1403 `avg_then_mid`, sorted(a)[len(a) // 2], @ 39f2c186)
+    for every piece, here twice that: a stage of two pieces."""
+    pieces, p = zbv_piece_times(costs), costs.layout.pp
+    device = [[(pieces[d][k] + pieces[2 * p - 1 - d][k]) / 2 for d in range(p)] for k in range(3)]
+    return tuple(2 * sorted(means)[p // 2] for means in device)
+
+
+def _zbv_inputs(costs: Costs) -> dict:
+    """ZB-V's order's inputs: the stage's times, one pipeline transfer (the longest; sail-sg's profiled c) and a
+    piece's activation sizes as sail-sg's runtime approximates them (zbv_order.activation_memory)."""
+    sends = [spec.time_s for piece in costs.stages for spec in (piece.send_forward, piece.send_backward) if spec]
+    model = costs.scenario.model
+    seq = costs.scenario.seq_lens[0]
+    return {"times": zbv_stage_times(costs), "send_s": max(sends, default=0.0),
+            "memory": activation_memory(model.d_model, model.attention.num_heads, seq)}
 
 
 def grad_passes_per_piece(slots) -> dict[int, int]:
@@ -399,8 +427,9 @@ def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
         bucket_params = float(mcore_bucket_params(costs.layout.dp * costs.layout.cp))
     b = _Builder(costs, stage, chunks, bucket_params)
     tr, m = costs.training, costs.micro_batches
-    slots = device_order(tr.pipeline_schedule, m, costs.layout.pp, costs.layout.vp, stage, _fiw(costs),
-                         tr.moe_a2a_overlap)
+    zbv = _zbv_inputs(costs) if tr.pipeline_schedule == "zb-v" else {}
+    slots = device_order(tr.pipeline_schedule, m, costs.layout.pp, costs.layout.vp, stage,
+                         a2a_overlap=tr.moe_a2a_overlap, **zbv)
     left = grad_passes_per_piece(slots)
     pieces_left = [len(left)]
     replicated = sum(costs.stages[vs].replicated_grad_bytes for vs in {s.vs for s in slots})  # the device's pieces
@@ -440,4 +469,5 @@ def pipeline_order(schedule: str, micro_batches: int, pp: int, stage: int) -> li
 
 
 __all__ = ["COLLECTIVE", "COMPUTE", "EXPERT", "FORWARD_SUFFIX", "FROM_EXPERTS", "GATHER", "Op", "SEND", "STREAMS",
-           "StageProgram", "TO_EXPERTS", "build_stage_program", "grad_passes_per_piece", "pipeline_order"]
+           "StageProgram", "TO_EXPERTS", "build_stage_program", "grad_passes_per_piece", "pipeline_order",
+           "zbv_piece_times", "zbv_stage_times"]

@@ -79,8 +79,11 @@ class Scenario:
                             "(recompute the experts' activation with moe_act)", file=self.file or None,
                             field="training.recompute_modules", value="mlp")
         if self.training.cuda_graph_scope and self.hardware.device_kind != "gpu":
-            raise SpecError("CUDA graphs run on GPUs", file=self.file or None, field="training.cuda_graph_scope",
-                            value=list(self.training.cuda_graph_scope), allowed=[])
+            raise SpecError(f"CUDA graphs run on GPUs; hardware '{self.hardware.name}' is a "
+                            f"{self.hardware.device_kind}", file=self.file or None, field="training.cuda_graph_scope",
+                            value=list(self.training.cuda_graph_scope), allowed="[] (none) off a GPU")
+        if self.training.cuda_graph_scope:
+            self._check_graph_modules()
         if "moe" in self.training.cuda_graph_scope and moe is not None and moe.dropless \
                 and self.training.capacity_factor is None:
             # Megatron-LM cuda_graph.md: "moe | _forward_mlp() for MoE layers (drop-and-pad only)"
@@ -110,6 +113,28 @@ class Scenario:
             raise SpecError(f"{tokens:.3g} tokens per step is out of range", file=self.file or None,
                             field="training.global_batch_sequences", value=self.training.global_batch_sequences,
                             allowed=f"global_batch_sequences x sequence length <= 2^40 tokens")
+
+
+    def _check_graph_modules(self) -> None:
+        """Megatron-LM's refusals of per-layer CUDA graph modules the model has no layer for."""
+        from moesim.ops.graphs import MOE_ONLY  # here: numpy stays out of `moesim --help`
+
+        scope = self.training.cuda_graph_scope
+        moe_graphs = [m for m in scope if m in MOE_ONLY]
+        if moe_graphs and self.model.moe is None:
+            # Megatron-LM d98e8a64 transformer_config.py l.2825-2829: "moe cuda graph is only supported for MoE"
+            raise SpecError(f"{', '.join(moe_graphs)} capture{'s' if len(moe_graphs) == 1 else ''} MoE layers: '{self.model.name}' has none (Megatron-LM "
+                            "transformer_config.py)", file=self.file or None, field="training.cuda_graph_scope",
+                            value=list(scope),
+                            allowed=[m for m in CUDA_GRAPH_MODULES if m not in MOE_ONLY] + ["full_iteration"])
+        if "mlp" in scope and self.model.num_moe_layers == self.model.num_layers:
+            # Megatron-LM d98e8a64 transformer_config.py l.2831-2837: "mlp cuda graph is only supported for dense
+            # layers, but not found in the model"
+            raise SpecError(f"mlp captures dense MLP layers: every layer of '{self.model.name}' is an MoE layer "
+                            "(capture the MoE layers with moe_router, or moe where drop-and-pad; Megatron-LM "
+                            "transformer_config.py)", file=self.file or None, field="training.cuda_graph_scope",
+                            value=list(scope),
+                            allowed=[m for m in CUDA_GRAPH_MODULES if m != "mlp"] + ["full_iteration"])
 
     @property
     def seq_lens(self) -> tuple[int, int]:

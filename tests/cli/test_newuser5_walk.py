@@ -176,3 +176,29 @@ def test_calibrate_and_validate_report_say_the_sign_and_the_noise(tmp_path, caps
     out = capsys.readouterr().out
     assert "err = (predicted − measured) / measured" in out
     assert "noise: the median over records of the measurement's run-to-run (p90 − p10) / (2 · median)" in out
+
+
+# --- MXFP8 on a Hopper GPU was priced (the recipe's notes: "the recipe does not check the chip"); TransformerEngine
+# refuses it below compute capability 10.0 (d0067d0d transformer_engine/pytorch/quantization.py l.162-168)
+
+def test_mxfp8_on_hopper_is_refused_and_runs_on_blackwell(capsys):
+    err = error_of(capsys, ["sweep", "mixtral-8x7b-h100", "--vary", "training.precision_recipe=mxfp8-blackwell", "-q"])
+    assert "field 'training.gemm_scaling': MXFP8 GEMMs run on Blackwell GPUs only (TransformerEngine: compute " \
+           "capability 10.0 or higher); hardware 'h100-sxm' is hopper (allowed: per_tensor_delayed, " \
+           "per_tensor_current, blockwise)" in err
+    sc = load_scenario("mixtral-8x7b-h100", hardware="gb300-nvl72")
+    dataclasses.replace(sc, training=dataclasses.replace(sc.training, gemm_dtype="float8", gemm_scaling="mxfp8"))
+
+
+def test_the_estimate_says_which_peak_its_mfu_is_of(capsys):
+    """An FP8 recipe halves the MFU a BF16 run of the same speed shows (the float8 peak is twice bfloat16's): the
+    text now names the peak's dtype."""
+    assert main(["estimate", "mixtral-8x7b-h100"]) == 0
+    assert "% of the bfloat16 peak" in capsys.readouterr().out
+    sc = load_scenario("mixtral-8x7b-h100")
+    from moesim.cli.estimate_cmd import render
+    from moesim.estimate import estimate
+
+    fp8 = dataclasses.replace(sc, training=dataclasses.replace(sc.training, gemm_dtype="float8",
+                                                               gemm_scaling="per_tensor_current"))
+    assert "% of the float8 peak" in render(estimate(fp8))

@@ -145,8 +145,8 @@ def _say_why(points: list[dict]) -> None:
     from moesim.search.why import largest_part_text, why_line
 
     ranked = [p for p in points if ESTIMATE in p]
+    base = ranked[0] if ranked else None
     for p in ranked:
-        base = ranked[0]
         p["why"] = f"the base the others are set against: {largest_part_text(p[ESTIMATE])}" if p is base else \
             why_line(p[ESTIMATE], base[ESTIMATE], best_name=point_text(base["point"]))
     for p in ranked:

@@ -117,7 +117,6 @@ class Scenario:
                             field="training.global_batch_sequences", value=self.training.global_batch_sequences,
                             allowed=f"global_batch_sequences x sequence length <= 2^40 tokens")
 
-
     def _check_mxfp8(self) -> None:
         """MXFP8 GEMMs need Blackwell (compute capability 10.x): TransformerEngine refuses them on an older GPU. The
         profile's GPU architecture is its levels' nccl_arch (NCCL's tuner indexes its tables by it); a GPU profile
@@ -141,7 +140,8 @@ class Scenario:
         moe_graphs = [m for m in scope if m in MOE_ONLY]
         if moe_graphs and self.model.moe is None:
             # Megatron-LM d98e8a64 transformer_config.py l.2825-2829: "moe cuda graph is only supported for MoE"
-            raise SpecError(f"{', '.join(moe_graphs)} capture{'s' if len(moe_graphs) == 1 else ''} MoE layers: '{self.model.name}' has none (Megatron-LM "
+            verb = "captures" if len(moe_graphs) == 1 else "capture"
+            raise SpecError(f"{', '.join(moe_graphs)} {verb} MoE layers: '{self.model.name}' has none (Megatron-LM "
                             "transformer_config.py)", file=self.file or None, field="training.cuda_graph_scope",
                             value=list(scope),
                             allowed=[m for m in CUDA_GRAPH_MODULES if m not in MOE_ONLY] + ["full_iteration"])

@@ -66,7 +66,8 @@ def test_graph_modules_the_model_has_no_layer_for_are_refused(tmp_path, capsys):
 
 
 def test_graphs_on_a_tpu_name_the_hardware_and_what_is_allowed(tmp_path, capsys):
-    err = error_of(capsys, ["estimate", scenario_file(tmp_path, "switch-base-128-tpu-v3", 'cuda_graph_scope = ["attn"]')])
+    tpu = scenario_file(tmp_path, "switch-base-128-tpu-v3", 'cuda_graph_scope = ["attn"]')
+    err = error_of(capsys, ["estimate", tpu])
     assert "CUDA graphs run on GPUs; hardware 'tpu-v3' is a tpu_core (allowed: [] (none) off a GPU)" in err
 
 

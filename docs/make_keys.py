@@ -235,7 +235,8 @@ OUTPUT_TITLES = {"output_collective": "JSON of `moesim collective --json`",
                  "output_validate_report_logs": "JSON of `moesim validate-report --json` on nccl-tests logs only",
                  "output_simulate": "JSON of `moesim simulate --json`",
                  "output_estimate": "JSON of `moesim estimate --json`",
-                 "output_search": "JSON of `moesim search --json`"}
+                 "output_search": "JSON of `moesim search --json`",
+                 "output_sweep": "JSON of `moesim sweep --json`"}
 
 
 def main(argv: list[str]) -> int:

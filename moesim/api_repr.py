@@ -123,8 +123,9 @@ SWEEP_HEADERS = ["point", "step time", "memory/device", "MFU", "best layout"]
 
 
 def sweep_repr(sweep: dict) -> str:
-    warnings = [f"warning at {', '.join(f'{k}={v}' for k, v in p['point'].items())}: {w}"
-                for p in sweep["points"] for w in p.get("warnings", ())]
+    from moesim.search.sweep import grouped_notes
+
+    warnings = grouped_notes(sweep, ("warning",))
     return "\n".join([f"SweepResult: {sweep['scenario']}, best layout by {sweep['objective']}",
                       text_table(_sweep_rows(sweep), SWEEP_HEADERS), *warnings])
 

@@ -78,7 +78,9 @@ def test_fp8_runs_are_no_longer_twice_bf16_speed(hardware):
     Measured end to end for scale: +20 % to +25 % on 8×B200 (torchao Llama3-8B), +25 % on 8×H100 (wave2.md §6.3)."""
     sc = load_scenario("mixtral-8x7b-h100", hardware=hardware)
     bf16 = estimate(with_precision(sc)).step_time_s
-    for recipe in ("te-delayed-scaling", "te-current-scaling", "mxfp8-blackwell"):
+    # MXFP8 on Blackwell only (TransformerEngine refuses it on Hopper: tests/cli/test_newuser5_walk.py)
+    blackwell = ("mxfp8-blackwell",) if hardware == "b200" else ()
+    for recipe in ("te-delayed-scaling", "te-current-scaling") + blackwell:
         speedup = bf16 / estimate(with_precision(sc, precision_recipe=recipe)).step_time_s
         assert 1.0 < speedup < 1.6, (recipe, speedup)
     # Current scaling reads every tensor twice: slower than delayed scaling.

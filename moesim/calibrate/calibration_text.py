@@ -118,7 +118,7 @@ SKIPPED_SHOWN = 5  # skipped rows the text lists (all of them in --json)
 
 def render_calibration(result: CalibrationResult) -> str:
     """Text summary for the CLI."""
-    from moesim.calibrate.report import render
+    from moesim.calibrate.report import ERROR_SIGN_TEXT, render
     from moesim.cli.output import table
 
     fit = result.fit
@@ -147,7 +147,7 @@ def render_calibration(result: CalibrationResult) -> str:
     if result.transfer_rule != "shared":  # calpairs: the default rule prints as before
         parts += [f"Transfer rule: {result.transfer_rule} ({TRANSFER_MEANINGS[result.transfer_rule]}; --transfer)"
                   + "".join(f"\n  {note}" for note in result.transfer_notes)]
-    parts += ["", "fit residuals (in-sample)", residuals]
+    parts += ["", "fit residuals (in-sample)", residuals, ERROR_SIGN_TEXT]
     if result.in_sample:  # calreport (session 16): the user's own logs per band, and what to try
         parts += [""] + render_in_sample(result.in_sample)
     notes = sum(r.worse_large for r in result.in_sample)  # the fit-worse notes come last (api.calibrate)

@@ -79,6 +79,13 @@ class ValidationReport:
         }
 
 
+# The sign of every error the text prints, said once under its first table (the module docstring's definitions)
+ERROR_SIGN_TEXT = ("err = (predicted − measured) / measured: a negative mean err (bias) means the model predicts "
+                   "faster than measured (under-predicts), a positive one slower (over-predicts)")
+NOISE_TEXT = ("noise: the median over records of the measurement's run-to-run (p90 − p10) / (2 · median); an error "
+              "below it cannot be told from jitter")
+
+
 def _bias_word(mean_signed: float) -> str:
     return "over-predicts" if mean_signed > 0 else "under-predicts" if mean_signed < 0 else "none"
 
@@ -145,4 +152,4 @@ def render(report: ValidationReport) -> str:
     total = report.total
     summary = (f"layer total: MAPE {total.mape:.1%}, max {total.max_abs_pct_error:.1%}, mean signed "
                f"{total.mean_signed_error:+.1%} (model {_bias_word(total.mean_signed_error)})")
-    return "\n".join([head, "", phase_table, "", rec_table, "", summary])
+    return "\n".join([head, "", phase_table, ERROR_SIGN_TEXT, NOISE_TEXT, "", rec_table, "", summary])

@@ -108,7 +108,7 @@ def render(result) -> str:
         ("pipeline bubble", format_seconds(d["bubble_time_s"])),
         ("optimizer step", format_seconds(d["optimizer_time_s"])),
         ("bottleneck", d["bottleneck"]),
-        ("MFU / HFU", f"{d['mfu']:.1%} / {d['hfu']:.1%}"),
+        ("MFU / HFU", f"{d['mfu']:.1%} / {d['hfu']:.1%} of the {result.training.dtype_for('gemm')} peak"),
         ("attention FLOPs", "MFU: full score matrix (PaLM); time: computed tiles, " + ", ".join(
             f"{stack} {m['mask']} {m['computed_fraction']:.1%}"
             for stack, m in d.get("flop_conventions", {}).get("self_attention", {}).items())),

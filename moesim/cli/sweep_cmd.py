@@ -19,9 +19,11 @@ def register(subparsers) -> None:
         description="Search the best layout at every point of the cartesian product of the --vary values. Keys: "
                     "experts, capacity_factor, hardware, devices, seq_len, batch (aliases), any training.* field, "
                     "model.*, model.moe.*, model.attention.*, model, hardware.price_per_device_hour_usd, "
-                    "search.max_micro_batches, and the [search] lists search.context_parallel, "
-                    "search.pipeline_schedules, search.virtual_stages, search.cp_comms (a value is one entry, several "
-                    "joined by '+': --vary search.context_parallel=1,2+4). Points run in parallel worker processes, or "
+                    "search.max_micro_batches, the [search] lists search.context_parallel, "
+                    "search.pipeline_schedules, search.virtual_stages, search.cp_comms and the training lists "
+                    "training.cuda_graph_scope, training.recompute_modules (a value is one entry, several joined by "
+                    "'+', 'none' an empty training list: --vary search.context_parallel=1,2+4, --vary "
+                    "training.cuda_graph_scope=none,attn+moe_router). Points run in parallel worker processes, or "
                     "on a Dask cluster.")
     add_scenario_overrides(p, layout=False)
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...", required=True,
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
 def render(sweep: dict) -> str:
     from moesim.search.overrides import value_text
+    from moesim.search.sweep import grouped_notes, point_text
 
     keys = list(sweep["vary"])
     rows = []
@@ -84,6 +87,5 @@ def render(sweep: dict) -> str:
     if sweep["objective"] == "step_time":  # the objective column would repeat the step time
         rows = [r[:len(keys)] + r[len(keys) + 1:] for r in rows]
         headers, align = headers[:len(keys)] + headers[len(keys) + 1:], align[:len(keys)] + align[len(keys) + 1:]
-    notes = [f"{kind} at {', '.join(f'{k}={value_text(v)}' for k, v in p['point'].items())}: {w}"
-             for p in sweep["points"] for kind in ("warning", "note") for w in p.get(kind + "s", ())]
-    return "\n".join([head, table(rows, headers, align=align), *notes])
+    why = [f"why at {point_text(p['point'])}: {p['why']}" for p in sweep["points"] if p.get("why")]
+    return "\n".join([head, table(rows, headers, align=align), *why, *grouped_notes(sweep)])

@@ -34,8 +34,9 @@ def _evaluate(scenario, layout, training):
 def _zero_recompute(scenario, est, capacity: float) -> dict:
     """The closest layout at every ZeRO stage and recompute mode: the least memory, and whether it fits."""
     best = None
+    refused = est.training.refused_recompute_modes()  # not a lever Megatron-LM takes with these options
     for zero in ZERO_STAGES:
-        for mode in RECOMPUTE_MODES:
+        for mode in (m for m in RECOMPUTE_MODES if m not in refused):
             training = dataclasses.replace(est.training, zero_stage=zero, recompute=mode)
             mem = _evaluate(scenario, est.layout, training).memory_bytes_per_device["total"]
             if best is None or mem < best[0]:

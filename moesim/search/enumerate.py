@@ -179,6 +179,12 @@ def option_grid(scenario: Scenario) -> dict[str, np.ndarray]:
         if not values or any(v not in allowed for v in values):
             raise SpecError("needs one or more of the allowed values", field=f"search.{name}", value=values,
                             allowed=allowed)
+    refused = scenario.training.refused_recompute_modes()  # Megatron-LM's, with the scenario's other options
+    modes = [m for m in space.recompute_modes if m not in refused]
+    if not modes:
+        raise SpecError(f"every mode searched is refused: {'; '.join(f'{m}: {refused[m]}' for m in refused)}",
+                        field="search.recompute_modes", value=space.recompute_modes,
+                        allowed=[m for m in RECOMPUTE_MODES if m not in refused])
     cfs = tuple(space.capacity_factors)
     if cfs and (moe is None or moe.dropless):
         raise SpecError(f"model {scenario.model.name} has no capacity factor to vary "
@@ -187,7 +193,7 @@ def option_grid(scenario: Scenario) -> dict[str, np.ndarray]:
         raise SpecError("capacity factors must be > 0", field="search.capacity_factors", value=cfs)
     cfs = cfs or (effective_capacity_factor(scenario, scenario.training),)
     zero, rec, cf = np.meshgrid(np.array(space.zero_stages, dtype=np.int64),
-                                np.array([RECOMPUTE_CODES[r] for r in space.recompute_modes], dtype=np.int64),
+                                np.array([RECOMPUTE_CODES[r] for r in modes], dtype=np.int64),
                                 np.array(cfs, dtype=float), indexing="ij")
     return {"zero_stage": zero.ravel(), "recompute": rec.ravel(), "capacity_factor": cf.ravel()}
 

@@ -3,8 +3,9 @@
 Keys are dotted paths into the scenario (`training.seq_len`, `model.moe.num_experts`,
 `hardware.price_per_device_hour_usd`), the whole-object keys `hardware` (a profile name or
 file), `model` (a model name or file) and `devices`, `search.max_micro_batches`, the [search] lists
-`search.context_parallel`, `search.pipeline_schedules`, `search.virtual_stages` and `search.cp_comms` (one entry
-per value, several joined by '+'), or a short alias.
+`search.context_parallel`, `search.pipeline_schedules`, `search.virtual_stages` and `search.cp_comms`, and the
+training lists `training.cuda_graph_scope` and `training.recompute_modules` (one entry per value, several joined by
+'+', `none` the empty training list), or a short alias.
 Options the layout search chooses itself become restrictions of its space at that point:
 `training.zero_stage` and `training.recompute` pin the stage or mode, and
 `training.capacity_factor` replaces any capacity factors the scenario's [search] lists.
@@ -21,7 +22,8 @@ from moesim.specs.hardware import HardwareProfile
 from moesim.specs.layout import CP_COMMS
 from moesim.specs.model import AttentionSpec, ModelSpec, MoESpec
 from moesim.specs.scenario import Scenario, SearchSpace
-from moesim.specs.training import PIPELINE_SCHEDULES, PRECISION_KEYS, TrainingSpec
+from moesim.specs.training import (CUDA_GRAPH_SCOPES, PIPELINE_SCHEDULES, PRECISION_KEYS, RECOMPUTE_MODULES,
+                                   TrainingSpec)
 
 ALIASES = {
     "experts": "model.moe.num_experts",
@@ -50,8 +52,13 @@ FIELD_TYPES: dict[str, str] = {"devices": "int", "hardware": "profile", "model":
 # (`search.context_parallel=1,2+4`: a point searching cp 1 only, then one searching cp 2 and 4); entries are checked
 # against the values the scenario file allows (scenario_file.search_from_table) and SearchSpace's ranges.
 LIST_ENTRIES: dict[str, tuple | type] = {"search.context_parallel": int, "search.virtual_stages": int,
-                                         "search.pipeline_schedules": PIPELINE_SCHEDULES, "search.cp_comms": CP_COMMS}
+                                         "search.pipeline_schedules": PIPELINE_SCHEDULES, "search.cp_comms": CP_COMMS,
+                                         "training.cuda_graph_scope": CUDA_GRAPH_SCOPES,
+                                         "training.recompute_modules": RECOMPUTE_MODULES}
 LIST_JOIN = "+"
+# The training lists (session 21's keys) may be empty: this value is the empty list (no CUDA graph, no module)
+EMPTY_LIST = "none"
+EMPTY_ALLOWED = ("training.cuda_graph_scope", "training.recompute_modules")
 FIELD_TYPES.update({k: "list" for k in LIST_ENTRIES})
 for _prefix, _cls in _GROUPS.items():
     FIELD_TYPES.update({f"{_prefix}.{name}": kind for name, kind in _scalar_fields(_cls).items()})
@@ -99,7 +106,10 @@ def parse_value(key: str, text: str) -> object:
 
 
 def _list_value(path: str, text: str, where: dict) -> tuple:
-    """`text` as the entries of the [search] list `path` (LIST_ENTRIES): integers, or names from its allowed ones."""
+    """`text` as the entries of the list `path` (LIST_ENTRIES): integers, or names from its allowed ones; EMPTY_LIST
+    the empty list where the field may be empty (EMPTY_ALLOWED)."""
+    if path in EMPTY_ALLOWED and text == EMPTY_LIST:
+        return ()
     entries = [e.strip() for e in text.split(LIST_JOIN)]
     if not all(entries):
         raise SpecError(f"'{text}' has an empty entry (join several with '{LIST_JOIN}')", **where)
@@ -111,13 +121,14 @@ def _list_value(path: str, text: str, where: dict) -> tuple:
             raise SpecError(f"'{text}' is not an integer (join several with '{LIST_JOIN}')", **where) from None
     for e in entries:
         if e not in allowed:
-            raise SpecError(f"'{e}' is not allowed", **where, allowed=allowed)
+            raise SpecError(f"'{e}' is not allowed", **where,
+                            allowed=allowed + ((EMPTY_LIST,) if path in EMPTY_ALLOWED else ()))
     return tuple(entries)
 
 
 def value_text(value) -> str:
     """A parsed value as a sweep prints it (a [search] list's entries joined by '+')."""
-    return LIST_JOIN.join(map(str, value)) if isinstance(value, tuple) else str(value)
+    return (LIST_JOIN.join(map(str, value)) or EMPTY_LIST) if isinstance(value, tuple) else str(value)
 
 
 def _replace(obj, key: str, **changes):
@@ -171,7 +182,7 @@ def apply_point(scenario: Scenario, point: dict[str, object]) -> Scenario:
 
 
 def _point_text(point: dict[str, object]) -> str:
-    return ",".join(f"{k}={v}" for k, v in point.items())
+    return ",".join(f"{k}={value_text(v)}" for k, v in point.items())
 
 
 def _loaded(loader, ref, key: str):

@@ -26,6 +26,7 @@ LAYOUT_COLUMNS = ("dp", "tp", "ep", "pp", "etp", "edp", "order", "micro_batches"
                   "capacity_factor")
 FIGURE_COLUMNS = ("objective_value", "step_time_s", "memory_bytes_per_device", "mfu", "tokens_per_s", "bottleneck")
 COUNT_COLUMNS = ("considered", "ranked")
+ESTIMATE = "_estimate"  # a ranked point's best estimate (its JSON form), read by _say_why and not returned
 
 
 @dataclass(frozen=True)
@@ -68,19 +69,39 @@ def best_layout(scenario: Scenario, objective: str) -> dict:
     best = result.summary(0)
     est = result.estimates([0])[0]
     return row | best | {"status": "ok", "bottleneck": est.bottleneck, "hfu": est.hfu, "warnings": list(est.warnings),
-                         "notes": overridden_notes(scenario, est)}
+                         "notes": overridden_notes(scenario, est), ESTIMATE: est.as_dict()}
 
 
 def failed_status(rejected: dict[str, int]) -> str:
-    """The status of a search that ranked nothing: out of memory, or the rule that rejected most layouts named;
-    either way the Megatron-LM refusals that took layouts out before pricing (enumerate.REASONS `megatron_*`)."""
+    """The status of a search that ranked nothing: out of memory, or the rule that rejected most layouts and the
+    last rule in the search's order that rejected any: each layout is counted at the first rule it breaks
+    (enumerate.REASONS' order) and every one breaks some rule, so every layout that passes the rules before that last
+    one breaks it (where a sweep varies the schedule, the schedule's own rule). Either way the Megatron-LM refusals
+    that took layouts out before pricing (enumerate.REASONS `megatron_*`)."""
     megatron = [f"{name} ({count:,})" for name, count in rejected.items() if name.startswith("megatron_") and count]
     refused = f"; Megatron-LM refuses {', '.join(megatron)} before pricing" if megatron else ""
     if rejected.get("out_of_memory"):
         return "no valid layout fits in memory" + refused
     rules = {name: count for name, count in rejected.items() if count}
-    most = f"most often {max(rules, key=rules.get)}, " if rules else ""
-    return f"no valid layout: every one breaks a rule ({most}counts in rejected), none was priced" + refused
+    most = max(rules, key=rules.get) if rules else None
+    last = list(rules)[-1] if rules else None
+    said = (f"most often {most}, " if most else "") + \
+        (f"the last in the search's order to reject any {last} ({rules[last]:,}), " if last != most else "")
+    return f"no valid layout: every one breaks a rule ({said}counts in rejected), none was priced" + refused
+
+
+def grouped_notes(sweep: dict, kinds: tuple[str, ...] = ("warning", "note")) -> list[str]:
+    """The points' warnings and notes as lines, one per distinct text with every point that gives it ("at every
+    point" where all do), in the order first given: a hardware sweep repeats one capacity warning at each point."""
+    said: dict[tuple[str, str], list[str]] = {}
+    for p in sweep["points"]:
+        where = point_text(p["point"])
+        for kind in kinds:
+            for text in p.get(kind + "s", ()):
+                said.setdefault((kind, text), []).append(where)
+    every = len(sweep["points"]) > 1
+    return [f"{kind} at {'every point' if every and len(at) == len(sweep['points']) else '; '.join(at)}: {text}"
+            for (kind, text), at in said.items()]
 
 
 def overridden_notes(scenario: Scenario, est) -> list[str]:
@@ -103,11 +124,51 @@ def run_sweep(scenario: Scenario, axes: list[Axis], *, objective: str = "step_ti
     if not axes:
         raise SpecError("give at least one --vary KEY=V1,V2,...", field="--vary")
     points = grid(axes)
-    scenarios = [apply_point(scenario, point) for point in points]  # bad values fail here, before any work
+    scenarios = _applied(scenario, points)  # bad values fail here, before any work
     rows = map_items(best_layout, [(s, objective) for s in scenarios], workers=workers, dask_address=dask_address,
                      progress=progress and len(points) > 1, connect_timeout_s=connect_timeout_s)
+    out = [{"point": point} | row for point, row in zip(points, rows)]
+    _say_why(out)
     return {"scenario": scenario.name, "objective": objective, "vary": {a.key: list(a.values) for a in axes},
-            "points": [{"point": point} | row for point, row in zip(points, rows)]}
+            "points": out}
+
+
+def point_text(point: dict[str, object]) -> str:
+    """A point as the sweep's text names it: `key=value, key=value`."""
+    return ", ".join(f"{k}={value_text(v)}" for k, v in point.items())
+
+
+def _say_why(points: list[dict]) -> None:
+    """Each ranked point's `why` (moesim.search.why, as the search's rows say it): the first ranked point, the base,
+    its largest step part and memory headroom; every other its step against the base's, the parts that move most
+    and its memory. The estimates it reads (ESTIMATE) are dropped from the rows."""
+    from moesim.search.why import largest_part_text, why_line
+
+    ranked = [p for p in points if ESTIMATE in p]
+    base = ranked[0] if ranked else None
+    for p in ranked:
+        p["why"] = f"the base the others are set against: {largest_part_text(p[ESTIMATE])}" if p is base else \
+            why_line(p[ESTIMATE], base[ESTIMATE], best_name=point_text(base["point"]))
+    for p in ranked:
+        del p[ESTIMATE]
+
+
+def _applied(scenario: Scenario, points: list[dict[str, object]]) -> list[Scenario]:
+    """`scenario` at every point; a SpecError naming every point that does not apply (a hardware sweep to profiles
+    whose max_devices is under the scenario's devices names them all at once, not the first)."""
+    out, errors, failed = [], {}, 0
+    for point in points:
+        try:
+            out.append(apply_point(scenario, point))
+        except SpecError as err:
+            errors.setdefault(str(err), err)  # a bad value fails every point it is in: said once
+            failed += 1
+    if len(errors) == 1:
+        raise next(iter(errors.values()))
+    if errors:
+        raise SpecError(f"{failed} of the {len(points)} points do not apply: "
+                        + " | ".join(err.message for err in errors.values()), field="--vary")
+    return out
 
 
 def flat_rows(sweep: dict) -> tuple[list[str], list[dict]]:

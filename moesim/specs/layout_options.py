@@ -28,6 +28,11 @@ def layout_from_table(t: Table) -> dict[str, object]:
                 raise t.error(key, "expected axis names such as 'tp-ep-dp-pp' or ['tp', 'ep', 'dp', 'pp']",
                               value=order)
             given[key] = tuple(order.split("-") if isinstance(order, str) else order)
+        elif name == "pipeline_layout" and not isinstance(t.data[key], str):
+            # Megatron-LM's --pipeline-model-parallel-layout is a string (moesim.specs.pipeline_layout)
+            raise t.error(key, f"expected a string, got {t.data[key]!r}", value=t.data[key],
+                          allowed="a string of pp·vp stages split by '|' in E (embedding), t (decoder layer), "
+                                  "m (MTP layer), L (loss), e.g. \"Et*3|t*4|t*4|t*4L\"")
         elif name in ("recompute", "cp_comm", "pipeline_schedule", "pipeline_layout"):
             given[name] = t.req(key, str)
         elif name == "capacity_factor":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from moesim.errors import SpecError
+from moesim.precision import SCALINGS
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.layout import Layout, a2a_overlap_problems, layout_problems, resolve_layout
 from moesim.specs.model import ModelSpec
@@ -14,6 +15,7 @@ from moesim.specs.training import CUDA_GRAPH_MODULES, TrainingSpec
 # What a dropless MoE model may capture per layer (not the whole MoE layer: Megatron-LM cuda_graph.md, "moe" is
 # drop-and-pad only)
 DROPLESS_GRAPH_MODULES = [m for m in CUDA_GRAPH_MODULES if m != "moe"]
+MXFP8_ARCH = "blackwell"  # the GPU architecture (specs.hardware.NCCL_ARCHS) TransformerEngine runs MXFP8 GEMMs on
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,9 +80,13 @@ class Scenario:
             raise SpecError(f"mlp recomputes dense MLP layers: every layer of '{self.model.name}' is an MoE layer "
                             "(recompute the experts' activation with moe_act)", file=self.file or None,
                             field="training.recompute_modules", value="mlp")
+        self._check_mxfp8()
         if self.training.cuda_graph_scope and self.hardware.device_kind != "gpu":
-            raise SpecError("CUDA graphs run on GPUs", file=self.file or None, field="training.cuda_graph_scope",
-                            value=list(self.training.cuda_graph_scope), allowed=[])
+            raise SpecError(f"CUDA graphs run on GPUs; hardware '{self.hardware.name}' is a "
+                            f"{self.hardware.device_kind}", file=self.file or None, field="training.cuda_graph_scope",
+                            value=list(self.training.cuda_graph_scope), allowed="[] (none) off a GPU")
+        if self.training.cuda_graph_scope:
+            self._check_graph_modules()
         if "moe" in self.training.cuda_graph_scope and moe is not None and moe.dropless \
                 and self.training.capacity_factor is None:
             # Megatron-LM cuda_graph.md: "moe | _forward_mlp() for MoE layers (drop-and-pad only)"
@@ -110,6 +116,43 @@ class Scenario:
             raise SpecError(f"{tokens:.3g} tokens per step is out of range", file=self.file or None,
                             field="training.global_batch_sequences", value=self.training.global_batch_sequences,
                             allowed=f"global_batch_sequences x sequence length <= 2^40 tokens")
+
+    def _check_mxfp8(self) -> None:
+        """MXFP8 GEMMs need Blackwell (compute capability 10.x): TransformerEngine refuses them on an older GPU. The
+        profile's GPU architecture is its levels' nccl_arch (NCCL's tuner indexes its tables by it); a GPU profile
+        that states none is not refused."""
+        if self.training.fp8_scaling != "mxfp8" or self.hardware.device_kind != "gpu":
+            return
+        arch = next((level.nccl_arch for level in self.hardware.interconnect if level.nccl_arch), "")
+        if arch and arch != MXFP8_ARCH:
+            # NVIDIA/TransformerEngine @ d0067d0d transformer_engine/pytorch/quantization.py l.162-168: "Device compute
+            # capability 10.0 or higher required for MXFP8 execution"
+            raise SpecError(f"MXFP8 GEMMs run on Blackwell GPUs only (TransformerEngine: compute capability 10.0 or "
+                            f"higher); hardware '{self.hardware.name}' is {arch}", file=self.file or None,
+                            field="training.gemm_scaling", value="mxfp8",
+                            allowed=[s for s in SCALINGS if s not in ("none", "mxfp8")])
+
+    def _check_graph_modules(self) -> None:
+        """Megatron-LM's refusals of per-layer CUDA graph modules the model has no layer for."""
+        from moesim.ops.graphs import MOE_ONLY  # here: numpy stays out of `moesim --help`
+
+        scope = self.training.cuda_graph_scope
+        moe_graphs = [m for m in scope if m in MOE_ONLY]
+        if moe_graphs and self.model.moe is None:
+            # Megatron-LM d98e8a64 transformer_config.py l.2825-2829: "moe cuda graph is only supported for MoE"
+            verb = "captures" if len(moe_graphs) == 1 else "capture"
+            raise SpecError(f"{', '.join(moe_graphs)} {verb} MoE layers: '{self.model.name}' has none (Megatron-LM "
+                            "transformer_config.py)", file=self.file or None, field="training.cuda_graph_scope",
+                            value=list(scope),
+                            allowed=[m for m in CUDA_GRAPH_MODULES if m not in MOE_ONLY] + ["full_iteration"])
+        if "mlp" in scope and self.model.num_moe_layers == self.model.num_layers:
+            # Megatron-LM d98e8a64 transformer_config.py l.2831-2837: "mlp cuda graph is only supported for dense
+            # layers, but not found in the model"
+            raise SpecError(f"mlp captures dense MLP layers: every layer of '{self.model.name}' is an MoE layer "
+                            "(capture the MoE layers with moe_router, or moe where drop-and-pad; Megatron-LM "
+                            "transformer_config.py)", file=self.file or None, field="training.cuda_graph_scope",
+                            value=list(scope),
+                            allowed=[m for m in CUDA_GRAPH_MODULES if m != "mlp"] + ["full_iteration"])
 
     @property
     def seq_lens(self) -> tuple[int, int]:

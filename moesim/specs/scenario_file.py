@@ -18,13 +18,23 @@ from moesim.specs.model import ModelSpec
 from moesim.specs.model_file import load_model, model_from_table
 from moesim.specs.scenario import Scenario, SearchSpace
 from moesim.specs.system_facts import ALLOWED, SYSTEM_FACT_KEYS, with_system_facts
-from moesim.specs.training import PIPELINE_SCHEDULES, TrainingSpec
+from moesim.specs.training import CUDA_GRAPH_SCOPES, PIPELINE_SCHEDULES, RECOMPUTE_MODULES, TrainingSpec
 
 _FIELD_TYPES = {"int": int, "float": float, "float | None": float, "bool": bool, "str": str, "tuple[str, ...]": list}
 
 
+# The [training] lists of names and the names each holds: a value that is not a list names them
+_LIST_ENTRIES = {"recompute_modules": RECOMPUTE_MODULES, "cuda_graph_scope": CUDA_GRAPH_SCOPES}
+
+
 def training_from_table(t: Table) -> TrainingSpec:
     known = TrainingSpec.__dataclass_fields__
+    for key, entries in _LIST_ENTRIES.items():
+        if key in t.data and not isinstance(t.data[key], list):
+            value = t.data[key]
+            hint = f" (write [\"{value}\"])" if value in entries else ""
+            raise t.error(key, f"expected a list of names, got {value!r}{hint}", value=value,
+                          allowed=f"a list of {', '.join(entries)}")
     kwargs = {key: t.opt(key, _FIELD_TYPES[known[key].type]) for key in list(t.data) if key in known}
     t.req("global_batch_sequences", int)
     t.finish(allowed=known)

@@ -9,7 +9,7 @@ scenario sets itself wins over the recipe (the loader merges them, see specs/loa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from moesim.errors import SpecError
 from moesim.precision import SCALINGS, scale_bytes_per_element
@@ -236,6 +236,19 @@ class TrainingSpec:
             raise SpecError("moe_preprocess must be captured with moe_router (Megatron-LM cuda_graph.md)",
                             field="training.cuda_graph_scope", value=list(self.cuda_graph_scope),
                             allowed=CUDA_GRAPH_MODULES)
+        if "moe" in self.cuda_graph_scope and "moe_router" in self.cuda_graph_scope:
+            # Megatron-LM d98e8a64 transformer_config.py l.2817-2820: "cuda_graph_modules must not contain both moe and
+            # moe_router" (the moe graph holds the router already)
+            raise SpecError("moe and moe_router cannot both be captured: the moe graph holds the router (Megatron-LM "
+                            "transformer_config.py)", field="training.cuda_graph_scope",
+                            value=list(self.cuda_graph_scope), allowed=[["moe"], ["moe_router", "moe_preprocess"]])
+        if self.recompute == "full" and self.cuda_graph_scope and "full_iteration" not in self.cuda_graph_scope:
+            # Megatron-LM d98e8a64 transformer_config.py l.2854-2858: "full recompute is only supported with full
+            # iteration CUDA graph"
+            raise SpecError("full recomputation runs with per-layer CUDA graphs only as a whole-iteration graph "
+                            "(Megatron-LM transformer_config.py): use recompute none / selective, or cuda_graph_scope "
+                            "= [\"full_iteration\"]", field="training.recompute", value=self.recompute,
+                            allowed=("none", "selective"))
         object.__setattr__(self, "recompute_modules", tuple(self.recompute_modules))  # a list from a file
         for module in self.recompute_modules:
             if module not in RECOMPUTE_MODULES:
@@ -284,6 +297,18 @@ class TrainingSpec:
         if not 0 <= self.memory_headroom_fraction < 1:
             raise SpecError("memory_headroom_fraction must be in [0, 1)", field="training.memory_headroom_fraction",
                             value=self.memory_headroom_fraction)
+
+    def refused_recompute_modes(self) -> dict[str, str]:
+        """{mode: why} for the recompute modes this spec's other options refuse (Megatron-LM's checks in
+        __post_init__: full recomputation under moe_a2a_overlap or per-layer CUDA graphs; the moe module with the
+        moe_router graph), so that the search and its closest-miss levers do not rank or suggest them."""
+        out = {}
+        for mode in RECOMPUTE_MODES:
+            try:
+                replace(self, recompute=mode)
+            except SpecError as err:
+                out[mode] = err.message
+        return out
 
     @classmethod
     def with_recipe(cls, **keys) -> "TrainingSpec":

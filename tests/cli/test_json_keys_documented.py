@@ -134,3 +134,24 @@ def test_search_json_keys_are_documented(capsys):
         seen |= found
     assert documented - seen == SEARCH_OPTIONAL, sorted((documented - seen) ^ SEARCH_OPTIONAL)
     assert all(len(v) == 2 and v[1].strip() for v in MEANINGS["output_search"].values())
+
+
+# Keys of `moesim sweep --json` the runs below need not print: the layout keys only some layouts have (as
+# SEARCH_OPTIONAL's), and equivalent_orders (a best layout with no twin in another mesh order leaves it out).
+SWEEP_OPTIONAL = {f"points[].layout.{k}" for k in ("first_stage_layers", "last_stage_layers", "cp_comm")}
+
+
+def test_sweep_json_keys_are_documented(capsys):
+    """Session 22 (newuser5): the sweep's JSON had no [output_sweep] section (its new `why` key had nowhere to go).
+    The varied keys are dotted paths themselves: `vary.*` and `points[].point.*` stand for them."""
+    documented = set(MEANINGS["output_sweep"])
+    seen = set()
+    for argv in (["switch-base-128-tpu-v3", "--vary", "hardware=tpu-v2,tpu-v3", "--objective", "cost"],  # OOM point
+                 ["mixtral-8x7b-h100-vp8", "--vary", "training.cuda_graph_scope=none,attn"],  # vp, a list field
+                 ["llama-2-7b-128k-cp4-h100", "--vary", "search.context_parallel=4"]):  # dense, cp
+        found = keys(printed(capsys, ["sweep", *argv, "--workers", 1, "-q", "--json"]))
+        found = {re.sub(r"^(vary|points\[\]\.point|points\[\]\.rejected)\..*$", r"\1.*", k) for k in found}
+        assert found <= documented, sorted(found - documented)
+        seen |= found
+    assert documented - seen == SWEEP_OPTIONAL, sorted((documented - seen) ^ SWEEP_OPTIONAL)
+    assert all(len(v) == 2 and v[1].strip() for v in MEANINGS["output_sweep"].values())

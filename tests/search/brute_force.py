@@ -10,6 +10,7 @@ import dataclasses
 import itertools
 import math
 
+from moesim.errors import SpecError
 from moesim.estimate import estimate
 from moesim.estimate.candidates import effective_capacity_factor
 from moesim.specs.layout import Layout
@@ -122,9 +123,19 @@ def classify(scenario: Scenario) -> dict[tuple, tuple[Layout, str | None]]:
 
 
 def options(scenario: Scenario) -> list[tuple[int, str, float]]:
+    """(ZeRO stage, recompute, capacity factor) of the search space, the recompute modes the scenario's training
+    options refuse left out (a TrainingSpec with them cannot be built: Megatron-LM's refusals, session 22)."""
     space = scenario.search
     cfs = space.capacity_factors or (effective_capacity_factor(scenario, scenario.training),)
-    return list(itertools.product(space.zero_stages, space.recompute_modes, cfs))
+    return list(itertools.product(space.zero_stages, [r for r in space.recompute_modes if _builds(scenario, r)], cfs))
+
+
+def _builds(scenario: Scenario, recompute: str) -> bool:
+    try:
+        dataclasses.replace(scenario.training, recompute=recompute)
+    except SpecError:
+        return False
+    return True
 
 
 def fitting_step_times(scenario: Scenario) -> dict[tuple, float]:

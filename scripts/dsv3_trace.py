@@ -326,6 +326,60 @@ def priced_pair_us(priced: dict[tuple[str, str], float], layers: int = 4,
     return layers * compute, layers * comm, layers * max(compute, comm)
 
 
+# DualPipe's overlapped pair as the trace runs it (DeepSeek-V3 arXiv 2412.19437 §3.2.1, Figure 4; the trace's phase
+# annotations, in launch order): per layer the compute stream runs the forward chunk's attention, the backward
+# chunk's MLP (input, then weight gradients), the forward's MLP, the backward's attention (input, then weight
+# gradients); DeepEP's stream 27 runs the backward's combine, the forward's dispatch, the backward's dispatch and the
+# forward's combine. Each phase waits for the one that produces its input (DEPENDS; `layer - 1`: the previous layer
+# of the same chunk).
+PAIR_COMPUTE = ("attn(F)", "mlp(B)", "mlp(W)", "mlp(F)", "attn(B)", "attn(W)")
+PAIR_COMM = ("combine(B)", "dispatch(F)", "dispatch(B)", "combine(F)")
+DEPENDS = {"attn(F)": ("combine(F)", -1), "dispatch(F)": ("attn(F)", 0), "mlp(F)": ("dispatch(F)", 0),
+           "combine(F)": ("mlp(F)", 0), "combine(B)": ("attn(B)", -1), "mlp(B)": ("combine(B)", 0),
+           "dispatch(B)": ("mlp(B)", 0), "attn(B)": ("dispatch(B)", 0)}
+
+
+def phase_us(kernels: list[Kernel]) -> dict[tuple[str, int], float]:
+    """(phase, layer) -> us: a compute phase's busy time on the compute streams (idle gaps inside it left out), a
+    DeepEP phase's span on stream 27."""
+    out: dict[tuple[str, int], float] = {}
+    for key in {(k.phase, k.layer) for k in kernels if k.phase}:
+        ks = [k for k in kernels if (k.phase, k.layer) == key]
+        comm = [k for k in ks if k.stream == COMM_STREAM]
+        out[key] = float(span_us(comm)[0]) if comm else float(span_us(ks)[1])
+    return out
+
+
+def chained_pair_us(durations: dict[tuple[str, int], float], layers: int = 4) -> float:
+    """The pair's end when each stream runs its phases in DualPipe's order (PAIR_COMPUTE, PAIR_COMM, layer by
+    layer) and a phase starts once its stream is free and the phase it depends on (DEPENDS) has ended, us."""
+    queues = [[(p, i) for i in range(layers) for p in PAIR_COMPUTE], [(p, i) for i in range(layers) for p in PAIR_COMM]]
+    free, end = [0.0, 0.0], {}
+    while queues[0] or queues[1]:
+        moved = False
+        for s, queue in enumerate(queues):
+            while queue:
+                phase, layer = queue[0]
+                dep, back = DEPENDS.get(phase, (None, 0))
+                need = (dep, layer + back) if dep and layer + back >= 0 else None
+                if need and need not in end:
+                    break
+                free[s] = end[queue.pop(0)] = max(free[s], end[need] if need else 0.0) + durations[(phase, layer)]
+                moved = True
+        if not moved:
+            raise TraceError(f"{RULES}: DualPipe's pair order deadlocks at {queues[0][:1] + queues[1][:1]}")
+    return max(end.values())
+
+
+def deepep_at_price(phases: dict[tuple[str, int], float], priced: dict[tuple[str, str], float]
+                    ) -> dict[tuple[str, int], float]:
+    """`phases` with DeepEP's at moesim's price per call (priced_us: a combine(B) runs a dispatch kernel, a
+    dispatch(B) a combine kernel, priced as the dispatch's and the combine's backward), the compute as measured."""
+    at_price = {"combine(B)": priced[("ep_combine", "bwd")], "dispatch(F)": priced[("ep_dispatch", "fwd")],
+                "dispatch(B)": priced[("ep_dispatch", "bwd")], "combine(F)": priced[("ep_combine", "fwd")]}
+    return {k: at_price.get(k[0], v) for k, v in phases.items()}
+
+
 def render(kernels: list[Kernel]) -> str:
     """The per-operator table, the shapes and the chunk pair's span, as markdown."""
     lines = ["| operator | pass | measured us / layer | its span | moesim us / layer | measured / moesim | "
@@ -336,12 +390,23 @@ def render(kernels: list[Kernel]) -> str:
     shapes = trace_shapes(kernels)
     wall, busy = span_us(kernels)
     _, compute = span_us([k for k in kernels if k.stream != COMM_STREAM])
-    p_compute, p_comm, p_pair = priced_pair_us(priced_us(), beside_us=beside_deepep_us())
+    priced = priced_us()
+    p_compute, p_comm, p_pair = priced_pair_us(priced, beside_us=beside_deepep_us())
+    phases = phase_us(kernels)
+    measured_chain = chained_pair_us(phases)
+    priced_chain = chained_pair_us(deepep_at_price(phases, priced))
+    phase_compute = sum(v for k, v in phases.items() if k[0] in PAIR_COMPUTE)
     lines += ["", "shapes per layer: " + "; ".join(f"{k} {v}" for k, v in shapes.items()),
               f"chunk pair: wall span {wall} us; some stream busy {busy} us; a compute stream busy {compute} us",
               f"moesim's pair (4 MoE layers, max(compute, collectives); the GEMMs and grouped GEMMs on the SMs DeepEP's "
               f"20 leave, the table's rows at the full chip): compute {p_compute:.0f} us, collectives "
-              f"{p_comm:.0f} us, pair {p_pair:.0f} us: {p_pair / wall - 1:+.1%} against the wall span"]
+              f"{p_comm:.0f} us, pair {p_pair:.0f} us: {p_pair / wall - 1:+.1%} against the wall span",
+              f"DualPipe's order (compute {' '.join(PAIR_COMPUTE)}; DeepEP {' '.join(PAIR_COMM)}; each phase after "
+              f"the one that feeds it): the trace's phases (compute busy {phase_compute:.0f} us) end at "
+              f"{measured_chain:.0f} us, {measured_chain - phase_compute:.0f} us of waits on DeepEP; with DeepEP's "
+              f"phases at moesim's price per call they end at {priced_chain:.0f} us "
+              f"({priced_chain - phase_compute:.0f} us of waits); the wall's other {wall - measured_chain:.0f} us "
+              f"lie between kernels (inside the phases, and before the compute stream's first)"]
     return "\n".join(lines)
 
 

@@ -147,8 +147,10 @@ def test_h800_gating_points_price_the_traces_gate(dsv3, kernels):
     assert residual and all(int(k.grid.split(",")[0]) >= 16384 for k in residual)
     # session 20 (gradadds): three [4096, 7168] adds a layer (57344 blocks of 512 elements, autograd's gradient sums);
     # the [4096, 128, 64] copy (65536 blocks) between the Q / K copies and the rotary kernels is rope_and_copies'
+    # (its recomputed forward: session 22, dsv3ops)
     assert len(residual) == 4 * 3 and {k.grid.split(",")[0] for k in residual} == {"57344"}
-    rope_copy = [k for k, op, pas in assigned if (op, pas) == ("rope_and_copies", "bwd") and k.grid.startswith("65536,")]
+    rope_copy = [k for k, op, pas in assigned
+                 if (op, pas) == ("rope_and_copies", "recompute") and k.grid.startswith("65536,")]
     assert len(rope_copy) == 4
     gate_bwd = [k for k, op, pas in assigned if (op, pas) == ("router_gating", "bwd")]
     assert max(int(k.grid.split(",")[0]) for k in gate_bwd if k.grid) < 16384
@@ -241,3 +243,53 @@ def test_h800_e5m6_points_price_the_traces_casts(dsv3, kernels):
     assert float(op_time_s(ops["attention_output_cast"], hw)[0]) == pytest.approx(185.5e-6, rel=1e-3)
     assert float(op_time_s(ops["attention_output_dequantise"], hw)[0]) == pytest.approx(140.5e-6, rel=1e-3)
     assert op_efficiency(ops["fp8_quantise"], hw) == hw.efficiency.memory_bandwidth
+
+
+def test_mlas_rope_runs_recomputed_then_backward(dsv3, kernels):
+    """attn(B) runs MLA's RoPE and copies twice (session 22, dsv3ops): the forward's four kernels again (rotary on
+    k_pe, the K copy, k_pe expanded over the heads, rotary on q), launched after the recomputed up-projections and
+    before the attention core's backward (DeepSeek-V3 §3.2.3); then their backward after it (two rotary kernels
+    and two copies). The backward takes what the forward does, as moesim's operator assumes (bwd_bytes_factor 1);
+    the recomputed ones are the selective recomputation's."""
+    assigned = sorted(dsv3.assign(kernels, dsv3.load_rules()), key=lambda x: x[0].order)
+    for layer in range(4):
+        ks = [(k, op, pas) for k, op, pas in assigned if k.phase == "attn(B)" and k.layer == layer]
+        at = {(op, pas): [i for i, (_, o, p) in enumerate(ks) if (o, p) == (op, pas)]
+              for op, pas in {(o, p) for _, o, p in ks}}
+        redo, back = at[("rope_and_copies", "recompute")], at[("rope_and_copies", "bwd")]
+        core = at[("attention_core", "bwd")]
+        assert [ks[i][0].kernel.split("::")[-1] for i in redo] == [
+            "rotary_kernel", "_copy_tensor_kernel", "elementwise_kernel", "rotary_kernel"]
+        assert sorted(ks[i][0].kernel.split("::")[-1] for i in back) == [
+            "_copy_tensor_kernel", "_copy_tensor_kernel", "rotary_kernel", "rotary_kernel"]
+        assert max(at[("kv_up_proj", "recompute")]) < min(redo) and max(redo) < min(core) < max(core) < min(back)
+    rows = {(r[0], r[1]): r for r in dsv3.table_rows(kernels)}
+    redo_us, back_us, fwd_us = (rows[("rope_and_copies", p)][2] for p in ("recompute", "bwd", "fwd"))
+    assert redo_us == pytest.approx(306.5) and back_us == pytest.approx(314.75)
+    assert abs(back_us / fwd_us - 1) < 0.06 and abs(redo_us / fwd_us - 1) < 0.1
+    assert rows[("rope_and_copies", "bwd")][4] == pytest.approx(rows[("rope_and_copies", "fwd")][4])
+
+
+def test_dualpipe_order_by_hand_and_the_traces_waits_on_deepep(dsv3, kernels):
+    """chained_pair_us (session 22, dsv3ops): one layer by hand, a slow combine(B) holding the backward's MLP and
+    through it everything after; on the trace, the phases in DualPipe's order wait on DeepEP ~2.1 ms (the last
+    layer's), and not at all with DeepEP at moesim's price per call: there max(compute, collectives) is exact."""
+    one = {(p, 0): 1.0 for p in dsv3.PAIR_COMPUTE + dsv3.PAIR_COMM}
+    one[("combine(B)", 0)] = 5.0
+    # combine(B) 0-5 | attn(F) 0-1, mlp(B) 5-6, mlp(W) 6-7; dispatch(F) 5-6, dispatch(B) 6-7; mlp(F) 7-8,
+    # attn(B) 8-9, attn(W) 9-10; combine(F) 8-9
+    assert dsv3.chained_pair_us(one, layers=1) == 10.0
+    assert dsv3.chained_pair_us({k: (0.0 if k[0] in dsv3.PAIR_COMM else v) for k, v in one.items()}, layers=1) == 6.0
+    phases = dsv3.phase_us(kernels)
+    compute = sum(v for k, v in phases.items() if k[0] in dsv3.PAIR_COMPUTE)
+    wall, _ = dsv3.span_us(kernels)
+    _, busy = dsv3.span_us([k for k in kernels if k.stream != dsv3.COMM_STREAM])
+    assert compute == busy == 124286
+    measured = dsv3.chained_pair_us(phases)
+    assert compute + 2000 < measured < wall - 2000  # 2123 us of waits; 2603 us between kernels
+    last = {k: v for k, v in phases.items() if k[1] < 3}  # three layers: their waits are small
+    three = dsv3.chained_pair_us(last, layers=3)
+    assert three - sum(v for k, v in last.items() if k[0] in dsv3.PAIR_COMPUTE) < 400
+    at_price = dsv3.deepep_at_price(phases, dsv3.priced_us())
+    assert {k[0] for k, v in at_price.items() if v != phases[k]} == set(dsv3.PAIR_COMM)
+    assert dsv3.chained_pair_us(at_price) == compute

@@ -427,7 +427,16 @@ IMPORTED = {("attention_core", "fwd"): ("attention", "bfloat16", "fwd", "causal"
             (("attn_norm", "moe_norm"), "fwd"): ("memory", "bfloat16", "fwd", "norm"),
             (("attn_norm", "moe_norm"), "bwd"): ("memory", "bfloat16", "bwd", "norm"),
             ("attention_output_cast", "fwd"): ("memory", "bfloat16", "fwd", "attention_output_cast"),
-            ("attention_output_dequantise", "bwd"): ("memory", "bfloat16", "bwd", "attention_output_dequantise")}
+            ("attention_output_dequantise", "bwd"): ("memory", "bfloat16", "bwd", "attention_output_dequantise"),
+            ("fp8_quantise", "fwd"): ("memory", "bfloat16", "fwd", "fp8_quantise"),
+            ("fp8_quantise", "bwd"): ("memory", "bfloat16", "bwd", "fp8_quantise")}
+# The FP8 activation casts (session 22, dsv3ops): per_token_cast_to_fp8_with_channels, per_channel_cast_and_transpose
+# and the scales' layout copies, at 1.5-2.8 TB/s on the trace where the default fraction gives ~2.7, once moesim's
+# bytes are the tensors the trace casts (moesim/estimate/precision_terms.py quantised_elements, deepseek_casts).
+# Fitted on the compute streams' kernels: the gradient cast before the combine's backward runs on DeepEP's stream
+# beside the compute (52 us in the first layer, 334-349 us beside the weight-gradient GEMMs of the others), so its
+# kernel and moesim's bytes of it (one per_token cast of the t x h gradient, FP8_COMM_SIDE) are left out of the fit.
+FP8_COMM_SIDE = {("fp8_quantise", "bwd")}
 MEASURED_ON = {"causal": "H800 SXM (132 SMs), DeepSeek's training framework: FlashAttention kernels (forward "
                          "flash::compute_attn_ws; backward FlashAttnBwdPreprocess + FlashAttnBwd + "
                          "FlashAttnBwdPostprocessConvertdQ), causal, 4096-token sequence, 128 heads, q/k head_dim "
@@ -447,7 +456,11 @@ MEASURED_ON = {"causal": "H800 SXM (132 SMs), DeepSeek's training framework: Fla
                "attention_output_dequantise": "H800 SXM (132 SMs), DeepSeek's training framework: the E5M6 attention "
                                               "output cast back to BF16 before out_proj's Wgrad "
                                               "(per_token_cast_back_special_fmt_impl), 4096 tokens x 16384, one "
-                                              "kernel, scripts/dsv3_trace.toml's attention_output_dequantise rule"}
+                                              "kernel, scripts/dsv3_trace.toml's attention_output_dequantise rule",
+               "fp8_quantise": "H800 SXM (132 SMs), DeepSeek's training framework: the FP8 activation casts "
+                               "(per_token_cast_to_fp8_with_channels 1x128, per_channel_cast_and_transpose 128x1, "
+                               "the scales' layout copies, cast_back_impl), 4096 tokens a micro-batch, on the compute "
+                               "streams, scripts/dsv3_trace.toml's fp8_quantise rules"}
 
 
 # The FP8 weight-gradient GEMMs (session 21, dsv3rest): DeepSeek's Wgrad kernel (`fp8_dptp128c_acc`) multiplies two
@@ -507,6 +520,16 @@ def import_wgrad_points(kernels: list[Kernel]) -> list[dict]:
     return tables
 
 
+def comm_side_cast_bytes(scenario, tokens: int) -> float:
+    """moesim's bytes of the FP8 cast of fc2's output gradient before the combine's backward: one 1x128 cast of the
+    micro-batch's `tokens` x h gradient (moesim.precision.quantise_cost, one copy; precision_terms.quantised_elements)."""
+    from moesim.precision import quantise_cost
+
+    tr = scenario.training
+    return float(quantise_cost(tokens * scenario.model.d_model, tr.fp8_scaling, tr.bytes_of("activation"),
+                               copies=1).bytes_moved)
+
+
 def import_points(kernels: list[Kernel]) -> list[dict]:
     """The op tables of IMPORTED: one point per operator at the trace's shape, the efficiency at which moesim's
     own operator (its FLOP count of computed tiles, or its bytes, and its kernel count, moesim/ops/price.py
@@ -520,16 +543,24 @@ def import_points(kernels: list[Kernel]) -> list[dict]:
     builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
     terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
     hw = moe.hardware
-    measured = _merged(assign(kernels, load_rules()), lambda ks: sum(k.dur_us for k in ks))
+    assigned = assign(kernels, load_rules())
+    measured = _merged(assigned, lambda ks: sum(k.dur_us for k in ks))
+    computing = _merged(assigned, lambda ks: sum(k.dur_us for k in ks if k.stream != COMM_STREAM))
     tables = []
     for (names, pas), (kind, dtype, table_pass, op_name) in IMPORTED.items():
         names = (names,) if isinstance(names, str) else names  # several operators of one table fit together
-        ops = [next(o for o in terms.ops_fwd + terms.ops_bwd if o.name == name and o.pass_ == pas) for name in names]
-        op, measured_us = ops[0], sum(measured[(name, pas)] for name in names)
+        # every part's operator of that name (the FP8 casts: one a part)
+        ops = [o for o in terms.ops_fwd + terms.ops_bwd if o.name in names and o.pass_ == pas]
+        comm_side = (names[0], pas) in FP8_COMM_SIDE
+        op = ops[0]
+        measured_us = sum((computing if comm_side else measured)[(name, pas)] for name in names)
         seconds = measured_us * 1e-6 - sum(float(o.kernels) for o in ops) * hw.efficiency.kernel_launch_s
         if kind == "memory":  # moesim/ops/price.py: t = bytes / (HBM bandwidth · η) + kernels · t_launch
-            eta = sum(float(np.ravel(o.bytes)[0]) for o in ops) / (hw.chip.hbm_bw_bytes_per_s * seconds)
-            rate = f"moesim's bytes / ({hw.chip.hbm_bw_bytes_per_s / 1e9:g} GB/s"
+            beside = comm_side_cast_bytes(moe, trace_shapes(kernels)["tokens_per_micro_batch"][0]) if comm_side else 0
+            eta = (sum(float(np.ravel(o.bytes)[0]) for o in ops) - beside) / (hw.chip.hbm_bw_bytes_per_s * seconds)
+            rate = (f"(moesim's bytes less its {beside:.0f} B of the gradient cast before the combine's backward, "
+                    f"which ran on DeepEP's stream) / (" if comm_side else "moesim's bytes / (") \
+                + f"{hw.chip.hbm_bw_bytes_per_s / 1e9:g} GB/s"
         else:  # moesim/ops/price.py: t = flops / (peak[dtype] · η) + kernels · t_launch, solved for η
             eta = float(np.ravel(op.flops)[0]) / (hw.chip.peak_for(dtype) * seconds)
             rate = f"moesim's computed-tile FLOPs / ({hw.chip.peak_for(dtype) / 1e12:g} TFLOPS"
@@ -537,7 +568,8 @@ def import_points(kernels: list[Kernel]) -> list[dict]:
         tables.append({"kind": kind, "dtype": dtype, "pass": table_pass, "op": op_name, "status": "measured",
                        "measured_on": MEASURED_ON[op_name],
                        "source": f"{SOURCE}: mean over the 4 layers of the {pas} kernels' summed duration, "
-                                 f"{measured_us:.2f} us (scripts/dsv3_trace.py --points); efficiency = "
+                                 f"{measured_us:.2f} us{' on the compute streams' if comm_side else ''} "
+                                 f"(scripts/dsv3_trace.py --points); efficiency = "
                                  f"{rate} x (time - {sum(float(o.kernels) for o in ops):g} launch))",
                        "points": [[*shape, float(f"{eta:.4g}")]]})  # 4 significant digits
     return tables

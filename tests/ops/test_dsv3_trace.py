@@ -225,7 +225,8 @@ def test_h800_wgrad_points_price_the_traces_weight_gradients(dsv3, kernels):
 def test_h800_e5m6_points_price_the_traces_casts(dsv3, kernels):
     """Session 21 (dsv3rest): the attention output's E5M6 cast and its cast back (DeepSeek-V3 §3.3.4) read their own
     H800 tables, one kernel each in the trace: at the trace's shape they take the kernels' mean 185.5 / 140.5 us a
-    layer; the other FP8 casts keep the profile's default bandwidth fraction (no table of theirs)."""
+    layer; the SwiGLU input's FP8 store and dequantisation keep the profile's default bandwidth fraction (no table of
+    theirs; the other FP8 casts have their own since session 22, test_h800_fp8_cast_points_price_the_traces_casts)."""
     from moesim.ops.breakdown import term_builder
     from moesim.ops.price import op_efficiency, op_time_s
     from moesim.specs.load import load_scenario
@@ -242,7 +243,8 @@ def test_h800_e5m6_points_price_the_traces_casts(dsv3, kernels):
     hw = moe.hardware
     assert float(op_time_s(ops["attention_output_cast"], hw)[0]) == pytest.approx(185.5e-6, rel=1e-3)
     assert float(op_time_s(ops["attention_output_dequantise"], hw)[0]) == pytest.approx(140.5e-6, rel=1e-3)
-    assert op_efficiency(ops["fp8_quantise"], hw) == hw.efficiency.memory_bandwidth
+    assert op_efficiency(ops["moe_activation_dequantise"], hw) == hw.efficiency.memory_bandwidth
+    assert op_efficiency(ops["moe_activation_quantise"], hw) == hw.efficiency.memory_bandwidth
 
 
 def test_mlas_rope_runs_recomputed_then_backward(dsv3, kernels):
@@ -293,3 +295,56 @@ def test_dualpipe_order_by_hand_and_the_traces_waits_on_deepep(dsv3, kernels):
     at_price = dsv3.deepep_at_price(phases, dsv3.priced_us())
     assert {k[0] for k, v in at_price.items() if v != phases[k]} == set(dsv3.PAIR_COMM)
     assert dsv3.chained_pair_us(at_price) == compute
+
+
+def test_h800_fp8_cast_points_price_the_traces_casts(dsv3, kernels):
+    """Session 22 (dsv3ops): DeepSeek-V3's FP8 casts are the tensors the trace casts, and their H800 tables price the
+    trace's cast kernels back. Forward: the layer input cast twice (q_down and kv_down are two Linears: two
+    per_token casts of [t, h] in attn(F)), the up-projections' and out_proj's inputs, the MoE input once per token
+    before the dispatch (read by the routed and the shared experts: no cast of its own before shared_fc1), fc2's
+    inputs. Backward: every output gradient twice but fc2's routed one, cast 1x128 on the tokens before the
+    combine's backward (on DeepEP's stream: left out of the fit with its bytes) and 128x1 on the rows, and the
+    shared fc2's 128x1 only; every input re-quantised transposed."""
+    from moesim.ops.breakdown import term_builder
+    from moesim.ops.price import op_time_s
+    from moesim.precision import quantise_cost
+    from moesim.specs.load import load_scenario
+
+    assigned = dsv3.assign(kernels, dsv3.load_rules())
+    for layer in range(4):
+        phase = lambda name: [k for k, _, _ in sorted(assigned, key=lambda x: x[0].order)  # noqa: E731
+                              if (k.phase, k.layer) == (name, layer)]
+        fwd_casts = [k for k in phase("attn(F)") if k.kernel.endswith("per_token_cast_to_fp8_with_channels")]
+        assert len(fwd_casts) == 6 and {k.grid for k in fwd_casts} == {"4096,1,1"}  # 5 Linears and the dispatch's
+        mlp = phase("mlp(F)")
+        first_gemm = next(i for i, k in enumerate(mlp) if "fp8_ptp128c" in k.kernel)
+        assert not any("cast" in k.kernel for k in mlp[:first_gemm])  # shared_fc1 reads the dispatch's copy
+        assert sum(k.grid == "56,32,1" for k in phase("attn(B)") if "per_channel_cast" in k.kernel) == 3
+        assert [k.grid for k in phase("combine(B)") if "cast" in k.kernel] == ["4096,1,1"]
+    moe = load_scenario(str(dsv3.SCENARIO), layout="dp=128,tp=1,ep=64,pp=16,first_stage_layers=4,last_stage_layers=2")
+    builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
+    terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
+    m, att = moe.model, moe.model.attention
+    t, h, f, s = 4096, m.d_model, m.moe.expert_d_ff, float(terms.slots[0])
+    f_s = m.moe.num_shared_experts * m.moe.shared_expert_d_ff
+    heads, d_qk, d_v = att.num_heads, att.head_dim + att.qk_rope_head_dim, att.v_head_dim
+    grads = att.q_lora_rank + att.kv_lora_rank + att.qk_rope_head_dim + heads * d_qk + heads * (att.head_dim + d_v) + h
+    inputs = 2 * h + att.q_lora_rank + att.kv_lora_rank + heads * d_v
+    per = quantise_cost(1.0, "blockwise", 2.0, copies=1).bytes_moved  # read 2, write 1 + 4/128
+    fwd = {"attention": t * inputs, "permute": t * h + s * f, "shared_experts": t * f_s}
+    bwd = {"attention": t * (2 * grads + inputs),
+           "permute": 2 * s * 2 * f + (t * h + s * h) + (s * h + s * f),
+           "shared_experts": 2 * t * 2 * f_s + t * h + (t * h + t * f_s)}
+    ops = {(o.pass_, o.part): o for o in terms.ops_fwd + terms.ops_bwd if o.name == "fp8_quantise"}
+    for pas, by_part in (("fwd", fwd), ("bwd", bwd)):
+        assert {p: float(ops[(pas, p)].bytes[0]) for p in by_part} == pytest.approx(
+            {p: n * per for p, n in by_part.items()}, rel=1e-12)
+    hw = moe.hardware
+    priced = {pas: sum(float(op_time_s(o, hw)[0]) for (q, _), o in ops.items() if q == pas) for pas in ("fwd", "bwd")}
+    rows = {(r[0], r[1]): r[2] for r in dsv3.table_rows(kernels)}
+    assert priced["fwd"] == pytest.approx(rows[("fp8_quantise", "fwd")] * 1e-6, rel=1e-3)  # 337.0 us
+    computing = sum(k.dur_us for k, op, pas in assigned
+                    if op == "fp8_quantise" and pas == "bwd" and k.stream != dsv3.COMM_STREAM) / 4
+    eta = next(tb for tb in hw.efficiency.op_tables if tb.op == "fp8_quantise" and tb.pass_ == "bwd").points[0][-1]
+    beside = dsv3.comm_side_cast_bytes(moe, t) / (hw.chip.hbm_bw_bytes_per_s * eta)
+    assert computing == 2313.25 and priced["bwd"] - beside == pytest.approx(computing * 1e-6, rel=1e-3)

@@ -476,19 +476,32 @@ MEASURED_ON = {"causal": "H800 SXM (132 SMs), DeepSeek's training framework: Fla
 # two streams at once: their span, not their sum, is the operator's time); the kernels run 112 CTAs, one per SM
 # DeepEP leaves (Session 19 dsv3gap), so the full-chip efficiency is solved with moesim's SM share
 # (moesim/ops/sm_share.py shared_time_s): measured = (t_full - launch) / share + launch.
+# The dense FP8 Dgrad GEMMs (session 22, dsv3ops), the same way: DeepSeek's `fp8_ptp128c` kernel at the Dgrad shapes
+# (m, k, n) DeepGEMM's README tables have no row near (MLA's up-projections' narrow outputs over a long K:
+# kv_up (4096, 512, 32768), q_up (4096, 1536, 24576); the down-projections' (4096, 7168, 576 / 1536)), which read the
+# forward table at a shape it does not hold: kv_up / kv_down 2.0x / 1.7x too fast at the SM share, q_up 1.7x too
+# slow. One kernel an operator a layer (grid 112 or 2 x 56 CTAs: 112 either way, the SMs DeepEP leaves). The routed
+# experts' grouped Dgrad keeps DeepGEMM's grouped forward table (1.02-1.05x at the SM share).
 WGRAD_IMPORTED = {("gemm", "float8", "wgrad", "any"): ("q_down_proj", "kv_down_proj", "q_up_proj", "kv_up_proj",
                                                        "out_proj", "shared_fc1", "shared_fc2"),
-                  ("grouped_gemm", "float8", "wgrad", "any"): ("expert_fc1", "expert_fc2")}
-WGRAD_MEASURED_ON = ("H800 SXM (132 SMs), DeepSeek's training framework: the FP8 weight-gradient GEMMs "
-                     "(dpsk::grouped_gemm::cuda::fp8_dptp128c_acc, 1x128 x 1x128 scaling along K, FP32 "
-                     "accumulation, 112 CTAs on the SMs DeepEP's 20 leave), 4096 tokens a micro-batch, the routed "
-                     "experts' 4 kernels a GEMM on two streams, scripts/dsv3_trace.toml's mlp(W) / attn(W) rules")
+                  ("grouped_gemm", "float8", "wgrad", "any"): ("expert_fc1", "expert_fc2"),
+                  ("gemm", "float8", "dgrad", "any"): ("q_down_proj", "kv_down_proj", "q_up_proj", "kv_up_proj",
+                                                       "out_proj", "shared_fc1", "shared_fc2")}
+WGRAD_MEASURED_ON = {"wgrad": ("H800 SXM (132 SMs), DeepSeek's training framework: the FP8 weight-gradient GEMMs "
+                               "(dpsk::grouped_gemm::cuda::fp8_dptp128c_acc, 1x128 x 1x128 scaling along K, FP32 "
+                               "accumulation, 112 CTAs on the SMs DeepEP's 20 leave), 4096 tokens a micro-batch, the "
+                               "routed experts' 4 kernels a GEMM on two streams, scripts/dsv3_trace.toml's mlp(W) / "
+                               "attn(W) rules"),
+                     "dgrad": ("H800 SXM (132 SMs), DeepSeek's training framework: the dense FP8 input-gradient GEMMs "
+                               "(dpsk::grouped_gemm::cuda::fp8_ptp128c, 1x128 activation and 128x128 weight scales, "
+                               "112 CTAs (grid 112 or 2 x 56) on the SMs DeepEP's 20 leave), 4096 tokens a "
+                               "micro-batch, one kernel an operator, scripts/dsv3_trace.toml's mlp(B) / attn(B) rules")}
 
 
 def import_wgrad_points(kernels: list[Kernel]) -> list[dict]:
-    """The FP8 wgrad op tables of WGRAD_IMPORTED: per operator one point at moesim's wgrad shape, the full-chip
-    efficiency at which moesim's operator, priced on the SM share DeepEP leaves, takes the operator's measured span
-    (mean over the 4 layers): eta = flops / (peak · (span − launches) · share)."""
+    """The FP8 wgrad and dgrad op tables of WGRAD_IMPORTED: per operator one point at moesim's shape of that pass, the
+    full-chip efficiency at which moesim's operator, priced on the SM share DeepEP leaves, takes the operator's
+    measured span (mean over the 4 layers): eta = flops / (peak · (span − launches) · share)."""
     import numpy as np
 
     from moesim.ops.breakdown import term_builder
@@ -505,14 +518,14 @@ def import_wgrad_points(kernels: list[Kernel]) -> list[dict]:
     for (kind, dtype, table_pass, op_name), names in WGRAD_IMPORTED.items():
         points, quoted = [], []
         for name in names:
-            op = next(o for o in terms.ops_bwd if o.name == name and o.pass_ == "wgrad")
-            seconds = (spans[(name, "wgrad")] * 1e-6 - float(op.kernels) * hw.efficiency.kernel_launch_s) * share
+            op = next(o for o in terms.ops_bwd if o.name == name and o.pass_ == table_pass)
+            seconds = (spans[(name, table_pass)] * 1e-6 - float(op.kernels) * hw.efficiency.kernel_launch_s) * share
             eta = float(np.ravel(op.flops)[0]) / (hw.chip.peak_for(dtype) * seconds)
             points.append([*(int(round(float(np.ravel(c)[0]))) for c in op.shape), float(f"{eta:.4g}")])
-            quoted.append(f"{name} {spans[(name, 'wgrad')]:.2f}")
+            quoted.append(f"{name} {spans[(name, table_pass)]:.2f}")
         tables.append({"kind": kind, "dtype": dtype, "pass": table_pass, "op": op_name, "status": "measured",
-                       "measured_on": WGRAD_MEASURED_ON,
-                       "source": f"{SOURCE}: mean over the 4 layers of the wgrad kernels' span, us: "
+                       "measured_on": WGRAD_MEASURED_ON[table_pass],
+                       "source": f"{SOURCE}: mean over the 4 layers of the {table_pass} kernels' span, us: "
                                  f"{', '.join(quoted)} (scripts/dsv3_trace.py --points); efficiency = moesim's "
                                  f"FLOPs / ({hw.chip.peak_for(dtype) / 1e12:g} TFLOPS x (time - 1 launch) x "
                                  f"{share:.4g} of the SMs)",

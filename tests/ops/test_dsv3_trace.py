@@ -183,8 +183,9 @@ def test_h800_wgrad_points_price_the_traces_weight_gradients(dsv3, kernels):
     """Session 21 (dsv3rest): every FP8 weight-gradient GEMM of a DeepSeek-V3 MoE layer on H800 reads the wgrad
     tables fitted on the trace, not the forward table: priced on the SM share DeepEP leaves (112 of 132), each takes
     the operator's measured span per layer (the routed experts' kernels ran on two streams at once: span, not sum),
-    within the tables' 4 significant digits; the dgrad GEMMs still read DeepGEMM's forward table. The kernels the
-    rules group as wgrad are all DeepSeek's fp8_dptp128c_acc, 4 per routed-expert GEMM (one per local expert)."""
+    within the tables' 4 significant digits; so do the dense dgrad GEMMs on their own table (session 22, dsv3ops),
+    while the routed experts' grouped dgrad still reads DeepGEMM's forward table. The kernels the rules group as
+    wgrad are all DeepSeek's fp8_dptp128c_acc, 4 per routed-expert GEMM (one per local expert)."""
     from moesim.ops.breakdown import term_builder
     from moesim.ops.price import op_efficiency, op_time_s
     from moesim.ops.sm_share import overlapped_compute_share, shared_time_s
@@ -204,22 +205,24 @@ def test_h800_wgrad_points_price_the_traces_weight_gradients(dsv3, kernels):
     assert share == pytest.approx(112 / 132)
     builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
     terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
-    names = [n for ns in dsv3.WGRAD_IMPORTED.values() for n in ns]
-    assert len(names) == 9
+    names = {n for ns in dsv3.WGRAD_IMPORTED.values() for n in ns}
+    assert len(names) == 9 and sum(len(ns) for ns in dsv3.WGRAD_IMPORTED.values()) == 16
     for op in terms.ops_bwd:
         if op.name not in names:
             continue
         table = select_table(hw.efficiency.op_tables, op.kind, op.dtype, op.pass_, (op.name,))
-        if op.pass_ == "wgrad":
-            assert table.pass_ == "wgrad" and table.status == "measured"
-            t = shared_time_s(op.kind, float(op_time_s(op, hw)[0]), float(op.kernels) * hw.efficiency.kernel_launch_s,
-                              share)
-            assert t == pytest.approx(spans[(op.name, "wgrad")] * 1e-6, rel=1e-3), op.name
-            assert 0.3 < float(op_efficiency(op, hw)[0]) < 0.46
-        else:
-            # no dgrad table: price.op_efficiency's FP8 fallback reads the forward table at the dgrad shape
+        if op.kind == "grouped_gemm" and op.pass_ == "dgrad":
+            # no grouped dgrad table: price.op_efficiency's FP8 fallback reads the forward table at the dgrad shape
             fwd = select_table(hw.efficiency.op_tables, op.kind, op.dtype, "fwd", (op.name,))
-            assert op.pass_ == "dgrad" and table is None and "DeepGEMM" in fwd.source
+            assert table is None and "DeepGEMM" in fwd.source
+            continue
+        # the wgrad GEMMs and (session 22, dsv3ops) the dense dgrad GEMMs read their own pass's measured table
+        assert op.pass_ in ("wgrad", "dgrad") and table.pass_ == op.pass_ and table.status == "measured"
+        t = shared_time_s(op.kind, float(op_time_s(op, hw)[0]), float(op.kernels) * hw.efficiency.kernel_launch_s,
+                          share)
+        assert t == pytest.approx(spans[(op.name, op.pass_)] * 1e-6, rel=1e-3), op.name
+        assert (0.3 < float(op_efficiency(op, hw)[0]) < 0.46) if op.pass_ == "wgrad" else \
+            (0.33 < float(op_efficiency(op, hw)[0]) < 0.63)
 
 
 def test_h800_e5m6_points_price_the_traces_casts(dsv3, kernels):
@@ -348,3 +351,30 @@ def test_h800_fp8_cast_points_price_the_traces_casts(dsv3, kernels):
     eta = next(tb for tb in hw.efficiency.op_tables if tb.op == "fp8_quantise" and tb.pass_ == "bwd").points[0][-1]
     beside = dsv3.comm_side_cast_bytes(moe, t) / (hw.chip.hbm_bw_bytes_per_s * eta)
     assert computing == 2313.25 and priced["bwd"] - beside == pytest.approx(computing * 1e-6, rel=1e-3)
+
+
+def test_each_dgrad_gemm_follows_its_weights_transpose(dsv3, kernels):
+    """Each dense FP8 Dgrad GEMM of the trace follows the batched_transpose of its own weight (grid = the weight's
+    128x128 blocks, moesim's Dgrad shape (m, n, k): ceil(n / 128) x ceil(k / 128)): the grouping names the GEMM
+    the shape its weight has (session 22, dsv3ops: q_up's and kv_up's were the other way round before)."""
+    import math
+
+    import numpy as np
+
+    from moesim.ops.breakdown import term_builder
+    from moesim.specs.load import load_scenario
+
+    moe = load_scenario(str(dsv3.SCENARIO), layout="dp=128,tp=1,ep=64,pp=16,first_stage_layers=4,last_stage_layers=2")
+    builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
+    terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
+    blocks = {o.name: math.ceil(float(np.ravel(o.shape[1])[0]) / 128) * math.ceil(float(np.ravel(o.shape[2])[0]) / 128)
+              for o in terms.ops_bwd if o.pass_ == "dgrad" and o.kind == "gemm" and o.name != "router"}
+    assert blocks["q_up_proj"] == 2304 and blocks["kv_up_proj"] == 1024 and blocks["kv_down_proj"] == 280
+    seen = []
+    for k, op, pas in sorted(dsv3.assign(kernels, dsv3.load_rules()), key=lambda x: x[0].order):
+        if k.kernel.endswith("batched_transpose"):
+            last = int(k.grid.split(",")[0])
+        elif pas == "dgrad" and op in blocks:
+            assert last == blocks[op], (k.layer, op)
+            seen.append(op)
+    assert len(seen) == 4 * len(blocks) == 4 * 7

@@ -535,7 +535,8 @@ def import_wgrad_points(kernels: list[Kernel]) -> list[dict]:
 
 def comm_side_cast_bytes(scenario, tokens: int) -> float:
     """moesim's bytes of the FP8 cast of fc2's output gradient before the combine's backward: one 1x128 cast of the
-    micro-batch's `tokens` x h gradient (moesim.precision.quantise_cost, one copy; precision_terms.quantised_elements)."""
+    micro-batch's `tokens` x h gradient (moesim.precision.quantise_cost, one copy;
+    precision_terms.quantised_elements)."""
     from moesim.precision import quantise_cost
 
     tr = scenario.training

@@ -153,7 +153,8 @@ FIGURES: tuple[Published, ...] = (
             "in-sample for the trace); one FP8 weight copy cached "
             "and transposed every micro-batch, the E5M6 attention output cast and cast back (at the trace's rate), "
             "the SwiGLU inputs "
-            "stored in FP8 and dequantised before their recomputation (the trace's kernels), no BF16 copy of the FP8 GEMM weights "
+            "stored in FP8 and dequantised before their recomputation (the trace's kernels), no BF16 copy of the "
+            "FP8 GEMM weights "
             "(§3.3.1: 65.40 GiB on the fullest rank, inside moesim's usable 70.78); 61 layers as 3 | 14 x 4 | 2 + "
             "MTP (split not published: the fastest that fits); a pair's GEMMs on the 112 SMs DeepEP's 20 "
             "leave (§3.2.2); uncalibrated H800 profile. Validation only, not fitted"),

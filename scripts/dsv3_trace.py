@@ -479,9 +479,10 @@ MEASURED_ON = {"causal": "H800 SXM (132 SMs), DeepSeek's training framework: Fla
 # The dense FP8 Dgrad GEMMs (session 22, dsv3ops), the same way: DeepSeek's `fp8_ptp128c` kernel at the Dgrad shapes
 # (m, k, n) DeepGEMM's README tables have no row near (MLA's up-projections' narrow outputs over a long K:
 # kv_up (4096, 512, 32768), q_up (4096, 1536, 24576); the down-projections' (4096, 7168, 576 / 1536)), which read the
-# forward table at a shape it does not hold: kv_up / kv_down 2.0x / 1.7x too fast at the SM share, q_up 1.7x too
-# slow. One kernel an operator a layer (grid 112 or 2 x 56 CTAs: 112 either way, the SMs DeepEP leaves). The routed
-# experts' grouped Dgrad keeps DeepGEMM's grouped forward table (1.02-1.05x at the SM share).
+# forward table at a shape it does not hold: at the SM share kv_up 1.34x, kv_down 1.69x and q_down 1.17x too fast, q_up
+# 0.91x (too slow), read the right way round (scripts/dsv3_trace.toml; the 2.0x / 1.7x of session 21 had q_up's and
+# kv_up's kernels swapped). One kernel an operator a layer (grid 112 or 2 x 56 CTAs: 112 either way, the SMs DeepEP
+# leaves). The routed experts' grouped Dgrad keeps DeepGEMM's grouped forward table (1.02-1.05x at the SM share).
 WGRAD_IMPORTED = {("gemm", "float8", "wgrad", "any"): ("q_down_proj", "kv_down_proj", "q_up_proj", "kv_up_proj",
                                                        "out_proj", "shared_fc1", "shared_fc2"),
                   ("grouped_gemm", "float8", "wgrad", "any"): ("expert_fc1", "expert_fc2"),

@@ -326,6 +326,60 @@ def priced_pair_us(priced: dict[tuple[str, str], float], layers: int = 4,
     return layers * compute, layers * comm, layers * max(compute, comm)
 
 
+# DualPipe's overlapped pair as the trace runs it (DeepSeek-V3 arXiv 2412.19437 §3.2.1, Figure 4; the trace's phase
+# annotations, in launch order): per layer the compute stream runs the forward chunk's attention, the backward
+# chunk's MLP (input, then weight gradients), the forward's MLP, the backward's attention (input, then weight
+# gradients); DeepEP's stream 27 runs the backward's combine, the forward's dispatch, the backward's dispatch and the
+# forward's combine. Each phase waits for the one that produces its input (DEPENDS; `layer - 1`: the previous layer
+# of the same chunk).
+PAIR_COMPUTE = ("attn(F)", "mlp(B)", "mlp(W)", "mlp(F)", "attn(B)", "attn(W)")
+PAIR_COMM = ("combine(B)", "dispatch(F)", "dispatch(B)", "combine(F)")
+DEPENDS = {"attn(F)": ("combine(F)", -1), "dispatch(F)": ("attn(F)", 0), "mlp(F)": ("dispatch(F)", 0),
+           "combine(F)": ("mlp(F)", 0), "combine(B)": ("attn(B)", -1), "mlp(B)": ("combine(B)", 0),
+           "dispatch(B)": ("mlp(B)", 0), "attn(B)": ("dispatch(B)", 0)}
+
+
+def phase_us(kernels: list[Kernel]) -> dict[tuple[str, int], float]:
+    """(phase, layer) -> us: a compute phase's busy time on the compute streams (idle gaps inside it left out), a
+    DeepEP phase's span on stream 27."""
+    out: dict[tuple[str, int], float] = {}
+    for key in {(k.phase, k.layer) for k in kernels if k.phase}:
+        ks = [k for k in kernels if (k.phase, k.layer) == key]
+        comm = [k for k in ks if k.stream == COMM_STREAM]
+        out[key] = float(span_us(comm)[0]) if comm else float(span_us(ks)[1])
+    return out
+
+
+def chained_pair_us(durations: dict[tuple[str, int], float], layers: int = 4) -> float:
+    """The pair's end when each stream runs its phases in DualPipe's order (PAIR_COMPUTE, PAIR_COMM, layer by
+    layer) and a phase starts once its stream is free and the phase it depends on (DEPENDS) has ended, us."""
+    queues = [[(p, i) for i in range(layers) for p in PAIR_COMPUTE], [(p, i) for i in range(layers) for p in PAIR_COMM]]
+    free, end = [0.0, 0.0], {}
+    while queues[0] or queues[1]:
+        moved = False
+        for s, queue in enumerate(queues):
+            while queue:
+                phase, layer = queue[0]
+                dep, back = DEPENDS.get(phase, (None, 0))
+                need = (dep, layer + back) if dep and layer + back >= 0 else None
+                if need and need not in end:
+                    break
+                free[s] = end[queue.pop(0)] = max(free[s], end[need] if need else 0.0) + durations[(phase, layer)]
+                moved = True
+        if not moved:
+            raise TraceError(f"{RULES}: DualPipe's pair order deadlocks at {queues[0][:1] + queues[1][:1]}")
+    return max(end.values())
+
+
+def deepep_at_price(phases: dict[tuple[str, int], float], priced: dict[tuple[str, str], float]
+                    ) -> dict[tuple[str, int], float]:
+    """`phases` with DeepEP's at moesim's price per call (priced_us: a combine(B) runs a dispatch kernel, a
+    dispatch(B) a combine kernel, priced as the dispatch's and the combine's backward), the compute as measured."""
+    at_price = {"combine(B)": priced[("ep_combine", "bwd")], "dispatch(F)": priced[("ep_dispatch", "fwd")],
+                "dispatch(B)": priced[("ep_dispatch", "bwd")], "combine(F)": priced[("ep_combine", "fwd")]}
+    return {k: at_price.get(k[0], v) for k, v in phases.items()}
+
+
 def render(kernels: list[Kernel]) -> str:
     """The per-operator table, the shapes and the chunk pair's span, as markdown."""
     lines = ["| operator | pass | measured us / layer | its span | moesim us / layer | measured / moesim | "
@@ -336,12 +390,23 @@ def render(kernels: list[Kernel]) -> str:
     shapes = trace_shapes(kernels)
     wall, busy = span_us(kernels)
     _, compute = span_us([k for k in kernels if k.stream != COMM_STREAM])
-    p_compute, p_comm, p_pair = priced_pair_us(priced_us(), beside_us=beside_deepep_us())
+    priced = priced_us()
+    p_compute, p_comm, p_pair = priced_pair_us(priced, beside_us=beside_deepep_us())
+    phases = phase_us(kernels)
+    measured_chain = chained_pair_us(phases)
+    priced_chain = chained_pair_us(deepep_at_price(phases, priced))
+    phase_compute = sum(v for k, v in phases.items() if k[0] in PAIR_COMPUTE)
     lines += ["", "shapes per layer: " + "; ".join(f"{k} {v}" for k, v in shapes.items()),
               f"chunk pair: wall span {wall} us; some stream busy {busy} us; a compute stream busy {compute} us",
               f"moesim's pair (4 MoE layers, max(compute, collectives); the GEMMs and grouped GEMMs on the SMs DeepEP's "
               f"20 leave, the table's rows at the full chip): compute {p_compute:.0f} us, collectives "
-              f"{p_comm:.0f} us, pair {p_pair:.0f} us: {p_pair / wall - 1:+.1%} against the wall span"]
+              f"{p_comm:.0f} us, pair {p_pair:.0f} us: {p_pair / wall - 1:+.1%} against the wall span",
+              f"DualPipe's order (compute {' '.join(PAIR_COMPUTE)}; DeepEP {' '.join(PAIR_COMM)}; each phase after "
+              f"the one that feeds it): the trace's phases (compute busy {phase_compute:.0f} us) end at "
+              f"{measured_chain:.0f} us, {measured_chain - phase_compute:.0f} us of waits on DeepEP; with DeepEP's "
+              f"phases at moesim's price per call they end at {priced_chain:.0f} us "
+              f"({priced_chain - phase_compute:.0f} us of waits); the wall's other {wall - measured_chain:.0f} us "
+              f"lie between kernels (inside the phases, and before the compute stream's first)"]
     return "\n".join(lines)
 
 
@@ -362,7 +427,16 @@ IMPORTED = {("attention_core", "fwd"): ("attention", "bfloat16", "fwd", "causal"
             (("attn_norm", "moe_norm"), "fwd"): ("memory", "bfloat16", "fwd", "norm"),
             (("attn_norm", "moe_norm"), "bwd"): ("memory", "bfloat16", "bwd", "norm"),
             ("attention_output_cast", "fwd"): ("memory", "bfloat16", "fwd", "attention_output_cast"),
-            ("attention_output_dequantise", "bwd"): ("memory", "bfloat16", "bwd", "attention_output_dequantise")}
+            ("attention_output_dequantise", "bwd"): ("memory", "bfloat16", "bwd", "attention_output_dequantise"),
+            ("fp8_quantise", "fwd"): ("memory", "bfloat16", "fwd", "fp8_quantise"),
+            ("fp8_quantise", "bwd"): ("memory", "bfloat16", "bwd", "fp8_quantise")}
+# The FP8 activation casts (session 22, dsv3ops): per_token_cast_to_fp8_with_channels, per_channel_cast_and_transpose
+# and the scales' layout copies, at 1.5-2.8 TB/s on the trace where the default fraction gives ~2.7, once moesim's
+# bytes are the tensors the trace casts (moesim/estimate/precision_terms.py quantised_elements, deepseek_casts).
+# Fitted on the compute streams' kernels: the gradient cast before the combine's backward runs on DeepEP's stream
+# beside the compute (52 us in the first layer, 334-349 us beside the weight-gradient GEMMs of the others), so its
+# kernel and moesim's bytes of it (one per_token cast of the t x h gradient, FP8_COMM_SIDE) are left out of the fit.
+FP8_COMM_SIDE = {("fp8_quantise", "bwd")}
 MEASURED_ON = {"causal": "H800 SXM (132 SMs), DeepSeek's training framework: FlashAttention kernels (forward "
                          "flash::compute_attn_ws; backward FlashAttnBwdPreprocess + FlashAttnBwd + "
                          "FlashAttnBwdPostprocessConvertdQ), causal, 4096-token sequence, 128 heads, q/k head_dim "
@@ -382,7 +456,11 @@ MEASURED_ON = {"causal": "H800 SXM (132 SMs), DeepSeek's training framework: Fla
                "attention_output_dequantise": "H800 SXM (132 SMs), DeepSeek's training framework: the E5M6 attention "
                                               "output cast back to BF16 before out_proj's Wgrad "
                                               "(per_token_cast_back_special_fmt_impl), 4096 tokens x 16384, one "
-                                              "kernel, scripts/dsv3_trace.toml's attention_output_dequantise rule"}
+                                              "kernel, scripts/dsv3_trace.toml's attention_output_dequantise rule",
+               "fp8_quantise": "H800 SXM (132 SMs), DeepSeek's training framework: the FP8 activation casts "
+                               "(per_token_cast_to_fp8_with_channels 1x128, per_channel_cast_and_transpose 128x1, "
+                               "the scales' layout copies, cast_back_impl), 4096 tokens a micro-batch, on the compute "
+                               "streams, scripts/dsv3_trace.toml's fp8_quantise rules"}
 
 
 # The FP8 weight-gradient GEMMs (session 21, dsv3rest): DeepSeek's Wgrad kernel (`fp8_dptp128c_acc`) multiplies two
@@ -398,19 +476,33 @@ MEASURED_ON = {"causal": "H800 SXM (132 SMs), DeepSeek's training framework: Fla
 # two streams at once: their span, not their sum, is the operator's time); the kernels run 112 CTAs, one per SM
 # DeepEP leaves (Session 19 dsv3gap), so the full-chip efficiency is solved with moesim's SM share
 # (moesim/ops/sm_share.py shared_time_s): measured = (t_full - launch) / share + launch.
+# The dense FP8 Dgrad GEMMs (session 22, dsv3ops), the same way: DeepSeek's `fp8_ptp128c` kernel at the Dgrad shapes
+# (m, k, n) DeepGEMM's README tables have no row near (MLA's up-projections' narrow outputs over a long K:
+# kv_up (4096, 512, 32768), q_up (4096, 1536, 24576); the down-projections' (4096, 7168, 576 / 1536)), which read the
+# forward table at a shape it does not hold: at the SM share kv_up 1.34x, kv_down 1.69x and q_down 1.17x too fast, q_up
+# 0.91x (too slow), read the right way round (scripts/dsv3_trace.toml; the 2.0x / 1.7x of session 21 had q_up's and
+# kv_up's kernels swapped). One kernel an operator a layer (grid 112 or 2 x 56 CTAs: 112 either way, the SMs DeepEP
+# leaves). The routed experts' grouped Dgrad keeps DeepGEMM's grouped forward table (1.02-1.05x at the SM share).
 WGRAD_IMPORTED = {("gemm", "float8", "wgrad", "any"): ("q_down_proj", "kv_down_proj", "q_up_proj", "kv_up_proj",
                                                        "out_proj", "shared_fc1", "shared_fc2"),
-                  ("grouped_gemm", "float8", "wgrad", "any"): ("expert_fc1", "expert_fc2")}
-WGRAD_MEASURED_ON = ("H800 SXM (132 SMs), DeepSeek's training framework: the FP8 weight-gradient GEMMs "
-                     "(dpsk::grouped_gemm::cuda::fp8_dptp128c_acc, 1x128 x 1x128 scaling along K, FP32 "
-                     "accumulation, 112 CTAs on the SMs DeepEP's 20 leave), 4096 tokens a micro-batch, the routed "
-                     "experts' 4 kernels a GEMM on two streams, scripts/dsv3_trace.toml's mlp(W) / attn(W) rules")
+                  ("grouped_gemm", "float8", "wgrad", "any"): ("expert_fc1", "expert_fc2"),
+                  ("gemm", "float8", "dgrad", "any"): ("q_down_proj", "kv_down_proj", "q_up_proj", "kv_up_proj",
+                                                       "out_proj", "shared_fc1", "shared_fc2")}
+WGRAD_MEASURED_ON = {"wgrad": ("H800 SXM (132 SMs), DeepSeek's training framework: the FP8 weight-gradient GEMMs "
+                               "(dpsk::grouped_gemm::cuda::fp8_dptp128c_acc, 1x128 x 1x128 scaling along K, FP32 "
+                               "accumulation, 112 CTAs on the SMs DeepEP's 20 leave), 4096 tokens a micro-batch, the "
+                               "routed experts' 4 kernels a GEMM on two streams, scripts/dsv3_trace.toml's mlp(W) / "
+                               "attn(W) rules"),
+                     "dgrad": ("H800 SXM (132 SMs), DeepSeek's training framework: the dense FP8 input-gradient GEMMs "
+                               "(dpsk::grouped_gemm::cuda::fp8_ptp128c, 1x128 activation and 128x128 weight scales, "
+                               "112 CTAs (grid 112 or 2 x 56) on the SMs DeepEP's 20 leave), 4096 tokens a "
+                               "micro-batch, one kernel an operator, scripts/dsv3_trace.toml's mlp(B) / attn(B) rules")}
 
 
 def import_wgrad_points(kernels: list[Kernel]) -> list[dict]:
-    """The FP8 wgrad op tables of WGRAD_IMPORTED: per operator one point at moesim's wgrad shape, the full-chip
-    efficiency at which moesim's operator, priced on the SM share DeepEP leaves, takes the operator's measured span
-    (mean over the 4 layers): eta = flops / (peak · (span − launches) · share)."""
+    """The FP8 wgrad and dgrad op tables of WGRAD_IMPORTED: per operator one point at moesim's shape of that pass, the
+    full-chip efficiency at which moesim's operator, priced on the SM share DeepEP leaves, takes the operator's
+    measured span (mean over the 4 layers): eta = flops / (peak · (span − launches) · share)."""
     import numpy as np
 
     from moesim.ops.breakdown import term_builder
@@ -427,19 +519,30 @@ def import_wgrad_points(kernels: list[Kernel]) -> list[dict]:
     for (kind, dtype, table_pass, op_name), names in WGRAD_IMPORTED.items():
         points, quoted = [], []
         for name in names:
-            op = next(o for o in terms.ops_bwd if o.name == name and o.pass_ == "wgrad")
-            seconds = (spans[(name, "wgrad")] * 1e-6 - float(op.kernels) * hw.efficiency.kernel_launch_s) * share
+            op = next(o for o in terms.ops_bwd if o.name == name and o.pass_ == table_pass)
+            seconds = (spans[(name, table_pass)] * 1e-6 - float(op.kernels) * hw.efficiency.kernel_launch_s) * share
             eta = float(np.ravel(op.flops)[0]) / (hw.chip.peak_for(dtype) * seconds)
             points.append([*(int(round(float(np.ravel(c)[0]))) for c in op.shape), float(f"{eta:.4g}")])
-            quoted.append(f"{name} {spans[(name, 'wgrad')]:.2f}")
+            quoted.append(f"{name} {spans[(name, table_pass)]:.2f}")
         tables.append({"kind": kind, "dtype": dtype, "pass": table_pass, "op": op_name, "status": "measured",
-                       "measured_on": WGRAD_MEASURED_ON,
-                       "source": f"{SOURCE}: mean over the 4 layers of the wgrad kernels' span, us: "
+                       "measured_on": WGRAD_MEASURED_ON[table_pass],
+                       "source": f"{SOURCE}: mean over the 4 layers of the {table_pass} kernels' span, us: "
                                  f"{', '.join(quoted)} (scripts/dsv3_trace.py --points); efficiency = moesim's "
                                  f"FLOPs / ({hw.chip.peak_for(dtype) / 1e12:g} TFLOPS x (time - 1 launch) x "
                                  f"{share:.4g} of the SMs)",
                        "points": points})
     return tables
+
+
+def comm_side_cast_bytes(scenario, tokens: int) -> float:
+    """moesim's bytes of the FP8 cast of fc2's output gradient before the combine's backward: one 1x128 cast of the
+    micro-batch's `tokens` x h gradient (moesim.precision.quantise_cost, one copy;
+    precision_terms.quantised_elements)."""
+    from moesim.precision import quantise_cost
+
+    tr = scenario.training
+    return float(quantise_cost(tokens * scenario.model.d_model, tr.fp8_scaling, tr.bytes_of("activation"),
+                               copies=1).bytes_moved)
 
 
 def import_points(kernels: list[Kernel]) -> list[dict]:
@@ -455,16 +558,24 @@ def import_points(kernels: list[Kernel]) -> list[dict]:
     builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
     terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
     hw = moe.hardware
-    measured = _merged(assign(kernels, load_rules()), lambda ks: sum(k.dur_us for k in ks))
+    assigned = assign(kernels, load_rules())
+    measured = _merged(assigned, lambda ks: sum(k.dur_us for k in ks))
+    computing = _merged(assigned, lambda ks: sum(k.dur_us for k in ks if k.stream != COMM_STREAM))
     tables = []
     for (names, pas), (kind, dtype, table_pass, op_name) in IMPORTED.items():
         names = (names,) if isinstance(names, str) else names  # several operators of one table fit together
-        ops = [next(o for o in terms.ops_fwd + terms.ops_bwd if o.name == name and o.pass_ == pas) for name in names]
-        op, measured_us = ops[0], sum(measured[(name, pas)] for name in names)
+        # every part's operator of that name (the FP8 casts: one a part)
+        ops = [o for o in terms.ops_fwd + terms.ops_bwd if o.name in names and o.pass_ == pas]
+        comm_side = (names[0], pas) in FP8_COMM_SIDE
+        op = ops[0]
+        measured_us = sum((computing if comm_side else measured)[(name, pas)] for name in names)
         seconds = measured_us * 1e-6 - sum(float(o.kernels) for o in ops) * hw.efficiency.kernel_launch_s
         if kind == "memory":  # moesim/ops/price.py: t = bytes / (HBM bandwidth · η) + kernels · t_launch
-            eta = sum(float(np.ravel(o.bytes)[0]) for o in ops) / (hw.chip.hbm_bw_bytes_per_s * seconds)
-            rate = f"moesim's bytes / ({hw.chip.hbm_bw_bytes_per_s / 1e9:g} GB/s"
+            beside = comm_side_cast_bytes(moe, trace_shapes(kernels)["tokens_per_micro_batch"][0]) if comm_side else 0
+            eta = (sum(float(np.ravel(o.bytes)[0]) for o in ops) - beside) / (hw.chip.hbm_bw_bytes_per_s * seconds)
+            rate = (f"(moesim's bytes less its {beside:.0f} B of the gradient cast before the combine's backward, "
+                    f"which ran on DeepEP's stream) / (" if comm_side else "moesim's bytes / (") \
+                + f"{hw.chip.hbm_bw_bytes_per_s / 1e9:g} GB/s"
         else:  # moesim/ops/price.py: t = flops / (peak[dtype] · η) + kernels · t_launch, solved for η
             eta = float(np.ravel(op.flops)[0]) / (hw.chip.peak_for(dtype) * seconds)
             rate = f"moesim's computed-tile FLOPs / ({hw.chip.peak_for(dtype) / 1e12:g} TFLOPS"
@@ -472,7 +583,8 @@ def import_points(kernels: list[Kernel]) -> list[dict]:
         tables.append({"kind": kind, "dtype": dtype, "pass": table_pass, "op": op_name, "status": "measured",
                        "measured_on": MEASURED_ON[op_name],
                        "source": f"{SOURCE}: mean over the 4 layers of the {pas} kernels' summed duration, "
-                                 f"{measured_us:.2f} us (scripts/dsv3_trace.py --points); efficiency = "
+                                 f"{measured_us:.2f} us{' on the compute streams' if comm_side else ''} "
+                                 f"(scripts/dsv3_trace.py --points); efficiency = "
                                  f"{rate} x (time - {sum(float(o.kernels) for o in ops):g} launch))",
                        "points": [[*shape, float(f"{eta:.4g}")]]})  # 4 significant digits
     return tables

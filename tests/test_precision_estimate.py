@@ -130,7 +130,8 @@ def test_recipe_values_are_what_the_scenario_runs():
 def test_moe_activation_recompute_costs_a_memory_bound_pass_in_backward():
     """Per routed slot: read the SwiGLU input 2f at 1 + 4/128 bytes, write its output f in BF16 (DeepSeek-V3 §3.3.4);
     before it, under the recipe's re-quantisation (§3.5.2), the stored input dequantised: read 2f at 1 + 4/128,
-    write 2f in BF16 (the H800 trace's cast_back_impl)."""
+    write 2f in BF16 (the H800 trace's cast_back_impl). In forward, the input stored in FP8: read 2f in BF16, write
+    2f at 1 + 4/128 (the trace's per_token_cast at the end of mlp(F); session 22, dsv3ops)."""
     sc = load_scenario("deepseek-v3-h800")
     kept = dataclasses.replace(sc, training=dataclasses.replace(sc.training, moe_activation_recompute=False))
     cls = build_workload(sc.model, 4096, 0).classes[1]
@@ -141,7 +142,8 @@ def test_moe_activation_recompute_costs_a_memory_bound_pass_in_backward():
     # k = 8 routed slots per token plus the one shared expert (d_ff 2048) per token
     launch = sc.hardware.efficiency.kernel_launch_s  # two memory operators each for routed and shared experts
     assert on.bwd_time_s - off.bwd_time_s == pytest.approx((on.slots + 4096) * per_slot / b.hbm_bw + 4 * launch)
-    assert on.fwd_time_s == pytest.approx(off.fwd_time_s)
+    assert on.fwd_time_s - off.fwd_time_s == pytest.approx(
+        (on.slots + 4096) * 2 * f * ((1 + 4 / 128) + 2) / b.hbm_bw + 2 * launch)
     shared = on.bwd_parts_s["shared_experts"] - off.bwd_parts_s["shared_experts"]
     assert shared == pytest.approx(4096 * sc.model.moe.shared_expert_d_ff * (2 * (1 + 4 / 128) + 2 + 2 * (3 + 4 / 128))
                                    / b.hbm_bw + 2 * launch)
@@ -168,12 +170,13 @@ def test_fp8_weight_copies_cost_memory_when_cached_and_time_when_not(mixtral):
     assert weight_scale_bytes_per_element("blockwise") == 4 / (128 * 128)  # DeepSeek-V3 128×128 weight blocks
 
 
-@pytest.mark.parametrize("profile, pass_", [("h800", "dgrad"), ("h100-sxm", "dgrad"), ("h100-sxm", "wgrad")])
+@pytest.mark.parametrize("profile, pass_", [("h100-sxm", "dgrad"), ("h100-sxm", "wgrad")])
 def test_fp8_backward_gemms_read_the_fp8_table_at_their_own_shape(profile, pass_):
-    """A profile with FP8 GEMM tables for the forward pass only (H800's dgrad; H100's DeepGEMM-derived tables in
-    every backward pass): an FP8 dgrad / wgrad GEMM reads them at its own M×N×K (DeepSeek-V3 §3.3.1 runs all three
-    passes in FP8), not the FLOP-keyed prior nor a BF16 table. H800's wgrad has its own tables since session 21
-    (dsv3rest: tests/ops/test_dsv3_trace.py)."""
+    """A profile with FP8 GEMM tables for the forward pass only (H100's DeepGEMM-derived tables in every backward
+    pass): an FP8 dgrad / wgrad GEMM reads them at its own M×N×K (DeepSeek-V3 §3.3.1 runs all three passes in FP8),
+    not the FLOP-keyed prior nor a BF16 table. H800's wgrad has its own tables since session 21 (dsv3rest) and its
+    dense dgrad since session 22 (dsv3ops); its grouped dgrad still reads the forward table
+    (tests/ops/test_dsv3_trace.py)."""
     from moesim.ops.base import gemm, grouped_gemm  # noqa: PLC0415
     from moesim.ops.price import op_efficiency  # noqa: PLC0415
     from moesim.ops.tables import select_table, table_efficiency  # noqa: PLC0415
@@ -208,3 +211,24 @@ def test_an_fp8_table_on_a_profile_prices_fp8_gemms_in_every_pass():
     with_fp8 = dataclasses.replace(hw, efficiency=eff)
     assert {p: probe(with_fp8, "float8", p) for p in before} == pytest.approx(dict.fromkeys(before, 0.123))
     assert probe(with_fp8, "bfloat16", "fwd") == before["fwd"]
+
+
+def test_deepseek_casts_only_under_deepseeks_recipe(mixtral):
+    """quantised_elements' DeepSeek casts (session 22, dsv3ops: the MoE input cast per token before an FP8 dispatch,
+    MLA's input cast by both down-projections) apply where the recipe re-quantises transposed and dispatches in FP8:
+    the deepseek-v3-fp8 recipe, not TransformerEngine's (whose casts price as before) nor DeepSeek's recipe with a
+    BF16 dispatch; with them the forward's routed input is the tokens', not the slots'."""
+    from moesim.estimate.precision_terms import deepseek_casts_apply
+
+    dsv3 = load_scenario("deepseek-v3-h800")
+    assert deepseek_casts_apply(dsv3.training)
+    assert not deepseek_casts_apply(with_precision(mixtral, precision_recipe="te-delayed-scaling").training)
+    assert not deepseek_casts_apply(dataclasses.replace(dsv3.training, dispatch_dtype="bfloat16"))
+    cls = build_workload(dsv3.model, 4096, 0).classes[1]
+    h, slots = dsv3.model.d_model, 32768.0
+    plain = quantised_elements(dsv3.model, cls, 1, 1, 1, slots)
+    ours = quantised_elements(dsv3.model, cls, 1, 1, 1, slots, deepseek_casts=True)
+    assert ours["permute"][0] == plain["permute"][0] - (slots - 4096) * h
+    assert ours["shared_experts"][0] == plain["shared_experts"][0] - 4096 * h
+    assert ours["attention"][0] == plain["attention"][0] + 4096 * h
+    assert all(ours[p][1] == plain[p][1] for p in plain)

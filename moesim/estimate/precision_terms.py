@@ -30,8 +30,27 @@ def _ffn_elements(tokens, h: int, f: int, gated: bool, split):
     return tokens * (h + f / split), tokens * ((2 if gated else 1) * f / split + h)
 
 
-def quantised_elements(model: ModelSpec, cls: LayerClass, b, tp, etp, slots) -> dict[str, tuple]:
-    """Part name -> (elements cast forward, elements cast backward) for one layer of `cls`."""
+def quantised_elements(model: ModelSpec, cls: LayerClass, b, tp, etp, slots,
+                       deepseek_casts: bool = False) -> dict[str, tuple]:
+    """Part name -> (elements cast forward, elements cast backward) for one layer of `cls`.
+
+    `deepseek_casts` (DeepSeek-V3's recipe: FP8 dispatch and the transposed re-quantisation, `deepseek_casts_apply`;
+    DeepSeek's H800 trace, tests/data/dsv3_trace, kernel by kernel in session 22, dsv3ops):
+    - MLA's two down-projections are two Linears, each casting the layer input (forward: two
+      per_token_cast_to_fp8 of [t, h] in attn(F); backward: two per_channel_cast_and_transpose of it in attn(B)):
+      h once more per token in both passes.
+    - The MoE's up-projection input is cast once per token before the dispatch and the routed experts read the
+      dispatched FP8 rows (arXiv 2412.19437 §3.3.4, "we quantize the activation before MoE up-projections into FP8
+      and then apply dispatch components"; the trace's last per_token cast of attn(F), grid = the tokens); the
+      shared experts' fc1 reads that copy too (no cast of its own before it in mlp(F)): forward t·h + r·f routed,
+      f_s per token shared. "A similar strategy is applied to the activation gradient before MoE
+      down-projections" (§3.3.4): fc2's output gradient is cast 1x128 once per token before the combine's
+      backward (the trace's combine(B) per_token cast, grid = the tokens) and 128x1 per row for Wgrad, and the
+      shared fc2's Dgrad reads that copy. The backward's bytes stay the requantise formula's, twice the output
+      gradients and the inputs once (moesim.precision.quantise_pass_bytes) over these inputs: routed
+      2·r·(2f + h) + t·h + r·f is the trace's fc1 gradients twice (2·2f·r), fc2's gradient on the tokens and the
+      rows (t·h + r·h) and the re-quantised inputs (r·h + r·f); shared 2·t·(2f_s + h) + t·f_s is fc1's gradients
+      twice, fc2's 128x1 (t·h) and the inputs (t·h + t·f_s)."""
     h, n = model.d_model, cls.tokens
     gated = ffn_matrices(model.ffn_kind) == 3
     w_in, w_out = attention_gemm_widths(h, model.attention)
@@ -39,6 +58,8 @@ def quantised_elements(model: ModelSpec, cls: LayerClass, b, tp, etp, slots) -> 
     tokens = b * n
     att_in = blocks * tokens * (h + (w_in - h) / tp)
     att_out = blocks * tokens * ((w_out - h) / tp + h)
+    if deepseek_casts and model.attention.kind == "mla" and model.attention.q_lora_rank:
+        att_in = att_in + blocks * tokens * h  # q_down and kv_down each cast the (whole, duplicated) input
     if cls.flops.mtp_projection:  # an MTP module's M_k: input 2h, output h (DeepSeek-V3 eq. 21)
         att_in, att_out = att_in + tokens * MTP_PROJECTION_INPUTS * h / tp, att_out + tokens * h
     parts = {"attention": (att_in, att_out)}
@@ -50,7 +71,20 @@ def quantised_elements(model: ModelSpec, cls: LayerClass, b, tp, etp, slots) -> 
     if moe.num_shared_experts:
         parts["shared_experts"] = _ffn_elements(tokens, h, moe.num_shared_experts * moe.shared_expert_d_ff, gated,
                                                 tp)
+    if deepseek_casts:  # the up-projections' input cast per token before the dispatch, read by both (docstring)
+        routed_in, routed_grads = parts["permute"]
+        parts["permute"] = (routed_in - (slots - tokens) * h, routed_grads)
+        if "shared_experts" in parts:
+            shared_in, shared_grads = parts["shared_experts"]
+            parts["shared_experts"] = (shared_in - tokens * h, shared_grads)
     return parts
+
+
+def deepseek_casts_apply(training: TrainingSpec) -> bool:
+    """Whether a layer's FP8 casts are DeepSeek-V3's (quantised_elements `deepseek_casts`): FP8 GEMMs re-quantised
+    transposed in backward (fp8_transpose = "requantise", §3.5.2) with the dispatch in FP8 (§3.3.4)."""
+    return (training.fp8_scaling != "none" and training.fp8_transpose == "requantise"
+            and training.dispatch_dtype == "float8")
 
 
 def quantise_parts_bytes(training: TrainingSpec, elements: dict[str, tuple]
@@ -144,6 +178,16 @@ def activation_recompute_bytes(model: ModelSpec, training: TrainingSpec, cls: La
         return {}
     q_in, q_out = training.element_bytes("activation_storage"), training.bytes_of("activation")
     return _activation_rows_bytes(model, cls, b, tp, etp, slots, lambda f, w: f * (w * q_in + q_out))
+
+
+def activation_quantise_bytes(model: ModelSpec, training: TrainingSpec, cls: LayerClass,
+                              b, tp, etp, slots) -> dict[str, np.ndarray]:
+    """Forward bytes of storing the MoE activation's input in FP8 (the forward of activation_dequantise_bytes: §3.3.4,
+    "cache the inputs of the SwiGLU operator ... in FP8"): read 2f at q_a, write 2f at q_st per routed slot and
+    shared-expert token, under the same conditions. DeepSeek's H800 trace: per_token_cast_to_fp8_with_channels at
+    the end of mlp(F), one over the routed rows (grid 28,416-34,688, 146-189 us) and one over the 4096 tokens
+    (~26 us) (session 22, dsv3ops)."""
+    return activation_dequantise_bytes(model, training, cls, b, tp, etp, slots)
 
 
 def activation_dequantise_bytes(model: ModelSpec, training: TrainingSpec, cls: LayerClass,

@@ -38,8 +38,8 @@ from moesim.estimate.selective import (
 )
 from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER, mla_sp_widths
 from moesim.estimate.precision_terms import (
-    activation_dequantise_bytes, activation_recompute_bytes, attention_output_cast_bytes, quantise_parts_bytes,
-    quantised_elements, weight_cast_bytes, weight_transpose_parts_bytes,
+    activation_dequantise_bytes, activation_quantise_bytes, activation_recompute_bytes, attention_output_cast_bytes,
+    deepseek_casts_apply, quantise_parts_bytes, quantised_elements, weight_cast_bytes, weight_transpose_parts_bytes,
 )
 from moesim.ops.layer import LayerOps, backward_ops, logits_ops
 from moesim.ops.mcore_moe import moe_impl
@@ -346,9 +346,12 @@ class TermBuilder:
         micro-batch without a weight cache; each in the part whose GEMMs it feeds (precision_terms.py)."""
         tr, model, dt = self.tr, self.model, self.tr.dtype_for("activation")
         slots = slots if slots is not None else 0.0
-        fwd_b, bwd_b = quantise_parts_bytes(tr, quantised_elements(model, cls, b, tp, etp, slots))
+        elements = quantised_elements(model, cls, b, tp, etp, slots, deepseek_casts=deepseek_casts_apply(tr))
+        fwd_b, bwd_b = quantise_parts_bytes(tr, elements)
         fwd = [memory(part, "fp8_quantise", dt, nbytes) for part, nbytes in fwd_b.items()]
         bwd = [memory(part, "fp8_quantise", dt, nbytes, pass_="bwd") for part, nbytes in bwd_b.items()]
+        for part, nbytes in activation_quantise_bytes(model, tr, cls, b, tp, etp, slots).items():
+            fwd.append(memory(part, "moe_activation_quantise", dt, nbytes))
         for part, nbytes in activation_dequantise_bytes(model, tr, cls, b, tp, etp, slots).items():
             bwd.append(memory(part, "moe_activation_dequantise", dt, nbytes, pass_="bwd"))
         for part, nbytes in activation_recompute_bytes(model, tr, cls, b, tp, etp, slots).items():

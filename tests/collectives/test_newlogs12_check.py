@@ -1,5 +1,5 @@
-"""Session 22's fresh log as it came out (scripts/newlogs12_check.py; docs/collectives-history.md, "Session 22
-(newlogs12)"): which log is fresh, its flags and facts, and the figures the docs section quotes for it."""
+"""Session 22's fresh logs as they came out (scripts/newlogs12_check.py; docs/collectives-history.md, "Session 22
+(newlogs12)"): which logs are fresh, their flags and facts, and the figures the docs section quotes for them."""
 
 from pathlib import Path
 
@@ -10,6 +10,7 @@ from moesim.calibrate.nccl_tests import read_nccl_tests
 
 NCCL_DIR = Path(__file__).resolve().parents[1] / "data" / "nccl"
 GB300 = "gb300-oke-4node_all_reduce_perf.log"
+SNELLIUS = "h100-snellius-2node_all_gather_perf.log"
 
 
 @pytest.fixture(scope="module")
@@ -18,10 +19,15 @@ def check(load_script):
 
 
 @pytest.fixture(scope="module")
-def entry(check):
+def fresh(check):
     entries = {e["file"]: e for e in check.fresh_entries()}
-    assert sorted(entries) == [GB300]
-    return entries[GB300]
+    assert sorted(entries) == [GB300, SNELLIUS]
+    return entries
+
+
+@pytest.fixture(scope="module")
+def entry(fresh):
+    return fresh[GB300]
 
 
 def test_the_fresh_log_is_a_cluster_of_its_own_with_the_jobs_settings(entry):
@@ -66,3 +72,18 @@ def test_no_unshipped_option_moves_it(check, entry):
     shipped = check.priced(entry).mape_large
     for option in ("nccl_proto=^LL128", "nccl_version=log's", "p2p_net_model=summed"):
         assert check.priced(entry, option).mape_large == pytest.approx(shipped, abs=1e-3)
+
+
+def test_the_snellius_log_is_not_held_and_prices_as_one_nvswitch_node(check, fresh):
+    """Not held (4 GPUs a node without NVSwitch, 4 x 200 Gb/s IB, the run's own INFO lines and ibstat): the h100-sxm
+    profile has 8 GPUs a node, so its 8 ranks price as one NVSwitch node, 2.8x faster than measured at 8 GiB."""
+    entry = fresh[SNELLIUS]
+    assert (entry["cluster"], entry["hardware"], entry["healthy"]) == ("h100-snellius", "h100-sxm", False)
+    (ranks,) = read_nccl_tests(NCCL_DIR / SNELLIUS).rank_checks
+    assert (ranks.ranks, ranks.ranks_from, ranks.listed, ranks.fits) == (8, "rank lines", 8, (8, 8))
+    assert entry_nccl_version(NCCL_DIR, entry) == "2.22.3"
+    err = check.priced(entry)
+    assert err.mape_large == pytest.approx(1.789, abs=0.002)  # 178.9 %
+    assert err.mape_small == pytest.approx(0.230, abs=0.002)  # 23.0 %
+    assert {s.algorithm for s in err.sizes} == {"ring/LL", "ring/Simple"}
+    assert err.sizes[-1].busbw_error == pytest.approx(2.77, abs=0.01)  # 8 GiB: +277 %

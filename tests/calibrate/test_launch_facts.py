@@ -85,9 +85,21 @@ def test_newlogs11_entries_state_one_process_per_gpu():
         assert "gpus_per_thread" not in entry and facts.stated_cores() is None
 
 
+def test_newlogs12_entries_state_one_process_per_gpu_under_srun():
+    """Session 22 (newlogs12): the OKE GB300 job's sbatch ("--nodes=4 --ntasks-per-node=4", `srun --mpi=pmix`, as the
+    source's demo guide prints it) and the Snellius job file ("--ntasks-per-node=4", `srun -n 8 -N 2`), neither naming
+    a binding flag, -g 1; logs.toml cites each."""
+    for prefix in ("gb300-oke-4node_", "h100-snellius-2node_"):
+        (entry,) = _entries(prefix)
+        facts = launch_facts(entry)
+        assert facts == LaunchFacts(processes_per_node=4, bind_to="default"), prefix
+        assert "gpus_per_thread" not in entry and facts.stated_cores() is None
+
+
 def test_entries_without_launch_facts_read_as_not_stated():
     stated = ("b200-engaging-", "h100-lambda-2node-g8_", "h100-mghpcc-dgx-2node-g8_", "b200-lambda-2node_",
-              "a100-crusoe-2node_", "h200-azhpc-1node_", "h100-hostpair-2node_", "h100-together-sky-2node_")
+              "a100-crusoe-2node_", "h200-azhpc-1node_", "h100-hostpair-2node_", "h100-together-sky-2node_",
+              "gb300-oke-4node_", "h100-snellius-2node_")
     plain = [e for e in read_manifest(MANIFEST) if not e["file"].startswith(stated)]
     assert plain and all(launch_facts(e) == LaunchFacts() for e in plain)
 

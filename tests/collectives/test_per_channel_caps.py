@@ -110,7 +110,8 @@ def test_c1_meets_the_rules_b_and_c2_does_not(load_script):
              "b200-together-2node-r1_", "b200-together-4node-r1_",
              "b200-engaging-ubuntu-", "b200-lambda-2node_", "a100-crusoe-2node_",
              "h200-azhpc-1node_",  # session 20 (newlogs10): left out as the other fresh logs
-             "h100-hostpair-2node_", "h100-together-sky-2node_")  # session 21 (newlogs11): likewise
+             "h100-hostpair-2node_", "h100-together-sky-2node_",  # session 21 (newlogs11): likewise
+             "gb300-oke-4node_", "h100-snellius-2node_")  # session 22 (newlogs12): likewise
     assert module.verdict([r for r in c1_rows if not r[0].startswith(fresh)])[1] is True
     worse = sorted(r[0] for r in c1_rows if r[1] and r[2][0] is not None and r[3][0] - r[2][0] > 0.02)
     assert len(worse) == 3 and worse[0].startswith("a100-crusoe-2node_all_reduce")

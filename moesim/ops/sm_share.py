@@ -14,11 +14,13 @@ Beyond DeepEP (training.comm_sm_share, session 22 smshare2; default "deepep", th
 - "nccl": also NCCL's all-to-all (dispatch_backend nccl, pairwise, hierarchical). NCCL launches one CTA per channel of
   the plan (NVIDIA/nccl v2.30.7-1 @5067397c src/enqueue.cc ncclLaunchKernel l.1756-1758: grid = countOneBits(
   plan->channelMask)); an all-to-all's rounds start on bit-reversed base channels and spread over every one of the
-  communicator's p2pnChannels = pow2Up(min(nChannels, NCCL_MAX_P2P_NCHANNELS)) (src/graph/paths.cc l.984-990;
-  nccl_p2p_schedule.py), so it holds p2pnChannels SMs: nccl_tuning.toml [p2p] p2p_channels inside one NVLink domain,
-  [p2p_net] p2p_channels where the expert group spans domains. Those channel counts rest on nChannels, which NCCL's
-  topology search sets and moesim does not model (nccl_tuning.toml [channels] says where the figures come from):
-  hence an option, off by default.
+  communicator's p2pnChannels = pow2Up(min(nChannels, NCCL_MAX_P2P_NCHANNELS)) (src/graph/paths.cc l.984-990),
+  each peer's send on its per-peer count of channels (nccl_p2p_schedule.py reads the same code). The SMs it holds
+  are the channels rank 0's rounds take, counted with that schedule at the per-peer count a large message reaches:
+  inside one NVLink domain all of [p2p] p2p_channels (32) at 4 or 8 ranks; across domains fewer than [p2p_net]
+  p2p_channels (16) up to 16 (8 of 16 for 16 H100s over 2 nodes), all 16 from 32 ranks. The p2p channel counts rest on
+  nChannels, which NCCL's topology search sets and moesim does not model (nccl_tuning.toml [channels] says where the
+  figures come from): hence an option, off by default.
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ import numpy as np
 
 from moesim.collectives.dispatch import hybridep_kernel_sms, normal_kernel_sms
 from moesim.collectives.nccl import tuning
-from moesim.collectives.nccl_p2p import p2p_net_nchannels
+from moesim.collectives.nccl_p2p import p2p_channel_rule, p2p_net_nchannels
+from moesim.collectives.nccl_p2p_schedule import _part_channels
+from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.training import TrainingSpec
+from moesim.topology.system import build_system
 
 SHARED_KINDS = ("gemm", "grouped_gemm")  # the operator kinds priced at the SMs left (compute-bound GEMMs)
 SHARING_BACKENDS = ("deepep",)  # DeepEP's normal kernels hold SMs; its low-latency kernels use none (hook-based)
@@ -44,37 +49,57 @@ def compute_share(sm_count: int, comm_sms: int) -> float:
     return (sm_count - comm_sms) / sm_count
 
 
-def nccl_a2a_sms(spans_domains):
-    """SMs NCCL's all-to-all holds: one CTA per p2p channel, p2pnChannels of them (module docstring): [p2p]
-    p2p_channels inside one NVLink domain, [p2p_net]'s (p2p_net_nchannels) where `spans_domains` (bool or array)."""
-    return np.where(spans_domains, p2p_net_nchannels(), tuning()["p2p"]["p2p_channels"])
+_NCCL_SMS: dict = {}  # (profile name, n, local) -> nccl_a2a_sms
 
 
-def a2a_kernel_sms(tr: TrainingSpec, spans_domains=False):
+def nccl_a2a_sms(hw: HardwareProfile, n: int, local: int) -> int:
+    """SMs NCCL's all-to-all of `n` ranks, `local` of them in each NVLink domain, holds: one CTA per channel rank 0's
+    rounds take (module docstring; nccl_p2p_schedule._part_channels), each peer's send on the per-peer count of
+    nccl_p2p.p2p_channel_rule; 0 where the NVLink tier's architecture has no p2p line rate (not priced by channel)."""
+    key = (hw.name, n, local)
+    if key not in _NCCL_SMS:
+        system = build_system(hw, hw.interconnect[0].domain_devices * (1 if n <= local else 2))
+        net_tier = system.tiers[1] if n > local and len(system.tiers) > 1 else None
+        rule = p2p_channel_rule(n, system.tiers[0], net_tier)
+        total = tuning()["p2p"]["p2p_channels"] if net_tier is None else p2p_net_nchannels()
+        counts = (n,) if net_tier is None else (local, n)
+        _NCCL_SMS[key] = 0 if rule is None else len({channel for *_, channel in _part_channels(
+            n, counts, rule[3], total, tuning()["p2p_net"]["max_p2p_per_batch"],
+            tuning()["p2p_schedule"]["group_size"])})
+    return _NCCL_SMS[key]
+
+
+def a2a_kernel_sms(hw: HardwareProfile, tr: TrainingSpec, ep: int = 1, etp: int = 1) -> int:
     """SMs the scenario's expert all-to-all kernels hold while they run, by training.comm_sm_share (module
-    docstring): DeepEP's normal kernels always; HybridEP's under "hybridep" and "nccl"; NCCL's under "nccl"; else 0."""
-    backend, mode = tr.dispatch_backend, tr.comm_sm_share
+    docstring): DeepEP's normal kernels always; HybridEP's under "hybridep" and "nccl" (either: training.a2a_kernel_sms
+    where the run sets it); NCCL's under "nccl" (an expert group of `ep` ranks at stride `etp`: Megatron's expert mesh
+    puts etp innermost, then ep); else 0."""
+    backend, mode, own = tr.dispatch_backend, tr.comm_sm_share, tr.a2a_kernel_sms
     if backend in SHARING_BACKENDS:
-        return normal_kernel_sms()
+        return normal_kernel_sms() if own is None else own
     if backend == "hybridep" and mode in ("hybridep", "nccl"):
-        return hybridep_kernel_sms()
-    if backend in NCCL_A2A_BACKENDS and mode == "nccl":
-        return nccl_a2a_sms(spans_domains)
+        return hybridep_kernel_sms() if own is None else own
+    if backend in NCCL_A2A_BACKENDS and mode == "nccl" and ep > 1:
+        return nccl_a2a_sms(hw, ep, max(1, min(ep, hw.interconnect[0].domain_devices // etp)))
     return 0
 
 
 def overlapped_compute_share(hw: HardwareProfile, tr: TrainingSpec, ep=1, etp=1):
     """The compute share of an operator running beside the scenario's expert all-to-all: its kernels' SMs
     (a2a_kernel_sms) out of the profile's `chip.sm_count`; 1.0 (full chip) where they hold none or the profile has no
-    SM count. `ep`, `etp` (scalars or arrays): the expert group spans NVLink domains where etp x ep exceeds the
-    innermost level's domain (Megatron's expert mesh puts etp innermost, then ep); only NCCL's count reads it."""
+    SM count. `ep`, `etp`: scalars, or arrays over candidate rows (then an array of shares)."""
     if hw.chip.sm_count is None:
         return 1.0
-    spans = np.asarray(etp) * np.asarray(ep) > hw.interconnect[0].domain_devices
-    sms = a2a_kernel_sms(tr, spans)
-    if np.ndim(sms) == 0:
-        return 1.0 if sms == 0 else compute_share(hw.chip.sm_count, int(sms))
-    return np.array([compute_share(hw.chip.sm_count, int(c)) for c in np.ravel(sms)]).reshape(np.shape(sms))
+    if tr.a2a_kernel_sms is not None and tr.a2a_kernel_sms >= hw.chip.sm_count:
+        raise SpecError(f"{tr.a2a_kernel_sms} SMs for the all-to-all's kernels leave none of {hw.name}'s "
+                        f"{hw.chip.sm_count} to compute", field="training.a2a_kernel_sms", value=tr.a2a_kernel_sms,
+                        allowed=f"1 .. {hw.chip.sm_count - 1}")
+    if np.ndim(ep) == 0 and np.ndim(etp) == 0:
+        sms = a2a_kernel_sms(hw, tr, int(ep), int(etp))
+        return 1.0 if sms == 0 else compute_share(hw.chip.sm_count, sms)
+    eps, etps = np.broadcast_arrays(np.asarray(ep), np.asarray(etp))
+    return np.array([overlapped_compute_share(hw, tr, int(e), int(t)) for e, t in zip(eps.ravel(), etps.ravel())],
+                    dtype=float).reshape(eps.shape)
 
 
 def shared_extra_s(time_s, launch_s, share):

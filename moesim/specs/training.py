@@ -168,6 +168,9 @@ class TrainingSpec:
     dispatch_backend: str = "nccl"
     comm_sm_share: str = "deepep"  # COMM_SM_SHARES; "deepep" is the shipped default (docs/collectives-history.md
     # "Session 22 (smshare2)": the NCCL figure rests on a channel count NCCL's topology search sets, not modelled)
+    # The SMs the run gives DeepEP's normal / HybridEP's kernels (Megatron-Core moe_flex_dispatcher_num_sms, earlier
+    # moe_deepep_num_sms / moe_hybridep_num_sms); None: the data files' figure (deepep.toml, hybridep.toml [sms]).
+    a2a_kernel_sms: int | None = None
     capacity_factor: float | None = None  # None: the model's train capacity factor
     # Share of HBM left unused for allocator fragmentation: an assumption, no measured figure stored (usable =
     # hbm × (1 − this); the profile's memory_reserved_gib is charged inside the total on top of it).
@@ -284,6 +287,11 @@ class TrainingSpec:
         if not self.recompute_modules:  # core_attn may be left out: DeepSeek-V3 §3.2.3 recomputes norms and MLA only
             raise SpecError("selective recomputation needs at least one module", field="training.recompute_modules",
                             value=[], allowed=RECOMPUTE_MODULES)
+        if self.a2a_kernel_sms is not None and (isinstance(self.a2a_kernel_sms, bool)
+                                                or not isinstance(self.a2a_kernel_sms, int) or self.a2a_kernel_sms < 1):
+            raise SpecError(f"must be an integer >= 1 or not set, got {self.a2a_kernel_sms!r}",
+                            field="training.a2a_kernel_sms", value=self.a2a_kernel_sms,
+                            allowed="1 .. the chip's SMs - 1, or not set (the data files' figure)")
         if self.capacity_factor is not None and self.capacity_factor <= 0:
             raise SpecError("capacity_factor must be > 0", field="training.capacity_factor",
                             value=self.capacity_factor)

@@ -128,6 +128,7 @@ def _hybridep_rates() -> dict[str, tuple[tuple[int, float, float], ...]]:
     return {hw: tuple(sorted(rows)) for hw, rows in out.items()}
 
 
+@lru_cache(maxsize=1)
 def hybridep_kernel_sms() -> int:
     """The SMs HybridEP's dispatch / combine kernels hold while they run (hybridep.toml [sms] kernels: the SM count
     its published rates were measured at), strictly a positive integer."""

@@ -94,12 +94,16 @@ def overlapped_compute_share(hw: HardwareProfile, tr: TrainingSpec, ep=1, etp=1)
         raise SpecError(f"{tr.a2a_kernel_sms} SMs for the all-to-all's kernels leave none of {hw.name}'s "
                         f"{hw.chip.sm_count} to compute", field="training.a2a_kernel_sms", value=tr.a2a_kernel_sms,
                         allowed=f"1 .. {hw.chip.sm_count - 1}")
+    if tr.dispatch_backend not in NCCL_A2A_BACKENDS or tr.comm_sm_share != "nccl":  # no count reads the layout
+        sms = a2a_kernel_sms(hw, tr)
+        return 1.0 if sms == 0 else compute_share(hw.chip.sm_count, sms)
     if np.ndim(ep) == 0 and np.ndim(etp) == 0:
         sms = a2a_kernel_sms(hw, tr, int(ep), int(etp))
         return 1.0 if sms == 0 else compute_share(hw.chip.sm_count, sms)
     eps, etps = np.broadcast_arrays(np.asarray(ep), np.asarray(etp))
-    return np.array([overlapped_compute_share(hw, tr, int(e), int(t)) for e, t in zip(eps.ravel(), etps.ravel())],
-                    dtype=float).reshape(eps.shape)
+    pairs = {(int(e), int(t)) for e, t in zip(eps.ravel(), etps.ravel())}
+    shares = {pair: overlapped_compute_share(hw, tr, *pair) for pair in pairs}
+    return np.array([shares[int(e), int(t)] for e, t in zip(eps.ravel(), etps.ravel())], dtype=float).reshape(eps.shape)
 
 
 def shared_extra_s(time_s, launch_s, share):

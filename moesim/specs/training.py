@@ -287,11 +287,6 @@ class TrainingSpec:
         if not self.recompute_modules:  # core_attn may be left out: DeepSeek-V3 §3.2.3 recomputes norms and MLA only
             raise SpecError("selective recomputation needs at least one module", field="training.recompute_modules",
                             value=[], allowed=RECOMPUTE_MODULES)
-        if self.a2a_kernel_sms is not None and (isinstance(self.a2a_kernel_sms, bool)
-                                                or not isinstance(self.a2a_kernel_sms, int) or self.a2a_kernel_sms < 1):
-            raise SpecError(f"must be an integer >= 1 or not set, got {self.a2a_kernel_sms!r}",
-                            field="training.a2a_kernel_sms", value=self.a2a_kernel_sms,
-                            allowed="1 .. the chip's SMs - 1, or not set (the data files' figure)")
         if self.capacity_factor is not None and self.capacity_factor <= 0:
             raise SpecError("capacity_factor must be > 0", field="training.capacity_factor",
                             value=self.capacity_factor)

@@ -132,13 +132,12 @@ def _hybridep_rates() -> dict[str, tuple[tuple[int, float, float], ...]]:
 def hybridep_kernel_sms() -> int:
     """The SMs HybridEP's dispatch / combine kernels hold while they run (hybridep.toml [sms] kernels: the SM count
     its published rates were measured at), strictly a positive integer."""
-    data = read_versioned_toml(_HYBRIDEP)
-    sms = data["sms"]
-    if set(sms) != {"kernels"} or isinstance(sms["kernels"], bool) or not isinstance(sms["kernels"], int) \
-            or sms["kernels"] < 1:
+    sms = read_versioned_toml(_HYBRIDEP).get("sms", {})
+    kernels = sms.get("kernels") if isinstance(sms, dict) else None
+    if not isinstance(sms, dict) or set(sms) != {"kernels"} or isinstance(kernels, bool) or not isinstance(kernels, int) or kernels < 1:
         raise SpecError("[sms] needs exactly kernels, a positive integer", file=str(_HYBRIDEP), field="sms",
                         value=sms, allowed="kernels = SMs >= 1")
-    return sms["kernels"]
+    return kernels
 
 
 def hybridep_published_ranks(hardware: str) -> int:

@@ -134,7 +134,8 @@ def hybridep_kernel_sms() -> int:
     its published rates were measured at), strictly a positive integer."""
     sms = read_versioned_toml(_HYBRIDEP).get("sms", {})
     kernels = sms.get("kernels") if isinstance(sms, dict) else None
-    if not isinstance(sms, dict) or set(sms) != {"kernels"} or isinstance(kernels, bool) or not isinstance(kernels, int) or kernels < 1:
+    if not isinstance(sms, dict) or set(sms) != {"kernels"} or isinstance(kernels, bool) \
+            or not isinstance(kernels, int) or kernels < 1:
         raise SpecError("[sms] needs exactly kernels, a positive integer", file=str(_HYBRIDEP), field="sms",
                         value=sms, allowed="kernels = SMs >= 1")
     return kernels

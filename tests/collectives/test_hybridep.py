@@ -85,7 +85,8 @@ def test_the_rates_file_is_strict(tmp_path, monkeypatch):
         _hybridep_rates.cache_clear()
 
 
-@pytest.mark.parametrize("sms", ["kernels = 0", "kernels = 16.0", "kernels = 16\nother = 1", "kernels = 8\n[sms.x]", ""])
+@pytest.mark.parametrize("sms", ["kernels = 0", "kernels = 16.0", "kernels = 16\nother = 1", "kernels = 8\n[sms.x]",
+                                 ""])
 def test_the_sm_count_is_strict(tmp_path, monkeypatch, sms):
     """hybridep.toml [sms] (session 22 smshare2): exactly kernels, a positive integer; a bad one names [sms]."""
     import moesim.collectives.dispatch as dispatch

@@ -13,14 +13,14 @@ Beyond DeepEP (training.comm_sm_share, session 22 smshare2; default "deepep", th
   (hybridep.toml [sms]);
 - "nccl": also NCCL's all-to-all (dispatch_backend nccl, pairwise, hierarchical). NCCL launches one CTA per channel of
   the plan (NVIDIA/nccl v2.30.7-1 @5067397c src/enqueue.cc ncclLaunchKernel l.1756-1758: grid = countOneBits(
-  plan->channelMask)); an all-to-all's rounds start on bit-reversed base channels and spread over every one of the
-  communicator's p2pnChannels = pow2Up(min(nChannels, NCCL_MAX_P2P_NCHANNELS)) (src/graph/paths.cc l.984-990),
-  each peer's send on its per-peer count of channels (nccl_p2p_schedule.py reads the same code). The SMs it holds
-  are the channels rank 0's rounds take, counted with that schedule at the per-peer count a large message reaches:
-  inside one NVLink domain all of [p2p] p2p_channels (32) at 4 or 8 ranks; across domains fewer than [p2p_net]
-  p2p_channels (16) up to 16 (8 of 16 for 16 H100s over 2 nodes), all 16 from 32 ranks. The p2p channel counts rest on
-  nChannels, which NCCL's topology search sets and moesim does not model (nccl_tuning.toml [channels] says where the
-  figures come from): hence an option, off by default.
+  plan->channelMask)); an all-to-all's rounds start on bit-reversed base channels among the communicator's
+  p2pnChannels = pow2Up(min(nChannels, NCCL_MAX_P2P_NCHANNELS)) (src/graph/paths.cc l.984-990), each peer's send on
+  its per-peer count of channels (nccl_p2p_schedule.py reads the same code). The SMs it holds are the channels rank
+  0's rounds take, counted with that schedule at the per-peer count a large message reaches: inside one NVLink
+  domain all 32 of [p2p] p2p_channels at 4 or 8 ranks; across domains at most the 16 of [p2p_net] p2p_channels (8 for
+  16 H100s over 2 nodes, all 16 from 32 ranks). The p2p channel counts rest on nChannels, which NCCL's topology
+  search sets and moesim does not model (nccl_tuning.toml [channels] says where the figures come from): hence an
+  option, off by default.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 from moesim.collectives.dispatch import hybridep_kernel_sms, normal_kernel_sms
 from moesim.collectives.nccl import tuning
 from moesim.collectives.nccl_p2p import p2p_channel_rule, p2p_net_nchannels
-from moesim.collectives.nccl_p2p_schedule import _part_channels
+from moesim.collectives.nccl_p2p_schedule import channels_taken
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.training import TrainingSpec
@@ -54,7 +54,7 @@ _NCCL_SMS: dict = {}  # (profile name, n, local) -> nccl_a2a_sms
 
 def nccl_a2a_sms(hw: HardwareProfile, n: int, local: int) -> int:
     """SMs NCCL's all-to-all of `n` ranks, `local` of them in each NVLink domain, holds: one CTA per channel rank 0's
-    rounds take (module docstring; nccl_p2p_schedule._part_channels), each peer's send on the per-peer count of
+    rounds take (module docstring; nccl_p2p_schedule.channels_taken), each peer's send on the per-peer count of
     nccl_p2p.p2p_channel_rule; 0 where the NVLink tier's architecture has no p2p line rate (not priced by channel)."""
     key = (hw.name, n, local)
     if key not in _NCCL_SMS:
@@ -63,9 +63,8 @@ def nccl_a2a_sms(hw: HardwareProfile, n: int, local: int) -> int:
         rule = p2p_channel_rule(n, system.tiers[0], net_tier)
         total = tuning()["p2p"]["p2p_channels"] if net_tier is None else p2p_net_nchannels()
         counts = (n,) if net_tier is None else (local, n)
-        _NCCL_SMS[key] = 0 if rule is None else len({channel for *_, channel in _part_channels(
-            n, counts, rule[3], total, tuning()["p2p_net"]["max_p2p_per_batch"],
-            tuning()["p2p_schedule"]["group_size"])})
+        _NCCL_SMS[key] = 0 if rule is None else channels_taken(
+            n, counts, rule[3], total, tuning()["p2p_net"]["max_p2p_per_batch"], tuning()["p2p_schedule"]["group_size"])
     return _NCCL_SMS[key]
 
 

@@ -20,7 +20,8 @@ from moesim.specs.scenario import Scenario, SearchSpace
 from moesim.specs.system_facts import ALLOWED, SYSTEM_FACT_KEYS, with_system_facts
 from moesim.specs.training import PIPELINE_SCHEDULES, TrainingSpec
 
-_FIELD_TYPES = {"int": int, "int | None": int, "float": float, "float | None": float, "bool": bool, "str": str, "tuple[str, ...]": list}
+_FIELD_TYPES = {"int": int, "int | None": int, "float": float, "float | None": float, "bool": bool, "str": str,
+                "tuple[str, ...]": list}
 
 
 def training_from_table(t: Table) -> TrainingSpec:

@@ -46,7 +46,7 @@ def _every_key_scenario(directory: Path) -> Path:
              'devices = 8', '[training]']
     for f in dataclasses.fields(TrainingSpec):
         value = f.default if f.default is not dataclasses.MISSING else 8
-        value = 1.0 if value is None else value
+        value = (1 if f.type == "int | None" else 1.0) if value is None else value
         lines.append(f"{f.name} = {_toml(value)}")
     lines += ["[layout]", "dp = 8", "tp = 1", "ep = 8", "pp = 1", "etp = 1", "edp = 1", 'order = "tp-ep-dp-pp"',
               "[search]"]

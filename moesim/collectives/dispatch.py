@@ -112,9 +112,9 @@ def _constants() -> dict:
 def _hybridep_rates() -> dict[str, tuple[tuple[int, float, float], ...]]:
     """hybridep.toml, strictly: hardware -> its rows (ranks, dispatch, combine GB/s) by ranks."""
     data = read_versioned_toml(_HYBRIDEP)
-    if set(data) != {"schema_version", "source", "rate"}:
+    if set(data) != {"schema_version", "source", "rate", "sms"}:
         raise SpecError("unknown or missing keys", file=str(_HYBRIDEP), value=sorted(data),
-                        allowed=["schema_version", "source", "rate"])
+                        allowed=["schema_version", "source", "rate", "sms"])
     keys = {"hardware", "ranks", "dispatch_gb_per_s", "combine_gb_per_s"}
     out: dict[str, list] = {}
     for i, row in enumerate(data["rate"]):
@@ -126,6 +126,19 @@ def _hybridep_rates() -> dict[str, tuple[tuple[int, float, float], ...]]:
                             allowed=sorted(keys))
         out.setdefault(row["hardware"], []).append((int(row["ranks"]), float(figures[1]), float(figures[2])))
     return {hw: tuple(sorted(rows)) for hw, rows in out.items()}
+
+
+@lru_cache(maxsize=1)
+def hybridep_kernel_sms() -> int:
+    """The SMs HybridEP's dispatch / combine kernels hold while they run (hybridep.toml [sms] kernels: the SM count
+    its published rates were measured at), strictly a positive integer."""
+    sms = read_versioned_toml(_HYBRIDEP).get("sms", {})
+    kernels = sms.get("kernels") if isinstance(sms, dict) else None
+    if not isinstance(sms, dict) or set(sms) != {"kernels"} or isinstance(kernels, bool) \
+            or not isinstance(kernels, int) or kernels < 1:
+        raise SpecError("[sms] needs exactly kernels, a positive integer", file=str(_HYBRIDEP), field="sms",
+                        value=sms, allowed="kernels = SMs >= 1")
+    return kernels
 
 
 def hybridep_published_ranks(hardware: str) -> int:

@@ -100,6 +100,14 @@ def busiest_network_parts(n: int, counts: tuple[int, ...], parts: int, p2p_chann
     return max(load.values(), default=0)
 
 
+def channels_taken(n: int, counts: tuple[int, ...], parts: int, p2p_channels: int, per_batch: int,
+                   group_size: int) -> int:
+    """How many distinct channels rank 0's all-to-all takes (_part_channels): NCCL launches one CTA on each
+    (src/enqueue.cc ncclLaunchKernel: grid = countOneBits(plan->channelMask)), the SMs it holds
+    (moesim.ops.sm_share)."""
+    return len({channel for *_, channel in _part_channels(n, counts, parts, p2p_channels, per_batch, group_size)})
+
+
 def _part_channels(n: int, counts: tuple[int, ...], parts: int, p2p_channels: int, per_batch: int, group_size: int):
     """(round r, rank 0's send peer, its recv peer, channel) of every part of every round, in NCCL's order: round r's
     op starts on base_channel and its part p takes (base + p) mod p2p_channels (NVIDIA/nccl v2.29.2-1

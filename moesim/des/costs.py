@@ -173,9 +173,11 @@ class Costs:
         return hit
 
     def pair_share(self) -> float:
-        """The SM share of compute in a DualPipe overlapped pair (moesim.ops.sm_share): beside DeepEP's kernels
-        where the layout splits the experts (ep > 1), else the full chip."""
-        return overlapped_compute_share(self.builder.hw, self.training) if self.layout.ep > 1 else 1.0
+        """The SM share of compute in an overlapped pair (DualPipe, moe_a2a_overlap; moesim.ops.sm_share): beside the
+        all-to-all's kernels where the layout splits the experts (ep > 1), else the full chip."""
+        if self.layout.ep <= 1:
+            return 1.0
+        return float(overlapped_compute_share(self.builder.hw, self.training, self.layout.ep, self.layout.etp))
 
     def device_of(self, vs: int, mb: int = 0) -> int:
         """The pipeline stage (device) that runs piece `vs` of micro-batch `mb`."""

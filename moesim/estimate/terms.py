@@ -287,13 +287,13 @@ class TermBuilder:
             fwd_ops, bwd_ops = (graphed(o, self.tr.cuda_graph_scope, cls.is_moe, self.tr.moe_a2a_overlap)
                                 for o in (fwd_ops, bwd_ops))
         terms.ops_fwd, terms.ops_bwd = fwd_ops, bwd_ops
-        share = overlapped_compute_share(self.hw, self.tr)
-        if share != 1.0:  # DeepEP's kernels run only where the experts are split over devices (ep > 1)
+        share = overlapped_compute_share(self.hw, self.tr, ep, etp)
+        if np.any(share != 1.0):  # the all-to-all's kernels run only where the experts are split over devices (ep > 1)
             share = np.broadcast_to(np.where(np.asarray(ep) > 1, share, 1.0), (n_rows,)).astype(float)
         if np.all(share == 1.0):
             fwd_parts = ops_time_by_part(fwd_ops, self.hw, n_rows)
             bwd_parts = ops_time_by_part(bwd_ops, self.hw, n_rows)
-        else:  # the same operators beside DeepEP's kernels too (a DualPipe overlapped pair: moesim.ops.sm_share)
+        else:  # the same operators beside the all-to-all's kernels too (an overlapped pair: moesim.ops.sm_share)
             fwd_parts, fwd_pair = ops_time_by_part_shared(fwd_ops, self.hw, n_rows, share)
             bwd_parts, bwd_pair = ops_time_by_part_shared(bwd_ops, self.hw, n_rows, share)
         order = [p for p in PARTS if p in fwd_parts or (cls.is_moe and p in MOE_PARTS)]

@@ -7,16 +7,38 @@ the SMs left: DeepGEMM's kernels in DeepSeek's H800 trace run 112 CTAs, one per 
 Session 19 dsv3gap). Such a kernel runs at (SMs − comm SMs) / SMs of its full-chip throughput; its launch cost is
 the same. Memory-bound operators and the attention core keep their price: no source gives HBM bandwidth or the
 attention kernel's rate on fewer SMs (the H800 attention tables were measured beside DeepEP already).
+
+Beyond DeepEP (training.comm_sm_share, session 22 smshare2; default "deepep", the shipped behaviour):
+- "hybridep": HybridEP's dispatch / combine kernels hold the 16 SMs its published rates were measured at
+  (hybridep.toml [sms]);
+- "nccl": also NCCL's all-to-all (dispatch_backend nccl, pairwise, hierarchical). NCCL launches one CTA per channel of
+  the plan (NVIDIA/nccl v2.30.7-1 @5067397c src/enqueue.cc ncclLaunchKernel l.1756-1758: grid = countOneBits(
+  plan->channelMask)); an all-to-all's rounds start on bit-reversed base channels among the communicator's
+  p2pnChannels = pow2Up(min(nChannels, NCCL_MAX_P2P_NCHANNELS)) (src/graph/paths.cc l.984-990), each peer's send on
+  its per-peer count of channels (nccl_p2p_schedule.py reads the same code). The SMs it holds are the channels rank
+  0's rounds take, counted with that schedule at the per-peer count a large message reaches: inside one NVLink
+  domain all 32 of [p2p] p2p_channels at 4 or 8 ranks; across domains at most the 16 of [p2p_net] p2p_channels (8 for
+  16 H100s over 2 nodes, all 16 from 32 ranks). The p2p channel counts rest on nChannels, which NCCL's topology
+  search sets and moesim does not model (nccl_tuning.toml [channels] says where the figures come from): hence an
+  option, off by default.
 """
 
 from __future__ import annotations
 
-from moesim.collectives.dispatch import normal_kernel_sms
+import numpy as np
+
+from moesim.collectives.dispatch import hybridep_kernel_sms, normal_kernel_sms
+from moesim.collectives.nccl import tuning
+from moesim.collectives.nccl_p2p import p2p_channel_rule, p2p_net_nchannels
+from moesim.collectives.nccl_p2p_schedule import channels_taken
+from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.training import TrainingSpec
+from moesim.topology.system import build_system
 
 SHARED_KINDS = ("gemm", "grouped_gemm")  # the operator kinds priced at the SMs left (compute-bound GEMMs)
 SHARING_BACKENDS = ("deepep",)  # DeepEP's normal kernels hold SMs; its low-latency kernels use none (hook-based)
+NCCL_A2A_BACKENDS = ("nccl", "pairwise", "hierarchical")  # the all-to-alls NCCL's send / recv kernels run
 
 
 def compute_share(sm_count: int, comm_sms: int) -> float:
@@ -27,13 +49,60 @@ def compute_share(sm_count: int, comm_sms: int) -> float:
     return (sm_count - comm_sms) / sm_count
 
 
-def overlapped_compute_share(hw: HardwareProfile, tr: TrainingSpec) -> float:
-    """The compute share of an operator running beside the scenario's expert all-to-all: DeepEP's normal kernels'
-    SMs (deepep.toml [sms]) out of the profile's `chip.sm_count`; 1.0 (full chip) for any other dispatch backend or
-    a profile without an SM count."""
-    if tr.dispatch_backend not in SHARING_BACKENDS or hw.chip.sm_count is None:
+_NCCL_SMS: dict = {}  # (profile name, n, local) -> nccl_a2a_sms
+
+
+def nccl_a2a_sms(hw: HardwareProfile, n: int, local: int) -> int:
+    """SMs NCCL's all-to-all of `n` ranks, `local` of them in each NVLink domain, holds: one CTA per channel rank 0's
+    rounds take (module docstring; nccl_p2p_schedule.channels_taken), each peer's send on the per-peer count of
+    nccl_p2p.p2p_channel_rule; 0 where the NVLink tier's architecture has no p2p line rate (not priced by channel)."""
+    key = (hw.name, n, local)
+    if key not in _NCCL_SMS:
+        system = build_system(hw, hw.interconnect[0].domain_devices * (1 if n <= local else 2))
+        net_tier = system.tiers[1] if n > local and len(system.tiers) > 1 else None
+        rule = p2p_channel_rule(n, system.tiers[0], net_tier)
+        total = tuning()["p2p"]["p2p_channels"] if net_tier is None else p2p_net_nchannels()
+        counts = (n,) if net_tier is None else (local, n)
+        _NCCL_SMS[key] = 0 if rule is None else channels_taken(
+            n, counts, rule[3], total, tuning()["p2p_net"]["max_p2p_per_batch"], tuning()["p2p_schedule"]["group_size"])
+    return _NCCL_SMS[key]
+
+
+def a2a_kernel_sms(hw: HardwareProfile, tr: TrainingSpec, ep: int = 1, etp: int = 1) -> int:
+    """SMs the scenario's expert all-to-all kernels hold while they run, by training.comm_sm_share (module
+    docstring): DeepEP's normal kernels always; HybridEP's under "hybridep" and "nccl" (either: training.a2a_kernel_sms
+    where the run sets it); NCCL's under "nccl" (an expert group of `ep` ranks at stride `etp`: Megatron's expert mesh
+    puts etp innermost, then ep); else 0."""
+    backend, mode, own = tr.dispatch_backend, tr.comm_sm_share, tr.a2a_kernel_sms
+    if backend in SHARING_BACKENDS:
+        return normal_kernel_sms() if own is None else own
+    if backend == "hybridep" and mode in ("hybridep", "nccl"):
+        return hybridep_kernel_sms() if own is None else own
+    if backend in NCCL_A2A_BACKENDS and mode == "nccl" and ep > 1:
+        return nccl_a2a_sms(hw, ep, max(1, min(ep, hw.interconnect[0].domain_devices // etp)))
+    return 0
+
+
+def overlapped_compute_share(hw: HardwareProfile, tr: TrainingSpec, ep=1, etp=1):
+    """The compute share of an operator running beside the scenario's expert all-to-all: its kernels' SMs
+    (a2a_kernel_sms) out of the profile's `chip.sm_count`; 1.0 (full chip) where they hold none or the profile has no
+    SM count. `ep`, `etp`: scalars, or arrays over candidate rows (then an array of shares)."""
+    if hw.chip.sm_count is None:
         return 1.0
-    return compute_share(hw.chip.sm_count, normal_kernel_sms())
+    if tr.a2a_kernel_sms is not None and tr.a2a_kernel_sms >= hw.chip.sm_count:
+        raise SpecError(f"{tr.a2a_kernel_sms} SMs for the all-to-all's kernels leave none of {hw.name}'s "
+                        f"{hw.chip.sm_count} to compute", field="training.a2a_kernel_sms", value=tr.a2a_kernel_sms,
+                        allowed=f"1 .. {hw.chip.sm_count - 1}")
+    if tr.dispatch_backend not in NCCL_A2A_BACKENDS or tr.comm_sm_share != "nccl":  # no count reads the layout
+        sms = a2a_kernel_sms(hw, tr)
+        return 1.0 if sms == 0 else compute_share(hw.chip.sm_count, sms)
+    if np.ndim(ep) == 0 and np.ndim(etp) == 0:
+        sms = a2a_kernel_sms(hw, tr, int(ep), int(etp))
+        return 1.0 if sms == 0 else compute_share(hw.chip.sm_count, sms)
+    eps, etps = np.broadcast_arrays(np.asarray(ep), np.asarray(etp))
+    pairs = {(int(e), int(t)) for e, t in zip(eps.ravel(), etps.ravel())}
+    shares = {pair: overlapped_compute_share(hw, tr, *pair) for pair in pairs}
+    return np.array([shares[int(e), int(t)] for e, t in zip(eps.ravel(), etps.ravel())], dtype=float).reshape(eps.shape)
 
 
 def shared_extra_s(time_s, launch_s, share):

@@ -158,6 +158,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "micro_batches": count(1, MAX_MICRO_BATCHES),
         "zero_stage": count(0, 3),
         "capacity_factor": _CF,
+        "a2a_kernel_sms": count(1, 4096, "SMs per device"),  # as ChipSpec.sm_count; below the chip's: sm_share.py
         "memory_headroom_fraction": Range(0, 0.99),
         "attention_output_storage_bits": count(0, 32, "bits"),  # 0: activation_storage_dtype; E5M6 = 12
     },

@@ -20,7 +20,8 @@ from moesim.specs.scenario import Scenario, SearchSpace
 from moesim.specs.system_facts import ALLOWED, SYSTEM_FACT_KEYS, with_system_facts
 from moesim.specs.training import CUDA_GRAPH_SCOPES, PIPELINE_SCHEDULES, RECOMPUTE_MODULES, TrainingSpec
 
-_FIELD_TYPES = {"int": int, "float": float, "float | None": float, "bool": bool, "str": str, "tuple[str, ...]": list}
+_FIELD_TYPES = {"int": int, "int | None": int, "float": float, "float | None": float, "bool": bool, "str": str,
+                "tuple[str, ...]": list}
 
 
 # The [training] lists of names and the names each holds: a value that is not a list names them

@@ -67,6 +67,10 @@ FRAMEWORKS = ("megatron-te", "none")
 # (Megatron-Core moe_flex_dispatcher_backend = "hybridep"): DeepEP's normal-kernel path at its published rates
 # (moesim/collectives/hybridep.toml), BF16 dispatch only.
 DISPATCH_BACKENDS = ("nccl", "pairwise", "hierarchical", "deepep", "deepep_ll", "hybridep")
+# Which expert all-to-all kernels hold SMs while compute runs beside them in an overlapped pair (DualPipe,
+# moe_a2a_overlap; moesim/ops/sm_share.py): "deepep" DeepEP's normal kernels only (as shipped); "hybridep" HybridEP's
+# kernels too (hybridep.toml [sms]); "nccl" NCCL's all-to-all too (one CTA per p2p channel, nccl_tuning.toml [p2p]).
+COMM_SM_SHARES = ("deepep", "hybridep", "nccl")
 ZERO_STAGES = (0, 1, 2, 3)
 # Where an exponential moving average of the parameters lives: none kept, in device memory (charged with the
 # optimizer states, sharded as they are), or in host memory (DeepSeek-V3 §3.2.3: "EMA in CPU", updated
@@ -162,6 +166,11 @@ class TrainingSpec:
     grad_average_in_collective: bool = False
     dispatch_impl: str = "index"
     dispatch_backend: str = "nccl"
+    comm_sm_share: str = "deepep"  # COMM_SM_SHARES; "deepep" is the shipped default (docs/collectives-history.md
+    # "Session 22 (smshare2)": the NCCL figure rests on a channel count NCCL's topology search sets, not modelled)
+    # The SMs the run gives DeepEP's normal / HybridEP's kernels (Megatron-Core moe_flex_dispatcher_num_sms, earlier
+    # moe_deepep_num_sms / moe_hybridep_num_sms); None: the data files' figure (deepep.toml, hybridep.toml [sms]).
+    a2a_kernel_sms: int | None = None
     capacity_factor: float | None = None  # None: the model's train capacity factor
     # Share of HBM left unused for allocator fragmentation: an assumption, no measured figure stored (usable =
     # hbm × (1 − this); the profile's memory_reserved_gib is charged inside the total on top of it).
@@ -194,7 +203,7 @@ class TrainingSpec:
             recipe_values(self.precision_recipe)
         checks = (("optimizer", OPTIMIZERS), ("recompute", RECOMPUTE_MODES),
                   ("pipeline_schedule", PIPELINE_SCHEDULES), ("dispatch_impl", DISPATCH_IMPLS),
-                  ("dispatch_backend", DISPATCH_BACKENDS),
+                  ("dispatch_backend", DISPATCH_BACKENDS), ("comm_sm_share", COMM_SM_SHARES),
                   ("zero_stage", ZERO_STAGES), ("ema_location", EMA_LOCATIONS),
                   ("attention_kernel", ATTENTION_KERNELS), ("framework", FRAMEWORKS),
                   ("fp8_transpose", FP8_TRANSPOSES), ("fp8_weight_transpose", FP8_WEIGHT_TRANSPOSES))

@@ -73,7 +73,7 @@ def test_the_rates_file_is_strict(tmp_path, monkeypatch):
     import moesim.collectives.dispatch as dispatch
 
     bad = tmp_path / "hybridep.toml"
-    bad.write_text('schema_version = 1\nsource = "x"\n[[rate]]\nhardware = "b200"\nranks = 8\n'
+    bad.write_text('schema_version = 1\nsource = "x"\n[sms]\nkernels = 16\n[[rate]]\nhardware = "b200"\nranks = 8\n'
                    'dispatch_gb_per_s = -1.0\ncombine_gb_per_s = 5.0\n', encoding="utf-8")
     monkeypatch.setattr(dispatch, "_HYBRIDEP", bad)
     _hybridep_rates.cache_clear()
@@ -83,3 +83,21 @@ def test_the_rates_file_is_strict(tmp_path, monkeypatch):
         assert err.value.field == "rate[0]"
     finally:
         _hybridep_rates.cache_clear()
+
+
+@pytest.mark.parametrize("sms", ["kernels = 0", "kernels = 16.0", "kernels = 16\nother = 1", "kernels = 8\n[sms.x]",
+                                 ""])
+def test_the_sm_count_is_strict(tmp_path, monkeypatch, sms):
+    """hybridep.toml [sms] (session 22 smshare2): exactly kernels, a positive integer; a bad one names [sms]."""
+    import moesim.collectives.dispatch as dispatch
+
+    bad = tmp_path / "hybridep.toml"
+    bad.write_text(f'schema_version = 1\nsource = "x"\n' + (f"[sms]\n{sms}\n" if sms else ""), encoding="utf-8")
+    monkeypatch.setattr(dispatch, "_HYBRIDEP", bad)
+    dispatch.hybridep_kernel_sms.cache_clear()
+    try:
+        with pytest.raises(SpecError, match="kernels") as err:
+            dispatch.hybridep_kernel_sms()
+        assert err.value.field == "sms"
+    finally:
+        dispatch.hybridep_kernel_sms.cache_clear()

@@ -67,3 +67,30 @@ def test_a_search_over_stride_0_columns_ranks_as_one_over_filled_columns(monkeyp
     for name in COLUMNS:
         assert getattr(views.candidates, name).tobytes() == getattr(filled.candidates, name).tobytes(), name
     assert views.to_dict(top=3) == filled.to_dict(top=3)
+
+
+@pytest.mark.parametrize("scenario", [build(), load_scenario(MOE_64E_SCENARIO)], ids=["odd-moe", "moe-64e"])
+def test_the_folds_read_stride_0_columns_as_filled_ones(scenario):
+    """order_free_rows / schedule_free_rows (estimate.folds) skip the pass over a one-valued column (its + k, its
+    any(), the key's check on it) and fold every slice of the search's batches as they fold the filled columns."""
+    from moesim.estimate.folds import order_free_rows, schedule_free_rows
+
+    found = enumerate_layouts(scenario)
+    views, filled = found.candidates, _filled(found).candidates
+    n = len(views)
+    for index in (slice(0, n), slice(n // 3, n), slice(1, max(2, n // 2))):
+        for fold in (order_free_rows, schedule_free_rows):
+            a, b = fold(views.take(index)), fold(filled.take(index))
+            assert a[0].tobytes() == b[0].tobytes(), fold.__name__
+            assert (a[1] is None) == (b[1] is None) and (a[1] is None or a[1].tobytes() == b[1].tobytes())
+
+
+def test_a_key_is_still_checked_on_every_column_that_varies():
+    from moesim.estimate.pricing import one_valued, rows_of_key
+
+    key = np.array([0, 0, 1, 1], dtype=np.int64)
+    same = np.broadcast_to(np.array([7], dtype=np.int64), (4,))
+    assert one_valued(same) and not one_valued(np.array([7, 7, 7, 7])) and not one_valued(same[:0])
+    first, inverse = rows_of_key(key, [np.array([3, 3, 4, 4]), same])
+    assert first.tolist() == [0, 2] and inverse.tolist() == [0, 0, 1, 1]
+    assert rows_of_key(key, [np.array([3, 5, 4, 4]), same]) == (None, None)  # stale on a varying column: refused

@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from moesim.collectives import nccl, nccl_p2p_ops, nccl_p2p_schedule
+from moesim.collectives import nccl, nccl_p2p_ops
 from moesim.collectives.formulas import Terms
 from moesim.collectives.nccl_p2p import p2p_channels_at
 
@@ -133,6 +133,8 @@ def _network_batches_s(n: int, counts: tuple, parts: int, p2p_channels: int, per
                        alpha_by_tier: tuple) -> float:
     """The busiest channel's message latencies (nccl_p2p_schedule.latency_s; NVLink peers at 0), memoised: a
     communicator's batches change only with the parts of one peer's send."""
+    from moesim.collectives import nccl_p2p_schedule  # imported where used (session 22)
+
     batches = nccl_p2p_schedule.channel_batches(n, counts, parts, p2p_channels, per_batch, group_size)
     return nccl_p2p_schedule.latency_s(batches, alpha_by_tier)
 
@@ -159,6 +161,8 @@ def channels_all_to_all_terms(shipped: Terms, size_bytes: float, n: int, counts,
     nvlink_s, net_s, transfer = _simple_network_peers(shipped, n, counts, alpha_inner, alpha_simple, simple_scale,
                                                       parts, p2p_channels, per_batch, group_size)
     net_s += launches_s((n - counts[0]) * parts, post_s)  # (network ops - 1) posts after the first
+    from moesim.collectives import nccl_p2p_schedule
+
     busiest = nccl_p2p_schedule.busiest_network_parts(n, tuple(counts), parts, p2p_channels, per_batch, group_size)
     channel_bytes_per_s = nccl.tuning()["p2p_net"]["per_channel_net_gb_per_s"] * 1e9
     transfer[1] = max(transfer[1], busiest * size_bytes / n / parts / channel_bytes_per_s)

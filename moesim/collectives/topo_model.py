@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from moesim.collectives import formulas, hierarchy, nccl, nccl_facts, nccl_multinode, nccl_plan, torus_costs
-from moesim.collectives import nccl_broadcast, nccl_p2p, nccl_p2p_net, nccl_p2p_peer, nccl_pick
+from moesim.collectives import nccl_broadcast, nccl_p2p, nccl_p2p_net, nccl_p2p_peer
 from moesim.collectives.algorithm_menu import HALVING_NAME as _HALVING_NAME, P2P_OPS as _P2P_OPS
 from moesim.collectives.algorithm_menu import PASSES as _PASSES, algorithm_names as _algorithm_names
 from moesim.collectives.algorithm_menu import algorithm_terms as _algorithm_terms
@@ -29,7 +29,9 @@ from moesim.collectives.algorithm_menu import peer_bytes as _peer_bytes
 from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
 from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.collectives.formulas import Terms
-from moesim.collectives import nccl_channel_caps, nccl_env_lists, nccl_no_pick, nccl_tuning, nccl_version_pick
+from moesim.collectives import nccl_channel_caps, nccl_env_lists, nccl_tuning, nccl_version_pick
+# nccl_pick and nccl_no_pick are imported where a branch needs them: a search that never takes the branch does not
+# compile them (session 22, coldsearch22)
 from moesim.collectives.nccl_tuner_rules import TunerRules, rules_at_release
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
 from moesim.collectives.tier_layout import Layout as _Layout
@@ -161,6 +163,8 @@ class TopologyModel:
             if best is not None:
                 best_s = best[3] + best[2].time_s
         if best is None and self.hardware.pick_interconnect:  # NCCL's pick on the prior's figures (nccl_pick.py)
+            from moesim.collectives import nccl_pick
+
             best, best_s = nccl_pick.ranked_row(self, op, size_bytes, group, rows)
         for row in rows if best is None else ():
             latency_s, transfer, overlapped = row[2]  # Candidate.time_s = base + Terms.time_s, inline
@@ -169,6 +173,8 @@ class TopologyModel:
             if best is None or rank_s < best_rank:
                 best, best_s, best_rank = row, time_s, rank_s
         if best is None:  # NCCL_ALGO / NCCL_PROTO leave nothing: ring where the release falls back, else the error
+            from moesim.collectives import nccl_no_pick
+
             return nccl_no_pick.no_algorithm(self, op, size_bytes, group)
         name, proto, terms = best[:3]
         label = f"{name}/{proto}" if proto else name
@@ -191,8 +197,12 @@ class TopologyModel:
             check_op(op, size_bytes)  # the one clear error (or a valid subclass / bool: on as before)
         found = self._placements.get((group.size, group.stride, group.concurrent, group.devices))  # _placed, inline
         system, pl, layouts = found if found is not None else self._placed(group)
-        if size_bytes == 0 and system.nccl and nccl_no_pick.discarded(op, size_bytes, self.nccl_version):
-            return nccl_no_pick.empty_rows()  # NCCL v2.29.2-1 src/enqueue.cc taskAppend: an empty collective is dropped
+        if size_bytes == 0 and system.nccl:
+            from moesim.collectives import nccl_no_pick
+
+            if nccl_no_pick.discarded(op, size_bytes, self.nccl_version):
+                # NCCL v2.29.2-1 src/enqueue.cc taskAppend: an empty collective is dropped
+                return nccl_no_pick.empty_rows()
         if pl.torus is not None and pl.top == 0:
             if pl.torus.chips == 1 or (op == "send_recv" and sum(pl.torus.pair_hops) == 0):
                 return [self._on_chip(op, size_bytes, group.size)], ON_CHIP

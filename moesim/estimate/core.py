@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim import memory as mem
-from moesim.estimate import a2a_order
 from moesim.estimate import schedules as sch
 from moesim.estimate.context_parallel import exposed_ring_time_s, tokens_divisor
 from moesim.collectives.base import CollectiveModel
@@ -234,6 +233,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         for call, calls_stage in zip(class_calls, layer_calls[c]):
             t_call = add(call.name, call.axis, call.op, call.size_bytes, calls_stage, gated=True)
             if tr.moe_a2a_overlap:
+                from moesim.estimate import a2a_order  # imported where used (session 22)
+
                 a2a_order.add_call(a2a_call, c, call.name, t_call, calls_stage, counts[:, :, c])
             if call.name == "cp_ring_send_recv":  # ring steps hide under the attention they feed
                 t_call = exposed_ring_time_s(t_call, core_mb[:, :, c])
@@ -398,6 +399,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # Megatron's per-layer order hides (a2a_order; compute at the pair's rate, as DualPipe's pairs).
     a2a_pair = None
     if tr.moe_a2a_overlap:
+        from moesim.estimate import a2a_order
+
         saved = a2a_order.saving_s(terms, a2a_call, counts, vp, of, sm_shared, wl.layer_class_index)
         a2a_pair = t_mb - compute_1 + (pick(compute_pair_mb) if sm_shared else compute_1) - pick(saved)
     chunk_bubble = None if chunk_weights is None else _layout_bubble(

@@ -10,7 +10,17 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.estimate.candidates import Candidates
-from moesim.estimate.pricing import distinct_rows, rows_of_key
+from moesim.estimate.pricing import distinct_rows, one_valued, rows_of_key
+
+
+def _plus(column: np.ndarray, k: int) -> np.ndarray:
+    """column + k; a one-valued (stride-0) column stays one, without a pass over its rows (session 22)."""
+    return np.broadcast_to(column[:1] + k, column.shape) if one_valued(column) else column + k
+
+
+def _any(column: np.ndarray) -> bool:
+    """column.any(), read off the first row of a one-valued (stride-0) column."""
+    return bool(column[0]) if one_valued(column) else bool(column.any())
 
 
 def order_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
@@ -18,9 +28,9 @@ def order_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
     (all indices, None) when every candidate is distinct already."""
     columns = [np.asarray(getattr(cands, name), dtype=np.int64) for name in
                ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute")]
-    columns += [np.asarray(c, dtype=np.int64) for c in (cands.first_stage_layers, cands.last_stage_layers) if c.any()]
-    columns += [np.asarray(c, dtype=np.int64) for c in (cands.vp - 1, cands.cp - 1, cands.cp_comm, cands.schedule + 1)
-                if c.any()]
+    columns += [np.asarray(c, dtype=np.int64) for c in (cands.first_stage_layers, cands.last_stage_layers) if _any(c)]
+    columns += [np.asarray(c, dtype=np.int64) for c in (_plus(cands.vp, -1), _plus(cands.cp, -1), cands.cp_comm,
+                                                        _plus(cands.schedule, 1)) if _any(c)]
     columns.append(np.asarray(cands.capacity_factor, dtype=float))
     first, inverse = rows_of_key(cands.order_free_key, columns)
     if first is None:
@@ -33,12 +43,13 @@ def order_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
 def schedule_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
     """(one index per distinct candidate ignoring schedule and vp, each candidate's row among them), as
     order_free_rows: no collective's size depends on the schedule (its counts do: see evaluate)."""
-    if len(cands) and all(np.all(c == c[0]) for c in (np.asarray(cands.schedule), np.asarray(cands.vp))):
+    if len(cands) and all(one_valued(c) or np.all(c == c[0])
+                          for c in (np.asarray(cands.schedule), np.asarray(cands.vp))):
         return np.arange(len(cands)), None  # one schedule and vp: nothing to fold (duplicates price alike)
     columns = [np.asarray(getattr(cands, name), dtype=np.int64) for name in
                ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute", "order")]
     columns += [np.asarray(c, dtype=np.int64) for c in (cands.first_stage_layers, cands.last_stage_layers,
-                                                        cands.cp - 1, cands.cp_comm) if c.any()]
+                                                        _plus(cands.cp, -1), cands.cp_comm) if _any(c)]
     columns.append(np.asarray(cands.capacity_factor, dtype=float))
     first, inverse = distinct_rows(columns)
     if len(first) == len(cands):

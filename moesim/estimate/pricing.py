@@ -45,6 +45,12 @@ def distinct_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return starts[first], inverse[run]
 
 
+def one_valued(column: np.ndarray) -> bool:
+    """Whether `column` is a stride-0 view of one value (the enumeration's one-valued columns, session 22): every row
+    holds column[0], known without a pass over its rows."""
+    return column.ndim == 1 and len(column) > 0 and column.strides == (0,)
+
+
 def rows_of_key(key: np.ndarray | None, columns: list[np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
     """distinct_rows(columns) read off the enumeration's order-free key (a dense relabelling, no hashing),
     once every column is checked to be equal on equal keys; (None, None) without a key or when it is stale."""
@@ -60,7 +66,8 @@ def rows_of_key(key: np.ndarray | None, columns: list[np.ndarray]) -> tuple[np.n
         inverse = (np.cumsum(present) - 1)[key - low]
         first = np.full(int(present.sum()), len(key))
         np.minimum.at(first, inverse, np.arange(len(key)))
-    if not all(np.array_equal(column[first][inverse], column, equal_nan=column.dtype.kind == "f")
+    if not all(one_valued(column) or  # one value at every row: equal on equal keys
+               np.array_equal(column[first][inverse], column, equal_nan=column.dtype.kind == "f")
                for column in columns):
         return None, None
     return first, inverse

@@ -43,7 +43,6 @@ from moesim.estimate.precision_terms import (
 )
 from moesim.ops.layer import LayerOps, backward_ops, logits_ops
 from moesim.ops.mcore_moe import moe_impl
-from moesim.ops.graphs import FULL_ITERATION, graphed
 from moesim.ops.price import op_time_s, ops_time_by_part, ops_time_by_part_shared
 from moesim.ops.sm_share import overlapped_compute_share, shared_time_s
 from moesim.ops.vocab import embedding_ops
@@ -174,6 +173,8 @@ class TermBuilder:
         fwd = self.ops.experts(slots)
         ops = backward_ops(fwd) if backward else fwd
         if self.tr.cuda_graph_scope:  # moesim.ops.graphs
+            from moesim.ops.graphs import graphed  # imported where used (session 22)
+
             ops = graphed(ops, self.tr.cuda_graph_scope, True, self.tr.moe_a2a_overlap)
         if share == 1.0:
             return sum(np.asarray(op_time_s(op, self.hw), dtype=float) for op in ops)
@@ -199,8 +200,11 @@ class TermBuilder:
         b, tp = self._rows[0], self._rows[1]
         fwd, bwd = build_ops(self.model, self.tr, b, tp, tokens, self.hw.device_kind)
         ops = bwd if backward_only else fwd + bwd
-        if FULL_ITERATION in self.tr.cuda_graph_scope:  # the head and embedding replay in the step's graph
-            ops = graphed(ops, self.tr.cuda_graph_scope, False)
+        if self.tr.cuda_graph_scope:
+            from moesim.ops.graphs import FULL_ITERATION, graphed
+
+            if FULL_ITERATION in self.tr.cuda_graph_scope:  # the head and embedding replay in the step's graph
+                ops = graphed(ops, self.tr.cuda_graph_scope, False)
         n = len(np.asarray(b).reshape(-1))
         t = sum((np.broadcast_to(np.asarray(op_time_s(op, self.hw), dtype=float), (n,)) for op in ops), np.zeros(n))
         if self._inverse is not None:
@@ -284,6 +288,8 @@ class TermBuilder:
         extra_fwd, extra_bwd = self._precision_ops(cls, b, tp, ep, etp, terms.slots)
         fwd_ops, bwd_ops = fwd_ops + extra_fwd, bwd_ops + extra_bwd
         if self.tr.cuda_graph_scope:  # captured parts launch one graph a pass, not each kernel (moesim.ops.graphs)
+            from moesim.ops.graphs import graphed
+
             fwd_ops, bwd_ops = (graphed(o, self.tr.cuda_graph_scope, cls.is_moe, self.tr.moe_a2a_overlap)
                                 for o in (fwd_ops, bwd_ops))
         terms.ops_fwd, terms.ops_bwd = fwd_ops, bwd_ops

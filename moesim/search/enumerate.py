@@ -262,10 +262,11 @@ def enumerate_layouts(scenario: Scenario) -> Enumeration:
     at, pipe, c, m = at[ok], pipe[ok], c[ok], m[ok]
     # Each (combination, order, micro-batch, pipeline choice) row repeated once per option: a column is gathered
     # on these rows, then repeated (the same values as gathering on the repeated rows, fewer long arrays).
-    options_of = {name: np.tile(values, len(c)) for name, values in options.items()}  # options[name][opt]
+    options_of = {name: _constant(values, n_opt * len(c)) if _one_value(values) else np.tile(values, len(c))
+                  for name, values in options.items()}  # options[name][opt]
 
     def per_option(values: np.ndarray) -> np.ndarray:
-        return np.repeat(values, n_opt)
+        return _constant(values, len(values) * n_opt) if _one_value(values) else np.repeat(values, n_opt)
 
     # Equal for the candidates that differ only in the order: (combination, micro-batch, pipeline choice, options).
     order_free = per_option(((c * table.shape[1] + offset[at]) * n_pipes + pipe) * n_opt) \
@@ -277,8 +278,24 @@ def enumerate_layouts(scenario: Scenario) -> Enumeration:
         order=per_option(order_index[row[at]]), orders=orders, cp=per_option(g["cp"][c]),
         vp=per_option(pipes["vp"][pipe]), cp_comm=per_option(pipes["cp_comm"][pipe]),
         schedule=per_option(pipes["schedule"][pipe]), order_free_key=order_free,
-        # the automatic split everywhere: Candidates' default, as zeroed pages rather than filled ones
-        first_stage_layers=np.zeros(len(order_free), dtype=np.int64),
-        last_stage_layers=np.zeros(len(order_free), dtype=np.int64),
+        # the automatic split everywhere: Candidates' default, one zero seen at every row (no pages at all)
+        first_stage_layers=_constant(np.zeros(1, dtype=np.int64), len(order_free)),
+        last_stage_layers=_constant(np.zeros(1, dtype=np.int64), len(order_free)),
     )
     return Enumeration(candidates=cands, considered=considered, rejected=rejected)
+
+
+def _one_value(values: np.ndarray) -> bool:
+    """Whether every entry of `values` holds the same bits (NaN included: a dropless capacity factor)."""
+    if not len(values):
+        return False
+    bits = np.ascontiguousarray(values)
+    bits = bits.view(np.uint64) if bits.dtype.itemsize == 8 else bits
+    return bool(np.all(bits == bits[0]))
+
+
+def _constant(values: np.ndarray, n: int) -> np.ndarray:
+    """A column of `n` rows that all hold values[0], as a read-only view of that one entry (stride 0): the
+    values, dtype and length of np.repeat / np.tile, without the n x 8 bytes of fresh memory (a cold search's
+    pages; session 22). Every reader gathers or slices it as it would the filled column."""
+    return np.broadcast_to(values[:1], (n,))

@@ -21,12 +21,19 @@ UNUSED = ("scipy.interpolate", "scipy.optimize", "scipy.stats", "networkx", "sim
           "scipy.spatial", "scipy.sparse", "scipy.linalg", "scipy._lib._util")  # the last four: session 19
 
 
-def loaded_after_search(scenario: str, *flags: str) -> list[str]:
-    """Which of UNUSED a fresh interpreter holds after `moesim search SCENARIO FLAGS` (its stdout discarded)."""
+# Session 22 (coldsearch22): moesim modules a search of these scenarios never calls, imported where their branch
+# runs (NCCL_ALGO / NCCL_PROTO leaving no algorithm, an empty collective, the pick on a profile's pick_interconnect,
+# Megatron's EP all-to-all overlap, CUDA graphs), so a cold search does not compile them.
+LAZY = ("moesim.collectives.nccl_pick", "moesim.collectives.nccl_no_pick", "moesim.estimate.a2a_order",
+        "moesim.ops.graphs")
+
+
+def loaded_after_search(scenario: str, *flags: str, modules: tuple[str, ...] = UNUSED) -> list[str]:
+    """Which of `modules` a fresh interpreter holds after `moesim search SCENARIO FLAGS` (its stdout discarded)."""
     probe = ("import contextlib, io, json, sys\nfrom moesim.cli import main\n"
              "with contextlib.redirect_stdout(io.StringIO()):\n"
              f"    assert main(['search', {scenario!r}, '-q', *{list(flags)!r}]) == 0\n"
-             f"print(json.dumps([m for m in {list(UNUSED)!r} if m in sys.modules]))")
+             f"print(json.dumps([m for m in {list(modules)!r} if m in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -37,6 +44,26 @@ def loaded_after_search(scenario: str, *flags: str) -> list[str]:
 ])
 def test_a_search_imports_no_module_it_does_not_use(scenario, flags):
     assert loaded_after_search(scenario, *flags) == []
+
+
+@pytest.mark.parametrize("scenario, flags", [
+    ("mixtral-8x7b-h100", ()), ("switch-base-128-tpu-v3", ("--devices", "8")),
+])
+def test_a_search_leaves_the_branch_only_modules_unloaded(scenario, flags):
+    assert loaded_after_search(scenario, *flags, modules=LAZY) == []
+
+
+def test_the_branch_only_modules_load_where_their_branch_runs():
+    """A lazily imported module is still reached where its branch runs: CUDA graphs price through moesim.ops.graphs
+    (Megatron's EP overlap through a2a_order: tests/des/test_a2a_overlap_order.py prices it in both engines)."""
+    probe = ("import sys, dataclasses\nfrom moesim.specs.load import load_scenario\n"
+             "from moesim.estimate import estimate\n"
+             "s = load_scenario('mixtral-8x7b-h100')\n"
+             "s = dataclasses.replace(s, training=dataclasses.replace(s.training, cuda_graph_scope=('attn',)))\n"
+             "estimate(s)\n"
+             "print(sorted(m for m in sys.modules if m in ('moesim.ops.graphs', 'moesim.estimate.a2a_order')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "['moesim.ops.graphs']"
 
 
 def test_the_cli_module_imports_none_of_them_at_load():

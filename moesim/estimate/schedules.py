@@ -129,7 +129,8 @@ def interleaved_pairs(m, pp, vp) -> np.ndarray:
     is a path of (p − 1)(f + b) + W(f + b) + (m·v − W)·x chunk times (W that device's warm-up, x a pair, f + b
     unpaired); a device d < p − 1 runs 2(p − 1 − d) more warm-up forwards and as many fewer pairs, so the same path
     through it (d chunks of fill and of drain) is shorter by (p − 1 − d)(2x − f − b) > 0 (a pair takes more than half
-    its two chunks): the last device's count bounds the step. Session 21 counted the first device's pairs, 2(p − 1)/v fewer."""
+    its two chunks): the last device's count bounds the step. Session 21 counted the first device's pairs, 2(p − 1)/v
+    fewer."""
     m, p, v = (np.asarray(a, dtype=float) for a in (m, pp, vp))
     total = m * v
     return (total - np.minimum(total, interleaved_warmup(p, v, p - 1) + 1)) / v

@@ -146,8 +146,8 @@ def test_the_pair_costs_agree_and_the_sends_are_what_is_left():
     def free_sends(*args, **kwargs):
         costs = build(*args, **kwargs)
         free = lambda s: None if s is None else dataclasses.replace(s, time_s=0.0, latency_s=0.0)  # noqa: E731
-        costs.stages = [dataclasses.replace(st, send_forward=free(st.send_forward), send_backward=free(st.send_backward))
-                        for st in costs.stages]
+        costs.stages = [dataclasses.replace(st, send_forward=free(st.send_forward),
+                                            send_backward=free(st.send_backward)) for st in costs.stages]
         return costs
 
     for sp in (False, True):

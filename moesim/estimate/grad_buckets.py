@@ -101,3 +101,27 @@ def chunk_buckets(schedule: np.ndarray, vp, first: np.ndarray, most_buckets: np.
     later = sch.is_schedule(schedule, "interleaved")[:, None] & ~np.asarray(first, dtype=bool)
     v = np.broadcast_to(np.asarray(vp, dtype=float)[:, None], most_buckets.shape)
     return np.where(later, v, most_buckets), np.where(later, sync_s / v, last_bucket)
+
+
+def interleaved_chunks_exposed_s(sync_s: np.ndarray, n_buckets: np.ndarray, bwd_mb_s: np.ndarray, vp, pp,
+                                 m) -> np.ndarray:
+    """(N, S) seconds of an interleaved stage's gradient sync `sync_s` left after its last backward ends, its v chunks
+    synced as MCore does: chunk 0 in its `n_buckets` / v buckets as chunk 0's last backward (`bwd_mb_s` / v) makes
+    them ready (the model's first piece; on a later stage `chunk_buckets`' v, one bucket), each later chunk c as one
+    bucket once its own last backward ends (`bucketed`; training.py get_model, `disable_bucketing` for chunk_idx > 0),
+    all on one grad stream. In
+    Megatron's interleaved order (schedules.py get_model_chunk_id: backward k runs chunk v − 1 − ⌊k/p⌋ mod v) a
+    device's last p backwards are chunk 0's, the p before them chunk 1's, …: chunk c's sync is ready c·p chunk
+    backwards (min(p, m) below p micro-batches) before the end. Each chunk holds 1/v of the sync (the embedding's
+    gradients shared alike: an approximation). DERIVED; the rows' `n_buckets` / (1, S) shapes broadcast."""
+    v = np.asarray(vp, dtype=float)[:, None]
+    ahead = np.minimum(np.asarray(pp, dtype=float), np.asarray(m, dtype=float))[:, None]
+    chunk_sync, chunk_bwd = sync_s / v, bwd_mb_s / v
+    n0 = np.maximum(1.0, n_buckets / v)
+    # chunk 0's n0 buckets ready across its last backward, the last one never hidden (core.py's window rule)
+    own = np.maximum(chunk_sync / n0, chunk_sync - chunk_bwd * (1.0 - 1.0 / n0))
+    stream = np.full(np.broadcast(sync_s, v).shape, -np.inf)  # the grad stream's end, the later chunks synced
+    for c in range(int(np.max(v)) - 1, 0, -1):
+        stream = np.where(c < v, np.maximum(stream, -c * ahead * chunk_bwd) + chunk_sync, stream)
+    return np.maximum(own, stream + chunk_sync)
+

@@ -118,7 +118,8 @@ def test_the_simulators_pair_runs_megatrons_issue_order():
 @pytest.mark.parametrize("sp, rel", [(False, 0.2), (True, 0.1)])
 def test_both_engines_price_what_the_order_hides_alike(sp, rel):
     """The EP group across two nodes (tp 2): the overlap's saving in the simulator against the estimate's, both
-    engines' steps within 3 %. Session 22 (spoverlap), the estimate counting the last device's pairs
+    engines' steps within 1 % (+0.40 % SP off, −0.13 % SP on; 3.5 % before session 22's interleaved gradient sync
+    chunk by chunk, grad_buckets.interleaved_chunks_exposed_s). Session 22 (spoverlap), the estimate counting the last device's pairs
     (schedules.interleaved_pairs): 0.0483 s estimated against 0.0390 s simulated with SP off (−19 %), 0.0454 s with
     SP on (−6 %); before, the first device's count gave 0.0376 s. The simulator's shortfall is its pipeline sends on
     the ring from the last device to the first and back, which SP halves: with them free it saves 0.0487 / 0.0483 s."""
@@ -131,7 +132,7 @@ def test_both_engines_price_what_the_order_hides_alike(sp, rel):
     assert sim_saved > 0 and est_saved > 0
     assert sim_saved == pytest.approx(est_saved, rel=rel)
     assert sim_saved <= est_saved  # the sends only ever delay the simulator's FB slots
-    assert on.step_times_s[0] == pytest.approx(on.analytical_step_time_s, rel=0.03)
+    assert on.step_times_s[0] == pytest.approx(on.analytical_step_time_s, rel=0.01)
 
 
 def test_the_pair_costs_agree_and_the_sends_are_what_is_left():

@@ -117,12 +117,13 @@ def test_the_simulators_pair_runs_megatrons_issue_order():
 
 @pytest.mark.parametrize("sp, rel", [(False, 0.2), (True, 0.1)])
 def test_both_engines_price_what_the_order_hides_alike(sp, rel):
-    """The EP group across two nodes (tp 2): the overlap's saving in the simulator against the estimate's, both
-    engines' steps within 1 % (+0.40 % SP off, −0.13 % SP on; 3.5 % before session 22's interleaved gradient sync
-    chunk by chunk, grad_buckets.interleaved_chunks_exposed_s). Session 22 (spoverlap), the estimate counting the last device's pairs
-    (schedules.interleaved_pairs): 0.0483 s estimated against 0.0390 s simulated with SP off (−19 %), 0.0454 s with
-    SP on (−6 %); before, the first device's count gave 0.0376 s. The simulator's shortfall is its pipeline sends on
-    the ring from the last device to the first and back, which SP halves: with them free it saves 0.0487 / 0.0483 s."""
+    """The EP group across two nodes (tp 2): the overlap's saving in the simulator against the estimate's, both engines'
+    steps within 1 % (+0.40 % SP off, −0.13 % SP on; 3.5 % before session 22's interleaved gradient sync chunk by
+    chunk, grad_buckets.interleaved_chunks_exposed_s). Session 22 (spoverlap), the estimate counting the last
+    device's pairs (schedules.interleaved_pairs): 0.0483 s estimated against 0.0390 s simulated with SP off (−19 %),
+    0.0454 s with SP on (−6 %); before, the first device's count gave 0.0376 s. The simulator's shortfall is its
+    pipeline sends on the ring from the last device to the first and back, which SP halves: with them free it saves
+    0.0487 / 0.0483 s."""
     options = SimOptions(contention=False, expected_loads=True, trace=False)
     sc, layout = mixtral(sp=sp)
     off = dataclasses.replace(sc, training=dataclasses.replace(sc.training, moe_a2a_overlap=False))

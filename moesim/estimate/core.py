@@ -40,7 +40,7 @@ from moesim.estimate.device_state import optimizer_time_s, stage_memory, stage_p
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
 from moesim.estimate.folds import order_free_rows, schedule_free_rows
 from moesim.estimate.grad_buckets import (bucket_count, bucket_params, chunk_buckets, earlier_end_s,
-                                         first_stage_buckets)
+                                         first_stage_buckets, interleaved_chunks_exposed_s)
 from moesim.estimate.stages import Stages, dualpipe_pair_columns, per_stage, pipeline_stages
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
@@ -424,8 +424,14 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         window = (bwd_own + bwd_comm) * (1.0 - 1.0 / most_buckets)
         # A later stage, one bucket (grad_buckets.bucketed), ends its backward before stage 0 (earlier_end_s).
         early = earlier_end_s(sched, vp, stages.index, exists, bwd_own + bwd_comm, hop)
-        exposed_dp = np.max(np.where(exists, np.maximum(0.0, np.maximum(last_bucket, dp_time - window) - early)
-                                     + tp_grad, 0), axis=1)
+        left = np.maximum(last_bucket, dp_time - window)
+        # Interleaved, a stage's later chunks sync in the cool-down, chunk 0 after its own last backward (bucketed
+        # on the first stage, one bucket on the others: chunk_buckets' v buckets, 1 a chunk).
+        chunked = sch.is_schedule(sched, "interleaved")[:, None] & (np.asarray(vp)[:, None] > 1)
+        if chunked.any():
+            left = np.where(chunked, interleaved_chunks_exposed_s(dp_time, most_buckets, bwd_own + bwd_comm, vp,
+                                                                 pp, m), left)
+        exposed_dp = np.max(np.where(exists, np.maximum(0.0, left - early) + tp_grad, 0), axis=1)
     else:
         exposed_dp = dp_sync
 

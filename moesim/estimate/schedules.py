@@ -121,12 +121,19 @@ def interleaved_warmup(pp, vp, stage):
 
 
 def interleaved_pairs(m, pp, vp) -> np.ndarray:
-    """Micro-batches' worth of forward-backward pairs the first device runs under Megatron-Core's EP A2A overlap:
-    its m·v chunk passes less 2(p − 1) + (v − 1)·p + 1 warm-up forwards (Megatron-LM schedules.py
-    get_pp_rank_microbatches, one more than without the overlap), over v (moesim.des.orders._interleaved)."""
+    """Micro-batches' worth of forward-backward pairs on the step's longest path under Megatron-Core's EP A2A
+    overlap: the last device's m·v chunk passes less its (v − 1)·p + 1 warm-up forwards (Megatron-LM d98e8a64
+    schedules.py get_pp_rank_microbatches l.966-970, one more than without the overlap), over v
+    (moesim.des.orders._interleaved). DERIVED (session 22, spoverlap): micro-batch 0's forward through devices
+    0 … p − 2, then every slot of device p − 1, then the last micro-batch's chunk-0 backward through devices p − 2 … 0
+    is a path of (p − 1)(f + b) + W(f + b) + (m·v − W)·x chunk times (W that device's warm-up, x a pair, f + b
+    unpaired); a device d < p − 1 runs 2(p − 1 − d) more warm-up forwards and as many fewer pairs, so the same path
+    through it (d chunks of fill and of drain) is shorter by (p − 1 − d)(2x − f − b) > 0 (a pair takes more than half
+    its two chunks): the last device's count bounds the step. Session 21 counted the first device's pairs, 2(p − 1)/v
+    fewer."""
     m, p, v = (np.asarray(a, dtype=float) for a in (m, pp, vp))
     total = m * v
-    return (total - np.minimum(total, interleaved_warmup(p, v, 0) + 1)) / v
+    return (total - np.minimum(total, interleaved_warmup(p, v, p - 1) + 1)) / v
 
 
 def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=0.0) -> np.ndarray:

@@ -31,14 +31,23 @@ def test_the_overlap_pairs_every_steady_state_forward_with_a_backward(device):
     assert backwards == bwd(plain)
 
 
-def test_the_estimate_counts_the_first_devices_pairs():
-    assert interleaved_pairs(8, 4, 2) == pytest.approx((16 - 11) / 2)
+def test_the_estimate_counts_the_last_devices_pairs():
+    """The longest path runs through the last device's slots (schedules.interleaved_pairs; session 22, spoverlap):
+    its (v − 1)·p + 1 warm-up forwards, the rest FB slots; the first device's count (session 21) is 2(p − 1)/v
+    micro-batches fewer."""
+    assert interleaved_pairs(8, 4, 2) == pytest.approx((16 - 5) / 2)
+    assert interleaved_pairs(8, 4, 2) - (16 - 11) / 2 == pytest.approx(2 * (4 - 1) / 2)
     assert interleaved_pairs(2, 4, 2) == 0.0
+    assert interleaved_pairs(3, 4, 2) == pytest.approx((6 - 5) / 2)  # the first device would run none
+    assert interleaved_pairs(4, 1, 1) == pytest.approx(3.0)  # pp 1: m − 1, the first device is the last
+    for m, p, v in ((16, 4, 2), (8, 2, 4), (32, 8, 2)):
+        last = device_order("interleaved", m, p, v, p - 1, a2a_overlap=True)
+        assert interleaved_pairs(m, p, v) == pytest.approx(sum(s.kind == "FB" for s in last) / v)
     sched = np.array(["interleaved", "1f1b"])
     t, o = np.array([2.0, 2.0]), np.array([1.5, 1.5])
     on, _ = pipeline_time_s(sched, 8, 4, 2, t, t / 3, t / 3, t / 3, 0.0, None, 0.0, None, a2a_pair_s=o)
     off, _ = pipeline_time_s(sched, 8, 4, 2, t, t / 3, t / 3, t / 3, 0.0, o, 0.0, None)
-    assert on[0] == pytest.approx(off[0] - 2.5 * (2.0 - 1.5)) and on[1] == off[1]
+    assert on[0] == pytest.approx(off[0] - 5.5 * (2.0 - 1.5)) and on[1] == off[1]
 
 
 def test_the_overlap_outside_its_schedules_is_refused():

@@ -65,6 +65,9 @@ CASES = [
     # Megatron's issue order with delay_wgrad_compute's W off the chain; before it, DualPipe's max per pair and list
     # schedule: -1.30 / +1.25 %, after -1.63 / +0.63 %); NCCL and DeepEP (SM share); and the EP group across two nodes
     # (tp 2), whose all-to-all the order cannot all hide: -2.99 % (its plain interleaved twin -2.80 %: SCHEDULE_CASES).
+    # Session 22 (spoverlap): the estimate counts the last device's pairs (schedules.interleaved_pairs) and syncs an
+    # interleaved stage's gradients chunk by chunk (grad_buckets.interleaved_chunks_exposed_s): the two tp 1 cases
+    # -1.62 -> -0.82 -> -0.17 % (NCCL) and +0.63 -> -0.75 -> -0.15 % (DeepEP), their plain twin -1.03 -> -0.40 %.
     ("mixtral-8x7b pp4 vp2 a2a overlap", "mixtral-8x7b-h100",
      {"pipeline_schedule": "interleaved", "moe_a2a_overlap": True}, Layout(dp=16, ep=8, pp=4, vp=2)),
     # At pp 1 (session 21, overlapep1): Megatron-Core's combined_1f1b_schedule_for_no_pipelining, F0 alone, forward i
@@ -82,7 +85,8 @@ CASES = [
     # chunks (3, 4, 4, 4, 5, 4, 4, 4): −1.18 %, the estimate pricing the devices' sums (equal here: 2.3408 s, as the
     # even layout's, against which the simulator is −1.04 %; bridgekeys' Left: the chunk split is not in its bubble).
     # Session 21 (unevenbubble): the estimate's interleaved bubble from each chunk's own time
-    # (schedules.layout_pipe_s): 2.3212 s, −0.35 %.
+    # (schedules.layout_pipe_s): 2.3212 s, −0.35 %. Session 22 (spoverlap), the interleaved gradient sync chunk by
+    # chunk (grad_buckets.interleaved_chunks_exposed_s): +0.30 %.
     ("deepseek-v3 l4 b200 hybridep", "deepseek-v3-l4-b200-ep8", {"dispatch_backend": "hybridep"}, None),
     ("deepseek-v3 l4 b200 cuda graphs attn moe_router", "deepseek-v3-l4-b200-ep8",
      {"cuda_graph_scope": ("attn", "moe_router")}, None),
@@ -94,7 +98,8 @@ CASES = [
     # DeepSeek-V3's recipe layout (Megatron-Bridge df0289c1 deepseek_v3.py layout_map) at (4, 4) and (8, 2), 16
     # micro-batches: the first chunk holds the embedding and the 3 dense layers, the last 1 layer, the MTP module and
     # the loss. Before unevenbubble (bubble (p − 1)·t/v of the slowest device) −1.03 % / −0.89 %; after −1.00 % /
-    # −0.76 % (64 micro-batches: −0.27 -> −0.26 %, −0.27 -> −0.22 %).
+    # −0.76 % (64 micro-batches: −0.27 -> −0.26 %, −0.27 -> −0.22 %); session 22 (spoverlap), the interleaved gradient
+    # sync chunk by chunk: −0.20 % / −0.23 %.
     ("deepseek-v3 pp4 vp4 layout Et*4|(t*4|)*14tmL", "deepseek-v3-h800",
      {"pipeline_schedule": "interleaved", "micro_batches": 16, "global_batch_sequences": 16 * 512},
      Layout(dp=512, ep=64, pp=4, vp=4, first_stage_layers=16, last_stage_layers=13,
@@ -124,6 +129,11 @@ CASES = [
     # sinks, each layer's attention core priced on its own mask by both engines; stage 0 runs two windowed layers and
     # one causal, stage 1 the reverse: +0.36 % (every layer causal: 0.5000 s estimated, the pattern 0.4908 s).
     ("gpt-oss l6 alternating window pp2", GPT_OSS_L6, {}, None),
+    # The Mixtral tp2 pp4 vp2 overlap case above with sequence parallelism, as the scenario runs it since session 21
+    # (session 22, spoverlap).
+    ("mixtral-8x7b tp2 pp4 vp2 a2a overlap, ep over 2 nodes, sp", "mixtral-8x7b-h100",
+     {"pipeline_schedule": "interleaved", "moe_a2a_overlap": True, "global_batch_sequences": 128},
+     Layout(dp=8, tp=2, ep=8, pp=4, vp=2)),
 ]
 # The gradient sync (session 18, gradsync): the simulator runs it bucket by bucket (40e6 parameters each, MCore's
 # floor), the estimate priced one collective per axis over the stage's whole gradient and hid it under the slowest
@@ -142,11 +152,20 @@ GRAD_SYNC_CASES = {"glam 1024 h100 pp4 m8": TOLERANCE}
 # estimate charged the slowest device, the first (embedding and head), the V's start-up skew (p − 1)·F/2 that only
 # the last device waits (schedules.zbv_pipe_s: each stage its own). The first device runs without a gap.
 # Interleaved at tp 2 (session 21, a2aorder): the simulator runs the plain interleaved schedule 2.80 % under the
-# estimate at this layout (the overlap's twin, not an agreement case), the overlap on it -2.99 % (the overlap's own
-# saving 0.0390 s simulated against 0.0376 s estimated: tests/des/test_a2a_order.py). Sequence parallelism off, as
-# the scenario read when the case was written; with it on (the scenario since session 21) the case is -3.57 % and its
-# plain twin -2.88 %: the overlap's own share of the gap grows from 0.2 to 0.7 pt under SP (not yet examined).
-SCHEDULE_CASES: dict[str, float] = {"mixtral-8x7b tp2 pp4 vp2 a2a overlap, ep over 2 nodes": 0.035}
+# estimate at this layout (the overlap's twin, not an agreement case; -2.88 % with sequence parallelism), the overlap
+# on it -2.99 % (SP on: -3.57 %). Session 22 (spoverlap), term by term: both engines price a pair of chunks alike to
+# 1e-5 s with SP on and off (the simulator's FB slots against a2a_order's walk; SP's all-gathers and reduce-scatters
+# inside the compute nodes in both). The overlap's own share was the pair count: the estimate counted the first
+# device's (m·v − 11)/v = 10.5 pairs, the longest path runs the last device's (m·v − 5)/v = 13.5
+# (schedules.interleaved_pairs): -2.99 -> -2.17 % (SP off), -3.57 -> -2.75 % (SP on). With the pipeline sends free in
+# the simulator its saving is then the estimate's (0.0487 / 0.0483 s against 0.0483); priced, the sends on the ring
+# from the last device to the first and back delay FB slots that wait for both inputs (0.0390 / 0.0454 s saved; SP
+# halves the send; not priced). The plain twin's gap was 0.032 s of gradient sync: the estimate hid the first stage's
+# whole sync under one micro-batch's backward where MCore syncs each later chunk in the cool-down
+# (grad_buckets.interleaved_chunks_exposed_s): plain -2.79 / -2.88 -> -0.33 / -0.36 %, the cases +0.40 / -0.13 %,
+# held to 1 % (was 3.5 %).
+SCHEDULE_CASES: dict[str, float] = {"mixtral-8x7b tp2 pp4 vp2 a2a overlap, ep over 2 nodes": 0.01,
+                                    "mixtral-8x7b tp2 pp4 vp2 a2a overlap, ep over 2 nodes, sp": 0.01}
 ONE_DEVICE_PER_STAGE = {"llama3-70b b200 tp1 pp8 m16 1f1b"}  # tp = dp = 1: nothing to aggregate, all 8 simulated
 
 

@@ -45,33 +45,33 @@ SOURCE_SPOTS = {
 # routing probability inside the expert activation (no expert output kept), so the ladder stops earlier on rows
 # whose recipe was not read.
 RECORDED_ERROR_PCT = {
-    "26.08-gb300-dsv3-mxfp8-pp2vp8ep32": -4.9,  # 26.08 DGX-GB300 DeepSeekV3 MXFP8: 6288; none
-    "26.08-gb200-dsv3-mxfp8-pp4vp4ep64": -18.3,  # 26.08 DGX-GB200 DeepSeekV3 MXFP8: 4912; selective (mla_up_proj)
+    "26.08-gb300-dsv3-mxfp8-pp2vp8ep32": -5.1,  # 26.08 DGX-GB300 DeepSeekV3 MXFP8: 6288; none
+    "26.08-gb200-dsv3-mxfp8-pp4vp4ep64": -19.0,  # 26.08 DGX-GB200 DeepSeekV3 MXFP8: 4912; selective (mla_up_proj)
     "26.08-gb300-qwen3-30b-mxfp8-ep8": -13.2,  # 26.08 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; none
     "26.08-gb200-qwen3-30b-mxfp8-ep8": -21.5,  # 26.08 DGX-GB200 Qwen3_30B_a3B MXFP8: 39936; none
-    "26.08-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -15.4,  # 26.08 DGX-GB300 Qwen3_235B_a22B MXFP8: 8816; none
-    "26.08-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -21.4,  # 26.08 DGX-GB200 Qwen3_235B_a22B MXFP8: 7280; none
-    "26.06.01-gb300-dsv3-mxfp8-pp2vp8ep32": -4.6,  # 26.06.01 DGX-GB300 DeepSeekV3 MXFP8: 6304; full
-    "26.06.01-gb200-dsv3-mxfp8-pp4vp4ep64": -18.0,  # 26.06.01 DGX-GB200 DeepSeekV3 MXFP8: 4928; selective (mla_up_proj)
+    "26.08-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -15.6,  # 26.08 DGX-GB300 Qwen3_235B_a22B MXFP8: 8816; none
+    "26.08-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -22.0,  # 26.08 DGX-GB200 Qwen3_235B_a22B MXFP8: 7280; none
+    "26.06.01-gb300-dsv3-mxfp8-pp2vp8ep32": -4.8,  # 26.06.01 DGX-GB300 DeepSeekV3 MXFP8: 6304; full
+    "26.06.01-gb200-dsv3-mxfp8-pp4vp4ep64": -18.7,  # 26.06.01 DGX-GB200 DeepSeekV3 MXFP8: 4928; selective (mla_up_proj)
     "26.06.01-gb300-qwen3-30b-mxfp8-ep8": -13.2,  # 26.06.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; full
     "26.06.01-gb200-qwen3-30b-mxfp8-ep8": -19.5,  # 26.06.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 40960; full
-    "26.06.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -13.6,  # 26.06.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 9008; none
-    "26.06.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -20.5,  # 26.06.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 7360; none
-    "26.06-gb300-dsv3-mxfp8-pp2vp8ep32": -4.1,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6338; none
+    "26.06.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -13.8,  # 26.06.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 9008; none
+    "26.06.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -21.1,  # 26.06.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 7360; none
+    "26.06-gb300-dsv3-mxfp8-pp2vp8ep32": -4.3,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6338; none
     "26.06-gb300-dsv3-mxfp8-pp2vp8ep32-gbs15360": +33.2,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6422; full
-    "26.06-gb200-dsv3-mxfp8-pp4vp4ep64": -17.4,  # 26.06 DGX-GB200 DeepSeekV3 MXFP8: 4969; selective (mla_up_proj)
+    "26.06-gb200-dsv3-mxfp8-pp4vp4ep64": -18.0,  # 26.06 DGX-GB200 DeepSeekV3 MXFP8: 4969; selective (mla_up_proj)
     "26.06-b300-dsv3-mxfp8-pp8ep8": -16.8,  # 26.06 DGX-B300 DeepSeekV3 MXFP8: 3541; selective (mla_up_proj)
     "26.06-gb300-qwen3-30b-mxfp8-ep8": -11.8,  # 26.06 DGX-GB300 Qwen3_30B_a3B MXFP8: 45275; none
     "26.06-gb200-qwen3-30b-mxfp8-ep8": -20.0,  # 26.06 DGX-GB200 Qwen3_30B_a3B MXFP8: 40706; none
     "26.06-b300-qwen3-30b-mxfp8-ep8": -16.4,  # 26.06 DGX-B300 Qwen3_30B_a3B MXFP8: 40769; none
     "26.06-h100-qwen3-30b-fp8-ep16": -36.5,  # 26.06 DGX-H100 Qwen3_30B_a3B FP8: 8826; none
-    "26.06-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -13.5,  # 26.06 DGX-GB300 Qwen3_235B_a22B MXFP8: 9015; none
-    "26.06-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -20.3,  # 26.06 DGX-GB200 Qwen3_235B_a22B MXFP8: 7376; none
+    "26.06-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -13.7,  # 26.06 DGX-GB300 Qwen3_235B_a22B MXFP8: 9015; none
+    "26.06-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -21.0,  # 26.06 DGX-GB200 Qwen3_235B_a22B MXFP8: 7376; none
     "26.04.01-gb300-dsv3-mxfp8-pp2vp8ep32": -6.1,  # 26.04.01 DGX-GB300 DeepSeekV3 MXFP8: 4992; selective (mla_up_proj)
     "26.04.01-gb200-dsv3-mxfp8-pp4vp4ep64": -8.0,  # 26.04.01 DGX-GB200 DeepSeekV3 MXFP8: 4256; selective (mlp)
     "26.04.01-b300-dsv3-mxfp8-pp8ep8": -18.8,  # 26.04.01 DGX-B300 DeepSeekV3 MXFP8: 3456; selective (mla_up_proj)
     # the recipe's modules: selective (mla_up_proj, mlp), priced since session 21 (recompmods; moesim's rule before)
-    "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": +22.9,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; the recipe's modules
+    "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": +20.5,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; the recipe's modules
     "26.04.01-gb300-qwen3-30b-mxfp8-ep8": -21.6,  # 26.04.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 31744; none
     "26.04.01-gb200-qwen3-30b-mxfp8-ep8": -28.6,  # 26.04.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26112; none
     "26.04.01-b300-qwen3-30b-mxfp8-ep8": -21.0,  # 26.04.01 DGX-B300 Qwen3_30B_a3B MXFP8: 30720; none
@@ -81,7 +81,7 @@ RECORDED_ERROR_PCT = {
     "26.04.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -11.7,  # 26.04.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5680; none
     "26.04.01-b300-qwen3-235b-mxfp8-pp8ep8": -15.4,  # 26.04.01 DGX-B300 Qwen3_235B_a22B MXFP8: 5936; none
     "26.04.01-b200-qwen3-235b-mxfp8-pp8ep8": -16.2,  # 26.04.01 DGX-B200 Qwen3_235B_a22B MXFP8: 3776; none
-    "26.04.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -13.5,  # 26.04.01 DGX-H100 Qwen3_235B_a22B FP8: 1712; none
+    "26.04.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -13.7,  # 26.04.01 DGX-H100 Qwen3_235B_a22B FP8: 1712; none
     "26.04-gb300-dsv3-mxfp8-pp2vp8ep32": -6.6,  # 26.04 DGX-GB300 DeepSeekV3 MXFP8: 4965; selective (mla_up_proj)
     "26.04-gb200-dsv3-mxfp8-pp4vp4ep64": -9.3,  # 26.04 DGX-GB200 DeepSeekV3 MXFP8: 4193; selective (mlp)
     "26.04-b300-dsv3-mxfp8-pp16ep8": -18.9,  # 26.04 DGX-B300 DeepSeekV3 MXFP8: 3131; selective (mla_up_proj)
@@ -94,7 +94,7 @@ RECORDED_ERROR_PCT = {
     "26.04-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -12.4,  # 26.04 DGX-GB300 Qwen3_235B_a22B MXFP8: 6994; none
     "26.04-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -11.8,  # 26.04 DGX-GB200 Qwen3_235B_a22B MXFP8: 5672; none
     "26.04-b300-qwen3-235b-mxfp8-pp8ep8": -26.7,  # 26.04 DGX-B300 Qwen3_235B_a22B MXFP8: 4865; none
-    "26.04-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -14.8,  # 26.04 DGX-H100 Qwen3_235B_a22B FP8: 1686; none
+    "26.04-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -15.0,  # 26.04 DGX-H100 Qwen3_235B_a22B FP8: 1686; none
     "26.02.01-gb300-dsv3-mxfp8-pp2vp8ep32": -11.8,  # 26.02.01 DGX-GB300 DeepSeekV3 MXFP8: 4691; selective (mla_up_proj)
     "26.02.01-gb200-dsv3-mxfp8-pp4vp4ep64": -11.7,  # 26.02.01 DGX-GB200 DeepSeekV3 MXFP8: 4021; selective (mla_up_proj)
     "26.02.01-b300-dsv3-mxfp8-pp16ep8": -19.8,  # 26.02.01 DGX-B300 DeepSeekV3 MXFP8: 3099; selective (mla_up_proj)

@@ -55,7 +55,9 @@ A2A_OVERLAP = ("on", "off", "")
 # A recipe's boolean setting as written down: "true" / "false" as the recipe sets it, "" where it was not read.
 RECIPE_FLAG = ("true", "false", "")
 # Optional row fields (session 21, bridgemem) and their value where a row leaves them out: not read.
-OPTIONAL_FIELDS = {"pipeline_layout": "", "grad_reduce_in_fp32": "", "fp8_param_gather": ""}
+OPTIONAL_FIELDS = {"pipeline_layout": "", "grad_reduce_in_fp32": "", "fp8_param_gather": "", "a2a_kernel_sms": 0}
+# Dispatchers whose kernels a recipe gives an SM count (Megatron-Core moe_hybridep_num_sms; session 22 bridgesms)
+SM_COUNT_DISPATCHERS = ("hybridep",)
 # Rows the simulator also runs (the agreement column): 26.02's three Qwen3-30B-A3B rows, one DeepSeek-V3 row per
 # Blackwell system and one Qwen3-235B-A22B row.
 DES_CASES = ("26.02-gb200-qwen3-30b-fp8mx-ep8", "26.02-b200-qwen3-30b-fp8mx-ep8",
@@ -103,6 +105,9 @@ class BridgeRow:
     # BF16) and fp8_param_gather (the Linear weights stored as FP8 tensors, no BF16 copy); "" where not read
     grad_reduce_in_fp32: str = ""
     fp8_param_gather: str = ""
+    # the recipe's moe_hybridep_num_sms (the SMs HybridEP's kernels hold; session 22 bridgesms), priced as the row's
+    # own training.comm_sm_share = "hybridep" and training.a2a_kernel_sms; 0 where no recipe sets it or none was read
+    a2a_kernel_sms: int = 0
 
     @property
     def dp(self) -> int:
@@ -152,6 +157,13 @@ def _row(raw: dict, index: int, path: Path) -> BridgeRow:
         if getattr(row, name) not in RECIPE_FLAG:
             raise SpecError(f"{row.case}: unknown {name}", file=str(path), field=f"{where}.{name}",
                             value=getattr(row, name), allowed=list(RECIPE_FLAG))
+    if row.a2a_kernel_sms and row.dispatcher not in SM_COUNT_DISPATCHERS:
+        raise SpecError(f"{row.case}: an SM count for the all-to-all's kernels on a row whose dispatcher sets none",
+                        file=str(path), field=f"{where}.a2a_kernel_sms", value=row.a2a_kernel_sms,
+                        allowed=f"0 unless dispatcher is one of {list(SM_COUNT_DISPATCHERS)}")
+    if row.a2a_kernel_sms < 0:
+        raise SpecError(f"{row.case}: negative SM count", file=str(path), field=f"{where}.a2a_kernel_sms",
+                        value=row.a2a_kernel_sms, allowed=">= 0 (0: not read)")
     if row.fp8_param_gather == "true" and row.precision == "BF16":
         raise SpecError(f"{row.case}: fp8_param_gather on a BF16 row (no FP8 weights to store)", file=str(path),
                         field=f"{where}.fp8_param_gather", value=row.fp8_param_gather, allowed=["false", ""])
@@ -203,8 +215,8 @@ def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
     """The row as a scenario: its model (MTP off where the row runs without), hardware, gpus, batch
     (micro-batches = GA, so the micro-batch is mbs sequences), precision recipe, ZeRO-1, the given recompute,
     SP at tp > 1 (Megatron requires it with EP and TP), the dispatcher, Megatron-Core's routing probability inside
-    the expert activation, the recipe's gradient-buffer dtype and FP8 parameters where read, and its layout (vp only
-    where moesim can write it; the recipe's first / last stage layers where it gives them)."""
+    the expert activation, the recipe's gradient-buffer dtype, FP8 parameters and HybridEP SM count where read, and
+    its layout (vp only where moesim can write it; the recipe's first / last stage layers where it gives them)."""
     from moesim.specs.fields import Table
     from moesim.specs.model_file import load_model
     from moesim.specs.scenario_file import scenario_from_table
@@ -234,6 +246,11 @@ def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
         # Megatron-LM fp8_utils.py: --fp8-param-gather builds the model under TE's fp8_model_init, the Linear weights
         # FP8 tensors with no BF16 copy (FP32 masters in the distributed optimizer): moesim's fp8_gemm_param_copy
         training["fp8_gemm_param_copy"] = False
+    if row.a2a_kernel_sms:
+        # the recipe's moe_hybridep_num_sms (Megatron-Bridge perf_recipes/_common.py _benchmark_common, or
+        # scripts/performance/utils/overrides.py _set_common_perf_overrides: 32): compute beside HybridEP's kernels
+        # at the SMs left (moesim/ops/sm_share.py), the row's own setting, not moesim's default
+        training |= {"comm_sm_share": "hybridep", "a2a_kernel_sms": row.a2a_kernel_sms}
     if recompute == "selective":  # the recipe's list as given, Megatron's default ["core_attn"] where it gives none
         # (Megatron-LM 23e00ed0 transformer_config.py l.864-865; attention.py l.177-180: the core is checkpointed only
         # when named). The s·s scores a flash kernel never keeps come from training.attention_kernel, not the list.

@@ -113,6 +113,41 @@ def pipeline_stages(workload: Workload, pp: np.ndarray, first: np.ndarray | None
                   tokens_in=tokens_in[inverse], multiplicity=multiplicity[inverse], latest=latest[inverse])
 
 
+@lru_cache(maxsize=256)
+def _run_ends(workload: Workload, p: int, first: int | None = None, last: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions, columns, after) at the first and last position of every run of consecutive like stages
+    (`_stage_kinds`): the position, the column of its kind's representative (`_representatives`' order) and (E, S)
+    how many stages of each column lie at or after it. A sum over the stages at or after a position, minus a
+    multiple of the position, is linear along a run, so its largest value over the pipeline is at these ends."""
+    kind = _stage_kinds(workload, p, first, last)[3]
+    column = np.searchsorted(_representatives(workload, p, first, last)[0], kind)  # the sorted unique kinds
+    ends = [d for d in range(p) if d in (0, p - 1) or kind[d] != kind[d - 1] or kind[d] != kind[d + 1]]
+    after = np.array([np.bincount(column[d:], minlength=int(column.max()) + 1) for d in ends], dtype=float)
+    return np.array(ends, dtype=float), column[ends], after
+
+
+def run_ends(workload: Workload, pp: np.ndarray, first: np.ndarray | None = None, last: np.ndarray | None = None,
+             width: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_run_ends` of every candidate: (N, E) positions (-1 pads), (N, E) representative columns (0 pads) and
+    (N, E, width) stages of each column at or after the position; `width` the stage columns of
+    pipeline_stages(workload, pp, first, last) (else computed). ZB-H1's suffix sums (schedules.zbh1_pipe_s)."""
+    n = len(pp)
+    first = np.zeros(n, dtype=np.int64) if first is None else np.asarray(first, dtype=np.int64)
+    last = np.zeros(n, dtype=np.int64) if last is None else np.asarray(last, dtype=np.int64)
+    if width is None:
+        width = pipeline_stages(workload, pp, first, last).index.shape[1]
+    keys, inverse = _distinct_keys_inverse(np.asarray(pp, dtype=np.int64), first, last)
+    found = [_run_ends(workload, int(p), int(f) or None, int(l_) or None) for p, f, l_ in keys]
+    n_ends = max(len(e[0]) for e in found)
+    position, column = np.full((len(keys), n_ends), -1.0), np.zeros((len(keys), n_ends), dtype=np.int64)
+    after = np.zeros((len(keys), n_ends, width))
+    for row, (ends, cols, count) in enumerate(found):  # one row per distinct key, gathered to every candidate
+        position[row, :len(ends)], column[row, :len(ends)] = ends, cols
+        after[row, :len(ends), :count.shape[1]] = count
+    return position[inverse], column[inverse], after[inverse]
+
+
 def device_columns(workload: Workload, p: int, first: int | None = None, last: int | None = None) -> np.ndarray:
     """(p,) the column of pipeline_stages' representatives that prices each of the p devices (the earliest stage
     of its kind, `_representatives`' key)."""

@@ -395,8 +395,14 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     zb_h1 = sch.is_schedule(sched, "zb-h1")
     zbh1 = None
     if zb_h1.any():  # each device's tail after its last I on every stage's own times (zbh1_pipe_s; stages.run_ends)
-        ends = run_ends(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers, n_stages)
-        zbh1 = sch.zbh1_pipe_s(m, pp, stage_mb, own(fwd), own(weight_mb), stages.multiplicity, *ends)
+        h1_rows = np.flatnonzero(zb_h1)  # its rows only (a search tries several schedules per layout)
+        r = lambda a: np.take(a, h1_rows, axis=0)  # noqa: E731
+        ends = run_ends(wl, r(cands.pp), *(None if a is None else r(a) for a in
+                                          (cands.first_stage_layers, cands.last_stage_layers)), n_stages)
+        at = h1_rows if lazy is None else np.take(lazy, h1_rows)  # fwd, weight_mb: the order-free rows unless None
+        zbh1 = np.zeros(n_cand)
+        zbh1[h1_rows] = sch.zbh1_pipe_s(r(m), r(pp), r(stage_mb), np.take(fwd, at, axis=0),
+                                        np.take(weight_mb, at, axis=0), r(stages.multiplicity), *ends)
     # Megatron's combined 1F1B (training.moe_a2a_overlap): a pair is the two micro-batches' serial time less what
     # Megatron's per-layer order hides (a2a_order; compute at the pair's rate, as DualPipe's pairs).
     a2a_pair = None

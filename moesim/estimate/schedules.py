@@ -214,7 +214,7 @@ def zbh1_pipe_s(m, pp, stage_mb, fwd_s, weight_s, multiplicity, end_position, en
     forward_all = np.sum(np.where(exists, count * f, 0.0), axis=1, keepdims=True)
     peak = np.max(np.where(exists, through, -np.inf), axis=1, keepdims=True)
     position = np.asarray(end_position, dtype=float)
-    suffix_i = np.einsum("nes,ns->ne", np.asarray(after, dtype=float), i)  # Σ_{s ≥ d} I_s at each run end d
+    suffix_i = np.matmul(np.asarray(after, dtype=float), i[:, :, None])[:, :, 0]  # Σ_{s ≥ d} I_s at each run end d
     w_d = np.take_along_axis(np.where(exists, w, 0.0), np.asarray(end_column), axis=1)
     tail = np.maximum(1.0, m - (p - 1 - position)) * w_d
     end = forward_all + suffix_i + (m - 1) * peak + tail

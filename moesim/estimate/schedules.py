@@ -39,10 +39,10 @@ bounds (session 21, zbvfew; DERIVED from the order, and sail-sg's ZB-V scheduler
 ZB-H1 below p micro-batches: the row's (p − 1)(F + B − W) assumes the 1F1B steady state; one micro-batch down and
 back, (m + p − 1)(F + B) + W, is larger there by (p − m)·W (`zbh1_chain_s`, Alpa's path with B the I only).
 ZB-H1 on each stage's own times (`zbh1_pipe_s`, session 22 zbh1form; derived in session 22 zbvslot): the paper's
-handcrafted ZB-H1 (Qi et al. ICLR'24 §3.1, Figure 3) is 1F1B with I in place of B and device d's last
+handcrafted ZB-H1 (Qi et al. ICLR'24 §2.1, Figure 3) is 1F1B with I in place of B and device d's last
 m − (p − 1 − d) W's after its last I (moesim.des.orders._greedy_h1 runs exactly that), so T_pipe =
-max_d [ΣF + Σ_{s ≥ d} I_s + (m − 1)·max_s (F_s + I_s) + max(1, m − (p − 1 − d))·W_d]; at equal stages the row (and,
-below p micro-batches, the chain), and the slowest stage's row no longer charged on every stage.
+max_d [ΣF + Σ_{s ≥ d} I_s + (m − 1)·max_s (F_s + I_s) + max(1, m − (p − 1 − d))·W_d]: at equal stages the row (below p
+micro-batches the chain), on uneven stages no longer the slowest stage's times charged to every stage.
 Interleaved: t leaves out the pipeline sends, which Megatron overlaps with compute (overlap_p2p_comm:
 `--no-overlap-p2p-communication` is store_false, so on by default, and validate_args turns it off without
 virtual stages; Megatron-LM megatron/training/arguments.py), but the first micro-batch's forward crosses
@@ -100,7 +100,7 @@ def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, we
     zbh1 = (p - 1) * np.maximum(0.0, t - 2 * w)
     # ZB-H1 below p micro-batches: never less than one micro-batch's F and I through every stage (zbh1_chain_s).
     zbh1 = zbh1 if zbh1_chain is None else np.maximum(zbh1, np.asarray(zbh1_chain) - m * t)
-    # ZB-H1 on every stage's own times (zbh1_pipe_s, Qi et al. ICLR'24 §3.1): the row and the chain at equal stages.
+    # ZB-H1 on every stage's own times (zbh1_pipe_s, Qi et al. ICLR'24 §2.1): the row and the chain at equal stages.
     zbh1 = zbh1 if zbh1_pipe is None else np.asarray(zbh1_pipe) - m * t
     bubble = np.where(is_schedule(schedule, "zb-h1"), zbh1, bubble)
     # ZB-V: ZB-H2's (p − 1)(F + B − 2W), but a synchronised step never less than the V's start-up skew
@@ -195,7 +195,7 @@ def zbh1_chain_s(m, stage_mb, weight_s, position, multiplicity) -> np.ndarray:
 
 
 def zbh1_pipe_s(m, pp, stage_mb, fwd_s, weight_s, multiplicity, end_position, end_column, after) -> np.ndarray:
-    """ZB-H1's T_pipe on each stage's own times (module docstring; Qi et al. ICLR'24 §3.1, ZB-H1, the order
+    """ZB-H1's T_pipe on each stage's own times (module docstring; Qi et al. ICLR'24 §2.1, ZB-H1, the order
     moesim.des.orders._greedy_h1 builds): max over devices d of
       ΣF + Σ_{s ≥ d} I_s + (m − 1)·max_s (F_s + I_s) + max(1, m − (p − 1 − d))·W_d
     (DERIVED, session 22 zbvslot: device d ends its last I on Alpa's 1F1B path with B = I, Zheng et al. OSDI'22 §5

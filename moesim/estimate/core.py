@@ -41,7 +41,7 @@ from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
 from moesim.estimate.folds import order_free_rows, schedule_free_rows
 from moesim.estimate.grad_buckets import (bucket_count, bucket_params, chunk_buckets, earlier_end_s,
                                          first_stage_buckets, interleaved_chunks_exposed_s)
-from moesim.estimate.stages import Stages, dualpipe_pair_columns, per_stage, pipeline_stages
+from moesim.estimate.stages import Stages, dualpipe_pair_columns, per_stage, pipeline_stages, run_ends
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
 from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE, reduces_over_tp, replicated_grad_bytes
@@ -388,13 +388,21 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # representative once per stage of its kind; exactly 0 at equal stages.
     below = np.sum(np.where(exists, stage_mb - t_mb[:, None], 0.0) * stages.multiplicity, axis=1)
     # ZB-V: every stage's own start-up skew and time (schedules.zbv_pipe_s), the slowest device not always the last,
-    # and at few micro-batches one micro-batch down the V and back; ZB-H1 that micro-batch's path (zbh1_chain_s).
+    # and at few micro-batches one micro-batch down the V and back; ZB-H1 each device's tail of W's (zbh1_pipe_s).
     own = (lambda a: a) if lazy is None else (lambda a: np.take(a, lazy, axis=0))  # noqa: E731
     zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(fwd), own(weight_mb), stages.latest, stages.multiplicity,
                          hop) if zb_v.any() else None
     zb_h1 = sch.is_schedule(sched, "zb-h1")
-    chain = (sch.zbh1_chain_s(m, stage_mb, own(weight_mb), stages.latest, stages.multiplicity)
-             if zb_h1.any() else None)
+    zbh1 = None
+    if zb_h1.any():  # each device's tail after its last I on every stage's own times (zbh1_pipe_s; stages.run_ends)
+        h1_rows = np.flatnonzero(zb_h1)  # its rows only (a search tries several schedules per layout)
+        r = lambda a: np.take(a, h1_rows, axis=0)  # noqa: E731
+        ends = run_ends(wl, r(cands.pp), *(None if a is None else r(a) for a in
+                                          (cands.first_stage_layers, cands.last_stage_layers)), n_stages)
+        at = h1_rows if lazy is None else np.take(lazy, h1_rows)  # fwd, weight_mb: the order-free rows unless None
+        zbh1 = np.zeros(n_cand)
+        zbh1[h1_rows] = sch.zbh1_pipe_s(r(m), r(pp), r(stage_mb), np.take(fwd, at, axis=0),
+                                        np.take(weight_mb, at, axis=0), r(stages.multiplicity), *ends)
     # Megatron's combined 1F1B (training.moe_a2a_overlap): a pair is the two micro-batches' serial time less what
     # Megatron's per-layer order hides (a2a_order; compute at the pair's rate, as DualPipe's pairs).
     a2a_pair = None
@@ -406,7 +414,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     chunk_bubble = None if chunk_weights is None else _layout_bubble(
         chunk_weights, of, cands, wl, stage_mb, m, t_mb)
     pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick_of(fwd), pick_of(bwd_mb) + pick(bwd_comm),
-                                       pick_of(weight_mb), hop, overlapped, below, zbv, zbh1_chain=chain,
+                                       pick_of(weight_mb), hop, overlapped, below, zbv, zbh1_pipe=zbh1,
                                        a2a_pair_s=a2a_pair, layout_bubble_s=chunk_bubble)
     # Each stage's tp all-reduce of its replicated gradients follows its own sync (0.0 without SP or at tp 1).
     dp_sync = np.max(np.where(exists, dp_time + tp_grad, 0), axis=1)

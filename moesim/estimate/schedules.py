@@ -38,6 +38,11 @@ bounds (session 21, zbvfew; DERIVED from the order, and sail-sg's ZB-V scheduler
 (megatron/core/zbpp_utils.py `validate_arguments` checks layers only), so neither does moesim.
 ZB-H1 below p micro-batches: the row's (p − 1)(F + B − W) assumes the 1F1B steady state; one micro-batch down and
 back, (m + p − 1)(F + B) + W, is larger there by (p − m)·W (`zbh1_chain_s`, Alpa's path with B the I only).
+ZB-H1 on each stage's own times (`zbh1_pipe_s`, session 22 zbh1form; derived in session 22 zbvslot): the paper's
+handcrafted ZB-H1 (Qi et al. ICLR'24 §2.1, Figure 3) is 1F1B with I in place of B and device d's last
+m − (p − 1 − d) W's after its last I (moesim.des.orders._greedy_h1 runs exactly that), so T_pipe =
+max_d [ΣF + Σ_{s ≥ d} I_s + (m − 1)·max_s (F_s + I_s) + max(1, m − (p − 1 − d))·W_d]: at equal stages the row (below p
+micro-batches the chain), on uneven stages no longer the slowest stage's times charged to every stage.
 Interleaved: t leaves out the pipeline sends, which Megatron overlaps with compute (overlap_p2p_comm:
 `--no-overlap-p2p-communication` is store_false, so on by default, and validate_args turns it off without
 virtual stages; Megatron-LM megatron/training/arguments.py), but the first micro-batch's forward crosses
@@ -72,13 +77,15 @@ def is_schedule(schedule, name: str) -> np.ndarray:
 
 def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, weight_s, send_s=0.0,
                     overlapped_s=None, below_slowest_s=0.0, zbv_pipe=None,
-                    *, zbh1_chain=None, a2a_pair_s=None, layout_bubble_s=None) -> tuple[np.ndarray, np.ndarray]:
+                    *, zbh1_chain=None, zbh1_pipe=None, a2a_pair_s=None,
+                    layout_bubble_s=None) -> tuple[np.ndarray, np.ndarray]:
     """(T_pipe, bubble) per candidate (module table); arrays over candidates, `schedule` holds names.
     `a2a_pair_s`: interleaved runs Megatron-Core's EP A2A overlap (training.moe_a2a_overlap), `interleaved_pairs`
     micro-batches at this time each (moesim.estimate.a2a_order: Megatron's per-layer order); None: not run.
     `below_slowest_s`: Σ_s (t_s − t) over every stage (≤ 0; 0 at equal stages), 1F1B's and GPipe's only.
     `zbv_pipe`: ZB-V's T_pipe over every stage (`zbv_pipe_s`); without it the slowest stage's closed form.
     `zbh1_chain`: ZB-H1's critical path over every stage (`zbh1_chain_s`), a floor under its row; none without it.
+    `zbh1_pipe`: ZB-H1's T_pipe over every stage (`zbh1_pipe_s`), in place of the row and the chain.
     `layout_bubble_s`: interleaved candidates with uneven chunks (a pipeline layout), `layout_pipe_s` − m·t in
     place of (p − 1)·t/v (NaN: the table's row); None: no candidate has one."""
     m, p, v = (np.asarray(a, dtype=float) for a in (m, pp, vp))
@@ -93,6 +100,8 @@ def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, we
     zbh1 = (p - 1) * np.maximum(0.0, t - 2 * w)
     # ZB-H1 below p micro-batches: never less than one micro-batch's F and I through every stage (zbh1_chain_s).
     zbh1 = zbh1 if zbh1_chain is None else np.maximum(zbh1, np.asarray(zbh1_chain) - m * t)
+    # ZB-H1 on every stage's own times (zbh1_pipe_s, Qi et al. ICLR'24 §2.1): the row and the chain at equal stages.
+    zbh1 = zbh1 if zbh1_pipe is None else np.asarray(zbh1_pipe) - m * t
     bubble = np.where(is_schedule(schedule, "zb-h1"), zbh1, bubble)
     # ZB-V: ZB-H2's (p − 1)(F + B − 2W), but a synchronised step never less than the V's start-up skew
     # (p − 1)·F/2 (orders.py: the paper's zero needs optimizer post-validation).
@@ -190,6 +199,33 @@ def zbh1_chain_s(m, stage_mb, weight_s, position, multiplicity) -> np.ndarray:
     first_w = np.sum(np.where(exists & (position == 0), w, 0.0), axis=1)
     m = np.asarray(m, dtype=float)
     return np.sum(count * through, axis=1) + (m - 1) * np.max(through, axis=1) + first_w
+
+
+def zbh1_pipe_s(m, pp, stage_mb, fwd_s, weight_s, multiplicity, end_position, end_column, after) -> np.ndarray:
+    """ZB-H1's T_pipe on each stage's own times (module docstring; Qi et al. ICLR'24 §2.1, ZB-H1, the order
+    moesim.des.orders._greedy_h1 builds): max over devices d of
+      ΣF + Σ_{s ≥ d} I_s + (m − 1)·max_s (F_s + I_s) + max(1, m − (p − 1 − d))·W_d
+    (DERIVED, session 22 zbvslot: device d ends its last I on Alpa's 1F1B path with B = I, Zheng et al. OSDI'22 §5
+    Eq. 2, then runs its m − (p − 1 − d) tail W's, at least the last micro-batch's). I_s = t_s − F_s − W_s. Along a
+    run of like stages the bracket is linear in d, so only the runs' ends are evaluated: `end_position`,
+    `end_column` (N, E) and `after` (N, E, S), stages.run_ends (position −1 pads). Stage arrays (N, S) as
+    `zbv_pipe_s` (`stage_mb` −inf where none, `multiplicity` 0 pads). Exact against the order with the head on the
+    last stage (tests/des/test_zbh1_uneven_stages.py); at equal stages the row m·t + (p − 1)(F + I − W), where I ≥ W,
+    and below p micro-batches `zbh1_chain_s`."""
+    m, p = (np.asarray(a, dtype=float)[:, None] for a in (m, pp))
+    t, f, w = (np.asarray(a, dtype=float) for a in (stage_mb, fwd_s, weight_s))
+    count = np.asarray(multiplicity, dtype=float)
+    exists = np.isfinite(t) & (count > 0)
+    through = np.where(exists, t - w, 0.0)  # F_s + I_s
+    i = np.where(exists, t - f - w, 0.0)
+    forward_all = np.sum(np.where(exists, count * f, 0.0), axis=1, keepdims=True)
+    peak = np.max(np.where(exists, through, -np.inf), axis=1, keepdims=True)
+    position = np.asarray(end_position, dtype=float)
+    suffix_i = np.matmul(np.asarray(after, dtype=float), i[:, :, None])[:, :, 0]  # Σ_{s ≥ d} I_s at each run end d
+    w_d = np.take_along_axis(np.where(exists, w, 0.0), np.asarray(end_column), axis=1)
+    tail = np.maximum(1.0, m - (p - 1 - position)) * w_d
+    end = forward_all + suffix_i + (m - 1) * peak + tail
+    return np.max(np.where(position >= 0, end, -np.inf), axis=1)
 
 
 def dualpipe_pairs(m, pp) -> np.ndarray:

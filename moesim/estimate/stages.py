@@ -113,6 +113,49 @@ def pipeline_stages(workload: Workload, pp: np.ndarray, first: np.ndarray | None
                   tokens_in=tokens_in[inverse], multiplicity=multiplicity[inverse], latest=latest[inverse])
 
 
+def _keys_and_width(workload: Workload, pp: np.ndarray, first: np.ndarray | None, last: np.ndarray | None,
+                    width: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(distinct (pp, first, last) keys, each candidate's key, stage columns): `width` when given, else
+    pipeline_stages(workload, pp, first, last)'s; first / last None: 0 (the automatic split) everywhere."""
+    n = len(pp)
+    first = np.zeros(n, dtype=np.int64) if first is None else np.asarray(first, dtype=np.int64)
+    last = np.zeros(n, dtype=np.int64) if last is None else np.asarray(last, dtype=np.int64)
+    if width is None:
+        width = pipeline_stages(workload, pp, first, last).index.shape[1]
+    keys, inverse = _distinct_keys_inverse(np.asarray(pp, dtype=np.int64), first, last)
+    return keys, inverse, width
+
+
+@lru_cache(maxsize=256)
+def _run_ends(workload: Workload, p: int, first: int | None = None, last: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions, columns, after) at the first and last position of every run of consecutive like stages
+    (`_stage_kinds`): the position, the column of its kind's representative (`_representatives`' order) and (E, S)
+    how many stages of each column lie at or after it. A sum over the stages at or after a position, minus a
+    multiple of the position, is linear along a run, so its largest value over the pipeline is at these ends."""
+    kind = _stage_kinds(workload, p, first, last)[3]
+    column = np.searchsorted(_representatives(workload, p, first, last)[0], kind)  # the sorted unique kinds
+    ends = [d for d in range(p) if d in (0, p - 1) or kind[d] != kind[d - 1] or kind[d] != kind[d + 1]]
+    after = np.array([np.bincount(column[d:], minlength=int(column.max()) + 1) for d in ends], dtype=float)
+    return np.array(ends, dtype=float), column[ends], after
+
+
+def run_ends(workload: Workload, pp: np.ndarray, first: np.ndarray | None = None, last: np.ndarray | None = None,
+             width: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_run_ends` of every candidate: (N, E) positions (-1 pads), (N, E) representative columns (0 pads) and
+    (N, E, width) stages of each column at or after the position; `width` the stage columns of
+    pipeline_stages(workload, pp, first, last) (else computed). ZB-H1's suffix sums (schedules.zbh1_pipe_s)."""
+    keys, inverse, width = _keys_and_width(workload, pp, first, last, width)
+    found = [_run_ends(workload, int(p), int(f) or None, int(l_) or None) for p, f, l_ in keys]
+    n_ends = max(len(e[0]) for e in found)
+    position, column = np.full((len(keys), n_ends), -1.0), np.zeros((len(keys), n_ends), dtype=np.int64)
+    after = np.zeros((len(keys), n_ends, width))
+    for row, (ends, cols, count) in enumerate(found):  # one row per distinct key, gathered to every candidate
+        position[row, :len(ends)], column[row, :len(ends)] = ends, cols
+        after[row, :len(ends), :count.shape[1]] = count
+    return position[inverse], column[inverse], after[inverse]
+
+
 def device_columns(workload: Workload, p: int, first: int | None = None, last: int | None = None) -> np.ndarray:
     """(p,) the column of pipeline_stages' representatives that prices each of the p devices (the earliest stage
     of its kind, `_representatives`' key)."""
@@ -129,12 +172,7 @@ def dualpipe_pair_columns(workload: Workload, pp: np.ndarray, first: np.ndarray 
     `full_modules[rank]` and `full_modules[pp_size - 1 - rank]`; DeepSeek-V3 §3.2.3). The partner stage's
     column is that of the earliest stage of its kind (the same key as `_representatives`); -1 pads. `width`:
     the stage columns of pipeline_stages(workload, pp, first, last), when the caller has them (else computed)."""
-    n = len(pp)
-    first = np.zeros(n, dtype=np.int64) if first is None else np.asarray(first, dtype=np.int64)
-    last = np.zeros(n, dtype=np.int64) if last is None else np.asarray(last, dtype=np.int64)
-    if width is None:
-        width = pipeline_stages(workload, pp, first, last).index.shape[1]
-    keys, inverse = _distinct_keys_inverse(np.asarray(pp, dtype=np.int64), first, last)
+    keys, inverse, width = _keys_and_width(workload, pp, first, last, width)
     out = np.full((len(keys), width), -1)
     for row, (p, f, l_) in enumerate(keys):  # one row per distinct key, gathered to every candidate
         p, f, l_ = int(p), int(f) or None, int(l_) or None

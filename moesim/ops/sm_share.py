@@ -31,7 +31,6 @@ from moesim.collectives.dispatch import hybridep_kernel_sms, normal_kernel_sms
 from moesim.collectives.nccl import tuning
 from moesim.collectives.nccl_p2p import p2p_channel_rule, p2p_net_nchannels
 from moesim.collectives.nccl_p2p_schedule import channels_taken
-from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.training import TrainingSpec
 from moesim.topology.system import build_system
@@ -49,14 +48,16 @@ def compute_share(sm_count: int, comm_sms: int) -> float:
     return (sm_count - comm_sms) / sm_count
 
 
-_NCCL_SMS: dict = {}  # (profile name, n, local) -> nccl_a2a_sms
+# (the profile's chip and levels as text, n, local) -> nccl_a2a_sms: the count reads the NVLink tier's line rate and
+# architecture, which two profiles of one name can differ in (a calibrated copy, a user's file), so not the name
+_NCCL_SMS: dict = {}
 
 
 def nccl_a2a_sms(hw: HardwareProfile, n: int, local: int) -> int:
     """SMs NCCL's all-to-all of `n` ranks, `local` of them in each NVLink domain, holds: one CTA per channel rank 0's
     rounds take (module docstring; nccl_p2p_schedule.channels_taken), each peer's send on the per-peer count of
     nccl_p2p.p2p_channel_rule; 0 where the NVLink tier's architecture has no p2p line rate (not priced by channel)."""
-    key = (hw.name, n, local)
+    key = (repr(hw.chip), repr(hw.interconnect), n, local)  # a profile holds dicts: not hashable itself
     if key not in _NCCL_SMS:
         system = build_system(hw, hw.interconnect[0].domain_devices * (1 if n <= local else 2))
         net_tier = system.tiers[1] if n > local and len(system.tiers) > 1 else None
@@ -89,10 +90,7 @@ def overlapped_compute_share(hw: HardwareProfile, tr: TrainingSpec, ep=1, etp=1)
     SM count. `ep`, `etp`: scalars, or arrays over candidate rows (then an array of shares)."""
     if hw.chip.sm_count is None:
         return 1.0
-    if tr.a2a_kernel_sms is not None and tr.a2a_kernel_sms >= hw.chip.sm_count:
-        raise SpecError(f"{tr.a2a_kernel_sms} SMs for the all-to-all's kernels leave none of {hw.name}'s "
-                        f"{hw.chip.sm_count} to compute", field="training.a2a_kernel_sms", value=tr.a2a_kernel_sms,
-                        allowed=f"1 .. {hw.chip.sm_count - 1}")
+    tr.check_a2a_kernel_sms(hw.name, hw.chip.sm_count)  # a Scenario checks it first, naming its file
     if tr.dispatch_backend not in NCCL_A2A_BACKENDS or tr.comm_sm_share != "nccl":  # no count reads the layout
         sms = a2a_kernel_sms(hw, tr)
         return 1.0 if sms == 0 else compute_share(hw.chip.sm_count, sms)

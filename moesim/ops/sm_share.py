@@ -25,6 +25,8 @@ Beyond DeepEP (training.comm_sm_share, session 22 smshare2; default "deepep", th
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from moesim.collectives.dispatch import hybridep_kernel_sms, normal_kernel_sms
@@ -101,6 +103,30 @@ def overlapped_compute_share(hw: HardwareProfile, tr: TrainingSpec, ep=1, etp=1)
     pairs = {(int(e), int(t)) for e, t in zip(eps.ravel(), etps.ravel())}
     shares = {pair: overlapped_compute_share(hw, tr, *pair) for pair in pairs}
     return np.array([shares[int(e), int(t)] for e, t in zip(eps.ravel(), etps.ravel())], dtype=float).reshape(eps.shape)
+
+
+def unmoved_setting_note(hw: HardwareProfile, tr: TrainingSpec, ep: int, etp: int) -> str:
+    """Why training.comm_sm_share / a2a_kernel_sms, where set off their defaults, move nothing at a layout of expert
+    degrees `ep`, `etp` ("" where they do): no overlapped pair (moe_a2a_overlap, dualpipe), no expert all-to-all, no
+    SM count in the profile, or the same SMs held as the defaults' (a sweep's point says so, session 22 review22)."""
+    said = [f"comm_sm_share = {tr.comm_sm_share}"] * (tr.comm_sm_share != "deepep") + \
+        [f"a2a_kernel_sms = {tr.a2a_kernel_sms}"] * (tr.a2a_kernel_sms is not None)
+    if not said:
+        return ""
+    said_text = " and ".join(said) + " move" + ("s" if len(said) == 1 else "")
+    if not (tr.moe_a2a_overlap or tr.pipeline_schedule == "dualpipe"):
+        return (f"{said_text} nothing: compute runs beside the all-to-all's kernels only in an overlapped pair "
+                "(training.moe_a2a_overlap or the dualpipe schedule), and neither is set")
+    if ep <= 1:
+        return f"{said_text} nothing at ep 1: no expert all-to-all runs beside compute"
+    if hw.chip.sm_count is None:
+        return f"{said_text} nothing: hardware '{hw.name}' gives no chip.sm_count to share"
+    held = a2a_kernel_sms(hw, tr, ep, etp)
+    if held != a2a_kernel_sms(hw, replace(tr, comm_sm_share="deepep", a2a_kernel_sms=None), ep, etp):
+        return ""
+    return (f"{said_text} nothing with dispatch_backend {tr.dispatch_backend}: its all-to-all holds {held} SMs as "
+            "under the defaults (\"hybridep\" counts HybridEP's kernels, \"nccl\" NCCL's all-to-all too, "
+            "a2a_kernel_sms sets DeepEP's or HybridEP's count)")
 
 
 def shared_extra_s(time_s, launch_s, share):

@@ -24,8 +24,8 @@ def register(subparsers) -> None:
                     "training.cuda_graph_scope, training.recompute_modules and model.attention.layer_pattern (a value "
                     "is one entry, several joined by '+', 'none' an empty list: --vary search.context_parallel=1,2+4, "
                     "--vary training.cuda_graph_scope=none,attn+moe_router, --vary "
-                    "model.attention.layer_pattern=none,sliding_window+causal). Points run in parallel worker processes, or "
-                    "on a Dask cluster.")
+                    "model.attention.layer_pattern=none,sliding_window+causal). Points run in parallel worker "
+                    "processes, or on a Dask cluster.")
     add_scenario_overrides(p, layout=False)
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...", required=True,
                    help="a field and its values; repeat for a grid")

@@ -24,7 +24,8 @@ def test_the_note_names_why_nothing_moves():
     no_pair = unmoved_setting_note(H100, _tr(comm_sm_share="nccl"), 8, 1)
     assert "overlapped pair" in no_pair and no_pair.startswith("comm_sm_share = nccl moves nothing")
     assert "ep 1" in unmoved_setting_note(H100, _tr(moe_a2a_overlap=True, comm_sm_share="nccl"), 1, 1)
-    same = unmoved_setting_note(H100, _tr(moe_a2a_overlap=True, dispatch_backend="nccl", comm_sm_share="hybridep"), 8, 1)
+    same = unmoved_setting_note(H100, _tr(moe_a2a_overlap=True, dispatch_backend="nccl", comm_sm_share="hybridep"),
+                                8, 1)
     assert "dispatch_backend nccl" in same and "holds 0 SMs" in same
     both = unmoved_setting_note(H100, _tr(moe_a2a_overlap=True, dispatch_backend="nccl", a2a_kernel_sms=20), 8, 1)
     assert both.startswith("a2a_kernel_sms = 20 moves nothing")  # NCCL's all-to-all: no DeepEP / HybridEP count

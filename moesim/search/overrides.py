@@ -150,6 +150,7 @@ def apply_point(scenario: Scenario, point: dict[str, object]) -> Scenario:
                                 "training": scenario.training, "search": scenario.search}
     # Whole profiles and models first, then a precision recipe, so that the fields varied alongside apply on top.
     first = ("hardware", "model", "training.precision_recipe")
+    model_changes: dict[str, dict[str, tuple]] = {}  # model table ("" the model, "moe", "attention") -> its fields
     for key, value in sorted(point.items(), key=lambda item: first.index(p) if (p := canonical_key(item[0])) in first
                              else len(first)):
         path = canonical_key(key)
@@ -169,8 +170,12 @@ def apply_point(scenario: Scenario, point: dict[str, object]) -> Scenario:
         elif head == "training":
             parts["training"] = _replace(parts["training"], key, **{rest: value})
             parts["search"] = _restrict_search(parts["search"], rest, value)
-        else:
-            parts["model"] = _model_with(parts["model"], key, rest, value)
+        else:  # one table's fields at once: a mask and the width it needs (review22)
+            group, _, name = rest.rpartition(".")
+            model_changes.setdefault(group, {})[name] = (key, value)
+    for group, changes in model_changes.items():
+        parts["model"] = _model_with(parts["model"], ", ".join(k for k, _ in changes.values()), group,
+                                     {name: value for name, (_, value) in changes.items()})
     moe = parts["model"].moe
     if any(canonical_key(k) == "training.capacity_factor" for k in point) and (moe is None or moe.dropless):
         raise SpecError(f"model {parts['model'].name} is {'dense' if moe is None else 'dropless'}: it has no capacity "
@@ -221,11 +226,13 @@ def _restrict_search(space: SearchSpace, name: str, value) -> SearchSpace:
     return space
 
 
-def _model_with(model: ModelSpec, key: str, rest: str, value) -> ModelSpec:
-    group, _, name = rest.rpartition(".")
+def _model_with(model: ModelSpec, key: str, group: str, changes: dict[str, object]) -> ModelSpec:
+    """`model` with the fields `changes` of its table `group` ("" the model itself) replaced together, so that fields
+    checked together (a sliding_window mask and its window_tokens) may be varied together; `key` names them."""
     if not group:
-        return _replace(model, key, **{name: value})
+        return _replace(model, key, **changes)
     sub = getattr(model, group)
     if sub is None:
-        raise SpecError(f"model {model.name} has no [{group}] table to vary", field=f"--vary {key}", value=value)
-    return _replace(model, key, **{group: _replace(sub, key, **{name: value})})
+        raise SpecError(f"model {model.name} has no [{group}] table to vary", field=f"--vary {key}",
+                        value=next(iter(changes.values())))
+    return _replace(model, key, **{group: _replace(sub, key, **changes)})

@@ -44,3 +44,18 @@ def test_a_sweep_over_the_pattern_ranks_each_point():
     assert [p["status"] for p in sweep["points"]] == ["ok", "ok"]
     every, windowed = (p["step_time_s"] for p in sweep["points"])
     assert windowed < every  # 64-token windows on 512-token sequences: fewer attention tiles
+
+
+def test_a_pattern_and_the_window_it_needs_vary_together_in_either_order():
+    """The point's fields of one model table are replaced at once: a sliding_window pattern on a model without
+    window_tokens and the window varied beside it apply whichever --vary comes first (it failed with the pattern first,
+    checked before the window was set)."""
+    sc = build(TINY_MOE, devices=8, batch=16)
+    assert sc.model.attention.window_tokens == 0
+    pattern, window = ("model.attention.layer_pattern", ("sliding_window",)), ("model.attention.window_tokens", 64)
+    for point in (dict([pattern, window]), dict([window, pattern])):
+        att = apply_point(sc, point).model.attention
+        assert (att.layer_pattern, att.window_tokens) == (("sliding_window",), 64)
+    with pytest.raises(SpecError, match="window_tokens >= 1") as err:
+        apply_point(sc, dict([pattern]))
+    assert err.value.field == "--vary model.attention.layer_pattern"

@@ -20,11 +20,12 @@ def register(subparsers) -> None:
                     "experts, capacity_factor, hardware, devices, seq_len, batch (aliases), any training.* field, "
                     "model.*, model.moe.*, model.attention.*, model, hardware.price_per_device_hour_usd, "
                     "search.max_micro_batches, the [search] lists search.context_parallel, "
-                    "search.pipeline_schedules, search.virtual_stages, search.cp_comms and the training lists "
-                    "training.cuda_graph_scope, training.recompute_modules (a value is one entry, several joined by "
-                    "'+', 'none' an empty training list: --vary search.context_parallel=1,2+4, --vary "
-                    "training.cuda_graph_scope=none,attn+moe_router). Points run in parallel worker processes, or "
-                    "on a Dask cluster.")
+                    "search.pipeline_schedules, search.virtual_stages, search.cp_comms, the training lists "
+                    "training.cuda_graph_scope, training.recompute_modules and model.attention.layer_pattern (a value "
+                    "is one entry, several joined by '+', 'none' an empty list: --vary search.context_parallel=1,2+4, "
+                    "--vary training.cuda_graph_scope=none,attn+moe_router, --vary "
+                    "model.attention.layer_pattern=none,sliding_window+causal). Points run in parallel worker "
+                    "processes, or on a Dask cluster.")
     add_scenario_overrides(p, layout=False)
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...", required=True,
                    help="a field and its values; repeat for a grid")

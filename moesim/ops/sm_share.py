@@ -25,13 +25,14 @@ Beyond DeepEP (training.comm_sm_share, session 22 smshare2; default "deepep", th
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from moesim.collectives.dispatch import hybridep_kernel_sms, normal_kernel_sms
 from moesim.collectives.nccl import tuning
 from moesim.collectives.nccl_p2p import p2p_channel_rule, p2p_net_nchannels
 from moesim.collectives.nccl_p2p_schedule import channels_taken
-from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.training import TrainingSpec
 from moesim.topology.system import build_system
@@ -49,14 +50,16 @@ def compute_share(sm_count: int, comm_sms: int) -> float:
     return (sm_count - comm_sms) / sm_count
 
 
-_NCCL_SMS: dict = {}  # (profile name, n, local) -> nccl_a2a_sms
+# (the profile's chip and levels as text, n, local) -> nccl_a2a_sms: the count reads the NVLink tier's line rate and
+# architecture, which two profiles of one name can differ in (a calibrated copy, a user's file), so not the name
+_NCCL_SMS: dict = {}
 
 
 def nccl_a2a_sms(hw: HardwareProfile, n: int, local: int) -> int:
     """SMs NCCL's all-to-all of `n` ranks, `local` of them in each NVLink domain, holds: one CTA per channel rank 0's
     rounds take (module docstring; nccl_p2p_schedule.channels_taken), each peer's send on the per-peer count of
     nccl_p2p.p2p_channel_rule; 0 where the NVLink tier's architecture has no p2p line rate (not priced by channel)."""
-    key = (hw.name, n, local)
+    key = (repr(hw.chip), repr(hw.interconnect), n, local)  # a profile holds dicts: not hashable itself
     if key not in _NCCL_SMS:
         system = build_system(hw, hw.interconnect[0].domain_devices * (1 if n <= local else 2))
         net_tier = system.tiers[1] if n > local and len(system.tiers) > 1 else None
@@ -89,10 +92,7 @@ def overlapped_compute_share(hw: HardwareProfile, tr: TrainingSpec, ep=1, etp=1)
     SM count. `ep`, `etp`: scalars, or arrays over candidate rows (then an array of shares)."""
     if hw.chip.sm_count is None:
         return 1.0
-    if tr.a2a_kernel_sms is not None and tr.a2a_kernel_sms >= hw.chip.sm_count:
-        raise SpecError(f"{tr.a2a_kernel_sms} SMs for the all-to-all's kernels leave none of {hw.name}'s "
-                        f"{hw.chip.sm_count} to compute", field="training.a2a_kernel_sms", value=tr.a2a_kernel_sms,
-                        allowed=f"1 .. {hw.chip.sm_count - 1}")
+    tr.check_a2a_kernel_sms(hw.name, hw.chip.sm_count)  # a Scenario checks it first, naming its file
     if tr.dispatch_backend not in NCCL_A2A_BACKENDS or tr.comm_sm_share != "nccl":  # no count reads the layout
         sms = a2a_kernel_sms(hw, tr)
         return 1.0 if sms == 0 else compute_share(hw.chip.sm_count, sms)
@@ -103,6 +103,30 @@ def overlapped_compute_share(hw: HardwareProfile, tr: TrainingSpec, ep=1, etp=1)
     pairs = {(int(e), int(t)) for e, t in zip(eps.ravel(), etps.ravel())}
     shares = {pair: overlapped_compute_share(hw, tr, *pair) for pair in pairs}
     return np.array([shares[int(e), int(t)] for e, t in zip(eps.ravel(), etps.ravel())], dtype=float).reshape(eps.shape)
+
+
+def unmoved_setting_note(hw: HardwareProfile, tr: TrainingSpec, ep: int, etp: int) -> str:
+    """Why training.comm_sm_share / a2a_kernel_sms, where set off their defaults, move nothing at a layout of expert
+    degrees `ep`, `etp` ("" where they do): no overlapped pair (moe_a2a_overlap, dualpipe), no expert all-to-all, no
+    SM count in the profile, or the same SMs held as the defaults' (a sweep's point says so, session 22 review22)."""
+    said = [f"comm_sm_share = {tr.comm_sm_share}"] * (tr.comm_sm_share != "deepep") + \
+        [f"a2a_kernel_sms = {tr.a2a_kernel_sms}"] * (tr.a2a_kernel_sms is not None)
+    if not said:
+        return ""
+    said_text = " and ".join(said) + " move" + ("s" if len(said) == 1 else "")
+    if not (tr.moe_a2a_overlap or tr.pipeline_schedule == "dualpipe"):
+        return (f"{said_text} nothing: compute runs beside the all-to-all's kernels only in an overlapped pair "
+                "(training.moe_a2a_overlap or the dualpipe schedule), and neither is set")
+    if ep <= 1:
+        return f"{said_text} nothing at ep 1: no expert all-to-all runs beside compute"
+    if hw.chip.sm_count is None:
+        return f"{said_text} nothing: hardware '{hw.name}' gives no chip.sm_count to share"
+    held = a2a_kernel_sms(hw, tr, ep, etp)
+    if held != a2a_kernel_sms(hw, replace(tr, comm_sm_share="deepep", a2a_kernel_sms=None), ep, etp):
+        return ""
+    return (f"{said_text} nothing with dispatch_backend {tr.dispatch_backend}: its all-to-all holds {held} SMs as "
+            "under the defaults (\"hybridep\" counts HybridEP's kernels, \"nccl\" NCCL's all-to-all too, "
+            "a2a_kernel_sms sets DeepEP's or HybridEP's count)")
 
 
 def shared_extra_s(time_s, launch_s, share):

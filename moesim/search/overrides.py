@@ -3,9 +3,10 @@
 Keys are dotted paths into the scenario (`training.seq_len`, `model.moe.num_experts`,
 `hardware.price_per_device_hour_usd`), the whole-object keys `hardware` (a profile name or
 file), `model` (a model name or file) and `devices`, `search.max_micro_batches`, the [search] lists
-`search.context_parallel`, `search.pipeline_schedules`, `search.virtual_stages` and `search.cp_comms`, and the
-training lists `training.cuda_graph_scope` and `training.recompute_modules` (one entry per value, several joined by
-'+', `none` the empty training list), or a short alias.
+`search.context_parallel`, `search.pipeline_schedules`, `search.virtual_stages` and `search.cp_comms`, the
+training lists `training.cuda_graph_scope` and `training.recompute_modules` and the model's
+`model.attention.layer_pattern` (one entry per value, several joined by '+', `none` the empty training list or no
+pattern), or a short alias.
 Options the layout search chooses itself become restrictions of its space at that point:
 `training.zero_stage` and `training.recompute` pin the stage or mode, and
 `training.capacity_factor` replaces any capacity factors the scenario's [search] lists.
@@ -20,7 +21,7 @@ import dataclasses
 from moesim.errors import SpecError
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.layout import CP_COMMS
-from moesim.specs.model import AttentionSpec, ModelSpec, MoESpec
+from moesim.specs.model import ATTENTION_MASKS, AttentionSpec, ModelSpec, MoESpec
 from moesim.specs.scenario import Scenario, SearchSpace
 from moesim.specs.training import (CUDA_GRAPH_SCOPES, PIPELINE_SCHEDULES, PRECISION_KEYS, RECOMPUTE_MODULES,
                                    TrainingSpec)
@@ -54,11 +55,13 @@ FIELD_TYPES: dict[str, str] = {"devices": "int", "hardware": "profile", "model":
 LIST_ENTRIES: dict[str, tuple | type] = {"search.context_parallel": int, "search.virtual_stages": int,
                                          "search.pipeline_schedules": PIPELINE_SCHEDULES, "search.cp_comms": CP_COMMS,
                                          "training.cuda_graph_scope": CUDA_GRAPH_SCOPES,
-                                         "training.recompute_modules": RECOMPUTE_MODULES}
+                                         "training.recompute_modules": RECOMPUTE_MODULES,
+                                         "model.attention.layer_pattern": ATTENTION_MASKS}
 LIST_JOIN = "+"
-# The training lists (session 21's keys) may be empty: this value is the empty list (no CUDA graph, no module)
+# The training lists (session 21's keys) and the layer pattern may be empty: this value is the empty list (no CUDA
+# graph, no module, every layer the model's one mask)
 EMPTY_LIST = "none"
-EMPTY_ALLOWED = ("training.cuda_graph_scope", "training.recompute_modules")
+EMPTY_ALLOWED = ("training.cuda_graph_scope", "training.recompute_modules", "model.attention.layer_pattern")
 FIELD_TYPES.update({k: "list" for k in LIST_ENTRIES})
 for _prefix, _cls in _GROUPS.items():
     FIELD_TYPES.update({f"{_prefix}.{name}": kind for name, kind in _scalar_fields(_cls).items()})
@@ -147,6 +150,7 @@ def apply_point(scenario: Scenario, point: dict[str, object]) -> Scenario:
                                 "training": scenario.training, "search": scenario.search}
     # Whole profiles and models first, then a precision recipe, so that the fields varied alongside apply on top.
     first = ("hardware", "model", "training.precision_recipe")
+    model_changes: dict[str, dict[str, tuple]] = {}  # model table ("" the model, "moe", "attention") -> its fields
     for key, value in sorted(point.items(), key=lambda item: first.index(p) if (p := canonical_key(item[0])) in first
                              else len(first)):
         path = canonical_key(key)
@@ -166,8 +170,12 @@ def apply_point(scenario: Scenario, point: dict[str, object]) -> Scenario:
         elif head == "training":
             parts["training"] = _replace(parts["training"], key, **{rest: value})
             parts["search"] = _restrict_search(parts["search"], rest, value)
-        else:
-            parts["model"] = _model_with(parts["model"], key, rest, value)
+        else:  # one table's fields at once: a mask and the width it needs (review22)
+            group, _, name = rest.rpartition(".")
+            model_changes.setdefault(group, {})[name] = (key, value)
+    for group, changes in model_changes.items():
+        parts["model"] = _model_with(parts["model"], ", ".join(k for k, _ in changes.values()), group,
+                                     {name: value for name, (_, value) in changes.items()})
     moe = parts["model"].moe
     if any(canonical_key(k) == "training.capacity_factor" for k in point) and (moe is None or moe.dropless):
         raise SpecError(f"model {parts['model'].name} is {'dense' if moe is None else 'dropless'}: it has no capacity "
@@ -218,11 +226,13 @@ def _restrict_search(space: SearchSpace, name: str, value) -> SearchSpace:
     return space
 
 
-def _model_with(model: ModelSpec, key: str, rest: str, value) -> ModelSpec:
-    group, _, name = rest.rpartition(".")
+def _model_with(model: ModelSpec, key: str, group: str, changes: dict[str, object]) -> ModelSpec:
+    """`model` with the fields `changes` of its table `group` ("" the model itself) replaced together, so that fields
+    checked together (a sliding_window mask and its window_tokens) may be varied together; `key` names them."""
     if not group:
-        return _replace(model, key, **{name: value})
+        return _replace(model, key, **changes)
     sub = getattr(model, group)
     if sub is None:
-        raise SpecError(f"model {model.name} has no [{group}] table to vary", field=f"--vary {key}", value=value)
-    return _replace(model, key, **{group: _replace(sub, key, **{name: value})})
+        raise SpecError(f"model {model.name} has no [{group}] table to vary", field=f"--vary {key}",
+                        value=next(iter(changes.values())))
+    return _replace(model, key, **{group: _replace(sub, key, **changes)})

@@ -106,13 +106,20 @@ def grouped_notes(sweep: dict, kinds: tuple[str, ...] = ("warning", "note")) -> 
 
 def overridden_notes(scenario: Scenario, est) -> list[str]:
     """What a floor or clamp set in place of a varied value at the best layout (whyrank, session 20): the expert
-    capacity floor (min_expert_capacity) raising what the capacity factor gives."""
+    capacity floor (min_expert_capacity) raising what the capacity factor gives; and a set comm_sm_share /
+    a2a_kernel_sms that moves nothing there (moesim.ops.sm_share.unmoved_setting_note; review22)."""
+    from moesim.ops.sm_share import unmoved_setting_note
+
     moe, info = scenario.model.moe, est.moe
-    if moe is None or not info:
+    if moe is None:
         return []
+    sms = unmoved_setting_note(scenario.hardware, scenario.training, est.layout.ep, est.layout.etp)
+    notes = [f"all-to-all SMs: {sms}"] if sms else []
+    if not info:
+        return notes
     note = capacity_floor_note(int(info["routing_group_tokens"]), moe.num_experts, moe.top_k, info["capacity_factor"],
                                moe.capacity_rule, moe.min_expert_capacity)
-    return [f"expert capacity floor: {note}"] if note else []
+    return ([f"expert capacity floor: {note}"] if note else []) + notes
 
 
 def run_sweep(scenario: Scenario, axes: list[Axis], *, objective: str = "step_time", workers: int | None = None,

@@ -81,6 +81,7 @@ class Scenario:
                             "(recompute the experts' activation with moe_act)", file=self.file or None,
                             field="training.recompute_modules", value="mlp")
         self._check_mxfp8()
+        self.training.check_a2a_kernel_sms(self.hardware.name, self.hardware.chip.sm_count, self.file or None)
         if self.training.cuda_graph_scope and self.hardware.device_kind != "gpu":
             raise SpecError(f"CUDA graphs run on GPUs; hardware '{self.hardware.name}' is a "
                             f"{self.hardware.device_kind}", file=self.file or None, field="training.cuda_graph_scope",

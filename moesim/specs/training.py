@@ -307,6 +307,14 @@ class TrainingSpec:
             raise SpecError("memory_headroom_fraction must be in [0, 1)", field="training.memory_headroom_fraction",
                             value=self.memory_headroom_fraction)
 
+    def check_a2a_kernel_sms(self, hardware_name: str, sm_count: int | None, file: str | None = None) -> None:
+        """Raise unless a2a_kernel_sms (where set) leaves SMs to compute on a chip of `sm_count` SMs (None: no SM
+        count, nothing to check): the overlapped pair prices compute at (SMs − these) / SMs (moesim.ops.sm_share)."""
+        if self.a2a_kernel_sms is not None and sm_count is not None and self.a2a_kernel_sms >= sm_count:
+            raise SpecError(f"{self.a2a_kernel_sms} SMs for the all-to-all's kernels leave none of {hardware_name}'s "
+                            f"{sm_count} to compute", file=file, field="training.a2a_kernel_sms",
+                            value=self.a2a_kernel_sms, allowed=f"1 .. {sm_count - 1}")
+
     def refused_recompute_modes(self) -> dict[str, str]:
         """{mode: why} for the recompute modes this spec's other options refuse (Megatron-LM's checks in
         __post_init__: full recomputation under moe_a2a_overlap or per-layer CUDA graphs; the moe module with the

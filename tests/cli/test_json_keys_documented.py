@@ -86,7 +86,7 @@ def test_simulate_json_keys_are_documented(capsys, tmp_path):
 # Session 16 (jsonkeys): `moesim estimate --json` and `moesim search --json` were in no doc. Names the data gives (a
 # collective, a layer stack, a rejection rule) are `*`, as calibrate's residuals.
 NAMED = ((r"^communication\.[^.]+\.", "communication.*."), (r"\.self_attention\.[^.]+\.", ".self_attention.*."),
-         (r"^(rejected|rejection_rules)\.[^.]+$", r"\1.*"))
+         (r"\.by_mask\.[^.]+\.", ".by_mask.*."), (r"^(rejected|rejection_rules)\.[^.]+$", r"\1.*"))
 
 
 def named(found: set[str]) -> set[str]:
@@ -103,7 +103,10 @@ def test_estimate_json_keys_are_documented(capsys):
                   "--layout", "dp=2,tp=2,cp=4,pp=2,cp_comm=a2a,first_stage_layers=15,last_stage_layers=17"],
                  ["mixtral-8x7b-h100-vp8"],  # vp
                  ["deepseek-v3-h800", "--devices", 256, "--layout",  # a Megatron pipeline layout
-                  "dp=64,ep=64,pp=4,pipeline_layout=Et*4|(t*4|)*14tmL,schedule=interleaved,mb=60"]):
+                  "dp=64,ep=64,pp=4,pipeline_layout=Et*4|(t*4|)*14tmL,schedule=interleaved,mb=60"],
+                 # an attention.layer_pattern (flop_conventions...by_mask, session 22 gptoss; review22: documented
+                 # but printed by none of the commands above, so this test failed on main at 9f941a0)
+                 [str(ROOT / "tests" / "des" / "data" / "gpt-oss-l6-h100.toml")]):
         found = named(keys(printed(capsys, ["estimate", *argv, "--json"])))
         assert found <= documented, sorted(found - documented)
         seen |= found

@@ -6,6 +6,7 @@ leave, in both engines; training.a2a_kernel_sms gives a run's own DeepEP / Hybri
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from moesim.ops.breakdown import term_builder
 from moesim.ops.price import op_time_s
 from moesim.ops.sm_share import SHARED_KINDS, a2a_kernel_sms, nccl_a2a_sms, overlapped_compute_share
 from moesim.specs.layout import Layout
-from moesim.specs.load import load_hardware
+from moesim.specs.load import load_hardware, load_scenario
 from moesim.specs.training import TrainingSpec
 
 LAYOUT = Layout(dp=8, ep=8, pp=4)
@@ -83,9 +84,40 @@ def test_a_runs_own_sm_count_and_bad_values():
     for bad in (0, True, 2.5):
         with pytest.raises(SpecError, match="a2a_kernel_sms"):
             TrainingSpec(global_batch_sequences=8, a2a_kernel_sms=bad)
-    too_many = _scenario("hybridep", "hybridep", sms=132)
+    with pytest.raises(SpecError, match="a2a_kernel_sms"):  # a Scenario refuses it (review22), pricing too
+        _scenario("hybridep", "hybridep", sms=132)
+    fits = _scenario("hybridep", "hybridep", sms=131)
     with pytest.raises(SpecError, match="a2a_kernel_sms"):
-        overlapped_compute_share(too_many.hardware, too_many.training, 8, 1)
+        overlapped_compute_share(fits.hardware, dataclasses.replace(fits.training, a2a_kernel_sms=132), 8, 1)
+
+
+def test_too_many_kernel_sms_names_the_scenario_file(tmp_path):
+    """review22: the refusal of a2a_kernel_sms >= the chip's SMs names the file, field and allowed values (it was
+    raised while pricing, with no file)."""
+    text = (Path(__file__).parent / "data" / "gpt-oss-l6-h100.toml").read_text()
+    path = tmp_path / "too-many-sms.toml"
+    sms = '\ndispatch_backend = "deepep"\na2a_kernel_sms = {}'
+    path.write_text(text.replace('pipeline_schedule = "1f1b"', 'pipeline_schedule = "1f1b"' + sms.format(132)))
+    with pytest.raises(SpecError) as err:
+        load_scenario(path)
+    assert err.value.file == str(path) and err.value.field == "training.a2a_kernel_sms"
+    assert "1 .. 131" in str(err.value)
+    path.write_text(text.replace('pipeline_schedule = "1f1b"', 'pipeline_schedule = "1f1b"' + sms.format(131)))
+    assert load_scenario(path).training.a2a_kernel_sms == 131
+
+
+def test_the_nccl_count_follows_the_profile_not_its_name():
+    """review22: nccl_a2a_sms was memoised by the profile's name, so a second profile of the same name with another
+    NVLink line rate (a calibrated copy, a user's file) got the first one's count."""
+    hw = load_hardware("h100-sxm")
+    nvlink = hw.interconnect[0]
+    slow = dataclasses.replace(hw, interconnect=(dataclasses.replace(
+        nvlink, link_bw_bytes_per_s=nvlink.link_bw_bytes_per_s / 18),) + hw.interconnect[1:])
+    assert slow.name == hw.name
+    full, fewer = nccl_a2a_sms(hw, 2, 2), nccl_a2a_sms(slow, 2, 2)
+    assert full == tuning()["p2p"]["p2p_channels"]  # 18 NVLinks: every one of the 32 p2p channels
+    assert fewer < full  # one link's rate: 2 channels per peer (nccl_p2p.p2p_channel_rule), fewer CTAs
+    assert nccl_a2a_sms(hw, 2, 2) == full
 
 
 def test_a_layer_in_the_pair_by_hand():

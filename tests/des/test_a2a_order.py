@@ -161,3 +161,41 @@ def test_the_pair_costs_agree_and_the_sends_are_what_is_left():
         sim_saved = plain.step_times_s[0] - on.step_times_s[0]
         est_saved = plain.analytical_step_time_s - on.analytical_step_time_s
         assert sim_saved == pytest.approx(est_saved, rel=0.01)
+
+
+def test_the_overlapped_slots_wait_on_the_sends_the_estimate_leaves_out():
+    """Session 22 (sendsoverlap): the simulator's step against the pipeline send's cost h (both directions scaled by
+    k, SP off). Without the overlap it grows by exactly the fill's 2(p·v − 1) sends per h, what the estimate prices
+    (schedules.pipeline_time_s, Narayanan §2.2.2). With it, once the slack of the FB slots is gone (k 2 -> 3), by 38
+    sends: every steady FB slot on the path waits one more send (an FB slot waits for both its inputs before its
+    first layer, Megatron-LM d98e8a64 model_chunk_schedule_plan.py l.536-548), which the estimate leaves out
+    (measured, not derived: m·v − 8 extra sends at p 4, v 2 for m 16, 24, 32, i.e. 38, 54, 70 in all, whether 2p or
+    p·v is left open; docs/collectives-history.md, Session 22 (sendsoverlap))."""
+    from moesim.des import run as des_run
+
+    options = SimOptions(contention=False, expected_loads=True, trace=False)
+    build, scale, send_s = des_run.build_costs, [1.0], []
+
+    def scaled(*args, **kwargs):
+        costs = build(*args, **kwargs)
+        send_s.append(costs.stages[0].send_forward.time_s)
+        k = scale[0]
+        more = lambda s: None if s is None else dataclasses.replace(s, time_s=k * s.time_s,  # noqa: E731
+                                                                   latency_s=k * s.latency_s)
+        costs.stages = [dataclasses.replace(st, send_forward=more(st.send_forward),
+                                            send_backward=more(st.send_backward)) for st in costs.stages]
+        return costs
+
+    sc, layout = mixtral(sp=False)
+    off = dataclasses.replace(sc, training=dataclasses.replace(sc.training, moe_a2a_overlap=False))
+    steps = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(des_run, "build_costs", scaled)
+        for k in (2.0, 3.0):
+            scale[0] = k
+            steps[k] = (simulate(sc, layout, options).step_times_s[0], simulate(off, layout, options).step_times_s[0])
+    h = send_s[0]
+    p, v, m = layout.pp, layout.vp, sc.training.micro_batches
+    on_sends, plain_sends = ((steps[3.0][i] - steps[2.0][i]) / h for i in (0, 1))
+    assert plain_sends == pytest.approx(2 * (p * v - 1), abs=1e-6)
+    assert on_sends == pytest.approx(2 * (p * v - 1) + m * v - 2 * p, abs=1e-6)

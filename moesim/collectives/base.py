@@ -10,8 +10,11 @@ so that algbw = S / t and busbw = algbw × factor compare line by line with nccl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
+
+from moesim.errors import SpecError
 
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast", "send_recv")
 
@@ -105,3 +108,12 @@ class CollectiveModel(Protocol):
     def cost(self, op: str, size_bytes: float, group: Group) -> CollectiveCost:
         """Time of `op` moving `size_bytes` (nccl-tests S) over `group`."""
         ...
+
+
+def check_op(op: str, size_bytes: float) -> None:
+    """SpecError unless `op` is a known collective and the size a non-negative number of bytes."""
+    if op not in OPS:
+        raise SpecError(f"unknown collective '{op}'", field="op", value=op, allowed=OPS)
+    if not isinstance(size_bytes, (int, float)) or math.isnan(size_bytes) or size_bytes < 0:
+        raise SpecError(f"size must be a non-negative number of bytes, got {size_bytes!r}", field="bytes",
+                        value=size_bytes)

@@ -1,9 +1,9 @@
 """The topology-aware collective model: place the group, price every algorithm × protocol, keep the fastest.
 
-Selection rule (as NCCL's tuner, NVIDIA/nccl src/graph/tuning.cc `ncclTopoGetAlgoTime`): for every
-algorithm that applies to the operation and the system, and every protocol (LL, LL128, Simple on GPUs;
-one on TPU ICI and CPU), time = base latency + algorithm latency + transfer, transfer from the tier
-that bounds it; the minimum wins and is reported with that tier as `bottleneck`.
+Selection rule (as NCCL's tuner, NVIDIA/nccl src/graph/tuning.cc `ncclTopoGetAlgoTime`): for every algorithm that
+applies to the operation and the system, and every protocol (LL, LL128, Simple on GPUs; one on TPU ICI and CPU), time
+= base latency + algorithm latency + transfer, transfer from the tier that bounds it; the minimum wins and is reported
+with that tier as `bottleneck`.
 
 Algorithms (formulas in formulas.py, hierarchy.py, torus_costs.py):
   torus (group inside one torus slice): torus_rings and halving-doubling (all-reduce, all-gather,
@@ -17,21 +17,18 @@ Algorithms (formulas in formulas.py, hierarchy.py, torus_costs.py):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from moesim.collectives import formulas, hierarchy, nccl, nccl_facts, nccl_multinode, nccl_plan, torus_costs
 from moesim.collectives import nccl_broadcast, nccl_p2p, nccl_p2p_net, nccl_p2p_peer
-from moesim.collectives.algorithm_menu import HALVING_NAME as _HALVING_NAME, P2P_OPS as _P2P_OPS
-from moesim.collectives.algorithm_menu import PASSES as _PASSES, algorithm_names as _algorithm_names
-from moesim.collectives.algorithm_menu import algorithm_terms as _algorithm_terms
-from moesim.collectives.algorithm_menu import peer_bytes as _peer_bytes
-from moesim.collectives.base import OPS, CollectiveCost, Group, p2p_latency_s
+from moesim.collectives.algorithm_menu import (HALVING_NAME as _HALVING_NAME, P2P_OPS as _P2P_OPS, PASSES as _PASSES,
+                                               algorithm_names as _algorithm_names, peer_bytes as _peer_bytes,
+                                               algorithm_terms as _algorithm_terms)
+from moesim.collectives.base import OPS, CollectiveCost, Group, check_op, p2p_latency_s
 from moesim.collectives.nccl_channels import CHANNEL_KNOBS, check_channel_knob
 from moesim.collectives.formulas import Terms
 from moesim.collectives import nccl_channel_caps, nccl_env_lists, nccl_tuning, nccl_version_pick
-# nccl_pick and nccl_no_pick are imported where a branch needs them: a search that never takes the branch does not
-# compile them (session 22, coldsearch22)
+# nccl_pick / nccl_no_pick are imported in the branches that need them (a search that never takes one skips it)
 from moesim.collectives.nccl_tuner_rules import TunerRules, rules_at_release
 from moesim.collectives.protocols import NCCL_PROTOCOLS, PLAIN, p2p_protocol
 from moesim.collectives.tier_layout import Layout as _Layout
@@ -164,7 +161,6 @@ class TopologyModel:
                 best_s = best[3] + best[2].time_s
         if best is None and self.hardware.pick_interconnect:  # NCCL's pick on the prior's figures (nccl_pick.py)
             from moesim.collectives import nccl_pick
-
             best, best_s = nccl_pick.ranked_row(self, op, size_bytes, group, rows)
         for row in rows if best is None else ():
             latency_s, transfer, overlapped = row[2]  # Candidate.time_s = base + Terms.time_s, inline
@@ -174,7 +170,6 @@ class TopologyModel:
                 best, best_s, best_rank = row, time_s, rank_s
         if best is None:  # NCCL_ALGO / NCCL_PROTO leave nothing: ring where the release falls back, else the error
             from moesim.collectives import nccl_no_pick
-
             return nccl_no_pick.no_algorithm(self, op, size_bytes, group)
         name, proto, terms = best[:3]
         label = f"{name}/{proto}" if proto else name
@@ -197,11 +192,9 @@ class TopologyModel:
             check_op(op, size_bytes)  # the one clear error (or a valid subclass / bool: on as before)
         found = self._placements.get((group.size, group.stride, group.concurrent, group.devices))  # _placed, inline
         system, pl, layouts = found if found is not None else self._placed(group)
-        if size_bytes == 0 and system.nccl:
+        if size_bytes == 0 and system.nccl:  # NCCL v2.29.2-1 src/enqueue.cc taskAppend: an empty collective is dropped
             from moesim.collectives import nccl_no_pick
-
             if nccl_no_pick.discarded(op, size_bytes, self.nccl_version):
-                # NCCL v2.29.2-1 src/enqueue.cc taskAppend: an empty collective is dropped
                 return nccl_no_pick.empty_rows()
         if pl.torus is not None and pl.top == 0:
             if pl.torus.chips == 1 or (op == "send_recv" and sum(pl.torus.pair_hops) == 0):
@@ -399,12 +392,3 @@ class TopologyModel:
             rings = sum(torus_costs.axis_ring_bw(tg.m[a], tg.wrap[a], tg.share[a], b) for a in tg.axes)
             return max(rings, b) / tg.q
         return tier.bw_at(message) * pl.boost[index]
-
-
-def check_op(op: str, size_bytes: float) -> None:
-    """SpecError unless `op` is a known collective and the size a non-negative number of bytes."""
-    if op not in OPS:
-        raise SpecError(f"unknown collective '{op}'", field="op", value=op, allowed=OPS)
-    if not isinstance(size_bytes, (int, float)) or math.isnan(size_bytes) or size_bytes < 0:
-        raise SpecError(f"size must be a non-negative number of bytes, got {size_bytes!r}", field="bytes",
-                        value=size_bytes)

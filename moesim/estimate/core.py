@@ -446,11 +446,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             per_param = np.where(dense_params > 0, dense_time / dense_params, 0.0)
         embedding_s = np.where(ends, per_param * ((wl.embedding_params / tp) + wl.position_params)[:, None], 0.0)
         at_pp1 = ends & last & (pp[:, None] == 1)
-        head_params = ((wl.lm_head_params / tp) + wl.final_norm_params)[:, None]
-        # the head's own bucket only where it fills one (param_and_grad_buffer.py l.986); else it joins the layers'
-        head_s = np.where(at_pp1 & (head_params >= bucket_params(dcp)[:, None]), per_param * head_params, 0.0)
-        logits_rows = logits_time if of is None else np.take(logits_time, of, axis=0)
-        head_bwd = np.where(at_pp1, (2 / 3) * logits_rows[:, None] + head_bwd_comm, 0.0)
+        head_s, head_bwd = 0.0, 0.0  # no candidate at pp 1: the head is on no bucketed stage
+        if at_pp1.any():
+            head_params = ((wl.lm_head_params / tp) + wl.final_norm_params)[:, None]
+            # the head's own bucket only where it fills one (param_and_grad_buffer.py l.986); else it joins the layers'
+            head_s = np.where(at_pp1 & (head_params >= bucket_params(dcp)[:, None]), per_param * head_params, 0.0)
+            logits_rows = logits_time if of is None else np.take(logits_time, of, axis=0)
+            head_bwd = np.where(at_pp1, (2 / 3) * logits_rows[:, None] + head_bwd_comm, 0.0)
         left = np.where(ends, first_stage_exposed_s(dp_time, last_bucket, most_buckets, bwd_own + bwd_comm,
                                                     embedding_s, head_s, dense_buckets, head_bwd),
                         np.maximum(last_bucket, dp_time - window))

@@ -180,7 +180,6 @@ def test_the_interleaved_gradient_sync_agrees_with_the_simulator():
     assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.005)
 
 
-
 def test_without_the_model_s_ends_the_first_stage_keeps_the_window_rule():
     """No embedding or head on the stage: max(last bucket, S − W·(1 − 1/n)), core.py's rule before session 22."""
     sync, last, n, window = np.array([[6.0, 6.0]]), np.array([[1.0, 6.0]]), np.array([[6.0, 1.0]]), 3.0

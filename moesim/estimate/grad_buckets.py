@@ -126,7 +126,6 @@ def interleaved_chunks_exposed_s(sync_s: np.ndarray, n_buckets: np.ndarray, bwd_
     return np.maximum(own, stream + chunk_sync)
 
 
-
 def first_stage_exposed_s(sync_s, last_bucket_s, n_buckets, window_s, embedding_s, head_s, dense_buckets,
                           head_bwd_s):
     """(N, S) seconds of a bucketed stage's gradient sync `sync_s` left after its last backward (`window_s`, the

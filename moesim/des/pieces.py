@@ -71,10 +71,12 @@ def _forward_end(b: Builder, costs: Costs, mb: int, vs: int) -> None:
         b.send(piece.send_forward, _peer(costs, vs + 1, mb, b.stage), mb, "fwd")
 
 
-def _backward_start(b: Builder, costs: Costs, mb: int, vs: int, kind: str = "B") -> None:
+def _backward_start(b: Builder, costs: Costs, mb: int, vs: int, kind: str = "B", left: dict | None = None) -> None:
     """The head's backward on the last piece: a full backward (B) runs its dX and dW (2 forwards: Kaplan et al. 2020
     §2.1); an I its dX only, the dW (one forward) left to the piece's W (`weights`; before session 20, zbvagree, an
-    I ran both and its W the dW again)."""
+    I ran both and its W the dW again). On the piece's last full backward the head's gradient goes to the buckets
+    right after it, as MCore's hook fires for the output layer's weight (Megatron-LM d98e8a64
+    distributed_data_parallel.py l.553-582; session 22, pp1gap: before, it waited for the last layer's backward)."""
     piece = costs.stages[vs]
     b.vs = vs
     last = vs == len(costs.stages) - 1
@@ -84,6 +86,8 @@ def _backward_start(b: Builder, costs: Costs, mb: int, vs: int, kind: str = "B")
     if last:
         passes = BACKWARD_TO_FORWARD - (kind == "I")  # forwards' worth: dX and dW, or dX alone
         _head(b, piece, mb, "bwd", piece.logits_s * passes / (1 + BACKWARD_TO_FORWARD))
+        if kind == "B" and left is not None and left[vs] == 1 and piece.head_grad_bytes > 0:
+            b.grad_bucket(piece.head_grad_bytes, 0.0, piece.layers[-1], vs)
 
 
 def _backward_layer(b: Builder, costs: Costs, mb: int, vs: int, n: int, kind: str, left: dict,
@@ -96,7 +100,7 @@ def _backward_layer(b: Builder, costs: Costs, mb: int, vs: int, n: int, kind: st
     if vs == 0 and n == len(layers) - 1:
         _embedding_backward(b, costs, mb, kind)
     if kind == "B" and left[vs] == 1:
-        _gradient_of(b, costs, vs, n, pieces_left[0] == 1)
+        _gradient_of(b, costs, vs, n, pieces_left[0] == 1, with_head=False)
 
 
 def _backward_end(b: Builder, costs: Costs, mb: int, vs: int, kind: str, left: dict, pieces_left: list) -> None:
@@ -109,7 +113,7 @@ def _backward_end(b: Builder, costs: Costs, mb: int, vs: int, kind: str, left: d
 
 def backward(b, costs: Costs, mb: int, vs: int, kind: str, left: dict, pieces_left: list) -> None:
     """Full (B) or input-gradient-only (I) backward of piece `vs` for micro-batch `mb`."""
-    _backward_start(b, costs, mb, vs, kind)
+    _backward_start(b, costs, mb, vs, kind, left)
     for n in range(len(costs.stages[vs].layers)):
         _backward_layer(b, costs, mb, vs, n, kind, left, pieces_left)
     _backward_end(b, costs, mb, vs, kind, left, pieces_left)
@@ -136,15 +140,16 @@ def _gradients_done(vs: int, left: dict, pieces_left: list) -> None:
         pieces_left[0] -= 1
 
 
-def _gradient_of(b: Builder, costs: Costs, vs: int, n: int, last_piece: bool) -> None:
+def _gradient_of(b: Builder, costs: Costs, vs: int, n: int, last_piece: bool, with_head: bool = True) -> None:
     """The n-th layer from the end of piece `vs` hands its gradients to the buckets (flush after the piece's last
     layer: MCore's buffers are per model chunk, each chunk's last bucket launched once its gradients are ready;
-    with overlap_grad_reduce off, after the device's last layer)."""
+    with overlap_grad_reduce off, after the device's last layer); the head's with the first (`with_head`) where its
+    backward did not hand them over itself (a W: `weights`)."""
     piece = costs.stages[vs]
     layers = piece.layers
     lc = costs.classes[costs.workload.layer_class_index[layers[-1 - n]]]
     end = n == len(layers) - 1
-    extra = (piece.embedding_grad_bytes if end else 0.0) + (piece.head_grad_bytes if n == 0 else 0.0)
+    extra = (piece.embedding_grad_bytes if end else 0.0) + (piece.head_grad_bytes if n == 0 and with_head else 0.0)
     flush = end and (last_piece or b.costs.training.overlap_grad_reduce)
     b.grad_bucket(lc.dense_grad_bytes + extra, lc.expert_grad_bytes, layers[-1 - n], vs, flush=flush)
 
@@ -166,7 +171,7 @@ def overlapped(b, costs: Costs, slot: Slot, left: dict, pieces_left: list) -> No
     recv_f = ("act", slot.mb, slot.vs) if slot.vs and _peer(costs, slot.vs - 1, slot.mb, b.stage) else None
     chain_f = start
     b.last = start
-    _backward_start(b, costs, mb_b, vs_b, kind_b)
+    _backward_start(b, costs, mb_b, vs_b, kind_b, left)
     recv_b, b.recv = b.recv, None  # the backward's receive, unless its logits took it
     chain_b = b.last
     steps = max(len(fwd_layers), len(bwd_layers))

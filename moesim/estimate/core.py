@@ -40,7 +40,7 @@ from moesim.estimate.device_state import optimizer_time_s, stage_memory, stage_p
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
 from moesim.estimate.folds import order_free_rows, schedule_free_rows
 from moesim.estimate.grad_buckets import (bucket_count, bucket_params, chunk_buckets, earlier_end_s,
-                                         first_stage_buckets, interleaved_chunks_exposed_s)
+                                         first_stage_buckets, first_stage_exposed_s, interleaved_chunks_exposed_s)
 from moesim.estimate.stages import Stages, dualpipe_pair_columns, per_stage, pipeline_stages, run_ends
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
@@ -278,6 +278,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     threshold_bytes = bucket_params(cands.dp * cands.cp)[:, None] * q_g
     last_bucket = np.zeros((n_cand, n_stages))  # each axis's last bucket: ready only at the backward's end
     most_buckets = np.ones((n_cand, n_stages))  # the first bucket is ready after 1 / n_b of the last backward
+    dense_time, dense_buckets = np.zeros((n_cand, n_stages)), np.ones((n_cand, n_stages))  # the dense axis's own
     for axis, params, layers in (("dp", dense_1, grad_layers[0]), ("edp", expert_1, grad_layers[1])):
         grad_bytes, param_bytes = params * q_g, params * q_p
         # The sync runs bucket by bucket, each its own collective (MCore param_and_grad_buffer.py, start_grad_sync).
@@ -291,6 +292,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                                     np.where(zero >= 1, n_b, 0), True)
         dp_time += axis_time
         last_bucket += axis_time / n_b
+        if axis == "dp":  # the model's ends are dense: their share of the sync (grad_buckets.first_stage_exposed_s)
+            dense_time, dense_buckets = axis_time + dense_time, np.broadcast_to(n_b, dense_buckets.shape)
         most_buckets = np.maximum(most_buckets, np.where(grad_bytes > 0, n_b, 1.0))
         # ZeRO-3 gathers every layer's parameters again in forward and backward (ZeRO §7).
         zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", param_bytes,
@@ -323,6 +326,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         per_mb_comm, bwd_comm = per_mb_comm + z(head_comm["last"][0]), bwd_comm + z(head_comm["last"][1])
     dp_time, zero3_mb, last_bucket = z(dp_time) * pm, z(zero3_mb) * pm, z(last_bucket) * pm
     most_buckets = z(most_buckets)
+    dense_time, dense_buckets = z(dense_time) * pm, z(dense_buckets)
+    head_bwd_comm = z(head_comm["last"][1])  # the head's backward collectives at pp 1 (the first stage's own)
     apart = ends_apart(sched, every["pp"])[:, None].astype(float)  # ZB-V, DualPipe: both ends on one device
     embedding_time = None if embedding_time is None else z(embedding_time) * apart
     tp_grad = 0.0 if tp_grad_time is None else z(tp_grad_time) * pm
@@ -432,10 +437,27 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         window = (bwd_own + bwd_comm) * (1.0 - 1.0 / most_buckets)
         # A later stage, one bucket (grad_buckets.bucketed), ends its backward before stage 0 (earlier_end_s).
         early = earlier_end_s(sched, vp, stages.index, exists, bwd_own + bwd_comm, hop)
-        left = np.maximum(last_bucket, dp_time - window)
+        # The model's ends in their own buckets on a bucketed stage (grad_buckets.first_stage_exposed_s): the word
+        # embedding's gradient in the last (device 0, piece 0), at pp 1 the output layer's in the first, ready once
+        # the head's backward ends. Their share of the dense axis's sync by parameters.
+        chunked = sch.is_schedule(sched, "interleaved")[:, None] & (np.asarray(vp)[:, None] > 1)
+        ends = first & ~chunked
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_param = np.where(dense_params > 0, dense_time / dense_params, 0.0)
+        embedding_s = np.where(ends, per_param * ((wl.embedding_params / tp) + wl.position_params)[:, None], 0.0)
+        at_pp1 = ends & last & (pp[:, None] == 1)
+        head_s, head_bwd = 0.0, 0.0  # no candidate at pp 1: the head is on no bucketed stage
+        if at_pp1.any():
+            head_params = ((wl.lm_head_params / tp) + wl.final_norm_params)[:, None]
+            # the head's own bucket only where it fills one (param_and_grad_buffer.py l.986); else it joins the layers'
+            head_s = np.where(at_pp1 & (head_params >= bucket_params(dcp)[:, None]), per_param * head_params, 0.0)
+            logits_rows = logits_time if of is None else np.take(logits_time, of, axis=0)
+            head_bwd = np.where(at_pp1, (2 / 3) * logits_rows[:, None] + head_bwd_comm, 0.0)
+        left = np.where(ends, first_stage_exposed_s(dp_time, last_bucket, most_buckets, bwd_own + bwd_comm,
+                                                    embedding_s, head_s, dense_buckets, head_bwd),
+                        np.maximum(last_bucket, dp_time - window))
         # Interleaved, a stage's later chunks sync in the cool-down, chunk 0 after its own last backward (bucketed
         # on the first stage, one bucket on the others: chunk_buckets' v buckets, 1 a chunk).
-        chunked = sch.is_schedule(sched, "interleaved")[:, None] & (np.asarray(vp)[:, None] > 1)
         if chunked.any():
             left = np.where(chunked, interleaved_chunks_exposed_s(dp_time, most_buckets, bwd_own + bwd_comm, vp,
                                                                  pp, m), left)

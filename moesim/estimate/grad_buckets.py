@@ -125,3 +125,26 @@ def interleaved_chunks_exposed_s(sync_s: np.ndarray, n_buckets: np.ndarray, bwd_
         stream = np.where(c < v, np.maximum(stream, -c * ahead * chunk_bwd) + chunk_sync, stream)
     return np.maximum(own, stream + chunk_sync)
 
+
+def first_stage_exposed_s(sync_s, last_bucket_s, n_buckets, window_s, embedding_s, head_s, dense_buckets,
+                          head_bwd_s):
+    """(N, S) seconds of a bucketed stage's gradient sync `sync_s` left after its last backward (`window_s`, the
+    whole last backward: compute and its collectives) ends, the model's ends in the buckets MCore puts them in.
+    MCore fills buckets in reverse parameter order (Megatron-LM d98e8a64 param_and_grad_buffer.py l.980-995: `for
+    param in params[::-1]`, a bucket closes once it holds `bucket_size` elements) and launches one once every
+    parameter in it has its gradient (l.863-886 register_grad_ready, on the last micro-batch). GPTModel registers
+    the embedding first and the output layer last (models/gpt/gpt_model.py l.174, 233, 277): the output layer's
+    gradient (`head_s` of the sync, on the device only at pp 1) fills the first bucket, ready when the head's
+    backward (`head_bwd_s`) ends; the word embedding's (`embedding_s`) the last, ready at the backward's end, so
+    never hidden. The layers' `n_buckets` buckets are ready evenly over the rest of the window, W_L = W − t_h: the
+    grad stream ends max(last bucket, S − S_head − W_L·(1 − 1/n), S − W_L) after the window (core.py's window rule
+    with the head's bucket first and the embedding joined to the last; zero ends: that rule). The last bucket is
+    `last_bucket_s` (each axis's sync / its count) with the ends' share of the dense axis's (`dense_buckets`)
+    bucket taken out and the embedding's added. Shares of the sync by bytes (one bucket's latency not split).
+    DERIVED (session 22, pp1gap); every argument (N, S) or broadcastable."""
+    ends_in_last = (embedding_s + head_s) / dense_buckets
+    last = last_bucket_s - ends_in_last + embedding_s
+    layers_window = window_s - head_bwd_s
+    fill = np.maximum(1.0, n_buckets)
+    return np.maximum(np.maximum(last, sync_s - head_s - layers_window * (1.0 - 1.0 / fill)),
+                      sync_s - layers_window)

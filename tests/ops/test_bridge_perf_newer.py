@@ -65,7 +65,7 @@ RECORDED_ERROR_PCT = {
     "26.06-b300-dsv3-mxfp8-pp8ep8": -16.8,  # 26.06 DGX-B300 DeepSeekV3 MXFP8: 3541; selective (mla_up_proj)
     "26.06-gb300-qwen3-30b-mxfp8-ep8": -5.3,  # 26.06 DGX-GB300 Qwen3_30B_a3B MXFP8: 45275; none
     "26.06-gb200-qwen3-30b-mxfp8-ep8": -20.0,  # 26.06 DGX-GB200 Qwen3_30B_a3B MXFP8: 40706; none
-    "26.06-b300-qwen3-30b-mxfp8-ep8": -10.1,  # 26.06 DGX-B300 Qwen3_30B_a3B MXFP8: 40769; none
+    "26.06-b300-qwen3-30b-mxfp8-ep8": -10.0,  # 26.06 DGX-B300 Qwen3_30B_a3B MXFP8: 40769; none
     "26.06-h100-qwen3-30b-fp8-ep16": -36.5,  # 26.06 DGX-H100 Qwen3_30B_a3B FP8: 8826; none
     "26.06-gb300-qwen3-235b-mxfp8-pp4vp12ep32": -4.8,  # 26.06 DGX-GB300 Qwen3_235B_a22B MXFP8: 9015; none
     "26.06-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -21.0,  # 26.06 DGX-GB200 Qwen3_235B_a22B MXFP8: 7376; none
@@ -75,7 +75,7 @@ RECORDED_ERROR_PCT = {
     # the recipe's modules: selective (mla_up_proj, mlp), priced since session 21 (recompmods; moesim's rule before)
     "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": +20.5,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; the recipe's modules
     "26.04.01-gb300-qwen3-30b-mxfp8-ep8": -21.6,  # 26.04.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 31744; none
-    "26.04.01-gb200-qwen3-30b-mxfp8-ep8": -28.6,  # 26.04.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26112; none
+    "26.04.01-gb200-qwen3-30b-mxfp8-ep8": -28.5,  # 26.04.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26112; none
     "26.04.01-b300-qwen3-30b-mxfp8-ep8": -21.0,  # 26.04.01 DGX-B300 Qwen3_30B_a3B MXFP8: 30720; none
     "26.04.01-b200-qwen3-30b-mxfp8-ep8": +0.2,  # 26.04.01 DGX-B200 Qwen3_30B_a3B MXFP8: 27136; none
     "26.04.01-h100-qwen3-30b-fp8-ep16": -35.5,  # 26.04.01 DGX-H100 Qwen3_30B_a3B FP8: 8960; none
@@ -103,33 +103,33 @@ RECORDED_ERROR_PCT = {
     "26.02.01-b200-dsv3-mxfp8-pp16ep8": +18.0,  # 26.02.01 DGX-B200 DeepSeekV3 MXFP8: 2790; selective (mla_up_proj)
     "26.02.01-gb300-qwen3-30b-mxfp8-ep8": -24.9,  # 26.02.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 30411; none
     "26.02.01-gb200-qwen3-30b-mxfp8-ep8": -27.8,  # 26.02.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26373; none
-    "26.02.01-b300-qwen3-30b-mxfp8-ep8": -24.3,  # 26.02.01 DGX-B300 Qwen3_30B_a3B MXFP8: 29454; none
+    "26.02.01-b300-qwen3-30b-mxfp8-ep8": -24.2,  # 26.02.01 DGX-B300 Qwen3_30B_a3B MXFP8: 29454; none
     "26.02.01-b200-qwen3-30b-mxfp8-ep8": -1.4,  # 26.02.01 DGX-B200 Qwen3_30B_a3B MXFP8: 26695; none
     "26.02.01-h100-qwen3-30b-fp8-pp2vp12ep8": -31.5,  # 26.02.01 DGX-H100 Qwen3_30B_a3B FP8: 9058; none
-    "26.02.01-gb300-qwen3-235b-mxfp8-pp4ep32": -9.1,  # 26.02.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 6583; none
+    "26.02.01-gb300-qwen3-235b-mxfp8-pp4ep32": -9.0,  # 26.02.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 6583; none
     "26.02.01-gb200-qwen3-235b-mxfp8-pp8ep32": -14.7,  # 26.02.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5530; none
     "26.02.01-b300-qwen3-235b-mxfp8-pp8vp4ep8": -59.0,  # 26.02.01 DGX-B300 Qwen3_235B_a22B MXFP8: 2644; none
     "26.02.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -46.7,  # 26.02.01 DGX-H100 Qwen3_235B_a22B FP8: 1611; none
-    "26.08-gb300-gpt-oss-120b-mxfp8-ep16": -24.2,  # 26.08 DGX-GB300 GPT OSS 120B MXFP8: 33024; none
-    "26.08-gb200-gpt-oss-120b-mxfp8-ep64": -38.7,  # 26.08 DGX-GB200 GPT OSS 120B MXFP8: 28672; none
-    "26.06.01-gb300-gpt-oss-120b-mxfp8-ep16": -53.4,  # 26.06.01 DGX-GB300 GPT OSS 120B MXFP8: 20288; none
-    "26.06.01-gb200-gpt-oss-120b-mxfp8-ep64": -60.9,  # 26.06.01 DGX-GB200 GPT OSS 120B MXFP8: 18304; none
-    "26.06-gb300-gpt-oss-120b-mxfp8-ep16": -23.8,  # 26.06 DGX-GB300 GPT OSS 120B MXFP8: 33166; none
-    "26.06-gb200-gpt-oss-120b-mxfp8-ep64": -38.1,  # 26.06 DGX-GB200 GPT OSS 120B MXFP8: 28947; none
+    "26.08-gb300-gpt-oss-120b-mxfp8-ep16": -24.0,  # 26.08 DGX-GB300 GPT OSS 120B MXFP8: 33024; none
+    "26.08-gb200-gpt-oss-120b-mxfp8-ep64": -38.6,  # 26.08 DGX-GB200 GPT OSS 120B MXFP8: 28672; none
+    "26.06.01-gb300-gpt-oss-120b-mxfp8-ep16": -53.3,  # 26.06.01 DGX-GB300 GPT OSS 120B MXFP8: 20288; none
+    "26.06.01-gb200-gpt-oss-120b-mxfp8-ep64": -60.8,  # 26.06.01 DGX-GB200 GPT OSS 120B MXFP8: 18304; none
+    "26.06-gb300-gpt-oss-120b-mxfp8-ep16": -23.6,  # 26.06 DGX-GB300 GPT OSS 120B MXFP8: 33166; none
+    "26.06-gb200-gpt-oss-120b-mxfp8-ep64": -38.0,  # 26.06 DGX-GB200 GPT OSS 120B MXFP8: 28947; none
     "26.06-b300-gpt-oss-120b-mxfp8-ep8": -43.4,  # 26.06 DGX-B300 GPT OSS 120B MXFP8: 18534; none
-    "26.04.01-gb300-gpt-oss-120b-bf16-ep64": -37.6,  # 26.04.01 DGX-GB300 GPT OSS 120B BF16: 19200; none
+    "26.04.01-gb300-gpt-oss-120b-bf16-ep64": -37.5,  # 26.04.01 DGX-GB300 GPT OSS 120B BF16: 19200; none
     # the recipe's modules: selective (layernorm, moe_act), priced since session 21 (recompmods; moesim's rule before)
-    "26.04.01-gb200-gpt-oss-120b-bf16-ep64": -53.2,  # 26.04.01 DGX-GB200 GPT OSS 120B BF16: 16640; the recipe's modules
+    "26.04.01-gb200-gpt-oss-120b-bf16-ep64": -53.1,  # 26.04.01 DGX-GB200 GPT OSS 120B BF16: 16640; the recipe's modules
     "26.04.01-b300-gpt-oss-120b-bf16-ep8": -43.7,  # 26.04.01 DGX-B300 GPT OSS 120B BF16: 15232; none
     "26.04.01-b200-gpt-oss-120b-bf16-ep8": -21.9,  # 26.04.01 DGX-B200 GPT OSS 120B BF16: 13568; the recipe's modules
     "26.04.01-h100-gpt-oss-120b-bf16-pp4ep8": -38.2,  # 26.04.01 DGX-H100 GPT OSS 120B BF16: 5824; the recipe's modules
-    "26.04-gb300-gpt-oss-120b-bf16-ep64": -37.3,  # 26.04 DGX-GB300 GPT OSS 120B BF16: 19275; none
-    "26.04-gb200-gpt-oss-120b-bf16-ep64": -54.8,  # 26.04 DGX-GB200 GPT OSS 120B BF16: 15938; the recipe's modules
+    "26.04-gb300-gpt-oss-120b-bf16-ep64": -37.2,  # 26.04 DGX-GB300 GPT OSS 120B BF16: 19275; none
+    "26.04-gb200-gpt-oss-120b-bf16-ep64": -54.7,  # 26.04 DGX-GB200 GPT OSS 120B BF16: 15938; the recipe's modules
     "26.04-b300-gpt-oss-120b-bf16-ep8": -44.1,  # 26.04 DGX-B300 GPT OSS 120B BF16: 15114; none
     "26.04-b200-gpt-oss-120b-bf16-ep8": -24.3,  # 26.04 DGX-B200 GPT OSS 120B BF16: 13045; the recipe's modules
     "26.04-h100-gpt-oss-120b-bf16-pp4ep8": -38.4,  # 26.04 DGX-H100 GPT OSS 120B BF16: 5810; the recipe's modules
-    "26.02.01-gb300-gpt-oss-120b-bf16-ep64": -37.1,  # 26.02.01 DGX-GB300 GPT OSS 120B BF16: 19366; none
-    "26.02.01-gb200-gpt-oss-120b-bf16-ep64": -47.6,  # 26.02.01 DGX-GB200 GPT OSS 120B BF16: 15754; the recipe's modules
+    "26.02.01-gb300-gpt-oss-120b-bf16-ep64": -36.9,  # 26.02.01 DGX-GB300 GPT OSS 120B BF16: 19366; none
+    "26.02.01-gb200-gpt-oss-120b-bf16-ep64": -47.5,  # 26.02.01 DGX-GB200 GPT OSS 120B BF16: 15754; the recipe's modules
     "26.02.01-b300-gpt-oss-120b-bf16-ep8": -38.2,  # 26.02.01 DGX-B300 GPT OSS 120B BF16: 15031; none
     "26.02.01-b200-gpt-oss-120b-bf16-ep8": +6.9,  # 26.02.01 DGX-B200 GPT OSS 120B BF16: 13722; full
     "26.02.01-h100-gpt-oss-120b-bf16-pp4ep8": -36.5,  # 26.02.01 DGX-H100 GPT OSS 120B BF16: 5984; the recipe's modules

@@ -142,32 +142,28 @@ def _interleaved(m: int, p: int, v: int, d: int, a2a_overlap: bool = False) -> l
 
 @lru_cache(maxsize=64)
 def _greedy_h1(m: int, p: int) -> tuple[tuple[Slot, ...], ...]:
-    """ZB-H1's greedy list schedule of F, I, W on equal unit times for every device (module docstring)."""
-    V = p
-    owned = [[d] for d in range(p)]
+    """ZB-H1's greedy list schedule of F, I, W on equal unit times for every device (module docstring); device d
+    runs piece d alone."""
     done: dict[tuple[str, int, int], float] = {}
     clock = [0.0] * p
     orders: list[list[Slot]] = [[] for _ in range(p)]
-    forwards, inputs = [0] * p, [0] * p
-    next_f = dict.fromkeys(range(V), 0)
-    next_i = dict.fromkeys(range(V), 0)
+    next_f, next_i = [0] * p, [0] * p  # each device's next forward and input gradient (its forwards, its I's)
     waiting_w: list[list[tuple[int, int]]] = [[] for _ in range(p)]
-    left = 3 * m * V
+    left = 3 * m * p
     while left:
         best = None
         for d in range(p):
             now, options = clock[d], []
-            for vs in owned[d]:
-                i = next_i[vs]
-                if i < m and ("F", i, vs) in done:
-                    ready = done[("F", i, vs)] if vs == V - 1 else done.get(("I", i, vs + 1))
-                    if ready is not None:
-                        options.append((max(ready, now), 0, -vs, "I", i, vs))
-                f = next_f[vs]
-                if f < m and not forwards[d] - inputs[d] >= p - d:  # 1F1B's in-flight pieces
-                    ready = 0.0 if vs == 0 else done.get(("F", f, vs - 1))
-                    if ready is not None:
-                        options.append((max(ready, now), 1, -vs, "F", f, vs))
+            i = next_i[d]
+            if i < m and ("F", i, d) in done:
+                ready = done[("F", i, d)] if d == p - 1 else done.get(("I", i, d + 1))
+                if ready is not None:
+                    options.append((max(ready, now), 0, -d, "I", i, d))
+            f = next_f[d]
+            if f < m and f - i < p - d:  # 1F1B's in-flight pieces
+                ready = 0.0 if d == 0 else done.get(("F", f, d - 1))
+                if ready is not None:
+                    options.append((max(ready, now), 1, -d, "F", f, d))
             if waiting_w[d]:
                 options.append((now, 2, 0, "W", *waiting_w[d][0]))
             if not options:
@@ -182,9 +178,9 @@ def _greedy_h1(m: int, p: int) -> tuple[tuple[Slot, ...], ...]:
         orders[d].append(Slot(kind, mb, vs))
         left -= 1
         if kind == "F":
-            next_f[vs], forwards[d] = mb + 1, forwards[d] + 1
+            next_f[d] = mb + 1
         elif kind == "I":
-            next_i[vs], inputs[d] = mb + 1, inputs[d] + 1
+            next_i[d] = mb + 1
             waiting_w[d].append((mb, vs))
         else:
             waiting_w[d].pop(0)

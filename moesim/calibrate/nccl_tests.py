@@ -22,7 +22,11 @@ Layout variants real logs carry (../shared/reference/wave2.md §2; tests/data/nc
     when given (nccl-tests --ranks N, for lists cut from the top);
   - the redop column printed blank (alltoall before Sep 2022): the row is one token short;
   - 0-byte rows (-b 0, or alltoall sizes rounded down to 0): skipped, never divided by;
-  - fragments of rows split by interleaved NCCL INFO output (first token not an integer): skipped.
+  - fragments of rows split by interleaved NCCL INFO output (first token not an integer): skipped;
+  - rows pasted alone, without column titles or rank lines (an issue comment that prints only the rows and the
+    footer): read only when the group size is given (--ranks), with the order every nccl-tests layout above ends
+    its rows in: size first, the out-of-place and in-place (time algbw busbw #wrong) groups as the last eight
+    columns (src/common.cu); every row must then have the same number of columns, and is held to the same checks.
 Skipped rows are listed in Measurements.skipped as "file:line: why".
 
 The 2 % check above catches a wrong collective or a grossly wrong rank count; the rows' printed digits can say
@@ -111,6 +115,8 @@ def read_nccl_tests(path: str | Path, op: str | None = None, ranks: int | None =
             state.header_line(stripped, where)
         elif stripped[:1].isdigit():
             points.extend(state.row(stripped, where))
+    if not points and state.columns is None and state.untitled:
+        points = state.untitled_rows(str(path))
     checks = state.rank_checks(str(path))
     if state.no_ranks_at:
         raise SpecError("no '#  Rank ...' lines before the results: cannot tell the group size (pass --ranks N"
@@ -183,6 +189,7 @@ class _State:
         self.printed: dict[int | None, list[tuple[float, float]]] = {}  # n in use (None: unknown) -> (algbw, busbw)
         self.ranks_from: dict[int, tuple[str, int]] = {}  # n in use -> (where it came from, listed rank count)
         self.cut_below_listed: tuple[int, str] | None = None  # (listed count, file:line) where --ranks < listed
+        self.untitled: list[tuple[str, str]] = []  # (row, file:line) of rows met before any column titles or rank line
 
     def header_line(self, line: str, where: str) -> None:
         test = _TEST_LINE.match(line)
@@ -254,7 +261,8 @@ class _State:
         if self.columns is None:
             if self.ranks:
                 raise SpecError("a result row before the column titles ('#  size  count  type ...')", file=where)
-            return []  # chatter that happens to start with a digit, before any header
+            self.untitled.append((line, where))  # chatter starting with a digit, or rows pasted without titles
+            return []
         tokens = line.split()
         if not tokens[0].isdigit():  # "579.3  0.00 ...": the tail of a row split by interleaved NCCL output
             self.skipped.append(f"{where}: fragment of a row split by other output")
@@ -313,6 +321,24 @@ class _State:
             out.append(CollectivePoint(op=op, size_bytes=float(size), group_size=n, time_s=time_s, source=where,
                                        variant=variant, nccl_tests=True))
         return out
+
+    def untitled_rows(self, file: str) -> list[CollectivePoint]:
+        """The rows of a log that prints neither column titles nor rank lines (rows pasted alone), read with the
+        group size given (--ranks) and the column order every nccl-tests layout ends its rows in: size first, then
+        (time algbw busbw #wrong) out of place and in place as the last eight columns (NVIDIA/nccl-tests
+        src/common.cu). Lines whose first two tokens are not integers are chatter, as after titles."""
+        rows = [(line, where) for line, where in self.untitled if line.split()[1:2] and line.split()[1].isdigit()]
+        if not rows:
+            return []
+        if self.forced_ranks is None:
+            raise SpecError("result rows without column titles or '#  Rank ...' lines (the rows pasted alone): pass "
+                            "--ranks N to read them in nccl-tests' own column order", file=rows[0][1])
+        widths = sorted({len(line.split()) for line, _ in rows})
+        if len(widths) != 1 or widths[0] < 10:
+            raise SpecError(f"rows without column titles must all have the same number of columns (at least 10: "
+                            f"size, count, then two time algbw busbw #wrong groups), got {widths}", file=file)
+        self.columns = ["size", "count"] + ["?"] * (widths[0] - 10) + ["time", "algbw", "busbw", "#wrong"] * 2
+        return [point for line, where in rows for point in self.row(line, where)]
 
     def _keep_ratio(self, tokens: list[str], where: str) -> None:
         """Keep the printed (algbw, busbw) of every row of a log without ranks, and its widest out-of-place row

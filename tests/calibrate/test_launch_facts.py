@@ -96,10 +96,19 @@ def test_newlogs12_entries_state_one_process_per_gpu_under_srun():
         assert "gpus_per_thread" not in entry and facts.stated_cores() is None
 
 
+def test_newlogs13_entry_states_one_process_per_gpu_unbound():
+    """Session 23 (newlogs13): the Crusoe H100 post's script ("mpirun -np 16 -N 8 -hostfile hostfile --bind-to none",
+    -g 1, two nodes of 8 H100); logs.toml cites it."""
+    (entry,) = _entries("h100-crusoe-2node_")
+    facts = launch_facts(entry)
+    assert facts == LaunchFacts(processes_per_node=8, bind_to="none")
+    assert "gpus_per_thread" not in entry and facts.stated_cores() is None
+
+
 def test_entries_without_launch_facts_read_as_not_stated():
     stated = ("b200-engaging-", "h100-lambda-2node-g8_", "h100-mghpcc-dgx-2node-g8_", "b200-lambda-2node_",
               "a100-crusoe-2node_", "h200-azhpc-1node_", "h100-hostpair-2node_", "h100-together-sky-2node_",
-              "gb300-oke-4node_", "h100-snellius-2node_")
+              "gb300-oke-4node_", "h100-snellius-2node_", "h100-crusoe-2node_")
     plain = [e for e in read_manifest(MANIFEST) if not e["file"].startswith(stated)]
     assert plain and all(launch_facts(e) == LaunchFacts() for e in plain)
 

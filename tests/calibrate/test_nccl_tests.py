@@ -134,3 +134,37 @@ def test_missing_ranks_and_rows(tmp_path):
     units.write_text(_log(tmp_path, "tmp.log", [GOOD_ROW]).read_text().replace("(us)", "(ms)"))
     with pytest.raises(SpecError, match="unexpected units line"):
         read_nccl_tests(units)
+
+
+# Session 23 (newlogs13): an issue comment that prints only the rows and the footer (NVIDIA/nccl-tests#294's second
+# run, tests/data/nccl/h100-crusoe-2node_all_reduce_perf.log) was "no nccl-tests result rows found".
+UNTITLED_ROWS = ["   134217728      33554432     float     sum      -1    738.7  181.69  340.67      0    739.9  181.40  "
+                 "340.12      0",
+                 "   268435456      67108864     float     sum      -1   1278.7  209.93  393.62      0   1259.7  213.10  "
+                 "399.57      0"]
+
+
+def test_rows_pasted_without_titles_read_with_the_ranks_given(tmp_path):
+    path = tmp_path / "all_reduce_perf.log"
+    path.write_text("\n".join(UNTITLED_ROWS + ["host:1:1 [0] NCCL INFO comm 0x1 rank 0 nranks 16 - Destroy COMPLETE",
+                                               "# Out of bounds values : 0 OK", "# Avg bus bandwidth    : 1.0"]) + "\n")
+    pts = read_nccl_tests(path, ranks=16).collectives
+    assert [(p.size_bytes, p.variant, p.group_size) for p in pts] == [
+        (134217728, "out_of_place", 16), (134217728, "in_place", 16),
+        (268435456, "out_of_place", 16), (268435456, "in_place", 16)]
+    assert (pts[0].time_s, pts[1].time_s, pts[3].time_s) == (pytest.approx(738.7e-6), pytest.approx(739.9e-6),
+                                                             pytest.approx(1259.7e-6))
+    assert pts[2].source == f"{path}:2"
+    # without the group size the rows cannot be checked: a clear error naming the first row and the way out
+    with pytest.raises(SpecError, match=r":1: result rows without column titles .* pass --ranks N"):
+        read_nccl_tests(path)
+    # the rows are held to the same checks: 8 ranks is not what busbw/algbw = 1.875 says
+    with pytest.raises(SpecError, match="all_reduce"):
+        read_nccl_tests(path, ranks=8)
+
+
+def test_untitled_rows_of_different_widths_are_refused(tmp_path):
+    path = tmp_path / "all_reduce_perf.log"
+    path.write_text(UNTITLED_ROWS[0] + "\n" + UNTITLED_ROWS[1].replace("   -1 ", " ") + "\n")
+    with pytest.raises(SpecError, match=r"same number of columns .* got \[12, 13\]"):
+        read_nccl_tests(path, ranks=16)

@@ -95,3 +95,51 @@ def test_the_bridge_rows_carry_the_recipes_op_fuser():
         row = next(r for r in rows if r.case == case)
         assert bp.row_scenario(row, "none", ()).training.te_op_fuser is on
     assert load_model("gpt-oss-120b").ffn_bias
+
+
+def _megatron_apply_bias(out, biases, probs, counts):
+    """The expression of Megatron-LM core_v0.17.0 moe/experts.py l.256-267 (TEGroupedMLP._apply_bias), written here:
+    per local expert t + b * p over its rows, concatenated, cast back to the output's dtype."""
+    import torch
+
+    return torch.cat([t + b * p for t, b, p in zip(torch.split(out, counts), biases, torch.split(probs, counts))]
+                     ).view(out.shape).to(out.dtype)
+
+
+@pytest.mark.parametrize("local_experts", [4, 16])
+def test_the_operator_counts_the_aten_ops_pytorch_dispatches(local_experts):
+    """PyTorch's own dispatch of the loop, forward and autograd backward, on CPU (the same aten ops a GPU launches as
+    kernels): every op that is not a view is one kernel, and its tensors' bytes (inputs read, output written) sum to
+    EXPERT_BIAS_FWD_BYTES / EXPERT_BIAS_BWD_BYTES per element of the expert output, less the [h] and [rows, 1] terms
+    of the bias and the probability, which vanish as the output grows (within 1 % here)."""
+    torch = pytest.importorskip("torch")
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.kernels, self.nbytes = 0, 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if not any(r.alias_info for r in func._schema.returns):  # views launch nothing
+                flat = [*args, *(kwargs or {}).values(), *(out if isinstance(out, (list, tuple)) else [out])]
+                tensors = [x for a in flat for x in (a if isinstance(a, (list, tuple)) else [a])
+                           if isinstance(x, torch.Tensor)]
+                self.kernels += 1
+                self.nbytes += sum(x.numel() * x.element_size() for x in tensors)
+            return out
+
+    rows, h, g = 512, 1024, local_experts
+    out = torch.randn(g * rows, h, dtype=torch.bfloat16, requires_grad=True)
+    biases = [torch.randn(h, dtype=torch.bfloat16, requires_grad=True) for _ in range(g)]
+    probs = torch.rand(g * rows, 1, dtype=torch.float32, requires_grad=True)
+    with Count() as fwd:
+        y = _megatron_apply_bias(out, biases, probs, [rows] * g)
+    grad = torch.randn_like(y)
+    with Count() as bwd:
+        y.backward(grad)
+    elements = g * rows * h
+    assert (fwd.kernels, bwd.kernels) == (2 * g + 2, 6 * g + 3)
+    assert fwd.nbytes / elements == pytest.approx(EXPERT_BIAS_FWD_BYTES, rel=0.01)
+    assert bwd.nbytes / elements == pytest.approx(EXPERT_BIAS_BWD_BYTES, rel=0.01)

@@ -72,14 +72,15 @@ INDEX_AND_WEIGHT_BYTES = 12  # int64 expert index + float32 combine weight per (
 GATING_KERNELS = 4  # softmax, top-k, aux loss, capacity/position bookkeeping
 # An attention sink's share of its softmax row (sink_flops): subtract the row max, exponentiate, add to the sum.
 SINK_FLOPS_PER_ROW = 3
-# Megatron-Core's unfused expert FC2 bias (expert_bias_op), bytes per element of the expert output (slots x h), with
-# q = 2 (BF16 output t and bias b) and the FP32 probability p (Megatron-LM core_v0.17.0 moe/experts.py l.251-267):
-# forward b*p writes 4; t + bp reads 2 + 4, writes 4; torch.cat reads 4, writes 4; .to(bf16) reads 4, writes 2.
-EXPERT_BIAS_FWD_BYTES = 4 + 10 + 8 + 6
-# backward: the cast's gradient to FP32 (read 2, write 4); per expert the add's gradient to t cast back to BF16
-# (read 4, write 2), the mul's gradients grad*p and grad*b (read 4, write 4 each) and their sums to b's and p's
-# shapes (read 4 each); the split's backward cats t's gradients (read 2, write 2).
-EXPERT_BIAS_BWD_BYTES = 6 + 6 + 8 + 8 + 4 + 4 + 4
+# Megatron-Core's unfused expert FC2 bias (expert_bias_op): bytes per element of the expert output (slots x h) in FP32
+# (the FP32 routing probability p promotes the sum; Megatron-LM core_v0.17.0 moe/experts.py l.251-267) and passes of
+# the output's own q bytes. Forward: b*p writes 4; t + bp reads q + 4, writes 4; torch.cat reads 4, writes 4;
+# .to(t.dtype) reads 4, writes q.
+EXPERT_BIAS_FWD_FP32_BYTES, EXPERT_BIAS_FWD_Q_PASSES = 4 + 8 + 8 + 4, 2
+# Backward: the cast's gradient back to FP32 (read q, write 4); per expert the add's gradient to t cast to t's dtype
+# (read 4, write q), the mul's gradients grad*p and grad*b (read 4, write 4 each) and their sums to b's and p's shapes
+# (read 4 each); the split's backward cats t's gradients (read q, write q).
+EXPERT_BIAS_BWD_FP32_BYTES, EXPERT_BIAS_BWD_Q_PASSES = 4 + 4 + 16 + 8, 4
 MLA_ROPE_KERNELS = 4  # rotary on q, rotary on k_pe, K's assembly, V's copy (LayerOps._mla_rope_and_copies)
 
 
@@ -164,13 +165,13 @@ def expert_bias_op(part: str, slots, h, local_experts, q) -> Op:
     experts, `t + b * p` per expert in FP32 (the FP32 routing probability promotes it), then `torch.cat` and a cast
     back (Megatron-LM core_v0.17.0 megatron/core/transformer/moe/experts.py l.214 skip_bias_add, l.251-267
     _apply_bias, l.398 its call; core_v0.16.0 l.572, l.609-626, l.758 the same), over the device's `slots` rows of
-    width h: EXPERT_BIAS_FWD_BYTES per element in 2·g + 2 kernels. Backward (PyTorch autograd, each gradient cast to
-    its input's dtype): EXPERT_BIAS_BWD_BYTES per element in 6·g + 3 kernels (module constants)."""
+    width h and q bytes: 24 + 2·q bytes per element in 2·g + 2 kernels. Backward (PyTorch autograd, each gradient
+    cast to its input's dtype): 32 + 4·q bytes per element in 6·g + 3 kernels (the module's EXPERT_BIAS_* constants)."""
     elements = slots * h
-    op = memory(part, "expert_fc2_bias", "float32", EXPERT_BIAS_FWD_BYTES * elements,
-                kernels=2 * local_experts + 2)
-    return replace(op, meta={"bwd_bytes_factor": EXPERT_BIAS_BWD_BYTES / EXPERT_BIAS_FWD_BYTES,
-                             "bwd_kernels": 6 * local_experts + 3})
+    fwd_bytes = EXPERT_BIAS_FWD_FP32_BYTES + EXPERT_BIAS_FWD_Q_PASSES * q
+    bwd_bytes = EXPERT_BIAS_BWD_FP32_BYTES + EXPERT_BIAS_BWD_Q_PASSES * q
+    op = memory(part, "expert_fc2_bias", "float32", fwd_bytes * elements, kernels=2 * local_experts + 2)
+    return replace(op, meta={"bwd_bytes_factor": bwd_bytes / fwd_bytes, "bwd_kernels": 6 * local_experts + 3})
 
 
 def _no_weights(op: Op) -> Op:

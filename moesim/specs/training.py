@@ -124,7 +124,7 @@ class TrainingSpec:
     fused_cross_entropy: bool = False  # CE keeps the logits in their own dtype, not an FP32 softmax (TE fused CE)
     # Megatron-Core's use_transformer_engine_op_fuser: its grouped MLP built from TransformerEngine's fusible ops, which
     # scale and add a biased expert FC2's bias inside TE's GroupedLinear (Megatron-LM core_v0.18.0 moe/experts.py
-    # l.269-275 _with_fused_impl); false (Megatron's default): the bias is added after FC2 by TEGroupedMLP._apply_bias,
+    # l.269-273 _with_fused_impl); false (Megatron's default): the bias is added after FC2 by TEGroupedMLP._apply_bias,
     # a loop over the local experts (moesim/ops/layer.py expert_bias_op). Read only for GPU megatron-te runs of a
     # model whose experts have biases.
     te_op_fuser: bool = False

@@ -17,11 +17,15 @@ from moesim.des.costs import build_costs
 from moesim.estimate import estimate
 from moesim.models import bridge_perf as bp
 from moesim.ops.base import backward
-from moesim.ops.layer import EXPERT_BIAS_BWD_BYTES, EXPERT_BIAS_FWD_BYTES, LayerOps
+from moesim.ops import layer
+from moesim.ops.layer import LayerOps
 from moesim.ops.price import op_time_s
 from moesim.specs.load import load_model, load_scenario
 
 GPT_OSS_L6 = Path(__file__).parents[1] / "des" / "data" / "gpt-oss-l6-h100.toml"
+BF16 = 2  # bytes of the expert output (and of the bias)
+FWD_BYTES = layer.EXPERT_BIAS_FWD_FP32_BYTES + layer.EXPERT_BIAS_FWD_Q_PASSES * BF16
+BWD_BYTES = layer.EXPERT_BIAS_BWD_FP32_BYTES + layer.EXPERT_BIAS_BWD_Q_PASSES * BF16
 
 
 def _with(sc, **training):
@@ -42,7 +46,7 @@ def test_the_bias_follows_fc2_with_the_loops_bytes_and_kernels():
     bias = ops[-1]
     g = sc.model.moe.num_experts / 8
     h = sc.model.d_model
-    assert (EXPERT_BIAS_FWD_BYTES, EXPERT_BIAS_BWD_BYTES) == (28, 40)
+    assert (FWD_BYTES, BWD_BYTES) == (28, 40)
     assert bias.kind == "memory" and bias.part == "expert_ffn" and bias.dtype == "float32"
     assert bias.bytes == pytest.approx(28 * 16384 * h) and bias.kernels == 2 * g + 2
     (bwd,) = backward(bias)
@@ -110,7 +114,7 @@ def _megatron_apply_bias(out, biases, probs, counts):
 def test_the_operator_counts_the_aten_ops_pytorch_dispatches(local_experts):
     """PyTorch's own dispatch of the loop, forward and autograd backward, on CPU (the same aten ops a GPU launches as
     kernels): every op that is not a view is one kernel, and its tensors' bytes (inputs read, output written) sum to
-    EXPERT_BIAS_FWD_BYTES / EXPERT_BIAS_BWD_BYTES per element of the expert output, less the [h] and [rows, 1] terms
+    FWD_BYTES / BWD_BYTES per element of the BF16 expert output, less the [h] and [rows, 1] terms
     of the bias and the probability, which vanish as the output grows (within 1 % here)."""
     torch = pytest.importorskip("torch")
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -141,5 +145,5 @@ def test_the_operator_counts_the_aten_ops_pytorch_dispatches(local_experts):
         y.backward(grad)
     elements = g * rows * h
     assert (fwd.kernels, bwd.kernels) == (2 * g + 2, 6 * g + 3)
-    assert fwd.nbytes / elements == pytest.approx(EXPERT_BIAS_FWD_BYTES, rel=0.01)
-    assert bwd.nbytes / elements == pytest.approx(EXPERT_BIAS_BWD_BYTES, rel=0.01)
+    assert fwd.nbytes / elements == pytest.approx(FWD_BYTES, rel=0.01)
+    assert bwd.nbytes / elements == pytest.approx(BWD_BYTES, rel=0.01)

@@ -55,7 +55,8 @@ A2A_OVERLAP = ("on", "off", "")
 # A recipe's boolean setting as written down: "true" / "false" as the recipe sets it, "" where it was not read.
 RECIPE_FLAG = ("true", "false", "")
 # Optional row fields (session 21, bridgemem) and their value where a row leaves them out: not read.
-OPTIONAL_FIELDS = {"pipeline_layout": "", "grad_reduce_in_fp32": "", "fp8_param_gather": "", "a2a_kernel_sms": 0}
+OPTIONAL_FIELDS = {"pipeline_layout": "", "grad_reduce_in_fp32": "", "fp8_param_gather": "", "a2a_kernel_sms": 0,
+                   "te_op_fuser": ""}
 # Dispatchers whose kernels a recipe gives an SM count (Megatron-Core moe_hybridep_num_sms; session 22 bridgesms)
 SM_COUNT_DISPATCHERS = ("hybridep",)
 # Rows the simulator also runs (the agreement column): 26.02's three Qwen3-30B-A3B rows, one DeepSeek-V3 row per
@@ -108,6 +109,10 @@ class BridgeRow:
     # the recipe's moe_hybridep_num_sms (the SMs HybridEP's kernels hold; session 22 bridgesms), priced as the row's
     # own training.comm_sm_share = "hybridep" and training.a2a_kernel_sms; 0 where no recipe sets it or none was read
     a2a_kernel_sms: int = 0
+    # RECIPE_FLAG: the recipe's use_transformer_engine_op_fuser (session 23, gptossgap; training.te_op_fuser: a biased
+    # expert FC2's bias inside TE's GroupedLinear, else Megatron-Core's per-expert loop); "" not set by the recipe
+    # read, or no recipe read: Megatron's default (off)
+    te_op_fuser: str = ""
 
     @property
     def dp(self) -> int:
@@ -153,7 +158,7 @@ def _row(raw: dict, index: int, path: Path) -> BridgeRow:
     if row.moe_a2a_overlap not in A2A_OVERLAP:
         raise SpecError(f"{row.case}: unknown moe_a2a_overlap", file=str(path), field=f"{where}.moe_a2a_overlap",
                         value=row.moe_a2a_overlap, allowed=list(A2A_OVERLAP))
-    for name in ("grad_reduce_in_fp32", "fp8_param_gather"):
+    for name in ("grad_reduce_in_fp32", "fp8_param_gather", "te_op_fuser"):
         if getattr(row, name) not in RECIPE_FLAG:
             raise SpecError(f"{row.case}: unknown {name}", file=str(path), field=f"{where}.{name}",
                             value=getattr(row, name), allowed=list(RECIPE_FLAG))
@@ -246,6 +251,10 @@ def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
         # Megatron-LM fp8_utils.py: --fp8-param-gather builds the model under TE's fp8_model_init, the Linear weights
         # FP8 tensors with no BF16 copy (FP32 masters in the distributed optimizer): moesim's fp8_gemm_param_copy
         training["fp8_gemm_param_copy"] = False
+    if row.te_op_fuser == "true":
+        # Megatron-Core's grouped MLP as TE's fusible ops (Megatron-LM core_v0.18.0 moe/experts.py l.269-273): the
+        # expert FC2's bias inside TE's GroupedLinear, not Megatron's per-expert loop (moesim/ops/layer.py)
+        training["te_op_fuser"] = True
     if row.a2a_kernel_sms:
         # the recipe's moe_hybridep_num_sms (Megatron-Bridge perf_recipes/_common.py _benchmark_common, or
         # scripts/performance/utils/overrides.py _set_common_perf_overrides: 32): compute beside HybridEP's kernels

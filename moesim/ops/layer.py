@@ -34,7 +34,8 @@ first): each residual's input; MLA's norm output (q and kv down-projections); th
 dispatch, shared experts). Not on TPUs, whose XLA program fuses them (LayerOps.grad_adds).
 Not priced as operators: dropout (0 in the models moesim ships), rotary embeddings other than MLA's (fused into
 attention in FlashAttention-2/-3 pipelines; MLA's decoupled RoPE and its Q/K/V copies are `rope_and_copies`),
-bias adds (fused into GEMM epilogues).
+bias adds (fused into GEMM epilogues), but a biased expert FC2's as Megatron-Core adds it without TE's op fuser
+(`expert_fc2_bias`, expert_ffn, after expert_fc2: expert_bias_op).
 """
 
 from __future__ import annotations
@@ -71,6 +72,15 @@ INDEX_AND_WEIGHT_BYTES = 12  # int64 expert index + float32 combine weight per (
 GATING_KERNELS = 4  # softmax, top-k, aux loss, capacity/position bookkeeping
 # An attention sink's share of its softmax row (sink_flops): subtract the row max, exponentiate, add to the sum.
 SINK_FLOPS_PER_ROW = 3
+# Megatron-Core's unfused expert FC2 bias (expert_bias_op): bytes per element of the expert output (slots x h) in FP32
+# (the FP32 routing probability p promotes the sum; Megatron-LM core_v0.17.0 moe/experts.py l.251-267) and passes of
+# the output's own q bytes. Forward: b*p writes 4; t + bp reads q + 4, writes 4; torch.cat reads 4, writes 4;
+# .to(t.dtype) reads 4, writes q.
+EXPERT_BIAS_FWD_FP32_BYTES, EXPERT_BIAS_FWD_Q_PASSES = 4 + 8 + 8 + 4, 2
+# Backward: the cast's gradient back to FP32 (read q, write 4); per expert the add's gradient to t cast to t's dtype
+# (read 4, write q), the mul's gradients grad*p and grad*b (read 4, write 4 each) and their sums to b's and p's shapes
+# (read 4 each); the split's backward cats t's gradients (read q, write q).
+EXPERT_BIAS_BWD_FP32_BYTES, EXPERT_BIAS_BWD_Q_PASSES = 4 + 4 + 16 + 8, 4
 MLA_ROPE_KERNELS = 4  # rotary on q, rotary on k_pe, K's assembly, V's copy (LayerOps._mla_rope_and_copies)
 
 
@@ -147,6 +157,21 @@ def _fanned_out(op: Op, consumers: int, q, tokens, h, grad_adds: bool) -> Op:
 def _activation(part, name, dtype, q, elements, g) -> Op:
     op = memory(part, name, dtype, (g + 1) * elements * q)
     return replace(op, meta={"bwd_bytes_factor": (2 * g + 1) / (g + 1)})
+
+
+def expert_bias_op(part: str, slots, h, local_experts, q) -> Op:
+    """A biased expert FC2's bias as Megatron-Core adds it after the grouped GEMM when TE's op fuser is off
+    (training.te_op_fuser): TEGroupedMLP builds FC2 with skip_bias_add=True and `_apply_bias` loops over the local
+    experts, `t + b * p` per expert in FP32 (the FP32 routing probability promotes it), then `torch.cat` and a cast
+    back (Megatron-LM core_v0.17.0 megatron/core/transformer/moe/experts.py l.214 skip_bias_add, l.251-267
+    _apply_bias, l.398 its call; core_v0.16.0 l.572, l.609-626, l.758 the same), over the device's `slots` rows of
+    width h and q bytes: 24 + 2·q bytes per element in 2·g + 2 kernels. Backward (PyTorch autograd, each gradient
+    cast to its input's dtype): 32 + 4·q bytes per element in 6·g + 3 kernels (the module's EXPERT_BIAS_* constants)."""
+    elements = slots * h
+    fwd_bytes = EXPERT_BIAS_FWD_FP32_BYTES + EXPERT_BIAS_FWD_Q_PASSES * q
+    bwd_bytes = EXPERT_BIAS_BWD_FP32_BYTES + EXPERT_BIAS_BWD_Q_PASSES * q
+    op = memory(part, "expert_fc2_bias", "float32", fwd_bytes * elements, kernels=2 * local_experts + 2)
+    return replace(op, meta={"bwd_bytes_factor": bwd_bytes / fwd_bytes, "bwd_kernels": 6 * local_experts + 3})
 
 
 def _no_weights(op: Op) -> Op:
@@ -289,9 +314,12 @@ class LayerOps:
         dt = self.dtype["grouped_gemm"]
         total = FLOPS_PER_MAC * slots * (g + 1) * h * f
         fallback = total / groups / ffn_matrices(model.ffn_kind)
-        return [grouped_gemm(part, "expert_fc1", dt, groups, rows, g * fe, h, fallback=fallback),
-                _activation(part, "expert_activation", self.dtype["memory"], self.q, slots * f, g),
-                grouped_gemm(part, "expert_fc2", dt, groups, rows, h, fe, fallback=fallback)]
+        ops = [grouped_gemm(part, "expert_fc1", dt, groups, rows, g * fe, h, fallback=fallback),
+               _activation(part, "expert_activation", self.dtype["memory"], self.q, slots * f, g),
+               grouped_gemm(part, "expert_fc2", dt, groups, rows, h, fe, fallback=fallback)]
+        if model.ffn_bias and self.te and not self.tr.te_op_fuser:
+            ops.append(expert_bias_op(part, slots, h, groups, self.q))
+        return ops
 
     def dispatch(self, slots, t_dev, capacity, dense_einsum: bool) -> tuple[list[Op], list[Op]]:
         """(permute ops, unpermute ops): index copies, or GShard's dispatch and combine einsums."""

@@ -122,6 +122,12 @@ class TrainingSpec:
     # in the combine, which keeps that output (GShard / Switch combine einsum).
     moe_probs_in_activation: bool = False
     fused_cross_entropy: bool = False  # CE keeps the logits in their own dtype, not an FP32 softmax (TE fused CE)
+    # Megatron-Core's use_transformer_engine_op_fuser: its grouped MLP built from TransformerEngine's fusible ops, which
+    # scale and add a biased expert FC2's bias inside TE's GroupedLinear (Megatron-LM core_v0.18.0 moe/experts.py
+    # l.269-273 _with_fused_impl); false (Megatron's default): the bias is added after FC2 by TEGroupedMLP._apply_bias,
+    # a loop over the local experts (moesim/ops/layer.py expert_bias_op). Read only for GPU megatron-te runs of a
+    # model whose experts have biases.
+    te_op_fuser: bool = False
     # FP8 GEMMs: keep the FP8 weight copies from the first micro-batch to the optimizer step (memory, one cast
     # per step; TE `is_first_microbatch`), or cast the weights again every micro-batch (time, no memory).
     fp8_weight_cache: bool = True

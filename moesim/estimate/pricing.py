@@ -51,12 +51,12 @@ def distinct_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return starts[first], inverse[run]
 
 
-def priced_groups(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """distinct_rows' groups of equal rows, numbered in the order of the row heading each (not of the hash): the rows
-    of one group price alike, so a caller that only prices each group once and reads it back by `inverse` (the
-    collectives' pricing) gets the same figures. The hash's rows are grouped through a table of slots (_heads)
-    instead of a sort (session 23, coldsearch23: about half of distinct_rows' time in a warm DeepSeek-V3 search); a
-    hash collision is answered as distinct_rows answers it."""
+def grouped_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """distinct_rows' groups of equal rows, numbered in the order of the row heading each (not of the hash): for a
+    caller that computes each group once, on its head's row, and reads it back by `inverse` (the collectives' pricing,
+    LayerTerms' and the TE buffers' distinct rows), every figure is the one distinct_rows' grouping gives. The hash's
+    rows are grouped through a table of slots (_heads) instead of a sort (session 23, coldsearch23: about half of
+    distinct_rows' time in a warm DeepSeek-V3 search); a hash collision is answered as distinct_rows answers it."""
     starts, run, bits, key = _hashed(columns)
     head = _heads(key, 0)
     first = np.flatnonzero(head == np.arange(len(key)))
@@ -161,11 +161,11 @@ class CollectivePricer:
         columns = np.broadcast_arrays(np.asarray(size_bytes, dtype=float), np.asarray(size, dtype=np.int64),
                                       np.asarray(stride, dtype=np.int64), np.asarray(concurrent, dtype=np.int64))
         columns = [c.reshape(-1) for c in columns]
-        return self._price_distinct(op, columns, priced_groups(columns), with_costs)
+        return self._price_distinct(op, columns, grouped_rows(columns), with_costs)
 
     def _price_distinct(self, op: str, columns: list[np.ndarray], grouping: tuple[np.ndarray, np.ndarray],
                         with_costs: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """`price` of the (size_bytes, size, stride, concurrent) `columns` given their priced_groups
+        """`price` of the (size_bytes, size, stride, concurrent) `columns` given their grouped_rows
         `grouping`: each distinct row looked up in the memo once (the key `one` files it under)."""
         first, inverse = grouping
         cache, one = self._cache, self.one
@@ -206,7 +206,7 @@ class CollectivePricer:
         at = starts.repeat(k)
         columns = [rows[starts].reshape(-1), groups.size[at], groups.stride[at], groups.concurrent[at]]
         # concurrent = devices // size: grouping by (bytes, size, stride) is grouping by all four.
-        times, costs = self._price_distinct(op, columns, priced_groups(columns[:3]), with_costs)
+        times, costs = self._price_distinct(op, columns, grouped_rows(columns[:3]), with_costs)
         times = np.repeat(times.reshape(-1, k), lengths, axis=0).reshape(size_bytes.shape)
         if with_costs:
             costs = np.repeat(costs.reshape(-1, k), lengths, axis=0).reshape(size_bytes.shape)

@@ -1,6 +1,7 @@
-"""The collectives' pricing groups equal rows through a table of hash slots instead of a sort (session 23,
-coldsearch23: estimate.pricing.priced_groups): the same groups as distinct_rows (NaN with NaN,
--0.0 with 0.0 where they neighbour), each group's rows pointing at one of them, slots two keys share and hash collisions answered."""
+"""The collectives' pricing, LayerTerms and the TE buffers group equal rows through a table of hash slots instead of
+a sort (session 23, coldsearch23: estimate.pricing.grouped_rows): the same groups as distinct_rows (NaN with NaN,
+-0.0 with 0.0 where they neighbour), each group's rows pointing at one of them, slots two keys share and hash
+collisions answered."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from moesim.estimate import pricing
 
 
 def _same_groups(columns, ascending=True):
-    """priced_groups' grouping is distinct_rows': the same partition of the rows, every row equal to its head."""
-    first, inverse = pricing.priced_groups(columns)
+    """grouped_rows' grouping is distinct_rows': the same partition of the rows, every row equal to its head."""
+    first, inverse = pricing.grouped_rows(columns)
     want_first, want_inverse = pricing.distinct_rows(columns)
     assert len(first) == len(want_first)
     assert np.array_equal(want_inverse[first][inverse], want_inverse)  # a group of ours within one of theirs

@@ -32,11 +32,8 @@ def test_the_groups_are_distinct_rows_groups(seed):
     group = rng.choice([1, 2, 8, 64, 256], size=n).astype(np.int64)
     stride = rng.choice([1, 4, 8], size=n).astype(np.int64)
     if seed % 2:  # runs of equal neighbours, as a batch's candidates come
-        at = np.sort(rng.integers(0, n, size=max(1, n // 50)))
-        sizes, group, stride = (np.repeat(c[at], np.diff(np.append(at, n)))[:n] for c in (sizes, group, stride))
-        sizes = np.concatenate([np.full(n - len(sizes), 1.0), sizes]) if len(sizes) < n else sizes
-        group = np.concatenate([np.full(n - len(group), 2), group]) if len(group) < n else group
-        stride = np.concatenate([np.full(n - len(stride), 1), stride]) if len(stride) < n else stride
+        at = np.repeat(np.arange(n), rng.integers(1, 60, size=n))[:n]
+        sizes, group, stride = sizes[at], group[at], stride[at]
     _same_groups([sizes, group, stride])
 
 

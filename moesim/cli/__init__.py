@@ -27,6 +27,13 @@ COMMAND_MODULES = (
     "moesim.cli.calibrate_cmd",
     "moesim.cli.report_cmd",
 )
+# The command names each module registers (tests/cli/test_cli_one_command.py checks them against the full parser):
+# `moesim NAME ...` imports that module only, not the other subcommands' (session 23, coldsearch23).
+COMMAND_NAMES = {"model": "moesim.cli.model_cmd", "estimate": "moesim.cli.estimate_cmd",
+                 "profiles": "moesim.cli.profiles_cmd", "collective": "moesim.cli.collective_cmd",
+                 "search": "moesim.cli.search_cmd", "sweep": "moesim.cli.sweep_cmd",
+                 "simulate": "moesim.cli.simulate_cmd", "calibrate": "moesim.cli.calibrate_cmd",
+                 "validate-report": "moesim.cli.calibrate_cmd", "report": "moesim.cli.report_cmd"}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -138,7 +145,9 @@ def _unrecognized(parser: argparse.ArgumentParser, command: str | None, extras: 
                      allowed=", ".join(flags))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `moesim` parser with every subcommand; with `command` one of COMMAND_NAMES, with that name's module
+    only (the parser `moesim COMMAND ...` needs: argparse hands every argument after the command to its parser)."""
     parser = _Parser(
         prog="moesim",
         description="Cost model and simulator for Mixture-of-Experts parallelism. Units: seconds, bytes, "
@@ -146,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"moesim {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in (COMMAND_NAMES[command],) if command in COMMAND_NAMES else COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:
@@ -158,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv else None)  # a command first: only its module (options first: all)
     try:
         args, extras = parser.parse_known_args(argv)
         if extras:

@@ -13,7 +13,7 @@ import numpy as np
 from moesim import memory as mem, memory_peak as peak
 from moesim.estimate import schedules as sch
 from moesim.estimate.precision_terms import cached_weight_copies
-from moesim.estimate.pricing import distinct_rows
+from moesim.estimate.pricing import grouped_rows
 from moesim.estimate.stages import Stages, per_stage
 from moesim.estimate.terms import ClassTerms
 from moesim.ops.base import memory as memory_op
@@ -185,7 +185,7 @@ def _megatron_te_buffers(wl: Workload, model: ModelSpec, tr: TrainingSpec, stage
     one per distinct weight shape a device holds, and the output layer's all-gather buffer under SP."""
     # Weight shapes depend on (tp, ep, etp) only: found on the distinct triples, read back per candidate.
     columns = [np.asarray(x, dtype=float).reshape(-1) for x in np.broadcast_arrays(tp, ep, etp)]
-    first_row, row_of = distinct_rows(columns)
+    first_row, row_of = grouped_rows(columns)
     tp_u, ep_u, etp_u = (c[first_row] for c in columns)
     shapes = [peak.layer_weight_shapes(model, cls, tp_u, ep_u, etp_u) for cls in wl.classes]
     # The output layer, Megatron's ColumnParallelLinear [V/t, h] (layers.py l.594: TE's dummy weight gradient too).

@@ -14,13 +14,8 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def distinct_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(index of one row per distinct row, distinct-row number of every row) of equal-length 64-bit columns.
-
-    The grouping np.unique(rows, axis=0) finds, computed faster for the millions of rows a layout
-    search prices: runs of equal neighbouring rows (candidates differing only in options that do
-    not change a collective) collapse first; the remaining rows are grouped by one 1-D sort of a
-    64-bit hash of their bits; a hash collision is detected and answered by the exact method."""
+def _hashed(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
+    """(first row of each run of equal neighbours, every row's run, the runs' columns as bits, their 64-bit hash)."""
     change = np.zeros(len(columns[0]), dtype=bool)
     change[:1] = True
     for column in columns:
@@ -31,6 +26,17 @@ def distinct_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     key = np.zeros(len(starts), dtype=np.uint64)
     for column in bits:
         key = _mix64(key ^ column)
+    return starts, run, bits, key
+
+
+def distinct_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(index of one row per distinct row, distinct-row number of every row) of equal-length 64-bit columns.
+
+    The grouping np.unique(rows, axis=0) finds, computed faster for the millions of rows a layout
+    search prices: runs of equal neighbouring rows (candidates differing only in options that do
+    not change a collective) collapse first; the remaining rows are grouped by one 1-D sort of a
+    64-bit hash of their bits; a hash collision is detected and answered by the exact method."""
+    starts, run, bits, key = _hashed(columns)
     order = np.argsort(key)  # introsort: several times faster than np.unique's stable sort here
     ordered = key[order]
     new_key = np.concatenate([[True], ordered[1:] != ordered[:-1]])
@@ -43,6 +49,49 @@ def distinct_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
     return starts[first], inverse[run]
+
+
+def grouped_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """distinct_rows' groups of equal rows, numbered in the order of the row heading each (not of the hash): for a
+    caller that computes each group once, on its head's row, and reads it back by `inverse` (the collectives' pricing,
+    LayerTerms' and the TE buffers' distinct rows), every figure is the one distinct_rows' grouping gives. The hash's
+    rows are grouped through a table of slots (_heads) instead of a sort (session 23, coldsearch23: about half of
+    distinct_rows' time in a warm DeepSeek-V3 search); a hash collision is answered as distinct_rows answers it."""
+    starts, run, bits, key = _hashed(columns)
+    head = _heads(key, 0)
+    first = np.flatnonzero(head == np.arange(len(key)))
+    number = np.empty(len(key), dtype=np.int64)
+    number[first] = np.arange(len(first))
+    inverse = number[head]
+    if not all(np.array_equal(column[first][inverse], column) for column in bits):
+        return distinct_rows(columns)
+    return starts[first], inverse[run]
+
+
+def _heads(key: np.ndarray, shift: int) -> np.ndarray:
+    """head[i]: a row whose key equals key[i]; every row of one key points at the same row, which points at itself.
+    Each row writes its index into a table at its slot (`bits` bits of its key from bit `shift`: 4 or more slots a
+    row) and reads back the index that stayed there; the rows that find another key's row there (two keys on one
+    slot) are grouped again on the key's next bits, and past its 64 bits by a sort."""
+    n = len(key)
+    bits = int(n).bit_length() + 2  # 4 or more slots a row: as fast as 16 on a search's rows, a quarter of the table
+    if shift + bits > 64:
+        order = np.argsort(key)
+        ordered = key[order]
+        new = np.empty(n, dtype=bool)
+        new[:1] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+        head = np.empty(n, dtype=np.int64)
+        head[order] = order[new][np.cumsum(new) - 1]
+        return head
+    slot = (key >> np.uint64(shift)).view(np.int64) & ((1 << bits) - 1)
+    table = np.empty(1 << bits, dtype=np.int64)  # only the slots written are read
+    table[slot] = np.arange(n)
+    head = table[slot]
+    lost = np.flatnonzero(key[head] != key)
+    if len(lost):
+        head[lost] = lost[_heads(key[lost], shift + bits)]
+    return head
 
 
 def one_valued(column: np.ndarray) -> bool:
@@ -112,11 +161,11 @@ class CollectivePricer:
         columns = np.broadcast_arrays(np.asarray(size_bytes, dtype=float), np.asarray(size, dtype=np.int64),
                                       np.asarray(stride, dtype=np.int64), np.asarray(concurrent, dtype=np.int64))
         columns = [c.reshape(-1) for c in columns]
-        return self._price_distinct(op, columns, distinct_rows(columns), with_costs)
+        return self._price_distinct(op, columns, grouped_rows(columns), with_costs)
 
     def _price_distinct(self, op: str, columns: list[np.ndarray], grouping: tuple[np.ndarray, np.ndarray],
                         with_costs: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """`price` of the (size_bytes, size, stride, concurrent) `columns` given their distinct_rows
+        """`price` of the (size_bytes, size, stride, concurrent) `columns` given their grouped_rows
         `grouping`: each distinct row looked up in the memo once (the key `one` files it under)."""
         first, inverse = grouping
         cache, one = self._cache, self.one
@@ -157,7 +206,7 @@ class CollectivePricer:
         at = starts.repeat(k)
         columns = [rows[starts].reshape(-1), groups.size[at], groups.stride[at], groups.concurrent[at]]
         # concurrent = devices // size: grouping by (bytes, size, stride) is grouping by all four.
-        times, costs = self._price_distinct(op, columns, distinct_rows(columns[:3]), with_costs)
+        times, costs = self._price_distinct(op, columns, grouped_rows(columns[:3]), with_costs)
         times = np.repeat(times.reshape(-1, k), lengths, axis=0).reshape(size_bytes.shape)
         if with_costs:
             costs = np.repeat(costs.reshape(-1, k), lengths, axis=0).reshape(size_bytes.shape)

@@ -31,7 +31,7 @@ from moesim.estimate import context_parallel as cpar
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
-from moesim.estimate.pricing import distinct_rows
+from moesim.estimate.pricing import grouped_rows
 from moesim.ops.base import ATTENTION_BACKWARD_TO_FORWARD, PARTS, Op, gemm, memory
 from moesim.estimate.selective import (
     core_recompute_code, moe_recomputed_ops, recomputed, recomputed_ops, stored_inputs,
@@ -160,7 +160,7 @@ class TermBuilder:
         self._n = len(columns[0])
         self._inverse = None
         if self._n > 1:
-            first, inverse = distinct_rows(columns)
+            first, inverse = grouped_rows(columns)
             if len(first) < self._n:
                 self._inverse = inverse
                 b, tp, ep, etp, recompute, capacity_factor = (c[first] for c in columns)

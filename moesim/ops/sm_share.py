@@ -32,7 +32,6 @@ import numpy as np
 from moesim.collectives.dispatch import hybridep_kernel_sms, normal_kernel_sms
 from moesim.collectives.nccl import tuning
 from moesim.collectives.nccl_p2p import p2p_channel_rule, p2p_net_nchannels
-from moesim.collectives.nccl_p2p_schedule import channels_taken
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.training import TrainingSpec
 from moesim.topology.system import build_system
@@ -66,8 +65,13 @@ def nccl_a2a_sms(hw: HardwareProfile, n: int, local: int) -> int:
         rule = p2p_channel_rule(n, system.tiers[0], net_tier)
         total = tuning()["p2p"]["p2p_channels"] if net_tier is None else p2p_net_nchannels()
         counts = (n,) if net_tier is None else (local, n)
-        _NCCL_SMS[key] = 0 if rule is None else channels_taken(
-            n, counts, rule[3], total, tuning()["p2p_net"]["max_p2p_per_batch"], tuning()["p2p_schedule"]["group_size"])
+        if rule is None:
+            _NCCL_SMS[key] = 0
+        else:
+            from moesim.collectives.nccl_p2p_schedule import channels_taken  # imported where used (session 23)
+
+            _NCCL_SMS[key] = channels_taken(n, counts, rule[3], total, tuning()["p2p_net"]["max_p2p_per_batch"],
+                                            tuning()["p2p_schedule"]["group_size"])
     return _NCCL_SMS[key]
 
 

@@ -104,7 +104,35 @@ def degree_grid(scenario: Scenario) -> dict[str, np.ndarray]:
                     for etp in (divs(tp * cp * dp // ep) if moe else (1,)):
                         rows.append((dp, tp, pp, ep, etp, cp))
     grid = np.array(rows, dtype=np.int64).reshape(-1, 6)
-    return {name: grid[:, i] for i, name in enumerate(("dp", "tp", "pp", "ep", "etp", "cp"))}
+    return _fixed_degrees(scenario, {name: grid[:, i] for i, name in enumerate(("dp", "tp", "pp", "ep", "etp", "cp"))})
+
+
+# The degrees a scenario's [search] may fix (empty: every one the devices allow), as the layout line names them
+FIXED_DEGREES = (("tp", "tensor_parallel"), ("pp", "pipeline_parallel"), ("ep", "expert_parallel"))
+
+
+def _fixed_degrees(scenario: Scenario, grid: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`grid` restricted to the tp / pp / ep degrees the scenario's [search] lists (a fixed tp: [search]
+    tensor_parallel = [8]); an error naming the lists when no tiling of the devices has them."""
+    space = scenario.search
+    fixed = [(degree, key, getattr(space, key)) for degree, key in FIXED_DEGREES if getattr(space, key)]
+    if not fixed:
+        return grid
+    keep = np.ones(len(grid["tp"]), dtype=bool)
+    for degree, key, values in fixed:
+        if degree == "ep" and scenario.model.moe is None:
+            raise SpecError(f"model '{scenario.model.name}' has no experts: the search runs ep = 1 only",
+                            file=scenario.file or None, field=f"search.{key}", value=list(values),
+                            allowed="[] (empty) on a dense model")
+        keep &= np.isin(grid[degree], np.array(values, dtype=np.int64))
+    if not keep.any():
+        asked = ", ".join(f"{degree} in {list(values)}" for degree, _, values in fixed)
+        possible = "; ".join(f"{degree}: {', '.join(str(int(v)) for v in np.unique(grid[degree]))}"
+                             for degree, _, _ in fixed)
+        raise SpecError(f"no layout of {scenario.devices} devices has {asked}", file=scenario.file or None,
+                        field=f"search.{fixed[0][1]}",
+                        value=list(fixed[0][2]), allowed=f"degrees that tile the devices ({possible})")
+    return {name: values[keep] for name, values in grid.items()}
 
 
 def pipeline_grid(scenario: Scenario) -> dict[str, np.ndarray]:

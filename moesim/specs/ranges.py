@@ -207,6 +207,9 @@ RANGES: dict[str, dict[str, Range]] = {
         "max_micro_batches": count(1, MAX_MICRO_BATCHES),
         "virtual_stages": count(1, MAX_LAYERS),
         "context_parallel": count(1, MAX_DEVICES),
+        "tensor_parallel": count(1, MAX_DEVICES),
+        "pipeline_parallel": count(1, MAX_LAYERS),
+        "expert_parallel": count(1, MAX_DEVICES),
     },
     "Layout": {
         "dp": count(1, MAX_DEVICES),

@@ -32,6 +32,8 @@ from moesim.specs.layout import CP_COMMS
 from moesim.specs.scenario import Scenario
 from moesim.specs.training import PIPELINE_SCHEDULES, RECOMPUTE_MODES, ZERO_STAGES
 
+UNEVEN_CHUNKS = ("the search splits the layers evenly; `moesim estimate --layout` prices uneven chunks from "
+                 "pipeline_layout, Megatron's --pipeline-model-parallel-layout")
 # Rejection reasons, first failing rule first (as specs.layout.layout_problems lists them).
 REASONS = {
     "experts_not_divisible_by_ep": "num_experts % ep != 0",
@@ -45,7 +47,9 @@ REASONS = {
     **MEGATRON_REASONS,
     "pipeline_stage_mismatch": "the order cuts different pipeline stages in the attention and expert meshes",
     "batch_not_divisible_by_dp_micro_batches": "global batch % (dp·micro_batches) != 0",
-    "interleaved_layers_not_divisible_by_pp_vp": "interleaved: num_layers % (pp·vp) != 0",
+    # the search splits layers evenly over the pp·vp chunks; Megatron's --pipeline-model-parallel-layout runs uneven
+    # ones (DeepSeek-V3's 61 layers), which `estimate` prices from a layout's pipeline_layout
+    "interleaved_layers_not_divisible_by_pp_vp": "interleaved: num_layers % (pp·vp) != 0 (" + UNEVEN_CHUNKS + ")",
     "interleaved_micro_batches_not_divisible_by_pp": "interleaved: micro_batches % pp != 0 (Megatron)",
     "interleaved_needs_pp_2": "interleaved: pp < 2",
     "zb_v_needs_two_layers_per_stage": "zb-v: num_layers < 2·pp (two chunks per device)",

@@ -143,3 +143,18 @@ def test_the_drop_warning_on_switch_c_zb_v_gives_the_simulators_share():
                                     "pipeline_schedule=zb-v")
     est = estimate(scenario, scenario.resolve())
     assert any("drops 8.6% of token-expert assignments" in w for w in est.warnings)
+
+
+# --- Interleaved on DeepSeek-V3 (61 layers): main's sweep said "no valid layout" and its search "num_layers % (pp·vp)
+# != 0" without a word that Megatron runs uneven chunks (--pipeline-model-parallel-layout) and that `estimate` prices
+# them from a layout's pipeline_layout (dsv3 on 256 GB200, pp 8 vp 2, 'Et*3|(t*4|)*14t*2mL': 5.318 s).
+
+def test_the_interleaved_layer_rule_points_at_pipeline_layout():
+    from moesim.search.enumerate import REASONS
+    from moesim.search.sweep import failed_status
+
+    assert "pipeline_layout" in REASONS["interleaved_layers_not_divisible_by_pp_vp"]
+    status = failed_status({"heads_not_divisible_by_tp": 3, "interleaved_layers_not_divisible_by_pp_vp": 9})
+    assert "most often interleaved_layers_not_divisible_by_pp_vp" in status
+    assert "`moesim estimate --layout` prices uneven chunks from pipeline_layout" in status
+    assert "pipeline_layout" not in failed_status({"heads_not_divisible_by_tp": 3, "interleaved_needs_pp_2": 9})

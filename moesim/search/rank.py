@@ -69,7 +69,7 @@ def cost_figures(scenario: Scenario, step_time_s: float) -> dict:
     price = scenario.hardware.price_per_device_hour_usd
     if not price:
         return out | {"usd_per_step": None, "usd_per_trillion_tokens": None}
-    usd = device_hours * price
+    usd = step_time_s * scenario.devices * price / SECONDS_PER_HOUR  # main's order of operations: the same bits
     return out | {"usd_per_step": usd, "usd_per_trillion_tokens": usd / tokens * 1e12}
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from moesim.capacity import drop_warning, expected_drop_fraction
+from moesim.capacity import drop_warning
 from moesim.estimate.core import Evaluation
 from moesim.estimate.evaluation import per_micro_batch
 from moesim.estimate.embedding_sync import EMBEDDING_AXIS, EMBEDDING_GROUP_RANKS

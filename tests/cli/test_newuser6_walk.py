@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from moesim.cli import main
-from moesim.errors import SpecError
 from moesim.search.overrides import parse_value
 from moesim.search.rank import search
 from moesim.search.sweep import parse_vary, run_sweep
 from moesim.specs.load import load_scenario
+from tests.cli.test_newuser5_walk import error_of  # one line, exit 2, no traceback
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -27,13 +27,6 @@ def scenario_file(tmp_path: Path, base: str, search_lines: str, name: str = "s.t
     path = tmp_path / name
     path.write_text(f"{text}\n[search]\n{search_lines}\n")
     return str(path)
-
-
-def error_of(capsys, argv) -> str:
-    assert main([str(a) for a in argv]) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    return err
 
 
 # --- A fixed tp (a customer's checkpoint format, a pipeline the framework runs): main's [search] had no degree

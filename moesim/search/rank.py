@@ -381,7 +381,7 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
         considered=found.considered, rejected=rejected, candidates=cands.take(order), step_time_s=step,
         memory_bytes_per_device=memory, mfu=mfu, tokens_per_s=tokens, objective_value=value,
         pareto=pareto,
-        memory_capacity_bytes=scenario.hardware.chip.hbm_bytes * (1 - scenario.training.memory_headroom_fraction),
+        memory_capacity_bytes=scenario.training.usable_memory_bytes(scenario.hardware.chip.hbm_bytes),
         collective_model=collective_model, equivalent_orders=equivalent, misses=misses,
         miss_memory_bytes=miss_memory, miss_step_time_s=miss_step,
     )

@@ -160,6 +160,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "capacity_factor": _CF,
         "a2a_kernel_sms": count(1, 4096, "SMs per device"),  # as ChipSpec.sm_count; below the chip's: sm_share.py
         "memory_headroom_fraction": Range(0, 0.99),
+        "memory_limit_gib": positive(2**20, "GiB per device"),
         "attention_output_storage_bits": count(0, 32, "bits"),  # 0: activation_storage_dtype; E5M6 = 12
     },
     "ChipSpec": {

@@ -151,3 +151,36 @@ def test_the_interleaved_layer_rule_points_at_pipeline_layout():
     assert "most often interleaved_layers_not_divisible_by_pp_vp" in status
     assert "`moesim estimate --layout` prices uneven chunks from pipeline_layout" in status
     assert "pipeline_layout" not in failed_status({"heads_not_divisible_by_tp": 3, "interleaved_needs_pp_2": 9})
+
+
+# --- A memory limit in GiB ("keep under 60 GiB a GPU"): main took only memory_headroom_fraction, a share of HBM the
+# user had to work out (60 GiB on an H100: 0.195).
+
+def test_a_memory_limit_in_gib_caps_the_usable_memory(tmp_path):
+    from moesim.estimate import estimate
+
+    text = (ROOT / "scenarios" / "mixtral-8x7b-h100.toml").read_text().replace("[training]\n",
+                                                                               "[training]\nmemory_limit_gib = 40\n")
+    path = tmp_path / "limit.toml"
+    path.write_text(text)
+    limited, free = load_scenario(str(path)), load_scenario("mixtral-8x7b-h100")
+    found = search(limited)
+    assert found.memory_capacity_bytes == 40 * 2**30 < search(free).memory_capacity_bytes
+    assert found.ranked and np.all(found.memory_bytes_per_device <= 40 * 2**30)
+    est = estimate(free, free.resolve())
+    assert est.fits_in_memory and est.memory_bytes_per_device["total"] > 40 * 2**30
+    assert not estimate(limited, limited.resolve()).fits_in_memory
+    # a limit above the headroom's usable memory changes nothing
+    roomy = dataclasses.replace(free, training=dataclasses.replace(free.training, memory_limit_gib=1000.0))
+    assert search(roomy).memory_capacity_bytes == search(free).memory_capacity_bytes
+
+
+def test_a_memory_limit_is_checked_and_varied(tmp_path, capsys):
+    text = (ROOT / "scenarios" / "mixtral-8x7b-h100.toml").read_text().replace("[training]\n",
+                                                                               "[training]\nmemory_limit_gib = 0\n")
+    path = tmp_path / "zero.toml"
+    path.write_text(text)
+    err = error_of(capsys, ["estimate", path])
+    assert "field 'training.memory_limit_gib': 0.0 is out of range" in err
+    assert parse_value("training.memory_limit_gib", "none") is None
+    assert parse_value("training.memory_limit_gib", "60") == 60.0

@@ -56,7 +56,7 @@ def test_issue_switch_top2_drops_are_warned_and_not_counted():
 
 
 def test_no_warning_below_the_threshold():
-    # 0.9 % dropped at CF 1 (Switch-C, 512-token groups), on search's best layout (which fits)
+    # 0.76 % dropped at CF 1 (Switch-C: 512-token encoder and 114-token decoder groups), on search's best layout (which fits)
     scenario = load_scenario("switch-c-2048-tpu-v3", layout="dp=2048,ep=2048,mb=1,zero=2,recompute=none,cf=1")
     est = estimate(scenario, scenario.resolve())
     assert est.fits_in_memory

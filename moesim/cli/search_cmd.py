@@ -143,8 +143,9 @@ def render(r: dict) -> str:
                                              f"{format_seconds(e['communication_time_s'])}"),
             ("pipeline bubble", format_seconds(e["bubble_time_s"])),
             ("optimizer step", format_seconds(e["optimizer_time_s"])),
-            *([("cost", f"{res['usd_per_step']:.4g} USD/step, {res['usd_per_trillion_tokens']:,.0f} USD per "
-                        "trillion tokens")] if res.get("usd_per_step") is not None else []),
+            ("cost", f"{res['device_hours_per_trillion_tokens']:,.0f} device-hours per trillion tokens"
+                     + (f", {res['usd_per_step']:.4g} USD/step, {res['usd_per_trillion_tokens']:,.0f} USD per "
+                        "trillion tokens" if res.get("usd_per_step") is not None else "")),
             ("memory per device", ", ".join(f"{k} {format_bytes(v)}" for k, v in mem.items() if k != "total")),
             ("bottleneck", res["bottleneck"]),
         ])]

@@ -135,7 +135,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # Model FLOPs count the token-expert assignments an expert processes: less the expected dropped
     # share under uniform routing (capacity.expected_drop_fraction), so MFU <= HFU with any capacity rule.
     model_flops = np.full(n_cand, tr.global_batch_sequences * training_flops_per_sequence(model, seq, dec))
-    drop_fraction = np.zeros(n_cand)
+    dropped, assignments = np.zeros(n_cand), np.zeros(n_cand)  # per device and step, over every MoE layer
     for c, (cls, t) in enumerate(zip(wl.classes, terms)):
         if t.capacity is None:
             continue
@@ -146,9 +146,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         # Never more processed than the slots priced (a fractional group, t_dev = b·n/tp, rounds down).
         assigned = model.moe.top_k * t.tokens_per_device
         drop = np.where(dropless, 0.0, np.maximum(drop, 1 - t.slots / assigned))
-        drop_fraction = np.maximum(drop_fraction, drop)
         layers = wl.layer_class_index.count(c)
+        dropped, assignments = dropped + layers * assigned * drop, assignments + layers * assigned
         model_flops -= (1 + BACKWARD_TO_FORWARD) * tr.global_batch_sequences * layers * cls.flops.experts * drop
+
+    # The share of every MoE layer's assignments dropped (an encoder-decoder's encoder and decoder layers route groups
+    # of different sizes), as the simulator's expected figure weighs them (des/run.py _expected_drops)
+    drop_fraction = np.divide(dropped, assignments, out=np.zeros(n_cand), where=assignments > 0)
 
     # Hardware FLOPs of the whole model per micro-batch, as one device of each stage executes them
     # (every layer and the logits once); the devices / pp of each stage each run their share.

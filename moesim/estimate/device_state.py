@@ -150,7 +150,7 @@ def stage_memory(wl: Workload, model: ModelSpec, hw: HardwareProfile, tr: Traini
     # the dispatch buffers are one figure per candidate on every stage: their own column
     memory = {k: buffers.copy() if k == "moe_buffers" else pick_m(v) for k, v in memory.items()}
     total_mem = pick_m(total_stage)
-    capacity_bytes = hw.chip.hbm_bytes * (1 - tr.memory_headroom_fraction)
+    capacity_bytes = tr.usable_memory_bytes(hw.chip.hbm_bytes)
     return memory, total_mem, pick_m(stages.index), capacity_bytes
 
 

@@ -62,5 +62,5 @@ class Evaluation:
     memory_stage: np.ndarray | None = None
     expert_capacity: np.ndarray | None = None
     tokens_per_device: np.ndarray | None = None
-    drop_fraction: np.ndarray | None = None  # expected dropped share of assignments (uniform routing)
+    drop_fraction: np.ndarray | None = None  # expected dropped share of every MoE layer's assignments (uniform routing)
     rows: np.ndarray | None = None  # evaluate(fitting_only=True): the input candidates these rows are (None: all)

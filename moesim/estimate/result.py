@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from moesim.capacity import drop_warning, expected_drop_fraction
+from moesim.capacity import drop_warning
 from moesim.estimate.core import Evaluation
 from moesim.estimate.evaluation import per_micro_batch
 from moesim.estimate.embedding_sync import EMBEDDING_AXIS, EMBEDDING_GROUP_RANKS
@@ -164,9 +164,9 @@ def step_estimate(scenario: Scenario, ev: Evaluation, i: int = 0) -> StepEstimat
         moe_info = {
             "capacity_factor": cf, "capacity_rule": model.moe.capacity_rule,
             "tokens_per_device_per_layer": tokens, "routing_group_tokens": group, "expert_capacity": capacity,
-            "expected_drop_fraction_uniform": (
-                None if cf is None else expected_drop_fraction(int(group), model.moe.num_experts,
-                                                               model.moe.top_k, capacity)),
+            # over every MoE layer, weighted by its assignments (an encoder-decoder's decoder layers route smaller
+            # groups than the encoder's, whose figures the keys above give)
+            "expected_drop_fraction_uniform": None if cf is None else float(ev.drop_fraction[i]),
         }
         text = drop_warning(model.moe, moe_info["expected_drop_fraction_uniform"], cf)
         if text:

@@ -32,6 +32,8 @@ from moesim.specs.layout import CP_COMMS
 from moesim.specs.scenario import Scenario
 from moesim.specs.training import PIPELINE_SCHEDULES, RECOMPUTE_MODES, ZERO_STAGES
 
+UNEVEN_CHUNKS = ("the search splits the layers evenly; `moesim estimate --layout` prices uneven chunks from "
+                 "pipeline_layout, Megatron's --pipeline-model-parallel-layout")
 # Rejection reasons, first failing rule first (as specs.layout.layout_problems lists them).
 REASONS = {
     "experts_not_divisible_by_ep": "num_experts % ep != 0",
@@ -45,7 +47,9 @@ REASONS = {
     **MEGATRON_REASONS,
     "pipeline_stage_mismatch": "the order cuts different pipeline stages in the attention and expert meshes",
     "batch_not_divisible_by_dp_micro_batches": "global batch % (dp·micro_batches) != 0",
-    "interleaved_layers_not_divisible_by_pp_vp": "interleaved: num_layers % (pp·vp) != 0",
+    # the search splits layers evenly over the pp·vp chunks; Megatron's --pipeline-model-parallel-layout runs uneven
+    # ones (DeepSeek-V3's 61 layers), which `estimate` prices from a layout's pipeline_layout
+    "interleaved_layers_not_divisible_by_pp_vp": "interleaved: num_layers % (pp·vp) != 0 (" + UNEVEN_CHUNKS + ")",
     "interleaved_micro_batches_not_divisible_by_pp": "interleaved: micro_batches % pp != 0 (Megatron)",
     "interleaved_needs_pp_2": "interleaved: pp < 2",
     "zb_v_needs_two_layers_per_stage": "zb-v: num_layers < 2·pp (two chunks per device)",
@@ -104,7 +108,35 @@ def degree_grid(scenario: Scenario) -> dict[str, np.ndarray]:
                     for etp in (divs(tp * cp * dp // ep) if moe else (1,)):
                         rows.append((dp, tp, pp, ep, etp, cp))
     grid = np.array(rows, dtype=np.int64).reshape(-1, 6)
-    return {name: grid[:, i] for i, name in enumerate(("dp", "tp", "pp", "ep", "etp", "cp"))}
+    return _fixed_degrees(scenario, {name: grid[:, i] for i, name in enumerate(("dp", "tp", "pp", "ep", "etp", "cp"))})
+
+
+# The degrees a scenario's [search] may fix (empty: every one the devices allow), as the layout line names them
+FIXED_DEGREES = (("tp", "tensor_parallel"), ("pp", "pipeline_parallel"), ("ep", "expert_parallel"))
+
+
+def _fixed_degrees(scenario: Scenario, grid: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`grid` restricted to the tp / pp / ep degrees the scenario's [search] lists (a fixed tp: [search]
+    tensor_parallel = [8]); an error naming the lists when no tiling of the devices has them."""
+    space = scenario.search
+    fixed = [(degree, key, getattr(space, key)) for degree, key in FIXED_DEGREES if getattr(space, key)]
+    if not fixed:
+        return grid
+    keep = np.ones(len(grid["tp"]), dtype=bool)
+    for degree, key, values in fixed:
+        if degree == "ep" and scenario.model.moe is None:
+            raise SpecError(f"model '{scenario.model.name}' has no experts: the search runs ep = 1 only",
+                            file=scenario.file or None, field=f"search.{key}", value=list(values),
+                            allowed="[] (empty) on a dense model")
+        keep &= np.isin(grid[degree], np.array(values, dtype=np.int64))
+    if not keep.any():
+        asked = ", ".join(f"{degree} in {list(values)}" for degree, _, values in fixed)
+        possible = "; ".join(f"{degree}: {', '.join(str(int(v)) for v in np.unique(grid[degree]))}"
+                             for degree, _, _ in fixed)
+        raise SpecError(f"no layout of {scenario.devices} devices has {asked}", file=scenario.file or None,
+                        field=f"search.{fixed[0][1]}",
+                        value=list(fixed[0][2]), allowed=f"degrees that tile the devices ({possible})")
+    return {name: values[keep] for name, values in grid.items()}
 
 
 def pipeline_grid(scenario: Scenario) -> dict[str, np.ndarray]:

@@ -3,7 +3,8 @@
 Keys are dotted paths into the scenario (`training.seq_len`, `model.moe.num_experts`,
 `hardware.price_per_device_hour_usd`), the whole-object keys `hardware` (a profile name or
 file), `model` (a model name or file) and `devices`, `search.max_micro_batches`, the [search] lists
-`search.context_parallel`, `search.pipeline_schedules`, `search.virtual_stages` and `search.cp_comms`, the
+`search.context_parallel`, `search.pipeline_schedules`, `search.virtual_stages`, `search.cp_comms` and the degrees
+`search.tensor_parallel`, `search.pipeline_parallel`, `search.expert_parallel`, the
 training lists `training.cuda_graph_scope` and `training.recompute_modules` and the model's
 `model.attention.layer_pattern` (one entry per value, several joined by '+', `none` the empty training list or no
 pattern), or a short alias.
@@ -54,6 +55,8 @@ FIELD_TYPES: dict[str, str] = {"devices": "int", "hardware": "profile", "model":
 # against the values the scenario file allows (scenario_file.search_from_table) and SearchSpace's ranges.
 LIST_ENTRIES: dict[str, tuple | type] = {"search.context_parallel": int, "search.virtual_stages": int,
                                          "search.pipeline_schedules": PIPELINE_SCHEDULES, "search.cp_comms": CP_COMMS,
+                                         "search.tensor_parallel": int, "search.pipeline_parallel": int,
+                                         "search.expert_parallel": int,
                                          "training.cuda_graph_scope": CUDA_GRAPH_SCOPES,
                                          "training.recompute_modules": RECOMPUTE_MODULES,
                                          "model.attention.layer_pattern": ATTENTION_MASKS}

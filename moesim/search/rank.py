@@ -60,13 +60,17 @@ def objective_values(scenario: Scenario, objective: str, step_time_s: np.ndarray
 
 
 def cost_figures(scenario: Scenario, step_time_s: float) -> dict:
-    """USD per step and per trillion tokens at the profile's list price (None without a price)."""
+    """Device-hours per trillion tokens (a budget in devices and time, priced or not: DeepSeek-V3 §1 states its
+    run as 180K H800 GPU hours per trillion tokens), and USD per step and per trillion tokens at the profile's list
+    price (None without a price)."""
+    tokens = scenario.training.global_batch_sequences * sum(scenario.seq_lens)
+    device_hours = step_time_s * scenario.devices / SECONDS_PER_HOUR  # per step
+    out = {"device_hours_per_trillion_tokens": device_hours / tokens * 1e12}
     price = scenario.hardware.price_per_device_hour_usd
     if not price:
-        return {"usd_per_step": None, "usd_per_trillion_tokens": None}
-    usd = step_time_s * scenario.devices * price / SECONDS_PER_HOUR
-    tokens = scenario.training.global_batch_sequences * sum(scenario.seq_lens)
-    return {"usd_per_step": usd, "usd_per_trillion_tokens": usd / tokens * 1e12}
+        return out | {"usd_per_step": None, "usd_per_trillion_tokens": None}
+    usd = step_time_s * scenario.devices * price / SECONDS_PER_HOUR  # main's order of operations: the same bits
+    return out | {"usd_per_step": usd, "usd_per_trillion_tokens": usd / tokens * 1e12}
 
 
 def cost_note(scenario: Scenario) -> str:
@@ -76,7 +80,9 @@ def cost_note(scenario: Scenario) -> str:
         return (f"{hw.name} at {hw.price_per_device_hour_usd:g} USD per device-hour "
                 f"({hw.price_source or 'no source given'})")
     return (f"hardware profile '{hw.name}' has no price_per_device_hour_usd: the cost objective ranks by "
-            "device-seconds per step (step time x devices), not dollars")
+            "device-seconds per step (step time x devices), not dollars (give a price in USD per device-hour: "
+            "`moesim sweep SCENARIO --vary hardware.price_per_device_hour_usd=USD --objective cost`, or a copy of "
+            "the profile with price_per_device_hour_usd set, passed as --hardware FILE)")
 
 
 @dataclass(frozen=True)
@@ -375,7 +381,7 @@ def search(scenario: Scenario, objective: str = "step_time", collective_model: C
         considered=found.considered, rejected=rejected, candidates=cands.take(order), step_time_s=step,
         memory_bytes_per_device=memory, mfu=mfu, tokens_per_s=tokens, objective_value=value,
         pareto=pareto,
-        memory_capacity_bytes=scenario.hardware.chip.hbm_bytes * (1 - scenario.training.memory_headroom_fraction),
+        memory_capacity_bytes=scenario.training.usable_memory_bytes(scenario.hardware.chip.hbm_bytes),
         collective_model=collective_model, equivalent_orders=equivalent, misses=misses,
         miss_memory_bytes=miss_memory, miss_step_time_s=miss_step,
     )

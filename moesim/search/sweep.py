@@ -17,6 +17,7 @@ import numpy as np
 
 from moesim.capacity import capacity_floor_note
 from moesim.errors import SpecError
+from moesim.search.enumerate import UNEVEN_CHUNKS
 from moesim.search.overrides import apply_point, canonical_key, parse_value, value_text
 from moesim.search.rank import OBJECTIVES, search
 from moesim.search.workers import map_items
@@ -87,7 +88,8 @@ def failed_status(rejected: dict[str, int]) -> str:
     last = list(rules)[-1] if rules else None
     said = (f"most often {most}, " if most else "") + \
         (f"the last in the search's order to reject any {last} ({rules[last]:,}), " if last != most else "")
-    return f"no valid layout: every one breaks a rule ({said}counts in rejected), none was priced" + refused
+    uneven = f" ({UNEVEN_CHUNKS})" if "interleaved_layers_not_divisible_by_pp_vp" in (most, last) else ""
+    return f"no valid layout: every one breaks a rule ({said}counts in rejected), none was priced" + uneven + refused
 
 
 def grouped_notes(sweep: dict, kinds: tuple[str, ...] = ("warning", "note")) -> list[str]:

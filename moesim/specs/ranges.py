@@ -160,6 +160,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "capacity_factor": _CF,
         "a2a_kernel_sms": count(1, 4096, "SMs per device"),  # as ChipSpec.sm_count; below the chip's: sm_share.py
         "memory_headroom_fraction": Range(0, 0.99),
+        "memory_limit_gib": positive(2**20, "GiB per device"),
         "attention_output_storage_bits": count(0, 32, "bits"),  # 0: activation_storage_dtype; E5M6 = 12
     },
     "ChipSpec": {
@@ -207,6 +208,9 @@ RANGES: dict[str, dict[str, Range]] = {
         "max_micro_batches": count(1, MAX_MICRO_BATCHES),
         "virtual_stages": count(1, MAX_LAYERS),
         "context_parallel": count(1, MAX_DEVICES),
+        "tensor_parallel": count(1, MAX_DEVICES),
+        "pipeline_parallel": count(1, MAX_LAYERS),
+        "expert_parallel": count(1, MAX_DEVICES),
     },
     "Layout": {
         "dp": count(1, MAX_DEVICES),

@@ -31,6 +31,10 @@ class SearchSpace:
     virtual_stages: tuple[int, ...] = (2, 4, 8)  # vp choices of the interleaved schedule (others: vp = 1)
     context_parallel: tuple[int, ...] = (1,)  # cp degrees
     cp_comms: tuple[str, ...] = ("p2p",)  # cp variants tried where cp > 1
+    # degrees a user fixes (a checkpoint's tp, a pipeline the framework runs); empty: every divisor the devices allow
+    tensor_parallel: tuple[int, ...] = ()
+    pipeline_parallel: tuple[int, ...] = ()
+    expert_parallel: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         check_ranges(self)

@@ -60,6 +60,9 @@ def search_from_table(t: Table) -> SearchSpace:
         virtual_stages=tuple(int_list(t, "virtual_stages", [2, 4, 8])),
         context_parallel=tuple(int_list(t, "context_parallel", [1])),
         cp_comms=tuple(str_list(t, "cp_comms", CP_COMMS, ["p2p"])),
+        tensor_parallel=tuple(int_list(t, "tensor_parallel", [])),
+        pipeline_parallel=tuple(int_list(t, "pipeline_parallel", [])),
+        expert_parallel=tuple(int_list(t, "expert_parallel", [])),
     )
     t.finish()
     return space

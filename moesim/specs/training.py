@@ -181,6 +181,8 @@ class TrainingSpec:
     # Share of HBM left unused for allocator fragmentation: an assumption, no measured figure stored (usable =
     # hbm × (1 − this); the profile's memory_reserved_gib is charged inside the total on top of it).
     memory_headroom_fraction: float = 0.05
+    # A limit the job must keep under, in GiB per device (another process's share, an operator's margin); None: none
+    memory_limit_gib: float | None = None
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -372,6 +374,11 @@ class TrainingSpec:
         if self.dtype_for("gemm") != FP8:
             return "none"
         return self.gemm_scaling or "per_tensor_delayed"
+
+    def usable_memory_bytes(self, hbm_bytes: float) -> float:
+        """Memory per device a layout may fill: HBM x (1 - memory_headroom_fraction), at most memory_limit_gib."""
+        usable = hbm_bytes * (1 - self.memory_headroom_fraction)
+        return usable if self.memory_limit_gib is None else min(usable, self.memory_limit_gib * 2**30)
 
     def bytes_of(self, which: str) -> int:
         """Bytes per element of tensor class `which` (TENSOR_CLASSES; "compute" is compute_dtype itself)."""

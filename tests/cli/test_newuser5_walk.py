@@ -139,7 +139,8 @@ def test_a_note_every_point_gives_is_said_once(capsys):
     assert main(["sweep", "switch-c-2048-tpu-v3", "--devices", "512", "--vary", "hardware=tpu-v4,b200", "--workers",
                  "1", "-q"]) == 0
     out = capsys.readouterr().out
-    assert out.count("capacity rule 'switch' at capacity factor 1 drops 10.4%") == 1
+    # 8.6 % over the encoder's and decoder's MoE layers (10.4 % the encoder's alone before session 23's newuser6)
+    assert out.count("capacity rule 'switch' at capacity factor 1 drops 8.6%") == 1
     assert "warning at every point: capacity rule 'switch'" in out
 
 

@@ -23,6 +23,10 @@ B0 F0 B1 W1 F1 B2 W2 F2, on the comm stream c_b d_f d_b c_f (the simulator's key
 each operation after its chain's previous one: `layer_pairs_s` walks that, layer pair by layer pair. A dense layer is
 one segment a pass, its W on the chain. The tp collectives run on the compute stream, inside the compute nodes that
 issue them (the simulator's order runs them there too); the cp ring stays beside the attention it feeds.
+
+The pipeline around the pairs (session 23, slotwalk): `slot_walk_s` walks the devices' slots of Megatron's
+interleaved order (schedules.interleaved_order), each on its chunks' own times and each waiting on the pipeline sends
+of its inputs as the simulator's p2p stream runs them; `walk_pipe_s` builds its inputs from the estimate's figures.
 """
 
 from __future__ import annotations
@@ -163,11 +167,11 @@ def saving_s(terms, a2a_call: dict, counts: np.ndarray, vp, of, paired: bool, la
 def slot_plan(m: int, pp: int, vp: int) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]:
     """The max-plus walk's plan of Megatron's interleaved order with the EP A2A overlap (schedules.interleaved_order,
     Megatron-LM d98e8a64 schedules.py / combined_1f1b.py): (levels, slots, last). `slots` (n, 9): per slot its
-    device, forward chunk, backward chunk (−1: none), the flat positions of the slots whose forward / backward send
-    it reads (1: none), its own and its device's previous slot's (0: the start, for a device's first), and whether it
-    sends its forward output / input gradient on (1 / 0); a slot's flat position is 2 + d·S + k (k its place on
-    device d, S the longest order). `levels`: the slots grouped so that every slot's inputs and its device's previous
-    slot lie in earlier groups; `last`: each device's last slot. Forward (mb, vs) reads (mb, vs − 1) from the upstream
+    device, forward chunk, backward chunk (−1: none), the positions of the slots whose forward / backward send it
+    reads (1: none), its own and its device's previous slot's (0: the start, for a device's first), and whether it
+    sends its forward output / input gradient on (1 / 0); the rows in level order, row i at position i + 2.
+    `levels`: slices of the rows, every slot's inputs and its device's previous slot in an earlier one; `last`: each
+    device's last slot's position. Forward (mb, vs) reads (mb, vs − 1) from the upstream
     device, backward (mb, vs) reads (mb, vs + 1) from the downstream one (the ring at the ends: virtual stage c·p + d
     on device d); backward (mb, p·v − 1) follows its own device's forward, an earlier slot (no send), and the head's
     chunk sends no forward, the embedding's no backward."""
@@ -224,15 +228,15 @@ def slot_walk_s(m: int, pp: int, vp: int, fwd_chunk_s, bwd_chunk_s, pair_saving_
     (`slot_plan`). A slot lasts its chunks' own times, fwd_chunk_s / bwd_chunk_s (N, p, v) of device d's chunk c,
     less pair_saving_s (N, p) in an FB slot (what Megatron's per-layer order hides in one chunk pair, `saving_s` /
     v). It starts once its device's previous slot has ended and its backward's input gradient has arrived; its
-    forward's first operation, lead_s (N, p, v: device d, backward chunk c) into an FB slot (the backward's first
-    part runs first: Megatron-LM d98e8a64 model_chunk_schedule_plan.py l.536-548, TransformerLayerSchedulePlan.run;
-    each chain's first operation waits for its own receive, as in moesim.des.pieces.overlapped), once its activation
-    has. Its outputs leave, one send `send_s` (N,) each, on the device's one p2p stream in order: the backward's
-    input gradient first, ready tail_s (N, p, v: device d, forward chunk c) before the end of an FB slot, then the
+    forward's first operation, lead_s (N, p, v: device d, backward chunk c) into an FB slot (the compute stream
+    runs B0 before F0, TransformerLayerSchedulePlan.run's issue order in the module docstring; each chain's first
+    operation waits for its own receive, as moesim.des.pieces.overlapped builds the slot), once its activation has.
+    Its outputs leave, one send `send_s` (N,) each, on the device's one p2p stream in order: the backward's input
+    gradient first, ready tail_s (N, p, v: device d, forward chunk c) before the end of an FB slot, then the
     forward's activation, ready at the slot's end (moesim.des.schedule Builder.send: a send after its chunk on the
     "p2p" stream, which runs its operations in their keys' order; pieces.overlapped keys an FB slot's backward send
-    before its forward's, Builder.add's 2·segment − side). None: 0. The step's pipeline ends with the
-    last device's last slot."""
+    before its forward's, Builder.add's 2·segment − side). lead_s / tail_s None: 0. The step's pipeline ends with
+    the last device's last slot."""
     groups, table, last = slot_plan(int(m), int(pp), int(vp))
     f, b = np.asarray(fwd_chunk_s, dtype=float), np.asarray(bwd_chunk_s, dtype=float)
     n, p, v = f.shape

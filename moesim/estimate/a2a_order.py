@@ -233,9 +233,9 @@ def slot_walk_s(m: int, pp: int, vp: int, fwd_chunk_s, bwd_chunk_s, pair_saving_
     operation waits for its own receive, as moesim.des.pieces.overlapped builds the slot), once its activation has.
     Its outputs leave, one send `send_s` (N,) each, on the device's one p2p stream in order: the backward's input
     gradient first, ready tail_s (N, p, v: device d, forward chunk c) before the end of an FB slot, then the
-    forward's activation, ready at the slot's end (moesim.des.schedule Builder.send: a send after its chunk on the
+    forward's activation, ready at the slot's end (moesim.des.schedule _Builder.send: a send after its chunk on the
     "p2p" stream, which runs its operations in their keys' order; pieces.overlapped keys an FB slot's backward send
-    before its forward's, Builder.add's 2·segment − side). lead_s / tail_s None: 0. The step's pipeline ends with
+    before its forward's, _Builder.add's 2·segment − side). lead_s / tail_s None: 0. The step's pipeline ends with
     the last device's last slot."""
     groups, table, last = slot_plan(int(m), int(pp), int(vp))
     f, b = np.asarray(fwd_chunk_s, dtype=float), np.asarray(bwd_chunk_s, dtype=float)

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from moesim.des.zbv_order import DEFAULT_MEMORY, zbv_orders
-from moesim.estimate.schedules import interleaved_warmup
+from moesim.estimate.schedules import interleaved_order
 
 SCHEDULES = ("1f1b", "gpipe", "interleaved", "zb-h1", "zb-v", "dualpipe")
 
@@ -116,28 +116,16 @@ def device_order(schedule: str, micro_batches: int, pp: int, vp: int, device: in
 
 
 def _interleaved(m: int, p: int, v: int, d: int, a2a_overlap: bool = False) -> list[Slot]:
-    total = m * v
     # Megatron-LM schedules.py get_pp_rank_microbatches: with the EP A2A overlap one more warm-up forward, so that
-    # each steady-state forward runs with an independent backward (combined 1F1B: an FB slot, as DualPipe's)
-    warm = min(interleaved_warmup(p, v, d) + int(a2a_overlap), total)
-
-    def mb(k: int) -> int:
-        return (k // (p * v)) * p + k % p
-
-    def fwd(k: int) -> Slot:
-        return Slot("F", mb(k), ((k // p) % v) * p + d)
-
-    def bwd(k: int) -> Slot:
-        return Slot("B", mb(k), (v - 1 - (k // p) % v) * p + d)
-
-    order = [fwd(k) for k in range(warm)]
-    for i in range(total - warm):
-        if a2a_overlap:
-            f, b = fwd(warm + i), bwd(i)
-            order.append(Slot("FB", f.mb, f.vs, pair=("B", b.mb, b.vs)))
+    # each steady-state forward runs with an independent backward (combined 1F1B: an FB slot, as DualPipe's); the
+    # order is moesim.estimate.schedules.interleaved_order, the one both engines run (session 23, slotwalk)
+    order = []
+    for f, b in interleaved_order(m, p, v, d, a2a_overlap):
+        if f is not None and b is not None:
+            order.append(Slot("FB", *f, pair=("B", *b)))
         else:
-            order += [fwd(warm + i), bwd(i)]
-    return order + [bwd(k) for k in range(total - warm, total)]
+            order.append(Slot("F", *f) if f is not None else Slot("B", *b))
+    return order
 
 
 @lru_cache(maxsize=64)

@@ -106,6 +106,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # The input embedding on the first stage (moesim.ops.vocab; GPUs): its backward is all weight gradient.
     in_tokens = embedding_tokens(model, seq, dec)
     embedding_time, embedding_bwd = (builder.embedding_time_s(in_tokens, backward_only) for backward_only in (0, 1))
+    input_embedding = embedding_time  # (the name is the gradient's all-reduce below; the walk reads this one)
     head = held.head  # the output head's stage: the last, the first under ZB-V
     compute_mb = fwd + bwd + recompute + np.where(head, logits_time[:, None], 0.0) \
         + np.where(first, embedding_time[:, None], 0.0)
@@ -414,17 +415,27 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                                         np.take(weight_mb, at, axis=0), r(stages.multiplicity), *ends)
     # Megatron's combined 1F1B (training.moe_a2a_overlap): a pair is the two micro-batches' serial time less what
     # Megatron's per-layer order hides (a2a_order; compute at the pair's rate, as DualPipe's pairs).
-    a2a_pair = None
+    a2a_pair, walk = None, None
     if tr.moe_a2a_overlap:
         from moesim.estimate import a2a_order
 
-        saved = a2a_order.saving_s(terms, a2a_call, counts, vp, of, sm_shared, wl.layer_class_index)
+        saved, lead, tail = a2a_order.saving_s(terms, a2a_call, counts, vp, of, sm_shared, wl.layer_class_index,
+                                               ends=True)
         a2a_pair = t_mb - compute_1 + (pick(compute_pair_mb) if sm_shared else compute_1) - pick(saved)
+        # interleaved, even chunks: the slots walked in Megatron's order, each waiting on its sends (a2a_order)
+        walked = np.flatnonzero(sch.is_schedule(sched, "interleaved") & (pp > 1) & _no_layout(cands))
+        if len(walked):
+            r = (lambda a: a) if of is None else (lambda a: np.take(a, of, axis=0))  # noqa: E731
+            walk = a2a_order.walk_pipe_s(walked, cands, wl, m, pp, vp, stage_mb, compute_mb, compute_pair_mb, saved,
+                                         own(fwd), r(logits_time), r(input_embedding), r(embedding_bwd), hop, lead,
+                                         tail)
     chunk_bubble = None if chunk_weights is None else _layout_bubble(
         chunk_weights, of, cands, wl, stage_mb, m, t_mb)
     pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick_of(fwd), pick_of(bwd_mb) + pick(bwd_comm),
                                        pick_of(weight_mb), hop, overlapped, below, zbv, zbh1_pipe=zbh1,
                                        a2a_pair_s=a2a_pair, layout_bubble_s=chunk_bubble)
+    if walk is not None:  # the walk's waits on the sends are pipeline bubble: the work priced is unchanged
+        pipe, bubble = np.where(np.isnan(walk), pipe, walk), np.where(np.isnan(walk), bubble, bubble + walk - pipe)
     # Each stage's tp all-reduce of its replicated gradients follows its own sync (0.0 without SP or at tp 1).
     dp_sync = np.max(np.where(exists, dp_time + tp_grad, 0), axis=1)
     # Untied: 0.0 for every candidate, as the priced zeros would give (x + 0.0 is x).
@@ -601,6 +612,13 @@ def _layout_in_flight(cands: Candidates, sched: np.ndarray, m: np.ndarray, index
             if s >= 0:
                 out[n, j] = sch.layout_in_flight(pl.chunk_layers, pl.pp, pl.vp, int(m[n]), int(s))
     return out
+
+
+def _no_layout(cands: Candidates) -> np.ndarray:
+    """(N,) the candidates without a pipeline layout (uneven chunks keep the table's row and layout_pipe_s)."""
+    if cands.pipeline_layout is None:
+        return np.ones(len(cands), dtype=bool)
+    return np.array([x is None for x in cands.pipeline_layout], dtype=bool)
 
 
 def _layout_chunk_weights(cands: Candidates, wl, terms, sched: np.ndarray, logits_time, embedding_time,

@@ -12,7 +12,9 @@ backward product: one forward's time each), B_full = B + W.
   zb-v         m·t + (p − 1)·max(F/2, F + B − 2W)       ZB-H2's, at ZB-H1 memory   Qi et al. Table 2, §6
   dualpipe     n·t_o + (m − n)·t + (p/2 − 1)·(F&B + B_full − 3W)                   DeepSeek-V3 Table 2
   interleaved with the EP A2A overlap: n·t_a + (m − n)·t in place of m·t, n = `interleaved_pairs`    Megatron-Core
-  (1f1b at pp 1 with it likewise, n = m − 1: combined_1f1b_schedule_for_no_pipelining)
+  (1f1b at pp 1 with it likewise, n = m − 1: combined_1f1b_schedule_for_no_pipelining); at pp > 1 without a
+  pipeline layout the estimate walks the slots of `interleaved_order` instead (a2a_order.slot_walk_s: each chunk's
+  own time, each FB slot waiting on its two sends; session 23, slotwalk), the row its value at equal chunks, free sends
   interleaved, uneven chunks (a pipeline layout): the bubble from each virtual stage's own time, `layout_pipe_s`
 
 1F1B, GPipe: t_s each stage's time per micro-batch, t = max_s t_s; at equal stages (m + p − 1)·t, Narayanan et
@@ -248,6 +250,32 @@ def in_flight(schedule: np.ndarray, m, pp, vp, stage) -> np.ndarray:
         if at.any() or out.shape != shape:  # a schedule no row has changes nothing (once `out` has the full shape)
             out = np.where(at, held(), out)
     return out
+
+
+def interleaved_order(m: int, pp: int, vp: int, device: int, a2a_overlap: bool = False
+                      ) -> list[tuple[tuple[int, int] | None, tuple[int, int] | None]]:
+    """Device `device`'s slots in Megatron's interleaved order, each (forward, backward), either (micro-batch,
+    virtual stage) or None: warm-up 2(p − d − 1) + (v − 1)·p forwards (one more with the EP A2A overlap:
+    get_pp_rank_microbatches l.966-970), then one forward and one backward a step, each a slot of its own or, with
+    the overlap, one FB slot (combined 1F1B), then the cool-down backwards. Forward k runs chunk ⌊k/p⌋ mod v of
+    micro-batch ⌊k/(p·v)⌋·p + k mod p, backward k chunk v − 1 − ⌊k/p⌋ mod v (Megatron-LM d98e8a64 schedules.py
+    forward_backward_pipelining_with_interleaving, get_model_chunk_id; virtual stage c·p + d is device d's chunk c).
+    The one order both engines run (moesim.des.orders builds its slots from it)."""
+    m, p, v, d = int(m), int(pp), int(vp), int(device)
+    total = m * v
+    warm = min(interleaved_warmup(p, v, d) + int(a2a_overlap), total)
+
+    def item(k: int, backward: bool) -> tuple[int, int]:
+        chunk = (k // p) % v
+        return (k // (p * v)) * p + k % p, ((v - 1 - chunk) if backward else chunk) * p + d
+
+    order: list[tuple[tuple[int, int] | None, tuple[int, int] | None]] = [(item(k, False), None) for k in range(warm)]
+    for i in range(total - warm):
+        if a2a_overlap:
+            order.append((item(warm + i, False), item(i, True)))
+        else:
+            order += [(item(warm + i, False), None), (None, item(i, True))]
+    return order + [(None, item(k, True)) for k in range(total - warm, total)]
 
 
 def layout_in_flight(chunk_layers, pp: int, vp: int, m: int, stage: int) -> float:

@@ -429,7 +429,11 @@ IMPORTED = {("attention_core", "fwd"): ("attention", "bfloat16", "fwd", "causal"
             ("attention_output_cast", "fwd"): ("memory", "bfloat16", "fwd", "attention_output_cast"),
             ("attention_output_dequantise", "bwd"): ("memory", "bfloat16", "bwd", "attention_output_dequantise"),
             ("fp8_quantise", "fwd"): ("memory", "bfloat16", "fwd", "fp8_quantise"),
-            ("fp8_quantise", "bwd"): ("memory", "bfloat16", "bwd", "fp8_quantise")}
+            ("fp8_quantise", "bwd"): ("memory", "bfloat16", "bwd", "fp8_quantise"),
+            ("dispatch_mapping", "fwd"): ("memory", "bfloat16", "fwd", "dispatch_mapping")}
+# DeepSeek's counting and mapping of the received tokens after DeepEP's dispatch (session 23, dsv3perm;
+# clean_and_count_expert, get_fused_mapping: 4-block grids, ~225 us a layer, ~0.5 % of the HBM rate over the top-k
+# indices they read; moesim/ops/layer.py LayerOps._dispatch_mapping).
 # The FP8 activation casts (session 22, dsv3ops): per_token_cast_to_fp8_with_channels, per_channel_cast_and_transpose
 # and the scales' layout copies, at 1.5-2.8 TB/s on the trace where the default fraction gives ~2.7, once moesim's
 # bytes are the tensors the trace casts (moesim/estimate/precision_terms.py quantised_elements, deepseek_casts).
@@ -457,6 +461,10 @@ MEASURED_ON = {"causal": "H800 SXM (132 SMs), DeepSeek's training framework: Fla
                                               "output cast back to BF16 before out_proj's Wgrad "
                                               "(per_token_cast_back_special_fmt_impl), 4096 tokens x 16384, one "
                                               "kernel, scripts/dsv3_trace.toml's attention_output_dequantise rule",
+               "dispatch_mapping": "H800 SXM (132 SMs), DeepSeek's training framework: the received tokens' "
+                                   "counting and mapping after DeepEP's dispatch (cuda::clean_and_count_expert, "
+                                   "cuda::get_fused_mapping, 4 blocks each), 4096 tokens a micro-batch, 256 experts "
+                                   "top-8 over EP 64, scripts/dsv3_trace.toml's dispatch_mapping rules",
                "fp8_quantise": "H800 SXM (132 SMs), DeepSeek's training framework: the FP8 activation casts "
                                "(per_token_cast_to_fp8_with_channels 1x128, per_channel_cast_and_transpose 128x1, "
                                "the scales' layout copies, cast_back_impl), 4096 tokens a micro-batch, on the compute "

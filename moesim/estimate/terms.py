@@ -41,7 +41,8 @@ from moesim.estimate.precision_terms import (
     activation_dequantise_bytes, activation_quantise_bytes, activation_recompute_bytes, attention_output_cast_bytes,
     deepseek_casts_apply, quantise_parts_bytes, quantised_elements, weight_cast_bytes, weight_transpose_parts_bytes,
 )
-from moesim.ops.layer import LayerOps, backward_ops, logits_ops
+from moesim.collectives.dispatch import routing_shape
+from moesim.ops.layer import FLEX_BACKENDS, LayerOps, backward_ops, logits_ops
 from moesim.ops.mcore_moe import moe_impl
 from moesim.ops.price import op_time_s, ops_time_by_part, ops_time_by_part_shared
 from moesim.ops.sm_share import overlapped_compute_share, shared_time_s
@@ -387,6 +388,18 @@ class TermBuilder:
         slots = np.where(dropless, k * t_dev, groups * E * capacity)
         return t_dev, capacity, slots
 
+    def _received_tokens(self, t_dev, ep):
+        """Tokens one device receives from DeepEP's or HybridEP's dispatch: t_dev · Γ, each token once per GPU of
+        the EP group it reaches (moesim.collectives.dispatch.routing_shape, node-limited where the model limits
+        nodes); None for the other backends (their dispatch sends k·t_dev slots)."""
+        if self.tr.dispatch_backend not in FLEX_BACKENDS or not self.model.moe:
+            return None
+        moe, g = self.model.moe, self.hw.interconnect[0].domain_devices
+        eps = np.asarray(ep, dtype=float)
+        gamma = {e: routing_shape(moe.num_experts, moe.top_k, int(e), g, moe.max_nodes_per_token).distinct_gpus
+                 for e in np.unique(eps)}
+        return t_dev * np.vectorize(gamma.__getitem__, otypes=[float])(eps)
+
     def _activation_bytes(self, cls: LayerClass, b, tp, etp, rec, routing) -> np.ndarray:
         """Bytes one layer of `cls` keeps for its backward per device per micro-batch (a full recompute: its input
         only); `routing`: _routing's (t_dev, C, r) of an MoE layer, None for a dense one. Context parallelism's
@@ -452,7 +465,7 @@ class TermBuilder:
         padded_extra = expert_flops - b * fl.experts / tp
         fwd_flops = fwd_flops + expert_flops + router + shared
         dense_einsum = self.tr.dispatch_impl == "dense_einsum"
-        permute, unpermute = ops.dispatch(slots, t_dev, capacity, dense_einsum)
+        permute, unpermute = ops.dispatch(slots, t_dev, capacity, dense_einsum, self._received_tokens(t_dev, ops.ep))
         if dense_einsum:
             # GShard Algorithm 2 dispatch and combine einsums: 2·t·E·C·h FLOP each (Tutel App. B), on
             # the matrix unit (module docstring).

@@ -45,7 +45,7 @@ from moesim.collectives.dispatch import routing_shape
 from moesim.ops.layer import FLEX_BACKENDS, LayerOps, backward_ops, logits_ops
 from moesim.ops.mcore_moe import moe_impl
 from moesim.ops.price import op_time_s, ops_time_by_part, ops_time_by_part_shared
-from moesim.ops.sm_share import overlapped_compute_share, shared_time_s
+from moesim.ops.sm_share import SHARED_KINDS, overlapped_compute_share, shared_extra_s, shared_time_s
 from moesim.ops.vocab import embedding_ops
 from moesim.workload import LayerClass
 
@@ -102,6 +102,14 @@ class ClassTerms:
     # Recompute module "moe": the part of recompute_time_s that is the MoE layer's forward again, by stage part (the
     # simulator runs it around the layer's all-to-alls; moesim/estimate/selective.py); empty without it.
     moe_recompute_parts_s: dict[str, np.ndarray] = field(default_factory=dict)
+    # recompute_time_s as a DualPipe overlapped pair runs it, its GEMMs beside DeepEP's kernels at the SMs those leave
+    # (the selective modules' GEMMs but the "moe" checkpoint's, which the simulator runs at its own parts; a full
+    # recompute's forward at the pair's parts); None when nothing shares the chip (= recompute_time_s).
+    recompute_pair_time_s: np.ndarray | None = None
+
+    def recompute_pair_s(self) -> np.ndarray:
+        """The recompute in a DualPipe overlapped pair (recompute_time_s without sharing)."""
+        return self.recompute_time_s if self.recompute_pair_time_s is None else self.recompute_pair_time_s
 
     def pair_time_s(self) -> np.ndarray:
         """Forward plus backward time of the layer in a DualPipe overlapped pair (fwd + bwd without sharing)."""
@@ -119,7 +127,7 @@ def _expand(terms: ClassTerms, inverse: np.ndarray) -> ClassTerms:
     out = ClassTerms(**{name: x(getattr(terms, name)) for name in
                         ("fwd_time_s", "bwd_time_s", "recompute_time_s", "model_flops", "hardware_flops",
                          "activation_bytes", "slots", "capacity", "tokens_per_device", "dispatch_einsum_flops",
-                         "attention_core_time_s", "weight_grad_s")})
+                         "attention_core_time_s", "weight_grad_s", "recompute_pair_time_s")})
     out.comms = [CommCall(c.name, c.axis, c.op, x(np.asarray(c.size_bytes)), x(np.asarray(c.calls)))
                  for c in terms.comms]
     out.fwd_parts_s = {k: x(v) for k, v in terms.fwd_parts_s.items()}
@@ -327,6 +335,14 @@ class TermBuilder:
         if moe_redo:
             terms.moe_recompute_parts_s = {p: np.where(selective, t, 0.0)
                                            for p, t in ops_time_by_part(moe_redo, self.hw, n_rows).items()}
+        if not np.all(share == 1.0):  # DeepSeek-V3 §3.2.1 Figure 4: a backward chunk's recompute beside DeepEP's SMs
+            launch_s = self.hw.efficiency.kernel_launch_s or 0.0
+            moe_ids = {id(op) for op in moe_redo}
+            redo_extra = sum((shared_extra_s(np.broadcast_to(np.asarray(op_time_s(op, self.hw), dtype=float),
+                                                             (n_rows,)), op.launch_count * launch_s, share)
+                              for op in redo if op.kind in SHARED_KINDS and id(op) not in moe_ids), np.zeros(n_rows))
+            full_pair = sum(terms.fwd_pair_parts_s.values())
+            terms.recompute_pair_time_s = np.where(full, full_pair, np.where(selective, redo_time + redo_extra, 0.0))
         unpadded = fwd_flops - padded_extra
         terms.model_flops = (1 + BACKWARD_TO_FORWARD) * unpadded
         # Hardware FLOPs are what the kernels execute, the work their time is priced on: the attention core's

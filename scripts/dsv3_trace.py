@@ -400,8 +400,9 @@ def render(kernels: list[Kernel]) -> str:
     lines += ["", "shapes per layer: " + "; ".join(f"{k} {v}" for k, v in shapes.items()),
               f"chunk pair: wall span {wall} us; some stream busy {busy} us; a compute stream busy {compute} us",
               f"moesim's pair (4 MoE layers, max(compute, collectives); the GEMMs and grouped GEMMs, the "
-              f"recomputation's too, on the SMs DeepEP's 20 leave, the table's rows at the full chip): compute {p_compute:.0f} us, collectives "
-              f"{p_comm:.0f} us, pair {p_pair:.0f} us: {p_pair / wall - 1:+.1%} against the wall span",
+              f"recomputation's too, on the SMs DeepEP's 20 leave, the table's rows at the full chip): compute "
+              f"{p_compute:.0f} us, collectives {p_comm:.0f} us, pair {p_pair:.0f} us: {p_pair / wall - 1:+.1%} "
+              f"against the wall span",
               f"DualPipe's order (compute {' '.join(PAIR_COMPUTE)}; DeepEP {' '.join(PAIR_COMM)}; each phase after "
               f"the one that feeds it): the trace's phases (compute busy {phase_compute:.0f} us) end at "
               f"{measured_chain:.0f} us, {measured_chain - phase_compute:.0f} us of waits on DeepEP; with DeepEP's "
@@ -433,7 +434,7 @@ IMPORTED = {("attention_core", "fwd"): ("attention", "bfloat16", "fwd", "causal"
             ("fp8_quantise", "bwd"): ("memory", "bfloat16", "bwd", "fp8_quantise"),
             ("dispatch_mapping", "fwd"): ("memory", "bfloat16", "fwd", "dispatch_mapping")}
 # DeepSeek's counting and mapping of the received tokens after DeepEP's dispatch (session 23, dsv3perm;
-# clean_and_count_expert, get_fused_mapping: 4-block grids, ~225 us a layer, ~0.5 % of the HBM rate over the top-k
+# clean_and_count_expert, get_fused_mapping: 4-block grids, 241 us a layer, ~0.5 % of the HBM rate over the top-k
 # indices they read; moesim/ops/layer.py LayerOps._dispatch_mapping).
 # The FP8 activation casts (session 22, dsv3ops): per_token_cast_to_fp8_with_channels, per_channel_cast_and_transpose
 # and the scales' layout copies, at 1.5-2.8 TB/s on the trace where the default fraction gives ~2.7, once moesim's

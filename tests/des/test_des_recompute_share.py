@@ -30,8 +30,8 @@ def dsv3():
 
 
 def test_the_recomputed_gemms_at_the_share_by_hand(dsv3):
-    """recompute_pair_s − recompute_time_s = Σ over the recomputed GEMMs of (time − launches)·(1/share − 1): the MLA
-    up-projections only (the norms and RoPE are memory-bound), 60-100 us a layer (the trace: ~80)."""
+    """recompute_pair_s − recompute_time_s = Σ over the recomputed GEMMs of (time − launches)·(1/share − 1): the
+    MLA up-projections only (the norms and RoPE are memory-bound), 60-100 us a layer (the trace: ~80)."""
     sc, _, terms = dsv3
     hw, share = sc.hardware, overlapped_compute_share(sc.hardware, sc.training)
     assert share == pytest.approx(112 / 132)

@@ -303,16 +303,17 @@ def table_rows(kernels: list[Kernel]) -> list[tuple]:
 
 
 def beside_deepep_us() -> float:
-    """What one MoE layer's forward and backward operators take longer in a DualPipe pair than on the full chip
-    (us): its GEMMs and grouped GEMMs on the SMs DeepEP's 20 leave (moesim/ops/sm_share.py; ClassTerms.pair_time_s).
-    Not a row of the table: the rows are full-chip prices."""
+    """What one MoE layer's forward and backward operators and its selective recomputation take longer in a DualPipe
+    pair than on the full chip (us): its GEMMs and grouped GEMMs on the SMs DeepEP's 20 leave (moesim/ops/sm_share.py;
+    ClassTerms.pair_time_s, recompute_pair_s). Not a row of the table: the rows are full-chip prices."""
     from moesim.ops.breakdown import term_builder
     from moesim.specs.load import load_scenario
 
     moe = load_scenario(str(SCENARIO), layout="dp=128,tp=1,ep=64,pp=16,first_stage_layers=4,last_stage_layers=2")
     builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
     terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
-    return float((terms.pair_time_s() - terms.fwd_time_s - terms.bwd_time_s)[0]) * 1e6
+    return float((terms.pair_time_s() + terms.recompute_pair_s() - terms.fwd_time_s - terms.bwd_time_s
+                  - terms.recompute_time_s)[0]) * 1e6
 
 
 def priced_pair_us(priced: dict[tuple[str, str], float], layers: int = 4,
@@ -398,9 +399,10 @@ def render(kernels: list[Kernel]) -> str:
     phase_compute = sum(v for k, v in phases.items() if k[0] in PAIR_COMPUTE)
     lines += ["", "shapes per layer: " + "; ".join(f"{k} {v}" for k, v in shapes.items()),
               f"chunk pair: wall span {wall} us; some stream busy {busy} us; a compute stream busy {compute} us",
-              f"moesim's pair (4 MoE layers, max(compute, collectives); the GEMMs and grouped GEMMs on the SMs DeepEP's "
-              f"20 leave, the table's rows at the full chip): compute {p_compute:.0f} us, collectives "
-              f"{p_comm:.0f} us, pair {p_pair:.0f} us: {p_pair / wall - 1:+.1%} against the wall span",
+              f"moesim's pair (4 MoE layers, max(compute, collectives); the GEMMs and grouped GEMMs, the "
+              f"recomputation's too, on the SMs DeepEP's 20 leave, the table's rows at the full chip): compute "
+              f"{p_compute:.0f} us, collectives {p_comm:.0f} us, pair {p_pair:.0f} us: {p_pair / wall - 1:+.1%} "
+              f"against the wall span",
               f"DualPipe's order (compute {' '.join(PAIR_COMPUTE)}; DeepEP {' '.join(PAIR_COMM)}; each phase after "
               f"the one that feeds it): the trace's phases (compute busy {phase_compute:.0f} us) end at "
               f"{measured_chain:.0f} us, {measured_chain - phase_compute:.0f} us of waits on DeepEP; with DeepEP's "
@@ -429,7 +431,11 @@ IMPORTED = {("attention_core", "fwd"): ("attention", "bfloat16", "fwd", "causal"
             ("attention_output_cast", "fwd"): ("memory", "bfloat16", "fwd", "attention_output_cast"),
             ("attention_output_dequantise", "bwd"): ("memory", "bfloat16", "bwd", "attention_output_dequantise"),
             ("fp8_quantise", "fwd"): ("memory", "bfloat16", "fwd", "fp8_quantise"),
-            ("fp8_quantise", "bwd"): ("memory", "bfloat16", "bwd", "fp8_quantise")}
+            ("fp8_quantise", "bwd"): ("memory", "bfloat16", "bwd", "fp8_quantise"),
+            ("dispatch_mapping", "fwd"): ("memory", "bfloat16", "fwd", "dispatch_mapping")}
+# DeepSeek's counting and mapping of the received tokens after DeepEP's dispatch (session 23, dsv3perm;
+# clean_and_count_expert, get_fused_mapping: 4-block grids, 241 us a layer, ~0.5 % of the HBM rate over the top-k
+# indices they read; moesim/ops/layer.py LayerOps._dispatch_mapping).
 # The FP8 activation casts (session 22, dsv3ops): per_token_cast_to_fp8_with_channels, per_channel_cast_and_transpose
 # and the scales' layout copies, at 1.5-2.8 TB/s on the trace where the default fraction gives ~2.7, once moesim's
 # bytes are the tensors the trace casts (moesim/estimate/precision_terms.py quantised_elements, deepseek_casts).
@@ -457,6 +463,10 @@ MEASURED_ON = {"causal": "H800 SXM (132 SMs), DeepSeek's training framework: Fla
                                               "output cast back to BF16 before out_proj's Wgrad "
                                               "(per_token_cast_back_special_fmt_impl), 4096 tokens x 16384, one "
                                               "kernel, scripts/dsv3_trace.toml's attention_output_dequantise rule",
+               "dispatch_mapping": "H800 SXM (132 SMs), DeepSeek's training framework: the received tokens' "
+                                   "counting and mapping after DeepEP's dispatch (cuda::clean_and_count_expert, "
+                                   "cuda::get_fused_mapping, 4 blocks each), 4096 tokens a micro-batch, 256 experts "
+                                   "top-8 over EP 64, scripts/dsv3_trace.toml's dispatch_mapping rules",
                "fp8_quantise": "H800 SXM (132 SMs), DeepSeek's training framework: the FP8 activation casts "
                                "(per_token_cast_to_fp8_with_channels 1x128, per_channel_cast_and_transpose 128x1, "
                                "the scales' layout copies, cast_back_impl), 4096 tokens a micro-batch, on the compute "

@@ -106,6 +106,8 @@ class LayerCost:
     bwd_pair_s: dict[str, float] | None = None
     # Recompute module "moe": the MoE layer's forward parts re-run in backward, within recompute_s (empty: none)
     moe_recompute_s: dict[str, float] = field(default_factory=dict)
+    # recompute_s as a DualPipe overlapped pair runs it (ClassTerms.recompute_pair_time_s); None: recompute_s
+    recompute_pair_s: float | None = None
 
     def parts(self, backward: bool, paired: bool) -> dict[str, float]:
         """The stage parts' seconds: backward or forward, in a DualPipe overlapped pair or not."""
@@ -282,6 +284,7 @@ def build_costs(scenario: Scenario, layout: Layout, training: TrainingSpec, mode
             capacity=0 if np.isnan(cf) or terms.capacity is None else int(_f(terms.capacity)),
             tokens=int(round(_f(terms.tokens_per_device))) if terms.tokens_per_device is not None else 0,
             moe_recompute_s={k: _f(v) for k, v in terms.moe_recompute_parts_s.items()},
+            recompute_pair_s=None if terms.recompute_pair_time_s is None else _f(terms.recompute_pair_time_s),
         ))
     pieces = virtual_stages(tr.pipeline_schedule, pp, layout.vp)
     ends = (layout.first_stage_layers, layout.last_stage_layers)

@@ -302,7 +302,8 @@ class _Builder:
             if mlp:  # the checkpointed dense MLP's forward again, its tp collectives with it (estimate/terms.py)
                 self.comm(lc.comms.get("tp_all_gather"), "recompute", layer, mb)
             moe = lc.moe_recompute_s
-            self.compute("attention recompute", "recompute", layer, mb, max(lc.recompute_s - sum(moe.values()), 0.0))
+            redo_s = lc.recompute_pair_s if self.paired and lc.recompute_pair_s is not None else lc.recompute_s
+            self.compute("attention recompute", "recompute", layer, mb, max(redo_s - sum(moe.values()), 0.0))
             if moe:  # the "moe" checkpoint: the MoE layer's forward again, all-to-alls and all (estimate/selective.py)
                 self._moe(lc, "recompute", layer, mb, backward=False,
                           parts={p: moe.get(p, 0.0) for p in ("router", "permute", "unpermute", "shared_experts")})

@@ -137,7 +137,8 @@ def saving_s(terms, a2a_call: dict, counts: np.ndarray, vp, of, paired: bool, la
             if moe else np.zeros((1, 1))
         w = (r * b[1], r * (b[0] + b[2]))
         b = [(1 - r) * x for x in b]
-        b[0] = b[0] + rows(t.recompute_time_s)  # the simulator's recompute opens the backward (schedule.py)
+        # the simulator's recompute opens the backward (schedule.py), beside DeepEP's SMs in a pair
+        b[0] = b[0] + rows(t.recompute_pair_s() if paired else t.recompute_time_s)
         f[0] = f[0] + a2a_call.get((c, "tp_fwd"), 0.0)  # the tp collectives, forward and backward
         b[-1 if moe else 0] = b[-1 if moe else 0] + a2a_call.get((c, "tp_bwd"), 0.0)
         d, cmb = a2a_call.get((c, "dispatch"), 0.0), a2a_call.get((c, "combine"), 0.0)

@@ -112,10 +112,11 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         + np.where(first, embedding_time[:, None], 0.0)
     bwd_mb = bwd + np.where(head, (2 / 3) * logits_time[:, None], 0.0) + np.where(first, embedding_bwd[:, None], 0.0)
     # The same in a DualPipe overlapped pair, where the layers' compute-bound operators run beside DeepEP's SMs
-    # (ClassTerms.pair_time_s, moesim.ops.sm_share); the recompute, head and embedding as above.
+    # (ClassTerms.pair_time_s, moesim.ops.sm_share), the recompute's GEMMs too (recompute_pair_s); head and embedding
+    # as above.
     sm_shared = any(t.fwd_pair_parts_s for t in terms)  # without sharing compute_pair_mb is compute_mb itself
     compute_pair_mb = compute_mb if not sm_shared else \
-        compute_mb - fwd - bwd + per_stage(counts, [t.pair_time_s() for t in terms])
+        compute_mb - fwd - bwd - recompute + per_stage(counts, [t.pair_time_s() + t.recompute_pair_s() for t in terms])
     # Uneven virtual stages (a pipeline layout, interleaved): each chunk's compute, for the bubble (layout_pipe_s).
     chunk_weights = _layout_chunk_weights(cands, wl, terms, sched, logits_time, embedding_time, embedding_bwd)
     # Weight-gradient part W (zero-bubble schedules) and the attention cores a CP ring hides under.

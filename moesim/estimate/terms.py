@@ -41,10 +41,11 @@ from moesim.estimate.precision_terms import (
     activation_dequantise_bytes, activation_quantise_bytes, activation_recompute_bytes, attention_output_cast_bytes,
     deepseek_casts_apply, quantise_parts_bytes, quantised_elements, weight_cast_bytes, weight_transpose_parts_bytes,
 )
-from moesim.ops.layer import LayerOps, backward_ops, logits_ops
+from moesim.collectives.dispatch import routing_shape
+from moesim.ops.layer import FLEX_BACKENDS, LayerOps, backward_ops, logits_ops
 from moesim.ops.mcore_moe import moe_impl
 from moesim.ops.price import op_time_s, ops_time_by_part, ops_time_by_part_shared
-from moesim.ops.sm_share import overlapped_compute_share, shared_time_s
+from moesim.ops.sm_share import SHARED_KINDS, overlapped_compute_share, shared_extra_s, shared_time_s
 from moesim.ops.vocab import embedding_ops
 from moesim.workload import LayerClass
 
@@ -101,6 +102,14 @@ class ClassTerms:
     # Recompute module "moe": the part of recompute_time_s that is the MoE layer's forward again, by stage part (the
     # simulator runs it around the layer's all-to-alls; moesim/estimate/selective.py); empty without it.
     moe_recompute_parts_s: dict[str, np.ndarray] = field(default_factory=dict)
+    # recompute_time_s as a DualPipe overlapped pair runs it, its GEMMs beside DeepEP's kernels at the SMs those leave
+    # (the selective modules' GEMMs but the "moe" checkpoint's, which the simulator runs at its own parts; a full
+    # recompute's forward at the pair's parts); None when nothing shares the chip (= recompute_time_s).
+    recompute_pair_time_s: np.ndarray | None = None
+
+    def recompute_pair_s(self) -> np.ndarray:
+        """The recompute in a DualPipe overlapped pair (recompute_time_s without sharing)."""
+        return self.recompute_time_s if self.recompute_pair_time_s is None else self.recompute_pair_time_s
 
     def pair_time_s(self) -> np.ndarray:
         """Forward plus backward time of the layer in a DualPipe overlapped pair (fwd + bwd without sharing)."""
@@ -118,7 +127,7 @@ def _expand(terms: ClassTerms, inverse: np.ndarray) -> ClassTerms:
     out = ClassTerms(**{name: x(getattr(terms, name)) for name in
                         ("fwd_time_s", "bwd_time_s", "recompute_time_s", "model_flops", "hardware_flops",
                          "activation_bytes", "slots", "capacity", "tokens_per_device", "dispatch_einsum_flops",
-                         "attention_core_time_s", "weight_grad_s")})
+                         "attention_core_time_s", "weight_grad_s", "recompute_pair_time_s")})
     out.comms = [CommCall(c.name, c.axis, c.op, x(np.asarray(c.size_bytes)), x(np.asarray(c.calls)))
                  for c in terms.comms]
     out.fwd_parts_s = {k: x(v) for k, v in terms.fwd_parts_s.items()}
@@ -326,6 +335,14 @@ class TermBuilder:
         if moe_redo:
             terms.moe_recompute_parts_s = {p: np.where(selective, t, 0.0)
                                            for p, t in ops_time_by_part(moe_redo, self.hw, n_rows).items()}
+        if not np.all(share == 1.0):  # DeepSeek-V3 §3.2.1 Figure 4: a backward chunk's recompute beside DeepEP's SMs
+            launch_s = self.hw.efficiency.kernel_launch_s or 0.0
+            moe_ids = {id(op) for op in moe_redo}
+            redo_extra = sum((shared_extra_s(np.broadcast_to(np.asarray(op_time_s(op, self.hw), dtype=float),
+                                                             (n_rows,)), op.launch_count * launch_s, share)
+                              for op in redo if op.kind in SHARED_KINDS and id(op) not in moe_ids), np.zeros(n_rows))
+            full_pair = sum(terms.fwd_pair_parts_s.values())
+            terms.recompute_pair_time_s = np.where(full, full_pair, np.where(selective, redo_time + redo_extra, 0.0))
         unpadded = fwd_flops - padded_extra
         terms.model_flops = (1 + BACKWARD_TO_FORWARD) * unpadded
         # Hardware FLOPs are what the kernels execute, the work their time is priced on: the attention core's
@@ -386,6 +403,18 @@ class TermBuilder:
         dropless = np.isnan(cf)
         slots = np.where(dropless, k * t_dev, groups * E * capacity)
         return t_dev, capacity, slots
+
+    def _received_tokens(self, t_dev, ep):
+        """Tokens one device receives from DeepEP's or HybridEP's dispatch: t_dev · Γ, each token once per GPU of
+        the EP group it reaches (moesim.collectives.dispatch.routing_shape, node-limited where the model limits
+        nodes); None for the other backends (their dispatch sends k·t_dev slots)."""
+        if self.tr.dispatch_backend not in FLEX_BACKENDS or not self.model.moe:
+            return None
+        moe, g = self.model.moe, self.hw.interconnect[0].domain_devices
+        eps = np.asarray(ep, dtype=float)
+        gamma = {e: routing_shape(moe.num_experts, moe.top_k, int(e), g, moe.max_nodes_per_token).distinct_gpus
+                 for e in np.unique(eps)}
+        return t_dev * np.vectorize(gamma.__getitem__, otypes=[float])(eps)
 
     def _activation_bytes(self, cls: LayerClass, b, tp, etp, rec, routing) -> np.ndarray:
         """Bytes one layer of `cls` keeps for its backward per device per micro-batch (a full recompute: its input
@@ -452,7 +481,7 @@ class TermBuilder:
         padded_extra = expert_flops - b * fl.experts / tp
         fwd_flops = fwd_flops + expert_flops + router + shared
         dense_einsum = self.tr.dispatch_impl == "dense_einsum"
-        permute, unpermute = ops.dispatch(slots, t_dev, capacity, dense_einsum)
+        permute, unpermute = ops.dispatch(slots, t_dev, capacity, dense_einsum, self._received_tokens(t_dev, ops.ep))
         if dense_einsum:
             # GShard Algorithm 2 dispatch and combine einsums: 2·t·E·C·h FLOP each (Tutel App. B), on
             # the matrix unit (module docstring).

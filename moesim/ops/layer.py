@@ -15,11 +15,13 @@ Forward operators, in execution order, by stage part:
                   top-k and aux loss over the [t, E] float32 scores: 3 passes of t·E·4 bytes + t·k·12 for the
                   indices and weights; 4 kernels)
   permute         permute (memory, (t + r)·h·q) and, with several local experts behind an all-to-all, permute_sort
-                  (2·r·h·q), or the dense dispatch einsum (GShard Alg. 2; moesim.estimate.terms)
+                  (2·r·h·q); after DeepEP's / HybridEP's dispatch the R received tokens expanded into the r rows,
+                  (R + r)·h·q, no sort, and with DeepSeek's framework its dispatch_mapping first (_flex_dispatch);
+                  or the dense dispatch einsum (GShard Alg. 2; moesim.estimate.terms)
   expert_ffn      expert_fc1 (grouped gemm: g groups of m = r·etp/g rows, n = G·f_e/etp, k = h), expert_activation,
                   expert_fc2 (n = h, k = f_e/etp)
-  unpermute       unpermute (memory) or the combine einsum; moe_residual (routed + shared output + residual,
-                  summed once the combine is back)
+  unpermute       unpermute (memory; after DeepEP / HybridEP the r rows reduced to the R tokens) or the combine
+                  einsum; moe_residual (routed + shared output + residual, summed once the combine is back)
   shared_experts  shared_fc1, shared_activation, shared_fc2 (as fc1/fc2 with f = shared d_ff, split by tp)
   layer_overhead  the profile's fixed host cost per layer pass (efficiency.layer_overhead_us)
 The last stage's head (logits_ops, once per output head): final_norm (as attn_norm), logits (gemm), cross-entropy.
@@ -46,7 +48,7 @@ import numpy as np
 
 from moesim.arithmetic import ffn_matrices
 from moesim.flops import FLOPS_PER_MAC, _score_flops
-from moesim.megatron_rules import runs_megatron_te
+from moesim.megatron_rules import DEEPEP_BACKENDS, runs_megatron_te
 from moesim.ops.attention import work_fraction
 from moesim.ops.base import GRAD_ACCUMULATE, Op, backward, gemm, grouped_gemm, memory
 from moesim.ops.dtypes import op_dtype
@@ -82,6 +84,13 @@ EXPERT_BIAS_FWD_FP32_BYTES, EXPERT_BIAS_FWD_Q_PASSES = 4 + 8 + 8 + 4, 2
 # (read 4 each); the split's backward cats t's gradients (read q, write q).
 EXPERT_BIAS_BWD_FP32_BYTES, EXPERT_BIAS_BWD_Q_PASSES = 4 + 4 + 16 + 8, 4
 MLA_ROPE_KERNELS = 4  # rotary on q, rotary on k_pe, K's assembly, V's copy (LayerOps._mla_rope_and_copies)
+# The dispatch backends after whose dispatch the received tokens are expanded into expert order and reduced back
+# (LayerOps._flex_dispatch): DeepEP's normal kernels and HybridEP, as Megatron-LM's flex dispatcher runs them
+# (d98e8a64 token_dispatcher.py _DeepepManager, _HybridEPManager). Not deepep_ll: its kernels write and read the
+# experts' layout themselves (priced as before).
+FLEX_BACKENDS = ("deepep", "hybridep")
+DISPATCH_MAPPING_KERNELS = 2.0  # DeepSeek's clean_and_count_expert and get_fused_mapping (LayerOps._dispatch_mapping)
+TOPK_INDEX_BYTES = 8  # DeepEP's topk_idx_t, int64 unless built with EP_NUM_TOPK_IDX_BITS (compiled.cuh l.54-55)
 
 
 def gate_factor(model: ModelSpec) -> int:
@@ -321,10 +330,14 @@ class LayerOps:
             ops.append(expert_bias_op(part, slots, h, groups, self.q))
         return ops
 
-    def dispatch(self, slots, t_dev, capacity, dense_einsum: bool) -> tuple[list[Op], list[Op]]:
-        """(permute ops, unpermute ops): index copies, or GShard's dispatch and combine einsums."""
+    def dispatch(self, slots, t_dev, capacity, dense_einsum: bool, received=None) -> tuple[list[Op], list[Op]]:
+        """(permute ops, unpermute ops): index copies, or GShard's dispatch and combine einsums. `received`: the
+        tokens one device receives from the dispatch (t_dev · Γ, moesim.collectives.dispatch.routing_shape) where
+        the dispatch backend is DeepEP's normal kernels or HybridEP (FLEX_BACKENDS: `_flex_dispatch`); else None."""
         moe = self.model.moe
         h, E, dt_mem = self.model.d_model, moe.num_experts, self.dtype["memory"]
+        if received is not None and not dense_einsum and self.tr.dispatch_backend in FLEX_BACKENDS:
+            return self._flex_dispatch(slots, t_dev, received)
         if dense_einsum:
             # Per routing group: [E·C, S]·[S, h] (dispatch) and [S, E·C]·[E·C, h] (combine); Σ S = t.
             einsum = FLOPS_PER_MAC * t_dev * E * capacity * h
@@ -349,6 +362,50 @@ class LayerOps:
                                         kernels=sorted_), meta={"table_op": "unpermute"}),
                          memory("unpermute", "unpermute", dt_mem, (slots + t_dev) * h * q_c)]
         return permute, unpermute
+
+    def _flex_dispatch(self, slots, t_dev, received) -> tuple[list[Op], list[Op]]:
+        """(permute ops, unpermute ops) after DeepEP's or HybridEP's dispatch, as Megatron's flex dispatcher and
+        DeepSeek's trace run them: the dispatch sends each token once per GPU it reaches, unsorted (no permute
+        before it, no chunk sort after it: the sorts are `MoEAlltoAllTokenDispatcher`'s, Megatron-LM d98e8a64
+        token_dispatcher.py l.782 / 817); the `received` tokens are then expanded into the `slots` expert-ordered
+        rows (`_DeepepManager.get_permuted_hidden_states_by_experts`, l.1424-1457: one permute of the received
+        tokens; HybridEP's `dispatch_with_permute`, fused_a2a.py l.425; the trace's expand_to_fused_with_scales,
+        grid = rows / 16) and the expert outputs reduced back to the received tokens before the combine
+        (l.1459-1468 `unpermute`; HybridEP's `combine_with_unpermute`, fused_a2a.py l.454; the trace's
+        reduce_fused_impl, grid = the received tokens). Bytes: read received, write slots (permute, dispatch
+        dtype) and read slots, write received (unpermute, combine dtype); each backward moves the gradient the
+        other way in the other direction's dtype (the combine's backward is a dispatch, estimate/terms.py CommCall
+        counts; the trace: expand FP8, reduce BF16 in mlp(B)). The sorts keep their place at zero bytes and
+        launches. DeepSeek's own framework (not Megatron-LM + TE) counts and maps the received tokens' top-k
+        indices first (`dispatch_mapping`)."""
+        h, dt_mem = self.model.d_model, self.dtype["memory"]
+        q_d, q_c = self.q_dispatch, self.q_combine
+        no_sort = np.zeros_like(np.asarray(slots, dtype=float))
+        permute = [replace(memory("permute", "permute", dt_mem, (received + slots) * h * q_d),
+                           meta={"bwd_bytes_factor": q_c / q_d}),
+                   replace(memory("permute", "permute_sort", dt_mem, no_sort, kernels=no_sort),
+                           meta={"table_op": "permute"})]
+        if not self.te and self.tr.dispatch_backend in DEEPEP_BACKENDS:
+            permute.insert(0, self._dispatch_mapping(received))
+        unpermute = [replace(memory("unpermute", "unpermute_sort", dt_mem, no_sort, kernels=no_sort),
+                             meta={"table_op": "unpermute"}),
+                     replace(memory("unpermute", "unpermute", dt_mem, (slots + received) * h * q_c),
+                             meta={"bwd_bytes_factor": q_d / q_c})]
+        return permute, unpermute
+
+    def _dispatch_mapping(self, received) -> Op:
+        """DeepSeek's counting and mapping of the received tokens before the expand (its H800 trace, mlp(F):
+        cuda::clean_and_count_expert, then cuda::get_fused_mapping, 4-block grids, 241 us a layer; no backward
+        kernel: the backward reuses the forward's map). Bytes: each kernel reads the received tokens' top-k
+        indices once (DeepEP's topk_idx_t, int64 by default: deepseek-ai/DeepEP dd758ca
+        deep_ep/include/deep_ep/common/compiled.cuh l.54-72); the counts and the map they write are left out. On 4
+        blocks the kernels run far below the HBM rate: the H800 table `op = "dispatch_mapping"` is the trace's
+        (scripts/dsv3_trace.py --points; keyed, as the other memory tables, by the memory dtype); a profile without one
+        prices the bytes at its default rate."""
+        k = self.model.moe.top_k
+        op = memory("permute", "dispatch_mapping", self.dtype["memory"],
+                    DISPATCH_MAPPING_KERNELS * received * k * TOPK_INDEX_BYTES, kernels=DISPATCH_MAPPING_KERNELS)
+        return replace(op, meta={"bwd_bytes_factor": 0.0})
 
     def shared_experts(self, cls: LayerClass) -> list[Op]:
         moe = self.model.moe

@@ -6,16 +6,6 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture(scope="module")
-def dsv3(load_script):
-    return load_script("scripts/dsv3_trace.py")
-
-
-@pytest.fixture(scope="module")
-def kernels(dsv3):
-    return dsv3.read_record(dsv3.RECORD)
-
-
 def _trace():
     """A chrome trace of three kernels as the PyTorch profiler writes them: two phases' annotations, the CPU
     launches (cuda_runtime, correlation ids) inside them, the kernels on two streams."""

@@ -115,6 +115,13 @@ def degree_grid(scenario: Scenario) -> dict[str, np.ndarray]:
 FIXED_DEGREES = (("tp", "tensor_parallel"), ("pp", "pipeline_parallel"), ("ep", "expert_parallel"))
 
 
+def check_fixed_degrees(scenario: Scenario) -> None:
+    """The SpecError `degree_grid` raises where the scenario's [search] degree lists match no tiling of its devices
+    (a sweep checks every point before pricing any); nothing to do without a fixed degree."""
+    if any(getattr(scenario.search, key) for _, key in FIXED_DEGREES):
+        degree_grid(scenario)
+
+
 def _fixed_degrees(scenario: Scenario, grid: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """`grid` restricted to the tp / pp / ep degrees the scenario's [search] lists (a fixed tp: [search]
     tensor_parallel = [8]); an error naming the lists when no tiling of the devices has them."""
@@ -133,9 +140,12 @@ def _fixed_degrees(scenario: Scenario, grid: dict[str, np.ndarray]) -> dict[str,
         asked = ", ".join(f"{degree} in {list(values)}" for degree, _, values in fixed)
         possible = "; ".join(f"{degree}: {', '.join(str(int(v)) for v in np.unique(grid[degree]))}"
                              for degree, _, _ in fixed)
+        # the field named: the first list no tiling has on its own (each does: the first, their combination at fault)
+        alone = [(key, values) for degree, key, values in fixed
+                 if not np.isin(grid[degree], np.array(values, dtype=np.int64)).any()]
+        key, values = (alone or [fixed[0][1:]])[0]
         raise SpecError(f"no layout of {scenario.devices} devices has {asked}", file=scenario.file or None,
-                        field=f"search.{fixed[0][1]}",
-                        value=list(fixed[0][2]), allowed=f"degrees that tile the devices ({possible})")
+                        field=f"search.{key}", value=list(values), allowed=f"degrees that tile the devices ({possible})")
     return {name: values[keep] for name, values in grid.items()}
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from moesim.capacity import capacity_floor_note
 from moesim.errors import SpecError
-from moesim.search.enumerate import UNEVEN_CHUNKS
+from moesim.search.enumerate import UNEVEN_CHUNKS, check_fixed_degrees
 from moesim.search.overrides import apply_point, canonical_key, parse_value, value_text
 from moesim.search.rank import OBJECTIVES, search
 from moesim.search.workers import map_items
@@ -168,7 +168,9 @@ def _applied(scenario: Scenario, points: list[dict[str, object]]) -> list[Scenar
     out, errors, failed = [], {}, 0
     for point in points:
         try:
-            out.append(apply_point(scenario, point))
+            applied = apply_point(scenario, point)
+            check_fixed_degrees(applied)  # a fixed degree that tiles none of the point's layouts
+            out.append(applied)
         except SpecError as err:
             errors.setdefault(str(err), err)  # a bad value fails every point it is in: said once
             failed += 1

@@ -1,0 +1,45 @@
+"""Session 23 (review23): what a second reading of session 23's merges found wrong; each test failed on main at
+b6808fd but the one marked as guarding the fix's other branch. The log is in docs/collectives-history.md,
+"Session 23 (review23)"."""
+
+from __future__ import annotations
+
+import pytest
+
+from moesim.errors import SpecError
+from moesim.search import sweep as sweep_module
+from moesim.search.sweep import parse_vary, run_sweep
+from moesim.specs.load import load_scenario
+from tests.cli.test_newuser5_walk import error_of  # one line, exit 2, no traceback
+from tests.cli.test_newuser6_walk import scenario_file
+
+
+def test_the_error_names_the_degree_list_no_tiling_has(tmp_path, capsys):
+    # tp 2 tiles 32 devices; ep 3 does not: main named search.tensor_parallel (the first list), the one that is fine
+    path = scenario_file(tmp_path, "switch-base-128-tpu-v3", "tensor_parallel = [2]\nexpert_parallel = [3]")
+    err = error_of(capsys, ["search", path])
+    assert "field 'search.expert_parallel': no layout of 32 devices has tp in [2], ep in [3]" in err
+
+
+def test_lists_that_each_tile_but_not_together_name_the_first(tmp_path, capsys):
+    # (guards the fix's other branch; passed on main too) tp 16 and pp 4 each tile 32 devices, not together (64)
+    path = scenario_file(tmp_path, "switch-base-128-tpu-v3", "tensor_parallel = [16]\npipeline_parallel = [4]")
+    err = error_of(capsys, ["search", path])
+    assert "field 'search.tensor_parallel': no layout of 32 devices has tp in [16], pp in [4]" in err
+
+
+def test_a_sweep_point_whose_fixed_degree_tiles_nothing_fails_before_any_point_is_priced(monkeypatch):
+    # main priced the tp 1 point, then ended the whole sweep on the tp 3 point's error, raised inside its search
+    def priced(*args, **kwargs):
+        raise AssertionError("a point was priced before the bad point was refused")
+
+    monkeypatch.setattr(sweep_module, "map_items", priced)
+    with pytest.raises(SpecError, match=r"field 'search.tensor_parallel': no layout of 32 devices has tp in \[3\]"):
+        run_sweep(load_scenario("switch-base-128-tpu-v3"), [parse_vary("search.tensor_parallel=1,3")], workers=1)
+
+
+def test_a_device_sweep_under_a_fixed_degree_names_every_point_it_does_not_tile(tmp_path):
+    path = scenario_file(tmp_path, "switch-base-128-tpu-v3", "tensor_parallel = [32]")
+    with pytest.raises(SpecError, match=r"2 of the 3 points do not apply: no layout of 8 devices has tp in \[32\] "
+                                        r"\| no layout of 16 devices has tp in \[32\]"):
+        run_sweep(load_scenario(path), [parse_vary("devices=8,16,32")], workers=1)

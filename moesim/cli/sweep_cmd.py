@@ -22,7 +22,7 @@ def register(subparsers) -> None:
                     "search.max_micro_batches, the [search] lists search.context_parallel, "
                     "search.pipeline_schedules, search.virtual_stages, search.cp_comms, search.tensor_parallel, "
                     "search.pipeline_parallel, search.expert_parallel (--vary search.tensor_parallel=1,8: the best "
-                    "layout at tp 1, then at tp 8), the training lists "
+                    "layout at tp 1, then at tp 8; none: every degree), the training lists "
                     "training.cuda_graph_scope, training.recompute_modules and model.attention.layer_pattern (a value "
                     "is one entry, several joined by '+', 'none' an empty list: --vary search.context_parallel=1,2+4, "
                     "--vary training.cuda_graph_scope=none,attn+moe_router, --vary "

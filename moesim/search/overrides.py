@@ -6,8 +6,8 @@ file), `model` (a model name or file) and `devices`, `search.max_micro_batches`,
 `search.context_parallel`, `search.pipeline_schedules`, `search.virtual_stages`, `search.cp_comms` and the degrees
 `search.tensor_parallel`, `search.pipeline_parallel`, `search.expert_parallel`, the
 training lists `training.cuda_graph_scope` and `training.recompute_modules` and the model's
-`model.attention.layer_pattern` (one entry per value, several joined by '+', `none` the empty training list or no
-pattern), or a short alias.
+`model.attention.layer_pattern` (one entry per value, several joined by '+', `none` the empty training list, no
+pattern or every degree), or a short alias.
 Options the layout search chooses itself become restrictions of its space at that point:
 `training.zero_stage` and `training.recompute` pin the stage or mode, and
 `training.capacity_factor` replaces any capacity factors the scenario's [search] lists.
@@ -61,10 +61,12 @@ LIST_ENTRIES: dict[str, tuple | type] = {"search.context_parallel": int, "search
                                          "training.recompute_modules": RECOMPUTE_MODULES,
                                          "model.attention.layer_pattern": ATTENTION_MASKS}
 LIST_JOIN = "+"
-# The training lists (session 21's keys) and the layer pattern may be empty: this value is the empty list (no CUDA
-# graph, no module, every layer the model's one mask)
+# The training lists (session 21's keys), the layer pattern and the [search] degree lists may be empty: this value is
+# the empty list (no CUDA graph, no module, every layer the model's one mask, every degree the devices allow: the
+# degree lists' default, session 23 newuser6)
 EMPTY_LIST = "none"
-EMPTY_ALLOWED = ("training.cuda_graph_scope", "training.recompute_modules", "model.attention.layer_pattern")
+EMPTY_ALLOWED = ("training.cuda_graph_scope", "training.recompute_modules", "model.attention.layer_pattern",
+                 "search.tensor_parallel", "search.pipeline_parallel", "search.expert_parallel")
 FIELD_TYPES.update({k: "list" for k in LIST_ENTRIES})
 for _prefix, _cls in _GROUPS.items():
     FIELD_TYPES.update({f"{_prefix}.{name}": kind for name, kind in _scalar_fields(_cls).items()})

@@ -43,3 +43,21 @@ def test_a_device_sweep_under_a_fixed_degree_names_every_point_it_does_not_tile(
     with pytest.raises(SpecError, match=r"2 of the 3 points do not apply: no layout of 8 devices has tp in \[32\] "
                                         r"\| no layout of 16 devices has tp in \[32\]"):
         run_sweep(load_scenario(path), [parse_vary("devices=8,16,32")], workers=1)
+
+
+def test_a_sweep_gives_the_degree_lists_back_their_default_every_degree(tmp_path, capsys):
+    # main refused 'none' ("'none' is not an integer") on the three degree lists, whose default is the empty list (every
+    # degree the devices allow), so a sweep could not set a fixed tp beside the free search
+    from moesim.cli import main
+    from moesim.search.overrides import parse_value, value_text
+
+    assert [parse_value(f"search.{key}", "none") for key in ("tensor_parallel", "pipeline_parallel",
+                                                            "expert_parallel")] == [(), (), ()]
+    assert value_text(()) == "none"
+    path = scenario_file(tmp_path, "switch-base-128-tpu-v3", "tensor_parallel = [2]")
+    swept = run_sweep(load_scenario(path), [parse_vary("search.tensor_parallel=2,none")], workers=1)
+    fixed, free = swept["points"]
+    assert fixed["layout"]["tp"] == 2 and free["point"] == {"search.tensor_parallel": ()}
+    assert free["ranked"] > fixed["ranked"] and free["step_time_s"] <= fixed["step_time_s"]
+    assert main(["sweep", path, "--vary", "search.tensor_parallel=none", "--workers", "1", "-q"]) == 0
+    assert "search.tensor_parallel=none" in capsys.readouterr().out

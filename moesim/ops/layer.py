@@ -327,7 +327,8 @@ class LayerOps:
                _activation(part, "expert_activation", self.dtype["memory"], self.q, slots * f, g),
                grouped_gemm(part, "expert_fc2", dt, groups, rows, h, fe, fallback=fallback)]
         if model.ffn_bias and self.te and not self.tr.te_op_fuser:
-            ops.append(expert_bias_op(part, slots, h, groups, self.q))
+            # on FC2's output, groups x rows = slots·etp rows of h (the etp group's tokens: experts.py l.387-398)
+            ops.append(expert_bias_op(part, slots * self.etp, h, groups, self.q))
         return ops
 
     def dispatch(self, slots, t_dev, capacity, dense_einsum: bool, received=None) -> tuple[list[Op], list[Op]]:

@@ -61,3 +61,20 @@ def test_a_sweep_gives_the_degree_lists_back_their_default_every_degree(tmp_path
     assert free["ranked"] > fixed["ranked"] and free["step_time_s"] <= fixed["step_time_s"]
     assert main(["sweep", path, "--vary", "search.tensor_parallel=none", "--workers", "1", "-q"]) == 0
     assert "search.tensor_parallel=none" in capsys.readouterr().out
+
+
+def test_the_expert_bias_covers_fc2s_whole_output_under_expert_tensor_parallelism():
+    # Megatron-Core adds the bias to FC2's output (Megatron-LM core_v0.17.0 moe/experts.py l.387-398), the etp group's
+    # tokens: groups x rows = slots·etp rows of h. main priced slots·h, half of it at etp 2.
+    from moesim.ops import layer
+    from moesim.ops.layer import LayerOps
+    from tests.ops.test_expert_bias import GPT_OSS_L6
+
+    sc = load_scenario(str(GPT_OSS_L6))
+    h, slots = sc.model.d_model, 16384.0
+    per_element = layer.EXPERT_BIAS_FWD_FP32_BYTES + layer.EXPERT_BIAS_FWD_Q_PASSES * sc.training.bytes_of("activation")
+    for etp in (1.0, 2.0, 4.0):
+        ops = {op.name: op for op in LayerOps(sc.model, sc.training, 1.0, 1.0, 8.0, etp).experts(slots)}
+        groups, rows, n, _ = ops["expert_fc2"].shape
+        assert groups * rows == slots * etp and n == h
+        assert ops["expert_fc2_bias"].bytes == pytest.approx(per_element * groups * rows * h)

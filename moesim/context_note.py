@@ -15,5 +15,6 @@ def rope_context_warning(scenario) -> str | None:
     # moesim's model spec has no rope_scaling field (moesim/specs/model.py; `moesim model config.json` reads
     # max_position_embeddings only), so the note says what extends it and that nothing here changes with it
     return (f"training.seq_len {seq:,} tokens exceeds the max_position_embeddings {limit:,} of model "
-            f"'{model.name}' (RoPE): a run this long extends the context with YaRN or another rope_scaling (a field of the "
-            f"checkpoint's config.json, which moesim's model spec does not hold); priced at {seq:,} tokens as given")
+            f"'{model.name}' (RoPE): a run this long extends the context with YaRN or another rope_scaling "
+            f"(a field of the checkpoint's config.json, which moesim's model spec does not hold); priced at "
+            f"{seq:,} tokens as given")

@@ -108,7 +108,8 @@ def parse_value(key: str, text: str) -> object:
     try:
         return int(text) if _SCALAR_TYPES[kind] is int else float(text)
     except ValueError:
-        hint = integer_hint(f"--vary {key}", text, "=") if _SCALAR_TYPES[kind] is int else ""  # "32K": the integer it probably meant
+        # "32K": the integer it probably meant
+        hint = integer_hint(f"--vary {key}", text, "=") if _SCALAR_TYPES[kind] is int else ""
         raise SpecError(f"'{text}' is not {'an integer' if _SCALAR_TYPES[kind] is int else 'a number'}{hint}",
                         **where) from None
 

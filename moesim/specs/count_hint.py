@@ -34,6 +34,7 @@ def integer_hint(key: str, value: object, sep: str = " = ") -> str:
     if meant is None:
         return ""
     scale = re.sub(r"[\d.,_\s]", "", str(value))
+    # in a file the text was a quoted string; after --vary it was not
     said = (["an integer, no quotes"] if sep == " = " else []) \
-        + ([f"{scale[0].upper()} = {_SUFFIX[scale[0].lower()]:,}"] if scale else [])  # a file's string: its quotes
+        + ([f"{scale[0].upper()} = {_SUFFIX[scale[0].lower()]:,}"] if scale else [])
     return f"; did you mean {key}{sep}{meant}" + (f" ({'; '.join(said)})" if said else "") + "?"

@@ -129,12 +129,17 @@ def render(result) -> str:
     if d["moe"]:
         moe = d["moe"]
         drop = moe["expected_drop_fraction_uniform"]
+        # an encoder-decoder's stacks route groups of their own: a pair of lines for each, named
+        stacks = moe.get("by_stack") or {"": moe}
+        routing = [row for stack, figures in stacks.items() for row in (
+            (f"tokens per device per layer{f' ({stack})' if stack else ''}",
+             f"{figures['tokens_per_device_per_layer']:g}"),
+            (f"routing group / capacity{f' ({stack})' if stack else ''}",
+             f"{figures['routing_group_tokens']:g} tokens / {figures['expert_capacity']} slots per expert"))]
         parts += ["", kv_block("MoE routing", [
             ("capacity factor / rule", f"{'none' if moe['capacity_factor'] is None else moe['capacity_factor']} / "
                                        f"{moe['capacity_rule']}"),
-            ("tokens per device per layer", f"{moe['tokens_per_device_per_layer']:g}"),
-            ("routing group / capacity", f"{moe['routing_group_tokens']:g} tokens / {moe['expert_capacity']} slots "
-                                         "per expert"),
+            *routing,
             ("expected dropped (uniform)", "dropless" if drop is None else f"{drop:.3%}"),
         ])]
     parts += [f"warning: {w}" for w in d.get("warnings", ())]

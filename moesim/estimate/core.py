@@ -163,6 +163,11 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
 
     moe_term = moe_terms[0] if moe_terms else None
     capacity, tokens_per_device = (moe_term.capacity, moe_term.tokens_per_device) if moe_term else (None, None)
+    # Each stack's first MoE layer class (an encoder-decoder's decoder routes its own groups): result.py's moe.by_stack
+    by_stack: dict[str, tuple] = {}
+    for cls, t in zip(wl.classes, terms):
+        if t.slots is not None:
+            by_stack.setdefault(cls.stack, (t.capacity, t.tokens_per_device))
     calls = [t.comms for t in terms]  # per layer class, the collectives each layer issues
     # Calls per stage of each of them where the stage exists and the axis has a group (add's gate): no
     # mesh order in it, so computed before the rows expand to every order below.
@@ -186,6 +191,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         memory, total_mem, mem_index = {k: x(v) for k, v in memory.items()}, x(total_mem), x(mem_index)
         pair = x(pair)
         capacity, tokens_per_device = x(capacity), x(tokens_per_device)
+        by_stack = {stack: (x(c), x(t)) for stack, (c, t) in by_stack.items()}
         model_flops, drop_fraction, hw_model_mb = x(model_flops), x(drop_fraction), x(hw_model_mb)
         # The calls per stage are layer_calls from here (calls=None).
         calls = [[CommCall(c.name, c.axis, c.op, x(np.asarray(c.size_bytes)), None)
@@ -504,6 +510,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         tokens_per_s=tr.global_batch_sequences * seq_tokens / step, comms=comms,
         slowest_stage=pick(stages.index), memory_stage=mem_index,
         expert_capacity=capacity, tokens_per_device=tokens_per_device, drop_fraction=drop_fraction, rows=rows,
+        moe_by_stack=by_stack,
     )
 
 

@@ -64,3 +64,6 @@ class Evaluation:
     tokens_per_device: np.ndarray | None = None
     drop_fraction: np.ndarray | None = None  # expected dropped share of every MoE layer's assignments (uniform routing)
     rows: np.ndarray | None = None  # evaluate(fitting_only=True): the input candidates these rows are (None: all)
+    # (expert capacity, tokens per device) of each stack's first MoE layer class, by stack name; the two fields above
+    # are the first stack's (an encoder-decoder's encoder)
+    moe_by_stack: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from moesim.capacity import drop_warning
+from moesim.context_note import rope_context_warning
 from moesim.estimate.core import Evaluation
 from moesim.estimate.evaluation import per_micro_batch
 from moesim.estimate.embedding_sync import EMBEDDING_AXIS, EMBEDDING_GROUP_RANKS
@@ -125,6 +126,14 @@ class StepEstimate:
         }
 
 
+def _routing_figures(moe, capacity, tokens) -> dict:
+    """One MoE layer class's tokens per device, routing group (capacity.py's notation: at most group_size_tokens of
+    them) and expert capacity, as the moe.* keys give them."""
+    tokens = float(tokens)
+    return {"tokens_per_device_per_layer": tokens, "routing_group_tokens": min(moe.group_size_tokens or tokens, tokens),
+            "expert_capacity": int(capacity)}
+
+
 def step_estimate(scenario: Scenario, ev: Evaluation, i: int = 0) -> StepEstimate:
     """Candidate `i` of `ev` as a StepEstimate."""
     cands = ev.candidates
@@ -146,6 +155,7 @@ def step_estimate(scenario: Scenario, ev: Evaluation, i: int = 0) -> StepEstimat
     memory = {k: float(v[i]) for k, v in ev.memory.items()}
     memory["total"] = float(ev.memory_total_bytes[i])
     warnings: list[str] = megatron_layout_warnings(scenario, layout)
+    warnings += [text] if (text := rope_context_warning(scenario)) else []
     if not ev.fits[i]:
         gib = 2.0 ** 30
         largest = sorted(((v, k) for k, v in memory.items() if k != "total"), reverse=True)[:3]
@@ -157,17 +167,18 @@ def step_estimate(scenario: Scenario, ev: Evaluation, i: int = 0) -> StepEstimat
     moe_info = {}
     model = scenario.model
     if model.moe is not None and ev.expert_capacity is not None:
-        capacity = int(ev.expert_capacity[i])
-        tokens = float(ev.tokens_per_device[i])
-        group = min(model.moe.group_size_tokens or tokens, tokens)
         cf = training.capacity_factor if training.capacity_factor is not None else model.moe.capacity_factor_train
         moe_info = {
             "capacity_factor": cf, "capacity_rule": model.moe.capacity_rule,
-            "tokens_per_device_per_layer": tokens, "routing_group_tokens": group, "expert_capacity": capacity,
+            **_routing_figures(model.moe, ev.expert_capacity[i], ev.tokens_per_device[i]),
             # over every MoE layer, weighted by its assignments (an encoder-decoder's decoder layers route smaller
             # groups than the encoder's, whose figures the keys above give)
             "expected_drop_fraction_uniform": None if cf is None else float(ev.drop_fraction[i]),
         }
+        if len(ev.moe_by_stack) > 1:  # an encoder-decoder: whose figures the keys above are, and each stack's
+            moe_info["stack"] = next(iter(ev.moe_by_stack))
+            moe_info["by_stack"] = {stack: _routing_figures(model.moe, c[i], t[i])
+                                    for stack, (c, t) in ev.moe_by_stack.items()}
         text = drop_warning(model.moe, moe_info["expected_drop_fraction_uniform"], cf)
         if text:
             warnings.append(text)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 
 from moesim.errors import SpecError
+from moesim.specs.count_hint import integer_hint
 from moesim.specs.hardware import HardwareProfile
 from moesim.specs.layout import CP_COMMS
 from moesim.specs.model import ATTENTION_MASKS, AttentionSpec, ModelSpec, MoESpec
@@ -109,7 +110,9 @@ def parse_value(key: str, text: str) -> object:
     try:
         return int(text) if _SCALAR_TYPES[kind] is int else float(text)
     except ValueError:
-        raise SpecError(f"'{text}' is not {'an integer' if _SCALAR_TYPES[kind] is int else 'a number'}",
+        # "32K": the integer it probably meant
+        hint = integer_hint(f"--vary {key}", text, "=") if _SCALAR_TYPES[kind] is int else ""
+        raise SpecError(f"'{text}' is not {'an integer' if _SCALAR_TYPES[kind] is int else 'a number'}{hint}",
                         **where) from None
 
 

@@ -10,6 +10,7 @@ import difflib
 from typing import Any, Iterable, Mapping
 
 from moesim.errors import SpecError
+from moesim.specs.count_hint import integer_hint
 
 _NUMBER = (int, float)
 _MISSING = object()
@@ -90,7 +91,8 @@ class Table:
         else:
             ok = isinstance(value, kind)
         if not ok:
-            raise self.error(key, f"expected {_type_name(kind)}, got {value!r}", value=value)
+            hint = integer_hint(key, value) if kind is int else ""  # "32K": the integer it probably meant
+            raise self.error(key, f"expected {_type_name(kind)}, got {value!r}{hint}", value=value)
         return value
 
     def req(self, key: str, kind: Any) -> Any:

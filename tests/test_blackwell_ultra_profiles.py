@@ -44,11 +44,15 @@ def test_b300_figures():
 
 @pytest.mark.parametrize("name", ["gb300-nvl72", "b300"])
 def test_their_efficiency_is_borrowed_not_measured(name):
-    """No op table (nothing measured on Blackwell Ultra): the FLOP-keyed prior gb200-nvl72 carries, said so."""
-    hw, gb200 = load_hardware(name), load_hardware("gb200-nvl72")
-    assert hw.efficiency.op_tables == ()
+    """Nothing measured on Blackwell Ultra: b200's SimuMax tables borrowed (session 23, bwtables) as fractions of
+    this chip's own peak, marked derived; the FLOP-keyed prior gb200-nvl72 carries for what no table covers."""
+    hw, gb200, b200 = load_hardware(name), load_hardware("gb200-nvl72"), load_hardware("b200")
+    assert hw.efficiency.op_tables_from == "b200"
+    assert [t.points for t in hw.efficiency.op_tables] == [t.points for t in b200.efficiency.op_tables]
+    assert {t.status for t in hw.efficiency.op_tables} == {"derived", "assumed"}  # b200's one assumed table stays so
+    assert all(t.source.startswith("borrowed from b200") for t in hw.efficiency.op_tables)
     assert hw.efficiency.matmul == gb200.efficiency.matmul
-    assert "derived" in hw.efficiency.source and "not measured" in hw.efficiency.source
+    assert "derived" in hw.efficiency.source and "nothing measured" in hw.efficiency.source
 
 
 def test_a_layout_search_runs_on_gb300(tmp_path, capsys):

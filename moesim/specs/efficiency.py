@@ -140,6 +140,7 @@ class ComputeEfficiency:
     # Per-operator measured tables (moesim/ops); `matmul` above prices any operator without one.
     op_tables: tuple[OpTable, ...] = ()
     kernel_launch_s: float = 0.0  # fixed cost of one kernel launch (moesim/ops: every operator pays it)
+    op_tables_from: str = ""  # the profile whose op_tables were borrowed into op_tables ("": none)
 
     def __post_init__(self) -> None:
         check_ranges(self)

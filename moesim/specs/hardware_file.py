@@ -3,6 +3,7 @@ human units (GiB, GB/s, Gbit/s, TFLOP/s, us) become SI here and nowhere else."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from moesim import units
@@ -55,6 +56,24 @@ def _op_table(t: Table) -> OpTable:
                        measured_on=t.req("measured_on", str), source=t.req("source", str), points=points)
     except SpecError as err:
         raise t.error("points", str(err), value=err.value) from None
+
+
+def _borrowed_op_tables(eff_t: Table, lender: str) -> list[OpTable]:
+    """`efficiency.op_tables_from`: another profile's [[efficiency.op_table]] entries, read as fractions of this
+    profile's own peaks and HBM bandwidth (an efficiency table is a fraction, moesim/ops/price.py); a measured
+    table becomes `derived` here, its source prefixed with the lender. One level only: a lender that borrows
+    itself is refused, as is one without tables."""
+    field = eff_t.key_path("op_tables_from")
+    here = Path(eff_t.file).parent if eff_t.file else None
+    other = load_hardware(lender, relative_to=here, field=field)
+    if other.efficiency.op_tables_from:
+        raise eff_t.error("op_tables_from", f"'{lender}' borrows its own tables from "
+                          f"'{other.efficiency.op_tables_from}': name that profile instead", value=lender)
+    if not other.efficiency.op_tables:
+        raise eff_t.error("op_tables_from", f"'{lender}' has no [[efficiency.op_table]] to borrow", value=lender)
+    return [replace(t, status="derived" if t.status == "measured" else t.status,
+                    source=f"borrowed from {other.name} (fractions of this profile's own peak): {t.source}")
+            for t in other.efficiency.op_tables]
 
 
 def _level_from_table(t: Table, devices_per_chip: int) -> InterconnectLevel:
@@ -160,6 +179,9 @@ def _hardware_from_table(t: Table) -> HardwareProfile:
     for op_t in eff_t.sub_list("op_table", required=False):
         op_tables.append(_op_table(op_t))
         op_t.finish()
+    lender = eff_t.opt("op_tables_from", str, "")
+    if lender:  # after the profile's own tables: select_table keeps the first of equal rank (moesim/ops/tables.py)
+        op_tables.extend(_borrowed_op_tables(eff_t, lender))
     efficiency = ComputeEfficiency(
         matmul=_efficiency(eff_t, "matmul"),
         memory_bandwidth=eff_t.req("memory_bandwidth", float),
@@ -167,6 +189,7 @@ def _hardware_from_table(t: Table) -> HardwareProfile:
         source=eff_t.req("source", str),
         op_tables=tuple(op_tables),
         kernel_launch_s=units.us_to_s(launch_us),
+        op_tables_from=lender,
     )
     eff_t.finish()
     levels = []

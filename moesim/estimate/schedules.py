@@ -211,48 +211,43 @@ def zbh1_pipe_s(m, pp, stage_mb, fwd_s, weight_s, multiplicity, end_position, en
       ΣF + Σ_{s>b1} I_s + s_b1·(F + I)_b1 + Σ_{b1<s≤b2} F_s + k_b2·I_b2 + (k_b2 − 1)·W_b2 + Σ_{d≤s<b2} I_s
       + max(1, m − (p − 1 − d))·W_d,
     k_b = min(m, p − b) device b's warm-up forwards, s_b = m − k_b its steady pairs (b1 < b2 needs s_b1 ≥ 1).
-    It is A(b1) + B(b2) + C(d) + ΣF, so the largest is a prefix maximum of A and C at each b2. I_s = t_s − F_s − W_s.
-    Each of A, B, C is linear along a run of like stages but for kinks at p − m (k, s, the tail) and p − m + 1
-    (s_b1 ≥ 1), so it is evaluated at the runs' ends and those two positions: `end_position`, `end_column` (N, E)
-    and `after` (N, E, S), stages.run_ends (position −1 pads, ascending). Stage arrays (N, S) as `zbv_pipe_s`
-    (`stage_mb` −inf where none, `multiplicity` 0 pads). Equal to the order where one stage is heavier than the
-    others (tests/des/test_zbh1_uneven_stages.py), never above it; session 22's form, one station at
-    max_s (F_s + I_s) for all m − 1 pairs, counted F where the station's last k_b − 1 pairs run W."""
+    It is ΣF + A(b1) + B(b2) + C(d): at each b2 the largest A and C at or before it (prefix maxima). I_s = t_s − F_s −
+    W_s. Along a run of like stages A falls and then stays level, C is convex and B is concave only at x0 = p − m
+    (k's kink), so the runs' ends and x0 hold the largest: `end_position`, `end_column` (N, E) and `after` (N, E, S),
+    stages.run_ends (position −1 pads, ascending); at x0 (m ≤ p) A + B = (m − 1)·(I + W)_x0 and no b1 < x0 has a
+    steady pair. Stage arrays (N, S) as `zbv_pipe_s` (`stage_mb` −inf where none, `multiplicity` 0 pads). Equal to
+    the order where one stage is heavier than the others (tests/des/test_zbh1_uneven_stages.py), never above it;
+    session 22's form, one station at max_s (F_s + I_s) for all m − 1 pairs, counted F where its last k − 1 run W."""
     m, p = (np.asarray(a, dtype=float)[:, None] for a in (m, pp))
     t, f, w = (np.asarray(a, dtype=float) for a in (stage_mb, fwd_s, weight_s))
     count = np.asarray(multiplicity, dtype=float)
     exists = np.isfinite(t) & (count > 0)
     f, w = np.where(exists, f, 0.0), np.where(exists, w, 0.0)
     i = np.where(exists, t - f - w, 0.0)
-    forward_all = np.sum(count * f, axis=1, keepdims=True)
     position, column = np.asarray(end_position, dtype=float), np.asarray(end_column)
     after = np.asarray(after, dtype=float)
-    suffix_i = np.matmul(after, i[:, :, None])[:, :, 0]  # Σ_{s ≥ x} I_s at each run end x
-    suffix_f = np.matmul(after, f[:, :, None])[:, :, 0]
-    # The kinks x = p − m and p − m + 1 inside a run: the sums from the first run end at or after x, whose run holds x.
-    kinks = np.clip(p - m + np.array([[0.0, 1.0]]), 0.0, p - 1)
-    later = np.argmax((position[:, None, :] >= kinks[:, :, None]) & (position[:, None, :] >= 0), axis=2)
-    gap = np.take_along_axis(position, later, axis=1) - kinks
-    kink_column = np.take_along_axis(column, later, axis=1)
-    at_kink = lambda a, per_stage: (np.take_along_axis(a, later, axis=1)  # noqa: E731
-                                    + gap * np.take_along_axis(per_stage, kink_column, axis=1))
-    suffix_i = np.concatenate([suffix_i, at_kink(suffix_i, i)], axis=1)
-    suffix_f = np.concatenate([suffix_f, at_kink(suffix_f, f)], axis=1)
-    position, column = np.concatenate([position, kinks], axis=1), np.concatenate([column, kink_column], axis=1)
-    order = np.argsort(np.where(position >= 0, position, np.inf), axis=1, kind="stable")  # ascending, pads last
-    position, column = np.take_along_axis(position, order, axis=1), np.take_along_axis(column, order, axis=1)
-    suffix_i, suffix_f = np.take_along_axis(suffix_i, order, axis=1), np.take_along_axis(suffix_f, order, axis=1)
+    suffix = np.matmul(after, np.stack([i, f + i], axis=2))  # Σ_{s ≥ x} I_s and (F_s + I_s) at each run end x
+    suffix_i, suffix_fi = suffix[:, :, 0], suffix[:, :, 1]
     f_x, i_x, w_x = (np.take_along_axis(a, column, axis=1) for a in (f, i, w))
     warm = np.minimum(m, p - position)  # k_x
-    a = suffix_i - i_x + suffix_f - f_x + (m - warm) * (f_x + i_x)
-    b = -(suffix_f - f_x) - suffix_i + warm * i_x + (warm - 1) * w_x
-    c = suffix_i + np.maximum(1.0, m - (p - 1 - position)) * w_x
     real = position >= 0
-    a, b, c = (np.where(real, x, -np.inf) for x in (a, b, c))
+    a = suffix_fi + (m - warm - 1) * (f_x + i_x)
+    b = np.where(real, warm * i_x + (warm - 1) * w_x - suffix_fi + f_x, -np.inf)
+    c = np.where(real, suffix_i + np.maximum(1.0, m - (p - 1 - position)) * w_x, -np.inf)
+    prefix_c = np.maximum.accumulate(c, axis=1)
     # b1 < b2 only from a station with a steady pair (s_b1 ≥ 1, b1 ≥ p − m + 1); b1 = b2 always.
-    steady_a = np.maximum.accumulate(np.where(position >= p - m + 1, a, -np.inf), axis=1)
-    best = b + np.maximum(a, steady_a) + np.maximum.accumulate(c, axis=1)
-    return forward_all[:, 0] + np.max(best, axis=1)
+    steady_a = np.maximum.accumulate(np.where(real & (position >= p - m + 1), a, -np.inf), axis=1)
+    best = np.max(b + np.maximum(a, steady_a) + prefix_c, axis=1)
+    # x0 = p − m inside a run (m ≤ p): the first run end at or after it holds it (its column, its sums less the gap).
+    x0 = (p - m)[:, 0]
+    later = np.sum(real & (position < x0[:, None]), axis=1)[:, None]
+    at = np.minimum(later, position.shape[1] - 1)
+    gap = np.take_along_axis(position, at, axis=1)[:, 0] - x0
+    i_0, w_0 = (np.take_along_axis(a_, np.take_along_axis(column, at, axis=1), axis=1)[:, 0] for a_ in (i, w))
+    c_0 = np.take_along_axis(suffix_i, at, axis=1)[:, 0] + gap * i_0 + w_0  # C(x0): one tail W there
+    c_0 = np.maximum(c_0, np.max(np.where(real & (position <= x0[:, None]), c, -np.inf), axis=1))
+    kink = np.where(x0 >= 0, (m[:, 0] - 1) * (i_0 + w_0) + c_0, -np.inf)
+    return np.sum(count * f, axis=1) + np.maximum(best, kink)
 
 
 def dualpipe_pairs(m, pp) -> np.ndarray:

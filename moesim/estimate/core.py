@@ -228,9 +228,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # layer is recomputed in full; the backward share is what the gradient sync can hide under.
     backward_share = 1.0 / (2 + (f(cands.recompute) == mem.RECOMPUTE_CODES["full"]))[:, None]
     bwd_comm = np.zeros((n_cand, n_stages))
-    # ZB-H1 only: the forward pass's own collectives, which the simulator runs inside F (its I the backward's and a
-    # full recompute's; session 23 zbpipe); 0.0 where no candidate runs ZB-H1.
-    fwd_comm = np.zeros((n_cand, n_stages)) if sch.is_schedule(sched, "zb-h1").any() else 0.0
+    # ZB-H1 and ZB-V: the forward pass's own collectives, which the simulator runs inside an F slot (its I the
+    # backward's and a full recompute's; session 23 zbpipe); 0.0 where no candidate runs either.
+    zb_split = (sch.is_schedule(sched, "zb-h1") | sch.is_schedule(sched, "zb-v")).any()
+    fwd_comm = np.zeros((n_cand, n_stages)) if zb_split else 0.0
     a2a_call = {}  # Megatron's EP A2A overlap: (class, dispatch | combine) -> one call's time per stage (a2a_order)
     for c, class_calls in enumerate(calls):
         for call, calls_stage in zip(class_calls, layer_calls[c]):
@@ -404,7 +405,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # ZB-V: every stage's own start-up skew and time (schedules.zbv_pipe_s), the slowest device not always the last,
     # and at few micro-batches one micro-batch down the V and back; ZB-H1 each device's tail of W's (zbh1_pipe_s).
     own = (lambda a: a) if lazy is None else (lambda a: np.take(a, lazy, axis=0))  # noqa: E731
-    zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(fwd), own(weight_mb), stages.latest, stages.multiplicity,
+    zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(fwd) + fwd_comm, own(weight_mb), stages.latest, stages.multiplicity,
                          hop) if zb_v.any() else None
     zb_h1 = sch.is_schedule(sched, "zb-h1")
     zbh1 = None

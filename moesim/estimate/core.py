@@ -229,9 +229,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     backward_share = 1.0 / (2 + (f(cands.recompute) == mem.RECOMPUTE_CODES["full"]))[:, None]
     bwd_comm = np.zeros((n_cand, n_stages))
     # ZB-H1 and ZB-V: the forward pass's own collectives, which the simulator runs inside an F slot (its I the
-    # backward's and a full recompute's; session 23 zbpipe); 0.0 where no candidate runs either.
+    # backward's and a full recompute's; session 23 zbpipe): bwd_comm plus the forward-less-backward of the calls that
+    # are not one per pass (embedding, head, pipeline sends); a layer's calls give each pass the same share.
     zb_split = (sch.is_schedule(sched, "zb-h1") | sch.is_schedule(sched, "zb-v")).any()
-    fwd_comm = np.zeros((n_cand, n_stages)) if zb_split else 0.0
+    embedding_fb = 0.0  # the embedding's forward collectives less its backward ones (only where zb_split)
     a2a_call = {}  # Megatron's EP A2A overlap: (class, dispatch | combine) -> one call's time per stage (a2a_order)
     for c, class_calls in enumerate(calls):
         for call, calls_stage in zip(class_calls, layer_calls[c]):
@@ -244,7 +245,6 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                 t_call = exposed_ring_time_s(t_call, core_mb[:, :, c])
             per_mb_comm += t_call
             bwd_comm += t_call * backward_share
-            fwd_comm = fwd_comm + t_call * backward_share if np.ndim(fwd_comm) else 0.0  # one forward's share
     # The embedding's, output heads' and cross-entropies' tp collectives on the first / last stage (moesim.ops.vocab).
     # The rows here hold every schedule at once (schedule_free_rows): the head's are priced on the last stage and,
     # where a candidate runs ZB-V, on the first too, each kept below where its schedule puts the head.
@@ -255,7 +255,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             t_call = add(call.name, "tp", call.op, call.size_bytes, call.calls * first)
             per_mb_comm += t_call
             bwd_comm += t_call if call.pass_ == "bwd" else 0.0
-            fwd_comm = fwd_comm + (0.0 if call.pass_ == "bwd" else t_call) if np.ndim(fwd_comm) else 0.0
+            embedding_fb = embedding_fb + (-t_call if call.pass_ == "bwd" else t_call) if zb_split else 0.0
             continue
         for end, mask, multiple in head_ends:
             t_call = add(call.name, "tp", call.op, call.size_bytes, call.calls * mask, multiple=multiple)
@@ -323,16 +323,16 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # Back to every candidate; the schedule's multiples.
     z = (lambda a: np.take(a, sf_inv, axis=0)) if sf_inv is not None else (lambda a: a)  # noqa: E731
     per_mb_comm, bwd_comm, pp_forward, pp_backward = z(per_mb_comm), z(bwd_comm), z(pp_forward), z(pp_backward)
-    fwd_comm = z(fwd_comm) if np.ndim(fwd_comm) else 0.0
+    fwd_less_bwd = z(embedding_fb) if np.ndim(embedding_fb) else 0.0
     a2a_call = {k: z(v) for k, v in a2a_call.items()}
     at_last = 1.0 - zb_v[:, None]  # the head's collectives where the schedule runs the head (ZB-V: the first stage)
     if "first" in head_comm:
         for end, keep in (("last", at_last), ("first", 1.0 - at_last)):
             per_mb_comm, bwd_comm = per_mb_comm + z(head_comm[end][0]) * keep, bwd_comm + z(head_comm[end][1]) * keep
-            fwd_comm = fwd_comm + z(head_comm[end][0] - head_comm[end][1]) * keep if np.ndim(fwd_comm) else 0.0
+            fwd_less_bwd = fwd_less_bwd + z(head_comm[end][0] - 2 * head_comm[end][1]) * keep if zb_split else 0.0
     else:  # no ZB-V candidate: every keep is 1.0, the head's collectives all on the last stage (x · 1.0 is x)
         per_mb_comm, bwd_comm = per_mb_comm + z(head_comm["last"][0]), bwd_comm + z(head_comm["last"][1])
-        fwd_comm = fwd_comm + z(head_comm["last"][0] - head_comm["last"][1]) if np.ndim(fwd_comm) else 0.0
+        fwd_less_bwd = fwd_less_bwd + z(head_comm["last"][0] - 2 * head_comm["last"][1]) if zb_split else 0.0
     dp_time, zero3_mb, last_bucket = z(dp_time) * pm, z(zero3_mb) * pm, z(last_bucket) * pm
     most_buckets = z(most_buckets)
     dense_time, dense_buckets = z(dense_time) * pm, z(dense_buckets)
@@ -352,7 +352,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     pp_comm = pp_forward + pp_backward
     per_mb_comm += pp_comm + zero3_mb
     bwd_comm += pp_backward + zero3_mb / 2  # the backward half of the ZeRO-3 parameter gathers
-    fwd_comm = fwd_comm + pp_forward + zero3_mb / 2 if np.ndim(fwd_comm) else 0.0
+    fwd_comm = bwd_comm + fwd_less_bwd + pp_forward - pp_backward if zb_split else 0.0
 
     # DualPipe: the device of stage s runs m/2 micro-batches through s and m/2 through p − 1 − s
     # (moesim.des.orders.device_of), so its time per micro-batch is the pair's mean (equal stages: unchanged).

@@ -7,7 +7,10 @@ Zheng et al. OSDI'22 §5 Eq. 2), then its tail runs: T = max_d [ΣF + Σ_{s>=d} 
 (m − (p − 1 − d))·W_d] (DERIVED). The estimate's row m·t + (p − 1)(F + B − W) on the slowest stage is that at equal
 stages and too slow with the head on the last stage (history: Session 22 (zbvslot)); this pins the form down for
 the lane that ships it; below p micro-batches a device still runs the last micro-batch's W after its last I, so the
-shipped form takes max(1, m − (p − 1 − d)) W's (the chain, schedules.zbh1_chain_s, at d = 0).
+shipped form takes max(1, m − (p − 1 − d)) W's (the chain, schedules.zbh1_chain_s, at d = 0). Session 23 (zbpipe):
+a device's last k − 1 pairs (k = min(m, p − d)) run I W, not I F, so with a middle stage the bottleneck that form
+over-counts; the shipped form takes the order's paths through a steady station b1 and a drain station b2 ≥ b1
+(`_shipped`), exact with any one stage heavier and never above the order.
 """
 
 from __future__ import annotations

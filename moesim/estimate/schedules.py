@@ -212,12 +212,12 @@ def zbh1_pipe_s(m, pp, stage_mb, fwd_s, weight_s, multiplicity, end_position, en
       + max(1, m − (p − 1 − d))·W_d,
     k_b = min(m, p − b) device b's warm-up forwards, s_b = m − k_b its steady pairs (b1 < b2 needs s_b1 ≥ 1).
     It is ΣF + A(b1) + B(b2) + C(d): at each b2 the largest A and C at or before it (prefix maxima). I_s = t_s − F_s −
-    W_s. Along a run of like stages A falls and then stays level, C is convex and B is concave only at x0 = p − m
-    (k's kink), so the runs' ends and x0 hold the largest: `end_position`, `end_column` (N, E) and `after` (N, E, S),
-    stages.run_ends (position −1 pads, ascending); at x0 (m ≤ p) A + B = (m − 1)·(I + W)_x0 and no b1 < x0 has a
-    steady pair. Stage arrays (N, S) as `zbv_pipe_s` (`stage_mb` −inf where none, `multiplicity` 0 pads). Equal to
-    the order where one stage is heavier than the others (tests/des/test_zbh1_uneven_stages.py), never above it;
-    session 22's form, one station at max_s (F_s + I_s) for all m − 1 pairs, counted F where its last k − 1 run W."""
+    W_s. Along a run of like stages, left of x0 = p − m (where k, s and the tail bend) A + B is level and C falls, and
+    right of it A is level and B, C are linear, so the largest lies at a run's ends: `end_position`, `end_column`
+    (N, E) and `after` (N, E, S), stages.run_ends (position −1 pads, ascending). Stage arrays (N, S) as `zbv_pipe_s`
+    (`stage_mb` −inf where none, `multiplicity` 0 pads). Equal to the order where one stage is heavier than the others
+    (tests/des/test_zbh1_uneven_stages.py), never above it; session 22's form, one station at max_s (F_s + I_s) for
+    all m − 1 pairs, counted F where its last k − 1 run W."""
     m, p = (np.asarray(a, dtype=float)[:, None] for a in (m, pp))
     t, f, w = (np.asarray(a, dtype=float) for a in (stage_mb, fwd_s, weight_s))
     count = np.asarray(multiplicity, dtype=float)
@@ -238,16 +238,7 @@ def zbh1_pipe_s(m, pp, stage_mb, fwd_s, weight_s, multiplicity, end_position, en
     # b1 < b2 only from a station with a steady pair (s_b1 ≥ 1, b1 ≥ p − m + 1); b1 = b2 always.
     steady_a = np.maximum.accumulate(np.where(real & (position >= p - m + 1), a, -np.inf), axis=1)
     best = np.max(b + np.maximum(a, steady_a) + prefix_c, axis=1)
-    # x0 = p − m inside a run (m ≤ p): the first run end at or after it holds it (its column, its sums less the gap).
-    x0 = (p - m)[:, 0]
-    later = np.sum(real & (position < x0[:, None]), axis=1)[:, None]
-    at = np.minimum(later, position.shape[1] - 1)
-    gap = np.take_along_axis(position, at, axis=1)[:, 0] - x0
-    i_0, w_0 = (np.take_along_axis(a_, np.take_along_axis(column, at, axis=1), axis=1)[:, 0] for a_ in (i, w))
-    c_0 = np.take_along_axis(suffix_i, at, axis=1)[:, 0] + gap * i_0 + w_0  # C(x0): one tail W there
-    c_0 = np.maximum(c_0, np.max(np.where(real & (position <= x0[:, None]), c, -np.inf), axis=1))
-    kink = np.where(x0 >= 0, (m[:, 0] - 1) * (i_0 + w_0) + c_0, -np.inf)
-    return np.sum(count * f, axis=1) + np.maximum(best, kink)
+    return np.sum(count * f, axis=1) + best
 
 
 def dualpipe_pairs(m, pp) -> np.ndarray:

@@ -323,13 +323,16 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # Back to every candidate; the schedule's multiples.
     z = (lambda a: np.take(a, sf_inv, axis=0)) if sf_inv is not None else (lambda a: a)  # noqa: E731
     per_mb_comm, bwd_comm, pp_forward, pp_backward = z(per_mb_comm), z(bwd_comm), z(pp_forward), z(pp_backward)
+    fwd_less_bwd = z(embedding_fb) if np.ndim(embedding_fb) else 0.0
     a2a_call = {k: z(v) for k, v in a2a_call.items()}
     at_last = 1.0 - zb_v[:, None]  # the head's collectives where the schedule runs the head (ZB-V: the first stage)
     if "first" in head_comm:
         for end, keep in (("last", at_last), ("first", 1.0 - at_last)):
             per_mb_comm, bwd_comm = per_mb_comm + z(head_comm[end][0]) * keep, bwd_comm + z(head_comm[end][1]) * keep
+            fwd_less_bwd = fwd_less_bwd + z(head_comm[end][0] - 2 * head_comm[end][1]) * keep if zb_split else 0.0
     else:  # no ZB-V candidate: every keep is 1.0, the head's collectives all on the last stage (x · 1.0 is x)
         per_mb_comm, bwd_comm = per_mb_comm + z(head_comm["last"][0]), bwd_comm + z(head_comm["last"][1])
+        fwd_less_bwd = fwd_less_bwd + z(head_comm["last"][0] - 2 * head_comm["last"][1]) if zb_split else 0.0
     dp_time, zero3_mb, last_bucket = z(dp_time) * pm, z(zero3_mb) * pm, z(last_bucket) * pm
     most_buckets = z(most_buckets)
     dense_time, dense_buckets = z(dense_time) * pm, z(dense_buckets)
@@ -349,19 +352,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     pp_comm = pp_forward + pp_backward
     per_mb_comm += pp_comm + zero3_mb
     bwd_comm += pp_backward + zero3_mb / 2  # the backward half of the ZeRO-3 parameter gathers
-    head_keeps = (("last", at_last), ("first", 1.0 - at_last)) if "first" in head_comm else (("last", 1.0),)
-
-    def forward_comm(rows, bwd=bwd_comm, forward_send=pp_forward, backward_send=pp_backward):
-        """The forward's collectives of candidates `rows` (None: all): bwd_comm plus the embedding's, the heads' and
-        the pipeline sends' forward less backward (schedule-free rows through sf_inv, as z)."""
-        own_rows = slice(None) if rows is None else rows
-        free = own_rows if sf_inv is None else (sf_inv if rows is None else np.take(sf_inv, rows))
-        out = bwd[own_rows] + forward_send[own_rows] - backward_send[own_rows]
-        out = out + embedding_fb[free] if np.ndim(embedding_fb) else out
-        for end, keep in head_keeps:
-            keep = keep if np.ndim(keep) == 0 else keep[own_rows]
-            out = out + (head_comm[end][0] - 2 * head_comm[end][1])[free] * keep
-        return out
+    fwd_comm = bwd_comm + fwd_less_bwd + pp_forward - pp_backward if zb_split else 0.0
 
     # DualPipe: the device of stage s runs m/2 micro-batches through s and m/2 through p − 1 − s
     # (moesim.des.orders.device_of), so its time per micro-batch is the pair's mean (equal stages: unchanged).
@@ -414,8 +405,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # ZB-V: every stage's own start-up skew and time (schedules.zbv_pipe_s), the slowest device not always the last,
     # and at few micro-batches one micro-batch down the V and back; ZB-H1 each device's tail of W's (zbh1_pipe_s).
     own = (lambda a: a) if lazy is None else (lambda a: np.take(a, lazy, axis=0))  # noqa: E731
-    zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(fwd) + forward_comm(None), own(weight_mb), stages.latest,
-                         stages.multiplicity, hop) if zb_v.any() else None
+    zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(fwd) + fwd_comm, own(weight_mb), stages.latest, stages.multiplicity,
+                         hop) if zb_v.any() else None
     zb_h1 = sch.is_schedule(sched, "zb-h1")
     zbh1 = None
     if zb_h1.any():  # each device's tail after its last I on every stage's own times (zbh1_pipe_s; stages.run_ends)
@@ -425,8 +416,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                                           (cands.first_stage_layers, cands.last_stage_layers)), n_stages)
         at = h1_rows if lazy is None else np.take(lazy, h1_rows)  # fwd, weight_mb: the order-free rows unless None
         zbh1 = np.zeros(n_cand)
-        # F with the forward's collectives (forward_comm), as the simulator's F slot runs them (I = t − F − W the rest)
-        zbh1[h1_rows] = sch.zbh1_pipe_s(r(m), r(pp), r(stage_mb), np.take(fwd, at, axis=0) + forward_comm(h1_rows),
+        # F with the forward's collectives (fwd_comm), as the simulator's F slot runs them (I = t − F − W the rest)
+        zbh1[h1_rows] = sch.zbh1_pipe_s(r(m), r(pp), r(stage_mb), np.take(fwd, at, axis=0) + r(fwd_comm),
                                         np.take(weight_mb, at, axis=0), r(stages.multiplicity), *ends)
     # Megatron's combined 1F1B (training.moe_a2a_overlap): a pair is the two micro-batches' serial time less what
     # Megatron's per-layer order hides (a2a_order; compute at the pair's rate, as DualPipe's pairs).

@@ -240,6 +240,11 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # layer is recomputed in full; the backward share is what the gradient sync can hide under.
     backward_share = 1.0 / (2 + (f(cands.recompute) == mem.RECOMPUTE_CODES["full"]))[:, None]
     bwd_comm = np.zeros((n_cand, n_stages))
+    # ZB-H1 and ZB-V: the forward pass's own collectives, which the simulator runs inside an F slot (its I the
+    # backward's and a full recompute's; session 23 zbpipe): bwd_comm plus the forward-less-backward of the calls that
+    # are not one per pass (embedding, head, pipeline sends); a layer's calls give each pass the same share.
+    zb_split = (sch.is_schedule(sched, "zb-h1") | sch.is_schedule(sched, "zb-v")).any()
+    embedding_fb = 0.0  # the embedding's forward collectives less its backward ones (only where zb_split)
     a2a_call = {}  # Megatron's EP A2A overlap: (class, dispatch | combine) -> one call's time per stage (a2a_order)
     for c, class_calls in enumerate(calls):
         for call, calls_stage in zip(class_calls, layer_calls[c]):
@@ -262,6 +267,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             t_call = add(call.name, "tp", call.op, call.size_bytes, call.calls * first)
             per_mb_comm += t_call
             bwd_comm += t_call if call.pass_ == "bwd" else 0.0
+            embedding_fb = embedding_fb + (-t_call if call.pass_ == "bwd" else t_call) if zb_split else 0.0
             continue
         for end, mask, multiple in head_ends:
             t_call = add(call.name, "tp", call.op, call.size_bytes, call.calls * mask, multiple=multiple)
@@ -329,13 +335,16 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # Back to every candidate; the schedule's multiples.
     z = (lambda a: np.take(a, sf_inv, axis=0)) if sf_inv is not None else (lambda a: a)  # noqa: E731
     per_mb_comm, bwd_comm, pp_forward, pp_backward = z(per_mb_comm), z(bwd_comm), z(pp_forward), z(pp_backward)
+    fwd_less_bwd = z(embedding_fb) if np.ndim(embedding_fb) else 0.0
     a2a_call = {k: z(v) for k, v in a2a_call.items()}
     at_last = 1.0 - zb_v[:, None]  # the head's collectives where the schedule runs the head (ZB-V: the first stage)
     if "first" in head_comm:
         for end, keep in (("last", at_last), ("first", 1.0 - at_last)):
             per_mb_comm, bwd_comm = per_mb_comm + z(head_comm[end][0]) * keep, bwd_comm + z(head_comm[end][1]) * keep
+            fwd_less_bwd = fwd_less_bwd + z(head_comm[end][0] - 2 * head_comm[end][1]) * keep if zb_split else 0.0
     else:  # no ZB-V candidate: every keep is 1.0, the head's collectives all on the last stage (x · 1.0 is x)
         per_mb_comm, bwd_comm = per_mb_comm + z(head_comm["last"][0]), bwd_comm + z(head_comm["last"][1])
+        fwd_less_bwd = fwd_less_bwd + z(head_comm["last"][0] - 2 * head_comm["last"][1]) if zb_split else 0.0
     dp_time, zero3_mb, last_bucket = z(dp_time) * pm, z(zero3_mb) * pm, z(last_bucket) * pm
     most_buckets = z(most_buckets)
     dense_time, dense_buckets = z(dense_time) * pm, z(dense_buckets)
@@ -355,6 +364,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     pp_comm = pp_forward + pp_backward
     per_mb_comm += pp_comm + zero3_mb
     bwd_comm += pp_backward + zero3_mb / 2  # the backward half of the ZeRO-3 parameter gathers
+    fwd_comm = bwd_comm + fwd_less_bwd + pp_forward - pp_backward if zb_split else 0.0
 
     # DualPipe: the device of stage s runs m/2 micro-batches through s and m/2 through p − 1 − s
     # (moesim.des.orders.device_of), so its time per micro-batch is the pair's mean (equal stages: unchanged).
@@ -407,7 +417,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # ZB-V: every stage's own start-up skew and time (schedules.zbv_pipe_s), the slowest device not always the last,
     # and at few micro-batches one micro-batch down the V and back; ZB-H1 each device's tail of W's (zbh1_pipe_s).
     own = (lambda a: a) if lazy is None else (lambda a: np.take(a, lazy, axis=0))  # noqa: E731
-    zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(fwd), own(weight_mb), stages.latest, stages.multiplicity,
+    zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(fwd) + fwd_comm, own(weight_mb), stages.latest, stages.multiplicity,
                          hop) if zb_v.any() else None
     zb_h1 = sch.is_schedule(sched, "zb-h1")
     zbh1 = None
@@ -418,7 +428,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                                           (cands.first_stage_layers, cands.last_stage_layers)), n_stages)
         at = h1_rows if lazy is None else np.take(lazy, h1_rows)  # fwd, weight_mb: the order-free rows unless None
         zbh1 = np.zeros(n_cand)
-        zbh1[h1_rows] = sch.zbh1_pipe_s(r(m), r(pp), r(stage_mb), np.take(fwd, at, axis=0),
+        # F with the forward's collectives (fwd_comm), as the simulator's F slot runs them (I = t − F − W the rest)
+        zbh1[h1_rows] = sch.zbh1_pipe_s(r(m), r(pp), r(stage_mb), np.take(fwd, at, axis=0) + r(fwd_comm),
                                         np.take(weight_mb, at, axis=0), r(stages.multiplicity), *ends)
     # Megatron's combined 1F1B (training.moe_a2a_overlap): a pair is the two micro-batches' serial time less what
     # Megatron's per-layer order hides (a2a_order; compute at the pair's rate, as DualPipe's pairs).

@@ -44,7 +44,9 @@ ZB-H1 on each stage's own times (`zbh1_pipe_s`, session 22 zbh1form; derived in 
 handcrafted ZB-H1 (Qi et al. ICLR'24 §2.1, Figure 3) is 1F1B with I in place of B and device d's last
 m − (p − 1 − d) W's after its last I (moesim.des.orders._greedy_h1 runs exactly that), so T_pipe =
 max_d [ΣF + Σ_{s ≥ d} I_s + (m − 1)·max_s (F_s + I_s) + max(1, m − (p − 1 − d))·W_d]: at equal stages the row (below p
-micro-batches the chain), on uneven stages no longer the slowest stage's times charged to every stage.
+micro-batches the chain), on uneven stages no longer the slowest stage's times charged to every stage. Session 23
+(zbpipe): a device's last k − 1 pairs (k = min(m, p − d) warm-up forwards) run I W, not I F, so a middle station
+over-counted; `zbh1_pipe_s` now takes the order's paths through a steady station b1 and a drain station b2 ≥ b1.
 Interleaved: t leaves out the pipeline sends, which Megatron overlaps with compute (overlap_p2p_comm:
 `--no-overlap-p2p-communication` is store_false, so on by default, and validate_args turns it off without
 virtual stages; Megatron-LM megatron/training/arguments.py), but the first micro-batch's forward crosses
@@ -102,7 +104,7 @@ def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, we
     zbh1 = (p - 1) * np.maximum(0.0, t - 2 * w)
     # ZB-H1 below p micro-batches: never less than one micro-batch's F and I through every stage (zbh1_chain_s).
     zbh1 = zbh1 if zbh1_chain is None else np.maximum(zbh1, np.asarray(zbh1_chain) - m * t)
-    # ZB-H1 on every stage's own times (zbh1_pipe_s, Qi et al. ICLR'24 §2.1): the row and the chain at equal stages.
+    # ZB-H1 on every stage's own times (zbh1_pipe_s: the order's stations, Qi et al. ICLR'24 §2.1, Figure 3).
     zbh1 = zbh1 if zbh1_pipe is None else np.asarray(zbh1_pipe) - m * t
     bubble = np.where(is_schedule(schedule, "zb-h1"), zbh1, bubble)
     # ZB-V: ZB-H2's (p − 1)(F + B − 2W), but a synchronised step never less than the V's start-up skew
@@ -204,30 +206,41 @@ def zbh1_chain_s(m, stage_mb, weight_s, position, multiplicity) -> np.ndarray:
 
 
 def zbh1_pipe_s(m, pp, stage_mb, fwd_s, weight_s, multiplicity, end_position, end_column, after) -> np.ndarray:
-    """ZB-H1's T_pipe on each stage's own times (module docstring; Qi et al. ICLR'24 §2.1, ZB-H1, the order
-    moesim.des.orders._greedy_h1 builds): max over devices d of
-      ΣF + Σ_{s ≥ d} I_s + (m − 1)·max_s (F_s + I_s) + max(1, m − (p − 1 − d))·W_d
-    (DERIVED, session 22 zbvslot: device d ends its last I on Alpa's 1F1B path with B = I, Zheng et al. OSDI'22 §5
-    Eq. 2, then runs its m − (p − 1 − d) tail W's, at least the last micro-batch's). I_s = t_s − F_s − W_s. Along a
-    run of like stages the bracket is linear in d, so only the runs' ends are evaluated: `end_position`,
-    `end_column` (N, E) and `after` (N, E, S), stages.run_ends (position −1 pads). Stage arrays (N, S) as
-    `zbv_pipe_s` (`stage_mb` −inf where none, `multiplicity` 0 pads). Exact against the order with the head on the
-    last stage (tests/des/test_zbh1_uneven_stages.py); at equal stages the row m·t + (p − 1)(F + I − W), where I ≥ W,
-    and below p micro-batches `zbh1_chain_s`."""
+    """ZB-H1's T_pipe on each stage's own times: the longest path of the order moesim.des.orders._greedy_h1 builds
+    (Qi et al. ICLR'24 §2.1, Figure 3's ZB-H1), among the paths that enter a station b1 with micro-batch 0's I,
+    run its steady F I pairs, carry micro-batch m − 1's forward down to a station b2 ≥ b1, run b2's drain
+    (I W ... I) and carry the last I up to device d ≤ b2, which runs its tail W's (DERIVED, session 23 zbpipe):
+      ΣF + Σ_{s>b1} I_s + s_b1·(F + I)_b1 + Σ_{b1<s≤b2} F_s + k_b2·I_b2 + (k_b2 − 1)·W_b2 + Σ_{d≤s<b2} I_s
+      + max(1, m − (p − 1 − d))·W_d,
+    k_b = min(m, p − b) device b's warm-up forwards, s_b = m − k_b its steady pairs (b1 < b2 needs s_b1 ≥ 1).
+    It is ΣF + A(b1) + B(b2) + C(d): at each b2 the largest A and C at or before it (prefix maxima). I_s = t_s − F_s −
+    W_s. Along a run of like stages, left of x0 = p − m (where k, s and the tail bend) A + B is level and C falls, and
+    right of it A is level and B, C are linear, so the largest lies at a run's ends: `end_position`, `end_column`
+    (N, E) and `after` (N, E, S), stages.run_ends (position −1 pads, ascending). Stage arrays (N, S) as `zbv_pipe_s`
+    (`stage_mb` −inf where none, `multiplicity` 0 pads). Equal to the order where one stage is heavier than the others
+    (tests/des/test_zbh1_uneven_stages.py), never above it; session 22's form, one station at max_s (F_s + I_s) for
+    all m − 1 pairs, counted F where its last k − 1 run W."""
     m, p = (np.asarray(a, dtype=float)[:, None] for a in (m, pp))
     t, f, w = (np.asarray(a, dtype=float) for a in (stage_mb, fwd_s, weight_s))
     count = np.asarray(multiplicity, dtype=float)
     exists = np.isfinite(t) & (count > 0)
-    through = np.where(exists, t - w, 0.0)  # F_s + I_s
+    f, w = np.where(exists, f, 0.0), np.where(exists, w, 0.0)
     i = np.where(exists, t - f - w, 0.0)
-    forward_all = np.sum(np.where(exists, count * f, 0.0), axis=1, keepdims=True)
-    peak = np.max(np.where(exists, through, -np.inf), axis=1, keepdims=True)
-    position = np.asarray(end_position, dtype=float)
-    suffix_i = np.matmul(np.asarray(after, dtype=float), i[:, :, None])[:, :, 0]  # Σ_{s ≥ d} I_s at each run end d
-    w_d = np.take_along_axis(np.where(exists, w, 0.0), np.asarray(end_column), axis=1)
-    tail = np.maximum(1.0, m - (p - 1 - position)) * w_d
-    end = forward_all + suffix_i + (m - 1) * peak + tail
-    return np.max(np.where(position >= 0, end, -np.inf), axis=1)
+    position, column = np.asarray(end_position, dtype=float), np.asarray(end_column)
+    after = np.asarray(after, dtype=float)
+    suffix = np.matmul(after, np.stack([i, f + i], axis=2))  # Σ_{s ≥ x} I_s and (F_s + I_s) at each run end x
+    suffix_i, suffix_fi = suffix[:, :, 0], suffix[:, :, 1]
+    f_x, i_x, w_x = (np.take_along_axis(a, column, axis=1) for a in (f, i, w))
+    warm = np.minimum(m, p - position)  # k_x
+    real = position >= 0
+    a = suffix_fi + (m - warm - 1) * (f_x + i_x)
+    b = np.where(real, warm * i_x + (warm - 1) * w_x - suffix_fi + f_x, -np.inf)
+    c = np.where(real, suffix_i + np.maximum(1.0, m - (p - 1 - position)) * w_x, -np.inf)
+    prefix_c = np.maximum.accumulate(c, axis=1)
+    # b1 < b2 only from a station with a steady pair (s_b1 ≥ 1, b1 ≥ p − m + 1); b1 = b2 always.
+    steady_a = np.maximum.accumulate(np.where(real & (position >= p - m + 1), a, -np.inf), axis=1)
+    best = np.max(b + np.maximum(a, steady_a) + prefix_c, axis=1)
+    return np.sum(count * f, axis=1) + best
 
 
 def dualpipe_pairs(m, pp) -> np.ndarray:

@@ -223,9 +223,12 @@ def test_at_pp_1_the_head_bucket_is_launched_after_the_head_backward():
 def test_the_pp_1_gradient_sync_agrees_with_the_simulator():
     """The same slice: the estimate spread the model's ends over the buckets and hid the sync under the whole last
     backward, head included: the simulator stood 5.13 % over it (0.37579 s against 0.35745 s); with the head's
-    bucket first, the embedding's last and the layers' window after the head, within 0.5 % (session 22, pp1gap)."""
+    bucket first, the embedding's last and the layers' window after the head, within 0.5 % (session 22, pp1gap).
+    Session 23 (buckets23): both engines on MCore's buckets (grad_buckets.mcore_buckets: 5 dense, the embedding's
+    alone; 6 equal ones in the estimate before), the first layer's launched beside the embedding's backward:
+    -0.12 / -0.12 / -0.28 % -> -0.000 / +0.000 / -0.000 % at 1 / 2 / 4 micro-batches, held to 0.1 %."""
     sc = load_scenario(str(Path(__file__).parent / "des" / "data" / "gpt-oss-l6-h100.toml"))
     for m in (1, 2, 4):
         s = dataclasses.replace(sc, training=dataclasses.replace(sc.training, micro_batches=m))
         result = simulate(s, Layout(dp=16, ep=8), SimOptions(contention=False, expected_loads=True, trace=False))
-        assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.002), m
+        assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.001), m

@@ -97,9 +97,17 @@ def _backward_layer(b: Builder, costs: Costs, mb: int, vs: int, n: int, kind: st
     layers = costs.stages[vs].layers
     b.segment = 0
     b.layer_backward(layers[-1 - n], mb, input_only=kind == "I")
+    grads = kind == "B" and left[vs] == 1
     if vs == 0 and n == len(layers) - 1:
+        # the first layer's gradients reach their bucket before the embedding's backward, the embedding's after it
+        # (MCore's hooks fire per parameter; session 23, buckets23: before, the layer's waited for the embedding's)
+        if grads:
+            b.grad_bucket((1 + n,), layers[0], vs)
         _embedding_backward(b, costs, mb, kind)
-    if kind == "B" and left[vs] == 1:
+        if grads:
+            flush = pieces_left[0] == 1 or b.costs.training.overlap_grad_reduce
+            b.grad_bucket((len(layers) + 1,), layers[0], vs, flush=flush)  # unit L + 1, the embedding's
+    elif grads:
         _gradient_of(b, costs, vs, n, pieces_left[0] == 1, with_head=False)
 
 

@@ -279,6 +279,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     last_bucket = np.zeros((n_cand, n_stages))  # each axis's last bucket: ready only at the backward's end
     most_buckets = np.ones((n_cand, n_stages))  # the layers' buckets of the axis with most (the head's not counted)
     head_time = np.zeros((n_cand, n_stages))  # the dense lead bucket where it is the output layer's alone (pp 1)
+    prior = np.zeros((n_cand, n_stages))  # last buckets ready at the first layer's end, before the embedding's
     # The model's ends on the bucketed stage, parameters (device_state.py's): the head first, the embedding last.
     pp1 = first & last & (pp[:, None] == 1)
     head_p = np.where(pp1, ((wl.lm_head_params / tp) + wl.final_norm_params)[:, None], 0.0)
@@ -308,12 +309,15 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             axis_time = axis_time + t_g
         n_b = np.maximum(n_group.sum(axis=-1), 1.0)
         dp_time += axis_time
-        # What is ready only at the backward's end: the tail bucket, and where it holds the embedding alone the
-        # layers' last bucket too (ready at the first layer's end, the embedding's backward all that follows it).
+        # Each axis's last bucket, ready at the backward's end. On a stage holding the embedding, a last bucket of
+        # layers only is ready one embedding backward before that (the first layer's end: `prior`, credited below):
+        # the expert axis's, and the dense axis's layers' last where the embedding's bucket is alone after it.
         before_tail = np.where(n_group[..., 1] > 0, group_time[1], group_time[0])
+        last_g = np.where(n_group[..., 2] > 0, group_time[2], before_tail)
         ends_only = (n_group[..., 2] > 0) & (sizes[..., 2] <= ends[1])
-        last_bucket += np.where(n_group[..., 2] > 0, group_time[2] + np.where(ends_only, before_tail, 0.0),
-                                before_tail)
+        early = (embedding_p > 0) & ((axis == "edp") | ends_only)
+        prior += np.where(early, np.where(ends_only, before_tail, last_g), 0.0)
+        last_bucket += np.where(early & ~ends_only, 0.0, last_g)
         alone = (ends[0] >= threshold) & (ends[0] > 0)  # the head's own bucket (param_and_grad_buffer.py l.986)
         head_time += np.where(alone, group_time[0], 0.0)
         n_b = n_b - alone
@@ -349,7 +353,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         per_mb_comm, bwd_comm = per_mb_comm + z(head_comm["last"][0]), bwd_comm + z(head_comm["last"][1])
     dp_time, zero3_mb, last_bucket = z(dp_time) * pm, z(zero3_mb) * pm, z(last_bucket) * pm
     most_buckets = z(most_buckets)
-    head_time = z(head_time) * pm
+    head_time, prior = z(head_time) * pm, z(prior) * pm
     head_bwd_comm = z(head_comm["last"][1])  # the head's backward collectives at pp 1 (the first stage's own)
     apart = ends_apart(sched, every["pp"])[:, None].astype(float)  # ZB-V, DualPipe: both ends on one device
     embedding_time = None if embedding_time is None else z(embedding_time) * apart
@@ -471,7 +475,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             head_s = np.where(at_pp1, head_time, 0.0)
             logits_rows = logits_time if of is None else np.take(logits_time, of, axis=0)
             head_bwd = np.where(at_pp1, (2 / 3) * logits_rows[:, None] + head_bwd_comm, 0.0)
-        left = np.where(ends, first_stage_exposed_s(dp_time, last_bucket, most_buckets, bwd_own + bwd_comm,
+        # the buckets ready at the first layer's end run beside the embedding's backward (pieces._backward_layer)
+        emb_bwd = (embedding_bwd if of is None else np.take(embedding_bwd, of, axis=0))[:, None]
+        ends_last = last_bucket + np.maximum(0.0, prior - emb_bwd)
+        left = np.where(ends, first_stage_exposed_s(dp_time, ends_last, most_buckets, bwd_own + bwd_comm,
                                                     head_s, head_bwd),
                         np.maximum(last_bucket, dp_time - window))
         # Interleaved, a stage's later chunks sync in the cool-down, chunk 0 after its own last backward (bucketed

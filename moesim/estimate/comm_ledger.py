@@ -81,6 +81,37 @@ class CommLedger:
         entry[7].append(costs)
         return calls_stage * t
 
+    def add_packed(self, name: str, axis: str, op: str, size_bytes: np.ndarray, calls: np.ndarray,
+                   owner: np.ndarray) -> np.ndarray:
+        """`add` of calls (N, K) at sizes (N, K) whose column k belongs to stage column owner[k] (several columns
+        may share a stage: the gradient buckets' tail on every stage, then the first stage's lead and middle
+        buckets, grad_buckets.uniform_buckets), priced in one pass; returns time (N, K). Recorded as one `add` of
+        the first n_stages columns (owner 0..S−1) and one per further column, on its stage (overlappable)."""
+        model = for_call(self.collective_model, name)
+        pricer = self.pricer if model is self.collective_model else \
+            (self._pricers.get(id(model)) or self._pricers.setdefault(id(model), pricer_for(model, self.devices)))
+        t, costs = pricer.price_runs(op, size_bytes, self.groups[axis], self.breakdown)
+        calls = calls * self.gate(axis)[:, owner]
+        if self.breakdown:
+            factor = _bus_factor(op, np.asarray(self.sizes[axis], dtype=float), model)[:, None]
+            entry = self.entries.setdefault(name, [axis, op, True, [], [], [], [], []])
+            n = self.n_stages
+            for k in range(n - 1, size_bytes.shape[1]):
+                cols = slice(0, n) if k == n - 1 else slice(k, k + 1)
+                at = slice(0, n) if k == n - 1 else slice(owner[k], owner[k] + 1)
+                block = [np.zeros((self.n_cand, n)) for _ in range(3)]
+                block_costs = np.zeros((self.n_cand, n), dtype=costs.dtype)
+                block[0][:, at], block[1][:, at] = size_bytes[:, cols], calls[:, cols]
+                block[2][:, at] = t[:, cols]
+                block_costs[:, at] = costs[:, cols]
+                self.multiples.setdefault(name, []).append(None)
+                entry[3].append(block[0] * (block[1] > 0))
+                entry[4].append(block[1])
+                entry[5].append(block[1] * block[0] * factor)
+                entry[6].append(block[1] * block[2])
+                entry[7].append(block_costs)
+        return calls * t
+
     def expand(self, z, sends: np.ndarray, pm: np.ndarray, **multiples: np.ndarray) -> None:
         """Entries back to every candidate (`z`: rows → candidates); pipeline sends × `sends`, gradient syncs
         × `pm`, an `add` that named a multiple × `multiples[that name]`."""

@@ -285,43 +285,57 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     head_p = np.where(pp1, ((wl.lm_head_params / tp) + wl.final_norm_params)[:, None], 0.0)
     embedding_p = np.where(first, ((wl.embedding_params / tp) + wl.position_params)[:, None], 0.0)
     for axis, params, layers in (("dp", dense_1, grad_layers[0]), ("edp", expert_1, grad_layers[1])):
-        # MCore's buckets (grad_buckets.uniform_buckets, mcore_buckets' closed form): the head, the stage's layers
-        # at their mean size, the embedding; only the first stage is bucketed, every later one syncs in one bucket
-        # (grad_buckets.bucketed), as everywhere with overlap_grad_reduce off (bucket size None).
-        ends = (head_p, embedding_p) if axis == "dp" else (0.0, 0.0)
+        # MCore's buckets (grad_buckets.uniform_buckets, mcore_buckets' closed form) on the first stage (column 0:
+        # stages.index is sorted): the head, the stage's layers at their mean size, the embedding; every later stage
+        # syncs in one bucket (grad_buckets.bucketed), as every stage with overlap_grad_reduce off (size None).
+        head0, emb0 = (head_p[:, :1], embedding_p[:, :1]) if axis == "dp" else (0.0, 0.0)
+        p0, l0 = params[:, :1], layers[:, :1]
         with np.errstate(divide="ignore", invalid="ignore"):
-            per_layer = np.where(layers > 0, np.maximum(params - ends[0] - ends[1], 0.0) / layers, 0.0)
-        threshold = np.where(first, threshold_p, np.inf) if tr.overlap_grad_reduce else np.inf
-        sizes, n_group = uniform_buckets(ends[0], per_layer, layers, ends[1], threshold)
-        n_group = n_group * (params > 0)[..., None]
-        # The sync runs bucket by bucket, each its own collective (MCore param_and_grad_buffer.py, start_grad_sync):
-        # the lead, middle and tail buckets priced at their own sizes.
-        axis_time, group_time = np.zeros((n_cand, n_stages)), []
-        for g in range(3):
-            grad_g, calls_g = sizes[..., g] * q_g, n_group[..., g]
-            t_g = add(f"{axis}_all_reduce", axis, "all_reduce", grad_g, np.where(zero == 0, calls_g, 0), True)
-            t_g = t_g + add(f"{axis}_reduce_scatter", axis, "reduce_scatter", grad_g,
-                            np.where(zero >= 1, calls_g, 0), True)
-            t_g = t_g + add(f"{axis}_all_gather", axis, "all_gather", sizes[..., g] * q_p,
-                            np.where(zero >= 1, calls_g, 0), True)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                group_time.append(np.where(calls_g > 0, t_g / calls_g, 0.0))  # one bucket's
-            axis_time = axis_time + t_g
-        n_b = np.maximum(n_group.sum(axis=-1), 1.0)
+            per_layer = np.where(l0 > 0, np.maximum(p0 - head0 - emb0, 0.0) / l0, 0.0)
+        threshold = threshold_p if tr.overlap_grad_reduce else np.inf
+        sizes, n_group = uniform_buckets(head0, per_layer, l0, emb0, threshold)
+        sizes, n_group = sizes[:, 0], n_group[:, 0] * (p0 > 0)  # (N, 3): lead, middle, tail
+        # The sync runs bucket by bucket, each its own collective (MCore param_and_grad_buffer.py, start_grad_sync),
+        # priced in one pass per op (CommLedger.add_packed): the tail bucket on every stage (a later stage's whole
+        # sync), then the first stage's lead and middle buckets where any row has one; an op without calls is not.
+        whole = (params > 0).astype(float)
+        tail, tail_calls = params.copy(), whole.copy()
+        tail[:, 0], tail_calls[:, 0] = sizes[:, 2], n_group[:, 2]
+        extra = [g for g in (0, 1) if n_group[:, g].any()]
+        owner = np.array(list(range(n_stages)) + [0] * len(extra))
+        packed = np.concatenate([tail] + [sizes[:, g:g + 1] for g in extra], axis=1)
+        packed_calls = np.concatenate([tail_calls] + [n_group[:, g:g + 1] for g in extra], axis=1)
+        t_packed = np.zeros(packed.shape)
+        for op, q, on in (("all_reduce", q_g, zero == 0), ("reduce_scatter", q_g, zero >= 1),
+                          ("all_gather", q_p, zero >= 1)):
+            calls_op = np.where(on, packed_calls, 0.0)
+            if calls_op.any():
+                t_packed = t_packed + ledger.add_packed(f"{axis}_{op}", axis, op, packed * q, calls_op, owner)
+        t_tail, t0 = t_packed[:, :n_stages], np.zeros((n_cand, 3))
+        t0[:, 2] = t_tail[:, 0]
+        for i, g in enumerate(extra):
+            t0[:, g] = t_packed[:, n_stages + i]
+        axis_time = t_tail.copy()
+        axis_time[:, 0] += t0[:, 0] + t0[:, 1]
         dp_time += axis_time
-        # Each axis's last bucket, ready at the backward's end. On a stage holding the embedding, a last bucket of
-        # layers only is ready one embedding backward before that (the first layer's end: `prior`, credited below):
-        # the expert axis's, and the dense axis's layers' last where the embedding's bucket is alone after it.
-        before_tail = np.where(n_group[..., 1] > 0, group_time[1], group_time[0])
-        last_g = np.where(n_group[..., 2] > 0, group_time[2], before_tail)
-        ends_only = (n_group[..., 2] > 0) & (sizes[..., 2] <= ends[1])
-        early = (embedding_p > 0) & ((axis == "edp") | ends_only)
-        prior += np.where(early, np.where(ends_only, before_tail, last_g), 0.0)
-        last_bucket += np.where(early & ~ends_only, 0.0, last_g)
-        alone = (ends[0] >= threshold) & (ends[0] > 0)  # the head's own bucket (param_and_grad_buffer.py l.986)
-        head_time += np.where(alone, group_time[0], 0.0)
-        n_b = n_b - alone
-        most_buckets = np.maximum(most_buckets, np.where(params > 0, n_b, 1.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            one = np.where(n_group > 0, t0 / n_group, 0.0)  # one bucket's time, the first stage's groups
+        # Each axis's last bucket, ready at the backward's end (a later stage: its one bucket). On the first stage,
+        # holding the embedding, a last bucket of layers only is ready one embedding backward before that (the
+        # first layer's end: `prior`, credited below): the expert axis's, and the dense axis's layers' last where
+        # the embedding's bucket is alone after it.
+        before_tail = np.where(n_group[:, 1] > 0, one[:, 1], one[:, 0])
+        last_g = np.where(n_group[:, 2] > 0, one[:, 2], before_tail)
+        ends_only = (n_group[:, 2] > 0) & (sizes[:, 2] <= (emb0[:, 0] if axis == "dp" else 0.0))
+        early = (embedding_p[:, 0] > 0) & ((axis == "edp") | ends_only)
+        prior[:, 0] += np.where(early, np.where(ends_only, before_tail, last_g), 0.0)
+        last_bucket[:, 0] += np.where(early & ~ends_only, 0.0, last_g)
+        last_bucket[:, 1:] += t_tail[:, 1:] * whole[:, 1:]
+        alone = (head0 >= threshold) & (head0 > 0)  # the head's own bucket (param_and_grad_buffer.py l.986)
+        alone = np.broadcast_to(alone, (n_cand, 1))[:, 0]
+        head_time[:, 0] += np.where(alone, one[:, 0], 0.0)
+        most_buckets[:, 0] = np.maximum(most_buckets[:, 0],
+                                        np.where(p0[:, 0] > 0, np.maximum(n_group.sum(axis=1), 1.0) - alone, 1.0))
         # ZeRO-3 gathers every layer's parameters again in forward and backward (ZeRO §7).
         zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", params * q_p,
                         np.where(zero >= 3, 2 * m[:, None], 0)) / m[:, None]

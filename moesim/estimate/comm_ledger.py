@@ -47,6 +47,14 @@ class CommLedger:
             self._gates[axis] = (self.exists & (self.sizes[axis] > 1)[:, None]).astype(float)
         return self._gates[axis]
 
+    def _pricer(self, name: str):
+        """(model, pricer) of collective `name` (the expert all-to-alls: their directed model, dispatch.for_call)."""
+        model = for_call(self.collective_model, name)
+        if model is self.collective_model:
+            return model, self.pricer
+        return model, self._pricers.get(id(model)) or \
+            self._pricers.setdefault(id(model), pricer_for(model, self.devices))
+
     def add(self, name: str, axis: str, op: str, size_bytes, calls_stage, overlappable=False, gated=False,
             multiple: str | None = None) -> np.ndarray:
         """Price `op` on `axis` and add calls (N, S) of it (`gated`: already 0 where gate(axis) is); returns
@@ -55,11 +63,7 @@ class CommLedger:
         n_cand, n_stages, breakdown = self.n_cand, self.n_stages, self.breakdown
         size_bytes = np.broadcast_to(np.asarray(size_bytes, dtype=float), (n_cand,)) if np.ndim(size_bytes) <= 1 \
             else size_bytes
-        model = for_call(self.collective_model, name)
-        pricer = self.pricer
-        if model is not self.collective_model:
-            pricer = self._pricers.get(id(model)) or \
-                self._pricers.setdefault(id(model), pricer_for(model, self.devices))
+        model, pricer = self._pricer(name)
         # Every stage column at once (estimate.pricing.price_runs: runs of equal neighbouring rows priced once).
         t, costs = pricer.price_runs(op, size_bytes, self.groups[axis], breakdown)
         if np.ndim(size_bytes) == 2:
@@ -87,9 +91,7 @@ class CommLedger:
         may share a stage: the gradient buckets' tail on every stage, then the first stage's lead and middle
         buckets, grad_buckets.uniform_buckets), priced in one pass; returns time (N, K). Recorded as one `add` of
         the first n_stages columns (owner 0..S−1) and one per further column, on its stage (overlappable)."""
-        model = for_call(self.collective_model, name)
-        pricer = self.pricer if model is self.collective_model else \
-            (self._pricers.get(id(model)) or self._pricers.setdefault(id(model), pricer_for(model, self.devices)))
+        model, pricer = self._pricer(name)
         t, costs = pricer.price_runs(op, size_bytes, self.groups[axis], self.breakdown)
         calls = calls * self.gate(axis)[:, owner]
         if self.breakdown:

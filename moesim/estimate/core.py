@@ -278,8 +278,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     threshold_p = bucket_params(cands.dp * cands.cp)[:, None].astype(float)
     last_bucket = np.zeros((n_cand, n_stages))  # each axis's last bucket: ready only at the backward's end
     most_buckets = np.ones((n_cand, n_stages))  # the layers' buckets of the axis with most (the head's not counted)
-    head_time = np.zeros((n_cand, n_stages))  # the dense lead bucket where it is the output layer's alone (pp 1)
-    prior = np.zeros((n_cand, n_stages))  # last buckets ready at the first layer's end, before the embedding's
+    head_time = np.zeros(n_cand)  # the first stage's dense lead bucket where it is the output layer's alone (pp 1)
+    prior = np.zeros(n_cand)  # the first stage's last buckets ready at the first layer's end, before the embedding's
     # The model's ends on the bucketed stage, parameters (device_state.py's): the head first, the embedding last.
     pp1 = first & last & (pp[:, None] == 1)
     head_p = np.where(pp1, ((wl.lm_head_params / tp) + wl.final_norm_params)[:, None], 0.0)
@@ -296,28 +296,30 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         sizes, n_group = uniform_buckets(head0, per_layer, l0, emb0, threshold)
         sizes, n_group = sizes[:, 0], n_group[:, 0] * (p0 > 0)  # (N, 3): lead, middle, tail
         # The sync runs bucket by bucket, each its own collective (MCore param_and_grad_buffer.py, start_grad_sync),
-        # priced in one pass per op (CommLedger.add_packed): the tail bucket on every stage (a later stage's whole
-        # sync), then the first stage's lead and middle buckets where any row has one; an op without calls is not.
-        whole = (params > 0).astype(float)
-        tail, tail_calls = params.copy(), whole.copy()
-        tail[:, 0], tail_calls[:, 0] = sizes[:, 2], n_group[:, 2]
+        # priced in one pass per op (CommLedger.add_packed): the first stage's tail bucket, every later stage's one
+        # bucket (its whole sync), then the first stage's lead and middle buckets where any row has one; an op
+        # without calls is not priced.
         extra = [g for g in (0, 1) if n_group[:, g].any()]
         owner = np.array(list(range(n_stages)) + [0] * len(extra))
-        packed = np.concatenate([tail] + [sizes[:, g:g + 1] for g in extra], axis=1)
-        packed_calls = np.concatenate([tail_calls] + [n_group[:, g:g + 1] for g in extra], axis=1)
-        t_packed = np.zeros(packed.shape)
+        packed = np.concatenate([sizes[:, 2:3], params[:, 1:]] + [sizes[:, g:g + 1] for g in extra], axis=1)
+        packed_calls = np.concatenate([n_group[:, 2:3], (params[:, 1:] > 0).astype(float)]
+                                      + [n_group[:, g:g + 1] for g in extra], axis=1)
+        t_packed, scaled = 0.0, {}
         for op, q, on in (("all_reduce", q_g, zero == 0), ("reduce_scatter", q_g, zero >= 1),
                           ("all_gather", q_p, zero >= 1)):
-            calls_op = np.where(on, packed_calls, 0.0)
-            if calls_op.any():
-                t_packed = t_packed + ledger.add_packed(f"{axis}_{op}", axis, op, packed * q, calls_op, owner)
-        t_tail, t0 = t_packed[:, :n_stages], np.zeros((n_cand, 3))
+            if not on.any():
+                continue
+            if q not in scaled:
+                scaled[q] = packed * q
+            calls_op = packed_calls if on.all() else np.where(on, packed_calls, 0.0)
+            t_packed = t_packed + ledger.add_packed(f"{axis}_{op}", axis, op, scaled[q], calls_op, owner)
+        t_packed = np.broadcast_to(t_packed, packed.shape)
+        t_tail, t0 = t_packed[:, :n_stages], np.zeros((n_cand, 3))  # t_tail: every stage's tail (or one bucket)
         t0[:, 2] = t_tail[:, 0]
         for i, g in enumerate(extra):
             t0[:, g] = t_packed[:, n_stages + i]
-        axis_time = t_tail.copy()
-        axis_time[:, 0] += t0[:, 0] + t0[:, 1]
-        dp_time += axis_time
+        dp_time += t_tail
+        dp_time[:, 0] += t0[:, 0] + t0[:, 1]
         with np.errstate(divide="ignore", invalid="ignore"):
             one = np.where(n_group > 0, t0 / n_group, 0.0)  # one bucket's time, the first stage's groups
         # Each axis's last bucket, ready at the backward's end (a later stage: its one bucket). On the first stage,
@@ -328,12 +330,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         last_g = np.where(n_group[:, 2] > 0, one[:, 2], before_tail)
         ends_only = (n_group[:, 2] > 0) & (sizes[:, 2] <= (emb0[:, 0] if axis == "dp" else 0.0))
         early = (embedding_p[:, 0] > 0) & ((axis == "edp") | ends_only)
-        prior[:, 0] += np.where(early, np.where(ends_only, before_tail, last_g), 0.0)
+        prior += np.where(early, np.where(ends_only, before_tail, last_g), 0.0)
+        last_bucket[:, 1:] += t_tail[:, 1:]
         last_bucket[:, 0] += np.where(early & ~ends_only, 0.0, last_g)
-        last_bucket[:, 1:] += t_tail[:, 1:] * whole[:, 1:]
         alone = (head0 >= threshold) & (head0 > 0)  # the head's own bucket (param_and_grad_buffer.py l.986)
         alone = np.broadcast_to(alone, (n_cand, 1))[:, 0]
-        head_time[:, 0] += np.where(alone, one[:, 0], 0.0)
+        head_time += np.where(alone, one[:, 0], 0.0)
         most_buckets[:, 0] = np.maximum(most_buckets[:, 0],
                                         np.where(p0[:, 0] > 0, np.maximum(n_group.sum(axis=1), 1.0) - alone, 1.0))
         # ZeRO-3 gathers every layer's parameters again in forward and backward (ZeRO §7).
@@ -367,7 +369,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         per_mb_comm, bwd_comm = per_mb_comm + z(head_comm["last"][0]), bwd_comm + z(head_comm["last"][1])
     dp_time, zero3_mb, last_bucket = z(dp_time) * pm, z(zero3_mb) * pm, z(last_bucket) * pm
     most_buckets = z(most_buckets)
-    head_time, prior = z(head_time) * pm, z(prior) * pm
+    head_time, prior = z(head_time) * pm[:, 0], z(prior) * pm[:, 0]
     head_bwd_comm = z(head_comm["last"][1])  # the head's backward collectives at pp 1 (the first stage's own)
     apart = ends_apart(sched, every["pp"])[:, None].astype(float)  # ZB-V, DualPipe: both ends on one device
     embedding_time = None if embedding_time is None else z(embedding_time) * apart
@@ -486,12 +488,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         at_pp1 = ends & last & (pp[:, None] == 1)
         head_s, head_bwd = 0.0, 0.0  # no candidate at pp 1: the head is on no bucketed stage
         if at_pp1.any():
-            head_s = np.where(at_pp1, head_time, 0.0)
+            head_s = np.where(at_pp1, head_time[:, None], 0.0)
             logits_rows = logits_time if of is None else np.take(logits_time, of, axis=0)
             head_bwd = np.where(at_pp1, (2 / 3) * logits_rows[:, None] + head_bwd_comm, 0.0)
         # the buckets ready at the first layer's end run beside the embedding's backward (pieces._backward_layer)
         emb_bwd = (embedding_bwd if of is None else np.take(embedding_bwd, of, axis=0))[:, None]
-        ends_last = last_bucket + np.maximum(0.0, prior - emb_bwd)
+        ends_last = last_bucket.copy()
+        ends_last[:, 0] += np.maximum(0.0, prior - emb_bwd[:, 0])
         left = np.where(ends, first_stage_exposed_s(dp_time, ends_last, most_buckets, bwd_own + bwd_comm,
                                                     head_s, head_bwd),
                         np.maximum(last_bucket, dp_time - window))

@@ -332,7 +332,7 @@ class _Builder:
 
     # Gradient sync, ZeRO-3, pipeline -------------------------------------------------------------
 
-    def _bucket_units(self, piece: int) -> dict:
+    def _bucket_units(self, piece: int) -> tuple[dict, dict]:
         """Piece `piece`'s gradient units per axis in the order they reach the buffers (0: the head's, 1 + n: the
         n-th layer from the end, L + 1: the embedding's; bytes) and the units that close a bucket before the piece's
         end (grad_buckets.mcore_buckets, on a bucketed piece only; elsewhere the one bucket is the flush's)."""

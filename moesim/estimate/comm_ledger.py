@@ -47,6 +47,14 @@ class CommLedger:
             self._gates[axis] = (self.exists & (self.sizes[axis] > 1)[:, None]).astype(float)
         return self._gates[axis]
 
+    def _pricer(self, name: str):
+        """(model, pricer) of collective `name` (the expert all-to-alls: their directed model, dispatch.for_call)."""
+        model = for_call(self.collective_model, name)
+        if model is self.collective_model:
+            return model, self.pricer
+        return model, self._pricers.get(id(model)) or \
+            self._pricers.setdefault(id(model), pricer_for(model, self.devices))
+
     def add(self, name: str, axis: str, op: str, size_bytes, calls_stage, overlappable=False, gated=False,
             multiple: str | None = None) -> np.ndarray:
         """Price `op` on `axis` and add calls (N, S) of it (`gated`: already 0 where gate(axis) is); returns
@@ -55,11 +63,7 @@ class CommLedger:
         n_cand, n_stages, breakdown = self.n_cand, self.n_stages, self.breakdown
         size_bytes = np.broadcast_to(np.asarray(size_bytes, dtype=float), (n_cand,)) if np.ndim(size_bytes) <= 1 \
             else size_bytes
-        model = for_call(self.collective_model, name)
-        pricer = self.pricer
-        if model is not self.collective_model:
-            pricer = self._pricers.get(id(model)) or \
-                self._pricers.setdefault(id(model), pricer_for(model, self.devices))
+        model, pricer = self._pricer(name)
         # Every stage column at once (estimate.pricing.price_runs: runs of equal neighbouring rows priced once).
         t, costs = pricer.price_runs(op, size_bytes, self.groups[axis], breakdown)
         if np.ndim(size_bytes) == 2:
@@ -80,6 +84,35 @@ class CommLedger:
         entry[6].append(calls_stage * t)
         entry[7].append(costs)
         return calls_stage * t
+
+    def add_packed(self, name: str, axis: str, op: str, size_bytes: np.ndarray, calls: np.ndarray,
+                   owner: np.ndarray) -> np.ndarray:
+        """`add` of calls (N, K) at sizes (N, K) whose column k belongs to stage column owner[k] (several columns
+        may share a stage: the gradient buckets' tail on every stage, then the first stage's lead and middle
+        buckets, grad_buckets.uniform_buckets), priced in one pass; returns time (N, K). Recorded as one `add` of
+        the first n_stages columns (owner 0..S−1) and one per further column, on its stage (overlappable)."""
+        model, pricer = self._pricer(name)
+        t, costs = pricer.price_runs(op, size_bytes, self.groups[axis], self.breakdown)
+        calls = calls * self.gate(axis)[:, owner]
+        if self.breakdown:
+            factor = _bus_factor(op, np.asarray(self.sizes[axis], dtype=float), model)[:, None]
+            entry = self.entries.setdefault(name, [axis, op, True, [], [], [], [], []])
+            n = self.n_stages
+            for k in range(n - 1, size_bytes.shape[1]):
+                cols = slice(0, n) if k == n - 1 else slice(k, k + 1)
+                at = slice(0, n) if k == n - 1 else slice(owner[k], owner[k] + 1)
+                block = [np.zeros((self.n_cand, n)) for _ in range(3)]
+                block_costs = np.zeros((self.n_cand, n), dtype=costs.dtype)
+                block[0][:, at], block[1][:, at] = size_bytes[:, cols], calls[:, cols]
+                block[2][:, at] = t[:, cols]
+                block_costs[:, at] = costs[:, cols]
+                self.multiples.setdefault(name, []).append(None)
+                entry[3].append(block[0] * (block[1] > 0))
+                entry[4].append(block[1])
+                entry[5].append(block[1] * block[0] * factor)
+                entry[6].append(block[1] * block[2])
+                entry[7].append(block_costs)
+        return calls * t
 
     def expand(self, z, sends: np.ndarray, pm: np.ndarray, **multiples: np.ndarray) -> None:
         """Entries back to every candidate (`z`: rows → candidates); pipeline sends × `sends`, gradient syncs

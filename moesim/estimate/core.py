@@ -39,7 +39,7 @@ from moesim.estimate.embedding_sync import (EMBEDDING_AXIS, embedding_concurrent
 from moesim.estimate.device_state import optimizer_time_s, stage_memory, stage_params
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
 from moesim.estimate.folds import order_free_rows, schedule_free_rows
-from moesim.estimate.grad_buckets import (bucket_params, chunk_buckets, earlier_end_s, uniform_buckets,
+from moesim.estimate.grad_buckets import (bucket_params, chunk_buckets, earlier_end_s, first_stage_buckets,
                                          first_stage_exposed_s, interleaved_chunks_exposed_s)
 from moesim.estimate.stages import Stages, dualpipe_pair_columns, per_stage, pipeline_stages, run_ends
 from moesim.estimate.strides import candidate_strides
@@ -301,12 +301,9 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         # stages.index is sorted): the head, the stage's layers at their mean size, the embedding; every later stage
         # syncs in one bucket (grad_buckets.bucketed), as every stage with overlap_grad_reduce off (size None).
         head0, emb0 = (head_p[:, :1], embedding_p[:, :1]) if axis == "dp" else (0.0, 0.0)
-        p0, l0 = params[:, :1], layers[:, :1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            per_layer = np.where(l0 > 0, np.maximum(p0 - head0 - emb0, 0.0) / l0, 0.0)
+        p0 = params[:, :1]
         threshold = threshold_p if tr.overlap_grad_reduce else np.inf
-        sizes, n_group = uniform_buckets(head0, per_layer, l0, emb0, threshold)
-        sizes, n_group = sizes[:, 0], n_group[:, 0] * (p0 > 0)  # (N, 3): lead, middle, tail
+        sizes, n_group, alone, layer_buckets = first_stage_buckets(head0, p0, layers[:, :1], emb0, threshold)
         # The sync runs bucket by bucket, each its own collective (MCore param_and_grad_buffer.py, start_grad_sync),
         # priced in one pass per op (CommLedger.add_packed): the first stage's tail bucket, every later stage's one
         # bucket (its whole sync), then the first stage's lead and middle buckets where any row has one; an op
@@ -316,15 +313,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         packed = np.concatenate([sizes[:, 2:3], params[:, 1:]] + [sizes[:, g:g + 1] for g in extra], axis=1)
         packed_calls = np.concatenate([n_group[:, 2:3], (params[:, 1:] > 0).astype(float)]
                                       + [n_group[:, g:g + 1] for g in extra], axis=1)
-        t_packed, scaled = 0.0, {}
-        for op, q, on in (("all_reduce", q_g, zero == 0), ("reduce_scatter", q_g, zero >= 1),
-                          ("all_gather", q_p, zero >= 1)):
-            if not on.any():
-                continue
-            if q not in scaled:
-                scaled[q] = packed * q
-            calls_op = packed_calls if on.all() else np.where(on, packed_calls, 0.0)
-            t_packed = t_packed + ledger.add_packed(f"{axis}_{op}", axis, op, scaled[q], calls_op, owner)
+        priced = [(f"{axis}_{op}", op, q, packed_calls if on.all() else np.where(on, packed_calls, 0.0))
+                  for op, q, on in (("all_reduce", q_g, zero == 0), ("reduce_scatter", q_g, zero >= 1),
+                                    ("all_gather", q_p, zero >= 1)) if on.any()]
+        t_packed = 0.0
+        for t_op in ledger.add_packed(axis, priced, packed, owner) if priced else ():
+            t_packed = t_packed + t_op
         t_packed = np.broadcast_to(t_packed, packed.shape)
         t_tail, t0 = t_packed[:, :n_stages], np.zeros((n_cand, 3))  # t_tail: every stage's tail (or one bucket)
         t0[:, 2] = t_tail[:, 0]
@@ -345,11 +339,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         prior += np.where(early, np.where(ends_only, before_tail, last_g), 0.0)
         last_bucket[:, 1:] += t_tail[:, 1:]
         last_bucket[:, 0] += np.where(early & ~ends_only, 0.0, last_g)
-        alone = (head0 >= threshold) & (head0 > 0)  # the head's own bucket (param_and_grad_buffer.py l.986)
-        alone = np.broadcast_to(alone, (n_cand, 1))[:, 0]
         head_time += np.where(alone, one[:, 0], 0.0)
-        most_buckets[:, 0] = np.maximum(most_buckets[:, 0],
-                                        np.where(p0[:, 0] > 0, np.maximum(n_group.sum(axis=1), 1.0) - alone, 1.0))
+        most_buckets[:, 0] = np.maximum(most_buckets[:, 0], layer_buckets)
         # ZeRO-3 gathers every layer's parameters again in forward and backward (ZeRO §7).
         zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", params * q_p,
                         np.where(zero >= 3, 2 * m[:, None], 0)) / m[:, None]

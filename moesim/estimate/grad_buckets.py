@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.estimate import schedules as sch
+from moesim.estimate.pricing import grouped_rows
 
 # Megatron-Core's default bucket floor, in parameters (megatron/training/training.py, resolve_ddp_bucket_size:
 # max(40000000, 1000000 * get_pg_size(dp_cp_group))).
@@ -96,6 +97,27 @@ def uniform_buckets(head, layer, layers, embedding, bucket_params) -> tuple[np.n
     sizes = np.stack([lead, np.where(middle > 0, k * layer_p, 0.0), tail], axis=-1)
     counts = np.stack([closes.astype(float), middle, (tail > 0).astype(float)], axis=-1)
     return sizes, counts
+
+
+def first_stage_buckets(head, stage_params, layers, embedding, bucket_params) -> tuple[np.ndarray, ...]:
+    """The bucketed stage's buckets per candidate (N,): `uniform_buckets` of the head, its `layers` layers at their
+    mean size (the stage's parameters `stage_params` less the head and the embedding, over the layers) and the
+    embedding, as (sizes (N, 3), counts (N, 3): none without parameters; whether the head fills a bucket alone (N,);
+    the layers' buckets, the head's not counted, at least 1 (N,)); arguments (N, 1) or scalars (`bucket_params` inf: one bucket). Each distinct row of the arguments is
+    bucketed once and read back (estimate.pricing.grouped_rows: exact bits), so every figure is the row-by-row one
+    (session 23, bucketspeed: a search's rows hold a handful of distinct stages)."""
+    n = len(stage_params)
+    args = [np.broadcast_to(np.asarray(a, dtype=float).reshape(-1), (n,))
+            for a in (head, stage_params, layers, embedding, bucket_params)]
+    first, inverse = grouped_rows([a for a in args if a.strides != (0,)] or [args[1]])
+    head, p0, l0, emb0, threshold = (a[first] for a in args)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_layer = np.where(l0 > 0, np.maximum(p0 - head - emb0, 0.0) / l0, 0.0)
+    sizes, counts = uniform_buckets(head, per_layer, l0, emb0, threshold)
+    counts = counts * (p0 > 0)[:, None]
+    alone = (head >= threshold) & (head > 0)  # the head's own bucket (param_and_grad_buffer.py l.986)
+    layers_buckets = np.where(p0 > 0, np.maximum(counts.sum(axis=1), 1.0) - alone, 1.0)
+    return sizes[inverse], counts[inverse], alone[inverse], layers_buckets[inverse]
 
 
 def earlier_end_s(schedule: np.ndarray, vp, index: np.ndarray, exists: np.ndarray, bwd_mb_s: np.ndarray,

@@ -93,7 +93,9 @@ class CommLedger:
         priced in one pass (CollectivePricer.price_runs_scaled: one set of runs for every op of one pricer); returns
         each one's time (N, K). Recorded as one `add` of the first n_stages columns (owner 0..S−1) and one per
         further column, on its stage (overlappable)."""
-        gate = self.gate(axis)[:, owner]
+        gate = np.empty(size_bytes.shape)  # gate(axis)[:, owner], a column at a time (session 23, bucketspeed)
+        for k, s in enumerate(owner):
+            gate[:, k] = self.gate(axis)[:, s]
         by_pricer: dict[int, list[int]] = {}
         pricers = [self._pricer(name) for name, _, _, _ in priced]
         for i, (_, pricer) in enumerate(pricers):

@@ -57,6 +57,15 @@ __all__ = ["PER_MB_AXES", "CommTotal", "Evaluation", "evaluate"]
 _order_free_rows, _schedule_free_rows = order_free_rows, schedule_free_rows
 
 
+def _where_rows(on: np.ndarray, calls: np.ndarray) -> np.ndarray:
+    """np.where(on[:, None], calls, 0.0) for calls (N, K), a column at a time (one strided pass each, not a short row
+    at a time: session 23, bucketspeed); the same numbers."""
+    out = np.empty_like(calls)
+    for k in range(calls.shape[1]):
+        out[:, k] = np.where(on, calls[:, k], 0.0)
+    return out
+
+
 def evaluate(scenario: Scenario, cands: Candidates, collective_model: CollectiveModel, *,
              breakdown: bool = True, fitting_only: bool = False) -> Evaluation:
     """Evaluate every candidate of `cands` on `scenario` (see module docstring for the model).
@@ -308,38 +317,43 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         # priced in one pass per op (CommLedger.add_packed): the first stage's tail bucket, every later stage's one
         # bucket (its whole sync), then the first stage's lead and middle buckets where any row has one; an op
         # without calls is not priced.
-        extra = [g for g in (0, 1) if n_group[:, g].any()]
+        extra = [g for g in (0, 1) if n_group[g].any()]
         owner = np.array(list(range(n_stages)) + [0] * len(extra))
-        packed = np.concatenate([sizes[:, 2:3], params[:, 1:]] + [sizes[:, g:g + 1] for g in extra], axis=1)
-        packed_calls = np.concatenate([n_group[:, 2:3], (params[:, 1:] > 0).astype(float)]
-                                      + [n_group[:, g:g + 1] for g in extra], axis=1)
-        priced = [(f"{axis}_{op}", op, q, packed_calls if on.all() else np.where(on, packed_calls, 0.0))
+        # (N, K) filled a column at a time (one strided pass each, not a short row at a time: session 23, bucketspeed)
+        packed, packed_calls = np.empty((n_cand, len(owner))), np.empty((n_cand, len(owner)))
+        packed[:, 0], packed_calls[:, 0] = sizes[2], n_group[2]
+        for s in range(1, n_stages):
+            packed[:, s], packed_calls[:, s] = params[:, s], params[:, s] > 0
+        for i, g in enumerate(extra):
+            packed[:, n_stages + i], packed_calls[:, n_stages + i] = sizes[g], n_group[g]
+        priced = [(f"{axis}_{op}", op, q, packed_calls if on.all() else _where_rows(on[:, 0], packed_calls))
                   for op, q, on in (("all_reduce", q_g, zero == 0), ("reduce_scatter", q_g, zero >= 1),
                                     ("all_gather", q_p, zero >= 1)) if on.any()]
         t_packed = 0.0
         for t_op in ledger.add_packed(axis, priced, packed, owner) if priced else ():
             t_packed = t_packed + t_op
-        t_packed = np.broadcast_to(t_packed, packed.shape)
-        t_tail, t0 = t_packed[:, :n_stages], np.zeros((n_cand, 3))  # t_tail: every stage's tail (or one bucket)
-        t0[:, 2] = t_tail[:, 0]
+        t_packed = np.broadcast_to(t_packed, packed.shape)  # column s < S: stage s's tail bucket (or one bucket)
+        t0 = [np.zeros(n_cand), np.zeros(n_cand), t_packed[:, 0]]  # the first stage's lead, middle, tail
         for i, g in enumerate(extra):
-            t0[:, g] = t_packed[:, n_stages + i]
-        dp_time += t_tail
-        dp_time[:, 0] += t0[:, 0] + t0[:, 1]
+            t0[g] = t_packed[:, n_stages + i]
+        for s in range(n_stages):
+            dp_time[:, s] += t_packed[:, s]
+        dp_time[:, 0] += t0[0] + t0[1]
         with np.errstate(divide="ignore", invalid="ignore"):
-            one = np.where(n_group > 0, t0 / n_group, 0.0)  # one bucket's time, the first stage's groups
+            one = [np.where(n > 0, t / n, 0.0) for t, n in zip(t0, n_group)]  # one bucket's time, per group
         # Each axis's last bucket, ready at the backward's end (a later stage: its one bucket). On the first stage,
         # holding the embedding, a last bucket of layers only is ready one embedding backward before that (the
         # first layer's end: `prior`, credited below): the expert axis's, and the dense axis's layers' last where
         # the embedding's bucket is alone after it.
-        before_tail = np.where(n_group[:, 1] > 0, one[:, 1], one[:, 0])
-        last_g = np.where(n_group[:, 2] > 0, one[:, 2], before_tail)
-        ends_only = (n_group[:, 2] > 0) & (sizes[:, 2] <= (emb0[:, 0] if axis == "dp" else 0.0))
+        before_tail = np.where(n_group[1] > 0, one[1], one[0])
+        last_g = np.where(n_group[2] > 0, one[2], before_tail)
+        ends_only = (n_group[2] > 0) & (sizes[2] <= (emb0[:, 0] if axis == "dp" else 0.0))
         early = (embedding_p[:, 0] > 0) & ((axis == "edp") | ends_only)
         prior += np.where(early, np.where(ends_only, before_tail, last_g), 0.0)
-        last_bucket[:, 1:] += t_tail[:, 1:]
+        for s in range(1, n_stages):
+            last_bucket[:, s] += t_packed[:, s]
         last_bucket[:, 0] += np.where(early & ~ends_only, 0.0, last_g)
-        head_time += np.where(alone, one[:, 0], 0.0)
+        head_time += np.where(alone, one[0], 0.0)
         most_buckets[:, 0] = np.maximum(most_buckets[:, 0], layer_buckets)
         # ZeRO-3 gathers every layer's parameters again in forward and backward (ZeRO §7).
         zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", params * q_p,

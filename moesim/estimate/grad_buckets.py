@@ -102,7 +102,8 @@ def uniform_buckets(head, layer, layers, embedding, bucket_params) -> tuple[np.n
 def first_stage_buckets(head, stage_params, layers, embedding, bucket_params) -> tuple[np.ndarray, ...]:
     """The bucketed stage's buckets per candidate (N,): `uniform_buckets` of the head, its `layers` layers at their
     mean size (the stage's parameters `stage_params` less the head and the embedding, over the layers) and the
-    embedding, as (sizes (N, 3), counts (N, 3): none without parameters; whether the head fills a bucket alone (N,);
+    embedding, as (sizes, counts: none without parameters; each a list of three (N,) arrays, lead, middle, tail;
+    whether the head fills a bucket alone (N,);
     the layers' buckets, the head's not counted, at least 1 (N,)); arguments (N, 1) or scalars (`bucket_params` inf: one bucket). Each distinct row of the arguments is
     bucketed once and read back (estimate.pricing.grouped_rows: exact bits), so every figure is the row-by-row one
     (session 23, bucketspeed: a search's rows hold a handful of distinct stages)."""
@@ -117,7 +118,8 @@ def first_stage_buckets(head, stage_params, layers, embedding, bucket_params) ->
     counts = counts * (p0 > 0)[:, None]
     alone = (head >= threshold) & (head > 0)  # the head's own bucket (param_and_grad_buffer.py l.986)
     layers_buckets = np.where(p0 > 0, np.maximum(counts.sum(axis=1), 1.0) - alone, 1.0)
-    return sizes[inverse], counts[inverse], alone[inverse], layers_buckets[inverse]
+    sizes, counts = ([np.take(a[:, g], inverse) for g in range(3)] for a in (sizes, counts))
+    return sizes, counts, np.take(alone, inverse), np.take(layers_buckets, inverse)
 
 
 def earlier_end_s(schedule: np.ndarray, vp, index: np.ndarray, exists: np.ndarray, bwd_mb_s: np.ndarray,

@@ -15,8 +15,8 @@ from moesim.errors import SpecError
 from moesim.estimate import estimate
 from moesim.des import simulate
 from moesim.estimate.grad_buckets import (bucket_params, bucketed, chunk_buckets, earlier_end_s,
-                                         first_stage_exposed_s, interleaved_chunks_exposed_s, mcore_buckets,
-                                         uniform_buckets)
+                                         first_stage_buckets, first_stage_exposed_s, interleaved_chunks_exposed_s,
+                                         mcore_buckets, uniform_buckets)
 from moesim.specs.layout import Layout
 from moesim.specs.load import load_scenario
 
@@ -42,6 +42,28 @@ def test_the_estimate_s_closed_form_is_mcore_s_rule_on_equal_layers(threshold):
                                                   None if np.isinf(threshold) else threshold)]
         got = [s for g in range(3) for s in [float(sizes[i, g])] * int(counts[i, g]) if s > 0]
         assert got == want, (head, layer, layers, embedding)
+
+
+@pytest.mark.parametrize("threshold", [5.0, np.inf, "rows"])
+def test_first_stage_buckets_once_per_distinct_row_equal_row_by_row(threshold):
+    """Session 23 (bucketspeed): first_stage_buckets buckets each distinct row once and reads it back; every figure
+    equals uniform_buckets on that row alone (the layers at the stage's mean size), repeated rows in any order."""
+    rng = np.random.default_rng(7)
+    rows = np.array([(0, 0, 0, 0), (0, 12, 3, 2), (6, 30, 5, 2), (25, 30, 5, 2), (0, 40, 8, 0), (3, 9, 1, 4)], float)
+    pick = rng.integers(0, len(rows), size=200)
+    head, params, layers, embedding = (rows[pick, c][:, None] for c in range(4))
+    size = np.where(pick % 2, 5.0, 11.0)[:, None] if threshold == "rows" else threshold
+    sizes, counts, alone, layer_buckets = first_stage_buckets(head, params, layers, embedding, size)
+    for i in range(len(pick)):
+        h, p, n, e = rows[pick[i]]
+        t = np.broadcast_to(size, (len(pick), 1))[i, 0]
+        per_layer = max(p - h - e, 0.0) / n if n > 0 else 0.0
+        want_s, want_c = uniform_buckets(h, per_layer, n, e, t)
+        want_c = want_c * (p > 0)
+        assert [s[i] for s in sizes] == want_s.tolist() and [c[i] for c in counts] == want_c.tolist()
+        assert alone[i] == (h >= t and h > 0)
+        assert layer_buckets[i] == (max(want_c.sum(), 1.0) - alone[i] if p > 0 else 1.0)
+    assert any(c.any() for c in counts[:2]) == (threshold != np.inf)  # a lead or middle bucket unless one bucket
 
 
 def test_mcore_bucket_size_grows_with_the_dp_cp_group_above_40():

@@ -100,13 +100,13 @@ def uniform_buckets(head, layer, layers, embedding, bucket_params) -> tuple[np.n
 
 
 def first_stage_buckets(head, stage_params, layers, embedding, bucket_params) -> tuple[np.ndarray, ...]:
-    """The bucketed stage's buckets per candidate (N,): `uniform_buckets` of the head, its `layers` layers at their
-    mean size (the stage's parameters `stage_params` less the head and the embedding, over the layers) and the
-    embedding, as (sizes, counts: none without parameters; each a list of three (N,) arrays, lead, middle, tail;
-    whether the head fills a bucket alone (N,);
-    the layers' buckets, the head's not counted, at least 1 (N,)); arguments (N, 1) or scalars (`bucket_params` inf: one bucket). Each distinct row of the arguments is
-    bucketed once and read back (estimate.pricing.grouped_rows: exact bits), so every figure is the row-by-row one
-    (session 23, bucketspeed: a search's rows hold a handful of distinct stages)."""
+    """The bucketed stage's buckets per candidate: `uniform_buckets` of the head, its `layers` layers at their mean
+    size (the stage's parameters `stage_params` less the head and the embedding, over the layers) and the embedding,
+    as (sizes, counts: each three (N,) arrays, lead, middle, tail, no bucket without parameters; whether the head
+    fills a bucket alone (N,); the layers' buckets, the head's not counted, at least 1 (N,)); arguments (N, 1) or
+    scalars (`bucket_params` inf: one bucket). Each distinct row of the arguments is bucketed once and read back
+    (estimate.pricing.grouped_rows, on exact bits), so every figure is the row-by-row one (session 23, bucketspeed: a
+    search's rows hold a handful of distinct first stages)."""
     n = len(stage_params)
     args = [np.broadcast_to(np.asarray(a, dtype=float).reshape(-1), (n,))
             for a in (head, stage_params, layers, embedding, bucket_params)]

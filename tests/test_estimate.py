@@ -59,12 +59,14 @@ def test_gradient_all_reduce_volume(switch_base):
     """Ring all-reduce sends 2(n−1)/n of the buffer (nccl-tests busbw factor); the buffer is every
     non-expert parameter in fp32 (tp = pp = 1), experts are not data-parallel here (edp = 1). Session 18
     (gradsync): reduced in MCore's buckets of >= 40e6 parameters closed at layer ends (moesim.estimate.grad_buckets),
-    one call each: 167.5e6 parameters over 24 layers -> a bucket every 6 layers, 4 calls of a quarter."""
+    one call each: 167.5e6 parameters over 24 layers -> a bucket every 6 layers, 4 calls. Session 23 (buckets23):
+    MCore's unequal buckets (grad_buckets.uniform_buckets, the model's ends in the first and last): the entry shows
+    the largest, at least the bucket size; the volume is every parameter once."""
     e = estimate(switch_base)
     counts = param_counts(switch_base.model)
     ar = e.communication["dp_all_reduce"]
     assert ar["calls_per_step"] == 4
-    assert ar["size_bytes"] * ar["calls_per_step"] == pytest.approx(counts.non_expert * 4)
+    assert 40e6 * 4 <= ar["size_bytes"] < counts.non_expert * 4 / 3
     assert ar["bytes_per_device"] == pytest.approx(2 * 31 / 32 * counts.non_expert * 4)
     assert "edp_all_reduce" not in e.communication
 

@@ -87,7 +87,7 @@ def _backward_start(b: Builder, costs: Costs, mb: int, vs: int, kind: str = "B",
         passes = BACKWARD_TO_FORWARD - (kind == "I")  # forwards' worth: dX and dW, or dX alone
         _head(b, piece, mb, "bwd", piece.logits_s * passes / (1 + BACKWARD_TO_FORWARD))
         if kind == "B" and left is not None and left[vs] == 1 and piece.head_grad_bytes > 0:
-            b.grad_bucket(piece.head_grad_bytes, 0.0, piece.layers[-1], vs)
+            b.grad_bucket((0,), piece.layers[-1], vs)  # unit 0, the head's (schedule._Builder._bucket_units)
 
 
 def _backward_layer(b: Builder, costs: Costs, mb: int, vs: int, n: int, kind: str, left: dict,
@@ -97,9 +97,17 @@ def _backward_layer(b: Builder, costs: Costs, mb: int, vs: int, n: int, kind: st
     layers = costs.stages[vs].layers
     b.segment = 0
     b.layer_backward(layers[-1 - n], mb, input_only=kind == "I")
+    grads = kind == "B" and left[vs] == 1
     if vs == 0 and n == len(layers) - 1:
+        # the first layer's gradients reach their bucket before the embedding's backward, the embedding's after it
+        # (MCore's hooks fire per parameter; session 23, buckets23: before, the layer's waited for the embedding's)
+        if grads:
+            b.grad_bucket((1 + n,), layers[0], vs)
         _embedding_backward(b, costs, mb, kind)
-    if kind == "B" and left[vs] == 1:
+        if grads:
+            flush = pieces_left[0] == 1 or b.costs.training.overlap_grad_reduce
+            b.grad_bucket((len(layers) + 1,), layers[0], vs, flush=flush)  # unit L + 1, the embedding's
+    elif grads:
         _gradient_of(b, costs, vs, n, pieces_left[0] == 1, with_head=False)
 
 
@@ -145,13 +153,12 @@ def _gradient_of(b: Builder, costs: Costs, vs: int, n: int, last_piece: bool, wi
     layer: MCore's buffers are per model chunk, each chunk's last bucket launched once its gradients are ready;
     with overlap_grad_reduce off, after the device's last layer); the head's with the first (`with_head`) where its
     backward did not hand them over itself (a W: `weights`)."""
-    piece = costs.stages[vs]
-    layers = piece.layers
-    lc = costs.classes[costs.workload.layer_class_index[layers[-1 - n]]]
+    layers = costs.stages[vs].layers
     end = n == len(layers) - 1
-    extra = (piece.embedding_grad_bytes if end else 0.0) + (piece.head_grad_bytes if n == 0 and with_head else 0.0)
+    # units (schedule._Builder._bucket_units): 0 the head's, 1 + n the layer's, L + 1 the embedding's
+    units = ((0,) if n == 0 and with_head else ()) + (1 + n,) + ((len(layers) + 1,) if end else ())
     flush = end and (last_piece or b.costs.training.overlap_grad_reduce)
-    b.grad_bucket(lc.dense_grad_bytes + extra, lc.expert_grad_bytes, layers[-1 - n], vs, flush=flush)
+    b.grad_bucket(units, layers[-1 - n], vs, flush=flush)
 
 
 def overlapped(b, costs: Costs, slot: Slot, left: dict, pieces_left: list) -> None:

@@ -47,7 +47,7 @@ from moesim.des.zbv_order import activation_memory
 from moesim.estimate.a2a_order import MEGATRON_A2A_NODES, OFF_COMPUTE_STREAM
 from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
 from moesim.estimate.grad_buckets import bucket_params as mcore_bucket_params  # the estimate's bucket size, one rule
-from moesim.estimate.grad_buckets import bucketed
+from moesim.estimate.grad_buckets import bucketed, mcore_buckets
 from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER
 from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE
 from moesim.flops import BACKWARD_TO_FORWARD
@@ -127,6 +127,7 @@ class _Builder:
         self.scale = 1.0  # backward kernels' share run now (input-gradient only: 1 − W/backward)
         self.paired = False  # inside a DualPipe overlapped pair: compute beside DeepEP's SMs (LayerCost.*_pair_s)
         self.pending: dict[tuple[str, int], float] = {}  # (axis, piece): gradient bytes waiting for their bucket
+        self.units: dict[int, tuple[dict, dict]] = {}  # piece: its gradient units and closing units (_bucket_units)
         self.moe_number = {}
         n = 0
         for layer, cls in enumerate(costs.workload.layer_class_index):
@@ -332,35 +333,58 @@ class _Builder:
 
     # Gradient sync, ZeRO-3, pipeline -------------------------------------------------------------
 
-    def grad_bucket(self, dense_bytes: float, expert_bytes: float, layer: int, piece: int, flush: bool = False) -> None:
-        """Add one layer's gradients of model piece `piece` to its open buckets; reduce a bucket once it holds
-        `bucket_params` parameters or when `flush` (end of backward). Only piece 0 on device 0 is bucketed (MCore:
-        the first chunk of pp rank 0, grad_buckets.bucketed); any other piece reduces as one bucket per axis once its
-        last layer's gradients are in. ZeRO-0: all-reduce; ZeRO ≥ 1: reduce-scatter + all-gather, all on the grad
-        stream after the operation that produced the last gradient."""
+    def _bucket_units(self, piece: int) -> tuple[dict, dict]:
+        """Piece `piece`'s gradient units per axis in the order they reach the buffers (0: the head's, 1 + n: the
+        n-th layer from the end, L + 1: the embedding's; bytes) and the units that close a bucket before the piece's
+        end (grad_buckets.mcore_buckets, on a bucketed piece only; elsewhere the one bucket is the flush's)."""
+        if piece not in self.units:
+            tr, st = self.costs.training, self.costs.stages[piece]
+            q_g = tr.bytes_of("grad")
+            classes = [self.costs.classes[self.costs.workload.layer_class_index[layer]] for layer in st.layers[::-1]]
+            units = {"dp": (st.head_grad_bytes, *(c.dense_grad_bytes for c in classes), st.embedding_grad_bytes),
+                     "edp": (0.0, *(c.expert_grad_bytes for c in classes), 0.0)}
+            # overlap_grad_reduce off or a later piece: MCore's bucket size None (grad_buckets.bucketed).
+            sized = tr.overlap_grad_reduce and bucketed(self.stage, piece)
+            closes = {axis: frozenset(i for i, _ in mcore_buckets([u / q_g for u in units[axis]], self.bucket_params))
+                      if sized else frozenset() for axis in units}
+            self.units[piece] = (units, closes)
+        return self.units[piece]
+
+    def grad_bucket(self, units: tuple[int, ...], layer: int, piece: int, flush: bool = False) -> None:
+        """Hand gradient units `units` of model piece `piece` (indices as `_bucket_units`) to its open buckets; reduce
+        a bucket at the unit that closes it in MCore's layout (grad_buckets.mcore_buckets: only piece 0 on device 0
+        is bucketed, the first chunk of pp rank 0, grad_buckets.bucketed) and the rest when `flush` (end of the
+        piece's backward; with overlap_grad_reduce off, of the device's). ZeRO-0: all-reduce; ZeRO ≥ 1:
+        reduce-scatter + all-gather, all on the grad stream after the operation that produced the last gradient."""
         tr, ready = self.costs.training, self.last
-        q_g = tr.bytes_of("grad")
-        q_ratio = tr.bytes_of("param") / q_g
-        # overlap_grad_reduce off: MCore's bucket size None, one bucket after the backward (grad_buckets.py).
-        sized = tr.overlap_grad_reduce and bucketed(self.stage, piece)
-        threshold = self.bucket_params * q_g if sized else np.inf
-        for axis, nbytes in (("dp", dense_bytes), ("edp", expert_bytes)):
+        q_ratio = tr.bytes_of("param") / tr.bytes_of("grad")
+        sizes, closes = self._bucket_units(piece)
+        for axis in ("dp", "edp"):
             key = (axis, piece if tr.overlap_grad_reduce else -1)  # off: every piece waits for the device's end
-            pending = self.pending.get(key, 0.0) + nbytes
-            self.pending[key] = pending
-            if pending <= 0 or (pending < threshold and not flush):
-                continue
-            size, self.pending[key] = pending, 0.0
-            if tr.zero_stage == 0:
-                steps = ((f"{axis}_all_reduce", "all_reduce", size),)
-            else:
-                steps = ((f"{axis}_reduce_scatter", "reduce_scatter", size),
-                         (f"{axis}_all_gather", "all_gather", size * q_ratio))
-            for name, op, nbytes_call in steps:
-                spec = self.costs.price(name, axis, op, nbytes_call)
-                if spec is not None:
-                    label = f"gradient {op.replace('_', '-')} ({axis})"
-                    self.add("grad", COLLECTIVE, label, "grad", layer, -1, (ready,), chain=False, comm=spec)
+            buckets = []
+            for unit in units:
+                self.pending[key] = self.pending.get(key, 0.0) + sizes[axis][unit]
+                if unit in closes[axis] and self.pending[key] > 0:
+                    buckets.append(self.pending[key])
+                    self.pending[key] = 0.0
+            if flush and self.pending.get(key, 0.0) > 0:
+                buckets.append(self.pending[key])
+                self.pending[key] = 0.0
+            for size in buckets:
+                self._reduce(axis, size, layer, ready, q_ratio)
+
+    def _reduce(self, axis: str, size: float, layer: int, ready, q_ratio: float) -> None:
+        """One bucket of `size` gradient bytes on `axis`, after operation `ready`."""
+        if self.costs.training.zero_stage == 0:
+            steps = ((f"{axis}_all_reduce", "all_reduce", size),)
+        else:
+            steps = ((f"{axis}_reduce_scatter", "reduce_scatter", size),
+                     (f"{axis}_all_gather", "all_gather", size * q_ratio))
+        for name, op, nbytes_call in steps:
+            spec = self.costs.price(name, axis, op, nbytes_call)
+            if spec is not None:
+                label = f"gradient {op.replace('_', '-')} ({axis})"
+                self.add("grad", COLLECTIVE, label, "grad", layer, -1, (ready,), chain=False, comm=spec)
 
     def zero3_gather(self, mb: int, phase: str) -> None:
         st = self.costs.stages[self.stage]

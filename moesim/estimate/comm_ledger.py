@@ -47,6 +47,14 @@ class CommLedger:
             self._gates[axis] = (self.exists & (self.sizes[axis] > 1)[:, None]).astype(float)
         return self._gates[axis]
 
+    def _pricer(self, name: str):
+        """(model, pricer) of collective `name` (the expert all-to-alls: their directed model, dispatch.for_call)."""
+        model = for_call(self.collective_model, name)
+        if model is self.collective_model:
+            return model, self.pricer
+        return model, self._pricers.get(id(model)) or \
+            self._pricers.setdefault(id(model), pricer_for(model, self.devices))
+
     def add(self, name: str, axis: str, op: str, size_bytes, calls_stage, overlappable=False, gated=False,
             multiple: str | None = None) -> np.ndarray:
         """Price `op` on `axis` and add calls (N, S) of it (`gated`: already 0 where gate(axis) is); returns
@@ -55,11 +63,7 @@ class CommLedger:
         n_cand, n_stages, breakdown = self.n_cand, self.n_stages, self.breakdown
         size_bytes = np.broadcast_to(np.asarray(size_bytes, dtype=float), (n_cand,)) if np.ndim(size_bytes) <= 1 \
             else size_bytes
-        model = for_call(self.collective_model, name)
-        pricer = self.pricer
-        if model is not self.collective_model:
-            pricer = self._pricers.get(id(model)) or \
-                self._pricers.setdefault(id(model), pricer_for(model, self.devices))
+        model, pricer = self._pricer(name)
         # Every stage column at once (estimate.pricing.price_runs: runs of equal neighbouring rows priced once).
         t, costs = pricer.price_runs(op, size_bytes, self.groups[axis], breakdown)
         if np.ndim(size_bytes) == 2:
@@ -80,6 +84,57 @@ class CommLedger:
         entry[6].append(calls_stage * t)
         entry[7].append(costs)
         return calls_stage * t
+
+    def add_packed(self, axis: str, priced: list[tuple[str, str, float, np.ndarray]], size_bytes: np.ndarray,
+                   owner: np.ndarray) -> list[np.ndarray]:
+        """`add` of each (name, op, bytes per size unit, calls (N, K)) of `priced` at sizes `size_bytes` (N, K) ×
+        that factor, column k belonging to stage column owner[k] (several columns may share a stage: the gradient
+        buckets' tail on every stage, then the first stage's lead and middle buckets, grad_buckets.uniform_buckets),
+        priced in one pass (CollectivePricer.price_runs_scaled: one set of runs for every op of one pricer); returns
+        each one's time (N, K). Recorded as one `add` of the first n_stages columns (owner 0..S−1) and one per
+        further column, on its stage (overlappable)."""
+        gate = np.empty(size_bytes.shape)  # gate(axis)[:, owner], a column at a time (session 23, bucketspeed)
+        for k, s in enumerate(owner):
+            gate[:, k] = self.gate(axis)[:, s]
+        by_pricer: dict[int, list[int]] = {}
+        pricers = [self._pricer(name) for name, _, _, _ in priced]
+        for i, (_, pricer) in enumerate(pricers):
+            by_pricer.setdefault(id(pricer), []).append(i)
+        priced_t: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for ids in by_pricer.values():
+            pricer = pricers[ids[0]][1]
+            each = pricer.price_runs_scaled([(priced[i][1], priced[i][2]) for i in ids], size_bytes,
+                                            self.groups[axis], self.breakdown)
+            priced_t.update(zip(ids, each))
+        times = []
+        for i, (name, op, scale, calls) in enumerate(priced):
+            (t, costs), model = priced_t[i], pricers[i][0]
+            calls = calls * gate
+            if self.breakdown:
+                self._record_packed(name, axis, op, model, size_bytes * scale, calls, t, costs, owner)
+            times.append(calls * t)
+        return times
+
+    def _record_packed(self, name: str, axis: str, op: str, model, size_bytes: np.ndarray, calls: np.ndarray,
+                       t: np.ndarray, costs: np.ndarray, owner: np.ndarray) -> None:
+        """add_packed's entries: one `add` of the first n_stages columns and one per further column, on its stage."""
+        factor = _bus_factor(op, np.asarray(self.sizes[axis], dtype=float), model)[:, None]
+        entry = self.entries.setdefault(name, [axis, op, True, [], [], [], [], []])
+        n = self.n_stages
+        for k in range(n - 1, size_bytes.shape[1]):
+            cols = slice(0, n) if k == n - 1 else slice(k, k + 1)
+            at = slice(0, n) if k == n - 1 else slice(owner[k], owner[k] + 1)
+            block = [np.zeros((self.n_cand, n)) for _ in range(3)]
+            block_costs = np.zeros((self.n_cand, n), dtype=costs.dtype)
+            block[0][:, at], block[1][:, at] = size_bytes[:, cols], calls[:, cols]
+            block[2][:, at] = t[:, cols]
+            block_costs[:, at] = costs[:, cols]
+            self.multiples.setdefault(name, []).append(None)
+            entry[3].append(block[0] * (block[1] > 0))
+            entry[4].append(block[1])
+            entry[5].append(block[1] * block[0] * factor)
+            entry[6].append(block[1] * block[2])
+            entry[7].append(block_costs)
 
     def expand(self, z, sends: np.ndarray, pm: np.ndarray, **multiples: np.ndarray) -> None:
         """Entries back to every candidate (`z`: rows → candidates); pipeline sends × `sends`, gradient syncs

@@ -39,8 +39,8 @@ from moesim.estimate.embedding_sync import (EMBEDDING_AXIS, embedding_concurrent
 from moesim.estimate.device_state import optimizer_time_s, stage_memory, stage_params
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
 from moesim.estimate.folds import order_free_rows, schedule_free_rows
-from moesim.estimate.grad_buckets import (bucket_count, bucket_params, chunk_buckets, earlier_end_s,
-                                         first_stage_buckets, first_stage_exposed_s, interleaved_chunks_exposed_s)
+from moesim.estimate.grad_buckets import (bucket_params, chunk_buckets, earlier_end_s, first_stage_buckets,
+                                         first_stage_exposed_s, interleaved_chunks_exposed_s)
 from moesim.estimate.stages import Stages, dualpipe_pair_columns, per_stage, pipeline_stages, run_ends
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
@@ -55,6 +55,15 @@ from moesim.workload import build_workload
 # Importable from here as before the split (moesim.estimate.result, tests/search/test_search_speedups.py).
 __all__ = ["PER_MB_AXES", "CommTotal", "Evaluation", "evaluate"]
 _order_free_rows, _schedule_free_rows = order_free_rows, schedule_free_rows
+
+
+def _where_rows(on: np.ndarray, calls: np.ndarray) -> np.ndarray:
+    """np.where(on[:, None], calls, 0.0) for calls (N, K), a column at a time (one strided pass each, not a short row
+    at a time: session 23, bucketspeed); the same numbers."""
+    out = np.empty_like(calls)
+    for k in range(calls.shape[1]):
+        out[:, k] = np.where(on, calls[:, k], 0.0)
+    return out
 
 
 def evaluate(scenario: Scenario, cands: Candidates, collective_model: CollectiveModel, *,
@@ -293,28 +302,67 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     dp_time = np.zeros((n_cand, n_stages))
     zero3_mb = np.zeros((n_cand, n_stages))
     # MCore's bucket size from the dp·cp group, one for both axes (grad_buckets.bucket_params).
-    threshold_bytes = bucket_params(cands.dp * cands.cp)[:, None] * q_g
+    threshold_p = bucket_params(cands.dp * cands.cp)[:, None].astype(float)
     last_bucket = np.zeros((n_cand, n_stages))  # each axis's last bucket: ready only at the backward's end
-    most_buckets = np.ones((n_cand, n_stages))  # the first bucket is ready after 1 / n_b of the last backward
-    dense_time, dense_buckets = np.zeros((n_cand, n_stages)), np.ones((n_cand, n_stages))  # the dense axis's own
+    most_buckets = np.ones((n_cand, n_stages))  # the layers' buckets of the axis with most (the head's not counted)
+    head_time = np.zeros(n_cand)  # the first stage's dense lead bucket where it is the output layer's alone (pp 1)
+    prior = np.zeros(n_cand)  # the first stage's last buckets ready at the first layer's end, before the embedding's
+    # The model's ends on the bucketed stage, parameters (device_state.py's): the head first, the embedding last.
+    pp1 = first & last & (pp[:, None] == 1)
+    head_p = np.where(pp1, ((wl.lm_head_params / tp) + wl.final_norm_params)[:, None], 0.0)
+    embedding_p = np.where(first, ((wl.embedding_params / tp) + wl.position_params)[:, None], 0.0)
     for axis, params, layers in (("dp", dense_1, grad_layers[0]), ("edp", expert_1, grad_layers[1])):
-        grad_bytes, param_bytes = params * q_g, params * q_p
-        # The sync runs bucket by bucket, each its own collective (MCore param_and_grad_buffer.py, start_grad_sync).
-        # Only the first stage is bucketed; every later one syncs in one bucket (grad_buckets.bucketed).
-        n_b = first_stage_buckets(bucket_count(grad_bytes, layers, threshold_bytes, tr.overlap_grad_reduce), first)
-        bucket_bytes = grad_bytes / n_b
-        axis_time = add(f"{axis}_all_reduce", axis, "all_reduce", bucket_bytes, np.where(zero == 0, n_b, 0), True)
-        axis_time = axis_time + add(f"{axis}_reduce_scatter", axis, "reduce_scatter", bucket_bytes,
-                                    np.where(zero >= 1, n_b, 0), True)
-        axis_time = axis_time + add(f"{axis}_all_gather", axis, "all_gather", param_bytes / n_b,
-                                    np.where(zero >= 1, n_b, 0), True)
-        dp_time += axis_time
-        last_bucket += axis_time / n_b
-        if axis == "dp":  # the model's ends are dense: their share of the sync (grad_buckets.first_stage_exposed_s)
-            dense_time, dense_buckets = axis_time + dense_time, np.broadcast_to(n_b, dense_buckets.shape)
-        most_buckets = np.maximum(most_buckets, np.where(grad_bytes > 0, n_b, 1.0))
+        # MCore's buckets (grad_buckets.uniform_buckets, mcore_buckets' closed form) on the first stage (column 0:
+        # stages.index is sorted): the head, the stage's layers at their mean size, the embedding; every later stage
+        # syncs in one bucket (grad_buckets.bucketed), as every stage with overlap_grad_reduce off (size None).
+        head0, emb0 = (head_p[:, :1], embedding_p[:, :1]) if axis == "dp" else (0.0, 0.0)
+        p0 = params[:, :1]
+        threshold = threshold_p if tr.overlap_grad_reduce else np.inf
+        sizes, n_group, alone, layer_buckets = first_stage_buckets(head0, p0, layers[:, :1], emb0, threshold)
+        # The sync runs bucket by bucket, each its own collective (MCore param_and_grad_buffer.py, start_grad_sync),
+        # priced in one pass per op (CommLedger.add_packed): the first stage's tail bucket, every later stage's one
+        # bucket (its whole sync), then the first stage's lead and middle buckets where any row has one; an op
+        # without calls is not priced.
+        extra = [g for g in (0, 1) if n_group[g].any()]
+        owner = np.array(list(range(n_stages)) + [0] * len(extra))
+        # (N, K) filled a column at a time (one strided pass each, not a short row at a time: session 23, bucketspeed)
+        packed, packed_calls = np.empty((n_cand, len(owner))), np.empty((n_cand, len(owner)))
+        packed[:, 0], packed_calls[:, 0] = sizes[2], n_group[2]
+        for s in range(1, n_stages):
+            packed[:, s], packed_calls[:, s] = params[:, s], params[:, s] > 0
+        for i, g in enumerate(extra):
+            packed[:, n_stages + i], packed_calls[:, n_stages + i] = sizes[g], n_group[g]
+        priced = [(f"{axis}_{op}", op, q, packed_calls if on.all() else _where_rows(on[:, 0], packed_calls))
+                  for op, q, on in (("all_reduce", q_g, zero == 0), ("reduce_scatter", q_g, zero >= 1),
+                                    ("all_gather", q_p, zero >= 1)) if on.any()]
+        t_packed = 0.0
+        for t_op in ledger.add_packed(axis, priced, packed, owner) if priced else ():
+            t_packed = t_packed + t_op
+        t_packed = np.broadcast_to(t_packed, packed.shape)  # column s < S: stage s's tail bucket (or one bucket)
+        t0 = [np.zeros(n_cand), np.zeros(n_cand), t_packed[:, 0]]  # the first stage's lead, middle, tail
+        for i, g in enumerate(extra):
+            t0[g] = t_packed[:, n_stages + i]
+        for s in range(n_stages):
+            dp_time[:, s] += t_packed[:, s]
+        dp_time[:, 0] += t0[0] + t0[1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            one = [np.where(n > 0, t / n, 0.0) for t, n in zip(t0, n_group)]  # one bucket's time, per group
+        # Each axis's last bucket, ready at the backward's end (a later stage: its one bucket). On the first stage,
+        # holding the embedding, a last bucket of layers only is ready one embedding backward before that (the
+        # first layer's end: `prior`, credited below): the expert axis's, and the dense axis's layers' last where
+        # the embedding's bucket is alone after it.
+        before_tail = np.where(n_group[1] > 0, one[1], one[0])
+        last_g = np.where(n_group[2] > 0, one[2], before_tail)
+        ends_only = (n_group[2] > 0) & (sizes[2] <= (emb0[:, 0] if axis == "dp" else 0.0))
+        early = (embedding_p[:, 0] > 0) & ((axis == "edp") | ends_only)
+        prior += np.where(early, np.where(ends_only, before_tail, last_g), 0.0)
+        for s in range(1, n_stages):
+            last_bucket[:, s] += t_packed[:, s]
+        last_bucket[:, 0] += np.where(early & ~ends_only, 0.0, last_g)
+        head_time += np.where(alone, one[0], 0.0)
+        most_buckets[:, 0] = np.maximum(most_buckets[:, 0], layer_buckets)
         # ZeRO-3 gathers every layer's parameters again in forward and backward (ZeRO §7).
-        zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", param_bytes,
+        zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", params * q_p,
                         np.where(zero >= 3, 2 * m[:, None], 0)) / m[:, None]
 
     # The shared word embedding's gradient, all-reduced by the first and last stage after the sync (Megatron
@@ -347,7 +395,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         fwd_less_bwd = fwd_less_bwd + z(head_comm["last"][0] - 2 * head_comm["last"][1]) if zb_split else 0.0
     dp_time, zero3_mb, last_bucket = z(dp_time) * pm, z(zero3_mb) * pm, z(last_bucket) * pm
     most_buckets = z(most_buckets)
-    dense_time, dense_buckets = z(dense_time) * pm, z(dense_buckets)
+    head_time, prior = z(head_time) * pm[:, 0], z(prior) * pm[:, 0]
     head_bwd_comm = z(head_comm["last"][1])  # the head's backward collectives at pp 1 (the first stage's own)
     apart = ends_apart(sched, every["pp"])[:, None].astype(float)  # ZB-V, DualPipe: both ends on one device
     embedding_time = None if embedding_time is None else z(embedding_time) * apart
@@ -471,23 +519,22 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         # A later stage, one bucket (grad_buckets.bucketed), ends its backward before stage 0 (earlier_end_s).
         early = earlier_end_s(sched, vp, stages.index, exists, bwd_own + bwd_comm, hop)
         # The model's ends in their own buckets on a bucketed stage (grad_buckets.first_stage_exposed_s): the word
-        # embedding's gradient in the last (device 0, piece 0), at pp 1 the output layer's in the first, ready once
-        # the head's backward ends. Their share of the dense axis's sync by parameters.
+        # embedding's gradient in the last (device 0, piece 0; `last_bucket` holds it, priced), at pp 1 the output
+        # layer's alone in the first where it fills one (`head_time`), ready once the head's backward ends.
         chunked = sch.is_schedule(sched, "interleaved")[:, None] & (np.asarray(vp)[:, None] > 1)
         ends = first & ~chunked
-        with np.errstate(divide="ignore", invalid="ignore"):
-            per_param = np.where(dense_params > 0, dense_time / dense_params, 0.0)
-        embedding_s = np.where(ends, per_param * ((wl.embedding_params / tp) + wl.position_params)[:, None], 0.0)
         at_pp1 = ends & last & (pp[:, None] == 1)
         head_s, head_bwd = 0.0, 0.0  # no candidate at pp 1: the head is on no bucketed stage
         if at_pp1.any():
-            head_params = ((wl.lm_head_params / tp) + wl.final_norm_params)[:, None]
-            # the head's own bucket only where it fills one (param_and_grad_buffer.py l.986); else it joins the layers'
-            head_s = np.where(at_pp1 & (head_params >= bucket_params(dcp)[:, None]), per_param * head_params, 0.0)
+            head_s = np.where(at_pp1, head_time[:, None], 0.0)
             logits_rows = logits_time if of is None else np.take(logits_time, of, axis=0)
             head_bwd = np.where(at_pp1, (2 / 3) * logits_rows[:, None] + head_bwd_comm, 0.0)
-        left = np.where(ends, first_stage_exposed_s(dp_time, last_bucket, most_buckets, bwd_own + bwd_comm,
-                                                    embedding_s, head_s, dense_buckets, head_bwd),
+        # the buckets ready at the first layer's end run beside the embedding's backward (pieces._backward_layer)
+        emb_bwd = (embedding_bwd if of is None else np.take(embedding_bwd, of, axis=0))[:, None]
+        ends_last = last_bucket.copy()
+        ends_last[:, 0] += np.maximum(0.0, prior - emb_bwd[:, 0])
+        left = np.where(ends, first_stage_exposed_s(dp_time, ends_last, most_buckets, bwd_own + bwd_comm,
+                                                    head_s, head_bwd),
                         np.maximum(last_bucket, dp_time - window))
         # Interleaved, a stage's later chunks sync in the cool-down, chunk 0 after its own last backward (bucketed
         # on the first stage, one bucket on the others: chunk_buckets' v buckets, 1 a chunk).

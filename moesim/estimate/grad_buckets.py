@@ -1,12 +1,14 @@
 """How many buckets a stage's gradient sync is made of (Megatron-Core's --overlap-grad-reduce).
 
-MCore lays the parameters into buckets in reverse order (megatron/core/distributed/param_and_grad_buffer.py,
-`_ParamAndGradBuffer.__init__`: `for param in params[::-1]`) and launches a bucket's reduce-scatter / all-reduce once
-all its gradients are ready, on the last micro-batch (`_ParamAndGradBucketGroup.register_grad_ready`). A bucket
-closes at a layer's end once it holds `bucket_params` parameters (the simulator's `_Builder.grad_bucket`,
-moesim/des/schedule.py), so a stage of L layers carrying B gradient bytes, layers of B / L bytes each, closes a
-bucket every ceil(threshold / (B / L)) layers. With overlap_grad_reduce off MCore sets the bucket size to None: one
-bucket (distributed_data_parallel.py, `DistributedDataParallel.__init__`).
+MCore lays the parameters into buckets in reverse order (megatron/core/optimizer/distrib_optimizer.py
+`_compute_per_buffer_param_layout` with the distributed optimizer, param_and_grad_buffer.py
+`_compute_default_per_buffer_param_layout` without: `for param in params[::-1]`), closes a bucket once it holds
+`bucket_params` parameters, and launches a bucket's reduce-scatter / all-reduce once all its gradients are ready, on
+the last micro-batch (`_ParamAndGradBucketGroup.register_grad_ready`). `mcore_buckets` is that rule, with a layer
+(and the head, the embedding) as the unit: the simulator calls it per piece (`_Builder.grad_bucket`,
+moesim/des/schedule.py), the estimate its closed form for a stage of equal layers (`uniform_buckets`), so the
+buckets are unequal (a smaller tail, the embedding's gradient in it or alone) in both. With overlap_grad_reduce off
+MCore sets the bucket size to None: one bucket (distributed_data_parallel.py, `DistributedDataParallel.__init__`).
 
 The bucket size (`bucket_params`) is MCore's default, max(40e6, 1e6 · dp·cp) parameters: megatron/training/training.py
 `resolve_ddp_bucket_size` sizes it from the dp·cp group (`pg_collection.dp_cp`) when neither `--ddp-bucket-size` nor
@@ -25,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.estimate import schedules as sch
+from moesim.estimate.pricing import grouped_rows
 
 # Megatron-Core's default bucket floor, in parameters (megatron/training/training.py, resolve_ddp_bucket_size:
 # max(40000000, 1000000 * get_pg_size(dp_cp_group))).
@@ -46,23 +49,77 @@ def bucketed(device: int, piece: int) -> bool:
     return device == 0 and piece == 0
 
 
-def first_stage_buckets(n_buckets: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """Buckets per stage (N, S) where only the first pipeline stage (`first`, (N, S) or broadcastable) keeps its
-    `n_buckets` and every later stage syncs in one (`bucketed`: pp_rank > 0 has bucket size None)."""
-    return np.where(first, n_buckets, 1.0)
+def mcore_buckets(unit_params, bucket_params) -> tuple[tuple[int, float], ...]:
+    """MCore's gradient buckets over a buffer's units, each unit the parameters handed to the buffer at once, in the
+    order their gradients arrive (reverse parameter order: the output layer and final norm, the layers last to
+    first, the word embedding; Megatron-LM d98e8a64 distrib_optimizer.py l.552 `for param in params[::-1]`): a bucket
+    closes at the unit that brings it to `bucket_params` or more (l.568-573, `(param_end_index -
+    bucket_start_index) >= bucket_size`; param_and_grad_buffer.py l.986 without the distributed optimizer), the
+    rest is one last bucket (l.579-580); `bucket_params` None: one bucket (bucket size None). Returns (index of the
+    unit that closes it, its parameters) per bucket. The engines' unit is a layer (MCore's a parameter tensor): a
+    bucket that MCore closes inside a layer closes at that layer's end here. Both engines' buckets come from here:
+    the simulator calls it per piece and axis (moesim.des.schedule `_Builder.grad_bucket`), the estimate its closed
+    form for a stage of equal layers (`uniform_buckets`)."""
+    buckets, pending = [], 0.0
+    for index, params in enumerate(unit_params):
+        pending += float(params)
+        if bucket_params is not None and pending > 0 and pending >= bucket_params:
+            buckets.append((index, pending))
+            pending = 0.0
+    if pending > 0:
+        buckets.append((len(unit_params) - 1, pending))
+    return tuple(buckets)
 
 
-def bucket_count(grad_bytes: np.ndarray, layers: np.ndarray, bucket_bytes: float, overlap: bool) -> np.ndarray:
-    """Buckets per stage (N, S) for `grad_bytes` spread over `layers` layers (both (N, S)) in buckets of
-    `bucket_bytes` (a scalar or (N, 1)); 1 where either is 0 or overlap is off."""
-    grad_bytes, layers = np.asarray(grad_bytes, dtype=float), np.asarray(layers, dtype=float)
-    if not overlap:
-        return np.ones_like(grad_bytes)
+def uniform_buckets(head, layer, layers, embedding, bucket_params) -> tuple[np.ndarray, np.ndarray]:
+    """`mcore_buckets` in closed form for the units [head, `layers` × layer, embedding] (arrays of one shape,
+    parameters; `bucket_params` inf: one bucket), as (sizes, counts), each stacked (lead, middle, tail) on a last
+    axis: the lead bucket holds the head and the j = ceil((T − head) / layer) layers that close it (the head alone
+    where head ≥ T), then ⌊(L − j) / k⌋ middle buckets of k = ceil(T / layer) layers, then the r = (L − j) mod k
+    layers left with the embedding in one tail bucket (the embedding alone where r = 0; none where both are 0).
+    Where the lead never closes within the layers, everything is one tail bucket. Counts 0 or 1 but the middle's.
+    DERIVED (session 23, buckets23) from `mcore_buckets`' rule; tests/test_grad_buckets.py checks it equals it."""
+    head, layer, layers, embedding = (np.asarray(a, dtype=float) for a in (head, layer, layers, embedding))
+    threshold = np.asarray(bucket_params, dtype=float)
+    has_layers = (layers > 0) & (layer > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        per_layer_bytes = grad_bytes / layers
-        layers_per_bucket = np.ceil(bucket_bytes / per_layer_bytes)
-        n = np.ceil(layers / layers_per_bucket)
-    return np.where((grad_bytes > 0) & (layers > 0) & np.isfinite(n), np.maximum(n, 1.0), 1.0)
+        lead_layers = np.where(head >= threshold, 0.0, np.ceil((threshold - head) / layer))
+        per_bucket = np.ceil(threshold / layer)
+    closes = (head >= threshold) | (has_layers & (lead_layers <= layers))
+    split = closes & has_layers  # layers after the lead bucket, in buckets of k (finite here)
+    k = np.where(split, per_bucket, 1.0)
+    rest = np.where(split, layers - np.where(split, lead_layers, 0.0), 0.0)
+    middle = np.floor(rest / k)
+    layer_p = np.where(has_layers, layer, 0.0)
+    total = head + np.where(has_layers, layers, 0.0) * layer_p + embedding
+    lead = np.where(closes, head + np.where(split, lead_layers, 0.0) * layer_p, 0.0)
+    tail = np.where(closes, (rest - middle * k) * layer_p + embedding, total)
+    sizes = np.stack([lead, np.where(middle > 0, k * layer_p, 0.0), tail], axis=-1)
+    counts = np.stack([closes.astype(float), middle, (tail > 0).astype(float)], axis=-1)
+    return sizes, counts
+
+
+def first_stage_buckets(head, stage_params, layers, embedding, bucket_params) -> tuple[np.ndarray, ...]:
+    """The bucketed stage's buckets per candidate: `uniform_buckets` of the head, its `layers` layers at their mean
+    size (the stage's parameters `stage_params` less the head and the embedding, over the layers) and the embedding,
+    as (sizes, counts: each three (N,) arrays, lead, middle, tail, no bucket without parameters; whether the head
+    fills a bucket alone (N,); the layers' buckets, the head's not counted, at least 1 (N,)); arguments (N, 1) or
+    scalars (`bucket_params` inf: one bucket). Each distinct row of the arguments is bucketed once and read back
+    (estimate.pricing.grouped_rows, on exact bits), so every figure is the row-by-row one (session 23, bucketspeed: a
+    search's rows hold a handful of distinct first stages)."""
+    n = len(stage_params)
+    args = [np.broadcast_to(np.asarray(a, dtype=float).reshape(-1), (n,))
+            for a in (head, stage_params, layers, embedding, bucket_params)]
+    first, inverse = grouped_rows([a for a in args if a.strides != (0,)] or [args[1]])
+    head, p0, l0, emb0, threshold = (a[first] for a in args)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_layer = np.where(l0 > 0, np.maximum(p0 - head - emb0, 0.0) / l0, 0.0)
+    sizes, counts = uniform_buckets(head, per_layer, l0, emb0, threshold)
+    counts = counts * (p0 > 0)[:, None]
+    alone = (head >= threshold) & (head > 0)  # the head's own bucket (param_and_grad_buffer.py l.986)
+    layers_buckets = np.where(p0 > 0, np.maximum(counts.sum(axis=1), 1.0) - alone, 1.0)
+    sizes, counts = ([np.take(a[:, g], inverse) for g in range(3)] for a in (sizes, counts))
+    return sizes, counts, np.take(alone, inverse), np.take(layers_buckets, inverse)
 
 
 def earlier_end_s(schedule: np.ndarray, vp, index: np.ndarray, exists: np.ndarray, bwd_mb_s: np.ndarray,
@@ -126,25 +183,21 @@ def interleaved_chunks_exposed_s(sync_s: np.ndarray, n_buckets: np.ndarray, bwd_
     return np.maximum(own, stream + chunk_sync)
 
 
-def first_stage_exposed_s(sync_s, last_bucket_s, n_buckets, window_s, embedding_s, head_s, dense_buckets,
-                          head_bwd_s):
+def first_stage_exposed_s(sync_s, last_bucket_s, n_buckets, window_s, head_s, head_bwd_s):
     """(N, S) seconds of a bucketed stage's gradient sync `sync_s` left after its last backward (`window_s`, the
-    whole last backward: compute and its collectives) ends, the model's ends in the buckets MCore puts them in.
-    MCore fills buckets in reverse parameter order (Megatron-LM d98e8a64 param_and_grad_buffer.py l.980-995: `for
-    param in params[::-1]`, a bucket closes once it holds `bucket_size` elements) and launches one once every
-    parameter in it has its gradient (l.863-886 register_grad_ready, on the last micro-batch). GPTModel registers
-    the embedding first and the output layer last (models/gpt/gpt_model.py l.174, 233, 277): the output layer's
-    gradient (`head_s` of the sync, on the device only at pp 1) fills the first bucket, ready when the head's
-    backward (`head_bwd_s`) ends; the word embedding's (`embedding_s`) the last, ready at the backward's end, so
-    never hidden. The layers' `n_buckets` buckets are ready evenly over the rest of the window, W_L = W − t_h: the
-    grad stream ends max(last bucket, S − S_head − W_L·(1 − 1/n), S − W_L) after the window (core.py's window rule
-    with the head's bucket first and the embedding joined to the last; zero ends: that rule). The last bucket is
-    `last_bucket_s` (each axis's sync / its count) with the ends' share of the dense axis's (`dense_buckets`)
-    bucket taken out and the embedding's added. Shares of the sync by bytes (one bucket's latency not split).
-    DERIVED (session 22, pp1gap); every argument (N, S) or broadcastable."""
-    ends_in_last = (embedding_s + head_s) / dense_buckets
-    last = last_bucket_s - ends_in_last + embedding_s
+    whole last backward: compute and its collectives) ends, the model's ends in the buckets MCore puts them in
+    (`mcore_buckets`: reverse parameter order, Megatron-LM d98e8a64 distrib_optimizer.py l.552-580; a bucket launched
+    once every parameter in it has its gradient, param_and_grad_buffer.py l.863-886 register_grad_ready, on the last
+    micro-batch). GPTModel registers the embedding first and the output layer last (models/gpt/gpt_model.py l.174,
+    233, 277): at pp 1 the output layer's gradient alone fills the lead bucket where it holds the bucket size
+    (`head_s`, its priced time; 0 elsewhere), ready when the head's backward (`head_bwd_s`) ends; the word
+    embedding's joins the last bucket (`last_bucket_s`, priced with it), ready at the backward's end, so never
+    hidden. The layers' `n_buckets` buckets (the head's not counted) are ready evenly over the rest of the window,
+    W_L = W − t_h: the grad stream ends max(last bucket, S − S_head − W_L·(1 − 1/n), S − W_L) after the window
+    (core.py's window rule with the head's bucket first; no head: that rule). DERIVED (session 22, pp1gap; session
+    23, buckets23: the buckets' own priced times in place of shares of the sync by bytes); arrays (N, S) or
+    broadcastable."""
     layers_window = window_s - head_bwd_s
     fill = np.maximum(1.0, n_buckets)
-    return np.maximum(np.maximum(last, sync_s - head_s - layers_window * (1.0 - 1.0 / fill)),
+    return np.maximum(np.maximum(last_bucket_s, sync_s - head_s - layers_window * (1.0 - 1.0 / fill)),
                       sync_s - layers_window)

@@ -195,6 +195,14 @@ class CollectivePricer:
         the same numbers, shaped as `size_bytes`. The group columns' changes between neighbours come
         precomputed with `groups`; each call compares only the sizes, prices the first row of each run of
         equal neighbours (every stage column of it at once, distinct ones once) and repeats it down the run."""
+        return self.price_runs_scaled([(op, None)], size_bytes, groups, with_costs)[0]
+
+    def price_runs_scaled(self, priced: list[tuple[str, float | None]], size_bytes: np.ndarray, groups: GroupRuns,
+                          with_costs: bool = True) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """`price_runs` of each (op, scale) of `priced` at sizes `size_bytes` · scale (None: unscaled), the runs of
+        equal neighbours and the distinct rows found once on `size_bytes`: sizes equal before scaling are equal
+        after it, so each op is priced on groups no coarser than its own and every figure is price_runs' (session
+        23, bucketspeed: a gradient sync's all-reduce, reduce-scatter and all-gather at one set of sizes)."""
         size_bytes = np.asarray(size_bytes, dtype=float)
         rows = size_bytes.reshape(len(groups.size), -1)  # (N, S)
         change = groups.change.copy()
@@ -206,11 +214,16 @@ class CollectivePricer:
         at = starts.repeat(k)
         columns = [rows[starts].reshape(-1), groups.size[at], groups.stride[at], groups.concurrent[at]]
         # concurrent = devices // size: grouping by (bytes, size, stride) is grouping by all four.
-        times, costs = self._price_distinct(op, columns, grouped_rows(columns[:3]), with_costs)
-        times = np.repeat(times.reshape(-1, k), lengths, axis=0).reshape(size_bytes.shape)
-        if with_costs:
-            costs = np.repeat(costs.reshape(-1, k), lengths, axis=0).reshape(size_bytes.shape)
-        return times, costs
+        grouping = grouped_rows(columns[:3])
+        priced_out = []
+        for op, scale in priced:
+            at_scale = columns if scale is None else [columns[0] * scale] + columns[1:]
+            times, costs = self._price_distinct(op, at_scale, grouping, with_costs)
+            times = np.repeat(times.reshape(-1, k), lengths, axis=0).reshape(size_bytes.shape)
+            if with_costs:
+                costs = np.repeat(costs.reshape(-1, k), lengths, axis=0).reshape(size_bytes.shape)
+            priced_out.append((times, costs))
+        return priced_out
 
 
 def pricer_for(model: CollectiveModel, devices: int) -> CollectivePricer:

@@ -146,7 +146,9 @@ CASES = [
     # layer's backward) and the word embedding's last (never hidden: the estimate had spread both over the buckets
     # and hidden them under the whole last backward, the head's included): +5.13 -> -0.28 %; with the EP all-to-all
     # overlap (DeepEP) +5.21 -> -0.28 %. The pp 2 case above: +0.36 -> -0.80 % (overlap_grad_reduce off: -0.75 %,
-    # the sync was hiding a pipeline gap), Mixtral pp 8 -0.63 -> -0.73 % (off: -0.71 %).
+    # the sync was hiding a pipeline gap), Mixtral pp 8 -0.63 -> -0.73 % (off: -0.71 %). Session 23 (buckets23): both
+    # engines on MCore's unequal buckets from one rule (grad_buckets.mcore_buckets): -0.28 -> -0.00 % and -0.28 ->
+    # +0.00 %, held to 0.1 % (SCHEDULE_CASES; was 0.5 %).
     ("gpt-oss l6 pp1 dp16 ep8", GPT_OSS_L6, {"micro_batches": 4}, Layout(dp=16, ep=8)),
     ("gpt-oss l6 pp1 dp16 ep8 a2a overlap deepep", GPT_OSS_L6,
      {"micro_batches": 4, "moe_a2a_overlap": True, "dispatch_backend": "deepep"}, Layout(dp=16, ep=8)),
@@ -188,8 +190,8 @@ SCHEDULE_CASES: dict[str, float] = {"mixtral-8x7b tp2 pp4 vp2 a2a overlap, ep ov
                                        for m in (24, 32) for sp in ("", ", sp")},
                                     "mixtral-8x7b pp4 vp2 a2a overlap": 0.005,
                                     "mixtral-8x7b pp4 vp2 a2a overlap deepep": 0.005,
-                                    "gpt-oss l6 pp1 dp16 ep8": 0.005,
-                                    "gpt-oss l6 pp1 dp16 ep8 a2a overlap deepep": 0.005}
+                                    "gpt-oss l6 pp1 dp16 ep8": 0.001,
+                                    "gpt-oss l6 pp1 dp16 ep8 a2a overlap deepep": 0.001}
 ONE_DEVICE_PER_STAGE = {"llama3-70b b200 tp1 pp8 m16 1f1b"}  # tp = dp = 1: nothing to aggregate, all 8 simulated
 
 

@@ -66,6 +66,30 @@ def test_price_runs_equals_price(stages, with_costs, switch_base):
             assert all(a == b for a, b in zip(got_c.reshape(-1), want_c.reshape(-1)))
 
 
+@pytest.mark.parametrize("with_costs", [False, True])
+def test_price_runs_scaled_equals_price_runs_at_each_scaled_size(with_costs, switch_base):
+    """Session 23 (bucketspeed): the runs and distinct rows found once on the unscaled sizes price every (op, scale)
+    exactly as price_runs on sizes × scale, a scale that merges neighbouring sizes (1/3 on sizes an ulp apart)
+    included."""
+    rng = np.random.default_rng(23)
+    n = 3000
+    size = _runs(rng, n, [1, 2, 4, 8])
+    stride = _runs(rng, n, [1, 2, 16])
+    close = np.nextafter(3e6, np.inf)  # 3e6 and the next double: equal or not after scaling, priced alike
+    nbytes = np.stack([_runs(rng, n, [0.0, 1.0, 4096.0, 3e6, close, 7.5e7]) for _ in range(3)], axis=1)
+    model = default_model(switch_base.hardware)
+    groups = pricing.GroupRuns(size, stride, 64)
+    priced = [("all_reduce", 2.0), ("reduce_scatter", 1.0 / 3), ("all_gather", None), ("all_reduce", 1.0 / 3)]
+    got = pricing.CollectivePricer(model, 64).price_runs_scaled(priced, nbytes, groups, with_costs)
+    for (op, scale), (got_t, got_c) in zip(priced, got):
+        want_t, want_c = pricing.CollectivePricer(model, 64).price_runs(
+            op, nbytes if scale is None else nbytes * scale, groups, with_costs)
+        assert got_t.shape == nbytes.shape and np.array_equal(got_t, want_t)
+        assert np.any(got_t > 0)
+        if with_costs:
+            assert all(a == b for a, b in zip(got_c.reshape(-1), want_c.reshape(-1)))
+
+
 def test_order_free_key_used_only_when_it_holds(odd):
     cands = enumerate_layouts(odd).candidates
     assert cands.order_free_key is not None

@@ -158,8 +158,9 @@ def saving_s(terms, a2a_call: dict, counts: np.ndarray, vp, of, paired: bool, la
     for i in range(int(n.max())):
         fwd_layers.append(f_all[pattern[i % len(pattern)]])
         at = np.take(pattern, np.maximum(n - 1 - i, 0) % len(pattern))  # (candidate, stage) class of the partner
-        bwd_layers.append(b_all[at.flat[0]] if at.size and (at == at.flat[0]).all() else  # one class: its rows as they are
-                          np.take_along_axis(b_all, np.broadcast_to(at, (1, b_all.shape[1], *at.shape)), axis=0)[0])
+        one = at.size and (at == at.flat[0]).all()  # one class for every partner: its rows as they are
+        bwd_layers.append(b_all[at.flat[0]] if one else np.take_along_axis(
+            b_all, np.broadcast_to(at, (1, b_all.shape[1], *at.shape)), axis=0)[0])
         weights.append(np.clip(k - i, 0.0, 1.0))
     together, serial, lead, tail = layer_pairs_s(fwd_layers, bwd_layers, weights, ends=True)
     return (v * (serial - together), lead, tail) if ends else v * (serial - together)
@@ -228,11 +229,12 @@ def slot_plan(m: int, pp: int, vp: int) -> tuple[tuple[np.ndarray, ...], np.ndar
 def _walk_rows(m: int, p: int, v: int) -> tuple[np.ndarray, ...]:
     """`slot_plan`'s slots by kind, a kind's inputs rows of `slot_walk_s`' input table (its inputs' columns f (p·v),
     b (p·v), saving (p), send (1), lead (p·v), tail (p·v), then ZERO: 0.0, INF: +inf and the send times 0.0):
-    (kinds, kind, f_ready, prev, f_in, b_in). kinds (8, K) per kind the rows of its forward chunk's time, its backward
-    chunk's, its pair's saving, its lead (ZERO where the slot has none of each), whether its lead is its whole time
-    (a backward alone), the row of its input gradient's ready time before its end (INF: no backward send) and its
-    sends' times (the send's row, or the send times 0.0 where it sends nothing); kind (n,) each slot's kind;
-    f_ready (n, 1) 0.0 where the slot sends its activation on, +inf where not; prev, f_in, b_in `slot_plan`'s positions of each slot's previous slot and inputs."""
+    (kinds, kind, f_ready, prev, f_in, b_in). kinds (8, K) per kind the rows of its forward chunk's time, its
+    backward chunk's, its pair's saving, its lead (ZERO where the slot has none of each), whether its lead is its
+    whole time (a backward alone), the row of its input gradient's ready time before its end (INF: no backward
+    send) and its sends' times (the send's row, or the send times 0.0 where it sends nothing); kind (n,) each
+    slot's kind; f_ready (n, 1) 0.0 where the slot sends its activation on, +inf where not; prev, f_in, b_in
+    `slot_plan`'s positions of each slot's previous slot and inputs."""
     _, table, _ = slot_plan(m, p, v)
     d, cf, cb, f_in, b_in, _, prev, f_out, b_out = table.T
     pv = p * v
@@ -373,5 +375,5 @@ def walk_pipe_s(rows: np.ndarray, cands, wl, m, pp, vp, stage_mb, compute_mb, co
 
 
 __all__ = ["A2A_OF_CALL", "BWD_SEGMENTS", "FWD_SEGMENTS", "MEGATRON_A2A_NODES", "MEGATRON_COMM_STREAM",
-           "OFF_COMPUTE_STREAM", "add_call", "layer_pairs_s", "saving_s", "segments_s", "slot_plan", "slot_walk_s",
-           "walk_pipe_s"]
+           "OFF_COMPUTE_STREAM", "add_call", "distinct_rows", "layer_pairs_s", "saving_s", "segments_s", "slot_plan",
+           "slot_walk_s", "walk_pipe_s"]

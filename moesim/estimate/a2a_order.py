@@ -313,18 +313,20 @@ def slot_walk_s(m: int, pp: int, vp: int, fwd_chunk_s, bwd_chunk_s, pair_saving_
     shape = (len(kind) + 2, len(inputs))
     end, sent_f, sent_b = np.empty(shape), np.empty(shape), np.empty(shape)
     end[:2], sent_f[0], sent_f[1], sent_b[:2] = 0.0, 0.0, -np.inf, -np.inf
-    for g in groups:
+    for g in groups:  # each level written in place, in its rows of the three tables
         at_g = slice(g.start + 2, g.stop + 2)
         before, k = prev[g], kind[g]
-        e = np.maximum(end[before], sent_b[b_in[g]])
+        e, after_b, after_f = end[at_g], sent_b[at_g], sent_f[at_g]
+        np.maximum(end[before], sent_b[b_in[g]], out=e)
         e += lead[k]
         np.maximum(e, sent_f[f_in[g]], out=e)
         e += rest[k]
-        after_b = np.maximum(sent_f[before], e - b_ready[k])
+        np.subtract(e, b_ready[k], out=after_b)
+        np.maximum(sent_f[before], after_b, out=after_b)
         after_b += h_b[k]
-        after_f = np.maximum(after_b, e - f_ready[g])
+        np.subtract(e, f_ready[g], out=after_f)
+        np.maximum(after_b, after_f, out=after_f)
         after_f += h_f[k]
-        end[at_g], sent_b[at_g], sent_f[at_g] = e, after_b, after_f
     return end[last].max(axis=0)[again]
 
 

@@ -9,7 +9,10 @@ another checkout (e.g. `git archive BASE` extracted to /tmp/base): its moesim is
 benchmarks/bench_search.py's case files (this checkout's) are the ones run. Method: benchmarks/RESULTS.md,
 "Session 16 (dsv3speed)". `--count --cold` instead counts one cold command, `python -m moesim search FILE --json`
 (FILE: the case's scenario file in the measured tree; a case without a SPACES suffix), start-up and imports included
-(session 18, coldsearch). Python compiles a module whose bytecode is not cached: run it once first, or with
+(session 18, coldsearch). IR_CASES are counted here only (bench_search.py does not time them): case
+mixtral-8x7b-h100-vp8-a2a is scenarios/mixtral-8x7b-h100-vp8.toml with training.moe_a2a_overlap on
+(benchmarks/data/, this checkout's file for any --tree), the search that walks the interleaved order's slots
+(session 23, walkspeed). Python compiles a module whose bytecode is not cached: run it once first, or with
 PYTHONDONTWRITEBYTECODE set (this box sets it) count the compilation too, as benchmarks/RESULTS.md says.
 """
 
@@ -24,14 +27,27 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Cases counted here only, each a scenario file of this checkout (session 23, walkspeed: the slot walk's search)
+IR_CASES = {"mixtral-8x7b-h100-vp8-a2a": ROOT / "benchmarks" / "data" / "mixtral-8x7b-h100-vp8-a2a.toml"}
+
+
+def scenario_file(case: str, tree: Path) -> Path | None:
+    """The scenario file a cold count runs for CASE: an IR_CASES file of this checkout, a bench_search.py CASES
+    file of TREE; None for a case with a SPACES suffix."""
+    from bench_search import CASES  # this script's folder is on sys.path
+
+    if case in IR_CASES:
+        return IR_CASES[case]
+    return tree / Path(CASES[case]).relative_to(ROOT) if case in CASES else None
 
 
 def run_searches(case: str, n: int) -> None:
     """N one-thread searches of CASE, nothing printed (the body cachegrind counts)."""
     from bench_search import load_case  # benchmarks/bench_search.py: CASES and SPACES
     from moesim.search import search
+    from moesim.specs.load import load_scenario
 
-    scenario = load_case(case)
+    scenario = load_scenario(str(IR_CASES[case])) if case in IR_CASES else load_case(case)
     for _ in range(n):
         search(scenario, threads=1)
 
@@ -42,9 +58,7 @@ def instructions(case: str, n: int, tree: Path, cold: bool = False) -> int:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), str(ROOT / "benchmarks")]), PYTHONHASHSEED="0",
                OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     if cold:
-        from bench_search import CASES
-
-        body = ["-m", "moesim", "search", str(tree / Path(CASES[case]).relative_to(ROOT)), "--json"]
+        body = ["-m", "moesim", "search", str(scenario_file(case, tree)), "--json"]
     else:
         body = [str(Path(__file__).resolve()), case, str(n)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give either N (searches to run here) or --count (measure under cachegrind)")
     if args.cold and not args.count:
         parser.error("--cold goes with --count")
+    from bench_search import CASES, SPACES  # this script's folder is on sys.path
+
+    known = [*(n + s for n in CASES for s in SPACES), *IR_CASES]
+    if args.case not in known:
+        parser.error(f"unknown case {args.case!r}: one of {', '.join(known)}")
     if args.n is not None:
         if args.n < 1:
             parser.error(f"N must be at least 1, got {args.n}")
@@ -84,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cold:
         from bench_search import CASES  # this script's folder is on sys.path
 
-        if args.case not in CASES:
-            parser.error(f"--cold takes a case without a SPACES suffix (a scenario file): one of {', '.join(CASES)}")
+        if scenario_file(args.case, tree) is None:
+            parser.error(f"--cold takes a case without a SPACES suffix (a scenario file): one of "
+                         f"{', '.join([*CASES, *IR_CASES])}")
         print(f"{args.case} tree={tree}: Ir of a cold `moesim search --json` process "
               f"{instructions(args.case, 1, tree, cold=True) / 1e6:,.1f} M")
         return 0

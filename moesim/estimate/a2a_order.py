@@ -158,7 +158,9 @@ def saving_s(terms, a2a_call: dict, counts: np.ndarray, vp, of, paired: bool, la
     for i in range(int(n.max())):
         fwd_layers.append(f_all[pattern[i % len(pattern)]])
         at = np.take(pattern, np.maximum(n - 1 - i, 0) % len(pattern))  # (candidate, stage) class of the partner
-        bwd_layers.append(np.take_along_axis(b_all, np.broadcast_to(at, (1, b_all.shape[1], *at.shape)), axis=0)[0])
+        one = at.size and (at == at.flat[0]).all()  # one class for every partner: its rows as they are
+        bwd_layers.append(b_all[at.flat[0]] if one else np.take_along_axis(
+            b_all, np.broadcast_to(at, (1, b_all.shape[1], *at.shape)), axis=0)[0])
         weights.append(np.clip(k - i, 0.0, 1.0))
     together, serial, lead, tail = layer_pairs_s(fwd_layers, bwd_layers, weights, ends=True)
     return (v * (serial - together), lead, tail) if ends else v * (serial - together)
@@ -223,6 +225,51 @@ def slot_plan(m: int, pp: int, vp: int) -> tuple[tuple[np.ndarray, ...], np.ndar
     return groups, table, last
 
 
+@lru_cache(maxsize=256)
+def _walk_rows(m: int, p: int, v: int) -> tuple[np.ndarray, ...]:
+    """`slot_plan`'s slots by kind, a kind's inputs rows of `slot_walk_s`' input table (its inputs' columns f (p·v),
+    b (p·v), saving (p), send (1), lead (p·v), tail (p·v), then ZERO: 0.0, INF: +inf and the send times 0.0):
+    (kinds, kind, f_ready, prev, f_in, b_in). kinds (8, K) per kind the rows of its forward chunk's time, its
+    backward chunk's, its pair's saving, its lead (ZERO where the slot has none of each), whether its lead is its
+    whole time (a backward alone), the row of its input gradient's ready time before its end (INF: no backward
+    send) and its sends' times (the send's row, or the send times 0.0 where it sends nothing); kind (n,) each
+    slot's kind; f_ready (n, 1) 0.0 where the slot sends its activation on, +inf where not; prev, f_in, b_in
+    `slot_plan`'s positions of each slot's previous slot and inputs."""
+    _, table, _ = slot_plan(m, p, v)
+    d, cf, cb, f_in, b_in, _, prev, f_out, b_out = table.T
+    pv = p * v
+    send, zero, inf, no_send = 2 * pv + p, 4 * pv + p + 1, 4 * pv + p + 2, 4 * pv + p + 3
+    fb = (cf >= 0) & (cb >= 0)
+    rows = np.stack([np.where(cf >= 0, d * v + cf, zero), np.where(cb >= 0, pv + d * v + cb, zero),
+                     np.where(fb, 2 * pv + d, zero), np.where(fb, 2 * pv + p + 1 + d * v + cb, zero),
+                     ~fb & (cf < 0), np.where(b_out > 0, np.where(fb, 3 * pv + p + 1 + d * v + cf, zero), inf),
+                     np.where(b_out > 0, send, no_send), np.where(f_out > 0, send, no_send)])
+    kinds, kind = np.unique(rows, axis=1, return_inverse=True)
+    f_ready = np.where(f_out > 0, 0.0, np.inf)[:, None]  # its activation's send ready at its end (+inf: none)
+    return kinds, kind.reshape(-1), f_ready, prev, f_in, b_in
+
+
+_ROW_HASH = np.random.default_rng(20261207).integers(1, 2**63, size=4096, dtype=np.uint64) | np.uint64(1)
+
+
+def distinct_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, again) of a float array (n, k): its distinct rows, bit for bit, and each row's index among them, so
+    that rows[again] is `a` (what np.unique(a, axis=0, return_inverse=True) gives, in another order, without its
+    sort of whole rows): each row hashed to one uint64 (its words times fixed odd multipliers, summed modulo 2**64),
+    the hashes sorted, and the rows checked against their hash's first; a collision falls back to np.unique."""
+    a = np.ascontiguousarray(a, dtype=float)
+    if a.shape[1] > len(_ROW_HASH) or not len(a):
+        rows, again = np.unique(a, axis=0, return_inverse=True)
+        return rows, again.reshape(-1)
+    words = a.view(np.uint64)
+    key = words @ _ROW_HASH[:a.shape[1]]
+    _, first, again = np.unique(key, return_index=True, return_inverse=True)
+    rows = a[first]
+    if not np.array_equal(rows.view(np.uint64)[again], words):
+        rows, again = np.unique(a, axis=0, return_inverse=True)
+    return rows, again.reshape(-1)
+
+
 def slot_walk_s(m: int, pp: int, vp: int, fwd_chunk_s, bwd_chunk_s, pair_saving_s, send_s, lead_s=None,
                 tail_s=None) -> np.ndarray:
     """(N,) T_pipe of Megatron's interleaved order with the EP A2A overlap as a max-plus walk over devices × slots
@@ -243,43 +290,44 @@ def slot_walk_s(m: int, pp: int, vp: int, fwd_chunk_s, bwd_chunk_s, pair_saving_
     n, p, v = f.shape
     lead_s, tail_s = (np.broadcast_to(np.asarray(0.0 if x is None else x, dtype=float), f.shape)
                       for x in (lead_s, tail_s))
-    # candidates alike in every input walk once
+    # candidates alike in every input (bit for bit) walk once; the walk's columns are the distinct rows
     inputs = np.concatenate([f.reshape(n, -1), b.reshape(n, -1), np.asarray(pair_saving_s, dtype=float).reshape(n, p),
                              np.asarray(send_s, dtype=float).reshape(n, 1), lead_s.reshape(n, -1),
                              tail_s.reshape(n, -1)], axis=1)
-    inputs, again = np.unique(inputs, axis=0, return_inverse=True)
-    cut = np.cumsum([p * v, p * v, p, 1, p * v])
-    f, b, saving, h, lead_s, tail_s = np.split(inputs, cut, axis=1)
-    f, b, lead_s, tail_s = (x.reshape(-1, p, v) for x in (f, b, lead_s, tail_s))
-    h = h[:, 0]
-    d, cf, cb, f_in, b_in, at, prev, f_out, b_out = table.T
-    fb, cf0, cb0 = (cf >= 0) & (cb >= 0), np.maximum(cf, 0), np.maximum(cb, 0)
-    # (slot, candidate) arrays, a level's slots a run of rows (`slot_plan`); a slot without a send passes its
-    # device's p2p stream on unchanged: its output ready at −inf, the send 0 s
-    t_ = lambda a: np.ascontiguousarray(a.T)  # noqa: E731
-    dur = (np.where(cf >= 0, f[:, d, cf0], 0.0) + np.where(cb >= 0, b[:, d, cb0], 0.0)
-           - np.where(fb, saving[:, d], 0.0))
-    lead = np.where(fb, lead_s[:, d, cb0], np.where(cf >= 0, 0.0, dur))  # a backward alone waits first
-    rest = t_(dur - lead)
-    lead = t_(lead)
-    b_ready = t_(np.where(b_out > 0, np.where(fb, tail_s[:, d, cf0], 0.0), np.inf))  # before the slot's end
-    f_ready = np.where(f_out > 0, 0.0, np.inf)[:, None]
-    h_b, h_f = t_(h[:, None] * (b_out > 0)), t_(h[:, None] * (f_out > 0))
-    shape = (len(table) + 2, len(inputs))
-    end, p2p = np.zeros(shape), np.zeros(shape)  # a slot's end, its device's p2p stream after its sends
-    sent_f, sent_b = np.full(shape, -np.inf), np.full(shape, -np.inf)  # its forward / backward send's arrival
-    for g in groups:
+    inputs, again = distinct_rows(inputs)
+    # (input, candidate): the inputs' rows then rows of zeros, of infinities and of the send times 0.0
+    h = inputs[:, 2 * p * v + p]
+    x = np.concatenate([inputs.T, np.zeros((1, len(h))), np.full((1, len(h)), np.inf), (h * 0.0)[None]])
+    (i_f, i_b, i_s, i_l, alone, i_r, i_hb, i_hf), kind, f_ready, prev, f_in, b_in = _walk_rows(int(m), p, v)
+    # (kind, candidate) arrays, each slot reading its kind's row: a slot without a send passes its device's p2p
+    # stream on unchanged (its output ready at +inf, the send 0 s)
+    dur = x[i_f] + x[i_b] - x[i_s]  # its chunks' times, less the pair's saving in an FB slot
+    lead = x[i_l]
+    alone = alone.astype(bool)
+    lead[alone] = dur[alone]  # a backward alone waits first, a forward alone not at all
+    rest = dur - lead
+    b_ready = x[i_r]  # its input gradient's send ready this much before the slot's end
+    h_b, h_f = x[i_hb], x[i_hf]
+    # a slot's end, its forward / backward send's arrival (the forward's the device's p2p stream after its sends);
+    # rows 0 (the start: a device's first slot's previous) and 1 (no input)
+    shape = (len(kind) + 2, len(inputs))
+    end, sent_f, sent_b = np.empty(shape), np.empty(shape), np.empty(shape)
+    end[:2], sent_f[0], sent_f[1], sent_b[:2] = 0.0, 0.0, -np.inf, -np.inf
+    for g in groups:  # each level written in place, in its rows of the three tables
         at_g = slice(g.start + 2, g.stop + 2)
-        e = np.maximum(end[prev[g]], sent_b[b_in[g]])
-        e += lead[g]
+        before, k = prev[g], kind[g]
+        e, after_b, after_f = end[at_g], sent_b[at_g], sent_f[at_g]
+        np.maximum(end[before], sent_b[b_in[g]], out=e)
+        e += lead[k]
         np.maximum(e, sent_f[f_in[g]], out=e)
-        e += rest[g]
-        after_b = np.maximum(p2p[prev[g]], e - b_ready[g])
-        after_b += h_b[g]
-        after_f = np.maximum(after_b, e - f_ready[g])
-        after_f += h_f[g]
-        end[at_g], sent_b[at_g], sent_f[at_g], p2p[at_g] = e, after_b, after_f, after_f
-    return end[last].max(axis=0)[again.reshape(-1)]
+        e += rest[k]
+        np.subtract(e, b_ready[k], out=after_b)
+        np.maximum(sent_f[before], after_b, out=after_b)
+        after_b += h_b[k]
+        np.subtract(e, f_ready[g], out=after_f)
+        np.maximum(after_b, after_f, out=after_f)
+        after_f += h_f[k]
+    return end[last].max(axis=0)[again]
 
 
 def walk_pipe_s(rows: np.ndarray, cands, wl, m, pp, vp, stage_mb, compute_mb, compute_pair_mb, saved, fwd, logits_s,
@@ -298,11 +346,15 @@ def walk_pipe_s(rows: np.ndarray, cands, wl, m, pp, vp, stage_mb, compute_mb, co
     out = np.full(len(cands), np.nan)
     keys = np.stack([np.asarray(a).astype(np.int64)[rows] for a in (
         m, pp, vp, cands.first_stage_layers, cands.last_stage_layers)], axis=1)
-    for key in np.unique(keys, axis=0):
-        n_mb, p, v, first, last = (int(k) for k in key)
-        at = rows[(keys == key).all(axis=1)]
+    # the groups in np.unique(keys, axis=0)'s order, each its rows in their order (a stable sort)
+    order = np.lexsort(keys.T[::-1])
+    by_key = keys[order]
+    cut = np.flatnonzero((by_key[1:] != by_key[:-1]).any(axis=1)) + 1
+    for group in np.split(order, cut) if len(order) else ():
+        n_mb, p, v, first, last = (int(k) for k in keys[group[0]])
+        at = rows[group]
         cols = device_columns(wl, p, first or None, last or None)
-        dev = lambda a: np.asarray(a, dtype=float)[at][:, cols]  # noqa: E731  (n, p): each device's column
+        dev = lambda a: np.asarray(a, dtype=float)[np.ix_(at, cols)]  # noqa: E731  (n, p): each device's column
         ends = np.zeros((len(at), p))
         head, emb = ends.copy(), ends.copy()
         head[:, -1], emb[:, 0] = logits_s[at], embedding_s[at]
@@ -325,5 +377,5 @@ def walk_pipe_s(rows: np.ndarray, cands, wl, m, pp, vp, stage_mb, compute_mb, co
 
 
 __all__ = ["A2A_OF_CALL", "BWD_SEGMENTS", "FWD_SEGMENTS", "MEGATRON_A2A_NODES", "MEGATRON_COMM_STREAM",
-           "OFF_COMPUTE_STREAM", "add_call", "layer_pairs_s", "saving_s", "segments_s", "slot_plan", "slot_walk_s",
-           "walk_pipe_s"]
+           "OFF_COMPUTE_STREAM", "add_call", "distinct_rows", "layer_pairs_s", "saving_s", "segments_s", "slot_plan",
+           "slot_walk_s", "walk_pipe_s"]

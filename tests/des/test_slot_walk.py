@@ -129,3 +129,39 @@ def test_the_walk_ends_where_the_simulators_pipeline_ends(dp, pp, vp, m):
     run = simulate(sc, layout, SimOptions(contention=False, expected_loads=True, trace=True))
     passes = [r[7] for r in run.trace_records if r[1] == "compute" and r[3] in ("fwd", "bwd", "recompute")]
     assert walked == pytest.approx(max(passes), rel=1e-3)
+
+
+def test_distinct_rows_are_bit_for_bit_and_fall_back_on_a_collision(monkeypatch):
+    """The walk's candidates alike in every input walk once (session 23, walkspeed): `distinct_rows` keeps rows that
+    differ in one bit apart (0.0 and −0.0 too), maps each row back to its own, and where two different rows hash
+    alike (every multiplier 0 here) still finds the distinct rows (np.unique's)."""
+    rng = np.random.default_rng(3)
+    a = rng.uniform(0.0, 1.0, (6, 5))
+    a = np.concatenate([a, a[[4, 1, 4]], a[:1]])
+    a[-1, 2] = np.nextafter(a[0, 2], 2.0)  # one bit from row 0
+    a[1, 3], a[7, 3] = 0.0, -0.0  # row 7 was row 1
+    rows, again = ao.distinct_rows(a)
+    assert np.array_equal(rows[again].view(np.uint64), a.view(np.uint64))
+    assert len(rows) == 8 and len({r.tobytes() for r in rows}) == 8  # rows 6 and 8 are row 4
+    assert again[6] == again[8] == again[4] and again[7] != again[1] and again[9] != again[0]
+    monkeypatch.setattr(ao, "_ROW_HASH", np.zeros_like(ao._ROW_HASH))
+    rows, again = ao.distinct_rows(a)
+    assert np.array_equal(rows[again], a) and len(rows) == len(np.unique(a, axis=0))
+
+
+@pytest.mark.parametrize("m, p, v", [(8, 4, 2), (16, 4, 4), (12, 3, 2)])
+def test_the_walk_of_many_candidates_is_each_ones_own(m, p, v):
+    """Candidates walked together, repeated ones among them, end each where it ends walked alone, bit for bit: the
+    walk's slot kinds, shared rows and distinct candidates change no figure."""
+    rng = np.random.default_rng(m * p * v)
+    n = 12
+    f = rng.uniform(1.0, 2.0, (n, p, v))
+    b = 2 * f * rng.uniform(0.9, 1.1, (n, p, v))
+    saving, send = rng.uniform(0.0, 0.5, (n, p)), rng.uniform(0.0, 0.3, n)
+    lead, tail = rng.uniform(0.0, 0.2, (n, p, v)), rng.uniform(0.0, 0.2, (n, p, v))
+    args = [x[np.r_[:n, 3, 7, 3]] for x in (f, b, saving, send, lead, tail)]
+    together = ao.slot_walk_s(m, p, v, *args)
+    alone = [ao.slot_walk_s(m, p, v, *(x[i:i + 1] for x in args))[0] for i in range(n + 3)]
+    assert together.tobytes() == np.array(alone).tobytes()
+    assert together[n:].tobytes() == together[[3, 7, 3]].tobytes()
+    assert len(set(together[:n])) == n  # the candidates' inputs differ, so do their ends

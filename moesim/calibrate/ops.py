@@ -43,6 +43,7 @@ from moesim.errors import SpecError
 from moesim.ops.base import Op
 from moesim.ops.price import op_time_s
 from moesim.paths import write_text_file
+from moesim.specs.hardware_file import lender_for_copy
 from moesim.specs.hardware import DTYPES, OP_DIMS, OP_KINDS, HardwareProfile
 from moesim.specs.load import load_hardware, read_data_file, resolve_ref
 
@@ -226,6 +227,8 @@ def calibrate_ops(paths: list[str], hardware: str, out: str | Path, *, holdout_f
         {d: float(f"{p * per_chip / 1e12:.6g}") for d, p in peaks.items()})
     chip["hbm_bw_gb_per_s_per_chip"] = float(f"{hbm * per_chip / 1e9:.6g}")
     eff_t = table.setdefault("efficiency", {})
+    if eff_t.get("op_tables_from"):  # read beside the copy from here on (hardware_file.lender_for_copy)
+        eff_t["op_tables_from"] = lender_for_copy(eff_t["op_tables_from"], prior_path)
     eff_t["kernel_launch_us"] = float(f"{launch * 1e6:.6g}")
     measured_on = "; ".join(sorted({_device(p) for p in paths}))
     tables = [t for t in eff_t.get("op_table", []) if (t["kind"], t["dtype"]) not in {(k, d) for k, d, _, _ in groups}]

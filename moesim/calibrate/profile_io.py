@@ -39,6 +39,7 @@ from moesim.calibrate.fit import FitResult
 from moesim.calibrate.records import bytes_digest
 from moesim.errors import SpecError
 from moesim.specs.fields import Table
+from moesim.specs.hardware_file import lender_for_copy
 from moesim.specs.hardware import MAX_NVLSTREE_NET_FACTOR, HardwareProfile
 from moesim.specs.load import hardware_from_table, read_data_file
 from moesim.units import GB_BYTES
@@ -118,6 +119,8 @@ def calibrated_table(prior_path: Path, fit: FitResult, provenance: Provenance, n
         if scale != 1.0 or dtype not in peaks:
             peaks[dtype] = _sig(prior.chip.peak_for(dtype) * per_chip * scale / TFLOPS)
     eff = raw["efficiency"]
+    if eff.get("op_tables_from"):  # read beside the copy from here on (hardware_file.lender_for_copy)
+        eff["op_tables_from"] = lender_for_copy(eff["op_tables_from"], prior_path)
     notes = []
     if fit.knots_flops:
         eff["matmul"] = [[_sig(k), min(_sig(e / boost), 1.0)] for k, e in zip(fit.knots_flops, fit.efficiency)]

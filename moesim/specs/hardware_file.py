@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from moesim import units
+from moesim.paths import builtin_dir
 from moesim.errors import SpecError
 from moesim.specs.data_files import SCHEMA_VERSION, read_data_file, resolve_ref, with_file
 from moesim.specs.fields import Table, check_file_kind, check_schema_version
@@ -65,15 +66,29 @@ def _borrowed_op_tables(eff_t: Table, lender: str) -> list[OpTable]:
     itself is refused, as is one without tables."""
     field = eff_t.key_path("op_tables_from")
     here = Path(eff_t.file).parent if eff_t.file else None
-    other = load_hardware(lender, relative_to=here, field=field)
-    if other.efficiency.op_tables_from:
+    path = resolve_ref(lender, "hardware_profiles", relative_to=here, field=field)
+    if eff_t.file and path.resolve() == Path(eff_t.file).resolve():
+        raise eff_t.error("op_tables_from", "a profile cannot borrow its own tables: name another profile",
+                          value=lender)
+    # the lender's own op_tables_from read before it is loaded: a cycle (A borrows B, B borrows A) never recurses
+    borrowed = read_data_file(path).get("efficiency", {})
+    if isinstance(borrowed, dict) and borrowed.get("op_tables_from"):
         raise eff_t.error("op_tables_from", f"'{lender}' borrows its own tables from "
-                          f"'{other.efficiency.op_tables_from}': name that profile instead", value=lender)
+                          f"'{borrowed['op_tables_from']}': name that profile instead", value=lender)
+    other = load_hardware(path, field=field)
     if not other.efficiency.op_tables:
         raise eff_t.error("op_tables_from", f"'{lender}' has no [[efficiency.op_table]] to borrow", value=lender)
     return [replace(t, status="derived" if t.status == "measured" else t.status,
                     source=f"borrowed from {other.name} (fractions of this profile's own peak): {t.source}")
             for t in other.efficiency.op_tables]
+
+
+def lender_for_copy(lender: str, profile_path: str | Path) -> str:
+    """`efficiency.op_tables_from` as a copy of the profile at `profile_path` written elsewhere must say it (moesim
+    calibrate's output): a built-in profile by its name, any other file by its absolute path (a path is read
+    beside the file that names it, so a relative one would name nothing beside the copy)."""
+    path = resolve_ref(lender, "hardware_profiles", relative_to=Path(profile_path).parent)
+    return path.stem if path.parent.resolve() == builtin_dir("hardware_profiles").resolve() else str(path.resolve())
 
 
 def _level_from_table(t: Table, devices_per_chip: int) -> InterconnectLevel:

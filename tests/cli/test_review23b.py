@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from moesim.calibrate.ops import calibrate_ops
 from moesim.cli import main
 from moesim.errors import SpecError
 from moesim.estimate.a2a_order import distinct_rows
@@ -73,6 +75,15 @@ def test_a_calibrated_copy_of_a_borrower_loads_with_its_tables_once(tmp_path, mo
     assert load_hardware("b/relative.toml").efficiency.op_tables_from == str((tmp_path / "a" / "lender.toml"))
     assert load_hardware("b/builtin.toml").efficiency.op_tables_from == "b200"
     assert lender_for_copy(str(PROFILES / "b200.toml"), tmp_path / "x.toml") == "b200"
+    # the operator calibrator's copy likewise: its fitted table first, the lender's 15 after it, each once
+    ops = tmp_path / "ops.jsonl"
+    ops.write_text("".join(json.dumps({"record": "op", "schema_version": 1, "kind": "gemm", "dtype": "bfloat16",
+                                       "pass": "fwd", "shape": [m, n, k], "flops": 2 * m * n * k,
+                                       "time_s": 2 * m * n * k / 1.5e15 + 5e-6}) + "\n"
+                           for m in (1024, 2048, 4096, 8192) for n in (1024, 4096) for k in (2048, 8192)))
+    fitted = calibrate_ops([str(ops)], "a/borrow.toml", "b/ops.toml").profile.efficiency
+    assert [t.status for t in fitted.op_tables].count("measured") == 1
+    assert len(fitted.op_tables) == 1 + len(load_hardware("b200").efficiency.op_tables) == 16
 
 
 # --- (3) distinct_rows on NaN (tests/des/test_slot_walk.py covers one bit, -0.0 and a collision): bit for bit,

@@ -43,8 +43,8 @@ from moesim.errors import SpecError
 from moesim.ops.base import Op
 from moesim.ops.price import op_time_s
 from moesim.paths import write_text_file
-from moesim.specs.hardware_file import lender_for_copy
 from moesim.specs.hardware import DTYPES, OP_DIMS, OP_KINDS, HardwareProfile
+from moesim.specs.hardware_file import lender_for_copy
 from moesim.specs.load import load_hardware, read_data_file, resolve_ref
 
 RECORD = "op"

@@ -39,8 +39,8 @@ from moesim.calibrate.fit import FitResult
 from moesim.calibrate.records import bytes_digest
 from moesim.errors import SpecError
 from moesim.specs.fields import Table
-from moesim.specs.hardware_file import lender_for_copy
 from moesim.specs.hardware import MAX_NVLSTREE_NET_FACTOR, HardwareProfile
+from moesim.specs.hardware_file import lender_for_copy
 from moesim.specs.load import hardware_from_table, read_data_file
 from moesim.units import GB_BYTES
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from moesim import units
-from moesim.paths import builtin_dir
 from moesim.errors import SpecError
+from moesim.paths import builtin_dir
 from moesim.specs.data_files import SCHEMA_VERSION, read_data_file, resolve_ref, with_file
 from moesim.specs.fields import Table, check_file_kind, check_schema_version
 from moesim.specs.file_units import to_file_error

@@ -324,7 +324,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     for axis, params, layers in (("dp", dense_1, grad_layers[0]), ("edp", expert_1, grad_layers[1])):
         # MCore's buckets (grad_buckets.uniform_buckets, mcore_buckets' closed form) on the first stage (column 0:
         # stages.index is sorted): the head, the stage's layers at their mean size, the embedding; every later stage
-        # syncs in one bucket (grad_buckets.bucketed), as every stage with overlap_grad_reduce off (size None).
+        # syncs in one bucket (grad_buckets.bucketed), as every stage with overlap_grad_reduce off (size None);
+        # interleaved, those of the first stage's chunk 0, every other chunk one bucket of its own (pp2tail).
         head0, emb0 = (head_p[:, :1], embedding_p[:, :1]) if axis == "dp" else (0.0, 0.0)
         p0 = params[:, :1]
         threshold = threshold_p if tr.overlap_grad_reduce else np.inf
@@ -432,7 +433,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     (cands, n_cand, tp, pp, m, b, exists, first, last, stages, dense_params, expert_params, calls,
      core_mb) = every.values()
     # Interleaved, a later stage's v chunks sync one bucket each, as each chunk's last backward ends
-    # (grad_buckets.chunk_buckets): v buckets over the window, the collectives still priced as one per axis.
+    # (grad_buckets.chunk_buckets): v buckets over the window (even chunks priced as v calls of one chunk's size).
     most_buckets, last_bucket = chunk_buckets(sched, vp, first, most_buckets, last_bucket, dp_time)
     counts, zero = stages.counts, cands.zero_stage[:, None]
     wrap_sends = z(wrap_sends) * wrap if np.ndim(wrap_sends) else 0.0

@@ -182,18 +182,25 @@ def test_an_interleaved_stage_syncs_its_later_chunks_in_the_cool_down():
     stage) leaves chunk 0's whole 0.05 s. A later chunk too long for the cool-down pushes chunk 0 back: 0.4 s at
     v 2 ends 0.2 − 0.08 + 0.2 = 0.32 s after the end. Below p micro-batches the lead is m chunks (m 2: 0.04 s)."""
     v, p, m = np.array([2, 2, 2, 2]), np.array([4, 4, 4, 4]), np.array([16, 16, 16, 2])
-    sync = np.array([[0.1], [0.1], [0.4], [0.18]])
-    buckets = np.array([[8.0], [2.0], [2.0], [2.0]])
-    left = interleaved_chunks_exposed_s(sync, buckets, np.full((4, 1), 0.04), v, p, m)
+    chunk = np.array([[0.05], [0.05], [0.2], [0.09]])  # each chunk's sync: half the stage's
+    first_buckets = np.array([[4.0], [1.0], [1.0], [1.0]])
+    left = interleaved_chunks_exposed_s(chunk, chunk, first_buckets, np.full((4, 1), 0.04), v, p, m)
     assert left[:, 0] == pytest.approx([0.035, 0.05, 0.32, 0.09 - 0.04 + 0.09])
     # v 4 (p 2, chunk backwards of 0.01 s): chunks 3, 2, 1 of 0.025 s each, ready 0.06, 0.04, 0.02 s before the
     # end, end the grad stream at −0.06 + 3 × 0.025 = +0.015 s; chunk 0 (one bucket) after them: 0.04 s.
-    left = interleaved_chunks_exposed_s(np.array([[0.1]]), np.array([[4.0]]), np.array([[0.04]]), np.array([4]),
+    one = np.array([[0.025]])
+    left = interleaved_chunks_exposed_s(one, one, np.array([[1.0]]), np.array([[0.04]]), np.array([4]),
                                         np.array([2]), np.array([8]))
     assert left[0, 0] == pytest.approx(0.015 + 0.025)
+    # Session 23 (pp2tail): each chunk at its own price. The later chunks in one bucket each, 0.02 s (cheaper than
+    # 1/v of the stage's buckets), end the stream at −0.06 + 3 × 0.02 = 0.0 s; chunk 0's 0.03 s in its 4 buckets
+    # over its 0.01 s backward would leave 0.03 − 0.0075 s alone but waits for them: 0.03 s.
+    left = interleaved_chunks_exposed_s(np.array([[0.03]]), np.array([[0.02]]), np.array([[4.0]]),
+                                        np.array([[0.04]]), np.array([4]), np.array([2]), np.array([8]))
+    assert left[0, 0] == pytest.approx(0.03)
     # v 1: the one-window rule, max(S / n, S − W·(1 − 1/n))
-    left = interleaved_chunks_exposed_s(np.array([[0.1]]), np.array([[4.0]]), np.array([[0.04]]), np.array([1]),
-                                        np.array([4]), np.array([16]))
+    left = interleaved_chunks_exposed_s(np.array([[0.1]]), np.array([[0.0]]), np.array([[4.0]]), np.array([[0.04]]),
+                                        np.array([1]), np.array([4]), np.array([16]))
     assert left[0, 0] == pytest.approx(0.1 - 0.03)
 
 

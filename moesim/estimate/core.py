@@ -214,7 +214,11 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     pm = sch.parameter_multiple(sched)[:, None]
     sends = sch.p2p_multiple(sched, vp)[:, None]
     zb_v = sch.is_schedule(sched, "zb-v").astype(float)  # (every candidate) ZB-V: the head on the first stage
-    sf, sf_inv = schedule_free_rows(cands)
+    # Interleaved, a stage syncs its v chunks apart (grad_buckets.bucketed): the buckets' sizes follow v (even
+    # chunks; a pipeline layout's uneven chunks keep 1/v of the stage's buckets each, below).
+    chunks = np.where(sch.is_schedule(sched, "interleaved") & (np.asarray(vp) > 1) & _no_layout(cands),
+                      np.asarray(vp, dtype=float), 1.0)
+    sf, sf_inv = schedule_free_rows(cands, chunks)
     every = dict(cands=cands, n_cand=n_cand, tp=tp, pp=pp, m=m, b=b, exists=exists, first=first, last=last,
                  stages=stages, dense_params=dense_params, expert_params=expert_params, calls=calls, core_mb=core_mb)
     dense_1, expert_1 = dense_params / pm, expert_params / pm
@@ -225,7 +229,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         stages = Stages(index=y(stages.index), counts=y(stages.counts), tokens_out=y(stages.tokens_out),
                         tokens_in=y(stages.tokens_in), multiplicity=y(stages.multiplicity),
                         latest=y(stages.latest))
-        dense_1, expert_1 = y(dense_1), y(expert_1)
+        dense_1, expert_1, chunks = y(dense_1), y(expert_1), y(chunks)
         calls = [[CommCall(c.name, c.axis, c.op, y(np.asarray(c.size_bytes)), None)
                   for c in class_calls] for class_calls in calls]
         layer_calls = [[y(a) for a in class_calls] for class_calls in layer_calls]
@@ -307,6 +311,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     most_buckets = np.ones((n_cand, n_stages))  # the layers' buckets of the axis with most (the head's not counted)
     head_time = np.zeros(n_cand)  # the first stage's dense lead bucket where it is the output layer's alone (pp 1)
     prior = np.zeros(n_cand)  # the first stage's last buckets ready at the first layer's end, before the embedding's
+    # Interleaved (v chunks a stage), each chunk's sync apart: chunk 0 of the first stage in MCore's buckets, every
+    # other chunk one bucket (grad_buckets.bucketed; Megatron-LM d98e8a64 training.py l.2504-2515). first_chunk_s:
+    # (N, S) the first chunk's sync (on a later stage one bucket, as every chunk there); later_chunk_s: one later chunk's.
+    v_col = chunks[:, None]
+    chunked_any = bool((chunks > 1).any())
+    first_chunk_s, later_chunk_s = np.zeros((n_cand, n_stages)), np.zeros((n_cand, n_stages))
     # The model's ends on the bucketed stage, parameters (device_state.py's): the head first, the embedding last.
     pp1 = first & last & (pp[:, None] == 1)
     head_p = np.where(pp1, ((wl.lm_head_params / tp) + wl.final_norm_params)[:, None], 0.0)
@@ -314,24 +324,34 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     for axis, params, layers in (("dp", dense_1, grad_layers[0]), ("edp", expert_1, grad_layers[1])):
         # MCore's buckets (grad_buckets.uniform_buckets, mcore_buckets' closed form) on the first stage (column 0:
         # stages.index is sorted): the head, the stage's layers at their mean size, the embedding; every later stage
-        # syncs in one bucket (grad_buckets.bucketed), as every stage with overlap_grad_reduce off (size None).
+        # syncs in one bucket (grad_buckets.bucketed), as every stage with overlap_grad_reduce off (size None);
+        # interleaved, those of the first stage's chunk 0, every other chunk one bucket of its own (pp2tail).
         head0, emb0 = (head_p[:, :1], embedding_p[:, :1]) if axis == "dp" else (0.0, 0.0)
         p0 = params[:, :1]
         threshold = threshold_p if tr.overlap_grad_reduce else np.inf
-        sizes, n_group, alone, layer_buckets = first_stage_buckets(head0, p0, layers[:, :1], emb0, threshold)
+        # the first chunk: 1/v of the stage's layers (at their mean size) and the embedding (no head: pp > 1)
+        rest0 = np.maximum(p0 - emb0, 0.0) / v_col if chunked_any else 0.0
+        p0_first = rest0 + emb0 if chunked_any else p0
+        layers0 = layers[:, :1] / v_col if chunked_any else layers[:, :1]
+        sizes, n_group, alone, layer_buckets = first_stage_buckets(head0, p0_first, layers0, emb0, threshold)
         # The sync runs bucket by bucket, each its own collective (MCore param_and_grad_buffer.py, start_grad_sync),
         # priced in one pass per op (CommLedger.add_packed): the first stage's tail bucket, every later stage's one
         # bucket (its whole sync), then the first stage's lead and middle buckets where any row has one; an op
         # without calls is not priced.
         extra = [g for g in (0, 1) if n_group[g].any()]
-        owner = np.array(list(range(n_stages)) + [0] * len(extra))
+        owner = np.array(list(range(n_stages)) + [0] * (len(extra) + chunked_any))
         # (N, K) filled a column at a time (one strided pass each, not a short row at a time: session 23, bucketspeed)
         packed, packed_calls = np.empty((n_cand, len(owner))), np.empty((n_cand, len(owner)))
         packed[:, 0], packed_calls[:, 0] = sizes[2], n_group[2]
-        for s in range(1, n_stages):
-            packed[:, s], packed_calls[:, s] = params[:, s], params[:, s] > 0
+        for s in range(1, n_stages):  # a later stage: one bucket a chunk
+            if chunked_any:
+                packed[:, s], packed_calls[:, s] = params[:, s] / chunks, (params[:, s] > 0) * chunks
+            else:
+                packed[:, s], packed_calls[:, s] = params[:, s], params[:, s] > 0
         for i, g in enumerate(extra):
             packed[:, n_stages + i], packed_calls[:, n_stages + i] = sizes[g], n_group[g]
+        if chunked_any:  # the first stage's later chunks, one bucket each
+            packed[:, -1], packed_calls[:, -1] = rest0[:, 0], (rest0[:, 0] > 0) * (chunks - 1.0)
         priced = [(f"{axis}_{op}", op, q, packed_calls if on.all() else _where_rows(on[:, 0], packed_calls))
                   for op, q, on in (("all_reduce", q_g, zero == 0), ("reduce_scatter", q_g, zero >= 1),
                                     ("all_gather", q_p, zero >= 1)) if on.any()]
@@ -345,6 +365,14 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         for s in range(n_stages):
             dp_time[:, s] += t_packed[:, s]
         dp_time[:, 0] += t0[0] + t0[1]
+        if chunked_any:
+            t_later = t_packed[:, -1]
+            dp_time[:, 0] += t_later
+            first_chunk_s[:, 0] += t0[0] + t0[1] + t0[2]
+            later_chunk_s[:, 0] += np.where(chunks > 1, t_later / np.maximum(chunks - 1.0, 1.0), 0.0)
+            for s in range(1, n_stages):
+                first_chunk_s[:, s] += t_packed[:, s] / chunks
+                later_chunk_s[:, s] += t_packed[:, s] / chunks
         with np.errstate(divide="ignore", invalid="ignore"):
             one = [np.where(n > 0, t / n, 0.0) for t, n in zip(t0, n_group)]  # one bucket's time, per group
         # Each axis's last bucket, ready at the backward's end (a later stage: its one bucket). On the first stage,
@@ -394,6 +422,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         per_mb_comm, bwd_comm = per_mb_comm + z(head_comm["last"][0]), bwd_comm + z(head_comm["last"][1])
         fwd_less_bwd = fwd_less_bwd + z(head_comm["last"][0] - 2 * head_comm["last"][1]) if zb_split else 0.0
     dp_time, zero3_mb, last_bucket = z(dp_time) * pm, z(zero3_mb) * pm, z(last_bucket) * pm
+    first_chunk_s, later_chunk_s, chunks = z(first_chunk_s) * pm, z(later_chunk_s) * pm, z(chunks)
     most_buckets = z(most_buckets)
     head_time, prior = z(head_time) * pm[:, 0], z(prior) * pm[:, 0]
     head_bwd_comm = z(head_comm["last"][1])  # the head's backward collectives at pp 1 (the first stage's own)
@@ -404,7 +433,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     (cands, n_cand, tp, pp, m, b, exists, first, last, stages, dense_params, expert_params, calls,
      core_mb) = every.values()
     # Interleaved, a later stage's v chunks sync one bucket each, as each chunk's last backward ends
-    # (grad_buckets.chunk_buckets): v buckets over the window, the collectives still priced as one per axis.
+    # (grad_buckets.chunk_buckets): v buckets over the window (even chunks priced as v calls of one chunk's size).
     most_buckets, last_bucket = chunk_buckets(sched, vp, first, most_buckets, last_bucket, dp_time)
     counts, zero = stages.counts, cands.zero_stage[:, None]
     wrap_sends = z(wrap_sends) * wrap if np.ndim(wrap_sends) else 0.0
@@ -538,9 +567,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                         np.maximum(last_bucket, dp_time - window))
         # Interleaved, a stage's later chunks sync in the cool-down, chunk 0 after its own last backward (bucketed
         # on the first stage, one bucket on the others: chunk_buckets' v buckets, 1 a chunk).
-        if chunked.any():
-            left = np.where(chunked, interleaved_chunks_exposed_s(dp_time, most_buckets, bwd_own + bwd_comm, vp,
-                                                                 pp, m), left)
+        if chunked.any():  # even chunks priced apart (`chunks`); a pipeline layout's: 1/v of the stage's each
+            split, v_col = (chunks > 1)[:, None], np.asarray(vp, dtype=float)[:, None]
+            share = dp_time / v_col
+            left = np.where(chunked, interleaved_chunks_exposed_s(
+                np.where(split, first_chunk_s, share), np.where(split, later_chunk_s, share),
+                np.where(first, np.where(split, most_buckets, most_buckets / v_col), 1.0),
+                bwd_own + bwd_comm, vp, pp, m), left)
         exposed_dp = np.max(np.where(exists, np.maximum(0.0, left - early) + tp_grad, 0), axis=1)
     else:
         exposed_dp = dp_sync

@@ -160,27 +160,28 @@ def chunk_buckets(schedule: np.ndarray, vp, first: np.ndarray, most_buckets: np.
     return np.where(later, v, most_buckets), np.where(later, sync_s / v, last_bucket)
 
 
-def interleaved_chunks_exposed_s(sync_s: np.ndarray, n_buckets: np.ndarray, bwd_mb_s: np.ndarray, vp, pp,
-                                 m) -> np.ndarray:
-    """(N, S) seconds of an interleaved stage's gradient sync `sync_s` left after its last backward ends, its v chunks
-    synced as MCore does: chunk 0 in its `n_buckets` / v buckets as chunk 0's last backward (`bwd_mb_s` / v) makes
-    them ready (the model's first piece; on a later stage `chunk_buckets`' v, one bucket), each later chunk c as one
-    bucket once its own last backward ends (`bucketed`; Megatron-LM d98e8a64 training.py l.2504-2515,
-    per_chunk_disable_bucketing for chunk_idx > 0), all on one grad stream. In Megatron's interleaved order
-    (schedules.py l.1244-1249 get_model_chunk_id: backward k runs chunk v − 1 − ⌊k/p⌋ mod v) a
-    device's last p backwards are chunk 0's, the p before them chunk 1's, …: chunk c's sync is ready c·p chunk
-    backwards (min(p, m) below p micro-batches) before the end. Each chunk holds 1/v of the sync (the embedding's
-    gradients shared alike: an approximation). DERIVED (session 22, spoverlap); arrays (N, S), `vp`, `pp`, `m` (N,)."""
+def interleaved_chunks_exposed_s(first_chunk_s: np.ndarray, later_chunk_s: np.ndarray, n_first: np.ndarray,
+                                 bwd_mb_s: np.ndarray, vp, pp, m) -> np.ndarray:
+    """(N, S) seconds of an interleaved stage's gradient sync left after its last backward ends, its v chunks
+    synced as MCore does: chunk 0 (`first_chunk_s`, priced in its own `n_first` buckets: MCore's on the first stage,
+    one on the others) as chunk 0's last backward (`bwd_mb_s` / v) makes them ready (the model's first piece), each
+    later chunk c as one bucket (`later_chunk_s`, priced at the chunk's size) once its own last backward ends
+    (`bucketed`; Megatron-LM d98e8a64 training.py l.2504-2515, per_chunk_disable_bucketing for chunk_idx > 0), all
+    on one grad stream. In Megatron's interleaved order (schedules.py l.1244-1249 get_model_chunk_id: backward k runs
+    chunk v − 1 − ⌊k/p⌋ mod v) a device's last p backwards are chunk 0's, the p before them chunk 1's, …: chunk c's
+    sync is ready c·p chunk backwards (min(p, m) below p micro-batches) before the end. DERIVED (session 22,
+    spoverlap; session 23, pp2tail: each chunk's sync priced at its own buckets' sizes, not 1/v of the stage's
+    buckets); arrays (N, S), `vp`, `pp`, `m` (N,)."""
     v = np.asarray(vp, dtype=float)[:, None]
     ahead = np.minimum(np.asarray(pp, dtype=float), np.asarray(m, dtype=float))[:, None]
-    chunk_sync, chunk_bwd = sync_s / v, bwd_mb_s / v
-    n0 = np.maximum(1.0, n_buckets / v)
+    chunk_bwd = bwd_mb_s / v
+    n0 = np.maximum(1.0, n_first)
     # chunk 0's n0 buckets ready across its last backward, the last one never hidden (core.py's window rule)
-    own = np.maximum(chunk_sync / n0, chunk_sync - chunk_bwd * (1.0 - 1.0 / n0))
-    stream = np.full(np.broadcast(sync_s, v).shape, -np.inf)  # the grad stream's end, the later chunks synced
+    own = np.maximum(first_chunk_s / n0, first_chunk_s - chunk_bwd * (1.0 - 1.0 / n0))
+    stream = np.full(np.broadcast(first_chunk_s, v).shape, -np.inf)  # the grad stream's end, the later chunks synced
     for c in range(int(np.max(v)) - 1, 0, -1):
-        stream = np.where(c < v, np.maximum(stream, -c * ahead * chunk_bwd) + chunk_sync, stream)
-    return np.maximum(own, stream + chunk_sync)
+        stream = np.where(c < v, np.maximum(stream, -c * ahead * chunk_bwd) + later_chunk_s, stream)
+    return np.maximum(own, stream + first_chunk_s)
 
 
 def first_stage_exposed_s(sync_s, last_bucket_s, n_buckets, window_s, head_s, head_bwd_s):

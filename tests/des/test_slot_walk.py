@@ -121,8 +121,8 @@ def test_the_walk_waits_on_the_sends_as_the_simulator_does(dp, pp, vp, m, sends)
 @pytest.mark.parametrize("dp, pp, vp, m", [(16, 2, 4, 8), (8, 4, 2, 16)])
 def test_the_walk_ends_where_the_simulators_pipeline_ends(dp, pp, vp, m):
     """The walk's T_pipe against the simulator's last forward or backward operation (the trace), 0.1 % apart at the
-    shipped sends; the step beyond it (gradient sync, optimizer) is priced apart (at p 2 the estimate's stands
-    22 ms over the simulator's there: not the pipeline's)."""
+    shipped sends; the step beyond it (gradient sync, optimizer) is priced apart (at p 2 the estimate's stood
+    22 ms over the simulator's there, the first stage's later chunks' sync mispriced: session 23, pp2tail)."""
     sc, layout = mixtral(dp, pp, vp, m)
     m_, p, v, f, b, saving, h, lead, tail = walk_args(sc, layout)
     walked = ao.slot_walk_s(m_, p, v, f, b, saving, h, lead, tail)[0]

@@ -44,6 +44,7 @@ SOURCE_SPOTS = {
 # whose recipe was not read.
 # Session 23 (bwtables) re-recorded every GB200 / GB300 / B300 row: those profiles now read b200's SimuMax
 # operator tables as fractions of their own peaks (efficiency.op_tables_from) instead of h100-sxm's FLOP-keyed prior.
+# Session 23 (bwfp8) re-recorded every row: each runs Megatron-Bridge's fused (TE) cross-entropy (fused_cross_entropy).
 RECORDED_ERROR_PCT = {
     "26.02-gb200-dsv3-fp8mx-pp4vp4ep64": +11.2,  # 26.02 DGX-GB200 DeepSeekV3: 3955 tokens/s/GPU
     "26.02-gb200-qwen3-30b-fp8mx-ep8": -19.4,  # 26.02 DGX-GB200 Qwen3_30B_a3B: 26084

@@ -50,6 +50,7 @@ SOURCE_SPOTS = {
 # Megatron-Core's per-expert FC2 bias loop (moesim/ops/layer.py expert_bias_op); the six op-fuser rows do not move.
 # Session 23 (bwtables) re-recorded every GB200 / GB300 / B300 row: those profiles now read b200's SimuMax
 # operator tables as fractions of their own peaks (efficiency.op_tables_from) instead of h100-sxm's FLOP-keyed prior.
+# Session 23 (bwfp8) re-recorded every row: each runs Megatron-Bridge's fused (TE) cross-entropy (fused_cross_entropy).
 RECORDED_ERROR_PCT = {
     "26.08-gb300-dsv3-mxfp8-pp2vp8ep32": +53.3,  # 26.08 DGX-GB300 DeepSeekV3 MXFP8: 6288; none
     "26.08-gb200-dsv3-mxfp8-pp4vp4ep64": +11.4,  # 26.08 DGX-GB200 DeepSeekV3 MXFP8: 4912; selective (mla_up_proj)

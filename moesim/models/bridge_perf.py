@@ -242,7 +242,13 @@ def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
                 # Megatron-Core's grouped experts multiply the routing probability inside the activation (Megatron-LM
                 # core/transformer/moe/experts.py TEGroupedMLP bias_act_func: weighted_bias_swiglu_impl(..,
                 # permuted_probs)), so no expert output is kept: every row runs Megatron-Core (session 21, bridgemem)
-                "moe_probs_in_activation": True}
+                "moe_probs_in_activation": True,
+                # Megatron-Bridge runs the fused cross-entropy on every pretraining recipe: GPTModelProvider's default
+                # cross_entropy_loss_fusion = True (models/gpt_provider.py l.201 @ 63b08b397, since 958fb9b7d),
+                # DeepSeek-V3's recipe sets it with impl "te" (recipes/deepseek/deepseek_v3.py l.172-173), and the
+                # perf scripts set cross_entropy_fusion_impl = "te" on every row (scripts/performance/utils/
+                # overrides.py l.69-70, since bf75c658c): TE's parallel_cross_entropy (session 23, bwfp8)
+                "fused_cross_entropy": True}
     if row.grad_reduce_in_fp32 == "false":
         # Megatron-LM param_and_grad_buffer.py: grad_dtype = torch.float if grad_reduce_in_fp32 else param.dtype
         # (BF16 gradient buffers, reduced in BF16: both engines read bytes_of("grad"))

@@ -5,6 +5,7 @@ asserted to be small."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 from pathlib import Path
@@ -43,32 +44,33 @@ SOURCE_SPOTS = {
 # whose recipe was not read.
 # Session 23 (bwtables) re-recorded every GB200 / GB300 / B300 row: those profiles now read b200's SimuMax
 # operator tables as fractions of their own peaks (efficiency.op_tables_from) instead of h100-sxm's FLOP-keyed prior.
+# Session 23 (bwfp8) re-recorded every row: each runs Megatron-Bridge's fused (TE) cross-entropy (fused_cross_entropy).
 RECORDED_ERROR_PCT = {
-    "26.02-gb200-dsv3-fp8mx-pp4vp4ep64": +17.5,  # 26.02 DGX-GB200 DeepSeekV3: 3955 tokens/s/GPU
-    "26.02-gb200-qwen3-30b-fp8mx-ep8": -13.4,  # 26.02 DGX-GB200 Qwen3_30B_a3B: 26084
-    "26.02-b200-dsv3-fp8mx-pp16ep8": +12.3,  # 26.02 DGX-B200 DeepSeekV3: 2689
-    "26.02-b200-qwen3-30b-fp8mx-ep8": -59.2,  # 26.02 DGX-B200 Qwen3_30B_a3B: 9691
+    "26.02-gb200-dsv3-fp8mx-pp4vp4ep64": +11.2,  # 26.02 DGX-GB200 DeepSeekV3: 3955 tokens/s/GPU
+    "26.02-gb200-qwen3-30b-fp8mx-ep8": -19.4,  # 26.02 DGX-GB200 Qwen3_30B_a3B: 26084
+    "26.02-b200-dsv3-fp8mx-pp16ep8": -4.8,  # 26.02 DGX-B200 DeepSeekV3: 2689
+    "26.02-b200-qwen3-30b-fp8mx-ep8": -61.4,  # 26.02 DGX-B200 Qwen3_30B_a3B: 9691
     # the recipe's EP A2A overlap priced (session 21, a2aoverlap; -81.9 exposed)
-    "26.02-h100-qwen3-30b-fp8cs-pp2vp12ep8": -84.6,  # 26.02 DGX-H100 Qwen3_30B_a3B: 2557
-    "25.11-gb200-dsv3-bf16-pp4vp4ep64": +19.2,  # 25.11 DGX-GB200 DeepSeekV3 (w/o MTP) BF16: 3139
-    "25.11-gb200-dsv3-fp8mx-pp8vp4ep32": +22.7,  # 25.11 DGX-GB200 DeepSeekV3 (w/o MTP) FP8-MX: 4018
-    "25.11-gb200-qwen3-30b-fp8mx-ep8": -15.3,  # 25.11 DGX-GB200 Qwen3_30B_a3B: 23766
-    "25.11-b200-dsv3-fp8mx-pp16ep8": -4.4,  # 25.11 DGX-B200 DeepSeekV3 (w/ MTP): 2139
-    "25.11-b200-qwen3-30b-fp8mx-ep8": -60.2,  # 25.11 DGX-B200 Qwen3_30B_a3B: 9299
-    "25.11-h100-qwen3-30b-fp8cs-pp2vp24ep8": -48.2,  # 25.11 DGX-H100 Qwen3_30B_a3B: 5275
+    "26.02-h100-qwen3-30b-fp8cs-pp2vp12ep8": -85.8,  # 26.02 DGX-H100 Qwen3_30B_a3B: 2557
+    "25.11-gb200-dsv3-bf16-pp4vp4ep64": +17.3,  # 25.11 DGX-GB200 DeepSeekV3 (w/o MTP) BF16: 3139
+    "25.11-gb200-dsv3-fp8mx-pp8vp4ep32": +16.3,  # 25.11 DGX-GB200 DeepSeekV3 (w/o MTP) FP8-MX: 4018
+    "25.11-gb200-qwen3-30b-fp8mx-ep8": -20.8,  # 25.11 DGX-GB200 Qwen3_30B_a3B: 23766
+    "25.11-b200-dsv3-fp8mx-pp16ep8": -18.0,  # 25.11 DGX-B200 DeepSeekV3 (w/ MTP): 2139
+    "25.11-b200-qwen3-30b-fp8mx-ep8": -62.4,  # 25.11 DGX-B200 Qwen3_30B_a3B: 9299
+    "25.11-h100-qwen3-30b-fp8cs-pp2vp24ep8": -50.9,  # 25.11 DGX-H100 Qwen3_30B_a3B: 5275
     # DeepEP as the recipe's run_script.py runs it on H100 (session 21, a2aoverlap; +43.1 with NCCL's all-to-all), at
     # the recipe's vp 4 (bridgekeys) and so with the recipe's EP A2A overlap priced, in Megatron's order (a2aorder;
     # -24.5 with DualPipe's max per pair); its modules mla_up_proj + mlp (recompmods), without core_attn added
     # (coreattn)
-    "25.09-h100-dsv3-pp8vp4ep64tp2": -24.4,  # 25.09 DGX-H100 DeepSeekV3 (dropless): 1297
-    "26.02-gb200-qwen3-235b-fp8mx-pp8ep32": +13.4,  # 26.02 DGX-GB200 Qwen3_235B_a22B: 5448
-    "26.02-b200-qwen3-235b-fp8mx-pp8ep8": -22.5,  # 26.02 DGX-B200 Qwen3_235B_a22B: 3805
+    "25.09-h100-dsv3-pp8vp4ep64tp2": -28.9,  # 25.09 DGX-H100 DeepSeekV3 (dropless): 1297
+    "26.02-gb200-qwen3-235b-fp8mx-pp8ep32": +3.3,  # 26.02 DGX-GB200 Qwen3_235B_a22B: 5448
+    "26.02-b200-qwen3-235b-fp8mx-pp8ep8": -29.6,  # 26.02 DGX-B200 Qwen3_235B_a22B: 3805
     # the recipe's uneven chunks (bridgekeys) make it interleaved, so its EP A2A overlap is priced (a2aoverlap; -21.5),
     # in Megatron's order (a2aorder; -50.3 with DualPipe's max per pair)
-    "26.02-h100-qwen3-235b-fp8cs-tp2pp8vp4ep32": -47.8,  # 26.02 DGX-H100 Qwen3_235B_a22B: 1633
-    "25.11-gb200-qwen3-235b-bf16-pp8vp3ep32": +25.3,  # 25.11 DGX-GB200 Qwen3_235B_a22B BF16: 4916
-    "25.11-b200-qwen3-235b-fp8mx-pp8vp2ep8": -26.2,  # 25.11 DGX-B200 Qwen3_235B_a22B: 3269
-    "25.11-h100-qwen3-235b-fp8cs-tp2pp8vp4ep32": +19.6,  # 25.11 DGX-H100 Qwen3_235B_a22B: 1575
+    "26.02-h100-qwen3-235b-fp8cs-tp2pp8vp4ep32": -51.1,  # 26.02 DGX-H100 Qwen3_235B_a22B: 1633
+    "25.11-gb200-qwen3-235b-bf16-pp8vp3ep32": +16.1,  # 25.11 DGX-GB200 Qwen3_235B_a22B BF16: 4916
+    "25.11-b200-qwen3-235b-fp8mx-pp8vp2ep8": -32.3,  # 25.11 DGX-B200 Qwen3_235B_a22B: 3269
+    "25.11-h100-qwen3-235b-fp8cs-tp2pp8vp4ep32": +19.2,  # 25.11 DGX-H100 Qwen3_235B_a22B: 1575
 }
 
 
@@ -137,6 +139,29 @@ def test_a_row_is_written_as_a_scenario_in_code():
     assert (sc.resolve().vp, sc.training.pipeline_schedule, sc.training.dispatch_backend) == (12, "interleaved",
                                                                                               "deepep")
 
+
+
+def test_every_row_runs_the_fused_cross_entropy():
+    """Megatron-Bridge's GPTModelProvider defaults cross_entropy_loss_fusion to True and its perf scripts set TE's
+    impl on every row (session 23, bwfp8): the head prices TE's fused kernel (2 bytes a logit each way in BF16),
+    not Megatron's unfused FP32 passes, and the head's forward is cheaper for it."""
+    from moesim.ops.breakdown import operator_breakdown
+
+    rows = ROWS + bp.load_newer_rows()
+    assert all(bp.row_scenario(r, "none", ()).training.fused_cross_entropy for r in rows)
+    row = BY_CASE["26.02-b200-dsv3-fp8mx-pp16ep8"]
+    sc = bp.row_scenario(row, row.recompute, row.recompute_modules)
+    head = [o for o in operator_breakdown(sc, sc.resolve()) if o.layer_class == "head" and o.kind == "memory"
+            and o.name.startswith("cross_entropy")]
+    assert {o.name for o in head} == {"cross_entropy_fused"}
+    fwd = next(o for o in head if o.pass_ == "fwd")
+    # 4096 tokens x 129,280 logits (DeepSeek-V3's vocabulary at tp 1), read and written once in BF16
+    assert fwd.shape[0] == pytest.approx(2 * 2 * 4096 * 129280, rel=1e-6)
+    unfused = bp.row_scenario(row, row.recompute, row.recompute_modules)
+    unfused = dataclasses.replace(unfused, training=dataclasses.replace(unfused.training, fused_cross_entropy=False))
+    slow = next(o for o in operator_breakdown(unfused, unfused.resolve()) if o.layer_class == "head"
+                and o.name == "cross_entropy" and o.pass_ == "fwd")
+    assert slow.time_s > 5 * fwd.time_s
 
 def test_vp_moesim_cannot_write_is_named_not_hidden():
     """DeepSeek-V3's 61 layers do not split into pp·vp equal chunks: a row whose recipe names no pipeline layout is

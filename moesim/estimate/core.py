@@ -499,10 +499,11 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         # compute and collectives); the head's forward stays on the second leg (device 0's V-end piece).
         n_layers = counts.sum(axis=2)
         half = np.divide(np.ceil(n_layers / 2), n_layers, out=np.full(n_layers.shape, 0.5), where=n_layers > 0)
-        embedding_fwd = own(input_embedding - embedding_bwd)[:, None] * first + embedding_fwd_comm
+        ends = input_embedding - embedding_bwd  # the embedding's forward compute, on the order-free rows
+        embedding_fwd = (ends if of is None else np.take(ends, of, axis=0))[:, None] * first + embedding_fwd_comm
         first_leg = half * (own(fwd) + layer_fwd_comm) + embedding_fwd
         zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(slot_fwd) + fwd_comm - pp_forward, own(weight_mb), stages.latest,
-                             stages.multiplicity, hop, first_leg)
+                             stages.multiplicity, hop, first_leg, stages.index)
     zb_h1 = sch.is_schedule(sched, "zb-h1")
     zbh1 = None
     if zb_h1.any():  # each device's tail after its last I on every stage's own times (zbh1_pipe_s; stages.run_ends)

@@ -499,8 +499,9 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         # compute and collectives); the head's forward stays on the second leg (device 0's V-end piece).
         n_layers = counts.sum(axis=2)
         half = np.divide(np.ceil(n_layers / 2), n_layers, out=np.full(n_layers.shape, 0.5), where=n_layers > 0)
-        ends = input_embedding - embedding_bwd  # the embedding's forward compute, on the order-free rows
-        embedding_fwd = (ends if of is None else np.take(ends, of, axis=0))[:, None] * first + embedding_fwd_comm
+        emb_fwd_s = input_embedding - embedding_bwd  # the embedding's forward compute, on the order-free rows
+        emb_fwd_s = emb_fwd_s if of is None else np.take(emb_fwd_s, of, axis=0)
+        embedding_fwd = emb_fwd_s[:, None] * first + embedding_fwd_comm
         first_leg = half * (own(fwd) + layer_fwd_comm) + embedding_fwd
         zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(slot_fwd) + fwd_comm - pp_forward, own(weight_mb), stages.latest,
                              stages.multiplicity, hop, first_leg, stages.index)

@@ -161,8 +161,8 @@ def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=
               on device 0 also R − F²_0 + m·(F²_0 + B_0 + W_0): its V-end chunk's forwards wait for micro-batch
               0's return as well. R = max_d Σ_{s<d} F_s + 2d·h + k_d·F¹_d + F²_d, k_d = min(m, 2(p − 1 − d) + 1):
               device d runs k_d first-leg forwards before micro-batch 0's second-leg one (the paper's V warm-up, Qi et
-              al. ICLR'24 §6, which sail-sg's walk, des.zbv_order, builds too), then micro-batch 0
-              runs back up d second-leg pieces; d = p − 1 is ΣF + 2(p − 1)·h (session 23, zbvworse);
+              al. ICLR'24 §6, which sail-sg's walk, des.zbv_order, builds too), then micro-batch 0 runs back up d
+              second-leg pieces; d = p − 1 is ΣF + 2(p − 1)·h (session 23, zbvworse);
       drain   ΣF + ΣB + 4(p − 1)·h + (m − 1)·q_s + W_0/2: the last micro-batch crosses the V forward and back
               (2p − 2 device boundaries each way) and its W on device 0 (chunk 0's half) ends the step; at one
               station it waits for the m − 1 before it: the last device's I pair (q = B_s, its two chunks back to

@@ -221,7 +221,6 @@ def test_the_estimates_f_and_first_leg_are_the_simulators_f_slots(monkeypatch):
         assert first_leg_s[0, column] == pytest.approx(sum(r[7] - r[6] for r in first) / 4, rel=1e-9)
 
 
-
 def test_a_kind_whose_stages_interleave_stays_below_the_order():
     """p 5, stages 1 and 3 alike (one representative, its first stage 1, its last 3), stage 2 of another F: the return
     term takes such a kind at its first stage only and counts the stages before it only for kinds that end before it,

@@ -39,6 +39,7 @@ from moesim.estimate.embedding_sync import (EMBEDDING_AXIS, embedding_concurrent
 from moesim.estimate.device_state import optimizer_time_s, stage_memory, stage_params
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
 from moesim.estimate.folds import order_free_rows, schedule_free_rows
+from moesim.estimate.mla_tp_comms import MLA_WGRAD_GATHER
 from moesim.estimate.grad_buckets import (bucket_params, chunk_buckets, earlier_end_s, first_stage_buckets,
                                          first_stage_exposed_s, interleaved_chunks_exposed_s)
 from moesim.estimate.stages import Stages, dualpipe_pair_columns, per_stage, pipeline_stages, run_ends
@@ -55,6 +56,11 @@ from moesim.workload import build_workload
 # Importable from here as before the split (moesim.estimate.result, tests/search/test_search_speedups.py).
 __all__ = ["PER_MB_AXES", "CommTotal", "Evaluation", "evaluate"]
 _order_free_rows, _schedule_free_rows = order_free_rows, schedule_free_rows
+
+
+# Per-layer collectives of the backward pass alone (terms.TermBuilder._tp_comms, mla_tp_comms), which bwd_comm
+# counts half in each pass as it does every layer call.
+BACKWARD_ONLY_CALLS = ("tp_all_gather_wgrad", MLA_WGRAD_GATHER)
 
 
 def _where_rows(on: np.ndarray, calls: np.ndarray) -> np.ndarray:
@@ -131,6 +137,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # Weight-gradient part W (zero-bubble schedules) and the attention cores a CP ring hides under.
     weight_mb = per_stage(counts, [sch.weight_grad_time_s(t) for t in terms])
     weight_mb += np.where(head, logits_time[:, None] / 3, 0.0) + np.where(first, embedding_bwd[:, None], 0.0)
+    # ZB-H1 and ZB-V: the F slot's compute as the simulator runs it (des.schedule.zbv_piece_times, pieces.forward):
+    # the layers' forward, the embedding's forward on the first stage (all of it less its backward) and the head's
+    # forward, a third of `logits_s` (Kaplan et al. §2.1), on the head's stage; without them they sat in I = t − F − W.
+    slot_fwd = fwd + np.where(head, logits_time[:, None] / (1 + BACKWARD_TO_FORWARD), 0.0) \
+        + np.where(first, (embedding_time - embedding_bwd)[:, None], 0.0) \
+        if (sch.is_schedule(sched, "zb-h1") | sch.is_schedule(sched, "zb-v")).any() else fwd
     # Ring window per layer: the forward core, its backward (the attention part's backward/forward ratio,
     # as the simulator scales it) and a full recompute's replay.
     full_rec = (f(cands.recompute) == mem.RECOMPUTE_CODES["full"])
@@ -258,6 +270,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # are not one per pass (embedding, head, pipeline sends); a layer's calls give each pass the same share.
     zb_split = (sch.is_schedule(sched, "zb-h1") | sch.is_schedule(sched, "zb-v")).any()
     embedding_fb = 0.0  # the embedding's forward collectives less its backward ones (only where zb_split)
+    # Sequence parallelism's wgrad re-gathers run in the backward only (terms.TermBuilder._tp_comms; the simulator's
+    # des.schedule._Builder._block issues them where phase == "bwd"), not half in each pass as bwd_comm counts them:
+    # their share of bwd_comm is no part of the forward's collectives (only where zb_split).
+    backward_only = 0.0
+    # ZB-V's pieces: the layers' forward collectives and the embedding's (the first leg's end), only where zb_split
+    layer_fwd_comm, embedding_fwd_comm = 0.0, 0.0
     a2a_call = {}  # Megatron's EP A2A overlap: (class, dispatch | combine) -> one call's time per stage (a2a_order)
     for c, class_calls in enumerate(calls):
         for call, calls_stage in zip(class_calls, layer_calls[c]):
@@ -270,6 +288,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                 t_call = exposed_ring_time_s(t_call, core_mb[:, :, c])
             per_mb_comm += t_call
             bwd_comm += t_call * backward_share
+            if zb_split and call.name in BACKWARD_ONLY_CALLS:
+                backward_only = backward_only + t_call * backward_share
+            elif zb_split:
+                layer_fwd_comm = layer_fwd_comm + t_call * backward_share
     # The embedding's, output heads' and cross-entropies' tp collectives on the first / last stage (moesim.ops.vocab).
     # The rows here hold every schedule at once (schedule_free_rows): the head's are priced on the last stage and,
     # where a candidate runs ZB-V, on the first too, each kept below where its schedule puts the head.
@@ -281,6 +303,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             per_mb_comm += t_call
             bwd_comm += t_call if call.pass_ == "bwd" else 0.0
             embedding_fb = embedding_fb + (-t_call if call.pass_ == "bwd" else t_call) if zb_split else 0.0
+            embedding_fwd_comm = embedding_fwd_comm + (0.0 if call.pass_ == "bwd" else t_call) if zb_split else 0.0
             continue
         for end, mask, multiple in head_ends:
             t_call = add(call.name, "tp", call.op, call.size_bytes, call.calls * mask, multiple=multiple)
@@ -412,6 +435,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     z = (lambda a: np.take(a, sf_inv, axis=0)) if sf_inv is not None else (lambda a: a)  # noqa: E731
     per_mb_comm, bwd_comm, pp_forward, pp_backward = z(per_mb_comm), z(bwd_comm), z(pp_forward), z(pp_backward)
     fwd_less_bwd = z(embedding_fb) if np.ndim(embedding_fb) else 0.0
+    fwd_less_bwd = fwd_less_bwd - (z(backward_only) if np.ndim(backward_only) else 0.0)
+    layer_fwd_comm, embedding_fwd_comm = (z(a) if np.ndim(a) else a for a in (layer_fwd_comm, embedding_fwd_comm))
     a2a_call = {k: z(v) for k, v in a2a_call.items()}
     at_last = 1.0 - zb_v[:, None]  # the head's collectives where the schedule runs the head (ZB-V: the first stage)
     if "first" in head_comm:
@@ -453,9 +478,9 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         compute_mb, per_mb_comm, bwd_comm, pp_comm = map(pair_mean, (compute_mb, per_mb_comm, bwd_comm, pp_comm))
         compute_pair_mb = pair_mean(compute_pair_mb) if sm_shared else compute_mb
         if lazy is not None:  # every candidate's own columns first: the pair's mean reads them
-            fwd, bwd_mb, weight_mb = (np.take(a, lazy, axis=0) for a in (fwd, bwd_mb, weight_mb))
+            fwd, bwd_mb, weight_mb, slot_fwd = (np.take(a, lazy, axis=0) for a in (fwd, bwd_mb, weight_mb, slot_fwd))
             lazy = None
-        fwd, bwd_mb, weight_mb = map(pair_mean, (fwd, bwd_mb, weight_mb))
+        fwd, bwd_mb, weight_mb, slot_fwd = map(pair_mean, (fwd, bwd_mb, weight_mb, slot_fwd))
     stage_mb = compute_mb + per_mb_comm
     # Interleaved: Megatron overlaps the v-fold pipeline sends with compute (--overlap-p2p-communication,
     # on by default with virtual stages); what the compute cannot hide stays exposed. ZB-V likewise: its
@@ -494,8 +519,21 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # ZB-V: every stage's own start-up skew and time (schedules.zbv_pipe_s), the slowest device not always the last,
     # and at few micro-batches one micro-batch down the V and back; ZB-H1 each device's tail of W's (zbh1_pipe_s).
     own = (lambda a: a) if lazy is None else (lambda a: np.take(a, lazy, axis=0))  # noqa: E731
-    zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(fwd) + fwd_comm, own(weight_mb), stages.latest, stages.multiplicity,
-                         hop) if zb_v.any() else None
+    # ZB-V's F without the forward sends: they run on the p2p stream beside the compute (stage_mb less pp_comm
+    # above, `inter`), the form charging one send per device boundary on the fill and drain paths (h = hop).
+    zbv = None
+    if zb_v.any():
+        # F¹, the first-leg piece's forward: the larger half of the stage's layers (workload.v_shape_ranges,
+        # stage_layers(n, 2)) with their forward collectives, and on the first stage the embedding's forward (its
+        # compute and collectives); the head's forward stays on the second leg (device 0's V-end piece).
+        n_layers = counts.sum(axis=2)
+        half = np.divide(np.ceil(n_layers / 2), n_layers, out=np.full(n_layers.shape, 0.5), where=n_layers > 0)
+        emb_fwd_s = input_embedding - embedding_bwd  # the embedding's forward compute, on the order-free rows
+        emb_fwd_s = emb_fwd_s if of is None else np.take(emb_fwd_s, of, axis=0)
+        embedding_fwd = emb_fwd_s[:, None] * first + embedding_fwd_comm
+        first_leg = half * (own(fwd) + layer_fwd_comm) + embedding_fwd
+        zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(slot_fwd) + fwd_comm - pp_forward, own(weight_mb), stages.latest,
+                             stages.multiplicity, hop, first_leg, stages.index)
     zb_h1 = sch.is_schedule(sched, "zb-h1")
     zbh1 = None
     if zb_h1.any():  # each device's tail after its last I on every stage's own times (zbh1_pipe_s; stages.run_ends)
@@ -506,7 +544,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         at = h1_rows if lazy is None else np.take(lazy, h1_rows)  # fwd, weight_mb: the order-free rows unless None
         zbh1 = np.zeros(n_cand)
         # F with the forward's collectives (fwd_comm), as the simulator's F slot runs them (I = t − F − W the rest)
-        zbh1[h1_rows] = sch.zbh1_pipe_s(r(m), r(pp), r(stage_mb), np.take(fwd, at, axis=0) + r(fwd_comm),
+        zbh1[h1_rows] = sch.zbh1_pipe_s(r(m), r(pp), r(stage_mb), np.take(slot_fwd, at, axis=0) + r(fwd_comm),
                                         np.take(weight_mb, at, axis=0), r(stages.multiplicity), *ends)
     # Megatron's combined 1F1B (training.moe_a2a_overlap): a pair is the two micro-batches' serial time less what
     # Megatron's per-layer order hides (a2a_order; compute at the pair's rate, as DualPipe's pairs).

@@ -149,16 +149,20 @@ def interleaved_pairs(m, pp, vp) -> np.ndarray:
     return (total - np.minimum(total, interleaved_warmup(p, v, p - 1) + 1)) / v
 
 
-def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=0.0) -> np.ndarray:
+def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=0.0, first_leg_s=None,
+               earliest=None) -> np.ndarray:
     """ZB-V's T_pipe: the largest over the stages s of lower bounds on device s's end (DERIVED, module docstring),
     B_s = t_s − F_s − W_s, ΣF and ΣB over the pipeline's stages, h one pipeline send:
       skew    m·t_s + s·F_s/2 + (p − 1)·max(0, t_s − 3W_s − F_s/2): device s starts after s half-stage forwards
               and, where F/2 ≥ F + B − 2W, runs gap-free to its last W (the paper's parallelogram, Qi et al. ICLR'24
               §6; moesim.des.orders reaches it at equal times); beyond that the excess of ZB-H2's (p − 1)(F + B − 2W);
-      fill    ΣF + 2(p − 1)·h + β_s/2 + m·(B_s + W_s): no I runs before micro-batch 0 has crossed all 2p chunks,
-              the first reaches device s after the second-leg chunks before it (β_s/2), then all m of its I and W;
-              on device 0 also ΣF − F_0/2 + 2(p − 1)·h + m·(F_0/2 + B_0 + W_0): its V-end chunk's forwards wait
-              for micro-batch 0's return as well;
+      fill    R + β_s/2 + m·(B_s + W_s): no I runs before micro-batch 0 has crossed all 2p chunks (at R), the
+              first reaches device s after the second-leg chunks before it (β_s/2), then all m of its I and W;
+              on device 0 also R − F²_0 + m·(F²_0 + B_0 + W_0): its V-end chunk's forwards wait for micro-batch
+              0's return as well. R = max_d Σ_{s<d} F_s + 2d·h + k_d·F¹_d + F²_d, k_d = min(m, 2(p − 1 − d) + 1):
+              device d runs k_d first-leg forwards before micro-batch 0's second-leg one (the paper's V warm-up, Qi et
+              al. ICLR'24 §6, which sail-sg's walk, des.zbv_order, builds too), then micro-batch 0 runs back up d
+              second-leg pieces; d = p − 1 is ΣF + 2(p − 1)·h (session 23, zbvworse);
       drain   ΣF + ΣB + 4(p − 1)·h + (m − 1)·q_s + W_0/2: the last micro-batch crosses the V forward and back
               (2p − 2 device boundaries each way) and its W on device 0 (chunk 0's half) ends the step; at one
               station it waits for the m − 1 before it: the last device's I pair (q = B_s, its two chunks back to
@@ -167,7 +171,9 @@ def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=
     fill and drain bind where m < 2p or so (m = 1: p·(F + B) + W/2, one micro-batch down the V and back, which
     sail-sg's scheduler, megatron/core/pipeline_parallel/zerobubble/scheduler/zbv.py @ 39f2c186, reaches too); the
     skew at larger m. (N, S) arrays over the representative stages (`stage_mb` −inf where none), `position` each
-    kind's last stage, `multiplicity` its number of stages (0 pads); `send_s` (N,) or scalar."""
+    kind's last stage, `multiplicity` its number of stages (0 pads); `send_s` (N,) or scalar; `first_leg_s` F¹, each
+    stage's first-leg piece's forward (N, S; None: F/2), F² = F − F¹; `earliest` each kind's first stage (None: its
+    stages a run ending at `position`)."""
     m, p = (np.asarray(a, dtype=float)[:, None] for a in (m, pp))
     t, f, w = (np.asarray(a, dtype=float) for a in (stage_mb, fwd_s, weight_s))
     position, count = np.asarray(position, dtype=float), np.asarray(multiplicity, dtype=float)
@@ -182,12 +188,36 @@ def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=
     last, first = exists & (position == p - 1), exists & (position == 0)
     before = np.where(last, backward_all - b, 0.0)
     first_w = np.sum(np.where(first, w, 0.0), axis=1, keepdims=True) / 2
-    fill = forward_all + 2 * (p - 1) * h + before / 2 + m * (b + w)
+    f1 = f / 2 if first_leg_s is None else np.asarray(first_leg_s, dtype=float)
+    start = position - count + 1 if earliest is None else np.asarray(earliest, dtype=float)
+    back = _zbv_return_s(m, p, f, f1, start, position, count, exists, h)  # R: micro-batch 0 through the whole V
+    fill = back + before / 2 + m * (b + w)
     # Device 0 runs its V-end chunk's forwards after micro-batch 0 reaches it too: all but its first-leg forwards.
-    fill = np.where(first, np.maximum(fill, forward_all - f / 2 + 2 * (p - 1) * h + m * (f / 2 + b + w)), fill)
+    f2 = f - f1
+    fill = np.where(first, np.maximum(fill, back - f2 + m * (f2 + b + w)), fill)
     station = np.where(last, b, np.where(first, (f + b) / 2, 0.0))
     drain = forward_all + backward_all + 4 * (p - 1) * h + (m - 1) * station + first_w
     return np.maximum(base, np.max(np.where(exists, np.maximum(fill, drain), -np.inf), axis=1))
+
+
+def _zbv_return_s(m, p, f, f1, start, position, count, exists, h) -> np.ndarray:
+    """R of `zbv_pipe_s`, (N, 1): micro-batch 0's forward through the whole V, the largest over devices d of
+    Σ_{s<d} F_s + 2d·h + k_d·F¹_d + F²_d. Along a run of like stages a..b (a kind's stages `start` to `position`)
+    the term is (d − a)·F + 2d·h + k_d·F¹ + F² plus the stages before a: linear in d either side of
+    d* = p − 1 − (m − 1)/2, where k_d stops being m, so its largest lies at a, b or the integers around d*. A kind
+    whose stages are not one run is taken at its first stage alone; the stages before a are counted only for the
+    kinds that end before a (a lower bound where kinds interleave)."""
+    # Σ F over the stages before each run: the kinds that end before it starts
+    before = np.sum(np.where((position[:, None, :] < start[:, :, None]) & exists[:, None, :],
+                             (count * f)[:, None, :], 0.0), axis=2)
+    end = np.where(position - start + 1 == count, position, start)  # a run: its last stage; else its first only
+    kink = p - 1 - (m - 1) / 2
+    best = np.full(f.shape, -np.inf)
+    for d in (start, end, np.floor(kink) + 0 * start, np.ceil(kink) + 0 * start):
+        d = np.clip(d, start, end)
+        k = np.minimum(m, 2 * (p - 1 - d) + 1)
+        best = np.maximum(best, before + (d - start) * f + 2 * d * h + k * f1 + (f - f1))
+    return np.max(np.where(exists, best, -np.inf), axis=1, keepdims=True)
 
 
 def zbh1_chain_s(m, stage_mb, weight_s, position, multiplicity) -> np.ndarray:

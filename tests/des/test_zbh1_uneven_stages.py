@@ -159,12 +159,14 @@ def _switch(m: int) -> dict:
 # over-counts, session 22 zbvslot). Session 23 (zbpipe): the stations' form, then F with the forward's collectives (as
 # the simulator's F slot runs them): Switch-C m 2 +3.87 -> +2.94 -> +0.50 %, m 4 +4.07 -> +3.10 -> +0.02 %; Llama m 2, 3
 # unchanged, m 4 −1.09 -> −1.09 -> +0.55 %, m 8 −0.44 -> −0.44 -> +0.48 %. Bars 4.5 -> 1 / 0.5 % (Switch-C), 1.5 -> 1 %.
+# Session 23 (zbvworse), the F slot's compute with the embedding's and head's forward and without the wgrad re-gathers:
+# Llama m 4 +0.55 -> +0.30 %, m 8 +0.48 -> +0.33 % (bars 1 -> 0.5 %); the rest unchanged.
 # Llama m 1 and Switch-C m 1: tests/des/test_zbv_few_micro_batches.py.
 ZBH1_CASES = [
     ("llama m2", "llama3-70b-l12-b200-tp8", _llama(2), Layout(dp=1, tp=2, pp=4), 0.005),
     ("llama m3", "llama3-70b-l12-b200-tp8", _llama(3), Layout(dp=1, tp=2, pp=4), 0.005),
-    ("llama m4", "llama3-70b-l12-b200-tp8", _llama(4), Layout(dp=1, tp=2, pp=4), 0.01),
-    ("llama m8", "llama3-70b-l12-b200-tp8", _llama(8), Layout(dp=1, tp=2, pp=4), 0.01),
+    ("llama m4", "llama3-70b-l12-b200-tp8", _llama(4), Layout(dp=1, tp=2, pp=4), 0.005),
+    ("llama m8", "llama3-70b-l12-b200-tp8", _llama(8), Layout(dp=1, tp=2, pp=4), 0.005),
     ("switch-c m2", "switch-c-2048-tpu-v3", _switch(2), Layout(dp=512, ep=512, pp=4), 0.01),
     ("switch-c m4", "switch-c-2048-tpu-v3", _switch(4), Layout(dp=512, ep=512, pp=4), 0.005),
 ]

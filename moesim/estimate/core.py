@@ -39,9 +39,9 @@ from moesim.estimate.embedding_sync import (EMBEDDING_AXIS, embedding_concurrent
 from moesim.estimate.device_state import optimizer_time_s, stage_memory, stage_params
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
 from moesim.estimate.folds import order_free_rows, schedule_free_rows
-from moesim.estimate.mla_tp_comms import MLA_WGRAD_GATHER
 from moesim.estimate.grad_buckets import (bucket_params, chunk_buckets, earlier_end_s, first_stage_buckets,
                                          first_stage_exposed_s, interleaved_chunks_exposed_s)
+from moesim.estimate.mla_tp_comms import MLA_WGRAD_GATHER
 from moesim.estimate.stages import Stages, dualpipe_pair_columns, per_stage, pipeline_stages, run_ends
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder

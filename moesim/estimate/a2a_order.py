@@ -35,6 +35,7 @@ import numpy as np
 
 from functools import lru_cache
 
+from moesim.estimate.pricing import grouped_rows
 from moesim.estimate.schedules import interleaved_order, weight_grad_time_s
 
 FWD_SEGMENTS = (("layer_overhead", "attention", "dense_ffn", "router", "permute"), ("expert_ffn",),
@@ -249,25 +250,17 @@ def _walk_rows(m: int, p: int, v: int) -> tuple[np.ndarray, ...]:
     return kinds, kind.reshape(-1), f_ready, prev, f_in, b_in
 
 
-_ROW_HASH = np.random.default_rng(20261207).integers(1, 2**63, size=4096, dtype=np.uint64) | np.uint64(1)
-
-
 def distinct_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(rows, again) of a float array (n, k): its distinct rows, bit for bit, and each row's index among them, so
     that rows[again] is `a` (what np.unique(a, axis=0, return_inverse=True) gives, in another order, without its
-    sort of whole rows): each row hashed to one uint64 (its words times fixed odd multipliers, summed modulo 2**64),
-    the hashes sorted, and the rows checked against their hash's first; a collision falls back to np.unique."""
+    sort of whole rows): the collectives' row grouping (estimate.pricing.grouped_rows: a 64-bit hash, checked, a
+    collision answered exactly) on the rows' bits, so 0.0 and −0.0 stay apart."""
     a = np.ascontiguousarray(a, dtype=float)
-    if a.shape[1] > len(_ROW_HASH) or not len(a):
+    if not a.size:
         rows, again = np.unique(a, axis=0, return_inverse=True)
         return rows, again.reshape(-1)
-    words = a.view(np.uint64)
-    key = words @ _ROW_HASH[:a.shape[1]]
-    _, first, again = np.unique(key, return_index=True, return_inverse=True)
-    rows = a[first]
-    if not np.array_equal(rows.view(np.uint64)[again], words):
-        rows, again = np.unique(a, axis=0, return_inverse=True)
-    return rows, again.reshape(-1)
+    first, again = grouped_rows(list(a.view(np.uint64).T))
+    return a[first], again
 
 
 def slot_walk_s(m: int, pp: int, vp: int, fwd_chunk_s, bwd_chunk_s, pair_saving_s, send_s, lead_s=None,

@@ -11,7 +11,7 @@ import pytest
 
 from moesim.des import SimOptions, simulate
 from moesim.des.orders import device_order
-from moesim.estimate import estimate
+from moesim.estimate import estimate, pricing
 from moesim.estimate.schedules import interleaved_order, interleaved_pairs
 from moesim.specs.layout import Layout
 from moesim.specs.load import load_scenario
@@ -134,7 +134,7 @@ def test_the_walk_ends_where_the_simulators_pipeline_ends(dp, pp, vp, m):
 def test_distinct_rows_are_bit_for_bit_and_fall_back_on_a_collision(monkeypatch):
     """The walk's candidates alike in every input walk once (session 23, walkspeed): `distinct_rows` keeps rows that
     differ in one bit apart (0.0 and −0.0 too), maps each row back to its own, and where two different rows hash
-    alike (every multiplier 0 here) still finds the distinct rows (np.unique's)."""
+    alike (every hash 0 here) still finds the distinct rows (np.unique's)."""
     rng = np.random.default_rng(3)
     a = rng.uniform(0.0, 1.0, (6, 5))
     a = np.concatenate([a, a[[4, 1, 4]], a[:1]])
@@ -144,9 +144,14 @@ def test_distinct_rows_are_bit_for_bit_and_fall_back_on_a_collision(monkeypatch)
     assert np.array_equal(rows[again].view(np.uint64), a.view(np.uint64))
     assert len(rows) == 8 and len({r.tobytes() for r in rows}) == 8  # rows 6 and 8 are row 4
     assert again[6] == again[8] == again[4] and again[7] != again[1] and again[9] != again[0]
-    monkeypatch.setattr(ao, "_ROW_HASH", np.zeros_like(ao._ROW_HASH))
+    monkeypatch.setattr(pricing, "_mix64", np.zeros_like)  # every row's hash 0: a collision on every pair
     rows, again = ao.distinct_rows(a)
-    assert np.array_equal(rows[again], a) and len(rows) == len(np.unique(a, axis=0))
+    # bit for bit on a collision too (the walk's own hash fell back to np.unique's values, joining 0.0 and −0.0)
+    assert np.array_equal(rows[again].view(np.uint64), a.view(np.uint64)) and len(rows) == 8
+    b = a.copy()
+    b[7, 3] = 0.0  # without the sign of zero, np.unique's distinct rows are these
+    rows, again = ao.distinct_rows(b)
+    assert np.array_equal(rows[again], b) and len(rows) == len(np.unique(b, axis=0))
 
 
 @pytest.mark.parametrize("m, p, v", [(8, 4, 2), (16, 4, 4), (12, 3, 2)])

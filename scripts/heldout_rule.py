@@ -12,7 +12,8 @@ Run: python scripts/heldout_rule.py RULE [RULE ...] [--cache DIR] [--rule sessio
 (calibrate's default) and each RULE (nccl_table.calibration_matrix at the automatic prior weight only), caches each as
 DIR/RULE.json (pass --cache to reuse a matrix already priced on this tree), and prints the rule's checks for each RULE.
 A RULE `hop:NAME` prices calibrate's `--hop-latency NAME` (fit.HOP_LATENCY_RULES) under the shared transfer; a RULE
-`weight:NAME` calibrate's `--row-weight NAME` (row_weight.ROW_WEIGHTS; session 16, bandfit) under the shared transfer.
+`weight:NAME` calibrate's `--row-weight NAME` (row_weight.ROW_WEIGHTS; session 16, bandfit) under the shared transfer;
+a RULE `TRANSFER+weight:NAME` both at once (session 24, newlogs14: `lines+weight:band-loss`).
 
 `--rule session13` judges by session 13's rule instead (docs/collectives-history.md "Session 13 (heldout2)", committed
 verbatim before any candidate was priced): (i) no cluster's mean change at >= 1 MiB is positive, (ii) the number of
@@ -62,6 +63,9 @@ def _matrix(rule: str) -> list[HeldOutPair]:
                                        fixed_weight=False))
     if rule.startswith("weight:"):  # calibrate's --row-weight NAME (row_weight.ROW_WEIGHTS), the transfer shared
         return list(calibration_matrix(MANIFEST, row_weight=rule[7:], fixed_weight=False))
+    if "+weight:" in rule:  # session 24: `TRANSFER+weight:NAME`, calibrate's --transfer TRANSFER --row-weight NAME
+        transfer, weight = rule.split("+weight:")
+        return list(calibration_matrix(MANIFEST, transfer_rule=transfer, row_weight=weight, fixed_weight=False))
     return list(calibration_matrix(MANIFEST, transfer_rule=rule, fixed_weight=False))
 
 

@@ -57,8 +57,8 @@ def test_current_scaling_counts_te_kernels(mixtral, ep):
 
 
 def test_other_scalings_and_frameworks_keep_one_kernel_a_part(mixtral):
-    """Delayed scaling (TE's fused multi-tensor cast), a framework other than Megatron-LM + TE, and current scaling
-    with DeepSeek's transposed re-quantisation price one kernel a part, as before."""
+    """Delayed scaling (its casts not re-counted by this lane), a framework other than Megatron-LM + TE, and current
+    scaling with DeepSeek's transposed re-quantisation price one kernel a part, as before."""
     current = with_precision(mixtral, precision_recipe="te-current-scaling")
     for sc in (with_precision(mixtral, precision_recipe="te-delayed-scaling"),
                dataclasses.replace(current, training=dataclasses.replace(current.training, framework="none")),

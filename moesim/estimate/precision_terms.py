@@ -80,6 +80,46 @@ def quantised_elements(model: ModelSpec, cls: LayerClass, b, tp, etp, slots,
     return parts
 
 
+# TransformerEngine v2.14's current-scaling cast of one tensor (Float8CurrentScalingQuantizer::quantize_impl,
+# transformer_engine/pytorch/csrc/quantizer.cpp l.857-896): the amax zeroed (common/recipe/current_scaling.cu l.75),
+# the amax reduced over the tensor (l.97-107), the scale computed from it (l.258), the cast (nvte_quantize_v2).
+CURRENT_SCALING_CAST_KERNELS = 4
+# The input of TE's LayerNormLinear: the norm kernel computes the amax (pytorch/csrc/extensions/normalization.cpp
+# l.351-355, FUSED_NORM_AMAX_FP8), so the cast is the amax's zeroing (quantizer.cpp l.755), the scale and the cast.
+CURRENT_SCALING_NORM_FED_CAST_KERNELS = 3
+
+
+def current_scaling_cast_kernels(model: ModelSpec, training: TrainingSpec, cls: LayerClass, ep,
+                                 te: bool) -> dict[str, tuple]:
+    """Part name -> (forward, backward) kernels of one layer's FP8 casts (its fp8_quantise operators) where
+    Megatron-LM + TransformerEngine (`te`) runs current per-tensor scaling with TE's cast-transpose; {} otherwise
+    (one kernel a part, as before). Each GEMM input is cast in forward and each GEMM output gradient in backward,
+    one tensor at a time: a TE GroupedLinear splits its input per local expert and casts each split on its own
+    (TE v2.14 pytorch/csrc/extensions/cast.cpp split_quantize l.1317 -> multi_tensor_quantize_impl l.330-362: the
+    fused multi-tensor kernel only for delayed scaling's Float8Quantizer, pybind.h l.53). Megatron-Core's layer
+    (core_v0.17.0 models/gpt/gpt_layer_specs.py l.139 / l.316 / l.151): linear_qkv is TE's LayerNormLinear (the norm
+    in it: CURRENT_SCALING_NORM_FED_CAST_KERNELS), linear_proj a Linear; a dense MLP's fc1 a LayerNormLinear, fc2 a
+    Linear; an MoE layer's pre_mlp_layernorm a norm of its own, so the shared experts' and the routed experts'
+    inputs are plain casts. MLA's attention (its down projections fused with the input norm or not,
+    mla_down_proj_fusion, l.249-256) is left at one kernel."""
+    if not te or training.fp8_scaling != "per_tensor_current" or training.fp8_transpose != "cast_transpose":
+        return {}
+    plain, fed = CURRENT_SCALING_CAST_KERNELS, CURRENT_SCALING_NORM_FED_CAST_KERNELS
+    blocks = 2 if cls.cross_attention else 1
+    parts = {}
+    if model.attention.kind != "mla":
+        extra = plain if cls.flops.mtp_projection else 0  # an MTP module's projection: a Linear of its own
+        parts["attention"] = (blocks * (fed + plain) + extra, blocks * 2 * plain + extra)
+    if not cls.is_moe:
+        parts["dense_ffn"] = (fed + plain, 2 * plain)
+        return parts
+    local_experts = model.moe.num_experts / ep  # moesim/ops/layer.py LayerOps.experts: one group each
+    parts["permute"] = (2 * plain * local_experts, 2 * plain * local_experts)
+    if model.moe.num_shared_experts:
+        parts["shared_experts"] = (2 * plain, 2 * plain)
+    return parts
+
+
 def deepseek_casts_apply(training: TrainingSpec) -> bool:
     """Whether a layer's FP8 casts are DeepSeek-V3's (quantised_elements `deepseek_casts`): FP8 GEMMs re-quantised
     transposed in backward (fp8_transpose = "requantise", §3.5.2) with the dispatch in FP8 (§3.3.4)."""

@@ -32,6 +32,7 @@ from moesim.specs.hardware import HardwareProfile
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
 from moesim.estimate.pricing import grouped_rows
+from moesim.megatron_rules import runs_megatron_te
 from moesim.ops.base import ATTENTION_BACKWARD_TO_FORWARD, PARTS, Op, gemm, memory
 from moesim.estimate.selective import (
     core_recompute_code, moe_recomputed_ops, recomputed, recomputed_ops, stored_inputs,
@@ -39,7 +40,8 @@ from moesim.estimate.selective import (
 from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER, mla_sp_widths
 from moesim.estimate.precision_terms import (
     activation_dequantise_bytes, activation_quantise_bytes, activation_recompute_bytes, attention_output_cast_bytes,
-    deepseek_casts_apply, quantise_parts_bytes, quantised_elements, weight_cast_bytes, weight_transpose_parts_bytes,
+    current_scaling_cast_kernels, deepseek_casts_apply, quantise_parts_bytes, quantised_elements, weight_cast_bytes,
+    weight_transpose_parts_bytes,
 )
 from moesim.collectives.dispatch import routing_shape
 from moesim.ops.layer import FLEX_BACKENDS, LayerOps, backward_ops, logits_ops
@@ -371,8 +373,12 @@ class TermBuilder:
         slots = slots if slots is not None else 0.0
         elements = quantised_elements(model, cls, b, tp, etp, slots, deepseek_casts=deepseek_casts_apply(tr))
         fwd_b, bwd_b = quantise_parts_bytes(tr, elements)
-        fwd = [memory(part, "fp8_quantise", dt, nbytes) for part, nbytes in fwd_b.items()]
-        bwd = [memory(part, "fp8_quantise", dt, nbytes, pass_="bwd") for part, nbytes in bwd_b.items()]
+        # one kernel a part unless Megatron-LM + TE runs current scaling (precision_terms.current_scaling_cast_kernels)
+        kernels = current_scaling_cast_kernels(model, tr, cls, ep, runs_megatron_te(tr.framework, self.hw.device_kind))
+        fwd = [memory(part, "fp8_quantise", dt, nbytes, kernels=kernels.get(part, (1.0, 1.0))[0])
+               for part, nbytes in fwd_b.items()]
+        bwd = [memory(part, "fp8_quantise", dt, nbytes, kernels=kernels.get(part, (1.0, 1.0))[1], pass_="bwd")
+               for part, nbytes in bwd_b.items()]
         for part, nbytes in activation_quantise_bytes(model, tr, cls, b, tp, etp, slots).items():
             fwd.append(memory(part, "moe_activation_quantise", dt, nbytes))
         for part, nbytes in activation_dequantise_bytes(model, tr, cls, b, tp, etp, slots).items():

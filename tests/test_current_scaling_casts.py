@@ -1,0 +1,95 @@
+"""FP8 current scaling's casts as TransformerEngine v2.14 launches them (session 24, h100moe): four kernels a tensor
+(amax zeroed, amax, scale, cast), three for a LayerNormLinear's input (the norm computes the amax), and a
+GroupedLinear's input cast one local expert at a time (moesim.estimate.precision_terms.current_scaling_cast_kernels).
+Only the kernel counts move: the bytes are the casts' as before, and both engines read the same operators."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from moesim.des import SimOptions, simulate
+from moesim.estimate.precision_terms import (
+    CURRENT_SCALING_CAST_KERNELS, CURRENT_SCALING_NORM_FED_CAST_KERNELS, quantise_parts_bytes, quantised_elements)
+from moesim.estimate.terms import TermBuilder
+from moesim.ops.price import op_time_s
+from moesim.specs.layout import Layout
+from moesim.specs.load import load_scenario
+from moesim.specs.training import TrainingSpec
+from moesim.workload import build_workload
+
+KEEP = ("global_batch_sequences", "seq_len", "micro_batches", "zero_stage", "recompute")
+
+
+def with_precision(sc, **keys):
+    base = {k: getattr(sc.training, k) for k in KEEP}
+    return dataclasses.replace(sc, training=TrainingSpec.with_recipe(**base, **keys))
+
+
+def casts(sc, ep: int) -> dict[tuple[str, str], object]:
+    """(part, pass) -> the fp8_quantise operator of one Mixtral MoE layer at tp 1 and the given ep."""
+    one = lambda v: np.array([float(v)])  # noqa: E731
+    tb = TermBuilder(sc.model, sc.hardware, sc.training, one(1), one(1), one(ep), one(1), np.array([0]), one(np.nan))
+    terms = tb.build(build_workload(sc.model, 4096, 0).classes[0])
+    return {(op.part, op.pass_): op for op in terms.ops_fwd + terms.ops_bwd if op.name == "fp8_quantise"}
+
+
+@pytest.fixture(scope="module")
+def mixtral():
+    return load_scenario("mixtral-8x7b-h100")
+
+
+@pytest.mark.parametrize("ep", [2, 8])
+def test_current_scaling_counts_te_kernels(mixtral, ep):
+    """Mixtral (GQA, 8 experts, no shared expert): the attention casts linear_qkv's input (norm-fed, 3) and
+    linear_proj's (4) forward, both output gradients (4 + 4) backward; the routed experts cast fc1's and fc2's
+    inputs (forward) and output gradients (backward) once per local expert, 4 kernels each."""
+    ops = casts(with_precision(mixtral, precision_recipe="te-current-scaling"), ep)
+    local = 8 / ep
+    plain, fed = CURRENT_SCALING_CAST_KERNELS, CURRENT_SCALING_NORM_FED_CAST_KERNELS
+    assert (plain, fed) == (4, 3)
+    assert float(np.ravel(ops["attention", "fwd"].kernels)[0]) == 7
+    assert float(np.ravel(ops["attention", "bwd"].kernels)[0]) == 8
+    assert float(np.ravel(ops["permute", "fwd"].kernels)[0]) == 2 * plain * local
+    assert float(np.ravel(ops["permute", "bwd"].kernels)[0]) == 2 * plain * local
+
+
+def test_other_scalings_and_frameworks_keep_one_kernel_a_part(mixtral):
+    """Delayed scaling (its casts not re-counted by this lane), a framework other than Megatron-LM + TE, and current
+    scaling with DeepSeek's transposed re-quantisation price one kernel a part, as before."""
+    current = with_precision(mixtral, precision_recipe="te-current-scaling")
+    for sc in (with_precision(mixtral, precision_recipe="te-delayed-scaling"),
+               dataclasses.replace(current, training=dataclasses.replace(current.training, framework="none")),
+               dataclasses.replace(current, training=dataclasses.replace(current.training,
+                                                                         fp8_transpose="requantise"))):
+        ops = casts(sc, 2)
+        assert ops and all(float(np.ravel(op.kernels)[0]) == 1 for op in ops.values())
+
+
+def test_only_the_launches_move(mixtral):
+    """The casts' bytes are quantise_parts_bytes' as before; the time rises by the added launches alone."""
+    sc = with_precision(mixtral, precision_recipe="te-current-scaling")
+    none = dataclasses.replace(sc, training=dataclasses.replace(sc.training, framework="none"))
+    te_ops, one_ops = casts(sc, 2), casts(none, 2)
+    cls = build_workload(sc.model, 4096, 0).classes[0]
+    slots = 4096 * mixtral.model.moe.top_k
+    fwd, bwd = quantise_parts_bytes(sc.training, quantised_elements(sc.model, cls, 1, 1, 1, slots))
+    launch_s = sc.hardware.efficiency.kernel_launch_s
+    assert launch_s > 0
+    for (part, pass_), op in te_ops.items():
+        expected = (fwd if pass_ == "fwd" else bwd)[part]
+        assert float(np.ravel(op.bytes)[0]) == pytest.approx(float(np.ravel(expected)[0]))
+        extra = float(np.ravel(op.kernels)[0]) - 1
+        assert extra > 0
+        assert float(np.ravel(op_time_s(op, sc.hardware))[0]) == pytest.approx(
+            float(np.ravel(op_time_s(one_ops[part, pass_], none.hardware))[0]) + extra * launch_s)
+
+
+def test_the_simulator_agrees_with_current_scaling():
+    """No pipeline, uniform routing, no contention: both engines read the same casts (within 2 %, as the other
+    FP8 recipes in tests/test_precision_estimate.py)."""
+    sc = with_precision(load_scenario("mixtral-8x7b-h100", devices=16), precision_recipe="te-current-scaling")
+    result = simulate(sc, Layout(dp=16, ep=8), SimOptions(contention=False, expected_loads=True, trace=False))
+    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.02)

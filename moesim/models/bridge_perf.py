@@ -233,8 +233,9 @@ def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
     """The row as a scenario: its model (MTP off where the row runs without), hardware, gpus, batch
     (micro-batches = GA, so the micro-batch is mbs sequences), precision recipe, ZeRO-1, the given recompute,
     SP at tp > 1 (Megatron requires it with EP and TP), the router GEMM's dtypes (ROUTER_DTYPES), the dispatcher,
-    Megatron-Core's routing probability inside the expert activation, the recipe's gradient-buffer dtype, FP8 parameters and HybridEP SM count where read, and
-    its layout (vp only where moesim can write it; the recipe's first / last stage layers where it gives them)."""
+    Megatron-Core's routing probability inside the expert activation, the recipe's gradient-buffer dtype, FP8
+    parameters and HybridEP SM count where read, and its layout (vp only where moesim can write it; the recipe's
+    first / last stage layers where it gives them)."""
     from moesim.specs.fields import Table
     from moesim.specs.model_file import load_model
     from moesim.specs.scenario_file import scenario_from_table

@@ -47,6 +47,19 @@ RECOMPUTE_LADDER = (("none", (), False), ("selective", ("mla_up_proj",), True), 
 # `hybridep` (session 21: DeepEP's path at HybridEP's published rates); a dispatcher the recipe does not name is
 # priced as the NCCL all-to-all.
 DISPATCH_BACKEND = {"": "nccl", "deepep": "deepep", "hybridep": "hybridep"}
+# The router's logits GEMM as Megatron-Core computes it, by the row's model: (forward dtype, backward dtype), the
+# scenario's [moe] router_dtype / router_bwd_dtype. Megatron-LM since 0f058666a8 (core_v0.13.0, before every release
+# here) runs it through TE's general_gemm (d98e8a64 moe_utils.py RouterGatingLinearFunction l.1389-1394): the BF16
+# input and weight as they are, moe_router_dtype only the output's dtype, so the forward is a BF16 GEMM; the backward
+# casts the weight / input to moe_router_dtype (l.1425-1432), and TE computes an all-FP32 GEMM as
+# CUBLAS_COMPUTE_32F_FAST_TF32 (TransformerEngine d0067d0da common/gemm/cublaslt_gemm.cu l.445-449; so since its
+# first commit 996ea169c): TF32.
+# DeepSeek-V3: Megatron-Bridge's provider sets moe_router_dtype = "fp32" at every release commit read
+# (models/deepseek/deepseek_provider.py l.79 @ fa0315ae2 / 5776a6d90, deepseek_v3_bridge.py l.66-75 @ df0289c1 ..
+# 4ab94dfad; only the GB300 FSDP / HSDP perf configs set "bf16", which no row runs). Qwen3 and GPT-OSS set none:
+# Megatron's default None (transformer_config.py l.811), the input's dtype, BF16, every pass.
+ROUTER_DTYPES = {"deepseek-v3": ("bfloat16", "tfloat32"), "qwen3-30b-a3b": ("bfloat16", "bfloat16"),
+                 "qwen3-235b-a22b": ("bfloat16", "bfloat16"), "gpt-oss-120b": ("bfloat16", "bfloat16")}
 # The recipe's moe_a2a_overlap (Megatron-Core overlap_moe_expert_parallel_comm + delay_wgrad_compute, the combined
 # 1F1B schedule: Megatron-LM megatron/core/models/common/model_chunk_schedule_plan.py TransformerLayerSchedulePlan.run):
 # priced (training.moe_a2a_overlap) where moesim prices the row's interleaved schedule or the row runs pp 1, else named
@@ -219,9 +232,10 @@ def priced_vp(row: BridgeRow, num_layers: int) -> int:
 def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
     """The row as a scenario: its model (MTP off where the row runs without), hardware, gpus, batch
     (micro-batches = GA, so the micro-batch is mbs sequences), precision recipe, ZeRO-1, the given recompute,
-    SP at tp > 1 (Megatron requires it with EP and TP), the dispatcher, Megatron-Core's routing probability inside
-    the expert activation, the recipe's gradient-buffer dtype, FP8 parameters and HybridEP SM count where read, and
-    its layout (vp only where moesim can write it; the recipe's first / last stage layers where it gives them)."""
+    SP at tp > 1 (Megatron requires it with EP and TP), the router GEMM's dtypes (ROUTER_DTYPES), the dispatcher,
+    Megatron-Core's routing probability inside the expert activation, the recipe's gradient-buffer dtype, FP8
+    parameters and HybridEP SM count where read, and its layout (vp only where moesim can write it; the recipe's
+    first / last stage layers where it gives them)."""
     from moesim.specs.fields import Table
     from moesim.specs.model_file import load_model
     from moesim.specs.scenario_file import scenario_from_table
@@ -275,8 +289,10 @@ def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
     layout |= {k: n for k, n in (("first_stage_layers", row.first_stage_layers),
                                  ("last_stage_layers", row.last_stage_layers)) if n}
     layout |= {"pipeline_layout": row.pipeline_layout} if row.pipeline_layout else {}
+    router_fwd, router_bwd = ROUTER_DTYPES[row.model]
     table = {"schema_version": 1, "name": row.case, "model": row.model, "hardware": row.hardware,
              "devices": row.gpus, "training": training, "layout": layout,
+             "moe": {"router_dtype": router_fwd, "router_bwd_dtype": router_bwd},
              "source": f"Megatron-Bridge performance summary, {row.release} {row.system} {row.source_model}"}
     sc = scenario_from_table(Table(table, file=str(DATA), path=row.case), base_dir=DATA.parent)
     if not row.mtp and sc.model.mtp_depth:

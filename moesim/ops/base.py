@@ -97,9 +97,11 @@ def backward(op: Op) -> list[Op]:
     the flash backward of attention, and for a memory op the bytes of its backward
     (meta['bwd_bytes_factor'] × forward, in meta['bwd_kernels'] launches where set, else the forward's; named
     meta['bwd_name'] where set), preceded by `grad_accumulate` where meta['grad_add_kernels'] is set (the sums of
-    the op's output gradients arriving from several consumers: meta['grad_add_bytes'])."""
+    the op's output gradients arriving from several consumers: meta['grad_add_bytes']). A GEMM's dgrad and wgrad run
+    in meta['bwd_dtype'] where set, else the forward's dtype (Megatron-Core's router, moesim/ops/layer.py `router`)."""
     if op.kind in ("gemm", "grouped_gemm"):
         out = []
+        dtype = op.meta.get("bwd_dtype", op.dtype)
         if op.kind == "gemm":
             m, n, k = op.shape
             dgrad_shape, wgrad_shape = (m, k, n), (k, n, m)
@@ -107,9 +109,9 @@ def backward(op: Op) -> list[Op]:
             g, m, n, k = op.shape
             dgrad_shape, wgrad_shape = (g, m, k, n), (g, k, n, m)
         if op.meta.get("dgrad", True):
-            out.append(replace(op, pass_="dgrad", shape=dgrad_shape))
+            out.append(replace(op, pass_="dgrad", shape=dgrad_shape, dtype=dtype))
         if op.meta.get("weights", True):
-            out.append(replace(op, pass_="wgrad", shape=wgrad_shape))
+            out.append(replace(op, pass_="wgrad", shape=wgrad_shape, dtype=dtype))
         return out
     if op.kind == "attention":
         return [replace(op, pass_="bwd", flops=op.flops * ATTENTION_BACKWARD_TO_FORWARD,

@@ -305,6 +305,8 @@ class LayerOps:
         ops = [_fanned_out(_norm("router", "moe_norm", dt_mem, self.q, tn, h, self.te), consumers, self.q, tn, h,
                            self.grad_adds)]
         router = gemm("router", "router", moe.router_dtype, t_dev, E, h)
+        if moe.router_bwd_dtype:  # its dgrad / wgrad in their own dtype (moesim/ops/base.py `backward`)
+            router = replace(router, meta={"bwd_dtype": moe.router_bwd_dtype})
         ops.append(router)
         if moe.router_impl:  # the framework's own gating kernels (moesim/ops/mcore_moe.toml)
             return ops + [gating_op(moe_impl(moe.router_impl), t_dev, E)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from moesim.errors import SpecError
+from moesim.specs.dtypes import DTYPES
 from moesim.specs.ranges import check_ranges
 
 ARCHITECTURES = ("encoder_decoder", "decoder_only")
@@ -136,6 +137,10 @@ class MoESpec:
     group_size_tokens: int = 0
     router_score: str = "softmax"
     router_dtype: str = "float32"
+    # The dtype of the router GEMM's backward (dgrad, wgrad) where the run's framework computes it in another than the
+    # forward's: "" = router_dtype. A scenario's [moe] table sets the run's own (Megatron-Core's moe_router_dtype
+    # "fp32": BF16 forward, TF32 backward, moesim/models/bridge_perf.py ROUTER_DTYPES).
+    router_bwd_dtype: str = ""
     router_bias: bool = False
     # Node-limited routing (DeepSeek-V3 §2.1.2: each token to at most M nodes, M = 4 of 8): 0 = no limit.
     max_nodes_per_token: int = 0
@@ -157,6 +162,8 @@ class MoESpec:
                             value=self.top_k)
         _one_of("moe.capacity_rule", self.capacity_rule, CAPACITY_RULES)
         _one_of("moe.router_score", self.router_score, ROUTER_SCORES)
+        if self.router_bwd_dtype:
+            _one_of("moe.router_bwd_dtype", self.router_bwd_dtype, DTYPES)
         for stack in self.stacks:
             _one_of("moe.stacks", stack, MOE_STACKS)
         for name in ("capacity_factor_train", "capacity_factor_eval"):

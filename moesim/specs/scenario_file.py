@@ -72,9 +72,10 @@ def search_from_table(t: Table) -> SearchSpace:
 # groups and bounds tokens for routing. They are implementation choices, not architecture: Mesh-TF,
 # T5X and GShard route the same model in routing groups of different sizes. router_dtype: the dtype the run's
 # framework computes the router GEMM in (DeepSeek-V3 §3.3.1 keeps the gating modules in "BF16 or FP32"; which
-# one is the run's, e.g. the BF16 cuBLAS GEMM of DeepSeek's H800 trace, docs/operators.md).
+# one is the run's, e.g. the BF16 cuBLAS GEMM of DeepSeek's H800 trace, docs/operators.md); router_bwd_dtype: the
+# dtype of its backward GEMMs where the framework's differs from the forward's (left out: router_dtype).
 SCENARIO_MOE_KEYS = ("group_size_tokens", "min_expert_capacity", "max_nodes_per_token")
-SCENARIO_MOE_DTYPE_KEYS = ("router_dtype",)
+SCENARIO_MOE_DTYPE_KEYS = ("router_dtype", "router_bwd_dtype")
 # router_impl: the framework implementation whose router and dispatcher kernels the run launches
 # (moesim/ops/mcore_moe.toml names them; unset, moesim's generic operators).
 SCENARIO_MOE_IMPL_KEYS = ("router_impl",)

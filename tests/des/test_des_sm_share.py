@@ -42,7 +42,8 @@ def test_the_figures_and_their_sources():
     assert normal_kernel_sms() == 20  # DeepSeek-V3 §3.2.2 (deepep.toml [sms])
     for name in ("h800", "h100-sxm"):
         assert load_hardware(name).chip.sm_count == 132
-    assert load_hardware("b200").chip.sm_count is None  # not filled: no sharing priced there
+    assert load_hardware("b200").chip.sm_count == 148  # a published measurement (b200.toml; session 24 bwsm)
+    assert load_hardware("gb200-nvl72").chip.sm_count is None  # not filled: no sharing priced there
     assert compute_share(132, 20) == pytest.approx(112 / 132)
     with pytest.raises(ValueError, match="communication SMs"):
         compute_share(132, 132)

@@ -173,11 +173,9 @@ def test_stage_ranges_and_class_counts_cover_every_layer_once():
 
 # The analytical model over uneven stages -------------------------------------------------------
 
-def _all_stages(workload, p, first=None, last=None):
-    """Every stage as its own representative: the maxima the model takes, over all pp stages."""
-    counts = stage_class_counts(workload, p, first, last)
-    out = stages_module._boundary_tokens(workload, p, first, last)
-    into = np.concatenate([out[:1], out[:-1]])
+def _all_stages(workload, p, first=None, last=None, v=False):
+    """Every stage as its own representative: the maxima the model takes, over all pp stages (`v`: ZB-V's devices)."""
+    counts, out, into, _ = stages_module._stage_kinds(workload, p, first, last, v)
     return np.arange(p), counts, out, into, np.ones(p), np.arange(p, dtype=float)
 
 
@@ -189,6 +187,9 @@ def _all_stages(workload, p, first=None, last=None):
     ("mixtral-8x7b-h100", None, Layout(dp=16, ep=8, pp=4, first_stage_layers=5), None),
     # ZB-V's start-up skew grows with a stage's position: a kind's last stage (Stages.latest), not its first.
     ("mixtral-8x7b-h100", None, Layout(dp=8, ep=8, pp=8, first_stage_layers=2), "zb-v"),
+    # ZB-V's devices on their two V pieces (session 24, zbvpieces): an encoder-decoder's mix of both stacks
+    ("switch-base-128-tpu-v3", None, Layout(dp=8, ep=8, pp=4), "zb-v"),
+    ("switch-base-128-tpu-v3", None, Layout(dp=4, ep=4, pp=8), "zb-v"),
 ])
 def test_representatives_give_the_maxima_over_every_stage(monkeypatch, scenario, devices, layout, schedule):
     """Slowest stage, memory (the maximum over stages) and every figure: the same from the

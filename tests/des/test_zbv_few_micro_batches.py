@@ -211,7 +211,7 @@ def test_the_estimates_f_and_first_leg_are_the_simulators_f_slots(monkeypatch):
     sc = dataclasses.replace(sc, training=dataclasses.replace(sc.training, **_llama("zb-v", 4)))
     layout = Layout(dp=1, tp=2, pp=4)
     result = simulate(sc, layout, SimOptions(contention=False, expected_loads=True, trace=True))
-    _m, _p, _t, fwd_s, _w, position, _count, _h, first_leg_s, _earliest = seen[-1]
+    _m, _p, _t, fwd_s, _w, position, _count, _h, first_leg_s, _earliest, *_legs = seen[-1]
     pieces = v_shape_ranges(build_workload(sc.model, *sc.seq_lens), 4)
     for column, stage in enumerate(position[0].astype(int)):
         forward = [r for r in result.trace_records if r[0] == stage * layout.tp and r[1] in ("compute", "comm")

@@ -151,8 +151,9 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         leg = first_leg_counts(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers, held.v,
                                sch.is_schedule(sched, "zb-v"), n_stages)
         wgrad = [sch.weight_grad_time_s(t) for t in terms]
-        leg_fwd, leg_i, leg_w = (per_stage(leg, per_class) for per_class in (
-            [t.fwd_time_s for t in terms], [t.bwd_time_s + t.recompute_time_s - g for t, g in zip(terms, wgrad)], wgrad))
+        leg_i = [t.bwd_time_s + t.recompute_time_s - g for t, g in zip(terms, wgrad)]
+        leg_fwd, leg_i, leg_w = (per_stage(leg, per_class) for per_class in
+                                 ([t.fwd_time_s for t in terms], leg_i, wgrad))
         leg_w = leg_w + np.where(first, embedding_bwd[:, None], 0.0)
     # Ring window per layer: the forward core, its backward (the attention part's backward/forward ratio,
     # as the simulator scales it) and a full recompute's replay.
@@ -264,8 +265,9 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # candidate (a row here may stand for several schedules)
     leg_share = None
     if zb_v.any():
-        v_sf, on = (v_full, zb_v > 0) if sf_inv is None else (None if v_full is None else v_full[sf], np.zeros(len(sf), bool))
-        if sf_inv is not None:
+        v_sf, on = v_full, zb_v > 0
+        if sf_inv is not None:  # the folded rows: a row holds a ZB-V candidate where any of its candidates runs it
+            v_sf, on = None if v_full is None else v_full[sf], np.zeros(len(sf), dtype=bool)
             on[sf_inv[zb_v > 0]] = True
         leg_share = np.divide(first_leg_counts(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers, v_sf,
                                                on, n_stages), counts, out=np.zeros(counts.shape), where=counts > 0)
@@ -506,7 +508,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         compute_pair_mb = pair_mean(compute_pair_mb) if sm_shared else compute_mb
         if lazy is not None:  # every candidate's own columns first: the pair's mean reads them
             fwd, bwd_mb, weight_mb, slot_fwd = (np.take(a, lazy, axis=0) for a in (fwd, bwd_mb, weight_mb, slot_fwd))
-            leg_fwd, leg_i, leg_w = (None if a is None else np.take(a, lazy, axis=0) for a in (leg_fwd, leg_i, leg_w))
+            leg_fwd, leg_i, leg_w = (None if a is None else np.take(a, lazy, axis=0)
+                                     for a in (leg_fwd, leg_i, leg_w))
             lazy = None
         fwd, bwd_mb, weight_mb, slot_fwd = map(pair_mean, (fwd, bwd_mb, weight_mb, slot_fwd))
     stage_mb = compute_mb + per_mb_comm

@@ -17,8 +17,8 @@ ZB-V's device d runs the V's pieces d and 2p − 1 − d (Qi et al. ICLR'24 §6,
 zero-bubble's v-schedule, as moesim.des.zbv_order and des.costs place them: workload.v_shape_ranges): the
 same number of layers as contiguous stage d, another mix where the layers differ (an encoder-decoder's
 encoder and decoder, dense and MoE layers, the MTP modules, which end the last piece on device 0). Where
-that mix differs from the contiguous stages' (`v_pieces_apart`), a ZB-V candidate's stages are its devices'
-two pieces (session 24, zbvpieces); elsewhere the two are the same stages.
+that mix differs from the contiguous stages' (`v_apart`), a ZB-V candidate's stages are its devices' two
+pieces (session 24, zbvpieces); elsewhere the two are the same stages.
 """
 
 from __future__ import annotations

@@ -202,23 +202,29 @@ def test_estimate_agrees_with_the_simulator_at_few_micro_batches(name, scenario,
     assert estimated == pytest.approx(simulated, rel=bar)
 
 
-def test_the_estimates_f_and_first_leg_are_the_simulators_f_slots(monkeypatch):
-    """Llama-3-70B slice, tp 2 · pp 4, ZB-V m 4 (session 23, zbvworse): the F the estimate gives zbv_pipe_s is what the
-    simulator's F slots run per micro-batch on that device (compute and collectives; the pipeline sends on their own
-    stream), F¹ its first-leg piece's. Before, device 0's F lacked the embedding's and the head's forward compute and
-    every F counted the sequence-parallel wgrad re-gathers half forward (the estimate's F 12.02 / 11.86 / 11.50 ms
-    against the slots' 15.89 / 11.28 / 11.28 ms, with the two forward sends on top in the middle), and F¹ was F/2."""
+def _spy_zbv(monkeypatch) -> list:
+    """The arguments of every estimate.schedules.zbv_pipe_s call from here on, in a list."""
     from moesim.estimate import schedules as sch
-    from moesim.workload import build_workload, v_shape_ranges
 
-    seen = []
-    real = sch.zbv_pipe_s
+    seen, real = [], sch.zbv_pipe_s
 
     def spy(*args):
         seen.append(args)
         return real(*args)
 
     monkeypatch.setattr(sch, "zbv_pipe_s", spy)
+    return seen
+
+
+def test_the_estimates_f_and_first_leg_are_the_simulators_f_slots(monkeypatch):
+    """Llama-3-70B slice, tp 2 · pp 4, ZB-V m 4 (session 23, zbvworse): the F the estimate gives zbv_pipe_s is what the
+    simulator's F slots run per micro-batch on that device (compute and collectives; the pipeline sends on their own
+    stream), F¹ its first-leg piece's. Before, device 0's F lacked the embedding's and the head's forward compute and
+    every F counted the sequence-parallel wgrad re-gathers half forward (the estimate's F 12.02 / 11.86 / 11.50 ms
+    against the slots' 15.89 / 11.28 / 11.28 ms, with the two forward sends on top in the middle), and F¹ was F/2."""
+    from moesim.workload import build_workload, v_shape_ranges
+
+    seen = _spy_zbv(monkeypatch)
     sc = load_scenario(LLAMA)
     sc = dataclasses.replace(sc, training=dataclasses.replace(sc.training, **_llama("zb-v", 4)))
     layout = Layout(dp=1, tp=2, pp=4)
@@ -240,17 +246,9 @@ def test_switch_cs_devices_are_priced_on_the_v_pieces_they_hold(monkeypatch):
     per micro-batch (compute and collectives), W its weight-gradient slots'. Before, device d was contiguous stage d
     (stage 0: encoder layers 0-6): F + I + W 228.0 / 257.4 / 221.8 / 194.0 ms a micro-batch against the devices'
     214.7 / 239.6 / 239.6 / 207.4 (session 23, zbvworse), F¹ half the stage's forward."""
-    from moesim.estimate import schedules as sch
     from moesim.workload import build_workload, v_shape_ranges
 
-    seen = []
-    real = sch.zbv_pipe_s
-
-    def spy(*args):
-        seen.append(args)
-        return real(*args)
-
-    monkeypatch.setattr(sch, "zbv_pipe_s", spy)
+    seen = _spy_zbv(monkeypatch)
     m, layout = 2, Layout(dp=512, ep=512, pp=4)
     sc = load_scenario("switch-c-2048-tpu-v3")
     sc = dataclasses.replace(sc, training=dataclasses.replace(

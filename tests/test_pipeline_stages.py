@@ -173,11 +173,9 @@ def test_stage_ranges_and_class_counts_cover_every_layer_once():
 
 # The analytical model over uneven stages -------------------------------------------------------
 
-def _all_stages(workload, p, first=None, last=None):
-    """Every stage as its own representative: the maxima the model takes, over all pp stages."""
-    counts = stage_class_counts(workload, p, first, last)
-    out = stages_module._boundary_tokens(workload, p, first, last)
-    into = np.concatenate([out[:1], out[:-1]])
+def _all_stages(workload, p, first=None, last=None, v=False):
+    """Every stage as its own representative: the maxima the model takes, over all pp stages (`v`: ZB-V's devices)."""
+    counts, out, into, _ = stages_module._stage_kinds(workload, p, first, last, v)
     return np.arange(p), counts, out, into, np.ones(p), np.arange(p, dtype=float)
 
 
@@ -189,6 +187,9 @@ def _all_stages(workload, p, first=None, last=None):
     ("mixtral-8x7b-h100", None, Layout(dp=16, ep=8, pp=4, first_stage_layers=5), None),
     # ZB-V's start-up skew grows with a stage's position: a kind's last stage (Stages.latest), not its first.
     ("mixtral-8x7b-h100", None, Layout(dp=8, ep=8, pp=8, first_stage_layers=2), "zb-v"),
+    # ZB-V's devices on their two V pieces (session 24, zbvpieces): an encoder-decoder's mix of both stacks
+    ("switch-base-128-tpu-v3", None, Layout(dp=8, ep=8, pp=4), "zb-v"),
+    ("switch-base-128-tpu-v3", None, Layout(dp=4, ep=4, pp=8), "zb-v"),
 ])
 def test_representatives_give_the_maxima_over_every_stage(monkeypatch, scenario, devices, layout, schedule):
     """Slowest stage, memory (the maximum over stages) and every figure: the same from the
@@ -265,3 +266,38 @@ def test_stage_multiplicity_counts_every_stage_once():
     assert st_.multiplicity[0].tolist() == [1, 14, 1, 0] and st_.index[0].tolist() == [0, 1, 15, -1]
     # The automatic split of 61 on 16 (DS_SPLIT): three dense layers, three MoE layers, 13 alike of four, the last.
     assert st_.multiplicity[4].tolist() == [1, 1, 13, 1] and st_.index[4].tolist() == [0, 1, 2, 15]
+
+
+def test_zbv_devices_hold_their_two_v_pieces():
+    """ZB-V's device d runs pieces d and 2p − 1 − d of workload.v_shape_ranges (as des.costs places them): where that
+    mix differs from contiguous stage d (an encoder-decoder) a ZB-V row's stages are the devices' pieces, the first-leg
+    piece's layers apart (session 24, zbvpieces); a model of one layer class keeps its contiguous stages."""
+    from moesim.workload import v_shape_ranges
+
+    sc = load_scenario("switch-c-2048-tpu-v3")
+    wl = build_workload(sc.model, *sc.seq_lens)
+    pieces = v_shape_ranges(wl, 4)
+    assert stages_module.v_apart(wl, 4)
+    pp, zbv = np.array([4, 4]), np.array([True, False])
+    v = stages_module.v_rows(wl, pp, None, None, zbv)
+    assert v.tolist() == [True, False]
+    st_ = stages_module.pipeline_stages(wl, pp, None, None, v)
+    leg = stages_module.first_leg_counts(wl, pp, None, None, v, zbv, st_.index.shape[1])
+    for column, device in enumerate(st_.index[0]):
+        if device < 0:
+            continue
+        expected, first = np.zeros(len(wl.classes)), np.zeros(len(wl.classes))
+        for k in (device, 7 - device):
+            for layer in pieces[k]:
+                expected[wl.layer_class_index[layer]] += 1
+                first[wl.layer_class_index[layer]] += k == device
+        assert st_.counts[0, column].tolist() == expected.tolist()
+        assert leg[0, column].tolist() == first.tolist()
+    contiguous = stage_class_counts(wl, 4)
+    assert [st_.counts[1, c].tolist() for c, s in enumerate(st_.index[1]) if s >= 0] == \
+        [contiguous[s].tolist() for s in st_.index[1] if s >= 0]
+    assert not leg[1].any()
+    # one layer class (the Llama slice): the V's devices are the contiguous stages, nothing moves
+    llama = load_scenario("llama3-70b-l12-b200-tp8")
+    assert stages_module.v_rows(build_workload(llama.model, *llama.seq_lens), np.array([4]), None, None,
+                                np.array([True])) is None

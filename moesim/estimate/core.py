@@ -42,7 +42,8 @@ from moesim.estimate.folds import order_free_rows, schedule_free_rows
 from moesim.estimate.grad_buckets import (bucket_params, chunk_buckets, earlier_end_s, first_stage_buckets,
                                          first_stage_exposed_s, interleaved_chunks_exposed_s)
 from moesim.estimate.mla_tp_comms import MLA_WGRAD_GATHER
-from moesim.estimate.stages import Stages, dualpipe_pair_columns, per_stage, pipeline_stages, run_ends
+from moesim.estimate.stages import (Stages, dualpipe_pair_columns, first_leg_counts, per_stage, pipeline_stages,
+                                    run_ends, v_rows)
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
 from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE, reduces_over_tp, replicated_grad_bytes
@@ -143,6 +144,17 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     slot_fwd = fwd + np.where(head, logits_time[:, None] / (1 + BACKWARD_TO_FORWARD), 0.0) \
         + np.where(first, (embedding_time - embedding_bwd)[:, None], 0.0) \
         if (sch.is_schedule(sched, "zb-h1") | sch.is_schedule(sched, "zb-v")).any() else fwd
+    # ZB-V: each device's first-leg piece (stages.first_leg_counts), its forward, I and W compute (as
+    # des.schedule.zbv_piece_times: I the backward and recompute less W; the embedding's backward in W on device 0)
+    leg_fwd, leg_i, leg_w = None, None, None
+    if sch.is_schedule(sched, "zb-v").any():
+        leg = first_leg_counts(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers, held.v,
+                               sch.is_schedule(sched, "zb-v"), n_stages)
+        wgrad = [sch.weight_grad_time_s(t) for t in terms]
+        leg_i = [t.bwd_time_s + t.recompute_time_s - g for t, g in zip(terms, wgrad)]
+        leg_fwd, leg_i, leg_w = (per_stage(leg, per_class) for per_class in
+                                 ([t.fwd_time_s for t in terms], leg_i, wgrad))
+        leg_w = leg_w + np.where(first, embedding_bwd[:, None], 0.0)
     # Ring window per layer: the forward core, its backward (the attention part's backward/forward ratio,
     # as the simulator scales it) and a full recompute's replay.
     full_rec = (f(cands.recompute) == mem.RECOMPUTE_CODES["full"])
@@ -230,7 +242,9 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # chunks; a pipeline layout's uneven chunks keep 1/v of the stage's buckets each, below).
     chunks = np.where(sch.is_schedule(sched, "interleaved") & (np.asarray(vp) > 1) & _no_layout(cands),
                       np.asarray(vp, dtype=float), 1.0)
-    sf, sf_inv = schedule_free_rows(cands, chunks)
+    # ZB-V's rows on their devices' V pieces (stages.v_rows) hold other layers than the same row's other schedules
+    v_full = v_rows(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers, zb_v > 0)
+    sf, sf_inv = schedule_free_rows(cands, chunks, v_full)
     every = dict(cands=cands, n_cand=n_cand, tp=tp, pp=pp, m=m, b=b, exists=exists, first=first, last=last,
                  stages=stages, dense_params=dense_params, expert_params=expert_params, calls=calls, core_mb=core_mb)
     dense_1, expert_1 = dense_params / pm, expert_params / pm
@@ -247,6 +261,16 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         layer_calls = [[y(a) for a in class_calls] for class_calls in layer_calls]
         core_mb = None if core_mb is None else y(core_mb)
     counts, zero = stages.counts, cands.zero_stage[:, None]
+    # ZB-V: each class's share of a device's layers in its first-leg piece (its calls'), on the rows that hold a ZB-V
+    # candidate (a row here may stand for several schedules)
+    leg_share = None
+    if zb_v.any():
+        v_sf, on = v_full, zb_v > 0
+        if sf_inv is not None:  # the folded rows: a row holds a ZB-V candidate where any of its candidates runs it
+            v_sf, on = None if v_full is None else v_full[sf], np.zeros(len(sf), dtype=bool)
+            on[sf_inv[zb_v > 0]] = True
+        leg_share = np.divide(first_leg_counts(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers, v_sf,
+                                               on, n_stages), counts, out=np.zeros(counts.shape), where=counts > 0)
     strides = candidate_strides(cands)
     sizes = {"tp": cands.tp, "dp": cands.dp * cands.cp, "pp": cands.pp, "ep": cands.ep, "etp": cands.etp,
              "edp": cands.edp, "cp": cands.cp}
@@ -275,7 +299,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # their share of bwd_comm is no part of the forward's collectives (only where zb_split).
     backward_only = 0.0
     # ZB-V's pieces: the layers' forward collectives and the embedding's (the first leg's end), only where zb_split
-    layer_fwd_comm, embedding_fwd_comm = 0.0, 0.0
+    layer_fwd_comm, embedding_fwd_comm, leg_fwd_comm, leg_comm = 0.0, 0.0, 0.0, 0.0
     a2a_call = {}  # Megatron's EP A2A overlap: (class, dispatch | combine) -> one call's time per stage (a2a_order)
     for c, class_calls in enumerate(calls):
         for call, calls_stage in zip(class_calls, layer_calls[c]):
@@ -288,10 +312,14 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                 t_call = exposed_ring_time_s(t_call, core_mb[:, :, c])
             per_mb_comm += t_call
             bwd_comm += t_call * backward_share
+            if leg_share is not None:  # a call's time is its calls' (∝ the class's layers on the stage)
+                leg_comm = leg_comm + t_call * leg_share[:, :, c]
             if zb_split and call.name in BACKWARD_ONLY_CALLS:
                 backward_only = backward_only + t_call * backward_share
             elif zb_split:
                 layer_fwd_comm = layer_fwd_comm + t_call * backward_share
+                if leg_share is not None:
+                    leg_fwd_comm = leg_fwd_comm + t_call * backward_share * leg_share[:, :, c]
     # The embedding's, output heads' and cross-entropies' tp collectives on the first / last stage (moesim.ops.vocab).
     # The rows here hold every schedule at once (schedule_free_rows): the head's are priced on the last stage and,
     # where a candidate runs ZB-V, on the first too, each kept below where its schedule puts the head.
@@ -436,7 +464,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     per_mb_comm, bwd_comm, pp_forward, pp_backward = z(per_mb_comm), z(bwd_comm), z(pp_forward), z(pp_backward)
     fwd_less_bwd = z(embedding_fb) if np.ndim(embedding_fb) else 0.0
     fwd_less_bwd = fwd_less_bwd - (z(backward_only) if np.ndim(backward_only) else 0.0)
-    layer_fwd_comm, embedding_fwd_comm = (z(a) if np.ndim(a) else a for a in (layer_fwd_comm, embedding_fwd_comm))
+    layer_fwd_comm, embedding_fwd_comm, leg_fwd_comm, leg_comm = (z(a) if np.ndim(a) else a for a in (
+        layer_fwd_comm, embedding_fwd_comm, leg_fwd_comm, leg_comm))
     a2a_call = {k: z(v) for k, v in a2a_call.items()}
     at_last = 1.0 - zb_v[:, None]  # the head's collectives where the schedule runs the head (ZB-V: the first stage)
     if "first" in head_comm:
@@ -479,6 +508,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         compute_pair_mb = pair_mean(compute_pair_mb) if sm_shared else compute_mb
         if lazy is not None:  # every candidate's own columns first: the pair's mean reads them
             fwd, bwd_mb, weight_mb, slot_fwd = (np.take(a, lazy, axis=0) for a in (fwd, bwd_mb, weight_mb, slot_fwd))
+            leg_fwd, leg_i, leg_w = (None if a is None else np.take(a, lazy, axis=0)
+                                     for a in (leg_fwd, leg_i, leg_w))
             lazy = None
         fwd, bwd_mb, weight_mb, slot_fwd = map(pair_mean, (fwd, bwd_mb, weight_mb, slot_fwd))
     stage_mb = compute_mb + per_mb_comm
@@ -532,8 +563,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         emb_fwd_s = emb_fwd_s if of is None else np.take(emb_fwd_s, of, axis=0)
         embedding_fwd = emb_fwd_s[:, None] * first + embedding_fwd_comm
         first_leg = half * (own(fwd) + layer_fwd_comm) + embedding_fwd
+        if v_full is not None:  # a device's first-leg piece, its own layers (Qi et al. ICLR'24 §6; stages.v_rows)
+            first_leg = np.where(v_full[:, None], own(leg_fwd) + leg_fwd_comm + embedding_fwd, first_leg)
+        # I¹ and W¹: the first-leg piece's I (its layers' with their collectives but the forward's) and W
+        leg_b = own(leg_i) + leg_comm - leg_fwd_comm
         zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(slot_fwd) + fwd_comm - pp_forward, own(weight_mb), stages.latest,
-                             stages.multiplicity, hop, first_leg, stages.index)
+                             stages.multiplicity, hop, first_leg, stages.index, leg_b, own(leg_w))
     zb_h1 = sch.is_schedule(sched, "zb-h1")
     zbh1 = None
     if zb_h1.any():  # each device's tail after its last I on every stage's own times (zbh1_pipe_s; stages.run_ends)
@@ -663,6 +698,7 @@ class _Held:
     builder: TermBuilder
     terms: list
     stages: Stages
+    v: np.ndarray | None  # the ZB-V rows priced on their devices' two V pieces (stages.v_rows); None: none
     exists: np.ndarray
     first: np.ndarray
     last: np.ndarray
@@ -693,8 +729,10 @@ def _held(scenario: Scenario, wl, cands: Candidates, build_terms,
     b = tr.global_batch_sequences / (dp * m) / tokens_divisor(cp)  # per device: the micro-batch over cp
     builder = TermBuilder(model, hw, tr, b, tp, ep, etp, cands.recompute, f(cands.capacity_factor), cp, cands.cp_comm)
     terms: list[ClassTerms] = build_terms(builder)
-    # One representative per kind of stage (see stages.py); uneven splits as specs.layout.stage_layers.
-    stages = pipeline_stages(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers)
+    # One representative per kind of stage (see stages.py); uneven splits as specs.layout.stage_layers. ZB-V's
+    # device d holds the V's pieces d and 2p − 1 − d (stages.v_rows: where they differ from contiguous stage d).
+    v = v_rows(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers, sch.is_schedule(sched, "zb-v"))
+    stages = pipeline_stages(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers, v)
     n_stages = stages.counts.shape[1]
     exists = stages.index >= 0
     first, last = stages.index == 0, stages.index == (pp[:, None] - 1)
@@ -726,7 +764,7 @@ def _held(scenario: Scenario, wl, cands: Candidates, build_terms,
         memory = {k: rows(v)[:, :n_stages] if np.ndim(v) == 2 else rows(v) for k, v in known.memory.items()}
         total_mem, mem_index, capacity_bytes = rows(known.total_mem), rows(known.mem_index), known.capacity_bytes
     return _Held(dp=dp, tp=tp, pp=pp, ep=ep, etp=etp, m=m, edp=edp, cp=cp, vp=vp, sched=sched, b=b, builder=builder,
-                 terms=terms, stages=stages, exists=exists, first=first, last=last, head=head,
+                 terms=terms, stages=stages, v=v, exists=exists, first=first, last=last, head=head,
                  dense_params=dense_params,
                  expert_params=expert_params, dcp=dcp, zero=zero, pair=pair, memory=memory, total_mem=total_mem,
                  mem_index=mem_index, capacity_bytes=capacity_bytes)

@@ -150,7 +150,7 @@ def interleaved_pairs(m, pp, vp) -> np.ndarray:
 
 
 def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=0.0, first_leg_s=None,
-               earliest=None) -> np.ndarray:
+               earliest=None, first_leg_i_s=None, first_leg_w_s=None) -> np.ndarray:
     """ZB-V's T_pipe: the largest over the stages s of lower bounds on device s's end (DERIVED, module docstring),
     B_s = t_s − F_s − W_s, ΣF and ΣB over the pipeline's stages, h one pipeline send:
       skew    m·t_s + s·F_s/2 + (p − 1)·max(0, t_s − 3W_s − F_s/2): device s starts after s half-stage forwards
@@ -162,7 +162,11 @@ def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=
               0's return as well. R = max_d Σ_{s<d} F_s + 2d·h + k_d·F¹_d + F²_d, k_d = min(m, 2(p − 1 − d) + 1):
               device d runs k_d first-leg forwards before micro-batch 0's second-leg one (the paper's V warm-up, Qi et
               al. ICLR'24 §6, which sail-sg's walk, des.zbv_order, builds too), then micro-batch 0 runs back up d
-              second-leg pieces; d = p − 1 is ΣF + 2(p − 1)·h (session 23, zbvworse);
+              second-leg pieces; d = p − 1 is ΣF + 2(p − 1)·h (session 23, zbvworse); on device 0 also
+              R + ΣB − I¹_0 + 2(p − 1)·h + m·(I¹_0 + W¹_0): micro-batch 0's I crosses every piece from the V's end
+              back to device 0's first-leg piece (2p − 2 device boundaries), whose m I's and W's then run (each
+              piece's I's in micro-batch order, each W after its I: sail-sg's walk, des.zbv_order); at m = 1 and
+              even pieces the m = 1 path below (session 24, zbvpieces: pieces unlike, e.g. an encoder-decoder's);
       drain   ΣF + ΣB + 4(p − 1)·h + (m − 1)·q_s + W_0/2: the last micro-batch crosses the V forward and back
               (2p − 2 device boundaries each way) and its W on device 0 (chunk 0's half) ends the step; at one
               station it waits for the m − 1 before it: the last device's I pair (q = B_s, its two chunks back to
@@ -173,7 +177,8 @@ def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=
     skew at larger m. (N, S) arrays over the representative stages (`stage_mb` −inf where none), `position` each
     kind's last stage, `multiplicity` its number of stages (0 pads); `send_s` (N,) or scalar; `first_leg_s` F¹, each
     stage's first-leg piece's forward (N, S; None: F/2), F² = F − F¹; `earliest` each kind's first stage (None: its
-    stages a run ending at `position`)."""
+    stages a run ending at `position`); `first_leg_i_s`, `first_leg_w_s` I¹ and W¹, the first-leg piece's I and W
+    (N, S, read on device 0; None: B/2, W/2)."""
     m, p = (np.asarray(a, dtype=float)[:, None] for a in (m, pp))
     t, f, w = (np.asarray(a, dtype=float) for a in (stage_mb, fwd_s, weight_s))
     position, count = np.asarray(position, dtype=float), np.asarray(multiplicity, dtype=float)
@@ -195,6 +200,10 @@ def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=
     # Device 0 runs its V-end chunk's forwards after micro-batch 0 reaches it too: all but its first-leg forwards.
     f2 = f - f1
     fill = np.where(first, np.maximum(fill, back - f2 + m * (f2 + b + w)), fill)
+    # ... and its first-leg piece's m I's and W's after micro-batch 0's I has come back down the whole V.
+    i1 = b / 2 if first_leg_i_s is None else np.asarray(first_leg_i_s, dtype=float)
+    w1 = w / 2 if first_leg_w_s is None else np.asarray(first_leg_w_s, dtype=float)
+    fill = np.where(first, np.maximum(fill, back + backward_all - i1 + 2 * (p - 1) * h + m * (i1 + w1)), fill)
     station = np.where(last, b, np.where(first, (f + b) / 2, 0.0))
     drain = forward_all + backward_all + 4 * (p - 1) * h + (m - 1) * station + first_w
     return np.maximum(base, np.max(np.where(exists, np.maximum(fill, drain), -np.inf), axis=1))

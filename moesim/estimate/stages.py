@@ -12,6 +12,13 @@ stage columns instead of up to pp (a decoder-only model has three kinds: first, 
 uneven split adds middle stages of the other size and the boundaries between them). A sum over
 all pp stages (1F1B's and GPipe's fill and drain, moesim.estimate.schedules) weighs each
 representative by its `multiplicity`, the number of stages of its kind.
+
+ZB-V's device d runs the V's pieces d and 2p − 1 − d (Qi et al. ICLR'24 §6, the V schedule; sail-sg
+zero-bubble's v-schedule, as moesim.des.zbv_order and des.costs place them: workload.v_shape_ranges): the
+same number of layers as contiguous stage d, another mix where the layers differ (an encoder-decoder's
+encoder and decoder, dense and MoE layers, the MTP modules, which end the last piece on device 0). Where
+that mix differs from the contiguous stages' (`v_apart`), a ZB-V candidate's stages are its devices' two
+pieces (session 24, zbvpieces); elsewhere the two are the same stages.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from moesim.workload import Workload, stage_class_counts, stage_ranges
+from moesim.workload import Workload, stage_class_counts, stage_ranges, v_shape_ranges
 
 
 @dataclass(frozen=True)
@@ -36,24 +43,67 @@ class Stages:
     latest: np.ndarray  # the position of the last stage of the representative's kind (ZB-V's skew grows with it)
 
 
-def _boundary_tokens(workload: Workload, p: int, first: int | None, last: int | None) -> np.ndarray:
-    """Tokens per sequence each of p stages sends on: its stack's, plus the encoder output once past the encoder."""
-    out = np.zeros(p)
-    ranges = stage_ranges(workload, p, first, last)
-    for s in range(p - 1):
-        cls = workload.classes[workload.layer_class_index[ranges[s][-1]]]
+def _boundary_tokens(workload: Workload, ranges) -> np.ndarray:
+    """Tokens per sequence each range of layers sends on: its stack's, plus the encoder output once past the encoder
+    (the last range's entry is 0: it sends nothing; an empty range's too)."""
+    out = np.zeros(len(ranges))
+    for s, layers in enumerate(ranges[:-1]):
+        if not len(layers):
+            continue
+        cls = workload.classes[workload.layer_class_index[layers[-1]]]
         out[s] = cls.tokens + (workload.seq_len if cls.stack == "decoder" and cls.cross_attention else 0)
     return out
 
 
 @lru_cache(maxsize=256)
-def _stage_kinds(workload: Workload, p: int, first: int | None = None, last: int | None = None
+def _v_devices(workload: Workload, p: int, first: int | None, last: int | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(class counts (p, classes), tokens out, tokens in, first-leg class counts) of ZB-V's p devices, device d
+    holding pieces d and 2p − 1 − d of workload.v_shape_ranges (des.costs.build_costs places them so). Tokens: the
+    largest boundary the device sends forward (piece k to k + 1 on another device) and back (the gradient of a
+    piece's input to its previous piece's device), as des.zbv_order's one transfer is the longest send."""
+    pieces = v_shape_ranges(workload, p, first, last)
+    out_piece = _boundary_tokens(workload, pieces)
+    counts, leg = np.zeros((p, len(workload.classes))), np.zeros((p, len(workload.classes)))
+    out, into = np.zeros(p), np.zeros(p)
+    for d in range(p):
+        for k in (d, 2 * p - 1 - d):
+            for layer in pieces[k]:
+                counts[d, workload.layer_class_index[layer]] += 1
+                leg[d, workload.layer_class_index[layer]] += k == d
+            if k < 2 * p - 1 and k != p - 1:  # piece p − 1 feeds piece p on its own device, the last none
+                out[d] = max(out[d], out_piece[k])
+            if k > 0 and k != p:
+                into[d] = max(into[d], out_piece[k - 1])
+    # The entries the estimate never prices (its forward sends masked on the last stage, its backward ones on the
+    # first: core.evaluate) as the contiguous stages hold them, so that like stages stay one kind.
+    out[p - 1], into[0] = 0.0, out[0]
+    return counts, out, into, leg
+
+
+@lru_cache(maxsize=256)
+def v_apart(workload: Workload, p: int, first: int | None = None, last: int | None = None) -> bool:
+    """Whether ZB-V's devices (`_v_devices`) hold another class mix or other boundary tokens than the p contiguous
+    stages (`_stage_kinds`): an encoder-decoder's, DeepSeek-V3's dense layers, an MTP module's; not a model of one
+    layer class."""
+    counts, out, into, _ = _v_devices(workload, p, first, last)
+    contiguous = _stage_kinds(workload, p, first, last)
+    return not (np.array_equal(counts, contiguous[0]) and np.array_equal(out, contiguous[1])
+                and np.array_equal(into, contiguous[2]))
+
+
+@lru_cache(maxsize=256)
+def _stage_kinds(workload: Workload, p: int, first: int | None = None, last: int | None = None, v: bool = False
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(class counts, tokens out, tokens in, kind) of each of the p stages, `kind` the earliest stage with the same
-    class counts, ends and boundary tokens (the stages priced alike: one representative each)."""
-    counts = stage_class_counts(workload, p, first, last)
-    out = _boundary_tokens(workload, p, first, last)
-    into = np.concatenate([out[:1], out[:-1]])
+    class counts, ends and boundary tokens (the stages priced alike: one representative each); `v`: ZB-V's devices,
+    each its two V pieces (`_v_devices`)."""
+    if v:
+        counts, out, into, _ = _v_devices(workload, p, first, last)
+    else:
+        counts = stage_class_counts(workload, p, first, last)
+        out = _boundary_tokens(workload, stage_ranges(workload, p, first, last))
+        into = np.concatenate([out[:1], out[:-1]])
     seen: dict[tuple, int] = {}
     kind = np.array([seen.setdefault((tuple(counts[s]), s == 0, s == p - 1, out[s], into[s]), s)
                      for s in range(p)], dtype=np.int64)
@@ -61,11 +111,11 @@ def _stage_kinds(workload: Workload, p: int, first: int | None = None, last: int
 
 
 @lru_cache(maxsize=256)
-def _representatives(workload: Workload, p: int, first: int | None = None, last: int | None = None
+def _representatives(workload: Workload, p: int, first: int | None = None, last: int | None = None, v: bool = False
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(stage indices, class counts, tokens out, tokens in, stages of the kind, the kind's last position) of the
-    earliest stage of each kind (`_stage_kinds`), in order."""
-    counts, out, into, kind = _stage_kinds(workload, p, first, last)
+    earliest stage of each kind (`_stage_kinds`, `v` as there), in order."""
+    counts, out, into, kind = _stage_kinds(workload, p, first, last, v)
     index = np.unique(kind)
     latest = np.zeros(p)
     np.maximum.at(latest, kind, np.arange(p, dtype=float))
@@ -90,15 +140,33 @@ def _distinct_keys_inverse(pp: np.ndarray, first: np.ndarray, last: np.ndarray) 
     return keys, inverse.reshape(-1)
 
 
+def _keys_v(pp: np.ndarray, first: np.ndarray, last: np.ndarray, v: np.ndarray | None
+            ) -> tuple[list[tuple[int, int | None, int | None, bool]], np.ndarray]:
+    """(distinct (pp, first, last, v) keys as `_representatives`' arguments, the key number of every row); `v` None:
+    False everywhere (the keys of `_distinct_keys_inverse`, in its order)."""
+    keys, inverse = _distinct_keys_inverse(pp, first, last)
+    if v is not None and np.any(v):  # the ZB-V rows on their devices' pieces: a key of their own
+        code, inverse = np.unique(inverse * 2 + np.asarray(v, dtype=np.int64), return_inverse=True)
+        keys, flags = keys[code // 2], code % 2
+    else:
+        flags = np.zeros(len(keys), dtype=np.int64)
+    return ([(int(p), int(f) or None, int(l_) or None, bool(x)) for (p, f, l_), x in zip(keys, flags)],
+            inverse.reshape(-1))
+
+
+def _ends(n: int, first: np.ndarray | None, last: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """first / last as int64 arrays, None: 0 (the automatic split) everywhere."""
+    return tuple(np.zeros(n, dtype=np.int64) if a is None else np.asarray(a, dtype=np.int64) for a in (first, last))
+
+
 def pipeline_stages(workload: Workload, pp: np.ndarray, first: np.ndarray | None = None,
-                    last: np.ndarray | None = None) -> Stages:
+                    last: np.ndarray | None = None, v: np.ndarray | None = None) -> Stages:
     """The representative stages of every candidate (pp holds each candidate's pipeline degree;
-    first / last its fixed end-stage layer counts, 0 for the automatic split)."""
-    n = len(pp)
-    first = np.zeros(n, dtype=np.int64) if first is None else np.asarray(first, dtype=np.int64)
-    last = np.zeros(n, dtype=np.int64) if last is None else np.asarray(last, dtype=np.int64)
-    keys, inverse = _distinct_keys_inverse(np.asarray(pp, dtype=np.int64), first, last)
-    reps = [_representatives(workload, int(p), int(f) or None, int(l_) or None) for p, f, l_ in keys]
+    first / last its fixed end-stage layer counts, 0 for the automatic split; `v` (N,) the rows whose stages are
+    ZB-V's devices, each its two V pieces (`v_rows`), None: none)."""
+    first, last = _ends(len(pp), first, last)
+    keys, inverse = _keys_v(np.asarray(pp, dtype=np.int64), first, last, v)
+    reps = [_representatives(workload, *key) for key in keys]
     width = max(len(r[0]) for r in reps)
     k_keys = len(reps)
     index = np.full((k_keys, width), -1)
@@ -113,13 +181,41 @@ def pipeline_stages(workload: Workload, pp: np.ndarray, first: np.ndarray | None
                   tokens_in=tokens_in[inverse], multiplicity=multiplicity[inverse], latest=latest[inverse])
 
 
+def v_rows(workload: Workload, pp: np.ndarray, first: np.ndarray | None, last: np.ndarray | None,
+           zbv: np.ndarray) -> np.ndarray | None:
+    """(N,) the ZB-V rows (`zbv`) whose devices' V pieces differ from the contiguous stages (`v_apart`): priced on
+    their devices' pieces (`pipeline_stages`' v); None where there is none (every stage contiguous)."""
+    zbv = np.asarray(zbv, dtype=bool)
+    if not zbv.any():
+        return None
+    first, last = _ends(len(pp), first, last)
+    keys, inverse = _distinct_keys_inverse(np.asarray(pp, dtype=np.int64), first, last)
+    apart = np.array([v_apart(workload, int(p), int(f) or None, int(l_) or None) for p, f, l_ in keys])
+    out = zbv & apart[inverse]
+    return out if out.any() else None
+
+
+def first_leg_counts(workload: Workload, pp: np.ndarray, first: np.ndarray | None, last: np.ndarray | None,
+                     v: np.ndarray | None, rows: np.ndarray, width: int) -> np.ndarray:
+    """(N, width, classes) the layers of each class in the first-leg piece (piece d of device d: Qi et al. ICLR'24
+    §6, workload.v_shape_ranges) of each representative stage of `pipeline_stages(..., v)` on the ZB-V `rows`
+    ((N,) bool; a row not in `v` has contiguous stages that are its devices, `v_apart`), 0 elsewhere."""
+    first, last = _ends(len(pp), first, last)
+    keys, inverse = _keys_v(np.asarray(pp, dtype=np.int64), first, last, v)
+    wanted = np.zeros(len(keys), dtype=bool)
+    wanted[inverse[np.asarray(rows, dtype=bool)]] = True
+    out = np.zeros((len(keys), width, len(workload.classes)))
+    for row in np.flatnonzero(wanted):
+        index = _representatives(workload, *keys[row])[0]
+        out[row, :len(index)] = _v_devices(workload, *keys[row][:3])[3][index]
+    return out[inverse]
+
+
 def _keys_and_width(workload: Workload, pp: np.ndarray, first: np.ndarray | None, last: np.ndarray | None,
                     width: int | None) -> tuple[np.ndarray, np.ndarray, int]:
     """(distinct (pp, first, last) keys, each candidate's key, stage columns): `width` when given, else
     pipeline_stages(workload, pp, first, last)'s; first / last None: 0 (the automatic split) everywhere."""
-    n = len(pp)
-    first = np.zeros(n, dtype=np.int64) if first is None else np.asarray(first, dtype=np.int64)
-    last = np.zeros(n, dtype=np.int64) if last is None else np.asarray(last, dtype=np.int64)
+    first, last = _ends(len(pp), first, last)
     if width is None:
         width = pipeline_stages(workload, pp, first, last).index.shape[1]
     keys, inverse = _distinct_keys_inverse(np.asarray(pp, dtype=np.int64), first, last)

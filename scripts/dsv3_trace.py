@@ -430,7 +430,7 @@ IMPORTED = {("attention_core", "fwd"): ("attention", "bfloat16", "fwd", "causal"
             (("attn_norm", "moe_norm"), "bwd"): ("memory", "bfloat16", "bwd", "norm"),
             ("attention_output_cast", "fwd"): ("memory", "bfloat16", "fwd", "attention_output_cast"),
             ("attention_output_dequantise", "bwd"): ("memory", "bfloat16", "bwd", "attention_output_dequantise"),
-            ("fp8_quantise", "fwd"): ("memory", "bfloat16", "fwd", "fp8_quantise"),
+            (("fp8_quantise", "up_proj_quantise"), "fwd"): ("memory", "bfloat16", "fwd", "fp8_quantise"),
             ("fp8_quantise", "bwd"): ("memory", "bfloat16", "bwd", "fp8_quantise"),
             ("dispatch_mapping", "fwd"): ("memory", "bfloat16", "fwd", "dispatch_mapping")}
 # DeepSeek's counting and mapping of the received tokens after DeepEP's dispatch (session 23, dsv3perm;
@@ -470,7 +470,7 @@ MEASURED_ON = {"causal": "H800 SXM (132 SMs), DeepSeek's training framework: Fla
                "fp8_quantise": "H800 SXM (132 SMs), DeepSeek's training framework: the FP8 activation casts "
                                "(per_token_cast_to_fp8_with_channels 1x128, per_channel_cast_and_transpose 128x1, "
                                "the scales' layout copies, cast_back_impl), 4096 tokens a micro-batch, on the compute "
-                               "streams, scripts/dsv3_trace.toml's fp8_quantise rules"}
+                               "streams, scripts/dsv3_trace.toml's fp8_quantise and up_proj_quantise rules"}
 
 
 # The FP8 weight-gradient GEMMs (session 21, dsv3rest): DeepSeek's Wgrad kernel (`fp8_dptp128c_acc`) multiplies two

@@ -120,6 +120,26 @@ def current_scaling_cast_kernels(model: ModelSpec, training: TrainingSpec, cls: 
     return parts
 
 
+UP_PROJ_QUANTISE = "up_proj_quantise"  # the operator of up_projection_cast_elements (selective.py recomputes it)
+# its kernels: per up-projection (q_up's c_Q, kv_up's c_KV) the 1x128 cast and its scales' transpose for the GEMM
+# (DeepSeek's H800 trace: per_token_cast_to_fp8_with_channels, then dpsk::grouped_gemm::cuda::utils::transpose grid 32)
+UP_PROJ_CASTS = 4.0
+
+
+def up_projection_cast_elements(model: ModelSpec, cls: LayerClass, b, tp):
+    """Elements MLA's Q and KV up-projections cast to FP8 in forward, per device per micro-batch: their inputs c_Q
+    (r_q) and c_KV (r_kv) per token, split by tp as attention_gemm_widths' inner widths are (counted inside
+    quantised_elements' attention inputs); 0 without a Q latent (no q_lora_rank) or outside MLA. DeepSeek's H800
+    trace (tests/data/dsv3_trace): one per_token_cast_to_fp8_with_channels before each up-projection GEMM in attn(F)
+    (grid 4096; [4096, 1536] and [4096, 512]) and again before each recomputed up-projection in attn(B) (DeepSeek-V3
+    arXiv 2412.19437 §3.2.3 recomputes the "MLA up-projections"; session 24, dsv3casts)."""
+    att = model.attention
+    if att.kind != "mla" or not att.q_lora_rank:
+        return 0.0
+    blocks = 2 if cls.cross_attention else 1
+    return blocks * b * cls.tokens * (att.q_lora_rank + att.kv_lora_rank) / tp
+
+
 def deepseek_casts_apply(training: TrainingSpec) -> bool:
     """Whether a layer's FP8 casts are DeepSeek-V3's (quantised_elements `deepseek_casts`): FP8 GEMMs re-quantised
     transposed in backward (fp8_transpose = "requantise", §3.5.2) with the dispatch in FP8 (§3.3.4)."""

@@ -100,11 +100,13 @@ def stored_inputs(model: ModelSpec, training: TrainingSpec, recompute, q_store: 
 # MLA's latent norms and an MTP module's two input norms (DeepSeek-V3 §3.2.3 "recompute all RMSNorm operations";
 # DeepSeek's H800 trace, tests/data/dsv3_trace: attn_norm, q_norm, kv_norm and moe_norm kernels in the backward),
 # and MLA's Q and KV up-projections with the RoPE and copies of their outputs (§3.2.3 "MLA up-projections"; the
-# trace's q / kv up-projection GEMMs, rotary_kernel, _copy_tensor_kernel and 65536-block copy again there).
+# trace's q / kv up-projection GEMMs, rotary_kernel, _copy_tensor_kernel and 65536-block copy again there), and
+# under DeepSeek's FP8 casts the up-projections' input casts (precision_terms.up_projection_cast_elements: the trace's
+# two per_token casts before the recomputed GEMMs; session 24, dsv3casts).
 # "mlp": a dense layer's whole MLP but its residual add (moesim/ops/layer.py dense_ffn, part "dense_ffn"); "moe_act":
 # the routed experts' activation (layer.py experts), priced as its forward (read 2f or f, write f per slot).
 RECOMPUTED_OPS = {"layernorm": ("attn_norm", "q_norm", "kv_norm", "mlp_norm", "moe_norm", "mtp_norms"),
-                  "mla_up_proj": ("q_up_proj", "kv_up_proj", "rope_and_copies"),
+                  "mla_up_proj": ("q_up_proj", "kv_up_proj", "rope_and_copies", "up_proj_quantise"),
                   "mlp": ("mlp_norm", "fc1", "activation", "fc2"),
                   "moe_act": ("expert_activation",)}
 RECOMPUTED_PART = {"mlp": "dense_ffn"}  # modules whose operators are taken from one part only

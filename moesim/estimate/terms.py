@@ -40,8 +40,8 @@ from moesim.estimate.selective import (
 from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER, mla_sp_widths
 from moesim.estimate.precision_terms import (
     activation_dequantise_bytes, activation_quantise_bytes, activation_recompute_bytes, attention_output_cast_bytes,
-    current_scaling_cast_kernels, deepseek_casts_apply, quantise_parts_bytes, quantised_elements, weight_cast_bytes,
-    weight_transpose_parts_bytes,
+    current_scaling_cast_kernels, deepseek_casts_apply, quantise_parts_bytes, quantised_elements,
+    up_projection_cast_elements, weight_cast_bytes, weight_transpose_parts_bytes, UP_PROJ_CASTS, UP_PROJ_QUANTISE,
 )
 from moesim.collectives.dispatch import routing_shape
 from moesim.ops.layer import FLEX_BACKENDS, LayerOps, backward_ops, logits_ops
@@ -371,12 +371,21 @@ class TermBuilder:
         micro-batch without a weight cache; each in the part whose GEMMs it feeds (precision_terms.py)."""
         tr, model, dt = self.tr, self.model, self.tr.dtype_for("activation")
         slots = slots if slots is not None else 0.0
-        elements = quantised_elements(model, cls, b, tp, etp, slots, deepseek_casts=deepseek_casts_apply(tr))
+        deepseek_casts = deepseek_casts_apply(tr)
+        elements = quantised_elements(model, cls, b, tp, etp, slots, deepseek_casts=deepseek_casts)
         fwd_b, bwd_b = quantise_parts_bytes(tr, elements)
+        up_ops = []
+        if deepseek_casts and up_projection_cast_elements(model, cls, 1, 1):
+            # MLA's up-projections' input casts, an operator of their own that mla_up_proj recomputes (selective.py),
+            # at the casts' measured rate where a profile has one
+            up_b = quantise_parts_bytes(tr, {"attention": (up_projection_cast_elements(model, cls, b, tp), 0.0)})[0]
+            fwd_b["attention"] = fwd_b["attention"] - up_b["attention"]
+            up_ops = [replace(memory("attention", UP_PROJ_QUANTISE, dt, up_b["attention"], kernels=UP_PROJ_CASTS),
+                              meta={"table_op": "fp8_quantise"})]
         # one kernel a part unless Megatron-LM + TE runs current scaling (precision_terms.current_scaling_cast_kernels)
         kernels = current_scaling_cast_kernels(model, tr, cls, ep, runs_megatron_te(tr.framework, self.hw.device_kind))
         fwd = [memory(part, "fp8_quantise", dt, nbytes, kernels=kernels.get(part, (1.0, 1.0))[0])
-               for part, nbytes in fwd_b.items()]
+               for part, nbytes in fwd_b.items()] + up_ops
         bwd = [memory(part, "fp8_quantise", dt, nbytes, kernels=kernels.get(part, (1.0, 1.0))[1], pass_="bwd")
                for part, nbytes in bwd_b.items()]
         for part, nbytes in activation_quantise_bytes(model, tr, cls, b, tp, etp, slots).items():

@@ -137,3 +137,71 @@ def test_the_uneven_chunks_reason_gives_an_example_that_parses():
     assert f"pp=8,vp=2,pipeline_layout={UNEVEN_CHUNKS_EXAMPLE}'" in reason
     layout = parse(UNEVEN_CHUNKS_EXAMPLE, 8)
     assert len(layout.chunk_layers) == 16 and sum(layout.chunk_layers) == 61  # as the reason says
+
+
+# --- (5) found on the walk: a checkpoint's config.json given where a scenario or a profile goes was refused for the
+# schema_version it lacks ("field 'schema_version': required key is missing"), not for what it is.
+
+@pytest.mark.parametrize("argv, expected", [
+    (["simulate", "CONFIG", "-q"], "scenario"), (["report", "CONFIG", "-o", "OUT"], "scenario"),
+    (["estimate", "mixtral-8x7b-h100", "--hardware", "CONFIG"], "hardware profile"),
+])
+def test_a_config_json_where_a_scenario_or_profile_goes_says_what_it_is(tmp_path, capsys, argv, expected):
+    from tests.cli.test_newuser5_walk import error_of
+
+    config = ROOT / "tests" / "models" / "data" / "deepseek-v3" / "config.json"
+    argv = [str(config) if a == "CONFIG" else str(tmp_path / "r.html") if a == "OUT" else a for a in argv]
+    err = error_of(capsys, argv)
+    assert f"config.json: is a HuggingFace model config file, not a {expected} file: a config.json goes to moesim " \
+           'model, or to model = "FILE" in a scenario' in err
+    assert main(["model", str(config)]) == 0  # where it goes, it still reads
+
+
+# --- (6) found on the walk: `calibrate` fitted CPU (gloo) harness records into a GPU profile without a word, and
+# `report --results` predicted them on one the same way.
+
+def cpu_records(tmp_path: Path) -> Path:
+    from tests.calibrate.calibrate_synth import layer_record_dict, write_jsonl
+
+    return write_jsonl(tmp_path / "cpu.jsonl", [layer_record_dict(tokens=t, experts_per_rank=e)
+                                                for t in (512, 1024, 2048) for e in (1, 2)])
+
+
+def test_calibrate_says_cpu_records_fitted_into_a_gpu_profile(tmp_path, capsys):
+    records = cpu_records(tmp_path)
+    assert main(["calibrate", str(records), "--hardware", "h100-sxm", "-o", str(tmp_path / "g.toml"), "-q",
+                 "--bootstrap", "0"]) == 0
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "env.device" in x]
+    assert line == (f"moesim: warning: {records}: its switch_layer records ran on cpu (env.device), but h100-sxm's "
+                    "devices are gpu: they measure the machine that ran them, not h100-sxm (cpu-localhost is the "
+                    "profile for CPU runs)")
+    assert main(["calibrate", str(records), "--hardware", "cpu-localhost", "-o", str(tmp_path / "c.toml"), "-q",
+                 "--bootstrap", "0"]) == 0
+    assert "env.device" not in capsys.readouterr().err  # the matching profile: nothing said
+
+
+def test_report_notes_the_scenarios_warnings_and_cpu_records(tmp_path):
+    from moesim.report import build_report
+
+    path = tiny_file(tmp_path, model_extra="max_position_embeddings = 512\n")
+    page = build_report(load_scenario(str(path)), results=cpu_records(tmp_path))
+    assert any(n.startswith("the scenario's layout: warning: training.seq_len 1,024 tokens exceeds the "
+                            "max_position_embeddings 512") for n in page.notes)
+    assert any(n.startswith("calibration: ") and "ran on cpu (env.device), but h100-sxm's devices are gpu" in n
+               for n in page.notes)
+
+
+# --- (7) found on the walk: a bad sweep file under torchrun printed its one line once per rank.
+
+def test_validate_run_says_bad_input_on_rank_zero_only(tmp_path, capsys, monkeypatch):
+    from validate.run import main as validate_main
+
+    sweep = tmp_path / "bad.toml"
+    sweep.write_text('[defaults]\nworld_size = 2\n[[layer]]\nname = "t"\ntokens_per_rank = "lots"\n')
+    argv = ["--sweep", str(sweep), "--out", str(tmp_path / "r.jsonl")]
+    for rank, lines in (("1", 0), ("0", 1)):
+        monkeypatch.setenv("RANK", rank)
+        assert validate_main(argv) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == lines and "Traceback" not in err
+    assert err.startswith(f"validate.run: error: {sweep}: [[layer]] #0 ('t'): field 'd_model' is required")

@@ -173,7 +173,8 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
         raise SpecError(f"nccl-tests logs measure NCCL on GPUs, but {prior.name}'s devices are {prior.device_kind}: "
                         "give the GPU profile the cluster's collectives are priced with", file=logs[0],
                         field="--hardware", value=hardware, allowed="a GPU profile")
-    if note := device_mismatch_note([(r.source.rsplit(":", 1)[0], r.device) for r in measurements.layers], prior):  # newuser7 (session 24): said, not refused
+    ran = [(r.source.rsplit(":", 1)[0], r.device) for r in measurements.layers]
+    if note := device_mismatch_note(ran, prior):  # CPU records into a GPU profile (newuser7): said, not refused
         warnings.warn(note)
     facts = None  # calfacts (session 8): the unstated system facts from the log itself; stated ones win
     if logs and (INFER_FACTS if infer_facts is None else infer_facts):  # nccl-tests logs only

@@ -44,6 +44,14 @@ def test_simulate_prints_each_stacks_routing_lines(capsys):
     assert sim["warnings"] == est["warnings"] and any(w.startswith("does not fit") for w in sim["warnings"])
 
 
+def test_the_apis_sim_result_prints_its_warnings(tmp_path):
+    from moesim import api
+
+    sim = api.simulate(str(tiny_file(tmp_path, model_extra="max_position_embeddings = 512\n")), steps=1, trace=False)
+    assert "warning" in repr(sim) and "max_position_embeddings 512" in repr(sim)
+    assert sim.to_dict()["warnings"] == list(sim.warnings)
+
+
 def test_simulate_says_a_sequence_runs_past_ropes_context(tmp_path, capsys):
     path = tiny_file(tmp_path, model_extra="max_position_embeddings = 512\n")
     assert main(["simulate", str(path), "--steps", "1", "-q"]) == 0
@@ -118,12 +126,12 @@ def test_te_op_fuser_where_nothing_reads_it_says_so(tmp_path, capsys, where, why
 def test_te_op_fuser_where_it_is_read_says_nothing(tmp_path, capsys):
     from moesim.unread_settings import te_op_fuser_note
 
-    read = load_scenario(str(tiny_file(tmp_path, model_extra="ffn_bias = true\n", training_extra="te_op_fuser = true\n")))
+    biased = {"model_extra": "ffn_bias = true\n", "training_extra": "te_op_fuser = true\n"}
+    read = load_scenario(str(tiny_file(tmp_path, **biased)))
     assert te_op_fuser_note(read) is None
     unset = load_scenario(str(tiny_file(tmp_path)))
     assert te_op_fuser_note(unset) is None
-    tpu = load_scenario(str(tiny_file(tmp_path, model_extra="ffn_bias = true\n", training_extra="te_op_fuser = true\n",
-                                      hardware="tpu-v4")))
+    tpu = load_scenario(str(tiny_file(tmp_path, **biased, hardware="tpu-v4")))
     assert f"hardware 'tpu-v4' is not a GPU ({tpu.hardware.device_kind})" in te_op_fuser_note(tpu)
 
 

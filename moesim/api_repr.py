@@ -93,7 +93,7 @@ def _sim_items(sim) -> list[tuple[str, str]]:
             ("analytical estimate", format_seconds(sim.analytical_step_time_s)),
             ("simulated / analytical", f"{st['mean'] / sim.analytical_step_time_s:.3f}"),
             ("mode, devices simulated", f"{sim.mode}, {sim.simulated_devices}"),
-            ("events", f"{sim.events:,}")]
+            ("events", f"{sim.events:,}")] + [("warning", w) for w in sim.warnings]  # as the estimate's (newuser7)
 
 
 def sim_repr(sim) -> str:

@@ -57,6 +57,17 @@ def capacity_floor_note(tokens: int, num_experts: int, top_k: int, capacity_fact
             f"reaches {min_capacity} {lift})")
 
 
+def stack_floor_notes(moe, moe_info: dict) -> dict[str, str]:
+    """capacity_floor_note for each stack of an estimate's `moe` JSON (`moe_info`: an encoder-decoder's
+    moe.by_stack, whose decoder routes groups of its own; else its top-level figures under the key ""), keyed by
+    stack; only the stacks whose floor binds. `moe` is the model's MoESpec."""
+    stacks = moe_info.get("by_stack") or {"": moe_info}
+    notes = {stack: capacity_floor_note(int(figures["routing_group_tokens"]), moe.num_experts, moe.top_k,
+                                        moe_info["capacity_factor"], moe.capacity_rule, moe.min_expert_capacity)
+             for stack, figures in stacks.items()}
+    return {stack: note for stack, note in notes.items() if note}
+
+
 def expert_capacity_array(tokens: np.ndarray, num_experts: int, top_k: int, capacity_factor: np.ndarray,
                           rule: str = "switch", min_capacity: int = 0) -> np.ndarray:
     """`expert_capacity` over arrays; NaN capacity factor means dropless (capacity = t·k)."""

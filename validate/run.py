@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"validate.run: error: {exc}", file=sys.stderr, flush=True)
         return 1
     except ValueError as exc:     # bad input (options, sweep file): one line, exit 2 as moesim's CLI
-        print(f"validate.run: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+        if os.environ.get("RANK", "0") == "0":  # every rank reads the same input: rank 0 says it, once
+            print(f"validate.run: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
         return 2
     return 0
 

@@ -22,7 +22,7 @@ from moesim.calibrate.profile_checks import (  # noqa: F401 (CONSISTENCY_RTOL: r
 from moesim.calibrate.profile_io import (
     Provenance, calibrated_table, now_utc, profile_from_table, render_profile,
 )
-from moesim.calibrate.records import Measurements, read_measurements, split_holdout
+from moesim.calibrate.records import Measurements, device_mismatch_note, read_measurements, split_holdout
 from moesim.calibrate.transfer import (
     AT_PRIOR_RULES, PER_PROTOCOL_RULES, PICK_RULES, SPLIT_RULES, apply_machinery, at_prior_where_unidentified,
     check_transfer, pick_levels, protocol_hops, ranked_on_prior,
@@ -173,6 +173,9 @@ def calibrate(paths: list[str], hardware: str, out: str | Path, *, holdout_fract
         raise SpecError(f"nccl-tests logs measure NCCL on GPUs, but {prior.name}'s devices are {prior.device_kind}: "
                         "give the GPU profile the cluster's collectives are priced with", file=logs[0],
                         field="--hardware", value=hardware, allowed="a GPU profile")
+    ran = [(r.source.rsplit(":", 1)[0], r.device) for r in measurements.layers]
+    if note := device_mismatch_note(ran, prior):  # CPU records into a GPU profile (newuser7): said, not refused
+        warnings.warn(note)
     facts = None  # calfacts (session 8): the unstated system facts from the log itself; stated ones win
     if logs and (INFER_FACTS if infer_facts is None else infer_facts):  # nccl-tests logs only
         facts = infer_system_facts(measurements, prior, dict(system or {}), seed=seed, loss=loss,

@@ -76,6 +76,7 @@ class LayerRecord:
     backend: str = ""
     device_name: str = ""
     clock: str = "wall"  # "cpu": compute phases, backward and layer are CPU time (validate/timing.py)
+    device: str = ""  # env.device: the torch device type the harness ran on ("cpu", "cuda"; validate/records.py)
 
     @property
     def num_experts(self) -> int:
@@ -218,6 +219,7 @@ def layer_record(rec: Mapping[str, Any], where: str) -> LayerRecord:
         expert_flops_forward=_positive(rec, "expert_flops_per_rank_forward", where, allow_zero=True),
         measured_s=measured, spread=spread, backend=_get(rec, "env.backend", str, where, default=""),
         device_name=_get(rec, "env.device_name", str, where, default=""), clock=clock,
+        device=_get(rec, "env.device", str, where, default=""),
     )
 
 
@@ -369,3 +371,21 @@ def split_holdout(keys: list[str], fraction: float, seed: int) -> tuple[list[str
         n_hold = min(max(n_hold, 1), len(keys) - 1)
     held = set(ordered[:n_hold])
     return [k for k in keys if k not in held], [k for k in keys if k in held]
+
+
+# the harness's torch device types (validate/records.py env.device) and the profile device kind each measures
+HARNESS_DEVICE_KINDS = {"cpu": ("cpu",), "cuda": ("gpu",)}
+
+
+def device_mismatch_note(ran: list[tuple[str, str]], prior) -> str | None:
+    """A line where harness records ran on another kind of device than the profile `prior` prices (CPU gloo records
+    fitted into h100-sxm: the fitted efficiencies then describe the CPU); None where they match or do not say.
+    `ran`: (file, env.device) of each record."""
+    other = [(file, device) for file, device in ran
+             if device in HARNESS_DEVICE_KINDS and prior.device_kind not in HARNESS_DEVICE_KINDS[device]]
+    if not other:
+        return None
+    devices = sorted({device for _, device in other})
+    return (f"{other[0][0]}: its switch_layer records ran on {' and '.join(devices)} (env.device), but "
+            f"{prior.name}'s devices are {prior.device_kind}: they measure the machine that ran them, not "
+            f"{prior.name} (cpu-localhost is the profile for CPU runs)")

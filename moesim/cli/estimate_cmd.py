@@ -127,20 +127,22 @@ def render(result) -> str:
     parts = [head, "", times, "", "communication per step (sent per device)", comm, "",
              kv_block("memory per device (worst pipeline stage)", mem_rows)]
     if d["moe"]:
-        moe = d["moe"]
-        drop = moe["expected_drop_fraction_uniform"]
-        # an encoder-decoder's stacks route groups of their own: a pair of lines for each, named
-        stacks = moe.get("by_stack") or {"": moe}
-        routing = [row for stack, figures in stacks.items() for row in (
-            (f"tokens per device per layer{f' ({stack})' if stack else ''}",
-             f"{figures['tokens_per_device_per_layer']:g}"),
-            (f"routing group / capacity{f' ({stack})' if stack else ''}",
-             f"{figures['routing_group_tokens']:g} tokens / {figures['expert_capacity']} slots per expert"))]
+        drop = d["moe"]["expected_drop_fraction_uniform"]
         parts += ["", kv_block("MoE routing", [
-            ("capacity factor / rule", f"{'none' if moe['capacity_factor'] is None else moe['capacity_factor']} / "
-                                       f"{moe['capacity_rule']}"),
-            *routing,
-            ("expected dropped (uniform)", "dropless" if drop is None else f"{drop:.3%}"),
-        ])]
+            *routing_rows(d["moe"]), ("expected dropped (uniform)", "dropless" if drop is None else f"{drop:.3%}")])]
     parts += [f"warning: {w}" for w in d.get("warnings", ())]
     return "\n".join(parts)
+
+
+def routing_rows(moe: dict) -> list[tuple[str, str]]:
+    """The MoE routing lines of an estimate's `moe` JSON (estimate's and simulate's text): the capacity factor and
+    rule, then tokens per device and routing group / capacity; an encoder-decoder's stacks route groups of their
+    own: a pair of lines for each, named (moe.by_stack)."""
+    stacks = moe.get("by_stack") or {"": moe}
+    routing = [row for stack, figures in stacks.items() for row in (
+        (f"tokens per device per layer{f' ({stack})' if stack else ''}",
+         f"{figures['tokens_per_device_per_layer']:g}"),
+        (f"routing group / capacity{f' ({stack})' if stack else ''}",
+         f"{figures['routing_group_tokens']:g} tokens / {figures['expert_capacity']} slots per expert"))]
+    return [("capacity factor / rule", f"{'none' if moe['capacity_factor'] is None else moe['capacity_factor']} / "
+                                       f"{moe['capacity_rule']}"), *routing]

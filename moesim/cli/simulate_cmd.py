@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import warnings
 
-from moesim.cli.estimate_cmd import add_scenario_overrides, layout_source
+from moesim.cli.estimate_cmd import add_scenario_overrides, layout_source, routing_rows
 from moesim.cli.output import kv_block, print_json, table
 from moesim.cli.progress import add_quiet, progress_bar
 from moesim.units import format_bytes, format_seconds
@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
                          straggler_fraction=args.straggler_fraction, straggler_slowdown=args.straggler_slowdown,
                          noise_sigma=args.noise, mode=args.mode, trace=bool(args.trace), engine=args.engine)
     layout = scenario.resolve(source=layout_source(args))
-    for text in megatron_layout_warnings(scenario, layout):  # said on stderr once the run succeeds (cli/__init__)
+    said = megatron_layout_warnings(scenario, layout)
+    for text in said:  # said on stderr once the run succeeds (cli/__init__)
         warnings.warn(text, stacklevel=1)
     with progress_bar(args, "simulating") as progress:
         result = simulate(scenario, layout, options, progress=progress)
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
         return 0
-    print(render(data))
+    print(render(data, said_on_stderr=said))
     return 0
 
 
@@ -95,7 +96,8 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{value:.3%}"
 
 
-def render(d: dict) -> str:
+def render(d: dict, said_on_stderr=()) -> str:
+    """simulate's text; the estimate's warnings as `warning:` lines but those already given on stderr."""
     lay, o, st = d["layout"], d["options"], d["step_time_s"]
     more = "".join(f" {k}={lay[k]}" for k in ("vp", "cp", "cp_comm") if k in lay)  # only when not the default
     head = (f"{d['scenario']}: {d['devices']} x {d['hardware']}, layout dp={lay['dp']} tp={lay['tp']} ep={lay['ep']} "
@@ -134,4 +136,7 @@ def render(d: dict) -> str:
     if links:
         parts += ["", "busiest links (last step)",
                   table(links, ["link", "utilisation", "carried", "capacity", "peak flows"], align="lrrrr")]
+    if d.get("moe"):  # the estimate's routing lines (its `moe`), as `estimate` prints them; drops are said above
+        parts += ["", kv_block("MoE routing (analytical)", routing_rows(d["moe"]))]
+    parts += [f"warning: {w}" for w in d.get("warnings", ()) if w not in said_on_stderr]
     return "\n".join(parts)

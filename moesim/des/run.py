@@ -14,7 +14,7 @@ scale, dropless node-limited routing draws moment-matched per-rank counts instea
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -111,6 +111,10 @@ class SimResult:
     trace_labels: dict | None = None
     mode_reason: str = ""
     simulated_per_step: tuple[int, ...] = ()
+    # the analytical estimate's routing figures (its `moe` JSON: capacity, routing groups, an encoder-decoder's
+    # stacks) and its warnings (a layout Megatron refuses, a sequence past RoPE's, does not fit, drops, ...)
+    moe: dict = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     @property
     def step_time_stats(self) -> dict:
@@ -133,6 +137,7 @@ class SimResult:
             "events_per_s": self.events / self.engine_time_s if self.engine_time_s > 0 else None,
             "mode_reason": self.mode_reason, "engine": self.options.engine,
             "simulated_devices_per_step": list(self.simulated_per_step),
+            "moe": self.moe, "warnings": list(self.warnings),
         }
 
     def to_dict(self) -> dict:
@@ -241,7 +246,7 @@ def simulate(scenario: Scenario, layout: Layout | None = None, options: SimOptio
         events=sum(st.events for st in steps), wall_time_s=time.perf_counter() - wall,
         engine_time_s=sum(st.engine_s for st in steps), trace_records=tuple(trace), trace_labels=labels,
         mode_reason="; ".join(x for x in (_mode_reason(last.fold, reasons, options), router.reason()) if x),
-        simulated_per_step=tuple(st.fold.classes for st in steps),
+        simulated_per_step=tuple(st.fold.classes for st in steps), moe=est.moe, warnings=est.warnings,
     )
 
 

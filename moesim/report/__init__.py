@@ -43,6 +43,7 @@ def _content(scenario: Scenario, layout: Layout | None = None, *, results: str |
              results_hardware: str | None = None, simulate: bool = False, progress=None):
     """report_figures' three, and the layouts compared (layouts.LayoutSet).
     `progress(fraction)`: called as the figures are computed (and the timeline simulated)."""
+    from moesim.calibrate.records import device_mismatch_note
     from moesim.report import figures as F
     from moesim.report.analysis import capacity_factor_sweep, expert_count_sweep, pareto_front
     from moesim.report.calibration import phase_points, read_switch_records
@@ -88,6 +89,9 @@ def _content(scenario: Scenario, layout: Layout | None = None, *, results: str |
         points = phase_points(records, hardware)
         notes.append(f"calibration: {len(records)} switch_layer records from {results} ({skipped} other lines "
                      f"skipped), predicted on the {hardware.name} profile")
+        ran = [(str(results), str((rec.get("env") or {}).get("device", ""))) for rec in records]
+        if said := device_mismatch_note(ran, hardware):  # CPU records predicted on a GPU profile (newuser7)
+            notes.append(f"calibration: {said}")
         if points:
             figs.append(("calibration", F.calibration(points, hardware.name)))
         else:
@@ -95,6 +99,8 @@ def _content(scenario: Scenario, layout: Layout | None = None, *, results: str |
     if not own.fits_in_memory:
         notes.append(f"the scenario's layout needs {format_bytes(own.memory_bytes_per_device['total'])} per device, "
                      f"more than the {format_bytes(own.memory_capacity_bytes)} usable")
+    # the estimate's other warnings (a layout Megatron-LM refuses, a sequence past RoPE's, a key nothing reads, drops)
+    notes += [f"the scenario's layout: warning: {w}" for w in own.warnings if not w.startswith("does not fit")]
     return figs, notes, own, compared
 
 

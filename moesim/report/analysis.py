@@ -18,7 +18,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from moesim.capacity import capacity_floor_note
+from moesim.capacity import stack_floor_notes
 from moesim.errors import SpecError
 from moesim.estimate import StepEstimate, estimate
 from moesim.estimate.embedding_sync import EMBEDDING_AXIS
@@ -98,14 +98,36 @@ def capacity_factor_sweep(scenario: Scenario, layout: Layout, training=None) -> 
     base = training.capacity_factor if training.capacity_factor is not None else moe.capacity_factor_train
     values = tuple(sorted(set(CAPACITY_FACTORS) | {base}))
     ests = [estimate(scenario, layout, dataclasses.replace(training, capacity_factor=cf)) for cf in values]
-    floored = [(cf, said) for cf, e in zip(values, ests)
-               if (said := capacity_floor_note(int(e.moe["routing_group_tokens"]), moe.num_experts, moe.top_k, cf,
-                                               moe.capacity_rule, moe.min_expert_capacity))]
-    note = "" if not floored else (  # whyrank (session 20): a flat panel says why
-        f"the expert capacity floor overrides capacity factor{'s' if len(floored) > 1 else ''} "
-        f"{', '.join(f'{cf:g}' for cf, _ in floored)} (flat there): {floored[-1][1]}")
     return Sweep("capacity factor", "", values, tuple(e.step_time_s for e in ests),
-                 tuple(e.memory_bytes_per_device["total"] for e in ests), base, note=note)
+                 tuple(e.memory_bytes_per_device["total"] for e in ests), base,
+                 note=_floor_note([stack_floor_notes(moe, e.moe) for e in ests], values,
+                                  len(ests[0].moe.get("by_stack") or {"": None})))
+
+
+def _factors(values) -> str:
+    return f"capacity factor{'s' if len(values) > 1 else ''} {', '.join(f'{cf:g}' for cf in values)}"
+
+
+def _floor_note(per_factor: list[dict[str, str]], values, stacks_priced: int) -> str:
+    """Where the expert capacity floor overrides the panel's factors (whyrank, session 20: a flat panel says why);
+    an encoder-decoder's stacks each (their routing groups differ), flat only where it overrides all
+    `stacks_priced` stacks."""
+    stacks: dict[str, list] = {}
+    for cf, notes in zip(values, per_factor):
+        for stack, said in notes.items():
+            stacks.setdefault(stack, []).append((cf, said))
+    if not stacks:
+        return ""
+    if list(stacks) == [""]:  # a decoder-only model: one routing group
+        floored = stacks[""]
+        return (f"the expert capacity floor overrides {_factors([cf for cf, _ in floored])} (flat there): "
+                f"{floored[-1][1]}")
+    flat = [cf for cf, notes in zip(values, per_factor) if len(notes) == stacks_priced]
+    where = (f"flat at {', '.join(f'{cf:g}' for cf in flat)}, where it overrides every stack" if flat
+             else "not flat: another stack's capacity still follows the factor")
+    return ("the expert capacity floor overrides " + " and ".join(
+        f"{_factors([cf for cf, _ in floored])} in the {stack}" for stack, floored in stacks.items())
+        + f" ({where}): " + "; ".join(f"{stack}: {floored[-1][1]}" for stack, floored in stacks.items()))
 
 
 def expert_count_sweep(scenario: Scenario, layout: Layout, training=None) -> Sweep:

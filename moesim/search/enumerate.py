@@ -32,8 +32,12 @@ from moesim.specs.layout import CP_COMMS
 from moesim.specs.scenario import Scenario
 from moesim.specs.training import PIPELINE_SCHEDULES, RECOMPUTE_MODES, ZERO_STAGES
 
+# README's example (DeepSeek-V3's 61 layers and MTP); tests/cli/test_newuser7_walk.py parses it at pp 8
+UNEVEN_CHUNKS_EXAMPLE = "Et*4|(t*4|)*14tmL"
 UNEVEN_CHUNKS = ("the search splits the layers evenly; `moesim estimate --layout` prices uneven chunks from "
-                 "pipeline_layout, Megatron's --pipeline-model-parallel-layout")
+                 "pipeline_layout, Megatron's --pipeline-model-parallel-layout, e.g. "
+                 "`--layout '...,pp=8,vp=2,pipeline_layout=" + UNEVEN_CHUNKS_EXAMPLE + "'` (61 layers in pp·vp = 16 "
+                 "chunks split by '|': E the embedding, t a layer, m an MTP layer, L the loss)")
 # Rejection reasons, first failing rule first (as specs.layout.layout_problems lists them).
 REASONS = {
     "experts_not_divisible_by_ep": "num_experts % ep != 0",

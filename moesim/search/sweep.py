@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from moesim.capacity import capacity_floor_note
+from moesim.capacity import stack_floor_notes
 from moesim.errors import SpecError
 from moesim.search.enumerate import UNEVEN_CHUNKS, check_fixed_degrees
 from moesim.search.overrides import apply_point, canonical_key, parse_value, value_text
@@ -119,9 +119,9 @@ def overridden_notes(scenario: Scenario, est) -> list[str]:
     notes = [f"all-to-all SMs: {sms}"] if sms else []
     if not info:
         return notes
-    note = capacity_floor_note(int(info["routing_group_tokens"]), moe.num_experts, moe.top_k, info["capacity_factor"],
-                               moe.capacity_rule, moe.min_expert_capacity)
-    return ([f"expert capacity floor: {note}"] if note else []) + notes
+    # each stack's routing group (an encoder-decoder's decoder routes its own: moe.by_stack)
+    return [f"expert capacity floor{f' ({stack})' if stack else ''}: {note}"
+            for stack, note in stack_floor_notes(moe, info).items()] + notes
 
 
 def run_sweep(scenario: Scenario, axes: list[Axis], *, objective: str = "step_time", workers: int | None = None,

@@ -149,6 +149,9 @@ FILE_KINDS = {
     "model": (("architecture", "attention"), 'a model goes to moesim model, or to model = "FILE" in a scenario'),
     "hardware profile": (("chip", "interconnect"),
                          'a hardware profile goes to --hardware, or to hardware = "FILE" in a scenario'),
+    # a checkpoint's config.json (moesim/models/hf.py reads it where a model goes; it has no schema_version)
+    "HuggingFace model config": (("model_type",),
+                                 'a config.json goes to moesim model, or to model = "FILE" in a scenario'),
 }
 
 
@@ -157,7 +160,7 @@ def check_file_kind(table: Table, expected: str) -> None:
     `expected`'s, naming what it is and where it goes."""
     if table.path:
         return
-    own = FILE_KINDS[expected][0]
+    own = FILE_KINDS[expected][0]  # called before check_schema_version: a config.json has none
     for kind, (keys, where) in FILE_KINDS.items():
         if kind != expected and all(k in table.data for k in keys) and not any(k in table.data for k in own):
             raise SpecError(f"is a {kind} file, not a {expected} file: {where}", file=table.file,

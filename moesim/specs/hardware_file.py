@@ -156,8 +156,8 @@ def hardware_from_table(t: Table) -> HardwareProfile:
 
 
 def _hardware_from_table(t: Table) -> HardwareProfile:
-    check_schema_version(t, SCHEMA_VERSION)
     check_file_kind(t, "hardware profile")
+    check_schema_version(t, SCHEMA_VERSION)
     chip_t = t.sub("chip")
     per_chip = chip_t.opt("devices_per_chip", int, 1)
     if per_chip < 1:

@@ -14,8 +14,8 @@ from moesim.specs.model import (
 
 def model_from_table(t: Table) -> ModelSpec:
     """Build a ModelSpec from a strict table (a model file, or a scenario's inline [model])."""
-    check_schema_version(t, SCHEMA_VERSION)
     check_file_kind(t, "model")
+    check_schema_version(t, SCHEMA_VERSION)
     arch = t.choice("architecture", ARCHITECTURES)
     att_t = t.sub("attention")
     attention = AttentionSpec(

@@ -124,8 +124,8 @@ def scenario_nccl_version(t: Table) -> str:
 def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] | None = None) -> Scenario:
     """Build a Scenario; `overrides` (hardware, devices, layout text) come from the command line."""
     overrides = overrides or {}
-    check_schema_version(t, SCHEMA_VERSION)
     check_file_kind(t, "scenario")
+    check_schema_version(t, SCHEMA_VERSION)
     name = t.req("name", str)
     model_ref = t.req("model", (str, dict))
     if isinstance(model_ref, dict):

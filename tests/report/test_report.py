@@ -123,7 +123,10 @@ def test_capacity_factor_panel_says_where_the_capacity_floor_overrides_it(st_moe
     switch_c = load_scenario("switch-c-2048-tpu-v3")
     cf = capacity_factor_sweep(switch_c, switch_c.resolve())
     assert len(set(cf.step_time_s)) == 1  # flat
-    assert cf.note.startswith("the expert capacity floor overrides capacity factors 1, 1.25, 1.5, 2, 3, 4 (flat there)")
+    # session 24 (newuser7): each stack's floor (the decoder's 114-token groups too), flat where both bind
+    assert cf.note.startswith("the expert capacity floor overrides capacity factors 1, 1.25, 1.5, 2, 3, 4 in the "
+                              "encoder and capacity factors 1, 1.25, 1.5, 2, 3, 4 in the decoder (flat at 1, 1.25, "
+                              "1.5, 2, 3, 4, where it overrides every stack)")
     assert "the rule alone reaches 2 from capacity factor 8 on" in cf.note
     assert capacity_factor_sweep(st_moe, st_moe.resolve()).note == ""  # its factor sets the capacity
 

@@ -224,8 +224,12 @@ def test_sweep_says_when_the_capacity_floor_overrides_the_swept_factor(capsys):
 
     sweep = run_sweep(load_scenario("switch-c-2048-tpu-v3"), [parse_vary("capacity_factor=2.0,8.0")], workers=1)
     low, high = sweep["points"]
-    assert len(low["notes"]) == 1 and low["notes"][0].startswith("expert capacity floor: capacity factor 2 gives 0")
-    assert high["notes"] == []  # floor(512 x 8 / 2048) = 2 slots: the factor sets the capacity
+    # session 24 (newuser7): each stack's routing group, the decoder's 114 tokens too
+    assert [n[:52] for n in low["notes"]] == ["expert capacity floor (encoder): capacity factor 2 g",
+                                              "expert capacity floor (decoder): capacity factor 2 g"]
+    assert low["notes"][0].startswith("expert capacity floor (encoder): capacity factor 2 gives 0")
+    # floor(512 x 8 / 2048) = 2 slots: the factor sets the encoder's capacity; the decoder's floor(114 x 8 / 2048) = 0
+    assert [n[:32] for n in high["notes"]] == ["expert capacity floor (decoder):"]
     assert main(["sweep", "switch-c-2048-tpu-v3", "--vary", "capacity_factor=2.0", "--workers", "1", "-q"]) == 0
     assert f"note at capacity_factor=2.0: {low['notes'][0]}" in capsys.readouterr().out
 

@@ -99,12 +99,23 @@ class Candidates:
 
     def take(self, index) -> "Candidates":
         """The candidates at `index` (an index array or boolean mask)."""
-        fields = {name: getattr(self, name)[index] for name in
+        n = None if not isinstance(index, np.ndarray) or index.ndim != 1 or index.dtype.kind not in "biu" \
+            else int(np.count_nonzero(index)) if index.dtype == bool else len(index)
+        # A one-valued column (a stride-0 view, the enumeration's: session 22) stays one: the same values, no copy.
+        fields = {name: _take(getattr(self, name), index, n) for name in
                   ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute",
                    "capacity_factor", "order") + STAGE_FIELDS + PIPELINE_FIELDS}
         key = None if self.order_free_key is None else self.order_free_key[index]
         layouts = None if self.pipeline_layout is None else self.pipeline_layout[index]
         return Candidates(orders=self.orders, order_free_key=key, pipeline_layout=layouts, **fields)
+
+
+def _take(column: np.ndarray, index: np.ndarray, n: int | None) -> np.ndarray:
+    """column[index] (n rows; None: index not 1-D); a stride-0 view of one value stays a view of that value
+    (session 24, searchspeed24)."""
+    if n and column.ndim == 1 and column.strides == (0,) and len(column):
+        return np.broadcast_to(column[:1], (n,))
+    return column[index]
 
 
 def effective_capacity_factor(scenario: Scenario, training: TrainingSpec) -> float:

@@ -327,7 +327,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     grad_layers = [per_stage(stages.counts, [np.full(n_cand, float(has(c))) for c in wl.classes])
                    for has in (lambda c: c.params_shardable + c.params_replicated > 0, lambda c: c.params_experts > 0)]
     dp_time = np.zeros((n_cand, n_stages))
-    zero3_mb = np.zeros((n_cand, n_stages))
+    zero3_mb, zero3_any = np.zeros((n_cand, n_stages)), bool((zero >= 3).any())
     # MCore's bucket size from the dp·cp group, one for both axes (grad_buckets.bucket_params).
     threshold_p = bucket_params(cands.dp * cands.cp)[:, None].astype(float)
     last_bucket = np.zeros((n_cand, n_stages))  # each axis's last bucket: ready only at the backward's end
@@ -412,9 +412,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         last_bucket[:, 0] += np.where(early & ~ends_only, 0.0, last_g)
         head_time += np.where(alone, one[0], 0.0)
         most_buckets[:, 0] = np.maximum(most_buckets[:, 0], layer_buckets)
-        # ZeRO-3 gathers every layer's parameters again in forward and backward (ZeRO §7).
+        # ZeRO-3 gathers every layer's parameters again in forward and backward (ZeRO §7); not priced where no row
+        # runs ZeRO-3 (no calls: every time 0, no entry with calls; session 24, searchspeed24).
         zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", params * q_p,
-                        np.where(zero >= 3, 2 * m[:, None], 0)) / m[:, None]
+                        np.where(zero >= 3, 2 * m[:, None], 0)) / m[:, None] if zero3_any else 0.0
 
     # The shared word embedding's gradient, all-reduced by the first and last stage after the sync (Megatron
     # finalize_model_grads.py, _allreduce_word_embedding_grads; embedding_sync.py): once per step, not hidden.

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from moesim.estimate.pricing import one_valued
 from moesim.memory import RECOMPUTE_CODES
 from moesim.specs.layout import CP_COMMS, STAGE_KEYS, Layout
 from moesim.specs.scenario import Scenario
@@ -60,7 +61,14 @@ class Candidates:
 
     def schedule_codes(self, base: TrainingSpec) -> np.ndarray:
         """Each candidate's pipeline schedule as an index into PIPELINE_SCHEDULES (-1 resolved to `base`'s)."""
-        return np.where(self.schedule < 0, PIPELINE_SCHEDULES.index(base.pipeline_schedule), self.schedule)
+        if one_valued(self.schedule):  # one schedule (the search's usual batch): one code, no pass over the rows
+            return np.broadcast_to(self.schedule_codes_of(self.schedule[:1], base), self.schedule.shape)
+        return self.schedule_codes_of(self.schedule, base)
+
+    @staticmethod
+    def schedule_codes_of(schedule: np.ndarray, base: TrainingSpec) -> np.ndarray:
+        """schedule_codes of the codes `schedule`."""
+        return np.where(schedule < 0, PIPELINE_SCHEDULES.index(base.pipeline_schedule), schedule)
 
     def schedule_names(self, base: TrainingSpec) -> np.ndarray:
         """Each candidate's pipeline schedule by name (-1 resolved to `base.pipeline_schedule`)."""
@@ -113,7 +121,7 @@ class Candidates:
 def _take(column: np.ndarray, index: np.ndarray, n: int | None) -> np.ndarray:
     """column[index] (n rows; None: index not 1-D); a stride-0 view of one value stays a view of that value
     (session 24, searchspeed24)."""
-    if n and column.ndim == 1 and column.strides == (0,) and len(column):
+    if n and one_valued(column):
         return np.broadcast_to(column[:1], (n,))
     return column[index]
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from moesim.estimate.pricing import one_valued
 from moesim.memory import RECOMPUTE_CODES
 from moesim.specs.layout import CP_COMMS, STAGE_KEYS, Layout
 from moesim.specs.scenario import Scenario
@@ -60,7 +61,14 @@ class Candidates:
 
     def schedule_codes(self, base: TrainingSpec) -> np.ndarray:
         """Each candidate's pipeline schedule as an index into PIPELINE_SCHEDULES (-1 resolved to `base`'s)."""
-        return np.where(self.schedule < 0, PIPELINE_SCHEDULES.index(base.pipeline_schedule), self.schedule)
+        if one_valued(self.schedule):  # one schedule (the search's usual batch): one code, no pass over the rows
+            return np.broadcast_to(self.schedule_codes_of(self.schedule[:1], base), self.schedule.shape)
+        return self.schedule_codes_of(self.schedule, base)
+
+    @staticmethod
+    def schedule_codes_of(schedule: np.ndarray, base: TrainingSpec) -> np.ndarray:
+        """schedule_codes of the codes `schedule`."""
+        return np.where(schedule < 0, PIPELINE_SCHEDULES.index(base.pipeline_schedule), schedule)
 
     def schedule_names(self, base: TrainingSpec) -> np.ndarray:
         """Each candidate's pipeline schedule by name (-1 resolved to `base.pipeline_schedule`)."""
@@ -99,12 +107,23 @@ class Candidates:
 
     def take(self, index) -> "Candidates":
         """The candidates at `index` (an index array or boolean mask)."""
-        fields = {name: getattr(self, name)[index] for name in
+        n = None if not isinstance(index, np.ndarray) or index.ndim != 1 or index.dtype.kind not in "biu" \
+            else int(np.count_nonzero(index)) if index.dtype == bool else len(index)
+        # A one-valued column (a stride-0 view, the enumeration's: session 22) stays one: the same values, no copy.
+        fields = {name: _take(getattr(self, name), index, n) for name in
                   ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute",
                    "capacity_factor", "order") + STAGE_FIELDS + PIPELINE_FIELDS}
         key = None if self.order_free_key is None else self.order_free_key[index]
         layouts = None if self.pipeline_layout is None else self.pipeline_layout[index]
         return Candidates(orders=self.orders, order_free_key=key, pipeline_layout=layouts, **fields)
+
+
+def _take(column: np.ndarray, index: np.ndarray, n: int | None) -> np.ndarray:
+    """column[index] (n rows; None: index not 1-D); a stride-0 view of one value stays a view of that value
+    (session 24, searchspeed24)."""
+    if n and one_valued(column):
+        return np.broadcast_to(column[:1], (n,))
+    return column[index]
 
 
 def effective_capacity_factor(scenario: Scenario, training: TrainingSpec) -> float:

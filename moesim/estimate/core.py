@@ -38,7 +38,7 @@ from moesim.estimate.embedding_sync import (EMBEDDING_AXIS, embedding_concurrent
                                             embedding_group, ends_apart, shares_embedding)
 from moesim.estimate.device_state import optimizer_time_s, stage_memory, stage_params
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
-from moesim.estimate.folds import order_free_rows, schedule_free_rows
+from moesim.estimate.folds import as_float, order_free_rows, schedule_free_rows, take_rows
 from moesim.estimate.grad_buckets import (bucket_params, chunk_buckets, earlier_end_s, first_stage_buckets,
                                          first_stage_exposed_s, interleaved_chunks_exposed_s)
 from moesim.estimate.mla_tp_comms import MLA_WGRAD_GATHER
@@ -209,7 +209,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                     * (exists & (of_sizes[call.axis] > 1)[:, None]).astype(float) for call in class_calls]
                    for c, class_calls in enumerate(calls)]
     if of is not None:  # back to every candidate: the collectives depend on the order
-        x = lambda a: np.take(a, of, axis=0) if np.ndim(a) else a  # noqa: E731  (a[of], faster on 2-D)
+        x = lambda a: take_rows(a, of)  # noqa: E731
         cands, n_cand = full, len(full)
         tp, pp, m, b = x(tp), x(pp), x(m), x(b)
         cp, vp, sched, dcp = x(cp), x(vp), x(sched), x(dcp)
@@ -249,7 +249,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                  stages=stages, dense_params=dense_params, expert_params=expert_params, calls=calls, core_mb=core_mb)
     dense_1, expert_1 = dense_params / pm, expert_params / pm
     if sf_inv is not None:
-        y = lambda a: np.take(a, sf, axis=0) if np.ndim(a) else a  # noqa: E731
+        y = lambda a: take_rows(a, sf)  # noqa: E731
         cands, n_cand = cands.take(sf), len(sf)
         tp, pp, m, b, exists, first, last = y(tp), y(pp), y(m), y(b), y(exists), y(first), y(last)
         stages = Stages(index=y(stages.index), counts=y(stages.counts), tokens_out=y(stages.tokens_out),
@@ -329,14 +329,16 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         if call.end == "embedding":
             t_call = add(call.name, "tp", call.op, call.size_bytes, call.calls * first)
             per_mb_comm += t_call
-            bwd_comm += t_call if call.pass_ == "bwd" else 0.0
+            if call.pass_ == "bwd":  # (a forward call adds nothing: no pass of += 0.0 over the rows, searchspeed24)
+                bwd_comm += t_call
             embedding_fb = embedding_fb + (-t_call if call.pass_ == "bwd" else t_call) if zb_split else 0.0
             embedding_fwd_comm = embedding_fwd_comm + (0.0 if call.pass_ == "bwd" else t_call) if zb_split else 0.0
             continue
         for end, mask, multiple in head_ends:
             t_call = add(call.name, "tp", call.op, call.size_bytes, call.calls * mask, multiple=multiple)
             head_comm[end][0] += t_call
-            head_comm[end][1] += t_call if call.pass_ == "bwd" else 0.0
+            if call.pass_ == "bwd":
+                head_comm[end][1] += t_call
     sp_split = tp[:, None] if tr.sequence_parallel else 1
     pp_bytes = b[:, None] * stages.tokens_out * model.d_model * builder.q_a / sp_split
     # Per micro-batch a stage sends its activations forward (all but the last stage) and the
@@ -355,7 +357,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     grad_layers = [per_stage(stages.counts, [np.full(n_cand, float(has(c))) for c in wl.classes])
                    for has in (lambda c: c.params_shardable + c.params_replicated > 0, lambda c: c.params_experts > 0)]
     dp_time = np.zeros((n_cand, n_stages))
-    zero3_mb = np.zeros((n_cand, n_stages))
+    zero3_mb, zero3_any = np.zeros((n_cand, n_stages)), bool((zero >= 3).any())
     # MCore's bucket size from the dp·cp group, one for both axes (grad_buckets.bucket_params).
     threshold_p = bucket_params(cands.dp * cands.cp)[:, None].astype(float)
     last_bucket = np.zeros((n_cand, n_stages))  # each axis's last bucket: ready only at the backward's end
@@ -440,9 +442,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         last_bucket[:, 0] += np.where(early & ~ends_only, 0.0, last_g)
         head_time += np.where(alone, one[0], 0.0)
         most_buckets[:, 0] = np.maximum(most_buckets[:, 0], layer_buckets)
-        # ZeRO-3 gathers every layer's parameters again in forward and backward (ZeRO §7).
+        # ZeRO-3 gathers every layer's parameters again in forward and backward (ZeRO §7); not priced where no row
+        # runs ZeRO-3 (no calls: every time 0, no entry with calls; session 24, searchspeed24).
         zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", params * q_p,
-                        np.where(zero >= 3, 2 * m[:, None], 0)) / m[:, None]
+                        np.where(zero >= 3, 2 * m[:, None], 0)) / m[:, None] if zero3_any else 0.0
 
     # The shared word embedding's gradient, all-reduced by the first and last stage after the sync (Megatron
     # finalize_model_grads.py, _allreduce_word_embedding_grads; embedding_sync.py): once per step, not hidden.
@@ -721,7 +724,7 @@ def _held(scenario: Scenario, wl, cands: Candidates, build_terms,
     `memory_of` (held, at): the memory already found for these rows, `cands` being held's rows `at` (None: all),
     read from there (stage columns past this batch's width are padding: dropped) instead of computed again."""
     model, hw, tr = scenario.model, scenario.hardware, scenario.training
-    f = lambda a: np.asarray(a, dtype=float)  # noqa: E731
+    f = as_float
     dp, tp, pp, ep, etp, m = f(cands.dp), f(cands.tp), f(cands.pp), f(cands.ep), f(cands.etp), f(cands.micro_batches)
     edp = f(cands.edp)
     cp, vp, sched = f(cands.cp), f(cands.vp), cands.schedule_codes(tr)

@@ -131,10 +131,20 @@ class GroupRuns:
         self.size = np.asarray(size, dtype=np.int64).reshape(-1)
         self.stride = np.broadcast_to(np.asarray(stride, dtype=np.int64), self.size.shape)
         # a mesh axis tiles the devices with its groups; `concurrent` where fewer run at once (embedding_sync.py)
-        self.concurrent = devices // self.size if concurrent is None else \
+        self.devices = devices
+        self._concurrent = None if concurrent is None else \
             np.broadcast_to(np.asarray(concurrent, dtype=np.int64), self.size.shape)
         self.change = np.ones(len(self.size), dtype=bool)
         self.change[1:] = (self.size[1:] != self.size[:-1]) | (self.stride[1:] != self.stride[:-1])
+
+    @property
+    def concurrent(self) -> np.ndarray:
+        """Concurrent groups per candidate: devices // size where not given."""
+        return self.devices // self.size if self._concurrent is None else self._concurrent
+
+    def concurrent_at(self, at: np.ndarray) -> np.ndarray:
+        """concurrent[at], the division done on those rows only (session 24, searchspeed24: the same integers)."""
+        return self.devices // self.size[at] if self._concurrent is None else self._concurrent[at]
 
 
 class CollectivePricer:
@@ -169,6 +179,15 @@ class CollectivePricer:
         `grouping`: each distinct row looked up in the memo once (the key `one` files it under)."""
         first, inverse = grouping
         cache, one = self._cache, self.one
+        if not with_costs:  # the times alone (the layout search): no cost object kept (session 24, searchspeed24)
+            times = []
+            for row in zip(*(c[first].tolist() for c in columns)):  # (bytes float, size, stride, concurrent ints)
+                if row[1] <= 1 or row[0] <= 0:
+                    times.append(0.0)
+                    continue
+                cost = cache.get((op, *row))  # == one's key: tolist() gives Python floats / ints already
+                times.append((cost or one(op, *row)).time_s)
+            return np.array(times, dtype=float)[inverse.reshape(-1)], None
         costs, times = [], []
         for row in zip(*(c[first].tolist() for c in columns)):  # (bytes float, size, stride, concurrent ints)
             nbytes, n = row[0], row[1]
@@ -183,8 +202,6 @@ class CollectivePricer:
             times.append(cost.time_s)
         inverse = inverse.reshape(-1)
         times_s = np.array(times, dtype=float).reshape(-1)
-        if not with_costs:
-            return times_s[inverse], None
         cost_array = np.empty(len(costs), dtype=object)
         cost_array[:] = costs
         return times_s[inverse], cost_array[inverse]
@@ -212,7 +229,7 @@ class CollectivePricer:
         lengths = np.diff(starts, append=len(rows))
         k = rows.shape[1]
         at = starts.repeat(k)
-        columns = [rows[starts].reshape(-1), groups.size[at], groups.stride[at], groups.concurrent[at]]
+        columns = [rows[starts].reshape(-1), groups.size[at], groups.stride[at], groups.concurrent_at(at)]
         # concurrent = devices // size: grouping by (bytes, size, stride) is grouping by all four.
         grouping = grouped_rows(columns[:3])
         priced_out = []

@@ -76,7 +76,10 @@ from moesim.specs.training import PIPELINE_SCHEDULES
 def is_schedule(schedule, name: str) -> np.ndarray:
     """schedule == name, for names or codes (indices into PIPELINE_SCHEDULES; the search passes codes)."""
     schedule = np.asarray(schedule)
-    return schedule == (PIPELINE_SCHEDULES.index(name) if schedule.dtype.kind in "iu" else name)
+    code = PIPELINE_SCHEDULES.index(name) if schedule.dtype.kind in "iu" else name
+    if schedule.ndim == 1 and schedule.strides == (0,) and len(schedule):  # one schedule, a stride-0 view: one test
+        return np.broadcast_to(schedule[:1] == code, schedule.shape)
+    return schedule == code
 
 
 def pipeline_time_s(schedule: np.ndarray, m, pp, vp, t_mb, fwd_s, bwd_full_s, weight_s, send_s=0.0,

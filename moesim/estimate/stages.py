@@ -135,7 +135,10 @@ def _distinct_keys_inverse(pp: np.ndarray, first: np.ndarray, last: np.ndarray) 
     if not len(pp):
         return np.zeros((0, 3), dtype=np.int64), np.zeros(0, dtype=np.int64)
     span = int(max(pp.max(), first.max(), last.max())) + 1
-    code, inverse = np.unique((pp * span + first) * span + last, return_inverse=True)
+    if pp.min() == pp.max() and first.min() == first.max() and last.min() == last.max():  # one key: no sort
+        code, inverse = (pp[:1] * span + first[:1]) * span + last[:1], np.zeros(len(pp), dtype=np.int64)
+    else:
+        code, inverse = np.unique((pp * span + first) * span + last, return_inverse=True)
     keys = np.stack([code // (span * span), code // span % span, code % span], axis=1)
     return keys, inverse.reshape(-1)
 
@@ -177,6 +180,8 @@ def pipeline_stages(workload: Workload, pp: np.ndarray, first: np.ndarray | None
         k = len(idx)
         index[row, :k], counts[row, :k], tokens_out[row, :k], tokens_in[row, :k] = idx, cnt, out, into
         multiplicity[row, :k], latest[row, :k] = many, end
+    if k_keys == 1:  # one key: its row repeated (the same arrays as the gather, fewer instructions: searchspeed24)
+        return Stages(*(np.repeat(a, n, axis=0) for a in (index, counts, tokens_out, tokens_in, multiplicity, latest)))
     return Stages(index=index[inverse], counts=counts[inverse], tokens_out=tokens_out[inverse],
                   tokens_in=tokens_in[inverse], multiplicity=multiplicity[inverse], latest=latest[inverse])
 

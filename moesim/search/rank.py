@@ -22,7 +22,7 @@ from moesim.collectives.topo_model import TopologyModel
 from moesim.errors import SpecError
 from moesim.estimate import Candidates, StepEstimate, evaluate, step_estimate
 from moesim.estimate.candidates import RECOMPUTE_NAMES
-from moesim.estimate.pricing import CollectivePricer, distinct_rows
+from moesim.estimate.pricing import CollectivePricer, distinct_rows, one_valued
 from moesim.search.enumerate import Enumeration, enumerate_layouts
 from moesim.search.pareto import front_of_sorted, pareto_front
 from moesim.specs.layout import Layout, layout_arg
@@ -429,11 +429,12 @@ def _equivalent_orders(cands: Candidates, order: np.ndarray, step: np.ndarray, m
     inverse = pair
     if len(shared):
         at = order[shared]
+        # (a one-valued column, equal on every row, groups nothing: left out, searchspeed24; the groups are the same)
         columns = [np.asarray(getattr(cands, name)[at], dtype=float) for name in
                    ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute", "first_stage_layers",
-                    "last_stage_layers")]
-        columns += [np.nan_to_num(np.asarray(cands.capacity_factor[at], dtype=float), nan=-1.0),
-                    pair[shared].astype(float)]
+                    "last_stage_layers") if not one_valued(getattr(cands, name))]
+        columns += [np.nan_to_num(np.asarray(cands.capacity_factor[at], dtype=float), nan=-1.0)
+                    for _ in range(not one_valued(cands.capacity_factor))] + [pair[shared].astype(float)]
         inverse = pair.copy()
         inverse[shared] = pair.max() + 1 + distinct_rows(columns)[1]
     first = np.full(inverse.max() + 1, len(order))

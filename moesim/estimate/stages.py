@@ -181,7 +181,7 @@ def pipeline_stages(workload: Workload, pp: np.ndarray, first: np.ndarray | None
         index[row, :k], counts[row, :k], tokens_out[row, :k], tokens_in[row, :k] = idx, cnt, out, into
         multiplicity[row, :k], latest[row, :k] = many, end
     if k_keys == 1:  # one key: its row repeated (the same arrays as the gather, fewer instructions: searchspeed24)
-        return Stages(*(np.repeat(a, n, axis=0) for a in (index, counts, tokens_out, tokens_in, multiplicity, latest)))
+        return Stages(*(np.repeat(a, len(inverse), axis=0) for a in (index, counts, tokens_out, tokens_in, multiplicity, latest)))
     return Stages(index=index[inverse], counts=counts[inverse], tokens_out=tokens_out[inverse],
                   tokens_in=tokens_in[inverse], multiplicity=multiplicity[inverse], latest=latest[inverse])
 

@@ -24,6 +24,7 @@ collectives priced and counted per stage (comm_ledger.py), the pipeline (schedul
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -332,7 +333,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # MCore's bucket size from the dp·cp group, one for both axes (grad_buckets.bucket_params).
     threshold_p = bucket_params(cands.dp * cands.cp)[:, None].astype(float)
     last_bucket = np.zeros((n_cand, n_stages))  # each axis's last bucket: ready only at the backward's end
-    gather_time = np.zeros((n_cand, n_stages))  # ZeRO >= 1: each stage's parameter all-gathers, after the step
+    gather_time = None  # ZeRO >= 1: each stage's parameter all-gathers (S columns of N), after the step; None: none
     most_buckets = np.ones((n_cand, n_stages))  # the layers' buckets of the axis with most (the head's not counted)
     head_time = np.zeros(n_cand)  # the first stage's dense lead bucket where it is the output layer's alone (pp 1)
     prior = np.zeros(n_cand)  # the first stage's last buckets ready at the first layer's end, before the embedding's
@@ -384,9 +385,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         # its stage (param_gather.py: Megatron-LM d98e8a64 distrib_optimizer.py l.3168-3199 step_with_ready_grads)
         t_packed = 0.0
         for (name, _, _, _), t_op in zip(priced, ledger.add_packed(axis, priced, packed, owner) if priced else ()):
-            if name in PARAM_GATHER_NAMES:
-                for k, s in enumerate(owner):
-                    gather_time[:, s] += t_op[:, k]
+            if name in PARAM_GATHER_NAMES:  # columns 0..S−1 are stages 0..S−1, every further one the first stage's
+                # a column at a time: S is small, a reduction over the short axis costs more (session 23, bucketspeed)
+                cols = [t_op[:, s] for s in range(n_stages)]
+                for k in range(n_stages, t_op.shape[1]):
+                    cols[0] = cols[0] + t_op[:, k]
+                gather_time = cols if gather_time is None else [g + c for g, c in zip(gather_time, cols)]
             else:
                 t_packed = t_packed + t_op
         t_packed = np.broadcast_to(t_packed, packed.shape)  # column s < S: stage s's tail bucket (or one bucket)
@@ -454,8 +458,11 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     else:  # no ZB-V candidate: every keep is 1.0, the head's collectives all on the last stage (x · 1.0 is x)
         per_mb_comm, bwd_comm = per_mb_comm + z(head_comm["last"][0]), bwd_comm + z(head_comm["last"][1])
         fwd_less_bwd = fwd_less_bwd + z(head_comm["last"][0] - 2 * head_comm["last"][1]) if zb_split else 0.0
+    # ZeRO >= 1: the parameter all-gathers after the optimizer step, nothing beside them: the stage that gathers
+    # longest (param_gather.py), its max taken on the rows (pm >= 0 scales it); a stage that does not exist has no
+    # calls (0 s). None (no ZeRO >= 1 row): 0.0 for every candidate, as the priced zeros would give (x + 0.0 is x).
+    param_gather = 0.0 if gather_time is None else z(functools.reduce(np.maximum, gather_time)) * pm[:, 0]
     dp_time, zero3_mb, last_bucket = z(dp_time) * pm, z(zero3_mb) * pm, z(last_bucket) * pm
-    gather_time = z(gather_time) * pm
     first_chunk_s, later_chunk_s, chunks = z(first_chunk_s) * pm, z(later_chunk_s) * pm, z(chunks)
     most_buckets = z(most_buckets)
     head_time, prior = z(head_time) * pm[:, 0], z(prior) * pm[:, 0]
@@ -582,9 +589,6 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     dp_sync = np.max(np.where(exists, dp_time + tp_grad, 0), axis=1)
     # Untied: 0.0 for every candidate, as the priced zeros would give (x + 0.0 is x).
     embedding_sync = np.max(np.where(exists, embedding_time, 0), axis=1) if embedding_time is not None else 0.0
-    # ZeRO >= 1: the parameter all-gathers after the optimizer step, nothing beside them: the stage that gathers
-    # longest (param_gather.py; 0.0 at ZeRO-0, as the zeros give)
-    param_gather = np.max(np.where(exists, gather_time, 0), axis=1)
     # Gradient buckets reduce while the last micro-batch runs backward on their own stage: its backward compute and
     # its backward collectives (the simulator's grad stream overlaps both; contention is the simulator's). The step
     # waits for the stage whose sync outlasts its window most (MCore distributed_data_parallel.py, finish_grad_sync

@@ -43,7 +43,7 @@ from moesim.estimate.folds import order_free_rows, schedule_free_rows
 from moesim.estimate.grad_buckets import (bucket_params, chunk_buckets, earlier_end_s, first_stage_buckets,
                                          first_stage_exposed_s, interleaved_chunks_exposed_s)
 from moesim.estimate.mla_tp_comms import MLA_WGRAD_GATHER
-from moesim.estimate.param_gather import PARAM_GATHER_NAMES
+from moesim.estimate.param_gather import PARAM_GATHER_NAMES, gathers_after_step
 from moesim.estimate.stages import Stages, dualpipe_pair_columns, per_stage, pipeline_stages, run_ends
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
@@ -380,13 +380,14 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             packed[:, -1], packed_calls[:, -1] = rest0[:, 0], (rest0[:, 0] > 0) * (chunks - 1.0)
         priced = [(f"{axis}_{op}", op, q, packed_calls if on.all() else _where_rows(on[:, 0], packed_calls))
                   for op, q, on in (("all_reduce", q_g, zero == 0), ("reduce_scatter", q_g, zero >= 1),
-                                    ("all_gather", q_p, zero >= 1)) if on.any()]
+                                    ("all_gather", q_p, gathers_after_step(zero))) if on.any()]
         # the reduce-scatter / all-reduce on the grad stream; the all-gather after the optimizer step, each bucket on
         # its stage (param_gather.py: Megatron-LM d98e8a64 distrib_optimizer.py l.3168-3199 step_with_ready_grads)
         t_packed = 0.0
         for (name, _, _, _), t_op in zip(priced, ledger.add_packed(axis, priced, packed, owner) if priced else ()):
             if name in PARAM_GATHER_NAMES:  # columns 0..S−1 are stages 0..S−1, every further one the first stage's
-                # a column at a time: S is small, a reduction over the short axis costs more (session 23, bucketspeed)
+                # a column at a time: numpy's reductions over the short stage axis cost the warm Mixtral search
+                # +44 M instructions (session 24, zero1ag; benchmarks/RESULTS.md)
                 cols = [t_op[:, s] for s in range(n_stages)]
                 for k in range(n_stages, t_op.shape[1]):
                     cols[0] = cols[0] + t_op[:, k]

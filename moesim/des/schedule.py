@@ -30,7 +30,8 @@ the dense and the expert buffers (moesim.estimate.grad_buckets.bucket_params); `
 another; only the model's first piece on device 0 is bucketed, every other piece reduces as one bucket per axis
 once its gradients are in (MCore's bucket size None for pp rank > 0 and chunks after the first, grad_buckets.bucketed);
 with overlap_grad_reduce off, one bucket per axis after the device's last backward, as MCore's
-bucket size None); the optimizer step follows the last bucket.
+bucket size None); the optimizer step follows the last bucket. ZeRO ≥ 1: each bucket's parameter all-gather runs
+on the grad stream after the optimizer step (MCore's default, overlap_param_gather off: estimate/param_gather.py).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
 from moesim.estimate.grad_buckets import bucket_params as mcore_bucket_params  # the estimate's bucket size, one rule
 from moesim.estimate.grad_buckets import bucketed, mcore_buckets
 from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER
+from moesim.estimate.param_gather import PARAM_GATHER_LABEL, gathers_after_step
 from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE
 from moesim.flops import BACKWARD_TO_FORWARD
 
@@ -127,6 +129,7 @@ class _Builder:
         self.scale = 1.0  # backward kernels' share run now (input-gradient only: 1 − W/backward)
         self.paired = False  # inside a DualPipe overlapped pair: compute beside DeepEP's SMs (LayerCost.*_pair_s)
         self.pending: dict[tuple[str, int], float] = {}  # (axis, piece): gradient bytes waiting for their bucket
+        self.gathers: list[tuple[str, float]] = []  # ZeRO >= 1: (axis, bytes) of each bucket's parameter all-gather
         self.units: dict[int, tuple[dict, dict]] = {}  # piece: its gradient units and closing units (_bucket_units)
         self.moe_number = {}
         n = 0
@@ -355,7 +358,8 @@ class _Builder:
         a bucket at the unit that closes it in MCore's layout (grad_buckets.mcore_buckets: only piece 0 on device 0
         is bucketed, the first chunk of pp rank 0, grad_buckets.bucketed) and the rest when `flush` (end of the
         piece's backward; with overlap_grad_reduce off, of the device's). ZeRO-0: all-reduce; ZeRO ≥ 1:
-        reduce-scatter + all-gather, all on the grad stream after the operation that produced the last gradient."""
+        reduce-scatter, on the grad stream after the operation that produced the last gradient, and the bucket's
+        parameter all-gather after the optimizer step (`build_stage_program`)."""
         tr, ready = self.costs.training, self.last
         q_ratio = tr.bytes_of("param") / tr.bytes_of("grad")
         sizes, closes = self._bucket_units(piece)
@@ -374,12 +378,13 @@ class _Builder:
                 self._reduce(axis, size, layer, ready, q_ratio)
 
     def _reduce(self, axis: str, size: float, layer: int, ready, q_ratio: float) -> None:
-        """One bucket of `size` gradient bytes on `axis`, after operation `ready`."""
-        if self.costs.training.zero_stage == 0:
+        """One bucket of `size` gradient bytes on `axis`, after operation `ready`; ZeRO ≥ 1: its parameter all-gather
+        kept for after the optimizer step (`gathers`, estimate/param_gather.py)."""
+        if not gathers_after_step(self.costs.training.zero_stage):
             steps = ((f"{axis}_all_reduce", "all_reduce", size),)
         else:
-            steps = ((f"{axis}_reduce_scatter", "reduce_scatter", size),
-                     (f"{axis}_all_gather", "all_gather", size * q_ratio))
+            steps = ((f"{axis}_reduce_scatter", "reduce_scatter", size),)
+            self.gathers.append((axis, size * q_ratio))
         for name, op, nbytes_call in steps:
             spec = self.costs.price(name, axis, op, nbytes_call)
             if spec is not None:
@@ -480,7 +485,14 @@ def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
         b.add("grad", COLLECTIVE, "embedding gradient all-reduce", "grad", -1, -1, (b.last,), chain=False,
               comm=costs.embedding_sync)
     grads = [op.index for op in b.ops if op.stream == "grad"]
-    b.add("compute", COMPUTE, "optimizer", "step", -1, -1, tuple(grads[-1:]), duration_s=costs.optimizer_s)
+    step = b.add("compute", COMPUTE, "optimizer", "step", -1, -1, tuple(grads[-1:]), duration_s=costs.optimizer_s)
+    # ZeRO >= 1: each bucket's parameter all-gather after the optimizer step, in the buckets' order (Megatron-LM
+    # d98e8a64 distrib_optimizer.py l.3168-3199 step_with_ready_grads; estimate/param_gather.py)
+    for axis, nbytes in b.gathers:
+        spec = costs.price(f"{axis}_all_gather", axis, "all_gather", nbytes)
+        if spec is not None:
+            b.add("grad", COLLECTIVE, PARAM_GATHER_LABEL.format(axis=axis), "step", -1, -1, (step,), chain=False,
+                  comm=spec)
     ops = tuple(b.ops)
     streams = {s: tuple(sorted((op.index for op in ops if op.stream == s), key=b.keys.__getitem__))
                for s in STREAMS}

@@ -24,6 +24,7 @@ collectives priced and counted per stage (comm_ledger.py), the pipeline (schedul
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,7 @@ from moesim.estimate.folds import as_float, order_free_rows, schedule_free_rows,
 from moesim.estimate.grad_buckets import (bucket_params, chunk_buckets, earlier_end_s, first_stage_buckets,
                                          first_stage_exposed_s, interleaved_chunks_exposed_s)
 from moesim.estimate.mla_tp_comms import MLA_WGRAD_GATHER
+from moesim.estimate.param_gather import PARAM_GATHER_NAMES, gathers_after_step
 from moesim.estimate.stages import (Stages, dualpipe_pair_columns, first_leg_counts, per_stage, pipeline_stages,
                                     run_ends, v_rows)
 from moesim.estimate.strides import candidate_strides
@@ -361,6 +363,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # MCore's bucket size from the dp·cp group, one for both axes (grad_buckets.bucket_params).
     threshold_p = bucket_params(cands.dp * cands.cp)[:, None].astype(float)
     last_bucket = np.zeros((n_cand, n_stages))  # each axis's last bucket: ready only at the backward's end
+    gather_time = None  # ZeRO >= 1: each stage's parameter all-gathers (S columns of N), after the step; None: none
     most_buckets = np.ones((n_cand, n_stages))  # the layers' buckets of the axis with most (the head's not counted)
     head_time = np.zeros(n_cand)  # the first stage's dense lead bucket where it is the output layer's alone (pp 1)
     prior = np.zeros(n_cand)  # the first stage's last buckets ready at the first layer's end, before the embedding's
@@ -407,10 +410,20 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             packed[:, -1], packed_calls[:, -1] = rest0[:, 0], (rest0[:, 0] > 0) * (chunks - 1.0)
         priced = [(f"{axis}_{op}", op, q, packed_calls if on.all() else _where_rows(on[:, 0], packed_calls))
                   for op, q, on in (("all_reduce", q_g, zero == 0), ("reduce_scatter", q_g, zero >= 1),
-                                    ("all_gather", q_p, zero >= 1)) if on.any()]
+                                    ("all_gather", q_p, gathers_after_step(zero))) if on.any()]
+        # the reduce-scatter / all-reduce on the grad stream; the all-gather after the optimizer step, each bucket on
+        # its stage (param_gather.py: Megatron-LM d98e8a64 distrib_optimizer.py l.3168-3199 step_with_ready_grads)
         t_packed = 0.0
-        for t_op in ledger.add_packed(axis, priced, packed, owner) if priced else ():
-            t_packed = t_packed + t_op
+        for (name, _, _, _), t_op in zip(priced, ledger.add_packed(axis, priced, packed, owner) if priced else ()):
+            if name in PARAM_GATHER_NAMES:  # columns 0..S−1 are stages 0..S−1, every further one the first stage's
+                # a column at a time: numpy's reductions over the short stage axis cost the warm Mixtral search
+                # +44 M instructions (session 24, zero1ag; benchmarks/RESULTS.md)
+                cols = [t_op[:, s] for s in range(n_stages)]
+                for k in range(n_stages, t_op.shape[1]):
+                    cols[0] = cols[0] + t_op[:, k]
+                gather_time = cols if gather_time is None else [g + c for g, c in zip(gather_time, cols)]
+            else:
+                t_packed = t_packed + t_op
         t_packed = np.broadcast_to(t_packed, packed.shape)  # column s < S: stage s's tail bucket (or one bucket)
         t0 = [np.zeros(n_cand), np.zeros(n_cand), t_packed[:, 0]]  # the first stage's lead, middle, tail
         for i, g in enumerate(extra):
@@ -478,6 +491,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     else:  # no ZB-V candidate: every keep is 1.0, the head's collectives all on the last stage (x · 1.0 is x)
         per_mb_comm, bwd_comm = per_mb_comm + z(head_comm["last"][0]), bwd_comm + z(head_comm["last"][1])
         fwd_less_bwd = fwd_less_bwd + z(head_comm["last"][0] - 2 * head_comm["last"][1]) if zb_split else 0.0
+    # ZeRO >= 1: the parameter all-gathers after the optimizer step, nothing beside them: the stage that gathers
+    # longest (param_gather.py), its max taken on the rows (pm >= 0 scales it); a stage that does not exist has no
+    # calls (0 s). None (no ZeRO >= 1 row): 0.0 for every candidate, as the priced zeros would give (x + 0.0 is x).
+    param_gather = 0.0 if gather_time is None else z(functools.reduce(np.maximum, gather_time)) * pm[:, 0]
     dp_time, zero3_mb, last_bucket = z(dp_time) * pm, z(zero3_mb) * pm, z(last_bucket) * pm
     first_chunk_s, later_chunk_s, chunks = z(first_chunk_s) * pm, z(later_chunk_s) * pm, z(chunks)
     most_buckets = z(most_buckets)
@@ -662,14 +679,15 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     seq_tokens = seq
     hw_flops = hw_model_mb * m * devices / pp
     compute_total = m * compute_1
-    comm_total = m * comm_1 + dp_sync + embedding_sync
+    comm_total = m * comm_1 + dp_sync + embedding_sync + param_gather
     exposed_mb = (pipe - bubble) / m - compute_1  # the collectives' share of the slowest stage's time per mb
-    step = pipe + exposed_dp + embedding_sync + opt_time
-    step_no = pipe + dp_sync + embedding_sync + opt_time
+    step = pipe + exposed_dp + embedding_sync + opt_time + param_gather
+    step_no = pipe + dp_sync + embedding_sync + opt_time + param_gather
     peak_total = devices * builder.peak
     return Evaluation(
         candidates=cands, step_time_s=step, step_time_no_overlap_s=step_no, compute_time_s=compute_total,
-        communication_time_s=comm_total, exposed_communication_time_s=m * exposed_mb + exposed_dp + embedding_sync,
+        communication_time_s=comm_total,
+        exposed_communication_time_s=m * exposed_mb + exposed_dp + embedding_sync + param_gather,
         bubble_time_s=bubble, optimizer_time_s=opt_time, memory=memory, memory_total_bytes=total_mem,
         memory_capacity_bytes=capacity_bytes, fits=total_mem <= capacity_bytes,
         model_flops_per_step=model_flops, hardware_flops_per_step=hw_flops,

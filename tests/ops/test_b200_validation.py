@@ -45,13 +45,14 @@ def test_b200_published_runs_error_is_the_documented_one(name, m, published_ms, 
 def test_llama2_128k_reads_fa3_at_its_own_head_dim():
     """NeMo's LLAMA2-7B 128K CP4 on 128 H100, 555 model TFLOPS/GPU (NVIDIA/NeMo docs/source/performance/
     performance_long_sequence.md @ 0aa26711): +28.9 % since the head-128 lookup and the H100 bf16 GEMM table
-    (was +30.8 %). FA3's head-128 forward at 16k (the nearest measured of its head_dim) is what 128K reads."""
+    (was +30.8 %), +27.6 % since session 24 (zero1ag: ZeRO-1's parameter all-gather after the optimizer step, not
+    under the backward). FA3's head-128 forward at 16k (the nearest measured of its head_dim) is what 128K reads."""
     from moesim.ops.tables import select_table, table_efficiency
 
     sc = load_scenario("llama-2-7b-128k-cp4-h100")
     est = estimate(sc)
     tflops = est.model_flops_per_step / est.step_time_s / sc.devices / 1e12
-    assert tflops / 555 - 1 == pytest.approx(0.289, abs=0.01)
+    assert tflops / 555 - 1 == pytest.approx(0.276, abs=0.01)
     hw = load_hardware("h100-sxm")
     table = select_table(hw.efficiency.op_tables, "attention", "bfloat16", "fwd", ("attention_core", "causal"))
     head128 = [p for p in table.points if p[2] == 128]

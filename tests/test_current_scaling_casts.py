@@ -1,8 +1,9 @@
 """FP8 current scaling's and MXFP8's casts as TransformerEngine v2.14 launches them (session 24, h100moe and
 mxfp8casts): current scaling four kernels a tensor (amax zeroed, amax, scale, cast), three for a LayerNormLinear's
 input (the norm computes the amax); MXFP8 one a tensor, the norm-fed input too; a GroupedLinear's input cast one
-local expert at a time under both (moesim.estimate.precision_terms.te_cast_kernels). Only the kernel counts move:
-the bytes are the casts' as before, and both engines read the same operators."""
+local expert at a time under both (moesim.estimate.precision_terms.te_cast_kernels). The kernel counts move, and
+under current scaling a norm-fed cast's bytes lose the amax read the norm made (norm_fed_cast_elements); both
+engines read the same operators."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from moesim.des import SimOptions, simulate
 from moesim.estimate.precision_terms import (
     CURRENT_SCALING_CAST_KERNELS, CURRENT_SCALING_NORM_FED_CAST_KERNELS, MXFP8_CAST_KERNELS,
-    MXFP8_NORM_FED_CAST_KERNELS, quantise_parts_bytes, quantised_elements, te_cast_kernels)
+    MXFP8_NORM_FED_CAST_KERNELS, norm_fed_cast_elements, quantise_parts_bytes, quantised_elements, te_cast_kernels)
 from moesim.estimate.terms import TermBuilder
 from moesim.ops.price import op_time_s
 from moesim.specs.layout import Layout
@@ -105,23 +106,43 @@ def test_mla_counts_its_five_linears(recipe, fwd, bwd):
 
 
 @pytest.mark.parametrize("recipe", ["te-current-scaling", "mxfp8-blackwell"])
-def test_only_the_launches_move(mixtral, recipe):
-    """The casts' bytes are quantise_parts_bytes' as before; the time rises by the added launches alone."""
+def test_only_the_launches_and_the_norm_fed_amax_move(mixtral, recipe):
+    """The casts' bytes are quantise_parts_bytes' less, under current scaling, one BF16 read of linear_qkv's input
+    (its amax is the norm's: norm_fed_cast_elements); the time is that memory pass plus each kernel's launch."""
     sc = with_precision(mixtral, precision_recipe=recipe)
     none = dataclasses.replace(sc, training=dataclasses.replace(sc.training, framework="none"))
     te_ops, one_ops = casts(sc, 2), casts(none, 2)
     cls = build_workload(sc.model, 4096, 0).classes[0]
     slots = 4096 * mixtral.model.moe.top_k
     fwd, bwd = quantise_parts_bytes(sc.training, quantised_elements(sc.model, cls, 1, 1, 1, slots))
+    taken = norm_fed_cast_elements(sc.model, sc.training, cls, 1, 1, True)
+    assert taken == ({"attention": 4096 * sc.model.d_model} if recipe == "te-current-scaling" else {})
     launch_s = sc.hardware.efficiency.kernel_launch_s
     assert launch_s > 0
     for (part, pass_), op in te_ops.items():
-        expected = (fwd if pass_ == "fwd" else bwd)[part]
-        assert float(np.ravel(op.bytes)[0]) == pytest.approx(float(np.ravel(expected)[0]))
+        expected = float(np.ravel((fwd if pass_ == "fwd" else bwd)[part])[0])
+        if pass_ == "fwd":
+            expected -= 2.0 * taken.get(part, 0.0)  # BF16 activations
+        assert float(np.ravel(op.bytes)[0]) == pytest.approx(expected)
+        assert float(np.ravel(one_ops[part, pass_].bytes)[0]) == pytest.approx(
+            float(np.ravel((fwd if pass_ == "fwd" else bwd)[part])[0]))
         extra = float(np.ravel(op.kernels)[0]) - 1
         assert extra > 0
         assert float(np.ravel(op_time_s(op, sc.hardware))[0]) == pytest.approx(
-            float(np.ravel(op_time_s(one_ops[part, pass_], none.hardware))[0]) + extra * launch_s)
+            float(np.ravel(op_time_s(dataclasses.replace(op, kernels=1.0), sc.hardware))[0]) + extra * launch_s)
+
+
+def test_mla_norm_fed_amax_is_the_up_projections_inputs():
+    """DeepSeek-V3's MLA under current scaling: the up projections' inputs (r_q + r_kv per token over tp) are read
+    once, not twice; the forward bytes of the attention casts fall by one BF16 read of them, the backward's not."""
+    sc = with_precision(load_scenario("deepseek-v3-h800", devices=256), precision_recipe="te-current-scaling")
+    none = dataclasses.replace(sc, training=dataclasses.replace(sc.training, framework="none"))
+    att = sc.model.attention
+    te_ops, one_ops = casts(sc, 8), casts(none, 8)
+    drop = float(np.ravel(one_ops["attention", "fwd"].bytes)[0]) - float(np.ravel(te_ops["attention", "fwd"].bytes)[0])
+    assert drop == pytest.approx(2.0 * 4096 * (att.q_lora_rank + att.kv_lora_rank))
+    assert float(np.ravel(te_ops["attention", "bwd"].bytes)[0]) == pytest.approx(
+        float(np.ravel(one_ops["attention", "bwd"].bytes)[0]))
 
 
 @pytest.mark.parametrize("recipe", ["te-current-scaling", "mxfp8-blackwell"])

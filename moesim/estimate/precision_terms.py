@@ -138,6 +138,24 @@ def te_cast_kernels(model: ModelSpec, training: TrainingSpec, cls: LayerClass, e
     return parts
 
 
+def norm_fed_cast_elements(model: ModelSpec, training: TrainingSpec, cls: LayerClass, b, tp,
+                           te: bool) -> dict[str, float]:
+    """Part name -> elements whose amax a LayerNormLinear's norm already took, so their current-scaling cast reads
+    them once, not amax_read_passes times: TE v2.14's norm writes the amax (pytorch/csrc/extensions/normalization.cpp
+    l.351-355, FUSED_NORM_AMAX_FP8) and the cast skips its own (quantizer.cpp l.903-909, quantize_with_amax ->
+    quantize_impl(compute_amax = false), l.875-879). Where te_cast_kernels counts norm-fed casts under current
+    scaling, {} otherwise; the elements as quantised_elements counts them: linear_qkv's input h a token (MHA / GQA),
+    MLA's up projections' inputs (r_q + r_kv) / t a token, a dense MLP's fc1 input h a token."""
+    if not te or training.fp8_scaling != "per_tensor_current" or training.fp8_transpose != "cast_transpose":
+        return {}
+    att, tokens = model.attention, b * cls.tokens
+    width = (att.q_lora_rank + att.kv_lora_rank) / tp if att.kind == "mla" else model.d_model
+    parts = {"attention": (2 if cls.cross_attention else 1) * tokens * width}
+    if not cls.is_moe:
+        parts["dense_ffn"] = tokens * model.d_model
+    return parts
+
+
 def deepseek_casts_apply(training: TrainingSpec) -> bool:
     """Whether a layer's FP8 casts are DeepSeek-V3's (quantised_elements `deepseek_casts`): FP8 GEMMs re-quantised
     transposed in backward (fp8_transpose = "requantise", §3.5.2) with the dispatch in FP8 (§3.3.4)."""
@@ -145,16 +163,19 @@ def deepseek_casts_apply(training: TrainingSpec) -> bool:
             and training.dispatch_dtype == "float8")
 
 
-def quantise_parts_bytes(training: TrainingSpec, elements: dict[str, tuple]
+def quantise_parts_bytes(training: TrainingSpec, elements: dict[str, tuple], amax_taken: dict | None = None
                          ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(forward, backward) bytes the quantise casts move per part: empty dicts unless the GEMMs run in FP8."""
+    """(forward, backward) bytes the quantise casts move per part: empty dicts unless the GEMMs run in FP8. The
+    forward cast reads `amax_taken`'s elements (norm_fed_cast_elements) one pass fewer: their amax is the norm's."""
     scaling = training.fp8_scaling
     if scaling == "none":
         return {}, {}
     q_src = training.bytes_of("activation")
     both = {name: quantise_pass_bytes(e[0], e[1], scaling, q_src, training.fp8_transpose)
             for name, e in elements.items()}
-    return {name: b[0] for name, b in both.items()}, {name: b[1] for name, b in both.items()}
+    taken = amax_taken or {}
+    return ({name: b[0] - q_src * taken.get(name, 0.0) for name, b in both.items()},
+            {name: b[1] for name, b in both.items()})
 
 
 def weight_cast_bytes(training: TrainingSpec, cls: LayerClass, tp, ep, etp) -> dict[str, np.ndarray]:

@@ -40,8 +40,8 @@ from moesim.estimate.selective import (
 from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER, mla_sp_widths
 from moesim.estimate.precision_terms import (
     activation_dequantise_bytes, activation_quantise_bytes, activation_recompute_bytes, attention_output_cast_bytes,
-    deepseek_casts_apply, quantise_parts_bytes, quantised_elements, te_cast_kernels, weight_cast_bytes,
-    weight_transpose_parts_bytes,
+    deepseek_casts_apply, norm_fed_cast_elements, quantise_parts_bytes, quantised_elements, te_cast_kernels,
+    weight_cast_bytes, weight_transpose_parts_bytes,
 )
 from moesim.collectives.dispatch import routing_shape
 from moesim.ops.layer import FLEX_BACKENDS, LayerOps, backward_ops, logits_ops
@@ -372,9 +372,10 @@ class TermBuilder:
         tr, model, dt = self.tr, self.model, self.tr.dtype_for("activation")
         slots = slots if slots is not None else 0.0
         elements = quantised_elements(model, cls, b, tp, etp, slots, deepseek_casts=deepseek_casts_apply(tr))
-        fwd_b, bwd_b = quantise_parts_bytes(tr, elements)
+        te = runs_megatron_te(tr.framework, self.hw.device_kind)
+        fwd_b, bwd_b = quantise_parts_bytes(tr, elements, norm_fed_cast_elements(model, tr, cls, b, tp, te))
         # one kernel a part unless Megatron-LM + TE runs current scaling or MXFP8 (precision_terms.te_cast_kernels)
-        kernels = te_cast_kernels(model, tr, cls, ep, runs_megatron_te(tr.framework, self.hw.device_kind))
+        kernels = te_cast_kernels(model, tr, cls, ep, te)
         fwd = [memory(part, "fp8_quantise", dt, nbytes, kernels=kernels.get(part, (1.0, 1.0))[0])
                for part, nbytes in fwd_b.items()]
         bwd = [memory(part, "fp8_quantise", dt, nbytes, kernels=kernels.get(part, (1.0, 1.0))[1], pass_="bwd")

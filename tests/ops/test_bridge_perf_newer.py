@@ -83,7 +83,7 @@ RECORDED_ERROR_PCT = {
     "26.04.01-gb200-qwen3-30b-mxfp8-ep8": -21.7,  # 26.04.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26112; none
     "26.04.01-b300-qwen3-30b-mxfp8-ep8": -11.4,  # 26.04.01 DGX-B300 Qwen3_30B_a3B MXFP8: 30720; none
     "26.04.01-b200-qwen3-30b-mxfp8-ep8": -14.4,  # 26.04.01 DGX-B200 Qwen3_30B_a3B MXFP8: 27136; none
-    "26.04.01-h100-qwen3-30b-fp8-ep16": -37.2,  # 26.04.01 DGX-H100 Qwen3_30B_a3B FP8: 8960; none
+    "26.04.01-h100-qwen3-30b-fp8-ep16": -37.3,  # 26.04.01 DGX-H100 Qwen3_30B_a3B FP8: 8960; none
     "26.04.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": +1.9,  # 26.04.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 6944; none
     "26.04.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": +1.9,  # 26.04.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5680; none
     "26.04.01-b300-qwen3-235b-mxfp8-pp8ep8": -0.6,  # 26.04.01 DGX-B300 Qwen3_235B_a22B MXFP8: 5936; none
@@ -97,7 +97,7 @@ RECORDED_ERROR_PCT = {
     "26.04-gb200-qwen3-30b-mxfp8-ep8": -21.9,  # 26.04 DGX-GB200 Qwen3_30B_a3B MXFP8: 26032; none
     "26.04-b300-qwen3-30b-mxfp8-ep8": -11.9,  # 26.04 DGX-B300 Qwen3_30B_a3B MXFP8: 30553; none
     "26.04-b200-qwen3-30b-mxfp8-ep8": -15.3,  # 26.04 DGX-B200 Qwen3_30B_a3B MXFP8: 26859; none
-    "26.04-h100-qwen3-30b-fp8-ep16": -37.6,  # 26.04 DGX-H100 Qwen3_30B_a3B FP8: 8901; none
+    "26.04-h100-qwen3-30b-fp8-ep16": -37.7,  # 26.04 DGX-H100 Qwen3_30B_a3B FP8: 8901; none
     "26.04-gb300-qwen3-235b-mxfp8-pp4vp12ep32": +2.6,  # 26.04 DGX-GB300 Qwen3_235B_a22B MXFP8: 6994; none
     "26.04-gb200-qwen3-235b-mxfp8-pp8vp3ep32": +1.8,  # 26.04 DGX-GB200 Qwen3_235B_a22B MXFP8: 5672; none
     "26.04-b300-qwen3-235b-mxfp8-pp8ep8": -10.5,  # 26.04 DGX-B300 Qwen3_235B_a22B MXFP8: 4865; none
@@ -110,11 +110,11 @@ RECORDED_ERROR_PCT = {
     "26.02.01-gb200-qwen3-30b-mxfp8-ep8": -20.9,  # 26.02.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26373; none
     "26.02.01-b300-qwen3-30b-mxfp8-ep8": -15.1,  # 26.02.01 DGX-B300 Qwen3_30B_a3B MXFP8: 29454; none
     "26.02.01-b200-qwen3-30b-mxfp8-ep8": -15.8,  # 26.02.01 DGX-B200 Qwen3_30B_a3B MXFP8: 26695; none
-    "26.02.01-h100-qwen3-30b-fp8-pp2vp12ep8": -27.1,  # 26.02.01 DGX-H100 Qwen3_30B_a3B FP8: 9058; none
+    "26.02.01-h100-qwen3-30b-fp8-pp2vp12ep8": -27.2,  # 26.02.01 DGX-H100 Qwen3_30B_a3B FP8: 9058; none
     "26.02.01-gb300-qwen3-235b-mxfp8-pp4ep32": +10.5,  # 26.02.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 6583; none
     "26.02.01-gb200-qwen3-235b-mxfp8-pp8ep32": +2.7,  # 26.02.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5530; none
     "26.02.01-b300-qwen3-235b-mxfp8-pp8vp4ep8": -47.9,  # 26.02.01 DGX-B300 Qwen3_235B_a22B MXFP8: 2644; none
-    "26.02.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -51.5,  # 26.02.01 DGX-H100 Qwen3_235B_a22B FP8: 1611; none
+    "26.02.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -51.6,  # 26.02.01 DGX-H100 Qwen3_235B_a22B FP8: 1611; none
     "26.08-gb300-gpt-oss-120b-mxfp8-ep16": -10.8,  # 26.08 DGX-GB300 GPT OSS 120B MXFP8: 33024; none
     "26.08-gb200-gpt-oss-120b-mxfp8-ep64": -27.9,  # 26.08 DGX-GB200 GPT OSS 120B MXFP8: 28672; none
     "26.06.01-gb300-gpt-oss-120b-mxfp8-ep16": -45.2,  # 26.06.01 DGX-GB300 GPT OSS 120B MXFP8: 20288; none

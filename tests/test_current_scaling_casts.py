@@ -1,7 +1,9 @@
-"""FP8 current scaling's casts as TransformerEngine v2.14 launches them (session 24, h100moe): four kernels a tensor
-(amax zeroed, amax, scale, cast), three for a LayerNormLinear's input (the norm computes the amax), and a
-GroupedLinear's input cast one local expert at a time (moesim.estimate.precision_terms.current_scaling_cast_kernels).
-Only the kernel counts move: the bytes are the casts' as before, and both engines read the same operators."""
+"""FP8 current scaling's and MXFP8's casts as TransformerEngine v2.14 launches them (session 24, h100moe and
+mxfp8casts): current scaling four kernels a tensor (amax zeroed, amax, scale, cast), three for a LayerNormLinear's
+input (the norm computes the amax); MXFP8 one a tensor, the norm-fed input too; a GroupedLinear's input cast one
+local expert at a time under both (moesim.estimate.precision_terms.te_cast_kernels). The kernel counts move, and
+under current scaling a norm-fed cast's bytes lose the amax read the norm made (norm_fed_cast_elements); both
+engines read the same operators."""
 
 from __future__ import annotations
 
@@ -12,11 +14,12 @@ import pytest
 
 from moesim.des import SimOptions, simulate
 from moesim.estimate.precision_terms import (
-    CURRENT_SCALING_CAST_KERNELS, CURRENT_SCALING_NORM_FED_CAST_KERNELS, quantise_parts_bytes, quantised_elements)
+    CURRENT_SCALING_CAST_KERNELS, CURRENT_SCALING_NORM_FED_CAST_KERNELS, MXFP8_CAST_KERNELS,
+    MXFP8_NORM_FED_CAST_KERNELS, norm_fed_cast_elements, quantise_parts_bytes, quantised_elements, te_cast_kernels)
 from moesim.estimate.terms import TermBuilder
 from moesim.ops.price import op_time_s
 from moesim.specs.layout import Layout
-from moesim.specs.load import load_scenario
+from moesim.specs.load import load_hardware, load_scenario
 from moesim.specs.training import TrainingSpec
 from moesim.workload import build_workload
 
@@ -24,8 +27,10 @@ KEEP = ("global_batch_sequences", "seq_len", "micro_batches", "zero_stage", "rec
 
 
 def with_precision(sc, **keys):
+    """The scenario under the given precision keys; MXFP8 on B200 (moesim refuses it on a Hopper profile)."""
     base = {k: getattr(sc.training, k) for k in KEEP}
-    return dataclasses.replace(sc, training=TrainingSpec.with_recipe(**base, **keys))
+    hardware = load_hardware("b200") if keys.get("precision_recipe") == "mxfp8-blackwell" else sc.hardware
+    return dataclasses.replace(sc, hardware=hardware, training=TrainingSpec.with_recipe(**base, **keys))
 
 
 def casts(sc, ep: int) -> dict[tuple[str, str], object]:
@@ -68,28 +73,82 @@ def test_other_scalings_and_frameworks_keep_one_kernel_a_part(mixtral):
         assert ops and all(float(np.ravel(op.kernels)[0]) == 1 for op in ops.values())
 
 
-def test_only_the_launches_move(mixtral):
-    """The casts' bytes are quantise_parts_bytes' as before; the time rises by the added launches alone."""
-    sc = with_precision(mixtral, precision_recipe="te-current-scaling")
+@pytest.mark.parametrize("ep", [2, 8])
+def test_mxfp8_counts_te_kernels(mixtral, ep):
+    """MXFP8 (one nvte_quantize_v2 a tensor; the norm writes BF16 and the cast follows): the attention casts
+    linear_qkv's and linear_proj's inputs forward (1 + 1) and both output gradients backward (1 + 1); the routed
+    experts cast fc1's and fc2's inputs and output gradients once per local expert (TE cast.cpp l.330-362), where
+    one kernel a part was priced before."""
+    ops = casts(with_precision(mixtral, precision_recipe="mxfp8-blackwell"), ep)
+    local = 8 / ep
+    assert (MXFP8_CAST_KERNELS, MXFP8_NORM_FED_CAST_KERNELS) == (1, 1)
+    assert float(np.ravel(ops["attention", "fwd"].kernels)[0]) == 2
+    assert float(np.ravel(ops["attention", "bwd"].kernels)[0]) == 2
+    assert float(np.ravel(ops["permute", "fwd"].kernels)[0]) == 2 * local
+    assert float(np.ravel(ops["permute", "bwd"].kernels)[0]) == 2 * local
+
+
+@pytest.mark.parametrize("recipe, fwd, bwd", [("te-current-scaling", 3 * 4 + 2 * 3, 5 * 4),
+                                               ("mxfp8-blackwell", 5, 5)])
+def test_mla_counts_its_five_linears(recipe, fwd, bwd):
+    """DeepSeek-V3's MLA under Megatron-LM + TE (mla_down_proj_fusion off, qk_layernorm on): forward casts the
+    inputs of linear_q_down_proj, linear_kv_down_proj and linear_proj (plain) and of the two LayerNormLinear up
+    projections (norm-fed); backward the five output gradients. Before: one kernel each way."""
+    sc = with_precision(load_scenario("deepseek-v3-h800", devices=256), precision_recipe=recipe)
+    assert sc.training.framework == "megatron-te" and sc.model.attention.q_lora_rank
+    ops = casts(sc, 8)
+    assert float(np.ravel(ops["attention", "fwd"].kernels)[0]) == fwd
+    assert float(np.ravel(ops["attention", "bwd"].kernels)[0]) == bwd
+    without_q_lora = dataclasses.replace(sc.model, attention=dataclasses.replace(sc.model.attention, q_lora_rank=0))
+    cls = build_workload(sc.model, 4096, 0).classes[0]
+    plain, fed = (4, 3) if recipe == "te-current-scaling" else (1, 1)
+    assert te_cast_kernels(without_q_lora, sc.training, cls, 8, True)["attention"] == (2 * plain + fed, 3 * plain)
+
+
+@pytest.mark.parametrize("recipe", ["te-current-scaling", "mxfp8-blackwell"])
+def test_only_the_launches_and_the_norm_fed_amax_move(mixtral, recipe):
+    """The casts' bytes are quantise_parts_bytes' less, under current scaling, one BF16 read of linear_qkv's input
+    (its amax is the norm's: norm_fed_cast_elements); the time is that memory pass plus each kernel's launch."""
+    sc = with_precision(mixtral, precision_recipe=recipe)
     none = dataclasses.replace(sc, training=dataclasses.replace(sc.training, framework="none"))
     te_ops, one_ops = casts(sc, 2), casts(none, 2)
     cls = build_workload(sc.model, 4096, 0).classes[0]
     slots = 4096 * mixtral.model.moe.top_k
     fwd, bwd = quantise_parts_bytes(sc.training, quantised_elements(sc.model, cls, 1, 1, 1, slots))
+    taken = norm_fed_cast_elements(sc.model, sc.training, cls, 1, 1, True)
+    assert taken == ({"attention": 4096 * sc.model.d_model} if recipe == "te-current-scaling" else {})
     launch_s = sc.hardware.efficiency.kernel_launch_s
     assert launch_s > 0
     for (part, pass_), op in te_ops.items():
-        expected = (fwd if pass_ == "fwd" else bwd)[part]
-        assert float(np.ravel(op.bytes)[0]) == pytest.approx(float(np.ravel(expected)[0]))
+        expected = float(np.ravel((fwd if pass_ == "fwd" else bwd)[part])[0])
+        if pass_ == "fwd":
+            expected -= 2.0 * taken.get(part, 0.0)  # BF16 activations
+        assert float(np.ravel(op.bytes)[0]) == pytest.approx(expected)
+        assert float(np.ravel(one_ops[part, pass_].bytes)[0]) == pytest.approx(
+            float(np.ravel((fwd if pass_ == "fwd" else bwd)[part])[0]))
         extra = float(np.ravel(op.kernels)[0]) - 1
         assert extra > 0
         assert float(np.ravel(op_time_s(op, sc.hardware))[0]) == pytest.approx(
-            float(np.ravel(op_time_s(one_ops[part, pass_], none.hardware))[0]) + extra * launch_s)
+            float(np.ravel(op_time_s(dataclasses.replace(op, kernels=1.0), sc.hardware))[0]) + extra * launch_s)
 
 
-def test_the_simulator_agrees_with_current_scaling():
+def test_mla_norm_fed_amax_is_the_up_projections_inputs():
+    """DeepSeek-V3's MLA under current scaling: the up projections' inputs (r_q + r_kv per token over tp) are read
+    once, not twice; the forward bytes of the attention casts fall by one BF16 read of them, the backward's not."""
+    sc = with_precision(load_scenario("deepseek-v3-h800", devices=256), precision_recipe="te-current-scaling")
+    none = dataclasses.replace(sc, training=dataclasses.replace(sc.training, framework="none"))
+    att = sc.model.attention
+    te_ops, one_ops = casts(sc, 8), casts(none, 8)
+    drop = float(np.ravel(one_ops["attention", "fwd"].bytes)[0]) - float(np.ravel(te_ops["attention", "fwd"].bytes)[0])
+    assert drop == pytest.approx(2.0 * 4096 * (att.q_lora_rank + att.kv_lora_rank))
+    assert float(np.ravel(te_ops["attention", "bwd"].bytes)[0]) == pytest.approx(
+        float(np.ravel(one_ops["attention", "bwd"].bytes)[0]))
+
+
+@pytest.mark.parametrize("recipe", ["te-current-scaling", "mxfp8-blackwell"])
+def test_the_simulator_agrees_with_te_casts(recipe):
     """No pipeline, uniform routing, no contention: both engines read the same casts (within 2 %, as the other
     FP8 recipes in tests/test_precision_estimate.py)."""
-    sc = with_precision(load_scenario("mixtral-8x7b-h100", devices=16), precision_recipe="te-current-scaling")
+    sc = with_precision(load_scenario("mixtral-8x7b-h100", devices=16), precision_recipe=recipe)
     result = simulate(sc, Layout(dp=16, ep=8), SimOptions(contention=False, expected_loads=True, trace=False))
     assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.02)

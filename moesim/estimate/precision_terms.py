@@ -87,29 +87,47 @@ CURRENT_SCALING_CAST_KERNELS = 4
 # The input of TE's LayerNormLinear: the norm kernel computes the amax (pytorch/csrc/extensions/normalization.cpp
 # l.351-355, FUSED_NORM_AMAX_FP8), so the cast is the amax's zeroing (quantizer.cpp l.755), the scale and the cast.
 CURRENT_SCALING_NORM_FED_CAST_KERNELS = 3
+# TE v2.14's MXFP8 cast of one tensor (MXFP8Quantizer::quantize, quantizer.cpp l.1645-1657): one nvte_quantize_v2
+# launch writes the rowwise and the columnwise 1x32-block copies with their E8M0 scales.
+MXFP8_CAST_KERNELS = 1
+# A LayerNormLinear's input under MXFP8: the norm writes BF16 and the quantizer casts it after (normalization.cpp
+# l.345-350 / l.386-390 / l.431-433, Impl::UNFUSED) unless NVTE_NORM_FWD_USE_CUDNN is set, which no Megatron-Bridge
+# release recipe read sets (17a381f95, 74695a06d, 63b08b397: git grep, no hit).
+MXFP8_NORM_FED_CAST_KERNELS = 1
+# fp8_scaling -> (a plain tensor's cast kernels, a norm-fed input's) where Megatron-LM + TE counts them per tensor
+TE_CAST_KERNELS = {"per_tensor_current": (CURRENT_SCALING_CAST_KERNELS, CURRENT_SCALING_NORM_FED_CAST_KERNELS),
+                   "mxfp8": (MXFP8_CAST_KERNELS, MXFP8_NORM_FED_CAST_KERNELS)}
 
 
-def current_scaling_cast_kernels(model: ModelSpec, training: TrainingSpec, cls: LayerClass, ep,
-                                 te: bool) -> dict[str, tuple]:
+def te_cast_kernels(model: ModelSpec, training: TrainingSpec, cls: LayerClass, ep, te: bool) -> dict[str, tuple]:
     """Part name -> (forward, backward) kernels of one layer's FP8 casts (its fp8_quantise operators) where
-    Megatron-LM + TransformerEngine (`te`) runs current per-tensor scaling with TE's cast-transpose; {} otherwise
-    (one kernel a part, as before). Each GEMM input is cast in forward and each GEMM output gradient in backward,
-    one tensor at a time: a TE GroupedLinear splits its input per local expert and casts each split on its own
-    (TE v2.14 pytorch/csrc/extensions/cast.cpp split_quantize l.1317 -> multi_tensor_quantize_impl l.330-362: the
-    fused multi-tensor kernel only for delayed scaling's Float8Quantizer, pybind.h l.53). Megatron-Core's layer
-    (core_v0.17.0 models/gpt/gpt_layer_specs.py l.139 / l.316 / l.151): linear_qkv is TE's LayerNormLinear (the norm
-    in it: CURRENT_SCALING_NORM_FED_CAST_KERNELS), linear_proj a Linear; a dense MLP's fc1 a LayerNormLinear, fc2 a
-    Linear; an MoE layer's pre_mlp_layernorm a norm of its own, so the shared experts' and the routed experts'
-    inputs are plain casts. MLA's attention (its down projections fused with the input norm or not,
-    mla_down_proj_fusion, l.249-256) is left at one kernel."""
-    if not te or training.fp8_scaling != "per_tensor_current" or training.fp8_transpose != "cast_transpose":
+    Megatron-LM + TransformerEngine (`te`) runs current per-tensor scaling or MXFP8 (TE_CAST_KERNELS) with TE's
+    cast-transpose; {} otherwise (one kernel a part, as before). Each GEMM input is cast in forward and each GEMM
+    output gradient in backward, one tensor at a time: a TE GroupedLinear splits its input per local expert and casts
+    each split on its own (TE v2.14 pytorch/csrc/extensions/cast.cpp split_quantize l.1317 -> l.1452-1467 ->
+    multi_tensor_quantize_impl l.330-362: the fused multi-tensor kernel only for delayed scaling's Float8Quantizer,
+    pybind.h l.53; MXFP8 gets a bulk allocation, l.1378-1382 / l.1406-1414, and the per-split loop;
+    module/grouped_linear.py l.151-156 forward, l.363-367 backward). Megatron-Core's
+    layer (core_v0.17.0 models/gpt/gpt_layer_specs.py l.139 / l.316 / l.151): linear_qkv is TE's LayerNormLinear (the
+    norm-fed cast), linear_proj a Linear; a dense MLP's fc1 a LayerNormLinear, fc2 a Linear; an MoE layer's
+    pre_mlp_layernorm a norm of its own, so the shared experts' and the routed experts' inputs are plain casts. MLA
+    (Megatron-LM d98e8a64 gpt_layer_specs.py l.295-308, mla_down_proj_fusion off: transformer_config.py l.3338, set
+    by no Megatron-Bridge release read, 17a381f95 / 63b08b397 git grep): the input norm a module of its own, so
+    linear_q_down_proj and linear_kv_down_proj are plain casts of the same input (linear_q_proj without a q LoRA
+    rank); linear_q_up_proj and linear_kv_up_proj LayerNormLinears (l.246-255 under qk_layernorm, which Bridge's
+    DeepSeek providers set: deepseek_v3_bridge.py l.64), norm-fed; linear_proj a Linear."""
+    if not te or training.fp8_scaling not in TE_CAST_KERNELS or training.fp8_transpose != "cast_transpose":
         return {}
-    plain, fed = CURRENT_SCALING_CAST_KERNELS, CURRENT_SCALING_NORM_FED_CAST_KERNELS
+    plain, fed = TE_CAST_KERNELS[training.fp8_scaling]
     blocks = 2 if cls.cross_attention else 1
-    parts = {}
-    if model.attention.kind != "mla":
-        extra = plain if cls.flops.mtp_projection else 0  # an MTP module's projection: a Linear of its own
-        parts["attention"] = (blocks * (fed + plain) + extra, blocks * 2 * plain + extra)
+    if model.attention.kind == "mla":  # (plain, norm-fed) inputs: the down projections and linear_proj; the up ones
+        q_lora = bool(model.attention.q_lora_rank)
+        gemm_inputs = (3 if q_lora else 2, 2 if q_lora else 1)
+    else:  # linear_proj; linear_qkv
+        gemm_inputs = (1, 1)
+    extra = plain if cls.flops.mtp_projection else 0  # an MTP module's projection: a Linear of its own
+    parts = {"attention": (blocks * (gemm_inputs[0] * plain + gemm_inputs[1] * fed) + extra,
+                           blocks * sum(gemm_inputs) * plain + extra)}
     if not cls.is_moe:
         parts["dense_ffn"] = (fed + plain, 2 * plain)
         return parts
@@ -117,6 +135,24 @@ def current_scaling_cast_kernels(model: ModelSpec, training: TrainingSpec, cls: 
     parts["permute"] = (2 * plain * local_experts, 2 * plain * local_experts)
     if model.moe.num_shared_experts:
         parts["shared_experts"] = (2 * plain, 2 * plain)
+    return parts
+
+
+def norm_fed_cast_elements(model: ModelSpec, training: TrainingSpec, cls: LayerClass, b, tp,
+                           te: bool) -> dict[str, float]:
+    """Part name -> elements whose amax a LayerNormLinear's norm already took, so their current-scaling cast reads
+    them once, not amax_read_passes times: TE v2.14's norm writes the amax (pytorch/csrc/extensions/normalization.cpp
+    l.351-355, FUSED_NORM_AMAX_FP8) and the cast skips its own (quantizer.cpp l.903-909, quantize_with_amax ->
+    quantize_impl(compute_amax = false), l.875-879). Where te_cast_kernels counts norm-fed casts under current
+    scaling, {} otherwise; the elements as quantised_elements counts them: linear_qkv's input h a token (MHA / GQA),
+    MLA's up projections' inputs (r_q + r_kv) / t a token, a dense MLP's fc1 input h a token."""
+    if not te or training.fp8_scaling != "per_tensor_current" or training.fp8_transpose != "cast_transpose":
+        return {}
+    att, tokens = model.attention, b * cls.tokens
+    width = (att.q_lora_rank + att.kv_lora_rank) / tp if att.kind == "mla" else model.d_model
+    parts = {"attention": (2 if cls.cross_attention else 1) * tokens * width}
+    if not cls.is_moe:
+        parts["dense_ffn"] = tokens * model.d_model
     return parts
 
 
@@ -147,16 +183,19 @@ def deepseek_casts_apply(training: TrainingSpec) -> bool:
             and training.dispatch_dtype == "float8")
 
 
-def quantise_parts_bytes(training: TrainingSpec, elements: dict[str, tuple]
+def quantise_parts_bytes(training: TrainingSpec, elements: dict[str, tuple], amax_taken: dict | None = None
                          ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(forward, backward) bytes the quantise casts move per part: empty dicts unless the GEMMs run in FP8."""
+    """(forward, backward) bytes the quantise casts move per part: empty dicts unless the GEMMs run in FP8. The
+    forward cast reads `amax_taken`'s elements (norm_fed_cast_elements) one pass fewer: their amax is the norm's."""
     scaling = training.fp8_scaling
     if scaling == "none":
         return {}, {}
     q_src = training.bytes_of("activation")
     both = {name: quantise_pass_bytes(e[0], e[1], scaling, q_src, training.fp8_transpose)
             for name, e in elements.items()}
-    return {name: b[0] for name, b in both.items()}, {name: b[1] for name, b in both.items()}
+    taken = amax_taken or {}
+    return ({name: b[0] - q_src * taken.get(name, 0.0) for name, b in both.items()},
+            {name: b[1] for name, b in both.items()})
 
 
 def weight_cast_bytes(training: TrainingSpec, cls: LayerClass, tp, ep, etp) -> dict[str, np.ndarray]:

@@ -40,7 +40,7 @@ from moesim.estimate.selective import (
 from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER, mla_sp_widths
 from moesim.estimate.precision_terms import (
     activation_dequantise_bytes, activation_quantise_bytes, activation_recompute_bytes, attention_output_cast_bytes,
-    current_scaling_cast_kernels, deepseek_casts_apply, quantise_parts_bytes, quantised_elements,
+    deepseek_casts_apply, norm_fed_cast_elements, quantise_parts_bytes, quantised_elements, te_cast_kernels,
     up_projection_cast_elements, weight_cast_bytes, weight_transpose_parts_bytes, UP_PROJ_CASTS, UP_PROJ_QUANTISE,
 )
 from moesim.collectives.dispatch import routing_shape
@@ -373,7 +373,8 @@ class TermBuilder:
         slots = slots if slots is not None else 0.0
         deepseek_casts = deepseek_casts_apply(tr)
         elements = quantised_elements(model, cls, b, tp, etp, slots, deepseek_casts=deepseek_casts)
-        fwd_b, bwd_b = quantise_parts_bytes(tr, elements)
+        te = runs_megatron_te(tr.framework, self.hw.device_kind)
+        fwd_b, bwd_b = quantise_parts_bytes(tr, elements, norm_fed_cast_elements(model, tr, cls, b, tp, te))
         up_ops = []
         if deepseek_casts and up_projection_cast_elements(model, cls, 1, 1):
             # MLA's up-projections' input casts, an operator of their own that mla_up_proj recomputes (selective.py),
@@ -382,8 +383,8 @@ class TermBuilder:
             fwd_b["attention"] = fwd_b["attention"] - up_b["attention"]
             up_ops = [replace(memory("attention", UP_PROJ_QUANTISE, dt, up_b["attention"], kernels=UP_PROJ_CASTS),
                               meta={"table_op": "fp8_quantise"})]
-        # one kernel a part unless Megatron-LM + TE runs current scaling (precision_terms.current_scaling_cast_kernels)
-        kernels = current_scaling_cast_kernels(model, tr, cls, ep, runs_megatron_te(tr.framework, self.hw.device_kind))
+        # one kernel a part unless Megatron-LM + TE runs current scaling or MXFP8 (precision_terms.te_cast_kernels)
+        kernels = te_cast_kernels(model, tr, cls, ep, te)
         fwd = [memory(part, "fp8_quantise", dt, nbytes, kernels=kernels.get(part, (1.0, 1.0))[0])
                for part, nbytes in fwd_b.items()] + up_ops
         bwd = [memory(part, "fp8_quantise", dt, nbytes, kernels=kernels.get(part, (1.0, 1.0))[1], pass_="bwd")

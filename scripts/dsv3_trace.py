@@ -495,7 +495,8 @@ MEASURED_ON = {"causal": "H800 SXM (132 SMs), DeepSeek's training framework: Fla
 # leaves). The routed experts' grouped Dgrad keeps DeepGEMM's grouped forward table (1.02-1.05x at the SM share).
 # The forward FP8 GEMMs (session 24, dsv3fwd; the lead's decision: DeepSeek-V3 prices the kernels DeepSeek's run used)
 # the same way: DeepSeek's internal `fp8_ptp128c` (dense) and `m_grouped_fp8_ptp128c` (routed experts) kernels, 112
-# CTAs, ran 1.10-1.14x what DeepGEMM's README tables (its own later kernel) give at the same shapes (dsv3casts (c)).
+# CTAs, ran 0.95-1.22x (1.10-1.14x but the down-projections) what DeepGEMM's README tables (its own later kernel)
+# give at the same shapes, at the SM share (dsv3casts (c)).
 # DeepGEMM's README tables stay in h800.toml as pass "any": the grouped Dgrad reads them at its own shape as before.
 WGRAD_IMPORTED = {("gemm", "float8", "wgrad", "any"): ("q_down_proj", "kv_down_proj", "q_up_proj", "kv_up_proj",
                                                        "out_proj", "shared_fc1", "shared_fc2"),
@@ -522,9 +523,9 @@ WGRAD_MEASURED_ON = {"wgrad": ("H800 SXM (132 SMs), DeepSeek's training framewor
 
 
 def import_wgrad_points(kernels: list[Kernel]) -> list[dict]:
-    """The FP8 wgrad, dgrad and forward op tables of WGRAD_IMPORTED: per operator one point at moesim's shape of that pass, the
-    full-chip efficiency at which moesim's operator, priced on the SM share DeepEP leaves, takes the operator's
-    measured span (mean over the 4 layers): eta = flops / (peak · (span − launches) · share)."""
+    """The FP8 wgrad, dgrad and forward op tables of WGRAD_IMPORTED: per operator one point at moesim's shape of that
+    pass, the full-chip efficiency at which moesim's operator, priced on the SM share DeepEP leaves, takes the
+    operator's measured span (mean over the 4 layers): eta = flops / (peak · (span − launches) · share)."""
     import numpy as np
 
     from moesim.ops.breakdown import term_builder

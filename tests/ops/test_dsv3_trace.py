@@ -175,8 +175,8 @@ def test_h800_wgrad_points_price_the_traces_weight_gradients(dsv3, kernels):
     the operator's measured span per layer (the routed experts' kernels ran on two streams at once: span, not sum),
     within the tables' 4 significant digits; so do the dense dgrad GEMMs on their own table (session 22, dsv3ops),
     while the routed experts' grouped dgrad still reads DeepGEMM's README table (pass "any" since session 24,
-    dsv3fwd, when the forward got a table of its own; before, the FP8 fallback to the forward). The kernels the rules group as
-    wgrad are all DeepSeek's fp8_dptp128c_acc, 4 per routed-expert GEMM (one per local expert)."""
+    dsv3fwd, when the forward got a table of its own; before, the FP8 fallback to the forward). The kernels the
+    rules group as wgrad are all DeepSeek's fp8_dptp128c_acc, 4 per routed-expert GEMM (one per local expert)."""
     from moesim.ops.breakdown import term_builder
     from moesim.ops.price import op_efficiency, op_time_s
     from moesim.ops.sm_share import overlapped_compute_share, shared_time_s
@@ -217,9 +217,9 @@ def test_h800_wgrad_points_price_the_traces_weight_gradients(dsv3, kernels):
 
 def test_h800_fwd_points_price_the_traces_forward_gemms(dsv3, kernels):
     """Session 24 (dsv3fwd): the forward FP8 GEMMs of a DeepSeek-V3 MoE layer on H800 read tables fitted on the
-    trace as the wgrad / dgrad ones are, not DeepGEMM's README tables (DeepGEMM's later kernel, 1.10-1.14x faster
-    than the trace's at these shapes: dsv3casts (c)): each kernel the rules group as one of these 9 forward operators
-    is DeepSeek's fp8_ptp128c (m_grouped for the routed experts), one a layer; priced on the SM share DeepEP leaves,
+    trace as the wgrad / dgrad ones are, not DeepGEMM's README tables (DeepGEMM's later kernel, which the trace's ran
+    at 0.95-1.22x, 1.10-1.14x but the down-projections: dsv3casts (c)): each kernel the rules group as one of these
+    9 forward operators is DeepSeek's fp8_ptp128c (m_grouped for the routed experts), one a layer; priced on the SM share DeepEP leaves,
     each takes the operator's measured span within 0.1 %; their sum is the 5014.5 - 46.5 (BF16 router) us a layer
     dsv3casts measured. The recomputed up-projections read the same table (their forward price); the routed experts'
     grouped dgrad keeps DeepGEMM's README table."""

@@ -216,13 +216,13 @@ def test_h800_wgrad_points_price_the_traces_weight_gradients(dsv3, kernels):
 
 
 def test_h800_fwd_points_price_the_traces_forward_gemms(dsv3, kernels):
-    """Session 24 (dsv3fwd): the forward FP8 GEMMs of a DeepSeek-V3 MoE layer on H800 read tables fitted on the
-    trace as the wgrad / dgrad ones are, not DeepGEMM's README tables (DeepGEMM's later kernel, which the trace's ran
-    at 0.95-1.22x, 1.10-1.14x but the down-projections: dsv3casts (c)): each kernel the rules group as one of these
-    9 forward operators is DeepSeek's fp8_ptp128c (m_grouped for the routed experts), one a layer; priced on the SM share DeepEP leaves,
-    each takes the operator's measured span within 0.1 %; their sum is the 5014.5 - 46.5 (BF16 router) us a layer
-    dsv3casts measured. The recomputed up-projections read the same table (their forward price); the routed experts'
-    grouped dgrad keeps DeepGEMM's README table."""
+    """Session 24 (dsv3fwd): the forward FP8 GEMMs of a DeepSeek-V3 MoE layer on H800 read tables fitted on the trace as
+    the wgrad / dgrad ones are, not DeepGEMM's README tables (DeepGEMM's later kernel, which the trace's ran at
+    0.95-1.22x, 1.10-1.14x but the down-projections: dsv3casts (c)): each kernel the rules group as one of these 9
+    forward operators is DeepSeek's fp8_ptp128c (m_grouped for the routed experts), one a layer; priced on the SM share
+    DeepEP leaves, each takes the operator's measured span within 0.1 %; their sum is the 5014.5 - 46.5 (BF16 router) us
+    a layer dsv3casts measured. The recomputed up-projections read the same table (their forward price); the routed
+    experts' grouped dgrad keeps DeepGEMM's README table."""
     from moesim.ops.breakdown import term_builder
     from moesim.ops.price import op_efficiency, op_time_s
     from moesim.ops.sm_share import overlapped_compute_share, shared_time_s

@@ -493,11 +493,19 @@ MEASURED_ON = {"causal": "H800 SXM (132 SMs), DeepSeek's training framework: Fla
 # 0.91x (too slow), read the right way round (scripts/dsv3_trace.toml; the 2.0x / 1.7x of session 21 had q_up's and
 # kv_up's kernels swapped). One kernel an operator a layer (grid 112 or 2 x 56 CTAs: 112 either way, the SMs DeepEP
 # leaves). The routed experts' grouped Dgrad keeps DeepGEMM's grouped forward table (1.02-1.05x at the SM share).
+# The forward FP8 GEMMs (session 24, dsv3fwd; the lead's decision: DeepSeek-V3 prices the kernels DeepSeek's run used)
+# the same way: DeepSeek's internal `fp8_ptp128c` (dense) and `m_grouped_fp8_ptp128c` (routed experts) kernels, 112
+# CTAs, ran 0.95-1.22x (1.10-1.14x but the down-projections) what DeepGEMM's README tables (its own later kernel)
+# give at the same shapes, at the SM share (dsv3casts (c)).
+# DeepGEMM's README tables stay in h800.toml as pass "any": the grouped Dgrad reads them at its own shape as before.
 WGRAD_IMPORTED = {("gemm", "float8", "wgrad", "any"): ("q_down_proj", "kv_down_proj", "q_up_proj", "kv_up_proj",
                                                        "out_proj", "shared_fc1", "shared_fc2"),
                   ("grouped_gemm", "float8", "wgrad", "any"): ("expert_fc1", "expert_fc2"),
                   ("gemm", "float8", "dgrad", "any"): ("q_down_proj", "kv_down_proj", "q_up_proj", "kv_up_proj",
-                                                       "out_proj", "shared_fc1", "shared_fc2")}
+                                                       "out_proj", "shared_fc1", "shared_fc2"),
+                  ("gemm", "float8", "fwd", "any"): ("q_down_proj", "kv_down_proj", "q_up_proj", "kv_up_proj",
+                                                     "out_proj", "shared_fc1", "shared_fc2"),
+                  ("grouped_gemm", "float8", "fwd", "any"): ("expert_fc1", "expert_fc2")}
 WGRAD_MEASURED_ON = {"wgrad": ("H800 SXM (132 SMs), DeepSeek's training framework: the FP8 weight-gradient GEMMs "
                                "(dpsk::grouped_gemm::cuda::fp8_dptp128c_acc, 1x128 x 1x128 scaling along K, FP32 "
                                "accumulation, 112 CTAs on the SMs DeepEP's 20 leave), 4096 tokens a micro-batch, the "
@@ -506,13 +514,18 @@ WGRAD_MEASURED_ON = {"wgrad": ("H800 SXM (132 SMs), DeepSeek's training framewor
                      "dgrad": ("H800 SXM (132 SMs), DeepSeek's training framework: the dense FP8 input-gradient GEMMs "
                                "(dpsk::grouped_gemm::cuda::fp8_ptp128c, 1x128 activation and 128x128 weight scales, "
                                "112 CTAs (grid 112 or 2 x 56) on the SMs DeepEP's 20 leave), 4096 tokens a "
-                               "micro-batch, one kernel an operator, scripts/dsv3_trace.toml's mlp(B) / attn(B) rules")}
+                               "micro-batch, one kernel an operator, scripts/dsv3_trace.toml's mlp(B) / attn(B) rules"),
+                     "fwd": ("H800 SXM (132 SMs), DeepSeek's training framework: the forward FP8 GEMMs "
+                             "(dpsk::grouped_gemm::cuda::fp8_ptp128c dense and m_grouped_fp8_ptp128c for the routed "
+                             "experts, 1x128 activation and 128x128 weight scales, 112 CTAs on the SMs DeepEP's 20 "
+                             "leave), 4096 tokens a micro-batch, one kernel an operator, scripts/dsv3_trace.toml's "
+                             "attn(F) / mlp(F) rules")}
 
 
 def import_wgrad_points(kernels: list[Kernel]) -> list[dict]:
-    """The FP8 wgrad and dgrad op tables of WGRAD_IMPORTED: per operator one point at moesim's shape of that pass, the
-    full-chip efficiency at which moesim's operator, priced on the SM share DeepEP leaves, takes the operator's
-    measured span (mean over the 4 layers): eta = flops / (peak · (span − launches) · share)."""
+    """The FP8 wgrad, dgrad and forward op tables of WGRAD_IMPORTED: per operator one point at moesim's shape of that
+    pass, the full-chip efficiency at which moesim's operator, priced on the SM share DeepEP leaves, takes the
+    operator's measured span (mean over the 4 layers): eta = flops / (peak · (span − launches) · share)."""
     import numpy as np
 
     from moesim.ops.breakdown import term_builder
@@ -529,7 +542,7 @@ def import_wgrad_points(kernels: list[Kernel]) -> list[dict]:
     for (kind, dtype, table_pass, op_name), names in WGRAD_IMPORTED.items():
         points, quoted = [], []
         for name in names:
-            op = next(o for o in terms.ops_bwd if o.name == name and o.pass_ == table_pass)
+            op = next(o for o in terms.ops_fwd + terms.ops_bwd if o.name == name and o.pass_ == table_pass)
             seconds = (spans[(name, table_pass)] * 1e-6 - float(op.kernels) * hw.efficiency.kernel_launch_s) * share
             eta = float(np.ravel(op.flops)[0]) / (hw.chip.peak_for(dtype) * seconds)
             points.append([*(int(round(float(np.ravel(c)[0]))) for c in op.shape), float(f"{eta:.4g}")])

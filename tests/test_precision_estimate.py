@@ -175,8 +175,8 @@ def test_fp8_backward_gemms_read_the_fp8_table_at_their_own_shape(profile, pass_
     """A profile with FP8 GEMM tables for the forward pass only (H100's DeepGEMM-derived tables in every backward
     pass): an FP8 dgrad / wgrad GEMM reads them at its own M×N×K (DeepSeek-V3 §3.3.1 runs all three passes in FP8),
     not the FLOP-keyed prior nor a BF16 table. H800's wgrad has its own tables since session 21 (dsv3rest) and its
-    dense dgrad since session 22 (dsv3ops); its grouped dgrad still reads the forward table
-    (tests/ops/test_dsv3_trace.py)."""
+    dense dgrad since session 22 (dsv3ops) and its forward since session 24 (dsv3fwd); its grouped dgrad reads
+    DeepGEMM's README table, pass "any" (tests/ops/test_dsv3_trace.py)."""
     from moesim.ops.base import gemm, grouped_gemm  # noqa: PLC0415
     from moesim.ops.price import op_efficiency  # noqa: PLC0415
     from moesim.ops.tables import select_table, table_efficiency  # noqa: PLC0415

@@ -174,8 +174,9 @@ def test_h800_wgrad_points_price_the_traces_weight_gradients(dsv3, kernels):
     tables fitted on the trace, not the forward table: priced on the SM share DeepEP leaves (112 of 132), each takes
     the operator's measured span per layer (the routed experts' kernels ran on two streams at once: span, not sum),
     within the tables' 4 significant digits; so do the dense dgrad GEMMs on their own table (session 22, dsv3ops),
-    while the routed experts' grouped dgrad still reads DeepGEMM's forward table. The kernels the rules group as
-    wgrad are all DeepSeek's fp8_dptp128c_acc, 4 per routed-expert GEMM (one per local expert)."""
+    while the routed experts' grouped dgrad still reads DeepGEMM's README table (pass "any" since session 24,
+    dsv3fwd, when the forward got a table of its own; before, the FP8 fallback to the forward). The kernels the
+    rules group as wgrad are all DeepSeek's fp8_dptp128c_acc, 4 per routed-expert GEMM (one per local expert)."""
     from moesim.ops.breakdown import term_builder
     from moesim.ops.price import op_efficiency, op_time_s
     from moesim.ops.sm_share import overlapped_compute_share, shared_time_s
@@ -196,15 +197,14 @@ def test_h800_wgrad_points_price_the_traces_weight_gradients(dsv3, kernels):
     builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
     terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
     names = {n for ns in dsv3.WGRAD_IMPORTED.values() for n in ns}
-    assert len(names) == 9 and sum(len(ns) for ns in dsv3.WGRAD_IMPORTED.values()) == 16
+    assert len(names) == 9 and sum(len(ns) for ns in dsv3.WGRAD_IMPORTED.values()) == 25  # + the forward's 9
     for op in terms.ops_bwd:
         if op.name not in names:
             continue
         table = select_table(hw.efficiency.op_tables, op.kind, op.dtype, op.pass_, (op.name,))
         if op.kind == "grouped_gemm" and op.pass_ == "dgrad":
-            # no grouped dgrad table: price.op_efficiency's FP8 fallback reads the forward table at the dgrad shape
-            fwd = select_table(hw.efficiency.op_tables, op.kind, op.dtype, "fwd", (op.name,))
-            assert table is None and "DeepGEMM" in fwd.source
+            # no grouped dgrad table of its pass: DeepGEMM's README table (pass "any") at the dgrad shape
+            assert table.pass_ == "any" and "DeepGEMM README" in table.source
             continue
         # the wgrad GEMMs and (session 22, dsv3ops) the dense dgrad GEMMs read their own pass's measured table
         assert op.pass_ in ("wgrad", "dgrad") and table.pass_ == op.pass_ and table.status == "measured"
@@ -213,6 +213,52 @@ def test_h800_wgrad_points_price_the_traces_weight_gradients(dsv3, kernels):
         assert t == pytest.approx(spans[(op.name, op.pass_)] * 1e-6, rel=1e-3), op.name
         assert (0.3 < float(op_efficiency(op, hw)[0]) < 0.46) if op.pass_ == "wgrad" else \
             (0.33 < float(op_efficiency(op, hw)[0]) < 0.63)
+
+
+def test_h800_fwd_points_price_the_traces_forward_gemms(dsv3, kernels):
+    """Session 24 (dsv3fwd): the forward FP8 GEMMs of a DeepSeek-V3 MoE layer on H800 read tables fitted on the trace as
+    the wgrad / dgrad ones are, not DeepGEMM's README tables (DeepGEMM's later kernel, which the trace's ran at
+    0.95-1.22x, 1.10-1.14x but the down-projections: dsv3casts (c)): each kernel the rules group as one of these 9
+    forward operators is DeepSeek's fp8_ptp128c (m_grouped for the routed experts), one a layer; priced on the SM share
+    DeepEP leaves, each takes the operator's measured span within 0.1 %; their sum is the 5014.5 - 46.5 (BF16 router) us
+    a layer dsv3casts measured. The recomputed up-projections read the same table (their forward price); the routed
+    experts' grouped dgrad keeps DeepGEMM's README table."""
+    from moesim.ops.breakdown import term_builder
+    from moesim.ops.price import op_efficiency, op_time_s
+    from moesim.ops.sm_share import overlapped_compute_share, shared_time_s
+    from moesim.ops.tables import select_table
+    from moesim.specs.load import load_scenario
+
+    names = dsv3.WGRAD_IMPORTED[("gemm", "float8", "fwd", "any")] + \
+        dsv3.WGRAD_IMPORTED[("grouped_gemm", "float8", "fwd", "any")]
+    assigned = dsv3.assign(kernels, dsv3.load_rules())
+    fwd = [(k, op) for k, op, pas in assigned if pas == "fwd" and op in names]
+    assert {k.kernel.split("::")[-2] for k, _ in fwd} == {"fp8_ptp128c", "m_grouped_fp8_ptp128c"}
+    assert len(fwd) == 9 * 4  # one kernel an operator a layer
+    spans = dsv3._merged(assigned, lambda ks: dsv3.span_us(ks)[1])
+    assert sum(spans[(n, "fwd")] for n in names) == pytest.approx(5014.5 - 46.5, abs=0.01)
+    moe = load_scenario(str(dsv3.SCENARIO), layout="dp=128,tp=1,ep=64,pp=16,first_stage_layers=4,last_stage_layers=2")
+    hw = moe.hardware
+    share = overlapped_compute_share(hw, moe.training)
+    builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
+    terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
+    priced = set()
+    for op in terms.ops_fwd:
+        if op.name not in names or op.pass_ != "fwd":
+            continue
+        table = select_table(hw.efficiency.op_tables, op.kind, op.dtype, op.pass_, (op.name,))
+        assert table.pass_ == "fwd" and table.status == "measured" and "profile-data" in table.source, op.name
+        t = shared_time_s(op.kind, float(op_time_s(op, hw)[0]), float(op.kernels) * hw.efficiency.kernel_launch_s,
+                          share)
+        assert t == pytest.approx(spans[(op.name, "fwd")] * 1e-6, rel=1e-3), op.name
+        assert 0.34 < float(op_efficiency(op, hw)[0]) < 0.64
+        priced.add(op.name)
+    assert priced == set(names)
+    # DeepGEMM's README tables stay, pass "any": read where no pass has a table of its own (the grouped dgrad)
+    readme = [t for t in hw.efficiency.op_tables if "DeepGEMM README" in t.source]
+    assert {(t.kind, t.pass_) for t in readme} == {("gemm", "any"), ("grouped_gemm", "any")}
+    (g_dgrad,) = [o for o in terms.ops_bwd if o.name == "expert_fc1" and o.pass_ == "dgrad"]
+    assert select_table(hw.efficiency.op_tables, g_dgrad.kind, "float8", "dgrad", (g_dgrad.name,)) in readme
 
 
 def test_h800_e5m6_points_price_the_traces_casts(dsv3, kernels):

@@ -39,8 +39,8 @@ from moesim.estimate.embedding_sync import (EMBEDDING_AXIS, embedding_concurrent
 from moesim.estimate.device_state import optimizer_time_s, stage_memory, stage_params
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
 from moesim.estimate.folds import order_free_rows, schedule_free_rows
-from moesim.estimate.grad_buckets import (bucket_params, chunk_buckets, earlier_end_s, first_stage_buckets,
-                                         first_stage_exposed_s, interleaved_chunks_exposed_s)
+from moesim.estimate.grad_buckets import (SYNC_AFTER_PIPELINE, bucket_params, chunk_buckets, earlier_end_s,
+                                         first_stage_buckets, first_stage_exposed_s, interleaved_chunks_exposed_s)
 from moesim.estimate.mla_tp_comms import MLA_WGRAD_GATHER
 from moesim.estimate.stages import (Stages, dualpipe_pair_columns, first_leg_counts, per_stage, pipeline_stages,
                                     run_ends, v_rows)
@@ -238,6 +238,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     pm = sch.parameter_multiple(sched)[:, None]
     sends = sch.p2p_multiple(sched, vp)[:, None]
     zb_v = sch.is_schedule(sched, "zb-v").astype(float)  # (every candidate) ZB-V: the head on the first stage
+    # The zero-bubble rows sync their gradients after the pipeline, overlap_grad_reduce off, one bucket a stage, as
+    # sail-sg's runtime runs them (grad_buckets.SYNC_AFTER_PIPELINE); None: no such row.
+    after_pipe = np.logical_or.reduce([sch.is_schedule(sched, name) for name in SYNC_AFTER_PIPELINE])
+    after_pipe = after_pipe if tr.overlap_grad_reduce and after_pipe.any() else None
     # Interleaved, a stage syncs its v chunks apart (grad_buckets.bucketed): the buckets' sizes follow v (even
     # chunks; a pipeline layout's uneven chunks keep 1/v of the stage's buckets each, below).
     chunks = np.where(sch.is_schedule(sched, "interleaved") & (np.asarray(vp) > 1) & _no_layout(cands),
@@ -380,6 +384,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         head0, emb0 = (head_p[:, :1], embedding_p[:, :1]) if axis == "dp" else (0.0, 0.0)
         p0 = params[:, :1]
         threshold = threshold_p if tr.overlap_grad_reduce else np.inf
+        if after_pipe is not None:
+            threshold = np.where(after_pipe[:, None], np.inf, threshold)
         # the first chunk: 1/v of the stage's layers (at their mean size) and the embedding (no head: pp > 1)
         rest0 = np.maximum(p0 - emb0, 0.0) / v_col if chunked_any else 0.0
         p0_first = rest0 + emb0 if chunked_any else p0
@@ -648,6 +654,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                 np.where(first, np.where(split, most_buckets, most_buckets / v_col), 1.0),
                 bwd_own + bwd_comm, vp, pp, m), left)
         exposed_dp = np.max(np.where(exists, np.maximum(0.0, left - early) + tp_grad, 0), axis=1)
+        if after_pipe is not None:  # a zero-bubble row's whole sync after its pipeline, as overlap off
+            exposed_dp = np.where(after_pipe, dp_sync, exposed_dp)
     else:
         exposed_dp = dp_sync
 

@@ -39,8 +39,8 @@ from moesim.estimate.embedding_sync import (EMBEDDING_AXIS, embedding_concurrent
 from moesim.estimate.device_state import optimizer_time_s, stage_memory, stage_params
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
 from moesim.estimate.folds import order_free_rows, schedule_free_rows
-from moesim.estimate.grad_buckets import (SYNC_AFTER_PIPELINE, bucket_params, chunk_buckets, earlier_end_s,
-                                         first_stage_buckets, first_stage_exposed_s, interleaved_chunks_exposed_s)
+from moesim.estimate.grad_buckets import (bucket_params, chunk_buckets, earlier_end_s, first_stage_buckets,
+                                         first_stage_exposed_s, interleaved_chunks_exposed_s)
 from moesim.estimate.mla_tp_comms import MLA_WGRAD_GATHER
 from moesim.estimate.stages import (Stages, dualpipe_pair_columns, first_leg_counts, per_stage, pipeline_stages,
                                     run_ends, v_rows)
@@ -141,9 +141,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # ZB-H1 and ZB-V: the F slot's compute as the simulator runs it (des.schedule.zbv_piece_times, pieces.forward):
     # the layers' forward, the embedding's forward on the first stage (all of it less its backward) and the head's
     # forward, a third of `logits_s` (Kaplan et al. §2.1), on the head's stage; without them they sat in I = t − F − W.
+    zb_h1 = sch.is_schedule(sched, "zb-h1")
+    # the zero-bubble rows (grad_buckets.SYNC_AFTER_PIPELINE's schedules), and whether any row is one
+    zb_rows = zb_h1 | sch.is_schedule(sched, "zb-v")
+    zb_some = bool(zb_rows.any())
     slot_fwd = fwd + np.where(head, logits_time[:, None] / (1 + BACKWARD_TO_FORWARD), 0.0) \
-        + np.where(first, (embedding_time - embedding_bwd)[:, None], 0.0) \
-        if (sch.is_schedule(sched, "zb-h1") | sch.is_schedule(sched, "zb-v")).any() else fwd
+        + np.where(first, (embedding_time - embedding_bwd)[:, None], 0.0) if zb_some else fwd
     # ZB-V: each device's first-leg piece (stages.first_leg_counts), its forward, I and W compute (as
     # des.schedule.zbv_piece_times: I the backward and recompute less W; the embedding's backward in W on device 0)
     leg_fwd, leg_i, leg_w = None, None, None
@@ -240,8 +243,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     zb_v = sch.is_schedule(sched, "zb-v").astype(float)  # (every candidate) ZB-V: the head on the first stage
     # The zero-bubble rows sync their gradients after the pipeline, overlap_grad_reduce off, one bucket a stage, as
     # sail-sg's runtime runs them (grad_buckets.SYNC_AFTER_PIPELINE); None: no such row.
-    after_pipe = np.logical_or.reduce([sch.is_schedule(sched, name) for name in SYNC_AFTER_PIPELINE])
-    after_pipe = after_pipe if tr.overlap_grad_reduce and after_pipe.any() else None
+    after_pipe = zb_rows if tr.overlap_grad_reduce and zb_some else None
     # Interleaved, a stage syncs its v chunks apart (grad_buckets.bucketed): the buckets' sizes follow v (even
     # chunks; a pipeline layout's uneven chunks keep 1/v of the stage's buckets each, below).
     chunks = np.where(sch.is_schedule(sched, "interleaved") & (np.asarray(vp) > 1) & _no_layout(cands),
@@ -575,7 +577,6 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         leg_b = own(leg_i) + leg_comm - leg_fwd_comm
         zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(slot_fwd) + fwd_comm - pp_forward, own(weight_mb), stages.latest,
                              stages.multiplicity, hop, first_leg, stages.index, leg_b, own(leg_w))
-    zb_h1 = sch.is_schedule(sched, "zb-h1")
     zbh1 = None
     if zb_h1.any():  # each device's tail after its last I on every stage's own times (zbh1_pipe_s; stages.run_ends)
         h1_rows = np.flatnonzero(zb_h1)  # its rows only (a search tries several schedules per layout)

@@ -44,7 +44,7 @@ def bucket_params(dp_cp):
 
 # The zero-bubble schedules sync after the pipeline: sail-sg's runtime (zero-bubble-pipeline-parallelism @ 39f2c186)
 # runs the whole schedule under no_sync (megatron/core/pipeline_parallel/zerobubble/runtime.py l.195) and launches
-# every bucket after its last node (l.255-258: enable_grad_sync, then finalize_model_grads), and zero bubble asserts
+# every bucket after its last node (l.255-267: enable_grad_sync, then finalize_model_grads), and zero bubble asserts
 # overlap_grad_reduce off (megatron/core/zbpp_utils.py l.130-133; l.207-209: WeightGradStore unsupported with it).
 SYNC_AFTER_PIPELINE = ("zb-h1", "zb-v")
 

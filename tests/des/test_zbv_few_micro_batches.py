@@ -375,7 +375,8 @@ def test_micro_batch_zeros_wait_for_later_forwards_never_passes_the_order(monkey
 def test_a_zero_bubble_run_syncs_its_gradients_after_its_pipeline_in_both_engines(schedule):
     """sail-sg's runtime runs the schedule under no_sync and syncs after its last node, overlap_grad_reduce asserted
     off (grad_buckets.SYNC_AFTER_PIPELINE): overlap_grad_reduce on or off, both engines give one step (before, the
-    simulator overlapped a ZB-V device's V-end piece's sync with its first-leg piece's backward: Switch-C m 1, 6.3 ms)."""
+    simulator overlapped a ZB-V device's V-end piece's sync with its first-leg piece's backward: Switch-C m 1,
+    6.3 ms)."""
     steps = []
     for overlap in (True, False):
         changes = {"micro_batches": 1, "pipeline_schedule": schedule, "zero_stage": 2, "overlap_grad_reduce": overlap}

@@ -143,9 +143,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # ZB-H1 and ZB-V: the F slot's compute as the simulator runs it (des.schedule.zbv_piece_times, pieces.forward):
     # the layers' forward, the embedding's forward on the first stage (all of it less its backward) and the head's
     # forward, a third of `logits_s` (Kaplan et al. §2.1), on the head's stage; without them they sat in I = t − F − W.
+    # whether any row runs a zero-bubble schedule (grad_buckets.SYNC_AFTER_PIPELINE's)
+    zb_some = bool((sch.is_schedule(sched, "zb-h1") | sch.is_schedule(sched, "zb-v")).any())
     slot_fwd = fwd + np.where(head, logits_time[:, None] / (1 + BACKWARD_TO_FORWARD), 0.0) \
-        + np.where(first, (embedding_time - embedding_bwd)[:, None], 0.0) \
-        if (sch.is_schedule(sched, "zb-h1") | sch.is_schedule(sched, "zb-v")).any() else fwd
+        + np.where(first, (embedding_time - embedding_bwd)[:, None], 0.0) if zb_some else fwd
     # ZB-V: each device's first-leg piece (stages.first_leg_counts), its forward, I and W compute (as
     # des.schedule.zbv_piece_times: I the backward and recompute less W; the embedding's backward in W on device 0)
     leg_fwd, leg_i, leg_w = None, None, None
@@ -240,13 +241,18 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     pm = sch.parameter_multiple(sched)[:, None]
     sends = sch.p2p_multiple(sched, vp)[:, None]
     zb_v = sch.is_schedule(sched, "zb-v").astype(float)  # (every candidate) ZB-V: the head on the first stage
+    # The zero-bubble rows sync their gradients after the pipeline, overlap_grad_reduce off, one bucket a stage, as
+    # sail-sg's runtime runs them (grad_buckets.SYNC_AFTER_PIPELINE); None: no such row.
+    zb_h1 = sch.is_schedule(sched, "zb-h1")
+    after_pipe = zb_h1 | (zb_v > 0) if tr.overlap_grad_reduce and zb_some else None
     # Interleaved, a stage syncs its v chunks apart (grad_buckets.bucketed): the buckets' sizes follow v (even
     # chunks; a pipeline layout's uneven chunks keep 1/v of the stage's buckets each, below).
     chunks = np.where(sch.is_schedule(sched, "interleaved") & (np.asarray(vp) > 1) & _no_layout(cands),
                       np.asarray(vp, dtype=float), 1.0)
     # ZB-V's rows on their devices' V pieces (stages.v_rows) hold other layers than the same row's other schedules
     v_full = v_rows(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers, zb_v > 0)
-    sf, sf_inv = schedule_free_rows(cands, chunks, v_full)
+    sf, sf_inv = schedule_free_rows(cands, chunks, v_full, after_pipe)
+    one_bucket = after_pipe  # the rows synced in one bucket after their pipeline (None: none), on the rows below
     every = dict(cands=cands, n_cand=n_cand, tp=tp, pp=pp, m=m, b=b, exists=exists, first=first, last=last,
                  stages=stages, dense_params=dense_params, expert_params=expert_params, calls=calls, core_mb=core_mb)
     dense_1, expert_1 = dense_params / pm, expert_params / pm
@@ -258,6 +264,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                         tokens_in=y(stages.tokens_in), multiplicity=y(stages.multiplicity),
                         latest=y(stages.latest))
         dense_1, expert_1, chunks = y(dense_1), y(expert_1), y(chunks)
+        one_bucket = None if one_bucket is None else y(one_bucket)
         calls = [[CommCall(c.name, c.axis, c.op, y(np.asarray(c.size_bytes)), None)
                   for c in class_calls] for class_calls in calls]
         layer_calls = [[y(a) for a in class_calls] for class_calls in layer_calls]
@@ -294,7 +301,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # ZB-H1 and ZB-V: the forward pass's own collectives, which the simulator runs inside an F slot (its I the
     # backward's and a full recompute's; session 23 zbpipe): bwd_comm plus the forward-less-backward of the calls that
     # are not one per pass (embedding, head, pipeline sends); a layer's calls give each pass the same share.
-    zb_split = (sch.is_schedule(sched, "zb-h1") | sch.is_schedule(sched, "zb-v")).any()
+    zb_split = zb_some
     embedding_fb = 0.0  # the embedding's forward collectives less its backward ones (only where zb_split)
     # Sequence parallelism's wgrad re-gathers run in the backward only (terms.TermBuilder._tp_comms; the simulator's
     # des.schedule._Builder._block issues them where phase == "bwd"), not half in each pass as bwd_comm counts them:
@@ -385,6 +392,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         head0, emb0 = (head_p[:, :1], embedding_p[:, :1]) if axis == "dp" else (0.0, 0.0)
         p0 = params[:, :1]
         threshold = threshold_p if tr.overlap_grad_reduce else np.inf
+        if one_bucket is not None:
+            threshold = np.where(one_bucket[:, None], np.inf, threshold)
         # the first chunk: 1/v of the stage's layers (at their mean size) and the embedding (no head: pp > 1)
         rest0 = np.maximum(p0 - emb0, 0.0) / v_col if chunked_any else 0.0
         p0_first = rest0 + emb0 if chunked_any else p0
@@ -589,7 +598,6 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         leg_b = own(leg_i) + leg_comm - leg_fwd_comm
         zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(slot_fwd) + fwd_comm - pp_forward, own(weight_mb), stages.latest,
                              stages.multiplicity, hop, first_leg, stages.index, leg_b, own(leg_w))
-    zb_h1 = sch.is_schedule(sched, "zb-h1")
     zbh1 = None
     if zb_h1.any():  # each device's tail after its last I on every stage's own times (zbh1_pipe_s; stages.run_ends)
         h1_rows = np.flatnonzero(zb_h1)  # its rows only (a search tries several schedules per layout)
@@ -668,6 +676,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                 np.where(first, np.where(split, most_buckets, most_buckets / v_col), 1.0),
                 bwd_own + bwd_comm, vp, pp, m), left)
         exposed_dp = np.max(np.where(exists, np.maximum(0.0, left - early) + tp_grad, 0), axis=1)
+        if after_pipe is not None:  # a zero-bubble row's whole sync after its pipeline, as overlap off
+            exposed_dp = np.where(after_pipe, dp_sync, exposed_dp)
     else:
         exposed_dp = dp_sync
 

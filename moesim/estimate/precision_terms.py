@@ -116,7 +116,8 @@ def te_cast_kernels(model: ModelSpec, training: TrainingSpec, cls: LayerClass, e
     linear_q_down_proj and linear_kv_down_proj are plain casts of the same input (linear_q_proj without a q LoRA
     rank); linear_q_up_proj and linear_kv_up_proj LayerNormLinears (l.246-255 under qk_layernorm, which Bridge's
     DeepSeek providers set: deepseek_v3_bridge.py l.64), norm-fed; linear_proj a Linear. Without a q LoRA rank
-    (DeepSeek-V2-Lite) linear_q_proj is a Linear of its own on the layer input (the same spec, l.295-308:
+    (DeepSeek-V2-Lite) linear_q_proj is a Linear of its own on the layer input (Megatron-LM 00611e6e
+    gpt_layer_specs.py get_gpt_layer_with_transformer_engine_submodules, MLA branch:
     `linear_q_proj=backend.column_parallel_linear()`, plain): three plain inputs still, one norm-fed
     (linear_kv_up_proj), four output gradients (session 24, review24)."""
     if not te or training.fp8_scaling not in TE_CAST_KERNELS or training.fp8_transpose != "cast_transpose":

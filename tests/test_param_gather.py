@@ -25,6 +25,18 @@ def _mixtral(zero: int = 1, overlap_grad_reduce: bool = True):
         micro_batches=4))
 
 
+def _stage_ops(sc, layout):
+    """Each stage's operations, its optimizer step, gradient reduce-scatters and parameter all-gathers."""
+    est = estimate(sc, layout)
+    costs = build_costs(sc, layout, sc.training, model_for(sc), est.optimizer_time_s)
+    for stage in range(layout.pp):
+        ops = build_stage_program(costs, stage).ops
+        (optimizer,) = [op for op in ops if op.name == "optimizer"]
+        scatters = [op for op in ops if op.name.startswith("gradient reduce-scatter")]
+        gathers = [op for op in ops if op.name.startswith(PARAM_GATHER_LABEL.split("{")[0])]
+        yield stage, ops, optimizer, scatters, gathers
+
+
 def test_which_stages_gather_after_the_step():
     assert [gathers_after_step(z) for z in (0, 1, 2, 3)] == [False, True, True, True]
 
@@ -33,14 +45,7 @@ def test_which_stages_gather_after_the_step():
 def test_the_simulator_gathers_every_bucket_after_the_optimizer(stage_layout):
     """Every bucket's reduce-scatter before the optimizer step, its all-gather after it on the grad stream, as many
     gathers as reduce-scatters, the gathered bytes the reduced bytes × param / grad bytes (BF16 / FP32)."""
-    sc = _mixtral()
-    est = estimate(sc, stage_layout)
-    costs = build_costs(sc, stage_layout, sc.training, model_for(sc), est.optimizer_time_s)
-    for stage in range(stage_layout.pp):
-        ops = build_stage_program(costs, stage).ops
-        (optimizer,) = [op for op in ops if op.name == "optimizer"]
-        scatters = [op for op in ops if op.name.startswith("gradient reduce-scatter")]
-        gathers = [op for op in ops if op.name.startswith(PARAM_GATHER_LABEL.split(" (")[0])]
+    for _, ops, optimizer, scatters, gathers in _stage_ops(_mixtral(), stage_layout):
         assert not [op for op in ops if op.name.startswith("gradient all-gather")]
         assert scatters and all(op.index < optimizer.index for op in scatters)
         assert len(gathers) == len(scatters)
@@ -106,14 +111,7 @@ def test_the_simulator_gathers_in_the_first_forward(stage_layout):
     """With overlap_param_gather every bucket's all-gather runs in the piece's first forward, none after the
     optimizer: as many as the reduce-scatters, the same bytes; each waited on by a zero-length compute operation
     that a forward layer follows; every gather but a chain's first dispatched after the previous one's wait."""
-    sc = _overlapped()
-    est = estimate(sc, stage_layout)
-    costs = build_costs(sc, stage_layout, sc.training, model_for(sc), est.optimizer_time_s)
-    for stage in range(stage_layout.pp):
-        ops = build_stage_program(costs, stage).ops
-        (optimizer,) = [op for op in ops if op.name == "optimizer"]
-        scatters = [op for op in ops if op.name.startswith("gradient reduce-scatter")]
-        gathers = [op for op in ops if op.name.startswith(PARAM_GATHER_LABEL.split("{")[0])]
+    for stage, ops, optimizer, scatters, gathers in _stage_ops(_overlapped(), stage_layout):
         waits = [op for op in ops if op.name == PARAM_WAIT_LABEL]
         assert len(gathers) == len(scatters) == len(waits) > 0
         assert all(op.phase == "fwd" and op.mb == 0 and op.index < optimizer.index for op in gathers)

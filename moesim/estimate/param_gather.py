@@ -1,4 +1,5 @@
-"""Where ZeRO ≥ 1's parameter all-gather runs: after the optimizer step, as Megatron-Core's distributed optimizer.
+"""Where ZeRO ≥ 1's parameter all-gather runs: after the optimizer step (Megatron-Core's default), or with
+overlap_param_gather in the next forward.
 
 MCore's distributed optimizer reduce-scatters each gradient bucket as its gradients are ready (param_and_grad_buffer.py
 `start_grad_sync`), updates its shard, then gathers the updated parameters bucket by bucket: with

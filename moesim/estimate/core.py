@@ -671,7 +671,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         exposed_dp = np.max(np.where(exists, np.maximum(0.0, left - early) + tp_grad, 0), axis=1)
     else:
         exposed_dp = dp_sync
-    param_wait = param_gather  # what the step waits for of the gathers: whole after the optimizer step (default),
+    param_wait = param_gather  # what the step waits for of the gathers: whole after the optimizer step (default);
     if tr.overlap_param_gather and gather_time is not None:  # 1F1B / GPipe rows: in the forward (param_gather.py)
         param_wait = forward_gathers_s(tr, sched, param_gather, [z(g) for g in gather_time], pm, buckets_own,
                                        fwd if lazy is None else np.take(fwd, lazy, axis=0), stages.multiplicity)

@@ -56,10 +56,11 @@ def gathers_in_forward(training) -> bool:
 
 def forward_exposed_s(gathers_s, buckets, forward_s, multiplicity):
     """The gathers' time the first forward waits for, summed over the stages (arrays N × S, a column per kind of
-    stage, `multiplicity` of it in the pipeline; 0 where a stage gathers nothing). Each stage's chain: n equal buckets of G / n, the first waited on whole at the stage's first forward
-    (dispatched there, after its receive: no align_param_gather), each next dispatched when the previous is waited on
-    and hidden under that bucket's forward F / n; the stage waits max(G / n, G − F·(1 − 1/n)) — the gradient sync's
-    closed form run forward (core.py, `window`). 1F1B / GPipe: each stage's wait lies on the fill, so they add."""
+    stage, `multiplicity` of it in the pipeline; 0 where a stage gathers nothing). Each stage's chain: n equal
+    buckets of G / n, the first waited on whole at the stage's first forward (dispatched there, after its receive: no
+    align_param_gather), each next dispatched when the previous is waited on and hidden under that bucket's forward
+    F / n; the stage waits max(G / n, G − F·(1 − 1/n)) — the gradient sync's closed form run forward (core.py,
+    `window`). 1F1B / GPipe: each stage's wait lies on the fill, so they add."""
     exposed = np.maximum(gathers_s / buckets, gathers_s - forward_s * (1.0 - 1.0 / buckets))
     return np.sum(np.where(gathers_s > 0, exposed * multiplicity, 0.0), axis=1)
 

@@ -138,10 +138,23 @@ def test_the_estimate_hides_the_gathers_at_pp1_and_waits_on_the_fill_later():
     assert on.step_time_no_overlap_s == pytest.approx(off.step_time_no_overlap_s, rel=1e-12)
 
 
-def test_the_interleaved_schedule_keeps_the_gathers_after_the_step():
-    """Not priced for the interleaved schedule's aligned dispatch: the key changes nothing there (param_gather.py)."""
-    layout = Layout(dp=8, tp=1, ep=8, pp=2, vp=2)
+def test_the_interleaved_schedule_dispatches_chunks_ahead():
+    """align_param_gather: chunks 0 and 1 dispatched at the step's start on every stage, before any compute; chunk
+    k + 1 dispatched during chunk k's forwards, one chunk ahead; none after the optimizer; the estimate's step falls
+    (the gathers under the fill and the forwards)."""
+    layout = Layout(dp=8, tp=1, ep=8, pp=2, vp=4)
     sc = _mixtral()
-    base = dataclasses.replace(sc, training=dataclasses.replace(sc.training, pipeline_schedule="interleaved"))
+    base = dataclasses.replace(sc, training=dataclasses.replace(sc.training, pipeline_schedule="interleaved",
+                                                                micro_batches=8))
     on = dataclasses.replace(base, training=dataclasses.replace(base.training, overlap_param_gather=True))
-    assert estimate(on, layout).step_time_s == estimate(base, layout).step_time_s
+    for stage, ops, optimizer, scatters, gathers in _stage_ops(on, layout):
+        assert len(gathers) == len(scatters) and all(op.index < optimizer.index for op in gathers)
+        chunk = {op.index: op.vs // layout.pp for op in gathers}
+        first_compute = min(op.index for op in ops if op.stream == "compute")
+        assert {chunk[op.index] for op in gathers if op.index < first_compute} == {0, 1}
+        later = [op for op in gathers if chunk[op.index] >= 2]
+        assert later and all(op.index > first_compute for op in later)
+        for op in later:  # dispatched before its chunk's first forward
+            first_forward = min(o.index for o in ops if o.phase == "fwd" and o.vs == op.vs and o.stream == "compute")
+            assert op.index < first_forward
+    assert estimate(on, layout).step_time_s < estimate(base, layout).step_time_s

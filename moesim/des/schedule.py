@@ -50,7 +50,8 @@ from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
 from moesim.estimate.grad_buckets import bucket_params as mcore_bucket_params  # the estimate's bucket size, one rule
 from moesim.estimate.grad_buckets import bucketed, mcore_buckets
 from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER
-from moesim.estimate.param_gather import PARAM_GATHER_LABEL, PARAM_WAIT_LABEL, gathers_after_step, gathers_in_forward
+from moesim.estimate.param_gather import (ALIGNED_SCHEDULES, PARAM_GATHER_LABEL, PARAM_WAIT_LABEL, gathers_after_step,
+                                          gathers_in_forward)
 from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE
 from moesim.flops import BACKWARD_TO_FORWARD
 
@@ -134,6 +135,7 @@ class _Builder:
         # overlap_param_gather: each piece's gathers in its first forward (param_gather.gathers_in_forward)
         self.forward_gathers = gathers_in_forward(costs.training)
         self.gather_mb: dict[int, int] = {}  # piece: the micro-batch of its first forward
+        self.aligned = costs.training.pipeline_schedule in ALIGNED_SCHEDULES  # the schedule dispatches (align)
         self.dispatched: dict[tuple[int, str, int], int | None] = {}  # (piece, axis, k): its gather (None: unpriced)
         self.moe_number = {}
         n = 0
@@ -397,8 +399,16 @@ class _Builder:
                 gather = self._dispatch(piece, axis, k, mb)
                 if gather is not None:
                     self.add("compute", COMPUTE, PARAM_WAIT_LABEL, "fwd", -1, mb, (gather,), duration_s=0.0)
-                if k + 1 < len(chain):
+                if k + 1 < len(chain) and not self.aligned:  # aligned: skip_next_bucket_dispatch
                     self._dispatch(piece, axis, k + 1, mb)
+
+    def dispatch_chunk(self, piece: int) -> None:
+        """align_param_gather: every bucket of piece `piece` dispatched now, in buffer order (each buffer's bucket
+        groups from its first, the model's last layers; the dense buffer's, then the expert buffer's: Megatron-LM
+        d98e8a64 distributed_data_parallel.py start_param_sync), after the compute so far."""
+        for axis, chain in self.forward_buckets(piece).items():
+            for k in reversed(range(len(chain))):
+                self._dispatch(piece, axis, k, -1)
 
     def _dispatch(self, piece: int, axis: str, k: int, mb: int) -> int | None:
         """The parameter all-gather of piece `piece`'s k-th bucket (forward order) on `axis`, on the grad stream after
@@ -406,9 +416,11 @@ class _Builder:
         if (piece, axis, k) not in self.dispatched:
             nbytes = self.forward_buckets(piece)[axis][k][1]
             spec = self.costs.price(f"{axis}_all_gather", axis, "all_gather", nbytes)
+            vs, self.vs = self.vs, piece  # the gather's piece (dispatched ahead of its forward when aligned)
             self.dispatched[piece, axis, k] = None if spec is None else self.add(
                 "grad", COLLECTIVE, PARAM_GATHER_LABEL.format(axis=axis), "fwd", -1, mb, (self.last,), chain=False,
                 comm=spec)
+            self.vs = vs
         return self.dispatched[piece, axis, k]
 
     def grad_bucket(self, units: tuple[int, ...], layer: int, piece: int, flush: bool = False) -> None:
@@ -521,8 +533,20 @@ def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
     left = grad_passes_per_piece(slots)
     pieces_left = [len(left)]
     replicated = sum(costs.stages[vs].replicated_grad_bytes for vs in {s.vs for s in slots})  # the device's pieces
+    pp, vp = costs.layout.pp, costs.layout.vp
+    aligned = b.forward_gathers and b.aligned  # align_param_gather: chunks 0 and 1 at the step's start
+    for chunk in range(min(2, vp)) if aligned else ():  # (Megatron-LM d98e8a64 schedules.py l.1219-1221)
+        b.dispatch_chunk(chunk * pp + stage)
+    forwards = 0
     for n, slot in enumerate(slots):
         b.key = (n,)
+        if aligned and slot.kind == "F":
+            # the forward of virtual micro-batch j + rank, the first of chunk c: chunk c + 1 dispatched (1 < c + 1 <
+            # v; schedules.py l.1341-1356, is_first_microbatch_for_model_chunk: j + rank = c·pp)
+            ahead = forwards + stage
+            if ahead % pp == 0 and 1 < ahead // pp + 1 < vp:
+                b.dispatch_chunk((ahead // pp + 1) * pp + stage)
+            forwards += 1
         if slot.kind == "FB":
             overlapped(b, costs, slot, left, pieces_left)
         elif slot.kind == "F":

@@ -672,9 +672,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     else:
         exposed_dp = dp_sync
     param_wait = param_gather  # what the step waits for of the gathers: whole after the optimizer step (default);
-    if tr.overlap_param_gather and gather_time is not None:  # 1F1B / GPipe rows: in the forward (param_gather.py)
+    if tr.overlap_param_gather and gather_time is not None:  # 1F1B / GPipe / interleaved: in the forward (param_gather)
         param_wait = forward_gathers_s(tr, sched, param_gather, [z(g) for g in gather_time], pm, buckets_own,
-                                       fwd if lazy is None else np.take(fwd, lazy, axis=0), stages.multiplicity)
+                                       fwd if lazy is None else np.take(fwd, lazy, axis=0), stages.multiplicity,
+                                       np.asarray(vp, dtype=float))
 
     # Breakdown entries are what the step charges: per-micro-batch collectives (and the ZeRO-3
     # parameter gathers, recorded per step) on the slowest stage, the gradient sync on its busiest stage.

@@ -19,9 +19,11 @@ gather (dispatching it first if it is not yet: the first bucket of each chain) a
 (distributed_data_parallel.py l.517-551, param_and_grad_buffer.py l.538-575 `finish_param_sync`); the chain runs in
 forward order, from the last bucket (distributed_data_parallel.py l.369-380), one chain per buffer (dense, expert).
 Without `align_param_gather` (forced off outside the interleaved schedule, arguments.py l.1013) nothing is dispatched
-before a piece's first forward. Priced here for 1F1B and GPipe (`gathers_in_forward`); the interleaved schedule's
-aligned dispatch, ZB, DualPipe and the combined 1F1B of moe_a2a_overlap keep the gathers after the step (not priced
-yet: docs/collectives-history.md, Session 24 (paramoverlap)).
+before a piece's first forward; with the interleaved schedule and `align_param_gather` (its default) every stage
+dispatches chunks 0 and 1 at the step's start and chunk k + 1 one chunk ahead (schedules.py l.1219-1221,
+l.1341-1356). Priced here for 1F1B, GPipe and interleaved (`gathers_in_forward`); ZB, DualPipe and the combined 1F1B
+of moe_a2a_overlap keep the gathers after the step (not priced yet: docs/collectives-history.md, Session 24
+(paramoverlap)).
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ def gathers_after_step(zero_stage):
 
 # The schedules whose forward order `gathers_in_forward` prices (Megatron's forward_backward_pipelining_without_
 # interleaving and GPipe's all-forward order; moesim.des.orders).
-FORWARD_GATHER_SCHEDULES = ("1f1b", "gpipe")
+FORWARD_GATHER_SCHEDULES = ("1f1b", "gpipe", "interleaved")
+# align_param_gather (Megatron-LM d98e8a64 arguments.py l.1013: on by default, kept only with virtual stages): each
+# chunk's gathers dispatched by the schedule, not by the forward pre-hook (schedules.py l.1219-1221, l.1341-1356)
+ALIGNED_SCHEDULES = ("interleaved",)
 PARAM_WAIT_LABEL = "parameter all-gather wait"
 
 
@@ -65,12 +70,13 @@ def forward_exposed_s(gathers_s, buckets, forward_s, multiplicity):
     return np.sum(np.where(gathers_s > 0, exposed * multiplicity, 0.0), axis=1)
 
 
-def forward_gathers_s(training, schedule, after_step_s, gathers_s, multiple, buckets, forward_s, multiplicity):
+def forward_gathers_s(training, schedule, after_step_s, gathers_s, multiple, buckets, forward_s, multiplicity,
+                      chunks):
     """The step's parameter-gather time with overlap_param_gather: `forward_exposed_s` on the rows whose schedule
     runs the gathers in the forward (`gathers_in_forward`), `after_step_s` (the gathers whole after the step) on the
     rest. `gathers_s`: one array per stage (N each, the estimate's columns), `multiple` the schedule's parameter
     copies (N × 1), `buckets` N × S, `forward_s` each stage's forward per micro-batch (N × S), `multiplicity` the
-    stages of each column's kind (N × S)."""
+    stages of each column's kind (N × S), `chunks` the virtual stages v (N)."""
     from moesim.estimate.schedules import is_schedule  # the estimate's schedule codes
 
     if not training.overlap_param_gather or training.moe_a2a_overlap:  # the schedule is the candidate's: below
@@ -81,4 +87,17 @@ def forward_gathers_s(training, schedule, after_step_s, gathers_s, multiple, buc
     if not rows.any():
         return after_step_s
     stacked = np.stack(gathers_s, axis=1) * multiple
-    return np.where(rows, forward_exposed_s(stacked, buckets, forward_s, multiplicity), after_step_s)
+    exposed = forward_exposed_s(stacked, buckets, forward_s, multiplicity)
+    aligned = is_schedule(schedule, "interleaved")
+    if aligned.any():  # chunk 0 (a 1/v share of the first stage's) waited on whole: `aligned_exposed_s`
+        exposed = np.where(aligned, aligned_exposed_s(stacked, chunks), exposed)
+    return np.where(rows, exposed, after_step_s)
+
+
+def aligned_exposed_s(gathers_s, chunks):
+    """align_param_gather (the interleaved schedule): every stage dispatches its chunks 0 and 1 at the step's start,
+    each chunk's buckets in buffer order (the dense buffer's, then the expert buffer's; param_and_grad_buffer.py
+    start_param_sync), so the first stage's first layer waits on its chunk 0's gathers whole; the later stages' run
+    during the fill and chunk k + 1's while chunk k runs (dispatched one chunk ahead): not waited on in the closed
+    form (the simulator runs them). `chunks`: v (N)."""
+    return gathers_s[:, 0] / chunks

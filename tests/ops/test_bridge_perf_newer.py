@@ -74,8 +74,8 @@ RECORDED_ERROR_PCT = {
     "26.06-h100-qwen3-30b-fp8-ep16": -38.2,  # 26.06 DGX-H100 Qwen3_30B_a3B FP8: 8826; none
     "26.06-gb300-qwen3-235b-mxfp8-pp4vp12ep32": +16.7,  # 26.06 DGX-GB300 Qwen3_235B_a22B MXFP8: 9015; none
     "26.06-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -3.9,  # 26.06 DGX-GB200 Qwen3_235B_a22B MXFP8: 7376; none
-    "26.04.01-gb300-dsv3-mxfp8-pp2vp8ep32": +18.4,  # 26.04.01 DGX-GB300 DeepSeekV3 MXFP8: 4992; selective (mla_up_proj)
-    "26.04.01-gb200-dsv3-mxfp8-pp4vp4ep64": +12.9,  # 26.04.01 DGX-GB200 DeepSeekV3 MXFP8: 4256; selective (mlp)
+    "26.04.01-gb300-dsv3-mxfp8-pp2vp8ep32": +17.8,  # 26.04.01 DGX-GB300 DeepSeekV3 MXFP8: 4992; selective (mla_up_proj)
+    "26.04.01-gb200-dsv3-mxfp8-pp4vp4ep64": +12.8,  # 26.04.01 DGX-GB200 DeepSeekV3 MXFP8: 4256; selective (mlp)
     "26.04.01-b300-dsv3-mxfp8-pp8ep8": +9.6,  # 26.04.01 DGX-B300 DeepSeekV3 MXFP8: 3456; selective (mla_up_proj)
     # the recipe's modules: selective (mla_up_proj, mlp), priced since session 21 (recompmods; moesim's rule before)
     "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": -2.1,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; the recipe's modules
@@ -85,12 +85,12 @@ RECORDED_ERROR_PCT = {
     "26.04.01-b200-qwen3-30b-mxfp8-ep8": -14.4,  # 26.04.01 DGX-B200 Qwen3_30B_a3B MXFP8: 27136; none
     "26.04.01-h100-qwen3-30b-fp8-ep16": -37.3,  # 26.04.01 DGX-H100 Qwen3_30B_a3B FP8: 8960; none
     "26.04.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": +1.9,  # 26.04.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 6944; none
-    "26.04.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": +2.0,  # 26.04.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5680; none
+    "26.04.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": +1.9,  # 26.04.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5680; none
     "26.04.01-b300-qwen3-235b-mxfp8-pp8ep8": +1.2,  # 26.04.01 DGX-B300 Qwen3_235B_a22B MXFP8: 5936; none
     "26.04.01-b200-qwen3-235b-mxfp8-pp8ep8": -21.4,  # 26.04.01 DGX-B200 Qwen3_235B_a22B MXFP8: 3776; none
     "26.04.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -17.8,  # 26.04.01 DGX-H100 Qwen3_235B_a22B FP8: 1712; none
-    "26.04-gb300-dsv3-mxfp8-pp2vp8ep32": +17.8,  # 26.04 DGX-GB300 DeepSeekV3 MXFP8: 4965; selective (mla_up_proj)
-    "26.04-gb200-dsv3-mxfp8-pp4vp4ep64": +11.3,  # 26.04 DGX-GB200 DeepSeekV3 MXFP8: 4193; selective (mlp)
+    "26.04-gb300-dsv3-mxfp8-pp2vp8ep32": +17.1,  # 26.04 DGX-GB300 DeepSeekV3 MXFP8: 4965; selective (mla_up_proj)
+    "26.04-gb200-dsv3-mxfp8-pp4vp4ep64": +11.2,  # 26.04 DGX-GB200 DeepSeekV3 MXFP8: 4193; selective (mlp)
     "26.04-b300-dsv3-mxfp8-pp16ep8": +10.7,  # 26.04 DGX-B300 DeepSeekV3 MXFP8: 3131; selective (mla_up_proj)
     "26.04-b200-dsv3-mxfp8-pp16ep8": +6.2,  # 26.04 DGX-B200 DeepSeekV3 MXFP8: 2815; selective (mla_up_proj)
     "26.04-gb300-qwen3-30b-mxfp8-ep8": -14.2,  # 26.04 DGX-GB300 Qwen3_30B_a3B MXFP8: 31470; none
@@ -98,12 +98,12 @@ RECORDED_ERROR_PCT = {
     "26.04-b300-qwen3-30b-mxfp8-ep8": -11.9,  # 26.04 DGX-B300 Qwen3_30B_a3B MXFP8: 30553; none
     "26.04-b200-qwen3-30b-mxfp8-ep8": -15.3,  # 26.04 DGX-B200 Qwen3_30B_a3B MXFP8: 26859; none
     "26.04-h100-qwen3-30b-fp8-ep16": -37.7,  # 26.04 DGX-H100 Qwen3_30B_a3B FP8: 8901; none
-    "26.04-gb300-qwen3-235b-mxfp8-pp4vp12ep32": +2.7,  # 26.04 DGX-GB300 Qwen3_235B_a22B MXFP8: 6994; none
+    "26.04-gb300-qwen3-235b-mxfp8-pp4vp12ep32": +2.6,  # 26.04 DGX-GB300 Qwen3_235B_a22B MXFP8: 6994; none
     "26.04-gb200-qwen3-235b-mxfp8-pp8vp3ep32": +1.8,  # 26.04 DGX-GB200 Qwen3_235B_a22B MXFP8: 5672; none
     "26.04-b300-qwen3-235b-mxfp8-pp8ep8": -9.0,  # 26.04 DGX-B300 Qwen3_235B_a22B MXFP8: 4865; none
     "26.04-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -19.0,  # 26.04 DGX-H100 Qwen3_235B_a22B FP8: 1686; none
-    "26.02.01-gb300-dsv3-mxfp8-pp2vp8ep32": +11.3,  # 26.02.01 DGX-GB300 DeepSeekV3 MXFP8: 4691; selective (mla_up_proj)
-    "26.02.01-gb200-dsv3-mxfp8-pp4vp4ep64": +8.4,  # 26.02.01 DGX-GB200 DeepSeekV3 MXFP8: 4021; selective (mla_up_proj)
+    "26.02.01-gb300-dsv3-mxfp8-pp2vp8ep32": +10.7,  # 26.02.01 DGX-GB300 DeepSeekV3 MXFP8: 4691; selective (mla_up_proj)
+    "26.02.01-gb200-dsv3-mxfp8-pp4vp4ep64": +8.3,  # 26.02.01 DGX-GB200 DeepSeekV3 MXFP8: 4021; selective (mla_up_proj)
     "26.02.01-b300-dsv3-mxfp8-pp16ep8": +9.5,  # 26.02.01 DGX-B300 DeepSeekV3 MXFP8: 3099; selective (mla_up_proj)
     "26.02.01-b200-dsv3-mxfp8-pp16ep8": +5.3,  # 26.02.01 DGX-B200 DeepSeekV3 MXFP8: 2790; selective (mla_up_proj)
     "26.02.01-gb300-qwen3-30b-mxfp8-ep8": -17.1,  # 26.02.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 30411; none

@@ -88,7 +88,9 @@ def forward_gathers_s(training, schedule, after_step_s, gathers_s, multiple, buc
         return after_step_s
     stacked = np.stack(gathers_s, axis=1) * multiple
     exposed = forward_exposed_s(stacked, buckets, forward_s, multiplicity)
-    aligned = is_schedule(schedule, "interleaved")
+    aligned = np.zeros(len(forward_s), dtype=bool)
+    for name in ALIGNED_SCHEDULES:
+        aligned |= is_schedule(schedule, name)
     if aligned.any():  # chunk 0 (a 1/v share of the first stage's) waited on whole: `aligned_exposed_s`
         exposed = np.where(aligned, aligned_exposed_s(stacked, chunks), exposed)
     return np.where(rows, exposed, after_step_s)

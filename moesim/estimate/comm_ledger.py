@@ -85,6 +85,11 @@ class CommLedger:
         entry[7].append(costs)
         return calls_stage * t
 
+    def time_of(self, name: str, axis: str, op: str, size_bytes: np.ndarray) -> np.ndarray:
+        """One call's time of `op` on `axis` at `size_bytes` (N, S), recording nothing: a size the step's entries
+        already count at another grouping (ZB-V's sends per boundary, `add`'s pp_send_recv per stage)."""
+        return self._pricer(name)[1].price_runs(op, size_bytes, self.groups[axis], False)[0]
+
     def add_packed(self, axis: str, priced: list[tuple[str, str, float, np.ndarray]], size_bytes: np.ndarray,
                    owner: np.ndarray) -> list[np.ndarray]:
         """`add` of each (name, op, bytes per size unit, calls (N, K)) of `priced` at sizes `size_bytes` (N, K) ×

@@ -45,7 +45,7 @@ from moesim.estimate.grad_buckets import (bucket_params, chunk_buckets, earlier_
 from moesim.estimate.mla_tp_comms import MLA_WGRAD_GATHER
 from moesim.estimate.param_gather import PARAM_GATHER_NAMES, forward_gathers_s, gathers_after_step
 from moesim.estimate.stages import (Stages, dualpipe_pair_columns, first_leg_counts, per_stage, pipeline_stages,
-                                    run_ends, v_rows)
+                                    run_ends, v_leg_tokens, v_rows)
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
 from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE, reduces_over_tp, replicated_grad_bytes
@@ -356,6 +356,11 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     pp_forward = add("pp_send_recv", "pp", "send_recv", pp_bytes, np.where(last, 0, 1))
     previous = b[:, None] * stages.tokens_in * model.d_model * builder.q_a / sp_split
     pp_backward = add("pp_send_recv", "pp", "send_recv", previous, np.where(first, 0, 1))
+    # ZB-V: each device's two sends down the V, each at its own boundary's size (stages.v_leg_tokens)
+    leg_send = None if leg_share is None else [np.where(legs > 0, ledger.time_of(
+        "pp_send_recv", "pp", "send_recv", b[:, None] * legs * model.d_model * builder.q_a / sp_split), 0.0)
+        for legs in np.moveaxis(v_leg_tokens(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers, v_sf,
+                                             on, n_stages), 2, 0)]
     # Interleaved, the chunks wrap around: the last device sends v − 1 chunk outputs forward to device 0, which
     # sends v − 1 input gradients back (Megatron's interleaved schedule: every chunk boundary but the model's ends).
     wrap = np.where(sch.is_schedule(sched, "interleaved"), np.asarray(vp, dtype=float) - 1, 0.0)[:, None]
@@ -492,6 +497,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     layer_fwd_comm, embedding_fwd_comm, leg_fwd_comm, leg_comm = (z(a) if np.ndim(a) else a for a in (
         layer_fwd_comm, embedding_fwd_comm, leg_fwd_comm, leg_comm))
     a2a_call = {k: z(v) for k, v in a2a_call.items()}
+    leg_send = None if leg_send is None else [z(a) for a in leg_send]
     at_last = 1.0 - zb_v[:, None]  # the head's collectives where the schedule runs the head (ZB-V: the first stage)
     if "first" in head_comm:
         for end, keep in (("last", at_last), ("first", 1.0 - at_last)):
@@ -598,7 +604,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         # I¹ and W¹: the first-leg piece's I (its layers' with their collectives but the forward's) and W
         leg_b = own(leg_i) + leg_comm - leg_fwd_comm
         zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(slot_fwd) + fwd_comm - pp_forward, own(weight_mb), stages.latest,
-                             stages.multiplicity, hop, first_leg, stages.index, leg_b, own(leg_w))
+                             stages.multiplicity, hop, first_leg, stages.index, leg_b, own(leg_w), leg_send)
     zbh1 = None
     if zb_h1.any():  # each device's tail after its last I on every stage's own times (zbh1_pipe_s; stages.run_ends)
         h1_rows = np.flatnonzero(zb_h1)  # its rows only (a search tries several schedules per layout)

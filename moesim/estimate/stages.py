@@ -205,15 +205,43 @@ def first_leg_counts(workload: Workload, pp: np.ndarray, first: np.ndarray | Non
     """(N, width, classes) the layers of each class in the first-leg piece (piece d of device d: Qi et al. ICLR'24
     §6, workload.v_shape_ranges) of each representative stage of `pipeline_stages(..., v)` on the ZB-V `rows`
     ((N,) bool; a row not in `v` has contiguous stages that are its devices, `v_apart`), 0 elsewhere."""
+    return _on_representatives(workload, pp, first, last, v, rows, width, len(workload.classes),
+                               lambda key: _v_devices(workload, *key)[3])
+
+
+def _on_representatives(workload: Workload, pp: np.ndarray, first: np.ndarray | None, last: np.ndarray | None,
+                        v: np.ndarray | None, rows: np.ndarray, width: int, columns: int, per_device) -> np.ndarray:
+    """(N, width, columns) per_device((p, first, last)), a (p, columns) array over the devices, at each representative
+    stage of `pipeline_stages(..., v)` on the `rows` ((N,) bool), 0 elsewhere."""
     first, last = _ends(len(pp), first, last)
     keys, inverse = _keys_v(np.asarray(pp, dtype=np.int64), first, last, v)
     wanted = np.zeros(len(keys), dtype=bool)
     wanted[inverse[np.asarray(rows, dtype=bool)]] = True
-    out = np.zeros((len(keys), width, len(workload.classes)))
+    out = np.zeros((len(keys), width, columns))
     for row in np.flatnonzero(wanted):
         index = _representatives(workload, *keys[row])[0]
-        out[row, :len(index)] = _v_devices(workload, *keys[row][:3])[3][index]
+        out[row, :len(index)] = per_device(keys[row][:3])[index]
     return out[inverse]
+
+
+@lru_cache(maxsize=256)
+def _v_leg_tokens(workload: Workload, p: int, first: int | None, last: int | None) -> np.ndarray:
+    """(p, 2) tokens per sequence of each ZB-V device's two sends down the V: its first-leg piece d's output to device
+    d + 1 and its second-leg piece 2p − 1 − d's to device d − 1 (0 where none: the last device's first leg feeds its
+    own second, device 0's second-leg piece ends the V). Each boundary's input gradient goes back at the same size
+    (Qi et al. ICLR'24 §6; des.zbv_order sends each piece's own boundary)."""
+    out_piece = _boundary_tokens(workload, v_shape_ranges(workload, p, first, last))
+    legs = np.zeros((p, 2))
+    for d in range(p):
+        legs[d] = (out_piece[d] if d < p - 1 else 0.0, out_piece[2 * p - 1 - d] if d > 0 else 0.0)
+    return legs
+
+
+def v_leg_tokens(workload: Workload, pp: np.ndarray, first: np.ndarray | None, last: np.ndarray | None,
+                 v: np.ndarray | None, rows: np.ndarray, width: int) -> np.ndarray:
+    """(N, width, 2) `_v_leg_tokens` of each representative stage of `pipeline_stages(..., v)` on the ZB-V `rows`
+    ((N,) bool), 0 elsewhere (as `first_leg_counts`)."""
+    return _on_representatives(workload, pp, first, last, v, rows, width, 2, lambda key: _v_leg_tokens(workload, *key))
 
 
 def _keys_and_width(workload: Workload, pp: np.ndarray, first: np.ndarray | None, last: np.ndarray | None,

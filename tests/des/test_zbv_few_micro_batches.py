@@ -47,6 +47,39 @@ def test_one_micro_batch_crosses_the_v_down_and_back():
     assert 1 * 6.0 + 3 * max(1.0, 3.0) < _zbv(1, 4, 2.0, 3.0, 1.0)
 
 
+def test_each_hop_is_priced_at_its_own_boundary():
+    """Session 24 (zbvsends): `leg_send_s` (h¹, h²), each stage's first-leg send (devices 0 to p − 2) and second-leg
+    one (devices 1 to p − 1). m = 1: p·(F + B) + W/2 plus each of the 2p − 2 boundaries' own send, both ways; every
+    hop at h: the scalar form bit for bit; smaller hops never lengthen the step."""
+    p, f, b, w, h = 4, 2.0, 3.0, 1.0, 0.1
+    stages = _equal_stages(p, f, b, w)  # stages 0 | 1-2 | 3
+    h1, h2 = np.array([[0.08, 0.08, 0.0]]), np.array([[0.0, 0.1, 0.1]])
+
+    def step(m, legs):
+        return float(zbv_pipe_s(np.array([m]), np.array([p]), *stages, h, None, None, None, None, legs)[0])
+
+    assert step(1, (h1, h2)) == pytest.approx(p * (f + b) + w / 2 + 2 * (3 * 0.08 + 3 * 0.1))
+    for m in range(1, 3 * p):
+        assert step(m, (np.where(h1 > 0, h, 0.0), np.where(h2 > 0, h, 0.0))) == step(m, None)
+        assert step(m, (h1, h2)) <= step(m, None)
+
+
+def test_switch_cs_devices_send_each_boundary_at_its_own_tokens():
+    """Switch-C at pp 4 (stages.v_leg_tokens): devices 0-2 send their encoder piece's 512 tokens down the first leg,
+    devices 1-3 their decoder piece's 114 tokens plus the encoder output's 512 up the second; the last device's first
+    leg feeds its own second piece, device 0's second-leg piece ends the V (des.zbv_order sends each boundary so)."""
+    from moesim.estimate.stages import pipeline_stages, v_leg_tokens, v_rows
+    from moesim.workload import build_workload
+
+    sc = load_scenario("switch-c-2048-tpu-v3")
+    wl, pp = build_workload(sc.model, *sc.seq_lens), np.array([4])
+    v = v_rows(wl, pp, None, None, np.array([True]))
+    index = pipeline_stages(wl, pp, v=v).index[0]
+    legs = v_leg_tokens(wl, pp, None, None, v, np.array([True]), len(index))[0]
+    assert [(int(d), *legs[k].tolist()) for k, d in enumerate(index) if d >= 0] == [
+        (0, 512.0, 0.0), (1, 512.0, 626.0), (3, 0.0, 626.0)]
+
+
 # (p, m, F, B, W a stage) -> sail-sg's ZB-V makespan: zerobubble/scheduler/zbv.py @ 39f2c186,
 # `PipelineGraph(p, m, f, b, w, c=0, ...)` with the chunk costs f = 1000·F/2, b = 1000·B/2, w = 1000·W/2 and its
 # makespan divided by 1000:
@@ -169,6 +202,9 @@ def _run(scenario: str, changes: dict, layout: Layout) -> tuple[float, float]:
 # Switch-C m 1 +0.91 -> +0.20 % (bar 2 -> 0.5 %), m 2 −0.45 -> +0.11 % (1 -> 0.5 %), m 4 +0.44 -> −0.06 %; Switch-Base
 # pp 4 −0.14 -> −0.23 %, pp 8 −0.72 -> −0.74 %, DeepSeek-V3 −2.92 -> −3.03 % (the simulator's sync after the pipeline
 # +110.0 ms, the estimate's one bucket +74.6 ms); Llama (tp 2 dp 1: no gradient sync) and ZB-H1 unchanged.
+# Session 24 (zbvsends), each hop of the form at its own boundary's send (stages.v_leg_tokens; base 5d0d0b1 -> after):
+# Switch-C m 1 +0.202 -> −0.000 % (bar 0.5 -> 0.1 %), m 2 +0.106 -> −0.000 % (0.5 -> 0.1 %); Switch-Base pp 4
+# −0.229 -> −0.049 % (0.5 -> 0.1 %), pp 8 −0.740 -> −0.017 % (1 -> 0.1 %); every other case here unchanged.
 LLAMA = "llama3-70b-l12-b200-tp8"
 
 
@@ -187,9 +223,9 @@ CASES = [
     ("llama zb-v m8 (2pp)", LLAMA, _llama("zb-v", 8), Layout(dp=1, tp=2, pp=4), 0.02),
     ("llama zb-h1 m1", LLAMA, _llama("zb-h1", 1), Layout(dp=1, tp=2, pp=4), 0.02),
     ("switch-c zb-v m1", "switch-c-2048-tpu-v3", {"micro_batches": 1, "pipeline_schedule": "zb-v", "zero_stage": 2},
-     Layout(dp=512, ep=512, pp=4), 0.005),
+     Layout(dp=512, ep=512, pp=4), 0.001),
     ("switch-c zb-v m2", "switch-c-2048-tpu-v3", {"micro_batches": 2, "pipeline_schedule": "zb-v", "zero_stage": 2},
-     Layout(dp=512, ep=512, pp=4), 0.005),
+     Layout(dp=512, ep=512, pp=4), 0.001),
     ("switch-c zb-v m4", "switch-c-2048-tpu-v3", {"micro_batches": 4, "pipeline_schedule": "zb-v", "zero_stage": 2},
      Layout(dp=512, ep=512, pp=4), 0.005),
     ("switch-c zb-h1 m1", "switch-c-2048-tpu-v3", {"micro_batches": 1, "pipeline_schedule": "zb-h1", "zero_stage": 2},
@@ -197,8 +233,8 @@ CASES = [
     # Session 24 (zbvpieces), models whose V pieces hold another layer mix than contiguous stages (base cd72fd9 ->
     # after): Switch-Base pp 4 +0.97 -> −0.14 %, pp 8 −0.99 -> −0.72 % (an encoder-decoder; m 1 as shipped);
     # DeepSeek-V3 as shipped (dense layers 0-2, the MTP module beside the head on device 0) at m 120 −23.96 -> −2.92 %.
-    ("switch-base zb-v pp4", "switch-base-128-tpu-v3", {"pipeline_schedule": "zb-v"}, Layout(dp=8, ep=8, pp=4), 0.005),
-    ("switch-base zb-v pp8", "switch-base-128-tpu-v3", {"pipeline_schedule": "zb-v"}, Layout(dp=4, ep=4, pp=8), 0.01),
+    ("switch-base zb-v pp4", "switch-base-128-tpu-v3", {"pipeline_schedule": "zb-v"}, Layout(dp=8, ep=8, pp=4), 0.001),
+    ("switch-base zb-v pp8", "switch-base-128-tpu-v3", {"pipeline_schedule": "zb-v"}, Layout(dp=4, ep=4, pp=8), 0.001),
     ("deepseek-v3 zb-v", "deepseek-v3-h800", {"pipeline_schedule": "zb-v"},
      Layout(dp=128, ep=64, pp=16, first_stage_layers=3, last_stage_layers=2), 0.035),
 ]
@@ -262,7 +298,7 @@ def test_switch_cs_devices_are_priced_on_the_v_pieces_they_hold(monkeypatch):
     sc = dataclasses.replace(sc, training=dataclasses.replace(
         sc.training, micro_batches=m, pipeline_schedule="zb-v", zero_stage=2))
     result = simulate(sc, layout, SimOptions(contention=False, expected_loads=True, trace=True))
-    _m, _p, _t, fwd_s, weight_s, position, _count, _h, first_leg_s, _earliest, leg_i_s, _leg_w = seen[-1]
+    _m, _p, _t, fwd_s, weight_s, position, _count, _h, first_leg_s, _earliest, leg_i_s, _leg_w, *_sends = seen[-1]
     pieces = v_shape_ranges(build_workload(sc.model, *sc.seq_lens), 4)
     assert position[0].tolist() == [0.0, 2.0, 3.0]  # devices 1 and 2 alike: one representative
     for column, stage in enumerate(position[0].astype(int)):

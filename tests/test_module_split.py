@@ -24,6 +24,10 @@ MOVED = {
         "Evaluation": "moesim.estimate.evaluation", "CommTotal": "moesim.estimate.evaluation",
         "PER_MB_AXES": "moesim.estimate.evaluation", "_order_free_rows": "moesim.estimate.folds",
         "_schedule_free_rows": "moesim.estimate.folds",
+        # session 24 (tidy24): what each device holds and a pipeline layout's chunks split out
+        "device_holdings": "moesim.estimate.holdings", "fitting_rows": "moesim.estimate.holdings",
+        "nothing_fits": "moesim.estimate.holdings", "no_layout": "moesim.estimate.layout_chunks",
+        "layout_chunk_weights": "moesim.estimate.layout_chunks", "layout_bubble": "moesim.estimate.layout_chunks",
     },
     "moesim.collectives.topo_model": {  # session 8: the algorithm menu split out
         "_PASSES": "moesim.collectives.algorithm_menu", "_P2P_OPS": "moesim.collectives.algorithm_menu",
@@ -79,7 +83,8 @@ def test_the_split_modules_are_under_the_line_and_the_moved_classes_are_defined_
 
     root = Path(__file__).resolve().parents[1] / "moesim"
     for rel in ("calibrate/design.py", "calibrate/observations.py", "specs/hardware.py", "specs/efficiency.py",
-                "specs/dtypes.py", "collectives/topo_model.py", "collectives/tier_layout.py"):
+                "specs/dtypes.py", "collectives/topo_model.py", "collectives/tier_layout.py",
+                "estimate/holdings.py", "estimate/layout_chunks.py"):
         assert len((root / rel).read_text().splitlines()) <= 400, rel
     efficiency = importlib.import_module("moesim.specs.efficiency")
     for name in ("EfficiencyTable", "OpTable", "ComputeEfficiency"):

@@ -17,37 +17,37 @@ arXiv 2104.04473):
               model FLOP count the expert assignments processed, not those a capacity rule drops
 
 `evaluate` reads top to bottom: fold the candidates (folds.py), per-layer terms (terms.py) placed on
-stages (stages.py), what each device holds (device_state.py: parameters, optimizer step, memory), the
-collectives priced and counted per stage (comm_ledger.py), the pipeline (schedules.py), the totals
-(evaluation.py: the arrays it returns).
+stages (stages.py), what each device holds (holdings.py over device_state.py: parameters, optimizer step,
+memory), the collectives priced and counted per stage (comm_ledger.py), the pipeline (schedules.py; a
+pipeline layout's uneven chunks: layout_chunks.py), the totals (evaluation.py: the arrays it returns).
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import numpy as np
 
 from moesim import memory as mem
 from moesim.estimate import schedules as sch
-from moesim.estimate.context_parallel import exposed_ring_time_s, tokens_divisor
+from moesim.estimate.context_parallel import exposed_ring_time_s
 from moesim.collectives.base import CollectiveModel
 from moesim.estimate.candidates import Candidates
 from moesim.estimate.comm_ledger import CommLedger, comm_totals
 from moesim.estimate.embedding_sync import (EMBEDDING_AXIS, embedding_concurrent, embedding_grad_bytes,
                                             embedding_group, ends_apart, shares_embedding)
-from moesim.estimate.device_state import optimizer_time_s, stage_memory, stage_params
+from moesim.estimate.device_state import optimizer_time_s
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
-from moesim.estimate.folds import as_float, order_free_rows, schedule_free_rows, take_rows
+from moesim.estimate.folds import order_free_rows, schedule_free_rows, take_rows
 from moesim.estimate.grad_buckets import (bucket_params, chunk_buckets, earlier_end_s, first_stage_buckets,
                                          first_stage_exposed_s, interleaved_chunks_exposed_s)
+from moesim.estimate.holdings import device_holdings, fitting_rows, nothing_fits
+from moesim.estimate.layout_chunks import layout_bubble, layout_chunk_weights, no_layout
 from moesim.estimate.mla_tp_comms import MLA_WGRAD_GATHER
 from moesim.estimate.param_gather import PARAM_GATHER_NAMES, gathers_after_step
-from moesim.estimate.stages import (Stages, dualpipe_pair_columns, first_leg_counts, per_stage, pipeline_stages,
-                                    run_ends, v_rows)
+from moesim.estimate.stages import Stages, first_leg_counts, per_stage, run_ends, v_rows
 from moesim.estimate.strides import candidate_strides
-from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
+from moesim.estimate.terms import CommCall
 from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE, reduces_over_tp, replicated_grad_bytes
 from moesim.capacity import expected_drop_fraction_array
 from moesim.flops import BACKWARD_TO_FORWARD, training_flops_per_sequence
@@ -94,14 +94,14 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     base, of = order_free_rows(cands)
     rows = None
     if fitting_only:  # the layout search ranks only what fits: the rest is priced on the rows that fit
-        rows, base, of, fitted, kept_at = _fitting_rows(scenario, wl, cands, base, of)
+        rows, base, of, fitted, kept_at = fitting_rows(scenario, wl, cands, base, of)
         if rows is not None and not len(rows):
-            return _nothing_fits(cands, fitted)
+            return nothing_fits(cands, fitted)
         full = full if rows is None else full.take(rows)
     if of is not None or rows is not None:
         cands = cands.take(base)
     # The memory check's figures of the rows kept, not computed again (row by row the same: searchspeed19).
-    held = _held(scenario, wl, cands, lambda builder: [builder.build(cls) for cls in wl.classes],
+    held = device_holdings(scenario, wl, cands, lambda builder: [builder.build(cls) for cls in wl.classes],
                  None if not fitting_only else (fitted, kept_at))
     tp, pp, ep, etp, m, edp = held.tp, held.pp, held.ep, held.etp, held.m, held.edp
     cp, vp, sched = held.cp, held.vp, held.sched
@@ -136,7 +136,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     compute_pair_mb = compute_mb if not sm_shared else \
         compute_mb - fwd - bwd - recompute + per_stage(counts, [t.pair_time_s() + t.recompute_pair_s() for t in terms])
     # Uneven virtual stages (a pipeline layout, interleaved): each chunk's compute, for the bubble (layout_pipe_s).
-    chunk_weights = _layout_chunk_weights(cands, wl, terms, sched, logits_time, embedding_time, embedding_bwd)
+    chunk_weights = layout_chunk_weights(cands, wl, terms, sched, logits_time, embedding_time, embedding_bwd)
     # Weight-gradient part W (zero-bubble schedules) and the attention cores a CP ring hides under.
     weight_mb = per_stage(counts, [sch.weight_grad_time_s(t) for t in terms])
     weight_mb += np.where(head, logits_time[:, None] / 3, 0.0) + np.where(first, embedding_bwd[:, None], 0.0)
@@ -242,7 +242,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     zb_v = sch.is_schedule(sched, "zb-v").astype(float)  # (every candidate) ZB-V: the head on the first stage
     # Interleaved, a stage syncs its v chunks apart (grad_buckets.bucketed): the buckets' sizes follow v (even
     # chunks; a pipeline layout's uneven chunks keep 1/v of the stage's buckets each, below).
-    chunks = np.where(sch.is_schedule(sched, "interleaved") & (np.asarray(vp) > 1) & _no_layout(cands),
+    chunks = np.where(sch.is_schedule(sched, "interleaved") & (np.asarray(vp) > 1) & no_layout(cands),
                       np.asarray(vp, dtype=float), 1.0)
     # ZB-V's rows on their devices' V pieces (stages.v_rows) hold other layers than the same row's other schedules
     v_full = v_rows(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers, zb_v > 0)
@@ -611,13 +611,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                                                ends=True)
         a2a_pair = t_mb - compute_1 + (pick(compute_pair_mb) if sm_shared else compute_1) - pick(saved)
         # interleaved, even chunks: the slots walked in Megatron's order, each waiting on its sends (a2a_order)
-        walked = np.flatnonzero(sch.is_schedule(sched, "interleaved") & (pp > 1) & _no_layout(cands))
+        walked = np.flatnonzero(sch.is_schedule(sched, "interleaved") & (pp > 1) & no_layout(cands))
         if len(walked):
             r = (lambda a: a) if of is None else (lambda a: np.take(a, of, axis=0))  # noqa: E731
             walk = a2a_order.walk_pipe_s(walked, cands, wl, m, pp, vp, stage_mb, compute_mb, compute_pair_mb, saved,
                                          own(fwd), r(logits_time), r(input_embedding), r(embedding_bwd), hop, lead,
                                          tail)
-    chunk_bubble = None if chunk_weights is None else _layout_bubble(
+    chunk_bubble = None if chunk_weights is None else layout_bubble(
         chunk_weights, of, cands, wl, stage_mb, m, t_mb)
     pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick_of(fwd), pick_of(bwd_mb) + pick(bwd_comm),
                                        pick_of(weight_mb), hop, overlapped, below, zbv, zbh1_pipe=zbh1,
@@ -697,214 +697,3 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         expert_capacity=capacity, tokens_per_device=tokens_per_device, drop_fraction=drop_fraction, rows=rows,
         moe_by_stack=by_stack,
     )
-
-
-@dataclass(frozen=True)
-class _Held:
-    """What `_held` gives evaluate: the candidates' degrees as floats (sched: schedule codes), b sequences per
-    micro-batch per device, the term builder and per-class terms, the representative stages and their masks,
-    parameters per device, and stage memory (device_state.stage_memory's four results)."""
-
-    dp: np.ndarray
-    tp: np.ndarray
-    pp: np.ndarray
-    ep: np.ndarray
-    etp: np.ndarray
-    m: np.ndarray
-    edp: np.ndarray
-    cp: np.ndarray
-    vp: np.ndarray
-    sched: np.ndarray
-    b: np.ndarray
-    builder: TermBuilder
-    terms: list
-    stages: Stages
-    v: np.ndarray | None  # the ZB-V rows priced on their devices' two V pieces (stages.v_rows); None: none
-    exists: np.ndarray
-    first: np.ndarray
-    last: np.ndarray
-    head: np.ndarray  # the device holding the output head: the last stage's, the first's under ZB-V
-    dense_params: np.ndarray
-    expert_params: np.ndarray
-    dcp: np.ndarray
-    zero: np.ndarray
-    pair: np.ndarray
-    memory: dict
-    total_mem: np.ndarray
-    mem_index: np.ndarray
-    capacity_bytes: float
-
-
-def _held(scenario: Scenario, wl, cands: Candidates, build_terms,
-          memory_of: tuple[_Held, np.ndarray | None] | None = None) -> _Held:
-    """Per candidate row of `cands`, what each device holds (see `_Held`); `build_terms(builder)` gives the
-    per-class terms (TermBuilder.build, or memory_terms: the same memory without pricing any operator).
-    `memory_of` (held, at): the memory already found for these rows, `cands` being held's rows `at` (None: all),
-    read from there (stage columns past this batch's width are padding: dropped) instead of computed again."""
-    model, hw, tr = scenario.model, scenario.hardware, scenario.training
-    f = as_float
-    dp, tp, pp, ep, etp, m = f(cands.dp), f(cands.tp), f(cands.pp), f(cands.ep), f(cands.etp), f(cands.micro_batches)
-    edp = f(cands.edp)
-    cp, vp, sched = f(cands.cp), f(cands.vp), cands.schedule_codes(tr)
-    n_cand = len(cands)
-    b = tr.global_batch_sequences / (dp * m) / tokens_divisor(cp)  # per device: the micro-batch over cp
-    builder = TermBuilder(model, hw, tr, b, tp, ep, etp, cands.recompute, f(cands.capacity_factor), cp, cands.cp_comm)
-    terms: list[ClassTerms] = build_terms(builder)
-    # One representative per kind of stage (see stages.py); uneven splits as specs.layout.stage_layers. ZB-V's
-    # device d holds the V's pieces d and 2p − 1 − d (stages.v_rows: where they differ from contiguous stage d).
-    v = v_rows(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers, sch.is_schedule(sched, "zb-v"))
-    stages = pipeline_stages(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers, v)
-    n_stages = stages.counts.shape[1]
-    exists = stages.index >= 0
-    first, last = stages.index == 0, stages.index == (pp[:, None] - 1)
-    # ZB-V runs the model's last piece, the head, on device 0 beside the embedding (moesim.des.orders: pieces d
-    # and 2p − 1 − d on device d), every other schedule on the last stage.
-    head = np.where(sch.is_schedule(sched, "zb-v")[:, None], first, last)
-    dense_params, expert_params = stage_params(wl, stages.counts, first, head, sched, tp, ep, etp)
-    dcp = dp * cp  # CP ranks hold the same weights: gradients reduce and ZeRO shards over dp·cp
-    zero = cands.zero_stage[:, None]
-    # Memory per stage.
-    # DualPipe: the device of stage s also holds stage p − 1 − s (its `pair` column), each with 1F1B's
-    # min(m, p − s) micro-batches in flight: PP + 1 per device and 2x parameters when stages are alike
-    # (DeepSeek-V3 Table 2); first and last share the embedding the MTP module reads (§3.2.3).
-    dual = sch.is_schedule(sched, "dualpipe")[:, None]
-    # Without a DualPipe candidate every pair term below is masked out: any in-range column will do.
-    pair = dualpipe_pair_columns(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers,
-                                 n_stages) if dual.any() \
-        else np.full((n_cand, n_stages), -1)
-    pair = np.where(pair >= 0, pair, np.arange(n_stages)[None, :])
-    if memory_of is None:
-        chunk_held = _layout_in_flight(cands, sched, m, stages.index)
-        memory, total_mem, mem_index, capacity_bytes = stage_memory(
-            wl, model, hw, tr, terms, stages, dense_params, expert_params, sched=sched, dual=dual, pair=pair, b=b,
-            m=m, pp=pp, tp=tp, ep=ep, etp=etp, vp=vp, dcp=dcp, edp=edp, zero=zero, first=first, last=head,
-            exists=exists, layout_in_flight=chunk_held)
-    else:
-        known, at = memory_of
-        rows = (lambda a: a) if at is None else (lambda a: np.take(a, at, axis=0))  # noqa: E731
-        memory = {k: rows(v)[:, :n_stages] if np.ndim(v) == 2 else rows(v) for k, v in known.memory.items()}
-        total_mem, mem_index, capacity_bytes = rows(known.total_mem), rows(known.mem_index), known.capacity_bytes
-    return _Held(dp=dp, tp=tp, pp=pp, ep=ep, etp=etp, m=m, edp=edp, cp=cp, vp=vp, sched=sched, b=b, builder=builder,
-                 terms=terms, stages=stages, v=v, exists=exists, first=first, last=last, head=head,
-                 dense_params=dense_params,
-                 expert_params=expert_params, dcp=dcp, zero=zero, pair=pair, memory=memory, total_mem=total_mem,
-                 mem_index=mem_index, capacity_bytes=capacity_bytes)
-
-
-def _layout_in_flight(cands: Candidates, sched: np.ndarray, m: np.ndarray, index: np.ndarray) -> np.ndarray | None:
-    """(N, S) in-flight micro-batches of interleaved candidates with a pipeline layout (schedules.layout_in_flight,
-    their uneven chunks), NaN elsewhere; None when no candidate has a layout."""
-    if cands.pipeline_layout is None or not any(x is not None for x in cands.pipeline_layout):
-        return None
-    from moesim.specs.pipeline_layout import parse
-
-    out = np.full(index.shape, np.nan)
-    interleaved = sch.is_schedule(sched, "interleaved")
-    for n, text in enumerate(cands.pipeline_layout):
-        if text is None or not interleaved[n]:
-            continue
-        pl = parse(text, int(cands.pp[n]))
-        for j, s in enumerate(index[n]):
-            if s >= 0:
-                out[n, j] = sch.layout_in_flight(pl.chunk_layers, pl.pp, pl.vp, int(m[n]), int(s))
-    return out
-
-
-def _no_layout(cands: Candidates) -> np.ndarray:
-    """(N,) the candidates without a pipeline layout (uneven chunks keep the table's row and layout_pipe_s)."""
-    if cands.pipeline_layout is None:
-        return np.ones(len(cands), dtype=bool)
-    return np.array([x is None for x in cands.pipeline_layout], dtype=bool)
-
-
-def _layout_chunk_weights(cands: Candidates, wl, terms, sched: np.ndarray, logits_time, embedding_time,
-                          embedding_bwd) -> dict[int, tuple[np.ndarray, np.ndarray]] | None:
-    """{row: (compute, forward compute) of each of the pp·vp virtual stages per micro-batch} for the interleaved
-    rows of `cands` with a pipeline layout: each chunk's layers by class (layer order, the MTP modules in the last
-    chunk, moesim.workload) at their class's time, the embedding in chunk 0, the output heads in the last (as
-    compute_mb charges them to the device: logits one third forward); None when no row has a layout."""
-    if cands.pipeline_layout is None or not any(x is not None for x in cands.pipeline_layout):
-        return None
-    from moesim.specs.pipeline_layout import parse
-
-    n_rows, main = len(cands), wl.num_layers
-    row = lambda a, n: float(np.broadcast_to(np.asarray(a, dtype=float), (n_rows,))[n])  # noqa: E731
-    interleaved = sch.is_schedule(sched, "interleaved")
-    out = {}
-    for n, text in enumerate(cands.pipeline_layout):
-        if text is None or not interleaved[n]:
-            continue
-        pl = parse(text, int(cands.pp[n]))
-        fwd_c = [row(t.fwd_time_s, n) for t in terms]
-        all_c = [row(t.fwd_time_s, n) + row(t.bwd_time_s, n) + row(t.recompute_time_s, n) for t in terms]
-        ends = np.cumsum((0,) + pl.chunk_layers)
-        whole, fwd = np.zeros(len(pl.stages)), np.zeros(len(pl.stages))
-        for i in range(len(pl.stages)):
-            layers = list(wl.layer_class_index[ends[i]:ends[i + 1]])
-            layers += list(wl.layer_class_index[main:]) if i == len(pl.stages) - 1 else []
-            whole[i], fwd[i] = sum(all_c[c] for c in layers), sum(fwd_c[c] for c in layers)
-        emb, emb_bwd, logits = row(embedding_time, n), row(embedding_bwd, n), row(logits_time, n)
-        whole[0], fwd[0] = whole[0] + emb, fwd[0] + emb - emb_bwd
-        whole[-1], fwd[-1] = whole[-1] + logits, fwd[-1] + logits / 3
-        out[n] = (whole, fwd)
-    return out
-
-
-def _layout_bubble(weights: dict, of: np.ndarray | None, cands: Candidates, wl, stage_mb: np.ndarray,
-                   m: np.ndarray, t_mb: np.ndarray) -> np.ndarray:
-    """(N,) interleaved bubble of the candidates with uneven chunks (schedules.layout_pipe_s − m·t), NaN elsewhere:
-    each device's time per micro-batch (stage_mb, its collectives included) shared among its chunks as their
-    compute (`_layout_chunk_weights`; DERIVED: a chunk's collectives scale with its layers' compute)."""
-    from moesim.estimate.stages import device_columns
-    from moesim.specs.pipeline_layout import parse
-
-    out = np.full(len(cands), np.nan)
-    for i in range(len(cands)):
-        key = i if of is None else int(of[i])
-        if key not in weights:
-            continue
-        whole, fwd = weights[key]
-        p = int(cands.pp[i])
-        pl = parse(cands.pipeline_layout[i], p)
-        first, last = int(cands.first_stage_layers[i]), int(cands.last_stage_layers[i])  # as pipeline_stages'
-        cols = device_columns(wl, p, first or None, last or None)
-        device_s = stage_mb[i, cols]
-        own = whole.reshape(pl.vp, p).sum(axis=0)  # each device's compute over its chunks
-        share = np.divide(whole, np.tile(own, pl.vp), out=np.zeros_like(whole), where=np.tile(own, pl.vp) > 0)
-        chunk_s = share * np.tile(device_s, pl.vp)
-        chunk_fwd = np.divide(chunk_s * fwd, whole, out=np.zeros_like(whole), where=whole > 0)
-        out[i] = sch.layout_pipe_s(chunk_s, chunk_fwd, int(m[i]), p, pl.vp) - m[i] * t_mb[i]
-    return out
-
-
-def _fitting_rows(scenario: Scenario, wl, cands: Candidates, base: np.ndarray, of: np.ndarray | None
-                  ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None, _Held, np.ndarray | None]:
-    """(rows, base, of, held, at): `rows` the positions in `cands` of the candidates within the memory capacity
-    (None when all are), `base` and `of` the order-free fold of those rows in order_free_rows' form (`base` indexes
-    `cands`, `of` maps each row to its entry of `base`), `held` the memory check's `_Held` of the order-free
-    rows, `at` the positions in held's rows of the new `base` (None: all). Memory as evaluate computes it, from
-    TermBuilder.memory_terms: nothing is priced for the rest."""
-    held = _held(scenario, wl, cands if of is None else cands.take(base),
-                 lambda builder: [builder.memory_terms(cls) for cls in wl.classes])
-    fit = held.total_mem <= held.capacity_bytes
-    if fit.all():
-        return None, base, of, held, None
-    rows = np.flatnonzero(fit if of is None else fit[of])
-    if of is None:
-        return rows, rows, None, held, rows
-    kept = np.zeros(len(base), dtype=bool)
-    kept[of[rows]] = True
-    return rows, base[kept], (np.cumsum(kept) - 1)[of[rows]], held, np.flatnonzero(kept)
-
-
-def _nothing_fits(cands: Candidates, held: _Held) -> Evaluation:
-    """evaluate(fitting_only=True) of a batch none of whose candidates fits: every array empty, `rows` too."""
-    none = np.zeros(0)
-    return Evaluation(
-        candidates=cands.take(np.zeros(0, dtype=np.int64)), step_time_s=none, step_time_no_overlap_s=none,
-        compute_time_s=none, communication_time_s=none, exposed_communication_time_s=none, bubble_time_s=none,
-        optimizer_time_s=none, memory={k: v[:0] for k, v in held.memory.items()}, memory_total_bytes=none,
-        memory_capacity_bytes=held.capacity_bytes, fits=np.zeros(0, dtype=bool), model_flops_per_step=none,
-        hardware_flops_per_step=none, mfu=none, hfu=none, tokens_per_s=none, comms={},
-        slowest_stage=np.zeros(0, dtype=np.int64), memory_stage=np.zeros(0, dtype=np.int64),
-        rows=np.zeros(0, dtype=np.int64))

@@ -30,6 +30,8 @@ MOVED = {
         "layout_chunk_weights": "moesim.estimate.layout_chunks", "layout_bubble": "moesim.estimate.layout_chunks",
         "grad_sync": "moesim.estimate.grad_sync", "model_flops_and_drops": "moesim.estimate.expert_drops",
         "capacity_by_stack": "moesim.estimate.expert_drops",
+        "exposed_sync_s": "moesim.estimate.grad_sync", "stage_comms": "moesim.estimate.stage_comms",
+        "BACKWARD_ONLY_CALLS": "moesim.estimate.stage_comms",
     },
     "moesim.collectives.topo_model": {  # session 8: the algorithm menu split out
         "_PASSES": "moesim.collectives.algorithm_menu", "_P2P_OPS": "moesim.collectives.algorithm_menu",
@@ -86,7 +88,8 @@ def test_the_split_modules_are_under_the_line_and_the_moved_classes_are_defined_
     root = Path(__file__).resolve().parents[1] / "moesim"
     for rel in ("calibrate/design.py", "calibrate/observations.py", "specs/hardware.py", "specs/efficiency.py",
                 "specs/dtypes.py", "collectives/topo_model.py", "collectives/tier_layout.py",
-                "estimate/holdings.py", "estimate/layout_chunks.py", "estimate/grad_sync.py", "estimate/expert_drops.py"):
+                "estimate/holdings.py", "estimate/layout_chunks.py", "estimate/grad_sync.py", "estimate/expert_drops.py",
+                "estimate/stage_comms.py"):
         assert len((root / rel).read_text().splitlines()) <= 400, rel
     efficiency = importlib.import_module("moesim.specs.efficiency")
     for name in ("EfficiencyTable", "OpTable", "ComputeEfficiency"):

@@ -30,7 +30,6 @@ import numpy as np
 
 from moesim import memory as mem
 from moesim.estimate import schedules as sch
-from moesim.estimate.context_parallel import exposed_ring_time_s
 from moesim.collectives.base import CollectiveModel
 from moesim.estimate.candidates import Candidates
 from moesim.estimate.comm_ledger import CommLedger, comm_totals
@@ -40,18 +39,17 @@ from moesim.estimate.device_state import optimizer_time_s
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
 from moesim.estimate.expert_drops import capacity_by_stack, model_flops_and_drops
 from moesim.estimate.folds import order_free_rows, schedule_free_rows, take_rows
-from moesim.estimate.grad_buckets import (chunk_buckets, earlier_end_s, first_stage_exposed_s,
-                                         interleaved_chunks_exposed_s)
-from moesim.estimate.grad_sync import grad_sync
+from moesim.estimate.grad_buckets import chunk_buckets
+from moesim.estimate.grad_sync import exposed_sync_s, grad_sync
 from moesim.estimate.holdings import device_holdings, fitting_rows, nothing_fits
 from moesim.estimate.layout_chunks import layout_bubble, layout_chunk_weights, no_layout
-from moesim.estimate.mla_tp_comms import MLA_WGRAD_GATHER
+from moesim.estimate.stage_comms import BACKWARD_ONLY_CALLS, stage_comms  # noqa: F401  (as before the split)
 from moesim.estimate.stages import Stages, first_leg_counts, per_stage, run_ends, v_rows
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import CommCall
 from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE, reduces_over_tp, replicated_grad_bytes
 from moesim.flops import BACKWARD_TO_FORWARD
-from moesim.ops.vocab import embedding_tokens, vocab_calls
+from moesim.ops.vocab import embedding_tokens
 from moesim.ops.vocab_padding import padded_vocab_size
 from moesim.specs.scenario import Scenario
 from moesim.workload import build_workload
@@ -59,11 +57,6 @@ from moesim.workload import build_workload
 # Importable from here as before the split (moesim.estimate.result, tests/search/test_search_speedups.py).
 __all__ = ["PER_MB_AXES", "CommTotal", "Evaluation", "evaluate"]
 _order_free_rows, _schedule_free_rows = order_free_rows, schedule_free_rows
-
-
-# Per-layer collectives of the backward pass alone (terms.TermBuilder._tp_comms, mla_tp_comms), which bwd_comm
-# counts half in each pass as it does every layer call.
-BACKWARD_ONLY_CALLS = ("tp_all_gather_wgrad", MLA_WGRAD_GATHER)
 
 
 def evaluate(scenario: Scenario, cands: Candidates, collective_model: CollectiveModel, *,
@@ -251,61 +244,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                         {EMBEDDING_AXIS: embedding_concurrent(devices, cands.pp)})
     add = ledger.add
 
-    per_mb_comm = np.zeros((n_cand, n_stages))
-    # Every per-layer collective runs once forward and once backward, plus once more forward when the
-    # layer is recomputed in full; the backward share is what the gradient sync can hide under.
-    backward_share = 1.0 / (2 + (f(cands.recompute) == mem.RECOMPUTE_CODES["full"]))[:, None]
-    bwd_comm = np.zeros((n_cand, n_stages))
-    # ZB-H1 and ZB-V: the forward pass's own collectives, which the simulator runs inside an F slot (its I the
-    # backward's and a full recompute's; session 23 zbpipe): bwd_comm plus the forward-less-backward of the calls that
-    # are not one per pass (embedding, head, pipeline sends); a layer's calls give each pass the same share.
-    zb_split = (sch.is_schedule(sched, "zb-h1") | sch.is_schedule(sched, "zb-v")).any()
-    embedding_fb = 0.0  # the embedding's forward collectives less its backward ones (only where zb_split)
-    # Sequence parallelism's wgrad re-gathers run in the backward only (terms.TermBuilder._tp_comms; the simulator's
-    # des.schedule._Builder._block issues them where phase == "bwd"), not half in each pass as bwd_comm counts them:
-    # their share of bwd_comm is no part of the forward's collectives (only where zb_split).
-    backward_only = 0.0
-    # ZB-V's pieces: the layers' forward collectives and the embedding's (the first leg's end), only where zb_split
-    layer_fwd_comm, embedding_fwd_comm, leg_fwd_comm, leg_comm = 0.0, 0.0, 0.0, 0.0
-    a2a_call = {}  # Megatron's EP A2A overlap: (class, dispatch | combine) -> one call's time per stage (a2a_order)
-    for c, class_calls in enumerate(calls):
-        for call, calls_stage in zip(class_calls, layer_calls[c]):
-            t_call = add(call.name, call.axis, call.op, call.size_bytes, calls_stage, gated=True)
-            if tr.moe_a2a_overlap:
-                from moesim.estimate import a2a_order  # imported where used (session 22)
-
-                a2a_order.add_call(a2a_call, c, call.name, t_call, calls_stage, counts[:, :, c])
-            if call.name == "cp_ring_send_recv":  # ring steps hide under the attention they feed
-                t_call = exposed_ring_time_s(t_call, core_mb[:, :, c])
-            per_mb_comm += t_call
-            bwd_comm += t_call * backward_share
-            if leg_share is not None:  # a call's time is its calls' (∝ the class's layers on the stage)
-                leg_comm = leg_comm + t_call * leg_share[:, :, c]
-            if zb_split and call.name in BACKWARD_ONLY_CALLS:
-                backward_only = backward_only + t_call * backward_share
-            elif zb_split:
-                layer_fwd_comm = layer_fwd_comm + t_call * backward_share
-                if leg_share is not None:
-                    leg_fwd_comm = leg_fwd_comm + t_call * backward_share * leg_share[:, :, c]
-    # The embedding's, output heads' and cross-entropies' tp collectives on the first / last stage (moesim.ops.vocab).
-    # The rows here hold every schedule at once (schedule_free_rows): the head's are priced on the last stage and,
-    # where a candidate runs ZB-V, on the first too, each kept below where its schedule puts the head.
-    head_ends = (("last", last, "head_last"),) + ((("first", first, "head_first"),) if zb_v.any() else ())
-    head_comm = {end: [np.zeros((n_cand, n_stages)), np.zeros((n_cand, n_stages))] for end, _, _ in head_ends}
-    for call in vocab_calls(tr, model.d_model, b, in_tokens, wl.output_tokens, wl.logit_heads, hw.device_kind):
-        if call.end == "embedding":
-            t_call = add(call.name, "tp", call.op, call.size_bytes, call.calls * first)
-            per_mb_comm += t_call
-            if call.pass_ == "bwd":  # (a forward call adds nothing: no pass of += 0.0 over the rows, searchspeed24)
-                bwd_comm += t_call
-            embedding_fb = embedding_fb + (-t_call if call.pass_ == "bwd" else t_call) if zb_split else 0.0
-            embedding_fwd_comm = embedding_fwd_comm + (0.0 if call.pass_ == "bwd" else t_call) if zb_split else 0.0
-            continue
-        for end, mask, multiple in head_ends:
-            t_call = add(call.name, "tp", call.op, call.size_bytes, call.calls * mask, multiple=multiple)
-            head_comm[end][0] += t_call
-            if call.pass_ == "bwd":
-                head_comm[end][1] += t_call
+    # Each stage's per-micro-batch collectives, the layers' and the embedding's and head's (stage_comms.py).
+    sc = stage_comms(tr, model, wl, hw, cands, sched, calls, layer_calls, ledger, counts, core_mb, leg_share, first,
+                     last, zb_v, b, in_tokens)
+    per_mb_comm, bwd_comm, zb_split, a2a_call, head_comm = sc.per_mb_comm, sc.bwd_comm, sc.zb_split, sc.a2a_call, \
+        sc.head_comm
+    embedding_fb, backward_only, layer_fwd_comm, embedding_fwd_comm, leg_fwd_comm, leg_comm = sc.embedding_fb, \
+        sc.backward_only, sc.layer_fwd_comm, sc.embedding_fwd_comm, sc.leg_fwd_comm, sc.leg_comm
     sp_split = tp[:, None] if tr.sequence_parallel else 1
     pp_bytes = b[:, None] * stages.tokens_out * model.d_model * builder.q_a / sp_split
     # Per micro-batch a stage sends its activations forward (all but the last stage) and the
@@ -503,37 +448,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # the last bucket is never hidden and the first bucket's fill is not window (one bucket: nothing hides).
     if tr.overlap_grad_reduce:
         bwd_own = bwd_mb if lazy is None else np.take(bwd_mb, lazy, axis=0)
-        window = (bwd_own + bwd_comm) * (1.0 - 1.0 / most_buckets)
-        # A later stage, one bucket (grad_buckets.bucketed), ends its backward before stage 0 (earlier_end_s).
-        early = earlier_end_s(sched, vp, stages.index, exists, bwd_own + bwd_comm, hop)
-        # The model's ends in their own buckets on a bucketed stage (grad_buckets.first_stage_exposed_s): the word
-        # embedding's gradient in the last (device 0, piece 0; `last_bucket` holds it, priced), at pp 1 the output
-        # layer's alone in the first where it fills one (`head_time`), ready once the head's backward ends.
-        chunked = sch.is_schedule(sched, "interleaved")[:, None] & (np.asarray(vp)[:, None] > 1)
-        ends = first & ~chunked
-        at_pp1 = ends & last & (pp[:, None] == 1)
-        head_s, head_bwd = 0.0, 0.0  # no candidate at pp 1: the head is on no bucketed stage
-        if at_pp1.any():
-            head_s = np.where(at_pp1, head_time[:, None], 0.0)
-            logits_rows = logits_time if of is None else np.take(logits_time, of, axis=0)
-            head_bwd = np.where(at_pp1, (2 / 3) * logits_rows[:, None] + head_bwd_comm, 0.0)
-        # the buckets ready at the first layer's end run beside the embedding's backward (pieces._backward_layer)
-        emb_bwd = (embedding_bwd if of is None else np.take(embedding_bwd, of, axis=0))[:, None]
-        ends_last = last_bucket.copy()
-        ends_last[:, 0] += np.maximum(0.0, prior - emb_bwd[:, 0])
-        left = np.where(ends, first_stage_exposed_s(dp_time, ends_last, most_buckets, bwd_own + bwd_comm,
-                                                    head_s, head_bwd),
-                        np.maximum(last_bucket, dp_time - window))
-        # Interleaved, a stage's later chunks sync in the cool-down, chunk 0 after its own last backward (bucketed
-        # on the first stage, one bucket on the others: chunk_buckets' v buckets, 1 a chunk).
-        if chunked.any():  # even chunks priced apart (`chunks`); a pipeline layout's: 1/v of the stage's each
-            split, v_col = (chunks > 1)[:, None], np.asarray(vp, dtype=float)[:, None]
-            share = dp_time / v_col
-            left = np.where(chunked, interleaved_chunks_exposed_s(
-                np.where(split, first_chunk_s, share), np.where(split, later_chunk_s, share),
-                np.where(first, np.where(split, most_buckets, most_buckets / v_col), 1.0),
-                bwd_own + bwd_comm, vp, pp, m), left)
-        exposed_dp = np.max(np.where(exists, np.maximum(0.0, left - early) + tp_grad, 0), axis=1)
+        exposed_dp = exposed_sync_s(
+            sched=sched, vp=vp, pp=pp, m=m, index=stages.index, exists=exists, first=first, last=last,
+            bwd_own=bwd_own, bwd_comm=bwd_comm, hop=hop, dp_time=dp_time, last_bucket=last_bucket,
+            most_buckets=most_buckets, prior=prior, head_time=head_time, head_bwd_comm=head_bwd_comm,
+            logits_time=logits_time, embedding_bwd=embedding_bwd, of=of, chunks=chunks, first_chunk_s=first_chunk_s,
+            later_chunk_s=later_chunk_s, tp_grad=tp_grad)
     else:
         exposed_dp = dp_sync
 

@@ -1,7 +1,8 @@
 """The gradient sync's buckets priced per stage, as `evaluate` runs them (moesim.estimate.core): dense (dp·cp) and
 expert (edp) gradients in MCore's buckets on the first stage, one bucket a later stage (grad_buckets.py), interleaved
 chunks apart, ZeRO's parameter all-gathers after the optimizer step (param_gather.py) and ZeRO-3's per-micro-batch
-gathers. Moved from core.py unchanged (session 24, tidy24).
+gathers; and what of the sync the last micro-batch's backward leaves exposed (`exposed_sync_s`). Moved from core.py
+unchanged (session 24, tidy24).
 
 Notation as moesim.estimate.core: arrays (N, S) over candidate rows and representative stages."""
 
@@ -12,7 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim.estimate.comm_ledger import CommLedger
-from moesim.estimate.grad_buckets import bucket_params, first_stage_buckets
+from moesim.estimate import schedules as sch
+from moesim.estimate.grad_buckets import (bucket_params, earlier_end_s, first_stage_buckets, first_stage_exposed_s,
+                                         interleaved_chunks_exposed_s)
 from moesim.estimate.param_gather import PARAM_GATHER_NAMES, gathers_after_step
 from moesim.estimate.stages import Stages, per_stage
 from moesim.specs.training import TrainingSpec
@@ -159,3 +162,47 @@ def grad_sync(wl: Workload, tr: TrainingSpec, cands, stages: Stages, ledger: Com
     return GradSync(dp_time=dp_time, zero3_mb=zero3_mb, last_bucket=last_bucket, gather_time=gather_time,
                     most_buckets=most_buckets, head_time=head_time, prior=prior, first_chunk_s=first_chunk_s,
                     later_chunk_s=later_chunk_s)
+
+
+def exposed_sync_s(*, sched: np.ndarray, vp: np.ndarray, pp: np.ndarray, m: np.ndarray, index: np.ndarray,
+                   exists: np.ndarray, first: np.ndarray, last: np.ndarray, bwd_own: np.ndarray, bwd_comm: np.ndarray,
+                   hop: np.ndarray, dp_time: np.ndarray, last_bucket: np.ndarray, most_buckets: np.ndarray,
+                   prior: np.ndarray, head_time: np.ndarray, head_bwd_comm: np.ndarray, logits_time: np.ndarray,
+                   embedding_bwd: np.ndarray, of: np.ndarray | None, chunks: np.ndarray, first_chunk_s: np.ndarray,
+                   later_chunk_s: np.ndarray, tp_grad) -> np.ndarray:
+    """(N,) the gradient sync left after the last micro-batch's backward (overlap_grad_reduce), over every candidate:
+    `grad_sync`'s figures expanded to them, `bwd_own` / `bwd_comm` (N, S) the backward's compute and collectives per
+    micro-batch, `hop` (N,) one pipeline send, `index` stages.index; `logits_time` and `embedding_bwd` (per row of
+    `of`, the order-free fold; None: per candidate) the head's and the embedding's; `tp_grad` the replicated
+    gradients' tp all-reduce (0.0: none). The model's form: evaluate's comment before its call."""
+    window = (bwd_own + bwd_comm) * (1.0 - 1.0 / most_buckets)
+    # A later stage, one bucket (grad_buckets.bucketed), ends its backward before stage 0 (earlier_end_s).
+    early = earlier_end_s(sched, vp, index, exists, bwd_own + bwd_comm, hop)
+    # The model's ends in their own buckets on a bucketed stage (grad_buckets.first_stage_exposed_s): the word
+    # embedding's gradient in the last (device 0, piece 0; `last_bucket` holds it, priced), at pp 1 the output
+    # layer's alone in the first where it fills one (`head_time`), ready once the head's backward ends.
+    chunked = sch.is_schedule(sched, "interleaved")[:, None] & (np.asarray(vp)[:, None] > 1)
+    ends = first & ~chunked
+    at_pp1 = ends & last & (pp[:, None] == 1)
+    head_s, head_bwd = 0.0, 0.0  # no candidate at pp 1: the head is on no bucketed stage
+    if at_pp1.any():
+        head_s = np.where(at_pp1, head_time[:, None], 0.0)
+        logits_rows = logits_time if of is None else np.take(logits_time, of, axis=0)
+        head_bwd = np.where(at_pp1, (2 / 3) * logits_rows[:, None] + head_bwd_comm, 0.0)
+    # the buckets ready at the first layer's end run beside the embedding's backward (pieces._backward_layer)
+    emb_bwd = (embedding_bwd if of is None else np.take(embedding_bwd, of, axis=0))[:, None]
+    ends_last = last_bucket.copy()
+    ends_last[:, 0] += np.maximum(0.0, prior - emb_bwd[:, 0])
+    left = np.where(ends, first_stage_exposed_s(dp_time, ends_last, most_buckets, bwd_own + bwd_comm,
+                                                head_s, head_bwd),
+                    np.maximum(last_bucket, dp_time - window))
+    # Interleaved, a stage's later chunks sync in the cool-down, chunk 0 after its own last backward (bucketed
+    # on the first stage, one bucket on the others: chunk_buckets' v buckets, 1 a chunk).
+    if chunked.any():  # even chunks priced apart (`chunks`); a pipeline layout's: 1/v of the stage's each
+        split, v_col = (chunks > 1)[:, None], np.asarray(vp, dtype=float)[:, None]
+        share = dp_time / v_col
+        left = np.where(chunked, interleaved_chunks_exposed_s(
+            np.where(split, first_chunk_s, share), np.where(split, later_chunk_s, share),
+            np.where(first, np.where(split, most_buckets, most_buckets / v_col), 1.0),
+            bwd_own + bwd_comm, vp, pp, m), left)
+    return np.max(np.where(exists, np.maximum(0.0, left - early) + tp_grad, 0), axis=1)

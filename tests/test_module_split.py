@@ -37,6 +37,14 @@ MOVED = {
         "CommCall": "moesim.estimate.class_terms", "ClassTerms": "moesim.estimate.class_terms",
         "MOE_PARTS": "moesim.estimate.class_terms", "expand": "moesim.estimate.class_terms",
     },
+    "moesim.des.schedule": {  # session 24 (tidy24): the program's pieces, ZB-V's inputs and two order readers split out
+        **{name: "moesim.des.program" for name in (
+            "STREAMS", "COMPUTE", "COLLECTIVE", "SEND", "TO_EXPERTS", "FROM_EXPERTS", "EXPERT", "GATHER", "STAGE_NAMES",
+            "COMM_NAMES", "FORWARD_SUFFIX", "Op", "StageProgram")},
+        "zbv_piece_times": "moesim.des.zbv_times", "zbv_stage_times": "moesim.des.zbv_times",
+        "zbv_inputs": "moesim.des.zbv_times", "grad_passes_per_piece": "moesim.des.orders",
+        "pipeline_order": "moesim.des.orders",
+    },
     "moesim.collectives.topo_model": {  # session 8: the algorithm menu split out
         "_PASSES": "moesim.collectives.algorithm_menu", "_P2P_OPS": "moesim.collectives.algorithm_menu",
         "_HALVING_NAME": "moesim.collectives.algorithm_menu", "_algorithm_names": "moesim.collectives.algorithm_menu",
@@ -93,7 +101,8 @@ def test_the_split_modules_are_under_the_line_and_the_moved_classes_are_defined_
     for rel in ("calibrate/design.py", "calibrate/observations.py", "specs/hardware.py", "specs/efficiency.py",
                 "specs/dtypes.py", "collectives/topo_model.py", "collectives/tier_layout.py",
                 "estimate/holdings.py", "estimate/layout_chunks.py", "estimate/grad_sync.py", "estimate/expert_drops.py",
-                "estimate/stage_comms.py", "estimate/class_terms.py"):
+                "estimate/stage_comms.py", "estimate/class_terms.py", "des/schedule.py", "des/program.py",
+                "des/zbv_times.py", "des/orders.py"):
         assert len((root / rel).read_text().splitlines()) <= 400, rel
     efficiency = importlib.import_module("moesim.specs.efficiency")
     for name in ("EfficiencyTable", "OpTable", "ComputeEfficiency"):

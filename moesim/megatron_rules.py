@@ -33,6 +33,21 @@ def runs_megatron_te(framework: str, device_kind: str) -> bool:
     return framework == MEGATRON_FRAMEWORK and device_kind == "gpu"
 
 
+# The GPU architecture (specs.hardware.NCCL_ARCHS) on which TransformerEngine v2.14 runs a GroupedLinear's GEMMs as one
+# cuBLASLt GEMM per local expert: general_grouped_gemm (pytorch/module/grouped_linear.py l.207 / l.411) ->
+# nvte_multi_tensor_gemm (pytorch/csrc/extensions/gemm.cpp l.603) -> multi_stream_cublas_gemm (common/gemm/
+# cublaslt_gemm.cu l.969-1010) unless NVTE_USE_CUTLASS_GROUPED_GEMM is set (default false; BF16 / FP16 only,
+# l.1051-1110); cuBLASLt's grouped GEMM needs SM100 (cublaslt_grouped_gemm.cu l.304), so Blackwell keeps one kernel.
+TE_GEMM_LOOP_ARCH = "hopper"
+
+
+def te_expert_gemm_loop(framework: str, device_kind: str, gpu_arch: str) -> bool:
+    """Whether a run's routed-expert GEMMs are TE's loop of per-expert cuBLAS GEMMs (TE_GEMM_LOOP_ARCH): Megatron-LM +
+    TransformerEngine (runs_megatron_te) on a Hopper profile (HardwareProfile.gpu_arch); not DeepSeek's own framework
+    (framework "none": DeepGEMM's grouped kernels), not Blackwell (cuBLASLt's grouped GEMM)."""
+    return runs_megatron_te(framework, device_kind) and gpu_arch == TE_GEMM_LOOP_ARCH
+
+
 def megatron_rules(scenario) -> bool:
     """Whether the search applies Megatron-LM's own layout refusals (runs_megatron_te)."""
     return runs_megatron_te(scenario.training.framework, scenario.hardware.device_kind)

@@ -105,7 +105,7 @@ def _backward_layer(b: Builder, costs: Costs, mb: int, vs: int, n: int, kind: st
             b.grad_bucket((1 + n,), layers[0], vs)
         _embedding_backward(b, costs, mb, kind)
         if grads:
-            flush = pieces_left[0] == 1 or b.costs.training.overlap_grad_reduce
+            flush = pieces_left[0] == 1 or b.overlap_grad_reduce
             b.grad_bucket((len(layers) + 1,), layers[0], vs, flush=flush)  # unit L + 1, the embedding's
     elif grads:
         _gradient_of(b, costs, vs, n, pieces_left[0] == 1, with_head=False)
@@ -157,7 +157,7 @@ def _gradient_of(b: Builder, costs: Costs, vs: int, n: int, last_piece: bool, wi
     end = n == len(layers) - 1
     # units (schedule._Builder._bucket_units): 0 the head's, 1 + n the layer's, L + 1 the embedding's
     units = ((0,) if n == 0 and with_head else ()) + (1 + n,) + ((len(layers) + 1,) if end else ())
-    flush = end and (last_piece or b.costs.training.overlap_grad_reduce)
+    flush = end and (last_piece or b.overlap_grad_reduce)
     b.grad_bucket(units, layers[-1 - n], vs, flush=flush)
 
 

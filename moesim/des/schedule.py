@@ -46,7 +46,7 @@ from moesim.des.zbv_times import zbv_inputs, zbv_piece_times, zbv_stage_times
 from moesim.estimate.a2a_order import MEGATRON_A2A_NODES, OFF_COMPUTE_STREAM
 from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
 from moesim.estimate.grad_buckets import bucket_params as mcore_bucket_params  # the estimate's bucket size, one rule
-from moesim.estimate.grad_buckets import bucketed, mcore_buckets
+from moesim.estimate.grad_buckets import bucketed, grad_reduce_overlapped, mcore_buckets
 from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER
 from moesim.estimate.param_gather import PARAM_GATHER_LABEL, gathers_after_step
 from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE
@@ -57,6 +57,9 @@ class _Builder:
 
     def __init__(self, costs: Costs, stage: int, chunks: int, bucket_params: float) -> None:
         self.costs, self.stage, self.chunks, self.bucket_params = costs, stage, chunks, bucket_params
+        # overlap_grad_reduce as the run has it: off under a zero-bubble schedule (grad_buckets.SYNC_AFTER_PIPELINE)
+        self.overlap_grad_reduce = grad_reduce_overlapped(costs.training.overlap_grad_reduce,
+                                                          costs.training.pipeline_schedule)
         self.ops: list[Op] = []
         self.keys: list[tuple] = []  # stream order: by key (creation order unless a DualPipe pair merges)
         self.key: tuple = (0,)  # prefix of the next operation's key
@@ -288,7 +291,7 @@ class _Builder:
             units = {"dp": (st.head_grad_bytes, *(c.dense_grad_bytes for c in classes), st.embedding_grad_bytes),
                      "edp": (0.0, *(c.expert_grad_bytes for c in classes), 0.0)}
             # overlap_grad_reduce off or a later piece: MCore's bucket size None (grad_buckets.bucketed).
-            sized = tr.overlap_grad_reduce and bucketed(self.stage, piece)
+            sized = self.overlap_grad_reduce and bucketed(self.stage, piece)
             closes = {axis: frozenset(i for i, _ in mcore_buckets([u / q_g for u in units[axis]], self.bucket_params))
                       if sized else frozenset() for axis in units}
             self.units[piece] = (units, closes)
@@ -305,7 +308,7 @@ class _Builder:
         q_ratio = tr.bytes_of("param") / tr.bytes_of("grad")
         sizes, closes = self._bucket_units(piece)
         for axis in ("dp", "edp"):
-            key = (axis, piece if tr.overlap_grad_reduce else -1)  # off: every piece waits for the device's end
+            key = (axis, piece if self.overlap_grad_reduce else -1)  # off: every piece waits for the device's end
             buckets = []
             for unit in units:
                 self.pending[key] = self.pending.get(key, 0.0) + sizes[axis][unit]

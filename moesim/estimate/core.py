@@ -127,9 +127,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # ZB-H1 and ZB-V: the F slot's compute as the simulator runs it (des.schedule.zbv_piece_times, pieces.forward):
     # the layers' forward, the embedding's forward on the first stage (all of it less its backward) and the head's
     # forward, a third of `logits_s` (Kaplan et al. §2.1), on the head's stage; without them they sat in I = t − F − W.
+    # whether any row runs a zero-bubble schedule (grad_buckets.SYNC_AFTER_PIPELINE's)
+    zb_some = bool((sch.is_schedule(sched, "zb-h1") | sch.is_schedule(sched, "zb-v")).any())
     slot_fwd = fwd + np.where(head, logits_time[:, None] / (1 + BACKWARD_TO_FORWARD), 0.0) \
-        + np.where(first, (embedding_time - embedding_bwd)[:, None], 0.0) \
-        if (sch.is_schedule(sched, "zb-h1") | sch.is_schedule(sched, "zb-v")).any() else fwd
+        + np.where(first, (embedding_time - embedding_bwd)[:, None], 0.0) if zb_some else fwd
     # ZB-V: each device's first-leg piece (stages.first_leg_counts), its forward, I and W compute (as
     # des.schedule.zbv_piece_times: I the backward and recompute less W; the embedding's backward in W on device 0)
     leg_fwd, leg_i, leg_w = None, None, None
@@ -198,13 +199,18 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     pm = sch.parameter_multiple(sched)[:, None]
     sends = sch.p2p_multiple(sched, vp)[:, None]
     zb_v = sch.is_schedule(sched, "zb-v").astype(float)  # (every candidate) ZB-V: the head on the first stage
+    # The zero-bubble rows sync their gradients after the pipeline, overlap_grad_reduce off, one bucket a stage, as
+    # sail-sg's runtime runs them (grad_buckets.SYNC_AFTER_PIPELINE); None: no such row.
+    zb_h1 = sch.is_schedule(sched, "zb-h1")
+    after_pipe = zb_h1 | (zb_v > 0) if tr.overlap_grad_reduce and zb_some else None
     # Interleaved, a stage syncs its v chunks apart (grad_buckets.bucketed): the buckets' sizes follow v (even
     # chunks; a pipeline layout's uneven chunks keep 1/v of the stage's buckets each, below).
     chunks = np.where(sch.is_schedule(sched, "interleaved") & (np.asarray(vp) > 1) & no_layout(cands),
                       np.asarray(vp, dtype=float), 1.0)
     # ZB-V's rows on their devices' V pieces (stages.v_rows) hold other layers than the same row's other schedules
     v_full = v_rows(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers, zb_v > 0)
-    sf, sf_inv = schedule_free_rows(cands, chunks, v_full)
+    sf, sf_inv = schedule_free_rows(cands, chunks, v_full, after_pipe)
+    one_bucket = after_pipe  # the rows synced in one bucket after their pipeline (None: none), on the rows below
     every = dict(cands=cands, n_cand=n_cand, tp=tp, pp=pp, m=m, b=b, exists=exists, first=first, last=last,
                  stages=stages, dense_params=dense_params, expert_params=expert_params, calls=calls, core_mb=core_mb)
     dense_1, expert_1 = dense_params / pm, expert_params / pm
@@ -216,6 +222,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                         tokens_in=y(stages.tokens_in), multiplicity=y(stages.multiplicity),
                         latest=y(stages.latest))
         dense_1, expert_1, chunks = y(dense_1), y(expert_1), y(chunks)
+        one_bucket = None if one_bucket is None else y(one_bucket)
         calls = [[CommCall(c.name, c.axis, c.op, y(np.asarray(c.size_bytes)), None)
                   for c in class_calls] for class_calls in calls]
         layer_calls = [[y(a) for a in class_calls] for class_calls in layer_calls]
@@ -245,10 +252,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     add = ledger.add
 
     # Each stage's per-micro-batch collectives, the layers' and the embedding's and head's (stage_comms.py).
+    zb_split = zb_some  # the forward's own collectives are counted apart (stage_comms.py: "only where zb_split")
     sc = stage_comms(tr, model, wl, hw, cands, sched, calls, layer_calls, ledger, counts, core_mb, leg_share, first,
-                     last, zb_v, b, in_tokens)
-    per_mb_comm, bwd_comm, zb_split, a2a_call, head_comm = sc.per_mb_comm, sc.bwd_comm, sc.zb_split, sc.a2a_call, \
-        sc.head_comm
+                     last, zb_v, zb_split, b, in_tokens)
+    per_mb_comm, bwd_comm, a2a_call, head_comm = sc.per_mb_comm, sc.bwd_comm, sc.a2a_call, sc.head_comm
     embedding_fb, backward_only, layer_fwd_comm, embedding_fwd_comm, leg_fwd_comm, leg_comm = sc.embedding_fb, \
         sc.backward_only, sc.layer_fwd_comm, sc.embedding_fwd_comm, sc.leg_fwd_comm, sc.leg_comm
     sp_split = tp[:, None] if tr.sequence_parallel else 1
@@ -266,7 +273,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         if (wrap > 0).any() else 0.0  # one call on each end stage (pp > 1: never both)
 
     # The gradient sync, bucket by bucket on each stage (grad_sync.py).
-    sync = grad_sync(wl, tr, cands, stages, ledger, chunks, dense_1, expert_1, tp, pp, m, first, last, zero)
+    sync = grad_sync(wl, tr, cands, stages, ledger, chunks, dense_1, expert_1, tp, pp, m, first, last, zero,
+                     one_bucket)
     dp_time, zero3_mb, last_bucket, gather_time = sync.dp_time, sync.zero3_mb, sync.last_bucket, sync.gather_time
     most_buckets, head_time, prior = sync.most_buckets, sync.head_time, sync.prior
     first_chunk_s, later_chunk_s = sync.first_chunk_s, sync.later_chunk_s
@@ -400,7 +408,6 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         leg_b = own(leg_i) + leg_comm - leg_fwd_comm
         zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(slot_fwd) + fwd_comm - pp_forward, own(weight_mb), stages.latest,
                              stages.multiplicity, hop, first_leg, stages.index, leg_b, own(leg_w))
-    zb_h1 = sch.is_schedule(sched, "zb-h1")
     zbh1 = None
     if zb_h1.any():  # each device's tail after its last I on every stage's own times (zbh1_pipe_s; stages.run_ends)
         h1_rows = np.flatnonzero(zb_h1)  # its rows only (a search tries several schedules per layout)
@@ -454,6 +461,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             most_buckets=most_buckets, prior=prior, head_time=head_time, head_bwd_comm=head_bwd_comm,
             logits_time=logits_time, embedding_bwd=embedding_bwd, of=of, chunks=chunks, first_chunk_s=first_chunk_s,
             later_chunk_s=later_chunk_s, tp_grad=tp_grad)
+        if after_pipe is not None:  # a zero-bubble row's whole sync after its pipeline, as overlap off
+            exposed_dp = np.where(after_pipe, dp_sync, exposed_dp)
     else:
         exposed_dp = dp_sync
 

@@ -40,12 +40,14 @@ def order_free_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray | None]:
     return first, inverse
 
 
-def schedule_free_rows(cands: Candidates, chunks=None, v=None) -> tuple[np.ndarray, np.ndarray | None]:
+def schedule_free_rows(cands: Candidates, chunks=None, v=None,
+                       one_bucket=None) -> tuple[np.ndarray, np.ndarray | None]:
     """(one index per distinct candidate ignoring schedule and vp, each candidate's row among them), as
     order_free_rows: no collective's size depends on the schedule (its counts do: see evaluate) but the gradient
     buckets', which depend on the chunks a stage syncs apart (`chunks` (N,): v interleaved, else 1; None: all 1),
-    and the layers a device holds: ZB-V's two V pieces where they differ from contiguous stages (`v` (N,) bool,
-    estimate.stages.v_rows; None: none)."""
+    whether a stage syncs in one bucket after its pipeline (`one_bucket` (N,) bool: the zero-bubble rows,
+    grad_buckets.SYNC_AFTER_PIPELINE; None: none), and the layers a device holds: ZB-V's two V pieces where they
+    differ from contiguous stages (`v` (N,) bool, estimate.stages.v_rows; None: none)."""
     if len(cands) and all(one_valued(c) or np.all(c == c[0])
                           for c in (np.asarray(cands.schedule), np.asarray(cands.vp))):
         return np.arange(len(cands)), None  # one schedule and vp: nothing to fold (duplicates price alike)
@@ -53,8 +55,9 @@ def schedule_free_rows(cands: Candidates, chunks=None, v=None) -> tuple[np.ndarr
                ("dp", "tp", "pp", "ep", "etp", "micro_batches", "zero_stage", "recompute", "order")]
     if chunks is not None and _any(np.asarray(chunks) - 1):
         columns.append(np.asarray(chunks, dtype=np.int64))
-    if v is not None:
-        columns.append(np.asarray(v, dtype=np.int64))
+    for mask in (v, one_bucket):
+        if mask is not None:
+            columns.append(np.asarray(mask, dtype=np.int64))
     columns += [np.asarray(c, dtype=np.int64) for c in (cands.first_stage_layers, cands.last_stage_layers,
                                                         _plus(cands.cp, -1), cands.cp_comm) if _any(c)]
     columns.append(np.asarray(cands.capacity_factor, dtype=float))

@@ -42,6 +42,20 @@ def bucket_params(dp_cp):
     return np.maximum(DEFAULT_BUCKET_PARAMS, BUCKET_PARAMS_PER_DP_CP_RANK * np.asarray(dp_cp))
 
 
+# The zero-bubble schedules sync after the pipeline: sail-sg's runtime (zero-bubble-pipeline-parallelism @ 39f2c186)
+# runs the whole schedule under no_sync (megatron/core/pipeline_parallel/zerobubble/runtime.py l.195) and launches
+# every bucket after its last node (l.255-267: enable_grad_sync, then finalize_model_grads), and zero bubble asserts
+# overlap_grad_reduce off (megatron/core/zbpp_utils.py l.130-133; l.207-209: WeightGradStore unsupported with it).
+SYNC_AFTER_PIPELINE = ("zb-h1", "zb-v")
+
+
+def grad_reduce_overlapped(overlap_grad_reduce: bool, schedule: str) -> bool:
+    """Whether the run overlaps its gradient sync with the backward (MCore's buckets as sized here): the training's
+    overlap_grad_reduce, never under a zero-bubble schedule (`SYNC_AFTER_PIPELINE`: off, one bucket, after the
+    device's last weight-gradient pass)."""
+    return bool(overlap_grad_reduce) and schedule not in SYNC_AFTER_PIPELINE
+
+
 def bucketed(device: int, piece: int) -> bool:
     """Whether MCore buckets the gradients of model piece `piece` held by pipeline device `device`: only the first
     chunk of pipeline rank 0, the model's first piece (distributed_data_parallel.py `DistributedDataParallel.__init__`,

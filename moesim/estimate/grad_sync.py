@@ -48,10 +48,11 @@ class GradSync:
 
 def grad_sync(wl: Workload, tr: TrainingSpec, cands, stages: Stages, ledger: CommLedger, chunks: np.ndarray,
               dense_1: np.ndarray, expert_1: np.ndarray, tp: np.ndarray, pp: np.ndarray, m: np.ndarray,
-              first: np.ndarray, last: np.ndarray, zero: np.ndarray) -> GradSync:
+              first: np.ndarray, last: np.ndarray, zero: np.ndarray, one_bucket: np.ndarray | None) -> GradSync:
     """Each stage's gradient sync over dp and edp for the rows of `cands` (`stages` theirs), priced on `ledger`;
     `dense_1` / `expert_1` (N, S) one parameter copy's per device, `chunks` (N,) the interleaved chunks synced apart
-    (1.0: none), `zero` (N, 1) the ZeRO stage."""
+    (1.0: none), `zero` (N, 1) the ZeRO stage, `one_bucket` (N,) the rows synced in one bucket after their pipeline
+    (grad_buckets.SYNC_AFTER_PIPELINE; None: none)."""
     n_cand, n_stages = stages.counts.shape[:2]
     q_g, q_p = tr.bytes_of("grad"), tr.bytes_of("param")
     add = ledger.add
@@ -85,6 +86,8 @@ def grad_sync(wl: Workload, tr: TrainingSpec, cands, stages: Stages, ledger: Com
         head0, emb0 = (head_p[:, :1], embedding_p[:, :1]) if axis == "dp" else (0.0, 0.0)
         p0 = params[:, :1]
         threshold = threshold_p if tr.overlap_grad_reduce else np.inf
+        if one_bucket is not None:
+            threshold = np.where(one_bucket[:, None], np.inf, threshold)
         # the first chunk: 1/v of the stage's layers (at their mean size) and the embedding (no head: pp > 1)
         rest0 = np.maximum(p0 - emb0, 0.0) / v_col if chunked_any else 0.0
         p0_first = rest0 + emb0 if chunked_any else p0

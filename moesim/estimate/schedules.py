@@ -170,6 +170,8 @@ def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=
               back to device 0's first-leg piece (2p − 2 device boundaries), whose m I's and W's then run (each
               piece's I's in micro-batch order, each W after its I: sail-sg's walk, des.zbv_order); at m = 1 and
               even pieces the m = 1 path below (session 24, zbvpieces: pieces unlike, e.g. an encoder-decoder's);
+              or with micro-batch 0's I held on a device d behind its min(m, d + 1) second-leg forwards
+              (`_zbv_turn_s`; session 24, zbfollow);
       drain   ΣF + ΣB + 4(p − 1)·h + (m − 1)·q_s + W_0/2: the last micro-batch crosses the V forward and back
               (2p − 2 device boundaries each way) and its W on device 0 (chunk 0's half) ends the step; at one
               station it waits for the m − 1 before it: the last device's I pair (q = B_s, its two chunks back to
@@ -207,6 +209,9 @@ def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=
     i1 = b / 2 if first_leg_i_s is None else np.asarray(first_leg_i_s, dtype=float)
     w1 = w / 2 if first_leg_w_s is None else np.asarray(first_leg_w_s, dtype=float)
     fill = np.where(first, np.maximum(fill, back + backward_all - i1 + 2 * (p - 1) * h + m * (i1 + w1)), fill)
+    # ... or after micro-batch 0's I waited on a device d for its later micro-batches' second-leg forwards
+    fill = np.where(first, np.maximum(fill, _zbv_turn_s(m, p, f, f1, b, i1, w1, start, position, count, exists,
+                                                        h)), fill)
     station = np.where(last, b, np.where(first, (f + b) / 2, 0.0))
     drain = forward_all + backward_all + 4 * (p - 1) * h + (m - 1) * station + first_w
     return np.maximum(base, np.max(np.where(exists, np.maximum(fill, drain), -np.inf), axis=1))
@@ -230,6 +235,33 @@ def _zbv_return_s(m, p, f, f1, start, position, count, exists, h) -> np.ndarray:
         k = np.minimum(m, 2 * (p - 1 - d) + 1)
         best = np.maximum(best, before + (d - start) * f + 2 * d * h + k * f1 + (f - f1))
     return np.max(np.where(exists, best, -np.inf), axis=1, keepdims=True)
+
+
+def _zbv_turn_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h) -> np.ndarray:
+    """A bound of `zbv_pipe_s` on device 0's end, (N, 1): device d runs k_d = min(m, d + 1) second-leg forwards
+    before micro-batch 0's second-leg I (sail-sg's walk, des.zbv_order, at all 2,604 points tried: p 2, 3, 4, 5, 6,
+    8, m 1 to 3p − 1, six F : I : W ratios; session 24, zbfollow), so that I waits for micro-batch j = k_d − 1's
+    forward: down the first leg to the turn (Σ_{s<p−1} F¹_s), where device p − 1 runs both its pieces' forwards of
+    micro-batches 0 to j ((j + 1)·F_{p−1}, each piece's forwards in micro-batch order), back up the second leg to
+    device d (Σ_{d≤s<p−1} F²_s); then micro-batch 0's I from device d's second-leg piece down the V
+    (Σ_{s≥d} I²_s + Σ_s I¹_s) and device 0's first-leg piece's m I's and W's, as the return term (I² = B − I¹,
+    F² = F − F¹), 4(p − 1) − 2d device boundaries. A kind's stages at or past d are counted at least
+    count − (d − its first stage) (exact for a run, a lower bound where kinds interleave); (N, S) arrays as
+    `zbv_pipe_s`, `start` each kind's first stage."""
+    f2, i2 = f - f1, b - i1
+    last, first = exists & (position == p - 1), exists & (position == 0)
+    total = lambda a, where=exists: np.sum(np.where(where, a, 0.0), axis=1, keepdims=True)  # noqa: E731
+    down = total(count * f1) - total(f1, last)  # the first leg up to the turn device
+    turn, all_i1 = total(f, last), total(count * i1)
+    tail = m * (total(i1, first) + total(w1, first)) - total(i1, first)  # I0.0 among device 0's m I's
+    best = np.full(m.shape, -np.inf)
+    for d in range(1, int(np.max(p))):
+        at_or_past = np.where(exists, np.clip(count - np.maximum(0.0, d - start), 0.0, count), 0.0)
+        between = np.maximum(at_or_past - last, 0.0)  # stages d to p − 2
+        path = (down + np.minimum(m, d + 1) * turn + total(between * f2) + total(at_or_past * i2) + all_i1 + tail
+                + (4 * (p - 1) - 2 * d) * h)
+        best = np.maximum(best, np.where(d <= p - 1, path, -np.inf))
+    return best
 
 
 def zbh1_chain_s(m, stage_mb, weight_s, position, multiplicity) -> np.ndarray:

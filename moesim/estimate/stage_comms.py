@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim import memory as mem
-from moesim.estimate import schedules as sch
 from moesim.estimate.comm_ledger import CommLedger
 from moesim.estimate.context_parallel import exposed_ring_time_s
 from moesim.estimate.mla_tp_comms import MLA_WGRAD_GATHER
@@ -25,11 +24,11 @@ BACKWARD_ONLY_CALLS = ("tp_all_gather_wgrad", MLA_WGRAD_GATHER)
 
 @dataclass(frozen=True)
 class StageComms:
-    """`stage_comms`' figures per row, seconds per micro-batch; a float 0.0 where no row needs it."""
+    """`stage_comms`' figures per row, seconds per micro-batch; a float 0.0 where no row needs it ("only where
+    zb_split": where any row runs ZB-H1 or ZB-V)."""
 
     per_mb_comm: np.ndarray  # (N, S) every layer's and the embedding's collectives (the head's in head_comm)
     bwd_comm: np.ndarray  # (N, S) their backward share
-    zb_split: bool  # whether any row runs ZB-H1 or ZB-V (the figures below "only where zb_split")
     embedding_fb: np.ndarray | float  # the embedding's forward collectives less its backward ones
     backward_only: np.ndarray | float  # the wgrad re-gathers' share of bwd_comm
     layer_fwd_comm: np.ndarray | float  # the layers' forward collectives
@@ -42,11 +41,12 @@ class StageComms:
 
 def stage_comms(tr, model, wl, hw, cands, sched: np.ndarray, calls: list, layer_calls: list, ledger: CommLedger,
                 counts: np.ndarray, core_mb: np.ndarray | None, leg_share: np.ndarray | None, first: np.ndarray,
-                last: np.ndarray, zb_v: np.ndarray, b: np.ndarray, in_tokens) -> StageComms:
+                last: np.ndarray, zb_v: np.ndarray, zb_split: bool, b: np.ndarray, in_tokens) -> StageComms:
     """The collectives of the rows of `cands`: `calls` per class the layer's CommCalls, `layer_calls` their calls per
     stage (N, S each), priced on `ledger`; `counts` (N, S, C) the layers per stage (stages.counts), `core_mb`
     (N, S, C) the attention cores a CP ring hides under (None: no cp > 1), `leg_share` (N, S, C) ZB-V's first-leg
-    share of each class's layers (None: no ZB-V row), `zb_v` (N,) 1.0 on a ZB-V row, `b` (N,) sequences per
+    share of each class's layers (None: no ZB-V row), `zb_v` (N,) 1.0 on a ZB-V row, `zb_split` whether any row runs a
+    zero-bubble schedule, `b` (N,) sequences per
     micro-batch, `in_tokens` the embedding's input tokens."""
     n_cand, n_stages = counts.shape[:2]
     add = ledger.add
@@ -58,7 +58,6 @@ def stage_comms(tr, model, wl, hw, cands, sched: np.ndarray, calls: list, layer_
     # ZB-H1 and ZB-V: the forward pass's own collectives, which the simulator runs inside an F slot (its I the
     # backward's and a full recompute's; session 23 zbpipe): bwd_comm plus the forward-less-backward of the calls that
     # are not one per pass (embedding, head, pipeline sends); a layer's calls give each pass the same share.
-    zb_split = (sch.is_schedule(sched, "zb-h1") | sch.is_schedule(sched, "zb-v")).any()
     embedding_fb = 0.0  # the embedding's forward collectives less its backward ones (only where zb_split)
     # Sequence parallelism's wgrad re-gathers run in the backward only (terms.TermBuilder._tp_comms; the simulator's
     # des.schedule._Builder._block issues them where phase == "bwd"), not half in each pass as bwd_comm counts them:
@@ -105,7 +104,7 @@ def stage_comms(tr, model, wl, hw, cands, sched: np.ndarray, calls: list, layer_
             head_comm[end][0] += t_call
             if call.pass_ == "bwd":
                 head_comm[end][1] += t_call
-    return StageComms(per_mb_comm=per_mb_comm, bwd_comm=bwd_comm, zb_split=zb_split, embedding_fb=embedding_fb,
+    return StageComms(per_mb_comm=per_mb_comm, bwd_comm=bwd_comm, embedding_fb=embedding_fb,
                       backward_only=backward_only, layer_fwd_comm=layer_fwd_comm,
                       embedding_fwd_comm=embedding_fwd_comm, leg_fwd_comm=leg_fwd_comm, leg_comm=leg_comm,
                       a2a_call=a2a_call, head_comm=head_comm)

@@ -84,7 +84,7 @@ class TermBuilder:
         self.q_dispatch = training.element_bytes("dispatch")
         self.q_store = training.element_bytes("activation_storage")
         self.hbm_bw = hardware.chip.hbm_bw_bytes_per_s * hardware.efficiency.memory_bandwidth
-        self.ops = LayerOps(model, training, b, tp, ep, etp, hardware.device_kind)
+        self.ops = LayerOps(model, training, b, tp, ep, etp, hardware.device_kind, hardware.gpu_arch)
         columns = [np.asarray(x, dtype=float).reshape(-1) for x in
                    np.broadcast_arrays(b, tp, ep, etp, recompute, capacity_factor)]
         self._n = len(columns[0])
@@ -187,7 +187,7 @@ class TermBuilder:
         model = self.model
         h, n, fl = model.d_model, cls.tokens, cls.flops
         n_rows = len(np.asarray(b).reshape(-1))
-        ops = LayerOps(model, self.tr, b, tp, ep, etp, self.hw.device_kind)
+        ops = LayerOps(model, self.tr, b, tp, ep, etp, self.hw.device_kind, self.hw.gpu_arch)
         att_proj, scores = b * fl.attention_proj / tp, b * fl.attention_scores / tp
         fwd_flops = att_proj + scores
         padded_extra = np.zeros_like(b)

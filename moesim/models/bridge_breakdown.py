@@ -31,7 +31,7 @@ PIECES = (("attention core (flash)", lambda r: r.name == "attention_core"),
           ("router GEMM and gating", lambda r: r.part == "router" and r.name != "moe_norm"),
           ("permute / unpermute copies", lambda r: r.part in ("permute", "unpermute") and r.name not in (
               "fp8_quantise", "moe_residual")),
-          ("expert grouped GEMMs", lambda r: r.kind == "grouped_gemm"),
+          ("expert grouped GEMMs", lambda r: r.name in ("expert_fc1", "expert_fc2")),
           ("FP8 casts", lambda r: r.name == "fp8_quantise"),
           ("norms, activation, residuals", lambda r: r.kind == "memory" and r.name in (
               "attn_norm", "moe_norm", "attn_residual", "moe_residual", "expert_activation")))

@@ -19,7 +19,8 @@ Forward operators, in execution order, by stage part:
                   (R + r)·h·q, no sort, and with DeepSeek's framework its dispatch_mapping first (_flex_dispatch);
                   or the dense dispatch einsum (GShard Alg. 2; moesim.estimate.terms)
   expert_ffn      expert_fc1 (grouped gemm: g groups of m = r·etp/g rows, n = G·f_e/etp, k = h), expert_activation,
-                  expert_fc2 (n = h, k = f_e/etp)
+                  expert_fc2 (n = h, k = f_e/etp); under Megatron-LM + TE on Hopper each a gemm of count g, one
+                  cuBLAS GEMM and launch per local expert (LayerOps.expert_gemm)
   unpermute       unpermute (memory; after DeepEP / HybridEP the r rows reduced to the R tokens) or the combine
                   einsum; moe_residual (routed + shared output + residual, summed once the combine is back)
   shared_experts  shared_fc1, shared_activation, shared_fc2 (as fc1/fc2 with f = shared d_ff, split by tp)
@@ -48,7 +49,7 @@ import numpy as np
 
 from moesim.arithmetic import ffn_matrices
 from moesim.flops import FLOPS_PER_MAC, _score_flops
-from moesim.megatron_rules import DEEPEP_BACKENDS, runs_megatron_te
+from moesim.megatron_rules import DEEPEP_BACKENDS, runs_megatron_te, te_expert_gemm_loop
 from moesim.ops.attention import work_fraction
 from moesim.ops.base import Op, backward, gemm, grouped_gemm, memory
 from moesim.ops.block_ops import (FP32_BYTES, READ_WRITE, activation as _activation, expert_bias_op,
@@ -81,13 +82,16 @@ TOPK_INDEX_BYTES = 8  # DeepEP's topk_idx_t, int64 unless built with EP_NUM_TOPK
 class LayerOps:
     """Builds the forward operator list of a layer class over arrays of candidates (module docstring)."""
 
-    def __init__(self, model: ModelSpec, training: TrainingSpec, b, tp, ep, etp, device_kind: str = "gpu") -> None:
+    def __init__(self, model: ModelSpec, training: TrainingSpec, b, tp, ep, etp, device_kind: str = "gpu",
+                 gpu_arch: str = "") -> None:
+        """`gpu_arch`: the profile's GPU architecture (HardwareProfile.gpu_arch; "" none stated)."""
         self.model, self.tr = model, training
         self.b, self.tp, self.ep, self.etp = b, tp, ep, etp
         # autograd's gradient sums run as kernels of their own in an eager framework (GPU, CPU); an XLA program
         # (TPU) fuses them into neighbouring fusions (the cross-entropy's convention, logits_ops)
         self.grad_adds = not device_kind.startswith("tpu")
         self.te = runs_megatron_te(training.framework, device_kind)  # TransformerEngine's norms (TE_NORM_...)
+        self.expert_gemm_loop = te_expert_gemm_loop(training.framework, device_kind, gpu_arch)
         self.dtype = {kind: op_dtype(training, kind) for kind in ("gemm", "grouped_gemm", "attention", "memory")}
         self.q = training.bytes_of("activation")  # working activations (BF16 under FP8 GEMMs)
         self.q_dispatch = training.element_bytes("dispatch")  # with FP8 scales
@@ -216,13 +220,28 @@ class LayerOps:
         dt = self.dtype["grouped_gemm"]
         total = FLOPS_PER_MAC * slots * (g + 1) * h * f
         fallback = total / groups / ffn_matrices(model.ffn_kind)
-        ops = [grouped_gemm(part, "expert_fc1", dt, groups, rows, g * fe, h, fallback=fallback),
+        ops = [self.expert_gemm(part, "expert_fc1", dt, groups, rows, g * fe, h, fallback),
                _activation(part, "expert_activation", self.dtype["memory"], self.q, slots * f, g),
-               grouped_gemm(part, "expert_fc2", dt, groups, rows, h, fe, fallback=fallback)]
+               self.expert_gemm(part, "expert_fc2", dt, groups, rows, h, fe, fallback)]
         if model.ffn_bias and self.te and not self.tr.te_op_fuser:
             # on FC2's output, groups x rows = slots·etp rows of h (the etp group's tokens: experts.py l.387-398)
             ops.append(expert_bias_op(part, slots * self.etp, h, groups, self.q))
         return ops
+
+    def expert_gemm(self, part: str, name: str, dtype: str, groups, m, n, k, fallback) -> Op:
+        """The `groups` local experts' GEMMs [m, k]·[k, n]: one grouped kernel, or under TE on Hopper
+        (te_expert_gemm_loop) one cuBLAS GEMM per expert, each at its own shape from the profile's `gemm` tables and
+        charged its launch (TE v2.14 common/gemm/cublaslt_gemm.cu multi_stream_cublas_gemm l.969-1010: a loop of
+        nvte_cublas_gemm_v2 calls). They run one after another: the loop deals them over
+        nvte_get_num_compute_streams() = 4 streams (common/util/multi_stream.cpp get_num_compute_streams, `static
+        constexpr int num_compute_streams = 4`; `i % num_streams`), and no source measures how far GEMMs on
+        several streams overlap, so none is credited. A per-tensor FP8 cuBLAS GEMM has no table of its own in any
+        profile (h100-sxm's FP8 `gemm` table is DeepGEMM's blockwise kernel): it reads the BF16 `gemm` table's
+        fraction at the FP8 peak (meta table_dtype; moesim.ops.price.op_efficiency)."""
+        if not self.expert_gemm_loop:
+            return grouped_gemm(part, name, dtype, groups, m, n, k, fallback=fallback)
+        op = gemm(part, name, dtype, m, n, k, count=groups)
+        return replace(op, meta={"table_dtype": "bfloat16"}) if dtype == "float8" else op
 
     def dispatch(self, slots, t_dev, capacity, dense_einsum: bool, received=None) -> tuple[list[Op], list[Op]]:
         """(permute ops, unpermute ops): index copies, or GShard's dispatch and combine einsums. `received`: the

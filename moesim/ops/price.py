@@ -21,15 +21,19 @@ from moesim.specs.hardware import HardwareProfile
 def op_efficiency(op: Op, hw: HardwareProfile) -> np.ndarray | float:
     """Fraction of peak (compute) or of HBM bandwidth (memory) the operator achieves."""
     names = (op.name, op.mask) if op.kind == "attention" else (op.name,)
-    if "table_op" in op.meta:  # an operator priced by another's measured table (moesim/ops/layer.py)
-        names = names + (op.meta["table_op"],)
-    table = select_table(hw.efficiency.op_tables, op.kind, op.dtype, op.pass_, names)
-    if table is None and op.dtype == "float8" and op.kind != "memory" and op.pass_ != "fwd":
+    dtype = op.dtype
+    if op.meta:
+        if "table_op" in op.meta:  # an operator priced by another's measured table (moesim/ops/layer.py)
+            names = names + (op.meta["table_op"],)
+        # a kernel no table of its dtype measures reads another dtype's table (LayerOps.expert_gemm), at its own peak
+        dtype = op.meta.get("table_dtype", dtype)
+    table = select_table(hw.efficiency.op_tables, op.kind, dtype, op.pass_, names)
+    if table is None and dtype == "float8" and op.kind != "memory" and op.pass_ != "fwd":
         # --- issue 12 (modern): an FP8 dgrad / wgrad without a table of its pass reads the FP8 forward table at
         # its own shape (base.backward_ops: dgrad (m, k, n), wgrad (k, n, m)); a GEMM kernel is keyed by M×N×K,
         # and DeepGEMM's H800 tables time the FP8 kernel DeepSeek-V3 runs in all three passes (§3.3.1).
-        table = select_table(hw.efficiency.op_tables, op.kind, op.dtype, "fwd", names)
-    if table is None and op.dtype == "float8" and op.kind != "memory":
+        table = select_table(hw.efficiency.op_tables, op.kind, dtype, "fwd", names)
+    if table is None and dtype == "float8" and op.kind != "memory":
         # No FP8 table: an FP8 kernel is taken to reach the fraction of the FP8 peak that the BF16 kernel of
         # the same shape reaches of the BF16 peak (precision, issue 12; DeepGEMM's H800 FP8 GEMMs reach 1426
         # of 1979 TFLOPS at 4096×7168×16384, wave2.md §7.2, about BF16's large-GEMM fraction). Without it an

@@ -264,6 +264,12 @@ class HardwareProfile:
             raise SpecError(f"the outermost interconnect level joins {domains[-1]} devices but max_devices is "
                             f"{self.max_devices}", field="interconnect", value=domains)
 
+    @property
+    def gpu_arch(self) -> str:
+        """The GPU architecture (NCCL_ARCHS) the profile's levels state as nccl_arch (NCCL's tuner indexes its tables by
+        it); "" where no level states one."""
+        return next((level.nccl_arch for level in self.interconnect if level.nccl_arch), "")
+
     def check_devices(self, devices: int) -> None:
         """Raise unless `devices` is a device count this system can hold."""
         if devices < 1 or devices > self.max_devices:

@@ -128,7 +128,7 @@ class Scenario:
         that states none is not refused."""
         if self.training.fp8_scaling != "mxfp8" or self.hardware.device_kind != "gpu":
             return
-        arch = next((level.nccl_arch for level in self.hardware.interconnect if level.nccl_arch), "")
+        arch = self.hardware.gpu_arch
         if arch and arch != MXFP8_ARCH:
             # NVIDIA/TransformerEngine @ d0067d0d transformer_engine/pytorch/quantization.py l.162-168: "Device compute
             # capability 10.0 or higher required for MXFP8 execution"

@@ -79,7 +79,10 @@ def test_a_layer_in_the_pair_by_hand():
         kinds.add(op.kind)
         if op.kind in SHARED_KINDS:
             extra += (float(np.asarray(op_time_s(op, hw)).reshape(-1)[0]) - op.kernels * launch_s) * (132 / 112 - 1)
-    assert {"gemm", "grouped_gemm", "attention", "memory"} <= kinds
+    # the tiny MoE runs Megatron-LM + TE on h100-sxm: its expert GEMMs are one `gemm` per local expert (session 24
+    # hopperggemm), priced at the share as the grouped kernel was
+    assert {"gemm", "attention", "memory"} <= kinds
+    assert any(op.name == "expert_fc1" and op.kind in SHARED_KINDS for op in terms.ops_fwd)
     full = float((terms.fwd_time_s + terms.bwd_time_s)[0])
     assert extra > 0.05 * full
     assert float(terms.pair_time_s()[0]) == pytest.approx(full + extra, rel=1e-12)

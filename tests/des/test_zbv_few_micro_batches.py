@@ -18,6 +18,8 @@ import pytest
 
 from moesim.des import SimOptions, simulate
 from moesim.des.orders import device_spans, order_makespan
+from moesim.des.zbv_order import zbv_orders
+from moesim.estimate import schedules as sch
 from moesim.estimate.schedules import zbh1_chain_s, zbv_pipe_s
 from moesim.specs.layout import Layout
 from moesim.specs.load import load_scenario
@@ -161,6 +163,12 @@ def _run(scenario: str, changes: dict, layout: Layout) -> tuple[float, float]:
 # m 1 −0.09 -> +0.91 % (the step after the pipeline: the estimate syncs both of device 0's pieces after its last W, the
 # simulator piece 7's when its own last W ends: 11.72 against 5.38 ms; its pipeline 856.95 against the slots' 855.13
 # ms); Llama m 1 −0.07 -> −0.00 % (2 -> 0.5 %); Llama m 2, 3, 4, 8 and ZB-H1 m 1 unchanged to the printed digit.
+# Session 24 (zbfollow), both engines sync a zero-bubble run's gradients after its pipeline as sail-sg's runtime does
+# (grad_buckets.SYNC_AFTER_PIPELINE; the simulator had overlapped piece 7's) and device 0's end after micro-batch 0's I
+# waited on a device for later micro-batches' second-leg forwards (schedules._zbv_turn_s) (base 6cb68ac -> after):
+# Switch-C m 1 +0.91 -> +0.20 % (bar 2 -> 0.5 %), m 2 −0.45 -> +0.11 % (1 -> 0.5 %), m 4 +0.44 -> −0.06 %; Switch-Base
+# pp 4 −0.14 -> −0.23 %, pp 8 −0.72 -> −0.74 %, DeepSeek-V3 −2.92 -> −3.03 % (the simulator's sync after the pipeline
+# +110.0 ms, the estimate's one bucket +74.6 ms); Llama (tp 2 dp 1: no gradient sync) and ZB-H1 unchanged.
 LLAMA = "llama3-70b-l12-b200-tp8"
 
 
@@ -179,9 +187,9 @@ CASES = [
     ("llama zb-v m8 (2pp)", LLAMA, _llama("zb-v", 8), Layout(dp=1, tp=2, pp=4), 0.02),
     ("llama zb-h1 m1", LLAMA, _llama("zb-h1", 1), Layout(dp=1, tp=2, pp=4), 0.02),
     ("switch-c zb-v m1", "switch-c-2048-tpu-v3", {"micro_batches": 1, "pipeline_schedule": "zb-v", "zero_stage": 2},
-     Layout(dp=512, ep=512, pp=4), 0.02),
+     Layout(dp=512, ep=512, pp=4), 0.005),
     ("switch-c zb-v m2", "switch-c-2048-tpu-v3", {"micro_batches": 2, "pipeline_schedule": "zb-v", "zero_stage": 2},
-     Layout(dp=512, ep=512, pp=4), 0.01),
+     Layout(dp=512, ep=512, pp=4), 0.005),
     ("switch-c zb-v m4", "switch-c-2048-tpu-v3", {"micro_batches": 4, "pipeline_schedule": "zb-v", "zero_stage": 2},
      Layout(dp=512, ep=512, pp=4), 0.005),
     ("switch-c zb-h1 m1", "switch-c-2048-tpu-v3", {"micro_batches": 1, "pipeline_schedule": "zb-h1", "zero_stage": 2},
@@ -328,3 +336,50 @@ def test_a_kind_whose_stages_interleave_stays_below_the_order():
             moved += 1
             assert new <= order * (1 + 1e-12)
     assert moved > 0
+
+
+def test_a_device_runs_d_plus_one_second_leg_forwards_before_micro_batch_zeros():
+    """sail-sg's walk (des.zbv_order) puts exactly min(m, d + 1) second-leg forwards on device d before micro-batch 0's
+    second-leg I, whatever the F : I : W (schedules._zbv_turn_s builds on it)."""
+    for p, ratio in itertools.product((2, 3, 4, 5, 8), ((1, 1, 1), (1, 2, 1), (1, 1.5, 0.5), (2, 1, 1), (1, 1, 2))):
+        for m in range(1, 3 * p):
+            orders = zbv_orders(m, p, ratio)
+            for d in range(p):
+                slots = orders[d]
+                before = slots[:slots.index(("I", 0, 2 * p - 1 - d))]
+                assert sum(s[0] == "F" and s[2] == 2 * p - 1 - d for s in before) == min(m, d + 1), (p, m, d, ratio)
+
+
+def test_micro_batch_zeros_wait_for_later_forwards_never_passes_the_order(monkeypatch):
+    """Seeded unlike pieces as above (p 2, 3, 4, 5, 8; 648 points): where the wait of micro-batch 0's I on later
+    micro-batches' second-leg forwards moves the form (19 points), it stays at or below the order (session 24,
+    zbfollow; Switch-C ZB-V m 2's path: F0.0-F0.4, F1.3-F1.6, then micro-batch 0's I from piece 6 down)."""
+    moved = 0
+    for p in (2, 3, 4, 5, 8):
+        rng = np.random.default_rng(24 + p)
+        for _, m in itertools.product(range(12), range(1, 2 * p + 3)):
+            if m == 1:
+                pieces = tuple(tuple(rng.uniform(0.5, 2.0, 3)) for _ in range(2 * p))
+            new = _v_form(m, p, pieces)
+            with monkeypatch.context() as patch:
+                patch.setattr(sch, "_zbv_turn_s", lambda m, *a: np.full(np.shape(m), -np.inf))
+                old = _v_form(m, p, pieces)
+            assert new >= old
+            if new > old * (1 + 1e-12):
+                moved += 1
+                assert new <= _v_order(m, p, pieces) * (1 + 1e-12)
+    assert moved == 19
+
+
+@pytest.mark.parametrize("schedule", ["zb-v", "zb-h1"])
+def test_a_zero_bubble_run_syncs_its_gradients_after_its_pipeline_in_both_engines(schedule):
+    """sail-sg's runtime runs the schedule under no_sync and syncs after its last node, overlap_grad_reduce asserted
+    off (grad_buckets.SYNC_AFTER_PIPELINE): overlap_grad_reduce on or off, both engines give one step (before, the
+    simulator overlapped a ZB-V device's V-end piece's sync with its first-leg piece's backward: Switch-C m 1,
+    6.3 ms)."""
+    steps = []
+    for overlap in (True, False):
+        changes = {"micro_batches": 1, "pipeline_schedule": schedule, "zero_stage": 2, "overlap_grad_reduce": overlap}
+        steps.append(_run("switch-c-2048-tpu-v3", changes, Layout(dp=512, ep=512, pp=4)))
+    assert steps[0][0] == pytest.approx(steps[1][0], rel=1e-12)
+    assert steps[0][1] == pytest.approx(steps[1][1], rel=1e-12)

@@ -71,7 +71,7 @@ RECORDED_ERROR_PCT = {
     "26.06-gb300-qwen3-30b-mxfp8-ep8": +5.6,  # 26.06 DGX-GB300 Qwen3_30B_a3B MXFP8: 45275; none
     "26.06-gb200-qwen3-30b-mxfp8-ep8": -12.1,  # 26.06 DGX-GB200 Qwen3_30B_a3B MXFP8: 40706; none
     "26.06-b300-qwen3-30b-mxfp8-ep8": +2.1,  # 26.06 DGX-B300 Qwen3_30B_a3B MXFP8: 40769; none
-    "26.06-h100-qwen3-30b-fp8-ep16": -38.2,  # 26.06 DGX-H100 Qwen3_30B_a3B FP8: 8826; none
+    "26.06-h100-qwen3-30b-fp8-ep16": -37.0,  # 26.06 DGX-H100 Qwen3_30B_a3B FP8: 8826; none
     "26.06-gb300-qwen3-235b-mxfp8-pp4vp12ep32": +16.7,  # 26.06 DGX-GB300 Qwen3_235B_a22B MXFP8: 9015; none
     "26.06-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -3.9,  # 26.06 DGX-GB200 Qwen3_235B_a22B MXFP8: 7376; none
     "26.04.01-gb300-dsv3-mxfp8-pp2vp8ep32": +18.4,  # 26.04.01 DGX-GB300 DeepSeekV3 MXFP8: 4992; selective (mla_up_proj)
@@ -83,7 +83,7 @@ RECORDED_ERROR_PCT = {
     "26.04.01-gb200-qwen3-30b-mxfp8-ep8": -21.6,  # 26.04.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26112; none
     "26.04.01-b300-qwen3-30b-mxfp8-ep8": -11.4,  # 26.04.01 DGX-B300 Qwen3_30B_a3B MXFP8: 30720; none
     "26.04.01-b200-qwen3-30b-mxfp8-ep8": -14.4,  # 26.04.01 DGX-B200 Qwen3_30B_a3B MXFP8: 27136; none
-    "26.04.01-h100-qwen3-30b-fp8-ep16": -37.3,  # 26.04.01 DGX-H100 Qwen3_30B_a3B FP8: 8960; none
+    "26.04.01-h100-qwen3-30b-fp8-ep16": -36.0,  # 26.04.01 DGX-H100 Qwen3_30B_a3B FP8: 8960; none
     "26.04.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": +1.9,  # 26.04.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 6944; none
     "26.04.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": +2.0,  # 26.04.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5680; none
     "26.04.01-b300-qwen3-235b-mxfp8-pp8ep8": -0.6,  # 26.04.01 DGX-B300 Qwen3_235B_a22B MXFP8: 5936; none
@@ -97,7 +97,7 @@ RECORDED_ERROR_PCT = {
     "26.04-gb200-qwen3-30b-mxfp8-ep8": -21.9,  # 26.04 DGX-GB200 Qwen3_30B_a3B MXFP8: 26032; none
     "26.04-b300-qwen3-30b-mxfp8-ep8": -11.9,  # 26.04 DGX-B300 Qwen3_30B_a3B MXFP8: 30553; none
     "26.04-b200-qwen3-30b-mxfp8-ep8": -15.2,  # 26.04 DGX-B200 Qwen3_30B_a3B MXFP8: 26859; none
-    "26.04-h100-qwen3-30b-fp8-ep16": -37.7,  # 26.04 DGX-H100 Qwen3_30B_a3B FP8: 8901; none
+    "26.04-h100-qwen3-30b-fp8-ep16": -36.4,  # 26.04 DGX-H100 Qwen3_30B_a3B FP8: 8901; none
     "26.04-gb300-qwen3-235b-mxfp8-pp4vp12ep32": +2.7,  # 26.04 DGX-GB300 Qwen3_235B_a22B MXFP8: 6994; none
     "26.04-gb200-qwen3-235b-mxfp8-pp8vp3ep32": +1.8,  # 26.04 DGX-GB200 Qwen3_235B_a22B MXFP8: 5672; none
     "26.04-b300-qwen3-235b-mxfp8-pp8ep8": -10.4,  # 26.04 DGX-B300 Qwen3_235B_a22B MXFP8: 4865; none
@@ -110,7 +110,7 @@ RECORDED_ERROR_PCT = {
     "26.02.01-gb200-qwen3-30b-mxfp8-ep8": -20.9,  # 26.02.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26373; none
     "26.02.01-b300-qwen3-30b-mxfp8-ep8": -15.0,  # 26.02.01 DGX-B300 Qwen3_30B_a3B MXFP8: 29454; none
     "26.02.01-b200-qwen3-30b-mxfp8-ep8": -15.7,  # 26.02.01 DGX-B200 Qwen3_30B_a3B MXFP8: 26695; none
-    "26.02.01-h100-qwen3-30b-fp8-pp2vp12ep8": -27.2,  # 26.02.01 DGX-H100 Qwen3_30B_a3B FP8: 9058; none
+    "26.02.01-h100-qwen3-30b-fp8-pp2vp12ep8": -22.6,  # 26.02.01 DGX-H100 Qwen3_30B_a3B FP8: 9058; none
     "26.02.01-gb300-qwen3-235b-mxfp8-pp4ep32": +10.6,  # 26.02.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 6583; none
     "26.02.01-gb200-qwen3-235b-mxfp8-pp8ep32": +2.7,  # 26.02.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5530; none
     "26.02.01-b300-qwen3-235b-mxfp8-pp8vp4ep8": -47.9,  # 26.02.01 DGX-B300 Qwen3_235B_a22B MXFP8: 2644; none
@@ -127,17 +127,17 @@ RECORDED_ERROR_PCT = {
     "26.04.01-gb200-gpt-oss-120b-bf16-ep64": -29.5,  # 26.04.01 DGX-GB200 GPT OSS 120B BF16: 16640; the recipe's modules
     "26.04.01-b300-gpt-oss-120b-bf16-ep8": -23.0,  # 26.04.01 DGX-B300 GPT OSS 120B BF16: 15232; none
     "26.04.01-b200-gpt-oss-120b-bf16-ep8": -20.6,  # 26.04.01 DGX-B200 GPT OSS 120B BF16: 13568; the recipe's modules
-    "26.04.01-h100-gpt-oss-120b-bf16-pp4ep8": -38.4,  # 26.04.01 DGX-H100 GPT OSS 120B BF16: 5824; the recipe's modules
+    "26.04.01-h100-gpt-oss-120b-bf16-pp4ep8": -34.1,  # 26.04.01 DGX-H100 GPT OSS 120B BF16: 5824; the recipe's modules
     "26.04-gb300-gpt-oss-120b-bf16-ep64": -10.1,  # 26.04 DGX-GB300 GPT OSS 120B BF16: 19275; none
     "26.04-gb200-gpt-oss-120b-bf16-ep64": -33.7,  # 26.04 DGX-GB200 GPT OSS 120B BF16: 15938; the recipe's modules
     "26.04-b300-gpt-oss-120b-bf16-ep8": -23.6,  # 26.04 DGX-B300 GPT OSS 120B BF16: 15114; none
     "26.04-b200-gpt-oss-120b-bf16-ep8": -24.4,  # 26.04 DGX-B200 GPT OSS 120B BF16: 13045; the recipe's modules
-    "26.04-h100-gpt-oss-120b-bf16-pp4ep8": -38.5,  # 26.04 DGX-H100 GPT OSS 120B BF16: 5810; the recipe's modules
+    "26.04-h100-gpt-oss-120b-bf16-pp4ep8": -34.3,  # 26.04 DGX-H100 GPT OSS 120B BF16: 5810; the recipe's modules
     "26.02.01-gb300-gpt-oss-120b-bf16-ep64": -9.6,  # 26.02.01 DGX-GB300 GPT OSS 120B BF16: 19366; none
     "26.02.01-gb200-gpt-oss-120b-bf16-ep64": -25.2,  # 26.02.01 DGX-GB200 GPT OSS 120B BF16: 15754; the recipe's modules
     "26.02.01-b300-gpt-oss-120b-bf16-ep8": -19.0,  # 26.02.01 DGX-B300 GPT OSS 120B BF16: 15031; none
     "26.02.01-b200-gpt-oss-120b-bf16-ep8": +10.6,  # 26.02.01 DGX-B200 GPT OSS 120B BF16: 13722; full
-    "26.02.01-h100-gpt-oss-120b-bf16-pp4ep8": -36.7,  # 26.02.01 DGX-H100 GPT OSS 120B BF16: 5984; the recipe's modules
+    "26.02.01-h100-gpt-oss-120b-bf16-pp4ep8": -32.3,  # 26.02.01 DGX-H100 GPT OSS 120B BF16: 5984; the recipe's modules
 }
 
 

@@ -102,7 +102,9 @@ def test_mla_counts_its_five_linears(recipe, fwd, bwd):
     without_q_lora = dataclasses.replace(sc.model, attention=dataclasses.replace(sc.model.attention, q_lora_rank=0))
     cls = build_workload(sc.model, 4096, 0).classes[0]
     plain, fed = (4, 3) if recipe == "te-current-scaling" else (1, 1)
-    assert te_cast_kernels(without_q_lora, sc.training, cls, 8, True)["attention"] == (2 * plain + fed, 3 * plain)
+    # without a q LoRA rank: linear_q_proj (plain) in place of q_down, kv_down and linear_proj plain, kv_up
+    # norm-fed: four Linears, four output gradients (review24: q_proj was not counted, (2p + f, 3p) before)
+    assert te_cast_kernels(without_q_lora, sc.training, cls, 8, True)["attention"] == (3 * plain + fed, 4 * plain)
 
 
 @pytest.mark.parametrize("recipe", ["te-current-scaling", "mxfp8-blackwell"])

@@ -115,14 +115,17 @@ def te_cast_kernels(model: ModelSpec, training: TrainingSpec, cls: LayerClass, e
     by no Megatron-Bridge release read, 17a381f95 / 63b08b397 git grep): the input norm a module of its own, so
     linear_q_down_proj and linear_kv_down_proj are plain casts of the same input (linear_q_proj without a q LoRA
     rank); linear_q_up_proj and linear_kv_up_proj LayerNormLinears (l.246-255 under qk_layernorm, which Bridge's
-    DeepSeek providers set: deepseek_v3_bridge.py l.64), norm-fed; linear_proj a Linear."""
+    DeepSeek providers set: deepseek_v3_bridge.py l.64), norm-fed; linear_proj a Linear. Without a q LoRA rank
+    (DeepSeek-V2-Lite) linear_q_proj is a Linear of its own on the layer input (Megatron-LM 00611e6e
+    gpt_layer_specs.py get_gpt_layer_with_transformer_engine_submodules, MLA branch:
+    `linear_q_proj=backend.column_parallel_linear()`, plain): three plain inputs still, one norm-fed
+    (linear_kv_up_proj), four output gradients (session 24, review24)."""
     if not te or training.fp8_scaling not in TE_CAST_KERNELS or training.fp8_transpose != "cast_transpose":
         return {}
     plain, fed = TE_CAST_KERNELS[training.fp8_scaling]
     blocks = 2 if cls.cross_attention else 1
-    if model.attention.kind == "mla":  # (plain, norm-fed) inputs: the down projections and linear_proj; the up ones
-        q_lora = bool(model.attention.q_lora_rank)
-        gemm_inputs = (3 if q_lora else 2, 2 if q_lora else 1)
+    if model.attention.kind == "mla":  # (plain, norm-fed): q_down (or q_proj), kv_down, linear_proj; the up ones
+        gemm_inputs = (3, 2 if model.attention.q_lora_rank else 1)
     else:  # linear_proj; linear_qkv
         gemm_inputs = (1, 1)
     extra = plain if cls.flops.mtp_projection else 0  # an MTP module's projection: a Linear of its own

@@ -18,6 +18,7 @@ from moesim.estimate.precision_terms import (
     MXFP8_NORM_FED_CAST_KERNELS, norm_fed_cast_elements, quantise_parts_bytes, quantised_elements, te_cast_kernels)
 from moesim.estimate.terms import TermBuilder
 from moesim.ops.price import op_time_s
+from moesim.precision import quantise_pass_bytes
 from moesim.specs.layout import Layout
 from moesim.specs.load import load_hardware, load_scenario
 from moesim.specs.training import TrainingSpec
@@ -136,15 +137,57 @@ def test_only_the_launches_and_the_norm_fed_amax_move(mixtral, recipe):
 
 def test_mla_norm_fed_amax_is_the_up_projections_inputs():
     """DeepSeek-V3's MLA under current scaling: the up projections' inputs (r_q + r_kv per token over tp) are read
-    once, not twice; the forward bytes of the attention casts fall by one BF16 read of them, the backward's not."""
+    once, not twice; the forward bytes of the attention casts fall by one BF16 read of them (less the second down
+    projection's own cast of the layer input, test_mla_down_projections_each_cast_the_layer_input), the
+    backward's not."""
     sc = with_precision(load_scenario("deepseek-v3-h800", devices=256), precision_recipe="te-current-scaling")
     none = dataclasses.replace(sc, training=dataclasses.replace(sc.training, framework="none"))
     att = sc.model.attention
     te_ops, one_ops = casts(sc, 8), casts(none, 8)
     drop = float(np.ravel(one_ops["attention", "fwd"].bytes)[0]) - float(np.ravel(te_ops["attention", "fwd"].bytes)[0])
-    assert drop == pytest.approx(2.0 * 4096 * (att.q_lora_rank + att.kv_lora_rank))
+    second_copy = quantise_pass_bytes(4096.0 * sc.model.d_model, 0.0, sc.training.fp8_scaling, 2.0,
+                                      sc.training.fp8_transpose)[0]
+    assert drop == pytest.approx(2.0 * 4096 * (att.q_lora_rank + att.kv_lora_rank) - second_copy)
     assert float(np.ravel(te_ops["attention", "bwd"].bytes)[0]) == pytest.approx(
         float(np.ravel(one_ops["attention", "bwd"].bytes)[0]))
+
+
+@pytest.mark.parametrize("recipe", ["te-current-scaling", "mxfp8-blackwell"])
+@pytest.mark.parametrize("q_lora", [True, False])
+def test_mla_down_projections_each_cast_the_layer_input(recipe, q_lora):
+    """Under Megatron-LM + TE (mla_down_proj_fusion off) linear_q_down_proj (linear_q_proj without a q LoRA rank)
+    and linear_kv_down_proj each cast their own copy of the layer input, as te_cast_kernels counts two kernels:
+    the forward casts move one more cast of 4096 x h than the same layer outside TE (one copy, shared), less the
+    norm-fed amax read under current scaling; the backward's bytes (their output gradients) do not move. Before
+    (session 24, mxfp8casts / review24 left it): the forward counted the input once."""
+    sc = with_precision(load_scenario("deepseek-v3-h800", devices=256), precision_recipe=recipe)
+    if not q_lora:
+        att = dataclasses.replace(sc.model.attention, q_lora_rank=0)
+        sc = dataclasses.replace(sc, model=dataclasses.replace(sc.model, attention=att))
+    none = dataclasses.replace(sc, training=dataclasses.replace(sc.training, framework="none"))
+    te_ops, one_ops = casts(sc, 8), casts(none, 8)
+    tr, h = sc.training, sc.model.d_model
+    second_copy = quantise_pass_bytes(4096.0 * h, 0.0, tr.fp8_scaling, 2.0, tr.fp8_transpose)[0]
+    assert second_copy > 4096 * h
+    cls = build_workload(sc.model, 4096, 0).classes[0]
+    amax_read = 2.0 * norm_fed_cast_elements(sc.model, tr, cls, 1, 1, True).get("attention", 0.0)
+    grown = float(np.ravel(te_ops["attention", "fwd"].bytes)[0]) - float(np.ravel(one_ops["attention", "fwd"].bytes)[0])
+    assert grown == pytest.approx(second_copy - amax_read)
+    assert float(np.ravel(te_ops["attention", "bwd"].bytes)[0]) == pytest.approx(
+        float(np.ravel(one_ops["attention", "bwd"].bytes)[0]))
+    slots = 4096 * sc.model.moe.top_k
+    plain = quantised_elements(sc.model, cls, 1, 1, 1, slots)
+    ours = quantised_elements(sc.model, cls, 1, 1, 1, slots, te_casts=True)
+    assert ours["attention"][0] - plain["attention"][0] == 4096 * h
+    assert ours["attention"][1] == plain["attention"][1]
+
+
+def test_te_casts_leave_other_attention_kinds_alone(mixtral):
+    """Outside MLA a layer input feeds one Linear (linear_qkv): te_casts adds nothing."""
+    cls = build_workload(mixtral.model, 4096, 0).classes[0]
+    slots = 4096 * mixtral.model.moe.top_k
+    assert quantised_elements(mixtral.model, cls, 1, 1, 1, slots, te_casts=True) == \
+        quantised_elements(mixtral.model, cls, 1, 1, 1, slots)
 
 
 @pytest.mark.parametrize("recipe", ["te-current-scaling", "mxfp8-blackwell"])

@@ -28,10 +28,12 @@ def forward(b, costs: Costs, mb: int, vs: int) -> None:
     b.recv = ("act", mb, vs) if vs and _peer(costs, vs - 1, mb, b.stage) else None
     if costs.training.zero_stage >= 3:
         b.zero3_gather(mb, "fwd")
+    b.param_wait(vs, mb, -1)  # overlap_param_gather: the piece's gathers waited on in its first forward
     if vs == 0:
         _embedding_forward(b, costs, mb)
-    for layer in costs.stages[vs].layers:
+    for i, layer in enumerate(costs.stages[vs].layers):
         b.segment = 0
+        b.param_wait(vs, mb, i)
         b.layer_forward(layer, mb)
     _forward_end(b, costs, mb, vs)
 

@@ -48,7 +48,8 @@ from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
 from moesim.estimate.grad_buckets import bucket_params as mcore_bucket_params  # the estimate's bucket size, one rule
 from moesim.estimate.grad_buckets import bucketed, grad_reduce_overlapped, mcore_buckets
 from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER
-from moesim.estimate.param_gather import PARAM_GATHER_LABEL, gathers_after_step
+from moesim.estimate.param_gather import (ALIGNED_SCHEDULES, PARAM_GATHER_LABEL, PARAM_WAIT_LABEL, gathers_after_step,
+                                          gathers_in_forward)
 from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE
 
 
@@ -75,6 +76,11 @@ class _Builder:
         self.pending: dict[tuple[str, int], float] = {}  # (axis, piece): gradient bytes waiting for their bucket
         self.gathers: list[tuple[str, float]] = []  # ZeRO >= 1: (axis, bytes) of each bucket's parameter all-gather
         self.units: dict[int, tuple[dict, dict]] = {}  # piece: its gradient units and closing units (_bucket_units)
+        # overlap_param_gather: each piece's gathers in its first forward (param_gather.gathers_in_forward)
+        self.forward_gathers = gathers_in_forward(costs.training)
+        self.gather_mb: dict[int, int] = {}  # piece: the micro-batch of its first forward
+        self.aligned = costs.training.pipeline_schedule in ALIGNED_SCHEDULES  # the schedule dispatches (align)
+        self.dispatched: dict[tuple[int, str, int], int | None] = {}  # (piece, axis, k): its gather (None: unpriced)
         self.moe_number = {}
         n = 0
         for layer, cls in enumerate(costs.workload.layer_class_index):
@@ -297,6 +303,70 @@ class _Builder:
             self.units[piece] = (units, closes)
         return self.units[piece]
 
+    def forward_buckets(self, piece: int) -> dict[str, list[tuple[int, float]]]:
+        """Piece `piece`'s buckets per axis in forward order (the reverse of their reduction, grad_bucket's): each
+        its forward position that first uses it (−1 the piece's start, before the embedding; i the piece's i-th layer;
+        the head's alone waited on at the last layer) and the parameter bytes it gathers."""
+        tr, st = self.costs.training, self.costs.stages[piece]
+        q_ratio = tr.bytes_of("param") / tr.bytes_of("grad")
+        sizes, closes = self._bucket_units(piece)
+        n = len(st.layers)
+        position = {0: n - 1, n + 1: -1, **{1 + i: n - 1 - i for i in range(n)}}  # unit -> forward position
+        out = {}
+        for axis in ("dp", "edp"):
+            buckets, pending, used = [], 0.0, []
+            for unit, size in enumerate(sizes[axis]):
+                pending += size
+                used += [position[unit]] if size > 0 else []
+                if (unit in closes[axis] or unit == len(sizes[axis]) - 1) and pending > 0:
+                    buckets.append((max(min(used), -1), pending * q_ratio))
+                    pending, used = 0.0, []
+            out[axis] = buckets[::-1]
+        return out
+
+    def param_wait(self, piece: int, mb: int, position: int) -> None:
+        """overlap_param_gather, at forward position `position` of piece `piece` (−1: its start; i: before its i-th
+        layer): on the piece's first forward, wait on the gathers of the buckets first used here, each dispatched
+        here if not yet (the first of its chain), and dispatch the next of the chain once one is waited on (Megatron-LM
+        d98e8a64 param_and_grad_buffer.py l.538-575 finish_param_sync; distributed_data_parallel.py l.517-551: the
+        forward pre-hook; the NCCL call waits for the compute stream so far). At the start a zero-length pre-hook
+        takes the piece's receive: nothing is dispatched before it (no align_param_gather outside the interleaved
+        schedule, arguments.py l.1013)."""
+        if not self.forward_gathers or self.gather_mb.setdefault(piece, mb) != mb:
+            return
+        if position == -1:
+            self.add("compute", COMPUTE, "forward pre-hook", "fwd", -1, mb, duration_s=0.0)
+        for axis, chain in self.forward_buckets(piece).items():
+            for k, (used_at, _) in enumerate(chain):
+                if used_at != position:
+                    continue
+                gather = self._dispatch(piece, axis, k, mb)
+                if gather is not None:
+                    self.add("compute", COMPUTE, PARAM_WAIT_LABEL, "fwd", -1, mb, (gather,), duration_s=0.0)
+                if k + 1 < len(chain) and not self.aligned:  # aligned: skip_next_bucket_dispatch
+                    self._dispatch(piece, axis, k + 1, mb)
+
+    def dispatch_chunk(self, piece: int) -> None:
+        """align_param_gather: every bucket of piece `piece` dispatched now, in buffer order (each buffer's bucket
+        groups from its first, the model's last layers; the dense buffer's, then the expert buffer's: Megatron-LM
+        d98e8a64 distributed_data_parallel.py start_param_sync), after the compute so far."""
+        for axis, chain in self.forward_buckets(piece).items():
+            for k in reversed(range(len(chain))):
+                self._dispatch(piece, axis, k, -1)
+
+    def _dispatch(self, piece: int, axis: str, k: int, mb: int) -> int | None:
+        """The parameter all-gather of piece `piece`'s k-th bucket (forward order) on `axis`, on the grad stream after
+        the compute so far (dispatched once)."""
+        if (piece, axis, k) not in self.dispatched:
+            nbytes = self.forward_buckets(piece)[axis][k][1]
+            spec = self.costs.price(f"{axis}_all_gather", axis, "all_gather", nbytes)
+            vs, self.vs = self.vs, piece  # the gather's piece (dispatched ahead of its forward when aligned)
+            self.dispatched[piece, axis, k] = None if spec is None else self.add(
+                "grad", COLLECTIVE, PARAM_GATHER_LABEL.format(axis=axis), "fwd", -1, mb, (self.last,), chain=False,
+                comm=spec)
+            self.vs = vs
+        return self.dispatched[piece, axis, k]
+
     def grad_bucket(self, units: tuple[int, ...], layer: int, piece: int, flush: bool = False) -> None:
         """Hand gradient units `units` of model piece `piece` (indices as `_bucket_units`) to its open buckets; reduce
         a bucket at the unit that closes it in MCore's layout (grad_buckets.mcore_buckets: only piece 0 on device 0
@@ -361,8 +431,20 @@ def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
     left = grad_passes_per_piece(slots)
     pieces_left = [len(left)]
     replicated = sum(costs.stages[vs].replicated_grad_bytes for vs in {s.vs for s in slots})  # the device's pieces
+    pp, vp = costs.layout.pp, costs.layout.vp
+    aligned = b.forward_gathers and b.aligned  # align_param_gather: chunks 0 and 1 at the step's start
+    for chunk in range(min(2, vp)) if aligned else ():  # (Megatron-LM d98e8a64 schedules.py l.1219-1221)
+        b.dispatch_chunk(chunk * pp + stage)
+    forwards = 0
     for n, slot in enumerate(slots):
         b.key = (n,)
+        if aligned and slot.kind == "F":
+            # the forward of virtual micro-batch j + rank, the first of chunk c: chunk c + 1 dispatched (1 < c + 1 <
+            # v; schedules.py l.1341-1356, is_first_microbatch_for_model_chunk: j + rank = c·pp)
+            ahead = forwards + stage
+            if ahead % pp == 0 and 1 < ahead // pp + 1 < vp:
+                b.dispatch_chunk((ahead // pp + 1) * pp + stage)
+            forwards += 1
         if slot.kind == "FB":
             overlapped(b, costs, slot, left, pieces_left)
         elif slot.kind == "F":
@@ -386,7 +468,7 @@ def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
     step = b.add("compute", COMPUTE, "optimizer", "step", -1, -1, tuple(grads[-1:]), duration_s=costs.optimizer_s)
     # ZeRO >= 1: each bucket's parameter all-gather after the optimizer step, in the buckets' order (Megatron-LM
     # d98e8a64 distrib_optimizer.py l.3168-3199 step_with_ready_grads; estimate/param_gather.py)
-    for axis, nbytes in b.gathers:
+    for axis, nbytes in () if b.forward_gathers else b.gathers:  # overlap_param_gather: in the forward (param_wait)
         spec = costs.price(f"{axis}_all_gather", axis, "all_gather", nbytes)
         if spec is not None:
             b.add("grad", COLLECTIVE, PARAM_GATHER_LABEL.format(axis=axis), "step", -1, -1, (step,), chain=False,

@@ -43,6 +43,7 @@ from moesim.estimate.grad_buckets import chunk_buckets
 from moesim.estimate.grad_sync import exposed_sync_s, grad_sync
 from moesim.estimate.holdings import device_holdings, fitting_rows, nothing_fits
 from moesim.estimate.layout_chunks import layout_bubble, layout_chunk_weights, no_layout
+from moesim.estimate.param_gather import forward_gathers_s
 from moesim.estimate.stage_comms import BACKWARD_ONLY_CALLS, stage_comms  # noqa: F401  (as before the split)
 from moesim.estimate.stages import Stages, first_leg_counts, per_stage, run_ends, v_rows
 from moesim.estimate.strides import candidate_strides
@@ -317,6 +318,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     dp_time, zero3_mb, last_bucket = z(dp_time) * pm, z(zero3_mb) * pm, z(last_bucket) * pm
     first_chunk_s, later_chunk_s, chunks = z(first_chunk_s) * pm, z(later_chunk_s) * pm, z(chunks)
     most_buckets = z(most_buckets)
+    buckets_own = most_buckets  # before chunk_buckets: a stage's own buckets (overlap_param_gather's chains)
     head_time, prior = z(head_time) * pm[:, 0], z(prior) * pm[:, 0]
     head_bwd_comm = z(head_comm["last"][1])  # the head's backward collectives at pp 1 (the first stage's own)
     apart = ends_apart(sched, every["pp"])[:, None].astype(float)  # ZB-V, DualPipe: both ends on one device
@@ -465,6 +467,11 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             exposed_dp = np.where(after_pipe, dp_sync, exposed_dp)
     else:
         exposed_dp = dp_sync
+    param_wait = param_gather  # what the step waits for of the gathers: whole after the optimizer step (default);
+    if tr.overlap_param_gather and gather_time is not None:  # 1F1B / GPipe / interleaved: in the forward (param_gather)
+        param_wait = forward_gathers_s(tr, sched, param_gather, [z(g) for g in gather_time], pm, buckets_own,
+                                       fwd if lazy is None else np.take(fwd, lazy, axis=0), stages.multiplicity,
+                                       np.asarray(vp, dtype=float))
 
     # Breakdown entries are what the step charges: per-micro-batch collectives (and the ZeRO-3
     # parameter gathers, recorded per step) on the slowest stage, the gradient sync on its busiest stage.
@@ -476,13 +483,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     compute_total = m * compute_1
     comm_total = m * comm_1 + dp_sync + embedding_sync + param_gather
     exposed_mb = (pipe - bubble) / m - compute_1  # the collectives' share of the slowest stage's time per mb
-    step = pipe + exposed_dp + embedding_sync + opt_time + param_gather
+    step = pipe + exposed_dp + embedding_sync + opt_time + param_wait
     step_no = pipe + dp_sync + embedding_sync + opt_time + param_gather
     peak_total = devices * builder.peak
     return Evaluation(
         candidates=cands, step_time_s=step, step_time_no_overlap_s=step_no, compute_time_s=compute_total,
         communication_time_s=comm_total,
-        exposed_communication_time_s=m * exposed_mb + exposed_dp + embedding_sync + param_gather,
+        exposed_communication_time_s=m * exposed_mb + exposed_dp + embedding_sync + param_wait,
         bubble_time_s=bubble, optimizer_time_s=opt_time, memory=memory, memory_total_bytes=total_mem,
         memory_capacity_bytes=capacity_bytes, fits=total_mem <= capacity_bytes,
         model_flops_per_step=model_flops, hardware_flops_per_step=hw_flops,

@@ -1,4 +1,5 @@
-"""Where ZeRO ≥ 1's parameter all-gather runs: after the optimizer step, as Megatron-Core's distributed optimizer.
+"""Where ZeRO ≥ 1's parameter all-gather runs: after the optimizer step (Megatron-Core's default), or with
+overlap_param_gather in the next forward.
 
 MCore's distributed optimizer reduce-scatters each gradient bucket as its gradients are ready (param_and_grad_buffer.py
 `start_grad_sync`), updates its shard, then gathers the updated parameters bucket by bucket: with
@@ -12,13 +13,22 @@ simulator as operations on the grad stream after its optimizer step (moesim/des/
 the estimate as a part of the step after `optimizer_time_s` (moesim/estimate/core.py), each bucket the one its
 reduce-scatter reduced (grad_buckets.mcore_buckets), priced as before.
 
-With `--overlap-param-gather` MCore dispatches each bucket's gather ahead of the next iteration's forward (the forward
-pre-hook waits on it: distributed_data_parallel.py l.517-551, `finish_param_sync` starting the next bucket's,
-param_and_grad_buffer.py l.538-575). moesim has no such setting: not priced (docs/collectives-history.md, Session 24
-(zero1ag)).
+With `--overlap-param-gather` (`training.overlap_param_gather`, every Megatron-Bridge recipe's setting) MCore
+dispatches each bucket's gather in the next iteration's forward: a module's forward pre-hook waits on its bucket's
+gather (dispatching it first if it is not yet: the first bucket of each chain) and then dispatches the next bucket's
+(distributed_data_parallel.py l.517-551, param_and_grad_buffer.py l.538-575 `finish_param_sync`); the chain runs in
+forward order, from the last bucket (distributed_data_parallel.py l.369-380), one chain per buffer (dense, expert).
+Without `align_param_gather` (forced off outside the interleaved schedule, arguments.py l.1013) nothing is dispatched
+before a piece's first forward; with the interleaved schedule and `align_param_gather` (its default) every stage
+dispatches chunks 0 and 1 at the step's start and chunk k + 1 one chunk ahead (schedules.py l.1219-1221,
+l.1341-1356). Priced here for 1F1B, GPipe and interleaved (`gathers_in_forward`); ZB, DualPipe and the combined 1F1B
+of moe_a2a_overlap keep the gathers after the step (not priced yet: docs/collectives-history.md, Session 24
+(paramoverlap)).
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 # The names the gathers are priced under, one per gradient axis (the estimate's ledger, the simulator's CommSpec).
 PARAM_GATHER_NAMES = ("dp_all_gather", "edp_all_gather")
@@ -31,3 +41,65 @@ def gathers_after_step(zero_stage):
     that reduce-scatters them (>= 1, the distributed optimizer keeping a shard of the updated parameters; ZeRO-3's
     per-layer gathers are priced apart, as before, core.py `zero3_mb`); ZeRO-0 all-reduces and keeps them whole."""
     return zero_stage >= 1
+
+
+# The schedules whose forward order `gathers_in_forward` prices (Megatron's forward_backward_pipelining_without_
+# interleaving and GPipe's all-forward order; moesim.des.orders).
+FORWARD_GATHER_SCHEDULES = ("1f1b", "gpipe", "interleaved")
+# align_param_gather (Megatron-LM d98e8a64 arguments.py l.1013: on by default, kept only with virtual stages): each
+# chunk's gathers dispatched by the schedule, not by the forward pre-hook (schedules.py l.1219-1221, l.1341-1356)
+ALIGNED_SCHEDULES = ("interleaved",)
+PARAM_WAIT_LABEL = "parameter all-gather wait"
+
+
+def gathers_in_forward(training) -> bool:
+    """Whether the step's parameter all-gathers run in its forward (overlap_param_gather, ZeRO >= 1, a schedule priced
+    so) rather than after the optimizer step."""
+    return bool(training.overlap_param_gather and gathers_after_step(training.zero_stage)
+                and training.pipeline_schedule in FORWARD_GATHER_SCHEDULES and not training.moe_a2a_overlap)
+
+
+def forward_exposed_s(gathers_s, buckets, forward_s, multiplicity):
+    """The gathers' time the first forward waits for, summed over the stages (arrays N × S, a column per kind of
+    stage, `multiplicity` of it in the pipeline; 0 where a stage gathers nothing). Each stage's chain: n equal
+    buckets of G / n, the first waited on whole at the stage's first forward (dispatched there, after its receive: no
+    align_param_gather), each next dispatched when the previous is waited on and hidden under that bucket's forward
+    F / n; the stage waits max(G / n, G − F·(1 − 1/n)) — the gradient sync's closed form run forward (core.py,
+    `window`). 1F1B / GPipe: each stage's wait lies on the fill, so they add."""
+    exposed = np.maximum(gathers_s / buckets, gathers_s - forward_s * (1.0 - 1.0 / buckets))
+    return np.sum(np.where(gathers_s > 0, exposed * multiplicity, 0.0), axis=1)
+
+
+def forward_gathers_s(training, schedule, after_step_s, gathers_s, multiple, buckets, forward_s, multiplicity,
+                      chunks):
+    """The step's parameter-gather time with overlap_param_gather: `forward_exposed_s` on the rows whose schedule
+    runs the gathers in the forward (`gathers_in_forward`), `after_step_s` (the gathers whole after the step) on the
+    rest. `gathers_s`: one array per stage (N each, the estimate's columns), `multiple` the schedule's parameter
+    copies (N × 1), `buckets` N × S, `forward_s` each stage's forward per micro-batch (N × S), `multiplicity` the
+    stages of each column's kind (N × S), `chunks` the virtual stages v (N)."""
+    from moesim.estimate.schedules import is_schedule  # the estimate's schedule codes
+
+    if not training.overlap_param_gather or training.moe_a2a_overlap:  # the schedule is the candidate's: below
+        return after_step_s
+    rows = np.zeros(len(forward_s), dtype=bool)
+    for name in FORWARD_GATHER_SCHEDULES:
+        rows |= is_schedule(schedule, name)
+    if not rows.any():
+        return after_step_s
+    stacked = np.stack(gathers_s, axis=1) * multiple
+    exposed = forward_exposed_s(stacked, buckets, forward_s, multiplicity)
+    aligned = np.zeros(len(forward_s), dtype=bool)
+    for name in ALIGNED_SCHEDULES:
+        aligned |= is_schedule(schedule, name)
+    if aligned.any():  # chunk 0 (a 1/v share of the first stage's) waited on whole: `aligned_exposed_s`
+        exposed = np.where(aligned, aligned_exposed_s(stacked, chunks), exposed)
+    return np.where(rows, exposed, after_step_s)
+
+
+def aligned_exposed_s(gathers_s, chunks):
+    """align_param_gather (the interleaved schedule): every stage dispatches its chunks 0 and 1 at the step's start,
+    each chunk's buckets in buffer order (the dense buffer's, then the expert buffer's; param_and_grad_buffer.py
+    start_param_sync), so the first stage's first layer waits on its chunk 0's gathers whole; the later stages' run
+    during the fill and chunk k + 1's while chunk k runs (dispatched one chunk ahead): not waited on in the closed
+    form (the simulator runs them). `chunks`: v (N)."""
+    return gathers_s[:, 0] / chunks

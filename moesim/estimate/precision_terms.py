@@ -31,8 +31,14 @@ def _ffn_elements(tokens, h: int, f: int, gated: bool, split):
 
 
 def quantised_elements(model: ModelSpec, cls: LayerClass, b, tp, etp, slots,
-                       deepseek_casts: bool = False) -> dict[str, tuple]:
+                       deepseek_casts: bool = False, te_casts: bool = False) -> dict[str, tuple]:
     """Part name -> (elements cast forward, elements cast backward) for one layer of `cls`.
+
+    `te_casts` (Megatron-LM + TransformerEngine's own casts, `te_casts_apply`): MLA's down projections are unfused
+    (mla_down_proj_fusion off, Megatron's default, set by no Megatron-Bridge release read), so linear_q_down_proj
+    (linear_q_proj without a q LoRA rank) and linear_kv_down_proj are two Linears that each cast the layer input
+    (te_cast_kernels counts the two kernels): h once more per token forward; the backward casts their output
+    gradients, already counted (session 24, mladown).
 
     `deepseek_casts` (DeepSeek-V3's recipe: FP8 dispatch and the transposed re-quantisation, `deepseek_casts_apply`;
     DeepSeek's H800 trace, tests/data/dsv3_trace, kernel by kernel in session 22, dsv3ops):
@@ -60,6 +66,10 @@ def quantised_elements(model: ModelSpec, cls: LayerClass, b, tp, etp, slots,
     att_out = blocks * tokens * ((w_out - h) / tp + h)
     if deepseek_casts and model.attention.kind == "mla" and model.attention.q_lora_rank:
         att_in = att_in + blocks * tokens * h  # q_down and kv_down each cast the (whole, duplicated) input
+    if te_casts and model.attention.kind == "mla":
+        # Megatron-LM d98e8a64 gpt_layer_specs.py l.295-308 (00611e6e's MLA branch): q_down / q_proj and kv_down
+        # are separate Linears (backend.linear()), each casting its own copy of the layer input
+        att_in = att_in + blocks * tokens * h
     if cls.flops.mtp_projection:  # an MTP module's M_k: input 2h, output h (DeepSeek-V3 eq. 21)
         att_in, att_out = att_in + tokens * MTP_PROJECTION_INPUTS * h / tp, att_out + tokens * h
     parts = {"attention": (att_in, att_out)}
@@ -99,6 +109,12 @@ TE_CAST_KERNELS = {"per_tensor_current": (CURRENT_SCALING_CAST_KERNELS, CURRENT_
                    "mxfp8": (MXFP8_CAST_KERNELS, MXFP8_NORM_FED_CAST_KERNELS)}
 
 
+def te_casts_apply(training: TrainingSpec, te: bool) -> bool:
+    """Whether a layer's FP8 casts are Megatron-LM + TransformerEngine's, one tensor at a time (te_cast_kernels,
+    quantised_elements `te_casts`): `te` (runs_megatron_te), current scaling or MXFP8, TE's cast-transpose."""
+    return te and training.fp8_scaling in TE_CAST_KERNELS and training.fp8_transpose == "cast_transpose"
+
+
 def te_cast_kernels(model: ModelSpec, training: TrainingSpec, cls: LayerClass, ep, te: bool) -> dict[str, tuple]:
     """Part name -> (forward, backward) kernels of one layer's FP8 casts (its fp8_quantise operators) where
     Megatron-LM + TransformerEngine (`te`) runs current per-tensor scaling or MXFP8 (TE_CAST_KERNELS) with TE's
@@ -120,7 +136,7 @@ def te_cast_kernels(model: ModelSpec, training: TrainingSpec, cls: LayerClass, e
     gpt_layer_specs.py get_gpt_layer_with_transformer_engine_submodules, MLA branch:
     `linear_q_proj=backend.column_parallel_linear()`, plain): three plain inputs still, one norm-fed
     (linear_kv_up_proj), four output gradients (session 24, review24)."""
-    if not te or training.fp8_scaling not in TE_CAST_KERNELS or training.fp8_transpose != "cast_transpose":
+    if not te_casts_apply(training, te):
         return {}
     plain, fed = TE_CAST_KERNELS[training.fp8_scaling]
     blocks = 2 if cls.cross_attention else 1

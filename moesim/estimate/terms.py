@@ -42,7 +42,8 @@ from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATH
 from moesim.estimate.precision_terms import (
     activation_dequantise_bytes, activation_quantise_bytes, activation_recompute_bytes, attention_output_cast_bytes,
     deepseek_casts_apply, norm_fed_cast_elements, quantise_parts_bytes, quantised_elements, te_cast_kernels,
-    up_projection_cast_elements, weight_cast_bytes, weight_transpose_parts_bytes, UP_PROJ_CASTS, UP_PROJ_QUANTISE,
+    te_casts_apply, up_projection_cast_elements, weight_cast_bytes, weight_transpose_parts_bytes, UP_PROJ_CASTS,
+    UP_PROJ_QUANTISE,
 )
 from moesim.collectives.dispatch import routing_shape
 from moesim.ops.layer import FLEX_BACKENDS, LayerOps, backward_ops, logits_ops
@@ -291,8 +292,9 @@ class TermBuilder:
         tr, model, dt = self.tr, self.model, self.tr.dtype_for("activation")
         slots = slots if slots is not None else 0.0
         deepseek_casts = deepseek_casts_apply(tr)
-        elements = quantised_elements(model, cls, b, tp, etp, slots, deepseek_casts=deepseek_casts)
         te = runs_megatron_te(tr.framework, self.hw.device_kind)
+        elements = quantised_elements(model, cls, b, tp, etp, slots, deepseek_casts=deepseek_casts,
+                                      te_casts=te_casts_apply(tr, te))
         fwd_b, bwd_b = quantise_parts_bytes(tr, elements, norm_fed_cast_elements(model, tr, cls, b, tp, te))
         up_ops = []
         if deepseek_casts and up_projection_cast_elements(model, cls, 1, 1):

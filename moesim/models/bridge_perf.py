@@ -245,6 +245,9 @@ def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
     training = {"global_batch_sequences": row.gbs, "seq_len": row.seq_len, "micro_batches": row.ga,
                 "precision_recipe": PRECISION_RECIPE[row.precision], "zero_stage": 1, "recompute": recompute,
                 "sequence_parallel": row.tp > 1, "overlap_grad_reduce": True,
+                # every recipe runs overlap_param_gather (Megatron-Bridge @ 067f987d recipes/common.py l.84
+                # _pretrain_common; training/comm_overlap.py l.576-579 whenever dp > 1; moesim/estimate/param_gather.py)
+                "overlap_param_gather": row.dp > 1,
                 "dispatch_backend": DISPATCH_BACKEND[row.dispatcher],
                 # the recipe's per-layer modules, or ["full_iteration"] (cuda_graph_impl "full_iteration":
                 # moesim.ops.graphs.FULL_ITERATION, session 21 bridgerows2)

@@ -165,6 +165,10 @@ class TrainingSpec:
     # interleaved, or 1f1b at pp 1 (Megatron's combined_1f1b_schedule_for_no_pipelining; moesim.des.orders); ep > 1.
     moe_a2a_overlap: bool = False
     overlap_grad_reduce: bool = True
+    # Megatron-Core's --overlap-param-gather (default False: arguments.py; every Megatron-Bridge recipe sets it,
+    # recipes/common.py l.84 @ 067f987d): ZeRO >= 1's parameter all-gathers dispatched ahead of the next forward, a
+    # layer's forward waiting on its bucket's (moesim/estimate/param_gather.py); needs overlap_grad_reduce.
+    overlap_param_gather: bool = False
     # Megatron-LM DDP's passes over every gradient buffer before the data-parallel reduction (core/distributed/
     # param_and_grad_buffer.py _ParamAndGradBucketGroup.start_grad_sync): check_grads' L2 norm (check_for_nan_in_grad,
     # on unless --no-check-for-nan-in-loss-and-grad) and, unless --ddp-average-in-collective, the 1/(dp·cp) pre-scale.
@@ -219,6 +223,14 @@ class TrainingSpec:
             if getattr(self, name) not in allowed:
                 raise SpecError(f"'{getattr(self, name)}' is not allowed", field=f"training.{name}",
                                 value=getattr(self, name), allowed=allowed)
+        if not isinstance(self.overlap_param_gather, bool):
+            raise SpecError(f"must be true or false, got {self.overlap_param_gather!r}",
+                            field="training.overlap_param_gather", value=self.overlap_param_gather,
+                            allowed=(True, False))
+        if self.overlap_param_gather and not self.overlap_grad_reduce:
+            # Megatron-LM d98e8a64 arguments.py l.1024-1029: --overlap-param-gather asserts --overlap-grad-reduce
+            raise SpecError("overlap_param_gather needs overlap_grad_reduce (Megatron-Core asserts it)",
+                            field="training.overlap_param_gather", value=True, allowed=(False,))
         if self.moe_a2a_overlap and self.pipeline_schedule not in A2A_OVERLAP_SCHEDULES:
             # Megatron-LM d98e8a64 transformer_config.py l.3007-3011: at pp > 1 the overlap needs virtual stages; at
             # pp 1 schedules.py l.778 runs combined_1f1b_schedule_for_no_pipelining (1f1b here, pp 1: the layout check)

@@ -160,6 +160,27 @@ CASES = [
     ("gpt-oss l6 pp1 dp16 ep8", GPT_OSS_L6, {"micro_batches": 4}, Layout(dp=16, ep=8)),
     ("gpt-oss l6 pp1 dp16 ep8 a2a overlap deepep", GPT_OSS_L6,
      {"micro_batches": 4, "moe_a2a_overlap": True, "dispatch_backend": "deepep"}, Layout(dp=16, ep=8)),
+    # overlap_param_gather (session 24, paramoverlap): each stage's parameter all-gathers in its first forward, a layer
+    # waiting on its bucket's, the next dispatched once one is waited on (the simulator: moesim.des.schedule
+    # param_wait); the estimate's closed form per stage summed over the fill (estimate/param_gather.py
+    # forward_exposed_s; interleaved, align_param_gather: chunks 0 and 1 at the start, k + 1 one chunk ahead,
+    # aligned_exposed_s). Measured: -0.00, -0.82, -0.38, -0.38, -0.57, -0.71 %; interleaved -0.24, -0.32, -0.02 %.
+    *((f"{name} overlap_param_gather", scenario, {**changes, "zero_stage": 1, "overlap_param_gather": True}, layout)
+      for name, scenario, changes, layout in (
+          ("switch-base-128 zero1", "switch-base-128-tpu-v3", {"dispatch_impl": "index"}, None),
+          ("mixtral-8x7b pp1 dp64", "mixtral-8x7b-h100", {"micro_batches": 4}, Layout(dp=64, ep=8)),
+          ("mixtral-8x7b pp4 m16 1f1b", "mixtral-8x7b-h100", {}, None),
+          ("mixtral-8x7b pp4 m16 gpipe", "mixtral-8x7b-h100", {"pipeline_schedule": "gpipe"}, None),
+          ("mixtral-8x7b tp2 ep4 pp4", "mixtral-8x7b-h100", {"global_batch_sequences": 128},
+           Layout(dp=8, tp=2, ep=4, pp=4)),
+          ("glam 1024 h100 pp4 m8", GLAM_1024, {}, None),
+          ("mixtral-8x7b pp4 vp2", "mixtral-8x7b-h100", {"pipeline_schedule": "interleaved"},
+           Layout(dp=16, ep=8, pp=4, vp=2)),
+          ("mixtral-8x7b tp2 ep4 pp4 vp2", "mixtral-8x7b-h100",
+           {"pipeline_schedule": "interleaved", "global_batch_sequences": 128}, Layout(dp=8, tp=2, ep=4, pp=4, vp=2)),
+          ("mixtral-8x7b tp2 pp2 vp4 m16", "mixtral-8x7b-h100",
+           {"pipeline_schedule": "interleaved", "global_batch_sequences": 256, "micro_batches": 16,
+            "sequence_parallel": False}, Layout(dp=16, tp=2, ep=8, pp=2, vp=4)))),
 ]
 # The gradient sync (session 18, gradsync): the simulator runs it bucket by bucket (40e6 parameters each, MCore's
 # floor), the estimate priced one collective per axis over the stage's whole gradient and hid it under the slowest
@@ -201,7 +222,14 @@ SCHEDULE_CASES: dict[str, float] = {"mixtral-8x7b tp2 pp4 vp2 a2a overlap, ep ov
                                        for v, m in ((4, 8), (4, 16), (2, 8))},
                                     "mixtral-8x7b pp4 vp2 a2a overlap deepep": 0.005,
                                     "gpt-oss l6 pp1 dp16 ep8": 0.001,
-                                    "gpt-oss l6 pp1 dp16 ep8 a2a overlap deepep": 0.001}
+                                    "gpt-oss l6 pp1 dp16 ep8 a2a overlap deepep": 0.001,
+                                    # overlap_param_gather (session 24, paramoverlap): the measured figure's bar
+                                    **{f"{name} overlap_param_gather": bar for name, bar in (
+                                        ("switch-base-128 zero1", 0.001), ("mixtral-8x7b pp1 dp64", 0.01),
+                                        ("mixtral-8x7b pp4 m16 1f1b", 0.005), ("mixtral-8x7b pp4 m16 gpipe", 0.005),
+                                        ("mixtral-8x7b tp2 ep4 pp4", 0.0075), ("glam 1024 h100 pp4 m8", 0.0075),
+                                        ("mixtral-8x7b pp4 vp2", 0.005), ("mixtral-8x7b tp2 ep4 pp4 vp2", 0.005),
+                                        ("mixtral-8x7b tp2 pp2 vp4 m16", 0.001))}}
 ONE_DEVICE_PER_STAGE = {"llama3-70b b200 tp1 pp8 m16 1f1b"}  # tp = dp = 1: nothing to aggregate, all 8 simulated
 
 

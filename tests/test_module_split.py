@@ -24,6 +24,34 @@ MOVED = {
         "Evaluation": "moesim.estimate.evaluation", "CommTotal": "moesim.estimate.evaluation",
         "PER_MB_AXES": "moesim.estimate.evaluation", "_order_free_rows": "moesim.estimate.folds",
         "_schedule_free_rows": "moesim.estimate.folds",
+        # session 24 (tidy24): what each device holds and a pipeline layout's chunks split out
+        "device_holdings": "moesim.estimate.holdings", "fitting_rows": "moesim.estimate.holdings",
+        "nothing_fits": "moesim.estimate.holdings", "no_layout": "moesim.estimate.layout_chunks",
+        "layout_chunk_weights": "moesim.estimate.layout_chunks", "layout_bubble": "moesim.estimate.layout_chunks",
+        "grad_sync": "moesim.estimate.grad_sync", "model_flops_and_drops": "moesim.estimate.expert_drops",
+        "capacity_by_stack": "moesim.estimate.expert_drops",
+        "exposed_sync_s": "moesim.estimate.grad_sync", "stage_comms": "moesim.estimate.stage_comms",
+        "BACKWARD_ONLY_CALLS": "moesim.estimate.stage_comms",
+    },
+    "moesim.estimate.terms": {  # session 24 (tidy24): the per-class terms' dataclasses split out
+        "CommCall": "moesim.estimate.class_terms", "ClassTerms": "moesim.estimate.class_terms",
+        "MOE_PARTS": "moesim.estimate.class_terms", "expand": "moesim.estimate.class_terms",
+    },
+    "moesim.des.schedule": {  # session 24 (tidy24): the program's pieces, ZB-V's inputs and two order readers split out
+        **{name: "moesim.des.program" for name in (
+            "STREAMS", "COMPUTE", "COLLECTIVE", "SEND", "TO_EXPERTS", "FROM_EXPERTS", "EXPERT", "GATHER", "STAGE_NAMES",
+            "COMM_NAMES", "FORWARD_SUFFIX", "Op", "StageProgram")},
+        "zbv_piece_times": "moesim.des.zbv_times", "zbv_stage_times": "moesim.des.zbv_times",
+        "zbv_inputs": "moesim.des.zbv_times", "grad_passes_per_piece": "moesim.des.orders",
+        "pipeline_order": "moesim.des.orders",
+    },
+    "moesim.ops.layer": {  # session 24 (tidy24): the blocks' small operators and the output head split out
+        **{name: "moesim.ops.block_ops" for name in (
+            "READ_WRITE", "FP32_BYTES", "SINK_FLOPS_PER_ROW", "gate_factor", "self_attention_mask", "mask_params",
+            "sink_flops", "expert_bias_op", "_norm", "_residual", "_fanned_out", "_activation", "_ffn_ops",
+            "_no_weights", "EXPERT_BIAS_FWD_FP32_BYTES", "EXPERT_BIAS_FWD_Q_PASSES", "EXPERT_BIAS_BWD_FP32_BYTES",
+            "EXPERT_BIAS_BWD_Q_PASSES")},
+        "logits_ops": "moesim.ops.output_head",
     },
     "moesim.collectives.topo_model": {  # session 8: the algorithm menu split out
         "_PASSES": "moesim.collectives.algorithm_menu", "_P2P_OPS": "moesim.collectives.algorithm_menu",
@@ -79,7 +107,10 @@ def test_the_split_modules_are_under_the_line_and_the_moved_classes_are_defined_
 
     root = Path(__file__).resolve().parents[1] / "moesim"
     for rel in ("calibrate/design.py", "calibrate/observations.py", "specs/hardware.py", "specs/efficiency.py",
-                "specs/dtypes.py", "collectives/topo_model.py", "collectives/tier_layout.py"):
+                "specs/dtypes.py", "collectives/topo_model.py", "collectives/tier_layout.py",
+                "estimate/holdings.py", "estimate/layout_chunks.py", "estimate/grad_sync.py",
+                "estimate/expert_drops.py", "estimate/stage_comms.py", "estimate/class_terms.py", "des/program.py", "des/zbv_times.py", "des/orders.py", "ops/layer.py", "ops/block_ops.py",
+                "ops/output_head.py"):
         assert len((root / rel).read_text().splitlines()) <= 400, rel
     efficiency = importlib.import_module("moesim.specs.efficiency")
     for name in ("EfficiencyTable", "OpTable", "ComputeEfficiency"):

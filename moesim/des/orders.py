@@ -309,4 +309,19 @@ def _piece_time(piece_times, kind: str, mb: int, vs: int) -> float:
     return {"F": f, "I": i, "W": w, "B": i + w}[kind]
 
 
-__all__ = ["SCHEDULES", "Slot", "device_of", "device_order", "device_spans", "order_makespan", "virtual_stages"]
+def grad_passes_per_piece(slots) -> dict[int, int]:
+    """Weight-gradient passes (B, W, and an F&B pair's B) of each piece a device runs in one step: a piece's gradients
+    are final after its last one. An F&B slot's `pair` is (kind, mb, vs): its piece is pair[2] (before session 20 the
+    pair's micro-batch was read as its piece, so a DualPipe piece's gradients flushed one or more passes early)."""
+    passes = [s.vs for s in slots if s.kind in ("B", "W")] + \
+        [s.pair[2] for s in slots if s.kind == "FB" and s.pair[0] == "B"]
+    return {vs: passes.count(vs) for vs in dict.fromkeys(passes)}
+
+
+def pipeline_order(schedule: str, micro_batches: int, pp: int, stage: int) -> list[tuple[str, int]]:
+    """("F"|"B", micro-batch) in execution order on `stage`: GPipe or 1F1B (Megatron's warm-up rule)."""
+    return [(s.kind, s.mb) for s in device_order(schedule, micro_batches, pp, 1, stage)]
+
+
+__all__ = ["SCHEDULES", "Slot", "device_of", "device_order", "device_spans", "grad_passes_per_piece", "order_makespan",
+           "pipeline_order", "virtual_stages"]

@@ -22,9 +22,8 @@ chunks), zb-h1 / zb-v (backward split into input-gradient I and weight-gradient 
 directions; a forward and a backward chunk of two micro-batches overlapped: their kernels and
 collectives merge in one program, the collectives of one beside the kernels of the other, as
 DeepSeek-V3 Figure 4 pairs attention/MLP with dispatch/combine, in the order of a list schedule on the
-model's times: pieces.pair_order). A slot's W runs as one compute
-operation of its layers' weight-gradient time. Gradients of each layer
-are reduced on the grad stream in buckets as the last micro-batch's backward fills them (MCore
+model's times: pieces.pair_order). A slot's W runs as one compute operation of its layers' weight-gradient time.
+Gradients of each layer are reduced on the grad stream in buckets as the last micro-batch's backward fills them (MCore
 --overlap-grad-reduce; buckets of MCore's default max(40e6, 1e6·dp·cp) parameters, one size for
 the dense and the expert buffers (moesim.estimate.grad_buckets.bucket_params); `bucket_params` sets
 another; only the model's first piece on device 0 is bucketed, every other piece reduces as one bucket per axis
@@ -37,14 +36,13 @@ on the grad stream after the optimizer step (MCore's default, overlap_param_gath
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-
-import numpy as np
 
 from moesim.des.costs import CommSpec, Costs, LayerCost
-from moesim.des.orders import device_order
+from moesim.des.orders import device_order, grad_passes_per_piece, pipeline_order
 from moesim.des.pieces import backward, forward, overlapped, weights
-from moesim.des.zbv_order import activation_memory
+from moesim.des.program import (COLLECTIVE, COMM_NAMES, COMPUTE, EXPERT, FORWARD_SUFFIX, FROM_EXPERTS, GATHER, SEND,
+                                STAGE_NAMES, STREAMS, TO_EXPERTS, Op, StageProgram)
+from moesim.des.zbv_times import zbv_inputs, zbv_piece_times, zbv_stage_times
 from moesim.estimate.a2a_order import MEGATRON_A2A_NODES, OFF_COMPUTE_STREAM
 from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
 from moesim.estimate.grad_buckets import bucket_params as mcore_bucket_params  # the estimate's bucket size, one rule
@@ -53,63 +51,6 @@ from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATH
 from moesim.estimate.param_gather import (ALIGNED_SCHEDULES, PARAM_GATHER_LABEL, PARAM_WAIT_LABEL, gathers_after_step,
                                           gathers_in_forward)
 from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE
-from moesim.flops import BACKWARD_TO_FORWARD
-
-STREAMS = ("compute", "comm", "p2p", "grad")
-COMPUTE, COLLECTIVE, SEND = "compute", "collective", "send"
-# How routing loads change an operation (see variation.py).
-TO_EXPERTS, FROM_EXPERTS, EXPERT, GATHER = "to_experts", "from_experts", "expert", "gather"
-STAGE_NAMES = {"layer_overhead": "layer overhead", "attention": "attention", "dense_ffn": "dense FFN",
-               "router": "router", "permute": "permute",
-               "expert_ffn": "expert FFN", "unpermute": "unpermute", "shared_experts": "shared experts"}
-COMM_NAMES = {"tp_all_gather": "TP all-gather", "tp_all_gather_wgrad": "TP all-gather (wgrad input)",
-              "tp_reduce_scatter": "TP reduce-scatter",
-              "tp_all_reduce": "TP all-reduce", "ep_all_to_all_dispatch": "dispatch all-to-all",
-              "ep_all_to_all_combine": "combine all-to-all",
-              "ep_all_to_all_probs": "probs all-to-all", "etp_all_gather": "ETP all-gather",
-              "etp_reduce_scatter": "ETP reduce-scatter", "tp_embedding_reduce_scatter": "embedding TP reduce-scatter",
-              "tp_embedding_all_gather": "embedding TP all-gather", "tp_embedding_all_reduce": "embedding TP all-reduce",
-              "tp_head_all_gather": "head TP all-gather", "tp_head_all_gather_wgrad": "head TP all-gather (wgrad input)",
-              "tp_head_reduce_scatter": "head TP reduce-scatter", "tp_head_all_reduce": "head TP all-reduce",
-              "tp_cross_entropy_all_reduce": "cross-entropy TP all-reduce",
-              TP_GRAD_ALL_REDUCE: "TP gradient all-reduce (replicated weights)",
-              MLA_GATHER: "TP all-gather (MLA latents)", MLA_SCATTER: "TP reduce-scatter (MLA latents)",
-              MLA_WGRAD_GATHER: "TP all-gather (MLA latents, wgrad input)"}
-FORWARD_SUFFIX = " (NVLink forwards)"  # trace name of a DeepEP member's NVLink stage across nodes: its call's + this
-
-
-@dataclass(frozen=True, slots=True)
-class Op:
-    """One operation of a stage's program."""
-
-    index: int
-    stream: str
-    kind: str
-    name: str
-    phase: str  # fwd | bwd | recompute | grad | step
-    layer: int
-    mb: int
-    deps: tuple[int, ...]
-    duration_s: float = 0.0
-    comm: CommSpec | None = None
-    load: str = ""
-    moe: int = -1  # MoE layer number (routing), -1 when none
-    chunks: int = 1
-    backward: bool = False
-    recv: tuple[str, int, int] | None = None  # ("act" | "grad", micro-batch, piece) from another stage
-    peer: int = 0  # SEND: the receiving stage minus this one (+1 next, −1 previous under 1F1B)
-    vs: int = -1  # the pipeline piece (virtual stage, moesim.des.orders) the operation belongs to
-    share: float = 1.0  # an expert FFN's share of the SMs (beside DeepEP in a DualPipe pair: moesim.ops.sm_share)
-
-
-@dataclass(frozen=True)
-class StageProgram:
-    """The operations of one pipeline stage and their split into streams."""
-
-    stage: int
-    ops: tuple[Op, ...]
-    streams: dict[str, tuple[int, ...]]
-    needed: frozenset[int]  # operations some other operation waits for
 
 
 class _Builder:
@@ -476,52 +417,6 @@ class _Builder:
             self.add("p2p", SEND, "pipeline send", phase, -1, mb, (self.last,), chain=False, comm=spec, peer=peer)
 
 
-def zbv_piece_times(costs: Costs) -> tuple[tuple[float, float, float], ...]:
-    """(F, I, W) of each piece per micro-batch on its compute stream, for ZB-V's order (moesim.des.zbv_order: sail-sg
-    builds it from profiled times): its layers' forward, input-gradient (with any recompute) and weight-gradient
-    parts, the embedding's forward on the first piece and its backward in W (pieces._embedding_backward), the head's
-    forward, dX and dW as a third of `logits_s` each on the last (pieces._backward_start, pieces.weights)."""
-    classes, index = costs.classes, costs.workload.layer_class_index
-    head = 1 / (1 + BACKWARD_TO_FORWARD)  # one forward's share of the head's forward + backward (Kaplan et al. §2.1)
-    times = []
-    for piece in costs.stages:
-        layers = [classes[index[layer]] for layer in piece.layers]
-        w = sum(c.weight_grad_s for c in layers)
-        f = sum(sum(c.fwd_s.values()) for c in layers) + piece.embedding_fwd_s + piece.logits_s * head
-        i = sum(sum(c.bwd_s.values()) + c.recompute_s for c in layers) - w + \
-            piece.logits_s * head * (BACKWARD_TO_FORWARD - 1)
-        times.append((f, i, w + piece.logits_s * head + piece.embedding_bwd_s))
-    return tuple(times)
-
-
-def zbv_stage_times(costs: Costs) -> tuple[float, float, float]:
-    """(F, I, W) of a device's stage for ZB-V's order as sail-sg's runtime gives its scheduler: each device's mean over
-    its pieces, then the median device's (runtime.py l.1401-1403 `avg_then_mid`, sorted(a)[len(a) // 2], @ 39f2c186)
-    for every piece, here twice that: a stage of two pieces."""
-    pieces, p = zbv_piece_times(costs), costs.layout.pp
-    device = [[(pieces[d][k] + pieces[2 * p - 1 - d][k]) / 2 for d in range(p)] for k in range(3)]
-    return tuple(2 * sorted(means)[p // 2] for means in device)
-
-
-def _zbv_inputs(costs: Costs) -> dict:
-    """ZB-V's order's inputs: the stage's times, one pipeline transfer (the longest; sail-sg's profiled c) and a
-    piece's activation sizes as sail-sg's runtime approximates them (zbv_order.activation_memory)."""
-    sends = [spec.time_s for piece in costs.stages for spec in (piece.send_forward, piece.send_backward) if spec]
-    model = costs.scenario.model
-    seq = costs.scenario.seq_lens[0]
-    return {"times": zbv_stage_times(costs), "send_s": max(sends, default=0.0),
-            "memory": activation_memory(model.d_model, model.attention.num_heads, seq)}
-
-
-def grad_passes_per_piece(slots) -> dict[int, int]:
-    """Weight-gradient passes (B, W, and an F&B pair's B) of each piece a device runs in one step: a piece's gradients
-    are final after its last one. An F&B slot's `pair` is (kind, mb, vs): its piece is pair[2] (before session 20 the
-    pair's micro-batch was read as its piece, so a DualPipe piece's gradients flushed one or more passes early)."""
-    passes = [s.vs for s in slots if s.kind in ("B", "W")] + \
-        [s.pair[2] for s in slots if s.kind == "FB" and s.pair[0] == "B"]
-    return {vs: passes.count(vs) for vs in dict.fromkeys(passes)}
-
-
 def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
                         bucket_params: int | None = None) -> StageProgram:
     """The program of every device of pipeline `stage` for one training step; `bucket_params` None: MCore's
@@ -530,7 +425,7 @@ def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
         bucket_params = float(mcore_bucket_params(costs.layout.dp * costs.layout.cp))
     b = _Builder(costs, stage, chunks, bucket_params)
     tr, m = costs.training, costs.micro_batches
-    zbv = _zbv_inputs(costs) if tr.pipeline_schedule == "zb-v" else {}
+    zbv = zbv_inputs(costs) if tr.pipeline_schedule == "zb-v" else {}
     slots = device_order(tr.pipeline_schedule, m, costs.layout.pp, costs.layout.vp, stage,
                          a2a_overlap=tr.moe_a2a_overlap, **zbv)
     left = grad_passes_per_piece(slots)
@@ -583,11 +478,6 @@ def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
                for s in STREAMS}
     needed = frozenset(d for op in ops for d in op.deps)
     return StageProgram(stage, ops, {s: v for s, v in streams.items() if v}, needed)
-
-
-def pipeline_order(schedule: str, micro_batches: int, pp: int, stage: int) -> list[tuple[str, int]]:
-    """("F"|"B", micro-batch) in execution order on `stage`: GPipe or 1F1B (Megatron's warm-up rule)."""
-    return [(s.kind, s.mb) for s in device_order(schedule, micro_batches, pp, 1, stage)]
 
 
 __all__ = ["COLLECTIVE", "COMPUTE", "EXPERT", "FORWARD_SUFFIX", "FROM_EXPERTS", "GATHER", "Op", "SEND", "STREAMS",

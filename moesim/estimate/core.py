@@ -17,41 +17,40 @@ arXiv 2104.04473):
               model FLOP count the expert assignments processed, not those a capacity rule drops
 
 `evaluate` reads top to bottom: fold the candidates (folds.py), per-layer terms (terms.py) placed on
-stages (stages.py), what each device holds (device_state.py: parameters, optimizer step, memory), the
-collectives priced and counted per stage (comm_ledger.py), the pipeline (schedules.py), the totals
-(evaluation.py: the arrays it returns).
+stages (stages.py), what each device holds (holdings.py over device_state.py: parameters, optimizer step,
+memory), the collectives priced and counted per stage (comm_ledger.py), the pipeline (schedules.py; a
+pipeline layout's uneven chunks: layout_chunks.py), the totals (evaluation.py: the arrays it returns).
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import numpy as np
 
 from moesim import memory as mem
 from moesim.estimate import schedules as sch
-from moesim.estimate.context_parallel import exposed_ring_time_s, tokens_divisor
 from moesim.collectives.base import CollectiveModel
 from moesim.estimate.candidates import Candidates
 from moesim.estimate.comm_ledger import CommLedger, comm_totals
 from moesim.estimate.embedding_sync import (EMBEDDING_AXIS, embedding_concurrent, embedding_grad_bytes,
                                             embedding_group, ends_apart, shares_embedding)
-from moesim.estimate.device_state import optimizer_time_s, stage_memory, stage_params
+from moesim.estimate.device_state import optimizer_time_s
 from moesim.estimate.evaluation import PER_MB_AXES, CommTotal, Evaluation
-from moesim.estimate.folds import as_float, order_free_rows, schedule_free_rows, take_rows
-from moesim.estimate.grad_buckets import (bucket_params, chunk_buckets, earlier_end_s, first_stage_buckets,
-                                         first_stage_exposed_s, interleaved_chunks_exposed_s)
-from moesim.estimate.mla_tp_comms import MLA_WGRAD_GATHER
-from moesim.estimate.param_gather import PARAM_GATHER_NAMES, forward_gathers_s, gathers_after_step
-from moesim.estimate.stages import (Stages, dualpipe_pair_columns, first_leg_counts, per_stage, pipeline_stages,
-                                    run_ends, v_leg_tokens, v_rows)
+from moesim.estimate.expert_drops import capacity_by_stack, model_flops_and_drops
+from moesim.estimate.folds import order_free_rows, schedule_free_rows, take_rows
+from moesim.estimate.grad_buckets import chunk_buckets
+from moesim.estimate.grad_sync import exposed_sync_s, grad_sync
+from moesim.estimate.holdings import device_holdings, fitting_rows, nothing_fits
+from moesim.estimate.layout_chunks import layout_bubble, layout_chunk_weights, no_layout
+from moesim.estimate.param_gather import forward_gathers_s
+from moesim.estimate.stage_comms import BACKWARD_ONLY_CALLS, stage_comms  # noqa: F401  (as before the split)
+from moesim.estimate.stages import Stages, first_leg_counts, per_stage, run_ends, v_leg_tokens, v_rows
 from moesim.estimate.strides import candidate_strides
-from moesim.estimate.terms import ClassTerms, CommCall, TermBuilder
+from moesim.estimate.terms import CommCall
 from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE, reduces_over_tp, replicated_grad_bytes
-from moesim.capacity import expected_drop_fraction_array
-from moesim.flops import BACKWARD_TO_FORWARD, training_flops_per_sequence
-from moesim.ops.vocab import embedding_tokens, vocab_calls
+from moesim.flops import BACKWARD_TO_FORWARD
+from moesim.ops.vocab import embedding_tokens
 from moesim.ops.vocab_padding import padded_vocab_size
 from moesim.specs.scenario import Scenario
 from moesim.workload import build_workload
@@ -59,20 +58,6 @@ from moesim.workload import build_workload
 # Importable from here as before the split (moesim.estimate.result, tests/search/test_search_speedups.py).
 __all__ = ["PER_MB_AXES", "CommTotal", "Evaluation", "evaluate"]
 _order_free_rows, _schedule_free_rows = order_free_rows, schedule_free_rows
-
-
-# Per-layer collectives of the backward pass alone (terms.TermBuilder._tp_comms, mla_tp_comms), which bwd_comm
-# counts half in each pass as it does every layer call.
-BACKWARD_ONLY_CALLS = ("tp_all_gather_wgrad", MLA_WGRAD_GATHER)
-
-
-def _where_rows(on: np.ndarray, calls: np.ndarray) -> np.ndarray:
-    """np.where(on[:, None], calls, 0.0) for calls (N, K), a column at a time (one strided pass each, not a short row
-    at a time: session 23, bucketspeed); the same numbers."""
-    out = np.empty_like(calls)
-    for k in range(calls.shape[1]):
-        out[:, k] = np.where(on, calls[:, k], 0.0)
-    return out
 
 
 def evaluate(scenario: Scenario, cands: Candidates, collective_model: CollectiveModel, *,
@@ -94,14 +79,14 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     base, of = order_free_rows(cands)
     rows = None
     if fitting_only:  # the layout search ranks only what fits: the rest is priced on the rows that fit
-        rows, base, of, fitted, kept_at = _fitting_rows(scenario, wl, cands, base, of)
+        rows, base, of, fitted, kept_at = fitting_rows(scenario, wl, cands, base, of)
         if rows is not None and not len(rows):
-            return _nothing_fits(cands, fitted)
+            return nothing_fits(cands, fitted)
         full = full if rows is None else full.take(rows)
     if of is not None or rows is not None:
         cands = cands.take(base)
     # The memory check's figures of the rows kept, not computed again (row by row the same: searchspeed19).
-    held = _held(scenario, wl, cands, lambda builder: [builder.build(cls) for cls in wl.classes],
+    held = device_holdings(scenario, wl, cands, lambda builder: [builder.build(cls) for cls in wl.classes],
                  None if not fitting_only else (fitted, kept_at))
     tp, pp, ep, etp, m, edp = held.tp, held.pp, held.ep, held.etp, held.m, held.edp
     cp, vp, sched = held.cp, held.vp, held.sched
@@ -136,7 +121,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     compute_pair_mb = compute_mb if not sm_shared else \
         compute_mb - fwd - bwd - recompute + per_stage(counts, [t.pair_time_s() + t.recompute_pair_s() for t in terms])
     # Uneven virtual stages (a pipeline layout, interleaved): each chunk's compute, for the bubble (layout_pipe_s).
-    chunk_weights = _layout_chunk_weights(cands, wl, terms, sched, logits_time, embedding_time, embedding_bwd)
+    chunk_weights = layout_chunk_weights(cands, wl, terms, sched, logits_time, embedding_time, embedding_bwd)
     # Weight-gradient part W (zero-bubble schedules) and the attention cores a CP ring hides under.
     weight_mb = per_stage(counts, [sch.weight_grad_time_s(t) for t in terms])
     weight_mb += np.where(head, logits_time[:, None] / 3, 0.0) + np.where(first, embedding_bwd[:, None], 0.0)
@@ -166,44 +151,18 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                                  out=np.full(n_cand, 2.0), where=np.asarray(t.fwd_parts_s["attention"]) > 0))
         for t in terms], axis=1)[:, None] if np.any(cp > 1) else None
 
-    q_g, q_p = tr.bytes_of("grad"), tr.bytes_of("param")
+    q_g = tr.bytes_of("grad")
     opt_time = optimizer_time_s(model, hw, tr, dense_params, expert_params, dcp, edp, zero, exists)
-    moe_terms = [t for t in terms if t.slots is not None]
 
-    # Model FLOPs count the token-expert assignments an expert processes: less the expected dropped
-    # share under uniform routing (capacity.expected_drop_fraction), so MFU <= HFU with any capacity rule.
-    model_flops = np.full(n_cand, tr.global_batch_sequences * training_flops_per_sequence(model, seq, dec))
-    dropped, assignments = np.zeros(n_cand), np.zeros(n_cand)  # per device and step, over every MoE layer
-    for c, (cls, t) in enumerate(zip(wl.classes, terms)):
-        if t.capacity is None:
-            continue
-        group = np.minimum(model.moe.group_size_tokens, t.tokens_per_device) if model.moe.group_size_tokens \
-            else t.tokens_per_device  # the routing group, as terms prices it
-        dropless = np.isnan(f(cands.capacity_factor))
-        drop = expected_drop_fraction_array(group, model.moe.num_experts, model.moe.top_k, t.capacity, dropless)
-        # Never more processed than the slots priced (a fractional group, t_dev = b·n/tp, rounds down).
-        assigned = model.moe.top_k * t.tokens_per_device
-        drop = np.where(dropless, 0.0, np.maximum(drop, 1 - t.slots / assigned))
-        layers = wl.layer_class_index.count(c)
-        dropped, assignments = dropped + layers * assigned * drop, assignments + layers * assigned
-        model_flops -= (1 + BACKWARD_TO_FORWARD) * tr.global_batch_sequences * layers * cls.flops.experts * drop
-
-    # The share of every MoE layer's assignments dropped (an encoder-decoder's encoder and decoder layers route groups
-    # of different sizes), as the simulator's expected figure weighs them (des/run.py _expected_drops)
-    drop_fraction = np.divide(dropped, assignments, out=np.zeros(n_cand), where=assignments > 0)
+    # Model FLOPs less the expected dropped assignments, and the share dropped (expert_drops.py).
+    model_flops, drop_fraction = model_flops_and_drops(model, tr, wl, terms, cands.capacity_factor, seq, dec, n_cand)
 
     # Hardware FLOPs of the whole model per micro-batch, as one device of each stage executes them
     # (every layer and the logits once); the devices / pp of each stage each run their share.
     hw_model_mb = sum(wl.layer_class_index.count(c) * t.hardware_flops for c, t in enumerate(terms)) \
         + 3 * logits_flops
 
-    moe_term = moe_terms[0] if moe_terms else None
-    capacity, tokens_per_device = (moe_term.capacity, moe_term.tokens_per_device) if moe_term else (None, None)
-    # Each stack's first MoE layer class (an encoder-decoder's decoder routes its own groups): result.py's moe.by_stack
-    by_stack: dict[str, tuple] = {}
-    for cls, t in zip(wl.classes, terms):
-        if t.slots is not None:
-            by_stack.setdefault(cls.stack, (t.capacity, t.tokens_per_device))
+    capacity, tokens_per_device, by_stack = capacity_by_stack(wl, terms)
     calls = [t.comms for t in terms]  # per layer class, the collectives each layer issues
     # Calls per stage of each of them where the stage exists and the axis has a group (add's gate): no
     # mesh order in it, so computed before the rows expand to every order below.
@@ -247,7 +206,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     after_pipe = zb_h1 | (zb_v > 0) if tr.overlap_grad_reduce and zb_some else None
     # Interleaved, a stage syncs its v chunks apart (grad_buckets.bucketed): the buckets' sizes follow v (even
     # chunks; a pipeline layout's uneven chunks keep 1/v of the stage's buckets each, below).
-    chunks = np.where(sch.is_schedule(sched, "interleaved") & (np.asarray(vp) > 1) & _no_layout(cands),
+    chunks = np.where(sch.is_schedule(sched, "interleaved") & (np.asarray(vp) > 1) & no_layout(cands),
                       np.asarray(vp, dtype=float), 1.0)
     # ZB-V's rows on their devices' V pieces (stages.v_rows) hold other layers than the same row's other schedules
     v_full = v_rows(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers, zb_v > 0)
@@ -293,61 +252,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                         {EMBEDDING_AXIS: embedding_concurrent(devices, cands.pp)})
     add = ledger.add
 
-    per_mb_comm = np.zeros((n_cand, n_stages))
-    # Every per-layer collective runs once forward and once backward, plus once more forward when the
-    # layer is recomputed in full; the backward share is what the gradient sync can hide under.
-    backward_share = 1.0 / (2 + (f(cands.recompute) == mem.RECOMPUTE_CODES["full"]))[:, None]
-    bwd_comm = np.zeros((n_cand, n_stages))
-    # ZB-H1 and ZB-V: the forward pass's own collectives, which the simulator runs inside an F slot (its I the
-    # backward's and a full recompute's; session 23 zbpipe): bwd_comm plus the forward-less-backward of the calls that
-    # are not one per pass (embedding, head, pipeline sends); a layer's calls give each pass the same share.
-    zb_split = zb_some
-    embedding_fb = 0.0  # the embedding's forward collectives less its backward ones (only where zb_split)
-    # Sequence parallelism's wgrad re-gathers run in the backward only (terms.TermBuilder._tp_comms; the simulator's
-    # des.schedule._Builder._block issues them where phase == "bwd"), not half in each pass as bwd_comm counts them:
-    # their share of bwd_comm is no part of the forward's collectives (only where zb_split).
-    backward_only = 0.0
-    # ZB-V's pieces: the layers' forward collectives and the embedding's (the first leg's end), only where zb_split
-    layer_fwd_comm, embedding_fwd_comm, leg_fwd_comm, leg_comm = 0.0, 0.0, 0.0, 0.0
-    a2a_call = {}  # Megatron's EP A2A overlap: (class, dispatch | combine) -> one call's time per stage (a2a_order)
-    for c, class_calls in enumerate(calls):
-        for call, calls_stage in zip(class_calls, layer_calls[c]):
-            t_call = add(call.name, call.axis, call.op, call.size_bytes, calls_stage, gated=True)
-            if tr.moe_a2a_overlap:
-                from moesim.estimate import a2a_order  # imported where used (session 22)
-
-                a2a_order.add_call(a2a_call, c, call.name, t_call, calls_stage, counts[:, :, c])
-            if call.name == "cp_ring_send_recv":  # ring steps hide under the attention they feed
-                t_call = exposed_ring_time_s(t_call, core_mb[:, :, c])
-            per_mb_comm += t_call
-            bwd_comm += t_call * backward_share
-            if leg_share is not None:  # a call's time is its calls' (∝ the class's layers on the stage)
-                leg_comm = leg_comm + t_call * leg_share[:, :, c]
-            if zb_split and call.name in BACKWARD_ONLY_CALLS:
-                backward_only = backward_only + t_call * backward_share
-            elif zb_split:
-                layer_fwd_comm = layer_fwd_comm + t_call * backward_share
-                if leg_share is not None:
-                    leg_fwd_comm = leg_fwd_comm + t_call * backward_share * leg_share[:, :, c]
-    # The embedding's, output heads' and cross-entropies' tp collectives on the first / last stage (moesim.ops.vocab).
-    # The rows here hold every schedule at once (schedule_free_rows): the head's are priced on the last stage and,
-    # where a candidate runs ZB-V, on the first too, each kept below where its schedule puts the head.
-    head_ends = (("last", last, "head_last"),) + ((("first", first, "head_first"),) if zb_v.any() else ())
-    head_comm = {end: [np.zeros((n_cand, n_stages)), np.zeros((n_cand, n_stages))] for end, _, _ in head_ends}
-    for call in vocab_calls(tr, model.d_model, b, in_tokens, wl.output_tokens, wl.logit_heads, hw.device_kind):
-        if call.end == "embedding":
-            t_call = add(call.name, "tp", call.op, call.size_bytes, call.calls * first)
-            per_mb_comm += t_call
-            if call.pass_ == "bwd":  # (a forward call adds nothing: no pass of += 0.0 over the rows, searchspeed24)
-                bwd_comm += t_call
-            embedding_fb = embedding_fb + (-t_call if call.pass_ == "bwd" else t_call) if zb_split else 0.0
-            embedding_fwd_comm = embedding_fwd_comm + (0.0 if call.pass_ == "bwd" else t_call) if zb_split else 0.0
-            continue
-        for end, mask, multiple in head_ends:
-            t_call = add(call.name, "tp", call.op, call.size_bytes, call.calls * mask, multiple=multiple)
-            head_comm[end][0] += t_call
-            if call.pass_ == "bwd":
-                head_comm[end][1] += t_call
+    # Each stage's per-micro-batch collectives, the layers' and the embedding's and head's (stage_comms.py).
+    zb_split = zb_some  # the forward's own collectives are counted apart (stage_comms.py: "only where zb_split")
+    sc = stage_comms(tr, model, wl, hw, cands, sched, calls, layer_calls, ledger, counts, core_mb, leg_share, first,
+                     last, zb_v, zb_split, b, in_tokens)
+    per_mb_comm, bwd_comm, a2a_call, head_comm = sc.per_mb_comm, sc.bwd_comm, sc.a2a_call, sc.head_comm
+    embedding_fb, backward_only, layer_fwd_comm, embedding_fwd_comm, leg_fwd_comm, leg_comm = sc.embedding_fb, \
+        sc.backward_only, sc.layer_fwd_comm, sc.embedding_fwd_comm, sc.leg_fwd_comm, sc.leg_comm
     sp_split = tp[:, None] if tr.sequence_parallel else 1
     pp_bytes = b[:, None] * stages.tokens_out * model.d_model * builder.q_a / sp_split
     # Per micro-batch a stage sends its activations forward (all but the last stage) and the
@@ -367,112 +278,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     wrap_sends = add("pp_send_recv", "pp", "send_recv", previous, np.where(first | last, 1, 0), multiple="wrap") \
         if (wrap > 0).any() else 0.0  # one call on each end stage (pp > 1: never both)
 
-    # Layers carrying dense / expert gradients on each stage: a bucket closes at a layer's end (grad_buckets.py).
-    grad_layers = [per_stage(stages.counts, [np.full(n_cand, float(has(c))) for c in wl.classes])
-                   for has in (lambda c: c.params_shardable + c.params_replicated > 0, lambda c: c.params_experts > 0)]
-    dp_time = np.zeros((n_cand, n_stages))
-    zero3_mb, zero3_any = np.zeros((n_cand, n_stages)), bool((zero >= 3).any())
-    # MCore's bucket size from the dp·cp group, one for both axes (grad_buckets.bucket_params).
-    threshold_p = bucket_params(cands.dp * cands.cp)[:, None].astype(float)
-    last_bucket = np.zeros((n_cand, n_stages))  # each axis's last bucket: ready only at the backward's end
-    gather_time = None  # ZeRO >= 1: each stage's parameter all-gathers (S columns of N), after the step; None: none
-    most_buckets = np.ones((n_cand, n_stages))  # the layers' buckets of the axis with most (the head's not counted)
-    head_time = np.zeros(n_cand)  # the first stage's dense lead bucket where it is the output layer's alone (pp 1)
-    prior = np.zeros(n_cand)  # the first stage's last buckets ready at the first layer's end, before the embedding's
-    # Interleaved (v chunks a stage), each chunk's sync apart: chunk 0 of the first stage in MCore's buckets, every
-    # other chunk one bucket (grad_buckets.bucketed; Megatron-LM d98e8a64 training.py l.2504-2515). first_chunk_s:
-    # (N, S) the first chunk's sync (on a later stage one bucket, as every chunk there); later_chunk_s: one later chunk's.
-    v_col = chunks[:, None]
-    chunked_any = bool((chunks > 1).any())
-    first_chunk_s, later_chunk_s = np.zeros((n_cand, n_stages)), np.zeros((n_cand, n_stages))
-    # The model's ends on the bucketed stage, parameters (device_state.py's): the head first, the embedding last.
-    pp1 = first & last & (pp[:, None] == 1)
-    head_p = np.where(pp1, ((wl.lm_head_params / tp) + wl.final_norm_params)[:, None], 0.0)
-    embedding_p = np.where(first, ((wl.embedding_params / tp) + wl.position_params)[:, None], 0.0)
-    for axis, params, layers in (("dp", dense_1, grad_layers[0]), ("edp", expert_1, grad_layers[1])):
-        # MCore's buckets (grad_buckets.uniform_buckets, mcore_buckets' closed form) on the first stage (column 0:
-        # stages.index is sorted): the head, the stage's layers at their mean size, the embedding; every later stage
-        # syncs in one bucket (grad_buckets.bucketed), as every stage with overlap_grad_reduce off (size None);
-        # interleaved, those of the first stage's chunk 0, every other chunk one bucket of its own (pp2tail).
-        head0, emb0 = (head_p[:, :1], embedding_p[:, :1]) if axis == "dp" else (0.0, 0.0)
-        p0 = params[:, :1]
-        threshold = threshold_p if tr.overlap_grad_reduce else np.inf
-        if one_bucket is not None:
-            threshold = np.where(one_bucket[:, None], np.inf, threshold)
-        # the first chunk: 1/v of the stage's layers (at their mean size) and the embedding (no head: pp > 1)
-        rest0 = np.maximum(p0 - emb0, 0.0) / v_col if chunked_any else 0.0
-        p0_first = rest0 + emb0 if chunked_any else p0
-        layers0 = layers[:, :1] / v_col if chunked_any else layers[:, :1]
-        sizes, n_group, alone, layer_buckets = first_stage_buckets(head0, p0_first, layers0, emb0, threshold)
-        # The sync runs bucket by bucket, each its own collective (MCore param_and_grad_buffer.py, start_grad_sync),
-        # priced in one pass per op (CommLedger.add_packed): the first stage's tail bucket, every later stage's one
-        # bucket (its whole sync), then the first stage's lead and middle buckets where any row has one; an op
-        # without calls is not priced.
-        extra = [g for g in (0, 1) if n_group[g].any()]
-        owner = np.array(list(range(n_stages)) + [0] * (len(extra) + chunked_any))
-        # (N, K) filled a column at a time (one strided pass each, not a short row at a time: session 23, bucketspeed)
-        packed, packed_calls = np.empty((n_cand, len(owner))), np.empty((n_cand, len(owner)))
-        packed[:, 0], packed_calls[:, 0] = sizes[2], n_group[2]
-        for s in range(1, n_stages):  # a later stage: one bucket a chunk
-            if chunked_any:
-                packed[:, s], packed_calls[:, s] = params[:, s] / chunks, (params[:, s] > 0) * chunks
-            else:
-                packed[:, s], packed_calls[:, s] = params[:, s], params[:, s] > 0
-        for i, g in enumerate(extra):
-            packed[:, n_stages + i], packed_calls[:, n_stages + i] = sizes[g], n_group[g]
-        if chunked_any:  # the first stage's later chunks, one bucket each
-            packed[:, -1], packed_calls[:, -1] = rest0[:, 0], (rest0[:, 0] > 0) * (chunks - 1.0)
-        priced = [(f"{axis}_{op}", op, q, packed_calls if on.all() else _where_rows(on[:, 0], packed_calls))
-                  for op, q, on in (("all_reduce", q_g, zero == 0), ("reduce_scatter", q_g, zero >= 1),
-                                    ("all_gather", q_p, gathers_after_step(zero))) if on.any()]
-        # the reduce-scatter / all-reduce on the grad stream; the all-gather after the optimizer step, each bucket on
-        # its stage (param_gather.py: Megatron-LM d98e8a64 distrib_optimizer.py l.3168-3199 step_with_ready_grads)
-        t_packed = 0.0
-        for (name, _, _, _), t_op in zip(priced, ledger.add_packed(axis, priced, packed, owner) if priced else ()):
-            if name in PARAM_GATHER_NAMES:  # columns 0..S−1 are stages 0..S−1, every further one the first stage's
-                # a column at a time: numpy's reductions over the short stage axis cost the warm Mixtral search
-                # +44 M instructions (session 24, zero1ag; benchmarks/RESULTS.md)
-                cols = [t_op[:, s] for s in range(n_stages)]
-                for k in range(n_stages, t_op.shape[1]):
-                    cols[0] = cols[0] + t_op[:, k]
-                gather_time = cols if gather_time is None else [g + c for g, c in zip(gather_time, cols)]
-            else:
-                t_packed = t_packed + t_op
-        t_packed = np.broadcast_to(t_packed, packed.shape)  # column s < S: stage s's tail bucket (or one bucket)
-        t0 = [np.zeros(n_cand), np.zeros(n_cand), t_packed[:, 0]]  # the first stage's lead, middle, tail
-        for i, g in enumerate(extra):
-            t0[g] = t_packed[:, n_stages + i]
-        for s in range(n_stages):
-            dp_time[:, s] += t_packed[:, s]
-        dp_time[:, 0] += t0[0] + t0[1]
-        if chunked_any:
-            t_later = t_packed[:, -1]
-            dp_time[:, 0] += t_later
-            first_chunk_s[:, 0] += t0[0] + t0[1] + t0[2]
-            later_chunk_s[:, 0] += np.where(chunks > 1, t_later / np.maximum(chunks - 1.0, 1.0), 0.0)
-            for s in range(1, n_stages):
-                first_chunk_s[:, s] += t_packed[:, s] / chunks
-                later_chunk_s[:, s] += t_packed[:, s] / chunks
-        with np.errstate(divide="ignore", invalid="ignore"):
-            one = [np.where(n > 0, t / n, 0.0) for t, n in zip(t0, n_group)]  # one bucket's time, per group
-        # Each axis's last bucket, ready at the backward's end (a later stage: its one bucket). On the first stage,
-        # holding the embedding, a last bucket of layers only is ready one embedding backward before that (the
-        # first layer's end: `prior`, credited below): the expert axis's, and the dense axis's layers' last where
-        # the embedding's bucket is alone after it.
-        before_tail = np.where(n_group[1] > 0, one[1], one[0])
-        last_g = np.where(n_group[2] > 0, one[2], before_tail)
-        ends_only = (n_group[2] > 0) & (sizes[2] <= (emb0[:, 0] if axis == "dp" else 0.0))
-        early = (embedding_p[:, 0] > 0) & ((axis == "edp") | ends_only)
-        prior += np.where(early, np.where(ends_only, before_tail, last_g), 0.0)
-        for s in range(1, n_stages):
-            last_bucket[:, s] += t_packed[:, s]
-        last_bucket[:, 0] += np.where(early & ~ends_only, 0.0, last_g)
-        head_time += np.where(alone, one[0], 0.0)
-        most_buckets[:, 0] = np.maximum(most_buckets[:, 0], layer_buckets)
-        # ZeRO-3 gathers every layer's parameters again in forward and backward (ZeRO §7); not priced where no row
-        # runs ZeRO-3 (no calls: every time 0, no entry with calls; session 24, searchspeed24).
-        zero3_mb += add(f"{axis}_param_all_gather", axis, "all_gather", params * q_p,
-                        np.where(zero >= 3, 2 * m[:, None], 0)) / m[:, None] if zero3_any else 0.0
+    # The gradient sync, bucket by bucket on each stage (grad_sync.py).
+    sync = grad_sync(wl, tr, cands, stages, ledger, chunks, dense_1, expert_1, tp, pp, m, first, last, zero,
+                     one_bucket)
+    dp_time, zero3_mb, last_bucket, gather_time = sync.dp_time, sync.zero3_mb, sync.last_bucket, sync.gather_time
+    most_buckets, head_time, prior = sync.most_buckets, sync.head_time, sync.prior
+    first_chunk_s, later_chunk_s = sync.first_chunk_s, sync.later_chunk_s
 
     # The shared word embedding's gradient, all-reduced by the first and last stage after the sync (Megatron
     # finalize_model_grads.py, _allreduce_word_embedding_grads; embedding_sync.py): once per step, not hidden.
@@ -626,13 +437,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
                                                ends=True)
         a2a_pair = t_mb - compute_1 + (pick(compute_pair_mb) if sm_shared else compute_1) - pick(saved)
         # interleaved, even chunks: the slots walked in Megatron's order, each waiting on its sends (a2a_order)
-        walked = np.flatnonzero(sch.is_schedule(sched, "interleaved") & (pp > 1) & _no_layout(cands))
+        walked = np.flatnonzero(sch.is_schedule(sched, "interleaved") & (pp > 1) & no_layout(cands))
         if len(walked):
             r = (lambda a: a) if of is None else (lambda a: np.take(a, of, axis=0))  # noqa: E731
             walk = a2a_order.walk_pipe_s(walked, cands, wl, m, pp, vp, stage_mb, compute_mb, compute_pair_mb, saved,
                                          own(fwd), r(logits_time), r(input_embedding), r(embedding_bwd), hop, lead,
                                          tail)
-    chunk_bubble = None if chunk_weights is None else _layout_bubble(
+    chunk_bubble = None if chunk_weights is None else layout_bubble(
         chunk_weights, of, cands, wl, stage_mb, m, t_mb)
     pipe, bubble = sch.pipeline_time_s(sched, m, pp, vp, t_mb, pick_of(fwd), pick_of(bwd_mb) + pick(bwd_comm),
                                        pick_of(weight_mb), hop, overlapped, below, zbv, zbh1_pipe=zbh1,
@@ -652,37 +463,12 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     # the last bucket is never hidden and the first bucket's fill is not window (one bucket: nothing hides).
     if tr.overlap_grad_reduce:
         bwd_own = bwd_mb if lazy is None else np.take(bwd_mb, lazy, axis=0)
-        window = (bwd_own + bwd_comm) * (1.0 - 1.0 / most_buckets)
-        # A later stage, one bucket (grad_buckets.bucketed), ends its backward before stage 0 (earlier_end_s).
-        early = earlier_end_s(sched, vp, stages.index, exists, bwd_own + bwd_comm, hop)
-        # The model's ends in their own buckets on a bucketed stage (grad_buckets.first_stage_exposed_s): the word
-        # embedding's gradient in the last (device 0, piece 0; `last_bucket` holds it, priced), at pp 1 the output
-        # layer's alone in the first where it fills one (`head_time`), ready once the head's backward ends.
-        chunked = sch.is_schedule(sched, "interleaved")[:, None] & (np.asarray(vp)[:, None] > 1)
-        ends = first & ~chunked
-        at_pp1 = ends & last & (pp[:, None] == 1)
-        head_s, head_bwd = 0.0, 0.0  # no candidate at pp 1: the head is on no bucketed stage
-        if at_pp1.any():
-            head_s = np.where(at_pp1, head_time[:, None], 0.0)
-            logits_rows = logits_time if of is None else np.take(logits_time, of, axis=0)
-            head_bwd = np.where(at_pp1, (2 / 3) * logits_rows[:, None] + head_bwd_comm, 0.0)
-        # the buckets ready at the first layer's end run beside the embedding's backward (pieces._backward_layer)
-        emb_bwd = (embedding_bwd if of is None else np.take(embedding_bwd, of, axis=0))[:, None]
-        ends_last = last_bucket.copy()
-        ends_last[:, 0] += np.maximum(0.0, prior - emb_bwd[:, 0])
-        left = np.where(ends, first_stage_exposed_s(dp_time, ends_last, most_buckets, bwd_own + bwd_comm,
-                                                    head_s, head_bwd),
-                        np.maximum(last_bucket, dp_time - window))
-        # Interleaved, a stage's later chunks sync in the cool-down, chunk 0 after its own last backward (bucketed
-        # on the first stage, one bucket on the others: chunk_buckets' v buckets, 1 a chunk).
-        if chunked.any():  # even chunks priced apart (`chunks`); a pipeline layout's: 1/v of the stage's each
-            split, v_col = (chunks > 1)[:, None], np.asarray(vp, dtype=float)[:, None]
-            share = dp_time / v_col
-            left = np.where(chunked, interleaved_chunks_exposed_s(
-                np.where(split, first_chunk_s, share), np.where(split, later_chunk_s, share),
-                np.where(first, np.where(split, most_buckets, most_buckets / v_col), 1.0),
-                bwd_own + bwd_comm, vp, pp, m), left)
-        exposed_dp = np.max(np.where(exists, np.maximum(0.0, left - early) + tp_grad, 0), axis=1)
+        exposed_dp = exposed_sync_s(
+            sched=sched, vp=vp, pp=pp, m=m, index=stages.index, exists=exists, first=first, last=last,
+            bwd_own=bwd_own, bwd_comm=bwd_comm, hop=hop, dp_time=dp_time, last_bucket=last_bucket,
+            most_buckets=most_buckets, prior=prior, head_time=head_time, head_bwd_comm=head_bwd_comm,
+            logits_time=logits_time, embedding_bwd=embedding_bwd, of=of, chunks=chunks, first_chunk_s=first_chunk_s,
+            later_chunk_s=later_chunk_s, tp_grad=tp_grad)
         if after_pipe is not None:  # a zero-bubble row's whole sync after its pipeline, as overlap off
             exposed_dp = np.where(after_pipe, dp_sync, exposed_dp)
     else:
@@ -719,214 +505,3 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         expert_capacity=capacity, tokens_per_device=tokens_per_device, drop_fraction=drop_fraction, rows=rows,
         moe_by_stack=by_stack,
     )
-
-
-@dataclass(frozen=True)
-class _Held:
-    """What `_held` gives evaluate: the candidates' degrees as floats (sched: schedule codes), b sequences per
-    micro-batch per device, the term builder and per-class terms, the representative stages and their masks,
-    parameters per device, and stage memory (device_state.stage_memory's four results)."""
-
-    dp: np.ndarray
-    tp: np.ndarray
-    pp: np.ndarray
-    ep: np.ndarray
-    etp: np.ndarray
-    m: np.ndarray
-    edp: np.ndarray
-    cp: np.ndarray
-    vp: np.ndarray
-    sched: np.ndarray
-    b: np.ndarray
-    builder: TermBuilder
-    terms: list
-    stages: Stages
-    v: np.ndarray | None  # the ZB-V rows priced on their devices' two V pieces (stages.v_rows); None: none
-    exists: np.ndarray
-    first: np.ndarray
-    last: np.ndarray
-    head: np.ndarray  # the device holding the output head: the last stage's, the first's under ZB-V
-    dense_params: np.ndarray
-    expert_params: np.ndarray
-    dcp: np.ndarray
-    zero: np.ndarray
-    pair: np.ndarray
-    memory: dict
-    total_mem: np.ndarray
-    mem_index: np.ndarray
-    capacity_bytes: float
-
-
-def _held(scenario: Scenario, wl, cands: Candidates, build_terms,
-          memory_of: tuple[_Held, np.ndarray | None] | None = None) -> _Held:
-    """Per candidate row of `cands`, what each device holds (see `_Held`); `build_terms(builder)` gives the
-    per-class terms (TermBuilder.build, or memory_terms: the same memory without pricing any operator).
-    `memory_of` (held, at): the memory already found for these rows, `cands` being held's rows `at` (None: all),
-    read from there (stage columns past this batch's width are padding: dropped) instead of computed again."""
-    model, hw, tr = scenario.model, scenario.hardware, scenario.training
-    f = as_float
-    dp, tp, pp, ep, etp, m = f(cands.dp), f(cands.tp), f(cands.pp), f(cands.ep), f(cands.etp), f(cands.micro_batches)
-    edp = f(cands.edp)
-    cp, vp, sched = f(cands.cp), f(cands.vp), cands.schedule_codes(tr)
-    n_cand = len(cands)
-    b = tr.global_batch_sequences / (dp * m) / tokens_divisor(cp)  # per device: the micro-batch over cp
-    builder = TermBuilder(model, hw, tr, b, tp, ep, etp, cands.recompute, f(cands.capacity_factor), cp, cands.cp_comm)
-    terms: list[ClassTerms] = build_terms(builder)
-    # One representative per kind of stage (see stages.py); uneven splits as specs.layout.stage_layers. ZB-V's
-    # device d holds the V's pieces d and 2p − 1 − d (stages.v_rows: where they differ from contiguous stage d).
-    v = v_rows(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers, sch.is_schedule(sched, "zb-v"))
-    stages = pipeline_stages(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers, v)
-    n_stages = stages.counts.shape[1]
-    exists = stages.index >= 0
-    first, last = stages.index == 0, stages.index == (pp[:, None] - 1)
-    # ZB-V runs the model's last piece, the head, on device 0 beside the embedding (moesim.des.orders: pieces d
-    # and 2p − 1 − d on device d), every other schedule on the last stage.
-    head = np.where(sch.is_schedule(sched, "zb-v")[:, None], first, last)
-    dense_params, expert_params = stage_params(wl, stages.counts, first, head, sched, tp, ep, etp)
-    dcp = dp * cp  # CP ranks hold the same weights: gradients reduce and ZeRO shards over dp·cp
-    zero = cands.zero_stage[:, None]
-    # Memory per stage.
-    # DualPipe: the device of stage s also holds stage p − 1 − s (its `pair` column), each with 1F1B's
-    # min(m, p − s) micro-batches in flight: PP + 1 per device and 2x parameters when stages are alike
-    # (DeepSeek-V3 Table 2); first and last share the embedding the MTP module reads (§3.2.3).
-    dual = sch.is_schedule(sched, "dualpipe")[:, None]
-    # Without a DualPipe candidate every pair term below is masked out: any in-range column will do.
-    pair = dualpipe_pair_columns(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers,
-                                 n_stages) if dual.any() \
-        else np.full((n_cand, n_stages), -1)
-    pair = np.where(pair >= 0, pair, np.arange(n_stages)[None, :])
-    if memory_of is None:
-        chunk_held = _layout_in_flight(cands, sched, m, stages.index)
-        memory, total_mem, mem_index, capacity_bytes = stage_memory(
-            wl, model, hw, tr, terms, stages, dense_params, expert_params, sched=sched, dual=dual, pair=pair, b=b,
-            m=m, pp=pp, tp=tp, ep=ep, etp=etp, vp=vp, dcp=dcp, edp=edp, zero=zero, first=first, last=head,
-            exists=exists, layout_in_flight=chunk_held)
-    else:
-        known, at = memory_of
-        rows = (lambda a: a) if at is None else (lambda a: np.take(a, at, axis=0))  # noqa: E731
-        memory = {k: rows(v)[:, :n_stages] if np.ndim(v) == 2 else rows(v) for k, v in known.memory.items()}
-        total_mem, mem_index, capacity_bytes = rows(known.total_mem), rows(known.mem_index), known.capacity_bytes
-    return _Held(dp=dp, tp=tp, pp=pp, ep=ep, etp=etp, m=m, edp=edp, cp=cp, vp=vp, sched=sched, b=b, builder=builder,
-                 terms=terms, stages=stages, v=v, exists=exists, first=first, last=last, head=head,
-                 dense_params=dense_params,
-                 expert_params=expert_params, dcp=dcp, zero=zero, pair=pair, memory=memory, total_mem=total_mem,
-                 mem_index=mem_index, capacity_bytes=capacity_bytes)
-
-
-def _layout_in_flight(cands: Candidates, sched: np.ndarray, m: np.ndarray, index: np.ndarray) -> np.ndarray | None:
-    """(N, S) in-flight micro-batches of interleaved candidates with a pipeline layout (schedules.layout_in_flight,
-    their uneven chunks), NaN elsewhere; None when no candidate has a layout."""
-    if cands.pipeline_layout is None or not any(x is not None for x in cands.pipeline_layout):
-        return None
-    from moesim.specs.pipeline_layout import parse
-
-    out = np.full(index.shape, np.nan)
-    interleaved = sch.is_schedule(sched, "interleaved")
-    for n, text in enumerate(cands.pipeline_layout):
-        if text is None or not interleaved[n]:
-            continue
-        pl = parse(text, int(cands.pp[n]))
-        for j, s in enumerate(index[n]):
-            if s >= 0:
-                out[n, j] = sch.layout_in_flight(pl.chunk_layers, pl.pp, pl.vp, int(m[n]), int(s))
-    return out
-
-
-def _no_layout(cands: Candidates) -> np.ndarray:
-    """(N,) the candidates without a pipeline layout (uneven chunks keep the table's row and layout_pipe_s)."""
-    if cands.pipeline_layout is None:
-        return np.ones(len(cands), dtype=bool)
-    return np.array([x is None for x in cands.pipeline_layout], dtype=bool)
-
-
-def _layout_chunk_weights(cands: Candidates, wl, terms, sched: np.ndarray, logits_time, embedding_time,
-                          embedding_bwd) -> dict[int, tuple[np.ndarray, np.ndarray]] | None:
-    """{row: (compute, forward compute) of each of the pp·vp virtual stages per micro-batch} for the interleaved
-    rows of `cands` with a pipeline layout: each chunk's layers by class (layer order, the MTP modules in the last
-    chunk, moesim.workload) at their class's time, the embedding in chunk 0, the output heads in the last (as
-    compute_mb charges them to the device: logits one third forward); None when no row has a layout."""
-    if cands.pipeline_layout is None or not any(x is not None for x in cands.pipeline_layout):
-        return None
-    from moesim.specs.pipeline_layout import parse
-
-    n_rows, main = len(cands), wl.num_layers
-    row = lambda a, n: float(np.broadcast_to(np.asarray(a, dtype=float), (n_rows,))[n])  # noqa: E731
-    interleaved = sch.is_schedule(sched, "interleaved")
-    out = {}
-    for n, text in enumerate(cands.pipeline_layout):
-        if text is None or not interleaved[n]:
-            continue
-        pl = parse(text, int(cands.pp[n]))
-        fwd_c = [row(t.fwd_time_s, n) for t in terms]
-        all_c = [row(t.fwd_time_s, n) + row(t.bwd_time_s, n) + row(t.recompute_time_s, n) for t in terms]
-        ends = np.cumsum((0,) + pl.chunk_layers)
-        whole, fwd = np.zeros(len(pl.stages)), np.zeros(len(pl.stages))
-        for i in range(len(pl.stages)):
-            layers = list(wl.layer_class_index[ends[i]:ends[i + 1]])
-            layers += list(wl.layer_class_index[main:]) if i == len(pl.stages) - 1 else []
-            whole[i], fwd[i] = sum(all_c[c] for c in layers), sum(fwd_c[c] for c in layers)
-        emb, emb_bwd, logits = row(embedding_time, n), row(embedding_bwd, n), row(logits_time, n)
-        whole[0], fwd[0] = whole[0] + emb, fwd[0] + emb - emb_bwd
-        whole[-1], fwd[-1] = whole[-1] + logits, fwd[-1] + logits / 3
-        out[n] = (whole, fwd)
-    return out
-
-
-def _layout_bubble(weights: dict, of: np.ndarray | None, cands: Candidates, wl, stage_mb: np.ndarray,
-                   m: np.ndarray, t_mb: np.ndarray) -> np.ndarray:
-    """(N,) interleaved bubble of the candidates with uneven chunks (schedules.layout_pipe_s − m·t), NaN elsewhere:
-    each device's time per micro-batch (stage_mb, its collectives included) shared among its chunks as their
-    compute (`_layout_chunk_weights`; DERIVED: a chunk's collectives scale with its layers' compute)."""
-    from moesim.estimate.stages import device_columns
-    from moesim.specs.pipeline_layout import parse
-
-    out = np.full(len(cands), np.nan)
-    for i in range(len(cands)):
-        key = i if of is None else int(of[i])
-        if key not in weights:
-            continue
-        whole, fwd = weights[key]
-        p = int(cands.pp[i])
-        pl = parse(cands.pipeline_layout[i], p)
-        first, last = int(cands.first_stage_layers[i]), int(cands.last_stage_layers[i])  # as pipeline_stages'
-        cols = device_columns(wl, p, first or None, last or None)
-        device_s = stage_mb[i, cols]
-        own = whole.reshape(pl.vp, p).sum(axis=0)  # each device's compute over its chunks
-        share = np.divide(whole, np.tile(own, pl.vp), out=np.zeros_like(whole), where=np.tile(own, pl.vp) > 0)
-        chunk_s = share * np.tile(device_s, pl.vp)
-        chunk_fwd = np.divide(chunk_s * fwd, whole, out=np.zeros_like(whole), where=whole > 0)
-        out[i] = sch.layout_pipe_s(chunk_s, chunk_fwd, int(m[i]), p, pl.vp) - m[i] * t_mb[i]
-    return out
-
-
-def _fitting_rows(scenario: Scenario, wl, cands: Candidates, base: np.ndarray, of: np.ndarray | None
-                  ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None, _Held, np.ndarray | None]:
-    """(rows, base, of, held, at): `rows` the positions in `cands` of the candidates within the memory capacity
-    (None when all are), `base` and `of` the order-free fold of those rows in order_free_rows' form (`base` indexes
-    `cands`, `of` maps each row to its entry of `base`), `held` the memory check's `_Held` of the order-free
-    rows, `at` the positions in held's rows of the new `base` (None: all). Memory as evaluate computes it, from
-    TermBuilder.memory_terms: nothing is priced for the rest."""
-    held = _held(scenario, wl, cands if of is None else cands.take(base),
-                 lambda builder: [builder.memory_terms(cls) for cls in wl.classes])
-    fit = held.total_mem <= held.capacity_bytes
-    if fit.all():
-        return None, base, of, held, None
-    rows = np.flatnonzero(fit if of is None else fit[of])
-    if of is None:
-        return rows, rows, None, held, rows
-    kept = np.zeros(len(base), dtype=bool)
-    kept[of[rows]] = True
-    return rows, base[kept], (np.cumsum(kept) - 1)[of[rows]], held, np.flatnonzero(kept)
-
-
-def _nothing_fits(cands: Candidates, held: _Held) -> Evaluation:
-    """evaluate(fitting_only=True) of a batch none of whose candidates fits: every array empty, `rows` too."""
-    none = np.zeros(0)
-    return Evaluation(
-        candidates=cands.take(np.zeros(0, dtype=np.int64)), step_time_s=none, step_time_no_overlap_s=none,
-        compute_time_s=none, communication_time_s=none, exposed_communication_time_s=none, bubble_time_s=none,
-        optimizer_time_s=none, memory={k: v[:0] for k, v in held.memory.items()}, memory_total_bytes=none,
-        memory_capacity_bytes=held.capacity_bytes, fits=np.zeros(0, dtype=bool), model_flops_per_step=none,
-        hardware_flops_per_step=none, mfu=none, hfu=none, tokens_per_s=none, comms={},
-        slowest_stage=np.zeros(0, dtype=np.int64), memory_stage=np.zeros(0, dtype=np.int64),
-        rows=np.zeros(0, dtype=np.int64))

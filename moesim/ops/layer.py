@@ -51,39 +51,24 @@ from moesim.arithmetic import ffn_matrices
 from moesim.flops import FLOPS_PER_MAC, _score_flops
 from moesim.megatron_rules import DEEPEP_BACKENDS, runs_megatron_te, te_expert_gemm_loop
 from moesim.ops.attention import work_fraction
-from moesim.ops.base import GRAD_ACCUMULATE, Op, backward, gemm, grouped_gemm, memory
+from moesim.ops.base import Op, backward, gemm, grouped_gemm, memory
+from moesim.ops.block_ops import (FP32_BYTES, READ_WRITE, activation as _activation, expert_bias_op,
+                                  fanned_out as _fanned_out, ffn_ops as _ffn_ops, gate_factor, mask_params,
+                                  no_weights as _no_weights, norm as _norm, residual as _residual, self_attention_mask,
+                                  sink_flops)
 from moesim.ops.dtypes import op_dtype
 from moesim.ops.mcore_moe import dispatch_ops, gating_op, moe_impl, shared_add_op
-from moesim.ops.vocab_padding import padded_vocab_size
+from moesim.ops.output_head import logits_ops
+# importable from here as before the split (tests/ops/test_expert_bias.py, tests/ops/test_attention_pattern.py)
+from moesim.ops.block_ops import EXPERT_BIAS_BWD_FP32_BYTES, EXPERT_BIAS_BWD_Q_PASSES  # noqa: F401
+from moesim.ops.block_ops import EXPERT_BIAS_FWD_FP32_BYTES, EXPERT_BIAS_FWD_Q_PASSES, SINK_FLOPS_PER_ROW  # noqa: F401
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
 from moesim.workload import LayerClass
 
-READ_WRITE = 2
 ATTENTION_PROJECTIONS = 4  # Q, K, V, O: the FLOP-keyed fallback reads its table at a quarter of their FLOP
-RESIDUAL_PASSES = 3  # a + b -> c: two reads, one write
-NORM_BACKWARD_FACTOR = 1.5  # reads x and dy, writes dx: 3 passes against the forward's 2
-# TransformerEngine's norm backward is two kernels: the main one (dx and per-CTA dgamma partials) and a finalize
-# that sums the partials into dgamma (TE v2.11 common/normalization/rmsnorm/rmsnorm_bwd_semi_cuda_kernel.cu
-# launch_rmsnorm_bwd_tuned_ / _general_: `kernel<<<...>>>` then `kernel_f<<<...>>>` / `kernel_final<<<...>>>`;
-# layernorm/ln_bwd_semi_cuda_kernel.cu the same pair). Only the launch is priced: the partials the finalize reads,
-# ctas_per_col·h·4 B, scale with ctas_per_col = SMs · occupancy (cudaOccupancyMaxActiveBlocksPerMultiprocessor at
-# run time, no figure of the source), and the dgamma it writes is h elements.
-TE_NORM_BACKWARD_KERNELS = 2.0
-FP32_BYTES = 4
 INDEX_AND_WEIGHT_BYTES = 12  # int64 expert index + float32 combine weight per (token, choice)
 GATING_KERNELS = 4  # softmax, top-k, aux loss, capacity/position bookkeeping
-# An attention sink's share of its softmax row (sink_flops): subtract the row max, exponentiate, add to the sum.
-SINK_FLOPS_PER_ROW = 3
-# Megatron-Core's unfused expert FC2 bias (expert_bias_op): bytes per element of the expert output (slots x h) in FP32
-# (the FP32 routing probability p promotes the sum; Megatron-LM core_v0.17.0 moe/experts.py l.251-267) and passes of
-# the output's own q bytes. Forward: b*p writes 4; t + bp reads q + 4, writes 4; torch.cat reads 4, writes 4;
-# .to(t.dtype) reads 4, writes q.
-EXPERT_BIAS_FWD_FP32_BYTES, EXPERT_BIAS_FWD_Q_PASSES = 4 + 8 + 8 + 4, 2
-# Backward: the cast's gradient back to FP32 (read q, write 4); per expert the add's gradient to t cast to t's dtype
-# (read 4, write q), the mul's gradients grad*p and grad*b (read 4, write 4 each) and their sums to b's and p's shapes
-# (read 4 each); the split's backward cats t's gradients (read q, write q).
-EXPERT_BIAS_BWD_FP32_BYTES, EXPERT_BIAS_BWD_Q_PASSES = 4 + 4 + 16 + 8, 4
 MLA_ROPE_KERNELS = 4  # rotary on q, rotary on k_pe, K's assembly, V's copy (LayerOps._mla_rope_and_copies)
 # The dispatch backends after whose dispatch the received tokens are expanded into expert order and reduced back
 # (LayerOps._flex_dispatch): DeepEP's normal kernels and HybridEP, as Megatron-LM's flex dispatcher runs them
@@ -92,100 +77,6 @@ MLA_ROPE_KERNELS = 4  # rotary on q, rotary on k_pe, K's assembly, V's copy (Lay
 FLEX_BACKENDS = ("deepep", "hybridep")
 DISPATCH_MAPPING_KERNELS = 2.0  # DeepSeek's clean_and_count_expert and get_fused_mapping (LayerOps._dispatch_mapping)
 TOPK_INDEX_BYTES = 8  # DeepEP's topk_idx_t, int64 unless built with EP_NUM_TOPK_IDX_BITS (compiled.cuh l.54-55)
-
-
-def gate_factor(model: ModelSpec) -> int:
-    """Matrices in fc1: 2 for a gated FFN (SwiGLU/GeGLU: gate and up projections), else 1."""
-    return ffn_matrices(model.ffn_kind) - 1
-
-
-def self_attention_mask(model: ModelSpec, cls: LayerClass) -> str:
-    """The mask of a class's self-attention: its layer_pattern entry, the model's, or causal in a decoder, full in an
-    encoder."""
-    if cls.mask:
-        return cls.mask
-    if model.attention.mask:
-        return model.attention.mask
-    return "causal" if cls.stack == "decoder" else "full"
-
-
-def sink_flops(att, n_q: int) -> float:
-    """Forward FLOPs of the attention sinks over n_q query rows: SINK_FLOPS_PER_ROW per row and head, 0 without
-    sinks. The sink is one more logit in each softmax row with no value vector (openai/gpt-oss a194b990
-    gpt_oss/torch/model.py `sdpa`: QK concatenated with the sink column S, softmax, the column dropped), so no matmul
-    work: its softmax share only ("off-by-one" a fixed zero logit, the same work)."""
-    return SINK_FLOPS_PER_ROW * n_q * att.num_heads if att.softmax_type != "vanilla" else 0.0
-
-
-def mask_params(model: ModelSpec) -> dict:
-    att = model.attention
-    return {"window_tokens": att.window_tokens, "stride_tokens": att.sparse_stride_tokens,
-            "summary_tokens": att.sparse_summary_tokens}
-
-
-def _ffn_ops(part: str, prefix: str, model: ModelSpec, dtype: str, q: float, tokens, d_ff, tp, norm_tokens,
-             with_norm: bool, te_norm: bool = False) -> list[Op]:
-    """norm (optional), fc1, activation, fc2, residual of a dense FFN block over `tokens` rows."""
-    h, g = model.d_model, gate_factor(model)
-    f = d_ff / tp
-    fallback = FLOPS_PER_MAC * tokens * (g + 1) * h * d_ff / tp / ffn_matrices(model.ffn_kind)
-    ops = []
-    if with_norm:
-        ops.append(_norm(part, f"{prefix}norm", dtype, q, norm_tokens, h, te_norm))
-    ops.append(gemm(part, f"{prefix}fc1", dtype, tokens, g * f, h, fallback=fallback))
-    ops.append(_activation(part, f"{prefix}activation", dtype, q, tokens * f, g))
-    ops.append(gemm(part, f"{prefix}fc2", dtype, tokens, h, f, fallback=fallback))
-    return ops
-
-
-def _norm(part, name, dtype, q, tokens, h, te: bool = False) -> Op:
-    """A norm over [tokens, h]; `te`: TransformerEngine's two-kernel backward (TE_NORM_BACKWARD_KERNELS)."""
-    op = memory(part, name, dtype, READ_WRITE * tokens * h * q)
-    # every norm reads a profile's "norm" table where it has one (h800.toml: DeepSeek's trace, scripts/dsv3_trace.py)
-    meta = {"bwd_bytes_factor": NORM_BACKWARD_FACTOR, "table_op": "norm"}
-    return replace(op, meta={**meta, "bwd_kernels": op.kernels * TE_NORM_BACKWARD_KERNELS} if te else meta)
-
-
-def _residual(part, name, dtype, q, tokens, h, grad_adds: bool) -> Op:
-    """x + f(x): forward one add; backward, with `grad_adds`, autograd's sum at x of the skip's gradient and f's
-    (one add, the same 2 reads + 1 write of t_n·h·q: moesim.ops.base.grad_accumulate), else nothing (the add's own
-    backward passes the gradient to both inputs; an XLA program fuses the sum into its neighbours)."""
-    op = memory(part, name, dtype, RESIDUAL_PASSES * tokens * h * q)
-    return replace(op, meta={"bwd_bytes_factor": 1.0 if grad_adds else 0.0, "bwd_name": GRAD_ACCUMULATE})
-
-
-def _fanned_out(op: Op, consumers: int, q, tokens, h, grad_adds: bool) -> Op:
-    """A norm whose [tokens, h] output feeds `consumers` operators: with `grad_adds`, autograd sums their
-    gradients before the norm's backward, consumers − 1 adds of 2 reads + 1 write each (base.grad_accumulate)."""
-    if not grad_adds or consumers < 2:
-        return op
-    adds = consumers - 1
-    return replace(op, meta={**op.meta, "grad_add_kernels": float(adds),
-                             "grad_add_bytes": adds * RESIDUAL_PASSES * tokens * h * q})
-
-
-def _activation(part, name, dtype, q, elements, g) -> Op:
-    op = memory(part, name, dtype, (g + 1) * elements * q)
-    return replace(op, meta={"bwd_bytes_factor": (2 * g + 1) / (g + 1)})
-
-
-def expert_bias_op(part: str, slots, h, local_experts, q) -> Op:
-    """A biased expert FC2's bias as Megatron-Core adds it after the grouped GEMM when TE's op fuser is off
-    (training.te_op_fuser): TEGroupedMLP builds FC2 with skip_bias_add=True and `_apply_bias` loops over the local
-    experts, `t + b * p` per expert in FP32 (the FP32 routing probability promotes it), then `torch.cat` and a cast
-    back (Megatron-LM core_v0.17.0 megatron/core/transformer/moe/experts.py l.214 skip_bias_add, l.251-267
-    _apply_bias, l.398 its call; core_v0.16.0 l.572, l.609-626, l.758 the same), over the device's `slots` rows of
-    width h and q bytes: 24 + 2·q bytes per element in 2·g + 2 kernels. Backward (PyTorch autograd, each gradient
-    cast to its input's dtype): 32 + 4·q bytes per element in 6·g + 3 kernels (the module's EXPERT_BIAS_* constants)."""
-    elements = slots * h
-    fwd_bytes = EXPERT_BIAS_FWD_FP32_BYTES + EXPERT_BIAS_FWD_Q_PASSES * q
-    bwd_bytes = EXPERT_BIAS_BWD_FP32_BYTES + EXPERT_BIAS_BWD_Q_PASSES * q
-    op = memory(part, "expert_fc2_bias", "float32", fwd_bytes * elements, kernels=2 * local_experts + 2)
-    return replace(op, meta={"bwd_bytes_factor": bwd_bytes / fwd_bytes, "bwd_kernels": 6 * local_experts + 3})
-
-
-def _no_weights(op: Op) -> Op:
-    return replace(op, meta={**op.meta, "weights": False})
 
 
 class LayerOps:
@@ -453,57 +344,6 @@ def backward_ops(forward: list[Op]) -> list[Op]:
     for op in reversed(forward):
         out += backward(op)
     return out
-
-
-# Megatron-LM's vocab-parallel cross-entropy, unfused (core/tensor_parallel/cross_entropy.py), per logit of the
-# local vocabulary shard, in the passes SimuMax counts for the B200 "ce" efficiency it measured (SimuMax
-# simumax/core/transformer/dense_module.py ParallelCE @ 4dcaae51): forward: cast to float32 (read q, write 4),
-# max (read 4), subtract the max (read 4, write 4), exp (read 4, write 4), sum (read 4), divide (read 4,
-# write 4: the softmax kept for backward); backward: subtract the one-hot (read 4, write 4), cast the gradient
-# to the logits' dtype (read 4, write q). The fused kernel (Transformer Engine, --cross-entropy-loss-fusion)
-# reads the logits and writes a saved buffer of their size forward, reads it and writes the gradient backward.
-# An XLA-compiled program (TPU) fuses the softmax chain into one loop fusion (XLA's operator fusion pass), priced
-# as one float32 read and write of the logits forward and backward.
-CE_FWD_FP32_PASSES = 9  # 4-byte reads and writes of the forward besides the q-byte read of the logits
-CE_BWD_FP32_PASSES = 3
-CE_FWD_KERNELS, CE_BWD_KERNELS = 6, 2
-
-
-def _cross_entropy_ops(training: TrainingSpec, logits, q, compiled: bool) -> tuple[Op, Op]:
-    """(forward, backward) memory operators of the cross-entropy over `logits` elements of q bytes each
-    (`compiled`: an XLA program, its elementwise chain fused)."""
-    if compiled:
-        fwd = memory("dense_ffn", "cross_entropy", "float32", READ_WRITE * logits * FP32_BYTES)
-        return fwd, replace(fwd, pass_="bwd")
-    if training.fused_cross_entropy:
-        fwd = memory("dense_ffn", "cross_entropy_fused", "float32", READ_WRITE * logits * q)
-        return fwd, replace(fwd, pass_="bwd")
-    fwd = memory("dense_ffn", "cross_entropy", "float32", logits * (q + CE_FWD_FP32_PASSES * FP32_BYTES),
-                 kernels=CE_FWD_KERNELS)
-    bwd = memory("dense_ffn", "cross_entropy", "float32", logits * (q + CE_BWD_FP32_PASSES * FP32_BYTES),
-                 kernels=CE_BWD_KERNELS, pass_="bwd")
-    return fwd, bwd
-
-
-def logits_ops(model: ModelSpec, training: TrainingSpec, b, tp, output_tokens: int,
-               device_kind: str = "gpu") -> tuple[list[Op], list[Op]]:
-    """(forward, backward) operators of the output head on the last stage: the final norm, the [b·n, h]·[h, V/tp]
-    GEMM (V padded Megatron's way where it runs: moesim.ops.vocab_padding) and the cross-entropy over its logits
-    (memory: the passes of Megatron's vocab-parallel cross-entropy, of the fused kernel, or of XLA's fusion on TPUs;
-    _cross_entropy_ops)."""
-    dt = training.dtype_for("head")  # the output head stays in BF16 under FP8 recipes (DeepSeek-V3 §3.3)
-    m = b * output_tokens
-    q = training.bytes_of("activation")
-    # Megatron-LM TransformerBlock.forward: final_layernorm on the last stage, on the sequence shard with SP (the
-    # head's ColumnParallelLinear gathers after it); one per MTP module too (MultiTokenPredictionLayer.final_layernorm)
-    norm = _norm("dense_ffn", "final_norm", op_dtype(training, "memory"), q,
-                 m / tp if training.sequence_parallel else m, model.d_model,
-                 runs_megatron_te(training.framework, device_kind))
-    # the head's shard of Megatron's padded vocabulary (moesim.ops.vocab_padding: tokenizer.py _vocab_size_with_padding)
-    vocab = padded_vocab_size(model.vocab_size, tp, training.framework, device_kind)
-    head = gemm("dense_ffn", "logits", dt, m, vocab / tp, model.d_model)
-    ce_fwd, ce_bwd = _cross_entropy_ops(training, m * vocab / tp, q, compiled=device_kind.startswith("tpu"))
-    return [norm, head, ce_fwd], [ce_bwd] + backward(head) + backward(norm)
 
 
 __all__ = ["LayerOps", "backward_ops", "logits_ops", "self_attention_mask"]

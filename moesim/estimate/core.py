@@ -253,9 +253,8 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     add = ledger.add
 
     # Each stage's per-micro-batch collectives, the layers' and the embedding's and head's (stage_comms.py).
-    zb_split = zb_some  # the forward's own collectives are counted apart (stage_comms.py: "only where zb_split")
     sc = stage_comms(tr, model, wl, hw, cands, sched, calls, layer_calls, ledger, counts, core_mb, leg_share, first,
-                     last, zb_v, zb_split, b, in_tokens)
+                     last, zb_v, zb_some, b, in_tokens)  # zb_some: the forward's own collectives apart
     per_mb_comm, bwd_comm, a2a_call, head_comm = sc.per_mb_comm, sc.bwd_comm, sc.a2a_call, sc.head_comm
     embedding_fb, backward_only, layer_fwd_comm, embedding_fwd_comm, leg_fwd_comm, leg_comm = sc.embedding_fb, \
         sc.backward_only, sc.layer_fwd_comm, sc.embedding_fwd_comm, sc.leg_fwd_comm, sc.leg_comm
@@ -313,10 +312,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     if "first" in head_comm:
         for end, keep in (("last", at_last), ("first", 1.0 - at_last)):
             per_mb_comm, bwd_comm = per_mb_comm + z(head_comm[end][0]) * keep, bwd_comm + z(head_comm[end][1]) * keep
-            fwd_less_bwd = fwd_less_bwd + z(head_comm[end][0] - 2 * head_comm[end][1]) * keep if zb_split else 0.0
+            fwd_less_bwd = fwd_less_bwd + z(head_comm[end][0] - 2 * head_comm[end][1]) * keep if zb_some else 0.0
     else:  # no ZB-V candidate: every keep is 1.0, the head's collectives all on the last stage (x · 1.0 is x)
         per_mb_comm, bwd_comm = per_mb_comm + z(head_comm["last"][0]), bwd_comm + z(head_comm["last"][1])
-        fwd_less_bwd = fwd_less_bwd + z(head_comm["last"][0] - 2 * head_comm["last"][1]) if zb_split else 0.0
+        fwd_less_bwd = fwd_less_bwd + z(head_comm["last"][0] - 2 * head_comm["last"][1]) if zb_some else 0.0
     # ZeRO >= 1: the parameter all-gathers after the optimizer step, nothing beside them: the stage that gathers
     # longest (param_gather.py), its max taken on the rows (pm >= 0 scales it); a stage that does not exist has no
     # calls (0 s). None (no ZeRO >= 1 row): 0.0 for every candidate, as the priced zeros would give (x + 0.0 is x).
@@ -342,7 +341,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     pp_comm = pp_forward + pp_backward
     per_mb_comm += pp_comm + zero3_mb
     bwd_comm += pp_backward + zero3_mb / 2  # the backward half of the ZeRO-3 parameter gathers
-    fwd_comm = bwd_comm + fwd_less_bwd + pp_forward - pp_backward if zb_split else 0.0
+    fwd_comm = bwd_comm + fwd_less_bwd + pp_forward - pp_backward if zb_some else 0.0
 
     # DualPipe: the device of stage s runs m/2 micro-batches through s and m/2 through p − 1 − s
     # (moesim.des.orders.device_of), so its time per micro-batch is the pair's mean (equal stages: unchanged).

@@ -77,23 +77,24 @@ def forward_gathers_s(training, schedule, after_step_s, gathers_s, multiple, buc
     rest. `gathers_s`: one array per stage (N each, the estimate's columns), `multiple` the schedule's parameter
     copies (N × 1), `buckets` N × S, `forward_s` each stage's forward per micro-batch (N × S), `multiplicity` the
     stages of each column's kind (N × S), `chunks` the virtual stages v (N)."""
-    from moesim.estimate.schedules import is_schedule  # the estimate's schedule codes
-
     if not training.overlap_param_gather or training.moe_a2a_overlap:  # the schedule is the candidate's: below
         return after_step_s
-    rows = np.zeros(len(forward_s), dtype=bool)
-    for name in FORWARD_GATHER_SCHEDULES:
-        rows |= is_schedule(schedule, name)
+    rows = _any_schedule(schedule, FORWARD_GATHER_SCHEDULES)
     if not rows.any():
         return after_step_s
     stacked = np.stack(gathers_s, axis=1) * multiple
     exposed = forward_exposed_s(stacked, buckets, forward_s, multiplicity)
-    aligned = np.zeros(len(forward_s), dtype=bool)
-    for name in ALIGNED_SCHEDULES:
-        aligned |= is_schedule(schedule, name)
+    aligned = _any_schedule(schedule, ALIGNED_SCHEDULES)
     if aligned.any():  # chunk 0 (a 1/v share of the first stage's) waited on whole: `aligned_exposed_s`
         exposed = np.where(aligned, aligned_exposed_s(stacked, chunks), exposed)
     return np.where(rows, exposed, after_step_s)
+
+
+def _any_schedule(schedule, names) -> np.ndarray:
+    """(N,) whether each row's schedule (names or the search's codes) is one of `names`."""
+    from moesim.estimate.schedules import is_schedule  # the estimate's schedule codes
+
+    return np.logical_or.reduce([np.asarray(is_schedule(schedule, name), dtype=bool) for name in names])
 
 
 def aligned_exposed_s(gathers_s, chunks):

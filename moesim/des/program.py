@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from moesim.des.costs import CommSpec
+from moesim.estimate.amax_comms import AMAX_ALL_REDUCE
 from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER
 from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE
 
@@ -29,7 +30,7 @@ COMM_NAMES = {"tp_all_gather": "TP all-gather", "tp_all_gather_wgrad": "TP all-g
               "tp_cross_entropy_all_reduce": "cross-entropy TP all-reduce",
               TP_GRAD_ALL_REDUCE: "TP gradient all-reduce (replicated weights)",
               MLA_GATHER: "TP all-gather (MLA latents)", MLA_SCATTER: "TP reduce-scatter (MLA latents)",
-              MLA_WGRAD_GATHER: "TP all-gather (MLA latents, wgrad input)"}
+              MLA_WGRAD_GATHER: "TP all-gather (MLA latents, wgrad input)", AMAX_ALL_REDUCE: "TP all-reduce (FP8 amax)"}
 FORWARD_SUFFIX = " (NVLink forwards)"  # trace name of a DeepEP member's NVLink stage across nodes: its call's + this
 
 

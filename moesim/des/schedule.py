@@ -44,6 +44,7 @@ from moesim.des.program import (COLLECTIVE, COMM_NAMES, COMPUTE, EXPERT, FORWARD
                                 STAGE_NAMES, STREAMS, TO_EXPERTS, Op, StageProgram)
 from moesim.des.zbv_times import zbv_inputs, zbv_piece_times, zbv_stage_times
 from moesim.estimate.a2a_order import MEGATRON_A2A_NODES, OFF_COMPUTE_STREAM
+from moesim.estimate.amax_comms import issue_amax
 from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
 from moesim.estimate.grad_buckets import bucket_params as mcore_bucket_params  # the estimate's bucket size, one rule
 from moesim.estimate.grad_buckets import bucketed, grad_reduce_overlapped, mcore_buckets
@@ -81,12 +82,8 @@ class _Builder:
         self.gather_mb: dict[int, int] = {}  # piece: the micro-batch of its first forward
         self.aligned = costs.training.pipeline_schedule in ALIGNED_SCHEDULES  # the schedule dispatches (align)
         self.dispatched: dict[tuple[int, str, int], int | None] = {}  # (piece, axis, k): its gather (None: unpriced)
-        self.moe_number = {}
-        n = 0
-        for layer, cls in enumerate(costs.workload.layer_class_index):
-            if costs.workload.classes[cls].is_moe:
-                self.moe_number[layer] = n
-                n += 1
+        moe_layers = [i for i, c in enumerate(costs.workload.layer_class_index) if costs.workload.classes[c].is_moe]
+        self.moe_number = {layer: n for n, layer in enumerate(moe_layers)}
 
     @property
     def segment(self) -> int:
@@ -139,6 +136,7 @@ class _Builder:
             # forward: the latents gathered, the out-projection's h scattered; backward the other way round
             gather, wgrad, scatter = (MLA_GATHER, None, "tp_reduce_scatter") if phase != "bwd" else \
                 ("tp_all_gather", MLA_WGRAD_GATHER, MLA_SCATTER)
+        issue_amax(self, lc, name, phase, layer, mb)  # FP8 current scaling's, before the cast and the gather
         self.comm(lc.comms.get(gather), phase, layer, mb)
         if phase == "bwd" and wgrad:  # sequence parallelism: the input gathered again for the weight gradient
             self.comm(lc.comms.get(wgrad), phase, layer, mb)
@@ -254,6 +252,7 @@ class _Builder:
         elif lc.recompute == "selective":
             mlp = not lc.is_moe and "mlp" in self.costs.training.recompute_modules
             if mlp:  # the checkpointed dense MLP's forward again, its tp collectives with it (estimate/terms.py)
+                issue_amax(self, lc, "dense FFN", "recompute", layer, mb)
                 self.comm(lc.comms.get("tp_all_gather"), "recompute", layer, mb)
             moe = lc.moe_recompute_s
             redo_s = lc.recompute_pair_s if self.paired and lc.recompute_pair_s is not None else lc.recompute_s

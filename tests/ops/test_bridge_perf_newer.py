@@ -114,7 +114,7 @@ RECORDED_ERROR_PCT = {
     "26.02.01-gb300-qwen3-235b-mxfp8-pp4ep32": +10.6,  # 26.02.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 6583; none
     "26.02.01-gb200-qwen3-235b-mxfp8-pp8ep32": +2.8,  # 26.02.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5530; none
     "26.02.01-b300-qwen3-235b-mxfp8-pp8vp4ep8": -47.1,  # 26.02.01 DGX-B300 Qwen3_235B_a22B MXFP8: 2644; none
-    "26.02.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -51.6,  # 26.02.01 DGX-H100 Qwen3_235B_a22B FP8: 1611; none
+    "26.02.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -51.5,  # 26.02.01 DGX-H100 Qwen3_235B_a22B FP8: 1611; none
     "26.08-gb300-gpt-oss-120b-mxfp8-ep16": -9.9,  # 26.08 DGX-GB300 GPT OSS 120B MXFP8: 33024; none
     "26.08-gb200-gpt-oss-120b-mxfp8-ep64": -27.6,  # 26.08 DGX-GB200 GPT OSS 120B MXFP8: 28672; none
     "26.06.01-gb300-gpt-oss-120b-mxfp8-ep16": -44.7,  # 26.06.01 DGX-GB300 GPT OSS 120B MXFP8: 20288; none

@@ -38,7 +38,8 @@ from moesim.specs.dtypes import DTYPE_BYTES
 AMAX_ALL_REDUCE = "tp_amax_all_reduce"
 # fp8_scaling values whose quantizer reduces its amax over tp under SP (quantizer.cpp l.882-888, Float8CurrentScaling)
 AMAX_TP_SCALINGS = ("per_tensor_current",)
-# One FP32 amax a tensor (quantizer.cpp l.885: `tensors = {amax}`, the quantizer's float32 amax)
+# One FP32 amax a tensor (quantizer.cpp l.886 `tensors = {amax}`; pytorch/tensor/float8_tensor.py l.278-279:
+# torch.empty(1, dtype=torch.float32))
 AMAX_BYTES = DTYPE_BYTES["float32"]
 
 

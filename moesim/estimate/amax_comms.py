@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.estimate.class_terms import CommCall
+from moesim.megatron_rules import runs_megatron_te
 from moesim.specs.dtypes import DTYPE_BYTES
 
 # The breakdown's entry (both engines)
@@ -66,11 +67,13 @@ def amax_comm_calls(model, cls, blocks: int, full, mlp_redo) -> np.ndarray:
     return fwd * (1 + np.where(full, 1, 0)) + bwd + mlp_redo
 
 
-def amax_comm_call(model, cls, size_bytes, blocks: int, full, mlp_redo) -> CommCall:
-    """The layer's amax all-reduces as one CommCall on tp: AMAX_BYTES a call (rows shaped as `size_bytes`, the TP
-    blocks' gather size), amax_comm_calls calls."""
-    return CommCall(AMAX_ALL_REDUCE, "tp", "all_reduce", np.full(np.shape(size_bytes), float(AMAX_BYTES)),
-                    amax_comm_calls(model, cls, blocks, full, mlp_redo))
+def amax_layer_comms(model, training, device_kind: str, cls, size_bytes, blocks: int, full, mlp_redo) -> list:
+    """The layer's amax all-reduces, [] unless amax_reduced (Megatron-LM + TE: runs_megatron_te): one CommCall on tp of
+    AMAX_BYTES a call (rows shaped as `size_bytes`, the TP blocks' gather size), amax_comm_calls calls."""
+    if not amax_reduced(training, runs_megatron_te(training.framework, device_kind)):
+        return []
+    return [CommCall(AMAX_ALL_REDUCE, "tp", "all_reduce", np.full(np.shape(size_bytes), float(AMAX_BYTES)),
+                     amax_comm_calls(model, cls, blocks, full, mlp_redo))]
 
 
 def issue_amax(builder, lc, block: str, phase: str, layer: int, mb: int) -> None:
@@ -80,5 +83,5 @@ def issue_amax(builder, lc, block: str, phase: str, layer: int, mb: int) -> None
         builder.comm(spec, phase, layer, mb)
 
 
-__all__ = ["AMAX_ALL_REDUCE", "AMAX_BYTES", "AMAX_TP_SCALINGS", "amax_block_calls", "amax_comm_call", "amax_comm_calls",
-           "amax_reduced", "issue_amax"]
+__all__ = ["AMAX_ALL_REDUCE", "AMAX_BYTES", "AMAX_TP_SCALINGS", "amax_block_calls", "amax_comm_calls",
+           "amax_layer_comms", "amax_reduced", "issue_amax"]

@@ -38,7 +38,7 @@ from moesim.ops.base import ATTENTION_BACKWARD_TO_FORWARD, PARTS, Op, gemm, memo
 from moesim.estimate.selective import (core_recompute_code, moe_recomputed_ops, recomputed, recomputed_ops,
                                        stored_inputs)
 from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER, mla_sp_widths
-from moesim.estimate.amax_comms import amax_comm_call, amax_reduced
+from moesim.estimate.amax_comms import amax_layer_comms  # FP8 current scaling's amax all-reduce under SP
 from moesim.estimate.precision_terms import (
     activation_dequantise_bytes, activation_quantise_bytes, activation_recompute_bytes, attention_output_cast_bytes,
     deepseek_casts_apply, norm_fed_cast_elements, quantise_parts_bytes, quantised_elements, te_cast_kernels,
@@ -461,13 +461,13 @@ class TermBuilder:
         size = b * cls.tokens * self.model.d_model * self.q_a
         calls = blocks * (2 + np.where(full, 1, 0))
         if self.tr.sequence_parallel:
-            if amax_reduced(self.tr, runs_megatron_te(self.tr.framework, self.hw.device_kind)):  # amax_comms.py
-                terms.comms.append(amax_comm_call(self.model, cls, size, blocks, full, mlp_redo))
+            terms.comms += amax_layer_comms(self.model, self.tr, self.hw.device_kind, cls, size, blocks, full, mlp_redo)
             mla = mla_sp_widths(self.model)
             if mla is None:
                 terms.comms.append(CommCall("tp_all_gather", "tp", "all_gather", size, calls + mlp_redo))
                 terms.comms.append(CommCall("tp_reduce_scatter", "tp", "reduce_scatter", size, calls + mlp_redo))
-                terms.comms.append(CommCall("tp_all_gather_wgrad", "tp", "all_gather", size, blocks * np.ones_like(calls)))
+                terms.comms.append(CommCall("tp_all_gather_wgrad", "tp", "all_gather", size,
+                                            blocks * np.ones_like(calls)))
                 return
             # MLA under SP (Megatron-LM 23e00ed0 multi_latent_attention.py get_query_key_value_tensors): the
             # duplicated down-projections read the layer input's shard, nothing gathers it; the up-projections

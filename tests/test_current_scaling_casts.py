@@ -182,6 +182,46 @@ def test_mla_down_projections_each_cast_the_layer_input(recipe, q_lora):
     assert ours["attention"][1] == plain["attention"][1]
 
 
+@pytest.mark.parametrize("q_lora", [True, False])
+def test_mla_down_projections_cast_the_sequence_shard_under_sp(q_lora):
+    """Under sequence parallelism MLA's down projections (TELinear, parallel_mode 'duplicated') read the layer
+    input's sequence shard [s/t, h] (Megatron-LM 23e00ed0 multi_latent_attention.py l.526-530): each cast is
+    4096 · h / t on a rank. At tp 2 with a q LoRA rank both copies halve (4096 · h less forward); without one only
+    kv_down's does (linear_q_proj is column-parallel and reads the gathered input). The backward does not move.
+    Before (session 24, mladown, left it): both copies counted whole, the 25.09 H100 tp 2 row's casts twice."""
+    sc = with_precision(load_scenario("deepseek-v3-h800", devices=256), precision_recipe="te-current-scaling")
+    if not q_lora:
+        att = dataclasses.replace(sc.model.attention, q_lora_rank=0)
+        sc = dataclasses.replace(sc, model=dataclasses.replace(sc.model, attention=att))
+    cls = build_workload(sc.model, 4096, 0).classes[0]
+    h, slots, tp = sc.model.d_model, 4096 * sc.model.moe.top_k, 2
+    whole = quantised_elements(sc.model, cls, 1, tp, 1, slots, te_casts=True)
+    shard = quantised_elements(sc.model, cls, 1, tp, 1, slots, te_casts=True, sequence_parallel=True)
+    copies = 2 if q_lora else 1
+    assert whole["attention"][0] - shard["attention"][0] == copies * 4096 * h / tp
+    assert whole["attention"][1] == shard["attention"][1]
+    assert quantised_elements(sc.model, cls, 1, 1, 1, slots, te_casts=True, sequence_parallel=True) == \
+        quantised_elements(sc.model, cls, 1, 1, 1, slots, te_casts=True)  # tp 1: the shard is the whole input
+    # the operator both engines read, at tp 2 with SP on and off
+    one = lambda v: np.array([float(v)])  # noqa: E731
+    fwd = {}
+    for sp in (True, False):
+        tr = dataclasses.replace(sc.training, sequence_parallel=sp)
+        tb = TermBuilder(sc.model, sc.hardware, tr, one(1), one(tp), one(8), one(1), np.array([0]), one(np.nan))
+        ops = tb.build(cls).ops_fwd
+        fwd[sp] = [float(np.ravel(op.bytes)[0]) for op in ops if op.name == "fp8_quantise" and op.part == "attention"]
+    shard_bytes = quantise_pass_bytes(copies * 4096.0 * h / tp, 0.0, tr.fp8_scaling, 2.0, tr.fp8_transpose)[0]
+    assert fwd[False][0] - fwd[True][0] == pytest.approx(shard_bytes)
+
+
+def test_mla_sp_leaves_other_attention_kinds_alone(mixtral):
+    """Outside MLA the first input is linear_qkv's gathered input, whole under SP: nothing moves."""
+    cls = build_workload(mixtral.model, 4096, 0).classes[0]
+    slots = 4096 * mixtral.model.moe.top_k
+    assert quantised_elements(mixtral.model, cls, 1, 2, 1, slots, te_casts=True, sequence_parallel=True) == \
+        quantised_elements(mixtral.model, cls, 1, 2, 1, slots, te_casts=True)
+
+
 def test_te_casts_leave_other_attention_kinds_alone(mixtral):
     """Outside MLA a layer input feeds one Linear (linear_qkv): te_casts adds nothing."""
     cls = build_workload(mixtral.model, 4096, 0).classes[0]

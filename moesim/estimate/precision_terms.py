@@ -30,9 +30,13 @@ def _ffn_elements(tokens, h: int, f: int, gated: bool, split):
     return tokens * (h + f / split), tokens * ((2 if gated else 1) * f / split + h)
 
 
-def quantised_elements(model: ModelSpec, cls: LayerClass, b, tp, etp, slots,
-                       deepseek_casts: bool = False, te_casts: bool = False) -> dict[str, tuple]:
+def quantised_elements(model: ModelSpec, cls: LayerClass, b, tp, etp, slots, deepseek_casts: bool = False,
+                       te_casts: bool = False, sequence_parallel: bool = False) -> dict[str, tuple]:
     """Part name -> (elements cast forward, elements cast backward) for one layer of `cls`.
+
+    `sequence_parallel`: MLA's down projections (TELinear, parallel_mode 'duplicated') read the layer input's
+    sequence shard [s/t, h] as it arrives, gathered by nothing first, so each of their casts is tokens · h / t on a
+    rank (q_proj without a q LoRA rank is column-parallel and reads the gathered input: whole, as linear_qkv's).
 
     `te_casts` (Megatron-LM + TransformerEngine's own casts, `te_casts_apply`): MLA's down projections are unfused
     (mla_down_proj_fusion off, Megatron's default, set by no Megatron-Bridge release read), so linear_q_down_proj
@@ -62,14 +66,19 @@ def quantised_elements(model: ModelSpec, cls: LayerClass, b, tp, etp, slots,
     w_in, w_out = attention_gemm_widths(h, model.attention)
     blocks = 2 if cls.cross_attention else 1
     tokens = b * n
-    att_in = blocks * tokens * (h + (w_in - h) / tp)
+    mla = model.attention.kind == "mla"
+    # a down projection's input per token: under SP the sequence shard, h / t (Megatron-LM 23e00ed0
+    # multi_latent_attention.py l.526-530: "elif linear_q_down_proj is Linear: q_compressed: [s / TP, b, q_lora_rank]")
+    down_in = h / tp if mla and sequence_parallel else h
+    first_in = down_in if mla and model.attention.q_lora_rank else h  # no q LoRA rank: q_proj reads the gathered h
+    att_in = blocks * tokens * (first_in + (w_in - h) / tp)
     att_out = blocks * tokens * ((w_out - h) / tp + h)
-    if deepseek_casts and model.attention.kind == "mla" and model.attention.q_lora_rank:
-        att_in = att_in + blocks * tokens * h  # q_down and kv_down each cast the (whole, duplicated) input
-    if te_casts and model.attention.kind == "mla":
+    if deepseek_casts and mla and model.attention.q_lora_rank:
+        att_in = att_in + blocks * tokens * down_in  # q_down and kv_down each cast the (duplicated) input
+    if te_casts and mla:
         # Megatron-LM d98e8a64 gpt_layer_specs.py l.295-308 (00611e6e's MLA branch): q_down / q_proj and kv_down
         # are separate Linears (backend.linear()), each casting its own copy of the layer input
-        att_in = att_in + blocks * tokens * h
+        att_in = att_in + blocks * tokens * down_in
     if cls.flops.mtp_projection:  # an MTP module's M_k: input 2h, output h (DeepSeek-V3 eq. 21)
         att_in, att_out = att_in + tokens * MTP_PROJECTION_INPUTS * h / tp, att_out + tokens * h
     parts = {"attention": (att_in, att_out)}

@@ -293,7 +293,7 @@ class TermBuilder:
         deepseek_casts = deepseek_casts_apply(tr)
         te = runs_megatron_te(tr.framework, self.hw.device_kind)
         elements = quantised_elements(model, cls, b, tp, etp, slots, deepseek_casts=deepseek_casts,
-                                      te_casts=te_casts_apply(tr, te))
+                                      te_casts=te_casts_apply(tr, te), sequence_parallel=tr.sequence_parallel)
         fwd_b, bwd_b = quantise_parts_bytes(tr, elements, norm_fed_cast_elements(model, tr, cls, b, tp, te))
         up_ops = []
         if deepseek_casts and up_projection_cast_elements(model, cls, 1, 1):

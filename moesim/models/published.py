@@ -143,7 +143,7 @@ FIGURES: tuple[Published, ...] = (
        source="DeepSeek-V3 §1 / Table 1: 180K H800 GPU hours per trillion tokens (2.664M for 14.8T pre-training; 2.788M in all)",
        note="FP8 recipe with BF16 combine, attention and head, MTP module on the last stage, DeepEP dispatch with "
             "node-limited routing (4 nodes); DualPipe (each pair's all-to-alls hidden under the other chunk's "
-            "compute in both engines; the simulator, scheduling whole kernels, 18.61 s against the estimate's "
+            "compute in both engines; the simulator, scheduling whole kernels, 18.66 s against the estimate's "
             "18.09 s); the input embedding's operators on the first stage (the MTP module's lookup is not "
             "priced); the router GEMM in BF16 and its gating at the times DeepSeek's H800 trace measured "
             "(docs/operators.md); the recomputation of §3.2.3 (norms and MLA up-projections, not the attention "

@@ -197,7 +197,8 @@ def test_h800_wgrad_points_price_the_traces_weight_gradients(dsv3, kernels):
     builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
     terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
     names = {n for ns in dsv3.WGRAD_IMPORTED.values() for n in ns}
-    assert len(names) == 9 and sum(len(ns) for ns in dsv3.WGRAD_IMPORTED.values()) == 25  # + the forward's 9
+    # + the forward's 9, and the router's BF16 GEMM in its three passes (session 25, mlacasts)
+    assert len(names) == 10 and sum(len(ns) for ns in dsv3.WGRAD_IMPORTED.values()) == 28
     for op in terms.ops_bwd:
         if op.name not in names:
             continue
@@ -259,6 +260,45 @@ def test_h800_fwd_points_price_the_traces_forward_gemms(dsv3, kernels):
     assert {(t.kind, t.pass_) for t in readme} == {("gemm", "any"), ("grouped_gemm", "any")}
     (g_dgrad,) = [o for o in terms.ops_bwd if o.name == "expert_fc1" and o.pass_ == "dgrad"]
     assert select_table(hw.efficiency.op_tables, g_dgrad.kind, "float8", "dgrad", (g_dgrad.name,)) in readme
+
+
+def test_h800_router_points_price_the_traces_bf16_router_gemm(dsv3, kernels):
+    """Session 25 (mlacasts): the router's BF16 GEMM is one cuBLAS kernel a pass (tile 128x128x64); the forward's
+    grid 32 x 2 is the 64 output tiles of [4096, 256], one wave on 64 of the 132 SMs, so it runs at 0.42 of the BF16
+    peak where the FLOP-keyed prior gave 0.573 (30.5 us a pass against 46.5 / 40.5 / 47.2 measured: dsv3fwd left it).
+    Each pass now reads a table of its own (op "router"), and priced on the SM share each takes its measured span."""
+    from moesim.ops.breakdown import term_builder
+    from moesim.ops.price import op_efficiency, op_time_s
+    from moesim.ops.sm_share import overlapped_compute_share, shared_time_s
+    from moesim.ops.tables import select_table
+    from moesim.specs.load import load_scenario
+
+    assigned = dsv3.assign(kernels, dsv3.load_rules())
+    router = [(k, pas) for k, op, pas in assigned if op == "router"]
+    assert len(router) == 3 * 4 and all(k.kernel.startswith("sm90_xmma_gemm_bf16") for k, _ in router)
+    assert all("tilesize128x128x64" in k.kernel for k, _ in router)
+    fwd_grids = {k.grid for k, pas in router if pas == "fwd"}
+    assert fwd_grids == {"32,2,1"} and (4096 // 128) * (256 // 128) == 64  # one tile a CTA, one wave
+    assert {k.grid for k, pas in router if pas != "fwd"} == {"28,4,1", "112,1,1"}  # 112 CTAs: DeepEP's 20 SMs left
+    spans = dsv3._merged(assigned, lambda ks: dsv3.span_us(ks)[1])
+    moe = load_scenario(str(dsv3.SCENARIO), layout="dp=128,tp=1,ep=64,pp=16,first_stage_layers=4,last_stage_layers=2")
+    hw = moe.hardware
+    share = overlapped_compute_share(hw, moe.training)
+    builder, wl, _ = term_builder(moe, moe.resolve(source="--layout"))
+    terms = builder.build(next(c for c in wl.classes if c.is_moe and not c.mtp))
+    ops = {op.pass_: op for op in terms.ops_fwd + terms.ops_bwd if op.name == "router"}
+    assert set(ops) == {"fwd", "dgrad", "wgrad"}
+    prior = hw.efficiency.matmul.at_array(float(ops["fwd"].flops[0]))
+    assert prior == pytest.approx(0.573, abs=1e-3)
+    for pas, op in ops.items():
+        table = select_table(hw.efficiency.op_tables, op.kind, op.dtype, pas, (op.name,))
+        assert (table.dtype, table.op, table.status) == ("bfloat16", "router", "measured"), pas
+        t = shared_time_s(op.kind, float(op_time_s(op, hw)[0]), float(op.kernels) * hw.efficiency.kernel_launch_s,
+                          share)
+        assert t == pytest.approx(spans[("router", pas)] * 1e-6, rel=1e-3), pas
+        assert 0.4 < float(op_efficiency(op, hw)[0]) < prior  # slower than the prior in every pass
+    # no other operator reads them: the other H800 GEMMs are FP8 and name no "router" table
+    assert select_table(hw.efficiency.op_tables, "gemm", "bfloat16", "fwd", ("out_proj",)) is None
 
 
 def test_h800_e5m6_points_price_the_traces_casts(dsv3, kernels):

@@ -85,7 +85,8 @@ def grad_sync(wl: Workload, tr: TrainingSpec, cands, stages: Stages, ledger: Com
         # interleaved, those of the first stage's chunk 0, every other chunk one bucket of its own (pp2tail).
         head0, emb0 = (head_p[:, :1], embedding_p[:, :1]) if axis == "dp" else (0.0, 0.0)
         p0 = params[:, :1]
-        threshold = threshold_p if tr.overlap_grad_reduce else np.inf
+        # with_optimizer_step: no chunk bucketed (Megatron-LM d98e8a64 training.py l.2504-2512; param_gather.py)
+        threshold = threshold_p if tr.overlap_grad_reduce and not tr.overlap_param_gather_with_optimizer_step else np.inf
         if one_bucket is not None:
             threshold = np.where(one_bucket[:, None], np.inf, threshold)
         # the first chunk: 1/v of the stage's layers (at their mean size) and the embedding (no head: pp > 1)

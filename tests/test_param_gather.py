@@ -202,12 +202,16 @@ def test_with_step_share_and_exposed_by_hand():
     assert with_step_exposed_s(2.0, 1.0, 0.25) == pytest.approx(1.25)
     import numpy as np
 
+    from types import SimpleNamespace
+
     tr = _with_step().training
+    rows = SimpleNamespace(dp=np.array([2]), cp=np.array([1]), edp=np.array([1]), zero_stage=np.array([1]))
     # two stages gathering 4 s and 2 s, v = 2: chunk 0 of the first stage 2 s; optimizer 1 s, a quarter chunk 0's
-    # (dense 1.0 / 2 over dense 1.0 + expert 1.0) -> 2 − 0.75 = 1.25 s waited on; the later stage's not
+    # (dense 2.0 / dp 2 = 1.0 a device, its chunk 0 1.0 / 2, over dense 1.0 + expert 1.0) -> 2 − 0.75 = 1.25 s waited
+    # on; the later stage's not
     got = forward_gathers_s(tr, np.array(["interleaved"]), np.array([9.0]), [np.array([4.0]), np.array([2.0])],
                             np.ones((1, 1)), np.ones((1, 2)), np.zeros((1, 2)), np.ones((1, 2)), np.array([2.0]),
-                            (np.array([1.0]), np.array([1.0]), np.array([1.0])))
+                            (np.array([1.0]), np.array([2.0]), np.array([1.0]), rows))
     assert got.tolist() == pytest.approx([1.25])
     plain = forward_gathers_s(dataclasses.replace(tr, overlap_param_gather_with_optimizer_step=False),
                               np.array(["interleaved"]), np.array([9.0]), [np.array([4.0]), np.array([2.0])],
@@ -271,3 +275,45 @@ def test_the_simulated_step_waits_on_what_chunk0_gathers_beyond_the_optimizer(mo
     assert (expect > 0) == (optimizer_scale < 1)
     assert max(x[-1] for x in rec) == pytest.approx(max(rest[-1], after[-1][-1]))
     assert r.step_times_s[0] / estimate(sc, layout).step_time_s - 1 == pytest.approx(0.0, abs=0.005)
+
+
+def test_zero_bubble_refuses_overlap_param_gather_and_a_search_row_runs_without_what_megatron_refuses():
+    """sail-sg/zero-bubble-pipeline-parallelism @ 39f2c186 zbpp_utils.py l.130-132: with the distributed optimizer,
+    zero bubble asserts overlap_param_gather off (ZB-V enables zero bubble, l.121-122). A search row whose schedule or
+    ZeRO stage Megatron refuses a key with runs without it (Candidates.training), as the estimate prices that row."""
+    from moesim.errors import SpecError
+    from moesim.specs.param_overlap import row_overrides
+
+    tr = _overlapped().training
+    for schedule in ("zb-h1", "zb-v"):
+        with pytest.raises(SpecError, match="zero-bubble") as bad:
+            dataclasses.replace(tr, pipeline_schedule=schedule)
+        assert "training.overlap_param_gather" in str(bad.value)
+        assert dataclasses.replace(tr, pipeline_schedule=schedule, zero_stage=0).zero_stage == 0  # no dist. optimizer
+        assert row_overrides(tr, schedule, 1) == {"overlap_param_gather": False}
+    base = _with_step().training
+    assert row_overrides(base, "interleaved", 1) == {} == row_overrides(base, "interleaved", 2)
+    for schedule, zero in (("1f1b", 1), ("interleaved", 0), ("interleaved", 3)):
+        assert row_overrides(base, schedule, zero) == {"overlap_param_gather_with_optimizer_step": False}
+        dataclasses.replace(base, pipeline_schedule=schedule, zero_stage=zero, **row_overrides(base, schedule, zero))
+
+
+def test_a_search_prices_each_row_as_its_estimate():
+    """With overlap_param_gather_with_optimizer_step, a search over schedules and ZeRO stages: each row's step is the
+    estimate of that row's layout and training (the rows that cannot run the key priced without it)."""
+    from moesim.search import search
+
+    sc = _with_step()
+    sc = dataclasses.replace(sc, search=dataclasses.replace(sc.search, pipeline_schedules=("1f1b", "interleaved"),
+                                                            virtual_stages=(2,), zero_stages=(0, 1, 3)))
+    result = search(sc, threads=1)
+    seen = set()
+    for i in range(min(len(result.candidates), 400)):
+        layout, training = result.candidates.layout(i), result.candidates.training(i, sc.training)
+        key = (training.pipeline_schedule, training.zero_stage, layout.pp)
+        if key in seen or layout.pp == 1:
+            continue
+        seen.add(key)
+        one = estimate(dataclasses.replace(sc, training=training), layout)
+        assert float(result.step_time_s[i]) == pytest.approx(float(one.step_time_s), rel=1e-9), key
+    assert {("interleaved", 1), ("1f1b", 1), ("interleaved", 0)} <= {k[:2] for k in seen}

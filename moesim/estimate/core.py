@@ -476,7 +476,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
     if tr.overlap_param_gather and gather_time is not None:  # in the forward; with_optimizer_step: after chunk 0's step
         param_wait = forward_gathers_s(tr, sched, param_gather, [z(g) for g in gather_time], pm, buckets_own,
                                        fwd if lazy is None else np.take(fwd, lazy, axis=0), stages.multiplicity,
-                                       np.asarray(vp, dtype=float), (opt_time, dense_params[:, 0], expert_params[:, 0], cands))
+                                       np.asarray(vp, float), (opt_time, dense_params.T[0], expert_params.T[0], cands))
 
     # Breakdown entries: per-mb collectives (ZeRO-3 gathers per step) on the slowest stage, the grad sync on its busiest
     dp_stage = np.argmax(np.where(exists, dp_time, -np.inf), axis=1)

@@ -317,3 +317,17 @@ def test_a_search_prices_each_row_as_its_estimate():
         one = estimate(dataclasses.replace(sc, training=training), layout)
         assert float(result.step_time_s[i]) == pytest.approx(float(one.step_time_s), rel=1e-9), key
     assert {("interleaved", 1), ("1f1b", 1), ("interleaved", 0)} <= {k[:2] for k in seen}
+
+
+def test_dualpipe_keeps_the_gathers_after_the_step():
+    """Not built (docs/collectives-history.md, Session 25 (paramoverlap2)): Megatron-LM has no DualPipe and
+    deepseek-ai/DualPipe no parameter sync, so with overlap_param_gather DualPipe's gathers stay after the optimizer
+    step in both engines, the step as without the key."""
+    layout = Layout(dp=8, tp=1, ep=8, pp=2)
+    sc = _mixtral()
+    base = dataclasses.replace(sc, training=dataclasses.replace(sc.training, pipeline_schedule="dualpipe",
+                                                                micro_batches=8))
+    on = dataclasses.replace(base, training=dataclasses.replace(base.training, overlap_param_gather=True))
+    assert estimate(on, layout).step_time_s == pytest.approx(estimate(base, layout).step_time_s, rel=1e-12)
+    for _, ops, optimizer, scatters, gathers in _stage_ops(on, layout):
+        assert len(gathers) == len(scatters) and all(op.index > optimizer.index for op in gathers)

@@ -39,6 +39,7 @@ import dataclasses
 
 from moesim.des.costs import CommSpec, Costs, LayerCost
 from moesim.des.orders import device_order, grad_passes_per_piece, pipeline_order
+from moesim.des.param_sync import optimizer_step
 from moesim.des.pieces import backward, forward, overlapped, weights
 from moesim.des.program import (COLLECTIVE, COMM_NAMES, COMPUTE, EXPERT, FORWARD_SUFFIX, FROM_EXPERTS, GATHER, SEND,
                                 STAGE_NAMES, STREAMS, TO_EXPERTS, Op, StageProgram)
@@ -50,7 +51,7 @@ from moesim.estimate.grad_buckets import bucket_params as mcore_bucket_params  #
 from moesim.estimate.grad_buckets import bucketed, grad_reduce_overlapped, mcore_buckets
 from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER
 from moesim.estimate.param_gather import (ALIGNED_SCHEDULES, PARAM_GATHER_LABEL, PARAM_WAIT_LABEL, gathers_after_step,
-                                          gathers_in_forward)
+                                          gathers_in_forward, gathers_with_step)
 from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE
 
 
@@ -81,6 +82,9 @@ class _Builder:
         self.forward_gathers = gathers_in_forward(costs.training)
         self.gather_mb: dict[int, int] = {}  # piece: the micro-batch of its first forward
         self.aligned = costs.training.pipeline_schedule in ALIGNED_SCHEDULES  # the schedule dispatches (align)
+        # with_optimizer_step: chunk 0's gathers after its optimizer step (param_sync.py); no chunk bucketed
+        self.with_step, self.with_step_buckets = gathers_with_step(costs.training), \
+            costs.training.overlap_param_gather_with_optimizer_step
         self.dispatched: dict[tuple[int, str, int], int | None] = {}  # (piece, axis, k): its gather (None: unpriced)
         moe_layers = [i for i, c in enumerate(costs.workload.layer_class_index) if costs.workload.classes[c].is_moe]
         self.moe_number = {layer: n for n, layer in enumerate(moe_layers)}
@@ -295,8 +299,8 @@ class _Builder:
             classes = [self.costs.classes[self.costs.workload.layer_class_index[layer]] for layer in st.layers[::-1]]
             units = {"dp": (st.head_grad_bytes, *(c.dense_grad_bytes for c in classes), st.embedding_grad_bytes),
                      "edp": (0.0, *(c.expert_grad_bytes for c in classes), 0.0)}
-            # overlap_grad_reduce off or a later piece: MCore's bucket size None (grad_buckets.bucketed).
-            sized = self.overlap_grad_reduce and bucketed(self.stage, piece)
+            # overlap_grad_reduce off, a later piece or with_optimizer_step: bucket size None (grad_buckets.bucketed)
+            sized = self.overlap_grad_reduce and bucketed(self.stage, piece) and not self.with_step_buckets
             closes = {axis: frozenset(i for i, _ in mcore_buckets([u / q_g for u in units[axis]], self.bucket_params))
                       if sized else frozenset() for axis in units}
             self.units[piece] = (units, closes)
@@ -331,8 +335,9 @@ class _Builder:
         forward pre-hook; the NCCL call waits for the compute stream so far). At the start a zero-length pre-hook
         takes the piece's receive: nothing is dispatched before it (no align_param_gather outside the interleaved
         schedule, arguments.py l.1013)."""
-        if not self.forward_gathers or self.gather_mb.setdefault(piece, mb) != mb:
-            return
+        if not self.forward_gathers or self.gather_mb.setdefault(piece, mb) != mb or (self.with_step and
+                                                                                      piece == self.stage):
+            return  # with_optimizer_step: chunk 0's gathers dispatched after its optimizer step, waited on there
         if position == -1:
             self.add("compute", COMPUTE, "forward pre-hook", "fwd", -1, mb, duration_s=0.0)
         for axis, chain in self.forward_buckets(piece).items():
@@ -432,7 +437,7 @@ def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
     replicated = sum(costs.stages[vs].replicated_grad_bytes for vs in {s.vs for s in slots})  # the device's pieces
     pp, vp = costs.layout.pp, costs.layout.vp
     aligned = b.forward_gathers and b.aligned  # align_param_gather: chunks 0 and 1 at the step's start
-    for chunk in range(min(2, vp)) if aligned else ():  # (Megatron-LM d98e8a64 schedules.py l.1219-1221)
+    for chunk in range(int(b.with_step), min(2, vp)) if aligned else ():  # d98e8a64 schedules.py l.1219-1221
         b.dispatch_chunk(chunk * pp + stage)
     forwards = 0
     for n, slot in enumerate(slots):
@@ -463,15 +468,7 @@ def build_stage_program(costs: Costs, stage: int, chunks: int = 1,
         # stage all-reduce the shared word embedding's gradient, then the optimizer (estimate/embedding_sync.py).
         b.add("grad", COLLECTIVE, "embedding gradient all-reduce", "grad", -1, -1, (b.last,), chain=False,
               comm=costs.embedding_sync)
-    grads = [op.index for op in b.ops if op.stream == "grad"]
-    step = b.add("compute", COMPUTE, "optimizer", "step", -1, -1, tuple(grads[-1:]), duration_s=costs.optimizer_s)
-    # ZeRO >= 1: each bucket's parameter all-gather after the optimizer step, in the buckets' order (Megatron-LM
-    # d98e8a64 distrib_optimizer.py l.3168-3199 step_with_ready_grads; estimate/param_gather.py)
-    for axis, nbytes in () if b.forward_gathers else b.gathers:  # overlap_param_gather: in the forward (param_wait)
-        spec = costs.price(f"{axis}_all_gather", axis, "all_gather", nbytes)
-        if spec is not None:
-            b.add("grad", COLLECTIVE, PARAM_GATHER_LABEL.format(axis=axis), "step", -1, -1, (step,), chain=False,
-                  comm=spec)
+    optimizer_step(b, costs)  # the optimizer, then the parameter gathers it launches (des/param_sync.py)
     ops = tuple(b.ops)
     streams = {s: tuple(sorted((op.index for op in ops if op.stream == s), key=b.keys.__getitem__))
                for s in STREAMS}

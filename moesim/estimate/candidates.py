@@ -12,6 +12,7 @@ import numpy as np
 from moesim.estimate.pricing import one_valued
 from moesim.memory import RECOMPUTE_CODES
 from moesim.specs.layout import CP_COMMS, STAGE_KEYS, Layout
+from moesim.specs.param_overlap import row_overrides
 from moesim.specs.scenario import Scenario
 from moesim.specs.training import PIPELINE_SCHEDULES, RECOMPUTE_MODES, TrainingSpec
 
@@ -99,11 +100,11 @@ class Candidates:
                       pipeline_layout=None if self.pipeline_layout is None else self.pipeline_layout[i])
 
     def training(self, i: int, base: TrainingSpec) -> TrainingSpec:
-        cf = float(self.capacity_factor[i])
-        return replace(base, micro_batches=int(self.micro_batches[i]), zero_stage=int(self.zero_stage[i]),
+        cf, schedule, zero = float(self.capacity_factor[i]), self.schedule_name(i, base), int(self.zero_stage[i])
+        return replace(base, micro_batches=int(self.micro_batches[i]), zero_stage=zero,
                        recompute=RECOMPUTE_NAMES[int(self.recompute[i])],
-                       capacity_factor=None if np.isnan(cf) else cf,
-                       pipeline_schedule=self.schedule_name(i, base))
+                       capacity_factor=None if np.isnan(cf) else cf, pipeline_schedule=schedule,
+                       **row_overrides(base, schedule, zero))  # a key Megatron refuses on this row: off
 
     def take(self, index) -> "Candidates":
         """The candidates at `index` (an index array or boolean mask)."""

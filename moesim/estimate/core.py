@@ -472,14 +472,13 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
             exposed_dp = np.where(after_pipe, dp_sync, exposed_dp)
     else:
         exposed_dp = dp_sync
-    param_wait = param_gather  # what the step waits for of the gathers: whole after the optimizer step (default);
-    if tr.overlap_param_gather and gather_time is not None:  # 1F1B / GPipe / interleaved: in the forward (param_gather)
+    param_wait = param_gather  # the gathers the step waits for: whole after the optimizer step, or (param_gather.py)
+    if tr.overlap_param_gather and gather_time is not None:  # in the forward; with_optimizer_step: after chunk 0's step
         param_wait = forward_gathers_s(tr, sched, param_gather, [z(g) for g in gather_time], pm, buckets_own,
                                        fwd if lazy is None else np.take(fwd, lazy, axis=0), stages.multiplicity,
-                                       np.asarray(vp, dtype=float))
+                                       np.asarray(vp, float), (opt_time, dense_params.T[0], expert_params.T[0], cands))
 
-    # Breakdown entries are what the step charges: per-micro-batch collectives (and the ZeRO-3
-    # parameter gathers, recorded per step) on the slowest stage, the gradient sync on its busiest stage.
+    # Breakdown entries: per-mb collectives (ZeRO-3 gathers per step) on the slowest stage, the grad sync on its busiest
     dp_stage = np.argmax(np.where(exists, dp_time, -np.inf), axis=1)
     comms = comm_totals(ledger.entries, slow, dp_stage, m, pair_t, dual_t)
 

@@ -16,7 +16,7 @@ from moesim.estimate.comm_ledger import CommLedger
 from moesim.estimate import schedules as sch
 from moesim.estimate.grad_buckets import (bucket_params, earlier_end_s, first_stage_buckets, first_stage_exposed_s,
                                          interleaved_chunks_exposed_s)
-from moesim.estimate.param_gather import PARAM_GATHER_NAMES, gathers_after_step
+from moesim.estimate.param_gather import PARAM_GATHER_NAMES, gathers_after_step, with_step_rows
 from moesim.estimate.stages import Stages, per_stage
 from moesim.specs.training import TrainingSpec
 from moesim.workload import Workload
@@ -86,6 +86,9 @@ def grad_sync(wl: Workload, tr: TrainingSpec, cands, stages: Stages, ledger: Com
         head0, emb0 = (head_p[:, :1], embedding_p[:, :1]) if axis == "dp" else (0.0, 0.0)
         p0 = params[:, :1]
         threshold = threshold_p if tr.overlap_grad_reduce else np.inf
+        if tr.overlap_param_gather_with_optimizer_step:  # no chunk bucketed (Megatron-LM d98e8a64 training.py
+            # l.2504-2512) on the rows that run it (param_gather.with_step_rows)
+            threshold = np.where(with_step_rows(tr, cands.schedule_codes(tr), zero[:, 0])[:, None], np.inf, threshold)
         if one_bucket is not None:
             threshold = np.where(one_bucket[:, None], np.inf, threshold)
         # the first chunk: 1/v of the stage's layers (at their mean size) and the embedding (no head: pp > 1)

@@ -21,9 +21,15 @@ forward order, from the last bucket (distributed_data_parallel.py l.369-380), on
 Without `align_param_gather` (forced off outside the interleaved schedule, arguments.py l.1013) nothing is dispatched
 before a piece's first forward; with the interleaved schedule and `align_param_gather` (its default) every stage
 dispatches chunks 0 and 1 at the step's start and chunk k + 1 one chunk ahead (schedules.py l.1219-1221,
-l.1341-1356). Priced here for 1F1B, GPipe and interleaved (`gathers_in_forward`); ZB, DualPipe and the combined 1F1B
-of moe_a2a_overlap keep the gathers after the step (not priced yet: docs/collectives-history.md, Session 24
-(paramoverlap)).
+l.1341-1356). Priced here for 1F1B, GPipe and interleaved (`gathers_in_forward`), with or without moe_a2a_overlap:
+Megatron's combined order runs the same dispatches (interleaved: combined_1f1b_schedule_for_interleaved_pipelining is
+handed forward_step_helper_preprocess, schedules.py l.1485-1495, after l.1219-1221; pp 1: the first micro-batch's
+forward alone, combined_1f1b.py l.60 and l.77-92, so its pre-hooks wait as 1F1B's). The zero-bubble schedules refuse
+the key with the distributed optimizer (sail-sg/zero-bubble-pipeline-parallelism @ 39f2c186 megatron/core/zbpp_utils.py
+l.130-132; moesim/specs/param_overlap.py); DualPipe keeps the gathers after the step (Megatron-LM has no DualPipe,
+deepseek-ai/DualPipe no parameter sync: docs/collectives-history.md, Session 25 (paramoverlap2)). With
+overlap_param_gather_with_optimizer_step (interleaved) each stage's chunk 0 is gathered after its own optimizer step
+instead (`gathers_with_step`, below).
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ def gathers_in_forward(training) -> bool:
     """Whether the step's parameter all-gathers run in its forward (overlap_param_gather, ZeRO >= 1, a schedule priced
     so) rather than after the optimizer step."""
     return bool(training.overlap_param_gather and gathers_after_step(training.zero_stage)
-                and training.pipeline_schedule in FORWARD_GATHER_SCHEDULES and not training.moe_a2a_overlap)
+                and training.pipeline_schedule in FORWARD_GATHER_SCHEDULES)
 
 
 def forward_exposed_s(gathers_s, buckets, forward_s, multiplicity):
@@ -71,13 +77,15 @@ def forward_exposed_s(gathers_s, buckets, forward_s, multiplicity):
 
 
 def forward_gathers_s(training, schedule, after_step_s, gathers_s, multiple, buckets, forward_s, multiplicity,
-                      chunks):
+                      chunks, step=None):
     """The step's parameter-gather time with overlap_param_gather: `forward_exposed_s` on the rows whose schedule
     runs the gathers in the forward (`gathers_in_forward`), `after_step_s` (the gathers whole after the step) on the
     rest. `gathers_s`: one array per stage (N each, the estimate's columns), `multiple` the schedule's parameter
     copies (N × 1), `buckets` N × S, `forward_s` each stage's forward per micro-batch (N × S), `multiplicity` the
-    stages of each column's kind (N × S), `chunks` the virtual stages v (N)."""
-    if not training.overlap_param_gather or training.moe_a2a_overlap:  # the schedule is the candidate's: below
+    stages of each column's kind (N × S), `chunks` the virtual stages v (N); `step` (the optimizer step s, the
+    first stage's dense and expert parameters per device, each N, and the candidates): with_optimizer_step's
+    `with_step_exposed_s` on its rows (`with_step_rows`)."""
+    if not training.overlap_param_gather:  # the schedule is the candidate's: below
         return after_step_s
     rows = _any_schedule(schedule, FORWARD_GATHER_SCHEDULES)
     if not rows.any():
@@ -86,7 +94,13 @@ def forward_gathers_s(training, schedule, after_step_s, gathers_s, multiple, buc
     exposed = forward_exposed_s(stacked, buckets, forward_s, multiplicity)
     aligned = _any_schedule(schedule, ALIGNED_SCHEDULES)
     if aligned.any():  # chunk 0 (a 1/v share of the first stage's) waited on whole: `aligned_exposed_s`
-        exposed = np.where(aligned, aligned_exposed_s(stacked, chunks), exposed)
+        first = aligned_exposed_s(stacked, chunks)
+        if gathers_with_step(training):  # or dispatched after its own optimizer step, under the rest of it
+            optimizer_s, dense, expert, cands = step  # the first stage's parameters per device, the rows
+            share = chunk_step_share(dense / (cands.dp * cands.cp), expert / cands.edp, chunks)
+            first = np.where(with_step_rows(training, schedule, cands.zero_stage),
+                             with_step_exposed_s(first, optimizer_s, share), first)
+        exposed = np.where(aligned, first, exposed)
     return np.where(rows, exposed, after_step_s)
 
 
@@ -104,3 +118,45 @@ def aligned_exposed_s(gathers_s, chunks):
     during the fill and chunk k + 1's while chunk k runs (dispatched one chunk ahead): not waited on in the closed
     form (the simulator runs them). `chunks`: v (N)."""
     return gathers_s[:, 0] / chunks
+
+
+# --overlap-param-gather-with-optimizer-step (Megatron-LM d98e8a64 arguments.py l.1066-1072: the distributed optimizer,
+# overlap_param_gather and virtual stages; moesim/specs/param_overlap.py refuses the rest). optimizer/__init__.py
+# l.1062-1068: the dense optimizer split in two, [model_chunks[0]] and model_chunks[1:], the expert optimizer after
+# both (l.1214-1264); optimizer.py l.1667-1676 ChainedOptimizer._step: right after the first (chunk 0's) step,
+# model_chunks[0].start_param_sync(force_dispatch=True), every bucket group of chunk 0, dense and expert
+# (distributed_data_parallel.py l.638-639); the schedule's dispatch of chunk 0 then returns at once (l.635-636) and its
+# pre-hook waits without dispatching (l.546-550); chunk 1 and later as align_param_gather (schedules.py l.1219-1221,
+# l.1341-1356). Bucketing is off on every chunk (training.py l.2504-2512: one bucket per buffer and chunk).
+WITH_STEP_LABEL = "optimizer (chunk 0)"
+
+
+def gathers_with_step(training) -> bool:
+    """Whether chunk 0's gathers run after chunk 0's optimizer step (the key, the gathers in the forward and an
+    interleaved schedule: `gathers_in_forward`)."""
+    return bool(training.overlap_param_gather_with_optimizer_step and gathers_in_forward(training)
+                and training.pipeline_schedule in ALIGNED_SCHEDULES)
+
+
+def with_step_rows(training, schedule, zero_stage) -> np.ndarray:
+    """(N,) the rows that run with_optimizer_step: the key on, interleaved, ZeRO 1 or 2 (a search's other rows run
+    without it, as Megatron would refuse it there: specs/param_overlap.py `row_overrides`)."""
+    if not training.overlap_param_gather_with_optimizer_step:
+        return np.zeros(np.shape(zero_stage), dtype=bool)
+    zero = np.asarray(zero_stage)
+    return _any_schedule(schedule, ALIGNED_SCHEDULES) & (zero >= 1) & (zero <= 2)
+
+
+def chunk_step_share(dense_local, expert_local, chunks):
+    """Chunk 0's share of a device's optimizer step (memory-bound over its states: moesim/ops/optimizer.py), the
+    first optimizer of Megatron's chain: its dense parameters, 1/v of the device's (even chunks), over the device's
+    dense and expert parameters after ZeRO's shard (scalars or arrays)."""
+    total = np.asarray(dense_local + expert_local, dtype=float)
+    return np.divide(dense_local / chunks, total, out=np.zeros_like(total), where=total > 0)
+
+
+def with_step_exposed_s(first_gathers_s, optimizer_s, share):
+    """What the step waits for of the first stage's chunk 0 gathers `first_gathers_s`, dispatched after chunk 0's
+    optimizer step (`share` of `optimizer_s`) and run under the rest of it: max(0, G_0 − (1 − share)·optimizer);
+    what is left is waited on at the next step's first forward (its pre-hook), before any compute."""
+    return np.maximum(first_gathers_s - (1.0 - share) * optimizer_s, 0.0)

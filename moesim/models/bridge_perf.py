@@ -20,6 +20,7 @@ import numpy as np
 
 from moesim.collectives.dispatch import hybridep_published_ranks
 from moesim.errors import SpecError
+from moesim.models.bridge_overlap import param_overlap_keys, priced_vp  # noqa: F401  (priced_vp: the tests' name)
 from moesim.models.row_table import read_rows, row_fields, typed_fields
 from moesim.specs.training import CUDA_GRAPH_SCOPES
 from moesim.units import format_fraction_pct as _pct
@@ -223,12 +224,6 @@ def load_newer_rows() -> tuple[BridgeRow, ...]:
     return load_rows(DATA_NEWER)
 
 
-def priced_vp(row: BridgeRow, num_layers: int) -> int:
-    """The row's vp where moesim can write it (pp·vp chunks of equal layers, or the recipe's pipeline layout naming
-    each chunk's layers), else 1 (plain 1F1B: uneven chunks the row's data does not name)."""
-    return row.vp if row.pipeline_layout or num_layers % (row.pp * row.vp) == 0 else 1
-
-
 def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
     """The row as a scenario: its model (MTP off where the row runs without), hardware, gpus, batch
     (micro-batches = GA, so the micro-batch is mbs sequences), precision recipe, ZeRO-1, the given recompute,
@@ -245,9 +240,8 @@ def row_scenario(row: BridgeRow, recompute: str, modules: tuple[str, ...]):
     training = {"global_batch_sequences": row.gbs, "seq_len": row.seq_len, "micro_batches": row.ga,
                 "precision_recipe": PRECISION_RECIPE[row.precision], "zero_stage": 1, "recompute": recompute,
                 "sequence_parallel": row.tp > 1, "overlap_grad_reduce": True,
-                # every recipe runs overlap_param_gather (Megatron-Bridge @ 067f987d recipes/common.py l.84
-                # _pretrain_common; training/comm_overlap.py l.576-579 whenever dp > 1; moesim/estimate/param_gather.py)
-                "overlap_param_gather": row.dp > 1,
+                # overlap_param_gather at dp > 1, its with_optimizer_step where the perf scripts set it (bridge_overlap.py)
+                **param_overlap_keys(row, vp, RELEASES),
                 "dispatch_backend": DISPATCH_BACKEND[row.dispatcher],
                 # the recipe's per-layer modules, or ["full_iteration"] (cuda_graph_impl "full_iteration":
                 # moesim.ops.graphs.FULL_ITERATION, session 21 bridgerows2)

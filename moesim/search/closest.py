@@ -19,6 +19,7 @@ import dataclasses
 
 import numpy as np
 
+from moesim.specs.param_overlap import row_overrides
 from moesim.specs.training import RECOMPUTE_MODES, ZERO_STAGES
 
 MAX_DOUBLINGS = 3  # device counts tried: 2x, 4x, 8x the scenario's (each is one more search)
@@ -37,7 +38,8 @@ def _zero_recompute(scenario, est, capacity: float) -> dict:
     refused = est.training.refused_recompute_modes()  # not a lever Megatron-LM takes with these options
     for zero in ZERO_STAGES:
         for mode in (m for m in RECOMPUTE_MODES if m not in refused):
-            training = dataclasses.replace(est.training, zero_stage=zero, recompute=mode)
+            training = dataclasses.replace(est.training, zero_stage=zero, recompute=mode,  # a refused key off
+                                           **row_overrides(est.training, est.training.pipeline_schedule, zero))
             mem = _evaluate(scenario, est.layout, training).memory_bytes_per_device["total"]
             if best is None or mem < best[0]:
                 best = (mem, zero, mode)

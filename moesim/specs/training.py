@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 from moesim.errors import SpecError
 from moesim.precision import SCALINGS, scale_bytes_per_element
+from moesim.specs.param_overlap import check_param_overlap
 from moesim.specs.ranges import check_ranges
 from moesim.specs.hardware import DTYPE_BYTES, DTYPES
 
@@ -169,6 +170,9 @@ class TrainingSpec:
     # recipes/common.py l.84 @ 067f987d): ZeRO >= 1's parameter all-gathers dispatched ahead of the next forward, a
     # layer's forward waiting on its bucket's (moesim/estimate/param_gather.py); needs overlap_grad_reduce.
     overlap_param_gather: bool = False
+    # Megatron-LM's --overlap-param-gather-with-optimizer-step (interleaved only): each stage's chunk 0 gathers
+    # dispatched right after its own optimizer step (estimate/param_gather.py; checks: specs/param_overlap.py)
+    overlap_param_gather_with_optimizer_step: bool = False
     # Megatron-LM DDP's passes over every gradient buffer before the data-parallel reduction (core/distributed/
     # param_and_grad_buffer.py _ParamAndGradBucketGroup.start_grad_sync): check_grads' L2 norm (check_for_nan_in_grad,
     # on unless --no-check-for-nan-in-loss-and-grad) and, unless --ddp-average-in-collective, the 1/(dp·cp) pre-scale.
@@ -223,14 +227,7 @@ class TrainingSpec:
             if getattr(self, name) not in allowed:
                 raise SpecError(f"'{getattr(self, name)}' is not allowed", field=f"training.{name}",
                                 value=getattr(self, name), allowed=allowed)
-        if not isinstance(self.overlap_param_gather, bool):
-            raise SpecError(f"must be true or false, got {self.overlap_param_gather!r}",
-                            field="training.overlap_param_gather", value=self.overlap_param_gather,
-                            allowed=(True, False))
-        if self.overlap_param_gather and not self.overlap_grad_reduce:
-            # Megatron-LM d98e8a64 arguments.py l.1024-1029: --overlap-param-gather asserts --overlap-grad-reduce
-            raise SpecError("overlap_param_gather needs overlap_grad_reduce (Megatron-Core asserts it)",
-                            field="training.overlap_param_gather", value=True, allowed=(False,))
+        check_param_overlap(self)  # overlap_param_gather and its with_optimizer_step (Megatron's asserts)
         if self.moe_a2a_overlap and self.pipeline_schedule not in A2A_OVERLAP_SCHEDULES:
             # Megatron-LM d98e8a64 transformer_config.py l.3007-3011: at pp > 1 the overlap needs virtual stages; at
             # pp 1 schedules.py l.778 runs combined_1f1b_schedule_for_no_pipelining (1f1b here, pp 1: the layout check)

@@ -182,6 +182,22 @@ CASES = [
            {"pipeline_schedule": "interleaved", "global_batch_sequences": 256, "micro_batches": 16,
             "sequence_parallel": False}, Layout(dp=16, tp=2, ep=8, pp=2, vp=4)))),
 ]
+# Session 25 (paramoverlap2): cases above run again with overlap_param_gather under Megatron's combined order of
+# moe_a2a_overlap (the same dispatches: estimate/param_gather.py), measured +0.17, -0.83, -0.27, -0.08 %; and with
+# overlap_param_gather_with_optimizer_step (chunk 0's gathers after its own optimizer step, every chunk one bucket),
+# measured -0.40, -0.36, -0.17, -0.00, -0.31 %. Bars in SCHEDULE_CASES.
+A2A_PARAM_CASES = ("mixtral-8x7b pp4 vp2 a2a overlap", "mixtral-8x7b pp1 a2a overlap",
+                   "gpt-oss l6 pp1 dp16 ep8 a2a overlap deepep", "mixtral-8x7b tp2 pp2 vp4 m 8 a2a overlap")
+WITH_STEP_CASES = ("mixtral-8x7b pp4 vp2 overlap_param_gather", "mixtral-8x7b tp2 ep4 pp4 vp2 overlap_param_gather",
+                   "mixtral-8x7b tp2 pp2 vp4 m16 overlap_param_gather", "mixtral-8x7b pp4 vp2 a2a overlap",
+                   "mixtral-8x7b tp2 pp2 vp4 m 8 a2a overlap")
+CASES += [
+    *((f"{name} overlap_param_gather", scenario, {**changes, "zero_stage": 1, "overlap_param_gather": True}, layout)
+      for name, scenario, changes, layout in list(CASES) if name in A2A_PARAM_CASES),
+    *((f"{name} with_optimizer_step", scenario, {**changes, "zero_stage": 1, "overlap_param_gather": True,
+                                                 "overlap_param_gather_with_optimizer_step": True}, layout)
+      for name, scenario, changes, layout in list(CASES) if name in WITH_STEP_CASES),
+]
 # The gradient sync (session 18, gradsync): the simulator runs it bucket by bucket (40e6 parameters each, MCore's
 # floor), the estimate priced one collective per axis over the stage's whole gradient and hid it under the slowest
 # stage's last backward. GLaM's first stage: 0.74366 s in 24 buckets vs 0.68242 s in one, 88 % of the +2.95 % the
@@ -229,7 +245,11 @@ SCHEDULE_CASES: dict[str, float] = {"mixtral-8x7b tp2 pp4 vp2 a2a overlap, ep ov
                                         ("mixtral-8x7b pp4 m16 1f1b", 0.005), ("mixtral-8x7b pp4 m16 gpipe", 0.005),
                                         ("mixtral-8x7b tp2 ep4 pp4", 0.0075), ("glam 1024 h100 pp4 m8", 0.0075),
                                         ("mixtral-8x7b pp4 vp2", 0.005), ("mixtral-8x7b tp2 ep4 pp4 vp2", 0.005),
-                                        ("mixtral-8x7b tp2 pp2 vp4 m16", 0.001))}}
+                                        ("mixtral-8x7b tp2 pp2 vp4 m16", 0.001))},
+                                    # Session 25 (paramoverlap2): the measured figures' bars (the twins' own, or 0.5 %)
+                                    **{f"{name} overlap_param_gather": bar for name, bar in zip(
+                                        A2A_PARAM_CASES, (0.005, 0.01, 0.005, 0.005))},
+                                    **{f"{name} with_optimizer_step": 0.005 for name in WITH_STEP_CASES}}
 ONE_DEVICE_PER_STAGE = {"llama3-70b b200 tp1 pp8 m16 1f1b"}  # tp = dp = 1: nothing to aggregate, all 8 simulated
 
 

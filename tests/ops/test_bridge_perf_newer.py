@@ -52,33 +52,33 @@ SOURCE_SPOTS = {
 # operator tables as fractions of their own peaks (efficiency.op_tables_from) instead of h100-sxm's FLOP-keyed prior.
 # Session 23 (bwfp8) re-recorded every row: each runs Megatron-Bridge's fused (TE) cross-entropy (fused_cross_entropy).
 RECORDED_ERROR_PCT = {
-    "26.08-gb300-dsv3-mxfp8-pp2vp8ep32": +44.0,  # 26.08 DGX-GB300 DeepSeekV3 MXFP8: 6288; none
-    "26.08-gb200-dsv3-mxfp8-pp4vp4ep64": +5.5,  # 26.08 DGX-GB200 DeepSeekV3 MXFP8: 4912; selective (mla_up_proj)
-    "26.08-gb300-qwen3-30b-mxfp8-ep8": +3.9,  # 26.08 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; none
-    "26.08-gb200-qwen3-30b-mxfp8-ep8": -13.7,  # 26.08 DGX-GB200 Qwen3_30B_a3B MXFP8: 39936; none
+    "26.08-gb300-dsv3-mxfp8-pp2vp8ep32": +43.1,  # 26.08 DGX-GB300 DeepSeekV3 MXFP8: 6288; none
+    "26.08-gb200-dsv3-mxfp8-pp4vp4ep64": +5.4,  # 26.08 DGX-GB200 DeepSeekV3 MXFP8: 4912; selective (mla_up_proj)
+    "26.08-gb300-qwen3-30b-mxfp8-ep8": +3.8,  # 26.08 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; none
+    "26.08-gb200-qwen3-30b-mxfp8-ep8": -13.8,  # 26.08 DGX-GB200 Qwen3_30B_a3B MXFP8: 39936; none
     "26.08-gb300-qwen3-235b-mxfp8-pp4vp12ep32": +14.1,  # 26.08 DGX-GB300 Qwen3_235B_a22B MXFP8: 8816; none
-    "26.08-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -5.1,  # 26.08 DGX-GB200 Qwen3_235B_a22B MXFP8: 7280; none
-    "26.06.01-gb300-dsv3-mxfp8-pp2vp8ep32": +44.4,  # 26.06.01 DGX-GB300 DeepSeekV3 MXFP8: 6304; full
-    "26.06.01-gb200-dsv3-mxfp8-pp4vp4ep64": +5.8,  # 26.06.01 DGX-GB200 DeepSeekV3 MXFP8: 4928; selective (mla_up_proj)
-    "26.06.01-gb300-qwen3-30b-mxfp8-ep8": +3.9,  # 26.06.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; full
-    "26.06.01-gb200-qwen3-30b-mxfp8-ep8": -11.5,  # 26.06.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 40960; full
-    "26.06.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": +16.6,  # 26.06.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 9008; none
+    "26.08-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -5.2,  # 26.08 DGX-GB200 Qwen3_235B_a22B MXFP8: 7280; none
+    "26.06.01-gb300-dsv3-mxfp8-pp2vp8ep32": +43.5,  # 26.06.01 DGX-GB300 DeepSeekV3 MXFP8: 6304; full
+    "26.06.01-gb200-dsv3-mxfp8-pp4vp4ep64": +5.7,  # 26.06.01 DGX-GB200 DeepSeekV3 MXFP8: 4928; selective (mla_up_proj)
+    "26.06.01-gb300-qwen3-30b-mxfp8-ep8": +3.8,  # 26.06.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 44544; full
+    "26.06.01-gb200-qwen3-30b-mxfp8-ep8": -11.6,  # 26.06.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 40960; full
+    "26.06.01-gb300-qwen3-235b-mxfp8-pp4vp12ep32": +16.5,  # 26.06.01 DGX-GB300 Qwen3_235B_a22B MXFP8: 9008; none
     "26.06.01-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -4.1,  # 26.06.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 7360; none
-    "26.06-gb300-dsv3-mxfp8-pp2vp8ep32": +45.1,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6338; none
+    "26.06-gb300-dsv3-mxfp8-pp2vp8ep32": +44.3,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6338; none
     "26.06-gb300-dsv3-mxfp8-pp2vp8ep32-gbs15360": +75.7,  # 26.06 DGX-GB300 DeepSeekV3 MXFP8: 6422; full
-    "26.06-gb200-dsv3-mxfp8-pp4vp4ep64": +6.7,  # 26.06 DGX-GB200 DeepSeekV3 MXFP8: 4969; selective (mla_up_proj)
+    "26.06-gb200-dsv3-mxfp8-pp4vp4ep64": +6.6,  # 26.06 DGX-GB200 DeepSeekV3 MXFP8: 4969; selective (mla_up_proj)
     "26.06-b300-dsv3-mxfp8-pp8ep8": +12.4,  # 26.06 DGX-B300 DeepSeekV3 MXFP8: 3541; selective (mla_up_proj)
-    "26.06-gb300-qwen3-30b-mxfp8-ep8": +5.6,  # 26.06 DGX-GB300 Qwen3_30B_a3B MXFP8: 45275; none
+    "26.06-gb300-qwen3-30b-mxfp8-ep8": +5.5,  # 26.06 DGX-GB300 Qwen3_30B_a3B MXFP8: 45275; none
     "26.06-gb200-qwen3-30b-mxfp8-ep8": -12.1,  # 26.06 DGX-GB200 Qwen3_30B_a3B MXFP8: 40706; none
     "26.06-b300-qwen3-30b-mxfp8-ep8": +2.1,  # 26.06 DGX-B300 Qwen3_30B_a3B MXFP8: 40769; none
     "26.06-h100-qwen3-30b-fp8-ep16": -37.0,  # 26.06 DGX-H100 Qwen3_30B_a3B FP8: 8826; none
-    "26.06-gb300-qwen3-235b-mxfp8-pp4vp12ep32": +16.7,  # 26.06 DGX-GB300 Qwen3_235B_a22B MXFP8: 9015; none
+    "26.06-gb300-qwen3-235b-mxfp8-pp4vp12ep32": +16.6,  # 26.06 DGX-GB300 Qwen3_235B_a22B MXFP8: 9015; none
     "26.06-gb200-qwen3-235b-mxfp8-pp8vp3ep32": -3.9,  # 26.06 DGX-GB200 Qwen3_235B_a22B MXFP8: 7376; none
     "26.04.01-gb300-dsv3-mxfp8-pp2vp8ep32": +17.9,  # 26.04.01 DGX-GB300 DeepSeekV3 MXFP8: 4992; selective (mla_up_proj)
     "26.04.01-gb200-dsv3-mxfp8-pp4vp4ep64": +13.0,  # 26.04.01 DGX-GB200 DeepSeekV3 MXFP8: 4256; selective (mlp)
     "26.04.01-b300-dsv3-mxfp8-pp8ep8": +9.7,  # 26.04.01 DGX-B300 DeepSeekV3 MXFP8: 3456; selective (mla_up_proj)
     # the recipe's modules: selective (mla_up_proj, mlp), priced since session 21 (recompmods; moesim's rule before)
-    "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": -2.1,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; the recipe's modules
+    "26.04.01-b200-dsv3-mxfp8-pp8vp2ep32": -2.2,  # 26.04.01 DGX-B200 DeepSeekV3 MXFP8: 3328; the recipe's modules
     "26.04.01-gb300-qwen3-30b-mxfp8-ep8": -13.4,  # 26.04.01 DGX-GB300 Qwen3_30B_a3B MXFP8: 31744; none
     "26.04.01-gb200-qwen3-30b-mxfp8-ep8": -21.7,  # 26.04.01 DGX-GB200 Qwen3_30B_a3B MXFP8: 26112; none
     "26.04.01-b300-qwen3-30b-mxfp8-ep8": -11.4,  # 26.04.01 DGX-B300 Qwen3_30B_a3B MXFP8: 30720; none
@@ -115,21 +115,21 @@ RECORDED_ERROR_PCT = {
     "26.02.01-gb200-qwen3-235b-mxfp8-pp8ep32": +2.8,  # 26.02.01 DGX-GB200 Qwen3_235B_a22B MXFP8: 5530; none
     "26.02.01-b300-qwen3-235b-mxfp8-pp8vp4ep8": -47.1,  # 26.02.01 DGX-B300 Qwen3_235B_a22B MXFP8: 2644; none
     "26.02.01-h100-qwen3-235b-fp8-tp2pp8vp4ep32": -51.5,  # 26.02.01 DGX-H100 Qwen3_235B_a22B FP8: 1611; none
-    "26.08-gb300-gpt-oss-120b-mxfp8-ep16": -9.9,  # 26.08 DGX-GB300 GPT OSS 120B MXFP8: 33024; none
-    "26.08-gb200-gpt-oss-120b-mxfp8-ep64": -27.6,  # 26.08 DGX-GB200 GPT OSS 120B MXFP8: 28672; none
-    "26.06.01-gb300-gpt-oss-120b-mxfp8-ep16": -44.7,  # 26.06.01 DGX-GB300 GPT OSS 120B MXFP8: 20288; none
-    "26.06.01-gb200-gpt-oss-120b-mxfp8-ep64": -53.8,  # 26.06.01 DGX-GB200 GPT OSS 120B MXFP8: 18304; none
-    "26.06-gb300-gpt-oss-120b-mxfp8-ep16": -9.5,  # 26.06 DGX-GB300 GPT OSS 120B MXFP8: 33166; none
-    "26.06-gb200-gpt-oss-120b-mxfp8-ep64": -26.9,  # 26.06 DGX-GB200 GPT OSS 120B MXFP8: 28947; none
+    "26.08-gb300-gpt-oss-120b-mxfp8-ep16": -10.9,  # 26.08 DGX-GB300 GPT OSS 120B MXFP8: 33024; none
+    "26.08-gb200-gpt-oss-120b-mxfp8-ep64": -27.9,  # 26.08 DGX-GB200 GPT OSS 120B MXFP8: 28672; none
+    "26.06.01-gb300-gpt-oss-120b-mxfp8-ep16": -45.3,  # 26.06.01 DGX-GB300 GPT OSS 120B MXFP8: 20288; none
+    "26.06.01-gb200-gpt-oss-120b-mxfp8-ep64": -54.0,  # 26.06.01 DGX-GB200 GPT OSS 120B MXFP8: 18304; none
+    "26.06-gb300-gpt-oss-120b-mxfp8-ep16": -10.5,  # 26.06 DGX-GB300 GPT OSS 120B MXFP8: 33166; none
+    "26.06-gb200-gpt-oss-120b-mxfp8-ep64": -27.2,  # 26.06 DGX-GB200 GPT OSS 120B MXFP8: 28947; none
     "26.06-b300-gpt-oss-120b-mxfp8-ep8": -29.7,  # 26.06 DGX-B300 GPT OSS 120B MXFP8: 18534; none
     "26.04.01-gb300-gpt-oss-120b-bf16-ep64": -10.6,  # 26.04.01 DGX-GB300 GPT OSS 120B BF16: 19200; none
     # the recipe's modules: selective (layernorm, moe_act), priced since session 21 (recompmods; moesim's rule before)
-    "26.04.01-gb200-gpt-oss-120b-bf16-ep64": -29.5,  # 26.04.01 DGX-GB200 GPT OSS 120B BF16: 16640; the recipe's modules
+    "26.04.01-gb200-gpt-oss-120b-bf16-ep64": -29.7,  # 26.04.01 DGX-GB200 GPT OSS 120B BF16: 16640; the recipe's modules
     "26.04.01-b300-gpt-oss-120b-bf16-ep8": -26.8,  # 26.04.01 DGX-B300 GPT OSS 120B BF16: 15232; none
     "26.04.01-b200-gpt-oss-120b-bf16-ep8": -24.2,  # 26.04.01 DGX-B200 GPT OSS 120B BF16: 13568; the recipe's modules
     "26.04.01-h100-gpt-oss-120b-bf16-pp4ep8": -32.6,  # 26.04.01 DGX-H100 GPT OSS 120B BF16: 5824; the recipe's modules
     "26.04-gb300-gpt-oss-120b-bf16-ep64": -10.3,  # 26.04 DGX-GB300 GPT OSS 120B BF16: 19275; none
-    "26.04-gb200-gpt-oss-120b-bf16-ep64": -33.7,  # 26.04 DGX-GB200 GPT OSS 120B BF16: 15938; the recipe's modules
+    "26.04-gb200-gpt-oss-120b-bf16-ep64": -33.9,  # 26.04 DGX-GB200 GPT OSS 120B BF16: 15938; the recipe's modules
     "26.04-b300-gpt-oss-120b-bf16-ep8": -27.3,  # 26.04 DGX-B300 GPT OSS 120B BF16: 15114; none
     "26.04-b200-gpt-oss-120b-bf16-ep8": -27.7,  # 26.04 DGX-B200 GPT OSS 120B BF16: 13045; the recipe's modules
     "26.04-h100-gpt-oss-120b-bf16-pp4ep8": -32.7,  # 26.04 DGX-H100 GPT OSS 120B BF16: 5810; the recipe's modules

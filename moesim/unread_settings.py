@@ -24,3 +24,32 @@ def te_op_fuser_note(scenario) -> str | None:
         return None
     return (f"training.te_op_fuser = true moves nothing: it says where Megatron-Core adds the experts' FC2 bias "
             f"(inside TransformerEngine's fused ops), and {why}; priced as if it were not set")
+
+
+# [training] keys read only through TrainingSpec.fp8_scaling, which is "none" without FP8 GEMMs, and the values that
+# say nothing (defaults; "none", the bf16 recipe's gemm_scaling)
+_FP8_GEMM_KEYS = (("gemm_scaling", ("", "none")), ("fp8_transpose", ("cast_transpose",)),
+                  ("fp8_weight_transpose", ("cached",)))
+
+
+def fp8_gemm_keys_note(scenario) -> str | None:
+    """Why FP8-GEMM keys set off their defaults move nothing in `scenario` (GEMMs not in float8: fp8_scaling is
+    "none", moesim/specs/training.py, so precision_terms.py and device_state.py read none of them); None otherwise."""
+    tr = scenario.training
+    gemm = tr.dtype_for("gemm")
+    said = [f"{key} = {getattr(tr, key)!r}" for key, default in _FP8_GEMM_KEYS
+            if gemm != "float8" and getattr(tr, key) not in default]
+    if not said:
+        return None
+    one = len(said) == 1
+    return (f"training.{' and '.join(said)} move{'s' * one} nothing: {'it says' if one else 'they say'} how FP8 GEMM "
+            f"inputs are scaled and transposed, and this run's GEMMs are {gemm}; priced as if not set")
+
+
+def sm_share_note(scenario, layout) -> str | None:
+    """training.comm_sm_share / a2a_kernel_sms set where they move nothing at `layout` (no overlapped pair, ep 1, no
+    SM count, or the defaults' SMs): moesim.ops.sm_share.unmoved_setting_note, as a sweep's notes word it."""
+    from moesim.ops.sm_share import unmoved_setting_note
+
+    text = unmoved_setting_note(scenario.hardware, scenario.training, layout.ep, layout.etp)
+    return f"all-to-all SMs: {text}" if text else None

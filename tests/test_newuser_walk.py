@@ -5,6 +5,7 @@ values (tests/_cli.py run_bad)."""
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import pytest
 
@@ -64,10 +65,17 @@ def test_holdout_fraction_one_is_refused_by_the_option(tmp_path, capsys):
 
 
 # A DeepEP scenario on a TPU profile (`--hardware tpu-v3`): the refusal named the field but not the scenario file that
-# sets it.
-def test_deepep_on_a_tpu_profile_names_the_scenario_file(capsys):
+# sets it. Session 25 (newuser8): the bundled file's FP8 recipe is now refused first on TPU v3 (no float8 peak, named
+# with the file); its BF16 twin reaches the DeepEP refusal.
+def test_deepep_on_a_tpu_profile_names_the_scenario_file(capsys, tmp_path):
     run_bad(capsys, ["estimate", "deepseek-v3-h800", "--hardware", "tpu-v3", "--devices", "1024"],
-            "deepseek-v3-h800.toml: field 'training.dispatch_backend'", "(allowed: nccl, pairwise, hierarchical)")
+            "deepseek-v3-h800.toml: field 'training.precision_recipe'", "a peak on tpu-v3: bfloat16, float32)")
+    text = (Path(__file__).resolve().parent.parent / "scenarios" / "deepseek-v3-h800.toml").read_text()
+    assert 'precision_recipe = "deepseek-v3-fp8"' in text
+    bf16 = tmp_path / "dsv3-bf16.toml"
+    bf16.write_text(text.replace('precision_recipe = "deepseek-v3-fp8"', 'precision_recipe = "bf16"'))
+    run_bad(capsys, ["estimate", bf16, "--hardware", "tpu-v3", "--devices", "1024"],
+            "dsv3-bf16.toml: field 'training.dispatch_backend'", "(allowed: nccl, pairwise, hierarchical)")
 
 
 # `nccl_arch = "Hopper"`: the allowed list began with the empty name, printed as "(allowed: , volta, ...".

@@ -113,6 +113,7 @@ def render(r: dict) -> str:
         parts.append(table(counts, ["rejected because", "layouts"], align="lr"))
     sp_note = sequence_parallel_note(r["scenario"], r["rejected"])
     parts += [sp_note] if sp_note else []
+    parts += [f"note: {n}" for n in r.get("unsearched_layout", ())]
     if r.get("equivalent_orders_folded"):
         parts.append(f"{r['equivalent_orders_folded']:,} ranked layouts repeat a better-ranked one in another mesh "
                      "order with the same figures: folded into it below (equivalent_orders in --json)")

@@ -15,7 +15,7 @@ from moesim.megatron_rules import megatron_layout_warnings
 from moesim.specs.layout import Layout, layout_arg
 from moesim.specs.scenario import Scenario
 from moesim.specs.training import TrainingSpec
-from moesim.unread_settings import te_op_fuser_note
+from moesim.unread_settings import fp8_gemm_keys_note, sm_share_note, te_op_fuser_note
 
 
 def bottleneck_part(name: str, axis: str, op: str) -> str | None:
@@ -158,6 +158,8 @@ def step_estimate(scenario: Scenario, ev: Evaluation, i: int = 0) -> StepEstimat
     warnings: list[str] = megatron_layout_warnings(scenario, layout)
     warnings += [text] if (text := rope_context_warning(scenario)) else []
     warnings += [text] if (text := te_op_fuser_note(scenario)) else []
+    warnings += [text] if (text := fp8_gemm_keys_note(scenario)) else []
+    warnings += [text] if (text := sm_share_note(scenario, layout)) else []
     if not ev.fits[i]:
         gib = 2.0 ** 30
         largest = sorted(((v, k) for k, v in memory.items() if k != "total"), reverse=True)[:3]

@@ -49,6 +49,7 @@ def _content(scenario: Scenario, layout: Layout | None = None, *, results: str |
     from moesim.report.calibration import phase_points, read_switch_records
     from moesim.report.layouts import layouts_to_compare
     from moesim.report.simulation import simulate_timeline
+    from moesim.search.report import unsearched_layout_notes
 
     layout = layout if layout is not None else scenario.resolve()
     tell = progress if progress is not None else (lambda fraction: None)
@@ -58,6 +59,7 @@ def _content(scenario: Scenario, layout: Layout | None = None, *, results: str |
     ests = list(compared.estimates)
     own = ests[0]
     notes = [compared.note]
+    notes += [f"search: {n}" for n in unsearched_layout_notes(scenario)]  # cp = 2 not among the layouts it ranked
     key = lambda e: (e.layout.describe(), e.training.micro_batches, e.training.zero_stage,  # noqa: E731
                      e.training.recompute)
     pareto_ests = ests + [e for e in compared.search_front if key(e) not in {key(x) for x in ests}]

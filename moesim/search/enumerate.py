@@ -111,6 +111,10 @@ def degree_grid(scenario: Scenario) -> dict[str, np.ndarray]:
                 for ep in (divs(tp * cp * dp) if moe else (1,)):
                     for etp in (divs(tp * cp * dp // ep) if moe else (1,)):
                         rows.append((dp, tp, pp, ep, etp, cp))
+    if not rows:  # no cp listed divides the devices: said here, not as an empty grid's traceback further on
+        raise SpecError(f"no layout of {devices} devices has cp in {list(cps)}", file=scenario.file or None,
+                        field="search.context_parallel", value=list(cps),
+                        allowed=f"divisors of the devices ({', '.join(str(int(c)) for c in divs(devices))})")
     grid = np.array(rows, dtype=np.int64).reshape(-1, 6)
     return _fixed_degrees(scenario, {name: grid[:, i] for i, name in enumerate(("dp", "tp", "pp", "ep", "etp", "cp"))})
 
@@ -122,7 +126,7 @@ FIXED_DEGREES = (("tp", "tensor_parallel"), ("pp", "pipeline_parallel"), ("ep", 
 def check_fixed_degrees(scenario: Scenario) -> None:
     """The SpecError `degree_grid` raises where the scenario's [search] degree lists match no tiling of its devices
     (a sweep checks every point before pricing any); nothing to do without a fixed degree."""
-    if any(getattr(scenario.search, key) for _, key in FIXED_DEGREES):
+    if any(getattr(scenario.search, key) for _, key in FIXED_DEGREES) or scenario.search.context_parallel != (1,):
         degree_grid(scenario)
 
 

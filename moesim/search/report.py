@@ -10,6 +10,24 @@ from moesim.specs.scenario import Scenario
 
 SEARCH_SHARE = 0.1  # of the progress bar when --refine-des simulates afterwards
 
+# [layout] keys whose [search] list has a default of its own rather than "every value the devices allow":
+# a layout key outside its list is not among the layouts ranked (layout key, [search] key)
+_LISTED_LAYOUT_KEYS = (("cp", "context_parallel"), ("cp_comm", "cp_comms"), ("vp", "virtual_stages"))
+
+
+def unsearched_layout_notes(scenario: Scenario) -> list[str]:
+    """One line per value of the scenario's own [layout] that its [search] lists leave out (cp = 2 under the
+    default context_parallel = [1]): the search ranks other layouts than the one the file describes, said."""
+    notes = []
+    for key, listed in _LISTED_LAYOUT_KEYS:
+        value, values = scenario.layout_given.get(key), getattr(scenario.search, listed)
+        if value is None or value in values or (key == "vp" and value == 1) or (key == "cp" and value == 1):
+            continue
+        quoted = [f'"{v}"' if isinstance(v, str) else str(v) for v in (*values, value)]
+        notes.append(f"the scenario's [layout] {key} = {quoted[-1]} is not searched: [search] {listed} = "
+                     f"[{', '.join(quoted[:-1])}]; set {listed} = [{', '.join(quoted)}] in [search] to rank it")
+    return notes
+
 
 def search_report(scenario: Scenario, *, objective: str = "step_time", top: int = 5, refine_des: int = 0,
                   step_time: StepTimeFn | None = None, progress=None) -> dict:
@@ -49,6 +67,8 @@ def describe_search(result, *, top: int = 5, refine_des: int = 0, step_time: Ste
         "considered": result.considered, "ranked": result.ranked, "rejected": result.rejected,
         "rejection_rules": dict(REASONS), "results": results, "pareto": pareto,
     }
+    if unsearched := unsearched_layout_notes(scenario):  # only where there is one: other searches' JSON unchanged
+        report["unsearched_layout"] = unsearched
     if not results:
         from moesim.search.closest import closest_miss
 

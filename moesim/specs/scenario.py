@@ -85,6 +85,7 @@ class Scenario:
                             "(recompute the experts' activation with moe_act)", file=self.file or None,
                             field="training.recompute_modules", value="mlp")
         self._check_mxfp8()
+        self._check_gemm_peak()
         self.training.check_a2a_kernel_sms(self.hardware.name, self.hardware.chip.sm_count, self.file or None)
         if self.training.cuda_graph_scope and self.hardware.device_kind != "gpu":
             raise SpecError(f"CUDA graphs run on GPUs; hardware '{self.hardware.name}' is a "
@@ -136,6 +137,20 @@ class Scenario:
                             f"higher); hardware '{self.hardware.name}' is {arch}", file=self.file or None,
                             field="training.gemm_scaling", value="mxfp8",
                             allowed=[s for s in SCALINGS if s not in ("none", "mxfp8")])
+
+    def _check_gemm_peak(self) -> None:
+        """The GEMM dtype needs a peak on the chip (HardwareProfile.peak_for): said as the scenario's key that chose
+        it, with its file, not as the profile's field from inside the estimate (an FP8 recipe on an A100)."""
+        dtype, tr = self.training.dtype_for("gemm"), self.training
+        try:
+            self.hardware.chip.peak_for(dtype)
+        except SpecError as err:
+            key = "precision_recipe" if tr.precision_recipe else "gemm_dtype" if tr.gemm_dtype else "compute_dtype"
+            value = getattr(tr, key)
+            raise SpecError(f"GEMMs in {dtype} ({key} = {value!r}) need a {dtype} peak, and hardware "
+                            f"'{self.hardware.name}' states none", file=self.file or None, field=f"training.{key}",
+                            value=value, allowed=f"GEMM dtypes with a peak on {self.hardware.name}: "
+                                                 + ", ".join(map(str, err.allowed or ()))) from None
 
     def _check_graph_modules(self) -> None:
         """Megatron-LM's refusals of per-layer CUDA graph modules the model has no layer for."""

@@ -161,7 +161,8 @@ def scenario_from_table(t: Table, *, base_dir: Path, overrides: dict[str, Any] |
     if overrides.get("layout"):
         layout_given, options = split_layout_options(parse_layout_text(overrides["layout"]))
         training = apply_layout_options(training, model, options, explicit={}, source="--layout")
-    elif overrides.get("devices") or overrides.get("hardware"):
+    elif overrides.get("devices") and overrides["devices"] != t.data.get("devices"):
+        # another device count: dp and ep (edp) refit it; a profile alone (--hardware) keeps every degree given
         kept = ("tp", "pp", "etp", "order", "vp", "cp", "cp_comm") + STAGE_KEYS
         layout_given = {k: v for k, v in layout_given.items() if k in kept}
     search_t = t.sub("search", required=False)

@@ -182,15 +182,21 @@ def pipeline_reason(scenario: Scenario, pp, tp, cp, micro_batches, schedule, vp,
     layers, heads = scenario.model.num_layers, scenario.model.attention.num_heads
     code = PIPELINE_SCHEDULES.index
     inter, m = schedule == code("interleaved"), micro_batches
-    fails = [inter & (layers % (pp * vp) != 0), inter & (m % pp != 0), inter & (pp < 2),
-             (schedule == code("zb-v")) & (layers < 2 * pp),
-             (schedule == code("dualpipe")) & ((pp % 2 != 0) | (m % 2 != 0) | (m < 2 * pp)),
-             (cp > 1) & (cp_comm == CP_COMMS.index("a2a")) & (heads % (tp * cp) != 0),
+    zbv, dualpipe, split_cp = schedule == code("zb-v"), schedule == code("dualpipe"), cp > 1
+    # A rule whose rows (its schedule's, cp > 1's, the overlap's) are none here fails nowhere: not computed, and
+    # np.where of an all-False mask would leave `reason` as it was (session 25, coldsearch25: a search of one schedule
+    # computes one rule over its 307 K DeepSeek-V3 rows, not seven)
+    rules = [(inter, lambda: inter & (layers % (pp * vp) != 0)), (inter, lambda: inter & (m % pp != 0)),
+             (inter, lambda: inter & (pp < 2)), (zbv, lambda: zbv & (layers < 2 * pp)),
+             (dualpipe, lambda: dualpipe & ((pp % 2 != 0) | (m % 2 != 0) | (m < 2 * pp))),
+             (split_cp, lambda: split_cp & (cp_comm == CP_COMMS.index("a2a")) & (heads % (tp * cp) != 0)),
              # Megatron-LM d98e8a64 transformer_config.py l.3007-3011: the EP A2A overlap at pp > 1 needs vp
-             (pp > 1) & ~inter & bool(scenario.training.moe_a2a_overlap)]
+             (bool(scenario.training.moe_a2a_overlap) and ~inter, lambda: (pp > 1) & ~inter)]
     reason = np.full(len(m), -1)
-    for index in reversed(range(len(fails))):
-        reason = np.where(fails[index], index, reason)
+    for index in reversed(range(len(rules))):
+        rows, fails = rules[index]
+        if np.any(rows):
+            reason = np.where(fails(), index, reason)
     return reason
 
 

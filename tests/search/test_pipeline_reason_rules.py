@@ -56,3 +56,19 @@ def test_no_rows():
     empty = np.zeros(0, dtype=np.int64)
     found = pipeline_reason(build(), *(empty,) * 7)
     assert found.shape == (0,) and found.dtype == _written_out(build(), *(empty,) * 7).dtype
+
+
+@pytest.mark.parametrize("schedule", range(len(PIPELINE_SCHEDULES)))
+def test_one_valued_columns_as_one_entry(schedule):
+    """enumerate._rows_of hands pipeline_reason a column that holds one value as its one entry, shape (1,): the
+    reasons are those of the column gathered over every row."""
+    base = build()
+    scenario = dataclasses.replace(base, training=dataclasses.replace(base.training, moe_a2a_overlap=True))
+    rng = np.random.default_rng(schedule)
+    rows = _rows(rng, 3000, [schedule], [1, 2, 4])
+    full = (rows["pp"], rows["tp"], rows["cp"], rows["m"], rows["schedule"], np.full(3000, 2), np.full(3000, 1))
+    one = (rows["pp"], rows["tp"], rows["cp"], rows["m"], rows["schedule"][:1], np.array([2]), np.array([1]))
+    expected = _written_out(scenario, *full)
+    found = pipeline_reason(scenario, *one)
+    assert found.shape == (3000,) and np.array_equal(found, expected)
+    assert np.array_equal(pipeline_reason(scenario, *full), expected)

@@ -186,15 +186,21 @@ def pipeline_reason(scenario: Scenario, pp, tp, cp, micro_batches, schedule, vp,
     layers, heads = scenario.model.num_layers, scenario.model.attention.num_heads
     code = PIPELINE_SCHEDULES.index
     inter, m = schedule == code("interleaved"), micro_batches
-    fails = [inter & (layers % (pp * vp) != 0), inter & (m % pp != 0), inter & (pp < 2),
-             (schedule == code("zb-v")) & (layers < 2 * pp),
-             (schedule == code("dualpipe")) & ((pp % 2 != 0) | (m % 2 != 0) | (m < 2 * pp)),
-             (cp > 1) & (cp_comm == CP_COMMS.index("a2a")) & (heads % (tp * cp) != 0),
+    zbv, dualpipe, split_cp = schedule == code("zb-v"), schedule == code("dualpipe"), cp > 1
+    # A rule whose rows (its schedule's, cp > 1's, the overlap's) are none here fails nowhere: not computed, and
+    # np.where of an all-False mask would leave `reason` as it was (session 25, coldsearch25: a search of one schedule
+    # computes one rule over its 307 K DeepSeek-V3 rows, not seven)
+    rules = [(inter, lambda: inter & (layers % (pp * vp) != 0)), (inter, lambda: inter & (m % pp != 0)),
+             (inter, lambda: inter & (pp < 2)), (zbv, lambda: zbv & (layers < 2 * pp)),
+             (dualpipe, lambda: dualpipe & ((pp % 2 != 0) | (m % 2 != 0) | (m < 2 * pp))),
+             (split_cp, lambda: split_cp & (cp_comm == CP_COMMS.index("a2a")) & (heads % (tp * cp) != 0)),
              # Megatron-LM d98e8a64 transformer_config.py l.3007-3011: the EP A2A overlap at pp > 1 needs vp
-             (pp > 1) & ~inter & bool(scenario.training.moe_a2a_overlap)]
+             (bool(scenario.training.moe_a2a_overlap) and ~inter, lambda: (pp > 1) & ~inter)]
     reason = np.full(len(m), -1)
-    for index in reversed(range(len(fails))):
-        reason = np.where(fails[index], index, reason)
+    for index in reversed(range(len(rules))):
+        rows, fails = rules[index]
+        if np.any(rows):
+            reason = np.where(fails(), index, reason)
     return reason
 
 
@@ -298,14 +304,19 @@ def enumerate_layouts(scenario: Scenario) -> Enumeration:
     m = table[dp_row[combo[row]], offset]
     # Pipeline choices per (combination, order, m), checked before the options multiply them.
     n_pipes = len(pipes["schedule"])
-    at = np.repeat(np.arange(len(row)), n_pipes)
-    pipe = np.tile(np.arange(n_pipes), len(row))
-    c, m = combo[row[at]], m[at]
-    # A cp variant other than the first is no choice where cp = 1.
-    real = (g["cp"][c] > 1) | (pipes["cp_comm"][pipe] == pipes["cp_comm"][0])
-    at, pipe, c, m = at[real], pipe[real], c[real], m[real]
-    late = pipeline_reason(scenario, g["pp"][c], g["tp"][c], g["cp"][c], m, pipes["schedule"][pipe],
-                           pipes["vp"][pipe], pipes["cp_comm"][pipe])
+    if n_pipes == 1:  # one pipeline choice: np.repeat / np.tile's rows are the (combination, order, m) rows themselves
+        at, pipe, c = np.arange(len(row)), np.zeros(len(row), dtype=np.int64), combo[row]
+    else:
+        at = np.repeat(np.arange(len(row)), n_pipes)
+        pipe = np.tile(np.arange(n_pipes), len(row))
+        c, m = combo[row[at]], m[at]
+    # A cp variant other than the first is no choice where cp = 1 (one variant: every row is its first).
+    if not _one_value(pipes["cp_comm"]):
+        real = (g["cp"][c] > 1) | (pipes["cp_comm"][pipe] == pipes["cp_comm"][0])
+        at, pipe, c, m = at[real], pipe[real], c[real], m[real]
+    late = pipeline_reason(scenario, _rows_of(g["pp"], c), _rows_of(g["tp"], c), _rows_of(g["cp"], c), m,
+                           _rows_of(pipes["schedule"], pipe), _rows_of(pipes["vp"], pipe),
+                           _rows_of(pipes["cp_comm"], pipe))
     for index, name in enumerate(_PIPELINE_REASONS):
         rejected[name] = int(np.sum(late == index)) * n_opt
     ok = late < 0
@@ -315,19 +326,20 @@ def enumerate_layouts(scenario: Scenario) -> Enumeration:
     options_of = {name: _constant(values, n_opt * len(c)) if _one_value(values) else np.tile(values, len(c))
                   for name, values in options.items()}  # options[name][opt]
 
-    def per_option(values: np.ndarray) -> np.ndarray:
-        return _constant(values, len(values) * n_opt) if _one_value(values) else np.repeat(values, n_opt)
+    def per_option(values: np.ndarray) -> np.ndarray:  # values over the len(c) rows, or _rows_of's one entry
+        return _constant(values, len(c) * n_opt) if _one_value(values) else np.repeat(values, n_opt)
 
     # Equal for the candidates that differ only in the order: (combination, micro-batch, pipeline choice, options).
     order_free = per_option(((c * table.shape[1] + offset[at]) * n_pipes + pipe) * n_opt) \
         + np.tile(np.arange(n_opt), len(c))
     cands = Candidates(
-        dp=per_option(g["dp"][c]), tp=per_option(g["tp"][c]), pp=per_option(g["pp"][c]), ep=per_option(g["ep"][c]),
-        etp=per_option(g["etp"][c]), micro_batches=per_option(m), zero_stage=options_of["zero_stage"],
-        recompute=options_of["recompute"], capacity_factor=options_of["capacity_factor"],
-        order=per_option(order_index[row[at]]), orders=orders, cp=per_option(g["cp"][c]),
-        vp=per_option(pipes["vp"][pipe]), cp_comm=per_option(pipes["cp_comm"][pipe]),
-        schedule=per_option(pipes["schedule"][pipe]), order_free_key=order_free,
+        dp=per_option(_rows_of(g["dp"], c)), tp=per_option(_rows_of(g["tp"], c)), pp=per_option(_rows_of(g["pp"], c)),
+        ep=per_option(_rows_of(g["ep"], c)), etp=per_option(_rows_of(g["etp"], c)), micro_batches=per_option(m),
+        zero_stage=options_of["zero_stage"], recompute=options_of["recompute"],
+        capacity_factor=options_of["capacity_factor"], order=per_option(order_index[row[at]]), orders=orders,
+        cp=per_option(_rows_of(g["cp"], c)), vp=per_option(_rows_of(pipes["vp"], pipe)),
+        cp_comm=per_option(_rows_of(pipes["cp_comm"], pipe)), schedule=per_option(_rows_of(pipes["schedule"], pipe)),
+        order_free_key=order_free,
         # the automatic split everywhere: Candidates' default, one zero seen at every row (no pages at all)
         first_stage_layers=_constant(np.zeros(1, dtype=np.int64), len(order_free)),
         last_stage_layers=_constant(np.zeros(1, dtype=np.int64), len(order_free)),
@@ -342,6 +354,14 @@ def _one_value(values: np.ndarray) -> bool:
     bits = np.ascontiguousarray(values)
     bits = bits.view(np.uint64) if bits.dtype.itemsize == 8 else bits
     return bool(np.all(bits == bits[0]))
+
+
+def _rows_of(values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """values[at]; where `values` holds one value (the same bits everywhere) and `at` some rows, that value as a
+    (1,) array instead: it broadcasts over the rows as the gathered column would, and per_option / pipeline_reason
+    read it so, without the gather (session 25, coldsearch25: DeepSeek-V3's cp, vp, cp variant and schedule over
+    its 307 K pipeline rows)."""
+    return values[:1] if len(at) and _one_value(values) else values[at]
 
 
 def _constant(values: np.ndarray, n: int) -> np.ndarray:

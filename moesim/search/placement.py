@@ -42,7 +42,9 @@ def search_orders(orders: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...],
 
 
 def _signature(order: tuple[str, ...], sizes: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(strides (N, 7) with 0 for size-1 axes, pipeline-stage mismatch (N,)) of one order."""
+    """(strides (8, N): one row per SIGNATURE_AXES axis, 0 for size-1 axes; pipeline-stage mismatch (N,)) of one
+    order. Rows, not columns: each axis's strides are one contiguous copy (an (N, 8) stack wrote them 8 bytes
+    apart; session 25, coldsearch25)."""
     n = len(sizes["tp"])
     strides = {}
     stride = np.ones(n, dtype=np.int64)
@@ -59,7 +61,7 @@ def _signature(order: tuple[str, ...], sizes: dict[str, np.ndarray]) -> tuple[np
     # Devices inside one pipeline stage in each mesh: they must agree (specs.layout.pipeline_stage_mismatch).
     mismatch = strides["pp"] != strides["epp"]
     size_of = {**sizes, "epp": sizes["pp"]}
-    sig = np.stack([np.where(size_of[a] > 1, strides[a], 0) for a in SIGNATURE_AXES], axis=1)
+    sig = np.stack([np.where(size_of[a] > 1, strides[a], 0) for a in SIGNATURE_AXES])
     return sig, mismatch
 
 
@@ -75,16 +77,16 @@ def distinct_placements(orders: tuple[tuple[str, ...], ...], dp, tp, pp, ep, etp
     sizes = {"tp": tp, "cp": cp, "dp": dp, "pp": pp, "ep": ep, "etp": etp, "edp": (tp * cp * dp) // (etp * ep)}
     sigs, mismatches = zip(*(_signature(order, sizes) for order in orders))
     mismatch = np.array(mismatches)
-    sigs = np.stack(sigs)
+    sigs = np.stack(sigs)  # (O, 8, N)
     keep = np.empty(mismatch.shape, dtype=bool)
     for start in range(0, len(dp), COMBINATIONS_AT_ONCE):  # (O, O, n) arrays of a bounded n
         at = slice(start, start + COMBINATIONS_AT_ONCE)
-        keep[:, at] = _kept(sigs[:, at], mismatch[:, at])
+        keep[:, at] = _kept(sigs[:, :, at], mismatch[:, at])
     return keep, mismatch
 
 
 def _kept(sigs: np.ndarray, mismatch: np.ndarray) -> np.ndarray:
-    """distinct_placements' keep (O, n) from the orders' signatures (O, n, 8) and mismatches (O, n): every pair of
+    """distinct_placements' keep (O, n) from the orders' signatures (O, 8, n) and mismatches (O, n): every pair of
     orders at once, as a loop over (o, other != o) pairs would take them."""
     same = _same_signature(sigs)  # (O, O, n): orders o and other give the same groups
     # A mismatched order that gives the groups of a valid one (pp = 1) is that placement; of two orders alike in
@@ -96,16 +98,16 @@ def _kept(sigs: np.ndarray, mismatch: np.ndarray) -> np.ndarray:
 
 
 def _same_signature(sigs: np.ndarray) -> np.ndarray:
-    """(O, O, N) bool: whether orders o and o' have equal signatures (O, N, 8) for each combination, compared as
+    """(O, O, N) bool: whether orders o and o' have equal signatures (O, 8, N) for each combination, compared as
     exact integer keys: the columns packed into as few int64 words as their largest value allows (each column in its
     own bit field, so equal keys are equal columns; a negative column, which no stride is, one word to itself)."""
     bits = 63 if sigs.min(initial=0) < 0 else max(1, int(sigs.max(initial=0)).bit_length())
     per_word = max(1, 63 // bits)
     same = None
-    for start in range(0, sigs.shape[2], per_word):
-        key = np.zeros(sigs.shape[:2], dtype=np.int64)
-        for column in range(start, min(start + per_word, sigs.shape[2])):
-            key = (key << bits) | sigs[:, :, column]
+    for start in range(0, sigs.shape[1], per_word):
+        key = np.zeros((sigs.shape[0], sigs.shape[2]), dtype=np.int64)
+        for column in range(start, min(start + per_word, sigs.shape[1])):
+            key = (key << bits) | sigs[:, column, :]
         equal = key[:, None, :] == key[None, :, :]
         same = equal if same is None else same & equal
     return same

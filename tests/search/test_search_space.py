@@ -191,7 +191,7 @@ def _pairwise_placements(orders, dp, tp, pp, ep, etp, cp):
         for other in range(len(orders)):
             if other == o:
                 continue
-            same = np.all(sigs[o] == sigs[other], axis=1)
+            same = np.all(sigs[o] == sigs[other], axis=0)  # _signature's (8, N) rows (session 25; (N, 8) before)
             keep[o] &= ~(same & mismatch[o] & ~mismatch[other])
             if other < o:
                 keep[o] &= ~(same & (mismatch[o] == mismatch[other]))

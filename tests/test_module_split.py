@@ -53,6 +53,26 @@ MOVED = {
             "EXPERT_BIAS_BWD_Q_PASSES")},
         "logits_ops": "moesim.ops.output_head",
     },
+    "moesim.models.bridge_perf": {  # session 25 (tidy25): the rows' reader and the generated blocks split out
+        **{name: "moesim.models.bridge_rows" for name in (
+            "DATA", "DATA_NEWER", "PRECISION_RECIPE", "HARDWARE_LABEL", "HARDWARE", "MODEL_LABEL", "DISPATCH_BACKEND",
+            "A2A_OVERLAP", "RECIPE_FLAG", "OPTIONAL_FIELDS", "SM_COUNT_DISPATCHERS", "BridgeRow", "FIELDS",
+            "load_rows", "load_newer_rows")},
+        **{name: "moesim.models.bridge_render" for name in (
+            "RELEASES", "OLDER_RELEASES", "FLOP_SPREAD", "PARTS", "flop_outlier", "not_written", "_same_release",
+            "render_block", "_same_run", "release_spread", "render_newer_block")},
+    },
+    "moesim.collectives.dispatch": {  # session 25 (tidy25): deepep.toml's and hybridep.toml's readers split out
+        name: "moesim.collectives.deepep_data" for name in (
+            "_CONSTANTS", "_HYBRIDEP", "RECORD_KERNELS", "_RECORD_KEYS", "_KEYS", "_constants", "_hybridep_rates",
+            "hybridep_kernel_sms", "hybridep_published_ranks", "hybridep_rate_bytes_per_s", "record_bytes",
+            "forward_rate_bytes_per_s", "normal_kernel_sms", "rdma_fraction")
+    },
+    "moesim.specs.layout": {  # session 25 (tidy25): the layout's keys and its one-line text form split out
+        name: "moesim.specs.layout_line" for name in (
+            "STAGE_KEYS", "LAYOUT_KEYS", "OPTION_KEYS", "DROPLESS", "LAYOUT_LINE_KEYS", "parse_layout_text",
+            "option_problem", "_check_option", "parse_layout_value", "split_layout_options", "layout_arg")
+    },
     "moesim.collectives.topo_model": {  # session 8: the algorithm menu split out
         "_PASSES": "moesim.collectives.algorithm_menu", "_P2P_OPS": "moesim.collectives.algorithm_menu",
         "_HALVING_NAME": "moesim.collectives.algorithm_menu", "_algorithm_names": "moesim.collectives.algorithm_menu",
@@ -111,7 +131,9 @@ def test_the_split_modules_are_under_the_line_and_the_moved_classes_are_defined_
                 "estimate/holdings.py", "estimate/layout_chunks.py", "estimate/grad_sync.py",
                 "estimate/expert_drops.py", "estimate/stage_comms.py", "estimate/class_terms.py", "estimate/amax_comms.py",
                 "des/program.py", "des/zbv_times.py", "des/orders.py", "ops/layer.py", "ops/block_ops.py",
-                "ops/output_head.py", "specs/param_overlap.py", "des/param_sync.py", "models/bridge_overlap.py"):
+                "ops/output_head.py", "specs/param_overlap.py", "des/param_sync.py", "models/bridge_overlap.py",
+                "models/bridge_perf.py", "models/bridge_rows.py", "models/bridge_render.py",
+                "collectives/dispatch.py", "collectives/deepep_data.py", "specs/layout.py", "specs/layout_line.py"):
         assert len((root / rel).read_text().splitlines()) <= 400, rel
     efficiency = importlib.import_module("moesim.specs.efficiency")
     for name in ("EfficiencyTable", "OpTable", "ComputeEfficiency"):

@@ -326,6 +326,12 @@ def read_measurements(paths: list[str | Path], nccl_op: str | None = None,
         if first == "[" and raw.lstrip()[1:].lstrip()[:1] == b"{":
             raise SpecError("a JSON array, not JSON lines (expected validate/ JSONL records, one JSON object per "
                             "line, or an nccl-tests log)", file=str(path), field="measurements")
+        if first != "{" and path.suffix.lower() in (".jsonl", ".json"):  # else read as a log: "no result rows"
+            char = raw.lstrip()[:4].decode("utf-8", errors="replace")[:1]
+            raise SpecError(f"named {path.suffix} but not JSON lines: its first non-blank character is {char!r}, not "
+                            "'{' (expected validate/ JSONL records, one JSON object per line, or an nccl-tests log: "
+                            "its '#  size  count  type ... busbw' header and rows)", file=str(path),
+                            field="measurements")
         if first == "{":
             read = read_jsonl(path, data=data) + Measurements(files=(MeasurementFile(str(path), digest),))
         else:

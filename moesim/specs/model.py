@@ -139,7 +139,7 @@ class MoESpec:
     router_dtype: str = "float32"
     # The dtype of the router GEMM's backward (dgrad, wgrad) where the run's framework computes it in another than the
     # forward's: "" = router_dtype. A scenario's [moe] table sets the run's own (Megatron-Core's moe_router_dtype
-    # "fp32": BF16 forward, TF32 backward, moesim/models/bridge_perf.py ROUTER_DTYPES).
+    # "fp32": BF16 forward, TF32 backward, tests/data/bridge_perf/router_dtypes.toml).
     router_bwd_dtype: str = ""
     router_bias: bool = False
     # Node-limited routing (DeepSeek-V3 §2.1.2: each token to at most M nodes, M = 4 of 8): 0 = no limit.

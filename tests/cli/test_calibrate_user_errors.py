@@ -201,3 +201,19 @@ def test_a_skipped_results_line_is_said_after_a_run_that_succeeds(tmp_path, caps
     line = len(text.splitlines()) + 1
     assert code == 0
     assert err == [err[0]] and err[0].startswith("moesim: warning:") and f"layers.jsonl:{line}: skipped a line" in err[0]
+
+
+# Session 25 (tidy25): a .jsonl file that is not JSON lines was read as an nccl-tests log (its first character not '{')
+# and said only "no nccl-tests result rows found"; now the error names the file and both formats calibrate reads.
+@pytest.mark.parametrize("name, content, char", [("x.jsonl", "hello world\nnot json\n", "'h'"),
+                                                 ("records.json", "\n  schema_version: 1\n", "'s'"),
+                                                 ("é.JSONL", "été\n", "'é'")])
+def test_a_json_named_file_that_is_not_json_lines_names_the_file_and_the_formats(tmp_path, capsys, name, content,
+                                                                                  char):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    line = run_bad(capsys, calibrate(path, tmp_path), str(path), "field 'measurements'",
+                   f"named {path.suffix} but not JSON lines", f"first non-blank character is {char}",
+                   "validate/ JSONL records, one JSON object per line", "or an nccl-tests log")
+    assert "nccl-tests result rows" not in line, line
+    assert not (tmp_path / "out.toml").exists()

@@ -172,9 +172,9 @@ def test_deepep_nvlink_stage_copies_to_every_target_gpu_at_the_kernels_rate():
 
 
 def test_deepep_constants_file_is_strict(tmp_path, monkeypatch):
-    from moesim.collectives import dispatch
+    from moesim.collectives import deepep_data  # session 25 (tidy25): the reader moved out of dispatch.py
 
-    good = dispatch._CONSTANTS.read_text(encoding="utf-8")
+    good = deepep_data.CONSTANTS.read_text(encoding="utf-8")
     for bad, match in ((good.replace("schema_version = 1", "schema_version = 2"), "schema_version"),
                        (good.replace("[forward]", "[forward]\nnvl_gb_per_s = 1.0"), "unknown or missing"),
                        (good + "\n[extra]\nx = 1\n", "unknown key"),
@@ -187,12 +187,12 @@ def test_deepep_constants_file_is_strict(tmp_path, monkeypatch):
                         "unknown or missing")):
         path = tmp_path / "deepep.toml"
         path.write_text(bad, encoding="utf-8")
-        monkeypatch.setattr(dispatch, "_CONSTANTS", path)
-        dispatch._constants.cache_clear()
+        monkeypatch.setattr(deepep_data, "CONSTANTS", path)
+        deepep_data.constants.cache_clear()
         with pytest.raises(SpecError, match=match):
-            dispatch._constants()
+            deepep_data.constants()
     monkeypatch.undo()
-    dispatch._constants.cache_clear()
+    deepep_data.constants.cache_clear()
 
 
 # V1 low-latency kernels (128 tokens, top-8; docs/legacy.md): dispatch / combine latency in us.

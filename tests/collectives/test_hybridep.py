@@ -70,12 +70,12 @@ def test_a_scenario_names_it_and_fp8_dispatch_is_refused():
 
 
 def test_the_rates_file_is_strict(tmp_path, monkeypatch):
-    import moesim.collectives.dispatch as dispatch
+    import moesim.collectives.deepep_data as deepep_data  # session 25 (tidy25): the reader moved out of dispatch.py
 
     bad = tmp_path / "hybridep.toml"
     bad.write_text('schema_version = 1\nsource = "x"\n[sms]\nkernels = 16\n[[rate]]\nhardware = "b200"\nranks = 8\n'
                    'dispatch_gb_per_s = -1.0\ncombine_gb_per_s = 5.0\n', encoding="utf-8")
-    monkeypatch.setattr(dispatch, "_HYBRIDEP", bad)
+    monkeypatch.setattr(deepep_data, "HYBRIDEP", bad)
     _hybridep_rates.cache_clear()
     try:
         with pytest.raises(SpecError, match="positive ranks") as err:
@@ -89,15 +89,15 @@ def test_the_rates_file_is_strict(tmp_path, monkeypatch):
                                  ""])
 def test_the_sm_count_is_strict(tmp_path, monkeypatch, sms):
     """hybridep.toml [sms] (session 22 smshare2): exactly kernels, a positive integer; a bad one names [sms]."""
-    import moesim.collectives.dispatch as dispatch
+    import moesim.collectives.deepep_data as deepep_data  # session 25 (tidy25): the reader moved out of dispatch.py
 
     bad = tmp_path / "hybridep.toml"
     bad.write_text(f'schema_version = 1\nsource = "x"\n' + (f"[sms]\n{sms}\n" if sms else ""), encoding="utf-8")
-    monkeypatch.setattr(dispatch, "_HYBRIDEP", bad)
-    dispatch.hybridep_kernel_sms.cache_clear()
+    monkeypatch.setattr(deepep_data, "HYBRIDEP", bad)
+    deepep_data.hybridep_kernel_sms.cache_clear()
     try:
         with pytest.raises(SpecError, match="kernels") as err:
-            dispatch.hybridep_kernel_sms()
+            deepep_data.hybridep_kernel_sms()
         assert err.value.field == "sms"
     finally:
-        dispatch.hybridep_kernel_sms.cache_clear()
+        deepep_data.hybridep_kernel_sms.cache_clear()

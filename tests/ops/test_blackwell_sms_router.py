@@ -3,7 +3,7 @@
 b200 states 148 SMs (a published measurement: hardware_profiles/b200.toml), so the SM charge of compute beside the
 expert all-to-all's kernels (moesim/ops/sm_share.py) is paid there as on h100 / b300; gb200-nvl72 states none (no
 vendor or measured source found). The Megatron-Bridge rows price the router's logits GEMM as Megatron-Core computes
-it (moesim/models/bridge_perf.py ROUTER_DTYPES): BF16 forward, and under moe_router_dtype "fp32" (DeepSeek-V3) TF32
+it (tests/data/bridge_perf/router_dtypes.toml): BF16 forward, and under moe_router_dtype "fp32" (DeepSeek-V3) TF32
 dgrad / wgrad (TE's general_gemm); the scenario's [moe] router_bwd_dtype carries the backward's dtype."""
 
 from __future__ import annotations
@@ -52,11 +52,47 @@ def test_hybridep_on_b200_computes_on_the_sms_left():
 
 def test_the_bridge_rows_run_megatron_cores_router_dtypes():
     """DeepSeek-V3 (moe_router_dtype "fp32"): BF16 forward, TF32 backward; Qwen3 / GPT-OSS (none): BF16 throughout."""
-    assert set(bp.ROUTER_DTYPES) == {r.model for r in ROWS.values()}
-    for case, dtypes in (("26.06-gb300-dsv3-mxfp8-pp2vp8ep32", ("bfloat16", "tfloat32")),
-                         ("26.08-gb300-qwen3-30b-mxfp8-ep8", ("bfloat16", "bfloat16"))):
-        moe = bp.row_scenario(ROWS[case], "none", ()).model.moe
-        assert (moe.router_dtype, moe.router_bwd_dtype) == dtypes, case
+    import tomllib
+
+    data = tomllib.loads(bp.ROUTER_DATA.read_text(encoding="utf-8"))["model"]  # the data file itself
+    assert set(data) == {r.model for r in ROWS.values()}
+    assert (data["deepseek-v3"]["router_dtype"], data["deepseek-v3"]["router_bwd_dtype"]) == ("bfloat16", "tfloat32")
+    assert bp.ROUTER_DTYPES == {m: (d["router_dtype"], d["router_bwd_dtype"]) for m, d in data.items()}
+    for case in ("26.06-gb300-dsv3-mxfp8-pp2vp8ep32", "26.08-gb300-qwen3-30b-mxfp8-ep8"):
+        row = ROWS[case]
+        moe = bp.row_scenario(row, "none", ()).model.moe
+        assert (moe.router_dtype, moe.router_bwd_dtype) == (data[row.model]["router_dtype"],
+                                                           data[row.model]["router_bwd_dtype"]), case
+
+
+def test_a_row_whose_model_has_no_router_dtypes_names_the_file_and_the_model(tmp_path, monkeypatch):
+    """Session 25 (tidy25): the router dtypes are data (router_dtypes.toml); a row of a model it lacks is a SpecError
+    naming the data file and the model, when the rows are read and when a row is priced, not a KeyError."""
+    text = bp.ROUTER_DATA.read_text(encoding="utf-8")
+    short = tmp_path / "router_dtypes.toml"
+    short.write_text(text[:text.index("[model.gpt-oss-120b]")], encoding="utf-8")
+    with pytest.raises(SpecError, match="no router dtypes for model 'gpt-oss-120b'") as err:
+        bp.router_dtypes("gpt-oss-120b", short)
+    assert err.value.file == str(short) and err.value.field == "model.gpt-oss-120b"
+    rows = tmp_path / "rows.toml"
+    rows.write_text(bp.DATA.read_text(encoding="utf-8").replace('model = "deepseek-v3"', 'model = "new-moe"', 1),
+                    encoding="utf-8")
+    with pytest.raises(SpecError, match="unknown model") as err:  # not a label either: the row's own check first
+        bp.load_rows(rows)
+    assert err.value.file == str(rows) and err.value.value == "new-moe"
+    monkeypatch.setitem(bp.MODEL_LABEL, "new-moe", "New-MoE")  # labelled, but no router dtypes: read, not priced
+    with pytest.raises(SpecError, match="no router dtypes for model 'new-moe'") as err:
+        bp.load_rows(rows)
+    assert err.value.file == str(bp.ROUTER_DATA) and err.value.field == "model.new-moe"
+    row = dataclasses.replace(ROWS["26.08-gb300-qwen3-30b-mxfp8-ep8"], model="mixtral-8x7b")  # a library model
+    with pytest.raises(SpecError, match="no router dtypes for model 'mixtral-8x7b'") as err:
+        bp.row_scenario(row, "none", ())
+    assert err.value.file == str(bp.ROUTER_DATA)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('schema_version = 1\n[model.x]\nrouter_dtype = "bfloat16"\n', encoding="utf-8")
+    with pytest.raises(SpecError, match="exactly router_dtype and router_bwd_dtype") as err:
+        bp.router_dtype_table(bad)
+    assert err.value.field == "model.x"
 
 
 def test_the_routers_backward_runs_in_its_own_dtype():

@@ -1,17 +1,18 @@
 """The shared experts' tensor-parallel collectives (session 25, sharedtp), and the layer's amax all-reduces with them.
 
 Read at NVIDIA/Megatron-LM core_v0.17.0 (9539a12e). SharedExpertMLP is Megatron's MLP on the tensor-parallel group
-(megatron/core/transformer/moe/shared_experts.py l.59: `super().__init__(..., tp_group=pg_collection.tp)`): linear_fc1
-column-parallel, linear_fc2 row-parallel, as a dense MLP. MoELayer runs it on the layer's own input, the sequence
-shard under SP (moe_layer.py l.559 `shared_experts_compute(hidden_states)` before route / dispatch, l.441-466; l.546
-forbids tp > 1 without SP in training), not on anything the routed path gathered: so with SP its fc1 all-gathers its
-input [s, h] and its fc2 reduce-scatters its output [s, h] forward, and backward the other way round plus fc1's wgrad
-re-gather of its saved shard (TE's Linear, as every column-parallel GEMM: terms.TermBuilder._tp_comms); without SP
-an all-reduce a pass. Recomputed with the layer (full) or with the "moe" checkpoint (moe_layer.py l.594-, the whole
-custom_forward). Under FP8 current scaling fc1's input and fc2's output gradient reduce their amax over tp, 1 a pass
-as a dense MLP (amax_comms.py).
+(megatron/core/transformer/moe/shared_experts.py l.59: `super().__init__(..., tp_group=pg_collection.tp)`):
+linear_fc1 column-parallel, linear_fc2 row-parallel, as a dense MLP (models/gpt/moe_module_specs.py l.53-63).
+MoELayer runs it on the layer's own input, the sequence shard under SP (moe_layer.py l.559
+`shared_experts_compute(hidden_states)` before route / dispatch, l.441-466; l.546 forbids tp > 1 without SP in
+training), not on anything the routed path gathered: so with SP its fc1 all-gathers its input [s, h] and its fc2
+reduce-scatters its output [s, h] forward, and backward the other way round plus fc1's wgrad re-gather of its saved
+shard (TE's Linear, as every column-parallel GEMM: terms.TermBuilder._tp_comms); without SP an all-reduce a pass.
+Recomputed with the layer (full) or with the "moe" checkpoint (moe_layer.py l.599-613, the whole custom_forward).
+Under FP8 current scaling fc1's input and fc2's output gradient reduce their amax over tp, 1 a pass as a dense MLP
+(amax_comms.py).
 
-Not priced: `moe_shared_expert_overlap` (shared_experts.py l.87-119: parallel_mode None and explicit
+Not priced: `moe_shared_expert_overlap` (shared_experts.py l.88-119: parallel_mode None and explicit
 gather_from_sequence_parallel_region / reduce_scatter_to_sequence_parallel_region on a stream of its own, l.150-170 /
 l.239-255, beside the dispatcher's all-to-alls); moesim has no such key, and Megatron's default is off. A
 "shared_experts"-only checkpoint's replay (its forward runs in the attention recompute lump of the simulator).

@@ -25,13 +25,14 @@ def _scenario(name: str = "deepseek-v2-l4-b200-ep8", scaling: str = "per_tensor_
 
 def test_the_calls_by_hand():
     comm = estimate(_scenario(), LAYOUT).communication[AMAX_ALL_REDUCE]
-    # a micro-batch: forward 4 MLA blocks x 2 (the two up-projections' inputs) + the MLP's fc1 input; backward 4 + 1
-    assert comm["size_bytes"] == 4 and comm["calls_per_step"] == (4 * 2 + 1 + 4 + 1) * 4
+    # a micro-batch: forward 4 MLA blocks x 2 (the two up-projections' inputs) + the MLP's fc1 input; backward 4 + 1;
+    # the 3 MoE layers' shared experts 1 forward (fc1's input) and 1 backward (fc2's gradient) each (shared_tp_comms)
+    assert comm["size_bytes"] == 4 and comm["calls_per_step"] == (4 * 2 + 1 + 4 + 1 + 3 * 2) * 4
 
 
 def test_full_recompute_reduces_the_forward_ones_again():
     comm = estimate(_scenario(recompute="full"), LAYOUT).communication[AMAX_ALL_REDUCE]
-    assert comm["calls_per_step"] == (2 * (4 * 2 + 1) + 4 + 1) * 4
+    assert comm["calls_per_step"] == (2 * (4 * 2 + 1) + 4 + 1 + 3 * 3) * 4  # shared experts: 2 forward, 1 backward
 
 
 def test_a_dense_layer_two_each_way():

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from moesim.des.costs import CommSpec
 from moesim.estimate.amax_comms import AMAX_ALL_REDUCE
+from moesim.estimate.shared_tp_comms import SHARED_ALL_REDUCE, SHARED_GATHER, SHARED_SCATTER, SHARED_WGRAD_GATHER
 from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER
 from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE
 
@@ -30,7 +31,10 @@ COMM_NAMES = {"tp_all_gather": "TP all-gather", "tp_all_gather_wgrad": "TP all-g
               "tp_cross_entropy_all_reduce": "cross-entropy TP all-reduce",
               TP_GRAD_ALL_REDUCE: "TP gradient all-reduce (replicated weights)",
               MLA_GATHER: "TP all-gather (MLA latents)", MLA_SCATTER: "TP reduce-scatter (MLA latents)",
-              MLA_WGRAD_GATHER: "TP all-gather (MLA latents, wgrad input)", AMAX_ALL_REDUCE: "TP all-reduce (FP8 amax)"}
+              MLA_WGRAD_GATHER: "TP all-gather (MLA latents, wgrad input)", AMAX_ALL_REDUCE: "TP all-reduce (FP8 amax)",
+              SHARED_GATHER: "TP all-gather (shared experts)", SHARED_SCATTER: "TP reduce-scatter (shared experts)",
+              SHARED_WGRAD_GATHER: "TP all-gather (shared experts, wgrad input)",
+              SHARED_ALL_REDUCE: "TP all-reduce (shared experts)"}
 FORWARD_SUFFIX = " (NVLink forwards)"  # trace name of a DeepEP member's NVLink stage across nodes: its call's + this
 
 

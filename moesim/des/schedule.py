@@ -46,6 +46,7 @@ from moesim.des.program import (COLLECTIVE, COMM_NAMES, COMPUTE, EXPERT, FORWARD
 from moesim.des.zbv_times import zbv_inputs, zbv_piece_times, zbv_stage_times
 from moesim.estimate.a2a_order import MEGATRON_A2A_NODES, OFF_COMPUTE_STREAM
 from moesim.estimate.amax_comms import issue_amax
+from moesim.estimate.shared_tp_comms import run_parts
 from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
 from moesim.estimate.grad_buckets import bucket_params as mcore_bucket_params  # the estimate's bucket size, one rule
 from moesim.estimate.grad_buckets import bucketed, grad_reduce_overlapped, mcore_buckets
@@ -199,8 +200,7 @@ class _Builder:
         expert_s = expert_full_s * (self.scale if backward else 1)  # input-gradient only: less the W share
         kw = dict(moe=moe, chunks=c, backward=backward)
         order = ("shared_experts", "unpermute") if backward else ("router", "permute")
-        for part in order:
-            self.compute(STAGE_NAMES[part], phase, layer, mb, parts[part])
+        run_parts(self, lc, order, parts, phase, layer, mb, STAGE_NAMES)  # shared experts' tp calls around them
         start = self.last
         arrived = []
         for _ in range(c):
@@ -231,9 +231,8 @@ class _Builder:
                 r = self.add("comm", COLLECTIVE, COMM_NAMES[probs.name], phase, layer, mb, (r,), chain=False,
                              comm=probs, load=FROM_EXPERTS, **kw)
             self.last = r
-        order = ("permute", "router") if backward else ("unpermute", "shared_experts")
-        for part in order:
-            self.compute(STAGE_NAMES[part], phase, layer, mb, parts[part])
+        run_parts(self, lc, ("permute", "router") if backward else ("unpermute", "shared_experts"), parts, phase,
+                  layer, mb, STAGE_NAMES)
 
     def layer_forward(self, layer: int, mb: int, phase: str = "fwd") -> None:
         lc = self.costs.classes[self.costs.workload.layer_class_index[layer]]

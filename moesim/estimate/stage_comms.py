@@ -15,11 +15,12 @@ from moesim import memory as mem
 from moesim.estimate.comm_ledger import CommLedger
 from moesim.estimate.context_parallel import exposed_ring_time_s
 from moesim.estimate.mla_tp_comms import MLA_WGRAD_GATHER
+from moesim.estimate.shared_tp_comms import SHARED_WGRAD_GATHER
 from moesim.ops.vocab import vocab_calls
 
-# Per-layer collectives of the backward pass alone (terms.TermBuilder._tp_comms, mla_tp_comms), which bwd_comm
+# Per-layer collectives of the backward pass alone (terms.TermBuilder._tp_comms, mla_tp_comms, shared_tp_comms), which bwd_comm
 # counts half in each pass as it does every layer call.
-BACKWARD_ONLY_CALLS = ("tp_all_gather_wgrad", MLA_WGRAD_GATHER)
+BACKWARD_ONLY_CALLS = ("tp_all_gather_wgrad", MLA_WGRAD_GATHER, SHARED_WGRAD_GATHER)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from moesim.ops.base import ATTENTION_BACKWARD_TO_FORWARD, PARTS, Op, gemm, memo
 from moesim.estimate.selective import (core_recompute_code, moe_recomputed_ops, recomputed, recomputed_ops,
                                        stored_inputs)
 from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATHER, mla_sp_widths
-from moesim.estimate.amax_comms import amax_layer_comms  # FP8 current scaling's amax all-reduce under SP
+from moesim.estimate.shared_tp_comms import layer_tp_extras  # amax all-reduces, shared experts' tp calls
 from moesim.estimate.precision_terms import (
     activation_dequantise_bytes, activation_quantise_bytes, activation_recompute_bytes, attention_output_cast_bytes,
     deepseek_casts_apply, norm_fed_cast_elements, quantise_parts_bytes, quantised_elements, te_cast_kernels,
@@ -281,6 +281,7 @@ class TermBuilder:
         # "mlp": the checkpointed dense MLP re-runs its gather and scatter (or all-reduce) in backward (selective.py)
         mlp_redo = np.where(recomputed(self.tr, rec, "mlp") & (not cls.is_moe), 1, 0)
         self._tp_comms(terms, cls, blocks, full, b, mlp_redo)
+        terms.comms += layer_tp_extras(self, cls, blocks, full, b, mlp_redo, recomputed(self.tr, rec, "moe"))
         terms.attention_core_time_s = score_time
         return terms
 
@@ -461,7 +462,6 @@ class TermBuilder:
         size = b * cls.tokens * self.model.d_model * self.q_a
         calls = blocks * (2 + np.where(full, 1, 0))
         if self.tr.sequence_parallel:
-            terms.comms += amax_layer_comms(self.model, self.tr, self.hw.device_kind, cls, size, blocks, full, mlp_redo)
             mla = mla_sp_widths(self.model)
             if mla is None:
                 terms.comms.append(CommCall("tp_all_gather", "tp", "all_gather", size, calls + mlp_redo))

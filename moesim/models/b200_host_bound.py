@@ -24,7 +24,9 @@ from moesim.units import format_fraction_pct as _pct
 # column-parallel GEMMs, its reduce-scatter after the row-parallel ones, and the backward's all-gather for wgrad.
 LAYER_TP_COLLECTIVES = ("tp_all_gather", "tp_reduce_scatter", "tp_all_gather_wgrad", "tp_all_gather_mla_latents",
                         "tp_reduce_scatter_mla_latents", "tp_all_gather_wgrad_mla_latents",  # MLA: mla_tp_comms.py
-                        "tp_amax_all_reduce")  # FP8 current scaling under SP: estimate/amax_comms.py
+                        "tp_amax_all_reduce",  # FP8 current scaling under SP: estimate/amax_comms.py
+                        "tp_all_gather_shared_experts", "tp_reduce_scatter_shared_experts",  # shared_tp_comms.py
+                        "tp_all_gather_wgrad_shared_experts", "tp_all_reduce_shared_experts")
 # The row whose excess stands out (−20.7 % at mb 4 against −10.1 % at tp 4): the probe's host time is its.
 PROBE_SCENARIO = "llama3-70b-l12-b200-tp8"
 

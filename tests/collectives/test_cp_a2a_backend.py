@@ -85,3 +85,15 @@ def test_cp_a2a_under_deepep_agrees_with_the_estimate():
     assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.001)
     nccl_cp = dataclasses.replace(sc, training=dataclasses.replace(sc.training, dispatch_backend="nccl"))
     assert estimate(sc, LAYOUT).step_time_s != estimate(nccl_cp, LAYOUT).step_time_s  # the dispatch still differs
+
+
+def test_the_search_memo_prices_cp_all_to_alls_as_the_plain_model():
+    """The layout search prices through a memo of the DispatchModel (search/rank.py _MemoModel): the same figures."""
+    sc = scenario("deepep")
+    plain = estimate(sc, LAYOUT)
+    memo = estimate(sc, LAYOUT, collective_model=_MemoModel(model_for(sc)))
+    for name in CP_CALLS:
+        assert memo.communication[name] == plain.communication[name], name
+    for name in EXPERT_CALLS:  # times (the memo has no wire_factor: its bytes sent are the plain busbw's, as on main)
+        assert memo.communication[name]["time_s"] == plain.communication[name]["time_s"], name
+    assert memo.step_time_s == plain.step_time_s

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from moesim.collectives.base import CollectiveModel, Group, wire_bytes_per_device
-from moesim.collectives.dispatch import KERNEL_BACKENDS, for_call
+from moesim.collectives.call_model import model_for_call
+from moesim.collectives.dispatch import KERNEL_BACKENDS
 from moesim.collectives.nccl_no_pick import as_floor
 from moesim.des.orders import device_of, virtual_stages
 from moesim.estimate.candidates import effective_capacity_factor
@@ -163,7 +164,7 @@ class Costs:
     # The word embedding's gradient all-reduce of the first and last device (estimate/embedding_sync.py); None: none.
     embedding_sync: CommSpec | None = None
     _expert_s: dict = field(default_factory=dict, repr=False)
-    _pricers: dict = field(default_factory=dict, repr=False)  # per directed model (collectives.dispatch.for_call)
+    _pricers: dict = field(default_factory=dict, repr=False)  # per other model (collectives.call_model)
 
     def expert_ffn_s(self, slots: float, backward: bool, share: float = 1.0) -> float:
         """builder.expert_ffn_time_s for one device and `slots` token slots at `share` of the SMs, priced once per
@@ -194,7 +195,7 @@ class Costs:
         # one group per pipeline on the embedding axis (embedding_sync.embedding_concurrent), else the axis tiles
         concurrent = devices // self.layout.pp if axis == EMBEDDING_AXIS else devices // p
         args = (float(size_bytes), p, self.strides[axis], concurrent)
-        model, pricer = for_call(self.pricer.model, name), self.pricer
+        model, pricer = model_for_call(self.pricer.model, name, op), self.pricer  # CP's all-to-all: NCCL's
         if model is not pricer.model:
             pricer = self._pricers.get(id(model)) or \
                 self._pricers.setdefault(id(model), CollectivePricer(model, devices))

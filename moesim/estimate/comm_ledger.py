@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.collectives.base import CollectiveModel, wire_factor
-from moesim.collectives.dispatch import for_call
+from moesim.collectives.call_model import model_for_call
 from moesim.estimate.embedding_sync import EMBEDDING_AXIS
 from moesim.estimate.evaluation import CommTotal, per_micro_batch
 from moesim.estimate.pricing import GroupRuns, pricer_for
@@ -34,7 +34,7 @@ class CommLedger:
         self.n_cand, self.n_stages = exists.shape
         self.pricer = pricer_for(collective_model, devices)
         self.devices = devices
-        self._pricers: dict[int, object] = {}  # per directed model (the expert all-to-alls: dispatch.for_call)
+        self._pricers: dict[int, object] = {}  # per other model (call_model.model_for_call: expert a2a, NCCL's)
         self.groups = {axis: GroupRuns(sizes[axis], strides[axis], devices, (concurrent or {}).get(axis))
                        for axis in sizes}  # once per axis
         self.entries: dict[str, list] = {}
@@ -47,9 +47,10 @@ class CommLedger:
             self._gates[axis] = (self.exists & (self.sizes[axis] > 1)[:, None]).astype(float)
         return self._gates[axis]
 
-    def _pricer(self, name: str):
-        """(model, pricer) of collective `name` (the expert all-to-alls: their directed model, dispatch.for_call)."""
-        model = for_call(self.collective_model, name)
+    def _pricer(self, name: str, op: str):
+        """(model, pricer) of collective `name` (`op`): the expert all-to-alls' directed model, any other all-to-all's
+        NCCL model (collectives.call_model.model_for_call)."""
+        model = model_for_call(self.collective_model, name, op)
         if model is self.collective_model:
             return model, self.pricer
         return model, self._pricers.get(id(model)) or \
@@ -63,7 +64,7 @@ class CommLedger:
         n_cand, n_stages, breakdown = self.n_cand, self.n_stages, self.breakdown
         size_bytes = np.broadcast_to(np.asarray(size_bytes, dtype=float), (n_cand,)) if np.ndim(size_bytes) <= 1 \
             else size_bytes
-        model, pricer = self._pricer(name)
+        model, pricer = self._pricer(name, op)
         # Every stage column at once (estimate.pricing.price_runs: runs of equal neighbouring rows priced once).
         t, costs = pricer.price_runs(op, size_bytes, self.groups[axis], breakdown)
         if np.ndim(size_bytes) == 2:
@@ -88,7 +89,7 @@ class CommLedger:
     def time_of(self, name: str, axis: str, op: str, size_bytes: np.ndarray) -> np.ndarray:
         """One call's time of `op` on `axis` at `size_bytes` (N, S), recording nothing: a size the step's entries
         already count at another grouping (ZB-V's sends per boundary, `add`'s pp_send_recv per stage)."""
-        return self._pricer(name)[1].price_runs(op, size_bytes, self.groups[axis], False)[0]
+        return self._pricer(name, op)[1].price_runs(op, size_bytes, self.groups[axis], False)[0]
 
     def add_packed(self, axis: str, priced: list[tuple[str, str, float, np.ndarray]], size_bytes: np.ndarray,
                    owner: np.ndarray) -> list[np.ndarray]:
@@ -102,7 +103,7 @@ class CommLedger:
         for k, s in enumerate(owner):
             gate[:, k] = self.gate(axis)[:, s]
         by_pricer: dict[int, list[int]] = {}
-        pricers = [self._pricer(name) for name, _, _, _ in priced]
+        pricers = [self._pricer(name, op) for name, op, _, _ in priced]
         for i, (_, pricer) in enumerate(pricers):
             by_pricer.setdefault(id(pricer), []).append(i)
         priced_t: dict[int, tuple[np.ndarray, np.ndarray]] = {}

@@ -208,13 +208,13 @@ class _MemoModel:
         return found
 
     def directed(self, direction: str):
-        """The memoised model of the wrapped model's `direction` (collectives.dispatch.for_call), or self."""
+        """The memoised model of the wrapped model's `direction` (dispatch.for_call; "nccl": its base, call_model)."""
         directed = getattr(self.model, "directed", None)
         if directed is None:
             return self
         key = ("directed", direction)
         if key not in self._cache:
-            self._cache[key] = _MemoModel(directed(direction))
+            self._cache[key] = _MemoModel(self.model.base if direction == "nccl" else directed(direction))
         return self._cache[key]
 
     def cost(self, op: str, size_bytes: float, group: Group) -> CollectiveCost:

@@ -109,7 +109,7 @@ def test_the_split_modules_are_under_the_line_and_the_moved_classes_are_defined_
     for rel in ("calibrate/design.py", "calibrate/observations.py", "specs/hardware.py", "specs/efficiency.py",
                 "specs/dtypes.py", "collectives/topo_model.py", "collectives/tier_layout.py",
                 "estimate/holdings.py", "estimate/layout_chunks.py", "estimate/grad_sync.py",
-                "estimate/expert_drops.py", "estimate/stage_comms.py", "estimate/class_terms.py", "des/program.py", "des/zbv_times.py", "des/orders.py", "ops/layer.py", "ops/block_ops.py",
+                "estimate/expert_drops.py", "estimate/stage_comms.py", "estimate/class_terms.py", "estimate/zbv_paths.py", "des/program.py", "des/zbv_times.py", "des/orders.py", "ops/layer.py", "ops/block_ops.py",
                 "ops/output_head.py"):
         assert len((root / rel).read_text().splitlines()) <= 400, rel
     efficiency = importlib.import_module("moesim.specs.efficiency")

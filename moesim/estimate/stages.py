@@ -229,12 +229,12 @@ def _on_representatives(workload: Workload, pp: np.ndarray, first: np.ndarray | 
     return out[inverse]
 
 
-@lru_cache(maxsize=256)
 def _v_runs(workload: Workload, p: int, first: int | None, last: int | None, v: bool
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(first stage, last stage, representative column, (R, columns) stages of each column before it) of every run
     of consecutive like stages (`_stage_kinds`, `v` as there), in order: more runs than columns where kinds
-    interleave (GLaM's alternating layers on ZB-V's devices)."""
+    interleave (GLaM's alternating layers on ZB-V's devices). Not cached: its columns are `_representatives`' (which
+    tests/test_pipeline_stages.py replaces by every stage), read afresh."""
     kind = _stage_kinds(workload, p, first, last, v)[3]
     index = _representatives(workload, p, first, last, v)[0]
     column = np.searchsorted(index, kind)

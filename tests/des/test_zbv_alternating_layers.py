@@ -81,9 +81,7 @@ def test_the_representatives_price_zbv_as_every_device_would(monkeypatch, model,
         reps = float(evaluate(sc, single(sc, layout), cost).step_time_s[0])
         with monkeypatch.context() as patch:
             patch.setattr(stages_module, "_representatives", _all_stages)
-            stages_module._v_runs.cache_clear()  # its columns are _representatives'
             full = float(evaluate(sc, single(sc, layout), cost).step_time_s[0])
-        stages_module._v_runs.cache_clear()
         assert reps == pytest.approx(full, rel=1e-12), m
 
 

@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from moesim.estimate.zbv_paths import _stage_sum_s, _zbv_return_s, _zbv_turn_s  # noqa: F401 (tests patch them here)
+from moesim.estimate.zbv_paths import _stage_sum_s, _zbv_queue_s, _zbv_return_s, _zbv_turn_s  # noqa: F401
 from moesim.specs.training import PIPELINE_SCHEDULES
 
 
@@ -225,6 +225,9 @@ def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=
     # ... or after micro-batch 0's I waited on a device d for its later micro-batches' second-leg forwards
     fill = np.where(first, np.maximum(fill, _zbv_turn_s(m, p, f, f1, b, i1, w1, start, position, count, exists,
                                                         h, shorts, runs)), fill)
+    # ... or after micro-batch 0's first-leg I queued on a device d behind min(m, p − d) second-leg I's (_zbv_queue_s)
+    fill = np.where(first, np.maximum(fill, _zbv_queue_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h,
+                                                         shorts, back, runs)), fill)
     station = np.where(last, b, np.where(first, (f + b) / 2, 0.0))
     drain = forward_all + backward_all + (4 * (p - 1) * h - 2 * all12) + (m - 1) * station + first_w
     return np.maximum(base, np.max(np.where(exists, np.maximum(fill, drain), -np.inf), axis=1))

@@ -98,3 +98,30 @@ def _from_s(runs, d: int, exists) -> np.ndarray:
     out = np.zeros(exists.shape)
     np.add.at(out, (np.arange(len(out))[:, None], column), held)
     return np.where(exists, out, 0.0)
+
+
+def _zbv_queue_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h, shorts, back, runs=None) -> np.ndarray:
+    """A bound of `zbv_pipe_s` on device 0's end, (N, 1): device d runs n_d = min(m, p − d) second-leg I's before
+    micro-batch 0's first-leg I (sail-sg's walk, des.zbv_order, at all 2,604 points tried: p 2, 3, 4, 5, 6, 8, m 1 to
+    3p − 1, six F : I : W ratios; session 25, zbvgroup), so that I waits for micro-batch j = n_d − 1's second-leg I:
+    device 0 runs its V-end piece's F and I of micro-batches 0 to j after micro-batch 0 reached it (R − F²_0 +
+    n_d·(F²_0 + I²_0), R `back` as in `_zbv_return_s`), micro-batch j's I climbs the second leg to device d (Σ_{1≤s≤d}
+    I²_s), micro-batch 0's first-leg I comes down from device d (Σ_{1≤s≤d} I¹_s), and device 0's first-leg piece runs
+    its m I's and W's; 2d device boundaries (the second-leg sends of devices 1 to d, the first-leg ones of devices 0
+    to d − 1, each less its shortfall `shorts`, as `_zbv_turn_s`). Llama-3-70B slice tp 2 · pp 4, m 2, free sends: the
+    order's makespan to the digit (I1.7 I1.6 I1.5 I0.2 I0.1 I0.0 on the walk). (N, S) arrays as `_zbv_turn_s`."""
+    first = exists & (position == 0)
+    total = lambda a, where=first: np.sum(np.where(where, a, 0.0), axis=1, keepdims=True)  # noqa: E731
+    f2_0, i2_0 = total(f - f1), total(b - i1)
+    tail = m * (total(i1) + total(w1))
+    best = np.full(m.shape, -np.inf)
+    for d in range(int(np.max(p))):
+        at_or_past, past = (_from_s(runs, e, exists) if runs is not None else
+                            np.where(exists, np.clip(count - np.maximum(0.0, e - start), 0.0, count), 0.0)
+                            for e in (d, d + 1))
+        upto = np.where(exists & ~first, count - past, 0.0)  # stages 1 to d
+        hops = 2 * d * h - _stage_sum_s(shorts, np.concatenate([count - at_or_past, count - past], 1))[:, None]
+        climb = _stage_sum_s(np.where(exists, b, 0.0), upto)[:, None]  # I² up and I¹ down over devices 1 to d
+        path = back - f2_0 + np.minimum(m, p - d) * (f2_0 + i2_0) + climb + tail + hops
+        best = np.maximum(best, np.where(d <= p - 1, path, -np.inf))
+    return best

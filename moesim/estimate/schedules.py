@@ -212,6 +212,8 @@ def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=
         for a, keep in zip(leg_send_s, (position != p - 1, start > 0)))
     shorts = np.concatenate([short1, short2], axis=1)
     all12 = _stage_sum_s(shorts, np.concatenate([count, count], axis=1))[:, None]  # every device boundary's
+    if runs is not None:  # each run's column one-hot, and the stages at or past each position, shared by the paths
+        runs = (*runs[:4], (runs[2][:, :, None] == np.arange(f.shape[1])).astype(float), {})
     back = _zbv_return_s(m, p, f, f1, start, position, count, exists, h, shorts, runs)  # R: micro-batch 0 down the V
     fill = back + before / 2 + m * (b + w)
     # Device 0 runs its V-end chunk's forwards after micro-batch 0 reaches it too: all but its first-leg forwards.

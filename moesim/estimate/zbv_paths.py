@@ -14,7 +14,8 @@ def _stage_sum_s(short, weight) -> np.ndarray:
     one representative (weight their count) or as one column each (tests/test_pipeline_stages.py: representatives
     give every figure)."""
     same = short[..., :, None] == short[..., None, :]
-    total = np.sum(np.where(same, weight[..., None, :], 0.0), axis=-1)  # integers: exact in any order
+    # Σ_j same_kj·weight_j: integers, exact in any order (an einsum: no (…, S, S) temporary of the weights)
+    total = np.einsum("...j,...kj->...k", np.asarray(weight, dtype=float), same.astype(float))
     first = ~np.any(same & np.tri(short.shape[-1], k=-1, dtype=bool), axis=-1)
     out = np.zeros(np.broadcast_shapes(short.shape, weight.shape)[:-1])
     for k in range(short.shape[-1]):
@@ -42,8 +43,8 @@ def _zbv_return_s(m, p, f, f1, start, position, count, exists, h, shorts, runs=N
         end = np.where(position - start + 1 == count, position, start)  # a run: its last stage; else its first only
         f_run, f1_run, ok = f, f1, exists
     else:
-        start, end, column, ahead = runs
-        own = column[:, :, None] == np.arange(f.shape[1])  # (N, R, S): each run's column
+        start, end, column, ahead = runs[:4]
+        own = runs[4] > 0  # (N, R, S): each run's column
         f_run, f1_run = np.take_along_axis(f, column, axis=1), np.take_along_axis(f1, column, axis=1)
         ok = end >= 0
     before = _stage_sum_s(f[:, None, :], ahead)
@@ -91,13 +92,14 @@ def _zbv_turn_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h, short
 
 
 def _from_s(runs, d: int, exists) -> np.ndarray:
-    """(N, S) the stages of each column at or past position d, summed over `runs` (stages.v_runs): a run a..b holds
-    max(0, b − max(d, a) + 1) of them (integers: exact)."""
-    start, end, column, _ = runs
-    held = np.where(end >= 0, np.maximum(0.0, end - np.maximum(d, start) + 1), 0.0)
-    out = np.zeros(exists.shape)
-    np.add.at(out, (np.arange(len(out))[:, None], column), held)
-    return np.where(exists, out, 0.0)
+    """(N, S) the stages of each column at or past position d, summed over `runs` (stages.v_runs, with its (N, R, S)
+    one-hot columns and a memo of this call's positions, `zbv_pipe_s`): a run a..b holds max(0, b − max(d, a) + 1)
+    of them (integers: exact)."""
+    start, end, _, _, own, memo = runs
+    if d not in memo:
+        held = np.where(end >= 0, np.maximum(0.0, end - np.maximum(d, start) + 1), 0.0)
+        memo[d] = np.where(exists, np.einsum("nr,nrs->ns", held, own), 0.0)
+    return memo[d]
 
 
 def _zbv_queue_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h, shorts, back, runs=None) -> np.ndarray:

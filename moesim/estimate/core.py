@@ -411,8 +411,7 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         first_leg = half * (own(fwd) + layer_fwd_comm) + embedding_fwd
         if v_full is not None:  # a device's first-leg piece, its own layers (Qi et al. ICLR'24 §6; stages.v_rows)
             first_leg = np.where(v_full[:, None], own(leg_fwd) + leg_fwd_comm + embedding_fwd, first_leg)
-        # I¹ and W¹: the first-leg piece's I (its layers' with their collectives but the forward's) and W
-        leg_b = own(leg_i) + leg_comm - leg_fwd_comm
+        leg_b = own(leg_i) + leg_comm - leg_fwd_comm  # I¹: the first-leg piece's I, its collectives but the forward's
         runs = v_runs(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers, v_full, zb_v > 0, n_stages)
         zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(slot_fwd) + fwd_comm - pp_forward, own(weight_mb), stages.latest,
                              stages.multiplicity, hop, first_leg, stages.index, leg_b, own(leg_w), leg_send, runs)

@@ -45,7 +45,7 @@ from moesim.estimate.holdings import device_holdings, fitting_rows, nothing_fits
 from moesim.estimate.layout_chunks import layout_bubble, layout_chunk_weights, no_layout
 from moesim.estimate.param_gather import forward_gathers_s
 from moesim.estimate.stage_comms import BACKWARD_ONLY_CALLS, stage_comms  # noqa: F401  (as before the split)
-from moesim.estimate.stages import Stages, first_leg_counts, per_stage, run_ends, v_leg_tokens, v_rows
+from moesim.estimate.stages import Stages, first_leg_counts, per_stage, run_ends, v_leg_tokens, v_rows, v_runs
 from moesim.estimate.strides import candidate_strides
 from moesim.estimate.terms import CommCall
 from moesim.estimate.tp_grad_sync import TP_GRAD_ALL_REDUCE, reduces_over_tp, replicated_grad_bytes
@@ -411,10 +411,10 @@ def evaluate(scenario: Scenario, cands: Candidates, collective_model: Collective
         first_leg = half * (own(fwd) + layer_fwd_comm) + embedding_fwd
         if v_full is not None:  # a device's first-leg piece, its own layers (Qi et al. ICLR'24 §6; stages.v_rows)
             first_leg = np.where(v_full[:, None], own(leg_fwd) + leg_fwd_comm + embedding_fwd, first_leg)
-        # I¹ and W¹: the first-leg piece's I (its layers' with their collectives but the forward's) and W
-        leg_b = own(leg_i) + leg_comm - leg_fwd_comm
+        leg_b = own(leg_i) + leg_comm - leg_fwd_comm  # I¹: the first-leg piece's I, its collectives but the forward's
+        runs = v_runs(wl, cands.pp, cands.first_stage_layers, cands.last_stage_layers, v_full, zb_v > 0, n_stages)
         zbv = sch.zbv_pipe_s(m, pp, stage_mb, own(slot_fwd) + fwd_comm - pp_forward, own(weight_mb), stages.latest,
-                             stages.multiplicity, hop, first_leg, stages.index, leg_b, own(leg_w), leg_send)
+                             stages.multiplicity, hop, first_leg, stages.index, leg_b, own(leg_w), leg_send, runs)
     zbh1 = None
     if zb_h1.any():  # each device's tail after its last I on every stage's own times (zbh1_pipe_s; stages.run_ends)
         h1_rows = np.flatnonzero(zb_h1)  # its rows only (a search tries several schedules per layout)

@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from moesim.estimate.zbv_paths import _stage_sum_s, _zbv_queue_s, _zbv_return_s, _zbv_turn_s  # noqa: F401
 from moesim.specs.training import PIPELINE_SCHEDULES
 
 
@@ -153,7 +154,7 @@ def interleaved_pairs(m, pp, vp) -> np.ndarray:
 
 
 def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=0.0, first_leg_s=None,
-               earliest=None, first_leg_i_s=None, first_leg_w_s=None, leg_send_s=None) -> np.ndarray:
+               earliest=None, first_leg_i_s=None, first_leg_w_s=None, leg_send_s=None, runs=None) -> np.ndarray:
     """ZB-V's T_pipe: the largest over the stages s of lower bounds on device s's end (DERIVED, module docstring),
     B_s = t_s − F_s − W_s, ΣF and ΣB over the pipeline's stages, h one pipeline send:
       skew    m·t_s + s·F_s/2 + (p − 1)·max(0, t_s − 3W_s − F_s/2): device s starts after s half-stage forwards
@@ -186,7 +187,8 @@ def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=
     (N, S, read on device 0; None: B/2, W/2); `leg_send_s` (h¹, h²), each stage's first-leg piece's send to the
     next device and its second-leg piece's to the previous one (N, S each; 0 where none; None: every hop h): each
     hop of the paths above at its own boundary's size, as des.zbv_order sends each piece's output (Qi et al.
-    ICLR'24 §6: a V of 2p pieces), written n·h − Σ (h − h_k) over the n hops (exactly n·h where all are h)."""
+    ICLR'24 §6: a V of 2p pieces), written n·h − Σ (h − h_k) over the n hops (exactly n·h where all are h); `runs`
+    stages.v_runs (None: each kind one run), the return and turn paths run by run where kinds interleave."""
     m, p = (np.asarray(a, dtype=float)[:, None] for a in (m, pp))
     t, f, w = (np.asarray(a, dtype=float) for a in (stage_mb, fwd_s, weight_s))
     position, count = np.asarray(position, dtype=float), np.asarray(multiplicity, dtype=float)
@@ -210,7 +212,9 @@ def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=
         for a, keep in zip(leg_send_s, (position != p - 1, start > 0)))
     shorts = np.concatenate([short1, short2], axis=1)
     all12 = _stage_sum_s(shorts, np.concatenate([count, count], axis=1))[:, None]  # every device boundary's
-    back = _zbv_return_s(m, p, f, f1, start, position, count, exists, h, shorts)  # R: micro-batch 0 through the V
+    if runs is not None:  # each run's column one-hot, and the stages at or past each position, shared by the paths
+        runs = (*runs[:4], (runs[2][:, :, None] == np.arange(f.shape[1])).astype(float), {})
+    back = _zbv_return_s(m, p, f, f1, start, position, count, exists, h, shorts, runs)  # R: micro-batch 0 down the V
     fill = back + before / 2 + m * (b + w)
     # Device 0 runs its V-end chunk's forwards after micro-batch 0 reaches it too: all but its first-leg forwards.
     f2 = f - f1
@@ -222,80 +226,13 @@ def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=
                                       + m * (i1 + w1)), fill)
     # ... or after micro-batch 0's I waited on a device d for its later micro-batches' second-leg forwards
     fill = np.where(first, np.maximum(fill, _zbv_turn_s(m, p, f, f1, b, i1, w1, start, position, count, exists,
-                                                        h, shorts)), fill)
+                                                        h, shorts, runs)), fill)
+    # ... or after micro-batch 0's first-leg I queued on a device d behind min(m, p − d) second-leg I's (_zbv_queue_s)
+    fill = np.where(first, np.maximum(fill, _zbv_queue_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h,
+                                                         shorts, back, runs)), fill)
     station = np.where(last, b, np.where(first, (f + b) / 2, 0.0))
     drain = forward_all + backward_all + (4 * (p - 1) * h - 2 * all12) + (m - 1) * station + first_w
     return np.maximum(base, np.max(np.where(exists, np.maximum(fill, drain), -np.inf), axis=1))
-
-
-def _stage_sum_s(short, weight) -> np.ndarray:
-    """Σ_k weight_k·short_k over the last axis (a time per stage, its stages), each distinct value's integer weight
-    summed first and the values added in the order they first appear: the same float whether like stages stand as
-    one representative (weight their count) or as one column each (tests/test_pipeline_stages.py: representatives
-    give every figure)."""
-    same = short[..., :, None] == short[..., None, :]
-    total = np.sum(np.where(same, weight[..., None, :], 0.0), axis=-1)  # integers: exact in any order
-    first = ~np.any(same & np.tri(short.shape[-1], k=-1, dtype=bool), axis=-1)
-    out = np.zeros(np.broadcast_shapes(short.shape, weight.shape)[:-1])
-    for k in range(short.shape[-1]):
-        out = out + np.where(first[..., k], total[..., k] * short[..., k], 0.0)
-    return out
-
-
-def _zbv_return_s(m, p, f, f1, start, position, count, exists, h, shorts) -> np.ndarray:
-    """R of `zbv_pipe_s`, (N, 1): micro-batch 0's forward through the whole V, the largest over devices d of
-    Σ_{s<d} F_s + 2d·h + k_d·F¹_d + F²_d. Along a run of like stages a..b (a kind's stages `start` to `position`)
-    the term is (d − a)·F + 2d·h + k_d·F¹ + F² plus the stages before a: linear in d either side of
-    d* = p − 1 − (m − 1)/2, where k_d stops being m, so its largest lies at a, b or the integers around d*. A kind
-    whose stages are not one run is taken at its first stage alone; the stages before a are counted only for the
-    kinds that end before a (a lower bound where kinds interleave). The 2d hops, d first-leg sends (devices 0 to
-    d − 1) and d second-leg ones (devices d to 1), each less its shortfall (`shorts`: the first-leg ones, then the
-    second-leg ones, `zbv_pipe_s`; a stage before a of a kind that does not end before a taken at h)."""
-    # Σ F over the stages before each run, and the hops' shortfalls there: the kinds that end before it starts
-    ended = (position[:, None, :] < start[:, :, None]) & exists[:, None, :]
-    ahead = np.where(ended, count[:, None, :], 0.0)  # (N, run, S): the stages of each kind before the run
-    before = _stage_sum_s(f[:, None, :], ahead)
-    own = np.eye(f.shape[1], dtype=bool)[None]  # the run's own column
-    end = np.where(position - start + 1 == count, position, start)  # a run: its last stage; else its first only
-    kink = p - 1 - (m - 1) / 2
-    best = np.full(f.shape, -np.inf)
-    for d in (start, end, np.floor(kink) + 0 * start, np.ceil(kink) + 0 * start):
-        d = np.clip(d, start, end)
-        k = np.minimum(m, 2 * (p - 1 - d) + 1)
-        weight = np.concatenate([ahead + own * (d - start)[:, :, None], ahead + own * (d - start + 1)[:, :, None]], 2)
-        hops = 2 * d * h - _stage_sum_s(shorts[:, None, :], weight)
-        best = np.maximum(best, before + (d - start) * f + k * f1 + (f - f1) + hops)
-    return np.max(np.where(exists, best, -np.inf), axis=1, keepdims=True)
-
-
-def _zbv_turn_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h, shorts) -> np.ndarray:
-    """A bound of `zbv_pipe_s` on device 0's end, (N, 1): device d runs k_d = min(m, d + 1) second-leg forwards
-    before micro-batch 0's second-leg I (sail-sg's walk, des.zbv_order, at all 2,604 points tried: p 2, 3, 4, 5, 6,
-    8, m 1 to 3p − 1, six F : I : W ratios; session 24, zbfollow), so that I waits for micro-batch j = k_d − 1's
-    forward: down the first leg to the turn (Σ_{s<p−1} F¹_s), where device p − 1 runs both its pieces' forwards of
-    micro-batches 0 to j ((j + 1)·F_{p−1}, each piece's forwards in micro-batch order), back up the second leg to
-    device d (Σ_{d≤s<p−1} F²_s); then micro-batch 0's I from device d's second-leg piece down the V
-    (Σ_{s≥d} I²_s + Σ_s I¹_s) and device 0's first-leg piece's m I's and W's, as the return term (I² = B − I¹,
-    F² = F − F¹), 4(p − 1) − 2d device boundaries. A kind's stages at or past d are counted at least
-    count − (d − its first stage) (exact for a run, a lower bound where kinds interleave); (N, S) arrays as
-    `zbv_pipe_s`, `start` each kind's first stage. The hops: every first-leg send twice (down, then the I back),
-    the second-leg sends of devices d + 1 to p − 1 twice, each less its shortfall (`shorts`: the first-leg ones, then
-    the second-leg ones, `zbv_pipe_s`; a kind's stages past d counted as at or past)."""
-    f2, i2 = f - f1, b - i1
-    last, first = exists & (position == p - 1), exists & (position == 0)
-    total = lambda a, where=exists: np.sum(np.where(where, a, 0.0), axis=1, keepdims=True)  # noqa: E731
-    down = total(count * f1) - total(f1, last)  # the first leg up to the turn device
-    turn, all_i1 = total(f, last), total(count * i1)
-    tail = m * (total(i1, first) + total(w1, first)) - total(i1, first)  # I0.0 among device 0's m I's
-    best = np.full(m.shape, -np.inf)
-    for d in range(1, int(np.max(p))):
-        at_or_past = np.where(exists, np.clip(count - np.maximum(0.0, d - start), 0.0, count), 0.0)
-        between = np.maximum(at_or_past - last, 0.0)  # stages d to p − 2
-        past = np.where(exists, np.clip(count - np.maximum(0.0, d + 1 - start), 0.0, count), 0.0)
-        path = (down + np.minimum(m, d + 1) * turn + total(between * f2) + total(at_or_past * i2) + all_i1 + tail
-                + ((4 * (p - 1) - 2 * d) * h - 2 * _stage_sum_s(shorts, np.concatenate([count, past], 1))[:, None]))
-        best = np.maximum(best, np.where(d <= p - 1, path, -np.inf))
-    return best
 
 
 def zbh1_chain_s(m, stage_mb, weight_s, position, multiplicity) -> np.ndarray:

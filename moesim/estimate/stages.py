@@ -86,10 +86,12 @@ def v_apart(workload: Workload, p: int, first: int | None = None, last: int | No
     """Whether ZB-V's devices (`_v_devices`) hold another class mix or other boundary tokens than the p contiguous
     stages (`_stage_kinds`): an encoder-decoder's, DeepSeek-V3's dense layers, an MTP module's; not a model of one
     layer class."""
-    counts, out, into, _ = _v_devices(workload, p, first, last)
+    counts, out, into, leg = _v_devices(workload, p, first, last)
     contiguous = _stage_kinds(workload, p, first, last)
+    # ... or a contiguous kind whose devices hold other first-leg mixes (layer classes that alternate: GLaM's,
+    # GPT-OSS's; session 25, zbvgroup): `first_leg_counts` reads the representative's for all of them
     return not (np.array_equal(counts, contiguous[0]) and np.array_equal(out, contiguous[1])
-                and np.array_equal(into, contiguous[2]))
+                and np.array_equal(into, contiguous[2]) and np.array_equal(leg, leg[contiguous[3]]))
 
 
 @lru_cache(maxsize=256)
@@ -97,15 +99,18 @@ def _stage_kinds(workload: Workload, p: int, first: int | None = None, last: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(class counts, tokens out, tokens in, kind) of each of the p stages, `kind` the earliest stage with the same
     class counts, ends and boundary tokens (the stages priced alike: one representative each); `v`: ZB-V's devices,
-    each its two V pieces (`_v_devices`)."""
+    each its two V pieces (`_v_devices`), alike only where their first-leg pieces' class counts match too (session 25,
+    zbvgroup: `first_leg_counts` gives a kind its representative's)."""
+    leg = None
     if v:
-        counts, out, into, _ = _v_devices(workload, p, first, last)
+        counts, out, into, leg = _v_devices(workload, p, first, last)
     else:
         counts = stage_class_counts(workload, p, first, last)
         out = _boundary_tokens(workload, stage_ranges(workload, p, first, last))
         into = np.concatenate([out[:1], out[:-1]])
     seen: dict[tuple, int] = {}
-    kind = np.array([seen.setdefault((tuple(counts[s]), s == 0, s == p - 1, out[s], into[s]), s)
+    kind = np.array([seen.setdefault((tuple(counts[s]), s == 0, s == p - 1, out[s], into[s],
+                                      None if leg is None else tuple(leg[s])), s)
                      for s in range(p)], dtype=np.int64)
     return counts, out, into, kind
 
@@ -222,6 +227,42 @@ def _on_representatives(workload: Workload, pp: np.ndarray, first: np.ndarray | 
         index = _representatives(workload, *keys[row])[0]
         out[row, :len(index)] = per_device(keys[row][:3])[index]
     return out[inverse]
+
+
+def _v_runs(workload: Workload, p: int, first: int | None, last: int | None, v: bool
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(first stage, last stage, representative column, (R, columns) stages of each column before it) of every run
+    of consecutive like stages (`_stage_kinds`, `v` as there), in order: more runs than columns where kinds
+    interleave (GLaM's alternating layers on ZB-V's devices). Not cached: its columns are `_representatives`' (which
+    tests/test_pipeline_stages.py replaces by every stage), read afresh."""
+    kind = _stage_kinds(workload, p, first, last, v)[3]
+    index = _representatives(workload, p, first, last, v)[0]
+    column = np.searchsorted(index, kind)
+    starts = np.array([d for d in range(p) if d == 0 or kind[d] != kind[d - 1]])
+    ends = np.array([d for d in range(p) if d == p - 1 or kind[d] != kind[d + 1]])
+    before = np.array([np.bincount(column[:a], minlength=len(index)) for a in starts], dtype=float)
+    return starts.astype(float), ends.astype(float), column[starts], before
+
+
+def v_runs(workload: Workload, pp: np.ndarray, first: np.ndarray | None, last: np.ndarray | None,
+           v: np.ndarray | None, rows: np.ndarray, width: int
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """`_v_runs` of every candidate of `pipeline_stages(..., v)` on the ZB-V `rows` ((N,) bool): (N, R) first and
+    last stages (−1 pads), (N, R) columns (0 pads), (N, R, width) stages of each column before the run; None where
+    no row's kinds interleave (each kind one run: schedules.zbv_pipe_s's own form, the same figure)."""
+    first, last = _ends(len(pp), first, last)
+    keys, inverse = _keys_v(np.asarray(pp, dtype=np.int64), first, last, v)
+    wanted = np.zeros(len(keys), dtype=bool)
+    wanted[inverse[np.asarray(rows, dtype=bool)]] = True
+    found = {row: _v_runs(workload, *keys[row]) for row in np.flatnonzero(wanted)}
+    if not any(len(r[0]) > r[3].shape[1] for r in found.values()):
+        return None
+    n_runs = max(len(r[0]) for r in found.values())
+    start, end = np.full((len(keys), n_runs), -1.0), np.full((len(keys), n_runs), -1.0)
+    column, before = np.zeros((len(keys), n_runs), dtype=np.int64), np.zeros((len(keys), n_runs, width))
+    for row, (a, b, c, n) in found.items():
+        start[row, :len(a)], end[row, :len(a)], column[row, :len(a)], before[row, :len(a), :n.shape[1]] = a, b, c, n
+    return start[inverse], end[inverse], column[inverse], before[inverse]
 
 
 @lru_cache(maxsize=256)

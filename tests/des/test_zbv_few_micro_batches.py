@@ -214,10 +214,10 @@ def _llama(schedule: str, m: int) -> dict:
 
 CASES = [
     ("llama zb-v m1", LLAMA, _llama("zb-v", 1), Layout(dp=1, tp=2, pp=4), 0.005),
-    # m 2: the simulator runs one order built on the median device's F : I : W (as sail-sg's runtime builds it,
-    # des.schedule.zbv_stage_times), and with the heavier first device (embedding, head) W slots it placed before an I
-    # delay that I; the closed form has no term for it: -4.28 % (session 21), -2.54 % on sail-sg's walk (session 22).
-    ("llama zb-v m2", LLAMA, _llama("zb-v", 2), Layout(dp=1, tp=2, pp=4), 0.03),
+    # m 2: -4.28 % (session 21), -2.54 % on sail-sg's walk (session 22); session 25 (zbvgroup): micro-batch 0's
+    # first-leg I on device 2 queues behind min(m, p − d) = 2 second-leg I's, micro-batch 1's having climbed from the
+    # heavier device 0 (I1.7 I1.6 I1.5 I0.2 I0.1 I0.0, schedules._zbv_queue_s): -2.54 -> +0.00 % (bar 3 -> 0.1 %).
+    ("llama zb-v m2", LLAMA, _llama("zb-v", 2), Layout(dp=1, tp=2, pp=4), 0.001),
     ("llama zb-v m3", LLAMA, _llama("zb-v", 3), Layout(dp=1, tp=2, pp=4), 0.005),
     ("llama zb-v m4 (pp)", LLAMA, _llama("zb-v", 4), Layout(dp=1, tp=2, pp=4), 0.005),
     ("llama zb-v m8 (2pp)", LLAMA, _llama("zb-v", 8), Layout(dp=1, tp=2, pp=4), 0.02),
@@ -367,8 +367,9 @@ def test_a_kind_whose_stages_interleave_stays_below_the_order():
                 np.array([[1.0, 2.0, 1.0, 1.0]]), 0.0)
         earliest = np.array([[0.0, 1.0, 2.0, 4.0]])
         new, old = zbv_pipe_s(*args, q * fwd, earliest)[0], zbv_pipe_s(*args, None, earliest)[0]
-        assert new >= old - 1e-12
-        if new > old + 1e-12:
+        # not new >= old since session 25 (zbvgroup): the queue path (_zbv_queue_s) runs device 0's V-end piece,
+        # F − F¹, so a larger first leg can shorten it; wherever F¹ moves the form it still stays below the order
+        if new > old + 1e-12 or new < old - 1e-12:
             moved += 1
             assert new <= order * (1 + 1e-12)
     assert moved > 0
@@ -388,8 +389,9 @@ def test_a_device_runs_d_plus_one_second_leg_forwards_before_micro_batch_zeros()
 
 def test_micro_batch_zeros_wait_for_later_forwards_never_passes_the_order(monkeypatch):
     """Seeded unlike pieces as above (p 2, 3, 4, 5, 8; 648 points): where the wait of micro-batch 0's I on later
-    micro-batches' second-leg forwards moves the form (19 points), it stays at or below the order (session 24,
-    zbfollow; Switch-C ZB-V m 2's path: F0.0-F0.4, F1.3-F1.6, then micro-batch 0's I from piece 6 down)."""
+    micro-batches' second-leg forwards moves the form (17 points; 19 before session 25's queue path), it stays at or
+    below the order (session 24, zbfollow; Switch-C ZB-V m 2's path: F0.0-F0.4, F1.3-F1.6, then micro-batch 0's I from
+    piece 6 down)."""
     moved = 0
     for p in (2, 3, 4, 5, 8):
         rng = np.random.default_rng(24 + p)
@@ -404,7 +406,7 @@ def test_micro_batch_zeros_wait_for_later_forwards_never_passes_the_order(monkey
             if new > old * (1 + 1e-12):
                 moved += 1
                 assert new <= _v_order(m, p, pieces) * (1 + 1e-12)
-    assert moved == 19
+    assert moved == 17  # 19 before session 25 (zbvgroup): the queue path (_zbv_queue_s) binds at two of them
 
 
 @pytest.mark.parametrize("schedule", ["zb-v", "zb-h1"])

@@ -1,0 +1,129 @@
+"""ZB-V's paths through the V (moesim.estimate.schedules.zbv_pipe_s): micro-batch 0's forward down the whole V
+(`zbv_return_s`), its I held behind later micro-batches' second-leg forwards (`zbv_turn_s`), and the order-free sum
+of a time over the pipeline's stages (`stage_sum_s`). Split out of schedules.py (session 25, zbvgroup) when the return
+and turn paths took each run of like stages (stages.v_runs) where the kinds interleave."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _stage_sum_s(short, weight) -> np.ndarray:
+    """Σ_k weight_k·short_k over the last axis (a time per stage, its stages), each distinct value's integer weight
+    summed first and the values added in the order they first appear: the same float whether like stages stand as
+    one representative (weight their count) or as one column each (tests/test_pipeline_stages.py: representatives
+    give every figure)."""
+    same = short[..., :, None] == short[..., None, :]
+    # Σ_j same_kj·weight_j: integers, exact in any order (an einsum: no (…, S, S) temporary of the weights)
+    total = np.einsum("...j,...kj->...k", np.asarray(weight, dtype=float), same.astype(float))
+    first = ~np.any(same & np.tri(short.shape[-1], k=-1, dtype=bool), axis=-1)
+    out = np.zeros(np.broadcast_shapes(short.shape, weight.shape)[:-1])
+    for k in range(short.shape[-1]):
+        out = out + np.where(first[..., k], total[..., k] * short[..., k], 0.0)
+    return out
+
+
+def _zbv_return_s(m, p, f, f1, start, position, count, exists, h, shorts, runs=None) -> np.ndarray:
+    """R of `zbv_pipe_s`, (N, 1): micro-batch 0's forward through the whole V, the largest over devices d of
+    Σ_{s<d} F_s + 2d·h + k_d·F¹_d + F²_d. Along a run of like stages a..b (a kind's stages `start` to `position`)
+    the term is (d − a)·F + 2d·h + k_d·F¹ + F² plus the stages before a: linear in d either side of
+    d* = p − 1 − (m − 1)/2, where k_d stops being m, so its largest lies at a, b or the integers around d*. A kind
+    whose stages are not one run is taken at its first stage alone; the stages before a are counted only for the
+    kinds that end before a (a lower bound where kinds interleave). The 2d hops, d first-leg sends (devices 0 to
+    d − 1) and d second-leg ones (devices d to 1), each less its shortfall (`shorts`: the first-leg ones, then the
+    second-leg ones, `zbv_pipe_s`; a stage before a of a kind that does not end before a taken at h). `runs`
+    (stages.v_runs: each run's first and last stage, its column, (N, R, S) the stages of each column before it):
+    every run of every kind at its own ends, the stages before it all counted, exact where kinds interleave (session
+    25, zbvgroup; the same figure as above where they do not: integer counts, one run per kind)."""
+    if runs is None:
+        # Σ F over the stages before each run, and the hops' shortfalls there: the kinds that end before it starts
+        ended = (position[:, None, :] < start[:, :, None]) & exists[:, None, :]
+        ahead = np.where(ended, count[:, None, :], 0.0)  # (N, run, S): the stages of each kind before the run
+        own = np.eye(f.shape[1], dtype=bool)[None]  # the run's own column
+        end = np.where(position - start + 1 == count, position, start)  # a run: its last stage; else its first only
+        f_run, f1_run, ok = f, f1, exists
+    else:
+        start, end, column, ahead = runs[:4]
+        own = runs[4] > 0  # (N, R, S): each run's column
+        f_run, f1_run = np.take_along_axis(f, column, axis=1), np.take_along_axis(f1, column, axis=1)
+        ok = end >= 0
+    before = _stage_sum_s(f[:, None, :], ahead)
+    kink = p - 1 - (m - 1) / 2
+    best = np.full(f_run.shape, -np.inf)
+    for d in (start, end, np.floor(kink) + 0 * start, np.ceil(kink) + 0 * start):
+        d = np.clip(d, start, end)
+        k = np.minimum(m, 2 * (p - 1 - d) + 1)
+        weight = np.concatenate([ahead + own * (d - start)[:, :, None], ahead + own * (d - start + 1)[:, :, None]], 2)
+        hops = 2 * d * h - _stage_sum_s(shorts[:, None, :], weight)
+        best = np.maximum(best, before + (d - start) * f_run + k * f1_run + (f_run - f1_run) + hops)
+    return np.max(np.where(ok, best, -np.inf), axis=1, keepdims=True)
+
+
+def _zbv_turn_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h, shorts, runs=None) -> np.ndarray:
+    """A bound of `zbv_pipe_s` on device 0's end, (N, 1): device d runs k_d = min(m, d + 1) second-leg forwards
+    before micro-batch 0's second-leg I (sail-sg's walk, des.zbv_order, at all 2,604 points tried: p 2, 3, 4, 5, 6,
+    8, m 1 to 3p − 1, six F : I : W ratios; session 24, zbfollow), so that I waits for micro-batch j = k_d − 1's
+    forward: down the first leg to the turn (Σ_{s<p−1} F¹_s), where device p − 1 runs both its pieces' forwards of
+    micro-batches 0 to j ((j + 1)·F_{p−1}, each piece's forwards in micro-batch order), back up the second leg to
+    device d (Σ_{d≤s<p−1} F²_s); then micro-batch 0's I from device d's second-leg piece down the V
+    (Σ_{s≥d} I²_s + Σ_s I¹_s) and device 0's first-leg piece's m I's and W's, as the return term (I² = B − I¹,
+    F² = F − F¹), 4(p − 1) − 2d device boundaries. A kind's stages at or past d are counted at least
+    count − (d − its first stage) (exact for a run, a lower bound where kinds interleave); (N, S) arrays as
+    `zbv_pipe_s`, `start` each kind's first stage. The hops: every first-leg send twice (down, then the I back),
+    the second-leg sends of devices d + 1 to p − 1 twice, each less its shortfall (`shorts`: the first-leg ones, then
+    the second-leg ones, `zbv_pipe_s`; a kind's stages past d counted as at or past). `runs` (as `_zbv_return_s`):
+    each column's stages at or past d counted run by run, exact where kinds interleave (session 25, zbvgroup)."""
+    f2, i2 = f - f1, b - i1
+    last, first = exists & (position == p - 1), exists & (position == 0)
+    total = lambda a, where=exists: np.sum(np.where(where, a, 0.0), axis=1, keepdims=True)  # noqa: E731
+    down = total(count * f1) - total(f1, last)  # the first leg up to the turn device
+    turn, all_i1 = total(f, last), total(count * i1)
+    tail = m * (total(i1, first) + total(w1, first)) - total(i1, first)  # I0.0 among device 0's m I's
+    best = np.full(m.shape, -np.inf)
+    for d in range(1, int(np.max(p))):
+        at_or_past, past = (_from_s(runs, e, exists) if runs is not None else
+                            np.where(exists, np.clip(count - np.maximum(0.0, e - start), 0.0, count), 0.0)
+                            for e in (d, d + 1))
+        between = np.maximum(at_or_past - last, 0.0)  # stages d to p − 2
+        path = (down + np.minimum(m, d + 1) * turn + total(between * f2) + total(at_or_past * i2) + all_i1 + tail
+                + ((4 * (p - 1) - 2 * d) * h - 2 * _stage_sum_s(shorts, np.concatenate([count, past], 1))[:, None]))
+        best = np.maximum(best, np.where(d <= p - 1, path, -np.inf))
+    return best
+
+
+def _from_s(runs, d: int, exists) -> np.ndarray:
+    """(N, S) the stages of each column at or past position d, summed over `runs` (stages.v_runs, with its (N, R, S)
+    one-hot columns and a memo of this call's positions, `zbv_pipe_s`): a run a..b holds max(0, b − max(d, a) + 1)
+    of them (integers: exact)."""
+    start, end, _, _, own, memo = runs
+    if d not in memo:
+        held = np.where(end >= 0, np.maximum(0.0, end - np.maximum(d, start) + 1), 0.0)
+        memo[d] = np.where(exists, np.einsum("nr,nrs->ns", held, own), 0.0)
+    return memo[d]
+
+
+def _zbv_queue_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h, shorts, back, runs=None) -> np.ndarray:
+    """A bound of `zbv_pipe_s` on device 0's end, (N, 1): device d runs n_d = min(m, p − d) second-leg I's before
+    micro-batch 0's first-leg I (sail-sg's walk, des.zbv_order, at all 2,604 points tried: p 2, 3, 4, 5, 6, 8, m 1 to
+    3p − 1, six F : I : W ratios; session 25, zbvgroup), so that I waits for micro-batch j = n_d − 1's second-leg I:
+    device 0 runs its V-end piece's F and I of micro-batches 0 to j after micro-batch 0 reached it (R − F²_0 +
+    n_d·(F²_0 + I²_0), R `back` as in `_zbv_return_s`), micro-batch j's I climbs the second leg to device d (Σ_{1≤s≤d}
+    I²_s), micro-batch 0's first-leg I comes down from device d (Σ_{1≤s≤d} I¹_s), and device 0's first-leg piece runs
+    its m I's and W's; 2d device boundaries (the second-leg sends of devices 1 to d, the first-leg ones of devices 0
+    to d − 1, each less its shortfall `shorts`, as `_zbv_turn_s`). Llama-3-70B slice tp 2 · pp 4, m 2, free sends: the
+    order's makespan to the digit (I1.7 I1.6 I1.5 I0.2 I0.1 I0.0 on the walk). (N, S) arrays as `_zbv_turn_s`."""
+    first = exists & (position == 0)
+    total = lambda a, where=first: np.sum(np.where(where, a, 0.0), axis=1, keepdims=True)  # noqa: E731
+    f2_0, i2_0 = total(f - f1), total(b - i1)
+    tail = m * (total(i1) + total(w1))
+    best = np.full(m.shape, -np.inf)
+    for d in range(int(np.max(p))):
+        at_or_past, past = (_from_s(runs, e, exists) if runs is not None else
+                            np.where(exists, np.clip(count - np.maximum(0.0, e - start), 0.0, count), 0.0)
+                            for e in (d, d + 1))
+        upto = np.where(exists & ~first, count - past, 0.0)  # stages 1 to d
+        hops = 2 * d * h - _stage_sum_s(shorts, np.concatenate([count - at_or_past, count - past], 1))[:, None]
+        climb = _stage_sum_s(np.where(exists, b, 0.0), upto)[:, None]  # I² up and I¹ down over devices 1 to d
+        path = back - f2_0 + np.minimum(m, p - d) * (f2_0 + i2_0) + climb + tail + hops
+        best = np.maximum(best, np.where(d <= p - 1, path, -np.inf))
+    return best

@@ -506,31 +506,19 @@ WGRAD_IMPORTED = {("gemm", "float8", "wgrad", "any"): ("q_down_proj", "kv_down_p
                   ("gemm", "float8", "fwd", "any"): ("q_down_proj", "kv_down_proj", "q_up_proj", "kv_up_proj",
                                                      "out_proj", "shared_fc1", "shared_fc2"),
                   ("grouped_gemm", "float8", "fwd", "any"): ("expert_fc1", "expert_fc2"),
-                  # the router's BF16 GEMM in its three passes (session 25, mlacasts): cuBLAS's
-                  # sm90_xmma_gemm_bf16f32_bf16f32_f32_tn_n_tilesize128x128x64 forward, grid 32 x 2 = the 64 output
-                  # tiles of [4096, 256] in one wave on 64 of the 132 SMs; dgrad (bf16bf16_bf16f32_nn) and wgrad
-                  # (bf16f32_bf16f32_nt) grids of 112 CTAs, the SMs DeepEP leaves
+                  # the router's BF16 GEMM in its three passes (session 25, mlacasts): cuBLAS's sm90_xmma_gemm_bf16*
+                  # kernels, their grids in scripts/dsv3_trace_measured.toml
                   ("gemm", "bfloat16", "fwd", "router"): ("router",),
                   ("gemm", "bfloat16", "dgrad", "router"): ("router",),
                   ("gemm", "bfloat16", "wgrad", "router"): ("router",)}
-ROUTER_MEASURED_ON = ("H800 SXM (132 SMs), DeepSeek's training framework: the router's BF16 GEMM [4096, 7168] x [7168, "
-                      "256] (cuBLAS sm90_xmma_gemm_bf16*_tilesize128x128x64: forward grid 32 x 2, 64 CTAs, one wave; "
-                      "dgrad 28 x 4 and wgrad 112 x 1, 112 CTAs beside DeepEP's 20 SMs; FP32 accumulation), 4096 "
-                      "tokens a micro-batch, one kernel a pass, scripts/dsv3_trace.toml's router rules")
-WGRAD_MEASURED_ON = {"wgrad": ("H800 SXM (132 SMs), DeepSeek's training framework: the FP8 weight-gradient GEMMs "
-                               "(dpsk::grouped_gemm::cuda::fp8_dptp128c_acc, 1x128 x 1x128 scaling along K, FP32 "
-                               "accumulation, 112 CTAs on the SMs DeepEP's 20 leave), 4096 tokens a micro-batch, the "
-                               "routed experts' 4 kernels a GEMM on two streams, scripts/dsv3_trace.toml's mlp(W) / "
-                               "attn(W) rules"),
-                     "dgrad": ("H800 SXM (132 SMs), DeepSeek's training framework: the dense FP8 input-gradient GEMMs "
-                               "(dpsk::grouped_gemm::cuda::fp8_ptp128c, 1x128 activation and 128x128 weight scales, "
-                               "112 CTAs (grid 112 or 2 x 56) on the SMs DeepEP's 20 leave), 4096 tokens a "
-                               "micro-batch, one kernel an operator, scripts/dsv3_trace.toml's mlp(B) / attn(B) rules"),
-                     "fwd": ("H800 SXM (132 SMs), DeepSeek's training framework: the forward FP8 GEMMs "
-                             "(dpsk::grouped_gemm::cuda::fp8_ptp128c dense and m_grouped_fp8_ptp128c for the routed "
-                             "experts, 1x128 activation and 128x128 weight scales, 112 CTAs on the SMs DeepEP's 20 "
-                             "leave), 4096 tokens a micro-batch, one kernel an operator, scripts/dsv3_trace.toml's "
-                             "attn(F) / mlp(F) rules")}
+GEMM_MEASURED_ON = ROOT / "scripts" / "dsv3_trace_measured.toml"  # each imported op table's measured_on text (data)
+
+
+def measured_on(table_pass: str, op_name: str) -> str:
+    """The op table's "measured_on": the router's text for op 'router', else its pass's (GEMM_MEASURED_ON)."""
+    import tomllib
+
+    return tomllib.loads(GEMM_MEASURED_ON.read_text())["measured_on"]["router" if op_name == "router" else table_pass]
 
 
 def import_wgrad_points(kernels: list[Kernel]) -> list[dict]:
@@ -559,7 +547,7 @@ def import_wgrad_points(kernels: list[Kernel]) -> list[dict]:
             points.append([*(int(round(float(np.ravel(c)[0]))) for c in op.shape), float(f"{eta:.4g}")])
             quoted.append(f"{name} {spans[(name, table_pass)]:.2f}")
         tables.append({"kind": kind, "dtype": dtype, "pass": table_pass, "op": op_name, "status": "measured",
-                       "measured_on": ROUTER_MEASURED_ON if op_name == "router" else WGRAD_MEASURED_ON[table_pass],
+                       "measured_on": measured_on(table_pass, op_name),
                        "source": f"{SOURCE}: mean over the 4 layers of the {table_pass} kernels' span, us: "
                                  f"{', '.join(quoted)} (scripts/dsv3_trace.py --points); efficiency = moesim's "
                                  f"FLOPs / ({hw.chip.peak_for(dtype) / 1e12:g} TFLOPS x (time - 1 launch) x "

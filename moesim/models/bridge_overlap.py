@@ -20,8 +20,9 @@ def param_overlap_keys(row, vp: int, releases: tuple[str, ...]) -> dict:
     """The row's training keys: overlap_param_gather whenever dp > 1 (every recipe: Megatron-Bridge @ 067f987d
     recipes/common.py l.84 _pretrain_common; training/comm_overlap.py l.576-579), and its with_optimizer_step where
     the perf scripts set it: dp > 1, pp > 1 and vp > 1, not MXFP8 / NVFP4 (scripts/performance/utils/overrides.py
-    l.683-689 @ 067f987d; since 47ff48829 at every precision, MXFP8 off since 021fb3d53), on the rows priced
-    interleaved (`vp` > 1, moesim/specs/param_overlap.py); a release's side of each commit assumed from the dates."""
+    l.683-689 @ 067f987d; since 47ff48829 at every precision, MXFP8 off since 021fb3d53, NVFP4 since e2769105b: no
+    NVFP4 row is priced, MXFP8_LABELS alone tested), on the rows priced interleaved (`vp` > 1,
+    moesim/specs/param_overlap.py); a release's side of each commit assumed from the dates."""
     at = releases.index(row.release)
     with_step = row.dp > 1 and row.pp > 1 and vp > 1 and at >= releases.index(WITH_STEP_FROM) and (
         row.precision not in MXFP8_LABELS or at <= releases.index(WITH_STEP_MXFP8_UNTIL))

@@ -10,6 +10,7 @@ from pathlib import Path
 from moesim.api import estimate
 from moesim.cli import main
 from moesim.specs.load import load_scenario
+from tests.cli.test_newuser5_walk import error_of  # one line, exit 2, no traceback
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 QWEN3 = ROOT / "tests" / "data" / "newuser8-qwen3-30b-a3b-h100.toml"
@@ -21,13 +22,6 @@ def variant(tmp_path: Path, training: str = "", tail: str = "", replace: tuple[s
     path = tmp_path / "s.toml"
     path.write_text(text)
     return str(path)
-
-
-def error_of(capsys, argv) -> str:
-    assert main([str(a) for a in argv]) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    return err
 
 
 # `moesim sweep S --vary search.context_parallel=3` (and a [search] context_parallel = [3]) on 64 devices ended in

@@ -105,10 +105,21 @@ def test_newlogs13_entry_states_one_process_per_gpu_unbound():
     assert "gpus_per_thread" not in entry and facts.stated_cores() is None
 
 
+def test_newlogs15_entries_state_one_process_per_gpu():
+    """Session 25 (newlogs15): wutz/k8s-in-action's job file at ffd459e ("mpirun -np 16 -bind-to none ... -g 1", two
+    workers of 8 slots) and the k8s README's rank lines (ranks 0-7 on worker-0, 8-15 on worker-1); logs.toml cites each.
+    The k8s README prints no launcher command, so no binding is stated for it."""
+    (wutz,) = _entries("h100-wutz-2node_")
+    assert launch_facts(wutz) == LaunchFacts(processes_per_node=8, bind_to="none")
+    (k8s,) = _entries("h100-k8s-2node_")
+    assert launch_facts(k8s) == LaunchFacts(processes_per_node=8)
+    assert all("gpus_per_thread" not in e and launch_facts(e).stated_cores() is None for e in (wutz, k8s))
+
+
 def test_entries_without_launch_facts_read_as_not_stated():
     stated = ("b200-engaging-", "h100-lambda-2node-g8_", "h100-mghpcc-dgx-2node-g8_", "b200-lambda-2node_",
               "a100-crusoe-2node_", "h200-azhpc-1node_", "h100-hostpair-2node_", "h100-together-sky-2node_",
-              "gb300-oke-4node_", "h100-snellius-2node_", "h100-crusoe-2node_")
+              "gb300-oke-4node_", "h100-snellius-2node_", "h100-crusoe-2node_", "h100-wutz-2node_", "h100-k8s-2node_")
     plain = [e for e in read_manifest(MANIFEST) if not e["file"].startswith(stated)]
     assert plain and all(launch_facts(e) == LaunchFacts() for e in plain)
 

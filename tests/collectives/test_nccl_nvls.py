@@ -120,7 +120,8 @@ def test_vultr_one_node_steps_follow_nccl_chunk_cuts(load_script):
              "b200-together-2node-r1_", "b200-together-4node-r1_", "b200-lambda-2node_", "a100-crusoe-2node_",
              "h200-azhpc-1node_",  # session 20 (newlogs10): one more fresh log, left out as the others
              "h100-hostpair-2node_", "h100-together-sky-2node_",  # session 21 (newlogs11): likewise
-             "gb300-oke-4node_", "h100-snellius-2node_")  # session 22 (newlogs12): likewise
+             "gb300-oke-4node_", "h100-snellius-2node_",  # session 22 (newlogs12): likewise
+             "h100-wutz-2node_", "h100-k8s-2node_")  # session 25 (newlogs15): likewise (h100-k8s, NVLSTree-priced, moves)
     earlier = {v: sum(e[v].mape_large or 0 for f, e in found.items() if not f.startswith(fresh))
                for v in script.VARIANTS}
     assert earlier["shipped"] < earlier["chunk fill"] - 0.2

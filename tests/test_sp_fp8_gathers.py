@@ -91,3 +91,16 @@ def test_dense_mlp_fc1_and_fc2_cast_the_shard():
     shard = quantised_elements(sc.model, cls, 1, tp, 1, 0.0, shard_casts=True)
     assert whole["dense_ffn"][0] - shard["dense_ffn"][0] == pytest.approx(4096 * h * (1 - 1 / tp))
     assert whole["dense_ffn"][1] - shard["dense_ffn"][1] == pytest.approx(4096 * h * (1 - 1 / tp))
+
+
+@pytest.mark.parametrize("recipe", ["te-current-scaling", "mxfp8-blackwell"])
+def test_the_simulator_reads_the_fp8_gathers(recipe):
+    """Mixtral at tp 2 with SP, no pipeline, no contention: the simulator's TP all-gathers are the estimate's FP8
+    CommCalls (one spec by name, both engines), and the step times agree within 2 % (as
+    tests/test_current_scaling_casts.py at tp 1)."""
+    from moesim.des import SimOptions, simulate
+    from moesim.specs.layout import Layout
+    sc = with_recipe(load_scenario("mixtral-8x7b-h100", devices=16), recipe)
+    assert te_shard_casts(sc.training, True)
+    result = simulate(sc, Layout(dp=8, tp=2, ep=8), SimOptions(contention=False, expected_loads=True, trace=False))
+    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=0.02)

@@ -1,6 +1,6 @@
 """FP8 casts on the sequence shard and FP8 SP all-gathers under Megatron-LM + TransformerEngine (session 25, spcasts).
 
-TE v2.14 (f031cf87) module/layernorm_linear.py l.149 / l.209-225 / l.260-275: a column-parallel LayerNormLinear under
+TE v2.14 (f031cf87) module/layernorm_linear.py l.149 / l.209-225 / l.255-275: a column-parallel LayerNormLinear under
 sequence parallelism runs its norm on the sequence shard, the norm writes FP8 (the quantized norm) and the shard is
 all-gathered in FP8; base.py l.1228-1233: a row-parallel Linear's grad output is cast on its shard and gathered in FP8;
 the wgrad re-gather reuses the saved FP8 shard (layernorm_linear.py l.412 / l.669-688). So each such cast is tokens · h

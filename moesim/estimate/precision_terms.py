@@ -79,7 +79,7 @@ def quantised_elements(model: ModelSpec, cls: LayerClass, b, tp, etp, slots, dee
     # a down projection's input per token: under SP the sequence shard, h / t (Megatron-LM 23e00ed0
     # multi_latent_attention.py l.526-530: "elif linear_q_down_proj is Linear: q_compressed: [s / TP, b, q_lora_rank]")
     down_in = h / tp if mla and sequence_parallel else h
-    # TE v2.14 (f031cf87) layernorm_linear.py l.149 / l.209-225 / l.260-275: the norm runs on the shard, its output
+    # TE v2.14 (f031cf87) layernorm_linear.py l.149 / l.209-225 / l.255-275: the norm runs on the shard, its output
     # cast there (the quantized norm) and gathered in FP8; base.py l.1186 / l.1228-1233: a row-parallel grad output too
     gathered = h / tp if shard_casts else h
     first_in = down_in if mla and model.attention.q_lora_rank else gathered  # no q LoRA rank: q_proj's gathered h
@@ -200,7 +200,7 @@ def norm_fed_cast_elements(model: ModelSpec, training: TrainingSpec, cls: LayerC
 def te_shard_casts(training: TrainingSpec, te: bool) -> bool:
     """Whether the tp blocks' gathers carry FP8 shards cast before them (quantised_elements `shard_casts`):
     Megatron-LM + TE (`te`), FP8 GEMMs of any TE scaling, sequence parallelism. TE v2.14 (f031cf87):
-    layernorm_linear.py l.149 `with_input_all_gather = parallel_mode == "column" and sequence_parallel`, l.260-275
+    layernorm_linear.py l.149 `with_input_all_gather = parallel_mode == "column" and sequence_parallel`, l.255-275
     the (norm-quantized) shard gathered with the quantizer; linear.py l.182-215 likewise; base.py l.1228-1233 the
     row-parallel grad output; the wgrad re-gather of the saved FP8 shard (layernorm_linear.py l.412 / l.669-688)."""
     return bool(te and training.fp8_scaling != "none" and training.sequence_parallel)

@@ -11,7 +11,8 @@ memory-bound operators move (the operator list prices them). The time is reporte
 Notation: b micro-batch sequences, n tokens per sequence, h d_model, f FFN width, t tp, r token
 slots on the device, W_in / W_out the summed GEMM input / output widths of an attention block
 (arithmetic.attention_gemm_widths). The first input and last output of a block (width h) are whole on
-every tp rank (the gathered input, the partial output before its reduce); the inner widths split by t.
+every tp rank (the gathered input, the partial output before its reduce); the inner widths split by t. Under
+Megatron-LM + TE with SP those two are cast on the sequence shard, h / t, and gathered in FP8 (te_shard_casts).
 """
 
 from __future__ import annotations

@@ -210,7 +210,9 @@ def test_mla_down_projections_cast_the_sequence_shard_under_sp(q_lora):
         tb = TermBuilder(sc.model, sc.hardware, tr, one(1), one(tp), one(8), one(1), np.array([0]), one(np.nan))
         ops = tb.build(cls).ops_fwd
         fwd[sp] = [float(np.ravel(op.bytes)[0]) for op in ops if op.name == "fp8_quantise" and op.part == "attention"]
-    shard_bytes = quantise_pass_bytes(copies * 4096.0 * h / tp, 0.0, tr.fp8_scaling, 2.0, tr.fp8_transpose)[0]
+    # the operator: without a q LoRA rank q_proj's column-parallel input is cast on the shard too under TE + SP
+    # (session 25, spcasts: precision_terms.te_shard_casts), so two shard copies either way
+    shard_bytes = quantise_pass_bytes(2 * 4096.0 * h / tp, 0.0, tr.fp8_scaling, 2.0, tr.fp8_transpose)[0]
     assert fwd[False][0] - fwd[True][0] == pytest.approx(shard_bytes)
 
 

@@ -11,7 +11,8 @@ memory-bound operators move (the operator list prices them). The time is reporte
 Notation: b micro-batch sequences, n tokens per sequence, h d_model, f FFN width, t tp, r token
 slots on the device, W_in / W_out the summed GEMM input / output widths of an attention block
 (arithmetic.attention_gemm_widths). The first input and last output of a block (width h) are whole on
-every tp rank (the gathered input, the partial output before its reduce); the inner widths split by t.
+every tp rank (the gathered input, the partial output before its reduce); the inner widths split by t. Under
+Megatron-LM + TE with SP those two are cast on the sequence shard, h / t, and gathered in FP8 (te_shard_casts).
 """
 
 from __future__ import annotations
@@ -19,20 +20,29 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.arithmetic import MTP_PROJECTION_INPUTS, attention_gemm_widths, ffn_matrices
-from moesim.precision import QUANTISED_COPIES, quantise_pass_bytes, weight_quantise_cost, weight_transpose_bytes
+from moesim.precision import (QUANTISED_COPIES, quantise_pass_bytes, scale_bytes_per_element, weight_quantise_cost,
+                              weight_transpose_bytes)
 from moesim.specs.model import ModelSpec
 from moesim.specs.training import TrainingSpec
 from moesim.workload import LayerClass
 
 
-def _ffn_elements(tokens, h: int, f: int, gated: bool, split):
-    """(forward inputs, backward output gradients) of one FFN: in h + f/t, out (2f or f)/t + h per token."""
-    return tokens * (h + f / split), tokens * ((2 if gated else 1) * f / split + h)
+def _ffn_elements(tokens, h: int, f: int, gated: bool, split, outer=None):
+    """(forward inputs, backward output gradients) of one FFN: in h + f/t, out (2f or f)/t + h per token (`outer`
+    in place of h: the dense MLP's h / t where its gathers carry FP8 shards, quantised_elements `shard_casts`)."""
+    outer = h if outer is None else outer
+    return tokens * (outer + f / split), tokens * ((2 if gated else 1) * f / split + outer)
 
 
 def quantised_elements(model: ModelSpec, cls: LayerClass, b, tp, etp, slots, deepseek_casts: bool = False,
-                       te_casts: bool = False, sequence_parallel: bool = False) -> dict[str, tuple]:
+                       te_casts: bool = False, sequence_parallel: bool = False,
+                       shard_casts: bool = False) -> dict[str, tuple]:
     """Part name -> (elements cast forward, elements cast backward) for one layer of `cls`.
+
+    `shard_casts` (Megatron-LM + TE under SP, `te_shard_casts`): the tp blocks' gathered tensors are cast on the
+    sequence shard and gathered in FP8 (sp_gather_element_bytes): the column-parallel input (linear_qkv's, a dense
+    fc1's, MLA's q_proj without a q LoRA rank) and the row-parallel output gradient (linear_proj's, fc2's), each
+    tokens · h / t on a rank, not tokens · h.
 
     `sequence_parallel`: MLA's down projections (TELinear, parallel_mode 'duplicated') read the layer input's
     sequence shard [s/t, h] as it arrives, gathered by nothing first, so each of their casts is tokens · h / t on a
@@ -70,9 +80,12 @@ def quantised_elements(model: ModelSpec, cls: LayerClass, b, tp, etp, slots, dee
     # a down projection's input per token: under SP the sequence shard, h / t (Megatron-LM 23e00ed0
     # multi_latent_attention.py l.526-530: "elif linear_q_down_proj is Linear: q_compressed: [s / TP, b, q_lora_rank]")
     down_in = h / tp if mla and sequence_parallel else h
-    first_in = down_in if mla and model.attention.q_lora_rank else h  # no q LoRA rank: q_proj reads the gathered h
+    # TE v2.14 (f031cf87) layernorm_linear.py l.149 / l.209-225 / l.255-275: the norm runs on the shard, its output
+    # cast there (the quantized norm) and gathered in FP8; base.py l.1186 / l.1228-1233: a row-parallel grad output too
+    gathered = h / tp if shard_casts else h
+    first_in = down_in if mla and model.attention.q_lora_rank else gathered  # no q LoRA rank: q_proj's gathered h
     att_in = blocks * tokens * (first_in + (w_in - h) / tp)
-    att_out = blocks * tokens * ((w_out - h) / tp + h)
+    att_out = blocks * tokens * ((w_out - h) / tp + gathered)
     if deepseek_casts and mla and model.attention.q_lora_rank:
         att_in = att_in + blocks * tokens * down_in  # q_down and kv_down each cast the (duplicated) input
     if te_casts and mla:
@@ -83,7 +96,7 @@ def quantised_elements(model: ModelSpec, cls: LayerClass, b, tp, etp, slots, dee
         att_in, att_out = att_in + tokens * MTP_PROJECTION_INPUTS * h / tp, att_out + tokens * h
     parts = {"attention": (att_in, att_out)}
     if not cls.is_moe:
-        parts["dense_ffn"] = _ffn_elements(tokens, h, model.d_ff, gated, tp)
+        parts["dense_ffn"] = _ffn_elements(tokens, h, model.d_ff, gated, tp, gathered)
         return parts
     moe = model.moe
     parts["permute"] = _ffn_elements(slots, h, moe.expert_d_ff, gated, etp)
@@ -177,11 +190,31 @@ def norm_fed_cast_elements(model: ModelSpec, training: TrainingSpec, cls: LayerC
     if not te or training.fp8_scaling != "per_tensor_current" or training.fp8_transpose != "cast_transpose":
         return {}
     att, tokens = model.attention, b * cls.tokens
-    width = (att.q_lora_rank + att.kv_lora_rank) / tp if att.kind == "mla" else model.d_model
+    gathered = model.d_model / tp if te_shard_casts(training, te) else model.d_model  # the norm on the shard
+    width = (att.q_lora_rank + att.kv_lora_rank) / tp if att.kind == "mla" else gathered
     parts = {"attention": (2 if cls.cross_attention else 1) * tokens * width}
     if not cls.is_moe:
-        parts["dense_ffn"] = tokens * model.d_model
+        parts["dense_ffn"] = tokens * gathered
     return parts
+
+
+def te_shard_casts(training: TrainingSpec, te: bool) -> bool:
+    """Whether the tp blocks' gathers carry FP8 shards cast before them (quantised_elements `shard_casts`):
+    Megatron-LM + TE (`te`), FP8 GEMMs of any TE scaling, sequence parallelism. TE v2.14 (f031cf87):
+    layernorm_linear.py l.149 `with_input_all_gather = parallel_mode == "column" and sequence_parallel`, l.255-275
+    the (norm-quantized) shard gathered with the quantizer; linear.py l.182-215 likewise; base.py l.1228-1233 the
+    row-parallel grad output; the wgrad re-gather of the saved FP8 shard (layernorm_linear.py l.412 / l.669-688)."""
+    return bool(te and training.fp8_scaling != "none" and training.sequence_parallel)
+
+
+def sp_gather_element_bytes(training: TrainingSpec, te: bool) -> float:
+    """Bytes per element of the tp blocks' SP all-gathers (tp_all_gather, tp_all_gather_wgrad): FP8 data plus the
+    recipe's scales where te_shard_casts (distributed.py f031cf87 _all_gather_fp8 l.977-1060: the uint8 data, one
+    scale_inv; _all_gather_mxfp8 l.1504-1600: the data and its 1x32 E8M0 scale_invs, rowwise forward, columnwise for
+    wgrad), else the activations' (BF16)."""
+    if not te_shard_casts(training, te):
+        return float(training.bytes_of("activation"))
+    return 1.0 + scale_bytes_per_element(training.fp8_scaling)
 
 
 UP_PROJ_QUANTISE = "up_proj_quantise"  # the operator of up_projection_cast_elements (selective.py recomputes it)

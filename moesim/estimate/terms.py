@@ -41,9 +41,9 @@ from moesim.estimate.mla_tp_comms import MLA_GATHER, MLA_SCATTER, MLA_WGRAD_GATH
 from moesim.estimate.shared_tp_comms import layer_tp_extras  # amax all-reduces, shared experts' tp calls
 from moesim.estimate.precision_terms import (
     activation_dequantise_bytes, activation_quantise_bytes, activation_recompute_bytes, attention_output_cast_bytes,
-    deepseek_casts_apply, norm_fed_cast_elements, quantise_parts_bytes, quantised_elements, te_cast_kernels,
-    te_casts_apply, up_projection_cast_elements, weight_cast_bytes, weight_transpose_parts_bytes, UP_PROJ_CASTS,
-    UP_PROJ_QUANTISE)
+    deepseek_casts_apply, norm_fed_cast_elements, quantise_parts_bytes, quantised_elements, sp_gather_element_bytes,
+    te_cast_kernels, te_casts_apply, te_shard_casts, up_projection_cast_elements, weight_cast_bytes,
+    weight_transpose_parts_bytes, UP_PROJ_CASTS, UP_PROJ_QUANTISE)
 from moesim.collectives.dispatch import routing_shape
 from moesim.ops.layer import FLEX_BACKENDS, LayerOps, backward_ops, logits_ops
 from moesim.ops.mcore_moe import moe_impl
@@ -76,11 +76,11 @@ class TermBuilder:
         self.cp = np.ones_like(np.asarray(b, dtype=float)) if cp is None else np.asarray(cp, dtype=float)
         self.cp_comm = np.zeros(len(self.cp), dtype=np.int64) if cp_comm is None else np.asarray(cp_comm)
         self.recompute, self.cf = recompute, capacity_factor
-        # Precision per tensor class (issue 12): the GEMM dtype's peak (MFU), activations on the wire (tp, pp)
-        # in the working activation dtype, dispatch bytes with their FP8 scales, GEMM inputs stored for
-        # backward in activation_storage; the operators take their dtypes from moesim.ops.dtypes.
+        # Precision per tensor class (issue 12): the GEMM dtype's peak (MFU), activations on the wire (tp, pp) in the
+        # activation dtype, dispatch bytes with FP8 scales, stored GEMM inputs in activation_storage (moesim.ops.dtypes)
         self.peak = hardware.chip.peak_for(training.dtype_for("gemm"))
-        self.q_a = training.bytes_of("activation")
+        self.q_a = training.bytes_of("activation")  # the SP gathers': FP8 shards under TE (sp_gather_element_bytes)
+        self.q_gather = sp_gather_element_bytes(training, runs_megatron_te(training.framework, hardware.device_kind))
         self.q_dispatch = training.element_bytes("dispatch")
         self.q_store = training.element_bytes("activation_storage")
         self.hbm_bw = hardware.chip.hbm_bw_bytes_per_s * hardware.efficiency.memory_bandwidth
@@ -293,8 +293,8 @@ class TermBuilder:
         slots = slots if slots is not None else 0.0
         deepseek_casts = deepseek_casts_apply(tr)
         te = runs_megatron_te(tr.framework, self.hw.device_kind)
-        elements = quantised_elements(model, cls, b, tp, etp, slots, deepseek_casts=deepseek_casts,
-                                      te_casts=te_casts_apply(tr, te), sequence_parallel=tr.sequence_parallel)
+        elements = quantised_elements(model, cls, b, tp, etp, slots, deepseek_casts, te_casts_apply(tr, te),
+                                      tr.sequence_parallel, te_shard_casts(tr, te))
         fwd_b, bwd_b = quantise_parts_bytes(tr, elements, norm_fed_cast_elements(model, tr, cls, b, tp, te))
         up_ops = []
         if deepseek_casts and up_projection_cast_elements(model, cls, 1, 1):
@@ -456,17 +456,17 @@ class TermBuilder:
         all-gather + reduce-scatter of the same volume (Korthikanti §4.2.2). With sequence parallelism the
         column-parallel GEMM keeps only its sequence shard of the input for backward and all-gathers it once
         more there for its weight gradient (Megatron-LM core/tensor_parallel/layers.py,
-        LinearWithGradAccumulationAndAsyncCommunication.backward; Transformer Engine's Linear likewise):
-        tp_all_gather_wgrad, one per block per micro-batch. `mlp_redo`: 1 where a checkpointed dense MLP runs its
-        forward again in backward (recompute module "mlp"), with its gather and scatter (or all-reduce)."""
-        size = b * cls.tokens * self.model.d_model * self.q_a
-        calls = blocks * (2 + np.where(full, 1, 0))
+        LinearWithGradAccumulationAndAsyncCommunication.backward; TE's Linear likewise): tp_all_gather_wgrad, one per
+        block per micro-batch; under TE + FP8 the gathers carry FP8 shards (sp_gather_element_bytes). `mlp_redo`: 1
+        where a checkpointed dense MLP runs its forward again in backward (module "mlp"), its gather and scatter too."""
+        size, calls = b * cls.tokens * self.model.d_model * self.q_a, blocks * (2 + np.where(full, 1, 0))
+        gsize = b * cls.tokens * self.model.d_model * self.q_gather
         if self.tr.sequence_parallel:
             mla = mla_sp_widths(self.model)
             if mla is None:
-                terms.comms.append(CommCall("tp_all_gather", "tp", "all_gather", size, calls + mlp_redo))
+                terms.comms.append(CommCall("tp_all_gather", "tp", "all_gather", gsize, calls + mlp_redo))
                 terms.comms.append(CommCall("tp_reduce_scatter", "tp", "reduce_scatter", size, calls + mlp_redo))
-                terms.comms.append(CommCall("tp_all_gather_wgrad", "tp", "all_gather", size,
+                terms.comms.append(CommCall("tp_all_gather_wgrad", "tp", "all_gather", gsize,
                                             blocks * np.ones_like(calls)))
                 return
             # MLA under SP (Megatron-LM 23e00ed0 multi_latent_attention.py get_query_key_value_tensors): the
@@ -477,12 +477,12 @@ class TermBuilder:
             per_token = b * cls.tokens * self.q_a
             others = blocks - 1  # one MLA self-attention block per layer; the rest (the dense MLP) as above
             once = np.ones_like(calls)
-            terms.comms.append(CommCall("tp_all_gather", "tp", "all_gather", size,
+            terms.comms.append(CommCall("tp_all_gather", "tp", "all_gather", gsize,
                                         others * (calls / blocks) + once + mlp_redo))
             terms.comms.append(CommCall("tp_reduce_scatter", "tp", "reduce_scatter", size,
                                         others * (calls / blocks) + 1 + np.where(full, 1, 0) + mlp_redo))
             if others:
-                terms.comms.append(CommCall("tp_all_gather_wgrad", "tp", "all_gather", size, others * once))
+                terms.comms.append(CommCall("tp_all_gather_wgrad", "tp", "all_gather", gsize, others * once))
             terms.comms.append(CommCall(MLA_GATHER, "tp", "all_gather", per_token * gathered,
                                         once + np.where(full, 1, 0)))
             terms.comms.append(CommCall(MLA_SCATTER, "tp", "reduce_scatter", per_token * gathered, once))

@@ -180,7 +180,8 @@ def test_with_optimizer_step_refuses_what_megatron_refuses():
     tr = _with_step().training
     cases = ((dict(overlap_param_gather_with_optimizer_step="yes"), "true or false",
               "training.overlap_param_gather_with_optimizer_step"),
-             (dict(zero_stage=0), "distributed optimizer", "training.overlap_param_gather_with_optimizer_step"),
+             # ZeRO 0: overlap_param_gather's own assert (l.1024-1027) comes first in Megatron too (refusals25)
+             (dict(zero_stage=0), "distributed optimizer", "training.overlap_param_gather'"),
              (dict(zero_stage=3), "distributed optimizer", "training.overlap_param_gather_with_optimizer_step"),
              (dict(overlap_param_gather=False), "needs overlap_param_gather",
               "training.overlap_param_gather_with_optimizer_step"),

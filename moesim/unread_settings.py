@@ -74,3 +74,17 @@ def zero_bubble_grad_reduce_note(training) -> str | None:
     return (f"training.overlap_grad_reduce = true is not run under pipeline_schedule '{schedule}' at zero_stage "
             f"{training.zero_stage}: {why}; priced as off (each stage's gradients synced in one bucket after its "
             f"last weight-gradient pass)")
+
+
+def row_override_note(base, training) -> str | None:
+    """The keys `base` (the scenario's training) sets that a search row (`training`, its schedule and ZeRO stage)
+    runs without, as Megatron refuses them there (specs/param_overlap.py row_overrides); None where none is."""
+    from moesim.specs.param_overlap import row_overrides
+
+    off = row_overrides(base, training.pipeline_schedule, training.zero_stage)
+    if not off:
+        return None
+    keys = " and ".join(f"training.{key} = true" for key in off)
+    return (f"{keys} not run on this row (pipeline_schedule '{training.pipeline_schedule}', zero_stage "
+            f"{training.zero_stage}): Megatron refuses {'it' if len(off) == 1 else 'them'} there (moesim/specs/"
+            f"param_overlap.py cites each rule); priced without")

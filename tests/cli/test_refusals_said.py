@@ -62,8 +62,14 @@ def test_a_search_row_at_zero0_runs_without_overlap_param_gather():
     zero0 = steps(with_key, 0)
     assert zero0 and zero0 == steps(without, 0)
     c = with_key.candidates
-    rows = {int(c.zero_stage[i]): c.training(i, on.training) for i in range(len(c))}
-    assert rows[0].overlap_param_gather is False and rows[1].overlap_param_gather is True
+    rows = {int(c.zero_stage[i]): i for i in range(len(c))}
+    assert c.training(rows[0], on.training).overlap_param_gather is False
+    assert c.training(rows[1], on.training).overlap_param_gather is True
+    # and the row says so (its estimate's warnings); the ZeRO 1 row says nothing of it
+    (zero0,), (zero1,) = with_key.estimates([rows[0]]), with_key.estimates([rows[1]])
+    said = [w for w in zero0.warnings if w.startswith("training.overlap_param_gather = true not run")]
+    assert len(said) == 1 and "zero_stage 0" in said[0]
+    assert not [w for w in zero1.warnings if "not run on this row" in w]
 
 
 def _zero_bubble(schedule: str, zero: int, overlap_grad_reduce: bool):

@@ -53,3 +53,38 @@ def sm_share_note(scenario, layout) -> str | None:
 
     text = unmoved_setting_note(scenario.hardware, scenario.training, layout.ep, layout.etp)
     return f"all-to-all SMs: {text}" if text else None
+
+
+def zero_bubble_grad_reduce_note(training) -> str | None:
+    """Why training.overlap_grad_reduce = true is not what a zero-bubble row runs (`training`: the row's, as the
+    estimate prices it); None where it is off or the schedule is not zero bubble. sail-sg's runtime, which moesim's
+    ZB-H1 / ZB-V follow, asserts it off with the distributed optimizer (zero-bubble-pipeline-parallelism @ 39f2c186
+    megatron/core/zbpp_utils.py l.130-132, as it does overlap_param_gather, which specs/param_overlap.py refuses) and
+    without it runs the whole schedule under no_sync; both engines price it off (estimate/grad_buckets.py
+    SYNC_AFTER_PIPELINE). Said, not refused: the key is on by default, and bundled zero-bubble searches keep running."""
+    from moesim.specs.param_overlap import DISTRIBUTED_OPTIMIZER_STAGES, ZERO_BUBBLE_SCHEDULES
+
+    schedule = training.pipeline_schedule
+    if not training.overlap_grad_reduce or schedule not in ZERO_BUBBLE_SCHEDULES:
+        return None
+    why = ("sail-sg's zero-bubble runtime asserts it off with the distributed optimizer (zero-bubble-pipeline-"
+           "parallelism @ 39f2c186 zbpp_utils.py l.130-132)" if training.zero_stage in DISTRIBUTED_OPTIMIZER_STAGES
+           else "sail-sg's zero-bubble runtime runs the whole schedule under no_sync (zero-bubble-pipeline-"
+                "parallelism @ 39f2c186 runtime.py l.195)")
+    return (f"training.overlap_grad_reduce = true is not run under pipeline_schedule '{schedule}' at zero_stage "
+            f"{training.zero_stage}: {why}; priced as off (each stage's gradients synced in one bucket after its "
+            f"last weight-gradient pass)")
+
+
+def row_override_note(base, training) -> str | None:
+    """The keys `base` (the scenario's training) sets that a search row (`training`, its schedule and ZeRO stage)
+    runs without, as Megatron refuses them there (specs/param_overlap.py row_overrides); None where none is."""
+    from moesim.specs.param_overlap import row_overrides
+
+    off = row_overrides(base, training.pipeline_schedule, training.zero_stage)
+    if not off:
+        return None
+    keys = " and ".join(f"training.{key} = true" for key in off)
+    return (f"{keys} not run on this row (pipeline_schedule '{training.pipeline_schedule}', zero_stage "
+            f"{training.zero_stage}): Megatron refuses {'it' if len(off) == 1 else 'them'} there (moesim/specs/"
+            f"param_overlap.py cites each rule); priced without")

@@ -180,7 +180,8 @@ def test_with_optimizer_step_refuses_what_megatron_refuses():
     tr = _with_step().training
     cases = ((dict(overlap_param_gather_with_optimizer_step="yes"), "true or false",
               "training.overlap_param_gather_with_optimizer_step"),
-             (dict(zero_stage=0), "distributed optimizer", "training.overlap_param_gather_with_optimizer_step"),
+             # ZeRO 0: overlap_param_gather's own assert (l.1024-1027) comes first in Megatron too (refusals25)
+             (dict(zero_stage=0), "distributed optimizer", "training.overlap_param_gather'"),
              (dict(zero_stage=3), "distributed optimizer", "training.overlap_param_gather_with_optimizer_step"),
              (dict(overlap_param_gather=False), "needs overlap_param_gather",
               "training.overlap_param_gather_with_optimizer_step"),
@@ -289,12 +290,16 @@ def test_zero_bubble_refuses_overlap_param_gather_and_a_search_row_runs_without_
         with pytest.raises(SpecError, match="zero-bubble") as bad:
             dataclasses.replace(tr, pipeline_schedule=schedule)
         assert "training.overlap_param_gather" in str(bad.value)
-        assert dataclasses.replace(tr, pipeline_schedule=schedule, zero_stage=0).zero_stage == 0  # no dist. optimizer
-        assert row_overrides(tr, schedule, 1) == {"overlap_param_gather": False}
+        # ZeRO 0: no distributed optimizer, and Megatron-LM refuses the key there too (refusals25)
+        with pytest.raises(SpecError, match="distributed optimizer"):
+            dataclasses.replace(tr, pipeline_schedule=schedule, zero_stage=0)
+        assert row_overrides(tr, schedule, 1) == {"overlap_param_gather": False} == row_overrides(tr, schedule, 0)
     base = _with_step().training
     assert row_overrides(base, "interleaved", 1) == {} == row_overrides(base, "interleaved", 2)
     for schedule, zero in (("1f1b", 1), ("interleaved", 0), ("interleaved", 3)):
-        assert row_overrides(base, schedule, zero) == {"overlap_param_gather_with_optimizer_step": False}
+        # at ZeRO 0 overlap_param_gather is off too (Megatron-LM d98e8a64 arguments.py l.1024-1027; refusals25)
+        assert row_overrides(base, schedule, zero) == {"overlap_param_gather_with_optimizer_step": False} | (
+            {"overlap_param_gather": False} if zero == 0 else {})
         dataclasses.replace(base, pipeline_schedule=schedule, zero_stage=zero, **row_overrides(base, schedule, zero))
 
 

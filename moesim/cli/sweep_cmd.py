@@ -61,6 +61,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def layout_column(lay: dict) -> str:
+    """The best-layout column of a sweep point's layout: the line `moesim estimate --layout` takes as it stands
+    (edp, which that line checks, as `moesim search` prints it; cf left out where a dense model has none)."""
+    cf = "" if "capacity_factor" not in lay else " cf=dropless" if lay["capacity_factor"] is None \
+        else f" cf={lay['capacity_factor']:g}"
+    return (f"dp={lay['dp']} tp={lay['tp']} ep={lay['ep']} pp={lay['pp']} etp={lay['etp']} edp={lay['edp']} "
+            f"order={'-'.join(lay['order'])} mb={lay['micro_batches']} zero={lay['zero_stage']} "
+            f"recompute={lay['recompute']}{cf}"
+            + "".join(f" {k}={lay[k]}" for k in ("pipeline_schedule", "vp", "cp", "cp_comm")
+                      if k in lay and lay[k] != "1f1b"))
+
+
 def render(sweep: dict) -> str:
     from moesim.search.overrides import value_text
     from moesim.search.sweep import grouped_notes, point_text
@@ -72,14 +84,7 @@ def render(sweep: dict) -> str:
         if p["status"] != "ok":
             rows.append(values + ["-", "-", "-", "-", "-", p["status"]])
             continue
-        lay = p["layout"]
-        cf = "-" if "capacity_factor" not in lay else "dropless" if lay["capacity_factor"] is None \
-            else f"{lay['capacity_factor']:g}"  # a dense model has none
-        text = (f"dp={lay['dp']} tp={lay['tp']} ep={lay['ep']} pp={lay['pp']} etp={lay['etp']} "
-                f"order={'-'.join(lay['order'])} mb={lay['micro_batches']} zero={lay['zero_stage']} "
-                f"recompute={lay['recompute']} cf={cf}"
-                + "".join(f" {k}={lay[k]}" for k in ("pipeline_schedule", "vp", "cp", "cp_comm")
-                          if k in lay and lay[k] != "1f1b"))
+        text = layout_column(p["layout"])
         objective = f"{p['objective_value']:.4g} {p['objective_unit']}" if sweep["objective"] != "mfu" \
             else f"{p['objective_value']:.1%}"
         rows.append(values + [objective, format_seconds(p["step_time_s"]), format_bytes(p["memory_bytes_per_device"]),

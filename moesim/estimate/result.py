@@ -15,7 +15,8 @@ from moesim.megatron_rules import megatron_layout_warnings
 from moesim.specs.layout import Layout, layout_arg
 from moesim.specs.scenario import Scenario
 from moesim.specs.training import TrainingSpec
-from moesim.unread_settings import fp8_gemm_keys_note, sm_share_note, te_op_fuser_note
+from moesim.unread_settings import (fp8_gemm_keys_note, row_override_note, sm_share_note, te_op_fuser_note,
+                                     zero_bubble_grad_reduce_note)
 
 
 def bottleneck_part(name: str, axis: str, op: str) -> str | None:
@@ -160,6 +161,8 @@ def step_estimate(scenario: Scenario, ev: Evaluation, i: int = 0) -> StepEstimat
     warnings += [text] if (text := te_op_fuser_note(scenario)) else []
     warnings += [text] if (text := fp8_gemm_keys_note(scenario)) else []
     warnings += [text] if (text := sm_share_note(scenario, layout)) else []
+    warnings += [text] if (text := zero_bubble_grad_reduce_note(training)) else []  # the row's schedule / ZeRO
+    warnings += [text] if (text := row_override_note(scenario.training, training)) else []  # a search row's
     if not ev.fits[i]:
         gib = 2.0 ** 30
         largest = sorted(((v, k) for k, v in memory.items() if k != "total"), reverse=True)[:3]

@@ -10,6 +10,8 @@ _BOOL_KEYS = ("overlap_param_gather", "overlap_param_gather_with_optimizer_step"
 # --overlap-param-gather-with-optimizer-step: "only supported with interleaved pipeline parallelism"
 # (arguments.py l.1071-1072, virtual_pipeline_model_parallel_size set: moesim's interleaved schedule)
 WITH_STEP_SCHEDULES = ("interleaved",)
+# --overlap-param-gather: "only supported with distributed optimizer, megatron fsdp, or dist_muon" (l.1024-1027)
+DISTRIBUTED_OPTIMIZER_STAGES = (1, 2, 3)
 ZERO_BUBBLE_SCHEDULES = ("zb-h1", "zb-v")  # moesim/estimate/grad_buckets.py SYNC_AFTER_PIPELINE: sail-sg's runtime
 
 
@@ -20,6 +22,12 @@ def check_param_overlap(tr) -> None:
         if not isinstance(value, bool):
             raise SpecError(f"must be true or false, got {value!r}", field=f"training.{name}", value=value,
                             allowed=(True, False))
+    if tr.overlap_param_gather and tr.zero_stage not in DISTRIBUTED_OPTIMIZER_STAGES:
+        # Megatron-LM d98e8a64 arguments.py l.1024-1027: --overlap-param-gather asserts the distributed optimizer,
+        # Megatron FSDP or dist_muon (ZeRO 1 / 2, 3 here; moesim/estimate/param_gather.py gathers_after_step)
+        raise SpecError("overlap_param_gather needs the distributed optimizer or FSDP (zero_stage 1, 2 or 3; "
+                        "Megatron-LM d98e8a64 arguments.py l.1024-1027 asserts it), got zero_stage "
+                        f"{tr.zero_stage}", field="training.overlap_param_gather", value=True, allowed=(False,))
     if tr.overlap_param_gather and not tr.overlap_grad_reduce:
         # Megatron-LM d98e8a64 arguments.py l.1024-1029: --overlap-param-gather asserts --overlap-grad-reduce
         raise SpecError("overlap_param_gather needs overlap_grad_reduce (Megatron-Core asserts it)",
@@ -57,6 +65,7 @@ def row_overrides(base, schedule: str, zero_stage: int) -> dict:
     if base.overlap_param_gather_with_optimizer_step and (schedule not in WITH_STEP_SCHEDULES
                                                           or zero_stage not in (1, 2)):
         out["overlap_param_gather_with_optimizer_step"] = False
-    if base.overlap_param_gather and zero_stage >= 1 and schedule in ZERO_BUBBLE_SCHEDULES:
+    if base.overlap_param_gather and (zero_stage not in DISTRIBUTED_OPTIMIZER_STAGES
+                                      or schedule in ZERO_BUBBLE_SCHEDULES):  # ZeRO 0: priced without it anyway
         out["overlap_param_gather"] = False
     return out

@@ -101,14 +101,16 @@ def quantised_elements(model: ModelSpec, cls: LayerClass, b, tp, etp, slots, dee
     moe = model.moe
     parts["permute"] = _ffn_elements(slots, h, moe.expert_d_ff, gated, etp)
     if moe.num_shared_experts:
+        # fc1 a TE column-parallel Linear, fc2 row-parallel (Megatron-Core 9539a12e moe_module_specs.py l.53-63):
+        # under TE + SP its input and fc2's output gradient cast on the shard, as a dense MLP's (session 25, sharedfp8)
         parts["shared_experts"] = _ffn_elements(tokens, h, moe.num_shared_experts * moe.shared_expert_d_ff, gated,
-                                                tp)
+                                                tp, gathered)
     if deepseek_casts:  # the up-projections' input cast per token before the dispatch, read by both (docstring)
         routed_in, routed_grads = parts["permute"]
         parts["permute"] = (routed_in - (slots - tokens) * h, routed_grads)
         if "shared_experts" in parts:
             shared_in, shared_grads = parts["shared_experts"]
-            parts["shared_experts"] = (shared_in - tokens * h, shared_grads)
+            parts["shared_experts"] = (shared_in - tokens * gathered, shared_grads)  # its fc1 input cast, any width
     return parts
 
 

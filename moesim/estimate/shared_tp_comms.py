@@ -10,7 +10,10 @@ reduce-scatters its output [s, h] forward, and backward the other way round plus
 shard (TE's Linear, as every column-parallel GEMM: terms.TermBuilder._tp_comms); without SP an all-reduce a pass.
 Recomputed with the layer (full) or with the "moe" checkpoint (moe_layer.py l.599-613, the whole custom_forward).
 Under FP8 current scaling fc1's input and fc2's output gradient reduce their amax over tp, 1 a pass as a dense MLP
-(amax_comms.py).
+(amax_comms.py). Under TE + FP8 with SP fc1 is a TE Linear like a dense MLP's (moe_module_specs.py l.53-63:
+backend.column_parallel_linear()): its input is cast on the shard and gathered in FP8, the wgrad re-gather too, and
+fc2's output gradient is cast on its shard and gathered in FP8 (TE v2.14 f031cf87 linear.py l.182-215, base.py
+l.1228-1233; precision_terms.sp_gather_element_bytes); the reduce-scatters stay BF16 (session 25, sharedfp8).
 
 Not priced: `moe_shared_expert_overlap` (shared_experts.py l.88-119: parallel_mode None and explicit
 gather_from_sequence_parallel_region / reduce_scatter_to_sequence_parallel_region on a stream of its own, l.150-170 /
@@ -39,16 +42,18 @@ def has_shared(model, cls) -> bool:
     return bool(cls.is_moe and model.moe is not None and model.moe.num_shared_experts)
 
 
-def shared_comm_calls(sequence_parallel: bool, size_bytes, full, moe_redo) -> list:
+def shared_comm_calls(sequence_parallel: bool, size_bytes, full, moe_redo, gather_bytes=None) -> list:
     """The shared experts' CommCalls per layer per micro-batch, all on tp of `size_bytes` (the [t, h] activations of
-    the layer's TP blocks): forward passes 1 + full + moe_redo, backward 1 (module docstring)."""
+    the layer's TP blocks; the SP gathers `gather_bytes`, FP8 shards under TE + FP8, else `size_bytes`): forward
+    passes 1 + full + moe_redo, backward 1 (module docstring)."""
+    gather_bytes = size_bytes if gather_bytes is None else gather_bytes
     fwd = 1 + np.where(full, 1, 0) + moe_redo
     if not sequence_parallel:
         return [CommCall(SHARED_ALL_REDUCE, "tp", "all_reduce", size_bytes, fwd + 1)]
     once = np.ones_like(fwd)
-    return [CommCall(SHARED_GATHER, "tp", "all_gather", size_bytes, fwd + once),
+    return [CommCall(SHARED_GATHER, "tp", "all_gather", gather_bytes, fwd + once),
             CommCall(SHARED_SCATTER, "tp", "reduce_scatter", size_bytes, fwd + once),
-            CommCall(SHARED_WGRAD_GATHER, "tp", "all_gather", size_bytes, once)]
+            CommCall(SHARED_WGRAD_GATHER, "tp", "all_gather", gather_bytes, once)]
 
 
 def layer_tp_extras(tb, cls, blocks: int, full, b, mlp_redo, moe_redo) -> list:
@@ -62,7 +67,8 @@ def layer_tp_extras(tb, cls, blocks: int, full, b, mlp_redo, moe_redo) -> list:
             extra = (2 + np.where(full, 1, 0) + moe_redo) if shared else 0  # fc1 each forward, fc2 backward
             out.append(dataclasses.replace(call, calls=call.calls + extra) if shared else call)
     if shared:
-        out += shared_comm_calls(tb.tr.sequence_parallel, size, full, np.where(cls.is_moe, moe_redo, 0))
+        gather = b * cls.tokens * tb.model.d_model * tb.q_gather  # FP8 shards under TE + FP8 (module docstring)
+        out += shared_comm_calls(tb.tr.sequence_parallel, size, full, np.where(cls.is_moe, moe_redo, 0), gather)
     return out
 
 

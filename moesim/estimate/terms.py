@@ -46,7 +46,7 @@ from moesim.estimate.precision_terms import (
     weight_transpose_parts_bytes, UP_PROJ_CASTS, UP_PROJ_QUANTISE)
 from moesim.collectives.dispatch import routing_shape
 from moesim.ops.layer import FLEX_BACKENDS, LayerOps, backward_ops, logits_ops
-from moesim.ops.mcore_moe import moe_impl
+from moesim.ops.mcore_moe import moe_impl, probs_all_to_all_calls
 from moesim.ops.price import op_time_s, ops_time_by_part, ops_time_by_part_shared
 from moesim.ops.sm_share import SHARED_KINDS, overlapped_compute_share, shared_extra_s, shared_time_s
 from moesim.ops.vocab import embedding_ops
@@ -439,11 +439,10 @@ class TermBuilder:
                                     2 + extra))
         terms.comms.append(CommCall("ep_all_to_all_combine", "ep", "all_to_all", slots * h * q_c, 2 + extra))
         if moe.router_impl:  # Megatron's alltoall dispatcher sends the probabilities in a call of their own
-            impl = moe_impl(moe.router_impl)  # (moesim/ops/mcore_moe.toml: forward, and reversed in the backward)
-            if impl.probs_all_to_all_calls:
+            impl = moe_impl(moe.router_impl)  # (mcore_moe.toml; none where DeepEP / HybridEP carry them: mcore_moe.py)
+            if probs_calls := probs_all_to_all_calls(impl, self.tr.dispatch_backend):
                 terms.comms.append(CommCall("ep_all_to_all_probs", "ep", "all_to_all",
-                                            slots * impl.probs_bytes_per_slot,
-                                            impl.probs_all_to_all_calls * (2 + extra)))
+                                            slots * impl.probs_bytes_per_slot, probs_calls * (2 + extra)))
         gathered = slots * etp * h
         # Expert tensor parallelism: A2A(EP) → AG(ETP) → experts → RS(ETP) → A2A(EP) (MCore token_dispatcher);
         # the gather moves dispatched tokens (dispatch dtype), the scatter expert outputs (combine dtype).

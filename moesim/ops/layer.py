@@ -57,7 +57,7 @@ from moesim.ops.block_ops import (FP32_BYTES, READ_WRITE, activation as _activat
                                   no_weights as _no_weights, norm as _norm, residual as _residual, self_attention_mask,
                                   sink_flops)
 from moesim.ops.dtypes import op_dtype
-from moesim.ops.mcore_moe import dispatch_ops, gating_op, moe_impl, shared_add_op
+from moesim.ops.mcore_moe import FLEX_BACKENDS, dispatch_ops, gating_op, moe_impl, shared_add_op
 from moesim.ops.output_head import logits_ops
 # importable from here as before the split (tests/ops/test_expert_bias.py, tests/ops/test_attention_pattern.py)
 from moesim.ops.block_ops import EXPERT_BIAS_BWD_FP32_BYTES, EXPERT_BIAS_BWD_Q_PASSES  # noqa: F401
@@ -73,8 +73,7 @@ MLA_ROPE_KERNELS = 4  # rotary on q, rotary on k_pe, K's assembly, V's copy (Lay
 # The dispatch backends after whose dispatch the received tokens are expanded into expert order and reduced back
 # (LayerOps._flex_dispatch): DeepEP's normal kernels and HybridEP, as Megatron-LM's flex dispatcher runs them
 # (d98e8a64 token_dispatcher.py _DeepepManager, _HybridEPManager). Not deepep_ll: its kernels write and read the
-# experts' layout themselves (priced as before).
-FLEX_BACKENDS = ("deepep", "hybridep")
+# experts' layout themselves (priced as before). FLEX_BACKENDS lives in mcore_moe.py (probs_all_to_all_calls reads it).
 DISPATCH_MAPPING_KERNELS = 2.0  # DeepSeek's clean_and_count_expert and get_fused_mapping (LayerOps._dispatch_mapping)
 TOPK_INDEX_BYTES = 8  # DeepEP's topk_idx_t, int64 unless built with EP_NUM_TOPK_IDX_BITS (compiled.cuh l.54-55)
 

@@ -15,6 +15,9 @@ IMPL_FILE = Path(__file__).with_name("mcore_moe.toml")
 FP32_BYTES = 4
 INDEX_BYTES = 8  # torch.long counts (token_dispatcher.py torch.full(..., dtype=torch.long))
 ADD_PASSES = 3  # output += shared: two reads, one write
+# The dispatch backends Megatron-LM's MoEFlexTokenDispatcher runs (d98e8a64 token_dispatcher.py l.1835-1852:
+# _DeepepManager, _HybridEPManager): DeepEP's normal kernels and HybridEP (moesim/ops/layer.py _flex_dispatch).
+FLEX_BACKENDS = ("deepep", "hybridep")
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,18 @@ def dispatch_ops(impl: MoEImpl, t_dev, slots, num_experts, tp, sorted_) -> list[
     return [fill, row_map, probs]
 
 
+def probs_all_to_all_calls(impl: MoEImpl, dispatch_backend: str) -> int:
+    """All-to-alls of the routing probabilities of their own per pass (forward; the backward reverses each):
+    the alltoall dispatcher's `impl.probs_all_to_all_calls` (Megatron-LM @ d98e8a64 token_dispatcher.py l.705 the
+    tokens', l.718 `global_probs = all_to_all(self.ep_group, permuted_probs, ...)`), none under the flex dispatcher's
+    DeepEP / HybridEP (FLEX_BACKENDS): their dispatch carries the probabilities with the tokens (fused_a2a.py l.116-119
+    `buffer.dispatch(x, topk_idx=..., topk_weights=token_probs)`, its backward's combine l.152-156; HybridEP
+    l.425-428 `dispatch_with_permute(..., probs=probs)`, l.454-456 `combine_with_unpermute(..., probs=grad_probs)`;
+    token_dispatcher.py l.1320-1323, l.1151-1154), their bytes already priced with the dispatch (deepep.toml
+    [records] per_topk_bytes; HybridEP's rate was measured with them: hybridep.toml, module docstring)."""
+    return 0 if dispatch_backend in FLEX_BACKENDS else impl.probs_all_to_all_calls
+
+
 def shared_add_op(impl: MoEImpl, tokens, h, q) -> Op:
     """combine_postprocess's `output += shared_expert_output` over the layer's tokens (forward only)."""
     op = memory("unpermute", "shared_expert_add", "bfloat16", ADD_PASSES * tokens * h * q,
@@ -99,4 +114,5 @@ def shared_add_op(impl: MoEImpl, tokens, h, q) -> Op:
     return replace(op, meta={"bwd_bytes_factor": 0.0})
 
 
-__all__ = ["MoEImpl", "dispatch_ops", "gating_op", "impl_names", "moe_impl", "shared_add_op"]
+__all__ = ["FLEX_BACKENDS", "MoEImpl", "dispatch_ops", "gating_op", "impl_names", "moe_impl", "probs_all_to_all_calls",
+           "shared_add_op"]

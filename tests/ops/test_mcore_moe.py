@@ -125,3 +125,37 @@ def test_the_simulator_runs_the_probs_all_to_all_as_the_estimate_prices_it():
     names = [(rec[2], rec[3]) for rec in result.trace_records if rec[1] == "comm"]
     assert ("probs all-to-all", "fwd") in names and ("probs all-to-all", "bwd") in names
     assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=1e-6)
+
+
+def _with_backend(sc, backend):
+    return dataclasses.replace(sc, training=dataclasses.replace(sc.training, dispatch_backend=backend))
+
+
+def test_deepep_and_hybridep_carry_the_probabilities_in_their_dispatch():
+    """probsa2a: Megatron-LM @ d98e8a64's flex dispatcher hands the probabilities to DeepEP's / HybridEP's dispatch
+    (fused_a2a.py l.116-119, l.425-428): no call of their own there; the alltoall dispatcher's (token_dispatcher.py
+    l.718) stays under nccl and DeepEP's low-latency kernels, which Megatron's flex dispatcher does not run."""
+    from moesim.ops.breakdown import term_builder
+    from moesim.ops.mcore_moe import FLEX_BACKENDS, probs_all_to_all_calls
+
+    impl = moe_impl(IMPL)
+    assert FLEX_BACKENDS == ("deepep", "hybridep")
+    assert [probs_all_to_all_calls(impl, b) for b in ("nccl", "deepep", "hybridep", "deepep_ll")] == [1, 0, 0, 1]
+    base = load_scenario("deepseek-v3-l4-b200-ep8")
+    for backend, expected in (("nccl", True), ("deepep", False), ("hybridep", False), ("deepep_ll", True)):
+        sc = _with_backend(base, backend)
+        builder, wl, _ = term_builder(sc, sc.resolve(source="layout"))
+        names = {c.name for c in builder.build(next(c for c in wl.classes if c.is_moe)).comms}
+        assert "ep_all_to_all_dispatch" in names
+        assert ("ep_all_to_all_probs" in names) is expected, backend
+        assert ("ep_all_to_all_probs" in estimate(sc).as_dict()["communication"]) is expected, backend
+
+
+def test_the_simulator_drops_the_probs_all_to_all_where_deepep_carries_them():
+    from moesim.des import SimOptions, simulate
+
+    sc = _with_backend(load_scenario("deepseek-v3-l4-b200-ep8"), "deepep")
+    result = simulate(sc, sc.resolve(source="layout"), SimOptions(contention=False, expected_loads=True, trace=True))
+    names = {rec[2] for rec in result.trace_records if rec[1] == "comm"}
+    assert "probs all-to-all" not in names and names  # the tokens' all-to-alls still run
+    assert result.step_times_s[0] == pytest.approx(result.analytical_step_time_s, rel=1e-6)

@@ -217,7 +217,8 @@ def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=
     i1 = b / 2 if first_leg_i_s is None else np.asarray(first_leg_i_s, dtype=float)
     w1 = w / 2 if first_leg_w_s is None else np.asarray(first_leg_w_s, dtype=float)
     # R (micro-batch 0 down the V), the turn and queue paths (zbv_paths): run by run only on rows that interleave
-    back, turn, queue = _zbv_paths_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h, shorts, runs)
+    back, turn, queue = _zbv_paths_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h, shorts, runs,
+                                     (_zbv_return_s, _zbv_turn_s, _zbv_queue_s))
     fill = back + before / 2 + m * (b + w)
     # Device 0 runs its V-end chunk's forwards after micro-batch 0 reaches it too: all but its first-leg forwards.
     f2 = f - f1

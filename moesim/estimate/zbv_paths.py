@@ -144,21 +144,24 @@ def _zbv_queue_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h, shor
     return best
 
 
-def _zbv_paths_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h, shorts, runs=None):
+def _zbv_paths_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h, shorts, runs=None, paths_s=None):
     """(R, turn, queue) of `zbv_pipe_s`, each (N, 1): `_zbv_return_s`, `_zbv_turn_s`, `_zbv_queue_s`. With `runs`
     (stages.v_runs plus its one-hot columns and a memo) only the rows whose kinds interleave (more runs than kinds)
     go run by run, their runs cut to the most any of them holds; the other rows take the one-run-a-kind form, the
     same floats there (integer counts, each kind one run: session 25, zbvgroup) at the cost of their own columns
-    (session 25, zbvspeed: a GLaM search with ZB-V paid the runs path on every row)."""
+    (session 25, zbvspeed: a GLaM search with ZB-V paid the runs path on every row). `paths_s`: the three functions
+    (schedules passes its own names, which tests patch to take a path out)."""
+    return_s, turn_s, queue_s = paths_s or (_zbv_return_s, _zbv_turn_s, _zbv_queue_s)
+
     def paths(rows, sub_runs):
         cut = [a if rows is None else a[rows] for a in (m, p, f, f1, b, i1, w1, start, position, count, exists, h,
                                                          shorts)]
         m_, p_, f_, f1_, b_, i1_, w1_, start_, position_, count_, exists_, h_, shorts_ = cut
-        back = _zbv_return_s(m_, p_, f_, f1_, start_, position_, count_, exists_, h_, shorts_, sub_runs)
-        return (back, _zbv_turn_s(m_, p_, f_, f1_, b_, i1_, w1_, start_, position_, count_, exists_, h_, shorts_,
-                                  sub_runs),
-                _zbv_queue_s(m_, p_, f_, f1_, b_, i1_, w1_, start_, position_, count_, exists_, h_, shorts_, back,
-                             sub_runs))
+        back = return_s(m_, p_, f_, f1_, start_, position_, count_, exists_, h_, shorts_, sub_runs)
+        return (back, turn_s(m_, p_, f_, f1_, b_, i1_, w1_, start_, position_, count_, exists_, h_, shorts_,
+                             sub_runs),
+                queue_s(m_, p_, f_, f1_, b_, i1_, w1_, start_, position_, count_, exists_, h_, shorts_, back,
+                        sub_runs))
 
     if runs is None:
         return paths(None, None)

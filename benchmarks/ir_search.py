@@ -28,7 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Cases counted here only, each a scenario file of this checkout (session 23, walkspeed: the slot walk's search)
-IR_CASES = {"mixtral-8x7b-h100-vp8-a2a": ROOT / "benchmarks" / "data" / "mixtral-8x7b-h100-vp8-a2a.toml"}
+# Session 25 (zbvspeed): GLaM's search with ZB-V among its schedules (search.pipeline_schedules = ["1f1b", "zb-v"])
+IR_CASES = {"mixtral-8x7b-h100-vp8-a2a": ROOT / "benchmarks" / "data" / "mixtral-8x7b-h100-vp8-a2a.toml",
+            "glam-64b-64e-tpu-v4-zbv": ROOT / "benchmarks" / "data" / "glam-64b-64e-tpu-v4-zbv.toml"}
 
 
 def scenario_file(case: str, tree: Path) -> Path | None:

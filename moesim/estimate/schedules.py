@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from moesim.estimate.zbv_paths import _stage_sum_s, _zbv_queue_s, _zbv_return_s, _zbv_turn_s  # noqa: F401
+from moesim.estimate.zbv_paths import _stage_sum_s, _zbv_paths_s, _zbv_queue_s, _zbv_return_s, _zbv_turn_s  # noqa: F401
 from moesim.specs.training import PIPELINE_SCHEDULES
 
 
@@ -214,22 +214,22 @@ def zbv_pipe_s(m, pp, stage_mb, fwd_s, weight_s, position, multiplicity, send_s=
     all12 = _stage_sum_s(shorts, np.concatenate([count, count], axis=1))[:, None]  # every device boundary's
     if runs is not None:  # each run's column one-hot, and the stages at or past each position, shared by the paths
         runs = (*runs[:4], (runs[2][:, :, None] == np.arange(f.shape[1])).astype(float), {})
-    back = _zbv_return_s(m, p, f, f1, start, position, count, exists, h, shorts, runs)  # R: micro-batch 0 down the V
+    i1 = b / 2 if first_leg_i_s is None else np.asarray(first_leg_i_s, dtype=float)
+    w1 = w / 2 if first_leg_w_s is None else np.asarray(first_leg_w_s, dtype=float)
+    # R (micro-batch 0 down the V), the turn and queue paths (zbv_paths): run by run only on rows that interleave
+    back, turn, queue = _zbv_paths_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h, shorts, runs,
+                                     (_zbv_return_s, _zbv_turn_s, _zbv_queue_s))
     fill = back + before / 2 + m * (b + w)
     # Device 0 runs its V-end chunk's forwards after micro-batch 0 reaches it too: all but its first-leg forwards.
     f2 = f - f1
     fill = np.where(first, np.maximum(fill, back - f2 + m * (f2 + b + w)), fill)
     # ... and its first-leg piece's m I's and W's after micro-batch 0's I has come back down the whole V.
-    i1 = b / 2 if first_leg_i_s is None else np.asarray(first_leg_i_s, dtype=float)
-    w1 = w / 2 if first_leg_w_s is None else np.asarray(first_leg_w_s, dtype=float)
     fill = np.where(first, np.maximum(fill, back + backward_all - i1 + (2 * (p - 1) * h - all12)
                                       + m * (i1 + w1)), fill)
     # ... or after micro-batch 0's I waited on a device d for its later micro-batches' second-leg forwards
-    fill = np.where(first, np.maximum(fill, _zbv_turn_s(m, p, f, f1, b, i1, w1, start, position, count, exists,
-                                                        h, shorts, runs)), fill)
+    fill = np.where(first, np.maximum(fill, turn), fill)
     # ... or after micro-batch 0's first-leg I queued on a device d behind min(m, p − d) second-leg I's (_zbv_queue_s)
-    fill = np.where(first, np.maximum(fill, _zbv_queue_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h,
-                                                         shorts, back, runs)), fill)
+    fill = np.where(first, np.maximum(fill, queue), fill)
     station = np.where(last, b, np.where(first, (f + b) / 2, 0.0))
     drain = forward_all + backward_all + (4 * (p - 1) * h - 2 * all12) + (m - 1) * station + first_w
     return np.maximum(base, np.max(np.where(exists, np.maximum(fill, drain), -np.inf), axis=1))

@@ -8,19 +8,27 @@ from __future__ import annotations
 import numpy as np
 
 
-def _stage_sum_s(short, weight) -> np.ndarray:
+def _stage_sum_s(short, weight, prepared=None) -> np.ndarray:
     """Σ_k weight_k·short_k over the last axis (a time per stage, its stages), each distinct value's integer weight
     summed first and the values added in the order they first appear: the same float whether like stages stand as
     one representative (weight their count) or as one column each (tests/test_pipeline_stages.py: representatives
-    give every figure)."""
-    same = short[..., :, None] == short[..., None, :]
+    give every figure). `prepared`: `_stage_sum_prep(short)`, reused by the loops over d that sum one `short` under
+    many weights (session 25, zbvspeed: the same operations, so the same floats)."""
+    same, first = _stage_sum_prep(short) if prepared is None else prepared
     # Σ_j same_kj·weight_j: integers, exact in any order (an einsum: no (…, S, S) temporary of the weights)
-    total = np.einsum("...j,...kj->...k", np.asarray(weight, dtype=float), same.astype(float))
-    first = ~np.any(same & np.tri(short.shape[-1], k=-1, dtype=bool), axis=-1)
+    total = np.einsum("...j,...kj->...k", np.asarray(weight, dtype=float), same)
+    term = np.where(first, total * short, 0.0)
     out = np.zeros(np.broadcast_shapes(short.shape, weight.shape)[:-1])
     for k in range(short.shape[-1]):
-        out = out + np.where(first[..., k], total[..., k] * short[..., k], 0.0)
+        out = out + term[..., k]
     return out
+
+
+def _stage_sum_prep(short) -> tuple[np.ndarray, np.ndarray]:
+    """(same as float, first) of `_stage_sum_s`: which stages hold equal values, and which is each value's first."""
+    same = short[..., :, None] == short[..., None, :]
+    first = ~np.any(same & np.tri(short.shape[-1], k=-1, dtype=bool), axis=-1)
+    return same.astype(float), first
 
 
 def _zbv_return_s(m, p, f, f1, start, position, count, exists, h, shorts, runs=None) -> np.ndarray:
@@ -48,13 +56,15 @@ def _zbv_return_s(m, p, f, f1, start, position, count, exists, h, shorts, runs=N
         f_run, f1_run = np.take_along_axis(f, column, axis=1), np.take_along_axis(f1, column, axis=1)
         ok = end >= 0
     before = _stage_sum_s(f[:, None, :], ahead)
+    short_runs = shorts[:, None, :]
+    prepared = _stage_sum_prep(short_runs)  # one `shorts` under the four d's weights
     kink = p - 1 - (m - 1) / 2
     best = np.full(f_run.shape, -np.inf)
     for d in (start, end, np.floor(kink) + 0 * start, np.ceil(kink) + 0 * start):
         d = np.clip(d, start, end)
         k = np.minimum(m, 2 * (p - 1 - d) + 1)
         weight = np.concatenate([ahead + own * (d - start)[:, :, None], ahead + own * (d - start + 1)[:, :, None]], 2)
-        hops = 2 * d * h - _stage_sum_s(shorts[:, None, :], weight)
+        hops = 2 * d * h - _stage_sum_s(short_runs, weight, prepared)
         best = np.maximum(best, before + (d - start) * f_run + k * f1_run + (f_run - f1_run) + hops)
     return np.max(np.where(ok, best, -np.inf), axis=1, keepdims=True)
 
@@ -80,13 +90,15 @@ def _zbv_turn_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h, short
     turn, all_i1 = total(f, last), total(count * i1)
     tail = m * (total(i1, first) + total(w1, first)) - total(i1, first)  # I0.0 among device 0's m I's
     best = np.full(m.shape, -np.inf)
+    prepared = _stage_sum_prep(shorts)
     for d in range(1, int(np.max(p))):
         at_or_past, past = (_from_s(runs, e, exists) if runs is not None else
                             np.where(exists, np.clip(count - np.maximum(0.0, e - start), 0.0, count), 0.0)
                             for e in (d, d + 1))
         between = np.maximum(at_or_past - last, 0.0)  # stages d to p − 2
         path = (down + np.minimum(m, d + 1) * turn + total(between * f2) + total(at_or_past * i2) + all_i1 + tail
-                + ((4 * (p - 1) - 2 * d) * h - 2 * _stage_sum_s(shorts, np.concatenate([count, past], 1))[:, None]))
+                + ((4 * (p - 1) - 2 * d) * h
+                   - 2 * _stage_sum_s(shorts, np.concatenate([count, past], 1), prepared)[:, None]))
         best = np.maximum(best, np.where(d <= p - 1, path, -np.inf))
     return best
 
@@ -117,13 +129,52 @@ def _zbv_queue_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h, shor
     f2_0, i2_0 = total(f - f1), total(b - i1)
     tail = m * (total(i1) + total(w1))
     best = np.full(m.shape, -np.inf)
+    b_here = np.where(exists, b, 0.0)
+    prepared, prepared_b = _stage_sum_prep(shorts), _stage_sum_prep(b_here)
     for d in range(int(np.max(p))):
         at_or_past, past = (_from_s(runs, e, exists) if runs is not None else
                             np.where(exists, np.clip(count - np.maximum(0.0, e - start), 0.0, count), 0.0)
                             for e in (d, d + 1))
         upto = np.where(exists & ~first, count - past, 0.0)  # stages 1 to d
-        hops = 2 * d * h - _stage_sum_s(shorts, np.concatenate([count - at_or_past, count - past], 1))[:, None]
-        climb = _stage_sum_s(np.where(exists, b, 0.0), upto)[:, None]  # I² up and I¹ down over devices 1 to d
+        weight = np.concatenate([count - at_or_past, count - past], 1)
+        hops = 2 * d * h - _stage_sum_s(shorts, weight, prepared)[:, None]
+        climb = _stage_sum_s(b_here, upto, prepared_b)[:, None]  # I² up and I¹ down over devices 1 to d
         path = back - f2_0 + np.minimum(m, p - d) * (f2_0 + i2_0) + climb + tail + hops
         best = np.maximum(best, np.where(d <= p - 1, path, -np.inf))
     return best
+
+
+def _zbv_paths_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h, shorts, runs=None, paths_s=None):
+    """(R, turn, queue) of `zbv_pipe_s`, each (N, 1): `_zbv_return_s`, `_zbv_turn_s`, `_zbv_queue_s`. With `runs`
+    (stages.v_runs plus its one-hot columns and a memo) only the rows whose kinds interleave (more runs than kinds)
+    go run by run, their runs cut to the most any of them holds; the other rows take the one-run-a-kind form, the
+    same floats there (integer counts, each kind one run: session 25, zbvgroup) at the cost of their own columns
+    (session 25, zbvspeed: a GLaM search with ZB-V paid the runs path on every row). `paths_s`: the three functions
+    (schedules passes its own names, which tests patch to take a path out)."""
+    return_s, turn_s, queue_s = paths_s or (_zbv_return_s, _zbv_turn_s, _zbv_queue_s)
+
+    def paths(rows, sub_runs):
+        cut = [a if rows is None else a[rows] for a in (m, p, f, f1, b, i1, w1, start, position, count, exists, h,
+                                                         shorts)]
+        m_, p_, f_, f1_, b_, i1_, w1_, start_, position_, count_, exists_, h_, shorts_ = cut
+        back = return_s(m_, p_, f_, f1_, start_, position_, count_, exists_, h_, shorts_, sub_runs)
+        return (back, turn_s(m_, p_, f_, f1_, b_, i1_, w1_, start_, position_, count_, exists_, h_, shorts_,
+                             sub_runs),
+                queue_s(m_, p_, f_, f1_, b_, i1_, w1_, start_, position_, count_, exists_, h_, shorts_, back,
+                        sub_runs))
+
+    if runs is None:
+        return paths(None, None)
+    held = np.sum(runs[1] >= 0, axis=1)  # each row's runs (v_runs packs them first, −1 pads after)
+    interleaved = held > np.sum(exists, axis=1)
+    if interleaved.all():
+        return paths(None, runs)
+    out = tuple(np.empty((f.shape[0], 1)) for _ in range(3))
+    for rows, run in ((~interleaved, False), (interleaved, True)):
+        if not rows.any():
+            continue
+        width = int(np.max(held[rows])) if run else 0
+        sub_runs = (*(a[rows, :width] for a in runs[:5]), {}) if run else None
+        for whole, part in zip(out, paths(rows, sub_runs)):
+            whole[rows] = part
+    return out

@@ -104,8 +104,10 @@ def test_glams_kinds_interleave_and_are_priced_run_by_run():
 # ST-MoE p 16 first 3 last 2 m 4 +4.35 -> +3.12 %, GLaM p 11 first 2 last 2 m 4 +15.27 -> +14.57 %. The gap left is not
 # the grouping (the estimate is its every-device form, above) but the pipeline form against the order on these
 # pieces (free sends, each piece's own times: GLaM p 8 m 2 order +12.63 % over the form; at m 16 the form's skew row
-# 6.06 % over the order): docs/collectives-history.md, Session 25 (zbvgroup).
-AGREEMENT = [("glam-64b-64e", 8, 2, 2, 2, 0.0832, 0.002), ("st-moe-32b", 16, 3, 2, 4, 0.0312, 0.002),
+# 6.06 % over the order): docs/collectives-history.md, Session 25 (zbvgroup). ST-MoE +3.12 -> +4.09 % after merging
+# sharedtp (its dense FFN, written as a shared expert, all-reduces over tp 16 in both engines; with those calls dropped
+# the case reads +3.12 % again): longer pieces, the same form-against-order gap.
+AGREEMENT = [("glam-64b-64e", 8, 2, 2, 2, 0.0832, 0.002), ("st-moe-32b", 16, 3, 2, 4, 0.0409, 0.002),
              ("glam-64b-64e", 11, 2, 2, 4, 0.1457, 0.002)]
 
 

@@ -16,17 +16,13 @@ from _repo_root import ROOT  # first: this checkout's root on sys.path (scripts/
 
 from scripts import newlogs4_check  # noqa: E402
 from scripts.newlogs4_check import priced  # noqa: E402,F401  (the same options, priced the same way)
+from scripts.newlogs13_check import without_algo  # noqa: E402  (here: the run's NCCL_ALGO left out, NCCL's own choice)
 
 # The logs session 25 added (tests/data/nccl/SOURCES.md, "Session 25 (newlogs15)"), committed before pricing.
 FRESH_PREFIXES = ("h100-wutz-2node_", "h100-k8s-2node_")
 
 # The round's views (scripts/newlogs4_check.round_views) over this round's fresh logs; no transfer rule (no pairs).
 fresh_entries, log_lines, size_lines, _by_rule, _pairs = newlogs4_check.round_views(FRESH_PREFIXES, ())
-
-
-def without_algo(entry: dict) -> dict:
-    """The variant that does not read the run's NCCL_ALGO: NCCL's own algorithm choice."""
-    return {k: v for k, v in entry.items() if k != "nccl_algo"}
 
 
 if __name__ == "__main__":

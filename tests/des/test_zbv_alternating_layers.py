@@ -139,21 +139,6 @@ def test_micro_batch_zeros_first_leg_i_waits_for_min_m_p_minus_d_second_leg_is()
 def test_the_queue_path_never_passes_the_order(monkeypatch):
     """Seeded unlike pieces (p 2, 3, 4, 5, 8; 648 points): where the queue path moves the form (35 points) it stays at or
     below the order (moesim's walk on each piece's own times)."""
-    from moesim.estimate import schedules as sch
-    from test_zbv_few_micro_batches import _v_form, _v_order
+    from test_zbv_few_micro_batches import _points_a_path_moves
 
-    moved = 0
-    for p in (2, 3, 4, 5, 8):
-        rng = np.random.default_rng(25 + p)
-        for _, m in itertools.product(range(12), range(1, 2 * p + 3)):
-            if m == 1:
-                pieces = tuple(tuple(rng.uniform(0.5, 2.0, 3)) for _ in range(2 * p))
-            new = _v_form(m, p, pieces)
-            with monkeypatch.context() as patch:
-                patch.setattr(sch, "_zbv_queue_s", lambda m, *a: np.full(np.shape(m), -np.inf))
-                old = _v_form(m, p, pieces)
-            assert new >= old
-            if new > old * (1 + 1e-12):
-                moved += 1
-                assert new <= _v_order(m, p, pieces) * (1 + 1e-12)
-    assert moved == 35
+    assert _points_a_path_moves(monkeypatch, 25, "_zbv_queue_s") == 35

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 
 from moesim.des.costs import CommSpec, Costs, LayerCost
+from moesim.des.layer_tp_calls import issue_amax, run_parts  # amax all-reduces, shared experts' tp calls
 from moesim.des.orders import device_order, grad_passes_per_piece, pipeline_order
 from moesim.des.param_sync import optimizer_step
 from moesim.des.pieces import backward, forward, overlapped, weights
@@ -45,8 +46,6 @@ from moesim.des.program import (COLLECTIVE, COMM_NAMES, COMPUTE, EXPERT, FORWARD
                                 STAGE_NAMES, STREAMS, TO_EXPERTS, Op, StageProgram)
 from moesim.des.zbv_times import zbv_inputs, zbv_piece_times, zbv_stage_times
 from moesim.estimate.a2a_order import MEGATRON_A2A_NODES, OFF_COMPUTE_STREAM
-from moesim.estimate.amax_comms import issue_amax
-from moesim.estimate.shared_tp_comms import run_parts
 from moesim.estimate.context_parallel import RING_BACKWARD_MULTIPLE
 from moesim.estimate.grad_buckets import bucket_params as mcore_bucket_params  # the estimate's bucket size, one rule
 from moesim.estimate.grad_buckets import bucketed, grad_reduce_overlapped, mcore_buckets

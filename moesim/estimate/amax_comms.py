@@ -22,9 +22,9 @@ and 1 backward (linear_proj's output gradient); MLA 2 forward (linear_q_up_proj 
 linear_q_proj without a q LoRA rank: their inputs gathered; the down-projections are `duplicated`, no group) and 1
 backward; a dense MLP 1 and 1 (fc1's input, fc2's output gradient); a forward replayed (full recompute, the "mlp"
 checkpoint) its forward ones again. Each is a collective of its own, on the tp axis, before the cast that precedes
-the gather (des.schedule._Builder._block issues it there), latency-bound: the collective model's price at 4 bytes.
-Left: the shared experts' (Megatron's SharedExpertMLP, TE column / row linears on the tp group: 1 and 1), as moesim
-prices none of their tp collectives yet; an MTP projection's.
+the gather (the simulator issues it there: des/layer_tp_calls.py), latency-bound: the collective model's price at 4
+bytes. The shared experts' (Megatron's SharedExpertMLP, TE column / row linears on the tp group: 1 and 1 a pass) are
+added with their other tp calls (shared_tp_comms.layer_tp_extras). Left: an MTP projection's.
 """
 
 from __future__ import annotations
@@ -76,12 +76,5 @@ def amax_layer_comms(model, training, device_kind: str, cls, size_bytes, blocks:
                      amax_comm_calls(model, cls, blocks, full, mlp_redo))]
 
 
-def issue_amax(builder, lc, block: str, phase: str, layer: int, mb: int) -> None:
-    """The simulator's: `block`'s amax all-reduces of this pass on the comm stream, before the cast and its gather."""
-    spec = lc.comms.get(AMAX_ALL_REDUCE)
-    for _ in range(amax_block_calls(builder.costs.builder.model, block, phase) if spec is not None else 0):
-        builder.comm(spec, phase, layer, mb)
-
-
 __all__ = ["AMAX_ALL_REDUCE", "AMAX_BYTES", "AMAX_TP_SCALINGS", "amax_block_calls", "amax_comm_calls",
-           "amax_layer_comms", "amax_reduced", "issue_amax"]
+           "amax_layer_comms", "amax_reduced"]

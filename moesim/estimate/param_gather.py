@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from moesim.specs.param_overlap import WITH_STEP_STAGES  # ZeRO 1 / 2: Megatron-LM arguments.py l.1067-1068
+
 # The names the gathers are priced under, one per gradient axis (the estimate's ledger, the simulator's CommSpec).
 PARAM_GATHER_NAMES = ("dp_all_gather", "edp_all_gather")
 # Its label on the simulator's grad stream, per axis.
@@ -143,8 +145,7 @@ def with_step_rows(training, schedule, zero_stage) -> np.ndarray:
     without it, as Megatron would refuse it there: specs/param_overlap.py `row_overrides`)."""
     if not training.overlap_param_gather_with_optimizer_step:
         return np.zeros(np.shape(zero_stage), dtype=bool)
-    zero = np.asarray(zero_stage)
-    return _any_schedule(schedule, ALIGNED_SCHEDULES) & (zero >= 1) & (zero <= 2)
+    return _any_schedule(schedule, ALIGNED_SCHEDULES) & np.isin(zero_stage, WITH_STEP_STAGES)
 
 
 def chunk_step_share(dense_local, expert_local, chunks):

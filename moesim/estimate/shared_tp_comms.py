@@ -27,7 +27,7 @@ import dataclasses
 
 import numpy as np
 
-from moesim.estimate.amax_comms import AMAX_ALL_REDUCE, amax_layer_comms
+from moesim.estimate.amax_comms import amax_layer_comms
 from moesim.estimate.class_terms import CommCall
 
 # The breakdown's entries (both engines)
@@ -64,29 +64,14 @@ def layer_tp_extras(tb, cls, blocks: int, full, b, mlp_redo, moe_redo) -> list:
     out = []
     if tb.tr.sequence_parallel:
         for call in amax_layer_comms(tb.model, tb.tr, tb.hw.device_kind, cls, size, blocks, full, mlp_redo):
-            extra = (2 + np.where(full, 1, 0) + moe_redo) if shared else 0  # fc1 each forward, fc2 backward
-            out.append(dataclasses.replace(call, calls=call.calls + extra) if shared else call)
+            if shared:  # fc1's input each forward, fc2's output gradient backward
+                call = dataclasses.replace(call, calls=call.calls + 2 + np.where(full, 1, 0) + moe_redo)
+            out.append(call)
     if shared:
         gather = b * cls.tokens * tb.model.d_model * tb.q_gather  # FP8 shards under TE + FP8 (module docstring)
         out += shared_comm_calls(tb.tr.sequence_parallel, size, full, np.where(cls.is_moe, moe_redo, 0), gather)
     return out
 
 
-def run_parts(builder, lc, order, parts, phase: str, layer: int, mb: int, stage_names: dict) -> None:
-    """The simulator's MoE stage parts in `order`, the shared experts' between their collectives on the comm stream:
-    forward (or replay) amax, gather, kernels, scatter; backward amax, gather, wgrad re-gather, kernels, scatter."""
-    for part in order:
-        if part != "shared_experts" or SHARED_ALL_REDUCE not in lc.comms and SHARED_GATHER not in lc.comms:
-            builder.compute(stage_names[part], phase, layer, mb, parts[part])
-            continue
-        builder.comm(lc.comms.get(AMAX_ALL_REDUCE), phase, layer, mb)
-        builder.comm(lc.comms.get(SHARED_GATHER), phase, layer, mb)
-        if phase == "bwd":
-            builder.comm(lc.comms.get(SHARED_WGRAD_GATHER), phase, layer, mb)
-        builder.compute(stage_names[part], phase, layer, mb, parts[part])
-        builder.comm(lc.comms.get(SHARED_SCATTER), phase, layer, mb)
-        builder.comm(lc.comms.get(SHARED_ALL_REDUCE), phase, layer, mb)
-
-
 __all__ = ["SHARED_ALL_REDUCE", "SHARED_GATHER", "SHARED_SCATTER", "SHARED_WGRAD_GATHER", "has_shared",
-           "layer_tp_extras", "run_parts", "shared_comm_calls"]
+           "layer_tp_extras", "shared_comm_calls"]

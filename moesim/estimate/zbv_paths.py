@@ -1,7 +1,8 @@
 """ZB-V's paths through the V (moesim.estimate.schedules.zbv_pipe_s): micro-batch 0's forward down the whole V
-(`zbv_return_s`), its I held behind later micro-batches' second-leg forwards (`zbv_turn_s`), and the order-free sum
-of a time over the pipeline's stages (`stage_sum_s`). Split out of schedules.py (session 25, zbvgroup) when the return
-and turn paths took each run of like stages (stages.v_runs) where the kinds interleave."""
+(`_zbv_return_s`), its I held behind later micro-batches' second-leg forwards (`_zbv_turn_s`), its first-leg I queued
+behind second-leg I's (`_zbv_queue_s`), the three together (`_zbv_paths_s`), and the order-free sum of a time over the
+pipeline's stages (`_stage_sum_s`). Split out of schedules.py (session 25, zbvgroup) when the return and turn paths
+took each run of like stages (stages.v_runs) where the kinds interleave."""
 
 from __future__ import annotations
 
@@ -92,15 +93,21 @@ def _zbv_turn_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h, short
     best = np.full(m.shape, -np.inf)
     prepared = _stage_sum_prep(shorts)
     for d in range(1, int(np.max(p))):
-        at_or_past, past = (_from_s(runs, e, exists) if runs is not None else
-                            np.where(exists, np.clip(count - np.maximum(0.0, e - start), 0.0, count), 0.0)
-                            for e in (d, d + 1))
+        at_or_past, past = _held_from(runs, d, exists, count, start), _held_from(runs, d + 1, exists, count, start)
         between = np.maximum(at_or_past - last, 0.0)  # stages d to p − 2
         path = (down + np.minimum(m, d + 1) * turn + total(between * f2) + total(at_or_past * i2) + all_i1 + tail
                 + ((4 * (p - 1) - 2 * d) * h
                    - 2 * _stage_sum_s(shorts, np.concatenate([count, past], 1), prepared)[:, None]))
         best = np.maximum(best, np.where(d <= p - 1, path, -np.inf))
     return best
+
+
+def _held_from(runs, d: int, exists, count, start) -> np.ndarray:
+    """(N, S) each kind's stages at or past position d: run by run (`_from_s`) with `runs`, else count − (d − the
+    kind's first stage), clipped to [0, count] (exact for a run, a lower bound where kinds interleave)."""
+    if runs is not None:
+        return _from_s(runs, d, exists)
+    return np.where(exists, np.clip(count - np.maximum(0.0, d - start), 0.0, count), 0.0)
 
 
 def _from_s(runs, d: int, exists) -> np.ndarray:
@@ -132,9 +139,7 @@ def _zbv_queue_s(m, p, f, f1, b, i1, w1, start, position, count, exists, h, shor
     b_here = np.where(exists, b, 0.0)
     prepared, prepared_b = _stage_sum_prep(shorts), _stage_sum_prep(b_here)
     for d in range(int(np.max(p))):
-        at_or_past, past = (_from_s(runs, e, exists) if runs is not None else
-                            np.where(exists, np.clip(count - np.maximum(0.0, e - start), 0.0, count), 0.0)
-                            for e in (d, d + 1))
+        at_or_past, past = _held_from(runs, d, exists, count, start), _held_from(runs, d + 1, exists, count, start)
         upto = np.where(exists & ~first, count - past, 0.0)  # stages 1 to d
         weight = np.concatenate([count - at_or_past, count - past], 1)
         hops = 2 * d * h - _stage_sum_s(shorts, weight, prepared)[:, None]

@@ -21,7 +21,7 @@ def unsearched_layout_notes(scenario: Scenario) -> list[str]:
     notes = []
     for key, listed in _LISTED_LAYOUT_KEYS:
         value, values = scenario.layout_given.get(key), getattr(scenario.search, listed)
-        if value is None or value in values or (key == "vp" and value == 1) or (key == "cp" and value == 1):
+        if value is None or value in values or (value == 1 and key in ("vp", "cp")):  # 1: the unsplit default
             continue
         quoted = [f'"{v}"' if isinstance(v, str) else str(v) for v in (*values, value)]
         notes.append(f"the scenario's [layout] {key} = {quoted[-1]} is not searched: [search] {listed} = "

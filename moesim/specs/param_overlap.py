@@ -12,6 +12,8 @@ _BOOL_KEYS = ("overlap_param_gather", "overlap_param_gather_with_optimizer_step"
 WITH_STEP_SCHEDULES = ("interleaved",)
 # --overlap-param-gather: "only supported with distributed optimizer, megatron fsdp, or dist_muon" (l.1024-1027)
 DISTRIBUTED_OPTIMIZER_STAGES = (1, 2, 3)
+# --overlap-param-gather-with-optimizer-step: "only supported with distributed optimizer" (l.1067-1068): ZeRO 1 / 2
+WITH_STEP_STAGES = (1, 2)
 ZERO_BUBBLE_SCHEDULES = ("zb-h1", "zb-v")  # moesim/estimate/grad_buckets.py SYNC_AFTER_PIPELINE: sail-sg's runtime
 
 
@@ -41,7 +43,7 @@ def check_param_overlap(tr) -> None:
     if not tr.overlap_param_gather_with_optimizer_step:
         return
     field = "training.overlap_param_gather_with_optimizer_step"
-    if tr.zero_stage not in (1, 2):
+    if tr.zero_stage not in WITH_STEP_STAGES:
         # arguments.py l.1067-1068: "only supported with distributed optimizer" (ZeRO 1 / 2 here)
         raise SpecError("overlap_param_gather_with_optimizer_step needs the distributed optimizer (zero_stage 1 or "
                         f"2; Megatron-LM asserts it), got zero_stage {tr.zero_stage}", field=field, value=True,
@@ -63,7 +65,7 @@ def row_overrides(base, schedule: str, zero_stage: int) -> dict:
     `with_step_rows`, `forward_gathers_s`: such rows keep the other placement)."""
     out = {}
     if base.overlap_param_gather_with_optimizer_step and (schedule not in WITH_STEP_SCHEDULES
-                                                          or zero_stage not in (1, 2)):
+                                                          or zero_stage not in WITH_STEP_STAGES):
         out["overlap_param_gather_with_optimizer_step"] = False
     if base.overlap_param_gather and (zero_stage not in DISTRIBUTED_OPTIMIZER_STAGES
                                       or schedule in ZERO_BUBBLE_SCHEDULES):  # ZeRO 0: priced without it anyway
